@@ -1,0 +1,56 @@
+//! The custody ledger: an append-only, publicly verifiable log of custody records.
+//!
+//! Records are the leaves of an RFC 6962 Merkle tree, published as a static c2sp.org/tlog-tiles log with signed
+//! c2sp.org/tlog-checkpoint checkpoints, so that any HTTP server or S3 bucket can serve it and any tlog client
+//! can check it. The pure parts ([`merkle`], [`tile`], [`checkpoint`], [`proof_file`]) do no IO; [`Log`]
+//! sequences appends over an `object_store`, and [`audit_log`] checks a published log end to end.
+//!
+//! Entries are opaque bytes here: this crate knows nothing of custody records, cases or people.
+
+pub mod audit;
+pub mod checkpoint;
+mod local;
+mod log;
+pub mod merkle;
+pub mod proof_file;
+mod storage;
+pub mod tile;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use audit::{AuditError, AuditReport, audit_log};
+pub use checkpoint::{Checkpoint, CheckpointError, LogSigner, LogVerifier, SignedCheckpoint};
+pub use local::LocalLog;
+pub use log::{Log, LogOptions};
+pub use merkle::{Hash, NodeId, ProofError};
+pub use proof_file::{ProofFileError, TlogProof};
+pub use storage::{CHECKPOINT, LogStore};
+
+/// Everything that can go wrong reading or writing a log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error("storage failed at {path}: {source}")]
+    Storage { path: object_store::path::Path, source: object_store::Error },
+    #[error("{path} is missing from the log")]
+    Missing { path: String },
+    #[error("{path} is corrupt: {reason}")]
+    Corrupt { path: String, reason: String },
+    #[error("node {node:?} is not complete in a tree of {tree_size} entries")]
+    NodeOutsideTree { node: NodeId, tree_size: u64 },
+    #[error("entry is {len} bytes; a log entry holds at most 65535")]
+    EntryTooLarge { len: usize },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    #[error("append failed and was not committed: {0}")]
+    Batch(Arc<LogError>),
+    #[error("the log's sequencer has stopped")]
+    Closed,
+    #[error("another process is sequencing the log in {dir}")]
+    Locked { dir: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}

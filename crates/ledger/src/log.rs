@@ -1,0 +1,307 @@
+//! The writable log: a single sequencer that batches appends (group commit), integrates them into tiles, signs
+//! a new checkpoint, and only then acknowledges them.
+//!
+//! Commit protocol, per batch: write every new tile and entry bundle (none of them is reachable from the
+//! published checkpoint yet), wait until all are durable, then replace the checkpoint. The checkpoint is the
+//! commit point: a crash before it leaves the old checkpoint and stray unreachable tiles, which the next batch
+//! overwrites; a crash after it leaves the new one. Either way the log reopens consistent, and no index is
+//! returned before the checkpoint that covers it is durable.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::LogError;
+use crate::checkpoint::{Checkpoint, LogSigner, SignedCheckpoint};
+use crate::merkle::{CompactRange, Hash, NodeId, leaf_hash, perfect_nodes};
+use crate::storage::{CHECKPOINT, LogStore};
+use crate::tile::{TILE_HEIGHT, TILE_WIDTH, Tile, TileKind, encode_bundle, encode_hashes};
+
+/// Tuning for the sequencer.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The most entries integrated in one batch.
+    pub max_batch: usize,
+    /// How many appends may wait for the sequencer before `append` itself waits.
+    pub queue_depth: usize,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self { max_batch: 8192, queue_depth: 65536 }
+    }
+}
+
+struct AppendRequest {
+    entry: Bytes,
+    reply: oneshot::Sender<Result<u64, Arc<LogError>>>,
+}
+
+/// An append-only custody log that this process sequences.
+#[derive(Debug)]
+pub struct Log {
+    storage: LogStore,
+    requests: mpsc::Sender<AppendRequest>,
+    published: watch::Receiver<SignedCheckpoint>,
+}
+
+impl Log {
+    /// Opens the log below `prefix` in `store`, creating it (with a signed checkpoint of size 0) if there is
+    /// none. The existing checkpoint must be signed by `signer`, and the stored tiles must reproduce its root.
+    ///
+    /// Only one process may sequence a log at a time; for a local directory use [`crate::LocalLog`].
+    pub async fn open(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        signer: LogSigner,
+        options: LogOptions,
+    ) -> Result<Self, LogError> {
+        let storage = LogStore::new(store, prefix);
+        let (state, published) = TreeState::open(&storage, &signer).await?;
+        let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
+        let (publish, published_rx) = watch::channel(published);
+        let sequencer = Sequencer { storage: storage.clone(), signer, state, publish, max_batch: options.max_batch.max(1) };
+        tokio::spawn(sequencer.run(receiver));
+        Ok(Self { storage, requests, published: published_rx })
+    }
+
+    /// Appends one entry and returns its index once a durable, signed checkpoint covers it.
+    pub async fn append(&self, entry: impl Into<Bytes>) -> Result<u64, LogError> {
+        let entry = entry.into();
+        if entry.len() > usize::from(u16::MAX) {
+            return Err(LogError::EntryTooLarge { len: entry.len() });
+        }
+        let (reply, response) = oneshot::channel();
+        self.requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
+        response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
+    }
+
+    /// The latest published checkpoint.
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.published.borrow().clone()
+    }
+
+    /// Waits until a published checkpoint covers at least `size` entries.
+    pub async fn wait_for_size(&self, size: u64) -> Result<SignedCheckpoint, LogError> {
+        let mut published = self.published.clone();
+        let reached = published.wait_for(|signed| signed.checkpoint.size >= size).await.map_err(|_| LogError::Closed)?;
+        Ok(reached.clone())
+    }
+
+    /// Read access to the stored tiles, for proofs and entries.
+    pub fn storage(&self) -> &LogStore {
+        &self.storage
+    }
+
+    /// An offline proof (c2sp.org/tlog-proof@v1) of entry `index` under the latest checkpoint.
+    pub async fn tlog_proof(&self, index: u64) -> Result<crate::TlogProof, LogError> {
+        let signed = self.checkpoint();
+        let path = self.storage.inclusion_proof(index, signed.checkpoint.size).await?;
+        Ok(crate::TlogProof { extra: None, index, path, checkpoint_note: signed.note().to_vec() })
+    }
+}
+
+/// The right edge of the tree: everything needed to append without reading storage.
+#[derive(Debug, Clone, Default)]
+struct TreeState {
+    range: CompactRange,
+    /// The filled slots of the last, partial tile at each tile level.
+    hash_tiles: Vec<Vec<Hash>>,
+    /// The entries of the last, partial entry bundle.
+    entries: Vec<Bytes>,
+}
+
+impl TreeState {
+    async fn open(storage: &LogStore, signer: &LogSigner) -> Result<(Self, SignedCheckpoint), LogError> {
+        let Some(note) = storage.get(CHECKPOINT).await? else {
+            let signed = signer.sign(&Checkpoint::new(signer.name(), 0, crate::merkle::empty_root()))?;
+            storage.put(CHECKPOINT, Bytes::copy_from_slice(signed.note())).await?;
+            return Ok((Self::default(), signed));
+        };
+        let signed = SignedCheckpoint::open(&note, &[signer.verifier()])?;
+        let state = Self::load(storage, &signed.checkpoint).await?;
+        Ok((state, signed))
+    }
+
+    /// Rebuilds the right edge of the tree that `checkpoint` describes, and checks it against the root.
+    async fn load(storage: &LogStore, checkpoint: &Checkpoint) -> Result<Self, LogError> {
+        let size = checkpoint.size;
+        let edge_nodes: Vec<NodeId> = perfect_nodes(0..size);
+        let edge = storage.node_hashes(&edge_nodes, size).await?;
+        let range = CompactRange::from_parts(size, edge).ok_or(LogError::Corrupt {
+            path: CHECKPOINT.into(),
+            reason: "tree edge has the wrong shape".into(),
+        })?;
+        if range.root() != checkpoint.root {
+            return Err(LogError::Corrupt {
+                path: CHECKPOINT.into(),
+                reason: format!("stored tiles give root {} but the checkpoint says {}", range.root(), checkpoint.root),
+            });
+        }
+        let mut hash_tiles = Vec::new();
+        for level in 0..levels_for(size) {
+            let hashes = match Tile::partial(TileKind::Hashes { level }, size) {
+                Some(tile) => storage.hash_tile(tile).await?.to_vec(),
+                None => Vec::new(),
+            };
+            hash_tiles.push(hashes);
+        }
+        let entries = match Tile::partial(TileKind::Entries, size) {
+            Some(tile) => storage.entry_bundle(tile).await?,
+            None => Vec::new(),
+        };
+        let entry_leaves: Vec<Hash> = entries.iter().map(|e| leaf_hash(e)).collect();
+        if hash_tiles.first().is_some_and(|leaves| *leaves != entry_leaves) {
+            return Err(LogError::Corrupt {
+                path: format!("tile/entries/{}", crate::tile::index_path(size / TILE_WIDTH)),
+                reason: "partial entry bundle does not match the level-0 tile".into(),
+            });
+        }
+        Ok(Self { range, hash_tiles, entries })
+    }
+
+    /// Appends `batch` to a copy of this state, returning the new state and the objects to write. Pure.
+    fn apply(&self, batch: &[Bytes]) -> (Self, Vec<(String, Bytes)>) {
+        let old_size = self.range.size();
+        let Self { mut range, mut hash_tiles, mut entries } = self.clone();
+        let mut writes = Vec::new();
+        for entry in batch {
+            let index = range.size();
+            entries.push(entry.clone());
+            if entries.len() as u64 == TILE_WIDTH {
+                let tile = Tile { kind: TileKind::Entries, index: index / TILE_WIDTH, width: TILE_WIDTH as u16 };
+                writes.push((tile.path(), Bytes::from(encode_bundle(&entries))));
+                entries.clear();
+            }
+            range.append(leaf_hash(entry), |node, hash| {
+                if node.level % TILE_HEIGHT != 0 {
+                    return;
+                }
+                let level = node.level / TILE_HEIGHT;
+                if hash_tiles.len() <= level.into() {
+                    hash_tiles.resize(usize::from(level) + 1, Vec::new());
+                }
+                let slots = &mut hash_tiles[usize::from(level)];
+                slots.push(*hash);
+                if slots.len() as u64 == TILE_WIDTH {
+                    let tile =
+                        Tile { kind: TileKind::Hashes { level }, index: node.index / TILE_WIDTH, width: TILE_WIDTH as u16 };
+                    writes.push((tile.path(), Bytes::from(encode_hashes(slots))));
+                    slots.clear();
+                }
+            });
+        }
+        let new_size = range.size();
+        let changed_partial = |kind| Tile::partial(kind, new_size).filter(|t| Some(*t) != Tile::partial(kind, old_size));
+        if let Some(tile) = changed_partial(TileKind::Entries) {
+            writes.push((tile.path(), Bytes::from(encode_bundle(&entries))));
+        }
+        for (level, slots) in hash_tiles.iter().enumerate() {
+            if let Some(tile) = changed_partial(TileKind::Hashes { level: level as u8 }) {
+                writes.push((tile.path(), Bytes::from(encode_hashes(slots))));
+            }
+        }
+        (Self { range, hash_tiles, entries }, writes)
+    }
+}
+
+/// How many tile levels a tree of `size` has.
+fn levels_for(size: u64) -> u8 {
+    (0u8..8).take_while(|level| size >> (u32::from(*level) * u32::from(TILE_HEIGHT)) > 0).count() as u8
+}
+
+struct Sequencer {
+    storage: LogStore,
+    signer: LogSigner,
+    state: TreeState,
+    publish: watch::Sender<SignedCheckpoint>,
+    max_batch: usize,
+}
+
+impl Sequencer {
+    async fn run(mut self, mut requests: mpsc::Receiver<AppendRequest>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while requests.recv_many(&mut batch, self.max_batch).await > 0 {
+            let entries: Vec<Bytes> = batch.iter().map(|request| request.entry.clone()).collect();
+            let first_index = self.state.range.size();
+            match self.integrate(&entries).await {
+                Ok(full_tiles) => {
+                    for (offset, request) in batch.drain(..).enumerate() {
+                        let _ = request.reply.send(Ok(first_index + offset as u64));
+                    }
+                    self.collect_superseded_partials(full_tiles);
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, entries = entries.len(), "custody log batch failed");
+                    let err = Arc::new(err);
+                    for request in batch.drain(..) {
+                        let _ = request.reply.send(Err(err.clone()));
+                    }
+                    // The checkpoint write may have landed even though the store reported an error, so the
+                    // truth is whatever the store now holds; never reuse indices it may have published.
+                    if let Err(err) = self.reload().await {
+                        tracing::error!(error = %err, "custody log cannot reload after a failed batch; stopping");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a batch and publishes its checkpoint. Returns the full tiles it completed.
+    async fn integrate(&mut self, entries: &[Bytes]) -> Result<Vec<String>, LogError> {
+        let (next, writes) = self.state.apply(entries);
+        let full_tiles: Vec<String> =
+            writes.iter().filter(|(path, _)| !path.contains(".p/")).map(|(path, _)| path.clone()).collect();
+        self.storage.put_all(writes).await?;
+        let checkpoint = Checkpoint::new(self.signer.name(), next.range.size(), next.range.root());
+        let signed = self.signer.sign(&checkpoint)?;
+        self.storage.put(CHECKPOINT, Bytes::copy_from_slice(signed.note())).await?;
+        self.state = next;
+        self.publish.send_replace(signed);
+        Ok(full_tiles)
+    }
+
+    async fn reload(&mut self) -> Result<(), LogError> {
+        let (state, signed) = TreeState::open(&self.storage, &self.signer).await?;
+        self.state = state;
+        self.publish.send_replace(signed);
+        Ok(())
+    }
+
+    /// Partial tiles are only for clients whose checkpoint predates the full tile; drop them in the background.
+    fn collect_superseded_partials(&self, full_tiles: Vec<String>) {
+        if full_tiles.is_empty() {
+            return;
+        }
+        let storage = self.storage.clone();
+        tokio::spawn(async move {
+            for path in full_tiles {
+                if let Err(err) = storage.delete_below(&format!("{path}.p")).await {
+                    tracing::warn!(error = %err, "could not remove superseded partial tiles");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_writes_full_and_partial_tiles() {
+        let batch: Vec<Bytes> = (0..300u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
+        let (state, writes) = TreeState::default().apply(&batch);
+        let paths: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["tile/entries/000", "tile/0/000", "tile/entries/001.p/44", "tile/0/001.p/44", "tile/1/000.p/1"]);
+        assert_eq!(state.entries.len(), 44);
+
+        let (_, writes) = state.apply(&batch[..1]);
+        let paths: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["tile/entries/001.p/45", "tile/0/001.p/45"]);
+    }
+}

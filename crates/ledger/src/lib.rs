@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 pub use audit::{AuditError, AuditReport, audit_log};
 pub use checkpoint::{Checkpoint, CheckpointError, LogSigner, LogVerifier, SignedCheckpoint};
-pub use local::LocalLog;
 pub use log::{Log, LogOptions};
 pub use merkle::{Hash, NodeId, ProofError};
 pub use proof_file::{ProofFileError, TlogProof};

@@ -40,32 +40,60 @@ struct AppendRequest {
     reply: oneshot::Sender<Result<u64, Arc<LogError>>>,
 }
 
-/// An append-only custody log that this process sequences.
-#[derive(Debug)]
+/// Whatever keeps other processes out of the log (a directory lock, say), held by every handle.
+type SequencerGuard = Arc<dyn std::any::Any + Send + Sync>;
+
+/// An append-only custody log that this process sequences. Clones are handles to the same log.
+#[derive(Clone)]
 pub struct Log {
     storage: LogStore,
     requests: mpsc::Sender<AppendRequest>,
     published: watch::Receiver<SignedCheckpoint>,
+    _guard: Option<SequencerGuard>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("storage", &self.storage).finish_non_exhaustive()
+    }
 }
 
 impl Log {
     /// Opens the log below `prefix` in `store`, creating it (with a signed checkpoint of size 0) if there is
     /// none. The existing checkpoint must be signed by `signer`, and the stored tiles must reproduce its root.
     ///
-    /// Only one process may sequence a log at a time; for a local directory use [`crate::LocalLog`].
+    /// Only one process may sequence a log at a time; the caller sees to that (for a local directory,
+    /// [`Log::open_local`] does).
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: Path,
         signer: LogSigner,
         options: LogOptions,
     ) -> Result<Self, LogError> {
+        Self::open_guarded(store, prefix, signer, options, None).await
+    }
+
+    pub(crate) async fn open_guarded(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        signer: LogSigner,
+        options: LogOptions,
+        guard: Option<SequencerGuard>,
+    ) -> Result<Self, LogError> {
         let storage = LogStore::new(store, prefix);
         let (state, published) = TreeState::open(&storage, &signer).await?;
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (publish, published_rx) = watch::channel(published);
-        let sequencer = Sequencer { storage: storage.clone(), signer, state, publish, max_batch: options.max_batch.max(1) };
+        let sequencer = Sequencer {
+            storage: storage.clone(),
+            signer,
+            state,
+            publish,
+            max_batch: options.max_batch.max(1),
+            _guard: guard.clone(),
+        };
         tokio::spawn(sequencer.run(receiver));
-        Ok(Self { storage, requests, published: published_rx })
+        Ok(Self { storage, requests, published: published_rx, _guard: guard })
     }
 
     /// Appends one entry and returns its index once a durable, signed checkpoint covers it.
@@ -219,6 +247,7 @@ struct Sequencer {
     state: TreeState,
     publish: watch::Sender<SignedCheckpoint>,
     max_batch: usize,
+    _guard: Option<SequencerGuard>,
 }
 
 impl Sequencer {

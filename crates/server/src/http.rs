@@ -1,0 +1,71 @@
+//! The HTTP surface. For now: health, and the custody log served read-only at the c2sp.org/tlog-tiles paths
+//! below `/log/`, so that outside monitors can follow it with any tlog client.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use custodia_ledger::tile::Tile;
+use custodia_ledger::{CHECKPOINT, Log};
+
+use crate::problem::Problem;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub log: Log,
+}
+
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/log/checkpoint", get(checkpoint))
+        .route("/log/{*path}", get(tile))
+        .with_state(state)
+}
+
+async fn checkpoint(State(state): State<AppState>) -> Response {
+    // Served from memory: the published checkpoint is exactly what is durable in the store.
+    let signed = state.log.checkpoint();
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
+        signed.note().to_vec(),
+    )
+        .into_response()
+}
+
+async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response, Problem> {
+    let tile = Tile::parse_path(&path).ok_or_else(|| Problem::not_found("not a c2sp.org/tlog-tiles path"))?;
+    let size = state.log.checkpoint().checkpoint.size;
+    if !tile_published(tile, size) {
+        return Err(Problem::not_found(format!("{path} is beyond the published checkpoint")));
+    }
+    let bytes = state
+        .log
+        .storage()
+        .get(&tile.path())
+        .await
+        .map_err(|err| Problem::internal(&err))?
+        .ok_or_else(|| Problem::not_found(format!("{path} has been superseded by its full tile")))?;
+    debug_assert_ne!(tile.path(), CHECKPOINT);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Whether the published tree of `size` covers all of `tile`: only then is it immutable and safe to serve.
+fn tile_published(tile: Tile, size: u64) -> bool {
+    use custodia_ledger::tile::{TILE_HEIGHT, TILE_WIDTH, TileKind};
+    let level = match tile.kind {
+        TileKind::Entries => 0,
+        TileKind::Hashes { level } => level,
+    };
+    let stored = size.checked_shr(u32::from(level) * u32::from(TILE_HEIGHT)).unwrap_or(0);
+    tile.index.saturating_mul(TILE_WIDTH).saturating_add(u64::from(tile.width)) <= stored
+}

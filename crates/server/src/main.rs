@@ -1,0 +1,178 @@
+//! `custodia`: run the gateway, make its key, and audit custody logs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use custodia_core::CustodyRecord;
+use custodia_ledger::{Checkpoint, Log, LogOptions, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
+use custodia_server::config::{GatewayConfig, ServeConfig, absolute};
+use custodia_server::{http, keys};
+use object_store::ObjectStore;
+use object_store::path::Path as StorePath;
+
+#[derive(Debug, Parser)]
+#[command(name = "custodia", version, about = "Secure evidence-transfer and remote-testimony gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway. Makes its key on first start.
+    Serve(ServeConfig),
+    /// Make the gateway's signing key if there is none, and print its public key in C2SP vkey form.
+    Keygen(GatewayConfig),
+    /// Work with custody logs.
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Audit a log end to end: checkpoint signature, every entry, every tile, the root, and consistency with a
+    /// checkpoint seen earlier.
+    Verify {
+        /// A log directory, or the log's http(s) URL prefix.
+        location: String,
+        /// The log's public key (C2SP vkey), or a file holding it.
+        #[arg(long)]
+        key: String,
+        /// A checkpoint seen earlier that the log must extend. If the file does not exist yet, it is created.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Check an offline proof (c2sp.org/tlog-proof@v1) that an entry is in a log.
+    CheckProof {
+        /// The proof file.
+        proof: PathBuf,
+        /// The entry's bytes.
+        #[arg(long)]
+        entry: PathBuf,
+        /// The log's public key (C2SP vkey), or a file holding it.
+        #[arg(long)]
+        key: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,custodia=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("custodia: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => serve(config).await,
+        Command::Keygen(config) => {
+            let (signer, created) = keys::load_or_create(&config.key_file(), &config.origin)?;
+            let verb = if created { "made" } else { "kept existing" };
+            eprintln!("{verb} key {}", absolute(&config.key_file()).display());
+            say(&signer.verifier().to_string());
+            Ok(())
+        }
+        Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
+        Command::Log(LogCommand::CheckProof { proof, entry, key }) => {
+            let verifier = read_verifier(&key)?;
+            let proof_bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
+            let entry = std::fs::read(&entry).with_context(|| format!("reading {}", entry.display()))?;
+            let signed = TlogProof::parse(&proof_bytes)?.verify(&entry, &[verifier])?;
+            say(&format!("OK: entry is in log {} of size {}", signed.checkpoint.origin, signed.checkpoint.size));
+            Ok(())
+        }
+    }
+}
+
+/// Command output goes to stdout; diagnostics go to stderr through tracing.
+#[allow(clippy::print_stdout)]
+fn say(line: &str) {
+    println!("{line}");
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let gateway = &config.gateway;
+    let (signer, created) = keys::load_or_create(&gateway.key_file(), &gateway.origin)?;
+    if created {
+        tracing::info!(key = %absolute(&gateway.key_file()).display(), "made a new gateway key");
+    }
+    let vkey = signer.verifier();
+    let log = Log::open_local(&gateway.log_dir(), signer, LogOptions::default()).await?;
+    tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "gateway listening");
+    let state = http::AppState { log };
+    axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = async { if let Some(t) = terminate.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn read_verifier(key: &str) -> anyhow::Result<LogVerifier> {
+    let text = if std::path::Path::new(key).is_file() { std::fs::read_to_string(key)? } else { key.to_owned() };
+    text.trim().parse().context("--key is not a C2SP verifier key (name+id+base64)")
+}
+
+fn open_location(location: &str) -> anyhow::Result<LogStore> {
+    let store: Arc<dyn ObjectStore> = if location.starts_with("http://") || location.starts_with("https://") {
+        let options = object_store::ClientOptions::new().with_allow_http(true);
+        Arc::new(object_store::http::HttpBuilder::new().with_url(location).with_client_options(options).build()?)
+    } else {
+        let dir = std::path::Path::new(location);
+        if !dir.is_dir() {
+            bail!("{location} is neither a directory nor an http(s) URL");
+        }
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?)
+    };
+    Ok(LogStore::new(store, StorePath::default()))
+}
+
+async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow::Result<()> {
+    let verifier = read_verifier(key)?;
+    let storage = open_location(location)?;
+    let previous = match &state {
+        Some(path) if path.exists() => {
+            let note = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let signed = SignedCheckpoint::open(&note, std::slice::from_ref(&verifier))
+                .with_context(|| format!("earlier checkpoint {}", path.display()))?;
+            Some(signed.checkpoint)
+        }
+        _ => None,
+    };
+    let check_record = |_index: u64, entry: &[u8]| CustodyRecord::from_entry(entry).map(drop).map_err(|e| e.to_string());
+    let report = audit_log(&storage, std::slice::from_ref(&verifier), previous.as_ref(), check_record)
+        .await
+        .with_context(|| format!("log at {location} FAILED verification"))?;
+    let Checkpoint { origin, size, root, .. } = &report.checkpoint.checkpoint;
+    say(&format!("OK: log {origin}"));
+    say(&format!("  checkpoint: {size} entries, root {root}, signed by {verifier}"));
+    say(&format!("  every entry is a canonical custody record; {} hash tiles match", report.hash_tiles_checked));
+    if let Some(previous) = report.extends {
+        say(&format!("  extends the checkpoint of size {previous} seen earlier"));
+    }
+    if let Some(path) = state {
+        std::fs::write(&path, report.checkpoint.note()).with_context(|| format!("saving {}", path.display()))?;
+        say(&format!("  saved this checkpoint to {}", path.display()));
+    }
+    Ok(())
+}

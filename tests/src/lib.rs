@@ -1,0 +1,32 @@
+//! Helpers shared by the end-to-end tests: paths to shared material, and real custody records to log.
+
+use std::path::PathBuf;
+
+use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
+
+/// `../shared`, the read-only material beside the repository.
+pub fn shared_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
+}
+
+/// A custody record of about `approx_len` bytes whose content is fixed by `seed`, so that a test can tell later
+/// exactly which bytes belong at an index.
+pub fn sample_record(seed: u64, approx_len: usize) -> Vec<u8> {
+    let base = CustodyRecord::new(
+        CaseId::new("case-e2e").expect("valid id"),
+        ActorId::new(format!("acct-{seed}")).expect("valid id"),
+        jiff::Timestamp::from_second(1_800_000_000 + (seed % 1_000_000) as i64).expect("in range"),
+        Label::new("x").expect("valid label"),
+        CustodyEvent::HearingEvent {
+            hearing: HearingId::new("hearing-1").expect("valid id"),
+            kind: Label::new("segment_sealed").expect("valid label"),
+            subject: None,
+            detail_sha256: Some(Sha256::of(&seed.to_be_bytes())),
+        },
+    );
+    let overhead = base.to_entry().expect("small record").len() - 1;
+    let filler = approx_len.saturating_sub(overhead).clamp(1, Label::MAX_LEN);
+    let purpose = format!("{seed}:{}", "p".repeat(filler)).chars().take(filler.max(1)).collect::<String>();
+    let record = CustodyRecord { purpose: Label::new(purpose).expect("valid label"), ..base };
+    record.to_entry().expect("record fits an entry")
+}

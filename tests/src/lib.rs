@@ -1,6 +1,6 @@
 //! Helpers shared by the end-to-end tests: paths to shared material, and real custody records to log.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
 
@@ -29,4 +29,29 @@ pub fn sample_record(seed: u64, approx_len: usize) -> Vec<u8> {
     let purpose = format!("{seed}:{}", "p".repeat(filler)).chars().take(filler.max(1)).collect::<String>();
     let record = CustodyRecord { purpose: Label::new(purpose).expect("valid label"), ..base };
     record.to_entry().expect("record fits an entry")
+}
+
+/// Copies directory `from` and everything below it to `to`, so that a test can tamper with a copy of a log. A live
+/// log deletes superseded partial tiles in the background, so files that vanish during the copy are skipped.
+pub fn copy_dir_all(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    let entries = match std::fs::read_dir(from) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        entries => entries?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        let copied = if entry.file_type()?.is_dir() {
+            copy_dir_all(&entry.path(), &target)
+        } else {
+            std::fs::copy(entry.path(), target).map(drop)
+        };
+        if let Err(err) = copied
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(err);
+        }
+    }
+    Ok(())
 }

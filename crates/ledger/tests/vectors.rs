@@ -63,7 +63,9 @@ fn inclusion_vectors() {
     for file in files {
         let v: Inclusion = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let result = match (hash(&v.leaf_hash), hash(&v.root), proof_hashes(&v.proof)) {
-            (Some(leaf), Some(root), Some(proof)) => verify_inclusion(v.leaf_idx, v.tree_size, &leaf, &proof, &root).is_ok(),
+            (Some(leaf), Some(root), Some(proof)) => {
+                verify_inclusion(v.leaf_idx, v.tree_size, &leaf, &proof, &root).is_ok()
+            }
             _ => false,
         };
         assert_eq!(result, !v.want_err, "{}", file.display());
@@ -76,7 +78,9 @@ fn consistency_vectors() {
     assert!(files.len() > 50, "expected the shared consistency vectors, found {}", files.len());
     for file in files {
         let v: Consistency = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        let bytes = |text: &Option<String>| base64::engine::general_purpose::STANDARD.decode(text.as_deref().unwrap_or("")).ok();
+        let bytes = |text: &Option<String>| {
+            base64::engine::general_purpose::STANDARD.decode(text.as_deref().unwrap_or("")).ok()
+        };
         let proof: Option<Vec<Vec<u8>>> = v.proof.iter().flatten().map(|t| bytes(&Some(t.clone()))).collect();
         let result = match (bytes(&v.root1), bytes(&v.root2), proof) {
             (Some(root1), Some(root2), Some(proof)) => {

@@ -115,8 +115,19 @@ impl Log {
     /// Waits until a published checkpoint covers at least `size` entries.
     pub async fn wait_for_size(&self, size: u64) -> Result<SignedCheckpoint, LogError> {
         let mut published = self.published.clone();
-        let reached = published.wait_for(|signed| signed.checkpoint.size >= size).await.map_err(|_| LogError::Closed)?;
+        let reached =
+            published.wait_for(|signed| signed.checkpoint.size >= size).await.map_err(|_| LogError::Closed)?;
         Ok(reached.clone())
+    }
+
+    /// Drops this handle and waits until the sequencer has stopped and released the log (its directory lock,
+    /// say), so that another process may open it. The sequencer stops once the last handle is gone, so this
+    /// waits for every other clone to be dropped too.
+    pub async fn close(self) {
+        let mut published = self.published.clone();
+        drop(self);
+        // The sequencer's publisher is dropped, after its guard, when it stops.
+        let _ = published.wait_for(|_| false).await;
     }
 
     /// Read access to the stored tiles, for proofs and entries.
@@ -159,10 +170,8 @@ impl TreeState {
         let size = checkpoint.size;
         let edge_nodes: Vec<NodeId> = perfect_nodes(0..size);
         let edge = storage.node_hashes(&edge_nodes, size).await?;
-        let range = CompactRange::from_parts(size, edge).ok_or(LogError::Corrupt {
-            path: CHECKPOINT.into(),
-            reason: "tree edge has the wrong shape".into(),
-        })?;
+        let range = CompactRange::from_parts(size, edge)
+            .ok_or(LogError::Corrupt { path: CHECKPOINT.into(), reason: "tree edge has the wrong shape".into() })?;
         if range.root() != checkpoint.root {
             return Err(LogError::Corrupt {
                 path: CHECKPOINT.into(),
@@ -215,15 +224,19 @@ impl TreeState {
                 let slots = &mut hash_tiles[usize::from(level)];
                 slots.push(*hash);
                 if slots.len() as u64 == TILE_WIDTH {
-                    let tile =
-                        Tile { kind: TileKind::Hashes { level }, index: node.index / TILE_WIDTH, width: TILE_WIDTH as u16 };
+                    let tile = Tile {
+                        kind: TileKind::Hashes { level },
+                        index: node.index / TILE_WIDTH,
+                        width: TILE_WIDTH as u16,
+                    };
                     writes.push((tile.path(), Bytes::from(encode_hashes(slots))));
                     slots.clear();
                 }
             });
         }
         let new_size = range.size();
-        let changed_partial = |kind| Tile::partial(kind, new_size).filter(|t| Some(*t) != Tile::partial(kind, old_size));
+        let changed_partial =
+            |kind| Tile::partial(kind, new_size).filter(|t| Some(*t) != Tile::partial(kind, old_size));
         if let Some(tile) = changed_partial(TileKind::Entries) {
             writes.push((tile.path(), Bytes::from(encode_bundle(&entries))));
         }
@@ -245,9 +258,10 @@ struct Sequencer {
     storage: LogStore,
     signer: LogSigner,
     state: TreeState,
-    publish: watch::Sender<SignedCheckpoint>,
     max_batch: usize,
+    // Declared before `publish` so that it is released first: `Log::close` waits for `publish` to go.
     _guard: Option<SequencerGuard>,
+    publish: watch::Sender<SignedCheckpoint>,
 }
 
 impl Sequencer {
@@ -326,7 +340,10 @@ mod tests {
         let batch: Vec<Bytes> = (0..300u32).map(|i| Bytes::from(i.to_be_bytes().to_vec())).collect();
         let (state, writes) = TreeState::default().apply(&batch);
         let paths: Vec<&str> = writes.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["tile/entries/000", "tile/0/000", "tile/entries/001.p/44", "tile/0/001.p/44", "tile/1/000.p/1"]);
+        assert_eq!(
+            paths,
+            ["tile/entries/000", "tile/0/000", "tile/entries/001.p/44", "tile/0/001.p/44", "tile/1/000.p/1"]
+        );
         assert_eq!(state.entries.len(), 44);
 
         let (_, writes) = state.apply(&batch[..1]);

@@ -58,8 +58,7 @@ async fn concurrent_appends_survive_reopen_and_prove_inclusion() {
         Log::open_local(dir.path(), LogSigner::from_skey(&skey).unwrap(), LogOptions::default()).await,
         Err(LogError::Locked { .. })
     ));
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
 
     let log = Log::open_local(dir.path(), LogSigner::from_skey(&skey).unwrap(), LogOptions::default()).await.unwrap();
     assert_eq!(log.checkpoint(), first, "reopening publishes nothing new");

@@ -1,0 +1,139 @@
+//! The `custodia` binary as a user runs it: first start makes a key, the log is served over HTTP, and
+//! `custodia log verify` audits it from a directory or a URL and names what is wrong when it is forged.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, Label, Sha256};
+use custodia_ledger::{Log, LogOptions, LogSigner};
+
+fn custodia(args: &[&str], data_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(args)
+        .env("CUSTODIA_DATA_DIR", data_dir)
+        .env("CUSTODIA_ORIGIN", "custodia.test/log")
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+fn record(i: u64) -> Vec<u8> {
+    CustodyRecord::new(
+        CaseId::new("case-1").unwrap(),
+        ActorId::new("acct-1").unwrap(),
+        jiff::Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
+        Label::new("disclosure to the defence").unwrap(),
+        CustodyEvent::ArtefactAccessed {
+            artefact: custodia_core::ArtefactId::new(format!("art-{i}")).unwrap(),
+            sha256: Sha256::of(&i.to_be_bytes()),
+            access: custodia_core::AccessKind::Download,
+            site: Label::new("defence chambers").unwrap(),
+        },
+    )
+    .to_entry()
+    .unwrap()
+}
+
+/// Appends custody records through the library, as the gateway does, while no server holds the log.
+async fn append_records(data_dir: &Path, range: std::ops::Range<u64>) {
+    let key = std::fs::read_to_string(data_dir.join("keys/gateway.key")).unwrap();
+    let log = Log::open_local(&data_dir.join("log"), LogSigner::from_skey(&key).unwrap(), LogOptions::default())
+        .await
+        .unwrap();
+    for i in range {
+        log.append(record(i)).await.unwrap();
+    }
+    log.close().await;
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data_dir: &Path) -> (Server, String) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CUSTODIA_DATA_DIR", data_dir)
+        .env("CUSTODIA_ORIGIN", "custodia.test/log")
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("http://127.0.0.1:{port}/log"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_serve_and_verify_from_directory_and_url() {
+    let data = tempfile::tempdir().unwrap();
+    let keygen = custodia(&["keygen"], data.path());
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let vkey = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
+    assert!(vkey.starts_with("custodia.test/log+"), "{vkey}");
+    let again = custodia(&["keygen"], data.path());
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), vkey, "keygen never replaces a key");
+
+    append_records(data.path(), 0..300).await;
+    let state = data.path().join("seen-checkpoint");
+    let state_arg = state.to_str().unwrap();
+    let log_dir = data.path().join("log");
+    let verified = custodia(&["log", "verify", log_dir.to_str().unwrap(), "--key", &vkey, "--state", state_arg], data.path());
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains("300 entries"), "{}", text(&verified));
+
+    append_records(data.path(), 300..520).await;
+    let (_server, url) = serve(data.path());
+    let verified = custodia(&["log", "verify", &url, "--key", &vkey, "--state", state_arg], data.path());
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(text(&verified).contains("extends the checkpoint of size 300"), "{}", text(&verified));
+    assert!(text(&verified).contains("520 entries"), "{}", text(&verified));
+
+    let stranger = LogSigner::generate("custodia.test/log").unwrap().verifier().to_string();
+    let refused = custodia(&["log", "verify", &url, "--key", &stranger], data.path());
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("no signature from a trusted key"), "{}", text(&refused));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_a_forged_entry_and_a_non_record() {
+    let data = tempfile::tempdir().unwrap();
+    let vkey = String::from_utf8(custodia(&["keygen"], data.path()).stdout).unwrap().trim().to_owned();
+    append_records(data.path(), 0..10).await;
+    let log_dir = data.path().join("log");
+
+    let bundle = log_dir.join("tile/entries/000.p/10");
+    let original = std::fs::read(&bundle).unwrap();
+    let mut forged = original.clone();
+    let at = forged.len() - 5;
+    forged[at] ^= 0x20;
+    std::fs::write(&bundle, &forged).unwrap();
+    let refused = custodia(&["log", "verify", log_dir.to_str().unwrap(), "--key", &vkey], data.path());
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("FAILED verification"), "{}", text(&refused));
+    assert!(text(&refused).contains("tile/0/000.p/10") || text(&refused).contains("entry 9"), "{}", text(&refused));
+    std::fs::write(&bundle, &original).unwrap();
+
+    // A well-signed log whose entries are not custody records is not a custody log.
+    let other = tempfile::tempdir().unwrap();
+    let key = std::fs::read_to_string(data.path().join("keys/gateway.key")).unwrap();
+    let log = Log::open_local(other.path(), LogSigner::from_skey(&key).unwrap(), LogOptions::default()).await.unwrap();
+    log.append(b"{\"not\":\"a record\"}".to_vec()).await.unwrap();
+    log.close().await;
+    let refused = custodia(&["log", "verify", other.path().to_str().unwrap(), "--key", &vkey], data.path());
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("entry 0 is not valid"), "{}", text(&refused));
+}

@@ -1,0 +1,198 @@
+//! Artefact storage: evidence bytes in an `object_store`, content-addressed and write-once.
+//!
+//! An upload streams into a staging object while it is hashed, in one pass, with memory bounded by the part
+//! size. Only a complete upload whose digest matches what the client stated is copied, with a create-only
+//! copy, to `objects/sha256/<hex>`; anything else is discarded. So nothing half-written can ever sit where
+//! evidence lives, and the same bytes uploaded twice are one object.
+//!
+//! This crate knows nothing of cases, people or the ledger.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use custodia_core::{Sha256, Sha256Hasher};
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, WriteMultipart};
+
+/// Where complete, verified artefacts live.
+const OBJECTS: &str = "objects/sha256";
+/// Where uploads in progress live until they are verified.
+const STAGING: &str = "staging";
+
+/// How big each multipart part is, and how many may be in flight: this bounds an upload's memory.
+const PART_SIZE: usize = 8 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("the upload was cut off after {received} bytes: {reason}")]
+    Interrupted { received: u64, reason: String },
+    #[error("the upload's SHA-256 is {actual}, not the {expected} the client stated; nothing was kept")]
+    DigestMismatch { expected: Sha256, actual: Sha256 },
+    #[error("the upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("no artefact with SHA-256 {0}")]
+    NotFound(Sha256),
+    #[error("range {start}..{end} is outside an artefact of {size} bytes")]
+    BadRange { start: u64, end: u64, size: u64 },
+    #[error("object storage failed: {0}")]
+    Backend(#[from] object_store::Error),
+}
+
+/// A verified artefact in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredArtefact {
+    pub sha256: Sha256,
+    pub size: u64,
+    /// False when identical bytes were already stored: one object, now with one more custody record.
+    pub newly_stored: bool,
+}
+
+/// Limits on one upload.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IngestOptions {
+    /// The SHA-256 the client says it is sending. A mismatch keeps nothing.
+    pub expected_sha256: Option<Sha256>,
+    /// The most bytes accepted.
+    pub max_size: Option<u64>,
+}
+
+/// Artefact bytes below `prefix` in an object store.
+#[derive(Clone)]
+pub struct ArtefactStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+}
+
+impl fmt::Debug for ArtefactStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtefactStore").field("store", &self.store.to_string()).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl ArtefactStore {
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
+        Self { store, prefix }
+    }
+
+    fn path(&self, parts: &[&str]) -> Path {
+        parts.iter().flat_map(|part| part.split('/')).fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
+    fn object_path(&self, sha256: &Sha256) -> Path {
+        let hex = sha256.to_hex();
+        // Two levels of fan-out keep directories small on a local disk.
+        self.path(&[OBJECTS, &hex[..2], &hex])
+    }
+
+    /// Streams `body` into the store, hashing it in the same pass. Returns only once the artefact is durable at
+    /// its content address; on any error nothing is left where evidence lives.
+    pub async fn ingest<S, E>(&self, body: S, options: IngestOptions) -> Result<StoredArtefact, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let staging = self.path(&[STAGING, &random_name()]);
+        let upload = self.store.put_multipart(&staging).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let outcome = stream_into(&mut writer, body, options.max_size).await;
+        let (sha256, size) = match outcome {
+            Ok(done) => done,
+            Err(err) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "could not abort a failed upload's staging object");
+                }
+                return Err(err);
+            }
+        };
+        writer.finish().await?;
+        let result = self.publish(&staging, sha256, size, options.expected_sha256).await;
+        if let Err(err) = self.store.delete(&staging).await {
+            tracing::warn!(error = %err, "could not remove a staging object");
+        }
+        result
+    }
+
+    async fn publish(
+        &self,
+        staging: &Path,
+        sha256: Sha256,
+        size: u64,
+        expected: Option<Sha256>,
+    ) -> Result<StoredArtefact, StoreError> {
+        if let Some(expected) = expected.filter(|expected| *expected != sha256) {
+            return Err(StoreError::DigestMismatch { expected, actual: sha256 });
+        }
+        // Create-only: evidence objects are never overwritten, even with the same bytes.
+        let newly_stored = match self.store.copy_if_not_exists(staging, &self.object_path(&sha256)).await {
+            Ok(()) => true,
+            Err(object_store::Error::AlreadyExists { .. }) => false,
+            Err(err) => return Err(err.into()),
+        };
+        Ok(StoredArtefact { sha256, size, newly_stored })
+    }
+
+    /// The size of a stored artefact.
+    pub async fn size(&self, sha256: &Sha256) -> Result<u64, StoreError> {
+        match self.store.head(&self.object_path(sha256)).await {
+            Ok(meta) => Ok(meta.size),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(*sha256)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Streams a stored artefact, or a byte range of it.
+    pub async fn read(
+        &self,
+        sha256: &Sha256,
+        range: Option<Range<u64>>,
+    ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        match self.store.get_opts(&self.object_path(sha256), options).await {
+            Ok(result) => Ok(result.into_stream().map_err(StoreError::from)),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::NotFound(*sha256)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Removes staging objects left by uploads that a crash interrupted. Call at start-up, before serving.
+    pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
+        let staging = self.path(&[STAGING]);
+        let leftovers: Vec<Path> = self.store.list(Some(&staging)).map_ok(|meta| meta.location).try_collect().await?;
+        for path in &leftovers {
+            self.store.delete(path).await?;
+        }
+        Ok(leftovers.len())
+    }
+}
+
+async fn stream_into<S, E>(writer: &mut WriteMultipart, body: S, max_size: Option<u64>) -> Result<(Sha256, u64), StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: fmt::Display,
+{
+    let mut hasher = Sha256Hasher::default();
+    let mut size: u64 = 0;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|err| StoreError::Interrupted { received: size, reason: err.to_string() })?;
+        size += chunk.len() as u64;
+        if let Some(limit) = max_size.filter(|limit| size > *limit) {
+            return Err(StoreError::TooLarge { limit });
+        }
+        hasher.update(&chunk);
+        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+        writer.put(chunk);
+    }
+    Ok((hasher.finish(), size))
+}
+
+fn random_name() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

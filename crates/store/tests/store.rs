@@ -1,0 +1,98 @@
+//! Ingest against a real local directory: one-pass hashing, write-once content addressing, and bad uploads
+//! that leave nothing behind.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use custodia_core::Sha256;
+use custodia_store::{ArtefactStore, IngestOptions, StoreError};
+use futures::TryStreamExt as _;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+
+fn store(dir: &std::path::Path) -> ArtefactStore {
+    ArtefactStore::new(Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap().with_fsync(true)), Path::default())
+}
+
+fn chunks(data: &[u8], size: usize) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
+    let parts: Vec<Result<Bytes, std::io::Error>> = data.chunks(size).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    futures::stream::iter(parts)
+}
+
+/// Every file below `dir`, relative, sorted.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn ingest_hashes_in_one_pass_and_dedupes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let bytes = data(20 * 1024 * 1024 + 17);
+    let digest = Sha256::of(&bytes);
+
+    let stored = store
+        .ingest(chunks(&bytes, 64 * 1024), IngestOptions { expected_sha256: Some(digest), max_size: None })
+        .await
+        .unwrap();
+    assert_eq!((stored.sha256, stored.size, stored.newly_stored), (digest, bytes.len() as u64, true));
+    let hex = digest.to_hex();
+    assert_eq!(files(dir.path()), [format!("objects/sha256/{}/{hex}", &hex[..2])]);
+
+    let again = store.ingest(chunks(&bytes, 1000), IngestOptions::default()).await.unwrap();
+    assert_eq!((again.sha256, again.newly_stored), (digest, false), "same bytes, one object");
+    assert_eq!(files(dir.path()).len(), 1);
+
+    let read: Vec<Bytes> = store.read(&digest, None).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(read.concat(), bytes);
+    let range: Vec<Bytes> = store.read(&digest, Some(100..200)).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(range.concat(), &bytes[100..200]);
+    assert_eq!(store.size(&digest).await.unwrap(), bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn bad_uploads_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let bytes = data(3 * 1024 * 1024);
+
+    let wrong = Sha256::of(b"something else");
+    let err = store
+        .ingest(chunks(&bytes, 65536), IngestOptions { expected_sha256: Some(wrong), max_size: None })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { expected, .. } if expected == wrong), "{err}");
+
+    let cut = futures::stream::iter(vec![
+        Ok(Bytes::from(bytes[..1000].to_vec())),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
+    ]);
+    let err = store.ingest(cut, IngestOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Interrupted { received: 1000, .. }), "{err}");
+
+    let err = store
+        .ingest(chunks(&bytes, 65536), IngestOptions { expected_sha256: None, max_size: Some(1024 * 1024) })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+
+    assert_eq!(files(dir.path()), Vec::<String>::new(), "no object and no staging left behind");
+    assert!(matches!(store.read(&Sha256::of(&bytes), None).await, Err(StoreError::NotFound(_))));
+}

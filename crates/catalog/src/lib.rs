@@ -1,0 +1,650 @@
+//! The catalog: accounts, sessions and tokens, cases and their members, artefacts, policies, requests to widen
+//! use, outcome reports, resumable uploads, and an index of the custody ledger.
+//!
+//! One code path for SQLite (embedded, the default) and PostgreSQL (at scale), through sqlx's `Any` driver, with
+//! portable SQL only. The ledger is the truth about custody; the `custody_index` table is derived from it and
+//! can be rebuilt from it. Values come in already validated (ids, roles) as plain strings: this crate stores and
+//! finds, and decides nothing.
+
+mod schema;
+
+use std::fmt;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row as _};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    #[error("{what} already exists")]
+    Conflict { what: String },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl CatalogError {
+    fn from_insert(err: sqlx::Error, what: impl Into<String>) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict { what: what.into() },
+            _ => Self::Database(err),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// Metadata storage. Cheap to clone.
+#[derive(Clone)]
+pub struct Catalog {
+    pool: AnyPool,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may hold a password; never print it.
+        f.debug_struct("Catalog").finish_non_exhaustive()
+    }
+}
+
+/// An account. `display_name` is personal data: it never goes to logs or the ledger.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub jurisdiction: String,
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account").field("id", &self.id).field("is_admin", &self.is_admin).finish_non_exhaustive()
+    }
+}
+
+/// A machine's API token, found by the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: String,
+    pub account_id: String,
+    pub scopes: String,
+    pub expires_at: i64,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub id: String,
+    pub title: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub account_id: String,
+    pub role: String,
+}
+
+/// An artefact's catalog entry. The signed manifest is the evidence; the other columns are for finding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtefactRow {
+    pub id: String,
+    pub case_id: String,
+    pub sha256: String,
+    pub size: i64,
+    pub media_type: String,
+    pub manifest: Vec<u8>,
+    pub manifest_signature: String,
+    pub ledger_index: i64,
+    pub provider_account: String,
+    pub policy: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WidenRequestRow {
+    pub id: String,
+    pub artefact_id: String,
+    pub requested_by: String,
+    pub request: String,
+    pub status: String,
+    pub decided_by: Option<String>,
+    pub decision_ledger_index: Option<i64>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeRow {
+    pub id: String,
+    pub artefact_id: String,
+    pub filed_by: String,
+    pub outcome: String,
+    pub note: Option<String>,
+    pub ledger_index: i64,
+    pub created_at: String,
+}
+
+/// A resumable upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    pub id: String,
+    pub case_id: String,
+    pub account_id: String,
+    pub length: i64,
+    pub offset: i64,
+    pub metadata: String,
+    pub expires_at: i64,
+}
+
+fn account(row: &AnyRow) -> sqlx::Result<Account> {
+    Ok(Account {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        is_admin: row.try_get::<i64, _>("is_admin")? != 0,
+        jurisdiction: row.try_get("jurisdiction")?,
+    })
+}
+
+fn artefact(row: &AnyRow) -> sqlx::Result<ArtefactRow> {
+    Ok(ArtefactRow {
+        id: row.try_get("id")?,
+        case_id: row.try_get("case_id")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        media_type: row.try_get("media_type")?,
+        manifest: row.try_get("manifest")?,
+        manifest_signature: row.try_get("manifest_signature")?,
+        ledger_index: row.try_get("ledger_index")?,
+        provider_account: row.try_get("provider_account")?,
+        policy: row.try_get("policy")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn widen_request(row: &AnyRow) -> sqlx::Result<WidenRequestRow> {
+    Ok(WidenRequestRow {
+        id: row.try_get("id")?,
+        artefact_id: row.try_get("artefact_id")?,
+        requested_by: row.try_get("requested_by")?,
+        request: row.try_get("request")?,
+        status: row.try_get("status")?,
+        decided_by: row.try_get("decided_by")?,
+        decision_ledger_index: row.try_get("decision_ledger_index")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
+    Ok(UploadRow {
+        id: row.try_get("id")?,
+        case_id: row.try_get("case_id")?,
+        account_id: row.try_get("account_id")?,
+        length: row.try_get("length")?,
+        offset: row.try_get("upload_offset")?,
+        metadata: row.try_get("metadata")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const ARTEFACT_COLUMNS: &str = "id, case_id, sha256, size, media_type, manifest, manifest_signature, ledger_index, \
+                                provider_account, policy, created_at";
+
+impl Catalog {
+    /// Connects to `url` (`sqlite://path?mode=rwc` or `postgres://...`) and brings the schema up to date.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            // SQLite allows one writer; more connections only queue on its lock.
+            .max_connections(if sqlite { 4 } else { 16 })
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if sqlite {
+                        // WAL with synchronous=FULL: a committed transaction survives power loss.
+                        for pragma in [
+                            "PRAGMA journal_mode=WAL",
+                            "PRAGMA synchronous=FULL",
+                            "PRAGMA foreign_keys=ON",
+                            "PRAGMA busy_timeout=10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        schema::migrate(&pool, if sqlite { schema::Dialect::Sqlite } else { schema::Dialect::Postgres }).await?;
+        Ok(Self { pool })
+    }
+
+    // Accounts, sessions and tokens.
+
+    pub async fn create_account(&self, account: &Account, created_at: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO accounts (id, username, display_name, password_hash, is_admin, jurisdiction, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&account.id)
+        .bind(&account.username)
+        .bind(&account.display_name)
+        .bind(&account.password_hash)
+        .bind(i64::from(account.is_admin))
+        .bind(&account.jurisdiction)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| CatalogError::from_insert(err, "an account with that username"))?;
+        Ok(())
+    }
+
+    pub async fn account(&self, id: &str) -> Result<Option<Account>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(account).transpose()?)
+    }
+
+    pub async fn account_by_username(&self, username: &str) -> Result<Option<Account>> {
+        let row =
+            sqlx::query("SELECT * FROM accounts WHERE username = $1").bind(username).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(account).transpose()?)
+    }
+
+    pub async fn count_accounts(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM accounts").fetch_one(&self.pool).await?.try_get("n")?)
+    }
+
+    pub async fn create_session(&self, token_sha256: &str, account_id: &str, expires_at: i64) -> Result<()> {
+        sqlx::query("INSERT INTO sessions (token_sha256, account_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(token_sha256)
+            .bind(account_id)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The account of a session that has not expired by `now` (unix seconds).
+    pub async fn session_account(&self, token_sha256: &str, now: i64) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT account_id FROM sessions WHERE token_sha256 = $1 AND expires_at > $2")
+            .bind(token_sha256)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("account_id")).transpose()?)
+    }
+
+    pub async fn delete_session(&self, token_sha256: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE token_sha256 = $1").bind(token_sha256).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn create_api_token(&self, token: &ApiToken, token_sha256: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_tokens (id, token_sha256, account_id, scopes, expires_at, revoked) \
+             VALUES ($1, $2, $3, $4, $5, 0)",
+        )
+        .bind(&token.id)
+        .bind(token_sha256)
+        .bind(&token.account_id)
+        .bind(&token.scopes)
+        .bind(token.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
+        let row = sqlx::query("SELECT * FROM api_tokens WHERE token_sha256 = $1")
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        let token = |row: &AnyRow| -> sqlx::Result<ApiToken> {
+            Ok(ApiToken {
+                id: row.try_get("id")?,
+                account_id: row.try_get("account_id")?,
+                scopes: row.try_get("scopes")?,
+                expires_at: row.try_get("expires_at")?,
+                revoked: row.try_get::<i64, _>("revoked")? != 0,
+            })
+        };
+        Ok(row.as_ref().map(token).transpose()?)
+    }
+
+    /// Revokes a token of `account_id`. Returns false if it has no such token.
+    pub async fn revoke_api_token(&self, id: &str, account_id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE id = $1 AND account_id = $2")
+            .bind(id)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // Cases and members.
+
+    pub async fn create_case(&self, case: &Case) -> Result<()> {
+        sqlx::query("INSERT INTO cases (id, title, created_at) VALUES ($1, $2, $3)")
+            .bind(&case.id)
+            .bind(&case.title)
+            .bind(&case.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| CatalogError::from_insert(err, format!("case {}", case.id)))?;
+        Ok(())
+    }
+
+    pub async fn case(&self, id: &str) -> Result<Option<Case>> {
+        let row = sqlx::query("SELECT * FROM cases WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let case = |row: &AnyRow| -> sqlx::Result<Case> {
+            Ok(Case { id: row.try_get("id")?, title: row.try_get("title")?, created_at: row.try_get("created_at")? })
+        };
+        Ok(row.as_ref().map(case).transpose()?)
+    }
+
+    /// The cases `account_id` is a member of.
+    pub async fn cases_of(&self, account_id: &str) -> Result<Vec<(Case, String)>> {
+        let rows = sqlx::query(
+            "SELECT c.id, c.title, c.created_at, m.role FROM cases c JOIN members m ON m.case_id = c.id \
+             WHERE m.account_id = $1 ORDER BY c.id",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let case =
+                    Case { id: row.try_get("id")?, title: row.try_get("title")?, created_at: row.try_get("created_at")? };
+                Ok((case, row.try_get("role")?))
+            })
+            .collect()
+    }
+
+    /// Adds a member, or changes their role.
+    pub async fn set_member(&self, case_id: &str, account_id: &str, role: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM members WHERE case_id = $1 AND account_id = $2")
+            .bind(case_id)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO members (case_id, account_id, role) VALUES ($1, $2, $3)")
+            .bind(case_id)
+            .bind(account_id)
+            .bind(role)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn remove_member(&self, case_id: &str, account_id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM members WHERE case_id = $1 AND account_id = $2")
+            .bind(case_id)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn member_role(&self, case_id: &str, account_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT role FROM members WHERE case_id = $1 AND account_id = $2")
+            .bind(case_id)
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("role")).transpose()?)
+    }
+
+    pub async fn members(&self, case_id: &str) -> Result<Vec<Member>> {
+        let rows = sqlx::query("SELECT account_id, role FROM members WHERE case_id = $1 ORDER BY account_id")
+            .bind(case_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok(Member { account_id: row.try_get("account_id")?, role: row.try_get("role")? }))
+            .collect()
+    }
+
+    // Artefacts and their policies.
+
+    pub async fn insert_artefact(&self, artefact: &ArtefactRow) -> Result<()> {
+        sqlx::query(&format!(
+            "INSERT INTO artefacts ({ARTEFACT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        ))
+        .bind(&artefact.id)
+        .bind(&artefact.case_id)
+        .bind(&artefact.sha256)
+        .bind(artefact.size)
+        .bind(&artefact.media_type)
+        .bind(&artefact.manifest)
+        .bind(&artefact.manifest_signature)
+        .bind(artefact.ledger_index)
+        .bind(&artefact.provider_account)
+        .bind(&artefact.policy)
+        .bind(&artefact.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| CatalogError::from_insert(err, format!("artefact {}", artefact.id)))?;
+        Ok(())
+    }
+
+    pub async fn artefact(&self, id: &str) -> Result<Option<ArtefactRow>> {
+        let row = sqlx::query(&format!("SELECT {ARTEFACT_COLUMNS} FROM artefacts WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(artefact).transpose()?)
+    }
+
+    pub async fn artefacts_in_case(&self, case_id: &str) -> Result<Vec<ArtefactRow>> {
+        let rows = sqlx::query(&format!("SELECT {ARTEFACT_COLUMNS} FROM artefacts WHERE case_id = $1 ORDER BY ledger_index"))
+            .bind(case_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(artefact).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn set_policy(&self, artefact_id: &str, policy: &str) -> Result<()> {
+        sqlx::query("UPDATE artefacts SET policy = $1 WHERE id = $2")
+            .bind(policy)
+            .bind(artefact_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // The custody index, derived from the ledger.
+
+    /// Records that ledger entry `ledger_index` concerns `case_id` (and `artefact_id`). Idempotent, so the index
+    /// can be replayed from the ledger after a crash between the two writes.
+    pub async fn index_custody(
+        &self,
+        ledger_index: i64,
+        case_id: &str,
+        artefact_id: Option<&str>,
+        record: &[u8],
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO custody_index (ledger_index, case_id, artefact_id, record) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (ledger_index) DO NOTHING",
+        )
+        .bind(ledger_index)
+        .bind(case_id)
+        .bind(artefact_id)
+        .bind(record)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The next ledger index not yet in the custody index (every index below it is there).
+    pub async fn custody_indexed_up_to(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(ledger_index) + 1, 0) AS n FROM custody_index")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Every custody record about an artefact, in ledger order.
+    pub async fn artefact_timeline(&self, artefact_id: &str) -> Result<Vec<(i64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT ledger_index, record FROM custody_index WHERE artefact_id = $1 ORDER BY ledger_index",
+        )
+        .bind(artefact_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("ledger_index")?, row.try_get("record")?))).collect()
+    }
+
+    // Requests to widen use, and outcome reports.
+
+    pub async fn insert_widen_request(&self, request: &WidenRequestRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO widen_requests (id, artefact_id, requested_by, request, status, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&request.id)
+        .bind(&request.artefact_id)
+        .bind(&request.requested_by)
+        .bind(&request.request)
+        .bind(&request.status)
+        .bind(&request.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn widen_request(&self, id: &str) -> Result<Option<WidenRequestRow>> {
+        let row = sqlx::query("SELECT * FROM widen_requests WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(widen_request).transpose()?)
+    }
+
+    pub async fn widen_requests_for(&self, artefact_id: &str) -> Result<Vec<WidenRequestRow>> {
+        let rows = sqlx::query("SELECT * FROM widen_requests WHERE artefact_id = $1 ORDER BY created_at, id")
+            .bind(artefact_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(widen_request).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Records the provider's decision on a pending request, together with the artefact's resulting policy, in
+    /// one transaction. Returns false if the request was not pending (decided already, or raced).
+    pub async fn decide_widen_request(
+        &self,
+        id: &str,
+        status: &str,
+        decided_by: &str,
+        ledger_index: i64,
+        new_policy: Option<(&str, &str)>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE widen_requests SET status = $1, decided_by = $2, decision_ledger_index = $3 \
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(decided_by)
+        .bind(ledger_index)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some((artefact_id, policy)) = new_policy {
+            sqlx::query("UPDATE artefacts SET policy = $1 WHERE id = $2")
+                .bind(policy)
+                .bind(artefact_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn insert_outcome(&self, outcome: &OutcomeRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outcomes (id, artefact_id, filed_by, outcome, note, ledger_index, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&outcome.id)
+        .bind(&outcome.artefact_id)
+        .bind(&outcome.filed_by)
+        .bind(&outcome.outcome)
+        .bind(&outcome.note)
+        .bind(outcome.ledger_index)
+        .bind(&outcome.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn outcomes_for(&self, artefact_id: &str) -> Result<Vec<OutcomeRow>> {
+        let rows = sqlx::query("SELECT * FROM outcomes WHERE artefact_id = $1 ORDER BY ledger_index")
+            .bind(artefact_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutcomeRow {
+                    id: row.try_get("id")?,
+                    artefact_id: row.try_get("artefact_id")?,
+                    filed_by: row.try_get("filed_by")?,
+                    outcome: row.try_get("outcome")?,
+                    note: row.try_get("note")?,
+                    ledger_index: row.try_get("ledger_index")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    // Resumable uploads.
+
+    pub async fn create_upload(&self, upload: &UploadRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO uploads (id, case_id, account_id, length, upload_offset, metadata, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&upload.id)
+        .bind(&upload.case_id)
+        .bind(&upload.account_id)
+        .bind(upload.length)
+        .bind(upload.offset)
+        .bind(&upload.metadata)
+        .bind(upload.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
+        let row = sqlx::query("SELECT * FROM uploads WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(upload).transpose()?)
+    }
+
+    /// Moves an upload's offset from `from` to `to`; false if another request moved it first.
+    pub async fn advance_upload(&self, id: &str, from: i64, to: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE uploads SET upload_offset = $1 WHERE id = $2 AND upload_offset = $3")
+            .bind(to)
+            .bind(id)
+            .bind(from)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_upload(&self, id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {
+        let rows = sqlx::query("SELECT * FROM uploads WHERE expires_at <= $1").bind(now).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(upload).collect::<sqlx::Result<_>>()?)
+    }
+}

@@ -1,0 +1,114 @@
+//! The schema, as an ordered list of migrations in SQL that both SQLite and PostgreSQL accept. The applied
+//! version is kept in `schema_version`; each migration runs once, in a transaction.
+
+use sqlx::{AnyPool, Row as _};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE accounts (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    is_admin BIGINT NOT NULL,
+    jurisdiction TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    expires_at BIGINT NOT NULL
+);
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    scopes TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    revoked BIGINT NOT NULL
+);
+CREATE TABLE cases (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE members (
+    case_id TEXT NOT NULL REFERENCES cases(id),
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    role TEXT NOT NULL,
+    PRIMARY KEY (case_id, account_id)
+);
+CREATE TABLE artefacts (
+    id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(id),
+    sha256 TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    media_type TEXT NOT NULL,
+    manifest {BLOB} NOT NULL,
+    manifest_signature TEXT NOT NULL,
+    ledger_index BIGINT NOT NULL,
+    provider_account TEXT NOT NULL REFERENCES accounts(id),
+    policy TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX artefacts_by_case ON artefacts (case_id);
+CREATE TABLE custody_index (
+    ledger_index BIGINT PRIMARY KEY,
+    case_id TEXT NOT NULL,
+    artefact_id TEXT,
+    record {BLOB} NOT NULL
+);
+CREATE INDEX custody_by_artefact ON custody_index (artefact_id, ledger_index);
+CREATE TABLE widen_requests (
+    id TEXT PRIMARY KEY,
+    artefact_id TEXT NOT NULL REFERENCES artefacts(id),
+    requested_by TEXT NOT NULL REFERENCES accounts(id),
+    request TEXT NOT NULL,
+    status TEXT NOT NULL,
+    decided_by TEXT,
+    decision_ledger_index BIGINT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE outcomes (
+    id TEXT PRIMARY KEY,
+    artefact_id TEXT NOT NULL REFERENCES artefacts(id),
+    filed_by TEXT NOT NULL REFERENCES accounts(id),
+    outcome TEXT NOT NULL,
+    note TEXT,
+    ledger_index BIGINT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    case_id TEXT NOT NULL REFERENCES cases(id),
+    account_id TEXT NOT NULL REFERENCES accounts(id),
+    length BIGINT NOT NULL,
+    upload_offset BIGINT NOT NULL,
+    metadata TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+"#];
+
+pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
+    let blob = match dialect {
+        Dialect::Sqlite => "BLOB",
+        Dialect::Postgres => "BYTEA",
+    };
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(pool).await?;
+    let mut tx = pool.begin().await?;
+    let applied: i64 =
+        sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version").fetch_one(&mut *tx).await?.try_get("v")?;
+    for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        for statement in migration.replace("{BLOB}", blob).split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(number as i64 + 1).execute(&mut *tx).await?;
+        tracing::info!(version = number + 1, "catalog schema migrated");
+    }
+    tx.commit().await
+}

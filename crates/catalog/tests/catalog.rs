@@ -1,0 +1,165 @@
+//! The catalog against a real SQLite file and a real PostgreSQL server.
+
+use custodia_catalog::{Account, ArtefactRow, Case, Catalog, CatalogError, UploadRow, WidenRequestRow};
+
+fn account(id: &str) -> Account {
+    Account {
+        id: id.into(),
+        username: format!("user-{id}"),
+        display_name: "Witness Name".into(),
+        password_hash: "$argon2id$...".into(),
+        is_admin: false,
+        jurisdiction: "IT".into(),
+    }
+}
+
+async fn exercise(catalog: &Catalog) {
+    catalog.create_account(&account("acct-1"), "2026-11-29T00:00:00Z").await.unwrap();
+    catalog.create_account(&account("acct-2"), "2026-11-29T00:00:00Z").await.unwrap();
+    let duplicate = catalog.create_account(&account("acct-1"), "2026-11-29T00:00:00Z").await;
+    assert!(matches!(duplicate, Err(CatalogError::Conflict { .. })), "{duplicate:?}");
+    assert!(!format!("{:?}", account("x")).contains("Witness Name"), "personal data stays out of Debug");
+
+    catalog.create_session("tok-hash", "acct-1", 100).await.unwrap();
+    assert_eq!(catalog.session_account("tok-hash", 99).await.unwrap().as_deref(), Some("acct-1"));
+    assert_eq!(catalog.session_account("tok-hash", 100).await.unwrap(), None, "expired at its expiry time");
+
+    let case = Case { id: "case-1".into(), title: "R v Smuggler".into(), created_at: "2026-11-29T00:00:00Z".into() };
+    catalog.create_case(&case).await.unwrap();
+    catalog.set_member("case-1", "acct-1", "prosecutor").await.unwrap();
+    catalog.set_member("case-1", "acct-1", "clerk").await.unwrap();
+    assert_eq!(catalog.member_role("case-1", "acct-1").await.unwrap().as_deref(), Some("clerk"));
+    assert_eq!(catalog.member_role("case-1", "acct-2").await.unwrap(), None);
+    assert_eq!(catalog.cases_of("acct-1").await.unwrap(), vec![(case.clone(), "clerk".to_owned())]);
+
+    let artefact = ArtefactRow {
+        id: "art-1".into(),
+        case_id: "case-1".into(),
+        sha256: "ab".repeat(32),
+        size: 5,
+        media_type: "video/webm".into(),
+        manifest: b"{}".to_vec(),
+        manifest_signature: "sig".into(),
+        ledger_index: 7,
+        provider_account: "acct-1".into(),
+        policy: None,
+        created_at: "2026-11-29T00:00:00Z".into(),
+    };
+    catalog.insert_artefact(&artefact).await.unwrap();
+    assert_eq!(catalog.artefact("art-1").await.unwrap(), Some(artefact.clone()));
+    assert_eq!(catalog.artefacts_in_case("case-1").await.unwrap(), vec![artefact]);
+
+    catalog.index_custody(7, "case-1", Some("art-1"), b"r7").await.unwrap();
+    catalog.index_custody(7, "case-1", Some("art-1"), b"r7").await.unwrap();
+    catalog.index_custody(9, "case-1", Some("art-1"), b"r9").await.unwrap();
+    assert_eq!(catalog.artefact_timeline("art-1").await.unwrap(), vec![(7, b"r7".to_vec()), (9, b"r9".to_vec())]);
+    assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 10);
+
+    let request = WidenRequestRow {
+        id: "wr-1".into(),
+        artefact_id: "art-1".into(),
+        requested_by: "acct-2".into(),
+        request: "{}".into(),
+        status: "pending".into(),
+        decided_by: None,
+        decision_ledger_index: None,
+        created_at: "2026-11-29T00:00:00Z".into(),
+    };
+    catalog.insert_widen_request(&request).await.unwrap();
+    assert!(catalog.decide_widen_request("wr-1", "approved", "acct-1", 11, Some(("art-1", "{\"p\":1}"))).await.unwrap());
+    assert!(!catalog.decide_widen_request("wr-1", "refused", "acct-1", 12, None).await.unwrap(), "decided once");
+    assert_eq!(catalog.artefact("art-1").await.unwrap().unwrap().policy.as_deref(), Some("{\"p\":1}"));
+
+    let upload = UploadRow {
+        id: "up-1".into(),
+        case_id: "case-1".into(),
+        account_id: "acct-1".into(),
+        length: 10,
+        offset: 0,
+        metadata: String::new(),
+        expires_at: 50,
+    };
+    catalog.create_upload(&upload).await.unwrap();
+    assert!(catalog.advance_upload("up-1", 0, 4).await.unwrap());
+    assert!(!catalog.advance_upload("up-1", 0, 8).await.unwrap(), "a stale offset cannot move it");
+    assert_eq!(catalog.upload("up-1").await.unwrap().unwrap().offset, 4);
+    assert_eq!(catalog.expired_uploads(50).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_catalog_round_trips_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display());
+    let catalog = Catalog::connect(&url).await.unwrap();
+    exercise(&catalog).await;
+    drop(catalog);
+    let reopened = Catalog::connect(&url).await.unwrap();
+    assert_eq!(reopened.count_accounts().await.unwrap(), 2, "migrations run once; data persists");
+}
+
+/// A throwaway PostgreSQL server from Debian's binaries, on a free loopback port, stopped on drop.
+struct TempPostgres {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// PostgreSQL refuses to run as root; as root, run it as the `postgres` user that Debian's package creates.
+fn as_postgres(program: &str) -> std::process::Command {
+    let program = format!("{PG_BIN}/{program}");
+    let running_as_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout == b"0\n");
+    if running_as_root {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", &program]);
+        command
+    } else {
+        std::process::Command::new(program)
+    }
+}
+
+impl TempPostgres {
+    fn start() -> Self {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert!(
+            std::path::Path::new(PG_BIN).join("initdb").exists(),
+            "PostgreSQL 15 server binaries are missing; run scripts/setup-system.sh test"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let data = dir.path().join("data");
+        let status = as_postgres("initdb")
+            .args(["-D", data.to_str().unwrap(), "-U", "custodia", "--auth=trust", "-E", "UTF8"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", dir.path().display());
+        let log = dir.path().join("server.log");
+        let status = as_postgres("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w", "start"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        Self { url: format!("postgres://custodia@127.0.0.1:{port}/postgres"), dir }
+    }
+}
+
+impl Drop for TempPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres("pg_ctl").args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).status();
+    }
+}
+
+#[tokio::test]
+async fn postgres_catalog_round_trips() {
+    let server = TempPostgres::start();
+    let catalog = Catalog::connect(&server.url).await.unwrap();
+    exercise(&catalog).await;
+    drop(catalog);
+    let reopened = Catalog::connect(&server.url).await.unwrap();
+    assert_eq!(reopened.count_accounts().await.unwrap(), 2);
+}

@@ -4,11 +4,11 @@
 
 use futures::{StreamExt as _, TryStreamExt as _};
 
+use crate::LogError;
 use crate::checkpoint::{Checkpoint, CheckpointError, LogVerifier, SignedCheckpoint};
 use crate::merkle::{CompactRange, Hash, empty_root, leaf_hash};
 use crate::storage::{CHECKPOINT, LogStore};
 use crate::tile::{TILE_HEIGHT, TILE_WIDTH, Tile, TileKind};
-use crate::LogError;
 
 /// What an audit found, when it found nothing wrong.
 #[derive(Debug, Clone)]
@@ -38,7 +38,9 @@ pub enum AuditError {
     RootMismatch { size: u64, computed: Hash, expected: Hash },
     #[error("the log has {size} entries but a checkpoint seen earlier had {previous}: entries were removed")]
     Shrank { size: u64, previous: u64 },
-    #[error("the first {size} entries now hash to {computed}, but a checkpoint seen earlier said {expected}: history was rewritten")]
+    #[error(
+        "the first {size} entries now hash to {computed}, but a checkpoint seen earlier said {expected}: history was rewritten"
+    )]
     Inconsistent { size: u64, computed: Hash, expected: Hash },
     #[error("the checkpoint seen earlier is for log {previous:?}, not {origin:?}")]
     OriginMismatch { origin: String, previous: String },
@@ -96,12 +98,20 @@ pub async fn audit_log(
                 let slots = &mut pending[usize::from(level)];
                 slots.push(*hash);
                 if slots.len() as u64 == TILE_WIDTH {
-                    let tile = Tile { kind: TileKind::Hashes { level }, index: node.index / TILE_WIDTH, width: TILE_WIDTH as u16 };
+                    let tile = Tile {
+                        kind: TileKind::Hashes { level },
+                        index: node.index / TILE_WIDTH,
+                        width: TILE_WIDTH as u16,
+                    };
                     completed.push((tile, std::mem::take(slots)));
                 }
             });
             if let Some(previous) = previous.filter(|p| p.size == range.size() && range.root() != p.root) {
-                return Err(AuditError::Inconsistent { size: previous.size, computed: range.root(), expected: previous.root });
+                return Err(AuditError::Inconsistent {
+                    size: previous.size,
+                    computed: range.root(),
+                    expected: previous.root,
+                });
             }
         }
         for (tile, expected) in completed {
@@ -118,7 +128,12 @@ pub async fn audit_log(
     if range.root() != root {
         return Err(AuditError::RootMismatch { size, computed: range.root(), expected: root });
     }
-    Ok(AuditReport { checkpoint: signed, entries: size, hash_tiles_checked: tiles_checked, extends: previous.map(|p| p.size) })
+    Ok(AuditReport {
+        checkpoint: signed,
+        entries: size,
+        hash_tiles_checked: tiles_checked,
+        extends: previous.map(|p| p.size),
+    })
 }
 
 async fn check_tile(storage: &LogStore, tile: Tile, expected: &[Hash]) -> Result<(), AuditError> {

@@ -63,8 +63,9 @@ impl Checkpoint {
         let mut lines = lines.split('\n');
         let origin = lines.next().filter(|o| !o.is_empty()).ok_or(CheckpointError::MalformedBody("no origin"))?;
         let size_text = lines.next().ok_or(CheckpointError::MalformedBody("no tree size"))?;
-        let canonical_decimal =
-            !size_text.is_empty() && size_text.bytes().all(|b| b.is_ascii_digit()) && (size_text == "0" || !size_text.starts_with('0'));
+        let canonical_decimal = !size_text.is_empty()
+            && size_text.bytes().all(|b| b.is_ascii_digit())
+            && (size_text == "0" || !size_text.starts_with('0'));
         let size = size_text
             .parse()
             .ok()
@@ -237,7 +238,8 @@ impl LogSigner {
                 key_name: self.name().to_owned(),
             });
         }
-        let mut note = Note::new(checkpoint.body().as_bytes(), &[]).map_err(|err| CheckpointError::Signing(err.to_string()))?;
+        let mut note =
+            Note::new(checkpoint.body().as_bytes(), &[]).map_err(|err| CheckpointError::Signing(err.to_string()))?;
         note.add_sigs(&[&self.signer]).map_err(|err| CheckpointError::Signing(err.to_string()))?;
         Ok(SignedCheckpoint { checkpoint: checkpoint.clone(), note: note.to_bytes() })
     }
@@ -250,10 +252,13 @@ mod tests {
 
     #[test]
     fn example_key_from_the_spec_parses_with_its_key_id() {
-        let vkey: LogVerifier = "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k".parse().unwrap();
+        let vkey: LogVerifier =
+            "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k".parse().unwrap();
         assert_eq!(vkey.name(), "example.com/foo");
         assert_eq!(vkey.key_id(), 0x530d903a);
-        assert!("example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k".parse::<LogVerifier>().is_err());
+        assert!(
+            "example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k".parse::<LogVerifier>().is_err()
+        );
     }
 
     #[test]
@@ -262,12 +267,17 @@ mod tests {
         let checkpoint = Checkpoint::new("custodia.test/log", 0, empty_root());
         let signed = signer.sign(&checkpoint).unwrap();
         let text = String::from_utf8(signed.note().to_vec()).unwrap();
-        assert!(text.starts_with("custodia.test/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n\u{2014} custodia.test/log "));
+        assert!(text.starts_with(
+            "custodia.test/log\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n\u{2014} custodia.test/log "
+        ));
         let opened = SignedCheckpoint::open(signed.note(), &[signer.verifier()]).unwrap();
         assert_eq!(opened.checkpoint, checkpoint);
 
         let forged = text.replacen("\n0\n", "\n1\n", 1);
-        assert!(matches!(SignedCheckpoint::open(forged.as_bytes(), &[signer.verifier()]), Err(CheckpointError::BadSignature { .. })));
+        assert!(matches!(
+            SignedCheckpoint::open(forged.as_bytes(), &[signer.verifier()]),
+            Err(CheckpointError::BadSignature { .. })
+        ));
         let stranger = LogSigner::generate("custodia.test/log").unwrap();
         assert!(matches!(
             SignedCheckpoint::open(signed.note(), &[stranger.verifier()]),
@@ -285,7 +295,14 @@ mod tests {
 
     #[test]
     fn body_parser_refuses_malformed_bodies() {
-        for bad in ["", "o\n1\n", "o\n01\nAAAA\n", "o\n1\nnot-base64\n", "\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n", "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n"] {
+        for bad in [
+            "",
+            "o\n1\n",
+            "o\n01\nAAAA\n",
+            "o\n1\nnot-base64\n",
+            "\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n",
+            "o\n1\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n",
+        ] {
             assert!(Checkpoint::parse_body(bad).is_err(), "{bad:?}");
         }
     }

@@ -391,10 +391,8 @@ mod tests {
         let all = leaves(70);
         for end in 1..=70u64 {
             let nodes = perfect_nodes(0..end);
-            let hashes: Vec<Hash> = nodes
-                .iter()
-                .map(|n| range_hash(&all, (n.index << n.level)..((n.index + 1) << n.level)))
-                .collect();
+            let hashes: Vec<Hash> =
+                nodes.iter().map(|n| range_hash(&all, (n.index << n.level)..((n.index + 1) << n.level))).collect();
             assert_eq!(fold_range(&hashes), Some(reference_root(&all[..end as usize])));
         }
     }

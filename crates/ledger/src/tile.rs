@@ -227,7 +227,10 @@ mod tests {
         let bytes = encode_bundle(&entries);
         assert_eq!(decode_bundle(&bytes, 3).unwrap(), entries);
         assert!(matches!(decode_bundle(&bytes, 2), Err(TileDecodeError::EntryCount { found: 3, want: 2 })));
-        assert!(matches!(decode_bundle(&bytes[..bytes.len() - 1], 3), Err(TileDecodeError::TruncatedEntry { entry: 2 })));
+        assert!(matches!(
+            decode_bundle(&bytes[..bytes.len() - 1], 3),
+            Err(TileDecodeError::TruncatedEntry { entry: 2 })
+        ));
         assert!(matches!(decode_bundle(&[0], 1), Err(TileDecodeError::TruncatedEntry { entry: 0 })));
     }
 

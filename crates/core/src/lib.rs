@@ -1,4 +1,4 @@
-//! Custodia's domain core: identifiers, digests, custody records and signed manifests.
+//! Custodia's domain core: identifiers, digests, custody records, signed manifests, case roles and use policies.
 //!
 //! This crate does no IO. Time, randomness and keys come in from the caller, so every rule here is a plain
 //! function that tests drive deterministically. It must never depend on tokio, axum, object_store or any other
@@ -8,10 +8,17 @@ mod canonical;
 mod digest;
 mod id;
 mod manifest;
+mod policy;
 mod record;
+mod role;
 
 pub use canonical::{CanonicalError, from_canonical_slice, to_canonical_vec};
 pub use digest::{DigestParseError, Sha256, Sha256Hasher};
 pub use id::{ActorId, ArtefactId, CaseId, HearingId, IdError, Label};
 pub use manifest::{Manifest, ManifestError, ManifestSignature, SignedManifest};
+pub use policy::{
+    DenyReason, OnwardTransfer, Tlp, TransferConsent, UseAction, UseDecision, UsePolicy, UseRequest, UseWarning,
+    WidenRequest, decide,
+};
 pub use record::{AccessKind, CustodyEvent, CustodyRecord, MAX_RECORD_LEN, RECORD_VERSION, RecordError};
+pub use role::{Action, ParseNameError, Role, permits};

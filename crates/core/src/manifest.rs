@@ -42,6 +42,10 @@ pub struct Manifest {
     pub original_name: Option<Label>,
     pub registered_at: Timestamp,
     pub registered_by: ActorId,
+    /// What FFmpeg found in the file (container, codecs, duration, resolution, creation time), or why it could
+    /// not read it. Integers and strings only, so the canonical form is unambiguous.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<serde_json::Value>,
 }
 
 impl Manifest {
@@ -64,6 +68,7 @@ impl Manifest {
             original_name: None,
             registered_at,
             registered_by,
+            media: None,
         }
     }
 
@@ -123,8 +128,7 @@ pub struct SignedManifest {
 impl SignedManifest {
     /// Checks `bytes` against `signature` under `key` and parses them.
     pub fn verify(bytes: &[u8], signature: ManifestSignature, key: &VerifyingKey) -> Result<Self, ManifestError> {
-        let signature_ok =
-            key.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(&signature.0)).is_ok();
+        let signature_ok = key.verify_strict(bytes, &ed25519_dalek::Signature::from_bytes(&signature.0)).is_ok();
         if !signature_ok {
             return Err(ManifestError::BadSignature);
         }

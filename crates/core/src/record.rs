@@ -91,6 +91,9 @@ pub enum CustodyEvent {
         policy_sha256: Sha256,
         change: Label,
     },
+    /// A receiving authority reported what the artefact achieved (UN paper para 17): used at a hearing, charges
+    /// brought, a conviction. The provider sees these reports.
+    OutcomeReported { artefact: ArtefactId, outcome: Label },
     /// An attempt was refused. Refusals are part of the custody history too.
     AccessRefused {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,7 +111,8 @@ impl CustodyEvent {
             | Self::ArtefactAccessed { artefact, .. }
             | Self::ArtefactExported { artefact, .. }
             | Self::ArtefactTransferred { artefact, .. }
-            | Self::DerivativeMade { artefact, .. } => Some(artefact),
+            | Self::DerivativeMade { artefact, .. }
+            | Self::OutcomeReported { artefact, .. } => Some(artefact),
             Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
             Self::HearingEvent { .. } => None,
         }
@@ -195,7 +199,10 @@ mod tests {
         let mut record = sample();
         record.purpose = Label::new("p".repeat(Label::MAX_LEN)).unwrap();
         assert!(record.to_entry().is_ok());
-        assert!(matches!(CustodyRecord::from_entry(&vec![b' '; MAX_RECORD_LEN + 1]), Err(RecordError::TooLarge { .. })));
+        assert!(matches!(
+            CustodyRecord::from_entry(&vec![b' '; MAX_RECORD_LEN + 1]),
+            Err(RecordError::TooLarge { .. })
+        ));
     }
 
     proptest::proptest! {

@@ -1,12 +1,18 @@
 //! Gateway configuration: embedded defaults, overridden by flags or `CUSTODIA_*` environment variables.
+//!
+//! The defaults run everything on one machine: SQLite in the data directory, objects in a local directory, keys
+//! made on first start. Setting `CUSTODIA_DATABASE_URL` to a `postgres://` URL, and `CUSTODIA_S3_BUCKET` (with an
+//! endpoint and keys), moves metadata to PostgreSQL and objects to an S3-compatible store; the code paths are the
+//! same.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Where the gateway keeps its state and how it names its log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
-    /// Directory for keys, the custody log and (later) artefacts and the database.
+    /// Directory for keys, the custody log, artefacts and the SQLite database.
     #[arg(long, env = "CUSTODIA_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
     /// The log's origin: its URL prefix without a scheme. It is also the name of the signing key.
@@ -22,16 +28,96 @@ impl GatewayConfig {
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
     }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.data_dir.join("objects")
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
+    }
+}
+
+/// An S3-compatible object store (garage, MinIO, Ceph, AWS S3), used instead of the local directory when a
+/// bucket is named.
+#[derive(Clone, clap::Args)]
+pub struct S3Config {
+    #[arg(long = "s3-bucket", env = "CUSTODIA_S3_BUCKET")]
+    pub bucket: Option<String>,
+    #[arg(long = "s3-endpoint", env = "CUSTODIA_S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    #[arg(long = "s3-region", env = "CUSTODIA_S3_REGION", default_value = "us-east-1")]
+    pub region: String,
+    #[arg(long = "s3-access-key-id", env = "CUSTODIA_S3_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    #[arg(long = "s3-secret-access-key", env = "CUSTODIA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Settings for `custodia serve`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 pub struct ServeConfig {
     #[command(flatten)]
     pub gateway: GatewayConfig,
     /// Address to listen on. The default is loopback only.
     #[arg(long, env = "CUSTODIA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Metadata database: `sqlite://...` (default: `catalog.db` in the data directory) or `postgres://...`.
+    #[arg(long, env = "CUSTODIA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Config,
+    /// PEM certificate chain; with `--tls-key`, the gateway serves HTTPS through rustls.
+    #[arg(long, env = "CUSTODIA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "CUSTODIA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The largest artefact accepted, in bytes.
+    #[arg(long, env = "CUSTODIA_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
+    pub max_upload_bytes: u64,
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("gateway", &self.gateway)
+            .field("listen", &self.listen)
+            .field("s3", &self.s3)
+            .field("tls", &self.tls_cert.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeConfig {
+    /// The embedded defaults with state in `data_dir`, as `custodia serve` with no flags would use.
+    pub fn with_data_dir(data_dir: &Path) -> Self {
+        Self {
+            gateway: GatewayConfig { data_dir: data_dir.to_path_buf(), origin: "custodia.localhost/log".into() },
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            s3: S3Config { bucket: None, endpoint: None, region: "us-east-1".into(), access_key_id: None, secret_access_key: None },
+            tls_cert: None,
+            tls_key: None,
+            max_upload_bytes: 64 << 30,
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.gateway.data_dir.join("catalog.db").display()))
+    }
 }
 
 /// Resolves `path` against the current directory, for messages that must say exactly where a file is.

@@ -1,9 +1,24 @@
-//! The Custodia gateway: configuration, keys, the HTTP API, and the wiring of every other crate.
+//! The Custodia gateway: configuration, keys, authentication, the evidence service and its HTTP API, and the
+//! wiring of every other crate.
 //!
 //! This is the only crate that knows all the others. Domain rules live in `custodia-core`, the log in
-//! `custodia-ledger`; this crate turns them into HTTP and a command line and adds nothing they should hold.
+//! `custodia-ledger`, bytes in `custodia-store`, metadata in `custodia-catalog`; this crate orders their calls
+//! ([`gateway`]) and turns them into HTTP ([`api`]) and a command line.
 
+pub mod api;
+pub mod auth;
+pub mod clock;
 pub mod config;
-pub mod http;
+pub mod gateway;
 pub mod keys;
+pub mod log_routes;
+pub mod openapi;
 pub mod problem;
+pub mod startup;
+pub mod tls;
+pub mod tus;
+
+/// The whole HTTP surface: the API and the read-only log.
+pub fn app(state: api::AppState) -> axum::Router {
+    api::router(state.clone()).merge(log_routes::router(state))
+}

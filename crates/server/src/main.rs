@@ -6,9 +6,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use custodia_core::CustodyRecord;
-use custodia_ledger::{Checkpoint, Log, LogOptions, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
+use custodia_ledger::{Checkpoint, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
+use custodia_server::clock::Clock;
 use custodia_server::config::{GatewayConfig, ServeConfig, absolute};
-use custodia_server::{http, keys};
+use custodia_server::keys;
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 
@@ -103,19 +104,14 @@ fn say(line: &str) {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
-    let gateway = &config.gateway;
-    let (signer, created) = keys::load_or_create(&gateway.key_file(), &gateway.origin)?;
-    if created {
-        tracing::info!(key = %absolute(&gateway.key_file()).display(), "made a new gateway key");
-    }
-    let vkey = signer.verifier();
-    let log = Log::open_local(&gateway.log_dir(), signer, LogOptions::default()).await?;
-    tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
+    let state = custodia_server::startup::open(&config, Clock::default()).await?;
+    let app = custodia_server::app(state);
     let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "gateway listening");
-    let state = http::AppState { log };
-    axum::serve(listener, http::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
-    Ok(())
+    tracing::info!(address = %listener.local_addr()?, tls = config.tls_cert.is_some(), "gateway listening");
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => custodia_server::tls::serve(listener, app, cert, key, shutdown_signal()).await,
+        _ => Ok(axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?),
+    }
 }
 
 async fn shutdown_signal() {

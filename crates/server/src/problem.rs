@@ -4,7 +4,10 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use custodia_store::StoreError;
 use serde::Serialize;
+
+use crate::gateway::GatewayError;
 
 /// An HTTP error with a stable `type` URI.
 #[derive(Debug)]
@@ -33,6 +36,10 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-input", "Bad input", detail)
+    }
+
     /// Logs `err` and returns a 500 that reveals nothing about it.
     pub fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
@@ -41,6 +48,42 @@ impl Problem {
 
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+}
+
+impl From<GatewayError> for Problem {
+    fn from(err: GatewayError) -> Self {
+        use StatusCode as S;
+        let detail = err.to_string();
+        let (status, kind, title) = match &err {
+            GatewayError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not signed in"),
+            GatewayError::BadCredentials => (S::UNAUTHORIZED, "bad-credentials", "Wrong username or password"),
+            GatewayError::TokenExpired => (S::UNAUTHORIZED, "token-expired", "Token expired"),
+            GatewayError::TokenRevoked => (S::UNAUTHORIZED, "token-revoked", "Token revoked"),
+            GatewayError::MissingScope(_) => (S::FORBIDDEN, "insufficient-scope", "Token scope too narrow"),
+            GatewayError::AdminOnly(_) => (S::FORBIDDEN, "admin-only", "Administrators only"),
+            GatewayError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
+            GatewayError::RoleForbids { .. } => (S::FORBIDDEN, "role-forbidden", "Not permitted in your role"),
+            GatewayError::ProviderOnly(_) => (S::FORBIDDEN, "provider-only", "Providing authority only"),
+            GatewayError::UseRestricted(_) => (S::FORBIDDEN, "use-restricted", "Restricted by the providing authority"),
+            GatewayError::BadInput { .. } => (S::BAD_REQUEST, "bad-input", "Bad input"),
+            GatewayError::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            GatewayError::Store(StoreError::DigestMismatch { .. }) => {
+                (S::UNPROCESSABLE_ENTITY, "digest-mismatch", "Digest mismatch")
+            }
+            GatewayError::Store(StoreError::Interrupted { .. }) => (S::BAD_REQUEST, "upload-interrupted", "Upload cut off"),
+            GatewayError::Store(StoreError::TooLarge { .. }) => (S::PAYLOAD_TOO_LARGE, "too-large", "Upload too large"),
+            GatewayError::Store(StoreError::NotFound(_)) => (S::NOT_FOUND, "not-found", "Not found"),
+            GatewayError::Store(StoreError::BadRange { .. }) => {
+                (S::RANGE_NOT_SATISFIABLE, "bad-range", "Range not satisfiable")
+            }
+            _ => return Self::internal(&err),
+        };
+        Self::new(status, kind, title, detail)
     }
 }
 

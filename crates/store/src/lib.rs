@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -66,6 +67,8 @@ pub struct IngestOptions {
 pub struct ArtefactStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The directory behind `store`, when it is a local one, so that FFmpeg can read objects in place.
+    local_root: Option<PathBuf>,
 }
 
 impl fmt::Debug for ArtefactStore {
@@ -76,7 +79,21 @@ impl fmt::Debug for ArtefactStore {
 
 impl ArtefactStore {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
-        Self { store, prefix }
+        Self { store, prefix, local_root: None }
+    }
+
+    /// A store in a local directory: fsync'd writes, and objects readable in place through [`Self::local_path`].
+    pub fn local(dir: &std::path::Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|err| StoreError::Backend(object_store::Error::Generic { store: "local", source: err.into() }))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
+        Ok(Self { store: Arc::new(store), prefix: Path::default(), local_root: Some(dir.to_path_buf()) })
+    }
+
+    /// Where a stored artefact's bytes lie on the local disk, for a local store.
+    pub fn local_path(&self, sha256: &Sha256) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let relative = self.object_path(sha256);
+        Some(relative.parts().fold(root.clone(), |path, part| path.join(part.as_ref())))
     }
 
     fn path(&self, parts: &[&str]) -> Path {

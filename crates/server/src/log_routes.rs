@@ -1,5 +1,5 @@
-//! The HTTP surface. For now: health, and the custody log served read-only at the c2sp.org/tlog-tiles paths
-//! below `/log/`, so that outside monitors can follow it with any tlog client.
+//! The custody log served read-only at the c2sp.org/tlog-tiles paths below `/log/`, so that outside monitors can
+//! follow it with any tlog client.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -7,17 +7,12 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use custodia_ledger::tile::Tile;
-use custodia_ledger::{CHECKPOINT, Log};
+use custodia_ledger::CHECKPOINT;
 
+use crate::api::AppState;
 use crate::problem::Problem;
 
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub log: Log,
-}
-
-pub fn app(state: AppState) -> Router {
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/log/checkpoint", get(checkpoint))
@@ -27,7 +22,7 @@ pub fn app(state: AppState) -> Router {
 
 async fn checkpoint(State(state): State<AppState>) -> Response {
     // Served from memory: the published checkpoint is exactly what is durable in the store.
-    let signed = state.log.checkpoint();
+    let signed = state.gateway.log.checkpoint();
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
         signed.note().to_vec(),
@@ -37,11 +32,12 @@ async fn checkpoint(State(state): State<AppState>) -> Response {
 
 async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response, Problem> {
     let tile = Tile::parse_path(&path).ok_or_else(|| Problem::not_found("not a c2sp.org/tlog-tiles path"))?;
-    let size = state.log.checkpoint().checkpoint.size;
+    let size = state.gateway.log.checkpoint().checkpoint.size;
     if !tile_published(tile, size) {
         return Err(Problem::not_found(format!("{path} is beyond the published checkpoint")));
     }
     let bytes = state
+        .gateway
         .log
         .storage()
         .get(&tile.path())

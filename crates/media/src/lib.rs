@@ -1,0 +1,351 @@
+//! Media probing: what container and streams an artefact holds, as FFmpeg sees them.
+//!
+//! [`probe`] opens a file with FFmpeg (through `ffmpeg-next`) and describes it: container format, duration, bit
+//! rate, the container's `creation_time` tag and each stream's codec, picture size, sample rate and channels. A
+//! file FFmpeg cannot read is still evidence, so probing never fails: such a file gets
+//! [`MediaProbe::Unprobed`] with the reason.
+//!
+//! This is the only crate in the workspace with FFI: FFmpeg's C libraries are linked here and nowhere else. The
+//! crate itself holds no `unsafe` code; all of it is inside `ffmpeg-next`.
+//!
+//! # Hostile files
+//!
+//! Artefacts come from outside, so a probe is bounded and confined:
+//!
+//! - FFmpeg reads the file through a Rust [`std::fs::File`], never by name. The path never reaches FFmpeg, so it
+//!   cannot be taken for a URL or protocol (`concat:`, `http:`, `subfile,,`), and the format is detected from the
+//!   bytes alone, never from the file's extension.
+//! - No protocol is allowed for anything the file itself refers to, so a playlist (HLS, `ffconcat`, an image
+//!   sequence) cannot make FFmpeg open another file or a network address.
+//! - FFmpeg reads at most [`PROBE_SIZE`] bytes and [`ANALYZE_DURATION_US`] of media to find the streams, accepts
+//!   at most [`MAX_STREAMS`] streams, and is interrupted once [`TIME_LIMIT`] has passed. The one piece of the
+//!   file's own text kept, the `creation_time` tag, is at most [`MAX_CREATION_TIME_LEN`] bytes.
+//!
+//! # Threads
+//!
+//! [`probe`] blocks: it reads the file and decodes a little of each stream on the calling thread. Async callers
+//! should run it on a blocking thread (`tokio::task::spawn_blocking`). It keeps no state between calls and shares
+//! nothing but FFmpeg's process-wide setup ([`init`]), so any number of probes may run at once on different
+//! threads.
+//!
+//! # Serialised form
+//!
+//! A [`MediaProbe`] serialises to JSON holding only strings, integers and arrays (no floats), so it can sit inside
+//! an RFC 8785 canonical document. Absent values are left out rather than written as `null`. The form is stable;
+//! a change to it is a format change for everything that stores it. Shown here in field order (RFC 8785 sorts
+//! the keys):
+//!
+//! ```json
+//! {"outcome":"probed","format":"matroska,webm","duration_ms":2008,"bit_rate":229537,
+//!  "creation_time":"2024-05-01T10:00:00.000000Z","streams":[
+//!   {"index":0,"kind":"video","codec":"vp8","width":320,"height":240,"frame_rate":"25/1"},
+//!   {"index":1,"kind":"audio","codec":"opus","sample_rate":48000,"channels":1}]}
+//!
+//! {"outcome":"unprobed","reason":"not a media file FFmpeg can read: Invalid data found when processing input"}
+//! ```
+//!
+//! Integers are kept within JSON's exact range (at most 2^53 − 1); a larger value a file claims is treated as
+//! unknown and left out.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ffmpeg::format::context::StreamIo;
+use ffmpeg::media::Type;
+use ffmpeg::{Dictionary, Rational};
+use ffmpeg_next as ffmpeg;
+use serde::{Deserialize, Serialize};
+
+/// The most bytes FFmpeg reads to detect the format and find the streams (its `probesize`; FFmpeg's default).
+pub const PROBE_SIZE: u64 = 5_000_000;
+
+/// The most media time, in microseconds, FFmpeg analyses to find the streams (its `analyzeduration`; FFmpeg's
+/// default).
+pub const ANALYZE_DURATION_US: u64 = 5_000_000;
+
+/// The most streams a file may declare (FFmpeg's `max_streams`, lowered from its default of 1,000). A file with
+/// more is not probed, which also keeps a description small.
+pub const MAX_STREAMS: u32 = 100;
+
+/// How long a probe may take before FFmpeg is interrupted and the file reported as unprobed.
+pub const TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// The longest `creation_time` tag kept. Containers write an ISO 8601 timestamp there; anything longer is not one,
+/// and is left out.
+pub const MAX_CREATION_TIME_LEN: usize = 64;
+
+/// JSON's exact integer range: RFC 8785 writes numbers as IEEE 754 doubles.
+const MAX_JSON_INT: u64 = (1 << 53) - 1;
+
+/// What probing a file found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MediaProbe {
+    /// FFmpeg read the file as media.
+    Probed(MediaInfo),
+    /// FFmpeg could not read the file as media, or could not open it at all. The file is evidence all the same.
+    Unprobed {
+        /// Why, in words, for a person to read; not meant to be parsed.
+        reason: String,
+    },
+}
+
+/// A media file as FFmpeg describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaInfo {
+    /// FFmpeg's name for the container format (demuxer), such as `matroska,webm`, `mov,mp4,m4a,3gp,3g2,mj2` or
+    /// `wav`.
+    pub format: String,
+    /// The container's duration in milliseconds, rounded to the nearest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The overall bit rate in bits per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bit_rate: Option<u64>,
+    /// The container's `creation_time` tag as FFmpeg gives it (usually ISO 8601, such as
+    /// `2024-05-01T10:00:00.000000Z`). It is what the file claims, not a fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_time: Option<String>,
+    /// The streams, in the file's order.
+    pub streams: Vec<StreamInfo>,
+}
+
+/// One stream of a media file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamInfo {
+    /// The stream's index in the file, from 0.
+    pub index: u32,
+    pub kind: StreamKind,
+    /// FFmpeg's short codec name, such as `h264`, `vp8`, `opus`, `aac` or `pcm_s16le`.
+    pub codec: String,
+    /// Picture width in pixels (video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Picture height in pixels (video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Average frames per second as a fraction, `numerator/denominator` (such as `25/1` or `30000/1001`), as
+    /// ffprobe's `avg_frame_rate` gives it (video; left out where FFmpeg could not work it out, as for cover art).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_rate: Option<String>,
+    /// Samples per second (audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<u32>,
+    /// Number of channels (audio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<u32>,
+    /// The stream's own duration in milliseconds, where the container gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// What a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Video,
+    Audio,
+    Subtitle,
+    Data,
+    /// Attachments (fonts in Matroska, say) and anything FFmpeg cannot classify.
+    Other,
+}
+
+static INIT: Once = Once::new();
+
+/// Sets FFmpeg up for this process: registers its components and silences its logging, which would otherwise go
+/// straight to stderr (what went wrong is in [`MediaProbe::Unprobed`]'s reason instead). Idempotent and cheap
+/// after the first call; [`probe`] calls it itself.
+pub fn init() {
+    INIT.call_once(|| {
+        // ffmpeg-next's init cannot fail (it returns Ok unconditionally); there is nothing to do if it ever did.
+        let _ = ffmpeg::init();
+        ffmpeg::util::log::set_level(ffmpeg::util::log::Level::Quiet);
+    });
+}
+
+/// Describes the media file at `path`. Never fails and never panics: a file that is missing, unreadable, not a
+/// regular file or not media FFmpeg can read gives [`MediaProbe::Unprobed`] with the reason.
+///
+/// Blocks; see the crate documentation on threads and on the bounds that hold for hostile files.
+pub fn probe(path: &Path) -> MediaProbe {
+    init();
+    // The FFmpeg side cannot unwind into us (a panic in a callback aborts), but the Rust side should never panic
+    // either; if it ever does, the file is still reported rather than the caller's thread lost.
+    std::panic::catch_unwind(|| probe_file(path))
+        .unwrap_or_else(|_| MediaProbe::Unprobed { reason: "probing stopped on an internal error".to_owned() })
+}
+
+fn unprobed(reason: String) -> MediaProbe {
+    MediaProbe::Unprobed { reason }
+}
+
+fn probe_file(path: &Path) -> MediaProbe {
+    // Refuse anything but a regular file before opening it: opening a FIFO would block until a writer came.
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => {}
+        Ok(_) => return unprobed("not a regular file".to_owned()),
+        Err(e) => return unprobed(format!("could not open file: {e}")),
+    }
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) => return unprobed(format!("could not open file: {e}")),
+    };
+    let io = match StreamIo::from_read_seek(file) {
+        Ok(io) => io,
+        Err(e) => return unprobed(format!("could not set up FFmpeg input: {e}")),
+    };
+
+    let deadline = Instant::now() + TIME_LIMIT;
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let interrupt = {
+        let timed_out = Arc::clone(&timed_out);
+        move || {
+            let late = Instant::now() >= deadline;
+            if late {
+                timed_out.store(true, Ordering::Relaxed);
+            }
+            late
+        }
+    };
+
+    // No file name: FFmpeg detects the format from the bytes alone.
+    let opened = ffmpeg::format::input_from_stream_with_interrupt(io, None, Some(options()), interrupt);
+    if timed_out.load(Ordering::Relaxed) {
+        return unprobed(format!("FFmpeg took longer than {} s to read the file", TIME_LIMIT.as_secs()));
+    }
+    match opened {
+        Ok(input) => MediaProbe::Probed(describe(&input)),
+        Err(e) => unprobed(format!("not a media file FFmpeg can read: {e}")),
+    }
+}
+
+/// The format-context options that bound and confine a probe; see the crate documentation.
+fn options() -> Dictionary<'static> {
+    let mut options = Dictionary::new();
+    options.set("probesize", &PROBE_SIZE.to_string());
+    options.set("analyzeduration", &ANALYZE_DURATION_US.to_string());
+    options.set("max_streams", &MAX_STREAMS.to_string());
+    // An empty whitelist matches no protocol: whatever the file refers to (playlist entries, image sequences,
+    // concat lists) is never opened. Our own reads go through the custom I/O above, not through a protocol.
+    options.set("protocol_whitelist", "");
+    options
+}
+
+fn describe(input: &ffmpeg::format::context::Input) -> MediaInfo {
+    MediaInfo {
+        format: input.format().name().to_owned(),
+        duration_ms: scaled_ms(input.duration(), Rational::new(1, ffmpeg::ffi::AV_TIME_BASE)),
+        bit_rate: json_int(input.bit_rate()),
+        creation_time: input
+            .metadata()
+            .get("creation_time")
+            // ffmpeg-next hands tags over as &str without checking that they are UTF-8, and a file's tags need not
+            // be: read the bytes and replace what is not.
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .filter(|v| v.len() <= MAX_CREATION_TIME_LEN),
+        streams: input.streams().map(|s| describe_stream(&s)).collect(),
+    }
+}
+
+fn describe_stream(stream: &ffmpeg::format::stream::Stream<'_>) -> StreamInfo {
+    let parameters = stream.parameters();
+    let medium = parameters.medium();
+    let mut info = StreamInfo {
+        index: u32::try_from(stream.index()).unwrap_or(u32::MAX),
+        kind: match medium {
+            Type::Video => StreamKind::Video,
+            Type::Audio => StreamKind::Audio,
+            Type::Subtitle => StreamKind::Subtitle,
+            Type::Data => StreamKind::Data,
+            Type::Unknown | Type::Attachment => StreamKind::Other,
+        },
+        codec: parameters.id().name().to_owned(),
+        width: None,
+        height: None,
+        frame_rate: None,
+        sample_rate: None,
+        channels: None,
+        duration_ms: scaled_ms(stream.duration(), stream.time_base()),
+    };
+    // The sizes and rates live in the codec parameters, which ffmpeg-next exposes only on a codec context. Copying
+    // them into one (avcodec_parameters_to_context) reads no data; the decoder is never opened.
+    let Ok(context) = ffmpeg::codec::Context::from_parameters(parameters) else { return info };
+    let unopened = ffmpeg::codec::decoder::Opened(context.decoder());
+    match medium {
+        Type::Video => {
+            let video = ffmpeg::codec::decoder::Video(unopened);
+            info.width = positive(video.width());
+            info.height = positive(video.height());
+            info.frame_rate = fraction(stream.avg_frame_rate());
+        }
+        Type::Audio => {
+            let audio = ffmpeg::codec::decoder::Audio(unopened);
+            info.sample_rate = positive(audio.rate());
+            info.channels = positive(u32::from(audio.channels()));
+        }
+        _ => {}
+    }
+    info
+}
+
+fn positive(v: u32) -> Option<u32> {
+    (v > 0).then_some(v)
+}
+
+/// A non-negative integer FFmpeg reports (where 0 or less means unknown) that fits JSON's exact range.
+fn json_int(v: i64) -> Option<u64> {
+    u64::try_from(v).ok().filter(|&v| v > 0 && v <= MAX_JSON_INT)
+}
+
+/// `ticks` of `time_base` in milliseconds, rounded to the nearest; `None` when unknown (FFmpeg's `AV_NOPTS_VALUE`
+/// is negative) or out of range.
+fn scaled_ms(ticks: i64, time_base: Rational) -> Option<u64> {
+    let (num, den) = (i128::from(time_base.numerator()), i128::from(time_base.denominator()));
+    if ticks < 0 || num <= 0 || den <= 0 {
+        return None;
+    }
+    let ms = (i128::from(ticks) * num * 1000 + den / 2) / den;
+    u64::try_from(ms).ok().filter(|&ms| ms <= MAX_JSON_INT)
+}
+
+fn fraction(r: Rational) -> Option<String> {
+    (r.numerator() > 0 && r.denominator() > 0).then(|| format!("{}/{}", r.numerator(), r.denominator()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scaled_ms_rounds_and_rejects_unknown() {
+        assert_eq!(scaled_ms(2_000_499, Rational::new(1, 1_000_000)), Some(2000));
+        assert_eq!(scaled_ms(2_000_500, Rational::new(1, 1_000_000)), Some(2001));
+        assert_eq!(scaled_ms(90_000, Rational::new(1, 90_000)), Some(1000));
+        assert_eq!(scaled_ms(i64::MIN, Rational::new(1, 1000)), None);
+        assert_eq!(scaled_ms(5, Rational::new(0, 0)), None);
+        assert_eq!(scaled_ms(i64::MAX, Rational::new(i32::MAX, 1)), None);
+    }
+
+    #[test]
+    fn integers_stay_in_json_range() {
+        assert_eq!(json_int(0), None);
+        assert_eq!(json_int(-1), None);
+        assert_eq!(json_int(128_000), Some(128_000));
+        assert_eq!(json_int(i64::MAX), None);
+        assert_eq!(json_int(1 << 53), None);
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(fraction(Rational::new(30000, 1001)).as_deref(), Some("30000/1001"));
+        assert_eq!(fraction(Rational::new(0, 1)), None);
+        assert_eq!(fraction(Rational::new(25, 0)), None);
+    }
+}

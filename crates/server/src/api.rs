@@ -1,0 +1,634 @@
+//! The HTTP API: JSON over axum, errors as RFC 9457 problem details, described by `/api/openapi.json`.
+
+use std::ops::Range;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use base64::Engine as _;
+use custodia_catalog::{Account, Case};
+use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
+use futures::TryStreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_SECONDS, Scope};
+use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
+use crate::problem::Problem;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub gateway: Gateway,
+    /// Mark cookies `Secure` (when serving HTTPS).
+    pub secure_cookies: bool,
+}
+
+/// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
+const JSON_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/api/v1/cases/{case}/artefacts", post(upload_artefact))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/v1/session", post(sign_in).delete(sign_out))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/tokens", post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/accounts", post(create_account))
+        .route("/api/v1/cases", post(create_case).get(my_cases))
+        .route("/api/v1/cases/{case}", get(case_detail))
+        .route("/api/v1/cases/{case}/members/{account}", put(set_member).delete(remove_member))
+        .route("/api/v1/cases/{case}/artefacts", get(list_artefacts))
+        .route("/api/v1/artefacts/{id}", get(artefact_detail))
+        .route("/api/v1/artefacts/{id}/content", get(download))
+        .route("/api/v1/artefacts/{id}/timeline", get(timeline))
+        .route("/api/v1/artefacts/{id}/policy", put(set_policy))
+        .route("/api/v1/artefacts/{id}/widen-requests", post(request_widening).get(list_widen_requests))
+        .route("/api/v1/widen-requests/{id}/decision", post(decide_widening))
+        .route("/api/v1/artefacts/{id}/outcomes", post(report_outcome).get(list_outcomes))
+        .route("/api/v1/proofs/{index}", get(proof))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .merge(uploads)
+        .merge(crate::tus::router())
+        .with_state(state)
+}
+
+/// A JSON body whose rejections are problem details.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let detail = rejection.body_text();
+                Err(match status {
+                    StatusCode::PAYLOAD_TOO_LARGE => {
+                        Problem::new(status, "too-large", "Body too large", format!("JSON bodies are at most {JSON_LIMIT} bytes"))
+                    }
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                        Problem::new(status, "unsupported-media-type", "Send JSON", "send Content-Type: application/json")
+                    }
+                    _ => Problem::bad_request(detail),
+                })
+            }
+        }
+    }
+}
+
+fn json(status: StatusCode, value: impl Serialize) -> Response {
+    (status, axum::Json(value)).into_response()
+}
+
+fn parse<T: std::str::FromStr>(field: &'static str, text: &str) -> Result<T, Problem>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().map_err(|err| Problem::from(bad_input(field, err)))
+}
+
+fn label(field: &'static str, text: &str) -> Result<Label, Problem> {
+    Label::new(text).map_err(|err| Problem::from(bad_input(field, err)))
+}
+
+fn case_id(text: &str) -> Result<CaseId, Problem> {
+    CaseId::new(text).map_err(|err| Problem::from(bad_input("case", err)))
+}
+
+fn artefact_id(text: &str) -> Result<ArtefactId, Problem> {
+    ArtefactId::new(text).map_err(|err| Problem::from(bad_input("artefact", err)))
+}
+
+/// Every read of evidence states why.
+#[derive(Debug, Deserialize)]
+struct PurposeQuery {
+    purpose: Option<String>,
+    access: Option<String>,
+}
+
+impl PurposeQuery {
+    fn purpose(&self) -> Result<Label, Problem> {
+        let text = self.purpose.as_deref().ok_or_else(|| {
+            Problem::from(bad_input("purpose", "state the purpose of this access, e.g. ?purpose=trial%20preparation"))
+        })?;
+        label("purpose", text)
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::DOCUMENT).into_response()
+}
+
+// Sessions, tokens and accounts.
+
+#[derive(Deserialize)]
+struct SignIn {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+struct AccountView<'a> {
+    id: &'a str,
+    username: &'a str,
+    display_name: &'a str,
+    jurisdiction: &'a str,
+    is_admin: bool,
+}
+
+impl<'a> From<&'a Account> for AccountView<'a> {
+    fn from(account: &'a Account) -> Self {
+        Self {
+            id: &account.id,
+            username: &account.username,
+            display_name: &account.display_name,
+            jurisdiction: &account.jurisdiction,
+            is_admin: account.is_admin,
+        }
+    }
+}
+
+async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignIn>) -> Result<Response, Problem> {
+    let account = auth::check_password(&state.gateway, &body.username, &body.password).await?;
+    let secret = auth::start_session(&state.gateway, &account).await?;
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}{secure}");
+    let mut response = json(StatusCode::OK, AccountView::from(&account));
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| Problem::internal(&e))?);
+    Ok(response)
+}
+
+async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Response, Problem> {
+    let (parts, _) = request.into_parts();
+    if let Some(secret) = auth::session_secret(&parts) {
+        state.gateway.catalog.delete_session(&auth::secret_digest(&secret)).await.map_err(GatewayError::from)?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(|e| Problem::internal(&e))?);
+    Ok(response)
+}
+
+async fn me(caller: Caller) -> Response {
+    json(StatusCode::OK, AccountView::from(&caller.account))
+}
+
+#[derive(Deserialize)]
+struct NewToken {
+    scopes: Vec<Scope>,
+    expires_in_seconds: i64,
+}
+
+async fn create_token(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewToken>) -> Result<Response, Problem> {
+    let (token, secret) = auth::issue_token(&state.gateway, &caller, body.scopes, body.expires_in_seconds).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        serde_json::json!({ "id": token.id, "token": secret, "scopes": token.scopes, "expires_at": token.expires_at }),
+    ))
+}
+
+async fn revoke_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    if state.gateway.catalog.revoke_api_token(&id, &caller.account.id).await.map_err(GatewayError::from)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::not_found(format!("you have no token {id}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAccount {
+    username: String,
+    display_name: String,
+    password: String,
+    jurisdiction: String,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+async fn create_account(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewAccount>) -> Result<Response, Problem> {
+    caller.require_admin("create accounts")?;
+    let account = new_account(&state.gateway, body.username, body.display_name, &body.password, body.jurisdiction, body.is_admin).await?;
+    Ok(json(StatusCode::CREATED, AccountView::from(&account)))
+}
+
+/// Creates an account after checking its fields. Shared by the API and the bootstrap of the first administrator.
+pub async fn new_account(
+    gateway: &Gateway,
+    username: String,
+    display_name: String,
+    password: &str,
+    jurisdiction: String,
+    is_admin: bool,
+) -> Result<Account, GatewayError> {
+    if !(3..=64).contains(&username.len()) || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b)) {
+        return Err(bad_input("username", "use 3 to 64 letters, digits, '.', '_', '-' or '@'"));
+    }
+    if password.chars().count() < 12 {
+        return Err(bad_input("password", "use at least 12 characters"));
+    }
+    Label::new(display_name.clone()).map_err(|err| bad_input("display_name", err))?;
+    Label::new(jurisdiction.clone()).map_err(|err| bad_input("jurisdiction", err))?;
+    let account = Account {
+        id: new_id("acct"),
+        username,
+        display_name,
+        password_hash: auth::hash_password(password)?,
+        is_admin,
+        jurisdiction,
+    };
+    gateway.catalog.create_account(&account, &gateway.now().to_string()).await?;
+    Ok(account)
+}
+
+// Cases and members.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCase {
+    id: Option<String>,
+    title: String,
+}
+
+async fn create_case(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewCase>) -> Result<Response, Problem> {
+    caller.require_admin("create cases")?;
+    let id = case_id(&body.id.unwrap_or_else(|| new_id("case")))?;
+    label("title", &body.title)?;
+    let case = Case { id: id.to_string(), title: body.title, created_at: state.gateway.now().to_string() };
+    state.gateway.catalog.create_case(&case).await.map_err(GatewayError::from)?;
+    Ok(json(StatusCode::CREATED, serde_json::json!({ "id": case.id, "title": case.title })))
+}
+
+async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    let cases = state.gateway.catalog.cases_of(&caller.account.id).await.map_err(GatewayError::from)?;
+    let cases: Vec<_> =
+        cases.iter().map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role })).collect();
+    Ok(json(StatusCode::OK, cases))
+}
+
+async fn case_detail(State(state): State<AppState>, caller: Caller, Path(case): Path<String>) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    let role = state.gateway.authorize(&caller, &case, Action::ViewCase).await?;
+    let catalog = &state.gateway.catalog;
+    let row = catalog.case(case.as_str()).await.map_err(GatewayError::from)?.ok_or_else(|| Problem::not_found("case"))?;
+    let members: Vec<_> = catalog
+        .members(case.as_str())
+        .await
+        .map_err(GatewayError::from)?
+        .into_iter()
+        .map(|m| serde_json::json!({ "account": m.account_id, "role": m.role }))
+        .collect();
+    Ok(json(StatusCode::OK, serde_json::json!({ "id": row.id, "title": row.title, "role": role, "members": members })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Membership {
+    role: Role,
+}
+
+/// Administrators, and members whose role manages members, may change membership.
+async fn authorize_membership_change(gateway: &Gateway, caller: &Caller, case: &CaseId) -> Result<(), Problem> {
+    if caller.require_admin("manage members").is_ok() {
+        return match gateway.catalog.case(case.as_str()).await.map_err(GatewayError::from)? {
+            Some(_) => Ok(()),
+            None => Err(Problem::not_found(format!("no case {case}"))),
+        };
+    }
+    gateway.authorize(caller, case, Action::ManageMembers).await?;
+    Ok(())
+}
+
+async fn set_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, account)): Path<(String, String)>,
+    ApiJson(body): ApiJson<Membership>,
+) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    authorize_membership_change(&state.gateway, &caller, &case).await?;
+    let catalog = &state.gateway.catalog;
+    if catalog.account(&account).await.map_err(GatewayError::from)?.is_none() {
+        return Err(Problem::not_found(format!("no account {account}")));
+    }
+    catalog.set_member(case.as_str(), &account, body.role.as_str()).await.map_err(GatewayError::from)?;
+    tracing::info!(case = %case, account = %account, role = %body.role, by = %caller.account.id, "membership set");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_member(State(state): State<AppState>, caller: Caller, Path((case, account)): Path<(String, String)>) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    authorize_membership_change(&state.gateway, &caller, &case).await?;
+    if state.gateway.catalog.remove_member(case.as_str(), &account).await.map_err(GatewayError::from)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::not_found(format!("{account} is not a member of {case}")))
+    }
+}
+
+// Artefacts.
+
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    purpose: Option<String>,
+    filename: Option<String>,
+    sha256: Option<String>,
+}
+
+/// The SHA-256 stated by the client: `?sha256=<hex>`, or an RFC 9530 `Repr-Digest` / `Content-Digest` header.
+fn expected_digest(query: &UploadQuery, headers: &HeaderMap) -> Result<Option<Sha256>, Problem> {
+    if let Some(hex) = &query.sha256 {
+        return parse("sha256", hex).map(Some);
+    }
+    for name in ["repr-digest", "content-digest"] {
+        let Some(value) = headers.get(name) else { continue };
+        let value = value.to_str().map_err(|_| Problem::from(bad_input("digest", "not ASCII")))?;
+        let Some(encoded) = value.split(',').find_map(|item| item.trim().strip_prefix("sha-256=:")?.strip_suffix(':')) else {
+            return Err(bad_input("digest", format!("{name} carries no sha-256 digest")).into());
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|_| Problem::from(bad_input("digest", "sha-256 digest is not base64")))?;
+        let bytes: [u8; 32] =
+            bytes.try_into().map_err(|_| Problem::from(bad_input("digest", "a SHA-256 digest is 32 bytes")))?;
+        return Ok(Some(Sha256::from_bytes(bytes)));
+    }
+    Ok(None)
+}
+
+/// Original file names are kept for people to read, never used as paths: anything path-like is refused.
+pub fn original_name(name: &str) -> Result<Label, GatewayError> {
+    let hostile = name.contains(['/', '\\', '\0']) || name == "." || name == ".." || name.starts_with('.') || name.len() > 255;
+    if hostile {
+        return Err(bad_input("filename", "give a plain file name, without directories or a leading dot"));
+    }
+    Label::new(name).map_err(|err| bad_input("filename", err))
+}
+
+/// Reads the use policy a provider attaches at ingest: `Custodia-Use-Policy: <base64 of the policy JSON>`.
+fn attached_policy(headers: &HeaderMap) -> Result<Option<UsePolicy>, Problem> {
+    let Some(value) = headers.get("custodia-use-policy") else { return Ok(None) };
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.as_bytes())
+        .map_err(|_| Problem::from(bad_input("policy", "Custodia-Use-Policy is not base64")))?;
+    serde_json::from_slice(&bytes).map(Some).map_err(|err| bad_input("policy", err).into())
+}
+
+pub fn media_type(headers: &HeaderMap) -> Result<Label, GatewayError> {
+    let text = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/octet-stream");
+    Label::new(text).map_err(|err| bad_input("content-type", err))
+}
+
+async fn upload_artefact(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case): Path<String>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    let request = UploadRequest {
+        purpose: PurposeQuery { purpose: query.purpose.clone(), access: None }.purpose()?,
+        media_type: media_type(&headers)?,
+        original_name: query.filename.as_deref().map(original_name).transpose()?,
+        expected_sha256: expected_digest(&query, &headers)?,
+        policy: attached_policy(&headers)?,
+    };
+    let registered = state.gateway.ingest(&caller, &case, request, body.into_data_stream()).await?;
+    let location = format!("/api/v1/artefacts/{}", registered.artefact);
+    let mut response = json(StatusCode::CREATED, registered);
+    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?);
+    Ok(response)
+}
+
+async fn list_artefacts(State(state): State<AppState>, caller: Caller, Path(case): Path<String>) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    state.gateway.authorize(&caller, &case, Action::ListArtefacts).await?;
+    let rows = state.gateway.catalog.artefacts_in_case(case.as_str()).await.map_err(GatewayError::from)?;
+    let list: Vec<_> = rows
+        .iter()
+        .map(|row| {
+            serde_json::json!({
+                "id": row.id, "sha256": row.sha256, "size": row.size, "media_type": row.media_type,
+                "ledger_index": row.ledger_index, "registered_at": row.created_at, "restricted": row.policy.is_some(),
+            })
+        })
+        .collect();
+    Ok(json(StatusCode::OK, list))
+}
+
+async fn artefact_detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PurposeQuery>,
+) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let (row, warnings) = state.gateway.view(&caller, &id, &query.purpose()?).await?;
+    let manifest: serde_json::Value = serde_json::from_slice(&row.manifest).map_err(|e| Problem::internal(&e))?;
+    let policy: Option<serde_json::Value> =
+        row.policy.as_deref().map(serde_json::from_str).transpose().map_err(|e| Problem::internal(&e))?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "id": row.id, "case": row.case_id, "sha256": row.sha256, "size": row.size, "media_type": row.media_type,
+            "ledger_index": row.ledger_index, "manifest": manifest,
+            "manifest_canonical": base64::engine::general_purpose::STANDARD.encode(&row.manifest),
+            "manifest_signature": row.manifest_signature, "policy": policy, "warnings": warnings,
+        }),
+    ))
+}
+
+/// A single byte range from a `Range` header, `None` to send the whole artefact (no header, or several ranges,
+/// which RFC 9110 lets a server ignore).
+fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Response> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let unsatisfiable = || {
+        let mut response = Problem::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "bad-range",
+            "Range not satisfiable",
+            format!("the artefact is {size} bytes"),
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        response
+    };
+    let ranges = http_range_header::parse_range_header(value)
+        .and_then(|parsed| parsed.validate(size))
+        .map_err(|_| unsatisfiable())?;
+    match ranges.as_slice() {
+        [one] => Ok(Some(*one.start()..one.end() + 1)),
+        _ => Ok(None),
+    }
+}
+
+async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PurposeQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let access = match query.access.as_deref() {
+        None | Some("download") => AccessKind::Download,
+        Some("play") => AccessKind::Play,
+        Some(_) => return Err(bad_input("access", "use download or play").into()),
+    };
+    let purpose = query.purpose()?;
+    let sha256 = {
+        let row = state.gateway.catalog.artefact(id.as_str()).await.map_err(GatewayError::from)?;
+        row.map(|row| row.size)
+    };
+    // Parse the range before authorising, so a malformed request records no access.
+    let range = match sha256 {
+        Some(size) => match requested_range(&headers, size as u64) {
+            Ok(range) => range,
+            Err(response) => return Ok(response),
+        },
+        None => None,
+    };
+    let (row, _warnings) = state.gateway.download(&caller, &id, &purpose, access).await?;
+    let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
+    let size = row.size as u64;
+    let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;
+    let mut response = Response::new(Body::from_stream(stream.map_err(std::io::Error::other)));
+    let headers = response.headers_mut();
+    let mut set = |name: header::HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, row.media_type.clone());
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::ETAG, format!("\"{}\"", row.sha256));
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff".into());
+    set(header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".into());
+    set(header::CONTENT_DISPOSITION, format!("{}; filename=\"{}\"", if access == AccessKind::Play { "inline" } else { "attachment" }, row.id));
+    set(header::HeaderName::from_static("repr-digest"), format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(digest.as_bytes())));
+    match range {
+        Some(range) => {
+            set(header::CONTENT_LENGTH, (range.end - range.start).to_string());
+            set(header::CONTENT_RANGE, format!("bytes {}-{}/{size}", range.start, range.end - 1));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        }
+        None => set(header::CONTENT_LENGTH, size.to_string()),
+    }
+    Ok(response)
+}
+
+async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let entries = state.gateway.timeline(&caller, &id).await?;
+    let checkpoint = String::from_utf8_lossy(state.gateway.log.checkpoint().note()).into_owned();
+    Ok(json(StatusCode::OK, serde_json::json!({ "artefact": id, "checkpoint": checkpoint, "records": entries })))
+}
+
+async fn proof(State(state): State<AppState>, Path(index): Path<u64>) -> Result<Response, Problem> {
+    let size = state.gateway.log.checkpoint().checkpoint.size;
+    if index >= size {
+        return Err(Problem::not_found(format!("the log has {size} entries")));
+    }
+    let proof = state.gateway.proof(index).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], proof.to_bytes()).into_response())
+}
+
+// Restrictions on use, wider use, outcome reports.
+
+async fn set_policy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(policy): ApiJson<UsePolicy>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let index = state.gateway.set_policy(&caller, &id, policy).await?;
+    Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
+}
+
+fn widen_view(row: &custodia_catalog::WidenRequestRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": row.id, "artefact": row.artefact_id, "requested_by": row.requested_by,
+        "request": serde_json::from_str::<serde_json::Value>(&row.request).unwrap_or_default(),
+        "status": row.status, "decided_by": row.decided_by, "decision_ledger_index": row.decision_ledger_index,
+    })
+}
+
+async fn request_widening(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(request): ApiJson<WidenRequest>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let row = state.gateway.request_widening(&caller, &id, request).await?;
+    Ok(json(StatusCode::CREATED, widen_view(&row)))
+}
+
+async fn list_widen_requests(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let rows = state.gateway.widen_requests(&caller, &id).await?;
+    Ok(json(StatusCode::OK, rows.iter().map(widen_view).collect::<Vec<_>>()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decision {
+    approve: bool,
+}
+
+async fn decide_widening(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(body): ApiJson<Decision>) -> Result<Response, Problem> {
+    let row = state.gateway.decide_widening(&caller, &id, body.approve).await?;
+    Ok(json(StatusCode::OK, widen_view(&row)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOutcome {
+    outcome: OutcomeKind,
+    note: Option<String>,
+}
+
+/// What an artefact achieved, reported back to its provider.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum OutcomeKind {
+    UsedAtHearing,
+    ChargesBrought,
+    Conviction,
+    Acquittal,
+    CaseDiscontinued,
+    VictimIdentified,
+    Other,
+}
+
+async fn report_outcome(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(body): ApiJson<NewOutcome>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let outcome = serde_json::to_value(body.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    if let Some(note) = &body.note {
+        label("note", note)?;
+    }
+    let row = state.gateway.report_outcome(&caller, &id, label("outcome", &outcome)?, body.note).await?;
+    Ok(json(StatusCode::CREATED, outcome_view(&row)))
+}
+
+fn outcome_view(row: &custodia_catalog::OutcomeRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": row.id, "artefact": row.artefact_id, "filed_by": row.filed_by, "outcome": row.outcome,
+        "note": row.note, "ledger_index": row.ledger_index, "filed_at": row.created_at,
+    })
+}
+
+async fn list_outcomes(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let rows = state.gateway.outcomes(&caller, &id).await?;
+    Ok(json(StatusCode::OK, rows.iter().map(outcome_view).collect::<Vec<_>>()))
+}

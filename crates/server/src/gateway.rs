@@ -1,0 +1,569 @@
+//! The evidence service's operations, one method each: who may do what, what goes into the ledger, and in which
+//! order things are written so that a crash never leaves half-written evidence.
+//!
+//! Handlers in [`crate::api`] only translate HTTP to these calls. Every operation on a case starts by finding the
+//! caller's role in it ([`Gateway::authorize`]); every refusal on an existing case is itself a custody record.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
+use custodia_core::{
+    AccessKind, Action, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, ManifestSignature,
+    Role, Sha256, SignedManifest, UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
+};
+use custodia_ledger::{Log, TlogProof};
+use custodia_store::{ArtefactStore, IngestOptions, StoreError};
+use ed25519_dalek::SigningKey;
+use futures::Stream;
+use jiff::Timestamp;
+use object_store::{ObjectStore, ObjectStoreExt as _};
+use object_store::path::Path as StorePath;
+
+use crate::auth::Caller;
+use crate::clock::Clock;
+
+/// Why an operation was refused or failed. Each maps to one RFC 9457 problem type.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    #[error("sign in, or send an API token")]
+    Unauthenticated,
+    #[error("the username or password is wrong")]
+    BadCredentials,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("the token does not carry the {0} scope")]
+    MissingScope(&'static str),
+    #[error("only an administrator may {0}")]
+    AdminOnly(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("as {role} in this case you may not {action}")]
+    RoleForbids { role: Role, action: String },
+    #[error("only the providing authority may {0}")]
+    ProviderOnly(&'static str),
+    #[error("use restricted by the providing authority: {0}")]
+    UseRestricted(String),
+    #[error("{field}: {reason}")]
+    BadInput { field: &'static str, reason: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CatalogError> for GatewayError {
+    fn from(err: CatalogError) -> Self {
+        match err {
+            CatalogError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<custodia_ledger::LogError> for GatewayError {
+    fn from(err: custodia_ledger::LogError) -> Self {
+        Self::Internal(err.to_string())
+    }
+}
+
+pub type Result<T, E = GatewayError> = std::result::Result<T, E>;
+
+pub fn bad_input(field: &'static str, reason: impl std::fmt::Display) -> GatewayError {
+    GatewayError::BadInput { field, reason: reason.to_string() }
+}
+
+/// What a client says about an upload.
+#[derive(Debug, Clone)]
+pub struct UploadRequest {
+    pub purpose: Label,
+    pub media_type: Label,
+    pub original_name: Option<Label>,
+    pub expected_sha256: Option<Sha256>,
+    pub policy: Option<UsePolicy>,
+}
+
+/// An artefact that entered custody.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Registered {
+    pub artefact: ArtefactId,
+    pub sha256: Sha256,
+    pub size: u64,
+    pub ledger_index: u64,
+    /// False when the same bytes were already held: one object, a new custody record.
+    pub newly_stored: bool,
+}
+
+/// One custody record with the proof that it is in the log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimelineEntry {
+    pub ledger_index: u64,
+    pub record: serde_json::Value,
+    /// A c2sp.org/tlog-proof@v1 proof against the latest checkpoint.
+    pub proof: String,
+}
+
+/// The gateway's state. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    pub catalog: Catalog,
+    pub artefacts: ArtefactStore,
+    pub log: Log,
+    /// Signed manifests, write-once, so that the catalog can be rebuilt from the ledger and the objects.
+    manifests: Arc<dyn ObjectStore>,
+    signing_key: Arc<SigningKey>,
+    pub clock: Clock,
+    pub max_upload_bytes: u64,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("artefacts", &self.artefacts).finish_non_exhaustive()
+    }
+}
+
+fn manifest_path(artefact: &ArtefactId) -> StorePath {
+    StorePath::from_iter(["manifests", artefact.as_str()])
+}
+
+impl Gateway {
+    pub fn new(
+        catalog: Catalog,
+        artefacts: ArtefactStore,
+        manifests: Arc<dyn ObjectStore>,
+        log: Log,
+        signing_key: SigningKey,
+        clock: Clock,
+        max_upload_bytes: u64,
+    ) -> Self {
+        Self { catalog, artefacts, manifests, log, signing_key: Arc::new(signing_key), clock, max_upload_bytes }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Appends a custody record to the ledger (durably), then indexes it. The ledger is the truth: if indexing
+    /// fails, [`Gateway::reindex`] at the next start catches up.
+    pub async fn record(&self, record: &CustodyRecord) -> Result<u64> {
+        let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let index = self.log.append(entry.clone()).await?;
+        let artefact = record.event.artefact().map(ArtefactId::as_str);
+        self.catalog.index_custody(index as i64, record.case.as_str(), artefact, &entry).await?;
+        Ok(index)
+    }
+
+    fn custody_record(&self, caller: &Caller, case: &CaseId, purpose: &Label, event: CustodyEvent) -> CustodyRecord {
+        CustodyRecord::new(case.clone(), caller.actor(), self.now(), purpose.clone(), event)
+    }
+
+    /// Brings the catalog up to date with the ledger after a crash between the two writes: indexes every
+    /// record not yet indexed, and restores the catalog row of any artefact whose registration reached the
+    /// ledger but not the catalog, from its write-once signed manifest.
+    pub async fn reindex(&self) -> Result<u64> {
+        let size = self.log.checkpoint().checkpoint.size;
+        let from = self.catalog.custody_indexed_up_to().await? as u64;
+        for index in from..size {
+            let entry = self.log.storage().entry(index, size).await?;
+            let record = CustodyRecord::from_entry(&entry)
+                .map_err(|err| GatewayError::Internal(format!("ledger entry {index}: {err}")))?;
+            if let CustodyEvent::ArtefactRegistered { artefact, .. } = &record.event
+                && self.catalog.artefact(artefact.as_str()).await?.is_none()
+            {
+                self.restore_artefact_row(&record, index).await?;
+            }
+            let artefact = record.event.artefact().map(ArtefactId::as_str);
+            self.catalog.index_custody(index as i64, record.case.as_str(), artefact, &entry).await?;
+        }
+        Ok(size.saturating_sub(from))
+    }
+
+    async fn restore_artefact_row(&self, record: &CustodyRecord, index: u64) -> Result<()> {
+        let CustodyEvent::ArtefactRegistered { artefact, manifest_signature, .. } = &record.event else {
+            return Ok(());
+        };
+        let bytes = self
+            .manifests
+            .get(&manifest_path(artefact))
+            .await
+            .map_err(|err| GatewayError::Internal(format!("manifest of {artefact}: {err}")))?
+            .bytes()
+            .await
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let signed = SignedManifest::verify(&bytes, *manifest_signature, &self.signing_key.verifying_key())
+            .map_err(|err| GatewayError::Internal(format!("manifest of {artefact}: {err}")))?;
+        let manifest = signed.manifest();
+        self.catalog
+            .insert_artefact(&ArtefactRow {
+                id: artefact.to_string(),
+                case_id: manifest.case.to_string(),
+                sha256: manifest.sha256.to_hex(),
+                size: manifest.size as i64,
+                media_type: manifest.media_type.to_string(),
+                manifest: bytes.to_vec(),
+                manifest_signature: signature_text(signed.signature()),
+                ledger_index: index as i64,
+                provider_account: manifest.registered_by.to_string(),
+                policy: None,
+                created_at: manifest.registered_at.to_string(),
+            })
+            .await?;
+        tracing::warn!(artefact = %artefact, "restored an artefact's catalog row from the ledger");
+        Ok(())
+    }
+
+    /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case:
+    /// it is "not found" whether or not it exists. A member refused by their role is recorded.
+    pub async fn authorize(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<Role> {
+        caller.require_scope(action)?;
+        let not_found = || GatewayError::NotFound(format!("no case {case} of which you are a member"));
+        let role = self.catalog.member_role(case.as_str(), caller.account.id.as_str()).await?.ok_or_else(not_found)?;
+        let role: Role = role.parse().map_err(|err| GatewayError::Internal(format!("stored role: {err}")))?;
+        if custodia_core::permits(role, action) {
+            return Ok(role);
+        }
+        let err = GatewayError::RoleForbids { role, action: action_words(action) };
+        self.record_refusal(caller, case, None, action, &err).await;
+        Err(err)
+    }
+
+    /// Records that an attempt was refused. Recording must not turn a refusal into a server error, so a failure
+    /// to record is logged and the refusal still stands.
+    async fn record_refusal(&self, caller: &Caller, case: &CaseId, artefact: Option<&ArtefactId>, action: Action, why: &GatewayError) {
+        let reason = Label::new(why.to_string().chars().take(Label::MAX_LEN).collect::<String>());
+        let (Ok(reason), Ok(action_label), Ok(purpose)) = (reason, Label::new(action_words(action)), Label::new("refused")) else {
+            return;
+        };
+        let event = CustodyEvent::AccessRefused { artefact: artefact.cloned(), action: action_label, reason };
+        let record = self.custody_record(caller, case, &purpose, event);
+        if let Err(err) = self.record(&record).await {
+            tracing::error!(error = %err, "could not record a refusal");
+        }
+        tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused");
+    }
+
+    /// An artefact of a case the caller may act on with `action`.
+    pub async fn authorize_artefact(&self, caller: &Caller, id: &ArtefactId, action: Action) -> Result<(ArtefactRow, Role)> {
+        let not_found = || GatewayError::NotFound(format!("no artefact {id} in a case of which you are a member"));
+        let row = self.catalog.artefact(id.as_str()).await?.ok_or_else(not_found)?;
+        let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        match self.authorize(caller, &case, action).await {
+            Err(GatewayError::NotFound(_)) => Err(not_found()),
+            other => other.map(|role| (row, role)),
+        }
+    }
+
+    /// Applies the providing authority's use policy, recording a refusal.
+    async fn check_use(&self, caller: &Caller, row: &ArtefactRow, action: UseAction, purpose: &Label) -> Result<Vec<String>> {
+        let Some(policy) = &row.policy else { return Ok(Vec::new()) };
+        let policy: UsePolicy =
+            serde_json::from_str(policy).map_err(|err| GatewayError::Internal(format!("stored policy: {err}")))?;
+        let request = UseRequest {
+            action,
+            purpose: purpose.clone(),
+            recipient: caller.actor(),
+            recipient_jurisdiction: caller.jurisdiction(),
+            at: self.now(),
+        };
+        match custodia_core::decide(&policy, &request) {
+            UseDecision::Permit { warnings } => Ok(warnings.iter().map(ToString::to_string).collect()),
+            UseDecision::Deny(reason) => {
+                let err = GatewayError::UseRestricted(reason.to_string());
+                let (case, artefact) = ids(row)?;
+                let kind = match action {
+                    UseAction::View => Action::ViewArtefact,
+                    UseAction::Download => Action::DownloadArtefact,
+                    UseAction::Export | UseAction::Transfer => Action::ExportArtefact,
+                };
+                self.record_refusal(caller, &case, Some(&artefact), kind, &err).await;
+                Err(err)
+            }
+        }
+    }
+
+    // Ingest.
+
+    /// Takes an artefact into custody: streams and hashes it into write-once storage, probes it, signs its
+    /// manifest, stores the manifest write-once, appends the registration to the ledger, and only then lists it
+    /// in the catalog. A failure at any step leaves nothing that looks like evidence.
+    pub async fn ingest<S, E>(&self, caller: &Caller, case: &CaseId, request: UploadRequest, body: S) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.authorize(caller, case, Action::UploadArtefact).await?;
+        let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(self.max_upload_bytes) };
+        let stored = match self.artefacts.ingest(body, options).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::info!(case = %case, error = %err, "upload refused");
+                return Err(err.into());
+            }
+        };
+        let artefact = new_artefact_id();
+        let mut manifest = Manifest::new(
+            artefact.clone(),
+            case.clone(),
+            stored.sha256,
+            stored.size,
+            request.media_type.clone(),
+            self.now(),
+            caller.actor(),
+        );
+        manifest.original_name = request.original_name.clone();
+        manifest.media = Some(self.probe(&stored.sha256).await);
+        let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.manifests
+            .put_opts(
+                &manifest_path(&artefact),
+                Bytes::copy_from_slice(signed.bytes()).into(),
+                object_store::PutMode::Create.into(),
+            )
+            .await
+            .map_err(|err| GatewayError::Internal(format!("storing manifest: {err}")))?;
+        let event = CustodyEvent::ArtefactRegistered {
+            artefact: artefact.clone(),
+            sha256: stored.sha256,
+            size: stored.size,
+            manifest_sha256: signed.sha256(),
+            manifest_signature: signed.signature(),
+        };
+        let ledger_index = self.record(&self.custody_record(caller, case, &request.purpose, event)).await?;
+        let policy = request.policy.as_ref().map(serde_json::to_string).transpose().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.catalog
+            .insert_artefact(&ArtefactRow {
+                id: artefact.to_string(),
+                case_id: case.to_string(),
+                sha256: stored.sha256.to_hex(),
+                size: stored.size as i64,
+                media_type: request.media_type.to_string(),
+                manifest: signed.bytes().to_vec(),
+                manifest_signature: signature_text(signed.signature()),
+                ledger_index: ledger_index as i64,
+                provider_account: caller.account.id.clone(),
+                policy,
+                created_at: manifest.registered_at.to_string(),
+            })
+            .await?;
+        if let Some(policy) = &request.policy {
+            self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
+        }
+        tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
+        Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index, newly_stored: stored.newly_stored })
+    }
+
+    async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
+        let probed = match self.artefacts.local_path(sha256) {
+            Some(path) => tokio::task::spawn_blocking(move || custodia_media::probe(&path)).await.ok(),
+            None => None,
+        };
+        match probed {
+            Some(probe) => serde_json::to_value(probe).unwrap_or(serde_json::Value::Null),
+            None => serde_json::json!({ "unprobed": "the object store is not a local directory; probing is deferred" }),
+        }
+    }
+
+    async fn record_policy(&self, caller: &Caller, case: &CaseId, artefact: &ArtefactId, policy: &UsePolicy, change: &str) -> Result<u64> {
+        let policy_sha256 = policy.sha256().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let change = Label::new(change).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let purpose = Label::new("use restrictions").map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let event = CustodyEvent::PolicyChanged { artefact: Some(artefact.clone()), policy_sha256, change };
+        self.record(&self.custody_record(caller, case, &purpose, event)).await
+    }
+
+    // Reading.
+
+    /// An artefact's catalog entry and signed manifest. Viewing is a custody record.
+    pub async fn view(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<(ArtefactRow, Vec<String>)> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
+        let warnings = self.check_use(caller, &row, UseAction::View, purpose).await?;
+        self.record_access(caller, &row, AccessKind::View, purpose).await?;
+        Ok((row, warnings))
+    }
+
+    /// Authorises a download and records it (durably) before a byte is sent.
+    pub async fn download(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        purpose: &Label,
+        access: AccessKind,
+    ) -> Result<(ArtefactRow, Vec<String>)> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
+        // Playing in the gateway's player lets no copy leave it: the policy treats it as viewing.
+        let use_action = if access == AccessKind::Play { UseAction::View } else { UseAction::Download };
+        let warnings = self.check_use(caller, &row, use_action, purpose).await?;
+        self.record_access(caller, &row, access, purpose).await?;
+        Ok((row, warnings))
+    }
+
+    async fn record_access(&self, caller: &Caller, row: &ArtefactRow, access: AccessKind, purpose: &Label) -> Result<u64> {
+        let (case, artefact) = ids(row)?;
+        let sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
+        let event = CustodyEvent::ArtefactAccessed { artefact, sha256, access, site: caller.site() };
+        self.record(&self.custody_record(caller, &case, purpose, event)).await
+    }
+
+    /// Every custody record about an artefact, each with its offline proof.
+    pub async fn timeline(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
+        self.authorize_artefact(caller, id, Action::ViewTimeline).await?;
+        let mut entries = Vec::new();
+        for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
+            let proof = self.proof(index as u64).await?;
+            entries.push(TimelineEntry {
+                ledger_index: index as u64,
+                record: serde_json::from_slice(&record).map_err(|err| GatewayError::Internal(err.to_string()))?,
+                proof: String::from_utf8_lossy(&proof.to_bytes()).into_owned(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// The offline proof of a ledger entry, once a checkpoint covers it.
+    pub async fn proof(&self, index: u64) -> Result<TlogProof> {
+        self.log.wait_for_size(index + 1).await?;
+        Ok(self.log.tlog_proof(index).await?)
+    }
+
+    // Restrictions on use, requests to widen them, and outcome reports.
+
+    fn require_provider(caller: &Caller, row: &ArtefactRow, what: &'static str) -> Result<()> {
+        if caller.account.id == row.provider_account { Ok(()) } else { Err(GatewayError::ProviderOnly(what)) }
+    }
+
+    pub async fn set_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::SetPolicy).await?;
+        Self::require_provider(caller, &row, "set the use policy")?;
+        let (case, artefact) = ids(&row)?;
+        let index = self.record_policy(caller, &case, &artefact, &policy, "set by provider").await?;
+        let text = serde_json::to_string(&policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.catalog.set_policy(id.as_str(), &text).await?;
+        Ok(index)
+    }
+
+    pub async fn request_widening(&self, caller: &Caller, id: &ArtefactId, request: WidenRequest) -> Result<WidenRequestRow> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::RequestWiderUse).await?;
+        let (case, artefact) = ids(&row)?;
+        let requested = serde_json::to_string(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let row = WidenRequestRow {
+            id: new_id("wr"),
+            artefact_id: artefact.to_string(),
+            requested_by: caller.account.id.clone(),
+            request: requested,
+            status: "pending".into(),
+            decided_by: None,
+            decision_ledger_index: None,
+            created_at: self.now().to_string(),
+        };
+        let policy = current_policy(&self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?)?;
+        let proposed = policy.widened(&request);
+        self.record_policy(caller, &case, &artefact, &proposed, &format!("wider use requested ({})", row.id)).await?;
+        self.catalog.insert_widen_request(&row).await?;
+        Ok(row)
+    }
+
+    /// The provider approves or refuses a request. The decision is in the ledger before access changes.
+    pub async fn decide_widening(&self, caller: &Caller, request_id: &str, approve: bool) -> Result<WidenRequestRow> {
+        let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
+        let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
+        let artefact = ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let (row, _) = self.authorize_artefact(caller, &artefact, Action::DecideWiderUse).await.map_err(|err| match err {
+            GatewayError::NotFound(_) => not_found(),
+            other => other,
+        })?;
+        Self::require_provider(caller, &row, "decide on wider use")?;
+        if request.status != "pending" {
+            return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
+        }
+        let widen: WidenRequest = serde_json::from_str(&request.request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let policy = current_policy(&row)?;
+        let (case, _) = ids(&row)?;
+        let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
+        let index = self
+            .record_policy(caller, &case, &artefact, &resulting, &format!("wider use {status} ({request_id})"))
+            .await?;
+        let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let new_policy = approve.then_some((artefact.as_str(), text.as_str()));
+        if !self.catalog.decide_widen_request(request_id, status, &caller.account.id, index as i64, new_policy).await? {
+            return Err(GatewayError::Conflict(format!("request {request_id} was decided concurrently")));
+        }
+        self.catalog.widen_request(request_id).await?.ok_or_else(not_found)
+    }
+
+    pub async fn report_outcome(&self, caller: &Caller, id: &ArtefactId, outcome: Label, note: Option<String>) -> Result<OutcomeRow> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
+        let (case, artefact) = ids(&row)?;
+        let purpose = Label::new("outcome feedback").map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let event = CustodyEvent::OutcomeReported { artefact: artefact.clone(), outcome: outcome.clone() };
+        let index = self.record(&self.custody_record(caller, &case, &purpose, event)).await?;
+        let row = OutcomeRow {
+            id: new_id("out"),
+            artefact_id: artefact.to_string(),
+            filed_by: caller.account.id.clone(),
+            outcome: outcome.to_string(),
+            note,
+            ledger_index: index as i64,
+            created_at: self.now().to_string(),
+        };
+        self.catalog.insert_outcome(&row).await?;
+        Ok(row)
+    }
+
+    /// Outcome reports: for the provider, and for members whose role may see them.
+    pub async fn outcomes(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<OutcomeRow>> {
+        let row = self.catalog.artefact(id.as_str()).await?;
+        let is_provider = row.as_ref().is_some_and(|row| row.provider_account == caller.account.id);
+        if !is_provider {
+            self.authorize_artefact(caller, id, Action::ViewOutcomes).await?;
+        }
+        Ok(self.catalog.outcomes_for(id.as_str()).await?)
+    }
+
+    pub async fn widen_requests(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<WidenRequestRow>> {
+        self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
+        Ok(self.catalog.widen_requests_for(id.as_str()).await?)
+    }
+}
+
+fn ids(row: &ArtefactRow) -> Result<(CaseId, ArtefactId)> {
+    let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+    let artefact = ArtefactId::new(row.id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+    Ok((case, artefact))
+}
+
+fn current_policy(row: &ArtefactRow) -> Result<UsePolicy> {
+    match &row.policy {
+        Some(text) => serde_json::from_str(text).map_err(|err| GatewayError::Internal(format!("stored policy: {err}"))),
+        None => Err(GatewayError::BadInput { field: "artefact", reason: "it carries no use policy to widen".into() }),
+    }
+}
+
+fn signature_text(signature: ManifestSignature) -> String {
+    serde_json::to_value(signature).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// How an action reads in a refusal: "download artefacts", "manage members".
+pub fn action_words(action: Action) -> String {
+    serde_json::to_value(action).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
+}
+
+/// A random opaque identifier with a readable prefix.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn new_artefact_id() -> ArtefactId {
+    ArtefactId::new(new_id("art")).unwrap_or_else(|_| unreachable!("generated ids are well-formed"))
+}
+
+/// Accounts are referred to in records by their opaque id only.
+pub fn actor_of(account: &Account) -> ActorId {
+    ActorId::new(account.id.clone()).unwrap_or_else(|_| unreachable!("account ids are generated well-formed"))
+}

@@ -1,0 +1,95 @@
+//! Opening the gateway from its configuration: keys, object storage, the custody log, the catalog, and the
+//! repairs a crash may call for (interrupted uploads swept, the catalog caught up with the ledger).
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use custodia_catalog::Catalog;
+use custodia_ledger::{Log, LogOptions};
+use custodia_store::ArtefactStore;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+
+use crate::api::{self, AppState};
+use crate::clock::Clock;
+use crate::config::{GatewayConfig, ServeConfig, absolute};
+use crate::gateway::Gateway;
+use crate::keys;
+
+/// Opens everything the gateway serves from, ready for [`crate::app`].
+pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState> {
+    let gateway_config = &config.gateway;
+    let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
+    if created {
+        tracing::info!(key = %absolute(&gateway_config.key_file()).display(), "made a new gateway key");
+    }
+    let vkey = signer.verifier();
+    let signing_key = signer.signing_key().clone();
+    let (artefacts, manifests, log) = match object_store_for(config)? {
+        None => {
+            let artefacts = ArtefactStore::local(&gateway_config.objects_dir())?;
+            let manifests: Arc<dyn ObjectStore> =
+                Arc::new(LocalFileSystem::new_with_prefix(&gateway_config.objects_dir())?.with_fsync(true));
+            let log = Log::open_local(&gateway_config.log_dir(), signer, LogOptions::default()).await?;
+            (artefacts, manifests, log)
+        }
+        Some(store) => {
+            // One sequencer per log: at scale it is elected through PostgreSQL (the scale-out work); until then a
+            // bucket is sequenced by a single gateway.
+            let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"));
+            let manifests: Arc<dyn ObjectStore> =
+                Arc::new(object_store::prefix::PrefixStore::new(store.clone(), "artefacts"));
+            let log = Log::open(store, StorePath::from("log"), signer, LogOptions::default()).await?;
+            (artefacts, manifests, log)
+        }
+    };
+    let swept = artefacts.sweep_staging().await?;
+    if swept > 0 {
+        tracing::info!(count = swept, "removed uploads a crash had interrupted");
+    }
+    tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
+    let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
+    let gateway =
+        Gateway::new(catalog, artefacts, manifests, log, signing_key, clock, config.max_upload_bytes);
+    let caught_up = gateway.reindex().await?;
+    if caught_up > 0 {
+        tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
+    }
+    bootstrap_admin(&gateway, gateway_config).await?;
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some() })
+}
+
+/// The S3-compatible store, when one is configured.
+fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn ObjectStore>>> {
+    let s3 = &config.s3;
+    let Some(bucket) = &s3.bucket else { return Ok(None) };
+    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_region(&s3.region);
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+    }
+    if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+        builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+    }
+    Ok(Some(Arc::new(builder.build().context("configuring the S3 store")?)))
+}
+
+/// On the very first start there is no one to create accounts: make an administrator, and leave its password
+/// in an owner-only file rather than in the log.
+async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::Result<()> {
+    if gateway.catalog.count_accounts().await? > 0 {
+        return Ok(());
+    }
+    let password = crate::auth::new_secret();
+    let path = config.data_dir.join("keys").join("initial-admin-password");
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        writeln!(file, "{password}")?;
+    }
+    api::new_account(gateway, "admin".into(), "Administrator".into(), &password, "local".into(), true).await?;
+    tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
+    Ok(())
+}
+

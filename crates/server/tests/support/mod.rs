@@ -1,0 +1,138 @@
+//! A gateway on its embedded defaults in a temporary directory, driven in-process with `oneshot`.
+
+#![allow(dead_code)] // Each test binary uses a different part of this.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use custodia_ledger::LogVerifier;
+use custodia_server::api::AppState;
+use custodia_server::clock::Clock;
+use custodia_server::config::ServeConfig;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub state: AppState,
+    pub clock: Clock,
+    pub admin: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Checks an RFC 9457 problem: status, stable type, and a detail that says what is wrong.
+    pub fn assert_problem(&self, status: u16, kind: &str, detail_contains: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/problem+json");
+        let problem = self.json();
+        assert_eq!(problem["type"], format!("https://custodia.invalid/problems/{kind}"), "{problem}");
+        assert_eq!(problem["status"], status);
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(detail_contains), "detail {detail:?} lacks {detail_contains:?}");
+    }
+}
+
+/// How a request authenticates.
+#[derive(Clone, Copy)]
+pub enum As<'a> {
+    Session(&'a str),
+    Token(&'a str),
+}
+
+impl TestGateway {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::default();
+        let state = custodia_server::startup::open(&ServeConfig::with_data_dir(dir.path()), clock.clone()).await.unwrap();
+        let password = std::fs::read_to_string(dir.path().join("keys/initial-admin-password")).unwrap();
+        let mut gateway = Self { dir, state, clock, admin: String::new() };
+        gateway.admin = gateway.sign_in("admin", password.trim()).await;
+        gateway
+    }
+
+    pub fn verifier(&self) -> LogVerifier {
+        let key = std::fs::read_to_string(self.dir.path().join("keys/gateway.key")).unwrap();
+        custodia_ledger::LogSigner::from_skey(&key).unwrap().verifier()
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = custodia_server::app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply { status, headers, body }
+    }
+
+    pub fn request(method: &str, uri: &str, auth: Option<As<'_>>) -> axum::http::request::Builder {
+        let builder = Request::builder().method(method).uri(uri);
+        match auth {
+            Some(As::Session(cookie)) => builder.header(header::COOKIE, format!("custodia_session={cookie}")),
+            Some(As::Token(token)) => builder.header(header::AUTHORIZATION, format!("Bearer {token}")),
+            None => builder,
+        }
+    }
+
+    pub async fn get(&self, uri: &str, auth: Option<As<'_>>) -> Reply {
+        self.send(Self::request("GET", uri, auth).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn call(&self, method: &str, uri: &str, auth: Option<As<'_>>, body: Value) -> Reply {
+        let request = Self::request(method, uri, auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    pub async fn upload(&self, case: &str, query: &str, auth: As<'_>, bytes: Vec<u8>) -> Reply {
+        let uri = format!("/api/v1/cases/{case}/artefacts?{query}");
+        let request = Self::request("POST", &uri, Some(auth)).header(header::CONTENT_TYPE, "video/webm").body(Body::from(bytes)).unwrap();
+        self.send(request).await
+    }
+
+    /// Signs in and returns the session cookie's value.
+    pub async fn sign_in(&self, username: &str, password: &str) -> String {
+        let reply = self.call("POST", "/api/v1/session", None, json!({ "username": username, "password": password })).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+        let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+        cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+    }
+
+    /// Creates an account through the API and signs it in. Returns (account id, session).
+    pub async fn person(&self, username: &str, jurisdiction: &str) -> (String, String) {
+        let password = format!("{username}-correct-horse-battery");
+        let reply = self
+            .call(
+                "POST",
+                "/api/v1/accounts",
+                Some(As::Session(&self.admin)),
+                json!({ "username": username, "display_name": format!("{username} name"), "password": password, "jurisdiction": jurisdiction }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+        let id = reply.json()["id"].as_str().unwrap().to_owned();
+        (id, self.sign_in(username, &password).await)
+    }
+
+    pub async fn case(&self, id: &str) {
+        let reply = self.call("POST", "/api/v1/cases", Some(As::Session(&self.admin)), json!({ "id": id, "title": format!("R v {id}") })).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    }
+
+    pub async fn member(&self, case: &str, account: &str, role: &str) {
+        let uri = format!("/api/v1/cases/{case}/members/{account}");
+        let reply = self.call("PUT", &uri, Some(As::Session(&self.admin)), json!({ "role": role })).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    }
+}

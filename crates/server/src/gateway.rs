@@ -218,18 +218,26 @@ impl Gateway {
     }
 
     /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case:
-    /// it is "not found" whether or not it exists. A member refused by their role is recorded.
+    /// it is "not found" whether or not it exists. Every refusal on an existing case is recorded, a non-member's
+    /// probe included, so that misuse is traceable.
     pub async fn authorize(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<Role> {
-        caller.require_scope(action)?;
-        let not_found = || GatewayError::NotFound(format!("no case {case} of which you are a member"));
-        let role = self.catalog.member_role(case.as_str(), caller.account.id.as_str()).await?.ok_or_else(not_found)?;
+        let role = self.catalog.member_role(case.as_str(), caller.account.id.as_str()).await?;
+        let Some(role) = role else {
+            let err = GatewayError::NotFound(format!("no case {case} of which you are a member"));
+            if self.catalog.case(case.as_str()).await?.is_some() {
+                let why = GatewayError::NotFound(format!("{} is not a member", caller.account.id));
+                self.record_refusal(caller, case, None, action, &why).await;
+            }
+            return Err(err);
+        };
         let role: Role = role.parse().map_err(|err| GatewayError::Internal(format!("stored role: {err}")))?;
-        if custodia_core::permits(role, action) {
-            return Ok(role);
-        }
-        let err = GatewayError::RoleForbids { role, action: action_words(action) };
-        self.record_refusal(caller, case, None, action, &err).await;
-        Err(err)
+        let refusal = match caller.require_scope(action) {
+            Err(err) => err,
+            Ok(()) if custodia_core::permits(role, action) => return Ok(role),
+            Ok(()) => GatewayError::RoleForbids { role, action: action_words(action) },
+        };
+        self.record_refusal(caller, case, None, action, &refusal).await;
+        Err(refusal)
     }
 
     /// Records that an attempt was refused. Recording must not turn a refusal into a server error, so a failure
@@ -432,13 +440,20 @@ impl Gateway {
 
     // Restrictions on use, requests to widen them, and outcome reports.
 
-    fn require_provider(caller: &Caller, row: &ArtefactRow, what: &'static str) -> Result<()> {
-        if caller.account.id == row.provider_account { Ok(()) } else { Err(GatewayError::ProviderOnly(what)) }
+    /// Only the account that provided an artefact speaks for its providing authority. Refusals are recorded.
+    async fn require_provider(&self, caller: &Caller, row: &ArtefactRow, action: Action, what: &'static str) -> Result<()> {
+        if caller.account.id == row.provider_account {
+            return Ok(());
+        }
+        let err = GatewayError::ProviderOnly(what);
+        let (case, artefact) = ids(row)?;
+        self.record_refusal(caller, &case, Some(&artefact), action, &err).await;
+        Err(err)
     }
 
     pub async fn set_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::SetPolicy).await?;
-        Self::require_provider(caller, &row, "set the use policy")?;
+        self.require_provider(caller, &row, Action::SetPolicy, "set the use policy").await?;
         let (case, artefact) = ids(&row)?;
         let index = self.record_policy(caller, &case, &artefact, &policy, "set by provider").await?;
         let text = serde_json::to_string(&policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -476,7 +491,7 @@ impl Gateway {
             GatewayError::NotFound(_) => not_found(),
             other => other,
         })?;
-        Self::require_provider(caller, &row, "decide on wider use")?;
+        self.require_provider(caller, &row, Action::DecideWiderUse, "decide on wider use").await?;
         if request.status != "pending" {
             return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
         }

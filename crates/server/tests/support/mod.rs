@@ -27,7 +27,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// Checks an RFC 9457 problem: status, stable type, and a detail that says what is wrong.
@@ -53,7 +54,8 @@ impl TestGateway {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::default();
-        let state = custodia_server::startup::open(&ServeConfig::with_data_dir(dir.path()), clock.clone()).await.unwrap();
+        let state =
+            custodia_server::startup::open(&ServeConfig::with_data_dir(dir.path()), clock.clone()).await.unwrap();
         let password = std::fs::read_to_string(dir.path().join("keys/initial-admin-password")).unwrap();
         let mut gateway = Self { dir, state, clock, admin: String::new() };
         gateway.admin = gateway.sign_in("admin", password.trim()).await;
@@ -96,13 +98,17 @@ impl TestGateway {
 
     pub async fn upload(&self, case: &str, query: &str, auth: As<'_>, bytes: Vec<u8>) -> Reply {
         let uri = format!("/api/v1/cases/{case}/artefacts?{query}");
-        let request = Self::request("POST", &uri, Some(auth)).header(header::CONTENT_TYPE, "video/webm").body(Body::from(bytes)).unwrap();
+        let request = Self::request("POST", &uri, Some(auth))
+            .header(header::CONTENT_TYPE, "video/webm")
+            .body(Body::from(bytes))
+            .unwrap();
         self.send(request).await
     }
 
     /// Signs in and returns the session cookie's value.
     pub async fn sign_in(&self, username: &str, password: &str) -> String {
-        let reply = self.call("POST", "/api/v1/session", None, json!({ "username": username, "password": password })).await;
+        let reply =
+            self.call("POST", "/api/v1/session", None, json!({ "username": username, "password": password })).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
         let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
@@ -126,7 +132,14 @@ impl TestGateway {
     }
 
     pub async fn case(&self, id: &str) {
-        let reply = self.call("POST", "/api/v1/cases", Some(As::Session(&self.admin)), json!({ "id": id, "title": format!("R v {id}") })).await;
+        let reply = self
+            .call(
+                "POST",
+                "/api/v1/cases",
+                Some(As::Session(&self.admin)),
+                json!({ "id": id, "title": format!("R v {id}") }),
+            )
+            .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     }
 
@@ -134,5 +147,51 @@ impl TestGateway {
         let uri = format!("/api/v1/cases/{case}/members/{account}");
         let reply = self.call("PUT", &uri, Some(As::Session(&self.admin)), json!({ "role": role })).await;
         assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    }
+}
+
+impl TestGateway {
+    /// Sends raw bytes with extra headers: uploads that state a digest or a policy, bodies that are not JSON.
+    pub async fn send_bytes(
+        &self,
+        method: &str,
+        uri: &str,
+        auth: Option<As<'_>>,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut request = Self::request(method, uri, auth);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.send(request.body(body.into()).unwrap()).await
+    }
+
+    pub async fn delete(&self, uri: &str, auth: Option<As<'_>>) -> Reply {
+        self.send(Self::request("DELETE", uri, auth).body(Body::empty()).unwrap()).await
+    }
+
+    /// How many entries the published checkpoint covers.
+    pub fn ledger_size(&self) -> u64 {
+        self.state.gateway.log.checkpoint().checkpoint.size
+    }
+
+    /// The custody record at `index`, as JSON.
+    pub async fn ledger_record(&self, index: u64) -> Value {
+        let entry = self.state.gateway.log.storage().entry(index, self.ledger_size()).await.unwrap();
+        serde_json::from_slice(&entry).unwrap()
+    }
+
+    /// Every file under `relative` in the data directory, recursively (none if it does not exist).
+    pub fn files_under(&self, relative: &str) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() { walk(&path, found) } else { found.push(path) }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&self.dir.path().join(relative), &mut found);
+        found
     }
 }

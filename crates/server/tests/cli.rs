@@ -137,3 +137,42 @@ async fn verify_names_a_forged_entry_and_a_non_record() {
     assert!(!refused.status.success());
     assert!(text(&refused).contains("entry 0 is not valid"), "{}", text(&refused));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_through_rustls_when_a_certificate_is_configured() {
+    let data = tempfile::tempdir().unwrap();
+    let (cert, key) = (data.path().join("cert.pem"), data.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is missing; run scripts/setup-system.sh test");
+    assert!(made.status.success(), "{}", text(&made));
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("CUSTODIA_DATA_DIR", data.path())
+            .env("CUSTODIA_TLS_CERT", &cert)
+            .env("CUSTODIA_TLS_KEY", &key)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = Command::new("curl").args(["-sS", "--fail", "--cacert"]).arg(&cert).arg(&url).output().expect("curl is missing; run scripts/setup-system.sh test");
+        if reply.status.success() {
+            assert_eq!(String::from_utf8_lossy(&reply.stdout), "ok");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no HTTPS answer: {}", text(&reply));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let plain = Command::new("curl").args(["-sS", "--fail", &format!("http://127.0.0.1:{port}/healthz")]).output().unwrap();
+    assert!(!plain.status.success(), "plain HTTP must not be served when TLS is configured");
+}

@@ -14,13 +14,28 @@ case "${1:-}" in
 esac
 
 wanted=$(cat "${lists[@]}" 2>/dev/null | sed -e 's/#.*//' -e 's/[[:space:]]//g' | grep -v '^$' | sort -u || true)
+# Installed packages, and what they provide: NodeSource's nodejs provides (and conflicts with) Debian's npm, so
+# asking apt for npm there would replace node.
+present=$(dpkg-query -W -f='${db:Status-Abbrev}|${Package}|${Provides}\n' 2>/dev/null | awk -F'|' '$1 ~ /^ii/ {
+  print $2; n = split($3, provided, /, */); for (i = 1; i <= n; i++) { sub(/ .*/, "", provided[i]); print provided[i] } }')
 missing=()
 for pkg in $wanted; do
-  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+  if ! grep -qxF "$pkg" <<<"$present"; then
     missing+=("$pkg")
   fi
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+install_python_requirements() {
+  # Python test tools (the Library of Congress bagit validator), from PyPI, for the current user.
+  local requirements="$here/../tests/requirements.txt"
+  [ "${1:-}" = test ] && [ -f "$requirements" ] || return 0
+  # Quiet and offline when the pinned versions are already installed.
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages -r "$requirements" >&2
+}
+
+if [ ${#missing[@]} -eq 0 ]; then
+  install_python_requirements "${1:-}"
+  exit 0
+fi
 
 if ! command -v apt-get >/dev/null; then
   echo "setup: these Debian packages are missing and there is no apt-get to install them: ${missing[*]}" >&2
@@ -35,3 +50,4 @@ echo "setup: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq >/dev/null
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_python_requirements "${1:-}"

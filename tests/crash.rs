@@ -31,7 +31,12 @@ async fn kill_9_loses_no_acknowledged_entry() {
     std::fs::write(&key_file, signer.expose_secret()).unwrap();
     let verifier = signer.verifier();
     let storage = LogStore::new(
-        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(std::fs::create_dir_all(&log_dir).map(|()| &log_dir).unwrap()).unwrap()),
+        Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(
+                std::fs::create_dir_all(&log_dir).map(|()| &log_dir).unwrap(),
+            )
+            .unwrap(),
+        ),
         object_store::path::Path::default(),
     );
 
@@ -79,10 +84,10 @@ async fn kill_9_loses_no_acknowledged_entry() {
         for &(index, seed) in &acked {
             assert!(index < checkpoint.size, "round {round}: acknowledged entry {index} is beyond the checkpoint");
             let bundle = index / TILE_WIDTH;
-            if !bundles.contains_key(&bundle) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = bundles.entry(bundle) {
                 let width = (checkpoint.size - bundle * TILE_WIDTH).min(TILE_WIDTH) as u16;
                 let tile = Tile { kind: TileKind::Entries, index: bundle, width };
-                bundles.insert(bundle, storage.entry_bundle(tile).await.unwrap());
+                slot.insert(storage.entry_bundle(tile).await.unwrap());
             }
             let stored = &bundles[&bundle][(index % TILE_WIDTH) as usize];
             assert_eq!(*stored, custodia_tests::sample_record(seed, 600), "round {round}: entry {index} changed");
@@ -100,7 +105,9 @@ async fn kill_9_loses_no_acknowledged_entry() {
     // The gateway's own open path (which rebuilds the tree edge and checks it against the checkpoint) accepts
     // the log and carries on from where it was.
     let seen = seen.unwrap();
-    let log = Log::open_local(&log_dir, LogSigner::from_skey(signer.expose_secret()).unwrap(), LogOptions::default()).await.unwrap();
+    let log = Log::open_local(&log_dir, LogSigner::from_skey(signer.expose_secret()).unwrap(), LogOptions::default())
+        .await
+        .unwrap();
     assert_eq!(log.checkpoint().checkpoint, seen);
     assert_eq!(log.append(custodia_tests::sample_record(7, 600)).await.unwrap(), seen.size);
 }

@@ -356,8 +356,11 @@ impl Catalog {
         .await?;
         rows.iter()
             .map(|row| {
-                let case =
-                    Case { id: row.try_get("id")?, title: row.try_get("title")?, created_at: row.try_get("created_at")? };
+                let case = Case {
+                    id: row.try_get("id")?,
+                    title: row.try_get("title")?,
+                    created_at: row.try_get("created_at")?,
+                };
                 Ok((case, row.try_get("role")?))
             })
             .collect()
@@ -441,10 +444,11 @@ impl Catalog {
     }
 
     pub async fn artefacts_in_case(&self, case_id: &str) -> Result<Vec<ArtefactRow>> {
-        let rows = sqlx::query(&format!("SELECT {ARTEFACT_COLUMNS} FROM artefacts WHERE case_id = $1 ORDER BY ledger_index"))
-            .bind(case_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {ARTEFACT_COLUMNS} FROM artefacts WHERE case_id = $1 ORDER BY ledger_index"))
+                .bind(case_id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.iter().map(artefact).collect::<sqlx::Result<_>>()?)
     }
 
@@ -489,14 +493,22 @@ impl Catalog {
         Ok(row.try_get("n")?)
     }
 
+    /// The ledger index of the latest record about an artefact.
+    pub async fn last_custody_index(&self, artefact_id: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(ledger_index) AS last FROM custody_index WHERE artefact_id = $1")
+            .bind(artefact_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("last")?)
+    }
+
     /// Every custody record about an artefact, in ledger order.
     pub async fn artefact_timeline(&self, artefact_id: &str) -> Result<Vec<(i64, Vec<u8>)>> {
-        let rows = sqlx::query(
-            "SELECT ledger_index, record FROM custody_index WHERE artefact_id = $1 ORDER BY ledger_index",
-        )
-        .bind(artefact_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT ledger_index, record FROM custody_index WHERE artefact_id = $1 ORDER BY ledger_index")
+                .bind(artefact_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter().map(|row| Ok((row.try_get("ledger_index")?, row.try_get("record")?))).collect()
     }
 

@@ -101,13 +101,18 @@ pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
     };
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(pool).await?;
     let mut tx = pool.begin().await?;
-    let applied: i64 =
-        sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version").fetch_one(&mut *tx).await?.try_get("v")?;
+    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("v")?;
     for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         for statement in migration.replace("{BLOB}", blob).split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(statement).execute(&mut *tx).await?;
         }
-        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)").bind(number as i64 + 1).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+            .bind(number as i64 + 1)
+            .execute(&mut *tx)
+            .await?;
         tracing::info!(version = number + 1, "catalog schema migrated");
     }
     tx.commit().await

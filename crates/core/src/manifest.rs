@@ -90,6 +90,10 @@ impl Manifest {
 pub struct ManifestSignature([u8; 64]);
 
 impl ManifestSignature {
+    pub const fn from_bytes(bytes: [u8; 64]) -> Self {
+        Self(bytes)
+    }
+
     pub fn to_bytes(self) -> [u8; 64] {
         self.0
     }

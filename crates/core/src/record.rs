@@ -37,6 +37,11 @@ pub struct CustodyRecord {
     pub at: Timestamp,
     pub purpose: Label,
     pub event: CustodyEvent,
+    /// The ledger index of the previous record about the same artefact; absent on an artefact's first record.
+    /// Chaining an artefact's records makes a history with a record left out, or put out of order, detectable
+    /// from the records alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<u64>,
 }
 
 /// How an artefact was read.
@@ -121,7 +126,7 @@ impl CustodyEvent {
 
 impl CustodyRecord {
     pub fn new(case: CaseId, actor: ActorId, at: Timestamp, purpose: Label, event: CustodyEvent) -> Self {
-        Self { v: RECORD_VERSION, case, actor, at, purpose, event }
+        Self { v: RECORD_VERSION, case, actor, at, purpose, event, prior: None }
     }
 
     /// The exact bytes that become a ledger entry.

@@ -7,26 +7,36 @@
 //!
 //! Entries are opaque bytes here: this crate knows nothing of custody records, cases or people.
 
+#[cfg(feature = "sequencer")]
 pub mod audit;
 pub mod checkpoint;
+#[cfg(feature = "sequencer")]
 mod local;
+#[cfg(feature = "sequencer")]
 mod log;
 pub mod merkle;
 pub mod proof_file;
+#[cfg(feature = "sequencer")]
 mod storage;
 pub mod tile;
 
+#[cfg(feature = "sequencer")]
 use std::path::PathBuf;
+#[cfg(feature = "sequencer")]
 use std::sync::Arc;
 
+#[cfg(feature = "sequencer")]
 pub use audit::{AuditError, AuditReport, audit_log};
 pub use checkpoint::{Checkpoint, CheckpointError, LogSigner, LogVerifier, SignedCheckpoint};
+#[cfg(feature = "sequencer")]
 pub use log::{Log, LogOptions};
 pub use merkle::{Hash, NodeId, ProofError};
 pub use proof_file::{ProofFileError, TlogProof};
+#[cfg(feature = "sequencer")]
 pub use storage::{CHECKPOINT, LogStore};
 
 /// Everything that can go wrong reading or writing a log.
+#[cfg(feature = "sequencer")]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogError {

@@ -12,7 +12,7 @@ use axum::routing::{delete, get, post, put};
 use base64::Engine as _;
 use custodia_catalog::{Account, Case};
 use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_SECONDS, Scope};
@@ -25,15 +25,16 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Mark cookies `Secure` (when serving HTTPS).
     pub secure_cookies: bool,
+    /// Staging files of resumable uploads in progress ([`crate::tus`]).
+    pub uploads_dir: std::path::PathBuf,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
 const JSON_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let uploads = Router::new()
-        .route("/api/v1/cases/{case}/artefacts", post(upload_artefact))
-        .layer(DefaultBodyLimit::disable());
+    let uploads =
+        Router::new().route("/api/v1/cases/{case}/artefacts", post(upload_artefact)).layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/api/openapi.json", get(openapi))
         .route("/api/v1/session", post(sign_in).delete(sign_out))
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/artefacts/{id}", get(artefact_detail))
         .route("/api/v1/artefacts/{id}/content", get(download))
         .route("/api/v1/artefacts/{id}/timeline", get(timeline))
+        .route("/api/v1/artefacts/{id}/exports", post(export))
         .route("/api/v1/artefacts/{id}/policy", put(set_policy))
         .route("/api/v1/artefacts/{id}/widen-requests", post(request_widening).get(list_widen_requests))
         .route("/api/v1/widen-requests/{id}/decision", post(decide_widening))
@@ -77,12 +79,18 @@ where
                 let status = rejection.status();
                 let detail = rejection.body_text();
                 Err(match status {
-                    StatusCode::PAYLOAD_TOO_LARGE => {
-                        Problem::new(status, "too-large", "Body too large", format!("JSON bodies are at most {JSON_LIMIT} bytes"))
-                    }
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE => {
-                        Problem::new(status, "unsupported-media-type", "Send JSON", "send Content-Type: application/json")
-                    }
+                    StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+                        status,
+                        "too-large",
+                        "Body too large",
+                        format!("JSON bodies are at most {JSON_LIMIT} bytes"),
+                    ),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+                        status,
+                        "unsupported-media-type",
+                        "Send JSON",
+                        "send Content-Type: application/json",
+                    ),
                     _ => Problem::bad_request(detail),
                 })
             }
@@ -166,9 +174,12 @@ async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignIn>) 
     let account = auth::check_password(&state.gateway, &body.username, &body.password).await?;
     let secret = auth::start_session(&state.gateway, &account).await?;
     let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}{secure}");
+    let cookie =
+        format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}{secure}");
     let mut response = json(StatusCode::OK, AccountView::from(&account));
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| Problem::internal(&e))?);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| Problem::internal(&e))?);
     Ok(response)
 }
 
@@ -179,7 +190,9 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Res
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(|e| Problem::internal(&e))?);
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(|e| Problem::internal(&e))?);
     Ok(response)
 }
 
@@ -193,7 +206,11 @@ struct NewToken {
     expires_in_seconds: i64,
 }
 
-async fn create_token(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewToken>) -> Result<Response, Problem> {
+async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewToken>,
+) -> Result<Response, Problem> {
     let (token, secret) = auth::issue_token(&state.gateway, &caller, body.scopes, body.expires_in_seconds).await?;
     Ok(json(
         StatusCode::CREATED,
@@ -201,7 +218,11 @@ async fn create_token(State(state): State<AppState>, caller: Caller, ApiJson(bod
     ))
 }
 
-async fn revoke_token(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     if state.gateway.catalog.revoke_api_token(&id, &caller.account.id).await.map_err(GatewayError::from)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
@@ -220,9 +241,15 @@ struct NewAccount {
     is_admin: bool,
 }
 
-async fn create_account(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewAccount>) -> Result<Response, Problem> {
+async fn create_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewAccount>,
+) -> Result<Response, Problem> {
     caller.require_admin("create accounts")?;
-    let account = new_account(&state.gateway, body.username, body.display_name, &body.password, body.jurisdiction, body.is_admin).await?;
+    let account =
+        new_account(&state.gateway, body.username, body.display_name, &body.password, body.jurisdiction, body.is_admin)
+            .await?;
     Ok(json(StatusCode::CREATED, AccountView::from(&account)))
 }
 
@@ -235,7 +262,9 @@ pub async fn new_account(
     jurisdiction: String,
     is_admin: bool,
 ) -> Result<Account, GatewayError> {
-    if !(3..=64).contains(&username.len()) || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b)) {
+    if !(3..=64).contains(&username.len())
+        || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
+    {
         return Err(bad_input("username", "use 3 to 64 letters, digits, '.', '_', '-' or '@'"));
     }
     if password.chars().count() < 12 {
@@ -264,7 +293,11 @@ struct NewCase {
     title: String,
 }
 
-async fn create_case(State(state): State<AppState>, caller: Caller, ApiJson(body): ApiJson<NewCase>) -> Result<Response, Problem> {
+async fn create_case(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<NewCase>,
+) -> Result<Response, Problem> {
     caller.require_admin("create cases")?;
     let id = case_id(&body.id.unwrap_or_else(|| new_id("case")))?;
     label("title", &body.title)?;
@@ -275,16 +308,23 @@ async fn create_case(State(state): State<AppState>, caller: Caller, ApiJson(body
 
 async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let cases = state.gateway.catalog.cases_of(&caller.account.id).await.map_err(GatewayError::from)?;
-    let cases: Vec<_> =
-        cases.iter().map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role })).collect();
+    let cases: Vec<_> = cases
+        .iter()
+        .map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role }))
+        .collect();
     Ok(json(StatusCode::OK, cases))
 }
 
-async fn case_detail(State(state): State<AppState>, caller: Caller, Path(case): Path<String>) -> Result<Response, Problem> {
+async fn case_detail(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case): Path<String>,
+) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let role = state.gateway.authorize(&caller, &case, Action::ViewCase).await?;
     let catalog = &state.gateway.catalog;
-    let row = catalog.case(case.as_str()).await.map_err(GatewayError::from)?.ok_or_else(|| Problem::not_found("case"))?;
+    let row =
+        catalog.case(case.as_str()).await.map_err(GatewayError::from)?.ok_or_else(|| Problem::not_found("case"))?;
     let members: Vec<_> = catalog
         .members(case.as_str())
         .await
@@ -330,7 +370,11 @@ async fn set_member(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn remove_member(State(state): State<AppState>, caller: Caller, Path((case, account)): Path<(String, String)>) -> Result<Response, Problem> {
+async fn remove_member(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, account)): Path<(String, String)>,
+) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     authorize_membership_change(&state.gateway, &caller, &case).await?;
     if state.gateway.catalog.remove_member(case.as_str(), &account).await.map_err(GatewayError::from)? {
@@ -357,7 +401,8 @@ fn expected_digest(query: &UploadQuery, headers: &HeaderMap) -> Result<Option<Sh
     for name in ["repr-digest", "content-digest"] {
         let Some(value) = headers.get(name) else { continue };
         let value = value.to_str().map_err(|_| Problem::from(bad_input("digest", "not ASCII")))?;
-        let Some(encoded) = value.split(',').find_map(|item| item.trim().strip_prefix("sha-256=:")?.strip_suffix(':')) else {
+        let Some(encoded) = value.split(',').find_map(|item| item.trim().strip_prefix("sha-256=:")?.strip_suffix(':'))
+        else {
             return Err(bad_input("digest", format!("{name} carries no sha-256 digest")).into());
         };
         let bytes = base64::engine::general_purpose::STANDARD
@@ -372,7 +417,8 @@ fn expected_digest(query: &UploadQuery, headers: &HeaderMap) -> Result<Option<Sh
 
 /// Original file names are kept for people to read, never used as paths: anything path-like is refused.
 pub fn original_name(name: &str) -> Result<Label, GatewayError> {
-    let hostile = name.contains(['/', '\\', '\0']) || name == "." || name == ".." || name.starts_with('.') || name.len() > 255;
+    let hostile =
+        name.contains(['/', '\\', '\0']) || name == "." || name == ".." || name.starts_with('.') || name.len() > 255;
     if hostile {
         return Err(bad_input("filename", "give a plain file name, without directories or a leading dot"));
     }
@@ -412,11 +458,17 @@ async fn upload_artefact(
     let registered = state.gateway.ingest(&caller, &case, request, body.into_data_stream()).await?;
     let location = format!("/api/v1/artefacts/{}", registered.artefact);
     let mut response = json(StatusCode::CREATED, registered);
-    response.headers_mut().insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?);
+    response
+        .headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?);
     Ok(response)
 }
 
-async fn list_artefacts(State(state): State<AppState>, caller: Caller, Path(case): Path<String>) -> Result<Response, Problem> {
+async fn list_artefacts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case): Path<String>,
+) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     state.gateway.authorize(&caller, &case, Action::ListArtefacts).await?;
     let rows = state.gateway.catalog.artefacts_in_case(case.as_str()).await.map_err(GatewayError::from)?;
@@ -454,26 +506,32 @@ async fn artefact_detail(
     ))
 }
 
-/// A single byte range from a `Range` header, `None` to send the whole artefact (no header, or several ranges,
-/// which RFC 9110 lets a server ignore).
-fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Response> {
-    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
-    let unsatisfiable = || {
-        let mut response = Problem::new(
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            "bad-range",
-            "Range not satisfiable",
-            format!("the artefact is {size} bytes"),
-        )
-        .into_response();
+/// A `Range` header that the artefact cannot satisfy: answered 416 with the artefact's size.
+struct Unsatisfiable {
+    size: u64,
+}
+
+impl IntoResponse for Unsatisfiable {
+    fn into_response(self) -> Response {
+        let size = self.size;
+        let detail = format!("the artefact is {size} bytes");
+        let mut response =
+            Problem::new(StatusCode::RANGE_NOT_SATISFIABLE, "bad-range", "Range not satisfiable", detail)
+                .into_response();
         if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
             response.headers_mut().insert(header::CONTENT_RANGE, value);
         }
         response
-    };
+    }
+}
+
+/// A single byte range from a `Range` header, `None` to send the whole artefact (no header, or several ranges,
+/// which RFC 9110 lets a server ignore).
+fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Unsatisfiable> {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else { return Ok(None) };
     let ranges = http_range_header::parse_range_header(value)
         .and_then(|parsed| parsed.validate(size))
-        .map_err(|_| unsatisfiable())?;
+        .map_err(|_| Unsatisfiable { size })?;
     match ranges.as_slice() {
         [one] => Ok(Some(*one.start()..one.end() + 1)),
         _ => Ok(None),
@@ -502,7 +560,7 @@ async fn download(
     let range = match sha256 {
         Some(size) => match requested_range(&headers, size as u64) {
             Ok(range) => range,
-            Err(response) => return Ok(response),
+            Err(unsatisfiable) => return Ok(unsatisfiable.into_response()),
         },
         None => None,
     };
@@ -522,8 +580,14 @@ async fn download(
     set(header::ETAG, format!("\"{}\"", row.sha256));
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff".into());
     set(header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".into());
-    set(header::CONTENT_DISPOSITION, format!("{}; filename=\"{}\"", if access == AccessKind::Play { "inline" } else { "attachment" }, row.id));
-    set(header::HeaderName::from_static("repr-digest"), format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(digest.as_bytes())));
+    set(
+        header::CONTENT_DISPOSITION,
+        format!("{}; filename=\"{}\"", if access == AccessKind::Play { "inline" } else { "attachment" }, row.id),
+    );
+    set(
+        header::HeaderName::from_static("repr-digest"),
+        format!("sha-256=:{}:", base64::engine::general_purpose::STANDARD.encode(digest.as_bytes())),
+    );
     match range {
         Some(range) => {
             set(header::CONTENT_LENGTH, (range.end - range.start).to_string());
@@ -531,6 +595,33 @@ async fn download(
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
         None => set(header::CONTENT_LENGTH, size.to_string()),
+    }
+    Ok(response)
+}
+
+/// Streams a court bundle: the small files from memory, the payload straight from storage.
+async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(query): Query<PurposeQuery>,
+) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let source = state.gateway.export(&caller, &id, &query.purpose()?).await?;
+    let writer = custodia_bundle::BundleWriter::new(&source).map_err(|e| Problem::internal(&e))?;
+    let head = writer.head().map_err(|e| Problem::internal(&e))?;
+    let tail = writer.tail();
+    let length = head.len() as u64 + source.payload_size + tail.len() as u64;
+    let payload = state.gateway.artefacts.read(&source.payload_sha256, None).await.map_err(GatewayError::from)?;
+    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
+        .chain(payload.map_err(std::io::Error::other))
+        .chain(futures::stream::once(async move { Ok(bytes::Bytes::from(tail)) }));
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    let disposition = format!("attachment; filename=\"custodia-bundle-{id}.tar\"");
+    for (name, value) in [(header::CONTENT_LENGTH, length.to_string()), (header::CONTENT_DISPOSITION, disposition)] {
+        headers.insert(name, HeaderValue::from_str(&value).map_err(|e| Problem::internal(&e))?);
     }
     Ok(response)
 }
@@ -553,7 +644,12 @@ async fn proof(State(state): State<AppState>, Path(index): Path<u64>) -> Result<
 
 // Restrictions on use, wider use, outcome reports.
 
-async fn set_policy(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(policy): ApiJson<UsePolicy>) -> Result<Response, Problem> {
+async fn set_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(policy): ApiJson<UsePolicy>,
+) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let index = state.gateway.set_policy(&caller, &id, policy).await?;
     Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
@@ -567,13 +663,22 @@ fn widen_view(row: &custodia_catalog::WidenRequestRow) -> serde_json::Value {
     })
 }
 
-async fn request_widening(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(request): ApiJson<WidenRequest>) -> Result<Response, Problem> {
+async fn request_widening(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<WidenRequest>,
+) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let row = state.gateway.request_widening(&caller, &id, request).await?;
     Ok(json(StatusCode::CREATED, widen_view(&row)))
 }
 
-async fn list_widen_requests(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn list_widen_requests(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let rows = state.gateway.widen_requests(&caller, &id).await?;
     Ok(json(StatusCode::OK, rows.iter().map(widen_view).collect::<Vec<_>>()))
@@ -585,7 +690,12 @@ struct Decision {
     approve: bool,
 }
 
-async fn decide_widening(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(body): ApiJson<Decision>) -> Result<Response, Problem> {
+async fn decide_widening(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Decision>,
+) -> Result<Response, Problem> {
     let row = state.gateway.decide_widening(&caller, &id, body.approve).await?;
     Ok(json(StatusCode::OK, widen_view(&row)))
 }
@@ -610,9 +720,15 @@ enum OutcomeKind {
     Other,
 }
 
-async fn report_outcome(State(state): State<AppState>, caller: Caller, Path(id): Path<String>, ApiJson(body): ApiJson<NewOutcome>) -> Result<Response, Problem> {
+async fn report_outcome(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewOutcome>,
+) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
-    let outcome = serde_json::to_value(body.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let outcome =
+        serde_json::to_value(body.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     if let Some(note) = &body.note {
         label("note", note)?;
     }
@@ -627,7 +743,11 @@ fn outcome_view(row: &custodia_catalog::OutcomeRow) -> serde_json::Value {
     })
 }
 
-async fn list_outcomes(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+async fn list_outcomes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let rows = state.gateway.outcomes(&caller, &id).await?;
     Ok(json(StatusCode::OK, rows.iter().map(outcome_view).collect::<Vec<_>>()))

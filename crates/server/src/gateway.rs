@@ -7,18 +7,19 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use custodia_bundle::{BundleRecord, BundleSource};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, ManifestSignature,
     Role, Sha256, SignedManifest, UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
-use custodia_ledger::{Log, TlogProof};
+use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
 use custodia_store::{ArtefactStore, IngestOptions, StoreError};
 use ed25519_dalek::SigningKey;
 use futures::Stream;
 use jiff::Timestamp;
-use object_store::{ObjectStore, ObjectStoreExt as _};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt as _};
 
 use crate::auth::Caller;
 use crate::clock::Clock;
@@ -117,8 +118,30 @@ pub struct Gateway {
     /// Signed manifests, write-once, so that the catalog can be rebuilt from the ledger and the objects.
     manifests: Arc<dyn ObjectStore>,
     signing_key: Arc<SigningKey>,
+    /// The public half of `signing_key`, named after the log, for bundles.
+    verifier: LogVerifier,
     pub clock: Clock,
     pub max_upload_bytes: u64,
+    artefact_turns: Turns,
+}
+
+/// One async lock per key, made on demand and dropped when nobody holds it.
+#[derive(Debug, Clone, Default)]
+struct Turns(Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>>);
+
+impl Turns {
+    fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut turns = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(turn) = turns.get(key).and_then(std::sync::Weak::upgrade) {
+            return turn;
+        }
+        if turns.len() > 1024 {
+            turns.retain(|_, turn| turn.strong_count() > 0);
+        }
+        let turn = Arc::new(tokio::sync::Mutex::new(()));
+        turns.insert(key.to_owned(), Arc::downgrade(&turn));
+        turn
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -137,20 +160,39 @@ impl Gateway {
         artefacts: ArtefactStore,
         manifests: Arc<dyn ObjectStore>,
         log: Log,
-        signing_key: SigningKey,
+        signer: &LogSigner,
         clock: Clock,
         max_upload_bytes: u64,
     ) -> Self {
-        Self { catalog, artefacts, manifests, log, signing_key: Arc::new(signing_key), clock, max_upload_bytes }
+        Self {
+            catalog,
+            artefacts,
+            manifests,
+            log,
+            signing_key: Arc::new(signer.signing_key().clone()),
+            verifier: signer.verifier(),
+            clock,
+            max_upload_bytes,
+            artefact_turns: Turns::default(),
+        }
     }
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
     }
 
-    /// Appends a custody record to the ledger (durably), then indexes it. The ledger is the truth: if indexing
-    /// fails, [`Gateway::reindex`] at the next start catches up.
+    /// Appends a custody record to the ledger (durably), then indexes it. A record about an artefact is chained
+    /// to the artefact's previous record (`prior`); appends about one artefact take turns so the chain never
+    /// forks. The ledger is the truth: if indexing fails, [`Gateway::reindex`] at the next start catches up.
     pub async fn record(&self, record: &CustodyRecord) -> Result<u64> {
+        let Some(artefact) = record.event.artefact() else { return self.append_and_index(record).await };
+        let turn = self.artefact_turns.turn(artefact.as_str());
+        let _turn = turn.lock().await;
+        let prior = self.catalog.last_custody_index(artefact.as_str()).await?.map(|index| index as u64);
+        self.append_and_index(&CustodyRecord { prior, ..record.clone() }).await
+    }
+
+    async fn append_and_index(&self, record: &CustodyRecord) -> Result<u64> {
         let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let index = self.log.append(entry.clone()).await?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
@@ -242,9 +284,18 @@ impl Gateway {
 
     /// Records that an attempt was refused. Recording must not turn a refusal into a server error, so a failure
     /// to record is logged and the refusal still stands.
-    async fn record_refusal(&self, caller: &Caller, case: &CaseId, artefact: Option<&ArtefactId>, action: Action, why: &GatewayError) {
+    async fn record_refusal(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        artefact: Option<&ArtefactId>,
+        action: Action,
+        why: &GatewayError,
+    ) {
         let reason = Label::new(why.to_string().chars().take(Label::MAX_LEN).collect::<String>());
-        let (Ok(reason), Ok(action_label), Ok(purpose)) = (reason, Label::new(action_words(action)), Label::new("refused")) else {
+        let (Ok(reason), Ok(action_label), Ok(purpose)) =
+            (reason, Label::new(action_words(action)), Label::new("refused"))
+        else {
             return;
         };
         let event = CustodyEvent::AccessRefused { artefact: artefact.cloned(), action: action_label, reason };
@@ -256,7 +307,12 @@ impl Gateway {
     }
 
     /// An artefact of a case the caller may act on with `action`.
-    pub async fn authorize_artefact(&self, caller: &Caller, id: &ArtefactId, action: Action) -> Result<(ArtefactRow, Role)> {
+    pub async fn authorize_artefact(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        action: Action,
+    ) -> Result<(ArtefactRow, Role)> {
         let not_found = || GatewayError::NotFound(format!("no artefact {id} in a case of which you are a member"));
         let row = self.catalog.artefact(id.as_str()).await?.ok_or_else(not_found)?;
         let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -267,7 +323,13 @@ impl Gateway {
     }
 
     /// Applies the providing authority's use policy, recording a refusal.
-    async fn check_use(&self, caller: &Caller, row: &ArtefactRow, action: UseAction, purpose: &Label) -> Result<Vec<String>> {
+    async fn check_use(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        action: UseAction,
+        purpose: &Label,
+    ) -> Result<Vec<String>> {
         let Some(policy) = &row.policy else { return Ok(Vec::new()) };
         let policy: UsePolicy =
             serde_json::from_str(policy).map_err(|err| GatewayError::Internal(format!("stored policy: {err}")))?;
@@ -299,7 +361,13 @@ impl Gateway {
     /// Takes an artefact into custody: streams and hashes it into write-once storage, probes it, signs its
     /// manifest, stores the manifest write-once, appends the registration to the ledger, and only then lists it
     /// in the catalog. A failure at any step leaves nothing that looks like evidence.
-    pub async fn ingest<S, E>(&self, caller: &Caller, case: &CaseId, request: UploadRequest, body: S) -> Result<Registered>
+    pub async fn ingest<S, E>(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        request: UploadRequest,
+        body: S,
+    ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
@@ -342,7 +410,12 @@ impl Gateway {
             manifest_signature: signed.signature(),
         };
         let ledger_index = self.record(&self.custody_record(caller, case, &request.purpose, event)).await?;
-        let policy = request.policy.as_ref().map(serde_json::to_string).transpose().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let policy = request
+            .policy
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
         self.catalog
             .insert_artefact(&ArtefactRow {
                 id: artefact.to_string(),
@@ -362,7 +435,13 @@ impl Gateway {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
-        Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index, newly_stored: stored.newly_stored })
+        Ok(Registered {
+            artefact,
+            sha256: stored.sha256,
+            size: stored.size,
+            ledger_index,
+            newly_stored: stored.newly_stored,
+        })
     }
 
     async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
@@ -376,7 +455,14 @@ impl Gateway {
         }
     }
 
-    async fn record_policy(&self, caller: &Caller, case: &CaseId, artefact: &ArtefactId, policy: &UsePolicy, change: &str) -> Result<u64> {
+    async fn record_policy(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        artefact: &ArtefactId,
+        policy: &UsePolicy,
+        change: &str,
+    ) -> Result<u64> {
         let policy_sha256 = policy.sha256().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let change = Label::new(change).map_err(|err| GatewayError::Internal(err.to_string()))?;
         let purpose = Label::new("use restrictions").map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -410,7 +496,13 @@ impl Gateway {
         Ok((row, warnings))
     }
 
-    async fn record_access(&self, caller: &Caller, row: &ArtefactRow, access: AccessKind, purpose: &Label) -> Result<u64> {
+    async fn record_access(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        access: AccessKind,
+        purpose: &Label,
+    ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         let sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let event = CustodyEvent::ArtefactAccessed { artefact, sha256, access, site: caller.site() };
@@ -438,10 +530,54 @@ impl Gateway {
         Ok(self.log.tlog_proof(index).await?)
     }
 
+    /// Exports an artefact as a court bundle. The export is recorded first, so the bundle carries the record of
+    /// its own export, and every record's proof is against one checkpoint that covers them all.
+    pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
+        self.check_use(caller, &row, UseAction::Export, purpose).await?;
+        let (case, artefact) = ids(&row)?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
+        let format =
+            Label::new("court bundle (BagIt in tar)").map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let event = CustodyEvent::ArtefactExported { artefact: artefact.clone(), sha256, format, export_sha256: None };
+        let export_index = self.record(&self.custody_record(caller, &case, purpose, event)).await?;
+        let checkpoint = self.log.wait_for_size(export_index + 1).await?;
+        let size = checkpoint.checkpoint.size;
+        let mut records = Vec::new();
+        for (index, entry) in self.catalog.artefact_timeline(id.as_str()).await? {
+            let index = index as u64;
+            if index > export_index {
+                break;
+            }
+            let path = self.log.storage().inclusion_proof(index, size).await?;
+            let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
+            records.push(BundleRecord { index, entry, proof: proof.to_bytes() });
+        }
+        let signature = serde_json::from_value(serde_json::Value::String(row.manifest_signature.clone()))
+            .map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
+        Ok(BundleSource {
+            artefact,
+            payload_sha256: sha256,
+            payload_size: row.size as u64,
+            manifest: row.manifest,
+            manifest_signature: signature,
+            records,
+            checkpoint: checkpoint.note().to_vec(),
+            vkey: self.verifier.to_string(),
+            bagged_at: self.now().to_string(),
+        })
+    }
+
     // Restrictions on use, requests to widen them, and outcome reports.
 
     /// Only the account that provided an artefact speaks for its providing authority. Refusals are recorded.
-    async fn require_provider(&self, caller: &Caller, row: &ArtefactRow, action: Action, what: &'static str) -> Result<()> {
+    async fn require_provider(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        action: Action,
+        what: &'static str,
+    ) -> Result<()> {
         if caller.account.id == row.provider_account {
             return Ok(());
         }
@@ -461,7 +597,12 @@ impl Gateway {
         Ok(index)
     }
 
-    pub async fn request_widening(&self, caller: &Caller, id: &ArtefactId, request: WidenRequest) -> Result<WidenRequestRow> {
+    pub async fn request_widening(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        request: WidenRequest,
+    ) -> Result<WidenRequestRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::RequestWiderUse).await?;
         let (case, artefact) = ids(&row)?;
         let requested = serde_json::to_string(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -475,7 +616,9 @@ impl Gateway {
             decision_ledger_index: None,
             created_at: self.now().to_string(),
         };
-        let policy = current_policy(&self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?)?;
+        let policy = current_policy(
+            &self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?,
+        )?;
         let proposed = policy.widened(&request);
         self.record_policy(caller, &case, &artefact, &proposed, &format!("wider use requested ({})", row.id)).await?;
         self.catalog.insert_widen_request(&row).await?;
@@ -486,16 +629,19 @@ impl Gateway {
     pub async fn decide_widening(&self, caller: &Caller, request_id: &str, approve: bool) -> Result<WidenRequestRow> {
         let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
         let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
-        let artefact = ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let (row, _) = self.authorize_artefact(caller, &artefact, Action::DecideWiderUse).await.map_err(|err| match err {
-            GatewayError::NotFound(_) => not_found(),
-            other => other,
-        })?;
+        let artefact =
+            ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let (row, _) =
+            self.authorize_artefact(caller, &artefact, Action::DecideWiderUse).await.map_err(|err| match err {
+                GatewayError::NotFound(_) => not_found(),
+                other => other,
+            })?;
         self.require_provider(caller, &row, Action::DecideWiderUse, "decide on wider use").await?;
         if request.status != "pending" {
             return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
         }
-        let widen: WidenRequest = serde_json::from_str(&request.request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let widen: WidenRequest =
+            serde_json::from_str(&request.request).map_err(|err| GatewayError::Internal(err.to_string()))?;
         let policy = current_policy(&row)?;
         let (case, _) = ids(&row)?;
         let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
@@ -510,7 +656,13 @@ impl Gateway {
         self.catalog.widen_request(request_id).await?.ok_or_else(not_found)
     }
 
-    pub async fn report_outcome(&self, caller: &Caller, id: &ArtefactId, outcome: Label, note: Option<String>) -> Result<OutcomeRow> {
+    pub async fn report_outcome(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        outcome: Label,
+        note: Option<String>,
+    ) -> Result<OutcomeRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
         let (case, artefact) = ids(&row)?;
         let purpose = Label::new("outcome feedback").map_err(|err| GatewayError::Internal(err.to_string()))?;

@@ -29,6 +29,15 @@ enum Command {
     /// Work with custody logs.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Check a court bundle offline: payload hash, manifest signature, every custody record's inclusion proof,
+    /// the checkpoint signature, the signing key, and that the custody history is complete and in order.
+    Verify {
+        /// The bundle (.tar) exported by a gateway.
+        bundle: PathBuf,
+        /// A gateway key (C2SP vkey, or a file holding it) to require; may be given several times.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +95,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
+        Command::Verify { bundle, trusted_keys } => {
+            let trusted = trusted_keys.iter().map(|key| read_verifier(key)).collect::<anyhow::Result<Vec<_>>>()?;
+            let file = std::fs::File::open(&bundle).with_context(|| format!("opening {}", bundle.display()))?;
+            let report = custodia_bundle::verify(std::io::BufReader::new(file), &trusted)
+                .with_context(|| format!("{} FAILED verification", bundle.display()))?;
+            say(format!("{report}").trim_end());
+            if report.is_valid() { Ok(()) } else { bail!("{} FAILED verification", bundle.display()) }
+        }
         Command::Log(LogCommand::CheckProof { proof, entry, key }) => {
             let verifier = read_verifier(&key)?;
             let proof_bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
@@ -106,7 +123,8 @@ fn say(line: &str) {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let state = custodia_server::startup::open(&config, Clock::default()).await?;
     let app = custodia_server::app(state);
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     tracing::info!(address = %listener.local_addr()?, tls = config.tls_cert.is_some(), "gateway listening");
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => custodia_server::tls::serve(listener, app, cert, key, shutdown_signal()).await,
@@ -155,7 +173,8 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
         }
         _ => None,
     };
-    let check_record = |_index: u64, entry: &[u8]| CustodyRecord::from_entry(entry).map(drop).map_err(|e| e.to_string());
+    let check_record =
+        |_index: u64, entry: &[u8]| CustodyRecord::from_entry(entry).map(drop).map_err(|e| e.to_string());
     let report = audit_log(&storage, std::slice::from_ref(&verifier), previous.as_ref(), check_record)
         .await
         .with_context(|| format!("log at {location} FAILED verification"))?;

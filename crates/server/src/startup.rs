@@ -25,12 +25,13 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(key = %absolute(&gateway_config.key_file()).display(), "made a new gateway key");
     }
     let vkey = signer.verifier();
-    let signing_key = signer.signing_key().clone();
+    // The log's sequencer takes one copy of the key; the gateway signs manifests with another.
+    let gateway_signer = custodia_ledger::LogSigner::from_skey(signer.expose_secret())?;
     let (artefacts, manifests, log) = match object_store_for(config)? {
         None => {
             let artefacts = ArtefactStore::local(&gateway_config.objects_dir())?;
             let manifests: Arc<dyn ObjectStore> =
-                Arc::new(LocalFileSystem::new_with_prefix(&gateway_config.objects_dir())?.with_fsync(true));
+                Arc::new(LocalFileSystem::new_with_prefix(gateway_config.objects_dir())?.with_fsync(true));
             let log = Log::open_local(&gateway_config.log_dir(), signer, LogOptions::default()).await?;
             (artefacts, manifests, log)
         }
@@ -50,14 +51,18 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
-    let gateway =
-        Gateway::new(catalog, artefacts, manifests, log, signing_key, clock, config.max_upload_bytes);
+    let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
     }
+    let uploads_dir = gateway_config.uploads_dir();
+    let swept = crate::tus::sweep(&gateway, &uploads_dir).await?;
+    if swept > 0 {
+        tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
+    }
     bootstrap_admin(&gateway, gateway_config).await?;
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some() })
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir })
 }
 
 /// The S3-compatible store, when one is configured.
@@ -92,4 +97,3 @@ async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::R
     tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
     Ok(())
 }
-

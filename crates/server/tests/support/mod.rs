@@ -105,6 +105,14 @@ impl TestGateway {
         self.send(request).await
     }
 
+    /// The authenticated caller behind a session, for calling the gateway's operations directly.
+    pub async fn caller(&self, session: &str) -> custodia_server::auth::Caller {
+        use axum::extract::FromRequestParts as _;
+        let request = Self::request("GET", "/", Some(As::Session(session))).body(Body::empty()).unwrap();
+        let (mut parts, _) = request.into_parts();
+        custodia_server::auth::Caller::from_request_parts(&mut parts, &self.state).await.unwrap()
+    }
+
     /// Signs in and returns the session cookie's value.
     pub async fn sign_in(&self, username: &str, password: &str) -> String {
         let reply =

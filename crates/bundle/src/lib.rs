@@ -1,0 +1,19 @@
+//! Court bundles and their offline verifier.
+//!
+//! A bundle is one file: a BagIt bag (RFC 8493) packed as a tar. It holds the artefact's bytes, its signed
+//! manifest, every custody record about it with an offline inclusion proof, the log checkpoint those proofs are
+//! against, the gateway's public key (C2SP vkey and PEM), and a human-readable certificate. The export itself is
+//! the last custody record, so a bundle proves its own export.
+//!
+//! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. This
+//! crate does no network IO and depends only on `custodia-core` and the IO-free parts of `custodia-ledger`, so
+//! other programs can embed the verifier.
+
+mod layout;
+mod report;
+mod verify;
+mod write;
+
+pub use layout::{BundleRecord, BundleSource};
+pub use verify::{Check, Part, Verification, VerifyError, verify};
+pub use write::BundleWriter;

@@ -1,0 +1,456 @@
+//! The offline verifier. It reads a bundle once, as a stream, hashing every file as it goes; only the small
+//! files are kept, so memory stays flat however large the payload. It then runs every check and reports each
+//! one, naming exactly the part that failed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+
+use custodia_core::{CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Sha256, SignedManifest};
+use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
+use sha2::Digest as _;
+
+use crate::layout;
+
+/// Files other than the payload are small; a larger one means the bundle is not what it claims to be.
+const MAX_SMALL_FILE: u64 = 1 << 20;
+const MAX_FILES: usize = 100_000;
+
+/// A bundle that could not be read at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("the bundle is not a readable tar file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the bundle is malformed: {0}")]
+    Malformed(String),
+}
+
+/// The parts of a bundle that a check is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Part {
+    /// The BagIt structure and its checksum manifests.
+    Bag,
+    /// The artefact's bytes against the SHA-256 in its signed manifest.
+    PayloadHash,
+    /// The gateway's Ed25519 signature over the manifest.
+    ManifestSignature,
+    /// Whether the signing key is one the user trusts.
+    TrustedKey,
+    /// The log checkpoint's signature.
+    Checkpoint,
+    /// A custody record's inclusion proof.
+    InclusionProof,
+    /// The custody history: complete, in order, and ending with this export.
+    CustodyHistory,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bag => "bag structure and checksums",
+            Self::PayloadHash => "payload hash",
+            Self::ManifestSignature => "manifest signature",
+            Self::TrustedKey => "trusted key",
+            Self::Checkpoint => "checkpoint signature",
+            Self::InclusionProof => "inclusion proof",
+            Self::CustodyHistory => "custody history",
+        })
+    }
+}
+
+/// One check and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub part: Part,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Everything the verifier found.
+#[derive(Debug, Clone, Default)]
+pub struct Verification {
+    pub checks: Vec<Check>,
+    pub artefact: Option<String>,
+    pub sha256: Option<Sha256>,
+    pub records: usize,
+}
+
+impl Verification {
+    pub fn is_valid(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|check| check.passed)
+    }
+
+    /// The parts that failed, each once, in a stable order.
+    pub fn failed_parts(&self) -> Vec<Part> {
+        let mut parts: Vec<Part> = self.checks.iter().filter(|c| !c.passed).map(|c| c.part).collect();
+        parts.sort();
+        parts.dedup();
+        parts
+    }
+
+    fn pass(&mut self, part: Part, detail: impl Into<String>) {
+        self.checks.push(Check { part, passed: true, detail: detail.into() });
+    }
+
+    fn fail(&mut self, part: Part, detail: impl Into<String>) {
+        self.checks.push(Check { part, passed: false, detail: detail.into() });
+    }
+
+    fn check(&mut self, part: Part, ok: bool, pass: impl Into<String>, fail: impl Into<String>) -> bool {
+        if ok {
+            self.pass(part, pass)
+        } else {
+            self.fail(part, fail)
+        }
+        ok
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for check in &self.checks {
+            let mark = if check.passed { "ok  " } else { "FAIL" };
+            writeln!(f, "{mark} {}: {}", check.part, check.detail)?;
+        }
+        if self.is_valid() {
+            writeln!(f, "VALID: the artefact and its custody history are exactly what the gateway recorded")
+        } else {
+            let parts: Vec<String> = self.failed_parts().iter().map(ToString::to_string).collect();
+            writeln!(f, "INVALID: {} failed", parts.join(", "))
+        }
+    }
+}
+
+/// A file read from the bundle: its digest and size, and its bytes unless it is the payload.
+struct FileSeen {
+    sha256: Sha256,
+    size: u64,
+    bytes: Option<Vec<u8>>,
+}
+
+/// Reads every regular file of the bag below its single top-level directory.
+fn read_bundle(reader: impl Read) -> Result<BTreeMap<String, FileSeen>, VerifyError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut files = BTreeMap::new();
+    let mut top: Option<String> = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(VerifyError::Malformed("the bundle contains a link or device, which a bag never does".into()));
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        let (dir, relative) = path
+            .split_once('/')
+            .ok_or_else(|| VerifyError::Malformed(format!("{path} is outside the bag directory")))?;
+        if relative.split('/').any(|part| part.is_empty() || part == "." || part == "..") || path.starts_with('/') {
+            return Err(VerifyError::Malformed(format!("hostile path {path:?} in the bundle")));
+        }
+        match &top {
+            Some(top) if top != dir => {
+                return Err(VerifyError::Malformed(format!("{path} is outside the bag directory {top}")));
+            }
+            None => top = Some(dir.to_owned()),
+            Some(_) => {}
+        }
+        let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
+        let size = entry.header().size()?;
+        if !is_payload && size > MAX_SMALL_FILE {
+            return Err(VerifyError::Malformed(format!("{relative} is {size} bytes; only the payload may be large")));
+        }
+        let mut hasher = sha2::Sha256::new();
+        let mut kept = (!is_payload).then(Vec::new);
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut read_total = 0u64;
+        loop {
+            let n = entry.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            if let Some(kept) = kept.as_mut() {
+                kept.extend_from_slice(&buffer[..n]);
+            }
+            read_total += n as u64;
+        }
+        if files.len() >= MAX_FILES {
+            return Err(VerifyError::Malformed("too many files".into()));
+        }
+        let seen = FileSeen { sha256: Sha256::from_bytes(hasher.finalize().into()), size: read_total, bytes: kept };
+        if files.insert(relative.to_owned(), seen).is_some() {
+            return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
+        }
+    }
+    Ok(files)
+}
+
+/// Parses a BagIt checksum manifest: `<hex>  <path>` per line.
+fn checksum_lines(text: &str) -> Result<BTreeMap<String, Sha256>, String> {
+    text.lines()
+        .map(|line| {
+            let (hex, path) = line.split_once(char::is_whitespace).ok_or_else(|| format!("malformed line {line:?}"))?;
+            let digest = hex.parse().map_err(|_| format!("malformed checksum in {line:?}"))?;
+            Ok((path.trim_start().to_owned(), digest))
+        })
+        .collect()
+}
+
+fn text<'a>(files: &'a BTreeMap<String, FileSeen>, path: &str) -> Option<&'a [u8]> {
+    files.get(path).and_then(|f| f.bytes.as_deref())
+}
+
+/// Checks a bundle offline. `trusted` are the keys the user pins; with none, the bundle is checked against its
+/// own key and the report says that the key was not pinned.
+pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
+    let files = read_bundle(reader)?;
+    let mut report = Verification::default();
+    check_bag(&files, &mut report);
+
+    let payloads: Vec<(&String, &FileSeen)> =
+        files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
+    let [(payload_path, payload)] = payloads.as_slice() else {
+        report.fail(
+            Part::PayloadHash,
+            format!("expected one file under {}, found {}", layout::PAYLOAD_DIR, payloads.len()),
+        );
+        return Ok(report);
+    };
+    report.sha256 = Some(payload.sha256);
+
+    // The key: the bundle's own, which must be one the user trusts.
+    let Some(key) = text(&files, layout::VKEY)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<LogVerifier>().ok())
+    else {
+        report.fail(Part::TrustedKey, format!("{} is missing or not a C2SP verifier key", layout::VKEY));
+        return Ok(report);
+    };
+    if trusted.is_empty() {
+        report
+            .pass(Part::TrustedKey, format!("signed by {key}; NOT PINNED: pass --trusted-key to require a known key"));
+    } else {
+        let known = trusted.iter().any(|t| t.to_string() == key.to_string());
+        report.check(
+            Part::TrustedKey,
+            known,
+            format!("signed by trusted key {key}"),
+            format!("signed by {key}, which is not among the trusted keys"),
+        );
+    }
+    let Ok(public_key) = key.public_key() else {
+        report.fail(Part::ManifestSignature, "the gateway key is not an Ed25519 key");
+        return Ok(report);
+    };
+
+    // The manifest: signed by the key, and naming exactly the payload's bytes.
+    let manifest_bytes = text(&files, layout::MANIFEST).unwrap_or_default();
+    let signature = text(&files, layout::MANIFEST_SIGNATURE)
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(ManifestSignature::from_bytes);
+    let manifest: Option<Manifest> = match signature.map(|s| SignedManifest::verify(manifest_bytes, s, &public_key)) {
+        Some(Ok(signed)) => {
+            report.pass(Part::ManifestSignature, format!("{} is signed by the gateway", layout::MANIFEST));
+            Some(signed.manifest().clone())
+        }
+        Some(Err(err)) => {
+            report.fail(Part::ManifestSignature, format!("{}: {err}", layout::MANIFEST));
+            custodia_core::from_canonical_slice(manifest_bytes).ok()
+        }
+        None => {
+            report.fail(Part::ManifestSignature, format!("{} is missing or not 64 bytes", layout::MANIFEST_SIGNATURE));
+            None
+        }
+    };
+    if let Some(manifest) = &manifest {
+        report.artefact = Some(manifest.artefact.to_string());
+        let expected_path = layout::payload_path(&manifest.artefact);
+        report.check(
+            Part::PayloadHash,
+            manifest.sha256 == payload.sha256 && manifest.size == payload.size && **payload_path == expected_path,
+            format!("{payload_path} has SHA-256 {} and {} bytes, as the signed manifest says", payload.sha256, payload.size),
+            format!(
+                "{payload_path} has SHA-256 {} ({} bytes), but the signed manifest says {} ({} bytes) for {expected_path}",
+                payload.sha256, payload.size, manifest.sha256, manifest.size
+            ),
+        );
+    } else {
+        report.fail(Part::PayloadHash, "no readable manifest to check the payload against");
+    }
+
+    // The checkpoint every proof is against.
+    let checkpoint_bytes = text(&files, layout::CHECKPOINT).unwrap_or_default();
+    let checkpoint = match SignedCheckpoint::open(checkpoint_bytes, std::slice::from_ref(&key)) {
+        Ok(signed) => {
+            let cp = &signed.checkpoint;
+            report.pass(Part::Checkpoint, format!("log {} at size {} is signed by the gateway", cp.origin, cp.size));
+            Some(signed)
+        }
+        Err(err) => {
+            report.fail(Part::Checkpoint, format!("{}: {err}", layout::CHECKPOINT));
+            None
+        }
+    };
+
+    let records = check_records(&files, checkpoint_bytes, &key, checkpoint.is_some(), &mut report);
+    report.records = records.len();
+    check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
+    Ok(report)
+}
+
+/// The bag: bagit.txt, every file listed with its right checksum, nothing unlisted, and tag files intact.
+fn check_bag(files: &BTreeMap<String, FileSeen>, report: &mut Verification) {
+    let declaration = text(files, "bagit.txt").unwrap_or_default();
+    report.check(
+        Part::Bag,
+        declaration.starts_with(b"BagIt-Version: 1.0\n"),
+        "bagit.txt declares BagIt 1.0",
+        "bagit.txt is missing or not BagIt 1.0",
+    );
+    for (manifest, covers_data) in [("manifest-sha256.txt", true), ("tagmanifest-sha256.txt", false)] {
+        let Some(listed) = text(files, manifest).and_then(|b| std::str::from_utf8(b).ok()) else {
+            report.fail(Part::Bag, format!("{manifest} is missing"));
+            continue;
+        };
+        let listed = match checksum_lines(listed) {
+            Ok(listed) => listed,
+            Err(err) => {
+                report.fail(Part::Bag, format!("{manifest}: {err}"));
+                continue;
+            }
+        };
+        let mut bad = Vec::new();
+        for (path, digest) in &listed {
+            match files.get(path) {
+                Some(seen) if seen.sha256 == *digest => {}
+                Some(_) => bad.push(format!("{path} does not match its checksum in {manifest}")),
+                None => bad.push(format!("{path} is listed in {manifest} but missing")),
+            }
+        }
+        if covers_data {
+            for path in files.keys().filter(|p| p.starts_with("data/") && !listed.contains_key(*p)) {
+                bad.push(format!("{path} is not listed in {manifest}"));
+            }
+        }
+        if bad.is_empty() {
+            report.pass(Part::Bag, format!("{manifest}: all {} files match", listed.len()));
+        }
+        for problem in bad {
+            report.fail(Part::Bag, problem);
+        }
+    }
+}
+
+/// A custody record read from the bundle and checked against the log.
+struct BundledRecord {
+    index: u64,
+    record: Option<CustodyRecord>,
+}
+
+fn check_records(
+    files: &BTreeMap<String, FileSeen>,
+    checkpoint_bytes: &[u8],
+    key: &LogVerifier,
+    checkpoint_ok: bool,
+    report: &mut Verification,
+) -> Vec<BundledRecord> {
+    let mut records = Vec::new();
+    for (path, seen) in files.range(layout::CUSTODY_DIR.to_owned()..) {
+        let Some(stem) = path.strip_prefix(layout::CUSTODY_DIR).and_then(|p| p.strip_suffix(".json")) else { continue };
+        let Ok(index) = stem.parse::<u64>() else {
+            report.fail(Part::CustodyHistory, format!("{path} is not named by a ledger index"));
+            continue;
+        };
+        let entry = seen.bytes.as_deref().unwrap_or_default();
+        let record = CustodyRecord::from_entry(entry).ok();
+        if record.is_none() {
+            report.fail(Part::CustodyHistory, format!("{path} is not a canonical custody record"));
+        }
+        let (_, proof_path) = layout::record_paths(index);
+        let proof = text(files, &proof_path).map(TlogProof::parse);
+        match proof {
+            None => report.fail(Part::InclusionProof, format!("record {index}: {proof_path} is missing")),
+            Some(Err(err)) => report.fail(Part::InclusionProof, format!("record {index}: {err}")),
+            Some(Ok(proof)) if proof.index != index => {
+                report.fail(Part::InclusionProof, format!("{proof_path} proves entry {}, not {index}", proof.index));
+            }
+            Some(Ok(proof)) if proof.checkpoint_note != checkpoint_bytes && checkpoint_ok => {
+                report.fail(
+                    Part::InclusionProof,
+                    format!("{proof_path} is against a different checkpoint than {}", layout::CHECKPOINT),
+                );
+            }
+            Some(Ok(proof)) => match proof.verify(entry, std::slice::from_ref(key)) {
+                Ok(_) => {
+                    report.pass(Part::InclusionProof, format!("record {index} is entry {index} of the signed log"))
+                }
+                Err(err) => report.fail(Part::InclusionProof, format!("record {index}: {err}")),
+            },
+        }
+        records.push(BundledRecord { index, record });
+    }
+    records
+}
+
+/// The history is complete and in order: it starts with the registration that the signed manifest describes,
+/// each record names the previous one (`prior`), all are about this artefact, and the last is this export.
+fn check_history(
+    records: &[BundledRecord],
+    manifest: Option<&Manifest>,
+    manifest_bytes: &[u8],
+    signature: Option<ManifestSignature>,
+    report: &mut Verification,
+) {
+    let before = report.checks.iter().filter(|c| !c.passed).count();
+    let Some(manifest) = manifest else {
+        report.fail(Part::CustodyHistory, "no manifest to tie the history to");
+        return;
+    };
+    let Some((first, _)) = records.split_first() else {
+        report.fail(Part::CustodyHistory, "the bundle holds no custody records");
+        return;
+    };
+    match &first.record {
+        Some(CustodyRecord {
+            event: CustodyEvent::ArtefactRegistered { artefact, sha256, manifest_sha256, manifest_signature, .. },
+            prior: None,
+            ..
+        }) if *artefact == manifest.artefact
+            && *sha256 == manifest.sha256
+            && *manifest_sha256 == Sha256::of(manifest_bytes)
+            && Some(*manifest_signature) == signature => {}
+        _ => report
+            .fail(Part::CustodyHistory, format!("record {} is not the registration of this manifest", first.index)),
+    }
+    for pair in records.windows(2) {
+        let (previous, record) = (&pair[0], &pair[1]);
+        let Some(r) = &record.record else { continue };
+        if r.prior != Some(previous.index) {
+            let said = r.prior.map_or("none".to_owned(), |p| p.to_string());
+            report.fail(
+                Part::CustodyHistory,
+                format!("record {} says the previous record is {said}, but the bundle has {}: records are missing or out of order", record.index, previous.index),
+            );
+        }
+    }
+    for bundled in records {
+        if let Some(r) = &bundled.record
+            && r.event.artefact() != Some(&manifest.artefact)
+        {
+            report.fail(Part::CustodyHistory, format!("record {} is about another artefact", bundled.index));
+        }
+    }
+    let last = records.last().and_then(|r| r.record.as_ref());
+    if !matches!(last.map(|r| &r.event), Some(CustodyEvent::ArtefactExported { .. })) {
+        report.fail(Part::CustodyHistory, "the last record is not this bundle's export: records after it are missing");
+    }
+    if report.checks.iter().filter(|c| !c.passed).count() == before {
+        report.pass(
+            Part::CustodyHistory,
+            format!("{} records, complete and in order, from registration to this export", records.len()),
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The reference tus client, tus-js-client from npm (what Uppy uploads with), against the real `custodia` binary
+//! over HTTP: a statement sent in 64 KiB chunks, cut off and resumed, and registered with its SHA-256.
+//!
+//! Needs node and npm (`scripts/setup-system.sh test`). The client is pinned by `tests/tus-js/package-lock.json`
+//! and installed with `npm ci` on first run. Accounts, the case and the check at the end go through `curl`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use custodia_core::Sha256;
+use serde_json::{Value, json};
+
+const SETUP: &str = "run scripts/setup-system.sh test to install nodejs and npm";
+
+fn tus_js_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/tus-js")
+}
+
+/// Runs a command to completion, or kills it and fails after `limit`.
+fn run(command: &mut Command, limit: Duration) -> Output {
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{program} did not finish within {limit:?}: {:?}", child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Installs the pinned tus-js-client, unless it already is.
+fn install_tus_js_client() {
+    let dir = tus_js_dir();
+    if dir.join("node_modules/tus-js-client/package.json").exists() {
+        return;
+    }
+    let output =
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
+    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(data_dir: &Path) -> (Server, String) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CUSTODIA_DATA_DIR", data_dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// An HTTP reply, as curl saw it.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+    }
+}
+
+/// One request through curl. `auth` is a header line: a session cookie or a bearer token.
+fn curl(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Reply {
+    let mut command = Command::new("curl");
+    command.args(["--silent", "--show-error", "--include", "--max-time", "30", "--request", method, url]);
+    if let Some(auth) = auth {
+        command.args(["--header", auth]);
+    }
+    if let Some(body) = body {
+        command.args(["--header", "content-type: application/json", "--data-binary", &body.to_string()]);
+    }
+    let output = run(&mut command, Duration::from_secs(60));
+    assert!(output.status.success(), "curl {method} {url}: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = headers.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    Reply { status, headers: headers.to_owned(), body: body.to_owned() }
+}
+
+fn expect(reply: Reply, status: u16) -> Reply {
+    assert_eq!(reply.status, status, "{}{}", reply.headers, reply.body);
+    reply
+}
+
+/// Signs in and returns the session cookie as a request header line.
+fn sign_in(base: &str, username: &str, password: &str) -> String {
+    let reply = curl(
+        "POST",
+        &format!("{base}/api/v1/session"),
+        None,
+        Some(json!({ "username": username, "password": password })),
+    );
+    let cookie = expect(reply, 200).header("set-cookie").unwrap().split(';').next().unwrap().to_owned();
+    format!("cookie: {cookie}")
+}
+
+#[test]
+fn tus_js_client_uploads_a_statement_through_a_dropped_link() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_tus_js_client();
+
+    let data = tempfile::tempdir().unwrap();
+    let (_server, base) = serve(data.path());
+    let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
+    let admin = sign_in(&base, "admin", password.trim());
+    let admin_id = expect(curl("GET", &format!("{base}/api/v1/me"), Some(&admin), None), 200).json()["id"].clone();
+    let account = json!({
+        "username": "consul", "display_name": "Consular officer", "password": "consul-correct-horse", "jurisdiction": "FR",
+    });
+    let officer_id =
+        expect(curl("POST", &format!("{base}/api/v1/accounts"), Some(&admin), Some(account)), 201).json()["id"].clone();
+    let case = json!({ "id": "case-interop", "title": "R v Interop" });
+    expect(curl("POST", &format!("{base}/api/v1/cases"), Some(&admin), Some(case)), 201);
+    for (member, role) in [(&officer_id, "remote_site_officer"), (&admin_id, "clerk")] {
+        let url = format!("{base}/api/v1/cases/case-interop/members/{}", member.as_str().unwrap());
+        expect(curl("PUT", &url, Some(&admin), Some(json!({ "role": role }))), 204);
+    }
+    // The officer's app holds a write-only token, not a session.
+    let officer = sign_in(&base, "consul", "consul-correct-horse");
+    let token = json!({ "scopes": ["write"], "expires_in_seconds": 3600 });
+    let token = expect(curl("POST", &format!("{base}/api/v1/tokens"), Some(&officer), Some(token)), 201).json();
+
+    let statement: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let file = data.path().join("statement.webm");
+    std::fs::write(&file, &statement).unwrap();
+    let sha256 = Sha256::of(&statement).to_hex();
+    let bearer = format!("Authorization: Bearer {}", token["token"].as_str().unwrap());
+    let args = [
+        "upload.mjs",
+        &format!("{base}/api/v1/uploads"),
+        file.to_str().unwrap(),
+        "--chunk-size=65536",
+        "--header",
+        &bearer,
+        "--metadata=case=case-interop",
+        "--metadata=purpose=witness statement",
+        "--metadata=filename=statement.webm",
+        "--metadata=filetype=video/webm",
+        &format!("--metadata=sha256={sha256}"),
+    ];
+    let output = run(Command::new("node").current_dir(tus_js_dir()).args(args), Duration::from_secs(120));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "tus-js-client failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let uploaded: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|err| panic!("{err}: {stdout}"));
+    assert!(uploaded["url"].as_str().unwrap().starts_with(&format!("{base}/api/v1/uploads/upl-")), "{uploaded}");
+
+    let artefact = uploaded["artefact"].as_str().unwrap_or_else(|| panic!("no Custodia-Artefact: {uploaded}"));
+    let detail = expect(curl("GET", &format!("{base}{artefact}?purpose=verification"), Some(&admin), None), 200).json();
+    assert_eq!((detail["sha256"].as_str(), detail["size"].as_u64()), (Some(sha256.as_str()), Some(300_000)));
+    assert_eq!(detail["manifest"]["original_name"], "statement.webm");
+    assert_eq!(std::fs::read_dir(data.path().join("uploads")).unwrap().count(), 0, "staging files left behind");
+}

@@ -1,6 +1,6 @@
 //! What goes into a bundle, and where.
 
-use custodia_core::{ArtefactId, ManifestSignature, Sha256};
+use custodia_core::{ArtefactId, CaseId, ManifestSignature, Sha256};
 
 /// The top-level directory of the bag inside the tar.
 pub fn bag_dir(artefact: &ArtefactId) -> String {
@@ -15,6 +15,17 @@ pub const VKEY: &str = "data/keys/gateway.vkey";
 pub const PUBLIC_KEY_PEM: &str = "data/keys/gateway.pub.pem";
 pub const REPORT: &str = "data/REPORT.txt";
 pub const CUSTODY_DIR: &str = "data/custody/";
+/// In a case bundle, one artefact bundle per file.
+pub const BUNDLES_DIR: &str = "data/bundles/";
+
+/// The top-level directory of a case bundle's bag.
+pub fn case_bag_dir(case: &CaseId) -> String {
+    format!("custodia-case-{case}")
+}
+
+pub fn inner_bundle_path(artefact: &ArtefactId) -> String {
+    format!("{BUNDLES_DIR}{artefact}.tar")
+}
 
 /// A custody record's entry and proof file names: zero-padded ledger index, so they sort in ledger order.
 pub fn record_paths(index: u64) -> (String, String) {

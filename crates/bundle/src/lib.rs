@@ -16,4 +16,4 @@ mod write;
 
 pub use layout::{BundleRecord, BundleSource};
 pub use verify::{Check, Part, Verification, VerifyError, verify};
-pub use write::BundleWriter;
+pub use write::{BundleWriter, CaseBundleWriter, padding};

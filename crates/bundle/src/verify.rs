@@ -129,10 +129,35 @@ struct FileSeen {
     bytes: Option<Vec<u8>>,
 }
 
-/// Reads every regular file of the bag below its single top-level directory.
-fn read_bundle(reader: impl Read) -> Result<BTreeMap<String, FileSeen>, VerifyError> {
+/// A reader that hashes and counts what passes through it, so a nested bundle is verified and digested in the
+/// same single pass.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// What reading a bag found: its files, and the verification of each artefact bundle nested in a case bundle.
+struct BagRead {
+    files: BTreeMap<String, FileSeen>,
+    nested: Vec<(String, Verification)>,
+}
+
+/// Reads every regular file of the bag below its single top-level directory. Artefact bundles inside a case
+/// bundle (only one level deep) are verified as they stream past.
+fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: bool) -> Result<BagRead, VerifyError> {
     let mut archive = tar::Archive::new(reader);
     let mut files = BTreeMap::new();
+    let mut nested = Vec::new();
     let mut top: Option<String> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -157,6 +182,30 @@ fn read_bundle(reader: impl Read) -> Result<BTreeMap<String, FileSeen>, VerifyEr
             None => top = Some(dir.to_owned()),
             Some(_) => {}
         }
+        if files.len() >= MAX_FILES {
+            return Err(VerifyError::Malformed("too many files".into()));
+        }
+        if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
+            let mut hashing = Hashing { inner: &mut entry, hasher: sha2::Sha256::new(), count: 0 };
+            let verification = match read_bundle(&mut hashing, trusted, false) {
+                Ok(bag) => verify_bag(bag, trusted),
+                Err(err) => {
+                    let mut failed = Verification::default();
+                    failed.fail(Part::Bag, err.to_string());
+                    failed
+                }
+            };
+            // The tar reader stops at the end-of-archive marker; the rest still counts toward the digest.
+            std::io::copy(&mut hashing, &mut std::io::sink())?;
+            let seen = FileSeen {
+                sha256: Sha256::from_bytes(hashing.hasher.finalize().into()),
+                size: hashing.count,
+                bytes: None,
+            };
+            nested.push((relative.to_owned(), verification));
+            files.insert(relative.to_owned(), seen);
+            continue;
+        }
         let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
         let size = entry.header().size()?;
         if !is_payload && size > MAX_SMALL_FILE {
@@ -177,15 +226,12 @@ fn read_bundle(reader: impl Read) -> Result<BTreeMap<String, FileSeen>, VerifyEr
             }
             read_total += n as u64;
         }
-        if files.len() >= MAX_FILES {
-            return Err(VerifyError::Malformed("too many files".into()));
-        }
         let seen = FileSeen { sha256: Sha256::from_bytes(hasher.finalize().into()), size: read_total, bytes: kept };
         if files.insert(relative.to_owned(), seen).is_some() {
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
     }
-    Ok(files)
+    Ok(BagRead { files, nested })
 }
 
 /// Parses a BagIt checksum manifest: `<hex>  <path>` per line.
@@ -205,10 +251,49 @@ fn text<'a>(files: &'a BTreeMap<String, FileSeen>, path: &str) -> Option<&'a [u8
 
 /// Checks a bundle offline. `trusted` are the keys the user pins; with none, the bundle is checked against its
 /// own key and the report says that the key was not pinned.
-pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
-    let files = read_bundle(reader)?;
+///
+/// A case bundle (a bag of artefact bundles) is checked as a bag, then each artefact bundle in it as above; the
+/// report prefixes each check with the artefact bundle it is about.
+pub fn verify(mut reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
+    // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
+    let bag = read_bundle(&mut reader, trusted, true)?;
+    Ok(verify_bag(bag, trusted))
+}
+
+fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
+    if bag.nested.is_empty() && !bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR)) {
+        verify_artefact_bag(&bag.files, trusted)
+    } else {
+        verify_case_bag(bag)
+    }
+}
+
+fn verify_case_bag(bag: BagRead) -> Verification {
     let mut report = Verification::default();
-    check_bag(&files, &mut report);
+    check_bag(&bag.files, &mut report);
+    for path in bag
+        .files
+        .keys()
+        .filter(|p| p.starts_with("data/") && !p.starts_with(layout::BUNDLES_DIR) && **p != layout::REPORT)
+    {
+        report.fail(Part::Bag, format!("{path} does not belong in a case bundle"));
+    }
+    if bag.nested.is_empty() {
+        report.fail(Part::Bag, "the case bundle holds no artefact bundles");
+    }
+    for (path, nested) in bag.nested {
+        let name = path.strip_prefix(layout::BUNDLES_DIR).unwrap_or(&path).to_owned();
+        report.records += nested.records;
+        report.checks.extend(
+            nested.checks.into_iter().map(|check| Check { detail: format!("{name}: {}", check.detail), ..check }),
+        );
+    }
+    report
+}
+
+fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier]) -> Verification {
+    let mut report = Verification::default();
+    check_bag(files, &mut report);
 
     let payloads: Vec<(&String, &FileSeen)> =
         files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
@@ -217,17 +302,17 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
             Part::PayloadHash,
             format!("expected one file under {}, found {}", layout::PAYLOAD_DIR, payloads.len()),
         );
-        return Ok(report);
+        return report;
     };
     report.sha256 = Some(payload.sha256);
 
     // The key: the bundle's own, which must be one the user trusts.
-    let Some(key) = text(&files, layout::VKEY)
+    let Some(key) = text(files, layout::VKEY)
         .and_then(|b| std::str::from_utf8(b).ok())
         .and_then(|t| t.trim().parse::<LogVerifier>().ok())
     else {
         report.fail(Part::TrustedKey, format!("{} is missing or not a C2SP verifier key", layout::VKEY));
-        return Ok(report);
+        return report;
     };
     if trusted.is_empty() {
         report
@@ -243,12 +328,12 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
     }
     let Ok(public_key) = key.public_key() else {
         report.fail(Part::ManifestSignature, "the gateway key is not an Ed25519 key");
-        return Ok(report);
+        return report;
     };
 
     // The manifest: signed by the key, and naming exactly the payload's bytes.
-    let manifest_bytes = text(&files, layout::MANIFEST).unwrap_or_default();
-    let signature = text(&files, layout::MANIFEST_SIGNATURE)
+    let manifest_bytes = text(files, layout::MANIFEST).unwrap_or_default();
+    let signature = text(files, layout::MANIFEST_SIGNATURE)
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .map(ManifestSignature::from_bytes);
     let manifest: Option<Manifest> = match signature.map(|s| SignedManifest::verify(manifest_bytes, s, &public_key)) {
@@ -282,7 +367,7 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
     }
 
     // The checkpoint every proof is against.
-    let checkpoint_bytes = text(&files, layout::CHECKPOINT).unwrap_or_default();
+    let checkpoint_bytes = text(files, layout::CHECKPOINT).unwrap_or_default();
     let checkpoint = match SignedCheckpoint::open(checkpoint_bytes, std::slice::from_ref(&key)) {
         Ok(signed) => {
             let cp = &signed.checkpoint;
@@ -295,10 +380,10 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
         }
     };
 
-    let records = check_records(&files, checkpoint_bytes, &key, checkpoint.is_some(), &mut report);
+    let records = check_records(files, checkpoint_bytes, &key, checkpoint.is_some(), &mut report);
     report.records = records.len();
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
-    Ok(report)
+    report
 }
 
 /// The bag: bagit.txt, every file listed with its right checksum, nothing unlisted, and tag files intact.

@@ -6,16 +6,95 @@ use std::io::{Read, Write};
 
 use sha2::Digest as _;
 
+use custodia_core::{ArtefactId, CaseId, Sha256};
+
 use crate::layout::{self, BundleSource};
 use crate::verify::VerifyError;
 
 const BLOCK: u64 = 512;
 
+/// Tar framing for one bag: every path below the bag's directory, with a fixed mtime so bundles are reproducible.
+#[derive(Debug)]
+struct Tar {
+    dir: String,
+    mtime: u64,
+}
+
+impl Tar {
+    fn new(dir: String, bagged_at: &str) -> Self {
+        let mtime = bagged_at.parse::<jiff::Timestamp>().map(|t| t.as_second().max(0) as u64).unwrap_or(0);
+        Self { dir, mtime }
+    }
+
+    fn header(&self, path: &str, size: u64) -> Result<[u8; 512], VerifyError> {
+        let mut header = tar::Header::new_ustar();
+        header
+            .set_path(format!("{}/{path}", self.dir))
+            .map_err(|err| VerifyError::Malformed(format!("tar path {path}: {err}")))?;
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        Ok(*header.as_bytes())
+    }
+
+    /// Appends a whole small file: header, bytes, padding.
+    fn file(&self, path: &str, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), VerifyError> {
+        out.extend_from_slice(&self.header(path, bytes.len() as u64)?);
+        out.extend_from_slice(bytes);
+        out.resize(out.len().next_multiple_of(BLOCK as usize), 0);
+        Ok(())
+    }
+}
+
+/// The zero bytes that pad a file of `size` bytes to a whole tar block.
+pub fn padding(size: u64) -> Vec<u8> {
+    vec![0; (size.next_multiple_of(BLOCK) - size) as usize]
+}
+
+/// What bag-info.txt says about a bag.
+struct BagInfo<'a> {
+    origin: &'a str,
+    identifier: &'a str,
+    description: String,
+    bagged_at: &'a str,
+}
+
+/// The BagIt tag files for payload files listed as (path, SHA-256 hex, size): bagit.txt, bag-info.txt,
+/// manifest-sha256.txt and tagmanifest-sha256.txt.
+fn tag_files(info: &BagInfo<'_>, listed: &[(String, String, u64)]) -> Vec<(String, Vec<u8>)> {
+    let mut manifest_lines: Vec<String> = listed.iter().map(|(path, hex, _)| format!("{hex}  {path}\n")).collect();
+    manifest_lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
+    let octets: u64 = listed.iter().map(|(_, _, size)| size).sum();
+    let bag_date = info.bagged_at.get(..10).unwrap_or(info.bagged_at);
+    let mut tags: Vec<(String, Vec<u8>)> = vec![
+        ("bagit.txt".into(), b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec()),
+        (
+            "bag-info.txt".into(),
+            format!(
+                "Source-Organization: Custodia gateway {origin}\nBagging-Date: {bag_date}\n\
+                 Payload-Oxum: {octets}.{count}\nExternal-Identifier: {identifier}\n\
+                 External-Description: {description}\nBag-Software-Agent: custodia {version}\n",
+                origin = info.origin,
+                count = listed.len(),
+                identifier = info.identifier,
+                description = info.description,
+                version = env!("CARGO_PKG_VERSION"),
+            )
+            .into_bytes(),
+        ),
+        ("manifest-sha256.txt".into(), manifest_lines.concat().into_bytes()),
+    ];
+    let tag_manifest: String = tags.iter().map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes))).collect();
+    tags.push(("tagmanifest-sha256.txt".into(), tag_manifest.into_bytes()));
+    tags
+}
+
 /// A bundle ready to be written.
 #[derive(Debug)]
 pub struct BundleWriter {
-    dir: String,
-    mtime: u64,
+    tar: Tar,
     /// Tag files and every payload file except the artefact, in the order they are written.
     files: Vec<(String, Vec<u8>)>,
     payload_path: String,
@@ -46,74 +125,36 @@ impl BundleWriter {
         data.push((layout::REPORT.into(), crate::report::certificate(source, &verifier).into_bytes()));
 
         let payload_path = layout::payload_path(&source.artefact);
-        let mut manifest_lines: Vec<String> =
-            data.iter().map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes))).collect();
-        manifest_lines.push(format!("{}  {payload_path}\n", source.payload_sha256));
-        manifest_lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-        let octets: u64 = data.iter().map(|(_, bytes)| bytes.len() as u64).sum::<u64>() + source.payload_size;
-        let bag_date = source.bagged_at.get(..10).unwrap_or(&source.bagged_at);
-        let tags: Vec<(String, Vec<u8>)> = vec![
-            ("bagit.txt".into(), b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec()),
-            (
-                "bag-info.txt".into(),
-                format!(
-                    "Source-Organization: Custodia gateway {origin}\nBagging-Date: {bag_date}\n\
-                     Payload-Oxum: {octets}.{count}\nExternal-Identifier: {artefact}\n\
-                     External-Description: Court bundle of artefact {artefact}, with its custody history and proofs\n\
-                     Bag-Software-Agent: custodia {version}\n",
-                    origin = verifier.name(),
-                    count = data.len() + 1,
-                    artefact = source.artefact,
-                    version = env!("CARGO_PKG_VERSION"),
-                )
-                .into_bytes(),
-            ),
-            ("manifest-sha256.txt".into(), manifest_lines.concat().into_bytes()),
-        ];
-        let tag_manifest: String =
-            tags.iter().map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes))).collect();
-        let mut files = tags;
-        files.push(("tagmanifest-sha256.txt".into(), tag_manifest.into_bytes()));
+        let mut listed: Vec<(String, String, u64)> =
+            data.iter().map(|(path, bytes)| (path.clone(), sha256_hex(bytes), bytes.len() as u64)).collect();
+        listed.push((payload_path.clone(), source.payload_sha256.to_hex(), source.payload_size));
+        let info = BagInfo {
+            origin: verifier.name(),
+            identifier: source.artefact.as_str(),
+            description: format!("Court bundle of artefact {}, with its custody history and proofs", source.artefact),
+            bagged_at: &source.bagged_at,
+        };
+        let mut files = tag_files(&info, &listed);
         files.extend(data);
-        let mtime = source.bagged_at.parse::<jiff::Timestamp>().map(|t| t.as_second().max(0) as u64).unwrap_or(0);
-        Ok(Self {
-            dir: layout::bag_dir(&source.artefact),
-            mtime,
-            files,
-            payload_path,
-            payload_size: source.payload_size,
-        })
-    }
-
-    fn header(&self, path: &str, size: u64) -> Result<[u8; 512], VerifyError> {
-        let mut header = tar::Header::new_ustar();
-        header
-            .set_path(format!("{}/{path}", self.dir))
-            .map_err(|err| VerifyError::Malformed(format!("tar path {path}: {err}")))?;
-        header.set_size(size);
-        header.set_mode(0o644);
-        header.set_mtime(self.mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        Ok(*header.as_bytes())
+        let tar = Tar::new(layout::bag_dir(&source.artefact), &source.bagged_at);
+        Ok(Self { tar, files, payload_path, payload_size: source.payload_size })
     }
 
     /// The tar bytes before the payload's bytes: every other file, then the payload's header.
     pub fn head(&self) -> Result<Vec<u8>, VerifyError> {
         let mut out = Vec::new();
         for (path, bytes) in &self.files {
-            out.extend_from_slice(&self.header(path, bytes.len() as u64)?);
-            out.extend_from_slice(bytes);
-            out.resize(out.len().next_multiple_of(BLOCK as usize), 0);
+            self.tar.file(path, bytes, &mut out)?;
         }
-        out.extend_from_slice(&self.header(&self.payload_path, self.payload_size)?);
+        out.extend_from_slice(&self.tar.header(&self.payload_path, self.payload_size)?);
         Ok(out)
     }
 
     /// The tar bytes after the payload: its padding, then the end-of-archive marker.
     pub fn tail(&self) -> Vec<u8> {
-        let padding = (self.payload_size.next_multiple_of(BLOCK) - self.payload_size) as usize;
-        vec![0; padding + 2 * BLOCK as usize]
+        let mut tail = padding(self.payload_size);
+        tail.resize(tail.len() + 2 * BLOCK as usize, 0);
+        tail
     }
 
     /// The bundle's size in bytes, for Content-Length.
@@ -134,5 +175,57 @@ impl BundleWriter {
         }
         out.write_all(&self.tail())?;
         Ok(())
+    }
+}
+
+/// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each complete and
+/// verifiable alone. The artefact bundles are streamed first (each framed by [`Self::bundle_header`] and
+/// [`padding`]); their digests, computed while streaming, go into the tag files that [`Self::finish`] writes last.
+#[derive(Debug)]
+pub struct CaseBundleWriter {
+    tar: Tar,
+    case: CaseId,
+    origin: String,
+    bagged_at: String,
+}
+
+impl CaseBundleWriter {
+    pub fn new(case: &CaseId, vkey: &str, bagged_at: &str) -> Result<Self, VerifyError> {
+        let verifier: custodia_ledger::LogVerifier =
+            vkey.parse().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
+        Ok(Self {
+            tar: Tar::new(layout::case_bag_dir(case), bagged_at),
+            case: case.clone(),
+            origin: verifier.name().to_owned(),
+            bagged_at: bagged_at.to_owned(),
+        })
+    }
+
+    /// The tar header of an artefact's bundle of `size` bytes inside the case bag.
+    pub fn bundle_header(&self, artefact: &ArtefactId, size: u64) -> Result<[u8; 512], VerifyError> {
+        self.tar.header(&layout::inner_bundle_path(artefact), size)
+    }
+
+    /// Everything after the artefact bundles: the certificate, the tag files, and the end-of-archive marker.
+    pub fn finish(&self, bundles: &[(ArtefactId, Sha256, u64)]) -> Result<Vec<u8>, VerifyError> {
+        let report = crate::report::case_certificate(&self.case, &self.origin, bundles);
+        let mut listed: Vec<(String, String, u64)> = bundles
+            .iter()
+            .map(|(artefact, digest, size)| (layout::inner_bundle_path(artefact), digest.to_hex(), *size))
+            .collect();
+        listed.push((layout::REPORT.into(), sha256_hex(report.as_bytes()), report.len() as u64));
+        let info = BagInfo {
+            origin: &self.origin,
+            identifier: self.case.as_str(),
+            description: format!("Court bundle of case {}: one bundle per artefact", self.case),
+            bagged_at: &self.bagged_at,
+        };
+        let mut out = Vec::new();
+        self.tar.file(layout::REPORT, report.as_bytes(), &mut out)?;
+        for (path, bytes) in tag_files(&info, &listed) {
+            self.tar.file(&path, &bytes, &mut out)?;
+        }
+        out.resize(out.len() + 2 * BLOCK as usize, 0);
+        Ok(out)
     }
 }

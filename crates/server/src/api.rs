@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cases/{case}", get(case_detail))
         .route("/api/v1/cases/{case}/members/{account}", put(set_member).delete(remove_member))
         .route("/api/v1/cases/{case}/artefacts", get(list_artefacts))
+        .route("/api/v1/cases/{case}/exports", post(export_case))
         .route("/api/v1/artefacts/{id}", get(artefact_detail))
         .route("/api/v1/artefacts/{id}/content", get(download))
         .route("/api/v1/artefacts/{id}/timeline", get(timeline))
@@ -624,6 +625,75 @@ async fn export(
         headers.insert(name, HeaderValue::from_str(&value).map_err(|e| Problem::internal(&e))?);
     }
     Ok(response)
+}
+
+/// Streams a case bundle: one artefact bundle after another, each digested as it passes, then the tag files.
+/// A producer task feeds a small channel, so memory stays bounded however large the case.
+async fn export_case(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case): Path<String>,
+    Query(query): Query<PurposeQuery>,
+) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    let sources = state.gateway.export_case(&caller, &case, &query.purpose()?).await?;
+    let vkey = sources.first().map(|s| s.vkey.clone()).unwrap_or_default();
+    let bagged_at = state.gateway.now().to_string();
+    let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let artefacts = state.gateway.artefacts.clone();
+    tokio::spawn(async move {
+        let produced = stream_case_bundle(&writer, &sources, &artefacts, &sender).await;
+        if let Err(err) = produced {
+            tracing::error!(error = %err, "case bundle stream failed");
+            let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
+        }
+    });
+    let body =
+        futures::stream::unfold(
+            receiver,
+            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
+        );
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    let disposition = format!("attachment; filename=\"custodia-case-{case}.tar\"");
+    headers
+        .insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|e| Problem::internal(&e))?);
+    Ok(response)
+}
+
+async fn stream_case_bundle(
+    writer: &custodia_bundle::CaseBundleWriter,
+    sources: &[custodia_bundle::BundleSource],
+    artefacts: &custodia_store::ArtefactStore,
+    sender: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+) -> anyhow::Result<()> {
+    use sha2::Digest as _;
+    let send = |bytes: bytes::Bytes| async move {
+        sender.send(Ok(bytes)).await.map_err(|_| anyhow::anyhow!("client went away"))
+    };
+    let mut digests = Vec::with_capacity(sources.len());
+    for source in sources {
+        let bundle = custodia_bundle::BundleWriter::new(source)?;
+        let (head, tail) = (bundle.head()?, bundle.tail());
+        let size = head.len() as u64 + source.payload_size + tail.len() as u64;
+        let mut hasher = sha2::Sha256::new();
+        send(bytes::Bytes::copy_from_slice(&writer.bundle_header(&source.artefact, size)?)).await?;
+        hasher.update(&head);
+        send(head.into()).await?;
+        let mut payload = std::pin::pin!(artefacts.read(&source.payload_sha256, None).await?);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            send(chunk).await?;
+        }
+        hasher.update(&tail);
+        send(tail.into()).await?;
+        send(custodia_bundle::padding(size).into()).await?;
+        digests.push((source.artefact.clone(), custodia_core::Sha256::from_bytes(hasher.finalize().into()), size));
+    }
+    send(writer.finish(&digests)?.into()).await
 }
 
 async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {

@@ -1,0 +1,469 @@
+//! How fast the offline verifier checks a court bundle, beside `openssl dgst -sha256` over the same payload, and how
+//! much memory it needs.
+//!
+//! `cargo bench -p custodia-bundle --bench verify` builds real bundles on the real disk, as `Gateway::export` does:
+//! a pseudo-random payload file, a manifest signed with the log signer's key, and three custody records about the
+//! artefact (registration, a download, the export, each naming the one before as `prior`) appended to a real
+//! `custodia_ledger::Log` over an in-memory object store, among records about another artefact, with
+//! c2sp.org/tlog-proof files against the one checkpoint that covers the export. The bundle is streamed from the
+//! payload file by `BundleWriter::write_to` and must verify as valid before anything is timed.
+//!
+//! It then times `verify` over `BufReader<File>` against `openssl dgst -sha256` of the payload file (a child
+//! process, so its start-up is counted), and a plain read-and-hash loop with the `sha2` crate that the verifier
+//! uses, which separates the cost of the hash from the cost of reading the tar. Both files were just written and
+//! fsync'd and fit in memory, so every measurement reads from the page cache: the comparison is of CPU, not disk.
+//! The runs alternate (openssl, verify, sha2; openssl, verify, sha2; ...) and the best of each is reported, which
+//! evens out the page cache and other work on the machine. Rates are payload bytes per second (1 MB = 10^6 bytes).
+//!
+//! Memory: before each verification the peak resident set (`VmHWM`) is reset through `/proc/self/clear_refs`, and
+//! read again after it; the same is done for a small bundle, to show that the peak does not grow with the payload.
+//!
+//! Goals: verify at least 90% of openssl's speed; peak resident memory flat in the payload's size, a few MiB above
+//! what the process held before.
+//!
+//! Tuning, by environment variable: `VERIFY_BENCH_BYTES` (the large payload, 1073741824), `VERIFY_BENCH_SMALL_BYTES`
+//! (the small one, 67108864), `VERIFY_BENCH_ROUNDS` (timed runs of each, best kept, 3).
+#![allow(clippy::print_stdout)]
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use custodia_bundle::{BundleRecord, BundleSource, BundleWriter, verify};
+use custodia_core::{
+    AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Sha256, Sha256Hasher,
+};
+use custodia_ledger::{Log, LogOptions, LogSigner, LogVerifier, TlogProof};
+use sha2::Digest as _;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const DEFAULT_BYTES: u64 = 1 << 30;
+const DEFAULT_SMALL_BYTES: u64 = 64 << 20;
+/// Verify at least this share of openssl's SHA-256 speed.
+const GOAL_RATIO: f64 = 0.9;
+/// The peak resident set while verifying may exceed what the process held before by at most this much.
+const GOAL_GROWTH: u64 = 8 << 20;
+/// Writes of the payload file, and reads of the plain hashing loop.
+const CHUNK: usize = 8 << 20;
+/// Records about another artefact, appended before and between this artefact's, so that its records are not
+/// neighbours in the log and the inclusion proofs have a realistic depth.
+const OTHER_RECORDS: usize = 500;
+const ORIGIN: &str = "bench.custodia.invalid/log";
+
+fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
+    match std::env::var(name) {
+        Ok(value) => value.replace('_', "").parse().map_err(|_| format!("{name}={value} is not a valid number").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    let large: u64 = env_or("VERIFY_BENCH_BYTES", DEFAULT_BYTES)?;
+    let small: u64 = env_or("VERIFY_BENCH_SMALL_BYTES", DEFAULT_SMALL_BYTES)?;
+    let rounds: usize = env_or("VERIFY_BENCH_ROUNDS", 3)?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let dir = tempfile::Builder::new().prefix("verify-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
+    println!("custodia bundle verify benchmark: {} and {} payloads, {cores} cores", size_text(small), size_text(large));
+    println!("files in {}", dir.path().display());
+
+    let signer = LogSigner::generate(ORIGIN)?;
+    let verifier = signer.verifier();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let log = runtime.block_on(Log::open(
+        Arc::new(object_store::memory::InMemory::new()),
+        object_store::path::Path::from("log"),
+        LogSigner::from_skey(signer.expose_secret())?,
+        LogOptions::default(),
+    ))?;
+
+    println!("\n-- building bundles --");
+    let mut bundles = Vec::new();
+    for (name, bytes) in [("small", small), ("large", large)] {
+        let built = build(&runtime, &log, &signer, dir.path(), name, bytes)?;
+        let report = verify(BufReader::new(File::open(&built.bundle)?), std::slice::from_ref(&verifier))?;
+        if !report.is_valid() {
+            return Err(format!("the {name} bundle does not verify:\n{report}").into());
+        }
+        println!(
+            "{name}: {} payload, {} bundle, records {:?}, verifies as valid ({} checks)",
+            size_text(built.bytes),
+            size_text(built.bundle_bytes),
+            built.records,
+            report.checks.len()
+        );
+        bundles.push(built);
+    }
+    runtime.block_on(log.close());
+    drop(runtime);
+
+    println!("\n-- timed runs (page cache warm; best of {rounds}) --");
+    let mut rows = Vec::new();
+    for built in &bundles {
+        let mut best = Best::default();
+        for round in 1..=rounds {
+            let openssl = openssl_dgst(&built.payload, &built.sha256)?;
+            let run = timed_verify(&built.bundle, &verifier, &built.sha256)?;
+            let plain = sha2_loop(&built.payload, &built.sha256)?;
+            println!(
+                "{} round {round}: openssl {}, verify {}, sha2 loop {}, verify peak {}",
+                size_text(built.bytes),
+                rate_text(built.bytes, openssl),
+                rate_text(built.bytes, run.elapsed),
+                rate_text(built.bytes, plain),
+                run.hwm.map_or("unknown".into(), size_text),
+            );
+            best.add(openssl, &run, plain);
+        }
+        rows.push((built.bytes, best));
+    }
+
+    println!("\n-- summary --");
+    println!("Throughput (payload MB/s, 1 MB = 10^6 bytes; best of {rounds}, page cache warm):");
+    println!("| payload  | verify MB/s | openssl dgst MB/s | verify / openssl | sha2 loop MB/s | verify / sha2 loop |");
+    println!("|----------|-------------|-------------------|------------------|----------------|--------------------|");
+    for (bytes, best) in &rows {
+        println!(
+            "| {:<8} | {:>11.0} | {:>17.0} | {:>15.1}% | {:>14.0} | {:>17.1}% |",
+            size_text(*bytes),
+            mb_per_s(*bytes, best.verify),
+            mb_per_s(*bytes, best.openssl),
+            100.0 * best.openssl.as_secs_f64() / best.verify.as_secs_f64(),
+            mb_per_s(*bytes, best.sha2),
+            100.0 * best.sha2.as_secs_f64() / best.verify.as_secs_f64(),
+        );
+    }
+    println!("\nMemory of verify (VmHWM reset through /proc/self/clear_refs before each run; highest of {rounds}):");
+    println!("| payload  | RSS before | peak (VmHWM) | growth   |");
+    println!("|----------|------------|--------------|----------|");
+    for (bytes, best) in &rows {
+        println!(
+            "| {:<8} | {:>10} | {:>12} | {:>8} |",
+            size_text(*bytes),
+            best.rss_before.map_or("unknown".into(), size_text),
+            best.hwm.map_or("unknown".into(), size_text),
+            best.growth().map_or("unknown".into(), size_text),
+        );
+    }
+
+    let (large_bytes, large_best) = rows.last().ok_or("no bundle was measured")?;
+    let ratio = large_best.openssl.as_secs_f64() / large_best.verify.as_secs_f64();
+    println!(
+        "\nGoal: verify >= {:.0}% of openssl on {}: {:.1}% -> {}",
+        GOAL_RATIO * 100.0,
+        size_text(*large_bytes),
+        ratio * 100.0,
+        if ratio >= GOAL_RATIO { "met" } else { "NOT met" }
+    );
+    let growths: Vec<Option<u64>> = rows.iter().map(|(_, best)| best.growth()).collect();
+    match growths.as_slice() {
+        [Some(small_growth), .., Some(large_growth)] => println!(
+            "Goal: peak memory flat, growth under {}: {} for {}, {} for {} -> {}",
+            size_text(GOAL_GROWTH),
+            size_text(*small_growth),
+            size_text(rows[0].0),
+            size_text(*large_growth),
+            size_text(*large_bytes),
+            if *large_growth <= GOAL_GROWTH && *large_growth <= small_growth + (1 << 20) { "met" } else { "NOT met" }
+        ),
+        _ => println!("Goal: peak memory flat: not measured (/proc/self/clear_refs or VmHWM unavailable)"),
+    }
+    Ok(())
+}
+
+/// A bundle on disk and what went into it.
+struct Built {
+    payload: PathBuf,
+    bundle: PathBuf,
+    sha256: Sha256,
+    bytes: u64,
+    bundle_bytes: u64,
+    records: Vec<u64>,
+}
+
+/// Writes a payload, registers, accesses and exports it in the log, and writes its bundle, as the gateway does.
+fn build(
+    runtime: &tokio::runtime::Runtime,
+    log: &Log,
+    signer: &LogSigner,
+    dir: &Path,
+    name: &str,
+    bytes: u64,
+) -> Result<Built, BoxError> {
+    let payload = dir.join(format!("{name}.payload"));
+    let started = Instant::now();
+    let sha256 = write_pseudo_random(&payload, bytes)?;
+    println!("{name}: wrote {} of pseudo-random bytes (fsync'd) in {:.1} s", size_text(bytes), secs(started));
+
+    let artefact = ArtefactId::new(format!("art-bench-{name}"))?;
+    let other = ArtefactId::new(format!("art-other-{name}"))?;
+    let case = CaseId::new("case-bench")?;
+    let actor = ActorId::new("acct-bench")?;
+    let manifest = Manifest::new(
+        artefact.clone(),
+        case.clone(),
+        sha256,
+        bytes,
+        Label::new("application/octet-stream")?,
+        jiff::Timestamp::now(),
+        actor.clone(),
+    )
+    .sign(signer.signing_key())?;
+
+    let record = |purpose: &str, event: CustodyEvent, prior: Option<u64>| -> Result<Vec<u8>, BoxError> {
+        let record = CustodyRecord {
+            prior,
+            ..CustodyRecord::new(case.clone(), actor.clone(), jiff::Timestamp::now(), Label::new(purpose)?, event)
+        };
+        Ok(record.to_entry()?)
+    };
+    let other_record = record(
+        "unrelated work",
+        CustodyEvent::ArtefactAccessed {
+            artefact: other,
+            sha256: Sha256::of(b"another artefact"),
+            access: AccessKind::View,
+            site: Label::new("IT, web session")?,
+        },
+        None,
+    )?;
+    let events = [
+        (
+            "statement intake",
+            CustodyEvent::ArtefactRegistered {
+                artefact: artefact.clone(),
+                sha256,
+                size: bytes,
+                manifest_sha256: manifest.sha256(),
+                manifest_signature: manifest.signature(),
+            },
+        ),
+        (
+            "trial preparation",
+            CustodyEvent::ArtefactAccessed {
+                artefact: artefact.clone(),
+                sha256,
+                access: AccessKind::Download,
+                site: Label::new("IT, web session")?,
+            },
+        ),
+        (
+            "disclosure to the court",
+            CustodyEvent::ArtefactExported {
+                artefact: artefact.clone(),
+                sha256,
+                format: Label::new("court bundle (BagIt in tar)")?,
+                export_sha256: None,
+            },
+        ),
+    ];
+
+    let (records, checkpoint) = runtime.block_on(async {
+        let mut records = Vec::new();
+        let mut prior = None;
+        for (purpose, event) in events {
+            for _ in 0..OTHER_RECORDS {
+                log.append(other_record.clone()).await?;
+            }
+            let entry = record(purpose, event, prior)?;
+            let index = log.append(entry.clone()).await?;
+            prior = Some(index);
+            records.push((index, entry));
+        }
+        let export_index = prior.ok_or("no records")?;
+        let checkpoint = log.wait_for_size(export_index + 1).await?;
+        let size = checkpoint.checkpoint.size;
+        let mut bundled = Vec::new();
+        for (index, entry) in records {
+            let path = log.storage().inclusion_proof(index, size).await?;
+            let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
+            bundled.push(BundleRecord { index, entry, proof: proof.to_bytes() });
+        }
+        Ok::<_, BoxError>((bundled, checkpoint))
+    })?;
+
+    let source = BundleSource {
+        artefact,
+        payload_sha256: sha256,
+        payload_size: bytes,
+        manifest: manifest.bytes().to_vec(),
+        manifest_signature: manifest.signature(),
+        records: records.clone(),
+        checkpoint: checkpoint.note().to_vec(),
+        vkey: signer.verifier().to_string(),
+        bagged_at: jiff::Timestamp::now().to_string(),
+    };
+    let bundle = dir.join(format!("{name}.tar"));
+    let started = Instant::now();
+    let mut out = BufWriter::with_capacity(CHUNK, File::create(&bundle)?);
+    BundleWriter::new(&source)?.write_to(&mut File::open(&payload)?, &mut out)?;
+    out.into_inner().map_err(io::IntoInnerError::into_error)?.sync_all()?;
+    let bundle_bytes = fs::metadata(&bundle)?.len();
+    println!("{name}: wrote the bundle with BundleWriter::write_to (fsync'd) in {:.1} s", secs(started));
+    Ok(Built { payload, bundle, sha256, bytes, bundle_bytes, records: records.iter().map(|r| r.index).collect() })
+}
+
+/// One timed verification and the memory it took.
+struct Run {
+    elapsed: Duration,
+    rss_before: Option<u64>,
+    hwm: Option<u64>,
+}
+
+fn timed_verify(bundle: &Path, verifier: &LogVerifier, sha256: &Sha256) -> Result<Run, BoxError> {
+    // Writing 5 to clear_refs resets VmHWM to the current resident set (Linux 4.0 and later).
+    let reset = fs::write("/proc/self/clear_refs", "5").is_ok();
+    let rss_before = proc_status("VmRSS")?;
+    let started = Instant::now();
+    let report = verify(BufReader::new(File::open(bundle)?), std::slice::from_ref(verifier))?;
+    let elapsed = started.elapsed();
+    let hwm = if reset { proc_status("VmHWM")? } else { None };
+    if !report.is_valid() || report.sha256 != Some(*sha256) {
+        return Err(format!("the bundle did not verify:\n{report}").into());
+    }
+    Ok(Run { elapsed, rss_before, hwm })
+}
+
+/// `openssl dgst -sha256 <payload>`, timed from spawn to exit.
+fn openssl_dgst(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    let output = Command::new("openssl").args(["dgst", "-sha256"]).arg(payload).output()?;
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let digest = stdout.trim().rsplit(' ').next().unwrap_or_default();
+    if !output.status.success() || digest != sha256.to_hex() {
+        return Err(
+            format!("openssl dgst failed or disagrees: {stdout} {}", String::from_utf8_lossy(&output.stderr)).into()
+        );
+    }
+    Ok(elapsed)
+}
+
+/// The same hash the verifier uses, over the payload file in large reads, with nothing else: the floor for verify.
+fn sha2_loop(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
+    let started = Instant::now();
+    let mut file = File::open(payload)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+    }
+    let elapsed = started.elapsed();
+    if Sha256::from_bytes(hasher.finalize().into()) != *sha256 {
+        return Err("the sha2 loop disagrees with the payload's digest".into());
+    }
+    Ok(elapsed)
+}
+
+/// The best time of each measurement, and the highest memory figures.
+#[derive(Default)]
+struct Best {
+    openssl: Duration,
+    verify: Duration,
+    sha2: Duration,
+    rss_before: Option<u64>,
+    hwm: Option<u64>,
+}
+
+impl Best {
+    fn add(&mut self, openssl: Duration, run: &Run, sha2: Duration) {
+        let min = |best: Duration, new: Duration| if best.is_zero() { new } else { best.min(new) };
+        self.openssl = min(self.openssl, openssl);
+        self.verify = min(self.verify, run.elapsed);
+        self.sha2 = min(self.sha2, sha2);
+        if let (Some(before), Some(hwm)) = (run.rss_before, run.hwm)
+            && self.growth().is_none_or(|growth| hwm.saturating_sub(before) > growth)
+        {
+            self.rss_before = Some(before);
+            self.hwm = Some(hwm);
+        }
+    }
+
+    fn growth(&self) -> Option<u64> {
+        Some(self.hwm?.saturating_sub(self.rss_before?))
+    }
+}
+
+/// A `kB` field of /proc/self/status, in bytes.
+fn proc_status(field: &str) -> io::Result<Option<u64>> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    Ok(status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024))
+}
+
+/// A fixed-seed SplitMix64 stream: incompressible, and the same every run.
+struct Generator(u64);
+
+impl Generator {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn fill(&mut self, buffer: &mut [u8]) {
+        for word in buffer.chunks_mut(8) {
+            let value = self.next().to_le_bytes();
+            word.copy_from_slice(&value[..word.len()]);
+        }
+    }
+}
+
+/// Writes `bytes` pseudo-random bytes, hashing them in the same pass, and syncs the file.
+fn write_pseudo_random(path: &Path, bytes: u64) -> io::Result<Sha256> {
+    let mut generator = Generator(0xc057_0d1a ^ bytes);
+    let mut hasher = Sha256Hasher::default();
+    let mut chunk = vec![0; CHUNK];
+    let mut file = File::create(path)?;
+    let mut written = 0;
+    while written < bytes {
+        let length = (bytes - written).min(CHUNK as u64) as usize;
+        generator.fill(&mut chunk[..length]);
+        hasher.update(&chunk[..length]);
+        file.write_all(&chunk[..length])?;
+        written += length as u64;
+    }
+    file.sync_all()?;
+    Ok(hasher.finish())
+}
+
+fn secs(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64()
+}
+
+fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64() / 1e6
+}
+
+fn rate_text(bytes: u64, elapsed: Duration) -> String {
+    format!("{:.0} MB/s ({:.3} s)", mb_per_s(bytes, elapsed), elapsed.as_secs_f64())
+}
+
+fn size_text(bytes: u64) -> String {
+    const KIB: u64 = 1 << 10;
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes >= GIB && bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= MIB {
+        format!("{:.1} MiB", bytes as f64 / MIB as f64)
+    } else {
+        format!("{:.0} KiB", bytes as f64 / KIB as f64)
+    }
+}

@@ -9,20 +9,26 @@
 //! payload file by `BundleWriter::write_to` and must verify as valid before anything is timed.
 //!
 //! It then times `verify` over `BufReader<File>` against `openssl dgst -sha256` of the payload file (a child
-//! process, so its start-up is counted), and a plain read-and-hash loop with the `sha2` crate that the verifier
-//! uses, which separates the cost of the hash from the cost of reading the tar. Both files were just written and
-//! fsync'd and fit in memory, so every measurement reads from the page cache: the comparison is of CPU, not disk.
-//! The runs alternate (openssl, verify, sha2; openssl, verify, sha2; ...) and the best of each is reported, which
-//! evens out the page cache and other work on the machine. Rates are payload bytes per second (1 MB = 10^6 bytes).
+//! process, so its start-up is counted), and plain read-and-hash loops with the `sha2` crate that the verifier
+//! uses, over the payload file and over the whole bundle file, which separate the cost of the hash and of the file
+//! from the cost of parsing the tar. Both files were just written and fsync'd and fit in memory, so every
+//! measurement reads from the page cache: the comparison is of CPU, not disk. The runs alternate (openssl, verify,
+//! sha2 loops; openssl, verify, sha2 loops; ...) and the best of each is reported, which evens out the page cache
+//! and other work on the machine. Rates are payload bytes per second (the loop over the bundle file: the bundle's
+//! bytes), 1 MB = 10^6 bytes.
 //!
 //! Memory: before each verification the peak resident set (`VmHWM`) is reset through `/proc/self/clear_refs`, and
 //! read again after it; the same is done for a small bundle, to show that the peak does not grow with the payload.
+//! In this process the allocator keeps memory that earlier work freed, which can hide the verifier's own, so each
+//! bundle is also verified by a fresh child process (this benchmark again, told so by `VERIFY_BENCH_CHILD_BUNDLE`)
+//! that does nothing else, and its resident set before and peak during are reported too.
 //!
 //! Goals: verify at least 90% of openssl's speed; peak resident memory flat in the payload's size, a few MiB above
 //! what the process held before.
 //!
 //! Tuning, by environment variable: `VERIFY_BENCH_BYTES` (the large payload, 1073741824), `VERIFY_BENCH_SMALL_BYTES`
-//! (the small one, 67108864), `VERIFY_BENCH_ROUNDS` (timed runs of each, best kept, 3).
+//! (the small one, 67108864), `VERIFY_BENCH_ROUNDS` (timed runs of each, best kept, 3), `VERIFY_BENCH_READ` (the
+//! sha2 loops' read size, 262144, the verifier's own).
 #![allow(clippy::print_stdout)]
 
 use std::fs::{self, File};
@@ -48,8 +54,13 @@ const DEFAULT_SMALL_BYTES: u64 = 64 << 20;
 const GOAL_RATIO: f64 = 0.9;
 /// The peak resident set while verifying may exceed what the process held before by at most this much.
 const GOAL_GROWTH: u64 = 8 << 20;
-/// Writes of the payload file, and reads of the plain hashing loop.
+/// Writes of the payload file and the bundle.
 const CHUNK: usize = 8 << 20;
+/// Reads of the plain hashing loop, by default the size of the verifier's own reads.
+const DEFAULT_READ: usize = 256 << 10;
+/// Set in the child process that verifies a bundle alone, to measure its memory from a clean start.
+const CHILD_BUNDLE: &str = "VERIFY_BENCH_CHILD_BUNDLE";
+const CHILD_KEY: &str = "VERIFY_BENCH_CHILD_KEY";
 /// Records about another artefact, appended before and between this artefact's, so that its records are not
 /// neighbours in the log and the inclusion proofs have a realistic depth.
 const OTHER_RECORDS: usize = 500;
@@ -63,9 +74,13 @@ fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    if let Ok(bundle) = std::env::var(CHILD_BUNDLE) {
+        return child(Path::new(&bundle));
+    }
     let large: u64 = env_or("VERIFY_BENCH_BYTES", DEFAULT_BYTES)?;
     let small: u64 = env_or("VERIFY_BENCH_SMALL_BYTES", DEFAULT_SMALL_BYTES)?;
     let rounds: usize = env_or("VERIFY_BENCH_ROUNDS", 3)?;
+    let read_size: usize = env_or("VERIFY_BENCH_READ", DEFAULT_READ)?;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let dir = tempfile::Builder::new().prefix("verify-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
     println!("custodia bundle verify benchmark: {} and {} payloads, {cores} cores", size_text(small), size_text(large));
@@ -80,6 +95,13 @@ fn main() -> Result<(), BoxError> {
         LogSigner::from_skey(signer.expose_secret())?,
         LogOptions::default(),
     ))?;
+
+    println!("\n-- machine limits --");
+    let openssl_speed = openssl_speed_sha256();
+    match openssl_speed {
+        Some(rate) => println!("openssl speed -evp sha256, 16384-byte blocks (hash only, no IO): {rate:.0} MB/s"),
+        None => println!("openssl speed sha256: no figure"),
+    }
 
     println!("\n-- building bundles --");
     let mut bundles = Vec::new();
@@ -108,45 +130,72 @@ fn main() -> Result<(), BoxError> {
         for round in 1..=rounds {
             let openssl = openssl_dgst(&built.payload, &built.sha256)?;
             let run = timed_verify(&built.bundle, &verifier, &built.sha256)?;
-            let plain = sha2_loop(&built.payload, &built.sha256)?;
+            let plain = sha2_loop(&built.payload, Some(&built.sha256), read_size)?;
+            let raw_bundle = sha2_loop(&built.bundle, None, read_size)?;
             println!(
-                "{} round {round}: openssl {}, verify {}, sha2 loop {}, verify peak {}",
+                "{} round {round}: openssl {}, verify {}, sha2 loop over the payload {}, over the bundle {}, verify peak {}",
                 size_text(built.bytes),
                 rate_text(built.bytes, openssl),
                 rate_text(built.bytes, run.elapsed),
                 rate_text(built.bytes, plain),
+                rate_text(built.bundle_bytes, raw_bundle),
                 run.hwm.map_or("unknown".into(), size_text),
             );
-            best.add(openssl, &run, plain);
+            best.add(openssl, &run, plain, raw_bundle);
         }
+        let alone = child_peak(&built.bundle, &verifier)?;
+        println!(
+            "{}: a fresh process that only verifies it: RSS {} before, peak {}",
+            size_text(built.bytes),
+            size_text(alone.0),
+            size_text(alone.1)
+        );
+        best.alone = Some(alone);
         rows.push((built.bytes, best));
     }
 
     println!("\n-- summary --");
     println!("Throughput (payload MB/s, 1 MB = 10^6 bytes; best of {rounds}, page cache warm):");
-    println!("| payload  | verify MB/s | openssl dgst MB/s | verify / openssl | sha2 loop MB/s | verify / sha2 loop |");
-    println!("|----------|-------------|-------------------|------------------|----------------|--------------------|");
-    for (bytes, best) in &rows {
+    println!(
+        "sha2 loops: the verifier's hash alone, in {} reads, over the payload file and over the whole bundle file",
+        size_text(read_size as u64)
+    );
+    if let Some(rate) = openssl_speed {
+        println!("openssl speed -evp sha256 (hash only, no IO): {rate:.0} MB/s");
+    }
+    println!(
+        "| payload  | verify MB/s | openssl dgst MB/s | verify / openssl | sha2 payload MB/s | sha2 bundle MB/s | verify / sha2 bundle |"
+    );
+    println!(
+        "|----------|-------------|-------------------|------------------|-------------------|------------------|----------------------|"
+    );
+    for ((bytes, best), built) in rows.iter().zip(&bundles) {
         println!(
-            "| {:<8} | {:>11.0} | {:>17.0} | {:>15.1}% | {:>14.0} | {:>17.1}% |",
+            "| {:<8} | {:>11.0} | {:>17.0} | {:>15.1}% | {:>17.0} | {:>16.0} | {:>19.1}% |",
             size_text(*bytes),
             mb_per_s(*bytes, best.verify),
             mb_per_s(*bytes, best.openssl),
             100.0 * best.openssl.as_secs_f64() / best.verify.as_secs_f64(),
             mb_per_s(*bytes, best.sha2),
-            100.0 * best.sha2.as_secs_f64() / best.verify.as_secs_f64(),
+            mb_per_s(built.bundle_bytes, best.raw_bundle),
+            100.0 * mb_per_s(*bytes, best.verify) / mb_per_s(built.bundle_bytes, best.raw_bundle),
         );
     }
-    println!("\nMemory of verify (VmHWM reset through /proc/self/clear_refs before each run; highest of {rounds}):");
-    println!("| payload  | RSS before | peak (VmHWM) | growth   |");
-    println!("|----------|------------|--------------|----------|");
+    println!("\nMemory of verify: in this process, VmHWM reset through /proc/self/clear_refs before each run (the run");
+    println!("that grew most of {rounds}); and a fresh process that does nothing but verify the bundle from a file:");
+    println!("| payload  | RSS before | peak (VmHWM) | growth   | fresh process: RSS before | peak     | growth   |");
+    println!("|----------|------------|--------------|----------|---------------------------|----------|----------|");
     for (bytes, best) in &rows {
+        let unknown = || "unknown".to_owned();
         println!(
-            "| {:<8} | {:>10} | {:>12} | {:>8} |",
+            "| {:<8} | {:>10} | {:>12} | {:>8} | {:>25} | {:>8} | {:>8} |",
             size_text(*bytes),
-            best.rss_before.map_or("unknown".into(), size_text),
-            best.hwm.map_or("unknown".into(), size_text),
-            best.growth().map_or("unknown".into(), size_text),
+            best.rss_before.map_or_else(unknown, size_text),
+            best.hwm.map_or_else(unknown, size_text),
+            best.growth().map_or_else(unknown, size_text),
+            best.alone.map_or_else(unknown, |(before, _)| size_text(before)),
+            best.alone.map_or_else(unknown, |(_, peak)| size_text(peak)),
+            best.alone.map_or_else(unknown, |(before, peak)| size_text(peak.saturating_sub(before))),
         );
     }
 
@@ -159,10 +208,11 @@ fn main() -> Result<(), BoxError> {
         ratio * 100.0,
         if ratio >= GOAL_RATIO { "met" } else { "NOT met" }
     );
-    let growths: Vec<Option<u64>> = rows.iter().map(|(_, best)| best.growth()).collect();
+    let growths: Vec<Option<u64>> =
+        rows.iter().map(|(_, best)| best.alone.map(|(before, peak)| peak.saturating_sub(before))).collect();
     match growths.as_slice() {
         [Some(small_growth), .., Some(large_growth)] => println!(
-            "Goal: peak memory flat, growth under {}: {} for {}, {} for {} -> {}",
+            "Goal: peak memory flat, a fresh verifying process grows under {}: {} for {}, {} for {} -> {}",
             size_text(GOAL_GROWTH),
             size_text(*small_growth),
             size_text(rows[0].0),
@@ -328,6 +378,48 @@ fn timed_verify(bundle: &Path, verifier: &LogVerifier, sha256: &Sha256) -> Resul
     Ok(Run { elapsed, rss_before, hwm })
 }
 
+/// In the child: verify one bundle, then print the resident set before and the peak during, in bytes.
+fn child(bundle: &Path) -> Result<(), BoxError> {
+    let key: LogVerifier = std::env::var(CHILD_KEY)?.parse()?;
+    fs::write("/proc/self/clear_refs", "5")?;
+    let before = proc_status("VmRSS")?.ok_or("no VmRSS")?;
+    let report = verify(BufReader::new(File::open(bundle)?), std::slice::from_ref(&key))?;
+    let peak = proc_status("VmHWM")?.ok_or("no VmHWM")?;
+    if !report.is_valid() {
+        return Err(format!("the bundle did not verify:\n{report}").into());
+    }
+    println!("{before} {peak}");
+    Ok(())
+}
+
+/// Runs this benchmark again as a child that only verifies `bundle`, and reads back its memory figures.
+fn child_peak(bundle: &Path, verifier: &LogVerifier) -> Result<(u64, u64), BoxError> {
+    let output = Command::new(std::env::current_exe()?)
+        .env(CHILD_BUNDLE, bundle)
+        .env(CHILD_KEY, verifier.to_string())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let figures: Vec<u64> = stdout.split_whitespace().filter_map(|word| word.parse().ok()).collect();
+    match (output.status.success(), figures.as_slice()) {
+        (true, [before, peak]) => Ok((*before, *peak)),
+        _ => Err(format!("the verifying child failed: {stdout} {}", String::from_utf8_lossy(&output.stderr)).into()),
+    }
+}
+
+/// `openssl speed` SHA-256 over 16 KiB blocks, in MB/s: the hash alone, with no file reading.
+fn openssl_speed_sha256() -> Option<f64> {
+    let output = Command::new("openssl")
+        .args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", "sha256"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().rev().find(|line| line.starts_with("sha256") || line.starts_with("SHA2-256"))?;
+    let rate = line.split_whitespace().last()?.strip_suffix('k')?.parse::<f64>().ok()?;
+    // openssl reports thousands of bytes per second.
+    Some(rate / 1000.0)
+}
+
 /// `openssl dgst -sha256 <payload>`, timed from spawn to exit.
 fn openssl_dgst(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
     let started = Instant::now();
@@ -343,12 +435,13 @@ fn openssl_dgst(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
     Ok(elapsed)
 }
 
-/// The same hash the verifier uses, over the payload file in large reads, with nothing else: the floor for verify.
-fn sha2_loop(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
+/// The same hash the verifier uses, over a whole file in reads of the verifier's size, with nothing else: the floor
+/// for verify. The digest is checked when it is known.
+fn sha2_loop(path: &Path, sha256: Option<&Sha256>, read_size: usize) -> Result<Duration, BoxError> {
     let started = Instant::now();
-    let mut file = File::open(payload)?;
+    let mut file = File::open(path)?;
     let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0u8; CHUNK];
+    let mut buffer = vec![0u8; read_size];
     loop {
         let n = file.read(&mut buffer)?;
         if n == 0 {
@@ -357,7 +450,8 @@ fn sha2_loop(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
         hasher.update(&buffer[..n]);
     }
     let elapsed = started.elapsed();
-    if Sha256::from_bytes(hasher.finalize().into()) != *sha256 {
+    let digest = Sha256::from_bytes(hasher.finalize().into());
+    if sha256.is_some_and(|expected| *expected != digest) {
         return Err("the sha2 loop disagrees with the payload's digest".into());
     }
     Ok(elapsed)
@@ -369,16 +463,20 @@ struct Best {
     openssl: Duration,
     verify: Duration,
     sha2: Duration,
+    raw_bundle: Duration,
     rss_before: Option<u64>,
     hwm: Option<u64>,
+    /// A fresh process's resident set before verifying, and its peak.
+    alone: Option<(u64, u64)>,
 }
 
 impl Best {
-    fn add(&mut self, openssl: Duration, run: &Run, sha2: Duration) {
+    fn add(&mut self, openssl: Duration, run: &Run, sha2: Duration, raw_bundle: Duration) {
         let min = |best: Duration, new: Duration| if best.is_zero() { new } else { best.min(new) };
         self.openssl = min(self.openssl, openssl);
         self.verify = min(self.verify, run.elapsed);
         self.sha2 = min(self.sha2, sha2);
+        self.raw_bundle = min(self.raw_bundle, raw_bundle);
         if let (Some(before), Some(hwm)) = (run.rss_before, run.hwm)
             && self.growth().is_none_or(|growth| hwm.saturating_sub(before) > growth)
         {

@@ -1,0 +1,220 @@
+//! What the state machine asks of the adapter: media routing, the recorder, and custody records to append.
+
+use std::fmt;
+
+use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{ConsultationId, ParticipantId};
+
+/// Where a participant's media goes. Media flows only between participants in the same place, and only from the
+/// main room to the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    /// Waiting to be admitted: sends nothing to anyone and receives nothing from the hearing.
+    Lobby,
+    /// In the hearing.
+    MainRoom,
+    /// In a private consultation: media flows only among its members, never to the main room or the recorder.
+    Consultation(ConsultationId),
+    /// Not connected (left, lost, removed, or the hearing ended). The adapter closes any connection they still
+    /// have; a removed participant's credential must not open a new one.
+    Away,
+}
+
+/// One thing for the adapter to do. [`crate::Hearing::handle`] returns them in the order to apply them:
+///
+/// 1. `Record`s: append to the ledger, in order, before anything they describe takes effect;
+/// 2. `RecorderUnsubscribe`, then `StopRecorder`: the recorder lets go before anyone moves, so a participant
+///    moving into a consultation is off the recording before their consultation media flows;
+/// 3. `Move` and `SetMuted`;
+/// 4. `StartRecorder`, then `RecorderSubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Append a custody record; see [`HearingEventRecord::to_custody_record`].
+    Record(HearingEventRecord),
+    /// Stop writing this participant's tracks.
+    RecorderUnsubscribe(ParticipantId),
+    /// Close the open segment and stop the recorder (the sealed segment comes back as
+    /// [`crate::Event::SegmentSealed`]).
+    StopRecorder,
+    /// Route the participant's media for their new place.
+    Move { participant: ParticipantId, to: Place },
+    /// Stop (or resume) forwarding the participant's audio to others. The recorder keeps their tracks and their
+    /// place on the timeline, writing silence while they are muted: muted is not unsubscribed.
+    SetMuted { participant: ParticipantId, muted: bool },
+    /// Start a recording run; segments continue numbering across runs.
+    StartRecorder,
+    /// Start writing this participant's tracks.
+    RecorderSubscribe(ParticipantId),
+}
+
+/// What kind of hearing event a custody record reports. The spelling is the record's `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HearingEventKind {
+    HearingScheduled,
+    InviteIssued,
+    InviteRevoked,
+    LobbyOpened,
+    JoinedLobby,
+    Admitted,
+    Removed,
+    Left,
+    ConnectionLost,
+    Reconnected,
+    Muted,
+    Unmuted,
+    SessionStarted,
+    RecordingStarted,
+    RecordingStopped,
+    ConsultationStarted,
+    ConsultationEnded,
+    IdentityVerified,
+    RightsNoticeGiven,
+    OathTaken,
+    AffirmationMade,
+    InterpreterSworn,
+    HearingEnded,
+}
+
+impl HearingEventKind {
+    pub const ALL: [Self; 23] = [
+        Self::HearingScheduled,
+        Self::InviteIssued,
+        Self::InviteRevoked,
+        Self::LobbyOpened,
+        Self::JoinedLobby,
+        Self::Admitted,
+        Self::Removed,
+        Self::Left,
+        Self::ConnectionLost,
+        Self::Reconnected,
+        Self::Muted,
+        Self::Unmuted,
+        Self::SessionStarted,
+        Self::RecordingStarted,
+        Self::RecordingStopped,
+        Self::ConsultationStarted,
+        Self::ConsultationEnded,
+        Self::IdentityVerified,
+        Self::RightsNoticeGiven,
+        Self::OathTaken,
+        Self::AffirmationMade,
+        Self::InterpreterSworn,
+        Self::HearingEnded,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::HearingScheduled => "hearing_scheduled",
+            Self::InviteIssued => "invite_issued",
+            Self::InviteRevoked => "invite_revoked",
+            Self::LobbyOpened => "lobby_opened",
+            Self::JoinedLobby => "joined_lobby",
+            Self::Admitted => "admitted",
+            Self::Removed => "removed",
+            Self::Left => "left",
+            Self::ConnectionLost => "connection_lost",
+            Self::Reconnected => "reconnected",
+            Self::Muted => "muted",
+            Self::Unmuted => "unmuted",
+            Self::SessionStarted => "session_started",
+            Self::RecordingStarted => "recording_started",
+            Self::RecordingStopped => "recording_stopped",
+            Self::ConsultationStarted => "consultation_started",
+            Self::ConsultationEnded => "consultation_ended",
+            Self::IdentityVerified => "identity_verified",
+            Self::RightsNoticeGiven => "rights_notice_given",
+            Self::OathTaken => "oath_taken",
+            Self::AffirmationMade => "affirmation_made",
+            Self::InterpreterSworn => "interpreter_sworn",
+            Self::HearingEnded => "hearing_ended",
+        }
+    }
+
+    /// The record's `kind` label.
+    pub fn label(self) -> Label {
+        // Every spelling above is a short printable ASCII word; a unit test checks them all.
+        Label::new(self.as_str()).expect("hearing event kinds are valid labels")
+    }
+}
+
+impl fmt::Display for HearingEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A custody event to append to the ledger. Only opaque ids and a digest: never a name, never content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HearingEventRecord {
+    pub at: Timestamp,
+    /// Who acted: a participant (as an [`ActorId`]) or the case member acting from the console.
+    pub actor: ActorId,
+    pub kind: HearingEventKind,
+    /// Whom it concerns.
+    pub subject: Option<ParticipantId>,
+    /// The SHA-256 of an RFC 8785 canonical detail document, when the event has details worth committing to.
+    pub detail_sha256: Option<Sha256>,
+}
+
+impl HearingEventRecord {
+    pub fn to_custody_event(&self, hearing: &HearingId) -> CustodyEvent {
+        CustodyEvent::HearingEvent {
+            hearing: hearing.clone(),
+            kind: self.kind.label(),
+            subject: self.subject.as_ref().map(|participant| participant.as_actor().clone()),
+            detail_sha256: self.detail_sha256,
+        }
+    }
+
+    /// The whole custody record, with the purpose the gateway states for hearings ("remote testimony").
+    pub fn to_custody_record(&self, case: &CaseId, hearing: &HearingId, purpose: Label) -> CustodyRecord {
+        CustodyRecord::new(case.clone(), self.actor.clone(), self.at, purpose, self.to_custody_event(hearing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_a_label_and_matches_serde() {
+        for kind in HearingEventKind::ALL {
+            assert_eq!(kind.label().as_str(), kind.as_str());
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        }
+        let mut spellings: Vec<_> = HearingEventKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        spellings.sort_unstable();
+        spellings.dedup();
+        assert_eq!(spellings.len(), HearingEventKind::ALL.len());
+    }
+
+    #[test]
+    fn a_record_becomes_a_canonical_custody_record() {
+        let record = HearingEventRecord {
+            at: "2026-03-02T09:00:00Z".parse().unwrap(),
+            actor: ActorId::new("p-judge").unwrap(),
+            kind: HearingEventKind::Admitted,
+            subject: Some(ParticipantId::new("p-witness").unwrap()),
+            detail_sha256: None,
+        };
+        let custody = record.to_custody_record(
+            &CaseId::new("case-1").unwrap(),
+            &HearingId::new("h-1").unwrap(),
+            Label::new("remote testimony").unwrap(),
+        );
+        let entry = String::from_utf8(custody.to_entry().unwrap()).unwrap();
+        assert_eq!(
+            entry,
+            concat!(
+                r#"{"actor":"p-judge","at":"2026-03-02T09:00:00Z","case":"case-1","event":{"hearing":"h-1","#,
+                r#""kind":"admitted","subject":"p-witness","type":"hearing_event"},"purpose":"remote testimony","v":1}"#
+            )
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! Refusals: who tried what, and which rule said no.
+
+use std::fmt;
+
+use custodia_core::{ActorId, CanonicalError, Role};
+use jiff::Timestamp;
+
+use crate::{ConsultationId, HearingRole, InviteId, ParticipantId, Phase};
+
+/// Who attempted something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// Someone in the hearing (or its lobby), on their connection.
+    Participant(ParticipantId),
+    /// A case member acting from the case console.
+    Member(ActorId),
+    /// The adapter itself, reporting what the media plane saw.
+    Gateway,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Participant(participant) => write!(f, "participant {participant}"),
+            Self::Member(actor) => write!(f, "case member {actor}"),
+            Self::Gateway => f.write_str("the gateway"),
+        }
+    }
+}
+
+/// What was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum HearingAction {
+    Schedule,
+    IssueInvite,
+    RevokeInvite,
+    OpenLobby,
+    Close,
+    Join,
+    Admit,
+    Remove,
+    Leave,
+    Reconnect,
+    Mute,
+    Unmute,
+    StartSession,
+    StartRecording,
+    StopRecording,
+    StartConsultation,
+    EndConsultation,
+    VerifyIdentity,
+    GiveRightsNotice,
+    TakeOath,
+    SwearInterpreter,
+    End,
+    ReportSegment,
+    ReportTechnicalConditions,
+}
+
+impl HearingAction {
+    /// The spelling used in refusal records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule_hearing",
+            Self::IssueInvite => "issue_invite",
+            Self::RevokeInvite => "revoke_invite",
+            Self::OpenLobby => "open_lobby",
+            Self::Close => "close_hearing",
+            Self::Join => "join",
+            Self::Admit => "admit",
+            Self::Remove => "remove",
+            Self::Leave => "leave",
+            Self::Reconnect => "reconnect",
+            Self::Mute => "mute",
+            Self::Unmute => "unmute",
+            Self::StartSession => "start_session",
+            Self::StartRecording => "start_recording",
+            Self::StopRecording => "stop_recording",
+            Self::StartConsultation => "start_consultation",
+            Self::EndConsultation => "end_consultation",
+            Self::VerifyIdentity => "verify_identity",
+            Self::GiveRightsNotice => "give_rights_notice",
+            Self::TakeOath => "take_oath",
+            Self::SwearInterpreter => "swear_interpreter",
+            Self::End => "end_hearing",
+            Self::ReportSegment => "report_segment",
+            Self::ReportTechnicalConditions => "report_technical_conditions",
+        }
+    }
+}
+
+impl fmt::Display for HearingAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The rule that refused an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Reason {
+    #[error("the event is dated {at}, before the hearing's last event at {last}")]
+    TimeWentBackwards { last: Timestamp, at: Timestamp },
+    #[error("the hearing has ended")]
+    HearingEnded,
+    #[error("the hearing is {phase}; this needs it to be {needs}")]
+    WrongPhase { phase: Phase, needs: &'static str },
+    #[error("a case member with role {role} may not do this; only {allowed} may")]
+    CaseRoleNotAllowed { role: Role, allowed: &'static str },
+    #[error("{participant} is a {role} here; only {allowed} may do this")]
+    RoleNotAllowed { participant: ParticipantId, role: HearingRole, allowed: &'static str },
+    #[error("{participant} is a {role}; this must be done to {expected}")]
+    WrongSubjectRole { participant: ParticipantId, role: HearingRole, expected: &'static str },
+
+    #[error("there is no invite {invite} for this hearing")]
+    UnknownInvite { invite: InviteId },
+    #[error("invite {invite} already exists")]
+    InviteIdTaken { invite: InviteId },
+    #[error("invite {invite} would expire at {expires_at}, which is not after it is issued")]
+    InviteExpiresBeforeIssue { invite: InviteId, expires_at: Timestamp },
+    #[error("invite {invite} is for a {role}; only a judge's or a clerk's invite may admit on join")]
+    AdmissionOnJoinNotAllowed { invite: InviteId, role: HearingRole },
+    #[error("invite {invite} was revoked at {revoked_at}")]
+    InviteRevoked { invite: InviteId, revoked_at: Timestamp },
+    #[error("invite {invite} expired at {expired_at}")]
+    InviteExpired { invite: InviteId, expired_at: Timestamp },
+    #[error("invite {invite} was already used, by {participant}")]
+    InviteUsed { invite: InviteId, participant: ParticipantId },
+
+    #[error("there is no participant {participant} in this hearing")]
+    UnknownParticipant { participant: ParticipantId },
+    #[error("participant id {participant} is already taken in this hearing")]
+    ParticipantIdTaken { participant: ParticipantId },
+    #[error("{participant} was removed from the hearing")]
+    Removed { participant: ParticipantId },
+    #[error("{participant} is not connected")]
+    NotPresent { participant: ParticipantId },
+    #[error("{participant} is already connected")]
+    AlreadyPresent { participant: ParticipantId },
+    #[error("{participant} is waiting in the lobby and has not been admitted")]
+    NotAdmitted { participant: ParticipantId },
+    #[error("{participant} has already been admitted")]
+    AlreadyAdmitted { participant: ParticipantId },
+    #[error("{participant} is in {consultation}, not in the main room")]
+    InConsultation { participant: ParticipantId, consultation: ConsultationId },
+    #[error("{participant} cannot remove themself; they leave instead")]
+    CannotRemoveSelf { participant: ParticipantId },
+    #[error("{participant} is a judge; nobody may remove a judge")]
+    CannotRemoveJudge { participant: ParticipantId },
+
+    #[error("{participant} is already muted")]
+    AlreadyMuted { participant: ParticipantId },
+    #[error("{participant} is not muted")]
+    NotMuted { participant: ParticipantId },
+    #[error("{participant} was muted by the court; only the judge or the clerk may unmute them")]
+    MutedByCourt { participant: ParticipantId },
+
+    #[error("the recording is already running")]
+    AlreadyRecording,
+    #[error("the recording is not running")]
+    NotRecording,
+    #[error("no recording has been started in this hearing")]
+    NoRecordingStarted,
+    #[error("segment {got} reported; the next segment is {expected}")]
+    SegmentOutOfOrder { expected: u64, got: u64 },
+
+    #[error("a consultation needs at least one other person")]
+    EmptyConsultation,
+    #[error("{participant} cannot consult with themself")]
+    ConsultationWithSelf { participant: ParticipantId },
+    #[error("{participant} is listed twice")]
+    DuplicateMember { participant: ParticipantId },
+    #[error("a consultation needs counsel's witness or client (a witness or the accused)")]
+    ConsultationWithoutClient,
+    #[error("there is no {consultation} in this hearing")]
+    UnknownConsultation { consultation: ConsultationId },
+    #[error("{consultation} has already ended")]
+    ConsultationEnded { consultation: ConsultationId },
+    #[error("{participant} is not the counsel of {consultation}, nor the judge or the clerk")]
+    NotConsultationCounsel { participant: ParticipantId, consultation: ConsultationId },
+
+    #[error("{participant} has already been sworn in this hearing")]
+    AlreadySworn { participant: ParticipantId },
+    #[error("{participant} has not been told of their rights in this hearing")]
+    RightsNoticeNotGiven { participant: ParticipantId },
+    #[error("{participant}'s identity has not been verified by the remote-site officer")]
+    IdentityNotVerified { participant: ParticipantId },
+}
+
+/// Why [`crate::Hearing::handle`] (or [`crate::Hearing::schedule`]) refused an event. The hearing is unchanged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HearingError {
+    /// A rule of the hearing refused the attempt.
+    #[error("{actor} may not {action}: {reason}")]
+    Refused { actor: Actor, action: HearingAction, reason: Reason },
+    /// A detail document could not be written as canonical JSON (it holds only ids and labels, so this is a bug).
+    #[error("could not encode the detail of {action}: {source}")]
+    Detail { action: HearingAction, source: CanonicalError },
+}
+
+impl HearingError {
+    /// The rule that refused, if a rule did.
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            Self::Refused { reason, .. } => Some(reason),
+            Self::Detail { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_who_what_and_why() {
+        let witness = ParticipantId::new("p-w").unwrap();
+        let error = HearingError::Refused {
+            actor: Actor::Participant(witness.clone()),
+            action: HearingAction::StartRecording,
+            reason: Reason::RoleNotAllowed {
+                participant: witness,
+                role: HearingRole::Witness,
+                allowed: "the judge or the clerk",
+            },
+        };
+        assert_eq!(
+            error.to_string(),
+            "participant p-w may not start_recording: p-w is a witness here; only the judge or the clerk may do this"
+        );
+    }
+}

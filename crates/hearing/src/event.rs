@@ -1,0 +1,386 @@
+//! What the adapter tells the state machine: one [`Event`] at a time, each with the time it happened.
+
+use custodia_core::{ActorId, CanonicalError, HearingId, Label, Role, Sha256};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{CommitmentSalt, ConsultationId, HearingRole, InviteId, ParticipantId, PersonalName};
+
+/// Someone acting from the case console, outside the hearing room, whom the gateway has authenticated and found
+/// to hold `role` in the hearing's case. The state machine trusts that finding and checks only that the role
+/// may do what is asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseMember {
+    pub actor: ActorId,
+    pub role: Role,
+}
+
+/// What a clerk sets when scheduling a hearing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub hearing: HearingId,
+    pub case: custodia_core::CaseId,
+    pub by: CaseMember,
+    /// When the hearing is due to start, for the minutes.
+    pub scheduled_for: Timestamp,
+    /// The court and room that hear the testimony, in words, for the minutes ("date and place").
+    pub place: Label,
+    pub rules: Rules,
+}
+
+/// Rules a court may set per hearing. [`Rules::default`] is the strict set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    /// A witness may take the oath only after the remote-site officer has verified their identity (EU MLA
+    /// Convention art. 10(5)(a), UNTOC art. 18(18)). Off for a domestic hearing with no remote site.
+    pub identity_check_before_oath: bool,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self { identity_check_before_oath: true }
+    }
+}
+
+/// How the holder of an invite gets past the lobby.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// They wait in the lobby until a present judge or clerk admits them.
+    Lobby,
+    /// The clerk who issued the invite admitted its holder in advance, so they are admitted as they join. Only
+    /// for a judge's or a clerk's invite: this is how the first court officer gets into an empty hearing.
+    OnJoin,
+}
+
+/// A one-time, expiring invite to a hearing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invite {
+    pub id: InviteId,
+    pub role: HearingRole,
+    /// The invite cannot be used at or after this time. Once used, expiry no longer matters: its holder may
+    /// reconnect for as long as the hearing runs.
+    pub expires_at: Timestamp,
+    pub admission: Admission,
+}
+
+/// Why someone is no longer connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveCause {
+    /// They hung up.
+    Left,
+    /// Their connection dropped (ICE failed, the socket closed).
+    ConnectionLost,
+}
+
+/// Sworn on oath, or a solemn affirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OathForm {
+    Oath,
+    Affirmation,
+}
+
+/// The identity document the remote-site officer inspected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentType {
+    Passport,
+    NationalIdentityCard,
+    ResidencePermit,
+    TravelDocument,
+    DrivingLicence,
+    /// Anything else, described in words. Never a document number: the minutes are not the place for it.
+    Other(Label),
+}
+
+/// The remote-site officer's account of an identity check.
+///
+/// The officer's name is personal data. It goes into the record only as the SHA-256 of a canonical detail
+/// document ([`Self::detail_document`]) that also holds a random salt, so the public digest cannot be reversed by
+/// guessing names. The adapter keeps that document privately (next to the scanned document, if one was ingested)
+/// so that a court can check it against the ledger; the minutes carry the same digest as the reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityVerification {
+    pub document: DocumentType,
+    pub officer_name: PersonalName,
+    /// Where the remote site is, in words ("Tunis, Tribunal de première instance, room 4").
+    pub site: Label,
+    pub salt: CommitmentSalt,
+}
+
+#[derive(Serialize)]
+struct IdentityDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    person: &'a ParticipantId,
+    officer: &'a ParticipantId,
+    document: &'a DocumentType,
+    officer_name: &'a str,
+    site: &'a Label,
+    salt: String,
+}
+
+impl IdentityVerification {
+    /// The RFC 8785 canonical detail document whose SHA-256 the custody record and the minutes carry.
+    pub fn detail_document(
+        &self,
+        hearing: &HearingId,
+        person: &ParticipantId,
+        officer: &ParticipantId,
+    ) -> Result<Vec<u8>, CanonicalError> {
+        custodia_core::to_canonical_vec(&IdentityDetail {
+            kind: "identity_verified",
+            hearing,
+            person,
+            officer,
+            document: &self.document,
+            officer_name: self.officer_name.reveal(),
+            site: &self.site,
+            salt: self.salt.to_hex(),
+        })
+    }
+
+    pub fn detail_sha256(
+        &self,
+        hearing: &HearingId,
+        person: &ParticipantId,
+        officer: &ParticipantId,
+    ) -> Result<Sha256, CanonicalError> {
+        self.detail_document(hearing, person, officer).map(|bytes| Sha256::of(&bytes))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// What the media plane saw of one participant's track since its previous report. The minutes add the reports up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TechnicalReport {
+    pub participant: ParticipantId,
+    pub track: TrackKind,
+    /// As negotiated: "opus", "VP8", "H264".
+    pub codec: Label,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+}
+
+/// Everything that can happen to a hearing once it is scheduled.
+///
+/// Events named after a request (`Admit`, `Mute`…) are attempts: the state machine decides whether the rules
+/// allow them. Events named after a fact (`Leave`, `SegmentSealed`…) report what already happened; they are
+/// refused only when they make no sense (an unknown participant, a segment out of order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    // From the case console. The gateway has already authenticated the caller as a member of the case.
+    /// Invite someone. Clerk only; not once the hearing has ended.
+    IssueInvite {
+        by: CaseMember,
+        invite: Invite,
+    },
+    /// Withdraw an unused invite. Clerk only.
+    RevokeInvite {
+        by: CaseMember,
+        invite: InviteId,
+    },
+    /// Open the lobby, so that invites can be used. Clerk only.
+    OpenLobby {
+        by: CaseMember,
+    },
+    /// End the hearing from outside the room (a cancellation, or a hearing whose court has lost its connection
+    /// for good). Clerk only.
+    Close {
+        by: CaseMember,
+    },
+
+    // From the hearing room. The adapter has authenticated the connection as `by` (or `participant`).
+    /// Someone used an invite. `participant` is the id the adapter gives them; it must be new.
+    Join {
+        invite: InviteId,
+        participant: ParticipantId,
+    },
+    /// The court lets someone out of the lobby into the hearing.
+    Admit {
+        by: ParticipantId,
+        participant: ParticipantId,
+    },
+    /// The court removes someone, from the lobby or the hearing. They cannot come back.
+    Remove {
+        by: ParticipantId,
+        participant: ParticipantId,
+    },
+    /// Someone's connection ended.
+    Leave {
+        participant: ParticipantId,
+        cause: LeaveCause,
+    },
+    /// Someone who had joined is back, on a new connection. They keep their admission.
+    Reconnect {
+        participant: ParticipantId,
+    },
+    Mute {
+        by: ParticipantId,
+        participant: ParticipantId,
+    },
+    Unmute {
+        by: ParticipantId,
+        participant: ParticipantId,
+    },
+    /// The judge opens the session: the hearing proper starts.
+    StartSession {
+        by: ParticipantId,
+    },
+    StartRecording {
+        by: ParticipantId,
+    },
+    StopRecording {
+        by: ParticipantId,
+    },
+    /// Counsel takes people into a private consultation, out of the recording.
+    StartConsultation {
+        by: ParticipantId,
+        with: Vec<ParticipantId>,
+    },
+    /// Counsel, or the court, brings a consultation back to the hearing.
+    EndConsultation {
+        by: ParticipantId,
+        consultation: ConsultationId,
+    },
+    /// The remote-site officer has verified the identity of the person heard.
+    VerifyIdentity {
+        by: ParticipantId,
+        person: ParticipantId,
+        verification: IdentityVerification,
+    },
+    /// The judge has told the person heard of their rights, including the right not to testify.
+    GiveRightsNotice {
+        by: ParticipantId,
+        person: ParticipantId,
+    },
+    /// The judge has taken the witness's oath or affirmation.
+    TakeOath {
+        by: ParticipantId,
+        witness: ParticipantId,
+        form: OathForm,
+    },
+    /// The judge has sworn the interpreter in, for a pair of languages ("ar-TN / it").
+    SwearInterpreter {
+        by: ParticipantId,
+        interpreter: ParticipantId,
+        languages: Label,
+    },
+    /// The court ends the hearing.
+    End {
+        by: ParticipantId,
+    },
+
+    // From the adapter's media plane.
+    /// The recorder closed a segment, stored it write-once and appended its SHA-256 to the ledger at
+    /// `ledger_index`. Segments are numbered from 0 across the whole hearing.
+    SegmentSealed {
+        index: u64,
+        sha256: Sha256,
+        ledger_index: u64,
+    },
+    TechnicalReport(TechnicalReport),
+}
+
+impl Event {
+    /// What is being attempted, for refusals.
+    pub fn action(&self) -> crate::HearingAction {
+        use crate::HearingAction as A;
+        match self {
+            Self::IssueInvite { .. } => A::IssueInvite,
+            Self::RevokeInvite { .. } => A::RevokeInvite,
+            Self::OpenLobby { .. } => A::OpenLobby,
+            Self::Close { .. } => A::Close,
+            Self::Join { .. } => A::Join,
+            Self::Admit { .. } => A::Admit,
+            Self::Remove { .. } => A::Remove,
+            Self::Leave { .. } => A::Leave,
+            Self::Reconnect { .. } => A::Reconnect,
+            Self::Mute { .. } => A::Mute,
+            Self::Unmute { .. } => A::Unmute,
+            Self::StartSession { .. } => A::StartSession,
+            Self::StartRecording { .. } => A::StartRecording,
+            Self::StopRecording { .. } => A::StopRecording,
+            Self::StartConsultation { .. } => A::StartConsultation,
+            Self::EndConsultation { .. } => A::EndConsultation,
+            Self::VerifyIdentity { .. } => A::VerifyIdentity,
+            Self::GiveRightsNotice { .. } => A::GiveRightsNotice,
+            Self::TakeOath { .. } => A::TakeOath,
+            Self::SwearInterpreter { .. } => A::SwearInterpreter,
+            Self::End { .. } => A::End,
+            Self::SegmentSealed { .. } => A::ReportSegment,
+            Self::TechnicalReport(_) => A::ReportTechnicalConditions,
+        }
+    }
+
+    /// Who is acting, for refusals.
+    pub fn actor(&self) -> crate::Actor {
+        use crate::Actor;
+        match self {
+            Self::IssueInvite { by, .. }
+            | Self::RevokeInvite { by, .. }
+            | Self::OpenLobby { by }
+            | Self::Close { by } => Actor::Member(by.actor.clone()),
+            Self::Join { participant, .. }
+            | Self::Leave { participant, .. }
+            | Self::Reconnect { participant }
+            | Self::Admit { by: participant, .. }
+            | Self::Remove { by: participant, .. }
+            | Self::Mute { by: participant, .. }
+            | Self::Unmute { by: participant, .. }
+            | Self::StartSession { by: participant }
+            | Self::StartRecording { by: participant }
+            | Self::StopRecording { by: participant }
+            | Self::StartConsultation { by: participant, .. }
+            | Self::EndConsultation { by: participant, .. }
+            | Self::VerifyIdentity { by: participant, .. }
+            | Self::GiveRightsNotice { by: participant, .. }
+            | Self::TakeOath { by: participant, .. }
+            | Self::SwearInterpreter { by: participant, .. }
+            | Self::End { by: participant } => Actor::Participant(participant.clone()),
+            Self::SegmentSealed { .. } | Self::TechnicalReport(_) => Actor::Gateway,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_detail_is_salted_canonical_json_and_its_digest_commits_to_the_name() {
+        let hearing = HearingId::new("h-1").unwrap();
+        let person = ParticipantId::new("p-w").unwrap();
+        let officer = ParticipantId::new("p-o").unwrap();
+        let verification = IdentityVerification {
+            document: DocumentType::Passport,
+            officer_name: PersonalName::new("Leila Ben Salah").unwrap(),
+            site: Label::new("Tunis, court of first instance").unwrap(),
+            salt: CommitmentSalt::from_bytes([7; 32]),
+        };
+        let document = String::from_utf8(verification.detail_document(&hearing, &person, &officer).unwrap()).unwrap();
+        assert_eq!(
+            document,
+            concat!(
+                r#"{"document":"passport","hearing":"h-1","officer":"p-o","officer_name":"Leila Ben Salah","#,
+                r#""person":"p-w","salt":"0707070707070707070707070707070707070707070707070707070707070707","#,
+                r#""site":"Tunis, court of first instance","type":"identity_verified"}"#
+            )
+        );
+        let digest = verification.detail_sha256(&hearing, &person, &officer).unwrap();
+        assert_eq!(digest, Sha256::of(document.as_bytes()));
+        let other_salt = IdentityVerification { salt: CommitmentSalt::from_bytes([8; 32]), ..verification.clone() };
+        assert_ne!(other_salt.detail_sha256(&hearing, &person, &officer).unwrap(), digest);
+        assert!(!format!("{verification:?}").contains("Leila"));
+    }
+}

@@ -1,0 +1,1178 @@
+//! The state machine itself.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use custodia_core::{ActorId, CaseId, HearingId, Label, Role, Sha256};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::minutes::{
+    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, Minutes, Oath, Period,
+    PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
+};
+use crate::{
+    Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
+    HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, OathForm, ParticipantId,
+    Place, Reason, Rules, Schedule, TechnicalReport, TrackKind,
+};
+
+/// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
+/// Ended from any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Invites may be issued; nobody can join yet.
+    Scheduled,
+    /// The lobby accepts invites and the court may admit people; nothing is recorded.
+    Open,
+    /// The judge has opened the session: oaths, rights notices and recording happen here.
+    InSession,
+    /// Terminal. Nobody is present and nothing more happens, except the adapter's closing reports (the last
+    /// sealed segments, technical conditions).
+    Ended,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Scheduled => "scheduled",
+            Self::Open => "open",
+            Self::InSession => "in session",
+            Self::Ended => "ended",
+        })
+    }
+}
+
+/// Where an invite stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteState {
+    Pending,
+    Used,
+    Revoked,
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InviteStatus {
+    Pending,
+    Used { participant: ParticipantId },
+    Revoked { at: Timestamp },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InviteEntry {
+    invite: Invite,
+    issued_by: ActorId,
+    status: InviteStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Muted {
+    ByThemself,
+    ByCourt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Participant {
+    role: HearingRole,
+    invite: InviteId,
+    arrived_at: Timestamp,
+    admitted: Option<(Timestamp, AdmittedBy)>,
+    present: bool,
+    removed_at: Option<Timestamp>,
+    consultation: Option<ConsultationId>,
+    muted: Option<Muted>,
+    reconnections: u32,
+    periods: Vec<Period>,
+}
+
+impl Participant {
+    fn admit(&mut self, at: Timestamp, by: AdmittedBy) {
+        self.admitted = Some((at, by));
+        self.periods.push(Period { from: at, until: None, ended_by: None });
+    }
+
+    fn close_period(&mut self, at: Timestamp, end: PeriodEnd) {
+        if let Some(period) = self.periods.last_mut()
+            && period.until.is_none()
+        {
+            period.until = Some(at);
+            period.ended_by = Some(end);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Consultation {
+    counsel: ParticipantId,
+    /// Whom counsel took in, counsel excluded.
+    members: Vec<ParticipantId>,
+    /// Who is in it now, counsel included.
+    current: BTreeSet<ParticipantId>,
+    started_at: Timestamp,
+    ended_at: Option<Timestamp>,
+    detail_sha256: Sha256,
+}
+
+/// One hearing: the rules, and everything that has happened so far. See the crate documentation.
+///
+/// `Clone` and `PartialEq` so that a caller (or a test) can keep a snapshot; a refused event leaves the hearing
+/// exactly as it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hearing {
+    id: HearingId,
+    case: CaseId,
+    scheduled_by: ActorId,
+    scheduled_for: Timestamp,
+    place: Label,
+    rules: Rules,
+    phase: Phase,
+    opened_at: Option<Timestamp>,
+    session_started_at: Option<Timestamp>,
+    ended_at: Option<Timestamp>,
+    last_at: Timestamp,
+    invites: BTreeMap<InviteId, InviteEntry>,
+    participants: BTreeMap<ParticipantId, Participant>,
+    /// Participant ids in the order they joined.
+    arrivals: Vec<ParticipantId>,
+    consultations: BTreeMap<ConsultationId, Consultation>,
+    next_consultation: u32,
+    /// Recording runs; the last is open while recording.
+    recording: Vec<RecordingRun>,
+    segments: Vec<SealedSegment>,
+    identity_checks: Vec<IdentityCheck>,
+    rights_notices: Vec<RightsNotice>,
+    oaths: Vec<Oath>,
+    interpreters: Vec<InterpreterOath>,
+    tracks: BTreeMap<(ParticipantId, TrackKind), TrackConditions>,
+}
+
+/// The context of one event being handled: for refusals and for the records it produces.
+struct Step {
+    at: Timestamp,
+    actor: Actor,
+    action: HearingAction,
+    records: Vec<HearingEventRecord>,
+}
+
+impl Step {
+    fn refuse(&self, reason: Reason) -> HearingError {
+        HearingError::Refused { actor: self.actor.clone(), action: self.action, reason }
+    }
+
+    fn record(
+        &mut self,
+        actor: &ActorId,
+        kind: HearingEventKind,
+        subject: Option<&ParticipantId>,
+        detail_sha256: Option<Sha256>,
+    ) {
+        self.records.push(HearingEventRecord {
+            at: self.at,
+            actor: actor.clone(),
+            kind,
+            subject: subject.cloned(),
+            detail_sha256,
+        });
+    }
+
+    /// The SHA-256 of a canonical detail document.
+    fn digest<T: Serialize>(&self, detail: &T) -> Result<Sha256, HearingError> {
+        custodia_core::to_canonical_vec(detail)
+            .map(|bytes| Sha256::of(&bytes))
+            .map_err(|source| HearingError::Detail { action: self.action, source })
+    }
+}
+
+/// The media routing the state implies, compared before and after each event to make the effects.
+struct Routing {
+    places: BTreeMap<ParticipantId, Place>,
+    muted: BTreeMap<ParticipantId, bool>,
+    recording: bool,
+    recorded: BTreeSet<ParticipantId>,
+}
+
+// Detail documents: what a record's `detail_sha256` is the digest of. Each names its kind and the hearing, so a
+// digest cannot be passed off as another record's.
+
+#[derive(Serialize)]
+struct ScheduleDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    case: &'a CaseId,
+    scheduled_for: Timestamp,
+    place: &'a Label,
+    rules: Rules,
+}
+
+#[derive(Serialize)]
+struct InviteDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    invite: &'a Invite,
+}
+
+#[derive(Serialize)]
+struct InviteRevokedDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    invite: &'a InviteId,
+}
+
+#[derive(Serialize)]
+struct ConsultationDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    consultation: ConsultationId,
+    counsel: &'a ParticipantId,
+    members: &'a [ParticipantId],
+}
+
+#[derive(Serialize)]
+struct InterpreterDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    interpreter: &'a ParticipantId,
+    languages: &'a Label,
+}
+
+const THE_COURT: &str = "the judge or the clerk";
+const THE_JUDGE: &str = "the judge";
+
+impl Hearing {
+    /// A clerk of the case schedules a hearing. The one effect is the `hearing_scheduled` record.
+    pub fn schedule(at: Timestamp, schedule: Schedule) -> Result<(Self, Vec<Effect>), HearingError> {
+        let Schedule { hearing, case, by, scheduled_for, place, rules } = schedule;
+        let mut step =
+            Step { at, actor: Actor::Member(by.actor.clone()), action: HearingAction::Schedule, records: Vec::new() };
+        require_clerk(&step, &by)?;
+        let detail = step.digest(&ScheduleDetail {
+            kind: "hearing_scheduled",
+            hearing: &hearing,
+            case: &case,
+            scheduled_for,
+            place: &place,
+            rules,
+        })?;
+        step.record(&by.actor, HearingEventKind::HearingScheduled, None, Some(detail));
+        let hearing = Self {
+            id: hearing,
+            case,
+            scheduled_by: by.actor,
+            scheduled_for,
+            place,
+            rules,
+            phase: Phase::Scheduled,
+            opened_at: None,
+            session_started_at: None,
+            ended_at: None,
+            last_at: at,
+            invites: BTreeMap::new(),
+            participants: BTreeMap::new(),
+            arrivals: Vec::new(),
+            consultations: BTreeMap::new(),
+            next_consultation: 1,
+            recording: Vec::new(),
+            segments: Vec::new(),
+            identity_checks: Vec::new(),
+            rights_notices: Vec::new(),
+            oaths: Vec::new(),
+            interpreters: Vec::new(),
+            tracks: BTreeMap::new(),
+        };
+        Ok((hearing, step.records.into_iter().map(Effect::Record).collect()))
+    }
+
+    /// Applies one event that happened at `at`, which must not be before the previous event's time. On success,
+    /// the effects to apply, in order (see [`Effect`]); on refusal, the hearing is unchanged.
+    pub fn handle(&mut self, at: Timestamp, event: Event) -> Result<Vec<Effect>, HearingError> {
+        let mut step = Step { at, actor: event.actor(), action: event.action(), records: Vec::new() };
+        if at < self.last_at {
+            return Err(step.refuse(Reason::TimeWentBackwards { last: self.last_at, at }));
+        }
+        let before = self.routing();
+        match event {
+            Event::IssueInvite { by, invite } => self.issue_invite(&mut step, &by, invite),
+            Event::RevokeInvite { by, invite } => self.revoke_invite(&mut step, &by, &invite),
+            Event::OpenLobby { by } => self.open_lobby(&mut step, &by),
+            Event::Close { by } => {
+                self.require_not_ended(&step)?;
+                require_clerk(&step, &by)?;
+                self.end_now(&mut step, &by.actor);
+                Ok(())
+            }
+            Event::Join { invite, participant } => self.join(&mut step, &invite, participant),
+            Event::Admit { by, participant } => self.admit(&mut step, &by, &participant),
+            Event::Remove { by, participant } => self.remove(&mut step, &by, &participant),
+            Event::Leave { participant, cause } => self.leave(&mut step, &participant, cause),
+            Event::Reconnect { participant } => self.reconnect(&mut step, &participant),
+            Event::Mute { by, participant } => self.mute(&mut step, &by, &participant),
+            Event::Unmute { by, participant } => self.unmute(&mut step, &by, &participant),
+            Event::StartSession { by } => self.start_session(&mut step, &by),
+            Event::StartRecording { by } => self.start_recording(&mut step, &by),
+            Event::StopRecording { by } => self.stop_recording(&mut step, &by),
+            Event::StartConsultation { by, with } => self.start_consultation(&mut step, &by, with),
+            Event::EndConsultation { by, consultation } => self.end_consultation(&mut step, &by, consultation),
+            Event::VerifyIdentity { by, person, verification } => {
+                self.verify_identity(&mut step, &by, &person, &verification)
+            }
+            Event::GiveRightsNotice { by, person } => self.give_rights_notice(&mut step, &by, &person),
+            Event::TakeOath { by, witness, form } => self.take_oath(&mut step, &by, &witness, form),
+            Event::SwearInterpreter { by, interpreter, languages } => {
+                self.swear_interpreter(&mut step, &by, &interpreter, languages)
+            }
+            Event::End { by } => {
+                self.require_active(&step)?;
+                self.court(&step, &by)?;
+                self.end_now(&mut step, by.as_actor());
+                Ok(())
+            }
+            Event::SegmentSealed { index, sha256, ledger_index } => {
+                self.segment_sealed(&step, index, sha256, ledger_index)
+            }
+            Event::TechnicalReport(report) => self.technical_report(&step, report),
+        }?;
+        self.last_at = at;
+        Ok(effects(step.records, &before, &self.routing()))
+    }
+
+    // ---- Reading the state ----
+
+    pub fn id(&self) -> &HearingId {
+        &self.id
+    }
+
+    pub fn case(&self) -> &CaseId {
+        &self.case
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    /// The time of the latest event accepted. An adapter whose wall clock steps back clamps to this.
+    pub fn last_event_at(&self) -> Timestamp {
+        self.last_at
+    }
+
+    /// Where invite `id` stands at time `at`, if it exists.
+    pub fn invite_state(&self, id: &InviteId, at: Timestamp) -> Option<InviteState> {
+        self.invites.get(id).map(|entry| match entry.status {
+            InviteStatus::Used { .. } => InviteState::Used,
+            InviteStatus::Revoked { .. } => InviteState::Revoked,
+            InviteStatus::Pending if at >= entry.invite.expires_at => InviteState::Expired,
+            InviteStatus::Pending => InviteState::Pending,
+        })
+    }
+
+    /// Everyone who has joined, in order of arrival.
+    pub fn participants(&self) -> impl Iterator<Item = &ParticipantId> {
+        self.arrivals.iter()
+    }
+
+    pub fn role_of(&self, participant: &ParticipantId) -> Option<HearingRole> {
+        self.participants.get(participant).map(|p| p.role)
+    }
+
+    pub fn is_admitted(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(|p| p.admitted.is_some())
+    }
+
+    pub fn is_muted(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(|p| p.muted.is_some())
+    }
+
+    /// Where the participant's media goes now; `None` for someone who never joined.
+    pub fn place_of(&self, participant: &ParticipantId) -> Option<Place> {
+        self.participants.get(participant).map(|p| self.place(p))
+    }
+
+    /// Who is in a consultation now, counsel included; empty once it has ended.
+    pub fn consultation_members(&self, consultation: ConsultationId) -> BTreeSet<ParticipantId> {
+        self.consultations.get(&consultation).map(|c| c.current.clone()).unwrap_or_default()
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording.last().is_some_and(|run| run.stopped_at.is_none())
+    }
+
+    /// Whose tracks the recorder writes now: while recording, every participant in the main room (admitted,
+    /// connected, not removed, not in a consultation), muted or not. Nobody else, ever.
+    pub fn recorded_participants(&self) -> BTreeSet<ParticipantId> {
+        if !self.is_recording() {
+            return BTreeSet::new();
+        }
+        self.participants.iter().filter(|(_, p)| self.place(p) == Place::MainRoom).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// The minutes as they stand; final once the phase is [`Phase::Ended`] and the last segment is reported.
+    pub fn minutes(&self) -> Minutes {
+        let mut present = Vec::new();
+        let mut not_admitted = Vec::new();
+        for id in &self.arrivals {
+            let Some(p) = self.participants.get(id) else { continue };
+            match &p.admitted {
+                Some((admitted_at, admitted_by)) => present.push(Attendee {
+                    participant: id.clone(),
+                    role: p.role,
+                    invite: p.invite.clone(),
+                    arrived_at: p.arrived_at,
+                    admitted_at: *admitted_at,
+                    admitted_by: admitted_by.clone(),
+                    periods: p.periods.clone(),
+                    reconnections: p.reconnections,
+                    removed_at: p.removed_at,
+                }),
+                None => not_admitted.push(LobbyOnly {
+                    participant: id.clone(),
+                    role: p.role,
+                    invite: p.invite.clone(),
+                    arrived_at: p.arrived_at,
+                    removed_at: p.removed_at,
+                }),
+            }
+        }
+        let consultations = self
+            .consultations
+            .iter()
+            .map(|(id, c)| ConsultationMinute {
+                consultation: *id,
+                counsel: c.counsel.clone(),
+                members: c.members.clone(),
+                started_at: c.started_at,
+                ended_at: c.ended_at,
+            })
+            .collect();
+        Minutes {
+            hearing: self.id.clone(),
+            case: self.case.clone(),
+            place: self.place.clone(),
+            scheduled_by: self.scheduled_by.clone(),
+            scheduled_for: self.scheduled_for,
+            rules: self.rules,
+            phase: self.phase,
+            opened_at: self.opened_at,
+            session_started_at: self.session_started_at,
+            ended_at: self.ended_at,
+            present,
+            not_admitted,
+            identity_checks: self.identity_checks.clone(),
+            rights_notices: self.rights_notices.clone(),
+            oaths: self.oaths.clone(),
+            interpreters: self.interpreters.clone(),
+            consultations,
+            recording: self.recording.clone(),
+            segments: self.segments.clone(),
+            technical: TechnicalConditions {
+                reconnections: self.participants.values().fold(0, |sum, p| sum.saturating_add(p.reconnections)),
+                tracks: self.tracks.values().cloned().collect(),
+            },
+        }
+    }
+
+    fn place(&self, p: &Participant) -> Place {
+        if self.phase == Phase::Ended || p.removed_at.is_some() || !p.present {
+            Place::Away
+        } else if p.admitted.is_none() {
+            Place::Lobby
+        } else if let Some(consultation) = p.consultation {
+            Place::Consultation(consultation)
+        } else {
+            Place::MainRoom
+        }
+    }
+
+    fn routing(&self) -> Routing {
+        Routing {
+            places: self.participants.iter().map(|(id, p)| (id.clone(), self.place(p))).collect(),
+            muted: self.participants.iter().map(|(id, p)| (id.clone(), p.muted.is_some())).collect(),
+            recording: self.is_recording(),
+            recorded: self.recorded_participants(),
+        }
+    }
+
+    // ---- Checks. Each handler runs all its checks before it changes anything. ----
+
+    fn require_not_ended(&self, step: &Step) -> Result<(), HearingError> {
+        if self.phase == Phase::Ended { Err(step.refuse(Reason::HearingEnded)) } else { Ok(()) }
+    }
+
+    /// Open or in session: the room exists.
+    fn require_active(&self, step: &Step) -> Result<(), HearingError> {
+        match self.phase {
+            Phase::Open | Phase::InSession => Ok(()),
+            Phase::Ended => Err(step.refuse(Reason::HearingEnded)),
+            Phase::Scheduled => Err(step.refuse(Reason::WrongPhase { phase: self.phase, needs: "open or in session" })),
+        }
+    }
+
+    fn require_phase(&self, step: &Step, phase: Phase, needs: &'static str) -> Result<(), HearingError> {
+        if self.phase == phase { Ok(()) } else { Err(step.refuse(Reason::WrongPhase { phase: self.phase, needs })) }
+    }
+
+    fn known(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        self.participants.get(id).ok_or_else(|| step.refuse(Reason::UnknownParticipant { participant: id.clone() }))
+    }
+
+    /// Known and not removed.
+    fn not_removed(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        let p = self.known(step, id)?;
+        if p.removed_at.is_some() {
+            return Err(step.refuse(Reason::Removed { participant: id.clone() }));
+        }
+        Ok(p)
+    }
+
+    /// Connected and past the lobby: in the main room or a consultation.
+    fn in_hearing(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        let p = self.not_removed(step, id)?;
+        if !p.present {
+            return Err(step.refuse(Reason::NotPresent { participant: id.clone() }));
+        }
+        if p.admitted.is_none() {
+            return Err(step.refuse(Reason::NotAdmitted { participant: id.clone() }));
+        }
+        Ok(p)
+    }
+
+    fn in_main_room(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        let p = self.in_hearing(step, id)?;
+        if let Some(consultation) = p.consultation {
+            return Err(step.refuse(Reason::InConsultation { participant: id.clone(), consultation }));
+        }
+        Ok(p)
+    }
+
+    fn with_role(
+        &self,
+        step: &Step,
+        id: &ParticipantId,
+        allowed: &'static str,
+        may: impl Fn(HearingRole) -> bool,
+    ) -> Result<&Participant, HearingError> {
+        let p = self.in_main_room(step, id)?;
+        if !may(p.role) {
+            return Err(step.refuse(Reason::RoleNotAllowed { participant: id.clone(), role: p.role, allowed }));
+        }
+        Ok(p)
+    }
+
+    /// A judge or clerk, in the main room.
+    fn court(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        self.with_role(step, id, THE_COURT, HearingRole::is_court)
+    }
+
+    fn judge(&self, step: &Step, id: &ParticipantId) -> Result<&Participant, HearingError> {
+        self.with_role(step, id, THE_JUDGE, |role| role == HearingRole::Judge)
+    }
+
+    /// The person acted upon: in the main room, with a role that `expected` describes.
+    fn subject(
+        &self,
+        step: &Step,
+        id: &ParticipantId,
+        expected: &'static str,
+        fits: impl Fn(HearingRole) -> bool,
+    ) -> Result<&Participant, HearingError> {
+        let p = self.in_main_room(step, id)?;
+        if !fits(p.role) {
+            return Err(step.refuse(Reason::WrongSubjectRole { participant: id.clone(), role: p.role, expected }));
+        }
+        Ok(p)
+    }
+
+    fn participant_mut(&mut self, id: &ParticipantId) -> &mut Participant {
+        // Handlers call this only for ids their checks have found.
+        self.participants.get_mut(id).expect("checked participant")
+    }
+
+    // ---- The case console ----
+
+    fn issue_invite(&mut self, step: &mut Step, by: &CaseMember, invite: Invite) -> Result<(), HearingError> {
+        self.require_not_ended(step)?;
+        require_clerk(step, by)?;
+        if self.invites.contains_key(&invite.id) {
+            return Err(step.refuse(Reason::InviteIdTaken { invite: invite.id }));
+        }
+        if invite.expires_at <= step.at {
+            return Err(
+                step.refuse(Reason::InviteExpiresBeforeIssue { invite: invite.id, expires_at: invite.expires_at })
+            );
+        }
+        if invite.admission == Admission::OnJoin && !invite.role.is_court() {
+            return Err(step.refuse(Reason::AdmissionOnJoinNotAllowed { invite: invite.id, role: invite.role }));
+        }
+        let detail = step.digest(&InviteDetail { kind: "invite_issued", hearing: &self.id, invite: &invite })?;
+        step.record(&by.actor, HearingEventKind::InviteIssued, None, Some(detail));
+        self.invites.insert(
+            invite.id.clone(),
+            InviteEntry { invite, issued_by: by.actor.clone(), status: InviteStatus::Pending },
+        );
+        Ok(())
+    }
+
+    fn revoke_invite(&mut self, step: &mut Step, by: &CaseMember, id: &InviteId) -> Result<(), HearingError> {
+        self.require_not_ended(step)?;
+        require_clerk(step, by)?;
+        self.invite_to_use(step, id)?;
+        let detail = step.digest(&InviteRevokedDetail { kind: "invite_revoked", hearing: &self.id, invite: id })?;
+        step.record(&by.actor, HearingEventKind::InviteRevoked, None, Some(detail));
+        if let Some(entry) = self.invites.get_mut(id) {
+            entry.status = InviteStatus::Revoked { at: step.at };
+        }
+        Ok(())
+    }
+
+    /// An invite that is pending and unexpired at the step's time.
+    fn invite_to_use(&self, step: &Step, id: &InviteId) -> Result<&InviteEntry, HearingError> {
+        let entry = self.invites.get(id).ok_or_else(|| step.refuse(Reason::UnknownInvite { invite: id.clone() }))?;
+        match &entry.status {
+            InviteStatus::Used { participant } => {
+                Err(step.refuse(Reason::InviteUsed { invite: id.clone(), participant: participant.clone() }))
+            }
+            InviteStatus::Revoked { at } => {
+                Err(step.refuse(Reason::InviteRevoked { invite: id.clone(), revoked_at: *at }))
+            }
+            InviteStatus::Pending if step.at >= entry.invite.expires_at => {
+                Err(step.refuse(Reason::InviteExpired { invite: id.clone(), expired_at: entry.invite.expires_at }))
+            }
+            InviteStatus::Pending => Ok(entry),
+        }
+    }
+
+    fn open_lobby(&mut self, step: &mut Step, by: &CaseMember) -> Result<(), HearingError> {
+        self.require_not_ended(step)?;
+        require_clerk(step, by)?;
+        self.require_phase(step, Phase::Scheduled, "scheduled")?;
+        self.phase = Phase::Open;
+        self.opened_at = Some(step.at);
+        step.record(&by.actor, HearingEventKind::LobbyOpened, None, None);
+        Ok(())
+    }
+
+    // ---- Arriving, admission, leaving ----
+
+    fn join(&mut self, step: &mut Step, invite: &InviteId, id: ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let entry = self.invite_to_use(step, invite)?;
+        if self.participants.contains_key(&id) {
+            return Err(step.refuse(Reason::ParticipantIdTaken { participant: id }));
+        }
+        let (role, admission, issued_by) = (entry.invite.role, entry.invite.admission, entry.issued_by.clone());
+        if let Some(entry) = self.invites.get_mut(invite) {
+            entry.status = InviteStatus::Used { participant: id.clone() };
+        }
+        let mut participant = Participant {
+            role,
+            invite: invite.clone(),
+            arrived_at: step.at,
+            admitted: None,
+            present: true,
+            removed_at: None,
+            consultation: None,
+            muted: None,
+            reconnections: 0,
+            periods: Vec::new(),
+        };
+        step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
+        if admission == Admission::OnJoin {
+            participant.admit(step.at, AdmittedBy::Invite { issued_by: issued_by.clone() });
+            step.record(&issued_by, HearingEventKind::Admitted, Some(&id), None);
+        }
+        self.participants.insert(id.clone(), participant);
+        self.arrivals.push(id);
+        Ok(())
+    }
+
+    fn admit(&mut self, step: &mut Step, by: &ParticipantId, id: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        let target = self.not_removed(step, id)?;
+        if target.admitted.is_some() {
+            return Err(step.refuse(Reason::AlreadyAdmitted { participant: id.clone() }));
+        }
+        if !target.present {
+            return Err(step.refuse(Reason::NotPresent { participant: id.clone() }));
+        }
+        let at = step.at;
+        self.participant_mut(id).admit(at, AdmittedBy::Participant { participant: by.clone() });
+        step.record(by.as_actor(), HearingEventKind::Admitted, Some(id), None);
+        Ok(())
+    }
+
+    fn remove(&mut self, step: &mut Step, by: &ParticipantId, id: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        if id == by {
+            return Err(step.refuse(Reason::CannotRemoveSelf { participant: id.clone() }));
+        }
+        let target = self.not_removed(step, id)?;
+        if target.role == HearingRole::Judge {
+            return Err(step.refuse(Reason::CannotRemoveJudge { participant: id.clone() }));
+        }
+        step.record(by.as_actor(), HearingEventKind::Removed, Some(id), None);
+        self.depart(step, id, PeriodEnd::Removed);
+        self.participant_mut(id).removed_at = Some(step.at);
+        Ok(())
+    }
+
+    fn leave(&mut self, step: &mut Step, id: &ParticipantId, cause: LeaveCause) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let p = self.not_removed(step, id)?;
+        if !p.present {
+            return Err(step.refuse(Reason::NotPresent { participant: id.clone() }));
+        }
+        let kind = match cause {
+            LeaveCause::Left => HearingEventKind::Left,
+            LeaveCause::ConnectionLost => HearingEventKind::ConnectionLost,
+        };
+        step.record(id.as_actor(), kind, Some(id), None);
+        self.depart(step, id, cause.into());
+        Ok(())
+    }
+
+    fn reconnect(&mut self, step: &mut Step, id: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let p = self.not_removed(step, id)?;
+        if p.present {
+            return Err(step.refuse(Reason::AlreadyPresent { participant: id.clone() }));
+        }
+        let at = step.at;
+        let p = self.participant_mut(id);
+        p.present = true;
+        p.reconnections = p.reconnections.saturating_add(1);
+        if p.admitted.is_some() {
+            p.periods.push(Period { from: at, until: None, ended_by: None });
+        }
+        step.record(id.as_actor(), HearingEventKind::Reconnected, Some(id), None);
+        Ok(())
+    }
+
+    /// Takes a participant out of the room: closes their period of presence and their place in a consultation
+    /// (which ends if it loses its counsel or its last client). Cannot fail.
+    fn depart(&mut self, step: &mut Step, id: &ParticipantId, end: PeriodEnd) {
+        let at = step.at;
+        let p = self.participant_mut(id);
+        if p.present {
+            p.present = false;
+            p.close_period(at, end);
+        }
+        let Some(consultation) = p.consultation.take() else { return };
+        let Some(c) = self.consultations.get_mut(&consultation) else { return };
+        c.current.remove(id);
+        let counsel_gone = c.counsel == *id;
+        let remaining: Vec<ParticipantId> = c.current.iter().cloned().collect();
+        let client_left = remaining.iter().any(|m| self.participants.get(m).is_some_and(|p| p.role.is_heard()));
+        if counsel_gone || !client_left {
+            self.end_consultation_now(step, consultation, id.as_actor());
+        }
+    }
+
+    // ---- Muting ----
+
+    fn mute(&mut self, step: &mut Step, by: &ParticipantId, id: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let actor = self.in_hearing(step, by)?;
+        let (target, how) = if by == id {
+            (actor, Muted::ByThemself)
+        } else {
+            if !actor.role.is_court() || actor.consultation.is_some() {
+                return Err(step.refuse(Reason::RoleNotAllowed {
+                    participant: by.clone(),
+                    role: actor.role,
+                    allowed: "the judge or the clerk (anyone may mute themself)",
+                }));
+            }
+            let target = self.not_removed(step, id)?;
+            if target.admitted.is_none() {
+                return Err(step.refuse(Reason::NotAdmitted { participant: id.clone() }));
+            }
+            (target, Muted::ByCourt)
+        };
+        match (target.muted, how) {
+            (None, _) | (Some(Muted::ByThemself), Muted::ByCourt) => {}
+            (Some(_), _) => return Err(step.refuse(Reason::AlreadyMuted { participant: id.clone() })),
+        }
+        self.participant_mut(id).muted = Some(how);
+        step.record(by.as_actor(), HearingEventKind::Muted, Some(id), None);
+        Ok(())
+    }
+
+    fn unmute(&mut self, step: &mut Step, by: &ParticipantId, id: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let actor = self.in_hearing(step, by)?;
+        if by == id {
+            match actor.muted {
+                None => return Err(step.refuse(Reason::NotMuted { participant: id.clone() })),
+                Some(Muted::ByCourt) if !actor.role.is_court() => {
+                    return Err(step.refuse(Reason::MutedByCourt { participant: id.clone() }));
+                }
+                Some(_) => {}
+            }
+        } else {
+            if !actor.role.is_court() || actor.consultation.is_some() {
+                return Err(step.refuse(Reason::RoleNotAllowed {
+                    participant: by.clone(),
+                    role: actor.role,
+                    allowed: THE_COURT,
+                }));
+            }
+            if self.not_removed(step, id)?.muted.is_none() {
+                return Err(step.refuse(Reason::NotMuted { participant: id.clone() }));
+            }
+        }
+        self.participant_mut(id).muted = None;
+        step.record(by.as_actor(), HearingEventKind::Unmuted, Some(id), None);
+        Ok(())
+    }
+
+    // ---- Session and recording ----
+
+    fn start_session(&mut self, step: &mut Step, by: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.judge(step, by)?;
+        self.require_phase(step, Phase::Open, "open")?;
+        self.phase = Phase::InSession;
+        self.session_started_at = Some(step.at);
+        step.record(by.as_actor(), HearingEventKind::SessionStarted, None, None);
+        Ok(())
+    }
+
+    fn start_recording(&mut self, step: &mut Step, by: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        self.require_phase(step, Phase::InSession, "in session")?;
+        if self.is_recording() {
+            return Err(step.refuse(Reason::AlreadyRecording));
+        }
+        self.recording.push(RecordingRun {
+            started_at: step.at,
+            started_by: by.clone(),
+            stopped_at: None,
+            stopped_by: None,
+        });
+        step.record(by.as_actor(), HearingEventKind::RecordingStarted, None, None);
+        Ok(())
+    }
+
+    fn stop_recording(&mut self, step: &mut Step, by: &ParticipantId) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        if !self.is_recording() {
+            return Err(step.refuse(Reason::NotRecording));
+        }
+        self.stop_recording_now(step, by.as_actor());
+        Ok(())
+    }
+
+    fn stop_recording_now(&mut self, step: &mut Step, actor: &ActorId) {
+        if let Some(run) = self.recording.last_mut()
+            && run.stopped_at.is_none()
+        {
+            run.stopped_at = Some(step.at);
+            run.stopped_by = Some(actor.clone());
+            step.record(actor, HearingEventKind::RecordingStopped, None, None);
+        }
+    }
+
+    fn end_now(&mut self, step: &mut Step, actor: &ActorId) {
+        self.stop_recording_now(step, actor);
+        let open: Vec<ConsultationId> =
+            self.consultations.iter().filter(|(_, c)| c.ended_at.is_none()).map(|(id, _)| *id).collect();
+        for consultation in open {
+            self.end_consultation_now(step, consultation, actor);
+        }
+        for p in self.participants.values_mut() {
+            if p.present {
+                p.present = false;
+                p.close_period(step.at, PeriodEnd::HearingEnded);
+            }
+        }
+        self.phase = Phase::Ended;
+        self.ended_at = Some(step.at);
+        step.record(actor, HearingEventKind::HearingEnded, None, None);
+    }
+
+    // ---- Private consultation ----
+
+    fn start_consultation(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        with: Vec<ParticipantId>,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let counsel = self.with_role(step, by, "prosecution or defence counsel", HearingRole::is_counsel)?.role;
+        if with.is_empty() {
+            return Err(step.refuse(Reason::EmptyConsultation));
+        }
+        let expected = match counsel {
+            HearingRole::Prosecutor => "a witness or the interpreter",
+            _ => "a witness, the accused or the interpreter",
+        };
+        let mut seen = BTreeSet::new();
+        let mut has_client = false;
+        for member in &with {
+            if member == by {
+                return Err(step.refuse(Reason::ConsultationWithSelf { participant: member.clone() }));
+            }
+            if !seen.insert(member) {
+                return Err(step.refuse(Reason::DuplicateMember { participant: member.clone() }));
+            }
+            has_client |= self.subject(step, member, expected, |role| counsel.may_consult_with(role))?.role.is_heard();
+        }
+        if !has_client {
+            return Err(step.refuse(Reason::ConsultationWithoutClient));
+        }
+        let id = ConsultationId::new(self.next_consultation);
+        let detail = step.digest(&ConsultationDetail {
+            kind: "consultation",
+            hearing: &self.id,
+            consultation: id,
+            counsel: by,
+            members: &with,
+        })?;
+        self.next_consultation = self.next_consultation.saturating_add(1);
+        let mut current = BTreeSet::new();
+        for member in std::iter::once(by).chain(&with) {
+            self.participant_mut(member).consultation = Some(id);
+            current.insert(member.clone());
+            step.record(by.as_actor(), HearingEventKind::ConsultationStarted, Some(member), Some(detail));
+        }
+        self.consultations.insert(
+            id,
+            Consultation {
+                counsel: by.clone(),
+                members: with,
+                current,
+                started_at: step.at,
+                ended_at: None,
+                detail_sha256: detail,
+            },
+        );
+        Ok(())
+    }
+
+    fn end_consultation(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        id: ConsultationId,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let actor = self.in_hearing(step, by)?;
+        let consultation =
+            self.consultations.get(&id).ok_or_else(|| step.refuse(Reason::UnknownConsultation { consultation: id }))?;
+        if consultation.ended_at.is_some() {
+            return Err(step.refuse(Reason::ConsultationEnded { consultation: id }));
+        }
+        let court_in_main_room = actor.role.is_court() && actor.consultation.is_none();
+        if consultation.counsel != *by && !court_in_main_room {
+            return Err(step.refuse(Reason::NotConsultationCounsel { participant: by.clone(), consultation: id }));
+        }
+        self.end_consultation_now(step, id, by.as_actor());
+        Ok(())
+    }
+
+    /// Ends a consultation: everyone still in it returns to the main room (and so, while recording, to the
+    /// recorder). One `consultation_ended` record each.
+    fn end_consultation_now(&mut self, step: &mut Step, id: ConsultationId, actor: &ActorId) {
+        let Some(consultation) = self.consultations.get_mut(&id) else { return };
+        consultation.ended_at = Some(step.at);
+        let detail = consultation.detail_sha256;
+        for member in std::mem::take(&mut consultation.current) {
+            if let Some(p) = self.participants.get_mut(&member) {
+                p.consultation = None;
+            }
+            step.record(actor, HearingEventKind::ConsultationEnded, Some(&member), Some(detail));
+        }
+    }
+
+    // ---- Identity, rights, oaths ----
+
+    fn verify_identity(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        person: &ParticipantId,
+        verification: &IdentityVerification,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.with_role(step, by, "the remote-site officer", |role| role == HearingRole::RemoteSiteOfficer)?;
+        self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+        let detail = verification
+            .detail_sha256(&self.id, person, by)
+            .map_err(|source| HearingError::Detail { action: step.action, source })?;
+        self.identity_checks.push(IdentityCheck {
+            at: step.at,
+            person: person.clone(),
+            officer: by.clone(),
+            document: verification.document.clone(),
+            site: verification.site.clone(),
+            detail_sha256: detail,
+        });
+        step.record(by.as_actor(), HearingEventKind::IdentityVerified, Some(person), Some(detail));
+        Ok(())
+    }
+
+    fn give_rights_notice(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        person: &ParticipantId,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.judge(step, by)?;
+        self.require_phase(step, Phase::InSession, "in session")?;
+        self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+        self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone() });
+        step.record(by.as_actor(), HearingEventKind::RightsNoticeGiven, Some(person), None);
+        Ok(())
+    }
+
+    fn take_oath(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        witness: &ParticipantId,
+        form: OathForm,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.judge(step, by)?;
+        self.require_phase(step, Phase::InSession, "in session")?;
+        self.subject(step, witness, "a witness", |role| role == HearingRole::Witness)?;
+        if self.oaths.iter().any(|oath| oath.witness == *witness) {
+            return Err(step.refuse(Reason::AlreadySworn { participant: witness.clone() }));
+        }
+        if !self.rights_notices.iter().any(|notice| notice.person == *witness) {
+            return Err(step.refuse(Reason::RightsNoticeNotGiven { participant: witness.clone() }));
+        }
+        if self.rules.identity_check_before_oath && !self.identity_checks.iter().any(|check| check.person == *witness) {
+            return Err(step.refuse(Reason::IdentityNotVerified { participant: witness.clone() }));
+        }
+        self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone() });
+        let kind = match form {
+            OathForm::Oath => HearingEventKind::OathTaken,
+            OathForm::Affirmation => HearingEventKind::AffirmationMade,
+        };
+        step.record(by.as_actor(), kind, Some(witness), None);
+        Ok(())
+    }
+
+    fn swear_interpreter(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        interpreter: &ParticipantId,
+        languages: Label,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.judge(step, by)?;
+        self.require_phase(step, Phase::InSession, "in session")?;
+        self.subject(step, interpreter, "the interpreter", |role| role == HearingRole::Interpreter)?;
+        if self.interpreters.iter().any(|sworn| sworn.interpreter == *interpreter) {
+            return Err(step.refuse(Reason::AlreadySworn { participant: interpreter.clone() }));
+        }
+        let detail = step.digest(&InterpreterDetail {
+            kind: "interpreter_sworn",
+            hearing: &self.id,
+            interpreter,
+            languages: &languages,
+        })?;
+        self.interpreters.push(InterpreterOath {
+            at: step.at,
+            interpreter: interpreter.clone(),
+            languages,
+            by: by.clone(),
+        });
+        step.record(by.as_actor(), HearingEventKind::InterpreterSworn, Some(interpreter), Some(detail));
+        Ok(())
+    }
+
+    // ---- The adapter's reports ----
+
+    fn segment_sealed(
+        &mut self,
+        step: &Step,
+        index: u64,
+        sha256: Sha256,
+        ledger_index: u64,
+    ) -> Result<(), HearingError> {
+        if !matches!(self.phase, Phase::InSession | Phase::Ended) {
+            return Err(step.refuse(Reason::WrongPhase { phase: self.phase, needs: "in session or ended" }));
+        }
+        if self.recording.is_empty() {
+            return Err(step.refuse(Reason::NoRecordingStarted));
+        }
+        let expected = self.segments.len() as u64;
+        if index != expected {
+            return Err(step.refuse(Reason::SegmentOutOfOrder { expected, got: index }));
+        }
+        self.segments.push(SealedSegment { index, sha256, ledger_index, sealed_at: step.at });
+        Ok(())
+    }
+
+    fn technical_report(&mut self, step: &Step, report: TechnicalReport) -> Result<(), HearingError> {
+        if self.phase == Phase::Scheduled {
+            return Err(step.refuse(Reason::WrongPhase { phase: self.phase, needs: "open, in session or ended" }));
+        }
+        self.known(step, &report.participant)?;
+        let TechnicalReport { participant, track, codec, packets_received, packets_lost } = report;
+        let entry = self.tracks.entry((participant.clone(), track)).or_insert_with(|| TrackConditions {
+            participant,
+            track,
+            codecs: Vec::new(),
+            packets_received: 0,
+            packets_lost: 0,
+        });
+        if !entry.codecs.contains(&codec) {
+            entry.codecs.push(codec);
+        }
+        entry.packets_received = entry.packets_received.saturating_add(packets_received);
+        entry.packets_lost = entry.packets_lost.saturating_add(packets_lost);
+        Ok(())
+    }
+}
+
+fn require_clerk(step: &Step, by: &CaseMember) -> Result<(), HearingError> {
+    if by.role == Role::Clerk {
+        Ok(())
+    } else {
+        Err(step.refuse(Reason::CaseRoleNotAllowed { role: by.role, allowed: "a clerk of the case" }))
+    }
+}
+
+/// The effects of one event: its records, then the difference in routing, ordered as [`Effect`] explains.
+fn effects(records: Vec<HearingEventRecord>, before: &Routing, after: &Routing) -> Vec<Effect> {
+    let mut effects: Vec<Effect> = records.into_iter().map(Effect::Record).collect();
+    effects.extend(before.recorded.difference(&after.recorded).cloned().map(Effect::RecorderUnsubscribe));
+    if before.recording && !after.recording {
+        effects.push(Effect::StopRecorder);
+    }
+    for (participant, place) in &after.places {
+        if before.places.get(participant) != Some(place) {
+            effects.push(Effect::Move { participant: participant.clone(), to: *place });
+        }
+    }
+    for (participant, muted) in &after.muted {
+        if before.muted.get(participant).copied().unwrap_or(false) != *muted {
+            effects.push(Effect::SetMuted { participant: participant.clone(), muted: *muted });
+        }
+    }
+    if !before.recording && after.recording {
+        effects.push(Effect::StartRecorder);
+    }
+    effects.extend(after.recorded.difference(&before.recorded).cloned().map(Effect::RecorderSubscribe));
+    effects
+}

@@ -1,0 +1,181 @@
+//! The minutes of a hearing (EIO directive art. 24(6), EU MLA Convention art. 10(6)): plain data, built from the
+//! state machine's own state, for the adapter to sign (as RFC 8785 canonical JSON) and ingest as an artefact.
+//!
+//! People appear by participant id and role only; the adapter holds the link from an id to a name. The identity
+//! check's officer name appears only as the digest of its salted detail document.
+
+use custodia_core::{ActorId, CaseId, HearingId, Label, Sha256};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase, Rules, TrackKind,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Minutes {
+    pub hearing: HearingId,
+    pub case: CaseId,
+    /// The court and room, in words.
+    pub place: Label,
+    pub scheduled_by: ActorId,
+    pub scheduled_for: Timestamp,
+    pub rules: Rules,
+    /// `ended` once the hearing is over; minutes taken earlier are a draft.
+    pub phase: Phase,
+    pub opened_at: Option<Timestamp>,
+    pub session_started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+    /// Everyone admitted to the hearing, in order of arrival, with the periods they were present.
+    pub present: Vec<Attendee>,
+    /// Everyone who joined the lobby but was never admitted.
+    pub not_admitted: Vec<LobbyOnly>,
+    pub identity_checks: Vec<IdentityCheck>,
+    pub rights_notices: Vec<RightsNotice>,
+    pub oaths: Vec<Oath>,
+    pub interpreters: Vec<InterpreterOath>,
+    /// The fact of each private consultation: who and when. Never what was said.
+    pub consultations: Vec<ConsultationMinute>,
+    pub recording: Vec<RecordingRun>,
+    pub segments: Vec<SealedSegment>,
+    pub technical: TechnicalConditions,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attendee {
+    pub participant: ParticipantId,
+    pub role: HearingRole,
+    pub invite: InviteId,
+    /// When they used their invite and entered the lobby.
+    pub arrived_at: Timestamp,
+    pub admitted_at: Timestamp,
+    pub admitted_by: AdmittedBy,
+    /// Each stretch of presence in the hearing, from admission or reconnection to leaving. Time in a private
+    /// consultation counts as presence.
+    pub periods: Vec<Period>,
+    pub reconnections: u32,
+    pub removed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum AdmittedBy {
+    /// The invite admitted on join, as the clerk who issued it decided.
+    Invite { issued_by: ActorId },
+    /// A judge or a clerk in the hearing admitted them from the lobby.
+    Participant { participant: ParticipantId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    pub from: Timestamp,
+    /// `None` while they are still present.
+    pub until: Option<Timestamp>,
+    pub ended_by: Option<PeriodEnd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeriodEnd {
+    Left,
+    ConnectionLost,
+    Removed,
+    HearingEnded,
+}
+
+impl From<LeaveCause> for PeriodEnd {
+    fn from(cause: LeaveCause) -> Self {
+        match cause {
+            LeaveCause::Left => Self::Left,
+            LeaveCause::ConnectionLost => Self::ConnectionLost,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LobbyOnly {
+    pub participant: ParticipantId,
+    pub role: HearingRole,
+    pub invite: InviteId,
+    pub arrived_at: Timestamp,
+    pub removed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityCheck {
+    pub at: Timestamp,
+    pub person: ParticipantId,
+    pub officer: ParticipantId,
+    pub document: DocumentType,
+    pub site: Label,
+    /// The SHA-256 of the salted detail document that names the officer: the reference to their name.
+    pub detail_sha256: Sha256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RightsNotice {
+    pub at: Timestamp,
+    pub person: ParticipantId,
+    pub by: ParticipantId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Oath {
+    pub at: Timestamp,
+    pub witness: ParticipantId,
+    pub form: OathForm,
+    pub by: ParticipantId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterpreterOath {
+    pub at: Timestamp,
+    pub interpreter: ParticipantId,
+    pub languages: Label,
+    pub by: ParticipantId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsultationMinute {
+    pub consultation: ConsultationId,
+    pub counsel: ParticipantId,
+    /// Everyone counsel took in, counsel excluded.
+    pub members: Vec<ParticipantId>,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingRun {
+    pub started_at: Timestamp,
+    pub started_by: ParticipantId,
+    pub stopped_at: Option<Timestamp>,
+    /// Who stopped it; for a run stopped by the end of the hearing, whoever ended it.
+    pub stopped_by: Option<ActorId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSegment {
+    pub index: u64,
+    pub sha256: Sha256,
+    pub ledger_index: u64,
+    pub sealed_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TechnicalConditions {
+    /// All reconnections in the hearing, everyone's added up.
+    pub reconnections: u32,
+    pub tracks: Vec<TrackConditions>,
+}
+
+/// One participant's track over the whole hearing, as the adapter reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackConditions {
+    pub participant: ParticipantId,
+    pub track: TrackKind,
+    /// Every codec the track used, in the order first seen.
+    pub codecs: Vec<Label>,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+}

@@ -1,0 +1,1283 @@
+//! The hearing's rules, driven through the public API the adapter uses.
+//!
+//! Every event goes through [`Court`], a stand-in for the adapter: it applies the effects to its own copy of the
+//! routing and the recorder's subscriptions, and after every event, accepted or refused, it checks the
+//! invariants (the recorder takes only admitted people in the main room, never a consultation; the adapter's
+//! view equals the state machine's; a refusal changes nothing; Ended is terminal).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Role, Sha256};
+use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
+use custodia_hearing::{
+    Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
+    HearingEventKind, HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause,
+    OathForm, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TrackKind,
+};
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+const BASE: i64 = 1_772_442_000; // 2026-03-02T09:00:00Z
+const OFFICER_NAME: &str = "Leila Ben Salah";
+
+fn t(seconds: i64) -> Timestamp {
+    Timestamp::from_second(BASE + seconds).unwrap()
+}
+
+fn pid(role: HearingRole) -> ParticipantId {
+    ParticipantId::new(format!("p-{role}")).unwrap()
+}
+
+fn iid(role: HearingRole) -> InviteId {
+    InviteId::new(format!("i-{role}")).unwrap()
+}
+
+fn id(text: &str) -> ParticipantId {
+    ParticipantId::new(text).unwrap()
+}
+
+fn clerk_member() -> CaseMember {
+    CaseMember { actor: ActorId::new("acct-clerk").unwrap(), role: Role::Clerk }
+}
+
+fn invite(invite: InviteId, role: HearingRole, expires_at: Timestamp) -> Invite {
+    let admission = if role == HearingRole::Clerk { Admission::OnJoin } else { Admission::Lobby };
+    Invite { id: invite, role, expires_at, admission }
+}
+
+fn verification() -> IdentityVerification {
+    IdentityVerification {
+        document: DocumentType::Passport,
+        officer_name: PersonalName::new(OFFICER_NAME).unwrap(),
+        site: Label::new("Tunis, court of first instance, room 4").unwrap(),
+        salt: CommitmentSalt::from_bytes([42; 32]),
+    }
+}
+
+const JUDGE: HearingRole = HearingRole::Judge;
+const CLERK: HearingRole = HearingRole::Clerk;
+const PROSECUTOR: HearingRole = HearingRole::Prosecutor;
+const DEFENCE: HearingRole = HearingRole::Defence;
+const ACCUSED: HearingRole = HearingRole::Accused;
+const INTERPRETER: HearingRole = HearingRole::Interpreter;
+const WITNESS: HearingRole = HearingRole::Witness;
+const OFFICER: HearingRole = HearingRole::RemoteSiteOfficer;
+const OBSERVER: HearingRole = HearingRole::Observer;
+
+/// The adapter's side: what it has been told to do, checked against the state machine after every event.
+struct Court {
+    hearing: Hearing,
+    now: i64,
+    subscribed: BTreeSet<ParticipantId>,
+    places: BTreeMap<ParticipantId, Place>,
+    muted: BTreeSet<ParticipantId>,
+    recorder_running: bool,
+    records: Vec<HearingEventRecord>,
+    ended: bool,
+}
+
+impl Court {
+    fn scheduled(rules: Rules) -> Self {
+        let schedule = Schedule {
+            hearing: HearingId::new("h-1").unwrap(),
+            case: CaseId::new("case-7").unwrap(),
+            by: clerk_member(),
+            scheduled_for: t(3_600),
+            place: Label::new("Tribunale di Catania, aula 3").unwrap(),
+            rules,
+        };
+        let (hearing, effects) = Hearing::schedule(t(0), schedule).unwrap();
+        let mut court = Self {
+            hearing,
+            now: 0,
+            subscribed: BTreeSet::new(),
+            places: BTreeMap::new(),
+            muted: BTreeSet::new(),
+            recorder_running: false,
+            records: Vec::new(),
+            ended: false,
+        };
+        court.apply_effects(effects);
+        for role in HearingRole::ALL {
+            court.ok(Event::IssueInvite { by: clerk_member(), invite: invite(iid(role), role, t(7_200)) });
+        }
+        court
+    }
+
+    /// Lobby open; nobody in yet.
+    fn open() -> Self {
+        let mut court = Self::scheduled(Rules::default());
+        court.ok(Event::OpenLobby { by: clerk_member() });
+        court
+    }
+
+    /// Everyone has joined with their own invite and been admitted (the clerk on join, the others by the clerk).
+    fn seated() -> Self {
+        let mut court = Self::open();
+        court.join(CLERK);
+        for role in HearingRole::ALL.into_iter().filter(|&role| role != CLERK) {
+            court.join(role);
+            court.ok(Event::Admit { by: pid(CLERK), participant: pid(role) });
+        }
+        court
+    }
+
+    fn in_session() -> Self {
+        let mut court = Self::seated();
+        court.ok(Event::StartSession { by: pid(JUDGE) });
+        court
+    }
+
+    fn recording() -> Self {
+        let mut court = Self::in_session();
+        court.ok(Event::StartRecording { by: pid(CLERK) });
+        court
+    }
+
+    fn join(&mut self, role: HearingRole) {
+        self.ok(Event::Join { invite: iid(role), participant: pid(role) });
+    }
+
+    /// Applies `event` one second after the previous one.
+    fn try_event(&mut self, event: Event) -> Result<Vec<Effect>, HearingError> {
+        self.try_at(self.now + 1, event)
+    }
+
+    fn try_at(&mut self, seconds: i64, event: Event) -> Result<Vec<Effect>, HearingError> {
+        let before = self.hearing.clone();
+        let result = self.hearing.handle(t(seconds), event.clone());
+        match &result {
+            Ok(effects) => {
+                self.now = seconds;
+                self.apply_effects(effects.clone());
+            }
+            Err(_) => assert_eq!(self.hearing, before, "a refused {event:?} changed the hearing"),
+        }
+        self.check_invariants();
+        result
+    }
+
+    fn ok(&mut self, event: Event) -> Vec<Effect> {
+        let description = format!("{event:?}");
+        self.try_event(event).unwrap_or_else(|error| panic!("{description} refused: {error}"))
+    }
+
+    fn ok_at(&mut self, seconds: i64, event: Event) -> Vec<Effect> {
+        let description = format!("{event:?}");
+        self.try_at(seconds, event).unwrap_or_else(|error| panic!("{description} refused: {error}"))
+    }
+
+    fn refused(&mut self, event: Event) -> Reason {
+        self.refused_at(self.now + 1, event)
+    }
+
+    fn refused_at(&mut self, seconds: i64, event: Event) -> Reason {
+        let description = format!("{event:?}");
+        match self.try_at(seconds, event) {
+            Ok(effects) => panic!("{description} was accepted: {effects:?}"),
+            Err(HearingError::Refused { reason, .. }) => reason,
+            Err(other) => panic!("{description}: unexpected error {other}"),
+        }
+    }
+
+    /// Applies effects as the adapter would, insisting on their order.
+    fn apply_effects(&mut self, effects: Vec<Effect>) {
+        let mut seen_media = false;
+        for effect in effects {
+            match effect {
+                Effect::Record(record) => {
+                    assert!(!seen_media, "records come before media effects");
+                    self.records.push(record);
+                }
+                Effect::RecorderUnsubscribe(participant) => {
+                    seen_media = true;
+                    assert!(self.subscribed.remove(&participant), "unsubscribed {participant} was not subscribed");
+                }
+                Effect::StopRecorder => {
+                    seen_media = true;
+                    assert!(self.recorder_running, "stopped a recorder that was not running");
+                    assert!(self.subscribed.is_empty(), "recorder stopped with subscriptions left");
+                    self.recorder_running = false;
+                }
+                Effect::Move { participant, to } => {
+                    seen_media = true;
+                    if matches!(to, Place::Consultation(_) | Place::Lobby | Place::Away) {
+                        assert!(
+                            !self.subscribed.contains(&participant),
+                            "{participant} moved to {to:?} while the recorder still took them"
+                        );
+                    }
+                    self.places.insert(participant, to);
+                }
+                Effect::SetMuted { participant, muted } => {
+                    seen_media = true;
+                    if muted {
+                        assert!(self.muted.insert(participant));
+                    } else {
+                        assert!(self.muted.remove(&participant));
+                    }
+                }
+                Effect::StartRecorder => {
+                    seen_media = true;
+                    assert!(!self.recorder_running);
+                    self.recorder_running = true;
+                }
+                Effect::RecorderSubscribe(participant) => {
+                    seen_media = true;
+                    assert!(self.recorder_running, "subscribed {participant} with no recorder running");
+                    assert_eq!(self.places.get(&participant), Some(&Place::MainRoom), "subscribed before moving");
+                    assert!(self.subscribed.insert(participant));
+                }
+                other => panic!("unknown effect {other:?}"),
+            }
+        }
+    }
+
+    fn check_invariants(&mut self) {
+        let hearing = &self.hearing;
+        let recorded = hearing.recorded_participants();
+        assert_eq!(self.subscribed, recorded, "the adapter's subscriptions drifted from the rules");
+        assert_eq!(self.recorder_running, hearing.is_recording());
+        for participant in hearing.participants() {
+            let place = hearing.place_of(participant).unwrap();
+            assert_eq!(self.places.get(participant), Some(&place), "the adapter's routing drifted for {participant}");
+            assert_eq!(self.muted.contains(participant), hearing.is_muted(participant));
+            if matches!(place, Place::MainRoom | Place::Consultation(_)) {
+                assert!(hearing.is_admitted(participant), "{participant} is in {place:?} without being admitted");
+            }
+            if let Place::Consultation(consultation) = place {
+                assert!(!recorded.contains(participant), "{participant} is recorded in {consultation}");
+                assert!(hearing.consultation_members(consultation).contains(participant));
+            }
+        }
+        // Cross-check against the consultations' own member lists, which the routing is not derived from.
+        let consultations = u32::try_from(hearing.minutes().consultations.len()).unwrap();
+        for consultation in (1..=consultations).map(ConsultationId::new) {
+            for member in hearing.consultation_members(consultation) {
+                assert!(!recorded.contains(&member), "{member} of {consultation} is recorded");
+                assert_eq!(hearing.place_of(&member), Some(Place::Consultation(consultation)));
+            }
+        }
+        for participant in &recorded {
+            assert!(hearing.is_admitted(participant), "unadmitted {participant} is recorded");
+            assert_eq!(hearing.place_of(participant), Some(Place::MainRoom), "{participant} recorded outside the room");
+        }
+        if !recorded.is_empty() {
+            assert_eq!(hearing.phase(), Phase::InSession, "recording outside the session");
+        }
+        if self.ended {
+            assert_eq!(hearing.phase(), Phase::Ended, "the hearing left Ended");
+        }
+        if hearing.phase() == Phase::Ended {
+            self.ended = true;
+            assert!(recorded.is_empty() && !hearing.is_recording());
+            assert!(hearing.participants().all(|p| hearing.place_of(p) == Some(Place::Away)));
+        }
+        for record in &self.records {
+            if let Some(subject) = &record.subject {
+                assert!(hearing.role_of(subject).is_some(), "a record names unknown {subject}");
+            }
+        }
+    }
+
+    fn kinds_since(&self, from: usize) -> Vec<HearingEventKind> {
+        self.records[from..].iter().map(|record| record.kind).collect()
+    }
+}
+
+// ---- The lobby ----
+
+#[test]
+fn nobody_gets_past_the_lobby_unadmitted() {
+    let mut court = Court::open();
+    court.join(CLERK);
+    court.join(JUDGE);
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(JUDGE) });
+    court.ok(Event::StartSession { by: pid(JUDGE) });
+    court.ok(Event::StartRecording { by: pid(CLERK) });
+    for role in [PROSECUTOR, DEFENCE, ACCUSED, INTERPRETER, WITNESS, OFFICER, OBSERVER] {
+        court.join(role);
+        assert_eq!(court.hearing.place_of(&pid(role)), Some(Place::Lobby));
+        assert!(!court.hearing.is_admitted(&pid(role)));
+        assert!(!court.hearing.recorded_participants().contains(&pid(role)));
+    }
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(DEFENCE) });
+    // A waiting participant can do nothing that needs the hearing, and nothing can be done to them but admission
+    // or removal.
+    let waiting = pid(WITNESS);
+    let not_admitted = |court: &mut Court, event: Event| {
+        let reason = court.refused(event);
+        assert!(matches!(&reason, Reason::NotAdmitted { participant } if participant == &waiting), "{reason}");
+    };
+    not_admitted(&mut court, Event::Mute { by: waiting.clone(), participant: waiting.clone() });
+    not_admitted(&mut court, Event::Admit { by: waiting.clone(), participant: pid(OBSERVER) });
+    not_admitted(&mut court, Event::Mute { by: pid(JUDGE), participant: waiting.clone() });
+    not_admitted(&mut court, Event::GiveRightsNotice { by: pid(JUDGE), person: waiting.clone() });
+    not_admitted(&mut court, Event::StartConsultation { by: pid(DEFENCE), with: vec![waiting.clone()] });
+    // Leaving and coming back does not admit anyone.
+    court.ok(Event::Leave { participant: waiting.clone(), cause: LeaveCause::ConnectionLost });
+    court.ok(Event::Reconnect { participant: waiting.clone() });
+    assert_eq!(court.hearing.place_of(&waiting), Some(Place::Lobby));
+    // Admission, and only admission, brings them in, and onto the recording.
+    court.ok(Event::Admit { by: pid(JUDGE), participant: waiting.clone() });
+    assert_eq!(court.hearing.place_of(&waiting), Some(Place::MainRoom));
+    assert!(court.hearing.recorded_participants().contains(&waiting));
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.not_admitted.len(), 5);
+    assert!(minutes.present.iter().all(|attendee| attendee.role != OBSERVER));
+}
+
+#[test]
+fn admission_needs_a_court_officer_in_the_room_and_a_waiting_participant() {
+    let mut court = Court::open();
+    court.join(JUDGE);
+    court.join(WITNESS);
+    // Nobody is admitted yet: the judge waits too, so nobody can admit anyone.
+    assert!(matches!(
+        court.refused(Event::Admit { by: pid(JUDGE), participant: pid(WITNESS) }),
+        Reason::NotAdmitted { .. }
+    ));
+    court.join(CLERK); // admitted on join: the clerk decided so when issuing the invite
+    assert!(court.hearing.is_admitted(&pid(CLERK)));
+    let admitted = court.records.last().unwrap();
+    assert_eq!((admitted.kind, admitted.actor.as_str()), (HearingEventKind::Admitted, "acct-clerk"));
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(JUDGE) });
+    assert!(matches!(
+        court.refused(Event::Admit { by: pid(CLERK), participant: pid(JUDGE) }),
+        Reason::AlreadyAdmitted { .. }
+    ));
+    // A witness who has dropped out of the lobby cannot be admitted in their absence.
+    court.ok(Event::Leave { participant: pid(WITNESS), cause: LeaveCause::Left });
+    assert!(matches!(
+        court.refused(Event::Admit { by: pid(JUDGE), participant: pid(WITNESS) }),
+        Reason::NotPresent { .. }
+    ));
+    // A court officer who is not connected cannot admit either.
+    court.ok(Event::Reconnect { participant: pid(WITNESS) });
+    court.ok(Event::Leave { participant: pid(CLERK), cause: LeaveCause::ConnectionLost });
+    assert!(matches!(
+        court.refused(Event::Admit { by: pid(CLERK), participant: pid(WITNESS) }),
+        Reason::NotPresent { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::Admit { by: pid(JUDGE), participant: id("p-nobody") }),
+        Reason::UnknownParticipant { .. }
+    ));
+    court.ok(Event::Admit { by: pid(JUDGE), participant: pid(WITNESS) });
+}
+
+#[test]
+fn only_a_judges_or_a_clerks_invite_may_admit_on_join() {
+    let mut court = Court::open();
+    for role in HearingRole::ALL {
+        let invite_id = InviteId::new(format!("i-onjoin-{role}")).unwrap();
+        let event = Event::IssueInvite {
+            by: clerk_member(),
+            invite: Invite { id: invite_id, role, expires_at: t(7_200), admission: Admission::OnJoin },
+        };
+        if role.is_court() {
+            court.ok(event);
+        } else {
+            assert!(
+                matches!(court.refused(event), Reason::AdmissionOnJoinNotAllowed { role: refused, .. } if refused == role)
+            );
+        }
+    }
+}
+
+// ---- Who may do what ----
+
+#[derive(Debug, Clone, Copy)]
+enum CourtAction {
+    Admit,
+    Remove,
+    MuteOther,
+    UnmuteOther,
+    StartRecording,
+    StopRecording,
+    End,
+}
+
+/// Builds a hearing in session where `action` is possible for a court officer, and the event by `actor`.
+fn court_action(action: CourtAction, actor: HearingRole) -> (Court, Event) {
+    let mut court = Court::in_session();
+    let target = if actor == OBSERVER { pid(WITNESS) } else { pid(OBSERVER) };
+    let by = pid(actor);
+    let event = match action {
+        CourtAction::Admit => {
+            let late = id("p-late");
+            court.ok(Event::IssueInvite {
+                by: clerk_member(),
+                invite: invite(InviteId::new("i-late").unwrap(), WITNESS, t(7_200)),
+            });
+            court.ok(Event::Join { invite: InviteId::new("i-late").unwrap(), participant: late.clone() });
+            Event::Admit { by, participant: late }
+        }
+        CourtAction::Remove => Event::Remove { by, participant: target },
+        CourtAction::MuteOther => Event::Mute { by, participant: target },
+        CourtAction::UnmuteOther => {
+            court.ok(Event::Mute { by: pid(CLERK), participant: target.clone() });
+            Event::Unmute { by, participant: target }
+        }
+        CourtAction::StartRecording => Event::StartRecording { by },
+        CourtAction::StopRecording => {
+            court.ok(Event::StartRecording { by: pid(CLERK) });
+            Event::StopRecording { by }
+        }
+        CourtAction::End => Event::End { by },
+    };
+    (court, event)
+}
+
+#[test]
+fn only_the_judge_or_the_clerk_admit_remove_mute_others_and_control_the_recording() {
+    let actions = [
+        CourtAction::Admit,
+        CourtAction::Remove,
+        CourtAction::MuteOther,
+        CourtAction::UnmuteOther,
+        CourtAction::StartRecording,
+        CourtAction::StopRecording,
+        CourtAction::End,
+    ];
+    for action in actions {
+        for actor in HearingRole::ALL {
+            let (mut court, event) = court_action(action, actor);
+            let result = court.try_event(event);
+            match (actor.is_court(), result) {
+                (true, Ok(_)) => {}
+                (false, Err(HearingError::Refused { reason: Reason::RoleNotAllowed { role, .. }, .. })) => {
+                    assert_eq!(role, actor);
+                }
+                (_, other) => panic!("{action:?} by {actor}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn only_the_judge_opens_the_session_and_takes_oaths() {
+    for actor in HearingRole::ALL {
+        let mut court = Court::seated();
+        let result = court.try_event(Event::StartSession { by: pid(actor) });
+        assert_eq!(result.is_ok(), actor == JUDGE, "{actor} starting the session: {result:?}");
+        let mut court = Court::in_session();
+        let result = court.try_event(Event::GiveRightsNotice { by: pid(actor), person: pid(WITNESS) });
+        assert_eq!(result.is_ok(), actor == JUDGE, "{actor} giving the rights notice: {result:?}");
+        let result = court.try_event(Event::SwearInterpreter {
+            by: pid(actor),
+            interpreter: pid(INTERPRETER),
+            languages: Label::new("ar-TN / it").unwrap(),
+        });
+        assert_eq!(result.is_ok(), actor == JUDGE, "{actor} swearing the interpreter: {result:?}");
+    }
+}
+
+#[test]
+fn console_actions_are_for_a_clerk_of_the_case() {
+    for role in Role::ALL {
+        let member = CaseMember { actor: ActorId::new(format!("acct-{role}")).unwrap(), role };
+        let events = [
+            Event::IssueInvite { by: member.clone(), invite: invite(InviteId::new("i-x").unwrap(), WITNESS, t(7_200)) },
+            Event::RevokeInvite { by: member.clone(), invite: iid(WITNESS) },
+            Event::OpenLobby { by: member.clone() },
+            Event::Close { by: member.clone() },
+        ];
+        for event in events {
+            let mut court = Court::scheduled(Rules::default());
+            let result = court.try_event(event.clone());
+            match (role, result) {
+                (Role::Clerk, Ok(_)) => {}
+                (_, Err(HearingError::Refused { reason: Reason::CaseRoleNotAllowed { role: refused, .. }, .. })) => {
+                    assert_eq!(refused, role);
+                }
+                (_, other) => panic!("{event:?}: {other:?}"),
+            }
+        }
+        let schedule = Schedule {
+            hearing: HearingId::new("h-2").unwrap(),
+            case: CaseId::new("case-7").unwrap(),
+            by: CaseMember { actor: ActorId::new("acct-x").unwrap(), role },
+            scheduled_for: t(0),
+            place: Label::new("court").unwrap(),
+            rules: Rules::default(),
+        };
+        assert_eq!(Hearing::schedule(t(0), schedule).is_ok(), role == Role::Clerk, "{role} scheduling");
+    }
+}
+
+// ---- Invites ----
+
+#[test]
+fn a_revoked_expired_used_or_unknown_invite_cannot_join() {
+    type Setup = fn(&mut Court);
+    type Check = fn(&Reason) -> bool;
+    let cases: [(&str, Setup, &str, i64, Check); 6] = [
+        (
+            "revoked",
+            |court| {
+                court.ok(Event::RevokeInvite { by: clerk_member(), invite: iid(WITNESS) });
+            },
+            "i-witness",
+            100,
+            |reason| matches!(reason, Reason::InviteRevoked { .. }),
+        ),
+        ("expired at its expiry", |_| {}, "i-witness", 7_200, |reason| matches!(reason, Reason::InviteExpired { .. })),
+        ("expired long ago", |_| {}, "i-witness", 90_000, |reason| matches!(reason, Reason::InviteExpired { .. })),
+        (
+            "used by someone else",
+            |court| {
+                court.ok(Event::Join { invite: iid(WITNESS), participant: id("p-first") });
+            },
+            "i-witness",
+            100,
+            |reason| matches!(reason, Reason::InviteUsed { participant, .. } if participant.as_str() == "p-first"),
+        ),
+        (
+            "used by the holder, who left and must reconnect instead",
+            |court| {
+                court.join(WITNESS);
+                court.ok(Event::Leave { participant: pid(WITNESS), cause: LeaveCause::Left });
+            },
+            "i-witness",
+            100,
+            |reason| matches!(reason, Reason::InviteUsed { .. }),
+        ),
+        ("never issued", |_| {}, "i-forged", 100, |reason| matches!(reason, Reason::UnknownInvite { .. })),
+    ];
+    for (name, setup, invite, at, check) in cases {
+        let mut court = Court::open();
+        setup(&mut court);
+        let event = Event::Join { invite: InviteId::new(invite).unwrap(), participant: id("p-someone") };
+        let reason = court.refused_at(at.max(court.now), event);
+        assert!(check(&reason), "{name}: {reason}");
+        assert!(court.hearing.place_of(&id("p-someone")).is_none(), "{name}");
+    }
+}
+
+#[test]
+fn an_invite_works_until_the_second_it_expires_and_is_then_spent() {
+    let mut court = Court::open();
+    assert_eq!(court.hearing.invite_state(&iid(WITNESS), t(7_199)), Some(InviteState::Pending));
+    assert_eq!(court.hearing.invite_state(&iid(WITNESS), t(7_200)), Some(InviteState::Expired));
+    court.ok_at(7_199, Event::Join { invite: iid(WITNESS), participant: pid(WITNESS) });
+    assert_eq!(court.hearing.invite_state(&iid(WITNESS), t(7_199)), Some(InviteState::Used));
+    // Once used, expiry does not throw the holder out, and they may reconnect after it.
+    court.ok_at(8_000, Event::Leave { participant: pid(WITNESS), cause: LeaveCause::ConnectionLost });
+    court.ok_at(8_001, Event::Reconnect { participant: pid(WITNESS) });
+    // A used invite cannot be revoked (remove the participant instead), nor a revoked one twice.
+    assert!(matches!(
+        court.refused(Event::RevokeInvite { by: clerk_member(), invite: iid(WITNESS) }),
+        Reason::InviteUsed { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::RevokeInvite { by: clerk_member(), invite: iid(OBSERVER) }),
+        Reason::InviteExpired { .. }
+    ));
+    assert_eq!(court.hearing.invite_state(&InviteId::new("i-none").unwrap(), t(0)), None);
+}
+
+#[test]
+fn invites_are_checked_when_issued() {
+    let mut court = Court::open();
+    let issue = |invite| Event::IssueInvite { by: clerk_member(), invite };
+    assert!(matches!(court.refused(issue(invite(iid(WITNESS), WITNESS, t(7_200)))), Reason::InviteIdTaken { .. }));
+    let now = court.now;
+    let stale = invite(InviteId::new("i-stale").unwrap(), WITNESS, t(now + 1));
+    assert!(matches!(court.refused(issue(stale)), Reason::InviteExpiresBeforeIssue { .. }));
+}
+
+#[test]
+fn participant_ids_are_unique() {
+    let mut court = Court::open();
+    court.join(WITNESS);
+    assert!(matches!(
+        court.refused(Event::Join { invite: iid(OBSERVER), participant: pid(WITNESS) }),
+        Reason::ParticipantIdTaken { .. }
+    ));
+    // The refusal left the observer's invite unused.
+    assert_eq!(court.hearing.invite_state(&iid(OBSERVER), t(court.now)), Some(InviteState::Pending));
+}
+
+#[test]
+fn nobody_joins_before_the_lobby_opens_or_after_the_end() {
+    let mut court = Court::scheduled(Rules::default());
+    assert!(matches!(
+        court.refused(Event::Join { invite: iid(WITNESS), participant: pid(WITNESS) }),
+        Reason::WrongPhase { phase: Phase::Scheduled, .. }
+    ));
+    court.ok(Event::OpenLobby { by: clerk_member() });
+    assert!(matches!(court.refused(Event::OpenLobby { by: clerk_member() }), Reason::WrongPhase { .. }));
+    court.ok(Event::Close { by: clerk_member() });
+    assert!(matches!(
+        court.refused(Event::Join { invite: iid(WITNESS), participant: pid(WITNESS) }),
+        Reason::HearingEnded
+    ));
+}
+
+// ---- Leaving, reconnecting, removal ----
+
+#[test]
+fn reconnects_keep_admission_and_are_counted() {
+    let mut court = Court::recording();
+    let witness = pid(WITNESS);
+    for round in 1..=3 {
+        court.ok(Event::Leave { participant: witness.clone(), cause: LeaveCause::ConnectionLost });
+        assert_eq!(court.hearing.place_of(&witness), Some(Place::Away));
+        assert!(!court.hearing.recorded_participants().contains(&witness));
+        assert!(matches!(
+            court.refused(Event::Leave { participant: witness.clone(), cause: LeaveCause::Left }),
+            Reason::NotPresent { .. }
+        ));
+        let effects = court.ok(Event::Reconnect { participant: witness.clone() });
+        assert!(effects.contains(&Effect::RecorderSubscribe(witness.clone())), "round {round}: {effects:?}");
+        assert_eq!(court.hearing.place_of(&witness), Some(Place::MainRoom), "no second trip through the lobby");
+        let attendee = court.hearing.minutes().present.into_iter().find(|a| a.participant == witness).unwrap();
+        assert_eq!(attendee.reconnections, round);
+        assert_eq!(attendee.periods.len(), round as usize + 1);
+    }
+    assert!(matches!(court.refused(Event::Reconnect { participant: witness.clone() }), Reason::AlreadyPresent { .. }));
+    // A voluntary leave may be followed by a reconnection too; it counts the same.
+    court.ok(Event::Leave { participant: pid(OBSERVER), cause: LeaveCause::Left });
+    court.ok(Event::Reconnect { participant: pid(OBSERVER) });
+    assert_eq!(court.hearing.minutes().technical.reconnections, 4);
+    // A mute survives a reconnection.
+    court.ok(Event::Mute { by: pid(JUDGE), participant: witness.clone() });
+    court.ok(Event::Leave { participant: witness.clone(), cause: LeaveCause::ConnectionLost });
+    court.ok(Event::Reconnect { participant: witness.clone() });
+    assert!(court.hearing.is_muted(&witness));
+}
+
+#[test]
+fn a_removed_participant_is_gone_for_good() {
+    let mut court = Court::recording();
+    let effects = court.ok(Event::Remove { by: pid(JUDGE), participant: pid(OBSERVER) });
+    assert!(effects.contains(&Effect::RecorderUnsubscribe(pid(OBSERVER))));
+    assert!(effects.contains(&Effect::Move { participant: pid(OBSERVER), to: Place::Away }));
+    for event in [
+        Event::Reconnect { participant: pid(OBSERVER) },
+        Event::Leave { participant: pid(OBSERVER), cause: LeaveCause::Left },
+        Event::Mute { by: pid(OBSERVER), participant: pid(OBSERVER) },
+        Event::Remove { by: pid(CLERK), participant: pid(OBSERVER) },
+        Event::Admit { by: pid(CLERK), participant: pid(OBSERVER) },
+    ] {
+        assert!(matches!(court.refused(event), Reason::Removed { .. }));
+    }
+    // Nobody removes a judge, and nobody removes themself.
+    assert!(matches!(
+        court.refused(Event::Remove { by: pid(CLERK), participant: pid(JUDGE) }),
+        Reason::CannotRemoveJudge { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::Remove { by: pid(CLERK), participant: pid(CLERK) }),
+        Reason::CannotRemoveSelf { .. }
+    ));
+    // Someone in the lobby can be turned away; someone absent can be removed so they cannot come back.
+    court.ok(Event::IssueInvite {
+        by: clerk_member(),
+        invite: invite(InviteId::new("i-late").unwrap(), OBSERVER, t(7_200)),
+    });
+    court.ok(Event::Join { invite: InviteId::new("i-late").unwrap(), participant: id("p-late") });
+    court.ok(Event::Remove { by: pid(CLERK), participant: id("p-late") });
+    court.ok(Event::Leave { participant: pid(PROSECUTOR), cause: LeaveCause::ConnectionLost });
+    court.ok(Event::Remove { by: pid(CLERK), participant: pid(PROSECUTOR) });
+    assert!(matches!(court.refused(Event::Reconnect { participant: pid(PROSECUTOR) }), Reason::Removed { .. }));
+    let minutes = court.hearing.minutes();
+    assert!(minutes.not_admitted.iter().any(|w| w.participant.as_str() == "p-late" && w.removed_at.is_some()));
+}
+
+// ---- Muting ----
+
+#[test]
+fn muting_rules() {
+    let mut court = Court::recording();
+    let witness = pid(WITNESS);
+    // Anyone may mute themself, and unmute themself.
+    court.ok(Event::Mute { by: witness.clone(), participant: witness.clone() });
+    assert!(matches!(
+        court.refused(Event::Mute { by: witness.clone(), participant: witness.clone() }),
+        Reason::AlreadyMuted { .. }
+    ));
+    court.ok(Event::Unmute { by: witness.clone(), participant: witness.clone() });
+    assert!(matches!(
+        court.refused(Event::Unmute { by: witness.clone(), participant: witness.clone() }),
+        Reason::NotMuted { .. }
+    ));
+    // Nobody but the court mutes or unmutes anyone else.
+    for role in HearingRole::ALL.into_iter().filter(|role| !role.is_court() && *role != WITNESS) {
+        assert!(matches!(
+            court.refused(Event::Mute { by: pid(role), participant: witness.clone() }),
+            Reason::RoleNotAllowed { .. }
+        ));
+    }
+    // The court's mute outranks a self-mute, and the participant cannot lift it.
+    court.ok(Event::Mute { by: witness.clone(), participant: witness.clone() });
+    court.ok(Event::Mute { by: pid(CLERK), participant: witness.clone() });
+    assert!(matches!(
+        court.refused(Event::Unmute { by: witness.clone(), participant: witness.clone() }),
+        Reason::MutedByCourt { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::Unmute { by: pid(DEFENCE), participant: witness.clone() }),
+        Reason::RoleNotAllowed { .. }
+    ));
+    // Muted is not unsubscribed: the recorder keeps the witness on the timeline.
+    assert!(court.hearing.recorded_participants().contains(&witness));
+    let effects = court.ok(Event::Unmute { by: pid(JUDGE), participant: witness.clone() });
+    assert_eq!(effects.iter().filter(|e| matches!(e, Effect::SetMuted { .. })).count(), 1);
+    assert!(!effects.iter().any(|e| matches!(e, Effect::RecorderSubscribe(_) | Effect::RecorderUnsubscribe(_))));
+}
+
+// ---- Recording ----
+
+#[test]
+fn recording_only_in_session() {
+    let mut court = Court::seated();
+    assert!(matches!(
+        court.refused(Event::StartRecording { by: pid(CLERK) }),
+        Reason::WrongPhase { phase: Phase::Open, .. }
+    ));
+    assert!(matches!(court.refused(Event::StopRecording { by: pid(CLERK) }), Reason::NotRecording));
+    court.ok(Event::StartSession { by: pid(JUDGE) });
+    let effects = court.ok(Event::StartRecording { by: pid(CLERK) });
+    let subscribed: BTreeSet<_> = effects
+        .iter()
+        .filter_map(|e| if let Effect::RecorderSubscribe(p) = e { Some(p.clone()) } else { None })
+        .collect();
+    assert_eq!(subscribed, HearingRole::ALL.into_iter().map(pid).collect());
+    assert!(matches!(court.refused(Event::StartRecording { by: pid(JUDGE) }), Reason::AlreadyRecording));
+    let effects = court.ok(Event::StopRecording { by: pid(JUDGE) });
+    assert_eq!(effects.last(), Some(&Effect::StopRecorder));
+    // Runs may restart; ending the hearing stops the recorder.
+    court.ok(Event::StartRecording { by: pid(JUDGE) });
+    let from = court.records.len();
+    court.ok(Event::End { by: pid(JUDGE) });
+    assert_eq!(court.kinds_since(from), [HearingEventKind::RecordingStopped, HearingEventKind::HearingEnded]);
+    assert_eq!(court.hearing.minutes().recording.len(), 2);
+}
+
+#[test]
+fn segments_arrive_in_order_and_may_follow_the_end() {
+    let mut court = Court::in_session();
+    let segment = |index: u64| Event::SegmentSealed {
+        index,
+        sha256: Sha256::of(&index.to_be_bytes()),
+        ledger_index: 100 + index,
+    };
+    assert!(matches!(court.refused(segment(0)), Reason::NoRecordingStarted));
+    court.ok(Event::StartRecording { by: pid(CLERK) });
+    court.ok(segment(0));
+    assert!(matches!(court.refused(segment(0)), Reason::SegmentOutOfOrder { expected: 1, got: 0 }));
+    assert!(matches!(court.refused(segment(2)), Reason::SegmentOutOfOrder { expected: 1, got: 2 }));
+    court.ok(segment(1));
+    court.ok(Event::End { by: pid(CLERK) });
+    court.ok(segment(2)); // the segment open at the end is sealed afterwards
+    let segments = court.hearing.minutes().segments;
+    assert_eq!(segments.iter().map(|s| (s.index, s.ledger_index)).collect::<Vec<_>>(), [(0, 100), (1, 101), (2, 102)]);
+    assert_eq!(segments[2].sha256, Sha256::of(&2u64.to_be_bytes()));
+}
+
+// ---- Private consultation ----
+
+#[test]
+fn the_consultation_room_never_reaches_the_recorder() {
+    // A long hearing; `Court` checks the recorder's subscriptions against the rules after every single event.
+    let mut court = Court::recording();
+    let (defence, accused, witness, interpreter, prosecutor) =
+        (pid(DEFENCE), pid(ACCUSED), pid(WITNESS), pid(INTERPRETER), pid(PROSECUTOR));
+    let consultation_1 = ConsultationId::new(1);
+
+    let effects =
+        court.ok(Event::StartConsultation { by: defence.clone(), with: vec![accused.clone(), interpreter.clone()] });
+    let first_move = effects.iter().position(|e| matches!(e, Effect::Move { .. })).unwrap();
+    for member in [&defence, &accused, &interpreter] {
+        let unsubscribed = effects.iter().position(|e| e == &Effect::RecorderUnsubscribe(member.clone())).unwrap();
+        assert!(unsubscribed < first_move, "{member} left the recorder after moving");
+        assert_eq!(court.hearing.place_of(member), Some(Place::Consultation(consultation_1)));
+    }
+    let recorded = court.hearing.recorded_participants();
+    assert!(recorded.contains(&witness) && recorded.contains(&prosecutor));
+    assert_eq!(court.hearing.consultation_members(consultation_1).len(), 3);
+
+    // Nothing done in the hearing brings a consultation member onto the recording.
+    court.ok(Event::StopRecording { by: pid(CLERK) });
+    court.ok(Event::StartRecording { by: pid(JUDGE) });
+    court.ok(Event::Mute { by: accused.clone(), participant: accused.clone() });
+    court.ok(Event::Mute { by: pid(CLERK), participant: interpreter.clone() });
+    court.ok(Event::Leave { participant: interpreter.clone(), cause: LeaveCause::ConnectionLost });
+    court.ok(Event::Reconnect { participant: interpreter.clone() }); // back in the main room, not the consultation
+    assert!(court.hearing.recorded_participants().contains(&interpreter));
+    assert!(!court.hearing.recorded_participants().contains(&accused));
+    // Members of a consultation cannot be the subject of the hearing's formal acts meanwhile.
+    assert!(matches!(
+        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: accused.clone() }),
+        Reason::InConsultation { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::StartConsultation { by: defence.clone(), with: vec![witness.clone()] }),
+        Reason::InConsultation { .. }
+    ));
+
+    // The prosecution consults its witness at the same time.
+    court.ok(Event::StartConsultation { by: prosecutor.clone(), with: vec![witness.clone(), interpreter.clone()] });
+    assert_eq!(court.hearing.recorded_participants(), [pid(JUDGE), pid(CLERK), pid(OFFICER), pid(OBSERVER)].into());
+    // Only its counsel or the court ends a consultation.
+    let consultation_2 = ConsultationId::new(2);
+    assert_eq!(court.hearing.place_of(&witness), Some(Place::Consultation(consultation_2)));
+    assert!(matches!(
+        court.refused(Event::EndConsultation { by: defence.clone(), consultation: consultation_2 }),
+        Reason::NotConsultationCounsel { .. }
+    ));
+    assert!(matches!(
+        court.refused(Event::EndConsultation { by: witness.clone(), consultation: consultation_2 }),
+        Reason::NotConsultationCounsel { .. }
+    ));
+    let effects = court.ok(Event::EndConsultation { by: pid(JUDGE), consultation: consultation_2 });
+    assert!(effects.contains(&Effect::RecorderSubscribe(witness.clone())));
+    assert!(matches!(
+        court.refused(Event::EndConsultation { by: pid(JUDGE), consultation: consultation_2 }),
+        Reason::ConsultationEnded { .. }
+    ));
+
+    // The defence ends its own; everyone comes back onto the recording.
+    court.ok(Event::EndConsultation { by: defence.clone(), consultation: consultation_1 });
+    assert_eq!(court.hearing.recorded_participants().len(), HearingRole::ALL.len());
+
+    // A consultation ends by itself when its counsel leaves the room...
+    court.ok(Event::StartConsultation { by: defence.clone(), with: vec![witness.clone()] });
+    court.ok(Event::Leave { participant: defence.clone(), cause: LeaveCause::ConnectionLost });
+    assert_eq!(court.hearing.place_of(&witness), Some(Place::MainRoom));
+    court.ok(Event::Reconnect { participant: defence.clone() });
+    // ...or its last client is removed; the interpreter does not stay alone with counsel.
+    court.ok(Event::StartConsultation { by: defence.clone(), with: vec![accused.clone(), interpreter.clone()] });
+    court.ok(Event::Remove { by: pid(CLERK), participant: accused.clone() });
+    assert_eq!(court.hearing.place_of(&defence), Some(Place::MainRoom));
+    assert_eq!(court.hearing.place_of(&interpreter), Some(Place::MainRoom));
+    // Ending the hearing ends any consultation.
+    court.ok(Event::StartConsultation { by: prosecutor.clone(), with: vec![witness.clone()] });
+    court.ok(Event::End { by: pid(JUDGE) });
+
+    // The ledger learns who consulted and when, never anything else; the minutes say the same.
+    let consultation_records: Vec<_> = court
+        .records
+        .iter()
+        .filter(|r| matches!(r.kind, HearingEventKind::ConsultationStarted | HearingEventKind::ConsultationEnded))
+        .collect();
+    assert!(consultation_records.iter().all(|r| r.subject.is_some() && r.detail_sha256.is_some()));
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.consultations.len(), 5);
+    assert!(minutes.consultations.iter().all(|c| c.ended_at.is_some()));
+    assert_eq!(minutes.consultations[0].members, [accused.clone(), interpreter.clone()]);
+}
+
+#[test]
+fn who_may_consult_with_whom() {
+    type Check = fn(&Reason) -> bool;
+    let cases: [(HearingRole, &[HearingRole], Option<Check>); 10] = [
+        (DEFENCE, &[ACCUSED], None),
+        (DEFENCE, &[WITNESS, INTERPRETER], None),
+        (PROSECUTOR, &[WITNESS, INTERPRETER], None),
+        (PROSECUTOR, &[ACCUSED], Some(|r| matches!(r, Reason::WrongSubjectRole { role: ACCUSED, .. }))),
+        (DEFENCE, &[INTERPRETER], Some(|r| matches!(r, Reason::ConsultationWithoutClient))),
+        (DEFENCE, &[], Some(|r| matches!(r, Reason::EmptyConsultation))),
+        (DEFENCE, &[ACCUSED, ACCUSED], Some(|r| matches!(r, Reason::DuplicateMember { .. }))),
+        (DEFENCE, &[DEFENCE], Some(|r| matches!(r, Reason::ConsultationWithSelf { .. }))),
+        (DEFENCE, &[ACCUSED, JUDGE], Some(|r| matches!(r, Reason::WrongSubjectRole { role: JUDGE, .. }))),
+        (WITNESS, &[ACCUSED], Some(|r| matches!(r, Reason::RoleNotAllowed { role: WITNESS, .. }))),
+    ];
+    for (counsel, members, refusal) in cases {
+        let mut court = Court::seated();
+        let event = Event::StartConsultation { by: pid(counsel), with: members.iter().copied().map(pid).collect() };
+        match refusal {
+            None => {
+                court.ok(event);
+            }
+            Some(check) => {
+                let reason = court.refused(event);
+                assert!(check(&reason), "{counsel} with {members:?}: {reason}");
+            }
+        }
+    }
+}
+
+// ---- Identity, rights, oaths ----
+
+#[test]
+fn the_oath_follows_the_rights_notice_and_the_identity_check() {
+    let mut court = Court::in_session();
+    let (judge, witness) = (pid(JUDGE), pid(WITNESS));
+    let oath = |form| Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form };
+    assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::RightsNoticeNotGiven { .. }));
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone() });
+    assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::IdentityNotVerified { .. }));
+    // Only the remote-site officer verifies identity, and only of the person heard.
+    for role in HearingRole::ALL.into_iter().filter(|&role| role != OFFICER && role != WITNESS) {
+        let reason = court.refused(Event::VerifyIdentity {
+            by: pid(role),
+            person: witness.clone(),
+            verification: verification(),
+        });
+        assert!(matches!(reason, Reason::RoleNotAllowed { .. }), "{role}: {reason}");
+    }
+    assert!(matches!(
+        court.refused(Event::VerifyIdentity { by: pid(OFFICER), person: pid(OBSERVER), verification: verification() }),
+        Reason::WrongSubjectRole { .. }
+    ));
+    let effects =
+        court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: witness.clone(), verification: verification() });
+    let Some(Effect::Record(record)) = effects.first() else { panic!("{effects:?}") };
+    let expected = verification().detail_sha256(court.hearing.id(), &witness, &pid(OFFICER)).unwrap();
+    assert_eq!((record.kind, record.detail_sha256), (HearingEventKind::IdentityVerified, Some(expected)));
+    court.ok(oath(OathForm::Affirmation));
+    assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::AlreadySworn { .. }));
+    assert_eq!(court.records.last().unwrap().kind, HearingEventKind::AffirmationMade);
+    // The accused is told of their rights but takes no oath.
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: pid(ACCUSED) });
+    assert!(matches!(
+        court.refused(Event::TakeOath { by: judge.clone(), witness: pid(ACCUSED), form: OathForm::Oath }),
+        Reason::WrongSubjectRole { .. }
+    ));
+    // The interpreter is sworn once.
+    let swear = || Event::SwearInterpreter {
+        by: pid(JUDGE),
+        interpreter: pid(INTERPRETER),
+        languages: Label::new("ar-TN / it").unwrap(),
+    };
+    court.ok(swear());
+    assert!(matches!(court.refused(swear()), Reason::AlreadySworn { .. }));
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.identity_checks.len(), 1);
+    assert_eq!(minutes.identity_checks[0].detail_sha256, expected);
+    assert_eq!(minutes.oaths[0].form, OathForm::Affirmation);
+    assert_eq!(minutes.interpreters[0].languages.as_str(), "ar-TN / it");
+    assert_eq!(minutes.rights_notices.len(), 2);
+}
+
+#[test]
+fn a_domestic_hearing_may_waive_the_identity_check_before_the_oath() {
+    let mut court = Court::scheduled(Rules { identity_check_before_oath: false });
+    court.ok(Event::OpenLobby { by: clerk_member() });
+    court.join(CLERK);
+    for role in [JUDGE, WITNESS] {
+        court.join(role);
+        court.ok(Event::Admit { by: pid(CLERK), participant: pid(role) });
+    }
+    assert!(matches!(
+        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS) }),
+        Reason::WrongPhase { phase: Phase::Open, .. }
+    ));
+    court.ok(Event::StartSession { by: pid(JUDGE) });
+    court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS) });
+    court.ok(Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form: OathForm::Oath });
+}
+
+#[test]
+fn no_custody_record_carries_personal_data() {
+    let mut court = Court::recording();
+    court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: pid(WITNESS), verification: verification() });
+    court.ok(Event::SwearInterpreter {
+        by: pid(JUDGE),
+        interpreter: pid(INTERPRETER),
+        languages: Label::new("ar-TN / it").unwrap(),
+    });
+    court.ok(Event::End { by: pid(JUDGE) });
+    let hearing = court.hearing.id().clone();
+    let case = court.hearing.case().clone();
+    for record in &court.records {
+        let entry =
+            record.to_custody_record(&case, &hearing, Label::new("remote testimony").unwrap()).to_entry().unwrap();
+        let text = String::from_utf8(entry).unwrap();
+        for secret in [OFFICER_NAME, "Tunis", "Catania", "ar-TN", "passport"] {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
+        assert!(matches!(record.to_custody_event(&hearing), CustodyEvent::HearingEvent { .. }));
+    }
+    let minutes = serde_json::to_string(&court.hearing.minutes()).unwrap();
+    assert!(!minutes.contains(OFFICER_NAME), "the minutes name the officer only by reference");
+    assert!(!format!("{:?}", court.hearing).contains(OFFICER_NAME));
+}
+
+// ---- Minutes ----
+
+#[test]
+fn minutes_list_everyone_with_their_join_and_leave_times() {
+    let mut court = Court::open(); // lobby opened at t(10) by `Court::open`'s clock
+    let opened = court.now;
+    court.ok_at(100, Event::Join { invite: iid(CLERK), participant: pid(CLERK) });
+    court.ok_at(110, Event::Join { invite: iid(JUDGE), participant: pid(JUDGE) });
+    court.ok_at(120, Event::Admit { by: pid(CLERK), participant: pid(JUDGE) });
+    court.ok_at(130, Event::Join { invite: iid(WITNESS), participant: pid(WITNESS) });
+    court.ok_at(140, Event::Join { invite: iid(OBSERVER), participant: pid(OBSERVER) });
+    court.ok_at(150, Event::Admit { by: pid(JUDGE), participant: pid(WITNESS) });
+    court.ok_at(160, Event::StartSession { by: pid(JUDGE) });
+    court.ok_at(170, Event::StartRecording { by: pid(CLERK) });
+    court.ok_at(200, Event::Leave { participant: pid(WITNESS), cause: LeaveCause::ConnectionLost });
+    court.ok_at(230, Event::Reconnect { participant: pid(WITNESS) });
+    court.ok_at(300, Event::Leave { participant: pid(WITNESS), cause: LeaveCause::Left });
+    court.ok_at(310, Event::Leave { participant: pid(OBSERVER), cause: LeaveCause::Left });
+    court.ok_at(
+        320,
+        Event::TechnicalReport(TechnicalReport {
+            participant: pid(WITNESS),
+            track: TrackKind::Audio,
+            codec: Label::new("opus").unwrap(),
+            packets_received: 9_000,
+            packets_lost: 90,
+        }),
+    );
+    court.ok_at(
+        330,
+        Event::TechnicalReport(TechnicalReport {
+            participant: pid(WITNESS),
+            track: TrackKind::Audio,
+            codec: Label::new("opus").unwrap(),
+            packets_received: 1_000,
+            packets_lost: 10,
+        }),
+    );
+    court.ok_at(400, Event::End { by: pid(JUDGE) });
+    court.ok_at(401, Event::SegmentSealed { index: 0, sha256: Sha256::of(b"segment 0"), ledger_index: 7 });
+
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.phase, Phase::Ended);
+    assert_eq!(minutes.place.as_str(), "Tribunale di Catania, aula 3");
+    assert_eq!(
+        (minutes.opened_at, minutes.session_started_at, minutes.ended_at),
+        (Some(t(opened)), Some(t(160)), Some(t(400)))
+    );
+    let period = |from, until, end| Period { from: t(from), until: Some(t(until)), ended_by: Some(end) };
+    let summary: Vec<_> = minutes
+        .present
+        .iter()
+        .map(|a| (a.participant.clone(), a.role, a.arrived_at, a.admitted_at, a.periods.clone(), a.reconnections))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (pid(CLERK), CLERK, t(100), t(100), vec![period(100, 400, PeriodEnd::HearingEnded)], 0),
+            (pid(JUDGE), JUDGE, t(110), t(120), vec![period(120, 400, PeriodEnd::HearingEnded)], 0),
+            (
+                pid(WITNESS),
+                WITNESS,
+                t(130),
+                t(150),
+                vec![period(150, 200, PeriodEnd::ConnectionLost), period(230, 300, PeriodEnd::Left)],
+                1
+            ),
+        ]
+    );
+    assert_eq!(minutes.present[0].admitted_by, AdmittedBy::Invite { issued_by: ActorId::new("acct-clerk").unwrap() });
+    assert_eq!(minutes.present[2].admitted_by, AdmittedBy::Participant { participant: pid(JUDGE) });
+    assert_eq!(minutes.not_admitted.len(), 1);
+    assert_eq!(
+        (minutes.not_admitted[0].participant.clone(), minutes.not_admitted[0].arrived_at),
+        (pid(OBSERVER), t(140))
+    );
+    assert_eq!(minutes.technical.reconnections, 1);
+    let track = &minutes.technical.tracks[0];
+    assert_eq!((track.packets_received, track.packets_lost, track.codecs.len()), (10_000, 100, 1));
+    assert_eq!(minutes.recording[0].started_at, t(170));
+    assert_eq!(minutes.recording[0].stopped_at, Some(t(400)));
+    assert_eq!(minutes.segments[0].ledger_index, 7);
+    // The minutes are plain data that round-trip through JSON, for signing as canonical JSON.
+    let json = serde_json::to_string(&minutes).unwrap();
+    assert_eq!(serde_json::from_str::<custodia_hearing::Minutes>(&json).unwrap(), minutes);
+    assert!(custodia_core::to_canonical_vec(&minutes).is_ok());
+}
+
+#[test]
+fn ended_is_terminal_and_time_only_moves_forward() {
+    let mut court = Court::recording();
+    let now = court.now;
+    assert!(matches!(
+        court.refused_at(now - 1, Event::Mute { by: pid(WITNESS), participant: pid(WITNESS) }),
+        Reason::TimeWentBackwards { .. }
+    ));
+    court.ok_at(now, Event::Mute { by: pid(WITNESS), participant: pid(WITNESS) }); // the same second is fine
+    let effects = court.ok(Event::End { by: pid(CLERK) });
+    assert!(effects.contains(&Effect::StopRecorder));
+    for event in [
+        Event::Reconnect { participant: pid(WITNESS) },
+        Event::StartRecording { by: pid(JUDGE) },
+        Event::OpenLobby { by: clerk_member() },
+        Event::Close { by: clerk_member() },
+        Event::End { by: pid(JUDGE) },
+        Event::IssueInvite { by: clerk_member(), invite: invite(InviteId::new("i-new").unwrap(), WITNESS, t(7_200)) },
+        Event::Join { invite: iid(WITNESS), participant: id("p-new") },
+    ] {
+        let reason = court.refused(event);
+        assert!(matches!(reason, Reason::HearingEnded), "{reason}");
+    }
+    assert_eq!(court.hearing.phase(), Phase::Ended);
+}
+
+#[test]
+fn refusals_name_who_tried_what_and_why() {
+    let mut court = Court::recording();
+    let error = court.try_event(Event::StopRecording { by: pid(WITNESS) }).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "participant p-witness may not stop_recording: p-witness is a witness here; only the judge or the clerk may do this"
+    );
+    let error = court.try_event(Event::Join { invite: iid(WITNESS), participant: id("p-again") }).unwrap_err();
+    assert_eq!(error.to_string(), "participant p-again may not join: invite i-witness was already used, by p-witness");
+}
+
+// ---- Random sequences ----
+
+/// One random step, as indices into the pool of nine participants (one per role, `HearingRole::ALL` order) so
+/// that sequences hit real participants often. `bias` below 6 steers an action to the role that may do it, so
+/// that random sequences get past the lobby, into session, recording and consultations.
+#[derive(Debug, Clone)]
+struct Step {
+    op: u16,
+    a: usize,
+    b: usize,
+    bias: usize,
+    dt: i64,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (0u16..1000, 0usize..9, 0usize..9, 0usize..9, 0i64..120).prop_map(|(op, a, b, bias, dt)| Step {
+        op,
+        a,
+        b,
+        bias,
+        dt,
+    })
+}
+
+fn event_for(court: &Court, step: &Step) -> Event {
+    let role = |i: usize| HearingRole::ALL[i % HearingRole::ALL.len()];
+    let p = |i: usize| pid(role(i));
+    let Step { op, a, b, bias, .. } = *step;
+    let steered = bias < 6;
+    // Judge or clerk, usually.
+    let court_officer = if steered { p(bias % 2) } else { p(a) };
+    let judge = if steered { p(0) } else { p(a) };
+    let counsel = if steered { p(2 + bias % 2) } else { p(a) };
+    // Accused, interpreter or witness, usually.
+    let client = |i: usize| if steered { p(4 + i % 3) } else { p(i) };
+    let in_consultation = |i: usize| match court.hearing.place_of(&p(i)) {
+        Some(Place::Consultation(id)) => id,
+        _ => ConsultationId::new(i as u32),
+    };
+    match op {
+        0..=99 => Event::Join { invite: iid(role(a)), participant: p(a) },
+        100..=119 => Event::Join { invite: iid(role(a)), participant: p(b) },
+        120..=239 => Event::Admit { by: court_officer, participant: p(b) },
+        240..=269 => Event::Remove { by: court_officer, participant: p(b) },
+        270..=329 => Event::Leave {
+            participant: p(a),
+            cause: if b % 2 == 0 { LeaveCause::Left } else { LeaveCause::ConnectionLost },
+        },
+        330..=409 => Event::Reconnect { participant: p(a) },
+        410..=449 => Event::Mute { by: if bias % 3 == 0 { p(b) } else { court_officer }, participant: p(b) },
+        450..=489 => Event::Unmute { by: if bias % 3 == 0 { p(b) } else { court_officer }, participant: p(b) },
+        490..=519 => Event::StartSession { by: judge },
+        520..=569 => Event::StartRecording { by: court_officer },
+        570..=599 => Event::StopRecording { by: court_officer },
+        600..=699 => Event::StartConsultation {
+            by: counsel,
+            with: if a % 2 == 0 { vec![client(b)] } else { vec![client(b), client(a)] },
+        },
+        700..=749 => Event::EndConsultation {
+            by: if bias % 3 == 0 { court_officer } else { p(a) },
+            consultation: in_consultation(b),
+        },
+        750..=779 => Event::VerifyIdentity {
+            by: if steered { pid(OFFICER) } else { p(a) },
+            person: client(b),
+            verification: verification(),
+        },
+        780..=809 => Event::GiveRightsNotice { by: judge, person: client(b) },
+        810..=839 => {
+            Event::TakeOath { by: judge, witness: if steered { pid(WITNESS) } else { p(b) }, form: OathForm::Oath }
+        }
+        840..=859 => {
+            Event::SwearInterpreter { by: judge, interpreter: client(b), languages: Label::new("fa / de").unwrap() }
+        }
+        860..=889 => Event::SegmentSealed {
+            index: if steered { court.hearing.minutes().segments.len() as u64 } else { b as u64 },
+            sha256: Sha256::of(&[b as u8]),
+            ledger_index: 1_000 + a as u64,
+        },
+        890..=919 => Event::TechnicalReport(TechnicalReport {
+            participant: p(a),
+            track: if b % 2 == 0 { TrackKind::Audio } else { TrackKind::Video },
+            codec: Label::new(if bias % 2 == 0 { "VP8" } else { "opus" }).unwrap(),
+            packets_received: 100,
+            packets_lost: b as u64,
+        }),
+        920..=939 => Event::OpenLobby { by: clerk_member() },
+        940..=954 => Event::RevokeInvite { by: clerk_member(), invite: iid(role(a)) },
+        955..=969 => Event::IssueInvite {
+            by: clerk_member(),
+            invite: Invite {
+                id: InviteId::new(format!("i-extra-{b}")).unwrap(),
+                role: role(a),
+                expires_at: t(court.now + 600),
+                admission: if steered { Admission::Lobby } else { Admission::OnJoin },
+            },
+        },
+        970..=985 => Event::Join { invite: InviteId::new(format!("i-extra-{b}")).unwrap(), participant: p(a) },
+        986..=998 => Event::End { by: court_officer },
+        _ => Event::Close { by: clerk_member() },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Random sequences of events, accepted or refused, never break an invariant (`Court::check_invariants`
+    /// runs after each: nobody unadmitted or in consultation is recorded, only the admitted are in the main
+    /// room, the adapter's routing matches the rules, a refusal changes nothing, Ended stays Ended), and the
+    /// minutes stay coherent.
+    #[test]
+    fn invariants_hold_after_every_event(start in 0u8..4, steps in proptest::collection::vec(step(), 1..150)) {
+        let mut court = match start {
+            0 => Court::scheduled(Rules::default()),
+            1 => Court::open(),
+            2 => Court::seated(),
+            _ => Court::recording(),
+        };
+        for step in &steps {
+            let event = event_for(&court, step);
+            let _ = court.try_at(court.now + step.dt, event);
+        }
+        let minutes = court.hearing.minutes();
+        for attendee in &minutes.present {
+            prop_assert!(attendee.admitted_at >= attendee.arrived_at);
+            prop_assert_eq!(attendee.periods.first().map(|p| p.from), Some(attendee.admitted_at));
+            for pair in attendee.periods.windows(2) {
+                prop_assert!(pair[0].until.is_some_and(|until| until <= pair[1].from));
+            }
+            let open_periods = attendee.periods.iter().filter(|p| p.until.is_none()).count();
+            let present = !matches!(court.hearing.place_of(&attendee.participant), Some(Place::Away) | None);
+            prop_assert_eq!(open_periods, usize::from(present));
+            prop_assert_eq!(
+                attendee.periods.len(),
+                attendee.reconnections as usize + 1 - reconnects_in_lobby(&court, &attendee.participant)
+            );
+        }
+        for consultation in &minutes.consultations {
+            prop_assert!(!consultation.members.contains(&consultation.counsel));
+            prop_assert!(consultation.ended_at.is_some() || court.hearing.phase() != Phase::Ended);
+        }
+        prop_assert_eq!(minutes.segments.iter().map(|s| s.index).collect::<Vec<_>>(), (0..minutes.segments.len() as u64).collect::<Vec<_>>());
+    }
+}
+
+/// Reconnections made before admission open no period in the hearing.
+fn reconnects_in_lobby(court: &Court, participant: &ParticipantId) -> usize {
+    let mut admitted = false;
+    let mut count = 0;
+    for record in court.records.iter().filter(|r| r.subject.as_ref() == Some(participant)) {
+        match record.kind {
+            HearingEventKind::Admitted => admitted = true,
+            HearingEventKind::Reconnected if !admitted => count += 1,
+            _ => {}
+        }
+    }
+    count
+}

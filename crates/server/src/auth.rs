@@ -106,7 +106,11 @@ impl Caller {
     }
 
     pub fn require_admin(&self, what: &'static str) -> Result<()> {
-        if self.account.is_admin && self.channel == Channel::Session { Ok(()) } else { Err(GatewayError::AdminOnly(what)) }
+        if self.account.is_admin && self.channel == Channel::Session {
+            Ok(())
+        } else {
+            Err(GatewayError::AdminOnly(what))
+        }
     }
 }
 
@@ -141,6 +145,10 @@ pub async fn check_password(gateway: &Gateway, username: &str, password: &str) -
         None => dummy_hash()?,
     };
     let password = password.to_owned();
+    // argon2id takes 19 MiB per hash. Two at a time bound that memory (and slow a password-guessing flood),
+    // however many sign-ins arrive at once.
+    static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+    let _permit = HASHING.acquire().await.map_err(|err| GatewayError::Internal(err.to_string()))?;
     let matches = tokio::task::spawn_blocking(move || {
         PasswordHash::new(&stored)
             .is_ok_and(|hash| argon2::Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
@@ -172,9 +180,17 @@ pub async fn start_session(gateway: &Gateway, account: &Account) -> Result<Strin
     Ok(secret)
 }
 
-pub async fn issue_token(gateway: &Gateway, caller: &Caller, scopes: Vec<Scope>, ttl_seconds: i64) -> Result<(ApiToken, String)> {
+pub async fn issue_token(
+    gateway: &Gateway,
+    caller: &Caller,
+    scopes: Vec<Scope>,
+    ttl_seconds: i64,
+) -> Result<(ApiToken, String)> {
     if caller.channel != Channel::Session {
-        return Err(GatewayError::BadInput { field: "token", reason: "API tokens are issued to signed-in people only".into() });
+        return Err(GatewayError::BadInput {
+            field: "token",
+            reason: "API tokens are issued to signed-in people only".into(),
+        });
     }
     if scopes.is_empty() || !(60..=366 * 24 * 3600).contains(&ttl_seconds) {
         return Err(GatewayError::BadInput {

@@ -10,8 +10,22 @@ use futures::TryStreamExt as _;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
-fn store(dir: &std::path::Path) -> ArtefactStore {
-    ArtefactStore::new(Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap().with_fsync(true)), Path::default())
+/// Both ways in: a generic object store (multipart upload), and a local directory (its own writer).
+fn stores(dir: &std::path::Path) -> [(&'static str, ArtefactStore, std::path::PathBuf); 2] {
+    let generic = dir.join("generic");
+    let local = dir.join("local");
+    std::fs::create_dir_all(&generic).unwrap();
+    [
+        (
+            "object store",
+            ArtefactStore::new(
+                Arc::new(LocalFileSystem::new_with_prefix(&generic).unwrap().with_fsync(true)),
+                Path::default(),
+            ),
+            generic,
+        ),
+        ("local directory", ArtefactStore::local(&local).unwrap(), local),
+    ]
 }
 
 fn chunks(data: &[u8], size: usize) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
@@ -44,8 +58,15 @@ fn data(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn ingest_hashes_in_one_pass_and_dedupes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
-    let bytes = data(20 * 1024 * 1024 + 17);
+    for (kind, store, root) in stores(dir.path()) {
+        eprintln!("through a {kind}");
+        ingest_and_dedupe(&store, &root).await;
+    }
+}
+
+async fn ingest_and_dedupe(store: &ArtefactStore, root: &std::path::Path) {
+    // Larger than the interval at which a local writer syncs, and not a multiple of any part size.
+    let bytes = data(40 * 1024 * 1024 + 17);
     let digest = Sha256::of(&bytes);
 
     let stored = store
@@ -54,11 +75,11 @@ async fn ingest_hashes_in_one_pass_and_dedupes() {
         .unwrap();
     assert_eq!((stored.sha256, stored.size, stored.newly_stored), (digest, bytes.len() as u64, true));
     let hex = digest.to_hex();
-    assert_eq!(files(dir.path()), [format!("objects/sha256/{}/{hex}", &hex[..2])]);
+    assert_eq!(files(root), [format!("objects/sha256/{}/{hex}", &hex[..2])]);
 
     let again = store.ingest(chunks(&bytes, 1000), IngestOptions::default()).await.unwrap();
     assert_eq!((again.sha256, again.newly_stored), (digest, false), "same bytes, one object");
-    assert_eq!(files(dir.path()).len(), 1);
+    assert_eq!(files(root).len(), 1);
 
     let read: Vec<Bytes> = store.read(&digest, None).await.unwrap().try_collect().await.unwrap();
     assert_eq!(read.concat(), bytes);
@@ -70,7 +91,13 @@ async fn ingest_hashes_in_one_pass_and_dedupes() {
 #[tokio::test]
 async fn bad_uploads_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+    for (kind, store, root) in stores(dir.path()) {
+        eprintln!("through a {kind}");
+        bad_uploads(&store, &root).await;
+    }
+}
+
+async fn bad_uploads(store: &ArtefactStore, root: &std::path::Path) {
     let bytes = data(3 * 1024 * 1024);
 
     let wrong = Sha256::of(b"something else");
@@ -93,6 +120,22 @@ async fn bad_uploads_leave_nothing() {
         .unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
 
-    assert_eq!(files(dir.path()), Vec::<String>::new(), "no object and no staging left behind");
+    assert_eq!(files(root), Vec::<String>::new(), "no object and no staging left behind");
     assert!(matches!(store.read(&Sha256::of(&bytes), None).await, Err(StoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn an_abandoned_local_upload_leaves_nothing() {
+    use futures::StreamExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ArtefactStore::local(dir.path()).unwrap();
+    // A client that sends 3 MiB and then goes quiet, until the server gives up on it (drops the upload).
+    let stalled = chunks(&data(3 * 1024 * 1024), 65536).chain(futures::stream::pending());
+    let upload = store.ingest(stalled, IngestOptions::default());
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(300), upload).await.is_err());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !files(dir.path()).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(files(dir.path()), Vec::<String>::new(), "the writer removed its staging file");
 }

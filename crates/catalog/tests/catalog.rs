@@ -66,7 +66,9 @@ async fn exercise(catalog: &Catalog) {
         created_at: "2026-11-29T00:00:00Z".into(),
     };
     catalog.insert_widen_request(&request).await.unwrap();
-    assert!(catalog.decide_widen_request("wr-1", "approved", "acct-1", 11, Some(("art-1", "{\"p\":1}"))).await.unwrap());
+    assert!(
+        catalog.decide_widen_request("wr-1", "approved", "acct-1", 11, Some(("art-1", "{\"p\":1}"))).await.unwrap()
+    );
     assert!(!catalog.decide_widen_request("wr-1", "refused", "acct-1", 12, None).await.unwrap(), "decided once");
     assert_eq!(catalog.artefact("art-1").await.unwrap().unwrap().policy.as_deref(), Some("{\"p\":1}"));
 

@@ -96,6 +96,9 @@ pub enum CustodyEvent {
         policy_sha256: Sha256,
         change: Label,
     },
+    /// A receiver asked the providing authority to widen the use policy; the canonical request has the given
+    /// digest. Access changes only with the provider's decision, a later `PolicyChanged`.
+    WiderUseRequested { artefact: ArtefactId, request_sha256: Sha256 },
     /// A receiving authority reported what the artefact achieved (UN paper para 17): used at a hearing, charges
     /// brought, a conviction. The provider sees these reports.
     OutcomeReported { artefact: ArtefactId, outcome: Label },
@@ -117,7 +120,8 @@ impl CustodyEvent {
             | Self::ArtefactExported { artefact, .. }
             | Self::ArtefactTransferred { artefact, .. }
             | Self::DerivativeMade { artefact, .. }
-            | Self::OutcomeReported { artefact, .. } => Some(artefact),
+            | Self::OutcomeReported { artefact, .. }
+            | Self::WiderUseRequested { artefact, .. } => Some(artefact),
             Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
             Self::HearingEvent { .. } => None,
         }

@@ -1,4 +1,5 @@
-//! Media probing: what container and streams an artefact holds, as FFmpeg sees them.
+//! Media probing: what container and streams an artefact holds, as FFmpeg sees them; and [`webm`], writing
+//! already-encoded VP8 and Opus into WebM files without transcoding (the recorder's segments).
 //!
 //! [`probe`] opens a file with FFmpeg (through `ffmpeg-next`) and describes it: container format, duration, bit
 //! rate, the container's `creation_time` tag and each stream's codec, picture size, sample rate and channels. A
@@ -46,6 +47,10 @@
 //!
 //! Integers are kept within JSON's exact range (at most 2^53 − 1); a larger value a file claims is treated as
 //! unknown and left out.
+
+pub mod webm;
+
+pub use webm::{WebmError, WebmSegmentWriter, WebmSummary, WebmTrack};
 
 use std::fs::File;
 use std::path::Path;

@@ -5,7 +5,7 @@ use std::ops::Range;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -16,6 +16,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_SECONDS, Scope};
+use crate::extract::{Path, Query};
 use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
 
@@ -27,6 +28,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Staging files of resumable uploads in progress ([`crate::tus`]).
     pub uploads_dir: std::path::PathBuf,
+    /// Live WHIP publishing sessions ([`crate::whip`]).
+    pub whip: std::sync::Arc<crate::whip::WhipSessions>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.

@@ -259,18 +259,24 @@ impl Gateway {
         Ok(())
     }
 
-    /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case:
-    /// it is "not found" whether or not it exists. Every refusal on an existing case is recorded, a non-member's
-    /// probe included, so that misuse is traceable.
+    /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case: it
+    /// is "not found" whether or not it exists, and the probe goes to the operator's log, not to the public ledger,
+    /// whose growth would otherwise tell who probes which cases exist. A member's refusal is a custody record.
     pub async fn authorize(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<Role> {
+        self.authorize_about(caller, case, None, action).await
+    }
+
+    async fn authorize_about(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        artefact: Option<&ArtefactId>,
+        action: Action,
+    ) -> Result<Role> {
         let role = self.catalog.member_role(case.as_str(), caller.account.id.as_str()).await?;
         let Some(role) = role else {
-            let err = GatewayError::NotFound(format!("no case {case} of which you are a member"));
-            if self.catalog.case(case.as_str()).await?.is_some() {
-                let why = GatewayError::NotFound(format!("{} is not a member", caller.account.id));
-                self.record_refusal(caller, case, None, action, &why).await;
-            }
-            return Err(err);
+            tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused a non-member");
+            return Err(GatewayError::NotFound(format!("no case {case} of which you are a member")));
         };
         let role: Role = role.parse().map_err(|err| GatewayError::Internal(format!("stored role: {err}")))?;
         let refusal = match caller.require_scope(action) {
@@ -278,7 +284,7 @@ impl Gateway {
             Ok(()) if custodia_core::permits(role, action) => return Ok(role),
             Ok(()) => GatewayError::RoleForbids { role, action: action_words(action) },
         };
-        self.record_refusal(caller, case, None, action, &refusal).await;
+        self.record_refusal(caller, case, artefact, action, &refusal).await;
         Err(refusal)
     }
 
@@ -292,7 +298,12 @@ impl Gateway {
         action: Action,
         why: &GatewayError,
     ) {
-        let reason = Label::new(why.to_string().chars().take(Label::MAX_LEN).collect::<String>());
+        // The public record never names the caller's role: with the account id it would say who the witness is.
+        let reason = match why {
+            GatewayError::RoleForbids { action, .. } => format!("the caller's role in the case may not {action}"),
+            other => other.to_string(),
+        };
+        let reason = Label::new(reason.chars().take(Label::MAX_LEN).collect::<String>());
         let (Ok(reason), Ok(action_label), Ok(purpose)) =
             (reason, Label::new(action_words(action)), Label::new("refused"))
         else {
@@ -316,7 +327,7 @@ impl Gateway {
         let not_found = || GatewayError::NotFound(format!("no artefact {id} in a case of which you are a member"));
         let row = self.catalog.artefact(id.as_str()).await?.ok_or_else(not_found)?;
         let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        match self.authorize(caller, &case, action).await {
+        match self.authorize_about(caller, &case, Some(id), action).await {
             Err(GatewayError::NotFound(_)) => Err(not_found()),
             other => other.map(|role| (row, role)),
         }
@@ -640,11 +651,16 @@ impl Gateway {
             decision_ledger_index: None,
             created_at: self.now().to_string(),
         };
-        let policy = current_policy(
+        // There must be a policy to widen. The request itself is recorded, not a policy that is not in force.
+        current_policy(
             &self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?,
         )?;
-        let proposed = policy.widened(&request);
-        self.record_policy(caller, &case, &artefact, &proposed, &format!("wider use requested ({})", row.id)).await?;
+        let canonical =
+            custodia_core::to_canonical_vec(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let purpose = Label::new("wider use").map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let event =
+            CustodyEvent::WiderUseRequested { artefact: artefact.clone(), request_sha256: Sha256::of(&canonical) };
+        self.record(&self.custody_record(caller, &case, &purpose, event)).await?;
         self.catalog.insert_widen_request(&row).await?;
         Ok(row)
     }
@@ -709,6 +725,7 @@ impl Gateway {
     pub async fn outcomes(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<OutcomeRow>> {
         let row = self.catalog.artefact(id.as_str()).await?;
         let is_provider = row.as_ref().is_some_and(|row| row.provider_account == caller.account.id);
+        caller.require_scope(Action::ViewOutcomes)?;
         if !is_provider {
             self.authorize_artefact(caller, id, Action::ViewOutcomes).await?;
         }

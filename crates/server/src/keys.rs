@@ -15,7 +15,11 @@ pub fn load_or_create(path: &Path, origin: &str) -> anyhow::Result<(LogSigner, b
     }
     let signer = LogSigner::generate(origin).with_context(|| format!("{origin:?} cannot name a signing key"))?;
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).with_context(|| format!("creating {}", dir.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
     }
     // create_new: two first starts racing must not overwrite each other's key.
     let mut file = fs::OpenOptions::new()

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod extract;
 pub mod gateway;
 pub mod keys;
 pub mod log_routes;
@@ -17,8 +18,20 @@ pub mod problem;
 pub mod startup;
 pub mod tls;
 pub mod tus;
+pub mod whip;
 
-/// The whole HTTP surface: the API and the read-only log.
+/// The whole HTTP surface: the API, WHIP publishing and the read-only log.
 pub fn app(state: api::AppState) -> axum::Router {
-    api::router(state.clone()).merge(log_routes::router(state))
+    api::router(state.clone())
+        .merge(whip::router(state.clone()))
+        .merge(log_routes::router(state))
+        .fallback(|| async { problem::Problem::not_found("no such endpoint; see /api/openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            problem::Problem::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this endpoint does not take that method; see /api/openapi.json",
+            )
+        })
 }

@@ -2,12 +2,14 @@
 //! follow it with any tlog client.
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use custodia_ledger::tile::Tile;
 use custodia_ledger::CHECKPOINT;
+use custodia_ledger::tile::Tile;
 
 use crate::api::AppState;
 use crate::problem::Problem;
@@ -23,10 +25,7 @@ pub fn router(state: AppState) -> Router {
 async fn checkpoint(State(state): State<AppState>) -> Response {
     // Served from memory: the published checkpoint is exactly what is durable in the store.
     let signed = state.gateway.log.checkpoint();
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")],
-        signed.note().to_vec(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], signed.note().to_vec())
         .into_response()
 }
 

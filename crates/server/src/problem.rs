@@ -43,7 +43,12 @@ impl Problem {
     /// Logs `err` and returns a 500 that reveals nothing about it.
     pub fn internal(err: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the gateway could not complete the request")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "the gateway could not complete the request",
+        )
     }
 
     pub fn status(&self) -> StatusCode {
@@ -75,7 +80,9 @@ impl From<GatewayError> for Problem {
             GatewayError::Store(StoreError::DigestMismatch { .. }) => {
                 (S::UNPROCESSABLE_ENTITY, "digest-mismatch", "Digest mismatch")
             }
-            GatewayError::Store(StoreError::Interrupted { .. }) => (S::BAD_REQUEST, "upload-interrupted", "Upload cut off"),
+            GatewayError::Store(StoreError::Interrupted { .. }) => {
+                (S::BAD_REQUEST, "upload-interrupted", "Upload cut off")
+            }
             GatewayError::Store(StoreError::TooLarge { .. }) => (S::PAYLOAD_TOO_LARGE, "too-large", "Upload too large"),
             GatewayError::Store(StoreError::NotFound(_)) => (S::NOT_FOUND, "not-found", "Not found"),
             GatewayError::Store(StoreError::BadRange { .. }) => {

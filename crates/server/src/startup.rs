@@ -19,6 +19,9 @@ use crate::keys;
 
 /// Opens everything the gateway serves from, ready for [`crate::app`].
 pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState> {
+    // rustls cannot choose a crypto back end itself when two are linked (aws-lc-rs for HTTPS and S3, ring for
+    // WebRTC's DTLS): use aws-lc-rs for the whole process. Err means one is already installed.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -62,7 +65,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
     bootstrap_admin(&gateway, gateway_config).await?;
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir })
+    let whip = Arc::new(crate::whip::WhipSessions::new(gateway_config.data_dir.join("recordings"))?);
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip })
 }
 
 /// The S3-compatible store, when one is configured.

@@ -91,7 +91,8 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     let state = data.path().join("seen-checkpoint");
     let state_arg = state.to_str().unwrap();
     let log_dir = data.path().join("log");
-    let verified = custodia(&["log", "verify", log_dir.to_str().unwrap(), "--key", &vkey, "--state", state_arg], data.path());
+    let verified =
+        custodia(&["log", "verify", log_dir.to_str().unwrap(), "--key", &vkey, "--state", state_arg], data.path());
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains("300 entries"), "{}", text(&verified));
 
@@ -165,7 +166,12 @@ async fn serves_https_through_rustls_when_a_certificate_is_configured() {
     let url = format!("https://127.0.0.1:{port}/healthz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let reply = Command::new("curl").args(["-sS", "--fail", "--cacert"]).arg(&cert).arg(&url).output().expect("curl is missing; run scripts/setup-system.sh test");
+        let reply = Command::new("curl")
+            .args(["-sS", "--fail", "--cacert"])
+            .arg(&cert)
+            .arg(&url)
+            .output()
+            .expect("curl is missing; run scripts/setup-system.sh test");
         if reply.status.success() {
             assert_eq!(String::from_utf8_lossy(&reply.stdout), "ok");
             break;
@@ -173,6 +179,7 @@ async fn serves_https_through_rustls_when_a_certificate_is_configured() {
         assert!(Instant::now() < deadline, "no HTTPS answer: {}", text(&reply));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let plain = Command::new("curl").args(["-sS", "--fail", &format!("http://127.0.0.1:{port}/healthz")]).output().unwrap();
+    let plain =
+        Command::new("curl").args(["-sS", "--fail", &format!("http://127.0.0.1:{port}/healthz")]).output().unwrap();
     assert!(!plain.status.success(), "plain HTTP must not be served when TLS is configured");
 }

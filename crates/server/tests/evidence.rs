@@ -26,7 +26,14 @@ async fn ingest_retrieve_and_prove_custody() {
 
     let bytes = media();
     let digest = Sha256::of(&bytes);
-    let reply = gw.upload("case-7", &format!("purpose=statement%20intake&filename=statement.webm&sha256={digest}"), As::Session(&p_session), bytes.clone()).await;
+    let reply = gw
+        .upload(
+            "case-7",
+            &format!("purpose=statement%20intake&filename=statement.webm&sha256={digest}"),
+            As::Session(&p_session),
+            bytes.clone(),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let registered = reply.json();
     assert_eq!(registered["sha256"], digest.to_hex());
@@ -38,39 +45,57 @@ async fn ingest_retrieve_and_prove_custody() {
     assert_eq!(again["newly_stored"], false);
     assert_ne!(again["artefact"], artefact);
 
-    let detail = gw.get(&format!("/api/v1/artefacts/{artefact}?purpose=trial%20preparation"), Some(As::Session(&d_session))).await;
+    let detail = gw
+        .get(&format!("/api/v1/artefacts/{artefact}?purpose=trial%20preparation"), Some(As::Session(&d_session)))
+        .await;
     assert_eq!(detail.status, StatusCode::OK);
     let detail = detail.json();
     assert_eq!(detail["manifest"]["sha256"], digest.to_hex());
     assert_eq!(detail["manifest"]["original_name"], "statement.webm");
     assert_eq!(detail["manifest"]["media"]["outcome"], "unprobed", "{}", detail["manifest"]);
     // The manifest's signature verifies under the gateway's key.
-    let canonical = base64::engine::general_purpose::STANDARD.decode(detail["manifest_canonical"].as_str().unwrap()).unwrap();
-    let signature: custodia_core::ManifestSignature = serde_json::from_value(detail["manifest_signature"].clone()).unwrap();
+    let canonical =
+        base64::engine::general_purpose::STANDARD.decode(detail["manifest_canonical"].as_str().unwrap()).unwrap();
+    let signature: custodia_core::ManifestSignature =
+        serde_json::from_value(detail["manifest_signature"].clone()).unwrap();
     custodia_core::SignedManifest::verify(&canonical, signature, &gw.verifier().public_key().unwrap()).unwrap();
 
-    let whole = gw.get(&format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation"), Some(As::Session(&d_session))).await;
+    let whole = gw
+        .get(
+            &format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation"),
+            Some(As::Session(&d_session)),
+        )
+        .await;
     assert_eq!(whole.status, StatusCode::OK);
     assert_eq!(whole.body, bytes);
     assert_eq!(whole.headers[header::ACCEPT_RANGES], "bytes");
 
-    let request = TestGateway::request("GET", &format!("/api/v1/artefacts/{artefact}/content?purpose=playback&access=play"), Some(As::Session(&d_session)))
-        .header(header::RANGE, "bytes=1000-1999")
-        .body(Body::empty())
-        .unwrap();
+    let request = TestGateway::request(
+        "GET",
+        &format!("/api/v1/artefacts/{artefact}/content?purpose=playback&access=play"),
+        Some(As::Session(&d_session)),
+    )
+    .header(header::RANGE, "bytes=1000-1999")
+    .body(Body::empty())
+    .unwrap();
     let part = gw.send(request).await;
     assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.headers[header::CONTENT_RANGE], format!("bytes 1000-1999/{}", bytes.len()));
     assert_eq!(part.body, &bytes[1000..2000]);
 
-    let request = TestGateway::request("GET", &format!("/api/v1/artefacts/{artefact}/content?purpose=x"), Some(As::Session(&d_session)))
-        .header(header::RANGE, "bytes=999999999-")
-        .body(Body::empty())
-        .unwrap();
+    let request = TestGateway::request(
+        "GET",
+        &format!("/api/v1/artefacts/{artefact}/content?purpose=x"),
+        Some(As::Session(&d_session)),
+    )
+    .header(header::RANGE, "bytes=999999999-")
+    .body(Body::empty())
+    .unwrap();
     gw.send(request).await.assert_problem(416, "bad-range", "bytes");
 
     // Every touch is in the timeline, each with an offline proof that checks against the gateway's key.
-    let timeline = gw.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(&p_session))).await.json();
+    let timeline =
+        gw.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(&p_session))).await.json();
     let records = timeline["records"].as_array().unwrap();
     let kinds: Vec<&str> = records.iter().map(|r| r["record"]["event"]["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["artefact_registered", "artefact_accessed", "artefact_accessed", "artefact_accessed"]);
@@ -100,10 +125,14 @@ async fn use_restrictions_are_enforced_recorded_and_widened_only_by_the_provider
         "permitted_purposes": ["trial preparation"], "permitted_recipients": [], "permitted_jurisdictions": ["IT"],
         "onward_transfer": "with_consent",
     });
-    let request = TestGateway::request("POST", "/api/v1/cases/case-9/artefacts?purpose=mutual%20legal%20assistance", Some(As::Session(&provider_session)))
-        .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
-        .body(Body::from(media()))
-        .unwrap();
+    let request = TestGateway::request(
+        "POST",
+        "/api/v1/cases/case-9/artefacts?purpose=mutual%20legal%20assistance",
+        Some(As::Session(&provider_session)),
+    )
+    .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
+    .body(Body::from(media()))
+    .unwrap();
     let reply = gw.send(request).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
@@ -112,45 +141,74 @@ async fn use_restrictions_are_enforced_recorded_and_widened_only_by_the_provider
     // A German receiver is outside the permitted jurisdictions; the refusal says why and is recorded.
     gw.get(&content, Some(As::Session(&receiver_session))).await.assert_problem(403, "use-restricted", "DE");
     let wrong_purpose = format!("/api/v1/artefacts/{artefact}/content?purpose=press%20briefing");
-    gw.get(&wrong_purpose, Some(As::Session(&provider_session))).await.assert_problem(403, "use-restricted", "press briefing");
+    gw.get(&wrong_purpose, Some(As::Session(&provider_session))).await.assert_problem(
+        403,
+        "use-restricted",
+        "press briefing",
+    );
 
     // The receiver asks to widen use; only the provider may decide, and access changes only after the decision.
     let asked = gw
-        .call("POST", &format!("/api/v1/artefacts/{artefact}/widen-requests"), Some(As::Session(&receiver_session)), json!({ "jurisdictions": ["DE"] }))
+        .call(
+            "POST",
+            &format!("/api/v1/artefacts/{artefact}/widen-requests"),
+            Some(As::Session(&receiver_session)),
+            json!({ "jurisdictions": ["DE"] }),
+        )
         .await;
     assert_eq!(asked.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&asked.body));
     let request_id = asked.json()["id"].as_str().unwrap().to_owned();
     let decide = format!("/api/v1/widen-requests/{request_id}/decision");
-    gw.call("POST", &decide, Some(As::Session(&receiver_session)), json!({ "approve": true })).await.assert_problem(403, "provider-only", "providing authority");
+    gw.call("POST", &decide, Some(As::Session(&receiver_session)), json!({ "approve": true })).await.assert_problem(
+        403,
+        "provider-only",
+        "providing authority",
+    );
     gw.get(&content, Some(As::Session(&receiver_session))).await.assert_problem(403, "use-restricted", "DE");
     let decided = gw.call("POST", &decide, Some(As::Session(&provider_session)), json!({ "approve": true })).await;
     assert_eq!(decided.status, StatusCode::OK, "{}", String::from_utf8_lossy(&decided.body));
     assert_eq!(decided.json()["status"], "approved");
-    gw.call("POST", &decide, Some(As::Session(&provider_session)), json!({ "approve": false })).await.assert_problem(409, "conflict", "already approved");
+    gw.call("POST", &decide, Some(As::Session(&provider_session)), json!({ "approve": false })).await.assert_problem(
+        409,
+        "conflict",
+        "already approved",
+    );
     let allowed = gw.get(&content, Some(As::Session(&receiver_session))).await;
     assert_eq!(allowed.status, StatusCode::OK);
 
     // Outcome feedback reaches the provider.
     let filed = gw
-        .call("POST", &format!("/api/v1/artefacts/{artefact}/outcomes"), Some(As::Session(&receiver_session)), json!({ "outcome": "used_at_hearing", "note": "heard on 2026-12-01" }))
+        .call(
+            "POST",
+            &format!("/api/v1/artefacts/{artefact}/outcomes"),
+            Some(As::Session(&receiver_session)),
+            json!({ "outcome": "used_at_hearing", "note": "heard on 2026-12-01" }),
+        )
         .await;
     assert_eq!(filed.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&filed.body));
-    let outcomes = gw.get(&format!("/api/v1/artefacts/{artefact}/outcomes"), Some(As::Session(&provider_session))).await.json();
+    let outcomes =
+        gw.get(&format!("/api/v1/artefacts/{artefact}/outcomes"), Some(As::Session(&provider_session))).await.json();
     assert_eq!(outcomes[0]["outcome"], "used_at_hearing");
 
-    let timeline = gw.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(&provider_session))).await.json();
-    let kinds: Vec<&str> = timeline["records"].as_array().unwrap().iter().map(|r| r["record"]["event"]["type"].as_str().unwrap()).collect();
+    let timeline =
+        gw.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(&provider_session))).await.json();
+    let kinds: Vec<&str> = timeline["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record"]["event"]["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
         [
             "artefact_registered",
-            "policy_changed",  // attached at ingest
-            "access_refused",  // DE outside the permitted jurisdictions
-            "access_refused",  // purpose not permitted
-            "policy_changed",  // wider use requested
-            "access_refused",  // the receiver tried to decide
-            "access_refused",  // read before the decision
-            "policy_changed",  // approved
+            "policy_changed", // attached at ingest
+            "access_refused", // DE outside the permitted jurisdictions
+            "access_refused", // purpose not permitted
+            "wider_use_requested",
+            "access_refused", // the receiver tried to decide
+            "access_refused", // read before the decision
+            "policy_changed", // approved
             "artefact_accessed",
             "outcome_reported",
         ]
@@ -161,9 +219,14 @@ async fn use_restrictions_are_enforced_recorded_and_widened_only_by_the_provider
         "tlp": "TLP:GREEN", "provider": "IT: Procura di Roma", "permitted_purposes": [], "permitted_recipients": [],
         "permitted_jurisdictions": [], "onward_transfer": "permitted", "expires_at": gw.clock.now().checked_add(jiff::SignedDuration::from_hours(24)).unwrap().to_string(),
     });
-    let set = gw.call("PUT", &format!("/api/v1/artefacts/{artefact}/policy"), Some(As::Session(&provider_session)), expiring).await;
+    let set = gw
+        .call("PUT", &format!("/api/v1/artefacts/{artefact}/policy"), Some(As::Session(&provider_session)), expiring)
+        .await;
     assert_eq!(set.status, StatusCode::OK, "{}", String::from_utf8_lossy(&set.body));
-    let detail = gw.get(&format!("/api/v1/artefacts/{artefact}?purpose=review"), Some(As::Session(&receiver_session))).await.json();
+    let detail = gw
+        .get(&format!("/api/v1/artefacts/{artefact}?purpose=review"), Some(As::Session(&receiver_session)))
+        .await
+        .json();
     assert!(detail["warnings"][0].as_str().unwrap().contains("lapses"), "{detail}");
     gw.clock.advance(25 * 3600);
     gw.get(&content, Some(As::Session(&receiver_session))).await.assert_problem(401, "unauthenticated", "sign in");
@@ -177,7 +240,10 @@ async fn a_restart_finds_everything_and_the_catalog_catches_up_with_the_ledger()
     let (clerk, session) = gw.person("clerk1", "IT").await;
     gw.case("case-1").await;
     gw.member("case-1", &clerk, "clerk").await;
-    let artefact = gw.upload("case-1", "purpose=intake", As::Session(&session), media()).await.json()["artefact"].as_str().unwrap().to_owned();
+    let artefact = gw.upload("case-1", "purpose=intake", As::Session(&session), media()).await.json()["artefact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     // Simulate a crash between the ledger append and the catalog insert: a registration in the ledger whose
     // catalog row and index are gone.
@@ -187,8 +253,19 @@ async fn a_restart_finds_everything_and_the_catalog_catches_up_with_the_ledger()
     drop(gw.state);
     log.close().await;
     delete_catalog_rows(&db, &artefact).await;
-    let state = custodia_server::startup::open(&custodia_server::config::ServeConfig::with_data_dir(dir.path()), Default::default()).await.unwrap();
-    let row = state.gateway.catalog.artefact(&artefact).await.unwrap().expect("restored from the ledger and the stored manifest");
+    let state = custodia_server::startup::open(
+        &custodia_server::config::ServeConfig::with_data_dir(dir.path()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let row = state
+        .gateway
+        .catalog
+        .artefact(&artefact)
+        .await
+        .unwrap()
+        .expect("restored from the ledger and the stored manifest");
     assert_eq!(row.size, media().len() as i64);
     assert!(!state.gateway.catalog.artefact_timeline(&artefact).await.unwrap().is_empty());
 }

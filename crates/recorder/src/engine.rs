@@ -1,0 +1,360 @@
+//! The seam over the WebRTC engine. Everything webrtc-rs is confined to this module: the rest of the crate, and
+//! the gateway, see only the types defined here, so the engine could be swapped without touching the recorder.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{API, APIBuilder};
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::sender_report::SenderReport as RtcpSenderReport;
+use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+
+/// How the engine is set up.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Offer loopback addresses as ICE candidates. Off by default (they are useless between machines); tests on
+    /// one machine need it.
+    pub include_loopback: bool,
+    /// STUN/TURN servers to gather candidates from, as `stun:` / `turn:` URLs with optional credentials.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// A STUN or TURN server.
+#[derive(Clone, Default)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: String,
+    pub credential: String,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credential is a secret; never show it.
+        f.debug_struct("IceServer").field("urls", &self.urls).finish_non_exhaustive()
+    }
+}
+
+/// What went wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the offer is not an SDP offer the engine accepts: {0}")]
+    BadOffer(String),
+    #[error("WebRTC engine: {0}")]
+    Engine(String),
+}
+
+fn engine_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Engine(e.to_string())
+}
+
+/// Media kinds the recorder takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// Codecs the recorder takes, as negotiated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Vp8,
+    Opus,
+}
+
+/// One RTP packet as received, with the moment it arrived.
+#[derive(Debug, Clone)]
+pub struct RtpIn {
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+    pub arrived: Instant,
+}
+
+/// An RTCP sender report for a track: the sender's wall clock (64-bit NTP format) at the RTP time given.
+#[derive(Debug, Clone, Copy)]
+pub struct SenderReport {
+    pub ntp_time: u64,
+    pub rtp_time: u32,
+    pub arrived: Instant,
+}
+
+/// What arrives on a track.
+#[derive(Debug, Clone)]
+pub enum TrackEvent {
+    Rtp(RtpIn),
+    SenderReport(SenderReport),
+}
+
+/// Asks the sender of a track for a keyframe.
+pub trait KeyframeRequester: Send + Sync + std::fmt::Debug {
+    fn request_keyframe(&self);
+}
+
+/// A track a publisher sends, as the engine hands it to the recorder. `events` ends when the track or the peer
+/// connection does.
+#[derive(Debug)]
+pub struct IncomingTrack {
+    pub kind: MediaKind,
+    pub codec: Codec,
+    pub clock_rate: u32,
+    pub ssrc: u32,
+    pub events: mpsc::UnboundedReceiver<TrackEvent>,
+    pub keyframes: Arc<dyn KeyframeRequester>,
+}
+
+/// The WebRTC engine: webrtc-rs set up to receive Opus audio and VP8 video.
+pub struct WebRtcEngine {
+    api: API,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for WebRtcEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRtcEngine").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// A connected (or connecting) publisher: the answer to its offer, and the peer connection behind it.
+pub struct PublisherPeer {
+    answer_sdp: String,
+    pc: Arc<RTCPeerConnection>,
+    failed: Option<tokio::sync::oneshot::Receiver<()>>,
+}
+
+impl std::fmt::Debug for PublisherPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublisherPeer").finish_non_exhaustive()
+    }
+}
+
+impl PublisherPeer {
+    /// The SDP answer, with every ICE candidate gathered (WHIP clients need not trickle).
+    pub fn answer_sdp(&self) -> &str {
+        &self.answer_sdp
+    }
+
+    /// Resolves when the connection fails (ICE or DTLS lost for good, as when the publisher vanishes without a
+    /// DELETE); never, if it does not. Only the first call waits; later ones resolve at once.
+    pub fn failed(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let failed = self.failed.take();
+        async move {
+            if let Some(failed) = failed
+                && failed.await.is_err()
+            {
+                // The engine dropped the sender without a failure: the connection was closed, and never fails.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Closes the peer connection; every track's events then end.
+    pub async fn close(&self) -> Result<(), EngineError> {
+        self.pc.close().await.map_err(engine_err)
+    }
+}
+
+#[derive(Debug)]
+struct PliSender {
+    pc: Weak<RTCPeerConnection>,
+    media_ssrc: u32,
+}
+
+impl KeyframeRequester for PliSender {
+    fn request_keyframe(&self) {
+        let Some(pc) = self.pc.upgrade() else { return };
+        let media_ssrc = self.media_ssrc;
+        tokio::spawn(async move {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
+                tracing::debug!(error = %e, "could not send a picture loss indication");
+            }
+        });
+    }
+}
+
+impl WebRtcEngine {
+    /// Sets up the engine. webrtc-rs's DTLS uses rustls, which needs a process-wide crypto back end; if the
+    /// process has not installed one (the gateway installs aws-lc-rs at start-up), this installs ring, which
+    /// webrtc-rs links anyway.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Err only if another thread installed one meanwhile, which is as good.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let mut media = MediaEngine::default();
+        let video_feedback = ["goog-remb", "ccm", "nack", "nack"]
+            .iter()
+            .zip(["", "fir", "", "pli"])
+            .map(|(typ, parameter)| RTCPFeedback { typ: (*typ).to_owned(), parameter: parameter.to_owned() })
+            .collect::<Vec<_>>();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: MIME_TYPE_OPUS.to_owned(),
+                        clock_rate: 48_000,
+                        channels: 2,
+                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    payload_type: 111,
+                    ..Default::default()
+                },
+                RTPCodecType::Audio,
+            )
+            .map_err(engine_err)?;
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    capability: RTCRtpCodecCapability {
+                        mime_type: MIME_TYPE_VP8.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: String::new(),
+                        rtcp_feedback: video_feedback,
+                    },
+                    payload_type: 96,
+                    ..Default::default()
+                },
+                RTPCodecType::Video,
+            )
+            .map_err(engine_err)?;
+        // NACK generation (retransmission requests), RTCP receiver reports and the rest of the defaults.
+        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine_err)?;
+        let mut settings = SettingEngine::default();
+        settings.set_include_loopback_candidate(config.include_loopback);
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        Ok(WebRtcEngine { api, config })
+    }
+
+    /// Answers a publisher's SDP offer with a receive-only peer connection. Each track the publisher sends is
+    /// handed to `tracks` once its first packet arrives. Returns once ICE gathering is complete, so the answer
+    /// holds every candidate.
+    pub async fn accept_publisher(
+        &self,
+        offer_sdp: &str,
+        tracks: mpsc::UnboundedSender<IncomingTrack>,
+    ) -> Result<PublisherPeer, EngineError> {
+        let rtc_config = RTCConfiguration {
+            ice_servers: self
+                .config
+                .ice_servers
+                .iter()
+                .map(|s| RTCIceServer {
+                    urls: s.urls.clone(),
+                    username: s.username.clone(),
+                    credential: s.credential.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let pc = Arc::new(self.api.new_peer_connection(rtc_config).await.map_err(engine_err)?);
+        let offer =
+            RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| EngineError::BadOffer(e.to_string()))?;
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+        let failed_tx = std::sync::Mutex::new(Some(failed_tx));
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            if state == RTCPeerConnectionState::Failed
+                && let Some(tx) = failed_tx.lock().unwrap_or_else(|p| p.into_inner()).take()
+            {
+                let _ = tx.send(());
+            }
+            Box::pin(async {})
+        }));
+        let weak = Arc::downgrade(&pc);
+        pc.on_track(Box::new(move |track, receiver, _transceiver| {
+            let tracks = tracks.clone();
+            let weak = weak.clone();
+            Box::pin(async move {
+                let capability = track.codec().capability;
+                let codec = if capability.mime_type.eq_ignore_ascii_case(MIME_TYPE_VP8) {
+                    Codec::Vp8
+                } else if capability.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS) {
+                    Codec::Opus
+                } else {
+                    tracing::warn!(mime = %capability.mime_type, "ignoring a track in a codec the recorder does not take");
+                    return;
+                };
+                let kind = match codec {
+                    Codec::Vp8 => MediaKind::Video,
+                    Codec::Opus => MediaKind::Audio,
+                };
+                let (events, rx) = mpsc::unbounded_channel();
+                let incoming = IncomingTrack {
+                    kind,
+                    codec,
+                    clock_rate: capability.clock_rate,
+                    ssrc: track.ssrc(),
+                    events: rx,
+                    keyframes: Arc::new(PliSender { pc: weak, media_ssrc: track.ssrc() }),
+                };
+                if tracks.send(incoming).is_err() {
+                    return;
+                }
+                let rtcp_events = events.clone();
+                tokio::spawn(async move {
+                    while let Ok((packets, _)) = receiver.read_rtcp().await {
+                        let arrived = Instant::now();
+                        for packet in packets {
+                            if let Some(sr) = packet.as_any().downcast_ref::<RtcpSenderReport>() {
+                                let report = SenderReport { ntp_time: sr.ntp_time, rtp_time: sr.rtp_time, arrived };
+                                if rtcp_events.send(TrackEvent::SenderReport(report)).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    while let Ok((packet, _)) = track.read_rtp().await {
+                        let rtp = RtpIn {
+                            sequence: packet.header.sequence_number,
+                            timestamp: packet.header.timestamp,
+                            marker: packet.header.marker,
+                            payload: packet.payload,
+                            arrived: Instant::now(),
+                        };
+                        if events.send(TrackEvent::Rtp(rtp)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            })
+        }));
+        let result = async {
+            pc.set_remote_description(offer).await.map_err(|e| EngineError::BadOffer(e.to_string()))?;
+            // No local tracks are ever added, so every transceiver the offer creates only receives.
+            let answer = pc.create_answer(None).await.map_err(engine_err)?;
+            let mut gathered = pc.gathering_complete_promise().await;
+            pc.set_local_description(answer).await.map_err(engine_err)?;
+            let _ = gathered.recv().await;
+            let local = pc.local_description().await.ok_or_else(|| engine_err("no local description"))?;
+            Ok::<_, EngineError>(local.sdp)
+        }
+        .await;
+        match result {
+            Ok(answer_sdp) => Ok(PublisherPeer { answer_sdp, pc, failed: Some(failed_rx) }),
+            Err(e) => {
+                let _ = pc.close().await;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! WHIP (RFC 9725): a publisher POSTs an SDP offer and gets an answer and a session resource; DELETE on the
+//! resource ends the session. This module keeps the sessions; HTTP is the caller's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rand_core::{OsRng, RngCore};
+use tokio::sync::Mutex;
+
+use crate::engine::{EngineError, PublisherPeer, WebRtcEngine};
+use crate::segmenter::{Recording, RecordingConfig, RecordingSummary, SegmentSealer};
+
+/// The largest SDP offer taken. Real offers are a few kilobytes.
+pub const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhipError {
+    #[error("the offer is larger than {MAX_OFFER_BYTES} bytes")]
+    OfferTooLarge,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("could not create the recording directory: {0}")]
+    Directory(std::io::Error),
+}
+
+/// The answer to an accepted offer.
+#[derive(Debug, Clone)]
+pub struct WhipAnswer {
+    /// The session's identifier: 128 random bits in hex, for the resource URL.
+    pub session_id: String,
+    pub sdp: String,
+}
+
+struct Session {
+    peer: PublisherPeer,
+    recording: Recording,
+}
+
+/// The live WHIP sessions.
+pub struct WhipIngest {
+    engine: WebRtcEngine,
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
+}
+
+impl std::fmt::Debug for WhipIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipIngest").field("engine", &self.engine).finish_non_exhaustive()
+    }
+}
+
+fn new_session_id() -> String {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl WhipIngest {
+    pub fn new(engine: WebRtcEngine) -> Self {
+        WhipIngest { engine, sessions: Arc::default() }
+    }
+
+    /// Accepts a publisher's offer: starts a receive-only peer and a recording into `config.dir` (created if
+    /// missing), sealing each segment through `sealer`. Returns the answer, with all ICE candidates.
+    pub async fn accept_whip_offer(
+        &self,
+        sdp_offer: &str,
+        config: RecordingConfig,
+        sealer: Arc<dyn SegmentSealer>,
+    ) -> Result<WhipAnswer, WhipError> {
+        if sdp_offer.len() > MAX_OFFER_BYTES {
+            return Err(WhipError::OfferTooLarge);
+        }
+        tokio::fs::create_dir_all(&config.dir).await.map_err(WhipError::Directory)?;
+        let recording = Recording::start(config, sealer);
+        let mut peer = match self.engine.accept_publisher(sdp_offer, recording.track_sender()).await {
+            Ok(peer) => peer,
+            Err(e) => {
+                recording.stop().await;
+                return Err(e.into());
+            }
+        };
+        let session_id = new_session_id();
+        let sdp = peer.answer_sdp().to_owned();
+        // A publisher that vanishes without a DELETE: end its session when the connection fails, so that what it
+        // sent is sealed and nothing is left running.
+        let failed = peer.failed();
+        self.sessions.lock().await.insert(session_id.clone(), Session { peer, recording });
+        let sessions = Arc::downgrade(&self.sessions);
+        let id = session_id.clone();
+        tokio::spawn(async move {
+            failed.await;
+            let Some(sessions) = sessions.upgrade() else { return };
+            let Some(session) = sessions.lock().await.remove(&id) else { return };
+            tracing::warn!("a WHIP publisher's connection failed; ending its session");
+            let summary = end(session).await;
+            tracing::info!(segments = summary.segments.len(), errors = ?summary.errors, "WHIP session ended");
+        });
+        Ok(WhipAnswer { session_id, sdp })
+    }
+
+    /// Whether a session exists.
+    pub async fn contains(&self, session_id: &str) -> bool {
+        self.sessions.lock().await.contains_key(session_id)
+    }
+
+    /// Ends a session (the WHIP DELETE): closes the peer, seals the open segment, and returns the recording's
+    /// summary; `None` if there is no such session (or it already ended because its connection failed).
+    pub async fn teardown(&self, session_id: &str) -> Option<RecordingSummary> {
+        let session = self.sessions.lock().await.remove(session_id)?;
+        Some(end(session).await)
+    }
+}
+
+async fn end(session: Session) -> RecordingSummary {
+    if let Err(e) = session.peer.close().await {
+        tracing::warn!(error = %e, "closing a WHIP peer");
+    }
+    session.recording.stop().await
+}

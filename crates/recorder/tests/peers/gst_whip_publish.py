@@ -1,0 +1,118 @@
+"""A WHIP (RFC 9725) publisher made with GStreamer's webrtcbin, a WebRTC stack none of us wrote, driven through
+GObject introspection (run with Debian's /usr/bin/python3, which has python3-gi).
+
+Usage: gst_whip_publish.py URL SECONDS [TOKEN]
+
+Publishes videotestsrc (320x240 at 25 fps, VP8) and audiotestsrc (Opus), as peers.md's whip-client pipeline
+does but with vp8enc's look-ahead off (lag-in-frames=0, as a live sender should; its default holds 25 frames, a
+second at 25 fps, so the media would lag the clock the test measures with), for SECONDS, then DELETEs the session resource. Prints one JSON line: when it stopped, in seconds since the
+offer was sent. (Debian 12's own whip-client cannot run: it links libsoup 2 while libnice pulls in libsoup 3.)
+"""
+
+import json
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstWebRTC", "1.0")
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
+
+PIPELINE = (
+    "webrtcbin name=send bundle-policy=max-bundle "
+    "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 ! videoconvert ! "
+    "queue ! vp8enc deadline=1 lag-in-frames=0 ! rtpvp8pay pt=96 ssrc=2 ! queue ! "
+    "application/x-rtp,media=video,encoding-name=VP8,payload=96 ! send. "
+    "audiotestsrc is-live=true ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=100 ssrc=1 ! "
+    "queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=100 ! send. "
+)
+
+
+def http(method, url, body=None, content_type=None, token=None):
+    request = urllib.request.Request(url, data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.headers, response.read()
+
+
+def main(url, seconds, token):
+    Gst.init(None)
+    pipeline = Gst.parse_launch(PIPELINE)
+    webrtc = pipeline.get_by_name("send")
+    loop = GLib.MainLoop()
+    state = {}
+
+    def fail(message):
+        state["error"] = message
+        loop.quit()
+
+    def on_gathering(element, _pspec):
+        if element.get_property("ice-gathering-state") != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            return
+        if "offered" in state:
+            return
+        offer = element.get_property("local-description").sdp.as_text()
+        state["offered"] = time.monotonic()
+        try:
+            status, headers, answer = http("POST", url, offer.encode(), "application/sdp", token)
+        except Exception as e:  # noqa: BLE001 - reported, then the publisher stops
+            GLib.idle_add(fail, f"WHIP POST failed: {e}")
+            return
+        if status != 201:
+            GLib.idle_add(fail, f"WHIP POST answered {status}")
+            return
+        state["resource"] = urllib.parse.urljoin(url, headers["Location"])
+        _, sdp = GstSdp.SDPMessage.new_from_text(answer.decode())
+        description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
+        element.emit("set-remote-description", description, None)
+        GLib.timeout_add(int(seconds * 1000), stop)
+
+    def stop():
+        state["stopped_s"] = time.monotonic() - state["offered"]
+        loop.quit()
+        return False
+
+    def on_offer(promise, element, _):
+        promise.wait()
+        # Keep the reply alive while the offer is used: the offer belongs to it.
+        reply = promise.get_reply()
+        offer = reply.get_value("offer")
+        if offer is None or offer.sdp is None:
+            GLib.idle_add(fail, f"webrtcbin made no offer: {reply.to_string()}")
+            return
+        element.emit("set-local-description", offer, None)
+
+    def on_negotiation_needed(element):
+        promise = Gst.Promise.new_with_change_func(on_offer, element, None)
+        element.emit("create-offer", None, promise)
+
+    def on_connection(element, _pspec):
+        print(f"connection {element.get_property('connection-state')}", file=sys.stderr, flush=True)
+
+    webrtc.connect("on-negotiation-needed", on_negotiation_needed)
+    webrtc.connect("notify::ice-gathering-state", lambda e, p: threading.Thread(target=on_gathering, args=(e, p)).start())
+    webrtc.connect("notify::connection-state", on_connection)
+    bus = pipeline.get_bus()
+    bus.add_signal_watch()
+    bus.connect("message::error", lambda _bus, message: fail(str(message.parse_error())))
+    pipeline.set_state(Gst.State.PLAYING)
+    GLib.timeout_add(int((seconds + 30) * 1000), lambda: fail("timed out") or False)
+    loop.run()
+    if "resource" in state:
+        http("DELETE", state["resource"], token=token)
+    pipeline.set_state(Gst.State.NULL)
+    if "error" in state:
+        raise SystemExit(state["error"])
+    print(json.dumps({"stopped_s": state["stopped_s"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None)

@@ -1,0 +1,62 @@
+"""A WHIP (RFC 9725) publisher made with aiortc, a WebRTC stack none of us wrote.
+
+Usage: whip_publish.py URL SECONDS [TOKEN]
+
+Publishes FFmpeg's test pattern (testsrc, 320x240 at 25 fps) and a 440 Hz tone, encoded by aiortc as VP8 and
+Opus, for SECONDS, then DELETEs the session resource. Prints one JSON line: when media started flowing and when it
+stopped, in seconds since the offer was sent. With TOKEN, requests carry `Authorization: Bearer TOKEN`.
+"""
+
+import asyncio
+import json
+import sys
+import time
+import urllib.parse
+import urllib.request
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+
+
+def http(method, url, body=None, content_type=None, token=None):
+    request = urllib.request.Request(url, data=body, method=method)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.headers, response.read()
+
+
+async def main(url, seconds, token):
+    video = MediaPlayer("testsrc=size=320x240:rate=25", format="lavfi")
+    audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
+    pc = RTCPeerConnection()
+    pc.addTransceiver(video.video, direction="sendonly")
+    pc.addTransceiver(audio.audio, direction="sendonly")
+    connected = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def on_state():
+        print(f"connection {pc.connectionState}, ICE {pc.iceConnectionState}", file=sys.stderr, flush=True)
+        if pc.connectionState == "connected":
+            connected.set()
+
+    await pc.setLocalDescription(await pc.createOffer())
+    offered = time.monotonic()
+    status, headers, answer = http("POST", url, pc.localDescription.sdp.encode(), "application/sdp", token)
+    if status != 201:
+        raise SystemExit(f"WHIP POST answered {status}")
+    resource = urllib.parse.urljoin(url, headers["Location"])
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
+    await asyncio.wait_for(connected.wait(), 20)
+    started = time.monotonic() - offered
+    await asyncio.sleep(seconds)
+    stopped = time.monotonic() - offered
+    http("DELETE", resource, token=token)
+    await pc.close()
+    print(json.dumps({"connected_s": started, "stopped_s": stopped}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], float(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else None))

@@ -1,0 +1,906 @@
+//! The OpenAPI document served at `/api/openapi.json` against the code it describes.
+//!
+//! - It is served, and is OpenAPI 3.1 JSON whose references all resolve.
+//! - Every route the router source registers is documented with the same methods, and nothing else is: the
+//!   source files are scanned for `.route("...", ...)`, so a route added without documenting it fails here.
+//! - Every problem `type` the source can produce is listed in the `Problem` schema, and nothing else.
+//! - The policy schemas match the serde forms of `custodia_core`, and `x-custodia-roles` matches `permits`.
+//! - Real replies from a gateway carry documented statuses, and their JSON bodies validate against the documented
+//!   schemas (a small validator for the JSON Schema keywords the document uses).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use axum::http::header;
+use custodia_core::{Action, OnwardTransfer, Role, Tlp, TransferConsent, UsePolicy, WidenRequest, permits};
+use serde_json::{Value, json};
+use support::{As, Reply, TestGateway};
+
+const PROBLEM_PREFIX: &str = "https://custodia.invalid/problems/";
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+fn document() -> Value {
+    serde_json::from_str(custodia_server::openapi::DOCUMENT).expect("openapi.json is not JSON")
+}
+
+/// What a local `$ref` points at.
+fn lookup<'a>(doc: &'a Value, reference: &str) -> &'a Value {
+    let target = reference.strip_prefix('#').and_then(|pointer| doc.pointer(pointer));
+    target.unwrap_or_else(|| panic!("unresolved $ref {reference}"))
+}
+
+/// A response, parameter or header object, following references.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(reference) => resolve(doc, lookup(doc, reference)),
+        None => value,
+    }
+}
+
+/// Every operation: (path, method, operation).
+fn operations(doc: &Value) -> Vec<(&str, &str, &Value)> {
+    let mut found = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if let Some(operation) = item.get(method) {
+                found.push((path.as_str(), method, operation));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn the_served_document_is_openapi_3_1() {
+    let gateway = TestGateway::start().await;
+    let reply = gateway.get("/api/openapi.json", None).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    let served = reply.json();
+    let version = served["openapi"].as_str().unwrap_or_default();
+    assert!(version.starts_with("3.1."), "openapi {version:?}");
+    assert!(served["info"]["title"].is_string() && served["info"]["version"].is_string());
+    assert_eq!(served, document());
+    assert!(served["paths"].as_object().is_some_and(|paths| !paths.is_empty()));
+}
+
+// Reading the router source.
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lexeme {
+    Code,
+    Text,
+    Comment,
+}
+
+/// What each byte of Rust source is: code, inside a string or character literal, or inside a comment.
+fn lex(source: &str) -> Vec<Lexeme> {
+    let bytes = source.as_bytes();
+    let mut kinds = vec![Lexeme::Code; bytes.len()];
+    let mut i = 0;
+    let mark = |kinds: &mut [Lexeme], from: usize, to: usize, kind| kinds[from..to.min(bytes.len())].fill(kind);
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        let after_identifier = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if rest.starts_with(b"//") {
+            let end = rest.iter().position(|&b| b == b'\n').map_or(bytes.len(), |n| i + n);
+            mark(&mut kinds, i, end, Lexeme::Comment);
+            i = end;
+        } else if rest.starts_with(b"/*") {
+            let end = source[i + 2..].find("*/").map_or(bytes.len(), |n| i + 2 + n + 2);
+            mark(&mut kinds, i, end, Lexeme::Comment);
+            i = end;
+        } else if rest[0] == b'r'
+            && !after_identifier
+            && rest[1..].iter().position(|&b| b != b'#').is_some_and(|n| rest[1 + n] == b'"')
+        {
+            let hashes = rest[1..].iter().take_while(|&&b| b == b'#').count();
+            let close = format!("\"{}", "#".repeat(hashes));
+            let start = i + 1 + hashes + 1;
+            let end = source[start..].find(&close).map_or(bytes.len(), |n| start + n + close.len());
+            mark(&mut kinds, i, end, Lexeme::Text);
+            i = end;
+        } else if rest[0] == b'"' {
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != b'"' {
+                j += if bytes[j] == b'\\' { 2 } else { 1 };
+            }
+            mark(&mut kinds, i, j + 1, Lexeme::Text);
+            i = j + 1;
+        } else if rest[0] == b'\'' && (rest.get(1) == Some(&b'\\') || rest.get(2) == Some(&b'\'')) {
+            // A character literal ('x', '\n', '\''); anything else after a quote is a lifetime.
+            let from = if rest[1] == b'\\' { 3 } else { 2 };
+            let end = rest[from..].iter().position(|&b| b == b'\'').map_or(bytes.len(), |n| i + from + n + 1);
+            mark(&mut kinds, i, end, Lexeme::Text);
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    kinds
+}
+
+/// Rust source, lexed.
+struct Source {
+    text: String,
+    kinds: Vec<Lexeme>,
+}
+
+impl Source {
+    fn read(path: &Path) -> Self {
+        Self::read_str(&std::fs::read_to_string(path).unwrap())
+    }
+
+    fn read_str(text: &str) -> Self {
+        Self { text: text.to_owned(), kinds: lex(text) }
+    }
+
+    fn is_code(&self, at: usize) -> bool {
+        self.kinds[at] == Lexeme::Code
+    }
+
+    /// The top-level arguments of the parenthesised list opening at `open`, trimmed.
+    fn arguments(&self, open: usize) -> Vec<&str> {
+        let bytes = self.text.as_bytes();
+        let (mut depth, mut start, mut arguments) = (0usize, open + 1, Vec::new());
+        let code = bytes.iter().zip(&self.kinds).enumerate().skip(open).filter(|(_, (_, kind))| **kind == Lexeme::Code);
+        for (at, (byte, _)) in code {
+            match byte {
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        arguments.push(self.text[start..at].trim());
+                        break;
+                    }
+                }
+                b',' if depth == 1 => {
+                    arguments.push(self.text[start..at].trim());
+                    start = at + 1;
+                }
+                _ => {}
+            }
+        }
+        arguments.retain(|argument| !argument.is_empty());
+        arguments
+    }
+
+    /// The arguments of every call of `callee` in code (not in strings or comments).
+    fn calls(&self, callee: &str) -> Vec<Vec<&str>> {
+        let pattern = format!("{callee}(");
+        self.text
+            .match_indices(&pattern)
+            .filter(|(at, _)| self.is_code(*at))
+            .map(|(at, _)| self.arguments(at + callee.len()))
+            .collect()
+    }
+
+    /// The arguments of every parenthesised list in code.
+    fn all_lists(&self) -> Vec<Vec<&str>> {
+        let opens = self.text.match_indices('(').map(|(at, _)| at).filter(|&at| self.is_code(at));
+        opens.map(|at| self.arguments(at)).collect()
+    }
+}
+
+/// The contents of a plain string literal.
+fn literal(argument: &str) -> Option<&str> {
+    argument.strip_prefix('"')?.strip_suffix('"').filter(|inner| !inner.contains(['"', '\\']))
+}
+
+/// The HTTP methods a method router expression such as `get(a).post(b)` routes: each method name called as a
+/// function or method, outside strings and comments.
+fn routed_methods(expression: &str) -> BTreeSet<String> {
+    let kinds = lex(expression);
+    let code: Vec<u8> =
+        expression.bytes().zip(kinds).map(|(b, kind)| if kind == Lexeme::Code { b } else { b' ' }).collect();
+    let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut methods = BTreeSet::new();
+    let mut at = 0;
+    while at < code.len() {
+        if !is_word(code[at]) {
+            at += 1;
+            continue;
+        }
+        let end = code[at..].iter().position(|&b| !is_word(b)).map_or(code.len(), |n| at + n);
+        let word = std::str::from_utf8(&code[at..end]).unwrap();
+        let next = code[end..].iter().find(|b| !b.is_ascii_whitespace());
+        let before = code[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+        if next == Some(&b'(') && before.is_none_or(|b| b".:(,".contains(b)) {
+            assert!(!["any", "on"].contains(&word), "{expression}: route each method explicitly, for the document");
+            if METHODS.contains(&word) {
+                methods.insert(word.to_owned());
+            }
+        }
+        at = end;
+    }
+    methods
+}
+
+fn server_sources() -> Vec<(String, Source)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut pending = vec![dir.clone()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let name = path.strip_prefix(&dir).unwrap().display().to_string();
+                found.push((name, Source::read(&path)));
+            }
+        }
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found
+}
+
+/// Route paths registered in the source, in OpenAPI's spelling (`{*rest}` becomes `{rest}`), with their methods.
+fn routes_in_source() -> BTreeMap<String, BTreeSet<String>> {
+    let mut routes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files_with_routes = BTreeSet::new();
+    for (name, source) in server_sources() {
+        // A fallback adds no route (it answers unknown paths with a problem), so it is allowed.
+        for forbidden in [".nest(", ".route_service(", ".nest_service("] {
+            assert!(
+                source.calls(forbidden.trim_end_matches('(')).is_empty(),
+                "{name} uses {forbidden}: teach this test to read it"
+            );
+        }
+        for arguments in source.calls(".route") {
+            let [path, methods] = arguments[..] else { panic!("{name}: .route with arguments {arguments:?}") };
+            let path = literal(path).unwrap_or_else(|| panic!("{name}: route path {path} is not a string literal"));
+            let path = path.replace("{*", "{");
+            let methods = routed_methods(methods);
+            assert!(!methods.is_empty(), "{name}: no method found for {path}");
+            routes.entry(path).or_default().extend(methods);
+            files_with_routes.insert(name.clone());
+        }
+    }
+    for file in ["api.rs", "log_routes.rs", "tus.rs"] {
+        assert!(files_with_routes.contains(file), "found no route in {file}; is the scan still right?");
+    }
+    routes
+}
+
+#[test]
+fn the_route_scan_reads_rust() {
+    let source = Source::read_str(concat!(
+        "// .route(\"/commented\", get(x))\n",
+        "r.route(\"/a/{id}\", get(|| async { \"not(\" }).post(b)) /* .route(\"/b\", put(c)) */\n",
+        ".route(\n    \"/c\",\n    head(s).patch(t), // trailing comment\n)\n",
+        "let c = '('; let q = '\\''; fn f<'a>(x: &'a str) {}\n",
+        ".route(\"/d\", delete(d))\n",
+    ));
+    let routes: Vec<Vec<&str>> = source.calls(".route");
+    assert_eq!(routes.len(), 3, "{routes:?}");
+    assert_eq!(literal(routes[0][0]), Some("/a/{id}"));
+    assert_eq!(routed_methods(routes[0][1]), BTreeSet::from(["get".into(), "post".into()]));
+    assert_eq!(literal(routes[1][0]), Some("/c"));
+    assert_eq!(routed_methods(routes[1][1]), BTreeSet::from(["head".into(), "patch".into()]));
+    assert_eq!(literal(routes[2][0]), Some("/d"));
+}
+
+#[test]
+fn every_route_is_documented_and_every_documented_route_exists() {
+    let doc = document();
+    let in_source = routes_in_source();
+    let mut in_document: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (path, method, _) in operations(&doc) {
+        in_document.entry(path.to_owned()).or_default().insert(method.to_owned());
+    }
+    let mut wrong = Vec::new();
+    for (path, methods) in &in_source {
+        match in_document.get(path) {
+            None => wrong.push(format!("{path} ({methods:?}) is routed but not documented")),
+            Some(documented) if documented != methods => {
+                wrong.push(format!("{path}: routed {methods:?}, documented {documented:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (path, methods) in &in_document {
+        if !in_source.contains_key(path) {
+            wrong.push(format!("{path} ({methods:?}) is documented but not routed"));
+        }
+    }
+    assert!(wrong.is_empty(), "the document and the router disagree:\n{}", wrong.join("\n"));
+}
+
+// The document on its own.
+
+fn walk<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+    found.push(value);
+    match value {
+        Value::Object(map) => map.values().for_each(|v| walk(v, found)),
+        Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_document_hangs_together() {
+    let doc = document();
+    let mut all = Vec::new();
+    walk(&doc, &mut all);
+    for value in all {
+        if let Some(reference) = value.get("$ref").and_then(Value::as_str) {
+            let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("external $ref {reference}"));
+            assert!(doc.pointer(pointer).is_some(), "unresolved $ref {reference}");
+        }
+    }
+
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    let session = &schemes["session"];
+    assert_eq!(
+        (&session["type"], &session["in"], &session["name"]),
+        (&json!("apiKey"), &json!("cookie"), &json!("custodia_session"))
+    );
+    assert_eq!((&schemes["token"]["type"], &schemes["token"]["scheme"]), (&json!("http"), &json!("bearer")));
+    let mut operation_ids = BTreeSet::new();
+    for (path, method, operation) in operations(&doc) {
+        let here = format!("{} {path}", method.to_uppercase());
+        let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{here} has no operationId"));
+        assert!(operation_ids.insert(id), "{here}: operationId {id} is used twice");
+        assert!(operation["summary"].is_string(), "{here} has no summary");
+
+        // Every path template parameter is declared, at the path or the operation.
+        let declared: Vec<Value> = doc["paths"][path]["parameters"]
+            .as_array()
+            .into_iter()
+            .chain(operation["parameters"].as_array())
+            .flatten()
+            .map(|parameter| resolve(&doc, parameter).clone())
+            .collect();
+        for name in path.split('{').skip(1).filter_map(|rest| rest.split_once('}')).map(|(name, _)| name) {
+            let found = declared.iter().any(|p| p["in"] == "path" && p["name"] == name && p["required"] == true);
+            assert!(found, "{here}: path parameter {name} is not declared");
+        }
+
+        // Security names only defined schemes, and tokens only the three scopes.
+        let security = operation.get("security").unwrap_or(&doc["security"]);
+        for requirement in security.as_array().unwrap_or_else(|| panic!("{here}: security is not a list")) {
+            for (scheme, scopes) in requirement.as_object().unwrap() {
+                assert!(schemes.contains_key(scheme), "{here}: unknown security scheme {scheme}");
+                for scope in scopes.as_array().unwrap() {
+                    assert!(["read", "write", "manage"].contains(&scope.as_str().unwrap()), "{here}: scope {scope}");
+                }
+            }
+        }
+
+        // Every error is a problem.
+        let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{here} has no responses"));
+        assert!(responses.keys().any(|status| status.starts_with('2')), "{here} has no success response");
+        for (status, response) in responses {
+            let response = resolve(&doc, response);
+            assert!(response["description"].is_string(), "{here} {status} has no description");
+            if status.starts_with('4') || status.starts_with('5') {
+                let content = response["content"].as_object().unwrap_or_else(|| panic!("{here} {status}: no body"));
+                assert_eq!(content.keys().collect::<Vec<_>>(), ["application/problem+json"], "{here} {status}");
+                let schema = &content["application/problem+json"]["schema"];
+                assert_eq!(schema["$ref"], "#/components/schemas/Problem", "{here} {status}");
+            }
+        }
+    }
+}
+
+/// Problem types the source can produce: the kind in every `(StatusCode::X, "kind", ...)`, `(S::X, "kind", ...)`
+/// or `(status, "kind", ...)` argument list, which is how `Problem::new` and `problem.rs` spell them.
+fn problem_kinds_in_source() -> BTreeSet<String> {
+    let mut kinds = BTreeSet::new();
+    for (_, source) in server_sources() {
+        for arguments in source.all_lists() {
+            let [status, kind, ..] = arguments[..] else { continue };
+            let is_status = status.starts_with("StatusCode::") || status.starts_with("S::") || status == "status";
+            if let (true, Some(kind)) = (is_status, literal(kind)) {
+                kinds.insert(kind.to_owned());
+            }
+        }
+    }
+    kinds
+}
+
+#[test]
+fn the_problem_schema_lists_every_problem_type_and_no_other() {
+    let doc = document();
+    let problem = &doc["components"]["schemas"]["Problem"];
+    assert_eq!(problem["required"], json!(["type", "title", "status", "detail"]));
+    let documented: BTreeSet<String> = problem["properties"]["type"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|uri| uri.as_str().unwrap().strip_prefix(PROBLEM_PREFIX).unwrap_or_else(|| panic!("{uri}")).to_owned())
+        .collect();
+    let in_source = problem_kinds_in_source();
+    for kind in ["unauthenticated", "role-forbidden", "digest-mismatch", "internal", "too-large"] {
+        assert!(in_source.contains(kind), "the scan missed {kind}: {in_source:?}");
+    }
+    let undocumented: Vec<_> = in_source.difference(&documented).collect();
+    let unused: Vec<_> = documented.difference(&in_source).collect();
+    assert!(
+        undocumented.is_empty() && unused.is_empty(),
+        "undocumented: {undocumented:?}; documented but unused: {unused:?}"
+    );
+    let description = problem["description"].as_str().unwrap();
+    for kind in &documented {
+        assert!(description.contains(&format!("`{kind}`")), "the Problem description does not explain {kind}");
+    }
+}
+
+// Schemas against the serde forms in custodia_core.
+
+fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    &doc["components"]["schemas"][name]
+}
+
+fn property_names(schema: &Value) -> BTreeSet<String> {
+    schema["properties"].as_object().unwrap().keys().cloned().collect()
+}
+
+fn strings(value: &Value) -> BTreeSet<String> {
+    value.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+fn serde_names<T: serde::Serialize>(values: impl IntoIterator<Item = T>) -> BTreeSet<String> {
+    values.into_iter().map(|value| serde_json::to_value(value).unwrap().as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn policy_schemas_match_the_serde_forms() {
+    let doc = document();
+    let label = |text: &str| custodia_core::Label::new(text).unwrap();
+    let actor = |text: &str| custodia_core::ActorId::new(text).unwrap();
+    let consent = TransferConsent { recipient: actor("police-fr"), jurisdiction: label("FR") };
+    let mut policy = UsePolicy::new(Tlp::AmberStrict, label("IT: Procura di Roma"), OnwardTransfer::WithConsent);
+    policy.consented_transfers.push(consent.clone());
+    policy.expires_at = Some("2027-06-30T00:00:00Z".parse().unwrap());
+    let full = serde_json::to_value(&policy).unwrap();
+
+    let use_policy = schema(&doc, "UsePolicy");
+    assert_eq!(property_names(use_policy), full.as_object().unwrap().keys().cloned().collect());
+    assert_eq!(use_policy["additionalProperties"], false, "UsePolicy refuses unknown fields");
+    // Required: exactly the fields without a serde default. Check by removing each field in turn.
+    let required = strings(&use_policy["required"]);
+    for field in full.as_object().unwrap().keys() {
+        let mut without = full.clone();
+        without.as_object_mut().unwrap().remove(field);
+        let parses = serde_json::from_value::<UsePolicy>(without).is_ok();
+        assert_eq!(!parses, required.contains(field), "UsePolicy.{field}: required in serde is {}", !parses);
+    }
+    assert_eq!(use_policy["properties"]["expiry_warning_days"]["default"], UsePolicy::DEFAULT_EXPIRY_WARNING_DAYS);
+    for (field, target) in [("tlp", "Tlp"), ("onward_transfer", "OnwardTransfer")] {
+        assert_eq!(use_policy["properties"][field]["$ref"], format!("#/components/schemas/{target}"), "{field}");
+    }
+    assert_eq!(strings(&schema(&doc, "Tlp")["enum"]), serde_names(Tlp::ALL));
+    assert!(schema(&doc, "Tlp")["enum"].as_array().unwrap().contains(&json!("TLP:AMBER+STRICT")));
+    let onward = [OnwardTransfer::Prohibited, OnwardTransfer::WithConsent, OnwardTransfer::Permitted];
+    assert_eq!(strings(&schema(&doc, "OnwardTransfer")["enum"]), serde_names(onward));
+    for example in [full.clone(), use_policy["example"].clone()] {
+        serde_json::from_value::<UsePolicy>(example.clone()).unwrap_or_else(|err| panic!("{err}: {example}"));
+        assert_valid(&doc, use_policy, &example);
+    }
+
+    let transfer = schema(&doc, "TransferConsent");
+    let consent = serde_json::to_value(&consent).unwrap();
+    assert_eq!(property_names(transfer), consent.as_object().unwrap().keys().cloned().collect());
+    assert_eq!(strings(&transfer["required"]), property_names(transfer));
+    assert_eq!(transfer["additionalProperties"], false);
+
+    let widen = schema(&doc, "WidenRequest");
+    let empty = serde_json::to_value(WidenRequest::default()).unwrap();
+    assert_eq!(property_names(widen), empty.as_object().unwrap().keys().cloned().collect());
+    assert!(widen.get("required").is_none(), "every WidenRequest field has a serde default");
+    assert!(serde_json::from_value::<WidenRequest>(json!({})).is_ok());
+    assert_eq!(widen["additionalProperties"], false, "WidenRequest refuses unknown fields");
+    serde_json::from_value::<WidenRequest>(widen["example"].clone()).unwrap();
+
+    assert_eq!(strings(&schema(&doc, "Role")["enum"]), serde_names(Role::ALL));
+    use custodia_server::auth::Scope;
+    assert_eq!(strings(&schema(&doc, "Scope")["enum"]), serde_names([Scope::Read, Scope::Write, Scope::Manage]));
+}
+
+/// `x-custodia-roles` on each operation is the set of roles `permits` allows its action, and `x-custodia-action`
+/// names a real action.
+#[test]
+fn documented_roles_match_permits() {
+    let doc = document();
+    let mut actions_seen = BTreeSet::new();
+    for (path, method, operation) in operations(&doc) {
+        let Some(action) = operation.get("x-custodia-action") else { continue };
+        let action: Action = action.as_str().unwrap().parse().unwrap();
+        actions_seen.insert(action);
+        let documented = strings(&operation["x-custodia-roles"]);
+        let permitted = serde_names(Role::ALL.into_iter().filter(|role| permits(*role, action)));
+        assert_eq!(documented, permitted, "{method} {path} ({action})");
+        let provider_only = operation.get("x-custodia-provider-only") == Some(&json!(true));
+        assert_eq!(provider_only, matches!(action, Action::SetPolicy | Action::DecideWiderUse), "{method} {path}");
+    }
+    // Every action is performed by some documented operation.
+    assert_eq!(actions_seen, Action::ALL.into_iter().collect());
+}
+
+/// The document says every error is a problem; that holds for rejections by axum's own extractors too: a path
+/// parameter that does not parse, a query string that does not deserialize.
+#[tokio::test]
+async fn extractor_rejections_are_problems_too() {
+    let gateway = TestGateway::start().await;
+    let admin = Some(As::Session(&gateway.admin));
+    for uri in ["/api/v1/proofs/abc", "/api/v1/artefacts/art-1?purpose=a&purpose=b"] {
+        let reply = gateway.get(uri, admin).await;
+        assert!(
+            reply.headers.get(header::CONTENT_TYPE).is_some_and(|v| v == "application/problem+json"),
+            "GET {uri}: {} {:?} {}",
+            reply.status,
+            reply.headers.get(header::CONTENT_TYPE),
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.assert_problem(400, "bad-input", "");
+    }
+}
+
+// Real replies against the document.
+
+/// Checks `instance` against `schema`, for the JSON Schema keywords the document uses (formats and patterns are
+/// not checked). Returns what does not match.
+fn validate(doc: &Value, schema: &Value, instance: &Value, at: &str, errors: &mut Vec<String>) {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        validate(doc, lookup(doc, reference), instance, at, errors);
+    }
+    if let Some(expected) = schema.get("const")
+        && expected != instance
+    {
+        errors.push(format!("{at}: {instance} is not {expected}"));
+    }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(instance)
+    {
+        errors.push(format!("{at}: {instance} is not one of {options:?}"));
+    }
+    if let Some(types) = schema.get("type") {
+        let types: Vec<&str> = match types {
+            Value::String(one) => vec![one.as_str()],
+            many => many.as_array().unwrap().iter().filter_map(Value::as_str).collect(),
+        };
+        let is = |kind: &str| match kind {
+            "object" => instance.is_object(),
+            "array" => instance.is_array(),
+            "string" => instance.is_string(),
+            "integer" => instance.is_i64() || instance.is_u64(),
+            "number" => instance.is_number(),
+            "boolean" => instance.is_boolean(),
+            "null" => instance.is_null(),
+            other => panic!("unknown type {other}"),
+        };
+        if !types.iter().any(|kind| is(kind)) {
+            errors.push(format!("{at}: {instance} is not of type {types:?}"));
+            return;
+        }
+    }
+    for (keyword, want_one) in [("oneOf", true), ("anyOf", false)] {
+        if let Some(options) = schema.get(keyword).and_then(Value::as_array) {
+            let matching = options.iter().filter(|option| is_valid(doc, option, instance)).count();
+            if (want_one && matching != 1) || matching == 0 {
+                errors.push(format!("{at}: {instance} matches {matching} of {keyword}"));
+            }
+        }
+    }
+    for option in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+        validate(doc, option, instance, at, errors);
+    }
+    if let Some(number) = instance.as_f64() {
+        if schema.get("minimum").and_then(Value::as_f64).is_some_and(|min| number < min) {
+            errors.push(format!("{at}: {number} is below the minimum"));
+        }
+        if schema.get("maximum").and_then(Value::as_f64).is_some_and(|max| number > max) {
+            errors.push(format!("{at}: {number} is above the maximum"));
+        }
+    }
+    if let Some(text) = instance.as_str() {
+        let length = text.chars().count() as u64;
+        if schema.get("minLength").and_then(Value::as_u64).is_some_and(|min| length < min)
+            || schema.get("maxLength").and_then(Value::as_u64).is_some_and(|max| length > max)
+        {
+            errors.push(format!("{at}: {instance} has the wrong length"));
+        }
+    }
+    if let Some(items) = instance.as_array() {
+        if let Some(item_schema) = schema.get("items") {
+            for (i, item) in items.iter().enumerate() {
+                validate(doc, item_schema, item, &format!("{at}[{i}]"), errors);
+            }
+        }
+        if schema.get("minItems").and_then(Value::as_u64).is_some_and(|min| (items.len() as u64) < min) {
+            errors.push(format!("{at}: too few items"));
+        }
+    }
+    if let Some(object) = instance.as_object() {
+        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            if !object.contains_key(name.as_str().unwrap()) {
+                errors.push(format!("{at}: {name} is missing"));
+            }
+        }
+        let properties = schema.get("properties").and_then(Value::as_object);
+        for (name, value) in object {
+            match properties.and_then(|properties| properties.get(name)) {
+                Some(property) => validate(doc, property, value, &format!("{at}.{name}"), errors),
+                None if schema.get("additionalProperties") == Some(&json!(false)) => {
+                    errors.push(format!("{at}: {name} is not a documented property"));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn is_valid(doc: &Value, schema: &Value, instance: &Value) -> bool {
+    let mut errors = Vec::new();
+    validate(doc, schema, instance, "", &mut errors);
+    errors.is_empty()
+}
+
+fn assert_valid(doc: &Value, schema: &Value, instance: &Value) {
+    let mut errors = Vec::new();
+    validate(doc, schema, instance, "$", &mut errors);
+    assert!(errors.is_empty(), "{instance}\ndoes not match its schema:\n{}", errors.join("\n"));
+}
+
+#[test]
+fn the_validator_catches_mismatches() {
+    let doc = document();
+    let policy = schema(&doc, "UsePolicy");
+    let good = policy["example"].clone();
+    assert!(is_valid(&doc, policy, &good));
+    for (field, value) in [("tlp", json!("TLP:WHITE")), ("onward_transfer", json!("allowed")), ("extra", json!(1))] {
+        let mut bad = good.clone();
+        bad[field] = value;
+        assert!(!is_valid(&doc, policy, &bad), "{bad}");
+    }
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("provider");
+    assert!(!is_valid(&doc, policy, &missing));
+    let event = schema(&doc, "CustodyEvent");
+    assert!(is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download artefact", "reason": "no" })));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download artefact" })));
+}
+
+/// A gateway whose replies are checked against the document: the status must be documented for the operation,
+/// and a JSON body must match the documented schema for its content type.
+struct Checked {
+    gateway: TestGateway,
+    doc: Value,
+    seen: BTreeSet<(String, String, String)>,
+}
+
+impl Checked {
+    fn check(&mut self, method: &str, template: &str, reply: Reply) -> Reply {
+        let here = format!("{method} {template} -> {}", reply.status);
+        let doc = &self.doc;
+        let operation = &doc["paths"][template][method.to_lowercase()];
+        assert!(operation.is_object(), "{here}: operation not documented");
+        let response = &operation["responses"][reply.status.as_str()];
+        assert!(response.is_object(), "{here}: status not documented ({})", String::from_utf8_lossy(&reply.body));
+        let response = resolve(doc, response);
+        if reply.body.is_empty() {
+            assert!(method == "HEAD" || response.get("content").is_none(), "{here}: documented a body, sent none");
+        } else {
+            let content_type = reply.headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap()).unwrap_or_default();
+            let media = content_type.split(';').next().unwrap().trim();
+            let content =
+                response["content"].as_object().unwrap_or_else(|| panic!("{here}: sent an undocumented body"));
+            let described = content.get(media).or_else(|| content.get("*/*"));
+            let described = described.unwrap_or_else(|| panic!("{here}: {media} is not documented"));
+            if media.ends_with("json") {
+                let body: Value = serde_json::from_slice(&reply.body).unwrap();
+                let mut errors = Vec::new();
+                validate(doc, &described["schema"], &body, "$", &mut errors);
+                assert!(errors.is_empty(), "{here}: {body}\ndoes not match:\n{}", errors.join("\n"));
+            }
+        }
+        self.seen.insert((method.to_owned(), template.to_owned(), reply.status.as_str().to_owned()));
+        reply
+    }
+
+    async fn call(&mut self, method: &str, template: &str, uri: &str, auth: Option<As<'_>>, body: Value) -> Reply {
+        let reply = self.gateway.call(method, uri, auth, body).await;
+        self.check(method, template, reply)
+    }
+
+    async fn get(&mut self, template: &str, uri: &str, auth: Option<As<'_>>) -> Reply {
+        let reply = self.gateway.get(uri, auth).await;
+        self.check("GET", template, reply)
+    }
+
+    async fn raw(
+        &mut self,
+        method: &str,
+        template: &str,
+        uri: &str,
+        auth: Option<As<'_>>,
+        headers: &[(&str, &str)],
+        body: &'static str,
+    ) -> Reply {
+        let reply = self.gateway.send_bytes(method, uri, auth, headers, body).await;
+        self.check(method, template, reply)
+    }
+}
+
+#[tokio::test]
+async fn real_replies_match_the_document() {
+    let gateway = TestGateway::start().await;
+    let mut api = Checked { gateway, doc: document(), seen: BTreeSet::new() };
+    let admin = api.gateway.admin.clone();
+    let admin = Some(As::Session(&admin));
+
+    let account = json!({ "username": "pm.rossi", "display_name": "PM Rossi", "password": "correct-horse-battery", "jurisdiction": "IT" });
+    let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, account.clone()).await;
+    let prosecutor = reply.json()["id"].as_str().unwrap().to_owned();
+    api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, account).await.assert_problem(409, "conflict", "");
+    let body = json!({ "username": "pm.rossi", "password": "correct-horse-battery" });
+    let reply = api.call("POST", "/api/v1/session", "/api/v1/session", None, body).await;
+    let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+    let pm = Some(As::Session(&session));
+    let body = json!({ "username": "pm.rossi", "password": "wrong-password" });
+    api.call("POST", "/api/v1/session", "/api/v1/session", None, body).await.assert_problem(401, "bad-credentials", "");
+    api.get("/api/v1/me", "/api/v1/me", pm).await;
+    api.get("/api/v1/me", "/api/v1/me", None).await;
+
+    api.call("POST", "/api/v1/cases", "/api/v1/cases", admin, json!({ "id": "case-7", "title": "R v Seven" })).await;
+    api.call("POST", "/api/v1/cases", "/api/v1/cases", pm, json!({ "title": "R v Eight" })).await;
+    let members = "/api/v1/cases/{case}/members/{account}";
+    api.call(
+        "PUT",
+        members,
+        &format!("/api/v1/cases/case-7/members/{prosecutor}"),
+        admin,
+        json!({ "role": "prosecutor" }),
+    )
+    .await;
+    api.get("/api/v1/cases", "/api/v1/cases", pm).await;
+    api.get("/api/v1/cases/{case}", "/api/v1/cases/case-7", pm).await;
+    api.get("/api/v1/cases/{case}", "/api/v1/cases/case-ghost", pm).await;
+
+    let token = api
+        .call("POST", "/api/v1/tokens", "/api/v1/tokens", pm, json!({ "scopes": ["read"], "expires_in_seconds": 600 }))
+        .await;
+    let (token_id, secret) =
+        (token.json()["id"].as_str().unwrap().to_owned(), token.json()["token"].as_str().unwrap().to_owned());
+
+    let artefacts = "/api/v1/cases/{case}/artefacts";
+    let uri = "/api/v1/cases/case-7/artefacts?purpose=intake&filename=clip.webm";
+    let sha = custodia_core::Sha256::of(b"0123456789").to_hex();
+    let reply = api
+        .raw("POST", artefacts, &format!("{uri}&sha256={sha}"), pm, &[("content-type", "video/webm")], "0123456789")
+        .await;
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let wrong = format!("{uri}&sha256={}", "0".repeat(64));
+    api.raw("POST", artefacts, &wrong, pm, &[], "0123456789").await.assert_problem(422, "digest-mismatch", "");
+    api.raw("POST", artefacts, uri, Some(As::Token(&secret)), &[], "0123456789").await;
+    let reply = api.raw("POST", artefacts, uri, pm, &[], "another").await;
+    let unrestricted = reply.json()["artefact"].as_str().unwrap().to_owned();
+    api.get(artefacts, "/api/v1/cases/case-7/artefacts", pm).await;
+    let case_export = "/api/v1/cases/{case}/exports";
+    let reply = api.raw("POST", case_export, "/api/v1/cases/case-7/exports?purpose=trial", pm, &[], "").await;
+    assert_eq!(reply.status, 200);
+
+    let detail = "/api/v1/artefacts/{id}";
+    api.get(detail, &format!("/api/v1/artefacts/{artefact}?purpose=review"), pm).await;
+    api.get(detail, &format!("/api/v1/artefacts/{artefact}"), pm).await;
+    let policy = json!({
+        "tlp": "TLP:RED", "provider": "IT: Procura di Roma", "permitted_purposes": [], "permitted_recipients": [],
+        "permitted_jurisdictions": [], "onward_transfer": "with_consent", "expires_at": "2099-01-01T00:00:00Z"
+    });
+    let policy_uri = format!("/api/v1/artefacts/{artefact}/policy");
+    api.call("PUT", "/api/v1/artefacts/{id}/policy", &policy_uri, pm, policy).await;
+    api.call("PUT", "/api/v1/artefacts/{id}/policy", &policy_uri, pm, json!({ "tlp": "TLP:RED" })).await;
+    api.raw("PUT", "/api/v1/artefacts/{id}/policy", &policy_uri, pm, &[("content-type", "text/plain")], "{}").await;
+    api.get(detail, &format!("/api/v1/artefacts/{artefact}?purpose=review"), pm).await;
+    let reply = api.raw("POST", case_export, "/api/v1/cases/case-7/exports?purpose=trial", pm, &[], "").await;
+    reply.assert_problem(403, "use-restricted", &artefact);
+    let export = "/api/v1/artefacts/{id}/exports";
+    let uri = format!("/api/v1/artefacts/{artefact}/exports?purpose=trial");
+    api.raw("POST", export, &uri, pm, &[], "").await.assert_problem(403, "use-restricted", "TLP:RED");
+    let uri = format!("/api/v1/artefacts/{unrestricted}/exports?purpose=trial");
+    assert_eq!(api.raw("POST", export, &uri, pm, &[], "").await.status, 200);
+
+    let content = "/api/v1/artefacts/{id}/content";
+    api.get(content, &format!("/api/v1/artefacts/{artefact}/content?purpose=review"), pm).await;
+    api.get(content, &format!("/api/v1/artefacts/{artefact}/content?purpose=review&access=play"), pm).await;
+    let ranged = |range: &'static str| {
+        let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=review&access=play");
+        TestGateway::request("GET", &uri, pm).header(header::RANGE, range).body(Default::default()).unwrap()
+    };
+    let reply = api.gateway.send(ranged("bytes=0-3")).await;
+    api.check("GET", content, reply);
+    let reply = api.gateway.send(ranged("bytes=50-60")).await;
+    api.check("GET", content, reply);
+    api.get("/api/v1/artefacts/{id}/timeline", &format!("/api/v1/artefacts/{artefact}/timeline"), pm).await;
+
+    let widen = "/api/v1/artefacts/{id}/widen-requests";
+    let widen_uri = format!("/api/v1/artefacts/{artefact}/widen-requests");
+    let transfer = json!({ "transfers": [{ "recipient": "police-fr", "jurisdiction": "FR" }] });
+    let request = api.call("POST", widen, &widen_uri, pm, transfer).await.json()["id"].as_str().unwrap().to_owned();
+    api.get(widen, &widen_uri, pm).await;
+    let decision = "/api/v1/widen-requests/{id}/decision";
+    let decision_uri = format!("/api/v1/widen-requests/{request}/decision");
+    api.call("POST", decision, &decision_uri, pm, json!({ "approve": true })).await;
+    api.call("POST", decision, &decision_uri, pm, json!({ "approve": true })).await;
+
+    let outcomes = "/api/v1/artefacts/{id}/outcomes";
+    let outcomes_uri = format!("/api/v1/artefacts/{artefact}/outcomes");
+    api.call("POST", outcomes, &outcomes_uri, pm, json!({ "outcome": "charges_brought", "note": "count 2" })).await;
+    api.call("POST", outcomes, &outcomes_uri, pm, json!({ "outcome": "charges_brought" })).await;
+    api.get(outcomes, &outcomes_uri, Some(As::Token(&secret))).await;
+    api.call("POST", outcomes, &outcomes_uri, Some(As::Token(&secret)), json!({ "outcome": "other" })).await;
+    let huge = json!({ "outcome": "other", "note": "x".repeat(70_000) });
+    api.call("POST", outcomes, &outcomes_uri, pm, huge).await;
+
+    api.get("/api/v1/proofs/{index}", "/api/v1/proofs/0", None).await;
+    api.get("/api/v1/proofs/{index}", "/api/v1/proofs/999999", None).await;
+    let checkpoint = api.get("/log/checkpoint", "/log/checkpoint", None).await;
+    let size: u64 = String::from_utf8(checkpoint.body).unwrap().lines().nth(1).unwrap().parse().unwrap();
+    assert!(size < 256, "{size} entries: the latest entry bundle is a partial one");
+    api.get("/log/{path}", &format!("/log/tile/entries/000.p/{size}"), None).await;
+    api.get("/log/{path}", "/log/keys/gateway.key", None).await;
+    api.get("/healthz", "/healthz", None).await;
+    api.get("/api/openapi.json", "/api/openapi.json", None).await;
+
+    // Resumable uploads: discovery, a refusal for want of the protocol header, one whole upload, one abandoned.
+    let reply = api.gateway.send_bytes("OPTIONS", "/api/v1/uploads", None, &[], "").await;
+    api.check("OPTIONS", "/api/v1/uploads", reply);
+    api.raw("POST", "/api/v1/uploads", "/api/v1/uploads", pm, &[], "").await.assert_problem(412, "tus-version", "");
+    let metadata = {
+        use base64::Engine as _;
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        format!("case {},purpose {}", encode("case-7"), encode("intake"))
+    };
+    let tus = [("tus-resumable", "1.0.0"), ("upload-length", "4"), ("upload-metadata", metadata.as_str())];
+    let mut uploads = Vec::new();
+    for _ in 0..2 {
+        let reply = api.raw("POST", "/api/v1/uploads", "/api/v1/uploads", pm, &tus, "").await;
+        assert_eq!(reply.status, 201);
+        uploads.push(reply.headers[header::LOCATION].to_str().unwrap().to_owned());
+    }
+    let upload = "/api/v1/uploads/{id}";
+    let reply = api.gateway.send_bytes("HEAD", &uploads[0], pm, &tus[..1], "").await;
+    assert_eq!(api.check("HEAD", upload, reply).headers["upload-offset"], "0");
+    let chunk = |offset| {
+        [("tus-resumable", "1.0.0"), ("content-type", "application/offset+octet-stream"), ("upload-offset", offset)]
+    };
+    api.raw("PATCH", upload, &uploads[0], pm, &chunk("2"), "abcd").await.assert_problem(409, "offset-mismatch", "");
+    let reply = api.raw("PATCH", upload, &uploads[0], pm, &chunk("0"), "abcd").await;
+    assert!(reply.headers.contains_key("custodia-artefact"), "{:?}", reply.headers);
+    api.raw("POST", upload, &uploads[1], pm, &tus[..1], "").await.assert_problem(405, "method-not-allowed", "");
+    api.raw("DELETE", upload, &uploads[1], pm, &tus[..1], "").await;
+
+    let revoke = format!("/api/v1/tokens/{token_id}");
+    for _ in 0..2 {
+        let reply = api.gateway.delete(&revoke, pm).await;
+        api.check("DELETE", "/api/v1/tokens/{id}", reply);
+    }
+    api.get("/api/v1/me", "/api/v1/me", Some(As::Token(&secret))).await.assert_problem(401, "token-revoked", "");
+    let remove = format!("/api/v1/cases/case-7/members/{prosecutor}");
+    let reply = api.gateway.delete(&remove, admin).await;
+    api.check("DELETE", members, reply);
+    let reply = api.gateway.delete("/api/v1/session", pm).await;
+    api.check("DELETE", "/api/v1/session", reply);
+
+    // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it)
+    // and WHIP, which needs a WebRTC peer (tests/whip.rs).
+    let succeeded: BTreeSet<(&str, &str)> = api
+        .seen
+        .iter()
+        .filter(|(_, _, status)| status.starts_with('2'))
+        .map(|(m, t, _)| (m.as_str(), t.as_str()))
+        .collect();
+    let missing: Vec<String> = operations(&api.doc)
+        .into_iter()
+        .filter(|(path, method, _)| (*path, *method) != ("/api/v1/uploads/{id}", "post") && !path.contains("/whip"))
+        .map(|(path, method, _)| (method.to_uppercase(), path))
+        .filter(|(method, path)| !succeeded.contains(&(method.as_str(), *path)))
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
+    assert!(missing.is_empty(), "never seen succeeding: {missing:?}");
+}

@@ -1,0 +1,815 @@
+//! Who may do what, through the HTTP API.
+//!
+//! Every case role, a non-member, an administrator who is not a member and an unauthenticated caller, against
+//! every endpoint of the evidence API; then API tokens, the privacy of the public log, use policies, and bad input
+//! refused precisely without leaving anything behind.
+//!
+//! The expected outcome of each call is derived from `custodia_core::permits` plus the provider rule
+//! ([`expected`]); [`the_derived_table_agrees_with_hand_written_spot_checks`] pins a few cells by hand so that the
+//! derivation is not checked only against itself.
+
+mod support;
+
+use axum::http::header;
+use custodia_core::{Action, Role, permits};
+use serde_json::{Value, json};
+use support::{As, Reply, TestGateway};
+
+const CASE: &str = "case-roles";
+const PURPOSE: &str = "trial%20preparation";
+/// The role of the account that provides the evidence the matrix acts on.
+const PROVIDER: Role = Role::Prosecutor;
+
+fn open_policy() -> Value {
+    json!({
+        "tlp": "TLP:CLEAR",
+        "provider": "IT: Procura di Roma",
+        "permitted_purposes": [],
+        "permitted_recipients": [],
+        "permitted_jurisdictions": [],
+        "onward_transfer": "permitted"
+    })
+}
+
+fn policy(tlp: &str) -> Value {
+    let mut policy = open_policy();
+    policy["tlp"] = json!(tlp);
+    policy
+}
+
+/// How an action reads in a refusal ("download artefact"), written out here rather than borrowed from the gateway.
+fn words(action: Action) -> String {
+    action.as_str().replace('_', " ")
+}
+
+fn problem_uri(kind: &str) -> String {
+    format!("https://custodia.invalid/problems/{kind}")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Member(Role),
+    NonMember,
+    /// An administrator who is not a member of the case.
+    Admin,
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    CaseDetail,
+    ListArtefacts,
+    Upload,
+    ArtefactDetail,
+    ListWidenRequests,
+    Download,
+    ExportArtefact,
+    ExportCase,
+    Timeline,
+    SetPolicy,
+    RequestWidening,
+    DecideWidening,
+    ReportOutcome,
+    ListOutcomes,
+    AddMember,
+    RemoveMember,
+}
+
+impl Endpoint {
+    /// In the order the matrix calls them: `AddMember` before `RemoveMember`, so that a caller allowed both leaves
+    /// the case as it found it.
+    const ALL: [Self; 16] = [
+        Self::CaseDetail,
+        Self::ListArtefacts,
+        Self::Upload,
+        Self::ArtefactDetail,
+        Self::ListWidenRequests,
+        Self::Download,
+        Self::ExportArtefact,
+        Self::ExportCase,
+        Self::Timeline,
+        Self::SetPolicy,
+        Self::RequestWidening,
+        Self::DecideWidening,
+        Self::ReportOutcome,
+        Self::ListOutcomes,
+        Self::AddMember,
+        Self::RemoveMember,
+    ];
+
+    const fn action(self) -> Action {
+        match self {
+            Self::CaseDetail => Action::ViewCase,
+            Self::ListArtefacts => Action::ListArtefacts,
+            Self::Upload => Action::UploadArtefact,
+            Self::ArtefactDetail | Self::ListWidenRequests => Action::ViewArtefact,
+            Self::Download => Action::DownloadArtefact,
+            Self::ExportArtefact | Self::ExportCase => Action::ExportArtefact,
+            Self::Timeline => Action::ViewTimeline,
+            Self::SetPolicy => Action::SetPolicy,
+            Self::RequestWidening => Action::RequestWiderUse,
+            Self::DecideWidening => Action::DecideWiderUse,
+            Self::ReportOutcome => Action::FileOutcome,
+            Self::ListOutcomes => Action::ViewOutcomes,
+            Self::AddMember | Self::RemoveMember => Action::ManageMembers,
+        }
+    }
+
+    const fn success(self) -> u16 {
+        match self {
+            Self::Upload | Self::RequestWidening | Self::ReportOutcome => 201,
+            Self::AddMember | Self::RemoveMember => 204,
+            _ => 200,
+        }
+    }
+
+    /// Only the account that provided the artefact may do this, whatever its role permits.
+    const fn provider_only(self) -> bool {
+        matches!(self, Self::SetPolicy | Self::DecideWidening)
+    }
+
+    const fn is_membership(self) -> bool {
+        matches!(self, Self::AddMember | Self::RemoveMember)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Ok(u16),
+    Refused(u16, &'static str),
+}
+
+/// What the gateway must answer `who` on `endpoint`, for an artefact provided by a [`PROVIDER`].
+fn expected(who: Who, endpoint: Endpoint) -> Expect {
+    let role = match who {
+        Who::Anonymous => return Expect::Refused(401, "unauthenticated"),
+        // Need to know: whether or not the case exists, it is not found.
+        Who::NonMember => return Expect::Refused(404, "not-found"),
+        Who::Admin if endpoint.is_membership() => return Expect::Ok(endpoint.success()),
+        Who::Admin => return Expect::Refused(404, "not-found"),
+        Who::Member(role) => role,
+    };
+    let is_provider = role == PROVIDER;
+    if endpoint == Endpoint::ListOutcomes && is_provider {
+        // Outcome reports go back to the provider, whatever its role.
+        Expect::Ok(endpoint.success())
+    } else if !permits(role, endpoint.action()) {
+        Expect::Refused(403, "role-forbidden")
+    } else if endpoint.provider_only() && !is_provider {
+        Expect::Refused(403, "provider-only")
+    } else {
+        Expect::Ok(endpoint.success())
+    }
+}
+
+/// Compares a reply with what was expected, saying precisely what differs.
+fn check(who: Who, endpoint: Endpoint, reply: &Reply) -> Result<(), String> {
+    let body = String::from_utf8_lossy(&reply.body);
+    let status = reply.status.as_u16();
+    match expected(who, endpoint) {
+        Expect::Ok(want) if status == want => Ok(()),
+        Expect::Ok(want) => Err(format!("expected {want}, got {status} {body}")),
+        Expect::Refused(want, kind) => {
+            let problem: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+            if status != want || problem["type"] != problem_uri(kind) {
+                return Err(format!("expected {want} {kind}, got {status} {body}"));
+            }
+            if reply.headers.get(header::CONTENT_TYPE).is_none_or(|v| v != "application/problem+json") {
+                return Err(format!("refusal is not application/problem+json: {:?}", reply.headers));
+            }
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            match who {
+                Who::Member(role) if kind == "role-forbidden" => {
+                    let names = format!("as {role} in this case you may not {}", words(endpoint.action()));
+                    if detail.contains(&names) { Ok(()) } else { Err(format!("detail {detail:?} lacks {names:?}")) }
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+struct Person {
+    id: String,
+    username: String,
+    session: String,
+}
+
+/// The ids a call acts on: the real case and artefact, or made-up ones.
+struct Target {
+    case: String,
+    artefact: String,
+    /// A widening request to decide on; `None` asks the provider for a fresh pending one.
+    request: Option<String>,
+}
+
+/// A case with one member in each role, an outsider, a spare account for membership changes, and an artefact
+/// that the [`PROVIDER`] uploaded and put under an open policy.
+struct World {
+    gateway: TestGateway,
+    members: Vec<(Role, Person)>,
+    outsider: Person,
+    spare: Person,
+    artefact: String,
+}
+
+impl World {
+    async fn new() -> Self {
+        let gateway = TestGateway::start().await;
+        gateway.case(CASE).await;
+        let mut members = Vec::new();
+        for role in Role::ALL {
+            let jurisdiction = if matches!(role, Role::Witness | Role::RemoteSiteOfficer) { "DE" } else { "IT" };
+            let person = Self::person(&gateway, &format!("{role}.person"), jurisdiction).await;
+            gateway.member(CASE, &person.id, role.as_str()).await;
+            members.push((role, person));
+        }
+        let outsider = Self::person(&gateway, "outsider.person", "FR").await;
+        let spare = Self::person(&gateway, "spare.person", "IT").await;
+        let mut world = Self { gateway, members, outsider, spare, artefact: String::new() };
+        let provider = world.member(PROVIDER).session.clone();
+        let provider = As::Session(&provider);
+        let reply = world.gateway.upload(CASE, &format!("purpose={PURPOSE}"), provider, b"exhibit 1".to_vec()).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        world.artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+        let uri = format!("/api/v1/artefacts/{}/policy", world.artefact);
+        let reply = world.gateway.call("PUT", &uri, Some(provider), open_policy()).await;
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        world
+    }
+
+    async fn person(gateway: &TestGateway, username: &str, jurisdiction: &str) -> Person {
+        let (id, session) = gateway.person(username, jurisdiction).await;
+        Person { id, username: username.to_owned(), session }
+    }
+
+    fn callers(&self) -> Vec<Who> {
+        let mut callers: Vec<Who> = Role::ALL.into_iter().map(Who::Member).collect();
+        callers.extend([Who::NonMember, Who::Admin, Who::Anonymous]);
+        callers
+    }
+
+    fn member(&self, role: Role) -> &Person {
+        self.members.iter().find(|(r, _)| *r == role).map(|(_, person)| person).unwrap()
+    }
+
+    fn account(&self, who: Who) -> Option<&str> {
+        match who {
+            Who::Member(role) => Some(&self.member(role).id),
+            Who::NonMember => Some(&self.outsider.id),
+            Who::Admin | Who::Anonymous => None,
+        }
+    }
+
+    fn session(&self, who: Who) -> Option<&str> {
+        match who {
+            Who::Member(role) => Some(&self.member(role).session),
+            Who::NonMember => Some(&self.outsider.session),
+            Who::Admin => Some(&self.gateway.admin),
+            Who::Anonymous => None,
+        }
+    }
+
+    fn real(&self) -> Target {
+        Target { case: CASE.into(), artefact: self.artefact.clone(), request: None }
+    }
+
+    fn made_up() -> Target {
+        Target { case: "case-ghost".into(), artefact: "art-ghost".into(), request: Some("wr-ghost".into()) }
+    }
+
+    /// A fresh pending request for wider use of the artefact, made by the provider.
+    async fn pending_request(&self) -> String {
+        let uri = format!("/api/v1/artefacts/{}/widen-requests", self.artefact);
+        let provider = As::Session(&self.member(PROVIDER).session);
+        let reply = self.gateway.call("POST", &uri, Some(provider), json!({ "purposes": ["appeal"] })).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn call(&self, who: Who, endpoint: Endpoint, target: &Target) -> Reply {
+        let auth = self.session(who).map(As::Session);
+        let gateway = &self.gateway;
+        let (case, art) = (&target.case, &target.artefact);
+        let member_uri = format!("/api/v1/cases/{case}/members/{}", self.spare.id);
+        match endpoint {
+            Endpoint::CaseDetail => gateway.get(&format!("/api/v1/cases/{case}"), auth).await,
+            Endpoint::ListArtefacts => gateway.get(&format!("/api/v1/cases/{case}/artefacts"), auth).await,
+            Endpoint::Upload => {
+                let uri = format!("/api/v1/cases/{case}/artefacts?purpose={PURPOSE}&filename=statement.txt");
+                gateway.send_bytes("POST", &uri, auth, &[("content-type", "text/plain")], "a statement").await
+            }
+            Endpoint::ArtefactDetail => gateway.get(&format!("/api/v1/artefacts/{art}?purpose={PURPOSE}"), auth).await,
+            Endpoint::ListWidenRequests => gateway.get(&format!("/api/v1/artefacts/{art}/widen-requests"), auth).await,
+            Endpoint::Download => {
+                gateway.get(&format!("/api/v1/artefacts/{art}/content?purpose={PURPOSE}"), auth).await
+            }
+            Endpoint::ExportArtefact => {
+                let uri = format!("/api/v1/artefacts/{art}/exports?purpose={PURPOSE}");
+                gateway.send_bytes("POST", &uri, auth, &[], "").await
+            }
+            Endpoint::ExportCase => {
+                let uri = format!("/api/v1/cases/{case}/exports?purpose={PURPOSE}");
+                gateway.send_bytes("POST", &uri, auth, &[], "").await
+            }
+            Endpoint::Timeline => gateway.get(&format!("/api/v1/artefacts/{art}/timeline"), auth).await,
+            Endpoint::SetPolicy => {
+                gateway.call("PUT", &format!("/api/v1/artefacts/{art}/policy"), auth, open_policy()).await
+            }
+            Endpoint::RequestWidening => {
+                let uri = format!("/api/v1/artefacts/{art}/widen-requests");
+                gateway.call("POST", &uri, auth, json!({ "purposes": ["appeal"] })).await
+            }
+            Endpoint::DecideWidening => {
+                let request = match &target.request {
+                    Some(id) => id.clone(),
+                    None => self.pending_request().await,
+                };
+                let uri = format!("/api/v1/widen-requests/{request}/decision");
+                gateway.call("POST", &uri, auth, json!({ "approve": true })).await
+            }
+            Endpoint::ReportOutcome => {
+                let body = json!({ "outcome": "used_at_hearing", "note": "shown to the jury" });
+                gateway.call("POST", &format!("/api/v1/artefacts/{art}/outcomes"), auth, body).await
+            }
+            Endpoint::ListOutcomes => gateway.get(&format!("/api/v1/artefacts/{art}/outcomes"), auth).await,
+            Endpoint::AddMember => gateway.call("PUT", &member_uri, auth, json!({ "role": "witness" })).await,
+            Endpoint::RemoveMember => gateway.delete(&member_uri, auth).await,
+        }
+    }
+
+    /// Calls `endpoint` with a target whose pending request (if any) exists before the ledger is measured.
+    async fn call_real(&self, who: Who, endpoint: Endpoint) -> (Reply, u64) {
+        let mut target = self.real();
+        if endpoint == Endpoint::DecideWidening {
+            target.request = Some(self.pending_request().await);
+        }
+        let before = self.gateway.ledger_size();
+        (self.call(who, endpoint, &target).await, before)
+    }
+}
+
+#[tokio::test]
+async fn every_caller_against_every_endpoint() {
+    let world = World::new().await;
+    let mut wrong = Vec::new();
+    for who in world.callers() {
+        for endpoint in Endpoint::ALL {
+            let (reply, before) = world.call_real(who, endpoint).await;
+            if let Err(why) = check(who, endpoint, &reply) {
+                wrong.push(format!("{who:?} {endpoint:?}: {why}"));
+                continue;
+            }
+            // A member refused by their role leaves a custody record naming the action.
+            if let (Who::Member(_), Expect::Refused(_, "role-forbidden")) = (who, expected(who, endpoint)) {
+                let after = world.gateway.ledger_size();
+                if after != before + 1 {
+                    wrong.push(format!("{who:?} {endpoint:?}: refusal left {} records, not 1", after - before));
+                    continue;
+                }
+                let record = world.gateway.ledger_record(before).await;
+                let event = &record["event"];
+                let recorded = event["type"] == "access_refused"
+                    && event["action"] == words(endpoint.action())
+                    && record["actor"] == world.account(who).unwrap()
+                    && record["case"] == CASE;
+                if !recorded {
+                    wrong.push(format!("{who:?} {endpoint:?}: refusal recorded as {record}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} calls answered wrongly:\n{}", wrong.len(), wrong.join("\n"));
+}
+
+/// A few cells written out by hand, so that a change to `permits` or to the provider rule shows up here.
+#[test]
+fn the_derived_table_agrees_with_hand_written_spot_checks() {
+    use Endpoint as E;
+    use Expect::{Ok, Refused};
+    use Who::{Admin, Anonymous, Member, NonMember};
+    let spot_checks = [
+        (Member(Role::Clerk), E::AddMember, Ok(204)),
+        (Member(Role::Clerk), E::Download, Ok(200)),
+        (Member(Role::Clerk), E::SetPolicy, Refused(403, "provider-only")),
+        (Member(Role::Clerk), E::DecideWidening, Refused(403, "provider-only")),
+        (Member(Role::Clerk), E::RequestWidening, Refused(403, "role-forbidden")),
+        (Member(Role::Judge), E::Download, Ok(200)),
+        (Member(Role::Judge), E::ExportCase, Ok(200)),
+        (Member(Role::Judge), E::Upload, Refused(403, "role-forbidden")),
+        (Member(Role::Judge), E::ReportOutcome, Refused(403, "role-forbidden")),
+        (Member(Role::Prosecutor), E::SetPolicy, Ok(200)),
+        (Member(Role::Prosecutor), E::DecideWidening, Ok(200)),
+        (Member(Role::Prosecutor), E::AddMember, Refused(403, "role-forbidden")),
+        (Member(Role::Defence), E::Download, Ok(200)),
+        (Member(Role::Defence), E::RequestWidening, Ok(201)),
+        (Member(Role::Defence), E::SetPolicy, Refused(403, "role-forbidden")),
+        (Member(Role::Interpreter), E::ArtefactDetail, Ok(200)),
+        (Member(Role::Interpreter), E::Download, Refused(403, "role-forbidden")),
+        (Member(Role::Interpreter), E::ExportArtefact, Refused(403, "role-forbidden")),
+        (Member(Role::Witness), E::Upload, Ok(201)),
+        (Member(Role::Witness), E::ListArtefacts, Refused(403, "role-forbidden")),
+        (Member(Role::RemoteSiteOfficer), E::Upload, Ok(201)),
+        (Member(Role::RemoteSiteOfficer), E::Timeline, Refused(403, "role-forbidden")),
+        (Member(Role::Auditor), E::Timeline, Ok(200)),
+        (Member(Role::Auditor), E::Download, Refused(403, "role-forbidden")),
+        (Member(Role::Auditor), E::ListOutcomes, Refused(403, "role-forbidden")),
+        (NonMember, E::CaseDetail, Refused(404, "not-found")),
+        (Admin, E::RemoveMember, Ok(204)),
+        (Admin, E::Download, Refused(404, "not-found")),
+        (Anonymous, E::Upload, Refused(401, "unauthenticated")),
+    ];
+    for (who, endpoint, want) in spot_checks {
+        assert_eq!(expected(who, endpoint), want, "{who:?} {endpoint:?}");
+    }
+}
+
+/// A non-member gets the same answer about a real case, artefact or request as about made-up ones, and leaves
+/// the same trace in the public log: a difference in either would tell them the case exists.
+#[tokio::test]
+async fn non_members_learn_nothing_about_what_exists() {
+    let world = World::new().await;
+    let real = world.real();
+    let made_up = World::made_up();
+    let mut wrong = Vec::new();
+    for endpoint in Endpoint::ALL {
+        let (reply, before) = world.call_real(Who::NonMember, endpoint).await;
+        let real_growth = world.gateway.ledger_size() - before;
+        let before = world.gateway.ledger_size();
+        let ghost = world.call(Who::NonMember, endpoint, &made_up).await;
+        let ghost_growth = world.gateway.ledger_size() - before;
+        let shape = |reply: &Reply, target: &Target| {
+            let mut text = String::from_utf8_lossy(&reply.body).into_owned();
+            for (id, placeholder) in [(&target.case, "CASE"), (&target.artefact, "ARTEFACT")] {
+                text = text.replace(id.as_str(), placeholder);
+            }
+            (reply.status, mask_request_ids(&text))
+        };
+        assert_eq!(shape(&reply, &real), shape(&ghost, &made_up), "{endpoint:?}");
+        reply.assert_problem(404, "not-found", "");
+        if real_growth != ghost_growth {
+            wrong.push(format!(
+                "{endpoint:?}: {real_growth} records about the real case, {ghost_growth} about a made-up one"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "the public log tells a non-member which case exists:\n{}", wrong.join("\n"));
+}
+
+/// Replaces widening request ids (`wr-...`) with a placeholder.
+fn mask_request_ids(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("wr-") {
+        out.push_str(&rest[..at]);
+        out.push_str("REQUEST");
+        rest = rest[at + 3..].trim_start_matches(|c: char| c.is_ascii_alphanumeric());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The provider rule with other providers: a witness sees the outcome reports on their own statement but sets no
+/// policy (their role comes first); a clerk who provided evidence manages its policy and the prosecutor may not.
+#[tokio::test]
+async fn providers_act_on_their_own_evidence_only() {
+    let world = World::new().await;
+    let gateway = &world.gateway;
+    let session = |role| As::Session(&world.member(role).session);
+    let upload = |role| async move {
+        let reply = gateway.upload(CASE, &format!("purpose={PURPOSE}"), session(role), b"own".to_vec()).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["artefact"].as_str().unwrap().to_owned()
+    };
+
+    let statement = upload(Role::Witness).await;
+    let outcomes = format!("/api/v1/artefacts/{statement}/outcomes");
+    let reply = gateway.call("POST", &outcomes, Some(session(Role::Clerk)), json!({ "outcome": "conviction" })).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = gateway.get(&outcomes, Some(session(Role::Witness))).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(reply.json()[0]["outcome"], "conviction");
+    let elsewhere = format!("/api/v1/artefacts/{}/outcomes", world.artefact);
+    gateway.get(&elsewhere, Some(session(Role::Witness))).await.assert_problem(403, "role-forbidden", "as witness");
+    let policy_uri = format!("/api/v1/artefacts/{statement}/policy");
+    let reply = gateway.call("PUT", &policy_uri, Some(session(Role::Witness)), open_policy()).await;
+    reply.assert_problem(403, "role-forbidden", "as witness in this case you may not set policy");
+
+    let exhibit = upload(Role::Clerk).await;
+    let policy_uri = format!("/api/v1/artefacts/{exhibit}/policy");
+    let reply = gateway.call("PUT", &policy_uri, Some(session(Role::Prosecutor)), open_policy()).await;
+    reply.assert_problem(403, "provider-only", "set the use policy");
+    let reply = gateway.call("PUT", &policy_uri, Some(session(Role::Clerk)), open_policy()).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let widen = format!("/api/v1/artefacts/{exhibit}/widen-requests");
+    let reply = gateway.call("POST", &widen, Some(session(Role::Defence)), json!({ "purposes": ["appeal"] })).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let decision = format!("/api/v1/widen-requests/{}/decision", reply.json()["id"].as_str().unwrap());
+    let approve = json!({ "approve": false });
+    let reply = gateway.call("POST", &decision, Some(session(Role::Prosecutor)), approve.clone()).await;
+    reply.assert_problem(403, "provider-only", "decide on wider use");
+    let reply = gateway.call("POST", &decision, Some(session(Role::Clerk)), approve.clone()).await;
+    assert_eq!((reply.status.as_u16(), &reply.json()["status"]), (200, &json!("refused")));
+    gateway.call("POST", &decision, Some(session(Role::Clerk)), approve).await.assert_problem(409, "conflict", "");
+}
+
+/// Every refusal of a member on an existing case is a custody record, and one about an artefact is in that
+/// artefact's timeline, whether the role or the provider rule refused it.
+#[tokio::test]
+async fn refusals_about_an_artefact_are_in_its_timeline() {
+    let world = World::new().await;
+    let refusals = [
+        (Role::Interpreter, Endpoint::Download),
+        (Role::Auditor, Endpoint::Download),
+        (Role::Witness, Endpoint::Timeline),
+        (Role::Judge, Endpoint::ReportOutcome),
+        (Role::Clerk, Endpoint::SetPolicy),
+        (Role::Clerk, Endpoint::DecideWidening),
+    ];
+    for (role, endpoint) in refusals {
+        let (reply, _) = world.call_real(Who::Member(role), endpoint).await;
+        assert!(matches!(expected(Who::Member(role), endpoint), Expect::Refused(403, _)), "{role} {endpoint:?}");
+        check(Who::Member(role), endpoint, &reply).unwrap();
+    }
+
+    let clerk = As::Session(&world.member(Role::Clerk).session);
+    let timeline = world.gateway.get(&format!("/api/v1/artefacts/{}/timeline", world.artefact), Some(clerk)).await;
+    assert_eq!(timeline.status, 200);
+    let timeline = timeline.json();
+    let in_timeline = |role: Role, endpoint: Endpoint| {
+        timeline["records"].as_array().unwrap().iter().map(|entry| &entry["record"]).any(|record| {
+            let event = &record["event"];
+            event["type"] == "access_refused"
+                && event["action"] == words(endpoint.action())
+                && event["artefact"] == world.artefact.as_str()
+                && record["actor"] == world.member(role).id.as_str()
+        })
+    };
+    let missing: Vec<String> = refusals
+        .into_iter()
+        .filter(|(role, endpoint)| !in_timeline(*role, *endpoint))
+        .map(|(role, endpoint)| format!("{role} {endpoint:?} ({:?})", expected(Who::Member(role), endpoint)))
+        .collect();
+    let events: Vec<&Value> =
+        timeline["records"].as_array().unwrap().iter().map(|entry| &entry["record"]["event"]).collect();
+    assert!(
+        missing.is_empty(),
+        "refusals missing from the artefact's timeline: {missing:?}\ntimeline events: {events:?}"
+    );
+}
+
+async fn token(gateway: &TestGateway, session: &str, scopes: &[&str], seconds: i64) -> (String, String) {
+    let body = json!({ "scopes": scopes, "expires_in_seconds": seconds });
+    let reply = gateway.call("POST", "/api/v1/tokens", Some(As::Session(session)), body).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let json = reply.json();
+    (json["id"].as_str().unwrap().to_owned(), json["token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn api_tokens_are_scoped_revocable_and_expire() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let (prosecutor, session) = gateway.person("token.person", "IT").await;
+    gateway.member(CASE, &prosecutor, "prosecutor").await;
+    let case_uri = format!("/api/v1/cases/{CASE}");
+    let query = format!("purpose={PURPOSE}");
+
+    let (_, read) = token(&gateway, &session, &["read"], 3600).await;
+    assert_eq!(gateway.get(&case_uri, Some(As::Token(&read))).await.status, 200);
+    let reply = gateway.upload(CASE, &query, As::Token(&read), b"x".to_vec()).await;
+    reply.assert_problem(403, "insufficient-scope", "write");
+
+    let (write_id, write) = token(&gateway, &session, &["read", "write"], 3600).await;
+    let reply = gateway.upload(CASE, &query, As::Token(&write), b"x".to_vec()).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let policy_uri = format!("/api/v1/artefacts/{artefact}/policy");
+    let reply = gateway.call("PUT", &policy_uri, Some(As::Token(&write)), open_policy()).await;
+    reply.assert_problem(403, "insufficient-scope", "manage");
+
+    // Tokens are for machines that people sign in to set up: a token mints no token, and no administrator acts
+    // through one.
+    let body = json!({ "scopes": ["read"], "expires_in_seconds": 3600 });
+    gateway.call("POST", "/api/v1/tokens", Some(As::Token(&write)), body).await.assert_problem(400, "bad-input", "");
+    let (_, admin_token) = token(&gateway, &gateway.admin, &["read", "write", "manage"], 3600).await;
+    let body = json!({ "id": "case-other", "title": "R v Other" });
+    let reply = gateway.call("POST", "/api/v1/cases", Some(As::Token(&admin_token)), body).await;
+    reply.assert_problem(403, "admin-only", "create cases");
+    for body in [
+        json!({ "scopes": [], "expires_in_seconds": 3600 }),
+        json!({ "scopes": ["read"], "expires_in_seconds": 59 }),
+        json!({ "scopes": ["root"], "expires_in_seconds": 3600 }),
+    ] {
+        let reply = gateway.call("POST", "/api/v1/tokens", Some(As::Session(&session)), body.clone()).await;
+        reply.assert_problem(400, "bad-input", "");
+    }
+
+    let forged = format!("cst_{}", "A".repeat(43));
+    gateway.get(&case_uri, Some(As::Token(&forged))).await.assert_problem(401, "unauthenticated", "");
+    gateway.get(&case_uri, Some(As::Session("forged-session"))).await.assert_problem(401, "unauthenticated", "");
+
+    // Someone else cannot revoke the token; its owner can, and then it is refused as revoked.
+    let revoke = format!("/api/v1/tokens/{write_id}");
+    gateway.delete(&revoke, Some(As::Session(&gateway.admin))).await.assert_problem(404, "not-found", "");
+    assert_eq!(gateway.delete(&revoke, Some(As::Session(&session))).await.status, 204);
+    gateway.get(&case_uri, Some(As::Token(&write))).await.assert_problem(401, "token-revoked", "");
+
+    let (_, short) = token(&gateway, &session, &["read"], 60).await;
+    assert_eq!(gateway.get(&case_uri, Some(As::Token(&short))).await.status, 200);
+    gateway.clock.advance(61);
+    gateway.get(&case_uri, Some(As::Token(&short))).await.assert_problem(401, "token-expired", "");
+    assert_eq!(gateway.get(&case_uri, Some(As::Session(&session))).await.status, 200, "sessions last longer");
+}
+
+/// A provider sees outcome reports on its evidence whatever its role, but a token still needs the read scope.
+#[tokio::test]
+async fn a_provider_reads_outcome_reports_only_with_the_read_scope() {
+    let world = World::new().await;
+    let witness = world.member(Role::Witness);
+    let reply =
+        world.gateway.upload(CASE, &format!("purpose={PURPOSE}"), As::Session(&witness.session), b"s".to_vec()).await;
+    let statement = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let outcomes = format!("/api/v1/artefacts/{statement}/outcomes");
+    assert_eq!(world.gateway.get(&outcomes, Some(As::Session(&witness.session))).await.status, 200);
+    let (_, write_only) = token(&world.gateway, &witness.session, &["write"], 3600).await;
+    world.gateway.get(&outcomes, Some(As::Token(&write_only))).await.assert_problem(403, "insufficient-scope", "read");
+}
+
+/// The log is public: it names accounts by opaque id only, never by username or display name, and no secret
+/// that authenticated a call ever reaches it.
+#[tokio::test]
+async fn the_public_log_names_no_one() {
+    let world = World::new().await;
+    let gateway = &world.gateway;
+    let witness = world.member(Role::Witness);
+    let (_, secret) = token(gateway, &witness.session, &["read", "write"], 3600).await;
+    let reply = gateway.upload(CASE, &format!("purpose={PURPOSE}"), As::Token(&secret), b"my statement".to_vec()).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    for who in world.callers() {
+        for endpoint in Endpoint::ALL {
+            world.call_real(who, endpoint).await;
+        }
+    }
+    let entries: Vec<Vec<u8>> =
+        gateway.files_under("log/tile/entries").iter().map(|path| std::fs::read(path).unwrap()).collect();
+    let contains =
+        |needle: &str| entries.iter().any(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()));
+    assert!(contains(&witness.id), "the scan should find the witness's opaque id in the log");
+    let mut secrets = vec![secret.clone(), gateway.admin.clone(), "Administrator".to_owned()];
+    for person in world.members.iter().map(|(_, person)| person).chain([&world.outsider, &world.spare]) {
+        secrets.extend([
+            person.username.clone(),
+            format!("{} name", person.username),
+            person.session.clone(),
+            format!("{}-correct-horse-battery", person.username),
+        ]);
+    }
+    let leaked: Vec<&String> = secrets.iter().filter(|needle| contains(needle)).collect();
+    assert!(leaked.is_empty(), "the public log contains {leaked:?}");
+}
+
+/// Restrictions the provider sets hold on every read, and a refused use is recorded against the artefact.
+#[tokio::test]
+async fn use_policies_are_enforced_and_refusals_recorded() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let (provider, session) = gateway.person("provider.person", "IT").await;
+    gateway.member(CASE, &provider, "prosecutor").await;
+    let auth = As::Session(&session);
+    let red = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(policy("TLP:RED").to_string())
+    };
+    let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={PURPOSE}");
+    let headers = [("content-type", "video/webm"), ("custodia-use-policy", red.as_str())];
+    let reply = gateway.send_bytes("POST", &uri, Some(auth), &headers, "red evidence").await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let content = format!("/api/v1/artefacts/{artefact}/content?purpose={PURPOSE}");
+    let detail = format!("/api/v1/artefacts/{artefact}?purpose={PURPOSE}");
+
+    // TLP:RED: looked at in the gateway, never copied out.
+    let reply = gateway.get(&detail, Some(auth)).await;
+    assert_eq!((reply.status.as_u16(), &reply.json()["policy"]["tlp"]), (200, &json!("TLP:RED")));
+    assert_eq!(gateway.get(&format!("{content}&access=play"), Some(auth)).await.status, 200);
+    let before = gateway.ledger_size();
+    gateway.get(&content, Some(auth)).await.assert_problem(403, "use-restricted", "TLP:RED");
+    assert_eq!(gateway.ledger_size(), before + 1);
+    let record = gateway.ledger_record(before).await;
+    assert_eq!(record["event"]["type"], "access_refused", "{record}");
+    assert_eq!(record["event"]["artefact"], artefact.as_str(), "{record}");
+    assert_eq!(record["event"]["action"], words(Action::DownloadArtefact), "{record}");
+
+    // A purpose the provider did not permit.
+    let mut only_trial = open_policy();
+    only_trial["permitted_purposes"] = json!(["trial preparation"]);
+    let policy_uri = format!("/api/v1/artefacts/{artefact}/policy");
+    assert_eq!(gateway.call("PUT", &policy_uri, Some(auth), only_trial).await.status, 200);
+    assert_eq!(gateway.get(&content, Some(auth)).await.status, 200);
+    let other = format!("/api/v1/artefacts/{artefact}/content?purpose=another%20case");
+    gateway.get(&other, Some(auth)).await.assert_problem(403, "use-restricted", "another case");
+
+    // An expiring policy warns, then lapses.
+    let mut expiring = open_policy();
+    let in_an_hour = gateway.clock.now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    expiring["expires_at"] = json!(in_an_hour.to_string());
+    assert_eq!(gateway.call("PUT", &policy_uri, Some(auth), expiring).await.status, 200);
+    let reply = gateway.get(&detail, Some(auth)).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["warnings"][0].as_str().unwrap().contains("lapses"), "{}", reply.json());
+    gateway.clock.advance(2 * 3600);
+    gateway.get(&content, Some(auth)).await.assert_problem(403, "use-restricted", "lapsed");
+    gateway.get(&detail, Some(auth)).await.assert_problem(403, "use-restricted", "lapsed");
+}
+
+/// An RFC 9530 digest of 32 zero bytes, which no test upload has.
+const ZEROS_DIGEST: &str = "sha-256=:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=:";
+
+/// Bad input gets a precise 4xx, and a refused upload leaves no object, no artefact and no custody record.
+#[tokio::test]
+async fn bad_input_is_refused_precisely_and_leaves_nothing() {
+    let gateway = &TestGateway::start().await;
+    gateway.case(CASE).await;
+    let (prosecutor, session) = gateway.person("input.person", "IT").await;
+    gateway.member(CASE, &prosecutor, "prosecutor").await;
+    let auth = As::Session(&session);
+    let before = gateway.ledger_size();
+    let upload = |query: String, headers: Vec<(&'static str, &'static str)>| {
+        let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={PURPOSE}{query}");
+        async move { gateway.send_bytes("POST", &uri, Some(auth), &headers, "the real bytes").await }
+    };
+    let other_sha256 = custodia_core::Sha256::of(b"other bytes");
+    let refused_uploads = [
+        (upload(format!("&sha256={}", other_sha256.to_hex()), vec![]).await, 422, "digest-mismatch"),
+        (upload(String::new(), vec![("repr-digest", ZEROS_DIGEST)]).await, 422, "digest-mismatch"),
+        (upload(String::new(), vec![("repr-digest", "md5=:AAAA:")]).await, 400, "bad-input"),
+        (upload("&filename=..%2F..%2Fetc%2Fpasswd".into(), vec![]).await, 400, "bad-input"),
+        (upload("&filename=.hidden".into(), vec![]).await, 400, "bad-input"),
+        (upload("&filename=a%5Cb".into(), vec![]).await, 400, "bad-input"),
+        (upload(String::new(), vec![("custodia-use-policy", "not base64!")]).await, 400, "bad-input"),
+        (upload(String::new(), vec![("custodia-use-policy", "e30=")]).await, 400, "bad-input"),
+    ];
+    for (reply, status, kind) in &refused_uploads {
+        reply.assert_problem(*status, kind, "");
+    }
+    refused_uploads[3].0.assert_problem(400, "bad-input", "filename");
+    let no_purpose = format!("/api/v1/cases/{CASE}/artefacts");
+    let reply = gateway.send_bytes("POST", &no_purpose, Some(auth), &[], "bytes").await;
+    reply.assert_problem(400, "bad-input", "purpose");
+    assert_eq!(gateway.files_under("objects/objects"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(gateway.files_under("objects/staging"), Vec::<std::path::PathBuf>::new());
+    assert_eq!(gateway.get(&no_purpose, Some(auth)).await.json(), json!([]));
+    assert_eq!(gateway.ledger_size(), before, "a refused upload was recorded");
+
+    let reply = gateway.upload(CASE, &format!("purpose={PURPOSE}"), auth, b"0123456789".to_vec()).await;
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let policy_uri = format!("/api/v1/artefacts/{artefact}/policy");
+    let before = gateway.ledger_size();
+    let json_body = |body: String, content_type: &'static str| {
+        let uri = policy_uri.clone();
+        async move { gateway.send_bytes("PUT", &uri, Some(auth), &[("content-type", content_type)], body).await }
+    };
+    let mut huge = open_policy();
+    huge["provider"] = json!("x".repeat(100 * 1024));
+    let mut unknown_field = open_policy();
+    unknown_field["colour"] = json!("red");
+    let mut bad_tlp = open_policy();
+    bad_tlp["tlp"] = json!("TLP:WHITE");
+    let mut bad_onward = open_policy();
+    bad_onward["onward_transfer"] = json!("allowed");
+    for (reply, status, kind) in [
+        (json_body(huge.to_string(), "application/json").await, 413, "too-large"),
+        (json_body("{\"tlp\":".into(), "application/json").await, 400, "bad-input"),
+        (json_body(open_policy().to_string(), "text/plain").await, 415, "unsupported-media-type"),
+        (json_body(unknown_field.to_string(), "application/json").await, 400, "bad-input"),
+        (json_body(bad_tlp.to_string(), "application/json").await, 400, "bad-input"),
+        (json_body(bad_onward.to_string(), "application/json").await, 400, "bad-input"),
+    ] {
+        reply.assert_problem(status, kind, "");
+    }
+
+    for uri in [format!("/api/v1/artefacts/{artefact}/content"), format!("/api/v1/artefacts/{artefact}")] {
+        gateway.get(&uri, Some(auth)).await.assert_problem(400, "bad-input", "purpose");
+    }
+    let content = format!("/api/v1/artefacts/{artefact}/content?purpose={PURPOSE}");
+    gateway.get(&format!("{content}&access=print"), Some(auth)).await.assert_problem(400, "bad-input", "access");
+    let ranged = |range: &'static str| {
+        let request = TestGateway::request("GET", &content, Some(auth)).header(header::RANGE, range);
+        gateway.send(request.body(Default::default()).unwrap())
+    };
+    let reply = ranged("bytes=20-30").await;
+    reply.assert_problem(416, "bad-range", "10 bytes");
+    assert_eq!(reply.headers[header::CONTENT_RANGE], "bytes */10");
+    assert_eq!(gateway.ledger_size(), before, "a malformed request was recorded");
+    let reply = ranged("bytes=2-4").await;
+    assert_eq!((reply.status.as_u16(), reply.body.as_slice()), (206, &b"234"[..]));
+    assert_eq!(reply.headers[header::CONTENT_RANGE], "bytes 2-4/10");
+
+    let outcomes = format!("/api/v1/artefacts/{artefact}/outcomes");
+    let reply = gateway.call("POST", &outcomes, Some(auth), json!({ "outcome": "acquitted" })).await;
+    reply.assert_problem(400, "bad-input", "");
+    let membership = format!("/api/v1/cases/{CASE}/members/{prosecutor}");
+    let reply = gateway.call("PUT", &membership, Some(As::Session(&gateway.admin)), json!({ "role": "usher" })).await;
+    reply.assert_problem(400, "bad-input", "");
+}

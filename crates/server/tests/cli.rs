@@ -1,13 +1,14 @@
 //! The `custodia` binary as a user runs it: first start makes a key, the log is served over HTTP, and
 //! `custodia log verify` audits it from a directory or a URL and names what is wrong when it is forged.
 
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, Label, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
+
+mod support;
 
 fn custodia(args: &[&str], data_dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custodia"))
@@ -51,30 +52,9 @@ async fn append_records(data_dir: &Path, range: std::ops::Range<u64>) {
     log.close().await;
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data_dir: &Path) -> (Server, String) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_custodia"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CUSTODIA_DATA_DIR", data_dir)
-        .env("CUSTODIA_ORIGIN", "custodia.test/log")
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://127.0.0.1:{port}/log"))
+fn serve(data_dir: &Path) -> (support::GatewayProcess, String) {
+    let (process, port) = support::spawn_gateway(data_dir, &[("CUSTODIA_ORIGIN", "custodia.test/log".as_ref())]);
+    (process, format!("http://127.0.0.1:{port}/log"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,16 +133,8 @@ async fn serves_https_through_rustls_when_a_certificate_is_configured() {
         .output()
         .expect("openssl is missing; run scripts/setup-system.sh test");
     assert!(made.status.success(), "{}", text(&made));
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_custodia"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("CUSTODIA_DATA_DIR", data.path())
-            .env("CUSTODIA_TLS_CERT", &cert)
-            .env("CUSTODIA_TLS_KEY", &key)
-            .spawn()
-            .unwrap(),
-    );
+    let env = [("CUSTODIA_TLS_CERT", cert.as_os_str()), ("CUSTODIA_TLS_KEY", key.as_os_str())];
+    let (_server, port) = support::spawn_gateway(data.path(), &env);
     let url = format!("https://127.0.0.1:{port}/healthz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

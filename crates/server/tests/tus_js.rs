@@ -4,13 +4,14 @@
 //! Needs node and npm (`scripts/setup-system.sh test`). The client is pinned by `tests/tus-js/package-lock.json`
 //! and installed with `npm ci` on first run. Accounts, the case and the check at the end go through `curl`.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use custodia_core::Sha256;
 use serde_json::{Value, json};
+
+mod support;
 
 const SETUP: &str = "run scripts/setup-system.sh test to install nodejs and npm";
 
@@ -48,30 +49,9 @@ fn install_tus_js_client() {
     assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(data_dir: &Path) -> (Server, String) {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_custodia"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CUSTODIA_DATA_DIR", data_dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://127.0.0.1:{port}"))
+fn serve(data_dir: &Path) -> (support::GatewayProcess, String) {
+    let (process, port) = support::spawn_gateway(data_dir, &[]);
+    (process, format!("http://127.0.0.1:{port}"))
 }
 
 /// An HTTP reply, as curl saw it.

@@ -226,6 +226,34 @@ impl ArtefactStore {
     }
 }
 
+/// The one pass over an upload's bytes: counts them against the limit and hashes them, in order, as they
+/// arrive, whichever way they are then written.
+struct Intake {
+    hasher: Sha256Hasher,
+    size: u64,
+    max_size: Option<u64>,
+}
+
+impl Intake {
+    fn new(max_size: Option<u64>) -> Self {
+        Self { hasher: Sha256Hasher::default(), size: 0, max_size }
+    }
+
+    fn take<E: fmt::Display>(&mut self, chunk: Result<Bytes, E>) -> Result<Bytes, StoreError> {
+        let chunk = chunk.map_err(|err| StoreError::Interrupted { received: self.size, reason: err.to_string() })?;
+        self.size += chunk.len() as u64;
+        if let Some(limit) = self.max_size.filter(|limit| self.size > *limit) {
+            return Err(StoreError::TooLarge { limit });
+        }
+        self.hasher.update(&chunk);
+        Ok(chunk)
+    }
+
+    fn finish(self) -> (Sha256, u64) {
+        (self.hasher.finish(), self.size)
+    }
+}
+
 async fn stream_into<S, E>(
     writer: &mut WriteMultipart,
     body: S,
@@ -235,20 +263,14 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: fmt::Display,
 {
-    let mut hasher = Sha256Hasher::default();
-    let mut size: u64 = 0;
+    let mut intake = Intake::new(max_size);
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| StoreError::Interrupted { received: size, reason: err.to_string() })?;
-        size += chunk.len() as u64;
-        if let Some(limit) = max_size.filter(|limit| size > *limit) {
-            return Err(StoreError::TooLarge { limit });
-        }
-        hasher.update(&chunk);
+        let chunk = intake.take(chunk)?;
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         writer.put(chunk);
     }
-    Ok((hasher.finish(), size))
+    Ok(intake.finish())
 }
 
 /// Streams `body` into a new local file at `path`, hashing it in the same pass; returns once the file is durable.
@@ -259,18 +281,12 @@ where
     E: fmt::Display,
 {
     let mut staging = LocalStaging::create(path).await.map_err(local_error)?;
-    let mut hasher = Sha256Hasher::default();
-    let mut size: u64 = 0;
+    let mut intake = Intake::new(max_size);
     let mut part = Vec::new();
     let mut part_size = 0;
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|err| StoreError::Interrupted { received: size, reason: err.to_string() })?;
-        size += chunk.len() as u64;
-        if let Some(limit) = max_size.filter(|limit| size > *limit) {
-            return Err(StoreError::TooLarge { limit });
-        }
-        hasher.update(&chunk);
+        let chunk = intake.take(chunk)?;
         part_size += chunk.len();
         part.push(chunk);
         if part_size >= LOCAL_PART_SIZE {
@@ -282,7 +298,7 @@ where
         staging.write(part, part_size as u64).await.map_err(local_error)?;
     }
     staging.finish().await.map_err(local_error)?;
-    Ok((hasher.finish(), size))
+    Ok(intake.finish())
 }
 
 fn local_error(err: io::Error) -> StoreError {

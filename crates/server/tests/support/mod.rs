@@ -203,3 +203,34 @@ impl TestGateway {
         found
     }
 }
+
+/// A `custodia serve` process of the real binary, killed on drop.
+pub struct GatewayProcess(std::process::Child);
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary on a free loopback port with state in `data_dir` and the extra environment `env`,
+/// and returns once it accepts connections.
+pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> (GatewayProcess, u16) {
+    use std::time::{Duration, Instant};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CUSTODIA_DATA_DIR", data_dir)
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let process = GatewayProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (process, port)
+}

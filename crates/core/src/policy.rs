@@ -36,12 +36,11 @@
 //! [`OnwardTransfer::WithConsent`] still needs consent, and [`OnwardTransfer::Prohibited`] refuses every transfer.
 
 use std::fmt;
-use std::str::FromStr;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::{ActorId, CanonicalError, Label, ParseNameError, Sha256};
+use crate::{ActorId, CanonicalError, Label, Sha256};
 
 /// A TLP 2.0 label, ordered from the least to the most restrictive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,22 +72,7 @@ impl Tlp {
     }
 }
 
-impl fmt::Display for Tlp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Tlp {
-    type Err = ParseNameError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|tlp| tlp.as_str() == text)
-            .ok_or_else(|| ParseNameError::new("TLP 2.0 label", text, Self::ALL.map(Self::as_str)))
-    }
-}
+crate::role::named!(Tlp, "TLP 2.0 label");
 
 /// What a reader wants to do with an artefact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -118,22 +102,7 @@ impl UseAction {
     }
 }
 
-impl fmt::Display for UseAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for UseAction {
-    type Err = ParseNameError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|action| action.as_str() == text)
-            .ok_or_else(|| ParseNameError::new("use action", text, Self::ALL.map(Self::as_str)))
-    }
-}
+crate::role::named!(UseAction, "use action");
 
 /// Whether the evidence may be handed on to another authority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,9 +5,6 @@
 //! its providing authority set ([`crate::decide`]), and deciding on wider use must come from that authority.
 //! Administrators, who create cases and accounts, are an account flag and not a role; they are not in this table.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 /// A name that is not one of an enum's spellings.
@@ -18,6 +15,29 @@ pub struct ParseNameError {
     found: String,
     expected: String,
 }
+
+/// `Display` and `FromStr` for an enum with `ALL` and `as_str`, so that its one spelling is written once.
+macro_rules! named {
+    ($type:ty, $kind:literal) => {
+        impl std::fmt::Display for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $type {
+            type Err = $crate::role::ParseNameError;
+
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == text)
+                    .ok_or_else(|| $crate::role::ParseNameError::new($kind, text, Self::ALL.map(Self::as_str)))
+            }
+        }
+    };
+}
+pub(crate) use named;
 
 impl ParseNameError {
     /// `found` is cut to a few characters so that an error never echoes unbounded input.
@@ -75,22 +95,7 @@ impl Role {
     }
 }
 
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = ParseNameError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|role| role.as_str() == text)
-            .ok_or_else(|| ParseNameError::new("role", text, Self::ALL.map(Self::as_str)))
-    }
-}
+named!(Role, "role");
 
 /// An operation of the evidence service on a case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -161,22 +166,7 @@ impl Action {
     }
 }
 
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Action {
-    type Err = ParseNameError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|action| action.as_str() == text)
-            .ok_or_else(|| ParseNameError::new("case action", text, Self::ALL.map(Self::as_str)))
-    }
-}
+named!(Action, "case action");
 
 /// Whether `role` may ever perform `action` on a case it is a member of.
 ///

@@ -1,5 +1,5 @@
 //! Appends custody records to a local log as fast as it can and prints `<index> <seed>` for each append the
-//! log acknowledged, for the crash test to kill at a random moment. Usage: append_loop <log-dir> <key-file> <first-seed>
+//! log acknowledged, for the crash test to kill at a random moment. Usage: `append_loop <log-dir> <key-file> <first-seed>`
 
 use std::io::Write as _;
 

@@ -32,21 +32,17 @@
 #![allow(clippy::print_stdout)]
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Read as _, Write as _};
+use std::io::{self, BufReader, BufWriter, Read as _};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custodia_benchkit::{BoxError, env_or, mb_per_s, openssl_rate, openssl_speed, rate, write_pseudo_random};
 use custodia_bundle::{BundleRecord, BundleSource, BundleWriter, verify};
-use custodia_core::{
-    AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Sha256, Sha256Hasher,
-};
+use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner, LogVerifier, TlogProof};
 use sha2::Digest as _;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const DEFAULT_BYTES: u64 = 1 << 30;
 const DEFAULT_SMALL_BYTES: u64 = 64 << 20;
@@ -54,7 +50,7 @@ const DEFAULT_SMALL_BYTES: u64 = 64 << 20;
 const GOAL_RATIO: f64 = 0.9;
 /// The peak resident set while verifying may exceed what the process held before by at most this much.
 const GOAL_GROWTH: u64 = 8 << 20;
-/// Writes of the payload file and the bundle.
+/// The bundle's write buffer.
 const CHUNK: usize = 8 << 20;
 /// Reads of the plain hashing loop, by default the size of the verifier's own reads.
 const DEFAULT_READ: usize = 256 << 10;
@@ -65,13 +61,6 @@ const CHILD_KEY: &str = "VERIFY_BENCH_CHILD_KEY";
 /// neighbours in the log and the inclusion proofs have a realistic depth.
 const OTHER_RECORDS: usize = 500;
 const ORIGIN: &str = "bench.custodia.invalid/log";
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
-    match std::env::var(name) {
-        Ok(value) => value.replace('_', "").parse().map_err(|_| format!("{name}={value} is not a valid number").into()),
-        Err(_) => Ok(default),
-    }
-}
 
 fn main() -> Result<(), BoxError> {
     if let Ok(bundle) = std::env::var(CHILD_BUNDLE) {
@@ -97,9 +86,12 @@ fn main() -> Result<(), BoxError> {
     ))?;
 
     println!("\n-- machine limits --");
-    let openssl_speed = openssl_speed_sha256();
+    // The hash alone, with no file reading; OpenSSL 3 may name the row after the EVP digest.
+    let openssl_speed = openssl_speed(&["-seconds", "2", "-bytes", "16384", "-evp", "sha256"], |stdout| {
+        openssl_rate(stdout, "sha256", 16384).or_else(|| openssl_rate(stdout, "SHA2-256", 16384))
+    });
     match openssl_speed {
-        Some(rate) => println!("openssl speed -evp sha256, 16384-byte blocks (hash only, no IO): {rate:.0} MB/s"),
+        Some(rate) => println!("openssl speed -evp sha256, 16384-byte blocks (hash only, no IO): {}", mb_per_s(rate)),
         None => println!("openssl speed sha256: no figure"),
     }
 
@@ -161,7 +153,7 @@ fn main() -> Result<(), BoxError> {
         size_text(read_size as u64)
     );
     if let Some(rate) = openssl_speed {
-        println!("openssl speed -evp sha256 (hash only, no IO): {rate:.0} MB/s");
+        println!("openssl speed -evp sha256 (hash only, no IO): {}", mb_per_s(rate));
     }
     println!(
         "| payload  | verify MB/s | openssl dgst MB/s | verify / openssl | sha2 payload MB/s | sha2 bundle MB/s | verify / sha2 bundle |"
@@ -169,16 +161,17 @@ fn main() -> Result<(), BoxError> {
     println!(
         "|----------|-------------|-------------------|------------------|-------------------|------------------|----------------------|"
     );
+    let mb = |bytes: u64, elapsed: Duration| rate(bytes, elapsed) / 1e6;
     for ((bytes, best), built) in rows.iter().zip(&bundles) {
         println!(
             "| {:<8} | {:>11.0} | {:>17.0} | {:>15.1}% | {:>17.0} | {:>16.0} | {:>19.1}% |",
             size_text(*bytes),
-            mb_per_s(*bytes, best.verify),
-            mb_per_s(*bytes, best.openssl),
+            mb(*bytes, best.verify),
+            mb(*bytes, best.openssl),
             100.0 * best.openssl.as_secs_f64() / best.verify.as_secs_f64(),
-            mb_per_s(*bytes, best.sha2),
-            mb_per_s(built.bundle_bytes, best.raw_bundle),
-            100.0 * mb_per_s(*bytes, best.verify) / mb_per_s(built.bundle_bytes, best.raw_bundle),
+            mb(*bytes, best.sha2),
+            mb(built.bundle_bytes, best.raw_bundle),
+            100.0 * mb(*bytes, best.verify) / mb(built.bundle_bytes, best.raw_bundle),
         );
     }
     println!("\nMemory of verify: in this process, VmHWM reset through /proc/self/clear_refs before each run (the run");
@@ -246,7 +239,7 @@ fn build(
 ) -> Result<Built, BoxError> {
     let payload = dir.join(format!("{name}.payload"));
     let started = Instant::now();
-    let sha256 = write_pseudo_random(&payload, bytes)?;
+    let sha256: Sha256 = write_pseudo_random(&payload, bytes, 0xc057_0d1a ^ bytes)?.parse()?;
     println!("{name}: wrote {} of pseudo-random bytes (fsync'd) in {:.1} s", size_text(bytes), secs(started));
 
     let artefact = ArtefactId::new(format!("art-bench-{name}"))?;
@@ -406,20 +399,6 @@ fn child_peak(bundle: &Path, verifier: &LogVerifier) -> Result<(u64, u64), BoxEr
     }
 }
 
-/// `openssl speed` SHA-256 over 16 KiB blocks, in MB/s: the hash alone, with no file reading.
-fn openssl_speed_sha256() -> Option<f64> {
-    let output = Command::new("openssl")
-        .args(["speed", "-seconds", "2", "-bytes", "16384", "-evp", "sha256"])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().rev().find(|line| line.starts_with("sha256") || line.starts_with("SHA2-256"))?;
-    let rate = line.split_whitespace().last()?.strip_suffix('k')?.parse::<f64>().ok()?;
-    // openssl reports thousands of bytes per second.
-    Some(rate / 1000.0)
-}
-
 /// `openssl dgst -sha256 <payload>`, timed from spawn to exit.
 fn openssl_dgst(payload: &Path, sha256: &Sha256) -> Result<Duration, BoxError> {
     let started = Instant::now();
@@ -501,56 +480,16 @@ fn proc_status(field: &str) -> io::Result<Option<u64>> {
         .map(|kib| kib * 1024))
 }
 
-/// A fixed-seed SplitMix64 stream: incompressible, and the same every run.
-struct Generator(u64);
-
-impl Generator {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn fill(&mut self, buffer: &mut [u8]) {
-        for word in buffer.chunks_mut(8) {
-            let value = self.next().to_le_bytes();
-            word.copy_from_slice(&value[..word.len()]);
-        }
-    }
-}
-
-/// Writes `bytes` pseudo-random bytes, hashing them in the same pass, and syncs the file.
-fn write_pseudo_random(path: &Path, bytes: u64) -> io::Result<Sha256> {
-    let mut generator = Generator(0xc057_0d1a ^ bytes);
-    let mut hasher = Sha256Hasher::default();
-    let mut chunk = vec![0; CHUNK];
-    let mut file = File::create(path)?;
-    let mut written = 0;
-    while written < bytes {
-        let length = (bytes - written).min(CHUNK as u64) as usize;
-        generator.fill(&mut chunk[..length]);
-        hasher.update(&chunk[..length]);
-        file.write_all(&chunk[..length])?;
-        written += length as u64;
-    }
-    file.sync_all()?;
-    Ok(hasher.finish())
-}
-
 fn secs(started: Instant) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / elapsed.as_secs_f64() / 1e6
-}
-
 fn rate_text(bytes: u64, elapsed: Duration) -> String {
-    format!("{:.0} MB/s ({:.3} s)", mb_per_s(bytes, elapsed), elapsed.as_secs_f64())
+    format!("{} ({:.3} s)", mb_per_s(rate(bytes, elapsed)), elapsed.as_secs_f64())
 }
 
+/// Whole units where the size is a multiple of one (`1 GiB`, `64 MiB`), unlike `custodia_benchkit::size_text`: the
+/// summary's columns are sized for these.
 fn size_text(bytes: u64) -> String {
     const KIB: u64 = 1 << 10;
     const MIB: u64 = 1 << 20;

@@ -17,18 +17,17 @@ use std::fs::{self, File};
 use std::hint::black_box;
 use std::io::{self, Write as _};
 use std::path::Path;
-use std::process::Command;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use custodia_benchkit::{
+    BoxError, SplitMix, Table, env_or, mb_per_s, openssl_rate, openssl_speed, rate, sequential_write_within,
+};
 use custodia_ledger::merkle::{Hash, fold_range, leaf_hash, perfect_nodes, verify_consistency, verify_inclusion};
 use custodia_ledger::{Checkpoint, Log, LogError, LogOptions, LogSigner};
 use tokio::task::JoinSet;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const ENTRY_SIZE: usize = 1024;
 const ORIGIN: &str = "bench.custodia.invalid/log";
@@ -57,13 +56,6 @@ impl Config {
             fill_tasks: env_or("LEDGER_BENCH_FILL_TASKS", 8192)?,
             proofs: env_or("LEDGER_BENCH_PROOFS", 20_000)?,
         })
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
-    match std::env::var(name) {
-        Ok(value) => value.replace('_', "").parse().map_err(|_| format!("{name}={value} is not a valid number").into()),
-        Err(_) => Ok(default),
     }
 }
 
@@ -137,8 +129,8 @@ struct Machine {
 
 fn measure_machine(dir: &Path) -> Result<Machine, BoxError> {
     fs::create_dir_all(dir)?;
-    let openssl_sha256 = openssl_speed("sha256", parse_sha256_1024);
-    let openssl_ed25519 = openssl_speed("ed25519", parse_ed25519_signs);
+    let openssl_sha256 = openssl_speed(&["-seconds", "2", "sha256"], |stdout| openssl_rate(stdout, "sha256", 1024));
+    let openssl_ed25519 = openssl_speed(&["-seconds", "2", "ed25519"], parse_ed25519_signs);
     if let Some(rate) = openssl_sha256 {
         println!("openssl sha256, 1024-byte blocks: {}", mb_per_s(rate));
     }
@@ -162,7 +154,7 @@ fn measure_machine(dir: &Path) -> Result<Machine, BoxError> {
     println!("write 1 KiB + fsync + rename + fsync dir, 1 thread: {} ops/s", count(fsync_serial));
     let fsync_parallel = fsync_rate(&dir.join("parallel"), 16, Duration::from_secs(2))?;
     println!("write 1 KiB + fsync + rename + fsync dir, 16 threads: {} ops/s", count(fsync_parallel));
-    let sequential = sequential_write(&dir.join("sequential"), Duration::from_secs(2), 1 << 30)?;
+    let sequential = sequential_write_within(&dir.join("sequential"), 1 << 30, Duration::from_secs(2))?;
     println!("sequential write + final fsync: {}", mb_per_s(sequential));
     fs::remove_dir_all(dir)?;
     Ok(Machine {
@@ -174,35 +166,6 @@ fn measure_machine(dir: &Path) -> Result<Machine, BoxError> {
         fsync_parallel,
         sequential,
     })
-}
-
-/// Runs `openssl speed -seconds 2 <algorithm>` and parses its output, printing it raw if that fails.
-fn openssl_speed(algorithm: &str, parse: fn(&str) -> Option<f64>) -> Option<f64> {
-    let output = match Command::new("openssl").args(["speed", "-seconds", "2", algorithm]).output() {
-        Ok(output) => output,
-        Err(err) => {
-            println!("openssl speed {algorithm}: cannot run openssl: {err}");
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let parsed = parse(&stdout);
-    if parsed.is_none() {
-        println!("openssl speed {algorithm}: could not parse its output ({}):", output.status);
-        for line in stdout.lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
-            println!("    {line}");
-        }
-    }
-    parsed
-}
-
-/// From the `type 16 bytes 64 bytes ...` table, the sha256 column for 1024 bytes (in 1000s of bytes per second).
-fn parse_sha256_1024(stdout: &str) -> Option<f64> {
-    let header = stdout.lines().find(|line| line.starts_with("type"))?;
-    let column = header.split_whitespace().filter_map(|word| word.parse::<u64>().ok()).position(|size| size == 1024)?;
-    let row = stdout.lines().find(|line| line.starts_with("sha256"))?;
-    let value = row.split_whitespace().nth(1 + column)?;
-    Some(value.strip_suffix('k')?.parse::<f64>().ok()? * 1000.0)
 }
 
 /// From the ` 253 bits EdDSA (Ed25519)   0.0000s   0.0001s  42839.0  15740.9` row, the sign/s column.
@@ -261,23 +224,6 @@ fn fsync_rate(dir: &Path, threads: usize, duration: Duration) -> io::Result<f64>
     let elapsed = started.elapsed();
     fs::remove_dir_all(dir)?;
     Ok(total as f64 / elapsed.as_secs_f64())
-}
-
-/// Sequential 1 MiB writes for about `duration` (at most `limit` bytes), then one fsync: bytes per second.
-fn sequential_write(path: &Path, duration: Duration, limit: u64) -> io::Result<f64> {
-    let chunk = vec![0x5a; 1 << 20];
-    let started = Instant::now();
-    let mut file = File::create(path)?;
-    let mut written = 0u64;
-    while written < limit && started.elapsed() < duration {
-        file.write_all(&chunk)?;
-        written += chunk.len() as u64;
-    }
-    file.sync_all()?;
-    let elapsed = started.elapsed();
-    drop(file);
-    fs::remove_file(path)?;
-    Ok(written as f64 / elapsed.as_secs_f64())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -469,19 +415,6 @@ struct Proofs {
     consistency_verify: f64,
 }
 
-/// A small deterministic generator (SplitMix64) for proof indices, so that runs are comparable.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % bound
-    }
-}
-
 async fn measure_proofs(log: &Log, ids: &IndexMap, proofs: usize) -> Result<Proofs, BoxError> {
     let checkpoint = log.checkpoint().checkpoint;
     let (size, root) = (checkpoint.size, checkpoint.root);
@@ -490,21 +423,21 @@ async fn measure_proofs(log: &Log, ids: &IndexMap, proofs: usize) -> Result<Proo
     }
     let storage = log.storage();
     let mut random = SplitMix(0x00c0_ffee);
-    let indices: Vec<u64> = (0..proofs).map(|_| random.below(size)).collect();
+    let indices: Vec<u64> = (0..proofs).map(|_| random.next_u64() % size).collect();
 
     let started = Instant::now();
     let mut inclusion = Vec::with_capacity(proofs);
     for &index in &indices {
         inclusion.push(storage.inclusion_proof(index, size).await?);
     }
-    let inclusion_cold = rate(proofs, started.elapsed());
+    let inclusion_cold = rate(proofs as u64, started.elapsed());
     println!("inclusion proofs in a tree of {size}, cold tile cache: {}/s", count(inclusion_cold));
 
     let started = Instant::now();
     for &index in &indices {
         black_box(storage.inclusion_proof(index, size).await?);
     }
-    let inclusion_warm = rate(proofs, started.elapsed());
+    let inclusion_warm = rate(proofs as u64, started.elapsed());
     println!("inclusion proofs, warm tile cache: {}/s", count(inclusion_warm));
 
     let mut leaves = Vec::with_capacity(proofs);
@@ -516,10 +449,10 @@ async fn measure_proofs(log: &Log, ids: &IndexMap, proofs: usize) -> Result<Proo
     for ((&index, proof), leaf) in indices.iter().zip(&inclusion).zip(&leaves) {
         verify_inclusion(index, size, leaf, proof, &root)?;
     }
-    let inclusion_verify = rate(proofs, started.elapsed());
+    let inclusion_verify = rate(proofs as u64, started.elapsed());
     println!("inclusion proof verification (leaf hashes precomputed): {}/s", count(inclusion_verify));
 
-    let olds: Vec<u64> = (0..proofs).map(|_| 1 + random.below(size - 1)).collect();
+    let olds: Vec<u64> = (0..proofs).map(|_| 1 + random.next_u64() % (size - 1)).collect();
     let mut old_roots = Vec::with_capacity(proofs);
     for &old in &olds {
         let edge = storage.node_hashes(&perfect_nodes(0..old), size).await?;
@@ -530,13 +463,13 @@ async fn measure_proofs(log: &Log, ids: &IndexMap, proofs: usize) -> Result<Proo
     for &old in &olds {
         consistency.push(storage.consistency_proof(old, size).await?);
     }
-    let consistency_rate = rate(proofs, started.elapsed());
+    let consistency_rate = rate(proofs as u64, started.elapsed());
     println!("consistency proofs to {size} from random sizes, warm tile cache: {}/s", count(consistency_rate));
     let started = Instant::now();
     for ((&old, proof), old_root) in olds.iter().zip(&consistency).zip(&old_roots) {
         verify_consistency(old, size, proof, old_root, &root)?;
     }
-    let consistency_verify = rate(proofs, started.elapsed());
+    let consistency_verify = rate(proofs as u64, started.elapsed());
     println!("consistency proof verification: {}/s", count(consistency_verify));
 
     Ok(Proofs {
@@ -686,43 +619,8 @@ fn print_summary(
     limits.print();
 }
 
-struct Table<const N: usize> {
-    rows: Vec<[String; N]>,
-}
-
-impl<const N: usize> Table<N> {
-    fn new(header: [&str; N]) -> Self {
-        Self { rows: vec![header.map(str::to_owned)] }
-    }
-
-    fn row(&mut self, row: [String; N]) {
-        self.rows.push(row);
-    }
-
-    fn print(&self) {
-        let widths: Vec<usize> =
-            (0..N).map(|column| self.rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
-        for (number, row) in self.rows.iter().enumerate() {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-            println!("| {} |", cells.join(" | "));
-            if number == 0 {
-                let rules: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
-                println!("|-{}-|", rules.join("-|-"));
-            }
-        }
-    }
-}
-
-fn rate(operations: usize, elapsed: Duration) -> f64 {
-    operations as f64 / elapsed.as_secs_f64()
-}
-
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-fn mb_per_s(bytes_per_second: f64) -> String {
-    format!("{:.0} MB/s", bytes_per_second / 1e6)
 }
 
 /// A whole number with thousands separators.

@@ -28,14 +28,15 @@ use std::io::{self, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use custodia_benchkit::{
+    BoxError, Table, env_or, mb_per_s, openssl_rate, openssl_speed, rate, sequential_write, size_text,
+    write_pseudo_random,
+};
 use serde_json::{Value, json};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const DEFAULT_BYTES: u64 = 1 << 30;
 const DEFAULT_RUNS: usize = 3;
@@ -43,16 +44,7 @@ const DEFAULT_RUNS: usize = 3;
 const GOAL_RATIO: f64 = 0.8;
 /// Peak resident memory of the gateway below this.
 const GOAL_PEAK_RSS: u64 = 100 << 20;
-/// Writes of the input file and of the disk test.
-const CHUNK: usize = 8 << 20;
 const CASE: &str = "bench-ingest";
-
-fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
-    match std::env::var(name) {
-        Ok(value) => value.replace('_', "").parse().map_err(|_| format!("{name}={value} is not a valid number").into()),
-        Err(_) => Ok(default),
-    }
-}
 
 fn main() -> Result<(), BoxError> {
     let bytes: u64 = env_or("INGEST_BENCH_BYTES", DEFAULT_BYTES)?;
@@ -65,7 +57,8 @@ fn main() -> Result<(), BoxError> {
     println!("data and disk tests in {}", dir.path().display());
 
     println!("\n-- machine limits --");
-    let sha256 = openssl_sha256_16k();
+    let sha256 =
+        openssl_speed(&["-seconds", "3", "-bytes", "16384", "sha256"], |stdout| openssl_rate(stdout, "sha256", 16384));
     match sha256 {
         Some(rate) => println!("openssl speed sha256, 16384-byte blocks: {}", mb_per_s(rate)),
         None => println!("openssl speed sha256: no figure"),
@@ -79,7 +72,9 @@ fn main() -> Result<(), BoxError> {
     println!("\n-- input --");
     let input = dir.path().join("evidence.webm");
     let started = Instant::now();
-    write_pseudo_random(&input, bytes)?;
+    // On disk before the upload starts, so that its write-back does not compete with the gateway's. Its SHA-256 is
+    // taken by sha256sum before each upload, as a provider would.
+    write_pseudo_random(&input, bytes, 0xc057_0d1a)?;
     println!("wrote {} of pseudo-random bytes (fsync'd) in {:.1} s", size_text(bytes), started.elapsed().as_secs_f64());
 
     println!("\n-- gateway --");
@@ -103,97 +98,7 @@ fn main() -> Result<(), BoxError> {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// The machine's own limits
-
-/// `openssl speed -seconds 3 -bytes 16384 sha256`, bytes per second on one core, printing its output if it cannot be
-/// parsed.
-fn openssl_sha256_16k() -> Option<f64> {
-    let output = match Command::new("openssl").args(["speed", "-seconds", "3", "-bytes", "16384", "sha256"]).output() {
-        Ok(output) => output,
-        Err(err) => {
-            println!("openssl speed: cannot run openssl: {err}");
-            return None;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let parsed = parse_openssl_rate(&stdout, "sha256", 16384);
-    if parsed.is_none() {
-        println!("openssl speed: could not parse its output ({}):", output.status);
-        for line in stdout.lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
-            println!("    {line}");
-        }
-    }
-    parsed
-}
-
-/// From openssl's `type 16384 bytes` table, the `algorithm` row's column for `block` bytes (in 1000s of bytes per
-/// second, `123456.78k`).
-fn parse_openssl_rate(stdout: &str, algorithm: &str, block: u64) -> Option<f64> {
-    let header = stdout.lines().find(|line| line.starts_with("type"))?;
-    let column =
-        header.split_whitespace().filter_map(|word| word.parse::<u64>().ok()).position(|size| size == block)?;
-    let row = stdout.lines().find(|line| line.split_whitespace().next() == Some(algorithm))?;
-    let value = row.split_whitespace().nth(1 + column)?;
-    Some(value.strip_suffix('k')?.parse::<f64>().ok()? * 1000.0)
-}
-
-/// Writes `bytes` sequentially in 8 MiB writes, then one fsync: bytes per second. The file is removed afterwards.
-fn sequential_write(path: &Path, bytes: u64) -> io::Result<f64> {
-    let mut generator = Generator(0x5eed_d15c);
-    let mut chunk = vec![0; CHUNK];
-    generator.fill(&mut chunk);
-    let started = Instant::now();
-    let mut file = File::create(path)?;
-    let mut written = 0;
-    while written < bytes {
-        let length = (bytes - written).min(CHUNK as u64) as usize;
-        file.write_all(&chunk[..length])?;
-        written += length as u64;
-    }
-    file.sync_all()?;
-    let elapsed = started.elapsed();
-    drop(file);
-    fs::remove_file(path)?;
-    Ok(bytes as f64 / elapsed.as_secs_f64())
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // The input
-
-/// SplitMix64: fast, and incompressible enough that nothing along the way can shortcut the bytes.
-struct Generator(u64);
-
-impl Generator {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn fill(&mut self, buffer: &mut [u8]) {
-        for word in buffer.chunks_mut(8) {
-            let value = self.next().to_le_bytes();
-            word.copy_from_slice(&value[..word.len()]);
-        }
-    }
-}
-
-fn write_pseudo_random(path: &Path, bytes: u64) -> io::Result<()> {
-    let mut generator = Generator(0xc057_0d1a);
-    let mut chunk = vec![0; CHUNK];
-    let mut file = File::create(path)?;
-    let mut written = 0;
-    while written < bytes {
-        let length = (bytes - written).min(CHUNK as u64) as usize;
-        generator.fill(&mut chunk[..length]);
-        file.write_all(&chunk[..length])?;
-        written += length as u64;
-    }
-    // On disk before the upload starts, so that its write-back does not compete with the gateway's.
-    file.sync_all()
-}
 
 /// Makes the input differ from the previous run's in its first 8 bytes (so that every upload is new to the gateway,
 /// as evidence is), flushes that to disk, and returns its SHA-256 in hex.
@@ -456,7 +361,7 @@ fn run_uploads(server: &Server, dir: &Path, input: &Path, bytes: u64, runs: usiz
             run.streamed.map_or_else(String::new, |at| format!(", body written after {:.2} s", at.as_secs_f64()));
         println!(
             "upload {number}: {} in {:.2} s{streamed}; newly stored: {}",
-            mb_per_s(bytes as f64 / run.wall.as_secs_f64()),
+            mb_per_s(rate(bytes, run.wall)),
             run.wall.as_secs_f64(),
             run.newly_stored
         );
@@ -671,42 +576,4 @@ fn print_summary(bytes: u64, cores: usize, uploads: &Uploads, sha256: Option<f64
     results.print();
     println!();
     limits.print();
-}
-
-struct Table<const N: usize> {
-    rows: Vec<[String; N]>,
-}
-
-impl<const N: usize> Table<N> {
-    fn new(header: [&str; N]) -> Self {
-        Self { rows: vec![header.map(str::to_owned)] }
-    }
-
-    fn row(&mut self, row: [String; N]) {
-        self.rows.push(row);
-    }
-
-    fn print(&self) {
-        let widths: Vec<usize> =
-            (0..N).map(|column| self.rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
-        for (number, row) in self.rows.iter().enumerate() {
-            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-            println!("| {} |", cells.join(" | "));
-            if number == 0 {
-                let rules: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
-                println!("|-{}-|", rules.join("-|-"));
-            }
-        }
-    }
-}
-
-fn mb_per_s(bytes_per_second: f64) -> String {
-    format!("{:.0} MB/s", bytes_per_second / 1e6)
-}
-
-fn size_text(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
-        b => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-    }
 }

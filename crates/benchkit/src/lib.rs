@@ -1,0 +1,166 @@
+//! Helpers for Custodia's benchmark programs (`cargo bench`), which print each figure beside the machine's own
+//! limit measured in the same run: `openssl speed`, a plain disk write. Never used by the product.
+
+#![allow(clippy::print_stdout)] // Printing is what a benchmark is for.
+
+use std::fs::{self, File};
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::process::Command;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A setting from the environment (`_` allowed as a digit separator), or its default.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
+    match std::env::var(name) {
+        Ok(value) => value.replace('_', "").parse().map_err(|_| format!("{name}={value} is not a valid number").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+/// SplitMix64: fast, reproducible pseudo-random bytes, so that data is incompressible and runs comparable.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn fill(&mut self, buffer: &mut [u8]) {
+        for word in buffer.chunks_mut(8) {
+            let value = self.next_u64().to_le_bytes();
+            word.copy_from_slice(&value[..word.len()]);
+        }
+    }
+}
+
+const CHUNK: usize = 8 << 20;
+
+/// Writes `bytes` of pseudo-random data to `path`, fsync'd, and returns its SHA-256 as lowercase hex.
+pub fn write_pseudo_random(path: &Path, bytes: u64, seed: u64) -> io::Result<String> {
+    let mut generator = SplitMix(seed);
+    let mut chunk = vec![0; CHUNK];
+    let mut hasher = sha2::Sha256::new();
+    let mut file = File::create(path)?;
+    let mut written = 0;
+    while written < bytes {
+        let length = (bytes - written).min(CHUNK as u64) as usize;
+        generator.fill(&mut chunk[..length]);
+        hasher.update(&chunk[..length]);
+        file.write_all(&chunk[..length])?;
+        written += length as u64;
+    }
+    // On disk before it is measured against, so that its write-back competes with nothing.
+    file.sync_all()?;
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The disk's sequential write speed in bytes per second: `bytes` written to `path`, then one fsync.
+pub fn sequential_write(path: &Path, bytes: u64) -> io::Result<f64> {
+    sequential_write_within(path, bytes, Duration::MAX)
+}
+
+/// As [`sequential_write`], but the writes stop once `duration` has passed (before `bytes`, on a slow disk); the
+/// final fsync is timed all the same.
+pub fn sequential_write_within(path: &Path, bytes: u64, duration: Duration) -> io::Result<f64> {
+    let mut chunk = vec![0; CHUNK];
+    SplitMix(0x5eed_d15c).fill(&mut chunk);
+    let started = Instant::now();
+    let mut file = File::create(path)?;
+    let mut written = 0;
+    while written < bytes && started.elapsed() < duration {
+        let length = (bytes - written).min(CHUNK as u64) as usize;
+        file.write_all(&chunk[..length])?;
+        written += length as u64;
+    }
+    file.sync_all()?;
+    let elapsed = started.elapsed();
+    drop(file);
+    fs::remove_file(path)?;
+    Ok(rate(written, elapsed))
+}
+
+/// Runs `openssl speed <args>` and returns what `parse` reads from its standard output; where that is nothing, says
+/// why and prints what openssl printed.
+pub fn openssl_speed(args: &[&str], parse: impl Fn(&str) -> Option<f64>) -> Option<f64> {
+    let output = match Command::new("openssl").arg("speed").args(args).output() {
+        Ok(output) => output,
+        Err(err) => {
+            println!("openssl speed {}: cannot run openssl: {err}", args.join(" "));
+            return None;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let parsed = parse(&stdout);
+    if parsed.is_none() {
+        println!("openssl speed {}: could not parse its output ({}):", args.join(" "), output.status);
+        for line in stdout.lines().chain(String::from_utf8_lossy(&output.stderr).lines()) {
+            println!("    {line}");
+        }
+    }
+    parsed
+}
+
+/// Bytes per second for `algorithm` at `block`-byte blocks, from `openssl speed`'s table.
+pub fn openssl_rate(stdout: &str, algorithm: &str, block: u64) -> Option<f64> {
+    let header = stdout.lines().find(|line| line.starts_with("type"))?;
+    let column =
+        header.split_whitespace().filter_map(|word| word.parse::<u64>().ok()).position(|size| size == block)?;
+    let row = stdout.lines().find(|line| line.split_whitespace().next() == Some(algorithm))?;
+    let value = row.split_whitespace().nth(1 + column)?;
+    Some(value.strip_suffix('k')?.parse::<f64>().ok()? * 1000.0)
+}
+
+/// How many per second: `count` things (operations, bytes) in `elapsed`.
+pub fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+pub fn mb_per_s(bytes_per_second: f64) -> String {
+    format!("{:.0} MB/s", bytes_per_second / 1e6)
+}
+
+pub fn size_text(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+    }
+}
+
+/// A Markdown table, columns padded to their widest cell.
+#[derive(Debug)]
+pub struct Table<const N: usize> {
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    pub fn new(header: [&str; N]) -> Self {
+        Self { rows: vec![header.map(str::to_owned)] }
+    }
+
+    pub fn row(&mut self, row: [String; N]) {
+        self.rows.push(row);
+    }
+
+    pub fn print(&self) {
+        let widths: Vec<usize> =
+            (0..N).map(|column| self.rows.iter().map(|row| row[column].chars().count()).max().unwrap_or(0)).collect();
+        for (number, row) in self.rows.iter().enumerate() {
+            let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+            println!("| {} |", cells.join(" | "));
+            if number == 0 {
+                let rules: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
+                println!("|-{}-|", rules.join("-|-"));
+            }
+        }
+    }
+}

@@ -142,7 +142,7 @@ pub async fn check_password(gateway: &Gateway, username: &str, password: &str) -
     let account = gateway.catalog.account_by_username(username).await?;
     let stored = match &account {
         Some(account) => account.password_hash.clone(),
-        None => dummy_hash()?,
+        None => decoy_hash()?,
     };
     let password = password.to_owned();
     // argon2id takes 19 MiB per hash. Two at a time bound that memory (and slow a password-guessing flood),
@@ -162,13 +162,13 @@ pub async fn check_password(gateway: &Gateway, username: &str, password: &str) -
 }
 
 /// An argon2id hash of a random password, checked against when the username is unknown.
-fn dummy_hash() -> Result<String> {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if let Some(hash) = DUMMY.get() {
+fn decoy_hash() -> Result<String> {
+    static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(hash) = DECOY.get() {
         return Ok(hash.clone());
     }
     let hash = hash_password(&new_secret())?;
-    Ok(DUMMY.get_or_init(|| hash).clone())
+    Ok(DECOY.get_or_init(|| hash).clone())
 }
 
 pub async fn start_session(gateway: &Gateway, account: &Account) -> Result<String> {

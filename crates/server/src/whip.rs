@@ -163,5 +163,14 @@ async fn unpublish(
         case = %case, hearing = %hearing, segments = summary.segments.len(), errors = ?summary.errors,
         "WHIP session ended"
     );
+    // A recording that could not be sealed completely must not look like a clean one to the court's client.
+    if !summary.errors.is_empty() {
+        return Err(Problem::internal(&format!(
+            "WHIP session ended with {} sealed segments and {} errors: {:?}",
+            summary.segments.len(),
+            summary.errors.len(),
+            summary.errors
+        )));
+    }
     Ok(StatusCode::OK)
 }

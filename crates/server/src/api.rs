@@ -542,13 +542,40 @@ fn requested_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>,
     }
 }
 
+/// Why a download was refused: a problem, or a range the artefact cannot satisfy (answered with Content-Range).
+enum DownloadRefused {
+    Problem(Problem),
+    Range(Unsatisfiable),
+}
+
+impl From<GatewayError> for DownloadRefused {
+    fn from(err: GatewayError) -> Self {
+        Self::Problem(err.into())
+    }
+}
+
+impl From<Problem> for DownloadRefused {
+    fn from(problem: Problem) -> Self {
+        Self::Problem(problem)
+    }
+}
+
+impl IntoResponse for DownloadRefused {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Problem(problem) => problem.into_response(),
+            Self::Range(unsatisfiable) => unsatisfiable.into_response(),
+        }
+    }
+}
+
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
-) -> Result<Response, Problem> {
+) -> Result<Response, DownloadRefused> {
     let id = artefact_id(&id)?;
     let access = match query.access.as_deref() {
         None | Some("download") => AccessKind::Download,
@@ -556,19 +583,12 @@ async fn download(
         Some(_) => return Err(bad_input("access", "use download or play").into()),
     };
     let purpose = query.purpose()?;
-    let sha256 = {
-        let row = state.gateway.catalog.artefact(id.as_str()).await.map_err(GatewayError::from)?;
-        row.map(|row| row.size)
-    };
-    // Parse the range before authorising, so a malformed request records no access.
-    let range = match sha256 {
-        Some(size) => match requested_range(&headers, size as u64) {
-            Ok(range) => range,
-            Err(unsatisfiable) => return Ok(unsatisfiable.into_response()),
-        },
-        None => None,
-    };
-    let (row, _warnings) = state.gateway.download(&caller, &id, &purpose, access).await?;
+    let (row, range) = state
+        .gateway
+        .download(&caller, &id, &purpose, access, |row| {
+            requested_range(&headers, row.size as u64).map_err(DownloadRefused::Range)
+        })
+        .await?;
     let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
     let size = row.size as u64;
     let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;

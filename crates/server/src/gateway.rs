@@ -491,20 +491,24 @@ impl Gateway {
         Ok((row, warnings))
     }
 
-    /// Authorises a download and records it (durably) before a byte is sent.
-    pub async fn download(
+    /// Authorises a download, lets the caller check the request against the artefact (a byte range, say), and
+    /// records the access (durably) before a byte is sent. A request refused by `check` is not an access: nothing
+    /// is recorded, and nobody learns anything about an artefact they may not read.
+    pub async fn download<R, E: From<GatewayError>>(
         &self,
         caller: &Caller,
         id: &ArtefactId,
         purpose: &Label,
         access: AccessKind,
-    ) -> Result<(ArtefactRow, Vec<String>)> {
+        check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
+    ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
         // Playing in the gateway's player lets no copy leave it: the policy treats it as viewing.
         let use_action = if access == AccessKind::Play { UseAction::View } else { UseAction::Download };
-        let warnings = self.check_use(caller, &row, use_action, purpose).await?;
+        self.check_use(caller, &row, use_action, purpose).await?;
+        let checked = check(&row)?;
         self.record_access(caller, &row, access, purpose).await?;
-        Ok((row, warnings))
+        Ok((row, checked))
     }
 
     async fn record_access(

@@ -101,23 +101,36 @@ impl ManifestSignature {
 
 impl fmt::Debug for ManifestSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ManifestSignature({})", BASE64.encode(self.0))
+        write!(f, "ManifestSignature({self})")
+    }
+}
+
+impl fmt::Display for ManifestSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&BASE64.encode(self.0))
+    }
+}
+
+impl std::str::FromStr for ManifestSignature {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bytes = BASE64.decode(text.as_bytes()).map_err(|err| err.to_string())?;
+        let bytes: [u8; 64] = bytes.try_into().map_err(|_| "an Ed25519 signature is 64 bytes".to_owned())?;
+        Ok(Self(bytes))
     }
 }
 
 impl Serialize for ManifestSignature {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&BASE64.encode(self.0))
+        serializer.collect_str(self)
     }
 }
 
 impl<'de> Deserialize<'de> for ManifestSignature {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        let bytes = BASE64.decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
-        let bytes: [u8; 64] =
-            bytes.try_into().map_err(|_| serde::de::Error::custom("an Ed25519 signature is 64 bytes"))?;
-        Ok(Self(bytes))
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

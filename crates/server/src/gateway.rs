@@ -10,8 +10,8 @@ use bytes::Bytes;
 use custodia_bundle::{BundleRecord, BundleSource};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
-    AccessKind, Action, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, ManifestSignature,
-    Role, Sha256, SignedManifest, UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
+    AccessKind, Action, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Role, Sha256,
+    SignedManifest, UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
 use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
 use custodia_store::{ArtefactStore, IngestOptions, StoreError};
@@ -248,7 +248,7 @@ impl Gateway {
                 size: manifest.size as i64,
                 media_type: manifest.media_type.to_string(),
                 manifest: bytes.to_vec(),
-                manifest_signature: signature_text(signed.signature()),
+                manifest_signature: signed.signature().to_string(),
                 ledger_index: index as i64,
                 provider_account: manifest.registered_by.to_string(),
                 policy: None,
@@ -435,7 +435,7 @@ impl Gateway {
                 size: stored.size as i64,
                 media_type: request.media_type.to_string(),
                 manifest: signed.bytes().to_vec(),
-                manifest_signature: signature_text(signed.signature()),
+                manifest_signature: signed.signature().to_string(),
                 ledger_index: ledger_index as i64,
                 provider_account: caller.account.id.clone(),
                 policy,
@@ -592,8 +592,8 @@ impl Gateway {
             let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
             records.push(BundleRecord { index, entry, proof: proof.to_bytes() });
         }
-        let signature = serde_json::from_value(serde_json::Value::String(row.manifest_signature.clone()))
-            .map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
+        let signature =
+            row.manifest_signature.parse().map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
         Ok(BundleSource {
             artefact,
             payload_sha256: sha256,
@@ -753,10 +753,6 @@ fn current_policy(row: &ArtefactRow) -> Result<UsePolicy> {
         Some(text) => serde_json::from_str(text).map_err(|err| GatewayError::Internal(format!("stored policy: {err}"))),
         None => Err(GatewayError::BadInput { field: "artefact", reason: "it carries no use policy to widen".into() }),
     }
-}
-
-fn signature_text(signature: ManifestSignature) -> String {
-    serde_json::to_value(signature).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// How an action reads in a refusal: "download artefacts", "manage members".

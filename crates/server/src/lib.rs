@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod extract;
 pub mod gateway;
+pub mod hearing_api;
+pub mod hearings;
 pub mod keys;
 pub mod log_routes;
 pub mod openapi;
@@ -24,6 +26,7 @@ pub mod whip;
 pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
         .merge(whip::router(state.clone()))
+        .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state))
         .fallback(|| async { problem::Problem::not_found("no such endpoint; see /api/openapi.json") })
         .method_not_allowed_fallback(|| async {

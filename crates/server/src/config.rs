@@ -115,8 +115,9 @@ pub struct IceConfig {
 impl fmt::Debug for IceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IceConfig")
-            .field("stun_urls", &self.stun_urls)
-            .field("turn_urls", &self.turn_urls)
+            // Counts only: the servers' addresses stay out of logs.
+            .field("stun_urls", &self.stun_urls.len())
+            .field("turn_urls", &self.turn_urls.len())
             .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<hidden>"))
             .field("turn_ttl_seconds", &self.turn_ttl_seconds)
             .finish()

@@ -351,4 +351,10 @@ mod tests {
         assert_eq!(ok.counts(), (1, 3));
         assert!(IceServers::from_config(&config(&[], &[], None)).unwrap().issue(Timestamp::UNIX_EPOCH).is_empty());
     }
+
+    #[test]
+    fn the_configuration_debug_shows_no_secret_and_no_address() {
+        let debug = format!("{:?}", config(&["stun:192.0.2.1"], &["turn:192.0.2.2"], Some(SECRET)));
+        assert!(!debug.contains(SECRET) && !debug.contains("192.0.2"), "{debug}");
+    }
 }

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, new_id};
+use crate::turn::IceServers;
 
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
@@ -67,6 +68,7 @@ impl From<RoomError> for GatewayError {
 pub struct Hearings {
     gateway: Gateway,
     engine: Arc<WebRtcEngine>,
+    ice_servers: Arc<IceServers>,
     recordings_dir: PathBuf,
     live: Mutex<HashMap<HearingId, Arc<LiveHearing>>>,
     /// Digest of an invite's secret, or of a participant's credential, to its hearing.
@@ -195,10 +197,16 @@ fn zone(place: Place) -> Zone {
 }
 
 impl Hearings {
-    pub fn new(gateway: Gateway, engine: Arc<WebRtcEngine>, recordings_dir: PathBuf) -> Self {
+    pub fn new(
+        gateway: Gateway,
+        engine: Arc<WebRtcEngine>,
+        ice_servers: Arc<IceServers>,
+        recordings_dir: PathBuf,
+    ) -> Self {
         Hearings {
             gateway,
             engine,
+            ice_servers,
             recordings_dir,
             live: Mutex::default(),
             secrets: Mutex::default(),
@@ -354,7 +362,8 @@ impl Hearings {
         self.remember_secret(credential_digest, &live.id);
         let connection = self.next_connection();
         state.people.insert(participant.clone(), Person { slot, outbox: Some((connection, outbox.clone())) });
-        let _ = outbox.send(live.welcome(&state, &participant, &credential));
+        let _ =
+            outbox.send(live.welcome(&state, &participant, &credential, self.ice_servers.issue(live.gateway.now())));
         live.broadcast(&state);
         tracing::info!(hearing = %live.id, participant = %participant, "joined the lobby");
         drop(state);
@@ -384,7 +393,7 @@ impl Hearings {
         if let Some((_, old)) = person.outbox.replace((connection, outbox.clone())) {
             let _ = old.send(json!({"type": "replaced"}));
         }
-        let _ = outbox.send(live.welcome(&state, &participant, credential));
+        let _ = outbox.send(live.welcome(&state, &participant, credential, self.ice_servers.issue(live.gateway.now())));
         live.broadcast(&state);
         drop(state);
         Ok(Entered { hearing: live, participant, connection })
@@ -582,7 +591,15 @@ impl LiveHearing {
             .is_some_and(|(current, _)| *current == connection)
     }
 
-    fn welcome(&self, state: &HearingState, participant: &ParticipantId, credential: &str) -> Value {
+    /// The first message to a participant: who they are, the credential to come back with, and the STUN/TURN
+    /// servers (with fresh short-lived TURN credentials) their browser should use.
+    fn welcome(
+        &self,
+        state: &HearingState,
+        participant: &ParticipantId,
+        credential: &str,
+        ice_servers: impl Serialize,
+    ) -> Value {
         json!({
             "type": "welcome",
             "participant": participant,
@@ -593,6 +610,7 @@ impl LiveHearing {
                 "place": state.machine.minutes().place,
                 "scheduled_for": state.machine.minutes().scheduled_for,
             },
+            "ice_servers": ice_servers,
             "slots": self.room.slots(),
         })
     }

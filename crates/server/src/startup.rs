@@ -16,12 +16,15 @@ use crate::clock::Clock;
 use crate::config::{GatewayConfig, ServeConfig, absolute};
 use crate::gateway::Gateway;
 use crate::keys;
+use crate::turn::IceServers;
 
 /// Opens everything the gateway serves from, ready for [`crate::app`].
 pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState> {
     // rustls cannot choose a crypto back end itself when two are linked (aws-lc-rs for HTTPS and S3, ring for
     // WebRTC's DTLS): use aws-lc-rs for the whole process. Err means one is already installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Configuration mistakes first, before anything is made on disk.
+    let ice_servers = Arc::new(IceServers::from_config(&config.ice)?);
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -65,6 +68,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
     bootstrap_admin(&gateway, gateway_config).await?;
+    let (stun, turn) = ice_servers.counts();
+    tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     let whip = Arc::new(crate::whip::WhipSessions::new(gateway_config.data_dir.join("recordings"))?);
     // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
     let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
@@ -74,9 +79,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let hearings = Arc::new(crate::hearings::Hearings::new(
         gateway.clone(),
         Arc::new(engine),
+        ice_servers.clone(),
         gateway_config.data_dir.join("recordings").join("hearings"),
     ));
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings })
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings, ice_servers })
 }
 
 /// The S3-compatible store, when one is configured.

@@ -3,6 +3,9 @@
 //!
 //! - `POST /api/v1/cases/{case}/hearings/{hearing}/whip`, `Content-Type: application/sdp`, the body an SDP offer:
 //!   `201 Created`, the SDP answer, and `Location` of the session resource.
+//!   With STUN/TURN servers configured, the answer carries them as RFC 9725 §4.4 `Link: <turn:...>;
+//!   rel="ice-server"` headers, TURN ones with a fresh short-lived credential ([`crate::turn`]), so a publisher on a
+//!   network that blocks UDP can relay through TURN over TCP or TLS.
 //! - `DELETE` on that resource ends the session: the open segment is closed and enters custody.
 //!
 //! Each segment is ingested through [`Gateway::ingest`] as the publisher, so it is an artefact of the case like any
@@ -46,8 +49,9 @@ impl std::fmt::Debug for WhipSessions {
 impl WhipSessions {
     /// Segment files are written under `recordings_dir` until they enter custody.
     pub fn new(recordings_dir: PathBuf) -> anyhow::Result<Self> {
-        // Loopback candidates are offered so that a publisher on the same host can connect; TURN servers and ICE
-        // over TCP are still to come from configuration.
+        // Loopback candidates are offered so that a publisher on the same host can connect. The gateway gathers
+        // host candidates only: publishers that cannot reach them over UDP come through the TURN servers they are
+        // given (`Link` headers below), since webrtc-rs 0.17 cannot take ICE over TCP.
         let engine = WebRtcEngine::new(EngineConfig { include_loopback: true, ice_servers: vec![] })?;
         Ok(WhipSessions { ingest: WhipIngest::new(engine), recordings_dir, owners: Mutex::new(HashMap::new()) })
     }
@@ -135,8 +139,13 @@ async fn publish(
     let location = format!("/api/v1/cases/{case}/hearings/{hearing}/whip/{}", answer.session_id);
     let location = HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?;
     let content_type = HeaderValue::from_static("application/sdp");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer.sdp)
-        .into_response())
+    let mut response =
+        (StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer.sdp)
+            .into_response();
+    for link in state.ice_servers.link_headers(state.gateway.now()) {
+        response.headers_mut().append(header::LINK, HeaderValue::from_str(&link).map_err(|e| Problem::internal(&e))?);
+    }
+    Ok(response)
 }
 
 async fn unpublish(

@@ -113,16 +113,7 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let (case, hearing) = ids(&case, &hearing)?;
     state.gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !content_type.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/sdp")) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Wrong media type",
-            "send the WHIP offer as Content-Type: application/sdp",
-        ));
-    }
-    let offer = std::str::from_utf8(&body).map_err(|_| Problem::from(bad_input("offer", "not UTF-8 text")))?;
+    let offer = sdp_offer(&headers, &body)?;
     let whip = &state.whip;
     let dir = whip.recordings_dir.join(case.as_str()).join(hearing.as_str());
     let sealer = Arc::new(IngestSegments {
@@ -137,10 +128,29 @@ async fn publish(
     })?;
     whip.owners.lock().await.insert(answer.session_id.clone(), (case.clone(), hearing.clone(), caller.account.id));
     let location = format!("/api/v1/cases/{case}/hearings/{hearing}/whip/{}", answer.session_id);
-    let location = HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?;
+    created(&state, &location, answer.sdp)
+}
+
+/// The SDP offer of a WHIP POST: `Content-Type: application/sdp`, UTF-8.
+pub(crate) fn sdp_offer<'a>(headers: &HeaderMap, body: &'a Bytes) -> Result<&'a str, Problem> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/sdp")) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Wrong media type",
+            "send the WHIP offer as Content-Type: application/sdp",
+        ));
+    }
+    std::str::from_utf8(body).map_err(|_| Problem::from(bad_input("offer", "not UTF-8 text")))
+}
+
+/// A WHIP `201 Created`: the answer, the session resource, and the STUN/TURN servers as RFC 9725 §4.4 links.
+pub(crate) fn created(state: &AppState, location: &str, answer_sdp: String) -> Result<Response, Problem> {
+    let location = HeaderValue::from_str(location).map_err(|e| Problem::internal(&e))?;
     let content_type = HeaderValue::from_static("application/sdp");
     let mut response =
-        (StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer.sdp)
+        (StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer_sdp)
             .into_response();
     for link in state.ice_servers.link_headers(state.gateway.now()) {
         response.headers_mut().append(header::LINK, HeaderValue::from_str(&link).map_err(|e| Problem::internal(&e))?);

@@ -9,7 +9,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{delete, get, post};
 use custodia_core::CaseId;
 use custodia_hearing::InviteId;
 use futures::{SinkExt as _, StreamExt as _};
@@ -31,15 +31,14 @@ const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub fn router(state: AppState) -> Router {
-    let hearing = "/api/v1/cases/{case}/hearings/{hearing}";
     Router::new()
         .route("/api/v1/cases/{case}/hearings", post(schedule).get(list))
-        .route(hearing, get(view))
-        .route(&format!("{hearing}/invites"), post(invite))
-        .route(&format!("{hearing}/invites/{{invite}}"), delete(revoke))
-        .route(&format!("{hearing}/open"), post(open))
-        .route(&format!("{hearing}/close"), post(close))
-        .route("/api/v1/room", any(room))
+        .route("/api/v1/cases/{case}/hearings/{hearing}", get(view))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/invites", post(invite))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", delete(revoke))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/open", post(open))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/close", post(close))
+        .route("/api/v1/room", get(room))
         .route("/api/v1/room/whip", post(whip_publish))
         .route("/api/v1/room/whip/{participant}", delete(whip_end))
         .with_state(state)

@@ -372,7 +372,9 @@ fn the_document_hangs_together() {
 
         // Every error is a problem.
         let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{here} has no responses"));
-        assert!(responses.keys().any(|status| status.starts_with('2')), "{here} has no success response");
+        // A WebSocket's success is 101 Switching Protocols.
+        let success = |status: &String| status.starts_with('2') || status == "101";
+        assert!(responses.keys().any(success), "{here} has no success response");
         for (status, response) in responses {
             let response = resolve(&doc, response);
             assert!(response["description"].is_string(), "{here} {status} has no description");
@@ -878,6 +880,35 @@ async fn real_replies_match_the_document() {
     api.raw("POST", upload, &uploads[1], pm, &tus[..1], "").await.assert_problem(405, "method-not-allowed", "");
     api.raw("DELETE", upload, &uploads[1], pm, &tus[..1], "").await;
 
+    // Hearings: only a clerk schedules; the room is a WebSocket (tests/hearing.rs has it with real peers).
+    let clerk = json!({ "username": "clerk.bianchi", "display_name": "Clerk", "password": "correct-horse-battery", "jurisdiction": "IT" });
+    let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, clerk).await;
+    let clerk_id = reply.json()["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/cases/case-7/members/{clerk_id}");
+    api.call("PUT", members, &uri, admin, json!({ "role": "clerk" })).await;
+    let clerk_session = api.gateway.sign_in("clerk.bianchi", "correct-horse-battery").await;
+    let clerk = Some(As::Session(&clerk_session));
+    let hearings = "/api/v1/cases/{case}/hearings";
+    let new_hearing = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2" });
+    let refused = api.call("POST", hearings, "/api/v1/cases/case-7/hearings", pm, new_hearing.clone()).await;
+    refused.assert_problem(403, "role-forbidden", "");
+    let reply = api.call("POST", hearings, "/api/v1/cases/case-7/hearings", clerk, new_hearing).await;
+    let hearing = format!("/api/v1/cases/case-7/hearings/{}", reply.json()["id"].as_str().unwrap());
+    api.get(hearings, "/api/v1/cases/case-7/hearings", pm).await;
+    api.get("/api/v1/cases/{case}/hearings/{hearing}", &hearing, pm).await;
+    let invites = "/api/v1/cases/{case}/hearings/{hearing}/invites";
+    let reply = api.call("POST", invites, &format!("{hearing}/invites"), clerk, json!({ "role": "witness" })).await;
+    let invite = reply.json()["invite"].as_str().unwrap().to_owned();
+    let wrong = json!({ "role": "witness", "admit_on_join": true });
+    api.call("POST", invites, &format!("{hearing}/invites"), clerk, wrong).await.assert_problem(409, "conflict", "");
+    let reply = api.gateway.delete(&format!("{hearing}/invites/{invite}"), clerk).await;
+    api.check("DELETE", "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", reply);
+    api.call("POST", "/api/v1/cases/{case}/hearings/{hearing}/open", &format!("{hearing}/open"), clerk, json!({}))
+        .await;
+    let closed = "/api/v1/cases/{case}/hearings/{hearing}/close";
+    assert_eq!(api.call("POST", closed, &format!("{hearing}/close"), clerk, json!({})).await.json()["phase"], "ended");
+    api.get("/api/v1/room", "/api/v1/room", None).await.assert_problem(426, "upgrade-required", "WebSocket");
+
     let revoke = format!("/api/v1/tokens/{token_id}");
     for _ in 0..2 {
         let reply = api.gateway.delete(&revoke, pm).await;
@@ -890,8 +921,9 @@ async fn real_replies_match_the_document() {
     let reply = api.gateway.delete("/api/v1/session", pm).await;
     api.check("DELETE", "/api/v1/session", reply);
 
-    // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it)
-    // and WHIP, which needs a WebRTC peer (tests/whip.rs).
+    // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
+    // WHIP, which needs a WebRTC peer (tests/whip.rs, tests/hearing.rs), and the hearing room's WebSocket
+    // (tests/hearing.rs).
     let succeeded: BTreeSet<(&str, &str)> = api
         .seen
         .iter()
@@ -900,7 +932,8 @@ async fn real_replies_match_the_document() {
         .collect();
     let missing: Vec<String> = operations(&api.doc)
         .into_iter()
-        .filter(|(path, method, _)| (*path, *method) != ("/api/v1/uploads/{id}", "post") && !path.contains("/whip"))
+        .filter(|(path, method, _)| (*path, *method) != ("/api/v1/uploads/{id}", "post"))
+        .filter(|(path, _, _)| !path.contains("/whip") && *path != "/api/v1/room")
         .map(|(path, method, _)| (method.to_uppercase(), path))
         .filter(|(method, path)| !succeeded.contains(&(method.as_str(), *path)))
         .map(|(method, path)| format!("{method} {path}"))

@@ -249,11 +249,30 @@ impl Console {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admitted() {
+async fn an_aiortc_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admitted() {
     if !installed("python3", &["-c", "import aiortc"]) || !installed("ffprobe", &["-version"]) {
         eprintln!("SKIPPED: aiortc or ffprobe is not installed (scripts/setup-system.sh test)");
         return;
     }
+    whip_publisher_in_a_hearing("python3", "whip_publish.py").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gstreamer_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admitted() {
+    let gi = "import gi; gi.require_version('GstWebRTC', '1.0')";
+    if !installed("/usr/bin/python3", &["-c", gi]) || !installed("ffprobe", &["-version"]) {
+        eprintln!(
+            "SKIPPED: GStreamer's webrtcbin (python3-gi) or ffprobe is not installed (scripts/setup-system.sh test)"
+        );
+        return;
+    }
+    whip_publisher_in_a_hearing("/usr/bin/python3", "gst_whip_publish.py").await;
+}
+
+/// A WHIP publisher (`script`, in crates/recorder/tests/peers, run by `python`) joins a hearing with its invite's
+/// secret; a judge on the room's WebSocket admits it after it has waited in the lobby and records it; it leaves
+/// with a DELETE; what it sent while admitted and recorded is in custody.
+async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
     let gateway = TestGateway::start().await;
     gateway.case("case-1").await;
     let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
@@ -279,8 +298,8 @@ async fn a_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admitted() {
     reply.assert_problem(403, "room-refused", "not valid");
 
     let mut judge = Console::join(&format!("ws://127.0.0.1:{port}/api/v1/room"), &judge_secret).await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers/whip_publish.py");
-    let publisher = tokio::process::Command::new("python3")
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers").join(script);
+    let publisher = tokio::process::Command::new(python)
         .arg(&script)
         .args([whip.as_str(), "16", camera_secret.as_str()])
         .kill_on_drop(true)

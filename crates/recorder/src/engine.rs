@@ -263,8 +263,12 @@ struct PliSender {
 
 impl KeyframeRequester for PliSender {
     fn request_keyframe(&self) {
-        let Some(pc) = self.pc.upgrade() else { return };
+        let Some(pc) = self.pc.upgrade() else {
+            tracing::debug!(media_ssrc = self.media_ssrc, "PLI for a closed connection");
+            return;
+        };
         let media_ssrc = self.media_ssrc;
+        tracing::debug!(media_ssrc, "sending PLI");
         tokio::spawn(async move {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {

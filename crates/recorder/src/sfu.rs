@@ -391,6 +391,7 @@ fn route(state: &mut RoomState) {
             }
             *outputs = wanted;
             if added && source.kind == MediaKind::Video {
+                tracing::debug!(sender = %sender.slot, ssrc = source.ssrc, outputs = outputs.len(), "new receivers: keyframe requested");
                 source.keyframes.request_keyframe();
             }
         }

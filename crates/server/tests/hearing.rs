@@ -18,6 +18,11 @@ use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
 
 const SECONDS: f64 = 14.0;
 
+/// The gateway's logs, as RUST_LOG asks.
+fn init_logs() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+}
+
 /// Issues an invite; returns its id and its secret.
 async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) -> (String, String) {
     let reply = gateway
@@ -35,7 +40,7 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
         eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
         return;
     }
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    init_logs();
     let gateway = TestGateway::start().await;
     gateway.case("case-1").await;
     let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
@@ -273,6 +278,7 @@ async fn a_gstreamer_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admi
 /// secret; a judge on the room's WebSocket admits it after it has waited in the lobby and records it; it leaves
 /// with a DELETE; what it sent while admitted and recorded is in custody.
 async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
+    init_logs();
     let gateway = TestGateway::start().await;
     gateway.case("case-1").await;
     let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
@@ -358,4 +364,110 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
     eprintln!("the WHIP publisher was recorded for {recorded:.2} s");
     // It published 16 s; it waited ~2 s in the lobby, unrecorded, before the recording started.
     assert!((9.0..=15.5).contains(&recorded), "recorded {recorded:.2} s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_consultation_is_relayed_among_its_members_only_and_never_recorded() {
+    if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
+        eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
+        return;
+    }
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply =
+        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let mut secrets = Vec::new();
+    for body in
+        [json!({"role": "judge", "admit_on_join": true}), json!({"role": "prosecutor"}), json!({"role": "witness"})]
+    {
+        secrets.push(invite(&gateway, &clerk_session, &hearing, body).await.1);
+    }
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
+    gateway.call("POST", &format!("{uri}/open"), Some(As::Session(&clerk_session)), json!({})).await;
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room_consultation.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&url)
+        .args(&secrets)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the aiortc peers failed:\n{log}");
+    let report: Value = serde_json::from_str(log.lines().find(|l| l.starts_with('{')).expect("its report")).unwrap();
+    eprintln!("{report}");
+    // 5 s phases at 25 fps: at least 70% of the frames, or none at all.
+    let flowing = |phase: &str, direction: &str| report[phase][direction].as_u64().unwrap() >= 87;
+    let silent = |phase: &str, direction: &str| report[phase][direction].as_u64().unwrap() == 0;
+    let everyone = [
+        "judge<-prosecutor",
+        "judge<-witness",
+        "prosecutor<-judge",
+        "prosecutor<-witness",
+        "witness<-judge",
+        "witness<-prosecutor",
+    ];
+    let mut wrong = Vec::new();
+    for phase in ["hearing", "after"] {
+        wrong.extend(everyone.iter().filter(|d| !flowing(phase, d)).map(|d| format!("{phase}: {d} did not flow")));
+    }
+    for direction in ["judge<-prosecutor", "judge<-witness", "prosecutor<-judge", "witness<-judge"] {
+        if !silent("consultation", direction) {
+            wrong.push(format!("consultation: {direction} leaked"));
+        }
+    }
+    for direction in ["prosecutor<-witness", "witness<-prosecutor"] {
+        if !flowing("consultation", direction) {
+            wrong.push(format!("consultation: {direction} did not flow"));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:?}\n{report}\n{log}");
+
+    let mut view = Value::Null;
+    for _ in 0..60 {
+        view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
+        if !view["minutes_artefact"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorded: BTreeMap<String, f64> = BTreeMap::new();
+    for segment in view["segments"].as_array().unwrap() {
+        let id = segment["artefact"].as_str().unwrap();
+        let content = gateway
+            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&clerk_session)))
+            .await;
+        let path = dir.path().join(format!("{id}.webm"));
+        std::fs::write(&path, &content.body).unwrap();
+        *recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default() += probe_media(&path).1;
+    }
+    let seconds = |who: &str| recorded.get(report["ids"][who].as_str().unwrap()).copied().unwrap_or_default();
+    eprintln!(
+        "recorded: judge {:.2} s, prosecutor {:.2} s, witness {:.2} s",
+        seconds("judge"),
+        seconds("prosecutor"),
+        seconds("witness")
+    );
+    // The consultation's members were off the recording for the whole consultation (6.5 s and more).
+    for member in ["prosecutor", "witness"] {
+        assert!(seconds(member) > 5.0, "{member} was recorded in the hearing");
+        assert!(seconds(member) < seconds("judge") - 5.0, "{member} was recorded in the consultation: {recorded:?}");
+    }
+    let minutes = gateway
+        .get(
+            &format!("/api/v1/artefacts/{}/content?purpose=review", view["minutes_artefact"].as_str().unwrap()),
+            Some(As::Session(&clerk_session)),
+        )
+        .await;
+    let minutes: Value = serde_json::from_slice(&minutes.body).unwrap();
+    assert_eq!(minutes["consultations"].as_array().unwrap().len(), 1, "{minutes}");
 }

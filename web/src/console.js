@@ -115,7 +115,12 @@ $('sign-in-form').addEventListener('submit', async (event) => {
     say($('sign-in-error'), 'Enter your username and your password.');
     return;
   }
-  const me = await attempt($('sign-in-error'), () => api('POST', '/api/v1/session', { username, password }));
+  let me;
+  try {
+    me = await api('POST', '/api/v1/session', { username, password });
+  } catch (error) {
+    say($('sign-in-error'), error.message); // a wrong password is a 401 too, but no ended session
+  }
   if (me) {
     $('password').value = '';
     await signedIn(me);
@@ -227,9 +232,10 @@ async function openArtefact(item) {
 
 function describeEvent(event) {
   const parts = [humanize(event?.type)];
-  for (const key of ['access', 'action', 'kind', 'outcome', 'reason', 'artefact', 'hearing', 'sha256']) {
+  for (const key of ['access', 'action', 'kind', 'outcome', 'reason', 'format', 'hearing', 'site']) {
     if (event?.[key] != null && typeof event[key] !== 'object') parts.push(`${humanize(key)}: ${event[key]}`);
   }
+  if (event?.sha256) parts.push(`SHA-256 ${event.sha256.slice(0, 16)}…`);
   return parts.join(' · ');
 }
 

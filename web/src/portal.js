@@ -266,7 +266,7 @@ async function verify(item) {
     if (!root || !equal(root, proof.root)) return fail(`the inclusion proof of record ${entry.ledger_index} does not lead to the log's root`);
     largest = Math.max(largest, proof.size);
   }
-  checks.push(`Every record is proven to be in the custody log (checkpoint of ${largest} entries).`);
+  checks.push(`Every record is proven to be in the custody log (checkpoint of ${largest} ${largest === 1 ? 'entry' : 'entries'}).`);
   return { ok: true, checks };
 }
 

@@ -164,6 +164,8 @@ async function openCase(id) {
   $('case-role').textContent = role(detail.role);
   $('artefact').hidden = true;
   $('hearing').hidden = true;
+  $('schedule-form').hidden = detail.role !== 'clerk';
+  $('upload-form').hidden = !['clerk', 'prosecutor', 'defence', 'remote_site_officer'].includes(detail.role);
   $('invite-made').hidden = true;
   await Promise.all([loadArtefacts(), loadHearings()]);
   $('case-title').tabIndex = -1;
@@ -421,6 +423,9 @@ async function loadHearings() {
 
 function showHearing(hearing) {
   view.hearing = hearing;
+  for (const button of $('hearings').querySelectorAll('button')) {
+    button.setAttribute('aria-current', String(button.dataset.hearing === hearing.id));
+  }
   $('hearing').hidden = false;
   $('hearing-title').textContent = `Hearing ${hearing.id}`;
   const segments = hearing.segments ?? [];
@@ -432,13 +437,16 @@ function showHearing(hearing) {
     el('dt', {}, 'Recorded segments'), el('dd', {}, String(segments.length)),
     el('dt', {}, 'Minutes'), el('dd', {}, hearing.minutes_artefact ?? 'Not yet'),
   );
-  $('hearing-open').hidden = hearing.phase !== 'scheduled';
-  $('hearing-close').hidden = hearing.phase === 'ended';
+  const clerk = view.case.role === 'clerk';
+  $('hearing-open').hidden = !clerk || hearing.phase !== 'scheduled';
+  $('hearing-close').hidden = !clerk || hearing.phase === 'ended';
+  $('invite-form').hidden = !clerk || hearing.phase === 'ended';
+  $('enter-form').hidden = hearing.phase === 'ended';
   $('invites').replaceChildren(
     ...(hearing.invites?.length ? hearing.invites : [null]).map((invite) => {
       if (!invite) return el('li', { class: 'note' }, 'No invites yet.');
       const item = el('li', { data: { invite: invite.id } }, `${role(invite.role)}: ${humanize(invite.state)}, valid until ${when(invite.expires_at)} `);
-      if (invite.state === 'pending') {
+      if (invite.state === 'pending' && view.case.role === 'clerk') {
         item.append(el('button', {
           type: 'button', class: 'danger',
           onclick: (event) => attempt($('hearing-error'), async () => {

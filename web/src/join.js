@@ -59,7 +59,7 @@ function render() {
   if (!welcome) return;
   const hearing = welcome.hearing ?? {};
   $('hearing-place').textContent = t('hearing.where', {
-    place: hearing.place ?? '',
+    place: `\u2068${hearing.place ?? ''}\u2069`, // isolated: a Latin place name inside Arabic text
     when: formatDateTime(hearing.scheduled_for),
   });
   const state = lastState;

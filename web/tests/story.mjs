@@ -89,7 +89,7 @@ const browser = await chromium.launch({
   args: [
     '--headless=new', '--no-sandbox', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required',
+    '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
   ],
 });
 
@@ -286,6 +286,13 @@ if (!withoutHearing) {
   await witness.waitForFunction(() => document.querySelector('#level').value > 0, null, { timeout: 10_000 })
     .catch(() => console.log('note: the audio level meter stayed at 0'));
   await screenshot(witness, 'join-check-ar');
+  // The language picker switches at once, and back.
+  await witness.getByRole('combobox').selectOption('fr');
+  await witness.waitForFunction(() => document.documentElement.dir === 'ltr' && document.documentElement.lang === 'fr');
+  check((await witness.locator('#join').innerText()).includes('audience'), 'the page did not switch to French');
+  await screenshot(witness, 'join-check-fr');
+  await witness.getByRole('combobox').selectOption('ar');
+  await witness.waitForFunction(() => document.documentElement.dir === 'rtl');
   await witness.locator('#join').click();
   await witness.locator('#lobby:not([hidden])').waitFor();
   await screenshot(witness, 'join-lobby-ar');
@@ -309,6 +316,14 @@ if (!withoutHearing) {
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
   await screenshot(judge, 'console-room-in-session');
   await screenshot(witness, 'join-in-session-ar');
+
+  // The witness's network drops: the page rejoins with its credential, keeps its admission, and sees the court again.
+  await witness.evaluate(() => window.custodiaRoom.socket.close());
+  await witness.locator('#connection:not([hidden])').waitFor();
+  await witness.locator('#connection').waitFor({ state: 'hidden' });
+  check(await witness.locator('#lobby').isHidden(), 'after reconnecting the witness is back in the lobby');
+  await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness, after reconnecting');
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness reconnected');
 
   step('4. The hearing is recorded, the oath taken, and the hearing ended');
   await judge.getByRole('button', { name: 'Start recording' }).click();

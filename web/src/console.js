@@ -597,6 +597,7 @@ async function enterRoom(secret) {
     },
     onEnded: () => leaveRoom('The hearing has ended.'),
     onRemoved: () => leaveRoom('You were removed from the hearing.'),
+    onReplaced: () => leaveRoom('You entered this hearing from another window, so this one has left the room.'),
     onError: (err) => say($('room-error'), err.message),
   });
   window.custodiaRoom = view.room; // for the browser test and for support staff

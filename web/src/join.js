@@ -193,6 +193,7 @@ function enter(start) {
     },
     onEnded: () => finish('done.text'),
     onRemoved: () => finish('done.removed'),
+    onReplaced: () => finish('done.replaced'),
     onError: (error) => showError($('action-error'), error.message),
   });
   window.custodiaRoom = room; // for the browser test and for support staff

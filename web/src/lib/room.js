@@ -16,6 +16,7 @@ const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
  * @property {(status: 'connecting'|'connected'|'reconnecting'|'closed') => void} [onConnection]
  * @property {() => void} [onEnded]
  * @property {() => void} [onRemoved]
+ * @property {() => void} [onReplaced] the same participant took part from another page
  * @property {(error: Error) => void} [onError]
  */
 
@@ -131,6 +132,14 @@ export class Room {
       case 'removed':
         this.finish('closed');
         this.handlers.onRemoved?.();
+        break;
+      case 'replaced':
+        // The same participant connected again elsewhere (another tab or device); this page steps aside.
+        this.finish('closed');
+        this.handlers.onReplaced?.();
+        break;
+      case 'error':
+        this.handlers.onError?.(new Error(message.detail ?? 'the hearing room could not do that'));
         break;
       default:
         break;

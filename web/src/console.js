@@ -560,6 +560,7 @@ $('enter-form').addEventListener('submit', (event) => {
 
 async function enterRoom(secret) {
   say($('hearing-error'), '');
+  say($('hearing-notice'), '');
   const { stream, error } = await openMedia({ video: true });
   if (!stream) {
     say($('hearing-error'), error === 'denied'
@@ -615,9 +616,7 @@ function leaveRoom(message) {
   say($('hearing-error'), '');
   announce(message);
   $('invite-made').hidden = true;
-  const note = $('hearing-error');
-  note.className = 'notice';
-  say(note, message);
+  say($('hearing-notice'), message);
 }
 
 function send(message, button) {

@@ -41,6 +41,17 @@ const EVENT_WORDS = {
   access_refused: 'access refused',
 };
 
+/** What a failed part means, in plain words. */
+const MEANING = {
+  bag: 'files in the bundle were changed, added or removed after it was made',
+  payload_hash: 'the evidence is not the file the gateway signed for',
+  manifest_signature: "the evidence's signed description is not the gateway's",
+  trusted_key: 'it was signed by a key that is not the one you trust',
+  checkpoint: "the log checkpoint is not signed by the gateway",
+  inclusion_proof: "a custody record is not in the gateway's public log",
+  custody_history: 'the custody history is incomplete, out of order or not about this evidence',
+};
+
 function element(tag, text, className) {
   const node = document.createElement(tag);
   if (text !== undefined) node.textContent = text;
@@ -133,8 +144,8 @@ function showVerification(file, v, seconds) {
         ' The signing key was not confirmed: enter the gateway key you trust above and check again to be sure who signed it.';
     }
   } else {
-    const failed = v.failedParts.map((p) => PARTS[p]);
-    summary.textContent = `This ${what} failed the check of its ${joinWords(failed)}. Do not rely on it as it is.`;
+    const meanings = v.failedParts.map((p) => MEANING[p]);
+    summary.textContent = `Do not rely on this ${what} as it is: ${joinWords(meanings)}.`;
   }
   summary.hidden = false;
 
@@ -196,7 +207,7 @@ function capitalise(text) {
 
 function joinWords(words) {
   if (words.length <= 1) return words.join('');
-  return `${words.slice(0, -1).join(', ')} and ${words[words.length - 1]}`;
+  return `${words.slice(0, -1).join('; ')}; and ${words[words.length - 1]}`;
 }
 
 fileInput.addEventListener('change', () => choose(fileInput.files && fileInput.files[0]));

@@ -124,8 +124,8 @@ fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
 fn flipped(bundle: &[u8], file: &str, at: impl Fn(u64) -> u64) -> Vec<u8> {
     let (path, start, size) = tar_files(bundle)
         .into_iter()
-        .filter(|(path, _, _)| path.contains(file))
-        .last()
+        .rev()
+        .find(|(path, _, _)| path.contains(file))
         .unwrap_or_else(|| panic!("no {file} in the bundle"));
     let offset = at(size);
     assert!(offset < size, "{path} has {size} bytes");

@@ -354,3 +354,75 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }
 }
+
+/// Every byte of the small files of a bundle, and a sample of the payload's, flipped one at a time: the browser's
+/// verifier (run under node, as the same module the page bundles) and the Rust one must agree on each copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_web_packages();
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-f").await;
+    gw.member("case-f", &prosecutor, "prosecutor").await;
+    let artefact = upload(&gw, &session, "case-f", "statement.bin", payload(3000)).await;
+    let bundle = export(&gw, &session, &artefact).await;
+    let key = gw.verifier().to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    let mut listed = Vec::new();
+    for (path, start, size) in tar_files(&bundle) {
+        // Every byte of the signed small files; the larger ones sampled, as every byte of them is hashed alike.
+        let step = if size > 1024 {
+            97
+        } else if path.ends_with(".txt") || path.ends_with(".pem") {
+            11
+        } else {
+            3
+        };
+        for offset in (0..size).step_by(step) {
+            let name = format!("{}+{offset}", path.split_once('/').unwrap().1);
+            let mut copy = bundle.clone();
+            copy[(start + offset) as usize] ^= 0x01;
+            let file = work.path().join(format!("{}.tar", cases.len()));
+            std::fs::write(&file, &copy).unwrap();
+            let (verdict, failed, _) = rust_verdict(&file, Some(&key));
+            assert_ne!(verdict, "valid", "flipping {name} went unnoticed by the Rust verifier");
+            listed.push(json!({ "name": name, "path": file, "trusted": key }));
+            cases.push((name, verdict, failed));
+        }
+    }
+    assert!(cases.len() > 500, "{}", cases.len());
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let output = run(
+        Command::new("node").arg(web_dir().join("tests/verify-files.mjs")).arg(&cases_file).current_dir(web_dir()),
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(found.len(), cases.len());
+    let mut disagreements = Vec::new();
+    for ((name, verdict, failed), seen) in cases.iter().zip(&found) {
+        let seen_failed: BTreeSet<String> =
+            seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        if seen["verdict"] != *verdict || seen_failed != *failed {
+            disagreements.push(format!(
+                "{name}: Rust {verdict} {failed:?}, browser {} {seen_failed:?}\n{}",
+                seen["verdict"],
+                seen["report"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} flipped bundles get different verdicts:\n{}",
+        disagreements.len(),
+        cases.len(),
+        disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("{} flipped bundles: both verifiers agree on every one", cases.len());
+}

@@ -389,6 +389,16 @@ impl Hearing {
         self.participants.get(participant).is_some_and(|p| p.admitted.is_some())
     }
 
+    /// Whether the court removed them (for good).
+    pub fn is_removed(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(|p| p.removed_at.is_some())
+    }
+
+    /// The role an invite is for.
+    pub fn invite_role(&self, id: &InviteId) -> Option<HearingRole> {
+        self.invites.get(id).map(|entry| entry.invite.role)
+    }
+
     pub fn is_muted(&self, participant: &ParticipantId) -> bool {
         self.participants.get(participant).is_some_and(|p| p.muted.is_some())
     }

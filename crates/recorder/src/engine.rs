@@ -16,10 +16,17 @@ use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtcp::sender_report::SenderReport as RtcpSenderReport;
+use webrtc::rtp::header::Header as RtpHeader;
+use webrtc::rtp::packet::Packet as RtpPacket;
 use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::rtp_transceiver::RTCRtpTransceiverInit;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType};
+use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
+use webrtc::track::track_local::TrackLocalWriter;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 
 /// How the engine is set up.
 #[derive(Debug, Clone, Default)]
@@ -127,27 +134,27 @@ impl std::fmt::Debug for WebRtcEngine {
     }
 }
 
-/// A connected (or connecting) publisher: the answer to its offer, and the peer connection behind it.
-pub struct PublisherPeer {
+/// A connected (or connecting) peer: the answer to its offer, and the peer connection behind it.
+pub struct Peer {
     answer_sdp: String,
     pc: Arc<RTCPeerConnection>,
     failed: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-impl std::fmt::Debug for PublisherPeer {
+impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PublisherPeer").finish_non_exhaustive()
+        f.debug_struct("Peer").finish_non_exhaustive()
     }
 }
 
-impl PublisherPeer {
-    /// The SDP answer, with every ICE candidate gathered (WHIP clients need not trickle).
+impl Peer {
+    /// The SDP answer, with every ICE candidate gathered (clients need not trickle).
     pub fn answer_sdp(&self) -> &str {
         &self.answer_sdp
     }
 
-    /// Resolves when the connection fails (ICE or DTLS lost for good, as when the publisher vanishes without a
-    /// DELETE); never, if it does not. Only the first call waits; later ones resolve at once.
+    /// Resolves when the connection fails (ICE or DTLS lost for good, as when the peer vanishes without a
+    /// goodbye); never, if it does not. Only the first call waits; later ones resolve at once.
     pub fn failed(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let failed = self.failed.take();
         async move {
@@ -164,6 +171,88 @@ impl PublisherPeer {
     pub async fn close(&self) -> Result<(), EngineError> {
         self.pc.close().await.map_err(engine_err)
     }
+}
+
+/// One RTP packet to send on an [`OutgoingTrack`]. The engine sets the SSRC and payload type it negotiated.
+#[derive(Debug, Clone)]
+pub struct RtpOut {
+    pub sequence: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload: Bytes,
+}
+
+/// A track the gateway sends to a participant: one receive slot of theirs, audio or video. What arrives is relayed
+/// as it is (no transcoding); the participant's keyframe requests go to whichever source feeds the track now.
+pub struct OutgoingTrack {
+    kind: MediaKind,
+    track: Arc<TrackLocalStaticRTP>,
+    upstream: std::sync::Mutex<Option<Arc<dyn KeyframeRequester>>>,
+}
+
+impl std::fmt::Debug for OutgoingTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutgoingTrack").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl OutgoingTrack {
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    /// Sends one packet. A failure to one receiver is not an error for the others; it is logged at debug level.
+    pub async fn write(&self, packet: &RtpOut) {
+        let packet = RtpPacket {
+            header: RtpHeader {
+                version: 2,
+                marker: packet.marker,
+                sequence_number: packet.sequence,
+                timestamp: packet.timestamp,
+                ..Default::default()
+            },
+            payload: packet.payload.clone(),
+        };
+        if let Err(e) = self.track.write_rtp(&packet).await {
+            tracing::debug!(error = %e, "relaying a packet");
+        }
+    }
+
+    /// Where the receiver's keyframe requests go from now on (`None`: nowhere).
+    pub fn set_upstream(&self, upstream: Option<Arc<dyn KeyframeRequester>>) {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = upstream;
+    }
+
+    fn request_upstream_keyframe(&self) {
+        let upstream = self.upstream.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(upstream) = upstream {
+            upstream.request_keyframe();
+        }
+    }
+}
+
+/// The pair of tracks a participant receives one other participant on.
+#[derive(Debug, Clone)]
+pub struct ReceiveSlot {
+    pub audio: Arc<OutgoingTrack>,
+    pub video: Arc<OutgoingTrack>,
+}
+
+impl ReceiveSlot {
+    pub fn track(&self, kind: MediaKind) -> &Arc<OutgoingTrack> {
+        match kind {
+            MediaKind::Audio => &self.audio,
+            MediaKind::Video => &self.video,
+        }
+    }
+}
+
+/// A hearing participant's connection: what they send arrives as [`IncomingTrack`]s, and each of their receive
+/// slots can carry another participant.
+#[derive(Debug)]
+pub struct ParticipantPeer {
+    pub peer: Peer,
+    pub slots: Vec<ReceiveSlot>,
 }
 
 #[derive(Debug)]
@@ -195,43 +284,12 @@ impl WebRtcEngine {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let mut media = MediaEngine::default();
-        let video_feedback = ["goog-remb", "ccm", "nack", "nack"]
-            .iter()
-            .zip(["", "fir", "", "pli"])
-            .map(|(typ, parameter)| RTCPFeedback { typ: (*typ).to_owned(), parameter: parameter.to_owned() })
-            .collect::<Vec<_>>();
-        media
-            .register_codec(
-                RTCRtpCodecParameters {
-                    capability: RTCRtpCodecCapability {
-                        mime_type: MIME_TYPE_OPUS.to_owned(),
-                        clock_rate: 48_000,
-                        channels: 2,
-                        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                        rtcp_feedback: vec![],
-                    },
-                    payload_type: 111,
-                    ..Default::default()
-                },
-                RTPCodecType::Audio,
-            )
-            .map_err(engine_err)?;
-        media
-            .register_codec(
-                RTCRtpCodecParameters {
-                    capability: RTCRtpCodecCapability {
-                        mime_type: MIME_TYPE_VP8.to_owned(),
-                        clock_rate: 90_000,
-                        channels: 0,
-                        sdp_fmtp_line: String::new(),
-                        rtcp_feedback: video_feedback,
-                    },
-                    payload_type: 96,
-                    ..Default::default()
-                },
-                RTPCodecType::Video,
-            )
-            .map_err(engine_err)?;
+        let codecs = [(opus_capability(), 111, RTPCodecType::Audio), (vp8_capability(), 96, RTPCodecType::Video)];
+        for (capability, payload_type, kind) in codecs {
+            media
+                .register_codec(RTCRtpCodecParameters { capability, payload_type, ..Default::default() }, kind)
+                .map_err(engine_err)?;
+        }
         // NACK generation (retransmission requests), RTCP receiver reports and the rest of the defaults.
         let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine_err)?;
         let mut settings = SettingEngine::default();
@@ -244,15 +302,8 @@ impl WebRtcEngine {
         Ok(WebRtcEngine { api, config })
     }
 
-    /// Answers a publisher's SDP offer with a receive-only peer connection. Each track the publisher sends is
-    /// handed to `tracks` once its first packet arrives. Returns once ICE gathering is complete, so the answer
-    /// holds every candidate.
-    pub async fn accept_publisher(
-        &self,
-        offer_sdp: &str,
-        tracks: mpsc::UnboundedSender<IncomingTrack>,
-    ) -> Result<PublisherPeer, EngineError> {
-        let rtc_config = RTCConfiguration {
+    fn rtc_configuration(&self) -> RTCConfiguration {
+        RTCConfiguration {
             ice_servers: self
                 .config
                 .ice_servers
@@ -264,8 +315,57 @@ impl WebRtcEngine {
                 })
                 .collect(),
             ..Default::default()
-        };
-        let pc = Arc::new(self.api.new_peer_connection(rtc_config).await.map_err(engine_err)?);
+        }
+    }
+
+    /// Answers a publisher's SDP offer with a receive-only peer connection. Each track the publisher sends is
+    /// handed to `tracks` once its first packet arrives. Returns once ICE gathering is complete, so the answer
+    /// holds every candidate.
+    pub async fn accept_publisher(
+        &self,
+        offer_sdp: &str,
+        tracks: mpsc::UnboundedSender<IncomingTrack>,
+    ) -> Result<Peer, EngineError> {
+        // No local tracks are ever added, so every transceiver the offer creates only receives.
+        self.accept(offer_sdp, tracks, |_| async { Ok(()) }).await
+    }
+
+    /// Answers a hearing participant's offer (see docs/hearing-room.md): the first audio and the first video
+    /// m-line carry what the participant sends, handed to `tracks` like a publisher's; the m-lines after them, in
+    /// (audio, video) pairs, are receive slots, at most `max_slots`, each given an [`OutgoingTrack`] of its own.
+    pub async fn accept_participant(
+        &self,
+        offer_sdp: &str,
+        max_slots: usize,
+        tracks: mpsc::UnboundedSender<IncomingTrack>,
+    ) -> Result<ParticipantPeer, EngineError> {
+        let slots = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let filled = slots.clone();
+        let count = receive_slots_offered(offer_sdp).min(max_slots);
+        let peer = self
+            .accept(offer_sdp, tracks, move |pc| async move {
+                let made = add_receive_slots(&pc, count).await?;
+                *filled.lock().unwrap_or_else(|p| p.into_inner()) = made;
+                Ok(())
+            })
+            .await?;
+        let slots = std::mem::take(&mut *slots.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok(ParticipantPeer { peer, slots })
+    }
+
+    /// Sets up a peer connection for an offer: incoming tracks go to `tracks`; `prepare` runs before the offer is
+    /// applied, to add what the gateway sends (the offer's m-lines are matched to those transceivers).
+    async fn accept<F, Fut>(
+        &self,
+        offer_sdp: &str,
+        tracks: mpsc::UnboundedSender<IncomingTrack>,
+        prepare: F,
+    ) -> Result<Peer, EngineError>
+    where
+        F: FnOnce(Arc<RTCPeerConnection>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), EngineError>>,
+    {
+        let pc = Arc::new(self.api.new_peer_connection(self.rtc_configuration()).await.map_err(engine_err)?);
         let offer =
             RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| EngineError::BadOffer(e.to_string()))?;
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
@@ -339,8 +439,8 @@ impl WebRtcEngine {
             })
         }));
         let result = async {
+            prepare(pc.clone()).await?;
             pc.set_remote_description(offer).await.map_err(|e| EngineError::BadOffer(e.to_string()))?;
-            // No local tracks are ever added, so every transceiver the offer creates only receives.
             let answer = pc.create_answer(None).await.map_err(engine_err)?;
             let mut gathered = pc.gathering_complete_promise().await;
             pc.set_local_description(answer).await.map_err(engine_err)?;
@@ -350,11 +450,87 @@ impl WebRtcEngine {
         }
         .await;
         match result {
-            Ok(answer_sdp) => Ok(PublisherPeer { answer_sdp, pc, failed: Some(failed_rx) }),
+            Ok(answer_sdp) => Ok(Peer { answer_sdp, pc, failed: Some(failed_rx) }),
             Err(e) => {
                 let _ = pc.close().await;
                 Err(e)
             }
         }
+    }
+}
+
+/// How many receive slots an offer has: the (audio, video) m-line pairs after the first audio and the first video.
+fn receive_slots_offered(offer_sdp: &str) -> usize {
+    let count = |media: &str| offer_sdp.lines().filter(|line| line.starts_with(media)).count();
+    count("m=audio ").min(count("m=video ")).saturating_sub(1)
+}
+
+/// Adds `count` send-only (audio, video) transceivers, in order. Applying the offer then matches each to the next
+/// receive-only m-line of its kind, so slot `n` is the `n`-th pair after the participant's own.
+async fn add_receive_slots(pc: &RTCPeerConnection, count: usize) -> Result<Vec<ReceiveSlot>, EngineError> {
+    let mut slots = Vec::with_capacity(count);
+    for index in 0..count {
+        let audio = outgoing(pc, MediaKind::Audio, index).await?;
+        let video = outgoing(pc, MediaKind::Video, index).await?;
+        slots.push(ReceiveSlot { audio, video });
+    }
+    Ok(slots)
+}
+
+/// A send-only transceiver carrying a track of the gateway's own.
+async fn outgoing(pc: &RTCPeerConnection, kind: MediaKind, slot: usize) -> Result<Arc<OutgoingTrack>, EngineError> {
+    let capability = match kind {
+        MediaKind::Audio => opus_capability(),
+        MediaKind::Video => vp8_capability(),
+    };
+    let name = match kind {
+        MediaKind::Audio => "audio",
+        MediaKind::Video => "video",
+    };
+    let track = Arc::new(TrackLocalStaticRTP::new(capability, format!("slot-{slot}-{name}"), format!("slot-{slot}")));
+    let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, send_encodings: vec![] };
+    let transceiver = pc.add_transceiver_from_track(track.clone(), Some(init)).await.map_err(engine_err)?;
+    let sender = transceiver.sender().await;
+    let outgoing = Arc::new(OutgoingTrack { kind, track, upstream: std::sync::Mutex::new(None) });
+    // Read what the receiver says about this track: the interceptors (NACK responses, reports) need it read, and
+    // its keyframe requests go to the source.
+    let reader = sender.clone();
+    let weak = Arc::downgrade(&outgoing);
+    tokio::spawn(async move {
+        while let Ok((packets, _)) = reader.read_rtcp().await {
+            let Some(outgoing) = weak.upgrade() else { return };
+            let wants_keyframe = packets.iter().any(|packet| {
+                packet.as_any().is::<PictureLossIndication>() || packet.as_any().is::<FullIntraRequest>()
+            });
+            if wants_keyframe {
+                outgoing.request_upstream_keyframe();
+            }
+        }
+    });
+    Ok(outgoing)
+}
+
+fn opus_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn vp8_capability() -> RTCRtpCodecCapability {
+    let rtcp_feedback = ["goog-remb", "ccm", "nack", "nack"]
+        .iter()
+        .zip(["", "fir", "", "pli"])
+        .map(|(typ, parameter)| RTCPFeedback { typ: (*typ).to_owned(), parameter: parameter.to_owned() })
+        .collect();
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback,
     }
 }

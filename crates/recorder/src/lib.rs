@@ -13,11 +13,14 @@
 //! - [`segmenter`]: orders frames from all tracks by time and copies them, without transcoding, into WebM files
 //!   cut at the first video keyframe after about ten seconds; each file is handed to a [`SegmentSealer`] as soon
 //!   as it is closed and on disk, so a crash loses at most the open segment.
+//! - [`sfu`]: a hearing room's media plane: relays each member's packets to the others in the same place, and
+//!   records each member while the hearing says so.
 //! - [`whip`]: the WHIP session table: accept an offer, answer it, tear a session down.
 
 pub mod engine;
 pub mod jitter;
 pub mod segmenter;
+pub mod sfu;
 pub mod timeline;
 pub mod track;
 pub mod whip;

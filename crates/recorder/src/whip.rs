@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rand_core::{OsRng, RngCore};
 use tokio::sync::Mutex;
 
-use crate::engine::{EngineError, PublisherPeer, WebRtcEngine};
+use crate::engine::{EngineError, Peer, WebRtcEngine};
 use crate::segmenter::{Recording, RecordingConfig, RecordingSummary, SegmentSealer};
 
 /// The largest SDP offer taken. Real offers are a few kilobytes.
@@ -32,7 +32,7 @@ pub struct WhipAnswer {
 }
 
 struct Session {
-    peer: PublisherPeer,
+    peer: Peer,
     recording: Recording,
 }
 

@@ -30,6 +30,8 @@ pub struct AppState {
     pub uploads_dir: std::path::PathBuf,
     /// Live WHIP publishing sessions ([`crate::whip`]).
     pub whip: std::sync::Arc<crate::whip::WhipSessions>,
+    /// Live hearings and their rooms ([`crate::hearings`]).
+    pub hearings: std::sync::Arc<crate::hearings::Hearings>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.

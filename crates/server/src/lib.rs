@@ -11,6 +11,8 @@ pub mod clock;
 pub mod config;
 pub mod extract;
 pub mod gateway;
+pub mod hearing_api;
+pub mod hearings;
 pub mod keys;
 pub mod log_routes;
 pub mod openapi;
@@ -26,6 +28,7 @@ pub mod whip;
 pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
         .merge(whip::router(state.clone()))
+        .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {

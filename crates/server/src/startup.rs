@@ -66,7 +66,17 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     bootstrap_admin(&gateway, gateway_config).await?;
     let whip = Arc::new(crate::whip::WhipSessions::new(gateway_config.data_dir.join("recordings"))?);
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip })
+    // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
+    let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
+        include_loopback: true,
+        ice_servers: vec![],
+    })?;
+    let hearings = Arc::new(crate::hearings::Hearings::new(
+        gateway.clone(),
+        Arc::new(engine),
+        gateway_config.data_dir.join("recordings").join("hearings"),
+    ));
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings })
 }
 
 /// The S3-compatible store, when one is configured.

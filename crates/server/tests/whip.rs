@@ -8,21 +8,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use axum::http::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::{As, TestGateway};
-
-fn installed(program: &str, args: &[&str]) -> bool {
-    std::process::Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_publishes_into_a_hearing_and_every_segment_is_in_custody() {
@@ -47,10 +37,7 @@ async fn aiortc_publishes_into_a_hearing_and_every_segment_is_in_custody() {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let token = reply.json()["token"].as_str().unwrap().to_owned();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = custodia_server::app(gateway.state.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = serve_on_loopback(&gateway).await;
 
     // A non-member, and a body that is not SDP, are refused before any WebRTC work.
     let url = format!("http://127.0.0.1:{port}/api/v1/cases/case-9/hearings/hearing-1/whip");
@@ -113,18 +100,8 @@ async fn aiortc_publishes_into_a_hearing_and_every_segment_is_in_custody() {
         assert_eq!(record["event"]["sha256"], digest.as_str(), "segment {i}: the ledger's digest is the bytes served");
         let path = dir.path().join(format!("{i}.webm"));
         std::fs::write(&path, &content.body).unwrap();
-        let probe = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-show_format", "-show_streams", "-of", "json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
-        let probe: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
-        let mut codecs: Vec<&str> =
-            probe["streams"].as_array().unwrap().iter().map(|s| s["codec_name"].as_str().unwrap()).collect();
-        codecs.sort();
+        let (codecs, duration) = probe_media(&path);
         assert_eq!(codecs, ["opus", "vp8"], "segment {i}");
-        let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
         eprintln!("segment {i}: {id}, {duration:.3} s, sha256 {digest}");
         total += duration;
     }

@@ -234,3 +234,41 @@ pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)
     }
     (process, port)
 }
+
+/// Whether `program` runs with `args` and succeeds (a tool a test needs is installed).
+#[allow(dead_code)]
+pub fn installed(program: &str, args: &[&str]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// What ffprobe reads of a recording segment: its codecs, sorted, and its duration in seconds.
+#[allow(dead_code)]
+pub fn probe_media(path: &std::path::Path) -> (Vec<String>, f64) {
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_format", "-show_streams", "-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&probe.stderr));
+    let probe: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    let mut codecs: Vec<String> =
+        probe["streams"].as_array().unwrap().iter().map(|s| s["codec_name"].as_str().unwrap().to_owned()).collect();
+    codecs.sort();
+    let duration = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    (codecs, duration)
+}
+
+/// Serves the gateway on a loopback port, for peers in other processes; returns the port.
+#[allow(dead_code)]
+pub async fn serve_on_loopback(gateway: &TestGateway) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = custodia_server::app(gateway.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}

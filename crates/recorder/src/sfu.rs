@@ -1,0 +1,401 @@
+//! Relaying media between the participants of a hearing room (a selective forwarding unit), and recording each
+//! participant's tracks while the hearing says so.
+//!
+//! The room knows nothing of hearing rules: the gateway tells it where each member is ([`Room::set_zone`]), who is
+//! muted ([`Room::set_muted`]) and whom to record ([`Room::set_recorded`]), as the hearing's effects say. It relays
+//! a member's packets, as they are, to every other connected member in the same zone, each on the receive slot
+//! that carries the sender; nothing reaches or leaves a member with no zone (the lobby). Keyframe requests from a
+//! receiver go back to the sender.
+//!
+//! Each packet is copied once per receiver; nothing is decoded. Sequence numbers and timestamps are rewritten per
+//! receive slot only where the sender's stream changes (a reconnection), so each slot stays one continuous stream.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::engine::{
+    EngineError, IncomingTrack, KeyframeRequester, MediaKind, OutgoingTrack, Peer, RtpIn, RtpOut, TrackEvent,
+    WebRtcEngine,
+};
+use crate::segmenter::{Recording, RecordingSummary};
+
+/// A 20 ms Opus frame of silence (CELT, full band, one frame). What the recorder writes while a member is muted,
+/// so the muted period keeps its place on the timeline without what they said.
+const OPUS_SILENCE: &[u8] = &[0xf8, 0xff, 0xfe];
+
+/// Where a member's media flows: members with the same zone hear and see each other; `None` is nowhere.
+pub type Zone = Option<u64>;
+
+/// Starts a recording of one member's tracks. The gateway decides where the files go and how each sealed segment
+/// enters custody.
+pub trait RecorderFactory: Send + Sync {
+    fn start_recording(&self, member: &str) -> Recording;
+}
+
+/// A hearing room's media plane.
+#[derive(Clone)]
+pub struct Room {
+    engine: Arc<WebRtcEngine>,
+    slots: usize,
+    recorders: Arc<dyn RecorderFactory>,
+    state: Arc<Mutex<RoomState>>,
+}
+
+impl std::fmt::Debug for Room {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Room").field("slots", &self.slots).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct RoomState {
+    members: BTreeMap<String, Member>,
+    next_connection: u64,
+    /// Recordings being closed, with whose they were.
+    closing: Vec<JoinHandle<(String, RecordingSummary)>>,
+}
+
+struct Member {
+    slot: usize,
+    zone: Zone,
+    muted: Arc<AtomicBool>,
+    connection: Option<Connection>,
+    recording: Option<Recording>,
+}
+
+struct Connection {
+    id: u64,
+    peer: Arc<Peer>,
+    /// This member's receive slots, each track with its own stream rewriting.
+    receive: Vec<[Arc<Output>; 2]>,
+    sources: Vec<Arc<Source>>,
+}
+
+/// One incoming track of a member's current connection.
+struct Source {
+    kind: MediaKind,
+    ssrc: u32,
+    keyframes: Arc<dyn KeyframeRequester>,
+    muted: Arc<AtomicBool>,
+    outputs: RwLock<Vec<Arc<Output>>>,
+    /// A copy of everything that arrives goes here while the member is recorded.
+    recorder: Mutex<Option<mpsc::UnboundedSender<TrackEvent>>>,
+}
+
+/// One track a member receives on, and the rewriting that keeps it one stream when its source changes.
+struct Output {
+    track: Arc<OutgoingTrack>,
+    rewrite: Mutex<Rewrite>,
+}
+
+#[derive(Default)]
+struct Rewrite {
+    source: Option<u32>,
+    sequence_delta: u16,
+    timestamp_delta: u32,
+    last: Option<(u16, u32)>,
+}
+
+impl Rewrite {
+    fn map(&mut self, source: u32, sequence: u16, timestamp: u32) -> (u16, u32) {
+        if self.source != Some(source) {
+            // A new stream continues where the last one stopped.
+            (self.sequence_delta, self.timestamp_delta) = match self.last {
+                Some((last_sequence, last_timestamp)) => (
+                    last_sequence.wrapping_add(1).wrapping_sub(sequence),
+                    last_timestamp.wrapping_add(1).wrapping_sub(timestamp),
+                ),
+                None => (0, 0),
+            };
+            self.source = Some(source);
+        }
+        let mapped = (sequence.wrapping_add(self.sequence_delta), timestamp.wrapping_add(self.timestamp_delta));
+        self.last = Some(mapped);
+        mapped
+    }
+}
+
+impl Output {
+    async fn forward(&self, source: u32, packet: &RtpIn) {
+        let (sequence, timestamp) =
+            self.rewrite.lock().unwrap_or_else(|p| p.into_inner()).map(source, packet.sequence, packet.timestamp);
+        let out = RtpOut { sequence, timestamp, marker: packet.marker, payload: packet.payload.clone() };
+        self.track.write(&out).await;
+    }
+}
+
+impl Source {
+    async fn relay(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<TrackEvent>) {
+        while let Some(event) = events.recv().await {
+            let muted = self.kind == MediaKind::Audio && self.muted.load(Ordering::Relaxed);
+            if let TrackEvent::Rtp(packet) = &event
+                && !muted
+            {
+                let outputs = self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
+                for output in &outputs {
+                    output.forward(self.ssrc, packet).await;
+                }
+            }
+            let recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(recorder) = recorder {
+                let event = match event {
+                    TrackEvent::Rtp(packet) if muted => {
+                        TrackEvent::Rtp(RtpIn { payload: Bytes::from_static(OPUS_SILENCE), ..packet })
+                    }
+                    event => event,
+                };
+                // The recording may have just been stopped; that is not this track's concern.
+                let _ = recorder.send(event);
+            }
+        }
+    }
+
+    /// Hands a copy of this track to a recording.
+    fn record_into(&self, recording: &Recording, codec: crate::engine::Codec, clock_rate: u32) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let track = IncomingTrack {
+            kind: self.kind,
+            codec,
+            clock_rate,
+            ssrc: self.ssrc,
+            events: rx,
+            keyframes: self.keyframes.clone(),
+        };
+        if recording.track_sender().send(track).is_ok() {
+            *self.recorder.lock().unwrap_or_else(|p| p.into_inner()) = Some(events);
+        }
+    }
+
+    fn stop_recording(&self) {
+        // Dropping the sender ends the recording's copy of the track.
+        self.recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// Codec and clock rate of each source, to describe it to a recording.
+fn describe(kind: MediaKind) -> (crate::engine::Codec, u32) {
+    match kind {
+        MediaKind::Audio => (crate::engine::Codec::Opus, 48_000),
+        MediaKind::Video => (crate::engine::Codec::Vp8, 90_000),
+    }
+}
+
+impl Room {
+    /// A room whose members each receive up to `slots` others.
+    pub fn new(engine: Arc<WebRtcEngine>, slots: usize, recorders: Arc<dyn RecorderFactory>) -> Self {
+        Room { engine, slots, recorders, state: Arc::default() }
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RoomState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a member who will arrive on receive slot `slot` of everyone else. They start with no zone.
+    pub fn add_member(&self, member: &str, slot: usize) {
+        self.lock().members.entry(member.to_owned()).or_insert_with(|| Member {
+            slot,
+            zone: None,
+            muted: Arc::default(),
+            connection: None,
+            recording: None,
+        });
+    }
+
+    /// Takes a member's offer (docs/hearing-room.md) and returns the answer. A member has one connection: a new
+    /// one replaces the old, which is closed.
+    pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<String, EngineError> {
+        let (tracks, mut incoming) = mpsc::unbounded_channel();
+        let accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
+        let answer = accepted.peer.answer_sdp().to_owned();
+        let peer = Arc::new(accepted.peer);
+        let receive = accepted
+            .slots
+            .into_iter()
+            .map(|slot| [slot.audio, slot.video].map(|track| Arc::new(Output { track, rewrite: Mutex::default() })))
+            .collect();
+        let connected = {
+            let mut state = self.lock();
+            let id = state.next_connection;
+            state.next_connection += 1;
+            let replaced = state.members.get_mut(member).map(|entry| {
+                entry.connection.replace(Connection { id, peer: peer.clone(), receive, sources: Vec::new() })
+            });
+            route(&mut state);
+            replaced.map(|replaced| (id, replaced))
+        };
+        let Some((id, replaced)) = connected else {
+            let _ = peer.close().await;
+            return Err(EngineError::Engine("not a member of this room".to_owned()));
+        };
+        if let Some(old) = replaced {
+            let _ = old.peer.close().await;
+        }
+        let room = self.clone();
+        let member = member.to_owned();
+        tokio::spawn(async move {
+            while let Some(track) = incoming.recv().await {
+                room.add_source(&member, id, track);
+            }
+        });
+        Ok(answer)
+    }
+
+    fn add_source(&self, member: &str, connection: u64, track: IncomingTrack) {
+        let mut state = self.lock();
+        let Some(entry) = state.members.get_mut(member) else { return };
+        let Some(current) = entry.connection.as_mut().filter(|c| c.id == connection) else { return };
+        let source = Arc::new(Source {
+            kind: track.kind,
+            ssrc: track.ssrc,
+            keyframes: track.keyframes.clone(),
+            muted: entry.muted.clone(),
+            outputs: RwLock::default(),
+            recorder: Mutex::new(None),
+        });
+        if let Some(recording) = &entry.recording {
+            source.record_into(recording, track.codec, track.clock_rate);
+        }
+        current.sources.push(source.clone());
+        route(&mut state);
+        tokio::spawn(source.relay(track.events));
+    }
+
+    /// Moves a member: `None` stops their media both ways.
+    pub fn set_zone(&self, member: &str, zone: Zone) {
+        let mut state = self.lock();
+        if let Some(entry) = state.members.get_mut(member) {
+            entry.zone = zone;
+        }
+        route(&mut state);
+    }
+
+    /// A muted member's audio is not relayed; the recorder gets silence in its place.
+    pub fn set_muted(&self, member: &str, muted: bool) {
+        if let Some(entry) = self.lock().members.get(member) {
+            entry.muted.store(muted, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts or stops recording a member's tracks. A stopped recording is sealed in the background; see
+    /// [`Room::finish_recordings`].
+    pub fn set_recorded(&self, member: &str, recorded: bool) {
+        let mut state = self.lock();
+        let Some(entry) = state.members.get_mut(member) else { return };
+        let sources = entry.connection.iter().flat_map(|c| c.sources.iter());
+        match (recorded, entry.recording.is_some()) {
+            (true, false) => {
+                let recording = self.recorders.start_recording(member);
+                for source in sources {
+                    let (codec, clock_rate) = describe(source.kind);
+                    source.record_into(&recording, codec, clock_rate);
+                }
+                entry.recording = Some(recording);
+            }
+            (false, true) => {
+                for source in sources {
+                    source.stop_recording();
+                }
+                if let Some(recording) = entry.recording.take() {
+                    let member = member.to_owned();
+                    state.closing.push(tokio::spawn(async move { (member, recording.stop().await) }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes a member's connection (they left, were removed, or the hearing ended). They stay a member and may
+    /// connect again.
+    pub async fn disconnect(&self, member: &str) {
+        let connection = {
+            let mut state = self.lock();
+            let connection = state.members.get_mut(member).and_then(|entry| entry.connection.take());
+            route(&mut state);
+            connection
+        };
+        if let Some(connection) = connection {
+            for source in &connection.sources {
+                source.stop_recording();
+            }
+            let _ = connection.peer.close().await;
+        }
+    }
+
+    /// Waits for every stopped recording to be sealed and returns their summaries, by member.
+    pub async fn finish_recordings(&self) -> Vec<(String, RecordingSummary)> {
+        let closing = std::mem::take(&mut self.lock().closing);
+        let mut summaries = Vec::new();
+        for handle in closing {
+            match handle.await {
+                Ok(done) => summaries.push(done),
+                Err(e) => tracing::error!(error = %e, "a recording task failed"),
+            }
+        }
+        summaries
+    }
+
+    /// Whether a member is connected, and how many tracks they send.
+    pub fn sending_tracks(&self, member: &str) -> Option<usize> {
+        self.lock().members.get(member).and_then(|m| m.connection.as_ref()).map(|c| c.sources.len())
+    }
+}
+
+/// Recomputes who receives whom: every source of a connected member with a zone goes to the matching receive
+/// slot of every other connected member in the same zone. New video receivers get a keyframe asked for.
+fn route(state: &mut RoomState) {
+    let members: Vec<_> = state.members.values().collect();
+    for sender in &members {
+        let Some(connection) = &sender.connection else { continue };
+        for source in &connection.sources {
+            let index = match source.kind {
+                MediaKind::Audio => 0,
+                MediaKind::Video => 1,
+            };
+            let wanted: Vec<Arc<Output>> = match sender.zone {
+                None => Vec::new(),
+                Some(zone) => members
+                    .iter()
+                    .filter(|receiver| !std::ptr::eq(**receiver, *sender) && receiver.zone == Some(zone))
+                    .filter_map(|receiver| receiver.connection.as_ref()?.receive.get(sender.slot))
+                    .map(|pair| pair[index].clone())
+                    .collect(),
+            };
+            let mut outputs = source.outputs.write().unwrap_or_else(|p| p.into_inner());
+            let added = wanted.iter().any(|w| !outputs.iter().any(|o| Arc::ptr_eq(o, w)));
+            for output in &wanted {
+                output.track.set_upstream(Some(source.keyframes.clone()));
+            }
+            *outputs = wanted;
+            if added && source.kind == MediaKind::Video {
+                source.keyframes.request_keyframe();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_stays_one_stream_across_a_change_of_source() {
+        let mut rewrite = Rewrite::default();
+        assert_eq!(rewrite.map(1, 100, 9_000), (100, 9_000));
+        assert_eq!(rewrite.map(1, 101, 12_000), (101, 12_000));
+        // The sender reconnects: a new SSRC, new random sequence and timestamp bases.
+        assert_eq!(rewrite.map(2, 60_000, 5), (102, 12_001));
+        assert_eq!(rewrite.map(2, 60_001, 3_005), (103, 15_001));
+        // Wrapping is arithmetic modulo 2^16 and 2^32.
+        assert_eq!(rewrite.map(3, 0, u32::MAX), (104, 15_002));
+        assert_eq!(rewrite.map(3, 1, 2_999), (105, 18_002));
+    }
+}

@@ -1,0 +1,808 @@
+//! Live hearings: the adapter around `custodia-hearing`'s state machine.
+//!
+//! Every step, from the console or the room, becomes an [`Event`]; the state machine decides, and its effects are
+//! carried out in its order: custody records into the ledger first, then the media plane (`custodia_recorder::sfu`):
+//! who hears whom, who is muted, whom the recorder takes. Each participant's recording is cut into segments that
+//! enter custody as artefacts of the case as they close; when the hearing ends and the last segment is sealed, the
+//! minutes are signed and taken into custody too.
+//!
+//! Secrets never stay in clear: invite links and participants' reconnection credentials are kept as SHA-256
+//! digests. Participants are opaque ids and roles; no name reaches a log, a record or another participant.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use custodia_core::{Action, ArtefactId, CaseId, HearingId, Label, Sha256};
+use custodia_hearing::{
+    Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
+    HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OathForm, ParticipantId,
+    PersonalName, Phase, Place, Rules, Schedule, TechnicalReport, TrackKind,
+};
+use custodia_recorder::engine::MediaKind;
+use custodia_recorder::segmenter::{Recording, RecordingConfig};
+use custodia_recorder::sfu::{RecorderFactory, Room, Zone};
+use custodia_recorder::{SealedSegment, SegmentSealer, WebRtcEngine};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::auth::Caller;
+use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, new_id};
+
+/// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
+pub const RECEIVE_SLOTS: usize = 10;
+
+/// A message for one participant's WebSocket.
+pub type Outbox = mpsc::UnboundedSender<Value>;
+
+/// Why a step in a hearing did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RoomError {
+    /// The hearing's rules said no.
+    #[error("{0}")]
+    Refused(#[from] HearingError),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+impl From<RoomError> for GatewayError {
+    fn from(err: RoomError) -> Self {
+        match err {
+            // A case member whose role may not do it is forbidden; any other rule is a conflict with the hearing's state.
+            RoomError::Refused(refusal) => match refusal.reason() {
+                Some(custodia_hearing::Reason::CaseRoleNotAllowed { role, .. }) => {
+                    GatewayError::RoleForbids { role: *role, action: refusal.to_string() }
+                }
+                _ => GatewayError::Conflict(refusal.to_string()),
+            },
+            RoomError::Gateway(err) => err,
+        }
+    }
+}
+
+/// Every live hearing of this gateway.
+pub struct Hearings {
+    gateway: Gateway,
+    engine: Arc<WebRtcEngine>,
+    recordings_dir: PathBuf,
+    live: Mutex<HashMap<HearingId, Arc<LiveHearing>>>,
+    /// Digest of an invite's secret, or of a participant's credential, to its hearing.
+    secrets: Mutex<HashMap<Sha256, HearingId>>,
+    connections: AtomicU64,
+}
+
+impl std::fmt::Debug for Hearings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hearings").field("recordings_dir", &self.recordings_dir).finish_non_exhaustive()
+    }
+}
+
+/// One hearing, and its media.
+pub struct LiveHearing {
+    id: HearingId,
+    case: CaseId,
+    /// Who scheduled it: recordings and minutes enter custody in the court's name.
+    court: Caller,
+    gateway: Gateway,
+    room: Room,
+    state: tokio::sync::Mutex<HearingState>,
+}
+
+struct HearingState {
+    machine: Hearing,
+    invites: BTreeMap<InviteId, Timestamp>,
+    invite_secrets: HashMap<Sha256, InviteId>,
+    credentials: HashMap<Sha256, ParticipantId>,
+    people: BTreeMap<ParticipantId, Person>,
+    next_slot: usize,
+    segments: Vec<SegmentView>,
+    minutes_artefact: Option<ArtefactId>,
+    finishing: bool,
+}
+
+struct Person {
+    slot: usize,
+    /// The WebSocket they are on now, with its connection number.
+    outbox: Option<(u64, Outbox)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentView {
+    pub index: u64,
+    pub participant: ParticipantId,
+    pub artefact: ArtefactId,
+    pub sha256: Sha256,
+    pub ledger_index: u64,
+}
+
+/// What a clerk sends to schedule a hearing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    pub scheduled_for: Timestamp,
+    pub place: Label,
+    #[serde(default = "yes")]
+    pub identity_check_before_oath: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What a clerk sends to invite someone.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    pub role: HearingRole,
+    #[serde(default = "a_day")]
+    pub expires_in_seconds: u32,
+    #[serde(default)]
+    pub admit_on_join: bool,
+}
+
+fn a_day() -> u32 {
+    86_400
+}
+
+/// An invite just issued: its secret is shown this once.
+#[derive(Serialize)]
+pub struct IssuedInvite {
+    pub invite: InviteId,
+    pub role: HearingRole,
+    pub expires_at: Timestamp,
+    pub secret: String,
+    pub link: String,
+}
+
+impl std::fmt::Debug for IssuedInvite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret lets its holder into the hearing; never show it.
+        f.debug_struct("IssuedInvite").field("invite", &self.invite).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+/// Someone in the room: who they are to the hearing, and the credential to come back with.
+#[derive(Debug)]
+pub struct Entered {
+    pub hearing: Arc<LiveHearing>,
+    pub participant: ParticipantId,
+    pub connection: u64,
+}
+
+fn purpose() -> Label {
+    Label::new("remote testimony").unwrap_or_else(|_| unreachable!("a valid label"))
+}
+
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn id<T>(made: Result<T, impl std::fmt::Display>) -> Result<T, GatewayError> {
+    made.map_err(|e| GatewayError::Internal(format!("making an id: {e}")))
+}
+
+fn zone(place: Place) -> Zone {
+    match place {
+        Place::MainRoom => Some(0),
+        Place::Consultation(consultation) => Some(u64::from(consultation.number())),
+        Place::Lobby | Place::Away => None,
+    }
+}
+
+impl Hearings {
+    pub fn new(gateway: Gateway, engine: Arc<WebRtcEngine>, recordings_dir: PathBuf) -> Self {
+        Hearings {
+            gateway,
+            engine,
+            recordings_dir,
+            live: Mutex::default(),
+            secrets: Mutex::default(),
+            connections: AtomicU64::new(0),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<HearingId, Arc<LiveHearing>>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember_secret(&self, digest: Sha256, hearing: &HearingId) {
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner()).insert(digest, hearing.clone());
+    }
+
+    fn by_secret(&self, secret: &str) -> Option<(Sha256, Arc<LiveHearing>)> {
+        let digest = Sha256::of(secret.as_bytes());
+        let hearing = self.secrets.lock().unwrap_or_else(|p| p.into_inner()).get(&digest)?.clone();
+        Some((digest, self.live().get(&hearing)?.clone()))
+    }
+
+    async fn member(&self, caller: &Caller, case: &CaseId) -> Result<CaseMember, GatewayError> {
+        let role = self.gateway.authorize(caller, case, Action::ViewCase).await?;
+        Ok(CaseMember { actor: caller.actor(), role })
+    }
+
+    /// A hearing of `case` the caller may see.
+    pub async fn find(&self, caller: &Caller, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
+        self.member(caller, case).await?;
+        let found = HearingId::new(hearing).ok().and_then(|hearing| self.live().get(&hearing).cloned());
+        found
+            .filter(|live| live.case == *case)
+            .ok_or_else(|| GatewayError::NotFound(format!("no hearing {hearing} in this case")))
+    }
+
+    pub async fn schedule(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        request: ScheduleRequest,
+    ) -> Result<Arc<LiveHearing>, GatewayError> {
+        let by = self.member(caller, case).await?;
+        let hearing = id(HearingId::new(new_id("h")))?;
+        let schedule = Schedule {
+            hearing: hearing.clone(),
+            case: case.clone(),
+            by,
+            scheduled_for: request.scheduled_for,
+            place: request.place,
+            rules: Rules { identity_check_before_oath: request.identity_check_before_oath },
+        };
+        let (machine, effects) = Hearing::schedule(self.gateway.now(), schedule).map_err(RoomError::from)?;
+        let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
+        let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
+            let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
+            LiveHearing {
+                id: hearing.clone(),
+                case: case.clone(),
+                court: caller.clone(),
+                gateway: self.gateway.clone(),
+                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders),
+                state: tokio::sync::Mutex::new(HearingState {
+                    machine,
+                    invites: BTreeMap::new(),
+                    invite_secrets: HashMap::new(),
+                    credentials: HashMap::new(),
+                    people: BTreeMap::new(),
+                    next_slot: 0,
+                    segments: Vec::new(),
+                    minutes_artefact: None,
+                    finishing: false,
+                }),
+            }
+        });
+        {
+            let mut state = live.state.lock().await;
+            live.carry_out(&mut state, effects).await?;
+        }
+        self.live().insert(hearing.clone(), live.clone());
+        tracing::info!(case = %case, hearing = %hearing, "hearing scheduled");
+        Ok(live)
+    }
+
+    pub fn of_case(&self, case: &CaseId) -> Vec<Arc<LiveHearing>> {
+        let mut hearings: Vec<_> = self.live().values().filter(|live| live.case == *case).cloned().collect();
+        hearings.sort_by(|a, b| b.id.as_str().cmp(a.id.as_str()));
+        hearings
+    }
+
+    pub async fn invite(
+        &self,
+        caller: &Caller,
+        live: &Arc<LiveHearing>,
+        request: InviteRequest,
+    ) -> Result<IssuedInvite, GatewayError> {
+        let by = self.member(caller, &live.case).await?;
+        let now = self.gateway.now();
+        let expires_at = now
+            .checked_add(jiff::SignedDuration::from_secs(i64::from(request.expires_in_seconds)))
+            .map_err(|_| GatewayError::BadInput { field: "expires_in_seconds", reason: "too far ahead".into() })?;
+        let admission = if request.admit_on_join { Admission::OnJoin } else { Admission::Lobby };
+        let invite = Invite { id: id(InviteId::new(new_id("inv")))?, role: request.role, expires_at, admission };
+        let secret = random_secret();
+        let digest = Sha256::of(secret.as_bytes());
+        let mut state = live.state.lock().await;
+        live.apply(&mut state, Event::IssueInvite { by, invite: invite.clone() }).await?;
+        state.invites.insert(invite.id.clone(), expires_at);
+        state.invite_secrets.insert(digest, invite.id.clone());
+        self.remember_secret(digest, &live.id);
+        let link = format!("/join#{secret}");
+        Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
+    }
+
+    /// A console step on a hearing: revoke an invite, open the lobby, close the hearing.
+    pub async fn console(
+        &self,
+        caller: &Caller,
+        live: &Arc<LiveHearing>,
+        step: ConsoleStep,
+    ) -> Result<(), GatewayError> {
+        let by = self.member(caller, &live.case).await?;
+        let event = match step {
+            ConsoleStep::Revoke(invite) => Event::RevokeInvite { by, invite },
+            ConsoleStep::Open => Event::OpenLobby { by },
+            ConsoleStep::Close => Event::Close { by },
+        };
+        let mut state = live.state.lock().await;
+        live.apply(&mut state, event).await?;
+        Ok(())
+    }
+
+    fn next_connection(&self) -> u64 {
+        self.connections.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Someone opens the room with an invite's secret. On success they are in the lobby (or admitted, for an
+    /// admit-on-join invite) and `outbox` receives their `welcome` and every `state`.
+    pub async fn join(&self, secret: &str, outbox: Outbox) -> Result<Entered, String> {
+        const INVALID: &str = "this invite link is not valid";
+        let (digest, live) = self.by_secret(secret).ok_or(INVALID)?;
+        let mut state = live.state.lock().await;
+        let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
+        let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
+        let slot = state.next_slot;
+        live.room.add_member(participant.as_str(), slot);
+        live.apply(&mut state, Event::Join { invite, participant: participant.clone() })
+            .await
+            .map_err(|e| e.to_string())?;
+        state.next_slot += 1;
+        let credential = random_secret();
+        let credential_digest = Sha256::of(credential.as_bytes());
+        state.credentials.insert(credential_digest, participant.clone());
+        self.remember_secret(credential_digest, &live.id);
+        let connection = self.next_connection();
+        state.people.insert(participant.clone(), Person { slot, outbox: Some((connection, outbox.clone())) });
+        let _ = outbox.send(live.welcome(&state, &participant, &credential));
+        live.broadcast(&state);
+        tracing::info!(hearing = %live.id, participant = %participant, "joined the lobby");
+        drop(state);
+        Ok(Entered { hearing: live, participant, connection })
+    }
+
+    /// The same participant on a new connection.
+    pub async fn rejoin(&self, credential: &str, outbox: Outbox) -> Result<Entered, String> {
+        const INVALID: &str = "this credential is not valid";
+        let (digest, live) = self.by_secret(credential).ok_or(INVALID)?;
+        let mut state = live.state.lock().await;
+        let participant = state.credentials.get(&digest).cloned().ok_or(INVALID)?;
+        if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
+            // The old connection has not been noticed as lost yet: it is now.
+            live.apply(
+                &mut state,
+                Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        live.apply(&mut state, Event::Reconnect { participant: participant.clone() })
+            .await
+            .map_err(|e| e.to_string())?;
+        let connection = self.next_connection();
+        let person = state.people.get_mut(&participant).ok_or(INVALID)?;
+        if let Some((_, old)) = person.outbox.replace((connection, outbox.clone())) {
+            let _ = old.send(json!({"type": "replaced"}));
+        }
+        let _ = outbox.send(live.welcome(&state, &participant, credential));
+        live.broadcast(&state);
+        drop(state);
+        Ok(Entered { hearing: live, participant, connection })
+    }
+}
+
+/// Console steps on a hearing other than scheduling and inviting.
+#[derive(Debug)]
+pub enum ConsoleStep {
+    Revoke(InviteId),
+    Open,
+    Close,
+}
+
+/// What a participant may ask for in the room (docs/hearing-room.md).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RoomStep {
+    Admit { participant: ParticipantId },
+    Remove { participant: ParticipantId },
+    Mute { participant: ParticipantId },
+    Unmute { participant: ParticipantId },
+    StartSession,
+    StartRecording,
+    StopRecording,
+    StartConsultation { with: Vec<ParticipantId> },
+    EndConsultation { consultation: u32 },
+    VerifyIdentity { person: ParticipantId, document: DocumentType, officer_name: String, site: Label },
+    RightsNotice { person: ParticipantId },
+    Oath { witness: ParticipantId, form: OathForm },
+    SwearInterpreter { interpreter: ParticipantId, languages: Label },
+    End,
+    Leave,
+}
+
+impl RoomStep {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Admit { .. } => "admit",
+            Self::Remove { .. } => "remove",
+            Self::Mute { .. } => "mute",
+            Self::Unmute { .. } => "unmute",
+            Self::StartSession => "start_session",
+            Self::StartRecording => "start_recording",
+            Self::StopRecording => "stop_recording",
+            Self::StartConsultation { .. } => "start_consultation",
+            Self::EndConsultation { .. } => "end_consultation",
+            Self::VerifyIdentity { .. } => "verify_identity",
+            Self::RightsNotice { .. } => "rights_notice",
+            Self::Oath { .. } => "oath",
+            Self::SwearInterpreter { .. } => "swear_interpreter",
+            Self::End => "end",
+            Self::Leave => "leave",
+        }
+    }
+}
+
+impl std::fmt::Debug for LiveHearing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveHearing").field("id", &self.id).field("case", &self.case).finish_non_exhaustive()
+    }
+}
+
+impl LiveHearing {
+    pub fn id(&self) -> &HearingId {
+        &self.id
+    }
+
+    pub fn room(&self) -> &Room {
+        &self.room
+    }
+
+    /// Applies one event and carries out its effects, then tells everyone in the room.
+    async fn step(&self, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
+        let effects = state.machine.handle(self.gateway.now(), event)?;
+        self.carry_out(state, effects).await?;
+        self.broadcast(state);
+        Ok(())
+    }
+
+    /// [`Self::step`], and once the hearing has ended, the closing: everyone is told, and the minutes follow the
+    /// last segment.
+    async fn apply(self: &Arc<Self>, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
+        self.step(state, event).await?;
+        if state.machine.phase() == Phase::Ended && !state.finishing {
+            state.finishing = true;
+            for person in state.people.values_mut() {
+                if let Some((_, outbox)) = person.outbox.take() {
+                    let _ = outbox.send(json!({"type": "ended"}));
+                }
+            }
+            tokio::spawn(self.clone().finish());
+        }
+        Ok(())
+    }
+
+    async fn carry_out(&self, state: &mut HearingState, effects: Vec<Effect>) -> Result<(), GatewayError> {
+        for effect in effects {
+            match effect {
+                Effect::Record(record) => {
+                    self.gateway.record(&record.to_custody_record(&self.case, &self.id, purpose())).await?;
+                }
+                Effect::RecorderUnsubscribe(participant) => self.room.set_recorded(participant.as_str(), false),
+                Effect::RecorderSubscribe(participant) => self.room.set_recorded(participant.as_str(), true),
+                Effect::Move { participant, to } => {
+                    self.room.set_zone(participant.as_str(), zone(to));
+                    if to == Place::Away {
+                        if state.machine.is_removed(&participant)
+                            && let Some(person) = state.people.get_mut(&participant)
+                            && let Some((_, outbox)) = person.outbox.take()
+                        {
+                            let _ = outbox.send(json!({"type": "removed"}));
+                        }
+                        let room = self.room.clone();
+                        tokio::spawn(async move { room.disconnect(participant.as_str()).await });
+                    }
+                }
+                Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
+                Effect::StartRecorder | Effect::StopRecorder => {}
+                other => tracing::warn!(effect = ?other, "an effect this gateway does not carry out"),
+            }
+        }
+        Ok(())
+    }
+
+    /// A step from a participant in the room.
+    pub async fn act(self: &Arc<Self>, by: &ParticipantId, step: RoomStep) -> Result<(), RoomError> {
+        let by = by.clone();
+        let mut state = self.state.lock().await;
+        let event = match step {
+            RoomStep::Admit { participant } => Event::Admit { by, participant },
+            RoomStep::Remove { participant } => Event::Remove { by, participant },
+            RoomStep::Mute { participant } => Event::Mute { by, participant },
+            RoomStep::Unmute { participant } => Event::Unmute { by, participant },
+            RoomStep::StartSession => Event::StartSession { by },
+            RoomStep::StartRecording => Event::StartRecording { by },
+            RoomStep::StopRecording => Event::StopRecording { by },
+            RoomStep::StartConsultation { with } => Event::StartConsultation { by, with },
+            RoomStep::EndConsultation { consultation } => {
+                Event::EndConsultation { by, consultation: ConsultationId::new(consultation) }
+            }
+            RoomStep::VerifyIdentity { person, document, officer_name, site } => {
+                let officer_name = PersonalName::new(officer_name)
+                    .map_err(|e| GatewayError::BadInput { field: "officer_name", reason: e.to_string() })?;
+                let mut salt = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+                let verification =
+                    IdentityVerification { document, officer_name, site, salt: CommitmentSalt::from_bytes(salt) };
+                // The detail document (with the officer's name) is evidence of the case, access-controlled like
+                // any other; the public record holds only its salted digest.
+                let detail = verification
+                    .detail_document(&self.id, &person, &by)
+                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                let event = Event::VerifyIdentity { by, person, verification };
+                self.apply(&mut state, event).await?;
+                drop(state);
+                let name = format!("{}-identity-verification.json", self.id);
+                self.take_into_custody("identity verification", "application/json", &name, detail).await?;
+                return Ok(());
+            }
+            RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person },
+            RoomStep::Oath { witness, form } => Event::TakeOath { by, witness, form },
+            RoomStep::SwearInterpreter { interpreter, languages } => {
+                Event::SwearInterpreter { by, interpreter, languages }
+            }
+            RoomStep::End => Event::End { by },
+            RoomStep::Leave => Event::Leave { participant: by, cause: LeaveCause::Left },
+        };
+        self.apply(&mut state, event).await
+    }
+
+    /// The participant's WebSocket closed. Only their current connection counts.
+    pub async fn connection_closed(self: &Arc<Self>, participant: &ParticipantId, connection: u64) {
+        let mut state = self.state.lock().await;
+        let Some(person) = state.people.get_mut(participant) else { return };
+        if person.outbox.as_ref().is_none_or(|(current, _)| *current != connection) {
+            return;
+        }
+        person.outbox = None;
+        if state.machine.place_of(participant).is_some_and(|place| place != Place::Away) {
+            let event = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
+            if let Err(e) = self.apply(&mut state, event).await {
+                tracing::warn!(hearing = %self.id, error = %e, "recording a lost connection");
+            }
+        }
+    }
+
+    /// Whether this connection is the participant's current one.
+    pub async fn is_current(&self, participant: &ParticipantId, connection: u64) -> bool {
+        let state = self.state.lock().await;
+        state
+            .people
+            .get(participant)
+            .and_then(|person| person.outbox.as_ref())
+            .is_some_and(|(current, _)| *current == connection)
+    }
+
+    fn welcome(&self, state: &HearingState, participant: &ParticipantId, credential: &str) -> Value {
+        json!({
+            "type": "welcome",
+            "participant": participant,
+            "role": state.machine.role_of(participant),
+            "credential": credential,
+            "hearing": {
+                "id": self.id,
+                "place": state.machine.minutes().place,
+                "scheduled_for": state.machine.minutes().scheduled_for,
+            },
+            "slots": self.room.slots(),
+        })
+    }
+
+    fn participants(&self, state: &HearingState) -> Vec<Value> {
+        state
+            .people
+            .iter()
+            .map(|(participant, person)| {
+                let place = state.machine.place_of(participant).unwrap_or(Place::Away);
+                let (place_name, consultation) = match place {
+                    Place::Lobby => ("lobby", None),
+                    Place::MainRoom => ("main_room", None),
+                    Place::Consultation(c) => ("consultation", Some(c.number())),
+                    Place::Away => ("away", None),
+                };
+                json!({
+                    "id": participant,
+                    "role": state.machine.role_of(participant),
+                    "place": place_name,
+                    "consultation": consultation,
+                    "admitted": state.machine.is_admitted(participant),
+                    "muted": state.machine.is_muted(participant),
+                    "connected": place != Place::Away,
+                    "slot": person.slot,
+                })
+            })
+            .collect()
+    }
+
+    fn state_message(&self, state: &HearingState, you: &ParticipantId, participants: &[Value]) -> Value {
+        let mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
+        json!({
+            "type": "state",
+            "phase": state.machine.phase(),
+            "recording": state.machine.is_recording(),
+            "you": mine,
+            "participants": participants,
+        })
+    }
+
+    fn broadcast(&self, state: &HearingState) {
+        let participants = self.participants(state);
+        for (participant, person) in &state.people {
+            if let Some((_, outbox)) = &person.outbox {
+                let _ = outbox.send(self.state_message(state, participant, &participants));
+            }
+        }
+    }
+
+    /// The console's view of the hearing.
+    pub async fn view(&self) -> Value {
+        let state = self.state.lock().await;
+        let minutes = state.machine.minutes();
+        let now = self.gateway.now();
+        let invites: Vec<Value> = state
+            .invites
+            .iter()
+            .map(|(invite, expires_at)| {
+                let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
+                let role = state.machine.invite_role(invite);
+                json!({"id": invite, "role": role, "state": invite_state, "expires_at": expires_at})
+            })
+            .collect();
+        json!({
+            "id": self.id,
+            "case": self.case,
+            "phase": state.machine.phase(),
+            "scheduled_for": minutes.scheduled_for,
+            "place": minutes.place,
+            "recording": state.machine.is_recording(),
+            "invites": invites,
+            "participants": self.participants(&state),
+            "segments": state.segments,
+            "minutes_artefact": state.minutes_artefact,
+        })
+    }
+
+    /// Takes bytes into custody as an artefact of the case, in the court's name.
+    async fn take_into_custody(
+        &self,
+        purpose: &str,
+        media_type: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Registered, GatewayError> {
+        let label = |text: &str| Label::new(text).map_err(|e| GatewayError::Internal(e.to_string()));
+        let request = UploadRequest {
+            purpose: label(purpose)?,
+            media_type: label(media_type)?,
+            original_name: Some(label(name)?),
+            expected_sha256: None,
+            policy: None,
+        };
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+        self.gateway.ingest(&self.court, &self.case, request, body).await
+    }
+
+    /// A segment of a participant's recording is closed on disk: into custody, then onto the hearing's record.
+    async fn seal(
+        self: &Arc<Self>,
+        participant: &ParticipantId,
+        run: u32,
+        segment: &SealedSegment,
+    ) -> Result<(), String> {
+        let bytes = tokio::fs::read(&segment.path).await.map_err(|e| format!("reading the segment: {e}"))?;
+        let name = format!("{}-{participant}-run{run}-segment-{:05}.webm", self.id, segment.index);
+        let registered =
+            self.take_into_custody("hearing recording", "video/webm", &name, bytes).await.map_err(|e| e.to_string())?;
+        let mut state = self.state.lock().await;
+        let index = state.segments.len() as u64;
+        let event = Event::SegmentSealed { index, sha256: registered.sha256, ledger_index: registered.ledger_index };
+        self.apply(&mut state, event).await.map_err(|e| e.to_string())?;
+        state.segments.push(SegmentView {
+            index,
+            participant: participant.clone(),
+            artefact: registered.artefact.clone(),
+            sha256: registered.sha256,
+            ledger_index: registered.ledger_index,
+        });
+        drop(state);
+        tracing::info!(
+            hearing = %self.id, participant = %participant, index, artefact = %registered.artefact,
+            ledger_index = registered.ledger_index, "recording segment in custody"
+        );
+        if let Err(e) = tokio::fs::remove_file(&segment.path).await {
+            tracing::warn!(error = %e, "could not remove a staged segment that is in custody");
+        }
+        Ok(())
+    }
+
+    /// After the end: wait for the last segments, report the technical conditions, then sign the minutes and take
+    /// them into custody.
+    async fn finish(self: Arc<Self>) {
+        let summaries = self.room.finish_recordings().await;
+        let mut state = self.state.lock().await;
+        for (member, summary) in summaries {
+            let Ok(participant) = ParticipantId::new(member) else { continue };
+            for track in summary.tracks {
+                let (Some(kind), Some(codec)) = (track.kind, track.codec) else { continue };
+                let Ok(codec) = Label::new(codec) else { continue };
+                let report = TechnicalReport {
+                    participant: participant.clone(),
+                    track: match kind {
+                        MediaKind::Audio => TrackKind::Audio,
+                        MediaKind::Video => TrackKind::Video,
+                    },
+                    codec,
+                    packets_received: track.packets,
+                    packets_lost: track.lost,
+                };
+                if let Err(e) = self.step(&mut state, Event::TechnicalReport(report)).await {
+                    tracing::warn!(hearing = %self.id, error = %e, "reporting technical conditions");
+                }
+            }
+            for error in summary.errors {
+                tracing::error!(hearing = %self.id, participant = %participant, error, "recording error");
+            }
+        }
+        let minutes = state.machine.minutes();
+        drop(state);
+        let bytes = match custodia_core::to_canonical_vec(&minutes) {
+            Ok(bytes) => bytes,
+            Err(e) => return tracing::error!(hearing = %self.id, error = %e, "the minutes could not be written"),
+        };
+        let name = format!("{}-minutes.json", self.id);
+        match self.take_into_custody("hearing minutes", "application/json", &name, bytes).await {
+            Ok(registered) => {
+                tracing::info!(hearing = %self.id, artefact = %registered.artefact, "minutes in custody");
+                self.state.lock().await.minutes_artefact = Some(registered.artefact);
+            }
+            Err(e) => tracing::error!(hearing = %self.id, error = %e, "the minutes could not be taken into custody"),
+        }
+    }
+}
+
+/// Starts each participant's recording runs in its own directory, and seals their segments into custody.
+struct SegmentsIntoCustody {
+    hearing: Weak<LiveHearing>,
+    dir: PathBuf,
+    runs: AtomicU32,
+}
+
+impl RecorderFactory for SegmentsIntoCustody {
+    fn start_recording(&self, member: &str) -> Recording {
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let dir = self.dir.join(format!("{member}-run{run}"));
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::error!(error = %e, "could not create a recording directory");
+        }
+        let sealer = Arc::new(SealIntoHearing {
+            hearing: self.hearing.clone(),
+            participant: ParticipantId::new(member).ok(),
+            run,
+        });
+        Recording::start(RecordingConfig::new(dir), sealer)
+    }
+}
+
+struct SealIntoHearing {
+    hearing: Weak<LiveHearing>,
+    participant: Option<ParticipantId>,
+    run: u32,
+}
+
+#[async_trait::async_trait]
+impl SegmentSealer for SealIntoHearing {
+    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
+        let hearing = self.hearing.upgrade().ok_or("the hearing is gone")?;
+        let participant = self.participant.as_ref().ok_or("not a participant id")?;
+        hearing.seal(participant, self.run, segment).await
+    }
+}

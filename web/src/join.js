@@ -200,10 +200,12 @@ function enter(start) {
   start(room);
 }
 
+// Out of the address bar before anything else runs.
+const secret = takeSecret();
+
 async function main() {
   await setLanguage(preferredLanguage());
   languagePicker($('language'), () => render());
-  const secret = takeSecret();
   const credential = sessionStorage.getItem(CREDENTIAL_KEY);
 
   $('audio-only').addEventListener('change', startPreview);

@@ -258,7 +258,7 @@ if (!withoutHearing) {
   await clerk.getByLabel('Role').selectOption('witness');
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
   await clerk.locator('#invite-made:not([hidden])').waitFor();
-  witnessLink = await clerk.getByLabel('Invite link').inputValue();
+  witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   await clerk.getByRole('button', { name: 'Copy the link' }).click();
   check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
   await screenshot(clerk, 'console-invite-witness');
@@ -267,7 +267,7 @@ if (!withoutHearing) {
   await clerk.getByLabel('Admit on joining').check();
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
   await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, witnessLink);
-  judgeLink = await clerk.getByLabel('Invite link').inputValue();
+  judgeLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   check(/\/join#./.test(witnessLink) && /\/join#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
   await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
   await screenshot(clerk, 'console-hearing-invites');

@@ -585,6 +585,10 @@ async function enterRoom(secret) {
     },
     onState(state) {
       view.roomState = state;
+      if (view.pending) {
+        say($('room-done'), `Done: ${view.pending}.`);
+        view.pending = null;
+      }
       renderRoom();
     },
     onSlots(slots) {
@@ -593,6 +597,7 @@ async function enterRoom(secret) {
       renderRoom();
     },
     onRefused(refusal) {
+      view.pending = null;
       if (refusal.action) say($('room-error'), `${humanize(refusal.action)} was refused: ${refusal.reason}`);
       else leaveRoom(`You could not enter the room: ${refusal.reason}`);
     },
@@ -619,8 +624,16 @@ function leaveRoom(message) {
   say($('hearing-notice'), message);
 }
 
+const DONE = {
+  admit: 'admitted', remove: 'removed', mute: 'muted', unmute: 'microphone on', start_session: 'the session has started',
+  start_recording: 'recording started', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
+  rights_notice: 'rights notice recorded', oath: 'oath recorded', swear_interpreter: 'interpreter sworn',
+};
+
 function send(message, button) {
   say($('room-error'), '');
+  say($('room-done'), '');
+  view.pending = DONE[message.type] ?? null;
   view.room?.send(message);
   if (button) {
     // The answer is a new state (or a refusal); keep the button from being pressed twice meanwhile.
@@ -687,7 +700,9 @@ function renderRoom() {
     select.replaceChildren(...options.map((p) => new Option(`${role(p.role)} (${p.id})`, p.id)));
     if (options.some((p) => p.id === chosen)) select.value = chosen;
   }
-  $('identity-form').hidden = !['remote_site_officer', 'judge', 'clerk'].includes(mine);
+  $('identity-form').hidden = mine !== 'remote_site_officer';
+  $('identity-note').hidden = mine === 'remote_site_officer';
+  $('room-waiting').hidden = you.place !== 'lobby';
   $('oath-form').hidden = mine !== 'judge';
   renderVideos(present, you);
 }

@@ -331,7 +331,9 @@ if (!withoutHearing) {
   await witness.locator('#recording:not([hidden])').waitFor();
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
+  await judge.getByText('Done: rights notice recorded.').waitFor();
   await judge.getByRole('button', { name: 'Record the oath' }).click();
+  await judge.getByText('Done: oath recorded.').waitFor();
   await judge.waitForTimeout(6000); // a few seconds of testimony
   check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
   await screenshot(judge, 'console-room-recording');

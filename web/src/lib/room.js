@@ -108,6 +108,9 @@ export class Room {
         await this.negotiate();
         break;
       case 'state':
+        // docs/hearing-room.md names our own id `you.participant`; the gateway sends the participant entry (`id`).
+        message.you = { ...(message.you ?? {}) };
+        message.you.participant ??= message.you.id ?? this.welcome?.participant;
         this.state = message;
         this.handlers.onState?.(message);
         break;

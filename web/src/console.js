@@ -414,7 +414,10 @@ async function loadHearings() {
   $('hearings').replaceChildren(
     ...hearings.map((hearing) =>
       el('li', {},
-        el('button', { type: 'button', data: { hearing: hearing.id }, onclick: () => showHearing(hearing) },
+        el('button', {
+          type: 'button', data: { hearing: hearing.id }, onclick: () => showHearing(hearing),
+          'aria-current': String(view.hearing?.id === hearing.id),
+        },
           `${when(hearing.scheduled_for)}, ${hearing.place}`),
         ` ${PHASES[hearing.phase] ?? hearing.phase}`),
     ),
@@ -434,7 +437,8 @@ function showHearing(hearing) {
     el('dt', {}, 'Place'), el('dd', {}, hearing.place),
     el('dt', {}, 'Phase'), el('dd', {}, PHASES[hearing.phase] ?? hearing.phase),
     el('dt', {}, 'Recording'), el('dd', {}, hearing.recording ? 'Yes' : 'No'),
-    el('dt', {}, 'Recorded segments'), el('dd', {}, String(segments.length)),
+    el('dt', {}, 'Recorded segments'),
+    el('dd', {}, segments.length ? `${segments.length}: ${segments.map((segment) => segment.artefact).join(', ')}` : 'None'),
     el('dt', {}, 'Minutes'), el('dd', {}, hearing.minutes_artefact ?? 'Not yet'),
   );
   const clerk = view.case.role === 'clerk';
@@ -445,7 +449,8 @@ function showHearing(hearing) {
   $('invites').replaceChildren(
     ...(hearing.invites?.length ? hearing.invites : [null]).map((invite) => {
       if (!invite) return el('li', { class: 'note' }, 'No invites yet.');
-      const item = el('li', { data: { invite: invite.id } }, `${role(invite.role)}: ${humanize(invite.state)}, valid until ${when(invite.expires_at)} `);
+      const validity = invite.state === 'pending' ? `, valid until ${when(invite.expires_at)} ` : ' ';
+      const item = el('li', { data: { invite: invite.id } }, `${role(invite.role)}: ${humanize(invite.state)}${validity}`);
       if (invite.state === 'pending' && view.case.role === 'clerk') {
         item.append(el('button', {
           type: 'button', class: 'danger',
@@ -465,6 +470,19 @@ async function refreshHearing() {
   const hearing = await attempt($('hearing-error'), () => api('GET', hearingPath()));
   if (hearing) showHearing(hearing);
   await loadHearings();
+}
+
+/** After the end, the gateway closes the recordings and signs the minutes: show them when they are in custody. */
+async function awaitMinutes() {
+  for (let tries = 0; tries < 30 && view.hearing?.phase === 'ended' && !view.hearing.minutes_artefact; tries += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const hearing = await api('GET', hearingPath()).catch(() => null);
+    if (hearing && view.hearing?.id === hearing.id) showHearing(hearing);
+  }
+  if (view.hearing?.minutes_artefact) {
+    say($('hearing-notice'), `The hearing has ended. The signed minutes are in custody as ${view.hearing.minutes_artefact}.`);
+    await loadArtefacts();
+  }
 }
 
 $('schedule-form').addEventListener('submit', (event) => {
@@ -617,7 +635,7 @@ function leaveRoom(message) {
   view.media?.getTracks().forEach((track) => track.stop());
   $('room').hidden = true;
   $('app').hidden = false;
-  if (view.hearing) refreshHearing();
+  if (view.hearing) refreshHearing().then(awaitMinutes);
   say($('hearing-error'), '');
   announce(message);
   $('invite-made').hidden = true;
@@ -700,6 +718,8 @@ function renderRoom() {
     select.replaceChildren(...options.map((p) => new Option(`${role(p.role)} (${p.id})`, p.id)));
     if (options.some((p) => p.id === chosen)) select.value = chosen;
   }
+  const interpreters = people.some((p) => p.role === 'interpreter');
+  for (const id of ['interpreter-person', 'interpreter-languages', 'swear-interpreter']) $(id).disabled = !interpreters;
   $('identity-form').hidden = mine !== 'remote_site_officer';
   $('identity-note').hidden = mine === 'remote_site_officer';
   $('room-waiting').hidden = you.place !== 'lobby';

@@ -151,7 +151,7 @@ function card(item) {
     error,
     player,
   );
-  verify(item).then(
+  const check = () => verify(item).then(
     (result) => {
       verdict.className = `verdict ${result.ok ? 'ok' : 'bad'}`;
       verdict.textContent = result.ok ? 'Verified against the custody log' : `Not verified: ${result.problem}`;
@@ -162,6 +162,9 @@ function card(item) {
       verdict.textContent = `Could not check: ${err.message}`;
     },
   );
+  // Playing and exporting are custody records too: check again afterwards, with them.
+  section.addEventListener('custodia:accessed', check);
+  check();
   return section;
 }
 
@@ -341,6 +344,7 @@ async function download(item, box, progress, text, error, button) {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 60_000);
     text.textContent = `Downloaded ${name} (${bytes(received)}). Check it on the verification page.`;
+    button.closest('section').dispatchEvent(new Event('custodia:accessed'));
   } catch (err) {
     say(error, err.message);
     box.hidden = true;

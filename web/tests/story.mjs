@@ -344,6 +344,7 @@ if (!withoutHearing) {
   await witness.locator('#done:not([hidden])').waitFor();
   await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
   await screenshot(witness, 'join-ended-ar');
+  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 60_000 });
   await screenshot(judge, 'console-after-hearing');
 
   // The recording's segments and the signed minutes become artefacts of the case once every recording has closed.

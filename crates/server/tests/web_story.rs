@@ -104,7 +104,6 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
     }
     let output = run(&mut story, Duration::from_secs(420));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
     assert!(
         output.status.success(),
         "the story failed (screenshots in {}):\n{stdout}\n{}",

@@ -37,6 +37,20 @@ pub trait RecorderFactory: Send + Sync {
     fn start_recording(&self, member: &str) -> Recording;
 }
 
+/// A member's connection, as accepted.
+pub struct Connected {
+    /// The SDP answer, with every candidate.
+    pub answer: String,
+    /// Resolves if the connection fails for good (the peer vanished); never, if it does not.
+    pub failed: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").finish_non_exhaustive()
+    }
+}
+
 /// A hearing room's media plane.
 #[derive(Clone)]
 pub struct Room {
@@ -210,12 +224,13 @@ impl Room {
         });
     }
 
-    /// Takes a member's offer (docs/hearing-room.md) and returns the answer. A member has one connection: a new
-    /// one replaces the old, which is closed.
-    pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<String, EngineError> {
+    /// Takes a member's offer (docs/hearing-room.md) and returns the answer, and a future that resolves if the
+    /// connection fails. A member has one connection: a new one replaces the old, which is closed.
+    pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<Connected, EngineError> {
         let (tracks, mut incoming) = mpsc::unbounded_channel();
-        let accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
+        let mut accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
         let answer = accepted.peer.answer_sdp().to_owned();
+        let failed = Box::pin(accepted.peer.failed());
         let peer = Arc::new(accepted.peer);
         let receive = accepted
             .slots
@@ -246,7 +261,7 @@ impl Room {
                 room.add_source(&member, id, track);
             }
         });
-        Ok(answer)
+        Ok(Connected { answer, failed })
     }
 
     fn add_source(&self, member: &str, connection: u64, track: IncomingTrack) {

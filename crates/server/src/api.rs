@@ -32,6 +32,8 @@ pub struct AppState {
     pub whip: std::sync::Arc<crate::whip::WhipSessions>,
     /// Live hearings and their rooms ([`crate::hearings`]).
     pub hearings: std::sync::Arc<crate::hearings::Hearings>,
+    /// STUN/TURN servers and the TURN credential issuer ([`crate::turn`]), for the API, WHIP and the hearing room.
+    pub ice_servers: std::sync::Arc<crate::turn::IceServers>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/v1/session", post(sign_in).delete(sign_out))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/ice-servers", get(ice_servers))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/accounts", post(create_account))
@@ -204,6 +207,14 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Res
 
 async fn me(caller: Caller) -> Response {
     json(StatusCode::OK, AccountView::from(&caller.account))
+}
+
+/// STUN/TURN servers for the caller's WebRTC client, with a TURN credential made for this answer only.
+async fn ice_servers(State(state): State<AppState>, _caller: Caller) -> Response {
+    let servers = state.ice_servers.issue(state.gateway.now());
+    let mut response = json(StatusCode::OK, serde_json::json!({ "ice_servers": servers }));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[derive(Deserialize)]

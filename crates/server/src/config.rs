@@ -86,6 +86,42 @@ pub struct ServeConfig {
     /// The largest artefact accepted, in bytes.
     #[arg(long, env = "CUSTODIA_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
     pub max_upload_bytes: u64,
+    #[command(flatten)]
+    pub ice: IceConfig,
+}
+
+/// The STUN and TURN servers handed to WebRTC clients (WHIP publishers, hearing participants), with TURN
+/// credentials issued per the TURN REST API convention that coturn's `use-auth-secret` implements ([`crate::turn`]).
+///
+/// A phone on a network that blocks UDP reaches the gateway only through TURN over TCP or TLS (`turn:...?transport=tcp`,
+/// `turns:...:443?transport=tcp`): the WebRTC engine (webrtc-rs 0.17) cannot take ICE over TCP itself.
+#[derive(Clone, Default, clap::Args)]
+pub struct IceConfig {
+    /// STUN servers, comma-separated `stun:host[:port]` URLs.
+    #[arg(long = "stun-urls", env = "CUSTODIA_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+    /// TURN servers, comma-separated `turn:`/`turns:` URLs, e.g.
+    /// `turn:turn.example:3478?transport=udp,turns:turn.example:443?transport=tcp`. Needs `--turn-secret`.
+    #[arg(long = "turn-urls", env = "CUSTODIA_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn's `static-auth-secret`), from which short-lived credentials are made.
+    #[arg(long = "turn-secret", env = "CUSTODIA_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// How long an issued TURN credential may be used to open a relay, in seconds (60 to 86400).
+    #[arg(long = "turn-ttl-seconds", env = "CUSTODIA_TURN_TTL_SECONDS", default_value_t = 3600)]
+    pub turn_ttl_seconds: u64,
+}
+
+impl fmt::Debug for IceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IceConfig")
+            // Counts only: the servers' addresses stay out of logs.
+            .field("stun_urls", &self.stun_urls.len())
+            .field("turn_urls", &self.turn_urls.len())
+            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<hidden>"))
+            .field("turn_ttl_seconds", &self.turn_ttl_seconds)
+            .finish()
+    }
 }
 
 impl fmt::Debug for ServeConfig {
@@ -95,6 +131,7 @@ impl fmt::Debug for ServeConfig {
             .field("listen", &self.listen)
             .field("s3", &self.s3)
             .field("tls", &self.tls_cert.is_some())
+            .field("ice", &self.ice)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +153,7 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             max_upload_bytes: 64 << 30,
+            ice: IceConfig { turn_ttl_seconds: 3600, ..IceConfig::default() },
         }
     }
 

@@ -3,10 +3,11 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use custodia_core::CaseId;
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::api::{ApiJson, AppState};
 use crate::auth::Caller;
 use crate::extract::Path;
-use crate::gateway::bad_input;
+use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{ConsoleStep, Entered, InviteRequest, RoomError, RoomStep, ScheduleRequest};
 use crate::problem::Problem;
 
@@ -39,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         .route(&format!("{hearing}/open"), post(open))
         .route(&format!("{hearing}/close"), post(close))
         .route("/api/v1/room", any(room))
+        .route("/api/v1/room/whip", post(whip_publish))
+        .route("/api/v1/room/whip/{participant}", delete(whip_end))
         .with_state(state)
 }
 
@@ -183,8 +186,9 @@ async fn run_room(state: AppState, socket: WebSocket) {
     });
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream)).await.ok().flatten();
     let entered = match hello.as_deref().map(serde_json::from_str::<Hello>) {
-        Some(Ok(Hello::Join { invite })) => state.hearings.join(&invite, outbox.clone()).await,
-        Some(Ok(Hello::Rejoin { credential })) => state.hearings.rejoin(&credential, outbox.clone()).await,
+        Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
+            state.hearings.enter(&secret, Some(outbox.clone())).await
+        }
         Some(Err(e)) => Err(format!("the first message must be join or rejoin: {e}")),
         None => Err("no join message".to_owned()),
     };
@@ -213,8 +217,9 @@ async fn run_room(state: AppState, socket: WebSocket) {
                 let _ = outbox.send(json!({"type": "error", "detail": "an offer needs its sdp"}));
                 continue;
             };
+            // A WebSocket participant's presence follows the socket, not the peer connection.
             let reply = match hearing.room().connect(participant.as_str(), sdp).await {
-                Ok(answer) => json!({"type": "answer", "sdp": answer}),
+                Ok(connected) => json!({"type": "answer", "sdp": connected.answer}),
                 Err(e) => json!({"type": "error", "detail": format!("the offer was not accepted: {e}")}),
             };
             let _ = outbox.send(reply);
@@ -247,4 +252,59 @@ async fn run_room(state: AppState, socket: WebSocket) {
     hearing.connection_closed(&participant, connection).await;
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// The bearer token of a WHIP request: an invite's secret, which WHIP clients send as their token.
+fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| Problem::from(GatewayError::Unauthenticated))
+}
+
+fn not_in_room(reason: String) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "room-refused", "Not let into the hearing", reason)
+}
+
+/// WHIP (RFC 9725) into a hearing room: a standard publisher (GStreamer, OBS, `simple-whip-client`) joins with an
+/// invite's secret as its bearer token, waits in the lobby like anyone else, and once admitted its media reaches
+/// the room and, while recording, the recorder. The same token ends the session (DELETE) or reconnects (POST again).
+async fn whip_publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+    let secret = bearer(&headers)?;
+    let offer = crate::whip::sdp_offer(&headers, &body)?;
+    let Entered { hearing, participant, connection } = state.hearings.enter(secret, None).await.map_err(not_in_room)?;
+    let connected = match hearing.room().connect(participant.as_str(), offer).await {
+        Ok(connected) => connected,
+        Err(e) => {
+            hearing.connection_closed(&participant, connection).await;
+            return Err(bad_input("offer", e).into());
+        }
+    };
+    // A publisher that vanishes without a DELETE has lost its connection.
+    let watched = hearing.clone();
+    let who = participant.clone();
+    tokio::spawn(async move {
+        connected.failed.await;
+        watched.connection_closed(&who, connection).await;
+    });
+    crate::whip::created(&state, &format!("/api/v1/room/whip/{participant}"), connected.answer)
+}
+
+async fn whip_end(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(participant): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let secret = bearer(&headers)?;
+    let not_found = || Problem::from(GatewayError::NotFound("no such WHIP session".to_owned()));
+    let (hearing, owner) = state.hearings.by_credential(secret).await.ok_or_else(not_found)?;
+    if owner.as_str() != participant {
+        return Err(not_found());
+    }
+    match hearing.act(&owner, RoomStep::Leave).await {
+        Ok(()) | Err(RoomError::Refused(_)) => Ok(StatusCode::OK),
+        Err(RoomError::Gateway(e)) => Err(e.into()),
+    }
 }

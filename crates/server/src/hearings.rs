@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Caller;
 use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, new_id};
+use crate::turn::IceServers;
 
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
@@ -67,6 +68,7 @@ impl From<RoomError> for GatewayError {
 pub struct Hearings {
     gateway: Gateway,
     engine: Arc<WebRtcEngine>,
+    ice_servers: Arc<IceServers>,
     recordings_dir: PathBuf,
     live: Mutex<HashMap<HearingId, Arc<LiveHearing>>>,
     /// Digest of an invite's secret, or of a participant's credential, to its hearing.
@@ -105,8 +107,10 @@ struct HearingState {
 
 struct Person {
     slot: usize,
-    /// The WebSocket they are on now, with its connection number.
-    outbox: Option<(u64, Outbox)>,
+    /// The number of the connection they are on now (a WebSocket, or a WHIP session).
+    connection: Option<u64>,
+    /// Where their room messages go (none for a WHIP publisher).
+    outbox: Option<Outbox>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -195,10 +199,16 @@ fn zone(place: Place) -> Zone {
 }
 
 impl Hearings {
-    pub fn new(gateway: Gateway, engine: Arc<WebRtcEngine>, recordings_dir: PathBuf) -> Self {
+    pub fn new(
+        gateway: Gateway,
+        engine: Arc<WebRtcEngine>,
+        ice_servers: Arc<IceServers>,
+        recordings_dir: PathBuf,
+    ) -> Self {
         Hearings {
             gateway,
             engine,
+            ice_servers,
             recordings_dir,
             live: Mutex::default(),
             secrets: Mutex::default(),
@@ -330,64 +340,76 @@ impl Hearings {
         Ok(())
     }
 
-    fn next_connection(&self) -> u64 {
-        self.connections.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Someone opens the room with an invite's secret. On success they are in the lobby (or admitted, for an
-    /// admit-on-join invite) and `outbox` receives their `welcome` and every `state`.
-    pub async fn join(&self, secret: &str, outbox: Outbox) -> Result<Entered, String> {
-        const INVALID: &str = "this invite link is not valid";
+    /// Someone opens the room: with an invite's secret, they join (into the lobby, or admitted for an
+    /// admit-on-join invite); with a participant's credential, the same participant is back on a new connection.
+    /// `outbox`, if any, receives their `welcome` and every `state`. A WHIP publisher has no outbox; its invite's
+    /// secret becomes its credential too, since WHIP has no way to hand it a new one.
+    pub async fn enter(&self, secret: &str, outbox: Option<Outbox>) -> Result<Entered, String> {
+        const INVALID: &str = "this invite link or credential is not valid";
         let (digest, live) = self.by_secret(secret).ok_or(INVALID)?;
         let mut state = live.state.lock().await;
-        let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
-        let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
-        let slot = state.next_slot;
-        live.room.add_member(participant.as_str(), slot);
-        live.apply(&mut state, Event::Join { invite, participant: participant.clone() })
-            .await
-            .map_err(|e| e.to_string())?;
-        state.next_slot += 1;
-        let credential = random_secret();
-        let credential_digest = Sha256::of(credential.as_bytes());
-        state.credentials.insert(credential_digest, participant.clone());
-        self.remember_secret(credential_digest, &live.id);
-        let connection = self.next_connection();
-        state.people.insert(participant.clone(), Person { slot, outbox: Some((connection, outbox.clone())) });
-        let _ = outbox.send(live.welcome(&state, &participant, &credential));
+        let (participant, credential) = match state.credentials.get(&digest).cloned() {
+            Some(participant) => {
+                if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
+                    // The old connection has not been noticed as lost yet: it is now.
+                    let lost = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
+                    live.apply(&mut state, lost).await.map_err(|e| e.to_string())?;
+                }
+                let back = Event::Reconnect { participant: participant.clone() };
+                live.apply(&mut state, back).await.map_err(|e| e.to_string())?;
+                (participant, secret.to_owned())
+            }
+            None => {
+                let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
+                let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
+                let slot = state.next_slot;
+                live.room.add_member(participant.as_str(), slot);
+                state.people.insert(participant.clone(), Person { slot, connection: None, outbox: None });
+                let joined = Event::Join { invite, participant: participant.clone() };
+                if let Err(e) = live.apply(&mut state, joined).await {
+                    state.people.remove(&participant);
+                    return Err(e.to_string());
+                }
+                state.next_slot += 1;
+                let credential = random_secret();
+                let mut credentials = vec![Sha256::of(credential.as_bytes())];
+                if outbox.is_none() {
+                    credentials.push(digest);
+                }
+                for credential in credentials {
+                    state.credentials.insert(credential, participant.clone());
+                    self.remember_secret(credential, &live.id);
+                }
+                tracing::info!(hearing = %live.id, participant = %participant, "joined");
+                (participant, credential)
+            }
+        };
+        let connection = self.connections.fetch_add(1, Ordering::Relaxed);
+        let person = state.people.get_mut(&participant).ok_or(INVALID)?;
+        if let Some(old) = person.outbox.take() {
+            let _ = old.send(json!({"type": "replaced"}));
+        }
+        person.connection = Some(connection);
+        person.outbox = outbox.clone();
+        if let Some(outbox) = outbox {
+            let ice_servers = self.ice_servers.issue(live.gateway.now());
+            let _ = outbox.send(live.welcome(&state, &participant, &credential, ice_servers));
+        }
         live.broadcast(&state);
-        tracing::info!(hearing = %live.id, participant = %participant, "joined the lobby");
         drop(state);
         Ok(Entered { hearing: live, participant, connection })
     }
 
-    /// The same participant on a new connection.
-    pub async fn rejoin(&self, credential: &str, outbox: Outbox) -> Result<Entered, String> {
-        const INVALID: &str = "this credential is not valid";
-        let (digest, live) = self.by_secret(credential).ok_or(INVALID)?;
-        let mut state = live.state.lock().await;
-        let participant = state.credentials.get(&digest).cloned().ok_or(INVALID)?;
-        if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
-            // The old connection has not been noticed as lost yet: it is now.
-            live.apply(
-                &mut state,
-                Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        }
-        live.apply(&mut state, Event::Reconnect { participant: participant.clone() })
-            .await
-            .map_err(|e| e.to_string())?;
-        let connection = self.next_connection();
-        let person = state.people.get_mut(&participant).ok_or(INVALID)?;
-        if let Some((_, old)) = person.outbox.replace((connection, outbox.clone())) {
-            let _ = old.send(json!({"type": "replaced"}));
-        }
-        let _ = outbox.send(live.welcome(&state, &participant, credential));
-        live.broadcast(&state);
-        drop(state);
-        Ok(Entered { hearing: live, participant, connection })
+    /// The hearing and participant a credential (or a WHIP publisher's invite secret) belongs to.
+    pub async fn by_credential(&self, credential: &str) -> Option<(Arc<LiveHearing>, ParticipantId)> {
+        let (digest, live) = self.by_secret(credential)?;
+        let participant = live.state.lock().await.credentials.get(&digest).cloned()?;
+        Some((live, participant))
+    }
+
+    /// Fresh STUN/TURN servers for a client.
+    pub fn ice_servers(&self) -> &IceServers {
+        &self.ice_servers
     }
 }
 
@@ -472,7 +494,7 @@ impl LiveHearing {
         if state.machine.phase() == Phase::Ended && !state.finishing {
             state.finishing = true;
             for person in state.people.values_mut() {
-                if let Some((_, outbox)) = person.outbox.take() {
+                if let Some(outbox) = person.outbox.take() {
                     let _ = outbox.send(json!({"type": "ended"}));
                 }
             }
@@ -494,7 +516,7 @@ impl LiveHearing {
                     if to == Place::Away {
                         if state.machine.is_removed(&participant)
                             && let Some(person) = state.people.get_mut(&participant)
-                            && let Some((_, outbox)) = person.outbox.take()
+                            && let Some(outbox) = person.outbox.take()
                         {
                             let _ = outbox.send(json!({"type": "removed"}));
                         }
@@ -560,9 +582,10 @@ impl LiveHearing {
     pub async fn connection_closed(self: &Arc<Self>, participant: &ParticipantId, connection: u64) {
         let mut state = self.state.lock().await;
         let Some(person) = state.people.get_mut(participant) else { return };
-        if person.outbox.as_ref().is_none_or(|(current, _)| *current != connection) {
+        if person.connection != Some(connection) {
             return;
         }
+        person.connection = None;
         person.outbox = None;
         if state.machine.place_of(participant).is_some_and(|place| place != Place::Away) {
             let event = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
@@ -575,14 +598,18 @@ impl LiveHearing {
     /// Whether this connection is the participant's current one.
     pub async fn is_current(&self, participant: &ParticipantId, connection: u64) -> bool {
         let state = self.state.lock().await;
-        state
-            .people
-            .get(participant)
-            .and_then(|person| person.outbox.as_ref())
-            .is_some_and(|(current, _)| *current == connection)
+        state.people.get(participant).is_some_and(|person| person.connection == Some(connection))
     }
 
-    fn welcome(&self, state: &HearingState, participant: &ParticipantId, credential: &str) -> Value {
+    /// The first message to a participant: who they are, the credential to come back with, and the STUN/TURN
+    /// servers (with fresh short-lived TURN credentials) their browser should use.
+    fn welcome(
+        &self,
+        state: &HearingState,
+        participant: &ParticipantId,
+        credential: &str,
+        ice_servers: impl Serialize,
+    ) -> Value {
         json!({
             "type": "welcome",
             "participant": participant,
@@ -593,6 +620,7 @@ impl LiveHearing {
                 "place": state.machine.minutes().place,
                 "scheduled_for": state.machine.minutes().scheduled_for,
             },
+            "ice_servers": ice_servers,
             "slots": self.room.slots(),
         })
     }
@@ -637,7 +665,7 @@ impl LiveHearing {
     fn broadcast(&self, state: &HearingState) {
         let participants = self.participants(state);
         for (participant, person) in &state.people {
-            if let Some((_, outbox)) = &person.outbox {
+            if let Some(outbox) = &person.outbox {
                 let _ = outbox.send(self.state_message(state, participant, &participants));
             }
         }

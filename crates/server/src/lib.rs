@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod problem;
 pub mod startup;
 pub mod tls;
+pub mod turn;
 pub mod tus;
 pub mod web;
 pub mod whip;

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway. Makes its key on first start.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Make the gateway's signing key if there is none, and print its public key in C2SP vkey form.
     Keygen(GatewayConfig),
     /// Work with custody logs.
@@ -86,7 +86,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(config) => serve(config).await,
+        Command::Serve(config) => serve(*config).await,
         Command::Keygen(config) => {
             let (signer, created) = keys::load_or_create(&config.key_file(), &config.origin)?;
             let verb = if created { "made" } else { "kept existing" };

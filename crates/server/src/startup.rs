@@ -1,6 +1,7 @@
 //! Opening the gateway from its configuration: keys, object storage, the custody log, the catalog, and the
 //! repairs a crash may call for (interrupted uploads swept, the catalog caught up with the ledger).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -16,12 +17,15 @@ use crate::clock::Clock;
 use crate::config::{GatewayConfig, ServeConfig, absolute};
 use crate::gateway::Gateway;
 use crate::keys;
+use crate::turn::IceServers;
 
 /// Opens everything the gateway serves from, ready for [`crate::app`].
 pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState> {
     // rustls cannot choose a crypto back end itself when two are linked (aws-lc-rs for HTTPS and S3, ring for
     // WebRTC's DTLS): use aws-lc-rs for the whole process. Err means one is already installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Configuration mistakes first, before anything is made on disk.
+    let ice_servers = Arc::new(IceServers::from_config(&config.ice)?);
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -65,7 +69,15 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
     bootstrap_admin(&gateway, gateway_config).await?;
-    let whip = Arc::new(crate::whip::WhipSessions::new(gateway_config.data_dir.join("recordings"))?);
+    let (stun, turn) = ice_servers.counts();
+    tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
+    let recordings = gateway_config.data_dir.join("recordings");
+    let discarded = discard_unsealed_recordings(&recordings);
+    if discarded > 0 {
+        // What a crash cut off: each file is the open segment of a recording, never sealed, never evidence.
+        tracing::warn!(count = discarded, "discarded unsealed recording segments left by an interrupted run");
+    }
+    let whip = Arc::new(crate::whip::WhipSessions::new(recordings)?);
     // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
     let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
         include_loopback: true,
@@ -74,9 +86,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let hearings = Arc::new(crate::hearings::Hearings::new(
         gateway.clone(),
         Arc::new(engine),
+        ice_servers.clone(),
         gateway_config.data_dir.join("recordings").join("hearings"),
     ));
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings })
+    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings, ice_servers })
 }
 
 /// The S3-compatible store, when one is configured.
@@ -110,4 +123,23 @@ async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::R
     api::new_account(gateway, "admin".into(), "Administrator".into(), &password, "local".into(), true).await?;
     tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
     Ok(())
+}
+
+/// Removes every file under the recordings directory and returns how many there were. Segment files wait there
+/// only until they enter custody, so at start-up anything left is an open segment that a crash cut off.
+fn discard_unsealed_recordings(dir: &Path) -> usize {
+    fn walk(dir: &Path, count: &mut usize) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, count);
+                let _ = std::fs::remove_dir(&path);
+            } else if std::fs::remove_file(&path).is_ok() {
+                *count += 1;
+            }
+        }
+    }
+    let mut count = 0;
+    walk(dir, &mut count);
+    count
 }

@@ -3,6 +3,9 @@
 //!
 //! - `POST /api/v1/cases/{case}/hearings/{hearing}/whip`, `Content-Type: application/sdp`, the body an SDP offer:
 //!   `201 Created`, the SDP answer, and `Location` of the session resource.
+//!   With STUN/TURN servers configured, the answer carries them as RFC 9725 §4.4 `Link: <turn:...>;
+//!   rel="ice-server"` headers, TURN ones with a fresh short-lived credential ([`crate::turn`]), so a publisher on a
+//!   network that blocks UDP can relay through TURN over TCP or TLS.
 //! - `DELETE` on that resource ends the session: the open segment is closed and enters custody.
 //!
 //! Each segment is ingested through [`Gateway::ingest`] as the publisher, so it is an artefact of the case like any
@@ -46,8 +49,9 @@ impl std::fmt::Debug for WhipSessions {
 impl WhipSessions {
     /// Segment files are written under `recordings_dir` until they enter custody.
     pub fn new(recordings_dir: PathBuf) -> anyhow::Result<Self> {
-        // Loopback candidates are offered so that a publisher on the same host can connect; TURN servers and ICE
-        // over TCP are still to come from configuration.
+        // Loopback candidates are offered so that a publisher on the same host can connect. The gateway gathers
+        // host candidates only: publishers that cannot reach them over UDP come through the TURN servers they are
+        // given (`Link` headers below), since webrtc-rs 0.17 cannot take ICE over TCP.
         let engine = WebRtcEngine::new(EngineConfig { include_loopback: true, ice_servers: vec![] })?;
         Ok(WhipSessions { ingest: WhipIngest::new(engine), recordings_dir, owners: Mutex::new(HashMap::new()) })
     }
@@ -109,16 +113,7 @@ async fn publish(
 ) -> Result<Response, Problem> {
     let (case, hearing) = ids(&case, &hearing)?;
     state.gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !content_type.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/sdp")) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Wrong media type",
-            "send the WHIP offer as Content-Type: application/sdp",
-        ));
-    }
-    let offer = std::str::from_utf8(&body).map_err(|_| Problem::from(bad_input("offer", "not UTF-8 text")))?;
+    let offer = sdp_offer(&headers, &body)?;
     let whip = &state.whip;
     let dir = whip.recordings_dir.join(case.as_str()).join(hearing.as_str());
     let sealer = Arc::new(IngestSegments {
@@ -133,10 +128,34 @@ async fn publish(
     })?;
     whip.owners.lock().await.insert(answer.session_id.clone(), (case.clone(), hearing.clone(), caller.account.id));
     let location = format!("/api/v1/cases/{case}/hearings/{hearing}/whip/{}", answer.session_id);
-    let location = HeaderValue::from_str(&location).map_err(|e| Problem::internal(&e))?;
+    created(&state, &location, answer.sdp)
+}
+
+/// The SDP offer of a WHIP POST: `Content-Type: application/sdp`, UTF-8.
+pub(crate) fn sdp_offer<'a>(headers: &HeaderMap, body: &'a Bytes) -> Result<&'a str, Problem> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("application/sdp")) {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Wrong media type",
+            "send the WHIP offer as Content-Type: application/sdp",
+        ));
+    }
+    std::str::from_utf8(body).map_err(|_| Problem::from(bad_input("offer", "not UTF-8 text")))
+}
+
+/// A WHIP `201 Created`: the answer, the session resource, and the STUN/TURN servers as RFC 9725 §4.4 links.
+pub(crate) fn created(state: &AppState, location: &str, answer_sdp: String) -> Result<Response, Problem> {
+    let location = HeaderValue::from_str(location).map_err(|e| Problem::internal(&e))?;
     let content_type = HeaderValue::from_static("application/sdp");
-    Ok((StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer.sdp)
-        .into_response())
+    let mut response =
+        (StatusCode::CREATED, [(header::LOCATION, location), (header::CONTENT_TYPE, content_type)], answer_sdp)
+            .into_response();
+    for link in state.ice_servers.link_headers(state.gateway.now()) {
+        response.headers_mut().append(header::LINK, HeaderValue::from_str(&link).map_err(|e| Problem::internal(&e))?);
+    }
+    Ok(response)
 }
 
 async fn unpublish(

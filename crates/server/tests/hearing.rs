@@ -198,3 +198,145 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     let staged = gateway.files_under("recordings");
     assert!(staged.is_empty(), "{staged:?}");
 }
+
+/// A room participant on a WebSocket, with no media: enough to run a hearing from the bench.
+struct Console {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    state: Value,
+}
+
+impl Console {
+    async fn join(url: &str, secret: &str) -> Self {
+        use futures::SinkExt as _;
+        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        socket.send(json!({"type": "join", "invite": secret}).to_string().into()).await.unwrap();
+        let mut console = Console { socket, state: Value::Null };
+        let welcome = console.next().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        console
+    }
+
+    async fn next(&mut self) -> Value {
+        use futures::StreamExt as _;
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.socket.next())
+                .await
+                .expect("a room message within a minute")
+                .expect("the room is open")
+                .unwrap();
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "state" {
+                    self.state = value.clone();
+                }
+                return value;
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        use futures::SinkExt as _;
+        self.socket.send(message.to_string().into()).await.unwrap();
+    }
+
+    /// Waits for a state in which `test` holds, and returns it.
+    async fn until(&mut self, test: impl Fn(&Value) -> bool) -> Value {
+        while !(self.state.is_object() && test(&self.state)) {
+            self.next().await;
+        }
+        self.state.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_waits_in_the_lobby_and_is_recorded_once_admitted() {
+    if !installed("python3", &["-c", "import aiortc"]) || !installed("ffprobe", &["-version"]) {
+        eprintln!("SKIPPED: aiortc or ffprobe is not installed (scripts/setup-system.sh test)");
+        return;
+    }
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply =
+        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let (_, judge_secret) =
+        invite(&gateway, &clerk_session, &hearing, json!({"role": "judge", "admit_on_join": true})).await;
+    let (_, camera_secret) = invite(&gateway, &clerk_session, &hearing, json!({"role": "remote_site_officer"})).await;
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
+    gateway.call("POST", &format!("{uri}/open"), Some(As::Session(&clerk_session)), json!({})).await;
+    let port = serve_on_loopback(&gateway).await;
+    let whip = format!("http://127.0.0.1:{port}/api/v1/room/whip");
+
+    // No token, and a token that is no invite, are turned away before any WebRTC work.
+    let headers = [("content-type", "application/sdp")];
+    let reply = gateway.send_bytes("POST", "/api/v1/room/whip", None, &headers, "v=0").await;
+    reply.assert_problem(401, "unauthenticated", "");
+    let reply =
+        gateway.send_bytes("POST", "/api/v1/room/whip", Some(As::Token("not-an-invite")), &headers, "v=0").await;
+    reply.assert_problem(403, "room-refused", "not valid");
+
+    let mut judge = Console::join(&format!("ws://127.0.0.1:{port}/api/v1/room"), &judge_secret).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers/whip_publish.py");
+    let publisher = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([whip.as_str(), "16", camera_secret.as_str()])
+        .kill_on_drop(true)
+        .output();
+    let publisher = tokio::spawn(publisher);
+    let in_lobby = |state: &Value| {
+        state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["role"] == "remote_site_officer" && p["place"] == "lobby")
+            .cloned()
+    };
+    let state = judge.until(|state| in_lobby(state).is_some()).await;
+    let camera = in_lobby(&state).unwrap()["id"].as_str().unwrap().to_owned();
+    // While it waits, nothing it sends is recorded or relayed; the court lets it in and records.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    judge.send(json!({"type": "admit", "participant": camera})).await;
+    judge.send(json!({"type": "start_session"})).await;
+    judge.send(json!({"type": "start_recording"})).await;
+    judge.until(|state| state["recording"] == true).await;
+    let output = publisher.await.unwrap().expect("python3 runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the WHIP publisher failed:\n{log}");
+    // Its DELETE took it out of the hearing.
+    judge
+        .until(|state| {
+            state["participants"].as_array().unwrap().iter().any(|p| p["id"] == camera.as_str() && p["place"] == "away")
+        })
+        .await;
+    judge.send(json!({"type": "end"})).await;
+    while judge.next().await["type"] != "ended" {}
+
+    let mut view = Value::Null;
+    for _ in 0..60 {
+        view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
+        if !view["minutes_artefact"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!view["minutes_artefact"].is_null(), "{view}");
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorded = 0.0;
+    for segment in view["segments"].as_array().unwrap().iter().filter(|s| s["participant"] == camera.as_str()) {
+        let id = segment["artefact"].as_str().unwrap();
+        let content = gateway
+            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&clerk_session)))
+            .await;
+        let path = dir.path().join(format!("{id}.webm"));
+        std::fs::write(&path, &content.body).unwrap();
+        let (codecs, duration) = probe_media(&path);
+        assert_eq!(codecs, ["opus", "vp8"]);
+        recorded += duration;
+    }
+    eprintln!("the WHIP publisher was recorded for {recorded:.2} s");
+    // It published 16 s; it waited ~2 s in the lobby, unrecorded, before the recording started.
+    assert!((9.0..=15.5).contains(&recorded), "recorded {recorded:.2} s");
+}

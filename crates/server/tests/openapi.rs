@@ -746,6 +746,9 @@ async fn real_replies_match_the_document() {
     api.call("POST", "/api/v1/session", "/api/v1/session", None, body).await.assert_problem(401, "bad-credentials", "");
     api.get("/api/v1/me", "/api/v1/me", pm).await;
     api.get("/api/v1/me", "/api/v1/me", None).await;
+    // No STUN/TURN servers in the test configuration (tests/turn.rs has them, with a real coturn).
+    assert_eq!(api.get("/api/v1/ice-servers", "/api/v1/ice-servers", pm).await.json(), json!({ "ice_servers": [] }));
+    api.get("/api/v1/ice-servers", "/api/v1/ice-servers", None).await.assert_problem(401, "unauthenticated", "");
 
     api.call("POST", "/api/v1/cases", "/api/v1/cases", admin, json!({ "id": "case-7", "title": "R v Seven" })).await;
     api.call("POST", "/api/v1/cases", "/api/v1/cases", pm, json!({ "title": "R v Eight" })).await;

@@ -5,16 +5,27 @@ Usage: whip_publish.py URL SECONDS [TOKEN]
 Publishes FFmpeg's test pattern (testsrc, 320x240 at 25 fps) and a 440 Hz tone, encoded by aiortc as VP8 and
 Opus, for SECONDS, then DELETEs the session resource. Prints one JSON line: when media started flowing and when it
 stopped, in seconds since the offer was sent. With TOKEN, requests carry `Authorization: Bearer TOKEN`.
+
+With WHIP_ICE_SERVERS set to a JSON list of RTCIceServer objects, those servers are used; with
+WHIP_ICE_TRANSPORT_POLICY=relay as well, only relayed (TURN) candidates are gathered and used, and the report names
+the candidate types of the pair ICE chose.
 """
 
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.parse
 import urllib.request
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.contrib.media import MediaPlayer
 
 
@@ -31,7 +42,13 @@ def http(method, url, body=None, content_type=None, token=None):
 async def main(url, seconds, token):
     video = MediaPlayer("testsrc=size=320x240:rate=25", format="lavfi")
     audio = MediaPlayer("sine=frequency=440:sample_rate=48000", format="lavfi")
-    pc = RTCPeerConnection()
+    servers = json.loads(os.environ.get("WHIP_ICE_SERVERS", "[]"))
+    policy = RTCIceTransportPolicy(os.environ.get("WHIP_ICE_TRANSPORT_POLICY", "all"))
+    pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(**server) for server in servers], iceTransportPolicy=policy
+        )
+    )
     pc.addTransceiver(video.video, direction="sendonly")
     pc.addTransceiver(audio.audio, direction="sendonly")
     connected = asyncio.Event()
@@ -48,14 +65,21 @@ async def main(url, seconds, token):
     if status != 201:
         raise SystemExit(f"WHIP POST answered {status}")
     resource = urllib.parse.urljoin(url, headers["Location"])
+    # RFC 9725 ICE server Link headers, their URLs only (the credentials stay out of the report).
+    links = [link.split(";")[0] + ("; username=..." if "username=" in link else "") for link in headers.get_all("Link") or []]
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.decode(), type="answer"))
     await asyncio.wait_for(connected.wait(), 20)
     started = time.monotonic() - offered
+    chosen = []
+    for transceiver in pc.getTransceivers():
+        connection = transceiver.sender.transport.transport.iceGatherer._connection
+        for pair in getattr(connection, "_nominated", {}).values():
+            chosen.append([pair.local_candidate.type, pair.remote_candidate.type])
     await asyncio.sleep(seconds)
     stopped = time.monotonic() - offered
     http("DELETE", resource, token=token)
     await pc.close()
-    print(json.dumps({"connected_s": started, "stopped_s": stopped}), flush=True)
+    print(json.dumps({"connected_s": started, "stopped_s": stopped, "chosen_pairs": chosen, "links": links}), flush=True)
 
 
 if __name__ == "__main__":

@@ -52,10 +52,16 @@ pub enum As<'a> {
 
 impl TestGateway {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A gateway on the defaults as changed by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::default();
-        let state =
-            custodia_server::startup::open(&ServeConfig::with_data_dir(dir.path()), clock.clone()).await.unwrap();
+        let mut config = ServeConfig::with_data_dir(dir.path());
+        configure(&mut config);
+        let state = custodia_server::startup::open(&config, clock.clone()).await.unwrap();
         let password = std::fs::read_to_string(dir.path().join("keys/initial-admin-password")).unwrap();
         let mut gateway = Self { dir, state, clock, admin: String::new() };
         gateway.admin = gateway.sign_in("admin", password.trim()).await;

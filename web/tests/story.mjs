@@ -213,7 +213,6 @@ async function verifyBundle(page, file, expect) {
 
 await mkdir(out, { recursive: true });
 await mkdir(work, { recursive: true });
-const withoutHearing = options['without-hearing'] === 'yes';
 
 await scene();
 
@@ -245,7 +244,7 @@ await screenshot(clerk, 'console-evidence-timeline');
 
 let witnessLink = null;
 let judgeLink = null;
-if (!withoutHearing) {
+{
   await clerk.getByRole('tab', { name: 'Hearings' }).click();
   await clerk.getByLabel('Date and time').fill('2026-12-01T09:00');
   await clerk.getByLabel('Place').fill('Court of Catania, room 2');
@@ -274,7 +273,7 @@ if (!withoutHearing) {
 }
 
 let recordingArtefact = null;
-if (!withoutHearing) {
+{
   step('2. The witness opens the invite on a phone, in Arabic, checks camera and microphone, and waits in the lobby');
   const witness = await open('witness', {
     viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'ar',
@@ -354,18 +353,17 @@ if (!withoutHearing) {
     const { json: list } = await call('GET', `/api/v1/cases/${CASE}/hearings`, clerkCookie);
     const hearing = list.hearings[0];
     if (hearing.segments?.length && hearing.minutes_artefact) {
-      recordingArtefact = hearing.segments.find((segment) => segment.participant) ?? hearing.segments[0];
-      console.log(`${hearing.segments.length} recorded segments; minutes ${hearing.minutes_artefact}`);
-      recordingArtefact = recordingArtefact.artefact;
+      // The witness's testimony.
+      const witnessId = hearing.participants.find((person) => person.role === 'witness')?.id;
+      const segment = hearing.segments.find((item) => item.participant === witnessId);
+      check(segment, `no recording of the witness among ${JSON.stringify(hearing.segments)}`);
+      console.log(`${hearing.segments.length} recorded segments; the witness's is ${segment.artefact}; minutes ${hearing.minutes_artefact}`);
+      recordingArtefact = segment.artefact;
       break;
     }
     check(Date.now() < deadline, `no recording segments or minutes after the hearing: ${JSON.stringify(hearing)}`);
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
-} else {
-  const { json: artefacts } = await call('GET', `/api/v1/cases/${CASE}/artefacts`, await signIn(people.clerk.username, people.clerk.password));
-  recordingArtefact = artefacts[0].id;
-  console.log('(without the hearing room: the uploaded statement stands in for a recording)');
 }
 
 step('5. The prosecutor finds the recording on the portal, sees it verified, plays it and downloads its court bundle');

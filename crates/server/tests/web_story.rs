@@ -98,10 +98,6 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
         "--work",
         work.to_str().unwrap(),
     ]);
-    if std::env::var_os("STORY_WITHOUT_HEARING").is_some() {
-        // Only for working on the pages before the hearing room is in the gateway; the story is incomplete then.
-        story.args(["--without-hearing", "yes"]);
-    }
     let output = run(&mut story, Duration::from_secs(420));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

@@ -46,7 +46,9 @@ async function startPreview() {
     'no-device': 'check.noDevice',
     unsupported: 'check.unsupported',
   }[error];
-  $('preview-status').textContent = status ? t(status) : t(hasVideo ? 'check.ready' : 'check.audioReady');
+  // Marked with its key, so that a change of language translates it too.
+  $('preview-status').dataset.i18n = status ?? (hasVideo ? 'check.ready' : 'check.audioReady');
+  $('preview-status').textContent = t($('preview-status').dataset.i18n);
   if (error === 'no-camera') $('audio-only').checked = true;
   stopLevel = audioLevel(stream, $('level'));
 }
@@ -141,11 +143,10 @@ function renderVideos(people, you) {
 
 function connectionStatus(status) {
   const banner = $('connection');
-  if (status === 'reconnecting') {
-    banner.textContent = t('connection.lost');
-    banner.hidden = false;
-  } else if (status === 'connecting') {
-    banner.textContent = t('connection.connecting');
+  const key = { reconnecting: 'connection.lost', connecting: 'connection.connecting' }[status];
+  if (key) {
+    banner.dataset.i18n = key;
+    banner.textContent = t(key);
     banner.hidden = false;
   } else {
     banner.hidden = true;

@@ -289,6 +289,7 @@ let recordingArtefact = null;
   await witness.getByRole('combobox').selectOption('fr');
   await witness.waitForFunction(() => document.documentElement.dir === 'ltr' && document.documentElement.lang === 'fr');
   check((await witness.locator('#join').innerText()).includes('audience'), 'the page did not switch to French');
+  check(/caméra|micro/.test(await witness.locator('#preview-status').innerText()), 'the camera check stayed in Arabic');
   await screenshot(witness, 'join-check-fr');
   await witness.getByRole('combobox').selectOption('ar');
   await witness.waitForFunction(() => document.documentElement.dir === 'rtl');

@@ -21,15 +21,17 @@ pub mod startup;
 pub mod tls;
 pub mod turn;
 pub mod tus;
+pub mod web;
 pub mod whip;
 
-/// The whole HTTP surface: the API, WHIP publishing and the read-only log.
+/// The whole HTTP surface: the API, WHIP publishing, the read-only log, and the browser pages (served from the
+/// fallback, so that they never shadow a route).
 pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
         .merge(whip::router(state.clone()))
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state))
-        .fallback(|| async { problem::Problem::not_found("no such endpoint; see /api/openapi.json") })
+        .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(
                 axum::http::StatusCode::METHOD_NOT_ALLOWED,

@@ -1,0 +1,110 @@
+//! The whole story in real browsers (web/tests/story.mjs, driven by playwright-core with Debian's chromium)
+//! against the real `custodia` binary: a clerk schedules a hearing and invites people from the console, a witness
+//! joins from a phone and waits in the lobby, the judge admits them from inside the room and they see each other,
+//! the hearing is recorded and ended, the prosecutor verifies, plays and downloads a recording's court bundle on
+//! the portal, and the verification page accepts it and rejects a tampered copy.
+//!
+//! Needs chromium, node and npm (`scripts/setup-system.sh test`); playwright-core is pinned by
+//! web/package-lock.json and installed with `npm ci` on first run. Without chromium the test fails: it never skips.
+//! Screenshots of every page at every step are saved under target/web-screenshots/.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod support;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const SETUP: &str = "run scripts/setup-system.sh test to install chromium, nodejs and npm";
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
+}
+
+/// Runs a command to completion with its output captured, or kills it and fails after `limit`.
+fn run(command: &mut Command, limit: Duration) -> Output {
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
+    // Drain the pipes as the child writes, so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).ok();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).ok();
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{program} did not finish within {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Installs the pinned playwright-core (and the build tools beside it), unless they already are.
+fn install_playwright() {
+    let dir = web_dir();
+    if dir.join("node_modules/playwright-core/package.json").exists() {
+        return;
+    }
+    let output =
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
+    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
+    assert!(Path::new(CHROMIUM).exists(), "{CHROMIUM} is missing; {SETUP}");
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_playwright();
+
+    let data = tempfile::tempdir().unwrap();
+    let (_server, port) = support::spawn_gateway(data.path(), &[]);
+    let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
+    let screenshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/web-screenshots");
+    let _ = std::fs::remove_dir_all(&screenshots);
+    let work = data.path().join("story");
+
+    let mut story = Command::new("node");
+    story.current_dir(web_dir()).arg("tests/story.mjs").args([
+        "--base",
+        &format!("http://127.0.0.1:{port}"),
+        "--admin-password",
+        password.trim(),
+        "--out",
+        screenshots.to_str().unwrap(),
+        "--work",
+        work.to_str().unwrap(),
+    ]);
+    let output = run(&mut story, Duration::from_secs(420));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the story failed (screenshots in {}):\n{stdout}\n{}",
+        screenshots.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("story: every step passed"), "{stdout}");
+}

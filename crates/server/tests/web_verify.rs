@@ -1,0 +1,428 @@
+//! The browser's bundle checker (`/verify`, web/src/lib/bundle.js) against the Rust verifier
+//! (`custodia_bundle::verify`), on the same bundles: exported by a gateway (a plain file, a real WebM recording,
+//! a case bundle, a larger file), and tampered copies of them (a byte flipped in the payload, a custody record,
+//! the manifest, its signature, a proof, the checkpoint; a record dropped with the bag's checksums made afresh;
+//! a bundle cut short; a key that is not the trusted one). Both must reach the same verdict and blame the same
+//! parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
+//! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
+//!
+//! Needs node, npm, ffmpeg and chromium (`scripts/setup-system.sh test`); it fails, never skips, without them.
+//! Screenshots of a valid and an invalid verdict are written to target/web-screenshots/.
+//! `CUSTODIA_WEB_VERIFY_MIB` sets the size of the larger bundle (default 16 MiB), to time the browser on more.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use custodia_bundle::{BundleWriter, Part, verify};
+use serde_json::{Value, json};
+use support::{As, TestGateway};
+
+const SETUP: &str = "run scripts/setup-system.sh test to install nodejs, npm, ffmpeg and chromium";
+
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+/// Runs a command to completion, or kills it and fails after `limit`.
+fn run(command: &mut Command, limit: Duration) -> Output {
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
+    let deadline = Instant::now() + limit;
+    // Read while waiting, so a chatty child never blocks on a full pipe.
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{program} did not finish within {limit:?}: {}", err.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    Output { status, stdout: out.join().unwrap().into_bytes(), stderr: err.join().unwrap().into_bytes() }
+}
+
+/// The pinned playwright-core and noble libraries, installed unless they already are.
+fn install_web_packages() {
+    let dir = web_dir();
+    if dir.join("node_modules/playwright-core/package.json").exists() {
+        return;
+    }
+    let output =
+        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
+    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+fn part_key(part: Part) -> &'static str {
+    match part {
+        Part::Bag => "bag",
+        Part::PayloadHash => "payload_hash",
+        Part::ManifestSignature => "manifest_signature",
+        Part::TrustedKey => "trusted_key",
+        Part::Checkpoint => "checkpoint",
+        Part::InclusionProof => "inclusion_proof",
+        Part::CustodyHistory => "custody_history",
+    }
+}
+
+/// A bundle to check, what the Rust verifier made of it, and what the browser must therefore say.
+struct Case {
+    name: String,
+    path: PathBuf,
+    trusted: Option<String>,
+    screenshot: bool,
+    /// "valid", "invalid" (with the failed parts) or "error" (not readable as a bundle at all).
+    rust_verdict: &'static str,
+    rust_failed: BTreeSet<String>,
+    rust_seconds: f64,
+    size: u64,
+}
+
+fn rust_verdict(path: &Path, trusted: Option<&str>) -> (&'static str, BTreeSet<String>, f64) {
+    let keys: Vec<custodia_ledger::LogVerifier> = trusted.iter().map(|key| key.parse().unwrap()).collect();
+    let started = Instant::now();
+    let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
+    let result = verify(file, &keys);
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(report) if report.is_valid() => ("valid", BTreeSet::new(), seconds),
+        Ok(report) => ("invalid", report.failed_parts().into_iter().map(|p| part_key(p).to_owned()).collect(), seconds),
+        Err(_) => ("error", BTreeSet::from(["bag".to_owned()]), seconds),
+    }
+}
+
+/// Each file of a tar: its path, where its bytes start, and its size.
+fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
+    let mut archive = tar::Archive::new(bundle);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.path().unwrap().display().to_string(), entry.raw_file_position(), entry.header().size().unwrap())
+        })
+        .collect()
+}
+
+/// A copy of `bundle` with one byte flipped, `at` bytes into the last file whose path contains `file`.
+fn flipped(bundle: &[u8], file: &str, at: impl Fn(u64) -> u64) -> Vec<u8> {
+    let (path, start, size) = tar_files(bundle)
+        .into_iter()
+        .rev()
+        .find(|(path, _, _)| path.contains(file))
+        .unwrap_or_else(|| panic!("no {file} in the bundle"));
+    let offset = at(size);
+    assert!(offset < size, "{path} has {size} bytes");
+    let mut copy = bundle.to_vec();
+    copy[(start + offset) as usize] ^= 0x01;
+    copy
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+/// A short real WebM (VP8 and Opus), made by the ffmpeg command-line tool.
+fn webm(dir: &Path) -> Vec<u8> {
+    let file = dir.join("statement.webm");
+    let output = run(
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
+            .arg("testsrc=duration=2:size=320x240:rate=15")
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:v", "libvpx", "-c:a", "libopus"])
+            .arg("-shortest")
+            .arg(&file),
+        Duration::from_secs(120),
+    );
+    assert!(output.status.success(), "ffmpeg failed: {}; {SETUP}", String::from_utf8_lossy(&output.stderr));
+    std::fs::read(&file).unwrap()
+}
+
+async fn upload(gw: &TestGateway, session: &str, case: &str, name: &str, bytes: Vec<u8>) -> String {
+    let reply =
+        gw.upload(case, &format!("purpose=statement%20intake&filename={name}"), As::Session(session), bytes).await;
+    assert_eq!(reply.status.as_u16(), 201, "{}", String::from_utf8_lossy(&reply.body));
+    reply.json()["artefact"].as_str().unwrap().to_owned()
+}
+
+async fn export(gw: &TestGateway, session: &str, artefact: &str) -> Vec<u8> {
+    let uri = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure%20to%20the%20court");
+    let reply = gw.call("POST", &uri, Some(As::Session(session)), json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
+    // What must be there, checked first so that a missing tool fails with what to run.
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    assert!(chromium().is_file(), "{} is missing; {SETUP}", chromium().display());
+    install_web_packages();
+
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-w").await;
+    gw.member("case-w", &prosecutor, "prosecutor").await;
+    let work = tempfile::tempdir().unwrap();
+
+    // The page as the binary serves it.
+    let page = gw.get("/verify", None).await;
+    assert_eq!(page.status.as_u16(), 200);
+    assert_eq!(page.headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(page.headers[header::CONTENT_SECURITY_POLICY], custodia_server::web::CONTENT_SECURITY_POLICY);
+    assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    assert_eq!(page.headers[header::REFERRER_POLICY], "no-referrer");
+    assert!(page.headers["permissions-policy"].to_str().unwrap().contains("camera=(self), microphone=(self)"));
+    let html = String::from_utf8(page.body).unwrap();
+    assert!(!html.contains("<script>") && !html.contains("style=") && !html.contains("<style"), "inline code");
+    let script = gw.get("/verify.js", None).await;
+    assert_eq!(script.headers[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    gw.get("/api/v1/no-such-thing", None).await.assert_problem(404, "not-found", "no such endpoint");
+    gw.get("/log/not-a-tile", None).await.assert_problem(404, "not-found", "");
+    gw.get("/no-such-page", None).await.assert_problem(404, "not-found", "no such endpoint");
+
+    // Good bundles.
+    let plain_id = upload(&gw, &session, "case-w", "statement.bin", payload(200_000)).await;
+    let read = gw
+        .get(&format!("/api/v1/artefacts/{plain_id}/content?purpose=trial%20preparation"), Some(As::Session(&session)))
+        .await;
+    assert_eq!(read.status.as_u16(), 200);
+    let plain = export(&gw, &session, &plain_id).await;
+    let webm_id = upload(&gw, &session, "case-w", "statement.webm", webm(work.path())).await;
+    let webm = export(&gw, &session, &webm_id).await;
+    let mib: usize = std::env::var("CUSTODIA_WEB_VERIFY_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let large_id = upload(&gw, &session, "case-w", "large.bin", payload(mib << 20)).await;
+    let large = export(&gw, &session, &large_id).await;
+    let reply = gw
+        .call("POST", "/api/v1/cases/case-w/exports?purpose=disclosure", Some(As::Session(&session)), json!({}))
+        .await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let case_bundle = reply.body;
+
+    // A record dropped and the bag's checksums made afresh: only the chain of `prior` indices gives it away.
+    let caller = gw.caller(&session).await;
+    let artefact = custodia_core::ArtefactId::new(plain_id.clone()).unwrap();
+    let purpose = custodia_core::Label::new("second export").unwrap();
+    let mut source = gw.state.gateway.export(&caller, &artefact, &purpose).await.unwrap();
+    assert!(source.records.len() >= 4, "{}", source.records.len());
+    source.records.remove(1);
+    let mut dropped = Vec::new();
+    BundleWriter::new(&source).unwrap().write_to(&mut payload(200_000).as_slice(), &mut dropped).unwrap();
+
+    let stranger = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
+    let key = gw.verifier().to_string();
+    let inner = tar_files(&case_bundle)
+        .into_iter()
+        .find(|(path, _, size)| path.contains("/data/bundles/") && *size > 100_000)
+        .unwrap();
+    let inner_payload =
+        tar_files(&case_bundle[inner.1 as usize..]).into_iter().find(|(p, _, _)| p.contains("/data/payload/")).unwrap();
+    let mut case_tampered = case_bundle.clone();
+    case_tampered[(inner.1 + inner_payload.1) as usize + 1000] ^= 1;
+
+    let first_record = tar_files(&plain).into_iter().find(|(path, _, _)| path.ends_with(".json")).unwrap().0;
+    let bundles: Vec<(&str, Vec<u8>, Option<&str>, bool)> = vec![
+        ("valid-plain", plain.clone(), Some(&key), true),
+        ("valid-plain-unpinned", plain.clone(), None, false),
+        ("valid-webm", webm.clone(), Some(&key), false),
+        ("valid-case", case_bundle.clone(), Some(&key), true),
+        ("valid-large", large, Some(&key), false),
+        ("payload-byte-flipped", flipped(&plain, "/data/payload/", |size| size / 2), Some(&key), true),
+        ("webm-payload-byte-flipped", flipped(&webm, "/data/payload/", |size| size - 7), Some(&key), false),
+        ("first-custody-record-byte-flipped", flipped(&plain, &first_record, |size| size / 2), Some(&key), true),
+        ("last-custody-record-byte-flipped", flipped(&plain, ".json", |size| size - 3), Some(&key), false),
+        ("manifest-signature-byte-flipped", flipped(&plain, "data/manifest.sig", |_| 10), Some(&key), false),
+        ("manifest-byte-flipped", flipped(&plain, "data/manifest.json", |size| size / 3), Some(&key), false),
+        ("checkpoint-byte-flipped", flipped(&plain, "data/checkpoint", |size| size / 2), Some(&key), false),
+        ("proof-byte-flipped", flipped(&plain, ".proof", |_| 40), Some(&key), false),
+        ("record-dropped-bag-rehashed", dropped, Some(&key), true),
+        ("untrusted-key", plain.clone(), Some(&stranger), false),
+        ("case-inner-payload-flipped", case_tampered, Some(&key), false),
+        ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
+        ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),
+    ];
+
+    let mut cases = Vec::new();
+    for (name, bytes, trusted, screenshot) in bundles {
+        let path = work.path().join(format!("{name}.tar"));
+        std::fs::write(&path, &bytes).unwrap();
+        let (verdict, failed, seconds) = rust_verdict(&path, trusted);
+        if !name.starts_with("valid") {
+            assert_ne!(verdict, "valid", "{name}: the tampering did not take; the test is wrong");
+        } else {
+            assert_eq!(verdict, "valid", "{name}");
+        }
+        cases.push(Case {
+            name: name.to_owned(),
+            path,
+            trusted: trusted.map(str::to_owned),
+            screenshot,
+            rust_verdict: verdict,
+            rust_failed: failed,
+            rust_seconds: seconds,
+            size: bytes.len() as u64,
+        });
+    }
+    let listed: Vec<Value> = cases
+        .iter()
+        .map(|c| json!({ "name": c.name, "path": c.path, "trusted": c.trusted.clone().unwrap_or_default(), "screenshot": c.screenshot }))
+        .collect();
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+
+    // The gateway over HTTP, for the browser.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = custodia_server::app(gw.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../web-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let script = web_dir().join("tests/verify.mjs");
+    let mut command = Command::new("node");
+    command.arg(&script).arg(&base).arg(&cases_file).arg(&screenshots).current_dir(web_dir());
+    command.env("CHROMIUM", chromium());
+    let output = tokio::task::spawn_blocking(move || run(&mut command, Duration::from_secs(900))).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the browser run failed ({SETUP}):\n{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let found: Vec<Value> = stdout
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line}")))
+        .collect();
+    assert_eq!(found.len(), cases.len(), "{stdout}");
+
+    let mut disagreements = Vec::new();
+    let mut table =
+        String::from("bundle                              size  rust     browser  failed parts  rust s  browser s\n");
+    for (case, seen) in cases.iter().zip(&found) {
+        assert_eq!(seen["name"], case.name.as_str());
+        let verdict = seen["verdict"].as_str().unwrap_or_default();
+        let failed: BTreeSet<String> =
+            seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        table.push_str(&format!(
+            "{:<32} {:>8}  {:<8} {:<8} {:<13} {:>6.3}  {}\n",
+            case.name,
+            case.size,
+            case.rust_verdict,
+            verdict,
+            failed.iter().cloned().collect::<Vec<_>>().join(","),
+            case.rust_seconds,
+            seen["seconds"],
+        ));
+        if verdict != case.rust_verdict || failed != case.rust_failed {
+            disagreements.push(format!(
+                "{}: Rust says {} {:?}, the browser says {verdict} {failed:?}\n{}",
+                case.name,
+                case.rust_verdict,
+                case.rust_failed,
+                seen["report"].as_str().unwrap_or_default()
+            ));
+        }
+        let requests = seen["requests"].as_array().unwrap();
+        assert!(requests.is_empty(), "{}: the page made requests while checking: {requests:?}", case.name);
+        let problems = seen["problems"].as_array().unwrap();
+        assert!(problems.is_empty(), "{}: console errors (CSP?): {problems:?}", case.name);
+        assert_eq!(seen["focused"], "verdict", "{}: the verdict should take focus", case.name);
+        let heading = seen["heading"].as_str().unwrap_or_default();
+        assert_eq!(heading, if verdict == "valid" { "VALID" } else { "NOT VALID" }, "{}", case.name);
+    }
+    eprintln!("{table}");
+    assert!(disagreements.is_empty(), "the verifiers disagree:\n{}\n{table}", disagreements.join("\n"));
+    for name in ["valid-plain", "payload-byte-flipped"] {
+        assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
+    }
+}
+
+/// Every byte of the small files of a bundle, and a sample of the payload's, flipped one at a time: the browser's
+/// verifier (run under node, as the same module the page bundles) and the Rust one must agree on each copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_web_packages();
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-f").await;
+    gw.member("case-f", &prosecutor, "prosecutor").await;
+    let artefact = upload(&gw, &session, "case-f", "statement.bin", payload(3000)).await;
+    let bundle = export(&gw, &session, &artefact).await;
+    let key = gw.verifier().to_string();
+
+    let work = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    let mut listed = Vec::new();
+    for (path, start, size) in tar_files(&bundle) {
+        // Every byte of the signed small files; the larger ones sampled, as every byte of them is hashed alike.
+        let step = if size > 1024 {
+            97
+        } else if path.ends_with(".txt") || path.ends_with(".pem") {
+            11
+        } else {
+            3
+        };
+        for offset in (0..size).step_by(step) {
+            let name = format!("{}+{offset}", path.split_once('/').unwrap().1);
+            let mut copy = bundle.clone();
+            copy[(start + offset) as usize] ^= 0x01;
+            let file = work.path().join(format!("{}.tar", cases.len()));
+            std::fs::write(&file, &copy).unwrap();
+            let (verdict, failed, _) = rust_verdict(&file, Some(&key));
+            assert_ne!(verdict, "valid", "flipping {name} went unnoticed by the Rust verifier");
+            listed.push(json!({ "name": name, "path": file, "trusted": key }));
+            cases.push((name, verdict, failed));
+        }
+    }
+    assert!(cases.len() > 500, "{}", cases.len());
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let output = run(
+        Command::new("node").arg(web_dir().join("tests/verify-files.mjs")).arg(&cases_file).current_dir(web_dir()),
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(found.len(), cases.len());
+    let mut disagreements = Vec::new();
+    for ((name, verdict, failed), seen) in cases.iter().zip(&found) {
+        let seen_failed: BTreeSet<String> =
+            seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        if seen["verdict"] != *verdict || seen_failed != *failed {
+            disagreements.push(format!(
+                "{name}: Rust {verdict} {failed:?}, browser {} {seen_failed:?}\n{}",
+                seen["verdict"],
+                seen["report"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} flipped bundles get different verdicts:\n{}",
+        disagreements.len(),
+        cases.len(),
+        disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("{} flipped bundles: both verifiers agree on every one", cases.len());
+}

@@ -1,0 +1,108 @@
+// A small fetch helper for the pages: JSON in, JSON out, and RFC 9457 problem details turned into plain words.
+//
+//   import { api, ApiError } from './lib/api.js';
+//   const me = await api('GET', '/api/v1/me');
+//   try { await api('POST', '/api/v1/session', { username, password }); }
+//   catch (err) { show(err.message); }   // e.g. "the username or password is wrong"
+//
+// The session is the gateway's cookie, sent because every request is same-origin.
+
+/** An API call that did not succeed. `message` is the problem's detail (or title) in plain words. */
+export class ApiError extends Error {
+  constructor(message, { status = 0, type = null, title = null, problem = null } = {}) {
+    super(message);
+    this.name = 'ApiError';
+    /** The HTTP status, or 0 when the gateway could not be reached. */
+    this.status = status;
+    /** The problem's stable `type` URI, to tell errors apart in code; null when there is none. */
+    this.type = type;
+    this.title = title;
+    /** The whole problem document as the gateway sent it, or null. */
+    this.problem = problem;
+  }
+
+  /** The last segment of the problem type, e.g. "not-found" for https://custodia.invalid/problems/not-found. */
+  get kind() {
+    return this.type ? this.type.split('/').pop() : null;
+  }
+}
+
+/** Plain words for statuses that came without a problem document (a proxy's error page, say). */
+function statusWords(status) {
+  if (status === 401) return 'You are not signed in, or your session has ended. Please sign in again.';
+  if (status === 403) return 'You are not allowed to do this.';
+  if (status === 404) return 'This was not found.';
+  if (status === 413) return 'This is too large for the gateway to accept.';
+  if (status === 429) return 'Too many requests. Please wait a moment and try again.';
+  if (status >= 500) return 'The gateway could not do this just now. Please try again later.';
+  return `The gateway refused the request (HTTP ${status}).`;
+}
+
+/**
+ * Calls the gateway's API.
+ *
+ * @param {string} method  GET, POST, PUT, PATCH or DELETE
+ * @param {string} path    a same-origin path such as /api/v1/cases
+ * @param {unknown} [body] sent as JSON when given (a Blob, ArrayBuffer or typed array is sent as bytes)
+ * @param {{signal?: AbortSignal, headers?: Record<string,string>}} [options]
+ * @returns {Promise<any>} the parsed JSON reply, or null for an empty reply (204)
+ * @throws {ApiError} with the problem's detail in plain words
+ */
+export async function api(method, path, body, options = {}) {
+  const headers = { accept: 'application/json, application/problem+json', ...(options.headers || {}) };
+  let payload;
+  if (body instanceof Blob || body instanceof ArrayBuffer || ArrayBuffer.isView(body)) {
+    payload = body;
+  } else if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: payload,
+      credentials: 'same-origin',
+      cache: 'no-store',
+      signal: options.signal,
+    });
+  } catch (err) {
+    if (err && err.name === 'AbortError') throw err;
+    throw new ApiError('The gateway could not be reached. Check your connection and try again.');
+  }
+  const text = await response.text();
+  const type = response.headers.get('content-type') || '';
+  if (!response.ok) {
+    let problem = null;
+    if (type.includes('json') && text) {
+      try {
+        problem = JSON.parse(text);
+      } catch {
+        problem = null;
+      }
+    }
+    const words = problem && (problem.detail || problem.title);
+    throw new ApiError(words ? sentence(words) : statusWords(response.status), {
+      status: response.status,
+      type: problem ? problem.type || null : null,
+      title: problem ? problem.title || null : null,
+      problem,
+    });
+  }
+  if (!text) return null;
+  if (!type.includes('json')) return text;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError('The gateway sent a reply this page cannot read.', { status: response.status });
+  }
+}
+
+/** "the password is wrong" → "The password is wrong." */
+function sentence(words) {
+  const trimmed = String(words).trim();
+  if (!trimmed) return trimmed;
+  const first = trimmed[0].toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(first) ? first : `${first}.`;
+}

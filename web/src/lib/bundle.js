@@ -1,0 +1,1016 @@
+// The court bundle verifier, for the browser: a second, independent implementation of custodia_bundle::verify
+// (crates/bundle/src/verify.rs), written from the formats rather than from the Rust code's libraries.
+//
+// A bundle is a BagIt bag in a tar (RFC 8493): the evidence under data/payload/, its RFC 8785 canonical manifest
+// and the gateway's Ed25519 signature over it, every custody record about it (each a canonical JSON ledger entry)
+// with a c2sp.org/tlog-proof@v1 inclusion proof, the c2sp.org/signed-note checkpoint the proofs lead to, and the
+// gateway's key in C2SP verifier-key form. A case bundle is a bag of such bundles (data/bundles/<artefact>.tar).
+//
+// The file is read once, as a stream of chunks: every file is hashed as it passes, only the small ones are kept,
+// so a bundle of any size needs a few megabytes of memory. Nothing is sent anywhere.
+//
+// It runs the same checks as the Rust verifier, reports each one by part, and names the part that failed. Both
+// verifiers are run on the same good and tampered bundles by crates/server/tests/web_verify.rs.
+
+import { sha256 } from '@noble/hashes/sha2.js';
+import { ed25519 } from '@noble/curves/ed25519.js';
+
+const MAX_SMALL_FILE = 1 << 20;
+const MAX_FILES = 100_000;
+const CHUNK = 4 << 20;
+const MAX_RECORD_LEN = 65_535;
+const MAX_NOTE_SIZE = 1_000_000;
+const MAX_NOTE_SIGNATURES = 100;
+
+const PAYLOAD_DIR = 'data/payload/';
+const MANIFEST = 'data/manifest.json';
+const MANIFEST_SIGNATURE = 'data/manifest.sig';
+const CHECKPOINT = 'data/checkpoint';
+const VKEY = 'data/keys/gateway.vkey';
+const REPORT = 'data/REPORT.txt';
+const CUSTODY_DIR = 'data/custody/';
+const BUNDLES_DIR = 'data/bundles/';
+const MANIFEST_TYPE = 'custodia.manifest/v1';
+
+/** The parts a check is about, in the order the report lists failures, with their names in plain words. */
+export const PARTS = Object.freeze({
+  bag: 'bag structure and checksums',
+  payload_hash: 'payload hash',
+  manifest_signature: 'manifest signature',
+  trusted_key: 'trusted key',
+  checkpoint: 'checkpoint signature',
+  inclusion_proof: 'inclusion proof',
+  custody_history: 'custody history',
+});
+const PART_ORDER = Object.keys(PARTS);
+
+/** A bundle that could not be read at all (not a tar, cut short, a link inside, a hostile path). */
+export class BundleError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'BundleError';
+  }
+}
+const malformed = (what) => new BundleError(`the bundle is malformed: ${what}`);
+
+// Bytes, text and encodings.
+
+const EMPTY = new Uint8Array(0);
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
+
+function decodeUtf8(bytes) {
+  try {
+    return utf8.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+function hex(bytes) {
+  let out = '';
+  for (const b of bytes) out += b.toString(16).padStart(2, '0');
+  return out;
+}
+
+function bytesEqual(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+const B64_VALUE = new Map([...B64].map((c, i) => [c, i]));
+
+/** Standard base64 with padding, refusing anything non-canonical (as Rust's base64 STANDARD engine does). */
+export function base64Decode(text) {
+  if (text.length % 4 !== 0) return null;
+  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  const out = new Uint8Array((text.length / 4) * 3 - pad);
+  let bits = 0;
+  let acc = 0;
+  let at = 0;
+  for (let i = 0; i < text.length - pad; i++) {
+    const v = B64_VALUE.get(text[i]);
+    if (v === undefined) return null;
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[at++] = (acc >> bits) & 0xff;
+    }
+  }
+  // Leftover bits must be zero, or two encodings would decode to the same bytes.
+  if (bits > 0 && (acc & ((1 << bits) - 1)) !== 0) return null;
+  return at === out.length ? out : null;
+}
+
+export function base64Encode(bytes) {
+  let out = '';
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    out += B64[(n >> 18) & 63] + B64[(n >> 12) & 63];
+    out += i + 1 < bytes.length ? B64[(n >> 6) & 63] : '=';
+    out += i + 2 < bytes.length ? B64[n & 63] : '=';
+  }
+  return out;
+}
+
+/** A u64 written in decimal as Rust's u64::from_str reads it (digits, an optional leading '+'), or null. */
+function parseU64(text) {
+  if (!/^\+?[0-9]+$/.test(text)) return null;
+  const value = BigInt(text);
+  return value <= 0xffff_ffff_ffff_ffffn ? value : null;
+}
+
+// Reading the tar, once, as a stream.
+
+/** Chunks of a Blob (a File), in order, reporting progress. */
+class BlobSource {
+  constructor(blob, onProgress) {
+    this.blob = blob;
+    this.offset = 0;
+    this.buffer = EMPTY;
+    this.at = 0;
+    this.consumed = 0;
+    this.onProgress = onProgress;
+  }
+
+  async chunk(max) {
+    if (this.at >= this.buffer.length) {
+      if (this.offset >= this.blob.size) return EMPTY;
+      const end = Math.min(this.blob.size, this.offset + CHUNK);
+      this.buffer = new Uint8Array(await this.blob.slice(this.offset, end).arrayBuffer());
+      this.offset = end;
+      this.at = 0;
+    }
+    const n = Math.min(max, this.buffer.length - this.at);
+    const out = this.buffer.subarray(this.at, this.at + n);
+    this.at += n;
+    this.consumed += n;
+    if (this.onProgress) this.onProgress(this.consumed, this.blob.size);
+    return out;
+  }
+}
+
+/** The bytes of one tar entry, read through its archive and hashed as they pass. */
+class EntrySource {
+  constructor(parent, size, path) {
+    this.parent = parent;
+    this.remaining = size;
+    this.path = path;
+    this.hasher = sha256.create();
+    this.count = 0;
+  }
+
+  async chunk(max) {
+    if (this.remaining === 0) return EMPTY;
+    const out = await this.parent.chunk(Math.min(max, this.remaining));
+    if (out.length === 0) throw new BundleError(`the bundle ends in the middle of ${this.path}`);
+    this.remaining -= out.length;
+    this.count += out.length;
+    this.hasher.update(out);
+    return out;
+  }
+
+  async drain() {
+    while ((await this.chunk(CHUNK)).length > 0) {
+      // hashed as it passes
+    }
+  }
+}
+
+/** Exactly n bytes, or null if the stream ends first (at once: null; part way: an error). */
+async function readExact(source, n, what) {
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const chunk = await source.chunk(n - got);
+    if (chunk.length === 0) {
+      if (got === 0) return null;
+      throw new BundleError(`the bundle ends in the middle of ${what}`);
+    }
+    out.set(chunk, got);
+    got += chunk.length;
+  }
+  return out;
+}
+
+async function skip(source, n, what) {
+  while (n > 0) {
+    const chunk = await source.chunk(Math.min(n, CHUNK));
+    if (chunk.length === 0) throw new BundleError(`the bundle ends in the middle of ${what}`);
+    n -= chunk.length;
+  }
+}
+
+function cString(bytes) {
+  const end = bytes.indexOf(0);
+  return end < 0 ? bytes : bytes.subarray(0, end);
+}
+
+function octal(field, what) {
+  if (field[0] & 0x80) {
+    // GNU base-256 for numbers too large for octal.
+    let value = BigInt(field[0] & 0x7f);
+    for (const b of field.subarray(1)) value = (value << 8n) | BigInt(b);
+    return value;
+  }
+  const text = new TextDecoder().decode(cString(field)).trim();
+  if (!/^[0-7]*$/.test(text)) throw new BundleError(`the bundle is not a readable tar file: ${what} is not octal`);
+  return text === '' ? 0n : BigInt(`0o${text}`);
+}
+
+/** The next entry's header (GNU long names and PAX paths applied), or null at the end of the archive. */
+async function nextHeader(source) {
+  let longName = null;
+  let pax = {};
+  for (;;) {
+    const block = await readExact(source, 512, 'a tar header');
+    if (block === null || block.every((b) => b === 0)) return null;
+    let sum = 0;
+    for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i];
+    if (BigInt(sum) !== octal(block.subarray(148, 156), 'a header checksum')) {
+      throw new BundleError('the bundle is not a readable tar file: archive header checksum mismatch');
+    }
+    const type = block[156];
+    let size = octal(block.subarray(124, 136), 'a size');
+    if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed('a file size is too large');
+    size = Number(size);
+    const magic = new TextDecoder().decode(block.subarray(257, 265));
+    let name = cString(block.subarray(0, 100));
+    if (magic === 'ustar\u000000') {
+      const prefix = cString(block.subarray(345, 500));
+      if (prefix.length > 0) name = concat(prefix, encoder.encode('/'), name);
+    }
+    const padding = (512 - (size % 512)) % 512;
+    if (type === 0x4c /* L: GNU long name */ || type === 0x78 /* x: PAX */) {
+      if (size > MAX_SMALL_FILE) throw malformed('an oversized extended header');
+      const data = await readExact(source, size, 'an extended header') ?? EMPTY;
+      await skip(source, padding, 'an extended header');
+      if (type === 0x4c) longName = cString(data);
+      else pax = { ...pax, ...parsePax(data) };
+      continue;
+    }
+    if (pax.size !== undefined) size = pax.size;
+    const path = pax.path ?? longName ?? name;
+    const text = new TextDecoder().decode(path);
+    return { type, size, path: text, padding: (512 - (size % 512)) % 512 };
+  }
+}
+
+function parsePax(data) {
+  const out = {};
+  let at = 0;
+  while (at < data.length) {
+    const space = data.indexOf(0x20, at);
+    if (space < 0) break;
+    const length = Number(new TextDecoder().decode(data.subarray(at, space)));
+    if (!Number.isInteger(length) || length <= 0 || at + length > data.length) break;
+    const record = data.subarray(space + 1, at + length - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq > 0) {
+      const key = new TextDecoder().decode(record.subarray(0, eq));
+      const value = record.subarray(eq + 1);
+      if (key === 'path') out.path = value;
+      if (key === 'size') out.size = Number(new TextDecoder().decode(value));
+    }
+    at += length;
+  }
+  return out;
+}
+
+/**
+ * Reads every regular file of the bag below its single top-level directory: its SHA-256 and size, and its bytes
+ * unless it is the payload. Artefact bundles inside a case bundle (one level deep) are verified as they pass.
+ */
+async function readBundle(source, trusted, nestedAllowed) {
+  const files = new Map();
+  const nested = [];
+  let top = null;
+  for (;;) {
+    const header = await nextHeader(source);
+    if (header === null) break;
+    const { type, size, path } = header;
+    const isDir = type === 0x35;
+    const isFile = type === 0x30 || type === 0;
+    if (isDir) {
+      await skip(source, size + header.padding, path);
+      continue;
+    }
+    if (!isFile) throw malformed('the bundle contains a link or device, which a bag never does');
+    const slash = path.indexOf('/');
+    if (slash < 0) throw malformed(`${path} is outside the bag directory`);
+    const dir = path.slice(0, slash);
+    const relative = path.slice(slash + 1);
+    if (relative.split('/').some((part) => part === '' || part === '.' || part === '..') || path.startsWith('/')) {
+      throw malformed(`hostile path ${JSON.stringify(path)} in the bundle`);
+    }
+    if (top !== null && top !== dir) throw malformed(`${path} is outside the bag directory ${top}`);
+    top = dir;
+    if (files.size >= MAX_FILES) throw malformed('too many files');
+    const entry = new EntrySource(source, size, relative);
+    if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
+      let verification;
+      try {
+        verification = verifyBag(await readBundle(entry, trusted, false), trusted);
+      } catch (err) {
+        if (!(err instanceof BundleError)) throw err;
+        verification = new Verification();
+        verification.fail('bag', err.message);
+      }
+      // A tar reader stops at the end-of-archive marker; the rest still counts toward the digest.
+      await entry.drain();
+      await skip(source, header.padding, relative);
+      nested.push([relative, verification]);
+      files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: null });
+      continue;
+    }
+    const isPayload = relative.startsWith(PAYLOAD_DIR);
+    if (!isPayload && size > MAX_SMALL_FILE) {
+      throw malformed(`${relative} is ${size} bytes; only the payload may be large`);
+    }
+    const kept = isPayload ? null : new Uint8Array(size);
+    for (;;) {
+      const chunk = await entry.chunk(CHUNK);
+      if (chunk.length === 0) break;
+      if (kept) kept.set(chunk, entry.count - chunk.length);
+    }
+    await skip(source, header.padding, relative);
+    if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
+    files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
+  }
+  return { files, nested };
+}
+
+// The report.
+
+/** Everything the verifier found: every check by part, and what the bundle is about. */
+export class Verification {
+  constructor() {
+    this.checks = [];
+    this.artefact = null;
+    this.sha256 = null;
+    this.records = 0;
+    this.kind = 'artefact';
+  }
+
+  get valid() {
+    return this.checks.length > 0 && this.checks.every((check) => check.passed);
+  }
+
+  /** The parts that failed, each once, in a stable order. */
+  get failedParts() {
+    const failed = new Set(this.checks.filter((c) => !c.passed).map((c) => c.part));
+    return PART_ORDER.filter((part) => failed.has(part));
+  }
+
+  pass(part, detail) {
+    this.checks.push({ part, passed: true, detail });
+  }
+
+  fail(part, detail) {
+    this.checks.push({ part, passed: false, detail });
+  }
+
+  check(part, ok, pass, fail) {
+    if (ok) this.pass(part, pass);
+    else this.fail(part, fail);
+    return ok;
+  }
+
+  /** The same text as the Rust verifier's report, one check per line, then VALID or INVALID. */
+  toString() {
+    const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${c.detail}`);
+    lines.push(
+      this.valid
+        ? 'VALID: the artefact and its custody history are exactly what the gateway recorded'
+        : `INVALID: ${this.failedParts.map((p) => PARTS[p]).join(', ')} failed`,
+    );
+    return `${lines.join('\n')}\n`;
+  }
+}
+
+/**
+ * Checks a bundle, offline. `trusted` are C2SP verifier keys the user pins (strings); with none, the bundle is
+ * checked against its own key and the report says that the key was not pinned. Throws a BundleError when the
+ * file cannot be read as a bundle at all.
+ *
+ * @param {Blob} blob  the bundle file
+ * @param {{trusted?: string[], onProgress?: (done: number, total: number) => void}} [options]
+ * @returns {Promise<Verification>}
+ */
+export async function verifyBundle(blob, options = {}) {
+  const trusted = (options.trusted || []).map((t) => t.trim()).filter(Boolean);
+  const source = new BlobSource(blob, options.onProgress);
+  const bag = await readBundle(source, trusted, true);
+  return verifyBag(bag, trusted);
+}
+
+function verifyBag(bag, trusted) {
+  const hasBundles = [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR));
+  if (bag.nested.length === 0 && !hasBundles) return verifyArtefactBag(bag.files, trusted);
+  return verifyCaseBag(bag);
+}
+
+function verifyCaseBag(bag) {
+  const report = new Verification();
+  report.kind = 'case';
+  checkBag(bag.files, report);
+  for (const path of sortedKeys(bag.files)) {
+    if (path.startsWith('data/') && !path.startsWith(BUNDLES_DIR) && path !== REPORT) {
+      report.fail('bag', `${path} does not belong in a case bundle`);
+    }
+  }
+  if (bag.nested.length === 0) report.fail('bag', 'the case bundle holds no artefact bundles');
+  for (const [path, nested] of bag.nested) {
+    const name = path.startsWith(BUNDLES_DIR) ? path.slice(BUNDLES_DIR.length) : path;
+    report.records += nested.records;
+    for (const check of nested.checks) report.checks.push({ ...check, detail: `${name}: ${check.detail}` });
+  }
+  report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, valid: nested.valid }));
+  return report;
+}
+
+function sortedKeys(map) {
+  return [...map.keys()].sort(compareBytes);
+}
+
+/** Byte order of UTF-8 strings, as Rust's BTreeMap<String, _> sorts them. */
+function compareBytes(a, b) {
+  const x = encoder.encode(a);
+  const y = encoder.encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+  return x.length - y.length;
+}
+
+function text(files, path) {
+  const seen = files.get(path);
+  return seen && seen.bytes ? seen.bytes : null;
+}
+
+function verifyArtefactBag(files, trusted) {
+  const report = new Verification();
+  checkBag(files, report);
+
+  const payloads = sortedKeys(files).filter((p) => p.startsWith(PAYLOAD_DIR));
+  if (payloads.length !== 1) {
+    report.fail('payload_hash', `expected one file under ${PAYLOAD_DIR}, found ${payloads.length}`);
+    return report;
+  }
+  const payloadPath = payloads[0];
+  const payload = files.get(payloadPath);
+  report.sha256 = payload.sha256;
+
+  // The key: the bundle's own, which must be one the user trusts.
+  const vkeyText = text(files, VKEY);
+  const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
+  const key = vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
+  if (!key) {
+    report.fail('trusted_key', `${VKEY} is missing or not a C2SP verifier key`);
+    return report;
+  }
+  if (trusted.length === 0) {
+    report.pass('trusted_key', `signed by ${key.vkey}; NOT PINNED: give a trusted key to require a known key`);
+  } else {
+    report.check(
+      'trusted_key',
+      trusted.includes(key.vkey),
+      `signed by trusted key ${key.vkey}`,
+      `signed by ${key.vkey}, which is not among the trusted keys`,
+    );
+  }
+
+  // The manifest: signed by the key, and naming exactly the payload's bytes.
+  const manifestBytes = text(files, MANIFEST) ?? EMPTY;
+  const signatureBytes = text(files, MANIFEST_SIGNATURE);
+  const signature = signatureBytes && signatureBytes.length === 64 ? signatureBytes : null;
+  let manifest = null;
+  if (signature === null) {
+    report.fail('manifest_signature', `${MANIFEST_SIGNATURE} is missing or not 64 bytes`);
+  } else if (!verifyStrict(signature, manifestBytes, key.publicKey)) {
+    report.fail('manifest_signature', `${MANIFEST}: manifest signature does not verify under the given key`);
+    manifest = parseManifest(manifestBytes).manifest;
+  } else {
+    const parsed = parseManifest(manifestBytes);
+    if (parsed.error) {
+      report.fail('manifest_signature', `${MANIFEST}: ${parsed.error}`);
+    } else if (parsed.manifest.type !== MANIFEST_TYPE) {
+      report.fail('manifest_signature', `${MANIFEST}: manifest type ${JSON.stringify(parsed.manifest.type)} is not "${MANIFEST_TYPE}"`);
+    } else {
+      report.pass('manifest_signature', `${MANIFEST} is signed by the gateway`);
+      manifest = parsed.manifest;
+    }
+  }
+  if (manifest) {
+    report.artefact = manifest.artefact;
+    const expectedPath = `${PAYLOAD_DIR}${manifest.artefact}`;
+    report.check(
+      'payload_hash',
+      manifest.sha256 === payload.sha256 && manifest.size === payload.size && payloadPath === expectedPath,
+      `${payloadPath} has SHA-256 ${payload.sha256} and ${payload.size} bytes, as the signed manifest says`,
+      `${payloadPath} has SHA-256 ${payload.sha256} (${payload.size} bytes), but the signed manifest says ${manifest.sha256} (${manifest.size} bytes) for ${expectedPath}`,
+    );
+  } else {
+    report.fail('payload_hash', 'no readable manifest to check the payload against');
+  }
+
+  // The checkpoint every proof is against.
+  const checkpointBytes = text(files, CHECKPOINT) ?? EMPTY;
+  const opened = openCheckpoint(checkpointBytes, key);
+  if (opened.checkpoint) {
+    const cp = opened.checkpoint;
+    report.pass('checkpoint', `log ${cp.origin} at size ${cp.size} is signed by the gateway`);
+    report.log = { origin: cp.origin, size: cp.size.toString() };
+  } else {
+    report.fail('checkpoint', `${CHECKPOINT}: ${opened.error}`);
+  }
+
+  const records = checkRecords(files, checkpointBytes, key, Boolean(opened.checkpoint), report);
+  report.records = records.length;
+  checkHistory(records, manifest, manifestBytes, signature, report);
+  return report;
+}
+
+/** The bag: bagit.txt, every file listed with its right checksum, nothing unlisted, and tag files intact. */
+function checkBag(files, report) {
+  const declaration = text(files, 'bagit.txt') ?? EMPTY;
+  report.check(
+    'bag',
+    bytesEqual(declaration.subarray(0, 19), encoder.encode('BagIt-Version: 1.0\n')),
+    'bagit.txt declares BagIt 1.0',
+    'bagit.txt is missing or not BagIt 1.0',
+  );
+  for (const [manifest, coversData] of [['manifest-sha256.txt', true], ['tagmanifest-sha256.txt', false]]) {
+    const bytes = text(files, manifest);
+    const body = bytes ? decodeUtf8(bytes) : null;
+    if (body === null) {
+      report.fail('bag', `${manifest} is missing`);
+      continue;
+    }
+    const listed = checksumLines(body);
+    if (typeof listed === 'string') {
+      report.fail('bag', `${manifest}: ${listed}`);
+      continue;
+    }
+    const bad = [];
+    for (const path of [...listed.keys()].sort(compareBytes)) {
+      const seen = files.get(path);
+      if (!seen) bad.push(`${path} is listed in ${manifest} but missing`);
+      else if (seen.sha256 !== listed.get(path)) bad.push(`${path} does not match its checksum in ${manifest}`);
+    }
+    if (coversData) {
+      for (const path of sortedKeys(files)) {
+        if (path.startsWith('data/') && !listed.has(path)) bad.push(`${path} is not listed in ${manifest}`);
+      }
+    }
+    if (bad.length === 0) report.pass('bag', `${manifest}: all ${listed.size} files match`);
+    for (const problem of bad) report.fail('bag', problem);
+  }
+}
+
+/** A BagIt checksum manifest, `<hex>  <path>` per line, as a Map; or what is wrong with it. */
+function checksumLines(body) {
+  const listed = new Map();
+  const lines = body.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  for (let line of lines) {
+    if (line.endsWith('\r')) line = line.slice(0, -1);
+    const match = /^(\S*)\s(.*)$/su.exec(line);
+    if (!match) return `malformed line ${JSON.stringify(line)}`;
+    if (!/^[0-9a-f]{64}$/.test(match[1])) return `malformed checksum in ${JSON.stringify(line)}`;
+    listed.set(match[2].replace(/^\s+/u, ''), match[1]);
+  }
+  return listed;
+}
+
+// Keys and signatures.
+
+function isKeyNameValid(name) {
+  return name.length > 0 && !/[\s+]/u.test(name);
+}
+
+/** The key ID of c2sp.org/signed-note: the first four bytes of SHA-256(name || "\n" || key), big-endian. */
+function keyId(name, key) {
+  const digest = sha256(concat(encoder.encode(`${name}\n`), key));
+  return ((digest[0] << 24) | (digest[1] << 16) | (digest[2] << 8) | digest[3]) >>> 0;
+}
+
+/** A C2SP verifier key `<name>+<key ID>+<base64(0x01 || Ed25519 key)>`, or null. */
+export function parseVerifierKey(vkey) {
+  const first = vkey.indexOf('+');
+  if (first < 0) return null;
+  const second = vkey.indexOf('+', first + 1);
+  if (second < 0) return null;
+  const name = vkey.slice(0, first);
+  const id16 = vkey.slice(first + 1, second);
+  const key = base64Decode(vkey.slice(second + 1));
+  if (id16.length !== 8 || !/^\+?[0-9a-fA-F]+$/.test(id16) || !isKeyNameValid(name) || !key || key.length === 0) {
+    return null;
+  }
+  const id = Number.parseInt(id16, 16) >>> 0;
+  if (id !== keyId(name, key) || key[0] !== 1 || key.length !== 33) return null;
+  const publicKey = key.subarray(1);
+  try {
+    ed25519.Point.fromBytes(publicKey);
+  } catch {
+    return null;
+  }
+  return { vkey, name, id, publicKey };
+}
+
+/** Ed25519 as RFC 8032 has it (canonical encodings), and refusing small-order keys and R: ed25519-dalek's
+ * verify_strict, which the gateway's manifest check uses. */
+function verifyStrict(signature, message, publicKey) {
+  try {
+    const a = ed25519.Point.fromBytes(publicKey);
+    const r = ed25519.Point.fromBytes(signature.subarray(0, 32));
+    if (a.isSmallOrder() || r.isSmallOrder()) return false;
+    return ed25519.verify(signature, message, publicKey, { zip215: false });
+  } catch {
+    return false;
+  }
+}
+
+/** Ed25519 with canonical encodings (ed25519-dalek's verify, which signed notes are checked with). */
+function verifyRfc8032(signature, message, publicKey) {
+  try {
+    return ed25519.verify(signature, message, publicKey, { zip215: false });
+  } catch {
+    return false;
+  }
+}
+
+// Checkpoints: c2sp.org/tlog-checkpoint bodies in c2sp.org/signed-note notes.
+
+function parseCheckpointBody(body) {
+  if (!body.endsWith('\n')) return { error: 'checkpoint body is malformed: does not end in a newline' };
+  const lines = body.slice(0, -1).split('\n');
+  const [origin, sizeText, rootText, ...extensions] = lines;
+  if (!origin) return { error: 'checkpoint body is malformed: no origin' };
+  if (sizeText === undefined) return { error: 'checkpoint body is malformed: no tree size' };
+  if (!/^(0|[1-9][0-9]*)$/.test(sizeText) || parseU64(sizeText) === null) {
+    return { error: 'checkpoint body is malformed: tree size is not a decimal number' };
+  }
+  const root = rootText === undefined ? null : base64Decode(rootText);
+  if (!root || root.length !== 32) return { error: 'checkpoint body is malformed: root hash is not 32 bytes of base64' };
+  if (extensions.some((line) => line === '')) return { error: 'checkpoint body is malformed: empty extension line' };
+  return { checkpoint: { origin, size: parseU64(sizeText), root } };
+}
+
+/** Parses a signed checkpoint and checks it against the key: the key must have signed it, under the log's name. */
+function openCheckpoint(note, key) {
+  const malformedNote = { error: 'signed note is malformed or has a malformed signature line' };
+  if (note.length > MAX_NOTE_SIZE) return malformedNote;
+  const message = decodeUtf8(note);
+  if (message === null || /[\u0000-\u0009\u000b-\u001f]/u.test(message)) return malformedNote;
+  const split = message.lastIndexOf('\n\n');
+  if (split < 0) return malformedNote;
+  const textPart = `${message.slice(0, split)}\n`;
+  const sigPart = message.slice(split + 2);
+  if (!sigPart.endsWith('\n')) return malformedNote;
+  const signatures = [];
+  for (const line of sigPart.slice(0, -1).split('\n')) {
+    if (!line.startsWith('\u2014 ')) return malformedNote;
+    const rest = line.slice(2);
+    const space = rest.indexOf(' ');
+    if (space < 0) return malformedNote;
+    const name = rest.slice(0, space);
+    const encoded = rest.slice(space + 1);
+    const sig = base64Decode(encoded);
+    if (!sig || encoded === '' || sig.length < 5 || !isKeyNameValid(name)) return malformedNote;
+    const id = ((sig[0] << 24) | (sig[1] << 16) | (sig[2] << 8) | sig[3]) >>> 0;
+    signatures.push({ name, id, sig: sig.subarray(4) });
+    if (signatures.length > MAX_NOTE_SIGNATURES) return malformedNote;
+  }
+  const body = parseCheckpointBody(textPart);
+  if (body.error) return body;
+  const textBytes = encoder.encode(textPart);
+  const verified = [];
+  const seen = new Set();
+  for (const sig of signatures) {
+    if (sig.name !== key.name || sig.id !== key.id) continue; // another key's signature (a cosigner's, say)
+    if (seen.has(sig.id)) continue;
+    seen.add(sig.id);
+    if (sig.sig.length !== 64 || !verifyRfc8032(sig.sig, textBytes, key.publicKey)) {
+      return { error: `checkpoint signature by ${sig.name} does not verify` };
+    }
+    verified.push(sig);
+  }
+  if (verified.length === 0) return { error: `checkpoint carries no signature from a trusted key (trusted: ${key.vkey})` };
+  if (!verified.some((sig) => sig.name === body.checkpoint.origin)) {
+    return {
+      error: `checkpoint origin ${JSON.stringify(body.checkpoint.origin)} is not the name of the key that signed it (${JSON.stringify(verified[0].name)})`,
+    };
+  }
+  return { checkpoint: body.checkpoint };
+}
+
+// Merkle inclusion proofs (RFC 6962 / RFC 9162 section 2.1.3.2), in u64 arithmetic.
+
+function leafHash(entry) {
+  return sha256.create().update(new Uint8Array([0])).update(entry).digest();
+}
+
+function nodeHash(left, right) {
+  return sha256.create().update(new Uint8Array([1])).update(left).update(right).digest();
+}
+
+function bitLength(value) {
+  return value === 0n ? 0 : value.toString(2).length;
+}
+
+function popCount(value) {
+  let count = 0;
+  for (const digit of value.toString(2)) if (digit === '1') count++;
+  return count;
+}
+
+/** Null if `leaf` is at `index` of the tree of `size` whose root is `root`; otherwise what is wrong. */
+function verifyInclusion(index, size, leaf, proof, root) {
+  if (index >= size) return `leaf index ${index} is outside a tree of size ${size}`;
+  const inner = bitLength(index ^ (size - 1n));
+  const border = popCount(index >> BigInt(inner));
+  if (proof.length !== inner + border) return `proof has ${proof.length} hashes where ${inner + border} are needed`;
+  let hash = leaf;
+  for (let i = 0; i < inner; i++) {
+    hash = ((index >> BigInt(i)) & 1n) === 0n ? nodeHash(hash, proof[i]) : nodeHash(proof[i], hash);
+  }
+  for (let i = inner; i < proof.length; i++) hash = nodeHash(proof[i], hash);
+  if (!bytesEqual(hash, root)) {
+    return `recomputed root ${base64Encode(hash)} does not match the expected root ${base64Encode(root)}`;
+  }
+  return null;
+}
+
+/** A c2sp.org/tlog-proof@v1 file, or what is malformed in it. */
+function parseProof(bytes) {
+  let rest = 0;
+  const nextLine = () => {
+    const end = bytes.indexOf(0x0a, rest);
+    if (end < 0) throw 'line without newline';
+    const line = decodeUtf8(bytes.subarray(rest, end));
+    if (line === null) throw 'not UTF-8';
+    rest = end + 1;
+    return line;
+  };
+  try {
+    if (nextLine() !== 'c2sp.org/tlog-proof@v1') throw 'first line is not c2sp.org/tlog-proof@v1';
+    let line = nextLine();
+    if (line.startsWith('extra ')) {
+      if (!base64Decode(line.slice(6))) throw 'extra is not base64';
+      line = nextLine();
+    }
+    if (!line.startsWith('index ')) throw 'no index line';
+    const indexText = line.slice(6);
+    const index = parseU64(indexText);
+    if (index === null || (indexText !== '0' && indexText.startsWith('0'))) throw 'index is not a decimal number';
+    const path = [];
+    for (;;) {
+      const hashLine = nextLine();
+      if (hashLine === '') break;
+      if (path.length >= 64) throw 'more than 64 proof hashes';
+      const hash = base64Decode(hashLine);
+      if (!hash || hash.length !== 32) throw 'proof line is not a base64 hash';
+      path.push(hash);
+    }
+    return { proof: { index, path, checkpointNote: bytes.subarray(rest) } };
+  } catch (what) {
+    if (typeof what !== 'string') throw what;
+    return { error: `proof file is malformed: ${what}` };
+  }
+}
+
+function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
+  const records = [];
+  for (const path of sortedKeys(files)) {
+    if (!path.startsWith(CUSTODY_DIR) || !path.endsWith('.json') || path.length < CUSTODY_DIR.length + 5) continue;
+    const stem = path.slice(CUSTODY_DIR.length, -5);
+    const index = parseU64(stem);
+    if (index === null) {
+      report.fail('custody_history', `${path} is not named by a ledger index`);
+      continue;
+    }
+    const entry = files.get(path).bytes ?? EMPTY;
+    const record = parseRecord(entry);
+    if (!record) report.fail('custody_history', `${path} is not a canonical custody record`);
+    const proofPath = `${CUSTODY_DIR}${index.toString().padStart(12, '0')}.proof`;
+    const proofBytes = text(files, proofPath);
+    if (proofBytes === null) {
+      report.fail('inclusion_proof', `record ${index}: ${proofPath} is missing`);
+    } else {
+      const parsed = parseProof(proofBytes);
+      if (parsed.error) {
+        report.fail('inclusion_proof', `record ${index}: ${parsed.error}`);
+      } else if (parsed.proof.index !== index) {
+        report.fail('inclusion_proof', `${proofPath} proves entry ${parsed.proof.index}, not ${index}`);
+      } else if (!bytesEqual(parsed.proof.checkpointNote, checkpointBytes) && checkpointOk) {
+        report.fail('inclusion_proof', `${proofPath} is against a different checkpoint than ${CHECKPOINT}`);
+      } else {
+        const opened = openCheckpoint(parsed.proof.checkpointNote, key);
+        const problem = opened.error
+          ? `proof file's checkpoint: ${opened.error}`
+          : verifyInclusion(index, opened.checkpoint.size, leafHash(entry), parsed.proof.path, opened.checkpoint.root);
+        if (problem === null) report.pass('inclusion_proof', `record ${index} is entry ${index} of the signed log`);
+        else if (opened.error) report.fail('inclusion_proof', `record ${index}: ${problem}`);
+        else report.fail('inclusion_proof', `record ${index}: inclusion proof for entry ${index} does not verify: ${problem}`);
+      }
+    }
+    records.push({ index, record });
+  }
+  return records;
+}
+
+/** The history is complete and in order: it starts with the registration that the signed manifest describes,
+ * each record names the previous one (`prior`), all are about this artefact, and the last is this export. */
+function checkHistory(records, manifest, manifestBytes, signature, report) {
+  const before = report.checks.filter((c) => !c.passed).length;
+  if (!manifest) {
+    report.fail('custody_history', 'no manifest to tie the history to');
+    return;
+  }
+  if (records.length === 0) {
+    report.fail('custody_history', 'the bundle holds no custody records');
+    return;
+  }
+  const first = records[0];
+  const event = first.record && first.record.event;
+  const registers =
+    event &&
+    event.type === 'artefact_registered' &&
+    first.record.prior === undefined &&
+    event.artefact === manifest.artefact &&
+    event.sha256 === manifest.sha256 &&
+    event.manifest_sha256 === hex(sha256(manifestBytes)) &&
+    signature !== null &&
+    event.manifest_signature === base64Encode(signature);
+  if (!registers) report.fail('custody_history', `record ${first.index} is not the registration of this manifest`);
+  for (let i = 1; i < records.length; i++) {
+    const previous = records[i - 1];
+    const r = records[i].record;
+    if (!r) continue;
+    if (r.prior === undefined || BigInt(r.prior) !== previous.index) {
+      const said = r.prior === undefined ? 'none' : String(r.prior);
+      report.fail(
+        'custody_history',
+        `record ${records[i].index} says the previous record is ${said}, but the bundle has ${previous.index}: records are missing or out of order`,
+      );
+    }
+  }
+  for (const bundled of records) {
+    if (bundled.record && eventArtefact(bundled.record.event) !== manifest.artefact) {
+      report.fail('custody_history', `record ${bundled.index} is about another artefact`);
+    }
+  }
+  const last = records[records.length - 1].record;
+  if (!last || last.event.type !== 'artefact_exported') {
+    report.fail('custody_history', 'the last record is not this bundle\'s export: records after it are missing');
+  }
+  if (report.checks.filter((c) => !c.passed).length === before) {
+    report.pass(
+      'custody_history',
+      `${records.length} records, complete and in order, from registration to this export`,
+    );
+  }
+  report.history = records.map(({ index, record }) => ({
+    index: index.toString(),
+    at: record ? record.at : null,
+    type: record ? record.event.type : null,
+    actor: record ? record.actor : null,
+    purpose: record ? record.purpose : null,
+  }));
+}
+
+function eventArtefact(event) {
+  return event.type === 'hearing_event' ? undefined : event.artefact;
+}
+
+// Canonical JSON (RFC 8785) and the shapes of manifests and custody records.
+
+/** RFC 8785: keys sorted by UTF-16 code units, no whitespace, ECMAScript number and string forms. */
+function canonicalize(value) {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value);
+  if (Array.isArray(value)) return `[${value.map(canonicalize).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalize(value[k])}`).join(',')}}`;
+}
+
+/** Parses canonical JSON, or null when the bytes are not JSON, not canonical, or hold an integer JavaScript
+ * cannot carry exactly. */
+function parseCanonical(bytes) {
+  const text = decodeUtf8(bytes);
+  if (text === null) return null;
+  let value;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (canonicalize(value) !== text) return null;
+  const unsafe = (v) =>
+    typeof v === 'number'
+      ? !Number.isSafeInteger(v) && Number.isInteger(v)
+      : v !== null && typeof v === 'object' && Object.values(v).some(unsafe);
+  return unsafe(value) ? null : value;
+}
+
+const isIdentifier = (v) => typeof v === 'string' && /^[A-Za-z0-9._:-]{1,64}$/.test(v) && !v.startsWith('.');
+const isLabel = (v) =>
+  typeof v === 'string' && v.length > 0 && encoder.encode(v).length <= 512 && !/[\u0000-\u001f\u007f-\u009f]/u.test(v);
+const isSha256 = (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v);
+const isU64 = (v) => Number.isSafeInteger(v) && v >= 0;
+const isU32 = (v) => isU64(v) && v <= 0xffff_ffff;
+const isSignature = (v) => typeof v === 'string' && base64Decode(v)?.length === 64;
+const isAccess = (v) => v === 'view' || v === 'download' || v === 'play';
+const isJson = () => true;
+
+/** A timestamp as jiff writes one: RFC 3339 in UTC, seconds always, a fraction only when not zero. */
+function isTimestamp(v) {
+  const m = typeof v === 'string' && /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{0,8}[1-9])?Z$/.exec(v);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
+  const days = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return month >= 1 && month <= 12 && day >= 1 && day <= days && hour < 24 && minute < 60 && second < 60;
+}
+
+/** Checks an object against a shape: every field known, required ones present, optional ones ('?') not null. */
+function fits(value, shape) {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const fields = new Map(Object.entries(shape).map(([k, check]) => [k.replace(/\?$/, ''), [check, k.endsWith('?')]]));
+  for (const key of Object.keys(value)) if (!fields.has(key)) return false;
+  for (const [key, [check, optional]] of fields) {
+    if (!(key in value)) {
+      if (!optional) return false;
+    } else if (!check(value[key])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const MANIFEST_SHAPE = {
+  type: (v) => typeof v === 'string',
+  artefact: isIdentifier,
+  case: isIdentifier,
+  sha256: isSha256,
+  size: isU64,
+  media_type: isLabel,
+  'original_name?': isLabel,
+  registered_at: isTimestamp,
+  registered_by: isIdentifier,
+  'media?': isJson,
+};
+
+const EVENT_SHAPES = {
+  artefact_registered: { artefact: isIdentifier, sha256: isSha256, size: isU64, manifest_sha256: isSha256, manifest_signature: isSignature },
+  artefact_accessed: { artefact: isIdentifier, sha256: isSha256, access: isAccess, site: isLabel },
+  artefact_exported: { artefact: isIdentifier, sha256: isSha256, format: isLabel, 'export_sha256?': isSha256 },
+  artefact_transferred: { artefact: isIdentifier, sha256: isSha256, recipient: isIdentifier, jurisdiction: isLabel },
+  derivative_made: { artefact: isIdentifier, sha256: isSha256, source: isIdentifier, source_sha256: isSha256, operation: isLabel },
+  hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isIdentifier, 'detail_sha256?': isSha256 },
+  policy_changed: { 'artefact?': isIdentifier, policy_sha256: isSha256, change: isLabel },
+  wider_use_requested: { artefact: isIdentifier, request_sha256: isSha256 },
+  outcome_reported: { artefact: isIdentifier, outcome: isLabel },
+  access_refused: { 'artefact?': isIdentifier, action: isLabel, reason: isLabel },
+};
+
+function isEvent(v) {
+  if (v === null || typeof v !== 'object' || !Object.hasOwn(EVENT_SHAPES, v.type)) return false;
+  return fits(v, { type: () => true, ...EVENT_SHAPES[v.type] });
+}
+
+const RECORD_SHAPE = {
+  v: isU32,
+  case: isIdentifier,
+  actor: isIdentifier,
+  at: isTimestamp,
+  purpose: isLabel,
+  event: isEvent,
+  'prior?': isU64,
+};
+
+function parseManifest(bytes) {
+  const value = parseCanonical(bytes);
+  if (value === null || !fits(value, MANIFEST_SHAPE)) {
+    return { manifest: null, error: 'manifest is not a valid canonical document' };
+  }
+  return { manifest: value, error: null };
+}
+
+/** A ledger entry read as a custody record of version 1, or null. */
+function parseRecord(bytes) {
+  if (bytes.length > MAX_RECORD_LEN) return null;
+  const value = parseCanonical(bytes);
+  if (value === null || !fits(value, RECORD_SHAPE) || value.v !== 1) return null;
+  return value;
+}

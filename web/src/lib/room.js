@@ -1,0 +1,281 @@
+// The hearing room client shared by the court console and the witness page: the room's WebSocket
+// (docs/hearing-room.md) and one RTCPeerConnection to the gateway.
+//
+// The offer carries our own microphone and camera on its first audio and video m-lines, then one
+// receive-only (audio, video) pair per slot; the participant with "slot": n arrives on pair n.
+// After a dropped network the room reconnects by itself with the `rejoin` credential from `welcome`.
+
+const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+
+/**
+ * @typedef {object} RoomHandlers
+ * @property {(welcome: object) => void} [onWelcome]
+ * @property {(state: object) => void} [onState]
+ * @property {(slots: MediaStream[]) => void} [onSlots] the receive streams, one per slot, after each (re)connection
+ * @property {(refusal: {action?: string, reason: string}) => void} [onRefused] an action (with `action`) or the join itself
+ * @property {(status: 'connecting'|'connected'|'reconnecting'|'closed') => void} [onConnection]
+ * @property {() => void} [onEnded]
+ * @property {() => void} [onRemoved]
+ * @property {() => void} [onReplaced] the same participant took part from another page
+ * @property {(error: Error) => void} [onError]
+ */
+
+export class Room {
+  /**
+   * @param {MediaStream|null} media our own camera and microphone (either may be missing)
+   * @param {RoomHandlers} handlers
+   */
+  constructor(media, handlers = {}) {
+    this.media = media;
+    this.handlers = handlers;
+    this.socket = null;
+    this.pc = null;
+    this.credential = null;
+    this.welcome = null;
+    this.state = null;
+    this.slotStreams = [];
+    this.finished = false;
+    this.attempt = 0;
+    this.retryTimer = null;
+    this.onOnline = () => this.retryNow();
+    window.addEventListener('online', this.onOnline);
+  }
+
+  /** Takes part with an invite's secret (usable once). */
+  join(secret) {
+    this.connect({ type: 'join', invite: secret });
+  }
+
+  /** Takes part again as the same participant, with the credential from an earlier `welcome`. */
+  rejoin(credential) {
+    this.credential = credential;
+    this.connect({ type: 'rejoin', credential });
+  }
+
+  /** Sends one action (admit, mute, start_recording…); the answer comes as a new `state` or a refusal. */
+  send(message) {
+    if (this.socket?.readyState !== WebSocket.OPEN) {
+      this.handlers.onRefused?.({ action: message.type, reason: 'not connected to the hearing; trying again' });
+      return false;
+    }
+    this.socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  /** Leaves the hearing for good. */
+  leave() {
+    if (this.finished) return;
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ type: 'leave' }));
+    this.finish('closed');
+  }
+
+  /** Replaces the media we send (the next offer carries it). */
+  setMedia(media) {
+    this.media = media;
+  }
+
+  connect(first) {
+    clearTimeout(this.retryTimer);
+    this.handlers.onConnection?.(this.attempt === 0 ? 'connecting' : 'reconnecting');
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const socket = new WebSocket(`${scheme}://${location.host}/api/v1/room`);
+    this.socket = socket;
+    socket.addEventListener('open', () => socket.send(JSON.stringify(first)));
+    socket.addEventListener('message', (event) => {
+      if (socket !== this.socket) return;
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      this.receive(message).catch((error) => this.handlers.onError?.(error));
+    });
+    socket.addEventListener('close', () => {
+      if (socket !== this.socket || this.finished) return;
+      this.lost();
+    });
+  }
+
+  async receive(message) {
+    switch (message.type) {
+      case 'welcome':
+        this.attempt = 0;
+        this.welcome = message;
+        this.credential = message.credential;
+        this.handlers.onConnection?.('connected');
+        this.handlers.onWelcome?.(message);
+        await this.negotiate();
+        break;
+      case 'state':
+        // docs/hearing-room.md names our own id `you.participant`; the gateway sends the participant entry (`id`).
+        message.you = { ...(message.you ?? {}) };
+        message.you.participant ??= message.you.id ?? this.welcome?.participant;
+        this.state = message;
+        this.handlers.onState?.(message);
+        break;
+      case 'answer':
+        if (this.pc && this.pc.signalingState === 'have-local-offer') {
+          await this.pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+        }
+        break;
+      case 'refused':
+        if (message.action) {
+          this.handlers.onRefused?.(message);
+        } else {
+          // The join or rejoin itself was refused; the server closes the socket.
+          this.finish('closed');
+          this.handlers.onRefused?.(message);
+        }
+        break;
+      case 'ended':
+        this.finish('closed');
+        this.handlers.onEnded?.();
+        break;
+      case 'removed':
+        this.finish('closed');
+        this.handlers.onRemoved?.();
+        break;
+      case 'replaced':
+        // The same participant connected again elsewhere (another tab or device); this page steps aside.
+        this.finish('closed');
+        this.handlers.onReplaced?.();
+        break;
+      case 'error':
+        this.handlers.onError?.(new Error(message.detail ?? 'the hearing room could not do that'));
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** A new peer connection and a complete (non-trickle) offer. */
+  async negotiate() {
+    this.pc?.close();
+    const pc = new RTCPeerConnection({ iceServers: this.welcome?.ice_servers ?? [] });
+    this.pc = pc;
+    const audio = this.media?.getAudioTracks()[0];
+    const video = this.media?.getVideoTracks()[0];
+    const streams = this.media ? [this.media] : [];
+    preferCodec(pc.addTransceiver(audio ?? 'audio', { direction: audio ? 'sendonly' : 'inactive', streams }), 'audio');
+    preferCodec(pc.addTransceiver(video ?? 'video', { direction: video ? 'sendonly' : 'inactive', streams }), 'video');
+    const slots = Number(this.welcome?.slots ?? 0);
+    this.slotStreams = [];
+    for (let n = 0; n < slots; n += 1) {
+      const heard = preferCodec(pc.addTransceiver('audio', { direction: 'recvonly' }), 'audio');
+      const seen = preferCodec(pc.addTransceiver('video', { direction: 'recvonly' }), 'video');
+      this.slotStreams.push(new MediaStream([heard.receiver.track, seen.receiver.track]));
+    }
+    this.handlers.onSlots?.(this.slotStreams);
+    await pc.setLocalDescription(await pc.createOffer());
+    await gatheringComplete(pc, 5000);
+    if (pc !== this.pc) return;
+    this.send({ type: 'offer', sdp: pc.localDescription.sdp });
+  }
+
+  lost() {
+    this.pc?.close();
+    this.pc = null;
+    if (!this.credential) {
+      this.finish('closed');
+      this.handlers.onRefused?.({ reason: 'the connection to the hearing was lost before it was accepted' });
+      return;
+    }
+    this.handlers.onConnection?.('reconnecting');
+    const delay = RETRY_DELAYS_MS[Math.min(this.attempt, RETRY_DELAYS_MS.length - 1)];
+    this.attempt += 1;
+    this.retryTimer = setTimeout(() => this.connect({ type: 'rejoin', credential: this.credential }), delay);
+  }
+
+  retryNow() {
+    if (this.finished || !this.credential || this.socket?.readyState === WebSocket.OPEN) return;
+    if (this.socket?.readyState === WebSocket.CONNECTING) return;
+    this.connect({ type: 'rejoin', credential: this.credential });
+  }
+
+  finish(status) {
+    this.finished = true;
+    clearTimeout(this.retryTimer);
+    window.removeEventListener('online', this.onOnline);
+    this.pc?.close();
+    this.pc = null;
+    if (this.socket && this.socket.readyState <= WebSocket.OPEN) this.socket.close();
+    this.handlers.onConnection?.(status);
+  }
+}
+
+/** The gateway relays Opus and VP8 without transcoding: offer only those. */
+function preferCodec(transceiver, kind) {
+  const wanted = kind === 'audio' ? 'audio/opus' : 'video/vp8';
+  const codecs = RTCRtpReceiver.getCapabilities?.(kind)?.codecs ?? [];
+  const chosen = codecs.filter((codec) => codec.mimeType.toLowerCase() === wanted);
+  if (chosen.length && transceiver.setCodecPreferences) transceiver.setCodecPreferences(chosen);
+  return transceiver;
+}
+
+function gatheringComplete(pc, limitMs) {
+  if (pc.iceGatheringState === 'complete') return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, limitMs);
+    function done() {
+      clearTimeout(timer);
+      pc.removeEventListener('icegatheringstatechange', check);
+      resolve();
+    }
+    function check() {
+      if (pc.iceGatheringState === 'complete') done();
+    }
+    pc.addEventListener('icegatheringstatechange', check);
+  });
+}
+
+/** Roles in the order a court lists them. */
+export const ROLE_ORDER = [
+  'judge', 'clerk', 'prosecutor', 'defence', 'interpreter', 'witness', 'remote_site_officer', 'auditor',
+];
+
+/** Starts a microphone/camera preview: returns the stream, or null with the reason, never throws. */
+export async function openMedia({ video = true } = {}) {
+  if (!navigator.mediaDevices?.getUserMedia) return { stream: null, error: 'unsupported' };
+  try {
+    return { stream: await navigator.mediaDevices.getUserMedia({ audio: true, video }), error: null };
+  } catch (error) {
+    if (video) {
+      // No camera, or the camera refused: try the microphone alone.
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
+        return { stream, error: 'no-camera' };
+      } catch {
+        /* fall through */
+      }
+    }
+    return { stream: null, error: error?.name === 'NotAllowedError' ? 'denied' : 'no-device' };
+  }
+}
+
+/** Drives a level bar (0…100, element.style is not used: the value goes to a <meter> or <progress>). */
+export function audioLevel(stream, meter) {
+  const track = stream?.getAudioTracks()[0];
+  if (!track) return () => {};
+  const context = new AudioContext();
+  const source = context.createMediaStreamSource(new MediaStream([track]));
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 512;
+  source.connect(analyser);
+  const samples = new Uint8Array(analyser.fftSize);
+  let running = true;
+  const tick = () => {
+    if (!running) return;
+    analyser.getByteTimeDomainData(samples);
+    let peak = 0;
+    for (const sample of samples) peak = Math.max(peak, Math.abs(sample - 128));
+    meter.value = Math.min(100, Math.round((peak / 128) * 100 * 2));
+    requestAnimationFrame(tick);
+  };
+  context.resume().catch(() => {});
+  tick();
+  return () => {
+    running = false;
+    context.close().catch(() => {});
+  };
+}

@@ -1,0 +1,240 @@
+// The bundle checker page (/verify): a court bundle chosen or dropped here is verified in this browser by
+// lib/bundle.js and never leaves the machine. The verdict, every check by part, the custody history and the full
+// text report are shown in an aria-live region; the verdict takes focus when a check ends.
+
+import { BundleError, PARTS, verifyBundle } from './lib/bundle.js';
+
+const $ = (id) => document.getElementById(id);
+
+const form = $('form');
+const fileInput = $('file');
+const keyInput = $('key');
+const checkButton = $('check');
+const drop = $('drop');
+const progressBox = $('progress-box');
+const progress = $('progress');
+const progressText = $('progress-text');
+const result = $('result');
+const verdict = $('verdict');
+const summary = $('summary');
+const facts = $('facts');
+const checksTitle = $('checks-title');
+const checksList = $('checks');
+const historyBox = $('history-box');
+const historyBody = document.querySelector('#history tbody');
+const reportBox = $('report-box');
+const reportText = $('report');
+
+let chosen = null;
+let running = false;
+
+const EVENT_WORDS = {
+  artefact_registered: 'taken into custody, description signed',
+  artefact_accessed: 'opened',
+  artefact_exported: 'exported',
+  artefact_transferred: 'custody transferred',
+  derivative_made: 'derived copy made',
+  hearing_event: 'hearing event',
+  policy_changed: 'use restrictions changed',
+  wider_use_requested: 'wider use requested',
+  outcome_reported: 'outcome reported',
+  access_refused: 'access refused',
+};
+
+/** What a failed part means, in plain words. */
+const MEANING = {
+  bag: 'files in the bundle were changed, added or removed after it was made',
+  payload_hash: 'the evidence is not the file the gateway signed for',
+  manifest_signature: "the evidence's signed description is not the gateway's",
+  trusted_key: 'it was signed by a key that is not the one you trust',
+  checkpoint: "the log checkpoint is not signed by the gateway",
+  inclusion_proof: "a custody record is not in the gateway's public log",
+  custody_history: 'the custody history is incomplete, out of order or not about this evidence',
+};
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  return node;
+}
+
+function bytes(n) {
+  if (n < 1024) return `${n} bytes`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+function clearResult() {
+  result.dataset.verdict = 'none';
+  delete result.dataset.failedParts;
+  for (const node of [verdict, summary, facts, checksTitle, historyBox, reportBox]) node.hidden = true;
+  facts.replaceChildren();
+  checksList.replaceChildren();
+  historyBody.replaceChildren();
+  reportText.textContent = '';
+}
+
+function choose(file) {
+  chosen = file || null;
+  clearResult();
+  if (chosen) void run();
+}
+
+async function run() {
+  if (!chosen || running) return;
+  running = true;
+  const file = chosen;
+  checkButton.disabled = true;
+  result.setAttribute('aria-busy', 'true');
+  progressBox.hidden = false;
+  progress.value = 0;
+  progressText.textContent = `0 of ${bytes(file.size)}`;
+  const started = performance.now();
+  let lastPaint = 0;
+  const onProgress = (done, total) => {
+    const now = performance.now();
+    if (now - lastPaint < 100 && done < total) return;
+    lastPaint = now;
+    progress.value = total ? Math.floor((done / total) * 100) : 100;
+    progressText.textContent = `${bytes(done)} of ${bytes(total)}`;
+  };
+  const trusted = keyInput.value.trim() ? [keyInput.value.trim()] : [];
+  try {
+    const verification = await verifyBundle(file, { trusted, onProgress });
+    const seconds = (performance.now() - started) / 1000;
+    showVerification(file, verification, seconds);
+  } catch (err) {
+    showUnreadable(file, err);
+  } finally {
+    progressBox.hidden = true;
+    result.removeAttribute('aria-busy');
+    checkButton.disabled = false;
+    running = false;
+    verdict.focus();
+  }
+}
+
+function fact(term, value) {
+  facts.append(element('dt', term), element('dd', value));
+}
+
+function showVerification(file, v, seconds) {
+  const valid = v.valid;
+  result.dataset.verdict = valid ? 'valid' : 'invalid';
+  result.dataset.failedParts = v.failedParts.join(' ');
+  result.dataset.seconds = seconds.toFixed(3);
+  verdict.textContent = valid ? 'VALID' : 'NOT VALID';
+  verdict.hidden = false;
+  const what = v.kind === 'case' ? 'case bundle' : 'bundle';
+  if (valid) {
+    const pinned = v.checks.some((c) => c.part === 'trusted_key' && c.detail.includes('NOT PINNED'));
+    summary.textContent =
+      v.kind === 'case'
+        ? `Every artefact in this case bundle and its custody history are exactly what the gateway recorded.`
+        : `The evidence and its custody history are exactly what the gateway recorded.`;
+    if (pinned) {
+      summary.textContent +=
+        ' The signing key was not confirmed: enter the gateway key you trust above and check again to be sure who signed it.';
+    }
+  } else {
+    const meanings = v.failedParts.map((p) => MEANING[p]);
+    summary.textContent = `Do not rely on this ${what} as it is: ${joinWords(meanings)}.`;
+  }
+  summary.hidden = false;
+
+  fact('File', `${file.name} (${bytes(file.size)})`);
+  if (v.artefact) fact('Artefact', v.artefact);
+  if (v.sha256) fact('Evidence SHA-256', v.sha256);
+  if (v.bundles) fact('Artefact bundles', String(v.bundles.length));
+  fact('Custody records', String(v.records));
+  if (v.log) fact('Log', `${v.log.origin}, size ${v.log.size}`);
+  fact('Checked in', `${seconds.toFixed(1)} s, in this browser`);
+  facts.hidden = false;
+
+  checksTitle.hidden = false;
+  // Failures first, so that a screen reader user hears what went wrong before what went right.
+  const ordered = [...v.checks.filter((c) => !c.passed), ...v.checks.filter((c) => c.passed)];
+  for (const check of ordered) {
+    const item = element('li', undefined, check.passed ? 'passed' : 'failed');
+    item.dataset.part = check.part;
+    const head = element('span', undefined, 'head');
+    head.append(element('span', check.passed ? '✓ passed' : '✗ FAILED', 'mark'));
+    const body = element('span');
+    body.append(element('span', `${capitalise(PARTS[check.part])}: `, 'part'), element('span', check.detail, 'detail'));
+    item.append(head, body);
+    checksList.append(item);
+  }
+
+  if (v.history && v.history.length) {
+    for (const record of v.history) {
+      const row = element('tr');
+      row.append(
+        element('td', `#${record.index}`),
+        element('td', record.at ?? 'unreadable'),
+        element('td', record.type ? EVENT_WORDS[record.type] ?? record.type : 'unreadable record'),
+        element('td', record.actor ?? ''),
+        element('td', record.purpose ?? ''),
+      );
+      historyBody.append(row);
+    }
+    historyBox.hidden = false;
+  }
+  reportText.textContent = v.toString();
+  reportBox.hidden = false;
+}
+
+function showUnreadable(file, err) {
+  result.dataset.verdict = 'error';
+  result.dataset.failedParts = 'bag';
+  verdict.textContent = 'NOT VALID';
+  verdict.hidden = false;
+  const reason = err instanceof BundleError ? err.message : `the file could not be read (${err && err.message})`;
+  summary.textContent = `${file.name} could not be read as a court bundle: ${reason}.`;
+  summary.hidden = false;
+  if (!(err instanceof BundleError)) console.error(err);
+}
+
+function capitalise(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+function joinWords(words) {
+  if (words.length <= 1) return words.join('');
+  return `${words.slice(0, -1).join('; ')}; and ${words[words.length - 1]}`;
+}
+
+fileInput.addEventListener('change', () => choose(fileInput.files && fileInput.files[0]));
+form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  if (!chosen) {
+    fileInput.focus();
+    fileInput.click();
+    return;
+  }
+  clearResult();
+  void run();
+});
+for (const type of ['dragenter', 'dragover']) {
+  drop.addEventListener(type, (event) => {
+    event.preventDefault();
+    drop.classList.add('over');
+  });
+}
+for (const type of ['dragleave', 'dragend']) drop.addEventListener(type, () => drop.classList.remove('over'));
+drop.addEventListener('drop', (event) => {
+  event.preventDefault();
+  drop.classList.remove('over');
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (file) choose(file);
+});
+// A file dropped anywhere else would make the browser open it in place of the page.
+window.addEventListener('dragover', (event) => event.preventDefault());
+window.addEventListener('drop', (event) => event.preventDefault());
+document.documentElement.dataset.ready = 'true';

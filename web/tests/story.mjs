@@ -1,0 +1,416 @@
+// The whole story in real browsers, against a running gateway (crates/server/tests/web_story.rs starts one):
+//   1. a clerk signs in on the console, uploads evidence, schedules a hearing and makes invites;
+//   2. a witness opens the invite on a phone, checks camera and microphone, and waits in the lobby;
+//   3. the judge enters the room from the console with their own invite, admits the witness, and they see each
+//      other's video;
+//   4. the hearing is recorded, the oath taken, and the hearing ended;
+//   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
+//   6. the verification page says the bundle is valid;
+//   7. and rejects a copy with one byte changed.
+// Every page is saved as a screenshot at each step.
+//
+//   node web/tests/story.mjs --base http://127.0.0.1:8080 --admin-password <pw> --out <screenshots> --work <dir>
+
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const options = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
+);
+const base = options.base;
+const out = options.out;
+const work = options.work;
+const adminPassword = options['admin-password'];
+if (!base || !out || !work || !adminPassword) {
+  console.error('usage: story.mjs --base URL --admin-password PW --out DIR --work DIR');
+  process.exit(2);
+}
+const CASE = 'case-story';
+const STEP_TIMEOUT = 30_000;
+
+let shot = 0;
+async function screenshot(page, name) {
+  shot += 1;
+  const file = join(out, `${String(shot).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`screenshot ${file}`);
+}
+
+function step(text) {
+  console.log(`\n== ${text}`);
+}
+
+function check(condition, message) {
+  if (!condition) throw new Error(`story failed: ${message}`);
+}
+
+// Setting the scene through the API: accounts, the case, its members.
+
+async function call(method, path, cookie, body) {
+  const response = await fetch(base + path, {
+    method,
+    headers: { ...(cookie ? { cookie } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${text}`);
+  return { response, json: text ? JSON.parse(text) : null };
+}
+
+async function signIn(username, password) {
+  const { response } = await call('POST', '/api/v1/session', null, { username, password });
+  return response.headers.get('set-cookie').split(';')[0];
+}
+
+const people = {
+  clerk: { username: 'clerk.rossi', display_name: 'Giulia Rossi', jurisdiction: 'IT', role: 'clerk' },
+  judge: { username: 'judge.bianchi', display_name: 'Marco Bianchi', jurisdiction: 'IT', role: 'judge' },
+  prosecutor: { username: 'pm.esposito', display_name: 'Anna Esposito', jurisdiction: 'IT', role: 'prosecutor' },
+};
+
+async function scene() {
+  const admin = await signIn('admin', adminPassword);
+  await call('POST', '/api/v1/cases', admin, { id: CASE, title: 'R v Story' });
+  for (const person of Object.values(people)) {
+    person.password = `${person.username}-correct-horse-battery`;
+    const { json } = await call('POST', '/api/v1/accounts', admin, {
+      username: person.username, display_name: person.display_name, password: person.password, jurisdiction: person.jurisdiction,
+    });
+    person.id = json.id;
+    await call('PUT', `/api/v1/cases/${CASE}/members/${person.id}`, admin, { role: person.role });
+  }
+}
+
+// Browser helpers.
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: [
+    '--headless=new', '--no-sandbox', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    '--autoplay-policy=no-user-gesture-required', '--allow-loopback-in-peer-connection',
+  ],
+});
+
+async function open(name, contextOptions = {}) {
+  const context = await browser.newContext({
+    baseURL: base,
+    viewport: { width: 1280, height: 900 },
+    acceptDownloads: true,
+    ...contextOptions,
+  });
+  await context.grantPermissions(['camera', 'microphone', 'clipboard-read', 'clipboard-write'], { origin: base });
+  const page = await context.newPage();
+  page.setDefaultTimeout(STEP_TIMEOUT);
+  page.on('console', (message) => {
+    if (['error', 'warning'].includes(message.type())) console.log(`[${name} console ${message.type()}] ${message.text()}`);
+  });
+  page.on('pageerror', (error) => console.log(`[${name} page error] ${error.message}`));
+  page.on('dialog', (dialog) => dialog.accept());
+  return page;
+}
+
+async function consoleSignIn(page, person) {
+  await page.goto('/');
+  await page.getByLabel('Username').fill(person.username);
+  await page.getByLabel('Password').fill(person.password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: /R v Story/ }).click();
+  await page.locator('#case-body').waitFor();
+}
+
+/** A <video> shows live frames: it has a size and its clock moves. */
+async function assertVideoPlays(page, selector, who) {
+  await page.waitForFunction(
+    (sel) => [...document.querySelectorAll(sel)].some((v) => v.videoWidth > 0 && v.readyState >= 2),
+    selector,
+    { timeout: 45_000 },
+  ).catch(() => {
+    throw new Error(`story failed: ${who} sees no video in ${selector}`);
+  });
+  const first = await page.$$eval(selector, (videos) => Math.max(...videos.map((v) => v.currentTime)));
+  await page.waitForTimeout(1500);
+  const later = await page.$$eval(selector, (videos) => Math.max(...videos.map((v) => v.currentTime)));
+  const size = await page.$$eval(selector, (videos) => videos.map((v) => `${v.videoWidth}x${v.videoHeight}`).join(', '));
+  check(later > first, `${who}'s video in ${selector} is frozen (currentTime ${first} → ${later})`);
+  console.log(`${who} sees video ${size}, currentTime ${first.toFixed(2)} → ${later.toFixed(2)}`);
+}
+
+/** A short real WebM (a moving canvas and a tone), made by the browser's own MediaRecorder. */
+async function makeWebm(page) {
+  const base64 = await page.evaluate(async () => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 320;
+    canvas.height = 240;
+    const g = canvas.getContext('2d');
+    let frame = 0;
+    const timer = setInterval(() => {
+      g.fillStyle = `hsl(${(frame * 7) % 360} 60% 40%)`;
+      g.fillRect(0, 0, 320, 240);
+      g.fillStyle = '#fff';
+      g.font = '32px sans-serif';
+      g.fillText(`statement ${frame++}`, 20, 130);
+    }, 40);
+    const audio = new AudioContext();
+    const tone = audio.createOscillator();
+    const sink = audio.createMediaStreamDestination();
+    tone.connect(sink);
+    tone.start();
+    const stream = new MediaStream([...canvas.captureStream(25).getVideoTracks(), ...sink.stream.getAudioTracks()]);
+    const recorder = new MediaRecorder(stream, { mimeType: 'video/webm;codecs=vp8,opus' });
+    const chunks = [];
+    recorder.ondataavailable = (event) => chunks.push(event.data);
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start();
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    recorder.stop();
+    await stopped;
+    clearInterval(timer);
+    tone.stop();
+    const bytes = new Uint8Array(await new Blob(chunks).arrayBuffer());
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary);
+  });
+  return Buffer.from(base64, 'base64');
+}
+
+/** Changes one byte of the evidence inside a bundle (a tar): the copy must no longer verify. */
+function tamper(tar) {
+  const copy = Buffer.from(tar);
+  for (let at = 0; at + 512 <= copy.length;) {
+    const name = copy.toString('utf8', at, at + 100).replace(/\0.*$/s, '');
+    const prefix = copy.toString('utf8', at + 345, at + 500).replace(/\0.*$/s, '');
+    const size = parseInt(copy.toString('utf8', at + 124, at + 136).replace(/\0.*$/s, '').trim() || '0', 8);
+    const path = prefix ? `${prefix}/${name}` : name;
+    if (!name) break;
+    if (path.includes('data/payload/') && size > 0) {
+      const target = at + 512 + Math.floor(size / 2);
+      copy[target] ^= 0x01;
+      return copy;
+    }
+    at += 512 + Math.ceil(size / 512) * 512;
+  }
+  throw new Error('story failed: no payload found in the bundle to tamper with');
+}
+
+async function verifyBundle(page, file, expect) {
+  await page.goto('/verify');
+  await page.locator('#file').setInputFiles(file);
+  await page.getByRole('button', { name: 'Check the bundle' }).click().catch(() => {});
+  await page.waitForFunction(() => {
+    const verdict = document.querySelector('#result')?.dataset.verdict;
+    return verdict && verdict !== 'none' && verdict !== 'checking';
+  }, null, { timeout: 60_000 });
+  const verdict = await page.locator('#result').getAttribute('data-verdict');
+  const words = (await page.locator('#verdict').innerText()).trim();
+  console.log(`verify page: ${verdict}: ${words}`);
+  return { verdict, words };
+}
+
+// The story.
+
+await mkdir(out, { recursive: true });
+await mkdir(work, { recursive: true });
+
+await scene();
+
+step('1. The clerk signs in on the console, uploads a statement, schedules a hearing and makes invites');
+const clerk = await open('clerk');
+await clerk.goto('/');
+await screenshot(clerk, 'console-sign-in');
+await clerk.getByLabel('Username').fill(people.clerk.username);
+await clerk.getByLabel('Password').fill('wrong password');
+await clerk.getByRole('button', { name: 'Sign in' }).click();
+await clerk.locator('#sign-in-error').waitFor();
+const signInError = await clerk.locator('#sign-in-error').innerText();
+check(!/\{|problem|401/i.test(signInError), `the sign-in error is not in plain words: ${signInError}`);
+console.log(`wrong password: “${signInError}”`);
+await clerk.getByLabel('Password').fill(people.clerk.password);
+await clerk.getByRole('button', { name: 'Sign in' }).click();
+await clerk.getByRole('button', { name: /R v Story/ }).click();
+await clerk.locator('#case-body').waitFor();
+
+const statement = await makeWebm(clerk);
+await clerk.getByLabel('File').setInputFiles({ name: 'statement.webm', mimeType: 'video/webm', buffer: statement });
+await clerk.getByRole('button', { name: 'Upload', exact: true }).click();
+await clerk.locator('#upload-done').waitFor();
+check((await clerk.locator('#upload-progress').getAttribute('value')) === '100', 'the upload progress did not reach 100%');
+console.log(await clerk.locator('#upload-done').innerText());
+await clerk.getByRole('button', { name: /Custody timeline/ }).first().click();
+await clerk.locator('#timeline li').first().waitFor();
+await screenshot(clerk, 'console-evidence-timeline');
+
+let witnessLink = null;
+let judgeLink = null;
+{
+  await clerk.getByRole('tab', { name: 'Hearings' }).click();
+  await clerk.getByLabel('Date and time').fill('2026-12-01T09:00');
+  await clerk.getByLabel('Place').fill('Court of Catania, room 2');
+  await clerk.getByLabel('Check identity before the oath').uncheck();
+  await clerk.getByRole('button', { name: 'Schedule' }).click();
+  await clerk.locator('#hearing:not([hidden])').waitFor();
+  await clerk.getByRole('button', { name: 'Open the lobby' }).click();
+  await clerk.locator('#hearing-open[hidden]').waitFor({ state: 'attached' });
+
+  await clerk.getByLabel('Role').selectOption('witness');
+  await clerk.getByRole('button', { name: 'Make the invite' }).click();
+  await clerk.locator('#invite-made:not([hidden])').waitFor();
+  witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+  await clerk.getByRole('button', { name: 'Copy the link' }).click();
+  check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
+  await screenshot(clerk, 'console-invite-witness');
+
+  await clerk.getByLabel('Role').selectOption('judge');
+  await clerk.getByLabel('Admit on joining').check();
+  await clerk.getByRole('button', { name: 'Make the invite' }).click();
+  await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, witnessLink);
+  judgeLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+  check(/\/join#./.test(witnessLink) && /\/join#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
+  await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
+  await screenshot(clerk, 'console-hearing-invites');
+}
+
+let recordingArtefact = null;
+{
+  step('2. The witness opens the invite on a phone, in Arabic, checks camera and microphone, and waits in the lobby');
+  const witness = await open('witness', {
+    viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'ar',
+  });
+  await witness.goto(witnessLink);
+  check(!(await witness.evaluate(() => location.hash)), 'the invite secret stayed in the address bar');
+  await witness.waitForFunction(() => document.documentElement.dir === 'rtl' && document.documentElement.lang === 'ar');
+  await assertVideoPlays(witness, '#preview', 'the witness (preview)');
+  await witness.waitForFunction(() => document.querySelector('#level').value > 0, null, { timeout: 10_000 })
+    .catch(() => console.log('note: the audio level meter stayed at 0'));
+  await screenshot(witness, 'join-check-ar');
+  // The language picker switches at once, and back.
+  await witness.getByRole('combobox').selectOption('fr');
+  await witness.waitForFunction(() => document.documentElement.dir === 'ltr' && document.documentElement.lang === 'fr');
+  check((await witness.locator('#join').innerText()).includes('audience'), 'the page did not switch to French');
+  check(/caméra|micro/.test(await witness.locator('#preview-status').innerText()), 'the camera check stayed in Arabic');
+  await screenshot(witness, 'join-check-fr');
+  await witness.getByRole('combobox').selectOption('ar');
+  await witness.waitForFunction(() => document.documentElement.dir === 'rtl');
+  await witness.locator('#join').click();
+  await witness.locator('#lobby:not([hidden])').waitFor();
+  await screenshot(witness, 'join-lobby-ar');
+
+  step('3. The judge enters the room with their own invite, admits the witness, and they see each other');
+  const judge = await open('judge');
+  await consoleSignIn(judge, people.judge);
+  await judge.getByRole('tab', { name: 'Hearings' }).click();
+  await judge.locator('#hearings button').first().click();
+  await judge.getByLabel('Your own invite link').fill(judgeLink);
+  await judge.getByRole('button', { name: 'Enter the room' }).click();
+  await judge.locator('#room:not([hidden])').waitFor();
+  const admit = judge.getByRole('button', { name: 'Admit the Witness' });
+  await admit.waitFor();
+  await screenshot(judge, 'console-room-lobby');
+  await admit.focus();
+  await judge.keyboard.press('Enter'); // keyboard, not the mouse
+  await witness.locator('#lobby').waitFor({ state: 'hidden' });
+  if (await judge.locator('#act-start-session').isVisible()) await judge.locator('#act-start-session').click();
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge');
+  await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
+  await screenshot(judge, 'console-room-in-session');
+  await screenshot(witness, 'join-in-session-ar');
+
+  // The witness's network drops: the page rejoins with its credential, keeps its admission, and sees the court again.
+  await witness.evaluate(() => window.custodiaRoom.socket.close());
+  await witness.locator('#connection:not([hidden])').waitFor();
+  await witness.locator('#connection').waitFor({ state: 'hidden' });
+  check(await witness.locator('#lobby').isHidden(), 'after reconnecting the witness is back in the lobby');
+  await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness, after reconnecting');
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness reconnected');
+
+  step('4. The hearing is recorded, the oath taken, and the hearing ended');
+  await judge.getByRole('button', { name: 'Start recording' }).click();
+  await judge.locator('#rec:not([hidden])').waitFor();
+  await witness.locator('#recording:not([hidden])').waitFor();
+  await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
+  await judge.getByRole('button', { name: 'Rights notice given' }).click();
+  await judge.getByText('Done: rights notice recorded.').waitFor();
+  await judge.getByRole('button', { name: 'Record the oath' }).click();
+  await judge.getByText('Done: oath recorded.').waitFor();
+  await judge.waitForTimeout(6000); // a few seconds of testimony
+  check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
+  await screenshot(judge, 'console-room-recording');
+  await screenshot(witness, 'join-recording-ar');
+  await judge.getByRole('button', { name: 'Stop recording' }).click();
+  await judge.locator('#rec[hidden]').waitFor({ state: 'attached' });
+  await judge.getByRole('button', { name: 'End the hearing' }).first().click();
+  await witness.locator('#done:not([hidden])').waitFor();
+  await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
+  await screenshot(witness, 'join-ended-ar');
+  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 60_000 });
+  await screenshot(judge, 'console-after-hearing');
+
+  // The recording's segments and the signed minutes become artefacts of the case once every recording has closed.
+  const clerkCookie = await signIn(people.clerk.username, people.clerk.password);
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const { json: list } = await call('GET', `/api/v1/cases/${CASE}/hearings`, clerkCookie);
+    const hearing = list.hearings[0];
+    if (hearing.segments?.length && hearing.minutes_artefact) {
+      // The witness's testimony.
+      const witnessId = hearing.participants.find((person) => person.role === 'witness')?.id;
+      const segment = hearing.segments.find((item) => item.participant === witnessId);
+      check(segment, `no recording of the witness among ${JSON.stringify(hearing.segments)}`);
+      console.log(`${hearing.segments.length} recorded segments; the witness's is ${segment.artefact}; minutes ${hearing.minutes_artefact}`);
+      recordingArtefact = segment.artefact;
+      break;
+    }
+    check(Date.now() < deadline, `no recording segments or minutes after the hearing: ${JSON.stringify(hearing)}`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+step('5. The prosecutor finds the recording on the portal, sees it verified, plays it and downloads its court bundle');
+const prosecutor = await open('prosecutor');
+await prosecutor.goto('/portal');
+await prosecutor.getByLabel('Username').fill(people.prosecutor.username);
+await prosecutor.getByLabel('Password').fill(people.prosecutor.password);
+await prosecutor.getByRole('button', { name: 'Sign in' }).click();
+const card = prosecutor.locator(`section.artefact[data-artefact="${recordingArtefact}"]`);
+await card.waitFor();
+await card.locator('.verdict.ok, .verdict.bad').waitFor();
+const verdict = await card.locator('.verdict').innerText();
+check(/Verified/.test(verdict) && !/Not verified/.test(verdict), `the portal does not show the recording verified: ${verdict}`);
+await card.getByRole('button', { name: /^Play/ }).click();
+await prosecutor.waitForFunction(
+  (id) => {
+    const video = document.querySelector(`section.artefact[data-artefact="${id}"] video`);
+    return video && video.readyState >= 2 && video.duration > 0 && video.videoWidth > 0;
+  },
+  recordingArtefact,
+  { timeout: 30_000 },
+);
+await prosecutor.waitForTimeout(1000);
+await screenshot(prosecutor, 'portal-verified-playing');
+const downloading = prosecutor.waitForEvent('download', { timeout: 60_000 });
+await card.getByRole('button', { name: /Download the court bundle/ }).click();
+const download = await downloading;
+const bundle = join(work, download.suggestedFilename() || 'bundle.tar');
+await download.saveAs(bundle);
+await card.getByText(/^Downloaded /).waitFor();
+check((await card.locator('progress').getAttribute('value')) === '100', 'the download progress did not reach 100%');
+await screenshot(prosecutor, 'portal-downloaded');
+console.log(`bundle saved as ${bundle}`);
+
+step('6. The verification page says the bundle is valid');
+const checker = await open('verifier');
+const good = await verifyBundle(checker, bundle);
+await screenshot(checker, 'verify-valid');
+check(good.verdict === 'valid', `the verification page did not accept the bundle: ${good.verdict}: ${good.words}`);
+
+step('7. It rejects a tampered copy');
+const tampered = join(work, 'tampered.tar');
+await writeFile(tampered, tamper(await readFile(bundle)));
+const bad = await verifyBundle(checker, tampered);
+await screenshot(checker, 'verify-tampered');
+check(bad.verdict !== 'valid', `the verification page accepted a tampered bundle: ${bad.words}`);
+
+await browser.close();
+console.log('\nstory: every step passed');

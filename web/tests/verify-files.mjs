@@ -1,0 +1,22 @@
+// Runs the browser's bundle verifier (src/lib/bundle.js, the very module /verify bundles) under node, without a
+// browser, over many files: crates/server/tests/web_verify.rs compares every verdict with custodia_bundle::verify.
+//
+//   node tests/verify-files.mjs <cases.json>     cases.json: [{ "name", "path", "trusted" }]
+// Prints one JSON object per case: { name, verdict: "valid"|"invalid"|"error", failed: [...parts], report }.
+import { openAsBlob } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { BundleError, verifyBundle } from '../src/lib/bundle.js';
+
+const cases = JSON.parse(await readFile(process.argv[2], 'utf8'));
+for (const c of cases) {
+  const blob = await openAsBlob(c.path);
+  let out;
+  try {
+    const v = await verifyBundle(blob, { trusted: c.trusted ? [c.trusted] : [] });
+    out = { verdict: v.valid ? 'valid' : 'invalid', failed: v.failedParts, report: v.toString() };
+  } catch (err) {
+    if (!(err instanceof BundleError)) throw err;
+    out = { verdict: 'error', failed: ['bag'], report: err.message };
+  }
+  console.log(JSON.stringify({ name: c.name, ...out }));
+}

@@ -30,7 +30,7 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 
 /// Camera and microphone for the hearing pages, on this origin only; nothing else.
 pub const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), display-capture=(), geolocation=(), \
-     payment=(), usb=(), serial=(), hid=(), midi=(), interest-cohort=()";
+     payment=(), usb=(), serial=(), hid=(), midi=()";
 
 /// Each page's path and the file that is served for it (and the icon browsers ask for by its old name).
 pub const PAGES: [(&str, &str); 5] = [

@@ -107,4 +107,25 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("story: every step passed"), "{stdout}");
+
+    // What Chromium sent is in the bundle as recorded, without transcoding: ffprobe reads VP8 and Opus, and the
+    // bundle verifies offline with the CLI too.
+    let bundle = stdout.lines().find_map(|line| line.strip_prefix("bundle saved as ")).expect("the bundle's path");
+    let verified = run(
+        Command::new(env!("CARGO_BIN_EXE_custodia")).args(["verify", bundle]).env("CUSTODIA_DATA_DIR", data.path()),
+        Duration::from_secs(60),
+    );
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    let mut archive = tar::Archive::new(std::fs::File::open(bundle).unwrap());
+    let mut payload = archive
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|entry| entry.path().unwrap().to_string_lossy().contains("data/payload/"))
+        .expect("a payload in the bundle");
+    let segment = data.path().join("segment.webm");
+    std::io::copy(&mut payload, &mut std::fs::File::create(&segment).unwrap()).unwrap();
+    let (codecs, duration) = support::probe_media(&segment);
+    assert_eq!(codecs, ["opus", "vp8"], "Chromium's recording");
+    assert!(duration > 1.0, "Chromium's recording lasts {duration} s");
 }

@@ -34,6 +34,69 @@ async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) 
     (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
 }
 
+/// A scheduled hearing of case-1 whose lobby is open: its id, the clerk's session, and the secrets of `invites`.
+async fn open_hearing(gateway: &TestGateway, invites: &[Value]) -> (String, String, Vec<String>) {
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply =
+        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let mut secrets = Vec::new();
+    for body in invites {
+        secrets.push(invite(gateway, &clerk_session, &hearing, body.clone()).await.1);
+    }
+    let open = format!("/api/v1/cases/case-1/hearings/{hearing}/open");
+    let reply = gateway.call("POST", &open, Some(As::Session(&clerk_session)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    (hearing, clerk_session, secrets)
+}
+
+/// The hearing's view once its minutes are in custody (they follow the last segment), as `session` sees it.
+async fn view_after_the_minutes(gateway: &TestGateway, hearing: &str, session: &str) -> Value {
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
+    for _ in 0..60 {
+        let view = gateway.get(&uri, Some(As::Session(session))).await.json();
+        if !view["minutes_artefact"].is_null() {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("no minutes in custody 30 s after the end");
+}
+
+/// Fetches an artefact's bytes as `session`.
+async fn content(gateway: &TestGateway, artefact: &str, session: &str) -> Vec<u8> {
+    let reply =
+        gateway.get(&format!("/api/v1/artefacts/{artefact}/content?purpose=review"), Some(As::Session(session))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply.body.to_vec()
+}
+
+/// Every segment of the hearing's view, checked: its bytes are what the ledger's registration record and the view
+/// say, and ffprobe reads VP8 + Opus. Returns the seconds recorded per participant.
+async fn recorded_seconds(gateway: &TestGateway, view: &Value, session: &str) -> BTreeMap<String, f64> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recorded: BTreeMap<String, f64> = BTreeMap::new();
+    for segment in view["segments"].as_array().unwrap() {
+        let id = segment["artefact"].as_str().unwrap();
+        let record = gateway.ledger_record(segment["ledger_index"].as_u64().unwrap()).await;
+        assert_eq!(record["event"]["type"], "artefact_registered");
+        assert_eq!(record["event"]["artefact"], id);
+        let bytes = content(gateway, id, session).await;
+        let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(record["event"]["sha256"], digest.as_str(), "{id}: the ledger's digest is the bytes served");
+        assert_eq!(segment["sha256"], digest.as_str());
+        let path = dir.path().join(format!("{id}.webm"));
+        std::fs::write(&path, &bytes).unwrap();
+        let (codecs, duration) = probe_media(&path);
+        assert_eq!(codecs, ["opus", "vp8"], "{id}");
+        *recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default() += duration;
+    }
+    recorded
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
@@ -114,41 +177,11 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     }
     assert_eq!(report["self_admit"]["type"], "refused", "a witness cannot admit themself");
 
-    // The minutes follow the last segment into custody.
-    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
-    let mut view = Value::Null;
-    for _ in 0..60 {
-        view = gateway.get(&uri, Some(As::Session(&prosecutor_session))).await.json();
-        if !view["minutes_artefact"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let view = view_after_the_minutes(&gateway, &hearing, &prosecutor_session).await;
     assert_eq!(view["phase"], "ended");
-    let minutes_id = view["minutes_artefact"].as_str().expect("the minutes are in custody").to_owned();
-
-    // Every segment: its bytes are what the ledger's registration record says, and ffprobe reads VP8 + Opus.
-    let dir = tempfile::tempdir().unwrap();
-    let mut recorded: BTreeMap<String, f64> = BTreeMap::new();
+    let minutes_id = view["minutes_artefact"].as_str().unwrap().to_owned();
     let segments = view["segments"].as_array().unwrap();
-    for segment in segments {
-        let id = segment["artefact"].as_str().unwrap();
-        let record = gateway.ledger_record(segment["ledger_index"].as_u64().unwrap()).await;
-        assert_eq!(record["event"]["type"], "artefact_registered");
-        assert_eq!(record["event"]["artefact"], id);
-        let content = gateway
-            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&prosecutor_session)))
-            .await;
-        assert_eq!(content.status, StatusCode::OK);
-        let digest: String = Sha256::digest(&content.body).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(record["event"]["sha256"], digest.as_str());
-        assert_eq!(segment["sha256"], digest.as_str());
-        let path = dir.path().join(format!("{id}.webm"));
-        std::fs::write(&path, &content.body).unwrap();
-        let (codecs, duration) = probe_media(&path);
-        assert_eq!(codecs, ["opus", "vp8"], "{id}");
-        *recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default() += duration;
-    }
+    let recorded = recorded_seconds(&gateway, &view, &prosecutor_session).await;
     eprintln!("recorded per participant: {recorded:?}");
     for who in ["judge", "witness"] {
         let participant = report[who].as_str().unwrap();
@@ -158,11 +191,7 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     }
 
     // The minutes: canonical JSON, everyone present with their role, every segment's digest.
-    let content = gateway
-        .get(&format!("/api/v1/artefacts/{minutes_id}/content?purpose=review"), Some(As::Session(&prosecutor_session)))
-        .await;
-    assert_eq!(content.status, StatusCode::OK);
-    let minutes: Value = serde_json::from_slice(&content.body).unwrap();
+    let minutes: Value = serde_json::from_slice(&content(&gateway, &minutes_id, &prosecutor_session).await).unwrap();
     assert_eq!(minutes["hearing"], hearing.as_str());
     assert_eq!(minutes["phase"], "ended");
     assert_eq!(minutes["place"], "Tribunale di Catania, aula 2");
@@ -281,17 +310,9 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
     init_logs();
     let gateway = TestGateway::start().await;
     gateway.case("case-1").await;
-    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
-    gateway.member("case-1", &clerk, "clerk").await;
-    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
-    let reply =
-        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
-    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
-    let (_, judge_secret) =
-        invite(&gateway, &clerk_session, &hearing, json!({"role": "judge", "admit_on_join": true})).await;
-    let (_, camera_secret) = invite(&gateway, &clerk_session, &hearing, json!({"role": "remote_site_officer"})).await;
-    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
-    gateway.call("POST", &format!("{uri}/open"), Some(As::Session(&clerk_session)), json!({})).await;
+    let invites = [json!({"role": "judge", "admit_on_join": true}), json!({"role": "remote_site_officer"})];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let [judge_secret, camera_secret] = <[String; 2]>::try_from(secrets).unwrap();
     let port = serve_on_loopback(&gateway).await;
     let whip = format!("http://127.0.0.1:{port}/api/v1/room/whip");
 
@@ -339,28 +360,8 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
     judge.send(json!({"type": "end"})).await;
     while judge.next().await["type"] != "ended" {}
 
-    let mut view = Value::Null;
-    for _ in 0..60 {
-        view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
-        if !view["minutes_artefact"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert!(!view["minutes_artefact"].is_null(), "{view}");
-    let dir = tempfile::tempdir().unwrap();
-    let mut recorded = 0.0;
-    for segment in view["segments"].as_array().unwrap().iter().filter(|s| s["participant"] == camera.as_str()) {
-        let id = segment["artefact"].as_str().unwrap();
-        let content = gateway
-            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&clerk_session)))
-            .await;
-        let path = dir.path().join(format!("{id}.webm"));
-        std::fs::write(&path, &content.body).unwrap();
-        let (codecs, duration) = probe_media(&path);
-        assert_eq!(codecs, ["opus", "vp8"]);
-        recorded += duration;
-    }
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let recorded = recorded_seconds(&gateway, &view, &clerk_session).await.get(&camera).copied().unwrap_or_default();
     eprintln!("the WHIP publisher was recorded for {recorded:.2} s");
     // It published 16 s; it waited ~2 s in the lobby, unrecorded, before the recording started.
     assert!((9.0..=15.5).contains(&recorded), "recorded {recorded:.2} s");
@@ -375,20 +376,9 @@ async fn a_private_consultation_is_relayed_among_its_members_only_and_never_reco
     init_logs();
     let gateway = TestGateway::start().await;
     gateway.case("case-1").await;
-    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
-    gateway.member("case-1", &clerk, "clerk").await;
-    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
-    let reply =
-        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
-    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
-    let mut secrets = Vec::new();
-    for body in
-        [json!({"role": "judge", "admit_on_join": true}), json!({"role": "prosecutor"}), json!({"role": "witness"})]
-    {
-        secrets.push(invite(&gateway, &clerk_session, &hearing, body).await.1);
-    }
-    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
-    gateway.call("POST", &format!("{uri}/open"), Some(As::Session(&clerk_session)), json!({})).await;
+    let invites =
+        [json!({"role": "judge", "admit_on_join": true}), json!({"role": "prosecutor"}), json!({"role": "witness"})];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
     let port = serve_on_loopback(&gateway).await;
     let url = format!("ws://127.0.0.1:{port}/api/v1/room");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room_consultation.py");
@@ -431,25 +421,8 @@ async fn a_private_consultation_is_relayed_among_its_members_only_and_never_reco
     }
     assert!(wrong.is_empty(), "{wrong:?}\n{report}\n{log}");
 
-    let mut view = Value::Null;
-    for _ in 0..60 {
-        view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
-        if !view["minutes_artefact"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut recorded: BTreeMap<String, f64> = BTreeMap::new();
-    for segment in view["segments"].as_array().unwrap() {
-        let id = segment["artefact"].as_str().unwrap();
-        let content = gateway
-            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&clerk_session)))
-            .await;
-        let path = dir.path().join(format!("{id}.webm"));
-        std::fs::write(&path, &content.body).unwrap();
-        *recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default() += probe_media(&path).1;
-    }
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let recorded = recorded_seconds(&gateway, &view, &clerk_session).await;
     let seconds = |who: &str| recorded.get(report["ids"][who].as_str().unwrap()).copied().unwrap_or_default();
     eprintln!(
         "recorded: judge {:.2} s, prosecutor {:.2} s, witness {:.2} s",
@@ -462,12 +435,7 @@ async fn a_private_consultation_is_relayed_among_its_members_only_and_never_reco
         assert!(seconds(member) > 5.0, "{member} was recorded in the hearing");
         assert!(seconds(member) < seconds("judge") - 5.0, "{member} was recorded in the consultation: {recorded:?}");
     }
-    let minutes = gateway
-        .get(
-            &format!("/api/v1/artefacts/{}/content?purpose=review", view["minutes_artefact"].as_str().unwrap()),
-            Some(As::Session(&clerk_session)),
-        )
-        .await;
-    let minutes: Value = serde_json::from_slice(&minutes.body).unwrap();
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let minutes: Value = serde_json::from_slice(&minutes).unwrap();
     assert_eq!(minutes["consultations"].as_array().unwrap().len(), 1, "{minutes}");
 }

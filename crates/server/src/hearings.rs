@@ -421,8 +421,9 @@ pub enum ConsoleStep {
     Close,
 }
 
-/// What a participant may ask for in the room (docs/hearing-room.md).
-#[derive(Debug, Deserialize)]
+/// What a participant may ask for in the room (docs/hearing-room.md). `Debug` shows only the step's name: an
+/// identity check carries the officer's name.
+#[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RoomStep {
     Admit { participant: ParticipantId },
@@ -440,6 +441,12 @@ pub enum RoomStep {
     SwearInterpreter { interpreter: ParticipantId, languages: Label },
     End,
     Leave,
+}
+
+impl std::fmt::Debug for RoomStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl RoomStep {

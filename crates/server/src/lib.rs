@@ -24,6 +24,13 @@ pub mod tus;
 pub mod web;
 pub mod whip;
 
+/// What the gateway logs unless `RUST_LOG` says otherwise. The WebRTC engine's own crates are silenced: their
+/// messages name ICE candidates, which are the participants' IP addresses (a witness's whereabouts), and the
+/// gateway logs what matters of a connection itself, by opaque participant id.
+pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls=off,webrtc_srtp=off,\
+     webrtc_sctp=off,webrtc_data=off,webrtc_mdns=off,webrtc_util=off,webrtc_media=off,turn=off,stun=off,\
+     interceptor=off,rtp=off,rtcp=off,sdp=off";
+
 /// The whole HTTP surface: the API, WHIP publishing, the read-only log, and the browser pages (served from the
 /// fallback, so that they never shadow a route).
 pub fn app(state: api::AppState) -> axum::Router {

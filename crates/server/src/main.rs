@@ -71,7 +71,8 @@ enum LogCommand {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,custodia=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| custodia_server::DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -18,9 +18,51 @@ use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
 
 const SECONDS: f64 = 14.0;
 
-/// The gateway's logs, as RUST_LOG asks.
+/// What the gateway logged in this test binary, kept to check that no address or secret is in it (when RUST_LOG
+/// is set, the logs go to the terminal instead, and are not checked).
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogBuffer;
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The gateway's logs: with its default filter, into [`LOGS`]; or as RUST_LOG asks, to the terminal.
 fn init_logs() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).try_init();
+    let _ = match std::env::var("RUST_LOG") {
+        Ok(filter) => tracing_subscriber::fmt().with_env_filter(filter).try_init(),
+        Err(_) => tracing_subscriber::fmt()
+            .with_env_filter(custodia_server::DEFAULT_LOG_FILTER)
+            .with_writer(|| LogBuffer)
+            .with_ansi(false)
+            .try_init(),
+    };
+}
+
+/// Checks that the logs so far name no IP address and none of `secrets`.
+fn assert_logs_are_clean(secrets: &[&str]) {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return;
+    }
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    assert!(logs.contains("recording segment in custody"), "the logs were captured:\n{logs}");
+    for line in logs.lines() {
+        let address = line.split(|c: char| !(c.is_ascii_digit() || c == '.')).any(|word| {
+            word.split('.').filter(|part| !part.is_empty()).count() == 4 && word.parse::<std::net::Ipv4Addr>().is_ok()
+        });
+        assert!(!address, "an IP address in the log: {line}");
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret in the log: {line}");
+        }
+    }
 }
 
 /// Issues an invite; returns its id and its secret.
@@ -228,6 +270,7 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     }
     let position = |kind: &str| kinds.iter().position(|k| k == kind).unwrap();
     assert!(position("admitted") < position("recording_started"));
+    assert_logs_are_clean(&[&judge_secret, &witness_secret, &revoked]);
     // Nothing is left staged.
     let staged = gateway.files_under("recordings");
     assert!(staged.is_empty(), "{staged:?}");

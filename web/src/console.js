@@ -2,9 +2,8 @@
 // outcome reports), hearings (schedule, invite, open), and the hearing room itself for the judge or the clerk.
 
 import { api, ApiError } from './lib/api.js';
+import { $, bytes, el, say, signInPage, when } from './lib/dom.js';
 import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
-
-const $ = (id) => document.getElementById(id);
 
 const ROLE_NAMES = {
   judge: 'Judge', clerk: 'Court clerk', prosecutor: 'Prosecutor', defence: 'Defence lawyer',
@@ -18,47 +17,12 @@ const view = { me: null, cases: [], case: null, artefact: null, hearing: null, r
 
 // Small helpers.
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === 'class') node.className = value;
-    else if (key === 'data') Object.assign(node.dataset, value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (key in node) node[key] = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children.filter((child) => child != null));
-  return node;
-}
-
-function say(element, text) {
-  element.textContent = text ?? '';
-  element.hidden = !text;
-}
-
 function announce(text) {
   $('status').textContent = text;
 }
 
 function role(name) {
   return ROLE_NAMES[name] ?? name;
-}
-
-function bytes(size) {
-  if (size < 1024) return `${size} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = size;
-  let unit = -1;
-  do {
-    value /= 1024;
-    unit += 1;
-  } while (value >= 1024 && unit < units.length - 1);
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-function when(iso) {
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 }
 
 function humanize(text) {
@@ -88,44 +52,16 @@ const enc = encodeURIComponent;
 
 // Signing in.
 
-function showSignIn(message) {
-  view.me = null;
-  $('app').hidden = true;
-  $('who').hidden = true;
-  $('room').hidden = true;
-  $('sign-in').hidden = false;
-  say($('sign-in-error'), message);
-  $('username').focus();
-}
-
-async function signedIn(me) {
-  view.me = me;
-  $('sign-in').hidden = true;
-  $('who').hidden = false;
-  $('who-name').textContent = `${me.display_name} (${me.jurisdiction})`;
-  $('app').hidden = false;
-  await loadCases();
-}
-
-$('sign-in-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const username = $('username').value.trim();
-  const password = $('password').value;
-  if (!username || !password) {
-    say($('sign-in-error'), 'Enter your username and your password.');
-    return;
-  }
-  let me;
-  try {
-    me = await api('POST', '/api/v1/session', { username, password });
-  } catch (error) {
-    say($('sign-in-error'), error.message); // a wrong password is a 401 too, but no ended session
-  }
-  if (me) {
-    $('password').value = '';
-    await signedIn(me);
-    $('main').focus();
-  }
+const showSignIn = signInPage({
+  signedOut() {
+    view.me = null;
+    $('room').hidden = true;
+  },
+  async signedIn(me) {
+    view.me = me;
+    await loadCases();
+  },
+  afterSignIn: () => $('main').focus(),
 });
 
 $('sign-out').addEventListener('click', async () => {
@@ -801,13 +737,3 @@ $('swear-interpreter').addEventListener('click', (e) => {
   if (interpreter && languages) send({ type: 'swear_interpreter', interpreter, languages }, e.currentTarget);
   else say($('room-error'), 'Choose the interpreter and give the languages.');
 });
-
-// Start: are we signed in already?
-
-(async () => {
-  try {
-    await signedIn(await api('GET', '/api/v1/me'));
-  } catch (error) {
-    showSignIn(error instanceof ApiError && error.status === 401 ? '' : error.message);
-  }
-})();

@@ -3,9 +3,9 @@
 // network), waits in the lobby, then shows the court.
 
 import { audioLevel, openMedia, Room, ROLE_ORDER } from './lib/room.js';
+import { $ } from './lib/dom.js';
 import { formatDateTime, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
 
-const $ = (id) => document.getElementById(id);
 const CREDENTIAL_KEY = 'custodia.room.credential';
 
 let media = null;

@@ -3,86 +3,27 @@
 // with progress.
 
 import { api, ApiError } from './lib/api.js';
+import { canonicalize, leafHash, readProof, verifyInclusion } from './lib/bundle.js';
+import { $, bytes, el, say, signInPage, when } from './lib/dom.js';
 
-const $ = (id) => document.getElementById(id);
 const enc = encodeURIComponent;
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === 'class') node.className = value;
-    else if (key === 'data') Object.assign(node.dataset, value);
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
-    else if (key in node) node[key] = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children.filter((child) => child != null));
-  return node;
-}
-
-function say(element, text) {
-  element.textContent = text ?? '';
-  element.hidden = !text;
-}
-
-function bytes(size) {
-  if (size < 1024) return `${size} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = size;
-  let unit = -1;
-  do {
-    value /= 1024;
-    unit += 1;
-  } while (value >= 1024 && unit < units.length - 1);
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-function when(iso) {
-  const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
-}
 
 // Signing in.
 
-function showSignIn(message) {
-  $('app').hidden = true;
-  $('who').hidden = true;
-  $('sign-in').hidden = false;
-  say($('sign-in-error'), message);
-  $('username').focus();
-}
-
-async function signedIn(me) {
-  $('sign-in').hidden = true;
-  $('who').hidden = false;
-  $('who-name').textContent = `${me.display_name} (${me.jurisdiction})`;
-  $('app').hidden = false;
-  const cases = await api('GET', '/api/v1/cases');
-  const list = Array.isArray(cases) ? cases : cases?.cases ?? [];
-  $('case').replaceChildren(...list.map((item) => new Option(`${item.title} (${item.id})`, item.id)));
-  const wanted = new URLSearchParams(location.search).get('case');
-  if (wanted && list.some((item) => item.id === wanted)) $('case').value = wanted;
-  if (list.length) await showCase();
-  else say($('find-error'), 'You are not a member of any case yet.');
-}
-
-$('sign-in-form').addEventListener('submit', async (event) => {
-  event.preventDefault();
-  const username = $('username').value.trim();
-  const password = $('password').value;
-  if (!username || !password) {
-    say($('sign-in-error'), 'Enter your username and your password.');
-    return;
-  }
-  try {
-    const me = await api('POST', '/api/v1/session', { username, password });
-    $('password').value = '';
-    await signedIn(me);
+const showSignIn = signInPage({
+  async signedIn() {
+    const cases = await api('GET', '/api/v1/cases');
+    const list = Array.isArray(cases) ? cases : cases?.cases ?? [];
+    $('case').replaceChildren(...list.map((item) => new Option(`${item.title} (${item.id})`, item.id)));
+    const wanted = new URLSearchParams(location.search).get('case');
+    if (wanted && list.some((item) => item.id === wanted)) $('case').value = wanted;
+    if (list.length) await showCase();
+    else say($('find-error'), 'You are not a member of any case yet.');
+  },
+  afterSignIn() {
     $('app-title').tabIndex = -1;
     $('app-title').focus();
-  } catch (error) {
-    say($('sign-in-error'), error.message);
-  }
+  },
 });
 
 $('sign-out').addEventListener('click', async () => {
@@ -171,76 +112,6 @@ function card(item) {
 // Verification from the timeline: the registration record names this SHA-256, the records form an unbroken chain,
 // and each record's inclusion proof leads to the root of a checkpoint of the log.
 
-async function sha256(bytes) {
-  return new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-}
-
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
-
-function fromBase64(text) {
-  const binary = atob(text);
-  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
-}
-
-function equal(a, b) {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
-}
-
-/** RFC 8785: keys sorted by UTF-16 code units, ECMAScript number and string forms. */
-function canonical(value) {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value);
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
-  const keys = Object.keys(value).sort();
-  return `{${keys.map((key) => `${JSON.stringify(key)}:${canonical(value[key])}`).join(',')}}`;
-}
-
-function parseProof(text) {
-  const [head, ...rest] = text.split('\n\n');
-  const lines = head.split('\n');
-  if (lines[0] !== 'c2sp.org/tlog-proof@v1') throw new Error('a proof is not in the c2sp.org/tlog-proof@v1 format');
-  let i = 1;
-  if (lines[i]?.startsWith('extra ')) i += 1;
-  const index = Number(lines[i]?.replace(/^index /, ''));
-  const path = lines.slice(i + 1).filter(Boolean).map(fromBase64);
-  const note = rest.join('\n\n');
-  const [origin, size, root] = note.split('\n');
-  return { index, path, origin, size: Number(size), root: fromBase64(root) };
-}
-
-/** RFC 9162 section 2.1.3.2. */
-async function inclusionRoot(index, size, leaf, path) {
-  if (index >= size) return null;
-  let fn = index;
-  let sn = size - 1;
-  let hash = leaf;
-  const one = Uint8Array.of(1);
-  for (const node of path) {
-    if (sn === 0) return null;
-    if (fn % 2 === 1 || fn === sn) {
-      hash = await sha256(concat(one, node, hash));
-      if (fn % 2 === 0) {
-        while (fn % 2 === 0 && fn !== 0) {
-          fn = Math.floor(fn / 2);
-          sn = Math.floor(sn / 2);
-        }
-      }
-    } else {
-      hash = await sha256(concat(one, hash, node));
-    }
-    fn = Math.floor(fn / 2);
-    sn = Math.floor(sn / 2);
-  }
-  return sn === 0 ? hash : null;
-}
-
 async function verify(item) {
   const timeline = await api('GET', `/api/v1/artefacts/${enc(item.id)}/timeline`);
   const records = timeline.records ?? [];
@@ -262,12 +133,14 @@ async function verify(item) {
   const encoder = new TextEncoder();
   let largest = 0;
   for (const entry of records) {
-    const proof = parseProof(entry.proof);
-    if (proof.index !== entry.ledger_index) return fail(`the proof for record ${entry.ledger_index} is for another entry`);
-    const leaf = await sha256(concat(Uint8Array.of(0), encoder.encode(canonical(entry.record))));
-    const root = await inclusionRoot(proof.index, proof.size, leaf, proof.path);
-    if (!root || !equal(root, proof.root)) return fail(`the inclusion proof of record ${entry.ledger_index} does not lead to the log's root`);
-    largest = Math.max(largest, proof.size);
+    const { proof, error } = readProof(encoder.encode(entry.proof));
+    if (error) throw new Error(error);
+    if (proof.index !== BigInt(entry.ledger_index)) return fail(`the proof for record ${entry.ledger_index} is for another entry`);
+    const leaf = leafHash(encoder.encode(canonicalize(entry.record)));
+    if (verifyInclusion(proof.index, proof.size, leaf, proof.path, proof.root) !== null) {
+      return fail(`the inclusion proof of record ${entry.ledger_index} does not lead to the log's root`);
+    }
+    largest = Math.max(largest, Number(proof.size));
   }
   checks.push(`Every record is proven to be in the custody log (checkpoint of ${largest} ${largest === 1 ? 'entry' : 'entries'}).`);
   return { ok: true, checks };
@@ -352,11 +225,3 @@ async function download(item, box, progress, text, error, button) {
     button.disabled = false;
   }
 }
-
-(async () => {
-  try {
-    await signedIn(await api('GET', '/api/v1/me'));
-  } catch (error) {
-    showSignIn(error instanceof ApiError && error.status === 401 ? '' : error.message);
-  }
-})();

@@ -3,8 +3,7 @@
 // text report are shown in an aria-live region; the verdict takes focus when a check ends.
 
 import { BundleError, PARTS, verifyBundle } from './lib/bundle.js';
-
-const $ = (id) => document.getElementById(id);
+import { $, bytes as size, el } from './lib/dom.js';
 
 const form = $('form');
 const fileInput = $('file');
@@ -53,22 +52,11 @@ const MEANING = {
 };
 
 function element(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = text;
-  if (className) node.className = className;
-  return node;
+  return el(tag, className ? { class: className } : {}, text);
 }
 
 function bytes(n) {
-  if (n < 1024) return `${n} bytes`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+  return size(n, (small) => `${small} bytes`);
 }
 
 function clearResult() {

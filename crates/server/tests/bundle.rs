@@ -8,7 +8,7 @@ use std::process::Command;
 
 use custodia_bundle::{BundleWriter, Part, verify};
 use serde_json::json;
-use support::{As, TestGateway};
+use support::{As, TestGateway, tar_files};
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
 struct Exported {
@@ -183,19 +183,6 @@ async fn dropped_or_reordered_records_are_caught_even_with_fresh_bag_checksums()
     swapped.records[2].entry = a;
     let report = verify(bundle_of(&swapped).as_slice(), std::slice::from_ref(&verifier)).unwrap();
     assert!(report.failed_parts().contains(&Part::InclusionProof), "{report}");
-}
-
-/// Each file in a tar: its path, where its bytes start, and its size.
-fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
-    let mut archive = tar::Archive::new(bundle);
-    archive
-        .entries()
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (entry.path().unwrap().display().to_string(), entry.raw_file_position(), entry.header().size().unwrap())
-        })
-        .collect()
 }
 
 fn extract(bundle: &[u8], into: &Path) -> std::path::PathBuf {

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support::{As, TestGateway};
+use support::{As, TestGateway, write_token};
 
 fn installed(program: &str, args: &[&str]) -> bool {
     std::process::Command::new(program)
@@ -204,16 +204,7 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
     let (account, session) = witness(&gateway, "case-2").await;
-    let reply = gateway
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(As::Session(&session)),
-            json!({ "scopes": ["write"], "expires_in_seconds": 600 }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
-    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let token = write_token(&gateway, &session).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

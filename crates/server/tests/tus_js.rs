@@ -5,8 +5,8 @@
 //! and installed with `npm ci` on first run. Accounts, the case and the check at the end go through `curl`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use custodia_core::Sha256;
 use serde_json::{Value, json};
@@ -21,32 +21,12 @@ fn tus_js_dir() -> PathBuf {
 
 /// Runs a command to completion, or kills it and fails after `limit`.
 fn run(command: &mut Command, limit: Duration) -> Output {
-    let program = format!("{:?}", command.get_program());
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{program} did not finish within {limit:?}: {:?}", child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    support::run_for(command, limit, SETUP)
 }
 
 /// Installs the pinned tus-js-client, unless it already is.
 fn install_tus_js_client() {
-    let dir = tus_js_dir();
-    if dir.join("node_modules/tus-js-client/package.json").exists() {
-        return;
-    }
-    let output =
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
-    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+    support::npm_ci(&tus_js_dir(), "node_modules/tus-js-client/package.json", SETUP);
 }
 
 fn serve(data_dir: &Path) -> (support::GatewayProcess, String) {

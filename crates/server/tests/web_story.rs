@@ -9,8 +9,8 @@
 //! Screenshots of every page at every step are saved under target/web-screenshots/.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 mod support;
 
@@ -23,54 +23,12 @@ fn web_dir() -> PathBuf {
 
 /// Runs a command to completion with its output captured, or kills it and fails after `limit`.
 fn run(command: &mut Command, limit: Duration) -> Output {
-    let program = format!("{:?}", command.get_program());
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
-    // Drain the pipes as the child writes, so a chatty child never blocks on a full pipe.
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut buf).ok();
-        buf
-    });
-    let err = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut buf).ok();
-        buf
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let (out, err) = (out.join().unwrap(), err.join().unwrap());
-            panic!(
-                "{program} did not finish within {limit:?}:\n{}{}",
-                String::from_utf8_lossy(&out),
-                String::from_utf8_lossy(&err)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+    support::run_for(command, limit, SETUP)
 }
 
 /// Installs the pinned playwright-core (and the build tools beside it), unless they already are.
 fn install_playwright() {
-    let dir = web_dir();
-    if dir.join("node_modules/playwright-core/package.json").exists() {
-        return;
-    }
-    let output =
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
-    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+    support::npm_ci(&web_dir(), "node_modules/playwright-core/package.json", SETUP);
 }
 
 #[test]

@@ -14,13 +14,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use axum::http::header;
 use custodia_bundle::{BundleWriter, Part, verify};
 use serde_json::{Value, json};
-use support::{As, TestGateway};
+use support::{As, TestGateway, tar_files};
 
 const SETUP: &str = "run scripts/setup-system.sh test to install nodejs, npm, ffmpeg and chromium";
 
@@ -34,39 +34,12 @@ fn chromium() -> PathBuf {
 
 /// Runs a command to completion, or kills it and fails after `limit`.
 fn run(command: &mut Command, limit: Duration) -> Output {
-    let program = format!("{:?}", command.get_program());
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {SETUP}"));
-    let deadline = Instant::now() + limit;
-    // Read while waiting, so a chatty child never blocks on a full pipe.
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{program} did not finish within {limit:?}: {}", err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let status = child.wait().unwrap();
-    Output { status, stdout: out.join().unwrap().into_bytes(), stderr: err.join().unwrap().into_bytes() }
+    support::run_for(command, limit, SETUP)
 }
 
 /// The pinned playwright-core and noble libraries, installed unless they already are.
 fn install_web_packages() {
-    let dir = web_dir();
-    if dir.join("node_modules/playwright-core/package.json").exists() {
-        return;
-    }
-    let output =
-        run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&dir), Duration::from_secs(300));
-    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+    support::npm_ci(&web_dir(), "node_modules/playwright-core/package.json", SETUP);
 }
 
 fn part_key(part: Part) -> &'static str {
@@ -105,19 +78,6 @@ fn rust_verdict(path: &Path, trusted: Option<&str>) -> (&'static str, BTreeSet<S
         Ok(report) => ("invalid", report.failed_parts().into_iter().map(|p| part_key(p).to_owned()).collect(), seconds),
         Err(_) => ("error", BTreeSet::from(["bag".to_owned()]), seconds),
     }
-}
-
-/// Each file of a tar: its path, where its bytes start, and its size.
-fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
-    let mut archive = tar::Archive::new(bundle);
-    archive
-        .entries()
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            (entry.path().unwrap().display().to_string(), entry.raw_file_position(), entry.header().size().unwrap())
-        })
-        .collect()
 }
 
 /// A copy of `bundle` with one byte flipped, `at` bytes into the last file whose path contains `file`.

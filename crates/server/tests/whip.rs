@@ -10,9 +10,8 @@ mod support;
 use std::path::Path;
 
 use axum::http::StatusCode;
-use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
+use support::{As, TestGateway, installed, probe_media, serve_on_loopback, write_token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_publishes_into_a_hearing_and_every_segment_is_in_custody() {
@@ -26,16 +25,7 @@ async fn aiortc_publishes_into_a_hearing_and_every_segment_is_in_custody() {
     gateway.member("case-9", &witness, "witness").await;
     let (judge, judge_session) = gateway.person("judge", "NL").await;
     gateway.member("case-9", &judge, "judge").await;
-    let reply = gateway
-        .call(
-            "POST",
-            "/api/v1/tokens",
-            Some(As::Session(&session)),
-            json!({ "scopes": ["write"], "expires_in_seconds": 600 }),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
-    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    let token = write_token(&gateway, &session).await;
 
     let port = serve_on_loopback(&gateway).await;
 

@@ -718,7 +718,7 @@ function openCheckpoint(note, key) {
 
 // Merkle inclusion proofs (RFC 6962 / RFC 9162 section 2.1.3.2), in u64 arithmetic.
 
-function leafHash(entry) {
+export function leafHash(entry) {
   return sha256.create().update(new Uint8Array([0])).update(entry).digest();
 }
 
@@ -737,7 +737,7 @@ function popCount(value) {
 }
 
 /** Null if `leaf` is at `index` of the tree of `size` whose root is `root`; otherwise what is wrong. */
-function verifyInclusion(index, size, leaf, proof, root) {
+export function verifyInclusion(index, size, leaf, proof, root) {
   if (index >= size) return `leaf index ${index} is outside a tree of size ${size}`;
   const inner = bitLength(index ^ (size - 1n));
   const border = popCount(index >> BigInt(inner));
@@ -789,6 +789,21 @@ function parseProof(bytes) {
     if (typeof what !== 'string') throw what;
     return { error: `proof file is malformed: ${what}` };
   }
+}
+
+/** A c2sp.org/tlog-proof@v1 file with the tree size and root of the checkpoint it carries, whose signature is not
+ * checked (the prosecutor portal checks the API's proofs with this, without the gateway's key); or what is
+ * malformed in it. */
+export function readProof(bytes) {
+  const parsed = parseProof(bytes);
+  if (parsed.error) return parsed;
+  const note = decodeUtf8(parsed.proof.checkpointNote);
+  const split = note === null ? -1 : note.indexOf('\n\n');
+  if (split < 0) return { error: 'the checkpoint in the proof file is malformed' };
+  const body = parseCheckpointBody(`${note.slice(0, split)}\n`);
+  if (body.error) return body;
+  const { index, path } = parsed.proof;
+  return { proof: { index, path, size: body.checkpoint.size, root: body.checkpoint.root } };
 }
 
 function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
@@ -898,7 +913,7 @@ function eventArtefact(event) {
 // Canonical JSON (RFC 8785) and the shapes of manifests and custody records.
 
 /** RFC 8785: keys sorted by UTF-16 code units, no whitespace, ECMAScript number and string forms. */
-function canonicalize(value) {
+export function canonicalize(value) {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalize).join(',')}]`;
   const keys = Object.keys(value).sort();

@@ -278,3 +278,89 @@ pub async fn serve_on_loopback(gateway: &TestGateway) -> u16 {
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
+
+/// A write-scoped API token for `session`, valid for ten minutes.
+#[allow(dead_code)]
+pub async fn write_token(gateway: &TestGateway, session: &str) -> String {
+    let reply = gateway
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(As::Session(session)),
+            json!({ "scopes": ["write"], "expires_in_seconds": 600 }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    reply.json()["token"].as_str().unwrap().to_owned()
+}
+
+/// Runs a command to completion with its output captured, or kills it and fails after `limit`; `setup` says how
+/// to install what is missing when the command cannot be started.
+#[allow(dead_code)]
+pub fn run_for(command: &mut std::process::Command, limit: std::time::Duration, setup: &str) -> std::process::Output {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let program = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}; {setup}"));
+    // Drain the pipes as the child writes, so a chatty child never blocks on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).ok();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).ok();
+        buf
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let (out, err) = (out.join().unwrap(), err.join().unwrap());
+            panic!(
+                "{program} did not finish within {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Runs `npm ci` in `dir` (the versions its package-lock.json pins), unless `dir/installed` shows it has run.
+#[allow(dead_code)]
+pub fn npm_ci(dir: &std::path::Path, installed: &str, setup: &str) {
+    if dir.join(installed).exists() {
+        return;
+    }
+    let mut npm = std::process::Command::new("npm");
+    npm.args(["ci", "--no-audit", "--no-fund"]).current_dir(dir);
+    let output = run_for(&mut npm, std::time::Duration::from_secs(300), setup);
+    assert!(output.status.success(), "npm ci in {} failed: {}", dir.display(), String::from_utf8_lossy(&output.stderr));
+}
+
+/// Each file in a tar: its path, where its bytes start, and its size.
+#[allow(dead_code)]
+pub fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
+    let mut archive = tar::Archive::new(bundle);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (entry.path().unwrap().display().to_string(), entry.raw_file_position(), entry.header().size().unwrap())
+        })
+        .collect()
+}

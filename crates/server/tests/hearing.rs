@@ -76,6 +76,36 @@ async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) 
     (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
 }
 
+/// A gateway with case-1, for tests whose peers are aiortc over the room's WebSocket; `None` (the test is
+/// skipped, saying so) without aiortc, websockets or ffprobe.
+async fn gateway_for_room_peers() -> Option<TestGateway> {
+    if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
+        eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
+        return None;
+    }
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    Some(gateway)
+}
+
+/// Runs a script of aiortc room peers (tests/peers) to completion; returns the JSON line it reports and its
+/// whole output.
+async fn run_peers(script: &str, arguments: &[&str]) -> (Value, String) {
+    let output = tokio::process::Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
+        .args(arguments)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("python3 runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the aiortc peers failed:\n{log}");
+    let report: Value = serde_json::from_str(log.lines().find(|l| l.starts_with('{')).expect("its report")).unwrap();
+    eprintln!("{report}");
+    (report, log)
+}
+
 /// A scheduled hearing of case-1 whose lobby is open: its id, the clerk's session, and the secrets of `invites`.
 async fn open_hearing(gateway: &TestGateway, invites: &[Value]) -> (String, String, Vec<String>) {
     let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
@@ -141,13 +171,7 @@ async fn recorded_seconds(gateway: &TestGateway, view: &Value, session: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
-    if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
-        eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
-        return;
-    }
-    init_logs();
-    let gateway = TestGateway::start().await;
-    gateway.case("case-1").await;
+    let Some(gateway) = gateway_for_room_peers().await else { return };
     let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
     gateway.member("case-1", &clerk, "clerk").await;
     let (prosecutor, prosecutor_session) = gateway.person("prosecutor", "IT").await;
@@ -196,18 +220,8 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     let answer: Value = serde_json::from_str(&socket.next().await.unwrap().unwrap().into_text().unwrap()).unwrap();
     assert_eq!(answer["type"], "refused", "{answer}");
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room_two_party.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([url.as_str(), &judge_secret, &witness_secret, &SECONDS.to_string()])
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("python3 runs");
-    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the aiortc peers failed:\n{log}");
-    let report: Value = serde_json::from_str(log.lines().find(|l| l.starts_with('{')).expect("its report")).unwrap();
-    eprintln!("{report}");
+    let (report, log) =
+        run_peers("room_two_party.py", &[url.as_str(), &judge_secret, &witness_secret, &SECONDS.to_string()]).await;
 
     // Nothing crossed the lobby; once admitted, both saw and heard the other (25 fps video, 50 audio frames/s).
     for direction in ["judge_from_witness", "witness_from_judge"] {
@@ -412,31 +426,14 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_consultation_is_relayed_among_its_members_only_and_never_recorded() {
-    if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
-        eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
-        return;
-    }
-    init_logs();
-    let gateway = TestGateway::start().await;
-    gateway.case("case-1").await;
+    let Some(gateway) = gateway_for_room_peers().await else { return };
     let invites =
         [json!({"role": "judge", "admit_on_join": true}), json!({"role": "prosecutor"}), json!({"role": "witness"})];
     let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
     let port = serve_on_loopback(&gateway).await;
     let url = format!("ws://127.0.0.1:{port}/api/v1/room");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/room_consultation.py");
-    let output = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(&url)
-        .args(&secrets)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("python3 runs");
-    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "the aiortc peers failed:\n{log}");
-    let report: Value = serde_json::from_str(log.lines().find(|l| l.starts_with('{')).expect("its report")).unwrap();
-    eprintln!("{report}");
+    let arguments: Vec<&str> = std::iter::once(url.as_str()).chain(secrets.iter().map(String::as_str)).collect();
+    let (report, log) = run_peers("room_consultation.py", &arguments).await;
     // 5 s phases at 25 fps: at least 70% of the frames, or none at all.
     let flowing = |phase: &str, direction: &str| report[phase][direction].as_u64().unwrap() >= 87;
     let silent = |phase: &str, direction: &str| report[phase][direction].as_u64().unwrap() == 0;

@@ -12,9 +12,16 @@
 //! size), which is all the SFU (nothing) and the recorder (descriptor, keyframe bit, size) read.
 //!
 //! For N = 1, 2, 3… hearings at once it measures, over a window with everyone in zone 0 and recorded, after a
-//! warm-up: the SFU process's CPU time (user + system), the forwarded tracks the receivers saw, the packets the
-//! senders published against those the recorder took and lost, and the receivers' loss. It stops at the first N with
-//! a lost packet, or once the SFU uses the core budget, or once the machine has no CPU left for the clients.
+//! warm-up: the SFU process's CPU time (user + system, recording and hashing included), the forwarded tracks the
+//! receivers saw, the packets the senders published against those the recorder took and lost (sequence gaps its
+//! jitter buffer gave up on), and the receivers' loss (sequence gaps after retransmissions). Published and recorded
+//! counts differ by the packets in flight when the recording starts and stops, which the window's bounds cut
+//! differently; loss is the gaps. It stops at the first N with a lost packet, or once the SFU uses the core budget,
+//! or once the SFU and the clients together use nearly every core.
+//!
+//! Where loss comes from, it says: the datagrams the kernel dropped at the SFU's sockets and at the clients' (full
+//! receive buffers, from /proc/net/udp), and how busy the machine's other processes were during the window (from
+//! /proc/stat), since a shared machine's other load starves both.
 //!
 //! Every packet carries its send time (microseconds on this process's monotonic clock, bytes 11..19 of the payload);
 //! receivers take `now - sent`. Beside the hearings, the same process runs one direct peer-to-peer pair (no SFU)
@@ -32,7 +39,7 @@
 //! millisecond, as a browser's pacer spreads a keyframe; 0 sends each frame at once; 2).
 #![allow(clippy::print_stdout)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead as _, Write as _};
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -42,7 +49,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use custodia_benchkit::{BoxError, SplitMix, Table, env_or, openssl_rate, openssl_speed, process_cpu_seconds};
+use custodia_benchkit::{
+    BoxError, SplitMix, Table, clock_ticks_per_second, env_or, openssl_rate, openssl_speed, process_cpu_seconds,
+};
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
 use custodia_recorder::sfu::{RecorderFactory, Room};
 use custodia_recorder::{EngineConfig, SealedSegment, SegmentSealer, WebRtcEngine};
@@ -347,6 +356,10 @@ impl SfuChild {
             Some(error) => Err(format!("sfu: {error}").into()),
             None => Ok(reply),
         }
+    }
+
+    async fn pid(&self) -> Option<u32> {
+        self.child.lock().await.id()
     }
 
     async fn finish(&self) {
@@ -714,8 +727,11 @@ struct RunResult {
     sfu_lost: u64,
     direct_lost: u64,
     direct_received: u64,
-    /// Datagrams the kernel dropped for want of socket buffer space during the window, machine-wide.
-    kernel_drops: Option<u64>,
+    /// Datagrams the kernel dropped during the window because a socket's receive buffer was full, at the SFU's
+    /// sockets and at the clients'.
+    socket_drops: [u64; 2],
+    /// CPU seconds the whole machine spent busy during the window (every process, ours included).
+    machine_busy: Option<f64>,
 }
 
 struct Percentiles {
@@ -775,13 +791,17 @@ async fn run_hearings(api: &Arc<API>, config: &Config, hearings: u64, filler: &B
 
     let cpu_start = sfu.call(json!({"op": "record"})).await?["cpu"].as_f64().unwrap_or(0.0);
     let clients_start = process_cpu_seconds()?;
-    let drops_start = udp_drops();
+    let sfu_pid = sfu.pid().await.ok_or("the SFU process has no pid")?.to_string();
+    let drops_start = [socket_drops(&sfu_pid), socket_drops("self")];
+    let busy_start = machine_busy_seconds();
     let started = Instant::now();
     shared.measuring.store(true, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(config.seconds)).await;
     shared.measuring.store(false, Ordering::Relaxed);
     let window = started.elapsed().as_secs_f64();
-    let kernel_drops = udp_drops().zip(drops_start).map(|(end, start)| end.saturating_sub(start));
+    let busy = machine_busy_seconds().zip(busy_start).map(|(end, start)| end - start);
+    let drops_end = [socket_drops(&sfu_pid), socket_drops("self")];
+    let socket_drops = [0, 1].map(|at| drops_end[at].saturating_sub(drops_start[at]));
     let clients_cpu = process_cpu_seconds()? - clients_start;
     let recorder = sfu.call(json!({"op": "stop"})).await?;
     let sfu_cpu = recorder["cpu"].as_f64().unwrap_or(0.0) - cpu_start;
@@ -812,20 +832,48 @@ async fn run_hearings(api: &Arc<API>, config: &Config, hearings: u64, filler: &B
         sfu_lost: through.lost.load(Ordering::Relaxed),
         direct_received: direct.received.load(Ordering::Relaxed),
         direct_lost: direct.lost.load(Ordering::Relaxed),
-        kernel_drops,
+        socket_drops,
+        machine_busy: busy,
     })
 }
 
-/// UDP datagrams the kernel has dropped for want of buffer space (receive or send), from /proc/net/snmp.
-fn udp_drops() -> Option<u64> {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
-    let mut lines = snmp.lines().filter(|line| line.starts_with("Udp:"));
-    let (names, values) = (lines.next()?, lines.next()?);
-    let field = |name: &str| {
-        let at = names.split_whitespace().position(|n| n == name)?;
-        values.split_whitespace().nth(at)?.parse::<u64>().ok()
-    };
-    Some(field("RcvbufErrors")? + field("SndbufErrors")?)
+/// Datagrams the kernel dropped (receive buffer full) at the UDP sockets process `pid` (or `self`) holds, from the
+/// `drops` column of /proc/net/udp and udp6.
+fn socket_drops(pid: &str) -> u64 {
+    let inodes: HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| std::fs::read_link(entry.path()).ok())
+        .filter_map(|link| link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok())
+        .collect();
+    ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let inode: u64 = fields.get(9)?.parse().ok()?;
+                    if !inodes.contains(&inode) {
+                        return None;
+                    }
+                    fields.get(12)?.parse::<u64>().ok()
+                })
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// CPU seconds all cores have spent busy (not idle, not waiting for I/O) since boot, from /proc/stat.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> =
+        stat.lines().next()?.split_whitespace().skip(1).take(8).filter_map(|field| field.parse().ok()).collect();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((fields.iter().sum::<u64>() - idle) as f64 / clock_ticks_per_second())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -921,11 +969,13 @@ async fn bench() -> Result<(), BoxError> {
         let recorder_lost = result.recorder["lost"].as_u64().unwrap_or(0);
         println!(
             "N={hearings}: SFU {:.0}% CPU, clients {:.0}%, {} forwarded tracks, recorder lost {recorder_lost}, \
-             receivers lost {}",
+             receivers lost {}, UDP drops at the SFU's sockets {} and at the clients' {}",
             sfu_cores * 100.0,
             clients_cores * 100.0,
             result.forwarded,
-            result.sfu_lost
+            result.sfu_lost,
+            result.socket_drops[0],
+            result.socket_drops[1]
         );
         let reason = if recorder_lost > 0 || result.sfu_lost > 0 {
             Some(format!("packets lost at N={hearings}"))
@@ -964,7 +1014,8 @@ fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped
         "published pkts (Mbit/s)",
         "recorder took / lost",
         "receivers got / lost",
-        "kernel UDP drops",
+        "other processes CPU",
+        "UDP drops at SFU / clients",
         "segments sealed",
         "SFU path p50 / p99",
         "direct p50 / p99",
@@ -983,7 +1034,10 @@ fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped
             format!("{} ({:.1})", r.published, r.published_bytes as f64 * 8.0 / r.window / 1e6),
             format!("{} / {}", r.recorder["packets"].as_u64().unwrap_or(0), r.recorder["lost"].as_u64().unwrap_or(0)),
             format!("{} / {}", r.sfu_received, r.sfu_lost),
-            r.kernel_drops.map_or("?".to_owned(), |drops| drops.to_string()),
+            r.machine_busy.map_or("?".to_owned(), |busy| {
+                format!("{:.0}%", (busy - r.sfu_cpu - r.clients_cpu).max(0.0) / r.window * 100.0)
+            }),
+            format!("{} / {}", r.socket_drops[0], r.socket_drops[1]),
             r.recorder["segments"].as_u64().unwrap_or(0).to_string(),
             format!("{} / {}", ms(r.sfu_path.p50_us), ms(r.sfu_path.p99_us)),
             format!("{} / {}", ms(r.direct_path.p50_us), ms(r.direct_path.p99_us)),

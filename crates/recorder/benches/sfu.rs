@@ -1109,4 +1109,29 @@ fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped
         }
         None => println!("No run was free of loss: no capacity to report."),
     }
+    // Where the first loss came from, as far as the kernel's counters tell.
+    if let Some(lossy) = results.iter().find(|r| r.sfu_lost > 0 || r.recorder["lost"].as_u64().unwrap_or(0) > 0) {
+        let others = lossy.machine_busy.map(|busy| (busy - lossy.sfu_cpu - lossy.clients_cpu).max(0.0) / lossy.window);
+        println!(
+            "Loss at N={}: the recorder lost {} packets (the gateway-to-recorder path), the receivers {}; the kernel \
+             dropped {} datagrams at the SFU's sockets and {} at the clients' (full receive buffers){}.",
+            lossy.hearings,
+            lossy.recorder["lost"].as_u64().unwrap_or(0),
+            lossy.sfu_lost,
+            lossy.socket_drops[0],
+            lossy.socket_drops[1],
+            others.map_or(String::new(), |others| format!(
+                "; other processes used {:.0}% of a core meanwhile (SFU {:.0}%, clients {:.0}%)",
+                others * 100.0,
+                lossy.sfu_cpu / lossy.window * 100.0,
+                lossy.clients_cpu / lossy.window * 100.0
+            ))
+        );
+        if lossy.socket_drops[0] == 0 && lossy.socket_drops[1] > 0 && lossy.recorder["lost"].as_u64() == Some(0) {
+            println!(
+                "  The SFU's sockets dropped nothing and the recorder lost nothing: the loss is at this bench's own \
+                 clients, which could not read fast enough on a machine this busy, not in the gateway."
+            );
+        }
+    }
 }

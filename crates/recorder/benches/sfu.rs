@@ -1130,7 +1130,8 @@ fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped
         if lossy.socket_drops[0] == 0 && lossy.socket_drops[1] > 0 && lossy.recorder["lost"].as_u64() == Some(0) {
             println!(
                 "  The SFU's sockets dropped nothing and the recorder lost nothing: the loss is at this bench's own \
-                 clients, which could not read fast enough on a machine this busy, not in the gateway."
+                 clients, whose receive buffers overflowed (they share this machine's cores with the SFU and \
+                 whatever else runs), not in the gateway."
             );
         }
     }

@@ -120,6 +120,34 @@ pub fn openssl_rate(stdout: &str, algorithm: &str, block: u64) -> Option<f64> {
     Some(value.strip_suffix('k')?.parse::<f64>().ok()? * 1000.0)
 }
 
+/// The sum of two adjacent clock-tick fields of a `/proc/<pid>/stat` file, counted from 1 as in proc(5): 14 gives
+/// the process's own user + system time, 16 its waited-for children's.
+pub fn cpu_ticks(path: &str, first: usize) -> io::Result<u64> {
+    let stat = fs::read_to_string(path)?;
+    // Fields after the command name, which is in parentheses and may hold spaces; field 3 (state) comes first.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = rest.split_whitespace().map(|word| word.parse().unwrap_or(0)).collect();
+    let at = |number: usize| fields.get(number - 3).copied().unwrap_or(0);
+    Ok(at(first) + at(first + 1))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 where that cannot be read), the unit of [`cpu_ticks`].
+pub fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// The CPU time (user + system, all threads) this process has used so far, in seconds: what `getrusage` reports,
+/// read from `/proc/self/stat`.
+pub fn process_cpu_seconds() -> io::Result<f64> {
+    Ok(cpu_ticks("/proc/self/stat", 14)? as f64 / clock_ticks_per_second())
+}
+
 /// How many per second: `count` things (operations, bytes) in `elapsed`.
 pub fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()

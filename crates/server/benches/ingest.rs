@@ -33,8 +33,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use custodia_benchkit::{
-    BoxError, Table, env_or, mb_per_s, openssl_rate, openssl_speed, rate, sequential_write, size_text,
-    write_pseudo_random,
+    BoxError, Table, clock_ticks_per_second, cpu_ticks, env_or, mb_per_s, openssl_rate, openssl_speed, rate,
+    sequential_write, size_text, write_pseudo_random,
 };
 use serde_json::{Value, json};
 
@@ -294,27 +294,6 @@ fn sample(pid: u32) -> io::Result<ProcSample> {
         wchar,
         cpu_ticks: cpu_ticks(&format!("/proc/{pid}/stat"), 14)?,
     })
-}
-
-/// The sum of fields `first` and `first + 1` of a `/proc/.../stat` file, numbered from 1 as in proc(5): 14 for utime
-/// + stime, 16 for cutime + cstime (children waited for). In clock ticks.
-fn cpu_ticks(path: &str, first: usize) -> io::Result<u64> {
-    let stat = fs::read_to_string(path)?;
-    // Fields after the command name, which is in parentheses and may hold spaces; field 3 (state) comes first.
-    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = rest.split_whitespace().map(|word| word.parse().unwrap_or(0)).collect();
-    let at = |number: usize| fields.get(number - 3).copied().unwrap_or(0);
-    Ok(at(first) + at(first + 1))
-}
-
-fn clock_ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|output| String::from_utf8(output.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// One upload.

@@ -615,6 +615,37 @@ impl Catalog {
             .collect()
     }
 
+    // Hearing journals: each live hearing's accepted steps, in order, so that it can be replayed after a restart.
+
+    /// Appends entry `seq` of a hearing's journal; durable when this returns. A `seq` already taken is an error,
+    /// so two writers can never interleave one journal.
+    pub async fn append_hearing_journal(&self, hearing_id: &str, seq: i64, entry: &str) -> Result<()> {
+        sqlx::query("INSERT INTO hearing_journal (hearing_id, seq, entry) VALUES ($1, $2, $3)")
+            .bind(hearing_id)
+            .bind(seq)
+            .bind(entry)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every hearing's journal, each in order.
+    pub async fn hearing_journals(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = sqlx::query("SELECT hearing_id, entry FROM hearing_journal ORDER BY hearing_id, seq")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut journals: Vec<(String, Vec<String>)> = Vec::new();
+        for row in &rows {
+            let hearing: String = row.try_get("hearing_id")?;
+            let entry: String = row.try_get("entry")?;
+            match journals.last_mut() {
+                Some((last, entries)) if *last == hearing => entries.push(entry),
+                _ => journals.push((hearing, vec![entry])),
+            }
+        }
+        Ok(journals)
+    }
+
     // Resumable uploads.
 
     pub async fn create_upload(&self, upload: &UploadRow) -> Result<()> {

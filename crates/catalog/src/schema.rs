@@ -9,7 +9,8 @@ pub enum Dialect {
     Postgres,
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE accounts (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -92,7 +93,16 @@ CREATE TABLE uploads (
     metadata TEXT NOT NULL,
     expires_at BIGINT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE hearing_journal (
+    hearing_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (hearing_id, seq)
+);
+"#,
+];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
     let blob = match dialect {

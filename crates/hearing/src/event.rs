@@ -9,14 +9,14 @@ use crate::{CommitmentSalt, ConsultationId, HearingRole, InviteId, ParticipantId
 /// Someone acting from the case console, outside the hearing room, whom the gateway has authenticated and found
 /// to hold `role` in the hearing's case. The state machine trusts that finding and checks only that the role
 /// may do what is asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseMember {
     pub actor: ActorId,
     pub role: Role,
 }
 
 /// What a clerk sets when scheduling a hearing.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     pub hearing: HearingId,
     pub case: custodia_core::CaseId,
@@ -101,7 +101,7 @@ pub enum DocumentType {
 /// document ([`Self::detail_document`]) that also holds a random salt, so the public digest cannot be reversed by
 /// guessing names. The adapter keeps that document privately (next to the scanned document, if one was ingested)
 /// so that a court can check it against the ledger; the minutes carry the same digest as the reference.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityVerification {
     pub document: DocumentType,
     pub officer_name: PersonalName,
@@ -161,7 +161,7 @@ pub enum TrackKind {
 }
 
 /// What the media plane saw of one participant's track since its previous report. The minutes add the reports up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TechnicalReport {
     pub participant: ParticipantId,
     pub track: TrackKind,
@@ -176,7 +176,11 @@ pub struct TechnicalReport {
 /// Events named after a request (`Admit`, `Mute`…) are attempts: the state machine decides whether the rules
 /// allow them. Events named after a fact (`Leave`, `SegmentSealed`…) report what already happened; they are
 /// refused only when they make no sense (an unknown participant, a segment out of order).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Events serialize (as JSON tagged by `type`) so that an adapter can keep a private journal of a hearing and
+/// replay it after a restart; an identity check's event holds the officer's name, so such a journal is private.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
     // From the case console. The gateway has already authenticated the caller as a member of the case.
@@ -382,5 +386,31 @@ mod tests {
         let other_salt = IdentityVerification { salt: CommitmentSalt::from_bytes([8; 32]), ..verification.clone() };
         assert_ne!(other_salt.detail_sha256(&hearing, &person, &officer).unwrap(), digest);
         assert!(!format!("{verification:?}").contains("Leila"));
+    }
+
+    #[test]
+    fn events_round_trip_through_json_for_the_adapter_journal() {
+        let verification = IdentityVerification {
+            document: DocumentType::Other(Label::new("consular card").unwrap()),
+            officer_name: PersonalName::new("Leila Ben Salah").unwrap(),
+            site: Label::new("Tunis").unwrap(),
+            salt: CommitmentSalt::from_bytes([7; 32]),
+        };
+        let person = ParticipantId::new("p-w").unwrap();
+        let events = [
+            Event::VerifyIdentity { by: ParticipantId::new("p-o").unwrap(), person: person.clone(), verification },
+            Event::TechnicalReport(TechnicalReport {
+                participant: person.clone(),
+                track: TrackKind::Video,
+                codec: Label::new("VP8").unwrap(),
+                packets_received: 10,
+                packets_lost: 1,
+            }),
+            Event::Leave { participant: person, cause: LeaveCause::ConnectionLost },
+        ];
+        for event in events {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event, "{json}");
+        }
     }
 }

@@ -102,10 +102,12 @@ impl fmt::Display for ConsultationId {
     }
 }
 
-/// A person's name: personal data. `Debug` hides it, it has no `Display` and no `Serialize`, and it never enters
-/// the hearing's state, its minutes or a custody record; only a salted digest of it does (see
-/// [`crate::IdentityVerification`]). Read it with [`Self::reveal`], where the adapter stores it privately.
-#[derive(Clone, PartialEq, Eq)]
+/// A person's name: personal data. `Debug` hides it, it has no `Display`, and it never enters the hearing's
+/// state, its minutes or a custody record; only a salted digest of it does (see [`crate::IdentityVerification`]).
+/// It serializes only as part of an [`crate::Event`], for the adapter's private journal. Read it with
+/// [`Self::reveal`], where the adapter stores it privately.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct PersonalName(Label);
 
 impl PersonalName {
@@ -127,7 +129,8 @@ impl fmt::Debug for PersonalName {
 
 /// 32 random bytes from the adapter's CSPRNG, mixed into the digest of a detail that holds personal data, so that
 /// the public digest cannot be reversed by guessing likely names. Secret while the name is: `Debug` hides it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct CommitmentSalt([u8; 32]);
 
 impl CommitmentSalt {

@@ -198,8 +198,8 @@ impl Sfu {
             }
             "connect" => {
                 let offer = request["offer"].as_str().unwrap_or_default();
-                let answer = self.room(hearing).connect(member, offer).await?;
-                Ok(json!({ "answer": answer }))
+                let connected = self.room(hearing).connect(member, offer).await?;
+                Ok(json!({ "answer": connected.answer }))
             }
             "zone" => {
                 self.room(hearing).set_zone(member, Some(0));

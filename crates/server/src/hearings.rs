@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Channel};
 use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, new_id};
 use crate::turn::IceServers;
 
@@ -103,6 +103,23 @@ struct HearingState {
     segments: Vec<SegmentView>,
     minutes_artefact: Option<ArtefactId>,
     finishing: bool,
+    /// The number of the next entry of the hearing's journal.
+    journal: i64,
+}
+
+/// One entry of a hearing's private journal (catalog table `hearing_journal`): everything needed to rebuild the
+/// hearing after a restart. Secrets appear only as digests; an identity check's event holds the officer's name,
+/// as the access-controlled identity artefact does.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+enum JournalEntry {
+    Scheduled { at: Timestamp, schedule: Schedule, court: String },
+    Event { at: Timestamp, event: Event },
+    Invite { digest: Sha256, invite: InviteId, expires_at: Timestamp },
+    Credential { digest: Sha256, participant: ParticipantId },
+    Member { participant: ParticipantId, slot: usize },
+    Segment { segment: SegmentView },
+    Minutes { artefact: ArtefactId },
 }
 
 struct Person {
@@ -113,7 +130,7 @@ struct Person {
     outbox: Option<Outbox>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SegmentView {
     pub index: u64,
     pub participant: ParticipantId,
@@ -260,14 +277,30 @@ impl Hearings {
             place: request.place,
             rules: Rules { identity_check_before_oath: request.identity_check_before_oath },
         };
-        let (machine, effects) = Hearing::schedule(self.gateway.now(), schedule).map_err(RoomError::from)?;
-        let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
-        let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
+        let at = self.gateway.now();
+        let (machine, effects) = Hearing::schedule(at, schedule.clone()).map_err(RoomError::from)?;
+        let live = self.hearing(caller.clone(), machine);
+        {
+            let mut state = live.state.lock().await;
+            live.carry_out(&mut state, effects).await?;
+            let court = caller.account.id.clone();
+            live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court }).await?;
+        }
+        self.live().insert(hearing.clone(), live.clone());
+        tracing::info!(case = %case, hearing = %hearing, "hearing scheduled");
+        Ok(live)
+    }
+
+    /// A hearing's adapter around its state machine, with its room; not yet listed.
+    fn hearing(&self, court: Caller, machine: Hearing) -> Arc<LiveHearing> {
+        let (id, case) = (machine.id().clone(), machine.case().clone());
+        let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
+        Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
-                id: hearing.clone(),
-                case: case.clone(),
-                court: caller.clone(),
+                id,
+                case,
+                court,
                 gateway: self.gateway.clone(),
                 room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders),
                 state: tokio::sync::Mutex::new(HearingState {
@@ -280,15 +313,88 @@ impl Hearings {
                     segments: Vec::new(),
                     minutes_artefact: None,
                     finishing: false,
+                    journal: 0,
                 }),
             }
-        });
-        {
-            let mut state = live.state.lock().await;
-            live.carry_out(&mut state, effects).await?;
+        })
+    }
+
+    /// Brings back every hearing this gateway held before it stopped, from their journals. Whoever was connected
+    /// has lost their connection (recorded as such); they come back with their credentials, and a hearing that
+    /// was recording records them again. A hearing that ended before its minutes were signed gets them now.
+    pub async fn restore(&self) -> anyhow::Result<usize> {
+        let journals = self.gateway.catalog.hearing_journals().await?;
+        let mut restored = 0;
+        for (hearing, entries) in journals {
+            match self.replay(&entries).await {
+                Ok(live) => {
+                    self.live().insert(live.id.clone(), live);
+                    restored += 1;
+                }
+                Err(e) => tracing::error!(hearing = %hearing, error = %e, "could not restore a hearing"),
+            }
         }
-        self.live().insert(hearing.clone(), live.clone());
-        tracing::info!(case = %case, hearing = %hearing, "hearing scheduled");
+        Ok(restored)
+    }
+
+    async fn replay(&self, entries: &[String]) -> anyhow::Result<Arc<LiveHearing>> {
+        let mut entries = entries.iter().map(|text| serde_json::from_str::<JournalEntry>(text));
+        let Some(Ok(JournalEntry::Scheduled { at, schedule, court })) = entries.next() else {
+            anyhow::bail!("the journal does not start with the schedule");
+        };
+        let account =
+            self.gateway.catalog.account(&court).await?.ok_or_else(|| anyhow::anyhow!("no account {court}"))?;
+        let (machine, _) = Hearing::schedule(at, schedule)?;
+        let live = self.hearing(Caller { account, channel: Channel::Session }, machine);
+        let mut state = live.state.lock().await;
+        state.journal = 1;
+        for entry in entries {
+            state.journal += 1;
+            match entry? {
+                JournalEntry::Event { at, event } => {
+                    // Its effects were carried out before the restart.
+                    if let Err(e) = state.machine.handle(at, event) {
+                        tracing::warn!(hearing = %live.id, error = %e, "a journalled event no longer applies");
+                    }
+                }
+                JournalEntry::Invite { digest, invite, expires_at } => {
+                    state.invites.insert(invite.clone(), expires_at);
+                    state.invite_secrets.insert(digest, invite);
+                    self.remember_secret(digest, &live.id);
+                }
+                JournalEntry::Credential { digest, participant } => {
+                    state.credentials.insert(digest, participant);
+                    self.remember_secret(digest, &live.id);
+                }
+                JournalEntry::Member { participant, slot } => {
+                    live.room.add_member(participant.as_str(), slot);
+                    state.people.insert(participant, Person { slot, connection: None, outbox: None });
+                    state.next_slot = state.next_slot.max(slot + 1);
+                }
+                JournalEntry::Segment { segment } => state.segments.push(segment),
+                JournalEntry::Minutes { artefact } => state.minutes_artefact = Some(artefact),
+                JournalEntry::Scheduled { .. } => anyhow::bail!("a second schedule in the journal"),
+            }
+        }
+        let people: Vec<ParticipantId> = state.people.keys().cloned().collect();
+        for participant in &people {
+            live.room.set_muted(participant.as_str(), state.machine.is_muted(participant));
+        }
+        if state.machine.phase() == Phase::Ended {
+            if state.minutes_artefact.is_none() {
+                state.finishing = true;
+                tokio::spawn(live.clone().finish());
+            }
+        } else {
+            for participant in people {
+                if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
+                    let lost = Event::Leave { participant, cause: LeaveCause::ConnectionLost };
+                    live.apply(&mut state, lost).await?;
+                }
+            }
+        }
+        tracing::info!(hearing = %live.id, phase = %state.machine.phase(), "hearing restored");
+        drop(state);
         Ok(live)
     }
 
@@ -315,6 +421,7 @@ impl Hearings {
         let digest = Sha256::of(secret.as_bytes());
         let mut state = live.state.lock().await;
         live.apply(&mut state, Event::IssueInvite { by, invite: invite.clone() }).await?;
+        live.journal(&mut state, &JournalEntry::Invite { digest, invite: invite.id.clone(), expires_at }).await?;
         state.invites.insert(invite.id.clone(), expires_at);
         state.invite_secrets.insert(digest, invite.id.clone());
         self.remember_secret(digest, &live.id);
@@ -371,14 +478,18 @@ impl Hearings {
                     return Err(e.to_string());
                 }
                 state.next_slot += 1;
+                let member = JournalEntry::Member { participant: participant.clone(), slot };
+                live.journal(&mut state, &member).await.map_err(|e| e.to_string())?;
                 let credential = random_secret();
                 let mut credentials = vec![Sha256::of(credential.as_bytes())];
                 if outbox.is_none() {
                     credentials.push(digest);
                 }
-                for credential in credentials {
-                    state.credentials.insert(credential, participant.clone());
-                    self.remember_secret(credential, &live.id);
+                for digest in credentials {
+                    let entry = JournalEntry::Credential { digest, participant: participant.clone() };
+                    live.journal(&mut state, &entry).await.map_err(|e| e.to_string())?;
+                    state.credentials.insert(digest, participant.clone());
+                    self.remember_secret(digest, &live.id);
                 }
                 tracing::info!(hearing = %live.id, participant = %participant, "joined");
                 (participant, credential)
@@ -488,9 +599,19 @@ impl LiveHearing {
 
     /// Applies one event and carries out its effects, then tells everyone in the room.
     async fn step(&self, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
-        let effects = state.machine.handle(self.gateway.now(), event)?;
+        let at = self.gateway.now();
+        let effects = state.machine.handle(at, event.clone())?;
         self.carry_out(state, effects).await?;
+        self.journal(state, &JournalEntry::Event { at, event }).await?;
         self.broadcast(state);
+        Ok(())
+    }
+
+    /// Appends to the hearing's journal; durable when this returns.
+    async fn journal(&self, state: &mut HearingState, entry: &JournalEntry) -> Result<(), GatewayError> {
+        let text = serde_json::to_string(entry).map_err(|e| GatewayError::Internal(format!("journal: {e}")))?;
+        self.gateway.catalog.append_hearing_journal(self.id.as_str(), state.journal, &text).await?;
+        state.journal += 1;
         Ok(())
     }
 
@@ -741,13 +862,16 @@ impl LiveHearing {
         let index = state.segments.len() as u64;
         let event = Event::SegmentSealed { index, sha256: registered.sha256, ledger_index: registered.ledger_index };
         self.apply(&mut state, event).await.map_err(|e| e.to_string())?;
-        state.segments.push(SegmentView {
+        let view = SegmentView {
             index,
             participant: participant.clone(),
             artefact: registered.artefact.clone(),
             sha256: registered.sha256,
             ledger_index: registered.ledger_index,
-        });
+        };
+        let entry = JournalEntry::Segment { segment: view.clone() };
+        self.journal(&mut state, &entry).await.map_err(|e| e.to_string())?;
+        state.segments.push(view);
         drop(state);
         tracing::info!(
             hearing = %self.id, participant = %participant, index, artefact = %registered.artefact,
@@ -797,7 +921,12 @@ impl LiveHearing {
         match self.take_into_custody("hearing minutes", "application/json", &name, bytes).await {
             Ok(registered) => {
                 tracing::info!(hearing = %self.id, artefact = %registered.artefact, "minutes in custody");
-                self.state.lock().await.minutes_artefact = Some(registered.artefact);
+                let mut state = self.state.lock().await;
+                let entry = JournalEntry::Minutes { artefact: registered.artefact.clone() };
+                if let Err(e) = self.journal(&mut state, &entry).await {
+                    tracing::error!(hearing = %self.id, error = %e, "journalling the minutes");
+                }
+                state.minutes_artefact = Some(registered.artefact);
             }
             Err(e) => tracing::error!(hearing = %self.id, error = %e, "the minutes could not be taken into custody"),
         }

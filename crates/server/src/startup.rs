@@ -89,6 +89,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         ice_servers.clone(),
         gateway_config.data_dir.join("recordings").join("hearings"),
     ));
+    let restored = hearings.restore().await?;
+    if restored > 0 {
+        tracing::info!(count = restored, "hearings restored from their journals");
+    }
     Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings, ice_servers })
 }
 

@@ -1,6 +1,8 @@
 //! kill -9 in the middle of a recorded hearing: every segment sealed before the crash is still in custody, its
 //! bytes are what the ledger says, its court bundle verifies offline, the log audits clean, the open segment that
-//! the crash cut off is discarded (it was never evidence), and the gateway starts again cleanly.
+//! the crash cut off is discarded (it was never evidence), and the gateway starts again cleanly with the hearing
+//! restored from its journal: the judge comes back with their credential, ends it, and the minutes list every
+//! segment sealed before the crash.
 //!
 //! Needs aiortc and websockets (tests/requirements.txt) and curl; skipped, saying so, without them.
 
@@ -94,5 +96,51 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
         let verified = custodia(&["verify", bundle.to_str().unwrap(), "--trusted-key", &vkey], data.path());
         assert!(verified.status.success(), "{id}: {}", text(&verified));
     }
+
+    // The hearing is back, still in session and recording, everyone's connection lost.
+    let uri = format!("{base}/api/v1/cases/case-crash/hearings/{}", sealed["hearing"].as_str().unwrap());
+    let view: Value = serde_json::from_slice(&curl(&["-H", &cookie, &uri])).unwrap();
+    assert_eq!(view["phase"], "in_session", "{view}");
+    assert_eq!(view["recording"], true);
+    assert!(view["participants"].as_array().unwrap().iter().all(|p| p["place"] == "away"), "{view}");
+    let before: Vec<&Value> = segments.iter().map(|s| &s["sha256"]).collect();
+    let after: Vec<&Value> = view["segments"].as_array().unwrap().iter().map(|s| &s["sha256"]).collect();
+    assert_eq!(after[..before.len()], before[..], "the restored hearing lists the sealed segments");
+
+    // The judge comes back with their credential, into the hearing, and ends it.
+    use futures::{SinkExt as _, StreamExt as _};
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/api/v1/room")).await.unwrap();
+    let rejoin = serde_json::json!({"type": "rejoin", "credential": sealed["judge"]});
+    socket.send(rejoin.to_string().into()).await.unwrap();
+    let mut back_in_session = false;
+    while let Some(Ok(message)) = socket.next().await {
+        let Ok(text) = message.into_text() else { continue };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        match message["type"].as_str() {
+            Some("state") if message["you"]["place"] == "main_room" && !back_in_session => {
+                back_in_session = true;
+                socket.send(serde_json::json!({"type": "end"}).to_string().into()).await.unwrap();
+            }
+            Some("ended") => break,
+            Some("refused" | "error") => panic!("{message}"),
+            _ => {}
+        }
+    }
+    assert!(back_in_session, "the judge came back into the hearing");
+    let mut minutes = Value::Null;
+    for _ in 0..60 {
+        let view: Value = serde_json::from_slice(&curl(&["-H", &cookie, &uri])).unwrap();
+        if let Some(id) = view["minutes_artefact"].as_str() {
+            let bytes = curl(&["-H", &cookie, &format!("{base}/api/v1/artefacts/{id}/content?purpose=review")]);
+            minutes = serde_json::from_slice(&bytes).unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(minutes["phase"], "ended", "the minutes are in custody: {minutes}");
+    let listed: Vec<&Value> = minutes["segments"].as_array().unwrap().iter().map(|s| &s["sha256"]).collect();
+    assert_eq!(listed[..before.len()], before[..]);
+    let judge = minutes["present"].as_array().unwrap().iter().find(|a| a["role"] == "judge").unwrap();
+    assert!(judge["reconnections"].as_u64().unwrap() >= 1, "{judge}");
     drop(gateway);
 }

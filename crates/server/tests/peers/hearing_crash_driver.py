@@ -6,7 +6,7 @@ Usage: hearing_crash_driver.py BASE_URL DATA_DIR
 Signs in as the first administrator (its password from DATA_DIR/keys/initial-admin-password), makes a clerk and a
 case, schedules a hearing, and puts a judge and a witness (aiortc peers, see room_two_party.py) in it, recording.
 Once at least two segments are sealed it prints one JSON line (the case, the hearing, the clerk's session and the
-sealed segments) and keeps the hearing going until it is killed.
+sealed segments, and the judge's credential to come back with) and keeps the hearing going until it is killed.
 """
 
 import asyncio
@@ -69,8 +69,8 @@ async def main(base, data_dir):
         if len(view["segments"]) >= 2:
             break
         await asyncio.sleep(0.5)
-    print(json.dumps({"case": "case-crash", "hearing": hearing["id"], "clerk": clerk, "segments": view["segments"]}),
-          flush=True)
+    print(json.dumps({"case": "case-crash", "hearing": hearing["id"], "clerk": clerk, "segments": view["segments"],
+                      "judge": judge.credential}), flush=True)
     await asyncio.sleep(3600)
 
 

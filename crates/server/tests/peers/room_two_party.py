@@ -44,6 +44,7 @@ class Participant:
         welcome = json.loads(await self.ws.recv())
         assert welcome["type"] == "welcome", welcome
         self.id = welcome["participant"]
+        self.credential = welcome["credential"]
         self.slots = welcome["slots"]
         asyncio.ensure_future(self.read())
 

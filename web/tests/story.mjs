@@ -7,13 +7,18 @@
 //   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
-// Every page is saved as a screenshot at each step.
+// Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
+// WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
+// rule, its help and the offending elements; moderate and minor ones are printed as notes.
 //
 //   node web/tests/story.mjs --base http://127.0.0.1:8080 --admin-password <pw> --out <screenshots> --work <dir>
 
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+
+const axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const options = Object.fromEntries(
   process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []),
@@ -35,6 +40,49 @@ async function screenshot(page, name) {
   const file = join(out, `${String(shot).padStart(2, '0')}-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   console.log(`screenshot ${file}`);
+}
+
+// Accessibility: axe-core, injected through the DevTools protocol (page.evaluate), which the pages' strict
+// Content-Security-Policy (script-src 'self') does not apply to; the pages themselves are left as they are served.
+const AXE_TAGS = ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'];
+const accessibilityFailures = [];
+
+async function audit(page, name) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
+  const results = await page.evaluate(async (tags) => {
+    const found = await window.axe.run(document, { runOnly: { type: 'tag', values: tags } });
+    const brief = (result) => ({
+      id: result.id,
+      impact: result.impact,
+      help: result.help,
+      helpUrl: result.helpUrl,
+      nodes: result.nodes.map((node) => ({ target: node.target.join(' '), summary: node.failureSummary ?? '' })),
+    });
+    return { violations: found.violations.map(brief), incomplete: found.incomplete.map(brief), passes: found.passes.length };
+  }, AXE_TAGS);
+  const { violations, incomplete, passes } = results;
+  const blocking = violations.filter((violation) => ['serious', 'critical'].includes(violation.impact));
+  for (const violation of violations) {
+    const serious = blocking.includes(violation);
+    console.log(`${serious ? 'ACCESSIBILITY' : 'accessibility note'} [${name}] ${violation.impact} ${violation.id}: ${violation.help} (${violation.helpUrl})`);
+    for (const node of violation.nodes) console.log(`    ${node.target}${serious ? `\n      ${node.summary.replace(/\n/g, '\n      ')}` : ''}`);
+  }
+  // What axe could not decide (contrast over video, say) is for a person to review: printed, never failing.
+  for (const result of incomplete) {
+    console.log(`accessibility note [${name}] needs review: ${result.id}: ${result.help} at ${result.nodes.map((node) => node.target).join(', ')}`);
+  }
+  if (blocking.length) accessibilityFailures.push(...blocking.map((violation) => `${name}: ${violation.id} (${violation.nodes.length})`));
+  console.log(`axe [${name}]: ${passes} rules pass, ${blocking.length} serious or critical, ${violations.length - blocking.length} other violations, ${incomplete.length} to review`);
+}
+
+/** Audits the join page in English too, then puts the language back. */
+async function auditJoinInEnglish(page, name) {
+  const language = await page.evaluate(() => document.documentElement.lang);
+  await page.locator('#language').selectOption('en');
+  await page.waitForFunction(() => document.documentElement.dir === 'ltr' && document.documentElement.lang === 'en');
+  await audit(page, name);
+  await page.locator('#language').selectOption(language);
+  await page.waitForFunction((lang) => document.documentElement.lang === lang, language);
 }
 
 function step(text) {
@@ -220,6 +268,7 @@ step('1. The clerk signs in on the console, uploads a statement, schedules a hea
 const clerk = await open('clerk');
 await clerk.goto('/');
 await screenshot(clerk, 'console-sign-in');
+await audit(clerk, 'console sign-in');
 await clerk.getByLabel('Username').fill(people.clerk.username);
 await clerk.getByLabel('Password').fill('wrong password');
 await clerk.getByRole('button', { name: 'Sign in' }).click();
@@ -241,6 +290,7 @@ console.log(await clerk.locator('#upload-done').innerText());
 await clerk.getByRole('button', { name: /Custody timeline/ }).first().click();
 await clerk.locator('#timeline li').first().waitFor();
 await screenshot(clerk, 'console-evidence-timeline');
+await audit(clerk, 'console case and evidence');
 
 let witnessLink = null;
 let judgeLink = null;
@@ -270,6 +320,7 @@ let judgeLink = null;
   check(/\/join#./.test(witnessLink) && /\/join#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
   await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
   await screenshot(clerk, 'console-hearing-invites');
+  await audit(clerk, 'console hearing and invites');
 }
 
 let recordingArtefact = null;
@@ -285,6 +336,7 @@ let recordingArtefact = null;
   await witness.waitForFunction(() => document.querySelector('#level').value > 0, null, { timeout: 10_000 })
     .catch(() => console.log('note: the audio level meter stayed at 0'));
   await screenshot(witness, 'join-check-ar');
+  await audit(witness, 'join check (ar)');
   // The language picker switches at once, and back.
   await witness.getByRole('combobox').selectOption('fr');
   await witness.waitForFunction(() => document.documentElement.dir === 'ltr' && document.documentElement.lang === 'fr');
@@ -296,6 +348,8 @@ let recordingArtefact = null;
   await witness.locator('#join').click();
   await witness.locator('#lobby:not([hidden])').waitFor();
   await screenshot(witness, 'join-lobby-ar');
+  await audit(witness, 'join lobby (ar)');
+  await auditJoinInEnglish(witness, 'join lobby (en)');
 
   step('3. The judge enters the room with their own invite, admits the witness, and they see each other');
   const judge = await open('judge');
@@ -308,6 +362,7 @@ let recordingArtefact = null;
   const admit = judge.getByRole('button', { name: 'Admit the Witness' });
   await admit.waitFor();
   await screenshot(judge, 'console-room-lobby');
+  await audit(judge, 'console room, lobby');
   await admit.focus();
   await judge.keyboard.press('Enter'); // keyboard, not the mouse
   await witness.locator('#lobby').waitFor({ state: 'hidden' });
@@ -316,6 +371,9 @@ let recordingArtefact = null;
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
   await screenshot(judge, 'console-room-in-session');
   await screenshot(witness, 'join-in-session-ar');
+  await audit(judge, 'console room, in session');
+  await audit(witness, 'join in session (ar)');
+  await auditJoinInEnglish(witness, 'join in session (en)');
 
   // The witness's network drops: the page rejoins with its credential, keeps its admission, and sees the court again.
   await witness.evaluate(() => window.custodiaRoom.socket.close());
@@ -389,6 +447,7 @@ await prosecutor.waitForFunction(
 );
 await prosecutor.waitForTimeout(1000);
 await screenshot(prosecutor, 'portal-verified-playing');
+await audit(prosecutor, 'portal');
 const downloading = prosecutor.waitForEvent('download', { timeout: 60_000 });
 await card.getByRole('button', { name: /Download the court bundle/ }).click();
 const download = await downloading;
@@ -403,6 +462,7 @@ step('6. The verification page says the bundle is valid');
 const checker = await open('verifier');
 const good = await verifyBundle(checker, bundle);
 await screenshot(checker, 'verify-valid');
+await audit(checker, 'verify, valid');
 check(good.verdict === 'valid', `the verification page did not accept the bundle: ${good.verdict}: ${good.words}`);
 
 step('7. It rejects a tampered copy');
@@ -410,7 +470,12 @@ const tampered = join(work, 'tampered.tar');
 await writeFile(tampered, tamper(await readFile(bundle)));
 const bad = await verifyBundle(checker, tampered);
 await screenshot(checker, 'verify-tampered');
+await audit(checker, 'verify, invalid');
 check(bad.verdict !== 'valid', `the verification page accepted a tampered bundle: ${bad.words}`);
 
 await browser.close();
+check(
+  !accessibilityFailures.length,
+  `serious or critical accessibility violations (WCAG 2.1 AA, axe-core):\n  ${accessibilityFailures.join('\n  ')}`,
+);
 console.log('\nstory: every step passed');

@@ -2,7 +2,8 @@
 //! against the real `custodia` binary: a clerk schedules a hearing and invites people from the console, a witness
 //! joins from a phone and waits in the lobby, the judge admits them from inside the room and they see each other,
 //! the hearing is recorded and ended, the prosecutor verifies, plays and downloads a recording's court bundle on
-//! the portal, and the verification page accepts it and rejects a tampered copy.
+//! the portal, and the verification page accepts it and rejects a tampered copy. At each of those steps axe-core
+//! audits the page for WCAG 2.1 A/AA; a serious or critical violation fails the story.
 //!
 //! Needs chromium, node and npm (`scripts/setup-system.sh test`); playwright-core is pinned by
 //! web/package-lock.json and installed with `npm ci` on first run. Without chromium the test fails: it never skips.
@@ -26,9 +27,10 @@ fn run(command: &mut Command, limit: Duration) -> Output {
     support::run_for(command, limit, SETUP)
 }
 
-/// Installs the pinned playwright-core (and the build tools beside it), unless they already are.
+/// Installs the pinned playwright-core and axe-core (and the build tools beside them), unless they already are.
 fn install_playwright() {
     support::npm_ci(&web_dir(), "node_modules/playwright-core/package.json", SETUP);
+    support::npm_ci(&web_dir(), "node_modules/axe-core/package.json", SETUP);
 }
 
 #[test]
@@ -65,6 +67,8 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("story: every step passed"), "{stdout}");
+    // The story's log (with axe-core's notes on moderate and minor findings): shown with `--nocapture`.
+    println!("{stdout}");
 
     // What Chromium sent is in the bundle as recorded, without transcoding: ffprobe reads VP8 and Opus, and the
     // bundle verifies offline with the CLI too.

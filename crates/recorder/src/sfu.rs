@@ -357,11 +357,6 @@ impl Room {
         }
         summaries
     }
-
-    /// Whether a member is connected, and how many tracks they send.
-    pub fn sending_tracks(&self, member: &str) -> Option<usize> {
-        self.lock().members.get(member).and_then(|m| m.connection.as_ref()).map(|c| c.sources.len())
-    }
 }
 
 /// Recomputes who receives whom: every source of a connected member with a zone goes to the matching receive

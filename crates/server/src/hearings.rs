@@ -517,11 +517,6 @@ impl Hearings {
         let participant = live.state.lock().await.credentials.get(&digest).cloned()?;
         Some((live, participant))
     }
-
-    /// Fresh STUN/TURN servers for a client.
-    pub fn ice_servers(&self) -> &IceServers {
-        &self.ice_servers
-    }
 }
 
 /// Console steps on a hearing other than scheduling and inviting.

@@ -68,7 +68,7 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
     );
     assert!(stdout.contains("story: every step passed"), "{stdout}");
     // The story's log (with axe-core's notes on moderate and minor findings): shown with `--nocapture`.
-    println!("{stdout}");
+    eprintln!("{stdout}");
 
     // What Chromium sent is in the bundle as recorded, without transcoding: ffprobe reads VP8 and Opus, and the
     // bundle verifies offline with the CLI too.

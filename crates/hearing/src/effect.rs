@@ -79,10 +79,12 @@ pub enum HearingEventKind {
     AffirmationMade,
     InterpreterSworn,
     HearingEnded,
+    /// Someone attempted a step the rules refused (the detail names the action and the rule).
+    StepRefused,
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 24] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -106,6 +108,7 @@ impl HearingEventKind {
         Self::AffirmationMade,
         Self::InterpreterSworn,
         Self::HearingEnded,
+        Self::StepRefused,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -133,6 +136,7 @@ impl HearingEventKind {
             Self::AffirmationMade => "affirmation_made",
             Self::InterpreterSworn => "interpreter_sworn",
             Self::HearingEnded => "hearing_ended",
+            Self::StepRefused => "step_refused",
         }
     }
 

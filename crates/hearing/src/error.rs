@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use custodia_core::{ActorId, CanonicalError, Role};
+use custodia_core::{ActorId, CanonicalError, HearingId, Role};
 use jiff::Timestamp;
 
-use crate::{ConsultationId, HearingRole, InviteId, ParticipantId, Phase};
+use crate::{ConsultationId, HearingEventKind, HearingEventRecord, HearingRole, InviteId, ParticipantId, Phase};
 
 /// Who attempted something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,7 +200,39 @@ pub enum HearingError {
     Detail { action: HearingAction, source: CanonicalError },
 }
 
+#[derive(serde::Serialize)]
+struct RefusalDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    action: &'static str,
+    reason: String,
+}
+
 impl HearingError {
+    /// The refusal as a custody record and its canonical detail document (the action and the rule, in words that
+    /// name participants by id only), for an adapter to append to the ledger and keep privately. `None` for what
+    /// no one attempted: the gateway's own reports, and encoding failures.
+    pub fn refusal_record(&self, at: Timestamp, hearing: &HearingId) -> Option<(HearingEventRecord, Vec<u8>)> {
+        let Self::Refused { actor, action, reason } = self else { return None };
+        let actor = match actor {
+            Actor::Participant(participant) => participant.as_actor().clone(),
+            Actor::Member(actor) => actor.clone(),
+            Actor::Gateway => return None,
+        };
+        let detail =
+            RefusalDetail { kind: "step_refused", hearing, action: action.as_str(), reason: reason.to_string() };
+        let detail = custodia_core::to_canonical_vec(&detail).ok()?;
+        let record = HearingEventRecord {
+            at,
+            actor,
+            kind: HearingEventKind::StepRefused,
+            subject: None,
+            detail_sha256: Some(custodia_core::Sha256::of(&detail)),
+        };
+        Some((record, detail))
+    }
+
     /// The rule that refused, if a rule did.
     pub fn reason(&self) -> Option<&Reason> {
         match self {

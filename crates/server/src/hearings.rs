@@ -113,13 +113,38 @@ struct HearingState {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "entry", rename_all = "snake_case")]
 enum JournalEntry {
-    Scheduled { at: Timestamp, schedule: Schedule, court: String },
-    Event { at: Timestamp, event: Event },
-    Invite { digest: Sha256, invite: InviteId, expires_at: Timestamp },
-    Credential { digest: Sha256, participant: ParticipantId },
-    Member { participant: ParticipantId, slot: usize },
-    Segment { segment: SegmentView },
-    Minutes { artefact: ArtefactId },
+    Scheduled {
+        at: Timestamp,
+        schedule: Schedule,
+        court: String,
+    },
+    Event {
+        at: Timestamp,
+        event: Event,
+    },
+    Invite {
+        digest: Sha256,
+        invite: InviteId,
+        expires_at: Timestamp,
+    },
+    Credential {
+        digest: Sha256,
+        participant: ParticipantId,
+    },
+    Member {
+        participant: ParticipantId,
+        slot: usize,
+    },
+    Segment {
+        segment: SegmentView,
+    },
+    Minutes {
+        artefact: ArtefactId,
+    },
+    /// The detail document of a refused step, whose digest is in the ledger.
+    Refused {
+        detail: String,
+    },
 }
 
 struct Person {
@@ -278,7 +303,15 @@ impl Hearings {
             rules: Rules { identity_check_before_oath: request.identity_check_before_oath },
         };
         let at = self.gateway.now();
-        let (machine, effects) = Hearing::schedule(at, schedule.clone()).map_err(RoomError::from)?;
+        let (machine, effects) = match Hearing::schedule(at, schedule.clone()) {
+            Ok(scheduled) => scheduled,
+            Err(refusal) => {
+                if let Some((record, _)) = refusal.refusal_record(at, &hearing) {
+                    self.gateway.record(&record.to_custody_record(case, &hearing, purpose())).await?;
+                }
+                return Err(RoomError::from(refusal).into());
+            }
+        };
         let live = self.hearing(caller.clone(), machine);
         {
             let mut state = live.state.lock().await;
@@ -373,6 +406,7 @@ impl Hearings {
                 }
                 JournalEntry::Segment { segment } => state.segments.push(segment),
                 JournalEntry::Minutes { artefact } => state.minutes_artefact = Some(artefact),
+                JournalEntry::Refused { .. } => {}
                 JournalEntry::Scheduled { .. } => anyhow::bail!("a second schedule in the journal"),
             }
         }
@@ -595,11 +629,31 @@ impl LiveHearing {
     /// Applies one event and carries out its effects, then tells everyone in the room.
     async fn step(&self, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
         let at = self.gateway.now();
-        let effects = state.machine.handle(at, event.clone())?;
+        let effects = match state.machine.handle(at, event.clone()) {
+            Ok(effects) => effects,
+            Err(refusal) => {
+                self.record_refusal(state, at, &refusal).await?;
+                return Err(refusal.into());
+            }
+        };
         self.carry_out(state, effects).await?;
         self.journal(state, &JournalEntry::Event { at, event }).await?;
         self.broadcast(state);
         Ok(())
+    }
+
+    /// A refused attempt is on the record like any other refusal: the ledger gets the fact (who, when, the digest
+    /// of what was tried and which rule said no) and the journal keeps the detail for the court.
+    async fn record_refusal(
+        &self,
+        state: &mut HearingState,
+        at: Timestamp,
+        refusal: &HearingError,
+    ) -> Result<(), GatewayError> {
+        let Some((record, detail)) = refusal.refusal_record(at, &self.id) else { return Ok(()) };
+        self.gateway.record(&record.to_custody_record(&self.case, &self.id, purpose())).await?;
+        let detail = String::from_utf8_lossy(&detail).into_owned();
+        self.journal(state, &JournalEntry::Refused { detail }).await
     }
 
     /// Appends to the hearing's journal; durable when this returns.

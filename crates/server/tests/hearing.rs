@@ -279,6 +279,7 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
         "recording_started",
         "recording_stopped",
         "hearing_ended",
+        "step_refused",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} missing from {kinds:?}");
     }

@@ -10,7 +10,7 @@
 //! Each packet is copied once per receiver; nothing is decoded. Sequence numbers and timestamps are rewritten per
 //! receive slot only where the sender's stream changes (a reconnection), so each slot stays one continuous stream.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -78,6 +78,8 @@ struct Member {
     slot: usize,
     zone: Zone,
     muted: Arc<AtomicBool>,
+    /// The senders (by slot) whose video this member takes; `None`: everyone's. Audio always flows.
+    video_from: Option<BTreeSet<usize>>,
     connection: Option<Connection>,
     recording: Option<Recording>,
 }
@@ -219,6 +221,7 @@ impl Room {
             slot,
             zone: None,
             muted: Arc::default(),
+            video_from: None,
             connection: None,
             recording: None,
         });
@@ -289,6 +292,16 @@ impl Room {
         let mut state = self.lock();
         if let Some(entry) = state.members.get_mut(member) {
             entry.zone = zone;
+        }
+        route(&mut state);
+    }
+
+    /// Which senders' video a member takes, by their slots (`None`: everyone's): a participant on a poor network
+    /// keeps the audio of all and the video of few. It changes only what this member receives.
+    pub fn set_video_from(&self, member: &str, slots: Option<BTreeSet<usize>>) {
+        let mut state = self.lock();
+        if let Some(entry) = state.members.get_mut(member) {
+            entry.video_from = slots;
         }
         route(&mut state);
     }
@@ -375,6 +388,10 @@ fn route(state: &mut RoomState) {
                 Some(zone) => members
                     .iter()
                     .filter(|receiver| !std::ptr::eq(**receiver, *sender) && receiver.zone == Some(zone))
+                    .filter(|receiver| {
+                        source.kind == MediaKind::Audio
+                            || receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot))
+                    })
                     .filter_map(|receiver| receiver.connection.as_ref()?.receive.get(sender.slot))
                     .map(|pair| pair[index].clone())
                     .collect(),
@@ -386,7 +403,6 @@ fn route(state: &mut RoomState) {
             }
             *outputs = wanted;
             if added && source.kind == MediaKind::Video {
-                tracing::debug!(sender = %sender.slot, ssrc = source.ssrc, outputs = outputs.len(), "new receivers: keyframe requested");
                 source.keyframes.request_keyframe();
             }
         }

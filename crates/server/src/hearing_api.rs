@@ -224,6 +224,21 @@ async fn run_room(state: AppState, socket: WebSocket) {
             let _ = outbox.send(reply);
             continue;
         }
+        if message["type"] == "receive_video" {
+            // A receiving preference, not a hearing step: which senders' video to take (null: everyone's).
+            let slots = match &message["slots"] {
+                Value::Null => None,
+                value => match serde_json::from_value::<std::collections::BTreeSet<usize>>(value.clone()) {
+                    Ok(slots) => Some(slots),
+                    Err(e) => {
+                        let _ = outbox.send(json!({"type": "error", "detail": format!("slots: {e}")}));
+                        continue;
+                    }
+                },
+            };
+            hearing.room().set_video_from(participant.as_str(), slots);
+            continue;
+        }
         let step: RoomStep = match serde_json::from_value(message) {
             Ok(step) => step,
             Err(e) => {

@@ -232,6 +232,11 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
         assert!(audio >= SECONDS * 50.0 * 0.7, "{direction}: {audio} audio frames in {SECONDS} s");
     }
     assert_eq!(report["self_admit"]["type"], "refused", "a witness cannot admit themself");
+    // Data saver: the witness took no video for 4 s but all the audio, and still sent their own video.
+    let saver = &report["data_saver"];
+    assert_eq!(saver["witness_from_judge"][0], 0, "{saver}");
+    assert!(saver["witness_from_judge"][1].as_u64().unwrap() >= 140, "{saver}");
+    assert!(saver["judge_from_witness"][0].as_u64().unwrap() >= 70, "{saver}");
 
     let view = view_after_the_minutes(&gateway, &hearing, &prosecutor_session).await;
     assert_eq!(view["phase"], "ended");
@@ -242,8 +247,10 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     for who in ["judge", "witness"] {
         let participant = report[who].as_str().unwrap();
         let seconds = recorded.get(participant).copied().unwrap_or_default();
-        // Recording starts at the first keyframe after the judge starts it and stops when the hearing ends.
-        assert!((SECONDS - 3.0..=SECONDS + 4.0).contains(&seconds), "{who}: recorded {seconds:.2} s");
+        // Recording starts at the first keyframe after the judge starts it and stops when the hearing ends: the
+        // measured SECONDS and the 5 s of the data-saver phase after them.
+        let expected = SECONDS + 5.0;
+        assert!((expected - 3.0..=expected + 4.0).contains(&seconds), "{who}: recorded {seconds:.2} s");
     }
 
     // The minutes: canonical JSON, everyone present with their role, every segment's digest.

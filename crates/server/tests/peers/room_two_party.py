@@ -5,8 +5,9 @@ Usage: room_two_party.py WS_URL JUDGE_SECRET WITNESS_SECRET SECONDS
 
 Both join and connect media at once. For a few seconds the witness waits in the lobby, and the frames each side
 receives from the other are counted (there must be none). The judge admits the witness, opens the session and starts
-recording; for SECONDS the frames each decodes from the other are counted. The judge then ends the hearing. Prints
-one JSON line with the counts and the participants' ids.
+recording; for SECONDS the frames each decodes from the other are counted. Then the witness asks for nobody's video
+(a phone on a poor network) and the frames are counted again for a few seconds. The judge then ends the hearing.
+Prints one JSON line with the counts and the participants' ids.
 """
 
 import asyncio
@@ -20,6 +21,8 @@ from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSess
 from aiortc.contrib.media import MediaPlayer
 
 LOBBY_SECONDS = 4
+SAVER_SETTLE_SECONDS = 1
+SAVER_SECONDS = 4
 
 
 class Participant:
@@ -139,11 +142,22 @@ async def main(url, judge_secret, witness_secret, seconds):
     before = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await asyncio.sleep(seconds)
     after = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
+
+    # On a poor network the witness takes nobody's video, and keeps everyone's audio.
+    await witness.send({"type": "receive_video", "slots": []})
+    await asyncio.sleep(SAVER_SETTLE_SECONDS)
+    saver_start = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
+    await asyncio.sleep(SAVER_SECONDS)
+    saver_end = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await judge.send({"type": "end"})
     await asyncio.wait_for(asyncio.gather(judge.ended.wait(), witness.ended.wait()), 20)
     await judge.close()
     await witness.close()
-    admitted = {key: [after[key][0] - before[key][0], after[key][1] - before[key][1]] for key in after}
+    def difference(start, end):
+        return {key: [end[key][0] - start[key][0], end[key][1] - start[key][1]] for key in end}
+
+    admitted = difference(before, after)
+    data_saver = difference(saver_start, saver_end)
     print(
         json.dumps(
             {
@@ -151,6 +165,7 @@ async def main(url, judge_secret, witness_secret, seconds):
                 "witness": witness.id,
                 "lobby": lobby,
                 "admitted": admitted,
+                "data_saver": data_saver,
                 "self_admit": refused,
             }
         ),

@@ -197,6 +197,7 @@ function enter(start) {
     onReplaced: () => finish('done.replaced'),
     onError: (error) => showError($('action-error'), error.message),
   });
+  room.setDataSaver($('data-saver').checked);
   window.custodiaRoom = room; // for the browser test and for support staff
   start(room);
 }
@@ -210,6 +211,9 @@ async function main() {
   const credential = sessionStorage.getItem(CREDENTIAL_KEY);
 
   $('audio-only').addEventListener('change', startPreview);
+  // The browser may already know the connection is weak, or that its user asked to save data.
+  const connection = navigator.connection;
+  if (connection?.saveData || ['slow-2g', '2g', '3g'].includes(connection?.effectiveType)) $('data-saver').checked = true;
   $('mute').addEventListener('click', () => {
     const you = lastState?.you;
     if (!you) return;

@@ -345,6 +345,9 @@ let recordingArtefact = null;
   await screenshot(witness, 'join-check-fr');
   await witness.getByRole('combobox').selectOption('ar');
   await witness.waitForFunction(() => document.documentElement.dir === 'rtl');
+  // A phone on a weak connection saves data: it takes only the court's video (and everyone's sound), which the
+  // checks below still see, including after the reconnection.
+  await witness.locator('#data-saver').check();
   await witness.locator('#join').click();
   await witness.locator('#lobby:not([hidden])').waitFor();
   await screenshot(witness, 'join-lobby-ar');
@@ -369,6 +372,8 @@ let recordingArtefact = null;
   if (await judge.locator('#act-start-session').isVisible()) await judge.locator('#act-start-session').click();
   await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge');
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
+  const wanted = await witness.evaluate(() => window.custodiaRoom.videoWanted);
+  check(/^\[\d+(,\d+)*\]$/.test(wanted ?? ''), `the witness's page did not ask for the court's video only: ${wanted}`);
   await screenshot(judge, 'console-room-in-session');
   await screenshot(witness, 'join-in-session-ar');
   await audit(judge, 'console room, in session');

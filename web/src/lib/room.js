@@ -20,6 +20,10 @@ const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
  * @property {(error: Error) => void} [onError]
  */
 
+/** What our own video is held to in data-saver mode. */
+const SAVER_VIDEO_BITRATE = 250_000;
+const SAVER_VIDEO_FRAMERATE = 15;
+
 export class Room {
   /**
    * @param {MediaStream|null} media our own camera and microphone (either may be missing)
@@ -37,6 +41,7 @@ export class Room {
     this.finished = false;
     this.attempt = 0;
     this.retryTimer = null;
+    this.dataSaver = false;
     this.onOnline = () => this.retryNow();
     window.addEventListener('online', this.onOnline);
   }
@@ -67,6 +72,41 @@ export class Room {
     if (this.finished) return;
     if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ type: 'leave' }));
     this.finish('closed');
+  }
+
+  /**
+   * Data saver, for a phone on a poor network: take video only from the court (judge and clerk), audio from
+   * everyone, and send our own video at a low rate. The gateway keeps it across reconnections only as long as this
+   * page re-sends it, which it does after every offer and every change of who is present.
+   */
+  setDataSaver(on) {
+    this.dataSaver = on;
+    this.applyDataSaver();
+  }
+
+  applyDataSaver() {
+    if (this.socket?.readyState !== WebSocket.OPEN || !this.state) return;
+    const court = (this.state.participants ?? []).filter((p) => ['judge', 'clerk'].includes(p.role)).map((p) => p.slot);
+    const slots = this.dataSaver ? court : null;
+    const wanted = JSON.stringify(slots);
+    if (wanted !== this.videoWanted) {
+      this.videoWanted = wanted;
+      this.socket.send(JSON.stringify({ type: 'receive_video', slots }));
+    }
+    const sender = this.pc?.getSenders().find((s) => s.track?.kind === 'video');
+    if (!sender) return;
+    const parameters = sender.getParameters();
+    if (!parameters.encodings?.length) return;
+    for (const encoding of parameters.encodings) {
+      if (this.dataSaver) {
+        encoding.maxBitrate = SAVER_VIDEO_BITRATE;
+        encoding.maxFramerate = SAVER_VIDEO_FRAMERATE;
+      } else {
+        delete encoding.maxBitrate;
+        delete encoding.maxFramerate;
+      }
+    }
+    sender.setParameters(parameters).catch(() => {});
   }
 
   /** Replaces the media we send (the next offer carries it). */
@@ -112,11 +152,15 @@ export class Room {
         message.you = { ...(message.you ?? {}) };
         message.you.participant ??= message.you.id ?? this.welcome?.participant;
         this.state = message;
+        this.applyDataSaver();
         this.handlers.onState?.(message);
         break;
       case 'answer':
         if (this.pc && this.pc.signalingState === 'have-local-offer') {
           await this.pc.setRemoteDescription({ type: 'answer', sdp: message.sdp });
+          // A new connection starts from the gateway's defaults: say again what we take.
+          this.videoWanted = undefined;
+          this.applyDataSaver();
         }
         break;
       case 'refused':

@@ -361,6 +361,15 @@ impl Hearing {
         self.rules
     }
 
+    /// The court and room that hear the testimony, in words (the minutes' `place`).
+    pub fn venue(&self) -> &Label {
+        &self.place
+    }
+
+    pub fn scheduled_for(&self) -> Timestamp {
+        self.scheduled_for
+    }
+
     /// The time of the latest event accepted. An adapter whose wall clock steps back clamps to this.
     pub fn last_event_at(&self) -> Timestamp {
         self.last_at

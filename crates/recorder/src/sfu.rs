@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::engine::{
-    EngineError, IncomingTrack, KeyframeRequester, MediaKind, OutgoingTrack, Peer, RtpIn, RtpOut, TrackEvent,
+    Codec, EngineError, IncomingTrack, KeyframeRequester, MediaKind, OutgoingTrack, Peer, RtpIn, RtpOut, TrackEvent,
     WebRtcEngine,
 };
 use crate::segmenter::{Recording, RecordingSummary};
@@ -95,6 +95,8 @@ struct Connection {
 /// One incoming track of a member's current connection.
 struct Source {
     kind: MediaKind,
+    codec: Codec,
+    clock_rate: u32,
     ssrc: u32,
     keyframes: Arc<dyn KeyframeRequester>,
     muted: Arc<AtomicBool>,
@@ -172,12 +174,12 @@ impl Source {
     }
 
     /// Hands a copy of this track to a recording.
-    fn record_into(&self, recording: &Recording, codec: crate::engine::Codec, clock_rate: u32) {
+    fn record_into(&self, recording: &Recording) {
         let (events, rx) = mpsc::unbounded_channel();
         let track = IncomingTrack {
             kind: self.kind,
-            codec,
-            clock_rate,
+            codec: self.codec,
+            clock_rate: self.clock_rate,
             ssrc: self.ssrc,
             events: rx,
             keyframes: self.keyframes.clone(),
@@ -190,14 +192,6 @@ impl Source {
     fn stop_recording(&self) {
         // Dropping the sender ends the recording's copy of the track.
         self.recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
-    }
-}
-
-/// Codec and clock rate of each source, to describe it to a recording.
-fn describe(kind: MediaKind) -> (crate::engine::Codec, u32) {
-    match kind {
-        MediaKind::Audio => (crate::engine::Codec::Opus, 48_000),
-        MediaKind::Video => (crate::engine::Codec::Vp8, 90_000),
     }
 }
 
@@ -273,6 +267,8 @@ impl Room {
         let Some(current) = entry.connection.as_mut().filter(|c| c.id == connection) else { return };
         let source = Arc::new(Source {
             kind: track.kind,
+            codec: track.codec,
+            clock_rate: track.clock_rate,
             ssrc: track.ssrc,
             keyframes: track.keyframes.clone(),
             muted: entry.muted.clone(),
@@ -280,7 +276,7 @@ impl Room {
             recorder: Mutex::new(None),
         });
         if let Some(recording) = &entry.recording {
-            source.record_into(recording, track.codec, track.clock_rate);
+            source.record_into(recording);
         }
         current.sources.push(source.clone());
         route(&mut state);
@@ -323,8 +319,7 @@ impl Room {
             (true, false) => {
                 let recording = self.recorders.start_recording(member);
                 for source in sources {
-                    let (codec, clock_rate) = describe(source.kind);
-                    source.record_into(&recording, codec, clock_rate);
+                    source.record_into(&recording);
                 }
                 entry.recording = Some(recording);
             }

@@ -122,7 +122,7 @@ fn label(field: &'static str, text: &str) -> Result<Label, Problem> {
     Label::new(text).map_err(|err| Problem::from(bad_input(field, err)))
 }
 
-fn case_id(text: &str) -> Result<CaseId, Problem> {
+pub(crate) fn case_id(text: &str) -> Result<CaseId, Problem> {
     CaseId::new(text).map_err(|err| Problem::from(bad_input("case", err)))
 }
 

@@ -10,14 +10,13 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use custodia_core::CaseId;
 use custodia_hearing::InviteId;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiJson, AppState};
+use crate::api::{ApiJson, AppState, case_id};
 use crate::auth::Caller;
 use crate::extract::Path;
 use crate::gateway::{GatewayError, bad_input};
@@ -42,10 +41,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/room/whip", post(whip_publish))
         .route("/api/v1/room/whip/{participant}", delete(whip_end))
         .with_state(state)
-}
-
-fn case_id(text: &str) -> Result<CaseId, Problem> {
-    CaseId::new(text).map_err(|err| Problem::from(bad_input("case", err)))
 }
 
 async fn schedule(

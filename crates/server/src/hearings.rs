@@ -794,8 +794,8 @@ impl LiveHearing {
             "credential": credential,
             "hearing": {
                 "id": self.id,
-                "place": state.machine.minutes().place,
-                "scheduled_for": state.machine.minutes().scheduled_for,
+                "place": state.machine.venue(),
+                "scheduled_for": state.machine.scheduled_for(),
             },
             "ice_servers": ice_servers,
             "slots": self.room.slots(),
@@ -851,7 +851,6 @@ impl LiveHearing {
     /// The console's view of the hearing.
     pub async fn view(&self) -> Value {
         let state = self.state.lock().await;
-        let minutes = state.machine.minutes();
         let now = self.gateway.now();
         let invites: Vec<Value> = state
             .invites
@@ -866,8 +865,8 @@ impl LiveHearing {
             "id": self.id,
             "case": self.case,
             "phase": state.machine.phase(),
-            "scheduled_for": minutes.scheduled_for,
-            "place": minutes.place,
+            "scheduled_for": state.machine.scheduled_for(),
+            "place": state.machine.venue(),
             "recording": state.machine.is_recording(),
             "invites": invites,
             "participants": self.participants(&state),

@@ -2,32 +2,35 @@
 
 use std::path::{Path, PathBuf};
 
-use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
+use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, HearingId, Label, Salt, Sha256};
 
 /// `../shared`, the read-only material beside the repository.
 pub fn shared_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
 }
 
-/// A custody record of about `approx_len` bytes whose content is fixed by `seed`, so that a test can tell later
-/// exactly which bytes belong at an index.
+/// A custody record of about `approx_len` bytes (at least the size of a record with its commitments) whose
+/// content is fixed by `seed`, so that a test can tell later exactly which bytes belong at an index.
 pub fn sample_record(seed: u64, approx_len: usize) -> Vec<u8> {
+    let salt = |n: u64| Salt::from_bytes(*Sha256::of(&[seed.to_be_bytes(), n.to_be_bytes()].concat()).as_bytes());
     let base = CustodyRecord::new(
-        CaseId::new("case-e2e").expect("valid id"),
+        Commitment::new(&salt(0), "case", "case-e2e"),
         ActorId::new(format!("acct-{seed}")).expect("valid id"),
         jiff::Timestamp::from_second(1_800_000_000 + (seed % 1_000_000) as i64).expect("in range"),
-        Label::new("x").expect("valid label"),
+        Commitment::new(&salt(1), "purpose", "x"),
         CustodyEvent::HearingEvent {
             hearing: HearingId::new("hearing-1").expect("valid id"),
-            kind: Label::new("segment_sealed").expect("valid label"),
+            kind: Label::new("k").expect("valid label"),
             subject: None,
-            detail_sha256: Some(Sha256::of(&seed.to_be_bytes())),
+            detail: Some(Commitment::new(&salt(2), "detail", &Sha256::of(&seed.to_be_bytes()).to_hex())),
         },
     );
     let overhead = base.to_entry().expect("small record").len() - 1;
     let filler = approx_len.saturating_sub(overhead).clamp(1, Label::MAX_LEN);
-    let purpose = format!("{seed}:{}", "p".repeat(filler)).chars().take(filler.max(1)).collect::<String>();
-    let record = CustodyRecord { purpose: Label::new(purpose).expect("valid label"), ..base };
+    let kind = format!("{seed}:{}", "k".repeat(filler)).chars().take(filler.max(1)).collect::<String>();
+    let CustodyEvent::HearingEvent { hearing, subject, detail, .. } = base.event.clone() else { unreachable!() };
+    let event = CustodyEvent::HearingEvent { hearing, kind: Label::new(kind).expect("valid label"), subject, detail };
+    let record = CustodyRecord { event, ..base };
     record.to_entry().expect("record fits an entry")
 }
 

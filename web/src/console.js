@@ -168,10 +168,14 @@ async function openArtefact(item) {
   $('artefact-title').focus();
 }
 
-function describeEvent(event) {
+/** A record in words, with its committed fields opened (the timeline carries the openings for members). */
+function describeEvent(event, openings) {
   const parts = [humanize(event?.type)];
-  for (const key of ['access', 'action', 'kind', 'outcome', 'reason', 'format', 'hearing', 'site']) {
+  for (const key of ['access', 'action', 'code', 'change', 'kind', 'format', 'hearing', 'member']) {
     if (event?.[key] != null && typeof event[key] !== 'object') parts.push(`${humanize(key)}: ${event[key]}`);
+  }
+  for (const key of ['site', 'outcome', 'role', 'operation', 'jurisdiction']) {
+    if (openings?.[key]) parts.push(`${humanize(key)}: ${openings[key].text}`);
   }
   if (event?.sha256) parts.push(`SHA-256 ${event.sha256.slice(0, 16)}…`);
   return parts.join(' · ');
@@ -183,9 +187,10 @@ async function loadTimeline() {
   $('timeline').replaceChildren(
     ...timeline.records.map((entry) =>
       el('li', {},
-        el('strong', {}, describeEvent(entry.record.event)),
+        el('strong', {}, describeEvent(entry.record.event, entry.openings)),
         el('br'),
-        `${when(entry.record.at)} · by ${entry.record.actor} · purpose “${entry.record.purpose}” · record ${entry.ledger_index}`,
+        `${when(entry.record.at)} · by ${entry.record.actor} · purpose “${entry.openings?.purpose?.text ?? '(not opened)'}” · record ${entry.ledger_index}`,
+        entry.record.repeated ? ` · stands for ${entry.record.repeated.count} more since ${when(entry.record.repeated.since)}` : '',
         entry.record.prior != null ? ` (follows ${entry.record.prior})` : '',
         entry.proof ? el('span', { class: 'ok' }, ' · proof included') : el('span', { class: 'bad' }, ' · no proof'),
       ),

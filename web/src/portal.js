@@ -3,7 +3,7 @@
 // with progress.
 
 import { api, ApiError } from './lib/api.js';
-import { canonicalize, leafHash, readProof, verifyInclusion } from './lib/bundle.js';
+import { canonicalize, commitment, leafHash, readProof, verifyInclusion } from './lib/bundle.js';
 import { $, bytes, el, say, signInPage, when } from './lib/dom.js';
 
 const enc = encodeURIComponent;
@@ -143,6 +143,18 @@ async function verify(item) {
     largest = Math.max(largest, Number(proof.size));
   }
   checks.push(`Every record is proven to be in the custody log (checkpoint of ${largest} ${largest === 1 ? 'entry' : 'entries'}).`);
+  for (const entry of records) {
+    for (const [field, opening] of Object.entries(entry.openings ?? {})) {
+      const committed = field === 'case' || field === 'purpose' ? entry.record[field] : entry.record.event?.[field];
+      if (commitment(opening.salt, field, opening.text) !== committed) {
+        return fail(`the ${field} shown for record ${entry.ledger_index} is not what the log committed to`);
+      }
+    }
+    if (!entry.openings?.case || !entry.openings?.purpose) {
+      return fail(`the openings of record ${entry.ledger_index} are missing`);
+    }
+  }
+  checks.push('Every purpose, site and other word shown opens the commitment in the public log.');
   return { ok: true, checks };
 }
 

@@ -38,6 +38,7 @@ const EVENT_WORDS = {
   wider_use_requested: 'wider use requested',
   outcome_reported: 'outcome reported',
   access_refused: 'access refused',
+  membership_changed: 'case membership changed',
 };
 
 /** What a failed part means, in plain words. */
@@ -49,6 +50,7 @@ const MEANING = {
   checkpoint: "the log checkpoint is not signed by the gateway",
   inclusion_proof: "a custody record is not in the gateway's public log",
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
+  openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
 };
 
 function element(tag, text, className) {

@@ -40,7 +40,10 @@ use std::time::{Duration, Instant};
 
 use custodia_benchkit::{BoxError, env_or, mb_per_s, openssl_rate, openssl_speed, rate, write_pseudo_random};
 use custodia_bundle::{BundleRecord, BundleSource, BundleWriter, verify};
-use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Sha256};
+use custodia_core::{
+    AccessKind, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label, Manifest,
+    Opening, Openings, Salt, Sha256,
+};
 use custodia_ledger::{Log, LogOptions, LogSigner, LogVerifier, TlogProof};
 use sha2::Digest as _;
 
@@ -257,52 +260,57 @@ fn build(
     )
     .sign(signer.signing_key())?;
 
-    let record = |purpose: &str, event: CustodyEvent, prior: Option<u64>| -> Result<Vec<u8>, BoxError> {
+    // Salts are fixed here so that a run is repeatable; the gateway draws each from the OS.
+    let salt = |text: &str| Salt::from_bytes(*Sha256::of(text.as_bytes()).as_bytes());
+    let case_opening = Opening { salt: salt("case"), text: case.to_string() };
+    let site = "IT, web session";
+    let record = |purpose: &str,
+                  event: &dyn Fn(&mut Openings) -> CustodyEvent,
+                  prior: Option<u64>|
+     -> Result<(Vec<u8>, Vec<u8>), BoxError> {
+        let mut openings = Openings::default();
+        openings.insert("case", case_opening.clone());
+        let purpose = openings.commit("purpose", salt(purpose), purpose);
+        let event = event(&mut openings);
         let record = CustodyRecord {
             prior,
-            ..CustodyRecord::new(case.clone(), actor.clone(), jiff::Timestamp::now(), Label::new(purpose)?, event)
+            ..CustodyRecord::new(case_opening.commitment("case"), actor.clone(), jiff::Timestamp::now(), purpose, event)
         };
-        Ok(record.to_entry()?)
+        Ok((record.to_entry()?, openings.to_canonical()))
     };
-    let other_record = record(
+    let site_commitment = |openings: &mut Openings| -> Commitment { openings.commit("site", salt(site), site) };
+    let (other_record, _) = record(
         "unrelated work",
-        CustodyEvent::ArtefactAccessed {
-            artefact: other,
+        &|openings| CustodyEvent::ArtefactAccessed {
+            artefact: other.clone(),
             sha256: Sha256::of(b"another artefact"),
             access: AccessKind::View,
-            site: Label::new("IT, web session")?,
+            site: site_commitment(openings),
         },
         None,
     )?;
-    let events = [
-        (
-            "statement intake",
-            CustodyEvent::ArtefactRegistered {
-                artefact: artefact.clone(),
-                sha256,
-                size: bytes,
-                manifest_sha256: manifest.sha256(),
-                manifest_signature: manifest.signature(),
-            },
-        ),
-        (
-            "trial preparation",
-            CustodyEvent::ArtefactAccessed {
-                artefact: artefact.clone(),
-                sha256,
-                access: AccessKind::Download,
-                site: Label::new("IT, web session")?,
-            },
-        ),
-        (
-            "disclosure to the court",
-            CustodyEvent::ArtefactExported {
-                artefact: artefact.clone(),
-                sha256,
-                format: Label::new("court bundle (BagIt in tar)")?,
-                export_sha256: None,
-            },
-        ),
+    let registered = CustodyEvent::ArtefactRegistered {
+        artefact: artefact.clone(),
+        sha256,
+        size: bytes,
+        manifest_sha256: manifest.sha256(),
+        manifest_signature: manifest.signature(),
+    };
+    let exported = CustodyEvent::ArtefactExported {
+        artefact: artefact.clone(),
+        sha256,
+        format: ExportFormat::CourtBundle,
+        export_sha256: None,
+    };
+    let events: [(&str, &dyn Fn(&mut Openings) -> CustodyEvent); 3] = [
+        ("statement intake", &|_| registered.clone()),
+        ("trial preparation", &|openings| CustodyEvent::ArtefactAccessed {
+            artefact: artefact.clone(),
+            sha256,
+            access: AccessKind::Download,
+            site: site_commitment(openings),
+        }),
+        ("disclosure to the court", &|_| exported.clone()),
     ];
 
     let (records, checkpoint) = runtime.block_on(async {
@@ -312,19 +320,19 @@ fn build(
             for _ in 0..OTHER_RECORDS {
                 log.append(other_record.clone()).await?;
             }
-            let entry = record(purpose, event, prior)?;
+            let (entry, openings) = record(purpose, event, prior)?;
             let index = log.append(entry.clone()).await?;
             prior = Some(index);
-            records.push((index, entry));
+            records.push((index, entry, openings));
         }
         let export_index = prior.ok_or("no records")?;
         let checkpoint = log.wait_for_size(export_index + 1).await?;
         let size = checkpoint.checkpoint.size;
         let mut bundled = Vec::new();
-        for (index, entry) in records {
+        for (index, entry, openings) in records {
             let path = log.storage().inclusion_proof(index, size).await?;
             let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
-            bundled.push(BundleRecord { index, entry, proof: proof.to_bytes() });
+            bundled.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
         Ok::<_, BoxError>((bundled, checkpoint))
     })?;

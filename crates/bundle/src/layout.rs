@@ -32,12 +32,25 @@ pub fn record_paths(index: u64) -> (String, String) {
     (format!("{CUSTODY_DIR}{index:012}.json"), format!("{CUSTODY_DIR}{index:012}.proof"))
 }
 
-/// One custody record: its exact ledger entry bytes and its c2sp.org/tlog-proof@v1 file.
-#[derive(Debug, Clone)]
+/// The openings of a custody record's commitments (canonical JSON), beside its entry and proof.
+pub fn opening_path(index: u64) -> String {
+    format!("{CUSTODY_DIR}{index:012}.opening.json")
+}
+
+/// One custody record: its exact ledger entry bytes, its c2sp.org/tlog-proof@v1 file, and the canonical openings
+/// of its commitments (what the court may read: the case, the purpose, and every other committed field).
+#[derive(Clone)]
 pub struct BundleRecord {
     pub index: u64,
     pub entry: Vec<u8>,
     pub proof: Vec<u8>,
+    pub openings: Vec<u8>,
+}
+
+impl std::fmt::Debug for BundleRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleRecord").field("index", &self.index).finish_non_exhaustive()
+    }
 }
 
 /// Everything a bundle holds except the payload's bytes, which are streamed in by the caller.

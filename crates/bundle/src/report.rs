@@ -3,24 +3,29 @@
 
 use std::fmt::Write as _;
 
-use custodia_core::{CustodyEvent, CustodyRecord, Manifest};
+use custodia_core::{CustodyEvent, CustodyRecord, Manifest, Openings};
 use custodia_ledger::{LogVerifier, SignedCheckpoint};
 
 use crate::layout::{self, BundleSource};
 
-fn describe(event: &CustodyEvent) -> String {
+/// A record in words, with its committed fields opened (the bundle is for those entitled to read them).
+fn describe(event: &CustodyEvent, openings: &Openings) -> String {
+    let open = |field: &str| openings.text(field).unwrap_or("(not opened)").to_owned();
     match event {
         CustodyEvent::ArtefactRegistered { size, .. } => format!("taken into custody ({size} bytes), manifest signed"),
-        CustodyEvent::ArtefactAccessed { access, site, .. } => format!("{access:?} from {site}").to_lowercase(),
-        CustodyEvent::ArtefactExported { format, .. } => format!("exported as {format}"),
-        CustodyEvent::ArtefactTransferred { recipient, jurisdiction, .. } => {
-            format!("custody transferred to {recipient} ({jurisdiction})")
+        CustodyEvent::ArtefactAccessed { access, .. } => format!("{access:?} from {}", open("site")).to_lowercase(),
+        CustodyEvent::ArtefactExported { format, .. } => format!("exported as {format:?}").to_lowercase(),
+        CustodyEvent::ArtefactTransferred { recipient, .. } => {
+            format!("custody transferred to {recipient} ({})", open("jurisdiction"))
         }
-        CustodyEvent::DerivativeMade { source, operation, .. } => format!("derived from {source} by {operation}"),
+        CustodyEvent::DerivativeMade { source, .. } => format!("derived from {source} by {}", open("operation")),
         CustodyEvent::HearingEvent { kind, .. } => format!("hearing event: {kind}"),
-        CustodyEvent::PolicyChanged { change, .. } => format!("use restrictions: {change}"),
-        CustodyEvent::OutcomeReported { outcome, .. } => format!("outcome reported: {outcome}"),
-        CustodyEvent::AccessRefused { action, reason, .. } => format!("REFUSED {action}: {reason}"),
+        CustodyEvent::PolicyChanged { .. } => format!("use restrictions: {}", open("change")),
+        CustodyEvent::OutcomeReported { .. } => format!("outcome reported: {}", open("outcome")),
+        CustodyEvent::AccessRefused { action, code, .. } => format!("REFUSED {action:?}: {code:?}"),
+        CustodyEvent::MembershipChanged { member, change, .. } => {
+            format!("membership of {member} {change:?}, role {}", openings.text("role").unwrap_or("none"))
+        }
         _ => "other custody event".to_owned(),
     }
 }
@@ -58,15 +63,23 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
     for record in &source.records {
         match CustodyRecord::from_entry(&record.entry) {
             Ok(r) => {
+                let openings = Openings::from_canonical(&record.openings).unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "  #{:<8} {}  {}  by {}  purpose: {}",
                     record.index,
                     r.at,
-                    describe(&r.event),
+                    describe(&r.event, &openings),
                     r.actor,
-                    r.purpose
+                    openings.text("purpose").unwrap_or("(not opened)")
                 );
+                if let Some(repeated) = r.repeated {
+                    let _ = writeln!(
+                        out,
+                        "            (stands for {} identical attempts since {})",
+                        repeated.count, repeated.since
+                    );
+                }
             }
             Err(err) => {
                 let _ = writeln!(out, "  #{:<8} unreadable record: {err}", record.index);
@@ -93,6 +106,11 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
         layout::CUSTODY_DIR
     );
     let _ = writeln!(out, "       (c2sp.org/tlog-proof@v1; leaf hash = SHA-256(0x00 || record), RFC 6962).");
+    let _ = writeln!(
+        out,
+        "    4. each {}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.",
+        layout::CUSTODY_DIR
+    );
     out
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 
-use custodia_core::{CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Sha256, SignedManifest};
+use custodia_core::{CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest};
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use sha2::Digest as _;
 
@@ -43,6 +43,8 @@ pub enum Part {
     InclusionProof,
     /// The custody history: complete, in order, and ending with this export.
     CustodyHistory,
+    /// Each record's openings open its commitments, and its case is the manifest's.
+    Openings,
 }
 
 impl fmt::Display for Part {
@@ -55,6 +57,7 @@ impl fmt::Display for Part {
             Self::Checkpoint => "checkpoint signature",
             Self::InclusionProof => "inclusion proof",
             Self::CustodyHistory => "custody history",
+            Self::Openings => "record openings",
         })
     }
 }
@@ -383,7 +386,55 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     let records = check_records(files, checkpoint_bytes, &key, checkpoint.is_some(), &mut report);
     report.records = records.len();
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
+    check_openings(files, &records, manifest.as_ref(), &mut report);
     report
+}
+
+/// Every record's openings (`data/custody/<index>.opening.json`) open exactly its commitments, and the case they
+/// open is the signed manifest's.
+fn check_openings(
+    files: &BTreeMap<String, FileSeen>,
+    records: &[BundledRecord],
+    manifest: Option<&Manifest>,
+    report: &mut Verification,
+) {
+    let before = report.checks.iter().filter(|c| !c.passed).count();
+    for bundled in records {
+        let Some(record) = &bundled.record else { continue };
+        let path = layout::opening_path(bundled.index);
+        let Some(bytes) = text(files, &path) else {
+            report.fail(Part::Openings, format!("record {}: {path} is missing", bundled.index));
+            continue;
+        };
+        let openings = match Openings::from_canonical(bytes) {
+            Ok(openings) => openings,
+            Err(err) => {
+                report.fail(Part::Openings, format!("record {}: {path}: {err}", bundled.index));
+                continue;
+            }
+        };
+        if let Err(err) = record.check_openings(&openings) {
+            report.fail(Part::Openings, format!("record {}: {err}", bundled.index));
+            continue;
+        }
+        if let Some(manifest) = manifest
+            && openings.text("case") != Some(manifest.case.as_str())
+        {
+            report.fail(
+                Part::Openings,
+                format!("record {}: its case is not {}, the signed manifest's", bundled.index, manifest.case),
+            );
+        }
+    }
+    if report.checks.iter().filter(|c| !c.passed).count() == before {
+        report.pass(
+            Part::Openings,
+            format!(
+                "every record's openings match its commitments, for case {}",
+                manifest.map_or("?", |m| m.case.as_str())
+            ),
+        );
+    }
 }
 
 /// The bag: bagit.txt, every file listed with its right checksum, nothing unlisted, and tag files intact.
@@ -444,6 +495,9 @@ fn check_records(
 ) -> Vec<BundledRecord> {
     let mut records = Vec::new();
     for (path, seen) in files.range(layout::CUSTODY_DIR.to_owned()..) {
+        if path.ends_with(".opening.json") {
+            continue;
+        }
         let Some(stem) = path.strip_prefix(layout::CUSTODY_DIR).and_then(|p| p.strip_suffix(".json")) else { continue };
         let Ok(index) = stem.parse::<u64>() else {
             report.fail(Part::CustodyHistory, format!("{path} is not named by a ledger index"));

@@ -121,6 +121,7 @@ impl BundleWriter {
             let (entry_path, proof_path) = layout::record_paths(record.index);
             data.push((entry_path, record.entry.clone()));
             data.push((proof_path, record.proof.clone()));
+            data.push((layout::opening_path(record.index), record.openings.clone()));
         }
         data.push((layout::REPORT.into(), crate::report::certificate(source, &verifier).into_bytes()));
 

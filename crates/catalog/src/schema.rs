@@ -102,6 +102,20 @@ CREATE TABLE hearing_journal (
     PRIMARY KEY (hearing_id, seq)
 );
 "#,
+    // The public log names a case only by an opaque reference (a commitment to its id under a salt of its own),
+    // and holds typed text only as commitments. Their openings are here, access-controlled, keyed by the SHA-256
+    // of the ledger entry; they are written before the entry is appended, so no published commitment lacks one.
+    r#"
+CREATE TABLE case_refs (
+    case_id TEXT PRIMARY KEY REFERENCES cases(id),
+    salt TEXT NOT NULL,
+    case_ref TEXT NOT NULL UNIQUE
+);
+CREATE TABLE custody_openings (
+    record_sha256 TEXT PRIMARY KEY,
+    openings TEXT NOT NULL
+);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -5,6 +5,7 @@
 //! crate of ours.
 
 mod canonical;
+mod commitment;
 mod digest;
 mod id;
 mod manifest;
@@ -13,6 +14,7 @@ mod record;
 mod role;
 
 pub use canonical::{CanonicalError, from_canonical_slice, to_canonical_vec};
+pub use commitment::{COMMITMENT_DOMAIN, Commitment, Opening, OpeningError, Openings, Salt};
 pub use digest::{DigestParseError, Sha256, Sha256Hasher};
 pub use id::{ActorId, ArtefactId, CaseId, HearingId, IdError, Label};
 pub use manifest::{Manifest, ManifestError, ManifestSignature, SignedManifest};
@@ -20,5 +22,8 @@ pub use policy::{
     DenyReason, OnwardTransfer, Tlp, TransferConsent, UseAction, UseDecision, UsePolicy, UseRequest, UseWarning,
     WidenRequest, decide,
 };
-pub use record::{AccessKind, CustodyEvent, CustodyRecord, MAX_RECORD_LEN, RECORD_VERSION, RecordError};
+pub use record::{
+    AccessKind, CustodyEvent, CustodyRecord, ExportFormat, MAX_RECORD_LEN, MembershipChange, RECORD_VERSION,
+    RecordError, RefusalCode, Repeated,
+};
 pub use role::{Action, ParseNameError, Role, permits};

@@ -1,16 +1,23 @@
 //! Custody records: the leaves of the custody ledger.
 //!
 //! A record is a small, versioned, RFC 8785 canonical JSON document. It says who did what to which artefact of
-//! which case, when, and for what stated purpose. An artefact's own bytes never enter a record; its SHA-256 does.
-//! Because the log is public, records carry opaque identifiers only, never names, contacts or addresses.
+//! which case, and when. An artefact's own bytes never enter a record; its SHA-256 does. Because the log is public
+//! forever, a record holds a closed vocabulary only: event types, codes, times, opaque identifiers and digests.
+//! Everything a person typed or chose (a purpose, a site, an outcome, a policy change, a role, a hearing's detail)
+//! and the case itself appear only as salted [`Commitment`]s, whose [`Openings`] stay in the access-controlled
+//! catalog and travel in court bundles.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{ActorId, ArtefactId, CanonicalError, CaseId, HearingId, Label, ManifestSignature, Sha256};
+use crate::{
+    Action, ActorId, ArtefactId, CanonicalError, Commitment, DenyReason, HearingId, Label, ManifestSignature,
+    OpeningError, Openings, Sha256,
+};
 
-/// The record format version this build writes and reads.
-pub const RECORD_VERSION: u32 = 1;
+/// The record format version this build writes and reads. Version 1 carried free text and case ids in clear;
+/// version 2 carries them only as commitments.
+pub const RECORD_VERSION: u32 = 2;
 
 /// A ledger entry is length-prefixed with a big-endian u16 in an entry bundle (c2sp.org/tlog-tiles).
 pub const MAX_RECORD_LEN: usize = u16::MAX as usize;
@@ -32,16 +39,31 @@ pub enum RecordError {
 pub struct CustodyRecord {
     /// Format version; see [`RECORD_VERSION`].
     pub v: u32,
-    pub case: CaseId,
+    /// The case's opaque reference: a commitment to the case id under a salt of the case's own (the same for all
+    /// its records), so that nobody who knows a case by name can find or confirm its records.
+    pub case: Commitment,
     pub actor: ActorId,
     pub at: Timestamp,
-    pub purpose: Label,
+    /// The stated purpose, committed.
+    pub purpose: Commitment,
     pub event: CustodyEvent,
     /// The ledger index of the previous record about the same artefact; absent on an artefact's first record.
     /// Chaining an artefact's records makes a history with a record left out, or put out of order, detectable
     /// from the records alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior: Option<u64>,
+    /// On an aggregated refusal: the record stands for this many identical attempts (same actor, action,
+    /// artefact and code) from `since` to `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeated: Option<Repeated>,
+}
+
+/// How many identical refusals one record stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeated {
+    pub count: u64,
+    pub since: Timestamp,
 }
 
 /// How an artefact was read.
@@ -53,7 +75,79 @@ pub enum AccessKind {
     Play,
 }
 
-/// What happened. Serialised with a `type` tag so that records read well in a court report.
+/// The form an export took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    /// A court bundle: BagIt in tar.
+    CourtBundle,
+}
+
+/// How a case's membership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipChange {
+    Added,
+    RoleChanged,
+    Removed,
+}
+
+/// Why an attempt was refused, as a code: never the policy's terms, never text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RefusalCode {
+    /// The API token does not carry the scope the action needs.
+    MissingScope,
+    /// The caller's role in the case does not permit the action.
+    RoleForbids,
+    /// Only the providing authority may do this.
+    ProviderOnly,
+    /// The providing authority's permission lapsed.
+    PolicyExpired,
+    /// The TLP marking forbids the use.
+    PolicyTlp,
+    /// The stated purpose is not among those permitted.
+    PolicyPurpose,
+    /// The recipient is not among those permitted.
+    PolicyRecipient,
+    /// The jurisdiction is not among those permitted.
+    PolicyJurisdiction,
+    /// Onward transfer is prohibited, or needs consent first.
+    PolicyOnwardTransfer,
+}
+
+impl RefusalCode {
+    pub const ALL: [Self; 9] = [
+        Self::MissingScope,
+        Self::RoleForbids,
+        Self::ProviderOnly,
+        Self::PolicyExpired,
+        Self::PolicyTlp,
+        Self::PolicyPurpose,
+        Self::PolicyRecipient,
+        Self::PolicyJurisdiction,
+        Self::PolicyOnwardTransfer,
+    ];
+}
+
+impl From<&DenyReason> for RefusalCode {
+    fn from(reason: &DenyReason) -> Self {
+        match reason {
+            DenyReason::Expired { .. } => Self::PolicyExpired,
+            DenyReason::TlpForbids { .. } => Self::PolicyTlp,
+            DenyReason::PurposeNotPermitted { .. } => Self::PolicyPurpose,
+            DenyReason::RecipientNotPermitted { .. } => Self::PolicyRecipient,
+            DenyReason::JurisdictionNotPermitted { .. } => Self::PolicyJurisdiction,
+            DenyReason::OnwardTransferProhibited | DenyReason::OnwardTransferNeedsConsent { .. } => {
+                Self::PolicyOnwardTransfer
+            }
+        }
+    }
+}
+
+/// What happened. Serialised with a `type` tag so that records read well in a court report. Each field that a
+/// person typed or chose is a [`Commitment`]; [`CustodyRecord::commitments`] names them all.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
@@ -67,47 +161,65 @@ pub enum CustodyEvent {
         manifest_signature: ManifestSignature,
     },
     /// An artefact was viewed, downloaded or played. `site` says from where, in words, never as an address.
-    ArtefactAccessed { artefact: ArtefactId, sha256: Sha256, access: AccessKind, site: Label },
+    ArtefactAccessed { artefact: ArtefactId, sha256: Sha256, access: AccessKind, site: Commitment },
     /// An artefact left the gateway in an export (a court bundle, say), whose own digest is given when known.
     ArtefactExported {
         artefact: ArtefactId,
         sha256: Sha256,
-        format: Label,
+        format: ExportFormat,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         export_sha256: Option<Sha256>,
     },
     /// Custody passed to another authority.
-    ArtefactTransferred { artefact: ArtefactId, sha256: Sha256, recipient: ActorId, jurisdiction: Label },
+    ArtefactTransferred { artefact: ArtefactId, sha256: Sha256, recipient: ActorId, jurisdiction: Commitment },
     /// A new artefact was derived from another (a redaction, a transcode, a transcript).
-    DerivativeMade { artefact: ArtefactId, sha256: Sha256, source: ArtefactId, source_sha256: Sha256, operation: Label },
-    /// Something happened in a hearing: admission, an oath, recording started, a segment sealed.
+    DerivativeMade {
+        artefact: ArtefactId,
+        sha256: Sha256,
+        source: ArtefactId,
+        source_sha256: Sha256,
+        operation: Commitment,
+    },
+    /// Something happened in a hearing: admission, an oath, recording started, a segment sealed. `kind` is one of
+    /// the hearing's closed list of event kinds; `detail` commits to the SHA-256 (hex) of the canonical detail
+    /// document the hearing's journal keeps.
     HearingEvent {
         hearing: HearingId,
         kind: Label,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subject: Option<ActorId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        detail_sha256: Option<Sha256>,
+        detail: Option<Commitment>,
     },
-    /// The use policy on a case or an artefact changed; the canonical policy document has the given digest.
+    /// The use policy on a case or an artefact changed. `policy` commits to the SHA-256 (hex) of the canonical
+    /// policy document, `change` to the words saying why.
     PolicyChanged {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         artefact: Option<ArtefactId>,
-        policy_sha256: Sha256,
-        change: Label,
+        policy: Commitment,
+        change: Commitment,
     },
-    /// A receiver asked the providing authority to widen the use policy; the canonical request has the given
-    /// digest. Access changes only with the provider's decision, a later `PolicyChanged`.
-    WiderUseRequested { artefact: ArtefactId, request_sha256: Sha256 },
+    /// A receiver asked the providing authority to widen the use policy; `request` commits to the SHA-256 (hex)
+    /// of the canonical request. Access changes only with the provider's decision, a later `PolicyChanged`.
+    WiderUseRequested { artefact: ArtefactId, request: Commitment },
     /// A receiving authority reported what the artefact achieved (UN paper para 17): used at a hearing, charges
     /// brought, a conviction. The provider sees these reports.
-    OutcomeReported { artefact: ArtefactId, outcome: Label },
+    OutcomeReported { artefact: ArtefactId, outcome: Commitment },
     /// An attempt was refused. Refusals are part of the custody history too.
     AccessRefused {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         artefact: Option<ArtefactId>,
-        action: Label,
-        reason: Label,
+        action: Action,
+        code: RefusalCode,
+    },
+    /// Someone's access to the case changed: an account was added, given another role, or removed. The record's
+    /// actor made the change (an administrator granting themself membership is actor and member at once); the
+    /// new role is committed.
+    MembershipChanged {
+        member: ActorId,
+        change: MembershipChange,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<Commitment>,
     },
 }
 
@@ -123,14 +235,41 @@ impl CustodyEvent {
             | Self::OutcomeReported { artefact, .. }
             | Self::WiderUseRequested { artefact, .. } => Some(artefact),
             Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
-            Self::HearingEvent { .. } => None,
+            Self::HearingEvent { .. } | Self::MembershipChanged { .. } => None,
+        }
+    }
+
+    /// The event's commitments, by field name.
+    fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
+        match self {
+            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::AccessRefused { .. } => Vec::new(),
+            Self::ArtefactAccessed { site, .. } => vec![("site", site)],
+            Self::ArtefactTransferred { jurisdiction, .. } => vec![("jurisdiction", jurisdiction)],
+            Self::DerivativeMade { operation, .. } => vec![("operation", operation)],
+            Self::HearingEvent { detail, .. } => detail.iter().map(|detail| ("detail", detail)).collect(),
+            Self::PolicyChanged { policy, change, .. } => vec![("policy", policy), ("change", change)],
+            Self::WiderUseRequested { request, .. } => vec![("request", request)],
+            Self::OutcomeReported { outcome, .. } => vec![("outcome", outcome)],
+            Self::MembershipChanged { role, .. } => role.iter().map(|role| ("role", role)).collect(),
         }
     }
 }
 
 impl CustodyRecord {
-    pub fn new(case: CaseId, actor: ActorId, at: Timestamp, purpose: Label, event: CustodyEvent) -> Self {
-        Self { v: RECORD_VERSION, case, actor, at, purpose, event, prior: None }
+    pub fn new(case: Commitment, actor: ActorId, at: Timestamp, purpose: Commitment, event: CustodyEvent) -> Self {
+        Self { v: RECORD_VERSION, case, actor, at, purpose, event, prior: None, repeated: None }
+    }
+
+    /// Every commitment in the record, by the field name it was made for: `case`, `purpose`, then the event's.
+    pub fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
+        let mut all = vec![("case", &self.case), ("purpose", &self.purpose)];
+        all.extend(self.event.commitments());
+        all
+    }
+
+    /// Checks that `openings` open exactly this record's commitments.
+    pub fn check_openings(&self, openings: &Openings) -> Result<(), OpeningError> {
+        openings.check(self.commitments())
     }
 
     /// The exact bytes that become a ledger entry.
@@ -161,53 +300,104 @@ impl CustodyRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Salt;
 
-    fn sample() -> CustodyRecord {
-        CustodyRecord::new(
-            CaseId::new("case-7").unwrap(),
+    fn sample() -> (CustodyRecord, Openings) {
+        let mut openings = Openings::default();
+        let case = openings.commit("case", Salt::from_bytes([1; 32]), "case-7");
+        let purpose = openings.commit("purpose", Salt::from_bytes([2; 32]), "trial preparation");
+        let site = openings.commit("site", Salt::from_bytes([3; 32]), "prosecution office, web");
+        let record = CustodyRecord::new(
+            case,
             ActorId::new("acct-19").unwrap(),
             "2026-11-29T08:20:26.5Z".parse().unwrap(),
-            Label::new("trial preparation").unwrap(),
+            purpose,
             CustodyEvent::ArtefactAccessed {
                 artefact: ArtefactId::new("art-1").unwrap(),
                 sha256: Sha256::of(b"x"),
                 access: AccessKind::Download,
-                site: Label::new("prosecution office, web").unwrap(),
+                site,
             },
-        )
+        );
+        (record, openings)
     }
 
     #[test]
     fn golden_encoding_is_stable() {
-        let entry = sample().to_entry().unwrap();
+        let (record, openings) = sample();
+        let entry = record.to_entry().unwrap();
         let expected = concat!(
-            r#"{"actor":"acct-19","at":"2026-11-29T08:20:26.5Z","case":"case-7","event":{"access":"download","#,
+            r#"{"actor":"acct-19","at":"2026-11-29T08:20:26.5Z","#,
+            r#""case":"CASE","event":{"access":"download","#,
             r#""artefact":"art-1","sha256":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881","#,
-            r#""site":"prosecution office, web","type":"artefact_accessed"},"purpose":"trial preparation","v":1}"#
-        );
+            r#""site":"SITE","type":"artefact_accessed"},"purpose":"PURPOSE","v":2}"#
+        )
+        .replace("CASE", &record.case.to_hex())
+        .replace("SITE", &openings.get("site").unwrap().commitment("site").to_hex())
+        .replace("PURPOSE", &openings.get("purpose").unwrap().commitment("purpose").to_hex());
         assert_eq!(String::from_utf8(entry.clone()).unwrap(), expected);
-        assert_eq!(CustodyRecord::from_entry(&entry).unwrap(), sample());
+        assert_eq!(CustodyRecord::from_entry(&entry).unwrap(), record);
+        assert_eq!(record.check_openings(&openings), Ok(()));
     }
 
     #[test]
-    fn refuses_non_canonical_unknown_and_future_records() {
-        let entry = String::from_utf8(sample().to_entry().unwrap()).unwrap();
+    fn no_typed_text_reaches_the_entry() {
+        let (record, _) = sample();
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        for text in ["case-7", "trial preparation", "prosecution office"] {
+            assert!(!entry.contains(text), "{text} is in {entry}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_codes_and_repeats_are_counted() {
+        let (mut record, _) = sample();
+        record.event = CustodyEvent::AccessRefused {
+            artefact: None,
+            action: Action::DownloadArtefact,
+            code: RefusalCode::PolicyPurpose,
+        };
+        record.repeated = Some(Repeated { count: 199, since: "2026-11-29T08:20:00Z".parse().unwrap() });
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(entry.contains(r#""action":"download_artefact","code":"policy_purpose","type":"access_refused""#));
+        assert!(entry.contains(r#""repeated":{"count":199,"since":"2026-11-29T08:20:00Z"}"#), "{entry}");
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
+        for code in RefusalCode::ALL {
+            assert!(serde_json::to_string(&code).unwrap().chars().all(|c| c.is_ascii_lowercase() || "_\"".contains(c)));
+        }
+    }
+
+    #[test]
+    fn a_wrong_or_missing_opening_is_named() {
+        let (record, openings) = sample();
+        let mut wrong = openings.clone();
+        wrong.commit("site", Salt::from_bytes([3; 32]), "somewhere else");
+        assert_eq!(record.check_openings(&wrong), Err(OpeningError::Mismatch { field: "site".into() }));
+        let mut partial = Openings::default();
+        partial.insert("case", openings.get("case").unwrap().clone());
+        assert_eq!(record.check_openings(&partial), Err(OpeningError::Missing { field: "purpose".into() }));
+    }
+
+    #[test]
+    fn refuses_non_canonical_unknown_old_and_future_records() {
+        let entry = String::from_utf8(sample().0.to_entry().unwrap()).unwrap();
         let spaced = entry.replacen(':', ": ", 1);
         assert!(matches!(
             CustodyRecord::from_entry(spaced.as_bytes()),
             Err(RecordError::Encoding(CanonicalError::NotCanonical))
         ));
-        let future = entry.replace(r#""v":1"#, r#""v":2"#);
+        let future = entry.replace(r#""v":2"#, r#""v":3"#);
         assert!(matches!(CustodyRecord::from_entry(future.as_bytes()), Err(RecordError::UnsupportedVersion { .. })));
-        let extra = entry.replace(r#""v":1"#, r#""v":1,"zz":0"#);
+        let old = entry.replace(r#""v":2"#, r#""v":1"#);
+        assert!(matches!(CustodyRecord::from_entry(old.as_bytes()), Err(RecordError::UnsupportedVersion { .. })));
+        let extra = entry.replace(r#""v":2"#, r#""v":2,"zz":0"#);
         assert!(CustodyRecord::from_entry(extra.as_bytes()).is_err());
+        let clear = entry.replacen(&sample().0.case.to_hex(), "case-7", 1);
+        assert!(CustodyRecord::from_entry(clear.as_bytes()).is_err(), "a case id in clear is not a record");
     }
 
     #[test]
     fn refuses_records_too_large_for_an_entry_bundle() {
-        let mut record = sample();
-        record.purpose = Label::new("p".repeat(Label::MAX_LEN)).unwrap();
-        assert!(record.to_entry().is_ok());
         assert!(matches!(
             CustodyRecord::from_entry(&vec![b' '; MAX_RECORD_LEN + 1]),
             Err(RecordError::TooLarge { .. })

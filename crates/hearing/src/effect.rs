@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
+use custodia_core::{ActorId, Commitment, CustodyEvent, HearingId, Label, Sha256};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -34,7 +34,7 @@ pub enum Place {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Effect {
-    /// Append a custody record; see [`HearingEventRecord::to_custody_record`].
+    /// Append a custody record; see [`HearingEventRecord::to_custody_event`].
     Record(HearingEventRecord),
     /// Stop writing this participant's tracks.
     RecorderUnsubscribe(ParticipantId),
@@ -163,22 +163,20 @@ pub struct HearingEventRecord {
     /// Whom it concerns.
     pub subject: Option<ParticipantId>,
     /// The SHA-256 of an RFC 8785 canonical detail document, when the event has details worth committing to.
+    /// It reaches the public record only inside a salted commitment (`detail`), which the adapter makes: a detail
+    /// built from public ids and a closed list of words could otherwise be confirmed by guessing.
     pub detail_sha256: Option<Sha256>,
 }
 
 impl HearingEventRecord {
-    pub fn to_custody_event(&self, hearing: &HearingId) -> CustodyEvent {
+    /// The custody event, with `detail` the adapter's salted commitment to the hex of [`Self::detail_sha256`].
+    pub fn to_custody_event(&self, hearing: &HearingId, detail: Option<Commitment>) -> CustodyEvent {
         CustodyEvent::HearingEvent {
             hearing: hearing.clone(),
             kind: self.kind.label(),
             subject: self.subject.as_ref().map(|participant| participant.as_actor().clone()),
-            detail_sha256: self.detail_sha256,
+            detail,
         }
-    }
-
-    /// The whole custody record, with the purpose the gateway states for hearings ("remote testimony").
-    pub fn to_custody_record(&self, case: &CaseId, hearing: &HearingId, purpose: Label) -> CustodyRecord {
-        CustodyRecord::new(case.clone(), self.actor.clone(), self.at, purpose, self.to_custody_event(hearing))
     }
 }
 
@@ -199,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_becomes_a_canonical_custody_record() {
+    fn a_record_becomes_a_canonical_custody_event() {
         let record = HearingEventRecord {
             at: "2026-03-02T09:00:00Z".parse().unwrap(),
             actor: ActorId::new("p-judge").unwrap(),
@@ -207,18 +205,8 @@ mod tests {
             subject: Some(ParticipantId::new("p-witness").unwrap()),
             detail_sha256: None,
         };
-        let custody = record.to_custody_record(
-            &CaseId::new("case-1").unwrap(),
-            &HearingId::new("h-1").unwrap(),
-            Label::new("remote testimony").unwrap(),
-        );
-        let entry = String::from_utf8(custody.to_entry().unwrap()).unwrap();
-        assert_eq!(
-            entry,
-            concat!(
-                r#"{"actor":"p-judge","at":"2026-03-02T09:00:00Z","case":"case-1","event":{"hearing":"h-1","#,
-                r#""kind":"admitted","subject":"p-witness","type":"hearing_event"},"purpose":"remote testimony","v":1}"#
-            )
-        );
+        let event = record.to_custody_event(&HearingId::new("h-1").unwrap(), None);
+        let text = String::from_utf8(custodia_core::to_canonical_vec(&event).unwrap()).unwrap();
+        assert_eq!(text, r#"{"hearing":"h-1","kind":"admitted","subject":"p-witness","type":"hearing_event"}"#);
     }
 }

@@ -382,7 +382,7 @@ async fn set_member(
     if catalog.account(&account).await.map_err(GatewayError::from)?.is_none() {
         return Err(Problem::not_found(format!("no account {account}")));
     }
-    catalog.set_member(case.as_str(), &account, body.role.as_str()).await.map_err(GatewayError::from)?;
+    state.gateway.change_membership(&caller, &case, &account, Some(body.role)).await?;
     tracing::info!(case = %case, account = %account, role = %body.role, by = %caller.account.id, "membership set");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -394,7 +394,7 @@ async fn remove_member(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     authorize_membership_change(&state.gateway, &caller, &case).await?;
-    if state.gateway.catalog.remove_member(case.as_str(), &account).await.map_err(GatewayError::from)? {
+    if state.gateway.change_membership(&caller, &case, &account, None).await?.is_some() {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(Problem::not_found(format!("{account} is not a member of {case}")))

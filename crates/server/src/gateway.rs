@@ -10,8 +10,9 @@ use bytes::Bytes;
 use custodia_bundle::{BundleRecord, BundleSource};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
-    AccessKind, Action, ActorId, ArtefactId, CaseId, CustodyEvent, CustodyRecord, Label, Manifest, Role, Sha256,
-    SignedManifest, UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
+    AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
+    Manifest, MembershipChange, Opening, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest,
+    UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
 use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
 use custodia_store::{ArtefactStore, IngestOptions, StoreError};
@@ -105,6 +106,8 @@ pub struct Registered {
 pub struct TimelineEntry {
     pub ledger_index: u64,
     pub record: serde_json::Value,
+    /// The openings of the record's commitments (salt and text, by field): for members entitled to the timeline.
+    pub openings: serde_json::Value,
     /// A c2sp.org/tlog-proof@v1 proof against the latest checkpoint.
     pub proof: String,
 }
@@ -123,6 +126,35 @@ pub struct Gateway {
     pub clock: Clock,
     pub max_upload_bytes: u64,
     artefact_turns: Turns,
+    /// The salts of cases' opaque references, as kept in the catalog.
+    case_salts: Arc<std::sync::Mutex<std::collections::HashMap<CaseId, Salt>>>,
+    pub(crate) refusals: crate::refusals::Refusals,
+}
+
+/// A custody record ready for the ledger, with the openings of its commitments for the catalog.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    pub record: CustodyRecord,
+    pub openings: Openings,
+}
+
+/// Makes a record's commitments, each under a fresh salt, and keeps their openings.
+#[derive(Debug, Default)]
+pub struct Committer {
+    openings: Openings,
+}
+
+impl Committer {
+    pub fn commit(&mut self, field: &str, text: impl Into<String>) -> Commitment {
+        self.openings.commit(field, fresh_salt(), text)
+    }
+}
+
+/// 32 bytes from the operating system's CSPRNG.
+pub fn fresh_salt() -> Salt {
+    let mut bytes = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    Salt::from_bytes(bytes)
 }
 
 /// One async lock per key, made on demand and dropped when nobody holds it.
@@ -174,6 +206,8 @@ impl Gateway {
             clock,
             max_upload_bytes,
             artefact_turns: Turns::default(),
+            case_salts: Arc::default(),
+            refusals: crate::refusals::Refusals::default(),
         }
     }
 
@@ -184,24 +218,97 @@ impl Gateway {
     /// Appends a custody record to the ledger (durably), then indexes it. A record about an artefact is chained
     /// to the artefact's previous record (`prior`); appends about one artefact take turns so the chain never
     /// forks. The ledger is the truth: if indexing fails, [`Gateway::reindex`] at the next start catches up.
-    pub async fn record(&self, record: &CustodyRecord) -> Result<u64> {
-        let Some(artefact) = record.event.artefact() else { return self.append_and_index(record).await };
+    ///
+    /// The openings of the record's commitments are kept in the catalog, under the entry's SHA-256, before the
+    /// entry is appended: no commitment is ever published without its opening kept.
+    pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
+        let Some(artefact) = sealed.record.event.artefact() else {
+            return self.append_and_index(&sealed.record, &sealed.openings).await;
+        };
         let turn = self.artefact_turns.turn(artefact.as_str());
         let _turn = turn.lock().await;
         let prior = self.catalog.last_custody_index(artefact.as_str()).await?.map(|index| index as u64);
-        self.append_and_index(&CustodyRecord { prior, ..record.clone() }).await
+        self.append_and_index(&CustodyRecord { prior, ..sealed.record.clone() }, &sealed.openings).await
     }
 
-    async fn append_and_index(&self, record: &CustodyRecord) -> Result<u64> {
+    async fn append_and_index(&self, record: &CustodyRecord, openings: &Openings) -> Result<u64> {
         let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        record.check_openings(openings).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let case = openings.text("case").ok_or_else(|| GatewayError::Internal("a record without its case".into()))?;
+        let openings_text = String::from_utf8(openings.to_canonical())
+            .map_err(|err| GatewayError::Internal(format!("openings: {err}")))?;
+        self.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings_text).await?;
         let index = self.log.append(entry.clone()).await?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
-        self.catalog.index_custody(index as i64, record.case.as_str(), artefact, &entry).await?;
+        self.catalog.index_custody(index as i64, case, artefact, &entry).await?;
         Ok(index)
     }
 
-    fn custody_record(&self, caller: &Caller, case: &CaseId, purpose: &Label, event: CustodyEvent) -> CustodyRecord {
-        CustodyRecord::new(case.clone(), caller.actor(), self.now(), purpose.clone(), event)
+    /// The opening of a case's opaque reference: the case's own salt (made on first use, kept in the catalog)
+    /// and its id.
+    pub async fn case_ref(&self, case: &CaseId) -> Result<Opening> {
+        let cached = self.case_salts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(case).cloned();
+        let salt = match cached {
+            Some(salt) => salt,
+            None => {
+                let candidate = fresh_salt();
+                let case_ref = Commitment::new(&candidate, "case", case.as_str());
+                let kept = self
+                    .catalog
+                    .case_ref_salt(
+                        case.as_str(),
+                        &Sha256::from_bytes(*candidate.as_bytes()).to_hex(),
+                        &case_ref.to_hex(),
+                    )
+                    .await?;
+                let kept: Sha256 = kept.parse().map_err(|_| GatewayError::Internal("stored case salt".into()))?;
+                let salt = Salt::from_bytes(*kept.as_bytes());
+                let mut salts = self.case_salts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if salts.len() > 4096 {
+                    salts.clear();
+                }
+                salts.insert(case.clone(), salt.clone());
+                salt
+            }
+        };
+        Ok(Opening { salt, text: case.to_string() })
+    }
+
+    /// A custody record about `case`, with its case reference and purpose committed and the event's own
+    /// commitments made by `event`.
+    pub async fn seal(
+        &self,
+        case: &CaseId,
+        actor: ActorId,
+        at: Timestamp,
+        purpose: &str,
+        event: impl FnOnce(&mut Committer) -> CustodyEvent,
+    ) -> Result<Sealed> {
+        let case_opening = self.case_ref(case).await?;
+        let case_ref = case_opening.commitment("case");
+        let mut committer = Committer::default();
+        committer.openings.insert("case", case_opening);
+        let purpose = committer.commit("purpose", purpose);
+        let event = event(&mut committer);
+        Ok(Sealed { record: CustodyRecord::new(case_ref, actor, at, purpose, event), openings: committer.openings })
+    }
+
+    async fn custody_record(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        purpose: &str,
+        event: impl FnOnce(&mut Committer) -> CustodyEvent,
+    ) -> Result<Sealed> {
+        self.seal(case, caller.actor(), self.now(), purpose, event).await
+    }
+
+    /// The openings kept for a ledger entry.
+    pub async fn openings_of(&self, entry: &[u8]) -> Result<Openings> {
+        let text = self.catalog.openings(&Sha256::of(entry).to_hex()).await?;
+        let text = text.ok_or_else(|| GatewayError::Internal("a custody record's openings are missing".into()))?;
+        Openings::from_canonical(text.as_bytes())
+            .map_err(|err| GatewayError::Internal(format!("stored openings: {err}")))
     }
 
     /// Brings the catalog up to date with the ledger after a crash between the two writes: indexes every
@@ -220,7 +327,11 @@ impl Gateway {
                 self.restore_artefact_row(&record, index).await?;
             }
             let artefact = record.event.artefact().map(ArtefactId::as_str);
-            self.catalog.index_custody(index as i64, record.case.as_str(), artefact, &entry).await?;
+            let case =
+                self.catalog.case_by_ref(&record.case.to_hex()).await?.ok_or_else(|| {
+                    GatewayError::Internal(format!("ledger entry {index}: no case has its reference"))
+                })?;
+            self.catalog.index_custody(index as i64, &case, artefact, &entry).await?;
         }
         Ok(size.saturating_sub(from))
     }
@@ -279,42 +390,113 @@ impl Gateway {
             return Err(GatewayError::NotFound(format!("no case {case} of which you are a member")));
         };
         let role: Role = role.parse().map_err(|err| GatewayError::Internal(format!("stored role: {err}")))?;
-        let refusal = match caller.require_scope(action) {
-            Err(err) => err,
+        let (refusal, code) = match caller.require_scope(action) {
+            Err(err) => (err, RefusalCode::MissingScope),
             Ok(()) if custodia_core::permits(role, action) => return Ok(role),
-            Ok(()) => GatewayError::RoleForbids { role, action: action_words(action) },
+            Ok(()) => (GatewayError::RoleForbids { role, action: action_words(action) }, RefusalCode::RoleForbids),
         };
-        self.record_refusal(caller, case, artefact, action, &refusal).await;
+        self.record_refusal(caller, case, artefact, action, code).await;
         Err(refusal)
     }
 
-    /// Records that an attempt was refused. Recording must not turn a refusal into a server error, so a failure
-    /// to record is logged and the refusal still stands.
+    /// Records that an attempt was refused, as a code: never the caller's role (with the account id it would say
+    /// who the witness is), never the policy's terms. Identical refusals (same actor, action, artefact and code)
+    /// within a window are one record with a count ([`crate::refusals`]). Recording must not turn a refusal into
+    /// a server error, so a failure to record is logged and the refusal still stands.
     async fn record_refusal(
         &self,
         caller: &Caller,
         case: &CaseId,
         artefact: Option<&ArtefactId>,
         action: Action,
-        why: &GatewayError,
+        code: RefusalCode,
     ) {
-        // The public record never names the caller's role: with the account id it would say who the witness is.
-        let reason = match why {
-            GatewayError::RoleForbids { action, .. } => format!("the caller's role in the case may not {action}"),
-            other => other.to_string(),
+        let refusal = crate::refusals::Refusal::Access {
+            case: case.clone(),
+            actor: caller.actor(),
+            artefact: artefact.cloned(),
+            action,
+            code,
         };
-        let reason = Label::new(reason.chars().take(Label::MAX_LEN).collect::<String>());
-        let (Ok(reason), Ok(action_label), Ok(purpose)) =
-            (reason, Label::new(action_words(action)), Label::new("refused"))
-        else {
-            return;
-        };
-        let event = CustodyEvent::AccessRefused { artefact: artefact.cloned(), action: action_label, reason };
-        let record = self.custody_record(caller, case, &purpose, event);
-        if let Err(err) = self.record(&record).await {
+        if let Err(err) = self.refuse(refusal).await {
             tracing::error!(error = %err, "could not record a refusal");
         }
         tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused");
+    }
+
+    /// Records a refusal now, unless an identical one was recorded within the window; then it is only counted.
+    /// Returns whether a record was written.
+    pub(crate) async fn refuse(&self, refusal: crate::refusals::Refusal) -> Result<bool> {
+        let now = self.now();
+        let (record_now, overdue) = self.refusals.note(&refusal, now);
+        if let Some((refusal, repeated)) = overdue {
+            self.record_refusal_record(&refusal, now, Some(repeated)).await?;
+        }
+        if record_now {
+            self.record_refusal_record(&refusal, now, None).await?;
+        }
+        Ok(record_now)
+    }
+
+    /// Writes every count whose window has closed. The flusher task calls it once per window.
+    pub async fn flush_refusals(&self) -> Result<usize> {
+        let now = self.now();
+        let due = self.refusals.take_due(now);
+        for (refusal, repeated) in &due {
+            self.record_refusal_record(refusal, now, Some(*repeated)).await?;
+        }
+        Ok(due.len())
+    }
+
+    async fn record_refusal_record(
+        &self,
+        refusal: &crate::refusals::Refusal,
+        at: Timestamp,
+        repeated: Option<Repeated>,
+    ) -> Result<u64> {
+        use crate::refusals::Refusal;
+        let mut sealed = match refusal {
+            Refusal::Access { case, actor, artefact, action, code } => {
+                self.seal(case, actor.clone(), at, "refused", |_| CustodyEvent::AccessRefused {
+                    artefact: artefact.clone(),
+                    action: *action,
+                    code: *code,
+                })
+                .await?
+            }
+            Refusal::Step { case, hearing, actor, detail_sha256 } => {
+                self.seal(case, actor.clone(), at, crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
+                    hearing: hearing.clone(),
+                    kind: custodia_hearing::HearingEventKind::StepRefused.label(),
+                    subject: None,
+                    detail: Some(committer.commit("detail", detail_sha256.to_hex())),
+                })
+                .await?
+            }
+        };
+        sealed.record.repeated = repeated;
+        self.record(&sealed).await
+    }
+
+    /// A hearing's custody record: its detail digest, if any, committed under a fresh salt, since a detail
+    /// document made of public ids and a closed list of words could otherwise be confirmed by guessing.
+    pub async fn record_hearing(
+        &self,
+        case: &CaseId,
+        hearing: &custodia_core::HearingId,
+        record: &custodia_hearing::HearingEventRecord,
+    ) -> Result<u64> {
+        let sealed = self
+            .seal(case, record.actor.clone(), record.at, crate::hearings::PURPOSE, |committer| {
+                CustodyEvent::HearingEvent {
+                    hearing: hearing.clone(),
+                    kind: record.kind.label(),
+                    subject: record.subject.as_ref().map(|participant| participant.as_actor().clone()),
+                    detail: record.detail_sha256.map(|digest| committer.commit("detail", digest.to_hex())),
+                }
+            })
+            .await?;
+        self.record(&sealed).await
     }
 
     /// An artefact of a case the caller may act on with `action`.
@@ -361,7 +543,7 @@ impl Gateway {
                     UseAction::Download => Action::DownloadArtefact,
                     UseAction::Export | UseAction::Transfer => Action::ExportArtefact,
                 };
-                self.record_refusal(caller, &case, Some(&artefact), kind, &err).await;
+                self.record_refusal(caller, &case, Some(&artefact), kind, RefusalCode::from(&reason)).await;
                 Err(err)
             }
         }
@@ -420,7 +602,8 @@ impl Gateway {
             manifest_sha256: signed.sha256(),
             manifest_signature: signed.signature(),
         };
-        let ledger_index = self.record(&self.custody_record(caller, case, &request.purpose, event)).await?;
+        let sealed = self.custody_record(caller, case, request.purpose.as_str(), |_| event).await?;
+        let ledger_index = self.record(&sealed).await?;
         let policy = request
             .policy
             .as_ref()
@@ -475,10 +658,14 @@ impl Gateway {
         change: &str,
     ) -> Result<u64> {
         let policy_sha256 = policy.sha256().map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let change = Label::new(change).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let purpose = Label::new("use restrictions").map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let event = CustodyEvent::PolicyChanged { artefact: Some(artefact.clone()), policy_sha256, change };
-        self.record(&self.custody_record(caller, case, &purpose, event)).await
+        let sealed = self
+            .custody_record(caller, case, "use restrictions", |committer| CustodyEvent::PolicyChanged {
+                artefact: Some(artefact.clone()),
+                policy: committer.commit("policy", policy_sha256.to_hex()),
+                change: committer.commit("change", change),
+            })
+            .await?;
+        self.record(&sealed).await
     }
 
     // Reading.
@@ -520,8 +707,16 @@ impl Gateway {
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         let sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
-        let event = CustodyEvent::ArtefactAccessed { artefact, sha256, access, site: caller.site() };
-        self.record(&self.custody_record(caller, &case, purpose, event)).await
+        let site = caller.site();
+        let sealed = self
+            .custody_record(caller, &case, purpose.as_str(), |committer| CustodyEvent::ArtefactAccessed {
+                artefact,
+                sha256,
+                access,
+                site: committer.commit("site", site.as_str()),
+            })
+            .await?;
+        self.record(&sealed).await
     }
 
     /// Every custody record about an artefact, each with its offline proof.
@@ -530,9 +725,11 @@ impl Gateway {
         let mut entries = Vec::new();
         for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
             let proof = self.proof(index as u64).await?;
+            let openings = self.openings_of(&record).await?;
             entries.push(TimelineEntry {
                 ledger_index: index as u64,
                 record: serde_json::from_slice(&record).map_err(|err| GatewayError::Internal(err.to_string()))?,
+                openings: serde_json::to_value(&openings).map_err(|err| GatewayError::Internal(err.to_string()))?,
                 proof: String::from_utf8_lossy(&proof.to_bytes()).into_owned(),
             });
         }
@@ -576,10 +773,13 @@ impl Gateway {
     async fn bundle_source(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<BundleSource> {
         let (case, artefact) = ids(&row)?;
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
-        let format =
-            Label::new("court bundle (BagIt in tar)").map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let event = CustodyEvent::ArtefactExported { artefact: artefact.clone(), sha256, format, export_sha256: None };
-        let export_index = self.record(&self.custody_record(caller, &case, purpose, event)).await?;
+        let event = CustodyEvent::ArtefactExported {
+            artefact: artefact.clone(),
+            sha256,
+            format: ExportFormat::CourtBundle,
+            export_sha256: None,
+        };
+        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
         let checkpoint = self.log.wait_for_size(export_index + 1).await?;
         let size = checkpoint.checkpoint.size;
         let mut records = Vec::new();
@@ -590,7 +790,8 @@ impl Gateway {
             }
             let path = self.log.storage().inclusion_proof(index, size).await?;
             let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
-            records.push(BundleRecord { index, entry, proof: proof.to_bytes() });
+            let openings = self.openings_of(&entry).await?.to_canonical();
+            records.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
         let signature =
             row.manifest_signature.parse().map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
@@ -622,7 +823,7 @@ impl Gateway {
         }
         let err = GatewayError::ProviderOnly(what);
         let (case, artefact) = ids(row)?;
-        self.record_refusal(caller, &case, Some(&artefact), action, &err).await;
+        self.record_refusal(caller, &case, Some(&artefact), action, RefusalCode::ProviderOnly).await;
         Err(err)
     }
 
@@ -661,10 +862,13 @@ impl Gateway {
         )?;
         let canonical =
             custodia_core::to_canonical_vec(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let purpose = Label::new("wider use").map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let event =
-            CustodyEvent::WiderUseRequested { artefact: artefact.clone(), request_sha256: Sha256::of(&canonical) };
-        self.record(&self.custody_record(caller, &case, &purpose, event)).await?;
+        let sealed = self
+            .custody_record(caller, &case, "wider use", |committer| CustodyEvent::WiderUseRequested {
+                artefact: artefact.clone(),
+                request: committer.commit("request", Sha256::of(&canonical).to_hex()),
+            })
+            .await?;
+        self.record(&sealed).await?;
         self.catalog.insert_widen_request(&row).await?;
         Ok(row)
     }
@@ -709,9 +913,13 @@ impl Gateway {
     ) -> Result<OutcomeRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
         let (case, artefact) = ids(&row)?;
-        let purpose = Label::new("outcome feedback").map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let event = CustodyEvent::OutcomeReported { artefact: artefact.clone(), outcome: outcome.clone() };
-        let index = self.record(&self.custody_record(caller, &case, &purpose, event)).await?;
+        let sealed = self
+            .custody_record(caller, &case, "outcome feedback", |committer| CustodyEvent::OutcomeReported {
+                artefact: artefact.clone(),
+                outcome: committer.commit("outcome", outcome.as_str()),
+            })
+            .await?;
+        let index = self.record(&sealed).await?;
         let row = OutcomeRow {
             id: new_id("out"),
             artefact_id: artefact.to_string(),
@@ -723,6 +931,46 @@ impl Gateway {
         };
         self.catalog.insert_outcome(&row).await?;
         Ok(row)
+    }
+
+    /// Puts a change of a case's membership on the record before it takes effect: who may read a case's
+    /// evidence is custody too. The member is named by opaque account id; the new role is committed, since with
+    /// the id it would say who the witness is. An administrator granting themself membership is both the record's
+    /// actor and its member, so a self-grant is visible as one. Returns `None` when nothing changes.
+    pub async fn change_membership(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        member: &str,
+        role: Option<Role>,
+    ) -> Result<Option<u64>> {
+        let current = self.catalog.member_role(case.as_str(), member).await?;
+        let change = match (&current, role) {
+            (None, None) => return Ok(None),
+            (Some(current), Some(role)) if *current == role.as_str() => return Ok(None),
+            (None, Some(_)) => MembershipChange::Added,
+            (Some(_), Some(_)) => MembershipChange::RoleChanged,
+            (Some(_), None) => MembershipChange::Removed,
+        };
+        let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
+        let sealed = self
+            .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {
+                member: member_id,
+                change,
+                role: role.map(|role| committer.commit("role", role.as_str())),
+            })
+            .await?;
+        let index = self.record(&sealed).await?;
+        match role {
+            Some(role) => self.catalog.set_member(case.as_str(), member, role.as_str()).await?,
+            None => {
+                self.catalog.remove_member(case.as_str(), member).await?;
+            }
+        }
+        if member == caller.account.id {
+            tracing::warn!(case = %case, actor = %caller.account.id, ?change, "a self-granted change of membership");
+        }
+        Ok(Some(index))
     }
 
     /// Outcome reports: for the provider, and for members whose role may see them.

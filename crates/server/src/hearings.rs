@@ -218,9 +218,8 @@ pub struct Entered {
     pub connection: u64,
 }
 
-fn purpose() -> Label {
-    Label::new("remote testimony").unwrap_or_else(|_| unreachable!("a valid label"))
-}
+/// The purpose the gateway states for a hearing's custody records.
+pub const PURPOSE: &str = "remote testimony";
 
 fn random_secret() -> String {
     let mut bytes = [0u8; 32];
@@ -306,8 +305,14 @@ impl Hearings {
         let (machine, effects) = match Hearing::schedule(at, schedule.clone()) {
             Ok(scheduled) => scheduled,
             Err(refusal) => {
-                if let Some((record, _)) = refusal.refusal_record(at, &hearing) {
-                    self.gateway.record(&record.to_custody_record(case, &hearing, purpose())).await?;
+                if let Some((record, detail)) = refusal.refusal_record(at, &hearing) {
+                    let refusal = crate::refusals::Refusal::Step {
+                        case: case.clone(),
+                        hearing: hearing.clone(),
+                        actor: record.actor,
+                        detail_sha256: custodia_core::Sha256::of(&detail),
+                    };
+                    self.gateway.refuse(refusal).await?;
                 }
                 return Err(RoomError::from(refusal).into());
             }
@@ -651,7 +656,16 @@ impl LiveHearing {
         refusal: &HearingError,
     ) -> Result<(), GatewayError> {
         let Some((record, detail)) = refusal.refusal_record(at, &self.id) else { return Ok(()) };
-        self.gateway.record(&record.to_custody_record(&self.case, &self.id, purpose())).await?;
+        let refusal = crate::refusals::Refusal::Step {
+            case: self.case.clone(),
+            hearing: self.id.clone(),
+            actor: record.actor,
+            detail_sha256: custodia_core::Sha256::of(&detail),
+        };
+        // A repeat within the aggregation window is only counted; the journal keeps the detail once per record.
+        if !self.gateway.refuse(refusal).await? {
+            return Ok(());
+        }
         let detail = String::from_utf8_lossy(&detail).into_owned();
         self.journal(state, &JournalEntry::Refused { detail }).await
     }
@@ -684,7 +698,7 @@ impl LiveHearing {
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
-                    self.gateway.record(&record.to_custody_record(&self.case, &self.id, purpose())).await?;
+                    self.gateway.record_hearing(&self.case, &self.id, &record).await?;
                 }
                 Effect::RecorderUnsubscribe(participant) => self.room.set_recorded(participant.as_str(), false),
                 Effect::RecorderSubscribe(participant) => self.room.set_recorded(participant.as_str(), true),

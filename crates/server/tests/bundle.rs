@@ -236,12 +236,24 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
     let record = std::fs::read_dir(bag.join("data/custody"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .find(|p| p.extension().is_some_and(|e| e == "json") && !p.to_string_lossy().ends_with(".opening.json"))
         .unwrap();
     let text = std::fs::read_to_string(&record).unwrap();
-    std::fs::write(&record, text.replacen("\"v\":1", "\"v\":2", 1)).unwrap();
+    std::fs::write(&record, text.replacen("\"v\":2", "\"v\":3", 1)).unwrap();
     let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
     assert!(!run.status.success(), "the by-hand check accepted a tampered record");
+    std::fs::write(&record, text).unwrap();
+    assert!(said.contains("openings: OK"), "{said}");
+
+    // And on an opening whose text was changed: the purpose no longer opens the record's commitment.
+    let opening = record.to_string_lossy().replace(".json", ".opening.json");
+    let original = std::fs::read_to_string(&opening).unwrap();
+    let purpose: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let stated = purpose["purpose"]["text"].as_str().unwrap();
+    std::fs::write(&opening, original.replacen(stated, &format!("{stated}x"), 1)).unwrap();
+    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(!run.status.success(), "the by-hand check accepted an edited opening: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

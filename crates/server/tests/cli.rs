@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, Label, Sha256};
+use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, Salt, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
 
 mod support;
@@ -24,16 +24,17 @@ fn text(output: &Output) -> String {
 }
 
 fn record(i: u64) -> Vec<u8> {
+    let salt = |n: u8| Salt::from_bytes(*Sha256::of(&[&i.to_be_bytes()[..], &[n]].concat()).as_bytes());
     CustodyRecord::new(
-        CaseId::new("case-1").unwrap(),
+        Commitment::new(&Salt::from_bytes([1; 32]), "case", "case-1"),
         ActorId::new("acct-1").unwrap(),
         jiff::Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
-        Label::new("disclosure to the defence").unwrap(),
+        Commitment::new(&salt(0), "purpose", "disclosure to the defence"),
         CustodyEvent::ArtefactAccessed {
             artefact: custodia_core::ArtefactId::new(format!("art-{i}")).unwrap(),
             sha256: Sha256::of(&i.to_be_bytes()),
             access: custodia_core::AccessKind::Download,
-            site: Label::new("defence chambers").unwrap(),
+            site: Commitment::new(&salt(1), "site", "defence chambers"),
         },
     )
     .to_entry()

@@ -663,8 +663,17 @@ fn the_validator_catches_mismatches() {
     missing.as_object_mut().unwrap().remove("provider");
     assert!(!is_valid(&doc, policy, &missing));
     let event = schema(&doc, "CustodyEvent");
-    assert!(is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download artefact", "reason": "no" })));
-    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download artefact" })));
+    assert!(is_valid(
+        &doc,
+        event,
+        &json!({ "type": "access_refused", "action": "download_artefact", "code": "policy_tlp" })
+    ));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download_artefact" })));
+    assert!(!is_valid(
+        &doc,
+        event,
+        &json!({ "type": "access_refused", "action": "download_artefact", "reason": "no" })
+    ));
 }
 
 /// A gateway whose replies are checked against the document: the status must be documented for the operation,

@@ -38,8 +38,9 @@ fn policy(tlp: &str) -> Value {
 }
 
 /// How an action reads in a refusal ("download artefact"), written out here rather than borrowed from the gateway.
+/// How a refusal record names the action: its code.
 fn words(action: Action) -> String {
-    action.as_str().replace('_', " ")
+    action.as_str().to_owned()
 }
 
 fn problem_uri(kind: &str) -> String {
@@ -353,6 +354,10 @@ impl World {
 async fn every_caller_against_every_endpoint() {
     let world = World::new().await;
     let mut wrong = Vec::new();
+    let case_ref = world.gateway.case_ref(CASE).await;
+    // Identical refusals (same member, action, artefact and code) within a minute are one record and a count, so
+    // a second endpoint refused for the same action may add none.
+    let mut recorded = std::collections::BTreeSet::new();
     for who in world.callers() {
         for endpoint in Endpoint::ALL {
             let (reply, before) = world.call_real(who, endpoint).await;
@@ -363,16 +368,22 @@ async fn every_caller_against_every_endpoint() {
             // A member refused by their role leaves a custody record naming the action.
             if let (Who::Member(_), Expect::Refused(_, "role-forbidden")) = (who, expected(who, endpoint)) {
                 let after = world.gateway.ledger_size();
+                let key = (format!("{who:?}"), words(endpoint.action()));
+                if after == before && recorded.contains(&key) {
+                    continue;
+                }
                 if after != before + 1 {
                     wrong.push(format!("{who:?} {endpoint:?}: refusal left {} records, not 1", after - before));
                     continue;
                 }
+                recorded.insert(key);
                 let record = world.gateway.ledger_record(before).await;
                 let event = &record["event"];
                 let recorded = event["type"] == "access_refused"
                     && event["action"] == words(endpoint.action())
                     && record["actor"] == world.account(who).unwrap()
-                    && record["case"] == CASE;
+                    && record["case"] == case_ref.as_str()
+                    && event["code"] == "role_forbids";
                 if !recorded {
                     wrong.push(format!("{who:?} {endpoint:?}: refusal recorded as {record}"));
                 }

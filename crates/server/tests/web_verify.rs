@@ -2,7 +2,8 @@
 //! (`custodia_bundle::verify`), on the same bundles: exported by a gateway (a plain file, a real WebM recording,
 //! a case bundle, a larger file), and tampered copies of them (a byte flipped in the payload, a custody record,
 //! the manifest, its signature, a proof, the checkpoint; a record dropped with the bag's checksums made afresh;
-//! a bundle cut short; a key that is not the trusted one). Both must reach the same verdict and blame the same
+//! a bundle cut short; a key that is not the trusted one; a record's opening changed, emptied or swapped with
+//! another record's, with the bag's checksums made afresh). Both must reach the same verdict and blame the same
 //! parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
@@ -51,6 +52,7 @@ fn part_key(part: Part) -> &'static str {
         Part::Checkpoint => "checkpoint",
         Part::InclusionProof => "inclusion_proof",
         Part::CustodyHistory => "custody_history",
+        Part::Openings => "openings",
     }
 }
 
@@ -182,9 +184,27 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let purpose = custodia_core::Label::new("second export").unwrap();
     let mut source = gw.state.gateway.export(&caller, &artefact, &purpose).await.unwrap();
     assert!(source.records.len() >= 4, "{}", source.records.len());
+    let rebagged = |source: &custodia_bundle::BundleSource| {
+        let mut out = Vec::new();
+        BundleWriter::new(source).unwrap().write_to(&mut payload(200_000).as_slice(), &mut out).unwrap();
+        out
+    };
+    // Openings tampered with, the bag's checksums made afresh: only the commitments in the log give it away.
+    let mut opened: custodia_core::Openings =
+        custodia_core::Openings::from_canonical(&source.records[1].openings).unwrap();
+    let purpose = opened.get("purpose").unwrap().clone();
+    opened.insert("purpose", custodia_core::Opening { text: format!("{} (edited)", purpose.text), ..purpose });
+    let mut edited_source = source.clone();
+    edited_source.records[1].openings = opened.to_canonical();
+    let opening_edited = rebagged(&edited_source);
+    let mut emptied_source = source.clone();
+    emptied_source.records[2].openings = b"{}".to_vec();
+    let opening_emptied = rebagged(&emptied_source);
+    let mut swapped_source = source.clone();
+    swapped_source.records[1].openings = source.records[2].openings.clone();
+    let openings_swapped = rebagged(&swapped_source);
     source.records.remove(1);
-    let mut dropped = Vec::new();
-    BundleWriter::new(&source).unwrap().write_to(&mut payload(200_000).as_slice(), &mut dropped).unwrap();
+    let dropped = rebagged(&source);
 
     let stranger = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
     let key = gw.verifier().to_string();
@@ -197,7 +217,10 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let mut case_tampered = case_bundle.clone();
     case_tampered[(inner.1 + inner_payload.1) as usize + 1000] ^= 1;
 
-    let first_record = tar_files(&plain).into_iter().find(|(path, _, _)| path.ends_with(".json")).unwrap().0;
+    let is_record =
+        |path: &str| path.contains("/data/custody/") && path.ends_with(".json") && !path.ends_with(".opening.json");
+    let first_record = tar_files(&plain).into_iter().find(|(path, _, _)| is_record(path)).unwrap().0;
+    let last_record = tar_files(&plain).into_iter().rev().find(|(path, _, _)| is_record(path)).unwrap().0;
     let bundles: Vec<(&str, Vec<u8>, Option<&str>, bool)> = vec![
         ("valid-plain", plain.clone(), Some(&key), true),
         ("valid-plain-unpinned", plain.clone(), None, false),
@@ -207,7 +230,11 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("payload-byte-flipped", flipped(&plain, "/data/payload/", |size| size / 2), Some(&key), true),
         ("webm-payload-byte-flipped", flipped(&webm, "/data/payload/", |size| size - 7), Some(&key), false),
         ("first-custody-record-byte-flipped", flipped(&plain, &first_record, |size| size / 2), Some(&key), true),
-        ("last-custody-record-byte-flipped", flipped(&plain, ".json", |size| size - 3), Some(&key), false),
+        ("last-custody-record-byte-flipped", flipped(&plain, &last_record, |size| size - 3), Some(&key), false),
+        ("opening-byte-flipped", flipped(&plain, ".opening.json", |size| size - 5), Some(&key), false),
+        ("opening-edited-bag-rehashed", opening_edited, Some(&key), true),
+        ("opening-emptied-bag-rehashed", opening_emptied, Some(&key), false),
+        ("openings-swapped-bag-rehashed", openings_swapped, Some(&key), false),
         ("manifest-signature-byte-flipped", flipped(&plain, "data/manifest.sig", |_| 10), Some(&key), false),
         ("manifest-byte-flipped", flipped(&plain, "data/manifest.json", |size| size / 3), Some(&key), false),
         ("checkpoint-byte-flipped", flipped(&plain, "data/checkpoint", |size| size / 2), Some(&key), false),
@@ -310,6 +337,14 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     }
     eprintln!("{table}");
     assert!(disagreements.is_empty(), "the verifiers disagree:\n{}\n{table}", disagreements.join("\n"));
+    for (case, expected) in [
+        ("opening-edited-bag-rehashed", "openings"),
+        ("opening-emptied-bag-rehashed", "openings"),
+        ("openings-swapped-bag-rehashed", "openings"),
+    ] {
+        let case = cases.iter().find(|c| c.name == case).unwrap();
+        assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
+    }
     for name in ["valid-plain", "payload-byte-flipped"] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }

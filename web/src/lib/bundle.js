@@ -9,6 +9,11 @@
 // The file is read once, as a stream of chunks: every file is hashed as it passes, only the small ones are kept,
 // so a bundle of any size needs a few megabytes of memory. Nothing is sent anywhere.
 //
+// A custody record (version 2) holds what a person typed or chose, and its case, only as salted commitments:
+// SHA-256("custodia-commitment-v1" 0x00 || salt || u32be(len field) || field || u32be(len text) || text). The
+// openings (salt and text per field) travel beside each record as data/custody/<index>.opening.json, and each is
+// checked against its commitment; the case they open must be the signed manifest's.
+//
 // It runs the same checks as the Rust verifier, reports each one by part, and names the part that failed. Both
 // verifiers are run on the same good and tampered bundles by crates/server/tests/web_verify.rs.
 
@@ -41,6 +46,7 @@ export const PARTS = Object.freeze({
   checkpoint: 'checkpoint signature',
   inclusion_proof: 'inclusion proof',
   custody_history: 'custody history',
+  openings: 'record openings',
 });
 const PART_ORDER = Object.keys(PARTS);
 
@@ -539,6 +545,7 @@ function verifyArtefactBag(files, trusted) {
   const records = checkRecords(files, checkpointBytes, key, Boolean(opened.checkpoint), report);
   report.records = records.length;
   checkHistory(records, manifest, manifestBytes, signature, report);
+  checkOpenings(files, records, manifest, report);
   return report;
 }
 
@@ -810,6 +817,7 @@ function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
   const records = [];
   for (const path of sortedKeys(files)) {
     if (!path.startsWith(CUSTODY_DIR) || !path.endsWith('.json') || path.length < CUSTODY_DIR.length + 5) continue;
+    if (path.endsWith('.opening.json')) continue;
     const stem = path.slice(CUSTODY_DIR.length, -5);
     const index = parseU64(stem);
     if (index === null) {
@@ -907,7 +915,100 @@ function checkHistory(records, manifest, manifestBytes, signature, report) {
 }
 
 function eventArtefact(event) {
-  return event.type === 'hearing_event' ? undefined : event.artefact;
+  return event.type === 'hearing_event' || event.type === 'membership_changed' ? undefined : event.artefact;
+}
+
+// Commitments and their openings.
+
+const COMMITMENT_DOMAIN = encoder.encode('custodia-commitment-v1\0');
+
+function u32be(n) {
+  const out = new Uint8Array(4);
+  new DataView(out.buffer).setUint32(0, n);
+  return out;
+}
+
+/** The commitment (hex) that `salt` (hex) and `text` make for `field`. */
+export function commitment(saltHex, field, text) {
+  const salt = new Uint8Array(saltHex.match(/../g).map((pair) => parseInt(pair, 16)));
+  const fieldBytes = encoder.encode(field);
+  const textBytes = encoder.encode(text);
+  return hex(sha256(concat(COMMITMENT_DOMAIN, salt, u32be(fieldBytes.length), fieldBytes, u32be(textBytes.length), textBytes)));
+}
+
+/** Every commitment of a record, by field name: the case, the purpose, then the event's. */
+const EVENT_COMMITMENTS = {
+  artefact_accessed: ['site'],
+  artefact_transferred: ['jurisdiction'],
+  derivative_made: ['operation'],
+  hearing_event: ['detail'],
+  policy_changed: ['policy', 'change'],
+  wider_use_requested: ['request'],
+  outcome_reported: ['outcome'],
+  membership_changed: ['role'],
+};
+
+function recordCommitments(record) {
+  const all = [['case', record.case], ['purpose', record.purpose]];
+  for (const field of EVENT_COMMITMENTS[record.event.type] ?? []) {
+    if (record.event[field] !== undefined) all.push([field, record.event[field]]);
+  }
+  return all;
+}
+
+const isOpening = (v) => fits(v, { salt: isSha256, text: (t) => typeof t === 'string' });
+
+/** Reads an openings file: canonical JSON, an object of field name to {salt, text}; null if it is not one. */
+function parseOpenings(bytes) {
+  const value = parseCanonical(bytes);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return null;
+  return Object.values(value).every(isOpening) ? value : null;
+}
+
+/** Each record's openings open exactly its commitments, and its case is the signed manifest's. */
+function checkOpenings(files, records, manifest, report) {
+  const before = report.checks.filter((c) => !c.passed).length;
+  for (const bundled of records) {
+    const record = bundled.record;
+    if (!record) continue;
+    const path = `${CUSTODY_DIR}${bundled.index.toString().padStart(12, '0')}.opening.json`;
+    const bytes = text(files, path);
+    if (bytes === null) {
+      report.fail('openings', `record ${bundled.index}: ${path} is missing`);
+      continue;
+    }
+    const openings = parseOpenings(bytes);
+    if (openings === null) {
+      report.fail('openings', `record ${bundled.index}: ${path} is not a canonical openings document`);
+      continue;
+    }
+    bundled.openings = openings;
+    const committed = recordCommitments(record);
+    let problem = null;
+    for (const [field, value] of committed) {
+      if (!Object.hasOwn(openings, field)) problem = `the opening of \`${field}\` is missing`;
+      else if (commitment(openings[field].salt, field, openings[field].text) !== value) {
+        problem = `the opening of \`${field}\` does not match the record's commitment`;
+      }
+      if (problem) break;
+    }
+    const extra = Object.keys(openings).find((field) => !committed.some(([name]) => name === field));
+    if (!problem && extra !== undefined) problem = `there is an opening of \`${extra}\`, which the record does not commit to`;
+    if (problem) {
+      report.fail('openings', `record ${bundled.index}: ${problem}`);
+    } else if (manifest && openings.case.text !== manifest.case) {
+      report.fail('openings', `record ${bundled.index}: its case is not ${manifest.case}, the signed manifest's`);
+    }
+  }
+  if (report.checks.filter((c) => !c.passed).length === before) {
+    report.pass('openings', `every record's openings match its commitments, for case ${manifest ? manifest.case : '?'}`);
+  }
+  if (report.history) {
+    report.history = report.history.map((row, i) => ({
+      ...row,
+      purpose: records[i] && records[i].openings ? records[i].openings.purpose.text : null,
+    }));
+  }
 }
 
 // Canonical JSON (RFC 8785) and the shapes of manifests and custody records.
@@ -988,16 +1089,27 @@ const MANIFEST_SHAPE = {
 
 const EVENT_SHAPES = {
   artefact_registered: { artefact: isIdentifier, sha256: isSha256, size: isU64, manifest_sha256: isSha256, manifest_signature: isSignature },
-  artefact_accessed: { artefact: isIdentifier, sha256: isSha256, access: isAccess, site: isLabel },
-  artefact_exported: { artefact: isIdentifier, sha256: isSha256, format: isLabel, 'export_sha256?': isSha256 },
-  artefact_transferred: { artefact: isIdentifier, sha256: isSha256, recipient: isIdentifier, jurisdiction: isLabel },
-  derivative_made: { artefact: isIdentifier, sha256: isSha256, source: isIdentifier, source_sha256: isSha256, operation: isLabel },
-  hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isIdentifier, 'detail_sha256?': isSha256 },
-  policy_changed: { 'artefact?': isIdentifier, policy_sha256: isSha256, change: isLabel },
-  wider_use_requested: { artefact: isIdentifier, request_sha256: isSha256 },
-  outcome_reported: { artefact: isIdentifier, outcome: isLabel },
-  access_refused: { 'artefact?': isIdentifier, action: isLabel, reason: isLabel },
+  artefact_accessed: { artefact: isIdentifier, sha256: isSha256, access: isAccess, site: isSha256 },
+  artefact_exported: { artefact: isIdentifier, sha256: isSha256, format: (v) => v === 'court_bundle', 'export_sha256?': isSha256 },
+  artefact_transferred: { artefact: isIdentifier, sha256: isSha256, recipient: isIdentifier, jurisdiction: isSha256 },
+  derivative_made: { artefact: isIdentifier, sha256: isSha256, source: isIdentifier, source_sha256: isSha256, operation: isSha256 },
+  hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isIdentifier, 'detail?': isSha256 },
+  policy_changed: { 'artefact?': isIdentifier, policy: isSha256, change: isSha256 },
+  wider_use_requested: { artefact: isIdentifier, request: isSha256 },
+  outcome_reported: { artefact: isIdentifier, outcome: isSha256 },
+  access_refused: { 'artefact?': isIdentifier, action: (v) => ACTIONS.includes(v), code: (v) => REFUSAL_CODES.includes(v) },
+  membership_changed: { member: isIdentifier, change: (v) => ['added', 'role_changed', 'removed'].includes(v), 'role?': isSha256 },
 };
+
+const ACTIONS = [
+  'view_case', 'list_artefacts', 'upload_artefact', 'view_artefact', 'download_artefact', 'export_artefact',
+  'view_timeline', 'manage_members', 'set_policy', 'request_wider_use', 'decide_wider_use', 'file_outcome',
+  'view_outcomes',
+];
+const REFUSAL_CODES = [
+  'missing_scope', 'role_forbids', 'provider_only', 'policy_expired', 'policy_tlp', 'policy_purpose',
+  'policy_recipient', 'policy_jurisdiction', 'policy_onward_transfer',
+];
 
 function isEvent(v) {
   if (v === null || typeof v !== 'object' || !Object.hasOwn(EVENT_SHAPES, v.type)) return false;
@@ -1006,12 +1118,13 @@ function isEvent(v) {
 
 const RECORD_SHAPE = {
   v: isU32,
-  case: isIdentifier,
+  case: isSha256,
   actor: isIdentifier,
   at: isTimestamp,
-  purpose: isLabel,
+  purpose: isSha256,
   event: isEvent,
   'prior?': isU64,
+  'repeated?': (v) => fits(v, { count: isU64, since: isTimestamp }),
 };
 
 function parseManifest(bytes) {
@@ -1022,10 +1135,10 @@ function parseManifest(bytes) {
   return { manifest: value, error: null };
 }
 
-/** A ledger entry read as a custody record of version 1, or null. */
+/** A ledger entry read as a custody record of version 2, or null. */
 function parseRecord(bytes) {
   if (bytes.length > MAX_RECORD_LEN) return null;
   const value = parseCanonical(bytes);
-  if (value === null || !fits(value, RECORD_SHAPE) || value.v !== 1) return null;
+  if (value === null || !fits(value, RECORD_SHAPE) || value.v !== 2) return null;
   return value;
 }

@@ -1,0 +1,138 @@
+//! Aggregating refusals, so that nobody can flood the public log by repeating a refused attempt.
+//!
+//! The first refusal of a kind (same case, actor, action, artefact and code; for a hearing, the same actor and
+//! the same refused step) is recorded at once. Identical refusals within the next [`WINDOW`] are only counted;
+//! when the window closes, one record with `repeated: {count, since}` stands for all of them. A member who tries a
+//! refused download 200 times in a minute adds two records, not 200. The count of a window still open is lost if
+//! the process stops; the first refusal of every window is always on the record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, RefusalCode, Repeated, Sha256};
+use jiff::{SignedDuration, Timestamp};
+
+/// How long identical refusals are counted before their count is recorded.
+pub const WINDOW: SignedDuration = SignedDuration::from_secs(60);
+
+/// At most this many distinct refusals are counted at once; beyond it, every refusal is recorded (the flood
+/// then costs the attacker one request per record, as before aggregation).
+const MAX_TRACKED: usize = 10_000;
+
+/// A refused attempt, by what makes two attempts identical.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// A case member's refused request to the evidence service.
+    Access { case: CaseId, actor: ActorId, artefact: Option<ArtefactId>, action: Action, code: RefusalCode },
+    /// A hearing step the rules refused; `detail_sha256` is the digest of the canonical refusal detail (the
+    /// action and the rule), which the hearing's journal keeps.
+    Step { case: CaseId, hearing: HearingId, actor: ActorId, detail_sha256: Sha256 },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    opened: Timestamp,
+    /// Refusals counted since the recorded one, and when the first of them came.
+    count: u64,
+    since: Option<Timestamp>,
+}
+
+/// The open windows. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(Arc<Mutex<HashMap<Refusal, Window>>>);
+
+impl Refusals {
+    /// Notes a refusal at `now`. Returns whether to record it now, and the count of an earlier window of the same
+    /// refusal that has closed and must be recorded first.
+    pub fn note(&self, refusal: &Refusal, now: Timestamp) -> (bool, Option<(Refusal, Repeated)>) {
+        let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(window) = windows.get_mut(refusal)
+            && now < window.opened + WINDOW
+        {
+            window.count += 1;
+            window.since.get_or_insert(now);
+            return (false, None);
+        }
+        let closed = windows.remove(refusal).and_then(|window| repeated(window).map(|r| (refusal.clone(), r)));
+        if windows.len() < MAX_TRACKED {
+            windows.insert(refusal.clone(), Window { opened: now, count: 0, since: None });
+        }
+        (true, closed)
+    }
+
+    /// Takes every window that has closed by `now`, with the counts to record.
+    pub fn take_due(&self, now: Timestamp) -> Vec<(Refusal, Repeated)> {
+        let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let due: Vec<Refusal> =
+            windows.iter().filter(|(_, window)| now >= window.opened + WINDOW).map(|(r, _)| r.clone()).collect();
+        due.into_iter()
+            .filter_map(|refusal| {
+                let window = windows.remove(&refusal)?;
+                repeated(window).map(|repeated| (refusal, repeated))
+            })
+            .collect()
+    }
+}
+
+fn repeated(window: Window) -> Option<Repeated> {
+    Some(Repeated { count: window.count, since: window.since? }).filter(|r| r.count > 0)
+}
+
+/// Records closed windows' counts once per window, for as long as the gateway runs.
+pub fn spawn_flusher(gateway: crate::gateway::Gateway) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(WINDOW.unsigned_abs() / 2);
+        loop {
+            tick.tick().await;
+            if let Err(err) = gateway.flush_refusals().await {
+                tracing::error!(error = %err, "could not record aggregated refusals");
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal() -> Refusal {
+        Refusal::Access {
+            case: CaseId::new("case-1").unwrap(),
+            actor: ActorId::new("acct-1").unwrap(),
+            artefact: Some(ArtefactId::new("art-1").unwrap()),
+            action: Action::DownloadArtefact,
+            code: RefusalCode::PolicyTlp,
+        }
+    }
+
+    #[test]
+    fn identical_refusals_in_a_window_are_one_record_and_a_count() {
+        let refusals = Refusals::default();
+        let start: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        assert_eq!(refusals.note(&refusal(), start), (true, None));
+        for second in 1..200 {
+            let (now, closed) = refusals.note(&refusal(), start + SignedDuration::from_millis(second * 100));
+            assert!(!now && closed.is_none());
+        }
+        let Refusal::Access { case, actor, artefact, action, .. } = refusal() else { unreachable!() };
+        let other = Refusal::Access { case, actor, artefact, action, code: RefusalCode::RoleForbids };
+        assert_eq!(refusals.note(&other, start).0, true, "another code is another refusal");
+        assert!(refusals.take_due(start + SignedDuration::from_secs(59)).is_empty());
+        let due = refusals.take_due(start + WINDOW);
+        let (_, repeated) = due.iter().find(|(r, _)| *r == refusal()).unwrap();
+        assert_eq!(repeated.count, 199);
+        assert_eq!(repeated.since, start + SignedDuration::from_millis(100));
+        assert_eq!(due.len(), 1, "a window with nothing counted writes nothing");
+    }
+
+    #[test]
+    fn a_refusal_after_its_window_is_recorded_with_the_closed_count() {
+        let refusals = Refusals::default();
+        let start: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        refusals.note(&refusal(), start);
+        refusals.note(&refusal(), start + SignedDuration::from_secs(1));
+        let (now, closed) = refusals.note(&refusal(), start + WINDOW + SignedDuration::from_secs(1));
+        assert!(now);
+        assert_eq!(closed.unwrap().1.count, 1);
+    }
+}

@@ -1,0 +1,335 @@
+//! The public log carries no personal data and no free text.
+//!
+//! A realistic flow runs against the real `custodia serve` process, over HTTP with curl: accounts with names, a
+//! case with a telling id and title, uploads whose purpose names a witness (name, birth date, town, phone), file
+//! names, a use policy whose permitted purpose names a person, refusals by role and by that policy, a request to
+//! widen use and its approval, an outcome with a note, membership added, changed and removed (an administrator's
+//! self-grant among them), a hearing scheduled at a named place with invites. Every text the test sent is
+//! collected; then the log is read as any outsider reads it (`/log/checkpoint`, `/log/tile/entries/...`), and no
+//! entry may contain any of them, nor the case id, while the members' timeline opens every commitment.
+//!
+//! Also here: 200 refused downloads by one member add two records (the first, and one with the count), not 200.
+//!
+//! Needs curl (`scripts/setup-system.sh test`).
+
+mod support;
+
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use support::{As, TestGateway, spawn_gateway};
+
+const CASE: &str = "case-lagos-ay-2026";
+const WITNESS_PURPOSE: &str = "interview of witness A. Y., born 1994-03-02, returned to Lagos, phone +234 803 555 0101";
+const NAMED_POLICY_PURPOSE: &str = "prosecution of Adebayo Yusuf";
+
+/// Percent-encodes every byte but unreserved ASCII, for a query string.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The gateway over HTTP, as a client sees it, with every free text sent to it remembered.
+struct Client {
+    base: String,
+    jar: tempfile::TempDir,
+    sent: Vec<String>,
+}
+
+impl Client {
+    fn said(&mut self, text: &str) -> String {
+        self.sent.push(text.to_owned());
+        text.to_owned()
+    }
+
+    /// One request as `who` (a cookie jar name); returns the status and the body.
+    fn call(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Vec<u8>) {
+        let jar = self.jar.path().join(who);
+        let body_file = self.jar.path().join("body");
+        let mut command = Command::new("curl");
+        command.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", method]).arg("-b").arg(&jar).arg("-c").arg(&jar);
+        for (name, value) in headers {
+            command.args(["-H", &format!("{name}: {value}")]);
+        }
+        if let Some(body) = body {
+            std::fs::write(&body_file, body).unwrap();
+            command.arg("--data-binary").arg(format!("@{}", body_file.display()));
+        }
+        let output =
+            command.arg(format!("{}{path}", self.base)).output().expect("curl runs (scripts/setup-system.sh test)");
+        assert!(output.status.success(), "curl {method} {path}: {}", String::from_utf8_lossy(&output.stderr));
+        let split = output.stdout.iter().rposition(|b| *b == b'\n').unwrap();
+        let status = String::from_utf8_lossy(&output.stdout[split + 1..]).parse().unwrap();
+        (status, output.stdout[..split].to_vec())
+    }
+
+    fn json(&self, who: &str, method: &str, path: &str, body: &Value, expect: u16) -> Value {
+        let bytes = body.to_string();
+        let (status, reply) =
+            self.call(who, method, path, Some(bytes.as_bytes()), &[("content-type", "application/json")]);
+        assert_eq!(status, expect, "{method} {path}: {}", String::from_utf8_lossy(&reply));
+        serde_json::from_slice(&reply).unwrap_or(Value::Null)
+    }
+
+    fn get(&self, who: &str, path: &str) -> (u16, Vec<u8>) {
+        self.call(who, "GET", path, None, &[])
+    }
+}
+
+/// Every entry of the served log, read as an outsider reads it: the checkpoint's size, then the entry tiles.
+fn served_entries(client: &Client) -> Vec<Vec<u8>> {
+    let (status, checkpoint) = client.get("outsider", "/log/checkpoint");
+    assert_eq!(status, 200);
+    let size: u64 = String::from_utf8(checkpoint).unwrap().lines().nth(1).unwrap().parse().unwrap();
+    let mut entries = Vec::new();
+    for tile in 0..size.div_ceil(256) {
+        assert!(tile < 1000, "the test reads tile paths of one segment only");
+        let width = (size - tile * 256).min(256);
+        let path = if width == 256 {
+            format!("/log/tile/entries/{tile:03}")
+        } else {
+            format!("/log/tile/entries/{tile:03}.p/{width}")
+        };
+        let (status, bundle) = client.get("outsider", &path);
+        assert_eq!(status, 200, "{path}");
+        let mut rest = bundle.as_slice();
+        while let [high, low, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*high, *low]));
+            entries.push(tail[..len].to_vec());
+            rest = &tail[len..];
+        }
+    }
+    assert_eq!(entries.len() as u64, size);
+    entries
+}
+
+#[test]
+fn no_text_anyone_sent_reaches_the_served_log() {
+    let data = tempfile::tempdir().unwrap();
+    let (_gateway, port) = spawn_gateway(data.path(), &[]);
+    let mut c =
+        Client { base: format!("http://127.0.0.1:{port}"), jar: tempfile::tempdir().unwrap(), sent: Vec::new() };
+    let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
+    c.json("admin", "POST", "/api/v1/session", &json!({"username": "admin", "password": password.trim()}), 200);
+
+    // People, named as people are.
+    let mut ids = std::collections::BTreeMap::new();
+    for (username, name, jurisdiction) in [
+        ("ngozi.okafor", "Ngozi Okafor", "NG"),
+        ("giulia.romano", "Giulia Romano", "IT"),
+        ("adebayo.yusuf", "Adebayo Yusuf", "NG"),
+        ("marco.bianchi", "Marco Bianchi", "IT"),
+    ] {
+        let (username, name) = (c.said(username), c.said(name));
+        let body = json!({"username": username, "display_name": name, "password": "a long passphrase 42", "jurisdiction": jurisdiction});
+        let account = c.json("admin", "POST", "/api/v1/accounts", &body, 201);
+        ids.insert(username.clone(), account["id"].as_str().unwrap().to_owned());
+        c.json(
+            &username,
+            "POST",
+            "/api/v1/session",
+            &json!({"username": username, "password": "a long passphrase 42"}),
+            200,
+        );
+    }
+    let title = c.said("Yusuf smuggling network, Lagos to Palermo");
+    c.sent.push(CASE.to_owned());
+    c.json("admin", "POST", "/api/v1/cases", &json!({"id": CASE, "title": title}), 201);
+    let members = format!("/api/v1/cases/{CASE}/members");
+    for (username, role) in [("giulia.romano", "prosecutor"), ("ngozi.okafor", "clerk"), ("adebayo.yusuf", "witness")] {
+        c.json("admin", "PUT", &format!("{members}/{}", ids[username]), &json!({"role": role}), 204);
+    }
+
+    // Uploads: a purpose naming the witness, telling file names, a policy whose purpose names a person.
+    let policy = json!({
+        "tlp": "TLP:AMBER", "provider": c.said("NG: Office of the Attorney General, Lagos"),
+        "permitted_purposes": [c.said(NAMED_POLICY_PURPOSE)], "permitted_recipients": [],
+        "permitted_jurisdictions": [], "onward_transfer": "with_consent",
+    });
+    let policy_header = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
+    let purpose = c.said(WITNESS_PURPOSE);
+    let filename = c.said("yusuf-adebayo-statement-lagos.mp4");
+    let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={}&filename={}", encode(&purpose), encode(&filename));
+    let headers = [("content-type", "video/mp4"), ("custodia-use-policy", policy_header.as_str())];
+    let (status, reply) = c.call("giulia.romano", "POST", &uri, Some(b"a statement, not really a video"), &headers);
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
+    let artefact = serde_json::from_slice::<Value>(&reply).unwrap()["artefact"].as_str().unwrap().to_owned();
+    let purpose2 = c.said("photo of A. Y.'s passport, Nigerian, A01234567");
+    let filename2 = c.said("passport-A01234567.jpg");
+    let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={}&filename={}", encode(&purpose2), encode(&filename2));
+    let (status, _) = c.call("ngozi.okafor", "POST", &uri, Some(b"jpeg bytes"), &[("content-type", "image/jpeg")]);
+    assert_eq!(status, 201);
+
+    // Reads within and against the policy; a witness refused by role.
+    let content = format!("/api/v1/artefacts/{artefact}/content");
+    let (status, _) = c.get("giulia.romano", &format!("{content}?purpose={}", encode(NAMED_POLICY_PURPOSE)));
+    assert_eq!(status, 200);
+    let other_purpose = c.said("background check on Chidi Okonkwo");
+    let (status, body) = c.get("giulia.romano", &format!("{content}?purpose={}", encode(&other_purpose)));
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains(NAMED_POLICY_PURPOSE), "the refused member is told the terms");
+    let (status, _) = c.get("adebayo.yusuf", &format!("{content}?purpose={}", encode(&c.said("my own statement"))));
+    assert_eq!(status, 403);
+
+    // Wider use: requested by one member (the provider uploaded), approved; an outcome with a note.
+    c.json("admin", "PUT", &format!("{members}/{}", ids["marco.bianchi"]), &json!({"role": "defence"}), 204);
+    let widen = json!({"purposes": [c.said("appeal of Adebayo Yusuf before the Palermo court")]});
+    let request = c.json("marco.bianchi", "POST", &format!("/api/v1/artefacts/{artefact}/widen-requests"), &widen, 201);
+    let request_id = request["id"].as_str().unwrap();
+    c.json(
+        "giulia.romano",
+        "POST",
+        &format!("/api/v1/widen-requests/{request_id}/decision"),
+        &json!({"approve": true}),
+        200,
+    );
+    let note = c.said("Mr Yusuf testified from Lagos on 3 March; conviction of the organiser");
+    let outcome = json!({"outcome": "conviction", "note": note});
+    c.json("giulia.romano", "POST", &format!("/api/v1/artefacts/{artefact}/outcomes"), &outcome, 201);
+
+    // Membership: a role changed, a member removed, an administrator granting themself the judge's seat.
+    c.json("admin", "PUT", &format!("{members}/{}", ids["marco.bianchi"]), &json!({"role": "auditor"}), 204);
+    let (status, _) = c.call("admin", "DELETE", &format!("{members}/{}", ids["marco.bianchi"]), None, &[]);
+    assert_eq!(status, 204);
+    let (status, me) = c.get("admin", "/api/v1/me");
+    assert_eq!(status, 200);
+    let admin_id = serde_json::from_slice::<Value>(&me).unwrap()["id"].as_str().unwrap().to_owned();
+    c.json("admin", "PUT", &format!("{members}/{admin_id}"), &json!({"role": "judge"}), 204);
+    let (status, _) = c.call("admin", "DELETE", &format!("{members}/{admin_id}"), None, &[]);
+    assert_eq!(status, 204);
+
+    // A hearing at a named place, with invites.
+    let place = c.said("safe house, 12 Marina Road, Lagos Island");
+    let schedule = json!({"scheduled_for": "2027-03-03T09:00:00Z", "place": place});
+    let hearing = c.json("ngozi.okafor", "POST", &format!("/api/v1/cases/{CASE}/hearings"), &schedule, 201);
+    let hearing = hearing["id"].as_str().or(hearing["hearing"].as_str()).unwrap().to_owned();
+    for role in ["witness", "judge"] {
+        let uri = format!("/api/v1/cases/{CASE}/hearings/{hearing}/invites");
+        c.json("ngozi.okafor", "POST", &uri, &json!({"role": role}), 201);
+    }
+
+    // What an outsider reads.
+    let entries = served_entries(&c);
+    assert!(entries.len() >= 15, "the flow left {} records", entries.len());
+    let mut leaks = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let text = String::from_utf8(entry.clone()).unwrap();
+        let lower = text.to_lowercase();
+        for sent in &c.sent {
+            if lower.contains(&sent.to_lowercase()) {
+                leaks.push(format!("entry {index} contains {sent:?}: {text}"));
+            }
+        }
+        for word in ["lagos", "yusuf", "witness", "prosecution of", "passport", "marina"] {
+            if lower.contains(word) {
+                leaks.push(format!("entry {index} contains {word:?}: {text}"));
+            }
+        }
+        let record: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["v"], 2, "{text}");
+    }
+    assert!(leaks.is_empty(), "the public log leaks:\n{}", leaks.join("\n"));
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(e).unwrap()["event"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    for kind in ["artefact_registered", "access_refused", "policy_changed", "wider_use_requested", "outcome_reported"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+    let grants = kinds.iter().filter(|k| *k == "membership_changed").count();
+    assert_eq!(grants, 8, "every membership change is a record: {kinds:?}");
+
+    // Those entitled read the words back: the timeline opens each commitment.
+    let (status, timeline) = c.get("giulia.romano", &format!("/api/v1/artefacts/{artefact}/timeline"));
+    assert_eq!(status, 200);
+    let timeline: Value = serde_json::from_slice(&timeline).unwrap();
+    let records = timeline["records"].as_array().unwrap();
+    assert_eq!(records[0]["openings"]["purpose"]["text"], WITNESS_PURPOSE);
+    assert!(records.iter().all(|r| r["openings"]["case"]["text"] == CASE));
+    let refused = records.iter().find(|r| r["record"]["event"]["type"] == "access_refused").unwrap();
+    assert_eq!(refused["record"]["event"]["code"], "policy_purpose", "{refused}");
+    for entry in records {
+        let openings: custodia_core::Openings = serde_json::from_value(entry["openings"].clone()).unwrap();
+        let record: custodia_core::CustodyRecord = serde_json::from_value(entry["record"].clone()).unwrap();
+        record.check_openings(&openings).unwrap();
+    }
+
+    // The log still audits clean, every entry a canonical record.
+    let keygen =
+        Command::new(env!("CARGO_BIN_EXE_custodia")).arg("keygen").env("CUSTODIA_DATA_DIR", data.path()).output();
+    let vkey = String::from_utf8(keygen.unwrap().stdout).unwrap().trim().to_owned();
+    let audit = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["log", "verify", &format!("{}/log", c.base), "--key", &vkey])
+        .env("CUSTODIA_DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_one_record_and_a_count() {
+    let gw = TestGateway::start().await;
+    let (provider, provider_session) = gw.person("provider1", "IT").await;
+    let (witness, witness_session) = gw.person("witness1", "NG").await;
+    gw.case("case-flood").await;
+    gw.member("case-flood", &provider, "prosecutor").await;
+    gw.member("case-flood", &witness, "witness").await;
+    let reply = gw.upload("case-flood", "purpose=intake", As::Session(&provider_session), b"evidence".to_vec()).await;
+    assert_eq!(reply.status.as_u16(), 201);
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+
+    let before = gw.ledger_size();
+    let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=again");
+    for _ in 0..200 {
+        gw.get(&uri, Some(As::Session(&witness_session))).await.assert_problem(403, "role-forbidden", "");
+    }
+    let added = gw.ledger_size() - before;
+    assert_eq!(added, 1, "200 identical refusals in a minute are recorded once, then counted");
+    let first = gw.ledger_record(before).await;
+    assert_eq!(first["event"]["code"], "role_forbids", "{first}");
+    assert!(first.get("repeated").is_none(), "{first}");
+
+    // Another refusal (another action) is not folded into the count.
+    gw.call(
+        "POST",
+        &format!("/api/v1/artefacts/{artefact}/exports?purpose=x"),
+        Some(As::Session(&witness_session)),
+        json!({}),
+    )
+    .await
+    .assert_problem(403, "role-forbidden", "");
+    assert_eq!(gw.ledger_size() - before, 2);
+
+    // When the window closes, one record stands for the 199 repeats.
+    assert_eq!(gw.state.gateway.flush_refusals().await.unwrap(), 0, "the window is still open");
+    assert_eq!(gw.ledger_size() - before, 2);
+    gw.state.gateway.clock.advance(61);
+    // The gateway's own flusher may get there first; either way, exactly one record is added.
+    gw.state.gateway.flush_refusals().await.unwrap();
+    gw.state.gateway.log.wait_for_size(before + 3).await.unwrap();
+    assert_eq!(gw.ledger_size() - before, 3);
+    let count = gw.ledger_record(before + 2).await;
+    assert_eq!(count["event"]["type"], "access_refused", "{count}");
+    assert_eq!(count["event"]["action"], "download_artefact", "{count}");
+    assert_eq!(count["repeated"]["count"], 199, "{count}");
+    assert_eq!(count["actor"], witness.as_str());
+
+    // The next attempt, in a new window, is recorded again.
+    gw.get(&uri, Some(As::Session(&witness_session))).await.assert_problem(403, "role-forbidden", "");
+    assert_eq!(gw.ledger_size() - before, 4);
+}

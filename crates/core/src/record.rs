@@ -109,6 +109,11 @@ pub enum CustodyEvent {
         action: Label,
         reason: Label,
     },
+    /// A whole case left the gateway in one export (a case bundle). The listing, RFC 8785 canonical JSON inside
+    /// the case bundle, names every artefact bundle in the export with the SHA-256 of that bundle's bytes; the
+    /// record commits to it by digest and count, so a case bundle with an artefact left out, added or swapped is
+    /// caught. No free text: the listing itself is salted and stays in the bundle.
+    CaseExported { listing_sha256: Sha256, artefacts: u64 },
 }
 
 impl CustodyEvent {
@@ -123,7 +128,7 @@ impl CustodyEvent {
             | Self::OutcomeReported { artefact, .. }
             | Self::WiderUseRequested { artefact, .. } => Some(artefact),
             Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
-            Self::HearingEvent { .. } => None,
+            Self::HearingEvent { .. } | Self::CaseExported { .. } => None,
         }
     }
 }

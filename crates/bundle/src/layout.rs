@@ -128,3 +128,31 @@ impl CaseListing {
         Ok(listing)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> CaseListing {
+        let bundle = ListedBundle { artefact: ArtefactId::new("art-1").unwrap(), sha256: Sha256::of(b"b"), size: 2048 };
+        CaseListing::new(CaseId::new("case-7").unwrap(), [7; 32], vec![bundle])
+    }
+
+    #[test]
+    fn a_listing_reads_back_only_in_its_one_canonical_form() {
+        let bytes = listing().to_bytes().unwrap();
+        assert_eq!(CaseListing::from_bytes(&bytes).unwrap(), listing());
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","sha256":""#), "{text}");
+        assert!(CaseListing::from_bytes(text.replacen(':', ": ", 1).as_bytes()).is_err());
+        assert!(CaseListing::from_bytes(text.replace(r#""v":1"#, r#""v":2"#).as_bytes()).is_err());
+        assert!(CaseListing::from_bytes(text.replace("0707", "0G07").as_bytes()).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = CaseListing::from_bytes(&bytes);
+        }
+    }
+}

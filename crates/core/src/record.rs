@@ -219,6 +219,17 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_case_export_record_holds_a_digest_and_a_count_only() {
+        let mut record = sample();
+        record.event = CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3 };
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(entry.contains(r#""event":{"artefacts":3,"listing_sha256":""#), "{entry}");
+        assert!(entry.contains(r#""type":"case_exported"}"#), "{entry}");
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
+        assert_eq!(record.event.artefact(), None);
+    }
+
     proptest::proptest! {
         #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {

@@ -511,3 +511,72 @@ async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefac
     assert!(!ok, "the by-hand check accepted a case bundle with an artefact withheld: {said}");
     assert!(said.contains("< ") && said.contains(&format!("data/bundles/{}.tar", ids[0])), "{said}");
 }
+
+/// Streams a hostile "bundle" into `out`: `files` small files of `size` bytes under one bag directory, as fast as the
+/// reader takes them, until done or the reader stops reading.
+fn write_small_files(out: &mut impl std::io::Write, files: usize, size: usize) {
+    let data = vec![b'{'; size];
+    let padding = vec![0u8; size.next_multiple_of(512) - size];
+    for i in 0..files {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(format!("custodia-bundle-x/data/custody/{i:012}.json")).unwrap();
+        header.set_size(size as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let written =
+            out.write_all(header.as_bytes()).and_then(|()| out.write_all(&data)).and_then(|()| out.write_all(&padding));
+        if written.is_err() {
+            return; // the verifier stopped reading, as it should
+        }
+    }
+    let _ = out.write_all(&[0; 1024]);
+}
+
+/// Runs `custodia verify - --trusted-key <key>` on what `feed` writes, through python's getrusage so that the kernel's
+/// count of the child's peak resident memory is read exactly. (exit code, stderr, peak RSS in MiB)
+fn verify_stdin_peak_rss(key: &str, feed: impl FnOnce(&mut std::process::ChildStdin) + Send) -> (i32, String, u64) {
+    let script = "import resource, subprocess, sys\n\
+                  code = subprocess.run(sys.argv[1:]).returncode\n\
+                  print('maxrss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                  sys.exit(code)";
+    let mut child = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_custodia"), "verify", "-", "--trusted-key", key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(move || feed(&mut stdin));
+    });
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let kib: u64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("maxrss-kib "))
+        .unwrap_or_else(|| panic!("no peak memory reported: {stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned(), kib >> 10)
+}
+
+#[test]
+fn the_cli_keeps_its_memory_bounded_on_hostile_bundles() {
+    let key = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
+    // 400 MiB of 512 KiB files: kept whole, they would take 400 MiB and more. The verifier stops at its limit.
+    let (code, said, peak_mib) = verify_stdin_peak_rss(&key, |stdin| write_small_files(stdin, 800, 512 << 10));
+    eprintln!("400 MiB of small files: exit {code}, peak RSS {peak_mib} MiB");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("too large to check") && said.contains("64 MiB"), "{said}");
+    let limit_mib = (custodia_bundle::MAX_KEPT_BYTES >> 20) + 136;
+    assert!(peak_mib < limit_mib, "peak RSS {peak_mib} MiB, more than {limit_mib} MiB: {said}");
+
+    // 300,000 empty files: the count is capped too.
+    let (code, said, peak_mib) = verify_stdin_peak_rss(&key, |stdin| write_small_files(stdin, 300_000, 0));
+    eprintln!("300,000 empty files: exit {code}, peak RSS {peak_mib} MiB");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains(&format!("more than {} files", custodia_bundle::MAX_FILES)), "{said}");
+    assert!(peak_mib < limit_mib, "peak RSS {peak_mib} MiB, more than {limit_mib} MiB: {said}");
+}

@@ -2,7 +2,7 @@
 // lib/bundle.js and never leaves the machine. The verdict, every check by part, the custody history and the full
 // text report are shown in an aria-live region; the verdict takes focus when a check ends.
 
-import { BundleError, PARTS, verifyBundle } from './lib/bundle.js';
+import { BundleError, PARTS, PinError, verifyBundle } from './lib/bundle.js';
 import { $, bytes as size, el } from './lib/dom.js';
 
 const form = $('form');
@@ -39,6 +39,7 @@ const EVENT_WORDS = {
   outcome_reported: 'outcome reported',
   access_refused: 'access refused',
   membership_changed: 'case membership changed',
+  case_exported: 'case exported',
 };
 
 /** What a failed part means, in plain words. */
@@ -51,6 +52,7 @@ const MEANING = {
   inclusion_proof: "a custody record is not in the gateway's public log",
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
   openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
+  case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
 };
 
 function element(tag, text, className) {
@@ -64,6 +66,7 @@ function bytes(n) {
 function clearResult() {
   result.dataset.verdict = 'none';
   delete result.dataset.failedParts;
+  keyInput.removeAttribute('aria-invalid');
   for (const node of [verdict, summary, facts, checksTitle, historyBox, reportBox]) node.hidden = true;
   facts.replaceChildren();
   checksList.replaceChildren();
@@ -101,7 +104,8 @@ async function run() {
     const seconds = (performance.now() - started) / 1000;
     showVerification(file, verification, seconds);
   } catch (err) {
-    showUnreadable(file, err);
+    if (err instanceof PinError) showMalformedPin(err);
+    else showUnreadable(file, err);
   } finally {
     progressBox.hidden = true;
     result.removeAttribute('aria-busy');
@@ -116,23 +120,23 @@ function fact(term, value) {
 }
 
 function showVerification(file, v, seconds) {
-  const valid = v.valid;
-  result.dataset.verdict = valid ? 'valid' : 'invalid';
+  const outcome = v.verdict;
+  result.dataset.verdict = outcome;
   result.dataset.failedParts = v.failedParts.join(' ');
   result.dataset.seconds = seconds.toFixed(3);
-  verdict.textContent = valid ? 'VALID' : 'NOT VALID';
+  verdict.textContent = { valid: 'VALID', 'unknown-signer': 'NOT VERIFIED: unknown signer' }[outcome] ?? 'NOT VALID';
   verdict.hidden = false;
   const what = v.kind === 'case' ? 'case bundle' : 'bundle';
-  if (valid) {
-    const pinned = v.checks.some((c) => c.part === 'trusted_key' && c.detail.includes('NOT PINNED'));
+  if (outcome === 'valid') {
     summary.textContent =
       v.kind === 'case'
-        ? `Every artefact in this case bundle and its custody history are exactly what the gateway recorded.`
-        : `The evidence and its custody history are exactly what the gateway recorded.`;
-    if (pinned) {
-      summary.textContent +=
-        ' The signing key was not confirmed: enter the gateway key you trust above and check again to be sure who signed it.';
-    }
+        ? `This case bundle holds exactly the artefacts the gateway exported, and each, with its custody history, is exactly what the gateway recorded under the key you trust.`
+        : `The evidence and its custody history are exactly what the gateway recorded under the key you trust.`;
+  } else if (outcome === 'unknown-signer') {
+    summary.textContent =
+      `This ${what} is consistent, but it is signed by a key you have not confirmed, and anyone can make a ` +
+      'consistent bundle with a key of their own. Enter the gateway\'s key from a source you trust (the court\'s ' +
+      'records, the providing authority\'s letter, or the gateway\'s key page) and check again.';
   } else {
     const meanings = v.failedParts.map((p) => MEANING[p]);
     summary.textContent = `Do not rely on this ${what} as it is: ${joinWords(meanings)}.`;
@@ -180,6 +184,16 @@ function showVerification(file, v, seconds) {
   reportBox.hidden = false;
 }
 
+function showMalformedPin(err) {
+  result.dataset.verdict = 'pin-malformed';
+  result.dataset.failedParts = '';
+  verdict.textContent = 'NOT CHECKED: the key you entered is malformed';
+  verdict.hidden = false;
+  summary.textContent = `Nothing was checked: ${err.message}`;
+  summary.hidden = false;
+  keyInput.setAttribute('aria-invalid', 'true');
+}
+
 function showUnreadable(file, err) {
   result.dataset.verdict = 'error';
   result.dataset.failedParts = 'bag';
@@ -199,6 +213,11 @@ function joinWords(words) {
   if (words.length <= 1) return words.join('');
   return `${words.slice(0, -1).join('; ')}; and ${words[words.length - 1]}`;
 }
+
+// A key handed over in the address (/verify?key=..., as the gateway's key page links here) fills the field; it is
+// checked like one typed in.
+const keyFromAddress = new URLSearchParams(window.location.search).get('key');
+if (keyFromAddress) keyInput.value = keyFromAddress;
 
 fileInput.addEventListener('change', () => choose(fileInput.files && fileInput.files[0]));
 form.addEventListener('submit', (event) => {

@@ -2,10 +2,11 @@
 // browser, over many files: crates/server/tests/web_verify.rs compares every verdict with custodia_bundle::verify.
 //
 //   node tests/verify-files.mjs <cases.json>     cases.json: [{ "name", "path", "trusted" }]
-// Prints one JSON object per case: { name, verdict: "valid"|"invalid"|"error", failed: [...parts], report }.
+// Prints one JSON object per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed",
+// failed: [...parts], report }.
 import { openAsBlob } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { BundleError, verifyBundle } from '../src/lib/bundle.js';
+import { BundleError, PinError, verifyBundle } from '../src/lib/bundle.js';
 
 const cases = JSON.parse(await readFile(process.argv[2], 'utf8'));
 for (const c of cases) {
@@ -13,8 +14,12 @@ for (const c of cases) {
   let out;
   try {
     const v = await verifyBundle(blob, { trusted: c.trusted ? [c.trusted] : [] });
-    out = { verdict: v.valid ? 'valid' : 'invalid', failed: v.failedParts, report: v.toString() };
+    out = { verdict: v.verdict, failed: v.failedParts, report: v.toString() };
   } catch (err) {
+    if (err instanceof PinError) {
+      console.log(JSON.stringify({ name: c.name, verdict: 'pin-malformed', failed: [], report: err.message }));
+      continue;
+    }
     if (!(err instanceof BundleError)) throw err;
     out = { verdict: 'error', failed: ['bag'], report: err.message };
   }

@@ -5,7 +5,7 @@
 //   node tests/verify.mjs <base-url> <cases.json> [screenshot-dir]
 //
 // cases.json: [{ "name": "...", "path": "/abs/bundle.tar", "trusted": "vkey or empty", "screenshot": true }]
-// Output per case: { name, verdict: "valid"|"invalid"|"error", failed: ["payload_hash", ...], seconds, report,
+// Output per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed", failed: ["payload_hash", ...], seconds, report,
 //                    requests: [urls requested after the file was chosen], problems: [console errors, CSP] }
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';

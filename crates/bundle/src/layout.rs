@@ -1,6 +1,7 @@
 //! What goes into a bundle, and where.
 
 use custodia_core::{ArtefactId, CaseId, ManifestSignature, Sha256};
+use serde::{Deserialize, Serialize};
 
 /// The top-level directory of the bag inside the tar.
 pub fn bag_dir(artefact: &ArtefactId) -> String {
@@ -17,6 +18,9 @@ pub const REPORT: &str = "data/REPORT.txt";
 pub const CUSTODY_DIR: &str = "data/custody/";
 /// In a case bundle, one artefact bundle per file.
 pub const BUNDLES_DIR: &str = "data/bundles/";
+
+/// In a case bundle, the listing of every artefact bundle in the export, which the case export record commits to.
+pub const CASE_LISTING: &str = "data/case-listing.json";
 
 /// The top-level directory of a case bundle's bag.
 pub fn case_bag_dir(case: &CaseId) -> String {
@@ -86,4 +90,82 @@ pub fn public_key_pem(key: &ed25519_dalek::VerifyingKey) -> String {
         "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
         base64::engine::general_purpose::STANDARD.encode(der)
     )
+}
+
+/// The version of [`CaseListing`] this build writes and reads.
+pub const CASE_LISTING_VERSION: u32 = 1;
+
+/// What a case export holds: every artefact bundle with the SHA-256 and size of its bytes, as written into the
+/// case bundle. It is RFC 8785 canonical JSON at [`CASE_LISTING`]; the case export custody record carries its
+/// SHA-256 and the number of bundles, so it is fixed in the public log without being published. The salt (32
+/// random bytes, hex) makes that digest reveal nothing, even to someone who could guess every other field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseListing {
+    pub v: u32,
+    pub case: CaseId,
+    pub salt: String,
+    pub bundles: Vec<ListedBundle>,
+}
+
+/// One artefact bundle of a case export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListedBundle {
+    pub artefact: ArtefactId,
+    /// SHA-256 of the artefact bundle's bytes, as they are in the case bundle.
+    pub sha256: Sha256,
+    pub size: u64,
+}
+
+impl CaseListing {
+    pub fn new(case: CaseId, salt: [u8; 32], bundles: Vec<ListedBundle>) -> Self {
+        let salt = salt.iter().map(|b| format!("{b:02x}")).collect();
+        Self { v: CASE_LISTING_VERSION, case, salt, bundles }
+    }
+
+    /// The canonical bytes that go into the bundle and whose digest goes into the record.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, custodia_core::CanonicalError> {
+        custodia_core::to_canonical_vec(self)
+    }
+
+    /// Reads a listing, refusing anything that is not exactly what [`Self::to_bytes`] writes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let listing: Self = custodia_core::from_canonical_slice(bytes).map_err(|err| err.to_string())?;
+        if listing.v != CASE_LISTING_VERSION {
+            return Err(format!("listing version {} is not {CASE_LISTING_VERSION}", listing.v));
+        }
+        if listing.salt.len() != 64 || !listing.salt.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err("the salt is not 32 bytes of lowercase hex".into());
+        }
+        Ok(listing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> CaseListing {
+        let bundle = ListedBundle { artefact: ArtefactId::new("art-1").unwrap(), sha256: Sha256::of(b"b"), size: 2048 };
+        CaseListing::new(CaseId::new("case-7").unwrap(), [7; 32], vec![bundle])
+    }
+
+    #[test]
+    fn a_listing_reads_back_only_in_its_one_canonical_form() {
+        let bytes = listing().to_bytes().unwrap();
+        assert_eq!(CaseListing::from_bytes(&bytes).unwrap(), listing());
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","sha256":""#), "{text}");
+        assert!(CaseListing::from_bytes(text.replacen(':', ": ", 1).as_bytes()).is_err());
+        assert!(CaseListing::from_bytes(text.replace(r#""v":1"#, r#""v":2"#).as_bytes()).is_err());
+        assert!(CaseListing::from_bytes(text.replace("0707", "0G07").as_bytes()).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = CaseListing::from_bytes(&bytes);
+        }
+    }
 }

@@ -14,6 +14,6 @@ mod report;
 mod verify;
 mod write;
 
-pub use layout::{BundleRecord, BundleSource};
-pub use verify::{Check, Part, Verification, VerifyError, verify};
-pub use write::{BundleWriter, CaseBundleWriter, padding};
+pub use layout::{BundleRecord, BundleSource, CaseListing, ListedBundle, public_key_pem};
+pub use verify::{Check, MAX_FILES, MAX_KEPT_BYTES, Part, Verdict, Verification, VerifyError, verify};
+pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

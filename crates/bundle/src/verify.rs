@@ -10,11 +10,16 @@ use custodia_core::{CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Op
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use sha2::Digest as _;
 
-use crate::layout;
+use crate::layout::{self, CaseListing};
 
 /// Files other than the payload are small; a larger one means the bundle is not what it claims to be.
 const MAX_SMALL_FILE: u64 = 1 << 20;
-const MAX_FILES: usize = 100_000;
+/// The most files a bundle may hold, nested artefact bundles' files included. A case bundle of a three-hour
+/// hearing with six people (about 6,500 recording segments, some 16 files each) holds about 100,000.
+pub const MAX_FILES: usize = 250_000;
+/// The most bytes of small files kept at once: every file but payloads, of the case bag and of the one artefact
+/// bundle being read. An artefact bundle keeps about 2 KiB per custody record, so this allows some 30,000.
+pub const MAX_KEPT_BYTES: u64 = 64 << 20;
 
 /// A bundle that could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,9 @@ pub enum VerifyError {
     Io(#[from] std::io::Error),
     #[error("the bundle is malformed: {0}")]
     Malformed(String),
+    /// The bundle asks the verifier to hold more than it will; no bundle a gateway writes does.
+    #[error("the bundle is too large to check: {0}")]
+    TooLarge(String),
 }
 
 /// The parts of a bundle that a check is about.
@@ -45,6 +53,9 @@ pub enum Part {
     CustodyHistory,
     /// Each record's openings open its commitments, and its case is the manifest's.
     Openings,
+    /// A case bundle's contents against its case export record: every artefact bundle listed, none missing,
+    /// none added, each byte for byte as exported.
+    CaseContents,
 }
 
 impl fmt::Display for Part {
@@ -58,6 +69,7 @@ impl fmt::Display for Part {
             Self::InclusionProof => "inclusion proof",
             Self::CustodyHistory => "custody history",
             Self::Openings => "record openings",
+            Self::CaseContents => "case contents",
         })
     }
 }
@@ -70,6 +82,18 @@ pub struct Check {
     pub detail: String,
 }
 
+/// What the checks add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every check passed, and the signing key is one the user pinned.
+    Valid,
+    /// Every check passed but one: the bundle is signed by a key the user has not confirmed (none was pinned).
+    /// Anyone can make such a bundle with a key of their own; it proves nothing until the key is confirmed.
+    UnknownSigner,
+    /// A check failed.
+    Invalid,
+}
+
 /// Everything the verifier found.
 #[derive(Debug, Clone, Default)]
 pub struct Verification {
@@ -77,11 +101,24 @@ pub struct Verification {
     pub artefact: Option<String>,
     pub sha256: Option<Sha256>,
     pub records: usize,
+    /// How many of the failed checks are only "signed by a key nobody pinned".
+    unconfirmed: usize,
 }
 
 impl Verification {
+    pub fn verdict(&self) -> Verdict {
+        let failed = self.checks.iter().filter(|check| !check.passed).count();
+        if self.checks.is_empty() || failed > self.unconfirmed {
+            Verdict::Invalid
+        } else if failed > 0 {
+            Verdict::UnknownSigner
+        } else {
+            Verdict::Valid
+        }
+    }
+
     pub fn is_valid(&self) -> bool {
-        !self.checks.is_empty() && self.checks.iter().all(|check| check.passed)
+        self.verdict() == Verdict::Valid
     }
 
     /// The parts that failed, each once, in a stable order.
@@ -116,11 +153,19 @@ impl fmt::Display for Verification {
             let mark = if check.passed { "ok  " } else { "FAIL" };
             writeln!(f, "{mark} {}: {}", check.part, check.detail)?;
         }
-        if self.is_valid() {
-            writeln!(f, "VALID: the artefact and its custody history are exactly what the gateway recorded")
-        } else {
-            let parts: Vec<String> = self.failed_parts().iter().map(ToString::to_string).collect();
-            writeln!(f, "INVALID: {} failed", parts.join(", "))
+        match self.verdict() {
+            Verdict::Valid => {
+                writeln!(f, "VALID: the evidence and its custody history are exactly what the gateway recorded")
+            }
+            Verdict::UnknownSigner => writeln!(
+                f,
+                "NOT VERIFIED: unknown signer. The bundle is consistent, but signed by a key you have not confirmed; \
+                 check again with --trusted-key and the gateway's key from a source you trust"
+            ),
+            Verdict::Invalid => {
+                let parts: Vec<String> = self.failed_parts().iter().map(ToString::to_string).collect();
+                writeln!(f, "NOT VALID: {} failed", parts.join(", "))
+            }
         }
     }
 }
@@ -155,12 +200,46 @@ struct BagRead {
     nested: Vec<(String, Verification)>,
 }
 
+/// What one read of a bundle may still hold: files seen (nested ones included) and bytes of small files kept.
+struct Budget {
+    files: usize,
+    kept: u64,
+}
+
+impl Budget {
+    fn take_file(&mut self) -> Result<(), VerifyError> {
+        if self.files >= MAX_FILES {
+            return Err(VerifyError::TooLarge(format!(
+                "it holds more than {MAX_FILES} files, which no court bundle does; it was not checked further"
+            )));
+        }
+        self.files += 1;
+        Ok(())
+    }
+
+    fn keep(&mut self, bytes: u64) -> Result<(), VerifyError> {
+        if self.kept + bytes > MAX_KEPT_BYTES {
+            return Err(VerifyError::TooLarge(format!(
+                "its files other than the evidence come to more than {} MiB, which no court bundle's do; it was \
+                 not checked further",
+                MAX_KEPT_BYTES >> 20
+            )));
+        }
+        self.kept += bytes;
+        Ok(())
+    }
+}
+
 /// Reads every regular file of the bag below its single top-level directory. Artefact bundles inside a case
-/// bundle (only one level deep) are verified as they stream past.
-fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: bool) -> Result<BagRead, VerifyError> {
+/// bundle (only one level deep) are verified as they stream past, and their files let go.
+fn read_bundle(
+    reader: &mut dyn Read,
+    trusted: &[LogVerifier],
+    nested_allowed: bool,
+    budget: &mut Budget,
+) -> Result<BagRead, VerifyError> {
     let mut archive = tar::Archive::new(reader);
-    let mut files = BTreeMap::new();
-    let mut nested = Vec::new();
+    let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
     let mut top: Option<String> = None;
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -185,13 +264,16 @@ fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: b
             None => top = Some(dir.to_owned()),
             Some(_) => {}
         }
-        if files.len() >= MAX_FILES {
-            return Err(VerifyError::Malformed("too many files".into()));
-        }
+        budget.take_file()?;
         if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
             let mut hashing = Hashing { inner: &mut entry, hasher: sha2::Sha256::new(), count: 0 };
-            let verification = match read_bundle(&mut hashing, trusted, false) {
-                Ok(bag) => verify_bag(bag, trusted),
+            // The nested bundle's files are let go once it is verified, or found unreadable.
+            let kept_before = budget.kept;
+            let read = read_bundle(&mut hashing, trusted, false, budget);
+            budget.kept = kept_before;
+            let verification = match read {
+                Ok(inner) => verify_bag(inner, trusted),
+                Err(err @ VerifyError::TooLarge(_)) => return Err(err),
                 Err(err) => {
                     let mut failed = Verification::default();
                     failed.fail(Part::Bag, err.to_string());
@@ -205,8 +287,10 @@ fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: b
                 size: hashing.count,
                 bytes: None,
             };
-            nested.push((relative.to_owned(), verification));
-            files.insert(relative.to_owned(), seen);
+            bag.nested.push((relative.to_owned(), verification));
+            if bag.files.insert(relative.to_owned(), seen).is_some() {
+                return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
+            }
             continue;
         }
         let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
@@ -214,8 +298,11 @@ fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: b
         if !is_payload && size > MAX_SMALL_FILE {
             return Err(VerifyError::Malformed(format!("{relative} is {size} bytes; only the payload may be large")));
         }
+        if !is_payload {
+            budget.keep(size)?;
+        }
         let mut hasher = sha2::Sha256::new();
-        let mut kept = (!is_payload).then(Vec::new);
+        let mut kept = (!is_payload).then(|| Vec::with_capacity(size as usize));
         let mut buffer = vec![0u8; 256 * 1024];
         let mut read_total = 0u64;
         loop {
@@ -230,11 +317,11 @@ fn read_bundle(reader: &mut dyn Read, trusted: &[LogVerifier], nested_allowed: b
             read_total += n as u64;
         }
         let seen = FileSeen { sha256: Sha256::from_bytes(hasher.finalize().into()), size: read_total, bytes: kept };
-        if files.insert(relative.to_owned(), seen).is_some() {
+        if bag.files.insert(relative.to_owned(), seen).is_some() {
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
     }
-    Ok(BagRead { files, nested })
+    Ok(bag)
 }
 
 /// Parses a BagIt checksum manifest: `<hex>  <path>` per line.
@@ -253,45 +340,201 @@ fn text<'a>(files: &'a BTreeMap<String, FileSeen>, path: &str) -> Option<&'a [u8
 }
 
 /// Checks a bundle offline. `trusted` are the keys the user pins; with none, the bundle is checked against its
-/// own key and the report says that the key was not pinned.
+/// own key and the verdict is at best [`Verdict::UnknownSigner`].
 ///
-/// A case bundle (a bag of artefact bundles) is checked as a bag, then each artefact bundle in it as above; the
-/// report prefixes each check with the artefact bundle it is about.
+/// A case bundle (a bag of artefact bundles) is checked as a bag, against its case export record, then each
+/// artefact bundle in it as above; the report prefixes each check with the artefact bundle it is about.
+///
+/// Memory is bounded: at most [`MAX_FILES`] files and [`MAX_KEPT_BYTES`] of small files held at once, or
+/// [`VerifyError::TooLarge`].
 pub fn verify(mut reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
+    let mut budget = Budget { files: 0, kept: 0 };
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
-    let bag = read_bundle(&mut reader, trusted, true)?;
+    let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
     Ok(verify_bag(bag, trusted))
 }
 
 fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
-    if bag.nested.is_empty() && !bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR)) {
-        verify_artefact_bag(&bag.files, trusted)
-    } else {
-        verify_case_bag(bag)
-    }
+    let is_case = !bag.nested.is_empty()
+        || bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR) || path == layout::CASE_LISTING);
+    if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(&bag.files, trusted) }
 }
 
-fn verify_case_bag(bag: BagRead) -> Verification {
+/// The files a case bag holds besides its artefact bundles and custody record.
+const CASE_FILES: [&str; 5] =
+    [layout::CASE_LISTING, layout::CHECKPOINT, layout::VKEY, layout::PUBLIC_KEY_PEM, layout::REPORT];
+
+fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
     let mut report = Verification::default();
     check_bag(&bag.files, &mut report);
-    for path in bag
-        .files
-        .keys()
-        .filter(|p| p.starts_with("data/") && !p.starts_with(layout::BUNDLES_DIR) && **p != layout::REPORT)
-    {
+    for path in bag.files.keys().filter(|p| {
+        p.starts_with("data/")
+            && !p.starts_with(layout::BUNDLES_DIR)
+            && !p.starts_with(layout::CUSTODY_DIR)
+            && !CASE_FILES.contains(&p.as_str())
+    }) {
         report.fail(Part::Bag, format!("{path} does not belong in a case bundle"));
     }
-    if bag.nested.is_empty() {
-        report.fail(Part::Bag, "the case bundle holds no artefact bundles");
-    }
+    let records = match bundle_key(&bag.files, trusted, &mut report) {
+        Some(key) => {
+            let checkpoint_bytes = text(&bag.files, layout::CHECKPOINT).unwrap_or_default();
+            let checkpoint_ok = check_checkpoint(checkpoint_bytes, &key, &mut report);
+            check_records(&bag.files, checkpoint_bytes, &key, checkpoint_ok, &mut report)
+        }
+        None => Vec::new(),
+    };
+    report.records = records.len();
+    check_case_contents(&bag, &records, &mut report);
     for (path, nested) in bag.nested {
         let name = path.strip_prefix(layout::BUNDLES_DIR).unwrap_or(&path).to_owned();
         report.records += nested.records;
+        report.unconfirmed += nested.unconfirmed;
         report.checks.extend(
             nested.checks.into_iter().map(|check| Check { detail: format!("{name}: {}", check.detail), ..check }),
         );
     }
     report
+}
+
+/// The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported.
+fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Verification) {
+    let before = report.checks.iter().filter(|c| !c.passed).count();
+    let [only] = records else {
+        report.fail(
+            Part::CaseContents,
+            format!(
+                "a case bundle holds exactly one custody record, its case export record; this one holds {}",
+                records.len()
+            ),
+        );
+        return;
+    };
+    let Some(CustodyRecord { event: CustodyEvent::CaseExported { listing_sha256, artefacts }, .. }) = &only.record
+    else {
+        report.fail(Part::CaseContents, format!("record {} is not a case export record", only.index));
+        return;
+    };
+    let Some(listing_bytes) = text(&bag.files, layout::CASE_LISTING) else {
+        report.fail(Part::CaseContents, format!("{} is missing", layout::CASE_LISTING));
+        return;
+    };
+    if Sha256::of(listing_bytes) != *listing_sha256 {
+        report.fail(
+            Part::CaseContents,
+            format!("{} is not the listing that case export record {} commits to", layout::CASE_LISTING, only.index),
+        );
+        return;
+    }
+    let listing = match CaseListing::from_bytes(listing_bytes) {
+        Ok(listing) => listing,
+        Err(err) => {
+            report.fail(Part::CaseContents, format!("{}: {err}", layout::CASE_LISTING));
+            return;
+        }
+    };
+    if listing.bundles.len() as u64 != *artefacts {
+        report.fail(
+            Part::CaseContents,
+            format!("the listing names {} bundles, the case export record {artefacts}", listing.bundles.len()),
+        );
+    }
+    let mut listed = BTreeMap::new();
+    for bundle in &listing.bundles {
+        let path = layout::inner_bundle_path(&bundle.artefact);
+        if listed.insert(path, bundle).is_some() {
+            report.fail(Part::CaseContents, format!("the listing names artefact {} twice", bundle.artefact));
+        }
+    }
+    for (path, bundle) in &listed {
+        match bag.files.get(path) {
+            None => report.fail(
+                Part::CaseContents,
+                format!(
+                    "artefact {} is missing: the case export record lists {path}, and the bundle does not hold it",
+                    bundle.artefact
+                ),
+            ),
+            Some(seen) if seen.sha256 != bundle.sha256 || seen.size != bundle.size => report.fail(
+                Part::CaseContents,
+                format!(
+                    "artefact {}: {path} is not the bundle this export made (SHA-256 {}, {} bytes; the case export \
+                     record lists {}, {} bytes): it was swapped or altered",
+                    bundle.artefact, seen.sha256, seen.size, bundle.sha256, bundle.size
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (path, nested) in &bag.nested {
+        if !listed.contains_key(path) {
+            report.fail(Part::CaseContents, format!("{path} is not in the case export record: it was added"));
+            continue;
+        }
+        let name = path.strip_prefix(layout::BUNDLES_DIR).and_then(|p| p.strip_suffix(".tar"));
+        if let Some(artefact) = &nested.artefact
+            && name != Some(artefact.as_str())
+        {
+            report.fail(Part::CaseContents, format!("{path} holds the bundle of artefact {artefact}"));
+        }
+    }
+    if report.checks.iter().filter(|c| !c.passed).count() == before {
+        report.pass(
+            Part::CaseContents,
+            format!(
+                "case export record {} lists {} artefact bundles of case {}; each is here, as exported, and \
+                 nothing else",
+                only.index,
+                listing.bundles.len(),
+                listing.case
+            ),
+        );
+    }
+}
+
+/// The bundle's own key, checked against the keys the user pins. `None` if the bundle carries no usable key.
+fn bundle_key(
+    files: &BTreeMap<String, FileSeen>,
+    trusted: &[LogVerifier],
+    report: &mut Verification,
+) -> Option<LogVerifier> {
+    let Some(key) = text(files, layout::VKEY)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<LogVerifier>().ok())
+    else {
+        report.fail(Part::TrustedKey, format!("{} is missing or not a C2SP verifier key", layout::VKEY));
+        return None;
+    };
+    if trusted.is_empty() {
+        report.fail(
+            Part::TrustedKey,
+            format!("not verified: unknown signer: signed by {key}, a key you have not confirmed (none was pinned)"),
+        );
+        report.unconfirmed += 1;
+    } else {
+        let known = trusted.iter().any(|t| t.to_string() == key.to_string());
+        report.check(
+            Part::TrustedKey,
+            known,
+            format!("signed by trusted key {key}"),
+            format!("signed by {key}, which is not among the trusted keys"),
+        );
+    }
+    Some(key)
+}
+
+/// The checkpoint every proof is against: signed by the key. Whether it is.
+fn check_checkpoint(checkpoint_bytes: &[u8], key: &LogVerifier, report: &mut Verification) -> bool {
+    match SignedCheckpoint::open(checkpoint_bytes, std::slice::from_ref(key)) {
+        Ok(signed) => {
+            let cp = &signed.checkpoint;
+            report.pass(Part::Checkpoint, format!("log {} at size {} is signed by the gateway", cp.origin, cp.size));
+            true
+        }
+        Err(err) => {
+            report.fail(Part::Checkpoint, format!("{}: {err}", layout::CHECKPOINT));
+            false
+        }
+    }
 }
 
 fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier]) -> Verification {
@@ -310,25 +553,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     report.sha256 = Some(payload.sha256);
 
     // The key: the bundle's own, which must be one the user trusts.
-    let Some(key) = text(files, layout::VKEY)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|t| t.trim().parse::<LogVerifier>().ok())
-    else {
-        report.fail(Part::TrustedKey, format!("{} is missing or not a C2SP verifier key", layout::VKEY));
-        return report;
-    };
-    if trusted.is_empty() {
-        report
-            .pass(Part::TrustedKey, format!("signed by {key}; NOT PINNED: pass --trusted-key to require a known key"));
-    } else {
-        let known = trusted.iter().any(|t| t.to_string() == key.to_string());
-        report.check(
-            Part::TrustedKey,
-            known,
-            format!("signed by trusted key {key}"),
-            format!("signed by {key}, which is not among the trusted keys"),
-        );
-    }
+    let Some(key) = bundle_key(files, trusted, &mut report) else { return report };
     let Ok(public_key) = key.public_key() else {
         report.fail(Part::ManifestSignature, "the gateway key is not an Ed25519 key");
         return report;
@@ -371,19 +596,9 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
 
     // The checkpoint every proof is against.
     let checkpoint_bytes = text(files, layout::CHECKPOINT).unwrap_or_default();
-    let checkpoint = match SignedCheckpoint::open(checkpoint_bytes, std::slice::from_ref(&key)) {
-        Ok(signed) => {
-            let cp = &signed.checkpoint;
-            report.pass(Part::Checkpoint, format!("log {} at size {} is signed by the gateway", cp.origin, cp.size));
-            Some(signed)
-        }
-        Err(err) => {
-            report.fail(Part::Checkpoint, format!("{}: {err}", layout::CHECKPOINT));
-            None
-        }
-    };
+    let checkpoint_ok = check_checkpoint(checkpoint_bytes, &key, &mut report);
 
-    let records = check_records(files, checkpoint_bytes, &key, checkpoint.is_some(), &mut report);
+    let records = check_records(files, checkpoint_bytes, &key, checkpoint_ok, &mut report);
     report.records = records.len();
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     check_openings(files, &records, manifest.as_ref(), &mut report);

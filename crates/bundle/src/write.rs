@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 
 use sha2::Digest as _;
 
-use custodia_core::{ArtefactId, CaseId, Sha256};
+use custodia_core::{ArtefactId, CaseId};
 
-use crate::layout::{self, BundleSource};
+use crate::layout::{self, BundleSource, CaseListing};
 use crate::verify::VerifyError;
 
 const BLOCK: u64 = 512;
@@ -180,14 +180,24 @@ impl BundleWriter {
 }
 
 /// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each complete and
-/// verifiable alone. The artefact bundles are streamed first (each framed by [`Self::bundle_header`] and
-/// [`padding`]); their digests, computed while streaming, go into the tag files that [`Self::finish`] writes last.
+/// verifiable alone, then the listing of them all ([`CaseListing`]) and the case export custody record that
+/// commits to it, with its inclusion proof, the checkpoint and the gateway's key. The artefact bundles are
+/// streamed first (each framed by [`Self::bundle_header`] and [`padding`]); their digests, computed while
+/// streaming, make the listing, and [`Self::finish`] writes the rest.
 #[derive(Debug)]
 pub struct CaseBundleWriter {
     tar: Tar,
     case: CaseId,
-    origin: String,
+    verifier: custodia_ledger::LogVerifier,
     bagged_at: String,
+}
+
+/// The case export record as it goes into a case bundle, with what checks it.
+#[derive(Debug, Clone)]
+pub struct CaseRecord {
+    pub record: crate::BundleRecord,
+    /// The signed checkpoint the record's proof is against.
+    pub checkpoint: Vec<u8>,
 }
 
 impl CaseBundleWriter {
@@ -197,7 +207,7 @@ impl CaseBundleWriter {
         Ok(Self {
             tar: Tar::new(layout::case_bag_dir(case), bagged_at),
             case: case.clone(),
-            origin: verifier.name().to_owned(),
+            verifier,
             bagged_at: bagged_at.to_owned(),
         })
     }
@@ -207,24 +217,38 @@ impl CaseBundleWriter {
         self.tar.header(&layout::inner_bundle_path(artefact), size)
     }
 
-    /// Everything after the artefact bundles: the certificate, the tag files, and the end-of-archive marker.
-    pub fn finish(&self, bundles: &[(ArtefactId, Sha256, u64)]) -> Result<Vec<u8>, VerifyError> {
-        let report = crate::report::case_certificate(&self.case, &self.origin, bundles);
-        let mut listed: Vec<(String, String, u64)> = bundles
+    /// Everything after the artefact bundles: the listing, the case export record with its proof, the checkpoint
+    /// and keys, the certificate, the tag files, and the end-of-archive marker.
+    pub fn finish(&self, listing: &CaseListing, case_record: &CaseRecord) -> Result<Vec<u8>, VerifyError> {
+        let key = self.verifier.public_key().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
+        let listing_bytes = listing.to_bytes().map_err(|err| VerifyError::Malformed(format!("case listing: {err}")))?;
+        let record = &case_record.record;
+        let (entry_path, proof_path) = layout::record_paths(record.index);
+        let report = crate::report::case_certificate(&self.case, self.verifier.name(), listing, record.index);
+        let small: Vec<(String, Vec<u8>)> = vec![
+            (layout::CASE_LISTING.into(), listing_bytes),
+            (entry_path, record.entry.clone()),
+            (proof_path, record.proof.clone()),
+            (layout::CHECKPOINT.into(), case_record.checkpoint.clone()),
+            (layout::VKEY.into(), format!("{}\n", self.verifier).into_bytes()),
+            (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),
+            (layout::REPORT.into(), report.into_bytes()),
+        ];
+        let mut listed: Vec<(String, String, u64)> = listing
+            .bundles
             .iter()
-            .map(|(artefact, digest, size)| (layout::inner_bundle_path(artefact), digest.to_hex(), *size))
+            .map(|b| (layout::inner_bundle_path(&b.artefact), b.sha256.to_hex(), b.size))
             .collect();
-        listed.push((layout::REPORT.into(), sha256_hex(report.as_bytes()), report.len() as u64));
+        listed.extend(small.iter().map(|(path, bytes)| (path.clone(), sha256_hex(bytes), bytes.len() as u64)));
         let info = BagInfo {
-            origin: &self.origin,
+            origin: self.verifier.name(),
             identifier: self.case.as_str(),
             description: format!("Court bundle of case {}: one bundle per artefact", self.case),
             bagged_at: &self.bagged_at,
         };
         let mut out = Vec::new();
-        self.tar.file(layout::REPORT, report.as_bytes(), &mut out)?;
-        for (path, bytes) in tag_files(&info, &listed) {
-            self.tar.file(&path, &bytes, &mut out)?;
+        for (path, bytes) in small.iter().chain(&tag_files(&info, &listed)) {
+            self.tar.file(path, bytes, &mut out)?;
         }
         out.resize(out.len() + 2 * BLOCK as usize, 0);
         Ok(out)

@@ -221,6 +221,11 @@ pub enum CustodyEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         role: Option<Commitment>,
     },
+    /// A whole case left the gateway in one export (a case bundle). The listing, RFC 8785 canonical JSON inside
+    /// the case bundle, names every artefact bundle in the export with the SHA-256 of that bundle's bytes; the
+    /// record commits to it by digest and count, so a case bundle with an artefact left out, added or swapped is
+    /// caught. No free text: the listing itself is salted and stays in the bundle.
+    CaseExported { listing_sha256: Sha256, artefacts: u64 },
 }
 
 impl CustodyEvent {
@@ -235,14 +240,16 @@ impl CustodyEvent {
             | Self::OutcomeReported { artefact, .. }
             | Self::WiderUseRequested { artefact, .. } => Some(artefact),
             Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
-            Self::HearingEvent { .. } | Self::MembershipChanged { .. } => None,
+            Self::HearingEvent { .. } | Self::MembershipChanged { .. } | Self::CaseExported { .. } => None,
         }
     }
 
     /// The event's commitments, by field name.
     fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
         match self {
-            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::AccessRefused { .. } => Vec::new(),
+            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::AccessRefused { .. } | Self::CaseExported { .. } => {
+                Vec::new()
+            }
             Self::ArtefactAccessed { site, .. } => vec![("site", site)],
             Self::ArtefactTransferred { jurisdiction, .. } => vec![("jurisdiction", jurisdiction)],
             Self::DerivativeMade { operation, .. } => vec![("operation", operation)],
@@ -402,6 +409,17 @@ mod tests {
             CustodyRecord::from_entry(&vec![b' '; MAX_RECORD_LEN + 1]),
             Err(RecordError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_case_export_record_holds_a_digest_and_a_count_only() {
+        let mut record = sample();
+        record.event = CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3 };
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(entry.contains(r#""event":{"artefacts":3,"listing_sha256":""#), "{entry}");
+        assert!(entry.contains(r#""type":"case_exported"}"#), "{entry}");
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
+        assert_eq!(record.event.artefact(), None);
     }
 
     proptest::proptest! {

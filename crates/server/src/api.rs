@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/session", post(sign_in).delete(sign_out))
         .route("/api/v1/me", get(me))
         .route("/api/v1/ice-servers", get(ice_servers))
+        .route("/api/v1/verifier-key", get(verifier_key))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/accounts", post(create_account))
@@ -210,6 +211,24 @@ async fn me(caller: Caller) -> Response {
 }
 
 /// STUN/TURN servers for the caller's WebRTC client, with a TURN credential made for this answer only.
+/// The gateway's public key, for a court to pin: the C2SP verifier key that its bundles and checkpoints are
+/// checked with, the same key as PEM, and a fingerprint (SHA-256 of the 32 key bytes) to compare by eye or phone.
+async fn verifier_key(State(state): State<AppState>) -> Result<Response, Problem> {
+    let verifier = state.gateway.verifier();
+    let key = verifier.public_key().map_err(|e| Problem::internal(&e))?;
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({
+            "vkey": verifier.to_string(),
+            "name": verifier.name(),
+            "key_id": format!("{:08x}", verifier.key_id()),
+            "algorithm": "Ed25519",
+            "fingerprint": custodia_core::Sha256::of(key.as_bytes()).to_hex(),
+            "public_key_pem": custodia_bundle::public_key_pem(&key),
+        }),
+    ))
+}
+
 async fn ice_servers(State(state): State<AppState>, _caller: Caller) -> Response {
     let servers = state.ice_servers.issue(state.gateway.now());
     let mut response = json(StatusCode::OK, serde_json::json!({ "ice_servers": servers }));
@@ -663,8 +682,11 @@ async fn export(
     Ok(response)
 }
 
-/// Streams a case bundle: one artefact bundle after another, each digested as it passes, then the tag files.
-/// A producer task feeds a small channel, so memory stays bounded however large the case.
+/// Streams a case bundle: one artefact bundle after another, each digested as it passes, then the listing of
+/// them and the case export record that commits to it (appended once the last bundle is written, so the bundles
+/// are read from storage once), then the tag files. A producer task feeds a small channel, so memory stays
+/// bounded however large the case. If the record cannot be made the stream ends in an error, and what the client
+/// holds fails verification: a case bundle is complete or invalid.
 async fn export_case(
     State(state): State<AppState>,
     caller: Caller,
@@ -672,15 +694,17 @@ async fn export_case(
     Query(query): Query<PurposeQuery>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
-    let sources = state.gateway.export_case(&caller, &case, &query.purpose()?).await?;
-    let vkey = sources.first().map(|s| s.vkey.clone()).unwrap_or_default();
+    let purpose = query.purpose()?;
+    let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
+    let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
     let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let artefacts = state.gateway.artefacts.clone();
+    let (gateway, exported) = (state.gateway.clone(), case.clone());
     tokio::spawn(async move {
-        let produced = stream_case_bundle(&writer, &sources, &artefacts, &sender).await;
-        if let Err(err) = produced {
+        let export =
+            CaseExport { writer: &writer, gateway: &gateway, caller: &caller, case: &exported, purpose: &purpose };
+        if let Err(err) = export.stream(&sources, &sender).await {
             tracing::error!(error = %err, "case bundle stream failed");
             let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
         }
@@ -699,37 +723,55 @@ async fn export_case(
     Ok(response)
 }
 
-async fn stream_case_bundle(
-    writer: &custodia_bundle::CaseBundleWriter,
-    sources: &[custodia_bundle::BundleSource],
-    artefacts: &custodia_store::ArtefactStore,
-    sender: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
-) -> anyhow::Result<()> {
-    use sha2::Digest as _;
-    let send = |bytes: bytes::Bytes| async move {
-        sender.send(Ok(bytes)).await.map_err(|_| anyhow::anyhow!("client went away"))
-    };
-    let mut digests = Vec::with_capacity(sources.len());
-    for source in sources {
-        let bundle = custodia_bundle::BundleWriter::new(source)?;
-        let (head, tail) = (bundle.head()?, bundle.tail());
-        let size = head.len() as u64 + source.payload_size + tail.len() as u64;
-        let mut hasher = sha2::Sha256::new();
-        send(bytes::Bytes::copy_from_slice(&writer.bundle_header(&source.artefact, size)?)).await?;
-        hasher.update(&head);
-        send(head.into()).await?;
-        let mut payload = std::pin::pin!(artefacts.read(&source.payload_sha256, None).await?);
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            send(chunk).await?;
+/// One case export being streamed.
+struct CaseExport<'a> {
+    writer: &'a custodia_bundle::CaseBundleWriter,
+    gateway: &'a crate::gateway::Gateway,
+    caller: &'a Caller,
+    case: &'a custodia_core::CaseId,
+    purpose: &'a custodia_core::Label,
+}
+
+impl CaseExport<'_> {
+    async fn stream(
+        &self,
+        sources: &[custodia_bundle::BundleSource],
+        sender: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+    ) -> anyhow::Result<()> {
+        use sha2::Digest as _;
+        let send = |bytes: bytes::Bytes| async move {
+            sender.send(Ok(bytes)).await.map_err(|_| anyhow::anyhow!("client went away"))
+        };
+        let mut listed = Vec::with_capacity(sources.len());
+        for source in sources {
+            let bundle = custodia_bundle::BundleWriter::new(source)?;
+            let (head, tail) = (bundle.head()?, bundle.tail());
+            let size = head.len() as u64 + source.payload_size + tail.len() as u64;
+            let mut hasher = sha2::Sha256::new();
+            send(bytes::Bytes::copy_from_slice(&self.writer.bundle_header(&source.artefact, size)?)).await?;
+            hasher.update(&head);
+            send(head.into()).await?;
+            let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
+            let mut streamed = 0u64;
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk?;
+                hasher.update(&chunk);
+                streamed += chunk.len() as u64;
+                send(chunk).await?;
+            }
+            anyhow::ensure!(streamed == source.payload_size, "artefact {} ended early in storage", source.artefact);
+            hasher.update(&tail);
+            send(tail.into()).await?;
+            send(custodia_bundle::padding(size).into()).await?;
+            listed.push(custodia_bundle::ListedBundle {
+                artefact: source.artefact.clone(),
+                sha256: custodia_core::Sha256::from_bytes(hasher.finalize().into()),
+                size,
+            });
         }
-        hasher.update(&tail);
-        send(tail.into()).await?;
-        send(custodia_bundle::padding(size).into()).await?;
-        digests.push((source.artefact.clone(), custodia_core::Sha256::from_bytes(hasher.finalize().into()), size));
+        let (listing, record) = self.gateway.record_case_export(self.caller, self.case, self.purpose, listed).await?;
+        send(self.writer.finish(&listing, &record)?.into()).await
     }
-    send(writer.finish(&digests)?.into()).await
 }
 
 async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {

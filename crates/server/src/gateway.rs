@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use custodia_bundle::{BundleRecord, BundleSource};
+use custodia_bundle::{BundleRecord, BundleSource, CaseListing, CaseRecord, ListedBundle};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
@@ -213,6 +213,11 @@ impl Gateway {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The gateway's public key, named after its log: what a court pins to check its bundles.
+    pub fn verifier(&self) -> &LogVerifier {
+        &self.verifier
     }
 
     /// Appends a custody record to the ledger (durably), then indexes it. A record about an artefact is chained
@@ -768,6 +773,33 @@ impl Gateway {
             sources.push(self.bundle_source(caller, row, purpose).await?);
         }
         Ok(sources)
+    }
+
+    /// Records a case export once its artefact bundles are written: one custody record that commits, by SHA-256
+    /// and count, to the listing of every bundle in it (salted, so its digest in the public log reveals nothing),
+    /// proved against a checkpoint that covers it. A case bundle without it, or with a bundle it does not list,
+    /// fails verification.
+    pub async fn record_case_export(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        purpose: &Label,
+        bundles: Vec<ListedBundle>,
+    ) -> Result<(CaseListing, CaseRecord)> {
+        let mut salt = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+        let listing = CaseListing::new(case.clone(), salt, bundles);
+        let bytes = listing.to_bytes().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let event =
+            CustodyEvent::CaseExported { listing_sha256: Sha256::of(&bytes), artefacts: listing.bundles.len() as u64 };
+        let record = self.custody_record(caller, case, purpose, event);
+        let index = self.record(&record).await?;
+        let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let checkpoint = self.log.wait_for_size(index + 1).await?;
+        let path = self.log.storage().inclusion_proof(index, checkpoint.checkpoint.size).await?;
+        let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
+        let record = BundleRecord { index, entry, proof: proof.to_bytes() };
+        Ok((listing, CaseRecord { record, checkpoint: checkpoint.note().to_vec() }))
     }
 
     async fn bundle_source(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<BundleSource> {

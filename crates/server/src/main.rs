@@ -30,11 +30,16 @@ enum Command {
     #[command(subcommand)]
     Log(LogCommand),
     /// Check a court bundle offline: payload hash, manifest signature, every custody record's inclusion proof,
-    /// the checkpoint signature, the signing key, and that the custody history is complete and in order.
+    /// the checkpoint signature, the signing key, that the custody history is complete and in order, and that a
+    /// case bundle holds exactly the artefact bundles its case export record lists.
+    ///
+    /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key is malformed; 3 when
+    /// NOT VERIFIED: every check passed, but no key was pinned, so the signer is unknown.
     Verify {
-        /// The bundle (.tar) exported by a gateway.
+        /// The bundle (.tar) exported by a gateway, or - to read it from standard input.
         bundle: PathBuf,
-        /// A gateway key (C2SP vkey, or a file holding it) to require; may be given several times.
+        /// The gateway's key (C2SP vkey, or a file holding it), from a source you trust; may be given several
+        /// times. Without one, nothing is verified: anyone can sign a bundle with a key of their own.
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
     },
@@ -80,9 +85,27 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("custodia: {err:#}");
-            std::process::ExitCode::FAILURE
+            match err.downcast_ref::<VerifyFailure>() {
+                Some(VerifyFailure::MalformedPin { .. }) => std::process::ExitCode::from(2),
+                Some(VerifyFailure::UnknownSigner(_)) => std::process::ExitCode::from(3),
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// Why `custodia verify` did not say VALID, for its exit code.
+#[derive(Debug, thiserror::Error)]
+enum VerifyFailure {
+    #[error("{bundle} FAILED verification")]
+    Invalid { bundle: String },
+    #[error("{0} is NOT VERIFIED: no --trusted-key was given, so the signer is unknown")]
+    UnknownSigner(String),
+    #[error(
+        "the --trusted-key {given:?} is malformed, so nothing was checked: {reason}. A gateway key reads \
+         name+keyid+base64, as the gateway's /key page shows it; copy it again from your trusted source"
+    )]
+    MalformedPin { given: String, reason: String },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -96,14 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
-        Command::Verify { bundle, trusted_keys } => {
-            let trusted = trusted_keys.iter().map(|key| read_verifier(key)).collect::<anyhow::Result<Vec<_>>>()?;
-            let file = std::fs::File::open(&bundle).with_context(|| format!("opening {}", bundle.display()))?;
-            let report = custodia_bundle::verify(std::io::BufReader::new(file), &trusted)
-                .with_context(|| format!("{} FAILED verification", bundle.display()))?;
-            say(format!("{report}").trim_end());
-            if report.is_valid() { Ok(()) } else { bail!("{} FAILED verification", bundle.display()) }
-        }
+        Command::Verify { bundle, trusted_keys } => verify_bundle(&bundle, &trusted_keys),
         Command::Log(LogCommand::CheckProof { proof, entry, key }) => {
             let verifier = read_verifier(&key)?;
             let proof_bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
@@ -141,6 +157,30 @@ async fn shutdown_signal() {
         _ = async { if let Some(t) = terminate.as_mut() { t.recv().await; } else { std::future::pending::<()>().await } } => {}
     }
     tracing::info!("shutting down");
+}
+
+fn verify_bundle(bundle: &std::path::Path, trusted_keys: &[String]) -> anyhow::Result<()> {
+    let trusted = trusted_keys
+        .iter()
+        .map(|key| {
+            read_verifier(key)
+                .map_err(|err| VerifyFailure::MalformedPin { given: key.clone(), reason: err.root_cause().to_string() })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = bundle.display().to_string();
+    let reader: Box<dyn std::io::Read> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(bundle).with_context(|| format!("opening {name}"))?)
+    };
+    let report = custodia_bundle::verify(std::io::BufReader::with_capacity(1 << 20, reader), &trusted)
+        .with_context(|| format!("{name} FAILED verification"))?;
+    say(format!("{report}").trim_end());
+    match report.verdict() {
+        custodia_bundle::Verdict::Valid => Ok(()),
+        custodia_bundle::Verdict::UnknownSigner => Err(VerifyFailure::UnknownSigner(name).into()),
+        custodia_bundle::Verdict::Invalid => Err(VerifyFailure::Invalid { bundle: name }.into()),
+    }
 }
 
 fn read_verifier(key: &str) -> anyhow::Result<LogVerifier> {

@@ -1,7 +1,7 @@
 //! The browser pages, built by `web/build.mjs` into `web/dist` and embedded in the binary when it is compiled
 //! (`build.rs` insists that the build ran): the console at `/`, the witness's join page at `/join`, the
-//! prosecutor's portal at `/portal`, the offline bundle verifier at `/verify`, and their scripts, styles and
-//! translations by file name.
+//! prosecutor's portal at `/portal`, the offline bundle verifier at `/verify`, the gateway's key for a court to pin
+//! at `/key`, and their scripts, styles and translations by file name.
 //!
 //! The pages are served from the router's fallback, after every API, WHIP and log route has had its turn, so they
 //! add no route to the API (the OpenAPI test reads only API routes) and can never shadow one: anything under
@@ -33,11 +33,12 @@ pub const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), display-
      payment=(), usb=(), serial=(), hid=(), midi=()";
 
 /// Each page's path and the file that is served for it (and the icon browsers ask for by its old name).
-pub const PAGES: [(&str, &str); 5] = [
+pub const PAGES: [(&str, &str); 6] = [
     ("/", "console.html"),
     ("/join", "join.html"),
     ("/portal", "portal.html"),
     ("/verify", "verify.html"),
+    ("/key", "key.html"),
     ("/favicon.ico", "favicon.svg"),
 ];
 

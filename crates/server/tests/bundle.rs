@@ -6,9 +6,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-use custodia_bundle::{BundleWriter, Part, verify};
+use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::json;
-use support::{As, TestGateway, tar_files};
+use support::{As, TestGateway, drop_report_lines, rebagged, tar_files};
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
 struct Exported {
@@ -57,12 +57,15 @@ async fn an_exported_bundle_verifies_offline_and_proves_its_own_export() {
     assert_eq!(report.records, 3, "registration, download, export: {report}");
     assert_eq!(report.artefact.as_deref(), Some(ex.artefact.as_str()));
 
-    // A stranger's key is refused; no key at all verifies but says the key was not pinned.
+    // A stranger's key is refused; with no key pinned nothing is verified: anyone can sign a bundle.
     let stranger = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier();
     let report = verify(ex.bundle.as_slice(), &[stranger]).unwrap();
     assert_eq!(report.failed_parts(), [Part::TrustedKey], "{report}");
+    assert_eq!(report.verdict(), Verdict::Invalid, "{report}");
     let report = verify(ex.bundle.as_slice(), &[]).unwrap();
-    assert!(report.is_valid() && report.to_string().contains("NOT PINNED"), "{report}");
+    assert_eq!(report.verdict(), Verdict::UnknownSigner, "{report}");
+    assert!(!report.is_valid() && report.to_string().contains("NOT VERIFIED: unknown signer"), "{report}");
+    assert!(!report.to_string().contains("\nVALID"), "{report}");
 
     // The export itself is in the timeline.
     let timeline =
@@ -80,7 +83,23 @@ async fn an_exported_bundle_verifies_offline_and_proves_its_own_export() {
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&run.stdout);
-    assert!(run.status.success() && out.contains("VALID"), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success() && out.contains("\nVALID"), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    // Without a pinned key the CLI verifies nothing and exits non-zero; a mistyped key is called malformed.
+    let run = Command::new(env!("CARGO_BIN_EXE_custodia")).arg("verify").arg(&file).output().unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(3), "{out}{}", String::from_utf8_lossy(&run.stderr));
+    assert!(out.contains("NOT VERIFIED: unknown signer") && !out.contains("\nVALID"), "{out}");
+    let key = verifier.to_string();
+    let typo = format!("{}{}", &key[..key.len() - 3], if key.ends_with("AAA") { "BBB" } else { "AAA" });
+    let run = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(&file)
+        .args(["--trusted-key", &typo])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{err}");
+    assert!(err.contains("is malformed") && !err.contains("not among the trusted keys"), "{err}");
     let mut forged = ex.bundle.clone();
     let (_, payload_start, _) =
         tar_files(&ex.bundle).into_iter().find(|(path, _, _)| path.contains("/data/payload/")).unwrap();
@@ -231,6 +250,18 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
             && said.contains("checkpoint signature: OK"),
         "{said}"
     );
+    // The fingerprint printed by hand is the one the gateway publishes for courts to pin.
+    let published = ex.gw.get("/api/v1/verifier-key", None).await;
+    assert_eq!(published.status.as_u16(), 200);
+    let published = published.json();
+    assert_eq!(published["vkey"], ex.gw.verifier().to_string());
+    let fingerprint = published["fingerprint"].as_str().unwrap();
+    let key = ex.gw.verifier().public_key().unwrap();
+    assert_eq!(fingerprint, custodia_core::Sha256::of(key.as_bytes()).to_hex());
+    assert!(said.contains(&format!("key fingerprint: {fingerprint}")), "{said}");
+    let page = ex.gw.get("/key", None).await;
+    assert_eq!(page.status.as_u16(), 200);
+    assert!(String::from_utf8_lossy(&page.body).contains("/key.js"));
 
     // And the same procedure fails on a tampered record.
     let record = std::fs::read_dir(bag.join("data/custody"))
@@ -273,7 +304,7 @@ async fn a_case_exports_as_one_bag_of_bundles_that_verifies_as_a_whole() {
     let verifier = gw.verifier();
     let report = verify(reply.body.as_slice(), std::slice::from_ref(&verifier)).unwrap();
     assert!(report.is_valid(), "{report}");
-    assert_eq!(report.records, 4, "a registration and an export per artefact: {report}");
+    assert_eq!(report.records, 5, "a registration and an export per artefact, and the case export: {report}");
 
     let dir = tempfile::tempdir().unwrap();
     let bag = extract(&reply.body, dir.path());
@@ -330,4 +361,234 @@ async fn a_case_export_is_refused_whole_when_one_artefact_forbids_it() {
             timeline["records"].as_array().unwrap().iter().any(|r| r["record"]["event"]["type"] == "artefact_exported");
         assert!(!exported, "a refused case export recorded an export");
     }
+}
+
+/// A case with artefacts `sizes`, each uploaded by the clerk; their ids.
+async fn upload_all(gw: &TestGateway, session: &str, case: &str, sizes: &[usize]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let reply = gw.upload(case, &format!("purpose=intake%20{i}"), As::Session(session), payload(*size)).await;
+        assert_eq!(reply.status.as_u16(), 201);
+        ids.push(reply.json()["artefact"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+async fn export_case(gw: &TestGateway, session: &str, case: &str) -> Vec<u8> {
+    let uri = format!("/api/v1/cases/{case}/exports?purpose=disclosure");
+    let reply = gw.call("POST", &uri, Some(As::Session(session)), json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_case_bundle_with_an_artefact_withheld_added_or_swapped_is_not_valid() {
+    let gw = TestGateway::start().await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-k").await;
+    gw.member("case-k", &clerk, "clerk").await;
+    let ids = upload_all(&gw, &session, "case-k", &[5000, 70_000]).await;
+    let first = export_case(&gw, &session, "case-k").await;
+    let later = upload_all(&gw, &session, "case-k", &[3000]).await;
+    let second = export_case(&gw, &session, "case-k").await;
+    let verifier = gw.verifier();
+    for bundle in [&first, &second] {
+        let report = verify(bundle.as_slice(), std::slice::from_ref(&verifier)).unwrap();
+        assert!(report.is_valid(), "{report}");
+    }
+    let unpacked = tempfile::tempdir().unwrap();
+    let second_bag = extract(&second, unpacked.path());
+    let inner = |artefact: &str| second_bag.join(format!("data/bundles/{artefact}.tar"));
+
+    // Withheld: one artefact's bundle deleted, its line gone from REPORT.txt, the bag's checksums made afresh.
+    let withheld = rebagged(&first, |bag| {
+        std::fs::remove_file(bag.join(format!("data/bundles/{}.tar", ids[1]))).unwrap();
+        drop_report_lines(bag, &ids[1]);
+    });
+    // Swapped: one artefact's bundle replaced by its bundle from the other export, each valid on its own.
+    let swapped = rebagged(&first, |bag| {
+        std::fs::copy(inner(&ids[0]), bag.join(format!("data/bundles/{}.tar", ids[0]))).unwrap();
+    });
+    // Added: a bundle from the other export that this export did not hold.
+    let added = rebagged(&first, |bag| {
+        std::fs::copy(inner(&later[0]), bag.join(format!("data/bundles/{}.tar", later[0]))).unwrap();
+    });
+    // Without its case export record (and the listing), as case bundles were before.
+    let unrecorded = rebagged(&first, |bag| {
+        std::fs::remove_dir_all(bag.join("data/custody")).unwrap();
+        std::fs::remove_file(bag.join("data/case-listing.json")).unwrap();
+    });
+    let expectations = [
+        (&withheld, format!("artefact {} is missing", ids[1])),
+        (&swapped, format!("artefact {}: data/bundles/{}.tar is not the bundle this export made", ids[0], ids[0])),
+        (&added, format!("data/bundles/{}.tar is not in the case export record", later[0])),
+        (
+            &unrecorded,
+            "a case bundle holds exactly one custody record, its case export record; this one holds 0".to_owned(),
+        ),
+    ];
+    for (forged, named) in &expectations {
+        let report = verify(forged.as_slice(), std::slice::from_ref(&verifier)).unwrap();
+        assert_eq!(report.failed_parts(), [Part::CaseContents], "{report}");
+        assert!(report.to_string().contains(&format!("FAIL case contents: {named}")), "{named}\n{report}");
+    }
+
+    // The CLI says the same, and fails.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("withheld.tar");
+    std::fs::write(&file, &withheld).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(&file)
+        .args(["--trusted-key", &verifier.to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("artefact {} is missing", ids[1])) && out.contains("NOT VALID"), "{out}");
+
+    // The export is one record in the public log: its listing's digest and count, no names.
+    let size = gw.ledger_size();
+    let mut found = 0;
+    for index in 0..size {
+        let record = gw.ledger_record(index).await;
+        if record["event"]["type"] == "case_exported" {
+            assert_eq!(record["event"].as_object().unwrap().len(), 3, "{record}");
+            assert!(record["event"]["listing_sha256"].is_string(), "{record}");
+            found += 1;
+            assert_eq!(record["event"]["artefacts"], if found == 1 { 2 } else { 3 }, "{record}");
+        }
+    }
+    assert_eq!(found, 2);
+}
+
+/// The by-hand document's blocks: those for an artefact bundle (```sh) and those for a case bag (```sh case).
+fn by_hand_blocks() -> (Vec<String>, Vec<String>) {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md")).unwrap();
+    let blocks = |fence: &str| -> Vec<String> {
+        doc.split(fence).skip(1).filter_map(|block| block.split("```").next()).map(str::to_owned).collect()
+    };
+    (blocks("```sh\n"), blocks("```sh case\n"))
+}
+
+fn run_script(script: &str, dir: &Path) -> (bool, String) {
+    let run = Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output().unwrap();
+    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefact() {
+    let gw = TestGateway::start().await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-h").await;
+    gw.member("case-h", &clerk, "clerk").await;
+    let ids = upload_all(&gw, &session, "case-h", &[4000, 9000]).await;
+    let bundle = export_case(&gw, &session, "case-h").await;
+    let (artefact_blocks, case_blocks) = by_hand_blocks();
+    assert!(!case_blocks.is_empty());
+    // In the case bag: the artefact steps that apply (all but step 2's, about the evidence), then the case steps.
+    let case_script: String = artefact_blocks
+        .iter()
+        .filter(|block| !block.contains("data/payload") && !block.contains("data/manifest"))
+        .chain(&case_blocks)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let bag = extract(&bundle, dir.path());
+    let (ok, said) = run_script(&case_script, &bag);
+    assert!(ok, "{said}");
+    assert!(
+        said.contains("case contents: OK (2 artefact bundles")
+            && said.contains("inclusion proof: OK")
+            && said.contains("checkpoint signature: OK"),
+        "{said}"
+    );
+    // Each artefact bundle in it, by the artefact steps.
+    for id in &ids {
+        let inner = std::fs::read(bag.join(format!("data/bundles/{id}.tar"))).unwrap();
+        let inner_dir = tempfile::tempdir().unwrap();
+        let (ok, said) = run_script(&artefact_blocks.join("\n"), &extract(&inner, inner_dir.path()));
+        assert!(ok && said.contains("payload: OK"), "{id}: {said}");
+    }
+
+    // An artefact withheld, with fresh bag checksums: the case steps fail, naming it.
+    let withheld = rebagged(&bundle, |bag| {
+        std::fs::remove_file(bag.join(format!("data/bundles/{}.tar", ids[0]))).unwrap();
+        drop_report_lines(bag, &ids[0]);
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, said) = run_script(&case_script, &extract(&withheld, dir.path()));
+    assert!(!ok, "the by-hand check accepted a case bundle with an artefact withheld: {said}");
+    assert!(said.contains("< ") && said.contains(&format!("data/bundles/{}.tar", ids[0])), "{said}");
+}
+
+/// Streams a hostile "bundle" into `out`: `files` small files of `size` bytes under one bag directory, as fast as the
+/// reader takes them, until done or the reader stops reading.
+fn write_small_files(out: &mut impl std::io::Write, files: usize, size: usize) {
+    let data = vec![b'{'; size];
+    let padding = vec![0u8; size.next_multiple_of(512) - size];
+    for i in 0..files {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(format!("custodia-bundle-x/data/custody/{i:012}.json")).unwrap();
+        header.set_size(size as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        let written =
+            out.write_all(header.as_bytes()).and_then(|()| out.write_all(&data)).and_then(|()| out.write_all(&padding));
+        if written.is_err() {
+            return; // the verifier stopped reading, as it should
+        }
+    }
+    let _ = out.write_all(&[0; 1024]);
+}
+
+/// Runs `custodia verify - --trusted-key <key>` on what `feed` writes, through python's getrusage so that the kernel's
+/// count of the child's peak resident memory is read exactly. (exit code, stderr, peak RSS in MiB)
+fn verify_stdin_peak_rss(key: &str, feed: impl FnOnce(&mut std::process::ChildStdin) + Send) -> (i32, String, u64) {
+    let script = "import resource, subprocess, sys\n\
+                  code = subprocess.run(sys.argv[1:]).returncode\n\
+                  print('maxrss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n\
+                  sys.exit(code)";
+    let mut child = Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_custodia"), "verify", "-", "--trusted-key", key])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(move || feed(&mut stdin));
+    });
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let kib: u64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("maxrss-kib "))
+        .unwrap_or_else(|| panic!("no peak memory reported: {stdout}"))
+        .trim()
+        .parse()
+        .unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned(), kib >> 10)
+}
+
+#[test]
+fn the_cli_keeps_its_memory_bounded_on_hostile_bundles() {
+    let key = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
+    // 400 MiB of 512 KiB files: kept whole, they would take 400 MiB and more. The verifier stops at its limit.
+    let (code, said, peak_mib) = verify_stdin_peak_rss(&key, |stdin| write_small_files(stdin, 800, 512 << 10));
+    eprintln!("400 MiB of small files: exit {code}, peak RSS {peak_mib} MiB");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("too large to check") && said.contains("64 MiB"), "{said}");
+    let limit_mib = (custodia_bundle::MAX_KEPT_BYTES >> 20) + 136;
+    assert!(peak_mib < limit_mib, "peak RSS {peak_mib} MiB, more than {limit_mib} MiB: {said}");
+
+    // 300,000 empty files: the count is capped too.
+    let (code, said, peak_mib) = verify_stdin_peak_rss(&key, |stdin| write_small_files(stdin, 300_000, 0));
+    eprintln!("300,000 empty files: exit {code}, peak RSS {peak_mib} MiB");
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains(&format!("more than {} files", custodia_bundle::MAX_FILES)), "{said}");
+    assert!(peak_mib < limit_mib, "peak RSS {peak_mib} MiB, more than {limit_mib} MiB: {said}");
 }

@@ -760,6 +760,8 @@ async fn real_replies_match_the_document() {
     // No STUN/TURN servers in the test configuration (tests/turn.rs has them, with a real coturn).
     assert_eq!(api.get("/api/v1/ice-servers", "/api/v1/ice-servers", pm).await.json(), json!({ "ice_servers": [] }));
     api.get("/api/v1/ice-servers", "/api/v1/ice-servers", None).await.assert_problem(401, "unauthenticated", "");
+    let key = api.get("/api/v1/verifier-key", "/api/v1/verifier-key", None).await.json();
+    assert_eq!(key["vkey"], api.gateway.verifier().to_string());
 
     api.call("POST", "/api/v1/cases", "/api/v1/cases", admin, json!({ "id": "case-7", "title": "R v Seven" })).await;
     api.call("POST", "/api/v1/cases", "/api/v1/cases", pm, json!({ "title": "R v Eight" })).await;

@@ -3,8 +3,11 @@
 //! a case bundle, a larger file), and tampered copies of them (a byte flipped in the payload, a custody record,
 //! the manifest, its signature, a proof, the checkpoint; a record dropped with the bag's checksums made afresh;
 //! a bundle cut short; a key that is not the trusted one; a record's opening changed, emptied or swapped with
-//! another record's, with the bag's checksums made afresh). Both must reach the same verdict and blame the same
-//! parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
+//! another record's, with the bag's checksums made afresh; case bundles forged with fresh BagIt checksums, with an
+//! artefact withheld, swapped or added; small files past the verifiers' memory limit), a bundle checked with no
+//! key pinned ("not verified: unknown signer", never VALID) and with a mistyped key (malformed, not "another
+//! key"). Both must reach the same verdict and blame the same parts. The page is the one embedded in the binary,
+//! served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
 //! Needs node, npm, ffmpeg and chromium (`scripts/setup-system.sh test`); it fails, never skips, without them.
@@ -19,9 +22,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use axum::http::header;
-use custodia_bundle::{BundleWriter, Part, verify};
+use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::{Value, json};
-use support::{As, TestGateway, tar_files};
+use support::{As, TestGateway, drop_report_lines, rebagged, tar_files};
 
 const SETUP: &str = "run scripts/setup-system.sh test to install nodejs, npm, ffmpeg and chromium";
 
@@ -53,6 +56,7 @@ fn part_key(part: Part) -> &'static str {
         Part::InclusionProof => "inclusion_proof",
         Part::CustodyHistory => "custody_history",
         Part::Openings => "openings",
+        Part::CaseContents => "case_contents",
     }
 }
 
@@ -70,16 +74,40 @@ struct Case {
 }
 
 fn rust_verdict(path: &Path, trusted: Option<&str>) -> (&'static str, BTreeSet<String>, f64) {
-    let keys: Vec<custodia_ledger::LogVerifier> = trusted.iter().map(|key| key.parse().unwrap()).collect();
+    let Ok(keys) = trusted.iter().map(|key| key.parse()).collect::<Result<Vec<custodia_ledger::LogVerifier>, _>>()
+    else {
+        return ("pin-malformed", BTreeSet::new(), 0.0);
+    };
     let started = Instant::now();
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
     let result = verify(file, &keys);
     let seconds = started.elapsed().as_secs_f64();
+    let failed = |report: &custodia_bundle::Verification| {
+        report.failed_parts().into_iter().map(|p| part_key(p).to_owned()).collect()
+    };
     match result {
-        Ok(report) if report.is_valid() => ("valid", BTreeSet::new(), seconds),
-        Ok(report) => ("invalid", report.failed_parts().into_iter().map(|p| part_key(p).to_owned()).collect(), seconds),
+        Ok(report) => match report.verdict() {
+            Verdict::Valid => ("valid", BTreeSet::new(), seconds),
+            Verdict::UnknownSigner => ("unknown-signer", failed(&report), seconds),
+            Verdict::Invalid => ("invalid", failed(&report), seconds),
+        },
         Err(_) => ("error", BTreeSet::from(["bag".to_owned()]), seconds),
     }
+}
+
+/// A tar of small files under one bag directory that together exceed what a verifier keeps, and no bag files.
+fn too_many_small_files() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let chunk = vec![b'x'; 1 << 20];
+    let files = (custodia_bundle::MAX_KEPT_BYTES >> 20) as usize + 2;
+    for i in 0..files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(chunk.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, format!("custodia-bundle-x/data/custody/{i:012}.json"), &chunk[..]).unwrap();
+    }
+    builder.into_inner().unwrap()
 }
 
 /// A copy of `bundle` with one byte flipped, `at` bytes into the last file whose path contains `file`.
@@ -121,6 +149,13 @@ async fn upload(gw: &TestGateway, session: &str, case: &str, name: &str, bytes: 
         gw.upload(case, &format!("purpose=statement%20intake&filename={name}"), As::Session(session), bytes).await;
     assert_eq!(reply.status.as_u16(), 201, "{}", String::from_utf8_lossy(&reply.body));
     reply.json()["artefact"].as_str().unwrap().to_owned()
+}
+
+async fn export_case(gw: &TestGateway, session: &str, case: &str) -> Vec<u8> {
+    let uri = format!("/api/v1/cases/{case}/exports?purpose=disclosure");
+    let reply = gw.call("POST", &uri, Some(As::Session(session)), json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    reply.body
 }
 
 async fn export(gw: &TestGateway, session: &str, artefact: &str) -> Vec<u8> {
@@ -172,11 +207,30 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let mib: usize = std::env::var("CUSTODIA_WEB_VERIFY_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     let large_id = upload(&gw, &session, "case-w", "large.bin", payload(mib << 20)).await;
     let large = export(&gw, &session, &large_id).await;
-    let reply = gw
-        .call("POST", "/api/v1/cases/case-w/exports?purpose=disclosure", Some(As::Session(&session)), json!({}))
-        .await;
-    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
-    let case_bundle = reply.body;
+    let case_bundle = export_case(&gw, &session, "case-w").await;
+    // Forged case bundles, each with fresh BagIt checksums: an artefact withheld (and its REPORT.txt line gone), one
+    // swapped for its bundle from a later export, one added from that later export.
+    let later_id = upload(&gw, &session, "case-w", "later.bin", payload(3000)).await;
+    let later_case = export_case(&gw, &session, "case-w").await;
+    let later_dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(later_case.as_slice()).unpack(later_dir.path()).unwrap();
+    let later_bag = std::fs::read_dir(later_dir.path()).unwrap().next().unwrap().unwrap().path();
+    let later_inner = |artefact: &str| later_bag.join(format!("data/bundles/{artefact}.tar"));
+    let withheld = rebagged(&case_bundle, |bag| {
+        std::fs::remove_file(bag.join(format!("data/bundles/{webm_id}.tar"))).unwrap();
+        drop_report_lines(bag, &webm_id);
+    });
+    let swapped = rebagged(&case_bundle, |bag| {
+        std::fs::copy(later_inner(&plain_id), bag.join(format!("data/bundles/{plain_id}.tar"))).unwrap();
+    });
+    let added = rebagged(&case_bundle, |bag| {
+        std::fs::copy(later_inner(&later_id), bag.join(format!("data/bundles/{later_id}.tar"))).unwrap();
+    });
+    let named = [
+        ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
+        ("case-artefact-swapped", format!("artefact {plain_id}: data/bundles/{plain_id}.tar is not the bundle")),
+        ("case-artefact-added", format!("data/bundles/{later_id}.tar is not in the case export record")),
+    ];
 
     // A record dropped and the bag's checksums made afresh: only the chain of `prior` indices gives it away.
     let caller = gw.caller(&session).await;
@@ -208,6 +262,11 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
 
     let stranger = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
     let key = gw.verifier().to_string();
+    // One character of the key mistyped: the pin is malformed (its key ID no longer matches), not another key.
+    let mut typo = key.clone().into_bytes();
+    let last = typo.len() - 2;
+    typo[last] = if typo[last] == b'A' { b'B' } else { b'A' };
+    let typo = String::from_utf8(typo).unwrap();
     let inner = tar_files(&case_bundle)
         .into_iter()
         .find(|(path, _, size)| path.contains("/data/bundles/") && *size > 100_000)
@@ -223,7 +282,9 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let last_record = tar_files(&plain).into_iter().rev().find(|(path, _, _)| is_record(path)).unwrap().0;
     let bundles: Vec<(&str, Vec<u8>, Option<&str>, bool)> = vec![
         ("valid-plain", plain.clone(), Some(&key), true),
-        ("valid-plain-unpinned", plain.clone(), None, false),
+        ("unpinned-plain", plain.clone(), None, true),
+        ("unpinned-case", case_bundle.clone(), None, false),
+        ("pin-mistyped", plain.clone(), Some(&typo), true),
         ("valid-webm", webm.clone(), Some(&key), false),
         ("valid-case", case_bundle.clone(), Some(&key), true),
         ("valid-large", large, Some(&key), false),
@@ -242,6 +303,10 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("record-dropped-bag-rehashed", dropped, Some(&key), true),
         ("untrusted-key", plain.clone(), Some(&stranger), false),
         ("case-inner-payload-flipped", case_tampered, Some(&key), false),
+        ("case-artefact-withheld", withheld, Some(&key), true),
+        ("case-artefact-swapped", swapped, Some(&key), false),
+        ("case-artefact-added", added, Some(&key), false),
+        ("too-many-small-files", too_many_small_files(), Some(&key), false),
         ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
         ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),
     ];
@@ -251,11 +316,14 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         let path = work.path().join(format!("{name}.tar"));
         std::fs::write(&path, &bytes).unwrap();
         let (verdict, failed, seconds) = rust_verdict(&path, trusted);
-        if !name.starts_with("valid") {
-            assert_ne!(verdict, "valid", "{name}: the tampering did not take; the test is wrong");
-        } else {
-            assert_eq!(verdict, "valid", "{name}");
-        }
+        let expected = match name {
+            n if n.starts_with("valid") => "valid",
+            n if n.starts_with("unpinned") => "unknown-signer",
+            "pin-mistyped" => "pin-malformed",
+            "not-a-tar" | "cut-short" | "too-many-small-files" => "error",
+            _ => "invalid",
+        };
+        assert_eq!(verdict, expected, "{name}: the Rust verifier; failed {failed:?}");
         cases.push(Case {
             name: name.to_owned(),
             path,
@@ -333,7 +401,17 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         assert!(problems.is_empty(), "{}: console errors (CSP?): {problems:?}", case.name);
         assert_eq!(seen["focused"], "verdict", "{}: the verdict should take focus", case.name);
         let heading = seen["heading"].as_str().unwrap_or_default();
-        assert_eq!(heading, if verdict == "valid" { "VALID" } else { "NOT VALID" }, "{}", case.name);
+        let expected = match verdict {
+            "valid" => "VALID",
+            "unknown-signer" => "NOT VERIFIED: unknown signer",
+            "pin-malformed" => "NOT CHECKED: the key you entered is malformed",
+            _ => "NOT VALID",
+        };
+        assert_eq!(heading, expected, "{}", case.name);
+        if let Some((_, words)) = named.iter().find(|(name, _)| *name == case.name) {
+            let report = seen["report"].as_str().unwrap_or_default();
+            assert!(report.contains(words.as_str()), "{}: the browser does not say {words:?}:\n{report}", case.name);
+        }
     }
     eprintln!("{table}");
     assert!(disagreements.is_empty(), "the verifiers disagree:\n{}\n{table}", disagreements.join("\n"));
@@ -345,7 +423,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
     }
-    for name in ["valid-plain", "payload-byte-flipped"] {
+    for name in ["valid-plain", "payload-byte-flipped", "unpinned-plain", "case-artefact-withheld"] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }
 }

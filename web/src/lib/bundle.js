@@ -21,7 +21,10 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 
 const MAX_SMALL_FILE = 1 << 20;
-const MAX_FILES = 100_000;
+// What one check may hold, as custodia_bundle::verify: files seen (nested bundles' included), and bytes of small
+// files kept at once (the case bag's and the one artefact bundle's being read).
+export const MAX_FILES = 250_000;
+export const MAX_KEPT_BYTES = 64 << 20;
 const CHUNK = 4 << 20;
 const MAX_RECORD_LEN = 65_535;
 const MAX_NOTE_SIZE = 1_000_000;
@@ -35,6 +38,8 @@ const VKEY = 'data/keys/gateway.vkey';
 const REPORT = 'data/REPORT.txt';
 const CUSTODY_DIR = 'data/custody/';
 const BUNDLES_DIR = 'data/bundles/';
+const CASE_LISTING = 'data/case-listing.json';
+const PUBLIC_KEY_PEM = 'data/keys/gateway.pub.pem';
 const MANIFEST_TYPE = 'custodia.manifest/v1';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
@@ -47,6 +52,7 @@ export const PARTS = Object.freeze({
   inclusion_proof: 'inclusion proof',
   custody_history: 'custody history',
   openings: 'record openings',
+  case_contents: 'case contents',
 });
 const PART_ORDER = Object.keys(PARTS);
 
@@ -58,6 +64,44 @@ export class BundleError extends Error {
   }
 }
 const malformed = (what) => new BundleError(`the bundle is malformed: ${what}`);
+const tooLarge = (what) => new BundleError(`the bundle is too large to check: ${what}`);
+
+/** A key the user pinned that is not a C2SP verifier key at all: nothing was checked. */
+export class PinError extends Error {
+  constructor(pin) {
+    super(
+      `the key you entered is malformed (${JSON.stringify(pin.length > 80 ? `${pin.slice(0, 80)}…` : pin)}): a gateway ` +
+        'key reads name+keyid+base64, as the gateway\'s /key page shows it, and its key ID must match the rest. ' +
+        'Copy it again from your trusted source.',
+    );
+    this.name = 'PinError';
+  }
+}
+
+/** Counts what a read holds, and refuses more than the limits. */
+class Budget {
+  constructor() {
+    this.files = 0;
+    this.kept = 0;
+  }
+
+  takeFile() {
+    if (this.files >= MAX_FILES) {
+      throw tooLarge(`it holds more than ${MAX_FILES} files, which no court bundle does; it was not checked further`);
+    }
+    this.files += 1;
+  }
+
+  keep(bytes) {
+    if (this.kept + bytes > MAX_KEPT_BYTES) {
+      throw tooLarge(
+        `its files other than the evidence come to more than ${MAX_KEPT_BYTES / 1048576} MiB, which no court ` +
+          "bundle's do; it was not checked further",
+      );
+    }
+    this.kept += bytes;
+  }
+}
 
 // Bytes, text and encodings.
 
@@ -300,7 +344,7 @@ function parsePax(data) {
  * Reads every regular file of the bag below its single top-level directory: its SHA-256 and size, and its bytes
  * unless it is the payload. Artefact bundles inside a case bundle (one level deep) are verified as they pass.
  */
-async function readBundle(source, trusted, nestedAllowed) {
+async function readBundle(source, trusted, nestedAllowed, budget) {
   const files = new Map();
   const nested = [];
   let top = null;
@@ -324,21 +368,26 @@ async function readBundle(source, trusted, nestedAllowed) {
     }
     if (top !== null && top !== dir) throw malformed(`${path} is outside the bag directory ${top}`);
     top = dir;
-    if (files.size >= MAX_FILES) throw malformed('too many files');
+    budget.takeFile();
     const entry = new EntrySource(source, size, relative);
     if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
       let verification;
+      // The nested bundle's files are let go once it is verified, or found unreadable.
+      const keptBefore = budget.kept;
       try {
-        verification = verifyBag(await readBundle(entry, trusted, false), trusted);
+        verification = verifyBag(await readBundle(entry, trusted, false, budget), trusted);
       } catch (err) {
-        if (!(err instanceof BundleError)) throw err;
+        if (!(err instanceof BundleError) || err.message.startsWith('the bundle is too large')) throw err;
         verification = new Verification();
         verification.fail('bag', err.message);
+      } finally {
+        budget.kept = keptBefore;
       }
       // A tar reader stops at the end-of-archive marker; the rest still counts toward the digest.
       await entry.drain();
       await skip(source, header.padding, relative);
       nested.push([relative, verification]);
+      if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
       files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: null });
       continue;
     }
@@ -346,6 +395,7 @@ async function readBundle(source, trusted, nestedAllowed) {
     if (!isPayload && size > MAX_SMALL_FILE) {
       throw malformed(`${relative} is ${size} bytes; only the payload may be large`);
     }
+    if (!isPayload) budget.keep(size);
     const kept = isPayload ? null : new Uint8Array(size);
     for (;;) {
       const chunk = await entry.chunk(CHUNK);
@@ -369,10 +419,19 @@ export class Verification {
     this.sha256 = null;
     this.records = 0;
     this.kind = 'artefact';
+    // How many of the failed checks are only "signed by a key nobody pinned".
+    this.unconfirmed = 0;
+  }
+
+  /** 'valid'; 'unknown-signer' when every check passed but the signing key was not pinned; or 'invalid'. */
+  get verdict() {
+    const failed = this.checks.filter((check) => !check.passed).length;
+    if (this.checks.length === 0 || failed > this.unconfirmed) return 'invalid';
+    return failed > 0 ? 'unknown-signer' : 'valid';
   }
 
   get valid() {
-    return this.checks.length > 0 && this.checks.every((check) => check.passed);
+    return this.verdict === 'valid';
   }
 
   /** The parts that failed, each once, in a stable order. */
@@ -395,13 +454,17 @@ export class Verification {
     return ok;
   }
 
-  /** The same text as the Rust verifier's report, one check per line, then VALID or INVALID. */
+  /** The same text as the Rust verifier's report, one check per line, then the verdict. */
   toString() {
     const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${c.detail}`);
+    const verdict = this.verdict;
     lines.push(
-      this.valid
-        ? 'VALID: the artefact and its custody history are exactly what the gateway recorded'
-        : `INVALID: ${this.failedParts.map((p) => PARTS[p]).join(', ')} failed`,
+      verdict === 'valid'
+        ? 'VALID: the evidence and its custody history are exactly what the gateway recorded'
+        : verdict === 'unknown-signer'
+          ? 'NOT VERIFIED: unknown signer. The bundle is consistent, but signed by a key you have not confirmed; ' +
+            "check again with the gateway's key from a source you trust"
+          : `NOT VALID: ${this.failedParts.map((p) => PARTS[p]).join(', ')} failed`,
     );
     return `${lines.join('\n')}\n`;
   }
@@ -409,8 +472,8 @@ export class Verification {
 
 /**
  * Checks a bundle, offline. `trusted` are C2SP verifier keys the user pins (strings); with none, the bundle is
- * checked against its own key and the report says that the key was not pinned. Throws a BundleError when the
- * file cannot be read as a bundle at all.
+ * checked against its own key and the verdict is at best 'unknown-signer'. Throws a PinError when a pin is not
+ * a verifier key (before reading anything), and a BundleError when the file cannot be read as a bundle at all.
  *
  * @param {Blob} blob  the bundle file
  * @param {{trusted?: string[], onProgress?: (done: number, total: number) => void}} [options]
@@ -418,34 +481,160 @@ export class Verification {
  */
 export async function verifyBundle(blob, options = {}) {
   const trusted = (options.trusted || []).map((t) => t.trim()).filter(Boolean);
+  for (const pin of trusted) if (!parseVerifierKey(pin)) throw new PinError(pin);
   const source = new BlobSource(blob, options.onProgress);
-  const bag = await readBundle(source, trusted, true);
+  const bag = await readBundle(source, trusted, true, new Budget());
   return verifyBag(bag, trusted);
 }
 
 function verifyBag(bag, trusted) {
-  const hasBundles = [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR));
-  if (bag.nested.length === 0 && !hasBundles) return verifyArtefactBag(bag.files, trusted);
-  return verifyCaseBag(bag);
+  const isCase =
+    bag.nested.length > 0 || [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR) || path === CASE_LISTING);
+  return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted);
 }
 
-function verifyCaseBag(bag) {
+/** The files a case bag holds besides its artefact bundles and custody record. */
+const CASE_FILES = new Set([CASE_LISTING, CHECKPOINT, VKEY, PUBLIC_KEY_PEM, REPORT]);
+
+function verifyCaseBag(bag, trusted) {
   const report = new Verification();
   report.kind = 'case';
   checkBag(bag.files, report);
   for (const path of sortedKeys(bag.files)) {
-    if (path.startsWith('data/') && !path.startsWith(BUNDLES_DIR) && path !== REPORT) {
+    if (path.startsWith('data/') && !path.startsWith(BUNDLES_DIR) && !path.startsWith(CUSTODY_DIR) && !CASE_FILES.has(path)) {
       report.fail('bag', `${path} does not belong in a case bundle`);
     }
   }
-  if (bag.nested.length === 0) report.fail('bag', 'the case bundle holds no artefact bundles');
+  let records = [];
+  const key = bundleKey(bag.files, trusted, report);
+  if (key) {
+    const checkpointBytes = text(bag.files, CHECKPOINT) ?? EMPTY;
+    const checkpointOk = checkCheckpoint(checkpointBytes, key, report);
+    records = checkRecords(bag.files, checkpointBytes, key, checkpointOk, report);
+  }
+  report.records = records.length;
+  checkCaseContents(bag, records, report);
   for (const [path, nested] of bag.nested) {
     const name = path.startsWith(BUNDLES_DIR) ? path.slice(BUNDLES_DIR.length) : path;
     report.records += nested.records;
+    report.unconfirmed += nested.unconfirmed;
     for (const check of nested.checks) report.checks.push({ ...check, detail: `${name}: ${check.detail}` });
   }
-  report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, valid: nested.valid }));
+  report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, verdict: nested.verdict }));
   return report;
+}
+
+/** The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported. */
+function checkCaseContents(bag, records, report) {
+  const before = report.checks.filter((c) => !c.passed).length;
+  if (records.length !== 1) {
+    report.fail(
+      'case_contents',
+      `a case bundle holds exactly one custody record, its case export record; this one holds ${records.length}`,
+    );
+    return;
+  }
+  const only = records[0];
+  const event = only.record && only.record.event;
+  if (!event || event.type !== 'case_exported') {
+    report.fail('case_contents', `record ${only.index} is not a case export record`);
+    return;
+  }
+  const listingBytes = text(bag.files, CASE_LISTING);
+  if (listingBytes === null) {
+    report.fail('case_contents', `${CASE_LISTING} is missing`);
+    return;
+  }
+  if (hex(sha256(listingBytes)) !== event.listing_sha256) {
+    report.fail('case_contents', `${CASE_LISTING} is not the listing that case export record ${only.index} commits to`);
+    return;
+  }
+  const listing = parseCanonical(listingBytes);
+  if (listing === null || !fits(listing, CASE_LISTING_SHAPE)) {
+    report.fail('case_contents', `${CASE_LISTING}: not a valid case listing`);
+    return;
+  }
+  if (listing.bundles.length !== event.artefacts) {
+    report.fail('case_contents', `the listing names ${listing.bundles.length} bundles, the case export record ${event.artefacts}`);
+  }
+  const listed = new Map();
+  for (const bundle of listing.bundles) {
+    const path = `${BUNDLES_DIR}${bundle.artefact}.tar`;
+    if (listed.has(path)) report.fail('case_contents', `the listing names artefact ${bundle.artefact} twice`);
+    listed.set(path, bundle);
+  }
+  for (const path of [...listed.keys()].sort(compareBytes)) {
+    const bundle = listed.get(path);
+    const seen = bag.files.get(path);
+    if (!seen) {
+      report.fail(
+        'case_contents',
+        `artefact ${bundle.artefact} is missing: the case export record lists ${path}, and the bundle does not hold it`,
+      );
+    } else if (seen.sha256 !== bundle.sha256 || seen.size !== bundle.size) {
+      report.fail(
+        'case_contents',
+        `artefact ${bundle.artefact}: ${path} is not the bundle this export made (SHA-256 ${seen.sha256}, ${seen.size} ` +
+          `bytes; the case export record lists ${bundle.sha256}, ${bundle.size} bytes): it was swapped or altered`,
+      );
+    }
+  }
+  for (const [path, nested] of bag.nested) {
+    if (!listed.has(path)) {
+      report.fail('case_contents', `${path} is not in the case export record: it was added`);
+      continue;
+    }
+    const name = path.slice(BUNDLES_DIR.length).replace(/\.tar$/, '');
+    if (nested.artefact && nested.artefact !== name) {
+      report.fail('case_contents', `${path} holds the bundle of artefact ${nested.artefact}`);
+    }
+  }
+  if (report.checks.filter((c) => !c.passed).length === before) {
+    report.pass(
+      'case_contents',
+      `case export record ${only.index} lists ${listing.bundles.length} artefact bundles of case ${listing.case}; ` +
+        'each is here, as exported, and nothing else',
+    );
+  }
+}
+
+/** The bundle's own key, checked against the keys the user pins; null if the bundle carries no usable key. */
+function bundleKey(files, trusted, report) {
+  const vkeyText = text(files, VKEY);
+  const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
+  const key = vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
+  if (!key) {
+    report.fail('trusted_key', `${VKEY} is missing or not a C2SP verifier key`);
+    return null;
+  }
+  if (trusted.length === 0) {
+    report.fail(
+      'trusted_key',
+      `not verified: unknown signer: signed by ${key.vkey}, a key you have not confirmed (none was pinned)`,
+    );
+    report.unconfirmed += 1;
+  } else {
+    report.check(
+      'trusted_key',
+      trusted.includes(key.vkey),
+      `signed by trusted key ${key.vkey}`,
+      `signed by ${key.vkey}, which is not among the trusted keys`,
+    );
+  }
+  return key;
+}
+
+/** The checkpoint every proof is against: signed by the key. Whether it is. */
+function checkCheckpoint(checkpointBytes, key, report) {
+  const opened = openCheckpoint(checkpointBytes, key);
+  if (opened.checkpoint) {
+    const cp = opened.checkpoint;
+    report.pass('checkpoint', `log ${cp.origin} at size ${cp.size} is signed by the gateway`);
+    report.log = { origin: cp.origin, size: cp.size.toString() };
+    return true;
+  }
+  report.fail('checkpoint', `${CHECKPOINT}: ${opened.error}`);
+  return false;
 }
 
 function sortedKeys(map) {
@@ -479,23 +668,8 @@ function verifyArtefactBag(files, trusted) {
   report.sha256 = payload.sha256;
 
   // The key: the bundle's own, which must be one the user trusts.
-  const vkeyText = text(files, VKEY);
-  const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
-  const key = vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
-  if (!key) {
-    report.fail('trusted_key', `${VKEY} is missing or not a C2SP verifier key`);
-    return report;
-  }
-  if (trusted.length === 0) {
-    report.pass('trusted_key', `signed by ${key.vkey}; NOT PINNED: give a trusted key to require a known key`);
-  } else {
-    report.check(
-      'trusted_key',
-      trusted.includes(key.vkey),
-      `signed by trusted key ${key.vkey}`,
-      `signed by ${key.vkey}, which is not among the trusted keys`,
-    );
-  }
+  const key = bundleKey(files, trusted, report);
+  if (!key) return report;
 
   // The manifest: signed by the key, and naming exactly the payload's bytes.
   const manifestBytes = text(files, MANIFEST) ?? EMPTY;
@@ -533,16 +707,9 @@ function verifyArtefactBag(files, trusted) {
 
   // The checkpoint every proof is against.
   const checkpointBytes = text(files, CHECKPOINT) ?? EMPTY;
-  const opened = openCheckpoint(checkpointBytes, key);
-  if (opened.checkpoint) {
-    const cp = opened.checkpoint;
-    report.pass('checkpoint', `log ${cp.origin} at size ${cp.size} is signed by the gateway`);
-    report.log = { origin: cp.origin, size: cp.size.toString() };
-  } else {
-    report.fail('checkpoint', `${CHECKPOINT}: ${opened.error}`);
-  }
+  const checkpointOk = checkCheckpoint(checkpointBytes, key, report);
 
-  const records = checkRecords(files, checkpointBytes, key, Boolean(opened.checkpoint), report);
+  const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest, report);
@@ -915,7 +1082,7 @@ function checkHistory(records, manifest, manifestBytes, signature, report) {
 }
 
 function eventArtefact(event) {
-  return event.type === 'hearing_event' || event.type === 'membership_changed' ? undefined : event.artefact;
+  return event.type === 'hearing_event' || event.type === 'membership_changed' || event.type === 'case_exported' ? undefined : event.artefact;
 }
 
 // Commitments and their openings.
@@ -1099,6 +1266,7 @@ const EVENT_SHAPES = {
   outcome_reported: { artefact: isIdentifier, outcome: isSha256 },
   access_refused: { 'artefact?': isIdentifier, action: (v) => ACTIONS.includes(v), code: (v) => REFUSAL_CODES.includes(v) },
   membership_changed: { member: isIdentifier, change: (v) => ['added', 'role_changed', 'removed'].includes(v), 'role?': isSha256 },
+  case_exported: { listing_sha256: isSha256, artefacts: isU64 },
 };
 
 const ACTIONS = [
@@ -1125,6 +1293,14 @@ const RECORD_SHAPE = {
   event: isEvent,
   'prior?': isU64,
   'repeated?': (v) => fits(v, { count: isU64, since: isTimestamp }),
+};
+
+const LISTED_BUNDLE_SHAPE = { artefact: isIdentifier, sha256: isSha256, size: isU64 };
+const CASE_LISTING_SHAPE = {
+  v: (v) => v === 1,
+  case: isIdentifier,
+  salt: (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v),
+  bundles: (v) => Array.isArray(v) && v.every((b) => fits(b, LISTED_BUNDLE_SHAPE)),
 };
 
 function parseManifest(bytes) {

@@ -377,3 +377,35 @@ pub fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
         })
         .collect()
 }
+
+/// A bundle rebuilt the way a forger would: unpacked, `edit` applied to the bag's directory, the BagIt manifests
+/// made afresh with the Library of Congress `bagit` tool, and packed again with GNU tar.
+pub fn rebagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("bag");
+    tar::Archive::new(bundle).unpack(&unpacked).unwrap();
+    let top = std::fs::read_dir(&unpacked).unwrap().next().unwrap().unwrap().path();
+    edit(&top);
+    let script = "import sys, bagit; bagit.Bag(sys.argv[1]).save(manifests=True)";
+    let run = Command::new("python3").args(["-c", script]).arg(&top).output().unwrap();
+    assert!(
+        run.status.success(),
+        "bagit could not rebuild the bag (run scripts/setup-system.sh test): {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let out = dir.path().join("forged.tar");
+    let run = Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(&unpacked).arg(top.file_name().unwrap()).output();
+    let run = run.unwrap();
+    assert!(run.status.success(), "tar: {}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read(out).unwrap()
+}
+
+/// Drops every line of a bag's data/REPORT.txt that mentions `what`, as a forger tidying up would.
+pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
+    let report = bag.join("data/REPORT.txt");
+    let text = std::fs::read_to_string(&report).unwrap();
+    let kept: String = text.lines().filter(|line| !line.contains(what)).map(|line| format!("{line}\n")).collect();
+    assert_ne!(kept, text, "REPORT.txt does not mention {what}");
+    std::fs::write(report, kept).unwrap();
+}

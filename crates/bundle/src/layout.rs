@@ -96,8 +96,8 @@ pub fn public_key_pem(key: &ed25519_dalek::VerifyingKey) -> String {
 pub const CASE_LISTING_VERSION: u32 = 1;
 
 /// What a case export holds: every artefact bundle with the SHA-256 and size of its bytes, as written into the
-/// case bundle. It is RFC 8785 canonical JSON at [`CASE_LISTING`]; the case export custody record carries its
-/// SHA-256 and the number of bundles, so it is fixed in the public log without being published. The salt (32
+/// case bundle. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody record carries
+/// its SHA-256 and the number of bundles, so it is fixed in the public log without being published. The salt (32
 /// random bytes, hex) makes that digest reveal nothing, even to someone who could guess every other field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -71,10 +71,12 @@ fn a_hearing_from_invitation_to_verified_bundle_in_real_browsers() {
     eprintln!("{stdout}");
 
     // What Chromium sent is in the bundle as recorded, without transcoding: ffprobe reads VP8 and Opus, and the
-    // bundle verifies offline with the CLI too.
+    // bundle verifies offline with the CLI too, under the gateway's key.
     let bundle = stdout.lines().find_map(|line| line.strip_prefix("bundle saved as ")).expect("the bundle's path");
+    let skey = std::fs::read_to_string(data.path().join("keys/gateway.key")).unwrap();
+    let key = custodia_ledger::LogSigner::from_skey(&skey).unwrap().verifier().to_string();
     let verified = run(
-        Command::new(env!("CARGO_BIN_EXE_custodia")).args(["verify", bundle]).env("CUSTODIA_DATA_DIR", data.path()),
+        Command::new(env!("CARGO_BIN_EXE_custodia")).args(["verify", bundle, "--trusted-key", &key]),
         Duration::from_secs(60),
     );
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));

@@ -7,8 +7,8 @@
 //! artefact withheld, swapped or added; small files past the verifiers' memory limit), a bundle checked with no
 //! key pinned ("not verified: unknown signer", never VALID) and with a mistyped key (malformed, not "another
 //! key"). Both must reach the same verdict and blame the same parts. The page is the one embedded in the binary,
-//! served over HTTP and driven in headless Chromium
-//! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
+//! served over HTTP and driven in headless Chromium (web/tests/verify.mjs, playwright-core); it must not send
+//! anything while it checks.
 //!
 //! Needs node, npm, ffmpeg and chromium (`scripts/setup-system.sh test`); it fails, never skips, without them.
 //! Screenshots of a valid and an invalid verdict are written to target/web-screenshots/.

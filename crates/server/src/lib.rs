@@ -17,6 +17,7 @@ pub mod keys;
 pub mod log_routes;
 pub mod openapi;
 pub mod problem;
+pub mod quarantine;
 pub mod startup;
 pub mod tls;
 pub mod turn;

@@ -532,12 +532,31 @@ impl Catalog {
         Ok(row.map(|row| row.try_get("openings")).transpose()?)
     }
 
-    /// The next ledger index not yet in the custody index (every index below it is there).
+    /// The first ledger index missing from the custody index: every index below it is there. Indexes above it may
+    /// be there too (appends index concurrently, and a failed index write leaves a gap), so this is the start of the
+    /// first gap, never one past the highest index.
     pub async fn custody_indexed_up_to(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(ledger_index) + 1, 0) AS n FROM custody_index")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM custody_index WHERE ledger_index = 0) THEN 0 \
+             ELSE (SELECT MIN(c.ledger_index) + 1 FROM custody_index c WHERE NOT EXISTS \
+             (SELECT 1 FROM custody_index d WHERE d.ledger_index = c.ledger_index + 1)) END AS n",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
+    }
+
+    /// The ledger indexes in `from..to` that the custody index holds, in order.
+    pub async fn custody_indexed_between(&self, from: i64, to: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT ledger_index FROM custody_index WHERE ledger_index >= $1 AND ledger_index < $2 \
+             ORDER BY ledger_index",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("ledger_index")?)).collect()
     }
 
     /// The ledger index of the latest record about an artefact.

@@ -53,6 +53,14 @@ async fn exercise(catalog: &Catalog) {
     catalog.index_custody(7, "case-1", Some("art-1"), b"r7").await.unwrap();
     catalog.index_custody(9, "case-1", Some("art-1"), b"r9").await.unwrap();
     assert_eq!(catalog.artefact_timeline("art-1").await.unwrap(), vec![(7, b"r7".to_vec()), (9, b"r9".to_vec())]);
+    // The watermark stops at the first gap, however far past it other indexes are.
+    assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 0);
+    for index in 0..7 {
+        catalog.index_custody(index, "case-1", None, b"case record").await.unwrap();
+    }
+    assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 8);
+    assert_eq!(catalog.custody_indexed_between(5, 10).await.unwrap(), vec![5, 6, 7, 9]);
+    catalog.index_custody(8, "case-1", None, b"case record").await.unwrap();
     assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 10);
 
     let request = WidenRequestRow {

@@ -127,10 +127,12 @@ pub enum Action {
     FileOutcome,
     /// Read the outcomes filed.
     ViewOutcomes,
+    /// Replace a use policy for the court, say one attached in error; on the record like any policy change.
+    CorrectPolicy,
 }
 
 impl Action {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::ViewCase,
         Self::ListArtefacts,
         Self::UploadArtefact,
@@ -144,6 +146,7 @@ impl Action {
         Self::DecideWiderUse,
         Self::FileOutcome,
         Self::ViewOutcomes,
+        Self::CorrectPolicy,
     ];
 
     /// The spelling used in JSON and in refusal records.
@@ -162,6 +165,7 @@ impl Action {
             Self::DecideWiderUse => "decide_wider_use",
             Self::FileOutcome => "file_outcome",
             Self::ViewOutcomes => "view_outcomes",
+            Self::CorrectPolicy => "correct_policy",
         }
     }
 }
@@ -189,7 +193,8 @@ named!(Action, "case action");
 ///   evidence itself.
 ///
 /// `SetPolicy` and `DecideWiderUse` say only who may carry them out; the caller must also check that the actor
-/// speaks for the providing authority named in the policy.
+/// speaks for the providing authority named in the policy. `CorrectPolicy` is the court's (judge or clerk): it
+/// replaces a policy that should not stand, such as one attached in error that locks the artefact for everyone.
 pub const fn permits(role: Role, action: Action) -> bool {
     use Action::*;
     // Every role lists what it may do, so an action added later is refused until someone decides otherwise.
@@ -208,10 +213,18 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | DecideWiderUse
                 | FileOutcome
                 | ViewOutcomes
+                | CorrectPolicy
         ),
         Role::Judge => matches!(
             action,
-            ViewCase | ListArtefacts | ViewArtefact | DownloadArtefact | ExportArtefact | ViewTimeline | ViewOutcomes
+            ViewCase
+                | ListArtefacts
+                | ViewArtefact
+                | DownloadArtefact
+                | ExportArtefact
+                | ViewTimeline
+                | ViewOutcomes
+                | CorrectPolicy
         ),
         Role::Prosecutor => matches!(
             action,
@@ -253,15 +266,15 @@ mod tests {
 
     /// The whole table, written out: a change to the rules must change this too. Columns follow [`Action::ALL`].
     const EXPECTED: [(Role, &str); 8] = [
-        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO
-        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y"),
-        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y"),
-        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y"),
-        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y"),
-        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  ."),
-        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
-        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  ."),
+        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP
+        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y"),
+        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y"),
+        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  ."),
+        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  ."),
+        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  ."),
     ];
 
     #[test]
@@ -308,6 +321,7 @@ mod tests {
             Action::DecideWiderUse => 10,
             Action::FileOutcome => 11,
             Action::ViewOutcomes => 12,
+            Action::CorrectPolicy => 13,
         };
         assert!(Role::ALL.into_iter().enumerate().all(|(i, role)| role_index(role) == i));
         assert!(Action::ALL.into_iter().enumerate().all(|(i, action)| action_index(action) == i));

@@ -81,10 +81,13 @@ pub enum HearingEventKind {
     HearingEnded,
     /// Someone attempted a step the rules refused (the detail names the action and the rule).
     StepRefused,
+    /// A recording segment or the minutes could not enter custody and were kept aside (the detail is their
+    /// SHA-256). Reported by the gateway, not decided by the rules.
+    OutputQuarantined,
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 24] = [
+    pub const ALL: [Self; 25] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -109,6 +112,7 @@ impl HearingEventKind {
         Self::InterpreterSworn,
         Self::HearingEnded,
         Self::StepRefused,
+        Self::OutputQuarantined,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -137,6 +141,7 @@ impl HearingEventKind {
             Self::InterpreterSworn => "interpreter_sworn",
             Self::HearingEnded => "hearing_ended",
             Self::StepRefused => "step_refused",
+            Self::OutputQuarantined => "output_quarantined",
         }
     }
 

@@ -305,7 +305,6 @@ struct Run {
     streamed: Option<Duration>,
     gateway_cpu: f64,
     curl_cpu: f64,
-    newly_stored: bool,
 }
 
 /// Every upload, and the gateway's memory around them.
@@ -338,12 +337,7 @@ fn run_uploads(server: &Server, dir: &Path, input: &Path, bytes: u64, runs: usiz
         let (run, peak) = upload(server, dir, input, &digest, bytes, &token)?;
         let streamed =
             run.streamed.map_or_else(String::new, |at| format!(", body written after {:.2} s", at.as_secs_f64()));
-        println!(
-            "upload {number}: {} in {:.2} s{streamed}; newly stored: {}",
-            mb_per_s(rate(bytes, run.wall)),
-            run.wall.as_secs_f64(),
-            run.newly_stored
-        );
+        println!("upload {number}: {} in {:.2} s{streamed}", mb_per_s(rate(bytes, run.wall)), run.wall.as_secs_f64(),);
         uploads.sampled_peak_rss = uploads.sampled_peak_rss.max(peak);
         uploads.runs.push(run);
     }
@@ -419,7 +413,6 @@ fn upload(
         streamed,
         gateway_cpu: after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks,
         curl_cpu: children_after.saturating_sub(children_before) as f64 / ticks,
-        newly_stored: response.get("newly_stored") == Some(&Value::Bool(true)),
     };
     Ok((run, peak))
 }

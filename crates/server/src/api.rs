@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/artefacts/{id}/timeline", get(timeline))
         .route("/api/v1/artefacts/{id}/exports", post(export))
         .route("/api/v1/artefacts/{id}/policy", put(set_policy))
+        .route("/api/v1/artefacts/{id}/policy/correction", put(correct_policy))
         .route("/api/v1/artefacts/{id}/widen-requests", post(request_widening).get(list_widen_requests))
         .route("/api/v1/widen-requests/{id}/decision", post(decide_widening))
         .route("/api/v1/artefacts/{id}/outcomes", post(report_outcome).get(list_outcomes))
@@ -800,6 +801,17 @@ async fn set_policy(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let index = state.gateway.set_policy(&caller, &id, policy).await?;
+    Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
+}
+
+async fn correct_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(policy): ApiJson<UsePolicy>,
+) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let index = state.gateway.correct_policy(&caller, &id, policy).await?;
     Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
 }
 

@@ -44,7 +44,7 @@ impl Scope {
             Action::UploadArtefact | Action::ExportArtefact | Action::RequestWiderUse | Action::FileOutcome => {
                 Self::Write
             }
-            Action::ManageMembers | Action::SetPolicy | Action::DecideWiderUse => Self::Manage,
+            Action::ManageMembers | Action::SetPolicy | Action::DecideWiderUse | Action::CorrectPolicy => Self::Manage,
         }
     }
 

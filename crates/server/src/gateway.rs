@@ -2,7 +2,8 @@
 //! order things are written so that a crash never leaves half-written evidence.
 //!
 //! Handlers in [`crate::api`] only translate HTTP to these calls. Every operation on a case starts by finding the
-//! caller's role in it ([`Gateway::authorize`]); every refusal on an existing case is itself a custody record.
+//! caller's role in it ([`Gateway::authorize`]); a member's refusal is itself a custody record, a non-member's
+//! probe goes to the operator's log only.
 
 use std::sync::Arc;
 
@@ -97,8 +98,7 @@ pub struct Registered {
     pub sha256: Sha256,
     pub size: u64,
     pub ledger_index: u64,
-    /// False when the same bytes were already held: one object, a new custody record.
-    pub newly_stored: bool,
+    // Whether the bytes were already held is not said: it would tell a member of one case what another case holds.
 }
 
 /// One custody record with the proof that it is in the log.
@@ -129,6 +129,19 @@ pub struct Gateway {
     /// The salts of cases' opaque references, as kept in the catalog.
     case_salts: Arc<std::sync::Mutex<std::collections::HashMap<CaseId, Salt>>>,
     pub(crate) refusals: crate::refusals::Refusals,
+    /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
+    /// records). Each is written before anything else is appended about its artefact, so a chain never skips one.
+    unindexed: Arc<std::sync::Mutex<std::collections::HashMap<Option<ArtefactId>, Vec<Unindexed>>>>,
+}
+
+/// A record that reached the ledger but not yet the custody index.
+#[derive(Debug, Clone)]
+struct Unindexed {
+    index: u64,
+    record: CustodyRecord,
+    /// The case the record is about (the record itself names it only by its opaque reference).
+    case: String,
+    entry: Vec<u8>,
 }
 
 /// A custody record ready for the ledger, with the openings of its commitments for the catalog.
@@ -208,6 +221,7 @@ impl Gateway {
             artefact_turns: Turns::default(),
             case_salts: Arc::default(),
             refusals: crate::refusals::Refusals::default(),
+            unindexed: Arc::default(),
         }
     }
 
@@ -222,20 +236,54 @@ impl Gateway {
 
     /// Appends a custody record to the ledger (durably), then indexes it. A record about an artefact is chained
     /// to the artefact's previous record (`prior`); appends about one artefact take turns so the chain never
-    /// forks. The ledger is the truth: if indexing fails, [`Gateway::reindex`] at the next start catches up.
+    /// forks. The ledger is the truth: a record whose index write failed is indexed before anything else is
+    /// appended about its artefact, and until that succeeds such appends fail, so `prior`, read from the index,
+    /// never skips a record that reached the ledger. After a crash, [`Gateway::reindex`] fills every gap.
     ///
     /// The openings of the record's commitments are kept in the catalog, under the entry's SHA-256, before the
     /// entry is appended: no commitment is ever published without its opening kept.
     pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
         let Some(artefact) = sealed.record.event.artefact() else {
+            // Case-level records are not chained: a late index of an earlier one changes no `prior`.
+            if let Err(err) = self.index_unindexed(None).await {
+                tracing::warn!(error = %err, "case-level custody records still wait for their index");
+            }
             return self.append_and_index(&sealed.record, &sealed.openings).await;
         };
         let turn = self.artefact_turns.turn(artefact.as_str());
         let _turn = turn.lock().await;
+        self.index_unindexed(Some(artefact)).await?;
         let prior = self.catalog.last_custody_index(artefact.as_str()).await?.map(|index| index as u64);
         self.append_and_index(&CustodyRecord { prior, ..sealed.record.clone() }, &sealed.openings).await
     }
 
+    /// Makes the custody index hold every record about `artefact` that reached the ledger, or fails.
+    async fn settle(&self, artefact: &ArtefactId) -> Result<()> {
+        let turn = self.artefact_turns.turn(artefact.as_str());
+        let _turn = turn.lock().await;
+        self.index_unindexed(Some(artefact)).await
+    }
+
+    /// Indexes the records about `artefact` (or the case-level ones) that reached the ledger while the catalog
+    /// failed, in ledger order. Called under the artefact's turn.
+    async fn index_unindexed(&self, artefact: Option<&ArtefactId>) -> Result<()> {
+        let key = artefact.cloned();
+        let pending = self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        let mut pending = pending.unwrap_or_default().into_iter();
+        while let Some(unindexed) = pending.next() {
+            if let Err(err) = self.index_entry(unindexed.index, &unindexed.record, &unindexed.case, &unindexed.entry).await {
+                let mut left = vec![unindexed];
+                left.extend(pending);
+                self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, left);
+                return Err(GatewayError::Internal(format!(
+                    "an earlier custody record about this is in the ledger but not yet indexed: {err}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Called under the turn of the record's artefact.
     async fn append_and_index(&self, record: &CustodyRecord, openings: &Openings) -> Result<u64> {
         let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
         record.check_openings(openings).map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -245,9 +293,34 @@ impl Gateway {
         self.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings_text).await?;
         let index = self.log.append(entry.clone()).await?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
-        self.catalog.index_custody(index as i64, case, artefact, &entry).await?;
+        if let Err(err) = self.catalog.index_custody(index as i64, case, artefact, &entry).await {
+            tracing::error!(index, error = %err, "a custody record is in the ledger but could not be indexed");
+            let unindexed = Unindexed { index, record: record.clone(), case: case.to_owned(), entry };
+            self.unindexed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(record.event.artefact().cloned())
+                .or_default()
+                .push(unindexed);
+            return Err(err.into());
+        }
         Ok(index)
     }
+
+    /// Indexes one ledger record, first restoring the catalog row of an artefact whose registration it is, if the
+    /// catalog lacks it.
+    async fn index_entry(&self, index: u64, record: &CustodyRecord, case: &str, entry: &[u8]) -> Result<()> {
+        if let CustodyEvent::ArtefactRegistered { artefact, .. } = &record.event
+            && self.catalog.artefact(artefact.as_str()).await?.is_none()
+        {
+            self.restore_artefact_row(record, index).await?;
+        }
+        let artefact = record.event.artefact().map(ArtefactId::as_str);
+        self.catalog.index_custody(index as i64, case, artefact, entry).await?;
+        Ok(())
+    }
+
+
 
     /// The opening of a case's opaque reference: the case's own salt (made on first use, kept in the catalog)
     /// and its id.
@@ -316,29 +389,33 @@ impl Gateway {
             .map_err(|err| GatewayError::Internal(format!("stored openings: {err}")))
     }
 
-    /// Brings the catalog up to date with the ledger after a crash between the two writes: indexes every
-    /// record not yet indexed, and restores the catalog row of any artefact whose registration reached the
-    /// ledger but not the catalog, from its write-once signed manifest.
+    /// Brings the catalog up to date with the ledger after a crash between the two writes, or a failed index
+    /// write: indexes every ledger record not yet indexed, gaps below the highest indexed record included, and
+    /// restores the catalog row of any artefact whose registration reached the ledger but not the catalog, from its
+    /// write-once signed manifest. Returns how many records it indexed.
     pub async fn reindex(&self) -> Result<u64> {
         let size = self.log.checkpoint().checkpoint.size;
         let from = self.catalog.custody_indexed_up_to().await? as u64;
-        for index in from..size {
+        let indexed: std::collections::BTreeSet<u64> = self
+            .catalog
+            .custody_indexed_between(from as i64, size as i64)
+            .await?
+            .into_iter()
+            .map(|index| index as u64)
+            .collect();
+        let mut caught_up = 0;
+        for index in (from..size).filter(|index| !indexed.contains(index)) {
             let entry = self.log.storage().entry(index, size).await?;
             let record = CustodyRecord::from_entry(&entry)
                 .map_err(|err| GatewayError::Internal(format!("ledger entry {index}: {err}")))?;
-            if let CustodyEvent::ArtefactRegistered { artefact, .. } = &record.event
-                && self.catalog.artefact(artefact.as_str()).await?.is_none()
-            {
-                self.restore_artefact_row(&record, index).await?;
-            }
-            let artefact = record.event.artefact().map(ArtefactId::as_str);
             let case =
                 self.catalog.case_by_ref(&record.case.to_hex()).await?.ok_or_else(|| {
                     GatewayError::Internal(format!("ledger entry {index}: no case has its reference"))
                 })?;
-            self.catalog.index_custody(index as i64, &case, artefact, &entry).await?;
+            self.index_entry(index, &record, &case, &entry).await?;
+            caught_up += 1;
         }
-        Ok(size.saturating_sub(from))
+        Ok(caught_up)
     }
 
     async fn restore_artefact_row(&self, record: &CustodyRecord, index: u64) -> Result<()> {
@@ -571,6 +648,45 @@ impl Gateway {
         E: std::fmt::Display,
     {
         self.authorize(caller, case, Action::UploadArtefact).await?;
+        if request.policy.is_some() {
+            // Attaching a policy is setting one: the same role rule as setting one later.
+            self.authorize(caller, case, Action::SetPolicy).await?;
+        }
+        self.register(caller, case, request, body).await
+    }
+
+    /// Takes a hearing's output (a recording segment, the minutes) into custody in the name of the court account
+    /// bound to the hearing when it was scheduled. The scheduling was authorised to ingest then
+    /// ([`crate::hearings::Hearings::schedule`]); the output of a hearing under way does not depend on that
+    /// person's membership or token now.
+    pub async fn ingest_hearing_output<S, E>(
+        &self,
+        court: &Caller,
+        case: &CaseId,
+        request: UploadRequest,
+        body: S,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        if request.policy.is_some() {
+            return Err(GatewayError::Internal("a hearing's output carries no use policy".into()));
+        }
+        self.register(court, case, request, body).await
+    }
+
+    async fn register<S, E>(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        request: UploadRequest,
+        body: S,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(self.max_upload_bytes) };
         let stored = match self.artefacts.ingest(body, options).await {
             Ok(stored) => stored,
@@ -634,13 +750,7 @@ impl Gateway {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
-        Ok(Registered {
-            artefact,
-            sha256: stored.sha256,
-            size: stored.size,
-            ledger_index,
-            newly_stored: stored.newly_stored,
-        })
+        Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index })
     }
 
     async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
@@ -727,6 +837,7 @@ impl Gateway {
     /// Every custody record about an artefact, each with its offline proof.
     pub async fn timeline(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
         self.authorize_artefact(caller, id, Action::ViewTimeline).await?;
+        self.settle(id).await?;
         let mut entries = Vec::new();
         for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
             let proof = self.proof(index as u64).await?;
@@ -862,11 +973,32 @@ impl Gateway {
     pub async fn set_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::SetPolicy).await?;
         self.require_provider(caller, &row, Action::SetPolicy, "set the use policy").await?;
-        let (case, artefact) = ids(&row)?;
-        let index = self.record_policy(caller, &case, &artefact, &policy, "set by provider").await?;
-        let text = serde_json::to_string(&policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        self.catalog.set_policy(id.as_str(), &text).await?;
+        self.change_policy(caller, &row, &policy, "set by provider").await
+    }
+
+    /// The court (judge or clerk) replaces an artefact's use policy, say one attached in error that locks the
+    /// artefact for everyone. On the record like any other policy change.
+    pub async fn correct_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
+        let (row, _) = self.authorize_artefact(caller, id, Action::CorrectPolicy).await?;
+        self.change_policy(caller, &row, &policy, "corrected by the court").await
+    }
+
+    /// Records a new policy and applies it, in that order, while the artefact's policy turn is held: concurrent
+    /// changes reach the ledger and the catalog in the same order, so the catalog applies the last one recorded.
+    async fn change_policy(&self, caller: &Caller, row: &ArtefactRow, policy: &UsePolicy, change: &str) -> Result<u64> {
+        let (case, artefact) = ids(row)?;
+        let turn = self.policy_turn(&artefact);
+        let _turn = turn.lock().await;
+        let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
+        let text = serde_json::to_string(policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.catalog.set_policy(artefact.as_str(), &text).await?;
         Ok(index)
+    }
+
+    /// The turn taken by every check-then-append about an artefact's use policy and the requests to widen it: the
+    /// check is made again under it, so only one of several concurrent decisions reaches the ledger.
+    fn policy_turn(&self, artefact: &ArtefactId) -> Arc<tokio::sync::Mutex<()>> {
+        self.artefact_turns.turn(&format!("policy of {artefact}"))
     }
 
     pub async fn request_widening(
@@ -889,6 +1021,8 @@ impl Gateway {
             created_at: self.now().to_string(),
         };
         // There must be a policy to widen. The request itself is recorded, not a policy that is not in force.
+        let turn = self.policy_turn(&artefact);
+        let _turn = turn.lock().await;
         current_policy(
             &self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?,
         )?;
@@ -917,9 +1051,14 @@ impl Gateway {
                 other => other,
             })?;
         self.require_provider(caller, &row, Action::DecideWiderUse, "decide on wider use").await?;
+        // Check again under the turn: of concurrent decisions, only the first reaches the ledger.
+        let turn = self.policy_turn(&artefact);
+        let _turn = turn.lock().await;
+        let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
         if request.status != "pending" {
             return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
         }
+        let row = self.catalog.artefact(artefact.as_str()).await?.ok_or_else(not_found)?;
         let widen: WidenRequest =
             serde_json::from_str(&request.request).map_err(|err| GatewayError::Internal(err.to_string()))?;
         let policy = current_policy(&row)?;

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::{Caller, Channel};
-use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, new_id};
+use crate::gateway::{Gateway, GatewayError, Registered, new_id};
 use crate::turn::IceServers;
 
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
@@ -70,6 +70,8 @@ pub struct Hearings {
     engine: Arc<WebRtcEngine>,
     ice_servers: Arc<IceServers>,
     recordings_dir: PathBuf,
+    /// Where output that could not enter custody is kept ([`crate::quarantine`]).
+    quarantine_dir: PathBuf,
     live: Mutex<HashMap<HearingId, Arc<LiveHearing>>>,
     /// Digest of an invite's secret, or of a participant's credential, to its hearing.
     secrets: Mutex<HashMap<Sha256, HearingId>>,
@@ -86,9 +88,12 @@ impl std::fmt::Debug for Hearings {
 pub struct LiveHearing {
     id: HearingId,
     case: CaseId,
-    /// Who scheduled it: recordings and minutes enter custody in the court's name.
+    /// The court account that scheduled it, bound to the hearing then: recordings and minutes enter custody in its
+    /// name whatever its membership or tokens later ([`Gateway::ingest_hearing_output`]).
     court: Caller,
     gateway: Gateway,
+    /// Where this hearing's output that could not enter custody is kept.
+    quarantine_dir: PathBuf,
     room: Room,
     state: tokio::sync::Mutex<HearingState>,
 }
@@ -245,12 +250,14 @@ impl Hearings {
         engine: Arc<WebRtcEngine>,
         ice_servers: Arc<IceServers>,
         recordings_dir: PathBuf,
+        quarantine_dir: PathBuf,
     ) -> Self {
         Hearings {
             gateway,
             engine,
             ice_servers,
             recordings_dir,
+            quarantine_dir,
             live: Mutex::default(),
             secrets: Mutex::default(),
             connections: AtomicU64::new(0),
@@ -292,7 +299,14 @@ impl Hearings {
         request: ScheduleRequest,
     ) -> Result<Arc<LiveHearing>, GatewayError> {
         let by = self.member(caller, case).await?;
+        // Refused up front if its output could not enter custody: the scheduler's role and token must allow
+        // uploading, and the recordings must have somewhere to wait.
+        self.gateway.authorize(caller, case, Action::UploadArtefact).await?;
         let hearing = id(HearingId::new(new_id("h")))?;
+        let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|err| GatewayError::Internal(format!("the hearing's recordings have nowhere to wait: {err}")))?;
         let schedule = Schedule {
             hearing: hearing.clone(),
             case: case.clone(),
@@ -317,7 +331,8 @@ impl Hearings {
                 return Err(RoomError::from(refusal).into());
             }
         };
-        let live = self.hearing(caller.clone(), machine);
+        // The court's identity is the account, bound now; the token it used (and its scopes and expiry) is not.
+        let live = self.hearing(Caller { account: caller.account.clone(), channel: Channel::Session }, machine);
         {
             let mut state = live.state.lock().await;
             live.carry_out(&mut state, effects).await?;
@@ -336,6 +351,7 @@ impl Hearings {
         Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
+                quarantine_dir: crate::quarantine::hearing_dir(&self.quarantine_dir, &case, &id),
                 id,
                 case,
                 court,
@@ -755,7 +771,7 @@ impl LiveHearing {
                 self.apply(&mut state, event).await?;
                 drop(state);
                 let name = format!("{}-identity-verification.json", self.id);
-                self.take_into_custody("identity verification", "application/json", &name, detail).await?;
+                self.take_into_custody("identity verification", "application/json", &name, detail, None).await?;
                 return Ok(());
             }
             RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person },
@@ -889,24 +905,26 @@ impl LiveHearing {
         })
     }
 
-    /// Takes bytes into custody as an artefact of the case, in the court's name.
+    /// Takes bytes into custody as an artefact of the case, in the name of the court bound to the hearing. A
+    /// failure is tried again; after [`crate::quarantine::INGEST_ATTEMPTS`] the bytes are quarantined (kept, and
+    /// on the record) and the error returned. `source` is the staged file holding them, if any.
     async fn take_into_custody(
         &self,
         purpose: &str,
         media_type: &str,
         name: &str,
         bytes: Vec<u8>,
+        source: Option<&std::path::Path>,
     ) -> Result<Registered, GatewayError> {
-        let label = |text: &str| Label::new(text).map_err(|e| GatewayError::Internal(e.to_string()));
-        let request = UploadRequest {
-            purpose: label(purpose)?,
-            media_type: label(media_type)?,
-            original_name: Some(label(name)?),
-            expected_sha256: None,
-            policy: None,
+        let output = crate::quarantine::Output {
+            court: &self.court,
+            case: &self.case,
+            hearing: &self.id,
+            purpose,
+            media_type,
+            name,
         };
-        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
-        self.gateway.ingest(&self.court, &self.case, request, body).await
+        output.into_custody(&self.gateway, bytes, source, &self.quarantine_dir.join(name)).await
     }
 
     /// A segment of a participant's recording is closed on disk: into custody, then onto the hearing's record.
@@ -918,8 +936,10 @@ impl LiveHearing {
     ) -> Result<(), String> {
         let bytes = tokio::fs::read(&segment.path).await.map_err(|e| format!("reading the segment: {e}"))?;
         let name = format!("{}-{participant}-run{run}-segment-{:05}.webm", self.id, segment.index);
-        let registered =
-            self.take_into_custody("hearing recording", "video/webm", &name, bytes).await.map_err(|e| e.to_string())?;
+        let registered = self
+            .take_into_custody("hearing recording", "video/webm", &name, bytes, Some(&segment.path))
+            .await
+            .map_err(|e| e.to_string())?;
         let mut state = self.state.lock().await;
         let index = state.segments.len() as u64;
         let event = Event::SegmentSealed { index, sha256: registered.sha256, ledger_index: registered.ledger_index };
@@ -980,7 +1000,7 @@ impl LiveHearing {
             Err(e) => return tracing::error!(hearing = %self.id, error = %e, "the minutes could not be written"),
         };
         let name = format!("{}-minutes.json", self.id);
-        match self.take_into_custody("hearing minutes", "application/json", &name, bytes).await {
+        match self.take_into_custody("hearing minutes", "application/json", &name, bytes, None).await {
             Ok(registered) => {
                 tracing::info!(hearing = %self.id, artefact = %registered.artefact, "minutes in custody");
                 let mut state = self.state.lock().await;

@@ -18,6 +18,7 @@ pub mod log_routes;
 pub mod openapi;
 pub mod problem;
 pub mod refusals;
+pub mod quarantine;
 pub mod startup;
 pub mod tls;
 pub mod turn;

@@ -1,7 +1,6 @@
 //! Opening the gateway from its configuration: keys, object storage, the custody log, the catalog, and the
 //! repairs a crash may call for (interrupted uploads swept, the catalog caught up with the ledger).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -73,12 +72,13 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     let recordings = gateway_config.data_dir.join("recordings");
-    let discarded = discard_unsealed_recordings(&recordings);
-    if discarded > 0 {
-        // What a crash cut off: each file is the open segment of a recording, never sealed, never evidence.
-        tracing::warn!(count = discarded, "discarded unsealed recording segments left by an interrupted run");
+    let quarantine_dir = gateway_config.data_dir.join("quarantine");
+    let quarantined = crate::quarantine::sweep_recordings(&gateway, &recordings, &quarantine_dir).await?;
+    if quarantined > 0 {
+        // What a crash cut off: each file is the open segment of a recording, never sealed. Kept, and on the record.
+        tracing::warn!(count = quarantined, "quarantined unsealed recording segments left by an interrupted run");
     }
-    let whip = Arc::new(crate::whip::WhipSessions::new(recordings)?);
+    let whip = Arc::new(crate::whip::WhipSessions::new(recordings, quarantine_dir.clone())?);
     // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
     let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
         include_loopback: true,
@@ -89,6 +89,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         Arc::new(engine),
         ice_servers.clone(),
         gateway_config.data_dir.join("recordings").join("hearings"),
+        quarantine_dir,
     ));
     let restored = hearings.restore().await?;
     if restored > 0 {
@@ -128,23 +129,4 @@ async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::R
     api::new_account(gateway, "admin".into(), "Administrator".into(), &password, "local".into(), true).await?;
     tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
     Ok(())
-}
-
-/// Removes every file under the recordings directory and returns how many there were. Segment files wait there
-/// only until they enter custody, so at start-up anything left is an open segment that a crash cut off.
-fn discard_unsealed_recordings(dir: &Path) -> usize {
-    fn walk(dir: &Path, count: &mut usize) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, count);
-                let _ = std::fs::remove_dir(&path);
-            } else if std::fs::remove_file(&path).is_ok() {
-                *count += 1;
-            }
-        }
-    }
-    let mut count = 0;
-    walk(dir, &mut count);
-    count
 }

@@ -8,8 +8,10 @@
 //!   network that blocks UDP can relay through TURN over TCP or TLS.
 //! - `DELETE` on that resource ends the session: the open segment is closed and enters custody.
 //!
-//! Each segment is ingested through [`Gateway::ingest`] as the publisher, so it is an artefact of the case like any
-//! other: stored write-once, its SHA-256 in a registration record in the ledger, retrievable and bundleable.
+//! Each segment is ingested through [`Gateway::ingest_hearing_output`] as the publisher, bound when the session
+//! began (authorised then to upload), so it is an artefact of the case like any other: stored write-once, its
+//! SHA-256 in a registration record in the ledger, retrievable and bundleable. A segment that cannot enter custody
+//! is tried again, then quarantined ([`crate::quarantine`]).
 //! Segment files wait in `data/recordings/` until then, outside the object store; a file there is never evidence.
 
 use std::collections::HashMap;
@@ -22,20 +24,21 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
-use custodia_core::{Action, CaseId, HearingId, Label};
+use custodia_core::{Action, CaseId, HearingId};
 use custodia_recorder::segmenter::RecordingConfig;
 use custodia_recorder::{EngineConfig, SealedSegment, SegmentSealer, WebRtcEngine, WhipIngest};
 use tokio::sync::Mutex;
 
 use crate::api::AppState;
 use crate::auth::Caller;
-use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
+use crate::gateway::{Gateway, GatewayError, bad_input};
 use crate::problem::Problem;
 
 /// The live WHIP sessions of this gateway, and who started each.
 pub struct WhipSessions {
     ingest: WhipIngest,
     recordings_dir: PathBuf,
+    quarantine_dir: PathBuf,
     /// Session id to (case, hearing, account that published).
     owners: Mutex<HashMap<String, (CaseId, HearingId, String)>>,
 }
@@ -47,13 +50,19 @@ impl std::fmt::Debug for WhipSessions {
 }
 
 impl WhipSessions {
-    /// Segment files are written under `recordings_dir` until they enter custody.
-    pub fn new(recordings_dir: PathBuf) -> anyhow::Result<Self> {
+    /// Segment files are written under `recordings_dir` until they enter custody, or go to `quarantine_dir` if
+    /// they cannot ([`crate::quarantine`]).
+    pub fn new(recordings_dir: PathBuf, quarantine_dir: PathBuf) -> anyhow::Result<Self> {
         // Loopback candidates are offered so that a publisher on the same host can connect. The gateway gathers
         // host candidates only: publishers that cannot reach them over UDP come through the TURN servers they are
         // given (`Link` headers below), since webrtc-rs 0.17 cannot take ICE over TCP.
         let engine = WebRtcEngine::new(EngineConfig { include_loopback: true, ice_servers: vec![] })?;
-        Ok(WhipSessions { ingest: WhipIngest::new(engine), recordings_dir, owners: Mutex::new(HashMap::new()) })
+        Ok(WhipSessions {
+            ingest: WhipIngest::new(engine),
+            recordings_dir,
+            quarantine_dir,
+            owners: Mutex::new(HashMap::new()),
+        })
     }
 }
 
@@ -67,9 +76,13 @@ pub fn router(state: AppState) -> Router {
 /// Ingests each sealed segment as an artefact of the case, as the publisher, then removes the staged file.
 struct IngestSegments {
     gateway: Gateway,
+    /// The publisher, bound when the session began and authorised then to upload.
     caller: Caller,
     case: CaseId,
     hearing: HearingId,
+    /// Where segments that cannot enter custody are kept, and the prefix of their names there.
+    quarantine_dir: PathBuf,
+    tag: String,
 }
 
 #[async_trait::async_trait]
@@ -77,16 +90,19 @@ impl SegmentSealer for IngestSegments {
     async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
         let bytes = tokio::fs::read(&segment.path).await.map_err(|e| format!("reading the segment: {e}"))?;
         let name = format!("{}-segment-{:05}.webm", self.hearing, segment.index);
-        let request = UploadRequest {
-            purpose: Label::new("hearing recording").map_err(|e| e.to_string())?,
-            media_type: Label::new("video/webm").map_err(|e| e.to_string())?,
-            original_name: Some(Label::new(name).map_err(|e| e.to_string())?),
-            expected_sha256: None,
-            policy: None,
+        let output = crate::quarantine::Output {
+            court: &self.caller,
+            case: &self.case,
+            hearing: &self.hearing,
+            purpose: "hearing recording",
+            media_type: "video/webm",
+            name: &name,
         };
-        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes))]);
-        let registered =
-            self.gateway.ingest(&self.caller, &self.case, request, body).await.map_err(|e| e.to_string())?;
+        let destination = self.quarantine_dir.join(format!("{}-{name}", self.tag));
+        let registered = output
+            .into_custody(&self.gateway, bytes, Some(&segment.path), &destination)
+            .await
+            .map_err(|e| e.to_string())?;
         tracing::info!(
             case = %self.case, hearing = %self.hearing, index = segment.index, artefact = %registered.artefact,
             sha256 = %registered.sha256, ledger_index = registered.ledger_index, "recording segment in custody"
@@ -118,9 +134,11 @@ async fn publish(
     let dir = whip.recordings_dir.join(case.as_str()).join(hearing.as_str());
     let sealer = Arc::new(IngestSegments {
         gateway: state.gateway.clone(),
-        caller: caller.clone(),
+        caller: Caller { account: caller.account.clone(), channel: crate::auth::Channel::Session },
         case: case.clone(),
         hearing: hearing.clone(),
+        quarantine_dir: crate::quarantine::hearing_dir(&whip.quarantine_dir, &case, &hearing),
+        tag: crate::gateway::new_id("whip"),
     });
     let answer = whip.ingest.accept_whip_offer(offer, RecordingConfig::new(dir), sealer).await.map_err(|e| {
         tracing::info!(error = %e, "WHIP offer refused");

@@ -40,10 +40,14 @@ async fn ingest_retrieve_and_prove_custody() {
     assert_eq!(registered["size"], bytes.len());
     let artefact = registered["artefact"].as_str().unwrap().to_owned();
 
-    // The same bytes again: one object, a second registration.
+    // The same bytes again: one object, a second registration, and an answer that does not say the bytes were
+    // already held (a member of one case must not learn what another case holds).
     let again = gw.upload("case-7", "purpose=duplicate%20check", As::Session(&d_session), bytes.clone()).await.json();
-    assert_eq!(again["newly_stored"], false);
+    assert_eq!(again.as_object().unwrap().keys().collect::<Vec<_>>(), ["artefact", "ledger_index", "sha256", "size"]);
     assert_ne!(again["artefact"], artefact);
+    let objects = gw.files_under("objects");
+    let copies = objects.iter().filter(|path| path.file_name() == Some(digest.to_hex().as_ref())).count();
+    assert_eq!(copies, 1, "{objects:?}");
 
     let detail = gw
         .get(&format!("/api/v1/artefacts/{artefact}?purpose=trial%20preparation"), Some(As::Session(&d_session)))

@@ -487,3 +487,97 @@ async fn a_private_consultation_is_relayed_among_its_members_only_and_never_reco
     let minutes: Value = serde_json::from_slice(&minutes).unwrap();
     assert_eq!(minutes["consultations"].as_array().unwrap().len(), 1, "{minutes}");
 }
+
+/// A token of the clerk's with `scopes`, valid ten minutes: its id and its secret.
+async fn clerk_token(gateway: &TestGateway, session: &str, scopes: Value) -> (String, String) {
+    let body = json!({ "scopes": scopes, "expires_in_seconds": 600 });
+    let reply = gateway.call("POST", "/api/v1/tokens", Some(As::Session(session)), body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    (reply.json()["id"].as_str().unwrap().to_owned(), reply.json()["token"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_left_the_case_mid_hearing() {
+    if !installed("python3", &["-c", "import aiortc"]) || !installed("ffprobe", &["-version"]) {
+        eprintln!("SKIPPED: aiortc or ffprobe is not installed (scripts/setup-system.sh test)");
+        return;
+    }
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (judge, judge_session) = gateway.person("judge", "IT").await;
+    gateway.member("case-1", &judge, "judge").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+
+    // A read-only token could not take the output into custody: scheduling with it is refused up front.
+    let (_, read_only) = clerk_token(&gateway, &clerk_session, json!(["read"])).await;
+    gateway
+        .call("POST", "/api/v1/cases/case-1/hearings", Some(As::Token(&read_only)), schedule.clone())
+        .await
+        .assert_problem(403, "insufficient-scope", "write");
+    let (token_id, token) = clerk_token(&gateway, &clerk_session, json!(["read", "write"])).await;
+    let reply = gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Token(&token)), schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let mut secrets = Vec::new();
+    for body in [json!({"role": "judge", "admit_on_join": true}), json!({"role": "remote_site_officer"})] {
+        secrets.push(invite(&gateway, &clerk_session, &hearing, body).await.1);
+    }
+    let open = format!("/api/v1/cases/case-1/hearings/{hearing}/open");
+    let reply = gateway.call("POST", &open, Some(As::Token(&token)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+
+    let port = serve_on_loopback(&gateway).await;
+    let mut court = Console::join(&format!("ws://127.0.0.1:{port}/api/v1/room"), &secrets[0]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers/whip_publish.py");
+    let whip = format!("http://127.0.0.1:{port}/api/v1/room/whip");
+    let publisher = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([whip.as_str(), "14", secrets[1].as_str()])
+        .kill_on_drop(true)
+        .output();
+    let publisher = tokio::spawn(publisher);
+    let in_lobby =
+        |state: &Value| state["participants"].as_array().unwrap().iter().find(|p| p["place"] == "lobby").cloned();
+    let state = court.until(|state| in_lobby(state).is_some()).await;
+    let camera = in_lobby(&state).unwrap()["id"].as_str().unwrap().to_owned();
+    court.send(json!({"type": "admit", "participant": camera})).await;
+    court.send(json!({"type": "start_session"})).await;
+    court.send(json!({"type": "start_recording"})).await;
+    court.until(|state| state["recording"] == true).await;
+
+    // The clerk who scheduled it leaves the case, and their token is revoked, while the hearing records.
+    let removed =
+        gateway.delete(&format!("/api/v1/cases/case-1/members/{clerk}"), Some(As::Session(&gateway.admin))).await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&removed.body));
+    let revoked = gateway.delete(&format!("/api/v1/tokens/{token_id}"), Some(As::Session(&clerk_session))).await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&revoked.body));
+    let output = publisher.await.unwrap().expect("python3 runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the WHIP publisher failed:\n{log}");
+    court.send(json!({"type": "end"})).await;
+    while court.next().await["type"] != "ended" {}
+
+    // Every segment and the minutes are in custody, in the name of the court account bound at scheduling.
+    let view = view_after_the_minutes(&gateway, &hearing, &judge_session).await;
+    let segments = view["segments"].as_array().unwrap();
+    assert!(segments.len() >= 2, "{view}");
+    let recorded = recorded_seconds(&gateway, &view, &judge_session).await;
+    assert!(recorded.get(&camera).copied().unwrap_or_default() > 5.0, "{recorded:?}");
+    let minutes_id = view["minutes_artefact"].as_str().unwrap();
+    let minutes: Value = serde_json::from_slice(&content(&gateway, minutes_id, &judge_session).await).unwrap();
+    assert_eq!(minutes["segments"].as_array().unwrap().len(), segments.len(), "{minutes}");
+    let mut registered_by = Vec::new();
+    for index in 0..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        if record["event"]["type"] == "artefact_registered" {
+            registered_by.push(record["actor"].as_str().unwrap().to_owned());
+        }
+        assert_ne!(record["event"]["kind"], "output_quarantined", "nothing was quarantined: {record}");
+    }
+    assert_eq!(registered_by.len(), segments.len() + 1, "every segment and the minutes");
+    assert!(registered_by.iter().all(|actor| *actor == clerk), "{registered_by:?}");
+    assert!(gateway.files_under("recordings").is_empty());
+}

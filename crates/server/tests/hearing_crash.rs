@@ -1,6 +1,6 @@
 //! kill -9 in the middle of a recorded hearing: every segment sealed before the crash is still in custody, its
 //! bytes are what the ledger says, its court bundle verifies offline, the log audits clean, the open segment that
-//! the crash cut off is discarded (it was never evidence), and the gateway starts again cleanly with the hearing
+//! the crash cut off is quarantined (kept, and on the record), and the gateway starts again cleanly with the hearing
 //! restored from its journal: the judge comes back with their credential, ends it, and the minutes list every
 //! segment sealed before the crash.
 //!
@@ -72,10 +72,19 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
     driver.kill().await.unwrap();
     let cut_off = files_under(&data.path().join("recordings"));
     assert!(!cut_off.is_empty(), "the crash came while a segment was open");
+    let mut cut_off_digests: Vec<String> =
+        cut_off.iter().map(|path| format!("{:x}", Sha256::digest(std::fs::read(path).unwrap()))).collect();
+    cut_off_digests.sort();
 
     let (gateway, port) = spawn_gateway(data.path(), &[]);
     let base = format!("http://127.0.0.1:{port}");
-    assert!(files_under(&data.path().join("recordings")).is_empty(), "the cut-off segment is discarded");
+    assert!(files_under(&data.path().join("recordings")).is_empty(), "the cut-off segment left staging");
+    let mut kept: Vec<String> = files_under(&data.path().join("quarantine"))
+        .iter()
+        .map(|path| format!("{:x}", Sha256::digest(std::fs::read(path).unwrap())))
+        .collect();
+    kept.sort();
+    assert_eq!(kept, cut_off_digests, "the cut-off segments are kept in quarantine, byte for byte");
     let keygen = custodia(&["keygen"], data.path());
     let vkey = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
     let audit = custodia(&["log", "verify", data.path().join("log").to_str().unwrap(), "--key", &vkey], data.path());
@@ -143,4 +152,25 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
     let judge = minutes["present"].as_array().unwrap().iter().find(|a| a["role"] == "judge").unwrap();
     assert!(judge["reconnections"].as_u64().unwrap() >= 1, "{judge}");
     drop(gateway);
+
+    // Each quarantined segment is on the record, by its digest.
+    let key = std::fs::read_to_string(data.path().join("keys/gateway.key")).unwrap();
+    let log = custodia_ledger::Log::open_local(
+        &data.path().join("log"),
+        custodia_ledger::LogSigner::from_skey(&key).unwrap(),
+        custodia_ledger::LogOptions::default(),
+    )
+    .await
+    .unwrap();
+    let size = log.checkpoint().checkpoint.size;
+    let mut recorded = Vec::new();
+    for index in 0..size {
+        let record: Value = serde_json::from_slice(&log.storage().entry(index, size).await.unwrap()).unwrap();
+        if record["event"]["kind"] == "output_quarantined" {
+            recorded.push(record["event"]["detail_sha256"].as_str().unwrap().to_owned());
+        }
+    }
+    log.close().await;
+    recorded.sort();
+    assert_eq!(recorded, cut_off_digests, "every quarantined segment is on the record");
 }

@@ -899,6 +899,15 @@ async fn real_replies_match_the_document() {
     api.call("PUT", members, &uri, admin, json!({ "role": "clerk" })).await;
     let clerk_session = api.gateway.sign_in("clerk.bianchi", "correct-horse-battery").await;
     let clerk = Some(As::Session(&clerk_session));
+    // The court corrects a policy; a prosecutor may not.
+    let correction = "/api/v1/artefacts/{id}/policy/correction";
+    let uri = format!("/api/v1/artefacts/{artefact}/policy/correction");
+    let open = json!({
+        "tlp": "TLP:GREEN", "provider": "the court", "permitted_purposes": [], "permitted_recipients": [],
+        "permitted_jurisdictions": [], "onward_transfer": "permitted",
+    });
+    api.call("PUT", correction, &uri, pm, open.clone()).await.assert_problem(403, "role-forbidden", "");
+    assert_eq!(api.call("PUT", correction, &uri, clerk, open).await.status, 200);
     let hearings = "/api/v1/cases/{case}/hearings";
     let new_hearing = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2" });
     let refused = api.call("POST", hearings, "/api/v1/cases/case-7/hearings", pm, new_hearing.clone()).await;

@@ -10,7 +10,8 @@
 # 3. With chroot, in its own mount and PID namespaces: `./x run` in the background until /healthz and / answer over
 #    HTTP, then stopped; then `./x test` (arguments after `./x fresh` go to it, e.g. `./x fresh --no-fail-fast`).
 #    Mounted is only what a container has: /proc, /sys (read-only), /dev with its usual devices, /dev/pts, /dev/shm;
-#    /tmp is the root's own. /etc/resolv.conf is copied in, so that apt, cargo, npm and pip reach their registries.
+#    /tmp is the root's own. /etc/resolv.conf is copied in, and this network's own CA certificates where it has
+#    any, so that apt, cargo, npm and pip reach their registries.
 #
 # Needs root, debootstrap and git. The whole run is logged to target/fresh/fresh-<time>.log. When it ends, every
 # process it started is gone and nothing stays mounted; CUSTODIA_FRESH_KEEP=1 keeps the run's files (the overlay's
@@ -112,6 +113,18 @@ ln -s /proc/self/fd/1 "$root/dev/stdout"
 ln -s /proc/self/fd/2 "$root/dev/stderr"
 chmod 1777 "$root/tmp"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# Where this machine's network passes HTTPS through a proxy of its own, the certificates it adds for that (and the
+# variables that point tools at them) go in too, as they would on any machine of this network.
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null 2>&1
+fi
+network_env=()
+for name in SSL_CERT_FILE SSL_CERT_DIR NODE_EXTRA_CA_CERTS CURL_CA_BUNDLE REQUESTS_CA_BUNDLE PIP_CERT GIT_SSL_CAINFO; do
+  if [ -n "${!name:-}" ] && [ -e "$root${!name}" ]; then
+    network_env+=("$name=${!name}")
+  fi
+done
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 
 mkdir -p "$root/src/custodia"
@@ -126,7 +139,8 @@ say "cloned $commit into /src/custodia; nothing else is beside it: $(ls "$root/s
 in_root() {
   chroot "$root" /usr/bin/env -i HOME=/root USER=root PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \
-    CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_PROFILE_TEST_DEBUG=line-tables-only "$@"
+    CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only CARGO_PROFILE_TEST_DEBUG=line-tables-only \
+    "${network_env[@]}" "$@"
 }
 say "in the root: $(in_root sh -c '. /etc/os-release; echo "$PRETTY_NAME"'), $(in_root rustc --version)," \
   "node: $(in_root sh -c 'command -v node || echo none')"

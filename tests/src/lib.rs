@@ -1,13 +1,8 @@
-//! Helpers shared by the end-to-end tests: paths to shared material, and real custody records to log.
+//! Helpers shared by the end-to-end tests: real custody records to log, and copies of logs to tamper with.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, HearingId, Label, Salt, Sha256};
-
-/// `../shared`, the read-only material beside the repository.
-pub fn shared_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared")
-}
 
 /// A custody record of about `approx_len` bytes (at least the size of a record with its commitments) whose
 /// content is fixed by `seed`, so that a test can tell later exactly which bytes belong at an index.

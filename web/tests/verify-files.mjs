@@ -4,13 +4,13 @@
 //   node tests/verify-files.mjs <cases.json>     cases.json: [{ "name", "path", "trusted" }]
 // Prints one JSON object per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed",
 // failed: [...parts], report }.
-import { openAsBlob } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { BundleError, PinError, verifyBundle } from '../src/lib/bundle.js';
 
 const cases = JSON.parse(await readFile(process.argv[2], 'utf8'));
 for (const c of cases) {
-  const blob = await openAsBlob(c.path);
+  // A Blob of the whole file (fs.openAsBlob would stream it, but needs Node 20; Debian 12 has Node 18).
+  const blob = new Blob([await readFile(c.path)]);
   let out;
   try {
     const v = await verifyBundle(blob, { trusted: c.trusted ? [c.trusted] : [] });

@@ -1,4 +1,5 @@
-//! Every RFC 6962 proof vector from transparency-dev/merkle passes or fails exactly as its `wantErr` says.
+//! Every RFC 6962 proof vector from transparency-dev/merkle passes or fails exactly as its `wantErr` says. The
+//! vectors are kept in `tests/testdata/merkle` (their source and licence are beside them).
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,7 @@ use custodia_ledger::merkle::{Hash, verify_consistency_bytes, verify_inclusion};
 use serde::Deserialize;
 
 fn vector_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/merkle").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/merkle").join(kind)
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {
@@ -59,7 +60,7 @@ struct Consistency {
 #[test]
 fn inclusion_vectors() {
     let files = json_files(&vector_dir("inclusion"));
-    assert!(files.len() > 50, "expected the shared inclusion vectors, found {}", files.len());
+    assert!(files.len() > 50, "expected the inclusion vectors, found {}", files.len());
     for file in files {
         let v: Inclusion = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let result = match (hash(&v.leaf_hash), hash(&v.root), proof_hashes(&v.proof)) {
@@ -75,7 +76,7 @@ fn inclusion_vectors() {
 #[test]
 fn consistency_vectors() {
     let files = json_files(&vector_dir("consistency"));
-    assert!(files.len() > 50, "expected the shared consistency vectors, found {}", files.len());
+    assert!(files.len() > 50, "expected the consistency vectors, found {}", files.len());
     for file in files {
         let v: Consistency = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         let bytes = |text: &Option<String>| {

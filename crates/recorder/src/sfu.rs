@@ -8,10 +8,13 @@
 //! receiver go back to the sender.
 //!
 //! Each packet is copied once per receiver; nothing is decoded. Sequence numbers and timestamps are rewritten per
-//! receive slot only where the sender's stream changes (a reconnection), so each slot stays one continuous stream.
+//! receive slot where the sender's stream changes (a reconnection), so each slot stays one continuous stream; and
+//! when a receiver gets a sender back after a pause (a consultation, the lobby, a data saver), its sequence numbers
+//! go on without a gap, so the receiver does not take the pause for thousands of lost packets to ask again for, and
+//! shows the keyframe the room asks for at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -103,12 +106,16 @@ struct Source {
     outputs: RwLock<Vec<Arc<Output>>>,
     /// A copy of everything that arrives goes here while the member is recorded.
     recorder: Mutex<Option<mpsc::UnboundedSender<TrackEvent>>>,
+    /// RTP packets that arrived on this track.
+    arrived: AtomicU64,
 }
 
 /// One track a member receives on, and the rewriting that keeps it one stream when its source changes.
 struct Output {
     track: Arc<OutgoingTrack>,
     rewrite: Mutex<Rewrite>,
+    /// RTP packets forwarded on this track.
+    forwarded: AtomicU64,
 }
 
 #[derive(Default)]
@@ -117,6 +124,8 @@ struct Rewrite {
     sequence_delta: u16,
     timestamp_delta: u32,
     last: Option<(u16, u32)>,
+    /// The source was cut off and is forwarded again: its next packet follows the last one sent.
+    resuming: bool,
 }
 
 impl Rewrite {
@@ -131,7 +140,14 @@ impl Rewrite {
                 None => (0, 0),
             };
             self.source = Some(source);
+        } else if self.resuming
+            && let Some((last_sequence, _)) = self.last
+        {
+            // The same stream after a pause: no gap in the numbering, and its own clock, so the pause shows as
+            // the time that passed.
+            self.sequence_delta = last_sequence.wrapping_add(1).wrapping_sub(sequence);
         }
+        self.resuming = false;
         let mapped = (sequence.wrapping_add(self.sequence_delta), timestamp.wrapping_add(self.timestamp_delta));
         self.last = Some(mapped);
         mapped
@@ -144,6 +160,12 @@ impl Output {
             self.rewrite.lock().unwrap_or_else(|p| p.into_inner()).map(source, packet.sequence, packet.timestamp);
         let out = RtpOut { sequence, timestamp, marker: packet.marker, payload: packet.payload.clone() };
         self.track.write(&out).await;
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks this output as cut off from its source, which may come back later.
+    fn pause(&self) {
+        self.rewrite.lock().unwrap_or_else(|p| p.into_inner()).resuming = true;
     }
 }
 
@@ -151,6 +173,9 @@ impl Source {
     async fn relay(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<TrackEvent>) {
         while let Some(event) = events.recv().await {
             let muted = self.kind == MediaKind::Audio && self.muted.load(Ordering::Relaxed);
+            if let TrackEvent::Rtp(_) = &event {
+                self.arrived.fetch_add(1, Ordering::Relaxed);
+            }
             if let TrackEvent::Rtp(packet) = &event
                 && !muted
             {
@@ -232,7 +257,10 @@ impl Room {
         let receive = accepted
             .slots
             .into_iter()
-            .map(|slot| [slot.audio, slot.video].map(|track| Arc::new(Output { track, rewrite: Mutex::default() })))
+            .map(|slot| {
+                [slot.audio, slot.video]
+                    .map(|track| Arc::new(Output { track, rewrite: Mutex::default(), forwarded: AtomicU64::new(0) }))
+            })
             .collect();
         let connected = {
             let mut state = self.lock();
@@ -274,6 +302,7 @@ impl Room {
             muted: entry.muted.clone(),
             outputs: RwLock::default(),
             recorder: Mutex::new(None),
+            arrived: AtomicU64::new(0),
         });
         if let Some(recording) = &entry.recording {
             source.record_into(recording);
@@ -353,6 +382,29 @@ impl Room {
         }
     }
 
+    /// What the room has relayed so far, counted in RTP packets: for monitoring, and for tests that judge the
+    /// routing by what the gateway did rather than by what a busy peer managed to decode.
+    pub fn counters(&self) -> RoomCounters {
+        let state = self.lock();
+        let mut counters = RoomCounters::default();
+        for (name, member) in &state.members {
+            let Some(connection) = &member.connection else { continue };
+            for source in &connection.sources {
+                *counters.arrived.entry((name.clone(), source.kind)).or_default() +=
+                    source.arrived.load(Ordering::Relaxed);
+            }
+            for (sender_name, sender) in &state.members {
+                let Some(pair) = connection.receive.get(sender.slot).filter(|_| sender_name != name) else { continue };
+                for (kind, output) in [MediaKind::Audio, MediaKind::Video].into_iter().zip(pair) {
+                    counters
+                        .forwarded
+                        .insert((name.clone(), sender_name.clone(), kind), output.forwarded.load(Ordering::Relaxed));
+                }
+            }
+        }
+        counters
+    }
+
     /// Waits for every stopped recording to be sealed and returns their summaries, by member.
     pub async fn finish_recordings(&self) -> Vec<(String, RecordingSummary)> {
         let closing = std::mem::take(&mut self.lock().closing);
@@ -365,6 +417,15 @@ impl Room {
         }
         summaries
     }
+}
+
+/// RTP packets counted by a [`Room`] since each member's current connection was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomCounters {
+    /// By (member, kind): the packets that arrived from the member's tracks of that kind.
+    pub arrived: BTreeMap<(String, MediaKind), u64>,
+    /// By (receiver, sender, kind): the packets of the sender's track forwarded to the receiver.
+    pub forwarded: BTreeMap<(String, String, MediaKind), u64>,
 }
 
 /// Recomputes who receives whom: every source of a connected member with a zone goes to the matching receive
@@ -393,6 +454,9 @@ fn route(state: &mut RoomState) {
             };
             let mut outputs = source.outputs.write().unwrap_or_else(|p| p.into_inner());
             let added = wanted.iter().any(|w| !outputs.iter().any(|o| Arc::ptr_eq(o, w)));
+            for removed in outputs.iter().filter(|o| !wanted.iter().any(|w| Arc::ptr_eq(o, w))) {
+                removed.pause();
+            }
             for output in &wanted {
                 output.track.set_upstream(Some(source.keyframes.clone()));
             }
@@ -419,5 +483,18 @@ mod tests {
         // Wrapping is arithmetic modulo 2^16 and 2^32.
         assert_eq!(rewrite.map(3, 0, u32::MAX), (104, 15_002));
         assert_eq!(rewrite.map(3, 1, 2_999), (105, 18_002));
+    }
+
+    #[test]
+    fn a_source_that_comes_back_after_a_pause_goes_on_without_a_gap() {
+        let mut rewrite = Rewrite::default();
+        assert_eq!(rewrite.map(1, 100, 9_000), (100, 9_000));
+        assert_eq!(rewrite.map(1, 101, 12_000), (101, 12_000));
+        // Cut off (a consultation) while the sender went on: 500 packets and 10 s of 90 kHz clock not forwarded.
+        rewrite.resuming = true;
+        assert_eq!(rewrite.map(1, 602, 912_000), (102, 912_000));
+        assert_eq!(rewrite.map(1, 603, 915_000), (103, 915_000));
+        // Without a pause, a gap is real loss and stays visible to the receiver.
+        assert_eq!(rewrite.map(1, 610, 918_000), (110, 918_000));
     }
 }

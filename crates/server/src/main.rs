@@ -1,5 +1,6 @@
 //! `custodia`: run the gateway, make its key, and audit custody logs.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -80,6 +81,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| custodia_server::DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal: a log file or a journal gets plain text, no escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

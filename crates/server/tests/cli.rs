@@ -90,6 +90,47 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     assert!(text(&refused).contains("no signature from a trusted key"), "{}", text(&refused));
 }
 
+/// Logs written to a pipe or a file, as a service manager, a container runtime or CI captures them, are plain text:
+/// colours (ANSI escape sequences) are only for a person at a terminal.
+#[test]
+fn logs_captured_from_a_pipe_carry_no_colour_codes() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("CUSTODIA_DATA_DIR", data.path())
+        .env("CUSTODIA_ORIGIN", "custodia.test/log")
+        // Neither a log filter nor NO_COLOR: the gateway's own defaults decide.
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // An answer from the server proves that it logged its start, which comes before serving.
+            std::io::Write::write_all(&mut stream, b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+            break answer;
+        }
+        if Instant::now() > deadline || gateway.try_wait().unwrap().is_some() {
+            let _ = gateway.kill();
+            let output = gateway.wait_with_output().unwrap();
+            panic!("the gateway did not start listening: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"), "{answer}");
+    gateway.kill().unwrap();
+    let logs = gateway.wait_with_output().unwrap().stderr;
+    let text = String::from_utf8_lossy(&logs);
+    assert!(text.contains("gateway listening"), "{text}");
+    assert!(!logs.contains(&0x1b), "escape codes in captured logs: {text:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_a_forged_entry_and_a_non_record() {
     let data = tempfile::tempdir().unwrap();

@@ -7,7 +7,12 @@ Both join and connect media at once. For a few seconds the witness waits in the 
 receives from the other are counted (there must be none). The judge admits the witness, opens the session and starts
 recording; for SECONDS the frames each decodes from the other are counted. Then the witness asks for nobody's video
 (a phone on a poor network) and the frames are counted again for a few seconds. The judge then ends the hearing.
-Prints one JSON line with the counts and the participants' ids.
+The measured periods are marked on stdout as they start and end ("mark admitted start", "mark data_saver end"...),
+so that the test can read the gateway's own counters at those moments. Prints one JSON line with the counts, the participants' ids, and for each participant how much media they sent
+(in seconds of their own media clock, audio and video) from when the judge asked for the recording to when the
+hearing ended ("recording_at_most") and from when the judge saw it start to when the judge asked for the end
+("recording_at_least"): a recording can hold no more than the first and holds nearly all of the second. On a busy
+machine the peers send less than real time, and that is what can be recorded.
 """
 
 import asyncio
@@ -17,12 +22,27 @@ import os
 import sys
 
 import websockets
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack, RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 
 LOBBY_SECONDS = 4
 SAVER_SETTLE_SECONDS = 1
 SAVER_SECONDS = 4
+
+
+class Sent(MediaStreamTrack):
+    """A track as it is sent, keeping the media time of the last frame handed to the sender."""
+
+    def __init__(self, track):
+        super().__init__()
+        self.kind = track.kind
+        self.track = track
+        self.media_time = 0.0
+
+    async def recv(self):
+        frame = await self.track.recv()
+        self.media_time = float(frame.pts * frame.time_base)
+        return frame
 
 
 class Participant:
@@ -32,6 +52,7 @@ class Participant:
         self.secret = secret
         self.video = MediaPlayer(f"{pattern}=size=320x240:rate=25", format="lavfi")
         self.audio = MediaPlayer(f"sine=frequency={tone}:sample_rate=48000", format="lavfi")
+        self.sent = [Sent(self.audio.audio), Sent(self.video.video)]
         # One transport for every m-line, as browsers do (aiortc's default gathers per media kind).
         self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.frames = {}  # slot -> decoded video frames
@@ -65,8 +86,8 @@ class Participant:
         self.ended.set()
 
     async def connect_media(self):
-        self.pc.addTransceiver(self.audio.audio, direction="sendonly")
-        self.pc.addTransceiver(self.video.video, direction="sendonly")
+        for track in self.sent:
+            self.pc.addTransceiver(track, direction="sendonly")
         receivers = []
         for _ in range(self.slots):
             receivers.append(self.pc.addTransceiver("audio", direction="recvonly"))
@@ -110,6 +131,10 @@ class Participant:
     def slot_of(self, participant):
         return next(p["slot"] for p in self.state["participants"] if p["id"] == participant)
 
+    def media_time(self):
+        """Seconds of audio and of video sent so far, by the media's own clock."""
+        return [track.media_time for track in self.sent]
+
     def frames_from(self, other):
         slot = self.slot_of(other.id)
         return self.frames.get(slot, 0), self.audio_frames.get(slot, 0)
@@ -137,22 +162,34 @@ async def main(url, judge_secret, witness_secret, seconds):
     await witness.until(lambda s: s["you"]["place"] == "main_room")
     await judge.send({"type": "start_session"})
     await judge.until(lambda s: s["phase"] == "in_session")
+    peers = {"judge": judge, "witness": witness}
+    asked_to_record = {name: peer.media_time() for name, peer in peers.items()}
     await judge.send({"type": "start_recording"})
     await judge.until(lambda s: s["recording"])
+    recording_seen = {name: peer.media_time() for name, peer in peers.items()}
+    print("mark admitted start", flush=True)
     before = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await asyncio.sleep(seconds)
     after = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
+    print("mark admitted end", flush=True)
 
     # On a poor network the witness takes nobody's video, and keeps everyone's audio.
     await witness.send({"type": "receive_video", "slots": []})
     await asyncio.sleep(SAVER_SETTLE_SECONDS)
+    print("mark data_saver start", flush=True)
     saver_start = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await asyncio.sleep(SAVER_SECONDS)
     saver_end = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
+    print("mark data_saver end", flush=True)
+    asked_to_end = {name: peer.media_time() for name, peer in peers.items()}
     await judge.send({"type": "end"})
     await asyncio.wait_for(asyncio.gather(judge.ended.wait(), witness.ended.wait()), 20)
+    ended = {name: peer.media_time() for name, peer in peers.items()}
     await judge.close()
     await witness.close()
+    def media_between(start, end):
+        return {name: [b - a for a, b in zip(start[name], end[name])] for name in end}
+
     def difference(start, end):
         return {key: [end[key][0] - start[key][0], end[key][1] - start[key][1]] for key in end}
 
@@ -167,6 +204,8 @@ async def main(url, judge_secret, witness_secret, seconds):
                 "admitted": admitted,
                 "data_saver": data_saver,
                 "self_admit": refused,
+                "recording_at_most": media_between(asked_to_record, ended),
+                "recording_at_least": media_between(recording_seen, asked_to_end),
             }
         ),
         flush=True,

@@ -127,10 +127,12 @@ pub enum Action {
     FileOutcome,
     /// Read the outcomes filed.
     ViewOutcomes,
+    /// Run the case's hearings from the console: schedule them, issue and revoke invites, open and close them.
+    RunHearings,
 }
 
 impl Action {
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::ViewCase,
         Self::ListArtefacts,
         Self::UploadArtefact,
@@ -144,6 +146,7 @@ impl Action {
         Self::DecideWiderUse,
         Self::FileOutcome,
         Self::ViewOutcomes,
+        Self::RunHearings,
     ];
 
     /// The spelling used in JSON and in refusal records.
@@ -162,6 +165,7 @@ impl Action {
             Self::DecideWiderUse => "decide_wider_use",
             Self::FileOutcome => "file_outcome",
             Self::ViewOutcomes => "view_outcomes",
+            Self::RunHearings => "run_hearings",
         }
     }
 }
@@ -172,7 +176,8 @@ named!(Action, "case action");
 ///
 /// The defaults follow court practice and need to know (UN paper para 16):
 ///
-/// - The **clerk** runs the case for the court: members, uploads, bundles, the custody timeline. The clerk also
+/// - The **clerk** runs the case for the court: members, uploads, bundles, the custody timeline, and the hearings
+///   (scheduling, invites, opening and closing; inside the room the hearing's own rules say who does what). The clerk also
 ///   enters the providing authority's restrictions and its answers to requests for wider use, as they arrive
 ///   through formal channels, and files the outcome of the case.
 /// - The **judge** sees everything, evidence and custody included, and may export a bundle, but does not add
@@ -208,6 +213,7 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | DecideWiderUse
                 | FileOutcome
                 | ViewOutcomes
+                | RunHearings
         ),
         Role::Judge => matches!(
             action,
@@ -253,15 +259,15 @@ mod tests {
 
     /// The whole table, written out: a change to the rules must change this too. Columns follow [`Action::ALL`].
     const EXPECTED: [(Role, &str); 8] = [
-        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO
-        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y"),
-        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y"),
-        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y"),
-        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y"),
-        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  ."),
-        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
-        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  ."),
+        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO RH
+        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y"),
+        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  ."),
+        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  ."),
+        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  ."),
+        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  ."),
     ];
 
     #[test]
@@ -308,6 +314,7 @@ mod tests {
             Action::DecideWiderUse => 10,
             Action::FileOutcome => 11,
             Action::ViewOutcomes => 12,
+            Action::RunHearings => 13,
         };
         assert!(Role::ALL.into_iter().enumerate().all(|(i, role)| role_index(role) == i));
         assert!(Action::ALL.into_iter().enumerate().all(|(i, action)| action_index(action) == i));

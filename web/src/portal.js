@@ -69,7 +69,10 @@ function card(item) {
   const progressBox = el('div', { hidden: true },
     el('label', { htmlFor: `progress-${item.id}` }, 'Bundle download'), progress, progressText);
   const error = el('p', { class: 'error', role: 'alert', hidden: true });
-  const playable = /^(video|audio)\//.test(item.media_type);
+  // TLP:RED content never leaves the gateway, and a browser's player could keep what it plays: the gateway
+  // sends neither a stream nor a bundle of it, so the portal offers neither.
+  const red = item.tlp === 'TLP:RED';
+  const playable = !red && /^(video|audio)\//.test(item.media_type);
   const titleId = `title-${item.id}`;
   const section = el('section', { class: 'artefact', 'aria-labelledby': titleId, data: { artefact: item.id } },
     el('h2', { id: titleId }, item.id),
@@ -86,8 +89,12 @@ function card(item) {
       ? el('button', { type: 'button', onclick: (event) => play(item, player, error, event.currentTarget) }, 'Play',
         el('span', { class: 'visually-hidden' }, ` ${item.id}`))
       : null,
-    el('button', { type: 'button', class: 'primary', onclick: (event) => download(item, progressBox, progress, progressText, error, event.currentTarget) },
-      'Download the court bundle', el('span', { class: 'visually-hidden' }, ` of ${item.id}`)),
+    red
+      ? el('p', { class: 'note' }, 'TLP:RED: for the eyes and ears of its recipients only. Its description and custody ' +
+        'history are shown here; its content is not played, downloaded or put into a bundle, since any copy sent to a ' +
+        'browser could be kept. Ask the providing authority to relabel it if the proceedings need the content.')
+      : el('button', { type: 'button', class: 'primary', onclick: (event) => download(item, progressBox, progress, progressText, error, event.currentTarget) },
+        'Download the court bundle', el('span', { class: 'visually-hidden' }, ` of ${item.id}`)),
     progressBox,
     error,
     player,

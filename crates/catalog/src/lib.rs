@@ -18,6 +18,9 @@ use sqlx::{AnyPool, Row as _};
 pub enum CatalogError {
     #[error("{what} already exists")]
     Conflict { what: String },
+    /// A membership change would leave a case that has a clerk without one: nobody could run it any more.
+    #[error("a case keeps at least one clerk: make someone else clerk first")]
+    LastClerk,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -187,6 +190,26 @@ fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
         metadata: row.try_get("metadata")?,
         expires_at: row.try_get("expires_at")?,
     })
+}
+
+/// Within a membership change: takes the case's row lock first (so that two changes to one case's members take
+/// turns on PostgreSQL too; SQLite has one writer anyway), then counts its clerks.
+async fn lock_case_and_count_clerks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, case_id: &str) -> Result<i64> {
+    sqlx::query("UPDATE cases SET id = id WHERE id = $1").bind(case_id).execute(&mut **tx).await?;
+    count_clerks(tx, case_id).await
+}
+
+async fn count_clerks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, case_id: &str) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS clerks FROM members WHERE case_id = $1 AND role = 'clerk'")
+        .bind(case_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get("clerks")?)
+}
+
+/// Refuses (and so rolls back) a change that took the case's last clerk away.
+async fn keep_a_clerk(tx: &mut sqlx::Transaction<'_, sqlx::Any>, case_id: &str, clerks_before: i64) -> Result<()> {
+    if clerks_before > 0 && count_clerks(tx, case_id).await? == 0 { Err(CatalogError::LastClerk) } else { Ok(()) }
 }
 
 const ARTEFACT_COLUMNS: &str = "id, case_id, sha256, size, media_type, manifest, manifest_signature, ledger_index, \
@@ -366,9 +389,10 @@ impl Catalog {
             .collect()
     }
 
-    /// Adds a member, or changes their role.
+    /// Adds a member, or changes their role. A case that has a clerk keeps one ([`CatalogError::LastClerk`]).
     pub async fn set_member(&self, case_id: &str, account_id: &str, role: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        let clerks_before = lock_case_and_count_clerks(&mut tx, case_id).await?;
         sqlx::query("DELETE FROM members WHERE case_id = $1 AND account_id = $2")
             .bind(case_id)
             .bind(account_id)
@@ -380,16 +404,23 @@ impl Catalog {
             .bind(role)
             .execute(&mut *tx)
             .await?;
+        keep_a_clerk(&mut tx, case_id, clerks_before).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// Removes a member; false if they were not one. A case that has a clerk keeps one
+    /// ([`CatalogError::LastClerk`]).
     pub async fn remove_member(&self, case_id: &str, account_id: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let clerks_before = lock_case_and_count_clerks(&mut tx, case_id).await?;
         let done = sqlx::query("DELETE FROM members WHERE case_id = $1 AND account_id = $2")
             .bind(case_id)
             .bind(account_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        keep_a_clerk(&mut tx, case_id, clerks_before).await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

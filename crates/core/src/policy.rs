@@ -26,8 +26,10 @@
 //! | `TLP:GREEN`        | yes  | yes      | yes    | as [`OnwardTransfer`] says                             |
 //! | `TLP:CLEAR`        | yes  | yes      | yes    | as [`OnwardTransfer`] says                             |
 //!
-//! TLP:RED is "for the eyes and ears of individual recipients only": it may be looked at in the gateway but no
-//! copy may leave it. AMBER+STRICT keeps the evidence inside the receiving organisation and AMBER inside it and
+//! TLP:RED is "for the eyes and ears of individual recipients only": its description, signed manifest and custody
+//! history may be looked at in the gateway, and its content never leaves it. Every response that carries an
+//! artefact's bytes is a download for this table, whatever the client says it will do with them (a browser's
+//! player can save what it plays), so TLP:RED content is not played in the browser either. AMBER+STRICT keeps the evidence inside the receiving organisation and AMBER inside it and
 //! the partners it works with; a court bundle for the proceedings stays inside, a transfer to another authority
 //! does not. TLP 2.0 lets a recipient share more widely than the label with the source's explicit permission, and
 //! a recorded consent for a named transfer is that permission, so it opens the transfer whatever the label. It
@@ -78,10 +80,10 @@ crate::role::named!(Tlp, "TLP 2.0 label");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UseAction {
-    /// Look at the artefact inside the gateway, its description or its content in the gateway's viewer, without a
-    /// copy leaving the gateway.
+    /// Look at the artefact's description, signed manifest and custody history inside the gateway; no byte of its
+    /// content.
     View,
-    /// Take a copy of the artefact's bytes.
+    /// Receive the artefact's bytes, whole or in part: saving, and playing in a browser, alike.
     Download,
     /// Put the artefact into a court bundle for these proceedings.
     Export,
@@ -368,7 +370,8 @@ impl DenyReason {
 fn tlp_refusal(tlp: Tlp, action: UseAction) -> String {
     let rule = match tlp {
         Tlp::Red => {
-            "is for the eyes and ears of its recipients only: it may be viewed in the gateway, and no copy may leave it"
+            "is for the eyes and ears of its recipients only: its description may be viewed in the gateway, and its \
+             content never leaves it, not even to be played"
         }
         Tlp::AmberStrict => "may not leave the receiving organisation without the providing authority's consent",
         Tlp::Amber => {
@@ -557,8 +560,8 @@ mod tests {
             (
                 red,
                 request(UseAction::Download),
-                "TLP:RED evidence is for the eyes and ears of its recipients only: it may be viewed in the gateway, \
-                 and no copy may leave it, so it may not be downloaded",
+                "TLP:RED evidence is for the eyes and ears of its recipients only: its description may be viewed in \
+                 the gateway, and its content never leaves it, not even to be played, so it may not be downloaded",
             ),
             (
                 strict,

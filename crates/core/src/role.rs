@@ -129,6 +129,8 @@ pub enum Action {
     ViewOutcomes,
     /// Replace a use policy for the court, say one attached in error; on the record like any policy change.
     CorrectPolicy,
+    /// Run the case's hearings from the console: schedule them, issue and revoke invites, open and close them.
+    RunHearings,
 }
 
 impl Action {
@@ -147,6 +149,7 @@ impl Action {
         Self::FileOutcome,
         Self::ViewOutcomes,
         Self::CorrectPolicy,
+        Self::RunHearings,
     ];
 
     /// The spelling used in JSON and in refusal records.
@@ -166,6 +169,7 @@ impl Action {
             Self::FileOutcome => "file_outcome",
             Self::ViewOutcomes => "view_outcomes",
             Self::CorrectPolicy => "correct_policy",
+            Self::RunHearings => "run_hearings",
         }
     }
 }
@@ -176,7 +180,8 @@ named!(Action, "case action");
 ///
 /// The defaults follow court practice and need to know (UN paper para 16):
 ///
-/// - The **clerk** runs the case for the court: members, uploads, bundles, the custody timeline. The clerk also
+/// - The **clerk** runs the case for the court: members, uploads, bundles, the custody timeline, and the hearings
+///   (scheduling, invites, opening and closing; inside the room the hearing's own rules say who does what). The clerk also
 ///   enters the providing authority's restrictions and its answers to requests for wider use, as they arrive
 ///   through formal channels, and files the outcome of the case.
 /// - The **judge** sees everything, evidence and custody included, and may export a bundle, but does not add
@@ -214,6 +219,7 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | FileOutcome
                 | ViewOutcomes
                 | CorrectPolicy
+                | RunHearings
         ),
         Role::Judge => matches!(
             action,
@@ -266,15 +272,15 @@ mod tests {
 
     /// The whole table, written out: a change to the rules must change this too. Columns follow [`Action::ALL`].
     const EXPECTED: [(Role, &str); 8] = [
-        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP
-        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y"),
-        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y"),
-        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  ."),
-        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  ."),
-        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
-        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  ."),
+        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP RH
+        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y"),
+        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y  ."),
+        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  .  ."),
+        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  .  ."),
+        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  .  ."),
     ];
 
     #[test]
@@ -322,6 +328,7 @@ mod tests {
             Action::FileOutcome => 11,
             Action::ViewOutcomes => 12,
             Action::CorrectPolicy => 13,
+            Action::RunHearings => 14,
         };
         assert!(Role::ALL.into_iter().enumerate().all(|(i, role)| role_index(role) == i));
         assert!(Action::ALL.into_iter().enumerate().all(|(i, action)| action_index(action) == i));

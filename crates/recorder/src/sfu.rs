@@ -246,6 +246,27 @@ impl Room {
         });
     }
 
+    /// Forgets a member entirely (one whose arrival was refused), closing their connection if they had one.
+    pub async fn remove_member(&self, member: &str) {
+        let removed = {
+            let mut state = self.lock();
+            let removed = state.members.remove(member);
+            route(&mut state);
+            removed
+        };
+        if let Some(connection) = removed.and_then(|entry| entry.connection) {
+            for source in &connection.sources {
+                source.stop_recording();
+            }
+            let _ = connection.peer.close().await;
+        }
+    }
+
+    /// How many members the room has, connected or not.
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
     /// Takes a member's offer (docs/hearing-room.md) and returns the answer, and a future that resolves if the
     /// connection fails. A member has one connection: a new one replaces the old, which is closed.
     pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<Connected, EngineError> {

@@ -37,7 +37,7 @@ pub struct AppState {
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
-const JSON_LIMIT: usize = 64 * 1024;
+pub const JSON_LIMIT: usize = 64 * 1024;
 
 pub fn router(state: AppState) -> Router {
     let uploads =
@@ -452,12 +452,25 @@ fn expected_digest(query: &UploadQuery, headers: &HeaderMap) -> Result<Option<Sh
     Ok(None)
 }
 
-/// Original file names are kept for people to read, never used as paths: anything path-like is refused.
+/// Original file names are kept for people to read, never used as paths: anything path-like is refused, and so
+/// is any invisible format character (Unicode category Cf): a right-to-left override (U+202E) makes
+/// `statement\u{202E}fdp.exe` read as `statementexe.pdf`, and a zero-width character makes two names look alike.
 pub fn original_name(name: &str) -> Result<Label, GatewayError> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
     let hostile =
         name.contains(['/', '\\', '\0']) || name == "." || name == ".." || name.starts_with('.') || name.len() > 255;
     if hostile {
         return Err(bad_input("filename", "give a plain file name, without directories or a leading dot"));
+    }
+    if let Some(format) = name.chars().find(|c| c.general_category() == GeneralCategory::Format) {
+        return Err(bad_input(
+            "filename",
+            format!(
+                "the name holds the invisible format character U+{:04X}, which can disguise what a file is (a \
+                 right-to-left override makes 'fdp.exe' read as 'exe.pdf'); rename the file without it",
+                u32::from(format)
+            ),
+        ));
     }
     Label::new(name).map_err(|err| bad_input("filename", err))
 }
@@ -515,6 +528,7 @@ async fn list_artefacts(
             serde_json::json!({
                 "id": row.id, "sha256": row.sha256, "size": row.size, "media_type": row.media_type,
                 "ledger_index": row.ledger_index, "registered_at": row.created_at, "restricted": row.policy.is_some(),
+                "tlp": row.policy.as_deref().and_then(|policy| serde_json::from_str::<UsePolicy>(policy).ok()).map(|policy| policy.tlp),
             })
         })
         .collect();

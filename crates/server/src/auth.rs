@@ -28,7 +28,7 @@ pub enum Scope {
     Read,
     /// Upload artefacts, file outcome reports, request wider use.
     Write,
-    /// Manage members, set use policies, decide on wider use.
+    /// Manage members, set use policies, decide on wider use, run hearings (schedule, invite, revoke, open, close).
     Manage,
 }
 
@@ -44,7 +44,11 @@ impl Scope {
             Action::UploadArtefact | Action::ExportArtefact | Action::RequestWiderUse | Action::FileOutcome => {
                 Self::Write
             }
-            Action::ManageMembers | Action::SetPolicy | Action::DecideWiderUse | Action::CorrectPolicy => Self::Manage,
+            Action::ManageMembers
+            | Action::SetPolicy
+            | Action::DecideWiderUse
+            | Action::CorrectPolicy
+            | Action::RunHearings => Self::Manage,
         }
     }
 
@@ -187,10 +191,7 @@ pub async fn issue_token(
     ttl_seconds: i64,
 ) -> Result<(ApiToken, String)> {
     if caller.channel != Channel::Session {
-        return Err(GatewayError::BadInput {
-            field: "token",
-            reason: "API tokens are issued to signed-in people only".into(),
-        });
+        return Err(GatewayError::SessionOnly("make API tokens"));
     }
     if scopes.is_empty() || !(60..=366 * 24 * 3600).contains(&ttl_seconds) {
         return Err(GatewayError::BadInput {

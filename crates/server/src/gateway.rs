@@ -42,6 +42,8 @@ pub enum GatewayError {
     MissingScope(&'static str),
     #[error("only an administrator may {0}")]
     AdminOnly(&'static str),
+    #[error("only a signed-in person may {0}, not an API token")]
+    SessionOnly(&'static str),
     #[error("{0}")]
     NotFound(String),
     #[error("as {role} in this case you may not {action}")]
@@ -54,6 +56,9 @@ pub enum GatewayError {
     BadInput { field: &'static str, reason: String },
     #[error("{0}")]
     Conflict(String),
+    /// Too many attempts in a short time; the caller may try again after the seconds given.
+    #[error("too many {what}: try again in {retry_after_seconds} s")]
+    TooManyAttempts { what: &'static str, retry_after_seconds: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -64,6 +69,7 @@ impl From<CatalogError> for GatewayError {
     fn from(err: CatalogError) -> Self {
         match err {
             CatalogError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
+            CatalogError::LastClerk => Self::Conflict(err.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -805,9 +811,10 @@ impl Gateway {
         check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
     ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
-        // Playing in the gateway's player lets no copy leave it: the policy treats it as viewing.
-        let use_action = if access == AccessKind::Play { UseAction::View } else { UseAction::Download };
-        self.check_use(caller, &row, use_action, purpose).await?;
+        // Whatever the client says it will do with them (`access`), bytes that reach it are a copy that has left
+        // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
+        // only says how the access is recorded and how the response is disposed.
+        self.check_use(caller, &row, UseAction::Download, purpose).await?;
         let checked = check(&row)?;
         self.record_access(caller, &row, access, purpose).await?;
         Ok((row, checked))

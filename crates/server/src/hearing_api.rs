@@ -1,13 +1,14 @@
 //! The hearing's HTTP routes for the case console, and the room's WebSocket (docs/hearing-room.md).
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use custodia_hearing::InviteId;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiJson, AppState, case_id};
+use crate::api::{ApiJson, AppState, JSON_LIMIT, case_id};
 use crate::auth::Caller;
 use crate::extract::Path;
 use crate::gateway::{GatewayError, bad_input};
@@ -37,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", delete(revoke))
         .route("/api/v1/cases/{case}/hearings/{hearing}/open", post(open))
         .route("/api/v1/cases/{case}/hearings/{hearing}/close", post(close))
+        // The console's bodies are JSON, held to the API's limit (the 413 says so truthfully).
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .route("/api/v1/room", get(room))
         .route("/api/v1/room/whip", post(whip_publish))
         .route("/api/v1/room/whip/{participant}", delete(whip_end))
@@ -82,8 +85,8 @@ async fn invite(
     Path((case, hearing)): Path<(String, String)>,
     ApiJson(request): ApiJson<InviteRequest>,
 ) -> Result<Response, Problem> {
-    let live = state.hearings.find(&caller, &case_id(&case)?, &hearing).await?;
-    let issued = state.hearings.invite(&caller, &live, request).await?;
+    let (live, by) = state.hearings.find_to_run(&caller, &case_id(&case)?, &hearing).await?;
+    let issued = state.hearings.invite(by, &live, request).await?;
     Ok((StatusCode::CREATED, axum::Json(issued)).into_response())
 }
 
@@ -94,8 +97,8 @@ async fn console_step(
     hearing: &str,
     step: ConsoleStep,
 ) -> Result<axum::Json<Value>, Problem> {
-    let live = state.hearings.find(caller, &case_id(case)?, hearing).await?;
-    state.hearings.console(caller, &live, step).await?;
+    let (live, by) = state.hearings.find_to_run(caller, &case_id(case)?, hearing).await?;
+    state.hearings.console(by, &live, step).await?;
     Ok(axum::Json(live.view().await))
 }
 
@@ -125,9 +128,21 @@ async fn close(
     console_step(&state, &caller, &case, &hearing, ConsoleStep::Close).await
 }
 
-async fn room(State(state): State<AppState>, upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Response {
+/// The client's address, when the server was started with it (for budgets per peer; never logged).
+fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip())
+}
+
+async fn room(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let peer = peer(&extensions);
     match upgrade {
-        Ok(upgrade) => upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| run_room(state, socket)),
+        Ok(upgrade) => {
+            upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| run_room(state, socket, peer))
+        }
         Err(_) => Problem::new(
             StatusCode::UPGRADE_REQUIRED,
             "upgrade-required",
@@ -162,7 +177,7 @@ fn is_final(message: &Value) -> bool {
     matches!(message["type"].as_str(), Some("ended" | "removed" | "replaced" | "refused_hello"))
 }
 
-async fn run_room(state: AppState, socket: WebSocket) {
+async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
@@ -181,7 +196,7 @@ async fn run_room(state: AppState, socket: WebSocket) {
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream)).await.ok().flatten();
     let entered = match hello.as_deref().map(serde_json::from_str::<Hello>) {
         Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
-            state.hearings.enter(&secret, Some(outbox.clone())).await
+            state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
         Some(Err(e)) => Err(format!("the first message must be join or rejoin: {e}")),
         None => Err("no join message".to_owned()),
@@ -248,6 +263,9 @@ async fn run_room(state: AppState, socket: WebSocket) {
             Err(RoomError::Refused(refusal)) => {
                 let _ = outbox.send(json!({"type": "refused", "action": action, "reason": refusal.to_string()}));
             }
+            Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { .. })) => {
+                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": e.to_string()}));
+            }
             Err(RoomError::Gateway(e)) => {
                 tracing::warn!(error = %e, action, "a room step failed");
                 let _ = outbox.send(json!({"type": "error", "detail": e.to_string()}));
@@ -280,10 +298,16 @@ fn not_in_room(reason: String) -> Problem {
 /// WHIP (RFC 9725) into a hearing room: a standard publisher (GStreamer, OBS, `simple-whip-client`) joins with an
 /// invite's secret as its bearer token, waits in the lobby like anyone else, and once admitted its media reaches
 /// the room and, while recording, the recorder. The same token ends the session (DELETE) or reconnects (POST again).
-async fn whip_publish(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, Problem> {
+async fn whip_publish(
+    State(state): State<AppState>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
-    let Entered { hearing, participant, connection } = state.hearings.enter(secret, None).await.map_err(not_in_room)?;
+    let Entered { hearing, participant, connection } =
+        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(not_in_room)?;
     let connected = match hearing.room().connect(participant.as_str(), offer).await {
         Ok(connected) => connected,
         Err(e) => {

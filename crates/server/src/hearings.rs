@@ -10,6 +10,7 @@
 //! digests. Participants are opaque ids and roles; no name reaches a log, a record or another participant.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -30,6 +31,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::auth::{Caller, Channel};
+use crate::budget::{Budget, retry_after_seconds};
 use crate::gateway::{Gateway, GatewayError, Registered, new_id};
 use crate::turn::IceServers;
 
@@ -76,7 +78,20 @@ pub struct Hearings {
     /// Digest of an invite's secret, or of a participant's credential, to its hearing.
     secrets: Mutex<HashMap<Sha256, HearingId>>,
     connections: AtomicU64,
+    /// Console steps per account ([`CONSOLE_STEPS`]).
+    console_steps: Budget,
+    /// Attempts to enter a room per secret ([`JOINS_PER_SECRET`]) and per peer address ([`JOINS_PER_PEER`]).
+    joins_per_secret: Budget,
+    joins_per_peer: Budget,
 }
+
+/// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
+/// tries. Generous for a court at work: a clerk schedules and invites a few dozen at a time, a participant takes
+/// a few steps a minute and comes back after a lost connection.
+const CONSOLE_STEPS: (u32, u32) = (60, 30);
+const JOINS_PER_SECRET: (u32, u32) = (10, 10);
+const JOINS_PER_PEER: (u32, u32) = (60, 60);
+const ROOM_STEPS: (u32, u32) = (40, 60);
 
 impl std::fmt::Debug for Hearings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +111,8 @@ pub struct LiveHearing {
     quarantine_dir: PathBuf,
     room: Room,
     state: tokio::sync::Mutex<HearingState>,
+    /// Room steps per participant ([`ROOM_STEPS`]).
+    steps: Budget,
 }
 
 struct HearingState {
@@ -188,15 +205,19 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     pub role: HearingRole,
+    /// How long the invite may be used: from [`INVITE_VALIDITY`]'s least to its most.
     #[serde(default = "a_day")]
-    pub expires_in_seconds: u32,
+    pub expires_in_seconds: i64,
     #[serde(default)]
     pub admit_on_join: bool,
 }
 
-fn a_day() -> u32 {
+fn a_day() -> i64 {
     86_400
 }
+
+/// How long an invite may be valid, in seconds: five minutes to thirty days.
+pub const INVITE_VALIDITY: std::ops::RangeInclusive<i64> = 300..=30 * 86_400;
 
 /// An invite just issued: its secret is shown this once.
 #[derive(Serialize)]
@@ -261,6 +282,9 @@ impl Hearings {
             live: Mutex::default(),
             secrets: Mutex::default(),
             connections: AtomicU64::new(0),
+            console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1),
+            joins_per_secret: Budget::new(JOINS_PER_SECRET.0, JOINS_PER_SECRET.1),
+            joins_per_peer: Budget::new(JOINS_PER_PEER.0, JOINS_PER_PEER.1),
         }
     }
 
@@ -278,14 +302,38 @@ impl Hearings {
         Some((digest, self.live().get(&hearing)?.clone()))
     }
 
-    async fn member(&self, caller: &Caller, case: &CaseId) -> Result<CaseMember, GatewayError> {
-        let role = self.gateway.authorize(caller, case, Action::ViewCase).await?;
+    /// The caller as a member of `case` whose role and token scope permit `action`; a refusal is recorded like
+    /// every other. Every console step needs [`Action::RunHearings`] (a token, the `manage` scope); seeing the
+    /// case's hearings needs only [`Action::ViewCase`].
+    async fn member(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<CaseMember, GatewayError> {
+        if action == Action::RunHearings {
+            self.console_steps.take(&caller.account.id).map_err(|wait| GatewayError::TooManyAttempts {
+                what: "hearing console steps",
+                retry_after_seconds: retry_after_seconds(wait),
+            })?;
+        }
+        let role = self.gateway.authorize(caller, case, action).await?;
         Ok(CaseMember { actor: caller.actor(), role })
     }
 
     /// A hearing of `case` the caller may see.
     pub async fn find(&self, caller: &Caller, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
-        self.member(caller, case).await?;
+        self.member(caller, case, Action::ViewCase).await?;
+        self.of_case_by_id(case, hearing)
+    }
+
+    /// A hearing of `case` the caller may run from the console, and the caller as its court.
+    pub async fn find_to_run(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        hearing: &str,
+    ) -> Result<(Arc<LiveHearing>, CaseMember), GatewayError> {
+        let by = self.member(caller, case, Action::RunHearings).await?;
+        Ok((self.of_case_by_id(case, hearing)?, by))
+    }
+
+    fn of_case_by_id(&self, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
         let found = HearingId::new(hearing).ok().and_then(|hearing| self.live().get(&hearing).cloned());
         found
             .filter(|live| live.case == *case)
@@ -298,7 +346,7 @@ impl Hearings {
         case: &CaseId,
         request: ScheduleRequest,
     ) -> Result<Arc<LiveHearing>, GatewayError> {
-        let by = self.member(caller, case).await?;
+        let by = self.member(caller, case, Action::RunHearings).await?;
         // Refused up front if its output could not enter custody: the scheduler's role and token must allow
         // uploading, and the recordings must have somewhere to wait.
         self.gateway.authorize(caller, case, Action::UploadArtefact).await?;
@@ -369,6 +417,7 @@ impl Hearings {
                     finishing: false,
                     journal: 0,
                 }),
+                steps: Budget::new(ROOM_STEPS.0, ROOM_STEPS.1),
             }
         })
     }
@@ -459,16 +508,27 @@ impl Hearings {
         hearings
     }
 
+    /// Issues an invite, for `by` as [`Self::find_to_run`] found them.
     pub async fn invite(
         &self,
-        caller: &Caller,
+        by: CaseMember,
         live: &Arc<LiveHearing>,
         request: InviteRequest,
     ) -> Result<IssuedInvite, GatewayError> {
-        let by = self.member(caller, &live.case).await?;
+        if !INVITE_VALIDITY.contains(&request.expires_in_seconds) {
+            return Err(GatewayError::BadInput {
+                field: "expires_in_seconds",
+                reason: format!(
+                    "an invite is valid for {} seconds (5 minutes) to {} seconds (30 days), not {}",
+                    INVITE_VALIDITY.start(),
+                    INVITE_VALIDITY.end(),
+                    request.expires_in_seconds
+                ),
+            });
+        }
         let now = self.gateway.now();
         let expires_at = now
-            .checked_add(jiff::SignedDuration::from_secs(i64::from(request.expires_in_seconds)))
+            .checked_add(jiff::SignedDuration::from_secs(request.expires_in_seconds))
             .map_err(|_| GatewayError::BadInput { field: "expires_in_seconds", reason: "too far ahead".into() })?;
         let admission = if request.admit_on_join { Admission::OnJoin } else { Admission::Lobby };
         let invite = Invite { id: id(InviteId::new(new_id("inv")))?, role: request.role, expires_at, admission };
@@ -484,14 +544,14 @@ impl Hearings {
         Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
     }
 
-    /// A console step on a hearing: revoke an invite, open the lobby, close the hearing.
+    /// A console step on a hearing: revoke an invite, open the lobby, close the hearing; for `by` as
+    /// [`Self::find_to_run`] found them.
     pub async fn console(
         &self,
-        caller: &Caller,
+        by: CaseMember,
         live: &Arc<LiveHearing>,
         step: ConsoleStep,
     ) -> Result<(), GatewayError> {
-        let by = self.member(caller, &live.case).await?;
         let event = match step {
             ConsoleStep::Revoke(invite) => Event::RevokeInvite { by, invite },
             ConsoleStep::Open => Event::OpenLobby { by },
@@ -506,11 +566,28 @@ impl Hearings {
     /// admit-on-join invite); with a participant's credential, the same participant is back on a new connection.
     /// `outbox`, if any, receives their `welcome` and every `state`. A WHIP publisher has no outbox; its invite's
     /// secret becomes its credential too, since WHIP has no way to hand it a new one.
-    pub async fn enter(&self, secret: &str, outbox: Option<Outbox>) -> Result<Entered, String> {
+    ///
+    /// A secret works only while it can still let someone in: not once the hearing has ended, nor an invite that
+    /// was used, revoked or has expired, nor the credential of someone removed. Those, and attempts beyond the
+    /// budgets per secret and per peer (`peer`, the client's address, when known), are turned away here, before
+    /// the hearing's rules, so they change nothing and leave nothing on the record. A join that fails leaves no
+    /// participant behind, in the hearing or in its room.
+    pub async fn enter(&self, secret: &str, outbox: Option<Outbox>, peer: Option<IpAddr>) -> Result<Entered, String> {
         const INVALID: &str = "this invite link or credential is not valid";
+        let too_many = |wait| format!("too many attempts to enter: try again in {} s", retry_after_seconds(wait));
+        if let Some(peer) = peer {
+            self.joins_per_peer.take(&peer.to_string()).map_err(too_many)?;
+        }
         let (digest, live) = self.by_secret(secret).ok_or(INVALID)?;
+        self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;
         let mut state = live.state.lock().await;
+        if state.machine.phase() == Phase::Ended {
+            return Err("this hearing has ended".to_owned());
+        }
         let (participant, credential) = match state.credentials.get(&digest).cloned() {
+            Some(participant) if state.machine.is_removed(&participant) => {
+                return Err("you were removed from this hearing".to_owned());
+            }
             Some(participant) => {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
                     // The old connection has not been noticed as lost yet: it is now.
@@ -523,6 +600,15 @@ impl Hearings {
             }
             None => {
                 let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
+                match state.machine.invite_state(&invite, live.gateway.now()) {
+                    Some(InviteState::Pending) => {}
+                    Some(InviteState::Used) => return Err("this invite has already been used".to_owned()),
+                    Some(InviteState::Revoked) => return Err("this invite has been revoked".to_owned()),
+                    Some(InviteState::Expired) | None => return Err("this invite has expired".to_owned()),
+                }
+                if state.machine.phase() == Phase::Scheduled {
+                    return Err("the hearing has not opened yet: try again when the court opens it".to_owned());
+                }
                 let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
@@ -530,6 +616,7 @@ impl Hearings {
                 let joined = Event::Join { invite, participant: participant.clone() };
                 if let Err(e) = live.apply(&mut state, joined).await {
                     state.people.remove(&participant);
+                    live.room.remove_member(participant.as_str()).await;
                     return Err(e.to_string());
                 }
                 state.next_slot += 1;
@@ -567,9 +654,16 @@ impl Hearings {
     }
 
     /// The hearing and participant a credential (or a WHIP publisher's invite secret) belongs to.
+    /// Like [`Self::enter`], a credential works only while its hearing has not ended and its holder was not
+    /// removed.
     pub async fn by_credential(&self, credential: &str) -> Option<(Arc<LiveHearing>, ParticipantId)> {
         let (digest, live) = self.by_secret(credential)?;
-        let participant = live.state.lock().await.credentials.get(&digest).cloned()?;
+        let state = live.state.lock().await;
+        let participant = state.credentials.get(&digest).cloned()?;
+        if state.machine.phase() == Phase::Ended || state.machine.is_removed(&participant) {
+            return None;
+        }
+        drop(state);
         Some((live, participant))
     }
 }
@@ -741,6 +835,13 @@ impl LiveHearing {
 
     /// A step from a participant in the room.
     pub async fn act(self: &Arc<Self>, by: &ParticipantId, step: RoomStep) -> Result<(), RoomError> {
+        // Leaving is always possible; everything else is on the participant's budget of steps.
+        if !matches!(step, RoomStep::Leave) {
+            self.steps.take(by.as_str()).map_err(|wait| GatewayError::TooManyAttempts {
+                what: "room steps",
+                retry_after_seconds: retry_after_seconds(wait),
+            })?;
+        }
         let by = by.clone();
         let mut state = self.state.lock().await;
         let event = match step {

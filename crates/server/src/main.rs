@@ -148,7 +148,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, tls = config.tls_cert.is_some(), "gateway listening");
     match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => custodia_server::tls::serve(listener, app, cert, key, shutdown_signal()).await,
-        _ => Ok(axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?),
+        _ => Ok(axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await?),
     }
 }
 

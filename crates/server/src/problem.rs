@@ -71,12 +71,14 @@ impl From<GatewayError> for Problem {
             GatewayError::TokenRevoked => (S::UNAUTHORIZED, "token-revoked", "Token revoked"),
             GatewayError::MissingScope(_) => (S::FORBIDDEN, "insufficient-scope", "Token scope too narrow"),
             GatewayError::AdminOnly(_) => (S::FORBIDDEN, "admin-only", "Administrators only"),
+            GatewayError::SessionOnly(_) => (S::FORBIDDEN, "session-only", "Signed-in people only"),
             GatewayError::NotFound(_) => (S::NOT_FOUND, "not-found", "Not found"),
             GatewayError::RoleForbids { .. } => (S::FORBIDDEN, "role-forbidden", "Not permitted in your role"),
             GatewayError::ProviderOnly(_) => (S::FORBIDDEN, "provider-only", "Providing authority only"),
             GatewayError::UseRestricted(_) => (S::FORBIDDEN, "use-restricted", "Restricted by the providing authority"),
             GatewayError::BadInput { .. } => (S::BAD_REQUEST, "bad-input", "Bad input"),
             GatewayError::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            GatewayError::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many-attempts", "Too many attempts"),
             GatewayError::Store(StoreError::DigestMismatch { .. }) => {
                 (S::UNPROCESSABLE_ENTITY, "digest-mismatch", "Digest mismatch")
             }

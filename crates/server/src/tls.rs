@@ -27,7 +27,7 @@ pub async fn serve(
     let listener = listener.into_std()?;
     axum_server::from_tcp_rustls(listener, config)?
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .await
         .context("serving HTTPS")
 }

@@ -823,9 +823,11 @@ async fn real_replies_match_the_document() {
 
     let content = "/api/v1/artefacts/{id}/content";
     api.get(content, &format!("/api/v1/artefacts/{artefact}/content?purpose=review"), pm).await;
-    api.get(content, &format!("/api/v1/artefacts/{artefact}/content?purpose=review&access=play"), pm).await;
+    // Playing TLP:RED is a download too: refused.
+    let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=review&access=play");
+    api.get(content, &uri, pm).await.assert_problem(403, "use-restricted", "TLP:RED");
     let ranged = |range: &'static str| {
-        let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=review&access=play");
+        let uri = format!("/api/v1/artefacts/{unrestricted}/content?purpose=review&access=play");
         TestGateway::request("GET", &uri, pm).header(header::RANGE, range).body(Default::default()).unwrap()
     };
     let reply = api.gateway.send(ranged("bytes=0-3")).await;
@@ -843,6 +845,16 @@ async fn real_replies_match_the_document() {
     let decision_uri = format!("/api/v1/widen-requests/{request}/decision");
     api.call("POST", decision, &decision_uri, pm, json!({ "approve": true })).await;
     api.call("POST", decision, &decision_uri, pm, json!({ "approve": true })).await;
+    // The timeline now holds every kind of artefact record the API makes, the request for wider use included.
+    let timeline =
+        api.get("/api/v1/artefacts/{id}/timeline", &format!("/api/v1/artefacts/{artefact}/timeline"), pm).await;
+    let kinds: BTreeSet<String> = timeline.json()["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["record"]["event"]["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(kinds.contains("wider_use_requested") && kinds.contains("policy_changed"), "{kinds:?}");
 
     let outcomes = "/api/v1/artefacts/{id}/outcomes";
     let outcomes_uri = format!("/api/v1/artefacts/{artefact}/outcomes");

@@ -74,12 +74,19 @@ enum Endpoint {
     ListOutcomes,
     AddMember,
     RemoveMember,
+    ScheduleHearing,
+    ListHearings,
+    ViewHearing,
+    IssueInvite,
+    RevokeInvite,
+    OpenHearing,
+    CloseHearing,
 }
 
 impl Endpoint {
     /// In the order the matrix calls them: `AddMember` before `RemoveMember`, so that a caller allowed both leaves
     /// the case as it found it.
-    const ALL: [Self; 16] = [
+    const ALL: [Self; 23] = [
         Self::CaseDetail,
         Self::ListArtefacts,
         Self::Upload,
@@ -96,6 +103,13 @@ impl Endpoint {
         Self::ListOutcomes,
         Self::AddMember,
         Self::RemoveMember,
+        Self::ScheduleHearing,
+        Self::ListHearings,
+        Self::ViewHearing,
+        Self::IssueInvite,
+        Self::RevokeInvite,
+        Self::OpenHearing,
+        Self::CloseHearing,
     ];
 
     const fn action(self) -> Action {
@@ -113,13 +127,19 @@ impl Endpoint {
             Self::ReportOutcome => Action::FileOutcome,
             Self::ListOutcomes => Action::ViewOutcomes,
             Self::AddMember | Self::RemoveMember => Action::ManageMembers,
+            Self::ListHearings | Self::ViewHearing => Action::ViewCase,
+            Self::ScheduleHearing | Self::IssueInvite | Self::RevokeInvite | Self::OpenHearing | Self::CloseHearing => {
+                Action::RunHearings
+            }
         }
     }
 
     const fn success(self) -> u16 {
         match self {
-            Self::Upload | Self::RequestWidening | Self::ReportOutcome => 201,
-            Self::AddMember | Self::RemoveMember => 204,
+            Self::Upload | Self::RequestWidening | Self::ReportOutcome | Self::ScheduleHearing | Self::IssueInvite => {
+                201
+            }
+            Self::AddMember | Self::RemoveMember | Self::RevokeInvite => 204,
             _ => 200,
         }
     }
@@ -131,6 +151,41 @@ impl Endpoint {
 
     const fn is_membership(self) -> bool {
         matches!(self, Self::AddMember | Self::RemoveMember)
+    }
+
+    /// Acts on one hearing (and, to revoke, one of its invites), made fresh for each call by the clerk.
+    const fn needs_hearing(self) -> bool {
+        matches!(
+            self,
+            Self::ViewHearing | Self::IssueInvite | Self::RevokeInvite | Self::OpenHearing | Self::CloseHearing
+        )
+    }
+
+    /// The token scope the call needs, written out here rather than borrowed from the gateway.
+    const fn scope(self) -> &'static str {
+        match self {
+            Self::CaseDetail
+            | Self::ListArtefacts
+            | Self::ArtefactDetail
+            | Self::ListWidenRequests
+            | Self::Download
+            | Self::Timeline
+            | Self::ListOutcomes
+            | Self::ListHearings
+            | Self::ViewHearing => "read",
+            Self::Upload | Self::ExportArtefact | Self::ExportCase | Self::RequestWidening | Self::ReportOutcome => {
+                "write"
+            }
+            Self::SetPolicy
+            | Self::DecideWidening
+            | Self::AddMember
+            | Self::RemoveMember
+            | Self::ScheduleHearing
+            | Self::IssueInvite
+            | Self::RevokeInvite
+            | Self::OpenHearing
+            | Self::CloseHearing => "manage",
+        }
     }
 }
 
@@ -202,6 +257,8 @@ struct Target {
     artefact: String,
     /// A widening request to decide on; `None` asks the provider for a fresh pending one.
     request: Option<String>,
+    /// A hearing and one of its pending invites; `None` asks the clerk for a fresh one.
+    hearing: Option<(String, String)>,
 }
 
 /// A case with one member in each role, an outsider, a spare account for membership changes, and an artefact
@@ -211,7 +268,12 @@ struct World {
     members: Vec<(Role, Person)>,
     outsider: Person,
     spare: Person,
+    /// A second clerk who makes the hearings the matrix acts on, so that the clerk under test keeps their budget
+    /// of console steps for the calls being checked.
+    usher: Person,
     artefact: String,
+    /// A scheduled hearing with a pending invite, for the calls that are refused.
+    shared_hearing: (String, String),
 }
 
 impl World {
@@ -227,7 +289,18 @@ impl World {
         }
         let outsider = Self::person(&gateway, "outsider.person", "FR").await;
         let spare = Self::person(&gateway, "spare.person", "IT").await;
-        let mut world = Self { gateway, members, outsider, spare, artefact: String::new() };
+        let usher = Self::person(&gateway, "usher.person", "IT").await;
+        gateway.member(CASE, &usher.id, "clerk").await;
+        let mut world = Self {
+            gateway,
+            members,
+            outsider,
+            spare,
+            usher,
+            artefact: String::new(),
+            shared_hearing: Default::default(),
+        };
+        world.shared_hearing = world.fresh_hearing().await;
         let provider = world.member(PROVIDER).session.clone();
         let provider = As::Session(&provider);
         let reply = world.gateway.upload(CASE, &format!("purpose={PURPOSE}"), provider, b"exhibit 1".to_vec()).await;
@@ -272,11 +345,29 @@ impl World {
     }
 
     fn real(&self) -> Target {
-        Target { case: CASE.into(), artefact: self.artefact.clone(), request: None }
+        Target { case: CASE.into(), artefact: self.artefact.clone(), request: None, hearing: None }
     }
 
     fn made_up() -> Target {
-        Target { case: "case-ghost".into(), artefact: "art-ghost".into(), request: Some("wr-ghost".into()) }
+        Target {
+            case: "case-ghost".into(),
+            artefact: "art-ghost".into(),
+            request: Some("wr-ghost".into()),
+            hearing: Some(("h-ghost".into(), "inv-ghost".into())),
+        }
+    }
+
+    /// A fresh scheduled hearing with one pending invite, made by the second clerk.
+    async fn fresh_hearing(&self) -> (String, String) {
+        let clerk = As::Session(&self.usher.session);
+        let schedule = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 1" });
+        let reply = self.gateway.call("POST", &format!("/api/v1/cases/{CASE}/hearings"), Some(clerk), schedule).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+        let uri = format!("/api/v1/cases/{CASE}/hearings/{hearing}/invites");
+        let reply = self.gateway.call("POST", &uri, Some(clerk), json!({ "role": "witness" })).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        (hearing, reply.json()["invite"].as_str().unwrap().to_owned())
     }
 
     /// A fresh pending request for wider use of the artefact, made by the provider.
@@ -289,7 +380,10 @@ impl World {
     }
 
     async fn call(&self, who: Who, endpoint: Endpoint, target: &Target) -> Reply {
-        let auth = self.session(who).map(As::Session);
+        self.call_as(self.session(who).map(As::Session), endpoint, target).await
+    }
+
+    async fn call_as(&self, auth: Option<As<'_>>, endpoint: Endpoint, target: &Target) -> Reply {
         let gateway = &self.gateway;
         let (case, art) = (&target.case, &target.artefact);
         let member_uri = format!("/api/v1/cases/{case}/members/{}", self.spare.id);
@@ -336,17 +430,69 @@ impl World {
             Endpoint::ListOutcomes => gateway.get(&format!("/api/v1/artefacts/{art}/outcomes"), auth).await,
             Endpoint::AddMember => gateway.call("PUT", &member_uri, auth, json!({ "role": "witness" })).await,
             Endpoint::RemoveMember => gateway.delete(&member_uri, auth).await,
+            Endpoint::ScheduleHearing => {
+                let schedule = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2" });
+                gateway.call("POST", &format!("/api/v1/cases/{case}/hearings"), auth, schedule).await
+            }
+            Endpoint::ListHearings => gateway.get(&format!("/api/v1/cases/{case}/hearings"), auth).await,
+            Endpoint::ViewHearing
+            | Endpoint::IssueInvite
+            | Endpoint::RevokeInvite
+            | Endpoint::OpenHearing
+            | Endpoint::CloseHearing => {
+                let (hearing, invite) = match &target.hearing {
+                    Some(made) => made.clone(),
+                    None => self.fresh_hearing().await,
+                };
+                let uri = format!("/api/v1/cases/{case}/hearings/{hearing}");
+                match endpoint {
+                    Endpoint::ViewHearing => gateway.get(&uri, auth).await,
+                    Endpoint::IssueInvite => {
+                        gateway.call("POST", &format!("{uri}/invites"), auth, json!({ "role": "judge" })).await
+                    }
+                    Endpoint::RevokeInvite => gateway.delete(&format!("{uri}/invites/{invite}"), auth).await,
+                    Endpoint::OpenHearing => gateway.send_bytes("POST", &format!("{uri}/open"), auth, &[], "").await,
+                    _ => gateway.send_bytes("POST", &format!("{uri}/close"), auth, &[], "").await,
+                }
+            }
         }
     }
 
     /// Calls `endpoint` with a target whose pending request (if any) exists before the ledger is measured.
     async fn call_real(&self, who: Who, endpoint: Endpoint) -> (Reply, u64) {
+        // Only a clerk's console step uses its hearing up (opens, closes it, revokes its invite); everyone else is
+        // refused and can share one.
+        let uses_up = who == Who::Member(Role::Clerk);
+        self.call_real_as(self.session(who).map(As::Session), endpoint, uses_up).await
+    }
+
+    async fn call_real_as(&self, auth: Option<As<'_>>, endpoint: Endpoint, uses_up: bool) -> (Reply, u64) {
         let mut target = self.real();
         if endpoint == Endpoint::DecideWidening {
             target.request = Some(self.pending_request().await);
         }
+        if endpoint.needs_hearing() {
+            target.hearing = Some(if uses_up { self.fresh_hearing().await } else { self.shared_hearing.clone() });
+        }
         let before = self.gateway.ledger_size();
-        (self.call(who, endpoint, &target).await, before)
+        let reply = self.call_as(auth, endpoint, &target).await;
+        if endpoint == Endpoint::CloseHearing && reply.status == 200 {
+            self.minutes_taken(&target.hearing.as_ref().unwrap().0).await;
+        }
+        (reply, before)
+    }
+
+    /// Waits until a closed hearing's minutes are in custody, so that their records land before the next call.
+    async fn minutes_taken(&self, hearing: &str) {
+        let clerk = As::Session(&self.usher.session);
+        let uri = format!("/api/v1/cases/{CASE}/hearings/{hearing}");
+        for _ in 0..600 {
+            if !self.gateway.get(&uri, Some(clerk)).await.json()["minutes_artefact"].is_null() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("no minutes in custody 30 s after the end");
     }
 }
 
@@ -429,6 +575,14 @@ fn the_derived_table_agrees_with_hand_written_spot_checks() {
         (Admin, E::RemoveMember, Ok(204)),
         (Admin, E::Download, Refused(404, "not-found")),
         (Anonymous, E::Upload, Refused(401, "unauthenticated")),
+        (Member(Role::Clerk), E::ScheduleHearing, Ok(201)),
+        (Member(Role::Clerk), E::RevokeInvite, Ok(204)),
+        (Member(Role::Judge), E::OpenHearing, Refused(403, "role-forbidden")),
+        (Member(Role::Judge), E::ViewHearing, Ok(200)),
+        (Member(Role::Witness), E::ListHearings, Ok(200)),
+        (Member(Role::Witness), E::IssueInvite, Refused(403, "role-forbidden")),
+        (Member(Role::Prosecutor), E::ScheduleHearing, Refused(403, "role-forbidden")),
+        (Admin, E::CloseHearing, Refused(404, "not-found")),
     ];
     for (who, endpoint, want) in spot_checks {
         assert_eq!(expected(who, endpoint), want, "{who:?} {endpoint:?}");
@@ -577,6 +731,61 @@ async fn token(gateway: &TestGateway, session: &str, scopes: &[&str], seconds: i
     (json["id"].as_str().unwrap().to_owned(), json["token"].as_str().unwrap().to_owned())
 }
 
+/// Every endpoint a clerk's role permits (the provider's own aside), the hearing console's included, through API
+/// tokens of each scope: a token does only what its scope names, whatever the role allows; a refusal names the
+/// scope and is on the record like a role refusal. A read-only token runs no hearing.
+#[tokio::test]
+async fn every_scope_against_every_endpoint_a_clerk_may_use() {
+    let world = World::new().await;
+    let clerk = world.member(Role::Clerk);
+    let mut wrong = Vec::new();
+    let mut hearing_refusals_recorded = 0;
+    for scope in ["read", "write", "manage"] {
+        let (_, secret) = token(&world.gateway, &clerk.session, &[scope], 3600).await;
+        for endpoint in Endpoint::ALL {
+            if !permits(Role::Clerk, endpoint.action()) || endpoint.provider_only() {
+                continue;
+            }
+            let uses_up = endpoint.scope() == scope;
+            let (reply, before) = world.call_real_as(Some(As::Token(&secret)), endpoint, uses_up).await;
+            let status = reply.status.as_u16();
+            let body = String::from_utf8_lossy(&reply.body);
+            if endpoint.scope() == scope {
+                if status != endpoint.success() {
+                    wrong.push(format!("{scope} {endpoint:?}: expected {}, got {status} {body}", endpoint.success()));
+                }
+                continue;
+            }
+            let problem: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+            let detail = problem["detail"].as_str().unwrap_or_default();
+            if status != 403
+                || problem["type"] != problem_uri("insufficient-scope")
+                || !detail.contains(endpoint.scope())
+            {
+                wrong.push(format!("{scope} {endpoint:?}: expected 403 insufficient-scope, got {status} {body}"));
+                continue;
+            }
+            // Recorded, once at most (repeated identical refusals may be counted in one record).
+            let after = world.gateway.ledger_size();
+            if after > before + 1 {
+                wrong.push(format!("{scope} {endpoint:?}: the refusal left {} records", after - before));
+            }
+            if after == before + 1 {
+                let record = world.gateway.ledger_record(before).await;
+                let recorded = record["event"]["type"] == "access_refused"
+                    && record["event"]["action"] == words(endpoint.action())
+                    && record["actor"] == clerk.id.as_str();
+                if !recorded {
+                    wrong.push(format!("{scope} {endpoint:?}: refusal recorded as {record}"));
+                }
+                hearing_refusals_recorded += usize::from(endpoint.action() == Action::RunHearings);
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{} calls answered wrongly:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(hearing_refusals_recorded >= 1, "no refused hearing step is on the record");
+}
+
 #[tokio::test]
 async fn api_tokens_are_scoped_revocable_and_expire() {
     let gateway = TestGateway::start().await;
@@ -602,7 +811,8 @@ async fn api_tokens_are_scoped_revocable_and_expire() {
     // Tokens are for machines that people sign in to set up: a token mints no token, and no administrator acts
     // through one.
     let body = json!({ "scopes": ["read"], "expires_in_seconds": 3600 });
-    gateway.call("POST", "/api/v1/tokens", Some(As::Token(&write)), body).await.assert_problem(400, "bad-input", "");
+    let reply = gateway.call("POST", "/api/v1/tokens", Some(As::Token(&write)), body).await;
+    reply.assert_problem(403, "session-only", "make API tokens");
     let (_, admin_token) = token(&gateway, &gateway.admin, &["read", "write", "manage"], 3600).await;
     let body = json!({ "id": "case-other", "title": "R v Other" });
     let reply = gateway.call("POST", "/api/v1/cases", Some(As::Token(&admin_token)), body).await;
@@ -700,17 +910,38 @@ async fn use_policies_are_enforced_and_refusals_recorded() {
     let content = format!("/api/v1/artefacts/{artefact}/content?purpose={PURPOSE}");
     let detail = format!("/api/v1/artefacts/{artefact}?purpose={PURPOSE}");
 
-    // TLP:RED: looked at in the gateway, never copied out.
+    // TLP:RED: its description is looked at in the gateway; no byte of its content leaves, whatever the client
+    // says it will do with them: playing, a range, or a download are all refused, and each refusal is recorded.
     let reply = gateway.get(&detail, Some(auth)).await;
     assert_eq!((reply.status.as_u16(), &reply.json()["policy"]["tlp"]), (200, &json!("TLP:RED")));
-    assert_eq!(gateway.get(&format!("{content}&access=play"), Some(auth)).await.status, 200);
+    let listed = gateway.get(&format!("/api/v1/cases/{CASE}/artefacts"), Some(auth)).await.json();
+    assert_eq!(listed[0]["tlp"], "TLP:RED", "{listed}");
+    let ranged = [("range", "bytes=0-3")];
+    let before = gateway.ledger_size();
+    let asking = [
+        gateway.get(&format!("{content}&access=play"), Some(auth)).await,
+        gateway.send_bytes("GET", &format!("{content}&access=play"), Some(auth), &ranged, "").await,
+        gateway.send_bytes("GET", &content, Some(auth), &ranged, "").await,
+        gateway.get(&format!("{content}&access=download"), Some(auth)).await,
+    ];
+    for reply in &asking {
+        reply.assert_problem(403, "use-restricted", "TLP:RED");
+        assert!(!String::from_utf8_lossy(&reply.body).contains("red evidence"));
+    }
+    let mut refusals = 0;
+    for index in before..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        assert_ne!(record["event"]["type"], "artefact_accessed", "{record}");
+        if record["event"]["type"] == "access_refused" {
+            assert_eq!(record["event"]["artefact"], artefact.as_str(), "{record}");
+            assert_eq!(record["event"]["action"], words(Action::DownloadArtefact), "{record}");
+            refusals += 1;
+        }
+    }
+    assert!(refusals >= 1, "the refused plays are on the record");
     let before = gateway.ledger_size();
     gateway.get(&content, Some(auth)).await.assert_problem(403, "use-restricted", "TLP:RED");
     assert_eq!(gateway.ledger_size(), before + 1);
-    let record = gateway.ledger_record(before).await;
-    assert_eq!(record["event"]["type"], "access_refused", "{record}");
-    assert_eq!(record["event"]["artefact"], artefact.as_str(), "{record}");
-    assert_eq!(record["event"]["action"], words(Action::DownloadArtefact), "{record}");
 
     // A purpose the provider did not permit.
     let mut only_trial = open_policy();
@@ -760,11 +991,16 @@ async fn bad_input_is_refused_precisely_and_leaves_nothing() {
         (upload("&filename=a%5Cb".into(), vec![]).await, 400, "bad-input"),
         (upload(String::new(), vec![("custodia-use-policy", "not base64!")]).await, 400, "bad-input"),
         (upload(String::new(), vec![("custodia-use-policy", "e30=")]).await, 400, "bad-input"),
+        // A right-to-left override ("statement<RLO>fdp.exe" reads "statementexe.pdf"), a zero-width space.
+        (upload("&filename=statement%E2%80%AEfdp.exe".into(), vec![]).await, 400, "bad-input"),
+        (upload("&filename=exhibit%E2%80%8B1.pdf".into(), vec![]).await, 400, "bad-input"),
     ];
     for (reply, status, kind) in &refused_uploads {
         reply.assert_problem(*status, kind, "");
     }
     refused_uploads[3].0.assert_problem(400, "bad-input", "filename");
+    refused_uploads[8].0.assert_problem(400, "bad-input", "U+202E");
+    refused_uploads[9].0.assert_problem(400, "bad-input", "U+200B");
     let no_purpose = format!("/api/v1/cases/{CASE}/artefacts");
     let reply = gateway.send_bytes("POST", &no_purpose, Some(auth), &[], "bytes").await;
     reply.assert_problem(400, "bad-input", "purpose");
@@ -823,4 +1059,29 @@ async fn bad_input_is_refused_precisely_and_leaves_nothing() {
     let membership = format!("/api/v1/cases/{CASE}/members/{prosecutor}");
     let reply = gateway.call("PUT", &membership, Some(As::Session(&gateway.admin)), json!({ "role": "usher" })).await;
     reply.assert_problem(400, "bad-input", "");
+}
+
+/// A case that has a clerk keeps one: the last clerk can neither demote nor remove themself, nor be removed by an
+/// administrator; with a second clerk in the case, either may go.
+#[tokio::test]
+async fn a_case_keeps_its_last_clerk() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let (clerk, session) = gateway.person("only.clerk", "IT").await;
+    gateway.member(CASE, &clerk, "clerk").await;
+    let clerk_auth = Some(As::Session(&session));
+    let admin = Some(As::Session(&gateway.admin));
+    let own = format!("/api/v1/cases/{CASE}/members/{clerk}");
+    let reply = gateway.call("PUT", &own, clerk_auth, json!({ "role": "judge" })).await;
+    reply.assert_problem(409, "conflict", "at least one clerk");
+    gateway.delete(&own, clerk_auth).await.assert_problem(409, "conflict", "at least one clerk");
+    gateway.delete(&own, admin).await.assert_problem(409, "conflict", "at least one clerk");
+    assert_eq!(gateway.get(&format!("/api/v1/cases/{CASE}"), clerk_auth).await.json()["role"], "clerk");
+
+    let (second, _) = gateway.person("second.clerk", "IT").await;
+    let uri = format!("/api/v1/cases/{CASE}/members/{second}");
+    assert_eq!(gateway.call("PUT", &uri, clerk_auth, json!({ "role": "clerk" })).await.status, 204);
+    assert_eq!(gateway.call("PUT", &own, clerk_auth, json!({ "role": "judge" })).await.status, 204);
+    // Now the second clerk is the last one.
+    gateway.delete(&uri, admin).await.assert_problem(409, "conflict", "at least one clerk");
 }

@@ -1272,7 +1272,7 @@ const EVENT_SHAPES = {
 const ACTIONS = [
   'view_case', 'list_artefacts', 'upload_artefact', 'view_artefact', 'download_artefact', 'export_artefact',
   'view_timeline', 'manage_members', 'set_policy', 'request_wider_use', 'decide_wider_use', 'file_outcome',
-  'view_outcomes',
+  'view_outcomes', 'correct_policy', 'run_hearings',
 ];
 const REFUSAL_CODES = [
   'missing_scope', 'role_forbids', 'provider_only', 'policy_expired', 'policy_tlp', 'policy_purpose',

@@ -287,7 +287,8 @@ pub fn probe_media(path: &std::path::Path) -> (Vec<String>, f64) {
 pub async fn serve_on_loopback(gateway: &TestGateway) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = custodia_server::app(gateway.state.clone());
+    // As `custodia serve` does: with each client's address, which budgets per peer go by.
+    let app = custodia_server::app(gateway.state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }

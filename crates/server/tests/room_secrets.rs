@@ -1,0 +1,256 @@
+//! A hearing room's secrets work only while they can let someone in, and what is turned away leaves no trace:
+//! an invite that was used, revoked or has expired, the credential of someone removed, and every secret once the
+//! hearing has ended are refused before the hearing's rules, so nothing of them reaches the public log, the
+//! hearing or its room. Repeated attempts, room steps and console steps are held to budgets, so that one client
+//! cannot flood the record. Everything runs against a gateway serving on loopback, through the room's WebSocket.
+
+mod support;
+
+use std::time::Duration;
+
+use custodia_core::CaseId;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use support::{As, TestGateway, serve_on_loopback};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const CASE: &str = "case-1";
+
+/// The next message on a room socket that is not a `state` broadcast.
+async fn next(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("a room message within a minute")
+            .expect("the room is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "state" {
+                return value;
+            }
+        }
+    }
+}
+
+/// Opens the room and says `hello`; returns the first answer (`welcome` or `refused`) and the socket.
+async fn enter(url: &str, hello: Value) -> (Value, Socket) {
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket.send(hello.to_string().into()).await.unwrap();
+    (next(&mut socket).await, socket)
+}
+
+async fn join(url: &str, secret: &str) -> (Value, Socket) {
+    enter(url, json!({"type": "join", "invite": secret})).await
+}
+
+/// Checks that the room turned the hello away, saying `why`.
+fn assert_refused(answer: &Value, why: &str) {
+    assert_eq!(answer["type"], "refused", "{answer}");
+    let reason = answer["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(why), "reason {reason:?} lacks {why:?}");
+}
+
+struct Hearing {
+    id: String,
+    clerk: String,
+}
+
+impl Hearing {
+    async fn schedule(gateway: &TestGateway) -> Self {
+        let (clerk_id, clerk) = gateway.person("clerk", "IT").await;
+        gateway.member(CASE, &clerk_id, "clerk").await;
+        let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2"});
+        let reply =
+            gateway.call("POST", &format!("/api/v1/cases/{CASE}/hearings"), Some(As::Session(&clerk)), schedule).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        Hearing { id: reply.json()["id"].as_str().unwrap().to_owned(), clerk }
+    }
+
+    fn uri(&self, rest: &str) -> String {
+        format!("/api/v1/cases/{CASE}/hearings/{}{rest}", self.id)
+    }
+
+    /// Issues an invite; returns its id and secret.
+    async fn invite(&self, gateway: &TestGateway, body: Value) -> (String, String) {
+        let reply = gateway.call("POST", &self.uri("/invites"), Some(As::Session(&self.clerk)), body).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        let issued = reply.json();
+        (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
+    }
+
+    async fn console(&self, gateway: &TestGateway, step: &str) -> support::Reply {
+        gateway.send_bytes("POST", &self.uri(step), Some(As::Session(&self.clerk)), &[], "").await
+    }
+
+    async fn view(&self, gateway: &TestGateway) -> Value {
+        gateway.get(&self.uri(""), Some(As::Session(&self.clerk))).await.json()
+    }
+
+    /// How many members the hearing's media room holds, connected or not.
+    fn room_members(&self, gateway: &TestGateway) -> usize {
+        let case = CaseId::new(CASE).unwrap();
+        let live = gateway.state.hearings.of_case(&case).into_iter().find(|live| live.id().as_str() == self.id);
+        live.expect("the hearing is live").room().member_count()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, judge_secret) = hearing.invite(&gateway, json!({"role": "judge", "admit_on_join": true})).await;
+    let (_, witness_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    let (revoked, revoked_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    let (_, short_secret) = hearing.invite(&gateway, json!({"role": "witness", "expires_in_seconds": 300})).await;
+    let (_, unused_secret) = hearing.invite(&gateway, json!({"role": "interpreter"})).await;
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+
+    // Before the lobby opens, an invite is turned away without a record.
+    let before = gateway.ledger_size();
+    assert_refused(&join(&url, &witness_secret).await.0, "not opened");
+    assert_eq!(gateway.ledger_size(), before);
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let reply = gateway.delete(&hearing.uri(&format!("/invites/{revoked}")), Some(As::Session(&hearing.clerk))).await;
+    assert_eq!(reply.status, 204, "{}", String::from_utf8_lossy(&reply.body));
+
+    let (welcome, mut judge) = join(&url, &judge_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let judge_credential = welcome["credential"].as_str().unwrap().to_owned();
+    let (welcome, _witness) = join(&url, &witness_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let witness = welcome["participant"].as_str().unwrap().to_owned();
+    let witness_credential = welcome["credential"].as_str().unwrap().to_owned();
+
+    // Used, revoked, expired and made-up secrets: refused, and nothing changes anywhere.
+    let (ledger, members) = (gateway.ledger_size(), hearing.room_members(&gateway));
+    assert_eq!(members, 2);
+    assert_refused(&join(&url, &witness_secret).await.0, "already been used");
+    assert_refused(&join(&url, &revoked_secret).await.0, "revoked");
+    gateway.clock.advance(301);
+    assert_refused(&join(&url, &short_secret).await.0, "expired");
+    assert_refused(&join(&url, "not-an-invite").await.0, "not valid");
+    assert_eq!(gateway.ledger_size(), ledger, "a refused entry reached the public log");
+    assert_eq!(hearing.room_members(&gateway), members, "a refused entry left a member in the room");
+    assert_eq!(hearing.view(&gateway).await["participants"].as_array().unwrap().len(), 2);
+
+    // A secret tried again and again runs out of attempts: ten a minute.
+    let mut too_many = 0;
+    for _ in 0..12 {
+        let (answer, _) = join(&url, &witness_secret).await;
+        assert_eq!(answer["type"], "refused", "{answer}");
+        too_many += usize::from(answer["reason"].as_str().unwrap().contains("too many attempts"));
+    }
+    assert!(too_many >= 1, "twelve more tries of one secret were all answered");
+    assert_eq!(gateway.ledger_size(), ledger);
+
+    // Once removed, a participant's credential no longer works.
+    judge.send(json!({"type": "admit", "participant": witness}).to_string().into()).await.unwrap();
+    judge.send(json!({"type": "remove", "participant": witness}).to_string().into()).await.unwrap();
+    for _ in 0..600 {
+        let view = hearing.view(&gateway).await;
+        let removed =
+            view["participants"].as_array().unwrap().iter().any(|p| p["id"] == witness && p["place"] == "away");
+        if removed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ledger = gateway.ledger_size();
+    assert_refused(&enter(&url, json!({"type": "rejoin", "credential": witness_credential})).await.0, "removed");
+    assert_eq!(gateway.ledger_size(), ledger);
+
+    // A participant's steps are budgeted: a flood of refused steps is cut off, and only what was taken is recorded.
+    const FLOOD: usize = 120;
+    for _ in 0..FLOOD {
+        judge.send(json!({"type": "admit", "participant": witness}).to_string().into()).await.unwrap();
+    }
+    let mut budgeted = 0;
+    for _ in 0..FLOOD {
+        let answer = next(&mut judge).await;
+        assert_eq!(answer["type"], "refused", "{answer}");
+        budgeted += usize::from(answer["reason"].as_str().unwrap().contains("too many room steps"));
+    }
+    let recorded = gateway.ledger_size() - ledger;
+    assert!(budgeted >= 1, "{FLOOD} refused steps were all taken");
+    assert!(recorded as usize <= FLOOD - budgeted, "{recorded} records for {} steps taken", FLOOD - budgeted);
+
+    // Once the hearing has ended, no secret works, and trying leaves nothing.
+    assert_eq!(hearing.console(&gateway, "/close").await.status, 200);
+    assert_eq!(next(&mut judge).await["type"], "ended");
+    for _ in 0..600 {
+        if !hearing.view(&gateway).await["minutes_artefact"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ledger = gateway.ledger_size();
+    assert_refused(&enter(&url, json!({"type": "rejoin", "credential": judge_credential})).await.0, "ended");
+    assert_refused(&join(&url, &unused_secret).await.0, "ended");
+    assert_eq!(gateway.ledger_size(), ledger);
+}
+
+/// A clerk's console steps are budgeted per account: a flood of refused steps (opening an open hearing) is cut off
+/// with 429 problems that leave nothing on the record.
+#[tokio::test]
+async fn console_steps_are_budgeted_per_account() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let before = gateway.ledger_size();
+    const FLOOD: usize = 100;
+    let mut limited = 0;
+    for _ in 0..FLOOD {
+        let reply = hearing.console(&gateway, "/open").await;
+        match reply.status.as_u16() {
+            409 => {}
+            429 => {
+                reply.assert_problem(429, "too-many-attempts", "try again in");
+                limited += 1;
+            }
+            other => panic!("{other}: {}", String::from_utf8_lossy(&reply.body)),
+        }
+    }
+    assert!(limited >= 1, "{FLOOD} console steps in a row were all taken");
+    let recorded = (gateway.ledger_size() - before) as usize;
+    assert!(recorded <= FLOOD - limited, "{recorded} records for {} steps taken", FLOOD - limited);
+}
+
+/// An invite is valid for five minutes to thirty days; anything else is refused with a clear error.
+#[tokio::test]
+async fn invite_validity_is_bounded() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    for seconds in [json!(-5), json!(0), json!(299), json!(30 * 86_400 + 1), json!(4_000_000_000_i64)] {
+        let body = json!({"role": "witness", "expires_in_seconds": seconds});
+        let reply = gateway.call("POST", &hearing.uri("/invites"), Some(As::Session(&hearing.clerk)), body).await;
+        reply.assert_problem(400, "bad-input", "5 minutes");
+    }
+    for seconds in [300, 30 * 86_400] {
+        let body = json!({"role": "witness", "expires_in_seconds": seconds});
+        let reply = gateway.call("POST", &hearing.uri("/invites"), Some(As::Session(&hearing.clerk)), body).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    }
+}
+
+/// The console's JSON bodies are held to the API's 64 KiB, and the 413 says so truthfully.
+#[tokio::test]
+async fn console_bodies_are_held_to_the_json_limit() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let body = json!({"role": "witness", "padding": "x".repeat(100 * 1024)});
+    let reply = gateway.call("POST", &hearing.uri("/invites"), Some(As::Session(&hearing.clerk)), body).await;
+    reply.assert_problem(413, "too-large", "65536 bytes");
+    let place = "x".repeat(300 * 1024);
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": place});
+    let reply = gateway
+        .call("POST", &format!("/api/v1/cases/{CASE}/hearings"), Some(As::Session(&hearing.clerk)), schedule)
+        .await;
+    reply.assert_problem(413, "too-large", "65536 bytes");
+}

@@ -102,6 +102,12 @@ CREATE TABLE hearing_journal (
     PRIMARY KEY (hearing_id, seq)
 );
 "#,
+    // An administrator can disable an account (a compromised one); it then signs nothing in and its sessions and
+    // tokens are gone. NULL while the account is active.
+    r#"
+ALTER TABLE accounts ADD COLUMN disabled_at TEXT;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

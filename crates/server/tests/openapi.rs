@@ -922,7 +922,7 @@ async fn real_replies_match_the_document() {
     api.check("DELETE", "/api/v1/session", reply);
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
-    // WHIP, which needs a WebRTC peer (tests/whip.rs, tests/hearing.rs), and the hearing room's WebSocket
+    // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket
     // (tests/hearing.rs).
     let succeeded: BTreeSet<(&str, &str)> = api
         .seen

@@ -186,7 +186,7 @@ impl Legit {
         while !self.stop.load(Ordering::Relaxed) {
             turn += 1;
             let started = Instant::now();
-            let (path, cookie) = if turn % 2 == 0 {
+            let (path, cookie) = if turn.is_multiple_of(2) {
                 ("/healthz", String::new())
             } else {
                 ("/api/v1/me", format!("custodia_session={session}"))
@@ -472,13 +472,14 @@ async fn attacks_on_a_running_gateway_leave_a_legitimate_client_working() {
     let welcome = socket.next().await.unwrap().unwrap();
     assert!(welcome.to_text().unwrap().contains("welcome"), "{welcome:?}");
     let mut sent = 0;
-    for n in 0..20_000 {
-        let message = if n % 2 == 0 { Message::text("{\"type\":\"x\"}") } else { Message::Ping(vec![7; 100].into()) };
+    for n in 0..20_000u32 {
+        let message =
+            if n.is_multiple_of(2) { Message::text("{\"type\":\"x\"}") } else { Message::Ping(vec![7; 100].into()) };
         if socket.feed(message).await.is_err() {
             break;
         }
         sent += 1;
-        if n % 500 == 0 && socket.flush().await.is_err() {
+        if n.is_multiple_of(500) && socket.flush().await.is_err() {
             break;
         }
     }

@@ -270,10 +270,47 @@ impl Catalog {
         Ok(row.as_ref().map(account).transpose()?)
     }
 
+    /// The account of this username, unless it is disabled.
     pub async fn account_by_username(&self, username: &str) -> Result<Option<Account>> {
-        let row =
-            sqlx::query("SELECT * FROM accounts WHERE username = $1").bind(username).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM accounts WHERE username = $1 AND disabled_at IS NULL")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(account).transpose()?)
+    }
+
+    /// The account, unless it is disabled: what may authenticate.
+    pub async fn active_account(&self, id: &str) -> Result<Option<Account>> {
+        let row = sqlx::query("SELECT * FROM accounts WHERE id = $1 AND disabled_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account).transpose()?)
+    }
+
+    /// Disables an account at `at`, ends all its sessions and revokes all its API tokens, in one transaction.
+    /// `false` if there is no such account. Disabling a disabled account keeps its first date.
+    pub async fn disable_account(&self, id: &str, at: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT id FROM accounts WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE accounts SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+            .bind(id)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM sessions WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes the sessions that expired by `now` (unix seconds); returns how many.
+    pub async fn purge_expired_sessions(&self, now: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn count_accounts(&self) -> Result<i64> {
@@ -781,6 +818,19 @@ impl Catalog {
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(())
+    }
+
+    /// How many resumable uploads `account_id` has open at `now`, and the bytes they declared in all.
+    pub async fn open_uploads_of(&self, account_id: &str, now: i64) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(length), 0) AS bytes FROM uploads \
+             WHERE account_id = $1 AND expires_at > $2",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("bytes")?))
     }
 
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {

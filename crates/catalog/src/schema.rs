@@ -116,6 +116,12 @@ CREATE TABLE custody_openings (
     openings TEXT NOT NULL
 );
 "#,
+    // An administrator can disable an account (a compromised one); it then signs nothing in and its sessions and
+    // tokens are gone. NULL while the account is active.
+    r#"
+ALTER TABLE accounts ADD COLUMN disabled_at TEXT;
+CREATE INDEX sessions_expiry ON sessions (expires_at);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -60,7 +60,17 @@ pub enum EngineError {
     BadOffer(String),
     #[error("WebRTC engine: {0}")]
     Engine(String),
+    #[error("the media server is at its limit of {0} connections; try again later")]
+    Busy(usize),
 }
+
+/// Peer connections one engine holds at once (each holds UDP sockets, DTLS state and buffers); an offer beyond
+/// it is refused before any WebRTC work.
+pub const MAX_PEERS: usize = 256;
+
+/// How long a peer connection may take to connect (ICE and DTLS). One that has not connected by then, like a
+/// flood of offers that never follow up, is failed and closed.
+pub const CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn engine_err(e: impl std::fmt::Display) -> EngineError {
     EngineError::Engine(e.to_string())
@@ -118,14 +128,45 @@ pub struct IncomingTrack {
     pub codec: Codec,
     pub clock_rate: u32,
     pub ssrc: u32,
-    pub events: mpsc::UnboundedReceiver<TrackEvent>,
+    pub events: mpsc::Receiver<TrackEvent>,
     pub keyframes: Arc<dyn KeyframeRequester>,
+}
+
+/// Events that may wait for one track's reader: at 30 fps and a few packets a frame, several seconds of video.
+/// A reader that falls further behind (a stalled relay, a flooding sender) loses packets, counted by
+/// [`dropped_packets`], instead of growing memory; the jitter buffer then sees them as lost.
+pub const TRACK_QUEUE: usize = 1024;
+
+static DROPPED_PACKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Track events dropped in this process because their reader's queue ([`TRACK_QUEUE`]) was full.
+pub fn dropped_packets() -> u64 {
+    DROPPED_PACKETS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A bounded queue of track events ([`TRACK_QUEUE`]).
+pub fn track_queue() -> (mpsc::Sender<TrackEvent>, mpsc::Receiver<TrackEvent>) {
+    mpsc::channel(TRACK_QUEUE)
+}
+
+/// Offers `event` to a track's reader without waiting: `false` once the reader is gone; a full queue drops the
+/// event and counts it.
+pub fn enqueue(queue: &mpsc::Sender<TrackEvent>, event: TrackEvent) -> bool {
+    match queue.try_send(event) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            DROPPED_PACKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
 }
 
 /// The WebRTC engine: webrtc-rs set up to receive Opus audio and VP8 video.
 pub struct WebRtcEngine {
     api: API,
     config: EngineConfig,
+    peers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for WebRtcEngine {
@@ -139,6 +180,8 @@ pub struct Peer {
     answer_sdp: String,
     pc: Arc<RTCPeerConnection>,
     failed: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// This peer's place among the engine's [`MAX_PEERS`], given back when the peer connection is gone.
+    _place: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -303,7 +346,7 @@ impl WebRtcEngine {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .build();
-        Ok(WebRtcEngine { api, config })
+        Ok(WebRtcEngine { api, config, peers: Arc::new(tokio::sync::Semaphore::new(MAX_PEERS)) })
     }
 
     fn rtc_configuration(&self) -> RTCConfiguration {
@@ -369,19 +412,41 @@ impl WebRtcEngine {
         F: FnOnce(Arc<RTCPeerConnection>) -> Fut,
         Fut: std::future::Future<Output = Result<(), EngineError>>,
     {
+        let place = Arc::new(self.peers.clone().try_acquire_owned().map_err(|_| EngineError::Busy(MAX_PEERS))?);
         let pc = Arc::new(self.api.new_peer_connection(self.rtc_configuration()).await.map_err(engine_err)?);
         let offer =
             RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| EngineError::BadOffer(e.to_string()))?;
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
-        let failed_tx = std::sync::Mutex::new(Some(failed_tx));
-        pc.on_peer_connection_state_change(Box::new(move |state| {
-            if state == RTCPeerConnectionState::Failed
-                && let Some(tx) = failed_tx.lock().unwrap_or_else(|p| p.into_inner()).take()
-            {
+        let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
+        let fail = move |failed_tx: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>| {
+            if let Some(tx) = failed_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = tx.send(());
+            }
+        };
+        let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (on_change, ever_connected) = (failed_tx.clone(), connected.clone());
+        // The place is held for as long as the peer connection's handlers live, which is until it is closed.
+        let held = place.clone();
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            let _held = &held;
+            match state {
+                RTCPeerConnectionState::Connected => ever_connected.store(true, std::sync::atomic::Ordering::Relaxed),
+                RTCPeerConnectionState::Failed => fail(&on_change),
+                _ => {}
             }
             Box::pin(async {})
         }));
+        let (deadline_tx, unfinished) = (failed_tx.clone(), Arc::downgrade(&pc));
+        tokio::spawn(async move {
+            tokio::time::sleep(CONNECT_DEADLINE).await;
+            if !connected.load(std::sync::atomic::Ordering::Relaxed)
+                && let Some(pc) = unfinished.upgrade()
+            {
+                tracing::info!("a peer connection did not connect in time; closing it");
+                fail(&deadline_tx);
+                let _ = pc.close().await;
+            }
+        });
         let weak = Arc::downgrade(&pc);
         pc.on_track(Box::new(move |track, receiver, _transceiver| {
             let tracks = tracks.clone();
@@ -400,7 +465,7 @@ impl WebRtcEngine {
                     Codec::Vp8 => MediaKind::Video,
                     Codec::Opus => MediaKind::Audio,
                 };
-                let (events, rx) = mpsc::unbounded_channel();
+                let (events, rx) = track_queue();
                 let incoming = IncomingTrack {
                     kind,
                     codec,
@@ -419,7 +484,7 @@ impl WebRtcEngine {
                         for packet in packets {
                             if let Some(sr) = packet.as_any().downcast_ref::<RtcpSenderReport>() {
                                 let report = SenderReport { ntp_time: sr.ntp_time, rtp_time: sr.rtp_time, arrived };
-                                if rtcp_events.send(TrackEvent::SenderReport(report)).is_err() {
+                                if !enqueue(&rtcp_events, TrackEvent::SenderReport(report)) {
                                     return;
                                 }
                             }
@@ -435,7 +500,7 @@ impl WebRtcEngine {
                             payload: packet.payload,
                             arrived: Instant::now(),
                         };
-                        if events.send(TrackEvent::Rtp(rtp)).is_err() {
+                        if !enqueue(&events, TrackEvent::Rtp(rtp)) {
                             return;
                         }
                     }
@@ -454,7 +519,7 @@ impl WebRtcEngine {
         }
         .await;
         match result {
-            Ok(answer_sdp) => Ok(Peer { answer_sdp, pc, failed: Some(failed_rx) }),
+            Ok(answer_sdp) => Ok(Peer { answer_sdp, pc, failed: Some(failed_rx), _place: place }),
             Err(e) => {
                 let _ = pc.close().await;
                 Err(e)

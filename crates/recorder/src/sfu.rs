@@ -105,7 +105,7 @@ struct Source {
     muted: Arc<AtomicBool>,
     outputs: RwLock<Vec<Arc<Output>>>,
     /// A copy of everything that arrives goes here while the member is recorded.
-    recorder: Mutex<Option<mpsc::UnboundedSender<TrackEvent>>>,
+    recorder: Mutex<Option<mpsc::Sender<TrackEvent>>>,
     /// RTP packets that arrived on this track.
     arrived: AtomicU64,
 }
@@ -170,7 +170,7 @@ impl Output {
 }
 
 impl Source {
-    async fn relay(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<TrackEvent>) {
+    async fn relay(self: Arc<Self>, mut events: mpsc::Receiver<TrackEvent>) {
         while let Some(event) = events.recv().await {
             let muted = self.kind == MediaKind::Audio && self.muted.load(Ordering::Relaxed);
             if let TrackEvent::Rtp(_) = &event {
@@ -192,15 +192,16 @@ impl Source {
                     }
                     event => event,
                 };
-                // The recording may have just been stopped; that is not this track's concern.
-                let _ = recorder.send(event);
+                // The recording may have just been stopped; that is not this track's concern. A recording that
+                // falls behind loses packets (counted), never the relay's pace.
+                let _ = crate::engine::enqueue(&recorder, event);
             }
         }
     }
 
     /// Hands a copy of this track to a recording.
     fn record_into(&self, recording: &Recording) {
-        let (events, rx) = mpsc::unbounded_channel();
+        let (events, rx) = crate::engine::track_queue();
         let track = IncomingTrack {
             kind: self.kind,
             codec: self.codec,

@@ -15,7 +15,7 @@ use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256,
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, Caller, SESSION_COOKIE, SESSION_SECONDS, Scope};
+use crate::auth::{self, Caller, SESSION_SECONDS, Scope};
 use crate::extract::{Path, Query};
 use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
@@ -28,12 +28,12 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Staging files of resumable uploads in progress ([`crate::tus`]).
     pub uploads_dir: std::path::PathBuf,
-    /// Live WHIP publishing sessions ([`crate::whip`]).
-    pub whip: std::sync::Arc<crate::whip::WhipSessions>,
     /// Live hearings and their rooms ([`crate::hearings`]).
     pub hearings: std::sync::Arc<crate::hearings::Hearings>,
     /// STUN/TURN servers and the TURN credential issuer ([`crate::turn`]), for the API, WHIP and the hearing room.
     pub ice_servers: std::sync::Arc<crate::turn::IceServers>,
+    /// Recent failed sign-ins and the password-hashing budget ([`auth::SignInThrottle`]).
+    pub sign_ins: std::sync::Arc<auth::SignInThrottle>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
         .route("/api/v1/accounts", post(create_account))
+        .route("/api/v1/accounts/{id}/disable", post(disable_account))
         .route("/api/v1/cases", post(create_case).get(my_cases))
         .route("/api/v1/cases/{case}", get(case_detail))
         .route("/api/v1/cases/{case}/members/{account}", put(set_member).delete(remove_member))
@@ -181,12 +182,17 @@ impl<'a> From<&'a Account> for AccountView<'a> {
     }
 }
 
-async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignIn>) -> Result<Response, Problem> {
-    let account = auth::check_password(&state.gateway, &body.username, &body.password).await?;
+async fn sign_in(
+    State(state): State<AppState>,
+    auth::Https(https): auth::Https,
+    site: Option<axum::Extension<crate::listen::Site>>,
+    ApiJson(body): ApiJson<SignIn>,
+) -> Result<Response, Problem> {
+    // Served in-process (tests) there is no peer: all such sign-ins share one throttle entry.
+    let peer = site.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |site| site.client);
+    let account = auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer).await?;
     let secret = auth::start_session(&state.gateway, &account).await?;
-    let secure = if state.secure_cookies { "; Secure" } else { "" };
-    let cookie =
-        format!("{SESSION_COOKIE}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECONDS}{secure}");
+    let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
     let mut response = json(StatusCode::OK, AccountView::from(&account));
     response
         .headers_mut()
@@ -196,11 +202,15 @@ async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignIn>) 
 
 async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Response, Problem> {
     let (parts, _) = request.into_parts();
-    if let Some(secret) = auth::session_secret(&parts) {
+    let https = auth::reached_over_https(&parts, &state);
+    if let Some(secret) = auth::session_secret(&parts, https) {
+        if !auth::same_origin(&parts, https) {
+            return Err(GatewayError::CrossOrigin.into());
+        }
         state.gateway.catalog.delete_session(&auth::secret_digest(&secret)).await.map_err(GatewayError::from)?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+    let expired = auth::session_cookie(https, "", 0);
     response
         .headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_str(&expired).map_err(|e| Problem::internal(&e))?);
@@ -288,6 +298,25 @@ async fn create_account(
         new_account(&state.gateway, body.username, body.display_name, &body.password, body.jurisdiction, body.is_admin)
             .await?;
     Ok(json(StatusCode::CREATED, AccountView::from(&account)))
+}
+
+/// Disables an account: it can no longer sign in, and its sessions and API tokens stop working at once. For a
+/// compromised account; its records and memberships stay.
+async fn disable_account(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    caller.require_admin("disable accounts")?;
+    if id == caller.account.id {
+        return Err(bad_input("account", "an administrator cannot disable their own account").into());
+    }
+    let at = state.gateway.now().to_string();
+    if !state.gateway.catalog.disable_account(&id, &at).await.map_err(GatewayError::from)? {
+        return Err(Problem::not_found(format!("no account {id}")));
+    }
+    tracing::info!(account = %id, by = %caller.account.id, "account disabled; its sessions and tokens revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Creates an account after checking its fields. Shared by the API and the bootstrap of the first administrator.

@@ -88,6 +88,56 @@ pub struct ServeConfig {
     pub max_upload_bytes: u64,
     #[command(flatten)]
     pub ice: IceConfig,
+    #[command(flatten)]
+    pub connections: ConnectionConfig,
+}
+
+/// How many connections the gateway holds, and for how long ([`crate::listen`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionConfig {
+    /// Open connections at once; lowered at start-up to what the open-file limit leaves after a reserve.
+    #[arg(long, env = "CUSTODIA_MAX_CONNECTIONS", default_value_t = 8192)]
+    pub max_connections: usize,
+    /// Open connections at once from one client address (a trusted proxy is exempt).
+    #[arg(long, env = "CUSTODIA_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
+    pub max_connections_per_peer: usize,
+    /// Seconds a client has to send a request head or finish a TLS handshake; also how long an idle connection
+    /// is kept between requests.
+    #[arg(long, env = "CUSTODIA_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+    /// Seconds a request body may send nothing before the request is cut off.
+    #[arg(long, env = "CUSTODIA_BODY_IDLE_SECONDS", default_value_t = 30)]
+    pub body_idle_seconds: u64,
+    /// Reverse proxies (comma-separated addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed:
+    /// behind one that terminates HTTPS, the session cookie is `Secure` and answers carry HSTS.
+    #[arg(long, env = "CUSTODIA_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 8192,
+            max_connections_per_peer: 256,
+            header_timeout_seconds: 10,
+            body_idle_seconds: 30,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl ConnectionConfig {
+    /// The limits for [`crate::listen::serve`], within `open_files` descriptors.
+    pub fn limits(&self, open_files: u64) -> crate::listen::Limits {
+        crate::listen::Limits {
+            max_connections: self.max_connections.max(1),
+            max_connections_per_peer: self.max_connections_per_peer.max(1),
+            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_seconds.max(1)),
+            body_idle_timeout: std::time::Duration::from_secs(self.body_idle_seconds.max(1)),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
+        .budgeted(open_files)
+    }
 }
 
 /// The STUN and TURN servers handed to WebRTC clients (WHIP publishers, hearing participants), with TURN
@@ -132,6 +182,7 @@ impl fmt::Debug for ServeConfig {
             .field("s3", &self.s3)
             .field("tls", &self.tls_cert.is_some())
             .field("ice", &self.ice)
+            .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +205,7 @@ impl ServeConfig {
             tls_key: None,
             max_upload_bytes: 64 << 30,
             ice: IceConfig { turn_ttl_seconds: 3600, ..IceConfig::default() },
+            connections: ConnectionConfig::default(),
         }
     }
 

@@ -38,6 +38,10 @@ pub enum GatewayError {
     TokenExpired,
     #[error("the token has been revoked")]
     TokenRevoked,
+    #[error("a request signed in by cookie must come from this site's own pages (Origin or Sec-Fetch-Site)")]
+    CrossOrigin,
+    #[error("{0}")]
+    TooMany(String),
     #[error("the token does not carry the {0} scope")]
     MissingScope(&'static str),
     #[error("only an administrator may {0}")]

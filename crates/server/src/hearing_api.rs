@@ -15,20 +15,37 @@ use custodia_hearing::InviteId;
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::api::{ApiJson, AppState, JSON_LIMIT, case_id};
 use crate::auth::Caller;
 use crate::extract::Path;
 use crate::gateway::{GatewayError, bad_input};
-use crate::hearings::{ConsoleStep, Entered, InviteRequest, RoomError, RoomStep, ScheduleRequest};
+use crate::hearings::{ConsoleStep, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest};
 use crate::problem::Problem;
 
-/// The largest room message taken: an SDP offer with every candidate is a few kilobytes.
+/// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
 const MAX_MESSAGE_BYTES: usize = 128 * 1024;
 
+/// Bytes a socket's writer may buffer before the client is taken to be too slow and disconnected.
+const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
 /// How long a new socket has to say who it is.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sockets that have not (yet) joined, at once, in this process; more are answered 503 without an upgrade.
+/// Each may hold one incomplete message of at most [`MAX_MESSAGE_BYTES`] for at most [`HELLO_TIMEOUT`].
+pub const UNJOINED_SOCKETS: usize = 128;
+
+/// Frames a socket may send (text, binary, ping, pong alike): a burst of [`MESSAGE_BURST`], refilled at
+/// [`MESSAGES_PER_SECOND`]. A client over it is disconnected. A person in a hearing sends a few a minute.
+const MESSAGE_BURST: f64 = 60.0;
+/// See [`MESSAGE_BURST`].
+const MESSAGES_PER_SECOND: f64 = 10.0;
+
+/// How long one message may take to reach a client before it is taken to be gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+static UNJOINED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UNJOINED_SOCKETS);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -128,9 +145,12 @@ async fn close(
     console_step(&state, &caller, &case, &hearing, ConsoleStep::Close).await
 }
 
-/// The client's address, when the server was started with it (for budgets per peer; never logged).
+/// The client's address (the one a trusted proxy names, else the peer's), for budgets per peer; never logged.
 fn peer(extensions: &Extensions) -> Option<IpAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip())
+    extensions
+        .get::<crate::listen::Site>()
+        .map(|site| site.client)
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()))
 }
 
 async fn room(
@@ -141,7 +161,21 @@ async fn room(
     let peer = peer(&extensions);
     match upgrade {
         Ok(upgrade) => {
-            upgrade.max_message_size(MAX_MESSAGE_BYTES).on_upgrade(move |socket| run_room(state, socket, peer))
+            let Ok(unjoined) = UNJOINED.try_acquire() else {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "Too many waiting sockets",
+                    "too many room sockets have not joined yet; try again in a moment",
+                )
+                .into_response();
+            };
+            upgrade
+                .max_message_size(MAX_MESSAGE_BYTES)
+                .max_frame_size(MAX_MESSAGE_BYTES)
+                .write_buffer_size(64 * 1024)
+                .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+                .on_upgrade(move |socket| run_room(state, socket, peer, unjoined))
         }
         Err(_) => Problem::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -161,8 +195,37 @@ enum Hello {
     Rejoin { credential: String },
 }
 
-async fn next_text(socket: &mut futures::stream::SplitStream<WebSocket>) -> Option<String> {
+/// A socket's allowance of frames ([`MESSAGE_BURST`], [`MESSAGES_PER_SECOND`]).
+struct Allowance {
+    tokens: f64,
+    refilled: tokio::time::Instant,
+}
+
+impl Allowance {
+    fn new() -> Self {
+        Self { tokens: MESSAGE_BURST, refilled: tokio::time::Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * MESSAGES_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(MESSAGE_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// The next text message, or `None` when the socket closed, failed, or sent more frames than its allowance.
+async fn next_text(socket: &mut futures::stream::SplitStream<WebSocket>, allowance: &mut Allowance) -> Option<String> {
     while let Some(Ok(message)) = socket.next().await {
+        if !allowance.take() {
+            tracing::info!("a room socket sent too many messages; closing it");
+            return None;
+        }
         match message {
             Message::Text(text) => return Some(text.to_string()),
             Message::Close(_) => return None,
@@ -177,23 +240,37 @@ fn is_final(message: &Value) -> bool {
     matches!(message["type"].as_str(), Some("ended" | "removed" | "replaced" | "refused_hello"))
 }
 
-async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>) {
+async fn run_room(
+    state: AppState,
+    socket: WebSocket,
+    peer: Option<IpAddr>,
+    unjoined: tokio::sync::SemaphorePermit<'static>,
+) {
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = mpsc::unbounded_channel::<Value>();
+    let (outbox, mut outgoing, overflowed) = Outbox::channel();
     let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
+        loop {
+            let message = tokio::select! {
+                message = outgoing.recv() => message,
+                () = overflowed.notified() => {
+                    tracing::info!("a room socket did not keep up with its messages; closing it");
+                    break;
+                }
+            };
+            let Some(mut message) = message else { break };
             let last = is_final(&message);
-            let mut message = message;
             if message["type"] == "refused_hello" {
                 message["type"] = json!("refused");
             }
-            if sink.send(Message::Text(message.to_string().into())).await.is_err() || last {
+            let send = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(message.to_string().into())));
+            if !matches!(send.await, Ok(Ok(()))) || last {
                 break;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(None))).await;
     });
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream)).await.ok().flatten();
+    let mut allowance = Allowance::new();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance)).await.ok().flatten();
     let entered = match hello.as_deref().map(serde_json::from_str::<Hello>) {
         Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
@@ -201,16 +278,23 @@ async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>) {
         Some(Err(e)) => Err(format!("the first message must be join or rejoin: {e}")),
         None => Err("no join message".to_owned()),
     };
+    drop(unjoined);
     let Entered { hearing, participant, connection } = match entered {
         Ok(entered) => entered,
         Err(reason) => {
             let _ = outbox.send(json!({"type": "refused_hello", "reason": reason}));
             drop(outbox);
-            let _ = writer.await;
+            let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
             return;
         }
     };
-    while let Some(text) = next_text(&mut stream).await {
+    loop {
+        // The writer stops when the client is too slow for its outbox; then the reading stops too.
+        let text = tokio::select! {
+            text = next_text(&mut stream, &mut allowance) => text,
+            () = outbox.closed() => None,
+        };
+        let Some(text) = text else { break };
         if !hearing.is_current(&participant, connection).await {
             break;
         }
@@ -312,7 +396,12 @@ async fn whip_publish(
         Ok(connected) => connected,
         Err(e) => {
             hearing.connection_closed(&participant, connection).await;
-            return Err(bad_input("offer", e).into());
+            return Err(match e {
+                custodia_recorder::EngineError::Busy(_) => {
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Media server busy", e.to_string())
+                }
+                e => bad_input("offer", e).into(),
+            });
         }
     };
     // A publisher that vanishes without a DELETE has lost its connection.

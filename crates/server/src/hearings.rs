@@ -38,8 +38,40 @@ use crate::turn::IceServers;
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
 
-/// A message for one participant's WebSocket.
-pub type Outbox = mpsc::UnboundedSender<Value>;
+/// The messages waiting for one participant's WebSocket. It is bounded: a client that does not read what it is
+/// sent (a slow link, or an attacker letting replies pile up) is disconnected once [`Outbox::CAPACITY`] messages
+/// wait, instead of growing the gateway's memory. A disconnected participant rejoins and is sent the state afresh.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    sender: mpsc::Sender<Value>,
+    overflowed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Outbox {
+    /// Messages that may wait for one socket.
+    pub const CAPACITY: usize = 64;
+
+    /// A new outbox, the receiving end for the socket's writer, and the signal that the outbox overflowed.
+    pub fn channel() -> (Self, mpsc::Receiver<Value>, std::sync::Arc<tokio::sync::Notify>) {
+        let (sender, receiver) = mpsc::channel(Self::CAPACITY);
+        let overflowed = std::sync::Arc::new(tokio::sync::Notify::new());
+        (Self { sender, overflowed: overflowed.clone() }, receiver, overflowed)
+    }
+
+    /// Queues `message`; when the outbox is full the socket is to be closed, and the message is dropped.
+    pub fn send(&self, message: Value) -> Result<(), mpsc::error::TrySendError<Value>> {
+        self.sender.try_send(message).inspect_err(|err| {
+            if matches!(err, mpsc::error::TrySendError::Full(_)) {
+                self.overflowed.notify_one();
+            }
+        })
+    }
+
+    /// Completes once the socket's writer has stopped.
+    pub async fn closed(&self) {
+        self.sender.closed().await;
+    }
+}
 
 /// Why a step in a hearing did not happen.
 #[derive(Debug, thiserror::Error)]

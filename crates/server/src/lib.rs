@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod hearing_api;
 pub mod hearings;
 pub mod keys;
+pub mod listen;
 pub mod log_routes;
 pub mod openapi;
 pub mod problem;
@@ -34,11 +35,10 @@ pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls
      webrtc_sctp=off,webrtc_data=off,webrtc_mdns=off,webrtc_util=off,webrtc_media=off,turn=off,stun=off,\
      interceptor=off,rtp=off,rtcp=off,sdp=off";
 
-/// The whole HTTP surface: the API, WHIP publishing, the read-only log, and the browser pages (served from the
+/// The whole HTTP surface: the API, the hearings (WHIP publishing among them), the read-only log, and the browser pages (served from the
 /// fallback, so that they never shadow a route).
 pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
-        .merge(whip::router(state.clone()))
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state))
         .fallback(web::fallback)

@@ -141,17 +141,22 @@ fn say(line: &str) {
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Before anything opens a file: the budget below is taken from the limit in force.
+    let open_files = custodia_server::listen::raise_open_file_limit();
+    let limits = config.connections.limits(open_files);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(custodia_server::tls::acceptor(cert, key).await?),
+        _ => None,
+    };
     let state = custodia_server::startup::open(&config, Clock::default()).await?;
     let app = custodia_server::app(state);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(address = %listener.local_addr()?, tls = config.tls_cert.is_some(), "gateway listening");
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => custodia_server::tls::serve(listener, app, cert, key, shutdown_signal()).await,
-        _ => Ok(axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await?),
-    }
+    tracing::info!(
+        address = %listener.local_addr()?, tls = tls.is_some(), open_files, max_connections = limits.max_connections,
+        max_connections_per_peer = limits.max_connections_per_peer, "gateway listening"
+    );
+    custodia_server::listen::serve(listener, app, tls, limits, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -69,6 +69,8 @@ impl From<GatewayError> for Problem {
             GatewayError::BadCredentials => (S::UNAUTHORIZED, "bad-credentials", "Wrong username or password"),
             GatewayError::TokenExpired => (S::UNAUTHORIZED, "token-expired", "Token expired"),
             GatewayError::TokenRevoked => (S::UNAUTHORIZED, "token-revoked", "Token revoked"),
+            GatewayError::CrossOrigin => (S::FORBIDDEN, "cross-origin", "Cross-origin request refused"),
+            GatewayError::TooMany(_) => (S::TOO_MANY_REQUESTS, "too-many", "Too many requests"),
             GatewayError::MissingScope(_) => (S::FORBIDDEN, "insufficient-scope", "Token scope too narrow"),
             GatewayError::AdminOnly(_) => (S::FORBIDDEN, "admin-only", "Administrators only"),
             GatewayError::SessionOnly(_) => (S::FORBIDDEN, "session-only", "Signed-in people only"),

@@ -69,6 +69,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
     bootstrap_admin(&gateway, gateway_config).await?;
+    crate::auth::purge_expired_sessions(gateway.clone());
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     let recordings = gateway_config.data_dir.join("recordings");
@@ -78,7 +79,6 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         // What a crash cut off: each file is the open segment of a recording, never sealed. Kept, and on the record.
         tracing::warn!(count = quarantined, "quarantined unsealed recording segments left by an interrupted run");
     }
-    let whip = Arc::new(crate::whip::WhipSessions::new(recordings, quarantine_dir.clone())?);
     // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
     let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
         include_loopback: true,
@@ -88,14 +88,21 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         gateway.clone(),
         Arc::new(engine),
         ice_servers.clone(),
-        gateway_config.data_dir.join("recordings").join("hearings"),
+        recordings.join("hearings"),
         quarantine_dir,
     ));
     let restored = hearings.restore().await?;
     if restored > 0 {
         tracing::info!(count = restored, "hearings restored from their journals");
     }
-    Ok(AppState { gateway, secure_cookies: config.tls_cert.is_some(), uploads_dir, whip, hearings, ice_servers })
+    Ok(AppState {
+        gateway,
+        secure_cookies: config.tls_cert.is_some(),
+        uploads_dir,
+        hearings,
+        ice_servers,
+        sign_ins: Arc::default(),
+    })
 }
 
 /// The S3-compatible store, when one is configured.

@@ -1,33 +1,13 @@
-//! HTTPS through rustls, when a certificate and key are configured.
+//! HTTPS through rustls, when a certificate and key are configured; connections are served by [`crate::listen`].
 
-use std::future::Future;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then drains connections for up to 30 s.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    cert: &Path,
-    key: &Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// A TLS acceptor for the certificate chain and key in these PEM files, offering HTTP/2 and HTTP/1.1.
+pub async fn acceptor(cert: &Path, key: &Path) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
     let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
         .await
         .with_context(|| format!("loading TLS certificate {} and key {}", cert.display(), key.display()))?;
-    let handle = axum_server::Handle::new();
-    let draining = handle.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        draining.graceful_shutdown(Some(Duration::from_secs(30)));
-    });
-    let listener = listener.into_std()?;
-    axum_server::from_tcp_rustls(listener, config)?
-        .handle(handle)
-        .serve(app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .await
-        .context("serving HTTPS")
+    Ok(tokio_rustls::TlsAcceptor::from(config.get_inner()))
 }

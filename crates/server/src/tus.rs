@@ -157,6 +157,9 @@ async fn discover(State(state): State<AppState>) -> Result<Response, Problem> {
     )
 }
 
+/// Resumable uploads one account may have open at once.
+pub const OPEN_UPLOADS_PER_ACCOUNT: i64 = 4;
+
 async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Result<Response, Problem> {
     let gateway = &state.gateway;
     if headers.contains_key("upload-defer-length") {
@@ -173,6 +176,23 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     let (case, _) = upload_request(metadata)?;
     // Nobody stages bytes into a case they may not upload to.
     gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
+    // Nobody reserves the disk without limit: a few open uploads per account, declaring one largest upload's bytes
+    // between them.
+    let now = gateway.clock.unix_seconds();
+    let (open, reserved) =
+        gateway.catalog.open_uploads_of(&caller.account.id, now).await.map_err(GatewayError::from)?;
+    if open >= OPEN_UPLOADS_PER_ACCOUNT {
+        return Err(GatewayError::TooMany(format!(
+            "you have {open} resumable uploads open; finish or delete one first (at most {OPEN_UPLOADS_PER_ACCOUNT})"
+        ))
+        .into());
+    }
+    if u64::try_from(reserved).unwrap_or(u64::MAX).saturating_add(length) > gateway.max_upload_bytes {
+        return Err(too_large(format!(
+            "your open resumable uploads already declare {reserved} bytes; together they may declare at most {}",
+            gateway.max_upload_bytes
+        )));
+    }
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
     if let Err(err) = remove_expired(gateway, &state.uploads_dir).await {

@@ -99,8 +99,8 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
         let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(segment["sha256"], digest.as_str(), "{id}: the bytes are the ones sealed");
         let bundle = data.path().join(format!("{id}.tar"));
-        let exported =
-            curl(&["-X", "POST", "-H", &cookie, &format!("{base}/api/v1/artefacts/{id}/exports?purpose=trial")]);
+        let exports = format!("{base}/api/v1/artefacts/{id}/exports?purpose=trial");
+        let exported = curl(&["-X", "POST", "-H", &cookie, "-H", "Sec-Fetch-Site: same-origin", &exports]);
         std::fs::write(&bundle, exported).unwrap();
         let verified = custodia(&["verify", bundle.to_str().unwrap(), "--trusted-key", &vkey], data.path());
         assert!(verified.status.success(), "{id}: {}", text(&verified));

@@ -953,8 +953,14 @@ async fn real_replies_match_the_document() {
     let reply = api.gateway.delete("/api/v1/session", pm).await;
     api.check("DELETE", "/api/v1/session", reply);
 
+    let spare = json!({ "username": "spare", "display_name": "Spare", "password": "correct-horse-battery", "jurisdiction": "IT" });
+    let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, spare).await;
+    let spare = reply.json()["id"].as_str().unwrap().to_owned();
+    let disable = format!("/api/v1/accounts/{spare}/disable");
+    api.call("POST", "/api/v1/accounts/{id}/disable", &disable, admin, json!({})).await;
+
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
-    // WHIP, which needs a WebRTC peer (tests/whip.rs, tests/hearing.rs), and the hearing room's WebSocket
+    // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket
     // (tests/hearing.rs).
     let succeeded: BTreeSet<(&str, &str)> = api
         .seen

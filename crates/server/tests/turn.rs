@@ -3,11 +3,11 @@
 //! - coturn accepts the credential `GET /api/v1/ice-servers` issues, over TCP and over UDP, and refuses a forged one
 //!   and one the gateway issued that has since expired (`turnutils_uclient`, which exits non-zero when it cannot
 //!   complete the allocation).
-//! - A publisher that may only use relayed candidates, and knows only TURN over TCP, reaches the gateway through
-//!   coturn and its recording enters custody. This is how a phone on a network that blocks UDP gets through: the
+//! - A WHIP publisher invited to a hearing, that may only use relayed candidates and knows only TURN over TCP,
+//!   reaches the hearing room through coturn (recording in the room is tests/hearing.rs's). This is how a phone on a network that blocks UDP gets through: the
 //!   gateway's WebRTC engine (webrtc-rs 0.17) cannot take ICE over TCP itself.
 //!
-//! Needs coturn (scripts/test-packages.txt); the publish also needs aiortc (tests/requirements.txt) and ffprobe.
+//! Needs coturn (scripts/test-packages.txt); the publish also needs aiortc (tests/requirements.txt).
 //! Each part is skipped, saying so, without them.
 
 mod support;
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use support::{As, TestGateway, write_token};
+use support::{As, TestGateway};
 
 fn installed(program: &str, args: &[&str]) -> bool {
     std::process::Command::new(program)
@@ -196,15 +196,28 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
         eprintln!("SKIPPED: coturn is not installed (scripts/setup-system.sh test)");
         return;
     }
-    if !installed("python3", &["-c", "import aiortc"]) || !installed("ffprobe", &["-version"]) {
-        eprintln!("SKIPPED: aiortc or ffprobe is not installed (scripts/setup-system.sh test)");
+    if !installed("python3", &["-c", "import aiortc"]) {
+        eprintln!("SKIPPED: aiortc is not installed (scripts/setup-system.sh test)");
         return;
     }
     let secret = custodia_server::auth::new_secret();
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
-    let (account, session) = witness(&gateway, "case-2").await;
-    let token = write_token(&gateway, &session).await;
+    let (_, session) = witness(&gateway, "case-2").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-2", &clerk, "clerk").await;
+    let clerk_auth = Some(As::Session(&clerk_session));
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply = gateway.call("POST", "/api/v1/cases/case-2/hearings", clerk_auth, schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let invites = format!("/api/v1/cases/case-2/hearings/{hearing}/invites");
+    let reply = gateway.call("POST", &invites, clerk_auth, json!({"role": "remote_site_officer"})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let camera_secret = reply.json()["secret"].as_str().unwrap().to_owned();
+    let open = format!("/api/v1/cases/case-2/hearings/{hearing}/open");
+    let reply = gateway.call("POST", &open, clerk_auth, json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -216,11 +229,11 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
     let turn = &servers[1];
     let tcp_url = format!("turn:127.0.0.1:{}?transport=tcp", coturn.port);
     let only_tcp = json!([{ "urls": [tcp_url], "username": turn["username"], "credential": turn["credential"] }]);
-    let url = format!("http://127.0.0.1:{port}/api/v1/cases/case-2/hearings/hearing-1/whip");
+    let url = format!("http://127.0.0.1:{port}/api/v1/room/whip");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers/whip_publish.py");
     let output = tokio::process::Command::new("python3")
         .arg(&script)
-        .args([url.as_str(), "15", token.as_str()])
+        .args([url.as_str(), "6", camera_secret.as_str()])
         .env("WHIP_ICE_SERVERS", only_tcp.to_string())
         .env("WHIP_ICE_TRANSPORT_POLICY", "relay")
         .kill_on_drop(true)
@@ -238,37 +251,4 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
     assert!(links.iter().any(|l| l.starts_with("<turn:127.0.0.1:") && l.contains("username=")), "{links:?}");
     let log = coturn.log();
     assert!(log.contains("ALLOCATE processed, success"), "{log}");
-
-    // The recording is in custody, as the witness's.
-    let (judge, judge_session) = gateway.person("judge", "NL").await;
-    gateway.member("case-2", &judge, "judge").await;
-    let reply = gateway.get("/api/v1/cases/case-2/artefacts", Some(As::Session(&judge_session))).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-    let artefacts = reply.json().as_array().unwrap().clone();
-    assert!(!artefacts.is_empty(), "no segment in custody");
-    let dir = tempfile::tempdir().unwrap();
-    let mut total = 0.0;
-    for (i, artefact) in artefacts.iter().enumerate() {
-        let id = artefact["id"].as_str().unwrap();
-        let record = gateway.ledger_record(artefact["ledger_index"].as_u64().unwrap()).await;
-        assert_eq!(record["event"]["type"], "artefact_registered");
-        assert_eq!(record["actor"], account.as_str());
-        let content = gateway
-            .get(&format!("/api/v1/artefacts/{id}/content?purpose=review"), Some(As::Session(&judge_session)))
-            .await;
-        assert_eq!(content.status, StatusCode::OK);
-        let path = dir.path().join(format!("{i}.webm"));
-        std::fs::write(&path, &content.body).unwrap();
-        let probe = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-show_format", "-of", "json"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
-        let probe: Value = serde_json::from_slice(&probe.stdout).unwrap();
-        total += probe["format"]["duration"].as_str().unwrap().parse::<f64>().unwrap();
-    }
-    let sent = report["stopped_s"].as_f64().unwrap();
-    eprintln!("through TURN over TCP: {} segments, {total:.3} s recorded of {sent:.3} s sent", artefacts.len());
-    assert!(total <= sent + 0.5 && total >= sent - 2.0, "recorded {total:.3} s of {sent:.3} s");
 }

@@ -325,3 +325,22 @@ async fn uploads_end_on_termination_and_on_expiry() {
     assert!(!staging_file(&gateway, &expiring).exists());
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
 }
+
+#[tokio::test]
+async fn one_account_cannot_reserve_the_disk_with_open_uploads() {
+    let (gateway, officer, clerk) = gateway_with_officer().await;
+    let max = gateway.state.gateway.max_upload_bytes;
+    let open = custodia_server::tus::OPEN_UPLOADS_PER_ACCOUNT as usize;
+    for n in 0..open {
+        create(&gateway, &officer, 1000 + n, &statement_metadata(&statement(1000 + n))).await;
+    }
+    let reply = try_create(&gateway, &officer, "10", &statement_metadata(&statement(10))).await;
+    reply.assert_problem(429, "too-many", "resumable uploads open");
+    // Another account has its own allowance, up to one largest upload's bytes in all.
+    let half = (max / 2).to_string();
+    assert_eq!(try_create(&gateway, &clerk, &half, &statement_metadata(b"a")).await.status, StatusCode::CREATED);
+    let reply = try_create(&gateway, &clerk, &half, &statement_metadata(b"b")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = try_create(&gateway, &clerk, "2", &statement_metadata(b"c")).await;
+    reply.assert_problem(413, "too-large", "declare at most");
+}

@@ -60,6 +60,10 @@ fn curl(method: &str, url: &str, auth: Option<&str>, body: Option<Value>) -> Rep
     command.args(["--silent", "--show-error", "--include", "--max-time", "30", "--request", method, url]);
     if let Some(auth) = auth {
         command.args(["--header", auth]);
+        if auth.starts_with("cookie:") {
+            // As the gateway's own pages would: a cookie-authenticated change must say it is same-origin.
+            command.args(["--header", "sec-fetch-site: same-origin"]);
+        }
     }
     if let Some(body) = body {
         command.args(["--header", "content-type: application/json", "--data-binary", &body.to_string()]);

@@ -26,6 +26,7 @@ def call(base, method, path, body=None, cookie=None):
         request.add_header("Content-Type", "application/json")
     if cookie:
         request.add_header("Cookie", f"custodia_session={cookie}")
+        request.add_header("Sec-Fetch-Site", "same-origin")
     with urllib.request.urlopen(request, timeout=30) as response:
         text = response.read()
         session = response.headers.get("Set-Cookie", "")

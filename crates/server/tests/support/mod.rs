@@ -84,7 +84,10 @@ impl TestGateway {
     pub fn request(method: &str, uri: &str, auth: Option<As<'_>>) -> axum::http::request::Builder {
         let builder = Request::builder().method(method).uri(uri);
         match auth {
-            Some(As::Session(cookie)) => builder.header(header::COOKIE, format!("custodia_session={cookie}")),
+            // As a browser on the gateway's own pages sends it (a cookie-authenticated change needs it).
+            Some(As::Session(cookie)) => builder
+                .header(header::COOKIE, format!("custodia_session={cookie}"))
+                .header("sec-fetch-site", "same-origin"),
             Some(As::Token(token)) => builder.header(header::AUTHORIZATION, format!("Bearer {token}")),
             None => builder,
         }

@@ -1,0 +1,375 @@
+//! Accepting connections within a budget, so that no client can take the gateway down by holding sockets.
+//!
+//! `axum::serve` sets no timeouts and takes every connection it is offered: 1,100 half-open requests once pinned
+//! the process at its open-file limit, and every other user with it. Here:
+//! - the process raises its soft `RLIMIT_NOFILE` to the hard limit at start-up ([`raise_open_file_limit`]) and
+//!   budgets connections below it, keeping descriptors in reserve for the listener, the database, the log, the
+//!   recordings and WebRTC's sockets;
+//! - a connection over the global budget, or over its peer's share, is closed as soon as it is accepted;
+//! - a request head must arrive within [`Limits::header_read_timeout`] (an idle keep-alive connection is a
+//!   connection waiting for a head, so it is closed too), a TLS handshake within the same time, and a request
+//!   body that sends nothing for [`Limits::body_idle_timeout`] is cut off;
+//! - every request learns who sent it ([`Site`]): the peer's address, or the client a trusted proxy names, and
+//!   whether it came over HTTPS (the cookie's `Secure` flag, HSTS).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Request, header};
+use futures::StreamExt as _;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Descriptors kept out of the connection budget, at the least.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// HSTS for answers over HTTPS: two years.
+const HSTS: &str = "max-age=63072000";
+
+/// What one gateway process accepts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at once, over all peers.
+    pub max_connections: usize,
+    /// Open connections at once from one address (trusted proxies are exempt: they carry many clients).
+    pub max_connections_per_peer: usize,
+    /// How long a request head (and a TLS handshake) may take, and how long a connection may sit idle between
+    /// requests.
+    pub header_read_timeout: Duration,
+    /// How long a request body may send nothing before it is cut off.
+    pub body_idle_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Limits {
+    /// `configured` connections at most, and never more than the open-file limit `open_files` leaves after the
+    /// reserve (a quarter of the limit, and at least [`RESERVED_DESCRIPTORS`]).
+    pub fn budgeted(mut self, open_files: u64) -> Self {
+        let reserve = RESERVED_DESCRIPTORS.max(open_files / 4);
+        let affordable = usize::try_from(open_files.saturating_sub(reserve)).unwrap_or(usize::MAX).max(1);
+        self.max_connections = self.max_connections.min(affordable);
+        self.max_connections_per_peer = self.max_connections_per_peer.min(self.max_connections);
+        self
+    }
+}
+
+/// Raises the soft open-file limit to the hard one and returns the limit now in force.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(hard) = limit.maximum else {
+        // No hard limit: take a generous soft one; the kernel's own ceiling (fs.nr_open) still applies.
+        let wanted = 1 << 20;
+        return match setrlimit(Resource::Nofile, Rlimit { current: Some(wanted), maximum: None }) {
+            Ok(()) => wanted,
+            Err(_) => limit.current.unwrap_or(1024),
+        };
+    };
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return hard;
+    }
+    match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
+        Ok(()) => hard,
+        Err(err) => {
+            tracing::warn!(error = %err, "could not raise the open-file limit");
+            limit.current.unwrap_or(1024)
+        }
+    }
+}
+
+/// Who sent a request, as far as the gateway can tell: never logged, never recorded (a witness's address is their
+/// whereabouts); used for per-peer budgets and to know whether the client reached us over HTTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Site {
+    /// The client's address: the TCP peer, or the one a trusted proxy names.
+    pub client: IpAddr,
+    /// Whether the client's connection is HTTPS (to us, or to the trusted proxy in front of us).
+    pub https: bool,
+}
+
+impl Site {
+    fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Self {
+        if !trusted_proxies.contains(&peer) {
+            return Self { client: peer, https: tls };
+        }
+        // The proxy appends the address it saw last; anything before it the client may have written.
+        let forwarded_for = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|item| item.trim().parse::<IpAddr>().ok())
+            .next_back();
+        let forwarded_proto = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok());
+        Self {
+            client: forwarded_for.unwrap_or(peer),
+            https: tls || forwarded_proto.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")),
+        }
+    }
+}
+
+/// Open connections, in all and per peer.
+#[derive(Debug)]
+struct Budget {
+    total: Arc<Semaphore>,
+    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    max_per_peer: usize,
+}
+
+/// A connection's place in the budget, given back on drop.
+struct Admitted {
+    budget: Arc<Budget>,
+    peer: Option<IpAddr>,
+    _total: OwnedSemaphorePermit,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer else { return };
+        let mut per_peer = self.budget.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = per_peer.get_mut(&peer) {
+            *count -= 1;
+            if *count == 0 {
+                per_peer.remove(&peer);
+            }
+        }
+    }
+}
+
+impl Budget {
+    fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Option<Admitted> {
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        if exempt {
+            return Some(Admitted { budget: self.clone(), peer: None, _total: total });
+        }
+        let mut per_peer = self.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = per_peer.entry(peer).or_insert(0);
+        if *count >= self.max_per_peer {
+            return None;
+        }
+        *count += 1;
+        Some(Admitted { budget: self.clone(), peer: Some(peer), _total: total })
+    }
+}
+
+/// Serves `app` on `listener` within `limits`, over TLS when `tls` is given, until `shutdown` completes; then
+/// stops accepting and gives open connections up to 30 s to finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let limits = Arc::new(limits);
+    let budget = Arc::new(Budget {
+        total: Arc::new(Semaphore::new(limits.max_connections)),
+        per_peer: Mutex::new(HashMap::new()),
+        max_per_peer: limits.max_connections_per_peer,
+    });
+    // One protocol per connection, known before the first byte: HTTP/1.1 in plain text, and over TLS what ALPN
+    // chose. (Guessing from the first bytes, as hyper-util's auto mode does, waits without a deadline for a client
+    // that sends nothing.)
+    let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
+    http1.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
+    http2
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(limits.header_read_timeout)
+        .keep_alive_timeout(limits.header_read_timeout);
+    let builders = Arc::new((http1, http2));
+    let (closing, _) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut refused: u64 = 0;
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of descriptors or a connection reset before we took it: wait a little, and keep serving.
+                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let exempt = limits.trusted_proxies.contains(&peer.ip());
+        let Some(admitted) = budget.admit(peer.ip(), exempt) else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(refused, "connections refused over the connection budget");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone());
+        let builders = builders.clone();
+        let tls = tls.clone();
+        let closing = closing.subscribe();
+        let handshake_timeout = limits.header_read_timeout;
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let (http1, http2) = &*builders;
+            match tls {
+                None => serve_connection(http1, stream, service, closing).await,
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
+                        return;
+                    };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(Duration::from_secs(30), budget.total.acquire_many(all)).await.is_err() {
+        tracing::warn!("connections still open 30 s after shutdown began; closing them");
+    }
+    Ok(())
+}
+
+/// One connection until it ends, or until shutdown asks it to finish what it is doing.
+async fn serve_connection<I, S>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = closing.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// The router for one connection: each request learns its [`Site`], its body is cut off when it goes idle, and
+/// answers over HTTPS carry HSTS.
+fn site_service(
+    app: Router,
+    peer: SocketAddr,
+    tls: bool,
+    limits: Arc<Limits>,
+) -> hyper_util::service::TowerToHyperService<
+    impl tower::Service<
+        Request<hyper::body::Incoming>,
+        Response = axum::response::Response,
+        Error = Infallible,
+        Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+    > + Clone,
+> {
+    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let site = Site::resolve(peer.ip(), tls, request.headers(), &limits.trusted_proxies);
+        let idle = limits.body_idle_timeout;
+        let mut request = request.map(|body| {
+            let body = Body::new(body);
+            if hyper::body::Body::is_end_stream(&body) { body } else { idle_limited(body, idle) }
+        });
+        request.extensions_mut().insert(site);
+        request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        let app = app.clone();
+        async move {
+            let mut response = tower::ServiceExt::oneshot(app, request).await?;
+            if site.https {
+                response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+            }
+            Ok(response)
+        }
+    });
+    hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// `body`, ended with an error if no data arrives for `idle`.
+fn idle_limited(body: Body, idle: Duration) -> Body {
+    let stream = body.into_data_stream();
+    let limited = futures::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+            Ok(Some(Err(err))) => Some((Err(std::io::Error::other(err)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body stopped arriving")),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(limited)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_keeps_a_reserve_of_descriptors() {
+        let limits = Limits {
+            max_connections: 10_000,
+            max_connections_per_peer: 5_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            trusted_proxies: vec![],
+        };
+        let small = limits.clone().budgeted(1024);
+        assert_eq!(small.max_connections, 768);
+        assert_eq!(small.max_connections_per_peer, 768);
+        let large = limits.budgeted(1 << 20);
+        assert_eq!(large.max_connections, 10_000);
+        assert_eq!(large.max_connections_per_peer, 5_000);
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client_and_the_scheme() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let via_proxy = Site::resolve(proxy, false, &headers, &[proxy]);
+        assert_eq!(via_proxy, Site { client: "198.51.100.7".parse().unwrap(), https: true });
+        let stranger: IpAddr = "203.0.113.5".parse().unwrap();
+        assert_eq!(Site::resolve(stranger, false, &headers, &[proxy]), Site { client: stranger, https: false });
+    }
+
+    #[test]
+    fn one_peer_cannot_take_the_whole_budget() {
+        let budget = Arc::new(Budget {
+            total: Arc::new(Semaphore::new(3)),
+            per_peer: Mutex::new(HashMap::new()),
+            max_per_peer: 2,
+        });
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let first = budget.admit(attacker, false).unwrap();
+        let _second = budget.admit(attacker, false).unwrap();
+        assert!(budget.admit(attacker, false).is_none(), "a third connection from one peer");
+        let _other = budget.admit("192.0.2.2".parse().unwrap(), false).unwrap();
+        assert!(budget.admit("192.0.2.3".parse().unwrap(), false).is_none(), "over the global budget");
+        drop(first);
+        assert!(budget.admit(attacker, false).is_some(), "a closed connection gives its place back");
+    }
+}

@@ -134,7 +134,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::ViewCase,
         Self::ListArtefacts,
         Self::UploadArtefact,

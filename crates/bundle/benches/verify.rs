@@ -302,7 +302,8 @@ fn build(
         format: ExportFormat::CourtBundle,
         export_sha256: None,
     };
-    let events: [(&str, &dyn Fn(&mut Openings) -> CustodyEvent); 3] = [
+    type MakeEvent<'a> = &'a dyn Fn(&mut Openings) -> CustodyEvent;
+    let events: [(&str, MakeEvent<'_>); 3] = [
         ("statement intake", &|_| registered.clone()),
         ("trial preparation", &|openings| CustodyEvent::ArtefactAccessed {
             artefact: artefact.clone(),

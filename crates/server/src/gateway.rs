@@ -252,7 +252,14 @@ impl Gateway {
     ///
     /// The openings of the record's commitments are kept in the catalog, under the entry's SHA-256, before the
     /// entry is appended: no commitment is ever published without its opening kept.
+    ///
+    /// Refusal counts whose window has closed are recorded first ([`crate::refusals`]): any activity flushes them.
     pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
+        self.flush_refusals().await?;
+        self.record_now(sealed).await
+    }
+
+    async fn record_now(&self, sealed: &Sealed) -> Result<u64> {
         let Some(artefact) = sealed.record.event.artefact() else {
             // Case-level records are not chained: a late index of an earlier one changes no `prior`.
             if let Err(err) = self.index_unindexed(None).await {
@@ -530,7 +537,8 @@ impl Gateway {
         Ok(record_now)
     }
 
-    /// Writes every count whose window has closed. The flusher task calls it once per window.
+    /// Writes every count whose window has closed. Every other record calls it first, so a count is written at
+    /// the gateway's next activity after its window closes.
     pub async fn flush_refusals(&self) -> Result<usize> {
         let now = self.now();
         let due = self.refusals.take_due(now);
@@ -567,7 +575,7 @@ impl Gateway {
             }
         };
         sealed.record.repeated = repeated;
-        self.record(&sealed).await
+        self.record_now(&sealed).await
     }
 
     /// A hearing's custody record: its detail digest, if any, committed under a fresh salt, since a detail

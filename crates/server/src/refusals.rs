@@ -2,8 +2,9 @@
 //!
 //! The first refusal of a kind (same case, actor, action, artefact and code; for a hearing, the same actor and
 //! the same refused step) is recorded at once. Identical refusals within the next [`WINDOW`] are only counted;
-//! when the window closes, one record with `repeated: {count, since}` stands for all of them. A member who tries a
-//! refused download 200 times in a minute adds two records, not 200. The count of a window still open is lost if
+//! when the window has closed, one record with `repeated: {count, since}` stands for all of them, written before the
+//! gateway's next record of any kind (no background task holds the gateway, and so its log, open). A member who
+//! tries a refused download 200 times in a minute adds two records, not 200. A count not yet written is lost if
 //! the process stops; the first refusal of every window is always on the record.
 
 use std::collections::HashMap;
@@ -78,19 +79,6 @@ fn repeated(window: Window) -> Option<Repeated> {
     Some(Repeated { count: window.count, since: window.since? }).filter(|r| r.count > 0)
 }
 
-/// Records closed windows' counts once per window, for as long as the gateway runs.
-pub fn spawn_flusher(gateway: crate::gateway::Gateway) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(WINDOW.unsigned_abs() / 2);
-        loop {
-            tick.tick().await;
-            if let Err(err) = gateway.flush_refusals().await {
-                tracing::error!(error = %err, "could not record aggregated refusals");
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +104,7 @@ mod tests {
         }
         let Refusal::Access { case, actor, artefact, action, .. } = refusal() else { unreachable!() };
         let other = Refusal::Access { case, actor, artefact, action, code: RefusalCode::RoleForbids };
-        assert_eq!(refusals.note(&other, start).0, true, "another code is another refusal");
+        assert!(refusals.note(&other, start).0, "another code is another refusal");
         assert!(refusals.take_due(start + SignedDuration::from_secs(59)).is_empty());
         let due = refusals.take_due(start + WINDOW);
         let (_, repeated) = due.iter().find(|(r, _)| *r == refusal()).unwrap();

@@ -59,7 +59,6 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes);
     let caught_up = gateway.reindex().await?;
-    crate::refusals::spawn_flusher(gateway.clone());
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
     }

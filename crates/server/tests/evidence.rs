@@ -105,7 +105,8 @@ async fn ingest_retrieve_and_prove_custody() {
     assert_eq!(kinds, ["artefact_registered", "artefact_accessed", "artefact_accessed", "artefact_accessed"]);
     assert_eq!(records[2]["record"]["event"]["access"], "download");
     assert_eq!(records[3]["record"]["event"]["access"], "play");
-    assert_eq!(records[1]["record"]["purpose"], "trial preparation");
+    assert_eq!(records[1]["openings"]["purpose"]["text"], "trial preparation");
+    assert_ne!(records[1]["record"]["purpose"], "trial preparation", "the log holds only a commitment");
     assert_eq!(records[1]["record"]["actor"], defence);
     for record in records {
         let proof = TlogProof::parse(record["proof"].as_str().unwrap().as_bytes()).unwrap();
@@ -211,7 +212,8 @@ async fn use_restrictions_are_enforced_recorded_and_widened_only_by_the_provider
             "access_refused", // purpose not permitted
             "wider_use_requested",
             "access_refused", // the receiver tried to decide
-            "access_refused", // read before the decision
+            // The read before the decision repeats the first refusal (same member, action, artefact and code)
+            // within a minute: it is counted into that refusal's window, not recorded again.
             "policy_changed", // approved
             "artefact_accessed",
             "outcome_reported",

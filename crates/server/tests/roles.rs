@@ -38,8 +38,12 @@ fn policy(tlp: &str) -> Value {
 }
 
 /// How an action reads in a refusal ("download artefact"), written out here rather than borrowed from the gateway.
-/// How a refusal record names the action: its code.
 fn words(action: Action) -> String {
+    action.as_str().replace('_', " ")
+}
+
+/// How a refusal record names the action: its code.
+fn code(action: Action) -> String {
     action.as_str().to_owned()
 }
 
@@ -514,7 +518,7 @@ async fn every_caller_against_every_endpoint() {
             // A member refused by their role leaves a custody record naming the action.
             if let (Who::Member(_), Expect::Refused(_, "role-forbidden")) = (who, expected(who, endpoint)) {
                 let after = world.gateway.ledger_size();
-                let key = (format!("{who:?}"), words(endpoint.action()));
+                let key = (format!("{who:?}"), code(endpoint.action()));
                 if after == before && recorded.contains(&key) {
                     continue;
                 }
@@ -526,7 +530,7 @@ async fn every_caller_against_every_endpoint() {
                 let record = world.gateway.ledger_record(before).await;
                 let event = &record["event"];
                 let recorded = event["type"] == "access_refused"
-                    && event["action"] == words(endpoint.action())
+                    && event["action"] == code(endpoint.action())
                     && record["actor"] == world.account(who).unwrap()
                     && record["case"] == case_ref.as_str()
                     && event["code"] == "role_forbids";
@@ -705,7 +709,7 @@ async fn refusals_about_an_artefact_are_in_its_timeline() {
         timeline["records"].as_array().unwrap().iter().map(|entry| &entry["record"]).any(|record| {
             let event = &record["event"];
             event["type"] == "access_refused"
-                && event["action"] == words(endpoint.action())
+                && event["action"] == code(endpoint.action())
                 && event["artefact"] == world.artefact.as_str()
                 && record["actor"] == world.member(role).id.as_str()
         })
@@ -942,6 +946,10 @@ async fn use_policies_are_enforced_and_refusals_recorded() {
     let before = gateway.ledger_size();
     gateway.get(&content, Some(auth)).await.assert_problem(403, "use-restricted", "TLP:RED");
     assert_eq!(gateway.ledger_size(), before + 1);
+    let record = gateway.ledger_record(before).await;
+    assert_eq!(record["event"]["type"], "access_refused", "{record}");
+    assert_eq!(record["event"]["artefact"], artefact.as_str(), "{record}");
+    assert_eq!(record["event"]["action"], code(Action::DownloadArtefact), "{record}");
 
     // A purpose the provider did not permit.
     let mut only_trial = open_policy();

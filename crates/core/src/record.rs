@@ -247,9 +247,10 @@ impl CustodyEvent {
     /// The event's commitments, by field name.
     fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
         match self {
-            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::AccessRefused { .. } | Self::CaseExported { .. } => {
-                Vec::new()
-            }
+            Self::ArtefactRegistered { .. }
+            | Self::ArtefactExported { .. }
+            | Self::AccessRefused { .. }
+            | Self::CaseExported { .. } => Vec::new(),
             Self::ArtefactAccessed { site, .. } => vec![("site", site)],
             Self::ArtefactTransferred { jurisdiction, .. } => vec![("jurisdiction", jurisdiction)],
             Self::DerivativeMade { operation, .. } => vec![("operation", operation)],
@@ -413,7 +414,7 @@ mod tests {
 
     #[test]
     fn a_case_export_record_holds_a_digest_and_a_count_only() {
-        let mut record = sample();
+        let (mut record, _) = sample();
         record.event = CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3 };
         let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
         assert!(entry.contains(r#""event":{"artefacts":3,"listing_sha256":""#), "{entry}");

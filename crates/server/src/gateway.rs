@@ -288,7 +288,9 @@ impl Gateway {
         let pending = self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
         let mut pending = pending.unwrap_or_default().into_iter();
         while let Some(unindexed) = pending.next() {
-            if let Err(err) = self.index_entry(unindexed.index, &unindexed.record, &unindexed.case, &unindexed.entry).await {
+            if let Err(err) =
+                self.index_entry(unindexed.index, &unindexed.record, &unindexed.case, &unindexed.entry).await
+            {
                 let mut left = vec![unindexed];
                 left.extend(pending);
                 self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, left);
@@ -336,8 +338,6 @@ impl Gateway {
         self.catalog.index_custody(index as i64, case, artefact, entry).await?;
         Ok(())
     }
-
-
 
     /// The opening of a case's opaque reference: the case's own salt (made on first use, kept in the catalog)
     /// and its id.
@@ -922,13 +922,13 @@ impl Gateway {
         let bytes = listing.to_bytes().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let event =
             CustodyEvent::CaseExported { listing_sha256: Sha256::of(&bytes), artefacts: listing.bundles.len() as u64 };
-        let record = self.custody_record(caller, case, purpose, event);
-        let index = self.record(&record).await?;
-        let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let sealed = self.custody_record(caller, case, purpose.as_str(), |_| event).await?;
+        let index = self.record(&sealed).await?;
+        let entry = sealed.record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let checkpoint = self.log.wait_for_size(index + 1).await?;
         let path = self.log.storage().inclusion_proof(index, checkpoint.checkpoint.size).await?;
         let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
-        let record = BundleRecord { index, entry, proof: proof.to_bytes() };
+        let record = BundleRecord { index, entry, proof: proof.to_bytes(), openings: sealed.openings.to_canonical() };
         Ok((listing, CaseRecord { record, checkpoint: checkpoint.note().to_vec() }))
     }
 

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, HearingId, Label, Sha256};
+use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Sha256};
 use custodia_hearing::HearingEventKind;
 
 use crate::auth::Caller;
@@ -91,15 +91,15 @@ pub async fn quarantine(
     source: Option<&Path>,
     destination: &Path,
 ) -> Result<u64, GatewayError> {
-    let label = |text: &str| Label::new(text).map_err(|err| GatewayError::Internal(err.to_string()));
-    let event = CustodyEvent::HearingEvent {
-        hearing: hearing.clone(),
-        kind: HearingEventKind::OutputQuarantined.label(),
-        subject: None,
-        detail_sha256: Some(Sha256::of(bytes)),
-    };
-    let record = CustodyRecord::new(case.clone(), actor, gateway.now(), label("remote testimony")?, event);
-    let index = gateway.record(&record).await?;
+    let sealed = gateway
+        .seal(case, actor, gateway.now(), crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
+            hearing: hearing.clone(),
+            kind: HearingEventKind::OutputQuarantined.label(),
+            subject: None,
+            detail: Some(committer.commit("detail", Sha256::of(bytes).to_hex())),
+        })
+        .await?;
+    let index = gateway.record(&sealed).await?;
     let keep = async {
         if let Some(parent) = destination.parent() {
             tokio::fs::create_dir_all(parent).await?;

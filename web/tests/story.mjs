@@ -95,10 +95,16 @@ function check(condition, message) {
 
 // Setting the scene through the API: accounts, the case, its members.
 
+// A change signed in by cookie must say it comes from the gateway's own pages (its CSRF rule): as a browser on them
+// would, each call sends the gateway's Origin.
 async function call(method, path, cookie, body) {
   const response = await fetch(base + path, {
     method,
-    headers: { ...(cookie ? { cookie } : {}), ...(body ? { 'content-type': 'application/json' } : {}) },
+    headers: {
+      origin: new URL(base).origin,
+      ...(cookie ? { cookie } : {}),
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
     body: body ? JSON.stringify(body) : undefined,
   });
   const text = await response.text();

@@ -2,11 +2,13 @@
 //! files are kept, so memory stays flat however large the payload. It then runs every check and reports each
 //! one, naming exactly the part that failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Read;
 
-use custodia_core::{CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest};
+use custodia_core::{
+    CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
+};
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use sha2::Digest as _;
 
@@ -51,7 +53,8 @@ pub enum Part {
     InclusionProof,
     /// The custody history: complete, in order, and ending with this export.
     CustodyHistory,
-    /// Each record's openings open its commitments, and its case is the manifest's.
+    /// Each record's openings open its commitments, and its case is the manifest's (in a case bundle, the case
+    /// listing's).
     Openings,
     /// A case bundle's contents against its case export record: every artefact bundle listed, none missing,
     /// none added, each byte for byte as exported.
@@ -384,6 +387,10 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         None => Vec::new(),
     };
     report.records = records.len();
+    check_case_custody_files(&bag.files, &records, &mut report);
+    let listing = text(&bag.files, layout::CASE_LISTING).and_then(|bytes| CaseListing::from_bytes(bytes).ok());
+    let case = listing.as_ref().map(|listing| (&listing.case, "the case listing's"));
+    check_openings(&bag.files, &records, case, &mut report);
     check_case_contents(&bag, &records, &mut report);
     for (path, nested) in bag.nested {
         let name = path.strip_prefix(layout::BUNDLES_DIR).unwrap_or(&path).to_owned();
@@ -394,6 +401,25 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         );
     }
     report
+}
+
+/// A case bag's custody directory holds its record, that record's proof and its openings, and nothing else. (A
+/// second record is a record too: [`check_case_contents`] refuses a case bag with more than one.)
+fn check_case_custody_files(files: &BTreeMap<String, FileSeen>, records: &[BundledRecord], report: &mut Verification) {
+    let belonging: BTreeSet<String> = records
+        .iter()
+        .flat_map(|bundled| {
+            let (entry, proof) = layout::record_paths(bundled.index);
+            [entry, proof, layout::opening_path(bundled.index)]
+        })
+        .collect();
+    let is_record = |path: &str| path.ends_with(".json") && !path.ends_with(".opening.json");
+    for path in files
+        .keys()
+        .filter(|path| path.starts_with(layout::CUSTODY_DIR) && !belonging.contains(*path) && !is_record(path))
+    {
+        report.fail(Part::Bag, format!("{path} does not belong in a case bundle"));
+    }
 }
 
 /// The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported.
@@ -601,16 +627,18 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     let records = check_records(files, checkpoint_bytes, &key, checkpoint_ok, &mut report);
     report.records = records.len();
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
-    check_openings(files, &records, manifest.as_ref(), &mut report);
+    let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
+    check_openings(files, &records, case, &mut report);
     report
 }
 
 /// Every record's openings (`data/custody/<index>.opening.json`) open exactly its commitments, and the case they
-/// open is the signed manifest's.
+/// open is `case`: the signed manifest's in an artefact bundle, the case listing's in a case bundle, each with the
+/// words that say whose it is.
 fn check_openings(
     files: &BTreeMap<String, FileSeen>,
     records: &[BundledRecord],
-    manifest: Option<&Manifest>,
+    case: Option<(&CaseId, &str)>,
     report: &mut Verification,
 ) {
     let before = report.checks.iter().filter(|c| !c.passed).count();
@@ -632,13 +660,10 @@ fn check_openings(
             report.fail(Part::Openings, format!("record {}: {err}", bundled.index));
             continue;
         }
-        if let Some(manifest) = manifest
-            && openings.text("case") != Some(manifest.case.as_str())
+        if let Some((case, whose)) = case
+            && openings.text("case") != Some(case.as_str())
         {
-            report.fail(
-                Part::Openings,
-                format!("record {}: its case is not {}, the signed manifest's", bundled.index, manifest.case),
-            );
+            report.fail(Part::Openings, format!("record {}: its case is not {case}, {whose}", bundled.index));
         }
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {
@@ -646,7 +671,7 @@ fn check_openings(
             Part::Openings,
             format!(
                 "every record's openings match its commitments, for case {}",
-                manifest.map_or("?", |m| m.case.as_str())
+                case.map_or("?", |(case, _)| case.as_str())
             ),
         );
     }

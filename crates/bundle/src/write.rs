@@ -181,9 +181,9 @@ impl BundleWriter {
 
 /// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each complete and
 /// verifiable alone, then the listing of them all ([`CaseListing`]) and the case export custody record that
-/// commits to it, with its inclusion proof, the checkpoint and the gateway's key. The artefact bundles are
-/// streamed first (each framed by [`Self::bundle_header`] and [`padding`]); their digests, computed while
-/// streaming, make the listing, and [`Self::finish`] writes the rest.
+/// commits to it, with its inclusion proof, the openings of its commitments, the checkpoint and the gateway's
+/// key. The artefact bundles are streamed first (each framed by [`Self::bundle_header`] and [`padding`]); their
+/// digests, computed while streaming, make the listing, and [`Self::finish`] writes the rest.
 #[derive(Debug)]
 pub struct CaseBundleWriter {
     tar: Tar,
@@ -217,8 +217,8 @@ impl CaseBundleWriter {
         self.tar.header(&layout::inner_bundle_path(artefact), size)
     }
 
-    /// Everything after the artefact bundles: the listing, the case export record with its proof, the checkpoint
-    /// and keys, the certificate, the tag files, and the end-of-archive marker.
+    /// Everything after the artefact bundles: the listing, the case export record with its proof and openings, the
+    /// checkpoint and keys, the certificate, the tag files, and the end-of-archive marker.
     pub fn finish(&self, listing: &CaseListing, case_record: &CaseRecord) -> Result<Vec<u8>, VerifyError> {
         let key = self.verifier.public_key().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
         let listing_bytes = listing.to_bytes().map_err(|err| VerifyError::Malformed(format!("case listing: {err}")))?;
@@ -229,6 +229,7 @@ impl CaseBundleWriter {
             (layout::CASE_LISTING.into(), listing_bytes),
             (entry_path, record.entry.clone()),
             (proof_path, record.proof.clone()),
+            (layout::opening_path(record.index), record.openings.clone()),
             (layout::CHECKPOINT.into(), case_record.checkpoint.clone()),
             (layout::VKEY.into(), format!("{}\n", self.verifier).into_bytes()),
             (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),

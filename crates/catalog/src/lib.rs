@@ -292,15 +292,16 @@ impl Catalog {
     /// `false` if there is no such account. Disabling a disabled account keeps its first date.
     pub async fn disable_account(&self, id: &str, at: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT id FROM accounts WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
-        if exists.is_none() {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE accounts SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL")
+        // Writes first: a SQLite transaction that reads and then writes fails at once (SQLITE_BUSY, no waiting)
+        // when another connection committed in between; one that writes first waits for the lock instead.
+        let disabled = sqlx::query("UPDATE accounts SET disabled_at = COALESCE(disabled_at, $2) WHERE id = $1")
             .bind(id)
             .bind(at)
             .execute(&mut *tx)
             .await?;
+        if disabled.rows_affected() == 0 {
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM sessions WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
         sqlx::query("UPDATE api_tokens SET revoked = 1 WHERE account_id = $1").bind(id).execute(&mut *tx).await?;
         tx.commit().await?;

@@ -1134,6 +1134,10 @@ impl Gateway {
         member: &str,
         role: Option<Role>,
     ) -> Result<Option<u64>> {
+        // Check-then-append under one turn per membership, so that concurrent changes are recorded one after the
+        // other, each against the membership the one before it left, and the catalog ends on the last recorded.
+        let turn = self.artefact_turns.turn(&format!("membership of {member} in {case}"));
+        let _turn = turn.lock().await;
         let current = self.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {
             (None, None) => return Ok(None),
@@ -1167,8 +1171,10 @@ impl Gateway {
     pub async fn outcomes(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<OutcomeRow>> {
         let row = self.catalog.artefact(id.as_str()).await?;
         let is_provider = row.as_ref().is_some_and(|row| row.provider_account == caller.account.id);
-        caller.require_scope(Action::ViewOutcomes)?;
-        if !is_provider {
+        if is_provider {
+            caller.require_scope(Action::ViewOutcomes)?;
+        } else {
+            // Checks the scope too, so that a member's refusal by scope is recorded like any other.
             self.authorize_artefact(caller, id, Action::ViewOutcomes).await?;
         }
         Ok(self.catalog.outcomes_for(id.as_str()).await?)

@@ -522,6 +522,38 @@ async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefac
     let (ok, said) = run_script(&case_script, &extract(&withheld, dir.path()));
     assert!(!ok, "the by-hand check accepted a case bundle with an artefact withheld: {said}");
     assert!(said.contains("< ") && said.contains(&format!("data/bundles/{}.tar", ids[0])), "{said}");
+
+    // The case export record's opening beside it: its purpose edited, or a second opening slipped in beside it, each
+    // with fresh bag checksums. The case steps fail, and the verifier names the part.
+    let opening_of = |bag: &Path| {
+        std::fs::read_dir(bag.join("data/custody"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.to_string_lossy().ends_with(".opening.json"))
+            .unwrap()
+    };
+    let edited = rebagged(&bundle, |bag| {
+        let path = opening_of(bag);
+        let mut openings = custodia_core::Openings::from_canonical(&std::fs::read(&path).unwrap()).unwrap();
+        let purpose = openings.get("purpose").unwrap().clone();
+        openings.insert("purpose", custodia_core::Opening { text: format!("{} (edited)", purpose.text), ..purpose });
+        std::fs::write(&path, openings.to_canonical()).unwrap();
+    });
+    let stray = rebagged(&bundle, |bag| {
+        std::fs::copy(opening_of(bag), bag.join("data/custody/000000000001.opening.json")).unwrap();
+    });
+    let verifier = gw.verifier();
+    for (forged, part, named) in [
+        (&edited, Part::Openings, "the opening of `purpose` does not match"),
+        (&stray, Part::Bag, "data/custody/000000000001.opening.json does not belong in a case bundle"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, said) = run_script(&case_script, &extract(forged, dir.path()));
+        assert!(!ok, "the by-hand check accepted a case bundle with its custody files changed ({named}): {said}");
+        let report = verify(forged.as_slice(), std::slice::from_ref(&verifier)).unwrap();
+        assert_eq!(report.failed_parts(), [part], "{report}");
+        assert!(report.to_string().contains(named), "{named}\n{report}");
+    }
 }
 
 /// Streams a hostile "bundle" into `out`: `files` small files of `size` bytes under one bag directory, as fast as the

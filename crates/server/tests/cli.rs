@@ -5,8 +5,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, Salt, Sha256};
+use custodia_core::{ActorId, CaseId, Commitment, CustodyEvent, CustodyRecord, Salt, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
+use custodia_server::clock::Clock;
+use custodia_server::config::ServeConfig;
 
 mod support;
 
@@ -23,10 +25,11 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-fn record(i: u64) -> Vec<u8> {
+/// Record `i` about the case the log names `case`.
+fn record(i: u64, case: &Commitment) -> Vec<u8> {
     let salt = |n: u8| Salt::from_bytes(*Sha256::of(&[&i.to_be_bytes()[..], &[n]].concat()).as_bytes());
     CustodyRecord::new(
-        Commitment::new(&Salt::from_bytes([1; 32]), "case", "case-1"),
+        *case,
         ActorId::new("acct-1").unwrap(),
         jiff::Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
         Commitment::new(&salt(0), "purpose", "disclosure to the defence"),
@@ -41,16 +44,46 @@ fn record(i: u64) -> Vec<u8> {
     .unwrap()
 }
 
-/// Appends custody records through the library, as the gateway does, while no server holds the log.
-async fn append_records(data_dir: &Path, range: std::ops::Range<u64>) {
+/// Appends custody records about `case` through the library, as the gateway does, while no server holds the log.
+async fn append_records(data_dir: &Path, range: std::ops::Range<u64>, case: &Commitment) {
     let key = std::fs::read_to_string(data_dir.join("keys/gateway.key")).unwrap();
     let log = Log::open_local(&data_dir.join("log"), LogSigner::from_skey(&key).unwrap(), LogOptions::default())
         .await
         .unwrap();
     for i in range {
-        log.append(record(i)).await.unwrap();
+        log.append(record(i, case)).await.unwrap();
     }
     log.close().await;
+}
+
+/// A case reference no gateway knows: enough for a log that is only audited, never served.
+fn unknown_case() -> Commitment {
+    Commitment::new(&Salt::from_bytes([1; 32]), "case", "case-1")
+}
+
+/// Makes case `case` as an administrator does, through a gateway opened in-process on `data` and stopped again,
+/// and returns the reference by which the public log names it. Every record a gateway writes names a case its
+/// catalog knows, and a gateway that finds a record naming any other in its log when it starts refuses to start.
+fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (tempfile::TempDir, Commitment) {
+    let case = CaseId::new(case).unwrap();
+    std::thread::spawn(move || {
+        // A runtime of its own: dropping it stops every task of that gateway, which releases the log.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            let mut config = ServeConfig::with_data_dir(data.path());
+            config.gateway.origin = "custodia.test/log".into();
+            let state = custodia_server::startup::open(&config, Clock::default()).await.unwrap();
+            let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
+            let mut gateway = support::TestGateway { dir: data, state, clock: Clock::default(), admin: String::new() };
+            gateway.admin = gateway.sign_in("admin", password.trim()).await;
+            gateway.case(case.as_str()).await;
+            let reference = gateway.state.gateway.case_ref(&case).await.unwrap().commitment("case");
+            let support::TestGateway { dir, .. } = gateway;
+            (dir, reference)
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 fn serve(data_dir: &Path) -> (support::GatewayProcess, String) {
@@ -68,7 +101,8 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     let again = custodia(&["keygen"], data.path());
     assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), vkey, "keygen never replaces a key");
 
-    append_records(data.path(), 0..300).await;
+    let (data, case) = case_known_to_the_gateway(data, "case-1");
+    append_records(data.path(), 0..300, &case).await;
     let state = data.path().join("seen-checkpoint");
     let state_arg = state.to_str().unwrap();
     let log_dir = data.path().join("log");
@@ -77,7 +111,7 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains("300 entries"), "{}", text(&verified));
 
-    append_records(data.path(), 300..520).await;
+    append_records(data.path(), 300..520, &case).await;
     let (_server, url) = serve(data.path());
     let verified = custodia(&["log", "verify", &url, "--key", &vkey, "--state", state_arg], data.path());
     assert!(verified.status.success(), "{}", text(&verified));
@@ -135,7 +169,7 @@ fn logs_captured_from_a_pipe_carry_no_colour_codes() {
 async fn verify_names_a_forged_entry_and_a_non_record() {
     let data = tempfile::tempdir().unwrap();
     let vkey = String::from_utf8(custodia(&["keygen"], data.path()).stdout).unwrap().trim().to_owned();
-    append_records(data.path(), 0..10).await;
+    append_records(data.path(), 0..10, &unknown_case()).await;
     let log_dir = data.path().join("log");
 
     let bundle = log_dir.join("tile/entries/000.p/10");

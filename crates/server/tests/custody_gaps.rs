@@ -35,7 +35,8 @@ impl Client {
         curl.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", "--data-binary", "@-"])
             .args(["-H", &format!("Content-Type: {content_type}")]);
         if let Some(cookie) = &self.cookie {
-            curl.args(["-H", &format!("Cookie: custodia_session={cookie}")]);
+            // The gateway's own pages say where they come from; a cookie client must too (the CSRF rule).
+            curl.args(["-H", &format!("Cookie: custodia_session={cookie}"), "-H", "Sec-Fetch-Site: same-origin"]);
         }
         curl.arg(format!("{}{path}", self.base));
         let mut child = curl

@@ -614,15 +614,19 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     gateway.member("case-1", &clerk, "clerk").await;
     let (judge, judge_session) = gateway.person("judge", "IT").await;
     gateway.member("case-1", &judge, "judge").await;
+    // A second clerk, so that the case keeps a clerk when the first leaves.
+    let (usher, _) = gateway.person("usher", "IT").await;
+    gateway.member("case-1", &usher, "clerk").await;
     let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
 
-    // A read-only token could not take the output into custody: scheduling with it is refused up front.
-    let (_, read_only) = clerk_token(&gateway, &clerk_session, json!(["read"])).await;
+    // Running hearings is the `manage` scope's; but a token that may run hearings and not upload could not take
+    // the output into custody: scheduling with it is refused up front, naming the scope it lacks.
+    let (_, manage_only) = clerk_token(&gateway, &clerk_session, json!(["manage"])).await;
     gateway
-        .call("POST", "/api/v1/cases/case-1/hearings", Some(As::Token(&read_only)), schedule.clone())
+        .call("POST", "/api/v1/cases/case-1/hearings", Some(As::Token(&manage_only)), schedule.clone())
         .await
         .assert_problem(403, "insufficient-scope", "write");
-    let (token_id, token) = clerk_token(&gateway, &clerk_session, json!(["read", "write"])).await;
+    let (token_id, token) = clerk_token(&gateway, &clerk_session, json!(["manage", "write"])).await;
     let reply = gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Token(&token)), schedule).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let hearing = reply.json()["id"].as_str().unwrap().to_owned();

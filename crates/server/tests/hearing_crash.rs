@@ -153,7 +153,8 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
     assert!(judge["reconnections"].as_u64().unwrap() >= 1, "{judge}");
     drop(gateway);
 
-    // Each quarantined segment is on the record, by its digest.
+    // Each quarantined segment is on the record, by its digest: the public record commits to the digest under a
+    // salt, and the opening the catalog keeps for the record opens that commitment to it.
     let key = std::fs::read_to_string(data.path().join("keys/gateway.key")).unwrap();
     let log = custodia_ledger::Log::open_local(
         &data.path().join("log"),
@@ -162,12 +163,21 @@ async fn a_crash_mid_hearing_keeps_every_sealed_segment_provable() {
     )
     .await
     .unwrap();
+    let catalog_url = format!("sqlite://{}?mode=rw", data.path().join("catalog.db").display());
+    let catalog = custodia_catalog::Catalog::connect(&catalog_url).await.unwrap();
     let size = log.checkpoint().checkpoint.size;
     let mut recorded = Vec::new();
     for index in 0..size {
-        let record: Value = serde_json::from_slice(&log.storage().entry(index, size).await.unwrap()).unwrap();
+        let entry = log.storage().entry(index, size).await.unwrap();
+        let record: Value = serde_json::from_slice(&entry).unwrap();
         if record["event"]["kind"] == "output_quarantined" {
-            recorded.push(record["event"]["detail_sha256"].as_str().unwrap().to_owned());
+            let commitment: custodia_core::Commitment = record["event"]["detail"].as_str().unwrap().parse().unwrap();
+            let openings = catalog.openings(&custodia_core::Sha256::of(&entry).to_hex()).await.unwrap();
+            let openings = openings.unwrap_or_else(|| panic!("the catalog keeps the openings of {record}"));
+            let openings = custodia_core::Openings::from_canonical(openings.as_bytes()).unwrap();
+            let opening = openings.get("detail").unwrap_or_else(|| panic!("no opening of the detail of {record}"));
+            assert_eq!(opening.commitment("detail"), commitment, "the opening opens the record's commitment: {record}");
+            recorded.push(opening.text.clone());
         }
     }
     log.close().await;

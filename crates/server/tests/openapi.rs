@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use axum::http::header;
-use custodia_core::{Action, OnwardTransfer, Role, Tlp, TransferConsent, UsePolicy, WidenRequest, permits};
+use custodia_core::{
+    Action, OnwardTransfer, RefusalCode, Role, Tlp, TransferConsent, UsePolicy, WidenRequest, permits,
+};
 use serde_json::{Value, json};
 use support::{As, Reply, TestGateway};
 
@@ -320,8 +322,59 @@ fn walk<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
     }
 }
 
+/// Parses JSON only to refuse an object that names a key twice: `Value` keeps the last one silently, so two
+/// branches that each add a schema of the same name would leave one of them unseen.
+struct KeysOnce;
+
+impl<'de> serde::Deserialize<'de> for KeysOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = KeysOnce;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_unit<E>(self) -> Result<KeysOnce, E> {
+                Ok(KeysOnce)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<KeysOnce, A::Error> {
+                while items.next_element::<KeysOnce>()?.is_some() {}
+                Ok(KeysOnce)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KeysOnce, A::Error> {
+                let mut keys = BTreeSet::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<KeysOnce>()?;
+                    if !keys.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!("the key {key:?} appears twice in one object")));
+                    }
+                }
+                Ok(KeysOnce)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 #[test]
 fn the_document_hangs_together() {
+    serde_json::from_str::<KeysOnce>(custodia_server::openapi::DOCUMENT).unwrap_or_else(|err| panic!("{err}"));
+    assert!(serde_json::from_str::<KeysOnce>(r#"{"a": {"b": 1, "b": 2}}"#).is_err(), "the check catches a repeat");
     let doc = document();
     let mut all = Vec::new();
     walk(&doc, &mut all);
@@ -329,6 +382,20 @@ fn the_document_hangs_together() {
         if let Some(reference) = value.get("$ref").and_then(Value::as_str) {
             let pointer = reference.strip_prefix('#').unwrap_or_else(|| panic!("external $ref {reference}"));
             assert!(doc.pointer(pointer).is_some(), "unresolved $ref {reference}");
+        }
+        if let Some(options) = value.get("oneOf").and_then(Value::as_array) {
+            let distinct: BTreeSet<String> = options.iter().map(Value::to_string).collect();
+            assert_eq!(distinct.len(), options.len(), "a oneOf lists an option twice: {options:?}");
+            if let Some(mapping) = value["discriminator"]["mapping"].as_object() {
+                let mapped: BTreeSet<String> =
+                    mapping.values().map(|target| json!({ "$ref": target }).to_string()).collect();
+                assert_eq!(mapped, distinct, "the discriminator maps exactly the oneOf options");
+                for (tag, target) in mapping {
+                    let option = lookup(&doc, target.as_str().unwrap());
+                    let property = value["discriminator"]["propertyName"].as_str().unwrap();
+                    assert_eq!(option["properties"][property]["const"], *tag, "{target}");
+                }
+            }
         }
     }
 
@@ -499,6 +566,9 @@ fn policy_schemas_match_the_serde_forms() {
     serde_json::from_value::<WidenRequest>(widen["example"].clone()).unwrap();
 
     assert_eq!(strings(&schema(&doc, "Role")["enum"]), serde_names(Role::ALL));
+    // A refusal record names any action by its code, and why by a code.
+    assert_eq!(strings(&schema(&doc, "AccessRefused")["properties"]["action"]["enum"]), serde_names(Action::ALL));
+    assert_eq!(strings(&schema(&doc, "RefusalCode")["enum"]), serde_names(RefusalCode::ALL));
     use custodia_server::auth::Scope;
     assert_eq!(strings(&schema(&doc, "Scope")["enum"]), serde_names([Scope::Read, Scope::Write, Scope::Manage]));
 }
@@ -957,7 +1027,8 @@ async fn real_replies_match_the_document() {
     let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, spare).await;
     let spare = reply.json()["id"].as_str().unwrap().to_owned();
     let disable = format!("/api/v1/accounts/{spare}/disable");
-    api.call("POST", "/api/v1/accounts/{id}/disable", &disable, admin, json!({})).await;
+    let reply = api.call("POST", "/api/v1/accounts/{id}/disable", &disable, admin, json!({})).await;
+    assert_eq!(reply.status.as_u16(), 204, "{}", String::from_utf8_lossy(&reply.body));
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
     // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket

@@ -8,7 +8,7 @@ mod support;
 use axum::body::Body;
 use axum::http::StatusCode;
 use base64::Engine as _;
-use custodia_core::UsePolicy;
+use custodia_core::{CustodyRecord, Openings, UsePolicy};
 use serde_json::{Value, json};
 use support::{As, TestGateway};
 
@@ -31,15 +31,27 @@ async fn upload_with_policy(gw: &TestGateway, case: &str, session: &str, policy:
     gw.send(request).await
 }
 
-/// The records about an artefact, as its timeline lists them.
+/// The entries about an artefact, as its timeline lists them: each a record, its ledger index and the openings of
+/// its commitments, checked to open them.
 async fn records(gw: &TestGateway, session: &str, artefact: &str) -> Vec<Value> {
     let timeline = gw.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(session))).await;
     assert_eq!(timeline.status, StatusCode::OK, "{}", String::from_utf8_lossy(&timeline.body));
-    timeline.json()["records"].as_array().unwrap().iter().map(|entry| entry["record"].clone()).collect()
+    let entries = timeline.json()["records"].as_array().unwrap().clone();
+    for entry in &entries {
+        let record: CustodyRecord = serde_json::from_value(entry["record"].clone()).unwrap();
+        let openings: Openings = serde_json::from_value(entry["openings"].clone()).unwrap();
+        record.check_openings(&openings).unwrap_or_else(|err| panic!("{err}: {entry}"));
+    }
+    entries
 }
 
-fn policy_changes(records: &[Value]) -> Vec<&Value> {
-    records.iter().filter(|record| record["event"]["type"] == "policy_changed").collect()
+fn policy_changes(entries: &[Value]) -> Vec<&Value> {
+    entries.iter().filter(|entry| entry["record"]["event"]["type"] == "policy_changed").collect()
+}
+
+/// The SHA-256 (hex) of the policy a `policy_changed` entry commits to, as its opening reads.
+fn committed_policy_sha256(entry: &Value) -> &str {
+    entry["openings"]["policy"]["text"].as_str().unwrap_or_else(|| panic!("no opened policy in {entry}"))
 }
 
 /// The SHA-256 of the policy the catalog applies to an artefact.
@@ -90,7 +102,7 @@ async fn of_concurrent_decisions_on_one_request_only_one_reaches_the_ledger() {
     let changes = policy_changes(&records);
     assert_eq!(changes.len(), 2, "the policy attached at ingest, and one decision: {changes:?}");
     assert_eq!(
-        changes[1]["event"]["policy_sha256"].as_str().unwrap(),
+        committed_policy_sha256(changes[1]),
         applied_policy_sha256(&gw, &provider_session, &artefact).await,
         "the catalog applies the decision the ledger holds ({status})"
     );
@@ -120,10 +132,7 @@ async fn concurrent_policy_changes_leave_the_catalog_on_the_last_one_recorded() 
     let records = records(&gw, &provider_session, &artefact).await;
     let changes = policy_changes(&records);
     assert_eq!(changes.len(), 7);
-    assert_eq!(
-        changes[6]["event"]["policy_sha256"].as_str().unwrap(),
-        applied_policy_sha256(&gw, &provider_session, &artefact).await
-    );
+    assert_eq!(committed_policy_sha256(changes[6]), applied_policy_sha256(&gw, &provider_session, &artefact).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,8 +192,11 @@ async fn a_policy_at_upload_needs_the_role_and_the_court_corrects_one_that_locks
     let index = corrected.json()["ledger_index"].as_u64().unwrap();
     let record = gw.ledger_record(index).await;
     assert_eq!(record["event"]["type"], "policy_changed", "{record}");
+    let entries = records(&gw, &judge_session, &artefact).await;
+    let entry = entries.iter().find(|entry| entry["ledger_index"] == index).expect("the correction is in the timeline");
+    assert_eq!(entry["record"], record, "the timeline shows the record the ledger holds");
     let open: UsePolicy = serde_json::from_value(open).unwrap();
-    assert_eq!(record["event"]["policy_sha256"], open.sha256().unwrap().to_hex());
+    assert_eq!(committed_policy_sha256(entry), open.sha256().unwrap().to_hex());
     let read = gw.get(&content, Some(As::Session(&defence_session))).await;
     assert_eq!(read.status, StatusCode::OK, "{}", String::from_utf8_lossy(&read.body));
 }

@@ -164,7 +164,10 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
     assert_eq!(gateway.ledger_size(), ledger);
 
     // A participant's steps are budgeted: a flood of refused steps is cut off, and only what was taken is recorded.
-    const FLOOD: usize = 120;
+    // The flood is larger than the participant's burst of room steps (40) but, with the three messages this socket
+    // has sent (hello, admit, remove), within the socket's own burst of frames (60), over which the gateway closes
+    // the socket instead of answering (tests/abuse.rs floods that).
+    const FLOOD: usize = 55;
     for _ in 0..FLOOD {
         judge.send(json!({"type": "admit", "participant": witness}).to_string().into()).await.unwrap();
     }

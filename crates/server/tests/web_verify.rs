@@ -4,11 +4,11 @@
 //! the manifest, its signature, a proof, the checkpoint; a record dropped with the bag's checksums made afresh;
 //! a bundle cut short; a key that is not the trusted one; a record's opening changed, emptied or swapped with
 //! another record's, with the bag's checksums made afresh; case bundles forged with fresh BagIt checksums, with an
-//! artefact withheld, swapped or added; small files past the verifiers' memory limit), a bundle checked with no
-//! key pinned ("not verified: unknown signer", never VALID) and with a mistyped key (malformed, not "another
-//! key"). Both must reach the same verdict and blame the same parts. The page is the one embedded in the binary,
-//! served over HTTP and driven in headless Chromium (web/tests/verify.mjs, playwright-core); it must not send
-//! anything while it checks.
+//! artefact withheld, swapped or added, or the case export record's opening edited or a second one added; small
+//! files past the verifiers' memory limit), a bundle checked with no key pinned ("not verified: unknown signer",
+//! never VALID) and with a mistyped key (malformed, not "another key"). Both must reach the same verdict and blame
+//! the same parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
+//! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
 //! Needs node, npm, ffmpeg and chromium (`scripts/setup-system.sh test`); it fails, never skips, without them.
 //! Screenshots of a valid and an invalid verdict are written to target/web-screenshots/.
@@ -226,7 +226,27 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let added = rebagged(&case_bundle, |bag| {
         std::fs::copy(later_inner(&later_id), bag.join(format!("data/bundles/{later_id}.tar"))).unwrap();
     });
+    // The case export record's opening: its purpose edited, or a second opening slipped in beside it.
+    let case_opening = |bag: &Path| {
+        std::fs::read_dir(bag.join("data/custody"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .find(|path| path.to_string_lossy().ends_with(".opening.json"))
+            .unwrap()
+    };
+    let case_opening_edited = rebagged(&case_bundle, |bag| {
+        let path = case_opening(bag);
+        let mut openings = custodia_core::Openings::from_canonical(&std::fs::read(&path).unwrap()).unwrap();
+        let purpose = openings.get("purpose").unwrap().clone();
+        openings.insert("purpose", custodia_core::Opening { text: format!("{} (edited)", purpose.text), ..purpose });
+        std::fs::write(&path, openings.to_canonical()).unwrap();
+    });
+    let case_opening_added = rebagged(&case_bundle, |bag| {
+        std::fs::copy(case_opening(bag), bag.join("data/custody/000000000001.opening.json")).unwrap();
+    });
     let named = [
+        ("case-opening-edited-bag-rehashed", "the opening of `purpose` does not match".to_owned()),
+        ("case-opening-added-bag-rehashed", "000000000001.opening.json does not belong in a case bundle".to_owned()),
         ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
         ("case-artefact-swapped", format!("artefact {plain_id}: data/bundles/{plain_id}.tar is not the bundle")),
         ("case-artefact-added", format!("data/bundles/{later_id}.tar is not in the case export record")),
@@ -306,6 +326,8 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("case-artefact-withheld", withheld, Some(&key), true),
         ("case-artefact-swapped", swapped, Some(&key), false),
         ("case-artefact-added", added, Some(&key), false),
+        ("case-opening-edited-bag-rehashed", case_opening_edited, Some(&key), false),
+        ("case-opening-added-bag-rehashed", case_opening_added, Some(&key), false),
         ("too-many-small-files", too_many_small_files(), Some(&key), false),
         ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
         ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),
@@ -419,6 +441,8 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("opening-edited-bag-rehashed", "openings"),
         ("opening-emptied-bag-rehashed", "openings"),
         ("openings-swapped-bag-rehashed", "openings"),
+        ("case-opening-edited-bag-rehashed", "openings"),
+        ("case-opening-added-bag-rehashed", "bag"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);

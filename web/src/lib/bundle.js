@@ -12,7 +12,8 @@
 // A custody record (version 2) holds what a person typed or chose, and its case, only as salted commitments:
 // SHA-256("custodia-commitment-v1" 0x00 || salt || u32be(len field) || field || u32be(len text) || text). The
 // openings (salt and text per field) travel beside each record as data/custody/<index>.opening.json, and each is
-// checked against its commitment; the case they open must be the signed manifest's.
+// checked against its commitment; the case they open must be the signed manifest's (in a case bundle, the case
+// listing's).
 //
 // It runs the same checks as the Rust verifier, reports each one by part, and names the part that failed. Both
 // verifiers are run on the same good and tampered bundles by crates/server/tests/web_verify.rs.
@@ -513,6 +514,11 @@ function verifyCaseBag(bag, trusted) {
     records = checkRecords(bag.files, checkpointBytes, key, checkpointOk, report);
   }
   report.records = records.length;
+  checkCaseCustodyFiles(bag.files, records, report);
+  const listingBytes = text(bag.files, CASE_LISTING);
+  const listing = listingBytes === null ? null : parseCanonical(listingBytes);
+  const listedCase = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing.case : null;
+  checkOpenings(bag.files, records, listedCase && { id: listedCase, whose: "the case listing's" }, report);
   checkCaseContents(bag, records, report);
   for (const [path, nested] of bag.nested) {
     const name = path.startsWith(BUNDLES_DIR) ? path.slice(BUNDLES_DIR.length) : path;
@@ -522,6 +528,24 @@ function verifyCaseBag(bag, trusted) {
   }
   report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, verdict: nested.verdict }));
   return report;
+}
+
+/**
+ * A case bag's custody directory holds its record, that record's proof and its openings, and nothing else. (A second
+ * record is a record too: checkCaseContents refuses a case bag with more than one.)
+ */
+function checkCaseCustodyFiles(files, records, report) {
+  const belonging = new Set();
+  for (const bundled of records) {
+    const stem = `${CUSTODY_DIR}${bundled.index.toString().padStart(12, '0')}`;
+    for (const suffix of ['.json', '.proof', '.opening.json']) belonging.add(`${stem}${suffix}`);
+  }
+  const isRecord = (path) => path.endsWith('.json') && !path.endsWith('.opening.json');
+  for (const path of sortedKeys(files)) {
+    if (path.startsWith(CUSTODY_DIR) && !belonging.has(path) && !isRecord(path)) {
+      report.fail('bag', `${path} does not belong in a case bundle`);
+    }
+  }
 }
 
 /** The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported. */
@@ -712,7 +736,7 @@ function verifyArtefactBag(files, trusted) {
   const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
   checkHistory(records, manifest, manifestBytes, signature, report);
-  checkOpenings(files, records, manifest, report);
+  checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
   return report;
 }
 
@@ -1132,8 +1156,11 @@ function parseOpenings(bytes) {
   return Object.values(value).every(isOpening) ? value : null;
 }
 
-/** Each record's openings open exactly its commitments, and its case is the signed manifest's. */
-function checkOpenings(files, records, manifest, report) {
+/**
+ * Each record's openings open exactly its commitments, and the case they open is `theCase.id`: the signed manifest's
+ * in an artefact bundle, the case listing's in a case bundle, as `theCase.whose` says.
+ */
+function checkOpenings(files, records, theCase, report) {
   const before = report.checks.filter((c) => !c.passed).length;
   for (const bundled of records) {
     const record = bundled.record;
@@ -1149,7 +1176,6 @@ function checkOpenings(files, records, manifest, report) {
       report.fail('openings', `record ${bundled.index}: ${path} is not a canonical openings document`);
       continue;
     }
-    bundled.openings = openings;
     const committed = recordCommitments(record);
     let problem = null;
     for (const [field, value] of committed) {
@@ -1163,12 +1189,15 @@ function checkOpenings(files, records, manifest, report) {
     if (!problem && extra !== undefined) problem = `there is an opening of \`${extra}\`, which the record does not commit to`;
     if (problem) {
       report.fail('openings', `record ${bundled.index}: ${problem}`);
-    } else if (manifest && openings.case.text !== manifest.case) {
-      report.fail('openings', `record ${bundled.index}: its case is not ${manifest.case}, the signed manifest's`);
+    } else if (theCase && openings.case.text !== theCase.id) {
+      report.fail('openings', `record ${bundled.index}: its case is not ${theCase.id}, ${theCase.whose}`);
+    } else {
+      // Only openings that open the record's commitments are shown as what it says (its purpose, in the history).
+      bundled.openings = openings;
     }
   }
   if (report.checks.filter((c) => !c.passed).length === before) {
-    report.pass('openings', `every record's openings match its commitments, for case ${manifest ? manifest.case : '?'}`);
+    report.pass('openings', `every record's openings match its commitments, for case ${theCase ? theCase.id : '?'}`);
   }
   if (report.history) {
     report.history = report.history.map((row, i) => ({

@@ -3,7 +3,7 @@
 //!
 //! Hand-written because no rate-limiting crate (governor) is in the project's registry mirror; it is a few lines.
 //! Keys are kept only while their bucket is not full again, so memory stays bounded by the clients active within
-//! one refill period, and at most [`MAX_KEYS`] of those.
+//! one refill period, and at most `MAX_KEYS` of those.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

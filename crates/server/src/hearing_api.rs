@@ -33,7 +33,7 @@ const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sockets that have not (yet) joined, at once, in this process; more are answered 503 without an upgrade.
-/// Each may hold one incomplete message of at most [`MAX_MESSAGE_BYTES`] for at most [`HELLO_TIMEOUT`].
+/// Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
 pub const UNJOINED_SOCKETS: usize = 128;
 
 /// Frames a socket may send (text, binary, ping, pong alike): a burst of [`MESSAGE_BURST`], refilled at

@@ -52,7 +52,7 @@ pub struct Limits {
 
 impl Limits {
     /// `configured` connections at most, and never more than the open-file limit `open_files` leaves after the
-    /// reserve (a quarter of the limit, and at least [`RESERVED_DESCRIPTORS`]).
+    /// reserve (a quarter of the limit, and at least `RESERVED_DESCRIPTORS`).
     pub fn budgeted(mut self, open_files: u64) -> Self {
         let reserve = RESERVED_DESCRIPTORS.max(open_files / 4);
         let affordable = usize::try_from(open_files.saturating_sub(reserve)).unwrap_or(usize::MAX).max(1);

@@ -2,7 +2,8 @@
 // outcome reports), hearings (schedule, invite, open), and the hearing room itself for the judge or the clerk.
 
 import { api, ApiError } from './lib/api.js';
-import { $, bytes, el, say, signInPage, when } from './lib/dom.js';
+import { $, bytes, el, say, signInPage, startLanguage, when } from './lib/dom.js';
+import { t, translate } from './lib/i18n.js';
 import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
 
 const ROLE_NAMES = {
@@ -22,7 +23,23 @@ function announce(text) {
 }
 
 function role(name) {
-  return ROLE_NAMES[name] ?? name;
+  const key = `role.${name}`;
+  const words = t(key);
+  return words === key ? ROLE_NAMES[name] ?? name : words;
+}
+
+/** A hearing's phase in words. */
+function phase(name) {
+  const key = `console.phase.${name}`;
+  const words = t(key);
+  return words === key ? PHASES[name] ?? name : words;
+}
+
+/** An invite's state in words: pending, used, revoked, expired. */
+function inviteState(name) {
+  const key = `console.invite.${name}`;
+  const words = t(key);
+  return words === key ? humanize(name) : words;
 }
 
 function humanize(text) {
@@ -38,7 +55,7 @@ async function attempt(errorElement, action, button) {
     return await action();
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      showSignIn('Your session has ended. Please sign in again.');
+      showSignIn(t('console.sessionEnded'));
     } else {
       say(errorElement, error.message);
     }
@@ -50,24 +67,42 @@ async function attempt(errorElement, action, button) {
 
 const enc = encodeURIComponent;
 
+// The page speaks the reader's language before anything is shown; a switch writes the case and hearing again.
+await startLanguage($('language'), () => {
+  translate(document);
+  if (view.case) {
+    $('case-role').textContent = role(view.case.role);
+    loadArtefacts();
+    loadHearings();
+    if (view.hearing) showHearing(view.hearing);
+  }
+  if (view.me) loadCases();
+});
+
 // Signing in.
 
 const showSignIn = signInPage({
   signedOut() {
     view.me = null;
     $('room').hidden = true;
+    $('admin-link').hidden = true;
   },
   async signedIn(me) {
     view.me = me;
+    $('admin-link').hidden = !me.is_admin;
     await loadCases();
   },
-  afterSignIn: () => $('main').focus(),
+  afterSignIn() {
+    // An administrator who is a member of no case has nothing to do here: they land on the administration page.
+    if (view.me?.is_admin && !view.cases.length) location.assign('/admin');
+    else $('main').focus();
+  },
 });
 
 $('sign-out').addEventListener('click', async () => {
   view.room?.leave();
   await api('DELETE', '/api/v1/session').catch(() => {});
-  showSignIn('You have signed out.');
+  showSignIn(t('console.signedOut'));
 });
 
 // Cases.
@@ -145,9 +180,9 @@ async function loadArtefacts() {
         el('td', {}, item.media_type),
         el('td', {}, bytes(item.size)),
         el('td', {}, when(item.registered_at)),
-        el('td', {}, item.restricted ? 'Restricted' : 'Unrestricted'),
-        el('td', {}, el('button', { type: 'button', onclick: () => openArtefact(item) }, 'Custody timeline',
-          el('span', { class: 'visually-hidden' }, ` of ${item.id}`))),
+        el('td', {}, t(item.restricted ? 'console.restricted' : 'console.unrestricted')),
+        el('td', {}, el('button', { type: 'button', onclick: () => openArtefact(item) }, t('console.timeline'),
+          el('span', { class: 'visually-hidden' }, t('console.ofArtefact', { id: item.id })))),
       ),
     ),
   );
@@ -156,12 +191,12 @@ async function loadArtefacts() {
 async function openArtefact(item) {
   view.artefact = item;
   $('artefact').hidden = false;
-  $('artefact-title').textContent = `Artefact ${item.id}`;
+  $('artefact-title').textContent = t('console.artefactTitle', { id: item.id });
   $('artefact-facts').replaceChildren(
     el('dt', {}, 'SHA-256'), el('dd', { class: 'mono' }, item.sha256),
-    el('dt', {}, 'Size'), el('dd', {}, `${bytes(item.size)} (${item.size} bytes)`),
-    el('dt', {}, 'Type'), el('dd', {}, item.media_type),
-    el('dt', {}, 'Registered'), el('dd', {}, `${when(item.registered_at)}, custody record ${item.ledger_index}`),
+    el('dt', {}, t('portal.size')), el('dd', {}, `${bytes(item.size)} (${t('portal.bytes', { count: item.size })})`),
+    el('dt', {}, t('portal.type')), el('dd', {}, item.media_type),
+    el('dt', {}, t('portal.registered')), el('dd', {}, t('portal.registeredAt', { when: when(item.registered_at, { seconds: true }), index: item.ledger_index })),
   );
   await Promise.all([loadTimeline(), loadWiden(), loadOutcomes()]);
   $('artefact-title').tabIndex = -1;
@@ -189,10 +224,13 @@ async function loadTimeline() {
       el('li', {},
         el('strong', {}, describeEvent(entry.record.event, entry.openings)),
         el('br'),
-        `${when(entry.record.at)} · by ${entry.record.actor} · purpose “${entry.openings?.purpose?.text ?? '(not opened)'}” · record ${entry.ledger_index}`,
-        entry.record.repeated ? ` · stands for ${entry.record.repeated.count} more since ${when(entry.record.repeated.since)}` : '',
-        entry.record.prior != null ? ` (follows ${entry.record.prior})` : '',
-        entry.proof ? el('span', { class: 'ok' }, ' · proof included') : el('span', { class: 'bad' }, ' · no proof'),
+        t('console.recordLine', {
+          when: when(entry.record.at, { seconds: true }), actor: entry.record.actor,
+          purpose: entry.openings?.purpose?.text ?? t('console.notOpened'), index: entry.ledger_index,
+        }),
+        entry.record.repeated ? t('console.repeated', { count: entry.record.repeated.count, since: when(entry.record.repeated.since, { seconds: true }) }) : '',
+        entry.record.prior != null ? t('console.follows', { prior: entry.record.prior }) : '',
+        entry.proof ? el('span', { class: 'ok' }, t('console.proof')) : el('span', { class: 'bad' }, t('console.noProof')),
       ),
     ),
   );
@@ -204,24 +242,25 @@ async function loadWiden() {
   const requests = Array.isArray(list) ? list : list.requests ?? [];
   $('widen').replaceChildren(
     ...(requests.length ? requests : [null]).map((request) => {
-      if (!request) return el('li', { class: 'note' }, 'No requests.');
+      if (!request) return el('li', { class: 'note' }, t('console.noRequests'));
       const asked = [
-        ...(request.request.purposes ?? []).map((p) => `purpose “${p}”`),
-        ...(request.request.recipients ?? []).map((r) => `recipient ${r}`),
-        ...(request.request.jurisdictions ?? []).map((j) => `jurisdiction ${j}`),
-        ...(request.request.transfers ?? []).map(() => 'an onward transfer'),
-      ].join(', ') || 'wider use';
-      const item = el('li', {}, `${request.requested_by} asks for ${asked}: `, el('strong', {}, humanize(request.status)));
+        ...(request.request.purposes ?? []).map((p) => t('console.askPurpose', { purpose: p })),
+        ...(request.request.recipients ?? []).map((r) => t('console.askRecipient', { recipient: r })),
+        ...(request.request.jurisdictions ?? []).map((j) => t('console.askJurisdiction', { jurisdiction: j })),
+        ...(request.request.transfers ?? []).map(() => t('console.askTransfer')),
+      ].join(', ') || t('console.askWider');
+      const item = el('li', {}, t('console.asks', { who: request.requested_by, what: asked }), ' ',
+        el('strong', {}, t(`console.request.${request.status}`)));
       if (request.status === 'pending') {
         for (const approve of [true, false]) {
           item.append(' ', el('button', {
             type: 'button',
             onclick: (event) => attempt($('artefact-error'), async () => {
               await api('POST', `/api/v1/widen-requests/${enc(request.id)}/decision`, { approve });
-              announce(approve ? 'Request approved.' : 'Request refused.');
+              announce(t(approve ? 'console.approved' : 'console.refused'));
               await loadWiden();
             }, event.currentTarget),
-          }, approve ? 'Approve' : 'Refuse'));
+          }, t(approve ? 'console.approve' : 'console.refuse')));
         }
       }
       return item;
@@ -233,13 +272,13 @@ $('widen-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const purpose = $('widen-purpose').value.trim();
   if (!purpose) {
-    say($('artefact-error'), 'Say which purpose you are asking for.');
+    say($('artefact-error'), t('console.purposeMissing'));
     return;
   }
   attempt($('artefact-error'), async () => {
     await api('POST', `/api/v1/artefacts/${enc(view.artefact.id)}/widen-requests`, { purposes: [purpose] });
     $('widen-purpose').value = '';
-    announce('Request sent to the provider.');
+    announce(t('console.requestSent'));
     await loadWiden();
   }, event.submitter);
 });
@@ -251,9 +290,10 @@ async function loadOutcomes() {
   $('outcomes').replaceChildren(
     ...(outcomes.length ? outcomes : [null]).map((outcome) =>
       outcome
-        ? el('li', {}, el('strong', {}, humanize(outcome.outcome)), ` · ${when(outcome.filed_at)} · by ${outcome.filed_by}`,
+        ? el('li', {}, el('strong', {}, t(`console.outcome.${outcome.outcome}`)),
+          t('console.outcomeLine', { when: when(outcome.filed_at), who: outcome.filed_by }),
           outcome.note ? ` · “${outcome.note}”` : '')
-        : el('li', { class: 'note' }, 'No outcomes reported.'),
+        : el('li', { class: 'note' }, t('console.noOutcomes')),
     ),
   );
 }
@@ -266,7 +306,7 @@ $('outcome-form').addEventListener('submit', (event) => {
   attempt($('artefact-error'), async () => {
     await api('POST', `/api/v1/artefacts/${enc(view.artefact.id)}/outcomes`, body);
     $('outcome-note').value = '';
-    announce('Outcome reported.');
+    announce(t('console.outcomeReported'));
     await loadOutcomes();
   }, event.submitter);
 });
@@ -285,7 +325,7 @@ function problemWords(xhr) {
   } catch {
     /* not a problem document */
   }
-  return xhr.status ? `The gateway refused the upload (HTTP ${xhr.status}).` : 'The gateway could not be reached.';
+  return xhr.status ? t('console.uploadRefused', { status: xhr.status }) : t('portal.unreachable');
 }
 
 $('upload-form').addEventListener('submit', async (event) => {
@@ -294,14 +334,14 @@ $('upload-form').addEventListener('submit', async (event) => {
   const purpose = $('upload-purpose').value.trim();
   say($('upload-done'), '');
   if (!file || !purpose) {
-    say($('upload-error'), file ? 'Say why you are uploading this file.' : 'Choose a file to upload.');
+    say($('upload-error'), t(file ? 'console.uploadWhy' : 'console.uploadChoose'));
     return;
   }
   const button = event.submitter;
   button.disabled = true;
   $('upload-progress-box').hidden = false;
   $('upload-progress').value = 0;
-  $('upload-progress-text').textContent = 'Computing the file’s SHA-256…';
+  $('upload-progress-text').textContent = t('console.hashing');
   try {
     // The gateway checks the digest we state, so a file damaged on the way is refused, not registered.
     const query = new URLSearchParams({ purpose, filename: file.name });
@@ -314,19 +354,19 @@ $('upload-form').addEventListener('submit', async (event) => {
         if (!progress.lengthComputable) return;
         const percent = Math.floor((progress.loaded / progress.total) * 100);
         $('upload-progress').value = percent;
-        $('upload-progress-text').textContent = `${percent}% · ${bytes(progress.loaded)} of ${bytes(progress.total)}`;
+        $('upload-progress-text').textContent = t('portal.progressOf', { percent, received: bytes(progress.loaded), total: bytes(progress.total) });
       });
       xhr.addEventListener('load', () => {
         if (xhr.status === 201) resolve(JSON.parse(xhr.responseText));
         else reject(new ApiError(problemWords(xhr), { status: xhr.status }));
       });
-      xhr.addEventListener('error', () => reject(new ApiError('The upload was cut off. Check the connection and try again.')));
+      xhr.addEventListener('error', () => reject(new ApiError(t('console.uploadCut'))));
       xhr.send(file);
     });
     $('upload-progress').value = 100;
     $('upload-progress-text').textContent = '100%';
     say($('upload-error'), '');
-    say($('upload-done'), `Uploaded and registered as ${registered.artefact} (custody record ${registered.ledger_index}).`);
+    say($('upload-done'), t('console.uploaded', { id: registered.artefact, index: registered.ledger_index }));
     $('upload-file').value = '';
     await loadArtefacts();
   } catch (error) {
@@ -342,16 +382,19 @@ function hearingPath(hearing = view.hearing) {
   return `/api/v1/cases/${enc(view.case.id)}/hearings/${enc(hearing.id)}`;
 }
 
+/** The case's hearings, by date (the earliest first), each with its phase. */
 async function loadHearings() {
   let list;
   try {
     list = await api('GET', `/api/v1/cases/${enc(view.case.id)}/hearings`);
   } catch (error) {
-    $('hearings').replaceChildren(el('li', { class: 'note' }, `Hearings are not available: ${error.message}`));
+    $('hearings').replaceChildren(el('li', { class: 'note' }, t('console.hearingsUnavailable', { problem: error.message })));
     return;
   }
-  const hearings = list?.hearings ?? [];
+  const hearings = [...(list?.hearings ?? [])].sort((a, b) =>
+    String(a.scheduled_for).localeCompare(String(b.scheduled_for)) || String(a.id).localeCompare(String(b.id)));
   $('hearings-empty').hidden = hearings.length > 0;
+  const focused = document.activeElement?.closest?.('#hearings button')?.dataset.hearing;
   $('hearings').replaceChildren(
     ...hearings.map((hearing) =>
       el('li', {},
@@ -360,9 +403,11 @@ async function loadHearings() {
           'aria-current': String(view.hearing?.id === hearing.id),
         },
           `${when(hearing.scheduled_for)}, ${hearing.place}`),
-        ` ${PHASES[hearing.phase] ?? hearing.phase}`),
+        ` ${phase(hearing.phase)}`),
     ),
   );
+  // A list written again keeps the focus where it was.
+  if (focused) $('hearings').querySelector(`button[data-hearing="${CSS.escape(focused)}"]`)?.focus();
 }
 
 function showHearing(hearing) {
@@ -371,16 +416,16 @@ function showHearing(hearing) {
     button.setAttribute('aria-current', String(button.dataset.hearing === hearing.id));
   }
   $('hearing').hidden = false;
-  $('hearing-title').textContent = `Hearing ${hearing.id}`;
+  $('hearing-title').textContent = t('console.hearingTitle', { id: hearing.id });
   const segments = hearing.segments ?? [];
   $('hearing-facts').replaceChildren(
-    el('dt', {}, 'When'), el('dd', {}, when(hearing.scheduled_for)),
-    el('dt', {}, 'Place'), el('dd', {}, hearing.place),
-    el('dt', {}, 'Phase'), el('dd', {}, PHASES[hearing.phase] ?? hearing.phase),
-    el('dt', {}, 'Recording'), el('dd', {}, hearing.recording ? 'Yes' : 'No'),
-    el('dt', {}, 'Recorded segments'),
-    el('dd', {}, segments.length ? `${segments.length}: ${segments.map((segment) => segment.artefact).join(', ')}` : 'None'),
-    el('dt', {}, 'Minutes'), el('dd', {}, hearing.minutes_artefact ?? 'Not yet'),
+    el('dt', {}, t('console.when')), el('dd', {}, when(hearing.scheduled_for)),
+    el('dt', {}, t('console.place')), el('dd', {}, hearing.place),
+    el('dt', {}, t('console.phase')), el('dd', {}, phase(hearing.phase)),
+    el('dt', {}, t('console.recording')), el('dd', {}, t(hearing.recording ? 'console.yes' : 'console.no')),
+    el('dt', {}, t('console.segments')),
+    el('dd', {}, segments.length ? t('console.segmentsCount', { count: segments.length }) : t('console.none')),
+    el('dt', {}, t('console.minutes')), el('dd', {}, hearing.minutes_artefact ?? t('console.notYet')),
   );
   const clerk = view.case.role === 'clerk';
   $('hearing-open').hidden = !clerk || hearing.phase !== 'scheduled';
@@ -389,28 +434,98 @@ function showHearing(hearing) {
   $('enter-form').hidden = hearing.phase === 'ended';
   $('invites').replaceChildren(
     ...(hearing.invites?.length ? hearing.invites : [null]).map((invite) => {
-      if (!invite) return el('li', { class: 'note' }, 'No invites yet.');
-      const validity = invite.state === 'pending' ? `, valid until ${when(invite.expires_at)} ` : ' ';
-      const item = el('li', { data: { invite: invite.id } }, `${role(invite.role)}: ${humanize(invite.state)}${validity}`);
+      if (!invite) return el('li', { class: 'note' }, t('console.noInvites'));
+      const validity = invite.state === 'pending' ? t('console.validUntil', { when: when(invite.expires_at) }) : '';
+      const item = el('li', { data: { invite: invite.id, state: invite.state } },
+        `${role(invite.role)}: ${inviteState(invite.state)}${validity} `);
       if (invite.state === 'pending' && view.case.role === 'clerk') {
         item.append(el('button', {
           type: 'button', class: 'danger',
           onclick: (event) => attempt($('hearing-error'), async () => {
             await api('DELETE', `${hearingPath()}/invites/${enc(invite.id)}`);
-            announce('Invite revoked.');
+            announce(t('console.inviteRevoked'));
             await refreshHearing();
+            // The button went with the invite: the focus stays on that invite's line, which now says "revoked".
+            focusInvite(invite.id);
           }, event.currentTarget),
-        }, 'Revoke', el('span', { class: 'visually-hidden' }, ` the ${role(invite.role)} invite`)));
+        }, t('console.revoke'), el('span', { class: 'visually-hidden' }, t('console.revokeWhich', { role: role(invite.role) }))));
       }
       return item;
     }),
   );
 }
 
+/** Puts the focus on an invite's line (or its button, if `button` and it still has one), else on the list's title. */
+function focusInvite(id, button = false) {
+  const line = $('invites').querySelector(`li[data-invite="${CSS.escape(id)}"]`);
+  const target = (button && line?.querySelector('button')) || line || $('invites-title');
+  if (target.tagName !== 'BUTTON') target.tabIndex = -1;
+  target.focus();
+}
+
 async function refreshHearing() {
   const hearing = await attempt($('hearing-error'), () => api('GET', hearingPath()));
   if (hearing) showHearing(hearing);
   await loadHearings();
+}
+
+// Live updates: while a hearing is shown on the console (not from inside the room, which has its own socket), it
+// is read again every few seconds, so an invite that was used stops saying "pending" and a new phase shows. The
+// page is written again only when something changed, keeping the focus where it was.
+const LIVE_SECONDS = 4;
+let liveSeen = '';
+let listSeen = '';
+setInterval(async () => {
+  if (!view.case || !$('room').hidden || document.hidden || $('app').hidden) return;
+  if (!view.hearing) {
+    // No hearing open: the list alone, written again when a hearing was added or changed its phase.
+    if ($('panel-hearings').hidden) return;
+    const list = await api('GET', `/api/v1/cases/${enc(view.case.id)}/hearings`).catch(() => null);
+    const seen = JSON.stringify([view.case.id, (list?.hearings ?? []).map((h) => [h.id, h.phase])]);
+    if (list && listSeen && seen !== listSeen) await loadHearings();
+    listSeen = seen;
+    return;
+  }
+  const path = hearingPath();
+  const hearing = await api('GET', path).catch(() => null);
+  if (!hearing || !view.hearing || hearingPath() !== path) return;
+  const seen = JSON.stringify([path, hearing.phase, hearing.recording, hearing.invites, hearing.segments?.length, hearing.minutes_artefact]);
+  if (seen === liveSeen) return;
+  const known = liveSeen.startsWith(JSON.stringify([path]).slice(0, -1));
+  liveSeen = seen;
+  if (!known) return;
+  const focusedInvite = document.activeElement?.closest?.('#invites li')?.dataset.invite;
+  const onButton = document.activeElement?.tagName === 'BUTTON';
+  showHearing(hearing);
+  if (focusedInvite) focusInvite(focusedInvite, onButton);
+  await loadHearings();
+}, LIVE_SECONDS * 1000);
+
+// Focus in the room's lists. The lobby and the people in the hearing are written again with every state the room
+// sends, so a focused button (Admit, Mute, Remove) would be lost each time, and Admit's own button goes away with
+// the person it admitted. The focus follows the person instead: to the same button on their new line, or, once
+// admitted, to their line among the people in the hearing; failing both, to the next person waiting.
+const roomFocus = { participant: null, button: -1 };
+for (const list of [$('lobby'), $('people')]) {
+  list.addEventListener('focusin', (event) => {
+    const line = event.target.closest('li[data-participant]');
+    roomFocus.participant = line?.dataset.participant ?? null;
+    roomFocus.button = line ? [...line.querySelectorAll('button')].indexOf(event.target) : -1;
+  });
+  new MutationObserver(() => {
+    const lost = !document.activeElement || document.activeElement === document.body;
+    if (!lost || !roomFocus.participant || $('room').hidden) return;
+    const selector = `li[data-participant="${CSS.escape(roomFocus.participant)}"]`;
+    const waiting = $('lobby').querySelector(selector);
+    const present = $('people').querySelector(selector);
+    let target = null;
+    if (waiting) target = waiting.querySelectorAll('button')[roomFocus.button] ?? waiting;
+    else if (present && list === $('people')) target = present.querySelectorAll('button')[roomFocus.button] ?? present;
+    else if (present) target = present;
+    else target = $('lobby').querySelector('button') ?? $('room-title');
+    if (target.tagName !== 'BUTTON') target.tabIndex = -1;
+    target.focus();
+  }).observe(list, { childList: true });
 }
 
 /** After the end, the gateway closes the recordings and signs the minutes: show them when they are in custody. */
@@ -421,17 +536,20 @@ async function awaitMinutes() {
     if (hearing && view.hearing?.id === hearing.id) showHearing(hearing);
   }
   if (view.hearing?.minutes_artefact) {
-    say($('hearing-notice'), `The hearing has ended. The signed minutes are in custody as ${view.hearing.minutes_artefact}.`);
+    say($('hearing-notice'), t('console.minutesInCustody', { id: view.hearing.minutes_artefact }));
     await loadArtefacts();
   }
 }
+
+// The date and time are the clerk's local time: the label names the zone, and the gateway gets UTC.
+$('schedule-zone').textContent = Intl.DateTimeFormat().resolvedOptions().timeZone ?? 'UTC';
 
 $('schedule-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const local = $('schedule-when').value;
   const place = $('schedule-place').value.trim();
   if (!local || !place) {
-    say($('schedule-error'), 'Give the date, the time and the place.');
+    say($('schedule-error'), t('console.scheduleMissing'));
     return;
   }
   attempt($('schedule-error'), async () => {
@@ -440,7 +558,7 @@ $('schedule-form').addEventListener('submit', (event) => {
       place,
       identity_check_before_oath: $('schedule-identity').checked,
     });
-    announce('Hearing scheduled.');
+    announce(t('console.scheduled'));
     await loadHearings();
     showHearing(hearing);
     $('hearing-title').tabIndex = -1;
@@ -451,16 +569,20 @@ $('schedule-form').addEventListener('submit', (event) => {
 $('hearing-open').addEventListener('click', (event) =>
   attempt($('hearing-error'), async () => {
     showHearing(await api('POST', `${hearingPath()}/open`));
-    announce('The lobby is open.');
+    announce(t('console.lobbyOpen'));
     await loadHearings();
+    // The button is hidden once the lobby is open: the focus goes on to the invites, the next thing to do.
+    $('invite-role').focus();
   }, event.currentTarget));
 
 $('hearing-close').addEventListener('click', (event) => {
-  if (!window.confirm('End this hearing for everyone?')) return;
+  if (!window.confirm(t('console.confirmEnd'))) return;
   attempt($('hearing-error'), async () => {
     showHearing(await api('POST', `${hearingPath()}/close`));
-    announce('The hearing has ended.');
+    announce(t('console.hearingEnded'));
     await loadHearings();
+    $('hearing-title').tabIndex = -1;
+    $('hearing-title').focus();
   }, event.currentTarget);
 });
 
@@ -471,11 +593,33 @@ $('invite-role').addEventListener('change', () => {
 });
 $('invite-admit').disabled = true;
 
+/** How long an invite may be valid, in seconds, as the gateway bounds it: five minutes to thirty days. */
+const INVITE_SECONDS = { least: 300, most: 30 * 86_400 };
+const UNIT_SECONDS = { minutes: 60, hours: 3600, days: 86_400 };
+
+/** The validity asked for in the form, in seconds, or null (with the reason shown) when it is out of bounds. */
+function inviteValidity() {
+  const input = $('invite-valid');
+  const text = input.value.trim();
+  const amount = Number(text);
+  const seconds = Math.round(amount * UNIT_SECONDS[$('invite-unit').value]);
+  const ok = text !== '' && Number.isFinite(amount) && amount > 0 && seconds >= INVITE_SECONDS.least && seconds <= INVITE_SECONDS.most;
+  input.setAttribute('aria-invalid', String(!ok));
+  say($('invite-valid-error'), ok ? '' : t('console.validityBounds'));
+  return ok ? seconds : null;
+}
+$('invite-valid').addEventListener('change', inviteValidity);
+$('invite-unit').addEventListener('change', inviteValidity);
+
 let madeSecret = null;
 $('invite-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  const hours = Number($('invite-hours').value) || 24;
-  const body = { role: $('invite-role').value, expires_in_seconds: Math.round(hours * 3600), admit_on_join: $('invite-admit').checked };
+  const seconds = inviteValidity();
+  if (seconds == null) {
+    $('invite-valid').focus();
+    return;
+  }
+  const body = { role: $('invite-role').value, expires_in_seconds: seconds, admit_on_join: $('invite-admit').checked };
   attempt($('hearing-error'), async () => {
     const invite = await api('POST', `${hearingPath()}/invites`, body);
     madeSecret = invite.secret;
@@ -498,7 +642,7 @@ $('invite-copy').addEventListener('click', async () => {
     $('invite-link').select();
     document.execCommand?.('copy');
   }
-  $('invite-copied').textContent = 'Copied.';
+  $('invite-copied').textContent = t('console.copied');
 });
 
 $('invite-enter').addEventListener('click', () => madeSecret && enterRoom(madeSecret));
@@ -508,7 +652,7 @@ $('enter-form').addEventListener('submit', (event) => {
   const text = $('enter-invite').value.trim();
   const secret = text.includes('#') ? text.slice(text.indexOf('#') + 1) : text;
   if (!secret) {
-    say($('hearing-error'), 'Paste the invite link you were sent.');
+    say($('hearing-error'), t('console.pasteInvite'));
     return;
   }
   $('enter-invite').value = '';

@@ -3,7 +3,8 @@
 // text report are shown in an aria-live region; the verdict takes focus when a check ends.
 
 import { BundleError, PARTS, PinError, verifyBundle } from './lib/bundle.js';
-import { $, bytes as size, el } from './lib/dom.js';
+import { $, bytes as size, el, startLanguage } from './lib/dom.js';
+import { t } from './lib/i18n.js';
 
 const form = $('form');
 const fileInput = $('file');
@@ -55,6 +56,12 @@ const MEANING = {
   case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
 };
 
+/** A translated string, or the English one given here when the translation files lack it. */
+function words(key, english, vars) {
+  const text = t(key, vars);
+  return text === key ? english : text;
+}
+
 function element(tag, text, className) {
   return el(tag, className ? { class: className } : {}, text);
 }
@@ -88,7 +95,7 @@ async function run() {
   result.setAttribute('aria-busy', 'true');
   progressBox.hidden = false;
   progress.value = 0;
-  progressText.textContent = `0 of ${bytes(file.size)}`;
+  progressText.textContent = words('verify.progress', `0 of ${bytes(file.size)}`, { done: bytes(0), total: bytes(file.size) });
   const started = performance.now();
   let lastPaint = 0;
   const onProgress = (done, total) => {
@@ -96,7 +103,7 @@ async function run() {
     if (now - lastPaint < 100 && done < total) return;
     lastPaint = now;
     progress.value = total ? Math.floor((done / total) * 100) : 100;
-    progressText.textContent = `${bytes(done)} of ${bytes(total)}`;
+    progressText.textContent = words('verify.progress', `${bytes(done)} of ${bytes(total)}`, { done: bytes(done), total: bytes(total) });
   };
   const trusted = keyInput.value.trim() ? [keyInput.value.trim()] : [];
   try {
@@ -124,32 +131,34 @@ function showVerification(file, v, seconds) {
   result.dataset.verdict = outcome;
   result.dataset.failedParts = v.failedParts.join(' ');
   result.dataset.seconds = seconds.toFixed(3);
-  verdict.textContent = { valid: 'VALID', 'unknown-signer': 'NOT VERIFIED: unknown signer' }[outcome] ?? 'NOT VALID';
+  const headings = { valid: 'VALID', 'unknown-signer': 'NOT VERIFIED: unknown signer' };
+  verdict.textContent = words(`verify.verdict.${outcome in headings ? outcome : 'invalid'}`, headings[outcome] ?? 'NOT VALID');
   verdict.hidden = false;
   const what = v.kind === 'case' ? 'case bundle' : 'bundle';
+  const kind = v.kind === 'case' ? 'Case' : '';
   if (outcome === 'valid') {
     summary.textContent =
       v.kind === 'case'
-        ? `This case bundle holds exactly the artefacts the gateway exported, and each, with its custody history, is exactly what the gateway recorded under the key you trust.`
-        : `The evidence and its custody history are exactly what the gateway recorded under the key you trust.`;
+        ? words('verify.validCase', `This case bundle holds exactly the artefacts the gateway exported, and each, with its custody history, is exactly what the gateway recorded under the key you trust.`)
+        : words('verify.valid', `The evidence and its custody history are exactly what the gateway recorded under the key you trust.`);
   } else if (outcome === 'unknown-signer') {
-    summary.textContent =
+    summary.textContent = words(`verify.unknownSigner${kind}`,
       `This ${what} is consistent, but it is signed by a key you have not confirmed, and anyone can make a ` +
       'consistent bundle with a key of their own. Enter the gateway\'s key from a source you trust (the court\'s ' +
-      'records, the providing authority\'s letter, or the gateway\'s key page) and check again.';
+      'records, the providing authority\'s letter, or the gateway\'s key page) and check again.');
   } else {
-    const meanings = v.failedParts.map((p) => MEANING[p]);
-    summary.textContent = `Do not rely on this ${what} as it is: ${joinWords(meanings)}.`;
+    const meanings = v.failedParts.map((p) => words(`verify.meaning.${p}`, MEANING[p]));
+    summary.textContent = words(`verify.doNotRely${kind}`, `Do not rely on this ${what} as it is: ${joinWords(meanings)}.`, { reasons: meanings.join('; ') });
   }
   summary.hidden = false;
 
-  fact('File', `${file.name} (${bytes(file.size)})`);
-  if (v.artefact) fact('Artefact', v.artefact);
-  if (v.sha256) fact('Evidence SHA-256', v.sha256);
-  if (v.bundles) fact('Artefact bundles', String(v.bundles.length));
-  fact('Custody records', String(v.records));
-  if (v.log) fact('Log', `${v.log.origin}, size ${v.log.size}`);
-  fact('Checked in', `${seconds.toFixed(1)} s, in this browser`);
+  fact(words('verify.fact.file', 'File'), `${file.name} (${bytes(file.size)})`);
+  if (v.artefact) fact(words('verify.fact.artefact', 'Artefact'), v.artefact);
+  if (v.sha256) fact(words('verify.fact.sha256', 'Evidence SHA-256'), v.sha256);
+  if (v.bundles) fact(words('verify.fact.bundles', 'Artefact bundles'), String(v.bundles.length));
+  fact(words('verify.fact.records', 'Custody records'), String(v.records));
+  if (v.log) fact(words('verify.fact.log', 'Log'), words('verify.logSize', `${v.log.origin}, size ${v.log.size}`, { origin: v.log.origin, size: v.log.size }));
+  fact(words('verify.fact.checkedIn', 'Checked in'), words('verify.seconds', `${seconds.toFixed(1)} s, in this browser`, { seconds: seconds.toFixed(1) }));
   facts.hidden = false;
 
   checksTitle.hidden = false;
@@ -159,9 +168,9 @@ function showVerification(file, v, seconds) {
     const item = element('li', undefined, check.passed ? 'passed' : 'failed');
     item.dataset.part = check.part;
     const head = element('span', undefined, 'head');
-    head.append(element('span', check.passed ? '✓ passed' : '✗ FAILED', 'mark'));
+    head.append(element('span', check.passed ? words('verify.passed', '✓ passed') : words('verify.failed', '✗ FAILED'), 'mark'));
     const body = element('span');
-    body.append(element('span', `${capitalise(PARTS[check.part])}: `, 'part'), element('span', check.detail, 'detail'));
+    body.append(element('span', `${capitalise(words(`verify.part.${check.part}`, PARTS[check.part]))}: `, 'part'), element('span', check.detail, 'detail'));
     item.append(head, body);
     checksList.append(item);
   }
@@ -171,8 +180,8 @@ function showVerification(file, v, seconds) {
       const row = element('tr');
       row.append(
         element('td', `#${record.index}`),
-        element('td', record.at ?? 'unreadable'),
-        element('td', record.type ? EVENT_WORDS[record.type] ?? record.type : 'unreadable record'),
+        element('td', record.at ?? words('verify.unreadable', 'unreadable')),
+        element('td', record.type ? words(`verify.event.${record.type}`, EVENT_WORDS[record.type] ?? record.type) : words('verify.unreadableRecord', 'unreadable record')),
         element('td', record.actor ?? ''),
         element('td', record.purpose ?? ''),
       );
@@ -187,9 +196,9 @@ function showVerification(file, v, seconds) {
 function showMalformedPin(err) {
   result.dataset.verdict = 'pin-malformed';
   result.dataset.failedParts = '';
-  verdict.textContent = 'NOT CHECKED: the key you entered is malformed';
+  verdict.textContent = words('verify.verdict.pin-malformed', 'NOT CHECKED: the key you entered is malformed');
   verdict.hidden = false;
-  summary.textContent = `Nothing was checked: ${err.message}`;
+  summary.textContent = words('verify.nothingChecked', `Nothing was checked: ${err.message}`, { reason: err.message });
   summary.hidden = false;
   keyInput.setAttribute('aria-invalid', 'true');
 }
@@ -197,10 +206,10 @@ function showMalformedPin(err) {
 function showUnreadable(file, err) {
   result.dataset.verdict = 'error';
   result.dataset.failedParts = 'bag';
-  verdict.textContent = 'NOT VALID';
+  verdict.textContent = words('verify.verdict.invalid', 'NOT VALID');
   verdict.hidden = false;
   const reason = err instanceof BundleError ? err.message : `the file could not be read (${err && err.message})`;
-  summary.textContent = `${file.name} could not be read as a court bundle: ${reason}.`;
+  summary.textContent = words('verify.unreadableFile', `${file.name} could not be read as a court bundle: ${reason}.`, { name: file.name, reason });
   summary.hidden = false;
   if (!(err instanceof BundleError)) console.error(err);
 }
@@ -246,4 +255,9 @@ drop.addEventListener('drop', (event) => {
 // A file dropped anywhere else would make the browser open it in place of the page.
 window.addEventListener('dragover', (event) => event.preventDefault());
 window.addEventListener('drop', (event) => event.preventDefault());
+// Ready once the page speaks the reader's language (the translations are this origin's files, fetched before any
+// bundle is chosen; nothing is fetched while checking).
+await startLanguage($('language'), () => {
+  if (chosen && !running && result.dataset.verdict !== 'none') void run();
+});
 document.documentElement.dataset.ready = 'true';

@@ -488,6 +488,221 @@ await screenshot(checker, 'verify-tampered');
 await audit(checker, 'verify, invalid');
 check(bad.verdict !== 'valid', `the verification page accepted a tampered bundle: ${bad.words}`);
 
+// Issue 12, the portal's, the console's and the administrator's side (each step a function of its own).
+
+/** The clerk's console, left open on the hearing since step 1, has updated itself: no invite says "pending". */
+async function consoleUpdatedItself(page) {
+  step('8. The clerk’s console updated itself: the invites used are shown as used, with times in a named time zone');
+  await page.waitForFunction(() => document.querySelectorAll('#invites li[data-state="used"]').length >= 2, null, { timeout: 30_000 })
+    .catch(async () => {
+      throw new Error(`story failed: the console still shows: ${await page.locator('#invites').innerText()}`);
+    });
+  const hearingLine = await page.locator('#hearings li').first().innerText();
+  check(/\b(UTC|GMT|[A-Z]{3,5})\b|[+-]\d/.test(hearingLine), `the hearing's time names no time zone: ${hearingLine}`);
+  console.log(`console hearing line: ${hearingLine}`);
+}
+
+/** The invite form refuses a validity outside 5 minutes to 30 days before asking the gateway. */
+async function inviteValidityIsBounded(page) {
+  step('9. The console bounds an invite’s validity in the form');
+  await page.goto('/');
+  await page.getByRole('button', { name: /R v Story/ }).click();
+  await page.getByRole('tab', { name: 'Hearings' }).click();
+  await page.getByLabel('Date and time').fill('2026-12-02T09:00');
+  await page.getByLabel('Place').fill('Court of Catania, room 3');
+  await page.getByRole('button', { name: 'Schedule' }).click();
+  await page.locator('#hearing-open:not([hidden])').waitFor();
+  // Hearings are listed by date: the one of 1 December before the one of 2 December, whatever the order made.
+  const places = await page.locator('#hearings li').allInnerTexts();
+  check(places.length >= 2 && places[0].includes('room 2') && places[1].includes('room 3'), `hearings not by date: ${places}`);
+  // "Open the lobby" hides itself; the focus goes on to the invite form.
+  await page.locator('#hearing-open').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#hearing-open[hidden]').waitFor({ state: 'attached' });
+  check(await page.evaluate(() => document.activeElement?.id === 'invite-role'), 'the focus was lost after “Open the lobby”');
+  const invites = await page.locator('#invites li').count();
+  for (const [amount, unit] of [['4', 'minutes'], ['-1', 'hours'], ['31', 'days'], ['4015', 'days']]) {
+    await page.getByLabel('Valid for').fill(amount);
+    await page.getByLabel('Unit').selectOption(unit);
+    await page.getByRole('button', { name: 'Make the invite' }).click();
+    await page.locator('#invite-valid-error:not([hidden])').waitFor();
+  }
+  await page.waitForTimeout(500);
+  check((await page.locator('#invites li').count()) === invites, 'an invite out of bounds was made');
+  await page.getByLabel('Valid for').fill('2');
+  await page.getByLabel('Unit').selectOption('days');
+  await page.getByRole('button', { name: 'Make the invite' }).click();
+  await page.locator('#invite-made:not([hidden])').waitFor();
+  check(await page.locator('#invite-valid-error').isHidden(), 'a valid validity was refused');
+  // Revoke keeps the focus on that invite's line, which now says revoked.
+  const revoke = page.getByRole('button', { name: /^Revoke/ }).first();
+  await revoke.focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#invites li[data-state="revoked"]').waitFor();
+  check(await page.evaluate(() => document.activeElement?.closest('#invites li')?.dataset.state === 'revoked'),
+    'the focus was lost after Revoke');
+  await screenshot(page, 'console-invite-bounds');
+  await audit(page, 'console, invite validity');
+}
+
+/** The skip link of a page is off screen until it has the focus, then in plain view. */
+async function skipLinkShowsOnFocus(page, name) {
+  await page.locator('.skip-link').focus();
+  const box = await page.locator('.skip-link').boundingBox();
+  check(box && box.x >= 0 && box.y >= 0 && box.width > 20, `the skip link of the ${name} stays hidden when focused: ${JSON.stringify(box)}`);
+}
+
+async function portalHearings(page, hearingId) {
+  step('10. The prosecutor’s portal groups the recordings by hearing and participant, plays a whole recording, downloads the hearing’s bundle and shows the minutes');
+  await page.goto('/portal');
+  await skipLinkShowsOnFocus(page, 'portal');
+  const box = page.locator(`.hearing-box[data-hearing="${hearingId}"]`);
+  await box.waitFor();
+  const title = await box.locator('h3').innerText();
+  check(/Court of Catania, room 2/.test(title), `the hearing's title: ${title}`);
+  const people = await box.locator('.recording h5').allInnerTexts();
+  check(people.some((text) => /Witness/.test(text)) && people.some((text) => /Judge/.test(text)), `recordings by participant: ${people}`);
+  console.log(`hearing “${title}”: ${people.join('; ')}`);
+  // Segments in the evidence list carry titles too, not bare ids.
+  const titled = await page.locator('section.artefact h3').allInnerTexts();
+  check(titled.some((text) => /^Recording of the Witness.*, segment 1$/.test(text)), `segment titles: ${titled.slice(0, 4)}`);
+  check(titled.some((text) => /^Signed minutes of the hearing/.test(text)), 'the minutes are not titled');
+
+  const witness = box.locator('.recording', { hasText: 'Witness' });
+  const segments = Number(await witness.getAttribute('data-segments'));
+  const witnessId = await witness.getAttribute('data-participant');
+  await witness.getByRole('button', { name: /Play the whole recording/ }).click();
+  await page.waitForFunction(
+    ([id, count]) => {
+      const player = document.querySelector(`.recording[data-participant="${id}"] .player[data-loaded="${count}"]`);
+      const video = player?.querySelector('video');
+      return video && video.readyState >= 2 && video.duration > 0;
+    },
+    [witnessId, segments],
+    { timeout: 60_000 },
+  );
+  const video = witness.locator('video');
+  const first = await video.evaluate((v) => v.currentTime);
+  await page.waitForTimeout(1500);
+  const later = await video.evaluate((v) => v.currentTime);
+  const duration = await video.evaluate((v) => v.duration);
+  check(later > first, `the whole recording does not play (currentTime ${first} → ${later})`);
+  console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`);
+  await screenshot(page, 'portal-hearing-recordings');
+  await audit(page, 'portal, hearings');
+
+  const downloading = page.waitForEvent('download', { timeout: 120_000 });
+  await box.getByRole('button', { name: /Download the hearing bundle/ }).click();
+  const download = await downloading;
+  const file = join(work, download.suggestedFilename() || 'hearing.tar');
+  await download.saveAs(file);
+  check(/custodia-hearing-/.test(download.suggestedFilename()), `the hearing bundle's name: ${download.suggestedFilename()}`);
+  const checker = await open('hearing-bundle-checker');
+  const checked = await verifyBundle(checker, file);
+  check(checked.verdict === 'valid', `the hearing bundle does not verify: ${checked.verdict}: ${checked.words}`);
+  await screenshot(checker, 'verify-hearing-bundle');
+  await checker.context().close();
+
+  const minutesOpened = page.waitForURL(/\/minutes\?/);
+  await box.getByRole('link', { name: /Read and print the minutes/ }).click();
+  await minutesOpened;
+  await page.locator('#minutes:not([hidden])').waitFor();
+  const text = await page.locator('#minutes').innerText();
+  for (const words of ['Minutes of the hearing', 'Present', 'Oaths and affirmations', 'Witness', 'Judge', 'Court of Catania, room 2']) {
+    check(text.includes(words), `the minutes do not say “${words}”`);
+  }
+  check(!/^\s*\{/.test(text) && !text.includes('"present"'), 'the minutes are shown as raw JSON');
+  await screenshot(page, 'minutes');
+  await audit(page, 'minutes');
+  await page.emulateMedia({ media: 'print' });
+  check(await page.locator('header.bar').isHidden() && await page.locator('#print').isHidden(), 'the page chrome prints');
+  const pdf = join(work, 'minutes.pdf');
+  await page.pdf({ path: pdf, format: 'A4' });
+  console.log(`minutes printed to ${pdf} (${(await readFile(pdf)).length} bytes)`);
+  await page.emulateMedia({ media: 'screen' });
+
+  // In Arabic, right to left.
+  await page.goto('/portal');
+  await page.locator('#language').selectOption('ar');
+  await page.waitForFunction(() => document.documentElement.dir === 'rtl' && document.documentElement.lang === 'ar');
+  await page.locator('.hearing-box h3').first().waitFor();
+  check((await page.locator('#app-title').innerText()) !== 'Find a case’s evidence', 'the portal did not switch to Arabic');
+  await screenshot(page, 'portal-ar');
+  await audit(page, 'portal (ar)');
+  await page.locator('#language').selectOption('en');
+  await page.waitForFunction(() => document.documentElement.dir === 'ltr');
+}
+
+async function administration() {
+  step('11. The administrator lands on the administration page: accounts, cases and members');
+  const page = await open('admin');
+  await page.goto('/');
+  await skipLinkShowsOnFocus(page, 'console');
+  await page.getByLabel('Username').fill('admin');
+  await page.getByLabel('Password').fill(adminPassword);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(/\/admin$/);
+  await page.locator('#accounts tr[data-account]').first().waitFor();
+  const accounts = await page.locator('#accounts').innerText();
+  check(accounts.includes('clerk.rossi') && accounts.includes('pm.esposito'), `accounts listed: ${accounts}`);
+  check((await page.locator('#cases').innerText()).includes(CASE), 'the story case is not listed');
+  await screenshot(page, 'admin');
+  await audit(page, 'admin');
+
+  // The sign-in form is still in the page (hidden), with its own Username and Password: the new account's by id.
+  await page.locator('#account-username').fill('interp.conti');
+  await page.getByLabel('Name', { exact: true }).fill('Sara Conti');
+  await page.getByLabel('Jurisdiction').fill('IT');
+  await page.locator('#account-password').fill('interp.conti-correct-horse');
+  await page.getByRole('button', { name: 'Create the account' }).click();
+  const row = page.locator('#accounts tr', { hasText: 'interp.conti' });
+  await row.waitFor();
+
+  await page.getByLabel('Title', { exact: true }).fill('R v Admin');
+  await page.getByRole('button', { name: 'Create the case' }).click();
+  await page.locator('#members-section:not([hidden])').waitFor();
+  check((await page.locator('#members-title').innerText()).includes('R v Admin'), 'the new case is not opened');
+  await page.getByLabel('Account', { exact: true }).selectOption({ label: 'Giulia Rossi (clerk.rossi)' });
+  await page.getByLabel('Role', { exact: true }).selectOption('clerk');
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await page.locator('#members tr', { hasText: 'clerk.rossi' }).waitFor();
+  await page.getByLabel('Account', { exact: true }).selectOption({ label: 'Sara Conti (interp.conti)' });
+  await page.getByLabel('Role', { exact: true }).selectOption('interpreter');
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  const member = page.locator('#members tr', { hasText: 'interp.conti' });
+  await member.waitFor();
+  await member.getByLabel(/Role of/).selectOption('witness');
+  await member.getByRole('button', { name: /Change the role/ }).click();
+  await page.locator('#status', { hasText: 'is now Witness' }).waitFor({ state: 'attached' });
+  // The gateway keeps its rule: the last clerk cannot be removed; its words are shown.
+  await page.locator('#members tr', { hasText: 'clerk.rossi' }).getByRole('button', { name: /Remove/ }).click();
+  await page.locator('#members-error:not([hidden])').waitFor();
+  await member.getByRole('button', { name: /Remove/ }).click();
+  await page.locator('#members tr', { hasText: 'interp.conti' }).waitFor({ state: 'detached' });
+
+  await row.getByRole('button', { name: /Disable/ }).click();
+  await page.locator('#accounts tr', { hasText: 'interp.conti' }).getByText(/Disabled since/).waitFor();
+  // Each change of membership is on the record, as through the API.
+  const admin = await signIn('admin', adminPassword);
+  const { json: cases } = await call('GET', '/api/v1/admin/cases', admin);
+  const made = cases.find((item) => item.title === 'R v Admin');
+  const { json: members } = await call('GET', `/api/v1/cases/${made.id}/members`, admin);
+  check(members.members.length === 1 && members.members[0].role === 'clerk', `members after the changes: ${JSON.stringify(members)}`);
+  await screenshot(page, 'admin-after-changes');
+  await audit(page, 'admin, after changes');
+  await page.context().close();
+}
+
+{
+  const clerkCookie = await signIn(people.clerk.username, people.clerk.password);
+  const { json: list } = await call('GET', `/api/v1/cases/${CASE}/hearings`, clerkCookie);
+  const storyHearing = list.hearings.find((hearing) => hearing.minutes_artefact);
+  await consoleUpdatedItself(clerk);
+  await inviteValidityIsBounded(clerk);
+  await portalHearings(prosecutor, storyHearing.id);
+  await administration();
+}
+
 await browser.close();
 check(
   !accessibilityFailures.length,

@@ -314,6 +314,12 @@ impl Catalog {
         Ok(done.rows_affected())
     }
 
+    /// Every account, by username, with when it was disabled (`None` while it is active): for administrators.
+    pub async fn accounts(&self) -> Result<Vec<(Account, Option<String>)>> {
+        let rows = sqlx::query("SELECT * FROM accounts ORDER BY username").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((account(row)?, row.try_get("disabled_at")?))).collect()
+    }
+
     pub async fn count_accounts(&self) -> Result<i64> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM accounts").fetch_one(&self.pool).await?.try_get("n")?)
     }
@@ -404,6 +410,20 @@ impl Catalog {
             Ok(Case { id: row.try_get("id")?, title: row.try_get("title")?, created_at: row.try_get("created_at")? })
         };
         Ok(row.as_ref().map(case).transpose()?)
+    }
+
+    /// Every case, by id: for administrators.
+    pub async fn cases(&self) -> Result<Vec<Case>> {
+        let rows = sqlx::query("SELECT id, title, created_at FROM cases ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Case {
+                    id: row.try_get("id")?,
+                    title: row.try_get("title")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
     }
 
     /// The cases `account_id` is a member of.

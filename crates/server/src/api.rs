@@ -50,10 +50,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/verifier-key", get(verifier_key))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
-        .route("/api/v1/accounts", post(create_account))
+        .route("/api/v1/accounts", post(create_account).get(list_accounts))
         .route("/api/v1/accounts/{id}/disable", post(disable_account))
         .route("/api/v1/cases", post(create_case).get(my_cases))
+        .route("/api/v1/admin/cases", get(all_cases))
         .route("/api/v1/cases/{case}", get(case_detail))
+        .route("/api/v1/cases/{case}/members", get(list_members))
         .route("/api/v1/cases/{case}/members/{account}", put(set_member).delete(remove_member))
         .route("/api/v1/cases/{case}/artefacts", get(list_artefacts))
         .route("/api/v1/cases/{case}/exports", post(export_case))
@@ -135,13 +137,13 @@ fn artefact_id(text: &str) -> Result<ArtefactId, Problem> {
 
 /// Every read of evidence states why.
 #[derive(Debug, Deserialize)]
-struct PurposeQuery {
+pub(crate) struct PurposeQuery {
     purpose: Option<String>,
     access: Option<String>,
 }
 
 impl PurposeQuery {
-    fn purpose(&self) -> Result<Label, Problem> {
+    pub(crate) fn purpose(&self) -> Result<Label, Problem> {
         let text = self.purpose.as_deref().ok_or_else(|| {
             Problem::from(bad_input("purpose", "state the purpose of this access, e.g. ?purpose=trial%20preparation"))
         })?;
@@ -300,6 +302,22 @@ async fn create_account(
     Ok(json(StatusCode::CREATED, AccountView::from(&account)))
 }
 
+/// Every account, for the administration page: who they are, whether they administer, and whether (since when)
+/// they are disabled. Password hashes never leave the catalog.
+async fn list_accounts(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    caller.require_admin("list accounts")?;
+    let accounts = state.gateway.catalog.accounts().await.map_err(GatewayError::from)?;
+    let accounts: Vec<_> = accounts
+        .iter()
+        .map(|(account, disabled_at)| {
+            let mut view = serde_json::to_value(AccountView::from(account)).unwrap_or_default();
+            view["disabled_at"] = serde_json::json!(disabled_at);
+            view
+        })
+        .collect();
+    Ok(json(StatusCode::OK, accounts))
+}
+
 /// Disables an account: it can no longer sign in, and its sessions and API tokens stop working at once. For a
 /// compromised account; its records and memberships stay.
 async fn disable_account(
@@ -372,6 +390,17 @@ async fn create_case(
     Ok(json(StatusCode::CREATED, serde_json::json!({ "id": case.id, "title": case.title })))
 }
 
+/// Every case, for the administration page (an administrator need not be a member of any).
+async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
+    caller.require_admin("list every case")?;
+    let cases = state.gateway.catalog.cases().await.map_err(GatewayError::from)?;
+    let cases: Vec<_> = cases
+        .iter()
+        .map(|case| serde_json::json!({ "id": case.id, "title": case.title, "created_at": case.created_at }))
+        .collect();
+    Ok(json(StatusCode::OK, cases))
+}
+
 async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let cases = state.gateway.catalog.cases_of(&caller.account.id).await.map_err(GatewayError::from)?;
     let cases: Vec<_> = cases
@@ -417,6 +446,20 @@ async fn authorize_membership_change(gateway: &Gateway, caller: &Caller, case: &
     }
     gateway.authorize(caller, case, Action::ManageMembers).await?;
     Ok(())
+}
+
+/// A case's members, for whoever may change them: an administrator, or a member whose role manages members.
+async fn list_members(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(case): Path<String>,
+) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    authorize_membership_change(&state.gateway, &caller, &case).await?;
+    let members = state.gateway.catalog.members(case.as_str()).await.map_err(GatewayError::from)?;
+    let members: Vec<_> =
+        members.iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
+    Ok(json(StatusCode::OK, serde_json::json!({ "case": case, "members": members })))
 }
 
 async fn set_member(
@@ -740,6 +783,20 @@ async fn export_case(
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
     let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
+    let filename = format!("custodia-case-{case}.tar");
+    stream_case_bundle(&state, caller, case, purpose, sources, &filename)
+}
+
+/// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output) under `filename`, and
+/// records the export once the bundles are written ([`export_case`]).
+pub(crate) fn stream_case_bundle(
+    state: &AppState,
+    caller: Caller,
+    case: CaseId,
+    purpose: Label,
+    sources: Vec<custodia_bundle::BundleSource>,
+    filename: &str,
+) -> Result<Response, Problem> {
     let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
     let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
@@ -761,7 +818,7 @@ async fn export_case(
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
-    let disposition = format!("attachment; filename=\"custodia-case-{case}.tar\"");
+    let disposition = format!("attachment; filename=\"{filename}\"");
     headers
         .insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|e| Problem::internal(&e))?);
     Ok(response)

@@ -888,8 +888,22 @@ impl Gateway {
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
     /// export is recorded, so a case export is refused whole, naming the artefact that forbids it.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
+        self.export_case_part(caller, case, purpose, |_| true).await
+    }
+
+    /// [`Self::export_case`] for the artefacts of the case that `keep` chooses (a hearing's output, say): the same
+    /// checks, records and bundle sources, and the same case export record once the bundles are written
+    /// ([`Self::record_case_export`]), whose listing names exactly the bundles exported.
+    pub async fn export_case_part(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        purpose: &Label,
+        keep: impl Fn(&ArtefactRow) -> bool,
+    ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
-        let rows = self.catalog.artefacts_in_case(case.as_str()).await?;
+        let mut rows = self.catalog.artefacts_in_case(case.as_str()).await?;
+        rows.retain(|row| keep(row));
         for row in &rows {
             self.check_use(caller, row, UseAction::Export, purpose).await.map_err(|err| match err {
                 GatewayError::UseRestricted(reason) => {

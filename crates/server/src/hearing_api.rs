@@ -16,9 +16,9 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiJson, AppState, JSON_LIMIT, case_id};
+use crate::api::{ApiJson, AppState, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
-use crate::extract::Path;
+use crate::extract::{Path, Query};
 use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{ConsoleStep, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest};
 use crate::problem::Problem;
@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", delete(revoke))
         .route("/api/v1/cases/{case}/hearings/{hearing}/open", post(open))
         .route("/api/v1/cases/{case}/hearings/{hearing}/close", post(close))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/exports", post(export))
         // The console's bodies are JSON, held to the API's limit (the 413 says so truthfully).
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .route("/api/v1/room", get(room))
@@ -143,6 +144,25 @@ async fn close(
     Path((case, hearing)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, Problem> {
     console_step(&state, &caller, &case, &hearing, ConsoleStep::Close).await
+}
+
+/// Streams a hearing's bundle: a case bundle of its recording segments, its signed minutes and its identity
+/// checks, made and recorded like a case export (`case_exported`, whose listing names exactly these bundles).
+/// Only once the hearing has ended and its minutes are in custody.
+async fn export(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, hearing)): Path<(String, String)>,
+    Query(query): Query<PurposeQuery>,
+) -> Result<Response, Problem> {
+    let case = case_id(&case)?;
+    let purpose = query.purpose()?;
+    let live = state.hearings.find(&caller, &case, &hearing).await?;
+    let output = live.output().await?;
+    let sources =
+        state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
+    let filename = format!("custodia-hearing-{}.tar", live.id());
+    crate::api::stream_case_bundle(&state, caller, case, purpose, sources, &filename)
 }
 
 /// The client's address (the one a trusted proxy names, else the peer's), for budgets per peer; never logged.

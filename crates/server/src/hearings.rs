@@ -218,6 +218,23 @@ pub struct SegmentView {
     pub ledger_index: u64,
 }
 
+/// What a hearing put into custody ([`LiveHearing::output`]).
+#[derive(Debug, Clone)]
+pub struct HearingOutput {
+    pub segments: Vec<ArtefactId>,
+    pub minutes: ArtefactId,
+    pub identity_documents: Vec<Sha256>,
+}
+
+impl HearingOutput {
+    /// Whether an artefact of the hearing's case is part of this hearing's output.
+    pub fn holds(&self, id: &str, sha256: &str) -> bool {
+        self.minutes.as_str() == id
+            || self.segments.iter().any(|segment| segment.as_str() == id)
+            || self.identity_documents.iter().any(|digest| digest.to_hex() == sha256)
+    }
+}
+
 /// What a clerk sends to schedule a hearing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1035,6 +1052,32 @@ impl LiveHearing {
             "participants": self.participants(&state),
             "segments": state.segments,
             "minutes_artefact": state.minutes_artefact,
+        })
+    }
+
+    /// What the hearing put into custody, once it is final: its recording segments, its signed minutes, and the
+    /// digests of its identity checks' detail documents (each such document is an artefact with that SHA-256).
+    /// Before the hearing has ended and its minutes are in custody, a conflict: a hearing bundle is whole or is
+    /// not made.
+    pub async fn output(&self) -> Result<HearingOutput, GatewayError> {
+        let state = self.state.lock().await;
+        let Some(minutes) = state.minutes_artefact.clone() else {
+            return Err(GatewayError::Conflict(format!(
+                "hearing {} has no signed minutes in custody yet: it is exported once it has ended and its \
+                 recordings and minutes are sealed",
+                self.id
+            )));
+        };
+        Ok(HearingOutput {
+            segments: state.segments.iter().map(|segment| segment.artefact.clone()).collect(),
+            minutes,
+            identity_documents: state
+                .machine
+                .minutes()
+                .identity_checks
+                .iter()
+                .map(|check| check.detail_sha256)
+                .collect(),
         })
     }
 

@@ -33,10 +33,12 @@ pub const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), display-
      payment=(), usb=(), serial=(), hid=(), midi=()";
 
 /// Each page's path and the file that is served for it (and the icon browsers ask for by its old name).
-pub const PAGES: [(&str, &str); 6] = [
+pub const PAGES: [(&str, &str); 8] = [
     ("/", "console.html"),
     ("/join", "join.html"),
     ("/portal", "portal.html"),
+    ("/minutes", "minutes.html"),
+    ("/admin", "admin.html"),
     ("/verify", "verify.html"),
     ("/key", "key.html"),
     ("/favicon.ico", "favicon.svg"),

@@ -1007,8 +1007,30 @@ async fn real_replies_match_the_document() {
     api.check("DELETE", "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", reply);
     api.call("POST", "/api/v1/cases/{case}/hearings/{hearing}/open", &format!("{hearing}/open"), clerk, json!({}))
         .await;
+    // A hearing's bundle: none before its minutes are in custody, then one case bundle of its output.
+    let hearing_export = "/api/v1/cases/{case}/hearings/{hearing}/exports";
+    let export_uri = format!("{hearing}/exports?purpose=trial");
+    api.raw("POST", hearing_export, &export_uri, pm, &[], "").await.assert_problem(409, "conflict", "minutes");
     let closed = "/api/v1/cases/{case}/hearings/{hearing}/close";
     assert_eq!(api.call("POST", closed, &format!("{hearing}/close"), clerk, json!({})).await.json()["phase"], "ended");
+    for _ in 0..300 {
+        if api.gateway.get(&hearing, pm).await.json()["minutes_artefact"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.raw("POST", hearing_export, &export_uri, pm, &[], "").await.status, 200);
+
+    // The administration page's lists: administrators only (and a case's members for whoever manages them).
+    api.get("/api/v1/accounts", "/api/v1/accounts", admin).await;
+    api.get("/api/v1/accounts", "/api/v1/accounts", pm).await.assert_problem(403, "admin-only", "");
+    api.get("/api/v1/admin/cases", "/api/v1/admin/cases", admin).await;
+    api.get("/api/v1/admin/cases", "/api/v1/admin/cases", None).await.assert_problem(401, "unauthenticated", "");
+    let case_members = "/api/v1/cases/{case}/members";
+    api.get(case_members, "/api/v1/cases/case-7/members", admin).await;
+    api.get(case_members, "/api/v1/cases/case-7/members", clerk).await;
+    api.get(case_members, "/api/v1/cases/case-7/members", pm).await.assert_problem(403, "role-forbidden", "");
+    api.get(case_members, "/api/v1/cases/case-ghost/members", admin).await.assert_problem(404, "not-found", "");
     api.get("/api/v1/room", "/api/v1/room", None).await.assert_problem(426, "upgrade-required", "WebSocket");
 
     let revoke = format!("/api/v1/tokens/{token_id}");

@@ -2,6 +2,7 @@
 // console and the portal, both with the form of web/static/partials/sign-in.html).
 
 import { api, ApiError } from './api.js';
+import { language, languagePicker, preferredLanguage, setLanguage, t } from './i18n.js';
 
 export const $ = (id) => document.getElementById(id);
 
@@ -38,9 +39,26 @@ export function bytes(size, small = (n) => `${n} B`) {
   return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
 }
 
-export function when(iso) {
+/**
+ * A date and time in the reader's language, with its time zone named (a hearing links several countries):
+ * "3 Dec 2026, 10:30 CET". `seconds` adds the seconds; `timeOnly` leaves the date out.
+ */
+export function when(iso, { seconds = false, timeOnly = false } = {}) {
   const date = new Date(iso);
-  return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  if (iso == null || Number.isNaN(date.getTime())) return String(iso ?? '');
+  const fields = { hour: '2-digit', minute: '2-digit', timeZoneName: 'short' };
+  if (seconds) fields.second = '2-digit';
+  if (!timeOnly) Object.assign(fields, { year: 'numeric', month: 'short', day: 'numeric' });
+  return new Intl.DateTimeFormat(language(), fields).format(date);
+}
+
+/**
+ * Starts a page in the reader's language: the one chosen before, else the browser's. With a `select`, it becomes
+ * the language picker, and `changed` runs after each switch (to write dynamic text again).
+ */
+export async function startLanguage(select, changed) {
+  await setLanguage(preferredLanguage()).catch(() => setLanguage('en'));
+  if (select) languagePicker(select, changed);
 }
 
 /**
@@ -73,7 +91,7 @@ export function signInPage({ signedOut = () => {}, signedIn, afterSignIn }) {
     const username = $('username').value.trim();
     const password = $('password').value;
     if (!username || !password) {
-      say($('sign-in-error'), 'Enter your username and your password.');
+      say($('sign-in-error'), t('console.signIn.missing'));
       return;
     }
     try {

@@ -1,0 +1,126 @@
+// A participant's whole recording in one player: its WebM segments (each a file of its own, about ten seconds)
+// appended back to back into one Media Source Extensions buffer in "sequence" mode, fetched a little ahead of what
+// is playing and dropped once well behind, so memory stays bounded however long the hearing. Each segment is
+// fetched through the gateway's content route like any play (the use policy decides, and each fetch is a custody
+// record). Where MSE cannot take the segments, the player plays them one after another instead.
+
+import { ApiError } from './api.js';
+
+/** Seconds of media fetched ahead of the playing position, and kept behind it. */
+const AHEAD_SECONDS = 30;
+const BEHIND_SECONDS = 60;
+
+/** The codecs a WebM's track entries name, read from its head (CodecID "V_VP8", "A_OPUS"). */
+function codecsOf(bytes) {
+  const head = new TextDecoder('latin1').decode(bytes.subarray(0, Math.min(bytes.length, 64 * 1024)));
+  const codecs = [];
+  if (head.includes('V_VP8')) codecs.push('vp8');
+  if (head.includes('V_VP9')) codecs.push('vp9');
+  if (head.includes('A_OPUS')) codecs.push('opus');
+  return codecs;
+}
+
+async function fetchSegment(url) {
+  let response;
+  try {
+    response = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
+  } catch {
+    throw new ApiError('The gateway could not be reached. Check your connection and try again.');
+  }
+  if (!response.ok) {
+    const problem = await response.json().catch(() => null);
+    throw new ApiError(problem?.detail || problem?.title || `HTTP ${response.status}`, { status: response.status, problem });
+  }
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+function once(target, name) {
+  return new Promise((resolve, reject) => {
+    target.addEventListener(name, resolve, { once: true });
+    if (name === 'updateend') target.addEventListener('error', () => reject(new Error('the segment could not be added')), { once: true });
+  });
+}
+
+/** Seconds buffered ahead of the playing position. */
+function ahead(video) {
+  const { buffered, currentTime } = video;
+  for (let i = 0; i < buffered.length; i += 1) {
+    if (buffered.start(i) <= currentTime + 0.5 && currentTime <= buffered.end(i)) return buffered.end(i) - currentTime;
+  }
+  return 0;
+}
+
+/** Waits until the player needs more media (or is gone). */
+function needMore(video) {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (!video.isConnected || ahead(video) < AHEAD_SECONDS) {
+        video.removeEventListener('timeupdate', check);
+        video.removeEventListener('seeking', check);
+        resolve();
+      }
+    };
+    video.addEventListener('timeupdate', check);
+    video.addEventListener('seeking', check);
+    check();
+  });
+}
+
+/**
+ * Plays `urls` (the segments, in order) in `video` as one recording. `progress(loaded)` is told how many segments
+ * are in the player. Resolves once every segment is in (or the player was removed); throws an ApiError when the
+ * gateway refuses a segment.
+ */
+export async function playWhole(video, urls, progress = () => {}) {
+  if (!urls.length) return;
+  const first = await fetchSegment(urls[0]);
+  const codecs = codecsOf(first);
+  const type = `video/webm; codecs="${codecs.join(',')}"`;
+  if (!codecs.length || !window.MediaSource || !MediaSource.isTypeSupported(type)) {
+    return playOneAfterAnother(video, urls, progress);
+  }
+  const source = new MediaSource();
+  video.src = URL.createObjectURL(source);
+  await once(source, 'sourceopen');
+  URL.revokeObjectURL(video.src);
+  const buffer = source.addSourceBuffer(type);
+  buffer.mode = 'sequence';
+  let bytes = first;
+  for (let i = 0; i < urls.length; i += 1) {
+    if (!video.isConnected) return;
+    if (i > 0) {
+      await needMore(video);
+      if (!video.isConnected) return;
+      bytes = await fetchSegment(urls[i]);
+    }
+    if (video.currentTime > BEHIND_SECONDS && buffer.buffered.length && buffer.buffered.start(0) < video.currentTime - BEHIND_SECONDS) {
+      buffer.remove(0, video.currentTime - BEHIND_SECONDS);
+      await once(buffer, 'updateend');
+    }
+    buffer.appendBuffer(bytes);
+    await once(buffer, 'updateend');
+    progress(i + 1);
+    if (i === 0) video.play().catch(() => {});
+  }
+  if (source.readyState === 'open') source.endOfStream();
+}
+
+/** The fallback: each segment in turn, the next one when the last ends. */
+function playOneAfterAnother(video, urls, progress) {
+  let at = 0;
+  return new Promise((resolve) => {
+    const next = () => {
+      if (at >= urls.length || !video.isConnected) {
+        video.removeEventListener('ended', next);
+        resolve();
+        return;
+      }
+      video.src = urls[at];
+      at += 1;
+      progress(at);
+      video.play().catch(() => {});
+    };
+    video.addEventListener('ended', next);
+    next();
+  });
+}

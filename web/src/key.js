@@ -2,7 +2,8 @@
 // fingerprint (SHA-256 of the 32 key bytes, in groups of four to read aloud), the PEM form, and links to the
 // bundle checker with the key filled in.
 
-import { $ } from './lib/dom.js';
+import { $, startLanguage } from './lib/dom.js';
+import { t } from './lib/i18n.js';
 
 const facts = $('key-facts');
 const copy = $('copy');
@@ -29,14 +30,14 @@ async function load() {
     copy.addEventListener('click', async () => {
       try {
         await navigator.clipboard.writeText(key.vkey);
-        copied.textContent = 'Copied.';
+        copied.textContent = t('console.copied');
       } catch {
-        copied.textContent = 'Your browser did not allow copying; select the key above and copy it.';
+        copied.textContent = t('verify.keyPage.noCopy');
       }
     });
   } catch (err) {
     const box = $('key-error');
-    box.textContent = `The key could not be loaded: ${err.message}.`;
+    box.textContent = t('verify.keyPage.failed', { problem: err.message });
     box.hidden = false;
   } finally {
     facts.removeAttribute('aria-busy');
@@ -44,4 +45,5 @@ async function load() {
   }
 }
 
+await startLanguage($('language'));
 void load();

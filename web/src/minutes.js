@@ -1,6 +1,6 @@
-// The minutes of a hearing as a document, /minutes?case=…&hearing=…&artefact=…&purpose=…: the signed minutes
-// (canonical JSON, an artefact in custody) fetched through the content route (a read, on the record with its
-// purpose), laid out as headed sections and tables that print on paper (court.css's print rules). People are named
+// The minutes of a hearing as a document, /minutes?case=…&hearing=…&artefact=…: the signed minutes (canonical
+// JSON, an artefact in custody) fetched through the content route (a read, on the record with its purpose),
+// laid out as headed sections and tables that print on paper (court.css's print rules). People are named
 // by their role in the hearing, numbered when a role has several, and by their display name where the hearing
 // knows one; the JSON itself is the evidence, and its SHA-256 is printed at the foot.
 
@@ -16,17 +16,49 @@ await startLanguage($('language'), () => render());
 
 $('print').addEventListener('click', () => window.print());
 
-async function load() {
-  const artefact = query.get('artefact');
-  const purpose = query.get('purpose')?.trim();
-  if (!artefact || !query.get('case') || !query.get('hearing')) {
+/**
+ * The purpose of this read is the reader's own: the one they gave on the portal (handed over in this tab's session
+ * storage, which no link from elsewhere can set), or else the one they state here. A purpose in the address would
+ * let anyone's link put words in the reader's custody record.
+ */
+const HANDOVER = 'custodia.minutesPurpose';
+
+function start() {
+  if (!query.get('artefact') || !query.get('case') || !query.get('hearing')) {
     fail(t('minutes.missing'));
     return;
   }
-  if (!purpose) {
-    fail(t('portal.purposeFirst'));
+  let handed = null;
+  try {
+    handed = sessionStorage.getItem(HANDOVER);
+    sessionStorage.removeItem(HANDOVER);
+  } catch {
+    handed = null;
+  }
+  if (handed?.trim()) {
+    load(handed.trim());
     return;
   }
+  $('minutes-status').hidden = true;
+  $('purpose-form').hidden = false;
+  $('purpose').focus();
+}
+
+$('purpose-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const purpose = $('purpose').value.trim();
+  if (!purpose) {
+    say($('minutes-error'), t('portal.purposeFirst'));
+    return;
+  }
+  say($('minutes-error'), '');
+  $('purpose-form').hidden = true;
+  $('minutes-status').hidden = false;
+  load(purpose);
+});
+
+async function load(purpose) {
+  const artefact = query.get('artefact');
   try {
     state.minutes = await api('GET', `/api/v1/artefacts/${enc(artefact)}/content?purpose=${enc(purpose)}&access=download`);
     if (typeof state.minutes === 'string') state.minutes = JSON.parse(state.minutes);
@@ -156,4 +188,4 @@ function render() {
   ].filter(Boolean));
 }
 
-load();
+start();

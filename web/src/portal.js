@@ -137,9 +137,14 @@ function hearingSection(hearing, byId) {
     const minutes = new URLSearchParams({ case: view.caseId, hearing: hearing.id, artefact: hearing.minutes_artefact });
     actions.append(el('a', {
       class: 'button', href: `/minutes?${minutes}`,
-      onclick: (event) => {
-        // The purpose travels with the link: reading the minutes is an access like any other, on the record.
-        event.currentTarget.href = `/minutes?${minutes}&purpose=${enc(purpose())}`;
+      onclick: () => {
+        // Reading the minutes is an access like any other, on the record with its purpose: the one given here,
+        // handed over in this tab's session storage (never in the address, where any link could put one).
+        try {
+          if (purpose()) sessionStorage.setItem('custodia.minutesPurpose', purpose());
+        } catch {
+          /* the minutes page asks for it instead */
+        }
       },
     }, t('portal.readMinutes'), el('span', { class: 'visually-hidden' }, ` ${when(hearing.scheduled_for)}`)));
   } else {

@@ -620,6 +620,11 @@ async function portalHearings(page, hearingId) {
   await page.pdf({ path: pdf, format: 'A4' });
   console.log(`minutes printed to ${pdf} (${(await readFile(pdf)).length} bytes)`);
   await page.emulateMedia({ media: 'screen' });
+  // Opened again from its address alone (a link from anywhere), the page asks the reader for the purpose first:
+  // no link puts words in their custody record.
+  await page.reload();
+  await page.locator('#purpose-form:not([hidden])').waitFor();
+  check(await page.locator('#minutes').isHidden(), 'the minutes were read without the reader stating a purpose');
 
   // In Arabic, right to left.
   await page.goto('/portal');

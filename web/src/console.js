@@ -569,10 +569,10 @@ $('schedule-form').addEventListener('submit', (event) => {
 $('hearing-open').addEventListener('click', (event) =>
   attempt($('hearing-error'), async () => {
     showHearing(await api('POST', `${hearingPath()}/open`));
-    announce(t('console.lobbyOpen'));
-    await loadHearings();
     // The button is hidden once the lobby is open: the focus goes on to the invites, the next thing to do.
     $('invite-role').focus();
+    announce(t('console.lobbyOpen'));
+    await loadHearings();
   }, event.currentTarget));
 
 $('hearing-close').addEventListener('click', (event) => {

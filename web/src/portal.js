@@ -189,6 +189,9 @@ function recording(hearing, person, byId) {
   );
 }
 
+// The player itself, for the browser test (a hearing in the story is too short for two segments) and for support.
+window.custodiaPlayWhole = playWhole;
+
 async function playRecording(segments, who, player, status, error, button) {
   if (!purpose()) {
     say(error, t('portal.purposeFirst'));

@@ -519,7 +519,8 @@ async function inviteValidityIsBounded(page) {
   await page.locator('#hearing-open').focus();
   await page.keyboard.press('Enter');
   await page.locator('#hearing-open[hidden]').waitFor({ state: 'attached' });
-  check(await page.evaluate(() => document.activeElement?.id === 'invite-role'), 'the focus was lost after “Open the lobby”');
+  await page.waitForFunction(() => document.activeElement?.id === 'invite-role', null, { timeout: 10_000 })
+    .catch(() => { throw new Error('story failed: the focus was lost after “Open the lobby”'); });
   const invites = await page.locator('#invites li').count();
   for (const [amount, unit] of [['4', 'minutes'], ['-1', 'hours'], ['31', 'days'], ['4015', 'days']]) {
     await page.getByLabel('Valid for').fill(amount);
@@ -539,8 +540,8 @@ async function inviteValidityIsBounded(page) {
   await revoke.focus();
   await page.keyboard.press('Enter');
   await page.locator('#invites li[data-state="revoked"]').waitFor();
-  check(await page.evaluate(() => document.activeElement?.closest('#invites li')?.dataset.state === 'revoked'),
-    'the focus was lost after Revoke');
+  await page.waitForFunction(() => document.activeElement?.closest('#invites li')?.dataset.state === 'revoked', null, { timeout: 10_000 })
+    .catch(() => { throw new Error('story failed: the focus was lost after Revoke'); });
   await screenshot(page, 'console-invite-bounds');
   await audit(page, 'console, invite validity');
 }
@@ -588,6 +589,30 @@ async function portalHearings(page, hearingId) {
   const duration = await video.evaluate((v) => v.duration);
   check(later > first, `the whole recording does not play (currentTime ${first} → ${later})`);
   console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`);
+  // Across a segment boundary: the same player given one segment twice plays on from the first into the second.
+  const url = await page.evaluate((id) => {
+    const row = [...document.querySelectorAll('section.artefact')].find((section) => /Recording of the Witness.*segment 1$/.test(section.querySelector('h3').textContent));
+    return row ? `/api/v1/artefacts/${row.dataset.artefact}/content?purpose=trial%20preparation&access=play` : null;
+  }, witnessId);
+  check(url, 'no segment of the witness to play twice');
+  const seam = await page.evaluate(async (segment) => {
+    const video = document.createElement('video');
+    video.muted = true;
+    document.body.append(video);
+    let loaded = 0;
+    await window.custodiaPlayWhole(video, [segment, segment], (n) => { loaded = n; });
+    const whole = video.duration;
+    video.currentTime = whole / 2 - 1;
+    await video.play().catch(() => {});
+    const deadline = Date.now() + 15_000;
+    while (video.currentTime < whole / 2 + 0.5 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    const result = { loaded, whole, reached: video.currentTime };
+    video.remove();
+    return result;
+  }, url);
+  check(seam.loaded === 2 && seam.reached > seam.whole / 2 + 0.5,
+    `the player did not play on across the seam of two segments: ${JSON.stringify(seam)}`);
+  console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`);
   await screenshot(page, 'portal-hearing-recordings');
   await audit(page, 'portal, hearings');
 

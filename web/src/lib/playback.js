@@ -41,6 +41,38 @@ function once(target, name) {
   });
 }
 
+/** The longest hole between two segments that playing jumps over. */
+const MAX_GAP_SECONDS = 2;
+
+/**
+ * Jumps the small holes at the seams. Each segment's tracks end a little apart (the audio runs on after the last
+ * video frame), and a buffer holds only what every track has, so the seams are holes of a fraction of a second
+ * where a video element would stall for good. When playing reaches the end of what it has and more starts soon
+ * after, it goes on from there.
+ */
+function jumpGaps(video) {
+  const jump = () => {
+    const { buffered, currentTime } = video;
+    let end = null;
+    for (let i = 0; i < buffered.length; i += 1) {
+      if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i)) end = buffered.end(i);
+    }
+    if (end != null && end - currentTime > 0.15) return;
+    for (let i = 0; i < buffered.length; i += 1) {
+      const start = buffered.start(i);
+      if (start > currentTime && start - currentTime < MAX_GAP_SECONDS) {
+        video.currentTime = start + 0.01;
+        return;
+      }
+    }
+  };
+  video.addEventListener('waiting', jump);
+  const timer = setInterval(() => {
+    if (!video.isConnected) clearInterval(timer);
+    else if (!video.paused && !video.seeking) jump();
+  }, 200);
+}
+
 /** Seconds buffered ahead of the playing position. */
 function ahead(video) {
   const { buffered, currentTime } = video;
@@ -85,6 +117,7 @@ export async function playWhole(video, urls, progress = () => {}) {
   URL.revokeObjectURL(video.src);
   const buffer = source.addSourceBuffer(type);
   buffer.mode = 'sequence';
+  jumpGaps(video);
   let bytes = first;
   for (let i = 0; i < urls.length; i += 1) {
     if (!video.isConnected) return;

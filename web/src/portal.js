@@ -67,7 +67,12 @@ async function showCase() {
   try {
     const list = await api('GET', `/api/v1/cases/${enc(id)}/artefacts`);
     artefacts = Array.isArray(list) ? list : list?.artefacts ?? [];
-    hearings = (await api('GET', `/api/v1/cases/${enc(id)}/hearings`))?.hearings ?? [];
+    // The evidence is shown even if the hearings cannot be (a role that may not see them, say).
+    const listed = await api('GET', `/api/v1/cases/${enc(id)}/hearings`).catch((error) => {
+      if (error instanceof ApiError && error.status === 401) throw error;
+      return null;
+    });
+    hearings = listed?.hearings ?? [];
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) showSignIn(t('console.sessionEnded'));
     else say($('find-error'), error.message);

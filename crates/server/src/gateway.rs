@@ -717,6 +717,7 @@ impl Gateway {
         let mut manifest = Manifest::new(
             artefact.clone(),
             case.clone(),
+            fresh_salt(),
             stored.sha256,
             stored.size,
             request.media_type.clone(),
@@ -736,8 +737,6 @@ impl Gateway {
             .map_err(|err| GatewayError::Internal(format!("storing manifest: {err}")))?;
         let event = CustodyEvent::ArtefactRegistered {
             artefact: artefact.clone(),
-            sha256: stored.sha256,
-            size: stored.size,
             manifest_sha256: signed.sha256(),
             manifest_signature: signed.signature(),
         };
@@ -840,12 +839,10 @@ impl Gateway {
         purpose: &Label,
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
-        let sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let site = caller.site();
         let sealed = self
             .custody_record(caller, &case, purpose.as_str(), |committer| CustodyEvent::ArtefactAccessed {
                 artefact,
-                sha256,
                 access,
                 site: committer.commit("site", site.as_str()),
             })
@@ -937,7 +934,6 @@ impl Gateway {
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let event = CustodyEvent::ArtefactExported {
             artefact: artefact.clone(),
-            sha256,
             format: ExportFormat::CourtBundle,
             export_sha256: None,
         };

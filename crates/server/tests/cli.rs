@@ -35,7 +35,6 @@ fn record(i: u64, case: &Commitment) -> Vec<u8> {
         Commitment::new(&salt(0), "purpose", "disclosure to the defence"),
         CustodyEvent::ArtefactAccessed {
             artefact: custodia_core::ArtefactId::new(format!("art-{i}")).unwrap(),
-            sha256: Sha256::of(&i.to_be_bytes()),
             access: custodia_core::AccessKind::Download,
             site: Commitment::new(&salt(1), "site", "defence chambers"),
         },

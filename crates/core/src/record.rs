@@ -41,8 +41,8 @@ pub enum RecordError {
 pub struct CustodyRecord {
     /// Format version; see [`RECORD_VERSION`].
     pub v: u32,
-    /// The case's opaque reference: a commitment to the case id under a salt of the case's own (the same for all
-    /// its records), so that nobody who knows a case by name can find or confirm its records.
+    /// The case's opaque reference: a commitment to the case id under a salt of this record's own, so that nobody
+    /// who knows a case by name can find or confirm its records, nor tell which records are about one case.
     pub case: Commitment,
     pub actor: ActorId,
     pub at: Timestamp,

@@ -6,7 +6,9 @@
 //! widen use and its approval, an outcome with a note, membership added, changed and removed (an administrator's
 //! self-grant among them), a hearing scheduled at a named place with invites. Every text the test sent is
 //! collected; then the log is read as any outsider reads it (`/log/checkpoint`, `/log/tile/entries/...`), and no
-//! entry may contain any of them, nor the case id, while the members' timeline opens every commitment.
+//! entry may contain any of them, nor the case id, nor an uploaded file's SHA-256, size or a manifest digest that
+//! could be recomputed without the manifest's nonce, and no two entries share a case reference; while the members'
+//! timeline opens every commitment.
 //!
 //! Also here: 200 refused downloads by one member add two records (the first, and one with the count), not 200.
 //!
@@ -271,6 +273,12 @@ fn no_text_anyone_sent_reaches_the_served_log() {
         let record: Value = serde_json::from_slice(entry).unwrap();
         assert!(record["event"].get("size").is_none() && record["event"].get("sha256").is_none(), "{record}");
     }
+    // No two records share a case reference, so an outsider cannot even count one unnamed case's activity.
+    let references: std::collections::BTreeSet<String> = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(e).unwrap()["case"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(references.len(), entries.len(), "records share a case reference");
     // Nor a manifest digest that someone who guesses everything but the nonce could recompute: the manifest as
     // the members read it (its nonce included) is what the registration commits to, and the same manifest without
     // its nonce, or with any other, is nowhere.

@@ -927,6 +927,9 @@ function caseCertificate(origin, listing, recordIndex) {
     '',
     `The export is custody record #${recordIndex} (${entry}), in the gateway's public log. It commits to the`,
     `listing ${CASE_LISTING} by its SHA-256 and count, so an artefact bundle left out, added or swapped is caught.`,
+    '',
+    'HOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;',
+    `or unpack it and check the listing and each bundle under ${BUNDLES_DIR} as docs/verify-by-hand.md describes.`,
   );
   return `${out.join('\n')}\n`;
 }

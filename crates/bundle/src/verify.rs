@@ -993,3 +993,54 @@ fn check_history(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(path: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path).unwrap();
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        header
+    }
+
+    #[test]
+    fn an_oversized_extended_header_is_refused_before_it_is_read() {
+        // The header says 100 MiB follow, and none do: a reader that held it whole would first have to read them.
+        let mut tar = header("bag/PaxHeaders/x", tar::EntryType::XHeader, 100 << 20).as_bytes().to_vec();
+        tar.extend_from_slice(&[0; 1024]);
+        let err = verify(tar.as_slice(), &[]).unwrap_err();
+        assert!(err.to_string().contains("an extended header of 104857600 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_pax_path_names_the_entry_and_a_pax_size_must_agree_with_its_header() {
+        let record = b"41 path=bag/data/a-long-planted-name.txt\n";
+        assert_eq!(record.len(), 41);
+        let entry = |size_record: &[u8], size: u64| {
+            let mut pax = record.to_vec();
+            pax.extend_from_slice(size_record);
+            let mut tar = header("bag/PaxHeaders/x", tar::EntryType::XHeader, pax.len() as u64).as_bytes().to_vec();
+            tar.extend_from_slice(&pax);
+            tar.resize(tar.len().next_multiple_of(512), 0);
+            tar.extend_from_slice(header("bag/short", tar::EntryType::Regular, size).as_bytes());
+            tar.extend_from_slice(&[b'x'; 512]);
+            tar.extend_from_slice(&[0; 1024]);
+            tar
+        };
+        let mut budget = Budget { files: 0, kept: 0 };
+        let read = read_bundle(&mut entry(b"", 3).as_slice(), &[], false, &mut budget).unwrap();
+        assert_eq!(read.files.keys().collect::<Vec<_>>(), ["data/a-long-planted-name.txt"]);
+        assert_eq!(budget.files, 2, "the extended header counts as an entry");
+        assert!(budget.kept >= "data/a-long-planted-name.txt".len() as u64 + 3, "the name is counted");
+        let mut budget = Budget { files: 0, kept: 0 };
+        let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &[], false, &mut budget) else {
+            panic!("a PAX size that disagrees with its header was accepted");
+        };
+        assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");
+    }
+}

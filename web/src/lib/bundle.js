@@ -15,6 +15,12 @@
 // checked against its commitment; the case they open must be the signed manifest's (in a case bundle, the case
 // listing's).
 //
+// The manifest carries a random nonce, so the registration record's manifest_sha256 is a salted commitment to the
+// evidence's SHA-256 and size (the public log holds neither in clear); the manifest is its opening. A bag must hold
+// exactly the files of its kind of bundle, whatever its checksum manifests list, and data/REPORT.txt, which is not
+// evidence, is made again from the checked files and must say the same. Extended tar headers over 64 KiB are
+// refused before they are read.
+//
 // It runs the same checks as the Rust verifier, reports each one by part, and names the part that failed. Both
 // verifiers are run on the same good and tampered bundles by crates/server/tests/web_verify.rs.
 

@@ -54,6 +54,7 @@ const MEANING = {
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
   openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
   case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
+  report: 'the certificate (REPORT.txt) says something the checked files do not: it is not evidence, and it was edited',
 };
 
 /** A translated string, or the English one given here when the translation files lack it. */

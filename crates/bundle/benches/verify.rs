@@ -249,9 +249,11 @@ fn build(
     let other = ArtefactId::new(format!("art-other-{name}"))?;
     let case = CaseId::new("case-bench")?;
     let actor = ActorId::new("acct-bench")?;
+    let salt = |text: &str| Salt::from_bytes(*Sha256::of(text.as_bytes()).as_bytes());
     let manifest = Manifest::new(
         artefact.clone(),
         case.clone(),
+        salt("manifest nonce"),
         sha256,
         bytes,
         Label::new("application/octet-stream")?,
@@ -261,7 +263,6 @@ fn build(
     .sign(signer.signing_key())?;
 
     // Salts are fixed here so that a run is repeatable; the gateway draws each from the OS.
-    let salt = |text: &str| Salt::from_bytes(*Sha256::of(text.as_bytes()).as_bytes());
     let case_opening = Opening { salt: salt("case"), text: case.to_string() };
     let site = "IT, web session";
     let record = |purpose: &str,
@@ -283,7 +284,6 @@ fn build(
         "unrelated work",
         &|openings| CustodyEvent::ArtefactAccessed {
             artefact: other.clone(),
-            sha256: Sha256::of(b"another artefact"),
             access: AccessKind::View,
             site: site_commitment(openings),
         },
@@ -291,14 +291,11 @@ fn build(
     )?;
     let registered = CustodyEvent::ArtefactRegistered {
         artefact: artefact.clone(),
-        sha256,
-        size: bytes,
         manifest_sha256: manifest.sha256(),
         manifest_signature: manifest.signature(),
     };
     let exported = CustodyEvent::ArtefactExported {
         artefact: artefact.clone(),
-        sha256,
         format: ExportFormat::CourtBundle,
         export_sha256: None,
     };
@@ -307,7 +304,6 @@ fn build(
         ("statement intake", &|_| registered.clone()),
         ("trial preparation", &|openings| CustodyEvent::ArtefactAccessed {
             artefact: artefact.clone(),
-            sha256,
             access: AccessKind::Download,
             site: site_commitment(openings),
         }),

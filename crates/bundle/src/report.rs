@@ -3,42 +3,87 @@
 
 use std::fmt::Write as _;
 
-use custodia_core::{CustodyEvent, CustodyRecord, Manifest, Openings};
+use custodia_core::{CustodyEvent, CustodyRecord, Manifest, Openings, Sha256};
 use custodia_ledger::{LogVerifier, SignedCheckpoint};
 
 use crate::layout::{self, BundleSource};
 
-/// A record in words, with its committed fields opened (the bundle is for those entitled to read them).
+/// A code of the closed vocabulary (an access kind, an action, a refusal code) as the record spells it.
+fn code(value: &impl serde::Serialize) -> String {
+    let json = custodia_core::to_canonical_vec(value).unwrap_or_default();
+    String::from_utf8_lossy(&json).trim_matches('"').to_owned()
+}
+
+/// A record in words, with its committed fields opened (the bundle is for those entitled to read them). The codes
+/// are the record's own words, so that a verifier (the browser's too) can say the same from the record.
 fn describe(event: &CustodyEvent, openings: &Openings) -> String {
     let open = |field: &str| openings.text(field).unwrap_or("(not opened)").to_owned();
     match event {
-        CustodyEvent::ArtefactRegistered { size, .. } => format!("taken into custody ({size} bytes), manifest signed"),
-        CustodyEvent::ArtefactAccessed { access, .. } => format!("{access:?} from {}", open("site")).to_lowercase(),
-        CustodyEvent::ArtefactExported { format, .. } => format!("exported as {format:?}").to_lowercase(),
+        CustodyEvent::ArtefactRegistered { .. } => "taken into custody, manifest signed".to_owned(),
+        CustodyEvent::ArtefactAccessed { access, .. } => format!("{} from {}", code(access), open("site")),
+        CustodyEvent::ArtefactExported { format, .. } => format!("exported as {}", code(format)),
         CustodyEvent::ArtefactTransferred { recipient, .. } => {
             format!("custody transferred to {recipient} ({})", open("jurisdiction"))
         }
         CustodyEvent::DerivativeMade { source, .. } => format!("derived from {source} by {}", open("operation")),
         CustodyEvent::HearingEvent { kind, .. } => format!("hearing event: {kind}"),
         CustodyEvent::PolicyChanged { .. } => format!("use restrictions: {}", open("change")),
+        CustodyEvent::WiderUseRequested { .. } => "wider use requested".to_owned(),
         CustodyEvent::OutcomeReported { .. } => format!("outcome reported: {}", open("outcome")),
-        CustodyEvent::AccessRefused { action, code, .. } => format!("REFUSED {action:?}: {code:?}"),
+        CustodyEvent::AccessRefused { action, code: refusal, .. } => {
+            format!("REFUSED {}: {}", code(action), code(refusal))
+        }
         CustodyEvent::MembershipChanged { member, change, .. } => {
-            format!("membership of {member} {change:?}, role {}", openings.text("role").unwrap_or("none"))
+            format!("membership of {member} {}, role {}", code(change), openings.text("role").unwrap_or("none"))
         }
         CustodyEvent::CaseExported { artefacts, .. } => format!("case exported ({artefacts} artefact bundles)"),
         _ => "other custody event".to_owned(),
     }
 }
 
-/// The certificate's text. It states facts the verifier then checks; it is itself covered by the bag's
-/// checksums, so it cannot be edited unnoticed.
+/// What an artefact bundle's certificate is made from: all of it is in the bundle, so a verifier makes the
+/// certificate again from what it checked and compares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CertificateFacts<'a> {
+    pub artefact: &'a str,
+    pub payload_sha256: Sha256,
+    pub payload_size: u64,
+    pub manifest: &'a [u8],
+    /// Each record's ledger index, entry and openings, in ledger order.
+    pub records: &'a [(u64, &'a [u8], &'a [u8])],
+    pub checkpoint: &'a [u8],
+    /// The gateway's key in C2SP verifier-key form.
+    pub vkey: &'a str,
+}
+
+/// The certificate's text. It is not evidence: it says in words what the bundle's checked files say, and both
+/// verifiers make it again from them and report a certificate that says anything else.
 pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
-    let manifest: Option<Manifest> = custodia_core::from_canonical_slice(&source.manifest).ok();
-    let checkpoint = SignedCheckpoint::open(&source.checkpoint, std::slice::from_ref(verifier)).ok();
+    let records: Vec<(u64, &[u8], &[u8])> =
+        source.records.iter().map(|r| (r.index, r.entry.as_slice(), r.openings.as_slice())).collect();
+    certificate_of(
+        &CertificateFacts {
+            artefact: source.artefact.as_str(),
+            payload_sha256: source.payload_sha256,
+            payload_size: source.payload_size,
+            manifest: &source.manifest,
+            records: &records,
+            checkpoint: &source.checkpoint,
+            vkey: &source.vkey,
+        },
+        verifier,
+    )
+}
+
+pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifier) -> String {
+    let manifest: Option<Manifest> = custodia_core::from_canonical_slice(source.manifest).ok();
+    let checkpoint = SignedCheckpoint::open(source.checkpoint, std::slice::from_ref(verifier)).ok();
+    let payload = format!("{}{}", layout::PAYLOAD_DIR, source.artefact);
     let mut out = String::new();
     let _ = writeln!(out, "CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE");
-    let _ = writeln!(out, "Generated by a Custodia gateway, in the manner of FRE 902(14) and ISO/IEC 27037.\n");
+    let _ = writeln!(out, "Generated by a Custodia gateway, in the manner of FRE 902(14) and ISO/IEC 27037.");
+    let _ = writeln!(out, "This text is not evidence: it says in words what the checked files of this bundle say, and");
+    let _ = writeln!(out, "the verifiers make it again from them and report it if it says anything else.\n");
     let _ = writeln!(out, "Artefact:      {}", source.artefact);
     if let Some(manifest) = &manifest {
         let _ = writeln!(out, "Case:          {}", manifest.case);
@@ -50,7 +95,7 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
     }
     let _ = writeln!(out, "SHA-256:       {}", source.payload_sha256);
     let _ = writeln!(out, "Size:          {} bytes", source.payload_size);
-    let _ = writeln!(out, "Payload:       {}", layout::payload_path(&source.artefact));
+    let _ = writeln!(out, "Payload:       {payload}");
     let _ = writeln!(out, "Signing key:   {}", source.vkey);
     if let Some(signed) = &checkpoint {
         let cp = &signed.checkpoint;
@@ -61,14 +106,14 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
         "\nCUSTODY HISTORY ({} records, in ledger order; each has an inclusion proof)\n",
         source.records.len()
     );
-    for record in &source.records {
-        match CustodyRecord::from_entry(&record.entry) {
+    for &(index, entry, openings) in source.records {
+        match CustodyRecord::from_entry(entry) {
             Ok(r) => {
-                let openings = Openings::from_canonical(&record.openings).unwrap_or_default();
+                let openings = Openings::from_canonical(openings).unwrap_or_default();
                 let _ = writeln!(
                     out,
                     "  #{:<8} {}  {}  by {}  purpose: {}",
-                    record.index,
+                    index,
                     r.at,
                     describe(&r.event, &openings),
                     r.actor,
@@ -82,8 +127,8 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
                     );
                 }
             }
-            Err(err) => {
-                let _ = writeln!(out, "  #{:<8} unreadable record: {err}", record.index);
+            Err(_) => {
+                let _ = writeln!(out, "  #{index:<8} unreadable record");
             }
         }
     }
@@ -91,8 +136,7 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
     let _ =
         writeln!(out, "  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '{}'", source.vkey);
     let _ = writeln!(out, "  By hand, with standard tools: see docs/verify-by-hand.md. In short:");
-    let _ =
-        writeln!(out, "    1. sha256sum {}  (must print the SHA-256 above)", layout::payload_path(&source.artefact));
+    let _ = writeln!(out, "    1. sha256sum {payload}  (must print the SHA-256 above)");
     let _ = writeln!(
         out,
         "    2. openssl pkeyutl -verify -pubin -inkey {} -rawin -in {} -sigfile {}",
@@ -126,7 +170,9 @@ pub fn case_certificate(
     let mut out = String::new();
     let _ = writeln!(out, "CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE: CASE BUNDLE");
     let _ =
-        writeln!(out, "Generated by the Custodia gateway {origin}, in the manner of FRE 902(14) and ISO/IEC 27037.\n");
+        writeln!(out, "Generated by the Custodia gateway {origin}, in the manner of FRE 902(14) and ISO/IEC 27037.");
+    let _ = writeln!(out, "This text is not evidence: it says in words what the checked files of this bundle say, and");
+    let _ = writeln!(out, "the verifiers make it again from them and report it if it says anything else.\n");
     let _ = writeln!(out, "Case: {case}");
     let _ = writeln!(
         out,

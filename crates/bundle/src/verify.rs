@@ -59,6 +59,9 @@ pub enum Part {
     /// A case bundle's contents against its case export record: every artefact bundle listed, none missing,
     /// none added, each byte for byte as exported.
     CaseContents,
+    /// The certificate (`data/REPORT.txt`) says what the checked files say. It is not evidence; a certificate
+    /// that says anything else (an artefact's line dropped, a purpose reworded) is reported.
+    Report,
 }
 
 impl fmt::Display for Part {
@@ -73,6 +76,7 @@ impl fmt::Display for Part {
             Self::CustodyHistory => "custody history",
             Self::Openings => "record openings",
             Self::CaseContents => "case contents",
+            Self::Report => "certificate (REPORT.txt)",
         })
     }
 }
@@ -233,8 +237,58 @@ impl Budget {
     }
 }
 
+/// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool
+/// that repacks them writes a few hundred bytes at most.
+const MAX_EXTENSION: u64 = 64 << 10;
+/// What the verifier holds per file besides its name and kept bytes (map node, digest, sizes), counted against
+/// [`MAX_KEPT_BYTES`] with the name.
+const PER_FILE_OVERHEAD: u64 = 128;
+
+/// What extended headers said about the entry that follows them: its path, and its size if given.
+#[derive(Default)]
+struct Extended {
+    pax_path: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    size: Option<u64>,
+}
+
+/// Reads one extended header's data, refusing one larger than [`MAX_EXTENSION`] before reading any of it (the
+/// tar crate would read it whole into memory), and notes what it says about the next entry.
+fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Extended) -> Result<(), VerifyError> {
+    let size = header.entry_size()?;
+    if size > MAX_EXTENSION {
+        return Err(VerifyError::Malformed(format!(
+            "an extended header of {size} bytes; no bundle needs more than {MAX_EXTENSION}"
+        )));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    entry.take(size).read_to_end(&mut data)?;
+    if header.entry_type().is_gnu_longname() {
+        let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+        data.truncate(end);
+        extended.long_name = Some(data);
+        return Ok(());
+    }
+    for extension in tar::PaxExtensions::new(&data) {
+        let extension = extension.map_err(|err| VerifyError::Malformed(format!("a PAX header: {err}")))?;
+        match extension.key_bytes() {
+            b"path" => extended.pax_path = Some(extension.value_bytes().to_vec()),
+            b"size" => {
+                let size = std::str::from_utf8(extension.value_bytes()).ok().and_then(|v| v.parse().ok());
+                extended.size = Some(size.ok_or_else(|| VerifyError::Malformed("a PAX size is not a number".into()))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Reads every regular file of the bag below its single top-level directory. Artefact bundles inside a case
 /// bundle (only one level deep) are verified as they stream past, and their files let go.
+///
+/// The tar is read raw: extended headers (PAX, GNU long names) are read here, each refused above
+/// [`MAX_EXTENSION`] before a byte of it is held, and every entry (directories and extended headers included)
+/// counts toward [`MAX_FILES`], every kept name toward [`MAX_KEPT_BYTES`].
 fn read_bundle(
     reader: &mut dyn Read,
     trusted: &[LogVerifier],
@@ -244,16 +298,33 @@ fn read_bundle(
     let mut archive = tar::Archive::new(reader);
     let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
     let mut top: Option<String> = None;
-    for entry in archive.entries()? {
+    let mut extended = Extended::default();
+    for entry in archive.entries()?.raw(true) {
         let mut entry = entry?;
-        let kind = entry.header().entry_type();
+        budget.take_file()?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
+            read_extension(&mut entry, &header, &mut extended)?;
+            continue;
+        }
+        let Extended { pax_path, long_name, size: pax_size } = std::mem::take(&mut extended);
+        if let Some(pax_size) = pax_size
+            && pax_size != header.entry_size()?
+        {
+            return Err(VerifyError::Malformed(format!(
+                "a PAX header gives a size of {pax_size} bytes, its entry's header {}",
+                header.entry_size()?
+            )));
+        }
         if kind.is_dir() {
             continue;
         }
         if !kind.is_file() {
             return Err(VerifyError::Malformed("the bundle contains a link or device, which a bag never does".into()));
         }
-        let path = entry.path()?.to_string_lossy().into_owned();
+        let path_bytes = pax_path.or(long_name).unwrap_or_else(|| header.path_bytes().into_owned());
+        let path = String::from_utf8_lossy(&path_bytes).into_owned();
         let (dir, relative) = path
             .split_once('/')
             .ok_or_else(|| VerifyError::Malformed(format!("{path} is outside the bag directory")))?;
@@ -267,7 +338,7 @@ fn read_bundle(
             None => top = Some(dir.to_owned()),
             Some(_) => {}
         }
-        budget.take_file()?;
+        budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
         if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
             let mut hashing = Hashing { inner: &mut entry, hasher: sha2::Sha256::new(), count: 0 };
             // The nested bundle's files are let go once it is verified, or found unreadable.
@@ -297,7 +368,7 @@ fn read_bundle(
             continue;
         }
         let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
-        let size = entry.header().size()?;
+        let size = header.entry_size()?;
         if !is_payload && size > MAX_SMALL_FILE {
             return Err(VerifyError::Malformed(format!("{relative} is {size} bytes; only the payload may be large")));
         }
@@ -366,32 +437,43 @@ fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
 /// The files a case bag holds besides its artefact bundles and custody record.
 const CASE_FILES: [&str; 5] =
     [layout::CASE_LISTING, layout::CHECKPOINT, layout::VKEY, layout::PUBLIC_KEY_PEM, layout::REPORT];
+/// The files an artefact bag holds besides its payload and custody records.
+const ARTEFACT_FILES: [&str; 6] = [
+    layout::MANIFEST,
+    layout::MANIFEST_SIGNATURE,
+    layout::CHECKPOINT,
+    layout::VKEY,
+    layout::PUBLIC_KEY_PEM,
+    layout::REPORT,
+];
 
 fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
     let mut report = Verification::default();
     check_bag(&bag.files, &mut report);
-    for path in bag.files.keys().filter(|p| {
-        p.starts_with("data/")
-            && !p.starts_with(layout::BUNDLES_DIR)
-            && !p.starts_with(layout::CUSTODY_DIR)
-            && !CASE_FILES.contains(&p.as_str())
-    }) {
-        report.fail(Part::Bag, format!("{path} does not belong in a case bundle"));
-    }
-    let records = match bundle_key(&bag.files, trusted, &mut report) {
+    check_strays(
+        &bag.files,
+        "a case bundle",
+        |path| path.starts_with(layout::BUNDLES_DIR) || CASE_FILES.contains(&path),
+        &mut report,
+    );
+    let key = bundle_key(&bag.files, trusted, &mut report);
+    let records = match &key {
         Some(key) => {
             let checkpoint_bytes = text(&bag.files, layout::CHECKPOINT).unwrap_or_default();
-            let checkpoint_ok = check_checkpoint(checkpoint_bytes, &key, &mut report);
-            check_records(&bag.files, checkpoint_bytes, &key, checkpoint_ok, &mut report)
+            let checkpoint_ok = check_checkpoint(checkpoint_bytes, key, &mut report);
+            check_records(&bag.files, checkpoint_bytes, key, checkpoint_ok, &mut report)
         }
         None => Vec::new(),
     };
     report.records = records.len();
-    check_case_custody_files(&bag.files, &records, &mut report);
     let listing = text(&bag.files, layout::CASE_LISTING).and_then(|bytes| CaseListing::from_bytes(bytes).ok());
     let case = listing.as_ref().map(|listing| (&listing.case, "the case listing's"));
     check_openings(&bag.files, &records, case, &mut report);
     check_case_contents(&bag, &records, &mut report);
+    if let (Some(key), Some(listing), [only]) = (key.as_ref(), listing.as_ref(), records.as_slice()) {
+        let expected = crate::report::case_certificate(&listing.case, key.name(), listing, only.index);
+        check_report(&bag.files, &expected, &mut report);
+    }
     for (path, nested) in bag.nested {
         let name = path.strip_prefix(layout::BUNDLES_DIR).unwrap_or(&path).to_owned();
         report.records += nested.records;
@@ -403,22 +485,37 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
     report
 }
 
-/// A case bag's custody directory holds its record, that record's proof and its openings, and nothing else. (A
-/// second record is a record too: [`check_case_contents`] refuses a case bag with more than one.)
-fn check_case_custody_files(files: &BTreeMap<String, FileSeen>, records: &[BundledRecord], report: &mut Verification) {
-    let belonging: BTreeSet<String> = records
-        .iter()
-        .flat_map(|bundled| {
-            let (entry, proof) = layout::record_paths(bundled.index);
-            [entry, proof, layout::opening_path(bundled.index)]
-        })
-        .collect();
+/// The tag files at the top of every bag.
+const TAG_FILES: [&str; 4] = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sha256.txt"];
+
+/// Names every file that a bundle of its kind never holds, wherever it is and whatever the bag's checksum
+/// manifests say (a forger lists a planted file there too): at the top, the tag files only; under `data/`, the
+/// files `belongs` admits, and in `data/custody/` each record (`<index>.json`) with its proof and openings. (A
+/// second record is a record too: the custody history or the case contents refuse it.)
+fn check_strays(
+    files: &BTreeMap<String, FileSeen>,
+    kind: &str,
+    belongs: impl Fn(&str) -> bool,
+    report: &mut Verification,
+) {
     let is_record = |path: &str| path.ends_with(".json") && !path.ends_with(".opening.json");
-    for path in files
+    let custody: BTreeSet<String> = files
         .keys()
-        .filter(|path| path.starts_with(layout::CUSTODY_DIR) && !belonging.contains(*path) && !is_record(path))
-    {
-        report.fail(Part::Bag, format!("{path} does not belong in a case bundle"));
+        .filter_map(|path| path.strip_prefix(layout::CUSTODY_DIR).filter(|_| is_record(path)))
+        .filter_map(|name| name.strip_suffix(".json")?.parse::<u64>().ok())
+        .flat_map(|index| [layout::record_paths(index).1, layout::opening_path(index)])
+        .collect();
+    for path in files.keys() {
+        let known = if path.starts_with(layout::CUSTODY_DIR) {
+            is_record(path) || custody.contains(path)
+        } else if path.starts_with("data/") {
+            belongs(path)
+        } else {
+            TAG_FILES.contains(&path.as_str())
+        };
+        if !known {
+            report.fail(Part::Bag, format!("{path} does not belong in {kind}"));
+        }
     }
 }
 
@@ -566,13 +663,20 @@ fn check_checkpoint(checkpoint_bytes: &[u8], key: &LogVerifier, report: &mut Ver
 fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier]) -> Verification {
     let mut report = Verification::default();
     check_bag(files, &mut report);
+    check_strays(
+        files,
+        "an artefact bundle",
+        |path| path.starts_with(layout::PAYLOAD_DIR) || ARTEFACT_FILES.contains(&path),
+        &mut report,
+    );
 
     let payloads: Vec<(&String, &FileSeen)> =
         files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
     let [(payload_path, payload)] = payloads.as_slice() else {
+        let names: Vec<&str> = payloads.iter().map(|(path, _)| path.as_str()).collect();
         report.fail(
             Part::PayloadHash,
-            format!("expected one file under {}, found {}", layout::PAYLOAD_DIR, payloads.len()),
+            format!("expected one file under {}, found {}: {}", layout::PAYLOAD_DIR, payloads.len(), names.join(", ")),
         );
         return report;
     };
@@ -590,7 +694,9 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     let signature = text(files, layout::MANIFEST_SIGNATURE)
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .map(ManifestSignature::from_bytes);
-    let manifest: Option<Manifest> = match signature.map(|s| SignedManifest::verify(manifest_bytes, s, &public_key)) {
+    let verified = signature.map(|s| SignedManifest::verify(manifest_bytes, s, &public_key));
+    let signed = matches!(verified, Some(Ok(_)));
+    let manifest: Option<Manifest> = match verified {
         Some(Ok(signed)) => {
             report.pass(Part::ManifestSignature, format!("{} is signed by the gateway", layout::MANIFEST));
             Some(signed.manifest().clone())
@@ -629,7 +735,62 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
+    // The certificate, made again from the checked files; only when the manifest is the gateway's own.
+    if let Some(manifest) = manifest.as_ref().filter(|_| signed) {
+        let entries: Vec<(u64, &[u8], &[u8])> = records
+            .iter()
+            .map(|bundled| {
+                let (entry, _) = layout::record_paths(bundled.index);
+                let opening = layout::opening_path(bundled.index);
+                (bundled.index, text(files, &entry).unwrap_or_default(), text(files, &opening).unwrap_or_default())
+            })
+            .collect();
+        let vkey = vkey_text(files);
+        let facts = crate::report::CertificateFacts {
+            artefact: manifest.artefact.as_str(),
+            payload_sha256: manifest.sha256,
+            payload_size: manifest.size,
+            manifest: manifest_bytes,
+            records: &entries,
+            checkpoint: checkpoint_bytes,
+            vkey: &vkey,
+        };
+        check_report(files, &crate::report::certificate_of(&facts, &key), &mut report);
+    }
     report
+}
+
+/// The bundle's key file as the certificate quotes it.
+fn vkey_text(files: &BTreeMap<String, FileSeen>) -> String {
+    text(files, layout::VKEY).map(|bytes| String::from_utf8_lossy(bytes).trim().to_owned()).unwrap_or_default()
+}
+
+/// The certificate says exactly what the checked files make of it, or the first line that differs is named.
+fn check_report(files: &BTreeMap<String, FileSeen>, expected: &str, report: &mut Verification) {
+    let Some(found) = text(files, layout::REPORT) else {
+        report.fail(Part::Report, format!("{} is missing", layout::REPORT));
+        return;
+    };
+    if found == expected.as_bytes() {
+        report.pass(Part::Report, format!("{} says what the checked files say", layout::REPORT));
+        return;
+    }
+    let found = String::from_utf8_lossy(found);
+    let found_lines: Vec<&str> = found.split('\n').collect();
+    let expected_lines: Vec<&str> = expected.split('\n').collect();
+    let differs = (0..found_lines.len().max(expected_lines.len()))
+        .find(|&at| found_lines.get(at) != expected_lines.get(at))
+        .unwrap_or(0);
+    report.fail(
+        Part::Report,
+        format!(
+            "{} does not say what the checked files say: its line {} reads \"{}\" where they make \"{}\"",
+            layout::REPORT,
+            differs + 1,
+            found_lines.get(differs).unwrap_or(&""),
+            expected_lines.get(differs).unwrap_or(&"")
+        ),
+    );
 }
 
 /// Every record's openings (`data/custody/<index>.opening.json`) open exactly its commitments, and the case they
@@ -794,11 +955,10 @@ fn check_history(
     };
     match &first.record {
         Some(CustodyRecord {
-            event: CustodyEvent::ArtefactRegistered { artefact, sha256, manifest_sha256, manifest_signature, .. },
+            event: CustodyEvent::ArtefactRegistered { artefact, manifest_sha256, manifest_signature },
             prior: None,
             ..
         }) if *artefact == manifest.artefact
-            && *sha256 == manifest.sha256
             && *manifest_sha256 == Sha256::of(manifest_bytes)
             && Some(*manifest_signature) == signature => {}
         _ => report
@@ -831,5 +991,56 @@ fn check_history(
             Part::CustodyHistory,
             format!("{} records, complete and in order, from registration to this export", records.len()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(path: &str, kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path).unwrap();
+        header.set_entry_type(kind);
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        header
+    }
+
+    #[test]
+    fn an_oversized_extended_header_is_refused_before_it_is_read() {
+        // The header says 100 MiB follow, and none do: a reader that held it whole would first have to read them.
+        let mut tar = header("bag/PaxHeaders/x", tar::EntryType::XHeader, 100 << 20).as_bytes().to_vec();
+        tar.extend_from_slice(&[0; 1024]);
+        let err = verify(tar.as_slice(), &[]).unwrap_err();
+        assert!(err.to_string().contains("an extended header of 104857600 bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_pax_path_names_the_entry_and_a_pax_size_must_agree_with_its_header() {
+        let record = b"41 path=bag/data/a-long-planted-name.txt\n";
+        assert_eq!(record.len(), 41);
+        let entry = |size_record: &[u8], size: u64| {
+            let mut pax = record.to_vec();
+            pax.extend_from_slice(size_record);
+            let mut tar = header("bag/PaxHeaders/x", tar::EntryType::XHeader, pax.len() as u64).as_bytes().to_vec();
+            tar.extend_from_slice(&pax);
+            tar.resize(tar.len().next_multiple_of(512), 0);
+            tar.extend_from_slice(header("bag/short", tar::EntryType::Regular, size).as_bytes());
+            tar.extend_from_slice(&[b'x'; 512]);
+            tar.extend_from_slice(&[0; 1024]);
+            tar
+        };
+        let mut budget = Budget { files: 0, kept: 0 };
+        let read = read_bundle(&mut entry(b"", 3).as_slice(), &[], false, &mut budget).unwrap();
+        assert_eq!(read.files.keys().collect::<Vec<_>>(), ["data/a-long-planted-name.txt"]);
+        assert_eq!(budget.files, 2, "the extended header counts as an entry");
+        assert!(budget.kept >= "data/a-long-planted-name.txt".len() as u64 + 3, "the name is counted");
+        let mut budget = Budget { files: 0, kept: 0 };
+        let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &[], false, &mut budget) else {
+            panic!("a PAX size that disagrees with its header was accepted");
+        };
+        assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");
     }
 }

@@ -574,31 +574,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// The salt of a case's opaque reference in the public log. The first caller's `salt` and `case_ref` (the
-    /// commitment it makes) are kept; every later caller gets the kept salt, so a case has one reference.
-    pub async fn case_ref_salt(&self, case_id: &str, salt: &str, case_ref: &str) -> Result<String> {
-        sqlx::query(
-            "INSERT INTO case_refs (case_id, salt, case_ref) VALUES ($1, $2, $3) ON CONFLICT (case_id) DO NOTHING",
-        )
-        .bind(case_id)
-        .bind(salt)
-        .bind(case_ref)
-        .execute(&self.pool)
-        .await?;
-        let row =
-            sqlx::query("SELECT salt FROM case_refs WHERE case_id = $1").bind(case_id).fetch_one(&self.pool).await?;
-        Ok(row.try_get("salt")?)
-    }
-
-    /// The case whose opaque reference is `case_ref`.
-    pub async fn case_by_ref(&self, case_ref: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT case_id FROM case_refs WHERE case_ref = $1")
-            .bind(case_ref)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|row| row.try_get("case_id")).transpose()?)
-    }
-
     /// Keeps the openings of a ledger entry's commitments, before the entry is appended. Idempotent.
     pub async fn store_openings(&self, record_sha256: &str, openings: &str) -> Result<()> {
         sqlx::query(

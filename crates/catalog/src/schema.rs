@@ -102,8 +102,9 @@ CREATE TABLE hearing_journal (
     PRIMARY KEY (hearing_id, seq)
 );
 "#,
-    // The public log names a case only by an opaque reference (a commitment to its id under a salt of its own),
-    // and holds typed text only as commitments. Their openings are here, access-controlled, keyed by the SHA-256
+    // The public log names a case only by an opaque reference (a commitment to its id), and holds typed text only
+    // as commitments. (`case_refs` held one salt per case; each record's case reference now has a salt of its own,
+    // opened like any other commitment, so nothing writes it any more.) Their openings are here, access-controlled, keyed by the SHA-256
     // of the ledger entry; they are written before the entry is appended, so no published commitment lacks one.
     r#"
 CREATE TABLE case_refs (

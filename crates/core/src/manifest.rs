@@ -3,6 +3,12 @@
 //! A manifest describes an artefact at the moment it entered custody. The gateway signs its canonical JSON bytes
 //! with Ed25519, directly, so that `openssl pkeyutl -verify` can check the signature by hand. The `type` field
 //! keeps a manifest from ever being mistaken for another signed document.
+//!
+//! The manifest's SHA-256 and signature are published in the public log, so the manifest carries a random 32-byte
+//! `nonce`: without it, anyone who could guess the case, the file's name, size and content digest (whoever holds
+//! a copy of the file) could recompute the digest and confirm that the gateway holds the file. With it, the digest
+//! is a salted commitment to everything the manifest says, the artefact's SHA-256 included; the manifest itself
+//! (the opening) stays in the access-controlled catalog and travels in court bundles.
 
 use std::fmt;
 
@@ -12,9 +18,9 @@ use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ActorId, ArtefactId, CanonicalError, CaseId, Label, Sha256};
+use crate::{ActorId, ArtefactId, CanonicalError, CaseId, Label, Salt, Sha256};
 
-const MANIFEST_TYPE: &str = "custodia.manifest/v1";
+const MANIFEST_TYPE: &str = "custodia.manifest/v2";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,6 +41,9 @@ pub struct Manifest {
     pub kind: String,
     pub artefact: ArtefactId,
     pub case: CaseId,
+    /// 32 random bytes from the OS's CSPRNG, written as hex, so that the manifest's digest in the public log
+    /// confirms no guess about what it describes.
+    pub nonce: Salt,
     pub sha256: Sha256,
     pub size: u64,
     pub media_type: Label,
@@ -49,9 +58,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest under `nonce`, which must be fresh from a CSPRNG (this crate does no IO).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         artefact: ArtefactId,
         case: CaseId,
+        nonce: Salt,
         sha256: Sha256,
         size: u64,
         media_type: Label,
@@ -62,6 +74,7 @@ impl Manifest {
             kind: MANIFEST_TYPE.to_owned(),
             artefact,
             case,
+            nonce,
             sha256,
             size,
             media_type,
@@ -180,6 +193,7 @@ mod tests {
         Manifest::new(
             ArtefactId::new("art-1").unwrap(),
             CaseId::new("case-7").unwrap(),
+            Salt::from_bytes([9; 32]),
             Sha256::of(b"statement"),
             9,
             Label::new("video/webm").unwrap(),
@@ -203,5 +217,25 @@ mod tests {
         ));
         let other = SigningKey::generate(&mut rand_core::OsRng);
         assert!(SignedManifest::verify(signed.bytes(), signed.signature(), &other.verifying_key()).is_err());
+    }
+
+    #[test]
+    fn golden_manifest_carries_its_nonce_and_the_nonce_changes_the_digest() {
+        let bytes = crate::to_canonical_vec(&manifest()).unwrap();
+        let expected = concat!(
+            r#"{"artefact":"art-1","case":"case-7","media_type":"video/webm","#,
+            r#""nonce":"0909090909090909090909090909090909090909090909090909090909090909","#,
+            r#""registered_at":"2026-11-29T08:00:00Z","registered_by":"acct-3","#,
+            r#""sha256":"SHA","size":9,"type":"custodia.manifest/v2"}"#
+        )
+        .replace("SHA", &Sha256::of(b"statement").to_hex());
+        assert_eq!(String::from_utf8(bytes.clone()).unwrap(), expected);
+        let other = Manifest { nonce: Salt::from_bytes([10; 32]), ..manifest() };
+        assert_ne!(Sha256::of(&crate::to_canonical_vec(&other).unwrap()), Sha256::of(&bytes));
+        let without: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let mut without = without.as_object().unwrap().clone();
+        without.remove("nonce");
+        let without = crate::to_canonical_vec(&without).unwrap();
+        assert!(crate::from_canonical_slice::<Manifest>(&without).is_err(), "a manifest without its nonce");
     }
 }

@@ -1,7 +1,9 @@
 //! Custody records: the leaves of the custody ledger.
 //!
 //! A record is a small, versioned, RFC 8785 canonical JSON document. It says who did what to which artefact of
-//! which case, and when. An artefact's own bytes never enter a record; its SHA-256 does. Because the log is public
+//! which case, and when. An artefact's own bytes never enter a record, nor their SHA-256 or size in clear: the
+//! registration commits to them through the signed manifest's digest (the manifest carries a random nonce), and
+//! later records name the artefact by its opaque id. Because the log is public
 //! forever, a record holds a closed vocabulary only: event types, codes, times, opaque identifiers and digests.
 //! Everything a person typed or chose (a purpose, a site, an outcome, a policy change, a role, a hearing's detail)
 //! and the case itself appear only as salted [`Commitment`]s, whose [`Openings`] stay in the access-controlled
@@ -39,8 +41,8 @@ pub enum RecordError {
 pub struct CustodyRecord {
     /// Format version; see [`RECORD_VERSION`].
     pub v: u32,
-    /// The case's opaque reference: a commitment to the case id under a salt of the case's own (the same for all
-    /// its records), so that nobody who knows a case by name can find or confirm its records.
+    /// The case's opaque reference: a commitment to the case id under a salt of this record's own, so that nobody
+    /// who knows a case by name can find or confirm its records, nor tell which records are about one case.
     pub case: Commitment,
     pub actor: ActorId,
     pub at: Timestamp,
@@ -152,34 +154,26 @@ impl From<&DenyReason> for RefusalCode {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum CustodyEvent {
-    /// An artefact entered custody. The signature covers the canonical manifest whose SHA-256 is given.
-    ArtefactRegistered {
-        artefact: ArtefactId,
-        sha256: Sha256,
-        size: u64,
-        manifest_sha256: Sha256,
-        manifest_signature: ManifestSignature,
-    },
+    /// An artefact entered custody. The signature covers the canonical signed manifest whose SHA-256 is given.
+    /// The manifest names the artefact's SHA-256 and size and carries a random nonce, so `manifest_sha256` is a
+    /// salted commitment to the content: the record publishes neither the content's digest nor its size, and
+    /// whoever holds a copy of the file cannot tell from the log that the gateway holds it. The manifest (the
+    /// opening) stays in the catalog and travels in court bundles, where verifiers check the bytes against it.
+    ArtefactRegistered { artefact: ArtefactId, manifest_sha256: Sha256, manifest_signature: ManifestSignature },
     /// An artefact was viewed, downloaded or played. `site` says from where, in words, never as an address.
-    ArtefactAccessed { artefact: ArtefactId, sha256: Sha256, access: AccessKind, site: Commitment },
+    ArtefactAccessed { artefact: ArtefactId, access: AccessKind, site: Commitment },
     /// An artefact left the gateway in an export (a court bundle, say), whose own digest is given when known.
     ArtefactExported {
         artefact: ArtefactId,
-        sha256: Sha256,
         format: ExportFormat,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         export_sha256: Option<Sha256>,
     },
     /// Custody passed to another authority.
-    ArtefactTransferred { artefact: ArtefactId, sha256: Sha256, recipient: ActorId, jurisdiction: Commitment },
-    /// A new artefact was derived from another (a redaction, a transcode, a transcript).
-    DerivativeMade {
-        artefact: ArtefactId,
-        sha256: Sha256,
-        source: ArtefactId,
-        source_sha256: Sha256,
-        operation: Commitment,
-    },
+    ArtefactTransferred { artefact: ArtefactId, recipient: ActorId, jurisdiction: Commitment },
+    /// A new artefact was derived from another (a redaction, a transcode, a transcript). Both are named by their
+    /// opaque ids; their contents are committed in their registrations' manifests.
+    DerivativeMade { artefact: ArtefactId, source: ArtefactId, operation: Commitment },
     /// Something happened in a hearing: admission, an oath, recording started, a segment sealed. `kind` is one of
     /// the hearing's closed list of event kinds; `detail` commits to the SHA-256 (hex) of the canonical detail
     /// document the hearing's journal keeps.
@@ -322,7 +316,6 @@ mod tests {
             purpose,
             CustodyEvent::ArtefactAccessed {
                 artefact: ArtefactId::new("art-1").unwrap(),
-                sha256: Sha256::of(b"x"),
                 access: AccessKind::Download,
                 site,
             },
@@ -337,8 +330,7 @@ mod tests {
         let expected = concat!(
             r#"{"actor":"acct-19","at":"2026-11-29T08:20:26.5Z","#,
             r#""case":"CASE","event":{"access":"download","#,
-            r#""artefact":"art-1","sha256":"2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881","#,
-            r#""site":"SITE","type":"artefact_accessed"},"purpose":"PURPOSE","v":2}"#
+            r#""artefact":"art-1","site":"SITE","type":"artefact_accessed"},"purpose":"PURPOSE","v":2}"#
         )
         .replace("CASE", &record.case.to_hex())
         .replace("SITE", &openings.get("site").unwrap().commitment("site").to_hex())
@@ -355,6 +347,38 @@ mod tests {
         for text in ["case-7", "trial preparation", "prosecution office"] {
             assert!(!entry.contains(text), "{text} is in {entry}");
         }
+    }
+
+    #[test]
+    fn a_registration_publishes_neither_the_content_digest_nor_a_guessable_manifest_digest() {
+        let content = Sha256::of(b"the smuggler's video");
+        let manifest = |nonce| {
+            crate::Manifest::new(
+                ArtefactId::new("art-1").unwrap(),
+                crate::CaseId::new("case-7").unwrap(),
+                Salt::from_bytes(nonce),
+                content,
+                20,
+                Label::new("video/mp4").unwrap(),
+                "2026-11-29T08:00:00Z".parse().unwrap(),
+                ActorId::new("acct-3").unwrap(),
+            )
+        };
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let signed = manifest([1; 32]).sign(&key).unwrap();
+        let (mut record, _) = sample();
+        record.event = CustodyEvent::ArtefactRegistered {
+            artefact: ArtefactId::new("art-1").unwrap(),
+            manifest_sha256: signed.sha256(),
+            manifest_signature: signed.signature(),
+        };
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(!entry.contains(&content.to_hex()), "{entry}");
+        assert!(!entry.contains("\"size\""), "{entry}");
+        // Someone who guesses every field but the nonce makes another digest and another signature.
+        let guess = manifest([2; 32]).sign(&key).unwrap();
+        assert!(!entry.contains(&guess.sha256().to_hex()) && !entry.contains(&guess.signature().to_string()));
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
     }
 
     #[test]

@@ -12,8 +12,8 @@ use custodia_bundle::{BundleRecord, BundleSource, CaseListing, CaseRecord, Liste
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
-    Manifest, MembershipChange, Opening, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest,
-    UseAction, UseDecision, UsePolicy, UseRequest, WidenRequest,
+    Manifest, MembershipChange, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest, UseAction,
+    UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
 use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
 use custodia_store::{ArtefactStore, IngestOptions, StoreError};
@@ -136,8 +136,6 @@ pub struct Gateway {
     pub clock: Clock,
     pub max_upload_bytes: u64,
     artefact_turns: Turns,
-    /// The salts of cases' opaque references, as kept in the catalog.
-    case_salts: Arc<std::sync::Mutex<std::collections::HashMap<CaseId, Salt>>>,
     pub(crate) refusals: crate::refusals::Refusals,
     /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
     /// records). Each is written before anything else is appended about its artefact, so a chain never skips one.
@@ -229,7 +227,6 @@ impl Gateway {
             clock,
             max_upload_bytes,
             artefact_turns: Turns::default(),
-            case_salts: Arc::default(),
             refusals: crate::refusals::Refusals::default(),
             unindexed: Arc::default(),
         }
@@ -339,38 +336,17 @@ impl Gateway {
         Ok(())
     }
 
-    /// The opening of a case's opaque reference: the case's own salt (made on first use, kept in the catalog)
-    /// and its id.
-    pub async fn case_ref(&self, case: &CaseId) -> Result<Opening> {
-        let cached = self.case_salts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(case).cloned();
-        let salt = match cached {
-            Some(salt) => salt,
-            None => {
-                let candidate = fresh_salt();
-                let case_ref = Commitment::new(&candidate, "case", case.as_str());
-                let kept = self
-                    .catalog
-                    .case_ref_salt(
-                        case.as_str(),
-                        &Sha256::from_bytes(*candidate.as_bytes()).to_hex(),
-                        &case_ref.to_hex(),
-                    )
-                    .await?;
-                let kept: Sha256 = kept.parse().map_err(|_| GatewayError::Internal("stored case salt".into()))?;
-                let salt = Salt::from_bytes(*kept.as_bytes());
-                let mut salts = self.case_salts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if salts.len() > 4096 {
-                    salts.clear();
-                }
-                salts.insert(case.clone(), salt.clone());
-                salt
-            }
-        };
-        Ok(Opening { salt, text: case.to_string() })
+    /// The case a ledger entry is about: its case reference is a commitment under a salt of its own, opened by the
+    /// openings the catalog keeps under the entry's SHA-256 (written before the entry was appended).
+    pub async fn case_of(&self, entry: &[u8]) -> Result<CaseId> {
+        let openings = self.openings_of(entry).await?;
+        let case = openings.text("case").ok_or_else(|| GatewayError::Internal("a record without its case".into()))?;
+        CaseId::new(case).map_err(|err| GatewayError::Internal(format!("the opened case: {err}")))
     }
 
     /// A custody record about `case`, with its case reference and purpose committed and the event's own
-    /// commitments made by `event`.
+    /// commitments made by `event`. Every commitment, the case reference included, is under a fresh salt, so no two
+    /// records share a case reference: an observer of the log can neither find a case's records nor count them.
     pub async fn seal(
         &self,
         case: &CaseId,
@@ -379,10 +355,8 @@ impl Gateway {
         purpose: &str,
         event: impl FnOnce(&mut Committer) -> CustodyEvent,
     ) -> Result<Sealed> {
-        let case_opening = self.case_ref(case).await?;
-        let case_ref = case_opening.commitment("case");
         let mut committer = Committer::default();
-        committer.openings.insert("case", case_opening);
+        let case_ref = committer.commit("case", case.as_str());
         let purpose = committer.commit("purpose", purpose);
         let event = event(&mut committer);
         Ok(Sealed { record: CustodyRecord::new(case_ref, actor, at, purpose, event), openings: committer.openings })
@@ -425,11 +399,10 @@ impl Gateway {
             let entry = self.log.storage().entry(index, size).await?;
             let record = CustodyRecord::from_entry(&entry)
                 .map_err(|err| GatewayError::Internal(format!("ledger entry {index}: {err}")))?;
-            let case =
-                self.catalog.case_by_ref(&record.case.to_hex()).await?.ok_or_else(|| {
-                    GatewayError::Internal(format!("ledger entry {index}: no case has its reference"))
-                })?;
-            self.index_entry(index, &record, &case, &entry).await?;
+            let case = self.case_of(&entry).await.map_err(|err| {
+                GatewayError::Internal(format!("ledger entry {index}: its case reference is not opened: {err}"))
+            })?;
+            self.index_entry(index, &record, case.as_str(), &entry).await?;
             caught_up += 1;
         }
         Ok(caught_up)
@@ -717,6 +690,7 @@ impl Gateway {
         let mut manifest = Manifest::new(
             artefact.clone(),
             case.clone(),
+            fresh_salt(),
             stored.sha256,
             stored.size,
             request.media_type.clone(),
@@ -736,8 +710,6 @@ impl Gateway {
             .map_err(|err| GatewayError::Internal(format!("storing manifest: {err}")))?;
         let event = CustodyEvent::ArtefactRegistered {
             artefact: artefact.clone(),
-            sha256: stored.sha256,
-            size: stored.size,
             manifest_sha256: signed.sha256(),
             manifest_signature: signed.signature(),
         };
@@ -840,12 +812,10 @@ impl Gateway {
         purpose: &Label,
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
-        let sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let site = caller.site();
         let sealed = self
             .custody_record(caller, &case, purpose.as_str(), |committer| CustodyEvent::ArtefactAccessed {
                 artefact,
-                sha256,
                 access,
                 site: committer.commit("site", site.as_str()),
             })
@@ -951,7 +921,6 @@ impl Gateway {
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let event = CustodyEvent::ArtefactExported {
             artefact: artefact.clone(),
-            sha256,
             format: ExportFormat::CourtBundle,
             export_sha256: None,
         };

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use custodia_core::{ActorId, CaseId, Commitment, CustodyEvent, CustodyRecord, Salt, Sha256};
+use custodia_catalog::Catalog;
+use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, Openings, Salt, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
@@ -25,48 +26,53 @@ fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
-/// Record `i` about the case the log names `case`.
-fn record(i: u64, case: &Commitment) -> Vec<u8> {
+/// Record `i` about case `case`, with the openings of its commitments (each under a salt of its own, the case
+/// reference's too, as the gateway makes them).
+fn record(i: u64, case: &str) -> (Vec<u8>, Openings) {
     let salt = |n: u8| Salt::from_bytes(*Sha256::of(&[&i.to_be_bytes()[..], &[n]].concat()).as_bytes());
-    CustodyRecord::new(
-        *case,
+    let mut openings = Openings::default();
+    let case = openings.commit("case", salt(2), case);
+    let purpose = openings.commit("purpose", salt(0), "disclosure to the defence");
+    let site = openings.commit("site", salt(1), "defence chambers");
+    let record = CustodyRecord::new(
+        case,
         ActorId::new("acct-1").unwrap(),
         jiff::Timestamp::from_second(1_800_000_000 + i as i64).unwrap(),
-        Commitment::new(&salt(0), "purpose", "disclosure to the defence"),
+        purpose,
         CustodyEvent::ArtefactAccessed {
             artefact: custodia_core::ArtefactId::new(format!("art-{i}")).unwrap(),
-            sha256: Sha256::of(&i.to_be_bytes()),
             access: custodia_core::AccessKind::Download,
-            site: Commitment::new(&salt(1), "site", "defence chambers"),
+            site,
         },
-    )
-    .to_entry()
-    .unwrap()
+    );
+    (record.to_entry().unwrap(), openings)
 }
 
 /// Appends custody records about `case` through the library, as the gateway does, while no server holds the log.
-async fn append_records(data_dir: &Path, range: std::ops::Range<u64>, case: &Commitment) {
+/// With the gateway's `catalog`, their openings are kept first, as the gateway keeps them; without, the log is
+/// only audited, never served.
+async fn append_records(data_dir: &Path, range: std::ops::Range<u64>, case: &str, catalog: Option<&Catalog>) {
     let key = std::fs::read_to_string(data_dir.join("keys/gateway.key")).unwrap();
     let log = Log::open_local(&data_dir.join("log"), LogSigner::from_skey(&key).unwrap(), LogOptions::default())
         .await
         .unwrap();
     for i in range {
-        log.append(record(i, case)).await.unwrap();
+        let (entry, openings) = record(i, case);
+        if let Some(catalog) = catalog {
+            let openings = String::from_utf8(openings.to_canonical()).unwrap();
+            catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings).await.unwrap();
+        }
+        log.append(entry).await.unwrap();
     }
     log.close().await;
 }
 
-/// A case reference no gateway knows: enough for a log that is only audited, never served.
-fn unknown_case() -> Commitment {
-    Commitment::new(&Salt::from_bytes([1; 32]), "case", "case-1")
-}
-
 /// Makes case `case` as an administrator does, through a gateway opened in-process on `data` and stopped again,
-/// and returns the reference by which the public log names it. Every record a gateway writes names a case its
-/// catalog knows, and a gateway that finds a record naming any other in its log when it starts refuses to start.
-fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (tempfile::TempDir, Commitment) {
+/// and returns its catalog. Every record a gateway writes has its openings in the catalog, and a gateway that
+/// finds a record in its log whose case it cannot open when it starts refuses to start.
+async fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (tempfile::TempDir, Catalog) {
     let case = CaseId::new(case).unwrap();
-    std::thread::spawn(move || {
+    let data = std::thread::spawn(move || {
         // A runtime of its own: dropping it stops every task of that gateway, which releases the log.
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async move {
@@ -77,13 +83,14 @@ fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (tempfile::
             let mut gateway = support::TestGateway { dir: data, state, clock: Clock::default(), admin: String::new() };
             gateway.admin = gateway.sign_in("admin", password.trim()).await;
             gateway.case(case.as_str()).await;
-            let reference = gateway.state.gateway.case_ref(&case).await.unwrap().commitment("case");
             let support::TestGateway { dir, .. } = gateway;
-            (dir, reference)
+            dir
         })
     })
     .join()
-    .unwrap()
+    .unwrap();
+    let catalog = Catalog::connect(&ServeConfig::with_data_dir(data.path()).database_url()).await.unwrap();
+    (data, catalog)
 }
 
 fn serve(data_dir: &Path) -> (support::GatewayProcess, String) {
@@ -101,8 +108,8 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     let again = custodia(&["keygen"], data.path());
     assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), vkey, "keygen never replaces a key");
 
-    let (data, case) = case_known_to_the_gateway(data, "case-1");
-    append_records(data.path(), 0..300, &case).await;
+    let (data, catalog) = case_known_to_the_gateway(data, "case-1").await;
+    append_records(data.path(), 0..300, "case-1", Some(&catalog)).await;
     let state = data.path().join("seen-checkpoint");
     let state_arg = state.to_str().unwrap();
     let log_dir = data.path().join("log");
@@ -111,7 +118,8 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     assert!(verified.status.success(), "{}", text(&verified));
     assert!(text(&verified).contains("300 entries"), "{}", text(&verified));
 
-    append_records(data.path(), 300..520, &case).await;
+    append_records(data.path(), 300..520, "case-1", Some(&catalog)).await;
+    drop(catalog);
     let (_server, url) = serve(data.path());
     let verified = custodia(&["log", "verify", &url, "--key", &vkey, "--state", state_arg], data.path());
     assert!(verified.status.success(), "{}", text(&verified));
@@ -169,7 +177,7 @@ fn logs_captured_from_a_pipe_carry_no_colour_codes() {
 async fn verify_names_a_forged_entry_and_a_non_record() {
     let data = tempfile::tempdir().unwrap();
     let vkey = String::from_utf8(custodia(&["keygen"], data.path()).stdout).unwrap().trim().to_owned();
-    append_records(data.path(), 0..10, &unknown_case()).await;
+    append_records(data.path(), 0..10, "case-1", None).await;
     let log_dir = data.path().join("log");
 
     let bundle = log_dir.join("tile/entries/000.p/10");

@@ -231,7 +231,18 @@ async fn recorded_seconds(gateway: &TestGateway, view: &Value, session: &str) ->
         assert_eq!(record["event"]["artefact"], id);
         let bytes = content(gateway, id, session).await;
         let digest: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(record["event"]["sha256"], digest.as_str(), "{id}: the ledger's digest is the bytes served");
+        // The ledger commits to the bytes through the signed manifest's digest (the manifest carries a nonce).
+        let detail = gateway.get(&format!("/api/v1/artefacts/{id}?purpose=review"), Some(As::Session(session))).await;
+        assert_eq!(detail.status, StatusCode::OK);
+        let detail = detail.json();
+        let canonical = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            detail["manifest_canonical"].as_str().unwrap(),
+        )
+        .unwrap();
+        let manifest_digest: String = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(record["event"]["manifest_sha256"], manifest_digest.as_str(), "{id}: the registered manifest");
+        assert_eq!(detail["manifest"]["sha256"], digest.as_str(), "{id}: the manifest's digest is the bytes served");
         assert_eq!(segment["sha256"], digest.as_str());
         let path = dir.path().join(format!("{id}.webm"));
         std::fs::write(&path, &bytes).unwrap();

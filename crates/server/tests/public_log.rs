@@ -6,7 +6,9 @@
 //! widen use and its approval, an outcome with a note, membership added, changed and removed (an administrator's
 //! self-grant among them), a hearing scheduled at a named place with invites. Every text the test sent is
 //! collected; then the log is read as any outsider reads it (`/log/checkpoint`, `/log/tile/entries/...`), and no
-//! entry may contain any of them, nor the case id, while the members' timeline opens every commitment.
+//! entry may contain any of them, nor the case id, nor an uploaded file's SHA-256, size or a manifest digest that
+//! could be recomputed without the manifest's nonce, and no two entries share a case reference; while the members'
+//! timeline opens every commitment.
 //!
 //! Also here: 200 refused downloads by one member add two records (the first, and one with the count), not 200.
 //!
@@ -23,6 +25,13 @@ use support::{As, TestGateway, spawn_gateway};
 const CASE: &str = "case-lagos-ay-2026";
 const WITNESS_PURPOSE: &str = "interview of witness A. Y., born 1994-03-02, returned to Lagos, phone +234 803 555 0101";
 const NAMED_POLICY_PURPOSE: &str = "prosecution of Adebayo Yusuf";
+const STATEMENT: &[u8] = b"a statement, not really a video";
+const PASSPORT: &[u8] = b"jpeg bytes";
+
+/// The forms in which a digest could be spotted in an entry: hex and standard base64.
+fn digest_forms(digest: &custodia_core::Sha256) -> [String; 2] {
+    [digest.to_hex(), base64::engine::general_purpose::STANDARD.encode(digest.as_bytes())]
+}
 
 /// Percent-encodes every byte but unreserved ASCII, for a query string.
 fn encode(text: &str) -> String {
@@ -168,13 +177,13 @@ fn no_text_anyone_sent_reaches_the_served_log() {
     let filename = c.said("yusuf-adebayo-statement-lagos.mp4");
     let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={}&filename={}", encode(&purpose), encode(&filename));
     let headers = [("content-type", "video/mp4"), ("custodia-use-policy", policy_header.as_str())];
-    let (status, reply) = c.call("giulia.romano", "POST", &uri, Some(b"a statement, not really a video"), &headers);
+    let (status, reply) = c.call("giulia.romano", "POST", &uri, Some(STATEMENT), &headers);
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&reply));
     let artefact = serde_json::from_slice::<Value>(&reply).unwrap()["artefact"].as_str().unwrap().to_owned();
     let purpose2 = c.said("photo of A. Y.'s passport, Nigerian, A01234567");
     let filename2 = c.said("passport-A01234567.jpg");
     let uri = format!("/api/v1/cases/{CASE}/artefacts?purpose={}&filename={}", encode(&purpose2), encode(&filename2));
-    let (status, _) = c.call("ngozi.okafor", "POST", &uri, Some(b"jpeg bytes"), &[("content-type", "image/jpeg")]);
+    let (status, _) = c.call("ngozi.okafor", "POST", &uri, Some(PASSPORT), &[("content-type", "image/jpeg")]);
     assert_eq!(status, 201);
 
     // Reads within and against the policy; a witness refused by role.
@@ -247,6 +256,65 @@ fn no_text_anyone_sent_reaches_the_served_log() {
         assert_eq!(record["v"], 2, "{text}");
     }
     assert!(leaks.is_empty(), "the public log leaks:\n{}", leaks.join("\n"));
+
+    // Whoever holds a copy of an uploaded file (the smuggler who has the video) cannot find it in the log: neither
+    // its SHA-256 nor its size is in any entry, in any spelling.
+    for (name, bytes) in [("statement", STATEMENT), ("passport", PASSPORT)] {
+        for form in digest_forms(&custodia_core::Sha256::of(bytes)) {
+            for (index, entry) in entries.iter().enumerate() {
+                let text = String::from_utf8_lossy(entry);
+                assert!(!text.contains(&form), "entry {index} holds the {name}'s SHA-256 ({form}): {text}");
+            }
+        }
+        let size = format!("\"size\":{}", bytes.len());
+        assert!(entries.iter().all(|entry| !String::from_utf8_lossy(entry).contains(&size)), "the {name}'s size");
+    }
+    for entry in &entries {
+        let record: Value = serde_json::from_slice(entry).unwrap();
+        assert!(record["event"].get("size").is_none() && record["event"].get("sha256").is_none(), "{record}");
+    }
+    // No two records share a case reference, so an outsider cannot even count one unnamed case's activity.
+    let references: std::collections::BTreeSet<String> = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(e).unwrap()["case"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(references.len(), entries.len(), "records share a case reference");
+    // Nor a manifest digest that someone who guesses everything but the nonce could recompute: the manifest as
+    // the members read it (its nonce included) is what the registration commits to, and the same manifest without
+    // its nonce, or with any other, is nowhere.
+    let registration = entries
+        .iter()
+        .map(|e| serde_json::from_slice::<Value>(e).unwrap())
+        .find(|r| r["event"]["type"] == "artefact_registered" && r["event"]["artefact"] == artefact.as_str())
+        .unwrap();
+    let detail = format!("/api/v1/artefacts/{artefact}?purpose={}", encode(NAMED_POLICY_PURPOSE));
+    let (status, detail) = c.get("giulia.romano", &detail);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&detail));
+    let detail: Value = serde_json::from_slice(&detail).unwrap();
+    let canonical =
+        base64::engine::general_purpose::STANDARD.decode(detail["manifest_canonical"].as_str().unwrap()).unwrap();
+    assert_eq!(registration["event"]["manifest_sha256"], custodia_core::Sha256::of(&canonical).to_hex());
+    let manifest: Value = serde_json::from_slice(&canonical).unwrap();
+    let nonce = manifest["nonce"].as_str().unwrap();
+    assert!(nonce.len() == 64 && nonce.bytes().all(|b| b.is_ascii_hexdigit()), "{manifest}");
+    let mut guesses = Vec::new();
+    let mut guessed = manifest.clone();
+    guessed.as_object_mut().unwrap().remove("nonce");
+    guesses.push(guessed);
+    for fill in ["00", "ff"] {
+        let mut guessed = manifest.clone();
+        guessed["nonce"] = Value::from(fill.repeat(32));
+        guesses.push(guessed);
+    }
+    for guess in &guesses {
+        let digest = custodia_core::Sha256::of(&custodia_core::to_canonical_vec(guess).unwrap());
+        for form in digest_forms(&digest) {
+            assert!(
+                entries.iter().all(|entry| !String::from_utf8_lossy(entry).contains(&form)),
+                "a guessable manifest digest is in the log: {guess}"
+            );
+        }
+    }
     let kinds: Vec<String> = entries
         .iter()
         .map(|e| serde_json::from_slice::<Value>(e).unwrap()["event"]["type"].as_str().unwrap().to_owned())

@@ -128,10 +128,11 @@ async fn ledger_record(gateway: &TestGateway, index: u64) -> Value {
 }
 
 /// A registration record without what differs between two registrations of the same bytes: the ids, the time,
-/// and the purpose's commitment, whose salt is the record's own (compare the opened purposes instead).
+/// and the case's and purpose's commitments, whose salts are the record's own (compare the opened texts instead).
 fn registration_without_ids(mut record: Value) -> Value {
     let fields = record.as_object_mut().unwrap();
     fields.remove("at");
+    assert!(fields.remove("case").is_some(), "case missing from {fields:?}");
     assert!(fields.remove("purpose").is_some(), "purpose missing from {fields:?}");
     let event = record["event"].as_object_mut().unwrap();
     for key in ["artefact", "manifest_sha256", "manifest_signature"] {
@@ -192,6 +193,9 @@ async fn uploads_in_chunks_and_registers_what_a_direct_upload_would() {
     let resumable_record = ledger_record(&gateway, resumable_index).await;
     assert_eq!(gateway.opened(resumable_index, "purpose").await.as_deref(), Some("witness statement"));
     assert_eq!(gateway.opened(direct_index, "purpose").await.as_deref(), Some("witness statement"));
+    for index in [resumable_index, direct_index] {
+        assert_eq!(gateway.opened(index, "case").await.as_deref(), Some(CASE));
+    }
     assert_eq!(resumable_record["event"]["type"], direct_record["event"]["type"], "{resumable_record}");
     assert_eq!(registration_without_ids(resumable_record), registration_without_ids(direct_record));
 }

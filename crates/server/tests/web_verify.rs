@@ -57,6 +57,7 @@ fn part_key(part: Part) -> &'static str {
         Part::CustodyHistory => "custody_history",
         Part::Openings => "openings",
         Part::CaseContents => "case_contents",
+        Part::Report => "report",
     }
 }
 
@@ -108,6 +109,20 @@ fn too_many_small_files() -> Vec<u8> {
         builder.append_data(&mut header, format!("custodia-bundle-x/data/custody/{i:012}.json"), &chunk[..]).unwrap();
     }
     builder.into_inner().unwrap()
+}
+
+/// A tar whose first entry is a PAX extended header that says it is 100 MiB long: both verifiers must refuse it
+/// before reading it (the bytes are not even there).
+fn oversized_pax_header() -> Vec<u8> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path("custodia-bundle-x/PaxHeaders/x").unwrap();
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_size(100 << 20);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(&[0; 4096]);
+    out
 }
 
 /// A copy of `bundle` with one byte flipped, `at` bytes into the last file whose path contains `file`.
@@ -244,7 +259,28 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let case_opening_added = rebagged(&case_bundle, |bag| {
         std::fs::copy(case_opening(bag), bag.join("data/custody/000000000001.opening.json")).unwrap();
     });
+    // Files planted in an artefact bag, each listed in the bag's checksum manifests afresh, and its certificate
+    // reworded: the verifiers name the planted file and the line of the certificate that says something else.
+    let planted = rebagged(&plain, |bag| std::fs::write(bag.join("data/notes.txt"), b"planted").unwrap());
+    let planted_custody =
+        rebagged(&plain, |bag| std::fs::write(bag.join("data/custody/000000000099.proof"), b"planted").unwrap());
+    let planted_top = rebagged(&plain, |bag| std::fs::write(bag.join("evil.sh"), b"echo planted").unwrap());
+    let report_edited = rebagged(&plain, |bag| {
+        let report = bag.join("data/REPORT.txt");
+        let text = std::fs::read_to_string(&report).unwrap();
+        let edited = text.replacen("purpose: trial preparation", "purpose: release of the witness", 1);
+        assert_ne!(edited, text, "{text}");
+        std::fs::write(report, edited).unwrap();
+    });
     let named = [
+        ("artefact-file-planted-bag-rehashed", "data/notes.txt does not belong in an artefact bundle".to_owned()),
+        (
+            "artefact-custody-file-planted-bag-rehashed",
+            "data/custody/000000000099.proof does not belong in an artefact bundle".to_owned(),
+        ),
+        ("artefact-top-file-planted-bag-rehashed", "evil.sh does not belong in an artefact bundle".to_owned()),
+        ("report-edited-bag-rehashed", "purpose: release of the witness".to_owned()),
+        ("manifest-nonce-changed-resigned", "is not the registration of this manifest".to_owned()),
         ("case-opening-edited-bag-rehashed", "the opening of `purpose` does not match".to_owned()),
         ("case-opening-added-bag-rehashed", "000000000001.opening.json does not belong in a case bundle".to_owned()),
         ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
@@ -277,6 +313,19 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let mut swapped_source = source.clone();
     swapped_source.records[1].openings = source.records[2].openings.clone();
     let openings_swapped = rebagged(&swapped_source);
+    // The manifest with another nonce, signed again with the gateway's own key: the signature holds, but the
+    // registration in the log committed to the manifest with the first nonce.
+    let signer = custodia_ledger::LogSigner::from_skey(
+        &std::fs::read_to_string(gw.dir.path().join("keys/gateway.key")).unwrap(),
+    )
+    .unwrap();
+    let mut manifest: custodia_core::Manifest = custodia_core::from_canonical_slice(&source.manifest).unwrap();
+    manifest.nonce = custodia_core::Salt::from_bytes([7; 32]);
+    let resigned = manifest.sign(signer.signing_key()).unwrap();
+    let mut nonce_source = source.clone();
+    nonce_source.manifest = resigned.bytes().to_vec();
+    nonce_source.manifest_signature = resigned.signature();
+    let nonce_changed = rebagged(&nonce_source);
     source.records.remove(1);
     let dropped = rebagged(&source);
 
@@ -321,6 +370,12 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("checkpoint-byte-flipped", flipped(&plain, "data/checkpoint", |size| size / 2), Some(&key), false),
         ("proof-byte-flipped", flipped(&plain, ".proof", |_| 40), Some(&key), false),
         ("record-dropped-bag-rehashed", dropped, Some(&key), true),
+        ("manifest-nonce-changed-resigned", nonce_changed, Some(&key), false),
+        ("artefact-file-planted-bag-rehashed", planted, Some(&key), true),
+        ("artefact-custody-file-planted-bag-rehashed", planted_custody, Some(&key), false),
+        ("artefact-top-file-planted-bag-rehashed", planted_top, Some(&key), false),
+        ("report-edited-bag-rehashed", report_edited, Some(&key), true),
+        ("pax-header-oversized", oversized_pax_header(), Some(&key), false),
         ("untrusted-key", plain.clone(), Some(&stranger), false),
         ("case-inner-payload-flipped", case_tampered, Some(&key), false),
         ("case-artefact-withheld", withheld, Some(&key), true),
@@ -342,7 +397,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
             n if n.starts_with("valid") => "valid",
             n if n.starts_with("unpinned") => "unknown-signer",
             "pin-mistyped" => "pin-malformed",
-            "not-a-tar" | "cut-short" | "too-many-small-files" => "error",
+            "not-a-tar" | "cut-short" | "too-many-small-files" | "pax-header-oversized" => "error",
             _ => "invalid",
         };
         assert_eq!(verdict, expected, "{name}: the Rust verifier; failed {failed:?}");
@@ -443,6 +498,11 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("openings-swapped-bag-rehashed", "openings"),
         ("case-opening-edited-bag-rehashed", "openings"),
         ("case-opening-added-bag-rehashed", "bag"),
+        ("artefact-file-planted-bag-rehashed", "bag"),
+        ("artefact-custody-file-planted-bag-rehashed", "bag"),
+        ("artefact-top-file-planted-bag-rehashed", "bag"),
+        ("report-edited-bag-rehashed", "report"),
+        ("manifest-nonce-changed-resigned", "custody_history"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);

@@ -15,6 +15,12 @@
 // checked against its commitment; the case they open must be the signed manifest's (in a case bundle, the case
 // listing's).
 //
+// The manifest carries a random nonce, so the registration record's manifest_sha256 is a salted commitment to the
+// evidence's SHA-256 and size (the public log holds neither in clear); the manifest is its opening. A bag must hold
+// exactly the files of its kind of bundle, whatever its checksum manifests list, and data/REPORT.txt, which is not
+// evidence, is made again from the checked files and must say the same. Extended tar headers over 64 KiB are
+// refused before they are read.
+//
 // It runs the same checks as the Rust verifier, reports each one by part, and names the part that failed. Both
 // verifiers are run on the same good and tampered bundles by crates/server/tests/web_verify.rs.
 
@@ -22,6 +28,10 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 
 const MAX_SMALL_FILE = 1 << 20;
+// The most bytes of one extended header (PAX, GNU long name), refused before any of it is read, and what each
+// file held costs besides its name and bytes: as custodia_bundle::verify.
+const MAX_EXTENSION = 64 << 10;
+const PER_FILE_OVERHEAD = 128;
 // What one check may hold, as custodia_bundle::verify: files seen (nested bundles' included), and bytes of small
 // files kept at once (the case bag's and the one artefact bundle's being read).
 export const MAX_FILES = 250_000;
@@ -41,7 +51,7 @@ const CUSTODY_DIR = 'data/custody/';
 const BUNDLES_DIR = 'data/bundles/';
 const CASE_LISTING = 'data/case-listing.json';
 const PUBLIC_KEY_PEM = 'data/keys/gateway.pub.pem';
-const MANIFEST_TYPE = 'custodia.manifest/v1';
+const MANIFEST_TYPE = 'custodia.manifest/v2';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
 export const PARTS = Object.freeze({
@@ -54,6 +64,7 @@ export const PARTS = Object.freeze({
   custody_history: 'custody history',
   openings: 'record openings',
   case_contents: 'case contents',
+  report: 'certificate (REPORT.txt)',
 });
 const PART_ORDER = Object.keys(PARTS);
 
@@ -282,8 +293,12 @@ function octal(field, what) {
   return text === '' ? 0n : BigInt(`0o${text}`);
 }
 
-/** The next entry's header (GNU long names and PAX paths applied), or null at the end of the archive. */
-async function nextHeader(source) {
+/**
+ * The next entry's header (GNU long names and PAX paths applied), or null at the end of the archive. Every header,
+ * extended ones included, counts toward the budget's files; an extended header larger than MAX_EXTENSION is
+ * refused before a byte of it is read, and a PAX size that disagrees with its entry's header is refused.
+ */
+async function nextHeader(source, budget) {
   let longName = null;
   let pax = {};
   for (;;) {
@@ -294,6 +309,7 @@ async function nextHeader(source) {
     if (BigInt(sum) !== octal(block.subarray(148, 156), 'a header checksum')) {
       throw new BundleError('the bundle is not a readable tar file: archive header checksum mismatch');
     }
+    budget.takeFile();
     const type = block[156];
     let size = octal(block.subarray(124, 136), 'a size');
     if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed('a file size is too large');
@@ -306,14 +322,18 @@ async function nextHeader(source) {
     }
     const padding = (512 - (size % 512)) % 512;
     if (type === 0x4c /* L: GNU long name */ || type === 0x78 /* x: PAX */) {
-      if (size > MAX_SMALL_FILE) throw malformed('an oversized extended header');
+      if (size > MAX_EXTENSION) {
+        throw malformed(`an extended header of ${size} bytes; no bundle needs more than ${MAX_EXTENSION}`);
+      }
       const data = await readExact(source, size, 'an extended header') ?? EMPTY;
       await skip(source, padding, 'an extended header');
       if (type === 0x4c) longName = cString(data);
       else pax = { ...pax, ...parsePax(data) };
       continue;
     }
-    if (pax.size !== undefined) size = pax.size;
+    if (pax.size !== undefined && pax.size !== size) {
+      throw malformed(`a PAX header gives a size of ${pax.size} bytes, its entry's header ${size}`);
+    }
     const path = pax.path ?? longName ?? name;
     const text = new TextDecoder().decode(path);
     return { type, size, path: text, padding: (512 - (size % 512)) % 512 };
@@ -350,7 +370,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
   const nested = [];
   let top = null;
   for (;;) {
-    const header = await nextHeader(source);
+    const header = await nextHeader(source, budget);
     if (header === null) break;
     const { type, size, path } = header;
     const isDir = type === 0x35;
@@ -369,7 +389,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     }
     if (top !== null && top !== dir) throw malformed(`${path} is outside the bag directory ${top}`);
     top = dir;
-    budget.takeFile();
+    budget.keep(encoder.encode(relative).length + PER_FILE_OVERHEAD);
     const entry = new EntrySource(source, size, relative);
     if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
       let verification;
@@ -501,11 +521,7 @@ function verifyCaseBag(bag, trusted) {
   const report = new Verification();
   report.kind = 'case';
   checkBag(bag.files, report);
-  for (const path of sortedKeys(bag.files)) {
-    if (path.startsWith('data/') && !path.startsWith(BUNDLES_DIR) && !path.startsWith(CUSTODY_DIR) && !CASE_FILES.has(path)) {
-      report.fail('bag', `${path} does not belong in a case bundle`);
-    }
-  }
+  checkStrays(bag.files, 'a case bundle', (path) => path.startsWith(BUNDLES_DIR) || CASE_FILES.has(path), report);
   let records = [];
   const key = bundleKey(bag.files, trusted, report);
   if (key) {
@@ -514,12 +530,14 @@ function verifyCaseBag(bag, trusted) {
     records = checkRecords(bag.files, checkpointBytes, key, checkpointOk, report);
   }
   report.records = records.length;
-  checkCaseCustodyFiles(bag.files, records, report);
   const listingBytes = text(bag.files, CASE_LISTING);
   const listing = listingBytes === null ? null : parseCanonical(listingBytes);
   const listedCase = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing.case : null;
   checkOpenings(bag.files, records, listedCase && { id: listedCase, whose: "the case listing's" }, report);
   checkCaseContents(bag, records, report);
+  if (key && listedCase !== null && records.length === 1) {
+    checkReport(bag.files, caseCertificate(key.name, listing, records[0].index), report);
+  }
   for (const [path, nested] of bag.nested) {
     const name = path.startsWith(BUNDLES_DIR) ? path.slice(BUNDLES_DIR.length) : path;
     report.records += nested.records;
@@ -530,21 +548,33 @@ function verifyCaseBag(bag, trusted) {
   return report;
 }
 
+/** The tag files at the top of every bag. */
+const TAG_FILES = new Set(['bagit.txt', 'bag-info.txt', 'manifest-sha256.txt', 'tagmanifest-sha256.txt']);
+
 /**
- * A case bag's custody directory holds its record, that record's proof and its openings, and nothing else. (A second
- * record is a record too: checkCaseContents refuses a case bag with more than one.)
+ * Names every file that a bundle of its kind never holds, wherever it is and whatever the bag's checksum manifests
+ * say (a forger lists a planted file there too): at the top, the tag files only; under data/, the files `belongs`
+ * admits, and in data/custody/ each record (<index>.json) with its proof and openings. (A second record is a record
+ * too: the custody history or the case contents refuse it.)
  */
-function checkCaseCustodyFiles(files, records, report) {
-  const belonging = new Set();
-  for (const bundled of records) {
-    const stem = `${CUSTODY_DIR}${bundled.index.toString().padStart(12, '0')}`;
-    for (const suffix of ['.json', '.proof', '.opening.json']) belonging.add(`${stem}${suffix}`);
-  }
+function checkStrays(files, kind, belongs, report) {
   const isRecord = (path) => path.endsWith('.json') && !path.endsWith('.opening.json');
+  const custody = new Set();
+  for (const path of files.keys()) {
+    if (!path.startsWith(CUSTODY_DIR) || !isRecord(path)) continue;
+    const index = parseU64(path.slice(CUSTODY_DIR.length, -'.json'.length));
+    if (index === null) continue;
+    const stem = `${CUSTODY_DIR}${index.toString().padStart(12, '0')}`;
+    custody.add(`${stem}.proof`);
+    custody.add(`${stem}.opening.json`);
+  }
   for (const path of sortedKeys(files)) {
-    if (path.startsWith(CUSTODY_DIR) && !belonging.has(path) && !isRecord(path)) {
-      report.fail('bag', `${path} does not belong in a case bundle`);
-    }
+    const known = path.startsWith(CUSTODY_DIR)
+      ? isRecord(path) || custody.has(path)
+      : path.startsWith('data/')
+        ? belongs(path)
+        : TAG_FILES.has(path);
+    if (!known) report.fail('bag', `${path} does not belong in ${kind}`);
   }
 }
 
@@ -678,13 +708,17 @@ function text(files, path) {
   return seen && seen.bytes ? seen.bytes : null;
 }
 
+/** The files an artefact bag holds besides its payload and custody records. */
+const ARTEFACT_FILES = new Set([MANIFEST, MANIFEST_SIGNATURE, CHECKPOINT, VKEY, PUBLIC_KEY_PEM, REPORT]);
+
 function verifyArtefactBag(files, trusted) {
   const report = new Verification();
   checkBag(files, report);
+  checkStrays(files, 'an artefact bundle', (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path), report);
 
   const payloads = sortedKeys(files).filter((p) => p.startsWith(PAYLOAD_DIR));
   if (payloads.length !== 1) {
-    report.fail('payload_hash', `expected one file under ${PAYLOAD_DIR}, found ${payloads.length}`);
+    report.fail('payload_hash', `expected one file under ${PAYLOAD_DIR}, found ${payloads.length}: ${payloads.join(', ')}`);
     return report;
   }
   const payloadPath = payloads[0];
@@ -700,6 +734,7 @@ function verifyArtefactBag(files, trusted) {
   const signatureBytes = text(files, MANIFEST_SIGNATURE);
   const signature = signatureBytes && signatureBytes.length === 64 ? signatureBytes : null;
   let manifest = null;
+  let signed = false;
   if (signature === null) {
     report.fail('manifest_signature', `${MANIFEST_SIGNATURE} is missing or not 64 bytes`);
   } else if (!verifyStrict(signature, manifestBytes, key.publicKey)) {
@@ -714,6 +749,7 @@ function verifyArtefactBag(files, trusted) {
     } else {
       report.pass('manifest_signature', `${MANIFEST} is signed by the gateway`);
       manifest = parsed.manifest;
+      signed = true;
     }
   }
   if (manifest) {
@@ -737,7 +773,171 @@ function verifyArtefactBag(files, trusted) {
   report.records = records.length;
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
+  // The certificate, made again from the checked files; only when the manifest is the gateway's own.
+  if (signed) {
+    const facts = {
+      manifest,
+      records: records.map(({ index }) => {
+        const stem = `${CUSTODY_DIR}${index.toString().padStart(12, '0')}`;
+        return { index, entry: text(files, `${stem}.json`) ?? EMPTY, openings: text(files, `${stem}.opening.json`) ?? EMPTY };
+      }),
+      checkpoint: checkpointBytes,
+      vkey: vkeyText(files),
+    };
+    checkReport(files, certificate(facts, key), report);
+  }
   return report;
+}
+
+/** The bundle's key file as the certificate quotes it. */
+function vkeyText(files) {
+  const bytes = text(files, VKEY);
+  return bytes ? new TextDecoder().decode(bytes).trim() : '';
+}
+
+/** The certificate says exactly what the checked files make of it, or the first line that differs is named. */
+function checkReport(files, expected, report) {
+  const found = text(files, REPORT);
+  if (found === null) {
+    report.fail('report', `${REPORT} is missing`);
+    return;
+  }
+  if (bytesEqual(found, encoder.encode(expected))) {
+    report.pass('report', `${REPORT} says what the checked files say`);
+    return;
+  }
+  const foundLines = new TextDecoder().decode(found).split('\n');
+  const expectedLines = expected.split('\n');
+  let differs = 0;
+  while (differs < Math.max(foundLines.length, expectedLines.length) && foundLines[differs] === expectedLines[differs]) {
+    differs += 1;
+  }
+  report.fail(
+    'report',
+    `${REPORT} does not say what the checked files say: its line ${differs + 1} reads "${foundLines[differs] ?? ''}" ` +
+      `where they make "${expectedLines[differs] ?? ''}"`,
+  );
+}
+
+// The certificate (data/REPORT.txt), as custodia_bundle's report.rs writes it: the verifiers make it again from the
+// checked files, so a certificate that says anything else is reported.
+
+/** A record in words, with its committed fields opened. */
+function describe(event, openings) {
+  const open = (field) => openings?.[field]?.text ?? '(not opened)';
+  switch (event.type) {
+    case 'artefact_registered':
+      return 'taken into custody, manifest signed';
+    case 'artefact_accessed':
+      return `${event.access} from ${open('site')}`;
+    case 'artefact_exported':
+      return `exported as ${event.format}`;
+    case 'artefact_transferred':
+      return `custody transferred to ${event.recipient} (${open('jurisdiction')})`;
+    case 'derivative_made':
+      return `derived from ${event.source} by ${open('operation')}`;
+    case 'hearing_event':
+      return `hearing event: ${event.kind}`;
+    case 'policy_changed':
+      return `use restrictions: ${open('change')}`;
+    case 'wider_use_requested':
+      return 'wider use requested';
+    case 'outcome_reported':
+      return `outcome reported: ${open('outcome')}`;
+    case 'access_refused':
+      return `REFUSED ${event.action}: ${event.code}`;
+    case 'membership_changed':
+      return `membership of ${event.member} ${event.change}, role ${openings?.role?.text ?? 'none'}`;
+    case 'case_exported':
+      return `case exported (${event.artefacts} artefact bundles)`;
+    default:
+      return 'other custody event';
+  }
+}
+
+/** An artefact bundle's certificate, from its signed manifest, records, openings, checkpoint and key. */
+function certificate(facts, key) {
+  const { manifest } = facts;
+  const payload = `${PAYLOAD_DIR}${manifest.artefact}`;
+  const out = [
+    'CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE',
+    'Generated by a Custodia gateway, in the manner of FRE 902(14) and ISO/IEC 27037.',
+    'This text is not evidence: it says in words what the checked files of this bundle say, and',
+    'the verifiers make it again from them and report it if it says anything else.',
+    '',
+    `Artefact:      ${manifest.artefact}`,
+    `Case:          ${manifest.case}`,
+    `Media type:    ${manifest.media_type}`,
+  ];
+  if (manifest.original_name !== undefined) out.push(`Original name: ${manifest.original_name}`);
+  out.push(
+    `Registered:    ${manifest.registered_at} by ${manifest.registered_by}`,
+    `SHA-256:       ${manifest.sha256}`,
+    `Size:          ${manifest.size} bytes`,
+    `Payload:       ${payload}`,
+    `Signing key:   ${facts.vkey}`,
+  );
+  const opened = openCheckpoint(facts.checkpoint, key);
+  if (opened.checkpoint) {
+    const cp = opened.checkpoint;
+    out.push(`Log:           ${cp.origin} at size ${cp.size}, root ${base64Encode(cp.root)}`);
+  }
+  out.push('', `CUSTODY HISTORY (${facts.records.length} records, in ledger order; each has an inclusion proof)`, '');
+  for (const { index, entry, openings: openingBytes } of facts.records) {
+    const record = parseRecord(entry);
+    const number = String(index).padEnd(8);
+    if (!record) {
+      out.push(`  #${number} unreadable record`);
+      continue;
+    }
+    const openings = parseOpenings(openingBytes) ?? {};
+    out.push(
+      `  #${number} ${record.at}  ${describe(record.event, openings)}  by ${record.actor}  purpose: ${openings.purpose?.text ?? '(not opened)'}`,
+    );
+    if (record.repeated) {
+      out.push(`            (stands for ${record.repeated.count} identical attempts since ${record.repeated.since})`);
+    }
+  }
+  out.push(
+    '',
+    'HOW TO CHECK THIS BUNDLE',
+    '',
+    `  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '${facts.vkey}'`,
+    '  By hand, with standard tools: see docs/verify-by-hand.md. In short:',
+    `    1. sha256sum ${payload}  (must print the SHA-256 above)`,
+    `    2. openssl pkeyutl -verify -pubin -inkey ${PUBLIC_KEY_PEM} -rawin -in ${MANIFEST} -sigfile ${MANIFEST_SIGNATURE}`,
+    `    3. each ${CUSTODY_DIR}<index>.proof proves ${CUSTODY_DIR}<index>.json is entry <index> of the signed log`,
+    '       (c2sp.org/tlog-proof@v1; leaf hash = SHA-256(0x00 || record), RFC 6962).',
+    `    4. each ${CUSTODY_DIR}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.`,
+  );
+  return `${out.join('\n')}\n`;
+}
+
+/** A case bundle's certificate, from its listing and its case export record's index. */
+function caseCertificate(origin, listing, recordIndex) {
+  const out = [
+    'CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE: CASE BUNDLE',
+    `Generated by the Custodia gateway ${origin}, in the manner of FRE 902(14) and ISO/IEC 27037.`,
+    'This text is not evidence: it says in words what the checked files of this bundle say, and',
+    'the verifiers make it again from them and report it if it says anything else.',
+    '',
+    `Case: ${listing.case}`,
+    `This bag holds ${listing.bundles.length} artefact bundles, each complete and verifiable on its own:`,
+    '',
+  ];
+  for (const bundle of listing.bundles) {
+    out.push(`  ${BUNDLES_DIR}${bundle.artefact}.tar  SHA-256 ${bundle.sha256}  (${bundle.size} bytes)`);
+  }
+  const entry = `${CUSTODY_DIR}${recordIndex.toString().padStart(12, '0')}.json`;
+  out.push(
+    '',
+    `The export is custody record #${recordIndex} (${entry}), in the gateway's public log. It commits to the`,
+    `listing ${CASE_LISTING} by its SHA-256 and count, so an artefact bundle left out, added or swapped is caught.`,
+    '',
+    'HOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;',
+    `or unpack it and check the listing and each bundle under ${BUNDLES_DIR} as docs/verify-by-hand.md describes.`,
+  );
+  return `${out.join('\n')}\n`;
 }
 
 /** The bag: bagit.txt, every file listed with its right checksum, nothing unlisted, and tag files intact. */
@@ -1064,7 +1264,6 @@ function checkHistory(records, manifest, manifestBytes, signature, report) {
     event.type === 'artefact_registered' &&
     first.record.prior === undefined &&
     event.artefact === manifest.artefact &&
-    event.sha256 === manifest.sha256 &&
     event.manifest_sha256 === hex(sha256(manifestBytes)) &&
     signature !== null &&
     event.manifest_signature === base64Encode(signature);
@@ -1274,6 +1473,7 @@ const MANIFEST_SHAPE = {
   type: (v) => typeof v === 'string',
   artefact: isIdentifier,
   case: isIdentifier,
+  nonce: isSha256,
   sha256: isSha256,
   size: isU64,
   media_type: isLabel,
@@ -1284,11 +1484,11 @@ const MANIFEST_SHAPE = {
 };
 
 const EVENT_SHAPES = {
-  artefact_registered: { artefact: isIdentifier, sha256: isSha256, size: isU64, manifest_sha256: isSha256, manifest_signature: isSignature },
-  artefact_accessed: { artefact: isIdentifier, sha256: isSha256, access: isAccess, site: isSha256 },
-  artefact_exported: { artefact: isIdentifier, sha256: isSha256, format: (v) => v === 'court_bundle', 'export_sha256?': isSha256 },
-  artefact_transferred: { artefact: isIdentifier, sha256: isSha256, recipient: isIdentifier, jurisdiction: isSha256 },
-  derivative_made: { artefact: isIdentifier, sha256: isSha256, source: isIdentifier, source_sha256: isSha256, operation: isSha256 },
+  artefact_registered: { artefact: isIdentifier, manifest_sha256: isSha256, manifest_signature: isSignature },
+  artefact_accessed: { artefact: isIdentifier, access: isAccess, site: isSha256 },
+  artefact_exported: { artefact: isIdentifier, format: (v) => v === 'court_bundle', 'export_sha256?': isSha256 },
+  artefact_transferred: { artefact: isIdentifier, recipient: isIdentifier, jurisdiction: isSha256 },
+  derivative_made: { artefact: isIdentifier, source: isIdentifier, operation: isSha256 },
   hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isIdentifier, 'detail?': isSha256 },
   policy_changed: { 'artefact?': isIdentifier, policy: isSha256, change: isSha256 },
   wider_use_requested: { artefact: isIdentifier, request: isSha256 },

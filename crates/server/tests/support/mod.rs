@@ -199,12 +199,6 @@ impl TestGateway {
         serde_json::from_slice(&entry).unwrap()
     }
 
-    /// The opaque reference by which the public log names `case`.
-    pub async fn case_ref(&self, case: &str) -> String {
-        let case = custodia_core::CaseId::new(case).unwrap();
-        self.state.gateway.case_ref(&case).await.unwrap().commitment("case").to_hex()
-    }
-
     /// The opened text of field `field` of the custody record at `index`, as the catalog keeps it.
     pub async fn opened(&self, index: u64, field: &str) -> Option<String> {
         let entry = self.state.gateway.log.storage().entry(index, self.ledger_size()).await.unwrap();

@@ -7,7 +7,8 @@ import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
 
 const ROLE_NAMES = {
   judge: 'Judge', clerk: 'Court clerk', prosecutor: 'Prosecutor', defence: 'Defence lawyer',
-  interpreter: 'Interpreter', witness: 'Witness', remote_site_officer: 'Officer at the remote site', auditor: 'Auditor',
+  accused: 'Accused', interpreter: 'Interpreter', witness: 'Witness', remote_site_officer: 'Officer at the remote site',
+  observer: 'Observer', auditor: 'Auditor',
 };
 const PHASES = { scheduled: 'Scheduled', open: 'Lobby open', in_session: 'In session', ended: 'Ended' };
 const PLACES = { lobby: 'lobby', main_room: 'main room', consultation: 'consultation room', away: 'away' };
@@ -52,6 +53,14 @@ const enc = encodeURIComponent;
 
 // Signing in.
 
+// A court officer's invite link (/?room#<secret>) opens the hearing room here, once signed in. The secret leaves
+// the address bar at once and waits in this tab only.
+const ROOM_INVITE_KEY = 'custodia.court.invite';
+if (new URLSearchParams(location.search).has('room') && location.hash.length > 1) {
+  sessionStorage.setItem(ROOM_INVITE_KEY, decodeURIComponent(location.hash.slice(1)));
+  history.replaceState(null, '', '/');
+}
+
 const showSignIn = signInPage({
   signedOut() {
     view.me = null;
@@ -60,6 +69,11 @@ const showSignIn = signInPage({
   async signedIn(me) {
     view.me = me;
     await loadCases();
+    const invite = sessionStorage.getItem(ROOM_INVITE_KEY);
+    if (invite) {
+      sessionStorage.removeItem(ROOM_INVITE_KEY);
+      await enterRoom(invite);
+    }
   },
   afterSignIn: () => $('main').focus(),
 });
@@ -537,6 +551,14 @@ async function enterRoom(secret) {
       const text = { connecting: 'Connecting to the room…', reconnecting: 'The connection was lost. Reconnecting…' }[status];
       say($('room-connection'), text);
     },
+    onMedia(status) {
+      const text = {
+        interrupted: 'Your video connection was interrupted. Reconnecting…',
+        reconnecting: 'Reconnecting your video and sound…',
+        not_received: 'The room does not receive your video and sound. Reconnecting…',
+      }[status];
+      say($('room-connection'), text ?? '');
+    },
     onWelcome(welcome) {
       $('room-title').textContent = `Hearing room · ${welcome.hearing?.place ?? ''}`;
       $('room-you').textContent = role(welcome.role);
@@ -557,6 +579,11 @@ async function enterRoom(secret) {
     },
     onRefused(refusal) {
       view.pending = null;
+      if (refusal.problem === 'no_media' && refusal.action === 'oath' && view.lastOath) {
+        // The witness's media stopped after the oath was asked for: the same warning, then the court decides.
+        if (confirmOathWithoutMedia()) send({ ...view.lastOath, despite_no_media: true });
+        return;
+      }
       if (refusal.action) say($('room-error'), `${humanize(refusal.action)} was refused: ${refusal.reason}`);
       else leaveRoom(`You could not enter the room: ${refusal.reason}`);
     },
@@ -585,7 +612,7 @@ function leaveRoom(message) {
 
 const DONE = {
   admit: 'admitted', remove: 'removed', mute: 'muted', unmute: 'microphone on', start_session: 'the session has started',
-  start_recording: 'recording started', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
+  start_recording: 'recording started', end_consultation: 'the consultation has ended', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
   rights_notice: 'rights notice recorded', oath: 'oath recorded', swear_interpreter: 'interpreter sworn',
 };
 
@@ -601,9 +628,29 @@ function send(message, button) {
   }
 }
 
+/** Removing is for good: the person cannot come back with their invite. */
+function confirmRemove(person) {
+  return window.confirm(`Remove the ${role(person.role).toLowerCase()} from the hearing? They cannot come back with their invite.`);
+}
+
+/** Who in our room the gateway receives nothing from: nobody sees or hears them. */
+function withoutMedia(state) {
+  return (state.participants ?? []).filter((p) => p.media_stopped && p.place !== 'lobby' && p.connected !== false);
+}
+
+function confirmOathWithoutMedia() {
+  return window.confirm('The witness’s video and sound have stopped: nobody sees or hears them. '
+    + 'Record the oath anyway? The minutes will show that their media had stopped.');
+}
+
 function renderRoom() {
   const state = view.roomState;
   if (!state) return;
+  const stopped = withoutMedia(state);
+  say($('room-media'), stopped.length
+    ? stopped.map((p) => `The ${role(p.role).toLowerCase()}’s video and sound have stopped: nobody sees or hears them. `
+      + 'Their connection is being restored.').join(' ')
+    : '');
   const you = state.you ?? {};
   const mine = you.role;
   $('room-phase').textContent = PHASES[state.phase] ?? state.phase;
@@ -627,7 +674,7 @@ function renderRoom() {
         el('span', {},
           COURT.has(mine) ? el('button', { type: 'button', class: 'primary', onclick: (e) => send({ type: 'admit', participant: person.id }, e.currentTarget) },
             'Admit', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null,
-          COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => send({ type: 'remove', participant: person.id }, e.currentTarget) },
+          COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
             'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null),
       ),
     ),
@@ -639,18 +686,30 @@ function renderRoom() {
       const isYou = person.id === you.participant;
       const item = el('li', { data: { participant: person.id } },
         el('span', { class: 'who' }, `${role(person.role)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
-          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ' · connection lost' : ''}`));
+          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ' · connection lost' : ''}`
+          + `${person.connected !== false && person.media_stopped ? ' · video and sound stopped' : ''}`));
       if (COURT.has(mine) && !isYou) {
         item.append(
           el('button', { type: 'button', onclick: (e) => send({ type: person.muted ? 'unmute' : 'mute', participant: person.id }, e.currentTarget) },
             person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
-          el('button', { type: 'button', class: 'danger', onclick: (e) => send({ type: 'remove', participant: person.id }, e.currentTarget) },
+          el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
             'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
         );
       }
       return item;
     }),
   );
+
+  // Private consultations going on: who is in each, and (for the court) a way to bring it back to the hearing.
+  const consultations = [...new Set(present.filter((p) => p.place === 'consultation').map((p) => p.consultation))];
+  $('consultations').replaceChildren(...consultations.map((number) => {
+    const members = present.filter((p) => p.consultation === number).map((p) => role(p.role)).join(', ');
+    return el('p', { class: 'notice' }, `Private consultation ${number} (not recorded): ${members}. `,
+      COURT.has(mine) && you.place === 'main_room'
+        ? el('button', { type: 'button', onclick: (e) => send({ type: 'end_consultation', consultation: number }, e.currentTarget) },
+          `End consultation ${number}`)
+        : null);
+  }));
 
   for (const select of document.querySelectorAll('.person-select')) {
     const chosen = select.value;
@@ -687,7 +746,9 @@ function renderVideos(present, you) {
       video.play().catch(() => {});
     }
     tile.dataset.participant = person.id;
-    const label = `${role(person.role)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`;
+    const label = `${role(person.role)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`
+      + `${person.media_stopped ? ' · video stopped' : ''}`;
+    tile.classList.toggle('stalled', Boolean(person.media_stopped));
     tile.querySelector('figcaption').textContent = label;
     tile.querySelector('video').setAttribute('aria-label', `Video of the ${label}`);
   }
@@ -734,7 +795,14 @@ $('oath-form').addEventListener('submit', (event) => {
     say($('room-error'), 'Choose the witness first.');
     return;
   }
-  send({ type: 'oath', witness, form: $('oath-kind').value }, event.submitter);
+  const oath = { type: 'oath', witness, form: $('oath-kind').value };
+  view.lastOath = oath;
+  const stopped = withoutMedia(view.roomState ?? {}).some((p) => p.id === witness);
+  if (stopped) {
+    if (confirmOathWithoutMedia()) send({ ...oath, despite_no_media: true }, event.submitter);
+    return;
+  }
+  send(oath, event.submitter);
 });
 $('swear-interpreter').addEventListener('click', (e) => {
   const interpreter = $('interpreter-person').value;

@@ -7,6 +7,41 @@ import { $ } from './lib/dom.js';
 import { formatDateTime, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
 
 const CREDENTIAL_KEY = 'custodia.room.credential';
+/** The invite of this tab, kept over a reload before Join (the address bar no longer has it). */
+const INVITE_KEY = 'custodia.room.invite';
+/** localStorage: the SHA-256 of each invite used on this device → the credential it gave, so that the same link
+ *  opened again (a new tab, from a messaging app) lets the same person back in instead of saying "already used". */
+const CREDENTIALS_KEY = 'custodia.room.credentials';
+
+function storage(kind) {
+  try {
+    return window[kind];
+  } catch {
+    return null;
+  }
+}
+
+async function inviteDigest(secret) {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(secret));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+function storedCredentials() {
+  try {
+    return JSON.parse(storage('localStorage')?.getItem(CREDENTIALS_KEY) ?? '{}') ?? {};
+  } catch {
+    return {};
+  }
+}
+
+function rememberCredential(digest, credential) {
+  const all = storedCredentials();
+  if (credential) all[digest] = credential;
+  else delete all[digest];
+  storage('localStorage')?.setItem(CREDENTIALS_KEY, JSON.stringify(all));
+}
+
+let inviteKey = null;
 
 let media = null;
 let stopLevel = () => {};
@@ -66,9 +101,12 @@ function render() {
   });
   const state = lastState;
   if (!state) return;
-  $('recording').hidden = !state.recording;
-  $('not-recording').hidden = Boolean(state.recording);
   const you = state.you ?? {};
+  // A private consultation is never recorded, whatever the hearing is doing meanwhile: its members are told so.
+  const consulting = you.place === 'consultation';
+  $('recording').hidden = !state.recording || consulting;
+  $('not-recording').hidden = Boolean(state.recording) || consulting;
+  $('consultation-banner').hidden = !consulting;
   const inLobby = you.place === 'lobby' || !you.admitted;
   $('lobby').hidden = !inLobby;
   $('videos').hidden = inLobby;
@@ -83,14 +121,61 @@ function render() {
       const where = person.place === 'lobby' ? t('place.lobby') : person.place === 'main_room' ? t('place.main_room') : t('place.other');
       item.textContent = `${roleName(person.role)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
       if (person.connected === false) item.textContent += ` (${t('hearing.disconnected')})`;
+      else if (person.media_stopped) item.textContent += ` (${t(isYou ? 'hearing.yourMediaStopped' : 'hearing.mediaStopped')})`;
       return item;
     }),
   );
 
   const muted = Boolean(you.muted);
+  $('you-muted').hidden = !muted;
   $('mute').setAttribute('aria-pressed', String(muted));
   $('mute').textContent = t(muted ? 'controls.unmute' : 'controls.mute');
   renderVideos(people, you);
+  renderCounsel(people, you);
+  renderIdentity(people, you);
+}
+
+/** The remote-site officer checks the identity of the person heard, from the main room. */
+function renderIdentity(people, you) {
+  const form = $('identity-form');
+  form.hidden = you.role !== 'remote_site_officer' || !you.admitted || you.place !== 'main_room';
+  if (form.hidden) return;
+  const select = $('identity-person');
+  const chosen = select.value;
+  const heard = people.filter((p) => ['witness', 'accused'].includes(p.role) && p.place === 'main_room');
+  select.replaceChildren(...heard.map((p) => new Option(roleName(p.role), p.id)));
+  if (heard.some((p) => p.id === chosen)) select.value = chosen;
+}
+
+let identitySent = false;
+
+/** Whom counsel may take into a private consultation (custodia-hearing's HearingRole::may_consult_with). */
+const CONSULTABLE = { prosecutor: ['witness', 'interpreter'], defence: ['witness', 'accused', 'interpreter'] };
+
+/** Counsel's own controls: start a private consultation from the hearing, or end the one they are in. */
+function renderCounsel(people, you) {
+  const consultable = CONSULTABLE[you.role];
+  $('counsel').hidden = !consultable || !you.admitted || you.place === 'lobby';
+  if ($('counsel').hidden) return;
+  const consulting = you.place === 'consultation';
+  $('consult-form').hidden = consulting;
+  $('end-consultation').hidden = !consulting;
+  if (consulting) return;
+  const candidates = people.filter((p) => p.id !== you.participant && p.place === 'main_room' && consultable.includes(p.role));
+  const chosen = new Set([...document.querySelectorAll('#consult-choices input:checked')].map((input) => input.value));
+  $('consult-choices').replaceChildren(...candidates.map((person) => {
+    const label = document.createElement('label');
+    label.className = 'choice';
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.value = person.id;
+    box.checked = chosen.has(person.id);
+    const text = document.createElement('span');
+    text.textContent = roleName(person.role);
+    label.append(box, text);
+    return label;
+  }));
+  $('consult').disabled = !candidates.length;
 }
 
 /** The court's video large, ours small: one <video> per slot that someone in our place holds. */
@@ -118,7 +203,9 @@ function renderVideos(people, you) {
       video.play().catch(() => {});
     }
     figure.querySelector('video').setAttribute('aria-label', roleName(person.role));
-    figure.querySelector('figcaption').textContent = roleName(person.role) + (person.muted ? ` · ${t('hearing.muted')}` : '');
+    figure.querySelector('figcaption').textContent = roleName(person.role) + (person.muted ? ` · ${t('hearing.muted')}` : '')
+      + (person.media_stopped ? ` · ${t('hearing.mediaStopped')}` : '');
+    figure.classList.toggle('stalled', Boolean(person.media_stopped));
   }
   if (media?.getVideoTracks().length) {
     keep.add('self');
@@ -153,10 +240,26 @@ function connectionStatus(status) {
   }
 }
 
-function finish(textKey) {
+/** Our own media connection: said plainly, and cleared once media flows again. */
+function mediaStatus(status) {
+  const banner = $('media-status');
+  const key = {
+    interrupted: 'media.interrupted',
+    reconnecting: 'media.reconnecting',
+    not_received: 'media.notReceived',
+  }[status];
+  if (key) {
+    banner.dataset.i18n = key;
+    banner.textContent = t(key);
+  }
+  banner.hidden = !key;
+}
+
+function finish(textKey, { forget = true } = {}) {
   stopLevel();
   media?.getTracks().forEach((track) => track.stop());
   sessionStorage.removeItem(CREDENTIAL_KEY);
+  if (inviteKey && forget) rememberCredential(inviteKey, null);
   $('done-text').dataset.i18n = textKey;
   $('done-text').textContent = t(textKey);
   show('done');
@@ -167,14 +270,24 @@ function enter(start) {
   stopLevel();
   room = new Room(media, {
     onConnection: connectionStatus,
+    onMedia: mediaStatus,
     onWelcome(message) {
       welcome = message;
       sessionStorage.setItem(CREDENTIAL_KEY, message.credential);
+      sessionStorage.removeItem(INVITE_KEY);
+      if (inviteKey) rememberCredential(inviteKey, message.credential);
       show('hearing');
       render();
     },
     onState(state) {
       lastState = state;
+      if (identitySent) {
+        identitySent = false;
+        $('identity-done').dataset.i18n = 'identity.done';
+        showError($('identity-done'), t('identity.done'));
+      }
+      // The gateway receives our media again: whatever was said about it is over.
+      if (!state.you?.media_stopped && $('media-status').dataset.i18n === 'media.notReceived') mediaStatus('flowing');
       render();
     },
     onSlots(streams) {
@@ -183,8 +296,11 @@ function enter(start) {
       render();
     },
     onRefused(refusal) {
+      identitySent = false;
       if (refusal.action) {
-        showError($('action-error'), t('error.action', { reason: refusal.reason }));
+        // In the reader's language, by the rule's key: never the gateway's English text with its internal ids.
+        const key = `problem.${refusal.problem}`;
+        showError($('action-error'), t(key) === key ? t('problem.other') : t(key));
         return;
       }
       sessionStorage.removeItem(CREDENTIAL_KEY);
@@ -194,7 +310,8 @@ function enter(start) {
     },
     onEnded: () => finish('done.text'),
     onRemoved: () => finish('done.removed'),
-    onReplaced: () => finish('done.replaced'),
+    // This person carries on in another tab or device, with the same credential: it stays remembered.
+    onReplaced: () => finish('done.replaced', { forget: false }),
     onError: (error) => showError($('action-error'), error.message),
   });
   room.setDataSaver($('data-saver').checked);
@@ -202,8 +319,9 @@ function enter(start) {
   start(room);
 }
 
-// Out of the address bar before anything else runs.
-const secret = takeSecret();
+// Out of the address bar before anything else runs; kept for this tab until it is used.
+const secret = takeSecret() || sessionStorage.getItem(INVITE_KEY) || '';
+if (secret) sessionStorage.setItem(INVITE_KEY, secret);
 
 async function main() {
   await setLanguage(preferredLanguage());
@@ -218,6 +336,32 @@ async function main() {
     const you = lastState?.you;
     if (!you) return;
     room?.send({ type: you.muted ? 'unmute' : 'mute', participant: you.participant });
+  });
+  $('identity-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const person = $('identity-person').value;
+    const officerName = $('identity-officer').value.trim();
+    const site = $('identity-site').value.trim();
+    showError($('identity-done'), '');
+    if (!person || !officerName || !site) {
+      showError($('action-error'), t('identity.missing'));
+      return;
+    }
+    showError($('action-error'), '');
+    identitySent = room?.send({ type: 'verify_identity', person, document: $('identity-document').value, officer_name: officerName, site }) ?? false;
+  });
+  $('consult').addEventListener('click', () => {
+    const members = [...document.querySelectorAll('#consult-choices input:checked')].map((input) => input.value);
+    if (!members.length) {
+      showError($('action-error'), t('consultation.chooseFirst'));
+      return;
+    }
+    showError($('action-error'), '');
+    room?.send({ type: 'start_consultation', with: members });
+  });
+  $('end-consultation').addEventListener('click', () => {
+    const consultation = lastState?.you?.consultation;
+    if (consultation != null) room?.send({ type: 'end_consultation', consultation });
   });
   $('leave').addEventListener('click', () => {
     if (!window.confirm(t('controls.leaveConfirm'))) return;
@@ -236,10 +380,15 @@ async function main() {
     enter((r) => r.rejoin(credential));
     return;
   }
+  inviteKey = await inviteDigest(secret).catch(() => null);
   $('join').addEventListener('click', () => {
     $('join').disabled = true;
-    enter((r) => r.join(secret));
+    // This invite was used on this device before: the same person comes back with the credential it gave.
+    const known = inviteKey ? storedCredentials()[inviteKey] : null;
+    enter((r) => (known ? r.rejoin(known) : r.join(secret)));
   });
+  // Only now does Join do something (the page starts with it disabled).
+  $('join').disabled = false;
 }
 
 main().catch((error) => showError($('check-error'), error.message));

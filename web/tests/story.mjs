@@ -3,7 +3,8 @@
 //   2. a witness opens the invite on a phone, checks camera and microphone, and waits in the lobby;
 //   3. the judge enters the room from the console with their own invite, admits the witness, and they see each
 //      other's video;
-//   4. the hearing is recorded, the oath taken, and the hearing ended;
+//   4. the hearing is recorded; the witness's media stops on the way, the court is told and warned before the
+//      oath, and the witness's page restores it by itself; the hearing is ended;
 //   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
@@ -161,17 +162,13 @@ async function open(name, contextOptions = {}) {
     if (['error', 'warning'].includes(message.type())) console.log(`[${name} console ${message.type()}] ${message.text()}`);
   });
   page.on('pageerror', (error) => console.log(`[${name} page error] ${error.message}`));
-  page.on('dialog', (dialog) => dialog.accept());
+  // Confirmations are accepted; what they said is kept, for the checks.
+  page.dialogs = [];
+  page.on('dialog', (dialog) => {
+    page.dialogs.push(dialog.message());
+    dialog.accept();
+  });
   return page;
-}
-
-async function consoleSignIn(page, person) {
-  await page.goto('/');
-  await page.getByLabel('Username').fill(person.username);
-  await page.getByLabel('Password').fill(person.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('button', { name: /R v Story/ }).click();
-  await page.locator('#case-body').waitFor();
 }
 
 /** A <video> shows live frames: it has a size and its clock moves. */
@@ -304,6 +301,7 @@ await audit(clerk, 'console case and evidence');
 
 let witnessLink = null;
 let judgeLink = null;
+const links = {};
 {
   await clerk.getByRole('tab', { name: 'Hearings' }).click();
   await clerk.getByLabel('Date and time').fill('2026-12-01T09:00');
@@ -322,12 +320,21 @@ let judgeLink = null;
   check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
   await screenshot(clerk, 'console-invite-witness');
 
+  // The officer at the remote site and the prosecutor take part from their own pages too.
+  for (const [role, name] of [['remote_site_officer', 'officer'], ['prosecutor', 'prosecutor']]) {
+    const previous = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+    await clerk.getByLabel('Role').selectOption(role);
+    await clerk.getByRole('button', { name: 'Make the invite' }).click();
+    await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, previous);
+    links[name] = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+  }
+
   await clerk.getByLabel('Role').selectOption('judge');
   await clerk.getByLabel('Admit on joining').check();
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
   await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, witnessLink);
   judgeLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
-  check(/\/join#./.test(witnessLink) && /\/join#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
+  check(/\/join#./.test(witnessLink) && /\/\?room#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
   await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
   await screenshot(clerk, 'console-hearing-invites');
   await audit(clerk, 'console hearing and invites');
@@ -336,7 +343,7 @@ let judgeLink = null;
 let recordingArtefact = null;
 {
   step('2. The witness opens the invite on a phone, in Arabic, checks camera and microphone, and waits in the lobby');
-  const witness = await open('witness', {
+  let witness = await open('witness', {
     viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'ar',
   });
   await witness.goto(witnessLink);
@@ -365,12 +372,13 @@ let recordingArtefact = null;
   await auditJoinInEnglish(witness, 'join lobby (en)');
 
   step('3. The judge enters the room with their own invite, admits the witness, and they see each other');
+  // The judge's own link opens the court's room in the console, once they have signed in.
   const judge = await open('judge');
-  await consoleSignIn(judge, people.judge);
-  await judge.getByRole('tab', { name: 'Hearings' }).click();
-  await judge.locator('#hearings button').first().click();
-  await judge.getByLabel('Your own invite link').fill(judgeLink);
-  await judge.getByRole('button', { name: 'Enter the room' }).click();
+  await judge.goto(judgeLink);
+  check(!(await judge.evaluate(() => location.hash)), 'the judge\'s invite secret stayed in the address bar');
+  await judge.getByLabel('Username').fill(people.judge.username);
+  await judge.getByLabel('Password').fill(people.judge.password);
+  await judge.getByRole('button', { name: 'Sign in' }).click();
   await judge.locator('#room:not([hidden])').waitFor();
   const admit = judge.getByRole('button', { name: 'Admit the Witness' });
   await admit.waitFor();
@@ -398,15 +406,103 @@ let recordingArtefact = null;
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness, after reconnecting');
   await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness reconnected');
 
+  // The witness opens their link again in a new tab (as from a messaging app): not "already used", but the same
+  // person back in the hearing, still admitted; the first tab steps aside.
+  const again = await witness.context().newPage();
+  again.setDefaultTimeout(STEP_TIMEOUT);
+  again.on('pageerror', (error) => console.log(`[witness, new tab page error] ${error.message}`));
+  await again.goto(witnessLink);
+  await again.locator('#join').click(); // enabled once the page is ready
+  await again.locator('#hearing:not([hidden])').waitFor();
+  await witness.locator('#done:not([hidden])').waitFor();
+  check(await again.locator('#lobby').isHidden(), 'the witness, back from a new tab, is in the lobby again');
+  await assertVideoPlays(again, '#videos video[data-slot]', 'the witness, in a new tab');
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness came back in a new tab');
+  await screenshot(witness, 'join-replaced-ar');
+  await witness.close();
+  witness = again;
+
+  // The officer at the remote site has their own page, in their language, with the identity check.
+  const officer = await open('officer', { locale: 'fr' });
+  await officer.goto(links.officer);
+  await officer.locator('#join').click();
+  await officer.locator('#lobby:not([hidden])').waitFor();
+  const counsel = await open('prosecutor in the room');
+  await counsel.goto(links.prosecutor);
+  await counsel.locator('#join').click();
+  await counsel.locator('#lobby:not([hidden])').waitFor();
+  await judge.getByRole('button', { name: 'Admit the Officer at the remote site' }).click();
+  await officer.locator('#lobby').waitFor({ state: 'hidden' });
+  await judge.getByRole('button', { name: 'Admit the Prosecutor' }).click();
+  await counsel.locator('#lobby').waitFor({ state: 'hidden' });
+  await officer.locator('#identity-form:not([hidden])').waitFor();
+  const identityTitle = await officer.locator('#identity-form h2').innerText();
+  check(/identité/.test(identityTitle), `the officer's identity check is not in French: ${identityTitle}`);
+  await officer.getByLabel('Personne contrôlée').selectOption({ index: 0 });
+  await officer.getByLabel('Votre nom').fill('Leila Ben Salah');
+  await officer.getByLabel(/Où vous êtes/).fill('Tunis, tribunal de première instance');
+  await officer.getByRole('button', { name: 'Enregistrer le contrôle d’identité' }).or(
+    officer.getByRole('button', { name: "Enregistrer le contrôle d'identité" })).click();
+  await officer.locator('#identity-done:not([hidden])').waitFor();
+  await screenshot(officer, 'join-officer-identity-fr');
+  await audit(officer, 'join, officer (fr)');
+
   step('4. The hearing is recorded, the oath taken, and the hearing ended');
   await judge.getByRole('button', { name: 'Start recording' }).click();
   await judge.locator('#rec:not([hidden])').waitFor();
   await witness.locator('#recording:not([hidden])').waitFor();
+
+  // Counsel takes the witness into a private consultation: its members are told it is not recorded (not that the
+  // hearing is); the court brings it back to the hearing.
+  await counsel.locator('#consult-choices input').first().check();
+  await counsel.getByRole('button', { name: 'Start the private consultation' }).click();
+  await witness.locator('#consultation-banner:not([hidden])').waitFor();
+  check(await witness.locator('#recording').isHidden(), 'the witness in a consultation is told the hearing is being recorded');
+  await counsel.locator('#consultation-banner:not([hidden])').waitFor();
+  await screenshot(witness, 'join-consultation-ar');
+  await screenshot(judge, 'console-room-consultation');
+  await audit(witness, 'join, consultation (ar)');
+  await judge.getByRole('button', { name: 'End consultation 1' }).click();
+  await witness.locator('#consultation-banner').waitFor({ state: 'hidden' });
+  await witness.locator('#recording:not([hidden])').waitFor();
+
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
   await judge.getByText('Done: rights notice recorded.').waitFor();
+
+  // The witness's media stops on the way (as when a slow link fails): the gateway notices, the court is told, and
+  // the oath needs the judge's confirmation. The witness's page is held from repairing it until the oath is taken.
+  await witness.evaluate(() => {
+    const room = window.custodiaRoom;
+    room.heldRestart = room.restartMedia;
+    room.restartMedia = () => {};
+    for (const sender of room.pc.getSenders()) sender.replaceTrack(null);
+  });
+  await judge.locator('#room-media:not([hidden])').waitFor();
+  const warning = await judge.locator('#room-media').innerText();
+  check(/witness.*stopped/i.test(warning), `the court's warning does not name the witness's stopped media: ${warning}`);
+  console.log(`the court is told: “${warning}”`);
+  await judge.locator('#people li', { hasText: 'video and sound stopped' }).waitFor();
+  await witness.locator('#media-status:not([hidden])').waitFor();
+  await screenshot(judge, 'console-room-witness-media-stopped');
+  await screenshot(witness, 'join-media-not-received-ar');
+  await audit(judge, 'console room, media stopped');
+  await audit(witness, 'join, media not received (ar)');
+  const dialogsBefore = judge.dialogs.length;
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
+  check(judge.dialogs.length === dialogsBefore + 1 && /nobody sees or hears/.test(judge.dialogs.at(-1)),
+    `the judge was not warned before the oath: ${JSON.stringify(judge.dialogs)}`);
+  // The witness's page repairs the connection by itself (a new peer connection): the warning goes, the video is back.
+  await witness.evaluate(() => {
+    const room = window.custodiaRoom;
+    room.restartMedia = room.heldRestart;
+    room.lastMediaRestart = 0;
+    room.restartMedia();
+  });
+  await judge.locator('#room-media').waitFor({ state: 'hidden', timeout: 45_000 });
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness\'s media came back');
+  await witness.locator('#media-status').waitFor({ state: 'hidden', timeout: 45_000 });
   await judge.waitForTimeout(6000); // a few seconds of testimony
   check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
   await screenshot(judge, 'console-room-recording');

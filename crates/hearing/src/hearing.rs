@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
-    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, Minutes, Oath, Period,
-    PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
+    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap, Minutes, Oath,
+    Period, PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
 };
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
@@ -86,12 +86,27 @@ struct Participant {
     muted: Option<Muted>,
     reconnections: u32,
     periods: Vec<Period>,
+    /// Stretches during which the gateway received none of their media; the last is open while it lasts.
+    media_gaps: Vec<MediaGap>,
 }
 
 impl Participant {
     fn admit(&mut self, at: Timestamp, by: AdmittedBy) {
         self.admitted = Some((at, by));
         self.periods.push(Period { from: at, until: None, ended_by: None });
+    }
+
+    fn media_stopped(&self) -> bool {
+        self.media_gaps.last().is_some_and(|gap| gap.until.is_none())
+    }
+
+    /// Closes an open gap in their media: it came back, or they are gone (a new connection starts afresh).
+    fn close_media_gap(&mut self, at: Timestamp) {
+        if let Some(gap) = self.media_gaps.last_mut()
+            && gap.until.is_none()
+        {
+            gap.until = Some(at);
+        }
     }
 
     fn close_period(&mut self, at: Timestamp, end: PeriodEnd) {
@@ -324,7 +339,9 @@ impl Hearing {
                 self.verify_identity(&mut step, &by, &person, &verification)
             }
             Event::GiveRightsNotice { by, person } => self.give_rights_notice(&mut step, &by, &person),
-            Event::TakeOath { by, witness, form } => self.take_oath(&mut step, &by, &witness, form),
+            Event::TakeOath { by, witness, form, despite_no_media } => {
+                self.take_oath(&mut step, &by, &witness, form, despite_no_media)
+            }
             Event::SwearInterpreter { by, interpreter, languages } => {
                 self.swear_interpreter(&mut step, &by, &interpreter, languages)
             }
@@ -338,6 +355,8 @@ impl Hearing {
                 self.segment_sealed(&step, index, sha256, ledger_index)
             }
             Event::TechnicalReport(report) => self.technical_report(&step, report),
+            Event::MediaStopped { participant } => self.media_report(&mut step, &participant, true),
+            Event::MediaResumed { participant } => self.media_report(&mut step, &participant, false),
         }?;
         self.last_at = at;
         Ok(effects(step.records, &before, &self.routing()))
@@ -408,6 +427,12 @@ impl Hearing {
         self.invites.get(id).map(|entry| entry.invite.role)
     }
 
+    /// Whether the gateway has stopped receiving their media (reported by [`Event::MediaStopped`]), while they are
+    /// connected.
+    pub fn media_stopped(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(Participant::media_stopped)
+    }
+
     pub fn is_muted(&self, participant: &ParticipantId) -> bool {
         self.participants.get(participant).is_some_and(|p| p.muted.is_some())
     }
@@ -452,6 +477,7 @@ impl Hearing {
                     periods: p.periods.clone(),
                     reconnections: p.reconnections,
                     removed_at: p.removed_at,
+                    media_gaps: p.media_gaps.clone(),
                 }),
                 None => not_admitted.push(LobbyOnly {
                     participant: id.clone(),
@@ -703,6 +729,7 @@ impl Hearing {
             muted: None,
             reconnections: 0,
             periods: Vec::new(),
+            media_gaps: Vec::new(),
         };
         step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
         if admission == Admission::OnJoin {
@@ -787,6 +814,7 @@ impl Hearing {
             p.present = false;
             p.close_period(at, end);
         }
+        p.close_media_gap(at);
         let Some(consultation) = p.consultation.take() else { return };
         let Some(c) = self.consultations.get_mut(&consultation) else { return };
         c.current.remove(id);
@@ -917,6 +945,7 @@ impl Hearing {
                 p.present = false;
                 p.close_period(step.at, PeriodEnd::HearingEnded);
             }
+            p.close_media_gap(step.at);
         }
         self.phase = Phase::Ended;
         self.ended_at = Some(step.at);
@@ -1066,6 +1095,7 @@ impl Hearing {
         by: &ParticipantId,
         witness: &ParticipantId,
         form: OathForm,
+        despite_no_media: bool,
     ) -> Result<(), HearingError> {
         self.require_active(step)?;
         self.judge(step, by)?;
@@ -1079,6 +1109,9 @@ impl Hearing {
         }
         if self.rules.identity_check_before_oath && !self.identity_checks.iter().any(|check| check.person == *witness) {
             return Err(step.refuse(Reason::IdentityNotVerified { participant: witness.clone() }));
+        }
+        if self.media_stopped(witness) && !despite_no_media {
+            return Err(step.refuse(Reason::NoMedia { participant: witness.clone() }));
         }
         self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone() });
         let kind = match form {
@@ -1139,6 +1172,32 @@ impl Hearing {
             return Err(step.refuse(Reason::SegmentOutOfOrder { expected, got: index }));
         }
         self.segments.push(SealedSegment { index, sha256, ledger_index, sealed_at: step.at });
+        Ok(())
+    }
+
+    /// The gateway saw a connected participant's media stop (`stopped`) or come back. Each change is on the record
+    /// and in the minutes; a report that changes nothing is refused.
+    fn media_report(&mut self, step: &mut Step, id: &ParticipantId, stopped: bool) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let p = self.not_removed(step, id)?;
+        if !p.present {
+            return Err(step.refuse(Reason::NotPresent { participant: id.clone() }));
+        }
+        match (stopped, p.media_stopped()) {
+            (true, true) => return Err(step.refuse(Reason::MediaAlreadyStopped { participant: id.clone() })),
+            (false, false) => return Err(step.refuse(Reason::MediaNotStopped { participant: id.clone() })),
+            _ => {}
+        }
+        let at = step.at;
+        let p = self.participant_mut(id);
+        let kind = if stopped {
+            p.media_gaps.push(MediaGap { from: at, until: None });
+            HearingEventKind::MediaStopped
+        } else {
+            p.close_media_gap(at);
+            HearingEventKind::MediaResumed
+        };
+        step.record(id.as_actor(), kind, Some(id), None);
         Ok(())
     }
 

@@ -387,6 +387,14 @@ impl Room {
         }
     }
 
+    /// How many RTP packets have arrived from a member on their current connection, all tracks together; `None`
+    /// while they have no connection. The gateway watches it to notice media that has stopped.
+    pub fn packets_received(&self, member: &str) -> Option<u64> {
+        let state = self.lock();
+        let connection = state.members.get(member)?.connection.as_ref()?;
+        Some(connection.sources.iter().map(|source| source.arrived.load(Ordering::Relaxed)).sum())
+    }
+
     /// Closes a member's connection (they left, were removed, or the hearing ended). They stay a member and may
     /// connect again.
     pub async fn disconnect(&self, member: &str) {

@@ -47,6 +47,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 static UNJOINED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UNJOINED_SOCKETS);
 
+/// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
+const KEEPALIVE_SILENCE: Duration = Duration::from_secs(15);
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/cases/{case}/hearings", post(schedule).get(list))
@@ -288,10 +291,13 @@ async fn run_room(
             return;
         }
     };
+    let mut keepalive = false;
     loop {
-        // The writer stops when the client is too slow for its outbox; then the reading stops too.
+        // The writer stops when the client is too slow for its outbox; then the reading stops too. A client that
+        // pings and then falls silent has lost its link.
+        let silence = if keepalive { KEEPALIVE_SILENCE } else { Duration::MAX };
         let text = tokio::select! {
-            text = next_text(&mut stream, &mut allowance) => text,
+            text = tokio::time::timeout(silence, next_text(&mut stream, &mut allowance)) => text.unwrap_or_default(),
             () = outbox.closed() => None,
         };
         let Some(text) = text else { break };
@@ -305,6 +311,12 @@ async fn run_room(
                 continue;
             }
         };
+        if message["type"] == "ping" {
+            // From now on this client's silence means its link is gone; it hears back, to know ours is alive.
+            keepalive = true;
+            let _ = outbox.send(json!({"type": "pong"}));
+            continue;
+        }
         if message["type"] == "offer" {
             let Some(sdp) = message["sdp"].as_str() else {
                 let _ = outbox.send(json!({"type": "error", "detail": "an offer needs its sdp"}));
@@ -345,7 +357,10 @@ async fn run_room(
         match hearing.act(&participant, step).await {
             Ok(()) => {}
             Err(RoomError::Refused(refusal)) => {
-                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": refusal.to_string()}));
+                let problem = refusal.reason().map(custodia_hearing::Reason::key);
+                let refused =
+                    json!({"type": "refused", "action": action, "problem": problem, "reason": refusal.to_string()});
+                let _ = outbox.send(refused);
             }
             Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { .. })) => {
                 let _ = outbox.send(json!({"type": "refused", "action": action, "reason": e.to_string()}));

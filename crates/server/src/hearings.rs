@@ -38,6 +38,13 @@ use crate::turn::IceServers;
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
 
+/// How long a connected participant's peer connection may bring no packet at all before the court is told that
+/// their media has stopped. A camera sends 15 to 30 frames a second and Opus 50 packets, so this is no lull.
+const MEDIA_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often the gateway looks at what arrives from each participant.
+const MEDIA_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The messages waiting for one participant's WebSocket. It is bounded: a client that does not read what it is
 /// sent (a slow link, or an attacker letting replies pile up) is disconnected once [`Outbox::CAPACITY`] messages
 /// wait, instead of growing the gateway's memory. A disconnected participant rejoins and is sent the state afresh.
@@ -428,7 +435,7 @@ impl Hearings {
     fn hearing(&self, court: Caller, machine: Hearing) -> Arc<LiveHearing> {
         let (id, case) = (machine.id().clone(), machine.case().clone());
         let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
-        Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
+        let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
                 quarantine_dir: crate::quarantine::hearing_dir(&self.quarantine_dir, &case, &id),
@@ -451,7 +458,9 @@ impl Hearings {
                 }),
                 steps: Budget::new(ROOM_STEPS.0, ROOM_STEPS.1),
             }
-        })
+        });
+        tokio::spawn(watch_media(Arc::downgrade(&live)));
+        live
     }
 
     /// Brings back every hearing this gateway held before it stopped, from their journals. Whoever was connected
@@ -572,7 +581,8 @@ impl Hearings {
         state.invites.insert(invite.id.clone(), expires_at);
         state.invite_secrets.insert(digest, invite.id.clone());
         self.remember_secret(digest, &live.id);
-        let link = format!("/join#{secret}");
+        // Each role's own page: the court's room controls are in the console (signed in), everyone else's on /join.
+        let link = if invite.role.is_court() { format!("/?room#{secret}") } else { format!("/join#{secret}") };
         Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
     }
 
@@ -713,19 +723,47 @@ pub enum ConsoleStep {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RoomStep {
-    Admit { participant: ParticipantId },
-    Remove { participant: ParticipantId },
-    Mute { participant: ParticipantId },
-    Unmute { participant: ParticipantId },
+    Admit {
+        participant: ParticipantId,
+    },
+    Remove {
+        participant: ParticipantId,
+    },
+    Mute {
+        participant: ParticipantId,
+    },
+    Unmute {
+        participant: ParticipantId,
+    },
     StartSession,
     StartRecording,
     StopRecording,
-    StartConsultation { with: Vec<ParticipantId> },
-    EndConsultation { consultation: u32 },
-    VerifyIdentity { person: ParticipantId, document: DocumentType, officer_name: String, site: Label },
-    RightsNotice { person: ParticipantId },
-    Oath { witness: ParticipantId, form: OathForm },
-    SwearInterpreter { interpreter: ParticipantId, languages: Label },
+    StartConsultation {
+        with: Vec<ParticipantId>,
+    },
+    EndConsultation {
+        consultation: u32,
+    },
+    VerifyIdentity {
+        person: ParticipantId,
+        document: DocumentType,
+        officer_name: String,
+        site: Label,
+    },
+    RightsNotice {
+        person: ParticipantId,
+    },
+    Oath {
+        witness: ParticipantId,
+        form: OathForm,
+        /// The court was warned that the witness's media has stopped, and goes on.
+        #[serde(default)]
+        despite_no_media: bool,
+    },
+    SwearInterpreter {
+        interpreter: ParticipantId,
+        languages: Label,
+    },
     End,
     Leave,
 }
@@ -908,7 +946,9 @@ impl LiveHearing {
                 return Ok(());
             }
             RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person },
-            RoomStep::Oath { witness, form } => Event::TakeOath { by, witness, form },
+            RoomStep::Oath { witness, form, despite_no_media } => {
+                Event::TakeOath { by, witness, form, despite_no_media }
+            }
             RoomStep::SwearInterpreter { interpreter, languages } => {
                 Event::SwearInterpreter { by, interpreter, languages }
             }
@@ -933,6 +973,52 @@ impl LiveHearing {
                 tracing::warn!(hearing = %self.id, error = %e, "recording a lost connection");
             }
         }
+    }
+
+    /// Compares what has arrived from each connected participant with what the hearing knows: media silent for
+    /// [`MEDIA_SILENCE`] has stopped, media arriving again has resumed; each change is a step of the hearing (on
+    /// the record, in the minutes, shown to the court). `seen` is the watcher's memory: per participant, the
+    /// packet count last seen and when it last changed. False once the hearing has ended.
+    async fn check_media(self: &Arc<Self>, seen: &mut HashMap<ParticipantId, (u64, tokio::time::Instant)>) -> bool {
+        let mut state = self.state.lock().await;
+        match state.machine.phase() {
+            Phase::Ended => return false,
+            Phase::Scheduled => return true,
+            Phase::Open | Phase::InSession => {}
+        }
+        let now = tokio::time::Instant::now();
+        let mut reports = Vec::new();
+        for participant in state.people.keys() {
+            let connected = state.machine.place_of(participant).is_some_and(|place| place != Place::Away);
+            // No peer connection yet (or a room client without media): nothing to judge.
+            let Some(packets) = self.room.packets_received(participant.as_str()).filter(|_| connected) else {
+                seen.remove(participant);
+                continue;
+            };
+            let flowing = match seen.get_mut(participant) {
+                Some((count, since)) if *count == packets => now.duration_since(*since) < MEDIA_SILENCE,
+                Some(entry) => {
+                    *entry = (packets, now);
+                    true
+                }
+                None => {
+                    seen.insert(participant.clone(), (packets, now));
+                    true
+                }
+            };
+            let participant = participant.clone();
+            match (flowing, state.machine.media_stopped(&participant)) {
+                (false, false) => reports.push(Event::MediaStopped { participant }),
+                (true, true) => reports.push(Event::MediaResumed { participant }),
+                _ => {}
+            }
+        }
+        for event in reports {
+            if let Err(e) = self.apply(&mut state, event).await {
+                tracing::warn!(hearing = %self.id, error = %e, "reporting a participant's media");
+            }
+        }
+        true
     }
 
     /// Whether this connection is the participant's current one.
@@ -985,6 +1071,7 @@ impl LiveHearing {
                     "admitted": state.machine.is_admitted(participant),
                     "muted": state.machine.is_muted(participant),
                     "connected": place != Place::Away,
+                    "media_stopped": state.machine.media_stopped(participant),
                     "slot": person.slot,
                 })
             })
@@ -1144,6 +1231,20 @@ impl LiveHearing {
                 state.minutes_artefact = Some(registered.artefact);
             }
             Err(e) => tracing::error!(hearing = %self.id, error = %e, "the minutes could not be taken into custody"),
+        }
+    }
+}
+
+/// Watches a hearing's media until the hearing ends (or is dropped): see [`LiveHearing::check_media`].
+async fn watch_media(hearing: Weak<LiveHearing>) {
+    let mut seen = HashMap::new();
+    let mut ticks = tokio::time::interval(MEDIA_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(live) = hearing.upgrade() else { return };
+        if !live.check_media(&mut seen).await {
+            return;
         }
     }
 }

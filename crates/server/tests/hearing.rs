@@ -74,7 +74,9 @@ async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) 
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let issued = reply.json();
-    assert_eq!(issued["link"], format!("/join#{}", issued["secret"].as_str().unwrap()));
+    // Each role's own page: the court's controls in the console, everyone else's on /join.
+    let page = if ["judge", "clerk"].contains(&issued["role"].as_str().unwrap()) { "/?room" } else { "/join" };
+    assert_eq!(issued["link"], format!("{page}#{}", issued["secret"].as_str().unwrap()));
     (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
 }
 
@@ -689,4 +691,57 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     assert_eq!(registered_by.len(), segments.len() + 1, "every segment and the minutes");
     assert!(registered_by.iter().all(|actor| *actor == clerk), "{registered_by:?}");
     assert!(gateway.files_under("recordings").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_client_whose_link_goes_silent_is_noticed_as_lost_and_refusals_carry_their_rule() {
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let invites = [json!({"role": "judge", "admit_on_join": true}), json!({"role": "witness"})];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut judge = Console::join(&url, &secrets[0]).await;
+    let mut witness = Console::join(&url, &secrets[1]).await;
+    let state = witness.until(|state| state["you"]["place"] == "lobby").await;
+    let witness_id = state["you"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(state["you"]["media_stopped"], false, "{state}");
+
+    // A refusal names its rule by a stable key, for the page to say it in its reader's language.
+    witness.send(json!({"type": "start_recording"})).await;
+    let refused = loop {
+        let message = witness.next().await;
+        if message["type"] == "refused" {
+            break message;
+        }
+    };
+    assert_eq!(refused["problem"], "not_admitted", "{refused}");
+
+    // A client that pings is answered, and from then on its silence counts: this one falls silent with its socket
+    // open, as behind a dead network, and the gateway lets it go as a lost connection.
+    witness.send(json!({"type": "ping"})).await;
+    while witness.next().await["type"] != "pong" {}
+    let gone = |state: &Value| {
+        state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == witness_id.as_str() && p["connected"] == false)
+    };
+    judge.until(gone).await;
+    // The judge, who never pinged, is not timed out however long they say nothing; the witness comes back.
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
+    let view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
+    let judge_entry = view["participants"].as_array().unwrap().iter().find(|p| p["role"] == "judge").unwrap().clone();
+    assert_eq!(judge_entry["connected"], true, "{view}");
+    let mut kinds = Vec::new();
+    for index in 0..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        if record["event"]["type"] == "hearing_event" && record["event"]["hearing"] == hearing.as_str() {
+            kinds.push(record["event"]["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(kinds.iter().any(|k| k == "connection_lost"), "{kinds:?}");
+    drop(witness);
 }

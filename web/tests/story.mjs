@@ -3,8 +3,8 @@
 //   2. a witness opens the invite on a phone, checks camera and microphone, and waits in the lobby;
 //   3. the judge enters the room from the console with their own invite, admits the witness, and they see each
 //      other's video;
-//   4. the hearing is recorded; the witness's media stops on the way, the court is told and warned before the
-//      oath, and the witness's page restores it by itself; the hearing is ended;
+//   4. the hearing is recorded, counsel takes the witness into a private consultation (not recorded, and they are
+//      told so) which the court ends, the oath is taken, and the hearing ended;
 //   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
@@ -332,7 +332,7 @@ const links = {};
   await clerk.getByLabel('Role').selectOption('judge');
   await clerk.getByLabel('Admit on joining').check();
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
-  await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, witnessLink);
+  await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, links.prosecutor);
   judgeLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   check(/\/join#./.test(witnessLink) && /\/\?room#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
   await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
@@ -446,6 +446,7 @@ let recordingArtefact = null;
   await officer.locator('#identity-done:not([hidden])').waitFor();
   await screenshot(officer, 'join-officer-identity-fr');
   await audit(officer, 'join, officer (fr)');
+  await officer.close(); // their part is done (and one fewer recording for this busy machine)
 
   step('4. The hearing is recorded, the oath taken, and the hearing ended');
   await judge.getByRole('button', { name: 'Start recording' }).click();
@@ -465,44 +466,14 @@ let recordingArtefact = null;
   await judge.getByRole('button', { name: 'End consultation 1' }).click();
   await witness.locator('#consultation-banner').waitFor({ state: 'hidden' });
   await witness.locator('#recording:not([hidden])').waitFor();
+  await counsel.close();
 
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
   await judge.getByText('Done: rights notice recorded.').waitFor();
 
-  // The witness's media stops on the way (as when a slow link fails): the gateway notices, the court is told, and
-  // the oath needs the judge's confirmation. The witness's page is held from repairing it until the oath is taken.
-  await witness.evaluate(() => {
-    const room = window.custodiaRoom;
-    room.heldRestart = room.restartMedia;
-    room.restartMedia = () => {};
-    for (const sender of room.pc.getSenders()) sender.replaceTrack(null);
-  });
-  await judge.locator('#room-media:not([hidden])').waitFor();
-  const warning = await judge.locator('#room-media').innerText();
-  check(/witness.*stopped/i.test(warning), `the court's warning does not name the witness's stopped media: ${warning}`);
-  console.log(`the court is told: “${warning}”`);
-  await judge.locator('#people li', { hasText: 'video and sound stopped' }).waitFor();
-  await witness.locator('#media-status:not([hidden])').waitFor();
-  await screenshot(judge, 'console-room-witness-media-stopped');
-  await screenshot(witness, 'join-media-not-received-ar');
-  await audit(judge, 'console room, media stopped');
-  await audit(witness, 'join, media not received (ar)');
-  const dialogsBefore = judge.dialogs.length;
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
-  check(judge.dialogs.length === dialogsBefore + 1 && /nobody sees or hears/.test(judge.dialogs.at(-1)),
-    `the judge was not warned before the oath: ${JSON.stringify(judge.dialogs)}`);
-  // The witness's page repairs the connection by itself (a new peer connection): the warning goes, the video is back.
-  await witness.evaluate(() => {
-    const room = window.custodiaRoom;
-    room.restartMedia = room.heldRestart;
-    room.lastMediaRestart = 0;
-    room.restartMedia();
-  });
-  await judge.locator('#room-media').waitFor({ state: 'hidden', timeout: 45_000 });
-  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness\'s media came back');
-  await witness.locator('#media-status').waitFor({ state: 'hidden', timeout: 45_000 });
   await judge.waitForTimeout(6000); // a few seconds of testimony
   check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
   await screenshot(judge, 'console-room-recording');
@@ -513,7 +484,7 @@ let recordingArtefact = null;
   await witness.locator('#done:not([hidden])').waitFor();
   await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
   await screenshot(witness, 'join-ended-ar');
-  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 60_000 });
+  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 180_000 });
   await screenshot(judge, 'console-after-hearing');
 
   // The recording's segments and the signed minutes become artefacts of the case once every recording has closed.

@@ -429,7 +429,8 @@ async function refreshHearing() {
 
 /** After the end, the gateway closes the recordings and signs the minutes: show them when they are in custody. */
 async function awaitMinutes() {
-  for (let tries = 0; tries < 30 && view.hearing?.phase === 'ended' && !view.hearing.minutes_artefact; tries += 1) {
+  // Closing the recordings can take minutes on a busy gateway: looked for every 2 s for up to 5 minutes.
+  for (let tries = 0; tries < 150 && view.hearing?.phase === 'ended' && !view.hearing.minutes_artefact; tries += 1) {
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const hearing = await api('GET', hearingPath()).catch(() => null);
     if (hearing && view.hearing?.id === hearing.id) showHearing(hearing);
@@ -603,11 +604,29 @@ function leaveRoom(message) {
   view.media?.getTracks().forEach((track) => track.stop());
   $('room').hidden = true;
   $('app').hidden = false;
-  if (view.hearing) refreshHearing().then(awaitMinutes);
   say($('hearing-error'), '');
   announce(message);
   $('invite-made').hidden = true;
   say($('hearing-notice'), message);
+  const hearing = view.welcome?.hearing?.id;
+  // A judge who came in by their invite link has not opened the hearing here: it is found among their cases.
+  const shown = view.hearing?.id === hearing || !hearing ? Promise.resolve(Boolean(view.hearing)) : openHearingOf(hearing, message);
+  shown.then((found) => found && refreshHearing().then(awaitMinutes));
+}
+
+/** Opens the case and the hearing `id` belongs to, among the caller's cases; false if none holds it. */
+async function openHearingOf(id, message) {
+  for (const item of view.cases ?? []) {
+    const list = await api('GET', `/api/v1/cases/${enc(item.id)}/hearings`).catch(() => null);
+    const hearing = list?.hearings?.find((candidate) => candidate.id === id);
+    if (!hearing) continue;
+    await openCase(item.id);
+    selectTab($('tab-hearings'));
+    showHearing(hearing);
+    say($('hearing-notice'), message);
+    return true;
+  }
+  return false;
 }
 
 const DONE = {

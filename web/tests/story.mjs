@@ -468,6 +468,38 @@ let recordingArtefact = null;
   await witness.locator('#recording:not([hidden])').waitFor();
   await counsel.close();
 
+  // The witness's media connection breaks under the page (its peer connection closed, as when a network drops
+  // UDP): the gateway notices that nothing arrives, the court is warned and the witness told, and the page makes a
+  // new connection by itself; the warning goes once the witness's media arrives again (the minutes keep the gap).
+  const keepTexts = (page, selector) => page.evaluate((sel) => {
+    const node = document.querySelector(sel);
+    const seen = [];
+    window.storySeen = { ...(window.storySeen ?? {}), [sel]: seen };
+    new MutationObserver(() => {
+      if (!node.hidden && node.textContent.trim()) seen.push(node.textContent.trim());
+    }).observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
+  }, selector);
+  const saw = (page, selector, pattern) => page.waitForFunction(
+    ([sel, source]) => (window.storySeen?.[sel] ?? []).some((text) => new RegExp(source).test(text)),
+    [selector, pattern.source],
+    { timeout: 60_000 },
+  );
+  await keepTexts(judge, '#room-media');
+  await keepTexts(witness, '#media-status');
+  await witness.evaluate(() => window.custodiaRoom.pc.close());
+  await saw(judge, '#room-media', /witness’s video and sound have stopped/).catch(() => {
+    throw new Error('story failed: the court was not warned that the witness\'s media had stopped');
+  });
+  await saw(witness, '#media-status', /./).catch(() => {
+    throw new Error('story failed: the witness was not told that their media did not reach the court');
+  });
+  await screenshot(judge, 'console-room-media-stopped');
+  await judge.waitForFunction(() => !document.querySelector('#room-media').textContent.trim(), null, { timeout: 60_000 })
+    .catch(() => { throw new Error('story failed: the witness\'s media did not come back'); });
+  await witness.locator('#media-status').waitFor({ state: 'hidden' });
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness\'s media came back');
+  console.log(`the court was warned: “${(await judge.evaluate(() => window.storySeen['#room-media'][0]))}”`);
+
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
   await judge.getByText('Done: rights notice recorded.').waitFor();
@@ -499,6 +531,12 @@ let recordingArtefact = null;
       const segment = hearing.segments.find((item) => item.participant === witnessId);
       check(segment, `no recording of the witness among ${JSON.stringify(hearing.segments)}`);
       console.log(`${hearing.segments.length} recorded segments; the witness's is ${segment.artefact}; minutes ${hearing.minutes_artefact}`);
+      // The minutes keep the witness's media gap, closed when their media came back.
+      const minutes = await fetch(`${base}/api/v1/artefacts/${hearing.minutes_artefact}/content?purpose=review`, { headers: { cookie: clerkCookie } });
+      check(minutes.ok, `the minutes could not be read: ${minutes.status}`);
+      const attendee = (await minutes.json()).present?.find((person) => person.participant === witnessId);
+      const gaps = attendee?.media_gaps ?? [];
+      check(gaps.length >= 1 && gaps.every((gap) => gap.from && gap.until), `the minutes do not keep the witness's media gap: ${JSON.stringify(attendee)}`);
       recordingArtefact = segment.artefact;
       break;
     }

@@ -989,27 +989,26 @@ impl LiveHearing {
         let now = tokio::time::Instant::now();
         let mut reports = Vec::new();
         for participant in state.people.keys() {
-            let connected = state.machine.place_of(participant).is_some_and(|place| place != Place::Away);
-            // No peer connection yet (or a room client without media): nothing to judge.
+            let connected = state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
+                && !state.machine.is_removed(participant);
+            // No peer connection yet (or one that sends nothing): nothing to judge.
             let Some(packets) = self.room.packets_received(participant.as_str()).filter(|_| connected) else {
                 seen.remove(participant);
                 continue;
             };
-            let flowing = match seen.get_mut(participant) {
-                Some((count, since)) if *count == packets => now.duration_since(*since) < MEDIA_SILENCE,
-                Some(entry) => {
-                    *entry = (packets, now);
-                    true
-                }
-                None => {
-                    seen.insert(participant.clone(), (packets, now));
-                    true
-                }
-            };
+            // What this connection has brought, and when it last brought something. A new connection starts its
+            // count afresh and gets the same grace as a first one; only packets arriving count as media resumed.
+            let (count, last_arrival) = seen.entry(participant.clone()).or_insert((packets, now));
+            let arrived = packets > *count;
+            if arrived || packets < *count {
+                *last_arrival = now;
+            }
+            *count = packets;
+            let silent = now.duration_since(*last_arrival) >= MEDIA_SILENCE;
             let participant = participant.clone();
-            match (flowing, state.machine.media_stopped(&participant)) {
-                (false, false) => reports.push(Event::MediaStopped { participant }),
-                (true, true) => reports.push(Event::MediaResumed { participant }),
+            match (state.machine.media_stopped(&participant), silent, arrived) {
+                (false, true, _) => reports.push(Event::MediaStopped { participant }),
+                (true, _, true) => reports.push(Event::MediaResumed { participant }),
                 _ => {}
             }
         }

@@ -26,6 +26,16 @@ function role(name) {
   return ROLE_NAMES[name] ?? name;
 }
 
+/** A participant as the court reads them: their name (from the invite) and role, or the role alone. */
+function who(person) {
+  return person.name ? `${person.name} (${role(person.role)})` : role(person.role);
+}
+
+/** The end of a button's name that acts on a participant: "the Witness, Amina Haddad". */
+function whom(person) {
+  return ` the ${role(person.role)}${person.name ? `, ${person.name}` : ''}`;
+}
+
 function humanize(text) {
   const words = String(text ?? '').replace(/_/g, ' ');
   return words.charAt(0).toUpperCase() + words.slice(1);
@@ -405,7 +415,7 @@ function showHearing(hearing) {
     ...(hearing.invites?.length ? hearing.invites : [null]).map((invite) => {
       if (!invite) return el('li', { class: 'note' }, 'No invites yet.');
       const validity = invite.state === 'pending' ? `, valid until ${when(invite.expires_at)} ` : ' ';
-      const item = el('li', { data: { invite: invite.id } }, `${role(invite.role)}: ${humanize(invite.state)}${validity}`);
+      const item = el('li', { data: { invite: invite.id } }, `${who(invite)}: ${humanize(invite.state)}${validity}`);
       if (invite.state === 'pending' && view.case.role === 'clerk') {
         item.append(el('button', {
           type: 'button', class: 'danger',
@@ -491,11 +501,14 @@ $('invite-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const hours = Number($('invite-hours').value) || 24;
   const body = { role: $('invite-role').value, expires_in_seconds: Math.round(hours * 3600), admit_on_join: $('invite-admit').checked };
+  const name = $('invite-name').value.trim();
+  if (name) body.display_name = name;
   attempt($('hearing-error'), async () => {
     const invite = await api('POST', `${hearingPath()}/invites`, body);
     madeSecret = invite.secret;
     $('invite-made').hidden = false;
-    $('invite-made-role').textContent = role(invite.role);
+    $('invite-made-role').textContent = name ? `${name} (${role(invite.role)})` : role(invite.role);
+    $('invite-name').value = '';
     $('invite-link').value = new URL(invite.link, location.origin).href;
     $('invite-copied').textContent = '';
     $('invite-enter').hidden = !(COURT.has(invite.role) && body.admit_on_join);
@@ -689,12 +702,12 @@ function renderRoom() {
   $('lobby').replaceChildren(
     ...waiting.map((person) =>
       el('li', { data: { participant: person.id } },
-        el('span', {}, `${role(person.role)}${person.connected === false ? ' (connection lost)' : ''}`),
+        el('span', {}, `${who(person)}${person.connected === false ? ' (connection lost)' : ''}`),
         el('span', {},
           COURT.has(mine) ? el('button', { type: 'button', class: 'primary', onclick: (e) => send({ type: 'admit', participant: person.id }, e.currentTarget) },
-            'Admit', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null,
+            'Admit', el('span', { class: 'visually-hidden' }, whom(person))) : null,
           COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null),
+            'Remove', el('span', { class: 'visually-hidden' }, whom(person))) : null),
       ),
     ),
   );
@@ -704,15 +717,15 @@ function renderRoom() {
     ...present.map((person) => {
       const isYou = person.id === you.participant;
       const item = el('li', { data: { participant: person.id } },
-        el('span', { class: 'who' }, `${role(person.role)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
+        el('span', { class: 'who' }, `${who(person)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
           + `${person.muted ? ' · muted' : ''}${person.connected === false ? ' · connection lost' : ''}`
           + `${person.connected !== false && person.media_stopped ? ' · video and sound stopped' : ''}`));
       if (COURT.has(mine) && !isYou) {
         item.append(
           el('button', { type: 'button', onclick: (e) => send({ type: person.muted ? 'unmute' : 'mute', participant: person.id }, e.currentTarget) },
-            person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
+            person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, whom(person))),
           el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
+            'Remove', el('span', { class: 'visually-hidden' }, whom(person))),
         );
       }
       return item;
@@ -722,7 +735,7 @@ function renderRoom() {
   // Private consultations going on: who is in each, and (for the court) a way to bring it back to the hearing.
   const consultations = [...new Set(present.filter((p) => p.place === 'consultation').map((p) => p.consultation))];
   $('consultations').replaceChildren(...consultations.map((number) => {
-    const members = present.filter((p) => p.consultation === number).map((p) => role(p.role)).join(', ');
+    const members = present.filter((p) => p.consultation === number).map((p) => who(p)).join(', ');
     return el('p', { class: 'notice' }, `Private consultation ${number} (not recorded): ${members}. `,
       COURT.has(mine) && you.place === 'main_room'
         ? el('button', { type: 'button', onclick: (e) => send({ type: 'end_consultation', consultation: number }, e.currentTarget) },
@@ -734,7 +747,7 @@ function renderRoom() {
     const chosen = select.value;
     const wanted = select.id === 'interpreter-person' ? ['interpreter'] : select.id === 'oath-witness' ? ['witness'] : null;
     const options = people.filter((p) => p.id !== you.participant && (!wanted || wanted.includes(p.role)));
-    select.replaceChildren(...options.map((p) => new Option(`${role(p.role)} (${p.id})`, p.id)));
+    select.replaceChildren(...options.map((p) => new Option(p.name ? who(p) : `${role(p.role)} (${p.id})`, p.id)));
     if (options.some((p) => p.id === chosen)) select.value = chosen;
   }
   const interpreters = people.some((p) => p.role === 'interpreter');
@@ -765,7 +778,7 @@ function renderVideos(present, you) {
       video.play().catch(() => {});
     }
     tile.dataset.participant = person.id;
-    const label = `${role(person.role)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`
+    const label = `${who(person)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`
       + `${person.media_stopped ? ' · video stopped' : ''}`;
     tile.classList.toggle('stalled', Boolean(person.media_stopped));
     tile.querySelector('figcaption').textContent = label;

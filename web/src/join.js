@@ -92,6 +92,11 @@ function roleName(role) {
   return t(`role.${role}`);
 }
 
+/** Someone in the hearing: the name the court gave them on their invite, with their role; or the role alone. */
+function personName(person) {
+  return person.name ? `${person.name} (${roleName(person.role)})` : roleName(person.role);
+}
+
 function render() {
   if (!welcome) return;
   const hearing = welcome.hearing ?? {};
@@ -119,7 +124,7 @@ function render() {
       const item = document.createElement('li');
       const isYou = person.id === you.participant;
       const where = person.place === 'lobby' ? t('place.lobby') : person.place === 'main_room' ? t('place.main_room') : t('place.other');
-      item.textContent = `${roleName(person.role)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
+      item.textContent = `${personName(person)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
       if (person.connected === false) item.textContent += ` (${t('hearing.disconnected')})`;
       else if (person.media_stopped) item.textContent += ` (${t(isYou ? 'hearing.yourMediaStopped' : 'hearing.mediaStopped')})`;
       return item;
@@ -143,7 +148,7 @@ function renderIdentity(people, you) {
   const select = $('identity-person');
   const chosen = select.value;
   const heard = people.filter((p) => ['witness', 'accused'].includes(p.role) && p.place === 'main_room');
-  select.replaceChildren(...heard.map((p) => new Option(roleName(p.role), p.id)));
+  select.replaceChildren(...heard.map((p) => new Option(personName(p), p.id)));
   if (heard.some((p) => p.id === chosen)) select.value = chosen;
 }
 
@@ -171,7 +176,7 @@ function renderCounsel(people, you) {
     box.value = person.id;
     box.checked = chosen.has(person.id);
     const text = document.createElement('span');
-    text.textContent = roleName(person.role);
+    text.textContent = personName(person);
     label.append(box, text);
     return label;
   }));
@@ -202,8 +207,8 @@ function renderVideos(people, you) {
       container.append(figure);
       video.play().catch(() => {});
     }
-    figure.querySelector('video').setAttribute('aria-label', roleName(person.role));
-    figure.querySelector('figcaption').textContent = roleName(person.role) + (person.muted ? ` · ${t('hearing.muted')}` : '')
+    figure.querySelector('video').setAttribute('aria-label', personName(person));
+    figure.querySelector('figcaption').textContent = personName(person) + (person.muted ? ` · ${t('hearing.muted')}` : '')
       + (person.media_stopped ? ` · ${t('hearing.mediaStopped')}` : '');
     figure.classList.toggle('stalled', Boolean(person.media_stopped));
   }

@@ -33,6 +33,7 @@ if (!base || !out || !work || !adminPassword) {
   process.exit(2);
 }
 const CASE = 'case-story';
+const WITNESS_NAME = 'Amina Haddad';
 const STEP_TIMEOUT = 30_000;
 
 let shot = 0;
@@ -313,8 +314,12 @@ const links = {};
   await clerk.locator('#hearing-open[hidden]').waitFor({ state: 'attached' });
 
   await clerk.getByLabel('Role').selectOption('witness');
+  // A name on the invite, for the court to tell people apart (never in the public log).
+  await clerk.getByLabel(/^Name/).fill(WITNESS_NAME);
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
   await clerk.locator('#invite-made:not([hidden])').waitFor();
+  await clerk.locator('#invites li', { hasText: WITNESS_NAME }).waitFor();
+  check(!(await clerk.getByLabel(/^Name/).inputValue()), 'the name stayed in the form for the next invite');
   witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   await clerk.getByRole('button', { name: 'Copy the link' }).click();
   check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
@@ -382,6 +387,7 @@ let recordingArtefact = null;
   await judge.locator('#room:not([hidden])').waitFor();
   const admit = judge.getByRole('button', { name: 'Admit the Witness' });
   await admit.waitFor();
+  check((await judge.locator('#lobby').innerText()).includes(WITNESS_NAME), 'the court does not see the witness\'s name in the lobby');
   await screenshot(judge, 'console-room-lobby');
   await audit(judge, 'console room, lobby');
   await admit.focus();
@@ -528,7 +534,11 @@ let recordingArtefact = null;
     if (hearing.segments?.length && hearing.minutes_artefact) {
       // The witness's testimony.
       const witnessId = hearing.participants.find((person) => person.role === 'witness')?.id;
-      const segment = hearing.segments.find((item) => item.participant === witnessId);
+      // The longest of their segments: the runs cut by the consultation and by the media failure are short.
+      const { json: artefacts } = await call('GET', `/api/v1/cases/${CASE}/artefacts`, clerkCookie);
+      const sizes = new Map((Array.isArray(artefacts) ? artefacts : artefacts.artefacts ?? []).map((item) => [item.id, item.size]));
+      const segment = hearing.segments.filter((item) => item.participant === witnessId)
+        .sort((a, b) => (sizes.get(b.artefact) ?? 0) - (sizes.get(a.artefact) ?? 0))[0];
       check(segment, `no recording of the witness among ${JSON.stringify(hearing.segments)}`);
       console.log(`${hearing.segments.length} recorded segments; the witness's is ${segment.artefact}; minutes ${hearing.minutes_artefact}`);
       // The minutes keep the witness's media gap, closed when their media came back.

@@ -422,6 +422,11 @@ impl Hearing {
         self.participants.get(participant).is_some_and(|p| p.removed_at.is_some())
     }
 
+    /// The invite a participant came in with.
+    pub fn invite_of(&self, participant: &ParticipantId) -> Option<&InviteId> {
+        self.participants.get(participant).map(|p| &p.invite)
+    }
+
     /// The role an invite is for.
     pub fn invite_role(&self, id: &InviteId) -> Option<HearingRole> {
         self.invites.get(id).map(|entry| entry.invite.role)

@@ -157,6 +157,8 @@ pub struct LiveHearing {
 struct HearingState {
     machine: Hearing,
     invites: BTreeMap<InviteId, Timestamp>,
+    /// The display names given on invites (private to the hearing; see [`DisplayName`]).
+    names: BTreeMap<InviteId, DisplayName>,
     invite_secrets: HashMap<Sha256, InviteId>,
     credentials: HashMap<Sha256, ParticipantId>,
     people: BTreeMap<ParticipantId, Person>,
@@ -187,6 +189,8 @@ enum JournalEntry {
         digest: Sha256,
         invite: InviteId,
         expires_at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<DisplayName>,
     },
     Credential {
         digest: Sha256,
@@ -244,11 +248,57 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     pub role: HearingRole,
+    /// The person's name, for the others in the room to tell them apart; optional.
+    #[serde(default)]
+    pub display_name: Option<DisplayName>,
     /// How long the invite may be used: from [`INVITE_VALIDITY`]'s least to its most.
     #[serde(default = "a_day")]
     pub expires_in_seconds: i64,
     #[serde(default)]
     pub admit_on_join: bool,
+}
+
+/// A participant's name as the clerk wrote it on their invite, shown in the room and in the console so that two
+/// witnesses do not look the same. It stays with the hearing's private state (the journal) and never reaches the
+/// hearing's records, the public log or the minutes; `Debug` withholds it, so no log line carries it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// The longest name taken, in characters.
+    pub const MAX_CHARS: usize = 80;
+
+    /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the bidirectional
+    /// overrides and isolates that make a name read as another (U+202A to U+202E, U+2066 to U+2069).
+    pub fn new(text: &str) -> Result<Self, GatewayError> {
+        let text = text.trim();
+        let reason = if text.is_empty() || text.chars().count() > Self::MAX_CHARS {
+            Some(format!("a display name has 1 to {} characters", Self::MAX_CHARS))
+        } else if text.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        {
+            Some("a display name may not hold control characters or direction overrides".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(GatewayError::BadInput { field: "display_name", reason }),
+            None => Ok(Self(text.to_owned())),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DisplayName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Debug for DisplayName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DisplayName(withheld)")
+    }
 }
 
 fn a_day() -> i64 {
@@ -447,6 +497,7 @@ impl Hearings {
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
                     invites: BTreeMap::new(),
+                    names: BTreeMap::new(),
                     invite_secrets: HashMap::new(),
                     credentials: HashMap::new(),
                     people: BTreeMap::new(),
@@ -501,8 +552,11 @@ impl Hearings {
                         tracing::warn!(hearing = %live.id, error = %e, "a journalled event no longer applies");
                     }
                 }
-                JournalEntry::Invite { digest, invite, expires_at } => {
+                JournalEntry::Invite { digest, invite, expires_at, name } => {
                     state.invites.insert(invite.clone(), expires_at);
+                    if let Some(name) = name {
+                        state.names.insert(invite.clone(), name);
+                    }
                     state.invite_secrets.insert(digest, invite);
                     self.remember_secret(digest, &live.id);
                 }
@@ -577,8 +631,13 @@ impl Hearings {
         let digest = Sha256::of(secret.as_bytes());
         let mut state = live.state.lock().await;
         live.apply(&mut state, Event::IssueInvite { by, invite: invite.clone() }).await?;
-        live.journal(&mut state, &JournalEntry::Invite { digest, invite: invite.id.clone(), expires_at }).await?;
+        let entry =
+            JournalEntry::Invite { digest, invite: invite.id.clone(), expires_at, name: request.display_name.clone() };
+        live.journal(&mut state, &entry).await?;
         state.invites.insert(invite.id.clone(), expires_at);
+        if let Some(name) = request.display_name {
+            state.names.insert(invite.id.clone(), name);
+        }
         state.invite_secrets.insert(digest, invite.id.clone());
         self.remember_secret(digest, &live.id);
         // Each role's own page: the court's room controls are in the console (signed in), everyone else's on /join.
@@ -1071,6 +1130,7 @@ impl LiveHearing {
                     "muted": state.machine.is_muted(participant),
                     "connected": place != Place::Away,
                     "media_stopped": state.machine.media_stopped(participant),
+                    "name": state.machine.invite_of(participant).and_then(|invite| state.names.get(invite)),
                     "slot": person.slot,
                 })
             })
@@ -1107,7 +1167,8 @@ impl LiveHearing {
             .map(|(invite, expires_at)| {
                 let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
                 let role = state.machine.invite_role(invite);
-                json!({"id": invite, "role": role, "state": invite_state, "expires_at": expires_at})
+                let name = state.names.get(invite);
+                json!({"id": invite, "role": role, "name": name, "state": invite_state, "expires_at": expires_at})
             })
             .collect();
         json!({

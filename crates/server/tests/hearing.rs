@@ -745,3 +745,76 @@ async fn a_room_client_whose_link_goes_silent_is_noticed_as_lost_and_refusals_ca
     assert!(kinds.iter().any(|k| k == "connection_lost"), "{kinds:?}");
     drop(witness);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_have_display_names_that_stay_out_of_the_records_the_minutes_and_the_logs() {
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let (amina, yusuf) = ("أمينة حداد", "Yusuf Karim-Display");
+    let invites = [
+        json!({"role": "judge", "admit_on_join": true}),
+        json!({"role": "witness", "display_name": format!("  {amina} ")}),
+        json!({"role": "witness", "display_name": yusuf}),
+    ];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+
+    // A name that could pass for another (a direction override), an empty one, a control character and one too
+    // long are refused, naming the field.
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}/invites");
+    for bad in ["Yusuf\u{202E}mirK", "   ", "Yusuf\nKarim", &"x".repeat(81)] {
+        let body = json!({"role": "witness", "display_name": bad});
+        let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", String::from_utf8_lossy(&reply.body));
+        assert!(String::from_utf8_lossy(&reply.body).contains("display_name"), "{bad:?}");
+    }
+    // Debug never shows a name.
+    let request: custodia_server::hearings::InviteRequest =
+        serde_json::from_value(json!({"role": "witness", "display_name": yusuf})).unwrap();
+    assert!(!format!("{request:?}").contains("Yusuf"), "{request:?}");
+
+    // The court sees who is who in the lobby: the two witnesses by their names, trimmed.
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut judge = Console::join(&url, &secrets[0]).await;
+    let _first = Console::join(&url, &secrets[1]).await;
+    let _second = Console::join(&url, &secrets[2]).await;
+    let names = |state: &Value| -> Vec<String> {
+        let mut names: Vec<String> = state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["role"] == "witness")
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let state = judge.until(|state| names(state).len() == 2).await;
+    let mut expected = vec![amina.to_owned(), yusuf.to_owned()];
+    expected.sort();
+    assert_eq!(names(&state), expected, "{state}");
+    let view =
+        gateway.get(&format!("/api/v1/cases/case-1/hearings/{hearing}"), Some(As::Session(&clerk_session))).await;
+    let view = view.json();
+    assert_eq!(names(&view), expected, "{view}");
+    let invited: Vec<&str> = view["invites"].as_array().unwrap().iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(invited.len(), 2, "{view}");
+
+    // After the hearing, neither name is in the public log, the minutes or the gateway's log.
+    judge.send(json!({"type": "end"})).await;
+    while judge.next().await["type"] != "ended" {}
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let minutes = String::from_utf8_lossy(&minutes).into_owned();
+    let mut records = String::new();
+    for index in 0..gateway.ledger_size() {
+        records.push_str(&gateway.ledger_record(index).await.to_string());
+    }
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    for name in [amina, "Yusuf", "Karim-Display"] {
+        assert!(!minutes.contains(name), "{name} in the minutes: {minutes}");
+        assert!(!records.contains(name), "{name} in the public log");
+        assert!(!logs.contains(name), "{name} in the gateway's log");
+    }
+}

@@ -503,6 +503,7 @@ $('invite-form').addEventListener('submit', (event) => {
   const body = { role: $('invite-role').value, expires_in_seconds: Math.round(hours * 3600), admit_on_join: $('invite-admit').checked };
   const name = $('invite-name').value.trim();
   if (name) body.display_name = name;
+  if ($('invite-language').value) body.language = $('invite-language').value;
   attempt($('hearing-error'), async () => {
     const invite = await api('POST', `${hearingPath()}/invites`, body);
     madeSecret = invite.secret;
@@ -579,6 +580,7 @@ async function enterRoom(secret) {
       view.welcome = welcome;
     },
     onState(state) {
+      announceRoomChanges(view.roomState, state);
       view.roomState = state;
       if (view.pending) {
         say($('room-done'), `Done: ${view.pending}.`);
@@ -675,9 +677,71 @@ function confirmOathWithoutMedia() {
     + 'Record the oath anyway? The minutes will show that their media had stopped.');
 }
 
+/** Says to screen readers who was let in or muted, and when recording starts or stops. */
+function announceRoomChanges(before, now) {
+  if (!before) return;
+  const said = [];
+  const earlier = new Map((before.participants ?? []).map((p) => [p.id, p]));
+  for (const person of now.participants ?? []) {
+    const was = earlier.get(person.id);
+    if (was?.place === 'lobby' && person.place === 'main_room') said.push(`${who(person)} admitted.`);
+    if (was && !was.muted && person.muted) said.push(`${who(person)} muted.`);
+    if (was?.muted && !person.muted) said.push(`${who(person)}: microphone on.`);
+  }
+  if (!before.recording && now.recording) said.push('Recording started.');
+  if (before.recording && !now.recording) said.push('Recording stopped.');
+  if (said.length) announce(said.join(' '));
+}
+
+/** A time in the room, with its time zone: the people of a cross-border hearing are not in the same one. */
+function whenWithZone(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso ?? '');
+  return date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', timeZoneName: 'short' });
+}
+
+const DOCUMENTS = {
+  passport: 'passport', national_identity_card: 'national identity card', residence_permit: 'residence permit',
+  travel_document: 'travel document', driving_licence: 'driving licence',
+};
+
+/** The judge's checklist: for each witness and accused, identity, rights and oath; for each interpreter, the oath. */
+function renderChecklist(state) {
+  const list = state.checklist;
+  $('checklist-panel').hidden = !list;
+  if (!list) return;
+  const named = (p) => (p.name ? who(p) : `the ${role(p.role).toLowerCase()}`);
+  const item = (done, text) => el('li', { class: done ? 'done' : 'to-do' }, `${done ? '✔ Done' : '○ To do'}: ${text}`);
+  const heard = (state.participants ?? []).filter((p) => ['witness', 'accused'].includes(p.role));
+  const interpreters = (state.participants ?? []).filter((p) => p.role === 'interpreter');
+  const entries = [];
+  for (const person of heard) {
+    const check = list.identity_checks.find((c) => c.person === person.id);
+    const notice = list.rights_notices.find((n) => n.person === person.id);
+    const oath = list.oaths.find((o) => o.witness === person.id);
+    entries.push(
+      item(check, check
+        ? `identity of ${named(person)} checked by the officer at the remote site (${DOCUMENTS[check.document] ?? check.document}, ${check.site}, ${whenWithZone(check.at)})`
+        : `identity of ${named(person)} checked by the officer at the remote site`),
+      item(notice, `rights notice given to ${named(person)}${notice ? ` (${whenWithZone(notice.at)})` : ''}`),
+    );
+    if (person.role === 'witness') {
+      entries.push(item(oath, oath
+        ? `${oath.form === 'affirmation' ? 'affirmation made' : 'oath taken'} by ${named(person)} (${whenWithZone(oath.at)})`
+        : `oath or affirmation of ${named(person)}`));
+    }
+  }
+  for (const person of interpreters) {
+    const sworn = list.interpreters.find((i) => i.interpreter === person.id);
+    entries.push(item(sworn, `interpreter ${person.name ? `${person.name} ` : ''}sworn${sworn ? ` (${sworn.languages}, ${whenWithZone(sworn.at)})` : ''}`));
+  }
+  $('checklist').replaceChildren(...(entries.length ? entries : [el('li', { class: 'note' }, 'Nobody to be heard is in the hearing yet.')]));
+}
+
 function renderRoom() {
   const state = view.roomState;
   if (!state) return;
+  renderChecklist(state);
   const stopped = withoutMedia(state);
   say($('room-media'), stopped.length
     ? stopped.map((p) => `The ${role(p.role).toLowerCase()}’s video and sound have stopped: nobody sees or hears them. `
@@ -702,7 +766,7 @@ function renderRoom() {
   $('lobby').replaceChildren(
     ...waiting.map((person) =>
       el('li', { data: { participant: person.id } },
-        el('span', {}, `${who(person)}${person.connected === false ? ' (connection lost)' : ''}`),
+        el('span', {}, `${who(person)}${person.connected === false ? ` (${person.left ? 'left' : 'connection lost'})` : ''}`),
         el('span', {},
           COURT.has(mine) ? el('button', { type: 'button', class: 'primary', onclick: (e) => send({ type: 'admit', participant: person.id }, e.currentTarget) },
             'Admit', el('span', { class: 'visually-hidden' }, whom(person))) : null,
@@ -718,7 +782,7 @@ function renderRoom() {
       const isYou = person.id === you.participant;
       const item = el('li', { data: { participant: person.id } },
         el('span', { class: 'who' }, `${who(person)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
-          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ' · connection lost' : ''}`
+          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ` · ${person.left ? 'left' : 'connection lost'}` : ''}`
           + `${person.connected !== false && person.media_stopped ? ' · video and sound stopped' : ''}`));
       if (COURT.has(mine) && !isYou) {
         item.append(

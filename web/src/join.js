@@ -9,6 +9,8 @@ import { formatDateTime, languagePicker, preferredLanguage, setLanguage, t } fro
 const CREDENTIAL_KEY = 'custodia.room.credential';
 /** The invite of this tab, kept over a reload before Join (the address bar no longer has it). */
 const INVITE_KEY = 'custodia.room.invite';
+/** The language the court's invite named, kept beside it. */
+const LANGUAGE_HINT_KEY = 'custodia.room.lang';
 /** localStorage: the SHA-256 of each invite used on this device → the credential it gave, so that the same link
  *  opened again (a new tab, from a messaging app) lets the same person back in instead of saying "already used". */
 const CREDENTIALS_KEY = 'custodia.room.credentials';
@@ -59,11 +61,16 @@ function showError(element, text) {
   element.hidden = !text;
 }
 
-/** The invite secret from the link's fragment, taken out of the address bar at once. */
-function takeSecret() {
-  const secret = decodeURIComponent(location.hash.replace(/^#/, '')).trim();
-  if (secret) history.replaceState(null, '', location.pathname);
-  return secret;
+/**
+ * The invite from the link's fragment, taken out of the address bar at once: `#<secret>`, or
+ * `#lang=<code>&invite=<secret>` where the court gave the person's language, for the page to speak it at once.
+ */
+function takeInvite() {
+  const fragment = decodeURIComponent(location.hash.replace(/^#/, '')).trim();
+  if (fragment) history.replaceState(null, '', location.pathname);
+  const fields = new URLSearchParams(fragment);
+  if (!fields.has('invite')) return { secret: fragment, lang: null };
+  return { secret: fields.get('invite').trim(), lang: fields.get('lang') };
 }
 
 async function startPreview() {
@@ -77,6 +84,7 @@ async function startPreview() {
   $('preview').hidden = !hasVideo;
   const status = {
     'no-camera': 'check.noCamera',
+    'camera-blocked': 'check.cameraBlocked',
     denied: 'check.denied',
     'no-device': 'check.noDevice',
     unsupported: 'check.unsupported',
@@ -84,7 +92,7 @@ async function startPreview() {
   // Marked with its key, so that a change of language translates it too.
   $('preview-status').dataset.i18n = status ?? (hasVideo ? 'check.ready' : 'check.audioReady');
   $('preview-status').textContent = t($('preview-status').dataset.i18n);
-  if (error === 'no-camera') $('audio-only').checked = true;
+  if (error === 'no-camera' || error === 'camera-blocked') $('audio-only').checked = true;
   stopLevel = audioLevel(stream, $('level'));
 }
 
@@ -125,7 +133,7 @@ function render() {
       const isYou = person.id === you.participant;
       const where = person.place === 'lobby' ? t('place.lobby') : person.place === 'main_room' ? t('place.main_room') : t('place.other');
       item.textContent = `${personName(person)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
-      if (person.connected === false) item.textContent += ` (${t('hearing.disconnected')})`;
+      if (person.connected === false) item.textContent += ` (${t(person.left ? 'hearing.left' : 'hearing.disconnected')})`;
       else if (person.media_stopped) item.textContent += ` (${t(isYou ? 'hearing.yourMediaStopped' : 'hearing.mediaStopped')})`;
       return item;
     }),
@@ -197,16 +205,30 @@ function renderVideos(people, you) {
     if (!figure) {
       figure = document.createElement('figure');
       figure.dataset.key = key;
+      figure.dataset.order = String(person.slot);
       figure.className = 'tile';
       const video = document.createElement('video');
       video.autoplay = true;
       video.playsInline = true;
       video.dataset.slot = String(person.slot);
       video.srcObject = slotStreams[person.slot];
-      figure.append(video, document.createElement('figcaption'));
-      container.append(figure);
+      // Someone whose video does not come (sound only, or a camera off) gets their name, not a black tile.
+      const placeholder = document.createElement('p');
+      placeholder.className = 'placeholder';
+      placeholder.setAttribute('aria-hidden', 'true');
+      figure.append(video, placeholder, document.createElement('figcaption'));
+      const track = slotStreams[person.slot].getVideoTracks()[0];
+      const soundOnly = () => figure.classList.toggle('sound-only', !track || track.muted);
+      track?.addEventListener('mute', soundOnly);
+      track?.addEventListener('unmute', soundOnly);
+      soundOnly();
+      // Tiles keep their places (by slot, which a participant keeps for the hearing): nobody jumps around when
+      // someone else comes or goes.
+      const after = [...container.children].find((other) => other.dataset.key !== 'self' && Number(other.dataset.order) > person.slot);
+      container.insertBefore(figure, after ?? container.querySelector('[data-key="self"]'));
       video.play().catch(() => {});
     }
+    figure.querySelector('.placeholder').textContent = `${personName(person)} · ${t('hearing.soundOnly')}`;
     figure.querySelector('video').setAttribute('aria-label', personName(person));
     figure.querySelector('figcaption').textContent = personName(person) + (person.muted ? ` · ${t('hearing.muted')}` : '')
       + (person.media_stopped ? ` · ${t('hearing.mediaStopped')}` : '');
@@ -231,6 +253,21 @@ function renderVideos(people, you) {
     self.querySelector('figcaption').textContent = t('hearing.you');
   }
   for (const figure of [...container.children]) if (!keep.has(figure.dataset.key)) figure.remove();
+}
+
+/** Says to screen readers what changed for this person: let in, muted or not, recording started or stopped. */
+function announceChanges(before, now) {
+  if (!before) return;
+  const said = [];
+  const was = before.you ?? {};
+  const is = now.you ?? {};
+  if (was.place === 'lobby' && is.place === 'main_room') said.push('announce.admitted');
+  if (!was.muted && is.muted) said.push('hearing.youAreMuted');
+  if (was.muted && !is.muted) said.push('announce.unmuted');
+  if (!before.recording && now.recording) said.push('hearing.recording');
+  if (before.recording && !now.recording) said.push('announce.recordingStopped');
+  if (!said.length) return;
+  $('announcer').textContent = said.map((key) => t(key)).join(' ');
 }
 
 function connectionStatus(status) {
@@ -260,11 +297,14 @@ function mediaStatus(status) {
   banner.hidden = !key;
 }
 
-function finish(textKey, { forget = true } = {}) {
+/** The end of our part: `titleKey` says whether the hearing ended or only our part in it (removed, left). */
+function finish(textKey, { forget = true, titleKey = 'done.title' } = {}) {
   stopLevel();
   media?.getTracks().forEach((track) => track.stop());
   sessionStorage.removeItem(CREDENTIAL_KEY);
   if (inviteKey && forget) rememberCredential(inviteKey, null);
+  $('done-title').dataset.i18n = titleKey;
+  $('done-title').textContent = t(titleKey);
   $('done-text').dataset.i18n = textKey;
   $('done-text').textContent = t(textKey);
   show('done');
@@ -285,6 +325,7 @@ function enter(start) {
       render();
     },
     onState(state) {
+      announceChanges(lastState, state);
       lastState = state;
       if (identitySent) {
         identitySent = false;
@@ -310,14 +351,20 @@ function enter(start) {
       }
       sessionStorage.removeItem(CREDENTIAL_KEY);
       show('check');
-      showError($('check-error'), t('error.refused', { reason: refusal.reason }));
+      // The gateway's reason is for the operator; the person reads it from the translations, by its key.
+      const key = `enter.${refusal.problem}`;
+      showError($('check-error'), t(key) === key ? t('enter.other') : t(key));
       $('join').disabled = true;
     },
     onEnded: () => finish('done.text'),
-    onRemoved: () => finish('done.removed'),
+    onRemoved: () => finish('done.removed', { titleKey: 'done.titleOut' }),
     // This person carries on in another tab or device, with the same credential: it stays remembered.
-    onReplaced: () => finish('done.replaced', { forget: false }),
-    onError: (error) => showError($('action-error'), error.message),
+    onReplaced: () => finish('done.replaced', { forget: false, titleKey: 'done.titleOut' }),
+    onError: (error) => {
+      // The detail is the gateway's English, for support staff (the console log); the person reads plain words.
+      console.warn('hearing room:', error.message);
+      showError($('action-error'), t('problem.other'));
+    },
   });
   room.setDataSaver($('data-saver').checked);
   window.custodiaRoom = room; // for the browser test and for support staff
@@ -325,11 +372,15 @@ function enter(start) {
 }
 
 // Out of the address bar before anything else runs; kept for this tab until it is used.
-const secret = takeSecret() || sessionStorage.getItem(INVITE_KEY) || '';
+const invite = takeInvite();
+const secret = invite.secret || sessionStorage.getItem(INVITE_KEY) || '';
 if (secret) sessionStorage.setItem(INVITE_KEY, secret);
+// The court's hint of the person's language, kept with the invite over a reload.
+const languageHint = invite.lang || sessionStorage.getItem(LANGUAGE_HINT_KEY);
+if (languageHint) sessionStorage.setItem(LANGUAGE_HINT_KEY, languageHint);
 
 async function main() {
-  await setLanguage(preferredLanguage());
+  await setLanguage(preferredLanguage(languageHint));
   languagePicker($('language'), () => render());
   const credential = sessionStorage.getItem(CREDENTIAL_KEY);
 
@@ -371,7 +422,7 @@ async function main() {
   $('leave').addEventListener('click', () => {
     if (!window.confirm(t('controls.leaveConfirm'))) return;
     room?.leave();
-    finish('done.left');
+    finish('done.left', { titleKey: 'done.titleOut' });
   });
 
   if (!secret && !credential) {

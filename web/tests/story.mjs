@@ -326,9 +326,11 @@ const links = {};
   await screenshot(clerk, 'console-invite-witness');
 
   // The officer at the remote site and the prosecutor take part from their own pages too.
-  for (const [role, name] of [['remote_site_officer', 'officer'], ['prosecutor', 'prosecutor']]) {
+  // The officer's invite names their language, French: their page opens in it whatever their browser says.
+  for (const [role, name, language] of [['remote_site_officer', 'officer', 'fr'], ['prosecutor', 'prosecutor', '']]) {
     const previous = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
     await clerk.getByLabel('Role').selectOption(role);
+    await clerk.getByLabel('Their language').selectOption(language);
     await clerk.getByRole('button', { name: 'Make the invite' }).click();
     await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, previous);
     links[name] = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
@@ -393,6 +395,9 @@ let recordingArtefact = null;
   await admit.focus();
   await judge.keyboard.press('Enter'); // keyboard, not the mouse
   await witness.locator('#lobby').waitFor({ state: 'hidden' });
+  // Screen readers are told: the witness that they are in, the court whom it let in.
+  await witness.waitForFunction(() => document.querySelector('#announcer').textContent.trim() !== '');
+  await judge.locator('#status', { hasText: `${WITNESS_NAME} (Witness) admitted.` }).waitFor({ state: 'attached' });
   if (await judge.locator('#act-start-session').isVisible()) await judge.locator('#act-start-session').click();
   await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge');
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
@@ -429,8 +434,10 @@ let recordingArtefact = null;
   witness = again;
 
   // The officer at the remote site has their own page, in their language, with the identity check.
-  const officer = await open('officer', { locale: 'fr' });
+  check(/\/join#lang=fr&invite=./.test(links.officer), `the officer's link does not carry their language: ${links.officer}`);
+  const officer = await open('officer', { locale: 'en-GB' });
   await officer.goto(links.officer);
+  await officer.waitForFunction(() => document.documentElement.lang === 'fr');
   await officer.locator('#join').click();
   await officer.locator('#lobby:not([hidden])').waitFor();
   const counsel = await open('prosecutor in the room');
@@ -450,6 +457,8 @@ let recordingArtefact = null;
   await officer.getByRole('button', { name: 'Enregistrer le contrôle d’identité' }).or(
     officer.getByRole('button', { name: "Enregistrer le contrôle d'identité" })).click();
   await officer.locator('#identity-done:not([hidden])').waitFor();
+  // The judge's checklist shows the officer's identity check.
+  await judge.locator('#checklist li.done', { hasText: `identity of ${WITNESS_NAME} (Witness) checked` }).waitFor();
   await screenshot(officer, 'join-officer-identity-fr');
   await audit(officer, 'join, officer (fr)');
   await officer.close(); // their part is done (and one fewer recording for this busy machine)
@@ -458,6 +467,10 @@ let recordingArtefact = null;
   await judge.getByRole('button', { name: 'Start recording' }).click();
   await judge.locator('#rec:not([hidden])').waitFor();
   await witness.locator('#recording:not([hidden])').waitFor();
+  await judge.locator('#status', { hasText: 'Recording started.' }).waitFor({ state: 'attached' });
+  const recordingSaid = await witness.evaluate(() => document.querySelector('#announcer').textContent);
+  check(recordingSaid.includes(await witness.locator('#recording').innerText().then((text) => text.replace('●', '').trim())),
+    `the witness's screen reader was not told that recording started: ${recordingSaid}`);
 
   // Counsel takes the witness into a private consultation: its members are told it is not recorded (not that the
   // hearing is); the court brings it back to the hearing.
@@ -512,6 +525,8 @@ let recordingArtefact = null;
 
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
+  await judge.locator('#checklist li.done', { hasText: `oath taken by ${WITNESS_NAME}` }).waitFor();
+  await judge.locator('#checklist li.done', { hasText: `rights notice given to ${WITNESS_NAME}` }).waitFor();
   await judge.waitForTimeout(6000); // a few seconds of testimony
   check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
   await screenshot(judge, 'console-room-recording');

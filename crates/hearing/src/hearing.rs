@@ -88,6 +88,8 @@ struct Participant {
     periods: Vec<Period>,
     /// Stretches during which the gateway received none of their media; the last is open while it lasts.
     media_gaps: Vec<MediaGap>,
+    /// They left by their own choice (not a lost connection), and have not come back.
+    left: bool,
 }
 
 impl Participant {
@@ -422,6 +424,48 @@ impl Hearing {
         self.participants.get(participant).is_some_and(|p| p.removed_at.is_some())
     }
 
+    /// Whether they left the hearing themselves (and have not come back), as against losing their connection.
+    pub fn has_left(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(|p| !p.present && p.left)
+    }
+
+    /// The identity checks recorded so far, in order.
+    pub fn identity_checks(&self) -> &[IdentityCheck] {
+        &self.identity_checks
+    }
+
+    /// The rights notices given so far, in order.
+    pub fn rights_notices(&self) -> &[RightsNotice] {
+        &self.rights_notices
+    }
+
+    /// The oaths and affirmations taken so far, in order.
+    pub fn oaths(&self) -> &[Oath] {
+        &self.oaths
+    }
+
+    /// The interpreters sworn so far, in order.
+    pub fn interpreters_sworn(&self) -> &[InterpreterOath] {
+        &self.interpreters
+    }
+
+    /// Whether the room shows `other` to `viewer` (in its list of who is there). The court sees everyone. Anyone
+    /// else sees themselves, the court, and those in the same place as them (the main room, or their
+    /// consultation), whose video and sound they get anyway; not who waits in the lobby, who is in another
+    /// consultation or who is away. So a witness waiting to be let in does not learn that the accused is there.
+    pub fn shows(&self, viewer: &ParticipantId, other: &ParticipantId) -> bool {
+        let (Some(seer), Some(seen)) = (self.participants.get(viewer), self.participants.get(other)) else {
+            return false;
+        };
+        if viewer == other || seer.role.is_court() || seen.role.is_court() {
+            return true;
+        }
+        match (self.place_of(viewer), self.place_of(other)) {
+            (Some(here), Some(there)) => here == there && matches!(here, Place::MainRoom | Place::Consultation(_)),
+            _ => false,
+        }
+    }
+
     /// The invite a participant came in with.
     pub fn invite_of(&self, participant: &ParticipantId) -> Option<&InviteId> {
         self.participants.get(participant).map(|p| &p.invite)
@@ -735,6 +779,7 @@ impl Hearing {
             reconnections: 0,
             periods: Vec::new(),
             media_gaps: Vec::new(),
+            left: false,
         };
         step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
         if admission == Admission::OnJoin {
@@ -789,6 +834,7 @@ impl Hearing {
             LeaveCause::ConnectionLost => HearingEventKind::ConnectionLost,
         };
         step.record(id.as_actor(), kind, Some(id), None);
+        self.participant_mut(id).left = cause == LeaveCause::Left;
         self.depart(step, id, cause.into());
         Ok(())
     }
@@ -802,6 +848,7 @@ impl Hearing {
         let at = step.at;
         let p = self.participant_mut(id);
         p.present = true;
+        p.left = false;
         p.reconnections = p.reconnections.saturating_add(1);
         if p.admitted.is_some() {
             p.periods.push(Period { from: at, until: None, ended_by: None });

@@ -621,6 +621,30 @@ fn nobody_joins_before_the_lobby_opens_or_after_the_end() {
 // ---- Leaving, reconnecting, removal ----
 
 #[test]
+fn the_room_shows_others_only_what_their_place_lets_them_see() {
+    let mut court = Court::open();
+    court.join(CLERK);
+    court.join(ACCUSED);
+    court.join(WITNESS);
+    let (clerk, accused, witness) = (pid(CLERK), pid(ACCUSED), pid(WITNESS));
+    // In the lobby, the witness sees the court and themselves, not the accused waiting beside them.
+    assert!(court.hearing.shows(&witness, &clerk) && court.hearing.shows(&witness, &witness));
+    assert!(!court.hearing.shows(&witness, &accused) && !court.hearing.shows(&accused, &witness));
+    assert!(court.hearing.shows(&clerk, &accused) && court.hearing.shows(&clerk, &witness));
+    // The accused is admitted: still not shown to the witness in the lobby.
+    court.ok(Event::Admit { by: clerk.clone(), participant: accused.clone() });
+    assert!(!court.hearing.shows(&witness, &accused));
+    assert!(!court.hearing.shows(&accused, &witness), "nor who waits in the lobby to the accused");
+    // Both in the main room: they see and hear each other anyway.
+    court.ok(Event::Admit { by: clerk.clone(), participant: witness.clone() });
+    assert!(court.hearing.shows(&witness, &accused) && court.hearing.shows(&accused, &witness));
+    // Someone who is away is shown to the court only.
+    court.ok(Event::Leave { participant: accused.clone(), cause: LeaveCause::ConnectionLost });
+    assert!(!court.hearing.shows(&witness, &accused) && court.hearing.shows(&clerk, &accused));
+    assert!(!court.hearing.shows(&witness, &pid(OBSERVER)), "nobody unknown");
+}
+
+#[test]
 fn reconnects_keep_admission_and_are_counted() {
     let mut court = Court::recording();
     let witness = pid(WITNESS);
@@ -640,9 +664,13 @@ fn reconnects_keep_admission_and_are_counted() {
         assert_eq!(attendee.periods.len(), round as usize + 1);
     }
     assert!(matches!(court.refused(Event::Reconnect { participant: witness.clone() }), Reason::AlreadyPresent { .. }));
-    // A voluntary leave may be followed by a reconnection too; it counts the same.
+    assert!(!court.hearing.has_left(&witness), "a lost connection is not leaving");
+    // A voluntary leave may be followed by a reconnection too; it counts the same. While it lasts, the others are
+    // told they left, not that their connection was lost.
     court.ok(Event::Leave { participant: pid(OBSERVER), cause: LeaveCause::Left });
+    assert!(court.hearing.has_left(&pid(OBSERVER)));
     court.ok(Event::Reconnect { participant: pid(OBSERVER) });
+    assert!(!court.hearing.has_left(&pid(OBSERVER)));
     assert_eq!(court.hearing.minutes().technical.reconnections, 4);
     // A mute survives a reconnection.
     court.ok(Event::Mute { by: pid(JUDGE), participant: witness.clone() });

@@ -20,7 +20,9 @@ use crate::api::{ApiJson, AppState, JSON_LIMIT, case_id};
 use crate::auth::Caller;
 use crate::extract::Path;
 use crate::gateway::{GatewayError, bad_input};
-use crate::hearings::{ConsoleStep, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest};
+use crate::hearings::{
+    ConsoleStep, EnterRefusal, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest,
+};
 use crate::problem::Problem;
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
@@ -278,14 +280,15 @@ async fn run_room(
         Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
-        Some(Err(e)) => Err(format!("the first message must be join or rejoin: {e}")),
-        None => Err("no join message".to_owned()),
+        Some(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
+        None => Err(EnterRefusal::Failed("no join message".to_owned())),
     };
     drop(unjoined);
     let Entered { hearing, participant, connection } = match entered {
         Ok(entered) => entered,
         Err(reason) => {
-            let _ = outbox.send(json!({"type": "refused_hello", "reason": reason}));
+            let refused = json!({"type": "refused_hello", "problem": reason.key(), "reason": reason.to_string()});
+            let _ = outbox.send(refused);
             drop(outbox);
             let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
             return;
@@ -406,7 +409,7 @@ async fn whip_publish(
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
     let Entered { hearing, participant, connection } =
-        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(not_in_room)?;
+        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
     let connected = match hearing.room().connect(participant.as_str(), offer).await {
         Ok(connected) => connected,
         Err(e) => {

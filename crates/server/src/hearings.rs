@@ -80,6 +80,48 @@ impl Outbox {
     }
 }
 
+/// Why someone was not let into a hearing's room. Said to them by its stable [`Self::key`] (the room's `problem`),
+/// which their page words in their language; the text is for the operator and the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnterRefusal {
+    #[error("this invite link or credential is not valid")]
+    Invalid,
+    #[error("too many attempts to enter: try again in {retry_after_seconds} s")]
+    TooManyAttempts { retry_after_seconds: u64 },
+    #[error("this hearing has ended")]
+    Ended,
+    #[error("you were removed from this hearing")]
+    Removed,
+    #[error("this invite has already been used")]
+    Used,
+    #[error("this invite has been revoked")]
+    Revoked,
+    #[error("this invite has expired")]
+    Expired,
+    #[error("the hearing has not opened yet: try again when the court opens it")]
+    NotOpen,
+    /// The first message was not a join, or the gateway failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EnterRefusal {
+    /// The stable key a page translates (`enter.<key>` in web/static/i18n).
+    pub const fn key(&self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Ended => "hearing_ended",
+            Self::Removed => "removed",
+            Self::Used => "used",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::NotOpen => "not_open",
+            Self::Failed(_) => "other",
+        }
+    }
+}
+
 /// Why a step in a hearing did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
@@ -251,6 +293,10 @@ pub struct InviteRequest {
     /// The person's name, for the others in the room to tell them apart; optional.
     #[serde(default)]
     pub display_name: Option<DisplayName>,
+    /// The person's language (an ISO 639-1 code such as `ar`), for their page to speak it from the start: carried
+    /// in the link's fragment, never stored.
+    #[serde(default)]
+    pub language: Option<LanguageHint>,
     /// How long the invite may be used: from [`INVITE_VALIDITY`]'s least to its most.
     #[serde(default = "a_day")]
     pub expires_in_seconds: i64,
@@ -284,6 +330,22 @@ impl DisplayName {
         match reason {
             Some(reason) => Err(GatewayError::BadInput { field: "display_name", reason }),
             None => Ok(Self(text.to_owned())),
+        }
+    }
+}
+
+/// A two-letter language code (ISO 639-1, lowercase) put in an invite link; the page falls back to the person's
+/// browser for a language it does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanguageHint(String);
+
+impl<'de> Deserialize<'de> for LanguageHint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Self(code))
+        } else {
+            Err(serde::de::Error::custom("a language is a two-letter ISO 639-1 code, such as \"ar\""))
         }
     }
 }
@@ -641,7 +703,11 @@ impl Hearings {
         state.invite_secrets.insert(digest, invite.id.clone());
         self.remember_secret(digest, &live.id);
         // Each role's own page: the court's room controls are in the console (signed in), everyone else's on /join.
-        let link = if invite.role.is_court() { format!("/?room#{secret}") } else { format!("/join#{secret}") };
+        let link = match (invite.role.is_court(), &request.language) {
+            (true, _) => format!("/?room#{secret}"),
+            (false, None) => format!("/join#{secret}"),
+            (false, Some(LanguageHint(code))) => format!("/join#lang={code}&invite={secret}"),
+        };
         Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
     }
 
@@ -673,9 +739,15 @@ impl Hearings {
     /// budgets per secret and per peer (`peer`, the client's address, when known), are turned away here, before
     /// the hearing's rules, so they change nothing and leave nothing on the record. A join that fails leaves no
     /// participant behind, in the hearing or in its room.
-    pub async fn enter(&self, secret: &str, outbox: Option<Outbox>, peer: Option<IpAddr>) -> Result<Entered, String> {
-        const INVALID: &str = "this invite link or credential is not valid";
-        let too_many = |wait| format!("too many attempts to enter: try again in {} s", retry_after_seconds(wait));
+    pub async fn enter(
+        &self,
+        secret: &str,
+        outbox: Option<Outbox>,
+        peer: Option<IpAddr>,
+    ) -> Result<Entered, EnterRefusal> {
+        const INVALID: EnterRefusal = EnterRefusal::Invalid;
+        let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
+        let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         if let Some(peer) = peer {
             self.joins_per_peer.take(&peer.to_string()).map_err(too_many)?;
         }
@@ -683,34 +755,34 @@ impl Hearings {
         self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;
         let mut state = live.state.lock().await;
         if state.machine.phase() == Phase::Ended {
-            return Err("this hearing has ended".to_owned());
+            return Err(EnterRefusal::Ended);
         }
         let (participant, credential) = match state.credentials.get(&digest).cloned() {
             Some(participant) if state.machine.is_removed(&participant) => {
-                return Err("you were removed from this hearing".to_owned());
+                return Err(EnterRefusal::Removed);
             }
             Some(participant) => {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
                     // The old connection has not been noticed as lost yet: it is now.
                     let lost = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
-                    live.apply(&mut state, lost).await.map_err(|e| e.to_string())?;
+                    live.apply(&mut state, lost).await.map_err(|e| failed(&e))?;
                 }
                 let back = Event::Reconnect { participant: participant.clone() };
-                live.apply(&mut state, back).await.map_err(|e| e.to_string())?;
+                live.apply(&mut state, back).await.map_err(|e| failed(&e))?;
                 (participant, secret.to_owned())
             }
             None => {
                 let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
                 match state.machine.invite_state(&invite, live.gateway.now()) {
                     Some(InviteState::Pending) => {}
-                    Some(InviteState::Used) => return Err("this invite has already been used".to_owned()),
-                    Some(InviteState::Revoked) => return Err("this invite has been revoked".to_owned()),
-                    Some(InviteState::Expired) | None => return Err("this invite has expired".to_owned()),
+                    Some(InviteState::Used) => return Err(EnterRefusal::Used),
+                    Some(InviteState::Revoked) => return Err(EnterRefusal::Revoked),
+                    Some(InviteState::Expired) | None => return Err(EnterRefusal::Expired),
                 }
                 if state.machine.phase() == Phase::Scheduled {
-                    return Err("the hearing has not opened yet: try again when the court opens it".to_owned());
+                    return Err(EnterRefusal::NotOpen);
                 }
-                let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
+                let participant = ParticipantId::new(new_id("p")).map_err(|e| failed(&e))?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
                 state.people.insert(participant.clone(), Person { slot, connection: None, outbox: None });
@@ -718,11 +790,11 @@ impl Hearings {
                 if let Err(e) = live.apply(&mut state, joined).await {
                     state.people.remove(&participant);
                     live.room.remove_member(participant.as_str()).await;
-                    return Err(e.to_string());
+                    return Err(failed(&e));
                 }
                 state.next_slot += 1;
                 let member = JournalEntry::Member { participant: participant.clone(), slot };
-                live.journal(&mut state, &member).await.map_err(|e| e.to_string())?;
+                live.journal(&mut state, &member).await.map_err(|e| failed(&e))?;
                 let credential = random_secret();
                 let mut credentials = vec![Sha256::of(credential.as_bytes())];
                 if outbox.is_none() {
@@ -730,7 +802,7 @@ impl Hearings {
                 }
                 for digest in credentials {
                     let entry = JournalEntry::Credential { digest, participant: participant.clone() };
-                    live.journal(&mut state, &entry).await.map_err(|e| e.to_string())?;
+                    live.journal(&mut state, &entry).await.map_err(|e| failed(&e))?;
                     state.credentials.insert(digest, participant.clone());
                     self.remember_secret(digest, &live.id);
                 }
@@ -1129,6 +1201,7 @@ impl LiveHearing {
                     "admitted": state.machine.is_admitted(participant),
                     "muted": state.machine.is_muted(participant),
                     "connected": place != Place::Away,
+                    "left": state.machine.has_left(participant),
                     "media_stopped": state.machine.media_stopped(participant),
                     "name": state.machine.invite_of(participant).and_then(|invite| state.names.get(invite)),
                     "slot": person.slot,
@@ -1137,14 +1210,45 @@ impl LiveHearing {
             .collect()
     }
 
+    /// The room's state as `you` are shown it: `participants` is [`Self::participants`], one entry per person in
+    /// `state.people`'s order, of which they get those the hearing's rules show them ([`Hearing::shows`]).
     fn state_message(&self, state: &HearingState, you: &ParticipantId, participants: &[Value]) -> Value {
         let mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
+        let participants: Vec<&Value> = state
+            .people
+            .keys()
+            .zip(participants)
+            .filter(|(other, _)| state.machine.shows(you, other))
+            .map(|(_, entry)| entry)
+            .collect();
+        let court = state.machine.role_of(you).is_some_and(HearingRole::is_court);
         json!({
             "type": "state",
             "phase": state.machine.phase(),
             "recording": state.machine.is_recording(),
             "you": mine,
             "participants": participants,
+            "checklist": court.then(|| Self::checklist(state)),
+        })
+    }
+
+    /// For the court: what the hearing has recorded of identity checks, rights notices, oaths and interpreters'
+    /// oaths (the officer's name stays in the detail document; the site they gave is shown).
+    fn checklist(state: &HearingState) -> Value {
+        let machine = &state.machine;
+        json!({
+            "identity_checks": machine.identity_checks().iter().map(|check| json!({
+                "person": check.person, "document": check.document, "site": check.site, "at": check.at,
+            })).collect::<Vec<_>>(),
+            "rights_notices": machine.rights_notices().iter().map(|notice| json!({
+                "person": notice.person, "at": notice.at,
+            })).collect::<Vec<_>>(),
+            "oaths": machine.oaths().iter().map(|oath| json!({
+                "witness": oath.witness, "form": oath.form, "at": oath.at,
+            })).collect::<Vec<_>>(),
+            "interpreters": machine.interpreters_sworn().iter().map(|sworn| json!({
+                "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at,
+            })).collect::<Vec<_>>(),
         })
     }
 

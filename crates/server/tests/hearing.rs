@@ -69,6 +69,7 @@ fn assert_logs_are_clean(secrets: &[&str]) {
 
 /// Issues an invite; returns its id and its secret.
 async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) -> (String, String) {
+    let language = body["language"].as_str().map(str::to_owned);
     let reply = gateway
         .call("POST", &format!("/api/v1/cases/case-1/hearings/{hearing}/invites"), Some(As::Session(clerk)), body)
         .await;
@@ -76,7 +77,13 @@ async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) 
     let issued = reply.json();
     // Each role's own page: the court's controls in the console, everyone else's on /join.
     let page = if ["judge", "clerk"].contains(&issued["role"].as_str().unwrap()) { "/?room" } else { "/join" };
-    assert_eq!(issued["link"], format!("{page}#{}", issued["secret"].as_str().unwrap()));
+    let secret = issued["secret"].as_str().unwrap();
+    // A language for the person's page travels in the fragment, with the secret.
+    let fragment = match language.as_deref() {
+        Some(code) if page == "/join" => format!("lang={code}&invite={secret}"),
+        _ => secret.to_owned(),
+    };
+    assert_eq!(issued["link"], format!("{page}#{fragment}"));
     (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
 }
 
@@ -755,13 +762,16 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
     let invites = [
         json!({"role": "judge", "admit_on_join": true}),
         json!({"role": "witness", "display_name": format!("  {amina} ")}),
-        json!({"role": "witness", "display_name": yusuf}),
+        json!({"role": "witness", "display_name": yusuf, "language": "fr"}),
     ];
     let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
 
     // A name that could pass for another (a direction override), an empty one, a control character and one too
     // long are refused, naming the field.
     let uri = format!("/api/v1/cases/case-1/hearings/{hearing}/invites");
+    let body = json!({"role": "witness", "language": "arabic"});
+    let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&reply.body));
     for bad in ["Yusuf\u{202E}mirK", "   ", "Yusuf\nKarim", &"x".repeat(81)] {
         let body = json!({"role": "witness", "display_name": bad});
         let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
@@ -777,7 +787,7 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
     let port = serve_on_loopback(&gateway).await;
     let url = format!("ws://127.0.0.1:{port}/api/v1/room");
     let mut judge = Console::join(&url, &secrets[0]).await;
-    let _first = Console::join(&url, &secrets[1]).await;
+    let mut first = Console::join(&url, &secrets[1]).await;
     let _second = Console::join(&url, &secrets[2]).await;
     let names = |state: &Value| -> Vec<String> {
         let mut names: Vec<String> = state["participants"]
@@ -800,6 +810,15 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
     assert_eq!(names(&view), expected, "{view}");
     let invited: Vec<&str> = view["invites"].as_array().unwrap().iter().filter_map(|i| i["name"].as_str()).collect();
     assert_eq!(invited.len(), 2, "{view}");
+
+    // A witness in the lobby is shown the court and themselves, not who else waits or is let in.
+    judge.send(json!({"type": "start_session"})).await;
+    let state = first.until(|state| state["phase"] == "in_session").await;
+    let shown: Vec<&str> =
+        state["participants"].as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
+    assert_eq!(shown.len(), 2, "{state}");
+    assert!(shown.contains(&"judge") && shown.contains(&"witness"), "{state}");
+    assert_eq!(state["you"]["name"], amina, "{state}");
 
     // After the hearing, neither name is in the public log, the minutes or the gateway's log.
     judge.send(json!({"type": "end"})).await;

@@ -409,10 +409,11 @@ export async function openMedia({ video = true } = {}) {
     return { stream: await navigator.mediaDevices.getUserMedia({ audio: true, video }), error: null };
   } catch (error) {
     if (video) {
-      // No camera, or the camera refused: try the microphone alone.
+      // No camera, or the camera blocked (the person or the browser refused it): try the microphone alone, and
+      // say which it was: "no camera found" would send someone with a blocked camera looking for one.
       try {
         const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-        return { stream, error: 'no-camera' };
+        return { stream, error: error?.name === 'NotAllowedError' ? 'camera-blocked' : 'no-camera' };
       } catch {
         /* fall through */
       }

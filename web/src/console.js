@@ -8,7 +8,8 @@ import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
 
 const ROLE_NAMES = {
   judge: 'Judge', clerk: 'Court clerk', prosecutor: 'Prosecutor', defence: 'Defence lawyer',
-  interpreter: 'Interpreter', witness: 'Witness', remote_site_officer: 'Officer at the remote site', auditor: 'Auditor',
+  accused: 'Accused', interpreter: 'Interpreter', witness: 'Witness', remote_site_officer: 'Officer at the remote site',
+  observer: 'Observer', auditor: 'Auditor',
 };
 const PHASES = { scheduled: 'Scheduled', open: 'Lobby open', in_session: 'In session', ended: 'Ended' };
 const PLACES = { lobby: 'lobby', main_room: 'main room', consultation: 'consultation room', away: 'away' };
@@ -40,6 +41,16 @@ function inviteState(name) {
   const key = `console.invite.${name}`;
   const words = t(key);
   return words === key ? humanize(name) : words;
+}
+
+/** A participant as the court reads them: their name (from the invite) and role, or the role alone. */
+function who(person) {
+  return person.name ? `${person.name} (${role(person.role)})` : role(person.role);
+}
+
+/** The end of a button's name that acts on a participant: "the Witness, Amina Haddad". */
+function whom(person) {
+  return ` the ${role(person.role)}${person.name ? `, ${person.name}` : ''}`;
 }
 
 function humanize(text) {
@@ -81,6 +92,14 @@ await startLanguage($('language'), () => {
 
 // Signing in.
 
+// A court officer's invite link (/?room#<secret>) opens the hearing room here, once signed in. The secret leaves
+// the address bar at once and waits in this tab only.
+const ROOM_INVITE_KEY = 'custodia.court.invite';
+if (new URLSearchParams(location.search).has('room') && location.hash.length > 1) {
+  sessionStorage.setItem(ROOM_INVITE_KEY, decodeURIComponent(location.hash.slice(1)));
+  history.replaceState(null, '', '/');
+}
+
 const showSignIn = signInPage({
   signedOut() {
     view.me = null;
@@ -91,6 +110,11 @@ const showSignIn = signInPage({
     view.me = me;
     $('admin-link').hidden = !me.is_admin;
     await loadCases();
+    const invite = sessionStorage.getItem(ROOM_INVITE_KEY);
+    if (invite) {
+      sessionStorage.removeItem(ROOM_INVITE_KEY);
+      await enterRoom(invite);
+    }
   },
   afterSignIn() {
     // An administrator who is a member of no case has nothing to do here: they land on the administration page.
@@ -437,7 +461,7 @@ function showHearing(hearing) {
       if (!invite) return el('li', { class: 'note' }, t('console.noInvites'));
       const validity = invite.state === 'pending' ? t('console.validUntil', { when: when(invite.expires_at) }) : '';
       const item = el('li', { data: { invite: invite.id, state: invite.state } },
-        `${role(invite.role)}: ${inviteState(invite.state)}${validity} `);
+        `${who(invite)}: ${inviteState(invite.state)}${validity} `);
       if (invite.state === 'pending' && view.case.role === 'clerk') {
         item.append(el('button', {
           type: 'button', class: 'danger',
@@ -530,7 +554,8 @@ for (const list of [$('lobby'), $('people')]) {
 
 /** After the end, the gateway closes the recordings and signs the minutes: show them when they are in custody. */
 async function awaitMinutes() {
-  for (let tries = 0; tries < 30 && view.hearing?.phase === 'ended' && !view.hearing.minutes_artefact; tries += 1) {
+  // Closing the recordings can take minutes on a busy gateway: looked for every 2 s for up to 5 minutes.
+  for (let tries = 0; tries < 150 && view.hearing?.phase === 'ended' && !view.hearing.minutes_artefact; tries += 1) {
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const hearing = await api('GET', hearingPath()).catch(() => null);
     if (hearing && view.hearing?.id === hearing.id) showHearing(hearing);
@@ -620,11 +645,15 @@ $('invite-form').addEventListener('submit', (event) => {
     return;
   }
   const body = { role: $('invite-role').value, expires_in_seconds: seconds, admit_on_join: $('invite-admit').checked };
+  const name = $('invite-name').value.trim();
+  if (name) body.display_name = name;
+  if ($('invite-language').value) body.language = $('invite-language').value;
   attempt($('hearing-error'), async () => {
     const invite = await api('POST', `${hearingPath()}/invites`, body);
     madeSecret = invite.secret;
     $('invite-made').hidden = false;
-    $('invite-made-role').textContent = role(invite.role);
+    $('invite-made-role').textContent = name ? `${name} (${role(invite.role)})` : role(invite.role);
+    $('invite-name').value = '';
     $('invite-link').value = new URL(invite.link, location.origin).href;
     $('invite-copied').textContent = '';
     $('invite-enter').hidden = !(COURT.has(invite.role) && body.admit_on_join);
@@ -681,12 +710,21 @@ async function enterRoom(secret) {
       const text = { connecting: 'Connecting to the room…', reconnecting: 'The connection was lost. Reconnecting…' }[status];
       say($('room-connection'), text);
     },
+    onMedia(status) {
+      const text = {
+        interrupted: 'Your video connection was interrupted. Reconnecting…',
+        reconnecting: 'Reconnecting your video and sound…',
+        not_received: 'The room does not receive your video and sound. Reconnecting…',
+      }[status];
+      say($('room-connection'), text ?? '');
+    },
     onWelcome(welcome) {
       $('room-title').textContent = `Hearing room · ${welcome.hearing?.place ?? ''}`;
       $('room-you').textContent = role(welcome.role);
       view.welcome = welcome;
     },
     onState(state) {
+      announceRoomChanges(view.roomState, state);
       view.roomState = state;
       if (view.pending) {
         say($('room-done'), `Done: ${view.pending}.`);
@@ -701,6 +739,11 @@ async function enterRoom(secret) {
     },
     onRefused(refusal) {
       view.pending = null;
+      if (refusal.problem === 'no_media' && refusal.action === 'oath' && view.lastOath) {
+        // The witness's media stopped after the oath was asked for: the same warning, then the court decides.
+        if (confirmOathWithoutMedia()) send({ ...view.lastOath, despite_no_media: true });
+        return;
+      }
       if (refusal.action) say($('room-error'), `${humanize(refusal.action)} was refused: ${refusal.reason}`);
       else leaveRoom(`You could not enter the room: ${refusal.reason}`);
     },
@@ -720,16 +763,34 @@ function leaveRoom(message) {
   view.media?.getTracks().forEach((track) => track.stop());
   $('room').hidden = true;
   $('app').hidden = false;
-  if (view.hearing) refreshHearing().then(awaitMinutes);
   say($('hearing-error'), '');
   announce(message);
   $('invite-made').hidden = true;
   say($('hearing-notice'), message);
+  const hearing = view.welcome?.hearing?.id;
+  // A judge who came in by their invite link has not opened the hearing here: it is found among their cases.
+  const shown = view.hearing?.id === hearing || !hearing ? Promise.resolve(Boolean(view.hearing)) : openHearingOf(hearing, message);
+  shown.then((found) => found && refreshHearing().then(awaitMinutes));
+}
+
+/** Opens the case and the hearing `id` belongs to, among the caller's cases; false if none holds it. */
+async function openHearingOf(id, message) {
+  for (const item of view.cases ?? []) {
+    const list = await api('GET', `/api/v1/cases/${enc(item.id)}/hearings`).catch(() => null);
+    const hearing = list?.hearings?.find((candidate) => candidate.id === id);
+    if (!hearing) continue;
+    await openCase(item.id);
+    selectTab($('tab-hearings'));
+    showHearing(hearing);
+    say($('hearing-notice'), message);
+    return true;
+  }
+  return false;
 }
 
 const DONE = {
   admit: 'admitted', remove: 'removed', mute: 'muted', unmute: 'microphone on', start_session: 'the session has started',
-  start_recording: 'recording started', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
+  start_recording: 'recording started', end_consultation: 'the consultation has ended', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
   rights_notice: 'rights notice recorded', oath: 'oath recorded', swear_interpreter: 'interpreter sworn',
 };
 
@@ -745,9 +806,91 @@ function send(message, button) {
   }
 }
 
+/** Removing is for good: the person cannot come back with their invite. */
+function confirmRemove(person) {
+  return window.confirm(`Remove the ${role(person.role).toLowerCase()} from the hearing? They cannot come back with their invite.`);
+}
+
+/** Who in our room the gateway receives nothing from: nobody sees or hears them. */
+function withoutMedia(state) {
+  return (state.participants ?? []).filter((p) => p.media_stopped && p.place !== 'lobby' && p.connected !== false);
+}
+
+function confirmOathWithoutMedia() {
+  return window.confirm('The witness’s video and sound have stopped: nobody sees or hears them. '
+    + 'Record the oath anyway? The minutes will show that their media had stopped.');
+}
+
+/** Says to screen readers who was let in or muted, and when recording starts or stops. */
+function announceRoomChanges(before, now) {
+  if (!before) return;
+  const said = [];
+  const earlier = new Map((before.participants ?? []).map((p) => [p.id, p]));
+  for (const person of now.participants ?? []) {
+    const was = earlier.get(person.id);
+    if (was?.place === 'lobby' && person.place === 'main_room') said.push(`${who(person)} admitted.`);
+    if (was && !was.muted && person.muted) said.push(`${who(person)} muted.`);
+    if (was?.muted && !person.muted) said.push(`${who(person)}: microphone on.`);
+  }
+  if (!before.recording && now.recording) said.push('Recording started.');
+  if (before.recording && !now.recording) said.push('Recording stopped.');
+  if (said.length) announce(said.join(' '));
+}
+
+/** A time in the room, with its time zone: the people of a cross-border hearing are not in the same one. */
+function whenWithZone(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return String(iso ?? '');
+  return date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', timeZoneName: 'short' });
+}
+
+const DOCUMENTS = {
+  passport: 'passport', national_identity_card: 'national identity card', residence_permit: 'residence permit',
+  travel_document: 'travel document', driving_licence: 'driving licence',
+};
+
+/** The judge's checklist: for each witness and accused, identity, rights and oath; for each interpreter, the oath. */
+function renderChecklist(state) {
+  const list = state.checklist;
+  $('checklist-panel').hidden = !list;
+  if (!list) return;
+  const named = (p) => (p.name ? who(p) : `the ${role(p.role).toLowerCase()}`);
+  const item = (done, text) => el('li', { class: done ? 'done' : 'to-do' }, `${done ? '✔ Done' : '○ To do'}: ${text}`);
+  const heard = (state.participants ?? []).filter((p) => ['witness', 'accused'].includes(p.role));
+  const interpreters = (state.participants ?? []).filter((p) => p.role === 'interpreter');
+  const entries = [];
+  for (const person of heard) {
+    const check = list.identity_checks.find((c) => c.person === person.id);
+    const notice = list.rights_notices.find((n) => n.person === person.id);
+    const oath = list.oaths.find((o) => o.witness === person.id);
+    entries.push(
+      item(check, check
+        ? `identity of ${named(person)} checked by the officer at the remote site (${DOCUMENTS[check.document] ?? check.document}, ${check.site}, ${whenWithZone(check.at)})`
+        : `identity of ${named(person)} checked by the officer at the remote site`),
+      item(notice, `rights notice given to ${named(person)}${notice ? ` (${whenWithZone(notice.at)})` : ''}`),
+    );
+    if (person.role === 'witness') {
+      entries.push(item(oath, oath
+        ? `${oath.form === 'affirmation' ? 'affirmation made' : 'oath taken'} by ${named(person)} (${whenWithZone(oath.at)})`
+        : `oath or affirmation of ${named(person)}`));
+    }
+  }
+  for (const person of interpreters) {
+    const sworn = list.interpreters.find((i) => i.interpreter === person.id);
+    entries.push(item(sworn, `interpreter ${person.name ? `${person.name} ` : ''}sworn${sworn ? ` (${sworn.languages}, ${whenWithZone(sworn.at)})` : ''}`));
+  }
+  $('checklist').replaceChildren(...(entries.length ? entries : [el('li', { class: 'note' }, 'Nobody to be heard is in the hearing yet.')]));
+}
+
 function renderRoom() {
   const state = view.roomState;
   if (!state) return;
+  renderChecklist(state);
+  const stopped = withoutMedia(state);
+  say($('room-media'), stopped.length
+    ? stopped.map((p) => `The ${role(p.role).toLowerCase()}’s video and sound have stopped: nobody sees or hears them. `
+      + 'Their connection is being restored.').join(' ')
+    : '');
   const you = state.you ?? {};
   const mine = you.role;
   $('room-phase').textContent = PHASES[state.phase] ?? state.phase;
@@ -767,12 +910,12 @@ function renderRoom() {
   $('lobby').replaceChildren(
     ...waiting.map((person) =>
       el('li', { data: { participant: person.id } },
-        el('span', {}, `${role(person.role)}${person.connected === false ? ' (connection lost)' : ''}`),
+        el('span', {}, `${who(person)}${person.connected === false ? ` (${person.left ? 'left' : 'connection lost'})` : ''}`),
         el('span', {},
           COURT.has(mine) ? el('button', { type: 'button', class: 'primary', onclick: (e) => send({ type: 'admit', participant: person.id }, e.currentTarget) },
-            'Admit', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null,
-          COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)) : null),
+            'Admit', el('span', { class: 'visually-hidden' }, whom(person))) : null,
+          COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
+            'Remove', el('span', { class: 'visually-hidden' }, whom(person))) : null),
       ),
     ),
   );
@@ -782,25 +925,37 @@ function renderRoom() {
     ...present.map((person) => {
       const isYou = person.id === you.participant;
       const item = el('li', { data: { participant: person.id } },
-        el('span', { class: 'who' }, `${role(person.role)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
-          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ' · connection lost' : ''}`));
+        el('span', { class: 'who' }, `${who(person)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
+          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ` · ${person.left ? 'left' : 'connection lost'}` : ''}`
+          + `${person.connected !== false && person.media_stopped ? ' · video and sound stopped' : ''}`));
       if (COURT.has(mine) && !isYou) {
         item.append(
           el('button', { type: 'button', onclick: (e) => send({ type: person.muted ? 'unmute' : 'mute', participant: person.id }, e.currentTarget) },
-            person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
-          el('button', { type: 'button', class: 'danger', onclick: (e) => send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, ` the ${role(person.role)}`)),
+            person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, whom(person))),
+          el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
+            'Remove', el('span', { class: 'visually-hidden' }, whom(person))),
         );
       }
       return item;
     }),
   );
 
+  // Private consultations going on: who is in each, and (for the court) a way to bring it back to the hearing.
+  const consultations = [...new Set(present.filter((p) => p.place === 'consultation').map((p) => p.consultation))];
+  $('consultations').replaceChildren(...consultations.map((number) => {
+    const members = present.filter((p) => p.consultation === number).map((p) => who(p)).join(', ');
+    return el('p', { class: 'notice' }, `Private consultation ${number} (not recorded): ${members}. `,
+      COURT.has(mine) && you.place === 'main_room'
+        ? el('button', { type: 'button', onclick: (e) => send({ type: 'end_consultation', consultation: number }, e.currentTarget) },
+          `End consultation ${number}`)
+        : null);
+  }));
+
   for (const select of document.querySelectorAll('.person-select')) {
     const chosen = select.value;
     const wanted = select.id === 'interpreter-person' ? ['interpreter'] : select.id === 'oath-witness' ? ['witness'] : null;
     const options = people.filter((p) => p.id !== you.participant && (!wanted || wanted.includes(p.role)));
-    select.replaceChildren(...options.map((p) => new Option(`${role(p.role)} (${p.id})`, p.id)));
+    select.replaceChildren(...options.map((p) => new Option(p.name ? who(p) : `${role(p.role)} (${p.id})`, p.id)));
     if (options.some((p) => p.id === chosen)) select.value = chosen;
   }
   const interpreters = people.some((p) => p.role === 'interpreter');
@@ -831,7 +986,9 @@ function renderVideos(present, you) {
       video.play().catch(() => {});
     }
     tile.dataset.participant = person.id;
-    const label = `${role(person.role)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`;
+    const label = `${who(person)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`
+      + `${person.media_stopped ? ' · video stopped' : ''}`;
+    tile.classList.toggle('stalled', Boolean(person.media_stopped));
     tile.querySelector('figcaption').textContent = label;
     tile.querySelector('video').setAttribute('aria-label', `Video of the ${label}`);
   }
@@ -878,7 +1035,14 @@ $('oath-form').addEventListener('submit', (event) => {
     say($('room-error'), 'Choose the witness first.');
     return;
   }
-  send({ type: 'oath', witness, form: $('oath-kind').value }, event.submitter);
+  const oath = { type: 'oath', witness, form: $('oath-kind').value };
+  view.lastOath = oath;
+  const stopped = withoutMedia(view.roomState ?? {}).some((p) => p.id === witness);
+  if (stopped) {
+    if (confirmOathWithoutMedia()) send({ ...oath, despite_no_media: true }, event.submitter);
+    return;
+  }
+  send(oath, event.submitter);
 });
 $('swear-interpreter').addEventListener('click', (e) => {
   const interpreter = $('interpreter-person').value;

@@ -7,6 +7,43 @@ import { $ } from './lib/dom.js';
 import { formatDateTime, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
 
 const CREDENTIAL_KEY = 'custodia.room.credential';
+/** The invite of this tab, kept over a reload before Join (the address bar no longer has it). */
+const INVITE_KEY = 'custodia.room.invite';
+/** The language the court's invite named, kept beside it. */
+const LANGUAGE_HINT_KEY = 'custodia.room.lang';
+/** localStorage: the SHA-256 of each invite used on this device → the credential it gave, so that the same link
+ *  opened again (a new tab, from a messaging app) lets the same person back in instead of saying "already used". */
+const CREDENTIALS_KEY = 'custodia.room.credentials';
+
+function storage(kind) {
+  try {
+    return window[kind];
+  } catch {
+    return null;
+  }
+}
+
+async function inviteDigest(secret) {
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(secret));
+  return [...new Uint8Array(digest)].map((byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
+function storedCredentials() {
+  try {
+    return JSON.parse(storage('localStorage')?.getItem(CREDENTIALS_KEY) ?? '{}') ?? {};
+  } catch {
+    return {};
+  }
+}
+
+function rememberCredential(digest, credential) {
+  const all = storedCredentials();
+  if (credential) all[digest] = credential;
+  else delete all[digest];
+  storage('localStorage')?.setItem(CREDENTIALS_KEY, JSON.stringify(all));
+}
+
+let inviteKey = null;
 
 let media = null;
 let stopLevel = () => {};
@@ -24,11 +61,16 @@ function showError(element, text) {
   element.hidden = !text;
 }
 
-/** The invite secret from the link's fragment, taken out of the address bar at once. */
-function takeSecret() {
-  const secret = decodeURIComponent(location.hash.replace(/^#/, '')).trim();
-  if (secret) history.replaceState(null, '', location.pathname);
-  return secret;
+/**
+ * The invite from the link's fragment, taken out of the address bar at once: `#<secret>`, or
+ * `#lang=<code>&invite=<secret>` where the court gave the person's language, for the page to speak it at once.
+ */
+function takeInvite() {
+  const fragment = decodeURIComponent(location.hash.replace(/^#/, '')).trim();
+  if (fragment) history.replaceState(null, '', location.pathname);
+  const fields = new URLSearchParams(fragment);
+  if (!fields.has('invite')) return { secret: fragment, lang: null };
+  return { secret: fields.get('invite').trim(), lang: fields.get('lang') };
 }
 
 async function startPreview() {
@@ -42,6 +84,7 @@ async function startPreview() {
   $('preview').hidden = !hasVideo;
   const status = {
     'no-camera': 'check.noCamera',
+    'camera-blocked': 'check.cameraBlocked',
     denied: 'check.denied',
     'no-device': 'check.noDevice',
     unsupported: 'check.unsupported',
@@ -49,12 +92,17 @@ async function startPreview() {
   // Marked with its key, so that a change of language translates it too.
   $('preview-status').dataset.i18n = status ?? (hasVideo ? 'check.ready' : 'check.audioReady');
   $('preview-status').textContent = t($('preview-status').dataset.i18n);
-  if (error === 'no-camera') $('audio-only').checked = true;
+  if (error === 'no-camera' || error === 'camera-blocked') $('audio-only').checked = true;
   stopLevel = audioLevel(stream, $('level'));
 }
 
 function roleName(role) {
   return t(`role.${role}`);
+}
+
+/** Someone in the hearing: the name the court gave them on their invite, with their role; or the role alone. */
+function personName(person) {
+  return person.name ? `${person.name} (${roleName(person.role)})` : roleName(person.role);
 }
 
 function render() {
@@ -66,9 +114,12 @@ function render() {
   });
   const state = lastState;
   if (!state) return;
-  $('recording').hidden = !state.recording;
-  $('not-recording').hidden = Boolean(state.recording);
   const you = state.you ?? {};
+  // A private consultation is never recorded, whatever the hearing is doing meanwhile: its members are told so.
+  const consulting = you.place === 'consultation';
+  $('recording').hidden = !state.recording || consulting;
+  $('not-recording').hidden = Boolean(state.recording) || consulting;
+  $('consultation-banner').hidden = !consulting;
   const inLobby = you.place === 'lobby' || !you.admitted;
   $('lobby').hidden = !inLobby;
   $('videos').hidden = inLobby;
@@ -81,16 +132,63 @@ function render() {
       const item = document.createElement('li');
       const isYou = person.id === you.participant;
       const where = person.place === 'lobby' ? t('place.lobby') : person.place === 'main_room' ? t('place.main_room') : t('place.other');
-      item.textContent = `${roleName(person.role)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
-      if (person.connected === false) item.textContent += ` (${t('hearing.disconnected')})`;
+      item.textContent = `${personName(person)}${isYou ? ` (${t('hearing.you')})` : ''}: ${where}`;
+      if (person.connected === false) item.textContent += ` (${t(person.left ? 'hearing.left' : 'hearing.disconnected')})`;
+      else if (person.media_stopped) item.textContent += ` (${t(isYou ? 'hearing.yourMediaStopped' : 'hearing.mediaStopped')})`;
       return item;
     }),
   );
 
   const muted = Boolean(you.muted);
+  $('you-muted').hidden = !muted;
   $('mute').setAttribute('aria-pressed', String(muted));
   $('mute').textContent = t(muted ? 'controls.unmute' : 'controls.mute');
   renderVideos(people, you);
+  renderCounsel(people, you);
+  renderIdentity(people, you);
+}
+
+/** The remote-site officer checks the identity of the person heard, from the main room. */
+function renderIdentity(people, you) {
+  const form = $('identity-form');
+  form.hidden = you.role !== 'remote_site_officer' || !you.admitted || you.place !== 'main_room';
+  if (form.hidden) return;
+  const select = $('identity-person');
+  const chosen = select.value;
+  const heard = people.filter((p) => ['witness', 'accused'].includes(p.role) && p.place === 'main_room');
+  select.replaceChildren(...heard.map((p) => new Option(personName(p), p.id)));
+  if (heard.some((p) => p.id === chosen)) select.value = chosen;
+}
+
+let identitySent = false;
+
+/** Whom counsel may take into a private consultation (custodia-hearing's HearingRole::may_consult_with). */
+const CONSULTABLE = { prosecutor: ['witness', 'interpreter'], defence: ['witness', 'accused', 'interpreter'] };
+
+/** Counsel's own controls: start a private consultation from the hearing, or end the one they are in. */
+function renderCounsel(people, you) {
+  const consultable = CONSULTABLE[you.role];
+  $('counsel').hidden = !consultable || !you.admitted || you.place === 'lobby';
+  if ($('counsel').hidden) return;
+  const consulting = you.place === 'consultation';
+  $('consult-form').hidden = consulting;
+  $('end-consultation').hidden = !consulting;
+  if (consulting) return;
+  const candidates = people.filter((p) => p.id !== you.participant && p.place === 'main_room' && consultable.includes(p.role));
+  const chosen = new Set([...document.querySelectorAll('#consult-choices input:checked')].map((input) => input.value));
+  $('consult-choices').replaceChildren(...candidates.map((person) => {
+    const label = document.createElement('label');
+    label.className = 'choice';
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.value = person.id;
+    box.checked = chosen.has(person.id);
+    const text = document.createElement('span');
+    text.textContent = personName(person);
+    label.append(box, text);
+    return label;
+  }));
+  $('consult').disabled = !candidates.length;
 }
 
 /** The court's video large, ours small: one <video> per slot that someone in our place holds. */
@@ -107,18 +205,34 @@ function renderVideos(people, you) {
     if (!figure) {
       figure = document.createElement('figure');
       figure.dataset.key = key;
+      figure.dataset.order = String(person.slot);
       figure.className = 'tile';
       const video = document.createElement('video');
       video.autoplay = true;
       video.playsInline = true;
       video.dataset.slot = String(person.slot);
       video.srcObject = slotStreams[person.slot];
-      figure.append(video, document.createElement('figcaption'));
-      container.append(figure);
+      // Someone whose video does not come (sound only, or a camera off) gets their name, not a black tile.
+      const placeholder = document.createElement('p');
+      placeholder.className = 'placeholder';
+      placeholder.setAttribute('aria-hidden', 'true');
+      figure.append(video, placeholder, document.createElement('figcaption'));
+      const track = slotStreams[person.slot].getVideoTracks()[0];
+      const soundOnly = () => figure.classList.toggle('sound-only', !track || track.muted);
+      track?.addEventListener('mute', soundOnly);
+      track?.addEventListener('unmute', soundOnly);
+      soundOnly();
+      // Tiles keep their places (by slot, which a participant keeps for the hearing): nobody jumps around when
+      // someone else comes or goes.
+      const after = [...container.children].find((other) => other.dataset.key !== 'self' && Number(other.dataset.order) > person.slot);
+      container.insertBefore(figure, after ?? container.querySelector('[data-key="self"]'));
       video.play().catch(() => {});
     }
-    figure.querySelector('video').setAttribute('aria-label', roleName(person.role));
-    figure.querySelector('figcaption').textContent = roleName(person.role) + (person.muted ? ` · ${t('hearing.muted')}` : '');
+    figure.querySelector('.placeholder').textContent = `${personName(person)} · ${t('hearing.soundOnly')}`;
+    figure.querySelector('video').setAttribute('aria-label', personName(person));
+    figure.querySelector('figcaption').textContent = personName(person) + (person.muted ? ` · ${t('hearing.muted')}` : '')
+      + (person.media_stopped ? ` · ${t('hearing.mediaStopped')}` : '');
+    figure.classList.toggle('stalled', Boolean(person.media_stopped));
   }
   if (media?.getVideoTracks().length) {
     keep.add('self');
@@ -141,6 +255,21 @@ function renderVideos(people, you) {
   for (const figure of [...container.children]) if (!keep.has(figure.dataset.key)) figure.remove();
 }
 
+/** Says to screen readers what changed for this person: let in, muted or not, recording started or stopped. */
+function announceChanges(before, now) {
+  if (!before) return;
+  const said = [];
+  const was = before.you ?? {};
+  const is = now.you ?? {};
+  if (was.place === 'lobby' && is.place === 'main_room') said.push('announce.admitted');
+  if (!was.muted && is.muted) said.push('hearing.youAreMuted');
+  if (was.muted && !is.muted) said.push('announce.unmuted');
+  if (!before.recording && now.recording) said.push('hearing.recording');
+  if (before.recording && !now.recording) said.push('announce.recordingStopped');
+  if (!said.length) return;
+  $('announcer').textContent = said.map((key) => t(key)).join(' ');
+}
+
 function connectionStatus(status) {
   const banner = $('connection');
   const key = { reconnecting: 'connection.lost', connecting: 'connection.connecting' }[status];
@@ -153,10 +282,29 @@ function connectionStatus(status) {
   }
 }
 
-function finish(textKey) {
+/** Our own media connection: said plainly, and cleared once media flows again. */
+function mediaStatus(status) {
+  const banner = $('media-status');
+  const key = {
+    interrupted: 'media.interrupted',
+    reconnecting: 'media.reconnecting',
+    not_received: 'media.notReceived',
+  }[status];
+  if (key) {
+    banner.dataset.i18n = key;
+    banner.textContent = t(key);
+  }
+  banner.hidden = !key;
+}
+
+/** The end of our part: `titleKey` says whether the hearing ended or only our part in it (removed, left). */
+function finish(textKey, { forget = true, titleKey = 'done.title' } = {}) {
   stopLevel();
   media?.getTracks().forEach((track) => track.stop());
   sessionStorage.removeItem(CREDENTIAL_KEY);
+  if (inviteKey && forget) rememberCredential(inviteKey, null);
+  $('done-title').dataset.i18n = titleKey;
+  $('done-title').textContent = t(titleKey);
   $('done-text').dataset.i18n = textKey;
   $('done-text').textContent = t(textKey);
   show('done');
@@ -167,14 +315,25 @@ function enter(start) {
   stopLevel();
   room = new Room(media, {
     onConnection: connectionStatus,
+    onMedia: mediaStatus,
     onWelcome(message) {
       welcome = message;
       sessionStorage.setItem(CREDENTIAL_KEY, message.credential);
+      sessionStorage.removeItem(INVITE_KEY);
+      if (inviteKey) rememberCredential(inviteKey, message.credential);
       show('hearing');
       render();
     },
     onState(state) {
+      announceChanges(lastState, state);
       lastState = state;
+      if (identitySent) {
+        identitySent = false;
+        $('identity-done').dataset.i18n = 'identity.done';
+        showError($('identity-done'), t('identity.done'));
+      }
+      // The gateway receives our media again: whatever was said about it is over.
+      if (!state.you?.media_stopped && $('media-status').dataset.i18n === 'media.notReceived') mediaStatus('flowing');
       render();
     },
     onSlots(streams) {
@@ -183,30 +342,45 @@ function enter(start) {
       render();
     },
     onRefused(refusal) {
+      identitySent = false;
       if (refusal.action) {
-        showError($('action-error'), t('error.action', { reason: refusal.reason }));
+        // In the reader's language, by the rule's key: never the gateway's English text with its internal ids.
+        const key = `problem.${refusal.problem}`;
+        showError($('action-error'), t(key) === key ? t('problem.other') : t(key));
         return;
       }
       sessionStorage.removeItem(CREDENTIAL_KEY);
       show('check');
-      showError($('check-error'), t('error.refused', { reason: refusal.reason }));
+      // The gateway's reason is for the operator; the person reads it from the translations, by its key.
+      const key = `enter.${refusal.problem}`;
+      showError($('check-error'), t(key) === key ? t('enter.other') : t(key));
       $('join').disabled = true;
     },
     onEnded: () => finish('done.text'),
-    onRemoved: () => finish('done.removed'),
-    onReplaced: () => finish('done.replaced'),
-    onError: (error) => showError($('action-error'), error.message),
+    onRemoved: () => finish('done.removed', { titleKey: 'done.titleOut' }),
+    // This person carries on in another tab or device, with the same credential: it stays remembered.
+    onReplaced: () => finish('done.replaced', { forget: false, titleKey: 'done.titleOut' }),
+    onError: (error) => {
+      // The detail is the gateway's English, for support staff (the console log); the person reads plain words.
+      console.warn('hearing room:', error.message);
+      showError($('action-error'), t('problem.other'));
+    },
   });
   room.setDataSaver($('data-saver').checked);
   window.custodiaRoom = room; // for the browser test and for support staff
   start(room);
 }
 
-// Out of the address bar before anything else runs.
-const secret = takeSecret();
+// Out of the address bar before anything else runs; kept for this tab until it is used.
+const invite = takeInvite();
+const secret = invite.secret || sessionStorage.getItem(INVITE_KEY) || '';
+if (secret) sessionStorage.setItem(INVITE_KEY, secret);
+// The court's hint of the person's language, kept with the invite over a reload.
+const languageHint = invite.lang || sessionStorage.getItem(LANGUAGE_HINT_KEY);
+if (languageHint) sessionStorage.setItem(LANGUAGE_HINT_KEY, languageHint);
 
 async function main() {
-  await setLanguage(preferredLanguage());
+  await setLanguage(preferredLanguage(languageHint));
   languagePicker($('language'), () => render());
   const credential = sessionStorage.getItem(CREDENTIAL_KEY);
 
@@ -219,10 +393,36 @@ async function main() {
     if (!you) return;
     room?.send({ type: you.muted ? 'unmute' : 'mute', participant: you.participant });
   });
+  $('identity-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const person = $('identity-person').value;
+    const officerName = $('identity-officer').value.trim();
+    const site = $('identity-site').value.trim();
+    showError($('identity-done'), '');
+    if (!person || !officerName || !site) {
+      showError($('action-error'), t('identity.missing'));
+      return;
+    }
+    showError($('action-error'), '');
+    identitySent = room?.send({ type: 'verify_identity', person, document: $('identity-document').value, officer_name: officerName, site }) ?? false;
+  });
+  $('consult').addEventListener('click', () => {
+    const members = [...document.querySelectorAll('#consult-choices input:checked')].map((input) => input.value);
+    if (!members.length) {
+      showError($('action-error'), t('consultation.chooseFirst'));
+      return;
+    }
+    showError($('action-error'), '');
+    room?.send({ type: 'start_consultation', with: members });
+  });
+  $('end-consultation').addEventListener('click', () => {
+    const consultation = lastState?.you?.consultation;
+    if (consultation != null) room?.send({ type: 'end_consultation', consultation });
+  });
   $('leave').addEventListener('click', () => {
     if (!window.confirm(t('controls.leaveConfirm'))) return;
     room?.leave();
-    finish('done.left');
+    finish('done.left', { titleKey: 'done.titleOut' });
   });
 
   if (!secret && !credential) {
@@ -236,10 +436,15 @@ async function main() {
     enter((r) => r.rejoin(credential));
     return;
   }
+  inviteKey = await inviteDigest(secret).catch(() => null);
   $('join').addEventListener('click', () => {
     $('join').disabled = true;
-    enter((r) => r.join(secret));
+    // This invite was used on this device before: the same person comes back with the credential it gave.
+    const known = inviteKey ? storedCredentials()[inviteKey] : null;
+    enter((r) => (known ? r.rejoin(known) : r.join(secret)));
   });
+  // Only now does Join do something (the page starts with it disabled).
+  $('join').disabled = false;
 }
 
 main().catch((error) => showError($('check-error'), error.message));

@@ -3,7 +3,8 @@
 //   2. a witness opens the invite on a phone, checks camera and microphone, and waits in the lobby;
 //   3. the judge enters the room from the console with their own invite, admits the witness, and they see each
 //      other's video;
-//   4. the hearing is recorded, the oath taken, and the hearing ended;
+//   4. the hearing is recorded, counsel takes the witness into a private consultation (not recorded, and they are
+//      told so) which the court ends, the oath is taken, and the hearing ended;
 //   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
@@ -32,6 +33,7 @@ if (!base || !out || !work || !adminPassword) {
   process.exit(2);
 }
 const CASE = 'case-story';
+const WITNESS_NAME = 'Amina Haddad';
 const STEP_TIMEOUT = 30_000;
 
 let shot = 0;
@@ -161,17 +163,13 @@ async function open(name, contextOptions = {}) {
     if (['error', 'warning'].includes(message.type())) console.log(`[${name} console ${message.type()}] ${message.text()}`);
   });
   page.on('pageerror', (error) => console.log(`[${name} page error] ${error.message}`));
-  page.on('dialog', (dialog) => dialog.accept());
+  // Confirmations are accepted; what they said is kept, for the checks.
+  page.dialogs = [];
+  page.on('dialog', (dialog) => {
+    page.dialogs.push(dialog.message());
+    dialog.accept();
+  });
   return page;
-}
-
-async function consoleSignIn(page, person) {
-  await page.goto('/');
-  await page.getByLabel('Username').fill(person.username);
-  await page.getByLabel('Password').fill(person.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByRole('button', { name: /R v Story/ }).click();
-  await page.locator('#case-body').waitFor();
 }
 
 /** A <video> shows live frames: it has a size and its clock moves. */
@@ -304,6 +302,7 @@ await audit(clerk, 'console case and evidence');
 
 let witnessLink = null;
 let judgeLink = null;
+const links = {};
 {
   await clerk.getByRole('tab', { name: 'Hearings' }).click();
   await clerk.getByLabel('Date and time').fill('2026-12-01T09:00');
@@ -315,19 +314,34 @@ let judgeLink = null;
   await clerk.locator('#hearing-open[hidden]').waitFor({ state: 'attached' });
 
   await clerk.getByLabel('Role').selectOption('witness');
+  // A name on the invite, for the court to tell people apart (never in the public log).
+  await clerk.getByLabel(/^Name/).fill(WITNESS_NAME);
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
   await clerk.locator('#invite-made:not([hidden])').waitFor();
+  await clerk.locator('#invites li', { hasText: WITNESS_NAME }).waitFor();
+  check(!(await clerk.getByLabel(/^Name/).inputValue()), 'the name stayed in the form for the next invite');
   witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   await clerk.getByRole('button', { name: 'Copy the link' }).click();
   check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
   await screenshot(clerk, 'console-invite-witness');
 
+  // The officer at the remote site and the prosecutor take part from their own pages too.
+  // The officer's invite names their language, French: their page opens in it whatever their browser says.
+  for (const [role, name, language] of [['remote_site_officer', 'officer', 'fr'], ['prosecutor', 'prosecutor', '']]) {
+    const previous = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+    await clerk.getByLabel('Role').selectOption(role);
+    await clerk.getByLabel('Their language').selectOption(language);
+    await clerk.getByRole('button', { name: 'Make the invite' }).click();
+    await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, previous);
+    links[name] = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
+  }
+
   await clerk.getByLabel('Role').selectOption('judge');
   await clerk.getByLabel('Admit on joining').check();
   await clerk.getByRole('button', { name: 'Make the invite' }).click();
-  await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, witnessLink);
+  await clerk.waitForFunction((old) => document.querySelector('#invite-link').value !== old, links.prosecutor);
   judgeLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
-  check(/\/join#./.test(witnessLink) && /\/join#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
+  check(/\/join#./.test(witnessLink) && /\/\?room#./.test(judgeLink), `invite links look wrong: ${witnessLink} ${judgeLink}`);
   await clerk.locator('#invites li', { hasText: 'Judge' }).waitFor();
   await screenshot(clerk, 'console-hearing-invites');
   await audit(clerk, 'console hearing and invites');
@@ -336,7 +350,7 @@ let judgeLink = null;
 let recordingArtefact = null;
 {
   step('2. The witness opens the invite on a phone, in Arabic, checks camera and microphone, and waits in the lobby');
-  const witness = await open('witness', {
+  let witness = await open('witness', {
     viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2, locale: 'ar',
   });
   await witness.goto(witnessLink);
@@ -365,20 +379,25 @@ let recordingArtefact = null;
   await auditJoinInEnglish(witness, 'join lobby (en)');
 
   step('3. The judge enters the room with their own invite, admits the witness, and they see each other');
+  // The judge's own link opens the court's room in the console, once they have signed in.
   const judge = await open('judge');
-  await consoleSignIn(judge, people.judge);
-  await judge.getByRole('tab', { name: 'Hearings' }).click();
-  await judge.locator('#hearings button').first().click();
-  await judge.getByLabel('Your own invite link').fill(judgeLink);
-  await judge.getByRole('button', { name: 'Enter the room' }).click();
+  await judge.goto(judgeLink);
+  check(!(await judge.evaluate(() => location.hash)), 'the judge\'s invite secret stayed in the address bar');
+  await judge.getByLabel('Username').fill(people.judge.username);
+  await judge.getByLabel('Password').fill(people.judge.password);
+  await judge.getByRole('button', { name: 'Sign in' }).click();
   await judge.locator('#room:not([hidden])').waitFor();
   const admit = judge.getByRole('button', { name: 'Admit the Witness' });
   await admit.waitFor();
+  check((await judge.locator('#lobby').innerText()).includes(WITNESS_NAME), 'the court does not see the witness\'s name in the lobby');
   await screenshot(judge, 'console-room-lobby');
   await audit(judge, 'console room, lobby');
   await admit.focus();
   await judge.keyboard.press('Enter'); // keyboard, not the mouse
   await witness.locator('#lobby').waitFor({ state: 'hidden' });
+  // Screen readers are told: the witness that they are in, the court whom it let in.
+  await witness.waitForFunction(() => document.querySelector('#announcer').textContent.trim() !== '');
+  await judge.locator('#status', { hasText: `${WITNESS_NAME} (Witness) admitted.` }).waitFor({ state: 'attached' });
   if (await judge.locator('#act-start-session').isVisible()) await judge.locator('#act-start-session').click();
   await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge');
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness');
@@ -398,15 +417,116 @@ let recordingArtefact = null;
   await assertVideoPlays(witness, '#videos video[data-slot]', 'the witness, after reconnecting');
   await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness reconnected');
 
+  // The witness opens their link again in a new tab (as from a messaging app): not "already used", but the same
+  // person back in the hearing, still admitted; the first tab steps aside.
+  const again = await witness.context().newPage();
+  again.setDefaultTimeout(STEP_TIMEOUT);
+  again.on('pageerror', (error) => console.log(`[witness, new tab page error] ${error.message}`));
+  await again.goto(witnessLink);
+  await again.locator('#join').click(); // enabled once the page is ready
+  await again.locator('#hearing:not([hidden])').waitFor();
+  await witness.locator('#done:not([hidden])').waitFor();
+  check(await again.locator('#lobby').isHidden(), 'the witness, back from a new tab, is in the lobby again');
+  await assertVideoPlays(again, '#videos video[data-slot]', 'the witness, in a new tab');
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness came back in a new tab');
+  await screenshot(witness, 'join-replaced-ar');
+  await witness.close();
+  witness = again;
+
+  // The officer at the remote site has their own page, in their language, with the identity check.
+  check(/\/join#lang=fr&invite=./.test(links.officer), `the officer's link does not carry their language: ${links.officer}`);
+  const officer = await open('officer', { locale: 'en-GB' });
+  await officer.goto(links.officer);
+  await officer.waitForFunction(() => document.documentElement.lang === 'fr');
+  await officer.locator('#join').click();
+  await officer.locator('#lobby:not([hidden])').waitFor();
+  const counsel = await open('prosecutor in the room');
+  await counsel.goto(links.prosecutor);
+  await counsel.locator('#join').click();
+  await counsel.locator('#lobby:not([hidden])').waitFor();
+  await judge.getByRole('button', { name: 'Admit the Officer at the remote site' }).click();
+  await officer.locator('#lobby').waitFor({ state: 'hidden' });
+  await judge.getByRole('button', { name: 'Admit the Prosecutor' }).click();
+  await counsel.locator('#lobby').waitFor({ state: 'hidden' });
+  await officer.locator('#identity-form:not([hidden])').waitFor();
+  const identityTitle = await officer.locator('#identity-form h2').innerText();
+  check(/identité/.test(identityTitle), `the officer's identity check is not in French: ${identityTitle}`);
+  await officer.getByLabel('Personne contrôlée').selectOption({ index: 0 });
+  await officer.getByLabel('Votre nom').fill('Leila Ben Salah');
+  await officer.getByLabel(/Où vous êtes/).fill('Tunis, tribunal de première instance');
+  await officer.getByRole('button', { name: 'Enregistrer le contrôle d’identité' }).or(
+    officer.getByRole('button', { name: "Enregistrer le contrôle d'identité" })).click();
+  await officer.locator('#identity-done:not([hidden])').waitFor();
+  // The judge's checklist shows the officer's identity check.
+  await judge.locator('#checklist li.done', { hasText: `identity of ${WITNESS_NAME} (Witness) checked` }).waitFor();
+  await screenshot(officer, 'join-officer-identity-fr');
+  await audit(officer, 'join, officer (fr)');
+  await officer.close(); // their part is done (and one fewer recording for this busy machine)
+
   step('4. The hearing is recorded, the oath taken, and the hearing ended');
   await judge.getByRole('button', { name: 'Start recording' }).click();
   await judge.locator('#rec:not([hidden])').waitFor();
   await witness.locator('#recording:not([hidden])').waitFor();
+  await judge.locator('#status', { hasText: 'Recording started.' }).waitFor({ state: 'attached' });
+  const recordingSaid = await witness.evaluate(() => document.querySelector('#announcer').textContent);
+  check(recordingSaid.includes(await witness.locator('#recording').innerText().then((text) => text.replace('●', '').trim())),
+    `the witness's screen reader was not told that recording started: ${recordingSaid}`);
+
+  // Counsel takes the witness into a private consultation: its members are told it is not recorded (not that the
+  // hearing is); the court brings it back to the hearing.
+  await counsel.locator('#consult-choices input').first().check();
+  await counsel.getByRole('button', { name: 'Start the private consultation' }).click();
+  await witness.locator('#consultation-banner:not([hidden])').waitFor();
+  check(await witness.locator('#recording').isHidden(), 'the witness in a consultation is told the hearing is being recorded');
+  await counsel.locator('#consultation-banner:not([hidden])').waitFor();
+  await screenshot(witness, 'join-consultation-ar');
+  await screenshot(judge, 'console-room-consultation');
+  await audit(witness, 'join, consultation (ar)');
+  await judge.getByRole('button', { name: 'End consultation 1' }).click();
+  await witness.locator('#consultation-banner').waitFor({ state: 'hidden' });
+  await witness.locator('#recording:not([hidden])').waitFor();
+  await counsel.close();
+
+  // The witness's media connection breaks under the page (its peer connection closed, as when a network drops
+  // UDP): the gateway notices that nothing arrives, the court is warned and the witness told, and the page makes a
+  // new connection by itself; the warning goes once the witness's media arrives again (the minutes keep the gap).
+  const keepTexts = (page, selector) => page.evaluate((sel) => {
+    const node = document.querySelector(sel);
+    const seen = [];
+    window.storySeen = { ...(window.storySeen ?? {}), [sel]: seen };
+    new MutationObserver(() => {
+      if (!node.hidden && node.textContent.trim()) seen.push(node.textContent.trim());
+    }).observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
+  }, selector);
+  const saw = (page, selector, pattern) => page.waitForFunction(
+    ([sel, source]) => (window.storySeen?.[sel] ?? []).some((text) => new RegExp(source).test(text)),
+    [selector, pattern.source],
+    { timeout: 60_000 },
+  );
+  await keepTexts(judge, '#room-media');
+  await keepTexts(witness, '#media-status');
+  await witness.evaluate(() => window.custodiaRoom.pc.close());
+  await saw(judge, '#room-media', /witness’s video and sound have stopped/).catch(() => {
+    throw new Error('story failed: the court was not warned that the witness\'s media had stopped');
+  });
+  await saw(witness, '#media-status', /./).catch(() => {
+    throw new Error('story failed: the witness was not told that their media did not reach the court');
+  });
+  await screenshot(judge, 'console-room-media-stopped');
+  await judge.waitForFunction(() => !document.querySelector('#room-media').textContent.trim(), null, { timeout: 60_000 })
+    .catch(() => { throw new Error('story failed: the witness\'s media did not come back'); });
+  await witness.locator('#media-status').waitFor({ state: 'hidden' });
+  await assertVideoPlays(judge, '#videos video[data-slot]', 'the judge, after the witness\'s media came back');
+  console.log(`the court was warned: “${(await judge.evaluate(() => window.storySeen['#room-media'][0]))}”`);
+
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
   await judge.getByText('Done: rights notice recorded.').waitFor();
+
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
+  await judge.locator('#checklist li.done', { hasText: `oath taken by ${WITNESS_NAME}` }).waitFor();
+  await judge.locator('#checklist li.done', { hasText: `rights notice given to ${WITNESS_NAME}` }).waitFor();
   await judge.waitForTimeout(6000); // a few seconds of testimony
   check(!(await judge.locator('#room-error').isVisible()), `the room refused: ${await judge.locator('#room-error').innerText().catch(() => '')}`);
   await screenshot(judge, 'console-room-recording');
@@ -417,7 +537,7 @@ let recordingArtefact = null;
   await witness.locator('#done:not([hidden])').waitFor();
   await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
   await screenshot(witness, 'join-ended-ar');
-  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 60_000 });
+  await judge.getByText(/The signed minutes are in custody as art-/).waitFor({ timeout: 180_000 });
   await screenshot(judge, 'console-after-hearing');
 
   // The recording's segments and the signed minutes become artefacts of the case once every recording has closed.
@@ -429,9 +549,19 @@ let recordingArtefact = null;
     if (hearing.segments?.length && hearing.minutes_artefact) {
       // The witness's testimony.
       const witnessId = hearing.participants.find((person) => person.role === 'witness')?.id;
-      const segment = hearing.segments.find((item) => item.participant === witnessId);
+      // The longest of their segments: the runs cut by the consultation and by the media failure are short.
+      const { json: artefacts } = await call('GET', `/api/v1/cases/${CASE}/artefacts`, clerkCookie);
+      const sizes = new Map((Array.isArray(artefacts) ? artefacts : artefacts.artefacts ?? []).map((item) => [item.id, item.size]));
+      const segment = hearing.segments.filter((item) => item.participant === witnessId)
+        .sort((a, b) => (sizes.get(b.artefact) ?? 0) - (sizes.get(a.artefact) ?? 0))[0];
       check(segment, `no recording of the witness among ${JSON.stringify(hearing.segments)}`);
       console.log(`${hearing.segments.length} recorded segments; the witness's is ${segment.artefact}; minutes ${hearing.minutes_artefact}`);
+      // The minutes keep the witness's media gap, closed when their media came back.
+      const minutes = await fetch(`${base}/api/v1/artefacts/${hearing.minutes_artefact}/content?purpose=review`, { headers: { cookie: clerkCookie } });
+      check(minutes.ok, `the minutes could not be read: ${minutes.status}`);
+      const attendee = (await minutes.json()).present?.find((person) => person.participant === witnessId);
+      const gaps = attendee?.media_gaps ?? [];
+      check(gaps.length >= 1 && gaps.every((gap) => gap.from && gap.until), `the minutes do not keep the witness's media gap: ${JSON.stringify(attendee)}`);
       recordingArtefact = segment.artefact;
       break;
     }

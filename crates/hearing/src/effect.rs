@@ -66,6 +66,10 @@ pub enum HearingEventKind {
     Left,
     ConnectionLost,
     Reconnected,
+    /// The gateway stopped receiving a participant's media (nobody sees or hears them).
+    MediaStopped,
+    /// Their media arrives again.
+    MediaResumed,
     Muted,
     Unmuted,
     SessionStarted,
@@ -87,7 +91,7 @@ pub enum HearingEventKind {
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 25] = [
+    pub const ALL: [Self; 27] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -98,6 +102,8 @@ impl HearingEventKind {
         Self::Left,
         Self::ConnectionLost,
         Self::Reconnected,
+        Self::MediaStopped,
+        Self::MediaResumed,
         Self::Muted,
         Self::Unmuted,
         Self::SessionStarted,
@@ -127,6 +133,8 @@ impl HearingEventKind {
             Self::Left => "left",
             Self::ConnectionLost => "connection_lost",
             Self::Reconnected => "reconnected",
+            Self::MediaStopped => "media_stopped",
+            Self::MediaResumed => "media_resumed",
             Self::Muted => "muted",
             Self::Unmuted => "unmuted",
             Self::SessionStarted => "session_started",

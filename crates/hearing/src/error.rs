@@ -56,6 +56,7 @@ pub enum HearingAction {
     End,
     ReportSegment,
     ReportTechnicalConditions,
+    ReportMedia,
 }
 
 impl HearingAction {
@@ -86,6 +87,7 @@ impl HearingAction {
             Self::End => "end_hearing",
             Self::ReportSegment => "report_segment",
             Self::ReportTechnicalConditions => "report_technical_conditions",
+            Self::ReportMedia => "report_media",
         }
     }
 }
@@ -186,6 +188,67 @@ pub enum Reason {
     RightsNoticeNotGiven { participant: ParticipantId },
     #[error("{participant}'s identity has not been verified by the remote-site officer")]
     IdentityNotVerified { participant: ParticipantId },
+
+    #[error(
+        "the gateway receives no video or sound from {participant}: nobody sees or hears them; the court must confirm to go on"
+    )]
+    NoMedia { participant: ParticipantId },
+    #[error("{participant}'s media has already stopped")]
+    MediaAlreadyStopped { participant: ParticipantId },
+    #[error("{participant}'s media has not stopped")]
+    MediaNotStopped { participant: ParticipantId },
+}
+
+impl Reason {
+    /// The rule's stable name, for clients: a page shows the refusal in its reader's language by this key (the
+    /// `Display` text is English, names participants by id, and is for the record).
+    pub const fn key(&self) -> &'static str {
+        match self {
+            Self::TimeWentBackwards { .. } => "time_went_backwards",
+            Self::HearingEnded => "hearing_ended",
+            Self::WrongPhase { .. } => "wrong_phase",
+            Self::CaseRoleNotAllowed { .. } => "case_role_not_allowed",
+            Self::RoleNotAllowed { .. } => "role_not_allowed",
+            Self::WrongSubjectRole { .. } => "wrong_subject_role",
+            Self::UnknownInvite { .. } => "unknown_invite",
+            Self::InviteIdTaken { .. } => "invite_id_taken",
+            Self::InviteExpiresBeforeIssue { .. } => "invite_expires_before_issue",
+            Self::AdmissionOnJoinNotAllowed { .. } => "admission_on_join_not_allowed",
+            Self::InviteRevoked { .. } => "invite_revoked",
+            Self::InviteExpired { .. } => "invite_expired",
+            Self::InviteUsed { .. } => "invite_used",
+            Self::UnknownParticipant { .. } => "unknown_participant",
+            Self::ParticipantIdTaken { .. } => "participant_id_taken",
+            Self::Removed { .. } => "removed",
+            Self::NotPresent { .. } => "not_present",
+            Self::AlreadyPresent { .. } => "already_present",
+            Self::NotAdmitted { .. } => "not_admitted",
+            Self::AlreadyAdmitted { .. } => "already_admitted",
+            Self::InConsultation { .. } => "in_consultation",
+            Self::CannotRemoveSelf { .. } => "cannot_remove_self",
+            Self::CannotRemoveJudge { .. } => "cannot_remove_judge",
+            Self::AlreadyMuted { .. } => "already_muted",
+            Self::NotMuted { .. } => "not_muted",
+            Self::MutedByCourt { .. } => "muted_by_court",
+            Self::AlreadyRecording => "already_recording",
+            Self::NotRecording => "not_recording",
+            Self::NoRecordingStarted => "no_recording_started",
+            Self::SegmentOutOfOrder { .. } => "segment_out_of_order",
+            Self::EmptyConsultation => "empty_consultation",
+            Self::ConsultationWithSelf { .. } => "consultation_with_self",
+            Self::DuplicateMember { .. } => "duplicate_member",
+            Self::ConsultationWithoutClient => "consultation_without_client",
+            Self::UnknownConsultation { .. } => "unknown_consultation",
+            Self::ConsultationEnded { .. } => "consultation_ended",
+            Self::NotConsultationCounsel { .. } => "not_consultation_counsel",
+            Self::AlreadySworn { .. } => "already_sworn",
+            Self::RightsNoticeNotGiven { .. } => "rights_notice_not_given",
+            Self::IdentityNotVerified { .. } => "identity_not_verified",
+            Self::NoMedia { .. } => "no_media",
+            Self::MediaAlreadyStopped { .. } => "media_already_stopped",
+            Self::MediaNotStopped { .. } => "media_not_stopped",
+        }
+    }
 }
 
 /// Why [`crate::Hearing::handle`] (or [`crate::Hearing::schedule`]) refused an event. The hearing is unchanged.

@@ -273,6 +273,10 @@ pub enum Event {
         by: ParticipantId,
         witness: ParticipantId,
         form: OathForm,
+        /// The court has been warned that the gateway receives no media from the witness (nobody sees or hears
+        /// them) and goes on all the same. Without it, an oath in that state is refused.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        despite_no_media: bool,
     },
     /// The judge has sworn the interpreter in, for a pair of languages ("ar-TN / it").
     SwearInterpreter {
@@ -294,6 +298,15 @@ pub enum Event {
         ledger_index: u64,
     },
     TechnicalReport(TechnicalReport),
+    /// The gateway has received no packet from a connected participant for a while (their peer connection failed,
+    /// or their camera and microphone stopped): nobody sees or hears them.
+    MediaStopped {
+        participant: ParticipantId,
+    },
+    /// Their media arrives again after [`Event::MediaStopped`].
+    MediaResumed {
+        participant: ParticipantId,
+    },
 }
 
 impl Event {
@@ -324,6 +337,7 @@ impl Event {
             Self::End { .. } => A::End,
             Self::SegmentSealed { .. } => A::ReportSegment,
             Self::TechnicalReport(_) => A::ReportTechnicalConditions,
+            Self::MediaStopped { .. } | Self::MediaResumed { .. } => A::ReportMedia,
         }
     }
 
@@ -352,7 +366,10 @@ impl Event {
             | Self::TakeOath { by: participant, .. }
             | Self::SwearInterpreter { by: participant, .. }
             | Self::End { by: participant } => Actor::Participant(participant.clone()),
-            Self::SegmentSealed { .. } | Self::TechnicalReport(_) => Actor::Gateway,
+            Self::SegmentSealed { .. }
+            | Self::TechnicalReport(_)
+            | Self::MediaStopped { .. }
+            | Self::MediaResumed { .. } => Actor::Gateway,
         }
     }
 }
@@ -406,11 +423,21 @@ mod tests {
                 packets_received: 10,
                 packets_lost: 1,
             }),
+            Event::MediaStopped { participant: person.clone() },
+            Event::TakeOath {
+                by: ParticipantId::new("p-j").unwrap(),
+                witness: person.clone(),
+                form: OathForm::Oath,
+                despite_no_media: true,
+            },
             Event::Leave { participant: person, cause: LeaveCause::ConnectionLost },
         ];
         for event in events {
             let json = serde_json::to_string(&event).unwrap();
             assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event, "{json}");
         }
+        // A journal written before the media warning existed still reads: no flag is no confirmation.
+        let old = r#"{"type":"take_oath","by":"p-j","witness":"p-w","form":"oath"}"#;
+        assert!(matches!(serde_json::from_str::<Event>(old).unwrap(), Event::TakeOath { despite_no_media: false, .. }));
     }
 }

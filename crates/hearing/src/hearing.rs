@@ -8,8 +8,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
-    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, Minutes, Oath, Period,
-    PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
+    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap, Minutes, Oath,
+    Period, PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
 };
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
@@ -86,12 +86,29 @@ struct Participant {
     muted: Option<Muted>,
     reconnections: u32,
     periods: Vec<Period>,
+    /// Stretches during which the gateway received none of their media; the last is open while it lasts.
+    media_gaps: Vec<MediaGap>,
+    /// They left by their own choice (not a lost connection), and have not come back.
+    left: bool,
 }
 
 impl Participant {
     fn admit(&mut self, at: Timestamp, by: AdmittedBy) {
         self.admitted = Some((at, by));
         self.periods.push(Period { from: at, until: None, ended_by: None });
+    }
+
+    fn media_stopped(&self) -> bool {
+        self.media_gaps.last().is_some_and(|gap| gap.until.is_none())
+    }
+
+    /// Closes an open gap in their media: it came back, or they are gone (a new connection starts afresh).
+    fn close_media_gap(&mut self, at: Timestamp) {
+        if let Some(gap) = self.media_gaps.last_mut()
+            && gap.until.is_none()
+        {
+            gap.until = Some(at);
+        }
     }
 
     fn close_period(&mut self, at: Timestamp, end: PeriodEnd) {
@@ -324,7 +341,9 @@ impl Hearing {
                 self.verify_identity(&mut step, &by, &person, &verification)
             }
             Event::GiveRightsNotice { by, person } => self.give_rights_notice(&mut step, &by, &person),
-            Event::TakeOath { by, witness, form } => self.take_oath(&mut step, &by, &witness, form),
+            Event::TakeOath { by, witness, form, despite_no_media } => {
+                self.take_oath(&mut step, &by, &witness, form, despite_no_media)
+            }
             Event::SwearInterpreter { by, interpreter, languages } => {
                 self.swear_interpreter(&mut step, &by, &interpreter, languages)
             }
@@ -338,6 +357,8 @@ impl Hearing {
                 self.segment_sealed(&step, index, sha256, ledger_index)
             }
             Event::TechnicalReport(report) => self.technical_report(&step, report),
+            Event::MediaStopped { participant } => self.media_report(&mut step, &participant, true),
+            Event::MediaResumed { participant } => self.media_report(&mut step, &participant, false),
         }?;
         self.last_at = at;
         Ok(effects(step.records, &before, &self.routing()))
@@ -403,9 +424,62 @@ impl Hearing {
         self.participants.get(participant).is_some_and(|p| p.removed_at.is_some())
     }
 
+    /// Whether they left the hearing themselves (and have not come back), as against losing their connection.
+    pub fn has_left(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(|p| !p.present && p.left)
+    }
+
+    /// The identity checks recorded so far, in order.
+    pub fn identity_checks(&self) -> &[IdentityCheck] {
+        &self.identity_checks
+    }
+
+    /// The rights notices given so far, in order.
+    pub fn rights_notices(&self) -> &[RightsNotice] {
+        &self.rights_notices
+    }
+
+    /// The oaths and affirmations taken so far, in order.
+    pub fn oaths(&self) -> &[Oath] {
+        &self.oaths
+    }
+
+    /// The interpreters sworn so far, in order.
+    pub fn interpreters_sworn(&self) -> &[InterpreterOath] {
+        &self.interpreters
+    }
+
+    /// Whether the room shows `other` to `viewer` (in its list of who is there). The court sees everyone. Anyone
+    /// else sees themselves, the court, and those in the same place as them (the main room, or their
+    /// consultation), whose video and sound they get anyway; not who waits in the lobby, who is in another
+    /// consultation or who is away. So a witness waiting to be let in does not learn that the accused is there.
+    pub fn shows(&self, viewer: &ParticipantId, other: &ParticipantId) -> bool {
+        let (Some(seer), Some(seen)) = (self.participants.get(viewer), self.participants.get(other)) else {
+            return false;
+        };
+        if viewer == other || seer.role.is_court() || seen.role.is_court() {
+            return true;
+        }
+        match (self.place_of(viewer), self.place_of(other)) {
+            (Some(here), Some(there)) => here == there && matches!(here, Place::MainRoom | Place::Consultation(_)),
+            _ => false,
+        }
+    }
+
+    /// The invite a participant came in with.
+    pub fn invite_of(&self, participant: &ParticipantId) -> Option<&InviteId> {
+        self.participants.get(participant).map(|p| &p.invite)
+    }
+
     /// The role an invite is for.
     pub fn invite_role(&self, id: &InviteId) -> Option<HearingRole> {
         self.invites.get(id).map(|entry| entry.invite.role)
+    }
+
+    /// Whether the gateway has stopped receiving their media (reported by [`Event::MediaStopped`]), while they are
+    /// connected.
+    pub fn media_stopped(&self, participant: &ParticipantId) -> bool {
+        self.participants.get(participant).is_some_and(Participant::media_stopped)
     }
 
     pub fn is_muted(&self, participant: &ParticipantId) -> bool {
@@ -452,6 +526,7 @@ impl Hearing {
                     periods: p.periods.clone(),
                     reconnections: p.reconnections,
                     removed_at: p.removed_at,
+                    media_gaps: p.media_gaps.clone(),
                 }),
                 None => not_admitted.push(LobbyOnly {
                     participant: id.clone(),
@@ -703,6 +778,8 @@ impl Hearing {
             muted: None,
             reconnections: 0,
             periods: Vec::new(),
+            media_gaps: Vec::new(),
+            left: false,
         };
         step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
         if admission == Admission::OnJoin {
@@ -757,6 +834,7 @@ impl Hearing {
             LeaveCause::ConnectionLost => HearingEventKind::ConnectionLost,
         };
         step.record(id.as_actor(), kind, Some(id), None);
+        self.participant_mut(id).left = cause == LeaveCause::Left;
         self.depart(step, id, cause.into());
         Ok(())
     }
@@ -770,6 +848,7 @@ impl Hearing {
         let at = step.at;
         let p = self.participant_mut(id);
         p.present = true;
+        p.left = false;
         p.reconnections = p.reconnections.saturating_add(1);
         if p.admitted.is_some() {
             p.periods.push(Period { from: at, until: None, ended_by: None });
@@ -787,6 +866,7 @@ impl Hearing {
             p.present = false;
             p.close_period(at, end);
         }
+        p.close_media_gap(at);
         let Some(consultation) = p.consultation.take() else { return };
         let Some(c) = self.consultations.get_mut(&consultation) else { return };
         c.current.remove(id);
@@ -917,6 +997,7 @@ impl Hearing {
                 p.present = false;
                 p.close_period(step.at, PeriodEnd::HearingEnded);
             }
+            p.close_media_gap(step.at);
         }
         self.phase = Phase::Ended;
         self.ended_at = Some(step.at);
@@ -1066,6 +1147,7 @@ impl Hearing {
         by: &ParticipantId,
         witness: &ParticipantId,
         form: OathForm,
+        despite_no_media: bool,
     ) -> Result<(), HearingError> {
         self.require_active(step)?;
         self.judge(step, by)?;
@@ -1079,6 +1161,9 @@ impl Hearing {
         }
         if self.rules.identity_check_before_oath && !self.identity_checks.iter().any(|check| check.person == *witness) {
             return Err(step.refuse(Reason::IdentityNotVerified { participant: witness.clone() }));
+        }
+        if self.media_stopped(witness) && !despite_no_media {
+            return Err(step.refuse(Reason::NoMedia { participant: witness.clone() }));
         }
         self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone() });
         let kind = match form {
@@ -1139,6 +1224,32 @@ impl Hearing {
             return Err(step.refuse(Reason::SegmentOutOfOrder { expected, got: index }));
         }
         self.segments.push(SealedSegment { index, sha256, ledger_index, sealed_at: step.at });
+        Ok(())
+    }
+
+    /// The gateway saw a connected participant's media stop (`stopped`) or come back. Each change is on the record
+    /// and in the minutes; a report that changes nothing is refused.
+    fn media_report(&mut self, step: &mut Step, id: &ParticipantId, stopped: bool) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        let p = self.not_removed(step, id)?;
+        if !p.present {
+            return Err(step.refuse(Reason::NotPresent { participant: id.clone() }));
+        }
+        match (stopped, p.media_stopped()) {
+            (true, true) => return Err(step.refuse(Reason::MediaAlreadyStopped { participant: id.clone() })),
+            (false, false) => return Err(step.refuse(Reason::MediaNotStopped { participant: id.clone() })),
+            _ => {}
+        }
+        let at = step.at;
+        let p = self.participant_mut(id);
+        let kind = if stopped {
+            p.media_gaps.push(MediaGap { from: at, until: None });
+            HearingEventKind::MediaStopped
+        } else {
+            p.close_media_gap(at);
+            HearingEventKind::MediaResumed
+        };
+        step.record(id.as_actor(), kind, Some(id), None);
         Ok(())
     }
 

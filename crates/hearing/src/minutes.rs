@@ -55,6 +55,17 @@ pub struct Attendee {
     pub periods: Vec<Period>,
     pub reconnections: u32,
     pub removed_at: Option<Timestamp>,
+    /// Stretches during which the gateway received none of their media while they were connected: nobody saw or
+    /// heard them. Left out when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media_gaps: Vec<MediaGap>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaGap {
+    pub from: Timestamp,
+    /// When their media came back, or they left; `None` while it lasts.
+    pub until: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

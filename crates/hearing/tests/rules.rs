@@ -242,6 +242,9 @@ impl Court {
             let place = hearing.place_of(participant).unwrap();
             assert_eq!(self.places.get(participant), Some(&place), "the adapter's routing drifted for {participant}");
             assert_eq!(self.muted.contains(participant), hearing.is_muted(participant));
+            if hearing.media_stopped(participant) {
+                assert_ne!(place, Place::Away, "{participant} is away with a media gap left open");
+            }
             if matches!(place, Place::MainRoom | Place::Consultation(_)) {
                 assert!(hearing.is_admitted(participant), "{participant} is in {place:?} without being admitted");
             }
@@ -618,6 +621,30 @@ fn nobody_joins_before_the_lobby_opens_or_after_the_end() {
 // ---- Leaving, reconnecting, removal ----
 
 #[test]
+fn the_room_shows_others_only_what_their_place_lets_them_see() {
+    let mut court = Court::open();
+    court.join(CLERK);
+    court.join(ACCUSED);
+    court.join(WITNESS);
+    let (clerk, accused, witness) = (pid(CLERK), pid(ACCUSED), pid(WITNESS));
+    // In the lobby, the witness sees the court and themselves, not the accused waiting beside them.
+    assert!(court.hearing.shows(&witness, &clerk) && court.hearing.shows(&witness, &witness));
+    assert!(!court.hearing.shows(&witness, &accused) && !court.hearing.shows(&accused, &witness));
+    assert!(court.hearing.shows(&clerk, &accused) && court.hearing.shows(&clerk, &witness));
+    // The accused is admitted: still not shown to the witness in the lobby.
+    court.ok(Event::Admit { by: clerk.clone(), participant: accused.clone() });
+    assert!(!court.hearing.shows(&witness, &accused));
+    assert!(!court.hearing.shows(&accused, &witness), "nor who waits in the lobby to the accused");
+    // Both in the main room: they see and hear each other anyway.
+    court.ok(Event::Admit { by: clerk.clone(), participant: witness.clone() });
+    assert!(court.hearing.shows(&witness, &accused) && court.hearing.shows(&accused, &witness));
+    // Someone who is away is shown to the court only.
+    court.ok(Event::Leave { participant: accused.clone(), cause: LeaveCause::ConnectionLost });
+    assert!(!court.hearing.shows(&witness, &accused) && court.hearing.shows(&clerk, &accused));
+    assert!(!court.hearing.shows(&witness, &pid(OBSERVER)), "nobody unknown");
+}
+
+#[test]
 fn reconnects_keep_admission_and_are_counted() {
     let mut court = Court::recording();
     let witness = pid(WITNESS);
@@ -637,9 +664,13 @@ fn reconnects_keep_admission_and_are_counted() {
         assert_eq!(attendee.periods.len(), round as usize + 1);
     }
     assert!(matches!(court.refused(Event::Reconnect { participant: witness.clone() }), Reason::AlreadyPresent { .. }));
-    // A voluntary leave may be followed by a reconnection too; it counts the same.
+    assert!(!court.hearing.has_left(&witness), "a lost connection is not leaving");
+    // A voluntary leave may be followed by a reconnection too; it counts the same. While it lasts, the others are
+    // told they left, not that their connection was lost.
     court.ok(Event::Leave { participant: pid(OBSERVER), cause: LeaveCause::Left });
+    assert!(court.hearing.has_left(&pid(OBSERVER)));
     court.ok(Event::Reconnect { participant: pid(OBSERVER) });
+    assert!(!court.hearing.has_left(&pid(OBSERVER)));
     assert_eq!(court.hearing.minutes().technical.reconnections, 4);
     // A mute survives a reconnection.
     court.ok(Event::Mute { by: pid(JUDGE), participant: witness.clone() });
@@ -906,7 +937,7 @@ fn who_may_consult_with_whom() {
 fn the_oath_follows_the_rights_notice_and_the_identity_check() {
     let mut court = Court::in_session();
     let (judge, witness) = (pid(JUDGE), pid(WITNESS));
-    let oath = |form| Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form };
+    let oath = |form| Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form, despite_no_media: false };
     assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::RightsNoticeNotGiven { .. }));
     court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone() });
     assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::IdentityNotVerified { .. }));
@@ -934,7 +965,12 @@ fn the_oath_follows_the_rights_notice_and_the_identity_check() {
     // The accused is told of their rights but takes no oath.
     court.ok(Event::GiveRightsNotice { by: judge.clone(), person: pid(ACCUSED) });
     assert!(matches!(
-        court.refused(Event::TakeOath { by: judge.clone(), witness: pid(ACCUSED), form: OathForm::Oath }),
+        court.refused(Event::TakeOath {
+            by: judge.clone(),
+            witness: pid(ACCUSED),
+            form: OathForm::Oath,
+            despite_no_media: false
+        }),
         Reason::WrongSubjectRole { .. }
     ));
     // The interpreter is sworn once.
@@ -954,6 +990,74 @@ fn the_oath_follows_the_rights_notice_and_the_identity_check() {
 }
 
 #[test]
+fn a_witness_nobody_sees_or_hears_is_on_the_record_and_their_oath_needs_the_courts_confirmation() {
+    let mut court = Court::recording();
+    let (judge, witness) = (pid(JUDGE), pid(WITNESS));
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone() });
+    court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: witness.clone(), verification: verification() });
+    assert!(!court.hearing.media_stopped(&witness));
+    // A media report that changes nothing is refused; one that does is on the record, about the witness.
+    assert!(matches!(
+        court.refused(Event::MediaResumed { participant: witness.clone() }),
+        Reason::MediaNotStopped { .. }
+    ));
+    let stopped_at = court.now + 1;
+    let effects = court.ok(Event::MediaStopped { participant: witness.clone() });
+    let [Effect::Record(record)] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!((record.kind, record.subject.as_ref()), (HearingEventKind::MediaStopped, Some(&witness)));
+    assert!(court.hearing.media_stopped(&witness));
+    assert!(matches!(
+        court.refused(Event::MediaStopped { participant: witness.clone() }),
+        Reason::MediaAlreadyStopped { .. }
+    ));
+    // Routing and recording are unchanged: the gap is a fact about what arrives, not a move.
+    assert_eq!(court.hearing.place_of(&witness), Some(Place::MainRoom));
+    assert!(court.hearing.recorded_participants().contains(&witness));
+
+    // The court is warned before the oath: without its confirmation, no oath; with it, the oath is recorded.
+    let oath = |despite_no_media| Event::TakeOath {
+        by: pid(JUDGE),
+        witness: pid(WITNESS),
+        form: OathForm::Oath,
+        despite_no_media,
+    };
+    let reason = court.refused(oath(false));
+    assert!(matches!(reason, Reason::NoMedia { .. }), "{reason}");
+    assert_eq!(reason.key(), "no_media");
+
+    // Media back: the gap closes; a second gap ends with the witness's departure.
+    let resumed_at = court.now + 1;
+    court.ok(Event::MediaResumed { participant: witness.clone() });
+    assert!(!court.hearing.media_stopped(&witness));
+    court.ok(Event::MediaStopped { participant: witness.clone() });
+    court.ok(oath(true));
+    assert_eq!(court.records.last().unwrap().kind, HearingEventKind::OathTaken);
+    let lost_at = court.now + 1;
+    court.ok(Event::Leave { participant: witness.clone(), cause: LeaveCause::ConnectionLost });
+    assert!(!court.hearing.media_stopped(&witness), "a new connection starts afresh");
+    assert!(matches!(court.refused(Event::MediaStopped { participant: witness.clone() }), Reason::NotPresent { .. }));
+    court.ok(Event::Reconnect { participant: witness.clone() });
+    assert!(!court.hearing.media_stopped(&witness));
+
+    let minutes = court.hearing.minutes();
+    let attendee = minutes.present.iter().find(|a| a.participant == witness).unwrap();
+    let gaps: Vec<_> = attendee.media_gaps.iter().map(|gap| (gap.from, gap.until)).collect();
+    assert_eq!(gaps, [(t(stopped_at), Some(t(resumed_at))), (t(resumed_at + 1), Some(t(lost_at)))]);
+    // Nobody else had a gap, and an attendee without one carries no `media_gaps` in the minutes at all.
+    let judge_minutes = minutes.present.iter().find(|a| a.participant == judge).unwrap();
+    assert!(judge_minutes.media_gaps.is_empty());
+    let json = serde_json::to_value(&minutes).unwrap();
+    let judge_json = json["present"].as_array().unwrap().iter().find(|a| a["participant"] == "p-judge").unwrap();
+    assert!(judge_json.get("media_gaps").is_none(), "{judge_json}");
+    // A gap open when the hearing ends closes with it.
+    court.ok(Event::MediaStopped { participant: judge.clone() });
+    court.ok(Event::End { by: pid(CLERK) });
+    let minutes = court.hearing.minutes();
+    let judge_minutes = minutes.present.iter().find(|a| a.participant == judge).unwrap();
+    assert_eq!(judge_minutes.media_gaps.last().unwrap().until, Some(t(court.now)));
+}
+
+#[test]
 fn a_domestic_hearing_may_waive_the_identity_check_before_the_oath() {
     let mut court = Court::scheduled(Rules { identity_check_before_oath: false });
     court.ok(Event::OpenLobby { by: clerk_member() });
@@ -968,7 +1072,7 @@ fn a_domestic_hearing_may_waive_the_identity_check_before_the_oath() {
     ));
     court.ok(Event::StartSession { by: pid(JUDGE) });
     court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS) });
-    court.ok(Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form: OathForm::Oath });
+    court.ok(Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form: OathForm::Oath, despite_no_media: false });
 }
 
 #[test]
@@ -1195,9 +1299,12 @@ fn event_for(court: &Court, step: &Step) -> Event {
             verification: verification(),
         },
         780..=809 => Event::GiveRightsNotice { by: judge, person: client(b) },
-        810..=839 => {
-            Event::TakeOath { by: judge, witness: if steered { pid(WITNESS) } else { p(b) }, form: OathForm::Oath }
-        }
+        810..=839 => Event::TakeOath {
+            by: judge,
+            witness: if steered { pid(WITNESS) } else { p(b) },
+            form: OathForm::Oath,
+            despite_no_media: bias % 2 == 0,
+        },
         840..=859 => {
             Event::SwearInterpreter { by: judge, interpreter: client(b), languages: Label::new("fa / de").unwrap() }
         }
@@ -1206,7 +1313,9 @@ fn event_for(court: &Court, step: &Step) -> Event {
             sha256: Sha256::of(&[b as u8]),
             ledger_index: 1_000 + a as u64,
         },
-        890..=919 => Event::TechnicalReport(TechnicalReport {
+        890..=899 => Event::MediaStopped { participant: if steered { client(b) } else { p(a) } },
+        900..=909 => Event::MediaResumed { participant: if steered { client(b) } else { p(a) } },
+        910..=919 => Event::TechnicalReport(TechnicalReport {
             participant: p(a),
             track: if b % 2 == 0 { TrackKind::Audio } else { TrackKind::Video },
             codec: Label::new(if bias % 2 == 0 { "VP8" } else { "opus" }).unwrap(),
@@ -1263,6 +1372,14 @@ proptest! {
                 attendee.periods.len(),
                 attendee.reconnections as usize + 1 - reconnects_in_lobby(&court, &attendee.participant)
             );
+        }
+        for attendee in &minutes.present {
+            // Media gaps are in order, and only the last may be open, and only while its owner is connected.
+            for pair in attendee.media_gaps.windows(2) {
+                prop_assert!(pair[0].until.is_some_and(|until| until <= pair[1].from));
+            }
+            let open_gap = attendee.media_gaps.last().is_some_and(|gap| gap.until.is_none());
+            prop_assert_eq!(open_gap, court.hearing.media_stopped(&attendee.participant));
         }
         for consultation in &minutes.consultations {
             prop_assert!(!consultation.members.contains(&consultation.counsel));

@@ -93,6 +93,8 @@ struct Connection {
     /// This member's receive slots, each track with its own stream rewriting.
     receive: Vec<[Arc<Output>; 2]>,
     sources: Vec<Arc<Source>>,
+    /// Whether the offer sends anything (a microphone or a camera); a receive-only one brings no packets.
+    sends: bool,
 }
 
 /// One incoming track of a member's current connection.
@@ -272,6 +274,7 @@ impl Room {
     /// connection fails. A member has one connection: a new one replaces the old, which is closed.
     pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<Connected, EngineError> {
         let (tracks, mut incoming) = mpsc::unbounded_channel();
+        let sends = offer_sends(offer_sdp);
         let mut accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
         let answer = accepted.peer.answer_sdp().to_owned();
         let failed = Box::pin(accepted.peer.failed());
@@ -289,7 +292,7 @@ impl Room {
             let id = state.next_connection;
             state.next_connection += 1;
             let replaced = state.members.get_mut(member).map(|entry| {
-                entry.connection.replace(Connection { id, peer: peer.clone(), receive, sources: Vec::new() })
+                entry.connection.replace(Connection { id, peer: peer.clone(), receive, sources: Vec::new(), sends })
             });
             route(&mut state);
             replaced.map(|replaced| (id, replaced))
@@ -387,6 +390,15 @@ impl Room {
         }
     }
 
+    /// How many RTP packets have arrived from a member on their current connection, all tracks together; `None`
+    /// while they have no connection, or one that sends nothing (no microphone, no camera). The gateway watches it
+    /// to notice media that has stopped.
+    pub fn packets_received(&self, member: &str) -> Option<u64> {
+        let state = self.lock();
+        let connection = state.members.get(member)?.connection.as_ref().filter(|connection| connection.sends)?;
+        Some(connection.sources.iter().map(|source| source.arrived.load(Ordering::Relaxed)).sum())
+    }
+
     /// Closes a member's connection (they left, were removed, or the hearing ended). They stay a member and may
     /// connect again.
     pub async fn disconnect(&self, member: &str) {
@@ -441,6 +453,26 @@ impl Room {
     }
 }
 
+/// Whether an SDP offer sends media: one of its media sections is `sendonly` or `sendrecv` (a section without a
+/// direction is `sendrecv`, RFC 8866 6.7).
+fn offer_sends(sdp: &str) -> bool {
+    let mut sends = false;
+    let mut in_media = false;
+    let mut direction: Option<&str> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            sends |= in_media && matches!(direction, None | Some("sendonly" | "sendrecv"));
+            in_media = !line.starts_with("m=application");
+            direction = None;
+        } else if let Some(value) = line.strip_prefix("a=")
+            && matches!(value, "sendonly" | "sendrecv" | "recvonly" | "inactive")
+        {
+            direction = Some(value);
+        }
+    }
+    sends || (in_media && matches!(direction, None | Some("sendonly" | "sendrecv")))
+}
+
 /// RTP packets counted by a [`Room`] since each member's current connection was made.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomCounters {
@@ -493,6 +525,32 @@ fn route(state: &mut RoomState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_sends_when_one_of_its_media_sections_does() {
+        let session = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n";
+        let section =
+            |kind: &str, direction: &str| format!("m={kind} 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:x\r\na={direction}\r\n");
+        let receive_only = format!(
+            "{session}{}{}{}",
+            section("audio", "inactive"),
+            section("video", "inactive"),
+            section("audio", "recvonly")
+        );
+        assert!(!offer_sends(&receive_only));
+        let microphone = format!(
+            "{session}{}{}{}",
+            section("audio", "sendonly"),
+            section("video", "inactive"),
+            section("video", "recvonly")
+        );
+        assert!(offer_sends(&microphone));
+        let camera_last = format!("{session}{}{}", section("audio", "recvonly"), section("video", "sendrecv"));
+        assert!(offer_sends(&camera_last));
+        // No direction means sendrecv; a data channel sends no media.
+        assert!(offer_sends(&format!("{session}m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n")));
+        assert!(!offer_sends(&format!("{session}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n")));
+    }
 
     #[test]
     fn a_slot_stays_one_stream_across_a_change_of_source() {

@@ -20,7 +20,9 @@ use crate::api::{ApiJson, AppState, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
 use crate::gateway::{GatewayError, bad_input};
-use crate::hearings::{ConsoleStep, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest};
+use crate::hearings::{
+    ConsoleStep, EnterRefusal, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest,
+};
 use crate::problem::Problem;
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
@@ -46,6 +48,9 @@ const MESSAGES_PER_SECOND: f64 = 10.0;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 static UNJOINED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UNJOINED_SOCKETS);
+
+/// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
+const KEEPALIVE_SILENCE: Duration = Duration::from_secs(15);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -295,23 +300,27 @@ async fn run_room(
         Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
-        Some(Err(e)) => Err(format!("the first message must be join or rejoin: {e}")),
-        None => Err("no join message".to_owned()),
+        Some(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
+        None => Err(EnterRefusal::Failed("no join message".to_owned())),
     };
     drop(unjoined);
     let Entered { hearing, participant, connection } = match entered {
         Ok(entered) => entered,
         Err(reason) => {
-            let _ = outbox.send(json!({"type": "refused_hello", "reason": reason}));
+            let refused = json!({"type": "refused_hello", "problem": reason.key(), "reason": reason.to_string()});
+            let _ = outbox.send(refused);
             drop(outbox);
             let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
             return;
         }
     };
+    let mut keepalive = false;
     loop {
-        // The writer stops when the client is too slow for its outbox; then the reading stops too.
+        // The writer stops when the client is too slow for its outbox; then the reading stops too. A client that
+        // pings and then falls silent has lost its link.
+        let silence = if keepalive { KEEPALIVE_SILENCE } else { Duration::MAX };
         let text = tokio::select! {
-            text = next_text(&mut stream, &mut allowance) => text,
+            text = tokio::time::timeout(silence, next_text(&mut stream, &mut allowance)) => text.unwrap_or_default(),
             () = outbox.closed() => None,
         };
         let Some(text) = text else { break };
@@ -325,6 +334,12 @@ async fn run_room(
                 continue;
             }
         };
+        if message["type"] == "ping" {
+            // From now on this client's silence means its link is gone; it hears back, to know ours is alive.
+            keepalive = true;
+            let _ = outbox.send(json!({"type": "pong"}));
+            continue;
+        }
         if message["type"] == "offer" {
             let Some(sdp) = message["sdp"].as_str() else {
                 let _ = outbox.send(json!({"type": "error", "detail": "an offer needs its sdp"}));
@@ -365,7 +380,10 @@ async fn run_room(
         match hearing.act(&participant, step).await {
             Ok(()) => {}
             Err(RoomError::Refused(refusal)) => {
-                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": refusal.to_string()}));
+                let problem = refusal.reason().map(custodia_hearing::Reason::key);
+                let refused =
+                    json!({"type": "refused", "action": action, "problem": problem, "reason": refusal.to_string()});
+                let _ = outbox.send(refused);
             }
             Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { .. })) => {
                 let _ = outbox.send(json!({"type": "refused", "action": action, "reason": e.to_string()}));
@@ -411,7 +429,7 @@ async fn whip_publish(
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
     let Entered { hearing, participant, connection } =
-        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(not_in_room)?;
+        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
     let connected = match hearing.room().connect(participant.as_str(), offer).await {
         Ok(connected) => connected,
         Err(e) => {

@@ -38,6 +38,13 @@ use crate::turn::IceServers;
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
 
+/// How long a connected participant's peer connection may bring no packet at all before the court is told that
+/// their media has stopped. A camera sends 15 to 30 frames a second and Opus 50 packets, so this is no lull.
+const MEDIA_SILENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How often the gateway looks at what arrives from each participant.
+const MEDIA_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The messages waiting for one participant's WebSocket. It is bounded: a client that does not read what it is
 /// sent (a slow link, or an attacker letting replies pile up) is disconnected once [`Outbox::CAPACITY`] messages
 /// wait, instead of growing the gateway's memory. A disconnected participant rejoins and is sent the state afresh.
@@ -70,6 +77,48 @@ impl Outbox {
     /// Completes once the socket's writer has stopped.
     pub async fn closed(&self) {
         self.sender.closed().await;
+    }
+}
+
+/// Why someone was not let into a hearing's room. Said to them by its stable [`Self::key`] (the room's `problem`),
+/// which their page words in their language; the text is for the operator and the API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnterRefusal {
+    #[error("this invite link or credential is not valid")]
+    Invalid,
+    #[error("too many attempts to enter: try again in {retry_after_seconds} s")]
+    TooManyAttempts { retry_after_seconds: u64 },
+    #[error("this hearing has ended")]
+    Ended,
+    #[error("you were removed from this hearing")]
+    Removed,
+    #[error("this invite has already been used")]
+    Used,
+    #[error("this invite has been revoked")]
+    Revoked,
+    #[error("this invite has expired")]
+    Expired,
+    #[error("the hearing has not opened yet: try again when the court opens it")]
+    NotOpen,
+    /// The first message was not a join, or the gateway failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl EnterRefusal {
+    /// The stable key a page translates (`enter.<key>` in web/static/i18n).
+    pub const fn key(&self) -> &'static str {
+        match self {
+            Self::Invalid => "invalid",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
+            Self::Ended => "hearing_ended",
+            Self::Removed => "removed",
+            Self::Used => "used",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::NotOpen => "not_open",
+            Self::Failed(_) => "other",
+        }
     }
 }
 
@@ -150,6 +199,8 @@ pub struct LiveHearing {
 struct HearingState {
     machine: Hearing,
     invites: BTreeMap<InviteId, Timestamp>,
+    /// The display names given on invites (private to the hearing; see [`DisplayName`]).
+    names: BTreeMap<InviteId, DisplayName>,
     invite_secrets: HashMap<Sha256, InviteId>,
     credentials: HashMap<Sha256, ParticipantId>,
     people: BTreeMap<ParticipantId, Person>,
@@ -180,6 +231,8 @@ enum JournalEntry {
         digest: Sha256,
         invite: InviteId,
         expires_at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<DisplayName>,
     },
     Credential {
         digest: Sha256,
@@ -254,11 +307,77 @@ fn yes() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct InviteRequest {
     pub role: HearingRole,
+    /// The person's name, for the others in the room to tell them apart; optional.
+    #[serde(default)]
+    pub display_name: Option<DisplayName>,
+    /// The person's language (an ISO 639-1 code such as `ar`), for their page to speak it from the start: carried
+    /// in the link's fragment, never stored.
+    #[serde(default)]
+    pub language: Option<LanguageHint>,
     /// How long the invite may be used: from [`INVITE_VALIDITY`]'s least to its most.
     #[serde(default = "a_day")]
     pub expires_in_seconds: i64,
     #[serde(default)]
     pub admit_on_join: bool,
+}
+
+/// A participant's name as the clerk wrote it on their invite, shown in the room and in the console so that two
+/// witnesses do not look the same. It stays with the hearing's private state (the journal) and never reaches the
+/// hearing's records, the public log or the minutes; `Debug` withholds it, so no log line carries it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// The longest name taken, in characters.
+    pub const MAX_CHARS: usize = 80;
+
+    /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the bidirectional
+    /// overrides and isolates that make a name read as another (U+202A to U+202E, U+2066 to U+2069).
+    pub fn new(text: &str) -> Result<Self, GatewayError> {
+        let text = text.trim();
+        let reason = if text.is_empty() || text.chars().count() > Self::MAX_CHARS {
+            Some(format!("a display name has 1 to {} characters", Self::MAX_CHARS))
+        } else if text.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        {
+            Some("a display name may not hold control characters or direction overrides".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(GatewayError::BadInput { field: "display_name", reason }),
+            None => Ok(Self(text.to_owned())),
+        }
+    }
+}
+
+/// A two-letter language code (ISO 639-1, lowercase) put in an invite link; the page falls back to the person's
+/// browser for a language it does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LanguageHint(String);
+
+impl<'de> Deserialize<'de> for LanguageHint {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(deserializer)?;
+        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
+            Ok(Self(code))
+        } else {
+            Err(serde::de::Error::custom("a language is a two-letter ISO 639-1 code, such as \"ar\""))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for DisplayName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Debug for DisplayName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DisplayName(withheld)")
+    }
 }
 
 fn a_day() -> i64 {
@@ -445,7 +564,7 @@ impl Hearings {
     fn hearing(&self, court: Caller, machine: Hearing) -> Arc<LiveHearing> {
         let (id, case) = (machine.id().clone(), machine.case().clone());
         let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
-        Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
+        let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
                 quarantine_dir: crate::quarantine::hearing_dir(&self.quarantine_dir, &case, &id),
@@ -457,6 +576,7 @@ impl Hearings {
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
                     invites: BTreeMap::new(),
+                    names: BTreeMap::new(),
                     invite_secrets: HashMap::new(),
                     credentials: HashMap::new(),
                     people: BTreeMap::new(),
@@ -468,7 +588,9 @@ impl Hearings {
                 }),
                 steps: Budget::new(ROOM_STEPS.0, ROOM_STEPS.1),
             }
-        })
+        });
+        tokio::spawn(watch_media(Arc::downgrade(&live)));
+        live
     }
 
     /// Brings back every hearing this gateway held before it stopped, from their journals. Whoever was connected
@@ -509,8 +631,11 @@ impl Hearings {
                         tracing::warn!(hearing = %live.id, error = %e, "a journalled event no longer applies");
                     }
                 }
-                JournalEntry::Invite { digest, invite, expires_at } => {
+                JournalEntry::Invite { digest, invite, expires_at, name } => {
                     state.invites.insert(invite.clone(), expires_at);
+                    if let Some(name) = name {
+                        state.names.insert(invite.clone(), name);
+                    }
                     state.invite_secrets.insert(digest, invite);
                     self.remember_secret(digest, &live.id);
                 }
@@ -585,11 +710,21 @@ impl Hearings {
         let digest = Sha256::of(secret.as_bytes());
         let mut state = live.state.lock().await;
         live.apply(&mut state, Event::IssueInvite { by, invite: invite.clone() }).await?;
-        live.journal(&mut state, &JournalEntry::Invite { digest, invite: invite.id.clone(), expires_at }).await?;
+        let entry =
+            JournalEntry::Invite { digest, invite: invite.id.clone(), expires_at, name: request.display_name.clone() };
+        live.journal(&mut state, &entry).await?;
         state.invites.insert(invite.id.clone(), expires_at);
+        if let Some(name) = request.display_name {
+            state.names.insert(invite.id.clone(), name);
+        }
         state.invite_secrets.insert(digest, invite.id.clone());
         self.remember_secret(digest, &live.id);
-        let link = format!("/join#{secret}");
+        // Each role's own page: the court's room controls are in the console (signed in), everyone else's on /join.
+        let link = match (invite.role.is_court(), &request.language) {
+            (true, _) => format!("/?room#{secret}"),
+            (false, None) => format!("/join#{secret}"),
+            (false, Some(LanguageHint(code))) => format!("/join#lang={code}&invite={secret}"),
+        };
         Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
     }
 
@@ -621,9 +756,15 @@ impl Hearings {
     /// budgets per secret and per peer (`peer`, the client's address, when known), are turned away here, before
     /// the hearing's rules, so they change nothing and leave nothing on the record. A join that fails leaves no
     /// participant behind, in the hearing or in its room.
-    pub async fn enter(&self, secret: &str, outbox: Option<Outbox>, peer: Option<IpAddr>) -> Result<Entered, String> {
-        const INVALID: &str = "this invite link or credential is not valid";
-        let too_many = |wait| format!("too many attempts to enter: try again in {} s", retry_after_seconds(wait));
+    pub async fn enter(
+        &self,
+        secret: &str,
+        outbox: Option<Outbox>,
+        peer: Option<IpAddr>,
+    ) -> Result<Entered, EnterRefusal> {
+        const INVALID: EnterRefusal = EnterRefusal::Invalid;
+        let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
+        let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         if let Some(peer) = peer {
             self.joins_per_peer.take(&peer.to_string()).map_err(too_many)?;
         }
@@ -631,34 +772,34 @@ impl Hearings {
         self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;
         let mut state = live.state.lock().await;
         if state.machine.phase() == Phase::Ended {
-            return Err("this hearing has ended".to_owned());
+            return Err(EnterRefusal::Ended);
         }
         let (participant, credential) = match state.credentials.get(&digest).cloned() {
             Some(participant) if state.machine.is_removed(&participant) => {
-                return Err("you were removed from this hearing".to_owned());
+                return Err(EnterRefusal::Removed);
             }
             Some(participant) => {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
                     // The old connection has not been noticed as lost yet: it is now.
                     let lost = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
-                    live.apply(&mut state, lost).await.map_err(|e| e.to_string())?;
+                    live.apply(&mut state, lost).await.map_err(|e| failed(&e))?;
                 }
                 let back = Event::Reconnect { participant: participant.clone() };
-                live.apply(&mut state, back).await.map_err(|e| e.to_string())?;
+                live.apply(&mut state, back).await.map_err(|e| failed(&e))?;
                 (participant, secret.to_owned())
             }
             None => {
                 let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
                 match state.machine.invite_state(&invite, live.gateway.now()) {
                     Some(InviteState::Pending) => {}
-                    Some(InviteState::Used) => return Err("this invite has already been used".to_owned()),
-                    Some(InviteState::Revoked) => return Err("this invite has been revoked".to_owned()),
-                    Some(InviteState::Expired) | None => return Err("this invite has expired".to_owned()),
+                    Some(InviteState::Used) => return Err(EnterRefusal::Used),
+                    Some(InviteState::Revoked) => return Err(EnterRefusal::Revoked),
+                    Some(InviteState::Expired) | None => return Err(EnterRefusal::Expired),
                 }
                 if state.machine.phase() == Phase::Scheduled {
-                    return Err("the hearing has not opened yet: try again when the court opens it".to_owned());
+                    return Err(EnterRefusal::NotOpen);
                 }
-                let participant = ParticipantId::new(new_id("p")).map_err(|e| e.to_string())?;
+                let participant = ParticipantId::new(new_id("p")).map_err(|e| failed(&e))?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
                 state.people.insert(participant.clone(), Person { slot, connection: None, outbox: None });
@@ -666,11 +807,11 @@ impl Hearings {
                 if let Err(e) = live.apply(&mut state, joined).await {
                     state.people.remove(&participant);
                     live.room.remove_member(participant.as_str()).await;
-                    return Err(e.to_string());
+                    return Err(failed(&e));
                 }
                 state.next_slot += 1;
                 let member = JournalEntry::Member { participant: participant.clone(), slot };
-                live.journal(&mut state, &member).await.map_err(|e| e.to_string())?;
+                live.journal(&mut state, &member).await.map_err(|e| failed(&e))?;
                 let credential = random_secret();
                 let mut credentials = vec![Sha256::of(credential.as_bytes())];
                 if outbox.is_none() {
@@ -678,7 +819,7 @@ impl Hearings {
                 }
                 for digest in credentials {
                     let entry = JournalEntry::Credential { digest, participant: participant.clone() };
-                    live.journal(&mut state, &entry).await.map_err(|e| e.to_string())?;
+                    live.journal(&mut state, &entry).await.map_err(|e| failed(&e))?;
                     state.credentials.insert(digest, participant.clone());
                     self.remember_secret(digest, &live.id);
                 }
@@ -730,19 +871,47 @@ pub enum ConsoleStep {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RoomStep {
-    Admit { participant: ParticipantId },
-    Remove { participant: ParticipantId },
-    Mute { participant: ParticipantId },
-    Unmute { participant: ParticipantId },
+    Admit {
+        participant: ParticipantId,
+    },
+    Remove {
+        participant: ParticipantId,
+    },
+    Mute {
+        participant: ParticipantId,
+    },
+    Unmute {
+        participant: ParticipantId,
+    },
     StartSession,
     StartRecording,
     StopRecording,
-    StartConsultation { with: Vec<ParticipantId> },
-    EndConsultation { consultation: u32 },
-    VerifyIdentity { person: ParticipantId, document: DocumentType, officer_name: String, site: Label },
-    RightsNotice { person: ParticipantId },
-    Oath { witness: ParticipantId, form: OathForm },
-    SwearInterpreter { interpreter: ParticipantId, languages: Label },
+    StartConsultation {
+        with: Vec<ParticipantId>,
+    },
+    EndConsultation {
+        consultation: u32,
+    },
+    VerifyIdentity {
+        person: ParticipantId,
+        document: DocumentType,
+        officer_name: String,
+        site: Label,
+    },
+    RightsNotice {
+        person: ParticipantId,
+    },
+    Oath {
+        witness: ParticipantId,
+        form: OathForm,
+        /// The court was warned that the witness's media has stopped, and goes on.
+        #[serde(default)]
+        despite_no_media: bool,
+    },
+    SwearInterpreter {
+        interpreter: ParticipantId,
+        languages: Label,
+    },
     End,
     Leave,
 }
@@ -925,7 +1094,9 @@ impl LiveHearing {
                 return Ok(());
             }
             RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person },
-            RoomStep::Oath { witness, form } => Event::TakeOath { by, witness, form },
+            RoomStep::Oath { witness, form, despite_no_media } => {
+                Event::TakeOath { by, witness, form, despite_no_media }
+            }
             RoomStep::SwearInterpreter { interpreter, languages } => {
                 Event::SwearInterpreter { by, interpreter, languages }
             }
@@ -950,6 +1121,51 @@ impl LiveHearing {
                 tracing::warn!(hearing = %self.id, error = %e, "recording a lost connection");
             }
         }
+    }
+
+    /// Compares what has arrived from each connected participant with what the hearing knows: media silent for
+    /// [`MEDIA_SILENCE`] has stopped, media arriving again has resumed; each change is a step of the hearing (on
+    /// the record, in the minutes, shown to the court). `seen` is the watcher's memory: per participant, the
+    /// packet count last seen and when it last changed. False once the hearing has ended.
+    async fn check_media(self: &Arc<Self>, seen: &mut HashMap<ParticipantId, (u64, tokio::time::Instant)>) -> bool {
+        let mut state = self.state.lock().await;
+        match state.machine.phase() {
+            Phase::Ended => return false,
+            Phase::Scheduled => return true,
+            Phase::Open | Phase::InSession => {}
+        }
+        let now = tokio::time::Instant::now();
+        let mut reports = Vec::new();
+        for participant in state.people.keys() {
+            let connected = state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
+                && !state.machine.is_removed(participant);
+            // No peer connection yet (or one that sends nothing): nothing to judge.
+            let Some(packets) = self.room.packets_received(participant.as_str()).filter(|_| connected) else {
+                seen.remove(participant);
+                continue;
+            };
+            // What this connection has brought, and when it last brought something. A new connection starts its
+            // count afresh and gets the same grace as a first one; only packets arriving count as media resumed.
+            let (count, last_arrival) = seen.entry(participant.clone()).or_insert((packets, now));
+            let arrived = packets > *count;
+            if arrived || packets < *count {
+                *last_arrival = now;
+            }
+            *count = packets;
+            let silent = now.duration_since(*last_arrival) >= MEDIA_SILENCE;
+            let participant = participant.clone();
+            match (state.machine.media_stopped(&participant), silent, arrived) {
+                (false, true, _) => reports.push(Event::MediaStopped { participant }),
+                (true, _, true) => reports.push(Event::MediaResumed { participant }),
+                _ => {}
+            }
+        }
+        for event in reports {
+            if let Err(e) = self.apply(&mut state, event).await {
+                tracing::warn!(hearing = %self.id, error = %e, "reporting a participant's media");
+            }
+        }
+        true
     }
 
     /// Whether this connection is the participant's current one.
@@ -1002,20 +1218,54 @@ impl LiveHearing {
                     "admitted": state.machine.is_admitted(participant),
                     "muted": state.machine.is_muted(participant),
                     "connected": place != Place::Away,
+                    "left": state.machine.has_left(participant),
+                    "media_stopped": state.machine.media_stopped(participant),
+                    "name": state.machine.invite_of(participant).and_then(|invite| state.names.get(invite)),
                     "slot": person.slot,
                 })
             })
             .collect()
     }
 
+    /// The room's state as `you` are shown it: `participants` is [`Self::participants`], one entry per person in
+    /// `state.people`'s order, of which they get those the hearing's rules show them ([`Hearing::shows`]).
     fn state_message(&self, state: &HearingState, you: &ParticipantId, participants: &[Value]) -> Value {
         let mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
+        let participants: Vec<&Value> = state
+            .people
+            .keys()
+            .zip(participants)
+            .filter(|(other, _)| state.machine.shows(you, other))
+            .map(|(_, entry)| entry)
+            .collect();
+        let court = state.machine.role_of(you).is_some_and(HearingRole::is_court);
         json!({
             "type": "state",
             "phase": state.machine.phase(),
             "recording": state.machine.is_recording(),
             "you": mine,
             "participants": participants,
+            "checklist": court.then(|| Self::checklist(state)),
+        })
+    }
+
+    /// For the court: what the hearing has recorded of identity checks, rights notices, oaths and interpreters'
+    /// oaths (the officer's name stays in the detail document; the site they gave is shown).
+    fn checklist(state: &HearingState) -> Value {
+        let machine = &state.machine;
+        json!({
+            "identity_checks": machine.identity_checks().iter().map(|check| json!({
+                "person": check.person, "document": check.document, "site": check.site, "at": check.at,
+            })).collect::<Vec<_>>(),
+            "rights_notices": machine.rights_notices().iter().map(|notice| json!({
+                "person": notice.person, "at": notice.at,
+            })).collect::<Vec<_>>(),
+            "oaths": machine.oaths().iter().map(|oath| json!({
+                "witness": oath.witness, "form": oath.form, "at": oath.at,
+            })).collect::<Vec<_>>(),
+            "interpreters": machine.interpreters_sworn().iter().map(|sworn| json!({
+                "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at,
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -1038,7 +1288,8 @@ impl LiveHearing {
             .map(|(invite, expires_at)| {
                 let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
                 let role = state.machine.invite_role(invite);
-                json!({"id": invite, "role": role, "state": invite_state, "expires_at": expires_at})
+                let name = state.names.get(invite);
+                json!({"id": invite, "role": role, "name": name, "state": invite_state, "expires_at": expires_at})
             })
             .collect();
         json!({
@@ -1187,6 +1438,20 @@ impl LiveHearing {
                 state.minutes_artefact = Some(registered.artefact);
             }
             Err(e) => tracing::error!(hearing = %self.id, error = %e, "the minutes could not be taken into custody"),
+        }
+    }
+}
+
+/// Watches a hearing's media until the hearing ends (or is dropped): see [`LiveHearing::check_media`].
+async fn watch_media(hearing: Weak<LiveHearing>) {
+    let mut seen = HashMap::new();
+    let mut ticks = tokio::time::interval(MEDIA_CHECK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(live) = hearing.upgrade() else { return };
+        if !live.check_media(&mut seen).await {
+            return;
         }
     }
 }

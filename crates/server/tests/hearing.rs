@@ -69,12 +69,21 @@ fn assert_logs_are_clean(secrets: &[&str]) {
 
 /// Issues an invite; returns its id and its secret.
 async fn invite(gateway: &TestGateway, clerk: &str, hearing: &str, body: Value) -> (String, String) {
+    let language = body["language"].as_str().map(str::to_owned);
     let reply = gateway
         .call("POST", &format!("/api/v1/cases/case-1/hearings/{hearing}/invites"), Some(As::Session(clerk)), body)
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let issued = reply.json();
-    assert_eq!(issued["link"], format!("/join#{}", issued["secret"].as_str().unwrap()));
+    // Each role's own page: the court's controls in the console, everyone else's on /join.
+    let page = if ["judge", "clerk"].contains(&issued["role"].as_str().unwrap()) { "/?room" } else { "/join" };
+    let secret = issued["secret"].as_str().unwrap();
+    // A language for the person's page travels in the fragment, with the secret.
+    let fragment = match language.as_deref() {
+        Some(code) if page == "/join" => format!("lang={code}&invite={secret}"),
+        _ => secret.to_owned(),
+    };
+    assert_eq!(issued["link"], format!("{page}#{fragment}"));
     (issued["invite"].as_str().unwrap().to_owned(), issued["secret"].as_str().unwrap().to_owned())
 }
 
@@ -700,4 +709,142 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     assert_eq!(registered_by.len(), segments.len() + 1, "every segment and the minutes");
     assert!(registered_by.iter().all(|actor| *actor == clerk), "{registered_by:?}");
     assert!(gateway.files_under("recordings").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_client_whose_link_goes_silent_is_noticed_as_lost_and_refusals_carry_their_rule() {
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let invites = [json!({"role": "judge", "admit_on_join": true}), json!({"role": "witness"})];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut judge = Console::join(&url, &secrets[0]).await;
+    let mut witness = Console::join(&url, &secrets[1]).await;
+    let state = witness.until(|state| state["you"]["place"] == "lobby").await;
+    let witness_id = state["you"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(state["you"]["media_stopped"], false, "{state}");
+
+    // A refusal names its rule by a stable key, for the page to say it in its reader's language.
+    witness.send(json!({"type": "start_recording"})).await;
+    let refused = loop {
+        let message = witness.next().await;
+        if message["type"] == "refused" {
+            break message;
+        }
+    };
+    assert_eq!(refused["problem"], "not_admitted", "{refused}");
+
+    // A client that pings is answered, and from then on its silence counts: this one falls silent with its socket
+    // open, as behind a dead network, and the gateway lets it go as a lost connection.
+    witness.send(json!({"type": "ping"})).await;
+    while witness.next().await["type"] != "pong" {}
+    let gone = |state: &Value| {
+        state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == witness_id.as_str() && p["connected"] == false)
+    };
+    judge.until(gone).await;
+    // The judge, who never pinged, is not timed out however long they say nothing; the witness comes back.
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}");
+    let view = gateway.get(&uri, Some(As::Session(&clerk_session))).await.json();
+    let judge_entry = view["participants"].as_array().unwrap().iter().find(|p| p["role"] == "judge").unwrap().clone();
+    assert_eq!(judge_entry["connected"], true, "{view}");
+    let mut kinds = Vec::new();
+    for index in 0..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        if record["event"]["type"] == "hearing_event" && record["event"]["hearing"] == hearing.as_str() {
+            kinds.push(record["event"]["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(kinds.iter().any(|k| k == "connection_lost"), "{kinds:?}");
+    drop(witness);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_have_display_names_that_stay_out_of_the_records_the_minutes_and_the_logs() {
+    init_logs();
+    let gateway = TestGateway::start().await;
+    gateway.case("case-1").await;
+    let (amina, yusuf) = ("أمينة حداد", "Yusuf Karim-Display");
+    let invites = [
+        json!({"role": "judge", "admit_on_join": true}),
+        json!({"role": "witness", "display_name": format!("  {amina} ")}),
+        json!({"role": "witness", "display_name": yusuf, "language": "fr"}),
+    ];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+
+    // A name that could pass for another (a direction override), an empty one, a control character and one too
+    // long are refused, naming the field.
+    let uri = format!("/api/v1/cases/case-1/hearings/{hearing}/invites");
+    let body = json!({"role": "witness", "language": "arabic"});
+    let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&reply.body));
+    for bad in ["Yusuf\u{202E}mirK", "   ", "Yusuf\nKarim", &"x".repeat(81)] {
+        let body = json!({"role": "witness", "display_name": bad});
+        let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", String::from_utf8_lossy(&reply.body));
+        assert!(String::from_utf8_lossy(&reply.body).contains("display_name"), "{bad:?}");
+    }
+    // Debug never shows a name.
+    let request: custodia_server::hearings::InviteRequest =
+        serde_json::from_value(json!({"role": "witness", "display_name": yusuf})).unwrap();
+    assert!(!format!("{request:?}").contains("Yusuf"), "{request:?}");
+
+    // The court sees who is who in the lobby: the two witnesses by their names, trimmed.
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut judge = Console::join(&url, &secrets[0]).await;
+    let mut first = Console::join(&url, &secrets[1]).await;
+    let _second = Console::join(&url, &secrets[2]).await;
+    let names = |state: &Value| -> Vec<String> {
+        let mut names: Vec<String> = state["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["role"] == "witness")
+            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    };
+    let state = judge.until(|state| names(state).len() == 2).await;
+    let mut expected = vec![amina.to_owned(), yusuf.to_owned()];
+    expected.sort();
+    assert_eq!(names(&state), expected, "{state}");
+    let view =
+        gateway.get(&format!("/api/v1/cases/case-1/hearings/{hearing}"), Some(As::Session(&clerk_session))).await;
+    let view = view.json();
+    assert_eq!(names(&view), expected, "{view}");
+    let invited: Vec<&str> = view["invites"].as_array().unwrap().iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(invited.len(), 2, "{view}");
+
+    // A witness in the lobby is shown the court and themselves, not who else waits or is let in.
+    judge.send(json!({"type": "start_session"})).await;
+    let state = first.until(|state| state["phase"] == "in_session").await;
+    let shown: Vec<&str> =
+        state["participants"].as_array().unwrap().iter().map(|p| p["role"].as_str().unwrap()).collect();
+    assert_eq!(shown.len(), 2, "{state}");
+    assert!(shown.contains(&"judge") && shown.contains(&"witness"), "{state}");
+    assert_eq!(state["you"]["name"], amina, "{state}");
+
+    // After the hearing, neither name is in the public log, the minutes or the gateway's log.
+    judge.send(json!({"type": "end"})).await;
+    while judge.next().await["type"] != "ended" {}
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let minutes = String::from_utf8_lossy(&minutes).into_owned();
+    let mut records = String::new();
+    for index in 0..gateway.ledger_size() {
+        records.push_str(&gateway.ledger_record(index).await.to_string());
+    }
+    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    for name in [amina, "Yusuf", "Karim-Display"] {
+        assert!(!minutes.contains(name), "{name} in the minutes: {minutes}");
+        assert!(!records.contains(name), "{name} in the public log");
+        assert!(!logs.contains(name), "{name} in the gateway's log");
+    }
 }

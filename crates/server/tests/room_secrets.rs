@@ -46,10 +46,13 @@ async fn join(url: &str, secret: &str) -> (Value, Socket) {
 }
 
 /// Checks that the room turned the hello away, saying `why`.
-fn assert_refused(answer: &Value, why: &str) {
+/// A refused entry: its text says `why`, and its `problem` key (which the person's page words in their language)
+/// is `problem`.
+fn assert_refused(answer: &Value, why: &str, problem: &str) {
     assert_eq!(answer["type"], "refused", "{answer}");
     let reason = answer["reason"].as_str().unwrap_or_default();
     assert!(reason.contains(why), "reason {reason:?} lacks {why:?}");
+    assert_eq!(answer["problem"], problem, "{answer}");
 }
 
 struct Hearing {
@@ -111,7 +114,7 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
 
     // Before the lobby opens, an invite is turned away without a record.
     let before = gateway.ledger_size();
-    assert_refused(&join(&url, &witness_secret).await.0, "not opened");
+    assert_refused(&join(&url, &witness_secret).await.0, "not opened", "not_open");
     assert_eq!(gateway.ledger_size(), before);
     assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
     let reply = gateway.delete(&hearing.uri(&format!("/invites/{revoked}")), Some(As::Session(&hearing.clerk))).await;
@@ -128,11 +131,11 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
     // Used, revoked, expired and made-up secrets: refused, and nothing changes anywhere.
     let (ledger, members) = (gateway.ledger_size(), hearing.room_members(&gateway));
     assert_eq!(members, 2);
-    assert_refused(&join(&url, &witness_secret).await.0, "already been used");
-    assert_refused(&join(&url, &revoked_secret).await.0, "revoked");
+    assert_refused(&join(&url, &witness_secret).await.0, "already been used", "used");
+    assert_refused(&join(&url, &revoked_secret).await.0, "revoked", "revoked");
     gateway.clock.advance(301);
-    assert_refused(&join(&url, &short_secret).await.0, "expired");
-    assert_refused(&join(&url, "not-an-invite").await.0, "not valid");
+    assert_refused(&join(&url, &short_secret).await.0, "expired", "expired");
+    assert_refused(&join(&url, "not-an-invite").await.0, "not valid", "invalid");
     assert_eq!(gateway.ledger_size(), ledger, "a refused entry reached the public log");
     assert_eq!(hearing.room_members(&gateway), members, "a refused entry left a member in the room");
     assert_eq!(hearing.view(&gateway).await["participants"].as_array().unwrap().len(), 2);
@@ -160,7 +163,11 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ledger = gateway.ledger_size();
-    assert_refused(&enter(&url, json!({"type": "rejoin", "credential": witness_credential})).await.0, "removed");
+    assert_refused(
+        &enter(&url, json!({"type": "rejoin", "credential": witness_credential})).await.0,
+        "removed",
+        "removed",
+    );
     assert_eq!(gateway.ledger_size(), ledger);
 
     // A participant's steps are budgeted: a flood of refused steps is cut off, and only what was taken is recorded.
@@ -183,7 +190,7 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
 
     // Once the hearing has ended, no secret works, and trying leaves nothing.
     assert_eq!(hearing.console(&gateway, "/close").await.status, 200);
-    assert_eq!(next(&mut judge).await["type"], "ended");
+    assert_eq!(next(&mut judge).await["type"], "ended", "hearing_ended");
     for _ in 0..600 {
         if !hearing.view(&gateway).await["minutes_artefact"].is_null() {
             break;
@@ -191,8 +198,12 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ledger = gateway.ledger_size();
-    assert_refused(&enter(&url, json!({"type": "rejoin", "credential": judge_credential})).await.0, "ended");
-    assert_refused(&join(&url, &unused_secret).await.0, "ended");
+    assert_refused(
+        &enter(&url, json!({"type": "rejoin", "credential": judge_credential})).await.0,
+        "ended",
+        "hearing_ended",
+    );
+    assert_refused(&join(&url, &unused_secret).await.0, "ended", "hearing_ended");
     assert_eq!(gateway.ledger_size(), ledger);
 }
 

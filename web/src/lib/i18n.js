@@ -14,10 +14,14 @@ let strings = {};
 let fallback = {};
 let current = 'en';
 
-/** The language to start with: the one chosen before, else the browser's first supported one, else English. */
-export function preferredLanguage() {
+/**
+ * The language to start with: the one chosen before, else `hint` (the court's, from an invite) if supported, else
+ * the browser's first supported one, else English.
+ */
+export function preferredLanguage(hint = null) {
   const chosen = safeStorage()?.getItem(STORAGE_KEY);
   if (chosen && LANGUAGES[chosen]) return chosen;
+  if (hint && LANGUAGES[hint]) return hint;
   for (const tag of navigator.languages?.length ? navigator.languages : [navigator.language || 'en']) {
     const base = String(tag).toLowerCase().split('-')[0];
     if (LANGUAGES[base]) return base;
@@ -42,8 +46,13 @@ async function load(lang) {
 /** Loads a language, sets lang and dir on <html>, and translates the page. */
 export async function setLanguage(lang, { remember = false } = {}) {
   if (!LANGUAGES[lang]) lang = 'en';
-  if (!Object.keys(fallback).length) fallback = await load('en');
-  strings = lang === 'en' ? fallback : await load(lang);
+  // Both at once: on a slow link, one round trip instead of two before the page speaks the person's language.
+  const [english, chosen] = await Promise.all([
+    Object.keys(fallback).length ? fallback : load('en'),
+    lang === 'en' ? null : load(lang),
+  ]);
+  fallback = english;
+  strings = chosen ?? fallback;
   current = lang;
   document.documentElement.lang = lang;
   document.documentElement.dir = LANGUAGES[lang].dir;
@@ -89,5 +98,9 @@ export function languagePicker(select, onChange) {
 export function formatDateTime(iso) {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return String(iso ?? '');
-  return new Intl.DateTimeFormat(current, { dateStyle: 'full', timeStyle: 'short' }).format(date);
+  // With the time zone: the people of a cross-border hearing are not all in the same one.
+  const zone = new Intl.DateTimeFormat(current, { timeZoneName: 'short' }).formatToParts(date)
+    .find((part) => part.type === 'timeZoneName')?.value;
+  const text = new Intl.DateTimeFormat(current, { dateStyle: 'full', timeStyle: 'short' }).format(date);
+  return zone ? `${text} (${zone})` : text;
 }

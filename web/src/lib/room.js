@@ -4,8 +4,22 @@
 // The offer carries our own microphone and camera on its first audio and video m-lines, then one
 // receive-only (audio, video) pair per slot; the participant with "slot": n arrives on pair n.
 // After a dropped network the room reconnects by itself with the `rejoin` credential from `welcome`.
+//
+// Nothing fails silently: the socket is pinged, so a dead link is noticed within seconds and rejoined; a peer
+// connection that fails (ICE or DTLS), brings nothing in while others are sending, or whose media the gateway
+// says it no longer receives, is replaced by a new one (a new offer), and the page is told (`onMedia`).
 
 const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+/** The socket is pinged this often; the gateway answers `pong`. */
+const PING_EVERY_MS = 5000;
+/** A socket that has brought nothing (not even a pong) for this long is dead. */
+const SILENCE_LIMIT_MS = 12000;
+/** How long a peer connection may stay `disconnected` before it is replaced. */
+const DISCONNECTED_LIMIT_MS = 4000;
+/** How long incoming media may stop, while others in our room are sending, before the connection is replaced. */
+const INBOUND_STALL_MS = 10000;
+/** At most one new peer connection this often, so that a network that is down is not flooded with offers. */
+const MEDIA_RETRY_MS = 10000;
 
 /**
  * @typedef {object} RoomHandlers
@@ -17,6 +31,9 @@ const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
  * @property {() => void} [onEnded]
  * @property {() => void} [onRemoved]
  * @property {() => void} [onReplaced] the same participant took part from another page
+ * @property {(status: 'flowing'|'interrupted'|'reconnecting'|'not_received') => void} [onMedia] our media connection:
+ *   flowing; interrupted (the browser lost it, may come back); reconnecting (a new connection is being made);
+ *   not_received (the gateway says our video and sound do not reach it)
  * @property {(error: Error) => void} [onError]
  */
 
@@ -42,6 +59,11 @@ export class Room {
     this.attempt = 0;
     this.retryTimer = null;
     this.dataSaver = false;
+    this.keepalive = null;
+    this.lastHeard = 0;
+    this.inboundWatch = null;
+    this.mediaTimer = null;
+    this.lastMediaRestart = 0;
     this.onOnline = () => this.retryNow();
     window.addEventListener('online', this.onOnline);
   }
@@ -60,7 +82,7 @@ export class Room {
   /** Sends one action (admit, mute, start_recording…); the answer comes as a new `state` or a refusal. */
   send(message) {
     if (this.socket?.readyState !== WebSocket.OPEN) {
-      this.handlers.onRefused?.({ action: message.type, reason: 'not connected to the hearing; trying again' });
+      this.handlers.onRefused?.({ action: message.type, problem: 'not_connected', reason: 'not connected to the hearing; trying again' });
       return false;
     }
     this.socket.send(JSON.stringify(message));
@@ -116,13 +138,19 @@ export class Room {
 
   connect(first) {
     clearTimeout(this.retryTimer);
+    clearInterval(this.keepalive);
     this.handlers.onConnection?.(this.attempt === 0 ? 'connecting' : 'reconnecting');
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/api/v1/room`);
     this.socket = socket;
-    socket.addEventListener('open', () => socket.send(JSON.stringify(first)));
+    socket.addEventListener('open', () => {
+      socket.send(JSON.stringify(first));
+      this.lastHeard = Date.now();
+      this.keepalive = setInterval(() => this.ping(socket), PING_EVERY_MS);
+    });
     socket.addEventListener('message', (event) => {
       if (socket !== this.socket) return;
+      this.lastHeard = Date.now();
       let message;
       try {
         message = JSON.parse(event.data);
@@ -137,8 +165,26 @@ export class Room {
     });
   }
 
+  /** Pings the gateway; a socket silent for too long is given up and the room rejoined. */
+  ping(socket) {
+    if (socket !== this.socket || this.finished) {
+      return;
+    }
+    if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) {
+      // A dead link may take minutes to close by itself: let it go now and come back on a new socket.
+      clearInterval(this.keepalive);
+      this.socket = null;
+      socket.close();
+      this.lost();
+      return;
+    }
+    if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: 'ping' }));
+  }
+
   async receive(message) {
     switch (message.type) {
+      case 'pong':
+        break;
       case 'welcome':
         this.attempt = 0;
         this.welcome = message;
@@ -154,6 +200,11 @@ export class Room {
         this.state = message;
         this.applyDataSaver();
         this.handlers.onState?.(message);
+        if (message.you.media_stopped && this.sending()) {
+          // The gateway receives nothing from us although we send: our connection is broken on the way.
+          this.handlers.onMedia?.('not_received');
+          this.restartMedia();
+        }
         break;
       case 'answer':
         if (this.pc && this.pc.signalingState === 'have-local-offer') {
@@ -193,11 +244,78 @@ export class Room {
     }
   }
 
+  /** Whether we have a live microphone or camera to send. */
+  sending() {
+    return Boolean(this.media?.getTracks().some((track) => track.readyState === 'live'));
+  }
+
+  /** Replaces the peer connection with a new one (a new offer); at most once every MEDIA_RETRY_MS. */
+  restartMedia() {
+    if (this.finished || this.socket?.readyState !== WebSocket.OPEN) return;
+    const wait = this.lastMediaRestart + MEDIA_RETRY_MS - Date.now();
+    clearTimeout(this.mediaTimer);
+    if (wait > 0) {
+      this.mediaTimer = setTimeout(() => this.restartMedia(), wait);
+      return;
+    }
+    this.lastMediaRestart = Date.now();
+    this.handlers.onMedia?.('reconnecting');
+    this.negotiate().catch((error) => this.handlers.onError?.(error));
+  }
+
+  /** Follows a peer connection's health: failed, or disconnected for too long, means a new one. */
+  watchMedia(pc) {
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc !== this.pc) return;
+      const state = pc.connectionState;
+      if (state === 'connected') {
+        clearTimeout(this.mediaTimer);
+        this.handlers.onMedia?.('flowing');
+      } else if (state === 'failed') {
+        this.restartMedia();
+      } else if (state === 'disconnected') {
+        this.handlers.onMedia?.('interrupted');
+        clearTimeout(this.mediaTimer);
+        this.mediaTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState !== 'connected') this.restartMedia();
+        }, DISCONNECTED_LIMIT_MS);
+      }
+    });
+    // Incoming media that stops while someone in our room is sending: the connection is broken on the way to us.
+    clearInterval(this.inboundWatch);
+    let received = -1;
+    let since = Date.now();
+    this.inboundWatch = setInterval(async () => {
+      if (pc !== this.pc) return;
+      const you = this.state?.you ?? {};
+      const senders = (this.state?.participants ?? []).filter((p) => p.id !== you.participant
+        && ['main_room', 'consultation'].includes(p.place) && p.place === you.place && p.consultation === you.consultation
+        && p.connected !== false && !p.media_stopped);
+      let packets = 0;
+      try {
+        (await pc.getStats()).forEach((report) => {
+          if (report.type === 'inbound-rtp') packets += report.packetsReceived ?? 0;
+        });
+      } catch {
+        return;
+      }
+      if (packets !== received || !senders.length || !['main_room', 'consultation'].includes(you.place)) {
+        received = packets;
+        since = Date.now();
+      } else if (Date.now() - since > INBOUND_STALL_MS) {
+        since = Date.now();
+        this.handlers.onMedia?.('interrupted');
+        this.restartMedia();
+      }
+    }, 2000);
+  }
+
   /** A new peer connection and a complete (non-trickle) offer. */
   async negotiate() {
     this.pc?.close();
     const pc = new RTCPeerConnection({ iceServers: this.welcome?.ice_servers ?? [] });
     this.pc = pc;
+    this.watchMedia(pc);
     const audio = this.media?.getAudioTracks()[0];
     const video = this.media?.getVideoTracks()[0];
     const streams = this.media ? [this.media] : [];
@@ -218,6 +336,9 @@ export class Room {
   }
 
   lost() {
+    clearInterval(this.keepalive);
+    clearInterval(this.inboundWatch);
+    clearTimeout(this.mediaTimer);
     this.pc?.close();
     this.pc = null;
     if (!this.credential) {
@@ -240,6 +361,9 @@ export class Room {
   finish(status) {
     this.finished = true;
     clearTimeout(this.retryTimer);
+    clearInterval(this.keepalive);
+    clearInterval(this.inboundWatch);
+    clearTimeout(this.mediaTimer);
     window.removeEventListener('online', this.onOnline);
     this.pc?.close();
     this.pc = null;
@@ -275,7 +399,7 @@ function gatheringComplete(pc, limitMs) {
 
 /** Roles in the order a court lists them. */
 export const ROLE_ORDER = [
-  'judge', 'clerk', 'prosecutor', 'defence', 'interpreter', 'witness', 'remote_site_officer', 'auditor',
+  'judge', 'clerk', 'prosecutor', 'defence', 'accused', 'interpreter', 'witness', 'remote_site_officer', 'observer',
 ];
 
 /** Starts a microphone/camera preview: returns the stream, or null with the reason, never throws. */
@@ -285,10 +409,11 @@ export async function openMedia({ video = true } = {}) {
     return { stream: await navigator.mediaDevices.getUserMedia({ audio: true, video }), error: null };
   } catch (error) {
     if (video) {
-      // No camera, or the camera refused: try the microphone alone.
+      // No camera, or the camera blocked (the person or the browser refused it): try the microphone alone, and
+      // say which it was: "no camera found" would send someone with a blocked camera looking for one.
       try {
         const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: false });
-        return { stream, error: 'no-camera' };
+        return { stream, error: error?.name === 'NotAllowedError' ? 'camera-blocked' : 'no-camera' };
       } catch {
         /* fall through */
       }

@@ -220,13 +220,41 @@ impl TestGateway {
     }
 }
 
-/// A `custodia serve` process of the real binary, killed on drop.
-pub struct GatewayProcess(std::process::Child);
+/// A `custodia serve` process of the real binary, killed on drop. Its stderr (the operator log) goes to
+/// `gateway-stderr.log` beside its data directory's contents; when a test fails, the log's tail is printed.
+pub struct GatewayProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+/// How much of the gateway's log a failing test prints.
+const LOG_TAIL_BYTES: usize = 24 * 1024;
+
+impl GatewayProcess {
+    /// The gateway's operator log so far.
+    #[allow(dead_code)]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let mut start = log.len().saturating_sub(LOG_TAIL_BYTES);
+            while !log.is_char_boundary(start) {
+                start += 1;
+            }
+            eprintln!(
+                "--- the gateway's log ({}), its last {} bytes:\n{}",
+                self.log.display(),
+                log.len() - start,
+                &log[start..]
+            );
+        }
     }
 }
 
@@ -235,14 +263,17 @@ impl Drop for GatewayProcess {
 pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> (GatewayProcess, u16) {
     use std::time::{Duration, Instant};
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Appended to: a test that restarts the gateway on the same data keeps both runs' logs.
+    let log = data_dir.join("gateway-stderr.log");
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data_dir)
         .envs(env.iter().copied())
-        .stderr(std::process::Stdio::null())
+        .stderr(log_file)
         .spawn()
         .unwrap();
-    let process = GatewayProcess(child);
+    let process = GatewayProcess { child, log };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "gateway did not start listening");

@@ -94,7 +94,7 @@ function namer(minutes) {
     seen[person.role] = (seen[person.role] ?? 0) + 1;
     let name = t(`role.${person.role}`);
     if (count[person.role] > 1) name += ` ${seen[person.role]}`;
-    const known = state.hearing?.participants?.find((p) => p.id === person.participant)?.display_name;
+    const known = state.hearing?.participants?.find((p) => p.id === person.participant)?.name;
     if (known) name += ` · ${known}`;
     names.set(person.participant, name);
   }

@@ -106,7 +106,7 @@ function render() {
 function personName(person) {
   if (!person) return t('portal.unknownPerson');
   const role = t(`role.${person.role}`);
-  return person.display_name ? `${role} · ${person.display_name}` : role;
+  return person.name ? `${role} · ${person.name}` : role;
 }
 
 /** A segment's place in its participant's recording, from 1. */

@@ -25,7 +25,8 @@ for pkg in $wanted; do
   fi
 done
 install_python_requirements() {
-  # Python test tools (the Library of Congress bagit validator), from PyPI, for the current user.
+  # Python test tools (the Library of Congress bagit validator, aiortc, schemathesis), from PyPI, for the current
+  # user.
   local requirements="$here/../tests/requirements.txt"
   [ "${1:-}" = test ] && [ -f "$requirements" ] || return 0
   # Quiet and offline when the pinned versions are already installed.

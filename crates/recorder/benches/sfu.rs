@@ -255,7 +255,10 @@ impl Sfu {
 
 async fn sfu_process() -> Result<(), BoxError> {
     let dir = tempfile::Builder::new().prefix("sfu-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    let engine = Arc::new(WebRtcEngine::new(EngineConfig { include_loopback: true, ..Default::default() })?);
+    let engine = Arc::new(WebRtcEngine::new(EngineConfig {
+        announce: custodia_recorder::Announce::Loopback,
+        ..Default::default()
+    })?);
     let recorders = Arc::new(Recorders {
         dir: dir.path().to_owned(),
         sealer: Arc::new(HashingSealer::default()),

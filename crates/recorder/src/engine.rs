@@ -10,6 +10,7 @@ use webrtc::api::interceptor_registry::register_default_interceptors;
 use webrtc::api::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{API, APIBuilder};
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -31,11 +32,74 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 /// How the engine is set up.
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
-    /// Offer loopback addresses as ICE candidates. Off by default (they are useless between machines); tests on
-    /// one machine need it.
-    pub include_loopback: bool,
+    /// Which of this machine's own addresses answers announce as ICE host candidates.
+    pub announce: Announce,
+    /// Public addresses that stand for this machine's own (a 1:1 NAT, such as a cloud machine's public address):
+    /// answers announce these instead, and never the private addresses behind them.
+    pub public_ips: Vec<std::net::IpAddr>,
     /// STUN/TURN servers to gather candidates from, as `stun:` / `turn:` URLs with optional credentials.
     pub ice_servers: Vec<IceServer>,
+}
+
+/// Which of the machine's own addresses the engine announces as ICE host candidates. An SDP answer is read by
+/// whoever made the offer, so by default it tells them nothing of the gateway's internal networks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Announce {
+    /// Only publicly routable addresses (and, with [`EngineConfig::public_ips`], those instead of the private ones).
+    #[default]
+    Public,
+    /// Public and private ones (RFC 1918, shared address space, unique local): a gateway and its clients on one
+    /// internal network.
+    Private,
+    /// Every address, loopback included: tests, and a console on the same machine.
+    Loopback,
+}
+
+/// Whether the engine announces (gathers a host candidate on) its own address `ip`. Link-local, multicast,
+/// documentation and unspecified addresses are never announced. `behind_nat`: private addresses are gathered, to be
+/// announced as the configured public ones.
+pub fn announces(announce: Announce, behind_nat: bool, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let (loopback, private, unusable) = match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            let shared = a == 100 && (64..128).contains(&b);
+            let documentation = matches!((a, b, c), (192, 0, 2) | (198, 51, 100) | (203, 0, 113));
+            let benchmarking = a == 198 && (18..20).contains(&b);
+            (
+                v4.is_loopback(),
+                v4.is_private() || shared,
+                v4.is_link_local()
+                    || v4.is_multicast()
+                    || v4.is_broadcast()
+                    || v4.is_unspecified()
+                    || documentation
+                    || benchmarking
+                    || a == 0
+                    || a >= 240,
+            )
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            (
+                v6.is_loopback(),
+                first & 0xfe00 == 0xfc00,
+                v6.is_unspecified()
+                    || v6.is_multicast()
+                    || first & 0xffc0 == 0xfe80
+                    || first == 0x2001 && v6.segments()[1] == 0x0db8,
+            )
+        }
+    };
+    if loopback {
+        announce == Announce::Loopback
+    } else if unusable {
+        false
+    } else if private {
+        announce != Announce::Public || behind_nat
+    } else {
+        true
+    }
 }
 
 /// A STUN or TURN server.
@@ -340,7 +404,13 @@ impl WebRtcEngine {
         // NACK generation (retransmission requests), RTCP receiver reports and the rest of the defaults.
         let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine_err)?;
         let mut settings = SettingEngine::default();
-        settings.set_include_loopback_candidate(config.include_loopback);
+        settings.set_include_loopback_candidate(config.announce == Announce::Loopback);
+        let (announce, behind_nat) = (config.announce, !config.public_ips.is_empty());
+        settings.set_ip_filter(Box::new(move |ip| announces(announce, behind_nat, ip)));
+        if behind_nat {
+            let public = config.public_ips.iter().map(ToString::to_string).collect();
+            settings.set_nat_1to1_ips(public, RTCIceCandidateType::Host);
+        }
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -601,5 +671,31 @@ fn vp8_capability() -> RTCRtpCodecCapability {
         channels: 0,
         sdp_fmtp_line: String::new(),
         rtcp_feedback,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Announce, announces};
+
+    #[test]
+    fn answers_announce_only_what_the_configuration_allows() {
+        let public = ["193.204.114.1", "2a00:1450:4001:80b::200e"];
+        let private = ["10.1.2.3", "172.20.0.5", "192.168.1.10", "100.64.0.1", "fd00::2"];
+        let loopback = ["127.0.0.1", "::1"];
+        let never = ["169.254.1.1", "fe80::1", "224.0.0.1", "0.0.0.0", "192.0.2.2", "2001:db8::1", "255.255.255.255"];
+        let ip = |text: &str| text.parse().unwrap();
+        for (announce, behind_nat, public_ok, private_ok, loopback_ok) in [
+            (Announce::Public, false, true, false, false),
+            (Announce::Public, true, true, true, false),
+            (Announce::Private, false, true, true, false),
+            (Announce::Loopback, false, true, true, true),
+        ] {
+            let case = format!("{announce:?}, behind NAT: {behind_nat}");
+            assert!(public.iter().all(|a| announces(announce, behind_nat, ip(a)) == public_ok), "{case}");
+            assert!(private.iter().all(|a| announces(announce, behind_nat, ip(a)) == private_ok), "{case}");
+            assert!(loopback.iter().all(|a| announces(announce, behind_nat, ip(a)) == loopback_ok), "{case}");
+            assert!(never.iter().all(|a| !announces(announce, behind_nat, ip(a))), "{case}");
+        }
     }
 }

@@ -25,6 +25,6 @@ pub mod timeline;
 pub mod track;
 pub mod whip;
 
-pub use engine::{EngineConfig, EngineError, WebRtcEngine};
+pub use engine::{Announce, EngineConfig, EngineError, WebRtcEngine};
 pub use segmenter::{RecordingConfig, RecordingSummary, SealedSegment, SegmentSealer};
 pub use whip::{WhipAnswer, WhipError, WhipIngest};

@@ -121,7 +121,9 @@ fn ffprobe(path: &Path) -> (f64, Vec<String>, u64) {
 
 /// A WHIP server around a [`WhipIngest`] on a free loopback port.
 async fn serve(dir: PathBuf) -> (App, u16) {
-    let engine = WebRtcEngine::new(EngineConfig { include_loopback: true, ..Default::default() }).unwrap();
+    let engine =
+        WebRtcEngine::new(EngineConfig { announce: custodia_recorder::Announce::Loopback, ..Default::default() })
+            .unwrap();
     let app = App {
         whip: Arc::new(WhipIngest::new(engine)),
         ledger: Arc::new(Ledger::default()),

@@ -4,7 +4,6 @@ use std::ops::Range;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use custodia_catalog::{Account, Case};
 use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::auth::{self, Caller, SESSION_SECONDS, Scope};
 use crate::extract::{Path, Query};
@@ -46,7 +46,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/v1/session", post(sign_in).delete(sign_out))
         .route("/api/v1/me", get(me))
-        .route("/api/v1/ice-servers", get(ice_servers))
         .route("/api/v1/verifier-key", get(verifier_key))
         .route("/api/v1/tokens", post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
@@ -81,14 +80,17 @@ pub struct ApiJson<T>(pub T);
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+        match axum::Json::<Value>::from_request(req, state).await {
+            Ok(axum::Json(mut value)) => {
+                whole_numbers_as_integers(&mut value);
+                serde_json::from_value(value).map(Self).map_err(|err| Problem::bad_request(format!("JSON body: {err}")))
+            }
             Err(rejection) => {
                 let status = rejection.status();
                 let detail = rejection.body_text();
@@ -109,6 +111,23 @@ where
                 })
             }
         }
+    }
+}
+
+/// JSON has one kind of number: `830.0` is the integer 830 to JSON Schema (and to the published document), so a
+/// whole number written with a fraction is read as that integer wherever the body wants one. Numbers past 2^53,
+/// which a float cannot hold exactly, are left as they are (and refused where an integer is wanted).
+fn whole_numbers_as_integers(value: &mut Value) {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(number) if !number.is_i64() && !number.is_u64() => {
+            if let Some(float) = number.as_f64().filter(|f| f.fract() == 0.0 && f.abs() <= EXACT) {
+                *value = Value::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -240,13 +259,6 @@ async fn verifier_key(State(state): State<AppState>) -> Result<Response, Problem
             "public_key_pem": custodia_bundle::public_key_pem(&key),
         }),
     ))
-}
-
-async fn ice_servers(State(state): State<AppState>, _caller: Caller) -> Response {
-    let servers = state.ice_servers.issue(state.gateway.now());
-    let mut response = json(StatusCode::OK, serde_json::json!({ "ice_servers": servers }));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[derive(Deserialize)]

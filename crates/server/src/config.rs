@@ -90,6 +90,86 @@ pub struct ServeConfig {
     pub ice: IceConfig,
     #[command(flatten)]
     pub connections: ConnectionConfig,
+    #[command(flatten)]
+    pub media: MediaConfig,
+    #[command(flatten)]
+    pub probe: ProbeConfig,
+}
+
+/// Media probing, in a child process under limits ([`crate::probe`]).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProbeConfig {
+    /// The largest address space (virtual memory) a probe may use, in MiB; the binary's own mappings count.
+    #[arg(long = "probe-memory-mib", env = "CUSTODIA_PROBE_MEMORY_MIB", default_value_t = 2048)]
+    pub memory_mib: u64,
+    /// CPU seconds a probe may use.
+    #[arg(long = "probe-cpu-seconds", env = "CUSTODIA_PROBE_CPU_SECONDS", default_value_t = 30)]
+    pub cpu_seconds: u64,
+    /// Seconds a probe may take before it is killed.
+    #[arg(long = "probe-seconds", env = "CUSTODIA_PROBE_SECONDS", default_value_t = 60)]
+    pub seconds: u64,
+    /// The `custodia` binary that probes; by default this process's own executable (set by tests, whose own
+    /// executable is the test harness).
+    #[arg(skip)]
+    pub program: Option<PathBuf>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        let limits = crate::probe::ProbeLimits::default();
+        Self {
+            memory_mib: limits.address_space_bytes >> 20,
+            cpu_seconds: limits.cpu_seconds,
+            seconds: limits.wall.as_secs(),
+            program: None,
+        }
+    }
+}
+
+impl ProbeConfig {
+    pub fn limits(&self) -> crate::probe::ProbeLimits {
+        crate::probe::ProbeLimits {
+            address_space_bytes: self.memory_mib.max(1) << 20,
+            cpu_seconds: self.cpu_seconds.max(1),
+            wall: std::time::Duration::from_secs(self.seconds.max(1)),
+        }
+    }
+}
+
+/// What the gateway's WebRTC answers (WHIP, the hearing room) say about where its media is: the addresses they
+/// announce as ICE candidates. The offerer reads them, so by default they name public addresses only.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct MediaConfig {
+    /// Which of this machine's addresses answers announce: `public` (the default), `private` (also RFC 1918 and
+    /// unique local addresses, for clients on the same internal network) or `loopback` (everything: tests, a
+    /// console on this machine).
+    #[arg(long = "media-addresses", env = "CUSTODIA_MEDIA_ADDRESSES", value_enum, default_value_t)]
+    pub addresses: MediaAddresses,
+    /// Public addresses that stand for this machine's own behind a 1:1 NAT (comma-separated): answers announce
+    /// these instead of the private addresses behind them.
+    #[arg(long = "media-public-ips", env = "CUSTODIA_MEDIA_PUBLIC_IPS", value_delimiter = ',')]
+    pub public_ips: Vec<std::net::IpAddr>,
+}
+
+/// See [`MediaConfig::addresses`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum MediaAddresses {
+    #[default]
+    Public,
+    Private,
+    Loopback,
+}
+
+impl MediaConfig {
+    /// The media engine's settings.
+    pub fn engine(&self) -> custodia_recorder::EngineConfig {
+        let announce = match self.addresses {
+            MediaAddresses::Public => custodia_recorder::Announce::Public,
+            MediaAddresses::Private => custodia_recorder::Announce::Private,
+            MediaAddresses::Loopback => custodia_recorder::Announce::Loopback,
+        };
+        custodia_recorder::EngineConfig { announce, public_ips: self.public_ips.clone(), ice_servers: vec![] }
+    }
 }
 
 /// How many connections the gateway holds, and for how long ([`crate::listen`]).
@@ -206,6 +286,8 @@ impl ServeConfig {
             max_upload_bytes: 64 << 30,
             ice: IceConfig { turn_ttl_seconds: 3600, ..IceConfig::default() },
             connections: ConnectionConfig::default(),
+            media: MediaConfig::default(),
+            probe: ProbeConfig::default(),
         }
     }
 

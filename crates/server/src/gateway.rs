@@ -135,6 +135,9 @@ pub struct Gateway {
     verifier: LogVerifier,
     pub clock: Clock,
     pub max_upload_bytes: u64,
+    /// FFmpeg runs in a child process under limits, never in this one ([`crate::probe`]); without a prober,
+    /// artefacts are kept unprobed.
+    prober: Option<crate::probe::Prober>,
     artefact_turns: Turns,
     pub(crate) refusals: crate::refusals::Refusals,
     /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
@@ -218,6 +221,7 @@ impl Gateway {
         max_upload_bytes: u64,
     ) -> Self {
         Self {
+            prober: None,
             catalog,
             artefacts,
             manifests,
@@ -230,6 +234,12 @@ impl Gateway {
             refusals: crate::refusals::Refusals::default(),
             unindexed: Arc::default(),
         }
+    }
+
+    /// Probes media with `prober` ([`crate::probe`]).
+    pub fn with_prober(mut self, prober: crate::probe::Prober) -> Self {
+        self.prober = Some(prober);
+        self
     }
 
     pub fn now(&self) -> Timestamp {
@@ -745,7 +755,10 @@ impl Gateway {
 
     async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
         let probed = match self.artefacts.local_path(sha256) {
-            Some(path) => tokio::task::spawn_blocking(move || custodia_media::probe(&path)).await.ok(),
+            Some(path) => match &self.prober {
+                Some(prober) => Some(prober.probe(&path).await),
+                None => Some(custodia_media::MediaProbe::Unprobed { reason: "no media prober is configured".into() }),
+            },
             None => None,
         };
         match probed {

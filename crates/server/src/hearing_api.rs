@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/room", get(room))
         .route("/api/v1/room/whip", post(whip_publish))
         .route("/api/v1/room/whip/{participant}", delete(whip_end))
+        .route("/api/v1/ice-servers", get(ice_servers))
         .with_state(state)
 }
 
@@ -401,6 +402,20 @@ async fn run_room(
     hearing.connection_closed(&participant, connection).await;
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+/// STUN and TURN servers, with TURN credentials made for this answer, for someone in a hearing
+/// ([`crate::hearings::Hearings::may_relay`]): a participant, by the credential the room gave them, or a WHIP
+/// publisher, by its invite's secret. A relay is for a hearing's media, so an account in no hearing, or a secret
+/// that no longer lets anyone in, gets none.
+async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {
+    if !state.hearings.may_relay(bearer(&headers)?).await {
+        return Err(GatewayError::Unauthenticated.into());
+    }
+    let servers = state.ice_servers.issue(state.gateway.now());
+    let mut response = axum::Json(json!({ "ice_servers": servers })).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// The bearer token of a WHIP request: an invite's secret, which WHIP clients send as their token.

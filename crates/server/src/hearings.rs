@@ -856,6 +856,20 @@ impl Hearings {
         drop(state);
         Some((live, participant))
     }
+
+    /// Whether `secret` may have STUN/TURN servers: the credential of someone in a hearing that has not ended (a
+    /// participant's, or a WHIP publisher's invite secret once it has published), or an invite that can let someone
+    /// into an open hearing now (a WHIP publisher needs the servers before it makes its offer).
+    pub async fn may_relay(&self, secret: &str) -> bool {
+        if self.by_credential(secret).await.is_some() {
+            return true;
+        }
+        let Some((digest, live)) = self.by_secret(secret) else { return false };
+        let state = live.state.lock().await;
+        let Some(invite) = state.invite_secrets.get(&digest) else { return false };
+        !matches!(state.machine.phase(), Phase::Scheduled | Phase::Ended)
+            && state.machine.invite_state(invite, live.gateway.now()) == Some(InviteState::Pending)
+    }
 }
 
 /// Console steps on a hearing other than scheduling and inviting.

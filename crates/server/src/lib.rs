@@ -18,6 +18,7 @@ pub mod keys;
 pub mod listen;
 pub mod log_routes;
 pub mod openapi;
+pub mod probe;
 pub mod problem;
 pub mod quarantine;
 pub mod refusals;

@@ -73,8 +73,23 @@ enum LogCommand {
     },
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // `custodia probe <path>`: the gateway's media probe, run by it as a child under limits (custodia_server::probe).
+    // Hidden, and dispatched before anything starts: no runtime threads, no logging, only FFmpeg and the file.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|first| first == custodia_server::probe::SUBCOMMAND) {
+        return custodia_server::probe::child_main(args);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(gateway_main()),
+        Err(err) => {
+            eprintln!("custodia: could not start the async runtime: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn gateway_main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

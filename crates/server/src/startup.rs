@@ -57,7 +57,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
-    let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes);
+    let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
+        .context("finding the custodia binary for media probing")?;
+    let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
+        .with_prober(prober);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
@@ -78,11 +81,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         // What a crash cut off: each file is the open segment of a recording, never sealed. Kept, and on the record.
         tracing::warn!(count = quarantined, "quarantined unsealed recording segments left by an interrupted run");
     }
-    // Loopback candidates are offered too, so that peers on the same host (tests, a local console) can connect.
-    let engine = custodia_recorder::WebRtcEngine::new(custodia_recorder::EngineConfig {
-        include_loopback: true,
-        ice_servers: vec![],
-    })?;
+    // Answers announce the addresses the configuration allows (public only by default; tests ask for loopback).
+    let engine = custodia_recorder::WebRtcEngine::new(config.media.engine())?;
     let hearings = Arc::new(crate::hearings::Hearings::new(
         gateway.clone(),
         Arc::new(engine),

@@ -78,6 +78,7 @@ async fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (temp
         runtime.block_on(async move {
             let mut config = ServeConfig::with_data_dir(data.path());
             config.gateway.origin = "custodia.test/log".into();
+            config.probe.program = Some(env!("CARGO_BIN_EXE_custodia").into());
             let state = custodia_server::startup::open(&config, Clock::default()).await.unwrap();
             let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
             let mut gateway = support::TestGateway { dir: data, state, clock: Clock::default(), admin: String::new() };

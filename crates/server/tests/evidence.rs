@@ -259,12 +259,9 @@ async fn a_restart_finds_everything_and_the_catalog_catches_up_with_the_ledger()
     drop(gw.state);
     log.close().await;
     delete_catalog_rows(&db, &artefact).await;
-    let state = custodia_server::startup::open(
-        &custodia_server::config::ServeConfig::with_data_dir(dir.path()),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let mut config = custodia_server::config::ServeConfig::with_data_dir(dir.path());
+    config.probe.program = Some(env!("CARGO_BIN_EXE_custodia").into());
+    let state = custodia_server::startup::open(&config, Default::default()).await.unwrap();
     let row = state
         .gateway
         .catalog

@@ -770,7 +770,7 @@ impl Checked {
             let media = content_type.split(';').next().unwrap().trim();
             let content =
                 response["content"].as_object().unwrap_or_else(|| panic!("{here}: sent an undocumented body"));
-            let described = content.get(media).or_else(|| content.get("*/*"));
+            let described = content.get(content_type).or_else(|| content.get(media)).or_else(|| content.get("*/*"));
             let described = described.unwrap_or_else(|| panic!("{here}: {media} is not documented"));
             if media.ends_with("json") {
                 let body: Value = serde_json::from_slice(&reply.body).unwrap();
@@ -827,8 +827,8 @@ async fn real_replies_match_the_document() {
     api.call("POST", "/api/v1/session", "/api/v1/session", None, body).await.assert_problem(401, "bad-credentials", "");
     api.get("/api/v1/me", "/api/v1/me", pm).await;
     api.get("/api/v1/me", "/api/v1/me", None).await;
-    // No STUN/TURN servers in the test configuration (tests/turn.rs has them, with a real coturn).
-    assert_eq!(api.get("/api/v1/ice-servers", "/api/v1/ice-servers", pm).await.json(), json!({ "ice_servers": [] }));
+    // STUN/TURN servers are for people in a hearing (below), not for any signed-in account.
+    api.get("/api/v1/ice-servers", "/api/v1/ice-servers", pm).await.assert_problem(401, "unauthenticated", "");
     api.get("/api/v1/ice-servers", "/api/v1/ice-servers", None).await.assert_problem(401, "unauthenticated", "");
     let key = api.get("/api/v1/verifier-key", "/api/v1/verifier-key", None).await.json();
     assert_eq!(key["vkey"], api.gateway.verifier().to_string());
@@ -1007,6 +1007,13 @@ async fn real_replies_match_the_document() {
     api.check("DELETE", "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", reply);
     api.call("POST", "/api/v1/cases/{case}/hearings/{hearing}/open", &format!("{hearing}/open"), clerk, json!({}))
         .await;
+    // A WHIP publisher's invite secret is its credential: while the hearing lasts it gets STUN/TURN servers (none
+    // are configured here; tests/turn.rs has them, with a real coturn), and not after.
+    let reply = api.call("POST", invites, &format!("{hearing}/invites"), clerk, json!({ "role": "observer" })).await;
+    let publisher = reply.json()["secret"].as_str().unwrap().to_owned();
+    api.gateway.state.hearings.enter(&publisher, None, None).await.unwrap();
+    let ice = "/api/v1/ice-servers";
+    assert_eq!(api.get(ice, ice, Some(As::Token(&publisher))).await.json(), json!({ "ice_servers": [] }));
     // A hearing's bundle: none before its minutes are in custody, then one case bundle of its output.
     let hearing_export = "/api/v1/cases/{case}/hearings/{hearing}/exports";
     let export_uri = format!("{hearing}/exports?purpose=trial");
@@ -1020,6 +1027,7 @@ async fn real_replies_match_the_document() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(api.raw("POST", hearing_export, &export_uri, pm, &[], "").await.status, 200);
+    api.get(ice, ice, Some(As::Token(&publisher))).await.assert_problem(401, "unauthenticated", "");
 
     // The administration page's lists: administrators only (and a case's members for whoever manages them).
     api.get("/api/v1/accounts", "/api/v1/accounts", admin).await;

@@ -223,7 +223,7 @@ async fn console_steps_are_budgeted_per_account() {
         match reply.status.as_u16() {
             409 => {}
             429 => {
-                reply.assert_problem(429, "too-many-attempts", "try again in");
+                reply.assert_problem(429, "too-many", "try again in");
                 limited += 1;
             }
             other => panic!("{other}: {}", String::from_utf8_lossy(&reply.body)),

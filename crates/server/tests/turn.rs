@@ -2,7 +2,8 @@
 //!
 //! - coturn accepts the credential `GET /api/v1/ice-servers` issues, over TCP and over UDP, and refuses a forged one
 //!   and one the gateway issued that has since expired (`turnutils_uclient`, which exits non-zero when it cannot
-//!   complete the allocation).
+//!   complete the allocation). Only someone in a hearing gets one (an invite's secret, a participant's credential):
+//!   not a signed-in account as such, and no one once the hearing has ended.
 //! - A WHIP publisher invited to a hearing, that may only use relayed candidates and knows only TURN over TCP,
 //!   reaches the hearing room through coturn (recording in the room is tests/hearing.rs's). This is how a phone on a network that blocks UDP gets through: the
 //!   gateway's WebRTC engine (webrtc-rs 0.17) cannot take ICE over TCP itself.
@@ -110,16 +111,27 @@ impl Coturn {
     }
 }
 
-/// Signs a witness in and makes them a member of `case`; returns (account id, session).
-async fn witness(gateway: &TestGateway, case: &str) -> (String, String) {
+/// A hearing in `case`, opened by its clerk, with an invite for `role`: (the clerk's session, the hearing's console
+/// path, the invite's secret). While the invite can let someone in, its secret may have STUN/TURN servers.
+async fn open_hearing(gateway: &TestGateway, case: &str, role: &str) -> (String, String, String) {
     gateway.case(case).await;
-    let (account, session) = gateway.person("witness", "NL").await;
-    gateway.member(case, &account, "witness").await;
-    (account, session)
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member(case, &clerk, "clerk").await;
+    let clerk_auth = Some(As::Session(&clerk_session));
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply = gateway.call("POST", &format!("/api/v1/cases/{case}/hearings"), clerk_auth, schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = format!("/api/v1/cases/{case}/hearings/{}", reply.json()["id"].as_str().unwrap());
+    let reply = gateway.call("POST", &format!("{hearing}/invites"), clerk_auth, json!({"role": role})).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let secret = reply.json()["secret"].as_str().unwrap().to_owned();
+    let reply = gateway.call("POST", &format!("{hearing}/open"), clerk_auth, json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    (clerk_session, hearing, secret)
 }
 
-async fn ice_servers(gateway: &TestGateway, session: &str) -> Value {
-    let reply = gateway.get("/api/v1/ice-servers", Some(As::Session(session))).await;
+async fn ice_servers(gateway: &TestGateway, secret: &str) -> Value {
+    let reply = gateway.get("/api/v1/ice-servers", Some(As::Token(secret))).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.headers["cache-control"], "no-store");
     reply.json()["ice_servers"].clone()
@@ -145,12 +157,15 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
     let secret = custodia_server::auth::new_secret();
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
-    let (account, session) = witness(&gateway, "case-1").await;
+    let (clerk_session, hearing, secret) = open_hearing(&gateway, "case-1", "witness").await;
 
+    // TURN relays are for people in a hearing: not for a stranger, nor for a signed-in account as such.
     let unauthenticated = gateway.get("/api/v1/ice-servers", None).await;
     unauthenticated.assert_problem(401, "unauthenticated", "");
+    let account = gateway.get("/api/v1/ice-servers", Some(As::Session(&clerk_session))).await;
+    account.assert_problem(401, "unauthenticated", "");
 
-    let servers = ice_servers(&gateway, &session).await;
+    let servers = ice_servers(&gateway, &secret).await;
     let port = coturn.port;
     assert_eq!(servers[0], json!({ "urls": [format!("stun:127.0.0.1:{port}")] }));
     let turn = &servers[1];
@@ -164,7 +179,7 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
     let expiry: i64 = expiry.parse().unwrap();
     let now = gateway.clock.unix_seconds();
     assert!((now + 3590..=now + 3610).contains(&expiry), "expiry {expiry}, now {now}");
-    assert!(!username.contains(&account) && !username.contains("witness") && id.len() == 32, "{username}");
+    assert!(!username.contains(&secret) && !username.contains("witness") && id.len() == 32, "{username}");
 
     // Accepted, over TCP and over UDP.
     for tcp in [true, false] {
@@ -177,7 +192,7 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
     assert!(!ok && said.contains("Cannot complete Allocation"), "coturn took a forged credential:\n{said}");
     // A credential the gateway issued two hours ago, valid for one.
     gateway.clock.advance(-7200);
-    let old = ice_servers(&gateway, &session).await;
+    let old = ice_servers(&gateway, &secret).await;
     gateway.clock.advance(7200);
     let (old_username, old_credential) = (old[1]["username"].as_str().unwrap(), old[1]["credential"].as_str().unwrap());
     assert!(old_username.split_once(':').unwrap().0.parse::<i64>().unwrap() < now);
@@ -188,6 +203,11 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
     // coturn says why it refused: it checked the expiry and the HMAC, it did not just fail to connect.
     let log = coturn.log();
     assert!(log.contains(&format!("user <{old_username}>")), "{log}");
+
+    // Once the hearing has ended, its secrets get no more relays.
+    let reply = gateway.call("POST", &format!("{hearing}/close"), Some(As::Session(&clerk_session)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    gateway.get("/api/v1/ice-servers", Some(As::Token(&secret))).await.assert_problem(401, "unauthenticated", "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,21 +223,7 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
     let secret = custodia_server::auth::new_secret();
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
-    let (_, session) = witness(&gateway, "case-2").await;
-    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
-    gateway.member("case-2", &clerk, "clerk").await;
-    let clerk_auth = Some(As::Session(&clerk_session));
-    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
-    let reply = gateway.call("POST", "/api/v1/cases/case-2/hearings", clerk_auth, schedule).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
-    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
-    let invites = format!("/api/v1/cases/case-2/hearings/{hearing}/invites");
-    let reply = gateway.call("POST", &invites, clerk_auth, json!({"role": "remote_site_officer"})).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
-    let camera_secret = reply.json()["secret"].as_str().unwrap().to_owned();
-    let open = format!("/api/v1/cases/case-2/hearings/{hearing}/open");
-    let reply = gateway.call("POST", &open, clerk_auth, json!({})).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let (_, _, camera_secret) = open_hearing(&gateway, "case-2", "remote_site_officer").await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -225,7 +231,7 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // Only the TURN server over TCP, and only relayed candidates: nothing but TURN/TCP can carry the media.
-    let servers = ice_servers(&gateway, &session).await;
+    let servers = ice_servers(&gateway, &camera_secret).await;
     let turn = &servers[1];
     let tcp_url = format!("turn:127.0.0.1:{}?transport=tcp", coturn.port);
     let only_tcp = json!([{ "urls": [tcp_url], "username": turn["username"], "credential": turn["credential"] }]);

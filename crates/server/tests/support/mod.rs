@@ -60,6 +60,10 @@ impl TestGateway {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::default();
         let mut config = ServeConfig::with_data_dir(dir.path());
+        // Peers in tests are on this machine: answers announce loopback, which production never does.
+        config.media.addresses = custodia_server::config::MediaAddresses::Loopback;
+        // This process is the test harness: media is probed by the custodia binary.
+        config.probe.program = Some(env!("CARGO_BIN_EXE_custodia").into());
         configure(&mut config);
         let state = custodia_server::startup::open(&config, clock.clone()).await.unwrap();
         let password = std::fs::read_to_string(dir.path().join("keys/initial-admin-password")).unwrap();
@@ -269,6 +273,8 @@ pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data_dir)
+        // Peers in tests are on this machine: answers announce loopback, which production never does.
+        .env("CUSTODIA_MEDIA_ADDRESSES", "loopback")
         .envs(env.iter().copied())
         .stderr(log_file)
         .spawn()

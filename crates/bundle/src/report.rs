@@ -22,7 +22,7 @@ fn describe(event: &CustodyEvent, openings: &Openings) -> String {
         CustodyEvent::HearingEvent { kind, .. } => format!("hearing event: {kind}"),
         CustodyEvent::PolicyChanged { .. } => format!("use restrictions: {}", open("change")),
         CustodyEvent::OutcomeReported { .. } => format!("outcome reported: {}", open("outcome")),
-        CustodyEvent::AccessRefused { action, code, .. } => format!("REFUSED {action:?}: {code:?}"),
+        CustodyEvent::AccessRefused { code, .. } => format!("REFUSED {}: {code:?}", open("action")),
         CustodyEvent::MembershipChanged { member, change, .. } => {
             format!("membership of {member} {change:?}, role {}", openings.text("role").unwrap_or("none"))
         }

@@ -557,9 +557,9 @@ impl Gateway {
         use crate::refusals::Refusal;
         let mut sealed = match refusal {
             Refusal::Access { case, actor, artefact, action, code } => {
-                self.seal(case, actor.clone(), at, "refused", |_| CustodyEvent::AccessRefused {
+                self.seal(case, actor.clone(), at, "refused", |committer| CustodyEvent::AccessRefused {
                     artefact: artefact.clone(),
-                    action: *action,
+                    action: committer.commit("action", action.as_str()),
                     code: *code,
                 })
                 .await?
@@ -578,8 +578,9 @@ impl Gateway {
         self.record_now(&sealed).await
     }
 
-    /// A hearing's custody record: its detail digest, if any, committed under a fresh salt, since a detail
-    /// document made of public ids and a closed list of words could otherwise be confirmed by guessing.
+    /// A hearing's custody record: its subject and its detail digest, if any, each committed under a fresh salt.
+    /// In clear, the subject of an oath would say which participant is the witness, and a detail document made of
+    /// public ids and a closed list of words could be confirmed by guessing.
     pub async fn record_hearing(
         &self,
         case: &CaseId,
@@ -588,12 +589,7 @@ impl Gateway {
     ) -> Result<u64> {
         let sealed = self
             .seal(case, record.actor.clone(), record.at, crate::hearings::PURPOSE, |committer| {
-                CustodyEvent::HearingEvent {
-                    hearing: hearing.clone(),
-                    kind: record.kind.label(),
-                    subject: record.subject.as_ref().map(|participant| participant.as_actor().clone()),
-                    detail: record.detail_sha256.map(|digest| committer.commit("detail", digest.to_hex())),
-                }
+                record.to_custody_event(hearing, |field, text| committer.commit(field, text))
             })
             .await?;
         self.record(&sealed).await

@@ -566,8 +566,12 @@ fn policy_schemas_match_the_serde_forms() {
     serde_json::from_value::<WidenRequest>(widen["example"].clone()).unwrap();
 
     assert_eq!(strings(&schema(&doc, "Role")["enum"]), serde_names(Role::ALL));
-    // A refusal record names any action by its code, and why by a code.
-    assert_eq!(strings(&schema(&doc, "AccessRefused")["properties"]["action"]["enum"]), serde_names(Action::ALL));
+    // A case's detail says what its caller may do, in the actions' spellings; a refusal record commits to the
+    // action (in clear it would say the role) and says why by a code.
+    assert_eq!(strings(&schema(&doc, "Action")["enum"]), serde_names(Action::ALL));
+    assert_eq!(schema(&doc, "CaseDetail")["properties"]["may"]["items"]["$ref"], "#/components/schemas/Action");
+    assert_eq!(schema(&doc, "AccessRefused")["properties"]["action"]["$ref"], "#/components/schemas/Commitment");
+    assert_eq!(schema(&doc, "HearingEvent")["properties"]["subject"]["$ref"], "#/components/schemas/Commitment");
     assert_eq!(strings(&schema(&doc, "RefusalCode")["enum"]), serde_names(RefusalCode::ALL));
     use custodia_server::auth::Scope;
     assert_eq!(strings(&schema(&doc, "Scope")["enum"]), serde_names([Scope::Read, Scope::Write, Scope::Manage]));
@@ -733,17 +737,10 @@ fn the_validator_catches_mismatches() {
     missing.as_object_mut().unwrap().remove("provider");
     assert!(!is_valid(&doc, policy, &missing));
     let event = schema(&doc, "CustodyEvent");
-    assert!(is_valid(
-        &doc,
-        event,
-        &json!({ "type": "access_refused", "action": "download_artefact", "code": "policy_tlp" })
-    ));
-    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download_artefact" })));
-    assert!(!is_valid(
-        &doc,
-        event,
-        &json!({ "type": "access_refused", "action": "download_artefact", "reason": "no" })
-    ));
+    let action = "ab".repeat(32);
+    assert!(is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "code": "policy_tlp" })));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action })));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "reason": "no" })));
 }
 
 /// A gateway whose replies are checked against the document: the status must be documented for the operation,

@@ -991,11 +991,12 @@ impl Gateway {
         self.change_policy(caller, &row, &policy, "set by provider").await
     }
 
-    /// The court (judge or clerk) replaces an artefact's use policy, say one attached in error that locks the
-    /// artefact for everyone. On the record like any other policy change.
+    /// The judge replaces an artefact's use policy by the court's decision, say one attached in error that locks
+    /// the artefact for everyone ([`custodia_core::permits`] gives [`Action::CorrectPolicy`] to the judge alone).
+    /// On the record like any other policy change, under the judge's account.
     pub async fn correct_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::CorrectPolicy).await?;
-        self.change_policy(caller, &row, &policy, "corrected by the court").await
+        self.change_policy(caller, &row, &policy, "corrected by the judge's decision").await
     }
 
     /// Records a new policy and applies it, in that order, while the artefact's policy turn is held: concurrent
@@ -1130,9 +1131,11 @@ impl Gateway {
         member: &str,
         role: Option<Role>,
     ) -> Result<Option<u64>> {
-        // Check-then-append under one turn per membership, so that concurrent changes are recorded one after the
-        // other, each against the membership the one before it left, and the catalog ends on the last recorded.
-        let turn = self.artefact_turns.turn(&format!("membership of {member} in {case}"));
+        // Check-then-append under one turn per case, so that concurrent changes are recorded one after the other,
+        // each against the membership the one before it left, and the catalog ends on the last recorded. Every
+        // check the catalog would make is made here first, so that a change it would refuse never reaches the
+        // ledger: two clerks removed at once must not leave two records of which one never happened.
+        let turn = self.artefact_turns.turn(&format!("membership in {case}"));
         let _turn = turn.lock().await;
         let current = self.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {
@@ -1142,6 +1145,12 @@ impl Gateway {
             (Some(_), Some(_)) => MembershipChange::RoleChanged,
             (Some(_), None) => MembershipChange::Removed,
         };
+        if current.as_deref() == Some(Role::Clerk.as_str()) && role != Some(Role::Clerk) {
+            let members = self.catalog.members(case.as_str()).await?;
+            if members.iter().filter(|member| member.role == Role::Clerk.as_str()).count() < 2 {
+                return Err(CatalogError::LastClerk.into());
+            }
+        }
         let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
         let sealed = self
             .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {

@@ -978,7 +978,12 @@ async fn real_replies_match_the_document() {
     api.call("PUT", members, &uri, admin, json!({ "role": "clerk" })).await;
     let clerk_session = api.gateway.sign_in("clerk.bianchi", "correct-horse-battery").await;
     let clerk = Some(As::Session(&clerk_session));
-    // The court corrects a policy; a prosecutor may not.
+    let judge = json!({ "username": "judge.rossi", "display_name": "Judge", "password": "correct-horse-battery", "jurisdiction": "IT" });
+    let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, judge).await;
+    let uri = format!("/api/v1/cases/case-7/members/{}", reply.json()["id"].as_str().unwrap());
+    api.call("PUT", members, &uri, admin, json!({ "role": "judge" })).await;
+    let judge_session = api.gateway.sign_in("judge.rossi", "correct-horse-battery").await;
+    // The judge corrects a policy; a prosecutor may not, nor the clerk: overriding a restriction is judicial.
     let correction = "/api/v1/artefacts/{id}/policy/correction";
     let uri = format!("/api/v1/artefacts/{artefact}/policy/correction");
     let open = json!({
@@ -986,7 +991,8 @@ async fn real_replies_match_the_document() {
         "permitted_jurisdictions": [], "onward_transfer": "permitted",
     });
     api.call("PUT", correction, &uri, pm, open.clone()).await.assert_problem(403, "role-forbidden", "");
-    assert_eq!(api.call("PUT", correction, &uri, clerk, open).await.status, 200);
+    api.call("PUT", correction, &uri, clerk, open.clone()).await.assert_problem(403, "role-forbidden", "");
+    assert_eq!(api.call("PUT", correction, &uri, Some(As::Session(&judge_session)), open).await.status, 200);
     let hearings = "/api/v1/cases/{case}/hearings";
     let new_hearing = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2" });
     let refused = api.call("POST", hearings, "/api/v1/cases/case-7/hearings", pm, new_hearing.clone()).await;

@@ -8,6 +8,14 @@ import { $, bytes, el, say, signInPage, when } from './lib/dom.js';
 
 const enc = encodeURIComponent;
 
+/**
+ * What the signed-in member may do in the shown case, as the gateway says (`may` in the case's detail). The portal
+ * calls nothing else: a refused call is a public custody record, and which calls a member is refused would tell
+ * anyone reading the log which role they hold.
+ */
+let allowed = [];
+const may = (action) => allowed.includes(action);
+
 // Signing in.
 
 const showSignIn = signInPage({
@@ -49,6 +57,13 @@ async function showCase() {
   if (!id) return;
   let artefacts;
   try {
+    allowed = (await api('GET', `/api/v1/cases/${enc(id)}`))?.may ?? [];
+    if (!may('list_artefacts')) {
+      $('artefacts').replaceChildren();
+      $('artefacts-empty').hidden = true;
+      say($('find-error'), 'Your role in this case does not list its evidence.');
+      return;
+    }
     const list = await api('GET', `/api/v1/cases/${enc(id)}/artefacts`);
     artefacts = Array.isArray(list) ? list : list?.artefacts ?? [];
   } catch (error) {
@@ -72,7 +87,7 @@ function card(item) {
   // TLP:RED content never leaves the gateway, and a browser's player could keep what it plays: the gateway
   // sends neither a stream nor a bundle of it, so the portal offers neither.
   const red = item.tlp === 'TLP:RED';
-  const playable = !red && /^(video|audio)\//.test(item.media_type);
+  const playable = !red && may('download_artefact') && /^(video|audio)\//.test(item.media_type);
   const titleId = `title-${item.id}`;
   const section = el('section', { class: 'artefact', 'aria-labelledby': titleId, data: { artefact: item.id } },
     el('h2', { id: titleId }, item.id),
@@ -89,7 +104,9 @@ function card(item) {
       ? el('button', { type: 'button', onclick: (event) => play(item, player, error, event.currentTarget) }, 'Play',
         el('span', { class: 'visually-hidden' }, ` ${item.id}`))
       : null,
-    red
+    !may('export_artefact')
+      ? null
+      : red
       ? el('p', { class: 'note' }, 'TLP:RED: for the eyes and ears of its recipients only. Its description and custody ' +
         'history are shown here; its content is not played, downloaded or put into a bundle, since any copy sent to a ' +
         'browser could be kept. Ask the providing authority to relabel it if the proceedings need the content.')
@@ -99,7 +116,7 @@ function card(item) {
     error,
     player,
   );
-  const check = () => verify(item).then(
+  const check = () => (may('view_timeline') ? verify(item) : Promise.reject(new Error('your role in this case does not see its custody log'))).then(
     (result) => {
       verdict.className = `verdict ${result.ok ? 'ok' : 'bad'}`;
       verdict.textContent = result.ok ? 'Verified against the custody log' : `Not verified: ${result.problem}`;

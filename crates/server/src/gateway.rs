@@ -799,9 +799,20 @@ impl Gateway {
 
     // Reading.
 
+    /// The artefact's catalog row as it is now. Read under the artefact's policy turn, its policy is the one in
+    /// force until the turn is let go: a use checked against it and recorded before then can never follow, in the
+    /// ledger, a policy change that forbade it.
+    async fn under_policy_turn(&self, row: ArtefactRow) -> Result<ArtefactRow> {
+        let gone = || GatewayError::NotFound(format!("no artefact {}", row.id));
+        self.catalog.artefact(&row.id).await?.ok_or_else(gone)
+    }
+
     /// An artefact's catalog entry and signed manifest. Viewing is a custody record.
     pub async fn view(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<(ArtefactRow, Vec<String>)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         let warnings = self.check_use(caller, &row, UseAction::View, purpose).await?;
         self.record_access(caller, &row, AccessKind::View, purpose).await?;
         Ok((row, warnings))
@@ -819,6 +830,9 @@ impl Gateway {
         check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
     ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         // Whatever the client says it will do with them (`access`), bytes that reach it are a copy that has left
         // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
         // only says how the access is recorded and how the response is disposed.
@@ -877,15 +891,37 @@ impl Gateway {
     /// its own export, and every record's proof is against one checkpoint that covers them all.
     pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
         self.bundle_source(caller, row, purpose).await
     }
 
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
-    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it.
+    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it. The policy
+    /// turns of all its artefacts are held, taken in id order, from the checks to the last export record.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
+        let mut ids: Vec<ArtefactId> = self
+            .catalog
+            .artefacts_in_case(case.as_str())
+            .await?
+            .iter()
+            .map(ids)
+            .map(|ids| ids.map(|(_, id)| id))
+            .collect::<Result<_>>()?;
+        ids.sort();
+        let mut turns = Vec::with_capacity(ids.len());
+        for id in &ids {
+            turns.push(self.policy_turn(id).lock_owned().await);
+        }
         let rows = self.catalog.artefacts_in_case(case.as_str()).await?;
+        if rows.len() != ids.len() {
+            return Err(GatewayError::Conflict(
+                "an artefact entered the case during its export: export it again".into(),
+            ));
+        }
         for row in &rows {
             self.check_use(caller, row, UseAction::Export, purpose).await.map_err(|err| match err {
                 GatewayError::UseRestricted(reason) => {

@@ -53,6 +53,15 @@ function whom(person) {
   return ` the ${role(person.role)}${person.name ? `, ${person.name}` : ''}`;
 }
 
+/**
+ * Whether the signed-in member may perform `action` on the open case, as the gateway says (`may` in the case's
+ * detail). The console calls nothing else: a refused call is a public custody record, and which calls a member is
+ * refused would tell anyone reading the log which role they hold.
+ */
+function may(action) {
+  return Boolean(view.case?.may?.includes(action));
+}
+
 function humanize(text) {
   const words = String(text ?? '').replace(/_/g, ' ');
   return words.charAt(0).toUpperCase() + words.slice(1);
@@ -159,8 +168,8 @@ async function openCase(id) {
   $('case-role').textContent = role(detail.role);
   $('artefact').hidden = true;
   $('hearing').hidden = true;
-  $('schedule-form').hidden = detail.role !== 'clerk';
-  $('upload-form').hidden = !['clerk', 'prosecutor', 'defence', 'remote_site_officer'].includes(detail.role);
+  $('schedule-form').hidden = !may('run_hearings');
+  $('upload-form').hidden = !may('upload_artefact');
   $('invite-made').hidden = true;
   await Promise.all([loadArtefacts(), loadHearings()]);
   $('case-title').tabIndex = -1;
@@ -193,6 +202,13 @@ for (const tab of tabs) {
 // Evidence.
 
 async function loadArtefacts() {
+  $('artefacts-table').hidden = !may('list_artefacts');
+  $('artefacts-closed').hidden = may('list_artefacts');
+  if (!may('list_artefacts')) {
+    $('artefacts').replaceChildren();
+    $('artefacts-empty').hidden = true;
+    return;
+  }
   const list = await attempt($('upload-error'), () => api('GET', `/api/v1/cases/${enc(view.case.id)}/artefacts`));
   if (!list) return;
   const artefacts = Array.isArray(list) ? list : list.artefacts ?? [];
@@ -222,6 +238,8 @@ async function openArtefact(item) {
     el('dt', {}, t('portal.type')), el('dd', {}, item.media_type),
     el('dt', {}, t('portal.registered')), el('dd', {}, t('portal.registeredAt', { when: when(item.registered_at, { seconds: true }), index: item.ledger_index })),
   );
+  $('widen-form').hidden = !may('request_wider_use');
+  $('outcome-form').hidden = !may('file_outcome');
   await Promise.all([loadTimeline(), loadWiden(), loadOutcomes()]);
   $('artefact-title').tabIndex = -1;
   $('artefact-title').focus();
@@ -230,10 +248,10 @@ async function openArtefact(item) {
 /** A record in words, with its committed fields opened (the timeline carries the openings for members). */
 function describeEvent(event, openings) {
   const parts = [humanize(event?.type)];
-  for (const key of ['access', 'action', 'code', 'change', 'kind', 'format', 'hearing', 'member']) {
+  for (const key of ['access', 'code', 'change', 'kind', 'format', 'hearing', 'member']) {
     if (event?.[key] != null && typeof event[key] !== 'object') parts.push(`${humanize(key)}: ${event[key]}`);
   }
-  for (const key of ['site', 'outcome', 'role', 'operation', 'jurisdiction']) {
+  for (const key of ['action', 'subject', 'site', 'outcome', 'role', 'operation', 'jurisdiction']) {
     if (openings?.[key]) parts.push(`${humanize(key)}: ${openings[key].text}`);
   }
   if (event?.sha256) parts.push(`SHA-256 ${event.sha256.slice(0, 16)}…`);
@@ -241,6 +259,10 @@ function describeEvent(event, openings) {
 }
 
 async function loadTimeline() {
+  if (!may('view_timeline')) {
+    $('timeline').replaceChildren(el('li', { class: 'note' }, 'Your role in this case does not see the custody timeline.'));
+    return;
+  }
   const timeline = await attempt($('artefact-error'), () => api('GET', `/api/v1/artefacts/${enc(view.artefact.id)}/timeline`));
   if (!timeline) return;
   $('timeline').replaceChildren(
@@ -261,6 +283,10 @@ async function loadTimeline() {
 }
 
 async function loadWiden() {
+  if (!may('view_artefact')) {
+    $('widen').replaceChildren();
+    return;
+  }
   const list = await attempt($('artefact-error'), () => api('GET', `/api/v1/artefacts/${enc(view.artefact.id)}/widen-requests`));
   if (!list) return;
   const requests = Array.isArray(list) ? list : list.requests ?? [];
@@ -275,7 +301,7 @@ async function loadWiden() {
       ].join(', ') || t('console.askWider');
       const item = el('li', {}, t('console.asks', { who: request.requested_by, what: asked }), ' ',
         el('strong', {}, t(`console.request.${request.status}`)));
-      if (request.status === 'pending') {
+      if (request.status === 'pending' && may('decide_wider_use')) {
         for (const approve of [true, false]) {
           item.append(' ', el('button', {
             type: 'button',
@@ -308,6 +334,10 @@ $('widen-form').addEventListener('submit', (event) => {
 });
 
 async function loadOutcomes() {
+  if (!may('view_outcomes')) {
+    $('outcomes').replaceChildren(el('li', { class: 'note' }, 'Your role in this case does not see outcome reports.'));
+    return;
+  }
   const list = await attempt($('artefact-error'), () => api('GET', `/api/v1/artefacts/${enc(view.artefact.id)}/outcomes`));
   if (!list) return;
   const outcomes = Array.isArray(list) ? list : list.outcomes ?? [];
@@ -451,7 +481,7 @@ function showHearing(hearing) {
     el('dd', {}, segments.length ? t('console.segmentsCount', { count: segments.length }) : t('console.none')),
     el('dt', {}, t('console.minutes')), el('dd', {}, hearing.minutes_artefact ?? t('console.notYet')),
   );
-  const clerk = view.case.role === 'clerk';
+  const clerk = may('run_hearings');
   $('hearing-open').hidden = !clerk || hearing.phase !== 'scheduled';
   $('hearing-close').hidden = !clerk || hearing.phase === 'ended';
   $('invite-form').hidden = !clerk || hearing.phase === 'ended';
@@ -462,7 +492,7 @@ function showHearing(hearing) {
       const validity = invite.state === 'pending' ? t('console.validUntil', { when: when(invite.expires_at) }) : '';
       const item = el('li', { data: { invite: invite.id, state: invite.state } },
         `${who(invite)}: ${inviteState(invite.state)}${validity} `);
-      if (invite.state === 'pending' && view.case.role === 'clerk') {
+      if (invite.state === 'pending' && may('run_hearings')) {
         item.append(el('button', {
           type: 'button', class: 'danger',
           onclick: (event) => attempt($('hearing-error'), async () => {

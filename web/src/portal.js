@@ -18,6 +18,14 @@ await startLanguage($('language'), () => {
   render();
 });
 
+/**
+ * What the signed-in member may do in the shown case, as the gateway says (`may` in the case's detail). The portal
+ * calls nothing else: a refused call is a public custody record, and which calls a member is refused would tell
+ * anyone reading the log which role they hold.
+ */
+let allowed = [];
+const may = (action) => allowed.includes(action);
+
 // Signing in.
 
 const showSignIn = signInPage({
@@ -65,6 +73,13 @@ async function showCase() {
   let artefacts;
   let hearings;
   try {
+    allowed = (await api('GET', `/api/v1/cases/${enc(id)}`))?.may ?? [];
+    if (!may('list_artefacts')) {
+      $('artefacts').replaceChildren();
+      $('artefacts-empty').hidden = true;
+      say($('find-error'), 'Your role in this case does not list its evidence.');
+      return;
+    }
     const list = await api('GET', `/api/v1/cases/${enc(id)}/artefacts`);
     artefacts = Array.isArray(list) ? list : list?.artefacts ?? [];
     // The evidence is shown even if the hearings cannot be (a role that may not see them, say).
@@ -235,7 +250,7 @@ function card(item, title) {
   // TLP:RED content never leaves the gateway, and a browser's player could keep what it plays: the gateway
   // sends neither a stream nor a bundle of it, so the portal offers neither.
   const red = item.tlp === 'TLP:RED';
-  const playable = !red && /^(video|audio)\//.test(item.media_type);
+  const playable = !red && may('download_artefact') && /^(video|audio)\//.test(item.media_type);
   const titleId = `title-${item.id}`;
   const section = el('section', { class: 'artefact', 'aria-labelledby': titleId, data: { artefact: item.id } },
     el('h3', { id: titleId }, title ?? item.id),
@@ -253,7 +268,9 @@ function card(item, title) {
       ? el('button', { type: 'button', onclick: (event) => play(item, player, error, event.currentTarget) }, t('portal.play'),
         el('span', { class: 'visually-hidden' }, ` ${title ?? item.id}`))
       : null,
-    red
+    !may('export_artefact')
+      ? null
+      : red
       ? el('p', { class: 'note' }, t('portal.red'))
       : el('button', {
         type: 'button', class: 'primary',
@@ -263,7 +280,7 @@ function card(item, title) {
     error,
     player,
   );
-  const check = () => verify(item).then(
+  const check = () => (may('view_timeline') ? verify(item) : Promise.reject(new Error('your role in this case does not see its custody log'))).then(
     (result) => {
       verdict.className = `verdict ${result.ok ? 'ok' : 'bad'}`;
       verdict.textContent = result.ok ? t('portal.verified') : t('portal.notVerified', { problem: result.problem });

@@ -30,9 +30,7 @@ fn describe(event: &CustodyEvent, openings: &Openings) -> String {
         CustodyEvent::PolicyChanged { .. } => format!("use restrictions: {}", open("change")),
         CustodyEvent::WiderUseRequested { .. } => "wider use requested".to_owned(),
         CustodyEvent::OutcomeReported { .. } => format!("outcome reported: {}", open("outcome")),
-        CustodyEvent::AccessRefused { action, code: refusal, .. } => {
-            format!("REFUSED {}: {}", code(action), code(refusal))
-        }
+        CustodyEvent::AccessRefused { code: refusal, .. } => format!("REFUSED {}: {}", open("action"), code(refusal)),
         CustodyEvent::MembershipChanged { member, change, .. } => {
             format!("membership of {member} {}, role {}", code(change), openings.text("role").unwrap_or("none"))
         }

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Action, ActorId, ArtefactId, CanonicalError, Commitment, DenyReason, HearingId, Label, ManifestSignature,
-    OpeningError, Openings, Sha256,
+    ActorId, ArtefactId, CanonicalError, Commitment, DenyReason, HearingId, Label, ManifestSignature, OpeningError,
+    Openings, Sha256,
 };
 
 /// The record format version this build writes and reads. Version 1 carried free text and case ids in clear;
@@ -175,13 +175,15 @@ pub enum CustodyEvent {
     /// opaque ids; their contents are committed in their registrations' manifests.
     DerivativeMade { artefact: ArtefactId, source: ArtefactId, operation: Commitment },
     /// Something happened in a hearing: admission, an oath, recording started, a segment sealed. `kind` is one of
-    /// the hearing's closed list of event kinds; `detail` commits to the SHA-256 (hex) of the canonical detail
-    /// document the hearing's journal keeps.
+    /// the hearing's closed list of event kinds; `subject` commits to the participant id it concerns (an oath's
+    /// subject is the witness, an interpreter's oath the interpreter's: in clear, the kind would tell everyone which
+    /// participant holds that seat); `detail` commits to the SHA-256 (hex) of the canonical detail document the
+    /// hearing's journal keeps.
     HearingEvent {
         hearing: HearingId,
         kind: Label,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        subject: Option<ActorId>,
+        subject: Option<Commitment>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<Commitment>,
     },
@@ -199,11 +201,14 @@ pub enum CustodyEvent {
     /// A receiving authority reported what the artefact achieved (UN paper para 17): used at a hearing, charges
     /// brought, a conviction. The provider sees these reports.
     OutcomeReported { artefact: ArtefactId, outcome: Commitment },
-    /// An attempt was refused. Refusals are part of the custody history too.
+    /// An attempt was refused. Refusals are part of the custody history too. The refused action is committed
+    /// (its opening is the [`crate::Action`]'s spelling): which actions a member is refused says which role they
+    /// hold (only a witness or a remote-site officer is refused the artefact list), so in clear it would tell
+    /// who the witness is. The code stays in clear; every role can be refused by its role.
     AccessRefused {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         artefact: Option<ArtefactId>,
-        action: Action,
+        action: Commitment,
         code: RefusalCode,
     },
     /// Someone's access to the case changed: an account was added, given another role, or removed. The record's
@@ -241,14 +246,15 @@ impl CustodyEvent {
     /// The event's commitments, by field name.
     fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
         match self {
-            Self::ArtefactRegistered { .. }
-            | Self::ArtefactExported { .. }
-            | Self::AccessRefused { .. }
-            | Self::CaseExported { .. } => Vec::new(),
+            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::CaseExported { .. } => Vec::new(),
+            Self::AccessRefused { action, .. } => vec![("action", action)],
             Self::ArtefactAccessed { site, .. } => vec![("site", site)],
             Self::ArtefactTransferred { jurisdiction, .. } => vec![("jurisdiction", jurisdiction)],
             Self::DerivativeMade { operation, .. } => vec![("operation", operation)],
-            Self::HearingEvent { detail, .. } => detail.iter().map(|detail| ("detail", detail)).collect(),
+            Self::HearingEvent { subject, detail, .. } => {
+                let subject = subject.iter().map(|subject| ("subject", subject));
+                subject.chain(detail.iter().map(|detail| ("detail", detail))).collect()
+            }
             Self::PolicyChanged { policy, change, .. } => vec![("policy", policy), ("change", change)],
             Self::WiderUseRequested { request, .. } => vec![("request", request)],
             Self::OutcomeReported { outcome, .. } => vec![("outcome", outcome)],
@@ -323,6 +329,15 @@ mod tests {
         (record, openings)
     }
 
+    /// The sample's openings of the fields every record has, for a record with another event.
+    fn case_and_purpose(sampled: &Openings) -> Openings {
+        let mut openings = Openings::default();
+        for field in ["case", "purpose"] {
+            openings.insert(field, sampled.get(field).unwrap().clone());
+        }
+        openings
+    }
+
     #[test]
     fn golden_encoding_is_stable() {
         let (record, openings) = sample();
@@ -382,16 +397,18 @@ mod tests {
     }
 
     #[test]
-    fn refusals_are_codes_and_repeats_are_counted() {
-        let (mut record, _) = sample();
-        record.event = CustodyEvent::AccessRefused {
-            artefact: None,
-            action: Action::DownloadArtefact,
-            code: RefusalCode::PolicyPurpose,
-        };
+    fn refusals_are_codes_with_the_action_committed_and_repeats_are_counted() {
+        let (mut record, sampled) = sample();
+        let mut openings = case_and_purpose(&sampled);
+        let action = openings.commit("action", Salt::from_bytes([4; 32]), crate::Action::ListArtefacts.as_str());
+        record.event = CustodyEvent::AccessRefused { artefact: None, action, code: RefusalCode::RoleForbids };
         record.repeated = Some(Repeated { count: 199, since: "2026-11-29T08:20:00Z".parse().unwrap() });
         let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
-        assert!(entry.contains(r#""action":"download_artefact","code":"policy_purpose","type":"access_refused""#));
+        let expected = format!(r#""action":"{}","code":"role_forbids","type":"access_refused""#, action.to_hex());
+        assert!(entry.contains(&expected), "{entry}");
+        assert!(!entry.contains("list_artefacts"), "the refused action says the role: {entry}");
+        assert_eq!(record.check_openings(&openings), Ok(()));
+        assert_eq!(openings.text("action"), Some("list_artefacts"));
         assert!(entry.contains(r#""repeated":{"count":199,"since":"2026-11-29T08:20:00Z"}"#), "{entry}");
         assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
         for code in RefusalCode::ALL {
@@ -434,6 +451,26 @@ mod tests {
             CustodyRecord::from_entry(&vec![b' '; MAX_RECORD_LEN + 1]),
             Err(RecordError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_hearing_event_commits_to_its_subject() {
+        let (mut record, sampled) = sample();
+        let mut kept = case_and_purpose(&sampled);
+        let subject = kept.commit("subject", Salt::from_bytes([5; 32]), "p-0a1b2c");
+        record.event = CustodyEvent::HearingEvent {
+            hearing: HearingId::new("h-1").unwrap(),
+            kind: Label::new("oath_taken").unwrap(),
+            subject: Some(subject),
+            detail: None,
+        };
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(!entry.contains("p-0a1b2c"), "an oath's subject in clear says who the witness is: {entry}");
+        assert!(entry.contains(&format!(r#""subject":"{}""#, subject.to_hex())), "{entry}");
+        assert_eq!(record.check_openings(&kept), Ok(()));
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
+        let clear = entry.replace(&subject.to_hex(), "p-0a1b2c");
+        assert!(CustodyRecord::from_entry(clear.as_bytes()).is_err(), "a subject in clear is not a record");
     }
 
     #[test]

@@ -127,7 +127,8 @@ pub enum Action {
     FileOutcome,
     /// Read the outcomes filed.
     ViewOutcomes,
-    /// Replace a use policy for the court, say one attached in error; on the record like any policy change.
+    /// Replace a use policy by the court's decision, say one attached in error; on the record like any policy
+    /// change. Overriding what a providing State set is a judicial act: the judge's alone.
     CorrectPolicy,
     /// Run the case's hearings from the console: schedule them, issue and revoke invites, open and close them.
     RunHearings,
@@ -198,8 +199,11 @@ named!(Action, "case action");
 ///   evidence itself.
 ///
 /// `SetPolicy` and `DecideWiderUse` say only who may carry them out; the caller must also check that the actor
-/// speaks for the providing authority named in the policy. `CorrectPolicy` is the court's (judge or clerk): it
-/// replaces a policy that should not stand, such as one attached in error that locks the artefact for everyone.
+/// speaks for the providing authority named in the policy. `CorrectPolicy` replaces a policy that should not stand,
+/// such as one attached in error that locks the artefact for everyone, whoever provided it. Overriding the
+/// restriction a providing State set on its evidence is a judicial decision, so it is the judge's: the clerk enters
+/// the provider's restrictions and answers as they arrive, but may not override one (a clerk alone could otherwise
+/// lift a foreign State's restriction). The judge's correction is on the record under the judge's own account.
 pub const fn permits(role: Role, action: Action) -> bool {
     use Action::*;
     // Every role lists what it may do, so an action added later is refused until someone decides otherwise.
@@ -218,7 +222,6 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | DecideWiderUse
                 | FileOutcome
                 | ViewOutcomes
-                | CorrectPolicy
                 | RunHearings
         ),
         Role::Judge => matches!(
@@ -273,7 +276,7 @@ mod tests {
     /// The whole table, written out: a change to the rules must change this too. Columns follow [`Action::ALL`].
     const EXPECTED: [(Role, &str); 8] = [
         //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP RH
-        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y"),
+        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  .  Y"),
         (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y  ."),
         (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  .  ."),
         (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  .  ."),

@@ -182,13 +182,19 @@ pub struct HearingEventRecord {
 }
 
 impl HearingEventRecord {
-    /// The custody event, with `detail` the adapter's salted commitment to the hex of [`Self::detail_sha256`].
-    pub fn to_custody_event(&self, hearing: &HearingId, detail: Option<Commitment>) -> CustodyEvent {
+    /// The custody event. `commit` is the adapter's salted commitment of a text as a field: the subject's
+    /// participant id is committed as `subject` (an oath's subject is the witness: in clear, the kind would say
+    /// which participant is the witness), the hex of [`Self::detail_sha256`] as `detail`.
+    pub fn to_custody_event(
+        &self,
+        hearing: &HearingId,
+        mut commit: impl FnMut(&'static str, String) -> Commitment,
+    ) -> CustodyEvent {
         CustodyEvent::HearingEvent {
             hearing: hearing.clone(),
             kind: self.kind.label(),
-            subject: self.subject.as_ref().map(|participant| participant.as_actor().clone()),
-            detail,
+            subject: self.subject.as_ref().map(|participant| commit("subject", participant.as_str().to_owned())),
+            detail: self.detail_sha256.map(|digest| commit("detail", digest.to_hex())),
         }
     }
 }
@@ -218,8 +224,18 @@ mod tests {
             subject: Some(ParticipantId::new("p-witness").unwrap()),
             detail_sha256: None,
         };
-        let event = record.to_custody_event(&HearingId::new("h-1").unwrap(), None);
+        let salt = custodia_core::Salt::from_bytes([6; 32]);
+        let mut committed = Vec::new();
+        let event = record.to_custody_event(&HearingId::new("h-1").unwrap(), |field, text| {
+            committed.push((field, text.clone()));
+            Commitment::new(&salt, field, &text)
+        });
+        let subject = Commitment::new(&salt, "subject", "p-witness").to_hex();
         let text = String::from_utf8(custodia_core::to_canonical_vec(&event).unwrap()).unwrap();
-        assert_eq!(text, r#"{"hearing":"h-1","kind":"admitted","subject":"p-witness","type":"hearing_event"}"#);
+        assert_eq!(
+            text,
+            format!(r#"{{"hearing":"h-1","kind":"admitted","subject":"{subject}","type":"hearing_event"}}"#)
+        );
+        assert_eq!(committed, [("subject", "p-witness".to_owned())]);
     }
 }

@@ -1087,16 +1087,21 @@ fn no_custody_record_carries_personal_data() {
     court.ok(Event::End { by: pid(JUDGE) });
     let hearing = court.hearing.id().clone();
     for record in &court.records {
-        let detail = record.detail_sha256.map(|digest| {
-            custodia_core::Commitment::new(&custodia_core::Salt::from_bytes([9; 32]), "detail", &digest.to_hex())
-        });
-        let event = record.to_custody_event(&hearing, detail);
+        let salt = custodia_core::Salt::from_bytes([9; 32]);
+        let event =
+            record.to_custody_event(&hearing, |field, text| custodia_core::Commitment::new(&salt, field, &text));
         let text = String::from_utf8(custodia_core::to_canonical_vec(&event).unwrap()).unwrap();
         for secret in [OFFICER_NAME, "Tunis", "Catania", "ar-TN", "passport"] {
             assert!(!text.contains(secret), "{secret:?} in {text}");
         }
         if let Some(digest) = record.detail_sha256 {
             assert!(!text.contains(&digest.to_hex()), "the detail digest is public only inside a commitment");
+        }
+        if let Some(subject) = &record.subject {
+            assert!(
+                !text.contains(subject.as_str()),
+                "whom a hearing event concerns is public only inside a commitment"
+            );
         }
         assert!(matches!(event, CustodyEvent::HearingEvent { .. }));
     }

@@ -540,9 +540,9 @@ impl Gateway {
         use crate::refusals::Refusal;
         let mut sealed = match refusal {
             Refusal::Access { case, actor, artefact, action, code } => {
-                self.seal(case, actor.clone(), at, "refused", |_| CustodyEvent::AccessRefused {
+                self.seal(case, actor.clone(), at, "refused", |committer| CustodyEvent::AccessRefused {
                     artefact: artefact.clone(),
-                    action: *action,
+                    action: committer.commit("action", action.as_str()),
                     code: *code,
                 })
                 .await?
@@ -561,8 +561,9 @@ impl Gateway {
         self.record_now(&sealed).await
     }
 
-    /// A hearing's custody record: its detail digest, if any, committed under a fresh salt, since a detail
-    /// document made of public ids and a closed list of words could otherwise be confirmed by guessing.
+    /// A hearing's custody record: its subject and its detail digest, if any, each committed under a fresh salt.
+    /// In clear, the subject of an oath would say which participant is the witness, and a detail document made of
+    /// public ids and a closed list of words could be confirmed by guessing.
     pub async fn record_hearing(
         &self,
         case: &CaseId,
@@ -571,12 +572,7 @@ impl Gateway {
     ) -> Result<u64> {
         let sealed = self
             .seal(case, record.actor.clone(), record.at, crate::hearings::PURPOSE, |committer| {
-                CustodyEvent::HearingEvent {
-                    hearing: hearing.clone(),
-                    kind: record.kind.label(),
-                    subject: record.subject.as_ref().map(|participant| participant.as_actor().clone()),
-                    detail: record.detail_sha256.map(|digest| committer.commit("detail", digest.to_hex())),
-                }
+                record.to_custody_event(hearing, |field, text| committer.commit(field, text))
             })
             .await?;
         self.record(&sealed).await
@@ -788,9 +784,20 @@ impl Gateway {
 
     // Reading.
 
+    /// The artefact's catalog row as it is now. Read under the artefact's policy turn, its policy is the one in
+    /// force until the turn is let go: a use checked against it and recorded before then can never follow, in the
+    /// ledger, a policy change that forbade it.
+    async fn under_policy_turn(&self, row: ArtefactRow) -> Result<ArtefactRow> {
+        let gone = || GatewayError::NotFound(format!("no artefact {}", row.id));
+        self.catalog.artefact(&row.id).await?.ok_or_else(gone)
+    }
+
     /// An artefact's catalog entry and signed manifest. Viewing is a custody record.
     pub async fn view(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<(ArtefactRow, Vec<String>)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         let warnings = self.check_use(caller, &row, UseAction::View, purpose).await?;
         self.record_access(caller, &row, AccessKind::View, purpose).await?;
         Ok((row, warnings))
@@ -808,6 +815,9 @@ impl Gateway {
         check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
     ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         // Whatever the client says it will do with them (`access`), bytes that reach it are a copy that has left
         // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
         // only says how the access is recorded and how the response is disposed.
@@ -864,12 +874,16 @@ impl Gateway {
     /// its own export, and every record's proof is against one checkpoint that covers them all.
     pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
+        let turn = self.policy_turn(id);
+        let _turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
         self.bundle_source(caller, row, purpose).await
     }
 
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
-    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it.
+    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it. The policy
+    /// turns of all its artefacts are held, taken in id order, from the checks to the last export record.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
         self.export_case_part(caller, case, purpose, |_| true).await
     }
@@ -885,8 +899,27 @@ impl Gateway {
         keep: impl Fn(&ArtefactRow) -> bool,
     ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
+        let mut ids: Vec<ArtefactId> = self
+            .catalog
+            .artefacts_in_case(case.as_str())
+            .await?
+            .iter()
+            .filter(|row| keep(row))
+            .map(ids)
+            .map(|ids| ids.map(|(_, id)| id))
+            .collect::<Result<_>>()?;
+        ids.sort();
+        let mut turns = Vec::with_capacity(ids.len());
+        for id in &ids {
+            turns.push(self.policy_turn(id).lock_owned().await);
+        }
         let mut rows = self.catalog.artefacts_in_case(case.as_str()).await?;
         rows.retain(|row| keep(row));
+        if rows.len() != ids.len() {
+            return Err(GatewayError::Conflict(
+                "an artefact entered the case during its export: export it again".into(),
+            ));
+        }
         for row in &rows {
             self.check_use(caller, row, UseAction::Export, purpose).await.map_err(|err| match err {
                 GatewayError::UseRestricted(reason) => {
@@ -991,11 +1024,12 @@ impl Gateway {
         self.change_policy(caller, &row, &policy, "set by provider").await
     }
 
-    /// The court (judge or clerk) replaces an artefact's use policy, say one attached in error that locks the
-    /// artefact for everyone. On the record like any other policy change.
+    /// The judge replaces an artefact's use policy by the court's decision, say one attached in error that locks
+    /// the artefact for everyone ([`custodia_core::permits`] gives [`Action::CorrectPolicy`] to the judge alone).
+    /// On the record like any other policy change, under the judge's account.
     pub async fn correct_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::CorrectPolicy).await?;
-        self.change_policy(caller, &row, &policy, "corrected by the court").await
+        self.change_policy(caller, &row, &policy, "corrected by the judge's decision").await
     }
 
     /// Records a new policy and applies it, in that order, while the artefact's policy turn is held: concurrent
@@ -1130,9 +1164,11 @@ impl Gateway {
         member: &str,
         role: Option<Role>,
     ) -> Result<Option<u64>> {
-        // Check-then-append under one turn per membership, so that concurrent changes are recorded one after the
-        // other, each against the membership the one before it left, and the catalog ends on the last recorded.
-        let turn = self.artefact_turns.turn(&format!("membership of {member} in {case}"));
+        // Check-then-append under one turn per case, so that concurrent changes are recorded one after the other,
+        // each against the membership the one before it left, and the catalog ends on the last recorded. Every
+        // check the catalog would make is made here first, so that a change it would refuse never reaches the
+        // ledger: two clerks removed at once must not leave two records of which one never happened.
+        let turn = self.artefact_turns.turn(&format!("membership in {case}"));
         let _turn = turn.lock().await;
         let current = self.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {
@@ -1142,6 +1178,12 @@ impl Gateway {
             (Some(_), Some(_)) => MembershipChange::RoleChanged,
             (Some(_), None) => MembershipChange::Removed,
         };
+        if current.as_deref() == Some(Role::Clerk.as_str()) && role != Some(Role::Clerk) {
+            let members = self.catalog.members(case.as_str()).await?;
+            if members.iter().filter(|member| member.role == Role::Clerk.as_str()).count() < 2 {
+                return Err(CatalogError::LastClerk.into());
+            }
+        }
         let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
         let sealed = self
             .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {

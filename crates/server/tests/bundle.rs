@@ -30,6 +30,11 @@ async fn exported(payload: Vec<u8>) -> Exported {
         .get(&format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation"), Some(As::Session(&session)))
         .await;
     assert_eq!(read.status.as_u16(), 200);
+    // A witness refused the download by their role: a refusal in the history, its action committed.
+    let (witness, witness_session) = gw.person("witness1", "NG").await;
+    gw.member("case-b", &witness, "witness").await;
+    let refused = format!("/api/v1/artefacts/{artefact}/content?purpose=my%20statement");
+    gw.get(&refused, Some(As::Session(&witness_session))).await.assert_problem(403, "role-forbidden", "");
     let reply = gw
         .call(
             "POST",
@@ -54,7 +59,7 @@ async fn an_exported_bundle_verifies_offline_and_proves_its_own_export() {
     let verifier = ex.gw.verifier();
     let report = verify(ex.bundle.as_slice(), std::slice::from_ref(&verifier)).unwrap();
     assert!(report.is_valid(), "{report}");
-    assert_eq!(report.records, 3, "registration, download, export: {report}");
+    assert_eq!(report.records, 4, "registration, download, a refusal, export: {report}");
     assert_eq!(report.artefact.as_deref(), Some(ex.artefact.as_str()));
 
     // A stranger's key is refused; with no key pinned nothing is verified: anyone can sign a bundle.
@@ -285,6 +290,25 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
     let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
     assert!(!run.status.success(), "the by-hand check accepted an edited opening: {said}");
+    std::fs::write(&opening, original).unwrap();
+
+    // And on a refusal whose committed action is opened as another: the refused action says the role, so it is
+    // committed, and its opening is checked like any other.
+    let refusal = std::fs::read_dir(bag.join("data/custody"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.to_string_lossy().ends_with(".opening.json") && std::fs::read_to_string(p).unwrap().contains("\"action\"")
+        })
+        .expect("the bundle holds the witness's refusal, its action committed");
+    let record = std::fs::read_to_string(refusal.to_string_lossy().replace(".opening.json", ".json")).unwrap();
+    assert!(record.contains("\"type\":\"access_refused\"") && !record.contains("download_artefact"), "{record}");
+    let original = std::fs::read_to_string(&refusal).unwrap();
+    assert!(original.contains("\"text\":\"download_artefact\""), "{original}");
+    std::fs::write(&refusal, original.replace("\"text\":\"download_artefact\"", "\"text\":\"view_case\"")).unwrap();
+    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(!run.status.success(), "the by-hand check accepted a refusal opened as another action: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

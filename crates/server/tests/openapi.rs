@@ -566,8 +566,12 @@ fn policy_schemas_match_the_serde_forms() {
     serde_json::from_value::<WidenRequest>(widen["example"].clone()).unwrap();
 
     assert_eq!(strings(&schema(&doc, "Role")["enum"]), serde_names(Role::ALL));
-    // A refusal record names any action by its code, and why by a code.
-    assert_eq!(strings(&schema(&doc, "AccessRefused")["properties"]["action"]["enum"]), serde_names(Action::ALL));
+    // A case's detail says what its caller may do, in the actions' spellings; a refusal record commits to the
+    // action (in clear it would say the role) and says why by a code.
+    assert_eq!(strings(&schema(&doc, "Action")["enum"]), serde_names(Action::ALL));
+    assert_eq!(schema(&doc, "CaseDetail")["properties"]["may"]["items"]["$ref"], "#/components/schemas/Action");
+    assert_eq!(schema(&doc, "AccessRefused")["properties"]["action"]["$ref"], "#/components/schemas/Commitment");
+    assert_eq!(schema(&doc, "HearingEvent")["properties"]["subject"]["$ref"], "#/components/schemas/Commitment");
     assert_eq!(strings(&schema(&doc, "RefusalCode")["enum"]), serde_names(RefusalCode::ALL));
     use custodia_server::auth::Scope;
     assert_eq!(strings(&schema(&doc, "Scope")["enum"]), serde_names([Scope::Read, Scope::Write, Scope::Manage]));
@@ -733,17 +737,10 @@ fn the_validator_catches_mismatches() {
     missing.as_object_mut().unwrap().remove("provider");
     assert!(!is_valid(&doc, policy, &missing));
     let event = schema(&doc, "CustodyEvent");
-    assert!(is_valid(
-        &doc,
-        event,
-        &json!({ "type": "access_refused", "action": "download_artefact", "code": "policy_tlp" })
-    ));
-    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": "download_artefact" })));
-    assert!(!is_valid(
-        &doc,
-        event,
-        &json!({ "type": "access_refused", "action": "download_artefact", "reason": "no" })
-    ));
+    let action = "ab".repeat(32);
+    assert!(is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "code": "policy_tlp" })));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action })));
+    assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "reason": "no" })));
 }
 
 /// A gateway whose replies are checked against the document: the status must be documented for the operation,
@@ -981,7 +978,12 @@ async fn real_replies_match_the_document() {
     api.call("PUT", members, &uri, admin, json!({ "role": "clerk" })).await;
     let clerk_session = api.gateway.sign_in("clerk.bianchi", "correct-horse-battery").await;
     let clerk = Some(As::Session(&clerk_session));
-    // The court corrects a policy; a prosecutor may not.
+    let judge = json!({ "username": "judge.rossi", "display_name": "Judge", "password": "correct-horse-battery", "jurisdiction": "IT" });
+    let reply = api.call("POST", "/api/v1/accounts", "/api/v1/accounts", admin, judge).await;
+    let uri = format!("/api/v1/cases/case-7/members/{}", reply.json()["id"].as_str().unwrap());
+    api.call("PUT", members, &uri, admin, json!({ "role": "judge" })).await;
+    let judge_session = api.gateway.sign_in("judge.rossi", "correct-horse-battery").await;
+    // The judge corrects a policy; a prosecutor may not, nor the clerk: overriding a restriction is judicial.
     let correction = "/api/v1/artefacts/{id}/policy/correction";
     let uri = format!("/api/v1/artefacts/{artefact}/policy/correction");
     let open = json!({
@@ -989,7 +991,8 @@ async fn real_replies_match_the_document() {
         "permitted_jurisdictions": [], "onward_transfer": "permitted",
     });
     api.call("PUT", correction, &uri, pm, open.clone()).await.assert_problem(403, "role-forbidden", "");
-    assert_eq!(api.call("PUT", correction, &uri, clerk, open).await.status, 200);
+    api.call("PUT", correction, &uri, clerk, open.clone()).await.assert_problem(403, "role-forbidden", "");
+    assert_eq!(api.call("PUT", correction, &uri, Some(As::Session(&judge_session)), open).await.status, 200);
     let hearings = "/api/v1/cases/{case}/hearings";
     let new_hearing = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2" });
     let refused = api.call("POST", hearings, "/api/v1/cases/case-7/hearings", pm, new_hearing.clone()).await;

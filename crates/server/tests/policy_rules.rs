@@ -135,6 +135,61 @@ async fn concurrent_policy_changes_leave_the_catalog_on_the_last_one_recorded() 
     assert_eq!(committed_policy_sha256(changes[6]), applied_policy_sha256(&gw, &provider_session, &artefact).await);
 }
 
+/// Reads racing a restriction: the provider locks an artefact (TLP:RED) while a member downloads it many times at
+/// once. Each download is checked against the policy and recorded under the artefact's policy turn, so the ledger
+/// never shows an access after the change that forbade it: a check made before the change and recorded after it
+/// would put a read of locked evidence on the record as if it had been allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_access_is_recorded_after_the_restriction_that_forbids_it() {
+    let gw = TestGateway::start().await;
+    let (provider, provider_session) = gw.person("provider1", "IT").await;
+    let (reader, reader_session) = gw.person("reader1", "IT").await;
+    gw.case("case-r").await;
+    gw.member("case-r", &provider, "prosecutor").await;
+    gw.member("case-r", &reader, "defence").await;
+    let reply = gw.upload("case-r", "purpose=intake", As::Session(&provider_session), b"evidence".to_vec()).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let policy_uri = format!("/api/v1/artefacts/{artefact}/policy");
+    let with_tlp = |tlp: &str| {
+        json!({ "tlp": tlp, "provider": "IT: Procura di Roma", "permitted_purposes": [], "permitted_recipients": [],
+                "permitted_jurisdictions": [], "onward_transfer": "permitted" })
+    };
+    let content = format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation");
+    for round in 0..6 {
+        let reply = gw.call("PUT", &policy_uri, Some(As::Session(&provider_session)), with_tlp("TLP:CLEAR")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let before = gw.ledger_size();
+        let reads = (0..24).map(|_| gw.get(&content, Some(As::Session(&reader_session))));
+        let lock = gw.call("PUT", &policy_uri, Some(As::Session(&provider_session)), with_tlp("TLP:RED"));
+        let (reads, lock) = tokio::join!(futures::future::join_all(reads), lock);
+        assert_eq!(lock.status, StatusCode::OK);
+        assert!(reads.iter().all(|read| [200, 403].contains(&read.status.as_u16())), "round {round}");
+        let mut locked_at = None;
+        for index in before..gw.ledger_size() {
+            let record = gw.ledger_record(index).await;
+            match record["event"]["type"].as_str() {
+                Some("policy_changed") => locked_at = Some(index),
+                Some("artefact_accessed") => {
+                    assert!(
+                        locked_at.is_none(),
+                        "round {round}: access {index} recorded after the lock at {locked_at:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+        assert!(locked_at.is_some(), "round {round}: the lock is on the record");
+        // What each reader was told agrees with the ledger: as many accesses recorded as downloads allowed.
+        let allowed = reads.iter().filter(|read| read.status == StatusCode::OK).count();
+        let mut accessed = 0;
+        for index in before..gw.ledger_size() {
+            accessed += usize::from(gw.ledger_record(index).await["event"]["type"] == "artefact_accessed");
+        }
+        assert_eq!(accessed, allowed, "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_at_upload_needs_the_role_and_the_court_corrects_one_that_locks_everyone_out() {
     let gw = TestGateway::start().await;

@@ -394,11 +394,170 @@ async fn a_flood_of_refusals_is_one_record_and_a_count() {
     assert_eq!(gw.ledger_size() - before, 3);
     let count = gw.ledger_record(before + 2).await;
     assert_eq!(count["event"]["type"], "access_refused", "{count}");
-    assert_eq!(count["event"]["action"], "download_artefact", "{count}");
+    assert_eq!(gw.opened(before + 2, "action").await.as_deref(), Some("download_artefact"), "{count}");
+    assert!(!count.to_string().contains("download_artefact"), "the refused action is committed: {count}");
     assert_eq!(count["repeated"]["count"], 199, "{count}");
     assert_eq!(count["actor"], witness.as_str());
 
     // The next attempt, in a new window, is recorded again.
     gw.get(&uri, Some(As::Session(&witness_session))).await.assert_problem(403, "role-forbidden", "");
     assert_eq!(gw.ledger_size() - before, 4);
+}
+
+/// A record as an observer compares it with another: who acted, when, and every commitment blanked out. Two
+/// records whose shapes are equal tell the observer nothing that tells them apart but the actor and the time.
+fn shape(record: &Value) -> Value {
+    fn blank(value: &mut Value) {
+        match value {
+            Value::String(text) if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                *text = "COMMITTED".into();
+            }
+            Value::Object(map) => map.values_mut().for_each(blank),
+            Value::Array(items) => items.iter_mut().for_each(blank),
+            _ => {}
+        }
+    }
+    let mut shape = record.clone();
+    for (field, placeholder) in [("actor", "ACTOR"), ("at", "AT"), ("prior", "PRIOR")] {
+        if let Some(value) = shape.get_mut(field) {
+            *value = json!(placeholder);
+        }
+    }
+    blank(&mut shape);
+    shape
+}
+
+/// A witness's activity (opening their case as the console does, being refused, entering a hearing, taking the
+/// oath) publishes nothing that says their role: every record it leaves has the shape of one any other role
+/// leaves, no record names an action or a role in clear, and the oath names the witness only inside a
+/// commitment that the court can open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_witness_publishes_nothing_that_tells_their_role() {
+    use custodia_core::{Action, Role};
+    let gw = TestGateway::start().await;
+    let case = "case-roles-unseen";
+    gw.case(case).await;
+    let mut people = std::collections::BTreeMap::new();
+    for role in Role::ALL {
+        let (id, session) = gw.person(&format!("{role}.person"), "IT").await;
+        gw.member(case, &id, role.as_str()).await;
+        people.insert(role, (id, session));
+    }
+    let session = |role: Role| As::Session(&people[&role].1);
+    let reply = gw.upload(case, "purpose=intake", session(Role::Prosecutor), b"evidence".to_vec()).await;
+    assert_eq!(reply.status.as_u16(), 201);
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+
+    // Opening the case as the console does: the detail, the hearings, and the evidence only if `may` says so.
+    // Nobody's opening writes a record, so opening a case says nothing about anyone.
+    for role in Role::ALL {
+        let before = gw.ledger_size();
+        let detail = gw.get(&format!("/api/v1/cases/{case}"), Some(session(role))).await;
+        assert_eq!(detail.status.as_u16(), 200);
+        let may: Vec<String> =
+            detail.json()["may"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+        let permitted: Vec<String> = Action::ALL
+            .into_iter()
+            .filter(|action| custodia_core::permits(role, *action))
+            .map(|action| action.as_str().to_owned())
+            .collect();
+        assert_eq!(may, permitted, "{role}");
+        assert_eq!(gw.get(&format!("/api/v1/cases/{case}/hearings"), Some(session(role))).await.status.as_u16(), 200);
+        if may.iter().any(|action| action == "list_artefacts") {
+            assert_eq!(gw.get(&format!("/api/v1/cases/{case}/artefacts"), Some(session(role))).await.status, 200);
+        }
+        assert_eq!(gw.ledger_size(), before, "{role} opening the case wrote a record");
+    }
+    let detail = gw.get(&format!("/api/v1/cases/{case}"), Some(session(Role::Witness))).await.json();
+    assert!(!detail["may"].as_array().unwrap().contains(&json!("list_artefacts")), "{detail}");
+
+    // Refusals: a witness's, of what only a witness (or a remote-site officer) is refused, against another
+    // role's, about the case and about an artefact. In clear, `list_artefacts` refused would say "witness".
+    let refused = |role: Role, method: &'static str, uri: String| {
+        let gw = &gw;
+        let auth = session(role);
+        async move {
+            let before = gw.ledger_size();
+            let json = [("content-type", "application/json")];
+            let reply = gw.send_bytes(method, &uri, Some(auth), &json, r#"{"purposes":["appeal"]}"#).await;
+            reply.assert_problem(403, "role-forbidden", "");
+            assert_eq!(gw.ledger_size(), before + 1, "{role} {method} {uri}");
+            (gw.ledger_record(before).await, before)
+        }
+    };
+    let (witness_listing, listing_index) =
+        refused(Role::Witness, "GET", format!("/api/v1/cases/{case}/artefacts")).await;
+    let (judge_upload, _) =
+        refused(Role::Judge, "POST", format!("/api/v1/cases/{case}/artefacts?purpose=x&filename=x.txt")).await;
+    assert_eq!(shape(&witness_listing), shape(&judge_upload), "{witness_listing}\n{judge_upload}");
+    let (witness_view, _) = refused(Role::Witness, "GET", format!("/api/v1/artefacts/{artefact}?purpose=x")).await;
+    let (clerk_widen, _) = refused(Role::Clerk, "POST", format!("/api/v1/artefacts/{artefact}/widen-requests")).await;
+    assert_eq!(shape(&witness_view), shape(&clerk_widen), "{witness_view}\n{clerk_widen}");
+    assert_eq!(witness_view["event"]["code"], "role_forbids");
+    // Those entitled to the record read what was refused.
+    assert_eq!(gw.opened(listing_index, "action").await.as_deref(), Some("list_artefacts"));
+
+    // A hearing: the judge enters admitted, the witness through the lobby, is admitted and takes the oath.
+    let clerk = session(Role::Clerk);
+    let hearings = format!("/api/v1/cases/{case}/hearings");
+    let schedule =
+        json!({ "scheduled_for": "2027-03-03T09:00:00Z", "place": "Aula 3", "identity_check_before_oath": false });
+    let hearing = gw.call("POST", &hearings, Some(clerk), schedule).await;
+    assert_eq!(hearing.status.as_u16(), 201, "{}", String::from_utf8_lossy(&hearing.body));
+    let hearing = format!("{hearings}/{}", hearing.json()["id"].as_str().unwrap());
+    let invite = |role: &'static str, admit_on_join: bool| {
+        let (gw, uri) = (&gw, format!("{hearing}/invites"));
+        async move {
+            let reply =
+                gw.call("POST", &uri, Some(clerk), json!({ "role": role, "admit_on_join": admit_on_join })).await;
+            assert_eq!(reply.status.as_u16(), 201, "{}", String::from_utf8_lossy(&reply.body));
+            reply.json()["secret"].as_str().unwrap().to_owned()
+        }
+    };
+    let (judge_secret, witness_secret) = (invite("judge", true).await, invite("witness", false).await);
+    assert_eq!(gw.send_bytes("POST", &format!("{hearing}/open"), Some(clerk), &[], "").await.status.as_u16(), 200);
+    let before = gw.ledger_size();
+    let judge = gw.state.hearings.enter(&judge_secret, None, None).await.unwrap();
+    let witness = gw.state.hearings.enter(&witness_secret, None, None).await.unwrap();
+    let step = |step: Value| serde_json::from_value::<custodia_server::hearings::RoomStep>(step).unwrap();
+    let (live, by, w) = (&judge.hearing, &judge.participant, witness.participant.as_str());
+    for action in [
+        json!({ "type": "admit", "participant": w }),
+        json!({ "type": "start_session" }),
+        json!({ "type": "rights_notice", "person": w }),
+        json!({ "type": "oath", "witness": w, "form": "oath" }),
+    ] {
+        live.act(by, step(action)).await.unwrap();
+    }
+    let records: Vec<(u64, Value)> = {
+        let mut records = Vec::new();
+        for index in before..gw.ledger_size() {
+            records.push((index, gw.ledger_record(index).await));
+        }
+        records
+    };
+    let kind_of = |record: &Value| record["event"]["kind"].as_str().unwrap_or_default().to_owned();
+    let joined: Vec<&Value> =
+        records.iter().map(|(_, record)| record).filter(|record| kind_of(record) == "joined_lobby").collect();
+    let [judge_joined, witness_joined] = joined.as_slice() else { panic!("two joined the lobby: {records:?}") };
+    assert_eq!(witness_joined["actor"], w, "a participant's own step names them by their random participant id");
+    assert_eq!(shape(judge_joined), shape(witness_joined), "joining says nothing of the seat");
+    let (oath_index, oath) = records.iter().find(|(_, record)| kind_of(record) == "oath_taken").unwrap();
+    assert_eq!(oath["actor"], judge.participant.as_str(), "the judge administers the oath");
+    for (_, record) in &records {
+        let text = record.to_string();
+        assert!(
+            record["actor"] == w || !text.contains(w),
+            "only the witness's own steps name their participant id, never as a subject: {text}"
+        );
+    }
+    assert_eq!(gw.opened(*oath_index, "subject").await.as_deref(), Some(w), "the court can open whom it concerns");
+
+    // Nowhere in the public log is an action or a role in clear.
+    for index in 0..gw.ledger_size() {
+        let text = gw.ledger_record(index).await.to_string();
+        for word in Action::ALL.map(Action::as_str).into_iter().chain(Role::ALL.map(Role::as_str)) {
+            assert!(!text.contains(&format!("\"{word}\"")), "record {index} says {word:?}: {text}");
+        }
+    }
 }

@@ -216,6 +216,12 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         .get(&format!("/api/v1/artefacts/{plain_id}/content?purpose=trial%20preparation"), Some(As::Session(&session)))
         .await;
     assert_eq!(read.status.as_u16(), 200);
+    // A witness refused the download by their role: the plain bundle's history holds a refusal whose action is
+    // committed, so both verifiers check that opening too.
+    let (witness, witness_session) = gw.person("witness1", "NG").await;
+    gw.member("case-w", &witness, "witness").await;
+    let refused = format!("/api/v1/artefacts/{plain_id}/content?purpose=my%20statement");
+    gw.get(&refused, Some(As::Session(&witness_session))).await.assert_problem(403, "role-forbidden", "");
     let plain = export(&gw, &session, &plain_id).await;
     let webm_id = upload(&gw, &session, "case-w", "statement.webm", webm(work.path())).await;
     let webm = export(&gw, &session, &webm_id).await;
@@ -281,6 +287,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("artefact-top-file-planted-bag-rehashed", "evil.sh does not belong in an artefact bundle".to_owned()),
         ("report-edited-bag-rehashed", "purpose: release of the witness".to_owned()),
         ("manifest-nonce-changed-resigned", "is not the registration of this manifest".to_owned()),
+        ("refused-action-edited-bag-rehashed", "the opening of `action` does not match".to_owned()),
         ("case-opening-edited-bag-rehashed", "the opening of `purpose` does not match".to_owned()),
         ("case-opening-added-bag-rehashed", "000000000001.opening.json does not belong in a case bundle".to_owned()),
         ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
@@ -326,6 +333,19 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     nonce_source.manifest = resigned.bytes().to_vec();
     nonce_source.manifest_signature = resigned.signature();
     let nonce_changed = rebagged(&nonce_source);
+    // The refusal's action opened as another action.
+    let mut action_source = source.clone();
+    let refusal = action_source
+        .records
+        .iter_mut()
+        .find(|record| String::from_utf8_lossy(&record.entry).contains("\"type\":\"access_refused\""))
+        .expect("the witness's refusal is in the history");
+    let mut opened = custodia_core::Openings::from_canonical(&refusal.openings).unwrap();
+    let action = opened.get("action").expect("a refusal commits to its action").clone();
+    assert_eq!(action.text, "download_artefact");
+    opened.insert("action", custodia_core::Opening { text: "view_case".into(), ..action });
+    refusal.openings = opened.to_canonical();
+    let refused_action_edited = rebagged(&action_source);
     source.records.remove(1);
     let dropped = rebagged(&source);
 
@@ -365,6 +385,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("opening-edited-bag-rehashed", opening_edited, Some(&key), true),
         ("opening-emptied-bag-rehashed", opening_emptied, Some(&key), false),
         ("openings-swapped-bag-rehashed", openings_swapped, Some(&key), false),
+        ("refused-action-edited-bag-rehashed", refused_action_edited, Some(&key), false),
         ("manifest-signature-byte-flipped", flipped(&plain, "data/manifest.sig", |_| 10), Some(&key), false),
         ("manifest-byte-flipped", flipped(&plain, "data/manifest.json", |size| size / 3), Some(&key), false),
         ("checkpoint-byte-flipped", flipped(&plain, "data/checkpoint", |size| size / 2), Some(&key), false),

@@ -1331,10 +1331,11 @@ const EVENT_COMMITMENTS = {
   artefact_accessed: ['site'],
   artefact_transferred: ['jurisdiction'],
   derivative_made: ['operation'],
-  hearing_event: ['detail'],
+  hearing_event: ['subject', 'detail'],
   policy_changed: ['policy', 'change'],
   wider_use_requested: ['request'],
   outcome_reported: ['outcome'],
+  access_refused: ['action'],
   membership_changed: ['role'],
 };
 
@@ -1489,20 +1490,15 @@ const EVENT_SHAPES = {
   artefact_exported: { artefact: isIdentifier, format: (v) => v === 'court_bundle', 'export_sha256?': isSha256 },
   artefact_transferred: { artefact: isIdentifier, recipient: isIdentifier, jurisdiction: isSha256 },
   derivative_made: { artefact: isIdentifier, source: isIdentifier, operation: isSha256 },
-  hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isIdentifier, 'detail?': isSha256 },
+  hearing_event: { hearing: isIdentifier, kind: isLabel, 'subject?': isSha256, 'detail?': isSha256 },
   policy_changed: { 'artefact?': isIdentifier, policy: isSha256, change: isSha256 },
   wider_use_requested: { artefact: isIdentifier, request: isSha256 },
   outcome_reported: { artefact: isIdentifier, outcome: isSha256 },
-  access_refused: { 'artefact?': isIdentifier, action: (v) => ACTIONS.includes(v), code: (v) => REFUSAL_CODES.includes(v) },
+  access_refused: { 'artefact?': isIdentifier, action: isSha256, code: (v) => REFUSAL_CODES.includes(v) },
   membership_changed: { member: isIdentifier, change: (v) => ['added', 'role_changed', 'removed'].includes(v), 'role?': isSha256 },
   case_exported: { listing_sha256: isSha256, artefacts: isU64 },
 };
 
-const ACTIONS = [
-  'view_case', 'list_artefacts', 'upload_artefact', 'view_artefact', 'download_artefact', 'export_artefact',
-  'view_timeline', 'manage_members', 'set_policy', 'request_wider_use', 'decide_wider_use', 'file_outcome',
-  'view_outcomes', 'correct_policy', 'run_hearings',
-];
 const REFUSAL_CODES = [
   'missing_scope', 'role_forbids', 'provider_only', 'policy_expired', 'policy_tlp', 'policy_purpose',
   'policy_recipient', 'policy_jurisdiction', 'policy_onward_transfer',

@@ -106,6 +106,7 @@ async function run() {
     progress.value = total ? Math.floor((done / total) * 100) : 100;
     progressText.textContent = words('verify.progress', `${bytes(done)} of ${bytes(total)}`, { done: bytes(done), total: bytes(total) });
   };
+  await addressKeyChecked;
   const trusted = keyInput.value.trim() ? [keyInput.value.trim()] : [];
   try {
     const verification = await verifyBundle(file, { trusted, onProgress });
@@ -224,10 +225,27 @@ function joinWords(words) {
   return `${words.slice(0, -1).join('; ')}; and ${words[words.length - 1]}`;
 }
 
-// A key handed over in the address (/verify?key=..., as the gateway's key page links here) fills the field; it is
-// checked like one typed in.
+// A key handed over in the address (/verify?key=..., as the gateway's key page links here) fills the field only
+// when it is this gateway's own key: a link is not a source anyone chose to trust, and on this gateway's address a
+// forger's key would make the forger's bundle look vouched for. Any other key must be typed or pasted by hand.
 const keyFromAddress = new URLSearchParams(window.location.search).get('key');
-if (keyFromAddress) keyInput.value = keyFromAddress;
+const addressKeyChecked = keyFromAddress ? adoptAddressKey(keyFromAddress.trim()) : Promise.resolve();
+
+async function adoptAddressKey(key) {
+  let own = null;
+  try {
+    const response = await fetch('/api/v1/verifier-key', { headers: { accept: 'application/json' } });
+    if (response.ok) own = (await response.json()).vkey;
+  } catch {
+    own = null;
+  }
+  if (own && key === own) {
+    keyInput.value = key;
+    return;
+  }
+  const notice = el('p', { class: 'error', role: 'alert', id: 'key-refused' }, t('verify.addressKeyRefused'));
+  document.getElementById('key-hint')?.after(notice);
+}
 
 fileInput.addEventListener('change', () => choose(fileInput.files && fileInput.files[0]));
 form.addEventListener('submit', (event) => {

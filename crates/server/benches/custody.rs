@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use custodia_benchkit::{BoxError, Table, env_or, rate};
-use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent, Sha256};
+use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent};
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
@@ -102,7 +102,6 @@ async fn record(gateway: &Gateway, case: &CaseId, artefact: u64) -> Result<(usiz
         .seal(case, ActorId::new("acct-bench")?, gateway.now(), "trial preparation", |committer| {
             CustodyEvent::ArtefactAccessed {
                 artefact,
-                sha256: Sha256::of(b"bench"),
                 access: AccessKind::Download,
                 site: committer.commit("site", "IT, web session"),
             }

@@ -547,13 +547,12 @@ fn expected_digest(query: &UploadQuery, headers: &HeaderMap) -> Result<Option<Sh
 /// is any invisible format character (Unicode category Cf): a right-to-left override (U+202E) makes
 /// `statement\u{202E}fdp.exe` read as `statementexe.pdf`, and a zero-width character makes two names look alike.
 pub fn original_name(name: &str) -> Result<Label, GatewayError> {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
     let hostile =
         name.contains(['/', '\\', '\0']) || name == "." || name == ".." || name.starts_with('.') || name.len() > 255;
     if hostile {
         return Err(bad_input("filename", "give a plain file name, without directories or a leading dot"));
     }
-    if let Some(format) = name.chars().find(|c| c.general_category() == GeneralCategory::Format) {
+    if let Some(format) = crate::gateway::disguising_character(name) {
         return Err(bad_input(
             "filename",
             format!(

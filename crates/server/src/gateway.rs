@@ -91,6 +91,15 @@ pub fn bad_input(field: &'static str, reason: impl std::fmt::Display) -> Gateway
     GatewayError::BadInput { field, reason: reason.to_string() }
 }
 
+/// The first invisible format character (Unicode category Cf) in `text`, which can make one text read as another:
+/// a right-to-left override turns `fdp.exe` into `exe.pdf`; a zero-width space makes `Amina` and `Am\u{200B}ina`
+/// two names that look the same. The zero-width (non-)joiners are kept: Persian and Indic names are written with
+/// them. One rule for everything people type and others read: file names, display names, places.
+pub fn disguising_character(text: &str) -> Option<char> {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    text.chars().find(|&c| c.general_category() == GeneralCategory::Format && !matches!(c, '\u{200C}' | '\u{200D}'))
+}
+
 /// What a client says about an upload.
 #[derive(Debug, Clone)]
 pub struct UploadRequest {

@@ -21,7 +21,7 @@ use crate::auth::Caller;
 use crate::extract::{Path, Query};
 use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{
-    ConsoleStep, EnterRefusal, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest,
+    ConsoleStep, EnterRefusal, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest, SeenAs,
 };
 use crate::problem::Problem;
 
@@ -38,6 +38,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
 pub const UNJOINED_SOCKETS: usize = 128;
 
+/// Of [`UNJOINED_SOCKETS`], those one peer may hold at once, so that a stranger holding sockets open cannot stop
+/// everyone else joining (a household or a court room behind one address joins a few at a time).
+pub const UNJOINED_SOCKETS_PER_PEER: usize = 8;
+
 /// Frames a socket may send (text, binary, ping, pong alike): a burst of [`MESSAGE_BURST`], refilled at
 /// [`MESSAGES_PER_SECOND`]. A client over it is disconnected. A person in a hearing sends a few a minute.
 const MESSAGE_BURST: f64 = 60.0;
@@ -47,7 +51,9 @@ const MESSAGES_PER_SECOND: f64 = 10.0;
 /// How long one message may take to reach a client before it is taken to be gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-static UNJOINED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UNJOINED_SOCKETS);
+static UNJOINED: std::sync::LazyLock<std::sync::Arc<crate::listen::Budget>> = std::sync::LazyLock::new(|| {
+    std::sync::Arc::new(crate::listen::Budget::new(UNJOINED_SOCKETS, UNJOINED_SOCKETS_PER_PEER))
+});
 
 /// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
 const KEEPALIVE_SILENCE: Duration = Duration::from_secs(15);
@@ -77,7 +83,7 @@ async fn schedule(
     ApiJson(request): ApiJson<ScheduleRequest>,
 ) -> Result<Response, Problem> {
     let live = state.hearings.schedule(&caller, &case_id(&case)?, request).await?;
-    Ok((StatusCode::CREATED, axum::Json(live.view().await)).into_response())
+    Ok((StatusCode::CREATED, axum::Json(live.view(SeenAs::Court).await)).into_response())
 }
 
 async fn list(
@@ -86,10 +92,11 @@ async fn list(
     Path(case): Path<String>,
 ) -> Result<axum::Json<Value>, Problem> {
     let case = case_id(&case)?;
-    state.gateway.authorize(&caller, &case, custodia_core::Action::ViewCase).await?;
+    let role = state.gateway.authorize(&caller, &case, custodia_core::Action::ViewCase).await?;
+    let seen_as = SeenAs::of(&caller, role);
     let mut hearings = Vec::new();
     for live in state.hearings.of_case(&case) {
-        hearings.push(live.view().await);
+        hearings.push(live.view(seen_as).await);
     }
     Ok(axum::Json(json!({ "hearings": hearings })))
 }
@@ -99,8 +106,10 @@ async fn view(
     caller: Caller,
     Path((case, hearing)): Path<(String, String)>,
 ) -> Result<axum::Json<Value>, Problem> {
-    let live = state.hearings.find(&caller, &case_id(&case)?, &hearing).await?;
-    Ok(axum::Json(live.view().await))
+    let case = case_id(&case)?;
+    let live = state.hearings.find(&caller, &case, &hearing).await?;
+    let role = state.gateway.authorize(&caller, &case, custodia_core::Action::ViewCase).await?;
+    Ok(axum::Json(live.view(SeenAs::of(&caller, role)).await))
 }
 
 async fn invite(
@@ -123,7 +132,7 @@ async fn console_step(
 ) -> Result<axum::Json<Value>, Problem> {
     let (live, by) = state.hearings.find_to_run(caller, &case_id(case)?, hearing).await?;
     state.hearings.console(by, &live, step).await?;
-    Ok(axum::Json(live.view().await))
+    Ok(axum::Json(live.view(SeenAs::Court).await))
 }
 
 async fn revoke(
@@ -187,7 +196,9 @@ async fn room(
     let peer = peer(&extensions);
     match upgrade {
         Ok(upgrade) => {
-            let Ok(unjoined) = UNJOINED.try_acquire() else {
+            // A socket without a known peer (in-process tests) counts only in the total.
+            let unspecified = IpAddr::from([0, 0, 0, 0]);
+            let Some(unjoined) = UNJOINED.admit(peer.unwrap_or(unspecified), peer.is_none()) else {
                 return Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
@@ -266,12 +277,7 @@ fn is_final(message: &Value) -> bool {
     matches!(message["type"].as_str(), Some("ended" | "removed" | "replaced" | "refused_hello"))
 }
 
-async fn run_room(
-    state: AppState,
-    socket: WebSocket,
-    peer: Option<IpAddr>,
-    unjoined: tokio::sync::SemaphorePermit<'static>,
-) {
+async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>, unjoined: crate::listen::Admitted) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
     let writer = tokio::spawn(async move {

@@ -332,15 +332,14 @@ impl DisplayName {
     /// The longest name taken, in characters.
     pub const MAX_CHARS: usize = 80;
 
-    /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the bidirectional
-    /// overrides and isolates that make a name read as another (U+202A to U+202E, U+2066 to U+2069).
+    /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the invisible format
+    /// characters that make a name read as another ([`crate::gateway::disguising_character`]).
     pub fn new(text: &str) -> Result<Self, GatewayError> {
         let text = text.trim();
         let reason = if text.is_empty() || text.chars().count() > Self::MAX_CHARS {
             Some(format!("a display name has 1 to {} characters", Self::MAX_CHARS))
-        } else if text.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-        {
-            Some("a display name may not hold control characters or direction overrides".to_owned())
+        } else if text.chars().any(char::is_control) || crate::gateway::disguising_character(text).is_some() {
+            Some("a display name may not hold control characters or invisible format characters".to_owned())
         } else {
             None
         };
@@ -518,6 +517,10 @@ impl Hearings {
         // Refused up front if its output could not enter custody: the scheduler's role and token must allow
         // uploading, and the recordings must have somewhere to wait.
         self.gateway.authorize(caller, case, Action::UploadArtefact).await?;
+        if let Some(c) = crate::gateway::disguising_character(request.place.as_str()) {
+            let reason = format!("the place holds the invisible format character U+{:04X}", u32::from(c));
+            return Err(GatewayError::BadInput { field: "place", reason });
+        }
         let hearing = id(HearingId::new(new_id("h")))?;
         let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
         tokio::fs::create_dir_all(&dir)
@@ -964,6 +967,28 @@ impl std::fmt::Debug for LiveHearing {
     }
 }
 
+/// How a caller sees a hearing outside the room. The court (whoever may run hearings in the case: their role and
+/// their token's scopes) sees who is invited, by name, and who is where. Everyone else in the case (a witness,
+/// counsel, an auditor, a leaked read-only token) sees only which roles take part, as the room's own rule has it
+/// (`Hearing::shows`): a witness is not told that the accused waits in the lobby, nor anyone's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeenAs {
+    Court,
+    Member,
+}
+
+impl SeenAs {
+    /// How `caller`, a member of the case in `role`, sees its hearings.
+    pub fn of(caller: &Caller, role: custodia_core::Role) -> Self {
+        let action = Action::RunHearings;
+        if custodia_core::permits(role, action) && caller.require_scope(action).is_ok() {
+            Self::Court
+        } else {
+            Self::Member
+        }
+    }
+}
+
 impl LiveHearing {
     pub fn id(&self) -> &HearingId {
         &self.id
@@ -1292,13 +1317,20 @@ impl LiveHearing {
         }
     }
 
-    /// The console's view of the hearing.
-    pub async fn view(&self) -> Value {
+    /// The console's view of the hearing, as `seen_as` may see it.
+    pub async fn view(&self, seen_as: SeenAs) -> Value {
         let state = self.state.lock().await;
         let now = self.gateway.now();
+        let court = seen_as == SeenAs::Court;
+        let participants = if court {
+            self.participants(&state)
+        } else {
+            state.people.keys().map(|id| json!({ "id": id, "role": state.machine.role_of(id) })).collect()
+        };
         let invites: Vec<Value> = state
             .invites
             .iter()
+            .filter(|_| court)
             .map(|(invite, expires_at)| {
                 let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
                 let role = state.machine.invite_role(invite);
@@ -1314,7 +1346,7 @@ impl LiveHearing {
             "place": state.machine.venue(),
             "recording": state.machine.is_recording(),
             "invites": invites,
-            "participants": self.participants(&state),
+            "participants": participants,
             "segments": state.segments,
             "minutes_artefact": state.minutes_artefact,
         })

@@ -117,16 +117,16 @@ impl Site {
     }
 }
 
-/// Open connections, in all and per peer.
+/// Places held at once (open connections, room sockets not yet joined), in all and per peer.
 #[derive(Debug)]
-struct Budget {
+pub(crate) struct Budget {
     total: Arc<Semaphore>,
     per_peer: Mutex<HashMap<IpAddr, usize>>,
     max_per_peer: usize,
 }
 
-/// A connection's place in the budget, given back on drop.
-struct Admitted {
+/// A place in a [`Budget`], given back on drop.
+pub(crate) struct Admitted {
     budget: Arc<Budget>,
     peer: Option<IpAddr>,
     _total: OwnedSemaphorePermit,
@@ -146,7 +146,13 @@ impl Drop for Admitted {
 }
 
 impl Budget {
-    fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Option<Admitted> {
+    /// At most `total` places at once, and at most `max_per_peer` of them for one peer.
+    pub(crate) fn new(total: usize, max_per_peer: usize) -> Self {
+        Self { total: Arc::new(Semaphore::new(total)), per_peer: Mutex::new(HashMap::new()), max_per_peer }
+    }
+
+    /// A place for `peer` (counted only in the total when `exempt`), or `None` when the budget is spent.
+    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Option<Admitted> {
         let total = self.total.clone().try_acquire_owned().ok()?;
         if exempt {
             return Some(Admitted { budget: self.clone(), peer: None, _total: total });
@@ -171,11 +177,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limits = Arc::new(limits);
-    let budget = Arc::new(Budget {
-        total: Arc::new(Semaphore::new(limits.max_connections)),
-        per_peer: Mutex::new(HashMap::new()),
-        max_per_peer: limits.max_connections_per_peer,
-    });
+    let budget = Arc::new(Budget::new(limits.max_connections, limits.max_connections_per_peer));
     // One protocol per connection, known before the first byte: HTTP/1.1 in plain text, and over TLS what ALPN
     // chose. (Guessing from the first bytes, as hyper-util's auto mode does, waits without a deadline for a client
     // that sends nothing.)
@@ -358,11 +360,7 @@ mod tests {
 
     #[test]
     fn one_peer_cannot_take_the_whole_budget() {
-        let budget = Arc::new(Budget {
-            total: Arc::new(Semaphore::new(3)),
-            per_peer: Mutex::new(HashMap::new()),
-            max_per_peer: 2,
-        });
+        let budget = Arc::new(Budget::new(3, 2));
         let attacker: IpAddr = "192.0.2.1".parse().unwrap();
         let first = budget.admit(attacker, false).unwrap();
         let _second = budget.admit(attacker, false).unwrap();

@@ -777,13 +777,17 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
     ];
     let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
 
-    // A name that could pass for another (a direction override), an empty one, a control character and one too
-    // long are refused, naming the field.
+    // A name that could pass for another (a direction override, a zero-width space, a byte order mark), an empty
+    // one, a control character and one too long are refused, naming the field; a Persian name keeps its
+    // zero-width non-joiner.
     let uri = format!("/api/v1/cases/case-1/hearings/{hearing}/invites");
     let body = json!({"role": "witness", "language": "arabic"});
     let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&reply.body));
-    for bad in ["Yusuf\u{202E}mirK", "   ", "Yusuf\nKarim", &"x".repeat(81)] {
+    let persian = json!({"role": "witness", "display_name": "مهدی\u{200C}زاده"});
+    let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), persian).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    for bad in ["Yusuf\u{202E}mirK", "Yu\u{200B}suf", "\u{FEFF}Yusuf", "   ", "Yusuf\nKarim", &"x".repeat(81)] {
         let body = json!({"role": "witness", "display_name": bad});
         let reply = gateway.call("POST", &uri, Some(As::Session(&clerk_session)), body).await;
         assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad:?}: {}", String::from_utf8_lossy(&reply.body));
@@ -820,7 +824,20 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
     let view = view.json();
     assert_eq!(names(&view), expected, "{view}");
     let invited: Vec<&str> = view["invites"].as_array().unwrap().iter().filter_map(|i| i["name"].as_str()).collect();
-    assert_eq!(invited.len(), 2, "{view}");
+    assert_eq!(invited.len(), 3, "the two witnesses who joined and the Persian name: {view}");
+    assert!(invited.contains(&"مهدی\u{200C}زاده"), "{view}");
+    // A member of the case who does not run its hearings (a witness's own account, counsel, a read-only token)
+    // sees which roles take part, not who is invited, by what name, or who waits where.
+    let (member, member_session) = gateway.person("witness-member", "NG").await;
+    gateway.member("case-1", &member, "witness").await;
+    let seen =
+        gateway.get(&format!("/api/v1/cases/case-1/hearings/{hearing}"), Some(As::Session(&member_session))).await;
+    let seen = seen.json();
+    assert_eq!(seen["invites"], json!([]), "{seen}");
+    let people = seen["participants"].as_array().unwrap();
+    assert!(people.len() >= 2, "{seen}");
+    assert!(people.iter().all(|p| p.as_object().unwrap().keys().all(|k| k == "id" || k == "role")), "{seen}");
+    assert!(!seen.to_string().contains("Yusuf") && !seen.to_string().contains(amina), "{seen}");
 
     // A witness in the lobby is shown the court and themselves, not who else waits or is let in.
     judge.send(json!({"type": "start_session"})).await;

@@ -20,11 +20,11 @@ let current = 'en';
  */
 export function preferredLanguage(hint = null) {
   const chosen = safeStorage()?.getItem(STORAGE_KEY);
-  if (chosen && LANGUAGES[chosen]) return chosen;
-  if (hint && LANGUAGES[hint]) return hint;
+  if (chosen && Object.hasOwn(LANGUAGES, chosen)) return chosen;
+  if (hint && Object.hasOwn(LANGUAGES, hint)) return hint;
   for (const tag of navigator.languages?.length ? navigator.languages : [navigator.language || 'en']) {
     const base = String(tag).toLowerCase().split('-')[0];
-    if (LANGUAGES[base]) return base;
+    if (Object.hasOwn(LANGUAGES, base)) return base;
   }
   return 'en';
 }
@@ -45,7 +45,7 @@ async function load(lang) {
 
 /** Loads a language, sets lang and dir on <html>, and translates the page. */
 export async function setLanguage(lang, { remember = false } = {}) {
-  if (!LANGUAGES[lang]) lang = 'en';
+  if (!Object.hasOwn(LANGUAGES, lang)) lang = 'en';
   // Both at once: on a slow link, one round trip instead of two before the page speaks the person's language.
   const [english, chosen] = await Promise.all([
     Object.keys(fallback).length ? fallback : load('en'),

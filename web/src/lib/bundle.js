@@ -845,7 +845,7 @@ function describe(event, openings) {
     case 'outcome_reported':
       return `outcome reported: ${open('outcome')}`;
     case 'access_refused':
-      return `REFUSED ${event.action}: ${event.code}`;
+      return `REFUSED ${open('action')}: ${event.code}`;
     case 'membership_changed':
       return `membership of ${event.member} ${event.change}, role ${openings?.role?.text ?? 'none'}`;
     case 'case_exported':

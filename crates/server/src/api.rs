@@ -441,10 +441,7 @@ async fn case_detail(
         .collect();
     // What the caller may do here (their role, and a token's scopes), so that a client calls nothing it would be
     // refused: a refusal is a public record, and a pattern of them would say the role.
-    let may: Vec<Action> = Action::ALL
-        .into_iter()
-        .filter(|action| custodia_core::permits(role, *action) && caller.require_scope(*action).is_ok())
-        .collect();
+    let may: Vec<Action> = Action::ALL.into_iter().filter(|action| caller.may(role, *action)).collect();
     let detail = serde_json::json!({ "id": row.id, "title": row.title, "role": role, "may": may, "members": members });
     Ok(json(StatusCode::OK, detail))
 }

@@ -103,6 +103,12 @@ impl Caller {
         Label::new(format!("{}, {channel}", self.account.jurisdiction)).unwrap_or_else(|_| fallback_label())
     }
 
+    /// Whether this caller, a member in `role`, may take `action`: the role allows it and so does a token's scope.
+    /// Asked without a refusal on the record, to leave out what a caller may not use.
+    pub fn may(&self, role: custodia_core::Role, action: Action) -> bool {
+        custodia_core::permits(role, action) && self.require_scope(action).is_ok()
+    }
+
     pub fn require_scope(&self, action: Action) -> Result<()> {
         match &self.channel {
             Channel::Session => Ok(()),

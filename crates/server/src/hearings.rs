@@ -980,12 +980,7 @@ pub enum SeenAs {
 impl SeenAs {
     /// How `caller`, a member of the case in `role`, sees its hearings.
     pub fn of(caller: &Caller, role: custodia_core::Role) -> Self {
-        let action = Action::RunHearings;
-        if custodia_core::permits(role, action) && caller.require_scope(action).is_ok() {
-            Self::Court
-        } else {
-            Self::Member
-        }
+        if caller.may(role, Action::RunHearings) { Self::Court } else { Self::Member }
     }
 }
 

@@ -15,6 +15,15 @@ const PHASES = { scheduled: 'Scheduled', open: 'Lobby open', in_session: 'In ses
 const PLACES = { lobby: 'lobby', main_room: 'main room', consultation: 'consultation room', away: 'away' };
 const COURT = new Set(['judge', 'clerk']);
 
+// A court officer's invite link (/?room#<secret>) opens the hearing room here, once signed in. The secret leaves
+// the address bar at once, before the module waits for anything (the page's load event does not wait for a
+// module's top-level await), and waits in this tab only.
+const ROOM_INVITE_KEY = 'custodia.court.invite';
+if (new URLSearchParams(location.search).has('room') && location.hash.length > 1) {
+  sessionStorage.setItem(ROOM_INVITE_KEY, decodeURIComponent(location.hash.slice(1)));
+  history.replaceState(null, '', '/');
+}
+
 const view = { me: null, cases: [], case: null, artefact: null, hearing: null, room: null, roomState: null, slots: [] };
 
 // Small helpers.
@@ -101,13 +110,6 @@ await startLanguage($('language'), () => {
 
 // Signing in.
 
-// A court officer's invite link (/?room#<secret>) opens the hearing room here, once signed in. The secret leaves
-// the address bar at once and waits in this tab only.
-const ROOM_INVITE_KEY = 'custodia.court.invite';
-if (new URLSearchParams(location.search).has('room') && location.hash.length > 1) {
-  sessionStorage.setItem(ROOM_INVITE_KEY, decodeURIComponent(location.hash.slice(1)));
-  history.replaceState(null, '', '/');
-}
 
 const showSignIn = signInPage({
   signedOut() {

@@ -797,6 +797,8 @@ async function administration() {
   step('11. The administrator lands on the administration page: accounts, cases and members');
   const page = await open('admin');
   await page.goto('/');
+  // The sign-in form takes the focus once the page knows nobody is signed in; test the skip link after that.
+  await page.waitForFunction(() => document.activeElement?.id === 'username');
   await skipLinkShowsOnFocus(page, 'console');
   await page.getByLabel('Username').fill('admin');
   await page.getByLabel('Password').fill(adminPassword);

@@ -494,9 +494,12 @@ let recordingArtefact = null;
     const node = document.querySelector(sel);
     const seen = [];
     window.storySeen = { ...(window.storySeen ?? {}), [sel]: seen };
-    new MutationObserver(() => {
+    const note = () => {
       if (!node.hidden && node.textContent.trim()) seen.push(node.textContent.trim());
-    }).observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
+    };
+    // What it says already counts: on a loaded machine a warning may have been raised (rightly) just before.
+    note();
+    new MutationObserver(note).observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
   }, selector);
   const saw = (page, selector, pattern) => page.waitForFunction(
     ([sel, source]) => (window.storySeen?.[sel] ?? []).some((text) => new RegExp(source).test(text)),
@@ -506,8 +509,10 @@ let recordingArtefact = null;
   await keepTexts(judge, '#room-media');
   await keepTexts(witness, '#media-status');
   await witness.evaluate(() => window.custodiaRoom.pc.close());
-  await saw(judge, '#room-media', /witness’s video and sound have stopped/).catch(() => {
-    throw new Error('story failed: the court was not warned that the witness\'s media had stopped');
+  await saw(judge, '#room-media', /witness’s video and sound have stopped/).catch(async () => {
+    const court = await judge.evaluate(() => ({ seen: window.storySeen['#room-media'], now: document.querySelector('#room-media').textContent }));
+    const own = await witness.evaluate(() => ({ pc: window.custodiaRoom.pc?.connectionState ?? 'none', you: window.custodiaRoom.state?.you }));
+    throw new Error(`story failed: the court was not warned that the witness's media had stopped (court: ${JSON.stringify(court)}; witness: ${JSON.stringify(own)})`);
   });
   await saw(witness, '#media-status', /./).catch(() => {
     throw new Error('story failed: the witness was not told that their media did not reach the court');

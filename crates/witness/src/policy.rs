@@ -84,6 +84,42 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A `log` line's key, in vkey form or as Sigsum's raw hex, and its raw public key.
+fn log_key(key: &str) -> Result<(LogVerifier, VerifyingKey), String> {
+    let log = match hex_key(key) {
+        Some(raw) => {
+            let origin = format!("sigsum.org/v1/tree/{}", hex(&Sha256::digest(raw.as_bytes())));
+            signed_note::new_ed25519_verifier_key(&origin, &raw).parse::<LogVerifier>()
+        }
+        None => key.parse::<LogVerifier>(),
+    }
+    .map_err(|err| format!("bad log key: {err}"))?;
+    let raw = log.public_key().map_err(|err| format!("bad log key: {err}"))?;
+    Ok((log, raw))
+}
+
+/// The logs a witness witnesses: a file of `log <vkey> [url]` lines (the `log` lines of a policy), with comments.
+/// Two entries for one origin are refused: a log has one key.
+pub fn parse_log_list(text: &str) -> Result<Vec<LogVerifier>, PolicyError> {
+    let mut logs: Vec<LogVerifier> = Vec::new();
+    for (number, raw_line) in text.lines().enumerate() {
+        let fail = |reason: String| PolicyError::Line { line: number + 1, reason };
+        let content = raw_line.split('#').next().unwrap_or_default().trim();
+        match content.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [] => {}
+            ["log", key, rest @ ..] if rest.len() <= 1 => {
+                let (log, _) = log_key(key).map_err(fail)?;
+                if logs.iter().any(|known| known.name() == log.name()) {
+                    return Err(fail(format!("the log {} is listed twice", log.name())));
+                }
+                logs.push(log);
+            }
+            _ => return Err(fail("not a `log <vkey> [url]` line".to_owned())),
+        }
+    }
+    Ok(logs)
+}
+
 impl Policy {
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let mut policy = Self { logs: Vec::new(), witnesses: BTreeMap::new(), groups: BTreeMap::new(), quorum: None };
@@ -97,15 +133,7 @@ impl Policy {
             match words.as_slice() {
                 [] => {}
                 ["log", key, rest @ ..] if rest.len() <= 1 => {
-                    let log = match hex_key(key) {
-                        Some(raw) => {
-                            let origin = format!("sigsum.org/v1/tree/{}", hex(&Sha256::digest(raw.as_bytes())));
-                            signed_note::new_ed25519_verifier_key(&origin, &raw).parse::<LogVerifier>()
-                        }
-                        None => key.parse::<LogVerifier>(),
-                    }
-                    .map_err(|err| fail(&format!("bad log key: {err}")))?;
-                    let raw = log.public_key().map_err(|err| fail(&format!("bad log key: {err}")))?;
+                    let (log, raw) = log_key(key).map_err(|reason| fail(&reason))?;
                     if !keys_seen.insert(raw.to_bytes()) {
                         return Err(fail("this key is already in the policy"));
                     }
@@ -333,10 +361,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_log_list_is_read_and_a_second_key_for_one_log_refused() {
+        let one = LogSigner::generate("example.test/one").unwrap().verifier();
+        let two = LogSigner::generate("example.test/two").unwrap().verifier();
+        let again = LogSigner::generate("example.test/one").unwrap().verifier();
+        let logs = parse_log_list(&format!("# partners\nlog {one} https://one.example/log/\n\nlog {two}\n")).unwrap();
+        assert_eq!(logs.iter().map(LogVerifier::name).collect::<Vec<_>>(), ["example.test/one", "example.test/two"]);
+        assert!(matches!(parse_log_list(&format!("log {one}\nlog {again}\n")), Err(PolicyError::Line { line: 2, .. })));
+        assert!(matches!(parse_log_list("witness w1 abc\n"), Err(PolicyError::Line { line: 1, .. })));
+    }
+
     proptest::proptest! {
         #[test]
         fn garbage_never_panics(text in "(?s).{0,300}") {
             let _ = Policy::parse(&text);
+            let _ = parse_log_list(&text);
         }
     }
 }

@@ -50,6 +50,27 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// A stable name for this kind of refusal, for counters and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownLog { .. } => "unknown-log",
+            Self::NotSignedByLog(_) => "not-signed-by-log",
+            Self::MalformedCheckpoint(_) => "malformed-checkpoint",
+            Self::OldSizeTooLarge { .. } => "old-size-too-large",
+            Self::ExtensionLines => "extension-lines",
+            Self::EmptyTreeRoot => "empty-tree-root",
+            Self::ProofFromEmpty => "proof-from-empty",
+            Self::RootConflict => "root-conflict",
+            Self::Inconsistent(_) => "inconsistent",
+        }
+    }
+
+    /// Whether this refusal is evidence that the log showed two histories: a properly signed checkpoint that does
+    /// not extend what this witness cosigned before.
+    pub fn is_split_view(&self) -> bool {
+        matches!(self, Self::RootConflict | Self::Inconsistent(_))
+    }
+
     /// The HTTP status code for this refusal.
     pub fn status(&self) -> u16 {
         match self {

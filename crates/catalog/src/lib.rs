@@ -140,6 +140,39 @@ pub struct UploadRow {
     pub expires_at: i64,
 }
 
+/// A partner log this gateway witnesses, and the latest checkpoint it cosigned of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessedLog {
+    pub origin: String,
+    /// The log's key, pinned when the log was first configured.
+    pub vkey: String,
+    pub size: i64,
+    /// Base64 root hash of the tree of `size`.
+    pub root: String,
+    /// The checkpoint as the log signed it, with this witness's cosignature appended; none before the first.
+    pub cosigned_note: Option<String>,
+    pub updated_at: String,
+}
+
+/// A checkpoint a witness has just decided to cosign.
+#[derive(Debug, Clone, Copy)]
+pub struct WitnessedCheckpoint<'a> {
+    pub size: i64,
+    pub root: &'a str,
+    pub cosigned_note: &'a str,
+}
+
+fn witnessed_log(row: &AnyRow) -> sqlx::Result<WitnessedLog> {
+    Ok(WitnessedLog {
+        origin: row.try_get("origin")?,
+        vkey: row.try_get("vkey")?,
+        size: row.try_get("size")?,
+        root: row.try_get("root")?,
+        cosigned_note: row.try_get("cosigned_note")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 fn account(row: &AnyRow) -> sqlx::Result<Account> {
     Ok(Account {
         id: row.try_get("id")?,
@@ -827,6 +860,61 @@ impl Catalog {
         .fetch_one(&self.pool)
         .await?;
         Ok((row.try_get("n")?, row.try_get("bytes")?))
+    }
+
+    // Partner logs this gateway witnesses.
+
+    /// Every witnessed log, by origin.
+    pub async fn witnessed_logs(&self) -> Result<Vec<WitnessedLog>> {
+        let rows = sqlx::query("SELECT * FROM witnessed_logs ORDER BY origin").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(witnessed_log).collect::<sqlx::Result<_>>()?)
+    }
+
+    pub async fn witnessed_log(&self, origin: &str) -> Result<Option<WitnessedLog>> {
+        let row = sqlx::query("SELECT * FROM witnessed_logs WHERE origin = $1")
+            .bind(origin)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(witnessed_log).transpose()?)
+    }
+
+    /// Starts witnessing a log at size 0 with `empty_root`. False if the origin is already witnessed.
+    pub async fn add_witnessed_log(&self, origin: &str, vkey: &str, empty_root: &str, at: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO witnessed_logs (origin, vkey, size, root, cosigned_note, updated_at) \
+             VALUES ($1, $2, 0, $3, NULL, $4) ON CONFLICT (origin) DO NOTHING",
+        )
+        .bind(origin)
+        .bind(vkey)
+        .bind(empty_root)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves a witnessed log from `old_size` to a newly cosigned checkpoint, in one statement: false, and nothing
+    /// changed, if its size is no longer `old_size` (another request got there first).
+    pub async fn advance_witnessed_log(
+        &self,
+        origin: &str,
+        old_size: i64,
+        new: &WitnessedCheckpoint<'_>,
+        at: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE witnessed_logs SET size = $1, root = $2, cosigned_note = $3, updated_at = $4 \
+             WHERE origin = $5 AND size = $6",
+        )
+        .bind(new.size)
+        .bind(new.root)
+        .bind(new.cosigned_note)
+        .bind(at)
+        .bind(origin)
+        .bind(old_size)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {

@@ -123,6 +123,19 @@ CREATE TABLE custody_openings (
 ALTER TABLE accounts ADD COLUMN disabled_at TEXT;
 CREATE INDEX sessions_expiry ON sessions (expires_at);
 "#,
+    // The partner logs this gateway witnesses (c2sp.org/tlog-witness): each log's key, pinned when it was first
+    // configured, and the latest checkpoint this witness cosigned of it (size 0 and no note until the first).
+    // A log is never removed or re-keyed: that is how a split view would be hidden.
+    r#"
+CREATE TABLE witnessed_logs (
+    origin TEXT PRIMARY KEY,
+    vkey TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    root TEXT NOT NULL,
+    cosigned_note TEXT,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -34,6 +34,8 @@ pub struct AppState {
     pub ice_servers: std::sync::Arc<crate::turn::IceServers>,
     /// Recent failed sign-ins and the password-hashing budget ([`auth::SignInThrottle`]).
     pub sign_ins: std::sync::Arc<auth::SignInThrottle>,
+    /// This gateway as a witness of its partners' logs ([`crate::witness_api`]).
+    pub witness: std::sync::Arc<crate::witness_api::Witness>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.

@@ -25,6 +25,11 @@ impl GatewayConfig {
         self.data_dir.join("keys").join("gateway.key")
     }
 
+    /// The witness's cosigner key: a key of its own, never the log's.
+    pub fn witness_key_file(&self) -> PathBuf {
+        self.data_dir.join("keys").join("witness.key")
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
     }
@@ -94,6 +99,22 @@ pub struct ServeConfig {
     pub media: MediaConfig,
     #[command(flatten)]
     pub probe: ProbeConfig,
+    #[command(flatten)]
+    pub witness: WitnessConfig,
+}
+
+/// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct WitnessConfig {
+    /// A file of `log <vkey> [url]` lines (the `log` lines of a c2sp.org/tlog-policy file): the partner logs this
+    /// gateway witnesses. Without it, it witnesses none. A log once witnessed can be neither dropped from the file
+    /// nor re-keyed: the gateway refuses to start, because that is how a split view would be hidden.
+    #[arg(long = "witnessed-logs", env = "CUSTODIA_WITNESSED_LOGS")]
+    pub logs_file: Option<PathBuf>,
+    /// The name of this gateway's witness (its cosigner key's name). By default, the log origin's host followed by
+    /// `/witness`.
+    #[arg(long = "witness-name", env = "CUSTODIA_WITNESS_NAME")]
+    pub name: Option<String>,
 }
 
 /// Media probing, in a child process under limits ([`crate::probe`]).
@@ -263,6 +284,7 @@ impl fmt::Debug for ServeConfig {
             .field("tls", &self.tls_cert.is_some())
             .field("ice", &self.ice)
             .field("connections", &self.connections)
+            .field("witness", &self.witness)
             .finish_non_exhaustive()
     }
 }
@@ -288,6 +310,7 @@ impl ServeConfig {
             connections: ConnectionConfig::default(),
             media: MediaConfig::default(),
             probe: ProbeConfig::default(),
+            witness: WitnessConfig::default(),
         }
     }
 

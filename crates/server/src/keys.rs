@@ -1,4 +1,5 @@
-//! The gateway's signing key on disk: made on first start, readable by its owner only.
+//! The gateway's keys on disk (the log's signing key, the witness's cosigner key): made on first start, readable
+//! by their owner only.
 
 use std::fs;
 use std::io::Write as _;
@@ -7,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use custodia_ledger::LogSigner;
+use custodia_witness::CosignerKey;
 
 /// Loads the key at `path`, or makes one named `origin` if there is none. The key's name must be `origin`.
 pub fn load_or_create(path: &Path, origin: &str) -> anyhow::Result<(LogSigner, bool)> {
@@ -14,6 +16,32 @@ pub fn load_or_create(path: &Path, origin: &str) -> anyhow::Result<(LogSigner, b
         return load(path, origin).map(|signer| (signer, false));
     }
     let signer = LogSigner::generate(origin).with_context(|| format!("{origin:?} cannot name a signing key"))?;
+    write_new(path, signer.expose_secret())?;
+    Ok((signer, true))
+}
+
+/// Loads the witness's cosigner key at `path`, or makes one named `name`. Its name must be `name`.
+pub fn load_or_create_witness(path: &Path, name: &str) -> anyhow::Result<(CosignerKey, bool)> {
+    if path.exists() {
+        let key = CosignerKey::from_skey(&read_owner_only(path)?)
+            .with_context(|| format!("{} is not a cosigner key", path.display()))?;
+        if key.name() != name {
+            bail!(
+                "key file {} is for witness {:?}, but the configured name is {:?}; set CUSTODIA_WITNESS_NAME to match",
+                path.display(),
+                key.name(),
+                name
+            );
+        }
+        return Ok((key, false));
+    }
+    let key = CosignerKey::generate(name).with_context(|| format!("{name:?} cannot name a witness key"))?;
+    write_new(path, &key.expose_secret())?;
+    Ok((key, true))
+}
+
+/// Writes a new owner-only key file, in an owner-only directory.
+fn write_new(path: &Path, secret: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {
         fs::DirBuilder::new()
             .recursive(true)
@@ -28,16 +56,20 @@ pub fn load_or_create(path: &Path, origin: &str) -> anyhow::Result<(LogSigner, b
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating key file {}", path.display()))?;
-    writeln!(file, "{}", signer.expose_secret()).and_then(|()| file.sync_all()).context("writing key file")?;
-    Ok((signer, true))
+    writeln!(file, "{secret}").and_then(|()| file.sync_all()).context("writing key file")
 }
 
-pub fn load(path: &Path, origin: &str) -> anyhow::Result<LogSigner> {
+/// A key file's text, refused if others may read it.
+fn read_owner_only(path: &Path) -> anyhow::Result<String> {
     let mode = fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode();
     if mode & 0o077 != 0 {
         bail!("key file {} is readable by others (mode {:o}); run chmod 600 on it", path.display(), mode & 0o777);
     }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn load(path: &Path, origin: &str) -> anyhow::Result<LogSigner> {
+    let text = read_owner_only(path)?;
     let signer = LogSigner::from_skey(&text).with_context(|| format!("{} is not a signer key", path.display()))?;
     if signer.name() != origin {
         bail!(
@@ -67,5 +99,22 @@ mod tests {
         assert!(load(&path, "other.test/log").is_err());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(load(&path, "custodia.test/log").unwrap_err().to_string().contains("readable by others"));
+    }
+
+    #[test]
+    fn the_witness_key_is_its_own_and_keeps_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/witness.key");
+        let (made, created) = load_or_create_witness(&path, "custodia.test/witness").unwrap();
+        assert!(created);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (again, created) = load_or_create_witness(&path, "custodia.test/witness").unwrap();
+        assert!(!created);
+        assert_eq!(made.verifier(), again.verifier());
+        assert!(load_or_create_witness(&path, "other.test/witness").is_err());
+        // A log key is not a cosigner key.
+        let log_key = dir.path().join("keys/gateway.key");
+        load_or_create(&log_key, "custodia.test/log").unwrap();
+        assert!(load_or_create_witness(&log_key, "custodia.test/log").is_err());
     }
 }

@@ -28,6 +28,7 @@ pub mod turn;
 pub mod tus;
 pub mod web;
 pub mod whip;
+pub mod witness_api;
 
 /// What the gateway logs unless `RUST_LOG` says otherwise. The WebRTC engine's own crates are silenced: their
 /// messages name ICE candidates, which are the participants' IP addresses (a witness's whereabouts), and the
@@ -41,7 +42,8 @@ pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls
 pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
         .merge(hearing_api::router(state.clone()))
-        .merge(log_routes::router(state))
+        .merge(log_routes::router(state.clone()))
+        .merge(witness_api::router(state))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(

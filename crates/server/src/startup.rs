@@ -59,6 +59,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
+    let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
         .with_prober(prober);
     let caught_up = gateway.reindex().await?;
@@ -101,6 +102,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         hearings,
         ice_servers,
         sign_ins: Arc::default(),
+        witness,
     })
 }
 

@@ -447,6 +447,11 @@ fn the_document_hangs_together() {
             assert!(response["description"].is_string(), "{here} {status} has no description");
             if status.starts_with('4') || status.starts_with('5') {
                 let content = response["content"].as_object().unwrap_or_else(|| panic!("{here} {status}: no body"));
+                // c2sp.org/tlog-witness answers a stale old size with the witness's size, as text/x.tlog.size.
+                if operation["operationId"] == "witnessAddCheckpoint" && status == "409" {
+                    assert_eq!(content.keys().collect::<Vec<_>>(), ["text/x.tlog.size"], "{here} {status}");
+                    continue;
+                }
                 assert_eq!(content.keys().collect::<Vec<_>>(), ["application/problem+json"], "{here} {status}");
                 let schema = &content["application/problem+json"]["schema"];
                 assert_eq!(schema["$ref"], "#/components/schemas/Problem", "{here} {status}");
@@ -806,7 +811,12 @@ impl Checked {
 
 #[tokio::test]
 async fn real_replies_match_the_document() {
-    let gateway = TestGateway::start().await;
+    // The gateway witnesses one partner log, so that the witness's routes answer too.
+    let partner = custodia_ledger::LogSigner::generate("partner.custodia.test/log").unwrap();
+    let witnessed = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(witnessed.path(), format!("log {}\n", partner.verifier())).unwrap();
+    let gateway =
+        TestGateway::start_with(|config| config.witness.logs_file = Some(witnessed.path().to_path_buf())).await;
     let mut api = Checked { gateway, doc: document(), seen: BTreeSet::new() };
     let admin = api.gateway.admin.clone();
     let admin = Some(As::Session(&admin));
@@ -1062,6 +1072,33 @@ async fn real_replies_match_the_document() {
     let disable = format!("/api/v1/accounts/{spare}/disable");
     let reply = api.call("POST", "/api/v1/accounts/{id}/disable", &disable, admin, json!({})).await;
     assert_eq!(reply.status.as_u16(), 204, "{}", String::from_utf8_lossy(&reply.body));
+
+    // The witness: a partner's first checkpoint is cosigned; the same request again is a 409 with the size; a log
+    // it does not witness is a 404.
+    let add = "/witness/add-checkpoint";
+    let empty = custodia_ledger::Checkpoint::new("partner.custodia.test/log", 0, custodia_ledger::merkle::empty_root());
+    let first = format!("old 0\n\n{}", String::from_utf8(partner.sign(&empty).unwrap().note().to_vec()).unwrap());
+    let first: &'static str = Box::leak(first.into_boxed_str());
+    let reply = api.raw("POST", add, add, None, &[("content-type", "text/plain")], first).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let bigger =
+        custodia_ledger::Checkpoint::new("partner.custodia.test/log", 1, custodia_ledger::merkle::leaf_hash(b"one"));
+    let stale = format!("old 1\n\n{}", String::from_utf8(partner.sign(&bigger).unwrap().note().to_vec()).unwrap());
+    let reply =
+        api.raw("POST", add, add, None, &[("content-type", "text/plain")], Box::leak(stale.into_boxed_str())).await;
+    assert_eq!((reply.status.as_u16(), reply.body.as_slice()), (409, &b"0\n"[..]));
+    let stranger = custodia_ledger::LogSigner::generate("stranger.custodia.test/log").unwrap();
+    let unknown =
+        custodia_ledger::Checkpoint::new("stranger.custodia.test/log", 0, custodia_ledger::merkle::empty_root());
+    let unknown = format!("old 0\n\n{}", String::from_utf8(stranger.sign(&unknown).unwrap().note().to_vec()).unwrap());
+    api.raw("POST", add, add, None, &[("content-type", "text/plain")], Box::leak(unknown.into_boxed_str()))
+        .await
+        .assert_problem(404, "checkpoint-refused", "does not witness");
+    let report = api.get("/witness/logs", "/witness/logs", None).await.json();
+    assert_eq!(report["logs"][0]["size"], 0);
+    assert!(
+        report["logs"][0]["cosigned_checkpoint"].as_str().unwrap().contains("\u{2014} custodia.localhost/witness ")
+    );
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
     // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket

@@ -56,6 +56,14 @@ const DELIBERATE: &[(&str, &str, &[u16], &str)] = &[
          the bytes, which a schema cannot say: disagreeing digests are 400, bytes that differ from them 422",
     ),
     (
+        "^POST /witness/add-checkpoint$",
+        "positive_data_acceptance",
+        &[400, 403, 404, 422],
+        "the body is a text format (c2sp.org/tlog-witness) whose checkpoint must be a partner log's signed note, \
+         consistent with what this witness cosigned before; no schema can say that, so any string is 400, 403, 404 \
+         or 422 as the spec lists them",
+    ),
+    (
         "^GET /api/v1/artefacts/\\{id\\}/content$",
         "positive_data_acceptance",
         &[416],

@@ -1,0 +1,303 @@
+//! The gateway as a witness of its partners' logs (c2sp.org/tlog-witness v1.0.0): `POST /witness/add-checkpoint`,
+//! and `GET /witness/logs` for monitors (the latest checkpoint cosigned of each log, and what was refused).
+//!
+//! The decision is `custodia_witness::decide`, pure; this module reads the log's state from the catalog, persists a
+//! newly cosigned checkpoint with a compare-and-swap on the old size, and only then answers with the cosignature,
+//! so that two requests (or two gateway processes) can never both advance a log from the same size.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use custodia_catalog::{Catalog, WitnessedCheckpoint};
+use custodia_ledger::LogVerifier;
+use custodia_ledger::merkle::empty_root;
+use custodia_witness::{AddCheckpoint, CosignerKey, Decision, Known, decide, parse_log_list};
+use serde::Serialize;
+
+use crate::api::AppState;
+use crate::budget::{Budget, retry_after_seconds};
+use crate::clock::Clock;
+use crate::config::WitnessConfig;
+use crate::problem::Problem;
+
+/// An add-checkpoint body holds `old`, at most 63 proof lines and a checkpoint with its signatures: a few KiB.
+pub const ADD_CHECKPOINT_LIMIT: usize = 64 * 1024;
+
+/// Requests one peer may send: a log sends one per new checkpoint, with retries.
+const REQUESTS_BURST: u32 = 120;
+const REQUESTS_PER_MINUTE: u32 = 1200;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/witness/add-checkpoint", post(add_checkpoint).layer(DefaultBodyLimit::max(ADD_CHECKPOINT_LIMIT)))
+        .route("/witness/logs", get(logs))
+        .with_state(state)
+}
+
+/// This gateway's witness: its cosigner key, the logs it witnesses, and counts of what it refused.
+#[derive(Debug)]
+pub struct Witness {
+    key: CosignerKey,
+    logs: BTreeMap<String, LogVerifier>,
+    catalog: Catalog,
+    clock: Clock,
+    requests: Budget,
+    refusals: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// One request at a time in this process (each is a few signature checks); the catalog's compare-and-swap
+    /// orders requests between processes.
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// What one request came to, as the HTTP answer says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// 200: the cosignature line.
+    Cosigned(String),
+    /// 409: the size this witness knows.
+    Conflict(u64),
+    /// 400, 403, 404 or 422, with a reason.
+    Refused { status: u16, code: &'static str, reason: String },
+}
+
+impl Witness {
+    /// Opens the witness: the configured logs are checked against those already witnessed (none may be dropped or
+    /// re-keyed) and new ones start at size 0.
+    pub async fn open(
+        config: &WitnessConfig,
+        own_origin: &str,
+        key: CosignerKey,
+        catalog: Catalog,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let configured = match &config.logs_file {
+            None => Vec::new(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                parse_log_list(&text).with_context(|| format!("{} (CUSTODIA_WITNESSED_LOGS)", path.display()))?
+            }
+        };
+        let logs: BTreeMap<String, LogVerifier> =
+            configured.into_iter().map(|log| (log.name().to_owned(), log)).collect();
+        if logs.contains_key(own_origin) {
+            bail!("the witnessed logs include this gateway's own log {own_origin:?}; a log cannot witness itself");
+        }
+        for known in catalog.witnessed_logs().await? {
+            match logs.get(&known.origin) {
+                None => bail!(
+                    "the log {:?} is witnessed but no longer listed in the witnessed logs; a witnessed log cannot be \
+                     dropped (that would hide a split view): list it again",
+                    known.origin
+                ),
+                Some(log) if log.to_string() != known.vkey => bail!(
+                    "the witnessed logs list {:?} with a new key; a witnessed log cannot be re-keyed (that would hide \
+                     a split view). Its pinned key is {}",
+                    known.origin,
+                    known.vkey
+                ),
+                Some(_) => {}
+            }
+        }
+        let now = clock.now().to_string();
+        for (origin, log) in &logs {
+            if catalog.add_witnessed_log(origin, &log.to_string(), &empty_root().to_base64(), &now).await? {
+                tracing::info!(log = %origin, "witnessing a new log");
+            }
+        }
+        Ok(Self {
+            key,
+            logs,
+            catalog,
+            clock,
+            requests: Budget::new(REQUESTS_BURST, REQUESTS_PER_MINUTE),
+            refusals: Mutex::default(),
+            turn: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The witness's public key, for partners' policies.
+    pub fn vkey(&self) -> String {
+        self.key.verifier().to_string()
+    }
+
+    /// Handles one add-checkpoint body.
+    pub async fn add_checkpoint(&self, body: &[u8]) -> anyhow::Result<Answer> {
+        let request = match AddCheckpoint::parse(body) {
+            Ok(request) => request,
+            Err(err) => return Ok(self.refused("", 400, "malformed-request", err.to_string())),
+        };
+        let origin = custodia_witness::witness::claimed_origin(&request.checkpoint).unwrap_or_default().to_owned();
+        let _turn = self.turn.lock().await;
+        let known = match self.catalog.witnessed_log(&origin).await? {
+            Some(row) => Known {
+                size: u64::try_from(row.size).context("a negative size in witnessed_logs")?,
+                root: custodia_ledger::Hash::from_base64(&row.root).context("a malformed root in witnessed_logs")?,
+            },
+            None => Known::unseen(),
+        };
+        let keys = self.logs.get(&origin).map(std::slice::from_ref);
+        match decide(keys, &known, &request) {
+            Decision::Cosign { old_size, checkpoint } => {
+                let timestamp = u64::try_from(self.clock.unix_seconds()).unwrap_or(0).max(1);
+                let line = self.key.cosign(checkpoint.checkpoint.body().as_bytes(), timestamp)?;
+                let mut note = String::from_utf8(checkpoint.note().to_vec()).context("a checkpoint note is UTF-8")?;
+                note.push_str(&line);
+                let new = WitnessedCheckpoint {
+                    size: i64::try_from(checkpoint.checkpoint.size).context("a tree size beyond i64")?,
+                    root: &checkpoint.checkpoint.root.to_base64(),
+                    cosigned_note: &note,
+                };
+                let old = i64::try_from(old_size).context("a tree size beyond i64")?;
+                if self.catalog.advance_witnessed_log(&origin, old, &new, &self.clock.now().to_string()).await? {
+                    Ok(Answer::Cosigned(line))
+                } else {
+                    // Another process moved the log first: the log must catch up from there.
+                    let size = self.catalog.witnessed_log(&origin).await?.map_or(0, |row| row.size);
+                    Ok(Answer::Conflict(u64::try_from(size).unwrap_or(0)))
+                }
+            }
+            Decision::Conflict { known_size } => {
+                self.count(&origin, "stale-old-size");
+                Ok(Answer::Conflict(known_size))
+            }
+            Decision::Refuse(refusal) => {
+                if refusal.is_split_view() {
+                    tracing::error!(log = %origin, reason = %refusal, "a partner log showed a checkpoint that does not \
+                        extend the one this witness cosigned: a possible split view");
+                }
+                Ok(self.refused(&origin, refusal.status(), refusal.code(), refusal.to_string()))
+            }
+        }
+    }
+
+    fn refused(&self, origin: &str, status: u16, code: &'static str, reason: String) -> Answer {
+        self.count(origin, code);
+        tracing::warn!(log = %origin, code, reason = %reason, "witness refused a checkpoint");
+        Answer::Refused { status, code, reason }
+    }
+
+    fn count(&self, origin: &str, code: &'static str) {
+        // Only configured logs get a counter of their own: strangers cannot grow the map.
+        let origin = if self.logs.contains_key(origin) { origin } else { "(unknown)" };
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        *refusals.entry((origin.to_owned(), code)).or_default() += 1;
+    }
+
+    /// The monitoring view: each witnessed log's latest cosigned checkpoint and refusal counts.
+    pub async fn report(&self) -> anyhow::Result<WitnessReport> {
+        let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let count_for = |origin: &str| -> BTreeMap<&'static str, u64> {
+            refusals.iter().filter(|((log, _), _)| log == origin).map(|((_, code), n)| (*code, *n)).collect()
+        };
+        let logs = self
+            .catalog
+            .witnessed_logs()
+            .await?
+            .into_iter()
+            .map(|row| WitnessedLogReport {
+                refused: count_for(&row.origin),
+                origin: row.origin,
+                vkey: row.vkey,
+                size: row.size,
+                cosigned_checkpoint: row.cosigned_note,
+                updated_at: row.updated_at,
+            })
+            .collect();
+        Ok(WitnessReport { witness: self.vkey(), logs, refused_unknown_logs: count_for("(unknown)") })
+    }
+}
+
+/// `GET /witness/logs`.
+#[derive(Debug, Serialize)]
+pub struct WitnessReport {
+    /// This witness's cosigner key (`<name>+<key ID>+<base64(0x04 || key)>`).
+    pub witness: String,
+    pub logs: Vec<WitnessedLogReport>,
+    /// Refusals of checkpoints from logs this witness does not witness, by kind.
+    pub refused_unknown_logs: BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WitnessedLogReport {
+    pub origin: String,
+    pub vkey: String,
+    pub size: i64,
+    /// The latest checkpoint cosigned, with the log's signature and this witness's cosignature.
+    pub cosigned_checkpoint: Option<String>,
+    pub updated_at: String,
+    /// Refusals since this process started, by kind (`root-conflict` and `inconsistent` mean a split view).
+    pub refused: BTreeMap<&'static str, u64>,
+}
+
+/// The client's address (the one a trusted proxy names, else the peer's), for the request budget; never logged.
+fn peer(extensions: &Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<crate::listen::Site>()
+        .map(|site| site.client)
+        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()))
+}
+
+async fn add_checkpoint(State(state): State<AppState>, extensions: Extensions, body: Bytes) -> Response {
+    let witness = &state.witness;
+    let peer = peer(&extensions).map_or_else(String::new, |address| address.to_string());
+    if let Err(wait) = witness.requests.take(&peer) {
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many",
+            "Too many requests",
+            "this peer has sent too many checkpoints; wait and try again",
+        )
+        .into_response();
+        if let Ok(value) = HeaderValue::from_str(&retry_after_seconds(wait).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    match witness.add_checkpoint(&body).await {
+        Ok(Answer::Cosigned(line)) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response(),
+        Ok(Answer::Conflict(size)) => {
+            (StatusCode::CONFLICT, [(header::CONTENT_TYPE, "text/x.tlog.size")], format!("{size}\n")).into_response()
+        }
+        Ok(Answer::Refused { status, code, reason }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            Problem::new(status, "checkpoint-refused", "Checkpoint refused", format!("{code}: {reason}"))
+                .into_response()
+        }
+        Err(err) => Problem::internal(&err).into_response(),
+    }
+}
+
+async fn logs(State(state): State<AppState>) -> Response {
+    match state.witness.report().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(err) => Problem::internal(&err).into_response(),
+    }
+}
+
+/// The witness for `state`'s configuration: its key made on first start, named after the log's host by default.
+pub async fn open_for(
+    config: &crate::config::ServeConfig,
+    catalog: Catalog,
+    clock: Clock,
+) -> anyhow::Result<Arc<Witness>> {
+    let gateway = &config.gateway;
+    let name = config
+        .witness
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}/witness", gateway.origin.split('/').next().unwrap_or(&gateway.origin)));
+    let (key, created) = crate::keys::load_or_create_witness(&gateway.witness_key_file(), &name)?;
+    if created {
+        tracing::info!(key = %crate::config::absolute(&gateway.witness_key_file()).display(), "made a new witness key");
+    }
+    let witness = Witness::open(&config.witness, &gateway.origin, key, catalog, clock).await?;
+    tracing::info!(vkey = %witness.vkey(), logs = witness.logs.len(), "witness ready");
+    Ok(Arc::new(witness))
+}

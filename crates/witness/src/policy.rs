@@ -1,0 +1,382 @@
+//! Which cosignatures make a checkpoint trustworthy: a policy in c2sp.org/tlog-policy form.
+//!
+//! ```text
+//! # comments start with '#'
+//! log <vkey> [url]
+//! witness <name> <vkey> [url]
+//! group <name> <k|any|all> <member>...
+//! quorum <name|none>
+//! ```
+//!
+//! Names are defined before they are used, and there is exactly one `quorum`. Sigsum writes keys as raw hex: a hex
+//! log key is the log `sigsum.org/v1/tree/<hex SHA-256 of the key>`, and a hex witness key's cosigner name is the
+//! policy's name for that witness. One key never serves two witnesses, and a witness key is never a log key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::VerifyingKey;
+use sha2::{Digest, Sha256};
+
+use crate::cosignature::{Cosignature, CosignatureError, CosignerVerifier};
+use custodia_ledger::{CheckpointError, LogVerifier, SignedCheckpoint};
+
+/// Why a policy file was refused, with its line number (from 1).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("policy line {line}: {reason}")]
+    Line { line: usize, reason: String },
+    #[error("the policy has no `quorum` line")]
+    NoQuorum,
+    #[error("the policy names no log")]
+    NoLog,
+    #[error("the checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    #[error("a cosignature: {0}")]
+    Cosignature(#[from] CosignatureError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Threshold {
+    Count(usize),
+    All,
+}
+
+#[derive(Debug, Clone)]
+struct Group {
+    threshold: Threshold,
+    members: Vec<String>,
+}
+
+/// A parsed policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    logs: Vec<LogVerifier>,
+    witnesses: BTreeMap<String, CosignerVerifier>,
+    groups: BTreeMap<String, Group>,
+    /// `None` for `quorum none`: the log's signature alone suffices.
+    quorum: Option<String>,
+}
+
+/// What a policy says of one checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVerdict {
+    pub origin: String,
+    pub size: u64,
+    /// Every configured witness that cosigned it, by the policy's name for that witness, with when.
+    pub cosigned_by: Vec<(String, Cosignature)>,
+    /// Whether the quorum is met.
+    pub satisfied: bool,
+}
+
+fn hex_key(text: &str) -> Option<VerifyingKey> {
+    if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let mut raw = [0u8; 32];
+    for (i, byte) in raw.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    VerifyingKey::from_bytes(&raw).ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `log` line's key, in vkey form or as Sigsum's raw hex, and its raw public key.
+fn log_key(key: &str) -> Result<(LogVerifier, VerifyingKey), String> {
+    let log = match hex_key(key) {
+        Some(raw) => {
+            let origin = format!("sigsum.org/v1/tree/{}", hex(&Sha256::digest(raw.as_bytes())));
+            signed_note::new_ed25519_verifier_key(&origin, &raw).parse::<LogVerifier>()
+        }
+        None => key.parse::<LogVerifier>(),
+    }
+    .map_err(|err| format!("bad log key: {err}"))?;
+    let raw = log.public_key().map_err(|err| format!("bad log key: {err}"))?;
+    Ok((log, raw))
+}
+
+/// The logs a witness witnesses: a file of `log <vkey> [url]` lines (the `log` lines of a policy), with comments.
+/// Two entries for one origin are refused: a log has one key.
+pub fn parse_log_list(text: &str) -> Result<Vec<LogVerifier>, PolicyError> {
+    let mut logs: Vec<LogVerifier> = Vec::new();
+    for (number, raw_line) in text.lines().enumerate() {
+        let fail = |reason: String| PolicyError::Line { line: number + 1, reason };
+        let content = raw_line.split('#').next().unwrap_or_default().trim();
+        match content.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [] => {}
+            ["log", key, rest @ ..] if rest.len() <= 1 => {
+                let (log, _) = log_key(key).map_err(fail)?;
+                if logs.iter().any(|known| known.name() == log.name()) {
+                    return Err(fail(format!("the log {} is listed twice", log.name())));
+                }
+                logs.push(log);
+            }
+            _ => return Err(fail("not a `log <vkey> [url]` line".to_owned())),
+        }
+    }
+    Ok(logs)
+}
+
+impl Policy {
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let mut policy = Self { logs: Vec::new(), witnesses: BTreeMap::new(), groups: BTreeMap::new(), quorum: None };
+        let mut quorum_seen = false;
+        let mut keys_seen: BTreeSet<[u8; 32]> = BTreeSet::new();
+        for (number, raw_line) in text.lines().enumerate() {
+            let line = number + 1;
+            let fail = |reason: &str| PolicyError::Line { line, reason: reason.to_owned() };
+            let content = raw_line.split('#').next().unwrap_or_default().trim();
+            let words: Vec<&str> = content.split_whitespace().collect();
+            match words.as_slice() {
+                [] => {}
+                ["log", key, rest @ ..] if rest.len() <= 1 => {
+                    let (log, raw) = log_key(key).map_err(|reason| fail(&reason))?;
+                    if !keys_seen.insert(raw.to_bytes()) {
+                        return Err(fail("this key is already in the policy"));
+                    }
+                    policy.logs.push(log);
+                }
+                ["witness", name, key, rest @ ..] if rest.len() <= 1 => {
+                    if policy.witnesses.contains_key(*name) || policy.groups.contains_key(*name) {
+                        return Err(fail("this name is already defined"));
+                    }
+                    let verifier = match hex_key(key) {
+                        Some(raw) => CosignerVerifier::new(name, raw),
+                        None => key.parse::<CosignerVerifier>(),
+                    }
+                    .map_err(|err| fail(&format!("bad witness key: {err}")))?;
+                    if !keys_seen.insert(verifier.public_key().to_bytes()) {
+                        return Err(fail("one key may serve only one witness, and never a log"));
+                    }
+                    policy.witnesses.insert((*name).to_owned(), verifier);
+                }
+                ["group", name, threshold, members @ ..] if !members.is_empty() => {
+                    if policy.witnesses.contains_key(*name) || policy.groups.contains_key(*name) {
+                        return Err(fail("this name is already defined"));
+                    }
+                    let distinct: BTreeSet<&&str> = members.iter().collect();
+                    if distinct.len() != members.len() {
+                        return Err(fail("a group lists a member twice"));
+                    }
+                    if let Some(undefined) =
+                        members.iter().find(|m| !policy.witnesses.contains_key(**m) && !policy.groups.contains_key(**m))
+                    {
+                        return Err(fail(&format!("{undefined} is not defined above")));
+                    }
+                    let threshold = match *threshold {
+                        "all" => Threshold::All,
+                        "any" => Threshold::Count(1),
+                        k => match crate::request::parse_decimal(k).and_then(|k| usize::try_from(k).ok()) {
+                            Some(k) if (1..=members.len()).contains(&k) => Threshold::Count(k),
+                            _ => return Err(fail("the threshold must be any, all, or 1 to the number of members")),
+                        },
+                    };
+                    let members = members.iter().map(|m| (*m).to_owned()).collect();
+                    policy.groups.insert((*name).to_owned(), Group { threshold, members });
+                }
+                ["quorum", name] => {
+                    if quorum_seen {
+                        return Err(fail("a second quorum line"));
+                    }
+                    quorum_seen = true;
+                    if *name != "none" {
+                        if !policy.witnesses.contains_key(*name) && !policy.groups.contains_key(*name) {
+                            return Err(fail(&format!("{name} is not defined above")));
+                        }
+                        policy.quorum = Some((*name).to_owned());
+                    }
+                }
+                _ => return Err(fail("not a log, witness, group or quorum line")),
+            }
+        }
+        if !quorum_seen {
+            return Err(PolicyError::NoQuorum);
+        }
+        if policy.logs.is_empty() {
+            return Err(PolicyError::NoLog);
+        }
+        Ok(policy)
+    }
+
+    pub fn logs(&self) -> &[LogVerifier] {
+        &self.logs
+    }
+
+    /// The configured witnesses, by the policy's name for each.
+    pub fn witnesses(&self) -> impl Iterator<Item = (&str, &CosignerVerifier)> {
+        self.witnesses.iter().map(|(name, verifier)| (name.as_str(), verifier))
+    }
+
+    /// Checks `note` against the policy: a log's signature, then each witness's cosignature, then the quorum.
+    pub fn evaluate(&self, note: &[u8]) -> Result<PolicyVerdict, PolicyError> {
+        let checkpoint = SignedCheckpoint::open(note, &self.logs)?;
+        let mut cosigned_by = Vec::new();
+        for (name, verifier) in &self.witnesses {
+            if let Some(cosignature) = verifier.cosignature_on(note)? {
+                cosigned_by.push((name.clone(), cosignature));
+            }
+        }
+        let signed: BTreeSet<&str> = cosigned_by.iter().map(|(name, _)| name.as_str()).collect();
+        let satisfied = self.quorum.as_deref().is_none_or(|name| self.met(name, &signed));
+        Ok(PolicyVerdict {
+            origin: checkpoint.checkpoint.origin,
+            size: checkpoint.checkpoint.size,
+            cosigned_by,
+            satisfied,
+        })
+    }
+
+    /// Whether the witness or group `name` is satisfied. Groups only name what was defined before them, so this
+    /// recursion ends.
+    fn met(&self, name: &str, signed: &BTreeSet<&str>) -> bool {
+        match self.groups.get(name) {
+            None => signed.contains(name),
+            Some(group) => {
+                let count = group.members.iter().filter(|member| self.met(member, signed)).count();
+                match group.threshold {
+                    Threshold::All => count == group.members.len(),
+                    Threshold::Count(k) => count >= k,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custodia_ledger::merkle::empty_root;
+    use custodia_ledger::{Checkpoint, LogSigner};
+
+    use super::*;
+    use crate::cosignature::CosignerKey;
+
+    struct World {
+        log: LogSigner,
+        witnesses: Vec<CosignerKey>,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let log = LogSigner::generate("example.test/log").unwrap();
+            let witnesses = ["w1", "w2", "w3"].iter().map(|name| CosignerKey::generate(name).unwrap()).collect();
+            Self { log, witnesses }
+        }
+
+        fn policy(&self, quorum: &str) -> String {
+            let mut text = format!("# the test log\nlog {}\n", self.log.verifier());
+            for key in &self.witnesses {
+                text.push_str(&format!("witness {} {} https://{}.example/\n", key.name(), key.verifier(), key.name()));
+            }
+            text.push_str(&format!("group two-of-three 2 w1 w2 w3\n{quorum}\n"));
+            text
+        }
+
+        fn note(&self, cosigners: &[usize]) -> Vec<u8> {
+            let checkpoint = self.log.sign(&Checkpoint::new("example.test/log", 0, empty_root())).unwrap();
+            let mut note = checkpoint.note().to_vec();
+            for &i in cosigners {
+                note.extend_from_slice(
+                    self.witnesses[i]
+                        .cosign(checkpoint.checkpoint.body().as_bytes(), 100 + i as u64)
+                        .unwrap()
+                        .as_bytes(),
+                );
+            }
+            note
+        }
+    }
+
+    #[test]
+    fn two_of_three_needs_two() {
+        let world = World::new();
+        let policy = Policy::parse(&world.policy("quorum two-of-three")).unwrap();
+        let one = policy.evaluate(&world.note(&[1])).unwrap();
+        assert!(!one.satisfied);
+        assert_eq!(one.cosigned_by.len(), 1);
+        let two = policy.evaluate(&world.note(&[0, 2])).unwrap();
+        assert!(two.satisfied);
+        assert_eq!(
+            two.cosigned_by.iter().map(|(n, c)| (n.as_str(), c.timestamp)).collect::<Vec<_>>(),
+            [("w1", 100), ("w3", 102)]
+        );
+        let none = Policy::parse(&world.policy("quorum none")).unwrap();
+        assert!(none.evaluate(&world.note(&[])).unwrap().satisfied);
+    }
+
+    #[test]
+    fn a_forged_cosignature_fails_the_whole_check() {
+        let world = World::new();
+        let policy = Policy::parse(&world.policy("quorum two-of-three")).unwrap();
+        let note = String::from_utf8(world.note(&[0, 1])).unwrap();
+        let line = note.lines().last().unwrap();
+        let forged = note.replace(line, &line.replace('A', "B").replace('a', "A"));
+        assert!(policy.evaluate(forged.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn sigsum_hex_keys_are_read() {
+        let witness = CosignerKey::generate("sigsum-witness").unwrap();
+        let log = LogSigner::generate("unused").unwrap();
+        let log_hex = hex(log.verifier().public_key().unwrap().as_bytes());
+        let text = format!(
+            "log {log_hex}\nwitness sigsum-witness {}\nquorum sigsum-witness\n",
+            hex(witness.verifier().public_key().as_bytes())
+        );
+        let policy = Policy::parse(&text).unwrap();
+        assert!(policy.logs()[0].name().starts_with("sigsum.org/v1/tree/"));
+        assert_eq!(policy.witnesses().next().unwrap().1, &witness.verifier());
+    }
+
+    #[test]
+    fn malformed_policies_are_refused_with_their_line() {
+        let world = World::new();
+        let w1 = world.witnesses[0].verifier();
+        let log = world.log.verifier();
+        for (text, line) in [
+            (format!("log {log}\nquorum w1\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1}\nwitness w1 {w1}\nquorum w1\n"), Some(3)),
+            (
+                format!(
+                    "log {log}\nwitness w1 {w1}\nwitness w9 {}\nquorum w1\n",
+                    w1.to_string().replacen("w1", "w9", 1)
+                ),
+                Some(3),
+            ),
+            (format!("log {log}\nwitness w1 {w1}\ngroup g 2 w1\nquorum g\n"), Some(3)),
+            (format!("log {log}\nwitness w1 {w1}\ngroup g any w1 w1\nquorum g\n"), Some(3)),
+            (format!("log {log}\nwitness w1 {w1}\nquorum w1\nquorum none\n"), Some(4)),
+            (format!("log {log}\nwitness w1 {log}\nquorum w1\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1}\n"), None),
+            ("quorum none\n".to_owned(), None),
+            (format!("log {log}\nwitnesses w1 {w1}\nquorum none\n"), Some(2)),
+        ] {
+            match (Policy::parse(&text), line) {
+                (Err(PolicyError::Line { line: got, .. }), Some(want)) => assert_eq!(got, want, "{text}"),
+                (Err(PolicyError::NoQuorum | PolicyError::NoLog), None) => {}
+                (other, _) => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_log_list_is_read_and_a_second_key_for_one_log_refused() {
+        let one = LogSigner::generate("example.test/one").unwrap().verifier();
+        let two = LogSigner::generate("example.test/two").unwrap().verifier();
+        let again = LogSigner::generate("example.test/one").unwrap().verifier();
+        let logs = parse_log_list(&format!("# partners\nlog {one} https://one.example/log/\n\nlog {two}\n")).unwrap();
+        assert_eq!(logs.iter().map(LogVerifier::name).collect::<Vec<_>>(), ["example.test/one", "example.test/two"]);
+        assert!(matches!(parse_log_list(&format!("log {one}\nlog {again}\n")), Err(PolicyError::Line { line: 2, .. })));
+        assert!(matches!(parse_log_list("witness w1 abc\n"), Err(PolicyError::Line { line: 1, .. })));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_never_panics(text in "(?s).{0,300}") {
+            let _ = Policy::parse(&text);
+            let _ = parse_log_list(&text);
+        }
+    }
+}

@@ -436,6 +436,26 @@ pub fn rebagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// A bundle whose tag files a forger edited: unpacked, `edit` applied to the bag's directory (its bag-info.txt,
+/// say), only tagmanifest-sha256.txt made afresh with the `bagit` tool (so bag-info.txt is kept as edited), and
+/// packed again with GNU tar.
+pub fn retagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("bag");
+    tar::Archive::new(bundle).unpack(&unpacked).unwrap();
+    let top = std::fs::read_dir(&unpacked).unwrap().next().unwrap().unwrap().path();
+    edit(&top);
+    let script = "import sys, bagit; bagit._make_tagmanifest_file('sha256', sys.argv[1])";
+    let run = Command::new("python3").args(["-c", script]).arg(&top).output().unwrap();
+    assert!(run.status.success(), "bagit: {}", String::from_utf8_lossy(&run.stderr));
+    let out = dir.path().join("forged.tar");
+    let run = Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(&unpacked).arg(top.file_name().unwrap()).output();
+    let run = run.unwrap();
+    assert!(run.status.success(), "tar: {}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read(out).unwrap()
+}
+
 /// Drops every line of a bag's data/REPORT.txt that mentions `what`, as a forger tidying up would.
 pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     let report = bag.join("data/REPORT.txt");

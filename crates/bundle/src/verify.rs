@@ -279,10 +279,15 @@ impl Budget {
 
     fn keep(&mut self, bytes: u64) -> Result<(), VerifyError> {
         if self.kept + bytes > self.limits.kept_bytes {
+            let limit = self.limits.kept_bytes;
+            let limit = if limit.is_multiple_of(1 << 20) {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{} KiB", limit >> 10)
+            };
             return Err(VerifyError::TooLarge(format!(
-                "its files other than the evidence come to more than {} KiB, which no court bundle's do; it was \
-                 not checked further",
-                self.limits.kept_bytes >> 10
+                "its files other than the evidence come to more than {limit}, which no court bundle's do; it was not \
+                 checked further"
             )));
         }
         self.kept += bytes;

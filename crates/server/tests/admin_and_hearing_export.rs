@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use custodia_bundle::{Part, verify};
 use serde_json::{Value, json};
-use support::{As, TestGateway, rebagged, tar_files};
+use support::{As, TestGateway, by_hand_case_script, rebagged, run_script, tar_files};
 
 #[tokio::test]
 async fn an_administrator_lists_accounts_cases_and_members_and_nobody_else_may() {
@@ -144,6 +144,25 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     assert!(
         file("/data/case-listing.json").contains(&format!(r#""scope":{{"hearing":"{hearing_id}","kind":"hearing"}}"#))
     );
+    // The CLI says it too.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &hearing_bundle).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(file.path())
+        .args(["--trusted-key", &gw.verifier().to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("SCOPE: this is the bundle of {scope}")), "{out}");
+    // By hand, with standard tools, as docs/verify-by-hand.md says.
+    let dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(hearing_bundle.as_slice()).unpack(dir.path()).unwrap();
+    let bag = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let (ok, said) = run_script(&by_hand_case_script(), &bag);
+    assert!(ok, "{said}");
+    assert!(said.contains(&format!("scope: this is the bundle of hearing {hearing_id} of case case-h only")), "{said}");
 
     let bundles: Vec<String> = tar_files(&reply.body)
         .into_iter()

@@ -114,10 +114,8 @@ class Budget {
 
   keep(bytes) {
     if (this.kept + bytes > this.maxKept) {
-      throw tooLarge(
-        `its files other than the evidence come to more than ${Math.floor(this.maxKept / 1024)} KiB, which no court ` +
-          "bundle's do; it was not checked further",
-      );
+      const limit = this.maxKept % 1048576 === 0 ? `${this.maxKept / 1048576} MiB` : `${Math.floor(this.maxKept / 1024)} KiB`;
+      throw tooLarge(`its files other than the evidence come to more than ${limit}, which no court bundle's do; it was not checked further`);
     }
     this.kept += bytes;
     this.peak = Math.max(this.peak, this.kept);

@@ -464,3 +464,35 @@ pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     assert_ne!(kept, text, "REPORT.txt does not mention {what}");
     std::fs::write(report, kept).unwrap();
 }
+
+/// The by-hand document's blocks: those for an artefact bundle (```sh) and those for a case bag (```sh case).
+pub fn by_hand_blocks() -> (Vec<String>, Vec<String>) {
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
+            .unwrap();
+    let blocks = |fence: &str| -> Vec<String> {
+        doc.split(fence).skip(1).filter_map(|block| block.split("```").next()).map(str::to_owned).collect()
+    };
+    (blocks("```sh\n"), blocks("```sh case\n"))
+}
+
+/// The by-hand steps for a case bag: the artefact steps that apply (all but step 2's, about the evidence), then the
+/// case steps.
+pub fn by_hand_case_script() -> String {
+    let (artefact_blocks, case_blocks) = by_hand_blocks();
+    assert!(!case_blocks.is_empty());
+    artefact_blocks
+        .iter()
+        .filter(|block| !block.contains("data/payload") && !block.contains("data/manifest"))
+        .chain(&case_blocks)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a by-hand script with bash in `dir`: whether it succeeded, and what it said.
+pub fn run_script(script: &str, dir: &std::path::Path) -> (bool, String) {
+    let run = std::process::Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output();
+    let run = run.unwrap();
+    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}

@@ -157,6 +157,7 @@ function showVerification(file, v, seconds) {
   fact(words('verify.fact.file', 'File'), `${file.name} (${bytes(file.size)})`);
   if (v.artefact) fact(words('verify.fact.artefact', 'Artefact'), v.artefact);
   if (v.sha256) fact(words('verify.fact.sha256', 'Evidence SHA-256'), v.sha256);
+  if (v.scope) fact(words('verify.fact.scope', 'Scope'), `This is the bundle of ${v.scope}.`);
   if (v.bundles) fact(words('verify.fact.bundles', 'Artefact bundles'), String(v.bundles.length));
   fact(words('verify.fact.records', 'Custody records'), String(v.records));
   if (v.log) fact(words('verify.fact.log', 'Log'), words('verify.logSize', `${v.log.origin}, size ${v.log.size}`, { origin: v.log.origin, size: v.log.size }));

@@ -1,6 +1,6 @@
 //! What goes into a bundle, and where.
 
-use custodia_core::{ArtefactId, CaseId, ManifestSignature, Sha256};
+use custodia_core::{ArtefactId, CaseId, HearingId, ManifestSignature, Sha256};
 use serde::{Deserialize, Serialize};
 
 /// The top-level directory of the bag inside the tar.
@@ -92,8 +92,77 @@ pub fn public_key_pem(key: &ed25519_dalek::VerifyingKey) -> String {
     )
 }
 
-/// The version of [`CaseListing`] this build writes and reads.
-pub const CASE_LISTING_VERSION: u32 = 1;
+/// bag-info.txt's labels, each written once, in this order; `Custodia-Scope` in case bags only.
+pub const BAG_INFO_LABELS: [&str; 7] = [
+    "Source-Organization",
+    "Bagging-Date",
+    "Payload-Oxum",
+    "External-Identifier",
+    "External-Description",
+    "Custodia-Scope",
+    "Bag-Software-Agent",
+];
+
+/// bag-info.txt's `Source-Organization` for a gateway whose log is `origin`.
+pub fn source_organization(origin: &str) -> String {
+    format!("Custodia gateway {origin}")
+}
+
+/// bag-info.txt's `External-Description` of an artefact bundle.
+pub fn artefact_description(artefact: &ArtefactId) -> String {
+    format!("Court bundle of artefact {artefact}, with its custody history and proofs")
+}
+
+/// bag-info.txt's `External-Description` of a case bundle, which says its scope.
+pub fn case_description(case: &CaseId, scope: &ExportScope) -> String {
+    match scope {
+        ExportScope::Case => format!("Court bundle of case {case}: one bundle per artefact"),
+        ExportScope::Hearing { hearing } => format!(
+            "Court bundle of hearing {hearing} of case {case} only, not the whole case: one bundle per artefact of \
+             the hearing's output"
+        ),
+    }
+}
+
+/// The version of [`CaseListing`] this build writes and reads: 2 names the export's [`ExportScope`].
+pub const CASE_LISTING_VERSION: u32 = 2;
+
+/// What part of a case an export holds: the whole case, or one hearing's output only (its recording segments,
+/// its signed minutes and the identity-check documents they name), by the hearing's id. It is in the listing, in
+/// bag-info.txt (`Custodia-Scope`) and in the certificate, and the case export record commits to the hearing's id,
+/// so a hearing's bundle cannot pass for the whole case, nor the reverse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExportScope {
+    Case,
+    Hearing { hearing: HearingId },
+}
+
+impl ExportScope {
+    /// The hearing whose output the export holds, if it is one hearing's.
+    pub fn hearing(&self) -> Option<&HearingId> {
+        match self {
+            Self::Case => None,
+            Self::Hearing { hearing } => Some(hearing),
+        }
+    }
+
+    /// `Custodia-Scope` in bag-info.txt: `case`, or `hearing <id>`.
+    pub fn tag(&self) -> String {
+        match self {
+            Self::Case => "case".to_owned(),
+            Self::Hearing { hearing } => format!("hearing {hearing}"),
+        }
+    }
+
+    /// The scope in words, for the certificate and the verifiers' reports.
+    pub fn describe(&self, case: &CaseId) -> String {
+        match self {
+            Self::Case => format!("the whole case {case}"),
+            Self::Hearing { hearing } => format!("hearing {hearing} of case {case} only, not the whole case"),
+        }
+    }
+}
 
 /// What a case export holds: every artefact bundle with the SHA-256 and size of its bytes, as written into the
 /// case bundle. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody record carries
@@ -104,6 +173,7 @@ pub const CASE_LISTING_VERSION: u32 = 1;
 pub struct CaseListing {
     pub v: u32,
     pub case: CaseId,
+    pub scope: ExportScope,
     pub salt: String,
     pub bundles: Vec<ListedBundle>,
 }
@@ -119,9 +189,9 @@ pub struct ListedBundle {
 }
 
 impl CaseListing {
-    pub fn new(case: CaseId, salt: [u8; 32], bundles: Vec<ListedBundle>) -> Self {
+    pub fn new(case: CaseId, scope: ExportScope, salt: [u8; 32], bundles: Vec<ListedBundle>) -> Self {
         let salt = salt.iter().map(|b| format!("{b:02x}")).collect();
-        Self { v: CASE_LISTING_VERSION, case, salt, bundles }
+        Self { v: CASE_LISTING_VERSION, case, scope, salt, bundles }
     }
 
     /// The canonical bytes that go into the bundle and whose digest goes into the record.
@@ -148,7 +218,7 @@ mod tests {
 
     fn listing() -> CaseListing {
         let bundle = ListedBundle { artefact: ArtefactId::new("art-1").unwrap(), sha256: Sha256::of(b"b"), size: 2048 };
-        CaseListing::new(CaseId::new("case-7").unwrap(), [7; 32], vec![bundle])
+        CaseListing::new(CaseId::new("case-7").unwrap(), ExportScope::Case, [7; 32], vec![bundle])
     }
 
     #[test]
@@ -158,7 +228,14 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","sha256":""#), "{text}");
         assert!(CaseListing::from_bytes(text.replacen(':', ": ", 1).as_bytes()).is_err());
-        assert!(CaseListing::from_bytes(text.replace(r#""v":1"#, r#""v":2"#).as_bytes()).is_err());
+        assert!(CaseListing::from_bytes(text.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
+        assert!(text.contains(r#""scope":{"kind":"case"},"v":2}"#), "{text}");
+        let hearing = ExportScope::Hearing { hearing: HearingId::new("h-9").unwrap() };
+        let of_hearing = CaseListing { scope: hearing.clone(), ..listing() };
+        let bytes = of_hearing.to_bytes().unwrap();
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""scope":{"hearing":"h-9","kind":"hearing"}"#));
+        assert_eq!(CaseListing::from_bytes(&bytes).unwrap().scope, hearing);
+        assert!(CaseListing::from_bytes(text.replace(r#""kind":"case""#, r#""kind":"all""#).as_bytes()).is_err());
         assert!(CaseListing::from_bytes(text.replace("0707", "0G07").as_bytes()).is_err());
     }
 

@@ -14,6 +14,9 @@ mod report;
 mod verify;
 mod write;
 
-pub use layout::{BundleRecord, BundleSource, CaseListing, ListedBundle, public_key_pem};
-pub use verify::{Check, MAX_FILES, MAX_KEPT_BYTES, Part, Verdict, Verification, VerifyError, verify};
+pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, public_key_pem};
+pub use verify::{
+    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Verdict, Verification, VerifyError, verify,
+    verify_within,
+};
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

@@ -34,7 +34,12 @@ fn describe(event: &CustodyEvent, openings: &Openings) -> String {
         CustodyEvent::MembershipChanged { member, change, .. } => {
             format!("membership of {member} {}, role {}", code(change), openings.text("role").unwrap_or("none"))
         }
-        CustodyEvent::CaseExported { artefacts, .. } => format!("case exported ({artefacts} artefact bundles)"),
+        CustodyEvent::CaseExported { artefacts, hearing: None, .. } => {
+            format!("case exported ({artefacts} artefact bundles)")
+        }
+        CustodyEvent::CaseExported { artefacts, hearing: Some(_), .. } => {
+            format!("hearing {} exported ({artefacts} artefact bundles)", open("hearing"))
+        }
         _ => "other custody event".to_owned(),
     }
 }
@@ -159,12 +164,8 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
 
 /// The certificate of a case bundle: which artefact bundles it holds, the record that lists them, and how to
 /// check them.
-pub fn case_certificate(
-    case: &custodia_core::CaseId,
-    origin: &str,
-    listing: &crate::CaseListing,
-    record_index: u64,
-) -> String {
+pub fn case_certificate(origin: &str, listing: &crate::CaseListing, record_index: u64) -> String {
+    let case = &listing.case;
     let mut out = String::new();
     let _ = writeln!(out, "CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE: CASE BUNDLE");
     let _ =
@@ -172,6 +173,7 @@ pub fn case_certificate(
     let _ = writeln!(out, "This text is not evidence: it says in words what the checked files of this bundle say, and");
     let _ = writeln!(out, "the verifiers make it again from them and report it if it says anything else.\n");
     let _ = writeln!(out, "Case: {case}");
+    let _ = writeln!(out, "Scope: {}", listing.scope.describe(case));
     let _ = writeln!(
         out,
         "This bag holds {} artefact bundles, each complete and verifiable on its own:\n",

@@ -7,21 +7,42 @@ use std::fmt;
 use std::io::Read;
 
 use custodia_core::{
-    CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
+    ArtefactId, CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
 };
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use sha2::Digest as _;
 
-use crate::layout::{self, CaseListing};
+use crate::layout::{self, CaseListing, ExportScope};
 
 /// Files other than the payload are small; a larger one means the bundle is not what it claims to be.
 const MAX_SMALL_FILE: u64 = 1 << 20;
 /// The most files a bundle may hold, nested artefact bundles' files included. A case bundle of a three-hour
 /// hearing with six people (about 6,500 recording segments, some 16 files each) holds about 100,000.
 pub const MAX_FILES: usize = 250_000;
-/// The most bytes of small files kept at once: every file but payloads, of the case bag and of the one artefact
-/// bundle being read. An artefact bundle keeps about 2 KiB per custody record, so this allows some 30,000.
+/// The most bytes one read holds at once: every file but payloads (of the case bag and of the one artefact bundle
+/// being read), every name, and what is kept of each artefact bundle already checked (its summary: every failed
+/// part, a few failures each, and one line per part that passed). An artefact bundle keeps about 2 KiB per custody
+/// record, so this allows some 30,000.
 pub const MAX_KEPT_BYTES: u64 = 64 << 20;
+
+/// What one read of a bundle may hold: [`MAX_FILES`] and [`MAX_KEPT_BYTES`] unless a caller (a test, an embedder
+/// with less memory) asks for less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tar entries, nested artefact bundles' included.
+    pub files: usize,
+    /// Bytes held at once, as [`MAX_KEPT_BYTES`] counts them.
+    pub kept_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { files: MAX_FILES, kept_bytes: MAX_KEPT_BYTES }
+    }
+}
+
+/// The most failed checks kept of one artefact bundle inside a case bundle, besides the first of each failed part.
+pub const NESTED_FAILURES_KEPT: usize = 16;
 
 /// A bundle that could not be read at all.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +129,13 @@ pub struct Verification {
     pub artefact: Option<String>,
     pub sha256: Option<Sha256>,
     pub records: usize,
+    /// In a case bundle whose listing is the one its record commits to: what part of the case it holds, in words
+    /// ("hearing h-... of case ... only, not the whole case", or "the whole case ...").
+    pub scope: Option<String>,
+    /// Tar entries read, nested ones included.
+    pub files_read: usize,
+    /// The most bytes the read held at once, as [`MAX_KEPT_BYTES`] counts them.
+    pub peak_kept_bytes: u64,
     /// How many of the failed checks are only "signed by a key nobody pinned".
     unconfirmed: usize,
 }
@@ -160,6 +188,9 @@ impl fmt::Display for Verification {
             let mark = if check.passed { "ok  " } else { "FAIL" };
             writeln!(f, "{mark} {}: {}", check.part, check.detail)?;
         }
+        if let Some(scope) = &self.scope {
+            writeln!(f, "SCOPE: this is the bundle of {scope}")?;
+        }
         match self.verdict() {
             Verdict::Valid => {
                 writeln!(f, "VALID: the evidence and its custody history are exactly what the gateway recorded")
@@ -201,23 +232,45 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// A reader that counts what passes through it, so the end of an archive can be placed.
+struct Counting<R> {
+    inner: R,
+    count: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
 /// What reading a bag found: its files, and the verification of each artefact bundle nested in a case bundle.
 struct BagRead {
     files: BTreeMap<String, FileSeen>,
     nested: Vec<(String, Verification)>,
 }
 
-/// What one read of a bundle may still hold: files seen (nested ones included) and bytes of small files kept.
+/// What one read of a bundle holds: files seen (nested ones included), bytes held now (small files, names, and
+/// the summaries of nested bundles already checked), and the most it held at once. One budget for the whole read.
 struct Budget {
+    limits: Limits,
     files: usize,
     kept: u64,
+    peak: u64,
 }
 
 impl Budget {
+    fn new(limits: Limits) -> Self {
+        Self { limits, files: 0, kept: 0, peak: 0 }
+    }
+
     fn take_file(&mut self) -> Result<(), VerifyError> {
-        if self.files >= MAX_FILES {
+        if self.files >= self.limits.files {
             return Err(VerifyError::TooLarge(format!(
-                "it holds more than {MAX_FILES} files, which no court bundle does; it was not checked further"
+                "it holds more than {} files, which no court bundle does; it was not checked further",
+                self.limits.files
             )));
         }
         self.files += 1;
@@ -225,16 +278,67 @@ impl Budget {
     }
 
     fn keep(&mut self, bytes: u64) -> Result<(), VerifyError> {
-        if self.kept + bytes > MAX_KEPT_BYTES {
+        if self.kept + bytes > self.limits.kept_bytes {
+            let limit = self.limits.kept_bytes;
+            let limit = if limit.is_multiple_of(1 << 20) {
+                format!("{} MiB", limit >> 20)
+            } else {
+                format!("{} KiB", limit >> 10)
+            };
             return Err(VerifyError::TooLarge(format!(
-                "its files other than the evidence come to more than {} MiB, which no court bundle's do; it was \
-                 not checked further",
-                MAX_KEPT_BYTES >> 20
+                "its files other than the evidence come to more than {limit}, which no court bundle's do; it was not \
+                 checked further"
             )));
         }
         self.kept += bytes;
+        self.peak = self.peak.max(self.kept);
         Ok(())
     }
+
+    /// Lets go of what was held since `mark` (a nested bundle's files, once it is checked).
+    fn release_to(&mut self, mark: u64) {
+        self.kept = mark.min(self.kept);
+    }
+}
+
+/// What a check costs to hold besides its words, counted against [`MAX_KEPT_BYTES`].
+const PER_CHECK_OVERHEAD: u64 = 64;
+
+/// What holding `checks` costs.
+fn checks_cost(checks: &[Check]) -> u64 {
+    checks.iter().map(|check| check.detail.len() as u64 + PER_CHECK_OVERHEAD).sum()
+}
+
+/// What a case bundle keeps of one of its artefact bundles once it is checked: every failed part with its first
+/// failure, at most [`NESTED_FAILURES_KEPT`] failures besides, a count of those let go, and one check per part
+/// that passed, with how many passed. The verdict, the artefact, its SHA-256 and the counts stay as they were.
+fn summarise(verification: Verification) -> Verification {
+    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed } =
+        verification;
+    let mut kept: Vec<Check> = Vec::new();
+    let mut failed_parts = BTreeSet::new();
+    let mut failures = 0usize;
+    let mut let_go: Option<(Part, usize)> = None;
+    for check in checks.iter().filter(|check| !check.passed) {
+        if failed_parts.insert(check.part) || failures < NESTED_FAILURES_KEPT {
+            failures += 1;
+            kept.push(check.clone());
+        } else {
+            let_go.get_or_insert((check.part, 0)).1 += 1;
+        }
+    }
+    if let Some((part, count)) = let_go {
+        kept.push(Check { part, passed: false, detail: format!("and {count} more failed checks, not kept") });
+    }
+    let mut passed: BTreeMap<Part, (String, usize)> = BTreeMap::new();
+    for check in checks.into_iter().filter(|check| check.passed && !failed_parts.contains(&check.part)) {
+        passed.entry(check.part).or_insert_with(|| (check.detail, 0)).1 += 1;
+    }
+    for (part, (detail, count)) in passed {
+        let detail = if count > 1 { format!("{detail} (and {} more such checks passed)", count - 1) } else { detail };
+        kept.push(Check { part, passed: true, detail });
+    }
+    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed }
 }
 
 /// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool
@@ -295,14 +399,18 @@ fn read_bundle(
     nested_allowed: bool,
     budget: &mut Budget,
 ) -> Result<BagRead, VerifyError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut counted = Counting { inner: reader, count: 0 };
+    let mut archive = tar::Archive::new(&mut counted);
     let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
     let mut top: Option<String> = None;
     let mut extended = Extended::default();
+    // Where the last entry's data and padding end: the end-of-archive marker starts there.
+    let mut entries_end = 0u64;
     for entry in archive.entries()?.raw(true) {
         let mut entry = entry?;
         budget.take_file()?;
         let header = entry.header().clone();
+        entries_end = entry.raw_file_position() + header.entry_size()?.next_multiple_of(512);
         let kind = header.entry_type();
         if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
             read_extension(&mut entry, &header, &mut extended)?;
@@ -341,10 +449,10 @@ fn read_bundle(
         budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
         if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
             let mut hashing = Hashing { inner: &mut entry, hasher: sha2::Sha256::new(), count: 0 };
-            // The nested bundle's files are let go once it is verified, or found unreadable.
-            let kept_before = budget.kept;
+            // The nested bundle's files are held while it is checked, with what checking it makes, then let go;
+            // what is kept of it, its summary, stays counted until the whole read ends.
+            let mark = budget.kept;
             let read = read_bundle(&mut hashing, trusted, false, budget);
-            budget.kept = kept_before;
             let verification = match read {
                 Ok(inner) => verify_bag(inner, trusted),
                 Err(err @ VerifyError::TooLarge(_)) => return Err(err),
@@ -354,7 +462,12 @@ fn read_bundle(
                     failed
                 }
             };
-            // The tar reader stops at the end-of-archive marker; the rest still counts toward the digest.
+            budget.keep(checks_cost(&verification.checks))?;
+            budget.release_to(mark);
+            let verification = summarise(verification);
+            budget.keep(checks_cost(&verification.checks))?;
+            // What a bundle holds after its end-of-archive marker was read with it; anything left is refused there,
+            // but still counts toward the digest.
             std::io::copy(&mut hashing, &mut std::io::sink())?;
             let seen = FileSeen {
                 sha256: Sha256::from_bytes(hashing.hasher.finalize().into()),
@@ -395,7 +508,32 @@ fn read_bundle(
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
     }
+    end_of_archive(&mut counted, entries_end)?;
     Ok(bag)
+}
+
+/// After the entries: the end-of-archive marker (two zero blocks, the first already read by the tar reader) and
+/// nothing but zero padding to the end, so that no file hides past the marker where a tool told to read on (`tar
+/// -i`) would find it.
+fn end_of_archive<R: Read>(reader: &mut Counting<R>, entries_end: u64) -> Result<(), VerifyError> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(at) = buffer[..n].iter().position(|&b| b != 0) {
+            let offset = reader.count - n as u64 + at as u64;
+            return Err(VerifyError::Malformed(format!(
+                "it holds data after its end-of-archive marker (a non-zero byte at offset {offset}), which no \
+                 bundle does"
+            )));
+        }
+    }
+    if reader.count < entries_end + 1024 {
+        return Err(VerifyError::Malformed("it ends without its end-of-archive marker: it was cut short".into()));
+    }
+    Ok(())
 }
 
 /// Parses a BagIt checksum manifest: `<hex>  <path>` per line.
@@ -421,11 +559,23 @@ fn text<'a>(files: &'a BTreeMap<String, FileSeen>, path: &str) -> Option<&'a [u8
 ///
 /// Memory is bounded: at most [`MAX_FILES`] files and [`MAX_KEPT_BYTES`] of small files held at once, or
 /// [`VerifyError::TooLarge`].
-pub fn verify(mut reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
-    let mut budget = Budget { files: 0, kept: 0 };
+pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification, VerifyError> {
+    verify_within(reader, trusted, Limits::default())
+}
+
+/// [`verify`] under other [`Limits`]. The verification says how many files it read and the most it held.
+pub fn verify_within(
+    mut reader: impl Read,
+    trusted: &[LogVerifier],
+    limits: Limits,
+) -> Result<Verification, VerifyError> {
+    let mut budget = Budget::new(limits);
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
     let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
-    Ok(verify_bag(bag, trusted))
+    let mut verification = verify_bag(bag, trusted);
+    verification.files_read = budget.files;
+    verification.peak_kept_bytes = budget.peak;
+    Ok(verification)
 }
 
 fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
@@ -456,6 +606,17 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         |path| path.starts_with(layout::BUNDLES_DIR) || CASE_FILES.contains(&path),
         &mut report,
     );
+    let listing = text(&bag.files, layout::CASE_LISTING).and_then(|bytes| CaseListing::from_bytes(bytes).ok());
+    let mut expected = vec![];
+    if let Some(key) = own_key(&bag.files) {
+        expected.push(("Source-Organization", layout::source_organization(key.name())));
+    }
+    if let Some(listing) = &listing {
+        expected.push(("External-Identifier", listing.case.to_string()));
+        expected.push(("External-Description", layout::case_description(&listing.case, &listing.scope)));
+        expected.push(("Custodia-Scope", listing.scope.tag()));
+    }
+    check_bag_info(&bag.files, "a case bundle", &expected, &mut report);
     let key = bundle_key(&bag.files, trusted, &mut report);
     let records = match &key {
         Some(key) => {
@@ -466,12 +627,11 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         None => Vec::new(),
     };
     report.records = records.len();
-    let listing = text(&bag.files, layout::CASE_LISTING).and_then(|bytes| CaseListing::from_bytes(bytes).ok());
     let case = listing.as_ref().map(|listing| (&listing.case, "the case listing's"));
     check_openings(&bag.files, &records, case, &mut report);
     check_case_contents(&bag, &records, &mut report);
     if let (Some(key), Some(listing), [only]) = (key.as_ref(), listing.as_ref(), records.as_slice()) {
-        let expected = crate::report::case_certificate(&listing.case, key.name(), listing, only.index);
+        let expected = crate::report::case_certificate(key.name(), listing, only.index);
         check_report(&bag.files, &expected, &mut report);
     }
     for (path, nested) in bag.nested {
@@ -532,7 +692,8 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
         );
         return;
     };
-    let Some(CustodyRecord { event: CustodyEvent::CaseExported { listing_sha256, artefacts }, .. }) = &only.record
+    let Some(CustodyRecord { event: CustodyEvent::CaseExported { listing_sha256, artefacts, hearing }, .. }) =
+        &only.record
     else {
         report.fail(Part::CaseContents, format!("record {} is not a case export record", only.index));
         return;
@@ -555,6 +716,49 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
             return;
         }
     };
+    // The scope the listing names is the one the record commits to.
+    let opened = text(&bag.files, &layout::opening_path(only.index))
+        .and_then(|bytes| Openings::from_canonical(bytes).ok())
+        .and_then(|openings| openings.text("hearing").map(str::to_owned));
+    let scope_agrees = match (&listing.scope, hearing) {
+        (ExportScope::Case, None) => true,
+        (ExportScope::Hearing { hearing: listed }, Some(_)) if opened.as_deref() == Some(listed.as_str()) => true,
+        (ExportScope::Hearing { hearing: listed }, Some(_)) => {
+            report.fail(
+                Part::CaseContents,
+                format!(
+                    "the listing names hearing {listed}, but case export record {} is of hearing {}",
+                    only.index,
+                    opened.as_deref().unwrap_or("(not opened)")
+                ),
+            );
+            false
+        }
+        (ExportScope::Case, Some(_)) => {
+            report.fail(
+                Part::CaseContents,
+                format!(
+                    "the listing says it is the whole case, but case export record {} is of one hearing's output",
+                    only.index
+                ),
+            );
+            false
+        }
+        (ExportScope::Hearing { hearing: listed }, None) => {
+            report.fail(
+                Part::CaseContents,
+                format!(
+                    "the listing says it is hearing {listed}'s output only, but case export record {} is of the whole \
+                     case",
+                    only.index
+                ),
+            );
+            false
+        }
+    };
+    if scope_agrees {
+        report.scope = Some(listing.scope.describe(&listing.case));
+    }
     if listing.bundles.len() as u64 != *artefacts {
         report.fail(
             Part::CaseContents,
@@ -604,13 +808,104 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
         report.pass(
             Part::CaseContents,
             format!(
-                "case export record {} lists {} artefact bundles of case {}; each is here, as exported, and \
-                 nothing else",
+                "case export record {} lists {} artefact bundles of {}; each is here, as exported, and nothing else",
                 only.index,
                 listing.bundles.len(),
-                listing.case
+                listing.scope.describe(&listing.case)
             ),
         );
+    }
+}
+
+/// The bundle's own key, unchecked.
+fn own_key(files: &BTreeMap<String, FileSeen>) -> Option<LogVerifier> {
+    text(files, layout::VKEY).and_then(|b| std::str::from_utf8(b).ok()).and_then(|t| t.trim().parse().ok())
+}
+
+/// bag-info.txt: each line `Label: value` (a line that starts with a space or a tab goes on with the one before),
+/// every label the gateway writes for this kind of bag present once and no other, `Payload-Oxum` the payload's
+/// bytes and files (everything under `data/`), `Bagging-Date` a date, and the values `expected` (what the checked
+/// files make of the source, the identifier, the description and the scope) exactly. It is not evidence, any more
+/// than the certificate: a bag-info.txt that says something else (a hearing's bundle relabelled as the whole case)
+/// is reported.
+fn check_bag_info(
+    files: &BTreeMap<String, FileSeen>,
+    kind: &str,
+    expected: &[(&str, String)],
+    report: &mut Verification,
+) {
+    const INFO: &str = "bag-info.txt";
+    let Some(body) = text(files, INFO).and_then(|bytes| std::str::from_utf8(bytes).ok()) else {
+        report.fail(Part::Bag, format!("{INFO} is missing or not UTF-8"));
+        return;
+    };
+    let before = report.checks.iter().filter(|c| !c.passed).count();
+    let mut fields: Vec<(String, String)> = Vec::new();
+    let mut lines: Vec<&str> = body.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    for (at, line) in lines.into_iter().enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let continued = line.starts_with([' ', '\t']);
+        match (continued, fields.last_mut(), line.split_once(':')) {
+            (true, Some((_, value)), _) => {
+                value.push(' ');
+                value.push_str(line.trim_start_matches([' ', '\t']));
+            }
+            (false, _, Some((label, value))) if !label.is_empty() && !label.contains([' ', '\t']) => {
+                fields.push((label.to_owned(), value.trim_start_matches([' ', '\t']).to_owned()));
+            }
+            _ => report.fail(Part::Bag, format!("{INFO}: line {} is not `Label: value`", at + 1)),
+        }
+    }
+    let allowed: Vec<&str> = layout::BAG_INFO_LABELS
+        .iter()
+        .copied()
+        .filter(|label| *label != "Custodia-Scope" || kind == "a case bundle")
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (label, _) in &fields {
+        if !allowed.contains(&label.as_str()) {
+            report.fail(Part::Bag, format!("{INFO} gives {label}, which the {INFO} of {kind} does not"));
+        } else if !seen.insert(label.as_str()) {
+            report.fail(Part::Bag, format!("{INFO} gives {label} more than once"));
+        }
+    }
+    let value = |label: &str| fields.iter().find(|(l, _)| l == label).map(|(_, v)| v.as_str());
+    for label in &allowed {
+        if value(label).is_none() {
+            report.fail(Part::Bag, format!("{INFO} lacks {label}"));
+        }
+    }
+    let payload = files.iter().filter(|(path, _)| path.starts_with("data/"));
+    let (octets, count) = payload.fold((0u64, 0usize), |(octets, count), (_, seen)| (octets + seen.size, count + 1));
+    let oxum = format!("{octets}.{count}");
+    if let Some(found) = value("Payload-Oxum")
+        && found != oxum
+    {
+        report.fail(Part::Bag, format!("{INFO} gives Payload-Oxum {found}, but the payload is {oxum} (bytes.files)"));
+    }
+    if let Some(found) = value("Bagging-Date")
+        && !(found.len() == 10
+            && found.bytes().enumerate().all(|(at, b)| if at == 4 || at == 7 { b == b'-' } else { b.is_ascii_digit() }))
+    {
+        report.fail(Part::Bag, format!("{INFO} gives Bagging-Date {found}, which is not a date (YYYY-MM-DD)"));
+    }
+    if let Some(found) = value("Bag-Software-Agent")
+        && !found.starts_with("custodia ")
+    {
+        report.fail(Part::Bag, format!("{INFO} gives Bag-Software-Agent {found}, which is not custodia"));
+    }
+    for (label, want) in expected {
+        if let Some(found) = value(label)
+            && found != want
+        {
+            report.fail(Part::Bag, format!("{INFO} gives {label} \"{found}\" where the checked files make \"{want}\""));
+        }
+    }
+    if report.checks.iter().filter(|c| !c.passed).count() == before {
+        report.pass(Part::Bag, format!("{INFO} says what the checked files say (Payload-Oxum {oxum})"));
     }
 }
 
@@ -620,10 +915,7 @@ fn bundle_key(
     trusted: &[LogVerifier],
     report: &mut Verification,
 ) -> Option<LogVerifier> {
-    let Some(key) = text(files, layout::VKEY)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .and_then(|t| t.trim().parse::<LogVerifier>().ok())
-    else {
+    let Some(key) = own_key(files) else {
         report.fail(Part::TrustedKey, format!("{} is missing or not a C2SP verifier key", layout::VKEY));
         return None;
     };
@@ -672,6 +964,18 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
 
     let payloads: Vec<(&String, &FileSeen)> =
         files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
+    let mut expected = vec![];
+    if let Some(key) = own_key(files) {
+        expected.push(("Source-Organization", layout::source_organization(key.name())));
+    }
+    // The artefact is the payload's name here; the payload's check ties that name to the signed manifest.
+    if let [(path, _)] = payloads.as_slice()
+        && let Some(artefact) = path.strip_prefix(layout::PAYLOAD_DIR).and_then(|name| ArtefactId::new(name).ok())
+    {
+        expected.push(("External-Identifier", artefact.to_string()));
+        expected.push(("External-Description", layout::artefact_description(&artefact)));
+    }
+    check_bag_info(files, "an artefact bundle", &expected, &mut report);
     let [(payload_path, payload)] = payloads.as_slice() else {
         let names: Vec<&str> = payloads.iter().map(|(path, _)| path.as_str()).collect();
         report.fail(
@@ -1032,15 +1336,146 @@ mod tests {
             tar.extend_from_slice(&[0; 1024]);
             tar
         };
-        let mut budget = Budget { files: 0, kept: 0 };
+        let mut budget = Budget::new(Limits::default());
         let read = read_bundle(&mut entry(b"", 3).as_slice(), &[], false, &mut budget).unwrap();
         assert_eq!(read.files.keys().collect::<Vec<_>>(), ["data/a-long-planted-name.txt"]);
         assert_eq!(budget.files, 2, "the extended header counts as an entry");
         assert!(budget.kept >= "data/a-long-planted-name.txt".len() as u64 + 3, "the name is counted");
-        let mut budget = Budget { files: 0, kept: 0 };
+        let mut budget = Budget::new(Limits::default());
         let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &[], false, &mut budget) else {
             panic!("a PAX size that disagrees with its header was accepted");
         };
         assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");
+    }
+
+    /// A tar of `files` (path, bytes), each below `bag/`, ended by the end-of-archive marker.
+    fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, bytes) in files {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder.append_data(&mut header, path, bytes.as_slice()).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn nothing_but_zeros_may_follow_the_end_of_archive_marker() {
+        let good = tar_of(&[("bag/bagit.txt".into(), b"BagIt-Version: 1.0\n".to_vec())]);
+        assert!(verify(good.as_slice(), &[]).is_ok());
+        let mut padded = good.clone();
+        padded.extend_from_slice(&[0; 9216]);
+        assert!(verify(padded.as_slice(), &[]).is_ok(), "zero padding to a tar record is fine");
+
+        // A file hidden past the marker, where `tar -i` would find it.
+        let hidden = tar_of(&[("bag/data/hidden.txt".into(), b"hidden".to_vec())]);
+        let mut smuggled = good.clone();
+        smuggled.extend_from_slice(&hidden);
+        let err = verify(smuggled.as_slice(), &[]).unwrap_err();
+        assert!(err.to_string().contains("data after its end-of-archive marker"), "{err}");
+        let mut one_byte = padded.clone();
+        *one_byte.last_mut().unwrap() = 1;
+        assert!(verify(one_byte.as_slice(), &[]).unwrap_err().to_string().contains("after its end-of-archive"));
+
+        // Without the marker, or half of it: cut short.
+        for cut in [512, 1024] {
+            let err = verify(&good[..good.len() - cut], &[]).unwrap_err();
+            assert!(err.to_string().contains("without its end-of-archive marker"), "{cut}: {err}");
+        }
+
+        // Inside a case bundle, an artefact bundle with data after its marker fails as a bag, and is named.
+        let case = tar_of(&[("case/data/bundles/a-1.tar".into(), smuggled)]);
+        let report = verify(case.as_slice(), &[]).unwrap();
+        assert!(
+            report
+                .checks
+                .iter()
+                .any(|c| !c.passed && c.detail.starts_with("a-1.tar: ") && c.detail.contains("after its end")),
+            "{report}"
+        );
+    }
+
+    fn seen(bytes: &[u8]) -> FileSeen {
+        FileSeen { sha256: Sha256::of(bytes), size: bytes.len() as u64, bytes: Some(bytes.to_vec()) }
+    }
+
+    /// The failed checks' details after checking `info` as a case bag's bag-info.txt beside 10 bytes of data.
+    fn bag_info_failures(info: &str) -> Vec<String> {
+        let files =
+            BTreeMap::from([("bag-info.txt".to_owned(), seen(info.as_bytes())), ("data/a".to_owned(), seen(&[7; 10]))]);
+        let expected = [("Custodia-Scope", "hearing h-1".to_owned())];
+        let mut report = Verification::default();
+        check_bag_info(&files, "a case bundle", &expected, &mut report);
+        report.checks.into_iter().filter(|c| !c.passed).map(|c| c.detail).collect()
+    }
+
+    #[test]
+    fn bag_info_must_say_what_the_bag_holds_once_and_nothing_else() {
+        let good = "Source-Organization: Custodia gateway x\nBagging-Date: 2026-12-03\nPayload-Oxum: 10.1\n\
+                    External-Identifier: case-7\nExternal-Description: a case\n  going on\nCustodia-Scope: hearing h-1\n\
+                    Bag-Software-Agent: custodia 0.1.0\n";
+        assert_eq!(bag_info_failures(good), Vec::<String>::new());
+        let failures = bag_info_failures(&good.replace("10.1", "12.1"));
+        assert_eq!(failures, ["bag-info.txt gives Payload-Oxum 12.1, but the payload is 10.1 (bytes.files)"]);
+        let failures = bag_info_failures(&good.replace("hearing h-1", "case"));
+        assert_eq!(
+            failures,
+            [r#"bag-info.txt gives Custodia-Scope "case" where the checked files make "hearing h-1""#]
+        );
+        let failures = bag_info_failures(&format!("{good}Payload-Oxum: 10.1\nContact-Name: A. Y.\n"));
+        assert_eq!(
+            failures,
+            [
+                "bag-info.txt gives Payload-Oxum more than once",
+                "bag-info.txt gives Contact-Name, which the bag-info.txt of a case bundle does not",
+            ]
+        );
+        let failures = bag_info_failures(&good.replace("Bagging-Date: 2026-12-03\n", "no colon here\n"));
+        assert_eq!(failures, ["bag-info.txt: line 2 is not `Label: value`", "bag-info.txt lacks Bagging-Date"]);
+    }
+
+    /// A case bundle of `artefacts` artefact bundles that are not bundles at all: each holds `planted` files with
+    /// names of `name_len` bytes, so each fails with many checks.
+    fn case_of_junk(artefacts: usize, planted: usize, name_len: usize) -> Vec<u8> {
+        let inner: Vec<(String, Vec<u8>)> = (0..artefacts)
+            .map(|a| {
+                let files: Vec<(String, Vec<u8>)> =
+                    (0..planted).map(|f| (format!("b/data/{f:06}{}", "n".repeat(name_len - 6)), Vec::new())).collect();
+                (format!("case/data/bundles/a-{a}.tar"), tar_of(&files))
+            })
+            .collect();
+        tar_of(&inner)
+    }
+
+    #[test]
+    fn one_budget_holds_a_case_bundle_and_what_is_kept_of_each_artefact_bundle() {
+        let limits = Limits { files: MAX_FILES, kept_bytes: 1 << 20 };
+        // 20 artefact bundles of 100 planted files with 1000-byte names: each holds about 110 KiB of names and makes
+        // as much again of failed checks, which one read may hold while it is checked, but not all 20 at once.
+        let report = verify_within(case_of_junk(20, 100, 1000).as_slice(), &[], limits).unwrap();
+        assert!(report.peak_kept_bytes <= limits.kept_bytes, "{}", report.peak_kept_bytes);
+        // Every entry of every artefact bundle is counted: itself, 100 files and their GNU long names.
+        assert_eq!(report.files_read, 20 * (1 + 2 * 100));
+        for a in 0..20 {
+            let prefix = format!("a-{a}.tar: ");
+            let kept: Vec<&Check> = report.checks.iter().filter(|c| c.detail.starts_with(&prefix)).collect();
+            assert!(kept.len() <= NESTED_FAILURES_KEPT + 10 + 1, "{a}: {} checks kept", kept.len());
+            assert!(kept.iter().any(|c| c.detail.ends_with("more failed checks, not kept")), "{a}");
+        }
+        let parts: BTreeSet<Part> = report.failed_parts().into_iter().collect();
+        assert!(parts.contains(&Part::Bag) && parts.contains(&Part::PayloadHash), "{parts:?}");
+
+        // What is kept of each is counted too, to the end of the read: 400 of them are more than one read holds,
+        // although each alone is checked within it.
+        let err = verify_within(case_of_junk(400, 100, 1000).as_slice(), &[], limits).unwrap_err();
+        assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
+        // The exact budget: what the first read held at most is enough, and a byte less is not.
+        let bundle = case_of_junk(20, 100, 1000);
+        let exact = Limits { files: MAX_FILES, kept_bytes: report.peak_kept_bytes };
+        assert_eq!(verify_within(bundle.as_slice(), &[], exact).unwrap().peak_kept_bytes, report.peak_kept_bytes);
+        let short = Limits { kept_bytes: report.peak_kept_bytes - 1, ..exact };
+        assert!(matches!(verify_within(bundle.as_slice(), &[], short), Err(VerifyError::TooLarge(_))));
     }
 }

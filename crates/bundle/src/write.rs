@@ -58,6 +58,8 @@ struct BagInfo<'a> {
     origin: &'a str,
     identifier: &'a str,
     description: String,
+    /// `Custodia-Scope`, in a case bag.
+    scope: Option<String>,
     bagged_at: &'a str,
 }
 
@@ -68,22 +70,23 @@ fn tag_files(info: &BagInfo<'_>, listed: &[(String, String, u64)]) -> Vec<(Strin
     manifest_lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
     let octets: u64 = listed.iter().map(|(_, _, size)| size).sum();
     let bag_date = info.bagged_at.get(..10).unwrap_or(info.bagged_at);
+    let values = [
+        Some(layout::source_organization(info.origin)),
+        Some(bag_date.to_owned()),
+        Some(format!("{octets}.{}", listed.len())),
+        Some(info.identifier.to_owned()),
+        Some(info.description.clone()),
+        info.scope.clone(),
+        Some(format!("custodia {}", env!("CARGO_PKG_VERSION"))),
+    ];
+    let bag_info: String = layout::BAG_INFO_LABELS
+        .iter()
+        .zip(values)
+        .filter_map(|(label, value)| value.map(|value| format!("{label}: {value}\n")))
+        .collect();
     let mut tags: Vec<(String, Vec<u8>)> = vec![
         ("bagit.txt".into(), b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n".to_vec()),
-        (
-            "bag-info.txt".into(),
-            format!(
-                "Source-Organization: Custodia gateway {origin}\nBagging-Date: {bag_date}\n\
-                 Payload-Oxum: {octets}.{count}\nExternal-Identifier: {identifier}\n\
-                 External-Description: {description}\nBag-Software-Agent: custodia {version}\n",
-                origin = info.origin,
-                count = listed.len(),
-                identifier = info.identifier,
-                description = info.description,
-                version = env!("CARGO_PKG_VERSION"),
-            )
-            .into_bytes(),
-        ),
+        ("bag-info.txt".into(), bag_info.into_bytes()),
         ("manifest-sha256.txt".into(), manifest_lines.concat().into_bytes()),
     ];
     let tag_manifest: String = tags.iter().map(|(path, bytes)| format!("{}  {path}\n", sha256_hex(bytes))).collect();
@@ -132,7 +135,8 @@ impl BundleWriter {
         let info = BagInfo {
             origin: verifier.name(),
             identifier: source.artefact.as_str(),
-            description: format!("Court bundle of artefact {}, with its custody history and proofs", source.artefact),
+            description: layout::artefact_description(&source.artefact),
+            scope: None,
             bagged_at: &source.bagged_at,
         };
         let mut files = tag_files(&info, &listed);
@@ -224,7 +228,10 @@ impl CaseBundleWriter {
         let listing_bytes = listing.to_bytes().map_err(|err| VerifyError::Malformed(format!("case listing: {err}")))?;
         let record = &case_record.record;
         let (entry_path, proof_path) = layout::record_paths(record.index);
-        let report = crate::report::case_certificate(&self.case, self.verifier.name(), listing, record.index);
+        if listing.case != self.case {
+            return Err(VerifyError::Malformed(format!("the listing is of case {}, not {}", listing.case, self.case)));
+        }
+        let report = crate::report::case_certificate(self.verifier.name(), listing, record.index);
         let small: Vec<(String, Vec<u8>)> = vec![
             (layout::CASE_LISTING.into(), listing_bytes),
             (entry_path, record.entry.clone()),
@@ -244,7 +251,8 @@ impl CaseBundleWriter {
         let info = BagInfo {
             origin: self.verifier.name(),
             identifier: self.case.as_str(),
-            description: format!("Court bundle of case {}: one bundle per artefact", self.case),
+            description: layout::case_description(&self.case, &listing.scope),
+            scope: Some(listing.scope.tag()),
             bagged_at: &self.bagged_at,
         };
         let mut out = Vec::new();

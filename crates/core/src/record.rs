@@ -223,8 +223,15 @@ pub enum CustodyEvent {
     /// A whole case left the gateway in one export (a case bundle). The listing, RFC 8785 canonical JSON inside
     /// the case bundle, names every artefact bundle in the export with the SHA-256 of that bundle's bytes; the
     /// record commits to it by digest and count, so a case bundle with an artefact left out, added or swapped is
-    /// caught. No free text: the listing itself is salted and stays in the bundle.
-    CaseExported { listing_sha256: Sha256, artefacts: u64 },
+    /// caught. No free text: the listing itself is salted and stays in the bundle. The listing names the export's
+    /// scope (the whole case, or one hearing's output); `hearing` commits to the hearing's id when it is one
+    /// hearing's, so the record says which part of the case left, and the public log says only that a part did.
+    CaseExported {
+        listing_sha256: Sha256,
+        artefacts: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hearing: Option<Commitment>,
+    },
 }
 
 impl CustodyEvent {
@@ -246,7 +253,8 @@ impl CustodyEvent {
     /// The event's commitments, by field name.
     fn commitments(&self) -> Vec<(&'static str, &Commitment)> {
         match self {
-            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } | Self::CaseExported { .. } => Vec::new(),
+            Self::ArtefactRegistered { .. } | Self::ArtefactExported { .. } => Vec::new(),
+            Self::CaseExported { hearing, .. } => hearing.iter().map(|hearing| ("hearing", hearing)).collect(),
             Self::AccessRefused { action, .. } => vec![("action", action)],
             Self::ArtefactAccessed { site, .. } => vec![("site", site)],
             Self::ArtefactTransferred { jurisdiction, .. } => vec![("jurisdiction", jurisdiction)],
@@ -476,12 +484,25 @@ mod tests {
     #[test]
     fn a_case_export_record_holds_a_digest_and_a_count_only() {
         let (mut record, _) = sample();
-        record.event = CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3 };
+        record.event =
+            CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3, hearing: None };
         let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
         assert!(entry.contains(r#""event":{"artefacts":3,"listing_sha256":""#), "{entry}");
         assert!(entry.contains(r#""type":"case_exported"}"#), "{entry}");
         assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
         assert_eq!(record.event.artefact(), None);
+
+        // One hearing's export commits to the hearing's id, which must be opened like any other commitment.
+        let mut openings = case_and_purpose(&sample().1);
+        let hearing = openings.commit("hearing", Salt::from_bytes([4; 32]), "h-1");
+        record.event =
+            CustodyEvent::CaseExported { listing_sha256: Sha256::of(b"listing"), artefacts: 3, hearing: Some(hearing) };
+        let entry = String::from_utf8(record.to_entry().unwrap()).unwrap();
+        assert!(entry.contains(&format!(r#""hearing":"{}""#, hearing.to_hex())), "{entry}");
+        assert!(!entry.contains("h-1"), "{entry}");
+        assert_eq!(CustodyRecord::from_entry(entry.as_bytes()).unwrap(), record);
+        assert_eq!(record.check_openings(&openings), Ok(()));
+        assert!(record.check_openings(&case_and_purpose(&sample().1)).is_err(), "the hearing's opening is required");
     }
 
     proptest::proptest! {

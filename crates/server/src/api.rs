@@ -801,27 +801,42 @@ async fn export_case(
     let purpose = query.purpose()?;
     let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
     let filename = format!("custodia-case-{case}.tar");
-    stream_case_bundle(&state, caller, case, purpose, sources, &filename)
+    let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case };
+    stream_case_bundle(&state, export, sources, &filename)
 }
 
-/// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output) under `filename`, and
-/// records the export once the bundles are written ([`export_case`]).
+/// Who exports which part of which case, and why.
+pub(crate) struct CaseExportRequest {
+    pub caller: Caller,
+    pub case: CaseId,
+    pub purpose: Label,
+    /// The whole case, or one hearing's output: named in the bundle and in its record.
+    pub scope: custodia_bundle::ExportScope,
+}
+
+/// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output, as `export.scope`
+/// says) under `filename`, and records the export once the bundles are written ([`export_case`]).
 pub(crate) fn stream_case_bundle(
     state: &AppState,
-    caller: Caller,
-    case: CaseId,
-    purpose: Label,
+    export: CaseExportRequest,
     sources: Vec<custodia_bundle::BundleSource>,
     filename: &str,
 ) -> Result<Response, Problem> {
+    let CaseExportRequest { caller, case, purpose, scope } = export;
     let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
     let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     let (gateway, exported) = (state.gateway.clone(), case.clone());
     tokio::spawn(async move {
-        let export =
-            CaseExport { writer: &writer, gateway: &gateway, caller: &caller, case: &exported, purpose: &purpose };
+        let export = CaseExport {
+            writer: &writer,
+            gateway: &gateway,
+            caller: &caller,
+            case: &exported,
+            purpose: &purpose,
+            scope: &scope,
+        };
         if let Err(err) = export.stream(&sources, &sender).await {
             tracing::error!(error = %err, "case bundle stream failed");
             let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
@@ -848,6 +863,7 @@ struct CaseExport<'a> {
     caller: &'a Caller,
     case: &'a custodia_core::CaseId,
     purpose: &'a custodia_core::Label,
+    scope: &'a custodia_bundle::ExportScope,
 }
 
 impl CaseExport<'_> {
@@ -887,7 +903,8 @@ impl CaseExport<'_> {
                 size,
             });
         }
-        let (listing, record) = self.gateway.record_case_export(self.caller, self.case, self.purpose, listed).await?;
+        let (listing, record) =
+            self.gateway.record_case_export(self.caller, self.case, self.purpose, self.scope.clone(), listed).await?;
         send(self.writer.finish(&listing, &record)?.into()).await
     }
 }

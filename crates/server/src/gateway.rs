@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use custodia_bundle::{BundleRecord, BundleSource, CaseListing, CaseRecord, ListedBundle};
+use custodia_bundle::{BundleRecord, BundleSource, CaseListing, CaseRecord, ExportScope, ListedBundle};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
@@ -947,21 +947,29 @@ impl Gateway {
     /// Records a case export once its artefact bundles are written: one custody record that commits, by SHA-256
     /// and count, to the listing of every bundle in it (salted, so its digest in the public log reveals nothing),
     /// proved against a checkpoint that covers it. A case bundle without it, or with a bundle it does not list,
-    /// fails verification.
+    /// fails verification. The listing names the `scope`, and for one hearing's export the record commits to the
+    /// hearing's id, so the record says which part of the case left without the public log saying it.
     pub async fn record_case_export(
         &self,
         caller: &Caller,
         case: &CaseId,
         purpose: &Label,
+        scope: ExportScope,
         bundles: Vec<ListedBundle>,
     ) -> Result<(CaseListing, CaseRecord)> {
         let mut salt = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
-        let listing = CaseListing::new(case.clone(), salt, bundles);
+        let listing = CaseListing::new(case.clone(), scope, salt, bundles);
         let bytes = listing.to_bytes().map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let event =
-            CustodyEvent::CaseExported { listing_sha256: Sha256::of(&bytes), artefacts: listing.bundles.len() as u64 };
-        let sealed = self.custody_record(caller, case, purpose.as_str(), |_| event).await?;
+        let (listing_sha256, artefacts) = (Sha256::of(&bytes), listing.bundles.len() as u64);
+        let hearing = listing.scope.hearing();
+        let sealed = self
+            .custody_record(caller, case, purpose.as_str(), |committer| CustodyEvent::CaseExported {
+                listing_sha256,
+                artefacts,
+                hearing: hearing.map(|hearing| committer.commit("hearing", hearing.as_str())),
+            })
+            .await?;
         let index = self.record(&sealed).await?;
         let entry = sealed.record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let checkpoint = self.log.wait_for_size(index + 1).await?;

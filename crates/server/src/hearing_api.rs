@@ -162,8 +162,9 @@ async fn close(
 }
 
 /// Streams a hearing's bundle: a case bundle of its recording segments, its signed minutes and its identity
-/// checks, made and recorded like a case export (`case_exported`, whose listing names exactly these bundles).
-/// Only once the hearing has ended and its minutes are in custody.
+/// checks, made and recorded like a case export (`case_exported`, whose listing names exactly these bundles), and
+/// named as this hearing's only, in the bundle and in its record. Only once the hearing has ended and its minutes
+/// are in custody.
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
@@ -177,7 +178,9 @@ async fn export(
     let sources =
         state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());
-    crate::api::stream_case_bundle(&state, caller, case, purpose, sources, &filename)
+    let scope = custodia_bundle::ExportScope::Hearing { hearing: live.id().clone() };
+    let export = crate::api::CaseExportRequest { caller, case, purpose, scope };
+    crate::api::stream_case_bundle(&state, export, sources, &filename)
 }
 
 /// The client's address (the one a trusted proxy names, else the peer's), for budgets per peer; never logged.

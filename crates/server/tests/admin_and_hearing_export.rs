@@ -3,15 +3,17 @@
 //!   else may, and a member's refused look at the members is on the record;
 //! - a hearing's bundle holds its output only (minutes and recordings, not the case's other evidence), verifies as
 //!   a case bundle under the gateway's key, is recorded as a case export, and is made only once the hearing's
-//!   minutes are in custody.
+//!   minutes are in custody; it names its scope (this hearing only, by id) in its listing, bag-info.txt,
+//!   certificate and record, both verifiers say so, and a copy relabelled as the whole case, or with a bundle
+//!   added or taken out, fails.
 
 mod support;
 
 use std::time::Duration;
 
-use custodia_bundle::verify;
+use custodia_bundle::{Part, verify};
 use serde_json::{Value, json};
-use support::{As, TestGateway, tar_files};
+use support::{As, TestGateway, by_hand_case_script, rebagged, run_script, tar_files};
 
 #[tokio::test]
 async fn an_administrator_lists_accounts_cases_and_members_and_nobody_else_may() {
@@ -127,6 +129,40 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     );
     let report = verify(reply.body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
     assert!(report.is_valid(), "{report}");
+    let hearing_id = hearing["id"].as_str().unwrap();
+    let scope = format!("hearing {hearing_id} of case case-h only, not the whole case");
+    assert_eq!(report.scope.as_deref(), Some(scope.as_str()), "{report}");
+    assert!(report.to_string().contains(&format!("SCOPE: this is the bundle of {scope}")), "{report}");
+    let hearing_bundle = reply.body.clone();
+    let file = |name: &str| {
+        let (_, start, size) =
+            tar_files(&hearing_bundle).into_iter().find(|(path, _, _)| path.ends_with(name)).unwrap();
+        String::from_utf8(hearing_bundle[start as usize..(start + size) as usize].to_vec()).unwrap()
+    };
+    assert!(file("/bag-info.txt").contains(&format!("\nCustodia-Scope: hearing {hearing_id}\n")));
+    assert!(file("/data/REPORT.txt").contains(&format!("\nScope: {scope}\n")));
+    assert!(
+        file("/data/case-listing.json").contains(&format!(r#""scope":{{"hearing":"{hearing_id}","kind":"hearing"}}"#))
+    );
+    // The CLI says it too.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &hearing_bundle).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(file.path())
+        .args(["--trusted-key", &gw.verifier().to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    assert!(out.contains(&format!("SCOPE: this is the bundle of {scope}")), "{out}");
+    // By hand, with standard tools, as docs/verify-by-hand.md says.
+    let dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(hearing_bundle.as_slice()).unpack(dir.path()).unwrap();
+    let bag = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let (ok, said) = run_script(&by_hand_case_script(), &bag);
+    assert!(ok, "{said}");
+    assert!(said.contains(&format!("scope: this is the bundle of hearing {hearing_id} of case case-h only")), "{said}");
 
     let bundles: Vec<String> = tar_files(&reply.body)
         .into_iter()
@@ -135,9 +171,70 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     assert!(bundles.iter().any(|name| name.contains(&minutes)), "the minutes are missing: {bundles:?}");
     assert!(!bundles.iter().any(|name| name.contains(&statement)), "the case's other evidence is in: {bundles:?}");
 
-    // On the record like a case export: one record committing to a listing of exactly one bundle (the minutes).
-    let record = gw.ledger_record(gw.ledger_size() - 1).await;
+    // On the record like a case export: one record committing to a listing of exactly one bundle (the minutes),
+    // and to the hearing, whose id the public entry does not hold in clear.
+    let index = gw.ledger_size() - 1;
+    let record = gw.ledger_record(index).await;
     assert_eq!(record["event"]["type"], "case_exported", "{record}");
     assert_eq!(record["event"]["artefacts"], 1, "{record}");
     assert_eq!(record["actor"], json!(pm), "{record}");
+    assert_eq!(record["event"]["hearing"].as_str().map(str::len), Some(64), "{record}");
+    assert!(!record.to_string().contains(hearing_id), "{record}");
+    assert_eq!(gw.opened(index, "hearing").await.as_deref(), Some(hearing_id));
+
+    // The whole case's bundle says so, and its record commits to no hearing.
+    let whole =
+        gw.call("POST", "/api/v1/cases/case-h/exports?purpose=trial", Some(As::Session(&pm_session)), json!({}));
+    let whole = whole.await;
+    assert_eq!(whole.status, 200, "{}", String::from_utf8_lossy(&whole.body));
+    let whole_report = verify(whole.body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
+    assert!(whole_report.is_valid(), "{whole_report}");
+    assert_eq!(whole_report.scope.as_deref(), Some("the whole case case-h"));
+    assert_eq!(gw.ledger_record(gw.ledger_size() - 1).await["event"].get("hearing"), None);
+
+    // Forged copies of the hearing's bundle, each with fresh BagIt checksums.
+    let key = [gw.verifier()];
+    let failed = |bundle: &[u8]| verify(bundle, &key).unwrap().failed_parts();
+    // Relabelled as the whole case, in every text a reader sees: bag-info.txt and the certificate.
+    let relabelled = rebagged(&hearing_bundle, |bag| {
+        for name in ["bag-info.txt", "data/REPORT.txt"] {
+            let text = std::fs::read_to_string(bag.join(name)).unwrap();
+            let whole = text
+                .replace(&format!("Custodia-Scope: hearing {hearing_id}"), "Custodia-Scope: case")
+                .replace(
+                    &format!("hearing {hearing_id} of case case-h only, not the whole case"),
+                    "the whole case case-h",
+                )
+                .replace("of the hearing's output", "");
+            assert_ne!(whole, text, "{name}");
+            std::fs::write(bag.join(name), whole).unwrap();
+        }
+    });
+    assert_eq!(failed(&relabelled), [Part::Bag, Part::Report]);
+    // The listing's scope edited: it is no longer the listing the record commits to.
+    let listing_relabelled = rebagged(&hearing_bundle, |bag| {
+        let path = bag.join("data/case-listing.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(&format!(r#"{{"hearing":"{hearing_id}","kind":"hearing"}}"#), r#"{"kind":"case"}"#),
+        )
+        .unwrap();
+    });
+    assert!(failed(&listing_relabelled).contains(&Part::CaseContents));
+    // The case's other evidence added from the whole case's bundle, or the minutes taken out.
+    let whole_dir = tempfile::tempdir().unwrap();
+    tar::Archive::new(whole.body.as_slice()).unpack(whole_dir.path()).unwrap();
+    let statement_bundle = whole_dir.path().join(format!("custodia-case-case-h/data/bundles/{statement}.tar"));
+    let added = rebagged(&hearing_bundle, |bag| {
+        std::fs::copy(&statement_bundle, bag.join(format!("data/bundles/{statement}.tar"))).unwrap();
+    });
+    let report = verify(added.as_slice(), &key).unwrap();
+    assert!(report.failed_parts().contains(&Part::CaseContents), "{report}");
+    assert!(report.to_string().contains(&format!("data/bundles/{statement}.tar is not in the case export record")));
+    let removed = rebagged(&hearing_bundle, |bag| {
+        std::fs::remove_file(bag.join(format!("data/bundles/{minutes}.tar"))).unwrap();
+    });
+    let report = verify(removed.as_slice(), &key).unwrap();
+    assert!(report.to_string().contains(&format!("artefact {minutes} is missing")), "{report}");
 }

@@ -8,7 +8,9 @@ use std::process::Command;
 
 use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::json;
-use support::{As, TestGateway, drop_report_lines, rebagged, tar_files};
+use support::{
+    As, TestGateway, by_hand_blocks, by_hand_case_script, drop_report_lines, rebagged, run_script, tar_files,
+};
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
 struct Exported {
@@ -493,21 +495,6 @@ async fn a_case_bundle_with_an_artefact_withheld_added_or_swapped_is_not_valid()
     assert_eq!(found, 2);
 }
 
-/// The by-hand document's blocks: those for an artefact bundle (```sh) and those for a case bag (```sh case).
-fn by_hand_blocks() -> (Vec<String>, Vec<String>) {
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md")).unwrap();
-    let blocks = |fence: &str| -> Vec<String> {
-        doc.split(fence).skip(1).filter_map(|block| block.split("```").next()).map(str::to_owned).collect()
-    };
-    (blocks("```sh\n"), blocks("```sh case\n"))
-}
-
-fn run_script(script: &str, dir: &Path) -> (bool, String) {
-    let run = Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output().unwrap();
-    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefact() {
     let gw = TestGateway::start().await;
@@ -516,22 +503,16 @@ async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefac
     gw.member("case-h", &clerk, "clerk").await;
     let ids = upload_all(&gw, &session, "case-h", &[4000, 9000]).await;
     let bundle = export_case(&gw, &session, "case-h").await;
-    let (artefact_blocks, case_blocks) = by_hand_blocks();
-    assert!(!case_blocks.is_empty());
-    // In the case bag: the artefact steps that apply (all but step 2's, about the evidence), then the case steps.
-    let case_script: String = artefact_blocks
-        .iter()
-        .filter(|block| !block.contains("data/payload") && !block.contains("data/manifest"))
-        .chain(&case_blocks)
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n");
+    let (artefact_blocks, _) = by_hand_blocks();
+    let case_script = by_hand_case_script();
     let dir = tempfile::tempdir().unwrap();
     let bag = extract(&bundle, dir.path());
     let (ok, said) = run_script(&case_script, &bag);
     assert!(ok, "{said}");
     assert!(
         said.contains("case contents: OK (2 artefact bundles")
+            && said.contains("scope: the whole case case-h")
+            && said.contains("bag-info.txt: OK")
             && said.contains("inclusion proof: OK")
             && said.contains("checkpoint signature: OK"),
         "{said}"

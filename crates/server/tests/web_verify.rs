@@ -5,7 +5,10 @@
 //! a bundle cut short; a key that is not the trusted one; a record's opening changed, emptied or swapped with
 //! another record's, with the bag's checksums made afresh; case bundles forged with fresh BagIt checksums, with an
 //! artefact withheld, swapped or added, or the case export record's opening edited or a second one added; small
-//! files past the verifiers' memory limit), a bundle checked with no key pinned ("not verified: unknown signer",
+//! files past the verifiers' memory limit; a hearing's bundle relabelled as the whole case, or its listing's scope
+//! edited; data after the tar's end-of-archive marker, in a bundle or in a case bundle's artefact bundle; a
+//! bag-info.txt whose Payload-Oxum is wrong, with a field added or one given twice), a hearing's bundle, whose
+//! scope both must name, a bundle checked with no key pinned ("not verified: unknown signer",
 //! never VALID) and with a mistyped key (malformed, not "another key"). Both must reach the same verdict and blame
 //! the same parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 use axum::http::header;
 use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::{Value, json};
-use support::{As, TestGateway, drop_report_lines, rebagged, tar_files};
+use support::{As, TestGateway, drop_report_lines, rebagged, retagged, tar_files};
 
 const SETUP: &str = "run scripts/setup-system.sh test to install nodejs, npm, ffmpeg and chromium";
 
@@ -173,6 +176,47 @@ async fn export_case(gw: &TestGateway, session: &str, case: &str) -> Vec<u8> {
     reply.body
 }
 
+/// A hearing of `case` scheduled, opened and closed by the clerk, and its bundle once its minutes are in custody,
+/// exported by the member of `session`; with the hearing's id.
+async fn export_hearing(gw: &TestGateway, clerk_session: &str, session: &str, case: &str) -> (String, Vec<u8>) {
+    let clerk = Some(As::Session(clerk_session));
+    let body = json!({ "scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2" });
+    let hearing = gw.call("POST", &format!("/api/v1/cases/{case}/hearings"), clerk, body).await.json();
+    let id = hearing["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/cases/{case}/hearings/{id}");
+    assert_eq!(gw.call("POST", &format!("{uri}/open"), clerk, json!({})).await.status, 200);
+    assert_eq!(gw.call("POST", &format!("{uri}/close"), clerk, json!({})).await.status, 200);
+    for _ in 0..300 {
+        if gw.get(&uri, Some(As::Session(session))).await.json()["minutes_artefact"].is_string() {
+            let export = format!("{uri}/exports?purpose=disclosure");
+            let reply = gw.call("POST", &export, Some(As::Session(session)), json!({})).await;
+            assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+            return (id, reply.body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the hearing's minutes never entered custody");
+}
+
+/// A tar of `files` (path, bytes), ended by the end-of-archive marker.
+fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, path, bytes.as_slice()).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// `bundle` with a small tar of one file appended after its end-of-archive marker.
+fn smuggled(bundle: &[u8]) -> Vec<u8> {
+    let mut out = bundle.to_vec();
+    out.extend_from_slice(&tar_of(&[("x/data/hidden.txt".into(), b"found by tar -i".to_vec())]));
+    out
+}
+
 async fn export(gw: &TestGateway, session: &str, artefact: &str) -> Vec<u8> {
     let uri = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure%20to%20the%20court");
     let reply = gw.call("POST", &uri, Some(As::Session(session)), json!({})).await;
@@ -190,8 +234,10 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
 
     let gw = TestGateway::start().await;
     let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    let (clerk, clerk_session) = gw.person("clerk1", "IT").await;
     gw.case("case-w").await;
     gw.member("case-w", &prosecutor, "prosecutor").await;
+    gw.member("case-w", &clerk, "clerk").await;
     let work = tempfile::tempdir().unwrap();
 
     // The page as the binary serves it.
@@ -265,6 +311,48 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let case_opening_added = rebagged(&case_bundle, |bag| {
         std::fs::copy(case_opening(bag), bag.join("data/custody/000000000001.opening.json")).unwrap();
     });
+    // A hearing's bundle, and copies of it relabelled as the whole case (bag-info.txt and the certificate), or with
+    // its listing's scope edited.
+    let (hearing_id, hearing_bundle) = export_hearing(&gw, &clerk_session, &session, "case-w").await;
+    let hearing_scope = format!("hearing {hearing_id} of case case-w only, not the whole case");
+    let hearing_relabelled = rebagged(&hearing_bundle, |bag| {
+        for name in ["bag-info.txt", "data/REPORT.txt"] {
+            let text = std::fs::read_to_string(bag.join(name)).unwrap();
+            let whole = text
+                .replace(&format!("Custodia-Scope: hearing {hearing_id}"), "Custodia-Scope: case")
+                .replace(&hearing_scope, "the whole case case-w");
+            assert_ne!(whole, text, "{name}");
+            std::fs::write(bag.join(name), whole).unwrap();
+        }
+    });
+    let hearing_listing_relabelled = rebagged(&hearing_bundle, |bag| {
+        let path = bag.join("data/case-listing.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replace(&format!(r#"{{"hearing":"{hearing_id}","kind":"hearing"}}"#), r#"{"kind":"case"}"#);
+        assert_ne!(edited, text);
+        std::fs::write(&path, edited).unwrap();
+    });
+    // bag-info.txt edited with only the tag manifest made afresh: a wrong Payload-Oxum, a field added, one twice.
+    let edit_info = |edit: fn(String) -> String| {
+        retagged(&plain, move |bag| {
+            let path = bag.join("bag-info.txt");
+            std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
+        })
+    };
+    let oxum_edited = edit_info(|info| {
+        let (head, rest) = info.split_once("Payload-Oxum: ").unwrap();
+        format!("{head}Payload-Oxum: 1{rest}")
+    });
+    let info_field_added = edit_info(|info| format!("{info}Contact-Name: someone\n"));
+    let info_field_twice = edit_info(|info| {
+        let line = info.lines().find(|line| line.starts_with("External-Identifier: ")).unwrap().to_owned();
+        format!("{info}{line}\n")
+    });
+    // An artefact bundle with data after its end-of-archive marker, alone and inside a case bundle.
+    let case_smuggled = rebagged(&case_bundle, |bag| {
+        let path = bag.join(format!("data/bundles/{plain_id}.tar"));
+        std::fs::write(&path, smuggled(&std::fs::read(&path).unwrap())).unwrap();
+    });
     // Files planted in an artefact bag, each listed in the bag's checksum manifests afresh, and its certificate
     // reworded: the verifiers name the planted file and the line of the certificate that says something else.
     let planted = rebagged(&plain, |bag| std::fs::write(bag.join("data/notes.txt"), b"planted").unwrap());
@@ -293,6 +381,16 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
         ("case-artefact-swapped", format!("artefact {plain_id}: data/bundles/{plain_id}.tar is not the bundle")),
         ("case-artefact-added", format!("data/bundles/{later_id}.tar is not in the case export record")),
+        ("valid-hearing", format!("SCOPE: this is the bundle of {hearing_scope}")),
+        ("valid-case", "SCOPE: this is the bundle of the whole case case-w".to_owned()),
+        (
+            "hearing-relabelled-as-case-bag-rehashed",
+            format!(r#"Custodia-Scope "case" where the checked files make "hearing {hearing_id}""#),
+        ),
+        ("bag-info-oxum-edited-retagged", "bag-info.txt gives Payload-Oxum 1".to_owned()),
+        ("bag-info-field-added-retagged", "bag-info.txt gives Contact-Name".to_owned()),
+        ("bag-info-field-twice-retagged", "bag-info.txt gives External-Identifier more than once".to_owned()),
+        ("case-artefact-data-after-end-of-archive", "data after its end-of-archive marker".to_owned()),
     ];
 
     // A record dropped and the bag's checksums made afresh: only the chain of `prior` indices gives it away.
@@ -404,6 +502,14 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("case-artefact-added", added, Some(&key), false),
         ("case-opening-edited-bag-rehashed", case_opening_edited, Some(&key), false),
         ("case-opening-added-bag-rehashed", case_opening_added, Some(&key), false),
+        ("valid-hearing", hearing_bundle.clone(), Some(&key), true),
+        ("hearing-relabelled-as-case-bag-rehashed", hearing_relabelled, Some(&key), true),
+        ("hearing-listing-relabelled-bag-rehashed", hearing_listing_relabelled, Some(&key), false),
+        ("bag-info-oxum-edited-retagged", oxum_edited, Some(&key), false),
+        ("bag-info-field-added-retagged", info_field_added, Some(&key), false),
+        ("bag-info-field-twice-retagged", info_field_twice, Some(&key), false),
+        ("data-after-end-of-archive", smuggled(&plain), Some(&key), false),
+        ("case-artefact-data-after-end-of-archive", case_smuggled, Some(&key), false),
         ("too-many-small-files", too_many_small_files(), Some(&key), false),
         ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
         ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),
@@ -418,7 +524,11 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
             n if n.starts_with("valid") => "valid",
             n if n.starts_with("unpinned") => "unknown-signer",
             "pin-mistyped" => "pin-malformed",
-            "not-a-tar" | "cut-short" | "too-many-small-files" | "pax-header-oversized" => "error",
+            "not-a-tar"
+            | "cut-short"
+            | "too-many-small-files"
+            | "pax-header-oversized"
+            | "data-after-end-of-archive" => "error",
             _ => "invalid",
         };
         assert_eq!(verdict, expected, "{name}: the Rust verifier; failed {failed:?}");
@@ -524,11 +634,16 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("artefact-top-file-planted-bag-rehashed", "bag"),
         ("report-edited-bag-rehashed", "report"),
         ("manifest-nonce-changed-resigned", "custody_history"),
+        ("bag-info-oxum-edited-retagged", "bag"),
+        ("bag-info-field-added-retagged", "bag"),
+        ("bag-info-field-twice-retagged", "bag"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
     }
-    for name in ["valid-plain", "payload-byte-flipped", "unpinned-plain", "case-artefact-withheld"] {
+    let relabelled = cases.iter().find(|c| c.name == "hearing-relabelled-as-case-bag-rehashed").unwrap();
+    assert_eq!(relabelled.rust_failed, BTreeSet::from(["bag".to_owned(), "report".to_owned()]));
+    for name in ["valid-plain", "payload-byte-flipped", "unpinned-plain", "case-artefact-withheld", "valid-hearing"] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }
 }
@@ -603,4 +718,94 @@ async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
         disagreements.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
     );
     eprintln!("{} flipped bundles: both verifiers agree on every one", cases.len());
+}
+
+/// A case bag of `artefacts` artefact bundles that are not bundles at all: each holds 100 planted files with
+/// 1000-byte names (GNU long names), so each fails with many checks.
+fn case_of_junk(artefacts: usize) -> Vec<u8> {
+    let inner: Vec<(String, Vec<u8>)> = (0..artefacts)
+        .map(|a| {
+            let files: Vec<(String, Vec<u8>)> =
+                (0..100).map(|f| (format!("b/data/{f:06}{}", "n".repeat(994)), Vec::new())).collect();
+            (format!("custodia-case-x/data/bundles/a-{a}.tar"), tar_of(&files))
+        })
+        .collect();
+    tar_of(&inner)
+}
+
+/// One budget for the whole read, in both verifiers alike: a real case bundle of many artefacts, and case bundles of
+/// junk artefact bundles, each checked within lowered limits by the Rust verifier and by the browser's (under node,
+/// the module the page bundles). Both must reach the same verdict, count the same files, and hold at most the same
+/// number of bytes; a limit one byte under that peak must stop both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_web_packages();
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-m").await;
+    gw.member("case-m", &prosecutor, "prosecutor").await;
+    for i in 0..40 {
+        upload(&gw, &session, "case-m", &format!("item-{i}.bin"), payload(1000 + i)).await;
+    }
+    let case_bundle = export_case(&gw, &session, "case-m").await;
+    let key = gw.verifier().to_string();
+    let keys = [gw.verifier()];
+    let rust = |bytes: &[u8], limits: custodia_bundle::Limits| custodia_bundle::verify_within(bytes, &keys, limits);
+
+    let defaults = custodia_bundle::Limits::default();
+    let whole = rust(&case_bundle, defaults).unwrap();
+    assert!(whole.is_valid(), "{whole}");
+    let one_mib = custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: 1 << 20 };
+    let junk = rust(&case_of_junk(20), one_mib).unwrap();
+    let exact = |peak: u64| custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: peak };
+    let runs: Vec<(&str, Vec<u8>, custodia_bundle::Limits)> = vec![
+        ("case-of-40", case_bundle.clone(), defaults),
+        ("case-of-40-at-its-peak", case_bundle.clone(), exact(whole.peak_kept_bytes)),
+        ("case-of-40-a-byte-short", case_bundle.clone(), exact(whole.peak_kept_bytes - 1)),
+        ("junk-20", case_of_junk(20), one_mib),
+        ("junk-20-a-byte-short", case_of_junk(20), exact(junk.peak_kept_bytes - 1)),
+        ("junk-400", case_of_junk(400), one_mib),
+    ];
+    let work = tempfile::tempdir().unwrap();
+    let mut listed = Vec::new();
+    let mut expected = Vec::new();
+    for (name, bytes, limits) in &runs {
+        let path = work.path().join(format!("{name}.tar"));
+        std::fs::write(&path, bytes).unwrap();
+        let limits_json = json!({ "files": limits.files, "keptBytes": limits.kept_bytes });
+        listed.push(json!({ "name": name, "path": path, "trusted": key, "limits": limits_json }));
+        expected.push(match rust(bytes, *limits) {
+            Ok(report) => {
+                let verdict = if report.is_valid() { "valid" } else { "invalid" };
+                (verdict, Some((report.files_read as u64, report.peak_kept_bytes)))
+            }
+            Err(err) => {
+                assert!(matches!(err, custodia_bundle::VerifyError::TooLarge(_)), "{name}: {err}");
+                ("error", None)
+            }
+        });
+    }
+    let verdicts: Vec<&str> = expected.iter().map(|(verdict, _)| *verdict).collect();
+    assert_eq!(verdicts, ["valid", "valid", "error", "invalid", "error", "error"]);
+    assert!(junk.peak_kept_bytes <= 1 << 20);
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let output = run(
+        Command::new("node").arg(web_dir().join("tests/verify-files.mjs")).arg(&cases_file).current_dir(web_dir()),
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(found.len(), runs.len());
+    for (((name, _, _), (verdict, counts)), seen) in runs.iter().zip(&expected).zip(&found) {
+        assert_eq!(seen["verdict"], *verdict, "{name}: {}", seen["report"]);
+        if let Some((files, peak)) = counts {
+            assert_eq!(seen["filesRead"], *files, "{name}: files read");
+            assert_eq!(seen["peakKeptBytes"], *peak, "{name}: the most bytes held");
+        }
+        eprintln!("{name}: {verdict}, {counts:?}");
+    }
 }

@@ -32,10 +32,15 @@ const MAX_SMALL_FILE = 1 << 20;
 // file held costs besides its name and bytes: as custodia_bundle::verify.
 const MAX_EXTENSION = 64 << 10;
 const PER_FILE_OVERHEAD = 128;
-// What one check may hold, as custodia_bundle::verify: files seen (nested bundles' included), and bytes of small
-// files kept at once (the case bag's and the one artefact bundle's being read).
+// What one check may hold, as custodia_bundle::verify: files seen (nested bundles' included), and bytes held at
+// once (small files of the case bag and of the one artefact bundle being read, names, and what is kept of each
+// artefact bundle already checked: its summary), one budget for the whole read.
 export const MAX_FILES = 250_000;
 export const MAX_KEPT_BYTES = 64 << 20;
+// The most failed checks kept of one artefact bundle inside a case bundle, besides the first of each failed part,
+// and what a check costs to hold besides its words.
+export const NESTED_FAILURES_KEPT = 16;
+const PER_CHECK_OVERHEAD = 64;
 const CHUNK = 4 << 20;
 const MAX_RECORD_LEN = 65_535;
 const MAX_NOTE_SIZE = 1_000_000;
@@ -90,29 +95,82 @@ export class PinError extends Error {
   }
 }
 
-/** Counts what a read holds, and refuses more than the limits. */
+/** Counts what a read holds, and the most it held at once, and refuses more than the limits. */
 class Budget {
-  constructor() {
+  constructor(limits = {}) {
+    this.maxFiles = limits.files ?? MAX_FILES;
+    this.maxKept = limits.keptBytes ?? MAX_KEPT_BYTES;
     this.files = 0;
     this.kept = 0;
+    this.peak = 0;
   }
 
   takeFile() {
-    if (this.files >= MAX_FILES) {
-      throw tooLarge(`it holds more than ${MAX_FILES} files, which no court bundle does; it was not checked further`);
+    if (this.files >= this.maxFiles) {
+      throw tooLarge(`it holds more than ${this.maxFiles} files, which no court bundle does; it was not checked further`);
     }
     this.files += 1;
   }
 
   keep(bytes) {
-    if (this.kept + bytes > MAX_KEPT_BYTES) {
-      throw tooLarge(
-        `its files other than the evidence come to more than ${MAX_KEPT_BYTES / 1048576} MiB, which no court ` +
-          "bundle's do; it was not checked further",
-      );
+    if (this.kept + bytes > this.maxKept) {
+      const limit = this.maxKept % 1048576 === 0 ? `${this.maxKept / 1048576} MiB` : `${Math.floor(this.maxKept / 1024)} KiB`;
+      throw tooLarge(`its files other than the evidence come to more than ${limit}, which no court bundle's do; it was not checked further`);
     }
     this.kept += bytes;
+    this.peak = Math.max(this.peak, this.kept);
   }
+
+  /** Lets go of what was held since `mark` (a nested bundle's files, once it is checked). */
+  releaseTo(mark) {
+    this.kept = Math.min(mark, this.kept);
+  }
+}
+
+/** What holding `checks` costs. */
+function checksCost(checks) {
+  return checks.reduce((sum, check) => sum + encoder.encode(check.detail).length + PER_CHECK_OVERHEAD, 0);
+}
+
+/**
+ * What a case bundle keeps of one of its artefact bundles once it is checked, as custodia_bundle's summarise: every
+ * failed part with its first failure, at most NESTED_FAILURES_KEPT failures besides, a count of those let go, and
+ * one check per part that passed, with how many passed. Its custody history is not kept.
+ */
+function summarise(verification) {
+  const kept = [];
+  const failedParts = new Set();
+  let failures = 0;
+  let letGo = null;
+  for (const check of verification.checks) {
+    if (check.passed) continue;
+    const first = !failedParts.has(check.part);
+    failedParts.add(check.part);
+    if (first || failures < NESTED_FAILURES_KEPT) {
+      failures += 1;
+      kept.push(check);
+    } else {
+      letGo ??= { part: check.part, count: 0 };
+      letGo.count += 1;
+    }
+  }
+  if (letGo) kept.push({ part: letGo.part, passed: false, detail: `and ${letGo.count} more failed checks, not kept` });
+  const passed = new Map();
+  for (const check of verification.checks) {
+    if (!check.passed || failedParts.has(check.part)) continue;
+    const seen = passed.get(check.part);
+    if (seen) seen.count += 1;
+    else passed.set(check.part, { detail: check.detail, count: 1 });
+  }
+  for (const part of PART_ORDER) {
+    const seen = passed.get(part);
+    if (!seen) continue;
+    const detail = seen.count > 1 ? `${seen.detail} (and ${seen.count - 1} more such checks passed)` : seen.detail;
+    kept.push({ part, passed: true, detail });
+  }
+  verification.checks = kept;
+  verification.history = null;
+  return verification;
 }
 
 // Bytes, text and encodings.
@@ -294,7 +352,8 @@ function octal(field, what) {
 }
 
 /**
- * The next entry's header (GNU long names and PAX paths applied), or null at the end of the archive. Every header,
+ * The next entry's header (GNU long names and PAX paths applied), {end: true} at a zero block (the end-of-archive
+ * marker), or null where the bytes end at a block boundary. Every header,
  * extended ones included, counts toward the budget's files; an extended header larger than MAX_EXTENSION is
  * refused before a byte of it is read, and a PAX size that disagrees with its entry's header is refused.
  */
@@ -303,7 +362,8 @@ async function nextHeader(source, budget) {
   let pax = {};
   for (;;) {
     const block = await readExact(source, 512, 'a tar header');
-    if (block === null || block.every((b) => b === 0)) return null;
+    if (block === null) return null;
+    if (block.every((b) => b === 0)) return { end: true };
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i];
     if (BigInt(sum) !== octal(block.subarray(148, 156), 'a header checksum')) {
@@ -371,7 +431,8 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
   let top = null;
   for (;;) {
     const header = await nextHeader(source, budget);
-    if (header === null) break;
+    if (header === null) throw malformed('it ends without its end-of-archive marker: it was cut short');
+    if (header.end) break;
     const { type, size, path } = header;
     const isDir = type === 0x35;
     const isFile = type === 0x30 || type === 0;
@@ -393,18 +454,22 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     const entry = new EntrySource(source, size, relative);
     if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
       let verification;
-      // The nested bundle's files are let go once it is verified, or found unreadable.
-      const keptBefore = budget.kept;
+      // The nested bundle's files are held while it is checked, with what checking it makes, then let go; what is
+      // kept of it, its summary, stays counted until the whole read ends.
+      const mark = budget.kept;
       try {
         verification = verifyBag(await readBundle(entry, trusted, false, budget), trusted);
       } catch (err) {
         if (!(err instanceof BundleError) || err.message.startsWith('the bundle is too large')) throw err;
         verification = new Verification();
         verification.fail('bag', err.message);
-      } finally {
-        budget.kept = keptBefore;
       }
-      // A tar reader stops at the end-of-archive marker; the rest still counts toward the digest.
+      budget.keep(checksCost(verification.checks));
+      budget.releaseTo(mark);
+      verification = summarise(verification);
+      budget.keep(checksCost(verification.checks));
+      // What a bundle holds after its end-of-archive marker was read with it; anything left still counts toward
+      // the digest.
       await entry.drain();
       await skip(source, header.padding, relative);
       nested.push([relative, verification]);
@@ -427,7 +492,29 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
     files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
   }
+  await endOfArchive(source);
   return { files, nested };
+}
+
+/**
+ * After the entries and the first zero block: the second block of the end-of-archive marker, and nothing but zero
+ * padding to the end, so that no file hides past the marker where a tool told to read on (`tar -i`) would find it.
+ */
+async function endOfArchive(source) {
+  let zeros = 0;
+  for (;;) {
+    const chunk = await source.chunk(CHUNK);
+    if (chunk.length === 0) break;
+    const at = chunk.findIndex((b) => b !== 0);
+    if (at >= 0) {
+      throw malformed(
+        `it holds data after its end-of-archive marker (a non-zero byte ${zeros + at} bytes past its first block), ` +
+          'which no bundle does',
+      );
+    }
+    zeros += chunk.length;
+  }
+  if (zeros < 512) throw malformed('it ends without its end-of-archive marker: it was cut short');
 }
 
 // The report.
@@ -440,6 +527,11 @@ export class Verification {
     this.sha256 = null;
     this.records = 0;
     this.kind = 'artefact';
+    // In a case bundle whose listing is the one its record commits to: what part of the case it holds, in words.
+    this.scope = null;
+    // Tar entries read (nested ones included), and the most bytes the read held at once.
+    this.filesRead = 0;
+    this.peakKeptBytes = 0;
     // How many of the failed checks are only "signed by a key nobody pinned".
     this.unconfirmed = 0;
   }
@@ -478,6 +570,7 @@ export class Verification {
   /** The same text as the Rust verifier's report, one check per line, then the verdict. */
   toString() {
     const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${c.detail}`);
+    if (this.scope !== null) lines.push(`SCOPE: this is the bundle of ${this.scope}`);
     const verdict = this.verdict;
     lines.push(
       verdict === 'valid'
@@ -496,16 +589,22 @@ export class Verification {
  * checked against its own key and the verdict is at best 'unknown-signer'. Throws a PinError when a pin is not
  * a verifier key (before reading anything), and a BundleError when the file cannot be read as a bundle at all.
  *
+ * `limits` ({files, keptBytes}) lowers MAX_FILES and MAX_KEPT_BYTES, as custodia_bundle::verify_within does.
+ *
  * @param {Blob} blob  the bundle file
- * @param {{trusted?: string[], onProgress?: (done: number, total: number) => void}} [options]
+ * @param {{trusted?: string[], onProgress?: (done: number, total: number) => void, limits?: {files?: number, keptBytes?: number}}} [options]
  * @returns {Promise<Verification>}
  */
 export async function verifyBundle(blob, options = {}) {
   const trusted = (options.trusted || []).map((t) => t.trim()).filter(Boolean);
   for (const pin of trusted) if (!parseVerifierKey(pin)) throw new PinError(pin);
   const source = new BlobSource(blob, options.onProgress);
-  const bag = await readBundle(source, trusted, true, new Budget());
-  return verifyBag(bag, trusted);
+  const budget = new Budget(options.limits);
+  const bag = await readBundle(source, trusted, true, budget);
+  const verification = verifyBag(bag, trusted);
+  verification.filesRead = budget.files;
+  verification.peakKeptBytes = budget.peak;
+  return verification;
 }
 
 function verifyBag(bag, trusted) {
@@ -522,6 +621,18 @@ function verifyCaseBag(bag, trusted) {
   report.kind = 'case';
   checkBag(bag.files, report);
   checkStrays(bag.files, 'a case bundle', (path) => path.startsWith(BUNDLES_DIR) || CASE_FILES.has(path), report);
+  const listingBytes = text(bag.files, CASE_LISTING);
+  const listing = listingBytes === null ? null : parseCanonical(listingBytes);
+  const listed = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing : null;
+  const expected = [];
+  const own = ownKey(bag.files);
+  if (own) expected.push(['Source-Organization', sourceOrganization(own.name)]);
+  if (listed) {
+    expected.push(['External-Identifier', listed.case]);
+    expected.push(['External-Description', caseDescription(listed.case, listed.scope)]);
+    expected.push(['Custodia-Scope', scopeTag(listed.scope)]);
+  }
+  checkBagInfo(bag.files, 'a case bundle', expected, report);
   let records = [];
   const key = bundleKey(bag.files, trusted, report);
   if (key) {
@@ -530,9 +641,7 @@ function verifyCaseBag(bag, trusted) {
     records = checkRecords(bag.files, checkpointBytes, key, checkpointOk, report);
   }
   report.records = records.length;
-  const listingBytes = text(bag.files, CASE_LISTING);
-  const listing = listingBytes === null ? null : parseCanonical(listingBytes);
-  const listedCase = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing.case : null;
+  const listedCase = listed ? listed.case : null;
   checkOpenings(bag.files, records, listedCase && { id: listedCase, whose: "the case listing's" }, report);
   checkCaseContents(bag, records, report);
   if (key && listedCase !== null && records.length === 1) {
@@ -608,6 +717,33 @@ function checkCaseContents(bag, records, report) {
     report.fail('case_contents', `${CASE_LISTING}: not a valid case listing`);
     return;
   }
+  // The scope the listing names is the one the record commits to.
+  const openings = parseOpenings(text(bag.files, `${CUSTODY_DIR}${only.index.toString().padStart(12, '0')}.opening.json`) ?? EMPTY);
+  const opened = openings?.hearing?.text ?? null;
+  const { scope } = listing;
+  let scopeAgrees = false;
+  if (scope.kind === 'case' && event.hearing === undefined) {
+    scopeAgrees = true;
+  } else if (scope.kind === 'hearing' && event.hearing !== undefined) {
+    scopeAgrees = opened === scope.hearing;
+    if (!scopeAgrees) {
+      report.fail(
+        'case_contents',
+        `the listing names hearing ${scope.hearing}, but case export record ${only.index} is of hearing ${opened ?? '(not opened)'}`,
+      );
+    }
+  } else if (scope.kind === 'case') {
+    report.fail(
+      'case_contents',
+      `the listing says it is the whole case, but case export record ${only.index} is of one hearing's output`,
+    );
+  } else {
+    report.fail(
+      'case_contents',
+      `the listing says it is hearing ${scope.hearing}'s output only, but case export record ${only.index} is of the whole case`,
+    );
+  }
+  if (scopeAgrees) report.scope = describeScope(listing.case, scope);
   if (listing.bundles.length !== event.artefacts) {
     report.fail('case_contents', `the listing names ${listing.bundles.length} bundles, the case export record ${event.artefacts}`);
   }
@@ -646,17 +782,124 @@ function checkCaseContents(bag, records, report) {
   if (report.checks.filter((c) => !c.passed).length === before) {
     report.pass(
       'case_contents',
-      `case export record ${only.index} lists ${listing.bundles.length} artefact bundles of case ${listing.case}; ` +
-        'each is here, as exported, and nothing else',
+      `case export record ${only.index} lists ${listing.bundles.length} artefact bundles of ` +
+        `${describeScope(listing.case, listing.scope)}; each is here, as exported, and nothing else`,
     );
+  }
+}
+
+/** The bundle's own key, unchecked; null if it carries no usable key. */
+function ownKey(files) {
+  const vkeyText = text(files, VKEY);
+  const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
+  return vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
+}
+
+// bag-info.txt, as custodia_bundle writes it: these labels, each once, in this order; Custodia-Scope in case bags.
+const BAG_INFO_LABELS = [
+  'Source-Organization',
+  'Bagging-Date',
+  'Payload-Oxum',
+  'External-Identifier',
+  'External-Description',
+  'Custodia-Scope',
+  'Bag-Software-Agent',
+];
+
+const sourceOrganization = (origin) => `Custodia gateway ${origin}`;
+
+/** bag-info.txt's External-Description of a case bundle, which says its scope. */
+function caseDescription(theCase, scope) {
+  return scope.kind === 'case'
+    ? `Court bundle of case ${theCase}: one bundle per artefact`
+    : `Court bundle of hearing ${scope.hearing} of case ${theCase} only, not the whole case: one bundle per artefact of the hearing's output`;
+}
+
+/** bag-info.txt's Custodia-Scope: `case`, or `hearing <id>`. */
+const scopeTag = (scope) => (scope.kind === 'case' ? 'case' : `hearing ${scope.hearing}`);
+
+/** The scope in words, for the certificate and the report. */
+function describeScope(theCase, scope) {
+  return scope.kind === 'case' ? `the whole case ${theCase}` : `hearing ${scope.hearing} of case ${theCase} only, not the whole case`;
+}
+
+/**
+ * bag-info.txt: each line `Label: value` (a line that starts with a space or a tab goes on with the one before), every
+ * label the gateway writes for this kind of bag present once and no other, Payload-Oxum the payload's bytes and
+ * files (everything under data/), Bagging-Date a date, and the values `expected` exactly. It is not evidence, any
+ * more than the certificate: a bag-info.txt that says something else (a hearing's bundle relabelled as the whole
+ * case) is reported.
+ */
+function checkBagInfo(files, kind, expected, report) {
+  const INFO = 'bag-info.txt';
+  const bytes = text(files, INFO);
+  const body = bytes ? decodeUtf8(bytes) : null;
+  if (body === null) {
+    report.fail('bag', `${INFO} is missing or not UTF-8`);
+    return;
+  }
+  const before = report.checks.filter((c) => !c.passed).length;
+  const fields = [];
+  const lines = body.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  lines.forEach((raw, at) => {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    const continued = line.startsWith(' ') || line.startsWith('\t');
+    const colon = line.indexOf(':');
+    if (continued && fields.length > 0) {
+      fields[fields.length - 1][1] += ` ${line.replace(/^[ \t]+/, '')}`;
+    } else if (!continued && colon > 0 && !/[ \t]/.test(line.slice(0, colon))) {
+      fields.push([line.slice(0, colon), line.slice(colon + 1).replace(/^[ \t]+/, '')]);
+    } else {
+      report.fail('bag', `${INFO}: line ${at + 1} is not \`Label: value\``);
+    }
+  });
+  const allowed = BAG_INFO_LABELS.filter((label) => label !== 'Custodia-Scope' || kind === 'a case bundle');
+  const seen = new Set();
+  for (const [label] of fields) {
+    if (!allowed.includes(label)) {
+      report.fail('bag', `${INFO} gives ${label}, which the ${INFO} of ${kind} does not`);
+    } else if (seen.has(label)) {
+      report.fail('bag', `${INFO} gives ${label} more than once`);
+    }
+    seen.add(label);
+  }
+  const value = (label) => fields.find(([l]) => l === label)?.[1];
+  for (const label of allowed) if (value(label) === undefined) report.fail('bag', `${INFO} lacks ${label}`);
+  let octets = 0;
+  let count = 0;
+  for (const [path, file] of files) {
+    if (!path.startsWith('data/')) continue;
+    octets += file.size;
+    count += 1;
+  }
+  const oxum = `${octets}.${count}`;
+  const foundOxum = value('Payload-Oxum');
+  if (foundOxum !== undefined && foundOxum !== oxum) {
+    report.fail('bag', `${INFO} gives Payload-Oxum ${foundOxum}, but the payload is ${oxum} (bytes.files)`);
+  }
+  const date = value('Bagging-Date');
+  if (date !== undefined && !/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(date)) {
+    report.fail('bag', `${INFO} gives Bagging-Date ${date}, which is not a date (YYYY-MM-DD)`);
+  }
+  const agent = value('Bag-Software-Agent');
+  if (agent !== undefined && !agent.startsWith('custodia ')) {
+    report.fail('bag', `${INFO} gives Bag-Software-Agent ${agent}, which is not custodia`);
+  }
+  for (const [label, want] of expected) {
+    const found = value(label);
+    if (found !== undefined && found !== want) {
+      report.fail('bag', `${INFO} gives ${label} "${found}" where the checked files make "${want}"`);
+    }
+  }
+  if (report.checks.filter((c) => !c.passed).length === before) {
+    report.pass('bag', `${INFO} says what the checked files say (Payload-Oxum ${oxum})`);
   }
 }
 
 /** The bundle's own key, checked against the keys the user pins; null if the bundle carries no usable key. */
 function bundleKey(files, trusted, report) {
-  const vkeyText = text(files, VKEY);
-  const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
-  const key = vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
+  const key = ownKey(files);
   if (!key) {
     report.fail('trusted_key', `${VKEY} is missing or not a C2SP verifier key`);
     return null;
@@ -717,6 +960,16 @@ function verifyArtefactBag(files, trusted) {
   checkStrays(files, 'an artefact bundle', (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path), report);
 
   const payloads = sortedKeys(files).filter((p) => p.startsWith(PAYLOAD_DIR));
+  const expected = [];
+  const own = ownKey(files);
+  if (own) expected.push(['Source-Organization', sourceOrganization(own.name)]);
+  // The artefact is the payload's name here; the payload's check ties that name to the signed manifest.
+  if (payloads.length === 1 && isIdentifier(payloads[0].slice(PAYLOAD_DIR.length))) {
+    const artefact = payloads[0].slice(PAYLOAD_DIR.length);
+    expected.push(['External-Identifier', artefact]);
+    expected.push(['External-Description', `Court bundle of artefact ${artefact}, with its custody history and proofs`]);
+  }
+  checkBagInfo(files, 'an artefact bundle', expected, report);
   if (payloads.length !== 1) {
     report.fail('payload_hash', `expected one file under ${PAYLOAD_DIR}, found ${payloads.length}: ${payloads.join(', ')}`);
     return report;
@@ -849,7 +1102,9 @@ function describe(event, openings) {
     case 'membership_changed':
       return `membership of ${event.member} ${event.change}, role ${openings?.role?.text ?? 'none'}`;
     case 'case_exported':
-      return `case exported (${event.artefacts} artefact bundles)`;
+      return event.hearing === undefined
+        ? `case exported (${event.artefacts} artefact bundles)`
+        : `hearing ${open('hearing')} exported (${event.artefacts} artefact bundles)`;
     default:
       return 'other custody event';
   }
@@ -922,6 +1177,7 @@ function caseCertificate(origin, listing, recordIndex) {
     'the verifiers make it again from them and report it if it says anything else.',
     '',
     `Case: ${listing.case}`,
+    `Scope: ${describeScope(listing.case, listing.scope)}`,
     `This bag holds ${listing.bundles.length} artefact bundles, each complete and verifiable on its own:`,
     '',
   ];
@@ -1337,6 +1593,7 @@ const EVENT_COMMITMENTS = {
   outcome_reported: ['outcome'],
   access_refused: ['action'],
   membership_changed: ['role'],
+  case_exported: ['hearing'],
 };
 
 function recordCommitments(record) {
@@ -1496,7 +1753,7 @@ const EVENT_SHAPES = {
   outcome_reported: { artefact: isIdentifier, outcome: isSha256 },
   access_refused: { 'artefact?': isIdentifier, action: isSha256, code: (v) => REFUSAL_CODES.includes(v) },
   membership_changed: { member: isIdentifier, change: (v) => ['added', 'role_changed', 'removed'].includes(v), 'role?': isSha256 },
-  case_exported: { listing_sha256: isSha256, artefacts: isU64 },
+  case_exported: { listing_sha256: isSha256, artefacts: isU64, 'hearing?': isSha256 },
 };
 
 const REFUSAL_CODES = [
@@ -1521,9 +1778,11 @@ const RECORD_SHAPE = {
 };
 
 const LISTED_BUNDLE_SHAPE = { artefact: isIdentifier, sha256: isSha256, size: isU64 };
+const isScope = (v) => fits(v, { kind: (k) => k === 'case' }) || fits(v, { kind: (k) => k === 'hearing', hearing: isIdentifier });
 const CASE_LISTING_SHAPE = {
-  v: (v) => v === 1,
+  v: (v) => v === 2,
   case: isIdentifier,
+  scope: isScope,
   salt: (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v),
   bundles: (v) => Array.isArray(v) && v.every((b) => fits(b, LISTED_BUNDLE_SHAPE)),
 };

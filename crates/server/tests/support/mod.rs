@@ -436,6 +436,26 @@ pub fn rebagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
     std::fs::read(out).unwrap()
 }
 
+/// A bundle whose tag files a forger edited: unpacked, `edit` applied to the bag's directory (its bag-info.txt,
+/// say), only tagmanifest-sha256.txt made afresh with the `bagit` tool (so bag-info.txt is kept as edited), and
+/// packed again with GNU tar.
+pub fn retagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let unpacked = dir.path().join("bag");
+    tar::Archive::new(bundle).unpack(&unpacked).unwrap();
+    let top = std::fs::read_dir(&unpacked).unwrap().next().unwrap().unwrap().path();
+    edit(&top);
+    let script = "import sys, bagit; bagit._make_tagmanifest_file('sha256', sys.argv[1])";
+    let run = Command::new("python3").args(["-c", script]).arg(&top).output().unwrap();
+    assert!(run.status.success(), "bagit: {}", String::from_utf8_lossy(&run.stderr));
+    let out = dir.path().join("forged.tar");
+    let run = Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(&unpacked).arg(top.file_name().unwrap()).output();
+    let run = run.unwrap();
+    assert!(run.status.success(), "tar: {}", String::from_utf8_lossy(&run.stderr));
+    std::fs::read(out).unwrap()
+}
+
 /// Drops every line of a bag's data/REPORT.txt that mentions `what`, as a forger tidying up would.
 pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     let report = bag.join("data/REPORT.txt");
@@ -443,4 +463,36 @@ pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     let kept: String = text.lines().filter(|line| !line.contains(what)).map(|line| format!("{line}\n")).collect();
     assert_ne!(kept, text, "REPORT.txt does not mention {what}");
     std::fs::write(report, kept).unwrap();
+}
+
+/// The by-hand document's blocks: those for an artefact bundle (```sh) and those for a case bag (```sh case).
+pub fn by_hand_blocks() -> (Vec<String>, Vec<String>) {
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
+            .unwrap();
+    let blocks = |fence: &str| -> Vec<String> {
+        doc.split(fence).skip(1).filter_map(|block| block.split("```").next()).map(str::to_owned).collect()
+    };
+    (blocks("```sh\n"), blocks("```sh case\n"))
+}
+
+/// The by-hand steps for a case bag: the artefact steps that apply (all but step 2's, about the evidence), then the
+/// case steps.
+pub fn by_hand_case_script() -> String {
+    let (artefact_blocks, case_blocks) = by_hand_blocks();
+    assert!(!case_blocks.is_empty());
+    artefact_blocks
+        .iter()
+        .filter(|block| !block.contains("data/payload") && !block.contains("data/manifest"))
+        .chain(&case_blocks)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs a by-hand script with bash in `dir`: whether it succeeded, and what it said.
+pub fn run_script(script: &str, dir: &std::path::Path) -> (bool, String) {
+    let run = std::process::Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output();
+    let run = run.unwrap();
+    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
 }

@@ -444,3 +444,81 @@ pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     assert_ne!(kept, text, "REPORT.txt does not mention {what}");
     std::fs::write(report, kept).unwrap();
 }
+
+/// An answer read off a raw connection: status, head and body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The problem type's last word (`too-many`, ...), or "" if the body is no problem.
+    pub fn problem(&self) -> String {
+        let kind = self.json()["type"].as_str().unwrap_or_default().to_owned();
+        kind.rsplit('/').next().unwrap_or_default().to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A connection to a gateway on `port` from the loopback address `source` (127.x.y.z), as another machine's.
+pub async fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    socket.connect(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))).await
+}
+
+/// Reads an answer until the server closes the connection.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 120 s"))??;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no answer head in {} bytes", raw.len())))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    Ok(RawAnswer { status, head, body: raw[split + 4..].to_vec() })
+}
+
+/// One HTTP/1.1 request (`Connection: close`) from `source` to the gateway on `port`, with a `Content-Length` unless `headers` name a
+/// `Transfer-Encoding`; the answer ends when the connection closes.
+pub async fn http_from(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = connect_from(source, port).await?;
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding")) {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await?;
+    stream.write_all(body).await?;
+    read_answer(&mut stream).await
+}

@@ -303,3 +303,54 @@ async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate
     assert_eq!(upload.status, 201, "{}", upload.text());
     assert!(gateway.log_size().await > before + recorded);
 }
+
+/// In-process, to move the clock past the window: what the diverted refusals become on the record.
+#[tokio::test]
+async fn refusals_past_the_budget_become_one_record_with_their_count_and_the_actions_tried() {
+    use support::{As, TestGateway};
+    let gateway = TestGateway::start_with(|config| config.quotas.refusal_records_per_minute = 2).await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (witness, witness_session) = gateway.person("witness", "NL").await;
+    gateway.member("case-1", &witness, "witness").await;
+    let mut artefacts = Vec::new();
+    for n in 0..6 {
+        let reply =
+            gateway.upload("case-1", "purpose=statement", As::Session(&clerk_session), format!("s{n}").into()).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        artefacts.push(reply.json()["artefact"].as_str().unwrap().to_owned());
+    }
+    let before = gateway.ledger_size();
+    let mut over_budget = 0;
+    for artefact in &artefacts {
+        for path in
+            [format!("/api/v1/artefacts/{artefact}?purpose=review"), format!("/api/v1/artefacts/{artefact}/timeline")]
+        {
+            let reply = gateway.get(&path, Some(As::Session(&witness_session))).await;
+            match reply.status.as_u16() {
+                403 => {}
+                429 => {
+                    assert!(reply.headers.contains_key("retry-after"));
+                    over_budget += 1;
+                }
+                status => panic!("{path} answered {status}"),
+            }
+        }
+    }
+    assert_eq!(gateway.ledger_size() - before, 2, "the budget's two refusals are recorded, no more");
+    assert_eq!(over_budget, 2 * artefacts.len() - 2);
+
+    // When the window has closed, the next activity writes one record for all of them.
+    gateway.clock.advance(61);
+    assert_eq!(gateway.state.gateway.flush_refusals().await.unwrap(), 1);
+    let index = before + 2;
+    assert_eq!(gateway.ledger_size(), index + 1);
+    let record = gateway.ledger_record(index).await;
+    assert_eq!(record["event"]["type"], "access_refused", "{record}");
+    assert_eq!(record["event"]["code"], "role_forbids", "{record}");
+    assert!(record["event"].get("artefact").is_none(), "one record for many artefacts names none: {record}");
+    assert_eq!(record["repeated"]["count"], over_budget as u64, "{record}");
+    assert_eq!(gateway.opened(index, "action").await.as_deref(), Some("view_artefact, view_timeline"));
+    assert_eq!(gateway.opened(index, "case").await.as_deref(), Some("case-1"));
+}

@@ -8,7 +8,7 @@ mod support;
 use std::net::Ipv4Addr;
 
 use serde_json::{Value, json};
-use support::{RawAnswer, http_from, spawn_gateway};
+use support::{RawAnswer, http_from};
 
 const OWNER: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
@@ -22,9 +22,14 @@ struct Running {
 
 impl Running {
     async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_within(env, None).await
+    }
+
+    /// Under an open-file limit of `open_files`.
+    async fn start_within(env: &[(&str, &str)], open_files: Option<u64>) -> Self {
         let data = tempfile::tempdir().unwrap();
         let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))).collect();
-        let (process, port) = spawn_gateway(data.path(), &env);
+        let (process, port) = support::spawn_gateway_within(data.path(), &env, open_files);
         let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
         let answer = sign_in(OWNER, port, "admin", password.trim()).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
@@ -302,6 +307,63 @@ async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate
     let upload = gateway.upload(witness, b"the witness's own statement").await;
     assert_eq!(upload.status, 201, "{}", upload.text());
     assert!(gateway.log_size().await > before + recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_uploads_at_once_leave_the_descriptor_reserve_untouched() {
+    // 512 open files: 256 kept in reserve, 256 places for connections and the uploads' staging files.
+    const OPEN_FILES: u64 = 512;
+    const PLACES: usize = 256;
+    custodia_server::listen::raise_open_file_limit();
+    let gateway = Running::start_within(
+        &[
+            ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "1000"),
+            ("CUSTODIA_UPLOADS_PER_MINUTE", "1000"),
+            ("CUSTODIA_BODY_IDLE_SECONDS", "20"),
+        ],
+        Some(OPEN_FILES),
+    )
+    .await;
+    let sessions = gateway.case("case-1", &[("clerk", "clerk")]).await;
+    let pid = gateway.process.pid();
+    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count());
+
+    // 300 uploads from four addresses, each declaring 100,000 bytes, sending ten and then nothing: with one place
+    // per upload they would hold 300 sockets and 300 staging files, past the limit.
+    let mut held = Vec::new();
+    for n in 0..300u32 {
+        let source = Ipv4Addr::new(127, 0, 3, 1 + (n % 4) as u8);
+        let Ok(mut stream) = support::connect_from(source, gateway.port).await else { continue };
+        let head = format!(
+            "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: custodia_session={}\r\n\
+             Sec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n0123456789",
+            sessions[0]
+        );
+        if tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.is_ok() {
+            held.push(stream);
+        }
+    }
+    // While they are held: the most staging files and open descriptors seen, sampled for a while.
+    let (mut most_staged, mut most_files) = (0, 0);
+    for _ in 0..100 {
+        most_staged = most_staged.max(gateway.staged());
+        most_files = most_files.max(open_files());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("{} uploads sent; at most {most_staged} staged at once and {most_files} files open", held.len());
+    assert!(most_staged >= 32, "the attack never held uploads ({most_staged} staged)");
+    assert!(most_staged <= PLACES / 2, "{most_staged} uploads staged at once: a staging file took no place");
+    assert!((most_files as u64) < OPEN_FILES - 64, "{most_files} files open of {OPEN_FILES}: the reserve was used");
+    drop(held);
+
+    // Afterwards the gateway serves, and nothing ran out of descriptors.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gateway.staged() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the abandoned uploads stayed staged");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.upload(&sessions[0], b"after the flood").await.status, 201);
+    assert!(!gateway.process.log().contains("Too many open files"), "{}", gateway.process.log());
 }
 
 /// In-process, to move the clock past the window: what the diverted refusals become on the record.

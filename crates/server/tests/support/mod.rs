@@ -235,6 +235,11 @@ pub struct GatewayProcess {
 const LOG_TAIL_BYTES: usize = 24 * 1024;
 
 impl GatewayProcess {
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The gateway's operator log so far.
     #[allow(dead_code)]
     pub fn log(&self) -> String {
@@ -265,12 +270,33 @@ impl Drop for GatewayProcess {
 /// Starts the real binary on a free loopback port with state in `data_dir` and the extra environment `env`,
 /// and returns once it accepts connections.
 pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> (GatewayProcess, u16) {
+    spawn_gateway_within(data_dir, env, None)
+}
+
+/// [`spawn_gateway`], under an open-file limit of `open_files` (soft and hard, so the gateway cannot raise it).
+pub fn spawn_gateway_within(
+    data_dir: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    open_files: Option<u64>,
+) -> (GatewayProcess, u16) {
     use std::time::{Duration, Instant};
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // Appended to: a test that restarts the gateway on the same data keeps both runs' logs.
     let log = data_dir.join("gateway-stderr.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+    let mut command = match open_files {
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_custodia")),
+        Some(limit) => {
+            // `ulimit -n` in sh sets the soft and the hard limit.
+            let mut command = std::process::Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_custodia"));
+            command
+        }
+    };
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data_dir)
         // Peers in tests are on this machine: answers announce loopback, which production never does.

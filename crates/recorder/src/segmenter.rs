@@ -110,9 +110,9 @@ impl Recording {
     }
 }
 
-/// Frames (and track news) waiting for the segment writer, over all of a recording's tracks: a few seconds of
+/// Frames (and track news) waiting for the segment writer, over all of a recording's tracks: some twenty seconds of
 /// audio and video. A writer that falls behind makes the track readers wait ([`crate::track::run`]).
-pub const FRAME_QUEUE: usize = 512;
+pub const FRAME_QUEUE: usize = 2048;
 
 /// How often, in timeline milliseconds, a keyframe is asked for while a due segment waits for one.
 const CUT_REQUEST_INTERVAL_MS: i64 = 1000;

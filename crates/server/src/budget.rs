@@ -83,6 +83,8 @@ pub struct Quotas {
     pub uploads: Budget,
     /// Custody records of refusals per account ([`crate::refusals`]).
     pub refusal_records: Budget,
+    /// WHIP publishers at once in the live hearings of one case.
+    pub whip_sessions_per_case: usize,
     /// Direct uploads under way, by account: how many, and the bytes they declared.
     direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
 }
@@ -93,8 +95,10 @@ impl Quotas {
         direct_uploads_at_once: usize,
         uploads_per_minute: u32,
         refusals_per_minute: u32,
+        whip_sessions_per_case: usize,
     ) -> Self {
         Self {
+            whip_sessions_per_case: whip_sessions_per_case.max(1),
             stored_bytes,
             direct_uploads_at_once: direct_uploads_at_once.max(1),
             uploads: Budget::new(uploads_per_minute, uploads_per_minute),
@@ -167,7 +171,7 @@ mod tests {
 
     #[test]
     fn direct_uploads_are_counted_per_account_until_they_end() {
-        let quotas = Quotas::new(1000, 2, 10, 10);
+        let quotas = Quotas::new(1000, 2, 10, 10, 1);
         let first = quotas.start_direct("a", 100).unwrap();
         let _second = quotas.start_direct("a", 50).unwrap();
         assert!(quotas.start_direct("a", 1).is_none(), "a third at once");

@@ -117,6 +117,9 @@ pub struct QuotaConfig {
     /// into one record per case and code a minute, and answered 429.
     #[arg(long, env = "CUSTODIA_REFUSAL_RECORDS_PER_MINUTE", default_value_t = 20)]
     pub refusal_records_per_minute: u32,
+    /// WHIP publishers at once in the live hearings of one case; one more is answered 429.
+    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_CASE", default_value_t = 8)]
+    pub whip_sessions_per_case: usize,
 }
 
 impl Default for QuotaConfig {
@@ -126,6 +129,7 @@ impl Default for QuotaConfig {
             direct_uploads_per_account: 2,
             uploads_per_minute: 30,
             refusal_records_per_minute: 20,
+            whip_sessions_per_case: 8,
         }
     }
 }
@@ -137,6 +141,7 @@ impl QuotaConfig {
             self.direct_uploads_per_account,
             self.uploads_per_minute,
             self.refusal_records_per_minute,
+            self.whip_sessions_per_case,
         )
     }
 }

@@ -917,6 +917,15 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The bytes of the artefacts `account_id` provided (each artefact counted, however its bytes are stored).
+    pub async fn stored_bytes_of(&self, account_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(SUM(size), 0) AS bytes FROM artefacts WHERE provider_account = $1")
+            .bind(account_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("bytes")?)
+    }
+
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {
         let rows = sqlx::query("SELECT * FROM uploads WHERE expires_at <= $1").bind(now).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(upload).collect::<sqlx::Result<_>>()?)

@@ -110,6 +110,10 @@ impl Recording {
     }
 }
 
+/// Frames (and track news) waiting for the segment writer, over all of a recording's tracks: some twenty seconds of
+/// audio and video. A writer that falls behind makes the track readers wait ([`crate::track::run`]).
+pub const FRAME_QUEUE: usize = 2048;
+
 /// How often, in timeline milliseconds, a keyframe is asked for while a due segment waits for one.
 const CUT_REQUEST_INTERVAL_MS: i64 = 1000;
 
@@ -123,7 +127,7 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
 ) -> RecordingSummary {
     let sync = ClockSync::new(Instant::now());
-    let (messages, frames) = mpsc::unbounded_channel();
+    let (messages, frames) = mpsc::channel(FRAME_QUEUE);
     let handle = tokio::runtime::Handle::current();
     let mux = tokio::task::spawn_blocking(move || Segmenter::new(config, sealer, handle).run(frames));
     let mut readers = JoinSet::new();
@@ -194,7 +198,7 @@ impl Segmenter {
         }
     }
 
-    fn run(mut self, mut messages: mpsc::UnboundedReceiver<TrackMessage>) -> RecordingSummary {
+    fn run(mut self, mut messages: mpsc::Receiver<TrackMessage>) -> RecordingSummary {
         while let Some(message) = messages.blocking_recv() {
             match message {
                 TrackMessage::Started { kind, keyframes } => {

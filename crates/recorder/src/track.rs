@@ -61,21 +61,27 @@ pub struct TrackStats {
     pub synced: bool,
 }
 
-/// Reads a track until it ends, sending its frames to `out`.
-pub async fn run(mut track: IncomingTrack, sync: ClockSync, out: mpsc::UnboundedSender<TrackMessage>) {
+/// Reads a track until it ends, sending its frames to `out`. `out` is bounded: when the segment writer falls
+/// behind, the reader waits for it, and the track's own queue of packets, bounded too, drops and counts what
+/// arrives meanwhile (`custodia_recorder::engine`), so a slow disk costs frames, never unbounded memory.
+pub async fn run(mut track: IncomingTrack, sync: ClockSync, out: mpsc::Sender<TrackMessage>) {
     let mut reader = TrackReader::new(&track, sync);
-    let _ = out.send(TrackMessage::Started { kind: track.kind, keyframes: track.keyframes.clone() });
+    // What the reader has made and not yet handed over: at most what one packet, or one jitter release, makes.
+    let mut made = vec![TrackMessage::Started { kind: track.kind, keyframes: track.keyframes.clone() }];
     if track.codec == Codec::Vp8 {
         reader.request_keyframe(&track, Instant::now());
     }
     loop {
+        if !hand_over(&mut made, &out).await {
+            return;
+        }
         let deadline = reader.jitter.deadline();
         let event = match deadline {
             Some(deadline) => {
                 match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), track.events.recv()).await {
                     Ok(event) => event,
                     Err(_) => {
-                        reader.release(&track, Instant::now(), &out);
+                        reader.release(&track, Instant::now(), &mut made);
                         continue;
                     }
                 }
@@ -86,20 +92,31 @@ pub async fn run(mut track: IncomingTrack, sync: ClockSync, out: mpsc::Unbounded
             Some(TrackEvent::Rtp(packet)) => {
                 reader.stats.packets += 1;
                 reader.jitter.push(packet);
-                reader.release(&track, Instant::now(), &out);
+                reader.release(&track, Instant::now(), &mut made);
             }
             Some(TrackEvent::SenderReport(sr)) => reader.timeline.sender_report(sr.ntp_time, sr.rtp_time, sr.arrived),
             None => break,
         }
     }
     for released in reader.jitter.drain() {
-        reader.take(&track, released.packet, released.lost_before, Instant::now(), &out);
+        reader.take(&track, released.packet, released.lost_before, Instant::now(), &mut made);
     }
-    reader.flush_frame(&out);
+    reader.flush_frame(&mut made);
     reader.stats.lost = reader.jitter.lost;
     reader.stats.late = reader.jitter.late;
     reader.stats.synced = reader.timeline.synced();
-    let _ = out.send(TrackMessage::Ended(reader.stats));
+    made.push(TrackMessage::Ended(reader.stats));
+    hand_over(&mut made, &out).await;
+}
+
+/// Sends what the reader made, waiting while the writer is behind. False when the writer has gone.
+async fn hand_over(made: &mut Vec<TrackMessage>, out: &mpsc::Sender<TrackMessage>) -> bool {
+    for message in made.drain(..) {
+        if out.send(message).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 struct TrackReader {
@@ -149,7 +166,7 @@ impl TrackReader {
         track.keyframes.request_keyframe();
     }
 
-    fn release(&mut self, track: &IncomingTrack, now: Instant, out: &mpsc::UnboundedSender<TrackMessage>) {
+    fn release(&mut self, track: &IncomingTrack, now: Instant, out: &mut Vec<TrackMessage>) {
         while let Some(released) = self.jitter.pop(now) {
             self.take(track, released.packet, released.lost_before, now, out);
         }
@@ -161,7 +178,7 @@ impl TrackReader {
         packet: RtpIn,
         lost_before: u64,
         now: Instant,
-        out: &mpsc::UnboundedSender<TrackMessage>,
+        out: &mut Vec<TrackMessage>,
     ) {
         match self.codec {
             Codec::Opus => {
@@ -212,7 +229,7 @@ impl TrackReader {
         }
     }
 
-    fn flush_frame(&mut self, out: &mpsc::UnboundedSender<TrackMessage>) {
+    fn flush_frame(&mut self, out: &mut Vec<TrackMessage>) {
         let Some((timestamp, arrived, bytes)) = self.partial.take() else { return };
         let data = bytes.freeze();
         let Some(&first) = data.first() else { return };
@@ -232,7 +249,7 @@ impl TrackReader {
         self.emit(Frame { kind: self.kind, pts_ms, data, keyframe, size }, out);
     }
 
-    fn emit(&mut self, mut frame: Frame, out: &mpsc::UnboundedSender<TrackMessage>) {
+    fn emit(&mut self, mut frame: Frame, out: &mut Vec<TrackMessage>) {
         // A track's frames stay in order: when a sender report moves the track back in time, the frames that follow
         // are held at the last time until they catch up, rather than being placed before frames already taken.
         if let Some(last) = self.last_pts_ms
@@ -243,7 +260,7 @@ impl TrackReader {
         }
         self.last_pts_ms = Some(frame.pts_ms);
         self.stats.frames += 1;
-        let _ = out.send(TrackMessage::Frame(frame));
+        out.push(TrackMessage::Frame(frame));
     }
 }
 
@@ -261,6 +278,31 @@ pub fn vp8_keyframe_size(frame: &[u8]) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ended(packets: u64) -> TrackMessage {
+        TrackMessage::Ended(TrackStats { packets, ..TrackStats::default() })
+    }
+
+    #[test]
+    fn a_reader_holds_no_more_than_the_queue_while_the_writer_is_behind() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let (out, mut frames) = mpsc::channel(2);
+            let mut made: Vec<TrackMessage> = (0..5).map(ended).collect();
+            let handing = tokio::spawn(async move { (hand_over(&mut made, &out).await, out) });
+            tokio::task::yield_now().await;
+            // The writer has taken nothing: the channel holds its two places and no more.
+            assert_eq!(frames.len(), 2);
+            for n in 0..5 {
+                let Some(TrackMessage::Ended(stats)) = frames.recv().await else { panic!("message {n}") };
+                assert_eq!(stats.packets, n, "in order");
+            }
+            let (handed, out) = handing.await.unwrap();
+            assert!(handed);
+            drop(frames);
+            assert!(!hand_over(&mut vec![ended(9)], &out).await, "the writer has gone");
+        });
+    }
 
     #[test]
     fn reads_the_size_of_a_keyframe() {

@@ -583,6 +583,7 @@ async fn upload_artefact(
     caller: Caller,
     Path(case): Path<String>,
     Query(query): Query<UploadQuery>,
+    descriptors: Option<axum::Extension<crate::listen::Descriptors>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -594,7 +595,14 @@ async fn upload_artefact(
         expected_sha256: expected_digest(&query, &headers)?,
         policy: attached_policy(&headers)?,
     };
-    let registered = state.gateway.ingest(&caller, &case, request, body.into_data_stream()).await?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .map(|value| value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()))
+        .map(|length| length.ok_or_else(|| bad_input("content-length", "send a non-negative integer")))
+        .transpose()?;
+    // A place for the staging file beside the connection's own ([`crate::listen::Descriptors`]).
+    let _staging = crate::listen::Descriptors::take(descriptors.as_deref(), 1)?;
+    let registered = state.gateway.upload(&caller, &case, request, declared, body.into_data_stream()).await?;
     let location = format!("/api/v1/artefacts/{}", registered.artefact);
     let mut response = json(StatusCode::CREATED, registered);
     response

@@ -151,38 +151,58 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|err| GatewayError::Internal(format!("hashing a password: {err}")))
 }
 
-/// Password guessing is throttled: within [`THROTTLE_WINDOW`], an account that has had [`ACCOUNT_FAILURES`] wrong
-/// passwords, or an address that has sent [`PEER_FAILURES`], is refused without a password check until the window
-/// has passed. Hashing itself is budgeted: [`HASHING_AT_ONCE`] argon2id runs at a time (19 MiB each), on as many
-/// threads of their own (so the allocator reuses those threads' 19 MiB instead of keeping one per thread of the
-/// blocking pool: 128 sign-ins once took a fresh gateway from 44 to 556 MB), and at most [`HASHING_QUEUE`] sign-ins
-/// waiting; any more are told to come back later instead of queueing without limit.
-pub const ACCOUNT_FAILURES: u32 = 10;
-/// See [`ACCOUNT_FAILURES`].
+/// Password guessing is throttled so that it cannot be turned against the owner of an account. Within
+/// [`THROTTLE_WINDOW`]:
+/// - one address that has sent [`ACCOUNT_PEER_FAILURES`] wrong passwords for one account is refused for that
+///   account ("locked" for that address only: a stranger who knows a judge's username cannot lock the judge out
+///   from the judge's own address);
+/// - one address that has sent [`PEER_FAILURES`] wrong passwords, for any accounts, is refused for all;
+/// - an account is guessed at from many addresses at most [`ACCOUNT_CHECKS_BURST`] times at once and then
+///   [`ACCOUNT_CHECKS_PER_MINUTE`] a minute, over all addresses: past that a sign-in is delayed (429 with
+///   `Retry-After` of seconds), never locked. Addresses from which the account has signed in before are not held
+///   to this ceiling, so a distributed guesser slows only strangers.
+///
+/// Hashing itself is budgeted: [`HASHING_AT_ONCE`] argon2id runs at a time (19 MiB each), on as many threads of
+/// their own (so the allocator reuses those threads' 19 MiB instead of keeping one per thread of the blocking pool:
+/// 128 sign-ins once took a fresh gateway from 44 to 556 MB), and at most [`HASHING_QUEUE`] sign-ins waiting; any
+/// more are told to come back later instead of queueing without limit.
+pub const ACCOUNT_PEER_FAILURES: u32 = 10;
+/// See [`ACCOUNT_PEER_FAILURES`].
 pub const PEER_FAILURES: u32 = 30;
-/// See [`ACCOUNT_FAILURES`].
+/// See [`ACCOUNT_PEER_FAILURES`].
+pub const ACCOUNT_CHECKS_BURST: u32 = 20;
+/// See [`ACCOUNT_PEER_FAILURES`]: at 2 a minute, a guesser with any number of addresses tries under 3,000
+/// passwords a day against one account.
+pub const ACCOUNT_CHECKS_PER_MINUTE: u32 = 2;
+/// See [`ACCOUNT_PEER_FAILURES`].
 pub const THROTTLE_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-/// See [`ACCOUNT_FAILURES`].
+/// How long an address from which an account signed in stays exempt from the account's ceiling.
+const KNOWN_ADDRESS_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+/// See [`ACCOUNT_PEER_FAILURES`].
 pub const HASHING_AT_ONCE: usize = 2;
-/// See [`ACCOUNT_FAILURES`].
+/// See [`ACCOUNT_PEER_FAILURES`].
 pub const HASHING_QUEUE: usize = 32;
 /// Sign-ins from one address waiting or hashing at once, so that one address cannot fill [`HASHING_QUEUE`].
 pub const PEER_SIGN_INS_AT_ONCE: usize = 4;
 /// Throttle entries kept at most (usernames and addresses tried); beyond that, expired ones are dropped first.
 const THROTTLE_ENTRIES: usize = 100_000;
 
-/// Recent failed sign-ins, by username and by client address. In memory: a restart forgets them, which costs an
-/// attacker a restart they cannot cause.
+/// Recent failed sign-ins, by username and client address together and by address alone, the addresses each
+/// account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
+/// attacker a restart they cannot cause. Usernames and addresses stay here: the operator's log says only that a
+/// lockout began, never for whom or from where.
 #[derive(Debug)]
 pub struct SignInThrottle {
     failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
+    known: std::sync::Mutex<std::collections::HashMap<(String, std::net::IpAddr), std::time::Instant>>,
+    account_checks: crate::budget::Budget,
     hashers: std::sync::mpsc::SyncSender<HashJob>,
     in_flight: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ThrottleKey {
-    Account(String),
+    AccountFromPeer(String, std::net::IpAddr),
     Peer(std::net::IpAddr),
 }
 
@@ -190,6 +210,8 @@ impl Default for SignInThrottle {
     fn default() -> Self {
         Self {
             failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            known: std::sync::Mutex::new(std::collections::HashMap::new()),
+            account_checks: crate::budget::Budget::new(ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE),
             hashers: start_hashers(),
             in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
@@ -202,12 +224,25 @@ impl SignInThrottle {
         failures.get(key).filter(|(_, since)| since.elapsed() < THROTTLE_WINDOW).map_or(0, |(count, _)| *count)
     }
 
+    fn known(&self, username: &str, peer: std::net::IpAddr) -> bool {
+        let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        known.get(&(username.to_owned(), peer)).is_some_and(|at| at.elapsed() < KNOWN_ADDRESS_FOR)
+    }
+
     fn check(&self, username: &str, peer: std::net::IpAddr) -> Result<()> {
-        if self.recent(&ThrottleKey::Account(username.to_owned())) >= ACCOUNT_FAILURES {
-            return Err(GatewayError::TooMany("too many wrong passwords for this account; try again later".into()));
+        if self.recent(&ThrottleKey::AccountFromPeer(username.to_owned(), peer)) >= ACCOUNT_PEER_FAILURES {
+            return Err(GatewayError::TooMany(
+                "too many wrong passwords for this account from your address; try again later".into(),
+            ));
         }
         if self.recent(&ThrottleKey::Peer(peer)) >= PEER_FAILURES {
             return Err(GatewayError::TooMany("too many wrong passwords from your network; try again later".into()));
+        }
+        if !self.known(username, peer) {
+            self.account_checks.take(username).map_err(|wait| GatewayError::TooManyAttempts {
+                what: "sign-ins to this account from new addresses",
+                retry_after_seconds: crate::budget::retry_after_seconds(wait),
+            })?;
         }
         Ok(())
     }
@@ -217,21 +252,41 @@ impl SignInThrottle {
         if failures.len() >= THROTTLE_ENTRIES {
             failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
         }
-        for key in [ThrottleKey::Account(username.to_owned()), ThrottleKey::Peer(peer)] {
+        for (key, limit) in [
+            (ThrottleKey::AccountFromPeer(username.to_owned(), peer), ACCOUNT_PEER_FAILURES),
+            (ThrottleKey::Peer(peer), PEER_FAILURES),
+        ] {
             if failures.len() >= THROTTLE_ENTRIES && !failures.contains_key(&key) {
                 continue;
             }
+            let locks_an_account = matches!(key, ThrottleKey::AccountFromPeer(..));
             let entry = failures.entry(key).or_insert((0, std::time::Instant::now()));
             if entry.1.elapsed() >= THROTTLE_WINDOW {
                 *entry = (0, std::time::Instant::now());
             }
             entry.0 += 1;
+            if entry.0 == limit {
+                // Neither the username nor the address: the operator's log is no place for either.
+                if locks_an_account {
+                    tracing::warn!("sign-in locked out for one account from one address, for 15 minutes");
+                } else {
+                    tracing::warn!("sign-in locked out for one address, for 15 minutes");
+                }
+            }
         }
     }
 
-    fn succeeded(&self, username: &str) {
+    fn succeeded(&self, username: &str, peer: std::net::IpAddr) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.remove(&ThrottleKey::Account(username.to_owned()));
+        failures.remove(&ThrottleKey::AccountFromPeer(username.to_owned(), peer));
+        drop(failures);
+        let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= THROTTLE_ENTRIES {
+            known.retain(|_, at| at.elapsed() < KNOWN_ADDRESS_FOR);
+        }
+        if known.len() < THROTTLE_ENTRIES {
+            known.insert((username.to_owned(), peer), std::time::Instant::now());
+        }
     }
 
     /// Runs `check` on a hashing thread within the budget, or refuses when too many already wait, in all
@@ -355,7 +410,7 @@ pub async fn check_password(
     let matches = throttle.hash(peer, move |memory| verify_in(memory, &stored, password.as_bytes())).await?;
     match account {
         Some(account) if matches => {
-            throttle.succeeded(username);
+            throttle.succeeded(username, peer);
             Ok(account)
         }
         _ => {

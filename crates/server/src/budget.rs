@@ -6,7 +6,7 @@
 //! one refill period, and at most `MAX_KEYS` of those.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// More keys than this and the fullest buckets are forgotten first (a forgotten key starts full).
@@ -70,6 +70,84 @@ impl Budget {
     }
 }
 
+/// What one account may put into custody, and how fast ([`crate::config::QuotaConfig`]). Counted per account,
+/// never per address: an upload is made by someone signed in.
+#[derive(Debug)]
+pub struct Quotas {
+    /// Bytes of evidence one account may have provided: its artefacts, the lengths its open resumable uploads
+    /// declare, and the declared lengths of its direct uploads under way.
+    pub stored_bytes: u64,
+    /// Direct (non-resumable) uploads one account may have under way at once.
+    pub direct_uploads_at_once: usize,
+    /// New uploads (direct, or resumable ones created) per account.
+    pub uploads: Budget,
+    /// Custody records of refusals per account ([`crate::refusals`]).
+    pub refusal_records: Budget,
+    /// WHIP publishers at once in the live hearings of one case.
+    pub whip_sessions_per_case: usize,
+    /// Direct uploads under way, by account: how many, and the bytes they declared.
+    direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+}
+
+impl Quotas {
+    pub fn new(
+        stored_bytes: u64,
+        direct_uploads_at_once: usize,
+        uploads_per_minute: u32,
+        refusals_per_minute: u32,
+        whip_sessions_per_case: usize,
+    ) -> Self {
+        Self {
+            whip_sessions_per_case: whip_sessions_per_case.max(1),
+            stored_bytes,
+            direct_uploads_at_once: direct_uploads_at_once.max(1),
+            uploads: Budget::new(uploads_per_minute, uploads_per_minute),
+            refusal_records: Budget::new(refusals_per_minute, refusals_per_minute),
+            direct: Arc::default(),
+        }
+    }
+
+    /// Bytes the account's direct uploads under way have declared.
+    pub fn direct_bytes(&self, account: &str) -> u64 {
+        let direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        direct.get(account).map_or(0, |(_, bytes)| *bytes)
+    }
+
+    /// A place for one more direct upload of `account`, declaring `declared` bytes (held against the quota until
+    /// the upload ends), or `None` when the account has [`Quotas::direct_uploads_at_once`] under way.
+    pub fn start_direct(&self, account: &str, declared: u64) -> Option<DirectUpload> {
+        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = direct.entry(account.to_owned()).or_insert((0, 0));
+        if entry.0 >= self.direct_uploads_at_once {
+            return None;
+        }
+        entry.0 += 1;
+        entry.1 += declared;
+        Some(DirectUpload { direct: self.direct.clone(), account: account.to_owned(), declared })
+    }
+}
+
+/// A direct upload under way, counted against its account until dropped.
+#[derive(Debug)]
+pub struct DirectUpload {
+    direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
+    account: String,
+    declared: u64,
+}
+
+impl Drop for DirectUpload {
+    fn drop(&mut self) {
+        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = direct.get_mut(&self.account) {
+            entry.0 -= 1;
+            entry.1 -= self.declared;
+            if entry.0 == 0 {
+                direct.remove(&self.account);
+            }
+        }
+    }
+}
+
 /// The seconds a client should wait, for a `Retry-After` header or a message: at least one.
 pub fn retry_after_seconds(wait: Duration) -> u64 {
     wait.as_secs() + 1
@@ -89,6 +167,19 @@ mod tests {
         // One a minute: most of a minute to wait (the bucket may have refilled a little since).
         assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60), "{wait:?}");
         assert_eq!(budget.take("b"), Ok(()));
+    }
+
+    #[test]
+    fn direct_uploads_are_counted_per_account_until_they_end() {
+        let quotas = Quotas::new(1000, 2, 10, 10, 1);
+        let first = quotas.start_direct("a", 100).unwrap();
+        let _second = quotas.start_direct("a", 50).unwrap();
+        assert!(quotas.start_direct("a", 1).is_none(), "a third at once");
+        assert_eq!(quotas.direct_bytes("a"), 150);
+        assert!(quotas.start_direct("b", 1).is_some(), "another account has places of its own");
+        drop(first);
+        assert_eq!(quotas.direct_bytes("a"), 50);
+        assert!(quotas.start_direct("a", 1).is_some());
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct ServeConfig {
     #[arg(long, env = "CUSTODIA_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
     pub max_upload_bytes: u64,
     #[command(flatten)]
+    pub quotas: QuotaConfig,
+    #[command(flatten)]
     pub ice: IceConfig,
     #[command(flatten)]
     pub connections: ConnectionConfig,
@@ -115,6 +117,54 @@ pub struct WitnessConfig {
     /// `/witness`.
     #[arg(long = "witness-name", env = "CUSTODIA_WITNESS_NAME")]
     pub name: Option<String>,
+}
+
+/// What one account may put into custody, and how fast ([`crate::budget::Quotas`]), so that no member can fill
+/// the disk or flood the public log.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QuotaConfig {
+    /// Bytes of evidence one account may have provided: its artefacts, plus what its open resumable uploads and its
+    /// direct uploads under way declare. Over it, an upload is refused (507) before a byte is staged where the
+    /// size is declared, and cut off when it is passed mid-stream.
+    #[arg(long, env = "CUSTODIA_ACCOUNT_STORED_BYTES", default_value_t = 50 << 30)]
+    pub account_stored_bytes: u64,
+    /// Direct (non-resumable) uploads one account may have under way at once.
+    #[arg(long, env = "CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
+    pub direct_uploads_per_account: usize,
+    /// New uploads (direct, or resumable ones created) one account may start a minute; as many at once.
+    #[arg(long, env = "CUSTODIA_UPLOADS_PER_MINUTE", default_value_t = 30)]
+    pub uploads_per_minute: u32,
+    /// Custody records of refusals one account may cause a minute; as many at once. Past it, refusals are counted
+    /// into one record per case and code a minute, and answered 429.
+    #[arg(long, env = "CUSTODIA_REFUSAL_RECORDS_PER_MINUTE", default_value_t = 20)]
+    pub refusal_records_per_minute: u32,
+    /// WHIP publishers at once in the live hearings of one case; one more is answered 429.
+    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_CASE", default_value_t = 8)]
+    pub whip_sessions_per_case: usize,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            account_stored_bytes: 50 << 30,
+            direct_uploads_per_account: 2,
+            uploads_per_minute: 30,
+            refusal_records_per_minute: 20,
+            whip_sessions_per_case: 8,
+        }
+    }
+}
+
+impl QuotaConfig {
+    pub fn quotas(&self) -> crate::budget::Quotas {
+        crate::budget::Quotas::new(
+            self.account_stored_bytes,
+            self.direct_uploads_per_account,
+            self.uploads_per_minute,
+            self.refusal_records_per_minute,
+            self.whip_sessions_per_case,
+        )
+    }
 }
 
 /// Media probing, in a child process under limits ([`crate::probe`]).
@@ -306,6 +356,7 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             max_upload_bytes: 64 << 30,
+            quotas: QuotaConfig::default(),
             ice: IceConfig { turn_ttl_seconds: 3600, ..IceConfig::default() },
             connections: ConnectionConfig::default(),
             media: MediaConfig::default(),

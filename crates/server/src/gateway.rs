@@ -63,6 +63,9 @@ pub enum GatewayError {
     /// Too many attempts in a short time; the caller may try again after the seconds given.
     #[error("too many {what}: try again in {retry_after_seconds} s")]
     TooManyAttempts { what: &'static str, retry_after_seconds: u64 },
+    /// The account's stored bytes would exceed its quota ([`crate::budget::Quotas`]).
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("internal error: {0}")]
@@ -149,6 +152,8 @@ pub struct Gateway {
     prober: Option<crate::probe::Prober>,
     artefact_turns: Turns,
     pub(crate) refusals: crate::refusals::Refusals,
+    /// Per-account quotas and rates: stored bytes, uploads, refusal records.
+    pub quotas: Arc<crate::budget::Quotas>,
     /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
     /// records). Each is written before anything else is appended about its artefact, so a chain never skips one.
     unindexed: Arc<std::sync::Mutex<std::collections::HashMap<Option<ArtefactId>, Vec<Unindexed>>>>,
@@ -241,8 +246,15 @@ impl Gateway {
             max_upload_bytes,
             artefact_turns: Turns::default(),
             refusals: crate::refusals::Refusals::default(),
+            quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
             unindexed: Arc::default(),
         }
+    }
+
+    /// Holds accounts to `quotas` (the defaults otherwise).
+    pub fn with_quotas(mut self, quotas: crate::budget::Quotas) -> Self {
+        self.quotas = Arc::new(quotas);
+        self
     }
 
     /// Probes media with `prober` ([`crate::probe`]).
@@ -486,14 +498,17 @@ impl Gateway {
             Ok(()) if custodia_core::permits(role, action) => return Ok(role),
             Ok(()) => (GatewayError::RoleForbids { role, action: action_words(action) }, RefusalCode::RoleForbids),
         };
-        self.record_refusal(caller, case, artefact, action, code).await;
-        Err(refusal)
+        Err(self.record_refusal(caller, case, artefact, action, code).await.unwrap_or(refusal))
     }
 
     /// Records that an attempt was refused, as a code: never the caller's role (with the account id it would say
     /// who the witness is), never the policy's terms. Identical refusals (same actor, action, artefact and code)
     /// within a window are one record with a count ([`crate::refusals`]). Recording must not turn a refusal into
     /// a server error, so a failure to record is logged and the refusal still stands.
+    ///
+    /// Each account may cause [`crate::budget::Quotas::refusal_records`] refusal records a minute. Past that, a
+    /// refusal that would be recorded is counted into one record per (case, actor, code) a minute instead, and
+    /// the answer is this 429 (returned), so that no member can flood the public log by varying what they try.
     async fn record_refusal(
         &self,
         caller: &Caller,
@@ -501,7 +516,7 @@ impl Gateway {
         artefact: Option<&ArtefactId>,
         action: Action,
         code: RefusalCode,
-    ) {
+    ) -> Option<GatewayError> {
         let refusal = crate::refusals::Refusal::Access {
             case: case.clone(),
             actor: caller.actor(),
@@ -509,24 +524,53 @@ impl Gateway {
             action,
             code,
         };
-        if let Err(err) = self.refuse(refusal).await {
-            tracing::error!(error = %err, "could not record a refusal");
-        }
         tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused");
+        let budget = &self.quotas.refusal_records;
+        match self.refuse_within(refusal, Some((budget, caller.account.id.as_str()))).await {
+            Ok((_, over_budget)) => over_budget,
+            Err(err) => {
+                tracing::error!(error = %err, "could not record a refusal");
+                None
+            }
+        }
     }
 
     /// Records a refusal now, unless an identical one was recorded within the window; then it is only counted.
     /// Returns whether a record was written.
     pub(crate) async fn refuse(&self, refusal: crate::refusals::Refusal) -> Result<bool> {
+        Ok(self.refuse_within(refusal, None).await?.0)
+    }
+
+    /// [`Gateway::refuse`] within `budget`'s allowance for `account`: a refusal that would be recorded past it is
+    /// counted into its (case, actor, code) flood window instead ([`crate::refusals::Refusals::divert`]), and
+    /// the 429 to answer is returned.
+    async fn refuse_within(
+        &self,
+        refusal: crate::refusals::Refusal,
+        budget: Option<(&crate::budget::Budget, &str)>,
+    ) -> Result<(bool, Option<GatewayError>)> {
         let now = self.now();
         let (record_now, overdue) = self.refusals.note(&refusal, now);
         if let Some((refusal, repeated)) = overdue {
             self.record_refusal_record(&refusal, now, Some(repeated)).await?;
         }
-        if record_now {
-            self.record_refusal_record(&refusal, now, None).await?;
+        if !record_now {
+            return Ok((false, None));
         }
-        Ok(record_now)
+        if let Some((budget, account)) = budget
+            && let Err(wait) = budget.take(account)
+        {
+            self.refusals.divert(&refusal, now);
+            return Ok((
+                false,
+                Some(GatewayError::TooManyAttempts {
+                    what: "refused requests",
+                    retry_after_seconds: crate::budget::retry_after_seconds(wait),
+                }),
+            ));
+        }
+        self.record_refusal_record(&refusal, now, None).await?;
+        Ok((true, None))
     }
 
     /// Writes every count whose window has closed. Every other record calls it first, so a count is written at
@@ -552,6 +596,15 @@ impl Gateway {
                 self.seal(case, actor.clone(), at, "refused", |committer| CustodyEvent::AccessRefused {
                     artefact: artefact.clone(),
                     action: committer.commit("action", action.as_str()),
+                    code: *code,
+                })
+                .await?
+            }
+            Refusal::Flood { case, actor, code, actions } => {
+                let actions = actions.iter().map(|action| action.as_str()).collect::<Vec<_>>().join(", ");
+                self.seal(case, actor.clone(), at, "refused", |committer| CustodyEvent::AccessRefused {
+                    artefact: None,
+                    action: committer.commit("action", actions),
                     code: *code,
                 })
                 .await?
@@ -631,8 +684,9 @@ impl Gateway {
                     UseAction::Download => Action::DownloadArtefact,
                     UseAction::Export | UseAction::Transfer => Action::ExportArtefact,
                 };
-                self.record_refusal(caller, &case, Some(&artefact), kind, RefusalCode::from(&reason)).await;
-                Err(err)
+                let over_budget =
+                    self.record_refusal(caller, &case, Some(&artefact), kind, RefusalCode::from(&reason)).await;
+                Err(over_budget.unwrap_or(err))
             }
         }
     }
@@ -658,7 +712,83 @@ impl Gateway {
             // Attaching a policy is setting one: the same role rule as setting one later.
             self.authorize(caller, case, Action::SetPolicy).await?;
         }
-        self.register(caller, case, request, body).await
+        self.register(caller, case, request, self.max_upload_bytes, body).await
+    }
+
+    /// A direct upload: [`Gateway::ingest`] within the account's quotas ([`crate::budget::Quotas`]). A new upload
+    /// takes one from the account's rate (429 past it); at most a few run at once per account (429); and the
+    /// account's stored bytes, with what its open uploads declare, stay within its quota: a declared length
+    /// (`Content-Length`) over what is left is refused (507) before a byte is staged, and a body that passes it
+    /// is cut off and deleted (507). An undeclared length is held to what was left when it began, so uploads at
+    /// once can pass the quota by at most what was left for each.
+    pub async fn upload<S, E>(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        request: UploadRequest,
+        declared: Option<u64>,
+        body: S,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.authorize(caller, case, Action::UploadArtefact).await?;
+        if request.policy.is_some() {
+            self.authorize(caller, case, Action::SetPolicy).await?;
+        }
+        let account = caller.account.id.as_str();
+        self.take_upload_allowance(account)?;
+        if let Some(declared) = declared
+            && declared > self.max_upload_bytes
+        {
+            return Err(StoreError::TooLarge { limit: self.max_upload_bytes }.into());
+        }
+        let declared_bytes = declared.unwrap_or(0);
+        let quotas = &self.quotas;
+        let _under_way = quotas.start_direct(account, declared_bytes).ok_or_else(|| {
+            GatewayError::TooMany(format!(
+                "you have {} direct uploads under way; wait for one to end, or upload resumably (tus)",
+                quotas.direct_uploads_at_once
+            ))
+        })?;
+        let others = quotas.direct_bytes(account).saturating_sub(declared_bytes);
+        let left = quotas.stored_bytes.saturating_sub(self.bytes_held_for(account).await?.saturating_add(others));
+        if declared_bytes > left {
+            return Err(self.quota_exceeded(left));
+        }
+        let limit = self.max_upload_bytes.min(left);
+        match self.register(caller, case, request, limit, body).await {
+            Err(GatewayError::Store(StoreError::TooLarge { .. })) if limit < self.max_upload_bytes => {
+                Err(self.quota_exceeded(left))
+            }
+            other => other,
+        }
+    }
+
+    /// Takes one new upload from `account`'s rate.
+    pub fn take_upload_allowance(&self, account: &str) -> Result<()> {
+        self.quotas.uploads.take(account).map_err(|wait| GatewayError::TooManyAttempts {
+            what: "new uploads",
+            retry_after_seconds: crate::budget::retry_after_seconds(wait),
+        })
+    }
+
+    /// The bytes counted against `account`'s quota, but for its direct uploads under way: the artefacts it
+    /// provided and the lengths its open resumable uploads declare.
+    pub async fn bytes_held_for(&self, account: &str) -> Result<u64> {
+        let stored = self.catalog.stored_bytes_of(account).await?;
+        let (_, reserved) = self.catalog.open_uploads_of(account, self.clock.unix_seconds()).await?;
+        Ok(u64::try_from(stored).unwrap_or(0).saturating_add(u64::try_from(reserved).unwrap_or(0)))
+    }
+
+    /// The refusal of an upload that would take an account past its quota, with `left` bytes left.
+    pub fn quota_exceeded(&self, left: u64) -> GatewayError {
+        GatewayError::QuotaExceeded(format!(
+            "this upload would pass your storage quota of {} bytes ({left} bytes left, counting your open and \
+             unfinished uploads); nothing of it was kept",
+            self.quotas.stored_bytes
+        ))
     }
 
     /// Takes a hearing's output (a recording segment, the minutes) into custody in the name of the court account
@@ -679,7 +809,7 @@ impl Gateway {
         if request.policy.is_some() {
             return Err(GatewayError::Internal("a hearing's output carries no use policy".into()));
         }
-        self.register(court, case, request, body).await
+        self.register(court, case, request, self.max_upload_bytes, body).await
     }
 
     async fn register<S, E>(
@@ -687,13 +817,14 @@ impl Gateway {
         caller: &Caller,
         case: &CaseId,
         request: UploadRequest,
+        max_size: u64,
         body: S,
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(self.max_upload_bytes) };
+        let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
         let stored = match self.artefacts.ingest(body, options).await {
             Ok(stored) => stored,
             Err(err) => {

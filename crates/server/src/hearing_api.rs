@@ -452,6 +452,12 @@ async fn whip_publish(
 ) -> Result<Response, Problem> {
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
+    // Publishers at once per case, before anything of this one enters the hearing.
+    let cap = state.gateway.quotas.whip_sessions_per_case;
+    if state.hearings.whip_full(secret, cap).await {
+        let detail = format!("this case's hearings have {cap} WHIP publishers already; end one first");
+        return Err(GatewayError::TooMany(detail).into());
+    }
     let Entered { hearing, participant, connection } =
         state.hearings.enter(secret, None, peer(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
     let connected = match hearing.room().connect(participant.as_str(), offer).await {

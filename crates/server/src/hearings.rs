@@ -679,6 +679,32 @@ impl Hearings {
         Ok(live)
     }
 
+    /// Whether one more WHIP publisher, entering with `secret`, would take the hearings of its case past `cap`
+    /// publishers at once. Asked before [`Self::enter`], so that a publisher turned away leaves nothing in the
+    /// hearing; a publisher already in (reconnecting) takes no new place. Concurrent first entries may pass the cap
+    /// by as many as arrive at once.
+    pub async fn whip_full(&self, secret: &str, cap: usize) -> bool {
+        let Some((digest, live)) = self.by_secret(secret) else { return false };
+        {
+            let state = live.state.lock().await;
+            if let Some(participant) = state.credentials.get(&digest)
+                && state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
+            {
+                return false;
+            }
+        }
+        self.whip_publishers_in(&live.case).await >= cap
+    }
+
+    /// WHIP publishers in all live hearings of `case` now ([`LiveHearing::whip_publishers`]).
+    pub async fn whip_publishers_in(&self, case: &CaseId) -> usize {
+        let mut publishers = 0;
+        for hearing in self.of_case(case) {
+            publishers += hearing.whip_publishers().await;
+        }
+        publishers
+    }
+
     pub fn of_case(&self, case: &CaseId) -> Vec<Arc<LiveHearing>> {
         let mut hearings: Vec<_> = self.live().values().filter(|live| live.case == *case).cloned().collect();
         hearings.sort_by(|a, b| b.id.as_str().cmp(a.id.as_str()));
@@ -991,6 +1017,22 @@ impl LiveHearing {
 
     pub fn room(&self) -> &Room {
         &self.room
+    }
+
+    /// Participants in the hearing now who publish by WHIP: connected, with no room socket, not away or removed.
+    pub async fn whip_publishers(&self) -> usize {
+        let state = self.state.lock().await;
+        let present = |participant: &ParticipantId| {
+            state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
+                && !state.machine.is_removed(participant)
+        };
+        state
+            .people
+            .iter()
+            .filter(|(participant, person)| {
+                person.connection.is_some() && person.outbox.is_none() && present(participant)
+            })
+            .count()
     }
 
     /// Applies one event and carries out its effects, then tells everyone in the room.

@@ -9,6 +9,7 @@
 //! - a request head must arrive within [`Limits::header_read_timeout`] (an idle keep-alive connection is a
 //!   connection waiting for a head, so it is closed too), a TLS handshake within the same time, and a request
 //!   body that sends nothing for [`Limits::body_idle_timeout`] is cut off;
+//! - an upload takes a place for its staging file beside its connection's ([`Descriptors`]), since it holds both;
 //! - every request learns who sent it ([`Site`]): the peer's address, or the client a trusted proxy names, and
 //!   whether it came over HTTPS (the cookie's `Secure` flag, HSTS).
 
@@ -117,6 +118,35 @@ impl Site {
     }
 }
 
+/// The connection budget's places, for a request that opens descriptors of its own while it runs: an upload
+/// holds its staging file (and a resumable one its lock) beside its socket, so it takes a place in the budget
+/// for each, and the reserve still holds when every connection is an upload. Absent from requests served
+/// in-process (tests), which have no budget.
+#[derive(Debug, Clone)]
+pub struct Descriptors(Arc<Budget>);
+
+/// Places taken from the connection budget for a request's own descriptors, given back on drop.
+#[derive(Debug)]
+pub struct DescriptorPlaces {
+    _places: Option<OwnedSemaphorePermit>,
+}
+
+impl Descriptors {
+    /// `count` places for the descriptors a request is about to open, or a 503 when the budget is spent.
+    pub fn take(descriptors: Option<&Self>, count: u32) -> Result<DescriptorPlaces, crate::problem::Problem> {
+        let Some(Self(budget)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
+        match budget.total.clone().try_acquire_many_owned(count) {
+            Ok(places) => Ok(DescriptorPlaces { _places: Some(places) }),
+            Err(_) => Err(crate::problem::Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Gateway busy",
+                "the gateway has no room for another upload just now; try again shortly",
+            )),
+        }
+    }
+}
+
 /// Places held at once (open connections, room sockets not yet joined), in all and per peer.
 #[derive(Debug)]
 pub(crate) struct Budget {
@@ -217,7 +247,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone());
+        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone(), Descriptors(budget.clone()));
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
@@ -278,6 +308,7 @@ fn site_service(
     peer: SocketAddr,
     tls: bool,
     limits: Arc<Limits>,
+    descriptors: Descriptors,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
         Request<hyper::body::Incoming>,
@@ -294,6 +325,7 @@ fn site_service(
             if hyper::body::Body::is_end_stream(&body) { body } else { idle_limited(body, idle) }
         });
         request.extensions_mut().insert(site);
+        request.extensions_mut().insert(descriptors.clone());
         request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         let app = app.clone();
         async move {
@@ -356,6 +388,20 @@ mod tests {
         assert_eq!(via_proxy, Site { client: "198.51.100.7".parse().unwrap(), https: true });
         let stranger: IpAddr = "203.0.113.5".parse().unwrap();
         assert_eq!(Site::resolve(stranger, false, &headers, &[proxy]), Site { client: stranger, https: false });
+    }
+
+    #[test]
+    fn an_uploads_staging_file_takes_a_place_of_its_own() {
+        let budget = Arc::new(Budget::new(3, 3));
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let descriptors = Descriptors(budget.clone());
+        let _connection = budget.admit(peer, false).unwrap();
+        let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
+        assert!(budget.admit(peer, false).is_none(), "socket and staging file hold the whole budget");
+        assert!(Descriptors::take(Some(&descriptors), 1).is_err());
+        drop(staging);
+        assert!(budget.admit(peer, false).is_some(), "a finished upload gives its places back");
+        assert!(Descriptors::take(None, 100).is_ok(), "in-process requests have no budget");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Problem {
     kind: &'static str,
     title: &'static str,
     detail: String,
+    /// Seconds for a `Retry-After` header (a 429 past a budget).
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -29,7 +31,7 @@ struct Body<'a> {
 
 impl Problem {
     pub fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into() }
+        Self { status, kind, title, detail: detail.into(), retry_after: None }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
@@ -64,6 +66,10 @@ impl From<GatewayError> for Problem {
     fn from(err: GatewayError) -> Self {
         use StatusCode as S;
         let detail = err.to_string();
+        let retry_after = match &err {
+            GatewayError::TooManyAttempts { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            _ => None,
+        };
         let (status, kind, title) = match &err {
             GatewayError::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Not signed in"),
             GatewayError::BadCredentials => (S::UNAUTHORIZED, "bad-credentials", "Wrong username or password"),
@@ -88,13 +94,14 @@ impl From<GatewayError> for Problem {
                 (S::BAD_REQUEST, "upload-interrupted", "Upload cut off")
             }
             GatewayError::Store(StoreError::TooLarge { .. }) => (S::PAYLOAD_TOO_LARGE, "too-large", "Upload too large"),
+            GatewayError::QuotaExceeded(_) => (S::INSUFFICIENT_STORAGE, "quota-exceeded", "Storage quota exceeded"),
             GatewayError::Store(StoreError::NotFound(_)) => (S::NOT_FOUND, "not-found", "Not found"),
             GatewayError::Store(StoreError::BadRange { .. }) => {
                 (S::RANGE_NOT_SATISFIABLE, "bad-range", "Range not satisfiable")
             }
             _ => return Self::internal(&err),
         };
-        Self::new(status, kind, title, detail)
+        Self { retry_after, ..Self::new(status, kind, title, detail) }
     }
 }
 
@@ -107,6 +114,10 @@ impl IntoResponse for Problem {
             detail: &self.detail,
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response()
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/problem+json")], json).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }

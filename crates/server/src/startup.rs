@@ -61,7 +61,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .context("finding the custodia binary for media probing")?;
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
-        .with_prober(prober);
+        .with_prober(prober)
+        .with_quotas(config.quotas.quotas());
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");

@@ -193,6 +193,14 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
             gateway.max_upload_bytes
         )));
     }
+    // The account's storage quota counts what it holds, what its open uploads declare, and this one.
+    let account = caller.account.id.as_str();
+    let held = gateway.bytes_held_for(account).await?.saturating_add(gateway.quotas.direct_bytes(account));
+    let left = gateway.quotas.stored_bytes.saturating_sub(held);
+    if length > left {
+        return Err(gateway.quota_exceeded(left).into());
+    }
+    gateway.take_upload_allowance(account)?;
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
     if let Err(err) = remove_expired(gateway, &state.uploads_dir).await {
@@ -271,11 +279,12 @@ async fn method_override(
     state: State<AppState>,
     caller: Caller,
     id: Path<String>,
+    descriptors: Option<axum::Extension<crate::listen::Descriptors>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
     match headers.get("x-http-method-override").map(HeaderValue::as_bytes) {
-        Some(b"PATCH") => append(state, caller, id, headers, body).await,
+        Some(b"PATCH") => append(state, caller, id, descriptors, headers, body).await,
         Some(b"DELETE") => terminate(state, caller, id).await,
         _ => Err(Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -405,6 +414,7 @@ async fn append(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    descriptors: Option<axum::Extension<crate::listen::Descriptors>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
@@ -425,9 +435,16 @@ async fn append(
     let case = CaseId::new(row.case_id).map_err(|err| Problem::internal(&err))?;
     state.gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
     let chunk = Chunk { id: row.id, offset, content_length, checksum };
+    // The upload's lock and its staging file, beside the connection ([`crate::listen::Descriptors`]).
+    let places = crate::listen::Descriptors::take(descriptors.as_deref(), 2)?;
     // In a task of its own: a client that hangs up drops this handler, and must not cancel the work between the
     // fsync and the offset update, or a registration half-way.
-    tokio::spawn(receive(state, caller, chunk, body)).await.map_err(|err| Problem::internal(&err))?
+    tokio::spawn(async move {
+        let _places = places;
+        receive(state, caller, chunk, body).await
+    })
+    .await
+    .map_err(|err| Problem::internal(&err))?
 }
 
 async fn receive(state: AppState, caller: Caller, mut chunk: Chunk, body: Body) -> Result<Response, Problem> {

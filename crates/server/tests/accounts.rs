@@ -64,7 +64,7 @@ async fn wrong_passwords_lock_the_account_for_a_while_and_the_right_one_does_not
     let gateway = TestGateway::start().await;
     gateway.person("witness", "NL").await;
     let wrong = json!({"username": "witness", "password": "not-the-password"});
-    for _ in 0..custodia_server::auth::ACCOUNT_FAILURES {
+    for _ in 0..custodia_server::auth::ACCOUNT_PEER_FAILURES {
         gateway.call("POST", "/api/v1/session", None, wrong.clone()).await.assert_problem(401, "bad-credentials", "");
     }
     gateway.call("POST", "/api/v1/session", None, wrong).await.assert_problem(429, "too-many", "this account");

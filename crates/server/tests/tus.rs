@@ -19,7 +19,13 @@ const CASE: &str = "case-tus";
 /// A gateway with a case, a remote-site officer of it (who uploads) and its clerk (who reads what came in).
 /// Returns their sessions.
 async fn gateway_with_officer() -> (TestGateway, String, String) {
-    let gateway = TestGateway::start().await;
+    gateway_with_officer_on(|_| {}).await
+}
+
+async fn gateway_with_officer_on(
+    configure: impl FnOnce(&mut custodia_server::config::ServeConfig),
+) -> (TestGateway, String, String) {
+    let gateway = TestGateway::start_with(configure).await;
     gateway.case(CASE).await;
     let (officer, officer_session) = gateway.person("officer", "FR").await;
     gateway.member(CASE, &officer, "remote_site_officer").await;
@@ -339,7 +345,8 @@ async fn uploads_end_on_termination_and_on_expiry() {
 
 #[tokio::test]
 async fn one_account_cannot_reserve_the_disk_with_open_uploads() {
-    let (gateway, officer, clerk) = gateway_with_officer().await;
+    // Uploads smaller than the account's storage quota, so that the reservation's own limit is what refuses.
+    let (gateway, officer, clerk) = gateway_with_officer_on(|config| config.max_upload_bytes = 1 << 30).await;
     let max = gateway.state.gateway.max_upload_bytes;
     let open = custodia_server::tus::OPEN_UPLOADS_PER_ACCOUNT as usize;
     for n in 0..open {

@@ -235,6 +235,11 @@ pub struct GatewayProcess {
 const LOG_TAIL_BYTES: usize = 24 * 1024;
 
 impl GatewayProcess {
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The gateway's operator log so far.
     #[allow(dead_code)]
     pub fn log(&self) -> String {
@@ -265,12 +270,33 @@ impl Drop for GatewayProcess {
 /// Starts the real binary on a free loopback port with state in `data_dir` and the extra environment `env`,
 /// and returns once it accepts connections.
 pub fn spawn_gateway(data_dir: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> (GatewayProcess, u16) {
+    spawn_gateway_within(data_dir, env, None)
+}
+
+/// [`spawn_gateway`], under an open-file limit of `open_files` (soft and hard, so the gateway cannot raise it).
+pub fn spawn_gateway_within(
+    data_dir: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    open_files: Option<u64>,
+) -> (GatewayProcess, u16) {
     use std::time::{Duration, Instant};
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // Appended to: a test that restarts the gateway on the same data keeps both runs' logs.
     let log = data_dir.join("gateway-stderr.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+    let mut command = match open_files {
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_custodia")),
+        Some(limit) => {
+            // `ulimit -n` in sh sets the soft and the hard limit.
+            let mut command = std::process::Command::new("sh");
+            command
+                .arg("-c")
+                .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                .arg(env!("CARGO_BIN_EXE_custodia"));
+            command
+        }
+    };
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data_dir)
         // Peers in tests are on this machine: answers announce loopback, which production never does.
@@ -495,4 +521,82 @@ pub fn run_script(script: &str, dir: &std::path::Path) -> (bool, String) {
     let run = std::process::Command::new("bash").args(["-euo", "pipefail", "-c", script]).current_dir(dir).output();
     let run = run.unwrap();
     (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}
+
+/// An answer read off a raw connection: status, head and body.
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The problem type's last word (`too-many`, ...), or "" if the body is no problem.
+    pub fn problem(&self) -> String {
+        let kind = self.json()["type"].as_str().unwrap_or_default().to_owned();
+        kind.rsplit('/').next().unwrap_or_default().to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A connection to a gateway on `port` from the loopback address `source` (127.x.y.z), as another machine's.
+pub async fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((source, 0)))?;
+    socket.connect(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))).await
+}
+
+/// Reads an answer until the server closes the connection.
+pub async fn read_answer(stream: &mut tokio::net::TcpStream) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncReadExt as _;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(120), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 120 s"))??;
+    let split = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no answer head in {} bytes", raw.len())))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    Ok(RawAnswer { status, head, body: raw[split + 4..].to_vec() })
+}
+
+/// One HTTP/1.1 request (`Connection: close`) from `source` to the gateway on `port`, with a `Content-Length` unless `headers` name a
+/// `Transfer-Encoding`; the answer ends when the connection closes.
+pub async fn http_from(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<RawAnswer> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = connect_from(source, port).await?;
+    let mut text = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding")) {
+        text.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await?;
+    stream.write_all(body).await?;
+    read_answer(&mut stream).await
 }

@@ -1,0 +1,418 @@
+//! Budgets per account and per address against a running `custodia serve` (issue 11, and the record flood of
+//! issue 10): sign-in throttling that a stranger cannot turn into a lockout of the owner, storage quotas, direct
+//! uploads at once and their idle timeout, the rate of new uploads, and a member's refusal flood. Each test counts
+//! what was accepted and what was refused; none judges by time.
+
+mod support;
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+use support::{RawAnswer, http_from};
+
+const OWNER: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// A gateway process with its administrator signed in from [`OWNER`].
+struct Running {
+    process: support::GatewayProcess,
+    port: u16,
+    data: tempfile::TempDir,
+    admin: String,
+}
+
+impl Running {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_within(env, None).await
+    }
+
+    /// Under an open-file limit of `open_files`.
+    async fn start_within(env: &[(&str, &str)], open_files: Option<u64>) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))).collect();
+        let (process, port) = support::spawn_gateway_within(data.path(), &env, open_files);
+        let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
+        let answer = sign_in(OWNER, port, "admin", password.trim()).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let admin = session_of(&answer);
+        Self { process, port, data, admin }
+    }
+
+    /// A JSON request as a signed-in person on the gateway's own pages.
+    async fn api(&self, method: &str, path: &str, session: &str, body: Value) -> RawAnswer {
+        let cookie = format!("custodia_session={session}");
+        let headers =
+            [("Cookie", cookie.as_str()), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "application/json")];
+        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        http_from(OWNER, self.port, method, path, &headers, &body).await.unwrap()
+    }
+
+    /// An account with the password `<username>-correct-horse-battery`; its id.
+    async fn account(&self, username: &str) -> String {
+        let body = json!({"username": username, "display_name": username, "jurisdiction": "IT",
+            "password": format!("{username}-correct-horse-battery")});
+        let answer = self.api("POST", "/api/v1/accounts", &self.admin, body).await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        answer.json()["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A case with `members` (account id, role); the session of each member, signed in from [`OWNER`].
+    async fn case(&self, id: &str, members: &[(&str, &str)]) -> Vec<String> {
+        let answer = self.api("POST", "/api/v1/cases", &self.admin, json!({"id": id, "title": "R v Quota"})).await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        let mut sessions = Vec::new();
+        for (username, role) in members {
+            let account = self.account(username).await;
+            let path = format!("/api/v1/cases/{id}/members/{account}");
+            assert_eq!(self.api("PUT", &path, &self.admin, json!({"role": role})).await.status, 204);
+            let password = format!("{username}-correct-horse-battery");
+            sessions.push(session_of(&sign_in(OWNER, self.port, username, &password).await));
+        }
+        sessions
+    }
+
+    /// A direct upload of `bytes` by `session` (with its length declared).
+    async fn upload(&self, session: &str, bytes: &[u8]) -> RawAnswer {
+        let cookie = format!("custodia_session={session}");
+        let headers = [("Cookie", cookie.as_str()), ("Sec-Fetch-Site", "same-origin"), ("Content-Type", "text/plain")];
+        http_from(OWNER, self.port, "POST", UPLOAD, &headers, bytes).await.unwrap()
+    }
+
+    async fn log_size(&self) -> u64 {
+        let answer = http_from(OWNER, self.port, "GET", "/log/checkpoint", &[], b"").await.unwrap();
+        answer.text().lines().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Files in the data directory's staging places: the object store's and the resumable uploads'.
+    fn staged(&self) -> usize {
+        ["objects/staging", "uploads"]
+            .iter()
+            .map(|dir| std::fs::read_dir(self.data.path().join(dir)).map_or(0, |entries| entries.count()))
+            .sum()
+    }
+}
+
+const UPLOAD: &str = "/api/v1/cases/case-1/artefacts?purpose=statement&filename=note.txt";
+
+async fn sign_in(source: Ipv4Addr, port: u16, username: &str, password: &str) -> RawAnswer {
+    let body = json!({"username": username, "password": password}).to_string();
+    let headers = [("Content-Type", "application/json")];
+    http_from(source, port, "POST", "/api/v1/session", &headers, body.as_bytes()).await.unwrap()
+}
+
+fn session_of(answer: &RawAnswer) -> String {
+    let cookie = answer.header("set-cookie").unwrap_or_else(|| panic!("no cookie: {}", answer.head));
+    cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+fn retry_after(answer: &RawAnswer) -> u64 {
+    let value = answer.header("retry-after").unwrap_or_else(|| panic!("a 429 without Retry-After: {}", answer.head));
+    value.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_and_a_distributed_guesser_is_slowed() {
+    use custodia_server::auth::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE, ACCOUNT_PEER_FAILURES};
+    let started = std::time::Instant::now();
+    let gateway = Running::start(&[]).await;
+    let port = gateway.port;
+    gateway.account("judge").await;
+    let right = "judge-correct-horse-battery";
+    // The judge signs in from their own address once: it becomes one the account is known from.
+    assert_eq!(sign_in(OWNER, port, "judge", right).await.status, 200);
+    let mut checks = 1u32;
+
+    // A stranger who knows the username guesses from one address until that address is refused for the account.
+    let stranger = Ipv4Addr::new(127, 0, 1, 1);
+    for n in 0..ACCOUNT_PEER_FAILURES {
+        let answer = sign_in(stranger, port, "judge", &format!("guess-{n}")).await;
+        assert_eq!(answer.status, 401, "guess {n}: {}", answer.text());
+        checks += 1;
+    }
+    let locked = sign_in(stranger, port, "judge", "one-more-guess").await;
+    assert_eq!((locked.status, locked.problem().as_str()), (429, "too-many"), "{}", locked.text());
+    assert!(locked.text().contains("from your address"), "{}", locked.text());
+    assert_eq!(sign_in(stranger, port, "judge", right).await.status, 429, "the stranger's address stays refused");
+    // The judge, from their own address, is not locked out.
+    assert_eq!(sign_in(OWNER, port, "judge", right).await.status, 200, "the stranger locked the judge out");
+
+    // A guesser with many addresses, one guess each: the account's ceiling holds them to a few checks and then
+    // delays them by seconds (Retry-After), never by the 15 minutes of a lockout.
+    let (mut checked, mut delayed) = (0u32, 0u32);
+    for n in 1..=40u8 {
+        let answer = sign_in(Ipv4Addr::new(127, 0, 2, n), port, "judge", &format!("spread-{n}")).await;
+        match answer.status {
+            401 => checked += 1,
+            429 => {
+                delayed += 1;
+                assert!(retry_after(&answer) <= 60 / u64::from(ACCOUNT_CHECKS_PER_MINUTE) + 1, "{}", answer.head);
+            }
+            status => panic!("a guess answered {status}: {}", answer.text()),
+        }
+    }
+    // The ceiling refills while the test runs: allow for every minute it has taken, and one more.
+    let refilled = (started.elapsed().as_secs() / 60 + 1) as u32 * ACCOUNT_CHECKS_PER_MINUTE;
+    eprintln!("distributed guessing: {checked} passwords checked, {delayed} delayed, {checks} checks before");
+    assert!(checks + checked <= ACCOUNT_CHECKS_BURST + refilled, "{checked} distributed guesses were checked");
+    assert!(delayed >= 40 - (ACCOUNT_CHECKS_BURST + refilled).saturating_sub(checks), "{delayed} delayed");
+    // Meanwhile the judge, from an address they signed in from, still signs in.
+    assert_eq!(sign_in(OWNER, port, "judge", right).await.status, 200, "the ceiling shut the owner out");
+
+    // The operator's log says that lockouts began, never for whom or from where.
+    let log = gateway.process.log();
+    assert!(log.contains("locked out for one account from one address"), "the lockout is not in the log");
+    for secret in ["judge", "127.0.1.1", "127.0.2.", "spread-", "guess-"] {
+        assert!(!log.contains(secret), "the gateway's log names {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_stay_within_the_accounts_quota_and_places() {
+    const QUOTA: u64 = 200_000;
+    let gateway = Running::start(&[
+        ("CUSTODIA_ACCOUNT_STORED_BYTES", &QUOTA.to_string()),
+        ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "2"),
+        ("CUSTODIA_BODY_IDLE_SECONDS", "2"),
+    ])
+    .await;
+    let sessions = gateway.case("case-1", &[("clerk", "clerk"), ("prosecutor", "prosecutor")]).await;
+    let (clerk, prosecutor) = (&sessions[0], &sessions[1]);
+    let first = gateway.upload(clerk, &vec![b'a'; 150_000]).await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let records = gateway.log_size().await;
+
+    // Declared over what is left: refused before a byte is staged.
+    let declared = gateway.upload(clerk, &vec![b'b'; 60_000]).await;
+    assert_eq!((declared.status, declared.problem().as_str()), (507, "quota-exceeded"), "{}", declared.text());
+    assert!(declared.text().contains("quota"), "{}", declared.text());
+    // Undeclared (chunked), and passing the quota mid-stream: cut off, nothing kept.
+    let cookie = format!("custodia_session={clerk}");
+    let chunk = vec![b'c'; 10_000];
+    let mut body = Vec::new();
+    for _ in 0..6 {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Content-Type", "text/plain"),
+        ("Transfer-Encoding", "chunked"),
+    ];
+    let streamed = http_from(OWNER, gateway.port, "POST", UPLOAD, &headers, &body).await.unwrap();
+    assert_eq!((streamed.status, streamed.problem().as_str()), (507, "quota-exceeded"), "{}", streamed.text());
+    // A resumable upload declaring more than is left is refused at creation.
+    let metadata = "case Y2FzZS0x,purpose c3RhdGVtZW50";
+    let tus = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Tus-Resumable", "1.0.0"),
+        ("Upload-Length", "60000"),
+        ("Upload-Metadata", metadata),
+    ];
+    let created = http_from(OWNER, gateway.port, "POST", "/api/v1/uploads", &tus, b"").await.unwrap();
+    assert_eq!((created.status, created.problem().as_str()), (507, "quota-exceeded"), "{}", created.text());
+    // Within what is left, the same account still uploads; another account has a quota of its own.
+    assert_eq!(gateway.upload(clerk, &vec![b'd'; 40_000]).await.status, 201);
+    assert_eq!(gateway.upload(prosecutor, &vec![b'e'; 150_000]).await.status, 201);
+    assert_eq!(gateway.log_size().await, records + 2, "refused uploads reached the log");
+    assert_eq!(gateway.staged(), 0, "refused uploads left staged bytes");
+
+    // Direct uploads at once: two per account. Two that declare 1,000 bytes and send 10 hold both places; a third
+    // is refused at once; the two are cut off when their body goes idle, and their places come back.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = support::connect_from(OWNER, gateway.port).await.unwrap();
+        let head = format!(
+            "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: custodia_session={prosecutor}\r\n\
+             Sec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\n0123456789"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    // The two are under way once the gateway has staged their first bytes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gateway.staged() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the held uploads never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let third = gateway.upload(prosecutor, b"a third at once").await;
+    assert_eq!((third.status, third.problem().as_str()), (429, "too-many"), "{}", third.text());
+    assert!(third.text().contains("under way"), "{}", third.text());
+    for stream in &mut held {
+        let answer = support::read_answer(stream).await.unwrap();
+        assert_eq!((answer.status, answer.problem().as_str()), (400, "upload-interrupted"), "{}", answer.text());
+    }
+    assert_eq!(gateway.staged(), 0, "a trickling upload left staged bytes");
+    assert_eq!(gateway.upload(prosecutor, b"after the idle ones").await.status, 201);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate() {
+    const REFUSALS: u32 = 5;
+    const UPLOADS: u32 = 12;
+    let gateway = Running::start(&[
+        ("CUSTODIA_REFUSAL_RECORDS_PER_MINUTE", &REFUSALS.to_string()),
+        ("CUSTODIA_UPLOADS_PER_MINUTE", &UPLOADS.to_string()),
+    ])
+    .await;
+    let sessions = gateway.case("case-1", &[("clerk", "clerk"), ("witness", "witness")]).await;
+    let (clerk, witness) = (&sessions[0], &sessions[1]);
+
+    // New uploads: the rate's burst, then 429 with Retry-After (a slow run refills a few on the way).
+    let mut artefacts = Vec::new();
+    let mut limited = None;
+    for n in 0..4 * UPLOADS {
+        let answer = gateway.upload(clerk, format!("statement {n}").as_bytes()).await;
+        match answer.status {
+            201 => artefacts.push(answer.json()["artefact"].as_str().unwrap().to_owned()),
+            429 => {
+                limited = Some(answer);
+                break;
+            }
+            status => panic!("an upload answered {status}: {}", answer.text()),
+        }
+    }
+    let limited = limited.expect("the upload rate never ran out");
+    assert!(retry_after(&limited) >= 1);
+    assert!(artefacts.len() >= UPLOADS as usize, "{} uploads before the rate ran out", artefacts.len());
+
+    // The witness asks for every artefact, twice: each is a refusal of its own (role_forbids, another artefact).
+    let before = gateway.log_size().await;
+    let (mut forbidden, mut too_many) = (0, 0);
+    for _round in 0..2 {
+        for artefact in &artefacts {
+            let answer =
+                gateway.api("GET", &format!("/api/v1/artefacts/{artefact}?purpose=review"), witness, Value::Null).await;
+            match (answer.status, answer.problem().as_str()) {
+                (403, "role-forbidden") => forbidden += 1,
+                (429, "too-many") => {
+                    assert!(retry_after(&answer) >= 1);
+                    too_many += 1;
+                }
+                other => panic!("a refused view answered {other:?}: {}", answer.text()),
+            }
+        }
+    }
+    let recorded = gateway.log_size().await - before;
+    eprintln!("refusal flood: {forbidden} refused (403), {too_many} over budget (429), {recorded} records");
+    // The budget's burst is recorded; a refill may add one or two on a slow run. Repeats of recorded refusals are
+    // counted in their window (403, no record); the rest are held for one aggregated record per minute.
+    assert!(recorded >= u64::from(REFUSALS) && recorded <= u64::from(REFUSALS) + 2, "{recorded} records");
+    assert!(too_many >= artefacts.len() - REFUSALS as usize - 2, "{too_many} answered 429");
+    assert_eq!(forbidden + too_many, 2 * artefacts.len());
+
+    // Evidence is never refused its record: the witness may still upload (a separate budget), and it is logged.
+    let upload = gateway.upload(witness, b"the witness's own statement").await;
+    assert_eq!(upload.status, 201, "{}", upload.text());
+    assert!(gateway.log_size().await > before + recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_uploads_at_once_leave_the_descriptor_reserve_untouched() {
+    // 512 open files: 256 kept in reserve, 256 places for connections and the uploads' staging files.
+    const OPEN_FILES: u64 = 512;
+    const PLACES: usize = 256;
+    custodia_server::listen::raise_open_file_limit();
+    let gateway = Running::start_within(
+        &[
+            ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "1000"),
+            ("CUSTODIA_UPLOADS_PER_MINUTE", "1000"),
+            ("CUSTODIA_BODY_IDLE_SECONDS", "20"),
+        ],
+        Some(OPEN_FILES),
+    )
+    .await;
+    let sessions = gateway.case("case-1", &[("clerk", "clerk")]).await;
+    let pid = gateway.process.pid();
+    let open_files = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count());
+
+    // 300 uploads from four addresses, each declaring 100,000 bytes, sending ten and then nothing: with one place
+    // per upload they would hold 300 sockets and 300 staging files, past the limit.
+    let mut held = Vec::new();
+    for n in 0..300u32 {
+        let source = Ipv4Addr::new(127, 0, 3, 1 + (n % 4) as u8);
+        let Ok(mut stream) = support::connect_from(source, gateway.port).await else { continue };
+        let head = format!(
+            "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: custodia_session={}\r\n\
+             Sec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n0123456789",
+            sessions[0]
+        );
+        if tokio::io::AsyncWriteExt::write_all(&mut stream, head.as_bytes()).await.is_ok() {
+            held.push(stream);
+        }
+    }
+    // While they are held: the most staging files and open descriptors seen, sampled for a while.
+    let (mut most_staged, mut most_files) = (0, 0);
+    for _ in 0..100 {
+        most_staged = most_staged.max(gateway.staged());
+        most_files = most_files.max(open_files());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    eprintln!("{} uploads sent; at most {most_staged} staged at once and {most_files} files open", held.len());
+    assert!(most_staged >= 32, "the attack never held uploads ({most_staged} staged)");
+    assert!(most_staged <= PLACES / 2, "{most_staged} uploads staged at once: a staging file took no place");
+    assert!((most_files as u64) < OPEN_FILES - 64, "{most_files} files open of {OPEN_FILES}: the reserve was used");
+    drop(held);
+
+    // Afterwards the gateway serves, and nothing ran out of descriptors.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gateway.staged() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the abandoned uploads stayed staged");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(gateway.upload(&sessions[0], b"after the flood").await.status, 201);
+    assert!(!gateway.process.log().contains("Too many open files"), "{}", gateway.process.log());
+}
+
+/// In-process, to move the clock past the window: what the diverted refusals become on the record.
+#[tokio::test]
+async fn refusals_past_the_budget_become_one_record_with_their_count_and_the_actions_tried() {
+    use support::{As, TestGateway};
+    let gateway = TestGateway::start_with(|config| config.quotas.refusal_records_per_minute = 2).await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (witness, witness_session) = gateway.person("witness", "NL").await;
+    gateway.member("case-1", &witness, "witness").await;
+    let mut artefacts = Vec::new();
+    for n in 0..6 {
+        let reply =
+            gateway.upload("case-1", "purpose=statement", As::Session(&clerk_session), format!("s{n}").into()).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        artefacts.push(reply.json()["artefact"].as_str().unwrap().to_owned());
+    }
+    let before = gateway.ledger_size();
+    let mut over_budget = 0;
+    for artefact in &artefacts {
+        for path in
+            [format!("/api/v1/artefacts/{artefact}?purpose=review"), format!("/api/v1/artefacts/{artefact}/timeline")]
+        {
+            let reply = gateway.get(&path, Some(As::Session(&witness_session))).await;
+            match reply.status.as_u16() {
+                403 => {}
+                429 => {
+                    assert!(reply.headers.contains_key("retry-after"));
+                    over_budget += 1;
+                }
+                status => panic!("{path} answered {status}"),
+            }
+        }
+    }
+    assert_eq!(gateway.ledger_size() - before, 2, "the budget's two refusals are recorded, no more");
+    assert_eq!(over_budget, 2 * artefacts.len() - 2);
+
+    // When the window has closed, the next activity writes one record for all of them.
+    gateway.clock.advance(61);
+    assert_eq!(gateway.state.gateway.flush_refusals().await.unwrap(), 1);
+    let index = before + 2;
+    assert_eq!(gateway.ledger_size(), index + 1);
+    let record = gateway.ledger_record(index).await;
+    assert_eq!(record["event"]["type"], "access_refused", "{record}");
+    assert_eq!(record["event"]["code"], "role_forbids", "{record}");
+    assert!(record["event"].get("artefact").is_none(), "one record for many artefacts names none: {record}");
+    assert_eq!(record["repeated"]["count"], over_budget as u64, "{record}");
+    assert_eq!(gateway.opened(index, "action").await.as_deref(), Some("view_artefact, view_timeline"));
+    assert_eq!(gateway.opened(index, "case").await.as_deref(), Some("case-1"));
+}

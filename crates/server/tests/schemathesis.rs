@@ -60,6 +60,13 @@ const DELIBERATE: &[(&str, &str, &[u16], &str)] = &[
          the bytes, which a schema cannot say: disagreeing digests are 400, bytes that differ from them 422",
     ),
     (
+        "^POST /api/v1/cases/\\{case\\}/artefacts$",
+        "negative_data_rejection",
+        &[201],
+        "an upload's body is the evidence's bytes in whatever media type it declares (`*/*`): the four bytes `null` \
+         sent as `text/json` are a file like any other, kept as sent; no schema of the bytes can be broken",
+    ),
+    (
         "^GET /api/v1/artefacts/\\{id\\}/content$",
         "positive_data_acceptance",
         &[416],

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from './lib/api.js';
 import { $, bytes, el, say, signInPage, startLanguage, when } from './lib/dom.js';
-import { t, translate } from './lib/i18n.js';
+import { language, t, translate } from './lib/i18n.js';
 import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
 
 const ROLE_NAMES = {
@@ -12,7 +12,6 @@ const ROLE_NAMES = {
   observer: 'Observer', auditor: 'Auditor',
 };
 const PHASES = { scheduled: 'Scheduled', open: 'Lobby open', in_session: 'In session', ended: 'Ended' };
-const PLACES = { lobby: 'lobby', main_room: 'main room', consultation: 'consultation room', away: 'away' };
 const COURT = new Set(['judge', 'clerk']);
 
 // A court officer's invite link (/?room#<secret>) opens the hearing room here, once signed in. The secret leaves
@@ -59,7 +58,7 @@ function who(person) {
 
 /** The end of a button's name that acts on a participant: "the Witness, Amina Haddad". */
 function whom(person) {
-  return ` the ${role(person.role)}${person.name ? `, ${person.name}` : ''}`;
+  return ` ${t('console.room.whom', { role: role(person.role), name: person.name ? `, ${person.name}` : '' })}`;
 }
 
 /**
@@ -477,6 +476,7 @@ function showHearing(hearing) {
   $('hearing-facts').replaceChildren(
     el('dt', {}, t('console.when')), el('dd', {}, when(hearing.scheduled_for)),
     el('dt', {}, t('console.place')), el('dd', {}, hearing.place),
+    ...(hearing.contact ? [el('dt', {}, t('console.contactShort')), el('dd', {}, hearing.contact)] : []),
     el('dt', {}, t('console.phase')), el('dd', {}, phase(hearing.phase)),
     el('dt', {}, t('console.recording')), el('dd', {}, t(hearing.recording ? 'console.yes' : 'console.no')),
     el('dt', {}, t('console.segments')),
@@ -614,6 +614,7 @@ $('schedule-form').addEventListener('submit', (event) => {
       scheduled_for: new Date(local).toISOString().replace(/\.\d{3}Z$/, 'Z'),
       place,
       identity_check_before_oath: $('schedule-identity').checked,
+      ...($('schedule-contact').value.trim() ? { contact: $('schedule-contact').value.trim() } : {}),
     });
     announce(t('console.scheduled'));
     await loadHearings();
@@ -727,9 +728,7 @@ async function enterRoom(secret) {
   say($('hearing-notice'), '');
   const { stream, error } = await openMedia({ video: true });
   if (!stream) {
-    say($('hearing-error'), error === 'denied'
-      ? 'The browser may not use your camera and microphone. Allow them, then try again.'
-      : 'No microphone was found. Connect one, then try again.');
+    say($('hearing-error'), t(error === 'denied' ? 'console.room.noCameraAllowed' : 'console.room.noMicrophone'));
     return;
   }
   view.media = stream;
@@ -739,27 +738,44 @@ async function enterRoom(secret) {
   $('videos').replaceChildren();
   view.room = new Room(stream, {
     onConnection(status) {
-      const text = { connecting: 'Connecting to the room…', reconnecting: 'The connection was lost. Reconnecting…' }[status];
-      say($('room-connection'), text);
+      const key = { connecting: 'console.room.connecting', reconnecting: 'console.room.reconnecting' }[status];
+      say($('room-connection'), key ? t(key) : '');
     },
     onMedia(status) {
-      const text = {
-        interrupted: 'Your video connection was interrupted. Reconnecting…',
-        reconnecting: 'Reconnecting your video and sound…',
-        not_received: 'The room does not receive your video and sound. Reconnecting…',
+      const key = {
+        interrupted: 'console.room.mediaInterrupted',
+        reconnecting: 'console.room.mediaReconnecting',
+        not_received: 'console.room.mediaNotReceived',
       }[status];
-      say($('room-connection'), text ?? '');
+      say($('room-connection'), key ? t(key) : '');
     },
     onWelcome(welcome) {
-      $('room-title').textContent = `Hearing room · ${welcome.hearing?.place ?? ''}`;
+      $('room-title').textContent = t('console.room.titleAt', { place: `\u2068${welcome.hearing?.place ?? ''}\u2069` });
       $('room-you').textContent = role(welcome.role);
       view.welcome = welcome;
+      // The languages the court has texts in; without a choice, the witness's page language (else English).
+      const chosen = $('text-language').value;
+      $('text-language').replaceChildren($('text-language').options[0],
+        ...(welcome.text_languages ?? []).map((code) => new Option(languageName(code), code)));
+      $('text-language').value = chosen;
+    },
+    onText(text) {
+      // What the witness was just shown, word for word, as the minutes record it (by its SHA-256).
+      const person = view.roomState?.participants?.find((p) => p.id === view.lastTextFor);
+      $('room-text').hidden = false;
+      $('room-text-title').textContent = t(`text.${text.kind}`);
+      $('room-text-words').textContent = text.words;
+      $('room-text-words').lang = text.language;
+      $('room-text-words').dir = text.language === 'ar' ? 'rtl' : 'ltr';
+      $('room-text-note').textContent = t('console.textShown', {
+        who: person ? who(person) : role('witness'), language: languageName(text.language), sha256: text.sha256,
+      });
     },
     onState(state) {
       announceRoomChanges(view.roomState, state);
       view.roomState = state;
       if (view.pending) {
-        say($('room-done'), `Done: ${view.pending}.`);
+        say($('room-done'), t('console.room.done', { what: view.pending }));
         view.pending = null;
       }
       renderRoom();
@@ -776,13 +792,18 @@ async function enterRoom(secret) {
         if (confirmOathWithoutMedia()) send({ ...view.lastOath, despite_no_media: true });
         return;
       }
-      if (refusal.action) say($('room-error'), `${humanize(refusal.action)} was refused: ${refusal.reason}`);
-      else leaveRoom(`You could not enter the room: ${refusal.reason}`);
+      // In the reader's language, by the rule's key; the gateway's English reason goes to the browser's console.
+      if (refusal.reason) console.info('hearing room:', refusal.reason);
+      if (refusal.action) say($('room-error'), t('console.room.refused', { problem: roomProblem(refusal.problem) }));
+      else leaveRoom(t('console.room.couldNotEnter', { problem: words(`enter.${refusal.problem}`, 'enter.other') }));
     },
-    onEnded: () => leaveRoom('The hearing has ended.'),
-    onRemoved: () => leaveRoom('You were removed from the hearing.'),
-    onReplaced: () => leaveRoom('You entered this hearing from another window, so this one has left the room.'),
-    onError: (err) => say($('room-error'), err.message),
+    onEnded: () => leaveRoom(t('console.room.ended')),
+    onRemoved: () => leaveRoom(t('console.room.removed')),
+    onReplaced: () => leaveRoom(t('console.room.replaced')),
+    onError: (err) => {
+      console.warn('hearing room:', err.message);
+      say($('room-error'), language() === 'en' ? err.message : t('console.room.failed'));
+    },
   });
   window.custodiaRoom = view.room; // for the browser test and for support staff
   view.room.join(secret);
@@ -820,16 +841,27 @@ async function openHearingOf(id, message) {
   return false;
 }
 
-const DONE = {
-  admit: 'admitted', remove: 'removed', mute: 'muted', unmute: 'microphone on', start_session: 'the session has started',
-  start_recording: 'recording started', end_consultation: 'the consultation has ended', stop_recording: 'recording stopped', verify_identity: 'identity check recorded',
-  rights_notice: 'rights notice recorded', oath: 'oath recorded', swear_interpreter: 'interpreter sworn',
-};
+/** What a step did, said once the room's new state comes: `console.room.done.<step>`. */
+function done(step) {
+  const key = `console.room.done.${step}`;
+  return t(key) === key ? null : t(key);
+}
+
+/** `key` translated, or `fallback`'s translation where the language files have no such key. */
+function words(key, fallback) {
+  return t(key) === key ? t(fallback) : t(key);
+}
+
+/** A refused room step in the reader's language, from the rule's key: the court's wording, else the join page's. */
+function roomProblem(problem) {
+  const key = `console.problem.${problem}`;
+  return t(key) === key ? words(`problem.${problem}`, 'console.problem.other') : t(key);
+}
 
 function send(message, button) {
   say($('room-error'), '');
   say($('room-done'), '');
-  view.pending = DONE[message.type] ?? null;
+  view.pending = done(message.type);
   view.room?.send(message);
   if (button) {
     // The answer is a new state (or a refusal); keep the button from being pressed twice meanwhile.
@@ -840,7 +872,12 @@ function send(message, button) {
 
 /** Removing is for good: the person cannot come back with their invite. */
 function confirmRemove(person) {
-  return window.confirm(`Remove the ${role(person.role).toLowerCase()} from the hearing? They cannot come back with their invite.`);
+  return window.confirm(t('console.room.confirmRemove', { who: who(person) }));
+}
+
+/** Why someone is not connected: they left, or their connection was lost. */
+function absent(person) {
+  return t(person.left ? 'console.room.left.short' : 'console.room.lost');
 }
 
 /** Who in our room the gateway receives nothing from: nobody sees or hears them. */
@@ -849,8 +886,7 @@ function withoutMedia(state) {
 }
 
 function confirmOathWithoutMedia() {
-  return window.confirm('The witness’s video and sound have stopped: nobody sees or hears them. '
-    + 'Record the oath anyway? The minutes will show that their media had stopped.');
+  return window.confirm(t('console.room.confirmOath'));
 }
 
 /** Says to screen readers who was let in or muted, and when recording starts or stops. */
@@ -860,12 +896,12 @@ function announceRoomChanges(before, now) {
   const earlier = new Map((before.participants ?? []).map((p) => [p.id, p]));
   for (const person of now.participants ?? []) {
     const was = earlier.get(person.id);
-    if (was?.place === 'lobby' && person.place === 'main_room') said.push(`${who(person)} admitted.`);
-    if (was && !was.muted && person.muted) said.push(`${who(person)} muted.`);
-    if (was?.muted && !person.muted) said.push(`${who(person)}: microphone on.`);
+    if (was?.place === 'lobby' && person.place === 'main_room') said.push(t('console.room.announceAdmitted', { who: who(person) }));
+    if (was && !was.muted && person.muted) said.push(t('console.room.announceMuted', { who: who(person) }));
+    if (was?.muted && !person.muted) said.push(t('console.room.announceUnmuted', { who: who(person) }));
   }
-  if (!before.recording && now.recording) said.push('Recording started.');
-  if (before.recording && !now.recording) said.push('Recording stopped.');
+  if (!before.recording && now.recording) said.push(t('console.room.announceRecording'));
+  if (before.recording && !now.recording) said.push(t('console.room.announceStopped'));
   if (said.length) announce(said.join(' '));
 }
 
@@ -876,18 +912,20 @@ function whenWithZone(iso) {
   return date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', timeZoneName: 'short' });
 }
 
-const DOCUMENTS = {
-  passport: 'passport', national_identity_card: 'national identity card', residence_permit: 'residence permit',
-  travel_document: 'travel document', driving_licence: 'driving licence',
-};
+/** An identity document's kind in the reader's language (a kind the court typed itself is shown as typed). */
+function documentName(document) {
+  const key = `document.${document?.other ? 'other' : document}`;
+  return document?.other ?? (t(key) === key ? String(document) : t(key).toLowerCase());
+}
 
 /** The judge's checklist: for each witness and accused, identity, rights and oath; for each interpreter, the oath. */
 function renderChecklist(state) {
   const list = state.checklist;
   $('checklist-panel').hidden = !list;
   if (!list) return;
-  const named = (p) => (p.name ? who(p) : `the ${role(p.role).toLowerCase()}`);
-  const item = (done, text) => el('li', { class: done ? 'done' : 'to-do' }, `${done ? '✔ Done' : '○ To do'}: ${text}`);
+  const named = (p) => who(p);
+  const item = (finished, text) =>
+    el('li', { class: finished ? 'done' : 'to-do' }, t(finished ? 'console.room.checkDone' : 'console.room.checkToDo', { what: text }));
   const heard = (state.participants ?? []).filter((p) => ['witness', 'accused'].includes(p.role));
   const interpreters = (state.participants ?? []).filter((p) => p.role === 'interpreter');
   const entries = [];
@@ -897,21 +935,26 @@ function renderChecklist(state) {
     const oath = list.oaths.find((o) => o.witness === person.id);
     entries.push(
       item(check, check
-        ? `identity of ${named(person)} checked by the officer at the remote site (${DOCUMENTS[check.document] ?? check.document}, ${check.site}, ${whenWithZone(check.at)})`
-        : `identity of ${named(person)} checked by the officer at the remote site`),
-      item(notice, `rights notice given to ${named(person)}${notice ? ` (${whenWithZone(notice.at)})` : ''}`),
+        ? t('console.room.checkIdentityDone', { who: named(person), document: documentName(check.document), site: check.site, when: whenWithZone(check.at) })
+        : t('console.room.checkIdentity', { who: named(person) })),
+      item(notice, notice
+        ? t('console.room.checkRightsDone', { who: named(person), when: whenWithZone(notice.at) })
+        : t('console.room.checkRights', { who: named(person) })),
     );
     if (person.role === 'witness') {
+      const sworn = oath?.form === 'affirmation' ? 'console.room.checkAffirmationDone' : 'console.room.checkOathDone';
       entries.push(item(oath, oath
-        ? `${oath.form === 'affirmation' ? 'affirmation made' : 'oath taken'} by ${named(person)} (${whenWithZone(oath.at)})`
-        : `oath or affirmation of ${named(person)}`));
+        ? t(sworn, { who: named(person), when: whenWithZone(oath.at) })
+        : t('console.room.checkOath', { who: named(person) })));
     }
   }
   for (const person of interpreters) {
     const sworn = list.interpreters.find((i) => i.interpreter === person.id);
-    entries.push(item(sworn, `interpreter ${person.name ? `${person.name} ` : ''}sworn${sworn ? ` (${sworn.languages}, ${whenWithZone(sworn.at)})` : ''}`));
+    entries.push(item(sworn, sworn
+      ? t('console.room.checkInterpreterDone', { who: who(person), languages: sworn.languages, when: whenWithZone(sworn.at) })
+      : t('console.room.checkInterpreter', { who: who(person) })));
   }
-  $('checklist').replaceChildren(...(entries.length ? entries : [el('li', { class: 'note' }, 'Nobody to be heard is in the hearing yet.')]));
+  $('checklist').replaceChildren(...(entries.length ? entries : [el('li', { class: 'note' }, t('console.room.checkNobody'))]));
 }
 
 function renderRoom() {
@@ -919,21 +962,18 @@ function renderRoom() {
   if (!state) return;
   renderChecklist(state);
   const stopped = withoutMedia(state);
-  say($('room-media'), stopped.length
-    ? stopped.map((p) => `The ${role(p.role).toLowerCase()}’s video and sound have stopped: nobody sees or hears them. `
-      + 'Their connection is being restored.').join(' ')
-    : '');
+  say($('room-media'), stopped.map((p) => t('console.room.mediaStopped', { role: role(p.role).toLowerCase() })).join(' '));
   const you = state.you ?? {};
   const mine = you.role;
-  $('room-phase').textContent = PHASES[state.phase] ?? state.phase;
+  $('room-phase').textContent = phase(state.phase);
   $('rec').hidden = !state.recording;
   $('not-rec').hidden = state.recording;
-  $('act-record').textContent = state.recording ? 'Stop recording' : 'Start recording';
+  $('act-record').textContent = t(state.recording ? 'console.room.stopRecording' : 'console.room.startRecording');
   $('act-record').setAttribute('aria-pressed', String(Boolean(state.recording)));
   $('act-start-session').hidden = mine !== 'judge' || state.phase !== 'open';
   $('act-record').hidden = !COURT.has(mine);
   $('act-end').hidden = !COURT.has(mine);
-  $('act-mute-self').textContent = you.muted ? 'Turn my microphone on' : 'Mute my microphone';
+  $('act-mute-self').textContent = t(you.muted ? 'console.room.unmuteSelf' : 'console.room.muteSelf');
   $('act-mute-self').setAttribute('aria-pressed', String(Boolean(you.muted)));
 
   const people = [...(state.participants ?? [])].sort((a, b) => ROLE_ORDER.indexOf(a.role) - ROLE_ORDER.indexOf(b.role));
@@ -942,12 +982,12 @@ function renderRoom() {
   $('lobby').replaceChildren(
     ...waiting.map((person) =>
       el('li', { data: { participant: person.id } },
-        el('span', {}, `${who(person)}${person.connected === false ? ` (${person.left ? 'left' : 'connection lost'})` : ''}`),
+        el('span', {}, `${who(person)}${person.connected === false ? ` (${absent(person)})` : ''}`),
         el('span', {},
           COURT.has(mine) ? el('button', { type: 'button', class: 'primary', onclick: (e) => send({ type: 'admit', participant: person.id }, e.currentTarget) },
-            'Admit', el('span', { class: 'visually-hidden' }, whom(person))) : null,
+            t('console.room.admit'), el('span', { class: 'visually-hidden' }, whom(person))) : null,
           COURT.has(mine) ? el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, whom(person))) : null),
+            t('console.room.remove'), el('span', { class: 'visually-hidden' }, whom(person))) : null),
       ),
     ),
   );
@@ -957,15 +997,15 @@ function renderRoom() {
     ...present.map((person) => {
       const isYou = person.id === you.participant;
       const item = el('li', { data: { participant: person.id } },
-        el('span', { class: 'who' }, `${who(person)}${isYou ? ' (you)' : ''} · ${PLACES[person.place] ?? person.place}`
-          + `${person.muted ? ' · muted' : ''}${person.connected === false ? ` · ${person.left ? 'left' : 'connection lost'}` : ''}`
-          + `${person.connected !== false && person.media_stopped ? ' · video and sound stopped' : ''}`));
+        el('span', { class: 'who' }, `${who(person)}${isYou ? ` ${t('console.room.you')}` : ''} · ${words(`console.room.place.${person.place}`, person.place)}`
+          + `${person.muted ? ` · ${t('console.room.muted')}` : ''}${person.connected === false ? ` · ${absent(person)}` : ''}`
+          + `${person.connected !== false && person.media_stopped ? ` · ${t('console.room.mediaStoppedShort')}` : ''}`));
       if (COURT.has(mine) && !isYou) {
         item.append(
           el('button', { type: 'button', onclick: (e) => send({ type: person.muted ? 'unmute' : 'mute', participant: person.id }, e.currentTarget) },
-            person.muted ? 'Unmute' : 'Mute', el('span', { class: 'visually-hidden' }, whom(person))),
+            t(person.muted ? 'console.room.unmute' : 'console.room.mute'), el('span', { class: 'visually-hidden' }, whom(person))),
           el('button', { type: 'button', class: 'danger', onclick: (e) => confirmRemove(person) && send({ type: 'remove', participant: person.id }, e.currentTarget) },
-            'Remove', el('span', { class: 'visually-hidden' }, whom(person))),
+            t('console.room.remove'), el('span', { class: 'visually-hidden' }, whom(person))),
         );
       }
       return item;
@@ -976,10 +1016,10 @@ function renderRoom() {
   const consultations = [...new Set(present.filter((p) => p.place === 'consultation').map((p) => p.consultation))];
   $('consultations').replaceChildren(...consultations.map((number) => {
     const members = present.filter((p) => p.consultation === number).map((p) => who(p)).join(', ');
-    return el('p', { class: 'notice' }, `Private consultation ${number} (not recorded): ${members}. `,
+    return el('p', { class: 'notice' }, `${t('console.room.consultation', { number, members })} `,
       COURT.has(mine) && you.place === 'main_room'
         ? el('button', { type: 'button', onclick: (e) => send({ type: 'end_consultation', consultation: number }, e.currentTarget) },
-          `End consultation ${number}`)
+          t('console.room.endConsultation', { number }))
         : null);
   }));
 
@@ -1018,11 +1058,11 @@ function renderVideos(present, you) {
       video.play().catch(() => {});
     }
     tile.dataset.participant = person.id;
-    const label = `${who(person)}${isYou ? ' (you)' : ''}${person.muted ? ' · muted' : ''}`
-      + `${person.media_stopped ? ' · video stopped' : ''}`;
+    const label = `${who(person)}${isYou ? ` ${t('console.room.you')}` : ''}${person.muted ? ` · ${t('console.room.muted')}` : ''}`
+      + `${person.media_stopped ? ` · ${t('console.room.videoStopped')}` : ''}`;
     tile.classList.toggle('stalled', Boolean(person.media_stopped));
     tile.querySelector('figcaption').textContent = label;
-    tile.querySelector('video').setAttribute('aria-label', `Video of the ${label}`);
+    tile.querySelector('video').setAttribute('aria-label', t('console.room.videoOf', { who: label }));
   }
   for (const tile of [...container.children]) if (!keep.has(tile.dataset.key)) tile.remove();
 }
@@ -1035,13 +1075,13 @@ $('act-mute-self').addEventListener('click', (e) => {
   if (you) send({ type: you.muted ? 'unmute' : 'mute', participant: you.participant }, e.currentTarget);
 });
 $('act-end').addEventListener('click', (e) => {
-  if (window.confirm('End the hearing for everyone? The recording stops and the minutes are signed.')) {
+  if (window.confirm(t('console.room.confirmEnd'))) {
     send({ type: 'end' }, e.currentTarget);
   }
 });
 $('act-leave').addEventListener('click', () => {
   view.room?.leave();
-  leaveRoom('You left the room. The hearing goes on without you.');
+  leaveRoom(t('console.room.left'));
 });
 
 $('identity-form').addEventListener('submit', (event) => {
@@ -1050,25 +1090,29 @@ $('identity-form').addEventListener('submit', (event) => {
   const officer = $('identity-officer').value.trim();
   const site = $('identity-site').value.trim();
   if (!person || !officer || !site) {
-    say($('room-error'), 'Choose the person and give the officer’s name and the site.');
+    say($('room-error'), t('console.room.identityMissing'));
     return;
   }
   send({ type: 'verify_identity', person, document: $('identity-document').value, officer_name: officer, site }, event.submitter);
 });
 $('rights-notice').addEventListener('click', (e) => {
   const person = $('oath-witness').value;
-  if (person) send({ type: 'rights_notice', person }, e.currentTarget);
-  else say($('room-error'), 'Choose the witness first.');
+  if (person) {
+    view.lastTextFor = person;
+    send({ type: 'rights_notice', person, ...textLanguage() }, e.currentTarget);
+  }
+  else say($('room-error'), t('console.room.chooseWitness'));
 });
 $('oath-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const witness = $('oath-witness').value;
   if (!witness) {
-    say($('room-error'), 'Choose the witness first.');
+    say($('room-error'), t('console.room.chooseWitness'));
     return;
   }
-  const oath = { type: 'oath', witness, form: $('oath-kind').value };
+  const oath = { type: 'oath', witness, form: $('oath-kind').value, ...textLanguage() };
   view.lastOath = oath;
+  view.lastTextFor = witness;
   const stopped = withoutMedia(view.roomState ?? {}).some((p) => p.id === witness);
   if (stopped) {
     if (confirmOathWithoutMedia()) send({ ...oath, despite_no_media: true }, event.submitter);
@@ -1076,9 +1120,24 @@ $('oath-form').addEventListener('submit', (event) => {
   }
   send(oath, event.submitter);
 });
+/** The language the judge chose for the court's texts, if any (else the gateway takes the witness's page's). */
+function textLanguage() {
+  const code = $('text-language').value;
+  return code ? { language: code } : {};
+}
+
+/** A language's name in the reader's language ("fr" → "French"), or its code where the browser has no name. */
+function languageName(code) {
+  try {
+    return new Intl.DisplayNames([language()], { type: 'language' }).of(code) ?? code;
+  } catch {
+    return code;
+  }
+}
+
 $('swear-interpreter').addEventListener('click', (e) => {
   const interpreter = $('interpreter-person').value;
   const languages = $('interpreter-languages').value.trim();
   if (interpreter && languages) send({ type: 'swear_interpreter', interpreter, languages }, e.currentTarget);
-  else say($('room-error'), 'Choose the interpreter and give the languages.');
+  else say($('room-error'), t('console.room.interpreterMissing'));
 });

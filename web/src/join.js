@@ -4,7 +4,7 @@
 
 import { audioLevel, openMedia, Room, ROLE_ORDER } from './lib/room.js';
 import { $ } from './lib/dom.js';
-import { formatDateTime, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
+import { formatDateTime, language, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
 
 const CREDENTIAL_KEY = 'custodia.room.credential';
 /** The invite of this tab, kept over a reload before Join (the address bar no longer has it). */
@@ -105,7 +105,35 @@ function personName(person) {
   return person.name ? `${person.name} (${roleName(person.role)})` : roleName(person.role);
 }
 
+/** Whom to call if the link fails, as the court gave it for this hearing: kept for this tab, so that a page that
+ * can no longer reach the gateway still shows it. */
+const CONTACT_KEY = 'custodia.room.contact';
+
+function renderContact() {
+  const contact = welcome?.contact ?? sessionStorage.getItem(CONTACT_KEY);
+  for (const id of ['contact', 'check-contact']) {
+    $(id).hidden = !contact;
+    // Isolated: a phone number or an address inside Arabic text keeps its own direction.
+    if (contact) $(id).textContent = t('hearing.contact', { contact: `\u2068${contact}\u2069` });
+  }
+}
+
+/** The court's words shown to us (a rights notice, an oath, an affirmation), in the language they were given in. */
+let courtText = null;
+
+function renderCourtText() {
+  $('court-text').hidden = !courtText;
+  if (!courtText) return;
+  $('court-text-title').textContent = t(`text.${courtText.kind}`);
+  const words = $('court-text-words');
+  words.textContent = courtText.words;
+  words.lang = courtText.language;
+  words.dir = courtText.language === 'ar' ? 'rtl' : 'ltr';
+}
+
 function render() {
+  renderContact();
+  renderCourtText();
   if (!welcome) return;
   const hearing = welcome.hearing ?? {};
   $('hearing-place').textContent = t('hearing.where', {
@@ -319,6 +347,8 @@ function enter(start) {
     onWelcome(message) {
       welcome = message;
       sessionStorage.setItem(CREDENTIAL_KEY, message.credential);
+      if (message.contact) sessionStorage.setItem(CONTACT_KEY, message.contact);
+      else sessionStorage.removeItem(CONTACT_KEY);
       sessionStorage.removeItem(INVITE_KEY);
       if (inviteKey) rememberCredential(inviteKey, message.credential);
       show('hearing');
@@ -356,6 +386,11 @@ function enter(start) {
       showError($('check-error'), t(key) === key ? t('enter.other') : t(key));
       $('join').disabled = true;
     },
+    onText(text) {
+      courtText = text;
+      renderCourtText();
+      $('announcer').textContent = t(`text.${text.kind}`);
+    },
     onEnded: () => finish('done.text'),
     onRemoved: () => finish('done.removed', { titleKey: 'done.titleOut' }),
     // This person carries on in another tab or device, with the same credential: it stays remembered.
@@ -367,6 +402,7 @@ function enter(start) {
     },
   });
   room.setDataSaver($('data-saver').checked);
+  room.setLanguage(language());
   window.custodiaRoom = room; // for the browser test and for support staff
   start(room);
 }
@@ -381,7 +417,11 @@ if (languageHint) sessionStorage.setItem(LANGUAGE_HINT_KEY, languageHint);
 
 async function main() {
   await setLanguage(preferredLanguage(languageHint));
-  languagePicker($('language'), () => render());
+  languagePicker($('language'), () => {
+    // Said again on the next rejoin; the court's texts already shown stay in the language they were given in.
+    room?.setLanguage(language());
+    render();
+  });
   const credential = sessionStorage.getItem(CREDENTIAL_KEY);
 
   $('audio-only').addEventListener('change', startPreview);

@@ -148,6 +148,8 @@ function render() {
     .join('; ');
   const segments = m.segments ?? [];
   const tracks = m.technical?.tracks ?? [];
+  // Which of the court's texts was shown: its language and the SHA-256 of the court's file (none in older minutes).
+  const wording = (text) => (text ? t('minutes.wordingIs', { language: text.language, sha256: text.sha256 }) : '');
   $('minutes-body').replaceChildren(
     section('present', table(t('minutes.section.present'),
       [t('minutes.person'), t('minutes.arrived'), t('minutes.admitted'), t('minutes.periods'), t('minutes.reconnections'), t('minutes.removed')],
@@ -159,11 +161,11 @@ function render() {
       [t('minutes.at'), t('minutes.person'), t('minutes.officer'), t('minutes.document'), t('minutes.site')],
       (m.identity_checks ?? []).map((c) => [at(c.at), name(c.person), name(c.officer), typeof c.document === 'string' ? t(`minutes.document.${c.document}`) : c.document?.other ?? '', c.site]))),
     section('rights', table(t('minutes.section.rights'),
-      [t('minutes.at'), t('minutes.person'), t('minutes.by')],
-      (m.rights_notices ?? []).map((r) => [at(r.at), name(r.person), name(r.by)]))),
+      [t('minutes.at'), t('minutes.person'), t('minutes.by'), t('minutes.wording')],
+      (m.rights_notices ?? []).map((r) => [at(r.at), name(r.person), name(r.by), wording(r.text)]))),
     section('oaths', table(t('minutes.section.oaths'),
-      [t('minutes.at'), t('minutes.witness'), t('minutes.form'), t('minutes.by')],
-      (m.oaths ?? []).map((o) => [at(o.at), name(o.witness), t(`minutes.oath.${o.form}`), name(o.by)]))),
+      [t('minutes.at'), t('minutes.witness'), t('minutes.form'), t('minutes.by'), t('minutes.wording')],
+      (m.oaths ?? []).map((o) => [at(o.at), name(o.witness), t(`minutes.oath.${o.form}`), name(o.by), wording(o.text)]))),
     section('interpreters', table(t('minutes.section.interpreters'),
       [t('minutes.at'), t('minutes.interpreter'), t('minutes.languages'), t('minutes.by')],
       (m.interpreters ?? []).map((i) => [at(i.at), name(i.interpreter), i.languages, name(i.by)]))),

@@ -74,6 +74,16 @@ pub enum LeaveCause {
     ConnectionLost,
 }
 
+/// The words a person was shown for a rights notice or an oath: the text's language and the SHA-256 of its exact
+/// UTF-8 bytes. The adapter holds the texts (the court edits them); the minutes say which one was shown, so the court
+/// can prove what the person heard by the digest of the file it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextShown {
+    /// The text's language, as the court's texts name it (`fr`, `ar`).
+    pub language: Label,
+    pub sha256: Sha256,
+}
+
 /// Sworn on oath, or a solemn affirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -267,6 +277,9 @@ pub enum Event {
     GiveRightsNotice {
         by: ParticipantId,
         person: ParticipantId,
+        /// The wording the person was shown. Journals written before texts were recorded have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<TextShown>,
     },
     /// The judge has taken the witness's oath or affirmation.
     TakeOath {
@@ -277,6 +290,9 @@ pub enum Event {
         /// them) and goes on all the same. Without it, an oath in that state is refused.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         despite_no_media: bool,
+        /// The wording of the oath or affirmation the witness was shown and swore to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<TextShown>,
     },
     /// The judge has sworn the interpreter in, for a pair of languages ("ar-TN / it").
     SwearInterpreter {
@@ -429,6 +445,7 @@ mod tests {
                 witness: person.clone(),
                 form: OathForm::Oath,
                 despite_no_media: true,
+                text: Some(TextShown { language: Label::new("fr").unwrap(), sha256: Sha256::of(b"Je le jure.") }),
             },
             Event::Leave { participant: person, cause: LeaveCause::ConnectionLost },
         ];
@@ -438,6 +455,9 @@ mod tests {
         }
         // A journal written before the media warning existed still reads: no flag is no confirmation.
         let old = r#"{"type":"take_oath","by":"p-j","witness":"p-w","form":"oath"}"#;
-        assert!(matches!(serde_json::from_str::<Event>(old).unwrap(), Event::TakeOath { despite_no_media: false, .. }));
+        assert!(matches!(
+            serde_json::from_str::<Event>(old).unwrap(),
+            Event::TakeOath { despite_no_media: false, text: None, .. }
+        ));
     }
 }

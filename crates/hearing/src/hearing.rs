@@ -14,7 +14,7 @@ use crate::minutes::{
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
     HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, OathForm, ParticipantId,
-    Place, Reason, Rules, Schedule, TechnicalReport, TrackKind,
+    Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind,
 };
 
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
@@ -340,9 +340,9 @@ impl Hearing {
             Event::VerifyIdentity { by, person, verification } => {
                 self.verify_identity(&mut step, &by, &person, &verification)
             }
-            Event::GiveRightsNotice { by, person } => self.give_rights_notice(&mut step, &by, &person),
-            Event::TakeOath { by, witness, form, despite_no_media } => {
-                self.take_oath(&mut step, &by, &witness, form, despite_no_media)
+            Event::GiveRightsNotice { by, person, text } => self.give_rights_notice(&mut step, &by, &person, text),
+            Event::TakeOath { by, witness, form, despite_no_media, text } => {
+                self.take_oath(&mut step, &by, &witness, form, despite_no_media, text)
             }
             Event::SwearInterpreter { by, interpreter, languages } => {
                 self.swear_interpreter(&mut step, &by, &interpreter, languages)
@@ -1131,13 +1131,16 @@ impl Hearing {
         step: &mut Step,
         by: &ParticipantId,
         person: &ParticipantId,
+        text: Option<TextShown>,
     ) -> Result<(), HearingError> {
         self.require_active(step)?;
         self.judge(step, by)?;
         self.require_phase(step, Phase::InSession, "in session")?;
         self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
-        self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone() });
-        step.record(by.as_actor(), HearingEventKind::RightsNoticeGiven, Some(person), None);
+        // The record's detail is the wording's digest: the ledger commits to which text was shown.
+        let detail = text.as_ref().map(|text| text.sha256);
+        self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone(), text });
+        step.record(by.as_actor(), HearingEventKind::RightsNoticeGiven, Some(person), detail);
         Ok(())
     }
 
@@ -1148,6 +1151,7 @@ impl Hearing {
         witness: &ParticipantId,
         form: OathForm,
         despite_no_media: bool,
+        text: Option<TextShown>,
     ) -> Result<(), HearingError> {
         self.require_active(step)?;
         self.judge(step, by)?;
@@ -1165,12 +1169,13 @@ impl Hearing {
         if self.media_stopped(witness) && !despite_no_media {
             return Err(step.refuse(Reason::NoMedia { participant: witness.clone() }));
         }
-        self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone() });
+        let detail = text.as_ref().map(|text| text.sha256);
+        self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone(), text });
         let kind = match form {
             OathForm::Oath => HearingEventKind::OathTaken,
             OathForm::Affirmation => HearingEventKind::AffirmationMade,
         };
-        step.record(by.as_actor(), kind, Some(witness), None);
+        step.record(by.as_actor(), kind, Some(witness), detail);
         Ok(())
     }
 

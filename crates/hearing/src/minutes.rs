@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase, Rules, TrackKind,
+    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase, Rules, TextShown,
+    TrackKind,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +129,9 @@ pub struct RightsNotice {
     pub at: Timestamp,
     pub person: ParticipantId,
     pub by: ParticipantId,
+    /// Which wording the person was shown (its language and digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextShown>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +140,9 @@ pub struct Oath {
     pub witness: ParticipantId,
     pub form: OathForm,
     pub by: ParticipantId,
+    /// Which wording of the oath or affirmation the witness was shown and swore to (its language and digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextShown>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,8 @@ use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
     HearingEventKind, HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause,
-    OathForm, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TrackKind,
+    OathForm, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown,
+    TrackKind,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -315,7 +316,7 @@ fn nobody_gets_past_the_lobby_unadmitted() {
     not_admitted(&mut court, Event::Mute { by: waiting.clone(), participant: waiting.clone() });
     not_admitted(&mut court, Event::Admit { by: waiting.clone(), participant: pid(OBSERVER) });
     not_admitted(&mut court, Event::Mute { by: pid(JUDGE), participant: waiting.clone() });
-    not_admitted(&mut court, Event::GiveRightsNotice { by: pid(JUDGE), person: waiting.clone() });
+    not_admitted(&mut court, Event::GiveRightsNotice { by: pid(JUDGE), person: waiting.clone(), text: None });
     not_admitted(&mut court, Event::StartConsultation { by: pid(DEFENCE), with: vec![waiting.clone()] });
     // Leaving and coming back does not admit anyone.
     court.ok(Event::Leave { participant: waiting.clone(), cause: LeaveCause::ConnectionLost });
@@ -465,7 +466,7 @@ fn only_the_judge_opens_the_session_and_takes_oaths() {
         let result = court.try_event(Event::StartSession { by: pid(actor) });
         assert_eq!(result.is_ok(), actor == JUDGE, "{actor} starting the session: {result:?}");
         let mut court = Court::in_session();
-        let result = court.try_event(Event::GiveRightsNotice { by: pid(actor), person: pid(WITNESS) });
+        let result = court.try_event(Event::GiveRightsNotice { by: pid(actor), person: pid(WITNESS), text: None });
         assert_eq!(result.is_ok(), actor == JUDGE, "{actor} giving the rights notice: {result:?}");
         let result = court.try_event(Event::SwearInterpreter {
             by: pid(actor),
@@ -841,7 +842,7 @@ fn the_consultation_room_never_reaches_the_recorder() {
     assert!(!court.hearing.recorded_participants().contains(&accused));
     // Members of a consultation cannot be the subject of the hearing's formal acts meanwhile.
     assert!(matches!(
-        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: accused.clone() }),
+        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: accused.clone(), text: None }),
         Reason::InConsultation { .. }
     ));
     assert!(matches!(
@@ -937,9 +938,10 @@ fn who_may_consult_with_whom() {
 fn the_oath_follows_the_rights_notice_and_the_identity_check() {
     let mut court = Court::in_session();
     let (judge, witness) = (pid(JUDGE), pid(WITNESS));
-    let oath = |form| Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form, despite_no_media: false };
+    let oath =
+        |form| Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form, despite_no_media: false, text: None };
     assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::RightsNoticeNotGiven { .. }));
-    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone() });
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone(), text: None });
     assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::IdentityNotVerified { .. }));
     // Only the remote-site officer verifies identity, and only of the person heard.
     for role in HearingRole::ALL.into_iter().filter(|&role| role != OFFICER && role != WITNESS) {
@@ -963,13 +965,14 @@ fn the_oath_follows_the_rights_notice_and_the_identity_check() {
     assert!(matches!(court.refused(oath(OathForm::Oath)), Reason::AlreadySworn { .. }));
     assert_eq!(court.records.last().unwrap().kind, HearingEventKind::AffirmationMade);
     // The accused is told of their rights but takes no oath.
-    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: pid(ACCUSED) });
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: pid(ACCUSED), text: None });
     assert!(matches!(
         court.refused(Event::TakeOath {
             by: judge.clone(),
             witness: pid(ACCUSED),
             form: OathForm::Oath,
-            despite_no_media: false
+            despite_no_media: false,
+            text: None,
         }),
         Reason::WrongSubjectRole { .. }
     ));
@@ -993,7 +996,7 @@ fn the_oath_follows_the_rights_notice_and_the_identity_check() {
 fn a_witness_nobody_sees_or_hears_is_on_the_record_and_their_oath_needs_the_courts_confirmation() {
     let mut court = Court::recording();
     let (judge, witness) = (pid(JUDGE), pid(WITNESS));
-    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone() });
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone(), text: None });
     court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: witness.clone(), verification: verification() });
     assert!(!court.hearing.media_stopped(&witness));
     // A media report that changes nothing is refused; one that does is on the record, about the witness.
@@ -1020,6 +1023,7 @@ fn a_witness_nobody_sees_or_hears_is_on_the_record_and_their_oath_needs_the_cour
         witness: pid(WITNESS),
         form: OathForm::Oath,
         despite_no_media,
+        text: None,
     };
     let reason = court.refused(oath(false));
     assert!(matches!(reason, Reason::NoMedia { .. }), "{reason}");
@@ -1067,12 +1071,59 @@ fn a_domestic_hearing_may_waive_the_identity_check_before_the_oath() {
         court.ok(Event::Admit { by: pid(CLERK), participant: pid(role) });
     }
     assert!(matches!(
-        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS) }),
+        court.refused(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS), text: None }),
         Reason::WrongPhase { phase: Phase::Open, .. }
     ));
     court.ok(Event::StartSession { by: pid(JUDGE) });
-    court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS) });
-    court.ok(Event::TakeOath { by: pid(JUDGE), witness: pid(WITNESS), form: OathForm::Oath, despite_no_media: false });
+    court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS), text: None });
+    court.ok(Event::TakeOath {
+        by: pid(JUDGE),
+        witness: pid(WITNESS),
+        form: OathForm::Oath,
+        despite_no_media: false,
+        text: None,
+    });
+}
+
+#[test]
+fn the_minutes_and_the_records_say_which_wording_was_shown_and_sworn() {
+    let mut court = Court::scheduled(Rules { identity_check_before_oath: false });
+    court.ok(Event::OpenLobby { by: clerk_member() });
+    court.join(CLERK);
+    for role in [JUDGE, WITNESS] {
+        court.join(role);
+        court.ok(Event::Admit { by: pid(CLERK), participant: pid(role) });
+    }
+    court.ok(Event::StartSession { by: pid(JUDGE) });
+    let shown = |language: &str, words: &str| TextShown {
+        language: Label::new(language).unwrap(),
+        sha256: Sha256::of(words.as_bytes()),
+    };
+    let notice = shown("ar", "لك الحق في التزام الصمت.");
+    let oath = shown("ar", "أقسم بالله العظيم أن أقول الحق.");
+    let before = court.records.len();
+    court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS), text: Some(notice.clone()) });
+    court.ok(Event::TakeOath {
+        by: pid(JUDGE),
+        witness: pid(WITNESS),
+        form: OathForm::Affirmation,
+        despite_no_media: false,
+        text: Some(oath.clone()),
+    });
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.rights_notices[0].text.as_ref(), Some(&notice));
+    assert_eq!(minutes.oaths[0].text.as_ref(), Some(&oath));
+    // The public records commit (inside their detail commitment) to the digest of the very words.
+    let details: Vec<Option<Sha256>> = court.records[before..].iter().map(|record| record.detail_sha256).collect();
+    assert_eq!(details, [Some(notice.sha256), Some(oath.sha256)]);
+    // Minutes read back from their JSON keep it; minutes of a journal from before texts were recorded have none.
+    let json = serde_json::to_value(&minutes).unwrap();
+    assert_eq!(json["oaths"][0]["text"]["language"], "ar");
+    assert_eq!(json["oaths"][0]["text"]["sha256"], oath.sha256.to_hex());
+    let mut old = json.clone();
+    old["oaths"][0].as_object_mut().unwrap().remove("text");
+    let old: custodia_hearing::Minutes = serde_json::from_value(old).unwrap();
+    assert_eq!(old.oaths[0].text, None);
 }
 
 #[test]
@@ -1303,12 +1354,13 @@ fn event_for(court: &Court, step: &Step) -> Event {
             person: client(b),
             verification: verification(),
         },
-        780..=809 => Event::GiveRightsNotice { by: judge, person: client(b) },
+        780..=809 => Event::GiveRightsNotice { by: judge, person: client(b), text: None },
         810..=839 => Event::TakeOath {
             by: judge,
             witness: if steered { pid(WITNESS) } else { p(b) },
             form: OathForm::Oath,
             despite_no_media: bias % 2 == 0,
+            text: None,
         },
         840..=859 => {
             Event::SwearInterpreter { by: judge, interpreter: client(b), languages: Label::new("fa / de").unwrap() }

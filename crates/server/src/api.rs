@@ -90,6 +90,11 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<Value>::from_request(req, state).await {
             Ok(axum::Json(mut value)) => {
+                if let Some(name) = null_field::<T>(&value) {
+                    return Err(Problem::bad_request(format!(
+                        "JSON body: {name} is null; no property of a request is nullable: leave an optional one out"
+                    )));
+                }
                 whole_numbers_as_integers(&mut value);
                 serde_json::from_value(value).map(Self).map_err(|err| Problem::bad_request(format!("JSON body: {err}")))
             }
@@ -114,6 +119,56 @@ where
             }
         }
     }
+}
+
+/// The first property of `value` that `T` reads and that is `null`. No request schema in the published document is
+/// nullable, but serde reads `null` as an absent `Option`, so a body the document calls invalid would be taken: every
+/// JSON body is checked here, in one place, against the field names `T`'s derived `Deserialize` declares. Properties
+/// `T` does not read are left alone (a schema without `additionalProperties: false` allows them, null included).
+fn null_field<T: serde::de::DeserializeOwned>(value: &Value) -> Option<&'static str> {
+    let Value::Object(properties) = value else { return None };
+    field_names::<T>().iter().copied().find(|name| properties.get(*name).is_some_and(Value::is_null))
+}
+
+/// The field names a struct type's derived `Deserialize` reads (none for any other type): it names them to
+/// `deserialize_struct`, which this deserializer records before giving up.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("only the field names were wanted")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Stop
+        }
+    }
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
 }
 
 /// JSON has one kind of number: `830.0` is the integer 830 to JSON Schema (and to the published document), so a

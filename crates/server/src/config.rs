@@ -91,6 +91,11 @@ pub struct ServeConfig {
     /// The largest artefact accepted, in bytes.
     #[arg(long, env = "CUSTODIA_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
     pub max_upload_bytes: u64,
+    /// The court's rights notices, oaths and affirmations: a directory with one sub-directory per language (`fr/`)
+    /// holding `rights_notice.txt`, `oath.txt` and `affirmation.txt` ([`crate::texts`]); without it, the embedded
+    /// texts (en, fr, it, ar).
+    #[arg(long, env = "CUSTODIA_TEXTS_DIR")]
+    pub texts_dir: Option<PathBuf>,
     #[command(flatten)]
     pub quotas: QuotaConfig,
     #[command(flatten)]
@@ -357,6 +362,7 @@ impl ServeConfig {
             tls_key: None,
             max_upload_bytes: 64 << 30,
             quotas: QuotaConfig::default(),
+            texts_dir: None,
             ice: IceConfig { turn_ttl_seconds: 3600, ..IceConfig::default() },
             connections: ConnectionConfig::default(),
             media: MediaConfig::default(),

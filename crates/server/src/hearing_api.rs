@@ -21,7 +21,8 @@ use crate::auth::Caller;
 use crate::extract::{Path, Query};
 use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{
-    ConsoleStep, EnterRefusal, Entered, InviteRequest, Outbox, RoomError, RoomStep, ScheduleRequest, SeenAs,
+    ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
+    SeenAs,
 };
 use crate::problem::Problem;
 
@@ -231,8 +232,17 @@ async fn room(
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 enum Hello {
-    Join { invite: String },
-    Rejoin { credential: String },
+    Join {
+        invite: String,
+        /// The language the page speaks (its rights notice and oath are in it, unless the judge chooses another).
+        #[serde(default)]
+        language: Option<LanguageHint>,
+    },
+    Rejoin {
+        credential: String,
+        #[serde(default)]
+        language: Option<LanguageHint>,
+    },
 }
 
 /// A socket's allowance of frames ([`MESSAGE_BURST`], [`MESSAGES_PER_SECOND`]).
@@ -306,8 +316,10 @@ async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>, unjo
     });
     let mut allowance = Allowance::new();
     let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance)).await.ok().flatten();
+    let mut page_language = None;
     let entered = match hello.as_deref().map(serde_json::from_str::<Hello>) {
-        Some(Ok(Hello::Join { invite: secret } | Hello::Rejoin { credential: secret })) => {
+        Some(Ok(Hello::Join { invite: secret, language } | Hello::Rejoin { credential: secret, language })) => {
+            page_language = language;
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
         Some(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
@@ -324,6 +336,9 @@ async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>, unjo
             return;
         }
     };
+    if page_language.is_some() {
+        hearing.set_page_language(&participant, page_language).await;
+    }
     let mut keepalive = false;
     loop {
         // The writer stops when the client is too slow for its outbox; then the reading stops too. A client that

@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use crate::auth::{Caller, Channel};
 use crate::budget::{Budget, retry_after_seconds};
 use crate::gateway::{Gateway, GatewayError, Registered, new_id};
+use crate::texts::{CourtText, CourtTexts, TextKind};
 use crate::turn::IceServers;
 
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
@@ -152,6 +153,8 @@ pub struct Hearings {
     gateway: Gateway,
     engine: Arc<WebRtcEngine>,
     ice_servers: Arc<IceServers>,
+    /// The rights notices and oaths, per language ([`crate::texts`]).
+    texts: Arc<CourtTexts>,
     recordings_dir: PathBuf,
     /// Where output that could not enter custody is kept ([`crate::quarantine`]).
     quarantine_dir: PathBuf,
@@ -188,6 +191,7 @@ pub struct LiveHearing {
     /// name whatever its membership or tokens later ([`Gateway::ingest_hearing_output`]).
     court: Caller,
     gateway: Gateway,
+    texts: Arc<CourtTexts>,
     /// Where this hearing's output that could not enter custody is kept.
     quarantine_dir: PathBuf,
     room: Room,
@@ -201,6 +205,8 @@ struct HearingState {
     invites: BTreeMap<InviteId, Timestamp>,
     /// The display names given on invites (private to the hearing; see [`DisplayName`]).
     names: BTreeMap<InviteId, DisplayName>,
+    /// Whom participants call if their link fails (private to the hearing; see [`HearingContact`]).
+    contact: Option<HearingContact>,
     invite_secrets: HashMap<Sha256, InviteId>,
     credentials: HashMap<Sha256, ParticipantId>,
     people: BTreeMap<ParticipantId, Person>,
@@ -222,6 +228,8 @@ enum JournalEntry {
         at: Timestamp,
         schedule: Schedule,
         court: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        contact: Option<HearingContact>,
     },
     Event {
         at: Timestamp,
@@ -260,6 +268,9 @@ struct Person {
     connection: Option<u64>,
     /// Where their room messages go (none for a WHIP publisher).
     outbox: Option<Outbox>,
+    /// The language their page speaks, as it said when it entered: the rights notice's and the oath's, unless the
+    /// judge chooses another.
+    language: Option<LanguageHint>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -296,6 +307,9 @@ pub struct ScheduleRequest {
     pub place: Label,
     #[serde(default = "yes")]
     pub identity_check_before_oath: bool,
+    /// Whom participants call or write to if their link fails (the court registry's phone or e-mail); optional.
+    #[serde(default)]
+    pub contact: Option<HearingContact>,
 }
 
 fn yes() -> bool {
@@ -335,25 +349,69 @@ impl DisplayName {
     /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the invisible format
     /// characters that make a name read as another ([`crate::gateway::disguising_character`]).
     pub fn new(text: &str) -> Result<Self, GatewayError> {
-        let text = text.trim();
-        let reason = if text.is_empty() || text.chars().count() > Self::MAX_CHARS {
-            Some(format!("a display name has 1 to {} characters", Self::MAX_CHARS))
-        } else if text.chars().any(char::is_control) || crate::gateway::disguising_character(text).is_some() {
-            Some("a display name may not hold control characters or invisible format characters".to_owned())
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => Err(GatewayError::BadInput { field: "display_name", reason }),
-            None => Ok(Self(text.to_owned())),
-        }
+        private_text("display_name", "a display name", text, Self::MAX_CHARS).map(Self)
+    }
+}
+
+/// A line of 1 to `max_chars` characters (trimmed) that a person typed and others are shown, without control
+/// characters or the invisible format characters that make one text read as another
+/// ([`crate::gateway::disguising_character`]).
+fn private_text(field: &'static str, what: &str, text: &str, max_chars: usize) -> Result<String, GatewayError> {
+    let text = text.trim();
+    let reason = if text.is_empty() || text.chars().count() > max_chars {
+        Some(format!("{what} has 1 to {max_chars} characters"))
+    } else if text.chars().any(char::is_control) || crate::gateway::disguising_character(text).is_some() {
+        Some(format!("{what} may not hold control characters or invisible format characters"))
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(GatewayError::BadInput { field, reason }),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// Whom a hearing's participants call or write to if their link fails, as the clerk gave it when scheduling (the
+/// court registry's phone number or e-mail address). Shown to the hearing's participants on their page and to the
+/// court; kept in the hearing's private journal; never in a record, the minutes, the public log or a log line
+/// (`Debug` withholds it).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HearingContact(String);
+
+impl HearingContact {
+    /// The longest contact taken, in characters.
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn new(text: &str) -> Result<Self, GatewayError> {
+        private_text("contact", "a contact", text, Self::MAX_CHARS).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HearingContact {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Debug for HearingContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HearingContact(withheld)")
     }
 }
 
 /// A two-letter language code (ISO 639-1, lowercase) put in an invite link; the page falls back to the person's
 /// browser for a language it does not have.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
 pub struct LanguageHint(String);
+
+impl LanguageHint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for LanguageHint {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -437,6 +495,7 @@ impl Hearings {
         gateway: Gateway,
         engine: Arc<WebRtcEngine>,
         ice_servers: Arc<IceServers>,
+        texts: Arc<CourtTexts>,
         recordings_dir: PathBuf,
         quarantine_dir: PathBuf,
     ) -> Self {
@@ -444,6 +503,7 @@ impl Hearings {
             gateway,
             engine,
             ice_servers,
+            texts,
             recordings_dir,
             quarantine_dir,
             live: Mutex::default(),
@@ -556,7 +616,10 @@ impl Hearings {
             let mut state = live.state.lock().await;
             live.carry_out(&mut state, effects).await?;
             let court = caller.account.id.clone();
-            live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court }).await?;
+            let contact = request.contact;
+            live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court, contact: contact.clone() })
+                .await?;
+            state.contact = contact;
         }
         self.live().insert(hearing.clone(), live.clone());
         tracing::info!(case = %case, hearing = %hearing, "hearing scheduled");
@@ -575,11 +638,13 @@ impl Hearings {
                 case,
                 court,
                 gateway: self.gateway.clone(),
+                texts: self.texts.clone(),
                 room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders),
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
                     invites: BTreeMap::new(),
                     names: BTreeMap::new(),
+                    contact: None,
                     invite_secrets: HashMap::new(),
                     credentials: HashMap::new(),
                     people: BTreeMap::new(),
@@ -616,7 +681,7 @@ impl Hearings {
 
     async fn replay(&self, entries: &[String]) -> anyhow::Result<Arc<LiveHearing>> {
         let mut entries = entries.iter().map(|text| serde_json::from_str::<JournalEntry>(text));
-        let Some(Ok(JournalEntry::Scheduled { at, schedule, court })) = entries.next() else {
+        let Some(Ok(JournalEntry::Scheduled { at, schedule, court, contact })) = entries.next() else {
             anyhow::bail!("the journal does not start with the schedule");
         };
         let account =
@@ -625,6 +690,7 @@ impl Hearings {
         let live = self.hearing(Caller { account, channel: Channel::Session }, machine);
         let mut state = live.state.lock().await;
         state.journal = 1;
+        state.contact = contact;
         for entry in entries {
             state.journal += 1;
             match entry? {
@@ -648,7 +714,7 @@ impl Hearings {
                 }
                 JournalEntry::Member { participant, slot } => {
                     live.room.add_member(participant.as_str(), slot);
-                    state.people.insert(participant, Person { slot, connection: None, outbox: None });
+                    state.people.insert(participant, Person { slot, connection: None, outbox: None, language: None });
                     state.next_slot = state.next_slot.max(slot + 1);
                 }
                 JournalEntry::Segment { segment } => state.segments.push(segment),
@@ -831,7 +897,9 @@ impl Hearings {
                 let participant = ParticipantId::new(new_id("p")).map_err(|e| failed(&e))?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
-                state.people.insert(participant.clone(), Person { slot, connection: None, outbox: None });
+                state
+                    .people
+                    .insert(participant.clone(), Person { slot, connection: None, outbox: None, language: None });
                 let joined = Event::Join { invite, participant: participant.clone() };
                 if let Err(e) = live.apply(&mut state, joined).await {
                     state.people.remove(&participant);
@@ -941,15 +1009,21 @@ pub enum RoomStep {
         officer_name: String,
         site: Label,
     },
+    /// The rights notice, shown to the person in `language` (by default their page's, else English).
     RightsNotice {
         person: ParticipantId,
+        #[serde(default)]
+        language: Option<LanguageHint>,
     },
+    /// The oath or affirmation, its words shown to the witness in `language` (as for the rights notice).
     Oath {
         witness: ParticipantId,
         form: OathForm,
         /// The court was warned that the witness's media has stopped, and goes on.
         #[serde(default)]
         despite_no_media: bool,
+        #[serde(default)]
+        language: Option<LanguageHint>,
     },
     SwearInterpreter {
         interpreter: ParticipantId,
@@ -1169,9 +1243,26 @@ impl LiveHearing {
                 self.take_into_custody("identity verification", "application/json", &name, detail, None).await?;
                 return Ok(());
             }
-            RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person },
-            RoomStep::Oath { witness, form, despite_no_media } => {
-                Event::TakeOath { by, witness, form, despite_no_media }
+            RoomStep::RightsNotice { person, language } => {
+                let text = self.text(&state, &person, language.as_ref(), TextKind::RightsNotice)?;
+                let event =
+                    Event::GiveRightsNotice { by: by.clone(), person: person.clone(), text: Some(text.shown.clone()) };
+                self.apply(&mut state, event).await?;
+                Self::show(&state, &[&person, &by], TextKind::RightsNotice, &text);
+                return Ok(());
+            }
+            RoomStep::Oath { witness, form, despite_no_media, language } => {
+                let kind = match form {
+                    OathForm::Oath => TextKind::Oath,
+                    OathForm::Affirmation => TextKind::Affirmation,
+                };
+                let text = self.text(&state, &witness, language.as_ref(), kind)?;
+                let shown = Some(text.shown.clone());
+                let event =
+                    Event::TakeOath { by: by.clone(), witness: witness.clone(), form, despite_no_media, text: shown };
+                self.apply(&mut state, event).await?;
+                Self::show(&state, &[&witness, &by], kind, &text);
+                return Ok(());
             }
             RoomStep::SwearInterpreter { interpreter, languages } => {
                 Event::SwearInterpreter { by, interpreter, languages }
@@ -1180,6 +1271,57 @@ impl LiveHearing {
             RoomStep::Leave => Event::Leave { participant: by, cause: LeaveCause::Left },
         };
         self.apply(&mut state, event).await
+    }
+
+    /// The court's text of `kind` for `person`: in `language` if the judge chose one (refused if the court has no
+    /// text in it), else in the language of the person's page if the court has texts in it, else in English.
+    fn text(
+        &self,
+        state: &HearingState,
+        person: &ParticipantId,
+        language: Option<&LanguageHint>,
+        kind: TextKind,
+    ) -> Result<CourtText, GatewayError> {
+        if let Some(language) = language {
+            return self.texts.get(language.as_str(), kind).cloned().ok_or_else(|| GatewayError::BadInput {
+                field: "language",
+                reason: format!(
+                    "the court has no texts in {}; it has {}",
+                    language.as_str(),
+                    self.texts.languages().join(", ")
+                ),
+            });
+        }
+        let page = state.people.get(person).and_then(|someone| someone.language.as_ref());
+        page.and_then(|language| self.texts.get(language.as_str(), kind))
+            .or_else(|| self.texts.get("en", kind))
+            .cloned()
+            .ok_or_else(|| GatewayError::Internal(format!("no {} text in English", kind.name())))
+    }
+
+    /// Puts a text on the screens of `people` (the person told or sworn, and the judge), as recorded.
+    fn show(state: &HearingState, people: &[&ParticipantId], kind: TextKind, text: &CourtText) {
+        let message = json!({
+            "type": "text",
+            "kind": kind.name(),
+            "language": text.shown.language,
+            "words": text.words,
+            "sha256": text.shown.sha256,
+        });
+        for participant in people {
+            if let Some(outbox) = state.people.get(*participant).and_then(|person| person.outbox.as_ref()) {
+                let _ = outbox.send(message.clone());
+            }
+        }
+    }
+
+    /// The language the participant's page speaks, as it said on entering.
+    pub async fn set_page_language(&self, participant: &ParticipantId, language: Option<LanguageHint>) {
+        let mut state = self.state.lock().await;
+        if let Some(person) = state.people.get_mut(participant) {
+            person.language = language;
+        }
+        self.broadcast(&state);
     }
 
     /// The participant's WebSocket closed. Only their current connection counts.
@@ -1271,6 +1413,8 @@ impl LiveHearing {
             },
             "ice_servers": ice_servers,
             "slots": self.room.slots(),
+            "contact": state.contact,
+            "text_languages": self.texts.languages(),
         })
     }
 
@@ -1297,6 +1441,7 @@ impl LiveHearing {
                     "left": state.machine.has_left(participant),
                     "media_stopped": state.machine.media_stopped(participant),
                     "name": state.machine.invite_of(participant).and_then(|invite| state.names.get(invite)),
+                    "language": person.language,
                     "slot": person.slot,
                 })
             })
@@ -1334,10 +1479,10 @@ impl LiveHearing {
                 "person": check.person, "document": check.document, "site": check.site, "at": check.at,
             })).collect::<Vec<_>>(),
             "rights_notices": machine.rights_notices().iter().map(|notice| json!({
-                "person": notice.person, "at": notice.at,
+                "person": notice.person, "at": notice.at, "text": notice.text,
             })).collect::<Vec<_>>(),
             "oaths": machine.oaths().iter().map(|oath| json!({
-                "witness": oath.witness, "form": oath.form, "at": oath.at,
+                "witness": oath.witness, "form": oath.form, "at": oath.at, "text": oath.text,
             })).collect::<Vec<_>>(),
             "interpreters": machine.interpreters_sworn().iter().map(|sworn| json!({
                 "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at,
@@ -1381,6 +1526,7 @@ impl LiveHearing {
             "phase": state.machine.phase(),
             "scheduled_for": state.machine.scheduled_for(),
             "place": state.machine.venue(),
+            "contact": state.contact.as_ref().filter(|_| court),
             "recording": state.machine.is_recording(),
             "invites": invites,
             "participants": participants,

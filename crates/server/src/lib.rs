@@ -23,6 +23,7 @@ pub mod problem;
 pub mod quarantine;
 pub mod refusals;
 pub mod startup;
+pub mod texts;
 pub mod tls;
 pub mod turn;
 pub mod tus;

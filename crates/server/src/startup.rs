@@ -25,6 +25,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Configuration mistakes first, before anything is made on disk.
     let ice_servers = Arc::new(IceServers::from_config(&config.ice)?);
+    let texts = Arc::new(
+        crate::texts::CourtTexts::load(config.texts_dir.as_deref())
+            .context("reading the court's texts (CUSTODIA_TEXTS_DIR)")?,
+    );
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -74,6 +78,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     bootstrap_admin(&gateway, gateway_config).await?;
     crate::auth::purge_expired_sessions(gateway.clone());
+    tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     let recordings = gateway_config.data_dir.join("recordings");
@@ -89,6 +94,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         gateway.clone(),
         Arc::new(engine),
         ice_servers.clone(),
+        texts.clone(),
         recordings.join("hearings"),
         quarantine_dir,
     ));

@@ -6,6 +6,12 @@
 //   catch (err) { show(err.message); }   // e.g. "the username or password is wrong"
 //
 // The session is the gateway's cookie, sent because every request is same-origin.
+//
+// In English a problem reads as the gateway's own detail (it names what to fix); in any other language, as the
+// translation of its stable type (`api.problem.<type>` in web/static/i18n), so that no English sentence with
+// internal ids appears in the reader's language.
+
+import { language, t } from './i18n.js';
 
 /** An API call that did not succeed. `message` is the problem's detail (or title) in plain words. */
 export class ApiError extends Error {
@@ -27,15 +33,30 @@ export class ApiError extends Error {
   }
 }
 
+/** `key` in the reader's language; `english` where no translations are loaded yet. */
+function words(key, english, vars = {}) {
+  const text = t(key, vars);
+  return text === key ? english : text;
+}
+
 /** Plain words for statuses that came without a problem document (a proxy's error page, say). */
 function statusWords(status) {
-  if (status === 401) return 'You are not signed in, or your session has ended. Please sign in again.';
-  if (status === 403) return 'You are not allowed to do this.';
-  if (status === 404) return 'This was not found.';
-  if (status === 413) return 'This is too large for the gateway to accept.';
-  if (status === 429) return 'Too many requests. Please wait a moment and try again.';
-  if (status >= 500) return 'The gateway could not do this just now. Please try again later.';
-  return `The gateway refused the request (HTTP ${status}).`;
+  if (status === 401) return words('api.status.401', 'You are not signed in, or your session has ended. Please sign in again.');
+  if (status === 403) return words('api.status.403', 'You are not allowed to do this.');
+  if (status === 404) return words('api.status.404', 'This was not found.');
+  if (status === 413) return words('api.status.413', 'This is too large for the gateway to accept.');
+  if (status === 429) return words('api.status.429', 'Too many requests. Please wait a moment and try again.');
+  if (status >= 500) return words('api.status.5xx', 'The gateway could not do this just now. Please try again later.');
+  return words('api.status.other', `The gateway refused the request (HTTP ${status}).`, { status });
+}
+
+/** A problem in the reader's language: the gateway's detail in English, else the translation of its type. */
+function problemWords(problem) {
+  const detail = problem.detail || problem.title;
+  const kind = typeof problem.type === 'string' ? problem.type.split('/').pop() : '';
+  const key = `api.problem.${kind}`;
+  if ((language() === 'en' && detail) || t(key) === key) return detail ? sentence(detail) : null;
+  return t(key);
 }
 
 /**
@@ -69,7 +90,7 @@ export async function api(method, path, body, options = {}) {
     });
   } catch (err) {
     if (err && err.name === 'AbortError') throw err;
-    throw new ApiError('The gateway could not be reached. Check your connection and try again.');
+    throw new ApiError(words('api.unreachable', 'The gateway could not be reached. Check your connection and try again.'));
   }
   const text = await response.text();
   const type = response.headers.get('content-type') || '';
@@ -82,8 +103,8 @@ export async function api(method, path, body, options = {}) {
         problem = null;
       }
     }
-    const words = problem && (problem.detail || problem.title);
-    throw new ApiError(words ? sentence(words) : statusWords(response.status), {
+    const words = problem && problemWords(problem);
+    throw new ApiError(words || statusWords(response.status), {
       status: response.status,
       type: problem ? problem.type || null : null,
       title: problem ? problem.title || null : null,
@@ -95,7 +116,7 @@ export async function api(method, path, body, options = {}) {
   try {
     return JSON.parse(text);
   } catch {
-    throw new ApiError('The gateway sent a reply this page cannot read.', { status: response.status });
+    throw new ApiError(words('api.unreadable', 'The gateway sent a reply this page cannot read.'), { status: response.status });
   }
 }
 

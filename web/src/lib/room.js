@@ -35,6 +35,8 @@ const MEDIA_RETRY_MS = 10000;
  *   flowing; interrupted (the browser lost it, may come back); reconnecting (a new connection is being made);
  *   not_received (the gateway says our video and sound do not reach it)
  * @property {(error: Error) => void} [onError]
+ * @property {(text: {kind: string, language: string, words: string, sha256: string}) => void} [onText] the court's
+ *   words shown to us (or, for the judge, to the person told or sworn), as the minutes record them
  */
 
 /** What our own video is held to in data-saver mode. */
@@ -59,6 +61,7 @@ export class Room {
     this.attempt = 0;
     this.retryTimer = null;
     this.dataSaver = false;
+    this.language = null;
     this.keepalive = null;
     this.lastHeard = 0;
     this.inboundWatch = null;
@@ -70,13 +73,25 @@ export class Room {
 
   /** Takes part with an invite's secret (usable once). */
   join(secret) {
-    this.connect({ type: 'join', invite: secret });
+    this.connect({ type: 'join', invite: secret, ...this.languageField() });
   }
 
   /** Takes part again as the same participant, with the credential from an earlier `welcome`. */
   rejoin(credential) {
     this.credential = credential;
-    this.connect({ type: 'rejoin', credential });
+    this.connect({ type: 'rejoin', credential, ...this.languageField() });
+  }
+
+  /**
+   * The language this page speaks (a two-letter code), said on joining and rejoining: the court shows the rights
+   * notice and the oath in it unless the judge chooses another.
+   */
+  setLanguage(code) {
+    this.language = /^[a-z]{2}$/.test(code ?? '') ? code : null;
+  }
+
+  languageField() {
+    return this.language ? { language: this.language } : {};
   }
 
   /** Sends one action (admit, mute, start_recording…); the answer comes as a new `state` or a refusal. */
@@ -239,6 +254,10 @@ export class Room {
       case 'error':
         this.handlers.onError?.(new Error(message.detail ?? 'the hearing room could not do that'));
         break;
+      case 'text':
+        // The court's words, as recorded: a rights notice, an oath or an affirmation.
+        this.handlers.onText?.(message);
+        break;
       default:
         break;
     }
@@ -349,13 +368,13 @@ export class Room {
     this.handlers.onConnection?.('reconnecting');
     const delay = RETRY_DELAYS_MS[Math.min(this.attempt, RETRY_DELAYS_MS.length - 1)];
     this.attempt += 1;
-    this.retryTimer = setTimeout(() => this.connect({ type: 'rejoin', credential: this.credential }), delay);
+    this.retryTimer = setTimeout(() => this.connect({ type: 'rejoin', credential: this.credential, ...this.languageField() }), delay);
   }
 
   retryNow() {
     if (this.finished || !this.credential || this.socket?.readyState === WebSocket.OPEN) return;
     if (this.socket?.readyState === WebSocket.CONNECTING) return;
-    this.connect({ type: 'rejoin', credential: this.credential });
+    this.connect({ type: 'rejoin', credential: this.credential, ...this.languageField() });
   }
 
   finish(status) {

@@ -1,0 +1,181 @@
+//! The court's own words: rights notices and oaths come from the files the court edits (`CUSTODIA_TEXTS_DIR`), are
+//! shown to the witness over the room's WebSocket in their page's language (or the one the judge chooses), and the
+//! minutes say which wording was shown and sworn by its SHA-256, the digest of the court's own file. A malformed
+//! texts directory stops the gateway at start-up, naming the file. The hearing's contact (the registry's phone or
+//! e-mail) reaches the hearing's participants and the court, and nothing public.
+
+mod support;
+
+use std::time::Duration;
+
+use custodia_core::Sha256;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use support::{As, TestGateway, serve_on_loopback};
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const CASE: &str = "case-t";
+const CONTACT: &str = "Cancelleria, +39 095 555 0101, cancelleria.catania@giustizia.example";
+
+/// The next message on a room socket whose type is `wanted`, skipping `state` broadcasts and anything else.
+async fn next_of(socket: &mut Socket, wanted: &str) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .unwrap_or_else(|_| panic!("a {wanted} message within a minute"))
+            .expect("the room is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] == wanted {
+                return value;
+            }
+            assert_ne!(value["type"], "refused", "{value}");
+            assert_ne!(value["type"], "error", "{value}");
+        }
+    }
+}
+
+async fn send(socket: &mut Socket, message: Value) {
+    socket.send(message.to_string().into()).await.unwrap();
+}
+
+fn custom_texts(dir: &std::path::Path) -> [(String, Vec<u8>); 3] {
+    let fr = dir.join("fr");
+    std::fs::create_dir_all(&fr).unwrap();
+    let files = [
+        ("rights_notice.txt", "Tribunal de Catane : vous pouvez refuser de répondre.\nDites la vérité.\n"),
+        ("oath.txt", "Je jure de dire la vérité.\n"),
+        ("affirmation.txt", "J'affirme solennellement, devant le tribunal de Catane, dire la vérité.\n"),
+    ];
+    files.map(|(name, words)| {
+        std::fs::write(fr.join(name), words).unwrap();
+        (name.to_owned(), words.as_bytes().to_vec())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_digest() {
+    let texts = tempfile::tempdir().unwrap();
+    let [(_, notice), _, (_, affirmation)] = custom_texts(texts.path());
+    let texts_dir = texts.path().to_path_buf();
+    let gw = TestGateway::start_with(move |config| config.texts_dir = Some(texts_dir)).await;
+    let (clerk_id, clerk) = gw.person("clerk.t", "IT").await;
+    let (pm_id, pm) = gw.person("pm.t", "IT").await;
+    gw.case(CASE).await;
+    gw.member(CASE, &clerk_id, "clerk").await;
+    gw.member(CASE, &pm_id, "prosecutor").await;
+    let clerk_as = Some(As::Session(&clerk));
+
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2",
+        "identity_check_before_oath": false, "contact": CONTACT});
+    let reply = gw.call("POST", &format!("/api/v1/cases/{CASE}/hearings"), clerk_as, schedule).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let uri = format!("/api/v1/cases/{CASE}/hearings/{}", reply.json()["id"].as_str().unwrap());
+    let invite = |role: &'static str| {
+        let (gw, uri) = (&gw, format!("{uri}/invites"));
+        async move {
+            let body = json!({"role": role, "admit_on_join": role == "judge"});
+            let reply = gw.call("POST", &uri, clerk_as, body).await;
+            assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+            reply.json()["secret"].as_str().unwrap().to_owned()
+        }
+    };
+    let (judge_secret, witness_secret) = (invite("judge").await, invite("witness").await);
+    assert_eq!(gw.call("POST", &format!("{uri}/open"), clerk_as, json!({})).await.status, 200);
+
+    // The court sees the contact; another member of the case does not.
+    assert_eq!(gw.get(&uri, clerk_as).await.json()["contact"], CONTACT);
+    assert_eq!(gw.get(&uri, Some(As::Session(&pm))).await.json()["contact"], Value::Null);
+
+    let port = serve_on_loopback(&gw).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let (mut judge, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    send(&mut judge, json!({"type": "join", "invite": judge_secret, "language": "it"})).await;
+    let welcome = next_of(&mut judge, "welcome").await;
+    assert_eq!(welcome["contact"], CONTACT, "{welcome}");
+    // The witness's page speaks French (the invite's language, or their browser's): it says so on joining.
+    let (mut witness, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    send(&mut witness, json!({"type": "join", "invite": witness_secret, "language": "fr"})).await;
+    let welcome = next_of(&mut witness, "welcome").await;
+    assert_eq!(welcome["contact"], CONTACT, "the participant's page shows whom to call: {welcome}");
+    let w = welcome["participant"].as_str().unwrap().to_owned();
+
+    send(&mut judge, json!({"type": "admit", "participant": w})).await;
+    send(&mut judge, json!({"type": "start_session"})).await;
+    while next_of(&mut judge, "state").await["phase"] != "in_session" {}
+    // A language the court has no texts in is refused, and nothing is recorded.
+    let before = gw.ledger_size();
+    send(&mut judge, json!({"type": "rights_notice", "person": w, "language": "de"})).await;
+    let error = next_of(&mut judge, "error").await;
+    assert!(error["detail"].as_str().unwrap().contains("no texts in de"), "{error}");
+    assert_eq!(gw.ledger_size(), before);
+
+    // No language given: the witness's page's, French, from the court's file.
+    send(&mut judge, json!({"type": "rights_notice", "person": w})).await;
+    let shown = next_of(&mut witness, "text").await;
+    assert_eq!(shown["kind"], "rights_notice");
+    assert_eq!(shown["language"], "fr");
+    assert_eq!(shown["words"].as_str().unwrap().as_bytes(), notice.as_slice());
+    assert_eq!(shown["sha256"], Sha256::of(&notice).to_hex());
+    let judge_saw = next_of(&mut judge, "text").await;
+    assert_eq!(judge_saw, shown, "the judge sees what the witness was shown");
+
+    send(&mut judge, json!({"type": "oath", "witness": w, "form": "affirmation", "language": "fr"})).await;
+    let shown = next_of(&mut witness, "text").await;
+    assert_eq!(shown["kind"], "affirmation");
+    assert_eq!(shown["words"].as_str().unwrap().as_bytes(), affirmation.as_slice());
+    send(&mut judge, json!({"type": "end"})).await;
+
+    // The signed minutes name the wording by the digest of the court's file, and its language.
+    let mut hearing = Value::Null;
+    for _ in 0..600 {
+        hearing = gw.get(&uri, clerk_as).await.json();
+        if hearing["minutes_artefact"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let minutes_id = hearing["minutes_artefact"].as_str().unwrap_or_else(|| panic!("no minutes: {hearing}"));
+    let content =
+        gw.get(&format!("/api/v1/artefacts/{minutes_id}/content?purpose=trial%20preparation"), clerk_as).await;
+    assert_eq!(content.status, 200, "{}", String::from_utf8_lossy(&content.body));
+    let minutes = content.json();
+    let notice_digest = Sha256::of(&notice).to_hex();
+    let affirmation_digest = Sha256::of(&affirmation).to_hex();
+    assert_eq!(minutes["rights_notices"][0]["text"], json!({"language": "fr", "sha256": notice_digest}), "{minutes}");
+    assert_eq!(minutes["oaths"][0]["text"], json!({"language": "fr", "sha256": affirmation_digest}), "{minutes}");
+    assert_eq!(minutes["oaths"][0]["form"], "affirmation");
+
+    // The contact is in no record and not in the minutes; the records commit to the wording's digest, never
+    // showing it in clear. Nothing logs a contact: its `Debug` withholds it.
+    let phone = "555 0101";
+    assert!(!String::from_utf8_lossy(&content.body).contains(phone));
+    for index in 0..gw.ledger_size() {
+        let record = gw.ledger_record(index).await.to_string();
+        assert!(!record.contains(phone) && !record.contains(&notice_digest), "{record}");
+    }
+    let request: custodia_server::hearings::ScheduleRequest =
+        serde_json::from_value(json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2", "contact": CONTACT}))
+            .unwrap();
+    assert!(!format!("{request:?}").contains(phone));
+}
+
+#[test]
+fn a_malformed_texts_directory_stops_the_gateway_at_start_up_naming_the_file() {
+    let data = tempfile::tempdir().unwrap();
+    let texts = tempfile::tempdir().unwrap();
+    custom_texts(texts.path());
+    std::fs::write(texts.path().join("fr/oath.txt"), b"Je jure \x00 de dire la verite.\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CUSTODIA_DATA_DIR", data.path())
+        .env("CUSTODIA_TEXTS_DIR", texts.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the gateway started with a malformed text");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fr/oath.txt") && stderr.contains("U+0000"), "{stderr}");
+    assert!(!data.path().join("keys").exists(), "nothing is made before the configuration is checked");
+}

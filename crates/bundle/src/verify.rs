@@ -301,6 +301,22 @@ impl Budget {
     }
 }
 
+/// The most characters of a name (a path from the bundle) echoed in a detail; a longer one is cut, with its
+/// SHA-256 so that two long names stay told apart. A hostile bundle's names cost the report no more than this.
+pub const MAX_ECHOED_NAME: usize = 200;
+
+/// `name` as a detail echoes it: whole up to [`MAX_ECHOED_NAME`] characters, else its first
+/// [`MAX_ECHOED_NAME`] characters, an ellipsis and the first 16 hex digits of its SHA-256.
+pub fn echoed(name: &str) -> String {
+    match name.char_indices().nth(MAX_ECHOED_NAME) {
+        None => name.to_owned(),
+        Some((cut, _)) => {
+            let digest = Sha256::of(name.as_bytes()).to_string();
+            format!("{}… (SHA-256 {})", &name[..cut], &digest[..16])
+        }
+    }
+}
+
 /// What a check costs to hold besides its words, counted against [`MAX_KEPT_BYTES`].
 const PER_CHECK_OVERHEAD: u64 = 64;
 
@@ -351,14 +367,22 @@ const PER_FILE_OVERHEAD: u64 = 128;
 /// What extended headers said about the entry that follows them: its path, and its size if given.
 #[derive(Default)]
 struct Extended {
+    /// Whether an extended header came before the entry (only one may, and only before a regular file).
+    present: bool,
     pax_path: Option<Vec<u8>>,
     long_name: Option<Vec<u8>>,
     size: Option<u64>,
 }
 
 /// Reads one extended header's data, refusing one larger than [`MAX_EXTENSION`] before reading any of it (the
-/// tar crate would read it whole into memory), and notes what it says about the next entry.
+/// tar crate would read it whole into memory), and notes what it says about the next entry. Only the PAX keys
+/// `path` and `size` are accepted: any other (`GNU.sparse.*`, `linkpath`, ...) changes what some tar tool extracts
+/// from what the verifier read, and our writer emits none.
 fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Extended) -> Result<(), VerifyError> {
+    if extended.present {
+        return Err(VerifyError::Malformed("two extended headers in a row, which no bundle has".into()));
+    }
+    extended.present = true;
     let size = header.entry_size()?;
     if size > MAX_EXTENSION {
         return Err(VerifyError::Malformed(format!(
@@ -381,7 +405,12 @@ fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Ex
                 let size = std::str::from_utf8(extension.value_bytes()).ok().and_then(|v| v.parse().ok());
                 extended.size = Some(size.ok_or_else(|| VerifyError::Malformed("a PAX size is not a number".into()))?);
             }
-            _ => {}
+            key => {
+                return Err(VerifyError::Malformed(format!(
+                    "a PAX header gives {:?}; only path and size are accepted",
+                    echoed(&String::from_utf8_lossy(key))
+                )));
+            }
         }
     }
     Ok(())
@@ -412,11 +441,20 @@ fn read_bundle(
         let header = entry.header().clone();
         entries_end = entry.raw_file_position() + header.entry_size()?.next_multiple_of(512);
         let kind = header.entry_type();
+        let raw = header.as_bytes();
+        if &raw[257..265] == b"ustar  \0" && raw[345..500].iter().any(|&b| b != 0) {
+            return Err(VerifyError::Malformed(
+                "a GNU tar header with a ustar name prefix, which tar tools read differently".into(),
+            ));
+        }
         if kind.is_pax_local_extensions() || kind.is_gnu_longname() {
             read_extension(&mut entry, &header, &mut extended)?;
             continue;
         }
-        let Extended { pax_path, long_name, size: pax_size } = std::mem::take(&mut extended);
+        let Extended { present, pax_path, long_name, size: pax_size } = std::mem::take(&mut extended);
+        if present && !kind.is_file() {
+            return Err(VerifyError::Malformed("an extended header not followed by a regular file".into()));
+        }
         if let Some(pax_size) = pax_size
             && pax_size != header.entry_size()?
         {
@@ -425,26 +463,48 @@ fn read_bundle(
                 header.entry_size()?
             )));
         }
-        if kind.is_dir() {
-            continue;
+        if !kind.is_file() && !kind.is_dir() {
+            return Err(VerifyError::Malformed(
+                "the bundle contains an entry that is neither a regular file nor a directory (a link, a device, a \
+                 global header), which a bag never does"
+                    .into(),
+            ));
         }
-        if !kind.is_file() {
-            return Err(VerifyError::Malformed("the bundle contains a link or device, which a bag never does".into()));
+        if kind.is_dir() && header.entry_size()? != 0 {
+            return Err(VerifyError::Malformed(format!(
+                "a directory entry with {} bytes of data, which tar tools read as further entries",
+                header.entry_size()?
+            )));
         }
         let path_bytes = pax_path.or(long_name).unwrap_or_else(|| header.path_bytes().into_owned());
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
-        let (dir, relative) = path
-            .split_once('/')
-            .ok_or_else(|| VerifyError::Malformed(format!("{path} is outside the bag directory")))?;
-        if relative.split('/').any(|part| part.is_empty() || part == "." || part == "..") || path.starts_with('/') {
-            return Err(VerifyError::Malformed(format!("hostile path {path:?} in the bundle")));
+        let path = if kind.is_dir() { path.strip_suffix('/').unwrap_or(&path).to_owned() } else { path };
+        let (dir, relative) = match path.split_once('/') {
+            Some(split) => split,
+            // The bag directory itself.
+            None if kind.is_dir() => (path.as_str(), ""),
+            None => return Err(VerifyError::Malformed(format!("{} is outside the bag directory", echoed(&path)))),
+        };
+        let hostile_part = |part: &str| part.is_empty() || part == "." || part == "..";
+        if path.starts_with('/')
+            || hostile_part(dir)
+            || (!relative.is_empty() || !kind.is_dir()) && relative.split('/').any(hostile_part)
+        {
+            return Err(VerifyError::Malformed(format!("hostile path {:?} in the bundle", echoed(&path))));
         }
         match &top {
             Some(top) if top != dir => {
-                return Err(VerifyError::Malformed(format!("{path} is outside the bag directory {top}")));
+                return Err(VerifyError::Malformed(format!(
+                    "{} is outside the bag directory {}",
+                    echoed(&path),
+                    echoed(top)
+                )));
             }
             None => top = Some(dir.to_owned()),
             Some(_) => {}
+        }
+        if kind.is_dir() {
+            continue;
         }
         budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
         if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
@@ -464,7 +524,12 @@ fn read_bundle(
             };
             budget.keep(checks_cost(&verification.checks))?;
             budget.release_to(mark);
-            let verification = summarise(verification);
+            // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
+            let mut verification = summarise(verification);
+            let name = echoed(relative.strip_prefix(layout::BUNDLES_DIR).unwrap_or(relative));
+            for check in &mut verification.checks {
+                check.detail = format!("{name}: {}", check.detail);
+            }
             budget.keep(checks_cost(&verification.checks))?;
             // What a bundle holds after its end-of-archive marker was read with it; anything left is refused there,
             // but still counts toward the digest.
@@ -507,6 +572,9 @@ fn read_bundle(
         if bag.files.insert(relative.to_owned(), seen).is_some() {
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
+    }
+    if extended.present {
+        return Err(VerifyError::Malformed("an extended header not followed by a regular file".into()));
     }
     end_of_archive(&mut counted, entries_end)?;
     Ok(bag)
@@ -634,13 +702,11 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         let expected = crate::report::case_certificate(key.name(), listing, only.index);
         check_report(&bag.files, &expected, &mut report);
     }
-    for (path, nested) in bag.nested {
-        let name = path.strip_prefix(layout::BUNDLES_DIR).unwrap_or(&path).to_owned();
+    // Each nested check already names its bundle (see read_bundle), counted in the budget.
+    for (_, nested) in bag.nested {
         report.records += nested.records;
         report.unconfirmed += nested.unconfirmed;
-        report.checks.extend(
-            nested.checks.into_iter().map(|check| Check { detail: format!("{name}: {}", check.detail), ..check }),
-        );
+        report.checks.extend(nested.checks);
     }
     report
 }
@@ -674,7 +740,7 @@ fn check_strays(
             TAG_FILES.contains(&path.as_str())
         };
         if !known {
-            report.fail(Part::Bag, format!("{path} does not belong in {kind}"));
+            report.fail(Part::Bag, format!("{} does not belong in {kind}", echoed(path)));
         }
     }
 }
@@ -794,14 +860,14 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
     }
     for (path, nested) in &bag.nested {
         if !listed.contains_key(path) {
-            report.fail(Part::CaseContents, format!("{path} is not in the case export record: it was added"));
+            report.fail(Part::CaseContents, format!("{} is not in the case export record: it was added", echoed(path)));
             continue;
         }
         let name = path.strip_prefix(layout::BUNDLES_DIR).and_then(|p| p.strip_suffix(".tar"));
         if let Some(artefact) = &nested.artefact
             && name != Some(artefact.as_str())
         {
-            report.fail(Part::CaseContents, format!("{path} holds the bundle of artefact {artefact}"));
+            report.fail(Part::CaseContents, format!("{} holds the bundle of artefact {artefact}", echoed(path)));
         }
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {
@@ -840,6 +906,9 @@ fn check_bag_info(
         return;
     };
     let before = report.checks.iter().filter(|c| !c.passed).count();
+    if body.contains('\r') {
+        report.fail(Part::Bag, format!("{INFO} has a carriage return; the gateway writes its lines with LF only"));
+    }
     let mut fields: Vec<(String, String)> = Vec::new();
     let mut lines: Vec<&str> = body.split('\n').collect();
     if lines.last() == Some(&"") {
@@ -888,14 +957,23 @@ fn check_bag_info(
     }
     if let Some(found) = value("Bagging-Date")
         && !(found.len() == 10
-            && found.bytes().enumerate().all(|(at, b)| if at == 4 || at == 7 { b == b'-' } else { b.is_ascii_digit() }))
+            && found.bytes().enumerate().all(|(at, b)| if at == 4 || at == 7 { b == b'-' } else { b.is_ascii_digit() })
+            && found.parse::<jiff::civil::Date>().is_ok())
     {
-        report.fail(Part::Bag, format!("{INFO} gives Bagging-Date {found}, which is not a date (YYYY-MM-DD)"));
+        report.fail(Part::Bag, format!("{INFO} gives Bagging-Date {found}, which is not a calendar date (YYYY-MM-DD)"));
     }
     if let Some(found) = value("Bag-Software-Agent")
-        && !found.starts_with("custodia ")
+        && !found.strip_prefix("custodia ").is_some_and(|version| {
+            version.split('.').count() == 3
+                && version.split('.').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
     {
-        report.fail(Part::Bag, format!("{INFO} gives Bag-Software-Agent {found}, which is not custodia"));
+        report.fail(
+            Part::Bag,
+            format!(
+                "{INFO} gives Bag-Software-Agent {found}, which is not custodia <version> as the gateway writes it"
+            ),
+        );
     }
     for (label, want) in expected {
         if let Some(found) = value(label)
@@ -1348,6 +1426,133 @@ mod tests {
         assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");
     }
 
+    /// A raw tar header as a forger writes it by hand (any type, any magic, any prefix), checksummed.
+    fn raw_header(name: &[u8], size: u64, kind: u8, prefix: &[u8], magic: &[u8; 8]) -> Vec<u8> {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name);
+        h[100..108].copy_from_slice(b"0000644\0");
+        h[108..116].copy_from_slice(b"0000000\0");
+        h[116..124].copy_from_slice(b"0000000\0");
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = kind;
+        h[257..265].copy_from_slice(magic);
+        h[345..345 + prefix.len()].copy_from_slice(prefix);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        h.to_vec()
+    }
+
+    const USTAR: &[u8; 8] = b"ustar\x0000";
+    const GNU: &[u8; 8] = b"ustar  \0";
+
+    /// A regular file entry: header, bytes, zero padding.
+    fn file_entry(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let mut out = raw_header(name.as_bytes(), bytes.len() as u64, b'0', b"", USTAR);
+        out.extend_from_slice(bytes);
+        out.resize(out.len().next_multiple_of(512), 0);
+        out
+    }
+
+    /// A PAX extended header ('x') of `records`.
+    fn pax_entry(records: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (key, value) in records {
+            let rest = 3 + key.len() + value.len();
+            let mut len = rest + 1;
+            while len.to_string().len() + rest != len {
+                len = len.to_string().len() + rest;
+            }
+            body.extend_from_slice(format!("{len} {key}=").as_bytes());
+            body.extend_from_slice(value);
+            body.push(b'\n');
+        }
+        let mut out = raw_header(b"bag/PaxHeaders/x", body.len() as u64, b'x', b"", USTAR);
+        out.extend_from_slice(&body);
+        out.resize(out.len().next_multiple_of(512), 0);
+        out
+    }
+
+    #[test]
+    fn only_regular_files_and_empty_directories_inside_the_bag_are_read() {
+        let info = file_entry("bag/bagit.txt", b"BagIt-Version: 1.0\n");
+        let end = [0u8; 1024];
+        let read = |parts: &[&[u8]]| verify(parts.concat().as_slice(), &[]);
+        // Directories with no data, the bag's own among them, are fine.
+        let dir = |name: &str| raw_header(name.as_bytes(), 0, b'5', b"", USTAR);
+        assert!(read(&[&dir("bag/"), &dir("bag/data/"), &info, &end]).is_ok());
+        assert!(read(&[&dir("bag/"), &info, &raw_header(b"bag/data/", 0, b'5', b"", GNU), &end]).is_ok());
+        let refused = |parts: &[&[u8]], why: &str| {
+            let err = read(parts).err().unwrap_or_else(|| panic!("accepted; expected {why}"));
+            assert!(err.to_string().contains(why), "{err}; expected {why}");
+        };
+        // A directory whose data is a header for a forged file: GNU tar and Python extract it, tar-rs skips it.
+        let forged = file_entry("bag/bagit.txt", b"FORGED");
+        let mut hiding = raw_header(b"bag/data/", forged.len() as u64, b'5', b"", USTAR);
+        hiding.extend_from_slice(&forged);
+        refused(&[&info, &hiding, &end], "a directory entry with 1024 bytes of data");
+        refused(&[&dir("../../escaped/"), &info, &end], "hostile path");
+        refused(&[&dir("/abs/"), &info, &end], "hostile path");
+        refused(&[&dir("bag/../../x/"), &info, &end], "hostile path");
+        refused(&[&info, &dir("other/"), &end], "outside the bag directory");
+        refused(&[&info, &raw_header(b"bag/data/link", 0, b'2', b"", USTAR), &end], "neither a regular file");
+        refused(&[&info, &raw_header(b"bag/g", 0, b'g', b"", USTAR), &end], "neither a regular file");
+        // PAX: only path and size, one header, and only before a regular file.
+        let payload = file_entry("bag/data/payload/x", b"real");
+        let sparse = pax_entry(&[("GNU.sparse.major", b"0"), ("GNU.sparse.realsize", b"1004")]);
+        refused(&[&info, &sparse, &payload, &end], "a PAX header gives \"GNU.sparse.major\"");
+        refused(&[&info, &pax_entry(&[("linkpath", b"/etc/passwd")]), &payload, &end], "only path and size");
+        let path = pax_entry(&[("path", b"bag/data/payload/y")]);
+        assert!(read(&[&info, &path, &payload, &end]).is_ok());
+        refused(&[&info, &path, &path, &payload, &end], "two extended headers in a row");
+        refused(&[&info, &path, &dir("bag/data/"), &end], "an extended header not followed by a regular file");
+        refused(&[&info, &path, &end], "an extended header not followed by a regular file");
+        // GNU magic with a prefix: tar-rs ignores the prefix, Python applies it.
+        let mut gnu = raw_header(b"bag/data/payload/x", 4, b'0', b"zzz", GNU);
+        gnu.extend_from_slice(b"real");
+        gnu.resize(1024, 0);
+        refused(&[&info, &gnu, &end], "a GNU tar header with a ustar name prefix");
+        // A ustar prefix is part of the name, and fine.
+        let mut split = raw_header(b"payload/x", 4, b'0', b"bag/data", USTAR);
+        split.extend_from_slice(b"real");
+        split.resize(1024, 0);
+        assert!(read(&[&info, &split, &end]).is_ok());
+    }
+
+    /// A case bundle as the reviewer forged it: `nested` artefact bundles, each named by a PAX path of `name_len`
+    /// bytes, each a tar of `planted` files that fail the checks.
+    fn case_of_long_names(nested: usize, name_len: usize, planted: usize) -> Vec<u8> {
+        let junk: Vec<(String, Vec<u8>)> = (0..planted).map(|i| (format!("b/data/x{i}"), b"x".to_vec())).collect();
+        let junk = tar_of(&junk);
+        let mut out = Vec::new();
+        for k in 0..nested {
+            let name = format!("case/data/bundles/{k:06}{}.tar", "n".repeat(name_len));
+            out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
+            out.extend_from_slice(&file_entry("placeholder", &junk));
+        }
+        out.extend_from_slice(&[0; 1024]);
+        out
+    }
+
+    #[test]
+    fn a_long_nested_bundle_name_is_echoed_cut_and_every_byte_kept_is_counted() {
+        let limits = Limits { files: MAX_FILES, kept_bytes: 4 << 20 };
+        // 60 nested bundles with 30,000-byte names, 20 failures each: before, each kept check carried the whole
+        // name, uncounted (some 36 MB here); now a cut name, counted.
+        let report = verify_within(case_of_long_names(60, 30_000, 20).as_slice(), &[], limits).unwrap();
+        assert_eq!(report.verdict(), Verdict::Invalid);
+        let kept: u64 = report.checks.iter().map(|c| c.detail.len() as u64).sum();
+        assert!(kept <= report.peak_kept_bytes, "{kept} bytes of details, {} counted", report.peak_kept_bytes);
+        assert!(report.peak_kept_bytes <= limits.kept_bytes, "{}", report.peak_kept_bytes);
+        assert!(report.checks.iter().all(|c| c.detail.len() < 1_000), "a detail echoes a whole long name");
+        let cut = report.checks.iter().find(|c| c.detail.contains("… (SHA-256 ")).expect("a cut name");
+        assert!(cut.detail.starts_with("000000nnn"), "{}", cut.detail);
+        // More of them than the budget holds: refused as too large, not held.
+        let err = verify_within(case_of_long_names(200, 30_000, 20).as_slice(), &[], limits).unwrap_err();
+        assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
+    }
+
     /// A tar of `files` (path, bytes), each below `bag/`, ended by the end-of-archive marker.
     fn tar_of(files: &[(String, Vec<u8>)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -1432,6 +1637,16 @@ mod tests {
                 "bag-info.txt gives Contact-Name, which the bag-info.txt of a case bundle does not",
             ]
         );
+        for (date, bad) in [("1999-99-99", true), ("2026-02-30", true), ("2024-02-29", false), ("2026-1-03", true)] {
+            let failures = bag_info_failures(&good.replace("2026-12-03", date));
+            assert_eq!(!failures.is_empty(), bad, "{date}: {failures:?}");
+        }
+        for agent in ["custodia evil", "custodia 0.1.0 forged", "custodia", "custodia 0.1"] {
+            let failures = bag_info_failures(&good.replace("custodia 0.1.0", agent));
+            assert!(failures.iter().any(|f| f.contains("Bag-Software-Agent")), "{agent}: {failures:?}");
+        }
+        let failures = bag_info_failures(&good.replace('\n', "\r\n"));
+        assert_eq!(failures, ["bag-info.txt has a carriage return; the gateway writes its lines with LF only"]);
         let failures = bag_info_failures(&good.replace("Bagging-Date: 2026-12-03\n", "no colon here\n"));
         assert_eq!(failures, ["bag-info.txt: line 2 is not `Label: value`", "bag-info.txt lacks Bagging-Date"]);
     }

@@ -232,16 +232,30 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// A reader that counts what passes through it, so the end of an archive can be placed.
+/// A reader that counts what passes through it, so the end of an archive can be placed, and refuses a non-zero
+/// byte in `padding` (the offsets of the current entry's padding, set as each entry is reached): tar tools differ
+/// on what they make of bytes there, so no bundle has any.
 struct Counting<R> {
     inner: R,
     count: u64,
+    padding: std::rc::Rc<std::cell::Cell<(u64, u64)>>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count += n as u64;
+        let (start, end) = (self.count, self.count + n as u64);
+        let (from, to) = self.padding.get();
+        if from < end && start < to {
+            let padding = &buf[(from.max(start) - start) as usize..(to.min(end) - start) as usize];
+            if padding.iter().any(|&b| b != 0) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "non-zero bytes in a file's padding, which no bundle has",
+                ));
+            }
+        }
+        self.count = end;
         Ok(n)
     }
 }
@@ -428,7 +442,8 @@ fn read_bundle(
     nested_allowed: bool,
     budget: &mut Budget,
 ) -> Result<BagRead, VerifyError> {
-    let mut counted = Counting { inner: reader, count: 0 };
+    let padding = std::rc::Rc::new(std::cell::Cell::new((0, 0)));
+    let mut counted = Counting { inner: reader, count: 0, padding: padding.clone() };
     let mut archive = tar::Archive::new(&mut counted);
     let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
     let mut top: Option<String> = None;
@@ -439,7 +454,9 @@ fn read_bundle(
         let mut entry = entry?;
         budget.take_file()?;
         let header = entry.header().clone();
-        entries_end = entry.raw_file_position() + header.entry_size()?.next_multiple_of(512);
+        let data_end = entry.raw_file_position() + header.entry_size()?;
+        entries_end = data_end.next_multiple_of(512);
+        padding.set((data_end, entries_end));
         let kind = header.entry_type();
         let raw = header.as_bytes();
         if &raw[257..265] == b"ustar  \0" && raw[345..500].iter().any(|&b| b != 0) {
@@ -1410,7 +1427,8 @@ mod tests {
             tar.extend_from_slice(&pax);
             tar.resize(tar.len().next_multiple_of(512), 0);
             tar.extend_from_slice(header("bag/short", tar::EntryType::Regular, size).as_bytes());
-            tar.extend_from_slice(&[b'x'; 512]);
+            tar.extend_from_slice(&vec![b'x'; size as usize]);
+            tar.resize(tar.len().next_multiple_of(512), 0);
             tar.extend_from_slice(&[0; 1024]);
             tar
         };
@@ -1513,6 +1531,13 @@ mod tests {
         gnu.extend_from_slice(b"real");
         gnu.resize(1024, 0);
         refused(&[&info, &gnu, &end], "a GNU tar header with a ustar name prefix");
+        // Non-zero bytes in padding, of a file or of an extended header.
+        let mut junk = file_entry("bag/data/payload/x", b"real");
+        junk[512 + 10] = b'X';
+        refused(&[&info, &junk, &end], "non-zero bytes in a file's padding");
+        let mut junk = path.clone();
+        *junk.last_mut().unwrap() = b'X';
+        refused(&[&info, &junk, &payload, &end], "non-zero bytes in a file's padding");
         // A ustar prefix is part of the name, and fine.
         let mut split = raw_header(b"payload/x", 4, b'0', b"bag/data", USTAR);
         split.extend_from_slice(b"real");

@@ -127,6 +127,19 @@ class Budget {
   }
 }
 
+/**
+ * The most characters of a name (a path from the bundle) echoed in a detail; a longer one is cut, with its SHA-256
+ * so that two long names stay told apart, as custodia_bundle's `echoed`.
+ */
+const MAX_ECHOED_NAME = 200;
+
+function echoed(name) {
+  const chars = Array.from(name);
+  if (chars.length <= MAX_ECHOED_NAME) return name;
+  const digest = hex(sha256(encoder.encode(name))).slice(0, 16);
+  return `${chars.slice(0, MAX_ECHOED_NAME).join('')}… (SHA-256 ${digest})`;
+}
+
 /** What holding `checks` costs. */
 function checksCost(checks) {
   return checks.reduce((sum, check) => sum + encoder.encode(check.detail).length + PER_CHECK_OVERHEAD, 0);
@@ -326,11 +339,12 @@ async function readExact(source, n, what) {
   return out;
 }
 
-async function skip(source, n, what) {
-  while (n > 0) {
-    const chunk = await source.chunk(Math.min(n, CHUNK));
-    if (chunk.length === 0) throw new BundleError(`the bundle ends in the middle of ${what}`);
-    n -= chunk.length;
+/** A file's padding: n bytes, every one zero (tar tools differ on what they make of others, and no bundle has any). */
+async function skipPadding(source, n, what) {
+  const padding = (await readExact(source, n, what)) ?? EMPTY;
+  if (padding.length < n) throw new BundleError(`the bundle ends in the middle of ${what}`);
+  if (padding.some((b) => b !== 0)) {
+    throw new BundleError("the bundle is not a readable tar file: non-zero bytes in a file's padding, which no bundle has");
   }
 }
 
@@ -360,10 +374,14 @@ function octal(field, what) {
 async function nextHeader(source, budget) {
   let longName = null;
   let pax = {};
+  let extended = false;
   for (;;) {
     const block = await readExact(source, 512, 'a tar header');
     if (block === null) return null;
-    if (block.every((b) => b === 0)) return { end: true };
+    if (block.every((b) => b === 0)) {
+      if (extended) throw malformed('an extended header not followed by a regular file');
+      return { end: true };
+    }
     let sum = 0;
     for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 32 : block[i];
     if (BigInt(sum) !== octal(block.subarray(148, 156), 'a header checksum')) {
@@ -376,20 +394,28 @@ async function nextHeader(source, budget) {
     size = Number(size);
     const magic = new TextDecoder().decode(block.subarray(257, 265));
     let name = cString(block.subarray(0, 100));
+    if (magic === 'ustar  \u0000' && block.subarray(345, 500).some((b) => b !== 0)) {
+      throw malformed('a GNU tar header with a ustar name prefix, which tar tools read differently');
+    }
     if (magic === 'ustar\u000000') {
       const prefix = cString(block.subarray(345, 500));
       if (prefix.length > 0) name = concat(prefix, encoder.encode('/'), name);
     }
     const padding = (512 - (size % 512)) % 512;
     if (type === 0x4c /* L: GNU long name */ || type === 0x78 /* x: PAX */) {
+      if (extended) throw malformed('two extended headers in a row, which no bundle has');
+      extended = true;
       if (size > MAX_EXTENSION) {
         throw malformed(`an extended header of ${size} bytes; no bundle needs more than ${MAX_EXTENSION}`);
       }
       const data = await readExact(source, size, 'an extended header') ?? EMPTY;
-      await skip(source, padding, 'an extended header');
+      await skipPadding(source, padding, 'an extended header');
       if (type === 0x4c) longName = cString(data);
       else pax = { ...pax, ...parsePax(data) };
       continue;
+    }
+    if (extended && type !== 0x30 && type !== 0) {
+      throw malformed('an extended header not followed by a regular file');
     }
     if (pax.size !== undefined && pax.size !== size) {
       throw malformed(`a PAX header gives a size of ${pax.size} bytes, its entry's header ${size}`);
@@ -414,7 +440,11 @@ function parsePax(data) {
       const key = new TextDecoder().decode(record.subarray(0, eq));
       const value = record.subarray(eq + 1);
       if (key === 'path') out.path = value;
-      if (key === 'size') out.size = Number(new TextDecoder().decode(value));
+      else if (key === 'size') {
+        const text = new TextDecoder().decode(value);
+        if (!/^[0-9]+$/.test(text)) throw malformed('a PAX size is not a number');
+        out.size = Number(text);
+      } else throw malformed(`a PAX header gives ${JSON.stringify(echoed(key))}; only path and size are accepted`);
     }
     at += length;
   }
@@ -433,23 +463,34 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     const header = await nextHeader(source, budget);
     if (header === null) throw malformed('it ends without its end-of-archive marker: it was cut short');
     if (header.end) break;
-    const { type, size, path } = header;
+    const { type, size } = header;
     const isDir = type === 0x35;
     const isFile = type === 0x30 || type === 0;
-    if (isDir) {
-      await skip(source, size + header.padding, path);
-      continue;
+    if (!isFile && !isDir) {
+      throw malformed(
+        'the bundle contains an entry that is neither a regular file nor a directory (a link, a device, a ' +
+          'global header), which a bag never does',
+      );
     }
-    if (!isFile) throw malformed('the bundle contains a link or device, which a bag never does');
+    if (isDir && size !== 0) {
+      throw malformed(`a directory entry with ${size} bytes of data, which tar tools read as further entries`);
+    }
+    const path = isDir && header.path.endsWith('/') ? header.path.slice(0, -1) : header.path;
     const slash = path.indexOf('/');
-    if (slash < 0) throw malformed(`${path} is outside the bag directory`);
-    const dir = path.slice(0, slash);
-    const relative = path.slice(slash + 1);
-    if (relative.split('/').some((part) => part === '' || part === '.' || part === '..') || path.startsWith('/')) {
-      throw malformed(`hostile path ${JSON.stringify(path)} in the bundle`);
+    if (slash < 0 && !isDir) throw malformed(`${echoed(path)} is outside the bag directory`);
+    const dir = slash < 0 ? path : path.slice(0, slash);
+    const relative = slash < 0 ? '' : path.slice(slash + 1);
+    const hostilePart = (part) => part === '' || part === '.' || part === '..';
+    if (
+      path.startsWith('/') ||
+      hostilePart(dir) ||
+      ((relative !== '' || !isDir) && relative.split('/').some(hostilePart))
+    ) {
+      throw malformed(`hostile path ${JSON.stringify(echoed(path))} in the bundle`);
     }
-    if (top !== null && top !== dir) throw malformed(`${path} is outside the bag directory ${top}`);
+    if (top !== null && top !== dir) throw malformed(`${echoed(path)} is outside the bag directory ${echoed(top)}`);
     top = dir;
+    if (isDir) continue;
     budget.keep(encoder.encode(relative).length + PER_FILE_OVERHEAD);
     const entry = new EntrySource(source, size, relative);
     if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
@@ -466,12 +507,15 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
       }
       budget.keep(checksCost(verification.checks));
       budget.releaseTo(mark);
+      // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
       verification = summarise(verification);
+      const name = echoed(relative.startsWith(BUNDLES_DIR) ? relative.slice(BUNDLES_DIR.length) : relative);
+      for (const check of verification.checks) check.detail = `${name}: ${check.detail}`;
       budget.keep(checksCost(verification.checks));
       // What a bundle holds after its end-of-archive marker was read with it; anything left still counts toward
       // the digest.
       await entry.drain();
-      await skip(source, header.padding, relative);
+      await skipPadding(source, header.padding, relative);
       nested.push([relative, verification]);
       if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
       files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: null });
@@ -488,7 +532,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
       if (chunk.length === 0) break;
       if (kept) kept.set(chunk, entry.count - chunk.length);
     }
-    await skip(source, header.padding, relative);
+    await skipPadding(source, header.padding, relative);
     if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
     files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
   }
@@ -647,11 +691,11 @@ function verifyCaseBag(bag, trusted) {
   if (key && listedCase !== null && records.length === 1) {
     checkReport(bag.files, caseCertificate(key.name, listing, records[0].index), report);
   }
-  for (const [path, nested] of bag.nested) {
-    const name = path.startsWith(BUNDLES_DIR) ? path.slice(BUNDLES_DIR.length) : path;
+  // Each nested check already names its bundle (see readBundle), counted in the budget.
+  for (const [, nested] of bag.nested) {
     report.records += nested.records;
     report.unconfirmed += nested.unconfirmed;
-    for (const check of nested.checks) report.checks.push({ ...check, detail: `${name}: ${check.detail}` });
+    for (const check of nested.checks) report.checks.push(check);
   }
   report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, verdict: nested.verdict }));
   return report;
@@ -683,7 +727,7 @@ function checkStrays(files, kind, belongs, report) {
       : path.startsWith('data/')
         ? belongs(path)
         : TAG_FILES.has(path);
-    if (!known) report.fail('bag', `${path} does not belong in ${kind}`);
+    if (!known) report.fail('bag', `${echoed(path)} does not belong in ${kind}`);
   }
 }
 
@@ -771,12 +815,12 @@ function checkCaseContents(bag, records, report) {
   }
   for (const [path, nested] of bag.nested) {
     if (!listed.has(path)) {
-      report.fail('case_contents', `${path} is not in the case export record: it was added`);
+      report.fail('case_contents', `${echoed(path)} is not in the case export record: it was added`);
       continue;
     }
     const name = path.slice(BUNDLES_DIR.length).replace(/\.tar$/, '');
     if (nested.artefact && nested.artefact !== name) {
-      report.fail('case_contents', `${path} holds the bundle of artefact ${nested.artefact}`);
+      report.fail('case_contents', `${echoed(path)} holds the bundle of artefact ${nested.artefact}`);
     }
   }
   if (report.checks.filter((c) => !c.passed).length === before) {
@@ -830,6 +874,16 @@ function describeScope(theCase, scope) {
  * more than the certificate: a bag-info.txt that says something else (a hearing's bundle relabelled as the whole
  * case) is reported.
  */
+/** Whether `text` is YYYY-MM-DD and a day of the proleptic Gregorian calendar (years 0000 to 9999). */
+function isCalendarDate(text) {
+  const match = /^([0-9]{4})-([0-9]{2})-([0-9]{2})$/.exec(text);
+  if (!match) return false;
+  const [year, month, day] = match.slice(1).map(Number);
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+  return month >= 1 && month <= 12 && day >= 1 && day <= days[month - 1];
+}
+
 function checkBagInfo(files, kind, expected, report) {
   const INFO = 'bag-info.txt';
   const bytes = text(files, INFO);
@@ -839,6 +893,9 @@ function checkBagInfo(files, kind, expected, report) {
     return;
   }
   const before = report.checks.filter((c) => !c.passed).length;
+  if (body.includes('\r')) {
+    report.fail('bag', `${INFO} has a carriage return; the gateway writes its lines with LF only`);
+  }
   const fields = [];
   const lines = body.split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
@@ -879,12 +936,12 @@ function checkBagInfo(files, kind, expected, report) {
     report.fail('bag', `${INFO} gives Payload-Oxum ${foundOxum}, but the payload is ${oxum} (bytes.files)`);
   }
   const date = value('Bagging-Date');
-  if (date !== undefined && !/^[0-9]{4}-[0-9]{2}-[0-9]{2}$/.test(date)) {
-    report.fail('bag', `${INFO} gives Bagging-Date ${date}, which is not a date (YYYY-MM-DD)`);
+  if (date !== undefined && !isCalendarDate(date)) {
+    report.fail('bag', `${INFO} gives Bagging-Date ${date}, which is not a calendar date (YYYY-MM-DD)`);
   }
   const agent = value('Bag-Software-Agent');
-  if (agent !== undefined && !agent.startsWith('custodia ')) {
-    report.fail('bag', `${INFO} gives Bag-Software-Agent ${agent}, which is not custodia`);
+  if (agent !== undefined && !/^custodia [0-9]+\.[0-9]+\.[0-9]+$/.test(agent)) {
+    report.fail('bag', `${INFO} gives Bag-Software-Agent ${agent}, which is not custodia <version> as the gateway writes it`);
   }
   for (const [label, want] of expected) {
     const found = value(label);

@@ -436,6 +436,11 @@ fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Ex
 /// The tar is read raw: extended headers (PAX, GNU long names) are read here, each refused above
 /// [`MAX_EXTENSION`] before a byte of it is held, and every entry (directories and extended headers included)
 /// counts toward [`MAX_FILES`], every kept name toward [`MAX_KEPT_BYTES`].
+///
+/// Whatever other tar tools would read otherwise is refused, so that what `tar x` extracts is what was checked:
+/// any entry but a regular file or a directory; a directory with data (GNU tar reads it as further entries) or
+/// with a path outside the bag; a PAX key but `path` and `size`; two extended headers in a row, or one not
+/// followed by a regular file; a GNU header with a ustar prefix; a non-zero byte in padding.
 fn read_bundle(
     reader: &mut dyn Read,
     trusted: &[LogVerifier],
@@ -625,8 +630,9 @@ fn end_of_archive<R: Read>(reader: &mut Counting<R>, entries_end: u64) -> Result
 fn checksum_lines(text: &str) -> Result<BTreeMap<String, Sha256>, String> {
     text.lines()
         .map(|line| {
-            let (hex, path) = line.split_once(char::is_whitespace).ok_or_else(|| format!("malformed line {line:?}"))?;
-            let digest = hex.parse().map_err(|_| format!("malformed checksum in {line:?}"))?;
+            let (hex, path) =
+                line.split_once(char::is_whitespace).ok_or_else(|| format!("malformed line {:?}", echoed(line)))?;
+            let digest = hex.parse().map_err(|_| format!("malformed checksum in {:?}", echoed(line)))?;
             Ok((path.trim_start().to_owned(), digest))
         })
         .collect()
@@ -1262,13 +1268,13 @@ fn check_bag(files: &BTreeMap<String, FileSeen>, report: &mut Verification) {
         for (path, digest) in &listed {
             match files.get(path) {
                 Some(seen) if seen.sha256 == *digest => {}
-                Some(_) => bad.push(format!("{path} does not match its checksum in {manifest}")),
-                None => bad.push(format!("{path} is listed in {manifest} but missing")),
+                Some(_) => bad.push(format!("{} does not match its checksum in {manifest}", echoed(path))),
+                None => bad.push(format!("{} is listed in {manifest} but missing", echoed(path))),
             }
         }
         if covers_data {
             for path in files.keys().filter(|p| p.starts_with("data/") && !listed.contains_key(*p)) {
-                bad.push(format!("{path} is not listed in {manifest}"));
+                bad.push(format!("{} is not listed in {manifest}", echoed(path)));
             }
         }
         if bad.is_empty() {

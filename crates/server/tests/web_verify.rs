@@ -744,10 +744,14 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
     install_web_packages();
     let gw = TestGateway::start().await;
     let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    let (second, second_session) = gw.person("prosecutor2", "IT").await;
     gw.case("case-m").await;
     gw.member("case-m", &prosecutor, "prosecutor").await;
+    gw.member("case-m", &second, "prosecutor").await;
+    // Two accounts, 20 uploads each: within the gateway's new uploads per account and minute (30).
     for i in 0..40 {
-        upload(&gw, &session, "case-m", &format!("item-{i}.bin"), payload(1000 + i)).await;
+        let session = if i % 2 == 0 { &session } else { &second_session };
+        upload(&gw, session, "case-m", &format!("item-{i}.bin"), payload(1000 + i)).await;
     }
     let case_bundle = export_case(&gw, &session, "case-m").await;
     let key = gw.verifier().to_string();
@@ -758,6 +762,7 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
     let whole = rust(&case_bundle, defaults).unwrap();
     assert!(whole.is_valid(), "{whole}");
     let one_mib = custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: 1 << 20 };
+    let four_mib = custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: 4 << 20 };
     let junk = rust(&case_of_junk(20), one_mib).unwrap();
     let exact = |peak: u64| custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: peak };
     let runs: Vec<(&str, Vec<u8>, custodia_bundle::Limits)> = vec![
@@ -767,6 +772,9 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         ("junk-20", case_of_junk(20), one_mib),
         ("junk-20-a-byte-short", case_of_junk(20), exact(junk.peak_kept_bytes - 1)),
         ("junk-400", case_of_junk(400), one_mib),
+        // The reviewer's: nested bundles with 30,000-byte PAX names, whose every kept check once echoed the name.
+        ("long-names-60", case_of_long_names(60, 30_000), four_mib),
+        ("long-names-200", case_of_long_names(200, 30_000), four_mib),
     ];
     let work = tempfile::tempdir().unwrap();
     let mut listed = Vec::new();
@@ -788,7 +796,16 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         });
     }
     let verdicts: Vec<&str> = expected.iter().map(|(verdict, _)| *verdict).collect();
-    assert_eq!(verdicts, ["valid", "valid", "error", "invalid", "error", "error"]);
+    assert_eq!(verdicts, ["valid", "valid", "error", "invalid", "error", "error", "invalid", "error"]);
+    // Every byte of every detail kept is counted: the report holds no more than the counted peak.
+    let long_names = rust(&case_of_long_names(60, 30_000), four_mib).unwrap();
+    let details: u64 = long_names.checks.iter().map(|check| check.detail.len() as u64).sum();
+    assert!(
+        details <= long_names.peak_kept_bytes,
+        "{details} bytes of details, {} counted",
+        long_names.peak_kept_bytes
+    );
+    assert!(long_names.checks.iter().all(|check| check.detail.len() < 1_000), "a whole long name is echoed");
     assert!(junk.peak_kept_bytes <= 1 << 20);
     let cases_file = work.path().join("cases.json");
     std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
@@ -807,5 +824,227 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
             assert_eq!(seen["peakKeptBytes"], *peak, "{name}: the most bytes held");
         }
         eprintln!("{name}: {verdict}, {counts:?}");
+    }
+}
+
+/// A raw tar header as a forger writes it by hand (any type, any magic, any prefix), checksummed.
+fn raw_header(name: &[u8], size: u64, kind: u8, prefix: &[u8], magic: &[u8; 8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name);
+    h[100..108].copy_from_slice(b"0000644\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..265].copy_from_slice(magic);
+    h[345..345 + prefix.len()].copy_from_slice(prefix);
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h.to_vec()
+}
+
+const USTAR: &[u8; 8] = b"ustar\x0000";
+const GNU: &[u8; 8] = b"ustar  \0";
+const END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
+
+/// An entry of `kind` with `data`: header, bytes, zero padding.
+fn raw_entry(name: &str, kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = raw_header(name.as_bytes(), data.len() as u64, kind, b"", USTAR);
+    out.extend_from_slice(data);
+    out.resize(out.len().next_multiple_of(512), 0);
+    out
+}
+
+/// Regular file entries of `files`, with no end-of-archive marker.
+fn raw_files(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    files.iter().flat_map(|(path, bytes)| raw_entry(path, b'0', bytes)).collect()
+}
+
+/// A PAX extended header ('x') of `records`.
+fn pax_entry(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (key, value) in records {
+        let rest = 3 + key.len() + value.len();
+        let mut len = rest + 1;
+        while len.to_string().len() + rest != len {
+            len = len.to_string().len() + rest;
+        }
+        body.extend_from_slice(format!("{len} {key}=").as_bytes());
+        body.extend_from_slice(value);
+        body.push(b'\n');
+    }
+    raw_entry("PaxHeaders/x", b'x', &body)
+}
+
+/// The files of a tar, (path, bytes), in order.
+fn tar_entries(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
+    tar_files(bundle)
+        .into_iter()
+        .map(|(path, start, size)| (path, bundle[start as usize..(start + size) as usize].to_vec()))
+        .collect()
+}
+
+/// A case bundle as the reviewer forged it: `nested` artefact bundles, each named by a PAX path of `name_len`
+/// bytes, each a tar of 20 planted files that fail the checks.
+fn case_of_long_names(nested: usize, name_len: usize) -> Vec<u8> {
+    let junk: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("b/data/x{i}"), b"x".to_vec())).collect();
+    let junk = tar_of(&junk);
+    let mut out = Vec::new();
+    for k in 0..nested {
+        let name = format!("custodia-case-x/data/bundles/{k:06}{}.tar", "n".repeat(name_len));
+        out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
+        out.extend_from_slice(&raw_entry("placeholder", b'0', &junk));
+    }
+    out.extend_from_slice(&END_OF_ARCHIVE);
+    out
+}
+
+/// Tars that tar tools read otherwise than the verifiers would if they let them pass, found by a reviewer: a
+/// directory entry whose data is a forged file (GNU tar and Python extract it over the real one), a directory with
+/// a hostile path, a link, PAX keys that change what GNU tar writes (GNU.sparse.*), two extended headers in a row,
+/// one before a directory or the end, a GNU header with a ustar prefix; and a bag-info.txt with an impossible date,
+/// a forged software agent or CRLF lines. Both verifiers must refuse each alike; a bundle repacked with directory
+/// entries and a PAX path stays valid in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_verifiers_refuse_the_same_hostile_tars() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_web_packages();
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-h").await;
+    gw.member("case-h", &prosecutor, "prosecutor").await;
+    let artefact = upload(&gw, &session, "case-h", "statement.bin", payload(3000)).await;
+    let plain = export(&gw, &session, &artefact).await;
+    let case_bundle = export_case(&gw, &session, "case-h").await;
+    let key = gw.verifier().to_string();
+
+    let files = tar_entries(&plain);
+    let top = files[0].0.split_once('/').unwrap().0.to_owned();
+    let (payload_at, (payload_path, payload_bytes)) =
+        files.iter().enumerate().find(|(_, (path, _))| path.contains("/data/payload/")).unwrap();
+    let others: Vec<(String, Vec<u8>)> = files.iter().filter(|(path, _)| path != payload_path).cloned().collect();
+    let payload_entry = raw_entry(payload_path, b'0', payload_bytes);
+    let dir = |name: &str| raw_header(name.as_bytes(), 0, b'5', b"", USTAR);
+    let forged_payload = raw_entry(payload_path, b'0', b"FORGED: the witness said the opposite");
+    let hiding = raw_entry(&format!("{top}/data/payload/"), b'5', &forged_payload);
+    let case_files = tar_entries(&case_bundle);
+    let case_top = case_files[0].0.split_once('/').unwrap().0.to_owned();
+    let nested = case_files.iter().find(|(path, _)| path.contains("/data/bundles/")).unwrap();
+    let forged_nested = raw_entry(&nested.0, b'0', b"not the real bundle");
+    let case_hiding = raw_entry(&format!("{case_top}/data/bundles/"), b'5', &forged_nested);
+    let sparse = pax_entry(&[
+        ("GNU.sparse.major", b"0"),
+        ("GNU.sparse.minor", b"1"),
+        ("GNU.sparse.name", payload_path.as_bytes()),
+        ("GNU.sparse.realsize", (payload_bytes.len() + 1000).to_string().as_bytes()),
+        ("GNU.sparse.map", format!("1000,{}", payload_bytes.len()).as_bytes()),
+    ]);
+    let pax_path = pax_entry(&[("path", payload_path.as_bytes())]);
+    let renamed_payload = raw_entry("whatever", b'0', payload_bytes);
+    let mut gnu_prefixed = raw_header(payload_path.as_bytes(), payload_bytes.len() as u64, b'0', b"zzz", GNU);
+    gnu_prefixed.extend_from_slice(payload_bytes);
+    gnu_prefixed.resize(gnu_prefixed.len().next_multiple_of(512), 0);
+    let mut junk_padded = payload_entry.clone();
+    assert!(payload_bytes.len() % 512 != 0, "the payload has padding");
+    *junk_padded.last_mut().unwrap() = b'X';
+    let edit_info = |edit: fn(String) -> String| {
+        retagged(&plain, move |bag| {
+            let path = bag.join("bag-info.txt");
+            std::fs::write(&path, edit(std::fs::read_to_string(&path).unwrap())).unwrap();
+        })
+    };
+    let date_impossible = edit_info(|info| {
+        let line = info.lines().find(|line| line.starts_with("Bagging-Date: ")).unwrap().to_owned();
+        info.replace(&line, "Bagging-Date: 1999-99-99")
+    });
+    let agent_forged = edit_info(|info| {
+        let line = info.lines().find(|line| line.starts_with("Bag-Software-Agent: ")).unwrap().to_owned();
+        info.replace(&line, "Bag-Software-Agent: custodia-forger 9")
+    });
+    let crlf = edit_info(|info| info.replace('\n', "\r\n"));
+    let with_directories = [
+        dir(&format!("{top}/")),
+        dir(&format!("{top}/data/")),
+        raw_files(&others),
+        pax_path.clone(),
+        renamed_payload.clone(),
+    ]
+    .concat();
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("valid-repacked-with-directories-and-a-pax-path", [with_directories, END_OF_ARCHIVE.to_vec()].concat()),
+        ("directory-with-data-hides-a-forged-payload", [raw_files(&files), hiding, END_OF_ARCHIVE.to_vec()].concat()),
+        (
+            "directory-with-data-in-a-case-bundle",
+            [raw_files(&case_files), case_hiding, END_OF_ARCHIVE.to_vec()].concat(),
+        ),
+        ("directory-with-a-hostile-path", [dir("../../escaped/"), raw_files(&files), END_OF_ARCHIVE.to_vec()].concat()),
+        ("directory-outside-the-bag", [raw_files(&files), dir("elsewhere/"), END_OF_ARCHIVE.to_vec()].concat()),
+        (
+            "symbolic-link",
+            [raw_files(&files), raw_entry(&format!("{top}/data/link"), b'2', b""), END_OF_ARCHIVE.to_vec()].concat(),
+        ),
+        (
+            "pax-global-header",
+            [raw_entry("PaxHeaders/g", b'g', b"13 comment=x\n"), raw_files(&files), END_OF_ARCHIVE.to_vec()].concat(),
+        ),
+        ("pax-gnu-sparse", [raw_files(&others), sparse, payload_entry.clone(), END_OF_ARCHIVE.to_vec()].concat()),
+        (
+            "pax-two-in-a-row",
+            [raw_files(&others), pax_path.clone(), pax_path.clone(), renamed_payload.clone(), END_OF_ARCHIVE.to_vec()]
+                .concat(),
+        ),
+        (
+            "pax-before-a-directory",
+            [raw_files(&files), pax_path.clone(), dir(&format!("{top}/data/")), END_OF_ARCHIVE.to_vec()].concat(),
+        ),
+        ("pax-before-the-end", [raw_files(&files), pax_path.clone(), END_OF_ARCHIVE.to_vec()].concat()),
+        ("junk-in-padding", [raw_files(&others), junk_padded, END_OF_ARCHIVE.to_vec()].concat()),
+        ("gnu-magic-with-a-prefix", [raw_files(&others), gnu_prefixed, END_OF_ARCHIVE.to_vec()].concat()),
+        ("bag-info-date-impossible-retagged", date_impossible),
+        ("bag-info-agent-forged-retagged", agent_forged),
+        ("bag-info-crlf-retagged", crlf),
+    ];
+    assert!(payload_at > 0);
+    let work = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    let mut listed = Vec::new();
+    for (name, bytes) in &cases {
+        let path = work.path().join(format!("{name}.tar"));
+        std::fs::write(&path, bytes).unwrap();
+        let (verdict, failed, _) = rust_verdict(&path, Some(&key));
+        let want = if name.starts_with("valid") {
+            "valid"
+        } else if name.starts_with("bag-info") {
+            "invalid"
+        } else {
+            "error"
+        };
+        assert_eq!(verdict, want, "{name}: the Rust verifier; failed {failed:?}");
+        listed.push(json!({ "name": name, "path": path, "trusted": key }));
+        expected.push((verdict, failed));
+    }
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let output = run(
+        Command::new("node").arg(web_dir().join("tests/verify-files.mjs")).arg(&cases_file).current_dir(web_dir()),
+        Duration::from_secs(600),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(found.len(), cases.len());
+    for (((name, _), (verdict, failed)), seen) in cases.iter().zip(&expected).zip(&found) {
+        let seen_failed: BTreeSet<String> =
+            seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        assert_eq!(seen["verdict"], *verdict, "{name}: the browser's verifier: {}", seen["report"]);
+        assert_eq!(seen_failed, *failed, "{name}: the browser's verifier: {}", seen["report"]);
+        eprintln!(
+            "{name}: {verdict} {failed:?}: {}",
+            seen["report"].as_str().unwrap_or_default().lines().find(|l| !l.starts_with("ok")).unwrap_or_default()
+        );
     }
 }

@@ -1277,12 +1277,12 @@ function checkBag(files, report) {
     const bad = [];
     for (const path of [...listed.keys()].sort(compareBytes)) {
       const seen = files.get(path);
-      if (!seen) bad.push(`${path} is listed in ${manifest} but missing`);
-      else if (seen.sha256 !== listed.get(path)) bad.push(`${path} does not match its checksum in ${manifest}`);
+      if (!seen) bad.push(`${echoed(path)} is listed in ${manifest} but missing`);
+      else if (seen.sha256 !== listed.get(path)) bad.push(`${echoed(path)} does not match its checksum in ${manifest}`);
     }
     if (coversData) {
       for (const path of sortedKeys(files)) {
-        if (path.startsWith('data/') && !listed.has(path)) bad.push(`${path} is not listed in ${manifest}`);
+        if (path.startsWith('data/') && !listed.has(path)) bad.push(`${echoed(path)} is not listed in ${manifest}`);
       }
     }
     if (bad.length === 0) report.pass('bag', `${manifest}: all ${listed.size} files match`);
@@ -1298,8 +1298,8 @@ function checksumLines(body) {
   for (let line of lines) {
     if (line.endsWith('\r')) line = line.slice(0, -1);
     const match = /^(\S*)\s(.*)$/su.exec(line);
-    if (!match) return `malformed line ${JSON.stringify(line)}`;
-    if (!/^[0-9a-f]{64}$/.test(match[1])) return `malformed checksum in ${JSON.stringify(line)}`;
+    if (!match) return `malformed line ${JSON.stringify(echoed(line))}`;
+    if (!/^[0-9a-f]{64}$/.test(match[1])) return `malformed checksum in ${JSON.stringify(echoed(line))}`;
     listed.set(match[2].replace(/^\s+/u, ''), match[1]);
   }
   return listed;

@@ -37,6 +37,9 @@ use crate::auth::Caller;
 use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
 
+/// Resumable uploads are created one at a time (see `create`).
+static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
@@ -178,6 +181,9 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
     // Nobody reserves the disk without limit: a few open uploads per account, declaring one largest upload's bytes
     // between them.
+    // The checks and the creation take turns, so that creations at once cannot all pass the checks before any of
+    // them is in the catalog. (In this process; gateways sharing a catalog would need it to take the turns.)
+    let _turn = CREATING.lock().await;
     let now = gateway.clock.unix_seconds();
     let (open, reserved) =
         gateway.catalog.open_uploads_of(&caller.account.id, now).await.map_err(GatewayError::from)?;

@@ -147,7 +147,9 @@ impl Witness {
             Decision::Cosign { old_size, checkpoint } => {
                 let timestamp = u64::try_from(self.clock.unix_seconds()).unwrap_or(0).max(1);
                 let line = self.key.cosign(checkpoint.checkpoint.body().as_bytes(), timestamp)?;
-                let mut note = String::from_utf8(checkpoint.note().to_vec()).context("a checkpoint note is UTF-8")?;
+                let log = self.logs.get(&origin).context("a cosigned checkpoint of a log not configured")?;
+                let own = custodia_witness::witness::with_only_log_signatures(&checkpoint, log);
+                let mut note = String::from_utf8(own).context("a checkpoint note is UTF-8")?;
                 note.push_str(&line);
                 let new = WitnessedCheckpoint {
                     size: i64::try_from(checkpoint.checkpoint.size).context("a tree size beyond i64")?,
@@ -169,23 +171,31 @@ impl Witness {
             }
             Decision::Refuse(refusal) => {
                 if refusal.is_split_view() {
-                    tracing::error!(log = %origin, reason = %refusal, "a partner log showed a checkpoint that does not \
-                        extend the one this witness cosigned: a possible split view");
+                    // Only configured logs get here: their origin is the operator's own configuration.
+                    tracing::error!(log = %origin, "a partner log signed two roots for one tree size: a split view");
                 }
                 Ok(self.refused(&origin, refusal.status(), refusal.code(), refusal.to_string()))
             }
         }
     }
 
+    /// Counts and logs a refusal. The operator log gets the kind and the origin only when it is a configured log:
+    /// never the request's own text (an unknown origin or a signature name is whatever a stranger typed).
     fn refused(&self, origin: &str, status: u16, code: &'static str, reason: String) -> Answer {
-        self.count(origin, code);
-        tracing::warn!(log = %origin, code, reason = %reason, "witness refused a checkpoint");
+        let log = self.known_origin(origin);
+        self.count(log, code);
+        tracing::warn!(log, code, "witness refused a checkpoint");
         Answer::Refused { status, code, reason }
+    }
+
+    /// `origin` if this witness witnesses it, else a fixed placeholder.
+    fn known_origin<'a>(&self, origin: &'a str) -> &'a str {
+        if self.logs.contains_key(origin) { origin } else { "(unknown)" }
     }
 
     fn count(&self, origin: &str, code: &'static str) {
         // Only configured logs get a counter of their own: strangers cannot grow the map.
-        let origin = if self.logs.contains_key(origin) { origin } else { "(unknown)" };
+        let origin = self.known_origin(origin);
         let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
         *refusals.entry((origin.to_owned(), code)).or_default() += 1;
     }
@@ -232,7 +242,7 @@ pub struct WitnessedLogReport {
     /// The latest checkpoint cosigned, with the log's signature and this witness's cosignature.
     pub cosigned_checkpoint: Option<String>,
     pub updated_at: String,
-    /// Refusals since this process started, by kind (`root-conflict` and `inconsistent` mean a split view).
+    /// Refusals since this process started, by kind (`root-conflict`, two roots the log signed for one size, is a split view).
     pub refused: BTreeMap<&'static str, u64>,
 }
 

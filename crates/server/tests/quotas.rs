@@ -213,6 +213,24 @@ async fn uploads_stay_within_the_accounts_quota_and_places() {
     ];
     let created = http_from(OWNER, gateway.port, "POST", "/api/v1/uploads", &tus, b"").await.unwrap();
     assert_eq!((created.status, created.problem().as_str()), (507, "quota-exceeded"), "{}", created.text());
+    // Six creations at once, each within what is left but not two of them: the checks and the creation take
+    // turns, so one is created and the others are refused.
+    let tus_within = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Tus-Resumable", "1.0.0"),
+        ("Upload-Length", "30000"),
+        ("Upload-Metadata", metadata),
+    ];
+    let at_once = (0..6).map(|_| http_from(OWNER, gateway.port, "POST", "/api/v1/uploads", &tus_within, b""));
+    let answers: Vec<RawAnswer> = futures::future::join_all(at_once).await.into_iter().map(Result::unwrap).collect();
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    assert_eq!(statuses.iter().filter(|&&status| status == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|&status| status == 201 || status == 507), "{statuses:?}");
+    let location =
+        answers.iter().find(|answer| answer.status == 201).and_then(|answer| answer.header("location")).unwrap();
+    let remove = [("Cookie", cookie.as_str()), ("Sec-Fetch-Site", "same-origin"), ("Tus-Resumable", "1.0.0")];
+    assert_eq!(http_from(OWNER, gateway.port, "DELETE", &location, &remove, b"").await.unwrap().status, 204);
     // Within what is left, the same account still uploads; another account has a quota of its own.
     assert_eq!(gateway.upload(clerk, &vec![b'd'; 40_000]).await.status, 201);
     assert_eq!(gateway.upload(prosecutor, &vec![b'e'; 150_000]).await.status, 201);

@@ -159,7 +159,12 @@ async fn a_partner_log_is_witnessed_and_a_fork_is_refused_and_reported() {
     assert_eq!(refused["size"], known, "a refused checkpoint moved the witness");
     assert_eq!(refused["refused"]["inconsistent"], 1);
     assert_eq!(refused["refused"]["root-conflict"], 1);
-    assert!(process.log().contains("possible split view"), "the fork is not in the operator log");
+    assert!(process.log().contains("a split view"), "the fork is not in the operator log");
+    assert_eq!(
+        process.log().matches("a split view").count(),
+        1,
+        "an unsigned bad proof is no evidence of a split view"
+    );
 
     // Forged, unknown, malformed and oversized requests.
     let text = String::from_utf8(forked.checkpoint.clone()).unwrap();
@@ -174,6 +179,13 @@ async fn a_partner_log_is_witnessed_and_a_fork_is_refused_and_reported() {
         404
     );
     assert_eq!(send(port, "POST", "/witness/add-checkpoint", b"old x\n\n").status, 400);
+    // A stranger's text never reaches the operator log: not an unknown origin, not escape bytes.
+    let typed = "old 0\n\n\u{1b}[31mFAKE ALERT\u{1b}[0m\n0\n47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\n\n\u{2014} x AAAAAAA=\n";
+    assert_eq!(send(port, "POST", "/witness/add-checkpoint", typed.as_bytes()).status, 404);
+    assert!(
+        !process.log().contains("FAKE ALERT") && !process.log().contains('\u{1b}'),
+        "typed text in the operator log"
+    );
     let long = AddCheckpoint {
         old_size: 1,
         proof: vec![custodia_ledger::Hash([1; 32]); 64],

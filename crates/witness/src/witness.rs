@@ -65,10 +65,11 @@ impl Refusal {
         }
     }
 
-    /// Whether this refusal is evidence that the log showed two histories: a properly signed checkpoint that does
-    /// not extend what this witness cosigned before.
+    /// Whether this refusal is evidence that the log showed two histories: two roots, both signed by the log, for
+    /// one tree size. A proof that does not hold is not such evidence: proofs are unsigned, and anyone can send a
+    /// genuine checkpoint with a wrong one.
     pub fn is_split_view(&self) -> bool {
-        matches!(self, Self::RootConflict | Self::Inconsistent(_))
+        matches!(self, Self::RootConflict)
     }
 
     /// The HTTP status code for this refusal.
@@ -100,6 +101,24 @@ pub enum Decision {
         known_size: u64,
     },
     Refuse(Refusal),
+}
+
+/// The checkpoint as its log signed it, with every other signature line dropped: what a witness keeps and shows
+/// again must not carry lines a stranger appended (they would be republished under the witness's name).
+pub fn with_only_log_signatures(checkpoint: &SignedCheckpoint, log: &LogVerifier) -> Vec<u8> {
+    let note = checkpoint.note();
+    let split = note.windows(2).rposition(|pair| pair == b"\n\n").map_or(note.len(), |at| at + 1);
+    let mut kept = note[..split].to_vec();
+    kept.push(b'\n');
+    for line in note[(split + 1).min(note.len())..].split(|&b| b == b'\n').filter(|line| !line.is_empty()) {
+        if signed_note::Signature::from_bytes(line)
+            .is_ok_and(|signature| signature.name() == log.name() && signature.id() == log.key_id())
+        {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        }
+    }
+    kept
 }
 
 /// The origin a signed checkpoint claims, read before anything is checked, to find the log's keys and state.
@@ -274,6 +293,23 @@ mod tests {
         let mut backwards = log.request(10, 15);
         backwards.old_size = 16;
         assert_eq!(refusal(decide(Some(&keys), &known, &backwards)).status(), 400);
+    }
+
+    #[test]
+    fn only_the_logs_own_signature_is_kept() {
+        let mut log = TestLog::new();
+        log.grow(2, 0);
+        let keys = [log.signer.verifier()];
+        let mut request = log.request(0, 2);
+        let genuine = request.checkpoint.clone();
+        let stranger = LogSigner::generate("evil.example/revoked").unwrap();
+        let planted = stranger.sign(&Checkpoint::new("evil.example/revoked", 0, empty_root())).unwrap();
+        let planted_line =
+            String::from_utf8(planted.note().to_vec()).unwrap().rsplit_once("\n\n").unwrap().1.to_owned();
+        request.checkpoint.extend_from_slice(planted_line.as_bytes());
+        let checkpoint = cosigned(decide(Some(&keys), &Known::unseen(), &request));
+        assert_ne!(checkpoint.note(), &genuine[..]);
+        assert_eq!(with_only_log_signatures(&checkpoint, &keys[0]), genuine);
     }
 
     #[test]

@@ -10,14 +10,18 @@
 //! under the bounds below (read from /proc); the attacks that need no account leave nothing in the public log; the
 //! log verifies afterwards. The `/healthz` latency is printed, never asserted (benches/abuse.rs measures).
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
+
+mod support;
+
+use support::{RawAnswer as Answer, connect_from, read_answer};
 
 /// The open-file limit the gateway runs under.
 const OPEN_FILES: u64 = 1024;
@@ -92,31 +96,6 @@ impl Gateway {
     }
 }
 
-async fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
-}
-
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.head.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-        })
-    }
-}
-
 /// One HTTP/1.0 request (the answer ends when the connection closes) from `source`.
 async fn request(
     source: Ipv4Addr,
@@ -134,17 +113,7 @@ async fn request(
     text.push_str("\r\n");
     stream.write_all(text.as_bytes()).await?;
     stream.write_all(body).await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in 60 s"))??;
-    let split = raw
-        .windows(4)
-        .position(|window| window == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no answer head in {} bytes", raw.len())))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    Ok(Answer { status, head, body: raw[split + 4..].to_vec() })
+    read_answer(&mut stream).await
 }
 
 /// A JSON request as a signed-in person on the gateway's own pages (cookie and `Sec-Fetch-Site`).

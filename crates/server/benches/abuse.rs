@@ -96,7 +96,8 @@ async fn main() -> Result<(), BoxError> {
     let (quiet_p50, quiet_p99, _) = healthz(port, 300).await;
     let (idle_rss, idle_files) = usage(pid);
 
-    // Slowloris from every address, up to the per-peer default (256) each, all at once.
+    // Slowloris from every address, up to the configured per-peer default (256) each, all at once; the gateway
+    // keeps each address to its share (at most a sixteenth of the connections it allows).
     let per_address = 256usize;
     let started = Instant::now();
     let mut held = Vec::new();

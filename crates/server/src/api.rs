@@ -263,18 +263,27 @@ impl<'a> From<&'a Account> for AccountView<'a> {
 async fn sign_in(
     State(state): State<AppState>,
     auth::Https(https): auth::Https,
-    site: Option<axum::Extension<crate::listen::Site>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SignIn>,
 ) -> Result<Response, Problem> {
     // Served in-process (tests) there is no peer: all such sign-ins share one throttle entry.
-    let peer = site.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |site| site.client);
-    let account = auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer).await?;
+    let peer = crate::listen::client_network(&extensions)
+        .unwrap_or_else(|| crate::listen::ClientNetwork::of(std::net::IpAddr::from([0, 0, 0, 0])));
+    let device = auth::cookie(&headers, auth::device_cookie_name(https));
+    let account =
+        auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, device.as_deref())
+            .await?;
     let secret = auth::start_session(&state.gateway, &account).await?;
     let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
+    // The session cookie first, then the device cookie: a new one on every sign-in (auth::DeviceKey).
+    let device_cookie = state.sign_ins.device_cookie(&account, state.gateway.clock.unix_seconds(), https);
     let mut response = json(StatusCode::OK, AccountView::from(&account));
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|e| Problem::internal(&e))?);
+    for value in [cookie, device_cookie] {
+        response
+            .headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_str(&value).map_err(|e| Problem::internal(&e))?);
+    }
     Ok(response)
 }
 

@@ -1,19 +1,22 @@
 //! Who is calling: people sign in with a password (argon2id) and get a session cookie; machines send scoped,
 //! expiring, revocable API tokens. Secrets are random 256-bit values, stored only as their SHA-256, and never
-//! logged or printed by `Debug`.
+//! logged or printed by `Debug`. A browser that has signed in to an account also keeps a device cookie, which lets
+//! it past the account's sign-in ceiling ([`SignInThrottle`]).
 
 use std::fmt;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use custodia_catalog::{Account, ApiToken};
 use custodia_core::{Action, ActorId, Label, Sha256};
+use hmac::{Hmac, Mac as _};
 
 use crate::api::AppState;
 use crate::gateway::{Gateway, GatewayError, Result, actor_of};
+use crate::listen::ClientNetwork;
 use crate::problem::Problem;
 
 /// The session cookie over plain HTTP (loopback, tests, a private network).
@@ -22,6 +25,13 @@ pub const SESSION_COOKIE: &str = "custodia_session";
 /// sibling subdomain can set or shadow it.
 pub const HOST_SESSION_COOKIE: &str = "__Host-custodia_session";
 pub const SESSION_SECONDS: i64 = 12 * 3600;
+/// The device cookie over plain HTTP ([`DeviceKey`]).
+pub const DEVICE_COOKIE: &str = "custodia_device";
+/// The device cookie over HTTPS, bound to this origin like [`HOST_SESSION_COOKIE`].
+pub const HOST_DEVICE_COOKIE: &str = "__Host-custodia_device";
+/// How long a device cookie lets its device past the account's ceiling: 180 days from the sign-in that set it
+/// (each sign-in sets a fresh one).
+pub const DEVICE_COOKIE_SECONDS: i64 = 180 * 24 * 3600;
 const TOKEN_PREFIX: &str = "cst_";
 
 /// What a token may be used for. A session may do everything its roles allow.
@@ -151,8 +161,8 @@ pub fn hash_password(password: &str) -> Result<String> {
         .map_err(|err| GatewayError::Internal(format!("hashing a password: {err}")))
 }
 
-/// Password guessing is throttled so that it cannot be turned against the owner of an account. Within
-/// [`THROTTLE_WINDOW`]:
+/// Password guessing is throttled so that it cannot be turned against the owner of an account. "An address" is a
+/// client network ([`ClientNetwork`]: an IPv4 address, an IPv6 /64). Within [`THROTTLE_WINDOW`]:
 /// - one address that has sent [`ACCOUNT_PEER_FAILURES`] wrong passwords for one account is refused for that
 ///   account ("locked" for that address only: a stranger who knows a judge's username cannot lock the judge out
 ///   from the judge's own address);
@@ -161,6 +171,14 @@ pub fn hash_password(password: &str) -> Result<String> {
 ///   [`ACCOUNT_CHECKS_PER_MINUTE`] a minute, over all addresses: past that a sign-in is delayed (429 with
 ///   `Retry-After` of seconds), never locked. Addresses from which the account has signed in before are not held
 ///   to this ceiling, so a distributed guesser slows only strangers.
+///
+/// A guesser who polls from many addresses takes every token of the ceiling as it refills (a 429 costs them
+/// nothing), so the ceiling alone would shut out the owner from any address the gateway does not remember, and
+/// from every address after a restart. So a sign-in that carries a valid device cookie for the account (OWASP's
+/// "device cookies": [`DeviceKey`], set on every successful sign-in, kept by the browser) is held to none of the
+/// rules above: that device is counted on its own instead, and refused for [`THROTTLE_WINDOW`] after
+/// [`ACCOUNT_PEER_FAILURES`] wrong passwords. A cookie that is forged, expired, or another account's is ignored, and
+/// the rules above apply.
 ///
 /// Hashing itself is budgeted: [`HASHING_AT_ONCE`] argon2id runs at a time (19 MiB each), on as many threads of
 /// their own (so the allocator reuses those threads' 19 MiB instead of keeping one per thread of the blocking pool:
@@ -187,49 +205,73 @@ pub const PEER_SIGN_INS_AT_ONCE: usize = 4;
 /// Throttle entries kept at most (usernames and addresses tried); beyond that, expired ones are dropped first.
 const THROTTLE_ENTRIES: usize = 100_000;
 
-/// Recent failed sign-ins, by username and client address together and by address alone, the addresses each
-/// account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
-/// attacker a restart they cannot cause. Usernames and addresses stay here: the operator's log says only that a
-/// lockout began, never for whom or from where.
-#[derive(Debug)]
+/// Recent failed sign-ins, by username and client address together, by address alone and by device, the addresses
+/// each account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
+/// attacker a restart they cannot cause, and gives the owner nothing they need, since what lets the owner past a
+/// spent ceiling is the device cookie, whose key is on disk. Usernames, addresses and devices stay here (and out
+/// of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
 pub struct SignInThrottle {
     failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
-    known: std::sync::Mutex<std::collections::HashMap<(String, std::net::IpAddr), std::time::Instant>>,
+    known: std::sync::Mutex<std::collections::HashMap<(String, ClientNetwork), std::time::Instant>>,
     account_checks: crate::budget::Budget,
     hashers: std::sync::mpsc::SyncSender<HashJob>,
-    in_flight: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<ClientNetwork, usize>>,
+    devices: DeviceKey,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+impl fmt::Debug for SignInThrottle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignInThrottle").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
 enum ThrottleKey {
-    AccountFromPeer(String, std::net::IpAddr),
-    Peer(std::net::IpAddr),
+    AccountFromPeer(String, ClientNetwork),
+    Peer(ClientNetwork),
+    Device(Device),
 }
 
-impl Default for SignInThrottle {
-    fn default() -> Self {
+impl SignInThrottle {
+    /// A throttle with nothing recorded yet, whose device cookies are made and checked with `devices`.
+    pub fn new(devices: DeviceKey) -> Self {
         Self {
             failures: std::sync::Mutex::new(std::collections::HashMap::new()),
             known: std::sync::Mutex::new(std::collections::HashMap::new()),
             account_checks: crate::budget::Budget::new(ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE),
             hashers: start_hashers(),
             in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            devices,
         }
     }
-}
 
-impl SignInThrottle {
+    /// The `Set-Cookie` value of a new device cookie for `account`, made at `now` (unix seconds).
+    pub fn device_cookie(&self, account: &Account, now: i64, https: bool) -> String {
+        let value = self.devices.issue(&account.id, now);
+        set_cookie(device_cookie_name(https), &value, DEVICE_COOKIE_SECONDS, https)
+    }
+
     fn recent(&self, key: &ThrottleKey) -> u32 {
         let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.get(key).filter(|(_, since)| since.elapsed() < THROTTLE_WINDOW).map_or(0, |(count, _)| *count)
     }
 
-    fn known(&self, username: &str, peer: std::net::IpAddr) -> bool {
+    fn known(&self, username: &str, peer: ClientNetwork) -> bool {
         let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         known.get(&(username.to_owned(), peer)).is_some_and(|at| at.elapsed() < KNOWN_ADDRESS_FOR)
     }
 
-    fn check(&self, username: &str, peer: std::net::IpAddr) -> Result<()> {
+    /// Whether a sign-in to `username` from `peer` may have its password checked; `device`, when its cookie is
+    /// valid for the account.
+    fn check(&self, username: &str, peer: ClientNetwork, device: Option<Device>) -> Result<()> {
+        if let Some(device) = device {
+            if self.recent(&ThrottleKey::Device(device)) >= ACCOUNT_PEER_FAILURES {
+                return Err(GatewayError::TooMany(
+                    "too many wrong passwords for this account from this device; try again later".into(),
+                ));
+            }
+            return Ok(());
+        }
         if self.recent(&ThrottleKey::AccountFromPeer(username.to_owned(), peer)) >= ACCOUNT_PEER_FAILURES {
             return Err(GatewayError::TooMany(
                 "too many wrong passwords for this account from your address; try again later".into(),
@@ -247,38 +289,49 @@ impl SignInThrottle {
         Ok(())
     }
 
-    fn failed(&self, username: &str, peer: std::net::IpAddr) {
+    /// Counts a wrong password: against the device alone when it came with a valid device cookie, else against the
+    /// account from that address and the address.
+    fn failed(&self, username: &str, peer: ClientNetwork, device: Option<Device>) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if failures.len() >= THROTTLE_ENTRIES {
             failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
         }
-        for (key, limit) in [
-            (ThrottleKey::AccountFromPeer(username.to_owned(), peer), ACCOUNT_PEER_FAILURES),
-            (ThrottleKey::Peer(peer), PEER_FAILURES),
-        ] {
+        let counted = match device {
+            Some(device) => vec![(ThrottleKey::Device(device), ACCOUNT_PEER_FAILURES)],
+            None => vec![
+                (ThrottleKey::AccountFromPeer(username.to_owned(), peer), ACCOUNT_PEER_FAILURES),
+                (ThrottleKey::Peer(peer), PEER_FAILURES),
+            ],
+        };
+        for (key, limit) in counted {
             if failures.len() >= THROTTLE_ENTRIES && !failures.contains_key(&key) {
                 continue;
             }
-            let locks_an_account = matches!(key, ThrottleKey::AccountFromPeer(..));
+            // Neither the username nor the address nor the device: the operator's log is no place for any.
+            let lockout = match key {
+                ThrottleKey::AccountFromPeer(..) => {
+                    "sign-in locked out for one account from one address, for 15 minutes"
+                }
+                ThrottleKey::Peer(_) => "sign-in locked out for one address, for 15 minutes",
+                ThrottleKey::Device(_) => "sign-in locked out for one account from one device, for 15 minutes",
+            };
             let entry = failures.entry(key).or_insert((0, std::time::Instant::now()));
             if entry.1.elapsed() >= THROTTLE_WINDOW {
                 *entry = (0, std::time::Instant::now());
             }
             entry.0 += 1;
             if entry.0 == limit {
-                // Neither the username nor the address: the operator's log is no place for either.
-                if locks_an_account {
-                    tracing::warn!("sign-in locked out for one account from one address, for 15 minutes");
-                } else {
-                    tracing::warn!("sign-in locked out for one address, for 15 minutes");
-                }
+                tracing::warn!("{lockout}");
             }
         }
     }
 
-    fn succeeded(&self, username: &str, peer: std::net::IpAddr) {
+    fn succeeded(&self, username: &str, peer: ClientNetwork, device: Option<Device>) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.remove(&ThrottleKey::AccountFromPeer(username.to_owned(), peer));
+        if let Some(device) = device {
+            failures.remove(&ThrottleKey::Device(device));
+        }
         drop(failures);
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if known.len() >= THROTTLE_ENTRIES {
@@ -293,10 +346,10 @@ impl SignInThrottle {
     /// or from `peer`.
     async fn hash<T: Send + 'static>(
         &self,
-        peer: std::net::IpAddr,
+        peer: ClientNetwork,
         check: impl FnOnce(&mut Vec<argon2::Block>) -> T + Send + 'static,
     ) -> Result<T> {
-        struct FromPeer<'a>(&'a SignInThrottle, std::net::IpAddr);
+        struct FromPeer<'a>(&'a SignInThrottle, ClientNetwork);
         impl Drop for FromPeer<'_> {
             fn drop(&mut self) {
                 let mut in_flight = self.0.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -333,6 +386,94 @@ impl SignInThrottle {
             }
         }
         answered.await.map_err(|_| GatewayError::Internal("a password check did not finish".into()))
+    }
+}
+
+/// The key of the device cookies' MAC (HMAC-SHA256), kept in `keys/device-cookie.key` (owner-only,
+/// [`crate::keys::load_or_create_secret`]) so that a device cookie outlives a restart. Its `Debug` withholds it.
+///
+/// A device cookie's value is base64url of its expiry (8 bytes, unix seconds), a random nonce (16 bytes, the
+/// device's identity for counting its failures) and the MAC over the account's id, the expiry and the nonce (32
+/// bytes): it names no account (the account is only inside the MAC, and the sign-in names it), it cannot be made
+/// for another account or another expiry without the key, and it is good for one account only.
+pub struct DeviceKey([u8; 32]);
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DeviceKey(withheld)")
+    }
+}
+
+const DEVICE_NONCE_BYTES: usize = 16;
+const DEVICE_TAG_BYTES: usize = 32;
+const DEVICE_COOKIE_BYTES: usize = 8 + DEVICE_NONCE_BYTES + DEVICE_TAG_BYTES;
+
+/// A device that has signed in to an account: the nonce of its valid cookie. Never logged.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Device([u8; DEVICE_NONCE_BYTES]);
+
+/// A device cookie's parts, read but not yet checked.
+struct DeviceCookie {
+    expires_at: i64,
+    nonce: [u8; DEVICE_NONCE_BYTES],
+    tag: [u8; DEVICE_TAG_BYTES],
+}
+
+impl DeviceCookie {
+    /// The parts of `value`, if it has a device cookie's form.
+    fn parse(value: &str) -> Option<Self> {
+        // Base64 of 56 bytes is 75 characters: anything much longer is not worth decoding.
+        if value.len() > 2 * DEVICE_COOKIE_BYTES {
+            return None;
+        }
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+        let bytes = <[u8; DEVICE_COOKIE_BYTES]>::try_from(bytes).ok()?;
+        let (expires_at, rest) = bytes.split_at(8);
+        let (nonce, tag) = rest.split_at(DEVICE_NONCE_BYTES);
+        Some(Self {
+            expires_at: i64::from_be_bytes(expires_at.try_into().ok()?),
+            nonce: nonce.try_into().ok()?,
+            tag: tag.try_into().ok()?,
+        })
+    }
+}
+
+impl DeviceKey {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self(key)
+    }
+
+    fn mac(&self, account_id: &str, expires_at: i64, nonce: &[u8; DEVICE_NONCE_BYTES]) -> Hmac<sha2::Sha256> {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
+        mac.update(b"custodia device cookie v1\0");
+        mac.update(&(account_id.len() as u64).to_be_bytes());
+        mac.update(account_id.as_bytes());
+        mac.update(&expires_at.to_be_bytes());
+        mac.update(nonce);
+        mac
+    }
+
+    /// A new device cookie's value for the account `account_id`, made at `now` (unix seconds).
+    pub fn issue(&self, account_id: &str, now: i64) -> String {
+        let mut nonce = [0u8; DEVICE_NONCE_BYTES];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+        let expires_at = now.saturating_add(DEVICE_COOKIE_SECONDS);
+        let tag = self.mac(account_id, expires_at, &nonce).finalize().into_bytes();
+        let mut bytes = Vec::with_capacity(DEVICE_COOKIE_BYTES);
+        bytes.extend_from_slice(&expires_at.to_be_bytes());
+        bytes.extend_from_slice(&nonce);
+        bytes.extend_from_slice(&tag);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The device `cookie` names, if this key made it for the account `account_id` and it has not expired at `now`.
+    fn verify(&self, cookie: &DeviceCookie, account_id: &str, now: i64) -> Option<Device> {
+        if cookie.expires_at <= now {
+            return None;
+        }
+        // verify_slice compares in constant time.
+        self.mac(account_id, cookie.expires_at, &cookie.nonce).verify_slice(&cookie.tag).ok()?;
+        Some(Device(cookie.nonce))
     }
 }
 
@@ -393,16 +534,31 @@ fn start_hashers() -> std::sync::mpsc::SyncSender<HashJob> {
 }
 
 /// Checks a password, within the throttle. An unknown user costs the same as a wrong password, so timing does not
-/// reveal usernames. `peer` is the client's address (see [`crate::listen::Site`]), used only for throttling.
+/// reveal usernames. `peer` is the client's network (see [`crate::listen::Site`]) and `device_cookie` the value
+/// of the request's device cookie, if any, both used only for throttling.
 pub async fn check_password(
     gateway: &Gateway,
     throttle: &SignInThrottle,
     username: &str,
     password: &str,
-    peer: std::net::IpAddr,
+    peer: ClientNetwork,
+    device_cookie: Option<&str>,
 ) -> Result<Account> {
-    throttle.check(username, peer)?;
-    let account = gateway.catalog.account_by_username(username).await?;
+    // Which account a device cookie is for is known only by checking its MAC for the account named: the account is
+    // looked up first for a sign-in that carries one, and after the throttle's other checks for any other.
+    let mut looked_up = None;
+    let mut device = None;
+    if let Some(cookie) = device_cookie.and_then(DeviceCookie::parse) {
+        let account = gateway.catalog.account_by_username(username).await?;
+        let now = gateway.clock.unix_seconds();
+        device = account.as_ref().and_then(|account| throttle.devices.verify(&cookie, &account.id, now));
+        looked_up = Some(account);
+    }
+    throttle.check(username, peer, device)?;
+    let account = match looked_up {
+        Some(account) => account,
+        None => gateway.catalog.account_by_username(username).await?,
+    };
     // An unknown username is checked against a decoy with the same parameters, so that it takes as long and as
     // much memory as a wrong password, within the same budget.
     let stored = account.as_ref().map_or_else(|| DECOY_HASH.to_owned(), |account| account.password_hash.clone());
@@ -410,11 +566,11 @@ pub async fn check_password(
     let matches = throttle.hash(peer, move |memory| verify_in(memory, &stored, password.as_bytes())).await?;
     match account {
         Some(account) if matches => {
-            throttle.succeeded(username, peer);
+            throttle.succeeded(username, peer, device);
             Ok(account)
         }
         _ => {
-            throttle.failed(username, peer);
+            throttle.failed(username, peer, device);
             Err(GatewayError::BadCredentials)
         }
     }
@@ -511,22 +667,34 @@ pub fn session_cookie_name(https: bool) -> &'static str {
     if https { HOST_SESSION_COOKIE } else { SESSION_COOKIE }
 }
 
+/// The device cookie's name for a request: `__Host-` over HTTPS.
+pub fn device_cookie_name(https: bool) -> &'static str {
+    if https { HOST_DEVICE_COOKIE } else { DEVICE_COOKIE }
+}
+
 /// The `Set-Cookie` value for a session secret (empty, with `Max-Age=0`, to end one).
 pub fn session_cookie(https: bool, secret: &str, max_age: i64) -> String {
-    let name = session_cookie_name(https);
+    set_cookie(session_cookie_name(https), secret, max_age, https)
+}
+
+/// The `Set-Cookie` value for one of the gateway's cookies: never for scripts, never sent by another site's
+/// requests, for the whole origin, and `Secure` over HTTPS (where its name is `__Host-`).
+fn set_cookie(name: &str, value: &str, max_age: i64, https: bool) -> String {
     let secure = if https { "; Secure" } else { "" };
-    format!("{name}={secret}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
+    format!("{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}")
+}
+
+/// The value of the cookie `wanted` in a request's headers, if it carries one.
+pub fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        (name == wanted).then(|| value.to_owned())
+    })
 }
 
 /// The session cookie's value, if the request carries one. Over HTTPS only the `__Host-` cookie counts.
 pub fn session_secret(parts: &Parts, https: bool) -> Option<String> {
-    let wanted = session_cookie_name(https);
-    parts.headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
-        |pair| {
-            let (name, value) = pair.trim().split_once('=')?;
-            (name == wanted).then(|| value.to_owned())
-        },
-    )
+    cookie(&parts.headers, session_cookie_name(https))
 }
 
 /// A cookie rides along on any request the browser sends, whoever's page made it. So an unsafe request
@@ -582,5 +750,72 @@ impl FromRequestParts<AppState> for Caller {
             tracing::info!(reason = %err, "unauthenticated request refused");
             Problem::from(err)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn network(address: &str) -> ClientNetwork {
+        ClientNetwork::of(address.parse().unwrap())
+    }
+
+    #[test]
+    fn a_device_cookie_is_good_for_its_account_until_it_expires_and_names_no_one() {
+        let key = DeviceKey::new([7; 32]);
+        let value = key.issue("acc-judge", NOW);
+        let cookie = DeviceCookie::parse(&value).unwrap();
+        let device = key.verify(&cookie, "acc-judge", NOW).unwrap();
+        assert!(key.verify(&cookie, "acc-judge", NOW + DEVICE_COOKIE_SECONDS - 1).is_some());
+        assert!(key.verify(&cookie, "acc-judge", NOW + DEVICE_COOKIE_SECONDS).is_none(), "an expired cookie");
+        assert!(key.verify(&cookie, "acc-mallory", NOW).is_none(), "another account's cookie");
+        assert!(DeviceKey::new([8; 32]).verify(&cookie, "acc-judge", NOW).is_none(), "another key's cookie");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&value).unwrap();
+        // The expiry, the nonce and the MAC: changing any of them spoils the cookie.
+        for at in [0, 7, 8, 23, 24, DEVICE_COOKIE_BYTES - 1] {
+            let mut forged = bytes.clone();
+            forged[at] ^= 1;
+            let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged);
+            let forged = DeviceCookie::parse(&forged).unwrap();
+            assert!(key.verify(&forged, "acc-judge", NOW).is_none(), "byte {at} changed");
+        }
+        for malformed in ["", "not base64!", &value[..value.len() - 4], &format!("{value}AAAA"), &"A".repeat(4096)] {
+            assert!(DeviceCookie::parse(malformed).is_none(), "{malformed:?}");
+        }
+        let second = DeviceCookie::parse(&key.issue("acc-judge", NOW)).unwrap();
+        assert!(key.verify(&second, "acc-judge", NOW).is_some_and(|other| other != device), "two devices");
+        assert!(!value.contains("judge") && !String::from_utf8_lossy(&bytes).contains("judge"));
+        assert_eq!(format!("{key:?}"), "DeviceKey(withheld)");
+    }
+
+    #[test]
+    fn a_valid_device_is_counted_on_its_own_and_held_to_no_other_rule() {
+        let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
+        let judges_desk = network("192.0.2.1");
+        // Strangers spend the account's ceiling, one address each.
+        for n in 0..ACCOUNT_CHECKS_BURST {
+            throttle.check("judge", network(&format!("198.51.100.{n}")), None).unwrap();
+        }
+        assert!(throttle.check("judge", judges_desk, None).is_err(), "the ceiling is spent");
+        let device = Device([3; DEVICE_NONCE_BYTES]);
+        assert!(throttle.check("judge", judges_desk, Some(device)).is_ok(), "a device of the account");
+        // Someone at the judge's address guesses at every account until the address is refused: not the device.
+        for _ in 0..PEER_FAILURES {
+            throttle.failed("clerk", judges_desk, None);
+        }
+        assert!(throttle.check("clerk", judges_desk, None).is_err());
+        assert!(throttle.check("judge", judges_desk, Some(device)).is_ok());
+        // Wrong passwords with the device's cookie lock that device, and no other.
+        for _ in 0..ACCOUNT_PEER_FAILURES {
+            throttle.check("judge", judges_desk, Some(device)).unwrap();
+            throttle.failed("judge", judges_desk, Some(device));
+        }
+        let locked = throttle.check("judge", network("203.0.113.9"), Some(device)).unwrap_err();
+        assert!(locked.to_string().contains("from this device"), "{locked}");
+        assert!(throttle.check("judge", judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).is_ok());
+        assert_eq!(format!("{throttle:?}"), "SignInThrottle { .. }");
     }
 }

@@ -30,6 +30,11 @@ impl GatewayConfig {
         self.data_dir.join("keys").join("witness.key")
     }
 
+    /// The key of the device cookies' MAC ([`crate::auth::DeviceKey`]), so that they outlive a restart.
+    pub fn device_key_file(&self) -> PathBuf {
+        self.data_dir.join("keys").join("device-cookie.key")
+    }
+
     pub fn log_dir(&self) -> PathBuf {
         self.data_dir.join("log")
     }

@@ -1,13 +1,13 @@
 //! The hearing's HTTP routes for the case console, and the room's WebSocket (docs/hearing-room.md).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -184,24 +184,16 @@ async fn export(
     crate::api::stream_case_bundle(&state, export, sources, &filename)
 }
 
-/// The client's address (the one a trusted proxy names, else the peer's), for budgets per peer; never logged.
-fn peer(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<crate::listen::Site>()
-        .map(|site| site.client)
-        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()))
-}
-
 async fn room(
     State(state): State<AppState>,
     extensions: Extensions,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let peer = peer(&extensions);
+    let peer = crate::listen::client_network(&extensions);
     match upgrade {
         Ok(upgrade) => {
             // A socket without a known peer (in-process tests) counts only in the total.
-            let unspecified = IpAddr::from([0, 0, 0, 0]);
+            let unspecified = crate::listen::ClientNetwork::of(IpAddr::from([0, 0, 0, 0]));
             let Some(unjoined) = UNJOINED.admit(peer.unwrap_or(unspecified), peer.is_none()) else {
                 return Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -290,7 +282,12 @@ fn is_final(message: &Value) -> bool {
     matches!(message["type"].as_str(), Some("ended" | "removed" | "replaced" | "refused_hello"))
 }
 
-async fn run_room(state: AppState, socket: WebSocket, peer: Option<IpAddr>, unjoined: crate::listen::Admitted) {
+async fn run_room(
+    state: AppState,
+    socket: WebSocket,
+    peer: Option<crate::listen::ClientNetwork>,
+    unjoined: crate::listen::Admitted,
+) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
     let writer = tokio::spawn(async move {
@@ -473,8 +470,11 @@ async fn whip_publish(
         let detail = format!("this case's hearings have {cap} WHIP publishers already; end one first");
         return Err(GatewayError::TooMany(detail).into());
     }
-    let Entered { hearing, participant, connection } =
-        state.hearings.enter(secret, None, peer(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
+    let Entered { hearing, participant, connection } = state
+        .hearings
+        .enter(secret, None, crate::listen::client_network(&extensions))
+        .await
+        .map_err(|e| not_in_room(e.to_string()))?;
     let connected = match hearing.room().connect(participant.as_str(), offer).await {
         Ok(connected) => connected,
         Err(e) => {

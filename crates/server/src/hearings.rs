@@ -10,7 +10,6 @@
 //! digests. Participants are opaque ids and roles; no name reaches a log, a record or another participant.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -855,13 +854,13 @@ impl Hearings {
         &self,
         secret: &str,
         outbox: Option<Outbox>,
-        peer: Option<IpAddr>,
+        peer: Option<crate::listen::ClientNetwork>,
     ) -> Result<Entered, EnterRefusal> {
         const INVALID: EnterRefusal = EnterRefusal::Invalid;
         let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
         let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         if let Some(peer) = peer {
-            self.joins_per_peer.take(&peer.to_string()).map_err(too_many)?;
+            self.joins_per_peer.take(&peer.key()).map_err(too_many)?;
         }
         let (digest, live) = self.by_secret(secret).ok_or(INVALID)?;
         self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;

@@ -1,5 +1,5 @@
-//! The gateway's keys on disk (the log's signing key, the witness's cosigner key): made on first start, readable
-//! by their owner only.
+//! The gateway's keys on disk (the log's signing key, the witness's cosigner key, the device cookies' MAC key):
+//! made on first start, readable by their owner only.
 
 use std::fs;
 use std::io::Write as _;
@@ -38,6 +38,25 @@ pub fn load_or_create_witness(path: &Path, name: &str) -> anyhow::Result<(Cosign
     let key = CosignerKey::generate(name).with_context(|| format!("{name:?} cannot name a witness key"))?;
     write_new(path, &key.expose_secret())?;
     Ok((key, true))
+}
+
+/// Loads the 256-bit secret at `path` (base64url, as [`crate::auth::new_secret`] writes one), or makes one if there
+/// is none: a key for a MAC, which only this gateway uses, so it has no name.
+pub fn load_or_create_secret(path: &Path) -> anyhow::Result<([u8; 32], bool)> {
+    use base64::Engine as _;
+    let (text, created) = if path.exists() {
+        (read_owner_only(path)?, false)
+    } else {
+        let secret = crate::auth::new_secret();
+        write_new(path, &secret)?;
+        (secret, true)
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .with_context(|| format!("{} is not a 256-bit secret in base64url", path.display()))?;
+    Ok((bytes, created))
 }
 
 /// Writes a new owner-only key file, in an owner-only directory.
@@ -99,6 +118,26 @@ mod tests {
         assert!(load(&path, "other.test/log").is_err());
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert!(load(&path, "custodia.test/log").unwrap_err().to_string().contains("readable by others"));
+    }
+
+    #[test]
+    fn a_secret_is_made_once_owner_only_and_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/device-cookie.key");
+        let (made, created) = load_or_create_secret(&path).unwrap();
+        assert!(created);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+        let (again, created) = load_or_create_secret(&path).unwrap();
+        assert!(!created);
+        assert_eq!(made, again);
+        assert_ne!(made, load_or_create_secret(&dir.path().join("keys/other.key")).unwrap().0);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(load_or_create_secret(&path).unwrap_err().to_string().contains("readable by others"));
+        let short = dir.path().join("keys/short.key");
+        fs::write(&short, "c2hvcnQ\n").unwrap();
+        fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load_or_create_secret(&short).unwrap_err().to_string().contains("not a 256-bit secret"));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! - the process raises its soft `RLIMIT_NOFILE` to the hard limit at start-up ([`raise_open_file_limit`]) and
 //!   budgets connections below it, keeping descriptors in reserve for the listener, the database, the log, the
 //!   recordings and WebRTC's sockets;
-//! - a connection over the global budget, or over its peer's share, is closed as soon as it is accepted;
+//! - a connection over the global budget, or over its client network's share ([`ClientNetwork`]: an IPv4 address,
+//!   an IPv6 /64), is closed as soon as it is accepted; that share is at most a sixteenth of the budget, so a few
+//!   addresses cannot hold every connection whatever the open-file limit;
 //! - a request head must arrive within [`Limits::header_read_timeout`] (an idle keep-alive connection is a
 //!   connection waiting for a head, so it is closed too), a TLS handshake within the same time, and a request
 //!   body that sends nothing for [`Limits::body_idle_timeout`] is cut off;
@@ -32,6 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Descriptors kept out of the connection budget, at the least.
 const RESERVED_DESCRIPTORS: u64 = 256;
 
+/// One client network holds at most the connection budget divided by this (a sixteenth), so that it takes at least
+/// 16 networks to fill the budget, whatever the open-file limit.
+pub const PEER_SHARE_OF_CONNECTIONS: usize = 16;
+
 /// HSTS for answers over HTTPS: two years.
 const HSTS: &str = "max-age=63072000";
 
@@ -40,7 +46,8 @@ const HSTS: &str = "max-age=63072000";
 pub struct Limits {
     /// Open connections at once, over all peers.
     pub max_connections: usize,
-    /// Open connections at once from one address (trusted proxies are exempt: they carry many clients).
+    /// Open connections at once from one client network ([`ClientNetwork`]; trusted proxies are exempt: they carry
+    /// many clients).
     pub max_connections_per_peer: usize,
     /// How long a request head (and a TLS handshake) may take, and how long a connection may sit idle between
     /// requests.
@@ -52,13 +59,15 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// `configured` connections at most, and never more than the open-file limit `open_files` leaves after the
-    /// reserve (a quarter of the limit, and at least `RESERVED_DESCRIPTORS`).
+    /// The configured connections at most, and never more than the open-file limit `open_files` leaves after the
+    /// reserve (a quarter of the limit, and at least `RESERVED_DESCRIPTORS`); per client network, the configured
+    /// share at most, and never more than [`PEER_SHARE_OF_CONNECTIONS`] of those connections (at least one).
     pub fn budgeted(mut self, open_files: u64) -> Self {
         let reserve = RESERVED_DESCRIPTORS.max(open_files / 4);
         let affordable = usize::try_from(open_files.saturating_sub(reserve)).unwrap_or(usize::MAX).max(1);
         self.max_connections = self.max_connections.min(affordable);
-        self.max_connections_per_peer = self.max_connections_per_peer.min(self.max_connections);
+        let share = (self.max_connections / PEER_SHARE_OF_CONNECTIONS).max(1);
+        self.max_connections_per_peer = self.max_connections_per_peer.min(share);
         self
     }
 }
@@ -98,6 +107,11 @@ pub struct Site {
 }
 
 impl Site {
+    /// The network of the client, for budgets per client.
+    pub fn network(&self) -> ClientNetwork {
+        ClientNetwork::of(self.client)
+    }
+
     fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Self {
         if !trusted_proxies.contains(&peer) {
             return Self { client: peer, https: tls };
@@ -115,6 +129,56 @@ impl Site {
             client: forwarded_for.unwrap_or(peer),
             https: tls || forwarded_proto.is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https")),
         }
+    }
+}
+
+/// The client network a request came from (its [`Site`], else the TCP peer of an in-process server with
+/// `ConnectInfo`), for budgets per client; `None` when neither is known.
+pub fn client_network(extensions: &axum::http::Extensions) -> Option<ClientNetwork> {
+    extensions.get::<Site>().map(Site::network).or_else(|| {
+        extensions.get::<axum::extract::ConnectInfo<SocketAddr>>().map(|info| ClientNetwork::of(info.0.ip()))
+    })
+}
+
+/// What every budget per client is keyed by: the client's network, as far as one subscriber's share of addresses
+/// goes. An IPv4 address is its own network; an IPv6 address counts by its /64, since a home line or a phone is
+/// given a whole /64 and may take any address in it (budgets per full IPv6 address would give one machine 2^64
+/// shares); an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, a dual-stack socket's view of an IPv4 client) is that
+/// IPv4 address. Its `Debug` withholds the address: a witness's address is their whereabouts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientNetwork(Network);
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Network {
+    V4(std::net::Ipv4Addr),
+    /// The first 64 bits of the address.
+    V6Prefix(u64),
+}
+
+impl ClientNetwork {
+    /// The network `address` belongs to.
+    pub fn of(address: IpAddr) -> Self {
+        match address {
+            IpAddr::V4(v4) => Self(Network::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(Network::V4(v4)),
+                None => Self(Network::V6Prefix((v6.to_bits() >> 64) as u64)),
+            },
+        }
+    }
+
+    /// The key of this network in a [`crate::budget::Budget`]: `192.0.2.1`, or `2001:db8:1:2::/64`.
+    pub fn key(&self) -> String {
+        match self.0 {
+            Network::V4(v4) => v4.to_string(),
+            Network::V6Prefix(prefix) => format!("{}/64", std::net::Ipv6Addr::from_bits(u128::from(prefix) << 64)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ClientNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientNetwork(withheld)")
     }
 }
 
@@ -147,18 +211,18 @@ impl Descriptors {
     }
 }
 
-/// Places held at once (open connections, room sockets not yet joined), in all and per peer.
+/// Places held at once (open connections, room sockets not yet joined), in all and per client network.
 #[derive(Debug)]
 pub(crate) struct Budget {
     total: Arc<Semaphore>,
-    per_peer: Mutex<HashMap<IpAddr, usize>>,
+    per_peer: Mutex<HashMap<ClientNetwork, usize>>,
     max_per_peer: usize,
 }
 
 /// A place in a [`Budget`], given back on drop.
 pub(crate) struct Admitted {
     budget: Arc<Budget>,
-    peer: Option<IpAddr>,
+    peer: Option<ClientNetwork>,
     _total: OwnedSemaphorePermit,
 }
 
@@ -176,13 +240,13 @@ impl Drop for Admitted {
 }
 
 impl Budget {
-    /// At most `total` places at once, and at most `max_per_peer` of them for one peer.
+    /// At most `total` places at once, and at most `max_per_peer` of them for one client network.
     pub(crate) fn new(total: usize, max_per_peer: usize) -> Self {
         Self { total: Arc::new(Semaphore::new(total)), per_peer: Mutex::new(HashMap::new()), max_per_peer }
     }
 
     /// A place for `peer` (counted only in the total when `exempt`), or `None` when the budget is spent.
-    pub(crate) fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Option<Admitted> {
+    pub(crate) fn admit(self: &Arc<Self>, peer: ClientNetwork, exempt: bool) -> Option<Admitted> {
         let total = self.total.clone().try_acquire_owned().ok()?;
         if exempt {
             return Some(Admitted { budget: self.clone(), peer: None, _total: total });
@@ -238,7 +302,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let exempt = limits.trusted_proxies.contains(&peer.ip());
-        let Some(admitted) = budget.admit(peer.ip(), exempt) else {
+        let Some(admitted) = budget.admit(ClientNetwork::of(peer.ip()), exempt) else {
             refused += 1;
             if refused.is_power_of_two() {
                 tracing::warn!(refused, "connections refused over the connection budget");
@@ -372,10 +436,52 @@ mod tests {
         };
         let small = limits.clone().budgeted(1024);
         assert_eq!(small.max_connections, 768);
-        assert_eq!(small.max_connections_per_peer, 768);
-        let large = limits.budgeted(1 << 20);
+        // LimitNOFILE=1024: a sixteenth of 768 per client network, so three cannot hold every connection.
+        assert_eq!(small.max_connections_per_peer, 48);
+        let large = limits.clone().budgeted(1 << 20);
         assert_eq!(large.max_connections, 10_000);
-        assert_eq!(large.max_connections_per_peer, 5_000);
+        assert_eq!(large.max_connections_per_peer, 625, "a sixteenth of 10,000, under the 5,000 configured");
+        let configured = Limits { max_connections_per_peer: 64, ..limits.clone() }.budgeted(1 << 20);
+        assert_eq!(configured.max_connections_per_peer, 64, "never more than the configured share");
+        let tiny = Limits { max_connections: 5, ..limits }.budgeted(1 << 20);
+        assert_eq!(tiny.max_connections_per_peer, 1, "at least one");
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let network = |address: &str| ClientNetwork::of(address.parse().unwrap());
+        assert_eq!(network("2001:db8:1:2::1"), network("2001:db8:1:2:ffff:ffff:ffff:fffe"));
+        assert_eq!(network("2001:db8:1:2:aaaa::9").key(), "2001:db8:1:2::/64");
+        assert_ne!(network("2001:db8:1:2::1"), network("2001:db8:1:3::1"), "the next /64 is another network");
+        assert_ne!(network("2001:db8:1:2::1"), network("2001:db9:1:2::1"));
+        assert_eq!(network("::ffff:192.0.2.1"), network("192.0.2.1"));
+        assert_eq!(network("::ffff:192.0.2.1").key(), "192.0.2.1");
+        assert_ne!(network("192.0.2.1"), network("192.0.2.2"), "every IPv4 address is a network of its own");
+        assert_ne!(network("::1"), network("127.0.0.1"));
+        let debug = format!("{:?}", network("2001:db8:1:2::1"));
+        assert!(!debug.contains("2001") && !debug.contains("db8"), "{debug}");
+        assert!(!format!("{:?}", network("192.0.2.1")).contains("192"));
+    }
+
+    #[test]
+    fn one_ipv6_64_shares_one_connection_budget() {
+        let budget = Arc::new(Budget::new(10, 2));
+        let network = |address: &str| ClientNetwork::of(address.parse().unwrap());
+        let _first = budget.admit(network("2001:db8:1:2::1"), false).unwrap();
+        let _second = budget.admit(network("2001:db8:1:2::2"), false).unwrap();
+        assert!(budget.admit(network("2001:db8:1:2:dead:beef::3"), false).is_none(), "a third address of one /64");
+        assert!(budget.admit(network("2001:db8:1:3::1"), false).is_some(), "another /64");
+    }
+
+    #[test]
+    fn a_request_knows_its_client_network_from_its_site_or_its_connection() {
+        let mut extensions = axum::http::Extensions::new();
+        assert_eq!(client_network(&extensions), None);
+        let peer: SocketAddr = "[::ffff:198.51.100.7]:4000".parse().unwrap();
+        extensions.insert(axum::extract::ConnectInfo(peer));
+        assert_eq!(client_network(&extensions), Some(ClientNetwork::of("198.51.100.7".parse().unwrap())));
+        extensions.insert(Site { client: "2001:db8::5".parse().unwrap(), https: false });
+        assert_eq!(client_network(&extensions).map(|network| network.key()).as_deref(), Some("2001:db8::/64"));
     }
 
     #[test]
@@ -393,7 +499,7 @@ mod tests {
     #[test]
     fn an_uploads_staging_file_takes_a_place_of_its_own() {
         let budget = Arc::new(Budget::new(3, 3));
-        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let peer = ClientNetwork::of("192.0.2.1".parse().unwrap());
         let descriptors = Descriptors(budget.clone());
         let _connection = budget.admit(peer, false).unwrap();
         let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
@@ -407,12 +513,15 @@ mod tests {
     #[test]
     fn one_peer_cannot_take_the_whole_budget() {
         let budget = Arc::new(Budget::new(3, 2));
-        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        let attacker = ClientNetwork::of("192.0.2.1".parse().unwrap());
         let first = budget.admit(attacker, false).unwrap();
         let _second = budget.admit(attacker, false).unwrap();
         assert!(budget.admit(attacker, false).is_none(), "a third connection from one peer");
-        let _other = budget.admit("192.0.2.2".parse().unwrap(), false).unwrap();
-        assert!(budget.admit("192.0.2.3".parse().unwrap(), false).is_none(), "over the global budget");
+        let _other = budget.admit(ClientNetwork::of("192.0.2.2".parse().unwrap()), false).unwrap();
+        assert!(
+            budget.admit(ClientNetwork::of("192.0.2.3".parse().unwrap()), false).is_none(),
+            "over the global budget"
+        );
         drop(first);
         assert!(budget.admit(attacker, false).is_some(), "a closed connection gives its place back");
     }

@@ -167,9 +167,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let app = custodia_server::app(state);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    // The figures in force, beside those configured: the open-file limit may have lowered them.
     tracing::info!(
         address = %listener.local_addr()?, tls = tls.is_some(), open_files, max_connections = limits.max_connections,
-        max_connections_per_peer = limits.max_connections_per_peer, "gateway listening"
+        max_connections_per_peer = limits.max_connections_per_peer,
+        configured_max_connections = config.connections.max_connections,
+        configured_max_connections_per_peer = config.connections.max_connections_per_peer, "gateway listening"
     );
     custodia_server::listen::serve(listener, app, tls, limits, shutdown_signal()).await
 }

@@ -77,6 +77,11 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
     bootstrap_admin(&gateway, gateway_config).await?;
+    let (device_key, created) = keys::load_or_create_secret(&gateway_config.device_key_file())?;
+    if created {
+        tracing::info!(key = %absolute(&gateway_config.device_key_file()).display(), "made a new device cookie key");
+    }
+    let sign_ins = Arc::new(crate::auth::SignInThrottle::new(crate::auth::DeviceKey::new(device_key)));
     crate::auth::purge_expired_sessions(gateway.clone());
     tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");
     let (stun, turn) = ice_servers.counts();
@@ -108,7 +113,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         uploads_dir,
         hearings,
         ice_servers,
-        sign_ins: Arc::default(),
+        sign_ins,
         witness,
     })
 }

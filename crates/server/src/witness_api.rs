@@ -6,13 +6,12 @@
 //! so that two requests (or two gateway processes) can never both advance a log from the same size.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -246,17 +245,9 @@ pub struct WitnessedLogReport {
     pub refused: BTreeMap<&'static str, u64>,
 }
 
-/// The client's address (the one a trusted proxy names, else the peer's), for the request budget; never logged.
-fn peer(extensions: &Extensions) -> Option<IpAddr> {
-    extensions
-        .get::<crate::listen::Site>()
-        .map(|site| site.client)
-        .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(address)| address.ip()))
-}
-
 async fn add_checkpoint(State(state): State<AppState>, extensions: Extensions, body: Bytes) -> Response {
     let witness = &state.witness;
-    let peer = peer(&extensions).map_or_else(String::new, |address| address.to_string());
+    let peer = crate::listen::client_network(&extensions).map_or_else(String::new, |network| network.key());
     if let Err(wait) = witness.requests.take(&peer) {
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,

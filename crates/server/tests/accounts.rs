@@ -74,6 +74,17 @@ async fn wrong_passwords_lock_the_account_for_a_while_and_the_right_one_does_not
     gateway.person("other", "IT").await;
 }
 
+/// The device cookie a sign-in's reply sets (after the session cookie).
+fn device_cookie(reply: &support::Reply) -> String {
+    let mut cookies = reply.headers.get_all(header::SET_COOKIE).iter().map(|value| value.to_str().unwrap().to_owned());
+    let cookie = cookies.nth(1).unwrap_or_else(|| panic!("no second cookie: {:?}", reply.headers));
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
+    }
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    cookie
+}
+
 #[tokio::test]
 async fn the_session_cookie_is_host_bound_and_secure_over_https_only() {
     let plain = TestGateway::start().await;
@@ -82,6 +93,8 @@ async fn the_session_cookie_is_host_bound_and_secure_over_https_only() {
     let reply = plain.call("POST", "/api/v1/session", None, body.clone()).await;
     let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("custodia_session=") && !cookie.contains("Secure"), "{cookie}");
+    let device = device_cookie(&reply);
+    assert!(device.starts_with("custodia_device=") && !device.contains("Secure"), "{device}");
 
     // Configured for HTTPS (the gateway's own TLS; behind a trusted proxy, the proxy's X-Forwarded-Proto).
     let https = TestGateway::start_with(|config| config.tls_cert = Some("unused-in-process.pem".into())).await;
@@ -93,6 +106,8 @@ async fn the_session_cookie_is_host_bound_and_secure_over_https_only() {
     let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-custodia_session="), "{cookie}");
     assert!(cookie.contains("; Secure") && cookie.contains("Path=/") && !cookie.contains("Domain"), "{cookie}");
+    let device = device_cookie(&reply);
+    assert!(device.starts_with("__Host-custodia_device=") && device.contains("; Secure"), "{device}");
     let secret = cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
     let me = |name: &str| {
         TestGateway::request("GET", "/api/v1/me", None)

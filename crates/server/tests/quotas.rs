@@ -1,7 +1,8 @@
 //! Budgets per account and per address against a running `custodia serve` (issue 11, and the record flood of
-//! issue 10): sign-in throttling that a stranger cannot turn into a lockout of the owner, storage quotas, direct
-//! uploads at once and their idle timeout, the rate of new uploads, and a member's refusal flood. Each test counts
-//! what was accepted and what was refused; none judges by time.
+//! issue 10): sign-in throttling that a stranger cannot turn into a lockout of the owner (the owner's device cookie
+//! gets past an account ceiling that strangers keep spent, also after a restart), connections per address under
+//! a low open-file limit, storage quotas, direct uploads at once and their idle timeout, the rate of new uploads,
+//! and a member's refusal flood. Each test counts what was accepted and what was refused; none judges by time.
 
 mod support;
 
@@ -18,6 +19,8 @@ struct Running {
     port: u16,
     data: tempfile::TempDir,
     admin: String,
+    env: Vec<(String, String)>,
+    open_files: Option<u64>,
 }
 
 impl Running {
@@ -28,13 +31,32 @@ impl Running {
     /// Under an open-file limit of `open_files`.
     async fn start_within(env: &[(&str, &str)], open_files: Option<u64>) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))).collect();
-        let (process, port) = support::spawn_gateway_within(data.path(), &env, open_files);
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let (process, port) = Self::spawn(data.path(), &env, open_files);
         let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
         let answer = sign_in(OWNER, port, "admin", password.trim()).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         let admin = session_of(&answer);
-        Self { process, port, data, admin }
+        Self { process, port, data, admin, env, open_files }
+    }
+
+    fn spawn(
+        data: &std::path::Path,
+        env: &[(String, String)],
+        open_files: Option<u64>,
+    ) -> (support::GatewayProcess, u16) {
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (k.as_str(), std::ffi::OsStr::new(v.as_str()))).collect();
+        support::spawn_gateway_within(data, &env, open_files)
+    }
+
+    /// Kills the gateway and starts it again on the same data (on another port): what it kept only in memory is
+    /// gone; its database and keys are not.
+    fn restart(&mut self) {
+        self.process.stop();
+        let (process, port) = Self::spawn(self.data.path(), &self.env, self.open_files);
+        self.process = process;
+        self.port = port;
     }
 
     /// A JSON request as a signed-in person on the gateway's own pages.
@@ -97,6 +119,70 @@ async fn sign_in(source: Ipv4Addr, port: u16, username: &str, password: &str) ->
     let body = json!({"username": username, "password": password}).to_string();
     let headers = [("Content-Type", "application/json")];
     http_from(source, port, "POST", "/api/v1/session", &headers, body.as_bytes()).await.unwrap()
+}
+
+/// A sign-in from a browser that holds the device cookie `device`.
+async fn sign_in_on_device(source: Ipv4Addr, port: u16, username: &str, password: &str, device: &str) -> RawAnswer {
+    let body = json!({"username": username, "password": password}).to_string();
+    let cookie = format!("custodia_device={device}");
+    let headers = [("Content-Type", "application/json"), ("Cookie", cookie.as_str())];
+    http_from(source, port, "POST", "/api/v1/session", &headers, body.as_bytes()).await.unwrap()
+}
+
+/// Every `Set-Cookie` of an answer, in order.
+fn set_cookies(answer: &RawAnswer) -> Vec<String> {
+    let cookies = answer.head.lines().filter_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("set-cookie").then(|| value.trim().to_owned())
+    });
+    cookies.collect()
+}
+
+/// The value of the device cookie an answer sets.
+fn device_of(answer: &RawAnswer) -> String {
+    let cookies = set_cookies(answer);
+    let cookie = cookies.iter().find(|cookie| cookie.starts_with("custodia_device="));
+    let cookie = cookie.unwrap_or_else(|| panic!("no device cookie: {}", answer.head));
+    cookie.split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+}
+
+/// A guesser that polls an account's sign-in from a new address for every guess (127.2.x.y), so no address of
+/// theirs is ever refused: only the account's ceiling holds them, and they keep it spent.
+#[derive(Default)]
+struct Guesser {
+    guesses: u32,
+}
+
+impl Guesser {
+    /// Guesses until the account's ceiling refuses a guess (429): it is spent now. How many were checked (401).
+    async fn spend_ceiling(&mut self, port: u16, username: &str) -> u32 {
+        let mut checked = 0;
+        loop {
+            self.guesses += 1;
+            assert!(self.guesses < 2000, "the account's ceiling never refused a guess");
+            let source = Ipv4Addr::new(127, 2, (self.guesses / 250) as u8, (self.guesses % 250 + 1) as u8);
+            let answer = sign_in(source, port, username, &format!("polled-{}", self.guesses)).await;
+            match answer.status {
+                401 => checked += 1,
+                429 => {
+                    assert!(answer.text().contains("new addresses"), "{}", answer.text());
+                    return checked;
+                }
+                status => panic!("a guess answered {status}: {}", answer.text()),
+            }
+        }
+    }
+}
+
+/// Addresses the owner has never signed in from (127.3.0.x), one for each call.
+#[derive(Default)]
+struct NewDesks(u8);
+
+impl NewDesks {
+    fn next(&mut self) -> Ipv4Addr {
+        self.0 += 1;
+        Ipv4Addr::new(127, 3, 0, self.0)
+    }
 }
 
 fn session_of(answer: &RawAnswer) -> String {
@@ -163,6 +249,151 @@ async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_and_a_distributed
     for secret in ["judge", "127.0.1.1", "127.0.2.", "spread-", "guess-"] {
         assert!(!log.contains(secret), "the gateway's log names {secret}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owners_device_cookie_gets_past_a_ceiling_strangers_keep_spent_also_after_a_restart() {
+    use custodia_server::auth::{ACCOUNT_PEER_FAILURES, DEVICE_COOKIE_SECONDS};
+    let mut gateway = Running::start(&[]).await;
+    gateway.account("judge").await;
+    gateway.account("mallory").await;
+    let right = "judge-correct-horse-battery";
+
+    // Signing in sets the session cookie, then a long-lived device cookie, with the session cookie's rules.
+    let signed_in = sign_in(OWNER, gateway.port, "judge", right).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    let cookies = set_cookies(&signed_in);
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(cookies[0].starts_with("custodia_session="), "{cookies:?}");
+    let device_cookie = &cookies[1];
+    assert!(device_cookie.starts_with("custodia_device="), "{device_cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", &format!("Max-Age={DEVICE_COOKIE_SECONDS}")] {
+        assert!(device_cookie.contains(attribute), "{device_cookie} lacks {attribute}");
+    }
+    assert!(!device_cookie.contains("Secure") && !device_cookie.contains("Domain"), "{device_cookie}");
+    let device = device_of(&signed_in);
+    assert!(!device.contains("judge"), "the device cookie names its account: {device}");
+    let spare_device = device_of(&sign_in(OWNER, gateway.port, "judge", right).await);
+    assert_ne!(device, spare_device, "each sign-in makes a device cookie of its own");
+    let mallorys = device_of(&sign_in(OWNER, gateway.port, "mallory", "mallory-correct-horse-battery").await);
+    // A forger's: the judge's cookie with one character of its MAC changed.
+    let mut forged = device.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+
+    let mut guesser = Guesser::default();
+    let mut desks = NewDesks::default();
+    // Without a cookie, or with one that is not a cookie of the judge's, a sign-in from an address the judge never
+    // used is held to the spent ceiling. (A token may refill between the guesser's refusal and the attempt: each
+    // is tried three times, and must be refused at least once.)
+    for cookie in [None, Some(&forged), Some(&mallorys)] {
+        let mut refused = 0;
+        for _ in 0..3 {
+            guesser.spend_ceiling(gateway.port, "judge").await;
+            let answer = match cookie {
+                None => sign_in(desks.next(), gateway.port, "judge", right).await,
+                Some(cookie) => sign_in_on_device(desks.next(), gateway.port, "judge", right, cookie).await,
+            };
+            match answer.status {
+                429 => refused += 1,
+                200 => {}
+                status => panic!("a right password answered {status}: {}", answer.text()),
+            }
+        }
+        assert!(refused >= 1, "a sign-in with {cookie:?} passed the spent ceiling every time");
+    }
+    // With the judge's device cookie, from a new address, the judge signs in every time.
+    for _ in 0..3 {
+        guesser.spend_ceiling(gateway.port, "judge").await;
+        let answer = sign_in_on_device(desks.next(), gateway.port, "judge", right, &device).await;
+        assert_eq!(answer.status, 200, "the stranger's polling locked the judge out: {}", answer.text());
+    }
+
+    // The device is counted on its own: wrong passwords with the spare cookie are checked past the spent ceiling,
+    // from new addresses each, until that device is refused; the other device is not.
+    guesser.spend_ceiling(gateway.port, "judge").await;
+    for n in 0..ACCOUNT_PEER_FAILURES {
+        let answer = sign_in_on_device(desks.next(), gateway.port, "judge", &format!("typo-{n}"), &spare_device).await;
+        assert_eq!(answer.status, 401, "typo {n}: {}", answer.text());
+    }
+    let locked = sign_in_on_device(desks.next(), gateway.port, "judge", right, &spare_device).await;
+    assert_eq!((locked.status, locked.problem().as_str()), (429, "too-many"), "{}", locked.text());
+    assert!(locked.text().contains("this device"), "{}", locked.text());
+    guesser.spend_ceiling(gateway.port, "judge").await;
+    assert_eq!(sign_in_on_device(desks.next(), gateway.port, "judge", right, &device).await.status, 200);
+
+    // After a restart the gateway remembers no address and no ceiling, but its device cookie key is on disk.
+    gateway.restart();
+    let checked = guesser.spend_ceiling(gateway.port, "judge").await;
+    assert!(checked >= 1, "a restarted gateway kept the ceiling spent");
+    let mut refused = 0;
+    for _ in 0..3 {
+        guesser.spend_ceiling(gateway.port, "judge").await;
+        if sign_in(desks.next(), gateway.port, "judge", right).await.status == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 1, "without a cookie the judge passed the spent ceiling every time");
+    for source in [OWNER, desks.next(), desks.next()] {
+        guesser.spend_ceiling(gateway.port, "judge").await;
+        let answer = sign_in_on_device(source, gateway.port, "judge", right, &device).await;
+        assert_eq!(answer.status, 200, "after a restart the judge's device was held to the ceiling: {}", answer.text());
+    }
+    eprintln!("device cookies: the guesser sent {} guesses from as many addresses", guesser.guesses);
+
+    // The operator's log says that a device was locked out, never which, for whom or from where.
+    let log = gateway.process.log();
+    assert!(log.contains("locked out for one account from one device"), "the device's lockout is not in the log");
+    for secret in ["judge", "mallory", &device, &spare_device, "127.2.", "127.3.", "polled-", "typo-"] {
+        assert!(!log.contains(secret), "the gateway's log names {secret}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_addresses_holding_connections_leave_room_for_a_legitimate_client() {
+    use custodia_server::listen::PEER_SHARE_OF_CONNECTIONS;
+    // 512 open files: 256 kept in reserve and 256 connections, of which one address may hold a sixteenth.
+    const OPEN_FILES: u64 = 512;
+    const CONNECTIONS: usize = 256;
+    const ADDRESSES: usize = 4;
+    let share = CONNECTIONS / PEER_SHARE_OF_CONNECTIONS;
+    // The attackers need more sockets than the gateway may have.
+    custodia_server::listen::raise_open_file_limit();
+    // A request head may take 5 minutes: nothing here is closed for being slow.
+    let gateway = Running::start_within(&[("CUSTODIA_HEADER_TIMEOUT_SECONDS", "300")], Some(OPEN_FILES)).await;
+    let log = gateway.process.log();
+    assert!(log.contains(&format!("max_connections={CONNECTIONS}")), "effective budget not logged: {log}");
+    assert!(log.contains(&format!("max_connections_per_peer={share}")), "effective share not logged: {log}");
+    assert!(log.contains("configured_max_connections_per_peer=256"), "configured share not logged: {log}");
+
+    // Four addresses open 100 connections each, sending request heads that never end: with the configured 256 per
+    // address, the first three would hold all 256.
+    let mut held = Vec::new();
+    for n in 0..ADDRESSES * 100 {
+        let source = Ipv4Addr::new(127, 0, 4, 1 + (n % ADDRESSES) as u8);
+        let Ok(mut stream) = support::connect_from(source, gateway.port).await else { continue };
+        if tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .is_ok()
+        {
+            held.push(stream);
+        }
+    }
+    // Meanwhile a legitimate client, from an address of its own, is served.
+    let health = http_from(OWNER, gateway.port, "GET", "/healthz", &[], b"").await;
+    let health = health.unwrap_or_else(|err| panic!("the legitimate client was turned away: {err}"));
+    assert_eq!(health.status, 200, "{}", health.text());
+    let me = gateway.api("GET", "/api/v1/me", &gateway.admin, Value::Null).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+
+    // The attackers still hold their share each, no more: the rest were closed as soon as they were accepted.
+    let checks = held.iter_mut().map(|stream| support::closed_by_server(stream, std::time::Duration::from_secs(2)));
+    let closed = futures::future::join_all(checks).await;
+    let open = closed.iter().filter(|closed| !**closed).count();
+    eprintln!("{} connections opened from {ADDRESSES} addresses; {open} held, {share} allowed each", held.len());
+    assert!(open <= ADDRESSES * share, "{open} connections held from {ADDRESSES} addresses");
+    assert!(open >= ADDRESSES, "the attackers held no connections: {open}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,6 +240,12 @@ impl GatewayProcess {
         self.child.id()
     }
 
+    /// Stops the gateway (as `kill -9` would) and waits until it has gone, so that another may start on its data.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The gateway's operator log so far.
     #[allow(dead_code)]
     pub fn log(&self) -> String {
@@ -558,6 +564,21 @@ pub async fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Res
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(std::net::SocketAddr::from((source, 0)))?;
     socket.connect(std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port))).await
+}
+
+/// Whether the server has closed `stream` (end of file or reset) within `wait`; whatever it sends is read and
+/// dropped.
+pub async fn closed_by_server(stream: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 /// Reads an answer until the server closes the connection.

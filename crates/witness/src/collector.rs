@@ -36,6 +36,9 @@
 //! - No answer, a timeout, 5xx or 429: retried with doubling delays, a bounded number of times, then given up
 //!   for this round.
 //!
+//! A witness given up on is asked again after the longest backoff, with the round's checkpoint or a newer one,
+//! so a quiet log's last checkpoint still reaches its quorum once the witness is back.
+//!
 //! # Publication
 //!
 //! [`Publication::Quorum`] (fail-closed) publishes a checkpoint only once its cosignatures meet the quorum; until
@@ -452,12 +455,15 @@ impl Collector {
         }
     }
 
+    /// Leaves `name` out of this round, and asks it again after the longest backoff even if the log stays quiet
+    /// (a quiet log's last checkpoint must still reach its quorum once the witness is back).
     fn give_up(&mut self, name: &str, size: u64, reason: GiveUp, effects: &mut Vec<Effect>) {
         if let Some(state) = self.witnesses.get_mut(name) {
             state.counts.gave_up += 1;
-            state.busy = Busy::Idle;
+            state.busy = Busy::Waiting { attempt: 1 };
             state.done = Some(size);
             effects.push(Effect::GaveUp { witness: name.to_owned(), size, reason });
+            effects.push(Effect::RetryAfter { witness: name.to_owned(), delay: self.settings.max_backoff });
         }
     }
 
@@ -524,7 +530,7 @@ impl Collector {
                     || self
                         .witnesses
                         .values()
-                        .all(|w| !w.asked() || (matches!(w.busy, Busy::Idle) && w.done == Some(size)))
+                        .all(|w| !w.asked() || (!matches!(w.busy, Busy::Sending { .. }) && w.done == Some(size)))
             }
         };
         if round_over && self.target.as_ref().is_none_or(|target| target.checkpoint.size < latest.checkpoint.size) {
@@ -656,6 +662,8 @@ mod tests {
         alarms: Vec<(String, Alarm)>,
         gave_up: Vec<(String, GiveUp)>,
         retries: Vec<Duration>,
+        /// Retries after a witness was given up on, held until [`World::fire_parked_retries`].
+        parked: Vec<String>,
         clock: u64,
     }
 
@@ -693,6 +701,7 @@ mod tests {
                 alarms: Vec::new(),
                 gave_up: Vec::new(),
                 retries: Vec::new(),
+                parked: Vec::new(),
                 clock: 1_800_000_000,
             }
         }
@@ -759,10 +768,11 @@ mod tests {
                             let answer = self.answer(&witness, old_size, &checkpoint);
                             queue.push_back(Event::Answered { witness, size: checkpoint.checkpoint.size, answer });
                         }
-                        Effect::RetryAfter { witness, delay } => {
+                        Effect::RetryAfter { witness, delay } if delay < Settings::default().max_backoff => {
                             self.retries.push(delay);
                             queue.push_back(Event::RetryDue { witness });
                         }
+                        Effect::RetryAfter { witness, .. } => self.parked.push(witness),
                         Effect::Store(cosigned) => {
                             self.stored.insert(cosigned.witness_vkey.clone(), cosigned);
                         }
@@ -771,6 +781,13 @@ mod tests {
                         Effect::Publish { size, note } => self.published = Some((size, note)),
                     }
                 }
+            }
+        }
+
+        /// The retries after giving up fall due.
+        fn fire_parked_retries(&mut self) {
+            for witness in std::mem::take(&mut self.parked) {
+                self.run(Event::RetryDue { witness });
             }
         }
 
@@ -827,8 +844,13 @@ mod tests {
         gave_up.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(gave_up, [("w2".into(), GiveUp::Unreachable), ("w3".into(), GiveUp::Unreachable)]);
 
-        // One comes back: the next checkpoint reaches the quorum and is published with both cosignatures.
+        assert_eq!(world.parked, ["w2", "w3"], "each is asked again later");
+
+        // One comes back: the quiet log's checkpoint reaches the quorum when it is asked again, and so does the
+        // next one.
         world.witnesses.get_mut("w2").unwrap().behaviour = Behaviour::Honest;
+        world.fire_parked_retries();
+        assert_eq!(world.published_cosigners(), (3, vec!["w1".into(), "w2".into()]));
         world.grow(2);
         assert_eq!(world.published_cosigners(), (5, vec!["w1".into(), "w2".into()]));
     }
@@ -843,6 +865,9 @@ mod tests {
         assert_eq!(world.published_cosigners(), (4, vec![]));
         world.witnesses.get_mut("w3").unwrap().behaviour = Behaviour::Honest;
         world.grow(1);
+        assert_eq!(world.published_cosigners(), (5, vec![]));
+        // Given up on, it is asked again after the longest backoff, with the newest checkpoint.
+        world.fire_parked_retries();
         assert_eq!(world.published_cosigners(), (5, vec!["w3".into()]));
     }
 
@@ -887,6 +912,25 @@ mod tests {
         assert_eq!(world.published_cosigners(), (2, vec!["w1".into(), "w2".into()]));
         assert_eq!(world.gave_up, [("w3".into(), GiveUp::BadCosignature)]);
         assert_eq!(world.stored.len(), 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_answers_never_panic_nor_count_as_cosignatures(
+            body in "(?s).{0,300}",
+            line in "\u{2014} w1 [A-Za-z0-9+/=]{0,120}",
+        ) {
+            for answer in [Answer::Cosigned(body.clone()), Answer::Cosigned(format!("{line}\n"))] {
+                let mut world = World::new("two", Publication::Quorum);
+                world.leaves.push(leaf_hash(b"one"));
+                let sent = world.collector.handle(Event::Checkpoint(world.checkpoint()));
+                proptest::prop_assert_eq!(sent.iter().filter(|e| matches!(e, Effect::Send { .. })).count(), 3);
+                let effects = world.collector.handle(Event::Answered { witness: "w1".into(), size: 1, answer });
+                let gave_up = Effect::GaveUp { witness: "w1".into(), size: 1, reason: GiveUp::BadCosignature };
+                proptest::prop_assert_eq!(effects.first(), Some(&gave_up));
+                proptest::prop_assert!(!effects.iter().any(|e| matches!(e, Effect::Store(_) | Effect::Publish { .. })));
+            }
+        }
     }
 
     #[test]

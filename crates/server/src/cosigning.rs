@@ -183,7 +183,8 @@ pub async fn start(
     for row in catalog.witness_cosignatures().await? {
         let alarm = row.alarm.as_deref().and_then(Alarm::from_code);
         if let Some(alarm) = alarm {
-            tracing::error!(alarm = alarm.code(), since = %row.updated_at, "an alarm stands against a witness of this log");
+            let witness = row.witness_vkey.split('+').next().unwrap_or_default();
+            tracing::error!(witness, alarm = alarm.code(), since = %row.updated_at, "an alarm stands against a witness of this log");
         }
         let cosigned = row.checkpoint.zip(row.cosignature).map(|(note, line)| (note.into_bytes(), line));
         stored.push(Stored { witness_vkey: row.witness_vkey, cosigned, alarm });

@@ -1,6 +1,7 @@
 //! Custodia's log checked by an implementation that none of us wrote: Go's golang.org/x/mod/sumdb/note and
-//! golang.org/x/mod/sumdb/tlog, driven through tests/go/tlogcheck. Go must accept our signed checkpoints,
-//! inclusion and consistency proofs, tlog-proof files and entry bundles, and refuse each of them once tampered.
+//! golang.org/x/mod/sumdb/tlog, driven through tests/go/tlogcheck. Go must accept our signed checkpoints (also as
+//! the witness collector publishes them, with cosignatures appended), inclusion and consistency proofs, tlog-proof
+//! files and entry bundles, and refuse each of them once tampered.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,8 @@ use std::process::{Command, Output};
 use custodia_ledger::tile::{TILE_WIDTH, index_path};
 use custodia_ledger::{Hash, Log, LogOptions, LogSigner, SignedCheckpoint, TlogProof};
 use custodia_tests::{copy_dir_all, sample_record};
+use custodia_witness::CosignerKey;
+use custodia_witness::collector::{Answer, Collector, Event, Settings};
 use tempfile::TempDir;
 
 const ORIGIN: &str = "custodia.test/go-interop";
@@ -62,6 +65,32 @@ impl GoChecker {
         assert_eq!(output.status.code(), Some(1), "Go did not refuse `tlogcheck {}`: {stderr}", args.join(" "));
         assert!(stderr.contains(reason), "Go refused `tlogcheck {}`, but not for {reason:?}: {stderr}", args.join(" "));
     }
+}
+
+/// `signed` as the witness collector publishes it (`/log/checkpoint` with a witness policy): the log's note with
+/// the cosignatures of two witnesses appended.
+fn as_published_cosigned(signed: &SignedCheckpoint, vkey: &str) -> Vec<u8> {
+    let witnesses =
+        [("w1", CosignerKey::generate("w1.test/witness")), ("w2", CosignerKey::generate("w2.test/witness"))]
+            .map(|(name, key)| (name, key.expect("cosigner key")));
+    let mut policy = format!("log {vkey}\n");
+    for (name, key) in &witnesses {
+        policy.push_str(&format!("witness {name} {} http://{name}.test/witness\n", key.verifier()));
+    }
+    policy.push_str("group both all w1 w2\nquorum both\n");
+    let policy = custodia_witness::Policy::parse(&policy).expect("policy");
+    let log = vkey.parse().expect("log vkey");
+    let mut collector = Collector::new(&log, policy, Settings::default(), Vec::new()).expect("collector");
+    collector.handle(Event::Checkpoint(signed.clone()));
+    let body = signed.checkpoint.body();
+    for (name, key) in &witnesses {
+        let line = key.cosign(body.as_bytes(), 1_800_000_000).expect("cosign");
+        let answer = Answer::Cosigned(line);
+        collector.handle(Event::Answered { witness: (*name).to_owned(), size: signed.checkpoint.size, answer });
+    }
+    let published = collector.published().expect("published with both cosignatures").to_vec();
+    assert!(published.starts_with(signed.note()) && published.len() > signed.note().len());
+    published
 }
 
 /// The checker takes paths on its command line; temp paths are UTF-8.
@@ -159,6 +188,9 @@ impl Fixture {
         let file = self.write(&format!("checkpoint-{size}"), signed.note());
         let summary = format!("{size} {}\n", signed.checkpoint.root);
         assert_eq!(self.go.accepts(&["note", vkey, arg(&file)]), summary);
+        // Cosigned, as published: Go still verifies the log's own signature and ignores the cosignatures.
+        let cosigned = self.write(&format!("cosigned-{size}"), as_published_cosigned(&signed, vkey));
+        assert_eq!(self.go.accepts(&["note", vkey, arg(&cosigned)]), summary);
         // Run while this checkpoint is the latest, so that its partial entry bundle is the one read.
         assert_eq!(self.go.accepts(&["treehash", vkey, arg(&file), arg(&self.log_dir)]), summary);
         // Ed25519 is deterministic: Go, signing our body with our key file, must write our note byte for byte.
@@ -197,7 +229,9 @@ impl Fixture {
         let (size, root) = (signed.checkpoint.size, signed.checkpoint.root);
         let other_size = note.replacen(&format!("\n{size}\n"), &format!("\n{}\n", size + 1), 1);
         let other_root = note.replacen(&root.to_base64(), &flip_bit(root).to_base64(), 1);
-        for forged in [other_size, other_root] {
+        let cosigned = String::from_utf8(as_published_cosigned(signed, &self.vkey)).expect("UTF-8 note");
+        let cosigned_other_root = cosigned.replacen(&root.to_base64(), &flip_bit(root).to_base64(), 1);
+        for forged in [other_size, other_root, cosigned_other_root] {
             assert_ne!(forged, note);
             let forged = self.write("forged-checkpoint", forged);
             self.go.rejects(&["note", &self.vkey, arg(&forged)], "invalid signature");

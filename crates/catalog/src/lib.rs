@@ -162,6 +162,30 @@ pub struct WitnessedCheckpoint<'a> {
     pub cosigned_note: &'a str,
 }
 
+/// What this gateway's log holds of one of its own witnesses: its latest cosignature and any alarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessCosignature {
+    pub witness_vkey: String,
+    pub size: Option<i64>,
+    /// The checkpoint cosigned, as the log signed it.
+    pub checkpoint: Option<String>,
+    /// The cosignature line.
+    pub cosignature: Option<String>,
+    pub alarm: Option<String>,
+    pub updated_at: String,
+}
+
+fn witness_cosignature(row: &AnyRow) -> sqlx::Result<WitnessCosignature> {
+    Ok(WitnessCosignature {
+        witness_vkey: row.try_get("witness_vkey")?,
+        size: row.try_get("size")?,
+        checkpoint: row.try_get("checkpoint")?,
+        cosignature: row.try_get("cosignature")?,
+        alarm: row.try_get("alarm")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
 fn witnessed_log(row: &AnyRow) -> sqlx::Result<WitnessedLog> {
     Ok(WitnessedLog {
         origin: row.try_get("origin")?,
@@ -915,6 +939,55 @@ impl Catalog {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    // The witnesses of this gateway's own log.
+
+    /// What is stored of every witness of this log, by key.
+    pub async fn witness_cosignatures(&self) -> Result<Vec<WitnessCosignature>> {
+        let rows =
+            sqlx::query("SELECT * FROM witness_cosignatures ORDER BY witness_vkey").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(witness_cosignature).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Stores a witness's latest cosignature of this log (the checkpoint and the line) and clears its alarm.
+    pub async fn store_witness_cosignature(
+        &self,
+        witness_vkey: &str,
+        size: i64,
+        checkpoint: &str,
+        cosignature: &str,
+        at: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO witness_cosignatures (witness_vkey, size, checkpoint, cosignature, alarm, updated_at) \
+             VALUES ($1, $2, $3, $4, NULL, $5) ON CONFLICT (witness_vkey) DO UPDATE SET size = excluded.size, \
+             checkpoint = excluded.checkpoint, cosignature = excluded.cosignature, alarm = NULL, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(witness_vkey)
+        .bind(size)
+        .bind(checkpoint)
+        .bind(cosignature)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records an alarm against a witness of this log, keeping its latest cosignature.
+    pub async fn store_witness_alarm(&self, witness_vkey: &str, alarm: &str, at: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO witness_cosignatures (witness_vkey, size, checkpoint, cosignature, alarm, updated_at) \
+             VALUES ($1, NULL, NULL, NULL, $2, $3) ON CONFLICT (witness_vkey) DO UPDATE SET alarm = excluded.alarm, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(witness_vkey)
+        .bind(alarm)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The bytes of the artefacts `account_id` provided (each artefact counted, however its bytes are stored).

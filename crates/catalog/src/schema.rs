@@ -136,6 +136,19 @@ CREATE TABLE witnessed_logs (
     updated_at TEXT NOT NULL
 );
 "#,
+    // The witnesses of this gateway's own log (c2sp.org/tlog-witness, the log's side), by their key: the latest
+    // checkpoint each cosigned (the log's signed note) with its cosignature line, and the alarm standing against it
+    // (a refusal no retry changes), so that a restart neither forgets a cosignature nor hides an alarm.
+    r#"
+CREATE TABLE witness_cosignatures (
+    witness_vkey TEXT PRIMARY KEY,
+    size BIGINT,
+    checkpoint TEXT,
+    cosignature TEXT,
+    alarm TEXT,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

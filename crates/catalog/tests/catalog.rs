@@ -94,6 +94,21 @@ async fn exercise(catalog: &Catalog) {
     assert!(!catalog.advance_upload("up-1", 0, 8).await.unwrap(), "a stale offset cannot move it");
     assert_eq!(catalog.upload("up-1").await.unwrap().unwrap().offset, 4);
     assert_eq!(catalog.expired_uploads(50).await.unwrap().len(), 1);
+
+    // A witness of our own log: an alarm before any cosignature, then a cosignature clears it, then a later alarm
+    // keeps the cosignature.
+    catalog.store_witness_alarm("w1+01+key", "refused-as-inconsistent", "t1").await.unwrap();
+    let alarmed = &catalog.witness_cosignatures().await.unwrap()[0];
+    assert_eq!((alarmed.size, alarmed.alarm.as_deref()), (None, Some("refused-as-inconsistent")));
+    catalog.store_witness_cosignature("w1+01+key", 5, "note 5", "line 5", "t2").await.unwrap();
+    catalog.store_witness_cosignature("w1+01+key", 7, "note 7", "line 7", "t3").await.unwrap();
+    catalog.store_witness_alarm("w1+01+key", "witness-ahead-of-log", "t4").await.unwrap();
+    let stored = catalog.witness_cosignatures().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].size, stored[0].checkpoint.as_deref(), stored[0].cosignature.as_deref(), stored[0].alarm.as_deref()),
+        (Some(7), Some("note 7"), Some("line 7"), Some("witness-ahead-of-log"))
+    );
 }
 
 #[tokio::test]

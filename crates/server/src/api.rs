@@ -36,6 +36,9 @@ pub struct AppState {
     pub sign_ins: std::sync::Arc<auth::SignInThrottle>,
     /// This gateway as a witness of its partners' logs ([`crate::witness_api`]).
     pub witness: std::sync::Arc<crate::witness_api::Witness>,
+    /// The cosignatures collected on this gateway's own checkpoints, and what `/log/checkpoint` publishes
+    /// ([`crate::cosigning`]).
+    pub cosigning: std::sync::Arc<crate::cosigning::Cosigning>,
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.

@@ -115,8 +115,9 @@ pub struct ServeConfig {
     pub witness: WitnessConfig,
 }
 
-/// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]).
-#[derive(Clone, Debug, Default, clap::Args)]
+/// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their
+/// cosignatures on this gateway's own checkpoints ([`crate::cosigning`]).
+#[derive(Clone, Debug, clap::Args)]
 pub struct WitnessConfig {
     /// A file of `log <vkey> [url]` lines (the `log` lines of a c2sp.org/tlog-policy file): the partner logs this
     /// gateway witnesses. Without it, it witnesses none. A log once witnessed can be neither dropped from the file
@@ -127,6 +128,43 @@ pub struct WitnessConfig {
     /// `/witness`.
     #[arg(long = "witness-name", env = "CUSTODIA_WITNESS_NAME")]
     pub name: Option<String>,
+    /// A c2sp.org/tlog-policy file naming this gateway's own log (`log <vkey>`), its witnesses (`witness <name>
+    /// <vkey> <url>`, the URL being the witness's prefix before `/add-checkpoint`), groups and the quorum: each new
+    /// checkpoint is sent to every witness with a URL. Without it, no witness is asked and every checkpoint is
+    /// published as the log signed it.
+    #[arg(long = "witness-policy", env = "CUSTODIA_WITNESS_POLICY")]
+    pub policy_file: Option<PathBuf>,
+    /// When `/log/checkpoint` shows a new checkpoint: `quorum` (the default: only once its cosignatures meet the
+    /// policy's quorum; fail-closed) or `immediate` (at once, cosignatures added as they arrive).
+    #[arg(long = "witness-publish", env = "CUSTODIA_WITNESS_PUBLISH", value_enum, default_value_t)]
+    pub publish: WitnessPublish,
+    /// Seconds to wait for a witness's answer to one request.
+    #[arg(long = "witness-timeout-seconds", env = "CUSTODIA_WITNESS_TIMEOUT_SECONDS", default_value_t = 5)]
+    pub timeout_seconds: u64,
+    /// Requests to one witness for one checkpoint, the first included, before it is left until the next.
+    #[arg(long = "witness-attempts", env = "CUSTODIA_WITNESS_ATTEMPTS", default_value_t = 4)]
+    pub attempts: u32,
+}
+
+impl Default for WitnessConfig {
+    fn default() -> Self {
+        Self {
+            logs_file: None,
+            name: None,
+            policy_file: None,
+            publish: WitnessPublish::default(),
+            timeout_seconds: 5,
+            attempts: 4,
+        }
+    }
+}
+
+/// See [`WitnessConfig::publish`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum WitnessPublish {
+    #[default]
+    Quorum,
+    Immediate,
 }
 
 /// What one account may put into custody, and how fast ([`crate::budget::Quotas`]), so that no member can fill

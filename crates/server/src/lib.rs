@@ -10,6 +10,7 @@ pub mod auth;
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod cosigning;
 pub mod extract;
 pub mod gateway;
 pub mod hearing_api;
@@ -44,7 +45,8 @@ pub fn app(state: api::AppState) -> axum::Router {
     api::router(state.clone())
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state.clone()))
-        .merge(witness_api::router(state))
+        .merge(witness_api::router(state.clone()))
+        .merge(cosigning::router(state))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(

@@ -12,6 +12,7 @@ use custodia_ledger::CHECKPOINT;
 use custodia_ledger::tile::Tile;
 
 use crate::api::AppState;
+use crate::cosigning::Published;
 use crate::problem::Problem;
 
 pub fn router(state: AppState) -> Router {
@@ -23,10 +24,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn checkpoint(State(state): State<AppState>) -> Response {
-    // Served from memory: the published checkpoint is exactly what is durable in the store.
-    let signed = state.gateway.log.checkpoint();
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], signed.note().to_vec())
-        .into_response()
+    // Served from memory: the log's checkpoint is exactly what is durable in the store; with a witness policy, the
+    // one published under it with its cosignatures (crate::cosigning).
+    let note = match state.cosigning.published() {
+        Published::NotCollecting => state.gateway.log.checkpoint().note().to_vec(),
+        Published::Note(note) => note,
+        Published::Nothing => return crate::cosigning::nothing_published(),
+    };
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], note).into_response()
 }
 
 async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response, Problem> {

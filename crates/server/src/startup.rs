@@ -64,6 +64,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
+    let cosigning = crate::cosigning::start(&config.witness, &log, &vkey, catalog.clone(), clock.clone()).await?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
         .with_prober(prober)
         .with_quotas(config.quotas.quotas());
@@ -115,6 +116,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         ice_servers,
         sign_ins,
         witness,
+        cosigning,
     })
 }
 

@@ -1099,6 +1099,9 @@ async fn real_replies_match_the_document() {
     assert!(
         report["logs"][0]["cosigned_checkpoint"].as_str().unwrap().contains("\u{2014} custodia.localhost/witness ")
     );
+    // No witness policy here: nothing is collected, and the checkpoint is published as the log signed it.
+    let collected = api.get("/witness/cosignatures", "/witness/cosignatures", None).await.json();
+    assert_eq!((&collected["collecting"], &collected["witnesses"]), (&json!(false), &json!([])));
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
     // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket

@@ -8,8 +8,10 @@
 mod support;
 
 use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use custodia_ledger::{Checkpoint, Log, LogOptions, LogSigner, SignedCheckpoint};
 use custodia_witness::{AddCheckpoint, CosignerVerifier};
@@ -229,4 +231,268 @@ async fn a_partner_log_is_witnessed_and_a_fork_is_refused_and_reported() {
     write_log_list(witness_dir.path(), &format!("log {partner_vkey}\n"));
     let (_process, port) = spawn_gateway(&data, &env);
     assert_eq!(report(port)["logs"][0]["size"], known);
+}
+
+/// One of three gateways that witness each other: its keys (made before it starts, so that the others' policies
+/// can name them), its port, and its process once started.
+struct Partner {
+    name: &'static str,
+    dir: tempfile::TempDir,
+    port: u16,
+    log: LogSigner,
+    witness: custodia_witness::CosignerKey,
+    process: Option<support::GatewayProcess>,
+}
+
+impl Partner {
+    fn new(name: &'static str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogSigner::generate(&format!("{name}.custodia.test/log")).unwrap();
+        let witness = custodia_witness::CosignerKey::generate(&format!("{name}.custodia.test/witness")).unwrap();
+        let keys = dir.path().join("data/keys");
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&keys).unwrap();
+        for (file, secret) in
+            [("gateway.key", log.expose_secret().to_owned()), ("witness.key", witness.expose_secret())]
+        {
+            let mut key =
+                std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(keys.join(file)).unwrap();
+            writeln!(key, "{secret}").unwrap();
+        }
+        Self { name, dir, port: support::free_port(), log, witness, process: None }
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts it witnessing `others`' logs and collecting cosignatures from `others`' witnesses, both required.
+    fn start(&mut self, others: &[&Partner]) {
+        let logs: String = others.iter().map(|other| format!("log {}\n", other.log.verifier())).collect();
+        let mut policy = format!("# this gateway's own log, and who must cosign it\nlog {}\n", self.log.verifier());
+        for other in others {
+            let url = format!("http://127.0.0.1:{}/witness", other.port);
+            policy.push_str(&format!("witness {} {} {url}\n", other.name, other.witness.verifier()));
+        }
+        let names: Vec<&str> = others.iter().map(|other| other.name).collect();
+        policy.push_str(&format!("group partners all {}\nquorum partners\n", names.join(" ")));
+        let (logs_file, policy_file) = (self.dir.path().join("witnessed-logs"), self.dir.path().join("policy"));
+        std::fs::write(&logs_file, logs).unwrap();
+        std::fs::write(&policy_file, policy).unwrap();
+        let origin = format!("{}.custodia.test/log", self.name);
+        let env = [
+            ("CUSTODIA_ORIGIN", origin.as_ref()),
+            ("CUSTODIA_WITNESSED_LOGS", logs_file.as_os_str()),
+            ("CUSTODIA_WITNESS_POLICY", policy_file.as_os_str()),
+        ];
+        self.process = Some(support::spawn_gateway_on(&self.data(), &env, None, self.port));
+    }
+
+    fn process(&self) -> &support::GatewayProcess {
+        self.process.as_ref().unwrap()
+    }
+
+    /// `GET /witness/cosignatures`: what this gateway collected for its own log.
+    fn collected(&self) -> Value {
+        let answer = send(self.port, "GET", "/witness/cosignatures", b"");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        serde_json::from_str(&answer.body).unwrap()
+    }
+
+    /// `GET /log/checkpoint`: the status and the note.
+    fn published(&self) -> (u16, String) {
+        let answer = send(self.port, "GET", "/log/checkpoint", b"");
+        (answer.status, answer.body)
+    }
+
+    /// Appends `count` custody records through the API: an account joins a case, then its role changes back and
+    /// forth, each change on the record.
+    fn append_records(&self, count: usize) {
+        let password = std::fs::read_to_string(self.data().join("keys/initial-admin-password")).unwrap();
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let curl = |method: &str, path: &str, cookie: Option<&str>, body: String| -> String {
+            let mut command = Command::new("curl");
+            command.args(["-sS", "-D", "-", "-X", method, "-H", "Content-Type: application/json"]);
+            if let Some(cookie) = cookie {
+                command.args([
+                    "-H",
+                    &format!("Cookie: custodia_session={cookie}"),
+                    "-H",
+                    "Sec-Fetch-Site: same-origin",
+                ]);
+            }
+            let output = command.arg(format!("{base}{path}")).args(["--data-binary", &body]).output().expect(SETUP);
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(text.starts_with("HTTP/1.1 2"), "{method} {path}: {text}");
+            text
+        };
+        let signed_in = curl(
+            "POST",
+            "/api/v1/session",
+            None,
+            serde_json::json!({ "username": "admin", "password": password.trim() }).to_string(),
+        );
+        let cookie = signed_in
+            .lines()
+            .find_map(|line| line.to_ascii_lowercase().starts_with("set-cookie:").then(|| line.to_owned()))
+            .and_then(|line| {
+                line.split_once("custodia_session=").map(|(_, rest)| rest.split(';').next().unwrap().to_owned())
+            })
+            .expect("a session cookie");
+        let case = format!("case-{}", self.collected()["log_size"]);
+        curl(
+            "POST",
+            "/api/v1/cases",
+            Some(&cookie),
+            serde_json::json!({ "id": case, "title": "R v Test" }).to_string(),
+        );
+        let account = curl(
+            "POST",
+            "/api/v1/accounts",
+            Some(&cookie),
+            serde_json::json!({ "username": format!("member-{case}"), "display_name": "A member", "password": "correct-horse-battery-staple", "jurisdiction": "IT" }).to_string(),
+        );
+        let body = account.rsplit_once("\r\n\r\n").unwrap().1;
+        let id = serde_json::from_str::<Value>(body).unwrap()["id"].as_str().unwrap().to_owned();
+        for n in 0..count {
+            let role = if n % 2 == 0 { "prosecutor" } else { "defence" };
+            let path = format!("/api/v1/cases/{case}/members/{id}");
+            curl("PUT", &path, Some(&cookie), serde_json::json!({ "role": role }).to_string());
+        }
+    }
+
+    /// Waits until the checkpoint published is the log's newest and carries both others' cosignatures (judged by
+    /// what was published, with a generous bound that only stops a test that would never end), and returns it.
+    fn published_cosigned(&self, others: &[&Partner]) -> SignedCheckpoint {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        loop {
+            let log_size = self.collected()["log_size"].as_u64();
+            let (status, note) = self.published();
+            if status == 200 {
+                let checkpoint = SignedCheckpoint::open(note.as_bytes(), &[self.log.verifier()]).unwrap();
+                let cosigned = others
+                    .iter()
+                    .all(|other| other.witness.verifier().cosignature_on(note.as_bytes()).unwrap().is_some());
+                if cosigned && Some(checkpoint.checkpoint.size) == log_size {
+                    return checkpoint;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "{}: never cosigned by both others: {note}", self.name);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_gateways_cosign_each_other_and_an_equivocating_log_is_refused_and_reported() {
+    let mut partners = [Partner::new("a"), Partner::new("b"), Partner::new("c")];
+    for i in 0..3 {
+        let (before, rest) = partners.split_at_mut(i);
+        let (this, after) = rest.split_first_mut().unwrap();
+        let others: Vec<&Partner> = before.iter().chain(after.iter()).collect();
+        this.start(&others);
+    }
+    let [a, b, c] = &partners;
+
+    // Each publishes checkpoints cosigned by both others, as its log grows.
+    for round in 0..2 {
+        for (this, count) in [(a, 3 + round), (b, 1), (c, 2)] {
+            this.append_records(count);
+        }
+        for (this, others) in [(a, [b, c]), (b, [a, c]), (c, [a, b])] {
+            let checkpoint = this.published_cosigned(&others);
+            assert!(checkpoint.checkpoint.size > 0);
+            let (_, note) = this.published();
+            // The log's own signature first, then one cosignature per witness; the policy's quorum is met.
+            let signatures: Vec<&str> = note.trim_end().rsplit_once("\n\n").unwrap().1.lines().collect();
+            assert!(signatures[0].starts_with(&format!("\u{2014} {}.custodia.test/log ", this.name)), "{note}");
+            assert_eq!(signatures.len(), 3, "{note}");
+            let policy = std::fs::read_to_string(this.dir.path().join("policy")).unwrap();
+            let verdict = custodia_witness::Policy::parse(&policy).unwrap().evaluate(note.as_bytes()).unwrap();
+            assert!(verdict.satisfied, "{verdict:?}");
+            let collected = this.collected();
+            for witness in collected["witnesses"].as_array().unwrap() {
+                assert_eq!(witness["cosigned_size"], checkpoint.checkpoint.size, "{collected}");
+                assert_eq!(witness["alarm"], Value::Null, "{collected}");
+            }
+            assert_eq!(collected["published"]["size"], checkpoint.checkpoint.size);
+        }
+    }
+
+    // The equivocating log: a's key in another process's hands, with another history of the size a published.
+    let genuine = a.published_cosigned(&[b, c]);
+    let size = genuine.checkpoint.size;
+    let fork_dir = tempfile::tempdir().unwrap();
+    let fork =
+        Log::open_local(fork_dir.path(), LogSigner::from_skey(a.log.expose_secret()).unwrap(), LogOptions::default())
+            .await
+            .unwrap();
+    grow(&fork, usize::try_from(size).unwrap(), "equivocation").await;
+    let forged = fork.checkpoint();
+    assert_eq!(forged.checkpoint.size, size);
+    assert_ne!(forged.checkpoint.root, genuine.checkpoint.root);
+    // Two different checkpoints of one size, one to each witness, each from the size that witness holds: at most
+    // one is cosigned; the other witness refuses, and so does the first when it is shown the other.
+    let offer = |witness: &Partner, checkpoint: &SignedCheckpoint| {
+        add_checkpoint(
+            witness.port,
+            &AddCheckpoint { old_size: size, proof: Vec::new(), checkpoint: checkpoint.note().to_vec() },
+        )
+    };
+    let to_b = offer(b, &genuine);
+    let to_c = offer(c, &forged);
+    let forged_to_b = offer(b, &forged);
+    assert_eq!((to_b.status, to_c.status, forged_to_b.status), (200, 422, 422), "{} {}", to_c.body, forged_to_b.body);
+    assert!(to_c.body.contains("root-conflict"), "{}", to_c.body);
+    // The refusals are visible: each witness's operator log and monitoring endpoint.
+    for witness in [b, c] {
+        let log_report = report(witness.port);
+        let of_a =
+            log_report["logs"].as_array().unwrap().iter().find(|log| log["origin"] == "a.custodia.test/log").unwrap();
+        assert_eq!(of_a["refused"]["root-conflict"], 1, "{log_report}");
+        assert_eq!(of_a["size"], size, "a refused checkpoint moved the witness");
+        assert_eq!(witness.process().log().matches("a split view").count(), 1, "{}", witness.name);
+    }
+
+    // A subtler fork: a's first entries, then others of its own, shown to c alone (c cannot tell: it extends what
+    // c cosigned). When a's own collector next asks c, c knows a size that a never reached: a raises the alarm,
+    // and fails closed, publishing nothing c has not cosigned.
+    let store = custodia_ledger::LogStore::new(
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(a.data().join("log")).unwrap()),
+        object_store::path::Path::from(""),
+    );
+    let subtle_dir = tempfile::tempdir().unwrap();
+    let subtle =
+        Log::open_local(subtle_dir.path(), LogSigner::from_skey(a.log.expose_secret()).unwrap(), LogOptions::default())
+            .await
+            .unwrap();
+    for index in 0..size {
+        subtle.append(store.entry(index, size).await.unwrap()).await.unwrap();
+    }
+    assert_eq!(subtle.checkpoint().checkpoint.root, genuine.checkpoint.root);
+    grow(&subtle, 5, "subtle").await;
+    let answer = add_checkpoint(c.port, &request_from(&subtle, size).await);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    a.append_records(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let alarmed = loop {
+        let collected = a.collected();
+        let of_c = collected["witnesses"].as_array().unwrap().iter().find(|w| w["name"] == "c").unwrap().clone();
+        if of_c["alarms"] == 1 {
+            break collected;
+        }
+        assert!(std::time::Instant::now() < deadline, "no alarm: {collected}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let of_c = alarmed["witnesses"].as_array().unwrap().iter().find(|w| w["name"] == "c").unwrap();
+    assert_eq!(of_c["alarm"], "witness-ahead-of-log", "{alarmed}");
+    assert!(
+        a.process().log().contains("refuses this log's checkpoint for good"),
+        "the alarm is not in a's operator log"
+    );
+    assert!(a.process().log().contains("witness-ahead-of-log"));
+    // Fail-closed: the checkpoint a publishes is still the one both cosigned.
+    let (status, note) = a.published();
+    assert_eq!(status, 200);
+    assert_eq!(SignedCheckpoint::open(note.as_bytes(), &[a.log.verifier()]).unwrap().checkpoint.size, size);
+    assert!(alarmed["log_size"].as_u64().unwrap() > size);
 }

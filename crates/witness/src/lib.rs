@@ -8,7 +8,10 @@
 //! - [`request`]: the `add-checkpoint` request body (c2sp.org/tlog-witness v1.0.0).
 //! - [`witness`]: the decision on one request against the witness's state for that log.
 //! - [`policy`]: which cosignatures count (c2sp.org/tlog-policy, and Sigsum's hex-key dialect).
+//! - [`collector`]: the log's side: collecting witnesses' cosignatures on this gateway's own checkpoints, and
+//!   deciding what to publish, as a state machine (events in, effects out).
 
+pub mod collector;
 pub mod cosignature;
 pub mod policy;
 pub mod request;

@@ -53,6 +53,8 @@ struct Group {
 pub struct Policy {
     logs: Vec<LogVerifier>,
     witnesses: BTreeMap<String, CosignerVerifier>,
+    /// The URL prefix of each witness that has one (`<prefix>/add-checkpoint`, c2sp.org/tlog-witness).
+    witness_urls: BTreeMap<String, String>,
     groups: BTreeMap<String, Group>,
     /// `None` for `quorum none`: the log's signature alone suffices.
     quorum: Option<String>,
@@ -122,7 +124,13 @@ pub fn parse_log_list(text: &str) -> Result<Vec<LogVerifier>, PolicyError> {
 
 impl Policy {
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let mut policy = Self { logs: Vec::new(), witnesses: BTreeMap::new(), groups: BTreeMap::new(), quorum: None };
+        let mut policy = Self {
+            logs: Vec::new(),
+            witnesses: BTreeMap::new(),
+            witness_urls: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            quorum: None,
+        };
         let mut quorum_seen = false;
         let mut keys_seen: BTreeSet<[u8; 32]> = BTreeSet::new();
         for (number, raw_line) in text.lines().enumerate() {
@@ -152,6 +160,9 @@ impl Policy {
                         return Err(fail("one key may serve only one witness, and never a log"));
                     }
                     policy.witnesses.insert((*name).to_owned(), verifier);
+                    if let [url] = rest {
+                        policy.witness_urls.insert((*name).to_owned(), (*url).to_owned());
+                    }
                 }
                 ["group", name, threshold, members @ ..] if !members.is_empty() => {
                     if policy.witnesses.contains_key(*name) || policy.groups.contains_key(*name) {
@@ -210,6 +221,17 @@ impl Policy {
         self.witnesses.iter().map(|(name, verifier)| (name.as_str(), verifier))
     }
 
+    /// The URL prefix the policy gives for the witness `name`, if any.
+    pub fn witness_url(&self, name: &str) -> Option<&str> {
+        self.witness_urls.get(name).map(String::as_str)
+    }
+
+    /// Whether cosignatures by the witnesses named in `cosigners` (the policy's names) meet the quorum.
+    pub fn quorum_met<'a>(&self, cosigners: impl IntoIterator<Item = &'a str>) -> bool {
+        let signed: BTreeSet<&str> = cosigners.into_iter().collect();
+        self.quorum.as_deref().is_none_or(|name| self.met(name, &signed))
+    }
+
     /// Checks `note` against the policy: a log's signature, then each witness's cosignature, then the quorum.
     pub fn evaluate(&self, note: &[u8]) -> Result<PolicyVerdict, PolicyError> {
         let checkpoint = SignedCheckpoint::open(note, &self.logs)?;
@@ -219,8 +241,7 @@ impl Policy {
                 cosigned_by.push((name.clone(), cosignature));
             }
         }
-        let signed: BTreeSet<&str> = cosigned_by.iter().map(|(name, _)| name.as_str()).collect();
-        let satisfied = self.quorum.as_deref().is_none_or(|name| self.met(name, &signed));
+        let satisfied = self.quorum_met(cosigned_by.iter().map(|(name, _)| name.as_str()));
         Ok(PolicyVerdict {
             origin: checkpoint.checkpoint.origin,
             size: checkpoint.checkpoint.size,
@@ -302,6 +323,8 @@ mod tests {
             two.cosigned_by.iter().map(|(n, c)| (n.as_str(), c.timestamp)).collect::<Vec<_>>(),
             [("w1", 100), ("w3", 102)]
         );
+        assert_eq!(policy.witness_url("w2"), Some("https://w2.example/"));
+        assert!(policy.quorum_met(["w1", "w3"]) && !policy.quorum_met(["w2"]));
         let none = Policy::parse(&world.policy("quorum none")).unwrap();
         assert!(none.evaluate(&world.note(&[])).unwrap().satisfied);
     }

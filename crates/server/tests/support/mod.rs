@@ -285,8 +285,23 @@ pub fn spawn_gateway_within(
     env: &[(&str, &std::ffi::OsStr)],
     open_files: Option<u64>,
 ) -> (GatewayProcess, u16) {
+    let port = free_port();
+    (spawn_gateway_on(data_dir, env, open_files, port), port)
+}
+
+/// A loopback port free now, for a gateway whose address others must know before it starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// [`spawn_gateway_within`] on a given port.
+pub fn spawn_gateway_on(
+    data_dir: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+    open_files: Option<u64>,
+    port: u16,
+) -> GatewayProcess {
     use std::time::{Duration, Instant};
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     // Appended to: a test that restarts the gateway on the same data keeps both runs' logs.
     let log = data_dir.join("gateway-stderr.log");
     let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
@@ -317,7 +332,7 @@ pub fn spawn_gateway_within(
         assert!(Instant::now() < deadline, "gateway did not start listening");
         std::thread::sleep(Duration::from_millis(50));
     }
-    (process, port)
+    process
 }
 
 /// Whether `program` runs with `args` and succeeds (a tool a test needs is installed).

@@ -1,0 +1,369 @@
+//! Collecting cosignatures on this gateway's own checkpoints from the witnesses its policy names
+//! (`CUSTODIA_WITNESS_POLICY`, c2sp.org/tlog-policy), and publishing the cosigned checkpoint at `/log/checkpoint`;
+//! `GET /witness/cosignatures` shows each witness's state and any alarm.
+//!
+//! The logic is `custodia_witness::collector`, pure: this module is its IO. One task feeds it the log's new
+//! checkpoints, one task owns it and carries out its effects in order (requests and timers in tasks of their own,
+//! whose outcomes come back as events), and the catalog keeps each witness's latest cosignature and alarm
+//! (`witness_cosignatures`), so a restart publishes what was already cosigned and forgets no alarm.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use custodia_catalog::Catalog;
+use custodia_ledger::{Log, LogVerifier, SignedCheckpoint};
+use custodia_witness::AddCheckpoint;
+use custodia_witness::collector::{Alarm, Answer, Collector, Effect, Event, Publication, Settings, Stored};
+use custodia_witness::policy::Policy;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::api::AppState;
+use crate::clock::Clock;
+use crate::config::{WitnessConfig, WitnessPublish};
+use crate::problem::Problem;
+
+/// A witness's answer holds a few cosignature lines; anything longer is not an answer.
+const ANSWER_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/witness/cosignatures", get(report)).with_state(state)
+}
+
+/// The collector of this gateway's cosignatures, or nothing when no witness policy is configured.
+#[derive(Debug, Default)]
+pub struct Cosigning {
+    collector: Option<Mutex<Collector>>,
+}
+
+/// What `/log/checkpoint` serves.
+#[derive(Debug)]
+pub enum Published {
+    /// No witness policy: the log's checkpoint as it signed it.
+    NotCollecting,
+    /// The cosigned checkpoint.
+    Note(Vec<u8>),
+    /// A policy, but no checkpoint has been published under it yet (quorum publication, quorum not yet met).
+    Nothing,
+}
+
+impl Cosigning {
+    fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
+        collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn published(&self) -> Published {
+        match &self.collector {
+            None => Published::NotCollecting,
+            Some(collector) => {
+                Self::lock(collector).published().map_or(Published::Nothing, |note| Published::Note(note.to_vec()))
+            }
+        }
+    }
+
+    /// The state shown at `GET /witness/cosignatures`.
+    pub fn report(&self) -> CosigningReport {
+        let Some(collector) = &self.collector else {
+            return CosigningReport {
+                collecting: false,
+                publication: None,
+                log_size: None,
+                published: None,
+                witnesses: Vec::new(),
+            };
+        };
+        let status = Self::lock(collector).status();
+        CosigningReport {
+            collecting: true,
+            publication: Some(match status.publication {
+                Publication::Quorum => "quorum",
+                Publication::Immediate => "immediate",
+            }),
+            log_size: status.log_size,
+            published: status.published.map(|(size, cosigned_by)| PublishedReport { size, cosigned_by }),
+            witnesses: status
+                .witnesses
+                .into_iter()
+                .map(|w| WitnessReport {
+                    name: w.name,
+                    vkey: w.vkey,
+                    asked: w.contacted,
+                    cosigned_size: w.cosigned.map(|(size, _)| size),
+                    cosigned_at: w.cosigned.map(|(_, timestamp)| timestamp),
+                    alarm: w.alarm.map(Alarm::code),
+                    alarm_raised_now: w.alarm_now,
+                    requests: w.counts.requests,
+                    cosigned: w.counts.cosigned,
+                    conflicts: w.counts.conflicts,
+                    retries: w.counts.retries,
+                    gave_up: w.counts.gave_up,
+                    alarms: w.counts.alarms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `GET /witness/cosignatures`.
+#[derive(Debug, Serialize)]
+pub struct CosigningReport {
+    /// Whether a witness policy is configured.
+    pub collecting: bool,
+    /// `quorum` or `immediate`.
+    pub publication: Option<&'static str>,
+    /// The size of the log's newest checkpoint.
+    pub log_size: Option<u64>,
+    /// The checkpoint served at `/log/checkpoint`.
+    pub published: Option<PublishedReport>,
+    pub witnesses: Vec<WitnessReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PublishedReport {
+    pub size: u64,
+    /// The policy's names of the witnesses whose cosignatures it carries.
+    pub cosigned_by: Vec<String>,
+}
+
+/// One witness of this log. Counts are since the process started.
+#[derive(Debug, Serialize)]
+pub struct WitnessReport {
+    pub name: String,
+    pub vkey: String,
+    /// Whether it is asked (the policy gives its URL).
+    pub asked: bool,
+    /// The size it last cosigned, and the cosignature's time (Unix seconds, the witness's clock).
+    pub cosigned_size: Option<u64>,
+    pub cosigned_at: Option<u64>,
+    /// The alarm standing against it: `refused-as-inconsistent` (a 422) or `witness-ahead-of-log`.
+    pub alarm: Option<&'static str>,
+    /// Whether this process raised that alarm (the witness is then not asked again until a restart).
+    pub alarm_raised_now: bool,
+    pub requests: u64,
+    pub cosigned: u64,
+    pub conflicts: u64,
+    pub retries: u64,
+    pub gave_up: u64,
+    pub alarms: u64,
+}
+
+async fn report(State(state): State<AppState>) -> Response {
+    axum::Json(state.cosigning.report()).into_response()
+}
+
+/// What `/log/checkpoint` answers while nothing is published under a quorum policy.
+pub fn nothing_published() -> Response {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "awaiting-witnesses",
+        "No cosigned checkpoint yet",
+        "no checkpoint of this log has reached its witnesses' quorum yet; see /witness/cosignatures",
+    )
+    .into_response()
+}
+
+/// Starts collecting for `log` (signed by `vkey`) if a witness policy is configured.
+pub async fn start(
+    config: &WitnessConfig,
+    log: &Log,
+    vkey: &LogVerifier,
+    catalog: Catalog,
+    clock: Clock,
+) -> anyhow::Result<Arc<Cosigning>> {
+    let Some(path) = &config.policy_file else { return Ok(Arc::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let policy = Policy::parse(&text).with_context(|| format!("{} (CUSTODIA_WITNESS_POLICY)", path.display()))?;
+    let mut stored = Vec::new();
+    for row in catalog.witness_cosignatures().await? {
+        let alarm = row.alarm.as_deref().and_then(Alarm::from_code);
+        if let Some(alarm) = alarm {
+            let witness = row.witness_vkey.split('+').next().unwrap_or_default();
+            tracing::error!(witness, alarm = alarm.code(), since = %row.updated_at, "an alarm stands against a witness of this log");
+        }
+        let cosigned = row.checkpoint.zip(row.cosignature).map(|(note, line)| (note.into_bytes(), line));
+        stored.push(Stored { witness_vkey: row.witness_vkey, cosigned, alarm });
+    }
+    let settings = Settings {
+        publication: match config.publish {
+            WitnessPublish::Quorum => Publication::Quorum,
+            WitnessPublish::Immediate => Publication::Immediate,
+        },
+        attempts: config.attempts.max(1),
+        ..Settings::default()
+    };
+    let mut collector = Collector::new(vkey, policy, settings, stored)
+        .with_context(|| format!("{} (CUSTODIA_WITNESS_POLICY)", path.display()))?;
+    let witnesses = collector.status().witnesses.len();
+    let first = log.checkpoint();
+    let first_size = first.checkpoint.size;
+    let effects = collector.handle(Event::Checkpoint(first));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
+        .connect_timeout(Duration::from_secs(config.timeout_seconds.max(1)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("custodia/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("making the HTTP client for witnesses")?;
+    let cosigning = Arc::new(Cosigning { collector: Some(Mutex::new(collector)) });
+    let (events, incoming) = mpsc::channel(256);
+    let driver =
+        Driver { cosigning: cosigning.clone(), events: events.clone(), log: log.clone(), catalog, client, clock };
+    tokio::spawn(driver.run(incoming, effects));
+    tokio::spawn(follow_checkpoints(log.clone(), first_size, events));
+    tracing::info!(witnesses, publication = ?config.publish, "collecting cosignatures on this log's checkpoints");
+    Ok(cosigning)
+}
+
+/// Feeds the collector each checkpoint the log publishes after `size` (the newest one at each wake-up).
+async fn follow_checkpoints(log: Log, mut size: u64, events: mpsc::Sender<Event>) {
+    while let Ok(checkpoint) = log.wait_for_size(size + 1).await {
+        size = checkpoint.checkpoint.size;
+        if events.send(Event::Checkpoint(checkpoint)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The collector's IO.
+#[derive(Debug)]
+struct Driver {
+    cosigning: Arc<Cosigning>,
+    events: mpsc::Sender<Event>,
+    log: Log,
+    catalog: Catalog,
+    client: reqwest::Client,
+    clock: Clock,
+}
+
+impl Driver {
+    async fn run(self, mut incoming: mpsc::Receiver<Event>, first: Vec<Effect>) {
+        let Some(collector) = &self.cosigning.collector else { return };
+        for effect in first {
+            self.apply(effect).await;
+        }
+        while let Some(event) = incoming.recv().await {
+            let effects = Cosigning::lock(collector).handle(event);
+            for effect in effects {
+                self.apply(effect).await;
+            }
+        }
+    }
+
+    async fn apply(&self, effect: Effect) {
+        match effect {
+            Effect::Send { witness, url, old_size, checkpoint } => {
+                let (log, client, events) = (self.log.clone(), self.client.clone(), self.events.clone());
+                tokio::spawn(async move {
+                    let size = checkpoint.checkpoint.size;
+                    let answer = ask(&log, &client, &witness, &url, old_size, checkpoint).await;
+                    let _ = events.send(Event::Answered { witness, size, answer }).await;
+                });
+            }
+            Effect::RetryAfter { witness, delay } => {
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = events.send(Event::RetryDue { witness }).await;
+                });
+            }
+            Effect::Store(cosigned) => {
+                let size = i64::try_from(cosigned.checkpoint.checkpoint.size).unwrap_or(i64::MAX);
+                let note = String::from_utf8_lossy(cosigned.checkpoint.note()).into_owned();
+                let at = self.clock.now().to_string();
+                if let Err(err) = self
+                    .catalog
+                    .store_witness_cosignature(&cosigned.witness_vkey, size, &note, &cosigned.line, &at)
+                    .await
+                {
+                    tracing::error!(error = %err, "could not store a witness's cosignature");
+                }
+            }
+            Effect::Alarm { witness, witness_vkey, alarm } => {
+                // The witness's name is the operator's own policy; nothing the witness sent is logged.
+                tracing::error!(
+                    witness = %witness,
+                    alarm = alarm.code(),
+                    "a witness refuses this log's checkpoint for good: this log may have shown two histories, or the \
+                     witness holds another log under this name; it is not asked again until a restart"
+                );
+                let at = self.clock.now().to_string();
+                if let Err(err) = self.catalog.store_witness_alarm(&witness_vkey, alarm.code(), &at).await {
+                    tracing::error!(error = %err, "could not store a witness alarm");
+                }
+            }
+            Effect::GaveUp { witness, size, reason } => {
+                tracing::warn!(witness = %witness, size, reason = reason.code(), "a witness did not cosign a checkpoint");
+            }
+            Effect::Publish { size, .. } => tracing::debug!(size, "published a checkpoint"),
+            _ => {}
+        }
+    }
+}
+
+/// Sends one add-checkpoint request and reads the answer.
+async fn ask(
+    log: &Log,
+    client: &reqwest::Client,
+    witness: &str,
+    url: &str,
+    old_size: u64,
+    checkpoint: SignedCheckpoint,
+) -> Answer {
+    let size = checkpoint.checkpoint.size;
+    let proof = if old_size == 0 || old_size >= size {
+        Vec::new()
+    } else {
+        match log.storage().consistency_proof(old_size, size).await {
+            Ok(proof) => proof,
+            Err(err) => {
+                tracing::error!(error = %err, witness, old_size, size, "could not make a consistency proof");
+                return Answer::Failed;
+            }
+        }
+    };
+    let body = AddCheckpoint { old_size, proof, checkpoint: checkpoint.note().to_vec() }.to_bytes();
+    let sent = client
+        .post(format!("{url}/add-checkpoint"))
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(witness, timeout = err.is_timeout(), "no answer from a witness");
+            return Answer::Failed;
+        }
+    };
+    let status = response.status().as_u16();
+    let size_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/x.tlog.size"));
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() <= ANSWER_LIMIT => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Ok(Some(_)) | Err(_) => return Answer::Failed,
+        }
+    }
+    match status {
+        200 => String::from_utf8(body).map_or(Answer::Failed, Answer::Cosigned),
+        409 if size_type => std::str::from_utf8(&body)
+            .ok()
+            .map(|text| text.strip_suffix('\n').unwrap_or(text))
+            .filter(|text| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|text| text.parse().ok())
+            .map_or(Answer::Failed, Answer::Conflict),
+        408 | 409 | 429 => Answer::Failed,
+        400..=499 => Answer::Refused(status),
+        _ => Answer::Failed,
+    }
+}

@@ -918,7 +918,13 @@ function documentName(document) {
   return document?.other ?? (t(key) === key ? String(document) : t(key).toLowerCase());
 }
 
-/** The judge's checklist: for each witness and accused, identity, rights and oath; for each interpreter, the oath. */
+/** The last of `wordings` the judge put on `person`'s screen, as the hearing recorded it. */
+function lastShown(list, person, wordings) {
+  return (list.texts_presented ?? []).filter((s) => s.person === person.id && wordings.includes(s.wording)).at(-1);
+}
+
+/** The judge's checklist: for each witness and accused, identity, the rights notice's words shown and the notice
+ * given, the oath's words shown and the oath; for each interpreter, their oath's words shown and their oath. */
 function renderChecklist(state) {
   const list = state.checklist;
   $('checklist-panel').hidden = !list;
@@ -933,15 +939,24 @@ function renderChecklist(state) {
     const check = list.identity_checks.find((c) => c.person === person.id);
     const notice = list.rights_notices.find((n) => n.person === person.id);
     const oath = list.oaths.find((o) => o.witness === person.id);
+    const noticeShown = lastShown(list, person, ['rights_notice']);
     entries.push(
       item(check, check
         ? t('console.room.checkIdentityDone', { who: named(person), document: documentName(check.document), site: check.site, when: whenWithZone(check.at) })
         : t('console.room.checkIdentity', { who: named(person) })),
+      item(noticeShown, noticeShown
+        ? t('console.room.checkRightsShownDone', { who: named(person), language: languageName(noticeShown.text.language), when: whenWithZone(noticeShown.at) })
+        : t('console.room.checkRightsShown', { who: named(person) })),
       item(notice, notice
         ? t('console.room.checkRightsDone', { who: named(person), when: whenWithZone(notice.at) })
         : t('console.room.checkRights', { who: named(person) })),
     );
     if (person.role === 'witness') {
+      const oathShown = lastShown(list, person, ['oath', 'affirmation']);
+      const shownKey = oathShown?.wording === 'affirmation' ? 'console.room.checkAffirmationShownDone' : 'console.room.checkOathShownDone';
+      entries.push(item(oathShown, oathShown
+        ? t(shownKey, { who: named(person), language: languageName(oathShown.text.language), when: whenWithZone(oathShown.at) })
+        : t('console.room.checkOathShown', { who: named(person) })));
       const sworn = oath?.form === 'affirmation' ? 'console.room.checkAffirmationDone' : 'console.room.checkOathDone';
       entries.push(item(oath, oath
         ? t(sworn, { who: named(person), when: whenWithZone(oath.at) })
@@ -950,6 +965,10 @@ function renderChecklist(state) {
   }
   for (const person of interpreters) {
     const sworn = list.interpreters.find((i) => i.interpreter === person.id);
+    const shown = lastShown(list, person, ['interpreter_oath']);
+    entries.push(item(shown, shown
+      ? t('console.room.checkInterpreterShownDone', { who: who(person), language: languageName(shown.text.language), when: whenWithZone(shown.at) })
+      : t('console.room.checkInterpreterShown', { who: who(person) })));
     entries.push(item(sworn, sworn
       ? t('console.room.checkInterpreterDone', { who: who(person), languages: sworn.languages, when: whenWithZone(sworn.at) })
       : t('console.room.checkInterpreter', { who: who(person) })));
@@ -1031,7 +1050,7 @@ function renderRoom() {
     if (options.some((p) => p.id === chosen)) select.value = chosen;
   }
   const interpreters = people.some((p) => p.role === 'interpreter');
-  for (const id of ['interpreter-person', 'interpreter-languages', 'swear-interpreter']) $(id).disabled = !interpreters;
+  for (const id of ['interpreter-person', 'interpreter-languages', 'present-interpreter-oath', 'swear-interpreter']) $(id).disabled = !interpreters;
   $('identity-form').hidden = mine !== 'remote_site_officer';
   $('identity-note').hidden = mine === 'remote_site_officer';
   $('room-waiting').hidden = you.place !== 'lobby';
@@ -1095,12 +1114,24 @@ $('identity-form').addEventListener('submit', (event) => {
   }
   send({ type: 'verify_identity', person, document: $('identity-document').value, officer_name: officer, site }, event.submitter);
 });
+/** Puts the court's words of `wording` on `person`'s screen (and ours), before they are asked to listen or swear. */
+function present(person, wording, button) {
+  view.lastTextFor = person;
+  send({ type: 'present_text', person, wording, ...textLanguage() }, button);
+}
+$('present-rights').addEventListener('click', (e) => {
+  const person = $('oath-witness').value;
+  if (person) present(person, 'rights_notice', e.currentTarget);
+  else say($('room-error'), t('console.room.chooseWitness'));
+});
 $('rights-notice').addEventListener('click', (e) => {
   const person = $('oath-witness').value;
-  if (person) {
-    view.lastTextFor = person;
-    send({ type: 'rights_notice', person, ...textLanguage() }, e.currentTarget);
-  }
+  if (person) send({ type: 'rights_notice', person }, e.currentTarget);
+  else say($('room-error'), t('console.room.chooseWitness'));
+});
+$('present-oath').addEventListener('click', (e) => {
+  const witness = $('oath-witness').value;
+  if (witness) present(witness, $('oath-kind').value, e.currentTarget);
   else say($('room-error'), t('console.room.chooseWitness'));
 });
 $('oath-form').addEventListener('submit', (event) => {
@@ -1110,9 +1141,8 @@ $('oath-form').addEventListener('submit', (event) => {
     say($('room-error'), t('console.room.chooseWitness'));
     return;
   }
-  const oath = { type: 'oath', witness, form: $('oath-kind').value, ...textLanguage() };
+  const oath = { type: 'oath', witness, form: $('oath-kind').value };
   view.lastOath = oath;
-  view.lastTextFor = witness;
   const stopped = withoutMedia(view.roomState ?? {}).some((p) => p.id === witness);
   if (stopped) {
     if (confirmOathWithoutMedia()) send({ ...oath, despite_no_media: true }, event.submitter);
@@ -1120,7 +1150,7 @@ $('oath-form').addEventListener('submit', (event) => {
   }
   send(oath, event.submitter);
 });
-/** The language the judge chose for the court's texts, if any (else the gateway takes the witness's page's). */
+/** The language the judge chose for the court's texts, if any (else the gateway takes the person's page's). */
 function textLanguage() {
   const code = $('text-language').value;
   return code ? { language: code } : {};
@@ -1135,6 +1165,11 @@ function languageName(code) {
   }
 }
 
+$('present-interpreter-oath').addEventListener('click', (e) => {
+  const interpreter = $('interpreter-person').value;
+  if (interpreter) present(interpreter, 'interpreter_oath', e.currentTarget);
+  else say($('room-error'), t('console.room.interpreterMissing'));
+});
 $('swear-interpreter').addEventListener('click', (e) => {
   const interpreter = $('interpreter-person').value;
   const languages = $('interpreter-languages').value.trim();

@@ -3,7 +3,7 @@
 // item of evidence with its verification state (checked in the browser from the custody timeline and its inclusion
 // proofs), playback in the browser (ranges), and court bundle downloads with progress.
 
-import { api, ApiError } from './lib/api.js';
+import { api, ApiError, failure } from './lib/api.js';
 import { canonicalize, commitment, leafHash, readProof, verifyInclusion } from './lib/bundle.js';
 import { t, translate } from './lib/i18n.js';
 import { $, bytes, el, say, signInPage, startLanguage, when } from './lib/dom.js';
@@ -77,7 +77,7 @@ async function showCase() {
     if (!may('list_artefacts')) {
       $('artefacts').replaceChildren();
       $('artefacts-empty').hidden = true;
-      say($('find-error'), 'Your role in this case does not list its evidence.');
+      say($('find-error'), t('portal.noListing'));
       return;
     }
     const list = await api('GET', `/api/v1/cases/${enc(id)}/artefacts`);
@@ -280,7 +280,7 @@ function card(item, title) {
     error,
     player,
   );
-  const check = () => (may('view_timeline') ? verify(item) : Promise.reject(new Error('your role in this case does not see its custody log'))).then(
+  const check = () => (may('view_timeline') ? verify(item) : Promise.reject(new Error(t('portal.noTimeline')))).then(
     (result) => {
       verdict.className = `verdict ${result.ok ? 'ok' : 'bad'}`;
       verdict.textContent = result.ok ? t('portal.verified') : t('portal.notVerified', { problem: result.problem });
@@ -382,10 +382,7 @@ async function download(path, fallbackName, { box, progress, text }, error, butt
     } catch {
       throw new Error(t('portal.unreachable'));
     }
-    if (!response.ok) {
-      const problem = await response.json().catch(() => null);
-      throw new Error(problem?.detail || problem?.title || t('portal.exportRefused', { status: response.status }));
-    }
+    if (!response.ok) throw await failure(response);
     const total = Number(response.headers.get('content-length')) || 0;
     const reader = response.body.getReader();
     const chunks = [];

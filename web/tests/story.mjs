@@ -525,9 +525,18 @@ let recordingArtefact = null;
   console.log(`the court was warned: “${(await judge.evaluate(() => window.storySeen['#room-media'][0]))}”`);
 
   await judge.getByLabel('Witness', { exact: true }).selectOption({ index: 0 });
+  // The court's words go on the witness's screen, in the language of their page, before they are asked to listen
+  // or swear; the judge's checklist says they were shown.
+  await judge.getByRole('button', { name: 'Show the rights notice' }).click();
+  await judge.locator('#checklist li.done', { hasText: `words of the rights notice shown to ${WITNESS_NAME}` }).waitFor();
+  await witness.locator('#court-text:not([hidden])').waitFor();
+  check(await witness.locator('#court-text-words').getAttribute('lang') === 'ar', 'the witness was shown the rights notice in Arabic');
   await judge.getByRole('button', { name: 'Rights notice given' }).click();
   await judge.getByText('Done: rights notice recorded.').waitFor();
 
+  await judge.getByRole('button', { name: 'Show the words of the oath' }).click();
+  await judge.locator('#checklist li.done', { hasText: `words of the oath shown to ${WITNESS_NAME}` }).waitFor();
+  await screenshot(witness, 'join-oath-shown-ar');
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
   await judge.locator('#checklist li.done', { hasText: `oath taken by ${WITNESS_NAME}` }).waitFor();

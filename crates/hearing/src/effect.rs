@@ -6,7 +6,7 @@ use custodia_core::{ActorId, Commitment, CustodyEvent, HearingId, Label, Sha256}
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConsultationId, ParticipantId};
+use crate::{ConsultationId, ParticipantId, TextShown, Wording};
 
 /// Where a participant's media goes. Media flows only between participants in the same place, and only from the
 /// main room to the recorder.
@@ -30,7 +30,8 @@ pub enum Place {
 /// 2. `RecorderUnsubscribe`, then `StopRecorder`: the recorder lets go before anyone moves, so a participant
 ///    moving into a consultation is off the recording before their consultation media flows;
 /// 3. `Move` and `SetMuted`;
-/// 4. `StartRecorder`, then `RecorderSubscribe`.
+/// 4. `StartRecorder`, then `RecorderSubscribe`;
+/// 5. `ShowText`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Effect {
@@ -50,6 +51,9 @@ pub enum Effect {
     StartRecorder,
     /// Start writing this participant's tracks.
     RecorderSubscribe(ParticipantId),
+    /// Put the court's words on this participant's screen: the words of `wording` that `text` names (the adapter
+    /// holds the texts). Said to the person they concern and to the judge who presents them.
+    ShowText { participant: ParticipantId, wording: Wording, text: TextShown },
 }
 
 /// What kind of hearing event a custody record reports. The spelling is the record's `kind` label.
@@ -78,6 +82,9 @@ pub enum HearingEventKind {
     ConsultationStarted,
     ConsultationEnded,
     IdentityVerified,
+    /// The judge put the words of a rights notice or an oath on the person's screen (the detail commits to which
+    /// text, its language and digest).
+    TextPresented,
     RightsNoticeGiven,
     OathTaken,
     AffirmationMade,
@@ -91,7 +98,7 @@ pub enum HearingEventKind {
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -112,6 +119,7 @@ impl HearingEventKind {
         Self::ConsultationStarted,
         Self::ConsultationEnded,
         Self::IdentityVerified,
+        Self::TextPresented,
         Self::RightsNoticeGiven,
         Self::OathTaken,
         Self::AffirmationMade,
@@ -143,6 +151,7 @@ impl HearingEventKind {
             Self::ConsultationStarted => "consultation_started",
             Self::ConsultationEnded => "consultation_ended",
             Self::IdentityVerified => "identity_verified",
+            Self::TextPresented => "text_presented",
             Self::RightsNoticeGiven => "rights_notice_given",
             Self::OathTaken => "oath_taken",
             Self::AffirmationMade => "affirmation_made",

@@ -5,7 +5,9 @@ use std::fmt;
 use custodia_core::{ActorId, CanonicalError, HearingId, Role};
 use jiff::Timestamp;
 
-use crate::{ConsultationId, HearingEventKind, HearingEventRecord, HearingRole, InviteId, ParticipantId, Phase};
+use crate::{
+    ConsultationId, HearingEventKind, HearingEventRecord, HearingRole, InviteId, ParticipantId, Phase, Wording,
+};
 
 /// Who attempted something.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,7 @@ pub enum HearingAction {
     StartConsultation,
     EndConsultation,
     VerifyIdentity,
+    PresentText,
     GiveRightsNotice,
     TakeOath,
     SwearInterpreter,
@@ -81,6 +84,7 @@ impl HearingAction {
             Self::StartConsultation => "start_consultation",
             Self::EndConsultation => "end_consultation",
             Self::VerifyIdentity => "verify_identity",
+            Self::PresentText => "present_text",
             Self::GiveRightsNotice => "give_rights_notice",
             Self::TakeOath => "take_oath",
             Self::SwearInterpreter => "swear_interpreter",
@@ -188,6 +192,10 @@ pub enum Reason {
     RightsNoticeNotGiven { participant: ParticipantId },
     #[error("{participant}'s identity has not been verified by the remote-site officer")]
     IdentityNotVerified { participant: ParticipantId },
+    #[error("{participant} has not been shown the words of the {wording} in this hearing")]
+    TextNotPresented { participant: ParticipantId, wording: Wording },
+    #[error("the words of the {wording} last shown to {participant} are not the ones named")]
+    NotTheTextPresented { participant: ParticipantId, wording: Wording },
 
     #[error(
         "the gateway receives no video or sound from {participant}: nobody sees or hears them; the court must confirm to go on"
@@ -244,6 +252,8 @@ impl Reason {
             Self::AlreadySworn { .. } => "already_sworn",
             Self::RightsNoticeNotGiven { .. } => "rights_notice_not_given",
             Self::IdentityNotVerified { .. } => "identity_not_verified",
+            Self::TextNotPresented { .. } => "text_not_presented",
+            Self::NotTheTextPresented { .. } => "not_the_text_presented",
             Self::NoMedia { .. } => "no_media",
             Self::MediaAlreadyStopped { .. } => "media_already_stopped",
             Self::MediaNotStopped { .. } => "media_not_stopped",

@@ -34,11 +34,17 @@ pub struct Rules {
     /// A witness may take the oath only after the remote-site officer has verified their identity (EU MLA
     /// Convention art. 10(5)(a), UNTOC art. 18(18)). Off for a domestic hearing with no remote site.
     pub identity_check_before_oath: bool,
+    /// The rights notice, the oath or affirmation and the interpreter's oath are recorded only once the judge has
+    /// put their exact words on the person's screen ([`Event::PresentText`]), and name the words presented. On for
+    /// every hearing scheduled now; off only in journals of hearings scheduled before the words were presented
+    /// first (their schedule lacks this rule), whose steps carried the wording themselves.
+    #[serde(default)]
+    pub texts_presented_first: bool,
 }
 
 impl Default for Rules {
     fn default() -> Self {
-        Self { identity_check_before_oath: true }
+        Self { identity_check_before_oath: true, texts_presented_first: true }
     }
 }
 
@@ -82,6 +88,53 @@ pub struct TextShown {
     /// The text's language, as the court's texts name it (`fr`, `ar`).
     pub language: Label,
     pub sha256: Sha256,
+}
+
+/// Which of the court's texts: the words a person is shown before the step that follows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Wording {
+    /// The rights notice, for a witness or the accused, before [`Event::GiveRightsNotice`].
+    RightsNotice,
+    /// The oath, for a witness, before [`Event::TakeOath`] in [`OathForm::Oath`].
+    Oath,
+    /// The solemn affirmation, for a witness, before [`Event::TakeOath`] in [`OathForm::Affirmation`].
+    Affirmation,
+    /// The interpreter's oath, before [`Event::SwearInterpreter`].
+    InterpreterOath,
+}
+
+impl Wording {
+    pub const ALL: [Self; 4] = [Self::RightsNotice, Self::Oath, Self::Affirmation, Self::InterpreterOath];
+
+    /// Its name in messages and files (`interpreter_oath`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RightsNotice => "rights_notice",
+            Self::Oath => "oath",
+            Self::Affirmation => "affirmation",
+            Self::InterpreterOath => "interpreter_oath",
+        }
+    }
+
+    /// The words a witness swears or affirms to in `form`.
+    pub const fn of_oath(form: OathForm) -> Self {
+        match form {
+            OathForm::Oath => Self::Oath,
+            OathForm::Affirmation => Self::Affirmation,
+        }
+    }
+}
+
+impl std::fmt::Display for Wording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::RightsNotice => "rights notice",
+            Self::Oath => "oath",
+            Self::Affirmation => "affirmation",
+            Self::InterpreterOath => "interpreter's oath",
+        })
+    }
 }
 
 /// Sworn on oath, or a solemn affirmation.
@@ -273,11 +326,22 @@ pub enum Event {
         person: ParticipantId,
         verification: IdentityVerification,
     },
+    /// The judge puts the court's words on the screen of the person they concern (the witness or the accused for
+    /// the rights notice, the witness for the oath or affirmation, the interpreter for the interpreter's oath),
+    /// before asking them to listen, swear or affirm. `text` names the words (their language and digest); the
+    /// adapter shows them ([`crate::Effect::ShowText`]).
+    PresentText {
+        by: ParticipantId,
+        person: ParticipantId,
+        wording: Wording,
+        text: TextShown,
+    },
     /// The judge has told the person heard of their rights, including the right not to testify.
     GiveRightsNotice {
         by: ParticipantId,
         person: ParticipantId,
-        /// The wording the person was shown. Journals written before texts were recorded have none.
+        /// Under [`Rules::texts_presented_first`], none, or the words last presented to the person (the record
+        /// names those). Journals of hearings scheduled before carry the wording shown here, or none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<TextShown>,
     },
@@ -290,7 +354,7 @@ pub enum Event {
         /// them) and goes on all the same. Without it, an oath in that state is refused.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         despite_no_media: bool,
-        /// The wording of the oath or affirmation the witness was shown and swore to.
+        /// As for [`Event::GiveRightsNotice`]: the words of the oath or affirmation presented, or none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<TextShown>,
     },
@@ -347,6 +411,7 @@ impl Event {
             Self::StartConsultation { .. } => A::StartConsultation,
             Self::EndConsultation { .. } => A::EndConsultation,
             Self::VerifyIdentity { .. } => A::VerifyIdentity,
+            Self::PresentText { .. } => A::PresentText,
             Self::GiveRightsNotice { .. } => A::GiveRightsNotice,
             Self::TakeOath { .. } => A::TakeOath,
             Self::SwearInterpreter { .. } => A::SwearInterpreter,
@@ -378,6 +443,7 @@ impl Event {
             | Self::StartConsultation { by: participant, .. }
             | Self::EndConsultation { by: participant, .. }
             | Self::VerifyIdentity { by: participant, .. }
+            | Self::PresentText { by: participant, .. }
             | Self::GiveRightsNotice { by: participant, .. }
             | Self::TakeOath { by: participant, .. }
             | Self::SwearInterpreter { by: participant, .. }

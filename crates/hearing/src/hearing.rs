@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
     AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap, Minutes, Oath,
-    Period, PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TrackConditions,
+    Period, PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TextPresentation,
+    TrackConditions,
 };
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
     HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, OathForm, ParticipantId,
-    Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind,
+    Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
@@ -160,6 +161,7 @@ pub struct Hearing {
     recording: Vec<RecordingRun>,
     segments: Vec<SealedSegment>,
     identity_checks: Vec<IdentityCheck>,
+    texts_presented: Vec<TextPresentation>,
     rights_notices: Vec<RightsNotice>,
     oaths: Vec<Oath>,
     interpreters: Vec<InterpreterOath>,
@@ -172,6 +174,8 @@ struct Step {
     actor: Actor,
     action: HearingAction,
     records: Vec<HearingEventRecord>,
+    /// `ShowText` effects, after everything else.
+    shown: Vec<Effect>,
 }
 
 impl Step {
@@ -258,6 +262,18 @@ struct InterpreterDetail<'a> {
     hearing: &'a HearingId,
     interpreter: &'a ParticipantId,
     languages: &'a Label,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a TextShown>,
+}
+
+#[derive(Serialize)]
+struct PresentationDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    person: &'a ParticipantId,
+    wording: Wording,
+    text: &'a TextShown,
 }
 
 const THE_COURT: &str = "the judge or the clerk";
@@ -267,8 +283,13 @@ impl Hearing {
     /// A clerk of the case schedules a hearing. The one effect is the `hearing_scheduled` record.
     pub fn schedule(at: Timestamp, schedule: Schedule) -> Result<(Self, Vec<Effect>), HearingError> {
         let Schedule { hearing, case, by, scheduled_for, place, rules } = schedule;
-        let mut step =
-            Step { at, actor: Actor::Member(by.actor.clone()), action: HearingAction::Schedule, records: Vec::new() };
+        let mut step = Step {
+            at,
+            actor: Actor::Member(by.actor.clone()),
+            action: HearingAction::Schedule,
+            records: Vec::new(),
+            shown: Vec::new(),
+        };
         require_clerk(&step, &by)?;
         let detail = step.digest(&ScheduleDetail {
             kind: "hearing_scheduled",
@@ -299,6 +320,7 @@ impl Hearing {
             recording: Vec::new(),
             segments: Vec::new(),
             identity_checks: Vec::new(),
+            texts_presented: Vec::new(),
             rights_notices: Vec::new(),
             oaths: Vec::new(),
             interpreters: Vec::new(),
@@ -310,7 +332,8 @@ impl Hearing {
     /// Applies one event that happened at `at`, which must not be before the previous event's time. On success,
     /// the effects to apply, in order (see [`Effect`]); on refusal, the hearing is unchanged.
     pub fn handle(&mut self, at: Timestamp, event: Event) -> Result<Vec<Effect>, HearingError> {
-        let mut step = Step { at, actor: event.actor(), action: event.action(), records: Vec::new() };
+        let mut step =
+            Step { at, actor: event.actor(), action: event.action(), records: Vec::new(), shown: Vec::new() };
         if at < self.last_at {
             return Err(step.refuse(Reason::TimeWentBackwards { last: self.last_at, at }));
         }
@@ -340,6 +363,9 @@ impl Hearing {
             Event::VerifyIdentity { by, person, verification } => {
                 self.verify_identity(&mut step, &by, &person, &verification)
             }
+            Event::PresentText { by, person, wording, text } => {
+                self.present_text(&mut step, &by, &person, wording, text)
+            }
             Event::GiveRightsNotice { by, person, text } => self.give_rights_notice(&mut step, &by, &person, text),
             Event::TakeOath { by, witness, form, despite_no_media, text } => {
                 self.take_oath(&mut step, &by, &witness, form, despite_no_media, text)
@@ -361,7 +387,7 @@ impl Hearing {
             Event::MediaResumed { participant } => self.media_report(&mut step, &participant, false),
         }?;
         self.last_at = at;
-        Ok(effects(step.records, &before, &self.routing()))
+        Ok(effects(step.records, step.shown, &before, &self.routing()))
     }
 
     // ---- Reading the state ----
@@ -432,6 +458,11 @@ impl Hearing {
     /// The identity checks recorded so far, in order.
     pub fn identity_checks(&self) -> &[IdentityCheck] {
         &self.identity_checks
+    }
+
+    /// The texts the judge has put on people's screens so far, in order.
+    pub fn texts_presented(&self) -> &[TextPresentation] {
+        &self.texts_presented
     }
 
     /// The rights notices given so far, in order.
@@ -562,6 +593,7 @@ impl Hearing {
             present,
             not_admitted,
             identity_checks: self.identity_checks.clone(),
+            texts_presented: self.texts_presented.clone(),
             rights_notices: self.rights_notices.clone(),
             oaths: self.oaths.clone(),
             interpreters: self.interpreters.clone(),
@@ -1126,6 +1158,81 @@ impl Hearing {
         Ok(())
     }
 
+    /// The judge puts the words of `wording` on the screen of the person they concern, and on their own.
+    fn present_text(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        person: &ParticipantId,
+        wording: Wording,
+        text: TextShown,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.judge(step, by)?;
+        self.require_phase(step, Phase::InSession, "in session")?;
+        match wording {
+            Wording::RightsNotice => {
+                self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+            }
+            Wording::Oath | Wording::Affirmation => {
+                self.subject(step, person, "a witness", |role| role == HearingRole::Witness)?;
+                if self.oaths.iter().any(|oath| oath.witness == *person) {
+                    return Err(step.refuse(Reason::AlreadySworn { participant: person.clone() }));
+                }
+            }
+            Wording::InterpreterOath => {
+                self.subject(step, person, "the interpreter", |role| role == HearingRole::Interpreter)?;
+                if self.interpreters.iter().any(|sworn| sworn.interpreter == *person) {
+                    return Err(step.refuse(Reason::AlreadySworn { participant: person.clone() }));
+                }
+            }
+        }
+        let detail = step.digest(&PresentationDetail {
+            kind: "text_presented",
+            hearing: &self.id,
+            person,
+            wording,
+            text: &text,
+        })?;
+        step.record(by.as_actor(), HearingEventKind::TextPresented, Some(person), Some(detail));
+        for participant in [person, by] {
+            step.shown.push(Effect::ShowText { participant: participant.clone(), wording, text: text.clone() });
+        }
+        self.texts_presented.push(TextPresentation {
+            at: step.at,
+            person: person.clone(),
+            by: by.clone(),
+            wording,
+            text,
+        });
+        Ok(())
+    }
+
+    /// The words a step names: under [`Rules::texts_presented_first`], those of `wording` last presented to
+    /// `person` (refused if none were, or if `named` is other words); in a hearing scheduled before, `named`.
+    fn text_presented(
+        &self,
+        step: &Step,
+        person: &ParticipantId,
+        wording: Wording,
+        named: Option<TextShown>,
+    ) -> Result<Option<TextShown>, HearingError> {
+        if !self.rules.texts_presented_first {
+            return Ok(named);
+        }
+        let presented = self
+            .texts_presented
+            .iter()
+            .rev()
+            .find(|shown| shown.person == *person && shown.wording == wording)
+            .map(|shown| shown.text.clone())
+            .ok_or_else(|| step.refuse(Reason::TextNotPresented { participant: person.clone(), wording }))?;
+        if named.is_some_and(|named| named != presented) {
+            return Err(step.refuse(Reason::NotTheTextPresented { participant: person.clone(), wording }));
+        }
+        Ok(Some(presented))
+    }
+
     fn give_rights_notice(
         &mut self,
         step: &mut Step,
@@ -1137,6 +1244,7 @@ impl Hearing {
         self.judge(step, by)?;
         self.require_phase(step, Phase::InSession, "in session")?;
         self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+        let text = self.text_presented(step, person, Wording::RightsNotice, text)?;
         // The record's detail is the wording's digest: the ledger commits to which text was shown.
         let detail = text.as_ref().map(|text| text.sha256);
         self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone(), text });
@@ -1166,6 +1274,7 @@ impl Hearing {
         if self.rules.identity_check_before_oath && !self.identity_checks.iter().any(|check| check.person == *witness) {
             return Err(step.refuse(Reason::IdentityNotVerified { participant: witness.clone() }));
         }
+        let text = self.text_presented(step, witness, Wording::of_oath(form), text)?;
         if self.media_stopped(witness) && !despite_no_media {
             return Err(step.refuse(Reason::NoMedia { participant: witness.clone() }));
         }
@@ -1193,17 +1302,20 @@ impl Hearing {
         if self.interpreters.iter().any(|sworn| sworn.interpreter == *interpreter) {
             return Err(step.refuse(Reason::AlreadySworn { participant: interpreter.clone() }));
         }
+        let text = self.text_presented(step, interpreter, Wording::InterpreterOath, None)?;
         let detail = step.digest(&InterpreterDetail {
             kind: "interpreter_sworn",
             hearing: &self.id,
             interpreter,
             languages: &languages,
+            text: text.as_ref(),
         })?;
         self.interpreters.push(InterpreterOath {
             at: step.at,
             interpreter: interpreter.clone(),
             languages,
             by: by.clone(),
+            text,
         });
         step.record(by.as_actor(), HearingEventKind::InterpreterSworn, Some(interpreter), Some(detail));
         Ok(())
@@ -1288,8 +1400,9 @@ fn require_clerk(step: &Step, by: &CaseMember) -> Result<(), HearingError> {
     }
 }
 
-/// The effects of one event: its records, then the difference in routing, ordered as [`Effect`] explains.
-fn effects(records: Vec<HearingEventRecord>, before: &Routing, after: &Routing) -> Vec<Effect> {
+/// The effects of one event: its records, then the difference in routing, then the texts to show, ordered as
+/// [`Effect`] explains.
+fn effects(records: Vec<HearingEventRecord>, shown: Vec<Effect>, before: &Routing, after: &Routing) -> Vec<Effect> {
     let mut effects: Vec<Effect> = records.into_iter().map(Effect::Record).collect();
     effects.extend(before.recorded.difference(&after.recorded).cloned().map(Effect::RecorderUnsubscribe));
     if before.recording && !after.recording {
@@ -1309,5 +1422,6 @@ fn effects(records: Vec<HearingEventRecord>, before: &Routing, after: &Routing) 
         effects.push(Effect::StartRecorder);
     }
     effects.extend(after.recorded.difference(&before.recorded).cloned().map(Effect::RecorderSubscribe));
+    effects.extend(shown);
     effects
 }

@@ -47,13 +47,16 @@
 //!   a [`PersonalName`] (hidden from `Debug`), and the record and the minutes carry only the SHA-256 of a salted
 //!   detail document ([`IdentityVerification::detail_document`]) that the adapter keeps privately. The judge
 //!   gives the rights notice, takes the oath or affirmation (only after the rights notice and, under the default
-//!   [`Rules`], after the identity check) and swears the interpreter. A notice and an oath carry the wording the
-//!   person was shown ([`TextShown`]: its language and SHA-256), which the minutes keep and the record's detail
-//!   digest commits to.
+//!   [`Rules`], after the identity check) and swears the interpreter. Each of these the judge first **presents**
+//!   ([`Event::PresentText`]): the court's exact words ([`Wording`], named by [`TextShown`]: language and SHA-256)
+//!   go on the screen of the person they concern and the judge's ([`Effect::ShowText`]), on the record as
+//!   `text_presented`, before the person is asked to listen or swear. The step then names the words presented
+//!   (refused if none were): the minutes keep them and the record's detail digest commits to them.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
-//!   who waited and was never admitted, identity checks, rights notices, oaths, the interpreter, consultations,
-//!   recording runs, the sealed segments the adapter reports ([`Event::SegmentSealed`]) and the technical
-//!   conditions (reconnections counted here; codecs and packet loss from [`Event::TechnicalReport`]).
+//!   who waited and was never admitted, identity checks, the texts presented, rights notices, oaths, the
+//!   interpreter, consultations, recording runs, the sealed segments the adapter reports
+//!   ([`Event::SegmentSealed`]) and the technical conditions (reconnections counted here; codecs and packet loss
+//!   from [`Event::TechnicalReport`]).
 //!
 //! # Effects
 //!
@@ -83,7 +86,7 @@ pub use effect::{Effect, HearingEventKind, HearingEventRecord, Place};
 pub use error::{Actor, HearingAction, HearingError, Reason};
 pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
-    TechnicalReport, TextShown, TrackKind,
+    TechnicalReport, TextShown, TrackKind, Wording,
 };
 pub use hearing::{Hearing, InviteState, Phase};
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};

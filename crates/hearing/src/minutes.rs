@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase, Rules, TextShown,
-    TrackKind,
+    TrackKind, Wording,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ pub struct Minutes {
     /// Everyone who joined the lobby but was never admitted.
     pub not_admitted: Vec<LobbyOnly>,
     pub identity_checks: Vec<IdentityCheck>,
+    /// Every text the judge put on a person's screen, in order, before the step it precedes. Left out when there
+    /// were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub texts_presented: Vec<TextPresentation>,
     pub rights_notices: Vec<RightsNotice>,
     pub oaths: Vec<Oath>,
     pub interpreters: Vec<InterpreterOath>,
@@ -125,6 +129,16 @@ pub struct IdentityCheck {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextPresentation {
+    pub at: Timestamp,
+    pub person: ParticipantId,
+    pub by: ParticipantId,
+    pub wording: Wording,
+    /// Which words: their language and digest.
+    pub text: TextShown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RightsNotice {
     pub at: Timestamp,
     pub person: ParticipantId,
@@ -151,6 +165,9 @@ pub struct InterpreterOath {
     pub interpreter: ParticipantId,
     pub languages: Label,
     pub by: ParticipantId,
+    /// Which words of the interpreter's oath they were shown and swore to (its language and digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextShown>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -85,6 +85,17 @@ struct Member {
     video_from: Option<BTreeSet<usize>>,
     connection: Option<Connection>,
     recording: Option<Recording>,
+    /// The packets that arrived on their earlier connections, by kind ([`Room::counters`]).
+    arrived_before: BTreeMap<MediaKind, u64>,
+}
+
+impl Member {
+    /// Keeps the count of what arrived on a connection that ends.
+    fn keep_counts(&mut self, connection: &Connection) {
+        for source in &connection.sources {
+            *self.arrived_before.entry(source.kind).or_default() += source.arrived.load(Ordering::Relaxed);
+        }
+    }
 }
 
 struct Connection {
@@ -246,6 +257,7 @@ impl Room {
             video_from: None,
             connection: None,
             recording: None,
+            arrived_before: BTreeMap::new(),
         });
     }
 
@@ -292,7 +304,17 @@ impl Room {
             let id = state.next_connection;
             state.next_connection += 1;
             let replaced = state.members.get_mut(member).map(|entry| {
-                entry.connection.replace(Connection { id, peer: peer.clone(), receive, sources: Vec::new(), sends })
+                let replaced = entry.connection.replace(Connection {
+                    id,
+                    peer: peer.clone(),
+                    receive,
+                    sources: Vec::new(),
+                    sends,
+                });
+                if let Some(old) = &replaced {
+                    entry.keep_counts(old);
+                }
+                replaced
             });
             route(&mut state);
             replaced.map(|replaced| (id, replaced))
@@ -404,7 +426,13 @@ impl Room {
     pub async fn disconnect(&self, member: &str) {
         let connection = {
             let mut state = self.lock();
-            let connection = state.members.get_mut(member).and_then(|entry| entry.connection.take());
+            let connection = state.members.get_mut(member).and_then(|entry| {
+                let connection = entry.connection.take();
+                if let Some(connection) = &connection {
+                    entry.keep_counts(connection);
+                }
+                connection
+            });
             route(&mut state);
             connection
         };
@@ -422,6 +450,9 @@ impl Room {
         let state = self.lock();
         let mut counters = RoomCounters::default();
         for (name, member) in &state.members {
+            for (kind, arrived) in &member.arrived_before {
+                *counters.arrived.entry((name.clone(), *kind)).or_default() += arrived;
+            }
             let Some(connection) = &member.connection else { continue };
             for source in &connection.sources {
                 *counters.arrived.entry((name.clone(), source.kind)).or_default() +=
@@ -473,10 +504,11 @@ fn offer_sends(sdp: &str) -> bool {
     sends || (in_media && matches!(direction, None | Some("sendonly" | "sendrecv")))
 }
 
-/// RTP packets counted by a [`Room`] since each member's current connection was made.
+/// RTP packets counted by a [`Room`]: what arrived from each member over all their connections (so a member who
+/// left is still counted), and what was forwarded on each member's current connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomCounters {
-    /// By (member, kind): the packets that arrived from the member's tracks of that kind.
+    /// By (member, kind): the packets that arrived from the member's tracks of that kind, on every connection.
     pub arrived: BTreeMap<(String, MediaKind), u64>,
     /// By (receiver, sender, kind): the packets of the sender's track forwarded to the receiver.
     pub forwarded: BTreeMap<(String, String, MediaKind), u64>,

@@ -96,9 +96,9 @@ pub struct ServeConfig {
     /// The largest artefact accepted, in bytes.
     #[arg(long, env = "CUSTODIA_MAX_UPLOAD_BYTES", default_value_t = 64 << 30)]
     pub max_upload_bytes: u64,
-    /// The court's rights notices, oaths and affirmations: a directory with one sub-directory per language (`fr/`)
-    /// holding `rights_notice.txt`, `oath.txt` and `affirmation.txt` ([`crate::texts`]); without it, the embedded
-    /// texts (en, fr, it, ar).
+    /// The court's rights notices, oaths, affirmations and interpreter's oaths: a directory with one sub-directory
+    /// per language (`fr/`) holding `rights_notice.txt`, `oath.txt`, `affirmation.txt` and `interpreter_oath.txt`
+    /// ([`crate::texts`]); without it, the embedded texts (en, fr, it, ar).
     #[arg(long, env = "CUSTODIA_TEXTS_DIR")]
     pub texts_dir: Option<PathBuf>,
     #[command(flatten)]

@@ -18,7 +18,7 @@ use custodia_core::{Action, ArtefactId, CaseId, HearingId, Label, Sha256};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
     HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OathForm, ParticipantId,
-    PersonalName, Phase, Place, Rules, Schedule, TechnicalReport, TrackKind,
+    PersonalName, Phase, Place, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use crate::auth::{Caller, Channel};
 use crate::budget::{Budget, retry_after_seconds};
 use crate::gateway::{Gateway, GatewayError, Registered, new_id};
-use crate::texts::{CourtText, CourtTexts, TextKind};
+use crate::texts::{CourtText, CourtTexts};
 use crate::turn::IceServers;
 
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
@@ -591,7 +591,7 @@ impl Hearings {
             by,
             scheduled_for: request.scheduled_for,
             place: request.place,
-            rules: Rules { identity_check_before_oath: request.identity_check_before_oath },
+            rules: Rules { identity_check_before_oath: request.identity_check_before_oath, ..Rules::default() },
         };
         let at = self.gateway.now();
         let (machine, effects) = match Hearing::schedule(at, schedule.clone()) {
@@ -1008,21 +1008,25 @@ pub enum RoomStep {
         officer_name: String,
         site: Label,
     },
-    /// The rights notice, shown to the person in `language` (by default their page's, else English).
-    RightsNotice {
+    /// The court's words of `wording` put on the person's screen (and the judge's), in `language` (by default
+    /// their page's, else English), before the step they precede.
+    PresentText {
         person: ParticipantId,
+        wording: Wording,
         #[serde(default)]
         language: Option<LanguageHint>,
     },
-    /// The oath or affirmation, its words shown to the witness in `language` (as for the rights notice).
+    /// The rights notice has been given: the words presented last are the ones recorded.
+    RightsNotice {
+        person: ParticipantId,
+    },
+    /// The witness has sworn or affirmed, to the words presented last.
     Oath {
         witness: ParticipantId,
         form: OathForm,
         /// The court was warned that the witness's media has stopped, and goes on.
         #[serde(default)]
         despite_no_media: bool,
-        #[serde(default)]
-        language: Option<LanguageHint>,
     },
     SwearInterpreter {
         interpreter: ParticipantId,
@@ -1051,6 +1055,7 @@ impl RoomStep {
             Self::StartConsultation { .. } => "start_consultation",
             Self::EndConsultation { .. } => "end_consultation",
             Self::VerifyIdentity { .. } => "verify_identity",
+            Self::PresentText { .. } => "present_text",
             Self::RightsNotice { .. } => "rights_notice",
             Self::Oath { .. } => "oath",
             Self::SwearInterpreter { .. } => "swear_interpreter",
@@ -1194,6 +1199,7 @@ impl LiveHearing {
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
                 Effect::StartRecorder | Effect::StopRecorder => {}
+                Effect::ShowText { participant, wording, text } => self.show(state, &participant, wording, &text),
                 other => tracing::warn!(effect = ?other, "an effect this gateway does not carry out"),
             }
         }
@@ -1242,26 +1248,24 @@ impl LiveHearing {
                 self.take_into_custody("identity verification", "application/json", &name, detail, None).await?;
                 return Ok(());
             }
-            RoomStep::RightsNotice { person, language } => {
-                let text = self.text(&state, &person, language.as_ref(), TextKind::RightsNotice)?;
-                let event =
-                    Event::GiveRightsNotice { by: by.clone(), person: person.clone(), text: Some(text.shown.clone()) };
-                self.apply(&mut state, event).await?;
-                Self::show(&state, &[&person, &by], TextKind::RightsNotice, &text);
-                return Ok(());
+            RoomStep::PresentText { person, wording, language } => {
+                let text = self.text(&state, &person, language.as_ref(), wording)?;
+                // Someone connected without a page (a WHIP publisher) could not read the words.
+                if state
+                    .people
+                    .get(&person)
+                    .is_some_and(|someone| someone.connection.is_some() && someone.outbox.is_none())
+                {
+                    return Err(GatewayError::Conflict(format!(
+                        "{person} takes part without the hearing's page, so the words cannot be shown to them"
+                    ))
+                    .into());
+                }
+                Event::PresentText { by, person, wording, text: text.shown }
             }
-            RoomStep::Oath { witness, form, despite_no_media, language } => {
-                let kind = match form {
-                    OathForm::Oath => TextKind::Oath,
-                    OathForm::Affirmation => TextKind::Affirmation,
-                };
-                let text = self.text(&state, &witness, language.as_ref(), kind)?;
-                let shown = Some(text.shown.clone());
-                let event =
-                    Event::TakeOath { by: by.clone(), witness: witness.clone(), form, despite_no_media, text: shown };
-                self.apply(&mut state, event).await?;
-                Self::show(&state, &[&witness, &by], kind, &text);
-                return Ok(());
+            RoomStep::RightsNotice { person } => Event::GiveRightsNotice { by, person, text: None },
+            RoomStep::Oath { witness, form, despite_no_media } => {
+                Event::TakeOath { by, witness, form, despite_no_media, text: None }
             }
             RoomStep::SwearInterpreter { interpreter, languages } => {
                 Event::SwearInterpreter { by, interpreter, languages }
@@ -1279,7 +1283,7 @@ impl LiveHearing {
         state: &HearingState,
         person: &ParticipantId,
         language: Option<&LanguageHint>,
-        kind: TextKind,
+        kind: Wording,
     ) -> Result<CourtText, GatewayError> {
         if let Some(language) = language {
             return self.texts.get(language.as_str(), kind).cloned().ok_or_else(|| GatewayError::BadInput {
@@ -1295,22 +1299,25 @@ impl LiveHearing {
         page.and_then(|language| self.texts.get(language.as_str(), kind))
             .or_else(|| self.texts.get("en", kind))
             .cloned()
-            .ok_or_else(|| GatewayError::Internal(format!("no {} text in English", kind.name())))
+            .ok_or_else(|| GatewayError::Internal(format!("no {} text in English", kind.as_str())))
     }
 
-    /// Puts a text on the screens of `people` (the person told or sworn, and the judge), as recorded.
-    fn show(state: &HearingState, people: &[&ParticipantId], kind: TextKind, text: &CourtText) {
+    /// Puts the words `text` names on `participant`'s screen, as the hearing recorded them presented.
+    fn show(&self, state: &HearingState, participant: &ParticipantId, kind: Wording, text: &TextShown) {
+        // The texts do not change while the gateway runs, so the words named are the words held.
+        let Some(held) = self.texts.get(text.language.as_str(), kind).filter(|held| held.shown == *text) else {
+            tracing::error!(hearing = %self.id, text = kind.as_str(), "a text presented is not the one held");
+            return;
+        };
         let message = json!({
             "type": "text",
-            "kind": kind.name(),
-            "language": text.shown.language,
-            "words": text.words,
-            "sha256": text.shown.sha256,
+            "kind": kind.as_str(),
+            "language": text.language,
+            "words": held.words,
+            "sha256": text.sha256,
         });
-        for participant in people {
-            if let Some(outbox) = state.people.get(*participant).and_then(|person| person.outbox.as_ref()) {
-                let _ = outbox.send(message.clone());
-            }
+        if let Some(outbox) = state.people.get(participant).and_then(|person| person.outbox.as_ref()) {
+            let _ = outbox.send(message);
         }
     }
 
@@ -1477,6 +1484,9 @@ impl LiveHearing {
             "identity_checks": machine.identity_checks().iter().map(|check| json!({
                 "person": check.person, "document": check.document, "site": check.site, "at": check.at,
             })).collect::<Vec<_>>(),
+            "texts_presented": machine.texts_presented().iter().map(|shown| json!({
+                "person": shown.person, "wording": shown.wording, "text": shown.text, "at": shown.at,
+            })).collect::<Vec<_>>(),
             "rights_notices": machine.rights_notices().iter().map(|notice| json!({
                 "person": notice.person, "at": notice.at, "text": notice.text,
             })).collect::<Vec<_>>(),
@@ -1484,7 +1494,7 @@ impl LiveHearing {
                 "witness": oath.witness, "form": oath.form, "at": oath.at, "text": oath.text,
             })).collect::<Vec<_>>(),
             "interpreters": machine.interpreters_sworn().iter().map(|sworn| json!({
-                "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at,
+                "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at, "text": sworn.text,
             })).collect::<Vec<_>>(),
         })
     }

@@ -1,12 +1,14 @@
-//! The words a hearing shows the person heard: the rights notice, the oath and the affirmation, per language.
+//! The words a hearing shows its people before they speak: the rights notice, the oath, the affirmation and the
+//! interpreter's oath, per language.
 //!
 //! The gateway embeds a default wording in English, French, Italian and Arabic (`crates/server/texts/`). The court
 //! replaces them without rebuilding: `CUSTODIA_TEXTS_DIR` names a directory with one sub-directory per language,
-//! named by its two-letter ISO 639-1 code (`fr/`, `ar/`), each holding exactly these three files, in UTF-8:
+//! named by its two-letter ISO 639-1 code (`fr/`, `ar/`), each holding exactly these four files, in UTF-8:
 //!
 //! - `rights_notice.txt`: the rights notice;
 //! - `oath.txt`: the oath;
-//! - `affirmation.txt`: the solemn affirmation, for those who do not swear.
+//! - `affirmation.txt`: the solemn affirmation, for those who do not swear;
+//! - `interpreter_oath.txt`: the interpreter's oath.
 //!
 //! A language in the directory replaces the embedded one whole; a language the directory adds is offered too; the
 //! embedded languages the directory does not name keep their defaults. Every file is read at start-up and shown
@@ -14,7 +16,8 @@
 //! file, a directory that is not a language code, a file that is empty, not UTF-8, longer than
 //! [`MAX_TEXT_BYTES`], or that holds control characters other than line breaks and tabs. Nothing falls back quietly.
 //!
-//! What a person was shown is on the record by the SHA-256 of the file's exact bytes and its language
+//! The judge presents a text before the step it precedes ([`custodia_hearing::Event::PresentText`]); what a person
+//! was shown is on the record by the SHA-256 of the file's exact bytes and its language
 //! ([`custodia_hearing::TextShown`]), in the minutes and (committed) in the hearing's record, so the court proves
 //! what the witness heard with `sha256sum fr/oath.txt`.
 
@@ -22,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use custodia_core::{Label, Sha256};
-use custodia_hearing::TextShown;
+use custodia_hearing::{TextShown, Wording};
 use include_dir::{Dir, include_dir};
 
 /// The embedded default texts.
@@ -31,30 +34,13 @@ static EMBEDDED: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/texts");
 /// The longest text taken, in bytes: a notice read out in a hearing is a page at most.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 
-/// Which text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TextKind {
-    RightsNotice,
-    Oath,
-    Affirmation,
+/// A text's file name: its name (`Wording::as_str`) with `.txt`.
+fn file_name(kind: Wording) -> String {
+    format!("{}.txt", kind.as_str())
 }
 
-impl TextKind {
-    pub const ALL: [Self; 3] = [Self::RightsNotice, Self::Oath, Self::Affirmation];
-
-    /// Its name in messages, and (with `.txt`) its file's name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::RightsNotice => "rights_notice",
-            Self::Oath => "oath",
-            Self::Affirmation => "affirmation",
-        }
-    }
-
-    fn file_name(self) -> String {
-        format!("{}.txt", self.name())
-    }
-}
+/// The file names a language directory holds, for messages.
+const FILES: &str = "rights_notice.txt, oath.txt, affirmation.txt and interpreter_oath.txt";
 
 /// One text as the court wrote it, and what the record says of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +52,7 @@ pub struct CourtText {
 /// Every text in every language the gateway offers.
 #[derive(Debug, Clone)]
 pub struct CourtTexts {
-    texts: BTreeMap<(String, TextKind), CourtText>,
+    texts: BTreeMap<(String, Wording), CourtText>,
 }
 
 /// Why the court's texts could not be read; the gateway does not start.
@@ -107,7 +93,7 @@ impl CourtTexts {
     }
 
     /// The text of `kind` in `language`, if the court has one.
-    pub fn get(&self, language: &str, kind: TextKind) -> Option<&CourtText> {
+    pub fn get(&self, language: &str, kind: Wording) -> Option<&CourtText> {
         self.texts.get(&(language.to_owned(), kind))
     }
 
@@ -124,17 +110,14 @@ fn malformed(path: &Path, reason: impl Into<String>) -> TextsError {
 }
 
 /// Every language directory under `dir`.
-fn read_dir(dir: &Path) -> Result<BTreeMap<(String, TextKind), CourtText>, TextsError> {
+fn read_dir(dir: &Path) -> Result<BTreeMap<(String, Wording), CourtText>, TextsError> {
     let unreadable = |source| TextsError::Unreadable { dir: dir.to_path_buf(), source };
     let mut texts = BTreeMap::new();
     let mut entries: Vec<_> =
         std::fs::read_dir(dir).map_err(unreadable)?.collect::<Result<_, _>>().map_err(unreadable)?;
     entries.sort_by_key(std::fs::DirEntry::file_name);
     if entries.is_empty() {
-        return Err(malformed(
-            dir,
-            "holds no language directory (such as fr/ with rights_notice.txt, oath.txt and affirmation.txt)",
-        ));
+        return Err(malformed(dir, format!("holds no language directory (such as fr/ with {FILES})")));
     }
     for entry in entries {
         let path = entry.path();
@@ -156,25 +139,22 @@ fn read_dir(dir: &Path) -> Result<BTreeMap<(String, TextKind), CourtText>, Texts
     Ok(texts)
 }
 
-/// One language's three texts: `path` is its directory, named by the language, and `files` what it holds.
+/// One language's four texts: `path` is its directory, named by the language, and `files` what it holds.
 fn read_language(
     path: &Path,
     mut files: Vec<(String, Vec<u8>)>,
-) -> Result<BTreeMap<(String, TextKind), CourtText>, TextsError> {
+) -> Result<BTreeMap<(String, Wording), CourtText>, TextsError> {
     let language = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
     if !(language.len() == 2 && language.bytes().all(|b| b.is_ascii_lowercase())) {
         return Err(malformed(path, "a language directory is named by a two-letter ISO 639-1 code, such as fr"));
     }
     let label = Label::new(language.clone()).map_err(|e| malformed(path, e.to_string()))?;
     let mut texts = BTreeMap::new();
-    for kind in TextKind::ALL {
-        let name = kind.file_name();
+    for kind in Wording::ALL {
+        let name = file_name(kind);
         let file = path.join(&name);
         let Some(at) = files.iter().position(|(found, _)| *found == name) else {
-            return Err(malformed(
-                &file,
-                "is missing: each language has rights_notice.txt, oath.txt and affirmation.txt",
-            ));
+            return Err(malformed(&file, format!("is missing: each language has {FILES}")));
         };
         let (_, bytes) = files.swap_remove(at);
         let words = check_text(&file, bytes)?;
@@ -184,7 +164,7 @@ fn read_language(
     if let Some((extra, _)) = files.first() {
         return Err(malformed(
             &path.join(extra),
-            "is not one of rights_notice.txt, oath.txt and affirmation.txt (a misspelt name would leave a text unused)",
+            format!("is not one of {FILES} (a misspelt name would leave a text unused)"),
         ));
     }
     Ok(texts)
@@ -220,10 +200,11 @@ mod tests {
     /// A language directory's files: names and contents.
     type Files<'a> = &'a [(&'a str, &'a [u8])];
 
-    const GOOD: [(&str, &[u8]); 3] = [
+    const GOOD: [(&str, &[u8]); 4] = [
         ("rights_notice.txt", b"You may stay silent.\n"),
         ("oath.txt", b"I swear.\n"),
         ("affirmation.txt", b"I affirm.\n"),
+        ("interpreter_oath.txt", b"I will interpret faithfully.\n"),
     ];
 
     #[test]
@@ -231,7 +212,7 @@ mod tests {
         let texts = CourtTexts::embedded();
         assert_eq!(texts.languages(), ["ar", "en", "fr", "it"]);
         for language in texts.languages() {
-            for kind in TextKind::ALL {
+            for kind in Wording::ALL {
                 let text = texts.get(language, kind).unwrap();
                 assert_eq!(text.shown.sha256, Sha256::of(text.words.as_bytes()));
                 assert_eq!(text.shown.language.as_str(), language);
@@ -246,22 +227,22 @@ mod tests {
         write(dir.path(), "de", &GOOD);
         let texts = CourtTexts::load(Some(dir.path())).unwrap();
         assert_eq!(texts.languages(), ["ar", "de", "en", "fr", "it"]);
-        let oath = texts.get("fr", TextKind::Oath).unwrap();
+        let oath = texts.get("fr", Wording::Oath).unwrap();
         assert_eq!(oath.words, "I swear.\n");
         assert_eq!(oath.shown.sha256, Sha256::of(b"I swear.\n"));
-        assert_eq!(texts.get("it", TextKind::Oath), CourtTexts::embedded().get("it", TextKind::Oath));
+        assert_eq!(texts.get("it", Wording::Oath), CourtTexts::embedded().get("it", Wording::Oath));
     }
 
     #[test]
     fn a_malformed_directory_is_an_error_that_names_the_file() {
         let cases: [(&str, Files<'_>, &str); 7] = [
-            ("fr", &GOOD[..2], "affirmation.txt: is missing"),
-            ("fr", &[GOOD[0], GOOD[1], GOOD[2], ("oath.tx", b"I swear")], "oath.tx: is not one of"),
-            ("fr", &[GOOD[0], GOOD[1], ("affirmation.txt", b" \n\n")], "affirmation.txt: is empty"),
-            ("fr", &[GOOD[0], GOOD[1], ("affirmation.txt", b"\xff\xfe")], "affirmation.txt: is not UTF-8"),
-            ("fr", &[GOOD[0], GOOD[1], ("affirmation.txt", b"I \x1b[31maffirm")], "U+001B"),
+            ("fr", &GOOD[..3], "interpreter_oath.txt: is missing"),
+            ("fr", &[GOOD[0], GOOD[1], GOOD[2], GOOD[3], ("oath.tx", b"I swear")], "oath.tx: is not one of"),
+            ("fr", &[GOOD[0], GOOD[1], GOOD[3], ("affirmation.txt", b" \n\n")], "affirmation.txt: is empty"),
+            ("fr", &[GOOD[0], GOOD[1], GOOD[3], ("affirmation.txt", b"\xff\xfe")], "affirmation.txt: is not UTF-8"),
+            ("fr", &[GOOD[0], GOOD[1], GOOD[3], ("affirmation.txt", b"I \x1b[31maffirm")], "U+001B"),
             ("french", &GOOD, "french: a language directory is named"),
-            ("fr", &[GOOD[0], GOOD[1], ("affirmation.txt", &[b'a'; MAX_TEXT_BYTES + 1])], "at most 16384"),
+            ("fr", &[GOOD[0], GOOD[1], GOOD[3], ("affirmation.txt", &[b'a'; MAX_TEXT_BYTES + 1])], "at most 16384"),
         ];
         for (language, files, expected) in cases {
             let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
-//! The court's own words: rights notices and oaths come from the files the court edits (`CUSTODIA_TEXTS_DIR`), are
-//! shown to the witness over the room's WebSocket in their page's language (or the one the judge chooses), and the
-//! minutes say which wording was shown and sworn by its SHA-256, the digest of the court's own file. A malformed
+//! The court's own words: rights notices and oaths come from the files the court edits (`CUSTODIA_TEXTS_DIR`). The
+//! judge presents them before the step: they are shown to the witness (the interpreter's oath to the interpreter)
+//! over the room's WebSocket in their page's language (or the one the judge chooses), the judge's checklist says
+//! they were shown, and only then is the notice given or the oath sworn; the minutes say which wording was shown
+//! and sworn by its SHA-256, the digest of the court's own file. A malformed
 //! texts directory stops the gateway at start-up, naming the file. The hearing's contact (the registry's phone or
 //! e-mail) reaches the hearing's participants and the court, and nothing public.
 
@@ -41,13 +43,14 @@ async fn send(socket: &mut Socket, message: Value) {
     socket.send(message.to_string().into()).await.unwrap();
 }
 
-fn custom_texts(dir: &std::path::Path) -> [(String, Vec<u8>); 3] {
+fn custom_texts(dir: &std::path::Path) -> [(String, Vec<u8>); 4] {
     let fr = dir.join("fr");
     std::fs::create_dir_all(&fr).unwrap();
     let files = [
         ("rights_notice.txt", "Tribunal de Catane : vous pouvez refuser de répondre.\nDites la vérité.\n"),
         ("oath.txt", "Je jure de dire la vérité.\n"),
         ("affirmation.txt", "J'affirme solennellement, devant le tribunal de Catane, dire la vérité.\n"),
+        ("interpreter_oath.txt", "Je jure de traduire fidèlement, devant le tribunal de Catane.\n"),
     ];
     files.map(|(name, words)| {
         std::fs::write(fr.join(name), words).unwrap();
@@ -58,7 +61,9 @@ fn custom_texts(dir: &std::path::Path) -> [(String, Vec<u8>); 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_digest() {
     let texts = tempfile::tempdir().unwrap();
-    let [(_, notice), _, (_, affirmation)] = custom_texts(texts.path());
+    let [(_, notice), _, (_, affirmation), _] = custom_texts(texts.path());
+    // The Italian texts are the embedded ones: the directory names only French.
+    let interpreter_oath = include_bytes!("../texts/it/interpreter_oath.txt");
     let texts_dir = texts.path().to_path_buf();
     let gw = TestGateway::start_with(move |config| config.texts_dir = Some(texts_dir)).await;
     let (clerk_id, clerk) = gw.person("clerk.t", "IT").await;
@@ -83,6 +88,7 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
         }
     };
     let (judge_secret, witness_secret) = (invite("judge").await, invite("witness").await);
+    let interpreter_secret = invite("interpreter").await;
     assert_eq!(gw.call("POST", &format!("{uri}/open"), clerk_as, json!({})).await.status, 200);
 
     // The court sees the contact; another member of the case does not.
@@ -101,19 +107,29 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     let welcome = next_of(&mut witness, "welcome").await;
     assert_eq!(welcome["contact"], CONTACT, "the participant's page shows whom to call: {welcome}");
     let w = welcome["participant"].as_str().unwrap().to_owned();
+    // The interpreter's page speaks Italian.
+    let (mut interpreter, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    send(&mut interpreter, json!({"type": "join", "invite": interpreter_secret, "language": "it"})).await;
+    let i = next_of(&mut interpreter, "welcome").await["participant"].as_str().unwrap().to_owned();
 
     send(&mut judge, json!({"type": "admit", "participant": w})).await;
+    send(&mut judge, json!({"type": "admit", "participant": i})).await;
     send(&mut judge, json!({"type": "start_session"})).await;
     while next_of(&mut judge, "state").await["phase"] != "in_session" {}
+
+    // Nothing is given or sworn before its words were shown: refused by the hearing's rules.
+    send(&mut judge, json!({"type": "rights_notice", "person": w})).await;
+    let refused = next_of(&mut judge, "refused").await;
+    assert_eq!((&refused["action"], &refused["problem"]), (&json!("rights_notice"), &json!("text_not_presented")));
     // A language the court has no texts in is refused, and nothing is recorded.
     let before = gw.ledger_size();
-    send(&mut judge, json!({"type": "rights_notice", "person": w, "language": "de"})).await;
+    send(&mut judge, json!({"type": "present_text", "person": w, "wording": "rights_notice", "language": "de"})).await;
     let error = next_of(&mut judge, "error").await;
     assert!(error["detail"].as_str().unwrap().contains("no texts in de"), "{error}");
     assert_eq!(gw.ledger_size(), before);
 
-    // No language given: the witness's page's, French, from the court's file.
-    send(&mut judge, json!({"type": "rights_notice", "person": w})).await;
+    // No language given: the witness's page's, French, from the court's file, shown before the notice is given.
+    send(&mut judge, json!({"type": "present_text", "person": w, "wording": "rights_notice"})).await;
     let shown = next_of(&mut witness, "text").await;
     assert_eq!(shown["kind"], "rights_notice");
     assert_eq!(shown["language"], "fr");
@@ -121,11 +137,44 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     assert_eq!(shown["sha256"], Sha256::of(&notice).to_hex());
     let judge_saw = next_of(&mut judge, "text").await;
     assert_eq!(judge_saw, shown, "the judge sees what the witness was shown");
+    // The judge's checklist says that it was shown, in which language and which words.
+    let checklist = loop {
+        let state = next_of(&mut judge, "state").await;
+        if !state["checklist"]["texts_presented"].as_array().unwrap().is_empty() {
+            break state["checklist"].clone();
+        }
+    };
+    let presented = &checklist["texts_presented"][0];
+    assert_eq!((&presented["person"], &presented["wording"]), (&json!(w), &json!("rights_notice")), "{checklist}");
+    assert_eq!(presented["text"], json!({"language": "fr", "sha256": Sha256::of(&notice).to_hex()}));
+    assert_eq!(checklist["rights_notices"], json!([]), "shown is not yet given: {checklist}");
+    send(&mut judge, json!({"type": "rights_notice", "person": w})).await;
 
-    send(&mut judge, json!({"type": "oath", "witness": w, "form": "affirmation", "language": "fr"})).await;
+    // The oath's form needs its own words: the affirmation, shown in the language the judge chose.
+    send(&mut judge, json!({"type": "oath", "witness": w, "form": "affirmation"})).await;
+    assert_eq!(next_of(&mut judge, "refused").await["problem"], "text_not_presented");
+    send(&mut judge, json!({"type": "present_text", "person": w, "wording": "affirmation", "language": "fr"})).await;
     let shown = next_of(&mut witness, "text").await;
     assert_eq!(shown["kind"], "affirmation");
     assert_eq!(shown["words"].as_str().unwrap().as_bytes(), affirmation.as_slice());
+    send(&mut judge, json!({"type": "oath", "witness": w, "form": "affirmation"})).await;
+
+    // The interpreter's oath goes to the interpreter, in Italian, their page's language; not to the witness.
+    send(&mut judge, json!({"type": "present_text", "person": i, "wording": "interpreter_oath"})).await;
+    let shown = next_of(&mut interpreter, "text").await;
+    assert_eq!((&shown["kind"], &shown["language"]), (&json!("interpreter_oath"), &json!("it")), "{shown}");
+    assert_eq!(shown["words"].as_str().unwrap().as_bytes(), interpreter_oath.as_slice());
+    send(&mut judge, json!({"type": "swear_interpreter", "interpreter": i, "languages": "fr / it"})).await;
+    send(&mut witness, json!({"type": "ping"})).await;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), witness.next()).await.unwrap().unwrap().unwrap();
+        let tokio_tungstenite::tungstenite::Message::Text(text) = message else { continue };
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_ne!(value["kind"], "interpreter_oath", "the witness is not shown the interpreter's oath");
+        if value["type"] == "pong" {
+            break;
+        }
+    }
     send(&mut judge, json!({"type": "end"})).await;
 
     // The signed minutes name the wording by the digest of the court's file, and its language.
@@ -147,15 +196,31 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     assert_eq!(minutes["rights_notices"][0]["text"], json!({"language": "fr", "sha256": notice_digest}), "{minutes}");
     assert_eq!(minutes["oaths"][0]["text"], json!({"language": "fr", "sha256": affirmation_digest}), "{minutes}");
     assert_eq!(minutes["oaths"][0]["form"], "affirmation");
+    let interpreter_digest = Sha256::of(interpreter_oath).to_hex();
+    assert_eq!(minutes["interpreters"][0]["text"], json!({"language": "it", "sha256": interpreter_digest}));
+    let presented: Vec<(&str, &str)> = minutes["texts_presented"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["wording"].as_str().unwrap(), p["text"]["language"].as_str().unwrap()))
+        .collect();
+    assert_eq!(presented, [("rights_notice", "fr"), ("affirmation", "fr"), ("interpreter_oath", "it")], "{minutes}");
 
     // The contact is in no record and not in the minutes; the records commit to the wording's digest, never
     // showing it in clear. Nothing logs a contact: its `Debug` withholds it.
     let phone = "555 0101";
     assert!(!String::from_utf8_lossy(&content.body).contains(phone));
+    let mut presentations = 0;
     for index in 0..gw.ledger_size() {
-        let record = gw.ledger_record(index).await.to_string();
-        assert!(!record.contains(phone) && !record.contains(&notice_digest), "{record}");
+        let record = gw.ledger_record(index).await;
+        presentations += usize::from(record["event"]["kind"] == "text_presented");
+        let record = record.to_string();
+        let digests = [notice_digest.as_str(), affirmation_digest.as_str(), interpreter_digest.as_str()];
+        for secret in [phone, "\"fr\"", "\"it\""].into_iter().chain(digests) {
+            assert!(!record.contains(secret), "{secret} in {record}");
+        }
     }
+    assert_eq!(presentations, 3, "each presentation is on the record, by its kind only");
     let request: custodia_server::hearings::ScheduleRequest =
         serde_json::from_value(json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2", "contact": CONTACT}))
             .unwrap();

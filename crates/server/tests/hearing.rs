@@ -100,10 +100,33 @@ async fn gateway_for_room_peers() -> Option<TestGateway> {
     Some(gateway)
 }
 
-/// The least and the most of a peer's [audio, video] seconds of media sent, as its script reports them.
-fn media_span(sent: &Value) -> (f64, f64) {
-    let (audio, video) = (sent[0].as_f64().unwrap(), sent[1].as_f64().unwrap());
-    (audio.min(video), audio.max(video))
+/// The seconds of audio a peer sent, by the media's own clock, from its script's [audio, video] report.
+fn audio_sent(sent: &Value) -> f64 {
+    sent[0].as_f64().unwrap()
+}
+
+/// Seconds of audio recorded of `participant`, counted in packets (20 ms of Opus each), from [`recordings`]. The
+/// recording's duration is not the measure: its timeline follows the sender's clock (RTCP sender reports), so a
+/// sender starved on a busy machine is recorded for longer than the media it managed to send.
+fn audio_recorded(recorded: &BTreeMap<String, (f64, u64)>, participant: &str) -> f64 {
+    recorded.get(participant).map_or(0, |(_, packets)| *packets) as f64 * 0.020
+}
+
+/// Seconds of audio that arrived at the gateway from `member` between two readings of the room's counters, by
+/// its packets: each Opus packet of aiortc and of GStreamer's opusenc holds 20 ms. Media counted, not the clock: a
+/// publisher on a busy machine sends less than real time, and the recording holds what arrived.
+fn audio_arrived(before: &RoomCounters, after: &RoomCounters, member: &str) -> f64 {
+    let arrived =
+        |counters: &RoomCounters| counters.arrived.get(&(member.to_owned(), MediaKind::Audio)).copied().unwrap_or(0);
+    arrived(after).saturating_sub(arrived(before)) as f64 * 0.020
+}
+
+/// Seconds of audio from `participant` that the recorder found lost while it recorded them (by RTP sequence
+/// numbers), as the minutes' technical conditions say: sent, never arrived, and still a stretch of the recording.
+fn audio_lost(minutes: &Value, participant: &str) -> f64 {
+    let tracks = minutes["technical"]["tracks"].as_array().unwrap();
+    let audio = tracks.iter().find(|track| track["participant"] == participant && track["track"] == "audio");
+    audio.map_or(0, |track| track["packets_lost"].as_u64().unwrap()) as f64 * 0.020
 }
 
 /// The room of a live hearing of case-1.
@@ -228,11 +251,25 @@ async fn content(gateway: &TestGateway, artefact: &str, session: &str) -> Vec<u8
     reply.body.to_vec()
 }
 
+/// The Opus packets (20 ms each) in a recorded segment, as ffprobe counts them.
+fn audio_packets(path: &Path) -> u64 {
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-select_streams", "a", "-show_entries", "stream=nb_read_packets"])
+        .args(["-of", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&probe.stderr));
+    let probe: Value = serde_json::from_slice(&probe.stdout).unwrap();
+    probe["streams"][0]["nb_read_packets"].as_str().unwrap().parse().unwrap()
+}
+
 /// Every segment of the hearing's view, checked: its bytes are what the ledger's registration record and the view
-/// say, and ffprobe reads VP8 + Opus. Returns the seconds recorded per participant.
-async fn recorded_seconds(gateway: &TestGateway, view: &Value, session: &str) -> BTreeMap<String, f64> {
+/// say, and ffprobe reads VP8 + Opus. Returns per participant the seconds recorded (the segments' durations) and the
+/// audio packets recorded.
+async fn recordings(gateway: &TestGateway, view: &Value, session: &str) -> BTreeMap<String, (f64, u64)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut recorded: BTreeMap<String, f64> = BTreeMap::new();
+    let mut recorded: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     for segment in view["segments"].as_array().unwrap() {
         let id = segment["artefact"].as_str().unwrap();
         let record = gateway.ledger_record(segment["ledger_index"].as_u64().unwrap()).await;
@@ -257,7 +294,9 @@ async fn recorded_seconds(gateway: &TestGateway, view: &Value, session: &str) ->
         std::fs::write(&path, &bytes).unwrap();
         let (codecs, duration) = probe_media(&path);
         assert_eq!(codecs, ["opus", "vp8"], "{id}");
-        *recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default() += duration;
+        let entry = recorded.entry(segment["participant"].as_str().unwrap().to_owned()).or_default();
+        entry.0 += duration;
+        entry.1 += audio_packets(&path);
     }
     recorded
 }
@@ -343,20 +382,20 @@ async fn two_aiortc_peers_hold_a_recorded_hearing_through_the_gateway() {
     assert_eq!(view["phase"], "ended");
     let minutes_id = view["minutes_artefact"].as_str().unwrap().to_owned();
     let segments = view["segments"].as_array().unwrap();
-    let recorded = recorded_seconds(&gateway, &view, &prosecutor_session).await;
-    eprintln!("recorded per participant: {recorded:?}");
+    let recorded = recordings(&gateway, &view, &prosecutor_session).await;
+    eprintln!("recorded per participant (seconds, audio packets): {recorded:?}");
     // Recording starts at the first keyframe after the judge starts it and stops when the hearing ends: it holds no
-    // more than each peer sent from the judge asking for it to the end (plus the last frames' own length), and no
-    // less than it sent from the judge seeing it start to asking for the end, less the wait for that first keyframe.
-    // Judged by the media each peer sent, not by the clock: on a busy machine a peer sends less than real time.
+    // more than each peer sent from the judge asking for it to the end (plus what was on its way then), and no less
+    // than it sent from the judge seeing it start to asking for the end, less the wait for that first keyframe.
+    // Judged by the audio each peer sent and the packets recorded, not by the clock: on a busy machine a peer sends
+    // less than real time.
     for who in ["judge", "witness"] {
-        let participant = report[who].as_str().unwrap();
-        let seconds = recorded.get(participant).copied().unwrap_or_default();
-        let (_, at_most) = media_span(&report["recording_at_most"][who]);
-        let (at_least, _) = media_span(&report["recording_at_least"][who]);
+        let seconds = audio_recorded(&recorded, report[who].as_str().unwrap());
+        let at_most = audio_sent(&report["recording_at_most"][who]);
+        let at_least = audio_sent(&report["recording_at_least"][who]);
         assert!(
             (at_least - 3.0..=at_most + 1.0).contains(&seconds),
-            "{who}: recorded {seconds:.2} s, while it ran between {at_least:.2} and {at_most:.2} s"
+            "{who}: recorded {seconds:.2} s of audio, while it sent {at_least:.2} to {at_most:.2} s in the recording"
         );
     }
 
@@ -515,11 +554,14 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
     let state = judge.until(|state| in_lobby(state).is_some()).await;
     let camera = in_lobby(&state).unwrap()["id"].as_str().unwrap().to_owned();
     // While it waits, nothing it sends is recorded or relayed; the court lets it in and records.
+    let room = room_of(&gateway, &hearing);
     tokio::time::sleep(Duration::from_secs(2)).await;
     judge.send(json!({"type": "admit", "participant": camera})).await;
     judge.send(json!({"type": "start_session"})).await;
+    let asked = room.counters();
     judge.send(json!({"type": "start_recording"})).await;
     judge.until(|state| state["recording"] == true).await;
+    let seen = room.counters();
     let output = publisher.await.unwrap().expect("python3 runs");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the WHIP publisher failed:\n{log}");
@@ -529,14 +571,31 @@ async fn whip_publisher_in_a_hearing(python: &str, script: &str) {
             state["participants"].as_array().unwrap().iter().any(|p| p["id"] == camera.as_str() && p["place"] == "away")
         })
         .await;
+    let ended = room.counters();
     judge.send(json!({"type": "end"})).await;
     while judge.next().await["type"] != "ended" {}
 
     let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
-    let recorded = recorded_seconds(&gateway, &view, &clerk_session).await.get(&camera).copied().unwrap_or_default();
-    eprintln!("the WHIP publisher was recorded for {recorded:.2} s");
-    // It published 16 s; it waited ~2 s in the lobby, unrecorded, before the recording started.
-    assert!((9.0..=15.5).contains(&recorded), "recorded {recorded:.2} s");
+    let recorded = recordings(&gateway, &view, &clerk_session).await;
+    let seconds = recorded.get(&camera).map_or(0.0, |(seconds, _)| *seconds);
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let lost = audio_lost(&serde_json::from_slice(&minutes).unwrap(), &camera);
+    // Judged by counts, not the clock: the audio packets recorded against those that arrived, by the room's own
+    // counters. The recording holds no more than arrived from the judge asking for it to the publisher's leaving
+    // (with those the recorder found lost meanwhile, in case it fills their place), and no fewer than arrived from
+    // the judge seeing it start, less 3 s of waiting for the first keyframe. Nothing from its wait in the lobby.
+    let at_most = audio_arrived(&asked, &ended, &camera) + lost;
+    let at_least = audio_arrived(&seen, &ended, &camera);
+    let recorded = audio_recorded(&recorded, &camera);
+    eprintln!(
+        "the WHIP publisher was recorded for {seconds:.2} s, {recorded:.2} s of audio packets; {at_least:.2} to \
+         {at_most:.2} s arrived or were lost meanwhile ({lost:.2} s lost)"
+    );
+    assert!(recorded > 0.0, "nothing recorded; {at_least:.2} to {at_most:.2} s arrived while recording\n{log}");
+    assert!(
+        (at_least - 3.0..=at_most).contains(&recorded),
+        "recorded {recorded:.2} s of audio, while {at_least:.2} to {at_most:.2} s arrived during the recording\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -580,31 +639,29 @@ async fn a_private_consultation_is_relayed_among_its_members_only_and_never_reco
     assert!(wrong.is_empty(), "{wrong:?}\n{report}\n{log}");
 
     let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
-    let recorded = recorded_seconds(&gateway, &view, &clerk_session).await;
-    let seconds = |who: &str| recorded.get(report["ids"][who].as_str().unwrap()).copied().unwrap_or_default();
+    let recorded = recordings(&gateway, &view, &clerk_session).await;
+    let seconds = |who: &str| audio_recorded(&recorded, report["ids"][who].as_str().unwrap());
     eprintln!(
-        "recorded: judge {:.2} s, prosecutor {:.2} s, witness {:.2} s",
+        "recorded audio: judge {:.2} s, prosecutor {:.2} s, witness {:.2} s",
         seconds("judge"),
         seconds("prosecutor"),
         seconds("witness")
     );
-    // Judged by the media each peer sent between the script's steps (on a busy machine a peer sends less than real
-    // time), with 3 s for the first keyframe and 1 s for the last frames: the judge was recorded throughout; the
-    // consultation's members were recorded in the hearing and not for any of the consultation.
+    // Judged by the audio each peer sent between the script's steps and the packets recorded (on a busy machine a
+    // peer sends less than real time), with 3 s for the first keyframe and 1 s for what was on its way: the judge
+    // was recorded throughout; the consultation's members were recorded in the hearing and not for any of the
+    // consultation.
     let sent = &report["sent"];
-    let between = |who: &str, from: &str, to: &str| {
-        let at = |step: &str, kind: usize| sent[step][who][kind].as_f64().unwrap();
-        media_span(&json!([at(to, 0) - at(from, 0), at(to, 1) - at(from, 1)]))
-    };
+    let between = |who: &str, from: &str, to: &str| audio_sent(&sent[to][who]) - audio_sent(&sent[from][who]);
     for who in ["judge", "prosecutor", "witness"] {
-        let (_, at_most) = between(who, "asked_to_record", "ended");
-        let (at_least, _) = between(who, "recording_seen", "asked_to_end");
+        let at_most = between(who, "asked_to_record", "ended");
+        let at_least = between(who, "recording_seen", "asked_to_end");
         if who == "judge" {
             assert!((at_least - 3.0..=at_most + 1.0).contains(&seconds(who)), "judge: {recorded:?}\n{sent}");
             continue;
         }
-        let (before, _) = between(who, "recording_seen", "asked_for_consultation");
-        let (consulting, _) = between(who, "consultation_seen", "asked_to_end_consultation");
+        let before = between(who, "recording_seen", "asked_for_consultation");
+        let consulting = between(who, "consultation_seen", "asked_to_end_consultation");
         assert!(seconds(who) > 0.0 && seconds(who) >= before - 3.0, "{who} was not recorded in the hearing\n{sent}");
         assert!(seconds(who) <= at_most - consulting + 1.0, "{who} was recorded in the consultation\n{sent}");
     }
@@ -676,6 +733,8 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     court.send(json!({"type": "start_session"})).await;
     court.send(json!({"type": "start_recording"})).await;
     court.until(|state| state["recording"] == true).await;
+    let room = room_of(&gateway, &hearing);
+    let seen = room.counters();
 
     // The clerk who scheduled it leaves the case, and their token is revoked, while the hearing records.
     let removed =
@@ -686,15 +745,20 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     let output = publisher.await.unwrap().expect("python3 runs");
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "the WHIP publisher failed:\n{log}");
+    let ended = room.counters();
     court.send(json!({"type": "end"})).await;
     while court.next().await["type"] != "ended" {}
 
-    // Every segment and the minutes are in custody, in the name of the court account bound at scheduling.
+    // Every segment and the minutes are in custody, in the name of the court account bound at scheduling: all that
+    // arrived while it recorded (by the room's counters, less the wait for the first keyframe), after the revocation
+    // as before it.
     let view = view_after_the_minutes(&gateway, &hearing, &judge_session).await;
     let segments = view["segments"].as_array().unwrap();
-    assert!(segments.len() >= 2, "{view}");
-    let recorded = recorded_seconds(&gateway, &view, &judge_session).await;
-    assert!(recorded.get(&camera).copied().unwrap_or_default() > 5.0, "{recorded:?}");
+    assert!(!segments.is_empty(), "{view}");
+    let recorded = recordings(&gateway, &view, &judge_session).await;
+    let arrived = audio_arrived(&seen, &ended, &camera);
+    let seconds = audio_recorded(&recorded, &camera);
+    assert!(seconds > 0.0 && seconds >= arrived - 3.0, "recorded {recorded:?}, {arrived:.2} s arrived\n{view}");
     let minutes_id = view["minutes_artefact"].as_str().unwrap();
     let minutes: Value = serde_json::from_slice(&content(&gateway, minutes_id, &judge_session).await).unwrap();
     assert_eq!(minutes["segments"].as_array().unwrap().len(), segments.len(), "{minutes}");

@@ -90,27 +90,11 @@ export async function api(method, path, body, options = {}) {
     });
   } catch (err) {
     if (err && err.name === 'AbortError') throw err;
-    throw new ApiError(words('api.unreachable', 'The gateway could not be reached. Check your connection and try again.'));
+    throw unreachable();
   }
+  if (!response.ok) throw await failure(response);
   const text = await response.text();
   const type = response.headers.get('content-type') || '';
-  if (!response.ok) {
-    let problem = null;
-    if (type.includes('json') && text) {
-      try {
-        problem = JSON.parse(text);
-      } catch {
-        problem = null;
-      }
-    }
-    const words = problem && problemWords(problem);
-    throw new ApiError(words || statusWords(response.status), {
-      status: response.status,
-      type: problem ? problem.type || null : null,
-      title: problem ? problem.title || null : null,
-      problem,
-    });
-  }
   if (!text) return null;
   if (!type.includes('json')) return text;
   try {
@@ -118,6 +102,35 @@ export async function api(method, path, body, options = {}) {
   } catch {
     throw new ApiError(words('api.unreadable', 'The gateway sent a reply this page cannot read.'), { status: response.status });
   }
+}
+
+/** The error for a gateway that could not be reached, in the reader's language. */
+export function unreachable() {
+  return new ApiError(words('api.unreachable', 'The gateway could not be reached. Check your connection and try again.'));
+}
+
+/**
+ * The error for a reply that did not succeed (from `api`, or from a page's own `fetch` of a stream): its problem in
+ * the reader's language, else plain words for its status.
+ */
+export async function failure(response) {
+  const text = await response.text().catch(() => '');
+  const type = response.headers.get('content-type') || '';
+  let problem = null;
+  if (type.includes('json') && text) {
+    try {
+      problem = JSON.parse(text);
+    } catch {
+      problem = null;
+    }
+  }
+  const inWords = problem && problemWords(problem);
+  return new ApiError(inWords || statusWords(response.status), {
+    status: response.status,
+    type: problem ? problem.type || null : null,
+    title: problem ? problem.title || null : null,
+    problem,
+  });
 }
 
 /** "the password is wrong" → "The password is wrong." */

@@ -4,7 +4,7 @@
 // fetched through the gateway's content route like any play (the use policy decides, and each fetch is a custody
 // record). Where MSE cannot take the segments, the player plays them one after another instead.
 
-import { ApiError } from './api.js';
+import { failure, unreachable } from './api.js';
 
 /** Seconds of media fetched ahead of the playing position, and kept behind it. */
 const AHEAD_SECONDS = 30;
@@ -25,12 +25,9 @@ async function fetchSegment(url) {
   try {
     response = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
   } catch {
-    throw new ApiError('The gateway could not be reached. Check your connection and try again.');
+    throw unreachable();
   }
-  if (!response.ok) {
-    const problem = await response.json().catch(() => null);
-    throw new ApiError(problem?.detail || problem?.title || `HTTP ${response.status}`, { status: response.status, problem });
-  }
+  if (!response.ok) throw await failure(response);
   return new Uint8Array(await response.arrayBuffer());
 }
 

@@ -5,8 +5,9 @@ Usage: gst_whip_publish.py URL SECONDS [TOKEN]
 
 Publishes videotestsrc (320x240 at 25 fps, VP8) and audiotestsrc (Opus), as peers.md's whip-client pipeline
 does but with vp8enc's look-ahead off (lag-in-frames=0, as a live sender should; its default holds 25 frames, a
-second at 25 fps, so the media would lag the clock the test measures with), for SECONDS, then DELETEs the session resource. Prints one JSON line: when it stopped, in seconds since the
-offer was sent. (Debian 12's own whip-client cannot run: it links libsoup 2 while libnice pulls in libsoup 3.)
+second at 25 fps, so the media would lag the clock the test measures with), for SECONDS from when the peer
+connection is up (on a busy machine ICE and DTLS take a while, and the media should still last SECONDS), then
+DELETEs the session resource. Prints one JSON line: when it stopped, in seconds since the offer was sent. (Debian 12's own whip-client cannot run: it links libsoup 2 while libnice pulls in libsoup 3.)
 """
 
 import json
@@ -73,7 +74,6 @@ def main(url, seconds, token):
         _, sdp = GstSdp.SDPMessage.new_from_text(answer.decode())
         description = GstWebRTC.WebRTCSessionDescription.new(GstWebRTC.WebRTCSDPType.ANSWER, sdp)
         element.emit("set-remote-description", description, None)
-        GLib.timeout_add(int(seconds * 1000), stop)
 
     def stop():
         state["stopped_s"] = time.monotonic() - state["offered"]
@@ -95,7 +95,11 @@ def main(url, seconds, token):
         element.emit("create-offer", None, promise)
 
     def on_connection(element, _pspec):
-        print(f"connection {element.get_property('connection-state')}", file=sys.stderr, flush=True)
+        connection = element.get_property("connection-state")
+        print(f"connection {connection}", file=sys.stderr, flush=True)
+        if connection == GstWebRTC.WebRTCPeerConnectionState.CONNECTED and "connected" not in state:
+            state["connected"] = time.monotonic()
+            GLib.timeout_add(int(seconds * 1000), stop)
 
     webrtc.connect("on-negotiation-needed", on_negotiation_needed)
     webrtc.connect("notify::ice-gathering-state", lambda e, p: threading.Thread(target=on_gathering, args=(e, p)).start())

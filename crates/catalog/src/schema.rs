@@ -149,6 +149,13 @@ CREATE TABLE witness_cosignatures (
     updated_at TEXT NOT NULL
 );
 "#,
+    // What an account holds against its storage quota is summed at every upload and every resumable creation: its
+    // artefacts by provider (the index covers the sizes, so the sum reads the index alone) and its open resumable
+    // uploads by account.
+    r#"
+CREATE INDEX artefacts_by_provider ON artefacts (provider_account, size);
+CREATE INDEX uploads_by_account ON uploads (account_id, expires_at);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

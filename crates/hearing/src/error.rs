@@ -282,7 +282,38 @@ struct RefusalDetail<'a> {
     reason: String,
 }
 
+/// The detail of a record that counts refused steps: the hearing and the actions tried, no rule and no words of
+/// the steps (those differed between the refusals counted, and the first refusal's record carries its own).
+#[derive(serde::Serialize)]
+struct RefusedStepsDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    actions: Vec<&'static str>,
+}
+
+/// The canonical detail document of a `step_refused` record that counts several refused steps of one actor (their
+/// count is the record's `repeated`): the hearing and the actions tried, in order and each once. Made of public
+/// ids and a closed list of words, it is what such a record's detail digest commits to, and anyone holding the
+/// opening can make it again to read which actions were tried.
+pub fn refused_steps_detail(
+    hearing: &HearingId,
+    actions: impl IntoIterator<Item = HearingAction>,
+) -> Result<Vec<u8>, CanonicalError> {
+    let actions: std::collections::BTreeSet<HearingAction> = actions.into_iter().collect();
+    let actions = actions.into_iter().map(HearingAction::as_str).collect();
+    custodia_core::to_canonical_vec(&RefusedStepsDetail { kind: "steps_refused", hearing, actions })
+}
+
 impl HearingError {
+    /// The action that was refused, if a rule refused one.
+    pub fn action(&self) -> Option<HearingAction> {
+        match self {
+            Self::Refused { action, .. } => Some(*action),
+            Self::Detail { .. } => None,
+        }
+    }
+
     /// The refusal as a custody record and its canonical detail document (the action and the rule, in words that
     /// name participants by id only), for an adapter to append to the ledger and keep privately. `None` for what
     /// no one attempted: the gateway's own reports, and encoding failures.
@@ -318,6 +349,17 @@ impl HearingError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_count_of_refused_steps_names_the_actions_once_each_and_nothing_else() {
+        let hearing = HearingId::new("h-1").unwrap();
+        let actions = [HearingAction::EndConsultation, HearingAction::Admit, HearingAction::EndConsultation];
+        let detail = refused_steps_detail(&hearing, actions).unwrap();
+        assert_eq!(
+            String::from_utf8(detail).unwrap(),
+            r#"{"actions":["admit","end_consultation"],"hearing":"h-1","type":"steps_refused"}"#
+        );
+    }
 
     #[test]
     fn a_refusal_names_who_what_and_why() {

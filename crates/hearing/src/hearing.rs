@@ -502,6 +502,11 @@ impl Hearing {
         self.participants.get(participant).map(|p| &p.invite)
     }
 
+    /// The case member who issued an invite.
+    pub fn invite_issuer(&self, id: &InviteId) -> Option<&ActorId> {
+        self.invites.get(id).map(|entry| &entry.issued_by)
+    }
+
     /// The role an invite is for.
     pub fn invite_role(&self, id: &InviteId) -> Option<HearingRole> {
         self.invites.get(id).map(|entry| entry.invite.role)

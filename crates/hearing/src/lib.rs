@@ -83,7 +83,7 @@ pub mod minutes;
 mod role;
 
 pub use effect::{Effect, HearingEventKind, HearingEventRecord, Place};
-pub use error::{Actor, HearingAction, HearingError, Reason};
+pub use error::{Actor, HearingAction, HearingError, Reason, refused_steps_detail};
 pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,

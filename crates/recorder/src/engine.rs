@@ -482,10 +482,11 @@ impl WebRtcEngine {
         F: FnOnce(Arc<RTCPeerConnection>) -> Fut,
         Fut: std::future::Future<Output = Result<(), EngineError>>,
     {
-        let place = Arc::new(self.peers.clone().try_acquire_owned().map_err(|_| EngineError::Busy(MAX_PEERS))?);
-        let pc = Arc::new(self.api.new_peer_connection(self.rtc_configuration()).await.map_err(engine_err)?);
+        // An offer that does not parse costs no peer connection.
         let offer =
             RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| EngineError::BadOffer(e.to_string()))?;
+        let place = Arc::new(self.peers.clone().try_acquire_owned().map_err(|_| EngineError::Busy(MAX_PEERS))?);
+        let pc = Arc::new(self.api.new_peer_connection(self.rtc_configuration()).await.map_err(engine_err)?);
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
         let fail = move |failed_tx: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>| {

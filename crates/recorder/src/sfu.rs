@@ -54,6 +54,26 @@ impl std::fmt::Debug for Connected {
     }
 }
 
+/// A connection negotiated for an offer ([`Room::accept`]) that no member has yet ([`Room::attach`]).
+pub struct Offered {
+    accepted: crate::engine::ParticipantPeer,
+    incoming: mpsc::UnboundedReceiver<IncomingTrack>,
+    sends: bool,
+}
+
+impl Offered {
+    /// Closes the connection, for an offer whose sender was not let in after all.
+    pub async fn close(self) {
+        let _ = self.accepted.peer.close().await;
+    }
+}
+
+impl std::fmt::Debug for Offered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offered").field("sends", &self.sends).finish_non_exhaustive()
+    }
+}
+
 /// A hearing room's media plane.
 #[derive(Clone)]
 pub struct Room {
@@ -285,9 +305,24 @@ impl Room {
     /// Takes a member's offer (docs/hearing-room.md) and returns the answer, and a future that resolves if the
     /// connection fails. A member has one connection: a new one replaces the old, which is closed.
     pub async fn connect(&self, member: &str, offer_sdp: &str) -> Result<Connected, EngineError> {
-        let (tracks, mut incoming) = mpsc::unbounded_channel();
+        let offered = self.accept(offer_sdp).await?;
+        self.attach(member, offered).await
+    }
+
+    /// Negotiates an offer with the media engine, for no member yet, so that a gateway can find out whether an
+    /// offer is acceptable before it lets its sender into anything. [`Room::attach`] then gives the connection to
+    /// a member; one that is not given must be closed ([`Offered::close`]).
+    pub async fn accept(&self, offer_sdp: &str) -> Result<Offered, EngineError> {
+        let (tracks, incoming) = mpsc::unbounded_channel();
         let sends = offer_sends(offer_sdp);
-        let mut accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
+        let accepted = self.engine.accept_participant(offer_sdp, self.slots, tracks).await?;
+        Ok(Offered { accepted, incoming, sends })
+    }
+
+    /// Gives a connection [`Room::accept`] made to `member`, replacing (and closing) theirs, if any. Fails, closing
+    /// the connection, if `member` is not in the room.
+    pub async fn attach(&self, member: &str, offered: Offered) -> Result<Connected, EngineError> {
+        let Offered { mut accepted, mut incoming, sends } = offered;
         let answer = accepted.peer.answer_sdp().to_owned();
         let failed = Box::pin(accepted.peer.failed());
         let peer = Arc::new(accepted.peer);

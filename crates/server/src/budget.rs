@@ -75,17 +75,20 @@ impl Budget {
 #[derive(Debug)]
 pub struct Quotas {
     /// Bytes of evidence one account may have provided: its artefacts, the lengths its open resumable uploads
-    /// declare, and the declared lengths of its direct uploads under way.
+    /// declare, and what its direct uploads under way hold (their declared lengths, or what an undeclared one
+    /// has reserved as it grew).
     pub stored_bytes: u64,
     /// Direct (non-resumable) uploads one account may have under way at once.
     pub direct_uploads_at_once: usize,
     /// New uploads (direct, or resumable ones created) per account.
     pub uploads: Budget,
-    /// Custody records of refusals per account ([`crate::refusals`]).
+    /// Custody records of refusals per account, and per hearing participant ([`crate::refusals`]).
     pub refusal_records: Budget,
     /// WHIP publishers at once in the live hearings of one case.
     pub whip_sessions_per_case: usize,
-    /// Direct uploads under way, by account: how many, and the bytes they declared.
+    /// WHIP publishers at once, in all live hearings, with the invites of one case member.
+    pub whip_sessions_per_account: usize,
+    /// Direct uploads under way, by account: how many, and the bytes they hold.
     direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
 }
 
@@ -96,9 +99,11 @@ impl Quotas {
         uploads_per_minute: u32,
         refusals_per_minute: u32,
         whip_sessions_per_case: usize,
+        whip_sessions_per_account: usize,
     ) -> Self {
         Self {
             whip_sessions_per_case: whip_sessions_per_case.max(1),
+            whip_sessions_per_account: whip_sessions_per_account.max(1),
             stored_bytes,
             direct_uploads_at_once: direct_uploads_at_once.max(1),
             uploads: Budget::new(uploads_per_minute, uploads_per_minute),
@@ -107,32 +112,49 @@ impl Quotas {
         }
     }
 
-    /// Bytes the account's direct uploads under way have declared.
+    /// Bytes the account's direct uploads under way hold.
     pub fn direct_bytes(&self, account: &str) -> u64 {
         let direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         direct.get(account).map_or(0, |(_, bytes)| *bytes)
     }
 
-    /// A place for one more direct upload of `account`, declaring `declared` bytes (held against the quota until
-    /// the upload ends), or `None` when the account has [`Quotas::direct_uploads_at_once`] under way.
-    pub fn start_direct(&self, account: &str, declared: u64) -> Option<DirectUpload> {
+    /// A place for one more direct upload of `account`, holding no bytes yet ([`DirectUpload::hold`]), or `None`
+    /// when the account has [`Quotas::direct_uploads_at_once`] under way.
+    pub fn start_direct(&self, account: &str) -> Option<DirectUpload> {
         let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let entry = direct.entry(account.to_owned()).or_insert((0, 0));
         if entry.0 >= self.direct_uploads_at_once {
             return None;
         }
         entry.0 += 1;
-        entry.1 += declared;
-        Some(DirectUpload { direct: self.direct.clone(), account: account.to_owned(), declared })
+        Some(DirectUpload { direct: self.direct.clone(), account: account.to_owned(), held: 0 })
     }
 }
 
-/// A direct upload under way, counted against its account until dropped.
+/// A direct upload under way, counted against its account, with the bytes it holds of the account's quota, until
+/// dropped.
 #[derive(Debug)]
 pub struct DirectUpload {
     direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
     account: String,
-    declared: u64,
+    held: u64,
+}
+
+impl DirectUpload {
+    /// Holds `more` bytes of the account's quota for this upload. The caller has checked, under the account's
+    /// quota turn ([`crate::gateway::Gateway::quota_turn`]), that they are left.
+    pub fn hold(&mut self, more: u64) {
+        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(entry) = direct.get_mut(&self.account) {
+            entry.1 += more;
+            self.held += more;
+        }
+    }
+
+    /// The bytes this upload holds.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
 }
 
 impl Drop for DirectUpload {
@@ -140,7 +162,7 @@ impl Drop for DirectUpload {
         let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(entry) = direct.get_mut(&self.account) {
             entry.0 -= 1;
-            entry.1 -= self.declared;
+            entry.1 -= self.held;
             if entry.0 == 0 {
                 direct.remove(&self.account);
             }
@@ -171,15 +193,18 @@ mod tests {
 
     #[test]
     fn direct_uploads_are_counted_per_account_until_they_end() {
-        let quotas = Quotas::new(1000, 2, 10, 10, 1);
-        let first = quotas.start_direct("a", 100).unwrap();
-        let _second = quotas.start_direct("a", 50).unwrap();
-        assert!(quotas.start_direct("a", 1).is_none(), "a third at once");
-        assert_eq!(quotas.direct_bytes("a"), 150);
-        assert!(quotas.start_direct("b", 1).is_some(), "another account has places of its own");
+        let quotas = Quotas::new(1000, 2, 10, 10, 1, 1);
+        let mut first = quotas.start_direct("a").unwrap();
+        first.hold(100);
+        let mut second = quotas.start_direct("a").unwrap();
+        second.hold(20);
+        second.hold(30);
+        assert!(quotas.start_direct("a").is_none(), "a third at once");
+        assert_eq!((quotas.direct_bytes("a"), second.held()), (150, 50));
+        assert!(quotas.start_direct("b").is_some(), "another account has places of its own");
         drop(first);
         assert_eq!(quotas.direct_bytes("a"), 50);
-        assert!(quotas.start_direct("a", 1).is_some());
+        assert!(quotas.start_direct("a").is_some());
     }
 
     #[test]

@@ -189,6 +189,11 @@ pub struct QuotaConfig {
     /// WHIP publishers at once in the live hearings of one case; one more is answered 429.
     #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_CASE", default_value_t = 8)]
     pub whip_sessions_per_case: usize,
+    /// WHIP publishers at once, in all live hearings, that came in with the invites of one case member (each
+    /// invite lets one publisher in, so a clerk could otherwise open as many as they invite); one more is answered
+    /// 429.
+    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_ACCOUNT", default_value_t = 4)]
+    pub whip_sessions_per_account: usize,
 }
 
 impl Default for QuotaConfig {
@@ -199,6 +204,7 @@ impl Default for QuotaConfig {
             uploads_per_minute: 30,
             refusal_records_per_minute: 20,
             whip_sessions_per_case: 8,
+            whip_sessions_per_account: 4,
         }
     }
 }
@@ -211,6 +217,7 @@ impl QuotaConfig {
             self.uploads_per_minute,
             self.refusal_records_per_minute,
             self.whip_sessions_per_case,
+            self.whip_sessions_per_account,
         )
     }
 }

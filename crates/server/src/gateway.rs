@@ -526,7 +526,7 @@ impl Gateway {
         };
         tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused");
         let budget = &self.quotas.refusal_records;
-        match self.refuse_within(refusal, Some((budget, caller.account.id.as_str()))).await {
+        match self.refuse_within(refusal, None, Some((budget, caller.account.id.as_str()))).await {
             Ok((_, over_budget)) => over_budget,
             Err(err) => {
                 tracing::error!(error = %err, "could not record a refusal");
@@ -535,24 +535,38 @@ impl Gateway {
         }
     }
 
-    /// Records a refusal now, unless an identical one was recorded within the window; then it is only counted.
-    /// Returns whether a record was written.
-    pub(crate) async fn refuse(&self, refusal: crate::refusals::Refusal) -> Result<bool> {
-        Ok(self.refuse_within(refusal, None).await?.0)
+    /// Records a hearing step the rules refused ([`crate::refusals::Refusal::Step`]), whose canonical detail
+    /// document has the SHA-256 `detail_sha256`, within its actor's budget of refusal records (a participant's
+    /// own, an account's shared with its other refusals): a repeat of the same action within the window is only
+    /// counted, and past the budget the refusal is counted into the actor's flood window for the hearing. Returns
+    /// whether a record was written now (the hearing's journal then keeps the detail), and the 429 to answer
+    /// past the budget.
+    pub(crate) async fn refuse_step(
+        &self,
+        refusal: crate::refusals::Refusal,
+        detail_sha256: Sha256,
+    ) -> Result<(bool, Option<GatewayError>)> {
+        let crate::refusals::Refusal::Step { actor, .. } = &refusal else {
+            return Err(GatewayError::Internal("refuse_step takes a refused hearing step".into()));
+        };
+        let actor = actor.as_str().to_owned();
+        self.refuse_within(refusal, Some(detail_sha256), Some((&self.quotas.refusal_records, &actor))).await
     }
 
-    /// [`Gateway::refuse`] within `budget`'s allowance for `account`: a refusal that would be recorded past it is
-    /// counted into its (case, actor, code) flood window instead ([`crate::refusals::Refusals::divert`]), and
-    /// the 429 to answer is returned.
+    /// Records a refusal now, unless an identical one was recorded within the window; then it is only counted.
+    /// Within `budget`'s allowance for `account`: a refusal that would be recorded past it is counted into its
+    /// flood window instead ([`crate::refusals::Refusals::divert`]), and the 429 to answer is returned. A step's
+    /// record carries `detail`, the digest of what was refused; a count's record carries a summary of its own.
     async fn refuse_within(
         &self,
         refusal: crate::refusals::Refusal,
+        detail: Option<Sha256>,
         budget: Option<(&crate::budget::Budget, &str)>,
     ) -> Result<(bool, Option<GatewayError>)> {
         let now = self.now();
         let (record_now, overdue) = self.refusals.note(&refusal, now);
         if let Some((refusal, repeated)) = overdue {
-            self.record_refusal_record(&refusal, now, Some(repeated)).await?;
+            self.record_refusal_record(&refusal, now, Some(repeated), None).await?;
         }
         if !record_now {
             return Ok((false, None));
@@ -561,15 +575,14 @@ impl Gateway {
             && let Err(wait) = budget.take(account)
         {
             self.refusals.divert(&refusal, now);
-            return Ok((
-                false,
-                Some(GatewayError::TooManyAttempts {
-                    what: "refused requests",
-                    retry_after_seconds: crate::budget::retry_after_seconds(wait),
-                }),
-            ));
+            let what = match refusal {
+                crate::refusals::Refusal::Step { .. } => REFUSED_STEPS,
+                _ => "refused requests",
+            };
+            let retry_after_seconds = crate::budget::retry_after_seconds(wait);
+            return Ok((false, Some(GatewayError::TooManyAttempts { what, retry_after_seconds })));
         }
-        self.record_refusal_record(&refusal, now, None).await?;
+        self.record_refusal_record(&refusal, now, None, detail).await?;
         Ok((true, None))
     }
 
@@ -579,7 +592,7 @@ impl Gateway {
         let now = self.now();
         let due = self.refusals.take_due(now);
         for (refusal, repeated) in &due {
-            self.record_refusal_record(refusal, now, Some(*repeated)).await?;
+            self.record_refusal_record(refusal, now, Some(*repeated), None).await?;
         }
         Ok(due.len())
     }
@@ -589,6 +602,7 @@ impl Gateway {
         refusal: &crate::refusals::Refusal,
         at: Timestamp,
         repeated: Option<Repeated>,
+        detail: Option<Sha256>,
     ) -> Result<u64> {
         use crate::refusals::Refusal;
         let mut sealed = match refusal {
@@ -609,18 +623,40 @@ impl Gateway {
                 })
                 .await?
             }
-            Refusal::Step { case, hearing, actor, detail_sha256 } => {
-                self.seal(case, actor.clone(), at, crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
-                    hearing: hearing.clone(),
-                    kind: custodia_hearing::HearingEventKind::StepRefused.label(),
-                    subject: None,
-                    detail: Some(committer.commit("detail", detail_sha256.to_hex())),
-                })
-                .await?
+            // The first refusal of a window carries its own detail (kept in the hearing's journal); a count stands
+            // for refusals whose words differed, and carries what they share: the actions tried.
+            Refusal::Step { case, hearing, actor, action } => {
+                let digest = match detail {
+                    Some(digest) => digest,
+                    None => Sha256::of(&refused_steps_detail(hearing, [*action])?),
+                };
+                self.seal_step_refused(case, hearing, actor, at, digest).await?
+            }
+            Refusal::StepFlood { case, hearing, actor, actions } => {
+                let digest = Sha256::of(&refused_steps_detail(hearing, actions.iter().copied())?);
+                self.seal_step_refused(case, hearing, actor, at, digest).await?
             }
         };
         sealed.record.repeated = repeated;
         self.record_now(&sealed).await
+    }
+
+    /// A `step_refused` hearing record whose detail document has the SHA-256 `detail_sha256` (committed).
+    async fn seal_step_refused(
+        &self,
+        case: &CaseId,
+        hearing: &custodia_core::HearingId,
+        actor: &ActorId,
+        at: Timestamp,
+        detail_sha256: Sha256,
+    ) -> Result<Sealed> {
+        self.seal(case, actor.clone(), at, crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
+            hearing: hearing.clone(),
+            kind: custodia_hearing::HearingEventKind::StepRefused.label(),
+            subject: None,
+            detail: Some(committer.commit("detail", detail_sha256.to_hex())),
+        })
+        .await
     }
 
     /// A hearing's custody record: its subject and its detail digest, if any, each committed under a fresh salt.
@@ -717,10 +753,11 @@ impl Gateway {
 
     /// A direct upload: [`Gateway::ingest`] within the account's quotas ([`crate::budget::Quotas`]). A new upload
     /// takes one from the account's rate (429 past it); at most a few run at once per account (429); and the
-    /// account's stored bytes, with what its open uploads declare, stay within its quota: a declared length
-    /// (`Content-Length`) over what is left is refused (507) before a byte is staged, and a body that passes it
-    /// is cut off and deleted (507). An undeclared length is held to what was left when it began, so uploads at
-    /// once can pass the quota by at most what was left for each.
+    /// account's stored bytes, with what its open and unfinished uploads hold, stay within its quota: a declared
+    /// length (`Content-Length`) is held from the start, and one over what is left is refused (507) before a byte
+    /// is staged; an undeclared length holds its bytes as they arrive, and a body that passes what is left is cut
+    /// off and deleted (507). Every check takes the account's quota turn with the holding it allows, so uploads at
+    /// once, direct or resumable, never hold more than the quota between them.
     pub async fn upload<S, E>(
         &self,
         caller: &Caller,
@@ -744,26 +781,98 @@ impl Gateway {
         {
             return Err(StoreError::TooLarge { limit: self.max_upload_bytes }.into());
         }
-        let declared_bytes = declared.unwrap_or(0);
         let quotas = &self.quotas;
-        let _under_way = quotas.start_direct(account, declared_bytes).ok_or_else(|| {
-            GatewayError::TooMany(format!(
-                "you have {} direct uploads under way; wait for one to end, or upload resumably (tus)",
-                quotas.direct_uploads_at_once
-            ))
-        })?;
-        let others = quotas.direct_bytes(account).saturating_sub(declared_bytes);
-        let left = quotas.stored_bytes.saturating_sub(self.bytes_held_for(account).await?.saturating_add(others));
-        if declared_bytes > left {
-            return Err(self.quota_exceeded(left));
-        }
-        let limit = self.max_upload_bytes.min(left);
-        match self.register(caller, case, request, limit, body).await {
-            Err(GatewayError::Store(StoreError::TooLarge { .. })) if limit < self.max_upload_bytes => {
-                Err(self.quota_exceeded(left))
+        let under_way = {
+            let _turn = self.quota_turn(account).await;
+            let mut under_way = quotas.start_direct(account).ok_or_else(|| {
+                GatewayError::TooMany(format!(
+                    "you have {} direct uploads under way; wait for one to end, or upload resumably (tus)",
+                    quotas.direct_uploads_at_once
+                ))
+            })?;
+            let left = self.quota_left(account).await?;
+            let declared = declared.unwrap_or(0);
+            if declared > left {
+                return Err(self.quota_exceeded(left));
             }
-            other => other,
+            under_way.hold(declared);
+            Arc::new(std::sync::Mutex::new(under_way))
+        };
+        // Held until the artefact is in the catalog (or refused), so its bytes are never counted nowhere.
+        let held = under_way.clone();
+        let exceeded = Arc::new(std::sync::Mutex::new(None));
+        let passed = exceeded.clone();
+        let account = account.to_owned();
+        let gateway = self.clone();
+        let body = futures::stream::unfold((Box::pin(body), 0u64), move |(mut body, received)| {
+            let (gateway, account, held, passed) = (gateway.clone(), account.clone(), held.clone(), passed.clone());
+            async move {
+                let chunk = futures::StreamExt::next(&mut body).await?.map_err(|err| err.to_string());
+                let (chunk, received) = match chunk {
+                    Err(err) => (Err(err), received),
+                    Ok(bytes) => {
+                        let received = received.saturating_add(bytes.len() as u64);
+                        match gateway.hold_for_upload(&account, &held, received).await {
+                            Ok(None) => (Ok(bytes), received),
+                            Ok(Some(left)) => {
+                                *passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(left);
+                                (Err("the body passed the account's storage quota".to_owned()), received)
+                            }
+                            Err(err) => (Err(err.to_string()), received),
+                        }
+                    }
+                };
+                Some((chunk, (body, received)))
+            }
+        });
+        let registered = self.register(caller, case, request, self.max_upload_bytes, body).await;
+        drop(under_way);
+        let passed = *exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (registered, passed) {
+            (Err(_), Some(left)) => Err(self.quota_exceeded(left)),
+            (registered, _) => registered,
         }
+    }
+
+    /// Makes a direct upload of `account` hold at least `needed` bytes of its quota, holding a little ahead so that
+    /// a growing body takes the quota turn now and then, not at every chunk. `Some(left)` (what the upload could
+    /// have held in all) when the quota has not that much left.
+    async fn hold_for_upload(
+        &self,
+        account: &str,
+        upload: &std::sync::Mutex<crate::budget::DirectUpload>,
+        needed: u64,
+    ) -> Result<Option<u64>> {
+        let held = || upload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held();
+        if held() >= needed {
+            return Ok(None);
+        }
+        let _turn = self.quota_turn(account).await;
+        let (held_now, left) = (held(), self.quota_left(account).await?);
+        let want = needed - held_now;
+        if want > left {
+            return Ok(Some(held_now.saturating_add(left)));
+        }
+        // Never more than a quarter of what is left ahead, so that near the quota other uploads still find room.
+        let ahead = (held_now / 4).clamp(HOLD_AHEAD_MIN, HOLD_AHEAD_MAX).min(left / 4);
+        let more = want.max(ahead).min(left);
+        upload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hold(more);
+        Ok(None)
+    }
+
+    /// The turn of `account`'s storage quota: taken by every check of what is left with the holding it allows (a
+    /// direct upload's declared or growing bytes, a resumable upload's creation), so that uploads at once cannot
+    /// each find room that only one of them has. (In this process; gateways sharing a catalog would need the
+    /// catalog to take the turns.)
+    pub async fn quota_turn(&self, account: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.artefact_turns.turn(&format!("quota of {account}")).lock_owned().await
+    }
+
+    /// The bytes left of `account`'s quota: the quota less its artefacts, the lengths its open resumable uploads
+    /// declare, and what its direct uploads under way hold.
+    pub async fn quota_left(&self, account: &str) -> Result<u64> {
+        let held = self.bytes_held_for(account).await?.saturating_add(self.quotas.direct_bytes(account));
+        Ok(self.quotas.stored_bytes.saturating_sub(held))
     }
 
     /// Takes one new upload from `account`'s rate.
@@ -1383,6 +1492,24 @@ fn current_policy(row: &ArtefactRow) -> Result<UsePolicy> {
         Some(text) => serde_json::from_str(text).map_err(|err| GatewayError::Internal(format!("stored policy: {err}"))),
         None => Err(GatewayError::BadInput { field: "artefact", reason: "it carries no use policy to widen".into() }),
     }
+}
+
+/// A direct upload of undeclared length holds its account's quota ahead of its bytes by a quarter of what it holds,
+/// within these bounds (and never more than a quarter of what is left).
+const HOLD_AHEAD_MIN: u64 = 1 << 20;
+const HOLD_AHEAD_MAX: u64 = 64 << 20;
+
+/// What a 429 says when an actor's refused hearing steps pass their budget of refusal records; a room socket that
+/// hears it takes no step from its participant until the wait is over.
+pub const REFUSED_STEPS: &str = "refused hearing steps";
+
+/// The canonical detail document of a record that counts refused hearing steps
+/// ([`custodia_hearing::refused_steps_detail`]).
+fn refused_steps_detail(
+    hearing: &custodia_core::HearingId,
+    actions: impl IntoIterator<Item = custodia_hearing::HearingAction>,
+) -> Result<Vec<u8>> {
+    custodia_hearing::refused_steps_detail(hearing, actions).map_err(|err| GatewayError::Internal(err.to_string()))
 }
 
 /// How an action reads in a refusal: "download artefacts", "manage members".

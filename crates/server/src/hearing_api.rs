@@ -22,7 +22,7 @@ use crate::extract::{Path, Query};
 use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{
     ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
-    SeenAs,
+    SeenAs, WhipCaps, WhipRefusal,
 };
 use crate::problem::Problem;
 
@@ -337,6 +337,9 @@ async fn run_room(
         hearing.set_page_language(&participant, page_language).await;
     }
     let mut keepalive = false;
+    // A participant whose refused steps passed their budget of refusal records is muted: this socket takes no step
+    // of theirs (but leaving) until the budget's wait is over, answering each with that wait instead.
+    let mut muted_until: Option<tokio::time::Instant> = None;
     loop {
         // The writer stops when the client is too slow for its outbox; then the reading stops too. A client that
         // pings and then falls silent has lost its link.
@@ -399,6 +402,18 @@ async fn run_room(
         };
         let action = step.name();
         let leaving = matches!(step, RoomStep::Leave);
+        if let Some(until) = muted_until.filter(|_| !leaving) {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now());
+            if !wait.is_zero() {
+                let muted = GatewayError::TooManyAttempts {
+                    what: crate::gateway::REFUSED_STEPS,
+                    retry_after_seconds: crate::budget::retry_after_seconds(wait),
+                };
+                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": muted.to_string()}));
+                continue;
+            }
+            muted_until = None;
+        }
         match hearing.act(&participant, step).await {
             Ok(()) => {}
             Err(RoomError::Refused(refusal)) => {
@@ -407,7 +422,11 @@ async fn run_room(
                     json!({"type": "refused", "action": action, "problem": problem, "reason": refusal.to_string()});
                 let _ = outbox.send(refused);
             }
-            Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { .. })) => {
+            Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { what, retry_after_seconds })) => {
+                if what == crate::gateway::REFUSED_STEPS {
+                    let wait = Duration::from_secs(retry_after_seconds);
+                    muted_until = Some(tokio::time::Instant::now() + wait);
+                }
                 let _ = outbox.send(json!({"type": "refused", "action": action, "reason": e.to_string()}));
             }
             Err(RoomError::Gateway(e)) => {
@@ -456,6 +475,10 @@ fn not_in_room(reason: String) -> Problem {
 /// WHIP (RFC 9725) into a hearing room: a standard publisher (GStreamer, OBS, `simple-whip-client`) joins with an
 /// invite's secret as its bearer token, waits in the lobby like anyone else, and once admitted its media reaches
 /// the room and, while recording, the recorder. The same token ends the session (DELETE) or reconnects (POST again).
+///
+/// The offer is negotiated before the publisher enters the hearing: an offer the media engine refuses, like a
+/// secret that cannot enter or a publisher over a cap, leaves nothing in the hearing and nothing on the record, so
+/// posting refused offers again and again cannot grow the public log.
 async fn whip_publish(
     State(state): State<AppState>,
     extensions: Extensions,
@@ -464,27 +487,29 @@ async fn whip_publish(
 ) -> Result<Response, Problem> {
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
-    // Publishers at once per case, before anything of this one enters the hearing.
-    let cap = state.gateway.quotas.whip_sessions_per_case;
-    if state.hearings.whip_full(secret, cap).await {
-        let detail = format!("this case's hearings have {cap} WHIP publishers already; end one first");
-        return Err(GatewayError::TooMany(detail).into());
+    let entry = state.hearings.whip_entry(secret, crate::listen::client_network(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
+    // Publishers at once, per case and per inviting account, before the engine does any work for this one.
+    let quotas = &state.gateway.quotas;
+    let caps = WhipCaps { per_case: quotas.whip_sessions_per_case, per_account: quotas.whip_sessions_per_account };
+    if let Some(full) = state.hearings.whip_full(&entry, caps).await {
+        return Err(GatewayError::TooMany(full).into());
     }
-    let Entered { hearing, participant, connection } = state
-        .hearings
-        .enter(secret, None, crate::listen::client_network(&extensions))
-        .await
-        .map_err(|e| not_in_room(e.to_string()))?;
-    let connected = match hearing.room().connect(participant.as_str(), offer).await {
+    let offered = entry.hearing().room().accept(offer).await.map_err(engine_refused)?;
+    let Entered { hearing, participant, connection } = match state.hearings.enter_publisher(entry, caps).await {
+        Ok(entered) => entered,
+        Err(refusal) => {
+            offered.close().await;
+            return Err(match refusal {
+                WhipRefusal::Full(full) => GatewayError::TooMany(full).into(),
+                WhipRefusal::Refused(e) => not_in_room(e.to_string()),
+            });
+        }
+    };
+    let connected = match hearing.room().attach(participant.as_str(), offered).await {
         Ok(connected) => connected,
         Err(e) => {
             hearing.connection_closed(&participant, connection).await;
-            return Err(match e {
-                custodia_recorder::EngineError::Busy(_) => {
-                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Media server busy", e.to_string())
-                }
-                e => bad_input("offer", e).into(),
-            });
+            return Err(engine_refused(e));
         }
     };
     // A publisher that vanishes without a DELETE has lost its connection.
@@ -495,6 +520,16 @@ async fn whip_publish(
         watched.connection_closed(&who, connection).await;
     });
     crate::whip::created(&state, &format!("/api/v1/room/whip/{participant}"), connected.answer)
+}
+
+/// An offer the media engine did not take: busy (503), or not an offer it can answer (400).
+fn engine_refused(e: custodia_recorder::EngineError) -> Problem {
+    match e {
+        custodia_recorder::EngineError::Busy(_) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Media server busy", e.to_string())
+        }
+        e => bad_input("offer", e).into(),
+    }
 }
 
 async fn whip_end(

@@ -166,6 +166,8 @@ pub struct Hearings {
     /// Attempts to enter a room per secret ([`JOINS_PER_SECRET`]) and per peer address ([`JOINS_PER_PEER`]).
     joins_per_secret: Budget,
     joins_per_peer: Budget,
+    /// Taken by each WHIP publisher from its count against the caps to its entry ([`Self::enter_publisher`]).
+    whip_turn: tokio::sync::Mutex<()>,
 }
 
 /// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
@@ -511,6 +513,7 @@ impl Hearings {
             console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1),
             joins_per_secret: Budget::new(JOINS_PER_SECRET.0, JOINS_PER_SECRET.1),
             joins_per_peer: Budget::new(JOINS_PER_PEER.0, JOINS_PER_PEER.1),
+            whip_turn: tokio::sync::Mutex::const_new(()),
         }
     }
 
@@ -597,14 +600,10 @@ impl Hearings {
         let (machine, effects) = match Hearing::schedule(at, schedule.clone()) {
             Ok(scheduled) => scheduled,
             Err(refusal) => {
-                if let Some((record, detail)) = refusal.refusal_record(at, &hearing) {
-                    let refusal = crate::refusals::Refusal::Step {
-                        case: case.clone(),
-                        hearing: hearing.clone(),
-                        actor: record.actor,
-                        detail_sha256: custodia_core::Sha256::of(&detail),
-                    };
-                    self.gateway.refuse(refusal).await?;
+                if let Some((step, detail)) = step_refusal(case, &hearing, at, &refusal)
+                    && let (_, Some(over_budget)) = self.gateway.refuse_step(step, Sha256::of(&detail)).await?
+                {
+                    return Err(over_budget);
                 }
                 return Err(RoomError::from(refusal).into());
             }
@@ -744,30 +743,66 @@ impl Hearings {
         Ok(live)
     }
 
-    /// Whether one more WHIP publisher, entering with `secret`, would take the hearings of its case past `cap`
-    /// publishers at once. Asked before [`Self::enter`], so that a publisher turned away leaves nothing in the
-    /// hearing; a publisher already in (reconnecting) takes no new place. Concurrent first entries may pass the cap
-    /// by as many as arrive at once.
-    pub async fn whip_full(&self, secret: &str, cap: usize) -> bool {
-        let Some((digest, live)) = self.by_secret(secret) else { return false };
-        {
+    /// A WHIP publisher on its way in with `secret`: its hearing, within the budgets of attempts per peer and per
+    /// secret, if the secret could let it in now. Nothing of the hearing changes yet: the publisher's offer is
+    /// negotiated first, and only one the media engine takes enters ([`Self::enter_publisher`]).
+    pub async fn whip_entry(&self, secret: &str, peer: Option<crate::listen::ClientNetwork>) -> Result<WhipEntry, EnterRefusal> {
+        let (digest, live) = self.attempt(secret, peer)?;
+        let issuer = {
             let state = live.state.lock().await;
-            if let Some(participant) = state.credentials.get(&digest)
-                && state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
-            {
-                return false;
-            }
-        }
-        self.whip_publishers_in(&live.case).await >= cap
+            let entry = entry(&state, &digest, live.gateway.now())?;
+            let invite = match &entry {
+                Entry::Back(participant) => state.machine.invite_of(participant),
+                Entry::New(invite) => Some(invite),
+            };
+            invite.and_then(|invite| state.machine.invite_issuer(invite)).cloned()
+        };
+        Ok(WhipEntry { digest, live, secret: secret.to_owned(), issuer })
     }
 
-    /// WHIP publishers in all live hearings of `case` now ([`LiveHearing::whip_publishers`]).
-    pub async fn whip_publishers_in(&self, case: &CaseId) -> usize {
-        let mut publishers = 0;
-        for hearing in self.of_case(case) {
-            publishers += hearing.whip_publishers().await;
+    /// Why one more WHIP publisher entering by `entry` would pass a cap, if it would: `caps.per_case`
+    /// publishers at once in the live hearings of its case, or `caps.per_account` publishers at once, in all live
+    /// hearings, whose invites one case member issued. A publisher already in (sending a new offer) takes no new
+    /// place.
+    pub async fn whip_full(&self, entry: &WhipEntry, caps: WhipCaps) -> Option<String> {
+        {
+            let state = entry.live.state.lock().await;
+            if let Some(participant) = state.credentials.get(&entry.digest)
+                && state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
+            {
+                return None;
+            }
         }
-        publishers
+        let hearings: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
+        let (mut in_case, mut by_issuer) = (0, 0);
+        for hearing in hearings {
+            let (all, issued) = hearing.whip_publishers(entry.issuer.as_ref()).await;
+            if hearing.case == entry.live.case {
+                in_case += all;
+            }
+            by_issuer += issued;
+        }
+        if in_case >= caps.per_case {
+            return Some(format!("this case's hearings have {} WHIP publishers already; end one first", caps.per_case));
+        }
+        if entry.issuer.is_some() && by_issuer >= caps.per_account {
+            return Some(format!(
+                "the invites of the one who invited this publisher already have {} WHIP publishers in; end one first",
+                caps.per_account
+            ));
+        }
+        None
+    }
+
+    /// Lets a WHIP publisher in ([`Self::enter`], with no outbox) unless that would pass a cap
+    /// ([`Self::whip_full`]). Publishers enter one at a time, so that publishers at once cannot pass a cap
+    /// together; one turned away leaves nothing in the hearing.
+    pub async fn enter_publisher(&self, entry: WhipEntry, caps: WhipCaps) -> Result<Entered, WhipRefusal> {
+        let _turn = self.whip_turn.lock().await;
+        if let Some(full) = self.whip_full(&entry, caps).await {
+            return Err(WhipRefusal::Full(full));
+        }
+        self.enter_now(&entry.digest, &entry.live, &entry.secret, None).await.map_err(WhipRefusal::Refused)
     }
 
     pub fn of_case(&self, case: &CaseId) -> Vec<Arc<LiveHearing>> {
@@ -856,23 +891,35 @@ impl Hearings {
         outbox: Option<Outbox>,
         peer: Option<crate::listen::ClientNetwork>,
     ) -> Result<Entered, EnterRefusal> {
-        const INVALID: EnterRefusal = EnterRefusal::Invalid;
+        let (digest, live) = self.attempt(secret, peer)?;
+        self.enter_now(&digest, &live, secret, outbox).await
+    }
+
+    /// The hearing `secret` belongs to, within the budgets of attempts per peer and per secret.
+    fn attempt(&self, secret: &str, peer: Option<crate::listen::ClientNetwork>) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
         let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
-        let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         if let Some(peer) = peer {
             self.joins_per_peer.take(&peer.key()).map_err(too_many)?;
         }
-        let (digest, live) = self.by_secret(secret).ok_or(INVALID)?;
+        let (digest, live) = self.by_secret(secret).ok_or(EnterRefusal::Invalid)?;
         self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;
+        Ok((digest, live))
+    }
+
+    /// [`Self::enter`], past the budgets.
+    async fn enter_now(
+        &self,
+        digest: &Sha256,
+        live: &Arc<LiveHearing>,
+        secret: &str,
+        outbox: Option<Outbox>,
+    ) -> Result<Entered, EnterRefusal> {
+        const INVALID: EnterRefusal = EnterRefusal::Invalid;
+        let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
+        let digest = *digest;
         let mut state = live.state.lock().await;
-        if state.machine.phase() == Phase::Ended {
-            return Err(EnterRefusal::Ended);
-        }
-        let (participant, credential) = match state.credentials.get(&digest).cloned() {
-            Some(participant) if state.machine.is_removed(&participant) => {
-                return Err(EnterRefusal::Removed);
-            }
-            Some(participant) => {
+        let (participant, credential) = match entry(&state, &digest, live.gateway.now())? {
+            Entry::Back(participant) => {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
                     // The old connection has not been noticed as lost yet: it is now.
                     let lost = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
@@ -882,17 +929,7 @@ impl Hearings {
                 live.apply(&mut state, back).await.map_err(|e| failed(&e))?;
                 (participant, secret.to_owned())
             }
-            None => {
-                let invite = state.invite_secrets.get(&digest).cloned().ok_or(INVALID)?;
-                match state.machine.invite_state(&invite, live.gateway.now()) {
-                    Some(InviteState::Pending) => {}
-                    Some(InviteState::Used) => return Err(EnterRefusal::Used),
-                    Some(InviteState::Revoked) => return Err(EnterRefusal::Revoked),
-                    Some(InviteState::Expired) | None => return Err(EnterRefusal::Expired),
-                }
-                if state.machine.phase() == Phase::Scheduled {
-                    return Err(EnterRefusal::NotOpen);
-                }
+            Entry::New(invite) => {
                 let participant = ParticipantId::new(new_id("p")).map_err(|e| failed(&e))?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
@@ -936,7 +973,7 @@ impl Hearings {
         }
         live.broadcast(&state);
         drop(state);
-        Ok(Entered { hearing: live, participant, connection })
+        Ok(Entered { hearing: live.clone(), participant, connection })
     }
 
     /// The hearing and participant a credential (or a WHIP publisher's invite secret) belongs to.
@@ -966,6 +1003,94 @@ impl Hearings {
         !matches!(state.machine.phase(), Phase::Scheduled | Phase::Ended)
             && state.machine.invite_state(invite, live.gateway.now()) == Some(InviteState::Pending)
     }
+}
+
+/// What a secret would let in now: a participant back on a new connection (their credential), or someone new
+/// (an invite).
+enum Entry {
+    Back(ParticipantId),
+    New(InviteId),
+}
+
+/// Whether the secret whose digest is `digest` can let someone into the hearing at `now`, and whom. A secret works
+/// only while it can: not once the hearing has ended, nor an invite that was used, revoked or has expired, nor the
+/// credential of someone removed.
+fn entry(state: &HearingState, digest: &Sha256, now: Timestamp) -> Result<Entry, EnterRefusal> {
+    if state.machine.phase() == Phase::Ended {
+        return Err(EnterRefusal::Ended);
+    }
+    if let Some(participant) = state.credentials.get(digest) {
+        if state.machine.is_removed(participant) {
+            return Err(EnterRefusal::Removed);
+        }
+        return Ok(Entry::Back(participant.clone()));
+    }
+    let invite = state.invite_secrets.get(digest).cloned().ok_or(EnterRefusal::Invalid)?;
+    match state.machine.invite_state(&invite, now) {
+        Some(InviteState::Pending) => {}
+        Some(InviteState::Used) => return Err(EnterRefusal::Used),
+        Some(InviteState::Revoked) => return Err(EnterRefusal::Revoked),
+        Some(InviteState::Expired) | None => return Err(EnterRefusal::Expired),
+    }
+    if state.machine.phase() == Phase::Scheduled {
+        return Err(EnterRefusal::NotOpen);
+    }
+    Ok(Entry::New(invite))
+}
+
+/// A WHIP publisher on its way in ([`Hearings::whip_entry`]): nothing of the hearing has changed for it yet.
+pub struct WhipEntry {
+    digest: Sha256,
+    live: Arc<LiveHearing>,
+    secret: String,
+    /// Who issued the invite it comes in with.
+    issuer: Option<custodia_core::ActorId>,
+}
+
+impl WhipEntry {
+    /// The hearing it would enter.
+    pub fn hearing(&self) -> &Arc<LiveHearing> {
+        &self.live
+    }
+}
+
+impl std::fmt::Debug for WhipEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipEntry").field("hearing", &self.live.id).finish_non_exhaustive()
+    }
+}
+
+/// How many WHIP publishers may be in at once ([`crate::budget::Quotas`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WhipCaps {
+    /// In the live hearings of one case.
+    pub per_case: usize,
+    /// With invites one case member issued, in all live hearings.
+    pub per_account: usize,
+}
+
+/// Why a WHIP publisher was not let in.
+#[derive(Debug)]
+pub enum WhipRefusal {
+    /// A cap on publishers at once: why.
+    Full(String),
+    Refused(EnterRefusal),
+}
+
+/// A refused step as the refusal windows know it ([`crate::refusals::Refusal::Step`]: the case, the hearing, who
+/// and the action, nothing the one who tried can vary), and its canonical detail document (with the rule, for the
+/// record and the journal). `None` for what no one attempted.
+fn step_refusal(
+    case: &CaseId,
+    hearing: &HearingId,
+    at: Timestamp,
+    refusal: &HearingError,
+) -> Option<(crate::refusals::Refusal, Vec<u8>)> {
+    let action = refusal.action()?;
+    let (record, detail) = refusal.refusal_record(at, hearing)?;
+    let step =
+        crate::refusals::Refusal::Step { case: case.clone(), hearing: hearing.clone(), actor: record.actor, action };
+    Some((step, detail))
 }
 
 /// Console steps on a hearing other than scheduling and inviting.
@@ -1097,20 +1222,28 @@ impl LiveHearing {
         &self.room
     }
 
-    /// Participants in the hearing now who publish by WHIP: connected, with no room socket, not away or removed.
-    pub async fn whip_publishers(&self) -> usize {
+    /// Participants in the hearing now who publish by WHIP (connected, with no room socket, not away or removed),
+    /// and how many of them came in with an invite `issuer` issued.
+    pub async fn whip_publishers(&self, issuer: Option<&custodia_core::ActorId>) -> (usize, usize) {
         let state = self.state.lock().await;
         let present = |participant: &ParticipantId| {
             state.machine.place_of(participant).is_some_and(|place| place != Place::Away)
                 && !state.machine.is_removed(participant)
         };
-        state
+        let issued_by = |participant: &ParticipantId| {
+            let invite = state.machine.invite_of(participant);
+            issuer.is_some() && invite.and_then(|invite| state.machine.invite_issuer(invite)) == issuer
+        };
+        let publishers: Vec<&ParticipantId> = state
             .people
             .iter()
             .filter(|(participant, person)| {
                 person.connection.is_some() && person.outbox.is_none() && present(participant)
             })
-            .count()
+            .map(|(participant, _)| participant)
+            .collect();
+        let issued = publishers.iter().filter(|&&participant| issued_by(participant)).count();
+        (publishers.len(), issued)
     }
 
     /// Applies one event and carries out its effects, then tells everyone in the room.
@@ -1119,7 +1252,9 @@ impl LiveHearing {
         let effects = match state.machine.handle(at, event.clone()) {
             Ok(effects) => effects,
             Err(refusal) => {
-                self.record_refusal(state, at, &refusal).await?;
+                if let Some(over_budget) = self.record_refusal(state, at, &refusal).await? {
+                    return Err(over_budget.into());
+                }
                 return Err(refusal.into());
             }
         };
@@ -1130,26 +1265,23 @@ impl LiveHearing {
     }
 
     /// A refused attempt is on the record like any other refusal: the ledger gets the fact (who, when, the digest
-    /// of what was tried and which rule said no) and the journal keeps the detail for the court.
+    /// of what was tried and which rule said no) and the journal keeps the detail for the court. Repeats of the
+    /// same action within the window are counted, and past the actor's budget of refusal records every refusal
+    /// is counted into one record ([`Gateway::refuse_step`]); then the 429 to answer is returned.
     async fn record_refusal(
         &self,
         state: &mut HearingState,
         at: Timestamp,
         refusal: &HearingError,
-    ) -> Result<(), GatewayError> {
-        let Some((record, detail)) = refusal.refusal_record(at, &self.id) else { return Ok(()) };
-        let refusal = crate::refusals::Refusal::Step {
-            case: self.case.clone(),
-            hearing: self.id.clone(),
-            actor: record.actor,
-            detail_sha256: custodia_core::Sha256::of(&detail),
-        };
-        // A repeat within the aggregation window is only counted; the journal keeps the detail once per record.
-        if !self.gateway.refuse(refusal).await? {
-            return Ok(());
+    ) -> Result<Option<GatewayError>, GatewayError> {
+        let Some((step, detail)) = step_refusal(&self.case, &self.id, at, refusal) else { return Ok(None) };
+        let (recorded, over_budget) = self.gateway.refuse_step(step, Sha256::of(&detail)).await?;
+        // Only a refusal recorded now has its detail journalled: a count's record carries a summary of its own.
+        if recorded {
+            let detail = String::from_utf8_lossy(&detail).into_owned();
+            self.journal(state, &JournalEntry::Refused { detail }).await?;
         }
-        let detail = String::from_utf8_lossy(&detail).into_owned();
-        self.journal(state, &JournalEntry::Refused { detail }).await
+        Ok(over_budget)
     }
 
     /// Appends to the hearing's journal; durable when this returns.

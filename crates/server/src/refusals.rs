@@ -1,21 +1,28 @@
 //! Aggregating refusals, so that nobody can flood the public log by repeating a refused attempt.
 //!
 //! The first refusal of a kind (same case, actor, action, artefact and code; for a hearing, the same actor and
-//! the same refused step) is recorded at once. Identical refusals within the next [`WINDOW`] are only counted;
+//! the same refused action) is recorded at once. Identical refusals within the next [`WINDOW`] are only counted;
 //! when the window has closed, one record with `repeated: {count, since}` stands for all of them, written before the
 //! gateway's next record of any kind (no background task holds the gateway, and so its log, open). A member who
 //! tries a refused download 200 times in a minute adds two records, not 200. A count not yet written is lost if
 //! the process stops; the first refusal of every window is always on the record.
 //!
+//! A refused hearing step is known by what the one who tried cannot vary: the case, the hearing, who, and the
+//! refused action. The rule and the step's own words (which may carry any number or id the sender chooses) are in
+//! the first record's detail and the hearing's journal, never in the key, so varying them makes no new record.
+//!
 //! Varying what is tried (another artefact, another action) would make each attempt a refusal of its own, so each
-//! account also has a budget of refusal records a minute ([`crate::budget::Quotas::refusal_records`]). Past it, a
-//! refusal that would be recorded is diverted ([`Refusals::divert`]) into one flood window per (case, actor, code):
-//! counted, answered 429, and recorded as one record with its count and the actions tried when the window closes.
+//! account, and each hearing participant, also has a budget of refusal records a minute
+//! ([`crate::budget::Quotas::refusal_records`]). Past it, a refusal that would be recorded is diverted
+//! ([`Refusals::divert`]) into one flood window per (case, actor, code), or for a hearing per (case, hearing,
+//! actor): counted, answered 429, and recorded as one record with its count and the actions tried when the window
+//! closes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, RefusalCode, Repeated, Sha256};
+use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, RefusalCode, Repeated};
+use custodia_hearing::HearingAction;
 use jiff::{SignedDuration, Timestamp};
 
 /// How long identical refusals are counted before their count is recorded.
@@ -30,12 +37,14 @@ const MAX_TRACKED: usize = 10_000;
 pub enum Refusal {
     /// A case member's refused request to the evidence service.
     Access { case: CaseId, actor: ActorId, artefact: Option<ArtefactId>, action: Action, code: RefusalCode },
-    /// A hearing step the rules refused; `detail_sha256` is the digest of the canonical refusal detail (the
-    /// action and the rule), which the hearing's journal keeps.
-    Step { case: CaseId, hearing: HearingId, actor: ActorId, detail_sha256: Sha256 },
+    /// A hearing step the rules refused, by what the one who tried cannot vary: not the rule nor the step's words.
+    Step { case: CaseId, hearing: HearingId, actor: ActorId, action: HearingAction },
     /// Refusals of one member in one case with one code, past the member's budget of refusal records: one record
     /// with their count and the actions tried. As a window's key, `actions` is empty.
     Flood { case: CaseId, actor: ActorId, code: RefusalCode, actions: BTreeSet<Action> },
+    /// Refused steps of one actor in one hearing, past their budget of refusal records: one record with their
+    /// count and the actions tried. As a window's key, `actions` is empty.
+    StepFlood { case: CaseId, hearing: HearingId, actor: ActorId, actions: BTreeSet<HearingAction> },
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +55,14 @@ struct Window {
     since: Option<Timestamp>,
     /// For a flood window: the actions tried.
     actions: BTreeSet<Action>,
+    /// For a hearing's flood window: the steps tried.
+    steps: BTreeSet<HearingAction>,
+}
+
+impl Window {
+    fn opened(at: Timestamp) -> Self {
+        Self { opened: at, count: 0, since: None, actions: BTreeSet::new(), steps: BTreeSet::new() }
+    }
 }
 
 /// The open windows. Cheap to clone.
@@ -66,7 +83,7 @@ impl Refusals {
         }
         let closed = windows.remove(refusal).and_then(|window| repeated(window).map(|r| (refusal.clone(), r)));
         if windows.len() < MAX_TRACKED {
-            windows.insert(refusal.clone(), Window { opened: now, count: 0, since: None, actions: BTreeSet::new() });
+            windows.insert(refusal.clone(), Window::opened(now));
         }
         (true, closed)
     }
@@ -74,20 +91,37 @@ impl Refusals {
     /// Takes back a refusal that [`Refusals::note`] said to record now (its window opens with nothing recorded)
     /// and counts it into its flood window instead, which is recorded with its count when it closes.
     pub fn divert(&self, refusal: &Refusal, now: Timestamp) {
-        let Refusal::Access { case, actor, action, code, .. } = refusal else { return };
+        let key = match refusal {
+            Refusal::Access { case, actor, code, .. } => {
+                Refusal::Flood { case: case.clone(), actor: actor.clone(), code: *code, actions: BTreeSet::new() }
+            }
+            Refusal::Step { case, hearing, actor, .. } => Refusal::StepFlood {
+                case: case.clone(),
+                hearing: hearing.clone(),
+                actor: actor.clone(),
+                actions: BTreeSet::new(),
+            },
+            Refusal::Flood { .. } | Refusal::StepFlood { .. } => return,
+        };
         let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if windows.get(refusal).is_some_and(|window| window.opened == now && window.count == 0) {
             windows.remove(refusal);
         }
-        let key = Refusal::Flood { case: case.clone(), actor: actor.clone(), code: *code, actions: BTreeSet::new() };
         if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED {
             return;
         }
-        let window =
-            windows.entry(key).or_insert(Window { opened: now, count: 0, since: None, actions: BTreeSet::new() });
+        let window = windows.entry(key).or_insert_with(|| Window::opened(now));
         window.count += 1;
         window.since.get_or_insert(now);
-        window.actions.insert(*action);
+        match refusal {
+            Refusal::Access { action, .. } => {
+                window.actions.insert(*action);
+            }
+            Refusal::Step { action, .. } => {
+                window.steps.insert(*action);
+            }
+            Refusal::Flood { .. } | Refusal::StepFlood { .. } => {}
+        }
     }
 
     /// Takes every window that has closed by `now`, with the counts to record.
@@ -101,6 +135,9 @@ impl Refusals {
                 let refusal = match refusal {
                     Refusal::Flood { case, actor, code, .. } => {
                         Refusal::Flood { case, actor, code, actions: window.actions.clone() }
+                    }
+                    Refusal::StepFlood { case, hearing, actor, .. } => {
+                        Refusal::StepFlood { case, hearing, actor, actions: window.steps.clone() }
                     }
                     other => other,
                 };
@@ -168,6 +205,41 @@ mod tests {
         assert_eq!(repeated.count, 50);
         assert_eq!(*code, RefusalCode::PolicyTlp);
         assert_eq!(actions.iter().copied().collect::<Vec<_>>(), [Action::DownloadArtefact, Action::ViewTimeline]);
+    }
+
+    #[test]
+    fn refused_steps_are_one_refusal_per_action_and_past_the_budget_one_per_hearing_and_actor() {
+        let refusals = Refusals::default();
+        let start: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let step = |action| Refusal::Step {
+            case: CaseId::new("case-1").unwrap(),
+            hearing: HearingId::new("h-1").unwrap(),
+            actor: ActorId::new("p-1").unwrap(),
+            action,
+        };
+        // Whatever words each step had, the same action is one refusal: recorded once, then counted.
+        assert!(refusals.note(&step(HearingAction::EndConsultation), start).0);
+        for n in 1..100 {
+            let (now, _) = refusals.note(&step(HearingAction::EndConsultation), start + SignedDuration::from_millis(n));
+            assert!(!now);
+        }
+        // Other actions, past the budget: diverted into one window for the hearing and the actor.
+        for action in [HearingAction::Admit, HearingAction::Remove, HearingAction::Admit] {
+            if refusals.note(&step(action), start).0 {
+                refusals.divert(&step(action), start);
+            }
+        }
+        let due = refusals.take_due(start + WINDOW + SignedDuration::from_secs(1));
+        assert_eq!(due.len(), 2, "{due:?}");
+        let repeated = due.iter().find(|(r, _)| *r == step(HearingAction::EndConsultation)).unwrap().1;
+        assert_eq!(repeated.count, 99);
+        let (Refusal::StepFlood { actions, .. }, flood) =
+            due.iter().find(|(r, _)| matches!(r, Refusal::StepFlood { .. })).unwrap()
+        else {
+            unreachable!()
+        };
+        assert_eq!(flood.count, 3);
+        assert_eq!(actions.iter().copied().collect::<Vec<_>>(), [HearingAction::Admit, HearingAction::Remove]);
     }
 
     #[test]

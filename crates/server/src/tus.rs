@@ -37,9 +37,6 @@ use crate::auth::Caller;
 use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
 
-/// Resumable uploads are created one at a time (see `create`).
-static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
@@ -181,9 +178,9 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
     // Nobody reserves the disk without limit: a few open uploads per account, declaring one largest upload's bytes
     // between them.
-    // The checks and the creation take turns, so that creations at once cannot all pass the checks before any of
-    // them is in the catalog. (In this process; gateways sharing a catalog would need it to take the turns.)
-    let _turn = CREATING.lock().await;
+    // The checks and the creation take the account's quota turn, as direct uploads do, so that creations and
+    // uploads at once cannot all pass the checks before any of them is counted.
+    let _turn = gateway.quota_turn(&caller.account.id).await;
     let now = gateway.clock.unix_seconds();
     let (open, reserved) =
         gateway.catalog.open_uploads_of(&caller.account.id, now).await.map_err(GatewayError::from)?;
@@ -199,10 +196,9 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
             gateway.max_upload_bytes
         )));
     }
-    // The account's storage quota counts what it holds, what its open uploads declare, and this one.
+    // The account's storage quota counts what it holds, what its open and unfinished uploads hold, and this one.
     let account = caller.account.id.as_str();
-    let held = gateway.bytes_held_for(account).await?.saturating_add(gateway.quotas.direct_bytes(account));
-    let left = gateway.quotas.stored_bytes.saturating_sub(held);
+    let left = gateway.quota_left(account).await?;
     if length > left {
         return Err(gateway.quota_exceeded(left).into());
     }

@@ -666,3 +666,101 @@ async fn refusals_past_the_budget_become_one_record_with_their_count_and_the_act
     assert_eq!(gateway.opened(index, "action").await.as_deref(), Some("view_artefact, view_timeline"));
     assert_eq!(gateway.opened(index, "case").await.as_deref(), Some("case-1"));
 }
+
+/// Uploads at once, direct and resumable, declared and undeclared, each within what is left of the quota but not
+/// all together: only those that fit are accepted, and what the account holds never passes its quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_at_once_never_hold_more_than_the_quota_together() {
+    const QUOTA: u64 = 100_000;
+    const SIZE: usize = 40_000;
+    let gateway = Running::start(&[
+        ("CUSTODIA_ACCOUNT_STORED_BYTES", &QUOTA.to_string()),
+        ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "10"),
+        ("CUSTODIA_BODY_IDLE_SECONDS", "60"),
+    ])
+    .await;
+    let sessions = gateway.case("case-1", &[("clerk", "clerk"), ("prosecutor", "prosecutor")]).await;
+    let (clerk, prosecutor) = (&sessions[0], &sessions[1]);
+
+    // Declared lengths at once: three direct uploads and three resumable creations of 40,000 bytes each.
+    let cookie = format!("custodia_session={clerk}");
+    let tus = [
+        ("Cookie", cookie.as_str()),
+        ("Sec-Fetch-Site", "same-origin"),
+        ("Tus-Resumable", "1.0.0"),
+        ("Upload-Length", "40000"),
+        ("Upload-Metadata", "case Y2FzZS0x,purpose c3RhdGVtZW50"),
+    ];
+    let body = vec![b'a'; SIZE];
+    let direct = (0..3).map(|_| futures::future::Either::Left(gateway.upload(clerk, &body)));
+    let resumable = (0..3).map(|_| {
+        futures::future::Either::Right(async {
+            http_from(OWNER, gateway.port, "POST", "/api/v1/uploads", &tus, b"").await.unwrap()
+        })
+    });
+    let answers = futures::future::join_all(direct.chain(resumable)).await;
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    let accepted = statuses.iter().filter(|&&status| status == 201).count();
+    eprintln!("declared at once: {statuses:?}");
+    assert!(statuses.iter().all(|&status| status == 201 || status == 507), "{statuses:?}");
+    assert!(answers.iter().filter(|a| a.status == 507).all(|a| a.problem() == "quota-exceeded"));
+    assert!((1..=2).contains(&accepted), "{accepted} of six uploads of {SIZE} bytes within a quota of {QUOTA}");
+    let open_resumable = statuses[3..].iter().filter(|&&status| status == 201).count();
+
+    // Undeclared (chunked) uploads at once: each sends its first chunk, and once all three are staged, the rest.
+    let chunk = |bytes: &[u8]| {
+        let mut framed = format!("{:x}\r\n", bytes.len()).into_bytes();
+        framed.extend_from_slice(bytes);
+        framed.extend_from_slice(b"\r\n");
+        framed
+    };
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = support::connect_from(OWNER, gateway.port).await.unwrap();
+        let head = format!(
+            "POST {UPLOAD} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nCookie: custodia_session={prosecutor}\r\n\
+             Sec-Fetch-Site: same-origin\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut first = head.into_bytes();
+        first.extend_from_slice(&chunk(&[b'b'; 10_000]));
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &first).await.unwrap();
+        held.push(stream);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while gateway.staged() < 3 {
+        assert!(std::time::Instant::now() < deadline, "the chunked uploads never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.extend_from_slice(&chunk(&[b'c'; 10_000]));
+    }
+    rest.extend_from_slice(b"0\r\n\r\n");
+    let rest = &rest;
+    let finish = held.iter_mut().map(|stream| async move {
+        // A stream the gateway already cut off may refuse the rest; its answer is what counts.
+        let _ = tokio::io::AsyncWriteExt::write_all(stream, rest).await;
+        support::read_answer(stream).await.unwrap()
+    });
+    let answers = futures::future::join_all(finish).await;
+    let statuses: Vec<u16> = answers.iter().map(|answer| answer.status).collect();
+    eprintln!("undeclared at once: {statuses:?}");
+    assert!(statuses.iter().all(|&status| status == 201 || status == 507), "{statuses:?}");
+    let accepted = statuses.iter().filter(|&&status| status == 201).count();
+    assert!((1..=2).contains(&accepted), "{accepted} of three uploads of {SIZE} bytes within a quota of {QUOTA}");
+    for answer in answers.iter().filter(|answer| answer.status == 201) {
+        assert_eq!(answer.json()["size"], SIZE, "{}", answer.text());
+    }
+    // Whatever was refused is gone (the clerk's open resumable uploads stay staged); the prosecutor holds exactly
+    // what was accepted: what is left of the quota fits, and one byte more does not.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while gateway.staged() > open_resumable {
+        assert!(std::time::Instant::now() < deadline, "refused uploads stayed staged");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let left = QUOTA as usize - accepted * SIZE;
+    let over = gateway.upload(prosecutor, &vec![b'd'; left + 1]).await;
+    assert_eq!((over.status, over.problem().as_str()), (507, "quota-exceeded"), "{}", over.text());
+    let within = gateway.upload(prosecutor, &vec![b'd'; left]).await;
+    assert_eq!(within.status, 201, "{}", within.text());
+}

@@ -268,3 +268,136 @@ async fn console_bodies_are_held_to_the_json_limit() {
         .await;
     reply.assert_problem(413, "too-large", "65536 bytes");
 }
+
+/// The witness's refused steps in the flood below, cycling through actions a witness may not take, each with a
+/// number or id the sender chooses, so that no two steps in a row have the same words.
+fn refused_step(n: usize) -> Value {
+    let someone = format!("p-{n:06x}");
+    match n % 9 {
+        0 => json!({"type": "end_consultation", "consultation": n}),
+        1 => json!({"type": "admit", "participant": someone}),
+        2 => json!({"type": "remove", "participant": someone}),
+        3 => json!({"type": "unmute", "participant": someone}),
+        4 => json!({"type": "start_consultation", "with": [someone]}),
+        5 => json!({"type": "swear_interpreter", "interpreter": someone, "languages": format!("it-{n}")}),
+        6 => json!({"type": "mute", "participant": someone}),
+        7 => json!({"type": "start_recording"}),
+        _ => json!({"type": "end"}),
+    }
+}
+
+/// One admitted participant sends 1,000 refused steps, varying the words of each: the public log gains a few
+/// records, bounded by the refusal budget and the aggregation windows (never one a step), with the counts of the
+/// rest; past the budget the room takes no step of theirs for a while; and the judge's steps go on being taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_refused_steps_cost_a_few_records_and_the_judge_goes_on() {
+    const BUDGET: u32 = 3;
+    const FLOOD: usize = 1000;
+    const JUDGE_EVERY: usize = 50;
+    let started = std::time::Instant::now();
+    let gateway = TestGateway::start_with(|config| config.quotas.refusal_records_per_minute = BUDGET).await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, judge_secret) = hearing.invite(&gateway, json!({"role": "judge", "admit_on_join": true})).await;
+    let (_, witness_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let (welcome, judge) = join(&url, &judge_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let judge_id = welcome["participant"].as_str().unwrap().to_owned();
+    let (welcome, mut witness) = join(&url, &witness_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let witness_id = welcome["participant"].as_str().unwrap().to_owned();
+
+    // The judge's socket is read all along (a socket that is not read is closed); what is not a state is kept.
+    let (mut judge, mut judge_messages) = judge.split();
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let kept = heard.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = judge_messages.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] != "state" {
+                    kept.lock().unwrap().push(value);
+                }
+            }
+        }
+    });
+    judge.send(json!({"type": "admit", "participant": witness_id}).to_string().into()).await.unwrap();
+    let mut admitted = false;
+    for _ in 0..1200 {
+        let view = hearing.view(&gateway).await;
+        admitted =
+            view["participants"].as_array().unwrap().iter().any(|p| p["id"] == witness_id && p["place"] == "main_room");
+        if admitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "the witness was never admitted");
+
+    // The flood, each step answered before the next, paced under the socket's own allowance of frames (ten a
+    // second), over which the gateway would close the socket instead of answering.
+    let before = gateway.ledger_size();
+    let (mut by_rule, mut too_many, mut judge_steps) = (0usize, 0usize, 0usize);
+    for n in 0..FLOOD {
+        witness.send(refused_step(n).to_string().into()).await.unwrap();
+        let answer = next(&mut witness).await;
+        assert_eq!(answer["type"], "refused", "step {n}: {answer}");
+        if answer["problem"].is_string() {
+            by_rule += 1;
+        } else {
+            assert!(answer["reason"].as_str().unwrap().contains("too many"), "{answer}");
+            too_many += 1;
+        }
+        if n % JUDGE_EVERY == 0 {
+            let kind = if judge_steps % 2 == 0 { "mute" } else { "unmute" };
+            judge.send(json!({"type": kind, "participant": witness_id}).to_string().into()).await.unwrap();
+            judge_steps += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(110)).await;
+    }
+    let minutes = started.elapsed().as_secs() / 60 + 1;
+
+    // Whatever is still being counted is written at the next activity once its window has closed.
+    gateway.clock.advance(61);
+    gateway.state.gateway.flush_refusals().await.unwrap();
+    let (mut witness_records, mut counted, mut judge_records) = (0u64, 0u64, 0usize);
+    // The judge's last steps may still be on their way: the records are read until they are all there.
+    for _ in 0..1200 {
+        (witness_records, counted, judge_records) = (0, 0, 0);
+        for index in before..gateway.ledger_size() {
+            let record = gateway.ledger_record(index).await;
+            if record["actor"] == witness_id.as_str() {
+                assert_eq!(record["event"]["kind"], "step_refused", "{record}");
+                witness_records += 1;
+                counted += record["repeated"]["count"].as_u64().unwrap_or(1);
+            } else if record["actor"] == judge_id.as_str() {
+                let kind = record["event"]["kind"].as_str().unwrap();
+                assert!(kind == "muted" || kind == "unmuted", "{record}");
+                judge_records += 1;
+            }
+        }
+        if judge_records >= judge_steps {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "{FLOOD} refused steps: {by_rule} refused by a rule, {too_many} over a budget; {witness_records} records \
+         counting {counted} refusals; {judge_records} of the judge's {judge_steps} steps recorded"
+    );
+    // Recorded at once: the budget's burst and what it refilled while the flood ran; each such record may be
+    // followed by one with the count of its repeats, and each minute by one for the refusals past the budget.
+    let recorded_at_once = u64::from(BUDGET) * (minutes + 1);
+    let bound = 2 * recorded_at_once + minutes + 1;
+    assert!(witness_records <= bound, "{witness_records} records for {FLOOD} refused steps (at most {bound})");
+    assert!(witness_records <= 25, "{witness_records} records");
+    assert!(counted as usize >= by_rule, "{counted} refusals counted of {by_rule} refused by a rule");
+    assert!(counted as usize <= by_rule + too_many);
+    assert!(too_many > 0, "nothing was over the budget");
+    // The judge's steps were taken, each on the record, none refused.
+    assert_eq!(judge_records, judge_steps, "{:?}", heard.lock().unwrap());
+    assert!(heard.lock().unwrap().iter().all(|message| message["type"] != "refused"), "{:?}", heard.lock().unwrap());
+}

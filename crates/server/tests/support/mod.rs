@@ -636,3 +636,32 @@ pub async fn http_from(
     stream.write_all(body).await?;
     read_answer(&mut stream).await
 }
+
+/// Every record of the log a gateway on `port` serves, read as an outsider reads it: the checkpoint's size, then
+/// the entry tiles (of the first 1,000 tiles).
+pub async fn served_records(port: u16) -> Vec<Value> {
+    let here = std::net::Ipv4Addr::LOCALHOST;
+    let checkpoint = http_from(here, port, "GET", "/log/checkpoint", &[], b"").await.unwrap();
+    assert_eq!(checkpoint.status, 200, "{}", checkpoint.text());
+    let size: u64 = checkpoint.text().lines().nth(1).unwrap().parse().unwrap();
+    let mut records = Vec::new();
+    for tile in 0..size.div_ceil(256) {
+        assert!(tile < 1000, "only tile paths of one segment are read");
+        let width = (size - tile * 256).min(256);
+        let path = if width == 256 {
+            format!("/log/tile/entries/{tile:03}")
+        } else {
+            format!("/log/tile/entries/{tile:03}.p/{width}")
+        };
+        let bundle = http_from(here, port, "GET", &path, &[], b"").await.unwrap();
+        assert_eq!(bundle.status, 200, "{path}");
+        let mut rest = bundle.body.as_slice();
+        while let [high, low, tail @ ..] = rest {
+            let len = usize::from(u16::from_be_bytes([*high, *low]));
+            records.push(serde_json::from_slice(&tail[..len]).unwrap());
+            rest = &tail[len..];
+        }
+    }
+    assert_eq!(records.len() as u64, size);
+    records
+}

@@ -25,6 +25,14 @@ const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840
 const SECP_256_R_1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const SECP_384_R_1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
+/// The DER DigestInfo before the digest in an RSA PKCS#1 v1.5 signature (RFC 8017 section 9.2, note 1).
+const SHA_256_DIGEST_INFO_PREFIX: [u8; 19] =
+    [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+const SHA_384_DIGEST_INFO_PREFIX: [u8; 19] =
+    [0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30];
+const SHA_512_DIGEST_INFO_PREFIX: [u8; 19] =
+    [0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40];
+
 /// RSA keys shorter than this are refused: 2048 bits is the floor ETSI and the CA/Browser Forum set.
 const MIN_RSA_BITS: usize = 2048;
 
@@ -59,12 +67,15 @@ impl Hash {
         }
     }
 
+    /// PKCS#1 v1.5 padding with this digest's DigestInfo prefix, as RFC 8017 section 9.2 note 1 spells them (rather
+    /// than `Pkcs1v15Sign::new`, which needs sha2's `oid` feature and so a rebuild of everything that links sha2).
     fn pkcs1v15(self) -> Pkcs1v15Sign {
-        match self {
-            Self::Sha256 => Pkcs1v15Sign::new::<Sha256>(),
-            Self::Sha384 => Pkcs1v15Sign::new::<Sha384>(),
-            Self::Sha512 => Pkcs1v15Sign::new::<Sha512>(),
-        }
+        let (hash_len, prefix): (usize, &[u8]) = match self {
+            Self::Sha256 => (32, &SHA_256_DIGEST_INFO_PREFIX),
+            Self::Sha384 => (48, &SHA_384_DIGEST_INFO_PREFIX),
+            Self::Sha512 => (64, &SHA_512_DIGEST_INFO_PREFIX),
+        };
+        Pkcs1v15Sign { hash_len: Some(hash_len), prefix: prefix.into() }
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! - [`request`]: a `TimeStampReq` (SHA-256 imprint, random nonce, `certReq` true, optional policy).
 //! - [`token_from_response`]: the token in a granted `TimeStampResp`.
-//! - [`verify`]: the token: status, imprint, nonce, policy, the CMS signature (RSA PKCS#1 v1.5, ECDSA
+//! - [`verify`]: the token: imprint, nonce, policy, the CMS signature (RSA PKCS#1 v1.5, ECDSA
 //!   P-256 and P-384), the signing certificate named by ESSCertIDv2 or ESSCertID, the critical timeStamping-only
 //!   extended key usage, and the chain to a trust anchor, valid at the token's genTime.
 //! - [`TimestampError`]: exactly what failed.
@@ -18,6 +18,7 @@ mod ess;
 pub mod request;
 mod response;
 mod signature;
+mod tst_info;
 pub mod verify;
 
 pub use der::DateTime;

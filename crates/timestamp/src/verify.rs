@@ -13,12 +13,12 @@ use x509_cert::Certificate;
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, SubjectKeyIdentifier};
-use x509_tsp::TstInfo;
 
 use crate::TimestampError;
 use crate::ess::{IssuerSerial, SigningCertificate, SigningCertificateV2};
 use crate::response::token_from_response;
 use crate::signature::{Hash, ID_SHA_256, Scheme};
+use crate::tst_info::TstInfo;
 
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
@@ -124,8 +124,10 @@ impl TrustAnchors {
 pub struct VerifiedToken {
     /// The token itself (a DER ContentInfo), as it is stored and as `openssl ts -verify -token_in` reads it.
     pub token: Vec<u8>,
-    /// When the authority says the imprint existed.
+    /// When the authority says the imprint existed, to the second (rounded down).
     pub gen_time: DateTime,
+    /// The fraction of a second after `gen_time` that the token gives, in nanoseconds (0 when it gives none).
+    pub gen_time_nanos: u32,
     /// The subject of the authority's certificate, which signed the token.
     pub tsa: String,
     /// The name the token gives its authority (the TSTInfo's `tsa` field), when it gives a directory name.
@@ -225,7 +227,7 @@ pub fn verify_token(
     )?;
 
     check_timestamping_eku(signer_certificate)?;
-    anchors.check_chain(signer_certificate, &certificates, tst_info.gen_time.to_unix_duration())?;
+    anchors.check_chain(signer_certificate, &certificates, tst_info.gen_time.unix_duration())?;
 
     let imprint = &tst_info.message_imprint;
     if imprint.hash_algorithm.oid != ID_SHA_256
@@ -251,7 +253,8 @@ pub fn verify_token(
 
     Ok(VerifiedToken {
         token: token.to_vec(),
-        gen_time: tst_info.gen_time.to_date_time(),
+        gen_time: tst_info.gen_time.date_time(),
+        gen_time_nanos: tst_info.gen_time.subsec_nanos(),
         tsa: signer_certificate.tbs_certificate.subject.to_string(),
         tsa_name_in_token: match &tst_info.tsa {
             Some(GeneralName::DirectoryName(name)) => Some(name.to_string()),

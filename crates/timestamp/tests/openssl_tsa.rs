@@ -90,6 +90,31 @@ fn ess_cert_id_v1_with_sha1_is_accepted() {
 }
 
 #[test]
+fn gen_time_with_fractions_of_a_second_is_read() {
+    let authority = Authority::new(KeyKind::EcdsaP256).with_clock_precision_digits(6);
+    let mut fractions = 0;
+    // openssl drops trailing zeros, and a whole second has no fraction at all: a few tokens show one.
+    for _ in 0..5 {
+        let (_, response, verified) = accepts(&authority);
+        let token = token_from_response(&response).expect("token");
+        let tst_info = tst_info_of(&token);
+        let gen_time = gen_time_text(&tst_info);
+        if gen_time.contains('.') {
+            fractions += 1;
+            assert_ne!(verified.gen_time_nanos, 0, "{gen_time}");
+        }
+    }
+    assert!(fractions > 0, "openssl gave no fractions of a second in 5 tokens");
+}
+
+/// The genTime text in a TSTInfo: its fifth field.
+fn gen_time_text(tst_info: &[u8]) -> String {
+    let fields = Vec::<der::Any>::from_der(tst_info).expect("TSTInfo fields");
+    assert_eq!(der::Tagged::tag(&fields[4]), der::Tag::GeneralizedTime);
+    String::from_utf8(fields[4].value().to_vec()).expect("ASCII")
+}
+
+#[test]
 fn a_policy_asked_for_is_checked() {
     let authority = Authority::new(KeyKind::EcdsaP256);
     let other: ObjectIdentifier = OTHER_POLICY.parse().expect("oid");

@@ -195,6 +195,14 @@ impl Authority {
         Self { dir, kind }
     }
 
+    /// Makes `openssl ts -reply` give genTime with up to `digits` digits of fractions of a second.
+    pub fn with_clock_precision_digits(self, digits: u8) -> Self {
+        let mut config = std::fs::read_to_string(self.path("tsa.cnf")).expect("read tsa.cnf");
+        config.push_str(&format!("clock_precision_digits = {digits}\n"));
+        std::fs::write(self.path("tsa.cnf"), config).expect("write tsa.cnf");
+        self
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

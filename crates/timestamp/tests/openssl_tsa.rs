@@ -6,8 +6,8 @@ mod support;
 use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use custodia_timestamp::{
-    Expectation, ObjectIdentifier, TimestampError, TimestampRequest, TrustAnchors, VerifiedToken, token_from_response,
-    verify_token,
+    CheckpointTimestamp, Expectation, ObjectIdentifier, TimestampError, TimestampRequest, TrustAnchors, VerifiedToken,
+    token_from_response, verify_token,
 };
 use der::Decode;
 use der::asn1::OctetStringRef;
@@ -246,4 +246,22 @@ fn garbage_and_truncations_are_refused_without_panic() {
     let mut extended = response.clone();
     extended.push(0);
     assert!(request.verify_response(&extended, &anchors).is_err(), "a trailing byte");
+}
+
+#[test]
+fn a_log_entry_binds_the_token_to_its_checkpoint() {
+    let authority = Authority::new(KeyKind::Rsa);
+    let root = [9u8; 32];
+    let body = CheckpointTimestamp::checkpoint_body("custodia.example/log", 42, &root);
+    let request = TimestampRequest::new(body.as_bytes(), None, &mut OsRng).expect("request");
+    let response = authority.reply(request.to_der());
+    let verified = request.verify_response(&response, &authority.anchors()).expect("token");
+    let entry = CheckpointTimestamp { size: 42, root, token: verified.token.clone() }.to_entry().expect("entry");
+    let read = CheckpointTimestamp::from_entry(&entry).expect("read back");
+    let again = read.verify("custodia.example/log", &authority.anchors()).expect("the entry verifies");
+    assert_eq!(again.gen_time, verified.gen_time);
+    // The same token claimed for another checkpoint, or another log's, is refused.
+    let moved = CheckpointTimestamp { size: 43, ..read.clone() };
+    assert!(matches!(moved.verify("custodia.example/log", &authority.anchors()), Err(TimestampError::ImprintMismatch)));
+    assert!(matches!(read.verify("other.example/log", &authority.anchors()), Err(TimestampError::ImprintMismatch)));
 }

@@ -113,6 +113,8 @@ pub struct ServeConfig {
     pub probe: ProbeConfig,
     #[command(flatten)]
     pub witness: WitnessConfig,
+    #[command(flatten)]
+    pub timestamps: TimestampConfig,
 }
 
 /// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their
@@ -165,6 +167,44 @@ pub enum WitnessPublish {
     #[default]
     Quorum,
     Immediate,
+}
+
+/// RFC 3161 timestamps of the log's checkpoints ([`crate::timestamping`]).
+#[derive(Clone, clap::Args)]
+pub struct TimestampConfig {
+    /// Time-Stamp Authorities, comma-separated, each `<url> <trust anchor PEM file>`: the checkpoints are sent to
+    /// each (`application/timestamp-query`), and a token counts only if it chains to that file's certificates.
+    /// Without any, the log is not timestamped.
+    #[arg(long = "tsa", env = "CUSTODIA_TSA", value_delimiter = ',')]
+    pub authorities: Vec<String>,
+    /// Never ask the authorities more often than once in this many seconds (a busy log is stamped in batches).
+    #[arg(long = "tsa-min-interval-secs", env = "CUSTODIA_TSA_MIN_INTERVAL_SECS", default_value_t = 60)]
+    pub min_interval_secs: u64,
+    /// Ask at least once in this many minutes, even when the log has not changed.
+    #[arg(long = "tsa-max-interval-minutes", env = "CUSTODIA_TSA_MAX_INTERVAL_MINUTES", default_value_t = 60)]
+    pub max_interval_minutes: u64,
+    /// Give up on an authority's answer after this many seconds (it is asked again at the next turn).
+    #[arg(long = "tsa-timeout-secs", env = "CUSTODIA_TSA_TIMEOUT_SECS", default_value_t = 30)]
+    pub timeout_secs: u64,
+}
+
+impl fmt::Debug for TimestampConfig {
+    /// The number of authorities only: a commercial authority's URL may carry credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimestampConfig")
+            .field("authorities", &self.authorities.len())
+            .field("min_interval_secs", &self.min_interval_secs)
+            .field("max_interval_minutes", &self.max_interval_minutes)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish()
+    }
+}
+
+impl Default for TimestampConfig {
+    /// No authorities; the other settings as `custodia serve` has them.
+    fn default() -> Self {
+        Self { authorities: Vec::new(), min_interval_secs: 60, max_interval_minutes: 60, timeout_secs: 30 }
+    }
 }
 
 /// What one account may put into custody, and how fast ([`crate::budget::Quotas`]), so that no member can fill
@@ -390,6 +430,7 @@ impl fmt::Debug for ServeConfig {
             .field("ice", &self.ice)
             .field("connections", &self.connections)
             .field("witness", &self.witness)
+            .field("timestamps", &self.timestamps)
             .finish_non_exhaustive()
     }
 }
@@ -418,6 +459,7 @@ impl ServeConfig {
             media: MediaConfig::default(),
             probe: ProbeConfig::default(),
             witness: WitnessConfig::default(),
+            timestamps: TimestampConfig::default(),
         }
     }
 

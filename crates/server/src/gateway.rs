@@ -428,6 +428,12 @@ impl Gateway {
         let mut caught_up = 0;
         for index in (from..size).filter(|index| !indexed.contains(index)) {
             let entry = self.log.storage().entry(index, size).await?;
+            if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok() {
+                // The log's own timestamps (crate::timestamping) belong to no case.
+                self.catalog.index_custody(index as i64, "", None, &entry).await?;
+                caught_up += 1;
+                continue;
+            }
             let record = CustodyRecord::from_entry(&entry)
                 .map_err(|err| GatewayError::Internal(format!("ledger entry {index}: {err}")))?;
             let case = self.case_of(&entry).await.map_err(|err| {

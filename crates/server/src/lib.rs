@@ -25,6 +25,7 @@ pub mod quarantine;
 pub mod refusals;
 pub mod startup;
 pub mod texts;
+pub mod timestamping;
 pub mod tls;
 pub mod turn;
 pub mod tus;

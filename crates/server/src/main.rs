@@ -242,15 +242,25 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
         }
         _ => None,
     };
-    let check_record =
-        |_index: u64, entry: &[u8]| CustodyRecord::from_entry(entry).map(drop).map_err(|e| e.to_string());
+    // Every entry is a custody record, or one of the log's own timestamps (crate::timestamping).
+    let check_record = |_index: u64, entry: &[u8]| {
+        CustodyRecord::from_entry(entry)
+            .map(drop)
+            .or_else(|record_error| {
+                custodia_timestamp::CheckpointTimestamp::from_entry(entry).map(drop).map_err(|_| record_error)
+            })
+            .map_err(|e| e.to_string())
+    };
     let report = audit_log(&storage, std::slice::from_ref(&verifier), previous.as_ref(), check_record)
         .await
         .with_context(|| format!("log at {location} FAILED verification"))?;
     let Checkpoint { origin, size, root, .. } = &report.checkpoint.checkpoint;
     say(&format!("OK: log {origin}"));
     say(&format!("  checkpoint: {size} entries, root {root}, signed by {verifier}"));
-    say(&format!("  every entry is a canonical custody record; {} hash tiles match", report.hash_tiles_checked));
+    say(&format!(
+        "  every entry is a canonical custody record or checkpoint timestamp; {} hash tiles match",
+        report.hash_tiles_checked
+    ));
     if let Some(previous) = report.extends {
         say(&format!("  extends the checkpoint of size {previous} seen earlier"));
     }

@@ -29,6 +29,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         crate::texts::CourtTexts::load(config.texts_dir.as_deref())
             .context("reading the court's texts (CUSTODIA_TEXTS_DIR)")?,
     );
+    let timestamper = crate::timestamping::Timestamper::from_config(&config.timestamps)
+        .context("configuring the Time-Stamp Authorities (CUSTODIA_TSA)")?;
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -71,6 +73,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
+    }
+    if let Some(timestamper) = timestamper {
+        tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
+        tokio::spawn(Arc::new(timestamper).run(gateway.log.clone(), Some(gateway.catalog.clone())));
     }
     let uploads_dir = gateway_config.uploads_dir();
     let swept = crate::tus::sweep(&gateway, &uploads_dir).await?;

@@ -167,6 +167,15 @@ impl ClientNetwork {
         }
     }
 
+    /// The wider network this one belongs to: for IPv6 the /56 (a household's or a small site's whole
+    /// allocation, often), an IPv4 address its own.
+    pub fn wider(&self) -> Self {
+        match self.0 {
+            Network::V4(_) => *self,
+            Network::V6Prefix(prefix) => Self(Network::V6Prefix(prefix & !0xff)),
+        }
+    }
+
     /// The key of this network in a [`crate::budget::Budget`]: `192.0.2.1`, or `2001:db8:1:2::/64`.
     pub fn key(&self) -> String {
         match self.0 {

@@ -273,10 +273,9 @@ async fn sign_in(
     // Served in-process (tests) there is no peer: all such sign-ins share one throttle entry.
     let peer = crate::listen::client_network(&extensions)
         .unwrap_or_else(|| crate::listen::ClientNetwork::of(std::net::IpAddr::from([0, 0, 0, 0])));
-    let device = auth::cookie(&headers, auth::device_cookie_name(https));
+    let devices = auth::device_cookies(&headers, auth::device_cookie_name(https));
     let account =
-        auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, device.as_deref())
-            .await?;
+        auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, &devices).await?;
     let secret = auth::start_session(&state.gateway, &account).await?;
     let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
     // The session cookie first, then the device cookie: a new one on every sign-in (auth::DeviceKey).

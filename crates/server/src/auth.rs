@@ -183,7 +183,15 @@ pub fn hash_password(password: &str) -> Result<String> {
 /// Hashing itself is budgeted: [`HASHING_AT_ONCE`] argon2id runs at a time (19 MiB each), on as many threads of
 /// their own (so the allocator reuses those threads' 19 MiB instead of keeping one per thread of the blocking pool:
 /// 128 sign-ins once took a fresh gateway from 44 to 556 MB), and at most [`HASHING_QUEUE`] sign-ins waiting; any
-/// more are told to come back later instead of queueing without limit.
+/// more are told to come back later instead of queueing without limit. Anyone can fill that queue (wrong passwords
+/// for unused usernames cost nothing), so sign-ins with a valid device cookie wait in a lane of their own
+/// ([`OWNER_QUEUE`]), which the hashing threads always serve first: strangers are refused before owners are.
+/// An owner's device has one sign-in under way at a time, an account [`OWNER_SIGN_INS_AT_ONCE`] in that lane; a
+/// device that is locked, or already has a sign-in under way, is no exemption, and its sign-in follows the rules for
+/// sign-ins without one. Other sign-ins are held to [`PEER_SIGN_INS_AT_ONCE`] per client network and
+/// [`WIDER_SIGN_INS_AT_ONCE`] per IPv6 /56, and successful sign-ins are budgeted too, per account
+/// ([`ACCOUNT_SIGN_INS_PER_HOUR`]) and, without a device cookie, per network ([`NETWORK_SIGN_INS_PER_HOUR`]): an
+/// insider who knows a password cannot keep the queue full with it.
 pub const ACCOUNT_PEER_FAILURES: u32 = 10;
 /// See [`ACCOUNT_PEER_FAILURES`].
 pub const PEER_FAILURES: u32 = 30;
@@ -200,22 +208,60 @@ const KNOWN_ADDRESS_FOR: std::time::Duration = std::time::Duration::from_secs(30
 pub const HASHING_AT_ONCE: usize = 2;
 /// See [`ACCOUNT_PEER_FAILURES`].
 pub const HASHING_QUEUE: usize = 32;
+/// Sign-ins with a valid device cookie waiting at once, in a lane of their own (see [`ACCOUNT_PEER_FAILURES`]).
+pub const OWNER_QUEUE: usize = 16;
+/// Sign-ins to one account with a valid device cookie at once (see [`ACCOUNT_PEER_FAILURES`]).
+pub const OWNER_SIGN_INS_AT_ONCE: usize = 2;
 /// Sign-ins from one address waiting or hashing at once, so that one address cannot fill [`HASHING_QUEUE`].
 pub const PEER_SIGN_INS_AT_ONCE: usize = 4;
+/// Sign-ins from one IPv6 /56 (a household's or a small site's whole allocation) waiting or hashing at once.
+pub const WIDER_SIGN_INS_AT_ONCE: usize = 8;
+/// Successful sign-ins to one account: this many at once, then as many an hour (see [`ACCOUNT_PEER_FAILURES`]).
+pub const ACCOUNT_SIGN_INS_PER_HOUR: u32 = 20;
+/// Successful sign-ins without a device cookie from one network: this many at once, then as many an hour.
+pub const NETWORK_SIGN_INS_PER_HOUR: u32 = 60;
+/// The longest username, in bytes; a longer one is refused before any throttle counts it.
+pub const MAX_USERNAME_BYTES: usize = 128;
+/// Device cookies read from one request at most (a planted one must not hide the real one, nor many cost much).
+pub const DEVICE_COOKIES_READ: usize = 4;
 /// Throttle entries kept at most (usernames and addresses tried); beyond that, expired ones are dropped first.
 const THROTTLE_ENTRIES: usize = 100_000;
+
+/// A username as the throttle keeps it: its SHA-256, so that an entry costs 32 bytes whatever was sent.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct UserKey([u8; 32]);
+
+impl UserKey {
+    /// The key of `username`, or bad input if it is longer than [`MAX_USERNAME_BYTES`].
+    fn of(username: &str) -> Result<Self> {
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(GatewayError::BadInput {
+                field: "username",
+                reason: format!("at most {MAX_USERNAME_BYTES} bytes"),
+            });
+        }
+        use sha2::Digest as _;
+        Ok(Self(sha2::Sha256::digest(username.as_bytes()).into()))
+    }
+
+    fn budget_key(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// Recent failed sign-ins, by username and client address together, by address alone and by device, the addresses
 /// each account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
 /// attacker a restart they cannot cause, and gives the owner nothing they need, since what lets the owner past a
-/// spent ceiling is the device cookie, whose key is on disk. Usernames, addresses and devices stay here (and out
-/// of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
+/// spent ceiling is the device cookie, whose key is on disk. Usernames (as their SHA-256), addresses and devices
+/// stay here (and out of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
 pub struct SignInThrottle {
     failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
-    known: std::sync::Mutex<std::collections::HashMap<(String, ClientNetwork), std::time::Instant>>,
+    known: std::sync::Mutex<std::collections::HashMap<(UserKey, ClientNetwork), std::time::Instant>>,
     account_checks: crate::budget::Budget,
-    hashers: std::sync::mpsc::SyncSender<HashJob>,
-    in_flight: std::sync::Mutex<std::collections::HashMap<ClientNetwork, usize>>,
+    account_sign_ins: crate::budget::Budget,
+    network_sign_ins: crate::budget::Budget,
+    hashers: std::sync::Arc<Hashers>,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Flight, usize>>,
     devices: DeviceKey,
 }
 
@@ -225,11 +271,55 @@ impl fmt::Debug for SignInThrottle {
     }
 }
 
+impl Drop for SignInThrottle {
+    fn drop(&mut self) {
+        self.hashers.close();
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum ThrottleKey {
-    AccountFromPeer(String, ClientNetwork),
+    AccountFromPeer(UserKey, ClientNetwork),
     Peer(ClientNetwork),
     Device(Device),
+}
+
+/// What a sign-in under way is counted against.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Flight {
+    Network(ClientNetwork),
+    Wider(ClientNetwork),
+    Device(Device),
+    Account(String),
+}
+
+/// Places taken by one sign-in under way, given back when dropped.
+struct Flights<'a> {
+    throttle: &'a SignInThrottle,
+    keys: Vec<Flight>,
+}
+
+impl Drop for Flights<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.throttle.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(count) = in_flight.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    in_flight.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// Which queue a password check waits in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lane {
+    /// Sign-ins with a valid device cookie for the account named, served first.
+    Owners,
+    /// Every other sign-in.
+    Others,
 }
 
 impl SignInThrottle {
@@ -239,7 +329,9 @@ impl SignInThrottle {
             failures: std::sync::Mutex::new(std::collections::HashMap::new()),
             known: std::sync::Mutex::new(std::collections::HashMap::new()),
             account_checks: crate::budget::Budget::new(ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE),
-            hashers: start_hashers(),
+            account_sign_ins: crate::budget::Budget::per_hour(ACCOUNT_SIGN_INS_PER_HOUR, ACCOUNT_SIGN_INS_PER_HOUR),
+            network_sign_ins: crate::budget::Budget::per_hour(NETWORK_SIGN_INS_PER_HOUR, NETWORK_SIGN_INS_PER_HOUR),
+            hashers: Hashers::start(),
             in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
             devices,
         }
@@ -256,23 +348,50 @@ impl SignInThrottle {
         failures.get(key).filter(|(_, since)| since.elapsed() < THROTTLE_WINDOW).map_or(0, |(count, _)| *count)
     }
 
-    fn known(&self, username: &str, peer: ClientNetwork) -> bool {
+    fn known(&self, user: UserKey, peer: ClientNetwork) -> bool {
         let known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        known.get(&(username.to_owned(), peer)).is_some_and(|at| at.elapsed() < KNOWN_ADDRESS_FOR)
+        known.get(&(user, peer)).is_some_and(|at| at.elapsed() < KNOWN_ADDRESS_FOR)
     }
 
-    /// Whether a sign-in to `username` from `peer` may have its password checked; `device`, when its cookie is
-    /// valid for the account.
-    fn check(&self, username: &str, peer: ClientNetwork, device: Option<Device>) -> Result<()> {
-        if let Some(device) = device {
-            if self.recent(&ThrottleKey::Device(device)) >= ACCOUNT_PEER_FAILURES {
-                return Err(GatewayError::TooMany(
-                    "too many wrong passwords for this account from this device; try again later".into(),
-                ));
-            }
+    /// Places for one sign-in under way against each of `wanted` (a key and its most at once), or none if any is
+    /// full.
+    fn fly(&self, wanted: &[(Flight, usize)]) -> Option<Flights<'_>> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wanted.iter().any(|(key, most)| in_flight.get(key).is_some_and(|count| count >= most)) {
+            return None;
+        }
+        for (key, _) in wanted {
+            *in_flight.entry(key.clone()).or_insert(0) += 1;
+        }
+        Some(Flights { throttle: self, keys: wanted.iter().map(|(key, _)| key.clone()).collect() })
+    }
+
+    /// The first of `cookies` valid at `now` for the account `account_id` whose device is not locked and has no
+    /// sign-in under way, with its places in the owners' lane; `None` if there is none (the ordinary rules apply).
+    fn owner<'a>(&'a self, cookies: &[DeviceCookie], account_id: &str, now: i64) -> Option<(Device, Flights<'a>)> {
+        cookies.iter().filter_map(|cookie| self.devices.verify(cookie, account_id, now)).find_map(|device| {
+            // The place first, then the lock: with one sign-in under way per device, no two can both pass the
+            // check before either is counted.
+            let flights = self.fly(&[
+                (Flight::Device(device), 1),
+                (Flight::Account(account_id.to_owned()), OWNER_SIGN_INS_AT_ONCE),
+            ])?;
+            (self.recent(&ThrottleKey::Device(device)) < ACCOUNT_PEER_FAILURES).then_some((device, flights))
+        })
+    }
+
+    /// Whether a sign-in to `user` from `peer` may have its password checked; `device`, when its cookie is valid
+    /// for the account (and the device neither locked nor busy, [`SignInThrottle::owner`]).
+    fn check(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) -> Result<()> {
+        let spent = |wait| GatewayError::TooManyAttempts {
+            what: "sign-ins to this account",
+            retry_after_seconds: crate::budget::retry_after_seconds(wait),
+        };
+        self.account_sign_ins.check(&user.budget_key()).map_err(spent)?;
+        if device.is_some() {
             return Ok(());
         }
-        if self.recent(&ThrottleKey::AccountFromPeer(username.to_owned(), peer)) >= ACCOUNT_PEER_FAILURES {
+        if self.recent(&ThrottleKey::AccountFromPeer(user, peer)) >= ACCOUNT_PEER_FAILURES {
             return Err(GatewayError::TooMany(
                 "too many wrong passwords for this account from your address; try again later".into(),
             ));
@@ -280,8 +399,12 @@ impl SignInThrottle {
         if self.recent(&ThrottleKey::Peer(peer)) >= PEER_FAILURES {
             return Err(GatewayError::TooMany("too many wrong passwords from your network; try again later".into()));
         }
-        if !self.known(username, peer) {
-            self.account_checks.take(username).map_err(|wait| GatewayError::TooManyAttempts {
+        self.network_sign_ins.check(&peer.key()).map_err(|wait| GatewayError::TooManyAttempts {
+            what: "sign-ins from your network",
+            retry_after_seconds: crate::budget::retry_after_seconds(wait),
+        })?;
+        if !self.known(user, peer) {
+            self.account_checks.take(&user.budget_key()).map_err(|wait| GatewayError::TooManyAttempts {
                 what: "sign-ins to this account from new addresses",
                 retry_after_seconds: crate::budget::retry_after_seconds(wait),
             })?;
@@ -291,7 +414,7 @@ impl SignInThrottle {
 
     /// Counts a wrong password: against the device alone when it came with a valid device cookie, else against the
     /// account from that address and the address.
-    fn failed(&self, username: &str, peer: ClientNetwork, device: Option<Device>) {
+    fn failed(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if failures.len() >= THROTTLE_ENTRIES {
             failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
@@ -299,7 +422,7 @@ impl SignInThrottle {
         let counted = match device {
             Some(device) => vec![(ThrottleKey::Device(device), ACCOUNT_PEER_FAILURES)],
             None => vec![
-                (ThrottleKey::AccountFromPeer(username.to_owned(), peer), ACCOUNT_PEER_FAILURES),
+                (ThrottleKey::AccountFromPeer(user, peer), ACCOUNT_PEER_FAILURES),
                 (ThrottleKey::Peer(peer), PEER_FAILURES),
             ],
         };
@@ -326,9 +449,14 @@ impl SignInThrottle {
         }
     }
 
-    fn succeeded(&self, username: &str, peer: ClientNetwork, device: Option<Device>) {
+    fn succeeded(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
+        // Spent after the fact: a sign-in already checked is not refused for the budget it used.
+        let _ = self.account_sign_ins.take(&user.budget_key());
+        if device.is_none() {
+            let _ = self.network_sign_ins.take(&peer.key());
+        }
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.remove(&ThrottleKey::AccountFromPeer(username.to_owned(), peer));
+        failures.remove(&ThrottleKey::AccountFromPeer(user, peer));
         if let Some(device) = device {
             failures.remove(&ThrottleKey::Device(device));
         }
@@ -338,54 +466,97 @@ impl SignInThrottle {
             known.retain(|_, at| at.elapsed() < KNOWN_ADDRESS_FOR);
         }
         if known.len() < THROTTLE_ENTRIES {
-            known.insert((username.to_owned(), peer), std::time::Instant::now());
+            known.insert((user, peer), std::time::Instant::now());
         }
     }
 
-    /// Runs `check` on a hashing thread within the budget, or refuses when too many already wait, in all
-    /// or from `peer`.
+    /// Runs `check` on a hashing thread, waiting in `lane`, or refuses when that lane is full.
     async fn hash<T: Send + 'static>(
         &self,
-        peer: ClientNetwork,
+        lane: Lane,
         check: impl FnOnce(&mut Vec<argon2::Block>) -> T + Send + 'static,
     ) -> Result<T> {
-        struct FromPeer<'a>(&'a SignInThrottle, ClientNetwork);
-        impl Drop for FromPeer<'_> {
-            fn drop(&mut self) {
-                let mut in_flight = self.0.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(count) = in_flight.get_mut(&self.1) {
-                    *count -= 1;
-                    if *count == 0 {
-                        in_flight.remove(&self.1);
-                    }
-                }
-            }
-        }
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let count = in_flight.entry(peer).or_insert(0);
-            if *count >= PEER_SIGN_INS_AT_ONCE {
-                return Err(GatewayError::TooMany("too many sign-ins at once from your network; try again".into()));
-            }
-            *count += 1;
-        }
-        let _from_peer = FromPeer(self, peer);
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: HashJob = Box::new(move |memory| {
             let _ = answer.send(check(memory));
         });
-        match self.hashers.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(_)) => {
-                return Err(GatewayError::TooMany(
-                    "the gateway is busy signing people in; try again in a moment".into(),
-                ));
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(GatewayError::Internal("the password checkers have stopped".into()));
-            }
+        if !self.hashers.submit(lane, job) {
+            return Err(GatewayError::TooMany("the gateway is busy signing people in; try again in a moment".into()));
         }
         answered.await.map_err(|_| GatewayError::Internal("a password check did not finish".into()))
+    }
+}
+
+/// The hashing threads' two queues ([`Lane`]): owners' sign-ins first.
+struct Hashers {
+    lanes: std::sync::Mutex<Lanes>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Lanes {
+    owners: std::collections::VecDeque<HashJob>,
+    others: std::collections::VecDeque<HashJob>,
+    closed: bool,
+}
+
+impl Hashers {
+    /// [`HASHING_AT_ONCE`] threads that run password checks from the queues; they end when closed.
+    fn start() -> std::sync::Arc<Self> {
+        let hashers =
+            std::sync::Arc::new(Self { lanes: std::sync::Mutex::default(), ready: std::sync::Condvar::new() });
+        for n in 0..HASHING_AT_ONCE {
+            let hashers = hashers.clone();
+            let started = std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
+                let mut memory = Vec::new();
+                while let Some(job) = hashers.next() {
+                    job(&mut memory);
+                }
+            });
+            if let Err(err) = started {
+                tracing::error!(error = %err, "could not start a password-checking thread");
+            }
+        }
+        hashers
+    }
+
+    /// The next job, owners' first; `None` once closed.
+    fn next(&self) -> Option<HashJob> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if lanes.closed {
+                return None;
+            }
+            if let Some(job) = lanes.owners.pop_front().or_else(|| lanes.others.pop_front()) {
+                return Some(job);
+            }
+            lanes = self.ready.wait(lanes).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Queues `job` in `lane`, or `false` if that lane is full.
+    fn submit(&self, lane: Lane, job: HashJob) -> bool {
+        let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (queue, most) = match lane {
+            Lane::Owners => (&mut lanes.owners, OWNER_QUEUE),
+            Lane::Others => (&mut lanes.others, HASHING_QUEUE),
+        };
+        if queue.len() >= most {
+            return false;
+        }
+        queue.push_back(job);
+        drop(lanes);
+        self.ready.notify_one();
+        true
+    }
+
+    fn close(&self) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        lanes.closed = true;
+        lanes.owners.clear();
+        lanes.others.clear();
+        drop(lanes);
+        self.ready.notify_all();
     }
 }
 
@@ -509,52 +680,46 @@ fn verify_in(memory: &mut Vec<argon2::Block>, stored: &str, password: &[u8]) -> 
         && argon2::password_hash::Output::new(&computed).is_ok_and(|computed| computed == expected)
 }
 
-/// [`HASHING_AT_ONCE`] threads that run password checks from a queue of [`HASHING_QUEUE`]; they end when the
-/// queue's sender is dropped.
-fn start_hashers() -> std::sync::mpsc::SyncSender<HashJob> {
-    let (sender, receiver) = std::sync::mpsc::sync_channel::<HashJob>(HASHING_QUEUE);
-    let receiver = std::sync::Arc::new(std::sync::Mutex::new(receiver));
-    for n in 0..HASHING_AT_ONCE {
-        let receiver = receiver.clone();
-        let started = std::thread::Builder::new().name(format!("argon2-{n}")).spawn(move || {
-            let mut memory = Vec::new();
-            loop {
-                let job = receiver.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                match job {
-                    Ok(job) => job(&mut memory),
-                    Err(_) => return,
-                }
-            }
-        });
-        if let Err(err) = started {
-            tracing::error!(error = %err, "could not start a password-checking thread");
-        }
-    }
-    sender
-}
-
 /// Checks a password, within the throttle. An unknown user costs the same as a wrong password, so timing does not
-/// reveal usernames. `peer` is the client's network (see [`crate::listen::Site`]) and `device_cookie` the value
-/// of the request's device cookie, if any, both used only for throttling.
+/// reveal usernames. `peer` is the client's network (see [`crate::listen::Site`]) and `device_cookies` the values
+/// of the request's device cookies ([`device_cookies`]), both used only for throttling.
 pub async fn check_password(
     gateway: &Gateway,
     throttle: &SignInThrottle,
     username: &str,
     password: &str,
     peer: ClientNetwork,
-    device_cookie: Option<&str>,
+    device_cookies: &[String],
 ) -> Result<Account> {
+    let user = UserKey::of(username)?;
     // Which account a device cookie is for is known only by checking its MAC for the account named: the account is
     // looked up first for a sign-in that carries one, and after the throttle's other checks for any other.
+    let cookies: Vec<DeviceCookie> =
+        device_cookies.iter().take(DEVICE_COOKIES_READ).filter_map(|value| DeviceCookie::parse(value)).collect();
     let mut looked_up = None;
-    let mut device = None;
-    if let Some(cookie) = device_cookie.and_then(DeviceCookie::parse) {
+    let mut owner = None;
+    if !cookies.is_empty() {
         let account = gateway.catalog.account_by_username(username).await?;
         let now = gateway.clock.unix_seconds();
-        device = account.as_ref().and_then(|account| throttle.devices.verify(&cookie, &account.id, now));
+        owner = account.as_ref().and_then(|account| throttle.owner(&cookies, &account.id, now));
         looked_up = Some(account);
     }
-    throttle.check(username, peer, device)?;
+    let device = owner.as_ref().map(|(device, _)| *device);
+    throttle.check(user, peer, device)?;
+    let (lane, _flights) = match owner {
+        Some((_, flights)) => (Lane::Owners, flights),
+        None => {
+            let flights = throttle
+                .fly(&[
+                    (Flight::Network(peer), PEER_SIGN_INS_AT_ONCE),
+                    (Flight::Wider(peer.wider()), WIDER_SIGN_INS_AT_ONCE),
+                ])
+                .ok_or_else(|| {
+                    GatewayError::TooMany("too many sign-ins at once from your network; try again".into())
+                })?;
+            (Lane::Others, flights)
+        }
+    };
     let account = match looked_up {
         Some(account) => account,
         None => gateway.catalog.account_by_username(username).await?,
@@ -563,14 +728,14 @@ pub async fn check_password(
     // much memory as a wrong password, within the same budget.
     let stored = account.as_ref().map_or_else(|| DECOY_HASH.to_owned(), |account| account.password_hash.clone());
     let password = password.to_owned();
-    let matches = throttle.hash(peer, move |memory| verify_in(memory, &stored, password.as_bytes())).await?;
+    let matches = throttle.hash(lane, move |memory| verify_in(memory, &stored, password.as_bytes())).await?;
     match account {
         Some(account) if matches => {
-            throttle.succeeded(username, peer, device);
+            throttle.succeeded(user, peer, device);
             Ok(account)
         }
         _ => {
-            throttle.failed(username, peer, device);
+            throttle.failed(user, peer, device);
             Err(GatewayError::BadCredentials)
         }
     }
@@ -692,6 +857,22 @@ pub fn cookie(headers: &HeaderMap, wanted: &str) -> Option<String> {
     })
 }
 
+/// The values of every device cookie named `wanted` in a request's headers, the first [`DEVICE_COOKIES_READ`]: a
+/// cookie planted under the same name (by a sibling site, or over plain HTTP) must not hide the real one.
+pub fn device_cookies(headers: &HeaderMap, wanted: &str) -> Vec<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == wanted).then(|| value.to_owned())
+        })
+        .take(DEVICE_COOKIES_READ)
+        .collect()
+}
+
 /// The session cookie's value, if the request carries one. Over HTTPS only the `__Host-` cookie counts.
 pub fn session_secret(parts: &Parts, https: bool) -> Option<String> {
     cookie(&parts.headers, session_cookie_name(https))
@@ -763,6 +944,10 @@ mod tests {
         ClientNetwork::of(address.parse().unwrap())
     }
 
+    fn user(name: &str) -> UserKey {
+        UserKey::of(name).unwrap()
+    }
+
     #[test]
     fn a_device_cookie_is_good_for_its_account_until_it_expires_and_names_no_one() {
         let key = DeviceKey::new([7; 32]);
@@ -797,25 +982,188 @@ mod tests {
         let judges_desk = network("192.0.2.1");
         // Strangers spend the account's ceiling, one address each.
         for n in 0..ACCOUNT_CHECKS_BURST {
-            throttle.check("judge", network(&format!("198.51.100.{n}")), None).unwrap();
+            throttle.check(user("judge"), network(&format!("198.51.100.{n}")), None).unwrap();
         }
-        assert!(throttle.check("judge", judges_desk, None).is_err(), "the ceiling is spent");
+        assert!(throttle.check(user("judge"), judges_desk, None).is_err(), "the ceiling is spent");
         let device = Device([3; DEVICE_NONCE_BYTES]);
-        assert!(throttle.check("judge", judges_desk, Some(device)).is_ok(), "a device of the account");
+        assert!(throttle.check(user("judge"), judges_desk, Some(device)).is_ok(), "a device of the account");
         // Someone at the judge's address guesses at every account until the address is refused: not the device.
         for _ in 0..PEER_FAILURES {
-            throttle.failed("clerk", judges_desk, None);
+            throttle.failed(user("clerk"), judges_desk, None);
         }
-        assert!(throttle.check("clerk", judges_desk, None).is_err());
-        assert!(throttle.check("judge", judges_desk, Some(device)).is_ok());
-        // Wrong passwords with the device's cookie lock that device, and no other.
+        assert!(throttle.check(user("clerk"), judges_desk, None).is_err());
+        assert!(throttle.check(user("judge"), judges_desk, Some(device)).is_ok());
+        // Wrong passwords with the device's cookie are counted against that device alone, not the address.
         for _ in 0..ACCOUNT_PEER_FAILURES {
-            throttle.check("judge", judges_desk, Some(device)).unwrap();
-            throttle.failed("judge", judges_desk, Some(device));
+            throttle.check(user("judge"), judges_desk, Some(device)).unwrap();
+            throttle.failed(user("judge"), judges_desk, Some(device));
         }
-        let locked = throttle.check("judge", network("203.0.113.9"), Some(device)).unwrap_err();
-        assert!(locked.to_string().contains("from this device"), "{locked}");
-        assert!(throttle.check("judge", judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).is_ok());
+        assert_eq!(throttle.recent(&ThrottleKey::Device(device)), ACCOUNT_PEER_FAILURES);
+        assert_eq!(throttle.recent(&ThrottleKey::AccountFromPeer(user("judge"), judges_desk)), 0);
+        assert!(throttle.check(user("judge"), judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).is_ok());
         assert_eq!(format!("{throttle:?}"), "SignInThrottle { .. }");
+    }
+
+    #[test]
+    fn owners_are_served_before_strangers_and_have_room_when_strangers_fill_the_queue() {
+        let hashers = Hashers::start();
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (started, running) = std::sync::mpsc::channel();
+        let mut releases = Vec::new();
+        // Strangers' checks that do not end until released take every hashing thread...
+        for _ in 0..HASHING_AT_ONCE {
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            releases.push(release);
+            let started = started.clone();
+            assert!(hashers.submit(
+                Lane::Others,
+                Box::new(move |_| {
+                    started.send(()).unwrap();
+                    let _ = released.recv();
+                })
+            ));
+        }
+        for _ in 0..HASHING_AT_ONCE {
+            running.recv().unwrap();
+        }
+        // ...and fill the strangers' queue: one more stranger is refused.
+        for n in 0..HASHING_QUEUE {
+            let order = order.clone();
+            assert!(hashers.submit(Lane::Others, Box::new(move |_| order.lock().unwrap().push(format!("other {n}")))));
+        }
+        assert!(!hashers.submit(Lane::Others, Box::new(|_| {})), "the strangers' queue is full");
+        // An owner still gets a place, and is served before every stranger waiting.
+        let (done, finished) = std::sync::mpsc::channel();
+        for n in 0..OWNER_QUEUE {
+            let order = order.clone();
+            let done = done.clone();
+            assert!(hashers.submit(
+                Lane::Owners,
+                Box::new(move |_| {
+                    order.lock().unwrap().push(format!("owner {n}"));
+                    done.send(()).unwrap();
+                })
+            ));
+        }
+        assert!(!hashers.submit(Lane::Owners, Box::new(|_| {})), "the owners' lane has a limit of its own");
+        drop(releases);
+        for _ in 0..OWNER_QUEUE {
+            finished.recv().unwrap();
+        }
+        let order = order.lock().unwrap();
+        let owners_first = order.iter().take(OWNER_QUEUE).filter(|job| job.starts_with("owner")).count();
+        assert_eq!(owners_first, OWNER_QUEUE, "{order:?}");
+        drop(order);
+        hashers.close();
+    }
+
+    #[test]
+    fn successful_sign_ins_are_budgeted_per_account_and_per_network() {
+        let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
+        let insider = user("insider");
+        let device = Some(Device([5; DEVICE_NONCE_BYTES]));
+        for n in 0..ACCOUNT_SIGN_INS_PER_HOUR {
+            let desk = network(&format!("198.51.100.{n}"));
+            throttle.check(insider, desk, None).unwrap();
+            throttle.succeeded(insider, desk, None);
+        }
+        let spent = throttle.check(insider, network("203.0.113.1"), None).unwrap_err();
+        assert!(spent.to_string().contains("sign-ins to this account"), "{spent}");
+        assert!(throttle.check(insider, network("203.0.113.1"), device).is_err(), "a device of it too");
+        assert!(throttle.check(user("judge"), network("203.0.113.1"), device).is_ok(), "another account");
+        // One network signing in to many accounts, each within its own budget, spends the network's.
+        let office = network("192.0.2.7");
+        for n in 0..NETWORK_SIGN_INS_PER_HOUR {
+            let someone = user(&format!("clerk{n}"));
+            throttle.check(someone, office, None).unwrap();
+            throttle.succeeded(someone, office, None);
+        }
+        let spent = throttle.check(user("clerk-late"), office, None).unwrap_err();
+        assert!(spent.to_string().contains("from your network"), "{spent}");
+        assert!(throttle.check(user("judge"), office, device).is_ok(), "an owner's device is not held to it");
+    }
+
+    #[test]
+    fn sign_ins_at_once_are_held_per_network_and_per_ipv6_56() {
+        let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
+        let places = |address: &str| {
+            let peer = network(address);
+            [(Flight::Network(peer), PEER_SIGN_INS_AT_ONCE), (Flight::Wider(peer.wider()), WIDER_SIGN_INS_AT_ONCE)]
+        };
+        let mut held = Vec::new();
+        for _ in 0..PEER_SIGN_INS_AT_ONCE {
+            held.push(throttle.fly(&places("2001:db8:0:100::1")).unwrap());
+        }
+        assert!(throttle.fly(&places("2001:db8:0:100::2")).is_none(), "the /64 is full");
+        for n in 0..(WIDER_SIGN_INS_AT_ONCE - PEER_SIGN_INS_AT_ONCE) {
+            held.push(throttle.fly(&places(&format!("2001:db8:0:1{:02x}::1", n + 1))).unwrap());
+        }
+        assert!(throttle.fly(&places("2001:db8:0:1ff::1")).is_none(), "another /64 of the same /56");
+        assert!(throttle.fly(&places("2001:db8:0:200::1")).is_some(), "another /56");
+        held.pop();
+        assert!(throttle.fly(&places("2001:db8:0:1ff::1")).is_some(), "a place given back");
+    }
+
+    #[test]
+    fn a_device_has_one_sign_in_under_way_and_a_locked_or_busy_one_is_no_exemption() {
+        let throttle = SignInThrottle::new(DeviceKey::new([2; 32]));
+        let value = throttle.devices.issue("acc-judge", NOW);
+        let cookie = || vec![DeviceCookie::parse(&value).unwrap()];
+        let (device, first) = throttle.owner(&cookie(), "acc-judge", NOW).unwrap();
+        // Forty guesses at once with one stolen cookie: none but the first is counted as the device's.
+        for _ in 0..40 {
+            assert!(throttle.owner(&cookie(), "acc-judge", NOW).is_none());
+        }
+        throttle.failed(user("judge"), network("192.0.2.1"), Some(device));
+        drop(first);
+        for _ in 1..ACCOUNT_PEER_FAILURES {
+            let (device, _under_way) = throttle.owner(&cookie(), "acc-judge", NOW).unwrap();
+            throttle.failed(user("judge"), network("192.0.2.1"), Some(device));
+        }
+        // Locked: its sign-ins follow the ordinary rules (which a known address passes) instead of a 429.
+        assert!(throttle.owner(&cookie(), "acc-judge", NOW).is_none(), "a locked device");
+        throttle.succeeded(user("judge"), network("192.0.2.9"), None);
+        assert!(throttle.check(user("judge"), network("192.0.2.9"), None).is_ok());
+        // An account has OWNER_SIGN_INS_AT_ONCE in the owners' lane, whatever its devices.
+        let devices: Vec<_> = (0..=OWNER_SIGN_INS_AT_ONCE).map(|_| throttle.devices.issue("acc-clerk", NOW)).collect();
+        let mut held = Vec::new();
+        for value in &devices[..OWNER_SIGN_INS_AT_ONCE] {
+            held.push(throttle.owner(&[DeviceCookie::parse(value).unwrap()], "acc-clerk", NOW).unwrap());
+        }
+        let last = DeviceCookie::parse(&devices[OWNER_SIGN_INS_AT_ONCE]).unwrap();
+        assert!(throttle.owner(&[last], "acc-clerk", NOW).is_none());
+    }
+
+    #[test]
+    fn every_device_cookie_is_read_and_the_valid_one_counts() {
+        let throttle = SignInThrottle::new(DeviceKey::new([3; 32]));
+        let real = throttle.devices.issue("acc-judge", NOW);
+        let mut headers = HeaderMap::new();
+        let planted =
+            format!("{DEVICE_COOKIE}=x; {DEVICE_COOKIE}={}; lang=en", DeviceKey::new([9; 32]).issue("acc-judge", NOW));
+        headers.append(header::COOKIE, planted.parse().unwrap());
+        headers.append(header::COOKIE, format!("{DEVICE_COOKIE}={real}").parse().unwrap());
+        let values = device_cookies(&headers, DEVICE_COOKIE);
+        assert_eq!(values.len(), 3);
+        let cookies: Vec<_> = values.iter().filter_map(|value| DeviceCookie::parse(value)).collect();
+        assert!(throttle.owner(&cookies, "acc-judge", NOW).is_some(), "the real cookie, read after two planted");
+        let many = vec![format!("{DEVICE_COOKIE}=x"); 10].join("; ");
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, format!("{many}; {DEVICE_COOKIE}={real}").parse().unwrap());
+        assert_eq!(device_cookies(&headers, DEVICE_COOKIE).len(), DEVICE_COOKIES_READ, "no more than that are read");
+    }
+
+    #[test]
+    fn a_username_is_kept_as_its_digest_and_a_long_one_is_refused() {
+        let longest = "u".repeat(MAX_USERNAME_BYTES);
+        assert!(UserKey::of(&longest).is_ok());
+        let refused = UserKey::of(&"u".repeat(60_000)).err().unwrap();
+        assert!(matches!(refused, GatewayError::BadInput { field: "username", .. }), "{refused}");
+        assert_eq!(std::mem::size_of::<UserKey>(), 32);
+        assert!(user("judge") != user("Judge"));
+        let budget = crate::budget::Budget::new(1, 1);
+        budget.take(&user("judge").budget_key()).unwrap();
+        let shown = format!("{budget:?}");
+        assert!(shown.contains("keys: 1") && !shown.contains(&user("judge").budget_key()), "{shown}");
     }
 }

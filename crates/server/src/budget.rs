@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 /// More keys than this and the fullest buckets are forgotten first (a forgotten key starts full).
 const MAX_KEYS: usize = 100_000;
 
-/// A token bucket per key: `burst` attempts at once, then `per_minute` a minute.
-#[derive(Debug)]
+/// A token bucket per key: `burst` attempts at once, then `per_minute` a minute. Its `Debug` shows how many keys
+/// it holds, never which (they are client networks, accounts).
 pub struct Budget {
     burst: f64,
     per_second: f64,
@@ -26,6 +26,13 @@ struct Bucket {
     at: Instant,
 }
 
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len();
+        f.debug_struct("Budget").field("burst", &self.burst).field("keys", &keys).finish_non_exhaustive()
+    }
+}
+
 impl Budget {
     pub fn new(burst: u32, per_minute: u32) -> Self {
         Self {
@@ -33,6 +40,23 @@ impl Budget {
             per_second: f64::from(per_minute.max(1)) / 60.0,
             buckets: Mutex::default(),
         }
+    }
+
+    /// `burst` attempts at once, then `per_hour` an hour.
+    pub fn per_hour(burst: u32, per_hour: u32) -> Self {
+        Self {
+            burst: f64::from(burst.max(1)),
+            per_second: f64::from(per_hour.max(1)) / 3600.0,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Whether `key`'s budget has an attempt left, without taking it: `Ok` if so, else how long until it has.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = buckets.get(key).map_or(self.burst, |bucket| self.refilled(bucket, now));
+        if tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second)) }
     }
 
     /// Takes one attempt from `key`'s budget: `Ok` if there was one, else how long until there is.

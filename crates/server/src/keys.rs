@@ -59,23 +59,33 @@ pub fn load_or_create_secret(path: &Path) -> anyhow::Result<([u8; 32], bool)> {
     Ok((bytes, created))
 }
 
-/// Writes a new owner-only key file, in an owner-only directory.
+/// Writes a new owner-only key file, in an owner-only directory, atomically: the key is written and synced to a
+/// temporary file beside it, which is then linked to `path`, so a crash leaves either no key file or a whole one,
+/// never an empty one (which would stop every later start). Linking fails if `path` exists: two first starts racing
+/// must not overwrite each other's key.
 fn write_new(path: &Path, secret: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
-    // create_new: two first starts racing must not overwrite each other's key.
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    writeln!(file, "{secret}").and_then(|()| file.sync_all()).context("writing key file")
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let temporary = dir.join(format!(".{}.{}.new", name.to_string_lossy(), crate::auth::new_secret()));
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temporary)
+            .with_context(|| format!("creating key file {}", temporary.display()))?;
+        writeln!(file, "{secret}").and_then(|()| file.sync_all()).context("writing key file")?;
+        fs::hard_link(&temporary, path).with_context(|| format!("creating key file {}", path.display()))?;
+        fs::File::open(dir).and_then(|dir| dir.sync_all()).with_context(|| format!("syncing {}", dir.display()))
+    })();
+    let removed = fs::remove_file(&temporary);
+    written?;
+    removed.with_context(|| format!("removing {}", temporary.display()))
 }
 
 /// A key file's text, refused if others may read it.
@@ -138,6 +148,20 @@ mod tests {
         fs::write(&short, "c2hvcnQ\n").unwrap();
         fs::set_permissions(&short, fs::Permissions::from_mode(0o600)).unwrap();
         assert!(load_or_create_secret(&short).unwrap_err().to_string().contains("not a 256-bit secret"));
+    }
+
+    #[test]
+    fn a_key_file_appears_whole_or_not_at_all_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/device-cookie.key");
+        write_new(&path, "first").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first\n");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(write_new(&path, "second").is_err(), "an existing key is kept");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "first\n");
+        let left: Vec<_> =
+            fs::read_dir(path.parent().unwrap()).unwrap().map(|entry| entry.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("device-cookie.key")], "no temporary file is left");
     }
 
     #[test]

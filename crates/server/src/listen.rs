@@ -167,6 +167,15 @@ impl ClientNetwork {
         }
     }
 
+    /// The wider network this one belongs to: for IPv6 the /56 (a household's or a small site's whole
+    /// allocation, often), an IPv4 address its own.
+    pub fn wider(&self) -> Self {
+        match self.0 {
+            Network::V4(_) => *self,
+            Network::V6Prefix(prefix) => Self(Network::V6Prefix(prefix & !0xff)),
+        }
+    }
+
     /// The key of this network in a [`crate::budget::Budget`]: `192.0.2.1`, or `2001:db8:1:2::/64`.
     pub fn key(&self) -> String {
         match self.0 {
@@ -384,9 +393,16 @@ fn site_service(
     let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         let site = Site::resolve(peer.ip(), tls, request.headers(), &limits.trusted_proxies);
         let idle = limits.body_idle_timeout;
+        let small = is_small_body(request.headers());
         let mut request = request.map(|body| {
             let body = Body::new(body);
-            if hyper::body::Body::is_end_stream(&body) { body } else { idle_limited(body, idle) }
+            if hyper::body::Body::is_end_stream(&body) {
+                body
+            } else if small {
+                deadline_limited(idle_limited(body, idle), SMALL_BODY_WITHIN)
+            } else {
+                idle_limited(body, idle)
+            }
         });
         request.extensions_mut().insert(site);
         request.extensions_mut().insert(descriptors.clone());
@@ -401,6 +417,45 @@ fn site_service(
         }
     });
     hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// A body of at most this many bytes (declared), or any JSON body, must arrive whole within [`SMALL_BODY_WITHIN`]:
+/// trickled a byte at a time just under the idle limit, such bodies would hold connections for nothing. Uploads
+/// (large, not JSON) keep only the idle rule.
+pub const SMALL_BODY_BYTES: u64 = 64 * 1024;
+/// See [`SMALL_BODY_BYTES`].
+pub const SMALL_BODY_WITHIN: Duration = Duration::from_secs(15);
+
+/// Whether a request's body is held to [`SMALL_BODY_WITHIN`].
+fn is_small_body(headers: &axum::http::HeaderMap) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().contains("json"));
+    json || declared.is_some_and(|length| length <= SMALL_BODY_BYTES)
+}
+
+/// `body`, ended with an error if it has not all arrived `within` from now.
+fn deadline_limited(body: Body, within: Duration) -> Body {
+    let deadline = tokio::time::Instant::now() + within;
+    let stream = body.into_data_stream();
+    let limited = futures::stream::unfold(Some(stream), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => Some((Ok(chunk), Some(stream))),
+            Ok(Some(Err(err))) => Some((Err(std::io::Error::other(err)), None)),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the request body took too long to arrive")),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(limited)
 }
 
 /// `body`, ended with an error if no data arrives for `idle`.
@@ -424,6 +479,41 @@ fn idle_limited(body: Body, idle: Duration) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_small_body_trickled_under_the_idle_limit_is_cut_off_by_its_deadline() {
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("65536"));
+        assert!(is_small_body(&headers));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("65537"));
+        assert!(!is_small_body(&headers), "an upload keeps the idle rule");
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        assert!(is_small_body(&headers), "JSON, whatever its length");
+        // One byte every 50 ms, without end: never idle for 30 s, so only the deadline ends it.
+        let trickle = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Ok::<_, std::io::Error>(axum::body::Bytes::from_static(b"x")), ()))
+        });
+        let body = deadline_limited(
+            idle_limited(Body::from_stream(trickle), Duration::from_secs(30)),
+            Duration::from_millis(500),
+        );
+        let mut stream = body.into_data_stream();
+        let mut received = 0;
+        let ended = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => received += 1,
+                    Some(Err(err)) => return err.to_string(),
+                    None => return "ended".to_owned(),
+                }
+            }
+        })
+        .await
+        .expect("the trickled body was never cut off");
+        assert!(ended.contains("took too long"), "{ended}");
+        assert!(received <= 10, "{received} bytes arrived after the deadline");
+    }
 
     #[test]
     fn the_budget_keeps_a_reserve_of_descriptors() {

@@ -488,7 +488,11 @@ async fn whip_publish(
 ) -> Result<Response, Problem> {
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
-    let entry = state.hearings.whip_entry(secret, crate::listen::client_network(&extensions)).await.map_err(|e| not_in_room(e.to_string()))?;
+    let entry = state
+        .hearings
+        .whip_entry(secret, crate::listen::client_network(&extensions))
+        .await
+        .map_err(|e| not_in_room(e.to_string()))?;
     // Publishers at once, per case and per inviting account, before the engine does any work for this one.
     let quotas = &state.gateway.quotas;
     let caps = WhipCaps { per_case: quotas.whip_sessions_per_case, per_account: quotas.whip_sessions_per_account };

@@ -746,7 +746,11 @@ impl Hearings {
     /// A WHIP publisher on its way in with `secret`: its hearing, within the budgets of attempts per peer and per
     /// secret, if the secret could let it in now. Nothing of the hearing changes yet: the publisher's offer is
     /// negotiated first, and only one the media engine takes enters ([`Self::enter_publisher`]).
-    pub async fn whip_entry(&self, secret: &str, peer: Option<crate::listen::ClientNetwork>) -> Result<WhipEntry, EnterRefusal> {
+    pub async fn whip_entry(
+        &self,
+        secret: &str,
+        peer: Option<crate::listen::ClientNetwork>,
+    ) -> Result<WhipEntry, EnterRefusal> {
         let (digest, live) = self.attempt(secret, peer)?;
         let issuer = {
             let state = live.state.lock().await;
@@ -896,7 +900,11 @@ impl Hearings {
     }
 
     /// The hearing `secret` belongs to, within the budgets of attempts per peer and per secret.
-    fn attempt(&self, secret: &str, peer: Option<crate::listen::ClientNetwork>) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
+    fn attempt(
+        &self,
+        secret: &str,
+        peer: Option<crate::listen::ClientNetwork>,
+    ) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
         let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
         if let Some(peer) = peer {
             self.joins_per_peer.take(&peer.key()).map_err(too_many)?;

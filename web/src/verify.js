@@ -53,7 +53,7 @@ const MEANING = {
   inclusion_proof: "a custody record is not in the gateway's public log",
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
   openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
-  case_contents: 'the case bundle does not hold exactly what the gateway exported: an artefact bundle was withheld, added or swapped, or a custody record was dropped from one; or it is of an older format (the details say which)',
+  case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
   report: 'the certificate (REPORT.txt) says something the checked files do not: it is not evidence, and it was edited',
 };
 

@@ -65,8 +65,7 @@ pub struct BundleSource {
     pub payload_size: u64,
     pub manifest: Vec<u8>,
     pub manifest_signature: ManifestSignature,
-    /// Every custody record about the artefact, in ledger order, and the case export records that held it: the
-    /// export record last, or, in a case bundle, every record before the case export record.
+    /// Every custody record about the artefact, in ledger order, the export record last.
     pub records: Vec<BundleRecord>,
     /// The signed checkpoint every proof is against, with any cosignatures.
     pub checkpoint: Vec<u8>,
@@ -125,11 +124,8 @@ pub fn case_description(case: &CaseId, scope: &ExportScope) -> String {
     }
 }
 
-/// The version of [`CaseListing`] this build writes and reads. 3: each listed artefact names the last custody
-/// record of its history that the export covers, and its bundle ends there, without an export record of its own
-/// (2 named each bundle's digest, and each bundle ended with its own `artefact_exported` record, one per artefact in
-/// a burst in the public log, which linked every artefact of the case together).
-pub const CASE_LISTING_VERSION: u32 = 3;
+/// The version of [`CaseListing`] this build writes and reads: 2 names the export's [`ExportScope`].
+pub const CASE_LISTING_VERSION: u32 = 2;
 
 /// What part of a case an export holds: the whole case, or one hearing's output only (its recording segments,
 /// its signed minutes and the identity-check documents they name), by the hearing's id. It is in the listing, in
@@ -168,16 +164,10 @@ impl ExportScope {
     }
 }
 
-/// What a case export holds: every artefact, each with the ledger index of the last custody record about it before
-/// the case export record. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody
-/// record carries its SHA-256 and the number of artefacts, so it is fixed in the public log without being published.
-/// The salt (32 random bytes, hex) makes that digest reveal nothing, even to someone who could guess every other
-/// field.
-///
-/// Each artefact's bundle in the case bundle holds its whole custody history up to that record (each record naming
-/// the one before, `prior`), every record proved against the checkpoint of the case export record; so a record
-/// dropped from the end of a history is caught as surely as one from its middle, and the public log holds one record
-/// for the whole export, not one per artefact.
+/// What a case export holds: every artefact bundle with the SHA-256 and size of its bytes, as written into the
+/// case bundle. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody record carries
+/// its SHA-256 and the number of bundles, so it is fixed in the public log without being published. The salt (32
+/// random bytes, hex) makes that digest reveal nothing, even to someone who could guess every other field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaseListing {
@@ -188,28 +178,14 @@ pub struct CaseListing {
     pub bundles: Vec<ListedBundle>,
 }
 
-/// One artefact of a case export.
+/// One artefact bundle of a case export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListedBundle {
     pub artefact: ArtefactId,
-    /// The ledger index of the last custody record about the artefact before the case export record: the last
-    /// record of the artefact's history in its bundle.
-    pub last_record: u64,
-}
-
-/// Why a listing could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ListingError {
-    /// A listing of an older format, which this build no longer reads. Not a sign of tampering.
-    #[error(
-        "the case listing is of version {0}, an older format of case bundle (before version {CASE_LISTING_VERSION}, \
-         each artefact bundle in it ended with an export record of its own), which this verifier no longer reads; \
-         this says nothing of tampering: check the bundle with the Custodia release that made it"
-    )]
-    Older(u32),
-    #[error("{0}")]
-    Malformed(String),
+    /// SHA-256 of the artefact bundle's bytes, as they are in the case bundle.
+    pub sha256: Sha256,
+    pub size: u64,
 }
 
 impl CaseListing {
@@ -223,28 +199,14 @@ impl CaseListing {
         custodia_core::to_canonical_vec(self)
     }
 
-    /// Reads a listing, refusing anything that is not exactly what [`Self::to_bytes`] writes, and telling a listing
-    /// of an older format ([`ListingError::Older`]) from a malformed one.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ListingError> {
-        #[derive(Deserialize)]
-        struct Versioned {
-            v: u32,
-        }
-        if let Ok(Versioned { v }) = serde_json::from_slice::<Versioned>(bytes)
-            && v < CASE_LISTING_VERSION
-        {
-            return Err(ListingError::Older(v));
-        }
-        let listing: Self =
-            custodia_core::from_canonical_slice(bytes).map_err(|err| ListingError::Malformed(err.to_string()))?;
+    /// Reads a listing, refusing anything that is not exactly what [`Self::to_bytes`] writes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let listing: Self = custodia_core::from_canonical_slice(bytes).map_err(|err| err.to_string())?;
         if listing.v != CASE_LISTING_VERSION {
-            return Err(ListingError::Malformed(format!(
-                "listing version {} is not {CASE_LISTING_VERSION}",
-                listing.v
-            )));
+            return Err(format!("listing version {} is not {CASE_LISTING_VERSION}", listing.v));
         }
         if listing.salt.len() != 64 || !listing.salt.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            return Err(ListingError::Malformed("the salt is not 32 bytes of lowercase hex".into()));
+            return Err("the salt is not 32 bytes of lowercase hex".into());
         }
         Ok(listing)
     }
@@ -255,7 +217,7 @@ mod tests {
     use super::*;
 
     fn listing() -> CaseListing {
-        let bundle = ListedBundle { artefact: ArtefactId::new("art-1").unwrap(), last_record: 41 };
+        let bundle = ListedBundle { artefact: ArtefactId::new("art-1").unwrap(), sha256: Sha256::of(b"b"), size: 2048 };
         CaseListing::new(CaseId::new("case-7").unwrap(), ExportScope::Case, [7; 32], vec![bundle])
     }
 
@@ -264,18 +226,10 @@ mod tests {
         let bytes = listing().to_bytes().unwrap();
         assert_eq!(CaseListing::from_bytes(&bytes).unwrap(), listing());
         let text = String::from_utf8(bytes).unwrap();
-        assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","last_record":41}],"case":"case-7""#), "{text}");
+        assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","sha256":""#), "{text}");
         assert!(CaseListing::from_bytes(text.replacen(':', ": ", 1).as_bytes()).is_err());
-        assert!(text.contains(r#""scope":{"kind":"case"},"v":3}"#), "{text}");
-        assert!(matches!(
-            CaseListing::from_bytes(text.replace(r#""v":3"#, r#""v":4"#).as_bytes()),
-            Err(ListingError::Malformed(_))
-        ));
-        // A listing of version 2 (each bundle by its digest) is of an older format, and said to be, not malformed.
-        let older = r#"{"bundles":[{"artefact":"art-1","sha256":"00","size":2048}],"case":"case-7","salt":"07","scope":{"kind":"case"},"v":2}"#;
-        let err = CaseListing::from_bytes(older.as_bytes()).unwrap_err();
-        assert_eq!(err, ListingError::Older(2));
-        assert!(err.to_string().contains("an older format") && err.to_string().contains("nothing of tampering"));
+        assert!(CaseListing::from_bytes(text.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
+        assert!(text.contains(r#""scope":{"kind":"case"},"v":2}"#), "{text}");
         let hearing = ExportScope::Hearing { hearing: HearingId::new("h-9").unwrap() };
         let of_hearing = CaseListing { scope: hearing.clone(), ..listing() };
         let bytes = of_hearing.to_bytes().unwrap();

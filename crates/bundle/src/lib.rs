@@ -3,9 +3,7 @@
 //! A bundle is one file: a BagIt bag (RFC 8493) packed as a tar. It holds the artefact's bytes, its signed
 //! manifest, every custody record about it with an offline inclusion proof, the log checkpoint those proofs are
 //! against, the gateway's public key (C2SP vkey and PEM), and a human-readable certificate. The export itself is
-//! the last custody record, so a bundle proves its own export. A case bundle holds one artefact bundle per
-//! artefact and one custody record for the whole export, which commits to the listing of the artefacts with the
-//! last record of each one's history; each artefact bundle in it ends there.
+//! the last custody record, so a bundle proves its own export.
 //!
 //! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. This
 //! crate does no network IO and depends only on `custodia-core` and the IO-free parts of `custodia-ledger`, so
@@ -16,12 +14,9 @@ mod report;
 mod verify;
 mod write;
 
-pub use layout::{
-    BundleRecord, BundleSource, CASE_LISTING_VERSION, CaseListing, ExportScope, ListedBundle, ListingError,
-    public_key_pem,
-};
+pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, public_key_pem};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Verdict, Verification, VerifyError, verify,
     verify_within,
 };
-pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, WrittenBundle, padding};
+pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

@@ -176,31 +176,28 @@ pub fn case_certificate(origin: &str, listing: &crate::CaseListing, record_index
     let _ = writeln!(out, "Scope: {}", listing.scope.describe(case));
     let _ = writeln!(
         out,
-        "This bag holds {} artefact bundles. Each holds its artefact's whole custody history up to the record named",
+        "This bag holds {} artefact bundles, each complete and verifiable on its own:\n",
         listing.bundles.len()
     );
-    let _ =
-        writeln!(out, "here, each record proved against this bag's checkpoint; none ends with an export record of its");
-    let _ = writeln!(out, "own, so each is checked inside this bag, against the case export record:\n");
     for bundle in &listing.bundles {
         let _ = writeln!(
             out,
-            "  {}  history up to record #{}",
+            "  {}  SHA-256 {}  ({} bytes)",
             layout::inner_bundle_path(&bundle.artefact),
-            bundle.last_record
+            bundle.sha256,
+            bundle.size
         );
     }
     let (entry, _) = layout::record_paths(record_index);
     let _ = writeln!(
         out,
-        "\nThe export is custody record #{record_index} ({entry}), the one record of this export in the gateway's"
+        "\nThe export is custody record #{record_index} ({entry}), in the gateway's public log. It commits to the"
     );
     let _ = writeln!(
         out,
-        "public log. It commits to the listing {} by its SHA-256 and count, so an artefact bundle left",
+        "listing {} by its SHA-256 and count, so an artefact bundle left out, added or swapped is caught.",
         layout::CASE_LISTING
     );
-    let _ = writeln!(out, "out, added or swapped, or a record dropped from the end of a history, is caught.");
     let _ = writeln!(out, "\nHOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;");
     let _ = writeln!(
         out,

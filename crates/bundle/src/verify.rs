@@ -138,20 +138,6 @@ pub struct Verification {
     pub peak_kept_bytes: u64,
     /// How many of the failed checks are only "signed by a key nobody pinned".
     unconfirmed: usize,
-    /// Of an artefact bundle inside a case bundle: where its history ends, for the case's check against its listing.
-    chain: Option<ChainEnd>,
-}
-
-/// Where an artefact bundle inside a case bundle ends: what the case bundle checks against its listing and its case
-/// export record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ChainEnd {
-    /// The last record of the artefact's own history (its `prior` chain), if the bundle has a readable one.
-    last: Option<u64>,
-    /// The highest ledger index of any record in the bundle.
-    highest: Option<u64>,
-    /// SHA-256 of the checkpoint its records are proved against.
-    checkpoint: Sha256,
 }
 
 impl Verification {
@@ -357,7 +343,7 @@ fn checks_cost(checks: &[Check]) -> u64 {
 /// failure, at most [`NESTED_FAILURES_KEPT`] failures besides, a count of those let go, and one check per part
 /// that passed, with how many passed. The verdict, the artefact, its SHA-256 and the counts stay as they were.
 fn summarise(verification: Verification) -> Verification {
-    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, chain } =
+    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed } =
         verification;
     let mut kept: Vec<Check> = Vec::new();
     let mut failed_parts = BTreeSet::new();
@@ -382,7 +368,7 @@ fn summarise(verification: Verification) -> Verification {
         let detail = if count > 1 { format!("{detail} (and {} more such checks passed)", count - 1) } else { detail };
         kept.push(Check { part, passed: true, detail });
     }
-    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, chain }
+    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed }
 }
 
 /// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool
@@ -550,7 +536,7 @@ fn read_bundle(
             let mark = budget.kept;
             let read = read_bundle(&mut hashing, trusted, false, budget);
             let verification = match read {
-                Ok(inner) => verify_bag(inner, trusted, true),
+                Ok(inner) => verify_bag(inner, trusted),
                 Err(err @ VerifyError::TooLarge(_)) => return Err(err),
                 Err(err) => {
                     let mut failed = Verification::default();
@@ -677,18 +663,16 @@ pub fn verify_within(
     let mut budget = Budget::new(limits);
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
     let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
-    let mut verification = verify_bag(bag, trusted, false);
+    let mut verification = verify_bag(bag, trusted);
     verification.files_read = budget.files;
     verification.peak_kept_bytes = budget.peak;
     Ok(verification)
 }
 
-/// Checks a bag read whole: a case bag, or an artefact bag (`nested` inside a case bag, whose history ends where the
-/// case's listing says rather than with an export record of its own).
-fn verify_bag(bag: BagRead, trusted: &[LogVerifier], nested: bool) -> Verification {
+fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
     let is_case = !bag.nested.is_empty()
         || bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR) || path == layout::CASE_LISTING);
-    if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(&bag.files, trusted, nested) }
+    if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(&bag.files, trusted) }
 }
 
 /// The files a case bag holds besides its artefact bundles and custody record.
@@ -784,10 +768,7 @@ fn check_strays(
     }
 }
 
-/// The case export record lists exactly the artefact bundles in the bag, and each holds its artefact's whole
-/// history up to the record the listing names for it, proved against the case export record's checkpoint and with
-/// no record from after it: so a bundle left out, added, swapped for another export's, or with a record dropped
-/// from the end of its history, is caught and named.
+/// The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported.
 fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Verification) {
     let before = report.checks.iter().filter(|c| !c.passed).count();
     let [only] = records else {
@@ -819,10 +800,6 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
     }
     let listing = match CaseListing::from_bytes(listing_bytes) {
         Ok(listing) => listing,
-        Err(err @ crate::ListingError::Older(_)) => {
-            report.fail(Part::CaseContents, err.to_string());
-            return;
-        }
         Err(err) => {
             report.fail(Part::CaseContents, format!("{}: {err}", layout::CASE_LISTING));
             return;
@@ -884,64 +861,24 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
             report.fail(Part::CaseContents, format!("the listing names artefact {} twice", bundle.artefact));
         }
     }
-    let nested: BTreeMap<&str, &Verification> =
-        bag.nested.iter().map(|(path, verification)| (path.as_str(), verification)).collect();
-    let checkpoint = text(&bag.files, layout::CHECKPOINT).map(Sha256::of);
     for (path, bundle) in &listed {
-        let artefact = &bundle.artefact;
-        let Some(verification) = nested.get(path.as_str()) else {
-            report.fail(
-                Part::CaseContents,
-                format!("artefact {artefact} is missing: the case export record lists {path}, and the bundle does not hold it"),
-            );
-            continue;
-        };
-        let Some(chain) = verification.chain else {
-            report.fail(
-                Part::CaseContents,
-                format!("artefact {artefact}: {path} could not be read as an artefact bundle"),
-            );
-            continue;
-        };
-        if Some(chain.checkpoint) != checkpoint {
-            report.fail(
+        match bag.files.get(path) {
+            None => report.fail(
                 Part::CaseContents,
                 format!(
-                    "artefact {artefact}: {path} is not proved against the checkpoint of case export record {}: it is \
-                     not the bundle this export made (swapped for another export's)",
-                    only.index
-                ),
-            );
-        }
-        if let Some(highest) = chain.highest.filter(|highest| *highest >= only.index) {
-            report.fail(
-                Part::CaseContents,
-                format!(
-                    "artefact {artefact}: {path} holds record {highest}, which is not before case export record {}: \
-                     it is not the bundle this export made",
-                    only.index
-                ),
-            );
-        }
-        match chain.last {
-            Some(last) if last == bundle.last_record => {}
-            Some(last) if last < bundle.last_record => report.fail(
-                Part::CaseContents,
-                format!(
-                    "artefact {artefact}: its history in {path} stops at record {last}, but the case export record \
-                     lists it up to record {}: records were dropped",
-                    bundle.last_record
+                    "artefact {} is missing: the case export record lists {path}, and the bundle does not hold it",
+                    bundle.artefact
                 ),
             ),
-            found => report.fail(
+            Some(seen) if seen.sha256 != bundle.sha256 || seen.size != bundle.size => report.fail(
                 Part::CaseContents,
                 format!(
-                    "artefact {artefact}: its history in {path} ends at record {}, but the case export record lists it \
-                     up to record {}: it is not the bundle this export made",
-                    found.map_or("(none)".to_owned(), |last| last.to_string()),
-                    bundle.last_record
+                    "artefact {}: {path} is not the bundle this export made (SHA-256 {}, {} bytes; the case export \
+                     record lists {}, {} bytes): it was swapped or altered",
+                    bundle.artefact, seen.sha256, seen.size, bundle.sha256, bundle.size
                 ),
             ),
+            Some(_) => {}
         }
     }
     for (path, nested) in &bag.nested {
@@ -960,8 +897,7 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
         report.pass(
             Part::CaseContents,
             format!(
-                "case export record {} lists {} artefact bundles of {}; each is here, with its whole history up to \
-                 the export, and nothing else",
+                "case export record {} lists {} artefact bundles of {}; each is here, as exported, and nothing else",
                 only.index,
                 listing.bundles.len(),
                 listing.scope.describe(&listing.case)
@@ -1117,7 +1053,7 @@ fn check_checkpoint(checkpoint_bytes: &[u8], key: &LogVerifier, report: &mut Ver
     }
 }
 
-fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier], nested: bool) -> Verification {
+fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier]) -> Verification {
     let mut report = Verification::default();
     check_bag(files, &mut report);
     check_strays(
@@ -1201,11 +1137,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
 
     let records = check_records(files, checkpoint_bytes, &key, checkpoint_ok, &mut report);
     report.records = records.len();
-    let last = check_history(&records, manifest.as_ref(), manifest_bytes, signature, nested, &mut report);
-    if nested {
-        let highest = records.iter().map(|bundled| bundled.index).max();
-        report.chain = Some(ChainEnd { last, highest, checkpoint: Sha256::of(checkpoint_bytes) });
-    }
+    check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
     // The certificate, made again from the checked files; only when the manifest is the gateway's own.
@@ -1409,29 +1341,22 @@ fn check_records(
 }
 
 /// The history is complete and in order: it starts with the registration that the signed manifest describes,
-/// each record names the previous one (`prior`), all are about this artefact, and the last is this export; or, in
-/// an artefact bundle `nested` in a case bundle, the last is where the case's listing says (checked there, against
-/// what this returns: the index of the history's last record). Case export records that included the artefact
-/// (`case_exported`, about its case, as the openings check) may stand between them: they are not part of the
-/// artefact's own history, which names no case export record as `prior`.
+/// each record names the previous one (`prior`), all are about this artefact, and the last is this export.
 fn check_history(
     records: &[BundledRecord],
     manifest: Option<&Manifest>,
     manifest_bytes: &[u8],
     signature: Option<ManifestSignature>,
-    nested: bool,
     report: &mut Verification,
-) -> Option<u64> {
+) {
     let before = report.checks.iter().filter(|c| !c.passed).count();
     let Some(manifest) = manifest else {
         report.fail(Part::CustodyHistory, "no manifest to tie the history to");
-        return None;
+        return;
     };
-    let is_case_export = |bundled: &&BundledRecord| matches!(&bundled.record, Some(r) if matches!(r.event, CustodyEvent::CaseExported { .. }));
-    let history: Vec<&BundledRecord> = records.iter().filter(|bundled| !is_case_export(bundled)).collect();
-    let Some((first, _)) = history.split_first() else {
+    let Some((first, _)) = records.split_first() else {
         report.fail(Part::CustodyHistory, "the bundle holds no custody records");
-        return None;
+        return;
     };
     match &first.record {
         Some(CustodyRecord {
@@ -1444,8 +1369,8 @@ fn check_history(
         _ => report
             .fail(Part::CustodyHistory, format!("record {} is not the registration of this manifest", first.index)),
     }
-    for pair in history.windows(2) {
-        let (previous, record) = (pair[0], pair[1]);
+    for pair in records.windows(2) {
+        let (previous, record) = (&pair[0], &pair[1]);
         let Some(r) = &record.record else { continue };
         if r.prior != Some(previous.index) {
             let said = r.prior.map_or("none".to_owned(), |p| p.to_string());
@@ -1455,33 +1380,16 @@ fn check_history(
             );
         }
     }
-    for bundled in &history {
+    for bundled in records {
         if let Some(r) = &bundled.record
             && r.event.artefact() != Some(&manifest.artefact)
         {
             report.fail(Part::CustodyHistory, format!("record {} is about another artefact", bundled.index));
         }
     }
-    let last = history.last().map(|bundled| bundled.index);
-    if nested {
-        // Where it ends is checked against the case's listing, which names the last record of each history.
-        if report.checks.iter().filter(|c| !c.passed).count() == before {
-            report.pass(
-                Part::CustodyHistory,
-                format!("{} records, complete and in order, from registration to the case export", history.len()),
-            );
-        }
-        return last;
-    }
-    if !matches!(
-        records.last().and_then(|r| r.record.as_ref()).map(|r| &r.event),
-        Some(CustodyEvent::ArtefactExported { .. })
-    ) {
-        report.fail(
-            Part::CustodyHistory,
-            "the last record is not this bundle's export: records after it are missing (an artefact bundle taken out \
-             of a case bundle ends without one, and is checked only inside its case bundle)",
-        );
+    let last = records.last().and_then(|r| r.record.as_ref());
+    if !matches!(last.map(|r| &r.event), Some(CustodyEvent::ArtefactExported { .. })) {
+        report.fail(Part::CustodyHistory, "the last record is not this bundle's export: records after it are missing");
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {
         report.pass(
@@ -1489,7 +1397,6 @@ fn check_history(
             format!("{} records, complete and in order, from registration to this export", records.len()),
         );
     }
-    last
 }
 
 #[cfg(test)]

@@ -183,27 +183,17 @@ impl BundleWriter {
     }
 }
 
-/// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, then the listing of them all
-/// ([`CaseListing`]) and the case export custody record that commits to it, with its inclusion proof, the openings of
-/// its commitments, the checkpoint and the gateway's key. The case export record is appended first; each artefact
-/// bundle then holds the artefact's history up to the record the listing names for it, every record proved against
-/// the case export record's checkpoint, and no export record of its own. The artefact bundles are streamed first
-/// (each framed by [`Self::bundle_header`] and [`padding`]); their digests, computed while streaming, go into the
-/// bag's checksum manifest, and [`Self::finish`] writes the rest.
+/// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each complete and
+/// verifiable alone, then the listing of them all ([`CaseListing`]) and the case export custody record that
+/// commits to it, with its inclusion proof, the openings of its commitments, the checkpoint and the gateway's
+/// key. The artefact bundles are streamed first (each framed by [`Self::bundle_header`] and [`padding`]); their
+/// digests, computed while streaming, make the listing, and [`Self::finish`] writes the rest.
 #[derive(Debug)]
 pub struct CaseBundleWriter {
     tar: Tar,
     case: CaseId,
     verifier: custodia_ledger::LogVerifier,
     bagged_at: String,
-}
-
-/// An artefact bundle as it was streamed into a case bundle: its SHA-256 and size, for the bag's checksum manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WrittenBundle {
-    pub artefact: ArtefactId,
-    pub sha256: custodia_core::Sha256,
-    pub size: u64,
 }
 
 /// The case export record as it goes into a case bundle, with what checks it.
@@ -231,24 +221,15 @@ impl CaseBundleWriter {
         self.tar.header(&layout::inner_bundle_path(artefact), size)
     }
 
-    /// Everything after the artefact bundles (`written`, in the listing's order): the listing, the case export
-    /// record with its proof and openings, the checkpoint and keys, the certificate, the tag files, and the
-    /// end-of-archive marker.
-    pub fn finish(
-        &self,
-        listing: &CaseListing,
-        case_record: &CaseRecord,
-        written: &[WrittenBundle],
-    ) -> Result<Vec<u8>, VerifyError> {
+    /// Everything after the artefact bundles: the listing, the case export record with its proof and openings, the
+    /// checkpoint and keys, the certificate, the tag files, and the end-of-archive marker.
+    pub fn finish(&self, listing: &CaseListing, case_record: &CaseRecord) -> Result<Vec<u8>, VerifyError> {
         let key = self.verifier.public_key().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
         let listing_bytes = listing.to_bytes().map_err(|err| VerifyError::Malformed(format!("case listing: {err}")))?;
         let record = &case_record.record;
         let (entry_path, proof_path) = layout::record_paths(record.index);
         if listing.case != self.case {
             return Err(VerifyError::Malformed(format!("the listing is of case {}, not {}", listing.case, self.case)));
-        }
-        if !written.iter().map(|w| &w.artefact).eq(listing.bundles.iter().map(|b| &b.artefact)) {
-            return Err(VerifyError::Malformed("the bundles written are not the ones the listing names".into()));
         }
         let report = crate::report::case_certificate(self.verifier.name(), listing, record.index);
         let small: Vec<(String, Vec<u8>)> = vec![
@@ -261,8 +242,11 @@ impl CaseBundleWriter {
             (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),
             (layout::REPORT.into(), report.into_bytes()),
         ];
-        let mut listed: Vec<(String, String, u64)> =
-            written.iter().map(|b| (layout::inner_bundle_path(&b.artefact), b.sha256.to_hex(), b.size)).collect();
+        let mut listed: Vec<(String, String, u64)> = listing
+            .bundles
+            .iter()
+            .map(|b| (layout::inner_bundle_path(&b.artefact), b.sha256.to_hex(), b.size))
+            .collect();
         listed.extend(small.iter().map(|(path, bytes)| (path.clone(), sha256_hex(bytes), bytes.len() as u64)));
         let info = BagInfo {
             origin: self.verifier.name(),

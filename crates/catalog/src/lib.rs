@@ -644,48 +644,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Keeps which artefacts a case export record holds, by the SHA-256 of its ledger entry, before the entry is
-    /// appended. Idempotent.
-    pub async fn store_case_export(&self, record_sha256: &str, artefact_ids: &[&str]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for artefact_id in artefact_ids {
-            sqlx::query(
-                "INSERT INTO case_export_artefacts (record_sha256, artefact_id) VALUES ($1, $2) \
-                 ON CONFLICT (record_sha256, artefact_id) DO NOTHING",
-            )
-            .bind(record_sha256)
-            .bind(artefact_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Notes the ledger index of the case export record with this entry SHA-256 (none if it held no artefact).
-    /// Idempotent; made before the record is indexed, so an indexed case export record is always linked.
-    pub async fn link_case_export(&self, record_sha256: &str, ledger_index: i64) -> Result<()> {
-        sqlx::query("UPDATE case_export_artefacts SET ledger_index = $1 WHERE record_sha256 = $2")
-            .bind(ledger_index)
-            .bind(record_sha256)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Every indexed case export record that held an artefact, in ledger order.
-    pub async fn case_exports_of(&self, artefact_id: &str) -> Result<Vec<(i64, Vec<u8>)>> {
-        let rows = sqlx::query(
-            "SELECT c.ledger_index, c.record FROM case_export_artefacts e \
-             JOIN custody_index c ON c.ledger_index = e.ledger_index \
-             WHERE e.artefact_id = $1 ORDER BY c.ledger_index",
-        )
-        .bind(artefact_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|row| Ok((row.try_get("ledger_index")?, row.try_get("record")?))).collect()
-    }
-
     /// The openings of the ledger entry with this SHA-256.
     pub async fn openings(&self, record_sha256: &str) -> Result<Option<String>> {
         let row = sqlx::query("SELECT openings FROM custody_openings WHERE record_sha256 = $1")

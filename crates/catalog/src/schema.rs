@@ -156,19 +156,6 @@ CREATE TABLE witness_cosignatures (
 CREATE INDEX artefacts_by_provider ON artefacts (provider_account, size);
 CREATE INDEX uploads_by_account ON uploads (account_id, expires_at);
 "#,
-    // Which artefacts each case export held. The public log holds one record per case export, committing to its
-    // listing without naming any artefact; this links the record (by the SHA-256 of its ledger entry, written before
-    // the entry is appended, and by its ledger index once indexed) to each artefact it held, so that an artefact's
-    // timeline and later bundles show the case exports it was in.
-    r#"
-CREATE TABLE case_export_artefacts (
-    record_sha256 TEXT NOT NULL,
-    artefact_id TEXT NOT NULL,
-    ledger_index BIGINT,
-    PRIMARY KEY (record_sha256, artefact_id)
-);
-CREATE INDEX case_exports_by_artefact ON case_export_artefacts (artefact_id, ledger_index);
-"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -860,13 +860,11 @@ async fn export(
     Ok(response)
 }
 
-/// Streams a case bundle. The export is recorded first, as one custody record ([`Gateway::export_case_part`]); then
-/// one artefact bundle after another, each digested as it passes (for the bag's checksums), then the listing, the
-/// case export record and the tag files. A producer task feeds a small channel, so memory stays bounded however
-/// large the case. If a bundle cannot be read from storage the stream ends in an error, and what the client holds
-/// fails verification: a case bundle is complete or invalid.
-///
-/// [`Gateway::export_case_part`]: crate::gateway::Gateway::export_case_part
+/// Streams a case bundle: one artefact bundle after another, each digested as it passes, then the listing of
+/// them and the case export record that commits to it (appended once the last bundle is written, so the bundles
+/// are read from storage once), then the tag files. A producer task feeds a small channel, so memory stays
+/// bounded however large the case. If the record cannot be made the stream ends in an error, and what the client
+/// holds fails verification: a case bundle is complete or invalid.
 async fn export_case(
     State(state): State<AppState>,
     caller: Caller,
@@ -875,27 +873,45 @@ async fn export_case(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
-    let export = state.gateway.export_case(&caller, &case, &purpose).await?;
+    let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
     let filename = format!("custodia-case-{case}.tar");
-    stream_case_bundle(&state, &case, export, &filename)
+    let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case };
+    stream_case_bundle(&state, export, sources, &filename)
 }
 
-/// Streams the case bundle of a recorded case export (the whole case, or a part such as a hearing's output, as its
-/// listing says) under `filename` ([`export_case`]).
+/// Who exports which part of which case, and why.
+pub(crate) struct CaseExportRequest {
+    pub caller: Caller,
+    pub case: CaseId,
+    pub purpose: Label,
+    /// The whole case, or one hearing's output: named in the bundle and in its record.
+    pub scope: custodia_bundle::ExportScope,
+}
+
+/// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output, as `export.scope`
+/// says) under `filename`, and records the export once the bundles are written ([`export_case`]).
 pub(crate) fn stream_case_bundle(
     state: &AppState,
-    case: &CaseId,
-    export: crate::gateway::PreparedCaseExport,
+    export: CaseExportRequest,
+    sources: Vec<custodia_bundle::BundleSource>,
     filename: &str,
 ) -> Result<Response, Problem> {
+    let CaseExportRequest { caller, case, purpose, scope } = export;
     let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
-    let writer = custodia_bundle::CaseBundleWriter::new(case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
+    let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
-    let gateway = state.gateway.clone();
+    let (gateway, exported) = (state.gateway.clone(), case.clone());
     tokio::spawn(async move {
-        let streaming = CaseExport { writer: &writer, gateway: &gateway };
-        if let Err(err) = streaming.stream(&export, &sender).await {
+        let export = CaseExport {
+            writer: &writer,
+            gateway: &gateway,
+            caller: &caller,
+            case: &exported,
+            purpose: &purpose,
+            scope: &scope,
+        };
+        if let Err(err) = export.stream(&sources, &sender).await {
             tracing::error!(error = %err, "case bundle stream failed");
             let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
         }
@@ -918,20 +934,24 @@ pub(crate) fn stream_case_bundle(
 struct CaseExport<'a> {
     writer: &'a custodia_bundle::CaseBundleWriter,
     gateway: &'a crate::gateway::Gateway,
+    caller: &'a Caller,
+    case: &'a custodia_core::CaseId,
+    purpose: &'a custodia_core::Label,
+    scope: &'a custodia_bundle::ExportScope,
 }
 
 impl CaseExport<'_> {
     async fn stream(
         &self,
-        export: &crate::gateway::PreparedCaseExport,
+        sources: &[custodia_bundle::BundleSource],
         sender: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
     ) -> anyhow::Result<()> {
         use sha2::Digest as _;
         let send = |bytes: bytes::Bytes| async move {
             sender.send(Ok(bytes)).await.map_err(|_| anyhow::anyhow!("client went away"))
         };
-        let mut written = Vec::with_capacity(export.sources.len());
-        for source in &export.sources {
+        let mut listed = Vec::with_capacity(sources.len());
+        for source in sources {
             let bundle = custodia_bundle::BundleWriter::new(source)?;
             let (head, tail) = (bundle.head()?, bundle.tail());
             let size = head.len() as u64 + source.payload_size + tail.len() as u64;
@@ -951,13 +971,15 @@ impl CaseExport<'_> {
             hasher.update(&tail);
             send(tail.into()).await?;
             send(custodia_bundle::padding(size).into()).await?;
-            written.push(custodia_bundle::WrittenBundle {
+            listed.push(custodia_bundle::ListedBundle {
                 artefact: source.artefact.clone(),
                 sha256: custodia_core::Sha256::from_bytes(hasher.finalize().into()),
                 size,
             });
         }
-        send(self.writer.finish(&export.listing, &export.record, &written)?.into()).await
+        let (listing, record) =
+            self.gateway.record_case_export(self.caller, self.case, self.purpose, self.scope.clone(), listed).await?;
+        send(self.writer.finish(&listing, &record)?.into()).await
     }
 }
 

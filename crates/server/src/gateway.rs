@@ -15,7 +15,7 @@ use custodia_core::{
     Manifest, MembershipChange, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest, UseAction,
     UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
-use custodia_ledger::{Log, LogSigner, LogVerifier, SignedCheckpoint, TlogProof};
+use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
 use custodia_store::{ArtefactStore, IngestOptions, StoreError};
 use ed25519_dalek::SigningKey;
 use futures::Stream;
@@ -220,20 +220,6 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// A case export, recorded and ready to be streamed: its listing, its one custody record, and a bundle source per
-/// artefact, in the listing's order ([`Gateway::export_case_part`]).
-#[derive(Debug)]
-pub struct PreparedCaseExport {
-    pub listing: CaseListing,
-    pub record: CaseRecord,
-    pub sources: Vec<BundleSource>,
-}
-
-/// Whether a ledger entry is a case export record.
-fn is_case_export(entry: &[u8]) -> bool {
-    CustodyRecord::from_entry(entry).is_ok_and(|record| matches!(record.event, CustodyEvent::CaseExported { .. }))
-}
-
 fn manifest_path(artefact: &ArtefactId) -> StorePath {
     StorePath::from_iter(["manifests", artefact.as_str()])
 }
@@ -353,7 +339,8 @@ impl Gateway {
             .map_err(|err| GatewayError::Internal(format!("openings: {err}")))?;
         self.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings_text).await?;
         let index = self.log.append(entry.clone()).await?;
-        if let Err(err) = self.index_custody(index, record, case, &entry).await {
+        let artefact = record.event.artefact().map(ArtefactId::as_str);
+        if let Err(err) = self.catalog.index_custody(index as i64, case, artefact, &entry).await {
             tracing::error!(index, error = %err, "a custody record is in the ledger but could not be indexed");
             let unindexed = Unindexed { index, record: record.clone(), case: case.to_owned(), entry };
             self.unindexed
@@ -362,7 +349,7 @@ impl Gateway {
                 .entry(record.event.artefact().cloned())
                 .or_default()
                 .push(unindexed);
-            return Err(err);
+            return Err(err.into());
         }
         Ok(index)
     }
@@ -374,15 +361,6 @@ impl Gateway {
             && self.catalog.artefact(artefact.as_str()).await?.is_none()
         {
             self.restore_artefact_row(record, index).await?;
-        }
-        self.index_custody(index, record, case, entry).await
-    }
-
-    /// Writes a ledger record into the custody index; a case export record is first linked by its index to the
-    /// artefacts it held, so that an indexed one is always linked.
-    async fn index_custody(&self, index: u64, record: &CustodyRecord, case: &str, entry: &[u8]) -> Result<()> {
-        if let CustodyEvent::CaseExported { .. } = record.event {
-            self.catalog.link_case_export(&Sha256::of(entry).to_hex(), index as i64).await?;
         }
         let artefact = record.event.artefact().map(ArtefactId::as_str);
         self.catalog.index_custody(index as i64, case, artefact, entry).await?;
@@ -1123,15 +1101,12 @@ impl Gateway {
         self.record(&sealed).await
     }
 
-    /// Every custody record about an artefact, each with its offline proof, and the case exports that held it.
+    /// Every custody record about an artefact, each with its offline proof.
     pub async fn timeline(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
         self.authorize_artefact(caller, id, Action::ViewTimeline).await?;
         self.settle(id).await?;
-        let mut records = self.catalog.artefact_timeline(id.as_str()).await?;
-        records.extend(self.catalog.case_exports_of(id.as_str()).await?);
-        records.sort_by_key(|(index, _)| *index);
         let mut entries = Vec::new();
-        for (index, record) in records {
+        for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
             let proof = self.proof(index as u64).await?;
             let openings = self.openings_of(&record).await?;
             entries.push(TimelineEntry {
@@ -1158,45 +1133,26 @@ impl Gateway {
         let _turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
-        let (case, artefact) = ids(&row)?;
-        let event = CustodyEvent::ArtefactExported {
-            artefact: artefact.clone(),
-            format: ExportFormat::CourtBundle,
-            export_sha256: None,
-        };
-        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
-        let checkpoint = self.log.wait_for_size(export_index + 1).await?;
-        let records = self.bundle_records(&artefact, export_index + 1, &checkpoint).await?;
-        self.bundle_source(row, records, &checkpoint)
+        self.bundle_source(caller, row, purpose).await
     }
 
-    /// Exports every artefact of a case, one bundle each, under one case export record ([`Self::export_case_part`]).
-    pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<PreparedCaseExport> {
-        self.export_case_part(caller, case, purpose, ExportScope::Case, |_| true).await
+    /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
+    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it. The policy
+    /// turns of all its artefacts are held, taken in id order, from the checks to the last export record.
+    pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
+        self.export_case_part(caller, case, purpose, |_| true).await
     }
 
-    /// Exports the artefacts of a case that `keep` chooses (all of them, or a hearing's output, as `scope` says),
-    /// one bundle each, and records the export: ONE custody record, `case_exported`, whatever the number of
-    /// artefacts, so that the public log does not link the artefacts that left together. It commits, by SHA-256 and
-    /// count, to the listing of every artefact with the last custody record about it (salted, so its digest reveals
-    /// nothing), and for one hearing's export to the hearing's id. Each artefact's bundle holds its history up to
-    /// that record, without an export record of its own, every record proved against a checkpoint that covers the
-    /// case export record; a case bundle with an artefact left out, added or swapped, or with a record dropped from
-    /// a history, fails verification.
-    ///
-    /// Every artefact's use policy is checked before anything is recorded, so a case export is refused whole,
-    /// naming the artefact that forbids it. The policy turns of all its artefacts are held, taken in id order, from
-    /// the checks to the case export record, and their append turns from reading where each history ends to the
-    /// same record, so no record about them can fall between the two. The catalog links the record to each artefact
-    /// (written before the record is appended): their timelines and later bundles show the export.
+    /// [`Self::export_case`] for the artefacts of the case that `keep` chooses (a hearing's output, say): the same
+    /// checks, records and bundle sources, and the same case export record once the bundles are written
+    /// ([`Self::record_case_export`]), whose listing names exactly the bundles exported.
     pub async fn export_case_part(
         &self,
         caller: &Caller,
         case: &CaseId,
         purpose: &Label,
-        scope: ExportScope,
         keep: impl Fn(&ArtefactRow) -> bool,
-    ) -> Result<PreparedCaseExport> {
+    ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
         let mut ids: Vec<ArtefactId> = self
             .catalog
@@ -1214,7 +1170,6 @@ impl Gateway {
         }
         let mut rows = self.catalog.artefacts_in_case(case.as_str()).await?;
         rows.retain(|row| keep(row));
-        rows.sort_by(|a, b| a.id.cmp(&b.id));
         if rows.len() != ids.len() {
             return Err(GatewayError::Conflict(
                 "an artefact entered the case during its export: export it again".into(),
@@ -1228,23 +1183,29 @@ impl Gateway {
                 other => other,
             })?;
         }
-        // Refusals due are recorded before the append turns are taken: one about an artefact takes its turn.
-        self.flush_refusals().await?;
-        let mut appends = Vec::with_capacity(ids.len());
-        let mut listed = Vec::with_capacity(ids.len());
-        for id in &ids {
-            appends.push(self.artefact_turns.turn(id.as_str()).lock_owned().await);
-            self.index_unindexed(Some(id)).await?;
-            let last = self
-                .catalog
-                .last_custody_index(id.as_str())
-                .await?
-                .ok_or_else(|| GatewayError::Internal(format!("artefact {id} has no custody record")))?;
-            listed.push(ListedBundle { artefact: id.clone(), last_record: last as u64 });
+        let mut sources = Vec::with_capacity(rows.len());
+        for row in rows {
+            sources.push(self.bundle_source(caller, row, purpose).await?);
         }
+        Ok(sources)
+    }
+
+    /// Records a case export once its artefact bundles are written: one custody record that commits, by SHA-256
+    /// and count, to the listing of every bundle in it (salted, so its digest in the public log reveals nothing),
+    /// proved against a checkpoint that covers it. A case bundle without it, or with a bundle it does not list,
+    /// fails verification. The listing names the `scope`, and for one hearing's export the record commits to the
+    /// hearing's id, so the record says which part of the case left without the public log saying it.
+    pub async fn record_case_export(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        purpose: &Label,
+        scope: ExportScope,
+        bundles: Vec<ListedBundle>,
+    ) -> Result<(CaseListing, CaseRecord)> {
         let mut salt = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
-        let listing = CaseListing::new(case.clone(), scope, salt, listed);
+        let listing = CaseListing::new(case.clone(), scope, salt, bundles);
         let bytes = listing.to_bytes().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let (listing_sha256, artefacts) = (Sha256::of(&bytes), listing.bundles.len() as u64);
         let hearing = listing.scope.hearing();
@@ -1255,55 +1216,30 @@ impl Gateway {
                 hearing: hearing.map(|hearing| committer.commit("hearing", hearing.as_str())),
             })
             .await?;
+        let index = self.record(&sealed).await?;
         let entry = sealed.record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let held: Vec<&str> = ids.iter().map(ArtefactId::as_str).collect();
-        self.catalog.store_case_export(&Sha256::of(&entry).to_hex(), &held).await?;
-        let index = self.record_now(&sealed).await?;
-        drop(appends);
-        drop(turns);
-
         let checkpoint = self.log.wait_for_size(index + 1).await?;
         let path = self.log.storage().inclusion_proof(index, checkpoint.checkpoint.size).await?;
         let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
         let record = BundleRecord { index, entry, proof: proof.to_bytes(), openings: sealed.openings.to_canonical() };
-        let mut sources = Vec::with_capacity(rows.len());
-        for (row, bundle) in rows.into_iter().zip(&listing.bundles) {
-            if row.id != bundle.artefact.as_str() {
-                return Err(GatewayError::Internal(format!("artefact {} is not the one listed", row.id)));
-            }
-            let records = self.bundle_records(&bundle.artefact, index, &checkpoint).await?;
-            let history_end = records.iter().rev().find(|r| !is_case_export(&r.entry)).map(|r| r.index);
-            if history_end != Some(bundle.last_record) {
-                return Err(GatewayError::Internal(format!(
-                    "the history of artefact {} does not end at record {} as its case export lists",
-                    bundle.artefact, bundle.last_record
-                )));
-            }
-            sources.push(self.bundle_source(row, records, &checkpoint)?);
-        }
-        Ok(PreparedCaseExport {
-            listing,
-            record: CaseRecord { record, checkpoint: checkpoint.note().to_vec() },
-            sources,
-        })
+        Ok((listing, CaseRecord { record, checkpoint: checkpoint.note().to_vec() }))
     }
 
-    /// Every custody record of an artefact's bundle with an index below `before`, each with its proof against
-    /// `checkpoint`: its own history, and the case export records that held it.
-    async fn bundle_records(
-        &self,
-        artefact: &ArtefactId,
-        before: u64,
-        checkpoint: &SignedCheckpoint,
-    ) -> Result<Vec<BundleRecord>> {
-        let mut entries = self.catalog.artefact_timeline(artefact.as_str()).await?;
-        entries.extend(self.catalog.case_exports_of(artefact.as_str()).await?);
-        entries.sort_by_key(|(index, _)| *index);
+    async fn bundle_source(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<BundleSource> {
+        let (case, artefact) = ids(&row)?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
+        let event = CustodyEvent::ArtefactExported {
+            artefact: artefact.clone(),
+            format: ExportFormat::CourtBundle,
+            export_sha256: None,
+        };
+        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
+        let checkpoint = self.log.wait_for_size(export_index + 1).await?;
         let size = checkpoint.checkpoint.size;
         let mut records = Vec::new();
-        for (index, entry) in entries {
+        for (index, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
             let index = index as u64;
-            if index >= before {
+            if index > export_index {
                 break;
             }
             let path = self.log.storage().inclusion_proof(index, size).await?;
@@ -1311,17 +1247,6 @@ impl Gateway {
             let openings = self.openings_of(&entry).await?.to_canonical();
             records.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
-        Ok(records)
-    }
-
-    fn bundle_source(
-        &self,
-        row: ArtefactRow,
-        records: Vec<BundleRecord>,
-        checkpoint: &SignedCheckpoint,
-    ) -> Result<BundleSource> {
-        let (_, artefact) = ids(&row)?;
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let signature =
             row.manifest_signature.parse().map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
         Ok(BundleSource {

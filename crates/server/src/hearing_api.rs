@@ -176,13 +176,12 @@ async fn export(
     let purpose = query.purpose()?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
-    let scope = custodia_bundle::ExportScope::Hearing { hearing: live.id().clone() };
-    let export = state
-        .gateway
-        .export_case_part(&caller, &case, &purpose, scope, |row| output.holds(&row.id, &row.sha256))
-        .await?;
+    let sources =
+        state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());
-    crate::api::stream_case_bundle(&state, &case, export, &filename)
+    let scope = custodia_bundle::ExportScope::Hearing { hearing: live.id().clone() };
+    let export = crate::api::CaseExportRequest { caller, case, purpose, scope };
+    crate::api::stream_case_bundle(&state, export, sources, &filename)
 }
 
 async fn room(

@@ -55,18 +55,6 @@ const REPORT = 'data/REPORT.txt';
 const CUSTODY_DIR = 'data/custody/';
 const BUNDLES_DIR = 'data/bundles/';
 const CASE_LISTING = 'data/case-listing.json';
-// The case listing's version, as custodia_bundle's CASE_LISTING_VERSION: 3 names the last record of each artefact's
-// history, whose bundle ends there (2 named each bundle's digest, each ending with an export record of its own).
-const CASE_LISTING_VERSION = 3;
-
-/** What the verifiers say of a case listing of an older format: not tampering, as custodia_bundle's ListingError. */
-function olderListing(version) {
-  return (
-    `the case listing is of version ${version}, an older format of case bundle (before version ${CASE_LISTING_VERSION}, ` +
-    'each artefact bundle in it ended with an export record of its own), which this verifier no longer reads; this ' +
-    'says nothing of tampering: check the bundle with the Custodia release that made it'
-  );
-}
 const PUBLIC_KEY_PEM = 'data/keys/gateway.pub.pem';
 const MANIFEST_TYPE = 'custodia.manifest/v2';
 
@@ -511,7 +499,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
       // kept of it, its summary, stays counted until the whole read ends.
       const mark = budget.kept;
       try {
-        verification = verifyBag(await readBundle(entry, trusted, false, budget), trusted, true);
+        verification = verifyBag(await readBundle(entry, trusted, false, budget), trusted);
       } catch (err) {
         if (!(err instanceof BundleError) || err.message.startsWith('the bundle is too large')) throw err;
         verification = new Verification();
@@ -590,10 +578,6 @@ export class Verification {
     this.peakKeptBytes = 0;
     // How many of the failed checks are only "signed by a key nobody pinned".
     this.unconfirmed = 0;
-    // Of an artefact bundle inside a case bundle, where its history ends, for the case's check against its listing:
-    // {last, highest} ledger indexes (BigInt, or null) and the SHA-256 of the checkpoint its records are proved
-    // against.
-    this.chain = null;
   }
 
   /** 'valid'; 'unknown-signer' when every check passed but the signing key was not pinned; or 'invalid'. */
@@ -661,20 +645,16 @@ export async function verifyBundle(blob, options = {}) {
   const source = new BlobSource(blob, options.onProgress);
   const budget = new Budget(options.limits);
   const bag = await readBundle(source, trusted, true, budget);
-  const verification = verifyBag(bag, trusted, false);
+  const verification = verifyBag(bag, trusted);
   verification.filesRead = budget.files;
   verification.peakKeptBytes = budget.peak;
   return verification;
 }
 
-/**
- * Checks a bag read whole: a case bag, or an artefact bag (`nested` inside a case bag, whose history ends where the
- * case's listing says rather than with an export record of its own).
- */
-function verifyBag(bag, trusted, nested) {
+function verifyBag(bag, trusted) {
   const isCase =
     bag.nested.length > 0 || [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR) || path === CASE_LISTING);
-  return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted, nested);
+  return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted);
 }
 
 /** The files a case bag holds besides its artefact bundles and custody record. */
@@ -687,7 +667,7 @@ function verifyCaseBag(bag, trusted) {
   checkStrays(bag.files, 'a case bundle', (path) => path.startsWith(BUNDLES_DIR) || CASE_FILES.has(path), report);
   const listingBytes = text(bag.files, CASE_LISTING);
   const listing = listingBytes === null ? null : parseCanonical(listingBytes);
-  const listed = listing !== null && fits(listing, CASE_LISTING_SHAPE) && listing.v === CASE_LISTING_VERSION ? listing : null;
+  const listed = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing : null;
   const expected = [];
   const own = ownKey(bag.files);
   if (own) expected.push(['Source-Organization', sourceOrganization(own.name)]);
@@ -751,12 +731,7 @@ function checkStrays(files, kind, belongs, report) {
   }
 }
 
-/**
- * The case export record lists exactly the artefact bundles in the bag, and each holds its artefact's whole history
- * up to the record the listing names for it, proved against the case export record's checkpoint and with no record
- * from after it: so a bundle left out, added, swapped for another export's, or with a record dropped from the end of
- * its history, is caught and named.
- */
+/** The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported. */
 function checkCaseContents(bag, records, report) {
   const before = report.checks.filter((c) => !c.passed).length;
   if (records.length !== 1) {
@@ -782,12 +757,7 @@ function checkCaseContents(bag, records, report) {
     return;
   }
   const listing = parseCanonical(listingBytes);
-  const version = listing !== null && typeof listing === 'object' ? listing.v : undefined;
-  if (Number.isSafeInteger(version) && version >= 0 && version < CASE_LISTING_VERSION) {
-    report.fail('case_contents', olderListing(version));
-    return;
-  }
-  if (listing === null || !fits(listing, CASE_LISTING_SHAPE) || listing.v !== CASE_LISTING_VERSION) {
+  if (listing === null || !fits(listing, CASE_LISTING_SHAPE)) {
     report.fail('case_contents', `${CASE_LISTING}: not a valid case listing`);
     return;
   }
@@ -827,51 +797,19 @@ function checkCaseContents(bag, records, report) {
     if (listed.has(path)) report.fail('case_contents', `the listing names artefact ${bundle.artefact} twice`);
     listed.set(path, bundle);
   }
-  const nestedByPath = new Map(bag.nested);
-  const caseCheckpoint = text(bag.files, CHECKPOINT);
-  const checkpointDigest = caseCheckpoint === null ? null : hex(sha256(caseCheckpoint));
   for (const path of [...listed.keys()].sort(compareBytes)) {
     const bundle = listed.get(path);
-    const artefact = bundle.artefact;
-    const verification = nestedByPath.get(path);
-    if (!verification) {
+    const seen = bag.files.get(path);
+    if (!seen) {
       report.fail(
         'case_contents',
-        `artefact ${artefact} is missing: the case export record lists ${path}, and the bundle does not hold it`,
+        `artefact ${bundle.artefact} is missing: the case export record lists ${path}, and the bundle does not hold it`,
       );
-      continue;
-    }
-    const chain = verification.chain;
-    if (!chain) {
-      report.fail('case_contents', `artefact ${artefact}: ${path} could not be read as an artefact bundle`);
-      continue;
-    }
-    const lastRecord = BigInt(bundle.last_record);
-    if (chain.checkpoint !== checkpointDigest) {
+    } else if (seen.sha256 !== bundle.sha256 || seen.size !== bundle.size) {
       report.fail(
         'case_contents',
-        `artefact ${artefact}: ${path} is not proved against the checkpoint of case export record ${only.index}: it is ` +
-          "not the bundle this export made (swapped for another export's)",
-      );
-    }
-    if (chain.highest !== null && chain.highest >= only.index) {
-      report.fail(
-        'case_contents',
-        `artefact ${artefact}: ${path} holds record ${chain.highest}, which is not before case export record ${only.index}: ` +
-          'it is not the bundle this export made',
-      );
-    }
-    if (chain.last !== null && chain.last < lastRecord) {
-      report.fail(
-        'case_contents',
-        `artefact ${artefact}: its history in ${path} stops at record ${chain.last}, but the case export record lists it ` +
-          `up to record ${lastRecord}: records were dropped`,
-      );
-    } else if (chain.last !== lastRecord) {
-      report.fail(
-        'case_contents',
-        `artefact ${artefact}: its history in ${path} ends at record ${chain.last ?? '(none)'}, but the case export ` +
-          `record lists it up to record ${lastRecord}: it is not the bundle this export made`,
+        `artefact ${bundle.artefact}: ${path} is not the bundle this export made (SHA-256 ${seen.sha256}, ${seen.size} ` +
+          `bytes; the case export record lists ${bundle.sha256}, ${bundle.size} bytes): it was swapped or altered`,
       );
     }
   }
@@ -889,7 +827,7 @@ function checkCaseContents(bag, records, report) {
     report.pass(
       'case_contents',
       `case export record ${only.index} lists ${listing.bundles.length} artefact bundles of ` +
-        `${describeScope(listing.case, listing.scope)}; each is here, with its whole history up to the export, and nothing else`,
+        `${describeScope(listing.case, listing.scope)}; each is here, as exported, and nothing else`,
     );
   }
 }
@@ -1073,7 +1011,7 @@ function text(files, path) {
 /** The files an artefact bag holds besides its payload and custody records. */
 const ARTEFACT_FILES = new Set([MANIFEST, MANIFEST_SIGNATURE, CHECKPOINT, VKEY, PUBLIC_KEY_PEM, REPORT]);
 
-function verifyArtefactBag(files, trusted, nested) {
+function verifyArtefactBag(files, trusted) {
   const report = new Verification();
   checkBag(files, report);
   checkStrays(files, 'an artefact bundle', (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path), report);
@@ -1143,11 +1081,7 @@ function verifyArtefactBag(files, trusted, nested) {
 
   const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
-  const last = checkHistory(records, manifest, manifestBytes, signature, nested, report);
-  if (nested) {
-    const highest = records.reduce((max, { index }) => (max === null || index > max ? index : max), null);
-    report.chain = { last, highest, checkpoint: hex(sha256(checkpointBytes)) };
-  }
+  checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
   if (signed) {
@@ -1301,20 +1235,17 @@ function caseCertificate(origin, listing, recordIndex) {
     '',
     `Case: ${listing.case}`,
     `Scope: ${describeScope(listing.case, listing.scope)}`,
-    `This bag holds ${listing.bundles.length} artefact bundles. Each holds its artefact's whole custody history up to the record named`,
-    "here, each record proved against this bag's checkpoint; none ends with an export record of its",
-    'own, so each is checked inside this bag, against the case export record:',
+    `This bag holds ${listing.bundles.length} artefact bundles, each complete and verifiable on its own:`,
     '',
   ];
   for (const bundle of listing.bundles) {
-    out.push(`  ${BUNDLES_DIR}${bundle.artefact}.tar  history up to record #${bundle.last_record}`);
+    out.push(`  ${BUNDLES_DIR}${bundle.artefact}.tar  SHA-256 ${bundle.sha256}  (${bundle.size} bytes)`);
   }
   const entry = `${CUSTODY_DIR}${recordIndex.toString().padStart(12, '0')}.json`;
   out.push(
     '',
-    `The export is custody record #${recordIndex} (${entry}), the one record of this export in the gateway's`,
-    `public log. It commits to the listing ${CASE_LISTING} by its SHA-256 and count, so an artefact bundle left`,
-    'out, added or swapped, or a record dropped from the end of a history, is caught.',
+    `The export is custody record #${recordIndex} (${entry}), in the gateway's public log. It commits to the`,
+    `listing ${CASE_LISTING} by its SHA-256 and count, so an artefact bundle left out, added or swapped is caught.`,
     '',
     'HOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;',
     `or unpack it and check the listing and each bundle under ${BUNDLES_DIR} as docs/verify-by-hand.md describes.`,
@@ -1627,33 +1558,19 @@ function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
   return records;
 }
 
-/**
- * The history is complete and in order: it starts with the registration that the signed manifest describes, each
- * record names the previous one (`prior`), all are about this artefact, and the last is this export; or, in an
- * artefact bundle `nested` in a case bundle, the last is where the case's listing says (checked there, against what
- * this returns: the index of the history's last record, or null). Case export records that included the artefact
- * (`case_exported`, about its case, as the openings check) may stand between them: they are not part of the
- * artefact's own history, which names no case export record as `prior`.
- */
-function checkHistory(records, manifest, manifestBytes, signature, nested, report) {
+/** The history is complete and in order: it starts with the registration that the signed manifest describes,
+ * each record names the previous one (`prior`), all are about this artefact, and the last is this export. */
+function checkHistory(records, manifest, manifestBytes, signature, report) {
   const before = report.checks.filter((c) => !c.passed).length;
-  report.history = records.map(({ index, record }) => ({
-    index: index.toString(),
-    at: record ? record.at : null,
-    type: record ? record.event.type : null,
-    actor: record ? record.actor : null,
-    purpose: record ? record.purpose : null,
-  }));
   if (!manifest) {
     report.fail('custody_history', 'no manifest to tie the history to');
-    return null;
+    return;
   }
-  const history = records.filter(({ record }) => !(record && record.event.type === 'case_exported'));
-  if (history.length === 0) {
+  if (records.length === 0) {
     report.fail('custody_history', 'the bundle holds no custody records');
-    return null;
+    return;
   }
-  const first = history[0];
+  const first = records[0];
   const event = first.record && first.record.event;
   const registers =
     event &&
@@ -1664,38 +1581,26 @@ function checkHistory(records, manifest, manifestBytes, signature, nested, repor
     signature !== null &&
     event.manifest_signature === base64Encode(signature);
   if (!registers) report.fail('custody_history', `record ${first.index} is not the registration of this manifest`);
-  for (let i = 1; i < history.length; i++) {
-    const previous = history[i - 1];
-    const r = history[i].record;
+  for (let i = 1; i < records.length; i++) {
+    const previous = records[i - 1];
+    const r = records[i].record;
     if (!r) continue;
     if (r.prior === undefined || BigInt(r.prior) !== previous.index) {
       const said = r.prior === undefined ? 'none' : String(r.prior);
       report.fail(
         'custody_history',
-        `record ${history[i].index} says the previous record is ${said}, but the bundle has ${previous.index}: records are missing or out of order`,
+        `record ${records[i].index} says the previous record is ${said}, but the bundle has ${previous.index}: records are missing or out of order`,
       );
     }
   }
-  for (const bundled of history) {
+  for (const bundled of records) {
     if (bundled.record && eventArtefact(bundled.record.event) !== manifest.artefact) {
       report.fail('custody_history', `record ${bundled.index} is about another artefact`);
     }
   }
-  const last = history[history.length - 1].index;
-  if (nested) {
-    // Where it ends is checked against the case's listing, which names the last record of each history.
-    if (report.checks.filter((c) => !c.passed).length === before) {
-      report.pass('custody_history', `${history.length} records, complete and in order, from registration to the case export`);
-    }
-    return last;
-  }
-  const final = records[records.length - 1].record;
-  if (!final || final.event.type !== 'artefact_exported') {
-    report.fail(
-      'custody_history',
-      "the last record is not this bundle's export: records after it are missing (an artefact bundle taken out of a " +
-        'case bundle ends without one, and is checked only inside its case bundle)',
-    );
+  const last = records[records.length - 1].record;
+  if (!last || last.event.type !== 'artefact_exported') {
+    report.fail('custody_history', 'the last record is not this bundle\'s export: records after it are missing');
   }
   if (report.checks.filter((c) => !c.passed).length === before) {
     report.pass(
@@ -1703,7 +1608,13 @@ function checkHistory(records, manifest, manifestBytes, signature, nested, repor
       `${records.length} records, complete and in order, from registration to this export`,
     );
   }
-  return last;
+  report.history = records.map(({ index, record }) => ({
+    index: index.toString(),
+    at: record ? record.at : null,
+    type: record ? record.event.type : null,
+    actor: record ? record.actor : null,
+    purpose: record ? record.purpose : null,
+  }));
 }
 
 function eventArtefact(event) {
@@ -1923,10 +1834,10 @@ const RECORD_SHAPE = {
   'repeated?': (v) => fits(v, { count: isU64, since: isTimestamp }),
 };
 
-const LISTED_BUNDLE_SHAPE = { artefact: isIdentifier, last_record: isU64 };
+const LISTED_BUNDLE_SHAPE = { artefact: isIdentifier, sha256: isSha256, size: isU64 };
 const isScope = (v) => fits(v, { kind: (k) => k === 'case' }) || fits(v, { kind: (k) => k === 'hearing', hearing: isIdentifier });
 const CASE_LISTING_SHAPE = {
-  v: isU32,
+  v: (v) => v === 2,
   case: isIdentifier,
   scope: isScope,
   salt: (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v),

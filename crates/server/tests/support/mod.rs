@@ -460,32 +460,6 @@ pub fn tar_files(bundle: &[u8]) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-/// The case bundle of a recorded case export, written as the gateway streams it but from `export` as given (a test
-/// edits its sources first, as a forger with the gateway's own code would), each artefact's evidence from `payload`.
-pub fn written_case_bundle(
-    export: &custodia_server::gateway::PreparedCaseExport,
-    payload: impl Fn(&custodia_core::ArtefactId) -> Vec<u8>,
-) -> Vec<u8> {
-    let first = export.sources.first().expect("a case export of at least one artefact");
-    let writer = custodia_bundle::CaseBundleWriter::new(&export.listing.case, &first.vkey, &first.bagged_at).unwrap();
-    let (mut out, mut written) = (Vec::new(), Vec::new());
-    for source in &export.sources {
-        let mut bundle = Vec::new();
-        custodia_bundle::BundleWriter::new(source)
-            .unwrap()
-            .write_to(&mut payload(&source.artefact).as_slice(), &mut bundle)
-            .unwrap();
-        let size = bundle.len() as u64;
-        out.extend_from_slice(&writer.bundle_header(&source.artefact, size).unwrap());
-        out.extend_from_slice(&bundle);
-        out.extend_from_slice(&custodia_bundle::padding(size));
-        let sha256 = custodia_core::Sha256::of(&bundle);
-        written.push(custodia_bundle::WrittenBundle { artefact: source.artefact.clone(), sha256, size });
-    }
-    out.extend_from_slice(&writer.finish(&export.listing, &export.record, &written).unwrap());
-    out
-}
-
 /// A bundle rebuilt the way a forger would: unpacked, `edit` applied to the bag's directory, the BagIt manifests
 /// made afresh with the Library of Congress `bagit` tool, and packed again with GNU tar.
 pub fn rebagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {

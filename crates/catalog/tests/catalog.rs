@@ -132,12 +132,12 @@ async fn quota_sums_have_their_indexes(url: &str, sqlite: bool) {
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     let names = index_names(&pool, sqlite).await;
     assert!(INDEXES.iter().all(|index| names.iter().any(|name| name == index)), "{names:?}");
-    // A catalog from before the migration (without the indexes, at version 5) gains them when it is opened.
+    // A catalog from before the migration (without the indexes, at version 6) gains them when it is opened.
     drop(catalog);
     for statement in [
         "DROP INDEX artefacts_by_provider",
         "DROP INDEX uploads_by_account",
-        "DELETE FROM schema_version WHERE version >= 6",
+        "DELETE FROM schema_version WHERE version >= 7",
     ] {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }

@@ -180,6 +180,7 @@ pub async fn start(
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy = Policy::parse(&text).with_context(|| format!("{} (CUSTODIA_WITNESS_POLICY)", path.display()))?;
     let mut stored = Vec::new();
+    let mut restored = Vec::new();
     for row in catalog.witness_cosignatures().await? {
         let alarm = row.alarm.as_deref().and_then(Alarm::from_code);
         if let Some(alarm) = alarm {
@@ -187,6 +188,7 @@ pub async fn start(
             tracing::error!(witness, alarm = alarm.code(), since = %row.updated_at, "an alarm stands against a witness of this log");
         }
         let cosigned = row.checkpoint.zip(row.cosignature).map(|(note, line)| (note.into_bytes(), line));
+        restored.extend(cosigned.clone());
         stored.push(Stored { witness_vkey: row.witness_vkey, cosigned, alarm });
     }
     let settings = Settings {
@@ -202,7 +204,18 @@ pub async fn start(
     let witnesses = collector.status().witnesses.len();
     let first = log.checkpoint();
     let first_size = first.checkpoint.size;
-    let effects = collector.handle(Event::Checkpoint(first));
+    // Cosignatures stored on checkpoints that the log no longer holds (cut back, or forked at the same size by a
+    // restore from a backup) are dropped with an alarm before anything is published.
+    let mut not_in_log = std::collections::BTreeSet::new();
+    for (note, _) in &restored {
+        if let Ok(checkpoint) = SignedCheckpoint::open(note, std::slice::from_ref(vkey))
+            && !in_log(log, &first, &checkpoint).await
+        {
+            not_in_log.insert(note.clone());
+        }
+    }
+    let mut effects = collector.check_restored(|checkpoint| !not_in_log.contains(checkpoint.note()));
+    effects.extend(collector.handle(Event::Checkpoint(first)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
         .connect_timeout(Duration::from_secs(config.timeout_seconds.max(1)))
@@ -218,6 +231,27 @@ pub async fn start(
     tokio::spawn(follow_checkpoints(log.clone(), first_size, events));
     tracing::info!(witnesses, publication = ?config.publish, "collecting cosignatures on this log's checkpoints");
     Ok(cosigning)
+}
+
+/// Whether `checkpoint` is the log's own tree at its size, the log's newest checkpoint being `latest`.
+async fn in_log(log: &Log, latest: &SignedCheckpoint, checkpoint: &SignedCheckpoint) -> bool {
+    let (size, root) = (checkpoint.checkpoint.size, checkpoint.checkpoint.root);
+    let (latest_size, latest_root) = (latest.checkpoint.size, latest.checkpoint.root);
+    if size >= latest_size {
+        return size == latest_size && root == latest_root;
+    }
+    if size == 0 {
+        return root == custodia_ledger::merkle::empty_root();
+    }
+    match log.storage().consistency_proof(size, latest_size).await {
+        Ok(proof) => {
+            custodia_ledger::merkle::verify_consistency(size, latest_size, &proof, &root, &latest_root).is_ok()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, size, "could not check a stored cosignature against the log");
+            false
+        }
+    }
 }
 
 /// Feeds the collector each checkpoint the log publishes after `size` (the newest one at each wake-up).
@@ -286,12 +320,22 @@ impl Driver {
             }
             Effect::Alarm { witness, witness_vkey, alarm } => {
                 // The witness's name is the operator's own policy; nothing the witness sent is logged.
-                tracing::error!(
+                if alarm == Alarm::NotInLog {
+                    tracing::error!(
+                        witness = %witness,
+                        alarm = alarm.code(),
+                        "the checkpoint this witness last cosigned is not in the log as it is now (was the log cut \
+                         back or restored from a backup?): its cosignature is dropped and it is shown the log's \
+                         checkpoint"
+                    );
+                } else {
+                    tracing::error!(
                     witness = %witness,
                     alarm = alarm.code(),
                     "a witness refuses this log's checkpoint for good: this log may have shown two histories, or the \
                      witness holds another log under this name; it is not asked again until a restart"
-                );
+                    );
+                }
                 let at = self.clock.now().to_string();
                 if let Err(err) = self.catalog.store_witness_alarm(&witness_vkey, alarm.code(), &at).await {
                     tracing::error!(error = %err, "could not store a witness alarm");

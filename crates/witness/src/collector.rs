@@ -114,6 +114,9 @@ pub enum Alarm {
     Refused,
     /// 409 with a size larger than any checkpoint this log has published.
     AheadOfLog,
+    /// At start-up, the stored cosignature is on a checkpoint that is not in the log as it is now (the log was cut
+    /// back or forked, e.g. restored from a backup): it is dropped, and the witness is shown the log's checkpoint.
+    NotInLog,
 }
 
 impl Alarm {
@@ -121,11 +124,12 @@ impl Alarm {
         match self {
             Self::Refused => "refused-as-inconsistent",
             Self::AheadOfLog => "witness-ahead-of-log",
+            Self::NotInLog => "cosigned-checkpoint-not-in-log",
         }
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::Refused, Self::AheadOfLog].into_iter().find(|alarm| alarm.code() == code)
+        [Self::Refused, Self::AheadOfLog, Self::NotInLog].into_iter().find(|alarm| alarm.code() == code)
     }
 }
 
@@ -268,6 +272,8 @@ struct WitnessState {
     /// The size this witness last cosigned, as far as this collector knows (a 409 may say otherwise).
     size: u64,
     cosigned: Option<(u64, u64)>,
+    /// The checkpoint of its cosignature restored from storage, until it is checked against the log.
+    restored: Option<SignedCheckpoint>,
     busy: Busy,
     /// The target size this witness is done with (cosigned, or given up on).
     done: Option<u64>,
@@ -341,6 +347,7 @@ impl Collector {
                 url: policy.witness_url(name).map(|url| url.trim_end_matches('/').to_owned()),
                 size: 0,
                 cosigned: None,
+                restored: None,
                 busy: Busy::Idle,
                 done: None,
                 alarm: None,
@@ -358,6 +365,7 @@ impl Collector {
                     let size = checkpoint.checkpoint.size;
                     state.size = size;
                     state.cosigned = Some((size, timestamp));
+                    state.restored = Some(checkpoint.clone());
                     let candidate = candidates
                         .entry(size)
                         .or_insert_with(|| Candidate { checkpoint: checkpoint.clone(), lines: BTreeMap::new() });
@@ -381,6 +389,13 @@ impl Collector {
                 if self.latest.as_ref().is_some_and(|latest| checkpoint.checkpoint.size <= latest.checkpoint.size) {
                     return effects;
                 }
+                // Cosignatures restored on another tree of this size, or on a larger one, are not on this log's
+                // history: they are never published.
+                let size = checkpoint.checkpoint.size;
+                self.candidates.retain(|candidate_size, candidate| {
+                    *candidate_size < size
+                        || (*candidate_size == size && candidate.checkpoint.note() == checkpoint.note())
+                });
                 self.latest = Some(checkpoint);
             }
             Event::Answered { witness, size, answer } => self.answered(&witness, size, answer, &mut effects),
@@ -420,11 +435,15 @@ impl Collector {
                         timestamp,
                     }));
                     if self.published.as_ref().is_none_or(|published| size >= published.size) {
-                        self.candidates
+                        let candidate = self
+                            .candidates
                             .entry(size)
-                            .or_insert_with(|| Candidate { checkpoint, lines: BTreeMap::new() })
-                            .lines
-                            .insert(name.to_owned(), line);
+                            .or_insert_with(|| Candidate { checkpoint: checkpoint.clone(), lines: BTreeMap::new() });
+                        // Another note of this size (a log forked since) holds lines that are not on this one.
+                        if candidate.checkpoint.note() != checkpoint.note() {
+                            *candidate = Candidate { checkpoint, lines: BTreeMap::new() };
+                        }
+                        candidate.lines.insert(name.to_owned(), line);
                     }
                 }
                 None => self.give_up(name, size, GiveUp::BadCosignature, effects),
@@ -491,7 +510,9 @@ impl Collector {
         let Some(state) = self.witnesses.get_mut(name) else { return };
         let Some(url) = state.url.clone() else { return };
         let size = checkpoint.checkpoint.size;
-        if self.candidates.get(&size).is_some_and(|candidate| candidate.lines.contains_key(name)) {
+        if self.candidates.get(&size).is_some_and(|candidate| {
+            candidate.checkpoint.note() == checkpoint.note() && candidate.lines.contains_key(name)
+        }) {
             // Its cosignature on this checkpoint is already here (stored before a restart).
             state.busy = Busy::Idle;
             state.done = Some(size);
@@ -534,9 +555,13 @@ impl Collector {
             }
         };
         if round_over && self.target.as_ref().is_none_or(|target| target.checkpoint.size < latest.checkpoint.size) {
-            self.candidates
+            let candidate = self
+                .candidates
                 .entry(latest.checkpoint.size)
                 .or_insert_with(|| Candidate { checkpoint: latest.clone(), lines: BTreeMap::new() });
+            if candidate.checkpoint.note() != latest.note() {
+                *candidate = Candidate { checkpoint: latest.clone(), lines: BTreeMap::new() };
+            }
             while self.candidates.len() > MAX_CANDIDATES {
                 self.candidates.pop_first();
             }
@@ -559,15 +584,17 @@ impl Collector {
     fn publish_best(&mut self, effects: &mut Vec<Effect>) {
         let best = match self.settings.publication {
             Publication::Immediate => self.latest.as_ref().map(|latest| {
-                let lines = self.candidates.get(&latest.checkpoint.size).map(|c| c.lines.clone()).unwrap_or_default();
+                let lines = self
+                    .candidates
+                    .get(&latest.checkpoint.size)
+                    .map(|candidate| self.verified_lines(latest, &candidate.lines))
+                    .unwrap_or_default();
                 (latest.clone(), lines)
             }),
-            Publication::Quorum => self
-                .candidates
-                .iter()
-                .rev()
-                .find(|(size, _)| self.quorum_met(**size))
-                .map(|(_, candidate)| (candidate.checkpoint.clone(), candidate.lines.clone())),
+            Publication::Quorum => self.candidates.values().rev().find_map(|candidate| {
+                let lines = self.verified_lines(&candidate.checkpoint, &candidate.lines);
+                self.policy.quorum_met(lines.keys().map(String::as_str)).then(|| (candidate.checkpoint.clone(), lines))
+            }),
         };
         let Some((checkpoint, lines)) = best else { return };
         let size = checkpoint.checkpoint.size;
@@ -586,6 +613,57 @@ impl Collector {
         let keep_from = self.target.as_ref().map_or(size, |target| target.checkpoint.size.min(size));
         self.candidates.retain(|candidate_size, _| *candidate_size >= keep_from);
         effects.push(Effect::Publish { size, note });
+    }
+
+    /// The lines of `lines` that verify, each with its witness's key, on exactly `checkpoint`'s note.
+    fn verified_lines(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        lines: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        lines
+            .iter()
+            .filter(|(name, line)| {
+                self.witnesses
+                    .get(*name)
+                    .is_some_and(|state| cosignature_line(&state.verifier, checkpoint, line).is_some())
+            })
+            .map(|(name, line)| (name.clone(), line.clone()))
+            .collect()
+    }
+
+    /// Checks each cosignature restored from storage against the log as it is now (`in_log` says whether a
+    /// checkpoint is the log's own at its size): one on a checkpoint the log no longer holds (the log was cut back,
+    /// or forked at the same size, e.g. its directory restored from a backup) is dropped, never published, and
+    /// raises [`Alarm::NotInLog`]; that witness is then asked from size 0 and shown the log's checkpoint. Call it
+    /// once, before the first [`Event::Checkpoint`].
+    pub fn check_restored(&mut self, in_log: impl Fn(&SignedCheckpoint) -> bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (name, state) in &mut self.witnesses {
+            let Some(checkpoint) = state.restored.take() else { continue };
+            if in_log(&checkpoint) {
+                continue;
+            }
+            let size = checkpoint.checkpoint.size;
+            state.size = 0;
+            state.cosigned = None;
+            state.alarm = Some(Alarm::NotInLog);
+            state.counts.alarms += 1;
+            if let Some(candidate) = self.candidates.get_mut(&size)
+                && candidate.checkpoint.note() == checkpoint.note()
+            {
+                candidate.lines.remove(name);
+                if candidate.lines.is_empty() {
+                    self.candidates.remove(&size);
+                }
+            }
+            effects.push(Effect::Alarm {
+                witness: name.clone(),
+                witness_vkey: state.verifier.to_string(),
+                alarm: Alarm::NotInLog,
+            });
+        }
+        effects
     }
 
     /// The published note, if any.
@@ -931,6 +1009,75 @@ mod tests {
                 let took = effects.iter().any(|e| matches!(e, Effect::Store(_) | Effect::Publish { .. }));
                 proptest::prop_assert!(!took, "a garbage answer was taken: {:?}", effects);
             }
+        }
+    }
+
+    impl World {
+        /// What the collector stored, as the catalog gives it back at start-up.
+        fn stored_rows(&self) -> Vec<Stored> {
+            self.stored
+                .values()
+                .map(|c| Stored {
+                    witness_vkey: c.witness_vkey.clone(),
+                    cosigned: Some((c.checkpoint.note().to_vec(), c.line.clone())),
+                    alarm: None,
+                })
+                .collect()
+        }
+
+        /// Every signature line of the published note verifies on it: the log's, then each witness's.
+        fn assert_published_note_verifies(&self) {
+            let Some((_, note)) = self.published.clone() else { return };
+            let text = String::from_utf8(note.clone()).unwrap();
+            let lines = text.rsplit_once("\n\n").unwrap().1.lines().count();
+            let (_, cosigners) = self.published_cosigners();
+            assert_eq!(lines, 1 + cosigners.len(), "a signature line does not verify on the note: {text}");
+        }
+    }
+
+    #[test]
+    fn a_log_forked_at_the_same_size_never_publishes_the_old_cosignatures_and_shows_witnesses_its_checkpoint() {
+        for (publication, check) in [
+            (Publication::Immediate, false),
+            (Publication::Immediate, true),
+            (Publication::Quorum, false),
+            (Publication::Quorum, true),
+        ] {
+            let mut world = World::new("two", publication);
+            world.grow(3);
+            assert_eq!(world.published_cosigners().1.len(), 3);
+            let stored = world.stored_rows();
+            // The log's directory comes back from a backup and takes other entries: another tree of size 3.
+            world.leaves = (0..3).map(|n| leaf_hash(format!("forked {n}").as_bytes())).collect();
+            world.published = None;
+            world.collector =
+                Collector::new(&world.signer.verifier(), world.policy(), world.collector.settings, stored).unwrap();
+            if check {
+                let effects = {
+                    let leaves = world.leaves.clone();
+                    world.collector.check_restored(|checkpoint| {
+                        let size = checkpoint.checkpoint.size as usize;
+                        size <= leaves.len() && tree_hash(&leaves[..size]) == checkpoint.checkpoint.root
+                    })
+                };
+                let alarms: Vec<_> =
+                    effects.iter().filter(|e| matches!(e, Effect::Alarm { alarm: Alarm::NotInLog, .. })).collect();
+                assert_eq!(alarms.len(), 3, "{publication:?}");
+                assert!(world.collector.status().witnesses.iter().all(|w| w.alarm == Some(Alarm::NotInLog)));
+                assert_eq!(world.collector.published(), None);
+            }
+            world.grow(0);
+            // Each witness is shown the log's checkpoint of size 3, and refuses it: it cosigned another of size 3.
+            let refused: Vec<_> = world.alarms.iter().filter(|(_, alarm)| *alarm == Alarm::Refused).collect();
+            assert_eq!(refused.len(), 3, "{publication:?} {check}: {:?}", world.alarms);
+            match publication {
+                Publication::Immediate => {
+                    assert_eq!(world.published_cosigners(), (3, vec![]), "{check}");
+                    assert_eq!(world.published.as_ref().unwrap().1, world.checkpoint().note());
+                }
+                Publication::Quorum => assert_eq!(world.published, None, "{check}"),
+            }
+            world.assert_published_note_verifies();
         }
     }
 

@@ -143,7 +143,7 @@ pub struct WitnessReport {
     pub cosigned_at: Option<u64>,
     /// The alarm standing against it: `refused-as-inconsistent` (a 422) or `witness-ahead-of-log`.
     pub alarm: Option<&'static str>,
-    /// Whether this process raised that alarm (the witness is then not asked again until a restart).
+    /// Whether this process raised that alarm (the witness is then asked again only every 10 minutes).
     pub alarm_raised_now: bool,
     pub requests: u64,
     pub cosigned: u64,
@@ -333,7 +333,7 @@ impl Driver {
                     witness = %witness,
                     alarm = alarm.code(),
                     "a witness refuses this log's checkpoint for good: this log may have shown two histories, or the \
-                     witness holds another log under this name; it is not asked again until a restart"
+                     witness holds another log under this name; it is asked again only in 10 minutes"
                     );
                 }
                 let at = self.clock.now().to_string();

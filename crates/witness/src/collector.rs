@@ -30,7 +30,9 @@
 //! - 409 with the witness's size: the collector catches up from that size and retries once. A size beyond any
 //!   checkpoint this log ever published is an alarm: the witness cosigned a tree of this log that we never made.
 //! - 422: permanent, an alarm: the witness holds that this checkpoint does not extend what it cosigned of this log
-//!   before (a split view, or the witness's state is not ours). That witness is not asked again by this process.
+//!   before (a split view, or the witness's state is not ours). That witness is asked again only after
+//!   [`Settings::alarm_backoff`] (an alarm stands, but a witness must not drop out of the quorum for good over one
+//!   answer).
 //! - Other 4xx: a configuration mistake (the witness does not know this log, or has another key for it); not
 //!   retried this round.
 //! - No answer, a timeout, 5xx or 429: retried with doubling delays, a bounded number of times, then given up
@@ -78,6 +80,8 @@ pub struct Settings {
     /// The delay before the first retry; each further retry waits twice as long, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// The wait before a witness that raised an alarm is asked again.
+    pub alarm_backoff: Duration,
 }
 
 impl Default for Settings {
@@ -87,6 +91,7 @@ impl Default for Settings {
             attempts: 4,
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            alarm_backoff: Duration::from_secs(600),
         }
     }
 }
@@ -241,7 +246,8 @@ pub struct WitnessStatus {
     pub contacted: bool,
     /// The size it last cosigned, and the cosignature's timestamp.
     pub cosigned: Option<(u64, u64)>,
-    /// The alarm standing against it, if any; `alarm_now` when raised by this process (it is not asked again).
+    /// The alarm standing against it, if any; `alarm_now` when raised by this process (it is then asked again only
+    /// after [`Settings::alarm_backoff`]).
     pub alarm: Option<Alarm>,
     pub alarm_now: bool,
     pub counts: Counts,
@@ -284,7 +290,7 @@ struct WitnessState {
 
 impl WitnessState {
     fn asked(&self) -> bool {
-        self.url.is_some() && !self.alarm_now
+        self.url.is_some()
     }
 }
 
@@ -491,9 +497,10 @@ impl Collector {
             state.counts.alarms += 1;
             state.alarm = Some(alarm);
             state.alarm_now = true;
-            state.busy = Busy::Idle;
+            state.busy = Busy::Waiting { attempt: 1 };
             state.done = Some(size);
             effects.push(Effect::Alarm { witness: name.to_owned(), witness_vkey: state.verifier.to_string(), alarm });
+            effects.push(Effect::RetryAfter { witness: name.to_owned(), delay: self.settings.alarm_backoff });
         }
     }
 
@@ -520,6 +527,8 @@ impl Collector {
         }
         if state.size > size {
             if state.size > latest_size {
+                // Asked again later from scratch: its own answer says where it stands.
+                state.size = 0;
                 self.alarm(name, size, Alarm::AheadOfLog, effects);
             } else {
                 // It cosigned a newer checkpoint already (a 409 said so): it gets the next round's.
@@ -973,13 +982,26 @@ mod tests {
         world.grow(2);
         assert_eq!(world.alarms, [("w1".into(), Alarm::Refused), ("w2".into(), Alarm::AheadOfLog)]);
         assert_eq!(world.published_cosigners().0, 4, "one cosignature on size 6 is below the quorum");
-        // Neither is asked again by this process.
-        let before: Vec<u64> = world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect();
+        // Neither is asked again until the long alarm backoff is over; then both are, and the alarms stand.
+        let requests = |world: &World| -> Vec<u64> {
+            world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect()
+        };
+        let before = requests(&world);
         world.grow(1);
-        let after: Vec<u64> = world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect();
+        let after = requests(&world);
         assert_eq!((after[0] - before[0], after[1] - before[1], after[2] - before[2]), (0, 0, 1));
         let status = world.collector.status();
         assert!(status.witnesses[0].alarm_now && status.witnesses[0].alarm == Some(Alarm::Refused));
+        assert_eq!(world.parked, ["w1", "w2"]);
+        world.fire_parked_retries();
+        let again = requests(&world);
+        assert_eq!((again[0] - after[0], again[1] - after[1], again[2] - after[2]), (1, 1, 0));
+        assert_eq!(world.alarms.len(), 4, "each raises its alarm again: {:?}", world.alarms);
+        // A witness that comes right again cosigns, and its alarm is cleared.
+        world.witnesses.get_mut("w2").unwrap().known = Known::unseen();
+        world.fire_parked_retries();
+        assert_eq!(world.published_cosigners(), (7, vec!["w2".into(), "w3".into()]));
+        assert_eq!(world.collector.status().witnesses[1].alarm, None);
     }
 
     #[test]

@@ -293,10 +293,12 @@ impl Driver {
         match effect {
             Effect::Send { witness, url, old_size, checkpoint } => {
                 let (log, client, events) = (self.log.clone(), self.client.clone(), self.events.clone());
+                let clock = self.clock.clone();
                 tokio::spawn(async move {
                     let size = checkpoint.checkpoint.size;
                     let answer = ask(&log, &client, &witness, &url, old_size, checkpoint).await;
-                    let _ = events.send(Event::Answered { witness, size, answer }).await;
+                    let now = u64::try_from(clock.unix_seconds()).unwrap_or(0);
+                    let _ = events.send(Event::Answered { witness, size, answer, now }).await;
                 });
             }
             Effect::RetryAfter { witness, delay } => {

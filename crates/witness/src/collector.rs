@@ -82,6 +82,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// The wait before a witness that raised an alarm is asked again.
     pub alarm_backoff: Duration,
+    /// How far ahead of this gateway's clock a cosignature's timestamp may be; one further ahead is refused.
+    pub clock_skew: Duration,
 }
 
 impl Default for Settings {
@@ -92,6 +94,7 @@ impl Default for Settings {
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             alarm_backoff: Duration::from_secs(600),
+            clock_skew: Duration::from_secs(600),
         }
     }
 }
@@ -145,7 +148,8 @@ pub enum GiveUp {
     Unreachable,
     /// A 4xx other than 409 and 422, with its status.
     Refused(u16),
-    /// A 200 without a cosignature line that verifies with the policy's key.
+    /// A 200 without a cosignature line that verifies with the policy's key, or with a timestamp ahead of this
+    /// gateway's clock by more than [`Settings::clock_skew`].
     BadCosignature,
     /// A second 409 after catching up.
     StillConflicting,
@@ -180,8 +184,8 @@ pub enum Answer {
 pub enum Event {
     /// The log published a new checkpoint (older or equal ones are ignored).
     Checkpoint(SignedCheckpoint),
-    /// The answer of `witness` to the request for the checkpoint of `size`.
-    Answered { witness: String, size: u64, answer: Answer },
+    /// The answer of `witness` to the request for the checkpoint of `size`, read at `now` (Unix seconds).
+    Answered { witness: String, size: u64, answer: Answer, now: u64 },
     /// A [`Effect::RetryAfter`] delay has passed.
     RetryDue { witness: String },
 }
@@ -404,7 +408,10 @@ impl Collector {
                 });
                 self.latest = Some(checkpoint);
             }
-            Event::Answered { witness, size, answer } => self.answered(&witness, size, answer, &mut effects),
+            Event::Answered { witness, size, answer, now } => {
+                let latest_timestamp = now.saturating_add(self.settings.clock_skew.as_secs());
+                self.answered(&witness, size, answer, latest_timestamp, &mut effects)
+            }
             Event::RetryDue { witness } => {
                 if let (Some(state), Some(target)) = (self.witnesses.get(&witness), self.target.clone())
                     && let Busy::Waiting { attempt } = state.busy
@@ -418,7 +425,7 @@ impl Collector {
         effects
     }
 
-    fn answered(&mut self, name: &str, size: u64, answer: Answer, effects: &mut Vec<Effect>) {
+    fn answered(&mut self, name: &str, size: u64, answer: Answer, latest_timestamp: u64, effects: &mut Vec<Effect>) {
         let Some(state) = self.witnesses.get_mut(name) else { return };
         let Busy::Sending { checkpoint, attempt, caught_up } = state.busy.clone() else { return };
         if checkpoint.checkpoint.size != size {
@@ -427,7 +434,8 @@ impl Collector {
         let latest_size = self.latest.as_ref().map_or(0, |latest| latest.checkpoint.size);
         match answer {
             Answer::Cosigned(body) => match cosignature_line(&state.verifier, &checkpoint, &body) {
-                Some((line, timestamp)) => {
+                // A timestamp beyond this gateway's clock (and its allowed skew) is no honest witness's.
+                Some((line, timestamp)) if timestamp <= latest_timestamp => {
                     state.size = size;
                     state.cosigned = Some((size, timestamp));
                     state.counts.cosigned += 1;
@@ -452,7 +460,7 @@ impl Collector {
                         candidate.lines.insert(name.to_owned(), line);
                     }
                 }
-                None => self.give_up(name, size, GiveUp::BadCosignature, effects),
+                _ => self.give_up(name, size, GiveUp::BadCosignature, effects),
             },
             Answer::Conflict(known) => {
                 state.counts.conflicts += 1;
@@ -729,6 +737,8 @@ mod tests {
         Down,
         /// Answers with another key's cosignature.
         WrongKey,
+        /// Cosigns with a timestamp this far ahead of the clock.
+        Ahead(u64),
     }
 
     /// A witness played by the real witness core ([`decide`]), with its own state of the log.
@@ -831,6 +841,11 @@ mod tests {
                     let body = checkpoint.checkpoint.body();
                     return Answer::Cosigned(other.cosign(body.as_bytes(), self.clock).unwrap());
                 }
+                Behaviour::Ahead(seconds) => {
+                    let body = checkpoint.checkpoint.body();
+                    let timestamp = self.clock.saturating_add(seconds);
+                    return Answer::Cosigned(witness.key.cosign(body.as_bytes(), timestamp).unwrap());
+                }
                 Behaviour::Honest => {}
             }
             match decide(Some(&log), &witness.known, &request) {
@@ -853,7 +868,8 @@ mod tests {
                         Effect::Send { witness, url, old_size, checkpoint } => {
                             assert_eq!(url, format!("http://{witness}.test/witness"));
                             let answer = self.answer(&witness, old_size, &checkpoint);
-                            queue.push_back(Event::Answered { witness, size: checkpoint.checkpoint.size, answer });
+                            let (size, now) = (checkpoint.checkpoint.size, self.clock);
+                            queue.push_back(Event::Answered { witness, size, answer, now });
                         }
                         Effect::RetryAfter { witness, delay } if delay < Settings::default().max_backoff => {
                             self.retries.push(delay);
@@ -1014,6 +1030,23 @@ mod tests {
         assert_eq!(world.stored.len(), 2);
     }
 
+    #[test]
+    fn a_cosignature_from_the_future_is_not_taken() {
+        let mut world = World::new("two", Publication::Quorum);
+        world.witnesses.get_mut("w1").unwrap().behaviour = Behaviour::Ahead(600);
+        world.witnesses.get_mut("w2").unwrap().behaviour = Behaviour::Ahead(601);
+        world.witnesses.get_mut("w3").unwrap().behaviour = Behaviour::Ahead(1 << 63);
+        world.grow(2);
+        assert_eq!(world.published, None);
+        assert_eq!(
+            world.gave_up,
+            [("w2".into(), GiveUp::BadCosignature), ("w3".into(), GiveUp::BadCosignature)],
+            "ten minutes of skew are allowed, not more"
+        );
+        assert_eq!(world.stored.len(), 1);
+        assert!(world.collector.status().witnesses.iter().all(|w| w.cosigned.is_none_or(|(_, at)| at < 1 << 62)));
+    }
+
     proptest::proptest! {
         #[test]
         fn garbage_answers_never_panic_nor_count_as_cosignatures(
@@ -1025,7 +1058,7 @@ mod tests {
                 world.leaves.push(leaf_hash(b"one"));
                 let sent = world.collector.handle(Event::Checkpoint(world.checkpoint()));
                 proptest::prop_assert_eq!(sent.iter().filter(|e| matches!(e, Effect::Send { .. })).count(), 3);
-                let effects = world.collector.handle(Event::Answered { witness: "w1".into(), size: 1, answer });
+                let effects = world.collector.handle(Event::Answered { witness: "w1".into(), size: 1, answer, now: 1 });
                 let gave_up = Effect::GaveUp { witness: "w1".into(), size: 1, reason: GiveUp::BadCosignature };
                 proptest::prop_assert_eq!(effects.first(), Some(&gave_up));
                 let took = effects.iter().any(|e| matches!(e, Effect::Store(_) | Effect::Publish { .. }));
@@ -1123,7 +1156,8 @@ mod tests {
         assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Send { old_size: 3, .. })).count(), 0);
         assert_eq!(restarted.published(), Some(&published.1[..]));
         // An answer nobody asked for changes nothing.
-        let stale = restarted.handle(Event::Answered { witness: "w1".into(), size: 99, answer: Answer::Failed });
+        let stale =
+            restarted.handle(Event::Answered { witness: "w1".into(), size: 99, answer: Answer::Failed, now: 1 });
         assert!(stale.is_empty());
         // A log key the policy does not name is refused.
         let other = LogSigner::generate(ORIGIN).unwrap().verifier();

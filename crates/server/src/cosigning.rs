@@ -76,6 +76,7 @@ impl Cosigning {
                 log_size: None,
                 published: None,
                 witnesses: Vec::new(),
+                unlisted_alarms: Vec::new(),
             };
         };
         let status = Self::lock(collector).status();
@@ -106,6 +107,11 @@ impl Cosigning {
                     alarms: w.counts.alarms,
                 })
                 .collect(),
+            unlisted_alarms: status
+                .unlisted_alarms
+                .into_iter()
+                .map(|(vkey, alarm)| UnlistedAlarm { vkey, alarm: alarm.code() })
+                .collect(),
         }
     }
 }
@@ -122,6 +128,14 @@ pub struct CosigningReport {
     /// The checkpoint served at `/log/checkpoint`.
     pub published: Option<PublishedReport>,
     pub witnesses: Vec<WitnessReport>,
+    /// Alarms stored against witness keys the policy no longer names (a witness removed or re-keyed).
+    pub unlisted_alarms: Vec<UnlistedAlarm>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnlistedAlarm {
+    pub vkey: String,
+    pub alarm: &'static str,
 }
 
 #[derive(Debug, Serialize)]

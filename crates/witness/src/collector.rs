@@ -266,6 +266,8 @@ pub struct Status {
     /// The published checkpoint's size and its cosigners (the policy's names).
     pub published: Option<(u64, Vec<String>)>,
     pub witnesses: Vec<WitnessStatus>,
+    /// Alarms stored against witness keys the policy no longer names (a witness removed or re-keyed), by key.
+    pub unlisted_alarms: Vec<(String, Alarm)>,
 }
 
 #[derive(Debug, Clone)]
@@ -322,6 +324,7 @@ pub struct Collector {
     target: Option<SignedCheckpoint>,
     candidates: BTreeMap<u64, Candidate>,
     published: Option<Published>,
+    unlisted_alarms: Vec<(String, Alarm)>,
 }
 
 /// The line of `body` that is `verifier`'s cosignature on `checkpoint`, with its timestamp.
@@ -388,7 +391,22 @@ impl Collector {
             }
             witnesses.insert(name.to_owned(), state);
         }
-        Ok(Self { policy, settings, witnesses, latest: None, target: None, candidates, published: None })
+        let listed: Vec<String> = policy.witnesses().map(|(_, verifier)| verifier.to_string()).collect();
+        let unlisted_alarms = stored
+            .values()
+            .filter(|row| !listed.contains(&row.witness_vkey))
+            .filter_map(|row| Some((row.witness_vkey.clone(), row.alarm?)))
+            .collect();
+        Ok(Self {
+            policy,
+            settings,
+            witnesses,
+            latest: None,
+            target: None,
+            candidates,
+            published: None,
+            unlisted_alarms,
+        })
     }
 
     /// Takes one event and says what to do.
@@ -706,6 +724,7 @@ impl Collector {
                     counts: w.counts,
                 })
                 .collect(),
+            unlisted_alarms: self.unlisted_alarms.clone(),
         }
     }
 }
@@ -1047,6 +1066,23 @@ mod tests {
         assert!(world.collector.status().witnesses.iter().all(|w| w.cosigned.is_none_or(|(_, at)| at < 1 << 62)));
     }
 
+    #[test]
+    fn an_alarm_against_a_key_the_policy_no_longer_names_is_still_reported() {
+        let mut world = World::new("two", Publication::Quorum);
+        world.grow(2);
+        let old_w1 = world.witnesses["w1"].key.verifier().to_string();
+        let mut stored = world.stored_rows();
+        for row in &mut stored {
+            row.alarm = (row.witness_vkey == old_w1).then_some(Alarm::Refused);
+        }
+        // The operator gives w1 a new key.
+        world.witnesses.get_mut("w1").unwrap().key = CosignerKey::generate("w1").unwrap();
+        let restarted = Collector::new(&world.signer.verifier(), world.policy(), Settings::default(), stored).unwrap();
+        let status = restarted.status();
+        assert_eq!(status.witnesses[0].alarm, None, "the new key has no alarm of its own");
+        assert_eq!(status.unlisted_alarms, [(old_w1, Alarm::Refused)]);
+    }
+
     proptest::proptest! {
         #[test]
         fn garbage_answers_never_panic_nor_count_as_cosignatures(
@@ -1155,6 +1191,7 @@ mod tests {
         let effects = restarted.handle(Event::Checkpoint(world.checkpoint()));
         assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Send { old_size: 3, .. })).count(), 0);
         assert_eq!(restarted.published(), Some(&published.1[..]));
+        assert!(restarted.status().unlisted_alarms.is_empty());
         // An answer nobody asked for changes nothing.
         let stale =
             restarted.handle(Event::Answered { witness: "w1".into(), size: 99, answer: Answer::Failed, now: 1 });

@@ -76,6 +76,7 @@ impl Cosigning {
                 log_size: None,
                 published: None,
                 witnesses: Vec::new(),
+                unlisted_alarms: Vec::new(),
             };
         };
         let status = Self::lock(collector).status();
@@ -106,6 +107,11 @@ impl Cosigning {
                     alarms: w.counts.alarms,
                 })
                 .collect(),
+            unlisted_alarms: status
+                .unlisted_alarms
+                .into_iter()
+                .map(|(vkey, alarm)| UnlistedAlarm { vkey, alarm: alarm.code() })
+                .collect(),
         }
     }
 }
@@ -122,6 +128,14 @@ pub struct CosigningReport {
     /// The checkpoint served at `/log/checkpoint`.
     pub published: Option<PublishedReport>,
     pub witnesses: Vec<WitnessReport>,
+    /// Alarms stored against witness keys the policy no longer names (a witness removed or re-keyed).
+    pub unlisted_alarms: Vec<UnlistedAlarm>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UnlistedAlarm {
+    pub vkey: String,
+    pub alarm: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -143,7 +157,7 @@ pub struct WitnessReport {
     pub cosigned_at: Option<u64>,
     /// The alarm standing against it: `refused-as-inconsistent` (a 422) or `witness-ahead-of-log`.
     pub alarm: Option<&'static str>,
-    /// Whether this process raised that alarm (the witness is then not asked again until a restart).
+    /// Whether this process raised that alarm (the witness is then asked again only every 10 minutes).
     pub alarm_raised_now: bool,
     pub requests: u64,
     pub cosigned: u64,
@@ -180,6 +194,7 @@ pub async fn start(
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy = Policy::parse(&text).with_context(|| format!("{} (CUSTODIA_WITNESS_POLICY)", path.display()))?;
     let mut stored = Vec::new();
+    let mut restored = Vec::new();
     for row in catalog.witness_cosignatures().await? {
         let alarm = row.alarm.as_deref().and_then(Alarm::from_code);
         if let Some(alarm) = alarm {
@@ -187,6 +202,7 @@ pub async fn start(
             tracing::error!(witness, alarm = alarm.code(), since = %row.updated_at, "an alarm stands against a witness of this log");
         }
         let cosigned = row.checkpoint.zip(row.cosignature).map(|(note, line)| (note.into_bytes(), line));
+        restored.extend(cosigned.clone());
         stored.push(Stored { witness_vkey: row.witness_vkey, cosigned, alarm });
     }
     let settings = Settings {
@@ -202,7 +218,18 @@ pub async fn start(
     let witnesses = collector.status().witnesses.len();
     let first = log.checkpoint();
     let first_size = first.checkpoint.size;
-    let effects = collector.handle(Event::Checkpoint(first));
+    // Cosignatures stored on checkpoints that the log no longer holds (cut back, or forked at the same size by a
+    // restore from a backup) are dropped with an alarm before anything is published.
+    let mut not_in_log = std::collections::BTreeSet::new();
+    for (note, _) in &restored {
+        if let Ok(checkpoint) = SignedCheckpoint::open(note, std::slice::from_ref(vkey))
+            && !in_log(log, &first, &checkpoint).await
+        {
+            not_in_log.insert(note.clone());
+        }
+    }
+    let mut effects = collector.check_restored(|checkpoint| !not_in_log.contains(checkpoint.note()));
+    effects.extend(collector.handle(Event::Checkpoint(first)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
         .connect_timeout(Duration::from_secs(config.timeout_seconds.max(1)))
@@ -218,6 +245,27 @@ pub async fn start(
     tokio::spawn(follow_checkpoints(log.clone(), first_size, events));
     tracing::info!(witnesses, publication = ?config.publish, "collecting cosignatures on this log's checkpoints");
     Ok(cosigning)
+}
+
+/// Whether `checkpoint` is the log's own tree at its size, the log's newest checkpoint being `latest`.
+async fn in_log(log: &Log, latest: &SignedCheckpoint, checkpoint: &SignedCheckpoint) -> bool {
+    let (size, root) = (checkpoint.checkpoint.size, checkpoint.checkpoint.root);
+    let (latest_size, latest_root) = (latest.checkpoint.size, latest.checkpoint.root);
+    if size >= latest_size {
+        return size == latest_size && root == latest_root;
+    }
+    if size == 0 {
+        return root == custodia_ledger::merkle::empty_root();
+    }
+    match log.storage().consistency_proof(size, latest_size).await {
+        Ok(proof) => {
+            custodia_ledger::merkle::verify_consistency(size, latest_size, &proof, &root, &latest_root).is_ok()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, size, "could not check a stored cosignature against the log");
+            false
+        }
+    }
 }
 
 /// Feeds the collector each checkpoint the log publishes after `size` (the newest one at each wake-up).
@@ -259,10 +307,12 @@ impl Driver {
         match effect {
             Effect::Send { witness, url, old_size, checkpoint } => {
                 let (log, client, events) = (self.log.clone(), self.client.clone(), self.events.clone());
+                let clock = self.clock.clone();
                 tokio::spawn(async move {
                     let size = checkpoint.checkpoint.size;
                     let answer = ask(&log, &client, &witness, &url, old_size, checkpoint).await;
-                    let _ = events.send(Event::Answered { witness, size, answer }).await;
+                    let now = u64::try_from(clock.unix_seconds()).unwrap_or(0);
+                    let _ = events.send(Event::Answered { witness, size, answer, now }).await;
                 });
             }
             Effect::RetryAfter { witness, delay } => {
@@ -286,12 +336,22 @@ impl Driver {
             }
             Effect::Alarm { witness, witness_vkey, alarm } => {
                 // The witness's name is the operator's own policy; nothing the witness sent is logged.
-                tracing::error!(
+                if alarm == Alarm::NotInLog {
+                    tracing::error!(
+                        witness = %witness,
+                        alarm = alarm.code(),
+                        "the checkpoint this witness last cosigned is not in the log as it is now (was the log cut \
+                         back or restored from a backup?): its cosignature is dropped and it is shown the log's \
+                         checkpoint"
+                    );
+                } else {
+                    tracing::error!(
                     witness = %witness,
                     alarm = alarm.code(),
                     "a witness refuses this log's checkpoint for good: this log may have shown two histories, or the \
-                     witness holds another log under this name; it is not asked again until a restart"
-                );
+                     witness holds another log under this name; it is asked again only in 10 minutes"
+                    );
+                }
                 let at = self.clock.now().to_string();
                 if let Err(err) = self.catalog.store_witness_alarm(&witness_vkey, alarm.code(), &at).await {
                     tracing::error!(error = %err, "could not store a witness alarm");

@@ -63,6 +63,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
+    refuse_log_behind_catalog(&log, &catalog).await?;
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
@@ -124,6 +125,21 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         witness,
         cosigning,
     })
+}
+
+/// Refuses to start when the catalog indexes custody records at ledger indices the log does not hold: the log was
+/// cut back (e.g. its directory restored from an older backup) and serving would show a history that is gone.
+async fn refuse_log_behind_catalog(log: &Log, catalog: &Catalog) -> anyhow::Result<()> {
+    let size = log.checkpoint().checkpoint.size;
+    let beyond = catalog.custody_indexed_between(i64::try_from(size).unwrap_or(i64::MAX), i64::MAX).await?;
+    if let Some(last) = beyond.last() {
+        anyhow::bail!(
+            "the custody log holds {size} entries, but the catalog indexes custody records up to ledger index {last}: \
+             the log was cut back or restored from an older backup; restore the log (or the catalog) so that they \
+             agree before starting"
+        );
+    }
+    Ok(())
 }
 
 /// The S3-compatible store, when one is configured.

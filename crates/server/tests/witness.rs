@@ -496,3 +496,23 @@ async fn three_gateways_cosign_each_other_and_an_equivocating_log_is_refused_and
     assert_eq!(SignedCheckpoint::open(note.as_bytes(), &[a.log.verifier()]).unwrap().checkpoint.size, size);
     assert!(alarmed["log_size"].as_u64().unwrap() > size);
 }
+
+/// A custody log cut back below the ledger indices its catalog holds (e.g. the log directory restored from an older
+/// backup) is refused at start-up, with a message that says so (every other test starts on a log that agrees).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_cut_back_below_its_catalog_is_refused_at_start_up() {
+    let gw = TestGateway::start().await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-cut").await;
+    gw.member("case-cut", &prosecutor, "prosecutor").await;
+    let reply = gw.upload("case-cut", "purpose=intake", support::As::Session(&session), b"a statement".to_vec()).await;
+    assert!(reply.status.is_success(), "{}", String::from_utf8_lossy(&reply.body));
+    let config = custodia_server::config::ServeConfig::with_data_dir(gw.dir.path());
+    // The log directory goes back to an empty backup; the catalog keeps its records.
+    std::fs::remove_dir_all(gw.dir.path().join("log")).unwrap();
+    let Err(err) = custodia_server::startup::open(&config, custodia_server::clock::Clock::default()).await else {
+        panic!("a log behind its catalog must not start");
+    };
+    let message = format!("{err:#}");
+    assert!(message.contains("the custody log holds 0 entries") && message.contains("restored"), "{message}");
+}

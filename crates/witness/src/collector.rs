@@ -30,7 +30,9 @@
 //! - 409 with the witness's size: the collector catches up from that size and retries once. A size beyond any
 //!   checkpoint this log ever published is an alarm: the witness cosigned a tree of this log that we never made.
 //! - 422: permanent, an alarm: the witness holds that this checkpoint does not extend what it cosigned of this log
-//!   before (a split view, or the witness's state is not ours). That witness is not asked again by this process.
+//!   before (a split view, or the witness's state is not ours). That witness is asked again only after
+//!   [`Settings::alarm_backoff`] (an alarm stands, but a witness must not drop out of the quorum for good over one
+//!   answer).
 //! - Other 4xx: a configuration mistake (the witness does not know this log, or has another key for it); not
 //!   retried this round.
 //! - No answer, a timeout, 5xx or 429: retried with doubling delays, a bounded number of times, then given up
@@ -78,6 +80,10 @@ pub struct Settings {
     /// The delay before the first retry; each further retry waits twice as long, up to `max_backoff`.
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// The wait before a witness that raised an alarm is asked again.
+    pub alarm_backoff: Duration,
+    /// How far ahead of this gateway's clock a cosignature's timestamp may be; one further ahead is refused.
+    pub clock_skew: Duration,
 }
 
 impl Default for Settings {
@@ -87,6 +93,8 @@ impl Default for Settings {
             attempts: 4,
             first_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
+            alarm_backoff: Duration::from_secs(600),
+            clock_skew: Duration::from_secs(600),
         }
     }
 }
@@ -114,6 +122,9 @@ pub enum Alarm {
     Refused,
     /// 409 with a size larger than any checkpoint this log has published.
     AheadOfLog,
+    /// At start-up, the stored cosignature is on a checkpoint that is not in the log as it is now (the log was cut
+    /// back or forked, e.g. restored from a backup): it is dropped, and the witness is shown the log's checkpoint.
+    NotInLog,
 }
 
 impl Alarm {
@@ -121,11 +132,12 @@ impl Alarm {
         match self {
             Self::Refused => "refused-as-inconsistent",
             Self::AheadOfLog => "witness-ahead-of-log",
+            Self::NotInLog => "cosigned-checkpoint-not-in-log",
         }
     }
 
     pub fn from_code(code: &str) -> Option<Self> {
-        [Self::Refused, Self::AheadOfLog].into_iter().find(|alarm| alarm.code() == code)
+        [Self::Refused, Self::AheadOfLog, Self::NotInLog].into_iter().find(|alarm| alarm.code() == code)
     }
 }
 
@@ -136,7 +148,8 @@ pub enum GiveUp {
     Unreachable,
     /// A 4xx other than 409 and 422, with its status.
     Refused(u16),
-    /// A 200 without a cosignature line that verifies with the policy's key.
+    /// A 200 without a cosignature line that verifies with the policy's key, or with a timestamp ahead of this
+    /// gateway's clock by more than [`Settings::clock_skew`].
     BadCosignature,
     /// A second 409 after catching up.
     StillConflicting,
@@ -171,8 +184,8 @@ pub enum Answer {
 pub enum Event {
     /// The log published a new checkpoint (older or equal ones are ignored).
     Checkpoint(SignedCheckpoint),
-    /// The answer of `witness` to the request for the checkpoint of `size`.
-    Answered { witness: String, size: u64, answer: Answer },
+    /// The answer of `witness` to the request for the checkpoint of `size`, read at `now` (Unix seconds).
+    Answered { witness: String, size: u64, answer: Answer, now: u64 },
     /// A [`Effect::RetryAfter`] delay has passed.
     RetryDue { witness: String },
 }
@@ -237,7 +250,8 @@ pub struct WitnessStatus {
     pub contacted: bool,
     /// The size it last cosigned, and the cosignature's timestamp.
     pub cosigned: Option<(u64, u64)>,
-    /// The alarm standing against it, if any; `alarm_now` when raised by this process (it is not asked again).
+    /// The alarm standing against it, if any; `alarm_now` when raised by this process (it is then asked again only
+    /// after [`Settings::alarm_backoff`]).
     pub alarm: Option<Alarm>,
     pub alarm_now: bool,
     pub counts: Counts,
@@ -252,6 +266,8 @@ pub struct Status {
     /// The published checkpoint's size and its cosigners (the policy's names).
     pub published: Option<(u64, Vec<String>)>,
     pub witnesses: Vec<WitnessStatus>,
+    /// Alarms stored against witness keys the policy no longer names (a witness removed or re-keyed), by key.
+    pub unlisted_alarms: Vec<(String, Alarm)>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +284,8 @@ struct WitnessState {
     /// The size this witness last cosigned, as far as this collector knows (a 409 may say otherwise).
     size: u64,
     cosigned: Option<(u64, u64)>,
+    /// The checkpoint of its cosignature restored from storage, until it is checked against the log.
+    restored: Option<SignedCheckpoint>,
     busy: Busy,
     /// The target size this witness is done with (cosigned, or given up on).
     done: Option<u64>,
@@ -278,7 +296,7 @@ struct WitnessState {
 
 impl WitnessState {
     fn asked(&self) -> bool {
-        self.url.is_some() && !self.alarm_now
+        self.url.is_some()
     }
 }
 
@@ -306,6 +324,7 @@ pub struct Collector {
     target: Option<SignedCheckpoint>,
     candidates: BTreeMap<u64, Candidate>,
     published: Option<Published>,
+    unlisted_alarms: Vec<(String, Alarm)>,
 }
 
 /// The line of `body` that is `verifier`'s cosignature on `checkpoint`, with its timestamp.
@@ -341,6 +360,7 @@ impl Collector {
                 url: policy.witness_url(name).map(|url| url.trim_end_matches('/').to_owned()),
                 size: 0,
                 cosigned: None,
+                restored: None,
                 busy: Busy::Idle,
                 done: None,
                 alarm: None,
@@ -358,6 +378,7 @@ impl Collector {
                     let size = checkpoint.checkpoint.size;
                     state.size = size;
                     state.cosigned = Some((size, timestamp));
+                    state.restored = Some(checkpoint.clone());
                     let candidate = candidates
                         .entry(size)
                         .or_insert_with(|| Candidate { checkpoint: checkpoint.clone(), lines: BTreeMap::new() });
@@ -370,7 +391,22 @@ impl Collector {
             }
             witnesses.insert(name.to_owned(), state);
         }
-        Ok(Self { policy, settings, witnesses, latest: None, target: None, candidates, published: None })
+        let listed: Vec<String> = policy.witnesses().map(|(_, verifier)| verifier.to_string()).collect();
+        let unlisted_alarms = stored
+            .values()
+            .filter(|row| !listed.contains(&row.witness_vkey))
+            .filter_map(|row| Some((row.witness_vkey.clone(), row.alarm?)))
+            .collect();
+        Ok(Self {
+            policy,
+            settings,
+            witnesses,
+            latest: None,
+            target: None,
+            candidates,
+            published: None,
+            unlisted_alarms,
+        })
     }
 
     /// Takes one event and says what to do.
@@ -381,9 +417,19 @@ impl Collector {
                 if self.latest.as_ref().is_some_and(|latest| checkpoint.checkpoint.size <= latest.checkpoint.size) {
                     return effects;
                 }
+                // Cosignatures restored on another tree of this size, or on a larger one, are not on this log's
+                // history: they are never published.
+                let size = checkpoint.checkpoint.size;
+                self.candidates.retain(|candidate_size, candidate| {
+                    *candidate_size < size
+                        || (*candidate_size == size && candidate.checkpoint.note() == checkpoint.note())
+                });
                 self.latest = Some(checkpoint);
             }
-            Event::Answered { witness, size, answer } => self.answered(&witness, size, answer, &mut effects),
+            Event::Answered { witness, size, answer, now } => {
+                let latest_timestamp = now.saturating_add(self.settings.clock_skew.as_secs());
+                self.answered(&witness, size, answer, latest_timestamp, &mut effects)
+            }
             Event::RetryDue { witness } => {
                 if let (Some(state), Some(target)) = (self.witnesses.get(&witness), self.target.clone())
                     && let Busy::Waiting { attempt } = state.busy
@@ -397,7 +443,7 @@ impl Collector {
         effects
     }
 
-    fn answered(&mut self, name: &str, size: u64, answer: Answer, effects: &mut Vec<Effect>) {
+    fn answered(&mut self, name: &str, size: u64, answer: Answer, latest_timestamp: u64, effects: &mut Vec<Effect>) {
         let Some(state) = self.witnesses.get_mut(name) else { return };
         let Busy::Sending { checkpoint, attempt, caught_up } = state.busy.clone() else { return };
         if checkpoint.checkpoint.size != size {
@@ -406,7 +452,8 @@ impl Collector {
         let latest_size = self.latest.as_ref().map_or(0, |latest| latest.checkpoint.size);
         match answer {
             Answer::Cosigned(body) => match cosignature_line(&state.verifier, &checkpoint, &body) {
-                Some((line, timestamp)) => {
+                // A timestamp beyond this gateway's clock (and its allowed skew) is no honest witness's.
+                Some((line, timestamp)) if timestamp <= latest_timestamp => {
                     state.size = size;
                     state.cosigned = Some((size, timestamp));
                     state.counts.cosigned += 1;
@@ -420,14 +467,18 @@ impl Collector {
                         timestamp,
                     }));
                     if self.published.as_ref().is_none_or(|published| size >= published.size) {
-                        self.candidates
+                        let candidate = self
+                            .candidates
                             .entry(size)
-                            .or_insert_with(|| Candidate { checkpoint, lines: BTreeMap::new() })
-                            .lines
-                            .insert(name.to_owned(), line);
+                            .or_insert_with(|| Candidate { checkpoint: checkpoint.clone(), lines: BTreeMap::new() });
+                        // Another note of this size (a log forked since) holds lines that are not on this one.
+                        if candidate.checkpoint.note() != checkpoint.note() {
+                            *candidate = Candidate { checkpoint, lines: BTreeMap::new() };
+                        }
+                        candidate.lines.insert(name.to_owned(), line);
                     }
                 }
-                None => self.give_up(name, size, GiveUp::BadCosignature, effects),
+                _ => self.give_up(name, size, GiveUp::BadCosignature, effects),
             },
             Answer::Conflict(known) => {
                 state.counts.conflicts += 1;
@@ -472,9 +523,10 @@ impl Collector {
             state.counts.alarms += 1;
             state.alarm = Some(alarm);
             state.alarm_now = true;
-            state.busy = Busy::Idle;
+            state.busy = Busy::Waiting { attempt: 1 };
             state.done = Some(size);
             effects.push(Effect::Alarm { witness: name.to_owned(), witness_vkey: state.verifier.to_string(), alarm });
+            effects.push(Effect::RetryAfter { witness: name.to_owned(), delay: self.settings.alarm_backoff });
         }
     }
 
@@ -491,7 +543,9 @@ impl Collector {
         let Some(state) = self.witnesses.get_mut(name) else { return };
         let Some(url) = state.url.clone() else { return };
         let size = checkpoint.checkpoint.size;
-        if self.candidates.get(&size).is_some_and(|candidate| candidate.lines.contains_key(name)) {
+        if self.candidates.get(&size).is_some_and(|candidate| {
+            candidate.checkpoint.note() == checkpoint.note() && candidate.lines.contains_key(name)
+        }) {
             // Its cosignature on this checkpoint is already here (stored before a restart).
             state.busy = Busy::Idle;
             state.done = Some(size);
@@ -499,6 +553,8 @@ impl Collector {
         }
         if state.size > size {
             if state.size > latest_size {
+                // Asked again later from scratch: its own answer says where it stands.
+                state.size = 0;
                 self.alarm(name, size, Alarm::AheadOfLog, effects);
             } else {
                 // It cosigned a newer checkpoint already (a 409 said so): it gets the next round's.
@@ -534,9 +590,13 @@ impl Collector {
             }
         };
         if round_over && self.target.as_ref().is_none_or(|target| target.checkpoint.size < latest.checkpoint.size) {
-            self.candidates
+            let candidate = self
+                .candidates
                 .entry(latest.checkpoint.size)
                 .or_insert_with(|| Candidate { checkpoint: latest.clone(), lines: BTreeMap::new() });
+            if candidate.checkpoint.note() != latest.note() {
+                *candidate = Candidate { checkpoint: latest.clone(), lines: BTreeMap::new() };
+            }
             while self.candidates.len() > MAX_CANDIDATES {
                 self.candidates.pop_first();
             }
@@ -559,15 +619,17 @@ impl Collector {
     fn publish_best(&mut self, effects: &mut Vec<Effect>) {
         let best = match self.settings.publication {
             Publication::Immediate => self.latest.as_ref().map(|latest| {
-                let lines = self.candidates.get(&latest.checkpoint.size).map(|c| c.lines.clone()).unwrap_or_default();
+                let lines = self
+                    .candidates
+                    .get(&latest.checkpoint.size)
+                    .map(|candidate| self.verified_lines(latest, &candidate.lines))
+                    .unwrap_or_default();
                 (latest.clone(), lines)
             }),
-            Publication::Quorum => self
-                .candidates
-                .iter()
-                .rev()
-                .find(|(size, _)| self.quorum_met(**size))
-                .map(|(_, candidate)| (candidate.checkpoint.clone(), candidate.lines.clone())),
+            Publication::Quorum => self.candidates.values().rev().find_map(|candidate| {
+                let lines = self.verified_lines(&candidate.checkpoint, &candidate.lines);
+                self.policy.quorum_met(lines.keys().map(String::as_str)).then(|| (candidate.checkpoint.clone(), lines))
+            }),
         };
         let Some((checkpoint, lines)) = best else { return };
         let size = checkpoint.checkpoint.size;
@@ -586,6 +648,57 @@ impl Collector {
         let keep_from = self.target.as_ref().map_or(size, |target| target.checkpoint.size.min(size));
         self.candidates.retain(|candidate_size, _| *candidate_size >= keep_from);
         effects.push(Effect::Publish { size, note });
+    }
+
+    /// The lines of `lines` that verify, each with its witness's key, on exactly `checkpoint`'s note.
+    fn verified_lines(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        lines: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        lines
+            .iter()
+            .filter(|(name, line)| {
+                self.witnesses
+                    .get(*name)
+                    .is_some_and(|state| cosignature_line(&state.verifier, checkpoint, line).is_some())
+            })
+            .map(|(name, line)| (name.clone(), line.clone()))
+            .collect()
+    }
+
+    /// Checks each cosignature restored from storage against the log as it is now (`in_log` says whether a
+    /// checkpoint is the log's own at its size): one on a checkpoint the log no longer holds (the log was cut back,
+    /// or forked at the same size, e.g. its directory restored from a backup) is dropped, never published, and
+    /// raises [`Alarm::NotInLog`]; that witness is then asked from size 0 and shown the log's checkpoint. Call it
+    /// once, before the first [`Event::Checkpoint`].
+    pub fn check_restored(&mut self, in_log: impl Fn(&SignedCheckpoint) -> bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (name, state) in &mut self.witnesses {
+            let Some(checkpoint) = state.restored.take() else { continue };
+            if in_log(&checkpoint) {
+                continue;
+            }
+            let size = checkpoint.checkpoint.size;
+            state.size = 0;
+            state.cosigned = None;
+            state.alarm = Some(Alarm::NotInLog);
+            state.counts.alarms += 1;
+            if let Some(candidate) = self.candidates.get_mut(&size)
+                && candidate.checkpoint.note() == checkpoint.note()
+            {
+                candidate.lines.remove(name);
+                if candidate.lines.is_empty() {
+                    self.candidates.remove(&size);
+                }
+            }
+            effects.push(Effect::Alarm {
+                witness: name.clone(),
+                witness_vkey: state.verifier.to_string(),
+                alarm: Alarm::NotInLog,
+            });
+        }
+        effects
     }
 
     /// The published note, if any.
@@ -611,6 +724,7 @@ impl Collector {
                     counts: w.counts,
                 })
                 .collect(),
+            unlisted_alarms: self.unlisted_alarms.clone(),
         }
     }
 }
@@ -642,6 +756,8 @@ mod tests {
         Down,
         /// Answers with another key's cosignature.
         WrongKey,
+        /// Cosigns with a timestamp this far ahead of the clock.
+        Ahead(u64),
     }
 
     /// A witness played by the real witness core ([`decide`]), with its own state of the log.
@@ -744,6 +860,11 @@ mod tests {
                     let body = checkpoint.checkpoint.body();
                     return Answer::Cosigned(other.cosign(body.as_bytes(), self.clock).unwrap());
                 }
+                Behaviour::Ahead(seconds) => {
+                    let body = checkpoint.checkpoint.body();
+                    let timestamp = self.clock.saturating_add(seconds);
+                    return Answer::Cosigned(witness.key.cosign(body.as_bytes(), timestamp).unwrap());
+                }
                 Behaviour::Honest => {}
             }
             match decide(Some(&log), &witness.known, &request) {
@@ -766,7 +887,8 @@ mod tests {
                         Effect::Send { witness, url, old_size, checkpoint } => {
                             assert_eq!(url, format!("http://{witness}.test/witness"));
                             let answer = self.answer(&witness, old_size, &checkpoint);
-                            queue.push_back(Event::Answered { witness, size: checkpoint.checkpoint.size, answer });
+                            let (size, now) = (checkpoint.checkpoint.size, self.clock);
+                            queue.push_back(Event::Answered { witness, size, answer, now });
                         }
                         Effect::RetryAfter { witness, delay } if delay < Settings::default().max_backoff => {
                             self.retries.push(delay);
@@ -895,13 +1017,26 @@ mod tests {
         world.grow(2);
         assert_eq!(world.alarms, [("w1".into(), Alarm::Refused), ("w2".into(), Alarm::AheadOfLog)]);
         assert_eq!(world.published_cosigners().0, 4, "one cosignature on size 6 is below the quorum");
-        // Neither is asked again by this process.
-        let before: Vec<u64> = world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect();
+        // Neither is asked again until the long alarm backoff is over; then both are, and the alarms stand.
+        let requests = |world: &World| -> Vec<u64> {
+            world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect()
+        };
+        let before = requests(&world);
         world.grow(1);
-        let after: Vec<u64> = world.collector.status().witnesses.iter().map(|w| w.counts.requests).collect();
+        let after = requests(&world);
         assert_eq!((after[0] - before[0], after[1] - before[1], after[2] - before[2]), (0, 0, 1));
         let status = world.collector.status();
         assert!(status.witnesses[0].alarm_now && status.witnesses[0].alarm == Some(Alarm::Refused));
+        assert_eq!(world.parked, ["w1", "w2"]);
+        world.fire_parked_retries();
+        let again = requests(&world);
+        assert_eq!((again[0] - after[0], again[1] - after[1], again[2] - after[2]), (1, 1, 0));
+        assert_eq!(world.alarms.len(), 4, "each raises its alarm again: {:?}", world.alarms);
+        // A witness that comes right again cosigns, and its alarm is cleared.
+        world.witnesses.get_mut("w2").unwrap().known = Known::unseen();
+        world.fire_parked_retries();
+        assert_eq!(world.published_cosigners(), (7, vec!["w2".into(), "w3".into()]));
+        assert_eq!(world.collector.status().witnesses[1].alarm, None);
     }
 
     #[test]
@@ -912,6 +1047,40 @@ mod tests {
         assert_eq!(world.published_cosigners(), (2, vec!["w1".into(), "w2".into()]));
         assert_eq!(world.gave_up, [("w3".into(), GiveUp::BadCosignature)]);
         assert_eq!(world.stored.len(), 2);
+    }
+
+    #[test]
+    fn a_cosignature_from_the_future_is_not_taken() {
+        let mut world = World::new("two", Publication::Quorum);
+        world.witnesses.get_mut("w1").unwrap().behaviour = Behaviour::Ahead(600);
+        world.witnesses.get_mut("w2").unwrap().behaviour = Behaviour::Ahead(601);
+        world.witnesses.get_mut("w3").unwrap().behaviour = Behaviour::Ahead(1 << 63);
+        world.grow(2);
+        assert_eq!(world.published, None);
+        assert_eq!(
+            world.gave_up,
+            [("w2".into(), GiveUp::BadCosignature), ("w3".into(), GiveUp::BadCosignature)],
+            "ten minutes of skew are allowed, not more"
+        );
+        assert_eq!(world.stored.len(), 1);
+        assert!(world.collector.status().witnesses.iter().all(|w| w.cosigned.is_none_or(|(_, at)| at < 1 << 62)));
+    }
+
+    #[test]
+    fn an_alarm_against_a_key_the_policy_no_longer_names_is_still_reported() {
+        let mut world = World::new("two", Publication::Quorum);
+        world.grow(2);
+        let old_w1 = world.witnesses["w1"].key.verifier().to_string();
+        let mut stored = world.stored_rows();
+        for row in &mut stored {
+            row.alarm = (row.witness_vkey == old_w1).then_some(Alarm::Refused);
+        }
+        // The operator gives w1 a new key.
+        world.witnesses.get_mut("w1").unwrap().key = CosignerKey::generate("w1").unwrap();
+        let restarted = Collector::new(&world.signer.verifier(), world.policy(), Settings::default(), stored).unwrap();
+        let status = restarted.status();
+        assert_eq!(status.witnesses[0].alarm, None, "the new key has no alarm of its own");
+        assert_eq!(status.unlisted_alarms, [(old_w1, Alarm::Refused)]);
     }
 
     proptest::proptest! {
@@ -925,12 +1094,81 @@ mod tests {
                 world.leaves.push(leaf_hash(b"one"));
                 let sent = world.collector.handle(Event::Checkpoint(world.checkpoint()));
                 proptest::prop_assert_eq!(sent.iter().filter(|e| matches!(e, Effect::Send { .. })).count(), 3);
-                let effects = world.collector.handle(Event::Answered { witness: "w1".into(), size: 1, answer });
+                let effects = world.collector.handle(Event::Answered { witness: "w1".into(), size: 1, answer, now: 1 });
                 let gave_up = Effect::GaveUp { witness: "w1".into(), size: 1, reason: GiveUp::BadCosignature };
                 proptest::prop_assert_eq!(effects.first(), Some(&gave_up));
                 let took = effects.iter().any(|e| matches!(e, Effect::Store(_) | Effect::Publish { .. }));
                 proptest::prop_assert!(!took, "a garbage answer was taken: {:?}", effects);
             }
+        }
+    }
+
+    impl World {
+        /// What the collector stored, as the catalog gives it back at start-up.
+        fn stored_rows(&self) -> Vec<Stored> {
+            self.stored
+                .values()
+                .map(|c| Stored {
+                    witness_vkey: c.witness_vkey.clone(),
+                    cosigned: Some((c.checkpoint.note().to_vec(), c.line.clone())),
+                    alarm: None,
+                })
+                .collect()
+        }
+
+        /// Every signature line of the published note verifies on it: the log's, then each witness's.
+        fn assert_published_note_verifies(&self) {
+            let Some((_, note)) = self.published.clone() else { return };
+            let text = String::from_utf8(note.clone()).unwrap();
+            let lines = text.rsplit_once("\n\n").unwrap().1.lines().count();
+            let (_, cosigners) = self.published_cosigners();
+            assert_eq!(lines, 1 + cosigners.len(), "a signature line does not verify on the note: {text}");
+        }
+    }
+
+    #[test]
+    fn a_log_forked_at_the_same_size_never_publishes_the_old_cosignatures_and_shows_witnesses_its_checkpoint() {
+        for (publication, check) in [
+            (Publication::Immediate, false),
+            (Publication::Immediate, true),
+            (Publication::Quorum, false),
+            (Publication::Quorum, true),
+        ] {
+            let mut world = World::new("two", publication);
+            world.grow(3);
+            assert_eq!(world.published_cosigners().1.len(), 3);
+            let stored = world.stored_rows();
+            // The log's directory comes back from a backup and takes other entries: another tree of size 3.
+            world.leaves = (0..3).map(|n| leaf_hash(format!("forked {n}").as_bytes())).collect();
+            world.published = None;
+            world.collector =
+                Collector::new(&world.signer.verifier(), world.policy(), world.collector.settings, stored).unwrap();
+            if check {
+                let effects = {
+                    let leaves = world.leaves.clone();
+                    world.collector.check_restored(|checkpoint| {
+                        let size = checkpoint.checkpoint.size as usize;
+                        size <= leaves.len() && tree_hash(&leaves[..size]) == checkpoint.checkpoint.root
+                    })
+                };
+                let alarms: Vec<_> =
+                    effects.iter().filter(|e| matches!(e, Effect::Alarm { alarm: Alarm::NotInLog, .. })).collect();
+                assert_eq!(alarms.len(), 3, "{publication:?}");
+                assert!(world.collector.status().witnesses.iter().all(|w| w.alarm == Some(Alarm::NotInLog)));
+                assert_eq!(world.collector.published(), None);
+            }
+            world.grow(0);
+            // Each witness is shown the log's checkpoint of size 3, and refuses it: it cosigned another of size 3.
+            let refused: Vec<_> = world.alarms.iter().filter(|(_, alarm)| *alarm == Alarm::Refused).collect();
+            assert_eq!(refused.len(), 3, "{publication:?} {check}: {:?}", world.alarms);
+            match publication {
+                Publication::Immediate => {
+                    assert_eq!(world.published_cosigners(), (3, vec![]), "{check}");
+                    assert_eq!(world.published.as_ref().unwrap().1, world.checkpoint().note());
+                }
+                Publication::Quorum => assert_eq!(world.published, None, "{check}"),
+            }
+            world.assert_published_note_verifies();
         }
     }
 
@@ -953,8 +1191,10 @@ mod tests {
         let effects = restarted.handle(Event::Checkpoint(world.checkpoint()));
         assert_eq!(effects.iter().filter(|e| matches!(e, Effect::Send { old_size: 3, .. })).count(), 0);
         assert_eq!(restarted.published(), Some(&published.1[..]));
+        assert!(restarted.status().unlisted_alarms.is_empty());
         // An answer nobody asked for changes nothing.
-        let stale = restarted.handle(Event::Answered { witness: "w1".into(), size: 99, answer: Answer::Failed });
+        let stale =
+            restarted.handle(Event::Answered { witness: "w1".into(), size: 99, answer: Answer::Failed, now: 1 });
         assert!(stale.is_empty());
         // A log key the policy does not name is refused.
         let other = LogSigner::generate(ORIGIN).unwrap().verifier();

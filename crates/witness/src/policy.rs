@@ -161,6 +161,14 @@ impl Policy {
                     }
                     policy.witnesses.insert((*name).to_owned(), verifier);
                     if let [url] = rest {
+                        // Only an HTTP(S) URL is asked: anything else (file:, a bare path) is a mistake.
+                        let host = url
+                            .strip_prefix("https://")
+                            .or_else(|| url.strip_prefix("http://"))
+                            .filter(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                        if host.is_none() {
+                            return Err(fail("a witness URL must be http:// or https:// with a host"));
+                        }
                         policy.witness_urls.insert((*name).to_owned(), (*url).to_owned());
                     }
                 }
@@ -380,6 +388,10 @@ mod tests {
             (format!("log {log}\nwitness w1 {w1}\n"), None),
             ("quorum none\n".to_owned(), None),
             (format!("log {log}\nwitnesses w1 {w1}\nquorum none\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1} file:///etc/passwd\nquorum w1\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1} ftp://w1.example/\nquorum w1\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1} https://\nquorum w1\n"), Some(2)),
+            (format!("log {log}\nwitness w1 {w1} /witness\nquorum w1\n"), Some(2)),
         ] {
             match (Policy::parse(&text), line) {
                 (Err(PolicyError::Line { line: got, .. }), Some(want)) => assert_eq!(got, want, "{text}"),

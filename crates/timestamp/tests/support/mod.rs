@@ -146,29 +146,7 @@ impl Authority {
                 "tsa.csr",
             ],
         );
-        let section = eku.section();
-        openssl(
-            path,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tsa.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "365",
-                "-extfile",
-                "ext.cnf",
-                "-extensions",
-                section,
-                "-out",
-                "tsa.crt",
-            ],
-        );
+        sign_tsa_certificate(path, eku, "tsa.crt");
         std::fs::write(path.join("serial"), "01\n").expect("write serial");
         let config = format!(
             "[tsa]\n\
@@ -277,29 +255,7 @@ impl Authority {
 
     /// Issues another TSA certificate for the same key under the same CA, with `eku`, into `file`.
     pub fn issue_tsa_certificate(&self, eku: Eku, file: &str) {
-        let section = eku.section();
-        openssl(
-            self.dir(),
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "tsa.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "365",
-                "-extfile",
-                "ext.cnf",
-                "-extensions",
-                section,
-                "-out",
-                file,
-            ],
-        );
+        sign_tsa_certificate(self.dir(), eku, file);
     }
 
     pub fn kind(&self) -> KeyKind {
@@ -311,4 +267,14 @@ fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The CA in `dir` signs the TSA's request (`tsa.csr`) into the certificate `file`, with the extensions of `eku`.
+fn sign_tsa_certificate(dir: &Path, eku: Eku, file: &str) {
+    let section = eku.section();
+    let args =
+        ["x509", "-req", "-in", "tsa.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "365"];
+    let mut args = args.to_vec();
+    args.extend(["-extfile", "ext.cnf", "-extensions", section, "-out", file]);
+    openssl(dir, &args);
 }

@@ -13,6 +13,9 @@
 #    /tmp is the root's own. /etc/resolv.conf is copied in, and this network's own CA certificates where it has
 #    any, so that apt, cargo, npm and pip reach their registries.
 #
+# CUSTODIA_FRESH_ONLY=run or =test runs just that one of the two commands (to prove one again after a change that
+# cannot touch the other); the summary then says which was skipped.
+#
 # Needs root, debootstrap and git. The whole run is logged to target/fresh/fresh-<time>.log. When it ends, every
 # process it started is gone and nothing stays mounted; CUSTODIA_FRESH_KEEP=1 keeps the run's files (the overlay's
 # upper layer) to look into. Exits non-zero when either command failed.
@@ -23,6 +26,8 @@ cache=${CUSTODIA_FRESH_DIR:-/var/tmp/custodia-fresh}
 mirror=${CUSTODIA_FRESH_MIRROR:-http://deb.debian.org/debian}
 # How long `./x run` may take to build and answer (a release build from nothing on a busy 2-core machine).
 run_budget_s=${CUSTODIA_FRESH_RUN_BUDGET_S:-7200}
+only=${CUSTODIA_FRESH_ONLY:-}
+case "$only" in "" | run | test) ;; *) echo "CUSTODIA_FRESH_ONLY must be run or test" >&2; exit 2 ;; esac
 
 say() { printf '[fresh %(%H:%M:%S)T] %s\n' -1 "$*"; }
 die() { say "$*" >&2; exit 1; }
@@ -150,6 +155,7 @@ port=18080
 while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do port=$((port + 1)); done
 
 run_ok=0
+run_step() {
 say "./x run (CUSTODIA_LISTEN=127.0.0.1:$port), in the background"
 in_root CUSTODIA_LISTEN="127.0.0.1:$port" sh -c 'cd /src/custodia && exec ./x run' &
 run_pid=$!
@@ -175,13 +181,20 @@ if kill -0 "$run_pid" 2>/dev/null; then
 else
   wait "$run_pid" || say "./x run exited with status $?"
 fi
+}
 
-say "./x test $*"
 test_ok=0
+test_step() {
+say "./x test $*"
 test_started=$SECONDS
 if in_root sh -c 'cd /src/custodia && exec ./x test "$@"' x-test "$@"; then
   test_ok=1
 fi
 say "./x test: $([ "$test_ok" -eq 1 ] && echo passed || echo FAILED) after $((SECONDS - test_started)) s"
-say "./x run: $([ "$run_ok" -eq 1 ] && echo 'served /healthz and /' || echo FAILED)"
-[ "$run_ok" -eq 1 ] && [ "$test_ok" -eq 1 ]
+}
+
+if [ "$only" = test ]; then run_ok=skipped; else run_step; fi
+if [ "$only" = run ]; then test_ok=skipped; else test_step "$@"; fi
+say "./x run: $(case $run_ok in 1) echo 'served /healthz and /' ;; skipped) echo 'skipped (CUSTODIA_FRESH_ONLY=test)' ;; *) echo FAILED ;; esac)"
+say "./x test: $(case $test_ok in 1) echo passed ;; skipped) echo 'skipped (CUSTODIA_FRESH_ONLY=run)' ;; *) echo FAILED ;; esac)"
+[ "$run_ok" != 0 ] && [ "$test_ok" != 0 ]

@@ -97,8 +97,9 @@ pub fn raise_open_file_limit() -> u64 {
 }
 
 /// Who sent a request, as far as the gateway can tell: never logged, never recorded (a witness's address is their
-/// whereabouts); used for per-peer budgets and to know whether the client reached us over HTTPS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// whereabouts); used for per-peer budgets and to know whether the client reached us over HTTPS. Its `Debug` withholds
+/// the address.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Site {
     /// The client's address: the TCP peer, or the one a trusted proxy names.
     pub client: IpAddr,
@@ -182,6 +183,12 @@ impl ClientNetwork {
             Network::V4(v4) => v4.to_string(),
             Network::V6Prefix(prefix) => format!("{}/64", std::net::Ipv6Addr::from_bits(u128::from(prefix) << 64)),
         }
+    }
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("client", &"withheld").field("https", &self.https).finish()
     }
 }
 
@@ -479,6 +486,14 @@ fn idle_limited(body: Body, idle: Duration) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_withholds_the_client_address() {
+        let site = Site { client: "203.0.113.77".parse().unwrap(), https: true };
+        let shown = format!("{site:?} {:?}", site.network());
+        assert!(!shown.contains("203.0.113"), "{shown}");
+        assert!(shown.contains("https: true"), "{shown}");
+    }
 
     #[tokio::test]
     async fn a_small_body_trickled_under_the_idle_limit_is_cut_off_by_its_deadline() {

@@ -491,4 +491,20 @@ async fn a_rejoin_storm_adds_a_bounded_number_of_records_and_ends_in_the_right_s
     let budget = u64::from(custodia_hearing::PRESENCE_RECORDS_PER_WINDOW);
     assert!(records <= 2 * (budget + 2), "{records} records for {REJOINS} rejoins");
     drop(witness);
+
+    // The minutes know every return.
+    let mut minutes_artefact = Value::Null;
+    for _ in 0..1200 {
+        minutes_artefact = hearing.view(&gateway).await["minutes_artefact"].clone();
+        if !minutes_artefact.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let minutes_artefact = minutes_artefact.as_str().expect("the minutes in custody").to_owned();
+    let uri = format!("/api/v1/artefacts/{minutes_artefact}/content?purpose=review");
+    let reply = gateway.get(&uri, Some(As::Session(&hearing.clerk))).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let minutes: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(minutes["technical"]["reconnections"], REJOINS, "{minutes}");
 }

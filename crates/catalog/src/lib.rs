@@ -561,6 +561,14 @@ impl Catalog {
     // Artefacts and their policies.
 
     pub async fn insert_artefact(&self, artefact: &ArtefactRow) -> Result<()> {
+        self.insert_artefact_of(artefact, None).await
+    }
+
+    /// Inserts an artefact, and with `hearing` (the hearing whose output it is) counts it as that hearing's output
+    /// in the same transaction: for its case, and never against its provider's stored bytes
+    /// ([`Catalog::stored_bytes_of`]).
+    pub async fn insert_artefact_of(&self, artefact: &ArtefactRow, hearing: Option<&str>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO artefacts ({ARTEFACT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
@@ -575,10 +583,33 @@ impl Catalog {
         .bind(&artefact.provider_account)
         .bind(&artefact.policy)
         .bind(&artefact.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|err| CatalogError::from_insert(err, format!("artefact {}", artefact.id)))?;
+        if let Some(hearing) = hearing {
+            sqlx::query(
+                "INSERT INTO hearing_output (artefact_id, case_id, hearing_id, provider_account, size) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&artefact.id)
+            .bind(&artefact.case_id)
+            .bind(hearing)
+            .bind(&artefact.provider_account)
+            .bind(artefact.size)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The bytes of the hearing output of `case_id` in custody: what its hearings recorded, counted for the case.
+    pub async fn hearing_output_bytes(&self, case_id: &str) -> Result<i64> {
+        let row = sqlx::query("SELECT COALESCE(SUM(size), 0) AS bytes FROM hearing_output WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("bytes")?)
     }
 
     pub async fn artefact(&self, id: &str) -> Result<Option<ArtefactRow>> {
@@ -868,6 +899,18 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Keeps an upload that has not expired at `now` open until `until`, in one statement: false, and nothing
+    /// changed, if it is gone or has expired (its reservation no longer counts).
+    pub async fn hold_upload(&self, id: &str, now: i64, until: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE uploads SET expires_at = $1 WHERE id = $2 AND expires_at > $3")
+            .bind(until)
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
         Ok(())
@@ -990,13 +1033,20 @@ impl Catalog {
         Ok(())
     }
 
-    /// The bytes of the artefacts `account_id` provided (each artefact counted, however its bytes are stored).
+    /// The bytes of the artefacts `account_id` provided (each artefact counted, however its bytes are stored), but
+    /// for hearing output in its name ([`Catalog::insert_artefact_of`]): that is the court's, not the person's.
     pub async fn stored_bytes_of(&self, account_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(SUM(size), 0) AS bytes FROM artefacts WHERE provider_account = $1")
+        let mut bytes = [0i64; 2];
+        for (sum, table) in bytes.iter_mut().zip(["artefacts", "hearing_output"]) {
+            let row = sqlx::query(&format!(
+                "SELECT COALESCE(SUM(size), 0) AS bytes FROM {table} WHERE provider_account = $1"
+            ))
             .bind(account_id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get("bytes")?)
+            *sum = row.try_get("bytes")?;
+        }
+        Ok(bytes[0].saturating_sub(bytes[1]))
     }
 
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {

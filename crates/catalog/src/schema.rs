@@ -156,6 +156,20 @@ CREATE TABLE witness_cosignatures (
 CREATE INDEX artefacts_by_provider ON artefacts (provider_account, size);
 CREATE INDEX uploads_by_account ON uploads (account_id, expires_at);
 "#,
+    // A hearing's output (its recording segments, minutes and identity-check documents) is the court's, not the
+    // storage of the person who scheduled the hearing: it is counted here, by case and hearing, and taken off that
+    // person's sum of provided bytes, so the court's own record never uses up anyone's quota.
+    r#"
+CREATE TABLE IF NOT EXISTS hearing_output (
+    artefact_id TEXT PRIMARY KEY REFERENCES artefacts(id),
+    case_id TEXT NOT NULL,
+    hearing_id TEXT NOT NULL,
+    provider_account TEXT NOT NULL,
+    size BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hearing_output_by_provider ON hearing_output (provider_account, size);
+CREATE INDEX IF NOT EXISTS hearing_output_by_case ON hearing_output (case_id, size);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use custodia_core::{ActorId, Commitment, CustodyEvent, HearingId, Label, Sha256};
+use custodia_core::{ActorId, Commitment, CustodyEvent, HearingId, Label, Repeated, Sha256};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -188,6 +188,10 @@ pub struct HearingEventRecord {
     /// It reaches the public record only inside a salted commitment (`detail`), which the adapter makes: a detail
     /// built from public ids and a closed list of words could otherwise be confirmed by guessing.
     pub detail_sha256: Option<Sha256>,
+    /// For a count of presence changes past the participant's budget ([`crate::PRESENCE_RECORDS_PER_WINDOW`]):
+    /// how many changes of this kind the record stands for, from when. The adapter puts it in the custody
+    /// record's `repeated`.
+    pub repeated: Option<Repeated>,
 }
 
 impl HearingEventRecord {
@@ -232,6 +236,7 @@ mod tests {
             kind: HearingEventKind::Admitted,
             subject: Some(ParticipantId::new("p-witness").unwrap()),
             detail_sha256: None,
+            repeated: None,
         };
         let salt = custodia_core::Salt::from_bytes([6; 32]);
         let mut committed = Vec::new();

@@ -333,6 +333,7 @@ impl HearingError {
             kind: HearingEventKind::StepRefused,
             subject: None,
             detail_sha256: Some(custodia_core::Sha256::of(&detail)),
+            repeated: None,
         };
         Some((record, detail))
     }

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use custodia_core::{ActorId, CaseId, HearingId, Label, Role, Sha256};
-use jiff::Timestamp;
+use custodia_core::{ActorId, CaseId, HearingId, Label, Repeated, Role, Sha256};
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
@@ -17,6 +17,17 @@ use crate::{
     HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, OathForm, ParticipantId,
     Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
+
+/// Presence records (left, connection lost, reconnected, media stopped, media resumed) one participant causes one
+/// by one in a [`PRESENCE_WINDOW`]. Past it, the window's further changes are counted by kind, and each kind
+/// counted becomes one record with its count (`repeated`) when the window closes (at the participant's next change
+/// after it, at any later event of the hearing, or at its end), so that a flapping link or a rejoin storm adds a
+/// few records a window to the public log, not one per change. The state, the court's view and the minutes
+/// follow every change.
+pub const PRESENCE_RECORDS_PER_WINDOW: u32 = 8;
+
+/// See [`PRESENCE_RECORDS_PER_WINDOW`].
+pub const PRESENCE_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
 /// Ended from any of them.
@@ -91,6 +102,41 @@ struct Participant {
     media_gaps: Vec<MediaGap>,
     /// They left by their own choice (not a lost connection), and have not come back.
     left: bool,
+    /// Their presence records in the current window ([`PRESENCE_RECORDS_PER_WINDOW`]).
+    presence: PresenceRecords,
+}
+
+/// One participant's presence records in the current [`PRESENCE_WINDOW`]: how many were recorded one by one, and
+/// the changes counted past [`PRESENCE_RECORDS_PER_WINDOW`], by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct PresenceRecords {
+    window_from: Option<Timestamp>,
+    recorded: u32,
+    counted: BTreeMap<HearingEventKind, Repeated>,
+}
+
+impl PresenceRecords {
+    /// Closes the window if it has run its length by `at` (or in any case with `now`): the counts to record.
+    fn close(&mut self, at: Timestamp, now: bool) -> BTreeMap<HearingEventKind, Repeated> {
+        let over = self.window_from.is_some_and(|from| now || at.duration_since(from) >= PRESENCE_WINDOW);
+        if !over {
+            return BTreeMap::new();
+        }
+        self.window_from = None;
+        self.recorded = 0;
+        std::mem::take(&mut self.counted)
+    }
+
+    /// Whether a change of `kind` at `at` gets a record of its own; if not, it is counted.
+    fn take(&mut self, kind: HearingEventKind, at: Timestamp) -> bool {
+        self.window_from.get_or_insert(at);
+        if self.recorded < PRESENCE_RECORDS_PER_WINDOW {
+            self.recorded += 1;
+            return true;
+        }
+        self.counted.entry(kind).and_modify(|counted| counted.count += 1).or_insert(Repeated { count: 1, since: at });
+        false
+    }
 }
 
 impl Participant {
@@ -196,6 +242,19 @@ impl Step {
             kind,
             subject: subject.cloned(),
             detail_sha256,
+            repeated: None,
+        });
+    }
+
+    /// One record standing for `repeated` presence changes of `kind` by `participant`.
+    fn record_count(&mut self, participant: &ParticipantId, kind: HearingEventKind, repeated: Repeated) {
+        self.records.push(HearingEventRecord {
+            at: self.at,
+            actor: participant.as_actor().clone(),
+            kind,
+            subject: Some(participant.clone()),
+            detail_sha256: None,
+            repeated: Some(repeated),
         });
     }
 
@@ -386,6 +445,7 @@ impl Hearing {
             Event::MediaStopped { participant } => self.media_report(&mut step, &participant, true),
             Event::MediaResumed { participant } => self.media_report(&mut step, &participant, false),
         }?;
+        self.record_presence_counts(&mut step, false);
         self.last_at = at;
         Ok(effects(step.records, step.shown, &before, &self.routing()))
     }
@@ -817,6 +877,7 @@ impl Hearing {
             periods: Vec::new(),
             media_gaps: Vec::new(),
             left: false,
+            presence: PresenceRecords::default(),
         };
         step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
         if admission == Admission::OnJoin {
@@ -870,7 +931,7 @@ impl Hearing {
             LeaveCause::Left => HearingEventKind::Left,
             LeaveCause::ConnectionLost => HearingEventKind::ConnectionLost,
         };
-        step.record(id.as_actor(), kind, Some(id), None);
+        self.record_presence(step, id, kind);
         self.participant_mut(id).left = cause == LeaveCause::Left;
         self.depart(step, id, cause.into());
         Ok(())
@@ -890,7 +951,7 @@ impl Hearing {
         if p.admitted.is_some() {
             p.periods.push(Period { from: at, until: None, ended_by: None });
         }
-        step.record(id.as_actor(), HearingEventKind::Reconnected, Some(id), None);
+        self.record_presence(step, id, HearingEventKind::Reconnected);
         Ok(())
     }
 
@@ -1036,6 +1097,7 @@ impl Hearing {
             }
             p.close_media_gap(step.at);
         }
+        self.record_presence_counts(step, true);
         self.phase = Phase::Ended;
         self.ended_at = Some(step.at);
         step.record(actor, HearingEventKind::HearingEnded, None, None);
@@ -1371,8 +1433,34 @@ impl Hearing {
             p.close_media_gap(at);
             HearingEventKind::MediaResumed
         };
-        step.record(id.as_actor(), kind, Some(id), None);
+        self.record_presence(step, id, kind);
         Ok(())
+    }
+
+    /// Records a change in `id`'s presence (made by themself, or seen by the gateway) within their budget of
+    /// presence records ([`PRESENCE_RECORDS_PER_WINDOW`]): the counts of a window that has closed first, then
+    /// this change, recorded or counted.
+    fn record_presence(&mut self, step: &mut Step, id: &ParticipantId, kind: HearingEventKind) {
+        let at = step.at;
+        let presence = &mut self.participant_mut(id).presence;
+        let closed = presence.close(at, false);
+        let own_record = presence.take(kind, at);
+        for (counted, repeated) in closed {
+            step.record_count(id, counted, repeated);
+        }
+        if own_record {
+            step.record(id.as_actor(), kind, Some(id), None);
+        }
+    }
+
+    /// Records the counts of every participant's presence window that has closed by now (`all`: every window,
+    /// since the hearing ends).
+    fn record_presence_counts(&mut self, step: &mut Step, all: bool) {
+        for (id, participant) in &mut self.participants {
+            for (kind, repeated) in participant.presence.close(step.at, all) {
+                step.record_count(id, kind, repeated);
+            }
+        }
     }
 
     fn technical_report(&mut self, step: &Step, report: TechnicalReport) -> Result<(), HearingError> {

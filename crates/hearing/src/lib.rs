@@ -32,6 +32,10 @@
 //! - **Leaving and reconnecting.** A connection that ends ([`Event::Leave`], hung up or lost) ends a period of
 //!   presence; [`Event::Reconnect`] brings the same participant back with their admission (and their mute), into
 //!   the main room, never back into a consultation, and counts a reconnection. Removal by the court is final.
+//!   Each participant's presence changes (leaving, a lost connection, reconnecting, media stopped or resumed)
+//!   are recorded one by one up to [`PRESENCE_RECORDS_PER_WINDOW`] a [`PRESENCE_WINDOW`]; past that they are
+//!   counted, one record per kind with its count when the window closes, while the state and the minutes follow
+//!   every change.
 //! - **Muting.** The court (judge or clerk) mutes and unmutes anyone; anyone may mute themself and unmute
 //!   themself, unless the court muted them. Muted is not unsubscribed: the recorder keeps a muted participant's
 //!   tracks and their place on the timeline.
@@ -88,7 +92,7 @@ pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,
 };
-pub use hearing::{Hearing, InviteState, Phase};
+pub use hearing::{Hearing, InviteState, PRESENCE_RECORDS_PER_WINDOW, PRESENCE_WINDOW, Phase};
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;
 pub use role::HearingRole;

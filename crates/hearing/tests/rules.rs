@@ -12,8 +12,8 @@ use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
     HearingEventKind, HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause,
-    OathForm, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown,
-    TrackKind, Wording,
+    OathForm, PRESENCE_RECORDS_PER_WINDOW, PRESENCE_WINDOW, ParticipantId, PersonalName, Phase, Place, Reason, Rules,
+    Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1094,6 +1094,79 @@ fn a_witness_nobody_sees_or_hears_is_on_the_record_and_their_oath_needs_the_cour
     let minutes = court.hearing.minutes();
     let judge_minutes = minutes.present.iter().find(|a| a.participant == judge).unwrap();
     assert_eq!(judge_minutes.media_gaps.last().unwrap().until, Some(t(court.now)));
+}
+
+/// A flapping link (media stopping and resuming, a connection lost and back, 300 changes of each) adds a few
+/// records a window, not one per change: past the participant's budget a window's changes are counted by kind,
+/// one record each with its count once the window closes, so every change is accounted for; the state (what the
+/// court is warned of) and the minutes follow every change.
+#[test]
+fn a_flapping_link_is_counted_into_a_few_records_while_the_state_and_the_minutes_keep_every_change() {
+    const PRESENCE: [HearingEventKind; 5] = [
+        HearingEventKind::Left,
+        HearingEventKind::ConnectionLost,
+        HearingEventKind::Reconnected,
+        HearingEventKind::MediaStopped,
+        HearingEventKind::MediaResumed,
+    ];
+    let mut court = Court::recording();
+    let witness = pid(WITNESS);
+    court.present(WITNESS, Wording::RightsNotice);
+    court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: witness.clone(), text: None });
+    court.present(WITNESS, Wording::Oath);
+    court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: witness.clone(), verification: verification() });
+    let presence = |court: &Court, from: usize| -> Vec<(HearingEventKind, Option<u64>)> {
+        let records = court.records[from..].iter().filter(|r| r.subject.as_ref() == Some(&witness));
+        records.filter(|r| PRESENCE.contains(&r.kind)).map(|r| (r.kind, r.repeated.map(|r| r.count))).collect()
+    };
+    let start = court.records.len();
+    for _ in 0..150 {
+        court.ok(Event::MediaStopped { participant: witness.clone() });
+        court.ok(Event::MediaResumed { participant: witness.clone() });
+    }
+    // 300 changes within one window: the budget's records, one by one; the rest wait, counted.
+    let budget = PRESENCE_RECORDS_PER_WINDOW as usize;
+    assert_eq!(presence(&court, start).len(), budget, "{:?}", presence(&court, start));
+    assert!(!court.hearing.media_stopped(&witness));
+
+    // The media stops once more after the window: the window's counts are recorded, one per kind, then this
+    // change on its own; and the court is warned that the witness has no media.
+    let from = court.records.len();
+    court.ok_at(court.now + PRESENCE_WINDOW.as_secs(), Event::MediaStopped { participant: witness.clone() });
+    let counted = 150 - budget as u64 / 2;
+    assert_eq!(
+        presence(&court, from),
+        [
+            (HearingEventKind::MediaStopped, Some(counted)),
+            (HearingEventKind::MediaResumed, Some(counted)),
+            (HearingEventKind::MediaStopped, None),
+        ]
+    );
+    assert!(court.hearing.media_stopped(&witness));
+    let oath = Event::TakeOath {
+        by: pid(JUDGE),
+        witness: witness.clone(),
+        form: OathForm::Oath,
+        despite_no_media: false,
+        text: None,
+    };
+    assert!(matches!(court.refused(oath), Reason::NoMedia { .. }));
+    court.ok(Event::MediaResumed { participant: witness.clone() });
+
+    // A rejoin storm in the new window, then the end of the hearing, which closes every window.
+    for _ in 0..150 {
+        court.ok(Event::Leave { participant: witness.clone(), cause: LeaveCause::ConnectionLost });
+        court.ok(Event::Reconnect { participant: witness.clone() });
+    }
+    assert_eq!(court.hearing.place_of(&witness), Some(Place::MainRoom), "back in the room after the storm");
+    court.ok(Event::End { by: pid(CLERK) });
+    let records = presence(&court, start);
+    let changes: u64 = records.iter().map(|(_, count)| count.unwrap_or(1)).sum();
+    assert_eq!(changes, 300 + 2 + 300, "every change is accounted for: {records:?}");
+    assert!(records.len() <= 2 * (budget + PRESENCE.len()), "{} records: {records:?}", records.len());
+    let minutes = court.hearing.minutes();
+    let attendee = minutes.present.iter().find(|a| a.participant == witness).unwrap();
+    assert_eq!((attendee.media_gaps.len(), attendee.reconnections), (151, 150));
 }
 
 #[test]

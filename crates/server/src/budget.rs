@@ -112,11 +112,23 @@ pub struct Quotas {
     pub whip_sessions_per_case: usize,
     /// WHIP publishers at once, in all live hearings, with the invites of one case member.
     pub whip_sessions_per_account: usize,
+    /// Entries into a hearing room with one secret or credential, a minute (as many at once).
+    pub room_entries_per_minute: u32,
     /// Direct uploads under way, by account: how many, and the bytes they hold.
     direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
 }
 
+/// The default of [`Quotas::room_entries_per_minute`]: a participant whose link drops comes back a few times a
+/// minute at most.
+pub const ROOM_ENTRIES_PER_MINUTE: u32 = 10;
+
 impl Quotas {
+    /// Entries into a hearing room with one secret or credential, `per_minute` a minute.
+    pub fn with_room_entries(mut self, per_minute: u32) -> Self {
+        self.room_entries_per_minute = per_minute.max(1);
+        self
+    }
+
     pub fn new(
         stored_bytes: u64,
         direct_uploads_at_once: usize,
@@ -132,6 +144,7 @@ impl Quotas {
             direct_uploads_at_once: direct_uploads_at_once.max(1),
             uploads: Budget::new(uploads_per_minute, uploads_per_minute),
             refusal_records: Budget::new(refusals_per_minute, refusals_per_minute),
+            room_entries_per_minute: ROOM_ENTRIES_PER_MINUTE,
             direct: Arc::default(),
         }
     }

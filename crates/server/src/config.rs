@@ -234,6 +234,10 @@ pub struct QuotaConfig {
     /// 429.
     #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_ACCOUNT", default_value_t = 4)]
     pub whip_sessions_per_account: usize,
+    /// Entries into a hearing room with one invite's secret or one participant's credential, a minute (as many at
+    /// once); one more is answered "too many attempts". Failed entries are budgeted per address besides.
+    #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = crate::budget::ROOM_ENTRIES_PER_MINUTE)]
+    pub room_entries_per_minute: u32,
 }
 
 impl Default for QuotaConfig {
@@ -245,6 +249,7 @@ impl Default for QuotaConfig {
             refusal_records_per_minute: 20,
             whip_sessions_per_case: 8,
             whip_sessions_per_account: 4,
+            room_entries_per_minute: crate::budget::ROOM_ENTRIES_PER_MINUTE,
         }
     }
 }
@@ -259,6 +264,7 @@ impl QuotaConfig {
             self.whip_sessions_per_case,
             self.whip_sessions_per_account,
         )
+        .with_room_entries(self.room_entries_per_minute)
     }
 }
 

@@ -674,11 +674,13 @@ impl Gateway {
         hearing: &custodia_core::HearingId,
         record: &custodia_hearing::HearingEventRecord,
     ) -> Result<u64> {
-        let sealed = self
+        let mut sealed = self
             .seal(case, record.actor.clone(), record.at, crate::hearings::PURPOSE, |committer| {
                 record.to_custody_event(hearing, |field, text| committer.commit(field, text))
             })
             .await?;
+        // A count of presence changes past the participant's budget says how many it stands for.
+        sealed.record.repeated = record.repeated;
         self.record(&sealed).await
     }
 
@@ -909,11 +911,14 @@ impl Gateway {
     /// Takes a hearing's output (a recording segment, the minutes) into custody in the name of the court account
     /// bound to the hearing when it was scheduled. The scheduling was authorised to ingest then
     /// ([`crate::hearings::Hearings::schedule`]); the output of a hearing under way does not depend on that
-    /// person's membership or token now.
+    /// person's membership or token now. It is the court's own record, so it is counted for the case and the
+    /// hearing, reported in the operator's log, and never against that person's storage quota nor refused for
+    /// quota: a long hearing neither fills the clerk's quota nor loses a segment to it.
     pub async fn ingest_hearing_output<S, E>(
         &self,
         court: &Caller,
         case: &CaseId,
+        hearing: &custodia_core::HearingId,
         request: UploadRequest,
         body: S,
     ) -> Result<Registered>
@@ -924,13 +929,37 @@ impl Gateway {
         if request.policy.is_some() {
             return Err(GatewayError::Internal("a hearing's output carries no use policy".into()));
         }
-        self.register(court, case, request, self.max_upload_bytes, body).await
+        let registered = self.register_as(court, case, Some(hearing), request, self.max_upload_bytes, body).await?;
+        match self.catalog.hearing_output_bytes(case.as_str()).await {
+            Ok(bytes) => {
+                tracing::info!(case = %case, hearing = %hearing, case_hearing_bytes = bytes, "hearing output counted for its case")
+            }
+            Err(err) => tracing::warn!(case = %case, error = %err, "could not sum the case's hearing output"),
+        }
+        Ok(registered)
     }
 
     async fn register<S, E>(
         &self,
         caller: &Caller,
         case: &CaseId,
+        request: UploadRequest,
+        max_size: u64,
+        body: S,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.register_as(caller, case, None, request, max_size, body).await
+    }
+
+    /// [`Gateway::register`], for `hearing`'s output when it is one (counted for the case, not the caller's quota).
+    async fn register_as<S, E>(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        hearing: Option<&custodia_core::HearingId>,
         request: UploadRequest,
         max_size: u64,
         body: S,
@@ -983,19 +1012,22 @@ impl Gateway {
             .transpose()
             .map_err(|err| GatewayError::Internal(err.to_string()))?;
         self.catalog
-            .insert_artefact(&ArtefactRow {
-                id: artefact.to_string(),
-                case_id: case.to_string(),
-                sha256: stored.sha256.to_hex(),
-                size: stored.size as i64,
-                media_type: request.media_type.to_string(),
-                manifest: signed.bytes().to_vec(),
-                manifest_signature: signed.signature().to_string(),
-                ledger_index: ledger_index as i64,
-                provider_account: caller.account.id.clone(),
-                policy,
-                created_at: manifest.registered_at.to_string(),
-            })
+            .insert_artefact_of(
+                &ArtefactRow {
+                    id: artefact.to_string(),
+                    case_id: case.to_string(),
+                    sha256: stored.sha256.to_hex(),
+                    size: stored.size as i64,
+                    media_type: request.media_type.to_string(),
+                    manifest: signed.bytes().to_vec(),
+                    manifest_signature: signed.signature().to_string(),
+                    ledger_index: ledger_index as i64,
+                    provider_account: caller.account.id.clone(),
+                    policy,
+                    created_at: manifest.registered_at.to_string(),
+                },
+                hearing.map(custodia_core::HearingId::as_str),
+            )
             .await?;
         if let Some(policy) = &request.policy {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;

@@ -163,9 +163,10 @@ pub struct Hearings {
     connections: AtomicU64,
     /// Console steps per account ([`CONSOLE_STEPS`]).
     console_steps: Budget,
-    /// Attempts to enter a room per secret ([`JOINS_PER_SECRET`]) and per peer address ([`JOINS_PER_PEER`]).
+    /// Attempts to enter a room per secret (the room entries of [`crate::budget::Quotas`]), and failed attempts
+    /// per peer address ([`FAILED_JOINS_PER_PEER`]).
     joins_per_secret: Budget,
-    joins_per_peer: Budget,
+    failed_joins_per_peer: Budget,
     /// Taken by each WHIP publisher from its count against the caps to its entry ([`Self::enter_publisher`]).
     whip_turn: tokio::sync::Mutex<()>,
 }
@@ -174,8 +175,10 @@ pub struct Hearings {
 /// tries. Generous for a court at work: a clerk schedules and invites a few dozen at a time, a participant takes
 /// a few steps a minute and comes back after a lost connection.
 const CONSOLE_STEPS: (u32, u32) = (60, 30);
-const JOINS_PER_SECRET: (u32, u32) = (10, 10);
-const JOINS_PER_PEER: (u32, u32) = (60, 60);
+/// Failed attempts to enter (a secret the gateway does not know, or one that can no longer let anyone in) per
+/// client network. Only failures count: a valid secret is never turned away for its address's failures, since a
+/// court or a household behind one address must not be locked out by guesses sent from it.
+const FAILED_JOINS_PER_PEER: (u32, u32) = (60, 60);
 const ROOM_STEPS: (u32, u32) = (40, 60);
 
 impl std::fmt::Debug for Hearings {
@@ -500,6 +503,7 @@ impl Hearings {
         recordings_dir: PathBuf,
         quarantine_dir: PathBuf,
     ) -> Self {
+        let room_entries = gateway.quotas.room_entries_per_minute;
         Hearings {
             gateway,
             engine,
@@ -511,8 +515,8 @@ impl Hearings {
             secrets: Mutex::default(),
             connections: AtomicU64::new(0),
             console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1),
-            joins_per_secret: Budget::new(JOINS_PER_SECRET.0, JOINS_PER_SECRET.1),
-            joins_per_peer: Budget::new(JOINS_PER_PEER.0, JOINS_PER_PEER.1),
+            joins_per_secret: Budget::new(room_entries, room_entries),
+            failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1),
             whip_turn: tokio::sync::Mutex::const_new(()),
         }
     }
@@ -754,7 +758,7 @@ impl Hearings {
         let (digest, live) = self.attempt(secret, peer)?;
         let issuer = {
             let state = live.state.lock().await;
-            let entry = entry(&state, &digest, live.gateway.now())?;
+            let entry = entry(&state, &digest, live.gateway.now()).map_err(|refusal| self.counted(peer, refusal))?;
             let invite = match &entry {
                 Entry::Back(participant) => state.machine.invite_of(participant),
                 Entry::New(invite) => Some(invite),
@@ -896,22 +900,45 @@ impl Hearings {
         peer: Option<crate::listen::ClientNetwork>,
     ) -> Result<Entered, EnterRefusal> {
         let (digest, live) = self.attempt(secret, peer)?;
-        self.enter_now(&digest, &live, secret, outbox).await
+        self.enter_now(&digest, &live, secret, outbox).await.map_err(|refusal| self.counted(peer, refusal))
     }
 
-    /// The hearing `secret` belongs to, within the budgets of attempts per peer and per secret.
+    /// The hearing `secret` belongs to, within the budget of attempts per secret. A secret the gateway does not
+    /// know is a failure counted against the peer's budget ([`Self::counted`]); a known one is never held to its
+    /// peer's failures, so made-up secrets sent from a court's address cannot lock the court's valid secret out
+    /// (a 128-bit secret cannot be guessed: the budget bounds what a guesser costs and learns, not its luck).
     fn attempt(
         &self,
         secret: &str,
         peer: Option<crate::listen::ClientNetwork>,
     ) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
-        let too_many = |wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) };
-        if let Some(peer) = peer {
-            self.joins_per_peer.take(&peer.key()).map_err(too_many)?;
-        }
-        let (digest, live) = self.by_secret(secret).ok_or(EnterRefusal::Invalid)?;
-        self.joins_per_secret.take(&digest.to_hex()).map_err(too_many)?;
+        let Some((digest, live)) = self.by_secret(secret) else {
+            return Err(self.counted(peer, EnterRefusal::Invalid));
+        };
+        self.joins_per_secret
+            .take(&digest.to_hex())
+            .map_err(|wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) })?;
         Ok((digest, live))
+    }
+
+    /// `refusal` of an attempt from `peer`, counted against the peer's budget of failed attempts when it is a
+    /// failure (a secret unknown or spent): once that budget is spent, such failures are answered "too many
+    /// attempts" instead, which no longer says whether a secret exists or how it was spent. A valid secret's
+    /// entry is never counted, and never refused for it.
+    fn counted(&self, peer: Option<crate::listen::ClientNetwork>, refusal: EnterRefusal) -> EnterRefusal {
+        let failure = matches!(
+            refusal,
+            EnterRefusal::Invalid
+                | EnterRefusal::Ended
+                | EnterRefusal::Removed
+                | EnterRefusal::Used
+                | EnterRefusal::Revoked
+                | EnterRefusal::Expired
+        );
+        match peer.filter(|_| failure).map(|peer| self.failed_joins_per_peer.take(&peer.key())) {
+            Some(Err(wait)) => EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) },
+            _ => refusal,
+        }
     }
 
     /// [`Self::enter`], past the budgets.

@@ -62,7 +62,7 @@ impl Output<'_> {
                 policy: None,
             };
             let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes.clone()))]);
-            match gateway.ingest_hearing_output(self.court, self.case, request, body).await {
+            match gateway.ingest_hearing_output(self.court, self.case, self.hearing, request, body).await {
                 Ok(registered) => return Ok(registered),
                 Err(err) if attempt < INGEST_ATTEMPTS => {
                     tracing::warn!(hearing = %self.hearing, attempt, error = %err, "hearing output not yet in custody");

@@ -579,7 +579,20 @@ async fn copy_body(
 }
 
 /// Every byte is staged: register the artefact as a direct upload would, then remove the upload.
+///
+/// Only an upload whose reservation still counts against its account's quota completes. The last PATCH may have
+/// begun before the upload expired and ended after it (or after another request removed it as expired), when its
+/// reservation no longer counts and the room it held may be another upload's: then it is refused as expired and
+/// its staged bytes are removed, so nothing is stored uncharged. One that has not expired is held open for the
+/// ingest in the same statement, so its reservation counts until its artefact does.
 async fn complete(state: &AppState, caller: &Caller, row: &UploadRow, file: &mut File) -> Result<Response, Problem> {
+    let now = state.gateway.clock.unix_seconds();
+    let held = state.gateway.catalog.hold_upload(&row.id, now, now + TTL_SECONDS).await.map_err(GatewayError::from)?;
+    if !held {
+        remove_upload(&state.gateway, &state.uploads_dir, &row.id).await?;
+        tracing::info!(upload = %row.id, "a resumable upload's last bytes came after it expired");
+        return Err(gone("the upload expired before its last bytes arrived; nothing of it was kept; start it again"));
+    }
     let registered = async {
         let (case, request) = upload_request(&row.metadata)?;
         file.seek(SeekFrom::Start(0)).await.map_err(io_error)?;

@@ -775,6 +775,71 @@ async fn the_output_enters_custody_though_the_clerk_scheduled_with_a_token_and_l
     assert!(gateway.files_under("recordings").is_empty());
 }
 
+/// A hearing's output is the court's own record, not the storage of the clerk who scheduled it: a hearing that
+/// records more than the clerk's whole quota has every segment and its minutes in custody (none refused, none
+/// quarantined), and the clerk's own uploads are still held to their quota, which the recordings did not use up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hearing_recording_more_than_the_clerks_quota_is_all_in_custody_and_the_clerk_still_uploads() {
+    if !installed("python3", &["-c", "import aiortc, websockets"]) || !installed("ffprobe", &["-version"]) {
+        eprintln!("SKIPPED: aiortc, websockets or ffprobe is not installed (scripts/setup-system.sh test)");
+        return;
+    }
+    const QUOTA: u64 = 20_000;
+    init_logs();
+    let gateway = TestGateway::start_with(|config| config.quotas.account_stored_bytes = QUOTA).await;
+    gateway.case("case-1").await;
+    let invites = [json!({"role": "judge", "admit_on_join": true}), json!({"role": "remote_site_officer"})];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let port = serve_on_loopback(&gateway).await;
+    let mut court = Console::join(&format!("ws://127.0.0.1:{port}/api/v1/room"), &secrets[0]).await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../recorder/tests/peers/whip_publish.py");
+    let whip = format!("http://127.0.0.1:{port}/api/v1/room/whip");
+    let publisher = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([whip.as_str(), "8", secrets[1].as_str()])
+        .kill_on_drop(true)
+        .output();
+    let publisher = tokio::spawn(publisher);
+    let in_lobby =
+        |state: &Value| state["participants"].as_array().unwrap().iter().find(|p| p["place"] == "lobby").cloned();
+    let state = court.until(|state| in_lobby(state).is_some()).await;
+    let camera = in_lobby(&state).unwrap()["id"].as_str().unwrap().to_owned();
+    court.send(json!({"type": "admit", "participant": camera})).await;
+    court.send(json!({"type": "start_session"})).await;
+    court.send(json!({"type": "start_recording"})).await;
+    court.until(|state| state["recording"] == true).await;
+    let output = publisher.await.unwrap().expect("python3 runs");
+    let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the WHIP publisher failed:\n{log}");
+    court.send(json!({"type": "end"})).await;
+    while court.next().await["type"] != "ended" {}
+
+    // Every segment and the minutes are in custody, though together they hold more than the clerk's quota.
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let segments = view["segments"].as_array().unwrap();
+    assert!(!segments.is_empty(), "{view}");
+    let mut recorded = 0;
+    for segment in segments {
+        recorded += content(&gateway, segment["artefact"].as_str().unwrap(), &clerk_session).await.len() as u64;
+    }
+    assert!(recorded > QUOTA, "the hearing recorded {recorded} bytes, not more than the quota of {QUOTA}");
+    let mut registered = 0;
+    for index in 0..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        registered += usize::from(record["event"]["type"] == "artefact_registered");
+        assert_ne!(record["event"]["kind"], "output_quarantined", "nothing was quarantined: {record}");
+    }
+    assert_eq!(registered, segments.len() + 1, "every segment and the minutes");
+    assert!(gateway.files_under("recordings").is_empty());
+
+    // The clerk's own uploads are held to their quota as before: one within it is taken, one past it refused.
+    let query = "purpose=statement&filename=note.txt";
+    let reply = gateway.upload("case-1", query, As::Session(&clerk_session), vec![7; 1000]).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = gateway.upload("case-1", query, As::Session(&clerk_session), vec![7; QUOTA as usize]).await;
+    reply.assert_problem(507, "quota-exceeded", "quota");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_client_whose_link_goes_silent_is_noticed_as_lost_and_refusals_carry_their_rule() {
     init_logs();

@@ -1,6 +1,7 @@
 //! Budgets per account and per address against a running `custodia serve` (issue 11, and the record flood of
 //! issue 10): sign-in throttling that a stranger cannot turn into a lockout of the owner (the owner's device cookie
-//! gets past an account ceiling that strangers keep spent, also after a restart), connections per address under
+//! gets past an account ceiling that strangers keep spent, also after a restart, and through a flood from 2,000
+//! IPv6 networks that also fills the hashing queue), connections per address under
 //! a low open-file limit, storage quotas, direct uploads at once and their idle timeout, the rate of new uploads,
 //! and a member's refusal flood. Each test counts what was accepted and what was refused; none judges by time.
 
@@ -348,6 +349,101 @@ async fn the_owners_device_cookie_gets_past_a_ceiling_strangers_keep_spent_also_
     let log = gateway.process.log();
     assert!(log.contains("locked out for one account from one device"), "the device's lockout is not in the log");
     for secret in ["judge", "mallory", &device, &spare_device, "127.2.", "127.3.", "polled-", "typo-"] {
+        assert!(!log.contains(secret), "the gateway's log names {secret}");
+    }
+}
+
+/// A sign-in through a trusted reverse proxy at [`PROXY`], which says the client's address (`X-Forwarded-For`),
+/// from a browser holding the device cookie `device` if any.
+async fn sign_in_via_proxy(port: u16, client: &str, username: &str, password: &str, device: Option<&str>) -> RawAnswer {
+    let body = json!({"username": username, "password": password}).to_string();
+    let cookie = device.map(|device| format!("custodia_device={device}"));
+    let mut headers = vec![("Content-Type", "application/json"), ("X-Forwarded-For", client)];
+    if let Some(cookie) = &cookie {
+        headers.push(("Cookie", cookie.as_str()));
+    }
+    http_from(PROXY, port, "POST", "/api/v1/session", &headers, body.as_bytes()).await.unwrap()
+}
+
+/// The reverse proxy of [`sign_in_via_proxy`].
+const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
+
+/// A flood of 2,000 sign-ins without cookies from as many IPv6 networks (each its own /64 and /56, behind a trusted
+/// proxy that names them), 64 at once: half of them wrong passwords for the owner's username, half for usernames
+/// nobody has (which fill the hashing queue: each is a first guess for its name). Meanwhile the owner signs in with
+/// their device cookie from networks the account never signed in from, and gets in every time (the owners' lane is
+/// served first); the guesses at the owner's account have a few passwords checked, the rest are delayed (429)
+/// before they reach the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_thousands_of_ipv6_networks_does_not_keep_out_the_owner_with_a_device_cookie() {
+    use custodia_server::auth::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE};
+    use futures::StreamExt as _;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FLOOD: u32 = 2000;
+    const AT_ONCE: usize = 64;
+    const OWNER_SIGN_INS: u32 = 5;
+    let started = std::time::Instant::now();
+    let gateway = Running::start(&[("CUSTODIA_TRUSTED_PROXIES", &PROXY.to_string())]).await;
+    let port = gateway.port;
+    gateway.account("judge").await;
+    let right = "judge-correct-horse-battery";
+    // The judge signs in once from the court's network; the browser keeps the device cookie.
+    let signed_in = sign_in_via_proxy(port, "2001:db8:ffff::1", "judge", right, None).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.text());
+    let device = device_of(&signed_in);
+
+    let answered = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = answered.clone();
+    let flood = tokio::spawn(async move {
+        let guesses = futures::stream::iter(0..FLOOD).map(move |n| {
+            let counter = counter.clone();
+            async move {
+                let client = format!("2001:db8:{:x}::1", n + 1);
+                let username = if n % 2 == 0 { "judge".to_owned() } else { format!("nobody-{n}") };
+                let answer = sign_in_via_proxy(port, &client, &username, &format!("flood-{n}"), None).await;
+                counter.fetch_add(1, Ordering::SeqCst);
+                (n % 2 == 0, answer.status, answer.problem())
+            }
+        });
+        guesses.buffer_unordered(AT_ONCE).collect::<Vec<_>>().await
+    });
+    while answered.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // While the flood runs, the judge signs in from one new network after another, with the device cookie.
+    let mut during = 0;
+    for k in 0..OWNER_SIGN_INS {
+        let before = answered.load(Ordering::SeqCst);
+        let client = format!("2001:db8:fffe:{k:x}::1");
+        let answer = sign_in_via_proxy(port, &client, "judge", right, Some(&device)).await;
+        assert_eq!(answer.status, 200, "the flood kept the owner out (sign-in {k}): {}", answer.text());
+        during += u32::from(before < FLOOD);
+    }
+    let answers = flood.await.unwrap();
+    let count = |judge: bool, status: u16| {
+        let answered = answers.iter().filter(|(at_judge, answered, problem)| {
+            *at_judge == judge && *answered == status && (status != 429 || problem == "too-many")
+        });
+        answered.count() as u32
+    };
+    let (checked, delayed) = (count(true, 401), count(true, 429));
+    let (strangers_checked, strangers_refused) = (count(false, 401), count(false, 429));
+    eprintln!(
+        "{FLOOD} wrong passwords from as many networks: at the owner's account {checked} checked, {delayed} \
+         delayed; at unused names {strangers_checked} checked, {strangers_refused} refused; the owner signed in \
+         {OWNER_SIGN_INS} times, {during} of them while the flood ran"
+    );
+    assert!(during >= 1, "the owner's sign-ins all came after the flood");
+    assert_eq!(checked + delayed, FLOOD / 2, "every guess at the owner's account is answered 401 or 429");
+    assert_eq!(strangers_checked + strangers_refused, FLOOD / 2, "every other guess is answered 401 or 429");
+    assert!(strangers_refused > 0, "the hashing queue was never full, so the owners' lane was never needed");
+    // The account's ceiling: its burst, and what it refilled while the test ran (every minute, and one more).
+    let refilled = (started.elapsed().as_secs() / 60 + 1) as u32 * ACCOUNT_CHECKS_PER_MINUTE;
+    assert!(checked <= ACCOUNT_CHECKS_BURST + refilled, "{checked} of the flood's passwords were checked");
+
+    // The operator's log names neither the account nor a network nor a password.
+    let log = gateway.process.log();
+    for secret in ["judge", "nobody-", "2001:db8", "flood-", &device] {
         assert!(!log.contains(secret), "the gateway's log names {secret}");
     }
 }

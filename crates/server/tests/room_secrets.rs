@@ -401,3 +401,110 @@ async fn a_participants_refused_steps_cost_a_few_records_and_the_judge_goes_on()
     assert_eq!(judge_records, judge_steps, "{:?}", heard.lock().unwrap());
     assert!(heard.lock().unwrap().iter().all(|message| message["type"] != "refused"), "{:?}", heard.lock().unwrap());
 }
+
+/// Made-up secrets sent from one address (a court behind one NAT) cannot lock out a valid secret sent from the same
+/// address: the address's budget counts failed attempts only, and what it changes is the answer a guesser gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_secrets_from_the_courts_address_never_lock_out_its_valid_secret() {
+    const GUESSES: usize = 200;
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, judge_secret) = hearing.invite(&gateway, json!({"role": "judge", "admit_on_join": true})).await;
+    let (_, witness_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let ledger = gateway.ledger_size();
+    let (mut invalid, mut too_many) = (0, 0);
+    for n in 0..GUESSES {
+        let (answer, _) = join(&url, &format!("made-up-secret-{n:04}")).await;
+        match answer["problem"].as_str() {
+            Some("invalid") => invalid += 1,
+            Some("too_many_attempts") => too_many += 1,
+            _ => panic!("guess {n}: {answer}"),
+        }
+    }
+    eprintln!("{GUESSES} made-up secrets from one address: {invalid} answered invalid, {too_many} too many attempts");
+    assert!(too_many > 0, "the address's failures have no budget");
+    assert_eq!(gateway.ledger_size(), ledger, "a failed attempt reached the public log");
+
+    // From the same address, the judge's secret gets in at once, and so does the witness's.
+    let (welcome, _judge) = join(&url, &judge_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (welcome, _witness) = join(&url, &witness_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(hearing.view(&gateway).await["participants"].as_array().unwrap().len(), 2);
+}
+
+/// A participant who comes back 300 times through the room's WebSocket (a rejoin storm, or a link that keeps
+/// dropping) adds a bounded number of records to the public log: past their budget of presence records a window's
+/// changes are counted, one record per kind with its count, so that every change is accounted for; and the state
+/// at the end is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_storm_adds_a_bounded_number_of_records_and_ends_in_the_right_state() {
+    const REJOINS: u64 = 300;
+    // Entries per credential are budgeted too (ten a minute by default); here they are not what bounds the records.
+    let gateway = TestGateway::start_with(|config| config.quotas.room_entries_per_minute = 10_000).await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, judge_secret) = hearing.invite(&gateway, json!({"role": "judge", "admit_on_join": true})).await;
+    let (_, witness_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let (welcome, _judge) = join(&url, &judge_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (welcome, mut witness) = join(&url, &witness_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let witness_id = welcome["participant"].as_str().unwrap().to_owned();
+    let credential = welcome["credential"].as_str().unwrap().to_owned();
+
+    let before = gateway.ledger_size();
+    for n in 0..REJOINS {
+        // Each comes back on a new socket while the last is still open: the last connection is lost, this one in.
+        let (answer, socket) = enter(&url, json!({"type": "rejoin", "credential": credential})).await;
+        assert_eq!(answer["type"], "welcome", "rejoin {n}: {answer}");
+        witness = socket;
+    }
+    // The state at the end is right: the witness is connected, still waiting in the lobby.
+    let view = hearing.view(&gateway).await;
+    let entry = view["participants"].as_array().unwrap().iter().find(|p| p["id"] == witness_id.as_str()).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("{view}"));
+    assert_eq!((&entry["connected"], &entry["place"]), (&json!(true), &json!("lobby")), "{entry}");
+
+    // The end of the hearing closes the window: what was counted is recorded with its count.
+    assert_eq!(hearing.console(&gateway, "/close").await.status, 200);
+    let (mut records, mut changes) = (0u64, 0u64);
+    for index in before..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        if record["actor"] == witness_id.as_str() {
+            let kind = record["event"]["kind"].as_str().unwrap();
+            assert!(kind == "connection_lost" || kind == "reconnected", "{record}");
+            records += 1;
+            changes += record["repeated"]["count"].as_u64().unwrap_or(1);
+        }
+    }
+    eprintln!("{REJOINS} rejoins: {records} public records, counting {changes} changes");
+    assert_eq!(changes, 2 * REJOINS, "every lost connection and every return is accounted for");
+    // The budget's records, and one count per kind, per window of ten minutes (two, if the storm ran past one).
+    let budget = u64::from(custodia_hearing::PRESENCE_RECORDS_PER_WINDOW);
+    assert!(records <= 2 * (budget + 2), "{records} records for {REJOINS} rejoins");
+    drop(witness);
+
+    // The minutes know every return.
+    let mut minutes_artefact = Value::Null;
+    for _ in 0..1200 {
+        minutes_artefact = hearing.view(&gateway).await["minutes_artefact"].clone();
+        if !minutes_artefact.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let minutes_artefact = minutes_artefact.as_str().expect("the minutes in custody").to_owned();
+    let uri = format!("/api/v1/artefacts/{minutes_artefact}/content?purpose=review");
+    let reply = gateway.get(&uri, Some(As::Session(&hearing.clerk))).await;
+    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let minutes: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(minutes["technical"]["reconnections"], REJOINS, "{minutes}");
+}

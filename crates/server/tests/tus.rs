@@ -343,6 +343,41 @@ async fn uploads_end_on_termination_and_on_expiry() {
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
 }
 
+/// An upload whose last PATCH begins before it expires and ends after it: an expired upload's reservation no
+/// longer counts against its account's quota, so its completion is refused as expired and its staged bytes are
+/// removed; nothing of it is stored or recorded, uncharged or otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_expires_during_its_last_patch_is_refused_and_keeps_nothing() {
+    use futures::SinkExt as _;
+    let (gateway, officer, _) = gateway_with_officer().await;
+    let bytes = statement(10_000);
+    let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
+    let ledger = gateway.ledger_size();
+    let (first, rest) = bytes.split_at(4_000);
+    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let staged = staging_file(&gateway, &url);
+    let (gateway_ref, staged_ref) = (&gateway, &staged);
+    let drive = async move {
+        sender.send(Ok(bytes::Bytes::copy_from_slice(first))).await.unwrap();
+        // Once the first bytes are staged, the upload expires before the rest arrives.
+        let mut waited = 0;
+        while std::fs::metadata(staged_ref).map_or(0, |meta| meta.len()) < first.len() as u64 {
+            assert!(waited < 6000, "the first bytes were never staged");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        gateway_ref.clock.advance(25 * 3600);
+        sender.send(Ok(bytes::Bytes::copy_from_slice(rest))).await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(patch(&gateway, &officer, &url, 0, Body::from_stream(receiver), &[]), drive);
+    reply.assert_problem(410, "upload-gone", "expired");
+    assert!(!staged.exists(), "the staged bytes are removed");
+    assert_eq!(stored_objects(&gateway), 0, "nothing was stored");
+    assert_eq!(gateway.ledger_size(), ledger, "nothing was recorded");
+    let officer = gateway.sign_in("officer", "officer-correct-horse-battery").await;
+    assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn one_account_cannot_reserve_the_disk_with_open_uploads() {
     // Uploads smaller than the account's storage quota, so that the reservation's own limit is what refuses.

@@ -2,13 +2,15 @@
 // lib/bundle.js and never leaves the machine. The verdict, every check by part, the custody history and the full
 // text report are shown in an aria-live region; the verdict takes focus when a check ends.
 
-import { BundleError, PARTS, PinError, verifyBundle } from './lib/bundle.js';
+import { BundleError, PARTS, PinError, PolicyError, verifyBundle } from './lib/bundle.js';
 import { $, bytes as size, el, startLanguage } from './lib/dom.js';
 import { t } from './lib/i18n.js';
 
 const form = $('form');
 const fileInput = $('file');
 const keyInput = $('key');
+const policyInput = $('policy');
+const policyFile = $('policy-file');
 const checkButton = $('check');
 const drop = $('drop');
 const progressBox = $('progress-box');
@@ -50,6 +52,7 @@ const MEANING = {
   manifest_signature: "the evidence's signed description is not the gateway's",
   trusted_key: 'it was signed by a key that is not the one you trust',
   checkpoint: "the log checkpoint is not signed by the gateway",
+  witnesses: "the witnesses' cosignatures on the log checkpoint are forged, duplicated, under another key, or fewer than the witness policy you trust asks for",
   inclusion_proof: "a custody record is not in the gateway's public log",
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
   openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
@@ -75,6 +78,7 @@ function clearResult() {
   result.dataset.verdict = 'none';
   delete result.dataset.failedParts;
   keyInput.removeAttribute('aria-invalid');
+  policyInput.removeAttribute('aria-invalid');
   for (const node of [verdict, summary, facts, checksTitle, historyBox, reportBox]) node.hidden = true;
   facts.replaceChildren();
   checksList.replaceChildren();
@@ -108,12 +112,14 @@ async function run() {
   };
   await addressKeyChecked;
   const trusted = keyInput.value.trim() ? [keyInput.value.trim()] : [];
+  const policy = policyInput.value;
   try {
-    const verification = await verifyBundle(file, { trusted, onProgress });
+    const verification = await verifyBundle(file, { trusted, policy, onProgress });
     const seconds = (performance.now() - started) / 1000;
     showVerification(file, verification, seconds);
   } catch (err) {
     if (err instanceof PinError) showMalformedPin(err);
+    else if (err instanceof PolicyError) showMalformedPolicy(err);
     else showUnreadable(file, err);
   } finally {
     progressBox.hidden = true;
@@ -143,6 +149,9 @@ function showVerification(file, v, seconds) {
       v.kind === 'case'
         ? words('verify.validCase', `This case bundle holds exactly the artefacts the gateway exported, and each, with its custody history, is exactly what the gateway recorded under the key you trust.`)
         : words('verify.valid', `The evidence and its custody history are exactly what the gateway recorded under the key you trust.`);
+    if (v.witnesses && !v.witnesses.pinned) {
+      summary.textContent += ` ${words('verify.witnessesUnpinned', "Its witnesses were judged by the policy the bundle carries, not one you pinned: enter the witness policy from a source you trust to check them.")}`;
+    }
   } else if (outcome === 'unknown-signer') {
     summary.textContent = words(`verify.unknownSigner${kind}`,
       `This ${what} is consistent, but it is signed by a key you have not confirmed, and anyone can make a ` +
@@ -160,6 +169,7 @@ function showVerification(file, v, seconds) {
   if (v.scope) fact(words('verify.fact.scope', 'Scope'), `This is the bundle of ${v.scope}.`);
   if (v.bundles) fact(words('verify.fact.bundles', 'Artefact bundles'), String(v.bundles.length));
   fact(words('verify.fact.records', 'Custody records'), String(v.records));
+  if (v.witnesses) fact(words('verify.fact.witnesses', 'Witnesses'), v.witnesses.summary);
   if (v.log) fact(words('verify.fact.log', 'Log'), words('verify.logSize', `${v.log.origin}, size ${v.log.size}`, { origin: v.log.origin, size: v.log.size }));
   fact(words('verify.fact.checkedIn', 'Checked in'), words('verify.seconds', `${seconds.toFixed(1)} s, in this browser`, { seconds: seconds.toFixed(1) }));
   facts.hidden = false;
@@ -206,6 +216,16 @@ function showMalformedPin(err) {
   keyInput.setAttribute('aria-invalid', 'true');
 }
 
+function showMalformedPolicy(err) {
+  result.dataset.verdict = 'policy-malformed';
+  result.dataset.failedParts = '';
+  verdict.textContent = words('verify.verdict.policy-malformed', 'NOT CHECKED: the witness policy you entered is malformed');
+  verdict.hidden = false;
+  summary.textContent = words('verify.nothingChecked', `Nothing was checked: ${err.message}`, { reason: err.message });
+  summary.hidden = false;
+  policyInput.setAttribute('aria-invalid', 'true');
+}
+
 function showUnreadable(file, err) {
   result.dataset.verdict = 'error';
   result.dataset.failedParts = 'bag';
@@ -249,6 +269,11 @@ async function adoptAddressKey(key) {
 }
 
 fileInput.addEventListener('change', () => choose(fileInput.files && fileInput.files[0]));
+// A policy file is read here, into the field, where the reader sees what will be pinned.
+policyFile.addEventListener('change', async () => {
+  const file = policyFile.files && policyFile.files[0];
+  if (file) policyInput.value = await file.text();
+});
 form.addEventListener('submit', (event) => {
   event.preventDefault();
   if (!chosen) {

@@ -4,8 +4,8 @@
 //
 //   node tests/verify.mjs <base-url> <cases.json> [screenshot-dir]
 //
-// cases.json: [{ "name": "...", "path": "/abs/bundle.tar", "trusted": "vkey or empty", "screenshot": true }]
-// Output per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed", failed: ["payload_hash", ...], seconds, report,
+// cases.json: [{ "name": "...", "path": "/abs/bundle.tar", "trusted": "vkey or empty", "policy": "witness policy or empty", "screenshot": true }]
+// Output per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed"|"policy-malformed", failed: ["payload_hash", ...], seconds, report,
 //                    requests: [urls requested after the file was chosen], problems: [console errors, CSP] }
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -53,6 +53,7 @@ try {
     if (!response || response.status() !== 200) throw new Error(`/verify answered ${response && response.status()}`);
     await page.waitForSelector('html[data-ready="true"]');
     if (c.trusted) await page.fill('#key', c.trusted);
+    if (c.policy) await page.fill('#policy', c.policy);
     chosen = true;
     await page.setInputFiles('#file', c.path);
     await page.waitForSelector('#result:not([data-verdict="none"])', { timeout: 600_000 });

@@ -344,6 +344,7 @@ fn build(
         checkpoint: checkpoint.note().to_vec(),
         vkey: signer.verifier().to_string(),
         bagged_at: jiff::Timestamp::now().to_string(),
+        witnessing: None,
     };
     let bundle = dir.join(format!("{name}.tar"));
     let started = Instant::now();

@@ -22,6 +22,43 @@ pub const BUNDLES_DIR: &str = "data/bundles/";
 /// In a case bundle, the listing of every artefact bundle in the export, which the case export record commits to.
 pub const CASE_LISTING: &str = "data/case-listing.json";
 
+/// Bundle format 2 adds witnessing (c2sp.org/tlog-cosignature): a bag from a gateway with a witness policy holds
+/// the policy, and `data/checkpoint` carries the witnesses' cosignature lines. If no cosigned checkpoint covered the
+/// records when the bag was made, `data/checkpoint` is the log's own, and the newest cosigned checkpoint is
+/// [`WITNESSED_CHECKPOINT`] with [`WITNESS_CONSISTENCY`], the consistency proof from it to `data/checkpoint`:
+/// records below its size are witnessed, later ones are not yet. A bag without these files is format 1, and reads
+/// as it always did.
+pub const WITNESS_POLICY: &str = "data/witness/policy.txt";
+/// An older cosigned checkpoint than `data/checkpoint`, when none covered every record.
+pub const WITNESSED_CHECKPOINT: &str = "data/witness/checkpoint";
+/// The consistency proof from [`WITNESSED_CHECKPOINT`] to `data/checkpoint`: one base64 hash a line.
+pub const WITNESS_CONSISTENCY: &str = "data/witness/consistency.proof";
+/// The witnessing files a bag of either kind may hold.
+pub const WITNESS_FILES: [&str; 3] = [WITNESS_POLICY, WITNESSED_CHECKPOINT, WITNESS_CONSISTENCY];
+
+/// What a bag from a gateway with a witness policy carries besides its cosigned checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessing {
+    /// The gateway's witness policy file (c2sp.org/tlog-policy), verbatim.
+    pub policy: Vec<u8>,
+    /// When no cosigned checkpoint covers every record: the newest cosigned one, and the consistency proof from
+    /// it to the bag's checkpoint (one base64 hash a line). `None` when the bag's checkpoint carries the
+    /// cosignatures itself, or when nothing was cosigned yet.
+    pub older: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Witnessing {
+    /// The files this adds to a bag.
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+        let mut files = vec![(WITNESS_POLICY.to_owned(), self.policy.clone())];
+        if let Some((note, proof)) = &self.older {
+            files.push((WITNESSED_CHECKPOINT.to_owned(), note.clone()));
+            files.push((WITNESS_CONSISTENCY.to_owned(), proof.clone()));
+        }
+        files
+    }
+}
+
 /// The top-level directory of a case bundle's bag.
 pub fn case_bag_dir(case: &CaseId) -> String {
     format!("custodia-case-{case}")
@@ -73,6 +110,8 @@ pub struct BundleSource {
     pub vkey: String,
     /// When the bag was made (RFC 3339), for bag-info.txt.
     pub bagged_at: String,
+    /// The witness policy and what else witnessing adds, from a gateway that has a witness policy.
+    pub witnessing: Option<Witnessing>,
 }
 
 /// The payload's path in the bag.

@@ -12,11 +12,12 @@
 mod layout;
 mod report;
 mod verify;
+mod witnesses;
 mod write;
 
-pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, public_key_pem};
+pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem};
 pub use verify::{
-    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Verdict, Verification, VerifyError, verify,
-    verify_within,
+    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Pins, Verdict, Verification, VerifyError,
+    Witnessed, verify, verify_pinned, verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

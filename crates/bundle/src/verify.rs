@@ -10,6 +10,7 @@ use custodia_core::{
     ArtefactId, CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
 };
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
+use custodia_witness::Policy;
 use sha2::Digest as _;
 
 use crate::layout::{self, CaseListing, ExportScope};
@@ -70,6 +71,8 @@ pub enum Part {
     TrustedKey,
     /// The log checkpoint's signature.
     Checkpoint,
+    /// The witnesses' cosignatures on the checkpoint, under a witness policy: each line, and the quorum.
+    Witnesses,
     /// A custody record's inclusion proof.
     InclusionProof,
     /// The custody history: complete, in order, and ending with this export.
@@ -93,6 +96,7 @@ impl fmt::Display for Part {
             Self::ManifestSignature => "manifest signature",
             Self::TrustedKey => "trusted key",
             Self::Checkpoint => "checkpoint signature",
+            Self::Witnesses => "witness cosignatures",
             Self::InclusionProof => "inclusion proof",
             Self::CustodyHistory => "custody history",
             Self::Openings => "record openings",
@@ -138,6 +142,19 @@ pub struct Verification {
     pub peak_kept_bytes: u64,
     /// How many of the failed checks are only "signed by a key nobody pinned".
     unconfirmed: usize,
+    /// What the witnesses' cosignatures say, when the bundle carries a witness policy or one was pinned.
+    pub witnesses: Option<Witnessed>,
+}
+
+/// What the witnesses' cosignatures on a bundle's checkpoint add up to, and under whose policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witnessed {
+    /// Whether the policy is one the reader pinned; if not, it is the bundle's own, which proves nothing alone.
+    pub pinned: bool,
+    /// Whether the policy's quorum cosigned a checkpoint that covers every record.
+    pub witnessed: bool,
+    /// In words: whose policy, who cosigned and when, and what is not yet witnessed.
+    pub summary: String,
 }
 
 impl Verification {
@@ -164,11 +181,11 @@ impl Verification {
         parts
     }
 
-    fn pass(&mut self, part: Part, detail: impl Into<String>) {
+    pub(crate) fn pass(&mut self, part: Part, detail: impl Into<String>) {
         self.checks.push(Check { part, passed: true, detail: detail.into() });
     }
 
-    fn fail(&mut self, part: Part, detail: impl Into<String>) {
+    pub(crate) fn fail(&mut self, part: Part, detail: impl Into<String>) {
         self.checks.push(Check { part, passed: false, detail: detail.into() });
     }
 
@@ -191,7 +208,16 @@ impl fmt::Display for Verification {
         if let Some(scope) = &self.scope {
             writeln!(f, "SCOPE: this is the bundle of {scope}")?;
         }
+        if let Some(witnessed) = &self.witnesses {
+            writeln!(f, "WITNESSES: {}", witnessed.summary)?;
+        }
         match self.verdict() {
+            Verdict::Valid if self.witnesses.as_ref().is_some_and(|w| !w.pinned) => writeln!(
+                f,
+                "VALID: the evidence and its custody history are exactly what the gateway recorded; its witnesses \
+                 are judged by the bundle's own policy, not one you pinned (check again with --policy and the policy \
+                 from a source you trust)"
+            ),
             Verdict::Valid => {
                 writeln!(f, "VALID: the evidence and its custody history are exactly what the gateway recorded")
             }
@@ -343,7 +369,7 @@ fn checks_cost(checks: &[Check]) -> u64 {
 /// failure, at most [`NESTED_FAILURES_KEPT`] failures besides, a count of those let go, and one check per part
 /// that passed, with how many passed. The verdict, the artefact, its SHA-256 and the counts stay as they were.
 fn summarise(verification: Verification) -> Verification {
-    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed } =
+    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, witnesses } =
         verification;
     let mut kept: Vec<Check> = Vec::new();
     let mut failed_parts = BTreeSet::new();
@@ -368,7 +394,7 @@ fn summarise(verification: Verification) -> Verification {
         let detail = if count > 1 { format!("{detail} (and {} more such checks passed)", count - 1) } else { detail };
         kept.push(Check { part, passed: true, detail });
     }
-    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed }
+    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, witnesses }
 }
 
 /// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool
@@ -443,7 +469,7 @@ fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Ex
 /// followed by a regular file; a GNU header with a ustar prefix; a non-zero byte in padding.
 fn read_bundle(
     reader: &mut dyn Read,
-    trusted: &[LogVerifier],
+    trusted: &Pins<'_>,
     nested_allowed: bool,
     budget: &mut Budget,
 ) -> Result<BagRead, VerifyError> {
@@ -655,11 +681,21 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
 }
 
 /// [`verify`] under other [`Limits`]. The verification says how many files it read and the most it held.
-pub fn verify_within(
-    mut reader: impl Read,
-    trusted: &[LogVerifier],
-    limits: Limits,
-) -> Result<Verification, VerifyError> {
+pub fn verify_within(reader: impl Read, trusted: &[LogVerifier], limits: Limits) -> Result<Verification, VerifyError> {
+    verify_pinned(reader, &Pins { keys: trusted, policy: None }, limits)
+}
+
+/// What the reader pins: the gateway keys they trust, and the witness policy (c2sp.org/tlog-policy) they require.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pins<'a> {
+    pub keys: &'a [LogVerifier],
+    /// With a policy, the checkpoint's cosignatures must meet its quorum over every record, or the bundle is not
+    /// valid; without one, a bundle's own policy is reported as the bundle's, not one the reader pinned.
+    pub policy: Option<&'a Policy>,
+}
+
+/// [`verify_within`] under a pinned witness policy too.
+pub fn verify_pinned(mut reader: impl Read, trusted: &Pins<'_>, limits: Limits) -> Result<Verification, VerifyError> {
     let mut budget = Budget::new(limits);
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
     let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
@@ -669,7 +705,7 @@ pub fn verify_within(
     Ok(verification)
 }
 
-fn verify_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
+fn verify_bag(bag: BagRead, trusted: &Pins<'_>) -> Verification {
     let is_case = !bag.nested.is_empty()
         || bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR) || path == layout::CASE_LISTING);
     if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(&bag.files, trusted) }
@@ -688,13 +724,15 @@ const ARTEFACT_FILES: [&str; 6] = [
     layout::REPORT,
 ];
 
-fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
+fn verify_case_bag(bag: BagRead, trusted: &Pins<'_>) -> Verification {
     let mut report = Verification::default();
     check_bag(&bag.files, &mut report);
     check_strays(
         &bag.files,
         "a case bundle",
-        |path| path.starts_with(layout::BUNDLES_DIR) || CASE_FILES.contains(&path),
+        |path| {
+            path.starts_with(layout::BUNDLES_DIR) || CASE_FILES.contains(&path) || layout::WITNESS_FILES.contains(&path)
+        },
         &mut report,
     );
     let listing = text(&bag.files, layout::CASE_LISTING).and_then(|bytes| CaseListing::from_bytes(bytes).ok());
@@ -708,7 +746,7 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         expected.push(("Custodia-Scope", listing.scope.tag()));
     }
     check_bag_info(&bag.files, "a case bundle", &expected, &mut report);
-    let key = bundle_key(&bag.files, trusted, &mut report);
+    let key = bundle_key(&bag.files, trusted.keys, &mut report);
     let records = match &key {
         Some(key) => {
             let checkpoint_bytes = text(&bag.files, layout::CHECKPOINT).unwrap_or_default();
@@ -718,6 +756,10 @@ fn verify_case_bag(bag: BagRead, trusted: &[LogVerifier]) -> Verification {
         None => Vec::new(),
     };
     report.records = records.len();
+    if let Some(key) = &key {
+        let indexes: Vec<u64> = records.iter().map(|record| record.index).collect();
+        crate::witnesses::check(&witness_files(&bag.files), key, trusted.policy, &indexes, &mut report);
+    }
     let case = listing.as_ref().map(|listing| (&listing.case, "the case listing's"));
     check_openings(&bag.files, &records, case, &mut report);
     check_case_contents(&bag, &records, &mut report);
@@ -1053,13 +1095,17 @@ fn check_checkpoint(checkpoint_bytes: &[u8], key: &LogVerifier, report: &mut Ver
     }
 }
 
-fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifier]) -> Verification {
+fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -> Verification {
     let mut report = Verification::default();
     check_bag(files, &mut report);
     check_strays(
         files,
         "an artefact bundle",
-        |path| path.starts_with(layout::PAYLOAD_DIR) || ARTEFACT_FILES.contains(&path),
+        |path| {
+            path.starts_with(layout::PAYLOAD_DIR)
+                || ARTEFACT_FILES.contains(&path)
+                || layout::WITNESS_FILES.contains(&path)
+        },
         &mut report,
     );
 
@@ -1088,7 +1134,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
     report.sha256 = Some(payload.sha256);
 
     // The key: the bundle's own, which must be one the user trusts.
-    let Some(key) = bundle_key(files, trusted, &mut report) else { return report };
+    let Some(key) = bundle_key(files, trusted.keys, &mut report) else { return report };
     let Ok(public_key) = key.public_key() else {
         report.fail(Part::ManifestSignature, "the gateway key is not an Ed25519 key");
         return report;
@@ -1137,6 +1183,8 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
 
     let records = check_records(files, checkpoint_bytes, &key, checkpoint_ok, &mut report);
     report.records = records.len();
+    let indexes: Vec<u64> = records.iter().map(|record| record.index).collect();
+    crate::witnesses::check(&witness_files(files), &key, trusted.policy, &indexes, &mut report);
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
@@ -1163,6 +1211,16 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &[LogVerifie
         check_report(files, &crate::report::certificate_of(&facts, &key), &mut report);
     }
     report
+}
+
+/// The files witnessing reads.
+fn witness_files(files: &BTreeMap<String, FileSeen>) -> crate::witnesses::WitnessFiles<'_> {
+    crate::witnesses::WitnessFiles {
+        policy: text(files, layout::WITNESS_POLICY),
+        checkpoint: text(files, layout::CHECKPOINT).unwrap_or_default(),
+        older: text(files, layout::WITNESSED_CHECKPOINT),
+        consistency: text(files, layout::WITNESS_CONSISTENCY),
+    }
 }
 
 /// The bundle's key file as the certificate quotes it.
@@ -1439,12 +1497,13 @@ mod tests {
             tar
         };
         let mut budget = Budget::new(Limits::default());
-        let read = read_bundle(&mut entry(b"", 3).as_slice(), &[], false, &mut budget).unwrap();
+        let read = read_bundle(&mut entry(b"", 3).as_slice(), &Pins::default(), false, &mut budget).unwrap();
         assert_eq!(read.files.keys().collect::<Vec<_>>(), ["data/a-long-planted-name.txt"]);
         assert_eq!(budget.files, 2, "the extended header counts as an entry");
         assert!(budget.kept >= "data/a-long-planted-name.txt".len() as u64 + 3, "the name is counted");
         let mut budget = Budget::new(Limits::default());
-        let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &[], false, &mut budget) else {
+        let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &Pins::default(), false, &mut budget)
+        else {
             panic!("a PAX size that disagrees with its header was accepted");
         };
         assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");

@@ -120,6 +120,7 @@ impl BundleWriter {
             (layout::VKEY.into(), format!("{}\n", source.vkey).into_bytes()),
             (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),
         ];
+        data.extend(source.witnessing.iter().flat_map(layout::Witnessing::files));
         for record in &source.records {
             let (entry_path, proof_path) = layout::record_paths(record.index);
             data.push((entry_path, record.entry.clone()));
@@ -202,6 +203,8 @@ pub struct CaseRecord {
     pub record: crate::BundleRecord,
     /// The signed checkpoint the record's proof is against.
     pub checkpoint: Vec<u8>,
+    /// The witness policy and what else witnessing adds, from a gateway that has a witness policy.
+    pub witnessing: Option<layout::Witnessing>,
 }
 
 impl CaseBundleWriter {
@@ -232,7 +235,7 @@ impl CaseBundleWriter {
             return Err(VerifyError::Malformed(format!("the listing is of case {}, not {}", listing.case, self.case)));
         }
         let report = crate::report::case_certificate(self.verifier.name(), listing, record.index);
-        let small: Vec<(String, Vec<u8>)> = vec![
+        let mut small: Vec<(String, Vec<u8>)> = vec![
             (layout::CASE_LISTING.into(), listing_bytes),
             (entry_path, record.entry.clone()),
             (proof_path, record.proof.clone()),
@@ -242,6 +245,7 @@ impl CaseBundleWriter {
             (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),
             (layout::REPORT.into(), report.into_bytes()),
         ];
+        small.extend(case_record.witnessing.iter().flat_map(layout::Witnessing::files));
         let mut listed: Vec<(String, String, u64)> = listing
             .bundles
             .iter()

@@ -146,6 +146,11 @@ pub struct WitnessConfig {
     /// Requests to one witness for one checkpoint, the first included, before it is left until the next.
     #[arg(long = "witness-attempts", env = "CUSTODIA_WITNESS_ATTEMPTS", default_value_t = 4)]
     pub attempts: u32,
+    /// Seconds a court bundle's export waits for a checkpoint covering its records to meet the quorum. Past it, the
+    /// bundle carries the newest cosigned checkpoint with a consistency proof to its own, and its verifier names
+    /// the records not yet witnessed.
+    #[arg(long = "witness-export-wait-seconds", env = "CUSTODIA_WITNESS_EXPORT_WAIT_SECONDS", default_value_t = 10)]
+    pub export_wait_seconds: u64,
 }
 
 impl Default for WitnessConfig {
@@ -157,6 +162,7 @@ impl Default for WitnessConfig {
             publish: WitnessPublish::default(),
             timeout_seconds: 5,
             attempts: 4,
+            export_wait_seconds: 10,
         }
     }
 }

@@ -40,6 +40,12 @@ pub fn router(state: AppState) -> Router {
 #[derive(Debug, Default)]
 pub struct Cosigning {
     collector: Option<Mutex<Collector>>,
+    /// The policy, and its file verbatim (court bundles carry it).
+    policy: Option<(Policy, String)>,
+    /// Woken whenever the collector publishes, for exports waiting on a cosigned checkpoint.
+    published_changed: tokio::sync::Notify,
+    /// How long an export waits for a cosigned checkpoint covering its records.
+    export_wait: Duration,
 }
 
 /// What `/log/checkpoint` serves.
@@ -56,6 +62,38 @@ pub enum Published {
 impl Cosigning {
     fn lock(collector: &Mutex<Collector>) -> std::sync::MutexGuard<'_, Collector> {
         collector.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The witness policy file, verbatim, when one is configured.
+    pub fn policy_file(&self) -> Option<&str> {
+        self.policy.as_ref().map(|(_, text)| text.as_str())
+    }
+
+    /// The published checkpoint, with its size, if its cosignatures meet the policy's quorum (checked again here).
+    pub fn cosigned(&self) -> Option<(Vec<u8>, u64)> {
+        let (collector, (policy, _)) = (self.collector.as_ref()?, self.policy.as_ref()?);
+        let note = Self::lock(collector).published()?.to_vec();
+        let verdict = policy.evaluate(&note).ok()?;
+        verdict.satisfied.then_some((note, verdict.size))
+    }
+
+    /// Waits, at most the export wait (`CUSTODIA_WITNESS_EXPORT_WAIT_SECONDS`), for a published checkpoint of at
+    /// least `size` entries whose cosignatures meet the quorum; then gives the newest that meets it, which may be
+    /// smaller, or none.
+    pub async fn cosigned_covering(&self, size: u64) -> Option<(Vec<u8>, u64)> {
+        let deadline = tokio::time::Instant::now() + self.export_wait;
+        loop {
+            let notified = self.published_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = self.cosigned();
+            if found.as_ref().is_some_and(|(_, cosigned)| *cosigned >= size) {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.cosigned();
+            }
+        }
     }
 
     pub fn published(&self) -> Published {
@@ -193,6 +231,7 @@ pub async fn start(
     let Some(path) = &config.policy_file else { return Ok(Arc::default()) };
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let policy = Policy::parse(&text).with_context(|| format!("{} (CUSTODIA_WITNESS_POLICY)", path.display()))?;
+    let kept = (policy.clone(), text.clone());
     let mut stored = Vec::new();
     let mut restored = Vec::new();
     for row in catalog.witness_cosignatures().await? {
@@ -237,7 +276,12 @@ pub async fn start(
         .user_agent(concat!("custodia/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("making the HTTP client for witnesses")?;
-    let cosigning = Arc::new(Cosigning { collector: Some(Mutex::new(collector)) });
+    let cosigning = Arc::new(Cosigning {
+        collector: Some(Mutex::new(collector)),
+        policy: Some(kept),
+        published_changed: tokio::sync::Notify::new(),
+        export_wait: Duration::from_secs(config.export_wait_seconds),
+    });
     let (events, incoming) = mpsc::channel(256);
     let driver =
         Driver { cosigning: cosigning.clone(), events: events.clone(), log: log.clone(), catalog, client, clock };
@@ -360,7 +404,10 @@ impl Driver {
             Effect::GaveUp { witness, size, reason } => {
                 tracing::warn!(witness = %witness, size, reason = reason.code(), "a witness did not cosign a checkpoint");
             }
-            Effect::Publish { size, .. } => tracing::debug!(size, "published a checkpoint"),
+            Effect::Publish { size, .. } => {
+                tracing::debug!(size, "published a checkpoint");
+                self.cosigning.published_changed.notify_waiters();
+            }
             _ => {}
         }
     }

@@ -157,6 +157,9 @@ pub struct Gateway {
     /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
     /// records). Each is written before anything else is appended about its artefact, so a chain never skips one.
     unindexed: Arc<std::sync::Mutex<std::collections::HashMap<Option<ArtefactId>, Vec<Unindexed>>>>,
+    /// The collector of cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles
+    /// carry ([`crate::cosigning`]).
+    cosigning: Option<Arc<crate::cosigning::Cosigning>>,
 }
 
 /// A record that reached the ledger but not yet the custody index.
@@ -248,7 +251,14 @@ impl Gateway {
             refusals: crate::refusals::Refusals::default(),
             quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
             unindexed: Arc::default(),
+            cosigning: None,
         }
+    }
+
+    /// Court bundles carry `cosigning`'s witness policy and cosigned checkpoint, when it has a policy.
+    pub fn with_cosigning(mut self, cosigning: Arc<crate::cosigning::Cosigning>) -> Self {
+        self.cosigning = Some(cosigning);
+        self
     }
 
     /// Holds accounts to `quotas` (the defaults otherwise).
@@ -1251,10 +1261,42 @@ impl Gateway {
         let index = self.record(&sealed).await?;
         let entry = sealed.record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
         let checkpoint = self.log.wait_for_size(index + 1).await?;
-        let path = self.log.storage().inclusion_proof(index, checkpoint.checkpoint.size).await?;
-        let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
+        let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, index + 1).await?;
+        let path = self.log.storage().inclusion_proof(index, size).await?;
+        let proof = TlogProof { extra: None, index, path, checkpoint_note: note.clone() };
         let record = BundleRecord { index, entry, proof: proof.to_bytes(), openings: sealed.openings.to_canonical() };
-        Ok((listing, CaseRecord { record, checkpoint: checkpoint.note().to_vec() }))
+        Ok((listing, CaseRecord { record, checkpoint: note, witnessing }))
+    }
+
+    /// The checkpoint a bundle's records of ledger indexes below `covering` are proved against, its size, and what
+    /// witnessing adds. Without a witness policy: `checkpoint`, as the log signed it. With one: the newest
+    /// checkpoint whose cosignatures meet the quorum, if one covers the records within the export wait; else
+    /// `checkpoint`, with the newest cosigned one and the consistency proof from it (so the verifier can say which
+    /// records are witnessed and which not yet; nothing unproved is claimed).
+    async fn witnessed_checkpoint(
+        &self,
+        checkpoint: custodia_ledger::SignedCheckpoint,
+        covering: u64,
+    ) -> Result<(Vec<u8>, u64, Option<custodia_bundle::Witnessing>)> {
+        let (note, size) = (checkpoint.note().to_vec(), checkpoint.checkpoint.size);
+        let Some((cosigning, policy)) =
+            self.cosigning.as_ref().and_then(|cosigning| Some((cosigning, cosigning.policy_file()?)))
+        else {
+            return Ok((note, size, None));
+        };
+        let policy = policy.as_bytes().to_vec();
+        match cosigning.cosigned_covering(covering).await {
+            Some((cosigned, cosigned_size)) if cosigned_size >= covering => {
+                Ok((cosigned, cosigned_size, Some(custodia_bundle::Witnessing { policy, older: None })))
+            }
+            Some((cosigned, cosigned_size)) if cosigned_size > 0 && cosigned_size <= size => {
+                let proof = self.log.storage().consistency_proof(cosigned_size, size).await?;
+                let proof: String = proof.iter().map(|hash| format!("{}\n", hash.to_base64())).collect();
+                let older = Some((cosigned, proof.into_bytes()));
+                Ok((note, size, Some(custodia_bundle::Witnessing { policy, older })))
+            }
+            _ => Ok((note, size, Some(custodia_bundle::Witnessing { policy, older: None }))),
+        }
     }
 
     async fn bundle_source(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<BundleSource> {
@@ -1267,7 +1309,7 @@ impl Gateway {
         };
         let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
         let checkpoint = self.log.wait_for_size(export_index + 1).await?;
-        let size = checkpoint.checkpoint.size;
+        let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, export_index + 1).await?;
         let mut records = Vec::new();
         for (index, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
             let index = index as u64;
@@ -1275,7 +1317,7 @@ impl Gateway {
                 break;
             }
             let path = self.log.storage().inclusion_proof(index, size).await?;
-            let proof = TlogProof { extra: None, index, path, checkpoint_note: checkpoint.note().to_vec() };
+            let proof = TlogProof { extra: None, index, path, checkpoint_note: note.clone() };
             let openings = self.openings_of(&entry).await?.to_canonical();
             records.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
@@ -1288,9 +1330,10 @@ impl Gateway {
             manifest: row.manifest,
             manifest_signature: signature,
             records,
-            checkpoint: checkpoint.note().to_vec(),
+            checkpoint: note,
             vkey: self.verifier.to_string(),
             bagged_at: self.now().to_string(),
+            witnessing,
         })
     }
 

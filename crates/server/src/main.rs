@@ -34,7 +34,7 @@ enum Command {
     /// the checkpoint signature, the signing key, that the custody history is complete and in order, and that a
     /// case bundle holds exactly the artefact bundles its case export record lists.
     ///
-    /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key is malformed; 3 when
+    /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key or --policy is malformed; 3 when
     /// NOT VERIFIED: every check passed, but no key was pinned, so the signer is unknown.
     Verify {
         /// The bundle (.tar) exported by a gateway, or - to read it from standard input.
@@ -43,6 +43,11 @@ enum Command {
         /// times. Without one, nothing is verified: anyone can sign a bundle with a key of their own.
         #[arg(long = "trusted-key")]
         trusted_keys: Vec<String>,
+        /// A witness policy (c2sp.org/tlog-policy) from a source you trust: the checkpoint's cosignatures must meet
+        /// its quorum over every record, or the bundle is NOT VALID. Without it, a bundle's own policy is reported
+        /// as the bundle's, not one you pinned.
+        #[arg(long = "policy")]
+        policy: Option<PathBuf>,
     },
 }
 
@@ -104,7 +109,9 @@ async fn gateway_main() -> std::process::ExitCode {
         Err(err) => {
             eprintln!("custodia: {err:#}");
             match err.downcast_ref::<VerifyFailure>() {
-                Some(VerifyFailure::MalformedPin { .. }) => std::process::ExitCode::from(2),
+                Some(VerifyFailure::MalformedPin { .. } | VerifyFailure::MalformedPolicy { .. }) => {
+                    std::process::ExitCode::from(2)
+                }
                 Some(VerifyFailure::UnknownSigner(_)) => std::process::ExitCode::from(3),
                 _ => std::process::ExitCode::FAILURE,
             }
@@ -124,6 +131,8 @@ enum VerifyFailure {
          name+keyid+base64, as the gateway's /key page shows it; copy it again from your trusted source"
     )]
     MalformedPin { given: String, reason: String },
+    #[error("the --policy {given:?} could not be read as a witness policy, so nothing was checked: {reason}")]
+    MalformedPolicy { given: String, reason: String },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -137,7 +146,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
-        Command::Verify { bundle, trusted_keys } => verify_bundle(&bundle, &trusted_keys),
+        Command::Verify { bundle, trusted_keys, policy } => verify_bundle(&bundle, &trusted_keys, policy.as_deref()),
         Command::Log(LogCommand::CheckProof { proof, entry, key }) => {
             let verifier = read_verifier(&key)?;
             let proof_bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
@@ -187,7 +196,11 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn verify_bundle(bundle: &std::path::Path, trusted_keys: &[String]) -> anyhow::Result<()> {
+fn verify_bundle(
+    bundle: &std::path::Path,
+    trusted_keys: &[String],
+    policy: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let trusted = trusted_keys
         .iter()
         .map(|key| {
@@ -195,13 +208,23 @@ fn verify_bundle(bundle: &std::path::Path, trusted_keys: &[String]) -> anyhow::R
                 .map_err(|err| VerifyFailure::MalformedPin { given: key.clone(), reason: err.root_cause().to_string() })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let policy = policy
+        .map(|path| -> Result<custodia_witness::Policy, VerifyFailure> {
+            let malformed =
+                |reason: String| VerifyFailure::MalformedPolicy { given: path.display().to_string(), reason };
+            let text = std::fs::read_to_string(path).map_err(|err| malformed(err.to_string()))?;
+            custodia_witness::Policy::parse(&text).map_err(|err| malformed(err.to_string()))
+        })
+        .transpose()?;
     let name = bundle.display().to_string();
     let reader: Box<dyn std::io::Read> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::fs::File::open(bundle).with_context(|| format!("opening {name}"))?)
     };
-    let report = custodia_bundle::verify(std::io::BufReader::with_capacity(1 << 20, reader), &trusted)
+    let pins = custodia_bundle::Pins { keys: &trusted, policy: policy.as_ref() };
+    let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+    let report = custodia_bundle::verify_pinned(reader, &pins, custodia_bundle::Limits::default())
         .with_context(|| format!("{name} FAILED verification"))?;
     say(format!("{report}").trim_end());
     match report.verdict() {

@@ -70,7 +70,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let cosigning = crate::cosigning::start(&config.witness, &log, &vkey, catalog.clone(), clock.clone()).await?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
         .with_prober(prober)
-        .with_quotas(config.quotas.quotas());
+        .with_quotas(config.quotas.quotas())
+        .with_cosigning(cosigning.clone());
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");

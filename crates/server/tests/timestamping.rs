@@ -118,6 +118,38 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
     let verified = stamp.verify(ORIGIN, &authority.anchors()).expect("the recorded token verifies");
     assert!(verified.tsa.contains("Custodia Test TSA"));
     assert!(stamp.verify(ORIGIN, &stranger.anchors()).is_err());
+
+    // docs/verify-by-hand.md's step 3b: `openssl ts -verify` accepts the entry's token for the checkpoint it
+    // stamps, under the authority's certificate, and refuses it under another's or for another size.
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
+            .expect("the by-hand document");
+    let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
+    let by_hand = |anchor: &Authority, entry: &[u8]| {
+        let work = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(work.path().join("data")).expect("data");
+        std::fs::write(work.path().join("data/checkpoint"), log.checkpoint().note()).expect("checkpoint");
+        std::fs::write(work.path().join("entry.json"), entry).expect("entry");
+        std::fs::copy(anchor.path("ca.crt"), work.path().join("tsa-anchor.pem")).expect("anchor");
+        let run = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", step])
+            .current_dir(work.path())
+            .output()
+            .expect("bash");
+        (
+            run.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
+        )
+    };
+    let (ok, said) = by_hand(&authority, &entry);
+    assert!(ok && said.contains("Verification: OK") && said.contains("Time stamp:"), "{said}");
+    assert!(!by_hand(&stranger, &entry).0, "another authority's certificate");
+    let other_size = String::from_utf8(entry.to_vec()).expect("canonical JSON").replacen(
+        &format!("\"size\":{}", stamped.size),
+        &format!("\"size\":{}", stamped.size + 1),
+        1,
+    );
+    assert!(!by_hand(&authority, other_size.as_bytes()).0, "a token does not stamp another checkpoint");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,9 @@
 //! edited; data after the tar's end-of-archive marker, in a bundle or in a case bundle's artefact bundle; a
 //! bag-info.txt whose Payload-Oxum is wrong, with a field added or one given twice), a hearing's bundle, whose
 //! scope both must name, a bundle checked with no key pinned ("not verified: unknown signer",
-//! never VALID) and with a mistyped key (malformed, not "another key"). Both must reach the same verdict and blame
+//! never VALID) and with a mistyped key (malformed, not "another key"); a bundle from a gateway a real second
+//! gateway witnesses, under the pinned witness policy, under its own, under one whose quorum it does not meet, with
+//! a forged, a duplicated and a wrong-key cosignature, and with a mistyped policy. Both must reach the same verdict and blame
 //! the same parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
@@ -25,7 +27,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use axum::http::header;
-use custodia_bundle::{BundleWriter, Part, Verdict, verify};
+use custodia_bundle::{BundleWriter, Part, Verdict};
 use serde_json::{Value, json};
 use support::{As, TestGateway, drop_report_lines, rebagged, retagged, tar_files};
 
@@ -56,6 +58,7 @@ fn part_key(part: Part) -> &'static str {
         Part::ManifestSignature => "manifest_signature",
         Part::TrustedKey => "trusted_key",
         Part::Checkpoint => "checkpoint",
+        Part::Witnesses => "witnesses",
         Part::InclusionProof => "inclusion_proof",
         Part::CustodyHistory => "custody_history",
         Part::Openings => "openings",
@@ -69,6 +72,8 @@ struct Case {
     name: String,
     path: PathBuf,
     trusted: Option<String>,
+    /// A witness policy pinned, as text.
+    policy: Option<String>,
     screenshot: bool,
     /// "valid", "invalid" (with the failed parts) or "error" (not readable as a bundle at all).
     rust_verdict: &'static str,
@@ -77,14 +82,18 @@ struct Case {
     size: u64,
 }
 
-fn rust_verdict(path: &Path, trusted: Option<&str>) -> (&'static str, BTreeSet<String>, f64) {
+fn rust_verdict(path: &Path, trusted: Option<&str>, policy: Option<&str>) -> (&'static str, BTreeSet<String>, f64) {
     let Ok(keys) = trusted.iter().map(|key| key.parse()).collect::<Result<Vec<custodia_ledger::LogVerifier>, _>>()
     else {
         return ("pin-malformed", BTreeSet::new(), 0.0);
     };
+    let Ok(policy) = policy.map(custodia_witness::Policy::parse).transpose() else {
+        return ("policy-malformed", BTreeSet::new(), 0.0);
+    };
     let started = Instant::now();
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let result = verify(file, &keys);
+    let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+    let result = custodia_bundle::verify_pinned(file, &pins, custodia_bundle::Limits::default());
     let seconds = started.elapsed().as_secs_f64();
     let failed = |report: &custodia_bundle::Verification| {
         report.failed_parts().into_iter().map(|p| part_key(p).to_owned()).collect()
@@ -222,6 +231,63 @@ async fn export(gw: &TestGateway, session: &str, artefact: &str) -> Vec<u8> {
     let reply = gw.call("POST", &uri, Some(As::Session(session)), json!({})).await;
     assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
     reply.body
+}
+
+/// A bundle from a gateway whose log a real second gateway witnesses (its policy: that witness, required), with the
+/// policy and the gateway's key; the witness process is stopped once the bundle is made.
+async fn witnessed_bundle(work: &Path) -> (Vec<u8>, String, String) {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let secret = |dir: &Path, file: &str, text: &str| {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).unwrap();
+        let mut out =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(dir.join(file)).unwrap();
+        writeln!(out, "{text}").unwrap();
+    };
+    let log = custodia_ledger::LogSigner::generate("witnessed.custodia.test/log").unwrap();
+    let cosigner = custodia_witness::CosignerKey::generate("w.custodia.test/witness").unwrap();
+    let witness_dir = tempfile::tempdir().unwrap();
+    secret(&witness_dir.path().join("keys"), "witness.key", &cosigner.expose_secret());
+    let port = support::free_port();
+    let policy = format!(
+        "log {}\nwitness w {} http://127.0.0.1:{port}/witness\nquorum w\n",
+        log.verifier(),
+        cosigner.verifier()
+    );
+    let policy_file = work.join("witness-policy");
+    std::fs::write(&policy_file, &policy).unwrap();
+    let gw = TestGateway::start_with(|config| {
+        config.gateway.origin = "witnessed.custodia.test/log".into();
+        secret(&config.gateway.data_dir.join("keys"), "gateway.key", log.expose_secret());
+        config.witness.policy_file = Some(policy_file.clone());
+        config.witness.export_wait_seconds = 600;
+    })
+    .await;
+    let logs_file = work.join("witnessed-logs");
+    std::fs::write(&logs_file, format!("log {}\n", log.verifier())).unwrap();
+    let env = [("CUSTODIA_ORIGIN", "w.custodia.test/log".as_ref()), ("CUSTODIA_WITNESSED_LOGS", logs_file.as_os_str())];
+    let witness = support::spawn_gateway_on(witness_dir.path(), &env, None, port);
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-witnessed").await;
+    gw.member("case-witnessed", &prosecutor, "prosecutor").await;
+    let id = upload(&gw, &session, "case-witnessed", "witnessed.bin", payload(5000)).await;
+    let bundle = export(&gw, &session, &id).await;
+    drop(witness);
+    (bundle, policy, log.verifier().to_string())
+}
+
+/// `bundle` with every copy of its checkpoint's cosignature line by `key_name` replaced by what `edit` makes of it
+/// (in data/checkpoint and in each proof), and fresh BagIt checksums.
+fn cosignature_edited(bundle: &[u8], key_name: &str, edit: impl Fn(&str) -> String) -> Vec<u8> {
+    rebagged(bundle, |bag| {
+        let custody = std::fs::read_dir(bag.join("data/custody")).unwrap().map(|entry| entry.unwrap().path());
+        let proofs = custody.filter(|path| path.extension().is_some_and(|ext| ext == "proof"));
+        for path in proofs.chain([bag.join("data/checkpoint")]) {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let line = text.lines().find(|line| line.starts_with(&format!("\u{2014} {key_name} "))).unwrap().to_owned();
+            std::fs::write(&path, text.replace(&line, &edit(&line))).unwrap();
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +432,30 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         assert_ne!(edited, text, "{text}");
         std::fs::write(report, edited).unwrap();
     });
+    // A bundle from a gateway that a real second gateway witnesses, and copies whose cosignature line a forger
+    // altered, doubled, or replaced by one under another key with the witness's name, each with fresh checksums.
+    let (witnessed, witnessed_policy, witnessed_key) = witnessed_bundle(work.path()).await;
+    let cosigner = "w.custodia.test/witness";
+    let cosignature_forged = cosignature_edited(&witnessed, cosigner, |line| {
+        let (head, encoded) = line.rsplit_once(' ').unwrap();
+        let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+        raw[50] ^= 0x10;
+        format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw))
+    });
+    let cosignature_duplicated = cosignature_edited(&witnessed, cosigner, |line| format!("{line}\n{line}"));
+    let checkpoint =
+        tar_entries(&witnessed).into_iter().find(|(path, _)| path.ends_with("/data/checkpoint")).unwrap().1;
+    let body = String::from_utf8(checkpoint).unwrap().split_once("\n\n").unwrap().0.to_owned() + "\n";
+    let impostor =
+        custodia_witness::CosignerKey::generate(cosigner).unwrap().cosign(body.as_bytes(), 1_800_000_000).unwrap();
+    let cosignature_wrong_key = cosignature_edited(&witnessed, cosigner, |_| impostor.trim_end().to_owned());
     let named = [
+        ("valid-witnessed", "WITNESSES: witnessed under the policy you pinned: its quorum is met by w at".to_owned()),
+        ("valid-witnessed-own-policy", "witnessed under the bundle's policy, not one you pinned".to_owned()),
+        ("witness-quorum-unmet", "NOT witnessed under the policy you pinned: its quorum is not met".to_owned()),
+        ("witness-cosignature-forged-bag-rehashed", "forged or altered, not counted".to_owned()),
+        ("witness-cosignature-duplicated-bag-rehashed", "witness w cosigns twice".to_owned()),
+        ("witness-cosignature-wrong-key-bag-rehashed", "carries witness w's name but another key".to_owned()),
         ("artefact-file-planted-bag-rehashed", "data/notes.txt does not belong in an artefact bundle".to_owned()),
         (
             "artefact-custody-file-planted-bag-rehashed",
@@ -513,17 +602,40 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("too-many-small-files", too_many_small_files(), Some(&key), false),
         ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
         ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),
+        ("valid-witnessed", witnessed.clone(), Some(&witnessed_key), true),
+        ("valid-witnessed-own-policy", witnessed.clone(), Some(&witnessed_key), false),
+        ("witness-quorum-unmet", witnessed.clone(), Some(&witnessed_key), false),
+        ("witness-cosignature-forged-bag-rehashed", cosignature_forged, Some(&witnessed_key), true),
+        ("witness-cosignature-duplicated-bag-rehashed", cosignature_duplicated, Some(&witnessed_key), false),
+        ("witness-cosignature-wrong-key-bag-rehashed", cosignature_wrong_key, Some(&witnessed_key), false),
+        ("policy-mistyped", witnessed.clone(), Some(&witnessed_key), false),
     ];
+    // The witness policies pinned, by case; the others pin none.
+    let demanding = format!(
+        "{witnessed_policy}witness other {}\ngroup both all w other\nquorum both\n",
+        custodia_witness::CosignerKey::generate("other.custodia.test/witness").unwrap().verifier()
+    )
+    .replace("quorum w\n", "");
+    let policies = std::collections::BTreeMap::from([
+        ("valid-witnessed", witnessed_policy.clone()),
+        ("witness-quorum-unmet", demanding),
+        ("witness-cosignature-forged-bag-rehashed", witnessed_policy.clone()),
+        ("witness-cosignature-duplicated-bag-rehashed", witnessed_policy.clone()),
+        ("witness-cosignature-wrong-key-bag-rehashed", witnessed_policy.clone()),
+        ("policy-mistyped", "log nothing-here\nquorum none\n".to_owned()),
+    ]);
 
     let mut cases = Vec::new();
     for (name, bytes, trusted, screenshot) in bundles {
         let path = work.path().join(format!("{name}.tar"));
         std::fs::write(&path, &bytes).unwrap();
-        let (verdict, failed, seconds) = rust_verdict(&path, trusted);
+        let policy = policies.get(name).cloned();
+        let (verdict, failed, seconds) = rust_verdict(&path, trusted, policy.as_deref());
         let expected = match name {
             n if n.starts_with("valid") => "valid",
             n if n.starts_with("unpinned") => "unknown-signer",
             "pin-mistyped" => "pin-malformed",
+            "policy-mistyped" => "policy-malformed",
             "not-a-tar"
             | "cut-short"
             | "too-many-small-files"
@@ -536,6 +648,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
             name: name.to_owned(),
             path,
             trusted: trusted.map(str::to_owned),
+            policy,
             screenshot,
             rust_verdict: verdict,
             rust_failed: failed,
@@ -545,7 +658,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     }
     let listed: Vec<Value> = cases
         .iter()
-        .map(|c| json!({ "name": c.name, "path": c.path, "trusted": c.trusted.clone().unwrap_or_default(), "screenshot": c.screenshot }))
+        .map(|c| json!({ "name": c.name, "path": c.path, "trusted": c.trusted.clone().unwrap_or_default(), "policy": c.policy.clone().unwrap_or_default(), "screenshot": c.screenshot }))
         .collect();
     let cases_file = work.path().join("cases.json");
     std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
@@ -613,6 +726,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
             "valid" => "VALID",
             "unknown-signer" => "NOT VERIFIED: unknown signer",
             "pin-malformed" => "NOT CHECKED: the key you entered is malformed",
+            "policy-malformed" => "NOT CHECKED: the witness policy you entered is malformed",
             _ => "NOT VALID",
         };
         assert_eq!(heading, expected, "{}", case.name);
@@ -637,13 +751,25 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("bag-info-oxum-edited-retagged", "bag"),
         ("bag-info-field-added-retagged", "bag"),
         ("bag-info-field-twice-retagged", "bag"),
+        ("witness-quorum-unmet", "witnesses"),
+        ("witness-cosignature-forged-bag-rehashed", "witnesses"),
+        ("witness-cosignature-duplicated-bag-rehashed", "witnesses"),
+        ("witness-cosignature-wrong-key-bag-rehashed", "witnesses"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
     }
     let relabelled = cases.iter().find(|c| c.name == "hearing-relabelled-as-case-bag-rehashed").unwrap();
     assert_eq!(relabelled.rust_failed, BTreeSet::from(["bag".to_owned(), "report".to_owned()]));
-    for name in ["valid-plain", "payload-byte-flipped", "unpinned-plain", "case-artefact-withheld", "valid-hearing"] {
+    for name in [
+        "valid-plain",
+        "payload-byte-flipped",
+        "unpinned-plain",
+        "case-artefact-withheld",
+        "valid-hearing",
+        "valid-witnessed",
+        "witness-cosignature-forged-bag-rehashed",
+    ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }
 }
@@ -681,7 +807,7 @@ async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
             copy[(start + offset) as usize] ^= 0x01;
             let file = work.path().join(format!("{}.tar", cases.len()));
             std::fs::write(&file, &copy).unwrap();
-            let (verdict, failed, _) = rust_verdict(&file, Some(&key));
+            let (verdict, failed, _) = rust_verdict(&file, Some(&key), None);
             assert_ne!(verdict, "valid", "flipping {name} went unnoticed by the Rust verifier");
             listed.push(json!({ "name": name, "path": file, "trusted": key }));
             cases.push((name, verdict, failed));
@@ -1015,7 +1141,7 @@ async fn both_verifiers_refuse_the_same_hostile_tars() {
     for (name, bytes) in &cases {
         let path = work.path().join(format!("{name}.tar"));
         std::fs::write(&path, bytes).unwrap();
-        let (verdict, failed, _) = rust_verdict(&path, Some(&key));
+        let (verdict, failed, _) = rust_verdict(&path, Some(&key), None);
         let want = if name.starts_with("valid") {
             "valid"
         } else if name.starts_with("bag-info") {

@@ -242,6 +242,8 @@ struct Partner {
     log: LogSigner,
     witness: custodia_witness::CosignerKey,
     process: Option<support::GatewayProcess>,
+    /// `CUSTODIA_WITNESS_EXPORT_WAIT_SECONDS`: generous, so that a busy machine still exports witnessed bundles.
+    export_wait: u64,
 }
 
 impl Partner {
@@ -258,7 +260,7 @@ impl Partner {
                 std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(keys.join(file)).unwrap();
             writeln!(key, "{secret}").unwrap();
         }
-        Self { name, dir, port: support::free_port(), log, witness, process: None }
+        Self { name, dir, port: support::free_port(), log, witness, process: None, export_wait: 300 }
     }
 
     fn data(&self) -> std::path::PathBuf {
@@ -279,10 +281,12 @@ impl Partner {
         std::fs::write(&logs_file, logs).unwrap();
         std::fs::write(&policy_file, policy).unwrap();
         let origin = format!("{}.custodia.test/log", self.name);
+        let export_wait = self.export_wait.to_string();
         let env = [
             ("CUSTODIA_ORIGIN", origin.as_ref()),
             ("CUSTODIA_WITNESSED_LOGS", logs_file.as_os_str()),
             ("CUSTODIA_WITNESS_POLICY", policy_file.as_os_str()),
+            ("CUSTODIA_WITNESS_EXPORT_WAIT_SECONDS", export_wait.as_ref()),
         ];
         self.process = Some(support::spawn_gateway_on(&self.data(), &env, None, self.port));
     }
@@ -305,8 +309,8 @@ impl Partner {
     }
 
     /// Appends `count` custody records through the API: an account joins a case, then its role changes back and
-    /// forth, each change on the record.
-    fn append_records(&self, count: usize) {
+    /// forth, each change on the record. Returns the case; its member is `member-<case>`.
+    fn append_records(&self, count: usize) -> String {
         let password = std::fs::read_to_string(self.data().join("keys/initial-admin-password")).unwrap();
         let base = format!("http://127.0.0.1:{}", self.port);
         let curl = |method: &str, path: &str, cookie: Option<&str>, body: String| -> String {
@@ -358,6 +362,22 @@ impl Partner {
             let path = format!("/api/v1/cases/{case}/members/{id}");
             curl("PUT", &path, Some(&cookie), serde_json::json!({ "role": role }).to_string());
         }
+        case
+    }
+
+    /// A court bundle of a statement a member uploads to a new case, as the export API streams it; with the case
+    /// and the member's session.
+    fn export_bundle(&self) -> (String, String, Vec<u8>) {
+        let case = self.append_records(1);
+        let cookie = sign_in(self.port, &format!("member-{case}"), "correct-horse-battery-staple");
+        let uploaded = format!("/api/v1/cases/{case}/artefacts?purpose=intake&filename=statement.webm");
+        let (status, body) = api(self.port, "POST", &uploaded, &cookie, "video/webm", b"a witnessed statement");
+        assert_eq!(status / 100, 2, "{}", String::from_utf8_lossy(&body));
+        let artefact = serde_json::from_slice::<Value>(&body).unwrap()["artefact"].as_str().unwrap().to_owned();
+        let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+        let (status, bundle) = api(self.port, "POST", &export, &cookie, "application/json", b"{}");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+        (case, cookie, bundle)
     }
 
     /// Waits until the checkpoint published is the log's newest and carries both others' cosignatures (judged by
@@ -495,6 +515,237 @@ async fn three_gateways_cosign_each_other_and_an_equivocating_log_is_refused_and
     assert_eq!(status, 200);
     assert_eq!(SignedCheckpoint::open(note.as_bytes(), &[a.log.verifier()]).unwrap().checkpoint.size, size);
     assert!(alarmed["log_size"].as_u64().unwrap() > size);
+}
+
+/// Signs in over HTTP and returns the session cookie's value.
+fn sign_in(port: u16, username: &str, password: &str) -> String {
+    let body = serde_json::json!({ "username": username, "password": password }).to_string();
+    let output = Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "/dev/null", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["--data-binary", &body])
+        .arg(format!("http://127.0.0.1:{port}/api/v1/session"))
+        .output()
+        .expect(SETUP);
+    let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+    headers
+        .split_once("custodia_session=")
+        .map(|(_, rest)| rest.split(';').next().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no session: {headers}"))
+}
+
+/// One API call in a signed-in session, through curl: the status and the body.
+fn api(port: u16, method: &str, path: &str, cookie: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (sent, received) = (dir.path().join("sent"), dir.path().join("received"));
+    std::fs::write(&sent, body).unwrap();
+    let output = Command::new("curl")
+        .args(["-sS", "-X", method, "-o"])
+        .arg(&received)
+        .args(["-w", "%{http_code}", "-H", &format!("Content-Type: {content_type}")])
+        .args(["-H", &format!("Cookie: custodia_session={cookie}"), "-H", "Sec-Fetch-Site: same-origin"])
+        .arg("--data-binary")
+        .arg(format!("@{}", sent.display()))
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect(SETUP);
+    let status = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap();
+    (status, std::fs::read(received).unwrap_or_default())
+}
+
+/// The bytes of the bag file whose path ends with `suffix`.
+fn bag_file(bundle: &[u8], suffix: &str) -> Vec<u8> {
+    let mut archive = tar::Archive::new(bundle);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy().ends_with(suffix) {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            return bytes;
+        }
+    }
+    panic!("no {suffix} in the bundle")
+}
+
+/// `custodia verify` on `bundle`: its exit code and what it printed.
+fn cli_verify(bundle: &[u8], args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.tar");
+    std::fs::write(&path, bundle).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_custodia")).arg("verify").arg(&path).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// The bundle with every copy of `line` in its checkpoint (data/checkpoint and each proof's) replaced by
+/// `replacement`, and its BagIt manifests made afresh, as a forger would.
+fn with_checkpoint_line(bundle: &[u8], line: &str, replacement: &str) -> Vec<u8> {
+    support::rebagged(bundle, |bag| {
+        let mut edited = 0;
+        let custody = std::fs::read_dir(bag.join("data/custody")).unwrap().map(|entry| entry.unwrap().path());
+        for path in custody
+            .filter(|path| path.extension().is_some_and(|ext| ext == "proof"))
+            .chain([bag.join("data/checkpoint")])
+        {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(text.contains(line), "{}: {text}", path.display());
+            std::fs::write(&path, text.replace(line, replacement)).unwrap();
+            edited += 1;
+        }
+        assert!(edited > 1);
+    })
+}
+
+/// Court bundles from a gateway witnessed by a partner carry its policy and a checkpoint the partner cosigned;
+/// `custodia verify --policy` names the witness and when it cosigned, says whether the quorum is met, and counts no
+/// forged, duplicated or wrong-key cosignature. Without `--policy`, the bundle's own policy is reported as the
+/// bundle's. With the partner down, a bundle carries the last cosigned checkpoint and a consistency proof to its
+/// own, and the records after it are named as not yet witnessed.
+#[tokio::test(flavor = "multi_thread")]
+async fn court_bundles_carry_the_policy_and_cosignatures_and_the_cli_judges_them() {
+    let mut partners = [Partner::new("a"), Partner::new("b")];
+    for i in 0..2 {
+        let (before, rest) = partners.split_at_mut(i);
+        let (this, after) = rest.split_first_mut().unwrap();
+        let others: Vec<&Partner> = before.iter().chain(after.iter()).collect();
+        this.start(&others);
+    }
+    let (case, cookie, bundle) = partners[0].export_bundle();
+    let [a, b] = &partners;
+    let policy_file = a.dir.path().join("policy");
+    let vkey = a.log.verifier().to_string();
+    assert_eq!(bag_file(&bundle, "data/witness/policy.txt"), std::fs::read(&policy_file).unwrap());
+    let checkpoint = bag_file(&bundle, "data/checkpoint");
+    let b_line = String::from_utf8(checkpoint.clone())
+        .unwrap()
+        .lines()
+        .find(|line| line.starts_with("\u{2014} b.custodia.test/witness "))
+        .expect("the bundle's checkpoint carries b's cosignature")
+        .to_owned();
+    let pinned = |bundle: &[u8], policy: &Path| {
+        cli_verify(bundle, &["--trusted-key".as_ref(), vkey.as_ref(), "--policy".as_ref(), policy.as_os_str()])
+    };
+
+    let (code, said) = pinned(&bundle, &policy_file);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains("ok   witness cosignatures: witness b (b.custodia.test/witness) cosigned the checkpoint"),
+        "{said}"
+    );
+    assert!(said.contains("WITNESSES: witnessed under the policy you pinned: its quorum is met by b at 20"), "{said}");
+    assert!(
+        said.contains("VALID: the evidence and its custody history are exactly what the gateway recorded\n"),
+        "{said}"
+    );
+    let (code, said) = cli_verify(&bundle, &["--trusted-key".as_ref(), vkey.as_ref()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("WITNESSES: witnessed under the bundle's policy, not one you pinned"), "{said}");
+    assert!(said.contains("its witnesses are judged by the bundle's own policy, not one you pinned"), "{said}");
+    // docs/verify-by-hand.md's step 3a, with standard tools, verifies b's cosignature and tells its time.
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md")).unwrap();
+    let step = doc.split("```sh witnessed\n").nth(1).and_then(|block| block.split("```").next()).unwrap();
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(bundle.as_slice()).unpack(unpacked.path()).unwrap();
+    let bag = std::fs::read_dir(unpacked.path()).unwrap().next().unwrap().unwrap().path();
+    let (ok, said) = support::run_script(step, &bag);
+    assert!(ok, "{said}");
+    assert!(said.contains("Signature Verified Successfully") && said.contains("witness b cosigned "), "{said}");
+    let forged_bag = tempfile::tempdir().unwrap();
+
+    // A policy that wants a witness who never cosigned: not met, so not valid under it.
+    let stranger = custodia_witness::CosignerKey::generate("c.custodia.test/witness").unwrap();
+    let demanding = a.dir.path().join("demanding-policy");
+    std::fs::write(
+        &demanding,
+        format!(
+            "log {vkey}\nwitness b {}\nwitness c {}\ngroup both all b c\nquorum both\n",
+            b.witness.verifier(),
+            stranger.verifier()
+        ),
+    )
+    .unwrap();
+    let (code, said) = pinned(&bundle, &demanding);
+    assert_eq!(code, 1, "{said}");
+    assert!(
+        said.contains("NOT witnessed under the policy you pinned: its quorum is not met (cosigned by b at"),
+        "{said}"
+    );
+    assert!(said.contains("NOT VALID: witness cosignatures failed"), "{said}");
+    // A case bundle: its own checkpoint and each artefact bundle's are witnessed.
+    let (status, case_bundle) = api(
+        a.port,
+        "POST",
+        &format!("/api/v1/cases/{case}/exports?purpose=disclosure"),
+        &cookie,
+        "application/json",
+        b"{}",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&case_bundle));
+    let (code, said) = pinned(&case_bundle, &policy_file);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains(".tar: witness b (b.custodia.test/witness) cosigned the checkpoint"), "{said}");
+    assert!(said.contains("WITNESSES: witnessed under the policy you pinned"), "the case bag's own: {said}");
+    let garbled = a.dir.path().join("garbled-policy");
+    std::fs::write(&garbled, "quorum everyone\n").unwrap();
+    assert_eq!(pinned(&bundle, &garbled).0, 2);
+
+    // Forged, duplicated and wrong-key cosignatures, with the bag's checksums made afresh: none counts.
+    let (head, encoded) = b_line.rsplit_once(' ').unwrap();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+    raw[40] ^= 1;
+    let forged = format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw));
+    let body = String::from_utf8(checkpoint).unwrap().split_once("\n\n").unwrap().0.to_owned() + "\n";
+    let impostor = custodia_witness::CosignerKey::generate("b.custodia.test/witness").unwrap();
+    let wrong_key = impostor.cosign(body.as_bytes(), 1_900_000_000).unwrap();
+    for (replacement, named) in [
+        (forged, "a cosignature line under witness b's key does not verify over this checkpoint: forged or altered"),
+        (format!("{b_line}\n{b_line}"), "witness b cosigns twice"),
+        (
+            wrong_key.trim_end().to_owned(),
+            "carries witness b's name but another key than the policy you pinned gives it",
+        ),
+    ] {
+        let tampered = with_checkpoint_line(&bundle, &b_line, &replacement);
+        let (code, said) = pinned(&tampered, &policy_file);
+        assert_eq!(code, 1, "{said}");
+        assert!(said.contains(named), "{named}: {said}");
+        assert!(said.contains("NOT VALID: witness cosignatures failed\n"), "{said}");
+        let report = custodia_bundle::verify(tampered.as_slice(), &[a.log.verifier()]).unwrap();
+        assert_eq!(report.failed_parts(), [custodia_bundle::Part::Witnesses], "{report}");
+        if named.contains("forged") {
+            // By hand, OpenSSL refuses the forged line.
+            tar::Archive::new(tampered.as_slice()).unpack(forged_bag.path()).unwrap();
+            let bag = std::fs::read_dir(forged_bag.path()).unwrap().next().unwrap().unwrap().path();
+            let (ok, said) = support::run_script(step, &bag);
+            assert!(!ok && !said.contains("witness b cosigned "), "{said}");
+        }
+    }
+
+    // The witness goes down, and a's exports stop waiting for it after a second: the last cosigned checkpoint
+    // comes with a consistency proof, and the records after it are named as not yet witnessed.
+    let [a, b] = &mut partners;
+    b.process.take();
+    a.process.take();
+    a.export_wait = 1;
+    a.start(&[&*b]);
+    let (_, _, late) = a.export_bundle();
+    let older = bag_file(&late, "data/witness/checkpoint");
+    let cosigned = SignedCheckpoint::open(&older, &[a.log.verifier()]).unwrap().checkpoint.size;
+    assert!(b.witness.verifier().cosignature_on(&older).unwrap().is_some());
+    let (code, said) = cli_verify(&late, &["--trusted-key".as_ref(), vkey.as_ref()]);
+    assert_eq!(code, 0, "{said}");
+    assert!(
+        said.contains(&format!("the cosigned checkpoint of size {cosigned} is a prefix of the bundle's checkpoint")),
+        "{said}"
+    );
+    assert!(
+        said.contains("WITNESSES: partly witnessed under the bundle's policy, not one you pinned: its quorum (b at"),
+        "{said}"
+    );
+    assert!(said.contains(&format!("cosigned the log up to size {cosigned}; records ")), "{said}");
+    let (code, said) = pinned(&late, &policy_file);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("are newer and NOT yet witnessed"), "{said}");
 }
 
 /// A custody log cut back below the ledger indices its catalog holds (e.g. the log directory restored from an older

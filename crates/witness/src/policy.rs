@@ -71,6 +71,47 @@ pub struct PolicyVerdict {
     pub satisfied: bool,
 }
 
+/// What a policy makes of one signature line of a checkpoint note ([`Policy::judge_lines`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineVerdict {
+    /// The signature of one of the policy's logs (checked with the checkpoint, not here).
+    Log { name: String },
+    /// A valid cosignature by the policy's witness `witness` (the policy's name for it): it counts.
+    Counted { witness: String, cosignature: Cosignature },
+    /// A line with the name and key ID of the policy's witness `witness` that does not verify over this checkpoint
+    /// (or has a zero timestamp): forged or altered. It does not count.
+    Forged { witness: String },
+    /// A second valid line by a witness already counted: it counts once.
+    Duplicate { witness: String },
+    /// A line with the key name of the policy's witness `witness` but another key ID: signed with a key the policy
+    /// does not give that witness. It does not count.
+    WrongKey { witness: String },
+    /// A line by a key the policy does not name: it does not count.
+    Unknown { name: String },
+    /// Not a signature line (`— <name> <base64>` with at least a key ID).
+    Malformed,
+}
+
+/// What a policy makes of every signature line of a checkpoint note, in the note's order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinesVerdict {
+    pub origin: String,
+    pub size: u64,
+    pub lines: Vec<LineVerdict>,
+    /// Whether the counted cosignatures meet the quorum.
+    pub satisfied: bool,
+}
+
+impl LinesVerdict {
+    /// The witnesses counted, by the policy's name, with their cosignatures.
+    pub fn counted(&self) -> impl Iterator<Item = (&str, &Cosignature)> {
+        self.lines.iter().filter_map(|line| match line {
+            LineVerdict::Counted { witness, cosignature } => Some((witness.as_str(), cosignature)),
+            _ => None,
+        })
+    }
+}
+
 fn hex_key(text: &str) -> Option<VerifyingKey> {
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -258,6 +299,54 @@ impl Policy {
         })
     }
 
+    /// Judges each signature line of `note` on its own, after the log's signature: which witness's cosignature
+    /// counts (each at most once), and which line is forged, duplicated, signed with a key the policy does not give
+    /// its witness, or by a key the policy does not name; then whether the counted ones meet the quorum. Unlike
+    /// [`Self::evaluate`], a bad line is reported, not an error, so a verifier can say which line is bad and why.
+    pub fn judge_lines(&self, note: &[u8]) -> Result<LinesVerdict, PolicyError> {
+        let checkpoint = SignedCheckpoint::open(note, &self.logs)?;
+        let text = std::str::from_utf8(note).map_err(|_| CosignatureError::MalformedNote)?;
+        let (body, signatures) = text.split_once("\n\n").ok_or(CosignatureError::MalformedNote)?;
+        let mut lines = Vec::new();
+        let mut counted: BTreeSet<String> = BTreeSet::new();
+        for line in signatures.lines() {
+            let parsed =
+                line.strip_prefix("\u{2014} ").and_then(|rest| rest.split_once(' ')).and_then(|(name, b64)| {
+                    let raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
+                    Some((name, u32::from_be_bytes(raw.get(..4)?.try_into().ok()?)))
+                });
+            let Some((name, key_id)) = parsed else {
+                lines.push(LineVerdict::Malformed);
+                continue;
+            };
+            if self.logs.iter().any(|log| log.name() == name && log.key_id() == key_id) {
+                lines.push(LineVerdict::Log { name: name.to_owned() });
+                continue;
+            }
+            let Some((witness, verifier)) = self.witnesses.iter().find(|(_, verifier)| verifier.name() == name) else {
+                lines.push(LineVerdict::Unknown { name: name.to_owned() });
+                continue;
+            };
+            let witness = witness.clone();
+            if verifier.key_id() != key_id {
+                lines.push(LineVerdict::WrongKey { witness });
+                continue;
+            }
+            // The line alone under the checkpoint's body: exactly what the witness signed, nothing else.
+            let alone = format!("{body}\n\n{line}\n");
+            match verifier.cosignature_on(alone.as_bytes()) {
+                Ok(Some(_)) if counted.contains(&witness) => lines.push(LineVerdict::Duplicate { witness }),
+                Ok(Some(cosignature)) => {
+                    counted.insert(witness.clone());
+                    lines.push(LineVerdict::Counted { witness, cosignature });
+                }
+                Ok(None) | Err(_) => lines.push(LineVerdict::Forged { witness }),
+            }
+        }
+        let satisfied = self.quorum_met(counted.iter().map(String::as_str));
+        Ok(LinesVerdict { origin: checkpoint.checkpoint.origin, size: checkpoint.checkpoint.size, lines, satisfied })
+    }
+
     /// Whether the witness or group `name` is satisfied. Groups only name what was defined before them, so this
     /// recursion ends.
     fn met(&self, name: &str, signed: &BTreeSet<&str>) -> bool {
@@ -277,7 +366,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use custodia_ledger::merkle::empty_root;
-    use custodia_ledger::{Checkpoint, LogSigner};
+    use custodia_ledger::{Checkpoint, Hash, LogSigner};
 
     use super::*;
     use crate::cosignature::CosignerKey;
@@ -350,6 +439,65 @@ mod tests {
         let forged_line = format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
         let forged = note.replace(line, &forged_line);
         assert!(matches!(policy.evaluate(forged.as_bytes()), Err(PolicyError::Cosignature(_))));
+    }
+
+    #[test]
+    fn each_line_is_judged_and_only_valid_distinct_cosignatures_count() {
+        let world = World::new();
+        let policy = Policy::parse(&world.policy("quorum two-of-three")).unwrap();
+        let note = String::from_utf8(world.note(&[0, 1])).unwrap();
+        let judged = policy.judge_lines(note.as_bytes()).unwrap();
+        assert!(judged.satisfied, "{judged:?}");
+        assert_eq!(judged.lines[0], LineVerdict::Log { name: "example.test/log".into() });
+        assert_eq!(judged.counted().map(|(w, c)| (w, c.timestamp)).collect::<Vec<_>>(), [("w1", 100), ("w2", 101)]);
+
+        let lines: Vec<&str> = note.lines().collect();
+        let (w1, w2) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+        // w2's line repeated: counted once, and named; the quorum then needs another witness.
+        let duplicated = format!("{}{w1}\n{w1}\n", note.strip_suffix(&format!("{w1}\n{w2}\n")).unwrap());
+        let judged = policy.judge_lines(duplicated.as_bytes()).unwrap();
+        assert!(judged.lines.contains(&LineVerdict::Duplicate { witness: "w1".into() }), "{judged:?}");
+        assert!(!judged.satisfied, "one witness twice is not two witnesses");
+
+        // One bit of w2's signature changed: forged, not counted.
+        let (head, encoded) = w2.rsplit_once(' ').unwrap();
+        let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+        raw[20] ^= 1;
+        let forged_line = format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
+        let judged = policy.judge_lines(note.replace(w2, &forged_line).as_bytes()).unwrap();
+        assert!(judged.lines.contains(&LineVerdict::Forged { witness: "w2".into() }), "{judged:?}");
+        assert!(!judged.satisfied);
+
+        // w2's name with another key: not w2's cosignature. A stranger's key: not counted either.
+        let impostor = CosignerKey::generate("w2").unwrap();
+        let stranger = CosignerKey::generate("w9").unwrap();
+        let checkpoint = SignedCheckpoint::open(note.as_bytes(), policy.logs()).unwrap();
+        let body = checkpoint.checkpoint.body();
+        let mut other = world.note(&[0]);
+        other.extend_from_slice(impostor.cosign(body.as_bytes(), 7).unwrap().as_bytes());
+        other.extend_from_slice(stranger.cosign(body.as_bytes(), 8).unwrap().as_bytes());
+        let judged = policy.judge_lines(&other).unwrap();
+        assert_eq!(
+            judged.lines[1..],
+            [
+                LineVerdict::Counted {
+                    witness: "w1".into(),
+                    cosignature: world.witnesses[0].verifier().cosignature_on(&world.note(&[0])).unwrap().unwrap()
+                },
+                LineVerdict::WrongKey { witness: "w2".into() },
+                LineVerdict::Unknown { name: "w9".into() },
+            ]
+        );
+        assert!(!judged.satisfied);
+
+        // A cosignature over another checkpoint (a line moved from one note to another) is forged here.
+        let later = world.log.sign(&Checkpoint::new("example.test/log", 1, Hash([9; 32]))).unwrap();
+        let mut moved = later.note().to_vec();
+        moved.extend_from_slice(format!("{w1}\n").as_bytes());
+        let judged = policy.judge_lines(&moved).unwrap();
+        assert_eq!(judged.lines[1], LineVerdict::Forged { witness: "w1".into() });
+        // Not signed by the log: refused whole.
+        assert!(policy.judge_lines(note.replace("example.test/log\n0", "example.test/log\n1").as_bytes()).is_err());
     }
 
     #[test]

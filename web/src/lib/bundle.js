@@ -56,6 +56,12 @@ const CUSTODY_DIR = 'data/custody/';
 const BUNDLES_DIR = 'data/bundles/';
 const CASE_LISTING = 'data/case-listing.json';
 const PUBLIC_KEY_PEM = 'data/keys/gateway.pub.pem';
+// Bundle format 2: from a gateway with witnesses, its policy; and, when no cosigned checkpoint covered every record,
+// the newest cosigned one with the consistency proof from it to data/checkpoint.
+const WITNESS_POLICY = 'data/witness/policy.txt';
+const WITNESSED_CHECKPOINT = 'data/witness/checkpoint';
+const WITNESS_CONSISTENCY = 'data/witness/consistency.proof';
+const WITNESS_FILES = new Set([WITNESS_POLICY, WITNESSED_CHECKPOINT, WITNESS_CONSISTENCY]);
 const MANIFEST_TYPE = 'custodia.manifest/v2';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
@@ -65,6 +71,7 @@ export const PARTS = Object.freeze({
   manifest_signature: 'manifest signature',
   trusted_key: 'trusted key',
   checkpoint: 'checkpoint signature',
+  witnesses: 'witness cosignatures',
   inclusion_proof: 'inclusion proof',
   custody_history: 'custody history',
   openings: 'record openings',
@@ -92,6 +99,14 @@ export class PinError extends Error {
         'Copy it again from your trusted source.',
     );
     this.name = 'PinError';
+  }
+}
+
+/** A witness policy the user pinned that is not a c2sp.org/tlog-policy file: nothing was checked. */
+export class PolicyError extends Error {
+  constructor(reason) {
+    super(`the witness policy you entered is malformed: ${reason}`);
+    this.name = 'PolicyError';
   }
 }
 
@@ -578,6 +593,9 @@ export class Verification {
     this.peakKeptBytes = 0;
     // How many of the failed checks are only "signed by a key nobody pinned".
     this.unconfirmed = 0;
+    // What the witnesses' cosignatures say ({ pinned, witnessed, summary }), when the bundle carries a witness
+    // policy or one was pinned.
+    this.witnesses = null;
   }
 
   /** 'valid'; 'unknown-signer' when every check passed but the signing key was not pinned; or 'invalid'. */
@@ -615,14 +633,19 @@ export class Verification {
   toString() {
     const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${c.detail}`);
     if (this.scope !== null) lines.push(`SCOPE: this is the bundle of ${this.scope}`);
+    if (this.witnesses !== null) lines.push(`WITNESSES: ${this.witnesses.summary}`);
     const verdict = this.verdict;
+    const unpinned = this.witnesses !== null && !this.witnesses.pinned;
     lines.push(
-      verdict === 'valid'
-        ? 'VALID: the evidence and its custody history are exactly what the gateway recorded'
-        : verdict === 'unknown-signer'
-          ? 'NOT VERIFIED: unknown signer. The bundle is consistent, but signed by a key you have not confirmed; ' +
-            "check again with the gateway's key from a source you trust"
-          : `NOT VALID: ${this.failedParts.map((p) => PARTS[p]).join(', ')} failed`,
+      verdict === 'valid' && unpinned
+        ? 'VALID: the evidence and its custody history are exactly what the gateway recorded; its witnesses are ' +
+            "judged by the bundle's own policy, not one you pinned (check again with the policy from a source you trust)"
+        : verdict === 'valid'
+          ? 'VALID: the evidence and its custody history are exactly what the gateway recorded'
+          : verdict === 'unknown-signer'
+            ? 'NOT VERIFIED: unknown signer. The bundle is consistent, but signed by a key you have not confirmed; ' +
+              "check again with the gateway's key from a source you trust"
+            : `NOT VALID: ${this.failedParts.map((p) => PARTS[p]).join(', ')} failed`,
     );
     return `${lines.join('\n')}\n`;
   }
@@ -636,12 +659,23 @@ export class Verification {
  * `limits` ({files, keptBytes}) lowers MAX_FILES and MAX_KEPT_BYTES, as custodia_bundle::verify_within does.
  *
  * @param {Blob} blob  the bundle file
- * @param {{trusted?: string[], onProgress?: (done: number, total: number) => void, limits?: {files?: number, keptBytes?: number}}} [options]
+ * `policy` is a witness policy (c2sp.org/tlog-policy text) the user pins: the checkpoint's cosignatures must meet its
+ * quorum over every record. Without one, a bundle's own policy is reported as the bundle's. A policy that is not one
+ * throws a PolicyError before anything is read.
+ *
+ * @param {{trusted?: string[], policy?: string, onProgress?: (done: number, total: number) => void, limits?: {files?: number, keptBytes?: number}}} [options]
  * @returns {Promise<Verification>}
  */
 export async function verifyBundle(blob, options = {}) {
   const trusted = (options.trusted || []).map((t) => t.trim()).filter(Boolean);
   for (const pin of trusted) if (!parseVerifierKey(pin)) throw new PinError(pin);
+  // The pinned policy travels with the pinned keys, into nested bundles too.
+  trusted.policy = null;
+  if (options.policy && options.policy.trim()) {
+    const parsed = parsePolicy(options.policy);
+    if (parsed.error) throw new PolicyError(parsed.error);
+    trusted.policy = parsed.policy;
+  }
   const source = new BlobSource(blob, options.onProgress);
   const budget = new Budget(options.limits);
   const bag = await readBundle(source, trusted, true, budget);
@@ -664,7 +698,12 @@ function verifyCaseBag(bag, trusted) {
   const report = new Verification();
   report.kind = 'case';
   checkBag(bag.files, report);
-  checkStrays(bag.files, 'a case bundle', (path) => path.startsWith(BUNDLES_DIR) || CASE_FILES.has(path), report);
+  checkStrays(
+    bag.files,
+    'a case bundle',
+    (path) => path.startsWith(BUNDLES_DIR) || CASE_FILES.has(path) || WITNESS_FILES.has(path),
+    report,
+  );
   const listingBytes = text(bag.files, CASE_LISTING);
   const listing = listingBytes === null ? null : parseCanonical(listingBytes);
   const listed = listing !== null && fits(listing, CASE_LISTING_SHAPE) ? listing : null;
@@ -685,6 +724,7 @@ function verifyCaseBag(bag, trusted) {
     records = checkRecords(bag.files, checkpointBytes, key, checkpointOk, report);
   }
   report.records = records.length;
+  if (key) checkWitnesses(bag.files, key, trusted.policy ?? null, records.map((r) => r.index), report);
   const listedCase = listed ? listed.case : null;
   checkOpenings(bag.files, records, listedCase && { id: listedCase, whose: "the case listing's" }, report);
   checkCaseContents(bag, records, report);
@@ -1014,7 +1054,12 @@ const ARTEFACT_FILES = new Set([MANIFEST, MANIFEST_SIGNATURE, CHECKPOINT, VKEY, 
 function verifyArtefactBag(files, trusted) {
   const report = new Verification();
   checkBag(files, report);
-  checkStrays(files, 'an artefact bundle', (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path), report);
+  checkStrays(
+    files,
+    'an artefact bundle',
+    (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path) || WITNESS_FILES.has(path),
+    report,
+  );
 
   const payloads = sortedKeys(files).filter((p) => p.startsWith(PAYLOAD_DIR));
   const expected = [];
@@ -1081,6 +1126,7 @@ function verifyArtefactBag(files, trusted) {
 
   const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
+  checkWitnesses(files, key, trusted.policy ?? null, records.map((r) => r.index), report);
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
@@ -1427,6 +1473,275 @@ function openCheckpoint(note, key) {
   return { checkpoint: body.checkpoint };
 }
 
+// Witnesses: c2sp.org/tlog-policy files and c2sp.org/tlog-cosignature lines, as custodia_witness judges them.
+
+function hexKey(text) {
+  if (!/^[0-9a-fA-F]{64}$/.test(text)) return null;
+  const raw = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) raw[i] = Number.parseInt(text.slice(2 * i, 2 * i + 2), 16);
+  try {
+    ed25519.Point.fromBytes(raw);
+  } catch {
+    return null;
+  }
+  return raw;
+}
+
+/** A cosigner key `<name>+<key ID>+<base64(0x04 || Ed25519 key)>`, or null. */
+function parseCosignerKey(vkey) {
+  // The base64 key may itself hold '+': only the first two separate the parts.
+  const first = vkey.indexOf('+');
+  const second = first < 0 ? -1 : vkey.indexOf('+', first + 1);
+  if (second < 0) return null;
+  const [name, id16, encoded] = [vkey.slice(0, first), vkey.slice(first + 1, second), vkey.slice(second + 1)];
+  if (!isKeyNameValid(name) || !/^[0-9a-fA-F]{8}$/.test(id16)) return null;
+  const key = base64Decode(encoded);
+  if (!key || key.length !== 33 || key[0] !== 4) return null;
+  const id = Number.parseInt(id16, 16) >>> 0;
+  if (id !== keyId(name, key)) return null;
+  try {
+    ed25519.Point.fromBytes(key.subarray(1));
+  } catch {
+    return null;
+  }
+  return { name, id, publicKey: key.subarray(1) };
+}
+
+/** A log key of a policy: a C2SP verifier key, or Sigsum's raw hex (the log sigsum.org/v1/tree/<SHA-256 of key>). */
+function policyLogKey(text) {
+  const raw = hexKey(text);
+  if (!raw) return parseVerifierKey(text);
+  const name = `sigsum.org/v1/tree/${hex(sha256(raw))}`;
+  return { name, id: keyId(name, concat(new Uint8Array([1]), raw)), publicKey: raw };
+}
+
+/** A c2sp.org/tlog-policy file, as custodia_witness::Policy::parse reads it: { policy } or { error }. */
+export function parsePolicy(text) {
+  const policy = { logs: [], witnesses: new Map(), groups: new Map(), quorum: null };
+  const keys = new Set();
+  let quorumSeen = false;
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  for (let at = 0; at < lines.length; at++) {
+    const fail = (reason) => ({ error: `policy line ${at + 1}: ${reason}` });
+    const words = lines[at].replace(/\r$/, '').split('#')[0].trim().split(/\s+/).filter(Boolean);
+    if (words.length === 0) continue;
+    const [kind, ...rest] = words;
+    const defined = (name) => policy.witnesses.has(name) || policy.groups.has(name);
+    if (kind === 'log' && (rest.length === 1 || rest.length === 2)) {
+      const log = policyLogKey(rest[0]);
+      if (!log) return fail('bad log key');
+      const id = hex(log.publicKey);
+      if (keys.has(id)) return fail('this key is already in the policy');
+      keys.add(id);
+      policy.logs.push(log);
+    } else if (kind === 'witness' && (rest.length === 2 || rest.length === 3)) {
+      const [name, key, url] = rest;
+      if (defined(name)) return fail('this name is already defined');
+      const raw = hexKey(key);
+      const witness = raw
+        ? isKeyNameValid(name) && { name, id: keyId(name, concat(new Uint8Array([4]), raw)), publicKey: raw }
+        : parseCosignerKey(key);
+      if (!witness) return fail('bad witness key');
+      const id = hex(witness.publicKey);
+      if (keys.has(id)) return fail('one key may serve only one witness, and never a log');
+      keys.add(id);
+      if (url !== undefined && !/^https?:\/\/[^/]/.test(url)) return fail('a witness URL must be http:// or https:// with a host');
+      policy.witnesses.set(name, witness);
+    } else if (kind === 'group' && rest.length >= 3) {
+      const [name, threshold, ...members] = rest;
+      if (defined(name)) return fail('this name is already defined');
+      if (new Set(members).size !== members.length) return fail('a group lists a member twice');
+      const undefinedMember = members.find((member) => !defined(member));
+      if (undefinedMember !== undefined) return fail(`${undefinedMember} is not defined above`);
+      let k;
+      if (threshold === 'all') k = 'all';
+      else if (threshold === 'any') k = 1;
+      else if (/^(0|[1-9][0-9]*)$/.test(threshold) && Number(threshold) >= 1 && Number(threshold) <= members.length) k = Number(threshold);
+      else return fail('the threshold must be any, all, or 1 to the number of members');
+      policy.groups.set(name, { threshold: k, members });
+    } else if (kind === 'quorum' && rest.length === 1) {
+      if (quorumSeen) return fail('a second quorum line');
+      quorumSeen = true;
+      if (rest[0] !== 'none') {
+        if (!defined(rest[0])) return fail(`${rest[0]} is not defined above`);
+        policy.quorum = rest[0];
+      }
+    } else {
+      return fail('not a log, witness, group or quorum line');
+    }
+  }
+  if (!quorumSeen) return { error: 'the policy has no `quorum` line' };
+  if (policy.logs.length === 0) return { error: 'the policy names no log' };
+  return { policy };
+}
+
+/** Whether the witnesses named in `signed` (a Set of the policy's names) meet the policy's quorum. */
+function quorumMet(policy, signed) {
+  const met = (name) => {
+    const group = policy.groups.get(name);
+    if (!group) return signed.has(name);
+    const count = group.members.filter(met).length;
+    return group.threshold === 'all' ? count === group.members.length : count >= group.threshold;
+  };
+  return policy.quorum === null || met(policy.quorum);
+}
+
+/**
+ * Each signature line of a checkpoint note after the log's, judged on its own (Policy::judge_lines): a witness's
+ * valid cosignature counts once; a forged, duplicated or wrong-key line does not; a stranger's is not counted.
+ * { lines: [{ kind, witness?, name?, timestamp? }], satisfied } or { error }.
+ */
+function judgeLines(policy, note, key) {
+  const opened = openCheckpoint(note, key);
+  if (opened.error) return { error: opened.error };
+  const message = decodeUtf8(note);
+  const split = message.indexOf('\n\n');
+  const body = encoder.encode(message.slice(0, split + 1));
+  const lines = [];
+  const counted = new Set();
+  for (const line of message.slice(split + 2).split('\n').filter((l) => l !== '')) {
+    const rest = line.startsWith('\u2014 ') ? line.slice(2) : null;
+    const space = rest === null ? -1 : rest.indexOf(' ');
+    const raw = space < 0 ? null : base64Decode(rest.slice(space + 1));
+    if (!raw || raw.length < 4) {
+      lines.push({ kind: 'malformed' });
+      continue;
+    }
+    const name = rest.slice(0, space);
+    const id = ((raw[0] << 24) | (raw[1] << 16) | (raw[2] << 8) | raw[3]) >>> 0;
+    if (policy.logs.some((log) => log.name === name && log.id === id)) continue;
+    const entry = [...policy.witnesses].find(([, w]) => w.name === name);
+    if (!entry) {
+      lines.push({ kind: 'unknown', name });
+      continue;
+    }
+    const [witness, w] = entry;
+    if (w.id !== id) {
+      lines.push({ kind: 'wrong-key', witness });
+      continue;
+    }
+    const time = raw.length === 76 ? new DataView(raw.buffer, raw.byteOffset + 4, 8).getBigUint64(0) : 0n;
+    const signed = concat(encoder.encode(`cosignature/v1\ntime ${time}\n`), body);
+    if (time === 0n || !verifyStrict(raw.subarray(12), signed, w.publicKey)) {
+      lines.push({ kind: 'forged', witness });
+    } else if (counted.has(witness)) {
+      lines.push({ kind: 'duplicate', witness });
+    } else {
+      counted.add(witness);
+      lines.push({ kind: 'counted', witness, name, timestamp: time });
+    }
+  }
+  return { lines, satisfied: quorumMet(policy, counted) };
+}
+
+/** A cosignature's time, as the witness's clock had it, in RFC 3339. */
+function cosignedAt(seconds) {
+  const ms = Number(seconds) * 1000;
+  return Number.isSafeInteger(ms) && ms < 8.64e15 ? new Date(ms).toISOString().replace('.000Z', 'Z') : `${seconds} s after the epoch`;
+}
+
+/**
+ * The witnesses of a bag whose checkpoint is signed by `key` and whose records are `records` (ledger indexes),
+ * under the pinned policy or else the bag's own (crates/bundle/src/witnesses.rs). A bag with neither a policy nor
+ * witnessing files is not judged, unless a policy was pinned.
+ */
+function checkWitnesses(files, key, pinned, records, report) {
+  const ownPolicy = text(files, WITNESS_POLICY);
+  const older = text(files, WITNESSED_CHECKPOINT);
+  const proofBytes = text(files, WITNESS_CONSISTENCY);
+  if (pinned === null && ownPolicy === null && older === null && proofBytes === null) return;
+  const failedBefore = report.checks.filter((c) => !c.passed).length;
+  let policy = pinned;
+  const whose = pinned ? 'the policy you pinned' : "the bundle's policy, not one you pinned";
+  if (!policy) {
+    if (ownPolicy === null) {
+      report.fail('witnesses', `the bundle has witnessing files but no witness policy (${WITNESS_POLICY})`);
+      return;
+    }
+    const policyText = decodeUtf8(ownPolicy);
+    const parsed = policyText === null ? { error: 'not UTF-8' } : parsePolicy(policyText);
+    if (parsed.error) {
+      report.fail('witnesses', `${WITNESS_POLICY}: ${parsed.error}`);
+      return;
+    }
+    policy = parsed.policy;
+  }
+  if (!policy.logs.some((log) => log.name === key.name && bytesEqual(log.publicKey, key.publicKey))) {
+    report.fail('witnesses', `${whose} is not a policy for this log: it does not name ${key.vkey}`);
+    report.witnesses = { pinned: Boolean(pinned), witnessed: false, summary: `not witnessed: ${whose} does not name this log's key` };
+    return;
+  }
+  const latest = openCheckpoint(text(files, CHECKPOINT) ?? EMPTY, key);
+  if (latest.error) return;
+  let note = text(files, CHECKPOINT);
+  let covered = latest.checkpoint.size;
+  if (older !== null && proofBytes !== null) {
+    const earlier = openCheckpoint(older, key);
+    if (earlier.error) {
+      report.fail('witnesses', `${WITNESSED_CHECKPOINT} is not a checkpoint signed by this log`);
+      return;
+    }
+    const m = earlier.checkpoint.size;
+    const n = latest.checkpoint.size;
+    const proofText = decodeUtf8(proofBytes);
+    const hashes = proofText === null ? null : proofText.split('\n').slice(0, -1).map(base64Decode);
+    const wellFormed =
+      hashes !== null && (proofText === '' || proofText.endsWith('\n')) && hashes.length <= 63 && hashes.every((h) => h && h.length === 32);
+    const consistent =
+      m <= n && wellFormed && verifyConsistency(m, n, hashes, earlier.checkpoint.root, latest.checkpoint.root) === null;
+    if (!consistent) {
+      report.fail(
+        'witnesses',
+        `${WITNESS_CONSISTENCY} does not prove that the cosigned checkpoint (size ${m}) is a prefix of ${CHECKPOINT} (size ${n}): nothing is witnessed`,
+      );
+      return;
+    }
+    report.pass('witnesses', `the cosigned checkpoint of size ${m} is a prefix of the bundle's checkpoint of size ${n}`);
+    note = older;
+    covered = m;
+  } else if (older !== null || proofBytes !== null) {
+    report.fail('witnesses', `${WITNESSED_CHECKPOINT} and ${WITNESS_CONSISTENCY} come together, and the bundle has only one`);
+    return;
+  }
+  const judged = judgeLines(policy, note, key);
+  if (judged.error) {
+    report.fail('witnesses', `the cosigned checkpoint: ${judged.error}`);
+    return;
+  }
+  for (const line of judged.lines) {
+    if (line.kind === 'counted') {
+      report.pass('witnesses', `witness ${line.witness} (${line.name}) cosigned the checkpoint of size ${covered} at ${cosignedAt(line.timestamp)}`);
+    } else if (line.kind === 'forged') {
+      report.fail('witnesses', `a cosignature line under witness ${line.witness}'s key does not verify over this checkpoint: forged or altered, not counted`);
+    } else if (line.kind === 'duplicate') {
+      report.fail('witnesses', `witness ${line.witness} cosigns twice: a duplicated line, counted once`);
+    } else if (line.kind === 'wrong-key') {
+      report.fail('witnesses', `a cosignature line carries witness ${line.witness}'s name but another key than ${whose} gives it: not counted`);
+    } else if (line.kind === 'unknown') {
+      report.pass('witnesses', `a cosignature by ${echoed(line.name)}, a key ${whose} does not name: not counted`);
+    } else {
+      report.fail('witnesses', 'a signature line of the checkpoint is malformed');
+    }
+  }
+  const cosigners = judged.lines.filter((l) => l.kind === 'counted').map((l) => `${l.witness} at ${cosignedAt(l.timestamp)}`);
+  const cosigned = cosigners.length ? cosigners.join(', ') : 'no witness';
+  const unwitnessed = records.filter((index) => index >= covered).map(String);
+  const clean = report.checks.filter((c) => !c.passed).length === failedBefore;
+  const witnessed = clean && judged.satisfied && unwitnessed.length === 0;
+  let summary;
+  if (witnessed) summary = `witnessed under ${whose}: its quorum is met by ${cosigned}, on a checkpoint that covers every record`;
+  else if (!judged.satisfied) summary = `NOT witnessed under ${whose}: its quorum is not met (cosigned by ${cosigned})`;
+  else if (unwitnessed.length) {
+    summary =
+      `partly witnessed under ${whose}: its quorum (${cosigned}) cosigned the log up to size ${covered}; records ` +
+      `${unwitnessed.join(', ')} are newer and NOT yet witnessed (the gateway's signature alone vouches for them)`;
+  } else summary = `NOT witnessed under ${whose}: a cosignature line is bad (see above)`;
+  if (witnessed || (clean && !pinned)) report.pass('witnesses', summary);
+  else if (clean) report.fail('witnesses', summary);
+  report.witnesses = { pinned: Boolean(pinned), witnessed, summary };
+}
+
 // Merkle inclusion proofs (RFC 6962 / RFC 9162 section 2.1.3.2), in u64 arithmetic.
 
 export function leafHash(entry) {
@@ -1461,6 +1776,54 @@ export function verifyInclusion(index, size, leaf, proof, root) {
   if (!bytesEqual(hash, root)) {
     return `recomputed root ${base64Encode(hash)} does not match the expected root ${base64Encode(root)}`;
   }
+  return null;
+}
+
+function trailingZeros(value) {
+  let zeros = 0;
+  while (value > 0n && (value & 1n) === 0n) {
+    value >>= 1n;
+    zeros++;
+  }
+  return zeros;
+}
+
+/** Null if the tree of `size1` with `root1` is a prefix of the tree of `size2` with `root2` (RFC 9162 2.1.4.2). */
+export function verifyConsistency(size1, size2, proof, root1, root2) {
+  if (size2 < size1) return `sizes reversed: ${size1} then ${size2}`;
+  if (size1 === size2) {
+    if (size1 === 0n) return 'a proof from the empty tree proves nothing';
+    if (proof.length) return `proof has ${proof.length} hashes where 0 are needed`;
+    return bytesEqual(root1, root2) ? null : 'the roots of two trees of one size differ';
+  }
+  if (size1 === 0n) return 'a proof from the empty tree proves nothing';
+  if (proof.length === 0) return 'the proof is empty';
+  const index = size1 - 1n;
+  const inner0 = bitLength(index ^ (size2 - 1n));
+  const border = popCount(index >> BigInt(inner0));
+  const shift = trailingZeros(size1);
+  const inner = inner0 - shift;
+  const perfect = size1 === 1n << BigInt(shift);
+  const seed = perfect ? root1 : proof[0];
+  const rest = perfect ? proof : proof.slice(1);
+  if (rest.length !== inner + border) return `proof has ${proof.length} hashes where ${proof.length - rest.length + inner + border} are needed`;
+  const mask = (size1 - 1n) >> BigInt(shift);
+  let hash1 = seed;
+  let hash2 = seed;
+  for (let i = 0; i < inner; i++) {
+    if (((mask >> BigInt(i)) & 1n) === 1n) {
+      hash1 = nodeHash(rest[i], hash1);
+      hash2 = nodeHash(rest[i], hash2);
+    } else {
+      hash2 = nodeHash(hash2, rest[i]);
+    }
+  }
+  for (let i = inner; i < rest.length; i++) {
+    hash1 = nodeHash(rest[i], hash1);
+    hash2 = nodeHash(rest[i], hash2);
+  }
+  if (!bytesEqual(hash1, root1)) return 'the proof does not lead to the older root';
+  if (!bytesEqual(hash2, root2)) return 'the proof does not lead to the newer root';
   return null;
 }
 

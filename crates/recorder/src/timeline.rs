@@ -14,6 +14,12 @@ use std::time::Instant;
 /// Seconds between the NTP epoch (1900) and the Unix epoch (1970).
 const NTP_UNIX_OFFSET_S: u64 = 2_208_988_800;
 
+/// The most a sender report may move a track from where its packets' arrival put it. Lip sync corrects encoder and
+/// network delays of a fraction of a second; a report that would move a track further speaks of a clock of its own
+/// (a buggy or hostile sender's), and is ignored: the track keeps its arrival timing rather than put a recording's
+/// frames hours or years away (which once gave a 25 s recording segments "12 billion seconds" long).
+const MAX_SENDER_REPORT_SHIFT_MS: f64 = 5_000.0;
+
 /// Relates a sender's NTP clock to the recording's timeline; shared by all tracks of one recording.
 #[derive(Debug, Clone)]
 pub struct ClockSync {
@@ -103,9 +109,11 @@ impl TrackTimeline {
     }
 
     /// Takes a sender report. Only the first one re-anchors the track: later ones would make its timestamps jump
-    /// by the network's jitter.
+    /// by the network's jitter. A report with NTP zero, or one that would move the track by more than
+    /// [`MAX_SENDER_REPORT_SHIFT_MS`], is ignored (and a later one may still sync the track).
     pub fn sender_report(&mut self, ntp_time: u64, rtp_time: u32, arrived: Instant) {
-        if self.from_sender_report {
+        // NTP zero is a sender without a wall clock (RFC 3550, 6.4.1): nothing to sync to.
+        if self.from_sender_report || ntp_time == 0 {
             return;
         }
         let extended = self.unwrapper.unwrap(rtp_time);
@@ -114,6 +122,9 @@ impl TrackTimeline {
             None => self.sync.since_origin_ms(arrived),
         };
         let ms = self.sync.ntp_to_timeline(ntp_to_unix_ms(ntp_time), current);
+        if (ms - current).abs() > MAX_SENDER_REPORT_SHIFT_MS {
+            return;
+        }
         self.anchor = Some((extended, ms));
         self.from_sender_report = true;
     }
@@ -151,5 +162,32 @@ mod tests {
         assert_eq!(audio.map(1_000 + 48_000, t0), 1000);
         assert_eq!(video.map(7_000_000 + 90_000, t0), 1000);
         assert_eq!(video.map(7_000_000, t0), 0);
+    }
+
+    #[test]
+    fn a_report_without_a_wall_clock_or_from_another_clock_leaves_the_track_where_it_arrived() {
+        let t0 = Instant::now();
+        let sync = ClockSync::new(t0);
+        let mut audio = TrackTimeline::new(48_000, sync.clone());
+        let mut video = TrackTimeline::new(90_000, sync);
+        assert_eq!(audio.map(1_000, t0), 0);
+        assert_eq!(video.map(7_000_000, t0), 0);
+        // NTP zero first: ignored, and it does not fix the relation between the sender's clock and ours.
+        audio.sender_report(0, 1_000 + 48_000, t0 + Duration::from_millis(1000));
+        assert!(!audio.synced());
+        let ntp = 3_900_000_000u64 << 32;
+        audio.sender_report(ntp, 1_000 + 48_000, t0 + Duration::from_millis(1000));
+        assert!(audio.synced());
+        assert_eq!(audio.map(1_000 + 48_000, t0), 1000);
+        // Video reports a wall clock a day away from the audio's for the same media time: ignored, video keeps its
+        // arrival timing instead of jumping a day.
+        let day_later = (3_900_000_000u64 + 86_400) << 32;
+        video.sender_report(day_later, 7_000_000 + 90_000, t0 + Duration::from_millis(1000));
+        assert!(!video.synced());
+        assert_eq!(video.map(7_000_000 + 90_000, t0), 1000);
+        // A sane report later still syncs it, by its small skew.
+        video.sender_report(ntp + (1u64 << 31), 7_000_000 + 90_000 + 45_000, t0 + Duration::from_millis(1500));
+        assert!(video.synced());
+        assert_eq!(video.map(7_000_000 + 90_000 + 45_000, t0), 1500);
     }
 }

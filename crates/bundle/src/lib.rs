@@ -16,7 +16,7 @@ mod write;
 
 pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, public_key_pem};
 pub use verify::{
-    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Verdict, Verification, VerifyError, verify,
-    verify_within,
+    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Verdict, Verification, VerifyError,
+    printable, verify, verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

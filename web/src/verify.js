@@ -2,7 +2,7 @@
 // lib/bundle.js and never leaves the machine. The verdict, every check by part, the custody history and the full
 // text report are shown in an aria-live region; the verdict takes focus when a check ends.
 
-import { BundleError, PARTS, PinError, PolicyError, verifyBundle } from './lib/bundle.js';
+import { BundleError, PARTS, PinError, PolicyError, printable, verifyBundle } from './lib/bundle.js';
 import { $, bytes as size, el, startLanguage } from './lib/dom.js';
 import { t } from './lib/i18n.js';
 
@@ -166,10 +166,10 @@ function showVerification(file, v, seconds) {
   fact(words('verify.fact.file', 'File'), `${file.name} (${bytes(file.size)})`);
   if (v.artefact) fact(words('verify.fact.artefact', 'Artefact'), v.artefact);
   if (v.sha256) fact(words('verify.fact.sha256', 'Evidence SHA-256'), v.sha256);
-  if (v.scope) fact(words('verify.fact.scope', 'Scope'), `This is the bundle of ${v.scope}.`);
+  if (v.scope) fact(words('verify.fact.scope', 'Scope'), `This is the bundle of ${printable(v.scope)}.`);
   if (v.bundles) fact(words('verify.fact.bundles', 'Artefact bundles'), String(v.bundles.length));
   fact(words('verify.fact.records', 'Custody records'), String(v.records));
-  if (v.witnesses) fact(words('verify.fact.witnesses', 'Witnesses'), v.witnesses.summary);
+  if (v.witnesses) fact(words('verify.fact.witnesses', 'Witnesses'), printable(v.witnesses.summary));
   if (v.log) fact(words('verify.fact.log', 'Log'), words('verify.logSize', `${v.log.origin}, size ${v.log.size}`, { origin: v.log.origin, size: v.log.size }));
   fact(words('verify.fact.checkedIn', 'Checked in'), words('verify.seconds', `${seconds.toFixed(1)} s, in this browser`, { seconds: seconds.toFixed(1) }));
   facts.hidden = false;
@@ -183,7 +183,7 @@ function showVerification(file, v, seconds) {
     const head = element('span', undefined, 'head');
     head.append(element('span', check.passed ? words('verify.passed', '✓ passed') : words('verify.failed', '✗ FAILED'), 'mark'));
     const body = element('span');
-    body.append(element('span', `${capitalise(words(`verify.part.${check.part}`, PARTS[check.part]))}: `, 'part'), element('span', check.detail, 'detail'));
+    body.append(element('span', `${capitalise(words(`verify.part.${check.part}`, PARTS[check.part]))}: `, 'part'), element('span', printable(check.detail), 'detail'));
     item.append(head, body);
     checksList.append(item);
   }
@@ -231,8 +231,9 @@ function showUnreadable(file, err) {
   result.dataset.failedParts = 'bag';
   verdict.textContent = words('verify.verdict.invalid', 'NOT VALID');
   verdict.hidden = false;
-  const reason = err instanceof BundleError ? err.message : `the file could not be read (${err && err.message})`;
-  summary.textContent = words('verify.unreadableFile', `${file.name} could not be read as a court bundle: ${reason}.`, { name: file.name, reason });
+  const reason = printable(err instanceof BundleError ? err.message : `the file could not be read (${err && err.message})`);
+  const name = printable(file.name);
+  summary.textContent = words('verify.unreadableFile', `${name} could not be read as a court bundle: ${reason}.`, { name, reason });
   summary.hidden = false;
   if (!(err instanceof BundleError)) console.error(err);
 }

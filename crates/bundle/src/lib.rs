@@ -18,6 +18,6 @@ mod write;
 pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Pins, Verdict, Verification, VerifyError,
-    Witnessed, verify, verify_pinned, verify_within,
+    Witnessed, printable, verify, verify_pinned, verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

@@ -21,9 +21,9 @@ const MAX_SMALL_FILE: u64 = 1 << 20;
 /// hearing with six people (about 6,500 recording segments, some 16 files each) holds about 100,000.
 pub const MAX_FILES: usize = 250_000;
 /// The most bytes one read holds at once: every file but payloads (of the case bag and of the one artefact bundle
-/// being read), every name, and what is kept of each artefact bundle already checked (its summary: every failed
-/// part, a few failures each, and one line per part that passed). An artefact bundle keeps about 2 KiB per custody
-/// record, so this allows some 30,000.
+/// being read), every name, what is kept of each artefact bundle already checked (its summary: every failed
+/// part, a few failures each, and one line per part that passed), and every check made of the bag itself, each
+/// to the byte. An artefact bundle keeps about 2 KiB per custody record, so this allows some 30,000.
 pub const MAX_KEPT_BYTES: u64 = 64 << 20;
 
 /// What one read of a bundle may hold: [`MAX_FILES`] and [`MAX_KEPT_BYTES`] unless a caller (a test, an embedder
@@ -201,15 +201,17 @@ impl Verification {
 
 impl fmt::Display for Verification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Details and the scope quote the bundle: each is made printable, so that it is one line and cannot
+        // rewrite another (the verdict below included).
         for check in &self.checks {
             let mark = if check.passed { "ok  " } else { "FAIL" };
-            writeln!(f, "{mark} {}: {}", check.part, check.detail)?;
+            writeln!(f, "{mark} {}: {}", check.part, printable(&check.detail))?;
         }
         if let Some(scope) = &self.scope {
-            writeln!(f, "SCOPE: this is the bundle of {scope}")?;
+            writeln!(f, "SCOPE: this is the bundle of {}", printable(scope))?;
         }
         if let Some(witnessed) = &self.witnesses {
-            writeln!(f, "WITNESSES: {}", witnessed.summary)?;
+            writeln!(f, "WITNESSES: {}", printable(&witnessed.summary))?;
         }
         match self.verdict() {
             Verdict::Valid if self.witnesses.as_ref().is_some_and(|w| !w.pinned) => writeln!(
@@ -345,16 +347,54 @@ impl Budget {
 /// SHA-256 so that two long names stay told apart. A hostile bundle's names cost the report no more than this.
 pub const MAX_ECHOED_NAME: usize = 200;
 
-/// `name` as a detail echoes it: whole up to [`MAX_ECHOED_NAME`] characters, else its first
-/// [`MAX_ECHOED_NAME`] characters, an ellipsis and the first 16 hex digits of its SHA-256.
+/// `name` as a detail echoes it, made [`printable`]: whole up to [`MAX_ECHOED_NAME`] characters as shown, else
+/// the characters that show in that many, an ellipsis and the first 16 hex digits of its SHA-256.
 pub fn echoed(name: &str) -> String {
-    match name.char_indices().nth(MAX_ECHOED_NAME) {
-        None => name.to_owned(),
-        Some((cut, _)) => {
+    let mut shown = String::new();
+    let mut width = 0;
+    for c in name.chars() {
+        let escaped = if acts_on_display(c) { c.escape_unicode().to_string() } else { c.to_string() };
+        width += escaped.chars().count();
+        if width > MAX_ECHOED_NAME {
             let digest = Sha256::of(name.as_bytes()).to_string();
-            format!("{}… (SHA-256 {})", &name[..cut], &digest[..16])
+            return format!("{shown}… (SHA-256 {})", &digest[..16]);
+        }
+        shown.push_str(&escaped);
+    }
+    shown
+}
+
+/// Whether `c` would act on a terminal or a page instead of showing as itself: a control character (an escape
+/// sequence starts with ESC and can move the cursor up over a FAILED line and rewrite it; a line break starts a
+/// line of the forger's own), a line or paragraph separator, or an invisible format character (a right-to-left
+/// override reorders what follows it). The zero-width (non-)joiners are kept: Persian and Indic names need them.
+fn acts_on_display(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    match c.general_category() {
+        GeneralCategory::Control | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => true,
+        GeneralCategory::Format => !matches!(c, '\u{200C}' | '\u{200D}'),
+        _ => false,
+    }
+}
+
+/// `text` from a bundle (a name, a path, a line of a file, a message that quotes one) as it may be shown: every
+/// character that would act on a terminal or a page (a control character, a line or paragraph separator, an
+/// invisible format character but the zero-width joiners) written as `\u{...}` instead, so a report line is one
+/// line that says what it says, and the verdict after it stays as written. The one function every verifier output
+/// goes through: each detail in [`Verification`]'s report, and the CLI's error messages.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(acts_on_display) {
+        return text.to_owned();
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if acts_on_display(c) {
+            shown.extend(c.escape_unicode());
+        } else {
+            shown.push(c);
         }
     }
+    shown
 }
 
 /// What a check costs to hold besides its words, counted against [`MAX_KEPT_BYTES`].
@@ -699,7 +739,11 @@ pub fn verify_pinned(mut reader: impl Read, trusted: &Pins<'_>, limits: Limits) 
     let mut budget = Budget::new(limits);
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
     let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
+    // What is kept of the nested bundles is counted already; the checks of the bag itself (one or more per file
+    // in it, a name in each) are counted as they are made, with its files still held.
+    let nested: u64 = bag.nested.iter().map(|(_, nested)| checks_cost(&nested.checks)).sum();
     let mut verification = verify_bag(bag, trusted);
+    budget.keep(checks_cost(&verification.checks).saturating_sub(nested))?;
     verification.files_read = budget.files;
     verification.peak_kept_bytes = budget.peak;
     Ok(verification)
@@ -1469,6 +1513,54 @@ mod tests {
         header.set_mode(0o644);
         header.set_cksum();
         header
+    }
+
+    /// A bag of `strays` empty files with long names, none of which a bundle holds: each gets a check, its name in
+    /// it. (the tar, what its names cost the budget)
+    fn bag_of_strays(strays: usize) -> (Vec<u8>, u64) {
+        let mut tar = header("bag/", tar::EntryType::Directory, 0).as_bytes().to_vec();
+        let mut names = 0;
+        for n in 0..strays {
+            let relative = format!("data/{n:03}-{}", "n".repeat(90));
+            tar.extend_from_slice(header(&format!("bag/{relative}"), tar::EntryType::Regular, 0).as_bytes());
+            names += relative.len() as u64 + PER_FILE_OVERHEAD;
+        }
+        tar.extend_from_slice(&[0; 1024]);
+        (tar, names)
+    }
+
+    #[test]
+    fn the_checks_of_the_bag_itself_count_toward_the_budget_to_the_byte() {
+        let (tar, names) = bag_of_strays(300);
+        let verification = verify(tar.as_slice(), &[]).unwrap();
+        let strays = verification.checks.iter().filter(|check| check.detail.contains("does not belong")).count();
+        assert_eq!(strays, 300, "{verification}");
+        let checks = checks_cost(&verification.checks);
+        assert_eq!(verification.peak_kept_bytes, names + checks, "every name and every check's detail, to the byte");
+
+        let just = Limits { files: MAX_FILES, kept_bytes: names + checks };
+        assert!(verify_within(tar.as_slice(), &[], just).is_ok());
+        let short = Limits { kept_bytes: names + checks - 1, ..just };
+        let err = verify_within(tar.as_slice(), &[], short).unwrap_err();
+        assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
+    }
+
+    #[test]
+    fn printable_escapes_what_acts_on_a_terminal_and_keeps_names_whole() {
+        assert_eq!(printable("\u{1b}[1A\u{1b}[2KVALID\n"), "\\u{1b}[1A\\u{1b}[2KVALID\\u{a}");
+        assert_eq!(
+            printable("fdp\u{202E}exe.pdf\u{2066}\u{2028}\u{85}\u{7f}"),
+            "fdp\\u{202e}exe.pdf\\u{2066}\\u{2028}\\u{85}\\u{7f}"
+        );
+        // Persian with a zero-width non-joiner, accents, and CJK stay as they are.
+        for name in ["می\u{200C}خواهم", "Amélie Ødegård", "证据.webm", "plain-name_1.txt"] {
+            assert_eq!(printable(name), name);
+        }
+        // An echoed name is cut by what it shows: escapes count toward MAX_ECHOED_NAME.
+        let hostile = "\u{1b}".repeat(1000);
+        let shown = echoed(&hostile);
+        assert!(shown.chars().count() < MAX_ECHOED_NAME + 40 && !shown.contains('\u{1b}'), "{shown}");
+        assert_eq!(echoed("short\u{1b}"), "short\\u{1b}");
     }
 
     #[test]

@@ -1021,6 +1021,10 @@ impl Gateway {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        // From the moment the case lists it to its policy's record: a case export that lists it waits for the
+        // policy's record, so the artefact's bundle holds the policy its export was checked against.
+        let turn = self.policy_turn(&artefact);
+        let _turn = turn.lock().await;
         self.catalog
             .insert_artefact_of(
                 &ArtefactRow {
@@ -1181,6 +1185,11 @@ impl Gateway {
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
     /// export is recorded, so a case export is refused whole, naming the artefact that forbids it. The policy
     /// turns of all its artefacts are held, taken in id order, from the checks to the last export record.
+    ///
+    /// The case is exported as it stood when the export began: the artefacts then in its catalog. One that enters
+    /// the case meanwhile is not in this export (the next one holds it), so steady uploads never hold an export
+    /// back. A use or policy change on an exported artefact takes the same turn, so its record is either in the
+    /// artefact's bundle or after its export record.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
         self.export_case_part(caller, case, purpose, |_| true).await
     }
@@ -1210,12 +1219,12 @@ impl Gateway {
         for id in &ids {
             turns.push(self.policy_turn(id).lock_owned().await);
         }
+        // Read again under the turns, for the policies in force now; artefacts are never removed from a case.
         let mut rows = self.catalog.artefacts_in_case(case.as_str()).await?;
-        rows.retain(|row| keep(row));
+        let exported: std::collections::HashSet<&str> = ids.iter().map(ArtefactId::as_str).collect();
+        rows.retain(|row| exported.contains(row.id.as_str()));
         if rows.len() != ids.len() {
-            return Err(GatewayError::Conflict(
-                "an artefact entered the case during its export: export it again".into(),
-            ));
+            return Err(GatewayError::Internal("an artefact left its case during the case's export".into()));
         }
         for row in &rows {
             self.check_use(caller, row, UseAction::Export, purpose).await.map_err(|err| match err {

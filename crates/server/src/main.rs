@@ -107,7 +107,9 @@ async fn gateway_main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("custodia: {err:#}");
+            // An error may quote a bundle or a log (a name in a tar, say): made printable, so that it cannot
+            // rewrite what the terminal shows.
+            eprintln!("custodia: {}", custodia_bundle::printable(&format!("{err:#}")));
             match err.downcast_ref::<VerifyFailure>() {
                 Some(VerifyFailure::MalformedPin { .. } | VerifyFailure::MalformedPolicy { .. }) => {
                     std::process::ExitCode::from(2)

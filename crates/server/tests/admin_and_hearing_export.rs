@@ -238,3 +238,42 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     let report = verify(removed.as_slice(), &key).unwrap();
     assert!(report.to_string().contains(&format!("artefact {minutes} is missing")), "{report}");
 }
+
+/// A hearing's output that fails ingest (here: larger than the gateway accepts) is offered again
+/// (`INGEST_ATTEMPTS` in all), then quarantined: kept byte for byte, never deleted, and on the record as an
+/// `output_quarantined` hearing event that commits to its SHA-256.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hearing_output_that_fails_ingest_is_tried_again_then_quarantined_and_on_the_record() {
+    use custodia_server::quarantine::Output;
+    let gw = TestGateway::start_with(|config| config.max_upload_bytes = 100).await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-q").await;
+    gw.member("case-q", &clerk, "clerk").await;
+    let court = gw.caller(&session).await;
+    let (case, hearing) =
+        (custodia_core::CaseId::new("case-q").unwrap(), custodia_core::HearingId::new("h-q").unwrap());
+    let output = Output {
+        court: &court,
+        case: &case,
+        hearing: &hearing,
+        purpose: custodia_server::hearings::PURPOSE,
+        media_type: "video/webm",
+        name: "h-q-segment-1.webm",
+    };
+    let segment: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let destination = gw.dir.path().join("quarantine/case-q/h-q/segment-1.webm");
+    let before = gw.ledger_size();
+    let refused = output.into_custody(&gw.state.gateway, segment.clone(), None, &destination).await;
+    assert!(refused.is_err(), "an output over the upload limit entered custody");
+    assert_eq!(std::fs::read(&destination).unwrap(), segment, "the output is kept in quarantine, byte for byte");
+    let mut quarantined = Vec::new();
+    for index in before..gw.ledger_size() {
+        let record = gw.ledger_record(index).await;
+        assert_ne!(record["event"]["type"], "artefact_registered", "{record}");
+        if record["event"]["kind"] == "output_quarantined" {
+            quarantined.push(gw.opened(index, "detail").await);
+        }
+    }
+    let digest = custodia_core::Sha256::of(&segment).to_hex();
+    assert_eq!(quarantined, [Some(digest)], "one quarantine record, committing to the output's SHA-256");
+}

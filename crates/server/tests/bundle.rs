@@ -389,6 +389,142 @@ async fn a_case_export_is_refused_whole_when_one_artefact_forbids_it() {
     }
 }
 
+/// The body of an HTTP/1.1 answer, its chunked transfer coding undone if it has one.
+fn answer_body(answer: &support::RawAnswer) -> Vec<u8> {
+    if !answer.head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return answer.body.clone();
+    }
+    let (mut body, mut rest) = (Vec::new(), answer.body.as_slice());
+    loop {
+        let line = rest.windows(2).position(|pair| pair == b"\r\n").expect("a chunk size line");
+        let size = std::str::from_utf8(&rest[..line]).unwrap().split(';').next().unwrap().trim();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        rest = &rest[line + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// F6: case exports raced by uploads to the same case, by downloads and by policy changes of an artefact in it,
+/// over HTTP on a real socket. Every export completes (none refused because the case grew meanwhile), each holds
+/// the case as it stood when it began, and each bundle verifies with `custodia verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn case_exports_complete_and_verify_while_uploads_keep_coming() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const EXPORTERS: usize = 3;
+    const EXPORTS_EACH: usize = 3;
+    let gw = TestGateway::start_with(|config| config.quotas.uploads_per_minute = 100_000).await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-s").await;
+    gw.member("case-s", &clerk, "clerk").await;
+    let first = upload_all(&gw, &session, "case-s", &[4000, 9000]).await;
+    let port = support::serve_on_loopback(&gw).await;
+    let here = std::net::Ipv4Addr::LOCALHOST;
+    let cookie = format!("custodia_session={session}");
+    let headers = Arc::new([
+        ("Cookie".to_owned(), cookie),
+        ("Sec-Fetch-Site".to_owned(), "same-origin".to_owned()),
+        ("Content-Type".to_owned(), "video/webm".to_owned()),
+    ]);
+    let header_refs = |headers: &[(String, String); 3]| -> Vec<(String, String)> { headers.to_vec() };
+    let send = move |method: &'static str, path: String, headers: Vec<(String, String)>, body: Vec<u8>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        support::http_from(here, port, method, &path, &headers, &body).await.unwrap()
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let uploaded = Arc::new(AtomicUsize::new(0));
+    let uploader = {
+        let (stop, uploaded, headers) = (stop.clone(), uploaded.clone(), headers.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                i += 1;
+                let path = format!("/api/v1/cases/case-s/artefacts?purpose=steady%20intake%20{i}");
+                let answer = send("POST", path, header_refs(&headers), payload(1000 + i)).await;
+                assert_eq!(answer.status, 201, "an upload during the exports: {}", answer.text());
+                uploaded.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    // Accesses and policy changes on an exported artefact, in the same race.
+    let toucher = {
+        let (stop, headers, artefact) = (stop.clone(), headers.clone(), first[0].clone());
+        tokio::spawn(async move {
+            let mut touched = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let path = format!("/api/v1/artefacts/{artefact}/content?purpose=review");
+                let answer = send("GET", path, header_refs(&headers), Vec::new()).await;
+                assert_eq!(answer.status, 200, "a download during the exports: {}", answer.head);
+                let policy = json!({ "tlp": "TLP:AMBER", "provider": "IT", "permitted_purposes": [],
+                    "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
+                let mut json_headers = header_refs(&headers);
+                json_headers[2].1 = "application/json".to_owned();
+                let path = format!("/api/v1/artefacts/{artefact}/policy");
+                let answer = send("PUT", path, json_headers, policy.to_string().into_bytes()).await;
+                assert_eq!(answer.status, 200, "a policy change during the exports: {}", answer.text());
+                touched += 1;
+            }
+            touched
+        })
+    };
+    // Uploads are under way before the first export starts.
+    while uploaded.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let mut exporters = Vec::new();
+    for exporter in 0..EXPORTERS {
+        let headers = headers.clone();
+        exporters.push(tokio::spawn(async move {
+            let mut bundles = Vec::new();
+            for export in 0..EXPORTS_EACH {
+                let path = format!("/api/v1/cases/case-s/exports?purpose=disclosure%20{exporter}%20{export}");
+                let answer = send("POST", path, header_refs(&headers), Vec::new()).await;
+                assert_eq!(answer.status, 200, "a case export under steady uploads: {}", answer.text());
+                bundles.push(answer_body(&answer));
+            }
+            bundles
+        }));
+    }
+    let mut bundles = Vec::new();
+    for exporter in exporters {
+        bundles.extend(exporter.await.unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    uploader.await.unwrap();
+    let touched = toucher.await.unwrap();
+    let uploads = uploaded.load(Ordering::SeqCst);
+    eprintln!("{} case exports beside {uploads} uploads and {touched} downloads with policy changes", bundles.len());
+    assert_eq!(bundles.len(), EXPORTERS * EXPORTS_EACH);
+
+    let key = gw.verifier().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = std::collections::BTreeSet::new();
+    for (n, bundle) in bundles.iter().enumerate() {
+        let report = verify(bundle.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
+        assert!(report.is_valid(), "export {n}: {report}");
+        let listed = tar_files(bundle).iter().filter(|(path, _, _)| path.contains("/data/bundles/")).count();
+        assert!(listed >= first.len(), "export {n} holds {listed} artefact bundles");
+        sizes.insert(listed);
+        let file = dir.path().join(format!("case-{n}.tar"));
+        std::fs::write(&file, bundle).unwrap();
+        let run = Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(["verify"])
+            .arg(&file)
+            .args(["--trusted-key", &key])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success() && said.lines().last().unwrap().starts_with("VALID"), "export {n}: {said}");
+    }
+    // The case grew while it was being exported: the exports hold different numbers of artefacts.
+    assert!(sizes.len() > 1, "every export held the same artefacts ({sizes:?}): the uploads never raced them");
+}
+
 /// A case with artefacts `sizes`, each uploaded by the clerk; their ids.
 async fn upload_all(gw: &TestGateway, session: &str, case: &str, sizes: &[usize]) -> Vec<String> {
     let mut ids = Vec::new();
@@ -721,4 +857,186 @@ fn the_cli_keeps_its_memory_bounded_on_hostile_bundles() {
     assert_eq!(code, 1, "{said}");
     assert!(said.contains(&format!("more than {} files", custodia_bundle::MAX_FILES)), "{said}");
     assert!(peak_mib < limit_mib, "peak RSS {peak_mib} MiB, more than {limit_mib} MiB: {said}");
+}
+
+/// Runs `custodia verify <bundle> --trusted-key <key>`: (exit code, stdout, stderr).
+fn cli_verify(bundle: &[u8], key: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bundle.tar");
+    std::fs::write(&file, bundle).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(&file)
+        .args(["--trusted-key", key])
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("the CLI writes UTF-8");
+    (run.status.code().unwrap_or(-1), text(&run.stdout), text(&run.stderr))
+}
+
+/// What a terminal or a page would act on instead of showing: any control character but the line feeds that end
+/// the CLI's own lines, a line or paragraph separator, or a bidirectional or other invisible format character.
+fn acts_on_display(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{FEFF}')
+        || ('\u{202A}'..='\u{202E}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// F4: names in a bundle (a forger's file, a tar entry) can carry terminal escape sequences (`ESC[1A` moves the
+/// cursor up a line, `ESC[2K` erases it), line breaks and bidirectional overrides. The CLI shows each as `\u{..}`:
+/// its output holds none of them, and its verdict line is there and intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_shows_hostile_names_escaped_and_its_verdict_intact() {
+    let ex = exported(payload(3000)).await;
+    let key = ex.gw.verifier().to_string();
+    let hostile = "\u{1b}[1A\u{1b}[2K\u{1b}]0;VALID\u{7}ok   bag structure: fine\u{202E}fdp.exe\u{2066}";
+
+    // A forger's file, listed in fresh BagIt manifests: reported as a stray, its name escaped.
+    let forged = rebagged(&ex.bundle, |bag| std::fs::write(bag.join("data").join(hostile), b"planted").unwrap());
+    let (code, stdout, stderr) = cli_verify(&forged, &key);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(!all.chars().any(acts_on_display), "the output acts on the terminal: {all:?}");
+    assert!(stdout.contains("\\u{1b}[1A\\u{1b}[2K") && stdout.contains("\\u{202e}fdp.exe"), "{stdout}");
+    let verdicts: Vec<&str> =
+        stdout.lines().filter(|line| line.starts_with("VALID") || line.starts_with("NOT ")).collect();
+    assert_eq!(verdicts.len(), 1, "{stdout}");
+    assert!(stdout.lines().last().unwrap().starts_with("NOT VALID: bag structure and checksums"), "{stdout}");
+    assert!(stdout.lines().any(|line| line.starts_with("FAIL ") && line.contains("does not belong")), "{stdout}");
+    assert!(stderr.contains("FAILED verification"), "{stderr}");
+
+    // A tar entry whose name breaks the line and moves the cursor, twice: refused as malformed, and the message
+    // that quotes it (stderr) is one line.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut top = String::new();
+    for entry in tar::Archive::new(ex.bundle.as_slice()).entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut header = entry.header().clone();
+        let path = entry.path().unwrap().display().to_string();
+        top = path.split('/').next().unwrap().to_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        builder.append_data(&mut header, &path, data.as_slice()).unwrap();
+    }
+    for _ in 0..2 {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(1);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        let name = format!("{top}/data/\u{1b}[1A\u{1b}[2K\nVALID: \u{202E}x");
+        builder.append_data(&mut header, name, &b"x"[..]).unwrap();
+    }
+    let (code, stdout, stderr) = cli_verify(&builder.into_inner().unwrap(), &key);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let all = format!("{stdout}{stderr}");
+    assert!(!all.chars().any(acts_on_display), "the output acts on the terminal: {all:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("FAILED verification") && stderr.contains("appears twice"), "{stderr}");
+    assert!(stderr.contains("\\u{1b}[1A\\u{1b}[2K\\u{a}VALID: \\u{202e}x"), "{stderr}");
+    assert!(!stdout.lines().any(|line| line.starts_with("VALID")), "{stdout}");
+}
+
+/// The by-hand document's `check_tar` refuses the tar tricks the verifiers refuse (a link, a name twice, an
+/// extended header that gives more than a path and a size, a directory that carries data), and passes a bundle as
+/// the gateway made it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_by_hand_tar_check_refuses_what_the_verifiers_refuse() {
+    let ex = exported(payload(2000)).await;
+    let (blocks, _) = by_hand_blocks();
+    let definition = blocks.iter().find(|block| block.contains("check_tar()")).expect("the document defines check_tar");
+    let entries: Vec<(tar::Header, String, Vec<u8>)> = tar::Archive::new(ex.bundle.as_slice())
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().display().to_string();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+            (entry.header().clone(), path, data)
+        })
+        .collect();
+    let top = entries[0].1.split('/').next().unwrap().to_owned();
+    // The bundle as it came, then with `add` writing more entries at its end.
+    let with = |add: &dyn Fn(&mut tar::Builder<Vec<u8>>)| {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (header, path, data) in &entries {
+            builder.append_data(&mut header.clone(), path, data.as_slice()).unwrap();
+        }
+        add(&mut builder);
+        builder.into_inner().unwrap()
+    };
+    let file = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        (header, format!("{top}/{path}"), data.to_vec())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let check = |name: &str, bundle: &[u8]| {
+        let path = dir.path().join(format!("{name}.tar"));
+        std::fs::write(&path, bundle).unwrap();
+        run_script(&format!("{definition}\ncheck_tar {}", path.display()), dir.path())
+    };
+
+    let (ok, said) = check("as-made", &ex.bundle);
+    assert!(ok && said.contains("tar: OK"), "{said}");
+    // The document's other commands on the tar itself: nothing past the end-of-archive marker, and it unpacks.
+    let (ok, said) =
+        run_script("diff <(tar -tf as-made.tar) <(tar -tif as-made.tar) && tar -xf as-made.tar", dir.path());
+    assert!(ok, "{said}");
+    assert!(dir.path().join(&top).join("bagit.txt").is_file());
+    let (ok, said) = check("rewritten", &with(&|_| {}));
+    assert!(ok, "the test's own rewriting is refused: {said}");
+    let forgeries: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "link",
+            with(&|builder| {
+                let mut header = tar::Header::new_ustar();
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                header.set_mode(0o777);
+                builder.append_link(&mut header, format!("{top}/data/evidence"), "/etc/passwd").unwrap();
+            }),
+            "neither a regular file nor an empty directory",
+        ),
+        (
+            "twice",
+            with(&|builder| {
+                let (mut header, path, data) = file("data/REPORT.txt", b"a second certificate");
+                builder.append_data(&mut header, path, data.as_slice()).unwrap();
+            }),
+            "appears twice",
+        ),
+        (
+            "pax-mtime",
+            with(&|builder| {
+                builder.append_pax_extensions([("mtime", &b"1700000000"[..])]).unwrap();
+                let (mut header, path, data) = file("data/later.txt", b"x");
+                builder.append_data(&mut header, path, data.as_slice()).unwrap();
+            }),
+            "an extended header gives ['mtime']",
+        ),
+        (
+            "directory-with-data",
+            with(&|builder| {
+                let mut header = tar::Header::new_ustar();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(512);
+                header.set_mode(0o755);
+                builder.append_data(&mut header, format!("{top}/data/more/"), &[0u8; 512][..]).unwrap();
+            }),
+            "neither a regular file nor an empty directory",
+        ),
+    ];
+    let verifier = ex.gw.verifier();
+    for (name, forged, says) in &forgeries {
+        let (ok, said) = check(name, forged);
+        assert!(!ok && said.contains(says), "{name}: check_tar said {said}");
+        match verify(forged.as_slice(), std::slice::from_ref(&verifier)) {
+            Ok(report) => assert_eq!(report.verdict(), Verdict::Invalid, "{name}: {report}"),
+            Err(err) => assert!(matches!(err, custodia_bundle::VerifyError::Malformed(_)), "{name}: {err}"),
+        }
+    }
 }

@@ -746,6 +746,17 @@ fn the_validator_catches_mismatches() {
     assert!(is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "code": "policy_tlp" })));
     assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action })));
     assert!(!is_valid(&doc, event, &json!({ "type": "access_refused", "action": action, "reason": "no" })));
+    let listing = "cd".repeat(32);
+    let case = json!({ "type": "case_exported", "listing_sha256": listing, "artefacts": 2 });
+    assert!(is_valid(&doc, event, &case));
+    let mut hearing = case.clone();
+    hearing["hearing"] = json!(action);
+    assert!(is_valid(&doc, event, &hearing), "a hearing export's record");
+    hearing["hearing"] = json!({ "id": "h-1" });
+    assert!(!is_valid(&doc, event, &hearing), "a hearing that is not a commitment");
+    let mut extra = case.clone();
+    extra["hearing_id"] = json!("h-1");
+    assert!(!is_valid(&doc, event, &extra), "a field the schema does not name");
 }
 
 /// A gateway whose replies are checked against the document: the status must be documented for the operation,
@@ -1039,7 +1050,18 @@ async fn real_replies_match_the_document() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(api.raw("POST", hearing_export, &export_uri, pm, &[], "").await.status, 200);
+    let exported = api.raw("POST", hearing_export, &export_uri, pm, &[], "").await;
+    assert_eq!(exported.status, 200);
+    // The hearing export's own record, as the public log and the bundle hold it, matches its schema: its `hearing`
+    // commitment included.
+    let (path, start, size) = support::tar_files(&exported.body)
+        .into_iter()
+        .find(|(path, _, _)| path.contains("/data/custody/") && !path.ends_with(".opening.json"))
+        .expect("the hearing bundle holds its case export record");
+    let record: Value = serde_json::from_slice(&exported.body[start as usize..(start + size) as usize]).unwrap();
+    assert_eq!(record["event"]["type"], "case_exported", "{path}: {record}");
+    assert!(record["event"]["hearing"].is_string(), "{path}: {record}");
+    assert_valid(&api.doc, schema(&api.doc, "CustodyRecord"), &record);
     api.get(ice, ice, Some(As::Token(&publisher))).await.assert_problem(401, "unauthenticated", "");
 
     // The administration page's lists: administrators only (and a case's members for whoever manages them).

@@ -235,6 +235,16 @@ fn no_text_anyone_sent_reaches_the_served_log() {
         c.json("ngozi.okafor", "POST", &uri, &json!({"role": role}), 201);
     }
 
+    // Case exports: one refused by the policy for a purpose that names someone, one made for the permitted purpose.
+    let exports = format!("/api/v1/cases/{CASE}/exports");
+    let disclosure = c.said("disclosure to defence counsel Amaka Eze, Palermo");
+    let (status, body) =
+        c.call("giulia.romano", "POST", &format!("{exports}?purpose={}", encode(&disclosure)), None, &[]);
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&body));
+    let (status, bundle) =
+        c.call("giulia.romano", "POST", &format!("{exports}?purpose={}", encode(NAMED_POLICY_PURPOSE)), None, &[]);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+
     // What an outsider reads.
     let entries = served_entries(&c);
     assert!(entries.len() >= 15, "the flow left {} records", entries.len());

@@ -859,6 +859,16 @@ fn case_of_junk(artefacts: usize) -> Vec<u8> {
     tar_of(&inner)
 }
 
+/// A name that, printed raw, moves a terminal's cursor up a line, erases it, and turns the rest right to left.
+const HOSTILE_NAME: &str = "\u{1b}[1A\u{202e}\u{1b}[2KVALID";
+
+/// An artefact bag of `strays` empty files with 100-character names, none of which a bundle holds.
+fn bag_of_strays(strays: usize) -> Vec<u8> {
+    let files: Vec<(String, Vec<u8>)> =
+        (0..strays).map(|n| (format!("custodia-bundle-x/data/{n:04}{}", "n".repeat(96)), Vec::new())).collect();
+    tar_of(&files)
+}
+
 /// One budget for the whole read, in both verifiers alike: a real case bundle of many artefacts, and case bundles of
 /// junk artefact bundles, each checked within lowered limits by the Rust verifier and by the browser's (under node,
 /// the module the page bundles). Both must reach the same verdict, count the same files, and hold at most the same
@@ -891,6 +901,14 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
     let four_mib = custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: 4 << 20 };
     let junk = rust(&case_of_junk(20), one_mib).unwrap();
     let exact = |peak: u64| custodia_bundle::Limits { files: custodia_bundle::MAX_FILES, kept_bytes: peak };
+    // A bag of planted files with long names: the checks made of the bag itself (one or more per file, each
+    // naming it) count toward the budget too, to the byte.
+    let strays = bag_of_strays(400);
+    let strayed = rust(&strays, defaults).unwrap();
+    let names: u64 = tar_entries(&strays).iter().map(|(path, _)| path.len() as u64).sum();
+    let details: u64 = strayed.checks.iter().map(|check| check.detail.len() as u64).sum();
+    let counted = strayed.peak_kept_bytes;
+    assert!(counted > names + details, "{counted} counted, {names} bytes of names, {details} of details");
     let runs: Vec<(&str, Vec<u8>, custodia_bundle::Limits)> = vec![
         ("case-of-40", case_bundle.clone(), defaults),
         ("case-of-40-at-its-peak", case_bundle.clone(), exact(whole.peak_kept_bytes)),
@@ -901,6 +919,9 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         // The reviewer's: nested bundles with 30,000-byte PAX names, whose every kept check once echoed the name.
         ("long-names-60", case_of_long_names(60, 30_000), four_mib),
         ("long-names-200", case_of_long_names(200, 30_000), four_mib),
+        ("strays-400", strays.clone(), defaults),
+        ("strays-400-at-its-peak", strays.clone(), exact(strayed.peak_kept_bytes)),
+        ("strays-400-a-byte-short", strays.clone(), exact(strayed.peak_kept_bytes - 1)),
     ];
     let work = tempfile::tempdir().unwrap();
     let mut listed = Vec::new();
@@ -922,7 +943,10 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         });
     }
     let verdicts: Vec<&str> = expected.iter().map(|(verdict, _)| *verdict).collect();
-    assert_eq!(verdicts, ["valid", "valid", "error", "invalid", "error", "error", "invalid", "error"]);
+    assert_eq!(
+        verdicts,
+        ["valid", "valid", "error", "invalid", "error", "error", "invalid", "error", "invalid", "invalid", "error"]
+    );
     // Every byte of every detail kept is counted: the report holds no more than the counted peak.
     let long_names = rust(&case_of_long_names(60, 30_000), four_mib).unwrap();
     let details: u64 = long_names.checks.iter().map(|check| check.detail.len() as u64).sum();
@@ -1133,6 +1157,12 @@ async fn both_verifiers_refuse_the_same_hostile_tars() {
         ("bag-info-date-impossible-retagged", date_impossible),
         ("bag-info-agent-forged-retagged", agent_forged),
         ("bag-info-crlf-retagged", crlf),
+        // A planted file whose name moves the cursor up, erases the line and turns the text right to left.
+        (
+            "hostile-name-planted",
+            [raw_files(&files), raw_entry(&format!("{top}/data/{HOSTILE_NAME}"), b'0', b"x"), END_OF_ARCHIVE.to_vec()]
+                .concat(),
+        ),
     ];
     assert!(payload_at > 0);
     let work = tempfile::tempdir().unwrap();
@@ -1144,7 +1174,7 @@ async fn both_verifiers_refuse_the_same_hostile_tars() {
         let (verdict, failed, _) = rust_verdict(&path, Some(&key), None);
         let want = if name.starts_with("valid") {
             "valid"
-        } else if name.starts_with("bag-info") {
+        } else if name.starts_with("bag-info") || name.starts_with("hostile-name") {
             "invalid"
         } else {
             "error"
@@ -1163,11 +1193,21 @@ async fn both_verifiers_refuse_the_same_hostile_tars() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     assert_eq!(found.len(), cases.len());
-    for (((name, _), (verdict, failed)), seen) in cases.iter().zip(&expected).zip(&found) {
+    for (((name, bytes), (verdict, failed)), seen) in cases.iter().zip(&expected).zip(&found) {
         let seen_failed: BTreeSet<String> =
             seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
         assert_eq!(seen["verdict"], *verdict, "{name}: the browser's verifier: {}", seen["report"]);
         assert_eq!(seen_failed, *failed, "{name}: the browser's verifier: {}", seen["report"]);
+        if name.starts_with("hostile-name") {
+            // Both reports show the name escaped: nothing in them acts on a terminal, and each verdict is intact.
+            let rust = custodia_bundle::verify(bytes.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
+            for (who, report) in [("rust", rust.to_string()), ("browser", seen["report"].as_str().unwrap().to_owned())]
+            {
+                assert!(!report.chars().any(|c| c.is_control() && c != '\n'), "{who}: {report:?}");
+                assert!(!report.contains('\u{202E}') && report.contains("\\u{1b}[1A\\u{202e}"), "{who}: {report}");
+                assert!(report.lines().last().unwrap().starts_with("NOT VALID: bag structure"), "{who}: {report}");
+            }
+        }
         eprintln!(
             "{name}: {verdict} {failed:?}: {}",
             seen["report"].as_str().unwrap_or_default().lines().find(|l| !l.starts_with("ok")).unwrap_or_default()

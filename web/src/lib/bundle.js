@@ -33,8 +33,9 @@ const MAX_SMALL_FILE = 1 << 20;
 const MAX_EXTENSION = 64 << 10;
 const PER_FILE_OVERHEAD = 128;
 // What one check may hold, as custodia_bundle::verify: files seen (nested bundles' included), and bytes held at
-// once (small files of the case bag and of the one artefact bundle being read, names, and what is kept of each
-// artefact bundle already checked: its summary), one budget for the whole read.
+// once (small files of the case bag and of the one artefact bundle being read, names, what is kept of each
+// artefact bundle already checked: its summary, and every check made of the bag itself), one budget for the whole
+// read.
 export const MAX_FILES = 250_000;
 export const MAX_KEPT_BYTES = 64 << 20;
 // The most failed checks kept of one artefact bundle inside a case bundle, besides the first of each failed part,
@@ -149,10 +150,26 @@ class Budget {
 const MAX_ECHOED_NAME = 200;
 
 function echoed(name) {
-  const chars = Array.from(name);
-  if (chars.length <= MAX_ECHOED_NAME) return name;
-  const digest = hex(sha256(encoder.encode(name))).slice(0, 16);
-  return `${chars.slice(0, MAX_ECHOED_NAME).join('')}… (SHA-256 ${digest})`;
+  let shown = '';
+  let width = 0;
+  for (const c of name) {
+    const escaped = printable(c);
+    width += Array.from(escaped).length;
+    if (width > MAX_ECHOED_NAME) return `${shown}… (SHA-256 ${hex(sha256(encoder.encode(name))).slice(0, 16)})`;
+    shown += escaped;
+  }
+  return shown;
+}
+
+/**
+ * `text` from a bundle as it may be shown, as custodia_bundle's `printable`: every control character, line or
+ * paragraph separator and invisible format character (a right-to-left override reorders what follows it) written
+ * as `\u{...}`; the zero-width (non-)joiners are kept, as Persian and Indic names need them.
+ */
+export function printable(text) {
+  return text.replace(/[\p{Cc}\p{Zl}\p{Zp}\p{Cf}]/gu, (c) =>
+    c === '\u200C' || c === '\u200D' ? c : `\\u{${c.codePointAt(0).toString(16)}}`,
+  );
 }
 
 /** What holding `checks` costs. */
@@ -631,9 +648,10 @@ export class Verification {
 
   /** The same text as the Rust verifier's report, one check per line, then the verdict. */
   toString() {
-    const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${c.detail}`);
-    if (this.scope !== null) lines.push(`SCOPE: this is the bundle of ${this.scope}`);
-    if (this.witnesses !== null) lines.push(`WITNESSES: ${this.witnesses.summary}`);
+    // Details and the scope quote the bundle: each is made printable, as custodia_bundle's report does.
+    const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${printable(c.detail)}`);
+    if (this.scope !== null) lines.push(`SCOPE: this is the bundle of ${printable(this.scope)}`);
+    if (this.witnesses !== null) lines.push(`WITNESSES: ${printable(this.witnesses.summary)}`);
     const verdict = this.verdict;
     const unpinned = this.witnesses !== null && !this.witnesses.pinned;
     lines.push(
@@ -679,7 +697,11 @@ export async function verifyBundle(blob, options = {}) {
   const source = new BlobSource(blob, options.onProgress);
   const budget = new Budget(options.limits);
   const bag = await readBundle(source, trusted, true, budget);
+  // What is kept of the nested bundles is counted already; the checks of the bag itself (one or more per file in
+  // it, a name in each) are counted as they are made, with its files still held, as custodia_bundle::verify does.
+  const nested = bag.nested.reduce((sum, [, inner]) => sum + checksCost(inner.checks), 0);
   const verification = verifyBag(bag, trusted);
+  budget.keep(Math.max(0, checksCost(verification.checks) - nested));
   verification.filesRead = budget.files;
   verification.peakKeptBytes = budget.peak;
   return verification;

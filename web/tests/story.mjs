@@ -36,6 +36,22 @@ const CASE = 'case-story';
 const WITNESS_NAME = 'Amina Haddad';
 const STEP_TIMEOUT = 30_000;
 
+/**
+ * `answer` (a page.evaluate whose function returns a promise) within `seconds`, or a failure that says what did not
+ * settle: page.evaluate has no timeout of its own, and a promise the page never settles would hold the story.
+ */
+async function bounded(what, seconds, answer) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${seconds} s`)), seconds * 1000);
+  });
+  try {
+    return await Promise.race([answer, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 let shot = 0;
 async function screenshot(page, name) {
   shot += 1;
@@ -51,7 +67,7 @@ const accessibilityFailures = [];
 
 async function audit(page, name) {
   if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
-  const results = await page.evaluate(async (tags) => {
+  const results = await bounded(`the accessibility audit of ${name}`, 120, page.evaluate(async (tags) => {
     const found = await window.axe.run(document, { runOnly: { type: 'tag', values: tags } });
     const brief = (result) => ({
       id: result.id,
@@ -61,7 +77,7 @@ async function audit(page, name) {
       nodes: result.nodes.map((node) => ({ target: node.target.join(' '), summary: node.failureSummary ?? '' })),
     });
     return { violations: found.violations.map(brief), incomplete: found.incomplete.map(brief), passes: found.passes.length };
-  }, AXE_TAGS);
+  }, AXE_TAGS));
   const { violations, incomplete, passes } = results;
   const blocking = violations.filter((violation) => ['serious', 'critical'].includes(violation.impact));
   for (const violation of violations) {
@@ -191,7 +207,7 @@ async function assertVideoPlays(page, selector, who) {
 
 /** A short real WebM (a moving canvas and a tone), made by the browser's own MediaRecorder. */
 async function makeWebm(page) {
-  const base64 = await page.evaluate(async () => {
+  const base64 = await bounded('recording a WebM in the browser', 60, page.evaluate(async () => {
     const canvas = document.createElement('canvas');
     canvas.width = 320;
     canvas.height = 240;
@@ -224,7 +240,7 @@ async function makeWebm(page) {
     let binary = '';
     for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return btoa(binary);
-  });
+  }));
   return Buffer.from(base64, 'base64');
 }
 
@@ -322,7 +338,8 @@ const links = {};
   check(!(await clerk.getByLabel(/^Name/).inputValue()), 'the name stayed in the form for the next invite');
   witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   await clerk.getByRole('button', { name: 'Copy the link' }).click();
-  check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
+  const copied = await bounded('reading the clipboard', 15, clerk.evaluate(() => navigator.clipboard.readText()));
+  check(copied === witnessLink, 'the copy button did not copy the link');
   await screenshot(clerk, 'console-invite-witness');
 
   // The officer at the remote site and the prosecutor take part from their own pages too.

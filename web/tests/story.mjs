@@ -553,7 +553,17 @@ let recordingArtefact = null;
 
   await judge.getByRole('button', { name: 'Show the words of the oath' }).click();
   await judge.locator('#checklist li.done', { hasText: `words of the oath shown to ${WITNESS_NAME}` }).waitFor();
+  const oathWords = await readFile(new URL('../../crates/server/texts/ar/oath.txt', import.meta.url), 'utf8');
+  const showsOath = () => witness.waitForFunction((words) => document.querySelector('#court-text-words')?.textContent === words, oathWords);
+  await showsOath();
   await screenshot(witness, 'join-oath-shown-ar');
+  // The witness's page reloads before they swear: back in with its credential, the words still awaiting the oath
+  // are on the screen again, as they were shown (the court's Arabic file).
+  await witness.reload();
+  await witness.locator('#hearing:not([hidden])').waitFor();
+  await showsOath();
+  check(await witness.locator('#court-text-words').getAttribute('lang') === 'ar', 'the words of the oath came back in another language');
+  console.log('the witness\'s page reloaded before the oath and was shown its words again');
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
   await judge.locator('#checklist li.done', { hasText: `oath taken by ${WITNESS_NAME}` }).waitFor();
@@ -849,13 +859,12 @@ async function portalHearings(page, hearingId) {
     const note = (err) => { failed = String(err); };
     window.custodiaPlayWhole(video, Array(copies).fill(segment), (n) => { loaded = n; }, { ahead: 1, behind: 1, failed: note }).catch(note);
     // Every wait is bounded by a deadline; nothing waits on a promise the player might never settle.
+    // Skipped to the end of what the player knows of, so that it fetches the next copy and lets go of those far
+    // behind: by the duration, not by what is buffered, which may have holes where one track ends before the other.
     let deadline = Date.now() + 90_000;
     while (loaded < copies && !failed && Date.now() < deadline) {
-      const { buffered } = video;
-      if (buffered.length && !video.seeking) {
-        const end = buffered.end(buffered.length - 1);
-        if (end - video.currentTime > 1) video.currentTime = end - 0.5;
-      }
+      const end = video.duration;
+      if (Number.isFinite(end) && end - video.currentTime > 0.6) video.currentTime = end - 0.5;
       await sleep(250);
     }
     const held = ranges();

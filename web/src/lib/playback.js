@@ -129,10 +129,30 @@ export async function playWhole(video, urls, progress = () => {}, options = {}) 
   const spans = [];
   /** The segments in the buffer now. */
   const held = new Set();
+  /** Segments fetched again since the last seek because the buffer lacked their part at the play head. */
+  const mended = new Set();
+  video.addEventListener('seeking', () => mended.clear());
+
+  /** Whether the buffer has what plays at `at` (or is at most half a second past the end of a range: a seam). */
+  const covered = (at) => {
+    const { buffered } = video;
+    for (let r = 0; r < buffered.length; r += 1) {
+      if (buffered.start(r) <= at + 0.05 && buffered.end(r) > at - 0.5) return true;
+    }
+    return false;
+  };
 
   /** The segment to fetch next: one that playing needs within `ahead` and that the buffer lacks. */
   const wanted = () => {
     const at = video.currentTime;
+    // A segment held whose part at the play head the buffer lacks (a track of it cut short) is put in again, once
+    // a seek.
+    const here = spans.findIndex(([start, end]) => start <= at && at < end);
+    if (here >= 0 && held.has(here) && !mended.has(here) && video.seeking && !covered(at)) {
+      mended.add(here);
+      held.delete(here);
+      return here;
+    }
     for (let i = 0; i < spans.length; i += 1) {
       if (spans[i][1] > at && spans[i][0] < at + ahead && !held.has(i)) return i;
     }

@@ -36,6 +36,22 @@ const CASE = 'case-story';
 const WITNESS_NAME = 'Amina Haddad';
 const STEP_TIMEOUT = 30_000;
 
+/**
+ * `answer` (a page.evaluate whose function returns a promise) within `seconds`, or a failure that says what did not
+ * settle: page.evaluate has no timeout of its own, and a promise the page never settles would hold the story.
+ */
+async function bounded(what, seconds, answer) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${seconds} s`)), seconds * 1000);
+  });
+  try {
+    return await Promise.race([answer, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 let shot = 0;
 async function screenshot(page, name) {
   shot += 1;
@@ -51,7 +67,7 @@ const accessibilityFailures = [];
 
 async function audit(page, name) {
   if (!(await page.evaluate(() => typeof window.axe === 'object'))) await page.evaluate(axeSource);
-  const results = await page.evaluate(async (tags) => {
+  const results = await bounded(`the accessibility audit of ${name}`, 120, page.evaluate(async (tags) => {
     const found = await window.axe.run(document, { runOnly: { type: 'tag', values: tags } });
     const brief = (result) => ({
       id: result.id,
@@ -61,7 +77,7 @@ async function audit(page, name) {
       nodes: result.nodes.map((node) => ({ target: node.target.join(' '), summary: node.failureSummary ?? '' })),
     });
     return { violations: found.violations.map(brief), incomplete: found.incomplete.map(brief), passes: found.passes.length };
-  }, AXE_TAGS);
+  }, AXE_TAGS));
   const { violations, incomplete, passes } = results;
   const blocking = violations.filter((violation) => ['serious', 'critical'].includes(violation.impact));
   for (const violation of violations) {
@@ -191,7 +207,7 @@ async function assertVideoPlays(page, selector, who) {
 
 /** A short real WebM (a moving canvas and a tone), made by the browser's own MediaRecorder. */
 async function makeWebm(page) {
-  const base64 = await page.evaluate(async () => {
+  const base64 = await bounded('recording a WebM in the browser', 60, page.evaluate(async () => {
     const canvas = document.createElement('canvas');
     canvas.width = 320;
     canvas.height = 240;
@@ -224,7 +240,7 @@ async function makeWebm(page) {
     let binary = '';
     for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
     return btoa(binary);
-  });
+  }));
   return Buffer.from(base64, 'base64');
 }
 
@@ -322,7 +338,8 @@ const links = {};
   check(!(await clerk.getByLabel(/^Name/).inputValue()), 'the name stayed in the form for the next invite');
   witnessLink = await clerk.getByLabel('Invite link', { exact: true }).inputValue();
   await clerk.getByRole('button', { name: 'Copy the link' }).click();
-  check((await clerk.evaluate(() => navigator.clipboard.readText())) === witnessLink, 'the copy button did not copy the link');
+  const copied = await bounded('reading the clipboard', 15, clerk.evaluate(() => navigator.clipboard.readText()));
+  check(copied === witnessLink, 'the copy button did not copy the link');
   await screenshot(clerk, 'console-invite-witness');
 
   // The officer at the remote site and the prosecutor take part from their own pages too.
@@ -536,7 +553,17 @@ let recordingArtefact = null;
 
   await judge.getByRole('button', { name: 'Show the words of the oath' }).click();
   await judge.locator('#checklist li.done', { hasText: `words of the oath shown to ${WITNESS_NAME}` }).waitFor();
+  const oathWords = await readFile(new URL('../../crates/server/texts/ar/oath.txt', import.meta.url), 'utf8');
+  const showsOath = () => witness.waitForFunction((words) => document.querySelector('#court-text-words')?.textContent === words, oathWords);
+  await showsOath();
   await screenshot(witness, 'join-oath-shown-ar');
+  // The witness's page reloads before they swear: back in with its credential, the words still awaiting the oath
+  // are on the screen again, as they were shown (the court's Arabic file).
+  await witness.reload();
+  await witness.locator('#hearing:not([hidden])').waitFor();
+  await showsOath();
+  check(await witness.locator('#court-text-words').getAttribute('lang') === 'ar', 'the words of the oath came back in another language');
+  console.log('the witness\'s page reloaded before the oath and was shown its words again');
   await judge.getByRole('button', { name: 'Record the oath' }).click();
   await judge.getByText('Done: oath recorded.').waitFor();
   await judge.locator('#checklist li.done', { hasText: `oath taken by ${WITNESS_NAME}` }).waitFor();
@@ -705,7 +732,8 @@ async function playsFrom(page, selector, where) {
     const ranges = [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]);
     if (!ranges.length) return null;
     const longest = ranges.reduce((a, b) => (b[1] - b[0] > a[1] - a[0] ? b : a));
-    video.currentTime = at === 'start' ? ranges[0][0] : (longest[0] + longest[1]) / 2;
+    // 'beginning': the recording's first seconds, whether or not the player still holds them.
+    video.currentTime = { start: ranges[0][0], beginning: 0.2 }[at] ?? (longest[0] + longest[1]) / 2;
     video.play().catch(() => {});
     return video.currentTime;
   }, [selector, where]);
@@ -784,6 +812,10 @@ async function portalHearings(page, hearingId) {
   const duration = await witness.locator('video').evaluate((v) => v.duration);
   check(playing.moved, `the whole recording does not play: ${JSON.stringify(playing)}`);
   console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`);
+  // Seeking back to the first seconds: the player fetches what it let go of (a recording longer than a minute
+  // behind the play head) and plays on from there.
+  const fromBeginning = await playsFrom(page, playerVideo, 'beginning');
+  check(fromBeginning.moved, `the whole recording does not play on after a seek back to its first seconds: ${JSON.stringify(fromBeginning)}`);
   // Across a segment boundary: the same player given one segment twice plays on from the first into the second.
   // The longest of the witness's segments (a segment can be a fraction of a second, cut by an admission or a
   // consultation), so that the seam lies well inside what is played.
@@ -821,6 +853,44 @@ async function portalHearings(page, hearingId) {
   check(seam.loaded === 2 && seam.reached >= seam.past,
     `the player did not play on across the seam of two segments: ${JSON.stringify(seam)}`);
   console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`);
+  // Seeking back past what the player let go of: the story's hearing is short, so the same player is given the
+  // segment six times over and told to keep a second either side of the play head. Once every copy has been in,
+  // the first seconds are gone from the buffer; a seek back to them fetches them again, and playing moves on.
+  const seekBack = await page.evaluate(async (segment) => {
+    const video = document.createElement('video');
+    video.muted = true;
+    document.body.append(video);
+    const copies = 6;
+    let loaded = 0;
+    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+    const ranges = () => [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]);
+    let failed = null;
+    const note = (err) => { failed = String(err); };
+    window.custodiaPlayWhole(video, Array(copies).fill(segment), (n) => { loaded = n; }, { ahead: 1, behind: 1, failed: note }).catch(note);
+    // Every wait is bounded by a deadline; nothing waits on a promise the player might never settle.
+    // Skipped to the end of what the player knows of, so that it fetches the next copy and lets go of those far
+    // behind: by the duration, not by what is buffered, which may have holes where one track ends before the other.
+    let deadline = Date.now() + 90_000;
+    while (loaded < copies && !failed && Date.now() < deadline) {
+      const end = video.duration;
+      if (Number.isFinite(end) && end - video.currentTime > 0.6) video.currentTime = end - 0.5;
+      await sleep(250);
+    }
+    const held = ranges();
+    video.currentTime = 0.2;
+    video.play().catch(() => {});
+    deadline = Date.now() + 60_000;
+    while (video.currentTime < 0.8 && !failed && Date.now() < deadline) await sleep(100);
+    const result = { loaded, failed, whole: video.duration, held, reached: video.currentTime, seeking: video.seeking,
+      readyState: video.readyState, after: ranges() };
+    video.remove();
+    return result;
+  }, url);
+  check(seekBack.loaded === 6 && seekBack.held.length > 0 && seekBack.held[0][0] > 0.5,
+    `the player did not let go of the start of a longer recording: ${JSON.stringify(seekBack)}`);
+  check(seekBack.reached >= 0.8, `the player froze after a seek back to a part it had let go of: ${JSON.stringify(seekBack)}`);
+  console.log(`seek back: ${seekBack.whole.toFixed(1)} s in one player holding ${JSON.stringify(seekBack.held.map((r) => r.map((t) => +t.toFixed(1))))}, `
+    + `sought back to 0.2 s and played on to ${seekBack.reached.toFixed(1)} s`);
   await screenshot(page, 'portal-hearing-recordings');
   await audit(page, 'portal, hearings');
 

@@ -52,7 +52,8 @@ pub enum Effect {
     /// Start writing this participant's tracks.
     RecorderSubscribe(ParticipantId),
     /// Put the court's words on this participant's screen: the words of `wording` that `text` names (the adapter
-    /// holds the texts). Said to the person they concern and to the judge who presents them.
+    /// holds the texts). Said to the person they concern and to the judge who presents them, and said again to
+    /// either of them who reconnects while the words still await their step (a reloaded page has lost them).
     ShowText { participant: ParticipantId, wording: Wording, text: TextShown },
 }
 

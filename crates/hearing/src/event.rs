@@ -288,7 +288,8 @@ pub enum Event {
         participant: ParticipantId,
         cause: LeaveCause,
     },
-    /// Someone who had joined is back, on a new connection. They keep their admission.
+    /// Someone who had joined is back, on a new connection. They keep their admission, and the texts presented to
+    /// them (or by them) that still await their step are shown to them again.
     Reconnect {
         participant: ParticipantId,
     },

@@ -208,6 +208,9 @@ pub struct Hearing {
     segments: Vec<SealedSegment>,
     identity_checks: Vec<IdentityCheck>,
     texts_presented: Vec<TextPresentation>,
+    /// The presentations whose step has not been taken yet, in order: the last of each wording per person. Shown
+    /// again to the person (and the judge who presented them) when they reconnect.
+    awaiting_step: Vec<TextPresentation>,
     rights_notices: Vec<RightsNotice>,
     oaths: Vec<Oath>,
     interpreters: Vec<InterpreterOath>,
@@ -380,6 +383,7 @@ impl Hearing {
             segments: Vec::new(),
             identity_checks: Vec::new(),
             texts_presented: Vec::new(),
+            awaiting_step: Vec::new(),
             rights_notices: Vec::new(),
             oaths: Vec::new(),
             interpreters: Vec::new(),
@@ -523,6 +527,12 @@ impl Hearing {
     /// The texts the judge has put on people's screens so far, in order.
     pub fn texts_presented(&self) -> &[TextPresentation] {
         &self.texts_presented
+    }
+
+    /// The texts presented whose step (the notice given, the oath or affirmation taken, the interpreter sworn) has
+    /// not been taken yet, in the order presented: for each person and wording, the words last presented.
+    pub fn texts_awaiting_step(&self) -> &[TextPresentation] {
+        &self.awaiting_step
     }
 
     /// The rights notices given so far, in order.
@@ -952,6 +962,15 @@ impl Hearing {
             p.periods.push(Period { from: at, until: None, ended_by: None });
         }
         self.record_presence(step, id, HearingEventKind::Reconnected);
+        // A page that reloaded, or a new tab, has lost the words on the screen: the texts still awaiting their step
+        // are shown again, to the person they concern and to the judge who presented them.
+        for shown in self.awaiting_step.iter().filter(|shown| shown.person == *id || shown.by == *id) {
+            step.shown.push(Effect::ShowText {
+                participant: id.clone(),
+                wording: shown.wording,
+                text: shown.text.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -1265,14 +1284,17 @@ impl Hearing {
         for participant in [person, by] {
             step.shown.push(Effect::ShowText { participant: participant.clone(), wording, text: text.clone() });
         }
-        self.texts_presented.push(TextPresentation {
-            at: step.at,
-            person: person.clone(),
-            by: by.clone(),
-            wording,
-            text,
-        });
+        let presentation = TextPresentation { at: step.at, person: person.clone(), by: by.clone(), wording, text };
+        self.step_taken(person, &[wording]);
+        self.awaiting_step.push(presentation.clone());
+        self.texts_presented.push(presentation);
         Ok(())
+    }
+
+    /// The step that `wordings` were presented for has been taken for `person` (or they are presented anew): their
+    /// words no longer await it.
+    fn step_taken(&mut self, person: &ParticipantId, wordings: &[Wording]) {
+        self.awaiting_step.retain(|shown| shown.person != *person || !wordings.contains(&shown.wording));
     }
 
     /// The words a step names: under [`Rules::texts_presented_first`], those of `wording` last presented to
@@ -1315,6 +1337,7 @@ impl Hearing {
         // The record's detail is the wording's digest: the ledger commits to which text was shown.
         let detail = text.as_ref().map(|text| text.sha256);
         self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone(), text });
+        self.step_taken(person, &[Wording::RightsNotice]);
         step.record(by.as_actor(), HearingEventKind::RightsNoticeGiven, Some(person), detail);
         Ok(())
     }
@@ -1347,6 +1370,8 @@ impl Hearing {
         }
         let detail = text.as_ref().map(|text| text.sha256);
         self.oaths.push(Oath { at: step.at, witness: witness.clone(), form, by: by.clone(), text });
+        // Sworn in one form, the words of the other are not asked for any more.
+        self.step_taken(witness, &[Wording::Oath, Wording::Affirmation]);
         let kind = match form {
             OathForm::Oath => HearingEventKind::OathTaken,
             OathForm::Affirmation => HearingEventKind::AffirmationMade,
@@ -1384,6 +1409,7 @@ impl Hearing {
             by: by.clone(),
             text,
         });
+        self.step_taken(interpreter, &[Wording::InterpreterOath]);
         step.record(by.as_actor(), HearingEventKind::InterpreterSworn, Some(interpreter), Some(detail));
         Ok(())
     }

@@ -55,7 +55,8 @@
 //!   ([`Event::PresentText`]): the court's exact words ([`Wording`], named by [`TextShown`]: language and SHA-256)
 //!   go on the screen of the person they concern and the judge's ([`Effect::ShowText`]), on the record as
 //!   `text_presented`, before the person is asked to listen or swear. The step then names the words presented
-//!   (refused if none were): the minutes keep them and the record's detail digest commits to them.
+//!   (refused if none were): the minutes keep them and the record's detail digest commits to them. Until the step
+//!   is taken the words await it ([`Hearing::texts_awaiting_step`]), and a reconnection shows them again.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
 //!   who waited and was never admitted, identity checks, the texts presented, rights notices, oaths, the
 //!   interpreter, consultations, recording runs, the sealed segments the adapter reports

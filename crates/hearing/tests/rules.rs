@@ -1333,6 +1333,96 @@ fn the_words_are_presented_before_they_are_spoken_and_the_step_names_them() {
 }
 
 #[test]
+fn words_awaiting_their_step_are_shown_again_to_whoever_reconnects_and_no_longer_once_it_is_taken() {
+    let mut court = Court::in_session();
+    court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: pid(WITNESS), verification: verification() });
+    let (judge, witness, interpreter) = (pid(JUDGE), pid(WITNESS), pid(INTERPRETER));
+    let lose = |participant: &ParticipantId| Event::Leave {
+        participant: participant.clone(),
+        cause: LeaveCause::ConnectionLost,
+    };
+    let back = |participant: &ParticipantId| Event::Reconnect { participant: participant.clone() };
+    /// The texts an event's effects put on screens: to whom, and which.
+    fn shown(effects: &[Effect]) -> Vec<(ParticipantId, Wording, TextShown)> {
+        effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::ShowText { participant, wording, text } => Some((participant.clone(), *wording, text.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    // Nothing presented: a reconnection shows nothing.
+    court.ok(lose(&witness));
+    assert_eq!(shown(&court.ok(back(&witness))), []);
+
+    // The notice, presented and not yet given, is shown again to the witness on their new connection, to them only.
+    let notice = court.present(WITNESS, Wording::RightsNotice);
+    assert_eq!(court.hearing.texts_awaiting_step().len(), 1);
+    court.ok(lose(&witness));
+    assert_eq!(shown(&court.ok(back(&witness))), [(witness.clone(), Wording::RightsNotice, notice.clone())]);
+    // Leaving by their own choice and coming back is the same.
+    court.ok(Event::Leave { participant: witness.clone(), cause: LeaveCause::Left });
+    assert_eq!(shown(&court.ok(back(&witness))), [(witness.clone(), Wording::RightsNotice, notice.clone())]);
+    // The judge who presented it gets it again on theirs; nobody else does.
+    court.ok(lose(&judge));
+    assert_eq!(shown(&court.ok(back(&judge))), [(judge.clone(), Wording::RightsNotice, notice.clone())]);
+    court.ok(lose(&interpreter));
+    assert_eq!(shown(&court.ok(back(&interpreter))), []);
+    // Presented again in other words: only the last words are shown, as only they may be named by the step.
+    let notice_fr = words("fr", "Vous pouvez garder le silence.");
+    court.ok(Event::PresentText {
+        by: judge.clone(),
+        person: witness.clone(),
+        wording: Wording::RightsNotice,
+        text: notice_fr.clone(),
+    });
+    court.ok(lose(&witness));
+    assert_eq!(shown(&court.ok(back(&witness))), [(witness.clone(), Wording::RightsNotice, notice_fr)]);
+
+    // Given: no longer shown. The oath and the affirmation, both presented, are both shown until one is taken.
+    court.ok(Event::GiveRightsNotice { by: judge.clone(), person: witness.clone(), text: None });
+    assert!(court.hearing.texts_awaiting_step().is_empty());
+    court.ok(lose(&witness));
+    assert_eq!(shown(&court.ok(back(&witness))), []);
+    let oath = court.present(WITNESS, Wording::Oath);
+    let affirmation = court.present(WITNESS, Wording::Affirmation);
+    let interpreter_oath = court.present(INTERPRETER, Wording::InterpreterOath);
+    court.ok(lose(&witness));
+    assert_eq!(
+        shown(&court.ok(back(&witness))),
+        [(witness.clone(), Wording::Oath, oath), (witness.clone(), Wording::Affirmation, affirmation.clone())]
+    );
+    court.ok(lose(&judge));
+    assert_eq!(shown(&court.ok(back(&judge))).len(), 3, "the judge gets every text awaiting a step they presented");
+    court.ok(Event::TakeOath {
+        by: judge.clone(),
+        witness: witness.clone(),
+        form: OathForm::Affirmation,
+        despite_no_media: false,
+        text: None,
+    });
+    court.ok(lose(&witness));
+    assert_eq!(shown(&court.ok(back(&witness))), [], "sworn in one form, neither form's words are asked for");
+    court.ok(lose(&interpreter));
+    assert_eq!(
+        shown(&court.ok(back(&interpreter))),
+        [(interpreter.clone(), Wording::InterpreterOath, interpreter_oath)]
+    );
+    court.ok(Event::SwearInterpreter {
+        by: judge.clone(),
+        interpreter: interpreter.clone(),
+        languages: Label::new("ar-TN / it").unwrap(),
+    });
+    assert!(court.hearing.texts_awaiting_step().is_empty());
+    court.ok(lose(&judge));
+    assert_eq!(shown(&court.ok(back(&judge))), []);
+    // The minutes still list every presentation; awaiting is not part of them.
+    assert_eq!(court.hearing.minutes().texts_presented.len(), 5);
+}
+
+#[test]
 fn a_hearing_scheduled_before_texts_were_presented_keeps_the_wording_its_steps_carried() {
     // Its journal's rules lack the rule: it reads as off, and the steps name their wording themselves.
     let legacy: Rules = serde_json::from_str(r#"{"identity_check_before_oath":false}"#).unwrap();

@@ -1,6 +1,9 @@
 //! WHIP clients none of us wrote publish test video (VP8) and audio (Opus) for about 25 seconds; the recording
-//! must be at least two sealed segments that ffprobe reads as VP8 + Opus, whose durations add up to what was sent
-//! (within 1.5 s), and whose SHA-256 digests are what the sealer was handed when each was sealed.
+//! must be at least two sealed segments that ffprobe reads as VP8 + Opus, whose SHA-256 digests are what the sealer
+//! was handed when each was sealed, and which hold what was sent: judged by counts, never by the clock (on a busy
+//! machine a sender manages less than real time, and the recording holds what it sent). The publisher reports the
+//! seconds of audio it sent (20 ms Opus packets) and the video frames; ffprobe counts the audio packets and the
+//! video frames in the segments; the recorder counts what it received, lost and dropped.
 //!
 //! Peers: aiortc (PyPI, tests/requirements.txt) driven by `tests/peers/whip_publish.py`; GStreamer's webrtcbin
 //! driven by `tests/peers/gst_whip_publish.py`; GStreamer's `whip-client` (Debian's `simple-whip-client`; ignored,
@@ -91,9 +94,18 @@ fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// What ffprobe finds in a segment, decoding every frame.
+struct Probed {
+    duration: f64,
+    codecs: Vec<String>,
+    video_frames: u64,
+    /// Opus frames: one per packet, 20 ms each from both publishers.
+    audio_frames: u64,
+}
+
 /// ffprobe's view of a file, decoding every frame: format duration in seconds, the codec names of its streams,
-/// and how many video frames it decoded. Any decoding error fails the test.
-fn ffprobe(path: &Path) -> (f64, Vec<String>, u64) {
+/// and how many video and audio frames it decoded. Any decoding error fails the test.
+fn ffprobe(path: &Path) -> Probed {
     let out = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-show_format", "-show_streams", "-of", "json"])
         .arg(path)
@@ -109,15 +121,43 @@ fn ffprobe(path: &Path) -> (f64, Vec<String>, u64) {
         .iter()
         .map(|s| s["codec_name"].as_str().unwrap_or_default().to_owned())
         .collect();
-    let video_frames = json["streams"]
-        .as_array()
-        .expect("streams")
-        .iter()
-        .filter(|s| s["codec_type"] == "video")
-        .map(|s| s["nb_read_frames"].as_str().and_then(|n| n.parse::<u64>().ok()).expect("a frame count"))
-        .sum();
-    (duration, codecs, video_frames)
+    let frames = |kind: &str| -> u64 {
+        json["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .filter(|s| s["codec_type"] == kind)
+            .map(|s| s["nb_read_frames"].as_str().and_then(|n| n.parse::<u64>().ok()).expect("a frame count"))
+            .sum()
+    };
+    Probed { duration, codecs, video_frames: frames("video"), audio_frames: frames("audio") }
 }
+
+/// What a publisher says it sent from its connection coming up to its stop (its report's `sent`).
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    audio_s: f64,
+    video_frames: u64,
+}
+
+impl Sent {
+    fn from_report(report: &serde_json::Value) -> Self {
+        Self {
+            audio_s: report["sent"]["audio_s"].as_f64().expect("the seconds of audio sent"),
+            video_frames: report["sent"]["video_frames"].as_u64().expect("the video frames sent"),
+        }
+    }
+}
+
+/// Seconds of media that may be sent and yet in no segment: what came before the first keyframe the recording
+/// starts at, and what was on its way when the publisher stopped. As in the gateway's hearing tests.
+const WAIT_FOR_KEYFRAME_AND_STOP_S: f64 = 3.0;
+/// What a publisher may send after it counted what it sent: the packets on their way when it stops, before its
+/// DELETE ends the session.
+const SENT_AFTER_COUNTING_S: f64 = 0.5;
+/// The test pattern's frame rate and the Opus packet length, from both publishers.
+const FRAMES_PER_SECOND: f64 = 25.0;
+const OPUS_PACKET_S: f64 = 0.020;
 
 /// A WHIP server around a [`WhipIngest`] on a free loopback port.
 async fn serve(dir: PathBuf) -> (App, u16) {
@@ -139,9 +179,11 @@ async fn serve(dir: PathBuf) -> (App, u16) {
 }
 
 /// Waits for the one session's summary (the DELETE seals the last segment), then checks the recording: at least
-/// two segments, each read by ffprobe as VP8 + Opus, each with the digest the sealer was handed, and together as
-/// long as what was sent from the first keyframe to `stopped_s` (seconds after the offer), within 1.5 s.
-async fn check_recording(app: &App, stopped_s: f64, peer_log: &str) {
+/// two segments, each read by ffprobe as VP8 + Opus, each with the digest the sealer was handed; every video frame
+/// the recorder received is in a segment and decodes; and, when the publisher says what it `sent`, the segments
+/// hold no more than that and no less than that less what the recorder counted lost or dropped and
+/// [`WAIT_FOR_KEYFRAME_AND_STOP_S`].
+async fn check_recording(app: &App, sent: Option<Sent>, peer_log: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.summaries.lock().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -154,29 +196,52 @@ async fn check_recording(app: &App, stopped_s: f64, peer_log: &str) {
 
     let sealed = app.ledger.sealed.lock().unwrap().clone();
     assert!(sealed.len() >= 2, "at least two sealed segments, got {}", sealed.len());
-    let mut total = 0.0;
-    let mut video_frames = 0;
+    let (mut total, mut video_frames, mut audio_frames) = (0.0, 0, 0);
     for (i, (index, path, digest)) in sealed.iter().enumerate() {
         assert_eq!(*index as usize, i);
         let bytes = std::fs::read(path).unwrap();
         assert_eq!(&hex(&Sha256::digest(&bytes)), digest, "segment {index} changed after it was sealed");
-        let (duration, mut codecs, frames) = ffprobe(path);
-        video_frames += frames;
-        codecs.sort();
-        assert_eq!(codecs, vec!["opus".to_owned(), "vp8".to_owned()], "segment {index}");
-        eprintln!("segment {index}: {duration:.3} s, {} bytes, sha256 {digest}", bytes.len());
-        total += duration;
+        let mut probed = ffprobe(path);
+        video_frames += probed.video_frames;
+        audio_frames += probed.audio_frames;
+        probed.codecs.sort();
+        assert_eq!(probed.codecs, vec!["opus".to_owned(), "vp8".to_owned()], "segment {index}");
+        eprintln!("segment {index}: {:.3} s, {} bytes, sha256 {digest}", probed.duration, bytes.len());
+        total += probed.duration;
     }
     // Every video frame the recorder took from the network (from the first keyframe on) is in a segment, and
     // decodes.
-    let received: u64 = summary.tracks.iter().filter(|t| t.kind == Some(MediaKind::Video)).map(|t| t.frames).sum();
-    assert_eq!(video_frames, received, "video frames decoded from the segments, and received");
-    // The recording's timeline starts when the offer arrives and the first segment at the first keyframe, so what
-    // was sent and can be recorded runs from the first segment's start to the stop.
-    let first_start_s = summary.segments[0].start_ms as f64 / 1000.0;
-    let expected = stopped_s - first_start_s;
-    eprintln!("stopped at {stopped_s:.3} s, first keyframe at {first_start_s:.3} s, recorded {total:.3} s");
-    assert!((total - expected).abs() <= 1.5, "recorded {total:.3} s of {expected:.3} s sent");
+    let track = |kind| summary.tracks.iter().find(|t| t.kind == Some(kind)).cloned().unwrap_or_default();
+    let (video, audio) = (track(MediaKind::Video), track(MediaKind::Audio));
+    assert_eq!(video_frames, video.frames, "video frames decoded from the segments, and received");
+    let recorded_audio_s = audio_frames as f64 * OPUS_PACKET_S;
+    eprintln!(
+        "recorded {total:.3} s on the timeline: {recorded_audio_s:.2} s of audio packets and {video_frames} video \
+         frames; the recorder lost {} audio and {} video packets and dropped {} video frames; sent {sent:?}",
+        audio.lost, video.lost, video.frames_dropped
+    );
+    let Some(sent) = sent else { return };
+    // Judged by counts, not the clock: nothing recorded that was not sent, and everything sent recorded but what
+    // the recorder counted lost or dropped, what came before the first keyframe and what was on its way at the stop.
+    let lost_audio_s = audio.lost as f64 * OPUS_PACKET_S;
+    let audio_at_most = sent.audio_s + SENT_AFTER_COUNTING_S;
+    let audio_at_least = sent.audio_s - lost_audio_s - WAIT_FOR_KEYFRAME_AND_STOP_S;
+    assert!(
+        (audio_at_least..=audio_at_most).contains(&recorded_audio_s),
+        "recorded {recorded_audio_s:.2} s of audio, {audio_at_least:.2} to {audio_at_most:.2} s expected of \
+         {:.2} s sent\n{peer_log}",
+        sent.audio_s
+    );
+    let frames = |seconds: f64| (seconds * FRAMES_PER_SECOND).round() as u64;
+    let video_at_most = sent.video_frames + frames(SENT_AFTER_COUNTING_S);
+    let video_at_least = sent.video_frames.saturating_sub(video.frames_dropped + frames(WAIT_FOR_KEYFRAME_AND_STOP_S));
+    assert!(
+        (video_at_least..=video_at_most).contains(&video_frames),
+        "recorded {video_frames} video frames, {video_at_least} to {video_at_most} expected of {} sent\n{peer_log}",
+        sent.video_frames
+    );
+    // Not a recording of nothing: most of what was sent arrived (loopback loses little even on a busy machine).
+    assert!(recorded_audio_s >= sent.audio_s / 2.0, "recorded {recorded_audio_s:.2} s of {:.2} s", sent.audio_s);
 }
 
 /// Runs a Python WHIP publisher from tests/peers for 25 s against a fresh server, then checks the recording.
@@ -195,8 +260,7 @@ async fn publish_with(python: &str, script: &str) {
     assert!(output.status.success(), "the publisher failed:\n{log}");
     let report: serde_json::Value =
         serde_json::from_str(log.lines().find(|l| l.starts_with('{')).expect("its report")).unwrap();
-    let stopped_s = report["stopped_s"].as_f64().unwrap();
-    check_recording(&app, stopped_s, &log).await;
+    check_recording(&app, Some(Sent::from_report(&report)), &log).await;
 }
 
 fn python_has(python: &str, module: &str) -> bool {
@@ -260,12 +324,12 @@ async fn gstreamer_whip_client_publishes_a_sealed_recording() {
     let pid = client.id().expect("whip-client is still running");
     // SIGINT: whip-client then DELETEs its session resource, as WHIP asks.
     std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
-    let stopped_at = Instant::now();
     if tokio::time::timeout(Duration::from_secs(10), client.wait()).await.is_err() {
         client.kill().await.unwrap();
     }
     let output = client.wait_with_output().await.unwrap();
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let offered_at = app.offered_at.lock().unwrap().expect("an offer came");
-    check_recording(&app, stopped_at.duration_since(offered_at).as_secs_f64(), &log).await;
+    assert!(app.offered_at.lock().unwrap().is_some(), "no offer came:\n{log}");
+    // whip-client does not say what it sent: the recording is judged by the recorder's own counts only.
+    check_recording(&app, None, &log).await;
 }

@@ -266,6 +266,10 @@ enum JournalEntry {
     },
 }
 
+/// Texts to show to someone once their new connection is attached: which words, named as the hearing recorded
+/// them presented.
+type HeldTexts = Vec<(Wording, TextShown)>;
+
 struct Person {
     slot: usize,
     /// The number of the connection they are on now (a WebSocket, or a WHIP session).
@@ -616,7 +620,7 @@ impl Hearings {
         let live = self.hearing(Caller { account: caller.account.clone(), channel: Channel::Session }, machine);
         {
             let mut state = live.state.lock().await;
-            live.carry_out(&mut state, effects).await?;
+            live.carry_out(&mut state, effects, None).await?;
             let court = caller.account.id.clone();
             let contact = request.contact;
             live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court, contact: contact.clone() })
@@ -953,6 +957,7 @@ impl Hearings {
         let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         let digest = *digest;
         let mut state = live.state.lock().await;
+        let mut held = HeldTexts::new();
         let (participant, credential) = match entry(&state, &digest, live.gateway.now())? {
             Entry::Back(participant) => {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
@@ -961,7 +966,8 @@ impl Hearings {
                     live.apply(&mut state, lost).await.map_err(|e| failed(&e))?;
                 }
                 let back = Event::Reconnect { participant: participant.clone() };
-                live.apply(&mut state, back).await.map_err(|e| failed(&e))?;
+                // The words still awaiting their step come back with the reconnection: shown after the welcome.
+                held = live.apply_holding_texts(&mut state, back, Some(&participant)).await.map_err(|e| failed(&e))?;
                 (participant, secret.to_owned())
             }
             Entry::New(invite) => {
@@ -1005,6 +1011,9 @@ impl Hearings {
         if let Some(outbox) = outbox {
             let ice_servers = self.ice_servers.issue(live.gateway.now());
             let _ = outbox.send(live.welcome(&state, &participant, &credential, ice_servers));
+        }
+        for (wording, text) in held {
+            live.show(&state, &participant, wording, &text);
         }
         live.broadcast(&state);
         drop(state);
@@ -1283,6 +1292,17 @@ impl LiveHearing {
 
     /// Applies one event and carries out its effects, then tells everyone in the room.
     async fn step(&self, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
+        self.step_holding_texts(state, event, None).await.map(drop)
+    }
+
+    /// [`Self::step`], except that the texts to show to `entering` (someone whose new connection is not attached
+    /// yet) are not shown but returned.
+    async fn step_holding_texts(
+        &self,
+        state: &mut HearingState,
+        event: Event,
+        entering: Option<&ParticipantId>,
+    ) -> Result<HeldTexts, RoomError> {
         let at = self.gateway.now();
         let effects = match state.machine.handle(at, event.clone()) {
             Ok(effects) => effects,
@@ -1293,10 +1313,10 @@ impl LiveHearing {
                 return Err(refusal.into());
             }
         };
-        self.carry_out(state, effects).await?;
+        let held = self.carry_out(state, effects, entering).await?;
         self.journal(state, &JournalEntry::Event { at, event }).await?;
         self.broadcast(state);
-        Ok(())
+        Ok(held)
     }
 
     /// A refused attempt is on the record like any other refusal: the ledger gets the fact (who, when, the digest
@@ -1330,7 +1350,18 @@ impl LiveHearing {
     /// [`Self::step`], and once the hearing has ended, the closing: everyone is told, and the minutes follow the
     /// last segment.
     async fn apply(self: &Arc<Self>, state: &mut HearingState, event: Event) -> Result<(), RoomError> {
-        self.step(state, event).await?;
+        self.apply_holding_texts(state, event, None).await.map(drop)
+    }
+
+    /// [`Self::apply`], except that the texts to show to `entering` (someone whose new connection is not attached
+    /// yet) are not shown but returned, to be shown once it is (after its `welcome`).
+    async fn apply_holding_texts(
+        self: &Arc<Self>,
+        state: &mut HearingState,
+        event: Event,
+        entering: Option<&ParticipantId>,
+    ) -> Result<HeldTexts, RoomError> {
+        let held = self.step_holding_texts(state, event, entering).await?;
         if state.machine.phase() == Phase::Ended && !state.finishing {
             state.finishing = true;
             for person in state.people.values_mut() {
@@ -1340,10 +1371,17 @@ impl LiveHearing {
             }
             tokio::spawn(self.clone().finish());
         }
-        Ok(())
+        Ok(held)
     }
 
-    async fn carry_out(&self, state: &mut HearingState, effects: Vec<Effect>) -> Result<(), GatewayError> {
+    /// Carries out effects in their order. The texts to show to `entering`, if any, are returned instead.
+    async fn carry_out(
+        &self,
+        state: &mut HearingState,
+        effects: Vec<Effect>,
+        entering: Option<&ParticipantId>,
+    ) -> Result<HeldTexts, GatewayError> {
+        let mut held = HeldTexts::new();
         for effect in effects {
             match effect {
                 Effect::Record(record) => {
@@ -1366,11 +1404,14 @@ impl LiveHearing {
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
                 Effect::StartRecorder | Effect::StopRecorder => {}
+                Effect::ShowText { participant, wording, text } if entering == Some(&participant) => {
+                    held.push((wording, text));
+                }
                 Effect::ShowText { participant, wording, text } => self.show(state, &participant, wording, &text),
                 other => tracing::warn!(effect = ?other, "an effect this gateway does not carry out"),
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// A step from a participant in the room.

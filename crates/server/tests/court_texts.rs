@@ -2,7 +2,8 @@
 //! judge presents them before the step: they are shown to the witness (the interpreter's oath to the interpreter)
 //! over the room's WebSocket in their page's language (or the one the judge chooses), the judge's checklist says
 //! they were shown, and only then is the notice given or the oath sworn; the minutes say which wording was shown
-//! and sworn by its SHA-256, the digest of the court's own file. A malformed
+//! and sworn by its SHA-256, the digest of the court's own file. Words awaiting their step are shown again to a
+//! witness (or the judge) who comes back on a new connection, and no longer once the step is taken. A malformed
 //! texts directory stops the gateway at start-up, naming the file. The hearing's contact (the registry's phone or
 //! e-mail) reaches the hearing's participants and the court, and nothing public.
 
@@ -225,6 +226,146 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
         serde_json::from_value(json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2", "contact": CONTACT}))
             .unwrap();
     assert!(!format!("{request:?}").contains(phone));
+}
+
+/// Everything that reaches `socket` until the gateway answers a ping: what it sent before, in order.
+async fn until_pong(socket: &mut Socket) -> Vec<Value> {
+    send(socket, json!({"type": "ping"})).await;
+    let mut messages = Vec::new();
+    loop {
+        let message = next_of_any(socket).await;
+        if message["type"] == "pong" {
+            return messages;
+        }
+        messages.push(message);
+    }
+}
+
+async fn next_of_any(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("a message within a minute")
+            .expect("the room is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn words_awaiting_their_step_are_shown_again_to_a_witness_who_comes_back_and_not_once_it_is_taken() {
+    let gw = TestGateway::start().await;
+    let (clerk_id, clerk) = gw.person("clerk.r", "IT").await;
+    gw.case(CASE).await;
+    gw.member(CASE, &clerk_id, "clerk").await;
+    let clerk_as = Some(As::Session(&clerk));
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2",
+        "identity_check_before_oath": false});
+    let reply = gw.call("POST", &format!("/api/v1/cases/{CASE}/hearings"), clerk_as, schedule).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let uri = format!("/api/v1/cases/{CASE}/hearings/{}", reply.json()["id"].as_str().unwrap());
+    let mut secrets = Vec::new();
+    for role in ["judge", "witness"] {
+        let body = json!({"role": role, "admit_on_join": role == "judge"});
+        let reply = gw.call("POST", &format!("{uri}/invites"), clerk_as, body).await;
+        assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+        secrets.push(reply.json()["secret"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(gw.call("POST", &format!("{uri}/open"), clerk_as, json!({})).await.status, 200);
+    let port = serve_on_loopback(&gw).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let open = || async { tokio_tungstenite::connect_async(&url).await.unwrap().0 };
+
+    let mut judge = open().await;
+    send(&mut judge, json!({"type": "join", "invite": secrets[0], "language": "it"})).await;
+    let judge_credential = next_of(&mut judge, "welcome").await["credential"].as_str().unwrap().to_owned();
+    // The witness's page speaks Arabic.
+    let mut witness = open().await;
+    send(&mut witness, json!({"type": "join", "invite": secrets[1], "language": "ar"})).await;
+    let welcome = next_of(&mut witness, "welcome").await;
+    let w = welcome["participant"].as_str().unwrap().to_owned();
+    let credential = welcome["credential"].as_str().unwrap().to_owned();
+    send(&mut judge, json!({"type": "admit", "participant": w})).await;
+    send(&mut judge, json!({"type": "start_session"})).await;
+    while next_of(&mut judge, "state").await["phase"] != "in_session" {}
+
+    send(&mut judge, json!({"type": "present_text", "person": w, "wording": "rights_notice"})).await;
+    let notice = next_of(&mut witness, "text").await;
+    assert_eq!((&notice["kind"], &notice["language"]), (&json!("rights_notice"), &json!("ar")), "{notice}");
+    assert_eq!(notice["words"].as_str().unwrap().as_bytes(), include_bytes!("../texts/ar/rights_notice.txt"));
+    next_of(&mut judge, "text").await;
+
+    // The witness's page goes away before the notice is given (a reload): the judge sees them gone.
+    witness.close(None).await.unwrap();
+    drop(witness);
+    loop {
+        let state = next_of(&mut judge, "state").await;
+        let entry = state["participants"].as_array().unwrap().iter().find(|p| p["id"] == json!(w)).cloned();
+        if entry.is_some_and(|entry| entry["connected"] == false) {
+            break;
+        }
+    }
+    // Back with their credential, in their page's language: the welcome, then the same words again.
+    let mut witness = open().await;
+    send(&mut witness, json!({"type": "rejoin", "credential": credential, "language": "ar"})).await;
+    let first = next_of_any(&mut witness).await;
+    assert_eq!(first["type"], "welcome", "the welcome comes first: {first}");
+    assert_eq!(next_of(&mut witness, "text").await, notice, "the words presented are shown again");
+
+    // From a second tab while the first is still open: the first steps aside, the second gets the words.
+    let mut second = open().await;
+    send(&mut second, json!({"type": "rejoin", "credential": credential, "language": "ar"})).await;
+    next_of(&mut witness, "replaced").await;
+    next_of(&mut second, "welcome").await;
+    assert_eq!(next_of(&mut second, "text").await, notice);
+    let mut witness = second;
+
+    // Given, the notice is not shown again.
+    send(&mut judge, json!({"type": "rights_notice", "person": w})).await;
+    loop {
+        let state = next_of(&mut judge, "state").await;
+        if !state["checklist"]["rights_notices"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    // The oath is presented; the judge's own page reloads too, and gets the words it presented back.
+    send(&mut judge, json!({"type": "present_text", "person": w, "wording": "oath"})).await;
+    let oath = next_of(&mut witness, "text").await;
+    assert_eq!((&oath["kind"], &oath["language"]), (&json!("oath"), &json!("ar")), "{oath}");
+    next_of(&mut judge, "text").await;
+    drop(judge);
+    let mut judge = open().await;
+    send(&mut judge, json!({"type": "rejoin", "credential": judge_credential, "language": "it"})).await;
+    next_of(&mut judge, "welcome").await;
+    assert_eq!(next_of(&mut judge, "text").await, oath, "the judge sees again what awaits the witness");
+
+    let mut reload = open().await;
+    send(&mut reload, json!({"type": "rejoin", "credential": credential, "language": "ar"})).await;
+    next_of(&mut reload, "welcome").await;
+    let texts: Vec<Value> = until_pong(&mut reload).await.into_iter().filter(|m| m["type"] == "text").collect();
+    assert_eq!(texts, [oath], "only the oath awaits its step: {texts:?}");
+    drop(witness);
+    let mut witness = reload;
+
+    // Sworn: nothing awaits, and a page that comes back is shown nothing.
+    send(&mut judge, json!({"type": "oath", "witness": w, "form": "oath"})).await;
+    loop {
+        let state = next_of(&mut judge, "state").await;
+        if !state["checklist"]["oaths"].as_array().unwrap().is_empty() {
+            break;
+        }
+    }
+    witness.close(None).await.unwrap();
+    drop(witness);
+    let mut witness = open().await;
+    send(&mut witness, json!({"type": "rejoin", "credential": credential, "language": "ar"})).await;
+    next_of(&mut witness, "welcome").await;
+    let after = until_pong(&mut witness).await;
+    assert!(after.iter().all(|m| m["type"] != "text"), "nothing is shown once sworn: {after:?}");
+    assert!(after.iter().all(|m| m["type"] != "refused" && m["type"] != "error"), "{after:?}");
+    send(&mut judge, json!({"type": "end"})).await;
 }
 
 #[test]

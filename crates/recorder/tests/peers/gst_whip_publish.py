@@ -7,7 +7,12 @@ Publishes videotestsrc (320x240 at 25 fps, VP8) and audiotestsrc (Opus), as peer
 does but with vp8enc's look-ahead off (lag-in-frames=0, as a live sender should; its default holds 25 frames, a
 second at 25 fps, so the media would lag the clock the test measures with), for SECONDS from when the peer
 connection is up (on a busy machine ICE and DTLS take a while, and the media should still last SECONDS), then
-DELETEs the session resource. Prints one JSON line: when it stopped, in seconds since the offer was sent. (Debian 12's own whip-client cannot run: it links libsoup 2 while libnice pulls in libsoup 3.)
+DELETEs the session resource. Prints one JSON line: when it stopped, in seconds since the offer was sent, and what
+it sent (`sent`): the seconds of audio, by the Opus packets webrtcbin says it sent (opusenc makes one packet of each
+20 ms), and the video frames the encoder made. Nothing is lost before the connection is up: the pipeline waits for
+it and sends what it made meanwhile, so the recording may start before the offer. On a busy machine a sender
+manages less than real time; a test judges the recording by these counts, not by the clock. (Debian 12's own
+whip-client cannot run: it links libsoup 2 while libnice pulls in libsoup 3.)
 """
 
 import json
@@ -27,9 +32,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # noqa: E402
 PIPELINE = (
     "webrtcbin name=send bundle-policy=max-bundle "
     "videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=25/1 ! videoconvert ! "
-    "queue ! vp8enc deadline=1 lag-in-frames=0 ! rtpvp8pay pt=96 ssrc=2 ! queue ! "
+    "queue ! vp8enc name=video deadline=1 lag-in-frames=0 ! rtpvp8pay pt=96 ssrc=2 ! queue ! "
     "application/x-rtp,media=video,encoding-name=VP8,payload=96 ! send. "
-    "audiotestsrc is-live=true ! audioconvert ! audioresample ! queue ! opusenc ! rtpopuspay pt=100 ssrc=1 ! "
+    "audiotestsrc is-live=true ! audioconvert ! audioresample ! queue ! opusenc frame-size=20 ! rtpopuspay pt=100 ssrc=1 ! "
     "queue ! application/x-rtp,media=audio,encoding-name=OPUS,payload=100 ! send. "
 )
 
@@ -50,6 +55,30 @@ def main(url, seconds, token):
     webrtc = pipeline.get_by_name("send")
     loop = GLib.MainLoop()
     state = {}
+    # Frames leaving the video encoder, counted as they pass.
+    made = {"video_frames": 0}
+
+    def count(_pad, _info):
+        made["video_frames"] += 1
+        return Gst.PadProbeReturn.OK
+
+    pipeline.get_by_name("video").get_static_pad("src").add_probe(Gst.PadProbeType.BUFFER, count)
+
+    def audio_packets_sent():
+        """The Opus packets (SSRC 1) webrtcbin has sent, by its own statistics."""
+        promise = Gst.Promise.new()
+        webrtc.emit("get-stats", None, promise)
+        promise.wait()
+        found = []
+
+        def each(_field, value, _data):
+            if isinstance(value, Gst.Structure) and value.get_name() == "outbound-rtp":
+                if value.get_value("ssrc") == 1:
+                    found.append(value.get_value("packets-sent"))
+            return True
+
+        promise.get_reply().foreach(each, None)
+        return found[0] if found else 0
 
     def fail(message):
         state["error"] = message
@@ -77,6 +106,9 @@ def main(url, seconds, token):
 
     def stop():
         state["stopped_s"] = time.monotonic() - state["offered"]
+        # Nothing more is sent once counted: the sources stop here, before the DELETE ends the session.
+        pipeline.set_state(Gst.State.PAUSED)
+        state["sent"] = {"audio_s": audio_packets_sent() * 0.020, "video_frames": made["video_frames"]}
         loop.quit()
         return False
 
@@ -115,7 +147,7 @@ def main(url, seconds, token):
     pipeline.set_state(Gst.State.NULL)
     if "error" in state:
         raise SystemExit(state["error"])
-    print(json.dumps({"stopped_s": state["stopped_s"]}), flush=True)
+    print(json.dumps({"stopped_s": state["stopped_s"], "sent": state["sent"]}), flush=True)
 
 
 if __name__ == "__main__":

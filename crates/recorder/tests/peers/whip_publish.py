@@ -4,7 +4,10 @@ Usage: whip_publish.py URL SECONDS [TOKEN]
 
 Publishes FFmpeg's test pattern (testsrc, 320x240 at 25 fps) and a 440 Hz tone, encoded by aiortc as VP8 and
 Opus, for SECONDS, then DELETEs the session resource. Prints one JSON line: when media started flowing and when it
-stopped, in seconds since the offer was sent. With TOKEN, requests carry `Authorization: Bearer TOKEN`.
+stopped, in seconds since the offer was sent, and what it sent (`sent`): the seconds of audio by the media's own
+clock (aiortc's Opus encoder makes a 20 ms packet of each 20 ms) and the video frames handed to the encoder. On a
+busy machine a sender manages less than real time; a test judges the recording by these, not by the clock. With
+TOKEN, requests carry `Authorization: Bearer TOKEN`.
 
 With WHIP_ICE_SERVERS set to a JSON list of RTCIceServer objects, those servers are used; with
 WHIP_ICE_TRANSPORT_POLICY=relay as well, only relayed (TURN) candidates are gathered and used, and the report names
@@ -20,6 +23,7 @@ import urllib.parse
 import urllib.request
 
 from aiortc import (
+    MediaStreamTrack,
     RTCConfiguration,
     RTCIceServer,
     RTCIceTransportPolicy,
@@ -27,6 +31,32 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.contrib.media import MediaPlayer
+
+
+class Sent(MediaStreamTrack):
+    """A track as its sender takes it (only once the connection is up): the frames handed over, and the media
+    time that they reach."""
+
+    def __init__(self, track):
+        super().__init__()
+        self.kind = track.kind
+        self.track = track
+        self.frames = 0
+        self.first = None
+        self.media_end = 0.0
+
+    async def recv(self):
+        frame = await self.track.recv()
+        start = float(frame.pts * frame.time_base)
+        if self.first is None:
+            self.first = start
+        self.frames += 1
+        length = frame.samples / frame.sample_rate if self.kind == "audio" else 0.0
+        self.media_end = start + length
+        return frame
+
+    def seconds(self):
+        return 0.0 if self.first is None else self.media_end - self.first
 
 
 def http(method, url, body=None, content_type=None, token=None):
@@ -49,8 +79,9 @@ async def main(url, seconds, token):
             iceServers=[RTCIceServer(**server) for server in servers], iceTransportPolicy=policy
         )
     )
-    pc.addTransceiver(video.video, direction="sendonly")
-    pc.addTransceiver(audio.audio, direction="sendonly")
+    sent_video, sent_audio = Sent(video.video), Sent(audio.audio)
+    pc.addTransceiver(sent_video, direction="sendonly")
+    pc.addTransceiver(sent_audio, direction="sendonly")
     connected = asyncio.Event()
 
     @pc.on("connectionstatechange")
@@ -77,9 +108,12 @@ async def main(url, seconds, token):
             chosen.append([pair.local_candidate.type, pair.remote_candidate.type])
     await asyncio.sleep(seconds)
     stopped = time.monotonic() - offered
+    # What was sent: counted before the session ends, so that nothing is counted that the gateway could not get.
+    sent = {"audio_s": sent_audio.seconds(), "video_frames": sent_video.frames}
     http("DELETE", resource, token=token)
     await pc.close()
-    print(json.dumps({"connected_s": started, "stopped_s": stopped, "chosen_pairs": chosen, "links": links}), flush=True)
+    report = {"connected_s": started, "stopped_s": stopped, "sent": sent, "chosen_pairs": chosen, "links": links}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

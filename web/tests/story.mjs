@@ -189,6 +189,19 @@ async function open(name, contextOptions = {}) {
 }
 
 /** A <video> shows live frames: it has a size and its clock moves. */
+// The join page enables Join once its camera and microphone check has run, which on a loaded machine (several
+// browsers with fake devices at once) can take longer than a click's 30 s: wait up to 120 s for it, and say what the
+// page showed if it never came.
+async function joinWhenReady(page, who) {
+  const ready = await page.waitForFunction(() => document.getElementById('join')?.disabled === false, null, { timeout: 120_000, polling: 250 })
+    .then(() => true, () => false);
+  if (!ready) {
+    const shown = await page.evaluate(() => ({ error: document.getElementById('check-error')?.textContent, preview: document.getElementById('preview-status')?.textContent }));
+    check(false, `${who}'s Join button stayed disabled: ${JSON.stringify(shown)}`);
+  }
+  await page.locator('#join').click();
+}
+
 async function assertVideoPlays(page, selector, who) {
   await page.waitForFunction(
     (sel) => [...document.querySelectorAll(sel)].some((v) => v.videoWidth > 0 && v.readyState >= 2),
@@ -389,7 +402,7 @@ let recordingArtefact = null;
   // A phone on a weak connection saves data: it takes only the court's video (and everyone's sound), which the
   // checks below still see, including after the reconnection.
   await witness.locator('#data-saver').check();
-  await witness.locator('#join').click();
+  await joinWhenReady(witness, 'the witness');
   await witness.locator('#lobby:not([hidden])').waitFor();
   await screenshot(witness, 'join-lobby-ar');
   await audit(witness, 'join lobby (ar)');
@@ -411,7 +424,8 @@ let recordingArtefact = null;
   await audit(judge, 'console room, lobby');
   await admit.focus();
   await judge.keyboard.press('Enter'); // keyboard, not the mouse
-  await witness.locator('#lobby').waitFor({ state: 'hidden' });
+  // Five browsers with fake devices share a loaded machine here: the admission's round trip gets a wait of its own.
+  await witness.locator('#lobby').waitFor({ state: 'hidden', timeout: 90_000 });
   // Screen readers are told: the witness that they are in, the court whom it let in.
   await witness.waitForFunction(() => document.querySelector('#announcer').textContent.trim() !== '');
   await judge.locator('#status', { hasText: `${WITNESS_NAME} (Witness) admitted.` }).waitFor({ state: 'attached' });
@@ -440,7 +454,7 @@ let recordingArtefact = null;
   again.setDefaultTimeout(STEP_TIMEOUT);
   again.on('pageerror', (error) => console.log(`[witness, new tab page error] ${error.message}`));
   await again.goto(witnessLink);
-  await again.locator('#join').click(); // enabled once the page is ready
+  await joinWhenReady(again, 'the witness, in a new tab');
   await again.locator('#hearing:not([hidden])').waitFor();
   await witness.locator('#done:not([hidden])').waitFor();
   check(await again.locator('#lobby').isHidden(), 'the witness, back from a new tab, is in the lobby again');
@@ -455,11 +469,11 @@ let recordingArtefact = null;
   const officer = await open('officer', { locale: 'en-GB' });
   await officer.goto(links.officer);
   await officer.waitForFunction(() => document.documentElement.lang === 'fr');
-  await officer.locator('#join').click();
+  await joinWhenReady(officer, 'the officer');
   await officer.locator('#lobby:not([hidden])').waitFor();
   const counsel = await open('prosecutor in the room');
   await counsel.goto(links.prosecutor);
-  await counsel.locator('#join').click();
+  await joinWhenReady(counsel, 'the prosecutor');
   await counsel.locator('#lobby:not([hidden])').waitFor();
   await judge.getByRole('button', { name: 'Admit the Officer at the remote site' }).click();
   await officer.locator('#lobby').waitFor({ state: 'hidden' });

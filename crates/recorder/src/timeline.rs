@@ -110,7 +110,7 @@ impl TrackTimeline {
 
     /// Takes a sender report. Only the first one re-anchors the track: later ones would make its timestamps jump
     /// by the network's jitter. A report with NTP zero, or one that would move the track by more than
-    /// [`MAX_SENDER_REPORT_SHIFT_MS`], is ignored (and a later one may still sync the track).
+    /// 5 s (`MAX_SENDER_REPORT_SHIFT_MS`), is ignored (and a later one may still sync the track).
     pub fn sender_report(&mut self, ntp_time: u64, rtp_time: u32, arrived: Instant) {
         // NTP zero is a sender without a wall clock (RFC 3550, 6.4.1): nothing to sync to.
         if self.from_sender_report || ntp_time == 0 {

@@ -189,9 +189,9 @@ pub struct HearingEventRecord {
     /// It reaches the public record only inside a salted commitment (`detail`), which the adapter makes: a detail
     /// built from public ids and a closed list of words could otherwise be confirmed by guessing.
     pub detail_sha256: Option<Sha256>,
-    /// For a count of presence changes past the participant's budget ([`crate::PRESENCE_RECORDS_PER_WINDOW`]):
-    /// how many changes of this kind the record stands for, from when. The adapter puts it in the custody
-    /// record's `repeated`.
+    /// For a count of records past the participant's budget of repeatable steps ([`crate::OWN_STEPS_PER_WINDOW`]):
+    /// how many records of this kind about this subject the record stands for, from when. The adapter puts it in
+    /// the custody record's `repeated`.
     pub repeated: Option<Repeated>,
 }
 

@@ -192,6 +192,8 @@ pub enum Reason {
     RightsNoticeNotGiven { participant: ParticipantId },
     #[error("{participant}'s identity has not been verified by the remote-site officer")]
     IdentityNotVerified { participant: ParticipantId },
+    #[error("{participant}'s identity has been checked {checks} times in this hearing, the most it may be")]
+    TooManyIdentityChecks { participant: ParticipantId, checks: usize },
     #[error("{participant} has not been shown the words of the {wording} in this hearing")]
     TextNotPresented { participant: ParticipantId, wording: Wording },
     #[error("the words of the {wording} last shown to {participant} are not the ones named")]
@@ -252,6 +254,7 @@ impl Reason {
             Self::AlreadySworn { .. } => "already_sworn",
             Self::RightsNoticeNotGiven { .. } => "rights_notice_not_given",
             Self::IdentityNotVerified { .. } => "identity_not_verified",
+            Self::TooManyIdentityChecks { .. } => "too_many_identity_checks",
             Self::TextNotPresented { .. } => "text_not_presented",
             Self::NotTheTextPresented { .. } => "not_the_text_presented",
             Self::NoMedia { .. } => "no_media",

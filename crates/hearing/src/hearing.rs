@@ -18,16 +18,24 @@ use crate::{
     Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 
-/// Presence records (left, connection lost, reconnected, media stopped, media resumed) one participant causes one
-/// by one in a [`PRESENCE_WINDOW`]. Past it, the window's further changes are counted by kind, and each kind
-/// counted becomes one record with its count (`repeated`) when the window closes (at the participant's next change
-/// after it, at any later event of the hearing, or at its end), so that a flapping link or a rejoin storm adds a
-/// few records a window to the public log, not one per change. The state, the court's view and the minutes
-/// follow every change.
-pub const PRESENCE_RECORDS_PER_WINDOW: u32 = 8;
+/// The steps and changes one participant can repeat on their own whose records go on the record one by one in an
+/// [`OWN_STEPS_WINDOW`]: changes of their presence (leaving, a lost connection, reconnecting, their media stopped
+/// or resumed), muting and unmuting themself, and starting or ending a consultation (each of its members'
+/// `consultation_started` or `consultation_ended`, and those of a consultation that ends as they leave). Past
+/// it, the window's further records are counted by kind and subject, and each kind and subject counted becomes
+/// one record with its count (`repeated`) when the window closes (at the participant's next such step after it,
+/// at any later event of the hearing, or at its end), so that a flapping link, a rejoin storm, a mute button
+/// pressed again and again or consultations opened and closed in a loop add a few records a window to the
+/// public log, not one per step. The state, the court's view and the minutes follow every step.
+pub const OWN_STEPS_PER_WINDOW: u32 = 8;
 
-/// See [`PRESENCE_RECORDS_PER_WINDOW`].
-pub const PRESENCE_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+/// See [`OWN_STEPS_PER_WINDOW`].
+pub const OWN_STEPS_WINDOW: SignedDuration = SignedDuration::from_secs(600);
+
+/// Identity checks of one person in one hearing. Each stores a detail document as evidence of the case, so a
+/// correction is possible (a wrong document type, a second document) and a flood is refused
+/// ([`Reason::TooManyIdentityChecks`]).
+pub const IDENTITY_CHECKS_PER_PERSON: usize = 3;
 
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
 /// Ended from any of them.
@@ -102,23 +110,26 @@ struct Participant {
     media_gaps: Vec<MediaGap>,
     /// They left by their own choice (not a lost connection), and have not come back.
     left: bool,
-    /// Their presence records in the current window ([`PRESENCE_RECORDS_PER_WINDOW`]).
-    presence: PresenceRecords,
+    /// The records of their own repeatable steps in the current window ([`OWN_STEPS_PER_WINDOW`]).
+    own_steps: OwnSteps,
 }
 
-/// One participant's presence records in the current [`PRESENCE_WINDOW`]: how many were recorded one by one, and
-/// the changes counted past [`PRESENCE_RECORDS_PER_WINDOW`], by kind.
+/// What a count of records stands for: their kind and whom they concern.
+type Counted = (HearingEventKind, Option<ParticipantId>);
+
+/// One participant's repeatable steps in the current [`OWN_STEPS_WINDOW`]: how many had their records recorded
+/// one by one, and the records counted past [`OWN_STEPS_PER_WINDOW`], by kind and subject.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct PresenceRecords {
+struct OwnSteps {
     window_from: Option<Timestamp>,
     recorded: u32,
-    counted: BTreeMap<HearingEventKind, Repeated>,
+    counted: BTreeMap<Counted, Repeated>,
 }
 
-impl PresenceRecords {
+impl OwnSteps {
     /// Closes the window if it has run its length by `at` (or in any case with `now`): the counts to record.
-    fn close(&mut self, at: Timestamp, now: bool) -> BTreeMap<HearingEventKind, Repeated> {
-        let over = self.window_from.is_some_and(|from| now || at.duration_since(from) >= PRESENCE_WINDOW);
+    fn close(&mut self, at: Timestamp, now: bool) -> BTreeMap<Counted, Repeated> {
+        let over = self.window_from.is_some_and(|from| now || at.duration_since(from) >= OWN_STEPS_WINDOW);
         if !over {
             return BTreeMap::new();
         }
@@ -127,15 +138,20 @@ impl PresenceRecords {
         std::mem::take(&mut self.counted)
     }
 
-    /// Whether a change of `kind` at `at` gets a record of its own; if not, it is counted.
-    fn take(&mut self, kind: HearingEventKind, at: Timestamp) -> bool {
+    /// Whether a step at `at` gets its records of its own; if not, the caller counts them ([`Self::count`]).
+    fn take(&mut self, at: Timestamp) -> bool {
         self.window_from.get_or_insert(at);
-        if self.recorded < PRESENCE_RECORDS_PER_WINDOW {
+        if self.recorded < OWN_STEPS_PER_WINDOW {
             self.recorded += 1;
             return true;
         }
-        self.counted.entry(kind).and_modify(|counted| counted.count += 1).or_insert(Repeated { count: 1, since: at });
         false
+    }
+
+    fn count(&mut self, record: &HearingEventRecord) {
+        let key = (record.kind, record.subject.clone());
+        let since = record.at;
+        self.counted.entry(key).and_modify(|counted| counted.count += 1).or_insert(Repeated { count: 1, since });
     }
 }
 
@@ -225,6 +241,9 @@ struct Step {
     records: Vec<HearingEventRecord>,
     /// `ShowText` effects, after everything else.
     shown: Vec<Effect>,
+    /// The participant whose repeatable step this is: its records are within their budget
+    /// ([`OWN_STEPS_PER_WINDOW`]).
+    charged_to: Option<ParticipantId>,
 }
 
 impl Step {
@@ -249,16 +268,21 @@ impl Step {
         });
     }
 
-    /// One record standing for `repeated` presence changes of `kind` by `participant`.
-    fn record_count(&mut self, participant: &ParticipantId, kind: HearingEventKind, repeated: Repeated) {
-        self.records.push(HearingEventRecord {
+    /// One record standing for `repeated` records of `kind` about `subject`, past `participant`'s budget.
+    fn count_record(
+        &self,
+        participant: &ParticipantId,
+        (kind, subject): Counted,
+        repeated: Repeated,
+    ) -> HearingEventRecord {
+        HearingEventRecord {
             at: self.at,
             actor: participant.as_actor().clone(),
             kind,
-            subject: Some(participant.clone()),
+            subject,
             detail_sha256: None,
             repeated: Some(repeated),
-        });
+        }
     }
 
     /// The SHA-256 of a canonical detail document.
@@ -351,6 +375,7 @@ impl Hearing {
             action: HearingAction::Schedule,
             records: Vec::new(),
             shown: Vec::new(),
+            charged_to: None,
         };
         require_clerk(&step, &by)?;
         let detail = step.digest(&ScheduleDetail {
@@ -395,8 +420,14 @@ impl Hearing {
     /// Applies one event that happened at `at`, which must not be before the previous event's time. On success,
     /// the effects to apply, in order (see [`Effect`]); on refusal, the hearing is unchanged.
     pub fn handle(&mut self, at: Timestamp, event: Event) -> Result<Vec<Effect>, HearingError> {
-        let mut step =
-            Step { at, actor: event.actor(), action: event.action(), records: Vec::new(), shown: Vec::new() };
+        let mut step = Step {
+            at,
+            actor: event.actor(),
+            action: event.action(),
+            records: Vec::new(),
+            shown: Vec::new(),
+            charged_to: None,
+        };
         if at < self.last_at {
             return Err(step.refuse(Reason::TimeWentBackwards { last: self.last_at, at }));
         }
@@ -449,7 +480,8 @@ impl Hearing {
             Event::MediaStopped { participant } => self.media_report(&mut step, &participant, true),
             Event::MediaResumed { participant } => self.media_report(&mut step, &participant, false),
         }?;
-        self.record_presence_counts(&mut step, false);
+        self.charge(&mut step);
+        self.record_own_step_counts(&mut step, false);
         self.last_at = at;
         Ok(effects(step.records, step.shown, &before, &self.routing()))
     }
@@ -887,7 +919,7 @@ impl Hearing {
             periods: Vec::new(),
             media_gaps: Vec::new(),
             left: false,
-            presence: PresenceRecords::default(),
+            own_steps: OwnSteps::default(),
         };
         step.record(id.as_actor(), HearingEventKind::JoinedLobby, Some(&id), None);
         if admission == Admission::OnJoin {
@@ -941,7 +973,8 @@ impl Hearing {
             LeaveCause::Left => HearingEventKind::Left,
             LeaveCause::ConnectionLost => HearingEventKind::ConnectionLost,
         };
-        self.record_presence(step, id, kind);
+        step.record(id.as_actor(), kind, Some(id), None);
+        step.charged_to = Some(id.clone());
         self.participant_mut(id).left = cause == LeaveCause::Left;
         self.depart(step, id, cause.into());
         Ok(())
@@ -961,7 +994,8 @@ impl Hearing {
         if p.admitted.is_some() {
             p.periods.push(Period { from: at, until: None, ended_by: None });
         }
-        self.record_presence(step, id, HearingEventKind::Reconnected);
+        step.record(id.as_actor(), HearingEventKind::Reconnected, Some(id), None);
+        step.charged_to = Some(id.clone());
         // A page that reloaded, or a new tab, has lost the words on the screen: the texts still awaiting their step
         // are shown again, to the person they concern and to the judge who presented them.
         for shown in self.awaiting_step.iter().filter(|shown| shown.person == *id || shown.by == *id) {
@@ -1022,6 +1056,9 @@ impl Hearing {
         }
         self.participant_mut(id).muted = Some(how);
         step.record(by.as_actor(), HearingEventKind::Muted, Some(id), None);
+        if how == Muted::ByThemself {
+            step.charged_to = Some(id.clone());
+        }
         Ok(())
     }
 
@@ -1050,6 +1087,9 @@ impl Hearing {
         }
         self.participant_mut(id).muted = None;
         step.record(by.as_actor(), HearingEventKind::Unmuted, Some(id), None);
+        if by == id {
+            step.charged_to = Some(id.clone());
+        }
         Ok(())
     }
 
@@ -1116,7 +1156,7 @@ impl Hearing {
             }
             p.close_media_gap(step.at);
         }
-        self.record_presence_counts(step, true);
+        self.record_own_step_counts(step, true);
         self.phase = Phase::Ended;
         self.ended_at = Some(step.at);
         step.record(actor, HearingEventKind::HearingEnded, None, None);
@@ -1168,6 +1208,7 @@ impl Hearing {
             current.insert(member.clone());
             step.record(by.as_actor(), HearingEventKind::ConsultationStarted, Some(member), Some(detail));
         }
+        step.charged_to = Some(by.clone());
         self.consultations.insert(
             id,
             Consultation {
@@ -1200,6 +1241,7 @@ impl Hearing {
             return Err(step.refuse(Reason::NotConsultationCounsel { participant: by.clone(), consultation: id }));
         }
         self.end_consultation_now(step, id, by.as_actor());
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1229,6 +1271,10 @@ impl Hearing {
         self.require_active(step)?;
         self.with_role(step, by, "the remote-site officer", |role| role == HearingRole::RemoteSiteOfficer)?;
         self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+        let checks = self.identity_checks.iter().filter(|check| check.person == *person).count();
+        if checks >= IDENTITY_CHECKS_PER_PERSON {
+            return Err(step.refuse(Reason::TooManyIdentityChecks { participant: person.clone(), checks }));
+        }
         let detail = verification
             .detail_sha256(&self.id, person, by)
             .map_err(|source| HearingError::Detail { action: step.action, source })?;
@@ -1459,32 +1505,37 @@ impl Hearing {
             p.close_media_gap(at);
             HearingEventKind::MediaResumed
         };
-        self.record_presence(step, id, kind);
+        step.record(id.as_actor(), kind, Some(id), None);
+        step.charged_to = Some(id.clone());
         Ok(())
     }
 
-    /// Records a change in `id`'s presence (made by themself, or seen by the gateway) within their budget of
-    /// presence records ([`PRESENCE_RECORDS_PER_WINDOW`]): the counts of a window that has closed first, then
-    /// this change, recorded or counted.
-    fn record_presence(&mut self, step: &mut Step, id: &ParticipantId, kind: HearingEventKind) {
-        let at = step.at;
-        let presence = &mut self.participant_mut(id).presence;
-        let closed = presence.close(at, false);
-        let own_record = presence.take(kind, at);
-        for (counted, repeated) in closed {
-            step.record_count(id, counted, repeated);
+    /// Puts the records of a repeatable step within its participant's budget ([`OWN_STEPS_PER_WINDOW`]): the
+    /// counts of their window, if it has closed, first; then the step's records, recorded or counted.
+    fn charge(&mut self, step: &mut Step) {
+        let Some(id) = step.charged_to.take() else { return };
+        let Some(participant) = self.participants.get_mut(&id) else { return };
+        let closed = participant.own_steps.close(step.at, false);
+        let mut records: Vec<HearingEventRecord> =
+            closed.into_iter().map(|(counted, repeated)| step.count_record(&id, counted, repeated)).collect();
+        let own = std::mem::take(&mut step.records);
+        if participant.own_steps.take(step.at) {
+            records.extend(own);
+        } else {
+            for record in &own {
+                participant.own_steps.count(record);
+            }
         }
-        if own_record {
-            step.record(id.as_actor(), kind, Some(id), None);
-        }
+        step.records = records;
     }
 
-    /// Records the counts of every participant's presence window that has closed by now (`all`: every window,
-    /// since the hearing ends).
-    fn record_presence_counts(&mut self, step: &mut Step, all: bool) {
+    /// Records the counts of every participant's window of repeatable steps that has closed by now (`all`: every
+    /// window, since the hearing ends).
+    fn record_own_step_counts(&mut self, step: &mut Step, all: bool) {
         for (id, participant) in &mut self.participants {
-            for (kind, repeated) in participant.presence.close(step.at, all) {
-                step.record_count(id, kind, repeated);
+            for (counted, repeated) in participant.own_steps.close(step.at, all) {
+                let record = step.count_record(id, counted, repeated);
+                step.records.push(record);
             }
         }
     }

@@ -32,10 +32,11 @@
 //! - **Leaving and reconnecting.** A connection that ends ([`Event::Leave`], hung up or lost) ends a period of
 //!   presence; [`Event::Reconnect`] brings the same participant back with their admission (and their mute), into
 //!   the main room, never back into a consultation, and counts a reconnection. Removal by the court is final.
-//!   Each participant's presence changes (leaving, a lost connection, reconnecting, media stopped or resumed)
-//!   are recorded one by one up to [`PRESENCE_RECORDS_PER_WINDOW`] a [`PRESENCE_WINDOW`]; past that they are
-//!   counted, one record per kind with its count when the window closes, while the state and the minutes follow
-//!   every change.
+//!   Each participant's presence changes (leaving, a lost connection, reconnecting, media stopped or resumed),
+//!   and the other steps they can repeat on their own (muting and unmuting themself, starting and ending a
+//!   consultation), are recorded one by one up to [`OWN_STEPS_PER_WINDOW`] an [`OWN_STEPS_WINDOW`]; past that
+//!   their records are counted, one record per kind and subject with its count when the window closes, while
+//!   the state and the minutes follow every step.
 //! - **Muting.** The court (judge or clerk) mutes and unmutes anyone; anyone may mute themself and unmute
 //!   themself, unless the court muted them. Muted is not unsubscribed: the recorder keeps a muted participant's
 //!   tracks and their place on the timeline.
@@ -49,7 +50,8 @@
 //! - **Identity, rights, oaths.** The remote-site officer records that the person heard (a witness or the
 //!   accused) was identified: the document type, the site, and the officer's name, which is personal data: it is
 //!   a [`PersonalName`] (hidden from `Debug`), and the record and the minutes carry only the SHA-256 of a salted
-//!   detail document ([`IdentityVerification::detail_document`]) that the adapter keeps privately. The judge
+//!   detail document ([`IdentityVerification::detail_document`]) that the adapter keeps privately; a person is
+//!   checked at most [`IDENTITY_CHECKS_PER_PERSON`] times a hearing (a correction, not a flood). The judge
 //!   gives the rights notice, takes the oath or affirmation (only after the rights notice and, under the default
 //!   [`Rules`], after the identity check) and swears the interpreter. Each of these the judge first **presents**
 //!   ([`Event::PresentText`]): the court's exact words ([`Wording`], named by [`TextShown`]: language and SHA-256)
@@ -93,7 +95,7 @@ pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,
 };
-pub use hearing::{Hearing, InviteState, PRESENCE_RECORDS_PER_WINDOW, PRESENCE_WINDOW, Phase};
+pub use hearing::{Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, Phase};
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;
 pub use role::HearingRole;

@@ -11,9 +11,9 @@ use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Role, Sha25
 use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
-    HearingEventKind, HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause,
-    OathForm, PRESENCE_RECORDS_PER_WINDOW, PRESENCE_WINDOW, ParticipantId, PersonalName, Phase, Place, Reason, Rules,
-    Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite,
+    InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, ParticipantId, PersonalName,
+    Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1125,14 +1125,14 @@ fn a_flapping_link_is_counted_into_a_few_records_while_the_state_and_the_minutes
         court.ok(Event::MediaResumed { participant: witness.clone() });
     }
     // 300 changes within one window: the budget's records, one by one; the rest wait, counted.
-    let budget = PRESENCE_RECORDS_PER_WINDOW as usize;
+    let budget = OWN_STEPS_PER_WINDOW as usize;
     assert_eq!(presence(&court, start).len(), budget, "{:?}", presence(&court, start));
     assert!(!court.hearing.media_stopped(&witness));
 
     // The media stops once more after the window: the window's counts are recorded, one per kind, then this
     // change on its own; and the court is warned that the witness has no media.
     let from = court.records.len();
-    court.ok_at(court.now + PRESENCE_WINDOW.as_secs(), Event::MediaStopped { participant: witness.clone() });
+    court.ok_at(court.now + OWN_STEPS_WINDOW.as_secs(), Event::MediaStopped { participant: witness.clone() });
     let counted = 150 - budget as u64 / 2;
     assert_eq!(
         presence(&court, from),
@@ -1167,6 +1167,118 @@ fn a_flapping_link_is_counted_into_a_few_records_while_the_state_and_the_minutes
     let minutes = court.hearing.minutes();
     let attendee = minutes.present.iter().find(|a| a.participant == witness).unwrap();
     assert_eq!((attendee.media_gaps.len(), attendee.reconnections), (151, 150));
+}
+
+/// The other steps a participant can repeat on their own cost the public log a few records a window too: a
+/// participant muting and unmuting themself 300 times, counsel opening and closing a consultation 100 times. Past
+/// their budget a window's records are counted by kind and subject, one record each with its count once the window
+/// closes, so that every step is accounted for; the state and the minutes keep every step. The court muting someone
+/// else is on the record step by step, and costs the one muted nothing.
+#[test]
+fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
+    let mut court = Court::seated();
+    let (witness, defence, accused) = (pid(WITNESS), pid(DEFENCE), pid(ACCUSED));
+    let budget = OWN_STEPS_PER_WINDOW as u64;
+    let by = |court: &Court, actor: &ParticipantId, from: usize| -> Vec<(HearingEventKind, Option<u64>)> {
+        let records = court.records[from..].iter().filter(|r| r.actor == *actor.as_actor());
+        records.map(|r| (r.kind, r.repeated.map(|r| r.count))).collect()
+    };
+    let start = court.records.len();
+    for _ in 0..150 {
+        court.ok(Event::Mute { by: witness.clone(), participant: witness.clone() });
+        court.ok(Event::Unmute { by: witness.clone(), participant: witness.clone() });
+    }
+    court.ok(Event::Mute { by: witness.clone(), participant: witness.clone() });
+    // 301 steps within one window: the budget's records, one by one; the rest wait, counted. The state follows
+    // every step: the witness is muted.
+    assert_eq!(by(&court, &witness, start).len() as u64, budget, "{:?}", by(&court, &witness, start));
+    assert!(court.hearing.is_muted(&witness));
+
+    // The court mutes and unmutes the accused again and again: each step its own record.
+    let from = court.records.len();
+    for _ in 0..20 {
+        court.ok(Event::Mute { by: pid(JUDGE), participant: accused.clone() });
+        court.ok(Event::Unmute { by: pid(JUDGE), participant: accused.clone() });
+    }
+    assert_eq!(by(&court, &pid(JUDGE), from).len(), 40);
+    assert!(court.records[from..].iter().all(|r| r.repeated.is_none() && r.subject.as_ref() == Some(&accused)));
+
+    // Counsel takes the accused into a consultation and back, 100 times: 200 steps, each with a record per member.
+    let from = court.records.len();
+    for n in 1..=100 {
+        court.ok(Event::StartConsultation { by: defence.clone(), with: vec![accused.clone()] });
+        court.ok(Event::EndConsultation { by: defence.clone(), consultation: ConsultationId::new(n) });
+    }
+    assert_eq!(by(&court, &defence, from).len() as u64, 2 * budget);
+    assert_eq!(court.hearing.place_of(&accused), Some(Place::MainRoom));
+
+    // The witness unmutes after the window: the window's counts are recorded, one per kind, then this step.
+    let from = court.records.len();
+    court.ok_at(
+        court.now + OWN_STEPS_WINDOW.as_secs(),
+        Event::Unmute { by: witness.clone(), participant: witness.clone() },
+    );
+    let muted = 151 - budget / 2;
+    let unmuted = 150 - budget / 2;
+    assert_eq!(
+        by(&court, &witness, from),
+        [
+            (HearingEventKind::Muted, Some(muted)),
+            (HearingEventKind::Unmuted, Some(unmuted)),
+            (HearingEventKind::Unmuted, None),
+        ]
+    );
+    assert!(court.records[from..from + 2].iter().all(|r| r.subject.as_ref() == Some(&witness)));
+    assert!(!court.hearing.is_muted(&witness));
+
+    // Counsel's window has closed by then too (at any later event of the hearing, or at its end): one count per
+    // kind and member.
+    court.ok(Event::End { by: pid(CLERK) });
+    let consultations = by(&court, &defence, start);
+    let steps: u64 = consultations.iter().map(|(_, count)| count.unwrap_or(1)).sum();
+    assert_eq!(steps, 2 * 200, "every member's start and end is accounted for: {consultations:?}");
+    assert_eq!(consultations.len() as u64, 2 * budget + 4, "{consultations:?}");
+    let counted: Vec<_> =
+        court.records.iter().filter(|r| r.actor == *defence.as_actor() && r.repeated.is_some()).collect();
+    let subjects: BTreeSet<_> = counted.iter().map(|r| (r.kind, r.subject.clone().unwrap())).collect();
+    assert_eq!(
+        subjects,
+        [
+            (HearingEventKind::ConsultationStarted, defence.clone()),
+            (HearingEventKind::ConsultationStarted, accused.clone()),
+            (HearingEventKind::ConsultationEnded, defence.clone()),
+            (HearingEventKind::ConsultationEnded, accused.clone()),
+        ]
+        .into()
+    );
+    // The minutes know every consultation.
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.consultations.len(), 100);
+    assert!(minutes.consultations.iter().all(|c| c.counsel == defence && c.members == [accused.clone()]));
+}
+
+/// Each identity check stores a document, so a person is checked at most `IDENTITY_CHECKS_PER_PERSON` times in a
+/// hearing (a correction, not a flood): the next is refused with its own key and changes nothing.
+#[test]
+fn a_persons_identity_is_checked_a_few_times_a_hearing_and_no_more() {
+    let mut court = Court::seated();
+    let check = |person: HearingRole| Event::VerifyIdentity {
+        by: pid(OFFICER),
+        person: pid(person),
+        verification: verification(),
+    };
+    for _ in 0..IDENTITY_CHECKS_PER_PERSON {
+        court.ok(check(WITNESS));
+    }
+    let reason = court.refused(check(WITNESS));
+    assert_eq!(reason, Reason::TooManyIdentityChecks { participant: pid(WITNESS), checks: IDENTITY_CHECKS_PER_PERSON });
+    assert_eq!(reason.key(), "too_many_identity_checks");
+    // Another person's checks are their own.
+    court.ok(check(ACCUSED));
+    assert!(matches!(court.refused(check(WITNESS)), Reason::TooManyIdentityChecks { .. }));
+    assert_eq!(court.hearing.identity_checks().len(), IDENTITY_CHECKS_PER_PERSON + 1);
+    let records = court.records.iter().filter(|r| r.kind == HearingEventKind::IdentityVerified).count();
+    assert_eq!(records, IDENTITY_CHECKS_PER_PERSON + 1);
 }
 
 #[test]

@@ -468,8 +468,15 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
         .ok_or_else(|| Problem::from(GatewayError::Unauthenticated))
 }
 
-fn not_in_room(reason: String) -> Problem {
-    Problem::new(StatusCode::FORBIDDEN, "room-refused", "Not let into the hearing", reason)
+/// A WHIP publisher not let in: past the budgets of attempts to enter, 429 `too-many` with `Retry-After`, like every
+/// other budget; otherwise 403 `room-refused`, the detail saying why.
+fn not_in_room(refusal: EnterRefusal) -> Problem {
+    match refusal {
+        EnterRefusal::TooManyAttempts { retry_after_seconds } => {
+            GatewayError::TooManyAttempts { what: "attempts to enter", retry_after_seconds }.into()
+        }
+        refusal => Problem::new(StatusCode::FORBIDDEN, "room-refused", "Not let into the hearing", refusal.to_string()),
+    }
 }
 
 /// WHIP (RFC 9725) into a hearing room: a standard publisher (GStreamer, OBS, `simple-whip-client`) joins with an
@@ -487,11 +494,8 @@ async fn whip_publish(
 ) -> Result<Response, Problem> {
     let secret = bearer(&headers)?;
     let offer = crate::whip::sdp_offer(&headers, &body)?;
-    let entry = state
-        .hearings
-        .whip_entry(secret, crate::listen::client_network(&extensions))
-        .await
-        .map_err(|e| not_in_room(e.to_string()))?;
+    let entry =
+        state.hearings.whip_entry(secret, crate::listen::client_network(&extensions)).await.map_err(not_in_room)?;
     // Publishers at once, per case and per inviting account, before the engine does any work for this one.
     let quotas = &state.gateway.quotas;
     let caps = WhipCaps { per_case: quotas.whip_sessions_per_case, per_account: quotas.whip_sessions_per_account };
@@ -505,7 +509,7 @@ async fn whip_publish(
             offered.close().await;
             return Err(match refusal {
                 WhipRefusal::Full(full) => GatewayError::TooMany(full).into(),
-                WhipRefusal::Refused(e) => not_in_room(e.to_string()),
+                WhipRefusal::Refused(e) => not_in_room(e),
             });
         }
     };

@@ -438,7 +438,7 @@ async fn wrong_secrets_from_the_courts_address_never_lock_out_its_valid_secret()
 }
 
 /// A participant who comes back 300 times through the room's WebSocket (a rejoin storm, or a link that keeps
-/// dropping) adds a bounded number of records to the public log: past their budget of presence records a window's
+/// dropping) adds a bounded number of records to the public log: past their budget of repeatable steps a window's
 /// changes are counted, one record per kind with its count, so that every change is accounted for; and the state
 /// at the end is right.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,7 +488,7 @@ async fn a_rejoin_storm_adds_a_bounded_number_of_records_and_ends_in_the_right_s
     eprintln!("{REJOINS} rejoins: {records} public records, counting {changes} changes");
     assert_eq!(changes, 2 * REJOINS, "every lost connection and every return is accounted for");
     // The budget's records, and one count per kind, per window of ten minutes (two, if the storm ran past one).
-    let budget = u64::from(custodia_hearing::PRESENCE_RECORDS_PER_WINDOW);
+    let budget = u64::from(custodia_hearing::OWN_STEPS_PER_WINDOW);
     assert!(records <= 2 * (budget + 2), "{records} records for {REJOINS} rejoins");
     drop(witness);
 
@@ -507,4 +507,154 @@ async fn a_rejoin_storm_adds_a_bounded_number_of_records_and_ends_in_the_right_s
     assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
     let minutes: Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(minutes["technical"]["reconnections"], REJOINS, "{minutes}");
+}
+
+/// Someone in the room: their socket's sending half, and everything they are sent, read all along (a socket that
+/// is not read is closed).
+struct InRoom {
+    id: String,
+    sink: futures::stream::SplitSink<Socket, tokio_tungstenite::tungstenite::Message>,
+    heard: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl InRoom {
+    async fn join(url: &str, secret: &str) -> Self {
+        let (welcome, socket) = join(url, secret).await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        let (sink, mut stream) = socket.split();
+        let (tell, heard) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = message
+                    && tell.send(serde_json::from_str::<Value>(&text).unwrap()).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Self { id: welcome["participant"].as_str().unwrap().to_owned(), sink, heard }
+    }
+
+    async fn send(&mut self, step: Value) {
+        self.sink.send(step.to_string().into()).await.unwrap();
+    }
+
+    /// The next message they are sent that `wanted` picks.
+    async fn until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(60), self.heard.recv())
+                .await
+                .expect("a room message within a minute")
+                .expect("the room is open");
+            if wanted(&message) {
+                return message;
+            }
+        }
+    }
+
+    /// Sends a step the rules refuse them, and waits for its refusal: every step they sent before has been taken.
+    async fn settle(&mut self) {
+        self.send(json!({"type": "start_recording"})).await;
+        let refused = self.until(|message| message["type"] == "refused").await;
+        assert_eq!(refused["problem"], "role_not_allowed", "{refused}");
+    }
+}
+
+/// Steps a participant can repeat on their own, taken again and again through the room's WebSocket (within their
+/// burst of room steps): a witness muting and unmuting themself, counsel taking the accused into a consultation and
+/// back, the remote-site officer checking the witness's identity again. Past the participant's budget of
+/// repeatable steps the mutes and the consultations are counted, one record per kind and person with its count, so
+/// that every step is accounted for in a bounded number of records; identity checks, which each store a document,
+/// stop at three per person, refused beyond with their own problem key. The state at the end is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_own_steps_add_a_bounded_number_of_records_and_end_in_the_right_state() {
+    const MUTES: u64 = 37;
+    const CONSULTATIONS: u64 = 18;
+    const CHECKS: usize = 6;
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, judge_secret) = hearing.invite(&gateway, json!({"role": "judge", "admit_on_join": true})).await;
+    let mut secrets = Vec::new();
+    for role in ["witness", "defence", "accused", "remote_site_officer"] {
+        secrets.push(hearing.invite(&gateway, json!({"role": role})).await.1);
+    }
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut judge = InRoom::join(&url, &judge_secret).await;
+    let mut people = Vec::new();
+    for secret in &secrets {
+        let mut someone = InRoom::join(&url, secret).await;
+        judge.send(json!({"type": "admit", "participant": someone.id})).await;
+        someone.until(|message| message["type"] == "state" && message["you"]["place"] == "main_room").await;
+        people.push(someone);
+    }
+    let [mut witness, mut defence, accused, mut officer] = <[InRoom; 4]>::try_from(people).ok().unwrap();
+
+    let before = gateway.ledger_size();
+    for n in 0..MUTES {
+        let kind = if n % 2 == 0 { "mute" } else { "unmute" };
+        witness.send(json!({"type": kind, "participant": witness.id})).await;
+    }
+    witness.settle().await;
+    for n in 1..=CONSULTATIONS {
+        defence.send(json!({"type": "start_consultation", "with": [accused.id]})).await;
+        defence.send(json!({"type": "end_consultation", "consultation": n})).await;
+    }
+    defence.settle().await;
+    for _ in 0..CHECKS {
+        let check = json!({"type": "verify_identity", "person": witness.id, "document": "passport",
+            "officer_name": "Leila Ben Salah", "site": "Tunis, court of first instance"});
+        officer.send(check).await;
+    }
+    for _ in custodia_hearing::IDENTITY_CHECKS_PER_PERSON..CHECKS {
+        let refused = officer.until(|message| message["type"] == "refused").await;
+        assert_eq!(refused["problem"], "too_many_identity_checks", "{refused}");
+    }
+    // The identity documents stored: one for each check taken, none for those refused.
+    let mut documents = 0;
+    for index in before..gateway.ledger_size() {
+        documents += usize::from(gateway.ledger_record(index).await["event"]["type"] == "artefact_registered");
+    }
+    assert_eq!(documents, custodia_hearing::IDENTITY_CHECKS_PER_PERSON);
+
+    // The state at the end is right: the witness muted (an odd number of steps), everyone in the main room.
+    let view = hearing.view(&gateway).await;
+    let entry = |id: &str| view["participants"].as_array().unwrap().iter().find(|p| p["id"] == id).cloned().unwrap();
+    assert_eq!(entry(&witness.id)["muted"], true, "{view}");
+    for id in [&defence.id, &accused.id] {
+        assert_eq!(entry(id)["place"], "main_room", "{view}");
+    }
+
+    // The end of the hearing closes the windows: what was counted is recorded with its count.
+    assert_eq!(hearing.console(&gateway, "/close").await.status, 200);
+    let (mut mute_records, mut mutes, mut consultation_records, mut consultation_steps, mut checks) = (0, 0, 0, 0, 0);
+    for index in before..gateway.ledger_size() {
+        let record = gateway.ledger_record(index).await;
+        let (actor, kind) = (record["actor"].as_str().unwrap_or_default(), &record["event"]["kind"]);
+        let count = record["repeated"]["count"].as_u64().unwrap_or(1);
+        if actor == witness.id && (kind == "muted" || kind == "unmuted") {
+            mute_records += 1;
+            mutes += count;
+        } else if actor == defence.id && (kind == "consultation_started" || kind == "consultation_ended") {
+            consultation_records += 1;
+            consultation_steps += count;
+        } else if actor == officer.id && kind == "identity_verified" {
+            checks += 1;
+        }
+    }
+    eprintln!(
+        "{MUTES} self mutes and unmutes: {mute_records} records counting {mutes}; {CONSULTATIONS} consultations \
+         opened and closed: {consultation_records} records counting {consultation_steps}; {CHECKS} identity checks \
+         sent: {checks} taken"
+    );
+    let budget = u64::from(custodia_hearing::OWN_STEPS_PER_WINDOW);
+    assert_eq!(mutes, MUTES, "every mute and unmute is accounted for");
+    assert!(mute_records <= budget + 2, "{mute_records} records for {MUTES} steps");
+    // Each start and end has a record per member (counsel and the accused).
+    assert_eq!(consultation_steps, 2 * 2 * CONSULTATIONS, "every start and end is accounted for");
+    assert!(consultation_records <= 2 * budget + 4, "{consultation_records} records for {} steps", 2 * CONSULTATIONS);
+    assert_eq!(checks, custodia_hearing::IDENTITY_CHECKS_PER_PERSON);
+    drop(judge);
 }

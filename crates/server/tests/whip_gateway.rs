@@ -176,8 +176,9 @@ async fn a_cases_hearings_take_a_few_whip_publishers_at_once() {
 }
 
 /// Offers the engine cannot answer, posted again and again with a live invite, and by a publisher that is in:
-/// each is refused (400), or past the invite's budget of attempts turned away (403), and none reaches the
-/// hearing or the public log; the invite still lets its publisher in, and the publisher's session goes on.
+/// each is refused (400), or past the invite's budget of attempts turned away (429 `too-many`, with `Retry-After`
+/// like every budget), and none reaches the hearing or the public log; the invite still lets its publisher in, and
+/// the publisher's session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_whip_offers_leave_nothing_on_the_record() {
     const REPOSTS: usize = 30;
@@ -188,12 +189,19 @@ async fn refused_whip_offers_leave_nothing_on_the_record() {
         let answer = publish(port, &secrets[0], &format!("not an offer {n}")).await;
         match (answer.status, answer.problem().as_str()) {
             (400, "bad-input") => refused += 1,
-            (403, "room-refused") if answer.text().contains("too many attempts") => turned_away += 1,
+            (429, "too-many") if answer.text().contains("too many attempts to enter") => {
+                let retry_after: u64 = answer.header("retry-after").expect("Retry-After").parse().unwrap();
+                assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+                turned_away += 1;
+            }
             other => panic!("a refused offer answered {other:?}: {}", answer.text()),
         }
     }
     eprintln!("{REPOSTS} refused offers: {refused} refused by the engine, {turned_away} over the invite's budget");
     assert!(refused >= 1 && turned_away >= 1, "{refused} refused, {turned_away} turned away");
+    let document: serde_json::Value = serde_json::from_str(custodia_server::openapi::DOCUMENT).unwrap();
+    let documented = &document["paths"]["/api/v1/room/whip"]["post"]["responses"]["429"];
+    assert!(documented["headers"]["Retry-After"].is_object(), "the 429 is documented with Retry-After: {documented}");
     assert_eq!(log_size(port).await, before, "refused offers reached the public log");
 
     let Some(offer) = aiortc_offer() else { return };

@@ -56,19 +56,25 @@ function jumpGaps(video) {
       if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i)) end = buffered.end(i);
     }
     if (end != null && end - currentTime > 0.15) return;
-    for (let i = 0; i < buffered.length; i += 1) {
-      const start = buffered.start(i);
-      if (start > currentTime && start - currentTime < MAX_GAP_SECONDS) {
-        video.currentTime = start + 0.01;
-        return;
-      }
-    }
+    jumpToNextRange(video);
   };
   video.addEventListener('waiting', jump);
   const timer = setInterval(() => {
     if (!video.isConnected) clearInterval(timer);
     else if (!video.paused && !video.seeking) jump();
   }, 200);
+}
+
+/** Moves the play head to the start of what the buffer holds next, if that is within [`MAX_GAP_SECONDS`]. */
+function jumpToNextRange(video) {
+  const { buffered, currentTime } = video;
+  for (let i = 0; i < buffered.length; i += 1) {
+    const start = buffered.start(i);
+    if (start > currentTime && start - currentTime < MAX_GAP_SECONDS) {
+      video.currentTime = start + 0.01;
+      return;
+    }
+  }
 }
 
 /** Waits until something may have changed what the player needs: it plays on, seeks, or a second passes. */
@@ -182,6 +188,9 @@ export async function playWhole(video, urls, progress = () => {}, options = {}) 
     while (video.isConnected) {
       const i = wanted();
       if (i == null) {
+        // A seek into a hole of what is held (a track of a segment cut short, still so after fetching the segment
+        // again) would wait for good: nothing more is coming for it, so it goes on from what comes next.
+        if (video.seeking && !covered(video.currentTime)) jumpToNextRange(video);
         if (spans.length === urls.length) {
           if (!settled) {
             settled = true;

@@ -1249,7 +1249,9 @@ impl Gateway {
             chains.push(self.record_export(caller, row, purpose).await?);
         }
         // One checkpoint covers every export record; the proofs need no turn.
-        let covering = chains.iter().map(|chain| chain.export_index + 1).max().unwrap_or(0);
+        let Some(covering) = chains.iter().map(|chain| chain.export_index + 1).max() else {
+            return Ok(Vec::new());
+        };
         let proved = self.covering_checkpoint(covering).await?;
         let mut sources = Vec::with_capacity(chains.len());
         for chain in chains {

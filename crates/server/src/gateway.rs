@@ -1211,7 +1211,7 @@ impl Gateway {
     /// The case is exported as it stood when the export began: the artefacts then in its catalog. One that enters
     /// the case meanwhile is not in this export (the next one holds it), so steady uploads never hold an export
     /// back. Each artefact's policy turn is held only while its use is checked again, its export record appended
-    /// and its chain read ([`Self::record_export`]): a use or policy change on it takes the same turn, so its record
+    /// and its chain read (`Gateway::record_export`): a use or policy change on it takes the same turn, so its record
     /// is either in the artefact's bundle or after its export record, and a download of one artefact never waits
     /// for the export of the others. The caller's membership is checked again with each export record, so that
     /// none is written for someone whose access was withdrawn meanwhile.

@@ -193,10 +193,12 @@ function showVerification(file, v, seconds) {
       const row = element('tr');
       row.append(
         element('td', `#${record.index}`),
-        element('td', record.at ?? words('verify.unreadable', 'unreadable')),
-        element('td', record.type ? words(`verify.event.${record.type}`, EVENT_WORDS[record.type] ?? record.type) : words('verify.unreadableRecord', 'unreadable record')),
-        element('td', record.actor ?? ''),
-        element('td', record.purpose ?? ''),
+        // What a record and its openings say is shown through printable: a purpose typed with a line separator or
+        // a right-to-left override, before the gateway refused them, shows as its escapes.
+        element('td', record.at ? printable(record.at) : words('verify.unreadable', 'unreadable')),
+        element('td', record.type ? words(`verify.event.${record.type}`, EVENT_WORDS[record.type] ?? printable(record.type)) : words('verify.unreadableRecord', 'unreadable record')),
+        element('td', printable(record.actor ?? '')),
+        element('td', printable(record.purpose ?? '')),
       );
       historyBody.append(row);
     }

@@ -6,7 +6,7 @@
 //
 // cases.json: [{ "name": "...", "path": "/abs/bundle.tar", "trusted": "vkey or empty", "policy": "witness policy or empty", "screenshot": true }]
 // Output per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed"|"policy-malformed", failed: ["payload_hash", ...], seconds, report,
-//                    requests: [urls requested after the file was chosen], problems: [console errors, CSP] }
+//                    history: [[cell text, ...] per custody history row], requests: [urls requested after the file was chosen], problems: [console errors, CSP] }
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -67,6 +67,9 @@ try {
         summary: document.getElementById('summary').textContent,
         report: document.getElementById('report').textContent,
         focused: document.activeElement && document.activeElement.id,
+        history: [...document.querySelectorAll('#history tbody tr')].map((row) =>
+          [...row.cells].map((cell) => cell.textContent),
+        ),
       };
     });
     if (c.screenshot && screenshots) {

@@ -8,6 +8,7 @@ use std::io::Read;
 
 use custodia_core::{
     ArtefactId, CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
+    acts_on_display,
 };
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use custodia_witness::Policy;
@@ -362,19 +363,6 @@ pub fn echoed(name: &str) -> String {
         shown.push_str(&escaped);
     }
     shown
-}
-
-/// Whether `c` would act on a terminal or a page instead of showing as itself: a control character (an escape
-/// sequence starts with ESC and can move the cursor up over a FAILED line and rewrite it; a line break starts a
-/// line of the forger's own), a line or paragraph separator, or an invisible format character (a right-to-left
-/// override reorders what follows it). The zero-width (non-)joiners are kept: Persian and Indic names need them.
-fn acts_on_display(c: char) -> bool {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
-    match c.general_category() {
-        GeneralCategory::Control | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => true,
-        GeneralCategory::Format => !matches!(c, '\u{200C}' | '\u{200D}'),
-        _ => false,
-    }
 }
 
 /// `text` from a bundle (a name, a path, a line of a file, a message that quotes one) as it may be shown: every
@@ -1272,7 +1260,8 @@ fn vkey_text(files: &BTreeMap<String, FileSeen>) -> String {
     text(files, layout::VKEY).map(|bytes| String::from_utf8_lossy(bytes).trim().to_owned()).unwrap_or_default()
 }
 
-/// The certificate says exactly what the checked files make of it, or the first line that differs is named.
+/// The certificate says exactly what the checked files make of it, or the first line that differs is named, both
+/// versions [`echoed`]: a forged line is cut like a name, however long.
 fn check_report(files: &BTreeMap<String, FileSeen>, expected: &str, report: &mut Verification) {
     let Some(found) = text(files, layout::REPORT) else {
         report.fail(Part::Report, format!("{} is missing", layout::REPORT));
@@ -1294,8 +1283,8 @@ fn check_report(files: &BTreeMap<String, FileSeen>, expected: &str, report: &mut
             "{} does not say what the checked files say: its line {} reads \"{}\" where they make \"{}\"",
             layout::REPORT,
             differs + 1,
-            found_lines.get(differs).unwrap_or(&""),
-            expected_lines.get(differs).unwrap_or(&"")
+            echoed(found_lines.get(differs).unwrap_or(&"")),
+            echoed(expected_lines.get(differs).unwrap_or(&""))
         ),
     );
 }
@@ -1796,6 +1785,21 @@ mod tests {
         let mut report = Verification::default();
         check_bag_info(&files, "a case bundle", &expected, &mut report);
         report.checks.into_iter().filter(|c| !c.passed).map(|c| c.detail).collect()
+    }
+
+    #[test]
+    fn a_forged_certificate_line_is_quoted_cut_like_a_name() {
+        let expected = "CERTIFICATE\nArtefact: art-1\n";
+        let forged = format!("CERTIFICATE\nArtefact: {}\u{1b}[2K\n", "x".repeat(1 << 20));
+        let files = BTreeMap::from([(layout::REPORT.to_owned(), seen(forged.as_bytes()))]);
+        let mut report = Verification::default();
+        check_report(&files, expected, &mut report);
+        let [check] = report.checks.as_slice() else { panic!("{:?}", report.checks) };
+        assert!(!check.passed);
+        assert!(check.detail.len() < 2 * MAX_ECHOED_NAME + 200, "a detail of {} bytes", check.detail.len());
+        assert!(check.detail.contains("its line 2 reads \"Artefact: xxx") && check.detail.contains("… (SHA-256 "));
+        assert!(check.detail.ends_with("where they make \"Artefact: art-1\""), "{}", check.detail);
+        assert!(!check.detail.chars().any(acts_on_display), "{}", check.detail);
     }
 
     #[test]

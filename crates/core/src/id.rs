@@ -15,6 +15,26 @@ pub enum IdError {
     BadIdentifier { kind: &'static str, max: usize, len: usize },
     #[error("label must be 1 to {max} printable characters with no control characters")]
     BadLabel { max: usize },
+    #[error(
+        "label holds U+{code:04X}, a line or paragraph separator or an invisible format character, which can make \
+         the text read as something else where it is shown (a line of its own, or text reversed); write it without"
+    )]
+    ActsOnDisplay { code: u32 },
+}
+
+/// Whether `c` would act on a terminal or a page instead of showing as itself: a control character (an escape
+/// sequence starts with ESC and can move the cursor up over a line and rewrite it; a line break starts a line of the
+/// writer's own), a line or paragraph separator (U+2028, U+2029: a line break to many viewers), or an invisible
+/// format character (Unicode category Cf: a right-to-left override reorders what follows it). The zero-width
+/// (non-)joiners are not: Persian and Indic names need them. One rule for what the gateway takes and for what a
+/// verifier shows.
+pub fn acts_on_display(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    match c.general_category() {
+        GeneralCategory::Control | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => true,
+        GeneralCategory::Format => !matches!(c, '\u{200C}' | '\u{200D}'),
+        _ => false,
+    }
 }
 
 fn check_identifier(kind: &'static str, text: &str) -> Result<(), IdError> {
@@ -82,7 +102,9 @@ identifier!(
     ActorId, "actor id"
 );
 
-/// A short free-text label: a purpose, a reason, a site description. Bounded, single-line and printable.
+/// A short free-text label: a purpose, a reason, a site description. Bounded, single-line and printable: no control
+/// character, line or paragraph separator, or invisible format character but the zero-width joiners
+/// ([`acts_on_display`]), so that a label shown in a certificate or a page is one line that reads as it is.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Label(String);
@@ -92,8 +114,13 @@ impl Label {
 
     pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
         let text = text.into();
-        let printable = !text.is_empty() && text.len() <= Self::MAX_LEN && !text.chars().any(char::is_control);
-        if printable { Ok(Self(text)) } else { Err(IdError::BadLabel { max: Self::MAX_LEN }) }
+        if text.is_empty() || text.len() > Self::MAX_LEN || text.chars().any(char::is_control) {
+            return Err(IdError::BadLabel { max: Self::MAX_LEN });
+        }
+        match text.chars().find(|&c| acts_on_display(c)) {
+            Some(c) => Err(IdError::ActsOnDisplay { code: u32::from(c) }),
+            None => Ok(Self(text)),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -137,5 +164,22 @@ mod tests {
         assert!(Label::new("two\nlines").is_err());
         assert!(Label::new("").is_err());
         assert!(Label::new("x".repeat(Label::MAX_LEN + 1)).is_err());
+        // A line or paragraph separator, a bidi control, an invisible format character: each is refused by name.
+        for (hostile, code) in [
+            ("trial\u{2028}12:00 exported by judge", 0x2028),
+            ("a\u{2029}b", 0x2029),
+            ("fdp\u{202E}exe", 0x202E),
+            ("x\u{202A}y", 0x202A),
+            ("x\u{2066}y\u{2069}", 0x2066),
+            ("Am\u{200B}ina", 0x200B),
+            ("\u{FEFF}bom", 0xFEFF),
+        ] {
+            assert_eq!(Label::new(hostile), Err(IdError::ActsOnDisplay { code }), "{hostile:?}");
+        }
+        assert!(IdError::ActsOnDisplay { code: 0x2028 }.to_string().contains("U+2028"));
+        // Persian with a zero-width non-joiner, and Indic with a zero-width joiner, stay as they are.
+        for kept in ["می\u{200C}خواهم", "क्\u{200D}ष", "Amélie Ødegård", "证据"] {
+            assert!(Label::new(kept).is_ok(), "{kept:?}");
+        }
     }
 }

@@ -16,7 +16,7 @@ mod role;
 pub use canonical::{CanonicalError, from_canonical_slice, to_canonical_vec};
 pub use commitment::{COMMITMENT_DOMAIN, Commitment, Opening, OpeningError, Openings, Salt};
 pub use digest::{DigestParseError, Sha256, Sha256Hasher};
-pub use id::{ActorId, ArtefactId, CaseId, HearingId, IdError, Label};
+pub use id::{ActorId, ArtefactId, CaseId, HearingId, IdError, Label, acts_on_display};
 pub use manifest::{Manifest, ManifestError, ManifestSignature, SignedManifest};
 pub use policy::{
     DenyReason, OnwardTransfer, Tlp, TransferConsent, UseAction, UseDecision, UsePolicy, UseRequest, UseWarning,

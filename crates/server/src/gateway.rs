@@ -56,6 +56,9 @@ pub enum GatewayError {
     ProviderOnly(&'static str),
     #[error("use restricted by the providing authority: {0}")]
     UseRestricted(String),
+    /// The caller's access to a case was withdrawn while an operation of theirs was under way.
+    #[error("{0}")]
+    AccessWithdrawn(String),
     #[error("{field}: {reason}")]
     BadInput { field: &'static str, reason: String },
     #[error("{0}")]
@@ -121,6 +124,22 @@ pub struct Registered {
     pub size: u64,
     pub ledger_index: u64,
     // Whether the bytes were already held is not said: it would tell a member of one case what another case holds.
+}
+
+/// An artefact's export record, appended, and its chain up to it: what its bundle holds once proved.
+struct ExportedChain {
+    row: ArtefactRow,
+    artefact: ArtefactId,
+    export_index: u64,
+    /// (ledger index, entry) of every record about the artefact up to its export record, in ledger order.
+    entries: Vec<(i64, Vec<u8>)>,
+}
+
+/// The checkpoint an export's records are proved against: its note, its size, and what witnessing adds.
+struct ProvedAgainst {
+    note: Vec<u8>,
+    size: u64,
+    witnessing: Option<custodia_bundle::Witnessing>,
 }
 
 /// One custody record with the proof that it is in the log.
@@ -1176,20 +1195,26 @@ impl Gateway {
     pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
         let turn = self.policy_turn(id);
-        let _turn = turn.lock().await;
+        let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
-        self.bundle_source(caller, row, purpose).await
+        let chain = self.record_export(caller, row, purpose).await?;
+        drop(turn);
+        let covering = chain.export_index + 1;
+        let proved = self.covering_checkpoint(covering).await?;
+        self.bundle_source(chain, &proved).await
     }
 
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
-    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it. The policy
-    /// turns of all its artefacts are held, taken in id order, from the checks to the last export record.
+    /// export is recorded, so a case export is refused whole, naming the artefact that forbids it.
     ///
     /// The case is exported as it stood when the export began: the artefacts then in its catalog. One that enters
     /// the case meanwhile is not in this export (the next one holds it), so steady uploads never hold an export
-    /// back. A use or policy change on an exported artefact takes the same turn, so its record is either in the
-    /// artefact's bundle or after its export record.
+    /// back. Each artefact's policy turn is held only while its use is checked again, its export record appended
+    /// and its chain read (`Gateway::record_export`): a use or policy change on it takes the same turn, so its record
+    /// is either in the artefact's bundle or after its export record, and a download of one artefact never waits
+    /// for the export of the others. The caller's membership is checked again with each export record, so that
+    /// none is written for someone whose access was withdrawn meanwhile.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
         self.export_case_part(caller, case, purpose, |_| true).await
     }
@@ -1205,38 +1230,32 @@ impl Gateway {
         keep: impl Fn(&ArtefactRow) -> bool,
     ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
-        let mut ids: Vec<ArtefactId> = self
-            .catalog
-            .artefacts_in_case(case.as_str())
-            .await?
-            .iter()
-            .filter(|row| keep(row))
-            .map(ids)
-            .map(|ids| ids.map(|(_, id)| id))
-            .collect::<Result<_>>()?;
-        ids.sort();
-        let mut turns = Vec::with_capacity(ids.len());
-        for id in &ids {
-            turns.push(self.policy_turn(id).lock_owned().await);
-        }
-        // Read again under the turns, for the policies in force now; artefacts are never removed from a case.
-        let mut rows = self.catalog.artefacts_in_case(case.as_str()).await?;
-        let exported: std::collections::HashSet<&str> = ids.iter().map(ArtefactId::as_str).collect();
-        rows.retain(|row| exported.contains(row.id.as_str()));
-        if rows.len() != ids.len() {
-            return Err(GatewayError::Internal("an artefact left its case during the case's export".into()));
-        }
+        let mut rows: Vec<ArtefactRow> =
+            self.catalog.artefacts_in_case(case.as_str()).await?.into_iter().filter(|row| keep(row)).collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        // Refused whole, before any export is recorded, if one artefact forbids it now.
         for row in &rows {
-            self.check_use(caller, row, UseAction::Export, purpose).await.map_err(|err| match err {
-                GatewayError::UseRestricted(reason) => {
-                    GatewayError::UseRestricted(format!("artefact {}: {reason}", row.id))
-                }
-                other => other,
-            })?;
+            self.check_export_of(caller, row, purpose).await?;
         }
-        let mut sources = Vec::with_capacity(rows.len());
+        let mut chains = Vec::with_capacity(rows.len());
         for row in rows {
-            sources.push(self.bundle_source(caller, row, purpose).await?);
+            let (_, id) = ids(&row)?;
+            let turn = self.policy_turn(&id);
+            let _turn = turn.lock().await;
+            // Read and checked again under the turn, for the policy in force now; artefacts are never removed from
+            // a case. A policy changed meanwhile to forbid the export stops it here.
+            let row = self.under_policy_turn(row).await?;
+            self.check_export_of(caller, &row, purpose).await?;
+            chains.push(self.record_export(caller, row, purpose).await?);
+        }
+        // One checkpoint covers every export record; the proofs need no turn.
+        let Some(covering) = chains.iter().map(|chain| chain.export_index + 1).max() else {
+            return Ok(Vec::new());
+        };
+        let proved = self.covering_checkpoint(covering).await?;
+        let mut sources = Vec::with_capacity(chains.len());
+        for chain in chains {
+            sources.push(self.bundle_source(chain, &proved).await?);
         }
         Ok(sources)
     }
@@ -1308,25 +1327,70 @@ impl Gateway {
         }
     }
 
-    async fn bundle_source(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<BundleSource> {
+    /// Whether `row`'s use policy lets the caller export it, a refusal naming the artefact.
+    async fn check_export_of(&self, caller: &Caller, row: &ArtefactRow, purpose: &Label) -> Result<()> {
+        match self.check_use(caller, row, UseAction::Export, purpose).await {
+            Ok(_) => Ok(()),
+            Err(GatewayError::UseRestricted(reason)) => {
+                Err(GatewayError::UseRestricted(format!("artefact {}: {reason}", row.id)))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Appends `row`'s export record and reads its chain up to that record. Called under the artefact's policy
+    /// turn, so that no use or policy change on it falls between its last record read and its export record.
+    /// The caller's membership and scope are checked again under the case's membership turn, with the record
+    /// appended before it is let go: an export record is never written for an account whose access a recorded
+    /// change has withdrawn (the export then fails with [`GatewayError::AccessWithdrawn`]).
+    async fn record_export(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<ExportedChain> {
         let (case, artefact) = ids(&row)?;
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
         let event = CustodyEvent::ArtefactExported {
             artefact: artefact.clone(),
             format: ExportFormat::CourtBundle,
             export_sha256: None,
         };
-        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
-        let checkpoint = self.log.wait_for_size(export_index + 1).await?;
-        let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, export_index + 1).await?;
-        let mut records = Vec::new();
-        for (index, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
-            let index = index as u64;
-            if index > export_index {
-                break;
+        let membership = self.membership_turn(&case);
+        let membership = membership.lock().await;
+        self.authorize(caller, &case, Action::ExportArtefact).await.map_err(|err| match err {
+            GatewayError::NotFound(_) | GatewayError::RoleForbids { .. } | GatewayError::MissingScope(_) => {
+                GatewayError::AccessWithdrawn(format!(
+                    "your access to case {case} changed during the export, before artefact {artefact} was \
+                     exported: the export stops here, and no bundle of it is given"
+                ))
             }
-            let path = self.log.storage().inclusion_proof(index, size).await?;
-            let proof = TlogProof { extra: None, index, path, checkpoint_note: note.clone() };
+            other => other,
+        })?;
+        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
+        drop(membership);
+        let mut entries = self.catalog.artefact_timeline(artefact.as_str()).await?;
+        entries.retain(|(index, _)| (*index as u64) <= export_index);
+        Ok(ExportedChain { row, artefact, export_index, entries })
+    }
+
+    /// The turn taken by every change of a case's membership, and by each export record with its check of the
+    /// exporter's membership.
+    fn membership_turn(&self, case: &CaseId) -> Arc<tokio::sync::Mutex<()>> {
+        self.artefact_turns.turn(&format!("membership in {case}"))
+    }
+
+    /// A checkpoint that covers the ledger's first `covering` entries, as bundles prove their records against it
+    /// ([`Self::witnessed_checkpoint`]).
+    async fn covering_checkpoint(&self, covering: u64) -> Result<ProvedAgainst> {
+        let checkpoint = self.log.wait_for_size(covering).await?;
+        let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, covering).await?;
+        Ok(ProvedAgainst { note, size, witnessing })
+    }
+
+    /// The bundle source of an exported chain, every record proved against `proved`.
+    async fn bundle_source(&self, chain: ExportedChain, proved: &ProvedAgainst) -> Result<BundleSource> {
+        let ExportedChain { row, artefact, export_index: _, entries } = chain;
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
+        let mut records = Vec::with_capacity(entries.len());
+        for (index, entry) in entries {
+            let index = index as u64;
+            let path = self.log.storage().inclusion_proof(index, proved.size).await?;
+            let proof = TlogProof { extra: None, index, path, checkpoint_note: proved.note.clone() };
             let openings = self.openings_of(&entry).await?.to_canonical();
             records.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
@@ -1339,10 +1403,10 @@ impl Gateway {
             manifest: row.manifest,
             manifest_signature: signature,
             records,
-            checkpoint: note,
+            checkpoint: proved.note.clone(),
             vkey: self.verifier.to_string(),
             bagged_at: self.now().to_string(),
-            witnessing,
+            witnessing: proved.witnessing.clone(),
         })
     }
 
@@ -1515,7 +1579,7 @@ impl Gateway {
         // each against the membership the one before it left, and the catalog ends on the last recorded. Every
         // check the catalog would make is made here first, so that a change it would refuse never reaches the
         // ledger: two clerks removed at once must not leave two records of which one never happened.
-        let turn = self.artefact_turns.turn(&format!("membership in {case}"));
+        let turn = self.membership_turn(case);
         let _turn = turn.lock().await;
         let current = self.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {

@@ -84,6 +84,7 @@ impl From<GatewayError> for Problem {
             GatewayError::RoleForbids { .. } => (S::FORBIDDEN, "role-forbidden", "Not permitted in your role"),
             GatewayError::ProviderOnly(_) => (S::FORBIDDEN, "provider-only", "Providing authority only"),
             GatewayError::UseRestricted(_) => (S::FORBIDDEN, "use-restricted", "Restricted by the providing authority"),
+            GatewayError::AccessWithdrawn(_) => (S::FORBIDDEN, "access-withdrawn", "Access withdrawn meanwhile"),
             GatewayError::BadInput { .. } => (S::BAD_REQUEST, "bad-input", "Bad input"),
             GatewayError::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
             GatewayError::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many", "Too many requests"),

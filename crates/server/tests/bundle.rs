@@ -977,7 +977,26 @@ async fn the_by_hand_tar_check_refuses_what_the_verifiers_refuse() {
     let check = |name: &str, bundle: &[u8]| {
         let path = dir.path().join(format!("{name}.tar"));
         std::fs::write(&path, bundle).unwrap();
-        run_script(&format!("{definition}\ncheck_tar {}", path.display()), dir.path())
+        // As a reader runs it: plain bash, without -e, so only check_tar's own status and words count.
+        let run = Command::new("bash")
+            .args(["-c", &format!("{definition}\ncheck_tar {}", path.display())])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            run.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
+        )
+    };
+    // A file under a name written as is: the tar crate would tidy `./` and `//` away.
+    let raw = |builder: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
     };
 
     let (ok, said) = check("as-made", &ex.bundle);
@@ -1029,14 +1048,228 @@ async fn the_by_hand_tar_check_refuses_what_the_verifiers_refuse() {
             }),
             "neither a regular file nor an empty directory",
         ),
+        // Names that differ as text and that `tar -xf` writes to the one certificate file.
+        (
+            "dot-duplicate",
+            with(&|builder| raw(builder, &format!("{top}/./data/REPORT.txt"), b"a forged certificate")),
+            "a hostile path",
+        ),
+        (
+            "slash-duplicate",
+            with(&|builder| raw(builder, &format!("{top}/data//REPORT.txt"), b"a forged certificate")),
+            "a hostile path",
+        ),
+        (
+            "trailing-dot",
+            with(&|builder| raw(builder, &format!("{top}/data/REPORT.txt/."), b"a forged certificate")),
+            "a hostile path",
+        ),
+        (
+            "dot-dot",
+            with(&|builder| raw(builder, &format!("{top}/data/../data/REPORT.txt"), b"a forged certificate")),
+            "a hostile path",
+        ),
     ];
     let verifier = ex.gw.verifier();
     for (name, forged, says) in &forgeries {
         let (ok, said) = check(name, forged);
-        assert!(!ok && said.contains(says), "{name}: check_tar said {said}");
+        assert!(!ok && said.contains(says) && !said.contains("tar: OK"), "{name}: check_tar said {said}");
+        assert!(said.contains("tar: FAILED"), "{name}: check_tar said {said}");
         match verify(forged.as_slice(), std::slice::from_ref(&verifier)) {
             Ok(report) => assert_eq!(report.verdict(), Verdict::Invalid, "{name}: {report}"),
             Err(err) => assert!(matches!(err, custodia_bundle::VerifyError::Malformed(_)), "{name}: {err}"),
         }
     }
+}
+
+/// Typed text that would act on a page or a terminal is refused at the door, as file names are: a purpose with a
+/// line separator would forge a custody line in REPORT.txt for viewers that break lines there, and a bidi control
+/// reorders what follows it. The zero-width non-joiner that Persian needs is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_text_with_a_line_separator_or_a_bidi_control_is_refused() {
+    let ex = exported(payload(3000)).await;
+    let (gw, session, artefact) = (&ex.gw, As::Session(&ex.session), &ex.artefact);
+    let before = gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap();
+    let forged_line = "review%E2%80%A8%20%20%2399%202026-01-01%20exported%20by%20the%20judge";
+    for (what, uri, code) in [
+        ("download", format!("/api/v1/artefacts/{artefact}/content?purpose={forged_line}"), "U+2028"),
+        ("download", format!("/api/v1/artefacts/{artefact}/content?purpose=a%E2%80%A9b"), "U+2029"),
+        ("download", format!("/api/v1/artefacts/{artefact}/content?purpose=fdp%E2%80%AEexe"), "U+202E"),
+        ("download", format!("/api/v1/artefacts/{artefact}/content?purpose=x%E2%81%A6y"), "U+2066"),
+        ("download", format!("/api/v1/artefacts/{artefact}/content?purpose=Am%E2%80%8Bina"), "U+200B"),
+    ] {
+        let reply = gw.get(&uri, Some(session)).await;
+        reply.assert_problem(400, "bad-input", code);
+        reply.assert_problem(400, "bad-input", "purpose");
+        eprintln!("{what}: {}", reply.json()["detail"]);
+    }
+    for uri in [
+        format!("/api/v1/artefacts/{artefact}/exports?purpose={forged_line}"),
+        format!("/api/v1/cases/case-b/exports?purpose={forged_line}"),
+    ] {
+        gw.call("POST", &uri, Some(session), json!({})).await.assert_problem(400, "bad-input", "U+2028");
+    }
+    gw.upload("case-b", &format!("purpose={forged_line}"), session, payload(100)).await.assert_problem(
+        400,
+        "bad-input",
+        "U+2028",
+    );
+    // Nothing refused reached the record.
+    assert_eq!(gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap(), before);
+    // Persian written with a zero-width non-joiner is a purpose like any other.
+    let persian = "/api/v1/artefacts/{a}/content?purpose=%D9%85%DB%8C%E2%80%8C%D8%AE%D9%88%D8%A7%D9%87%D9%85";
+    let reply = gw.get(&persian.replace("{a}", artefact), Some(session)).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+}
+
+/// The kind of each custody record in the ledger up to what the catalog has indexed, with its actor: every
+/// record, once the checkpoint covers them.
+async fn all_records(gw: &TestGateway) -> Vec<serde_json::Value> {
+    let size = gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap() as u64;
+    gw.state.gateway.log.wait_for_size(size).await.unwrap();
+    let mut records = Vec::new();
+    for index in 0..size {
+        records.push(gw.ledger_record(index).await);
+    }
+    records
+}
+
+/// Waits until the catalog holds an export record about `artefact`.
+async fn until_exported(gw: &TestGateway, artefact: &str) {
+    loop {
+        let timeline = gw.state.gateway.catalog.artefact_timeline(artefact).await.unwrap();
+        if timeline.iter().any(|(_, entry)| String::from_utf8_lossy(entry).contains("\"type\":\"artefact_exported\"")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// A member removed while their case export is under way gets no further export record: the export fails with
+/// 403 at the first artefact after the removal (or completed before it), and no export record follows the
+/// removal's record in the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_removed_mid_export_gets_no_further_export_record() {
+    const ARTEFACTS: usize = 80;
+    let gw = TestGateway::start_with(|config| config.quotas.uploads_per_minute = 100_000).await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    let (clerk, clerk_session) = gw.person("clerk1", "IT").await;
+    gw.case("case-r").await;
+    gw.member("case-r", &prosecutor, "prosecutor").await;
+    gw.member("case-r", &clerk, "clerk").await;
+    let mut ids = upload_all(&gw, &clerk_session, "case-r", &[500; ARTEFACTS]).await;
+    ids.sort();
+    let exporting = {
+        let (state, session) = (gw.state.clone(), session.clone());
+        tokio::spawn(async move {
+            let request = TestGateway::request("POST", "/api/v1/cases/case-r/exports?purpose=disclosure", None)
+                .header("cookie", format!("custodia_session={session}"))
+                .header("sec-fetch-site", "same-origin")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(custodia_server::app(state), request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec();
+            (status, body)
+        })
+    };
+    until_exported(&gw, &ids[0]).await;
+    let removed = gw.delete(&format!("/api/v1/cases/case-r/members/{prosecutor}"), Some(As::Session(&gw.admin))).await;
+    assert_eq!(removed.status.as_u16(), 204, "{}", String::from_utf8_lossy(&removed.body));
+    let (status, body) = exporting.await.unwrap();
+
+    let records = all_records(&gw).await;
+    let removal = records
+        .iter()
+        .position(|record| {
+            record["event"]["type"] == "membership_changed"
+                && record["event"]["member"] == prosecutor.as_str()
+                && record["event"]["change"] == "removed"
+        })
+        .expect("the removal is on the record");
+    let exports: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record["event"]["type"] == "artefact_exported")
+        .map(|(index, _)| index)
+        .collect();
+    let after: Vec<&usize> = exports.iter().filter(|&&index| index > removal).collect();
+    eprintln!(
+        "export answered {status}; {} export records before the removal (#{removal}), {} after",
+        exports.len() - after.len(),
+        after.len()
+    );
+    assert!(after.is_empty(), "export records {after:?} were written after the removal #{removal}");
+    assert!(!exports.is_empty(), "the export recorded nothing before the removal");
+    if exports.len() < ARTEFACTS {
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 403, "{problem}");
+        assert_eq!(problem["type"].as_str().map(|t| t.ends_with("access-withdrawn")), Some(true), "{problem}");
+        assert!(problem["detail"].as_str().unwrap().contains("changed during the export"), "{problem}");
+    } else {
+        // It completed before the removal: then it is a whole, valid case bundle.
+        assert_eq!(status, 200);
+        let report = verify(body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
+        assert!(report.is_valid(), "{report}");
+    }
+    // No case export record was written for a failed export.
+    let case_exports = records.iter().filter(|record| record["event"]["type"] == "case_exported").count();
+    assert_eq!(case_exports, usize::from(status == 200));
+}
+
+/// One case export holds each artefact's policy turn only while its own export record is appended: a download of
+/// an artefact already exported completes while the export is still recording the others (its access record
+/// lands before the export's last export record), and every bundle still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_download_during_a_large_case_export_does_not_wait_for_it() {
+    const ARTEFACTS: usize = 80;
+    let gw = TestGateway::start_with(|config| config.quotas.uploads_per_minute = 100_000).await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-d").await;
+    gw.member("case-d", &clerk, "clerk").await;
+    let mut ids = upload_all(&gw, &session, "case-d", &[500; ARTEFACTS]).await;
+    ids.sort();
+    let exporting = {
+        let (state, session) = (gw.state.clone(), session.clone());
+        tokio::spawn(async move {
+            let request = TestGateway::request("POST", "/api/v1/cases/case-d/exports?purpose=disclosure", None)
+                .header("cookie", format!("custodia_session={session}"))
+                .header("sec-fetch-site", "same-origin")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(custodia_server::app(state), request).await.unwrap();
+            let status = response.status().as_u16();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec();
+            (status, body)
+        })
+    };
+    // The first artefact in the export's order is exported; a download of it now waits for no other artefact.
+    until_exported(&gw, &ids[0]).await;
+    let read =
+        gw.get(&format!("/api/v1/artefacts/{}/content?purpose=review", ids[0]), Some(As::Session(&session))).await;
+    assert_eq!(read.status.as_u16(), 200);
+    let (status, body) = exporting.await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+
+    let records = all_records(&gw).await;
+    let index_of = |kind: &str, artefact: &str| -> Vec<usize> {
+        records
+            .iter()
+            .enumerate()
+            .filter(|(_, record)| record["event"]["type"] == kind && record["event"]["artefact"] == artefact)
+            .map(|(index, _)| index)
+            .collect()
+    };
+    let download = *index_of("artefact_accessed", &ids[0]).last().expect("the download is on the record");
+    let exports: Vec<usize> = ids.iter().flat_map(|id| index_of("artefact_exported", id)).collect();
+    assert_eq!(exports.len(), ARTEFACTS);
+    let last_export = *exports.iter().max().unwrap();
+    let later = exports.iter().filter(|&&index| index > download).count();
+    eprintln!("the download's record #{download}; {later} of {ARTEFACTS} export records after it");
+    assert!(download < last_export, "the download (#{download}) waited for the whole export (last #{last_export})");
+    assert!(download > index_of("artefact_exported", &ids[0])[0], "the download came before its artefact's export");
+    // Every bundle verifies, each whole to its own export record.
+    let report = verify(body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
+    assert!(report.is_valid(), "{report}");
+    assert_eq!(tar_files(&body).iter().filter(|(path, _, _)| path.contains("/data/bundles/")).count(), ARTEFACTS);
 }

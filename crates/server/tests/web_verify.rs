@@ -536,6 +536,28 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     source.records.remove(1);
     let dropped = rebagged(&source);
 
+    // A bundle made before typed text was held to printable characters: a download on the record whose purpose
+    // carries a line separator (a line of its own in REPORT.txt, to viewers that break lines there) and a
+    // right-to-left override, sealed and recorded as the gateway did before it refused them.
+    let before_the_rule_id = upload(&gw, &session, "case-w", "older.bin", payload(3000)).await;
+    let gateway = &gw.state.gateway;
+    let artefact = custodia_core::ArtefactId::new(before_the_rule_id.clone()).unwrap();
+    let sealed = gateway
+        .seal(
+            &custodia_core::CaseId::new("case-w").unwrap(),
+            gw.caller(&session).await.actor(),
+            gateway.now(),
+            FORGING_PURPOSE,
+            |committer| custodia_core::CustodyEvent::ArtefactAccessed {
+                artefact,
+                access: custodia_core::AccessKind::Download,
+                site: committer.commit("site", "IT"),
+            },
+        )
+        .await
+        .unwrap();
+    gateway.record(&sealed).await.unwrap();
+    let before_the_rule = export(&gw, &session, &before_the_rule_id).await;
     let stranger = custodia_ledger::LogSigner::generate("custodia.localhost/log").unwrap().verifier().to_string();
     let key = gw.verifier().to_string();
     // One character of the key mistyped: the pin is malformed (its key ID no longer matches), not another key.
@@ -558,6 +580,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let last_record = tar_files(&plain).into_iter().rev().find(|(path, _, _)| is_record(path)).unwrap().0;
     let bundles: Vec<(&str, Vec<u8>, Option<&str>, bool)> = vec![
         ("valid-plain", plain.clone(), Some(&key), true),
+        ("valid-purpose-before-the-rule", before_the_rule, Some(&key), false),
         ("unpinned-plain", plain.clone(), None, true),
         ("unpinned-case", case_bundle.clone(), None, false),
         ("pin-mistyped", plain.clone(), Some(&typo), true),
@@ -737,6 +760,19 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     }
     eprintln!("{table}");
     assert!(disagreements.is_empty(), "the verifiers disagree:\n{}\n{table}", disagreements.join("\n"));
+    // The page's custody history shows that purpose through printable: escapes, not a line break or reversed text.
+    let seen = found.iter().find(|seen| seen["name"] == "valid-purpose-before-the-rule").unwrap();
+    let cells: Vec<&str> = seen["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|cell| cell.as_str().unwrap()))
+        .collect();
+    assert!(!cells.iter().any(|cell| cell.contains(['\u{2028}', '\u{202E}'])), "raw in the history: {cells:?}");
+    assert!(
+        cells.iter().any(|cell| cell.contains("review\\u{2028}  #99") && cell.contains("\\u{202e}")),
+        "the purpose is not in the history, escaped: {cells:?}"
+    );
     for (case, expected) in [
         ("opening-edited-bag-rehashed", "openings"),
         ("opening-emptied-bag-rehashed", "openings"),
@@ -860,6 +896,10 @@ fn case_of_junk(artefacts: usize) -> Vec<u8> {
 }
 
 /// A name that, printed raw, moves a terminal's cursor up a line, erases it, and turns the rest right to left.
+/// A purpose typed before the gateway refused separators and format characters: to a viewer that breaks lines at
+/// U+2028, a custody line of its own, then text turned right to left.
+const FORGING_PURPOSE: &str = "review\u{2028}  #99      2026-01-01T00:00:00Z  exported by the judge\u{202E}x";
+
 const HOSTILE_NAME: &str = "\u{1b}[1A\u{202e}\u{1b}[2KVALID";
 
 /// An artefact bag of `strays` empty files with 100-character names, none of which a bundle holds.

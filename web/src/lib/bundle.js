@@ -1192,8 +1192,8 @@ function checkReport(files, expected, report) {
   }
   report.fail(
     'report',
-    `${REPORT} does not say what the checked files say: its line ${differs + 1} reads "${foundLines[differs] ?? ''}" ` +
-      `where they make "${expectedLines[differs] ?? ''}"`,
+    `${REPORT} does not say what the checked files say: its line ${differs + 1} reads "${echoed(foundLines[differs] ?? '')}" ` +
+      `where they make "${echoed(expectedLines[differs] ?? '')}"`,
   );
 }
 

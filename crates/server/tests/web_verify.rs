@@ -1271,7 +1271,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
     let bidi = custodia_witness::CosignerKey::generate("x\u{202e}DILAV").unwrap();
     let escaped_name = "\u{1b}[2K\u{1b}[1GVALID:\u{1b}[8m";
     let escaped_policy = format!("{log_line}\nwitness {escaped_name} {}\nquorum {escaped_name}\n", rogue.verifier());
-    let escaped = rebagged(&cosigned_also(&rogue, 1_800_000_000), |bag| {
+    let escaped = rebagged(&cosigned_also(&rogue, 1_700_000_000), |bag| {
         std::fs::write(bag.join("data/witness/policy.txt"), &escaped_policy).unwrap();
     });
     let early_policy =
@@ -1311,13 +1311,13 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
         ),
         (
             "same-key-name",
-            cosigned_also(&namesake, 1_800_000_000),
+            cosigned_also(&namesake, 1_700_000_000),
             Some(format!(
                 "{log_line}\nwitness one {}\n{witness_line}\ngroup both all one w\nquorum both\n",
                 namesake.verifier()
             )),
             "valid",
-            "one at 2027-01-15T08:00:00Z, on a checkpoint that covers every record".to_owned(),
+            "one at 2023-11-14T22:13:20Z, on a checkpoint that covers every record".to_owned(),
         ),
         (
             "cosigned-in-3000",
@@ -1351,7 +1351,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
         ),
         (
             "right-to-left-override-in-a-key-name",
-            cosigned_also(&bidi, 1_800_000_000),
+            cosigned_also(&bidi, 1_700_000_000),
             None,
             "valid",
             "a cosignature by x\\u{202e}DILAV, a key the bundle's policy".to_owned(),

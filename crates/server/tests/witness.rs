@@ -792,7 +792,7 @@ fn by_hand_refuses_forgeries(bundle: &[u8], b_line: &str, a: &Partner, b: &Partn
     let vkey = a.log.verifier();
     let rogue = custodia_witness::CosignerKey::generate("rogue.example/witness").unwrap();
     let rogue_policy = format!("log {vkey}\nwitness b {}\nquorum b\n", rogue.verifier());
-    let rogue_line = rogue.cosign(body.as_bytes(), 1_800_000_000).unwrap();
+    let rogue_line = rogue.cosign(body.as_bytes(), 1_700_000_000).unwrap();
     let (head, encoded) = rogue_line.trim_end().rsplit_once(' ').unwrap();
     let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
     raw[50] ^= 1;
@@ -830,7 +830,7 @@ fn by_hand_refuses_forgeries(bundle: &[u8], b_line: &str, a: &Partner, b: &Partn
             with_checkpoint_line(
                 bundle,
                 b_line,
-                b.witness.cosign(format!("{origin}\n0\n{empty}\n").as_bytes(), 1_800_000_000).unwrap().trim_end(),
+                b.witness.cosign(format!("{origin}\n0\n{empty}\n").as_bytes(), 1_700_000_000).unwrap().trim_end(),
             ),
         ),
         (
@@ -838,7 +838,7 @@ fn by_hand_refuses_forgeries(bundle: &[u8], b_line: &str, a: &Partner, b: &Partn
             with_checkpoint_line(
                 bundle,
                 b_line,
-                b.witness.cosign(other_log.as_bytes(), 1_800_000_000).unwrap().trim_end(),
+                b.witness.cosign(other_log.as_bytes(), 1_700_000_000).unwrap().trim_end(),
             ),
         ),
         ("A7 (an extension line)", a7),
@@ -861,12 +861,12 @@ fn terminal_escapes_in_a_bundle_never_reach_the_cli_output(bundle: &[u8], a: &Pa
     let e1 = support::rebagged(bundle, |bag| {
         let policy = format!("log {}\nwitness {name} {}\nquorum {name}\n", a.log.verifier(), rogue.verifier());
         std::fs::write(bag.join("data/witness/policy.txt"), policy).unwrap();
-        let line = rogue.cosign(body.as_bytes(), 1_800_000_000).unwrap();
+        let line = rogue.cosign(body.as_bytes(), 1_700_000_000).unwrap();
         std::fs::write(bag.join("data/checkpoint"), format!("{checkpoint}{line}")).unwrap();
     });
     let bidi = custodia_witness::CosignerKey::generate("x\u{202e}DILAV").unwrap();
     let a11 = support::rebagged(bundle, |bag| {
-        let line = bidi.cosign(body.as_bytes(), 1_800_000_000).unwrap();
+        let line = bidi.cosign(body.as_bytes(), 1_700_000_000).unwrap();
         std::fs::write(bag.join("data/checkpoint"), format!("{checkpoint}{line}")).unwrap();
     });
     for (label, forged, shown) in [

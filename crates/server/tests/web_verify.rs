@@ -1278,7 +1278,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
         format!("{log_line}\n{witness_line}\nwitness early {}\ngroup any any w early\nquorum any\n", early.verifier());
     let witnessed_own = "witnessed under the bundle's policy, not one you pinned: its quorum is met by w at";
     // Name, bundle, policy pinned, the verdict, and words both reports must hold.
-    let cases: Vec<(&str, Vec<u8>, Option<String>, &str, String)> = vec![
+    let cases = vec![
         (
             "dag-60-shared-members",
             own_policy(deep_policy(&log_line, &witness_line, 60, true)),

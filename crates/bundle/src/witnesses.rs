@@ -137,7 +137,8 @@ pub(crate) fn check(
             return;
         }
     };
-    let judged = match policy.judge_lines(note) {
+    let now = u64::try_from(jiff::Timestamp::now().as_second()).unwrap_or(0);
+    let judged = match policy.judge_lines(note, now) {
         Ok(judged) => judged,
         Err(err) => {
             report.fail(Part::Witnesses, format!("the cosigned checkpoint: {err}"));
@@ -150,25 +151,40 @@ pub(crate) fn check(
             LineVerdict::Counted { witness, cosignature } => report.pass(
                 Part::Witnesses,
                 format!(
-                    "witness {witness} ({}) cosigned the checkpoint of size {covered} at {}",
-                    cosignature.name,
+                    "witness {} ({}) cosigned the checkpoint of size {covered} at {}",
+                    echoed(witness),
+                    echoed(&cosignature.name),
                     when(cosignature.timestamp)
+                ),
+            ),
+            LineVerdict::FromTheFuture { witness, cosignature } => report.fail(
+                Part::Witnesses,
+                format!(
+                    "witness {}'s cosignature is dated {}, more than {} minutes after this computer's clock: no \
+                     honest witness's clock is that far ahead, so it is not counted",
+                    echoed(witness),
+                    when(cosignature.timestamp),
+                    custodia_witness::MAX_CLOCK_AHEAD_SECONDS / 60
                 ),
             ),
             LineVerdict::Forged { witness } => report.fail(
                 Part::Witnesses,
                 format!(
-                    "a cosignature line under witness {witness}'s key does not verify over this checkpoint: forged \
-                     or altered, not counted"
+                    "a cosignature line under witness {}'s key does not verify over this checkpoint: forged or \
+                     altered, not counted",
+                    echoed(witness)
                 ),
             ),
-            LineVerdict::Duplicate { witness } => report
-                .fail(Part::Witnesses, format!("witness {witness} cosigns twice: a duplicated line, counted once")),
+            LineVerdict::Duplicate { witness } => report.fail(
+                Part::Witnesses,
+                format!("witness {} cosigns twice: a duplicated line, counted once", echoed(witness)),
+            ),
             LineVerdict::WrongKey { witness } => report.fail(
                 Part::Witnesses,
                 format!(
-                    "a cosignature line carries witness {witness}'s name but another key than {whose} gives it: \
-                     not counted"
+                    "a cosignature line carries witness {}'s name but another key than {whose} gives it: not \
+                     counted",
+                    echoed(witness)
                 ),
             ),
             LineVerdict::Unknown { name } => report.pass(
@@ -180,13 +196,18 @@ pub(crate) fn check(
     }
     let cosigners: Vec<String> = judged
         .counted()
-        .map(|(witness, cosignature)| format!("{witness} at {}", when(cosignature.timestamp)))
+        .map(|(witness, cosignature)| format!("{} at {}", echoed(witness), when(cosignature.timestamp)))
         .collect();
     let cosigned = if cosigners.is_empty() { "no witness".to_owned() } else { cosigners.join(", ") };
     let unwitnessed: Vec<String> = records.iter().filter(|&&index| index >= covered).map(ToString::to_string).collect();
     let clean = report.checks.iter().filter(|c| !c.passed).count() == before;
     let witnessed = clean && judged.satisfied && unwitnessed.is_empty();
-    let summary = if witnessed {
+    let summary = if !policy.asks_for_witnesses() {
+        format!(
+            "NOT witnessed: {whose} asks for no witness (quorum none), so nothing was witnessed; the gateway's \
+             signature alone vouches for the log"
+        )
+    } else if witnessed {
         format!("witnessed under {whose}: its quorum is met by {cosigned}, on a checkpoint that covers every record")
     } else if !judged.satisfied {
         format!("NOT witnessed under {whose}: its quorum is not met (cosigned by {cosigned})")
@@ -199,7 +220,12 @@ pub(crate) fn check(
     } else {
         format!("NOT witnessed under {whose}: a cosignature line is bad (see above)")
     };
-    if !witnessed && clean {
+    // A policy that asks for no witness witnesses nothing: said plainly, and not a failure of the pinned policy,
+    // which asked for exactly that.
+    let witnessed = witnessed && policy.asks_for_witnesses();
+    if !policy.asks_for_witnesses() && clean {
+        report.pass(Part::Witnesses, summary.clone());
+    } else if !witnessed && clean {
         if pinned {
             report.fail(Part::Witnesses, summary.clone());
         } else {
@@ -355,6 +381,46 @@ mod tests {
             let report = world.judge(&files(None, edited.as_bytes()), Some(&pinned), &[0, 1]);
             assert_eq!(report.failed_parts(), [Part::Witnesses], "{report}");
             assert!(failures(&report).iter().any(|f| f.contains(named)), "{named}: {report}");
+            assert!(!report.witnesses.unwrap().witnessed);
+        }
+    }
+
+    #[test]
+    fn a_policy_that_asks_for_no_witness_is_said_to_witness_nothing() {
+        let world = World::new();
+        let policy = world.policy("none");
+        let note = world.note(2, &[]);
+        for pinned in [None, Some(Policy::parse(&policy).unwrap())] {
+            let report = world.judge(&files(Some(policy.as_bytes()), &note), pinned.as_ref(), &[0, 1]);
+            assert_eq!(report.verdict(), Verdict::Valid, "{report}");
+            let witnessed = report.witnesses.clone().unwrap();
+            assert!(!witnessed.witnessed, "{report}");
+            assert!(witnessed.summary.starts_with("NOT witnessed: "), "{}", witnessed.summary);
+            assert!(witnessed.summary.contains("asks for no witness (quorum none), so nothing was witnessed"));
+            assert!(!witnessed.summary.contains("met by no witness"), "{}", witnessed.summary);
+        }
+    }
+
+    #[test]
+    fn a_cosignature_from_the_future_does_not_count_and_names_stay_printable() {
+        let world = World::new();
+        let policy = world.policy("both").replace(" one", " one\u{202e}eno");
+        let pinned = Policy::parse(&policy).unwrap();
+        let checkpoint = world
+            .log
+            .sign(&Checkpoint::new("example.test/log", 2, node_hash(&leaf_hash(b"zero"), &leaf_hash(b"one"))))
+            .unwrap();
+        let body = checkpoint.checkpoint.body();
+        for timestamp in [32_503_680_000, 1 << 63, u64::MAX] {
+            let mut note = checkpoint.note().to_vec();
+            note.extend_from_slice(world.w1.cosign(body.as_bytes(), timestamp).unwrap().as_bytes());
+            note.extend_from_slice(world.w2.cosign(body.as_bytes(), 1_700_000_000).unwrap().as_bytes());
+            let report = world.judge(&files(None, &note), Some(&pinned), &[0, 1]);
+            assert_eq!(report.failed_parts(), [Part::Witnesses], "{report}");
+            let said = format!("{report}");
+            assert!(said.contains("more than 10 minutes after this computer's clock"), "{said}");
+            assert!(said.contains("witness one\\u{202e}eno's cosignature is dated"), "{said}");
+            assert!(!said.contains('\u{202e}'), "{said}");
             assert!(!report.witnesses.unwrap().witnessed);
         }
     }

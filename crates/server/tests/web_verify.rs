@@ -1254,3 +1254,183 @@ async fn both_verifiers_refuse_the_same_hostile_tars() {
         );
     }
 }
+
+/// A witness policy of `levels` levels of two groups that both name both groups of the level below (judged per
+/// path, the work doubles per level), or else a chain of `levels` groups each naming the one before, over the
+/// witness `w` (`witness_line`) of the log `log_line`.
+fn deep_policy(log_line: &str, witness_line: &str, levels: usize, shared: bool) -> String {
+    let mut text = format!("{log_line}\n{witness_line}\ngroup g0 any w\ngroup h0 all w\n");
+    for k in 1..=levels {
+        let below = k - 1;
+        if shared {
+            text.push_str(&format!("group g{k} all g{below} h{below}\ngroup h{k} any g{below} h{below}\n"));
+        } else {
+            text.push_str(&format!("group g{k} any g{below}\n"));
+        }
+    }
+    text + &format!("quorum g{levels}\n")
+}
+
+/// Whether `text` holds a character that would act on a terminal or a page: a control character but the line
+/// break, or a bidirectional control (a right-to-left override reorders what follows it).
+fn acts_on_display(text: &str) -> bool {
+    text.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// The witness policies and cosignatures a reviewer forged: 60 levels of groups that share members, a chain of
+/// 30,000 groups, a policy that asks for no witness, two witnesses with one key name, cosignatures dated in the
+/// year 3000, at 2^63 and at 2^64-1 seconds, and terminal escapes and a right-to-left override in names. The Rust
+/// verifier and the browser's (under node, the module /verify bundles) each judge every one (the old ones never
+/// finished the first, and overflowed their stacks on the second), reach the same verdict, say the same plain
+/// words, and show every name escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_verifiers_judge_hostile_witness_policies_alike() {
+    let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
+    assert!(node.status.success(), "node does not run; {SETUP}");
+    install_web_packages();
+    let work = tempfile::tempdir().unwrap();
+    let (bundle, policy, key) = witnessed_bundle(work.path()).await;
+    let log_line = policy.lines().next().unwrap().to_owned();
+    let witness_line = policy.lines().nth(1).unwrap().to_owned();
+    let checkpoint = tar_entries(&bundle).into_iter().find(|(path, _)| path.ends_with("/data/checkpoint")).unwrap().1;
+    let body = String::from_utf8(checkpoint).unwrap().split_once("\n\n").unwrap().0.to_owned() + "\n";
+    let own_policy = |text: String| {
+        rebagged(&bundle, |bag| std::fs::write(bag.join("data/witness/policy.txt"), text.as_bytes()).unwrap())
+    };
+    // The checkpoint (data/checkpoint and each proof's) with one more cosignature, by `signer` at `time`.
+    let cosigned_also = |signer: &custodia_witness::CosignerKey, time: u64| {
+        let line = signer.cosign(body.as_bytes(), time).unwrap();
+        cosignature_edited(&bundle, "w.custodia.test/witness", |own| format!("{own}\n{}", line.trim_end()))
+    };
+    let namesake = custodia_witness::CosignerKey::generate("w.custodia.test/witness").unwrap();
+    let early = custodia_witness::CosignerKey::generate("early.custodia.test/witness").unwrap();
+    let rogue = custodia_witness::CosignerKey::generate("rogue.example/witness").unwrap();
+    let bidi = custodia_witness::CosignerKey::generate("x\u{202e}DILAV").unwrap();
+    let escaped_name = "\u{1b}[2K\u{1b}[1GVALID:\u{1b}[8m";
+    let escaped_policy = format!("{log_line}\nwitness {escaped_name} {}\nquorum {escaped_name}\n", rogue.verifier());
+    let escaped = rebagged(&cosigned_also(&rogue, 1_700_000_000), |bag| {
+        std::fs::write(bag.join("data/witness/policy.txt"), &escaped_policy).unwrap();
+    });
+    let early_policy =
+        format!("{log_line}\n{witness_line}\nwitness early {}\ngroup any any w early\nquorum any\n", early.verifier());
+    let witnessed_own = "witnessed under the bundle's policy, not one you pinned: its quorum is met by w at";
+    // Name, bundle, policy pinned, the verdict, and words both reports must hold.
+    let cases = vec![
+        (
+            "dag-60-shared-members",
+            own_policy(deep_policy(&log_line, &witness_line, 60, true)),
+            None,
+            "valid",
+            witnessed_own.to_owned(),
+        ),
+        (
+            "chain-30000",
+            own_policy(deep_policy(&log_line, &witness_line, 30_000, false)),
+            None,
+            "valid",
+            witnessed_own.to_owned(),
+        ),
+        (
+            "quorum-none-own",
+            own_policy(format!("{log_line}\nquorum none\n")),
+            None,
+            "valid",
+            "NOT witnessed: the bundle's policy, not one you pinned asks for no witness (quorum none), so nothing was \
+             witnessed"
+                .to_owned(),
+        ),
+        (
+            "quorum-none-pinned",
+            bundle.clone(),
+            Some(format!("{log_line}\nquorum none\n")),
+            "valid",
+            "NOT witnessed: the policy you pinned asks for no witness (quorum none)".to_owned(),
+        ),
+        (
+            "same-key-name",
+            cosigned_also(&namesake, 1_700_000_000),
+            Some(format!(
+                "{log_line}\nwitness one {}\n{witness_line}\ngroup both all one w\nquorum both\n",
+                namesake.verifier()
+            )),
+            "valid",
+            "one at 2023-11-14T22:13:20Z, on a checkpoint that covers every record".to_owned(),
+        ),
+        (
+            "cosigned-in-3000",
+            cosigned_also(&early, 32_503_680_000),
+            Some(early_policy.clone()),
+            "invalid",
+            "witness early's cosignature is dated 3000-01-01T00:00:00Z, more than 10 minutes after this computer's \
+             clock"
+                .to_owned(),
+        ),
+        (
+            "cosigned-at-2^63",
+            cosigned_also(&early, 1 << 63),
+            Some(early_policy.clone()),
+            "invalid",
+            "dated 9223372036854775808 s after the epoch, more than 10 minutes after".to_owned(),
+        ),
+        (
+            "cosigned-at-2^64-1",
+            cosigned_also(&early, u64::MAX),
+            Some(early_policy),
+            "invalid",
+            "dated 18446744073709551615 s after the epoch, more than 10 minutes after".to_owned(),
+        ),
+        (
+            "escapes-in-the-policy",
+            escaped,
+            None,
+            "valid",
+            "witness \\u{1b}[2K\\u{1b}[1GVALID:\\u{1b}[8m (rogue.example/witness) cosigned".to_owned(),
+        ),
+        (
+            "right-to-left-override-in-a-key-name",
+            cosigned_also(&bidi, 1_700_000_000),
+            None,
+            "valid",
+            "a cosignature by x\\u{202e}DILAV, a key the bundle's policy".to_owned(),
+        ),
+    ];
+    let mut listed = Vec::new();
+    let mut expected = Vec::new();
+    for (name, bytes, pinned, verdict, words) in cases {
+        let path = work.path().join(format!("{name}.tar"));
+        std::fs::write(&path, &bytes).unwrap();
+        let policy = pinned.as_deref().map(|text| custodia_witness::Policy::parse(text).unwrap());
+        let keys = [key.parse::<custodia_ledger::LogVerifier>().unwrap()];
+        let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+        let report =
+            custodia_bundle::verify_pinned(bytes.as_slice(), &pins, custodia_bundle::Limits::default()).unwrap();
+        let said = report.to_string();
+        let (rust_verdict, failed, _) = rust_verdict(&path, Some(&key), pinned.as_deref());
+        assert_eq!(rust_verdict, verdict, "{name}: {said}");
+        assert!(said.contains(&words), "{name}: the Rust report lacks {words:?}:\n{said}");
+        assert!(!acts_on_display(&said), "{name}: {said:?}");
+        listed.push(json!({ "name": name, "path": path, "trusted": key, "policy": pinned.unwrap_or_default() }));
+        expected.push((name, rust_verdict, failed, words));
+    }
+    let cases_file = work.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
+    let output = run(
+        Command::new("node").arg(web_dir().join("tests/verify-files.mjs")).arg(&cases_file).current_dir(web_dir()),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let found: Vec<Value> = stdout.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(found.len(), expected.len(), "{stdout}");
+    for ((name, verdict, failed, words), seen) in expected.iter().zip(&found) {
+        let report = seen["report"].as_str().unwrap_or_default();
+        let seen_failed: BTreeSet<String> =
+            seen["failed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+        assert_eq!((seen["verdict"].as_str().unwrap(), &seen_failed), (*verdict, failed), "{name}: {report}");
+        assert!(report.contains(words.as_str()), "{name}: the browser's report lacks {words:?}:\n{report}");
+        assert!(!acts_on_display(report), "{name}: {report:?}");
+    }
+}

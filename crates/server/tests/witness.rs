@@ -595,6 +595,40 @@ fn with_checkpoint_line(bundle: &[u8], line: &str, replacement: &str) -> Vec<u8>
     })
 }
 
+/// docs/verify-by-hand.md's step 3a as a reader runs it: plain `bash` (no `-e`), in the unpacked bag of `bundle`,
+/// with `POLICY` set to `policy` (relative to the bag, or absolute): whether it ended with status 0, and what it
+/// printed.
+fn step_3a(bundle: &[u8], policy: &Path) -> (bool, String) {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md")).unwrap();
+    let step = doc.split("```sh witnessed\n").nth(1).and_then(|block| block.split("```").next()).unwrap();
+    let placeholder = "POLICY=/path/to/the/witness/policy/you/trust.txt\n";
+    assert!(step.starts_with(placeholder), "{step}");
+    let step = step.replacen(placeholder, &format!("POLICY='{}'\n", policy.display()), 1);
+    let unpacked = tempfile::tempdir().unwrap();
+    tar::Archive::new(bundle).unpack(unpacked.path()).unwrap();
+    let bag = std::fs::read_dir(unpacked.path()).unwrap().next().unwrap().unwrap().path();
+    let run = Command::new("bash").arg("-c").arg(&step).current_dir(&bag).output().unwrap();
+    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}
+
+/// A signature line of `key` on `body`, as a log signs a checkpoint (c2sp.org/signed-note).
+fn log_line(key: &LogSigner, body: &str) -> String {
+    use ed25519_dalek::Signer as _;
+    let mut raw = key.verifier().key_id().to_be_bytes().to_vec();
+    raw.extend_from_slice(&key.signing_key().sign(body.as_bytes()).to_bytes());
+    format!("\u{2014} {} {}\n", key.name(), base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw))
+}
+
+/// Whether `text` holds a character that would act on a terminal or a page: a control character but the line
+/// break, or an invisible format character (a right-to-left override).
+fn acts_on_display(text: &str) -> bool {
+    text.chars().any(|c| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
 /// Court bundles from a gateway witnessed by a partner carry its policy and a checkpoint the partner cosigned;
 /// `custodia verify --policy` names the witness and when it cosigned, says whether the quorum is met, and counts no
 /// forged, duplicated or wrong-key cosignature. Without `--policy`, the bundle's own policy is reported as the
@@ -640,17 +674,14 @@ async fn court_bundles_carry_the_policy_and_cosignatures_and_the_cli_judges_them
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("WITNESSES: witnessed under the bundle's policy, not one you pinned"), "{said}");
     assert!(said.contains("its witnesses are judged by the bundle's own policy, not one you pinned"), "{said}");
-    // docs/verify-by-hand.md's step 3a, with standard tools, verifies b's cosignature and tells its time.
-    let doc =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md")).unwrap();
-    let step = doc.split("```sh witnessed\n").nth(1).and_then(|block| block.split("```").next()).unwrap();
-    let unpacked = tempfile::tempdir().unwrap();
-    tar::Archive::new(bundle.as_slice()).unpack(unpacked.path()).unwrap();
-    let bag = std::fs::read_dir(unpacked.path()).unwrap().next().unwrap().unwrap().path();
-    let (ok, said) = support::run_script(step, &bag);
+    // docs/verify-by-hand.md's step 3a, with standard tools and the policy the reader trusts, verifies b's
+    // cosignature, tells its time, and counts it against the quorum.
+    let (ok, said) = step_3a(&bundle, &policy_file);
     assert!(ok, "{said}");
     assert!(said.contains("Signature Verified Successfully") && said.contains("witness b cosigned "), "{said}");
-    let forged_bag = tempfile::tempdir().unwrap();
+    assert!(said.contains("WITNESSED: your policy's quorum (partners) cosigned the log up to "), "{said}");
+    by_hand_refuses_forgeries(&bundle, &b_line, a, b, &policy_file);
+    terminal_escapes_in_a_bundle_never_reach_the_cli_output(&bundle, a, &vkey);
 
     // A policy that wants a witness who never cosigned: not met, so not valid under it.
     let stranger = custodia_witness::CosignerKey::generate("c.custodia.test/witness").unwrap();
@@ -712,13 +743,15 @@ async fn court_bundles_carry_the_policy_and_cosignatures_and_the_cli_judges_them
         assert!(said.contains("NOT VALID: witness cosignatures failed\n"), "{said}");
         let report = custodia_bundle::verify(tampered.as_slice(), &[a.log.verifier()]).unwrap();
         assert_eq!(report.failed_parts(), [custodia_bundle::Part::Witnesses], "{report}");
-        if named.contains("forged") {
-            // By hand, OpenSSL refuses the forged line.
-            tar::Archive::new(tampered.as_slice()).unpack(forged_bag.path()).unwrap();
-            let bag = std::fs::read_dir(forged_bag.path()).unwrap().next().unwrap().unwrap().path();
-            let (ok, said) = support::run_script(step, &bag);
-            assert!(!ok && !said.contains("witness b cosigned "), "{said}");
+        // By hand, each stops the step: OpenSSL refuses the forged line; the duplicate and the wrong key are
+        // not the one line under b's key the step wants.
+        let (ok, said) = step_3a(&tampered, &policy_file);
+        if named.contains("forged") || named.contains("twice") {
+            assert!(!ok && said.contains("NOT VALID") && !said.contains("WITNESSED"), "{named}: {said}");
+        } else {
+            assert!(!ok && said.contains("quorum (partners) is not met: NOT VALID"), "{named}: {said}");
         }
+        assert!(!said.contains("witness b cosigned "), "{named}: {said}");
     }
 
     // The witness goes down, and a's exports stop waiting for it after a second: the last cosigned checkpoint
@@ -746,6 +779,104 @@ async fn court_bundles_carry_the_policy_and_cosignatures_and_the_cli_judges_them
     let (code, said) = pinned(&late, &policy_file);
     assert_eq!(code, 1, "{said}");
     assert!(said.contains("are newer and NOT yet witnessed"), "{said}");
+}
+
+/// Step 3a by hand, run as a reader runs it (plain `bash`), stops with `NOT VALID` and a non-zero status, and
+/// prints no success line, on each bundle the reviewer forged: a policy swapped for one naming the forger's key,
+/// b's cosignature replayed from the log's empty checkpoint or from another log's, and an extension line re-signed
+/// by the log's key. A replayed line under a policy that names the forger (the bundle's own) fails too.
+fn by_hand_refuses_forgeries(bundle: &[u8], b_line: &str, a: &Partner, b: &Partner, trusted: &Path) {
+    let checkpoint = String::from_utf8(bag_file(bundle, "data/checkpoint")).unwrap();
+    let (body, _) = checkpoint.split_once("\n\n").unwrap();
+    let body = format!("{body}\n");
+    let vkey = a.log.verifier();
+    let rogue = custodia_witness::CosignerKey::generate("rogue.example/witness").unwrap();
+    let rogue_policy = format!("log {vkey}\nwitness b {}\nquorum b\n", rogue.verifier());
+    let rogue_line = rogue.cosign(body.as_bytes(), 1_700_000_000).unwrap();
+    let (head, encoded) = rogue_line.trim_end().rsplit_once(' ').unwrap();
+    let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
+    raw[50] ^= 1;
+    let replayed = format!("{head} {}\n", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw));
+    let with_policy = |policy: String, checkpoint: String| {
+        support::rebagged(bundle, |bag| {
+            std::fs::write(bag.join("data/witness/policy.txt"), &policy).unwrap();
+            std::fs::write(bag.join("data/checkpoint"), &checkpoint).unwrap();
+        })
+    };
+    // H1: the bundle's policy names a rogue witness r, whose line does not verify. Under the policy the reader
+    // trusts, b's genuine line still witnesses the checkpoint; under the bundle's own, the step fails.
+    let h1 = with_policy(rogue_policy.replace("witness b ", "witness r ").replace("quorum b", "quorum r"), {
+        format!("{checkpoint}{replayed}")
+    });
+    let (ok, said) = step_3a(&h1, Path::new("data/witness/policy.txt"));
+    assert!(!ok && said.contains("witness r's cosignature: NOT VALID") && !said.contains("cosigned"), "H1: {said}");
+    let (ok, said) = step_3a(&h1, trusted);
+    assert!(ok && said.contains("WITNESSED: your policy's quorum (partners)"), "H1 under the trusted policy: {said}");
+    // A2: the policy swapped for one that names the forger's key as b, and the forger's valid line for b's.
+    let a2 = with_policy(rogue_policy, checkpoint.replace(&format!("{b_line}\n"), &rogue_line));
+    let empty = custodia_ledger::merkle::empty_root().to_base64();
+    let origin = body.lines().next().unwrap();
+    let other_log = body.replacen(origin, "b.custodia.test/log", 1);
+    let extended = format!("{body}ext line\n");
+    let signatures = checkpoint.split_once("\n\n").unwrap().1.lines().skip(1).collect::<Vec<_>>().join("\n");
+    let a7 = support::rebagged(bundle, |bag| {
+        let note = format!("{extended}\n{}{signatures}\n", log_line(&a.log, &extended));
+        std::fs::write(bag.join("data/checkpoint"), note).unwrap();
+    });
+    for (name, forged) in [
+        ("A2 (swapped policy)", a2),
+        (
+            "A3 (replayed from the empty log)",
+            with_checkpoint_line(
+                bundle,
+                b_line,
+                b.witness.cosign(format!("{origin}\n0\n{empty}\n").as_bytes(), 1_700_000_000).unwrap().trim_end(),
+            ),
+        ),
+        (
+            "A4 (replayed from another log)",
+            with_checkpoint_line(
+                bundle,
+                b_line,
+                b.witness.cosign(other_log.as_bytes(), 1_700_000_000).unwrap().trim_end(),
+            ),
+        ),
+        ("A7 (an extension line)", a7),
+    ] {
+        let (ok, said) = step_3a(&forged, trusted);
+        assert!(!ok, "{name}: {said}");
+        assert!(said.contains(": NOT VALID"), "{name}: {said}");
+        assert!(!said.contains("WITNESSED") && !said.contains(" cosigned "), "{name}: {said}");
+    }
+}
+
+/// A bundle whose policy names a witness with terminal escapes (E1), and whose checkpoint carries a cosignature
+/// under a key name with a right-to-left override (A11): `custodia verify` shows each escaped, so nothing it prints
+/// moves the cursor, hides text or reorders the verdict.
+fn terminal_escapes_in_a_bundle_never_reach_the_cli_output(bundle: &[u8], a: &Partner, vkey: &str) {
+    let checkpoint = String::from_utf8(bag_file(bundle, "data/checkpoint")).unwrap();
+    let body = format!("{}\n", checkpoint.split_once("\n\n").unwrap().0);
+    let name = "\u{1b}[2K\u{1b}[1GVALID:\u{1b}[8m";
+    let rogue = custodia_witness::CosignerKey::generate("rogue.example/witness").unwrap();
+    let e1 = support::rebagged(bundle, |bag| {
+        let policy = format!("log {}\nwitness {name} {}\nquorum {name}\n", a.log.verifier(), rogue.verifier());
+        std::fs::write(bag.join("data/witness/policy.txt"), policy).unwrap();
+        let line = rogue.cosign(body.as_bytes(), 1_700_000_000).unwrap();
+        std::fs::write(bag.join("data/checkpoint"), format!("{checkpoint}{line}")).unwrap();
+    });
+    let bidi = custodia_witness::CosignerKey::generate("x\u{202e}DILAV").unwrap();
+    let a11 = support::rebagged(bundle, |bag| {
+        let line = bidi.cosign(body.as_bytes(), 1_700_000_000).unwrap();
+        std::fs::write(bag.join("data/checkpoint"), format!("{checkpoint}{line}")).unwrap();
+    });
+    for (label, forged, shown) in [
+        ("E1", e1, "witness \\u{1b}[2K\\u{1b}[1GVALID:\\u{1b}[8m ("),
+        ("A11", a11, "a cosignature by x\\u{202e}DILAV,"),
+    ] {
+        let (_, said) = cli_verify(&forged, &["--trusted-key".as_ref(), vkey.as_ref()]);
+        assert!(!acts_on_display(&said), "{label}: {said:?}");
+        assert!(said.contains(shown), "{label}: {said}");
+    }
 }
 
 /// A custody log cut back below the ledger indices its catalog holds (e.g. the log directory restored from an older

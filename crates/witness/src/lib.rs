@@ -18,6 +18,8 @@ pub mod request;
 pub mod witness;
 
 pub use cosignature::{Cosignature, CosignatureError, CosignerKey, CosignerVerifier};
-pub use policy::{LineVerdict, LinesVerdict, Policy, PolicyError, PolicyVerdict, parse_log_list};
+pub use policy::{
+    LineVerdict, LinesVerdict, MAX_CLOCK_AHEAD_SECONDS, Policy, PolicyError, PolicyVerdict, parse_log_list,
+};
 pub use request::{AddCheckpoint, MAX_PROOF_LINES, RequestError};
 pub use witness::{Decision, Known, Refusal, decide};

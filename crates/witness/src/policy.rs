@@ -56,6 +56,10 @@ pub struct Policy {
     /// The URL prefix of each witness that has one (`<prefix>/add-checkpoint`, c2sp.org/tlog-witness).
     witness_urls: BTreeMap<String, String>,
     groups: BTreeMap<String, Group>,
+    /// The groups' names in the order the policy defines them: each names only what comes before it, so the quorum
+    /// is judged in one pass over this order, each group once (no recursion: a chain of thousands of groups costs
+    /// no stack, and groups that share members cost no more than their members).
+    group_order: Vec<String>,
     /// `None` for `quorum none`: the log's signature alone suffices.
     quorum: Option<String>,
 }
@@ -81,6 +85,9 @@ pub enum LineVerdict {
     /// A line with the name and key ID of the policy's witness `witness` that does not verify over this checkpoint
     /// (or has a zero timestamp): forged or altered. It does not count.
     Forged { witness: String },
+    /// A valid cosignature by `witness` dated more than [`MAX_CLOCK_AHEAD_SECONDS`] after the verifier's clock: no
+    /// honest witness's clock is that far ahead (the collector refuses such a cosignature too). It does not count.
+    FromTheFuture { witness: String, cosignature: Cosignature },
     /// A second valid line by a witness already counted: it counts once.
     Duplicate { witness: String },
     /// A line with the key name of the policy's witness `witness` but another key ID: signed with a key the policy
@@ -111,6 +118,9 @@ impl LinesVerdict {
         })
     }
 }
+
+/// How far a cosignature's time may be ahead of the verifier's clock and still count: ten minutes of clock skew.
+pub const MAX_CLOCK_AHEAD_SECONDS: u64 = 600;
 
 fn hex_key(text: &str) -> Option<VerifyingKey> {
     if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -170,6 +180,7 @@ impl Policy {
             witnesses: BTreeMap::new(),
             witness_urls: BTreeMap::new(),
             groups: BTreeMap::new(),
+            group_order: Vec::new(),
             quorum: None,
         };
         let mut quorum_seen = false;
@@ -236,6 +247,7 @@ impl Policy {
                     };
                     let members = members.iter().map(|m| (*m).to_owned()).collect();
                     policy.groups.insert((*name).to_owned(), Group { threshold, members });
+                    policy.group_order.push((*name).to_owned());
                 }
                 ["quorum", name] => {
                     if quorum_seen {
@@ -278,7 +290,28 @@ impl Policy {
     /// Whether cosignatures by the witnesses named in `cosigners` (the policy's names) meet the quorum.
     pub fn quorum_met<'a>(&self, cosigners: impl IntoIterator<Item = &'a str>) -> bool {
         let signed: BTreeSet<&str> = cosigners.into_iter().collect();
-        self.quorum.as_deref().is_none_or(|name| self.met(name, &signed))
+        let Some(quorum) = self.quorum.as_deref() else { return true };
+        // Each group once, in the order defined: its members (witnesses, or groups before it) are judged already.
+        let mut met: BTreeMap<&str, bool> = BTreeMap::new();
+        for name in &self.group_order {
+            let group = &self.groups[name];
+            let count = group
+                .members
+                .iter()
+                .filter(|member| met.get(member.as_str()).copied().unwrap_or_else(|| signed.contains(member.as_str())))
+                .count();
+            let satisfied = match group.threshold {
+                Threshold::All => count == group.members.len(),
+                Threshold::Count(k) => count >= k,
+            };
+            met.insert(name.as_str(), satisfied);
+        }
+        met.get(quorum).copied().unwrap_or_else(|| signed.contains(quorum))
+    }
+
+    /// Whether the policy asks for any witness at all (`quorum none` does not).
+    pub fn asks_for_witnesses(&self) -> bool {
+        self.quorum.is_some()
     }
 
     /// Checks `note` against the policy: a log's signature, then each witness's cosignature, then the quorum.
@@ -303,7 +336,9 @@ impl Policy {
     /// counts (each at most once), and which line is forged, duplicated, signed with a key the policy does not give
     /// its witness, or by a key the policy does not name; then whether the counted ones meet the quorum. Unlike
     /// [`Self::evaluate`], a bad line is reported, not an error, so a verifier can say which line is bad and why.
-    pub fn judge_lines(&self, note: &[u8]) -> Result<LinesVerdict, PolicyError> {
+    /// A line is matched to a witness by key name and key ID together (two witnesses may share a key name), and a
+    /// cosignature dated more than [`MAX_CLOCK_AHEAD_SECONDS`] after `now` (seconds since 1970) does not count.
+    pub fn judge_lines(&self, note: &[u8], now: u64) -> Result<LinesVerdict, PolicyError> {
         let checkpoint = SignedCheckpoint::open(note, &self.logs)?;
         let text = std::str::from_utf8(note).map_err(|_| CosignatureError::MalformedNote)?;
         let (body, signatures) = text.split_once("\n\n").ok_or(CosignatureError::MalformedNote)?;
@@ -323,18 +358,21 @@ impl Policy {
                 lines.push(LineVerdict::Log { name: name.to_owned() });
                 continue;
             }
-            let Some((witness, verifier)) = self.witnesses.iter().find(|(_, verifier)| verifier.name() == name) else {
-                lines.push(LineVerdict::Unknown { name: name.to_owned() });
+            let named = || self.witnesses.iter().filter(|(_, verifier)| verifier.name() == name);
+            let Some((witness, verifier)) = named().find(|(_, verifier)| verifier.key_id() == key_id) else {
+                match named().next() {
+                    Some((witness, _)) => lines.push(LineVerdict::WrongKey { witness: witness.clone() }),
+                    None => lines.push(LineVerdict::Unknown { name: name.to_owned() }),
+                }
                 continue;
             };
             let witness = witness.clone();
-            if verifier.key_id() != key_id {
-                lines.push(LineVerdict::WrongKey { witness });
-                continue;
-            }
             // The line alone under the checkpoint's body: exactly what the witness signed, nothing else.
             let alone = format!("{body}\n\n{line}\n");
             match verifier.cosignature_on(alone.as_bytes()) {
+                Ok(Some(cosignature)) if cosignature.timestamp > now.saturating_add(MAX_CLOCK_AHEAD_SECONDS) => {
+                    lines.push(LineVerdict::FromTheFuture { witness, cosignature });
+                }
                 Ok(Some(_)) if counted.contains(&witness) => lines.push(LineVerdict::Duplicate { witness }),
                 Ok(Some(cosignature)) => {
                     counted.insert(witness.clone());
@@ -345,21 +383,6 @@ impl Policy {
         }
         let satisfied = self.quorum_met(counted.iter().map(String::as_str));
         Ok(LinesVerdict { origin: checkpoint.checkpoint.origin, size: checkpoint.checkpoint.size, lines, satisfied })
-    }
-
-    /// Whether the witness or group `name` is satisfied. Groups only name what was defined before them, so this
-    /// recursion ends.
-    fn met(&self, name: &str, signed: &BTreeSet<&str>) -> bool {
-        match self.groups.get(name) {
-            None => signed.contains(name),
-            Some(group) => {
-                let count = group.members.iter().filter(|member| self.met(member, signed)).count();
-                match group.threshold {
-                    Threshold::All => count == group.members.len(),
-                    Threshold::Count(k) => count >= k,
-                }
-            }
-        }
     }
 }
 
@@ -446,7 +469,7 @@ mod tests {
         let world = World::new();
         let policy = Policy::parse(&world.policy("quorum two-of-three")).unwrap();
         let note = String::from_utf8(world.note(&[0, 1])).unwrap();
-        let judged = policy.judge_lines(note.as_bytes()).unwrap();
+        let judged = policy.judge_lines(note.as_bytes(), NOW).unwrap();
         assert!(judged.satisfied, "{judged:?}");
         assert_eq!(judged.lines[0], LineVerdict::Log { name: "example.test/log".into() });
         assert_eq!(judged.counted().map(|(w, c)| (w, c.timestamp)).collect::<Vec<_>>(), [("w1", 100), ("w2", 101)]);
@@ -455,7 +478,7 @@ mod tests {
         let (w1, w2) = (lines[lines.len() - 2], lines[lines.len() - 1]);
         // w2's line repeated: counted once, and named; the quorum then needs another witness.
         let duplicated = format!("{}{w1}\n{w1}\n", note.strip_suffix(&format!("{w1}\n{w2}\n")).unwrap());
-        let judged = policy.judge_lines(duplicated.as_bytes()).unwrap();
+        let judged = policy.judge_lines(duplicated.as_bytes(), NOW).unwrap();
         assert!(judged.lines.contains(&LineVerdict::Duplicate { witness: "w1".into() }), "{judged:?}");
         assert!(!judged.satisfied, "one witness twice is not two witnesses");
 
@@ -464,7 +487,7 @@ mod tests {
         let mut raw = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded).unwrap();
         raw[20] ^= 1;
         let forged_line = format!("{head} {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw));
-        let judged = policy.judge_lines(note.replace(w2, &forged_line).as_bytes()).unwrap();
+        let judged = policy.judge_lines(note.replace(w2, &forged_line).as_bytes(), NOW).unwrap();
         assert!(judged.lines.contains(&LineVerdict::Forged { witness: "w2".into() }), "{judged:?}");
         assert!(!judged.satisfied);
 
@@ -476,7 +499,7 @@ mod tests {
         let mut other = world.note(&[0]);
         other.extend_from_slice(impostor.cosign(body.as_bytes(), 7).unwrap().as_bytes());
         other.extend_from_slice(stranger.cosign(body.as_bytes(), 8).unwrap().as_bytes());
-        let judged = policy.judge_lines(&other).unwrap();
+        let judged = policy.judge_lines(&other, NOW).unwrap();
         assert_eq!(
             judged.lines[1..],
             [
@@ -494,10 +517,98 @@ mod tests {
         let later = world.log.sign(&Checkpoint::new("example.test/log", 1, Hash([9; 32]))).unwrap();
         let mut moved = later.note().to_vec();
         moved.extend_from_slice(format!("{w1}\n").as_bytes());
-        let judged = policy.judge_lines(&moved).unwrap();
+        let judged = policy.judge_lines(&moved, NOW).unwrap();
         assert_eq!(judged.lines[1], LineVerdict::Forged { witness: "w1".into() });
         // Not signed by the log: refused whole.
-        assert!(policy.judge_lines(note.replace("example.test/log\n0", "example.test/log\n1").as_bytes()).is_err());
+        assert!(
+            policy.judge_lines(note.replace("example.test/log\n0", "example.test/log\n1").as_bytes(), NOW).is_err()
+        );
+    }
+
+    /// The verifier's clock in these tests: the cosignatures are dated 100 to 102 seconds after 1970.
+    const NOW: u64 = 1_000;
+
+    /// `levels` levels of two groups each that both name both groups of the level below (the reviewer's policy
+    /// whose judging doubled per level), or a chain of `levels` groups each naming the one before.
+    fn deep_policy(world: &World, levels: usize, shared: bool) -> String {
+        let (log, w1) = (world.log.verifier(), world.witnesses[0].verifier());
+        let mut text = format!("log {log}\nwitness w1 {w1}\ngroup g0 any w1\ngroup h0 all w1\n");
+        for k in 1..=levels {
+            if shared {
+                text.push_str(&format!("group g{k} all g{} h{}\ngroup h{k} any g{} h{}\n", k - 1, k - 1, k - 1, k - 1));
+            } else {
+                text.push_str(&format!("group g{k} any g{}\n", k - 1));
+            }
+        }
+        text.push_str(&format!("quorum g{levels}\n"));
+        text
+    }
+
+    #[test]
+    fn deep_and_shared_groups_are_judged_each_once_without_recursion() {
+        let world = World::new();
+        // 60 levels of shared members: 2^60 visits if each group were judged per path to it.
+        let shared = Policy::parse(&deep_policy(&world, 60, true)).unwrap();
+        assert!(shared.quorum_met(["w1"]) && !shared.quorum_met(["w2"]));
+        let judged = shared.judge_lines(&world.note(&[0]), NOW).unwrap();
+        assert!(judged.satisfied, "{judged:?}");
+        // A chain of 30,000 groups: as deep as the stack that the reviewer's policy overflowed.
+        let chain = Policy::parse(&deep_policy(&world, 30_000, false)).unwrap();
+        assert!(chain.quorum_met(["w1"]) && !chain.quorum_met([]));
+    }
+
+    #[test]
+    fn two_witnesses_with_one_key_name_are_told_apart_by_key_id() {
+        let world = World::new();
+        let one = CosignerKey::generate("dup.example/witness").unwrap();
+        let two = CosignerKey::generate("dup.example/witness").unwrap();
+        let text = format!(
+            "log {}\nwitness one {}\nwitness two {}\ngroup both all one two\nquorum both\n",
+            world.log.verifier(),
+            one.verifier(),
+            two.verifier()
+        );
+        let policy = Policy::parse(&text).unwrap();
+        let checkpoint = world.log.sign(&Checkpoint::new("example.test/log", 0, empty_root())).unwrap();
+        let body = checkpoint.checkpoint.body();
+        let mut note = String::from_utf8(checkpoint.note().to_vec()).unwrap();
+        note.push_str(&one.cosign(body.as_bytes(), 100).unwrap());
+        note.push_str(&two.cosign(body.as_bytes(), 101).unwrap());
+        let judged = policy.judge_lines(note.as_bytes(), NOW).unwrap();
+        assert_eq!(judged.counted().map(|(witness, _)| witness).collect::<Vec<_>>(), ["one", "two"]);
+        assert!(judged.satisfied);
+        // A third key under that name is neither's: another key than the policy gives them.
+        let stranger = CosignerKey::generate("dup.example/witness").unwrap();
+        note.push_str(&stranger.cosign(body.as_bytes(), 102).unwrap());
+        let judged = policy.judge_lines(note.as_bytes(), NOW).unwrap();
+        assert_eq!(judged.lines[3], LineVerdict::WrongKey { witness: "one".into() });
+    }
+
+    #[test]
+    fn a_cosignature_dated_ahead_of_the_verifiers_clock_does_not_count() {
+        let world = World::new();
+        let policy = Policy::parse(&world.policy("quorum w1")).unwrap();
+        let checkpoint = world.log.sign(&Checkpoint::new("example.test/log", 0, empty_root())).unwrap();
+        let body = checkpoint.checkpoint.body();
+        for (timestamp, counts) in [
+            (NOW + MAX_CLOCK_AHEAD_SECONDS, true),
+            (NOW + MAX_CLOCK_AHEAD_SECONDS + 1, false),
+            (32_503_680_000, false),
+            (1 << 63, false),
+            (u64::MAX, false),
+        ] {
+            let mut note = checkpoint.note().to_vec();
+            note.extend_from_slice(world.witnesses[0].cosign(body.as_bytes(), timestamp).unwrap().as_bytes());
+            let judged = policy.judge_lines(&note, NOW).unwrap();
+            assert_eq!(judged.satisfied, counts, "{timestamp}");
+            if !counts {
+                assert!(
+                    matches!(&judged.lines[1], LineVerdict::FromTheFuture { witness, cosignature }
+                        if witness == "w1" && cosignature.timestamp == timestamp),
+                    "{timestamp}: {judged:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1598,23 +1598,30 @@ export function parsePolicy(text) {
   return { policy };
 }
 
-/** Whether the witnesses named in `signed` (a Set of the policy's names) meet the policy's quorum. */
+/**
+ * Whether the witnesses named in `signed` (a Set of the policy's names) meet the policy's quorum. Each group is
+ * judged once, in the order the policy defines them (a Map keeps it; each names only what comes before it): no
+ * recursion, so neither a chain of thousands of groups nor groups that share members cost more than their members.
+ */
 function quorumMet(policy, signed) {
-  const met = (name) => {
-    const group = policy.groups.get(name);
-    if (!group) return signed.has(name);
-    const count = group.members.filter(met).length;
-    return group.threshold === 'all' ? count === group.members.length : count >= group.threshold;
-  };
-  return policy.quorum === null || met(policy.quorum);
+  if (policy.quorum === null) return true;
+  const met = new Map();
+  for (const [name, group] of policy.groups) {
+    const count = group.members.filter((member) => (met.has(member) ? met.get(member) : signed.has(member))).length;
+    met.set(name, group.threshold === 'all' ? count === group.members.length : count >= group.threshold);
+  }
+  return met.has(policy.quorum) ? met.get(policy.quorum) : signed.has(policy.quorum);
 }
+
+/** How far a cosignature's time may be ahead of the verifier's clock and still count (MAX_CLOCK_AHEAD_SECONDS). */
+const MAX_CLOCK_AHEAD_SECONDS = 600n;
 
 /**
  * Each signature line of a checkpoint note after the log's, judged on its own (Policy::judge_lines): a witness's
  * valid cosignature counts once; a forged, duplicated or wrong-key line does not; a stranger's is not counted.
  * { lines: [{ kind, witness?, name?, timestamp? }], satisfied } or { error }.
  */
-function judgeLines(policy, note, key) {
+function judgeLines(policy, note, key, now = BigInt(Math.floor(Date.now() / 1000))) {
   const opened = openCheckpoint(note, key);
   if (opened.error) return { error: opened.error };
   const message = decodeUtf8(note);
@@ -1633,20 +1640,20 @@ function judgeLines(policy, note, key) {
     const name = rest.slice(0, space);
     const id = ((raw[0] << 24) | (raw[1] << 16) | (raw[2] << 8) | raw[3]) >>> 0;
     if (policy.logs.some((log) => log.name === name && log.id === id)) continue;
-    const entry = [...policy.witnesses].find(([, w]) => w.name === name);
+    // By key name and key ID together: two witnesses may share a key name.
+    const named = [...policy.witnesses].filter(([, w]) => w.name === name);
+    const entry = named.find(([, w]) => w.id === id);
     if (!entry) {
-      lines.push({ kind: 'unknown', name });
+      lines.push(named.length ? { kind: 'wrong-key', witness: named[0][0] } : { kind: 'unknown', name });
       continue;
     }
     const [witness, w] = entry;
-    if (w.id !== id) {
-      lines.push({ kind: 'wrong-key', witness });
-      continue;
-    }
     const time = raw.length === 76 ? new DataView(raw.buffer, raw.byteOffset + 4, 8).getBigUint64(0) : 0n;
     const signed = concat(encoder.encode(`cosignature/v1\ntime ${time}\n`), body);
     if (time === 0n || !verifyStrict(raw.subarray(12), signed, w.publicKey)) {
       lines.push({ kind: 'forged', witness });
+    } else if (time > now + MAX_CLOCK_AHEAD_SECONDS) {
+      lines.push({ kind: 'future', witness, timestamp: time });
     } else if (counted.has(witness)) {
       lines.push({ kind: 'duplicate', witness });
     } else {
@@ -1733,33 +1740,54 @@ function checkWitnesses(files, key, pinned, records, report) {
   }
   for (const line of judged.lines) {
     if (line.kind === 'counted') {
-      report.pass('witnesses', `witness ${line.witness} (${line.name}) cosigned the checkpoint of size ${covered} at ${cosignedAt(line.timestamp)}`);
+      report.pass(
+        'witnesses',
+        `witness ${echoed(line.witness)} (${echoed(line.name)}) cosigned the checkpoint of size ${covered} at ${cosignedAt(line.timestamp)}`,
+      );
+    } else if (line.kind === 'future') {
+      report.fail(
+        'witnesses',
+        `witness ${echoed(line.witness)}'s cosignature is dated ${cosignedAt(line.timestamp)}, more than ` +
+          `${MAX_CLOCK_AHEAD_SECONDS / 60n} minutes after this computer's clock: no honest witness's clock is that far ahead, so it is not counted`,
+      );
     } else if (line.kind === 'forged') {
-      report.fail('witnesses', `a cosignature line under witness ${line.witness}'s key does not verify over this checkpoint: forged or altered, not counted`);
+      report.fail(
+        'witnesses',
+        `a cosignature line under witness ${echoed(line.witness)}'s key does not verify over this checkpoint: forged or altered, not counted`,
+      );
     } else if (line.kind === 'duplicate') {
-      report.fail('witnesses', `witness ${line.witness} cosigns twice: a duplicated line, counted once`);
+      report.fail('witnesses', `witness ${echoed(line.witness)} cosigns twice: a duplicated line, counted once`);
     } else if (line.kind === 'wrong-key') {
-      report.fail('witnesses', `a cosignature line carries witness ${line.witness}'s name but another key than ${whose} gives it: not counted`);
+      report.fail(
+        'witnesses',
+        `a cosignature line carries witness ${echoed(line.witness)}'s name but another key than ${whose} gives it: not counted`,
+      );
     } else if (line.kind === 'unknown') {
       report.pass('witnesses', `a cosignature by ${echoed(line.name)}, a key ${whose} does not name: not counted`);
     } else {
       report.fail('witnesses', 'a signature line of the checkpoint is malformed');
     }
   }
-  const cosigners = judged.lines.filter((l) => l.kind === 'counted').map((l) => `${l.witness} at ${cosignedAt(l.timestamp)}`);
+  const cosigners = judged.lines.filter((l) => l.kind === 'counted').map((l) => `${echoed(l.witness)} at ${cosignedAt(l.timestamp)}`);
   const cosigned = cosigners.length ? cosigners.join(', ') : 'no witness';
   const unwitnessed = records.filter((index) => index >= covered).map(String);
   const clean = report.checks.filter((c) => !c.passed).length === failedBefore;
-  const witnessed = clean && judged.satisfied && unwitnessed.length === 0;
+  const asksForWitnesses = policy.quorum !== null;
+  const witnessed = clean && judged.satisfied && unwitnessed.length === 0 && asksForWitnesses;
   let summary;
-  if (witnessed) summary = `witnessed under ${whose}: its quorum is met by ${cosigned}, on a checkpoint that covers every record`;
+  if (!asksForWitnesses) {
+    summary =
+      `NOT witnessed: ${whose} asks for no witness (quorum none), so nothing was witnessed; the gateway's ` +
+      'signature alone vouches for the log';
+  } else if (witnessed) summary = `witnessed under ${whose}: its quorum is met by ${cosigned}, on a checkpoint that covers every record`;
   else if (!judged.satisfied) summary = `NOT witnessed under ${whose}: its quorum is not met (cosigned by ${cosigned})`;
   else if (unwitnessed.length) {
     summary =
       `partly witnessed under ${whose}: its quorum (${cosigned}) cosigned the log up to size ${covered}; records ` +
       `${unwitnessed.join(', ')} are newer and NOT yet witnessed (the gateway's signature alone vouches for them)`;
   } else summary = `NOT witnessed under ${whose}: a cosignature line is bad (see above)`;
-  if (witnessed || (clean && !pinned)) report.pass('witnesses', summary);
+  // A policy that asks for no witness is not failed when pinned: the reader asked for exactly that.
+  if (witnessed || (clean && (!pinned || !asksForWitnesses))) report.pass('witnesses', summary);
   else if (clean) report.fail('witnesses', summary);
   report.witnesses = { pinned: Boolean(pinned), witnessed, summary };
 }

@@ -189,7 +189,7 @@ pub(crate) fn check(
             ),
             LineVerdict::Unknown { name } => report.pass(
                 Part::Witnesses,
-                format!("a cosignature by {}, a key {whose} does not name: not counted", echoed(name)),
+                format!("a cosignature by {}, whose key is not in {whose}: not counted", echoed(name)),
             ),
             LineVerdict::Malformed => report.fail(Part::Witnesses, "a signature line of the checkpoint is malformed"),
         }

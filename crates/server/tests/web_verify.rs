@@ -1394,7 +1394,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
             cosigned_also(&bidi, 1_700_000_000),
             None,
             "valid",
-            "a cosignature by x\\u{202e}DILAV, a key the bundle's policy".to_owned(),
+            "a cosignature by x\\u{202e}DILAV, whose key is not in the bundle's policy".to_owned(),
         ),
     ];
     let mut listed = Vec::new();

@@ -1763,7 +1763,7 @@ function checkWitnesses(files, key, pinned, records, report) {
         `a cosignature line carries witness ${echoed(line.witness)}'s name but another key than ${whose} gives it: not counted`,
       );
     } else if (line.kind === 'unknown') {
-      report.pass('witnesses', `a cosignature by ${echoed(line.name)}, a key ${whose} does not name: not counted`);
+      report.pass('witnesses', `a cosignature by ${echoed(line.name)}, whose key is not in ${whose}: not counted`);
     } else {
       report.fail('witnesses', 'a signature line of the checkpoint is malformed');
     }

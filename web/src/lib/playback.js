@@ -59,9 +59,23 @@ function jumpGaps(video) {
     jumpToNextRange(video);
   };
   video.addEventListener('waiting', jump);
+  // A seek that lands in a hole (a track of a segment cut short) would wait for good: after a second with nothing
+  // at the play head it goes on from what comes next, if that is near.
+  let seekingSince = 0;
+  video.addEventListener('seeking', () => {
+    seekingSince = Date.now();
+  });
+  const inside = () => {
+    const { buffered, currentTime } = video;
+    for (let i = 0; i < buffered.length; i += 1) {
+      if (buffered.start(i) <= currentTime && currentTime < buffered.end(i)) return true;
+    }
+    return false;
+  };
   const timer = setInterval(() => {
     if (!video.isConnected) clearInterval(timer);
     else if (!video.paused && !video.seeking) jump();
+    else if (video.seeking && Date.now() - seekingSince > 1000 && !inside()) jumpToNextRange(video);
   }, 200);
 }
 
@@ -188,9 +202,6 @@ export async function playWhole(video, urls, progress = () => {}, options = {}) 
     while (video.isConnected) {
       const i = wanted();
       if (i == null) {
-        // A seek into a hole of what is held (a track of a segment cut short, still so after fetching the segment
-        // again) would wait for good: nothing more is coming for it, so it goes on from what comes next.
-        if (video.seeking && !covered(video.currentTime)) jumpToNextRange(video);
         if (spans.length === urls.length) {
           if (!settled) {
             settled = true;

@@ -55,7 +55,8 @@ function jumpGaps(video) {
     for (let i = 0; i < buffered.length; i += 1) {
       if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i)) end = buffered.end(i);
     }
-    if (end != null && end - currentTime > 0.15) return;
+    // Nothing at the play head at all (HAVE_METADATA or less) is a hole too, wherever the range around it ends.
+    if (end != null && end - currentTime > 0.15 && video.readyState > HTMLMediaElement.HAVE_METADATA) return;
     jumpToNextRange(video);
   };
   video.addEventListener('waiting', jump);

@@ -73,9 +73,24 @@ function jumpGaps(video) {
     }
     return false;
   };
+  // A decoder that stalls inside what it holds (nothing at the play head for a second, and no hole to jump) is
+  // nudged on a tenth of a second, which makes it start again from there.
+  let stalledAt = null;
+  const nudge = () => {
+    if (video.readyState > HTMLMediaElement.HAVE_METADATA || !inside()) {
+      stalledAt = null;
+      return;
+    }
+    const now = Date.now();
+    if (stalledAt?.time !== video.currentTime) stalledAt = { time: video.currentTime, since: now };
+    else if (now - stalledAt.since > 1000) video.currentTime += 0.1;
+  };
   const timer = setInterval(() => {
     if (!video.isConnected) clearInterval(timer);
-    else if (!video.paused && !video.seeking) jump();
+    else if (!video.paused && !video.seeking) {
+      jump();
+      nudge();
+    }
     else if (video.seeking && Date.now() - seekingSince > 1000 && !inside()) jumpToNextRange(video);
   }, 200);
 }

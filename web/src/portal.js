@@ -224,15 +224,13 @@ async function playRecording(segments, who, player, status, error, button) {
   button.textContent = t('portal.playAgain');
   video.focus();
   const urls = segments.map((s) => `/api/v1/artefacts/${enc(s.artefact)}/content?purpose=${enc(purpose())}&access=play`);
-  const cannotPlay = (err) => say(error, err instanceof ApiError ? err.message : t('portal.cannotPlay'));
   try {
-    // A segment fetched again later (a seek back to a part the player had let go) is refused in `failed`.
     await playWhole(video, urls, (loaded) => {
       player.dataset.loaded = String(loaded);
       status.textContent = t('portal.loadedSegments', { loaded, count: urls.length });
-    }, { failed: cannotPlay });
+    });
   } catch (err) {
-    cannotPlay(err);
+    say(error, err instanceof ApiError ? err.message : t('portal.cannotPlay'));
   }
 }
 

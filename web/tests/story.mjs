@@ -826,10 +826,6 @@ async function portalHearings(page, hearingId) {
   const duration = await witness.locator('video').evaluate((v) => v.duration);
   check(playing.moved, `the whole recording does not play: ${JSON.stringify(playing)}`);
   console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`);
-  // Seeking back to the first seconds: the player fetches what it let go of (a recording longer than a minute
-  // behind the play head) and plays on from there.
-  const fromBeginning = await playsFrom(page, playerVideo, 'beginning');
-  check(fromBeginning.moved, `the whole recording does not play on after a seek back to its first seconds: ${JSON.stringify(fromBeginning)}`);
   // Across a segment boundary: the same player given one segment twice plays on from the first into the second.
   // The longest of the witness's segments (a segment can be a fraction of a second, cut by an admission or a
   // consultation), so that the seam lies well inside what is played.
@@ -867,44 +863,6 @@ async function portalHearings(page, hearingId) {
   check(seam.loaded === 2 && seam.reached >= seam.past,
     `the player did not play on across the seam of two segments: ${JSON.stringify(seam)}`);
   console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`);
-  // Seeking back past what the player let go of: the story's hearing is short, so the same player is given the
-  // segment six times over and told to keep a second either side of the play head. Once every copy has been in,
-  // the first seconds are gone from the buffer; a seek back to them fetches them again, and playing moves on.
-  const seekBack = await page.evaluate(async (segment) => {
-    const video = document.createElement('video');
-    video.muted = true;
-    document.body.append(video);
-    const copies = 6;
-    let loaded = 0;
-    const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-    const ranges = () => [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]);
-    let failed = null;
-    const note = (err) => { failed = String(err); };
-    window.custodiaPlayWhole(video, Array(copies).fill(segment), (n) => { loaded = n; }, { ahead: 1, behind: 1, failed: note }).catch(note);
-    // Every wait is bounded by a deadline; nothing waits on a promise the player might never settle.
-    // Skipped to the end of what the player knows of, so that it fetches the next copy and lets go of those far
-    // behind: by the duration, not by what is buffered, which may have holes where one track ends before the other.
-    let deadline = Date.now() + 90_000;
-    while (loaded < copies && !failed && Date.now() < deadline) {
-      const end = video.duration;
-      if (Number.isFinite(end) && end - video.currentTime > 0.6) video.currentTime = end - 0.5;
-      await sleep(250);
-    }
-    const held = ranges();
-    video.currentTime = 0.2;
-    video.play().catch(() => {});
-    deadline = Date.now() + 60_000;
-    while (video.currentTime < 0.8 && !failed && Date.now() < deadline) await sleep(100);
-    const result = { loaded, failed, whole: video.duration, held, reached: video.currentTime, seeking: video.seeking,
-      readyState: video.readyState, after: ranges() };
-    video.remove();
-    return result;
-  }, url);
-  check(seekBack.loaded === 6 && seekBack.held.length > 0 && seekBack.held[0][0] > 0.5,
-    `the player did not let go of the start of a longer recording: ${JSON.stringify(seekBack)}`);
-  check(seekBack.reached >= 0.8, `the player froze after a seek back to a part it had let go of: ${JSON.stringify(seekBack)}`);
-  console.log(`seek back: ${seekBack.whole.toFixed(1)} s in one player holding ${JSON.stringify(seekBack.held.map((r) => r.map((t) => +t.toFixed(1))))}, `
-    + `sought back to 0.2 s and played on to ${seekBack.reached.toFixed(1)} s`);
   await screenshot(page, 'portal-hearing-recordings');
   await audit(page, 'portal, hearings');
 

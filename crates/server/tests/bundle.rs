@@ -1159,20 +1159,7 @@ async fn a_member_removed_mid_export_gets_no_further_export_record() {
     gw.member("case-r", &clerk, "clerk").await;
     let mut ids = upload_all(&gw, &clerk_session, "case-r", &[500; ARTEFACTS]).await;
     ids.sort();
-    let exporting = {
-        let (state, session) = (gw.state.clone(), session.clone());
-        tokio::spawn(async move {
-            let request = TestGateway::request("POST", "/api/v1/cases/case-r/exports?purpose=disclosure", None)
-                .header("cookie", format!("custodia_session={session}"))
-                .header("sec-fetch-site", "same-origin")
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let response = tower::ServiceExt::oneshot(custodia_server::app(state), request).await.unwrap();
-            let status = response.status().as_u16();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec();
-            (status, body)
-        })
-    };
+    let exporting = spawn_case_export(&gw, "case-r", &session);
     until_exported(&gw, &ids[0]).await;
     let removed = gw.delete(&format!("/api/v1/cases/case-r/members/{prosecutor}"), Some(As::Session(&gw.admin))).await;
     assert_eq!(removed.status.as_u16(), 204, "{}", String::from_utf8_lossy(&removed.body));
@@ -1229,20 +1216,7 @@ async fn a_download_during_a_large_case_export_does_not_wait_for_it() {
     gw.member("case-d", &clerk, "clerk").await;
     let mut ids = upload_all(&gw, &session, "case-d", &[500; ARTEFACTS]).await;
     ids.sort();
-    let exporting = {
-        let (state, session) = (gw.state.clone(), session.clone());
-        tokio::spawn(async move {
-            let request = TestGateway::request("POST", "/api/v1/cases/case-d/exports?purpose=disclosure", None)
-                .header("cookie", format!("custodia_session={session}"))
-                .header("sec-fetch-site", "same-origin")
-                .body(axum::body::Body::empty())
-                .unwrap();
-            let response = tower::ServiceExt::oneshot(custodia_server::app(state), request).await.unwrap();
-            let status = response.status().as_u16();
-            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec();
-            (status, body)
-        })
-    };
+    let exporting = spawn_case_export(&gw, "case-d", &session);
     // The first artefact in the export's order is exported; a download of it now waits for no other artefact.
     until_exported(&gw, &ids[0]).await;
     let read =
@@ -1272,4 +1246,20 @@ async fn a_download_during_a_large_case_export_does_not_wait_for_it() {
     let report = verify(body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
     assert!(report.is_valid(), "{report}");
     assert_eq!(tar_files(&body).iter().filter(|(path, _, _)| path.contains("/data/bundles/")).count(), ARTEFACTS);
+}
+
+/// Starts a case export as `session` in the background: its status and body once it ends.
+fn spawn_case_export(gw: &TestGateway, case: &str, session: &str) -> tokio::task::JoinHandle<(u16, Vec<u8>)> {
+    let request = TestGateway::request("POST", &format!("/api/v1/cases/{case}/exports?purpose=disclosure"), None)
+        .header("cookie", format!("custodia_session={session}"))
+        .header("sec-fetch-site", "same-origin")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let state = gw.state.clone();
+    tokio::spawn(async move {
+        let response = tower::ServiceExt::oneshot(custodia_server::app(state), request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes().to_vec();
+        (status, body)
+    })
 }

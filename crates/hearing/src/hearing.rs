@@ -29,6 +29,14 @@ use crate::{
 /// public log, not one per step. The state, the court's view and the minutes follow every step.
 pub const OWN_STEPS_PER_WINDOW: u32 = 8;
 
+/// A judge's or a clerk's budget of repeatable steps in an [`OWN_STEPS_WINDOW`], in place of
+/// [`OWN_STEPS_PER_WINDOW`]: beside their own steps, it covers the court's steps that can be repeated at will,
+/// muting and unmuting someone, starting and stopping the recording and presenting a text, so that a court
+/// officer's connection in hostile hands (or a stuck button) cannot flood the public log either. It is larger,
+/// since a busy hearing has the court muting and unmuting people often; past it, as for anyone, the records are
+/// counted and the minutes keep every step.
+pub const COURT_STEPS_PER_WINDOW: u32 = 32;
+
 /// See [`OWN_STEPS_PER_WINDOW`].
 pub const OWN_STEPS_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 
@@ -139,9 +147,9 @@ impl OwnSteps {
     }
 
     /// Whether a step at `at` gets its records of its own; if not, the caller counts them ([`Self::count`]).
-    fn take(&mut self, at: Timestamp) -> bool {
+    fn take(&mut self, at: Timestamp, budget: u32) -> bool {
         self.window_from.get_or_insert(at);
-        if self.recorded < OWN_STEPS_PER_WINDOW {
+        if self.recorded < budget {
             self.recorded += 1;
             return true;
         }
@@ -1056,9 +1064,7 @@ impl Hearing {
         }
         self.participant_mut(id).muted = Some(how);
         step.record(by.as_actor(), HearingEventKind::Muted, Some(id), None);
-        if how == Muted::ByThemself {
-            step.charged_to = Some(id.clone());
-        }
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1087,9 +1093,7 @@ impl Hearing {
         }
         self.participant_mut(id).muted = None;
         step.record(by.as_actor(), HearingEventKind::Unmuted, Some(id), None);
-        if by == id {
-            step.charged_to = Some(id.clone());
-        }
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1119,6 +1123,7 @@ impl Hearing {
             stopped_by: None,
         });
         step.record(by.as_actor(), HearingEventKind::RecordingStarted, None, None);
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1129,6 +1134,7 @@ impl Hearing {
             return Err(step.refuse(Reason::NotRecording));
         }
         self.stop_recording_now(step, by.as_actor());
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1334,6 +1340,7 @@ impl Hearing {
         self.step_taken(person, &[wording]);
         self.awaiting_step.push(presentation.clone());
         self.texts_presented.push(presentation);
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 
@@ -1519,7 +1526,8 @@ impl Hearing {
         let mut records: Vec<HearingEventRecord> =
             closed.into_iter().map(|(counted, repeated)| step.count_record(&id, counted, repeated)).collect();
         let own = std::mem::take(&mut step.records);
-        if participant.own_steps.take(step.at) {
+        let budget = if participant.role.is_court() { COURT_STEPS_PER_WINDOW } else { OWN_STEPS_PER_WINDOW };
+        if participant.own_steps.take(step.at, budget) {
             records.extend(own);
         } else {
             for record in &own {

@@ -36,7 +36,8 @@
 //!   and the other steps they can repeat on their own (muting and unmuting themself, starting and ending a
 //!   consultation), are recorded one by one up to [`OWN_STEPS_PER_WINDOW`] an [`OWN_STEPS_WINDOW`]; past that
 //!   their records are counted, one record per kind and subject with its count when the window closes, while
-//!   the state and the minutes follow every step.
+//!   the state and the minutes follow every step. A judge or clerk has [`COURT_STEPS_PER_WINDOW`], which also
+//!   covers the court's repeatable steps on others (muting, unmuting, recording, presenting a text).
 //! - **Muting.** The court (judge or clerk) mutes and unmutes anyone; anyone may mute themself and unmute
 //!   themself, unless the court muted them. Muted is not unsubscribed: the recorder keeps a muted participant's
 //!   tracks and their place on the timeline.
@@ -95,7 +96,10 @@ pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,
 };
-pub use hearing::{Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, Phase};
+pub use hearing::{
+    COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW,
+    Phase,
+};
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;
 pub use role::HearingRole;

@@ -10,10 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Role, Sha256};
 use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
-    Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
-    HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite,
-    InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, ParticipantId, PersonalName,
-    Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    Admission, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event,
+    Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON,
+    IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm,
+    ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1173,7 +1173,7 @@ fn a_flapping_link_is_counted_into_a_few_records_while_the_state_and_the_minutes
 /// participant muting and unmuting themself 300 times, counsel opening and closing a consultation 100 times. Past
 /// their budget a window's records are counted by kind and subject, one record each with its count once the window
 /// closes, so that every step is accounted for; the state and the minutes keep every step. The court muting someone
-/// else is on the record step by step, and costs the one muted nothing.
+/// else is charged to the court's own, larger budget, and costs the one muted nothing.
 #[test]
 fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     let mut court = Court::seated();
@@ -1194,14 +1194,16 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     assert_eq!(by(&court, &witness, start).len() as u64, budget, "{:?}", by(&court, &witness, start));
     assert!(court.hearing.is_muted(&witness));
 
-    // The court mutes and unmutes the accused again and again: each step its own record.
-    let from = court.records.len();
+    // The court mutes and unmutes the accused again and again: the court's larger budget one by one, the rest
+    // counted, charged to the judge and not to the one muted.
+    let court_from = court.records.len();
     for _ in 0..20 {
         court.ok(Event::Mute { by: pid(JUDGE), participant: accused.clone() });
         court.ok(Event::Unmute { by: pid(JUDGE), participant: accused.clone() });
     }
-    assert_eq!(by(&court, &pid(JUDGE), from).len(), 40);
-    assert!(court.records[from..].iter().all(|r| r.repeated.is_none() && r.subject.as_ref() == Some(&accused)));
+    assert_eq!(by(&court, &pid(JUDGE), court_from).len(), COURT_STEPS_PER_WINDOW as usize);
+    assert!(court.records[court_from..].iter().all(|r| r.repeated.is_none() && r.subject.as_ref() == Some(&accused)));
+    assert!(!court.hearing.is_muted(&accused));
 
     // Counsel takes the accused into a consultation and back, 100 times: 200 steps, each with a record per member.
     let from = court.records.len();
@@ -1230,6 +1232,10 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     );
     assert!(court.records[from..from + 2].iter().all(|r| r.subject.as_ref() == Some(&witness)));
     assert!(!court.hearing.is_muted(&witness));
+    // The judge's window closed at the same event: the 40 steps are all accounted for.
+    let judge = by(&court, &pid(JUDGE), court_from);
+    assert_eq!(judge.iter().map(|(_, count)| count.unwrap_or(1)).sum::<u64>(), 40, "{judge:?}");
+    assert_eq!(judge.len(), COURT_STEPS_PER_WINDOW as usize + 2, "{judge:?}");
 
     // Counsel's window has closed by then too (at any later event of the hearing, or at its end): one count per
     // kind and member.
@@ -1255,6 +1261,52 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     let minutes = court.hearing.minutes();
     assert_eq!(minutes.consultations.len(), 100);
     assert!(minutes.consultations.iter().all(|c| c.counsel == defence && c.members == [accused.clone()]));
+}
+
+/// The court's steps that can be repeated at will, in hostile hands: the judge re-presenting the rights notice 100
+/// times and the clerk starting and stopping the recording 50 times. Each of them gets the court's budget of
+/// records a window; the rest are counted, one record per kind and subject with its count, and every step is
+/// accounted for; the witness is shown the text every time, and the recording runs are all in the state.
+#[test]
+fn the_courts_repeatable_steps_are_counted_past_its_budget() {
+    let mut court = Court::in_session();
+    let (judge, clerk, witness) = (pid(JUDGE), pid(CLERK), pid(WITNESS));
+    let budget = COURT_STEPS_PER_WINDOW as usize;
+    let mine = |court: &Court, actor: &ParticipantId, from: usize| -> Vec<(HearingEventKind, Option<u64>)> {
+        let records = court.records[from..].iter().filter(|r| r.actor == *actor.as_actor());
+        records.map(|r| (r.kind, r.repeated.map(|r| r.count))).collect()
+    };
+    let start = court.records.len();
+    let mut shown = 0;
+    for _ in 0..100 {
+        let text = words("en", "The court's rights notice.");
+        let effects = court.ok(Event::PresentText {
+            by: judge.clone(),
+            person: witness.clone(),
+            wording: Wording::RightsNotice,
+            text,
+        });
+        shown += effects
+            .iter()
+            .filter(|e| matches!(e, Effect::ShowText { participant, .. } if *participant == witness))
+            .count();
+    }
+    for _ in 0..50 {
+        court.ok(Event::StartRecording { by: clerk.clone() });
+        court.ok(Event::StopRecording { by: clerk.clone() });
+    }
+    assert_eq!(shown, 100, "the witness sees the text every time");
+    assert_eq!(mine(&court, &judge, start).len(), budget);
+    assert_eq!(mine(&court, &clerk, start).len(), budget);
+
+    court.ok(Event::End { by: clerk.clone() });
+    let presented = mine(&court, &judge, start);
+    assert_eq!(presented.iter().map(|(_, count)| count.unwrap_or(1)).sum::<u64>(), 100, "{presented:?}");
+    assert_eq!(presented.len(), budget + 1, "{presented:?}");
+    let recording = mine(&court, &clerk, start);
+    let runs = |kind| recording.iter().filter(|(k, _)| *k == kind).map(|(_, count)| count.unwrap_or(1)).sum::<u64>();
+    assert_eq!((runs(HearingEventKind::RecordingStarted), runs(HearingEventKind::RecordingStopped)), (50, 50));
+    assert_eq!(court.hearing.minutes().recording.len(), 50);
 }
 
 /// Each identity check stores a document, so a person is checked at most `IDENTITY_CHECKS_PER_PERSON` times in a

@@ -162,7 +162,10 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     let bag = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
     let (ok, said) = run_script(&by_hand_case_script(), &bag);
     assert!(ok, "{said}");
-    assert!(said.contains(&format!("scope: this is the bundle of hearing {hearing_id} of case case-h only")), "{said}");
+    assert!(
+        said.contains(&format!("scope: OK (this is the bundle of hearing {hearing_id} of case case-h only")),
+        "{said}"
+    );
 
     let bundles: Vec<String> = tar_files(&reply.body)
         .into_iter()

@@ -9,7 +9,7 @@ use std::process::Command;
 use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::json;
 use support::{
-    As, TestGateway, by_hand_blocks, by_hand_case_script, drop_report_lines, rebagged, run_script, tar_files,
+    As, TestGateway, by_hand_blocks, by_hand_case_script, drop_report_lines, rebagged, retagged, run_script, tar_files,
 };
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
@@ -647,7 +647,7 @@ async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefac
     assert!(ok, "{said}");
     assert!(
         said.contains("case contents: OK (2 artefact bundles")
-            && said.contains("scope: the whole case case-h")
+            && said.contains("scope: OK (the whole case case-h")
             && said.contains("bag-info.txt: OK")
             && said.contains("inclusion proof: OK")
             && said.contains("checkpoint signature: OK"),
@@ -935,6 +935,138 @@ async fn the_cli_shows_hostile_names_escaped_and_its_verdict_intact() {
     assert!(stderr.contains("FAILED verification") && stderr.contains("appears twice"), "{stderr}");
     assert!(stderr.contains("\\u{1b}[1A\\u{1b}[2K\\u{a}VALID: \\u{202e}x"), "{stderr}");
     assert!(!stdout.lines().any(|line| line.starts_with("VALID")), "{stdout}");
+}
+
+/// Every check of the by-hand document says `OK` or `FAILED` on its own, as a reader runs it: pasted into plain
+/// bash, without `set -e`, where a bare `test` that fails would go unnoticed and the next line would print "OK".
+/// A bag forged in one part at a time, each with fresh bag checksums where that hides the change, makes the check of
+/// that part say FAILED and never OK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_by_hand_check_says_failed_in_plain_bash() {
+    let ex = exported(payload(3000)).await;
+    let (blocks, _) = by_hand_blocks();
+    let script = blocks.join("\n");
+    let plain = |bundle: &[u8]| {
+        let dir = tempfile::tempdir().unwrap();
+        let bag = extract(bundle, dir.path());
+        let run = Command::new("bash").args(["-c", &script]).current_dir(&bag).output().unwrap();
+        format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr))
+    };
+    const CHECKS: [&str; 11] = [
+        "bag checksums",
+        "bag-info.txt",
+        "payload",
+        "key",
+        "manifest signature",
+        "checkpoint signature",
+        "inclusion proof",
+        "registration",
+        "openings",
+        "bag contents",
+        "certificate",
+    ];
+    let said = plain(&ex.bundle);
+    for check in CHECKS {
+        assert!(said.contains(&format!("{check}: OK")), "{check}: {said}");
+    }
+    assert!(!said.contains("FAILED"), "{said}");
+
+    let first_record = |bag: &Path| {
+        let mut records: Vec<_> = std::fs::read_dir(bag.join("data/custody"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                path.to_string_lossy().ends_with(".json") && !path.to_string_lossy().ends_with(".opening.json")
+            })
+            .collect();
+        records.sort();
+        records.remove(0)
+    };
+    let in_file = |path: std::path::PathBuf, from: String, to: String| {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&from), "{from:?} not in {}", path.display());
+        std::fs::write(&path, text.replacen(&from, &to, 1)).unwrap();
+    };
+    let forged: [(&str, Vec<u8>); 10] = [
+        ("bag checksums", {
+            let dir = tempfile::tempdir().unwrap();
+            let bag = extract(&ex.bundle, dir.path());
+            let payload = std::fs::read_dir(bag.join("data/payload")).unwrap().next().unwrap().unwrap().path();
+            std::fs::write(&payload, b"other bytes").unwrap();
+            let out = dir.path().join("forged.tar");
+            let parent = bag.parent().unwrap();
+            let mut tar = Command::new("tar");
+            tar.arg("-cf").arg(&out).arg("-C").arg(parent).arg(bag.file_name().unwrap());
+            assert!(tar.output().unwrap().status.success());
+            std::fs::read(out).unwrap()
+        }),
+        (
+            "bag-info.txt",
+            retagged(&ex.bundle, |bag| {
+                in_file(bag.join("bag-info.txt"), "Payload-Oxum".into(), "Note: forged\nPayload-Oxum".into())
+            }),
+        ),
+        (
+            "payload",
+            rebagged(&ex.bundle, |bag| {
+                let payload = std::fs::read_dir(bag.join("data/payload")).unwrap().next().unwrap().unwrap().path();
+                std::fs::write(payload, b"other bytes").unwrap();
+            }),
+        ),
+        (
+            "key",
+            rebagged(&ex.bundle, |bag| {
+                let other = custodia_ledger::LogSigner::generate("custodia.test/other").unwrap().verifier().to_string();
+                std::fs::write(bag.join("data/keys/gateway.vkey"), format!("{other}\n")).unwrap();
+            }),
+        ),
+        (
+            "manifest signature",
+            rebagged(&ex.bundle, |bag| {
+                let path = bag.join("data/manifest.sig");
+                let mut signature = std::fs::read(&path).unwrap();
+                signature[0] ^= 1;
+                std::fs::write(path, signature).unwrap();
+            }),
+        ),
+        (
+            "checkpoint signature",
+            rebagged(&ex.bundle, |bag| {
+                let path = bag.join("data/checkpoint");
+                let text = std::fs::read_to_string(&path).unwrap();
+                let size = text.lines().nth(1).unwrap().to_owned();
+                in_file(path, format!("\n{size}\n"), format!("\n{}\n", size.parse::<u64>().unwrap() + 1));
+            }),
+        ),
+        (
+            "registration",
+            rebagged(&ex.bundle, |bag| {
+                let path = bag.join("data/manifest.json");
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(path, text.replacen("\"size\":", "\"size\": ", 1)).unwrap();
+            }),
+        ),
+        (
+            "openings",
+            rebagged(&ex.bundle, |bag| {
+                let opening = first_record(bag).to_string_lossy().replace(".json", ".opening.json");
+                in_file(opening.into(), "statement intake".into(), "statement intakes".into());
+            }),
+        ),
+        ("bag contents", rebagged(&ex.bundle, |bag| std::fs::write(bag.join("data/planted.txt"), b"planted").unwrap())),
+        (
+            "certificate",
+            rebagged(&ex.bundle, |bag| in_file(bag.join("data/REPORT.txt"), "SHA-256:".into(), "SHA-256: 0".into())),
+        ),
+    ];
+    for (check, bundle) in forged {
+        let said = plain(&bundle);
+        assert!(said.contains(&format!("{check}: FAILED")), "{check} did not say FAILED: {said}");
+        // The openings are checked record by record: the others' still say OK.
+        if check != "openings" {
+            assert!(!said.lines().any(|line| line.starts_with(&format!("{check}: OK"))), "{check} said OK: {said}");
+        }
+    }
 }
 
 /// The by-hand document's `check_tar` refuses the tar tricks the verifiers refuse (a link, a name twice, an

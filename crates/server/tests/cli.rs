@@ -81,7 +81,7 @@ async fn case_known_to_the_gateway(data: tempfile::TempDir, case: &str) -> (temp
             config.probe.program = Some(env!("CARGO_BIN_EXE_custodia").into());
             let state = custodia_server::startup::open(&config, Clock::default()).await.unwrap();
             let password = std::fs::read_to_string(data.path().join("keys/initial-admin-password")).unwrap();
-            let mut gateway = support::TestGateway { dir: data, state, clock: Clock::default(), admin: String::new() };
+            let mut gateway = support::TestGateway::over(data, state, Clock::default(), config.gateway.log_dir());
             gateway.admin = gateway.sign_in("admin", password.trim()).await;
             gateway.case(case.as_str()).await;
             let support::TestGateway { dir, .. } = gateway;

@@ -17,6 +17,146 @@ pub struct TestGateway {
     pub state: AppState,
     pub clock: Clock,
     pub admin: String,
+    /// Every free text sent to this gateway, looked for in its log when the test ends.
+    pub sent: FreeTexts,
+}
+
+/// The free texts a test sent to a gateway, in request bodies, query strings, upload metadata, use policies and
+/// case paths: whatever a person could type (a title, a purpose, a note, a place, a name, a case id). When the
+/// test ends without failing, none of them may be found in the bytes of any entry tile of the gateway's log, the
+/// log that anyone can read and that nobody can change: so every test of the suite that drives an in-process
+/// gateway is also a test that nothing typed reaches the public log. `tests/public_log.rs` does the same against
+/// a real process over HTTP.
+///
+/// Words made only of lower-case letters and underscores (a role, a scope, a kind, `witness`) are the log's own
+/// vocabulary and are not looked for, nor texts shorter than 6 characters or made only of hex digits.
+pub struct FreeTexts {
+    log_dir: std::path::PathBuf,
+    texts: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// The JSON members and query parameters whose values a person types.
+const FREE_TEXT_FIELDS: &[&str] = &[
+    "title",
+    "note",
+    "place",
+    "contact",
+    "display_name",
+    "username",
+    "provider",
+    "permitted_purposes",
+    "permitted_recipients",
+    "purposes",
+    "recipients",
+    "purpose",
+    "filename",
+    "reason",
+    "text",
+    "officer_name",
+    "site",
+];
+
+impl FreeTexts {
+    pub fn new(log_dir: std::path::PathBuf) -> Self {
+        Self { log_dir, texts: Default::default() }
+    }
+
+    /// Remembers `text` if it is free text worth looking for.
+    pub fn remember(&self, text: &str) {
+        let vocabulary = text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+        let hex = text.chars().all(|c| c.is_ascii_hexdigit());
+        if text.chars().count() >= 6 && !vocabulary && !hex {
+            self.texts.lock().unwrap().insert(text.to_owned());
+        }
+    }
+
+    /// Remembers the free texts of a JSON value: every string under a free-text member, at any depth.
+    fn remember_json(&self, value: &Value, free: bool) {
+        match value {
+            Value::String(text) if free => self.remember(text),
+            Value::Array(items) => items.iter().for_each(|item| self.remember_json(item, free)),
+            Value::Object(members) => {
+                for (name, member) in members {
+                    self.remember_json(member, free || FREE_TEXT_FIELDS.contains(&name.as_str()));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Remembers what a request carries: its case id, free-text query parameters, upload metadata, a use policy
+    /// header and, for JSON, its body.
+    fn remember_request(&self, parts: &axum::http::request::Parts, body: Option<&[u8]>) {
+        let path = parts.uri.path();
+        if let Some(rest) = path.strip_prefix("/api/v1/cases/") {
+            self.remember(rest.split('/').next().unwrap_or_default());
+        }
+        if let Ok(axum::extract::Query(pairs)) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        {
+            for (name, value) in pairs {
+                if FREE_TEXT_FIELDS.contains(&name.as_str()) {
+                    self.remember(&value);
+                }
+            }
+        }
+        if let Some(metadata) = parts.headers.get("upload-metadata").and_then(|value| value.to_str().ok()) {
+            use base64::Engine as _;
+            for pair in metadata.split(',') {
+                let mut words = pair.trim().splitn(2, ' ');
+                let (name, value) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+                let decoded = base64::engine::general_purpose::STANDARD.decode(value).unwrap_or_default();
+                if FREE_TEXT_FIELDS.contains(&name) {
+                    self.remember(&String::from_utf8_lossy(&decoded));
+                }
+            }
+        }
+        if let Some(policy) = parts.headers.get("custodia-use-policy").and_then(|value| value.to_str().ok())
+            && let Ok(policy) = serde_json::from_str::<Value>(policy)
+        {
+            self.remember_json(&policy, false);
+        }
+        if let Some(body) = body
+            && let Ok(value) = serde_json::from_slice::<Value>(body)
+        {
+            let creates_case = parts.method == axum::http::Method::POST && path == "/api/v1/cases";
+            if creates_case && let Some(id) = value["id"].as_str() {
+                self.remember(id);
+            }
+            self.remember_json(&value, false);
+        }
+    }
+
+    /// The remembered texts found in the log's entry tiles, with the tile each was found in.
+    pub fn found_in_log(&self) -> Vec<(String, std::path::PathBuf)> {
+        let texts = self.texts.lock().unwrap();
+        let mut found = Vec::new();
+        let mut pending = vec![self.log_dir.join("tile/entries")];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if let Ok(bytes) = std::fs::read(&path) {
+                    for text in texts.iter() {
+                        if bytes.windows(text.len()).any(|window| window == text.as_bytes()) {
+                            found.push((text.clone(), path.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for FreeTexts {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let found = self.found_in_log();
+        assert!(found.is_empty(), "free text the test sent is in the public log: {found:?}");
+    }
 }
 
 pub struct Reply {
@@ -67,9 +207,14 @@ impl TestGateway {
         configure(&mut config);
         let state = custodia_server::startup::open(&config, clock.clone()).await.unwrap();
         let password = std::fs::read_to_string(dir.path().join("keys/initial-admin-password")).unwrap();
-        let mut gateway = Self { dir, state, clock, admin: String::new() };
+        let mut gateway = Self::over(dir, state, clock, config.gateway.log_dir());
         gateway.admin = gateway.sign_in("admin", password.trim()).await;
         gateway
+    }
+
+    /// A gateway opened on `dir` (its log in `log_dir`), not yet signed in.
+    pub fn over(dir: tempfile::TempDir, state: AppState, clock: Clock, log_dir: std::path::PathBuf) -> Self {
+        Self { dir, state, clock, admin: String::new(), sent: FreeTexts::new(log_dir) }
     }
 
     pub fn verifier(&self) -> LogVerifier {
@@ -78,6 +223,21 @@ impl TestGateway {
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
+        let (parts, body) = request.into_parts();
+        let json = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json") || value.contains("+json"));
+        let body = if json {
+            let bytes = body.collect().await.unwrap().to_bytes();
+            self.sent.remember_request(&parts, Some(&bytes));
+            Body::from(bytes)
+        } else {
+            self.sent.remember_request(&parts, None);
+            body
+        };
+        let request = Request::from_parts(parts, body);
         let response = custodia_server::app(self.state.clone()).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();

@@ -575,3 +575,66 @@ async fn a_witness_publishes_nothing_that_tells_their_role() {
         }
     }
 }
+
+/// The suite-wide check that every in-process test gateway makes when its test ends (`support::FreeTexts`)
+/// remembers the free texts a request carries (a JSON body's typed fields, a query's purpose, tus upload metadata,
+/// the use policy header, the case id in a path) and not the log's own vocabulary, and it finds a text that is in the
+/// log: here an actor id, which records carry in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_suite_wide_check_remembers_typed_text_and_finds_what_is_in_the_log() {
+    use base64::Engine as _;
+    let gateway = TestGateway::start().await;
+    gateway.case("case-remembered-7").await;
+    let (witness, session) = gateway.person("w.remembered", "TN").await;
+    gateway.member("case-remembered-7", &witness, "witness").await;
+    let metadata = format!(
+        "case {},filename {},purpose {}",
+        base64::engine::general_purpose::STANDARD.encode("case-remembered-7"),
+        base64::engine::general_purpose::STANDARD.encode("tus file name.webm"),
+        base64::engine::general_purpose::STANDARD.encode("a tus purpose typed")
+    );
+    let policy = json!({"tlp": "amber", "provider": "Procura di Catania", "permitted_purposes": ["a named purpose"]});
+    gateway
+        .send_bytes(
+            "POST",
+            "/api/v1/uploads",
+            Some(As::Session(&session)),
+            &[("tus-resumable", "1.0.0"), ("upload-length", "4"), ("upload-metadata", &metadata)],
+            Vec::new(),
+        )
+        .await;
+    gateway
+        .send_bytes(
+            "POST",
+            "/api/v1/cases/case-remembered-7/artefacts?purpose=an%20upload%20purpose&filename=raw%20name.webm",
+            Some(As::Session(&session)),
+            &[("content-type", "video/webm"), ("custodia-use-policy", &policy.to_string())],
+            b"webm".to_vec(),
+        )
+        .await;
+    for typed in [
+        "R v case-remembered-7",
+        "case-remembered-7",
+        "w.remembered",
+        "w.remembered name",
+        "tus file name.webm",
+        "a tus purpose typed",
+        "an upload purpose",
+        "raw name.webm",
+        "Procura di Catania",
+        "a named purpose",
+    ] {
+        assert!(gateway.sent.holds(typed), "{typed:?} was not remembered");
+    }
+    for vocabulary in ["witness", "amber"] {
+        assert!(!gateway.sent.holds(vocabulary), "{vocabulary:?} is the log's vocabulary, not typed text");
+    }
+    assert!(gateway.sent.found_in_log().is_empty(), "{:?}", gateway.sent.found_in_log());
+
+    let last = gateway.ledger_record(gateway.ledger_size() - 1).await;
+    let actor = last["actor"].as_str().unwrap().to_owned();
+    gateway.sent.remember(&actor);
+    let found = gateway.sent.found_in_log();
+    assert!(found.iter().any(|(text, _)| *text == actor), "{found:?}");
+    gateway.sent.forget(&actor);
+}

@@ -105,7 +105,7 @@ impl FreeTexts {
                 let mut words = pair.trim().splitn(2, ' ');
                 let (name, value) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
                 let decoded = base64::engine::general_purpose::STANDARD.decode(value).unwrap_or_default();
-                if FREE_TEXT_FIELDS.contains(&name) {
+                if FREE_TEXT_FIELDS.contains(&name) || name == "case" {
                     self.remember(&String::from_utf8_lossy(&decoded));
                 }
             }
@@ -124,6 +124,16 @@ impl FreeTexts {
             }
             self.remember_json(&value, false);
         }
+    }
+
+    /// Whether `text` was remembered.
+    pub fn holds(&self, text: &str) -> bool {
+        self.texts.lock().unwrap().contains(text)
+    }
+
+    /// Stops looking for `text`.
+    pub fn forget(&self, text: &str) {
+        self.texts.lock().unwrap().remove(text);
     }
 
     /// The remembered texts found in the log's entry tiles, with the tile each was found in.

@@ -194,6 +194,8 @@ pub enum Reason {
     IdentityNotVerified { participant: ParticipantId },
     #[error("{participant}'s identity has been checked {checks} times in this hearing, the most it may be")]
     TooManyIdentityChecks { participant: ParticipantId, checks: usize },
+    #[error("{participant} has been given the {wording} {times} times in this hearing, the most it may be")]
+    TooManyPresentations { participant: ParticipantId, wording: Wording, times: usize },
     #[error("{participant} has not been shown the words of the {wording} in this hearing")]
     TextNotPresented { participant: ParticipantId, wording: Wording },
     #[error("the words of the {wording} last shown to {participant} are not the ones named")]
@@ -255,6 +257,7 @@ impl Reason {
             Self::RightsNoticeNotGiven { .. } => "rights_notice_not_given",
             Self::IdentityNotVerified { .. } => "identity_not_verified",
             Self::TooManyIdentityChecks { .. } => "too_many_identity_checks",
+            Self::TooManyPresentations { .. } => "too_many_presentations",
             Self::TextNotPresented { .. } => "text_not_presented",
             Self::NotTheTextPresented { .. } => "not_the_text_presented",
             Self::NoMedia { .. } => "no_media",

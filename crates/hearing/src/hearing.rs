@@ -45,6 +45,12 @@ pub const OWN_STEPS_WINDOW: SignedDuration = SignedDuration::from_secs(600);
 /// ([`Reason::TooManyIdentityChecks`]).
 pub const IDENTITY_CHECKS_PER_PERSON: usize = 3;
 
+/// Times the judge may present one wording to one person, and give one person the rights notice, in a hearing
+/// ([`Reason::TooManyPresentations`]): words read again when someone did not follow, not a flood. Each
+/// presentation is kept (for the minutes) and each is a step within the judge's budget
+/// ([`COURT_STEPS_PER_WINDOW`]).
+pub const PRESENTATIONS_PER_PERSON: usize = 8;
+
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
 /// Ended from any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1325,6 +1331,11 @@ impl Hearing {
                 }
             }
         }
+        let times =
+            self.texts_presented.iter().filter(|shown| shown.person == *person && shown.wording == wording).count();
+        if times >= PRESENTATIONS_PER_PERSON {
+            return Err(step.refuse(Reason::TooManyPresentations { participant: person.clone(), wording, times }));
+        }
         let detail = step.digest(&PresentationDetail {
             kind: "text_presented",
             hearing: &self.id,
@@ -1386,12 +1397,18 @@ impl Hearing {
         self.judge(step, by)?;
         self.require_phase(step, Phase::InSession, "in session")?;
         self.subject(step, person, "a witness or the accused", HearingRole::is_heard)?;
+        let times = self.rights_notices.iter().filter(|notice| notice.person == *person).count();
+        if times >= PRESENTATIONS_PER_PERSON {
+            let wording = Wording::RightsNotice;
+            return Err(step.refuse(Reason::TooManyPresentations { participant: person.clone(), wording, times }));
+        }
         let text = self.text_presented(step, person, Wording::RightsNotice, text)?;
         // The record's detail is the wording's digest: the ledger commits to which text was shown.
         let detail = text.as_ref().map(|text| text.sha256);
         self.rights_notices.push(RightsNotice { at: step.at, person: person.clone(), by: by.clone(), text });
         self.step_taken(person, &[Wording::RightsNotice]);
         step.record(by.as_actor(), HearingEventKind::RightsNoticeGiven, Some(person), detail);
+        step.charged_to = Some(by.clone());
         Ok(())
     }
 

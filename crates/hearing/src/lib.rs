@@ -37,7 +37,8 @@
 //!   consultation), are recorded one by one up to [`OWN_STEPS_PER_WINDOW`] an [`OWN_STEPS_WINDOW`]; past that
 //!   their records are counted, one record per kind and subject with its count when the window closes, while
 //!   the state and the minutes follow every step. A judge or clerk has [`COURT_STEPS_PER_WINDOW`], which also
-//!   covers the court's repeatable steps on others (muting, unmuting, recording, presenting a text).
+//!   covers the court's repeatable steps on others (muting, unmuting, recording, presenting a text, giving
+//!   the rights notice).
 //! - **Muting.** The court (judge or clerk) mutes and unmutes anyone; anyone may mute themself and unmute
 //!   themself, unless the court muted them. Muted is not unsubscribed: the recorder keeps a muted participant's
 //!   tracks and their place on the timeline.
@@ -57,7 +58,8 @@
 //!   [`Rules`], after the identity check) and swears the interpreter. Each of these the judge first **presents**
 //!   ([`Event::PresentText`]): the court's exact words ([`Wording`], named by [`TextShown`]: language and SHA-256)
 //!   go on the screen of the person they concern and the judge's ([`Effect::ShowText`]), on the record as
-//!   `text_presented`, before the person is asked to listen or swear. The step then names the words presented
+//!   `text_presented`, before the person is asked to listen or swear; one wording at most
+//!   [`PRESENTATIONS_PER_PERSON`] times to one person, and the rights notice as often. The step then names the words presented
 //!   (refused if none were): the minutes keep them and the record's detail digest commits to them. Until the step
 //!   is taken the words await it ([`Hearing::texts_awaiting_step`]), and a reconnection shows them again.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
@@ -98,7 +100,7 @@ pub use event::{
 };
 pub use hearing::{
     COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW,
-    Phase,
+    PRESENTATIONS_PER_PERSON, Phase,
 };
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;

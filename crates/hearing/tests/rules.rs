@@ -13,7 +13,8 @@ use custodia_hearing::{
     Admission, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event,
     Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON,
     IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm,
-    ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport,
+    TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1278,35 +1279,72 @@ fn the_courts_repeatable_steps_are_counted_past_its_budget() {
     };
     let start = court.records.len();
     let mut shown = 0;
-    for _ in 0..100 {
-        let text = words("en", "The court's rights notice.");
-        let effects = court.ok(Event::PresentText {
-            by: judge.clone(),
-            person: witness.clone(),
-            wording: Wording::RightsNotice,
-            text,
+    // The judge's 100 steps: each text presented and each rights notice given as often as they may be, to the
+    // witness and to the accused, then muting and unmuting the witness.
+    let accused = pid(ACCUSED);
+    for person in [&witness, &accused] {
+        for _ in 0..PRESENTATIONS_PER_PERSON {
+            let text = words("en", "The court's rights notice.");
+            let wording = Wording::RightsNotice;
+            let effects = court.ok(Event::PresentText { by: judge.clone(), person: person.clone(), wording, text });
+            shown += effects
+                .iter()
+                .filter(|e| matches!(e, Effect::ShowText { participant, .. } if *participant == witness))
+                .count();
+            court.ok(Event::GiveRightsNotice { by: judge.clone(), person: person.clone(), text: None });
+        }
+    }
+    let muting = 100 - 4 * PRESENTATIONS_PER_PERSON;
+    for n in 0..muting {
+        let participant = witness.clone();
+        court.ok(if n % 2 == 0 {
+            Event::Mute { by: judge.clone(), participant }
+        } else {
+            Event::Unmute { by: judge.clone(), participant }
         });
-        shown += effects
-            .iter()
-            .filter(|e| matches!(e, Effect::ShowText { participant, .. } if *participant == witness))
-            .count();
     }
     for _ in 0..50 {
         court.ok(Event::StartRecording { by: clerk.clone() });
         court.ok(Event::StopRecording { by: clerk.clone() });
     }
-    assert_eq!(shown, 100, "the witness sees the text every time");
+    assert_eq!(shown, PRESENTATIONS_PER_PERSON, "the witness sees the text every time");
     assert_eq!(mine(&court, &judge, start).len(), budget);
     assert_eq!(mine(&court, &clerk, start).len(), budget);
 
     court.ok(Event::End { by: clerk.clone() });
-    let presented = mine(&court, &judge, start);
-    assert_eq!(presented.iter().map(|(_, count)| count.unwrap_or(1)).sum::<u64>(), 100, "{presented:?}");
-    assert_eq!(presented.len(), budget + 1, "{presented:?}");
+    let judged = mine(&court, &judge, start);
+    assert_eq!(judged.iter().map(|(_, count)| count.unwrap_or(1)).sum::<u64>(), 100, "{judged:?}");
+    // The budget's records, then one count for the mutes and one for the unmutes past it.
+    assert_eq!(judged.len(), budget + 2, "{judged:?}");
     let recording = mine(&court, &clerk, start);
     let runs = |kind| recording.iter().filter(|(k, _)| *k == kind).map(|(_, count)| count.unwrap_or(1)).sum::<u64>();
     assert_eq!((runs(HearingEventKind::RecordingStarted), runs(HearingEventKind::RecordingStopped)), (50, 50));
     assert_eq!(court.hearing.minutes().recording.len(), 50);
+}
+
+/// A wording is presented to one person, and the rights notice given to them, at most
+/// `PRESENTATIONS_PER_PERSON` times in a hearing: the next is refused with its own key, and the hearing's state
+/// grows no further.
+#[test]
+fn the_judge_presents_a_text_to_a_person_a_few_times_a_hearing_and_no_more() {
+    let mut court = Court::in_session();
+    for _ in 0..PRESENTATIONS_PER_PERSON {
+        court.present(WITNESS, Wording::RightsNotice);
+        court.ok(Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS), text: None });
+    }
+    let text = words("en", "The court's rights notice.");
+    let present = Event::PresentText { by: pid(JUDGE), person: pid(WITNESS), wording: Wording::RightsNotice, text };
+    let reason = court.refused(present);
+    let times = PRESENTATIONS_PER_PERSON;
+    let wording = Wording::RightsNotice;
+    assert_eq!(reason, Reason::TooManyPresentations { participant: pid(WITNESS), wording, times });
+    assert_eq!(reason.key(), "too_many_presentations");
+    let give = Event::GiveRightsNotice { by: pid(JUDGE), person: pid(WITNESS), text: None };
+    assert!(matches!(court.refused(give), Reason::TooManyPresentations { .. }));
+    assert_eq!(court.hearing.rights_notices().len(), PRESENTATIONS_PER_PERSON);
+    // Another person, and another wording for the same person, are counted on their own.
+    court.present(ACCUSED, Wording::RightsNotice);
+    court.present(WITNESS, Wording::Oath);
 }
 
 /// Each identity check stores a document, so a person is checked at most `IDENTITY_CHECKS_PER_PERSON` times in a

@@ -601,7 +601,7 @@ impl Gateway {
         let now = self.now();
         let (record_now, overdue) = self.refusals.note(&refusal, now);
         if let Some((refusal, repeated)) = overdue {
-            self.record_refusal_record(&refusal, now, Some(repeated), None).await?;
+            self.record_refusal_count(&refusal, now, repeated).await?;
         }
         if !record_now {
             return Ok((false, None));
@@ -627,9 +627,29 @@ impl Gateway {
         let now = self.now();
         let due = self.refusals.take_due(now);
         for (refusal, repeated) in &due {
-            self.record_refusal_record(refusal, now, Some(*repeated), None).await?;
+            self.record_refusal_count(refusal, now, *repeated).await?;
         }
         Ok(due.len())
+    }
+
+    /// Records the count of a closed window, within its actor's budget of refusal records: past it, the count
+    /// joins the actor's flood window, recorded (with every count it took) when that window closes. So an actor
+    /// trying many different refused things adds at most their budget of records a minute, counts included, and
+    /// one record for each of their flood windows.
+    async fn record_refusal_count(
+        &self,
+        refusal: &crate::refusals::Refusal,
+        now: Timestamp,
+        repeated: Repeated,
+    ) -> Result<()> {
+        if let Some(actor) = refusal.budgeted_actor()
+            && self.quotas.refusal_records.take(actor.as_str()).is_err()
+            && self.refusals.fold(refusal, repeated, now)
+        {
+            return Ok(());
+        }
+        self.record_refusal_record(refusal, now, Some(repeated), None).await?;
+        Ok(())
     }
 
     async fn record_refusal_record(

@@ -1,6 +1,5 @@
 //! The hearing's HTTP routes for the case console, and the room's WebSocket (docs/hearing-room.md).
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -35,8 +34,9 @@ const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// How long a new socket has to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sockets that have not (yet) joined, at once, in this process; more are answered 503 without an upgrade.
-/// Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
+/// Sockets that have not (yet) joined, at once, in this process ([`crate::unjoined`]): past it, a new socket
+/// takes the place of the one silent the longest, or, when every one has spoken, is answered 503 without an
+/// upgrade. Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
 pub const UNJOINED_SOCKETS: usize = 128;
 
 /// Of [`UNJOINED_SOCKETS`], those one peer may hold at once, so that a stranger holding sockets open cannot stop
@@ -52,8 +52,8 @@ const MESSAGES_PER_SECOND: f64 = 10.0;
 /// How long one message may take to reach a client before it is taken to be gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-static UNJOINED: std::sync::LazyLock<std::sync::Arc<crate::listen::Budget>> = std::sync::LazyLock::new(|| {
-    std::sync::Arc::new(crate::listen::Budget::new(UNJOINED_SOCKETS, UNJOINED_SOCKETS_PER_PEER))
+static UNJOINED: std::sync::LazyLock<std::sync::Arc<crate::unjoined::Unjoined>> = std::sync::LazyLock::new(|| {
+    std::sync::Arc::new(crate::unjoined::Unjoined::new(UNJOINED_SOCKETS, UNJOINED_SOCKETS_PER_PEER))
 });
 
 /// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
@@ -193,8 +193,7 @@ async fn room(
     match upgrade {
         Ok(upgrade) => {
             // A socket without a known peer (in-process tests) counts only in the total.
-            let unspecified = crate::listen::ClientNetwork::of(IpAddr::from([0, 0, 0, 0]));
-            let Some(unjoined) = UNJOINED.admit(peer.unwrap_or(unspecified), peer.is_none()) else {
+            let Some(unjoined) = UNJOINED.admit(peer) else {
                 return Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
@@ -286,7 +285,7 @@ async fn run_room(
     state: AppState,
     socket: WebSocket,
     peer: Option<crate::listen::ClientNetwork>,
-    unjoined: crate::listen::Admitted,
+    unjoined: crate::unjoined::Place,
 ) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
@@ -312,15 +311,22 @@ async fn run_room(
         let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(None))).await;
     });
     let mut allowance = Allowance::new();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance)).await.ok().flatten();
+    // A socket that says nothing gives its place up to a newer one when every place is held.
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance)) => {
+            hello.ok().flatten().ok_or("no join message")
+        }
+        () = unjoined.given_up() => Err("no join message yet, and its place was wanted by a newer socket"),
+    };
+    unjoined.spoke();
     let mut page_language = None;
-    let entered = match hello.as_deref().map(serde_json::from_str::<Hello>) {
-        Some(Ok(Hello::Join { invite: secret, language } | Hello::Rejoin { credential: secret, language })) => {
+    let entered = match hello.map(|hello| serde_json::from_str::<Hello>(&hello)) {
+        Ok(Ok(Hello::Join { invite: secret, language } | Hello::Rejoin { credential: secret, language })) => {
             page_language = language;
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
-        Some(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
-        None => Err(EnterRefusal::Failed("no join message".to_owned())),
+        Ok(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
+        Err(why) => Err(EnterRefusal::Failed(why.to_owned())),
     };
     drop(unjoined);
     let Entered { hearing, participant, connection } = match entered {

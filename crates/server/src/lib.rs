@@ -29,6 +29,7 @@ pub mod timestamping;
 pub mod tls;
 pub mod turn;
 pub mod tus;
+mod unjoined;
 pub mod web;
 pub mod whip;
 pub mod witness_api;

@@ -13,10 +13,11 @@
 //!
 //! Varying what is tried (another artefact, another action) would make each attempt a refusal of its own, so each
 //! account, and each hearing participant, also has a budget of refusal records a minute
-//! ([`crate::budget::Quotas::refusal_records`]). Past it, a refusal that would be recorded is diverted
-//! ([`Refusals::divert`]) into one flood window per (case, actor, code), or for a hearing per (case, hearing,
-//! actor): counted, answered 429, and recorded as one record with its count and the actions tried when the window
-//! closes.
+//! ([`crate::budget::Quotas::refusal_records`]), which a window's count record takes from like a first refusal.
+//! Past it, a refusal that would be recorded is diverted ([`Refusals::divert`]), and a count that would be
+//! recorded is folded ([`Refusals::fold`]), into one flood window per (case, actor, code), or for a hearing per
+//! (case, hearing, actor): counted, answered 429, and recorded as one record with its count and the actions tried
+//! when the window closes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -91,37 +92,19 @@ impl Refusals {
     /// Takes back a refusal that [`Refusals::note`] said to record now (its window opens with nothing recorded)
     /// and counts it into its flood window instead, which is recorded with its count when it closes.
     pub fn divert(&self, refusal: &Refusal, now: Timestamp) {
-        let key = match refusal {
-            Refusal::Access { case, actor, code, .. } => {
-                Refusal::Flood { case: case.clone(), actor: actor.clone(), code: *code, actions: BTreeSet::new() }
-            }
-            Refusal::Step { case, hearing, actor, .. } => Refusal::StepFlood {
-                case: case.clone(),
-                hearing: hearing.clone(),
-                actor: actor.clone(),
-                actions: BTreeSet::new(),
-            },
-            Refusal::Flood { .. } | Refusal::StepFlood { .. } => return,
-        };
         let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if windows.get(refusal).is_some_and(|window| window.opened == now && window.count == 0) {
             windows.remove(refusal);
         }
-        if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED {
-            return;
-        }
-        let window = windows.entry(key).or_insert_with(|| Window::opened(now));
-        window.count += 1;
-        window.since.get_or_insert(now);
-        match refusal {
-            Refusal::Access { action, .. } => {
-                window.actions.insert(*action);
-            }
-            Refusal::Step { action, .. } => {
-                window.steps.insert(*action);
-            }
-            Refusal::Flood { .. } | Refusal::StepFlood { .. } => {}
-        }
+        flood(&mut windows, refusal, 1, now, now);
+    }
+
+    /// Counts a closed window's refusals, whose count its actor's budget has no room to record now, into their
+    /// flood window. Returns `false` when they cannot be counted there (a flood window's own count, or too many
+    /// windows open): then the count is to be recorded at once.
+    pub fn fold(&self, refusal: &Refusal, repeated: Repeated, now: Timestamp) -> bool {
+        let mut windows = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        flood(&mut windows, refusal, repeated.count, repeated.since, now)
     }
 
     /// Takes every window that has closed by `now`, with the counts to record.
@@ -145,6 +128,61 @@ impl Refusals {
             })
             .collect()
     }
+}
+
+impl Refusal {
+    /// The account or participant whose budget of refusal records this refusal's records are in; a flood
+    /// window's own record is outside it (one a window, counting the rest).
+    pub fn budgeted_actor(&self) -> Option<&ActorId> {
+        match self {
+            Self::Access { actor, .. } | Self::Step { actor, .. } => Some(actor),
+            Self::Flood { .. } | Self::StepFlood { .. } => None,
+        }
+    }
+
+    /// The flood window this refusal is counted into past its actor's budget.
+    fn flood_key(&self) -> Option<Self> {
+        match self {
+            Self::Access { case, actor, code, .. } => {
+                Some(Self::Flood { case: case.clone(), actor: actor.clone(), code: *code, actions: BTreeSet::new() })
+            }
+            Self::Step { case, hearing, actor, .. } => Some(Self::StepFlood {
+                case: case.clone(),
+                hearing: hearing.clone(),
+                actor: actor.clone(),
+                actions: BTreeSet::new(),
+            }),
+            Self::Flood { .. } | Self::StepFlood { .. } => None,
+        }
+    }
+}
+
+/// Counts `count` refusals like `refusal`, the first at `since`, into its flood window (opened at `now` if it is
+/// not open). `false` when there is no such window to count them in.
+fn flood(
+    windows: &mut HashMap<Refusal, Window>,
+    refusal: &Refusal,
+    count: u64,
+    since: Timestamp,
+    now: Timestamp,
+) -> bool {
+    let Some(key) = refusal.flood_key() else { return false };
+    if !windows.contains_key(&key) && windows.len() >= MAX_TRACKED {
+        return false;
+    }
+    let window = windows.entry(key).or_insert_with(|| Window::opened(now));
+    window.count += count;
+    window.since = Some(window.since.map_or(since, |first| first.min(since)));
+    match refusal {
+        Refusal::Access { action, .. } => {
+            window.actions.insert(*action);
+        }
+        Refusal::Step { action, .. } => {
+            window.steps.insert(*action);
+        }
+        Refusal::Flood { .. } | Refusal::StepFlood { .. } => {}
+    }
+    true
 }
 
 fn repeated(window: Window) -> Option<Repeated> {
@@ -251,5 +289,26 @@ mod tests {
         let (now, closed) = refusals.note(&refusal(), start + WINDOW + SignedDuration::from_secs(1));
         assert!(now);
         assert_eq!(closed.unwrap().1.count, 1);
+    }
+
+    #[test]
+    fn a_closed_windows_count_folded_into_its_flood_window_is_recorded_there_with_its_action() {
+        let refusals = Refusals::default();
+        let start: Timestamp = "2026-12-01T10:00:00Z".parse().unwrap();
+        let since = start - SignedDuration::from_secs(30);
+        assert!(refusals.fold(&refusal(), Repeated { count: 7, since }, start));
+        refusals.divert(&refusal(), start + SignedDuration::from_secs(1));
+        let flood = Refusal::Flood {
+            case: CaseId::new("case-1").unwrap(),
+            actor: ActorId::new("acct-1").unwrap(),
+            code: RefusalCode::PolicyTlp,
+            actions: BTreeSet::new(),
+        };
+        assert!(!refusals.fold(&flood, Repeated { count: 1, since }, start), "a flood's count is its own");
+        let due = refusals.take_due(start + WINDOW);
+        assert_eq!(due.len(), 1, "{due:?}");
+        let (Refusal::Flood { actions, .. }, repeated) = &due[0] else { panic!("{due:?}") };
+        assert_eq!(*actions, BTreeSet::from([Action::DownloadArtefact]));
+        assert_eq!((repeated.count, repeated.since), (8, since));
     }
 }

@@ -388,10 +388,10 @@ async fn a_participants_refused_steps_cost_a_few_records_and_the_judge_goes_on()
         "{FLOOD} refused steps: {by_rule} refused by a rule, {too_many} over a budget; {witness_records} records \
          counting {counted} refusals; {judge_records} of the judge's {judge_steps} steps recorded"
     );
-    // Recorded at once: the budget's burst and what it refilled while the flood ran; each such record may be
-    // followed by one with the count of its repeats, and each minute by one for the refusals past the budget.
-    let recorded_at_once = u64::from(BUDGET) * (minutes + 1);
-    let bound = 2 * recorded_at_once + minutes + 1;
+    // Recorded: the budget's burst and what it refilled while the flood ran, first refusals and counts of their
+    // repeats alike; and each minute, one record for the refusals past the budget.
+    let budgeted = u64::from(BUDGET) * (minutes + 1);
+    let bound = budgeted + minutes + 1;
     assert!(witness_records <= bound, "{witness_records} records for {FLOOD} refused steps (at most {bound})");
     assert!(witness_records <= 25, "{witness_records} records");
     assert!(counted as usize >= by_rule, "{counted} refusals counted of {by_rule} refused by a rule");

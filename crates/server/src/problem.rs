@@ -62,12 +62,17 @@ impl Problem {
     }
 }
 
+/// The `Retry-After` of a 429 for too many things at once (uploads under way, WHIP publishers): nobody knows when
+/// one of them ends, so a client is asked to wait a few seconds rather than try again at once.
+pub const AT_ONCE_RETRY_AFTER_SECONDS: u64 = 5;
+
 impl From<GatewayError> for Problem {
     fn from(err: GatewayError) -> Self {
         use StatusCode as S;
         let detail = err.to_string();
         let retry_after = match &err {
             GatewayError::TooManyAttempts { retry_after_seconds, .. } => Some(*retry_after_seconds),
+            GatewayError::TooMany(_) => Some(AT_ONCE_RETRY_AFTER_SECONDS),
             _ => None,
         };
         let (status, kind, title) = match &err {

@@ -158,6 +158,11 @@ async fn a_cases_hearings_take_a_few_whip_publishers_at_once() {
     let mut answers = Vec::new();
     for secret in &secrets {
         let answer = publish(port, secret, &offer).await;
+        if answer.status == 429 {
+            // Nobody knows when a place frees: the publisher is asked to wait a few seconds.
+            let retry_after = answer.header("retry-after").expect("Retry-After on a 429");
+            assert_eq!(retry_after, custodia_server::problem::AT_ONCE_RETRY_AFTER_SECONDS.to_string());
+        }
         answers.push((answer.status, answer.problem()));
     }
     let published = answers.iter().filter(|(status, _)| *status == 201).count();

@@ -1,5 +1,6 @@
 //! Our verifier against real tokens from `openssl ts -reply` (ECDSA P-256, P-384 and RSA authorities), cross-checked
-//! with `openssl ts -verify`, and the refusals: wrong imprint, nonce, policy, signature, EKU, anchor, garbage.
+//! with `openssl ts -verify` and with PyPI's `rfc3161-client`, and the refusals: wrong imprint, nonce, policy,
+//! signature, EKU, anchor, garbage.
 
 mod support;
 
@@ -264,4 +265,43 @@ fn a_log_entry_binds_the_token_to_its_checkpoint() {
     let moved = CheckpointTimestamp { size: 43, ..read.clone() };
     assert!(matches!(moved.verify("custodia.example/log", &authority.anchors()), Err(TimestampError::ImprintMismatch)));
     assert!(matches!(read.verify("other.example/log", &authority.anchors()), Err(TimestampError::ImprintMismatch)));
+}
+
+/// A third verifier none of us wrote, PyPI's `rfc3161-client`, judges the same tokens as ours: it accepts what we
+/// accept from each kind of authority, and refuses a flipped signature byte, another message, and another CA.
+///
+/// Its DER parser is strict where openssl is not: `openssl ts -reply` writes the token's certificates (the
+/// authority's, then the `certs` of its config) in that order, not in the sorted order DER asks of a SET OF, and
+/// rfc3161-client refuses such a token (`InvalidSetOrdering`) whenever the two happen to sort the other way, while
+/// openssl and we accept it. So these authorities put their own certificate alone in their tokens.
+#[test]
+fn rfc3161_client_accepts_and_refuses_the_same_tokens_as_we_do() {
+    for kind in [KeyKind::EcdsaP256, KeyKind::EcdsaP384, KeyKind::Rsa] {
+        let authority = Authority::new(kind).without_chain_certificates();
+        let (request, response, _) = accepts(&authority);
+        let Some(accepted) = authority.rfc3161_client_verifies(request.to_der(), &response, CHECKPOINT) else { return };
+        assert!(accepted, "{kind:?}: rfc3161-client refuses a token we accept");
+
+        let signature = signature_of(&token_from_response(&response).expect("token"));
+        let at = response.windows(signature.len()).position(|window| window == signature).expect("signature bytes");
+        let mut tampered = response.clone();
+        tampered[at + signature.len() - 1] ^= 0x01;
+        assert!(matches!(request.verify_response(&tampered, &authority.anchors()), Err(TimestampError::BadSignature)));
+        let judged = authority.rfc3161_client_verifies(request.to_der(), &tampered, CHECKPOINT);
+        assert_eq!(judged, Some(false), "{kind:?}: rfc3161-client accepts a flipped signature");
+
+        let other = b"custodia.example/log\n43\nanother root\n";
+        let judged = authority.rfc3161_client_verifies(request.to_der(), &response, other);
+        assert_eq!(judged, Some(false), "{kind:?}: rfc3161-client accepts the token for another checkpoint");
+
+        let impostor = Authority::new(kind).without_chain_certificates();
+        let refused = verify_token(
+            &token_from_response(&response).expect("token"),
+            &Expectation::for_message(CHECKPOINT),
+            &impostor.anchors(),
+        );
+        assert!(refused.is_err(), "{kind:?}: we accept another CA");
+        let judged = impostor.rfc3161_client_verifies(request.to_der(), &response, CHECKPOINT);
+        assert_eq!(judged, Some(false), "{kind:?}: rfc3161-client accepts another CA");
+    }
 }

@@ -174,6 +174,15 @@ impl Authority {
     }
 
     /// Makes `openssl ts -reply` give genTime with up to `digits` digits of fractions of a second.
+    /// Tokens that carry the authority's certificate alone, not its CA's too (`certs` left out of the config).
+    pub fn without_chain_certificates(self) -> Self {
+        let config = std::fs::read_to_string(self.path("tsa.cnf")).expect("read tsa.cnf");
+        let config: String =
+            config.lines().filter(|line| !line.starts_with("certs =")).map(|line| line.to_owned() + "\n").collect();
+        std::fs::write(self.path("tsa.cnf"), config).expect("write tsa.cnf");
+        self
+    }
+
     pub fn with_clock_precision_digits(self, digits: u8) -> Self {
         let mut config = std::fs::read_to_string(self.path("tsa.cnf")).expect("read tsa.cnf");
         config.push_str(&format!("clock_precision_digits = {digits}\n"));
@@ -216,6 +225,52 @@ impl Authority {
             .expect("run openssl ts -verify")
             .status
             .success()
+    }
+
+    /// Whether PyPI's `rfc3161-client` (Trail of Bits' verifier, tests/requirements.txt) accepts `response` as an
+    /// answer to `query` over `message`, with this CA as its one root: imprint, nonce, policy, CMS signature,
+    /// ESSCertID(v2), EKU and chain, checked by code none of us wrote. `None` when it is not installed.
+    pub fn rfc3161_client_verifies(&self, query: &[u8], response: &[u8], message: &[u8]) -> Option<bool> {
+        const VERIFY: &str = r#"
+import sys
+from cryptography import x509
+from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
+from rfc3161_client._rust import parse_timestamp_request
+query, response, message, root = (open(path, "rb").read() for path in sys.argv[1:5])
+request = parse_timestamp_request(query)
+try:
+    verifier = VerifierBuilder.from_request(request).add_root_certificate(x509.load_pem_x509_certificate(root)).build()
+    verifier.verify_message(decode_timestamp_response(response), message)
+except (VerificationError, ValueError) as refused:
+    print("refused:", refused)
+    sys.exit(1)
+print("accepted")
+"#;
+        let installed = Command::new("python3").args(["-c", "import rfc3161_client"]).output().ok()?;
+        if !installed.status.success() {
+            eprintln!("SKIPPED: rfc3161-client is not installed (scripts/setup-system.sh test)");
+            return None;
+        }
+        let name = format!("client-{}", unique());
+        for (suffix, bytes) in [("tsq", query), ("tsr", response), ("txt", message)] {
+            std::fs::write(self.path(&format!("{name}.{suffix}")), bytes).expect("write");
+        }
+        let answer = Command::new("python3")
+            .args(["-c", VERIFY])
+            .args([format!("{name}.tsq"), format!("{name}.tsr"), format!("{name}.txt"), "ca.crt".to_owned()])
+            .current_dir(self.dir())
+            .output()
+            .expect("run python3");
+        let said = String::from_utf8_lossy(&answer.stdout).trim().to_owned();
+        assert!(
+            said == "accepted" || said.starts_with("refused:"),
+            "rfc3161-client failed: {said} {}",
+            String::from_utf8_lossy(&answer.stderr)
+        );
+        if !answer.status.success() {
+            eprintln!("rfc3161-client: {said}");
+        }
+        Some(answer.status.success())
     }
 
     /// A token made with `openssl cms -sign -cades` (content-type, message-digest, signing-certificate-v2 signed) over

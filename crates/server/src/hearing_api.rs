@@ -1,11 +1,12 @@
 //! The hearing's HTTP routes for the case console, and the room's WebSocket (docs/hearing-room.md).
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -260,11 +261,50 @@ impl Allowance {
     }
 }
 
-/// The next text message, or `None` when the socket closed, failed, or sent more frames than its allowance.
-async fn next_text(socket: &mut futures::stream::SplitStream<WebSocket>, allowance: &mut Allowance) -> Option<String> {
-    while let Some(Ok(message)) = socket.next().await {
+/// Why the gateway closes a room socket, for the close frame it sends (RFC 6455 7.4.1).
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// A message or frame over [`MAX_MESSAGE_BYTES`]: 1009.
+    TooBig,
+    /// More frames than the socket's [`Allowance`]: 1008.
+    TooManyFrames,
+}
+
+impl Closing {
+    fn frame(self) -> CloseFrame {
+        let (code, reason) = match self {
+            Self::TooBig => (close_code::SIZE, "message too big"),
+            Self::TooManyFrames => (close_code::POLICY, "too many messages"),
+        };
+        CloseFrame { code, reason: reason.into() }
+    }
+}
+
+/// The next text message, or `None` when the socket closed, failed, or sent more frames than its allowance;
+/// `closing` then says why, where the gateway is the one ending it.
+async fn next_text(
+    socket: &mut futures::stream::SplitStream<WebSocket>,
+    allowance: &mut Allowance,
+    closing: &OnceLock<Closing>,
+) -> Option<String> {
+    loop {
+        let message = match socket.next().await? {
+            Ok(message) => message,
+            Err(e) => {
+                let too_big = e
+                    .into_inner()
+                    .downcast_ref::<tungstenite::Error>()
+                    .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+                if too_big {
+                    tracing::info!("a room socket sent a message over {MAX_MESSAGE_BYTES} bytes; closing it");
+                    let _ = closing.set(Closing::TooBig);
+                }
+                return None;
+            }
+        };
         if !allowance.take() {
             tracing::info!("a room socket sent too many messages; closing it");
+            let _ = closing.set(Closing::TooManyFrames);
             return None;
         }
         match message {
@@ -273,7 +313,6 @@ async fn next_text(socket: &mut futures::stream::SplitStream<WebSocket>, allowan
             _ => {}
         }
     }
-    None
 }
 
 /// Messages after which the server closes the socket.
@@ -289,6 +328,8 @@ async fn run_room(
 ) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
+    let closing = Arc::new(OnceLock::new());
+    let why = closing.clone();
     let writer = tokio::spawn(async move {
         loop {
             let message = tokio::select! {
@@ -308,12 +349,13 @@ async fn run_room(
                 break;
             }
         }
-        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(None))).await;
+        let frame = why.get().map(|closing: &Closing| closing.frame());
+        let _ = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Close(frame))).await;
     });
     let mut allowance = Allowance::new();
     // A socket that says nothing gives its place up to a newer one when every place is held.
     let hello = tokio::select! {
-        hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance)) => {
+        hello = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, &mut allowance, &closing)) => {
             hello.ok().flatten().ok_or("no join message")
         }
         () = unjoined.given_up() => Err("no join message yet, and its place was wanted by a newer socket"),
@@ -351,7 +393,7 @@ async fn run_room(
         // pings and then falls silent has lost its link.
         let silence = if keepalive { KEEPALIVE_SILENCE } else { Duration::MAX };
         let text = tokio::select! {
-            text = tokio::time::timeout(silence, next_text(&mut stream, &mut allowance)) => text.unwrap_or_default(),
+            text = tokio::time::timeout(silence, next_text(&mut stream, &mut allowance, &closing)) => text.unwrap_or_default(),
             () = outbox.closed() => None,
         };
         let Some(text) = text else { break };

@@ -658,3 +658,47 @@ async fn repeated_own_steps_add_a_bounded_number_of_records_and_end_in_the_right
     assert_eq!(checks, custodia_hearing::IDENTITY_CHECKS_PER_PERSON);
     drop(judge);
 }
+
+/// The close frame that ends a room socket, read past everything else the gateway sends.
+async fn close_code(socket: &mut Socket) -> Option<u16> {
+    loop {
+        let message =
+            tokio::time::timeout(Duration::from_secs(60), socket.next()).await.expect("closed within a minute");
+        match message {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                return frame.map(|frame| u16::from(frame.code));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// A participant's socket that sends a message over the room's 128 KiB is closed with 1009 (message too big), and
+/// one that sends more frames than its allowance with 1008 (policy): the client is told why it was cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_cut_off_is_told_why_in_its_close_frame() {
+    let gateway = TestGateway::start().await;
+    gateway.case(CASE).await;
+    let hearing = Hearing::schedule(&gateway).await;
+    let (_, witness_secret) = hearing.invite(&gateway, json!({"role": "witness"})).await;
+    let (_, accused_secret) = hearing.invite(&gateway, json!({"role": "accused"})).await;
+    assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+
+    let (welcome, mut witness) = join(&url, &witness_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let big = json!({"type": "leave", "padding": "x".repeat(200 * 1024)}).to_string();
+    witness.send(big.into()).await.unwrap();
+    assert_eq!(close_code(&mut witness).await, Some(1009));
+
+    let (welcome, mut accused) = join(&url, &accused_secret).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    for _ in 0..200 {
+        if accused.send(json!({"type": "ping"}).to_string().into()).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(close_code(&mut accused).await, Some(1008));
+}

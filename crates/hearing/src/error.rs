@@ -196,6 +196,8 @@ pub enum Reason {
     TooManyIdentityChecks { participant: ParticipantId, checks: usize },
     #[error("{participant} has been given the {wording} {times} times in this hearing, the most it may be")]
     TooManyPresentations { participant: ParticipantId, wording: Wording, times: usize },
+    #[error("the recording has been started {runs} times in this hearing, the most it may be")]
+    TooManyRecordingRuns { runs: usize },
     #[error("{participant} has not been shown the words of the {wording} in this hearing")]
     TextNotPresented { participant: ParticipantId, wording: Wording },
     #[error("the words of the {wording} last shown to {participant} are not the ones named")]
@@ -258,6 +260,7 @@ impl Reason {
             Self::IdentityNotVerified { .. } => "identity_not_verified",
             Self::TooManyIdentityChecks { .. } => "too_many_identity_checks",
             Self::TooManyPresentations { .. } => "too_many_presentations",
+            Self::TooManyRecordingRuns { .. } => "too_many_recording_runs",
             Self::TextNotPresented { .. } => "text_not_presented",
             Self::NotTheTextPresented { .. } => "not_the_text_presented",
             Self::NoMedia { .. } => "no_media",

@@ -51,6 +51,11 @@ pub const IDENTITY_CHECKS_PER_PERSON: usize = 3;
 /// ([`COURT_STEPS_PER_WINDOW`]).
 pub const PRESENTATIONS_PER_PERSON: usize = 8;
 
+/// Recording runs a hearing may have ([`Reason::TooManyRecordingRuns`]): a court stops and starts the recording for
+/// its breaks, a few times a day, and each run's end seals a segment of everyone recorded, each an artefact of its
+/// own on the record, so starting and stopping it at will must not grow the record without bound.
+pub const RECORDING_RUNS_PER_HEARING: usize = 32;
+
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
 /// Ended from any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1121,6 +1126,9 @@ impl Hearing {
         self.require_phase(step, Phase::InSession, "in session")?;
         if self.is_recording() {
             return Err(step.refuse(Reason::AlreadyRecording));
+        }
+        if self.recording.len() >= RECORDING_RUNS_PER_HEARING {
+            return Err(step.refuse(Reason::TooManyRecordingRuns { runs: self.recording.len() }));
         }
         self.recording.push(RecordingRun {
             started_at: step.at,

@@ -13,8 +13,8 @@ use custodia_hearing::{
     Admission, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event,
     Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON,
     IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm,
-    PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place, Reason, Rules, Schedule, TechnicalReport,
-    TextShown, TrackKind, Wording,
+    PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place, RECORDING_RUNS_PER_HEARING, Reason, Rules,
+    Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1303,10 +1303,14 @@ fn the_courts_repeatable_steps_are_counted_past_its_budget() {
             Event::Unmute { by: judge.clone(), participant }
         });
     }
-    for _ in 0..50 {
+    for _ in 0..RECORDING_RUNS_PER_HEARING {
         court.ok(Event::StartRecording { by: clerk.clone() });
         court.ok(Event::StopRecording { by: clerk.clone() });
     }
+    // Each run's end seals everyone's segments: the runs of a hearing are bounded.
+    let reason = court.refused(Event::StartRecording { by: clerk.clone() });
+    assert_eq!(reason, Reason::TooManyRecordingRuns { runs: RECORDING_RUNS_PER_HEARING });
+    assert_eq!(reason.key(), "too_many_recording_runs");
     assert_eq!(shown, PRESENTATIONS_PER_PERSON, "the witness sees the text every time");
     assert_eq!(mine(&court, &judge, start).len(), budget);
     assert_eq!(mine(&court, &clerk, start).len(), budget);
@@ -1318,8 +1322,9 @@ fn the_courts_repeatable_steps_are_counted_past_its_budget() {
     assert_eq!(judged.len(), budget + 2, "{judged:?}");
     let recording = mine(&court, &clerk, start);
     let runs = |kind| recording.iter().filter(|(k, _)| *k == kind).map(|(_, count)| count.unwrap_or(1)).sum::<u64>();
-    assert_eq!((runs(HearingEventKind::RecordingStarted), runs(HearingEventKind::RecordingStopped)), (50, 50));
-    assert_eq!(court.hearing.minutes().recording.len(), 50);
+    let most = RECORDING_RUNS_PER_HEARING as u64;
+    assert_eq!((runs(HearingEventKind::RecordingStarted), runs(HearingEventKind::RecordingStopped)), (most, most));
+    assert_eq!(court.hearing.minutes().recording.len(), RECORDING_RUNS_PER_HEARING);
 }
 
 /// A wording is presented to one person, and the rights notice given to them, at most

@@ -35,9 +35,9 @@ const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// How long a new socket has to say who it is.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sockets that have not (yet) joined, at once, in this process ([`crate::unjoined`]): past it, a new socket
-/// takes the place of the one silent the longest, or, when every one has spoken, is answered 503 without an
-/// upgrade. Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
+/// Sockets that have not (yet) joined, at once, in this process ([`crate::places`]): past it, a new socket takes
+/// the place of the oldest silent socket of the network holding the most places, or, when every one has spoken, is
+/// answered 503 without an upgrade. Each may hold one incomplete message of at most `MAX_MESSAGE_BYTES` for at most `HELLO_TIMEOUT`.
 pub const UNJOINED_SOCKETS: usize = 128;
 
 /// Of [`UNJOINED_SOCKETS`], those one peer may hold at once, so that a stranger holding sockets open cannot stop
@@ -53,9 +53,8 @@ const MESSAGES_PER_SECOND: f64 = 10.0;
 /// How long one message may take to reach a client before it is taken to be gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
-static UNJOINED: std::sync::LazyLock<std::sync::Arc<crate::unjoined::Unjoined>> = std::sync::LazyLock::new(|| {
-    std::sync::Arc::new(crate::unjoined::Unjoined::new(UNJOINED_SOCKETS, UNJOINED_SOCKETS_PER_PEER))
-});
+static UNJOINED: std::sync::LazyLock<Arc<crate::places::Places>> =
+    std::sync::LazyLock::new(|| Arc::new(crate::places::Places::new(UNJOINED_SOCKETS, UNJOINED_SOCKETS_PER_PEER)));
 
 /// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
 const KEEPALIVE_SILENCE: Duration = Duration::from_secs(15);
@@ -324,7 +323,7 @@ async fn run_room(
     state: AppState,
     socket: WebSocket,
     peer: Option<crate::listen::ClientNetwork>,
-    unjoined: crate::unjoined::Place,
+    unjoined: crate::places::Place,
 ) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
@@ -360,7 +359,7 @@ async fn run_room(
         }
         () = unjoined.given_up() => Err("no join message yet, and its place was wanted by a newer socket"),
     };
-    unjoined.spoke();
+    unjoined.keep();
     let mut page_language = None;
     let entered = match hello.map(|hello| serde_json::from_str::<Hello>(&hello)) {
         Ok(Ok(Hello::Join { invite: secret, language } | Hello::Rejoin { credential: secret, language })) => {

@@ -5,9 +5,11 @@
 //! - the process raises its soft `RLIMIT_NOFILE` to the hard limit at start-up ([`raise_open_file_limit`]) and
 //!   budgets connections below it, keeping descriptors in reserve for the listener, the database, the log, the
 //!   recordings and WebRTC's sockets;
-//! - a connection over the global budget, or over its client network's share ([`ClientNetwork`]: an IPv4 address,
-//!   an IPv6 /64), is closed as soon as it is accepted; that share is at most a sixteenth of the budget, so a few
-//!   addresses cannot hold every connection whatever the open-file limit;
+//! - a connection over its client network's share ([`ClientNetwork`]: an IPv4 address, an IPv6 /64) is closed as
+//!   soon as it is accepted; that share is at most a sixteenth of the budget, so a few addresses cannot hold every
+//!   connection whatever the open-file limit; over the global budget, a new connection takes the place of the
+//!   oldest connection of the network holding the most ([`crate::places`]), so that networks filling the budget
+//!   together keep out neither a person nor a court;
 //! - a request head must arrive within [`Limits::header_read_timeout`] (an idle keep-alive connection is a
 //!   connection waiting for a head, so it is closed too), a TLS handshake within the same time, and a request
 //!   body that sends nothing for [`Limits::body_idle_timeout`] is cut off;
@@ -15,11 +17,10 @@
 //! - every request learns who sent it ([`Site`]): the peer's address, or the client a trusted proxy names, and
 //!   whether it came over HTTPS (the cookie's `Secure` flag, HSTS).
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,7 +30,8 @@ use futures::StreamExt as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::places::Places;
 
 /// Descriptors kept out of the connection budget, at the least.
 const RESERVED_DESCRIPTORS: u64 = 256;
@@ -203,77 +205,27 @@ impl std::fmt::Debug for ClientNetwork {
 /// for each, and the reserve still holds when every connection is an upload. Absent from requests served
 /// in-process (tests), which have no budget.
 #[derive(Debug, Clone)]
-pub struct Descriptors(Arc<Budget>);
+pub struct Descriptors(Arc<Places>);
 
 /// Places taken from the connection budget for a request's own descriptors, given back on drop.
 #[derive(Debug)]
 pub struct DescriptorPlaces {
-    _places: Option<OwnedSemaphorePermit>,
+    _places: Option<crate::places::Held>,
 }
 
 impl Descriptors {
     /// `count` places for the descriptors a request is about to open, or a 503 when the budget is spent.
     pub fn take(descriptors: Option<&Self>, count: u32) -> Result<DescriptorPlaces, crate::problem::Problem> {
         let Some(Self(budget)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
-        match budget.total.clone().try_acquire_many_owned(count) {
-            Ok(places) => Ok(DescriptorPlaces { _places: Some(places) }),
-            Err(_) => Err(crate::problem::Problem::new(
+        match budget.hold(count as usize) {
+            Some(places) => Ok(DescriptorPlaces { _places: Some(places) }),
+            None => Err(crate::problem::Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "Gateway busy",
                 "the gateway has no room for another upload just now; try again shortly",
             )),
         }
-    }
-}
-
-/// Places held at once (open connections, room sockets not yet joined), in all and per client network.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    total: Arc<Semaphore>,
-    per_peer: Mutex<HashMap<ClientNetwork, usize>>,
-    max_per_peer: usize,
-}
-
-/// A place in a [`Budget`], given back on drop.
-pub(crate) struct Admitted {
-    budget: Arc<Budget>,
-    peer: Option<ClientNetwork>,
-    _total: OwnedSemaphorePermit,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let Some(peer) = self.peer else { return };
-        let mut per_peer = self.budget.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = per_peer.get_mut(&peer) {
-            *count -= 1;
-            if *count == 0 {
-                per_peer.remove(&peer);
-            }
-        }
-    }
-}
-
-impl Budget {
-    /// At most `total` places at once, and at most `max_per_peer` of them for one client network.
-    pub(crate) fn new(total: usize, max_per_peer: usize) -> Self {
-        Self { total: Arc::new(Semaphore::new(total)), per_peer: Mutex::new(HashMap::new()), max_per_peer }
-    }
-
-    /// A place for `peer` (counted only in the total when `exempt`), or `None` when the budget is spent.
-    pub(crate) fn admit(self: &Arc<Self>, peer: ClientNetwork, exempt: bool) -> Option<Admitted> {
-        let total = self.total.clone().try_acquire_owned().ok()?;
-        if exempt {
-            return Some(Admitted { budget: self.clone(), peer: None, _total: total });
-        }
-        let mut per_peer = self.per_peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = per_peer.entry(peer).or_insert(0);
-        if *count >= self.max_per_peer {
-            return None;
-        }
-        *count += 1;
-        Some(Admitted { budget: self.clone(), peer: Some(peer), _total: total })
     }
 }
 
@@ -287,7 +239,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let limits = Arc::new(limits);
-    let budget = Arc::new(Budget::new(limits.max_connections, limits.max_connections_per_peer));
+    let budget = Arc::new(Places::new(limits.max_connections, limits.max_connections_per_peer));
     // One protocol per connection, known before the first byte: HTTP/1.1 in plain text, and over TLS what ALPN
     // chose. (Guessing from the first bytes, as hyper-util's auto mode does, waits without a deadline for a client
     // that sends nothing.)
@@ -318,7 +270,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let exempt = limits.trusted_proxies.contains(&peer.ip());
-        let Some(admitted) = budget.admit(ClientNetwork::of(peer.ip()), exempt) else {
+        let Some(admitted) = budget.admit((!exempt).then(|| ClientNetwork::of(peer.ip()))) else {
             refused += 1;
             if refused.is_power_of_two() {
                 tracing::warn!(refused, "connections refused over the connection budget");
@@ -333,24 +285,30 @@ pub async fn serve(
         let closing = closing.subscribe();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _admitted = admitted;
             let (http1, http2) = &*builders;
-            match tls {
-                None => serve_connection(http1, stream, service, closing).await,
-                Some(acceptor) => {
-                    let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await else {
-                        return;
-                    };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing).await;
+            let served = async {
+                match tls {
+                    None => serve_connection(http1, stream, service, closing).await,
+                    Some(acceptor) => {
+                        let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                        serve_connection(if h2 { http2 } else { http1 }, stream, service, closing).await;
+                    }
                 }
+            };
+            // A connection whose place a newcomer takes back is closed where it stands.
+            tokio::select! {
+                () = served => {}
+                () = admitted.given_up() => {}
             }
         });
     }
     drop(listener);
     let _ = closing.send(true);
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(Duration::from_secs(30), budget.total.acquire_many(all)).await.is_err() {
+    if !budget.emptied(Duration::from_secs(30)).await {
         tracing::warn!("connections still open 30 s after shutdown began; closing them");
     }
     Ok(())
@@ -570,12 +528,12 @@ mod tests {
 
     #[test]
     fn one_ipv6_64_shares_one_connection_budget() {
-        let budget = Arc::new(Budget::new(10, 2));
-        let network = |address: &str| ClientNetwork::of(address.parse().unwrap());
-        let _first = budget.admit(network("2001:db8:1:2::1"), false).unwrap();
-        let _second = budget.admit(network("2001:db8:1:2::2"), false).unwrap();
-        assert!(budget.admit(network("2001:db8:1:2:dead:beef::3"), false).is_none(), "a third address of one /64");
-        assert!(budget.admit(network("2001:db8:1:3::1"), false).is_some(), "another /64");
+        let budget = Arc::new(Places::new(10, 2));
+        let network = |address: &str| Some(ClientNetwork::of(address.parse().unwrap()));
+        let _first = budget.admit(network("2001:db8:1:2::1")).unwrap();
+        let _second = budget.admit(network("2001:db8:1:2::2")).unwrap();
+        assert!(budget.admit(network("2001:db8:1:2:dead:beef::3")).is_none(), "a third address of one /64");
+        assert!(budget.admit(network("2001:db8:1:3::1")).is_some(), "another /64");
     }
 
     #[test]
@@ -603,31 +561,30 @@ mod tests {
 
     #[test]
     fn an_uploads_staging_file_takes_a_place_of_its_own() {
-        let budget = Arc::new(Budget::new(3, 3));
-        let peer = ClientNetwork::of("192.0.2.1".parse().unwrap());
+        let budget = Arc::new(Places::new(3, 3));
+        let peer = Some(ClientNetwork::of("192.0.2.1".parse().unwrap()));
         let descriptors = Descriptors(budget.clone());
-        let _connection = budget.admit(peer, false).unwrap();
+        let _connection = budget.admit(peer).unwrap();
         let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
-        assert!(budget.admit(peer, false).is_none(), "socket and staging file hold the whole budget");
-        assert!(Descriptors::take(Some(&descriptors), 1).is_err());
+        assert!(Descriptors::take(Some(&descriptors), 1).is_err(), "socket and staging file hold the whole budget");
         drop(staging);
-        assert!(budget.admit(peer, false).is_some(), "a finished upload gives its places back");
+        assert!(Descriptors::take(Some(&descriptors), 2).is_ok(), "a finished upload gives its places back");
         assert!(Descriptors::take(None, 100).is_ok(), "in-process requests have no budget");
     }
 
-    #[test]
-    fn one_peer_cannot_take_the_whole_budget() {
-        let budget = Arc::new(Budget::new(3, 2));
-        let attacker = ClientNetwork::of("192.0.2.1".parse().unwrap());
-        let first = budget.admit(attacker, false).unwrap();
-        let _second = budget.admit(attacker, false).unwrap();
-        assert!(budget.admit(attacker, false).is_none(), "a third connection from one peer");
-        let _other = budget.admit(ClientNetwork::of("192.0.2.2".parse().unwrap()), false).unwrap();
-        assert!(
-            budget.admit(ClientNetwork::of("192.0.2.3".parse().unwrap()), false).is_none(),
-            "over the global budget"
-        );
+    #[tokio::test]
+    async fn one_peer_cannot_take_the_whole_budget_nor_keep_a_newcomer_out() {
+        let budget = Arc::new(Places::new(3, 2));
+        let attacker = Some(ClientNetwork::of("192.0.2.1".parse().unwrap()));
+        let first = budget.admit(attacker).unwrap();
+        let _second = budget.admit(attacker).unwrap();
+        assert!(budget.admit(attacker).is_none(), "a third connection from one peer");
+        let _other = budget.admit(Some(ClientNetwork::of("192.0.2.2".parse().unwrap()))).unwrap();
+        // Over the global budget, a newcomer takes the place of the oldest connection of the peer holding the most.
+        let _newcomer = budget.admit(Some(ClientNetwork::of("192.0.2.3".parse().unwrap()))).unwrap();
+        let told = tokio::time::timeout(Duration::from_millis(20), first.given_up()).await;
+        assert!(told.is_ok(), "the attacker's oldest connection is closed");
         drop(first);
-        assert!(budget.admit(attacker, false).is_some(), "a closed connection gives its place back");
+        assert!(budget.admit(attacker).is_some(), "a closed connection gives its place back");
     }
 }

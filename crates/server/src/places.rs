@@ -1,0 +1,262 @@
+//! Places held at once, in all and per client network, that strangers cannot all take: open connections
+//! ([`crate::listen`]) and room sockets that have not joined yet ([`crate::hearing_api`]).
+//!
+//! A budget that simply turned newcomers away once full would be held by whoever fills it first: connections that
+//! send half a request head and reconnect as each times out, from a few dozen addresses, once kept every witness out.
+//! So when every place is held, a newcomer still gets one: a place is taken back from the client network that holds
+//! the most places, its oldest first ([`Place::given_up`] tells its holder, who closes it). An attacker who fills
+//! the budget from a few networks holds many places in each, and a person joining a hearing holds one or two in
+//! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
+//! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
+//!
+//! A place can stop being one to take back ([`Place::keep`]): a room socket that has said who it is, while that is
+//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; they are refused when
+//! everything is held. A place whose network is not known (a connection from a trusted proxy, which carries many
+//! clients; a socket served in-process) counts in the total only, and is taken back only when no known network
+//! has a place to give.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::listen::ClientNetwork;
+
+/// The places, shared by those who hold them.
+#[derive(Debug)]
+pub(crate) struct Places {
+    total: usize,
+    per_peer: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Places held, including those told to give up that have not yet.
+    held: usize,
+    /// Places held by network.
+    by_peer: HashMap<ClientNetwork, usize>,
+    /// The places that may be taken back and have not been told to give up, by network, oldest first.
+    takeable: HashMap<Option<ClientNetwork>, BTreeMap<u64, Arc<Notify>>>,
+    next: u64,
+}
+
+/// One holder's place, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Place {
+    places: Arc<Places>,
+    id: u64,
+    peer: Option<ClientNetwork>,
+    give_up: Arc<Notify>,
+}
+
+/// Places held for a request's own descriptors, never taken back, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Held {
+    places: Arc<Places>,
+    count: usize,
+}
+
+impl Places {
+    /// At most `total` places at once (a little more for a moment, while a place taken back is being given up),
+    /// `per_peer` of them for one client network.
+    pub(crate) fn new(total: usize, per_peer: usize) -> Self {
+        Self { total: total.max(1), per_peer: per_peer.max(1), state: Mutex::default() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a holder from `peer` (`None`: a network not known, counted in the total only), or `None` when
+    /// its network holds its share, or when every place is held and none may be taken back. When every place is
+    /// held, the oldest place of the network holding the most is told to give up.
+    pub(crate) fn admit(self: &Arc<Self>, peer: Option<ClientNetwork>) -> Option<Place> {
+        let mut state = self.state();
+        if let Some(peer) = peer
+            && state.by_peer.get(&peer).copied().unwrap_or(0) >= self.per_peer
+        {
+            return None;
+        }
+        if state.held >= self.total {
+            state.take_back()?.notify_one();
+        }
+        state.held += 1;
+        if let Some(peer) = peer {
+            *state.by_peer.entry(peer).or_insert(0) += 1;
+        }
+        let id = state.next;
+        state.next += 1;
+        let give_up = Arc::new(Notify::new());
+        state.takeable.entry(peer).or_default().insert(id, give_up.clone());
+        Some(Place { places: self.clone(), id, peer, give_up })
+    }
+
+    /// `count` places that are never taken back, counted in the total only, or `None` when they do not fit.
+    pub(crate) fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
+        let mut state = self.state();
+        if state.held + count > self.total {
+            return None;
+        }
+        state.held += count;
+        Some(Held { places: self.clone(), count })
+    }
+
+    /// Waits until every place is given back, or `within` has passed; whether they all were.
+    pub(crate) async fn emptied(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.state().held > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+}
+
+impl State {
+    /// Takes back the oldest place of the known network holding the most places that has one to give (a place
+    /// of no known network only when none has): its holder is to be told to give it up.
+    fn take_back(&mut self) -> Option<Arc<Notify>> {
+        let heaviest = self
+            .takeable
+            .iter()
+            .filter(|(_, places)| !places.is_empty())
+            .map(|(peer, places)| {
+                let held = peer.map_or(0, |peer| self.by_peer.get(&peer).copied().unwrap_or(0));
+                let oldest = places.keys().next().copied().unwrap_or(u64::MAX);
+                (held, oldest, *peer)
+            })
+            // The most places first; among equals, the one holding the oldest.
+            .max_by_key(|(held, oldest, _)| (*held, std::cmp::Reverse(*oldest)))?;
+        let (_, _, peer) = heaviest;
+        let places = self.takeable.get_mut(&peer)?;
+        let (_, give_up) = places.pop_first()?;
+        if places.is_empty() {
+            self.takeable.remove(&peer);
+        }
+        Some(give_up)
+    }
+
+    fn untake(&mut self, peer: Option<ClientNetwork>, id: u64) {
+        if let Some(places) = self.takeable.get_mut(&peer) {
+            places.remove(&id);
+            if places.is_empty() {
+                self.takeable.remove(&peer);
+            }
+        }
+    }
+}
+
+impl Place {
+    /// The place is no longer one to take back: it is kept until dropped.
+    pub(crate) fn keep(&self) {
+        self.places.state().untake(self.peer, self.id);
+    }
+
+    /// Completes when the holder has been told to give the place up to a newcomer.
+    pub(crate) async fn given_up(&self) {
+        self.give_up.notified().await;
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut state = self.places.state();
+        state.untake(self.peer, self.id);
+        state.held = state.held.saturating_sub(1);
+        if let Some(peer) = self.peer
+            && let Some(count) = state.by_peer.get_mut(&peer)
+        {
+            *count -= 1;
+            if *count == 0 {
+                state.by_peer.remove(&peer);
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut state = self.places.state();
+        state.held = state.held.saturating_sub(self.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn peer(n: u8) -> Option<ClientNetwork> {
+        Some(ClientNetwork::of(IpAddr::from([192, 0, 2, n])))
+    }
+
+    async fn told_to_give_up(place: &Place) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), place.given_up()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_takes_the_oldest_place_of_the_network_holding_the_most() {
+        let places = Arc::new(Places::new(6, 4));
+        let person = places.admit(peer(1)).unwrap();
+        let attacker: Vec<Place> = (0..4).map(|_| places.admit(peer(2)).unwrap()).collect();
+        let other = places.admit(peer(3)).unwrap();
+        assert!(places.admit(peer(2)).is_none(), "a network past its share is turned away");
+        // Full: the newcomer's place comes from the network holding four, its oldest, never the person's.
+        let newcomer = places.admit(peer(4)).expect("a place is taken back");
+        assert!(told_to_give_up(&attacker[0]).await, "the heaviest network's oldest place goes");
+        for place in [&person, &other, &attacker[1], &attacker[2], &attacker[3], &newcomer] {
+            assert!(!told_to_give_up(place).await);
+        }
+        drop(attacker);
+        assert_eq!(places.state().held, 3);
+    }
+
+    #[tokio::test]
+    async fn a_kept_place_is_not_taken_back_and_a_house_of_them_is_full() {
+        let places = Arc::new(Places::new(2, 2));
+        let first = places.admit(peer(1)).unwrap();
+        let second = places.admit(peer(2)).unwrap();
+        first.keep();
+        let third = places.admit(peer(3)).expect("the place not kept is taken back");
+        assert!(!told_to_give_up(&first).await);
+        assert!(told_to_give_up(&second).await);
+        third.keep();
+        // The told place has not gone yet; the rest are kept: no place to take back.
+        assert!(places.admit(peer(4)).is_none());
+        drop(second);
+        drop(first);
+        assert!(places.admit(peer(4)).is_some());
+    }
+
+    #[tokio::test]
+    async fn places_of_no_known_network_count_in_the_total_and_go_last() {
+        let places = Arc::new(Places::new(3, 1));
+        let unknown: Vec<Place> = (0..2).map(|_| places.admit(None).unwrap()).collect();
+        let known = places.admit(peer(1)).unwrap();
+        assert!(places.admit(peer(1)).is_none());
+        let newcomer = places.admit(peer(2)).unwrap();
+        assert!(told_to_give_up(&known).await, "a known network's place goes before a place of none");
+        assert!(!told_to_give_up(&unknown[0]).await);
+        drop(known);
+        newcomer.keep();
+        let _next = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&unknown[0]).await, "then, with no known network's place to give, the oldest of none");
+    }
+
+    #[tokio::test]
+    async fn held_places_are_never_taken_back_and_do_not_fit_a_full_house() {
+        let places = Arc::new(Places::new(3, 3));
+        let connection = places.admit(peer(1)).unwrap();
+        let staging = places.hold(2).expect("a socket and its staging file");
+        assert!(places.hold(1).is_none());
+        let newcomer = places.admit(peer(2)).expect("the connection's place is taken back");
+        assert!(told_to_give_up(&connection).await);
+        drop((connection, newcomer, staging));
+        assert!(places.emptied(Duration::from_millis(10)).await);
+    }
+}

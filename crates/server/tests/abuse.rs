@@ -381,7 +381,7 @@ async fn attacks_on_a_running_gateway_leave_a_legitimate_client_working() {
     let before_the_witness = log_size(port).await;
     let second = api(port, "POST", &invites, &clerk, json!({"role": "witness"})).await.json();
     let second_secret = second["secret"].as_str().unwrap().to_owned();
-    // Once the strangers have opened more sockets than there are places, the witness joins, once.
+    // Once the strangers have opened as many sockets as there are places, the witness joins, once.
     while opened.load(Ordering::Relaxed) < custodia_server::hearing_api::UNJOINED_SOCKETS + 32
         && !flooding.is_finished()
     {
@@ -393,6 +393,9 @@ async fn attacks_on_a_running_gateway_leave_a_legitimate_client_working() {
         let url = format!("ws://127.0.0.1:{port}/api/v1/room");
         let stream = connect_from(LEGIT, port).await.unwrap();
         let (mut socket, _) = tokio_tungstenite::client_async(url.as_str(), stream).await.expect("the room's upgrade");
+        // A witness on a slow link: their join comes a round trip after their socket opened, while the strangers'
+        // sockets keep coming.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let join = json!({"type": "join", "invite": second_secret}).to_string();
         socket.send(tokio_tungstenite::tungstenite::Message::text(join)).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(30), socket.next()).await;

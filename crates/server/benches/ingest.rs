@@ -210,7 +210,17 @@ fn curl(args: &[&str]) -> Result<(u16, String), BoxError> {
 /// Sends `body` as JSON with `method` and returns the response's JSON, insisting on `expected` status.
 fn call(method: &str, url: &str, body: &Value, extra: &[&str], expected: u16) -> Result<Value, BoxError> {
     let body = body.to_string();
-    let mut args = vec!["-X", method, "-H", "Content-Type: application/json", "--data-binary", &body];
+    // Signed in by cookie, as the gateway's own pages are (it refuses cross-site requests that change something).
+    let mut args = vec![
+        "-X",
+        method,
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        "Sec-Fetch-Site: same-origin",
+        "--data-binary",
+        &body,
+    ];
     args.extend_from_slice(extra);
     args.push(url);
     let (status, text) = curl(&args)?;

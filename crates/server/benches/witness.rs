@@ -120,8 +120,8 @@ fn main() -> Result<(), BoxError> {
         let capacity = capacity(&config, dir.path()).await?;
         let publication = publication(&config, dir.path()).await?;
         println!(
-            "\nload average (1, 5, 15 minutes) at the end: {} on {cores} cores; well above the cores, other work skewed \
-             the latencies",
+            "\nload average (1, 5, 15 minutes) at the end: {} on {cores} cores; well above the cores, other work \
+             skewed the latencies",
             load_average()
         );
         capacity.print();

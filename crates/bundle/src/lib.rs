@@ -9,13 +9,21 @@
 //! crate does no network IO and depends only on `custodia-core` and the IO-free parts of `custodia-ledger`, so
 //! other programs can embed the verifier.
 
+mod consistency;
 mod layout;
 mod report;
+mod time;
+mod trusted_list;
 mod verify;
 mod witnesses;
 mod write;
 
-pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem};
+pub use consistency::proof_file as consistency_proof_file;
+pub use layout::{
+    BundleRecord, BundleSource, BundleTimestamp, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem,
+};
+pub use time::{TimeTrust, TimeTrustError};
+pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Pins, Verdict, Verification, VerifyError,
     Witnessed, printable, verify, verify_pinned, verify_within,

@@ -1,9 +1,11 @@
 //! The gateway's timestamp client against real authorities: `openssl ts -reply` behind a tiny HTTP server, beside
 //! authorities that are down, slow, failing or answering garbage. Only verified tokens enter the log; the others are
-//! counted; the log never waits for them.
+//! counted; the log never waits for them. A court bundle from a gateway with an authority carries the newest token
+//! covering its records, and both `custodia verify` and the by-hand procedure check it (and refuse it forged).
 
 #[path = "../../timestamp/tests/support/mod.rs"]
 mod authority;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -125,14 +127,22 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
             .expect("the by-hand document");
     let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
+    let consistency = custodia_bundle::consistency_proof_file(
+        &log.storage().consistency_proof(stamped.size, size).await.expect("consistency proof"),
+    );
     let by_hand = |anchor: &Authority, entry: &[u8]| {
         let work = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(work.path().join("data")).expect("data");
+        std::fs::create_dir_all(work.path().join("data/timestamp")).expect("data");
         std::fs::write(work.path().join("data/checkpoint"), log.checkpoint().note()).expect("checkpoint");
-        std::fs::write(work.path().join("entry.json"), entry).expect("entry");
-        std::fs::copy(anchor.path("ca.crt"), work.path().join("tsa-anchor.pem")).expect("anchor");
+        std::fs::write(work.path().join("data/timestamp/entry.json"), entry).expect("entry");
+        std::fs::write(work.path().join("data/timestamp/consistency.proof"), &consistency).expect("proof");
+        let step = step.replacen(
+            "TSA_ANCHOR=/path/to/the/authority/root/you/trust.pem",
+            &format!("TSA_ANCHOR={}", anchor.path("ca.crt").display()),
+            1,
+        );
         let run = std::process::Command::new("bash")
-            .args(["-euo", "pipefail", "-c", step])
+            .args(["-euo", "pipefail", "-c", &step])
             .current_dir(work.path())
             .output()
             .expect("bash");
@@ -142,7 +152,7 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
         )
     };
     let (ok, said) = by_hand(&authority, &entry);
-    assert!(ok && said.contains("Verification: OK") && said.contains("Time stamp:"), "{said}");
+    assert!(ok && said.contains("timestamp: OK") && said.contains("existed no later than"), "{said}");
     assert!(!by_hand(&stranger, &entry).0, "another authority's certificate");
     let other_size = String::from_utf8(entry.to_vec()).expect("canonical JSON").replacen(
         &format!("\"size\":{}", stamped.size),
@@ -194,4 +204,249 @@ async fn the_running_timestamper_stamps_new_checkpoints_but_not_its_own_entries(
     }
     assert_eq!(stamped_sizes, vec![1, 3], "the first entry, then the second (after the first timestamp)");
     assert_eq!(counters.requests.load(Ordering::Relaxed), 2, "no request for a log that only grew by its timestamp");
+}
+
+/// A small ETSI TS 119 612 trusted list naming `certificate` (PEM) as one service of `kind`, with `status`.
+fn trusted_list(certificate: &std::path::Path, kind: &str, status: &str) -> String {
+    let pem = std::fs::read_to_string(certificate).expect("certificate");
+    let base64: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<TrustServiceStatusList xmlns="http://uri.etsi.org/02231/v2#" TSLTag="http://uri.etsi.org/19612/TSLTag">
+  <SchemeInformation><TSLVersionIdentifier>5</TSLVersionIdentifier><SchemeTerritory>XT</SchemeTerritory></SchemeInformation>
+  <TrustServiceProviderList>
+    <TrustServiceProvider>
+      <TSPInformation><TSPName><Name xml:lang="en">Custodia Test Trust Services</Name></TSPName></TSPInformation>
+      <TSPServices>
+        <TSPService>
+          <ServiceInformation>
+            <ServiceTypeIdentifier>{kind}</ServiceTypeIdentifier>
+            <ServiceName><Name xml:lang="en">Custodia Test QTST</Name></ServiceName>
+            <ServiceDigitalIdentity><DigitalId><X509Certificate>{base64}</X509Certificate></DigitalId></ServiceDigitalIdentity>
+            <ServiceStatus>{status}</ServiceStatus>
+            <StatusStartingTime>2026-01-01T00:00:00Z</StatusStartingTime>
+          </ServiceInformation>
+        </TSPService>
+      </TSPServices>
+    </TrustServiceProvider>
+  </TrustServiceProviderList>
+</TrustServiceStatusList>
+"#
+    )
+}
+
+const QTST: &str = "http://uri.etsi.org/TrstSvc/Svctype/TSA/QTST";
+const GRANTED: &str = "http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/granted";
+const WITHDRAWN: &str = "http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/withdrawn";
+
+/// `custodia verify` on `bundle` with `args`: its exit code and what it said.
+fn cli_verify(bundle: &[u8], args: &[std::ffi::OsString]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bundle.tar");
+    std::fs::write(&file, bundle).expect("bundle");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("custodia verify");
+    (run.status.code(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_check_it() {
+    use support::{As, TestGateway};
+    let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
+    let stranger = Authority::with(KeyKind::EcdsaP256, "Another CA", authority::Eku::CriticalTimestamping, "sha256");
+    let base = serve(authority.clone()).await;
+    let tsa = format!("{base}/tsa {}", authority.path("ca.crt").display());
+    let gw = TestGateway::start_with(|config| {
+        config.timestamps.authorities = vec![tsa];
+        config.timestamps.min_interval_secs = 0;
+    })
+    .await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-t").await;
+    gw.member("case-t", &prosecutor, "prosecutor").await;
+    let reply = gw.upload("case-t", "purpose=intake", As::Session(&session), b"stamped evidence".to_vec()).await;
+    assert_eq!(reply.status.as_u16(), 201);
+    let artefact = reply.json()["artefact"].as_str().expect("artefact").to_owned();
+    // The authority stamps the checkpoint holding the registration (the guard only stops a hang).
+    let registered = gw.state.gateway.log.checkpoint().checkpoint.size;
+    let catalog = gw.state.gateway.catalog.clone();
+    tokio::time::timeout(Duration::from_secs(300), async {
+        loop {
+            let stamps = catalog.caseless_entries_newest_first(0, i64::MAX, 8).await.expect("catalog");
+            if stamps
+                .iter()
+                .any(|(_, entry)| CheckpointTimestamp::from_entry(entry).is_ok_and(|s| s.size >= registered))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the registration is stamped");
+    let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let bundle = reply.body;
+    let files = support::tar_files(&bundle);
+    assert!(files.iter().any(|(path, _, _)| path.ends_with("/data/timestamp/entry.json")), "{files:?}");
+
+    let key = gw.verifier().to_string();
+    let key_args = ["--trusted-key", key.as_str()].map(std::ffi::OsStr::new);
+    let with = |extra: &[&std::ffi::OsStr]| -> Vec<std::ffi::OsString> {
+        key_args.iter().chain(extra).map(|arg| arg.to_os_string()).collect()
+    };
+    let anchor = authority.path("ca.crt");
+    let flag = std::ffi::OsStr::new;
+
+    // Under the authority's root: VALID, with the time and the authority, not qualified without a trusted list.
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("\nVALID"), "{said}");
+    let line = said.lines().find(|line| line.starts_with("Timestamp: ")).expect("a Timestamp line");
+    assert!(line.contains("existed no later than 20") && line.contains(" UTC per "), "{line}");
+    assert!(line.contains("Custodia Test TSA") && line.contains("(not qualified: no --trusted-list given)"), "{line}");
+    // Without an anchor: present, unchecked, and not a failure.
+    let (code, said) = cli_verify(&bundle, &with(&[]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("its signature is unchecked (no --tsa-anchor given"), "{said}");
+
+    // A trusted list naming the authority's certificate as a granted QTST: qualified, its certificate the anchor.
+    let lists = tempfile::tempdir().expect("temp dir");
+    let list = |name: &str, kind: &str, status: &str| {
+        let path = lists.path().join(name);
+        std::fs::write(&path, trusted_list(&authority.path("tsa.crt"), kind, status)).expect("list");
+        path
+    };
+    let granted = list("granted.xml", QTST, GRANTED);
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), granted.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "(qualified: its authority is the granted QTST service Custodia Test QTST of the trusted list of XT)"
+        ),
+        "{said}"
+    );
+    let (code, said) = cli_verify(
+        &bundle,
+        &with(&[flag("--tsa-anchor"), anchor.as_os_str(), flag("--trusted-list"), granted.as_os_str()]),
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("(qualified: "), "{said}");
+    // Withdrawn: still a valid timestamp, not qualified.
+    let withdrawn = list("withdrawn.xml", QTST, WITHDRAWN);
+    let (code, said) = cli_verify(
+        &bundle,
+        &with(&[flag("--tsa-anchor"), anchor.as_os_str(), flag("--trusted-list"), withdrawn.as_os_str()]),
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "(not qualified: its QTST service Custodia Test QTST in the trusted list of XT is withdrawn, not granted)"
+        ),
+        "{said}"
+    );
+
+    // Another authority's root: NOT VALID, and why.
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--tsa-anchor"), stranger.path("ca.crt").as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("FAIL trusted time (RFC 3161 timestamp): the token of timestamp entry"), "{said}");
+    assert!(
+        said.contains("no chain from") && said.contains("NOT VALID: trusted time (RFC 3161 timestamp) failed"),
+        "{said}"
+    );
+
+    // A token altered in the entry (bag checksums made afresh): it is no longer the entry the log holds.
+    let token_edited = support::rebagged(&bundle, |bag| {
+        let path = bag.join("data/timestamp/entry.json");
+        let text = std::fs::read_to_string(&path).expect("entry");
+        let at = text.find("\"token\":\"").expect("token") + 20;
+        let mut bytes = text.into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        std::fs::write(path, bytes).expect("entry");
+    });
+    let (code, said) = cli_verify(&token_edited, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("FAIL trusted time (RFC 3161 timestamp): data/timestamp/entry.proof: "), "{said}");
+    // A consistency proof that does not hold.
+    let proof_broken = support::rebagged(&bundle, |bag| {
+        let path = bag.join("data/timestamp/consistency.proof");
+        let text = std::fs::read_to_string(&path).expect("proof");
+        let first = text.lines().next().expect("a hash").to_owned();
+        let other = if first.starts_with('A') { first.replacen('A', "B", 1) } else { format!("A{}", &first[1..]) };
+        std::fs::write(path, text.replacen(&first, &other, 1)).expect("proof");
+    });
+    let (code, said) = cli_verify(&proof_broken, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("data/timestamp/consistency.proof does not prove that the stamped checkpoint"), "{said}");
+
+    // Hostile trusted lists: refused with a reason, nothing checked (exit 2).
+    let not_xml = lists.path().join("not.xml");
+    std::fs::write(&not_xml, b"\x00\x01 not a list").expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), not_xml.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("--trusted-list") && said.contains("could not be read, so nothing was checked"), "{said}");
+    let deep = lists.path().join("deep.xml");
+    std::fs::write(&deep, format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000))).expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), deep.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("nest more than 64 deep"), "{said}");
+    let huge = lists.path().join("huge.xml");
+    std::fs::write(&huge, vec![b' '; custodia_bundle::MAX_TRUSTED_LIST_BYTES + 10]).expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), huge.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("it is larger than"), "{said}");
+
+    // By hand: every ```sh block, then step 3b under the authority's root (`openssl ts -verify` on the bag's token
+    // against the stamped checkpoint's text), says OK; a forged token and a broken proof say FAILED and fail.
+    let (blocks, _) = support::by_hand_blocks();
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
+            .expect("the by-hand document");
+    let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
+    let step = step.replacen(
+        "TSA_ANCHOR=/path/to/the/authority/root/you/trust.pem",
+        &format!("TSA_ANCHOR={}", anchor.display()),
+        1,
+    );
+    let by_hand = |bundle: &[u8], script: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        tar::Archive::new(bundle).unpack(dir.path()).expect("unpack");
+        let bag = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
+        support::run_script(script, &bag)
+    };
+    let (ok, said) = by_hand(&bundle, &format!("{}\n{step}", blocks.join("\n")));
+    assert!(ok && said.contains("timestamp: OK (the log's first ") && !said.contains("FAILED"), "{said}");
+    let stamp_index = said.matches("inclusion proof: OK for record").count();
+    assert!(stamp_index >= 3, "the records and the timestamp entry: {said}");
+    let forged = support::rebagged(&bundle, |bag| {
+        let path = bag.join("data/timestamp/entry.json");
+        let text = std::fs::read_to_string(&path).expect("entry");
+        let at = text.find("\"token\":\"").expect("token") + 9;
+        // The token's last base64 characters are the end of its signature.
+        let end = text[at..].find('"').expect("end") + at;
+        let mut bytes = text.into_bytes();
+        bytes[end - 8] = if bytes[end - 8] == b'A' { b'B' } else { b'A' };
+        std::fs::write(path, bytes).expect("entry");
+    });
+    for (what, bag) in [("forged token", &forged), ("broken consistency proof", &proof_broken)] {
+        let (ok, said) = by_hand(bag, &step);
+        assert!(!ok && said.contains("timestamp: FAILED (") && !said.contains("timestamp: OK"), "{what}: {said}");
+        // Pasted into plain bash, without set -e, it says FAILED too.
+        let dir = tempfile::tempdir().expect("temp dir");
+        tar::Archive::new(bag.as_slice()).unpack(dir.path()).expect("unpack");
+        let top = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
+        let run = std::process::Command::new("bash").args(["-c", &step]).current_dir(&top).output().expect("bash");
+        let plain = String::from_utf8_lossy(&run.stdout);
+        assert!(!run.status.success() && plain.contains("timestamp: FAILED"), "{what}: {plain}");
+    }
+    assert!(by_hand(&forged, &step).1.contains("openssl ts -verify refuses the token"), "the forged signature");
+    assert!(by_hand(&proof_broken, &step).1.contains("does not lead from the stamped checkpoint"), "the proof");
+    // Our verifier blames the forged token too: its entry is not the one in the log.
+    let (code, said) = cli_verify(&forged, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
 }

@@ -63,6 +63,7 @@ fn part_key(part: Part) -> &'static str {
         Part::CustodyHistory => "custody_history",
         Part::Openings => "openings",
         Part::CaseContents => "case_contents",
+        Part::Timestamp => "timestamp",
         Part::Report => "report",
     }
 }
@@ -92,7 +93,7 @@ fn rust_verdict(path: &Path, trusted: Option<&str>, policy: Option<&str>) -> (&'
     };
     let started = Instant::now();
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+    let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref(), time: None };
     let result = custodia_bundle::verify_pinned(file, &pins, custodia_bundle::Limits::default());
     let seconds = started.elapsed().as_secs_f64();
     let failed = |report: &custodia_bundle::Verification| {
@@ -1404,7 +1405,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
         std::fs::write(&path, &bytes).unwrap();
         let policy = pinned.as_deref().map(|text| custodia_witness::Policy::parse(text).unwrap());
         let keys = [key.parse::<custodia_ledger::LogVerifier>().unwrap()];
-        let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+        let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref(), time: None };
         let report =
             custodia_bundle::verify_pinned(bytes.as_slice(), &pins, custodia_bundle::Limits::default()).unwrap();
         let said = report.to_string();

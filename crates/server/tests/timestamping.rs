@@ -3,52 +3,20 @@
 //! counted; the log never waits for them. A court bundle from a gateway with an authority carries the newest token
 //! covering its records, and both `custodia verify` and the by-hand procedure check it (and refuse it forged).
 
-#[path = "../../timestamp/tests/support/mod.rs"]
-mod authority;
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use authority::{Authority, KeyKind};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::routing::post;
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_server::timestamping::{Authority as Tsa, Timestamper};
 use custodia_timestamp::CheckpointTimestamp;
 use custodia_timestamp::schedule::Schedule;
+use support::authority::{self, Authority, KeyKind};
+use support::tsa::serve;
 
 const ORIGIN: &str = "custodia.test/log";
-
-/// Serves `openssl ts -reply` at /tsa, and the misbehaving authorities beside it.
-async fn serve(authority: Arc<Authority>) -> String {
-    let app = Router::new()
-        .route(
-            "/tsa",
-            post(|State(authority): State<Arc<Authority>>, query: Bytes| async move {
-                let reply = tokio::task::spawn_blocking(move || authority.reply(&query)).await.expect("openssl ran");
-                ([(header::CONTENT_TYPE, "application/timestamp-reply")], reply)
-            }),
-        )
-        .route("/garbage", post(|| async { ([(header::CONTENT_TYPE, "application/timestamp-reply")], "garbage") }))
-        .route(
-            "/slow",
-            post(|| async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                "never"
-            }),
-        )
-        .route("/failing", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
-        .with_state(authority);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    format!("http://{address}")
-}
 
 /// A loopback address nobody listens on.
 async fn down() -> String {
@@ -255,43 +223,9 @@ fn cli_verify(bundle: &[u8], args: &[std::ffi::OsString]) -> (Option<i32>, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_check_it() {
-    use support::{As, TestGateway};
     let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
     let stranger = Authority::with(KeyKind::EcdsaP256, "Another CA", authority::Eku::CriticalTimestamping, "sha256");
-    let base = serve(authority.clone()).await;
-    let tsa = format!("{base}/tsa {}", authority.path("ca.crt").display());
-    let gw = TestGateway::start_with(|config| {
-        config.timestamps.authorities = vec![tsa];
-        config.timestamps.min_interval_secs = 0;
-    })
-    .await;
-    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
-    gw.case("case-t").await;
-    gw.member("case-t", &prosecutor, "prosecutor").await;
-    let reply = gw.upload("case-t", "purpose=intake", As::Session(&session), b"stamped evidence".to_vec()).await;
-    assert_eq!(reply.status.as_u16(), 201);
-    let artefact = reply.json()["artefact"].as_str().expect("artefact").to_owned();
-    // The authority stamps the checkpoint holding the registration (the guard only stops a hang).
-    let registered = gw.state.gateway.log.checkpoint().checkpoint.size;
-    let catalog = gw.state.gateway.catalog.clone();
-    tokio::time::timeout(Duration::from_secs(300), async {
-        loop {
-            let stamps = catalog.caseless_entries_newest_first(0, i64::MAX, 8).await.expect("catalog");
-            if stamps
-                .iter()
-                .any(|(_, entry)| CheckpointTimestamp::from_entry(entry).is_ok_and(|s| s.size >= registered))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("the registration is stamped");
-    let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
-    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
-    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
-    let bundle = reply.body;
+    let (gw, bundle) = support::tsa::timestamped_export(authority.clone()).await;
     let files = support::tar_files(&bundle);
     assert!(files.iter().any(|(path, _, _)| path.ends_with("/data/timestamp/entry.json")), "{files:?}");
 
@@ -361,25 +295,12 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
     );
 
     // A token altered in the entry (bag checksums made afresh): it is no longer the entry the log holds.
-    let token_edited = support::rebagged(&bundle, |bag| {
-        let path = bag.join("data/timestamp/entry.json");
-        let text = std::fs::read_to_string(&path).expect("entry");
-        let at = text.find("\"token\":\"").expect("token") + 20;
-        let mut bytes = text.into_bytes();
-        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
-        std::fs::write(path, bytes).expect("entry");
-    });
+    let token_edited = support::tsa::timestamp_token_forged(&bundle);
     let (code, said) = cli_verify(&token_edited, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("FAIL trusted time (RFC 3161 timestamp): data/timestamp/entry.proof: "), "{said}");
     // A consistency proof that does not hold.
-    let proof_broken = support::rebagged(&bundle, |bag| {
-        let path = bag.join("data/timestamp/consistency.proof");
-        let text = std::fs::read_to_string(&path).expect("proof");
-        let first = text.lines().next().expect("a hash").to_owned();
-        let other = if first.starts_with('A') { first.replacen('A', "B", 1) } else { format!("A{}", &first[1..]) };
-        std::fs::write(path, text.replacen(&first, &other, 1)).expect("proof");
-    });
+    let proof_broken = support::tsa::timestamp_proof_broken(&bundle);
     let (code, said) = cli_verify(&proof_broken, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("data/timestamp/consistency.proof does not prove that the stamped checkpoint"), "{said}");
@@ -400,53 +321,4 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
     let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), huge.as_os_str()]));
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("it is larger than"), "{said}");
-
-    // By hand: every ```sh block, then step 3b under the authority's root (`openssl ts -verify` on the bag's token
-    // against the stamped checkpoint's text), says OK; a forged token and a broken proof say FAILED and fail.
-    let (blocks, _) = support::by_hand_blocks();
-    let doc =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
-            .expect("the by-hand document");
-    let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
-    let step = step.replacen(
-        "TSA_ANCHOR=/path/to/the/authority/root/you/trust.pem",
-        &format!("TSA_ANCHOR={}", anchor.display()),
-        1,
-    );
-    let by_hand = |bundle: &[u8], script: &str| {
-        let dir = tempfile::tempdir().expect("temp dir");
-        tar::Archive::new(bundle).unpack(dir.path()).expect("unpack");
-        let bag = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
-        support::run_script(script, &bag)
-    };
-    let (ok, said) = by_hand(&bundle, &format!("{}\n{step}", blocks.join("\n")));
-    assert!(ok && said.contains("timestamp: OK (the log's first ") && !said.contains("FAILED"), "{said}");
-    let stamp_index = said.matches("inclusion proof: OK for record").count();
-    assert!(stamp_index >= 3, "the records and the timestamp entry: {said}");
-    let forged = support::rebagged(&bundle, |bag| {
-        let path = bag.join("data/timestamp/entry.json");
-        let text = std::fs::read_to_string(&path).expect("entry");
-        let at = text.find("\"token\":\"").expect("token") + 9;
-        // The token's last base64 characters are the end of its signature.
-        let end = text[at..].find('"').expect("end") + at;
-        let mut bytes = text.into_bytes();
-        bytes[end - 8] = if bytes[end - 8] == b'A' { b'B' } else { b'A' };
-        std::fs::write(path, bytes).expect("entry");
-    });
-    for (what, bag) in [("forged token", &forged), ("broken consistency proof", &proof_broken)] {
-        let (ok, said) = by_hand(bag, &step);
-        assert!(!ok && said.contains("timestamp: FAILED (") && !said.contains("timestamp: OK"), "{what}: {said}");
-        // Pasted into plain bash, without set -e, it says FAILED too.
-        let dir = tempfile::tempdir().expect("temp dir");
-        tar::Archive::new(bag.as_slice()).unpack(dir.path()).expect("unpack");
-        let top = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
-        let run = std::process::Command::new("bash").args(["-c", &step]).current_dir(&top).output().expect("bash");
-        let plain = String::from_utf8_lossy(&run.stdout);
-        assert!(!run.status.success() && plain.contains("timestamp: FAILED"), "{what}: {plain}");
-    }
-    assert!(by_hand(&forged, &step).1.contains("openssl ts -verify refuses the token"), "the forged signature");
-    assert!(by_hand(&proof_broken, &step).1.contains("does not lead from the stamped checkpoint"), "the proof");
-    // Our verifier blames the forged token too: its entry is not the one in the log.
-    let (code, said) = cli_verify(&forged, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
-    assert_eq!(code, Some(1), "{said}");
 }

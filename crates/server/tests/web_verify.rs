@@ -11,7 +11,8 @@
 //! scope both must name, a bundle checked with no key pinned ("not verified: unknown signer",
 //! never VALID) and with a mistyped key (malformed, not "another key"); a bundle from a gateway a real second
 //! gateway witnesses, under the pinned witness policy, under its own, under one whose quorum it does not meet, with
-//! a forged, a duplicated and a wrong-key cosignature, and with a mistyped policy. Both must reach the same verdict and blame
+//! a forged, a duplicated and a wrong-key cosignature, and with a mistyped policy; a bundle from a gateway whose log a
+//! real Time-Stamp Authority stamps, and copies with its consistency proof or its token changed. Both must reach the same verdict and blame
 //! the same parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
@@ -450,7 +451,19 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let impostor =
         custodia_witness::CosignerKey::generate(cosigner).unwrap().cosign(body.as_bytes(), 1_800_000_000).unwrap();
     let cosignature_wrong_key = cosignature_edited(&witnessed, cosigner, |_| impostor.trim_end().to_owned());
+    // A bundle from a gateway whose log a real Time-Stamp Authority (`openssl ts -reply`) stamps, and copies whose
+    // timestamp consistency proof, or the token in its entry, a forger changed, with fresh checksums.
+    let (stamping, timestamped) = support::tsa::timestamped_export(std::sync::Arc::new(
+        support::authority::Authority::new(support::authority::KeyKind::EcdsaP256),
+    ))
+    .await;
+    let timestamped_key = stamping.verifier().to_string();
+    let timestamp_proof_broken = support::tsa::timestamp_proof_broken(&timestamped);
+    let timestamp_token_edited = support::tsa::timestamp_token_forged(&timestamped);
     let named = [
+        ("valid-timestamped", "Timestamp: records ".to_owned()),
+        ("timestamp-consistency-broken-bag-rehashed", "does not prove that the stamped checkpoint".to_owned()),
+        ("timestamp-token-edited-bag-rehashed", "data/timestamp/entry.proof: ".to_owned()),
         ("valid-witnessed", "WITNESSES: witnessed under the policy you pinned: its quorum is met by w at".to_owned()),
         ("valid-witnessed-own-policy", "witnessed under the bundle's policy, not one you pinned".to_owned()),
         ("witness-quorum-unmet", "NOT witnessed under the policy you pinned: its quorum is not met".to_owned()),
@@ -633,6 +646,9 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("witness-cosignature-duplicated-bag-rehashed", cosignature_duplicated, Some(&witnessed_key), false),
         ("witness-cosignature-wrong-key-bag-rehashed", cosignature_wrong_key, Some(&witnessed_key), false),
         ("policy-mistyped", witnessed.clone(), Some(&witnessed_key), false),
+        ("valid-timestamped", timestamped.clone(), Some(&timestamped_key), true),
+        ("timestamp-consistency-broken-bag-rehashed", timestamp_proof_broken, Some(&timestamped_key), false),
+        ("timestamp-token-edited-bag-rehashed", timestamp_token_edited, Some(&timestamped_key), false),
     ];
     // The witness policies pinned, by case; the others pin none.
     let demanding = format!(
@@ -792,6 +808,8 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("witness-cosignature-forged-bag-rehashed", "witnesses"),
         ("witness-cosignature-duplicated-bag-rehashed", "witnesses"),
         ("witness-cosignature-wrong-key-bag-rehashed", "witnesses"),
+        ("timestamp-consistency-broken-bag-rehashed", "timestamp"),
+        ("timestamp-token-edited-bag-rehashed", "timestamp"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
@@ -806,6 +824,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         "valid-hearing",
         "valid-witnessed",
         "witness-cosignature-forged-bag-rehashed",
+        "valid-timestamped",
     ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }

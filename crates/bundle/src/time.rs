@@ -203,14 +203,8 @@ pub(crate) fn check(
             newer.join(", ")
         )
     };
-    report.pass(
-        Part::Timestamp,
-        format!(
-            "timestamp entry {index} is in the log, and its token stamps the log at size {}, a prefix of {}",
-            stamp.size,
-            layout::CHECKPOINT
-        ),
-    );
+    // One check says it all, so that a case bundle's summary of each of its bags keeps it.
+    let placed = format!("timestamp entry {index} is in the log, and stamps a prefix of {}: ", layout::CHECKPOINT);
     let anchors = trust.and_then(|trust| trust.anchors.as_ref());
     let (Some(trust), Some(anchors)) = (trust, anchors) else {
         let tsa = claims.tsa_name_in_token.as_deref().map_or("an authority the token does not name".into(), echoed);
@@ -219,7 +213,7 @@ pub(crate) fn check(
              --tsa-anchor given: check it with custodia verify --tsa-anchor or openssl ts -verify)",
             claims.gen_time_text()
         );
-        report.pass(Part::Timestamp, summary.clone());
+        report.pass(Part::Timestamp, format!("{placed}{summary}"));
         report.timestamp = Some(summary);
         return;
     };
@@ -229,7 +223,7 @@ pub(crate) fn check(
             let qualification = trust.qualification(&stamp.token, &expected);
             let summary =
                 format!("{scope} existed no later than {} per {tsa} ({qualification})", verified.gen_time_text());
-            report.pass(Part::Timestamp, summary.clone());
+            report.pass(Part::Timestamp, format!("{placed}{summary}"));
             report.timestamp = Some(summary);
         }
         Err(err) => fail(report, format!("the token of timestamp entry {index} does not verify: {err}")),

@@ -406,19 +406,8 @@ fn checks_cost(checks: &[Check]) -> u64 {
 /// What a case bundle keeps of one of its artefact bundles once it is checked: every failed part with its first
 /// failure, at most [`NESTED_FAILURES_KEPT`] failures besides, a count of those let go, and one check per part
 /// that passed, with how many passed. The verdict, the artefact, its SHA-256 and the counts stay as they were.
-fn summarise(verification: Verification) -> Verification {
-    let Verification {
-        checks,
-        artefact,
-        sha256,
-        records,
-        scope,
-        files_read,
-        peak_kept_bytes,
-        unconfirmed,
-        witnesses,
-        timestamp,
-    } = verification;
+fn summarise(mut verification: Verification) -> Verification {
+    let checks = std::mem::take(&mut verification.checks);
     let mut kept: Vec<Check> = Vec::new();
     let mut failed_parts = BTreeSet::new();
     let mut failures = 0usize;
@@ -442,18 +431,7 @@ fn summarise(verification: Verification) -> Verification {
         let detail = if count > 1 { format!("{detail} (and {} more such checks passed)", count - 1) } else { detail };
         kept.push(Check { part, passed: true, detail });
     }
-    Verification {
-        checks: kept,
-        artefact,
-        sha256,
-        records,
-        scope,
-        files_read,
-        peak_kept_bytes,
-        unconfirmed,
-        witnesses,
-        timestamp,
-    }
+    Verification { checks: kept, ..verification }
 }
 
 /// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool

@@ -1403,7 +1403,7 @@ fn spawn_case_export(gw: &TestGateway, case: &str, session: &str) -> tokio::task
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_by_hand_timestamp_step_checks_the_bags_token_and_refuses_a_forged_one() {
     let authority = std::sync::Arc::new(support::authority::Authority::new(support::authority::KeyKind::EcdsaP256));
-    let (_gw, bundle) = support::tsa::timestamped_export(authority.clone()).await;
+    let (_gw, _, bundle) = support::tsa::timestamped_export(authority.clone()).await;
     // By hand: every ```sh block, then step 3b under the authority's root (`openssl ts -verify` on the bag's token
     // against the stamped checkpoint's text), says OK; a forged token and a broken proof say FAILED and fail.
     let (blocks, _) = by_hand_blocks();

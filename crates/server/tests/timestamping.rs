@@ -225,7 +225,7 @@ fn cli_verify(bundle: &[u8], args: &[std::ffi::OsString]) -> (Option<i32>, Strin
 async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_check_it() {
     let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
     let stranger = Authority::with(KeyKind::EcdsaP256, "Another CA", authority::Eku::CriticalTimestamping, "sha256");
-    let (gw, bundle) = support::tsa::timestamped_export(authority.clone()).await;
+    let (gw, session, bundle) = support::tsa::timestamped_export(authority.clone()).await;
     let files = support::tar_files(&bundle);
     assert!(files.iter().any(|(path, _, _)| path.ends_with("/data/timestamp/entry.json")), "{files:?}");
 
@@ -304,6 +304,25 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
     let (code, said) = cli_verify(&proof_broken, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("data/timestamp/consistency.proof does not prove that the stamped checkpoint"), "{said}");
+
+    // A case bundle: each artefact bag in it carries its own token, checked like an artefact bundle's.
+    let reply = gw
+        .call(
+            "POST",
+            "/api/v1/cases/case-t/exports?purpose=disclosure",
+            Some(support::As::Session(&session)),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let (code, said) = cli_verify(&reply.body, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("ok   trusted time (RFC 3161 timestamp): art-") && said.contains("existed no later than"),
+        "{said}"
+    );
+    let (code, said) = cli_verify(&reply.body, &with(&[flag("--tsa-anchor"), stranger.path("ca.crt").as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
 
     // Hostile trusted lists: refused with a reason, nothing checked (exit 2).
     let not_xml = lists.path().join("not.xml");

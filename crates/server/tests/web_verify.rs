@@ -453,7 +453,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let cosignature_wrong_key = cosignature_edited(&witnessed, cosigner, |_| impostor.trim_end().to_owned());
     // A bundle from a gateway whose log a real Time-Stamp Authority (`openssl ts -reply`) stamps, and copies whose
     // timestamp consistency proof, or the token in its entry, a forger changed, with fresh checksums.
-    let (stamping, timestamped) = support::tsa::timestamped_export(std::sync::Arc::new(
+    let (stamping, _, timestamped) = support::tsa::timestamped_export(std::sync::Arc::new(
         support::authority::Authority::new(support::authority::KeyKind::EcdsaP256),
     ))
     .await;

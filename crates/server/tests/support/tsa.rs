@@ -39,8 +39,9 @@ pub async fn serve(authority: Arc<Authority>) -> String {
 }
 
 /// A gateway whose log `authority` stamps (every new checkpoint, served by [`serve`]), and one artefact's bundle,
-/// exported once a token covers its registration: the gateway, and the bundle.
-pub async fn timestamped_export(authority: Arc<Authority>) -> (super::TestGateway, Vec<u8>) {
+/// exported once a token covers its registration: the gateway, the exporter's session (a prosecutor of case `case-t`),
+/// and the bundle.
+pub async fn timestamped_export(authority: Arc<Authority>) -> (super::TestGateway, String, Vec<u8>) {
     use super::{As, TestGateway};
     let base = serve(authority.clone()).await;
     let tsa = format!("{base}/tsa {}", authority.path("ca.crt").display());
@@ -75,7 +76,7 @@ pub async fn timestamped_export(authority: Arc<Authority>) -> (super::TestGatewa
     let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
     let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
     assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
-    (gw, reply.body)
+    (gw, session, reply.body)
 }
 
 /// `bundle` (from [`timestamped_export`]) as a forger leaves it, with fresh bag checksums: a base64 character near the

@@ -50,7 +50,7 @@ pub const TIMESTAMP_CONSISTENCY: &str = "data/timestamp/consistency.proof";
 /// The trusted-time files an artefact bag may hold, all or none.
 pub const TIMESTAMP_FILES: [&str; 3] = [TIMESTAMP_ENTRY, TIMESTAMP_PROOF, TIMESTAMP_CONSISTENCY];
 
-/// A timestamp entry of the log as a bag carries it (see [`TIMESTAMP_ENTRY`]).
+/// A timestamp entry of the log as a bag carries it, in `data/timestamp/`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BundleTimestamp {
     /// The `checkpoint_timestamp` entry, byte for byte as in the log.

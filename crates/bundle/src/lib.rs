@@ -5,9 +5,11 @@
 //! against, the gateway's public key (C2SP vkey and PEM), and a human-readable certificate. The export itself is
 //! the last custody record, so a bundle proves its own export.
 //!
-//! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. This
-//! crate does no network IO and depends only on `custodia-core` and the IO-free parts of `custodia-ledger`, so
-//! other programs can embed the verifier.
+//! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. A bag from a
+//! gateway with a Time-Stamp Authority carries the log's RFC 3161 timestamp covering its records, checked under the
+//! reader's [`TimeTrust`] (anchors, and ETSI TS 119 612 [`TrustedList`]s). This crate does no IO of its own (the
+//! caller passes a reader or bytes in) and depends only on `custodia-core`, `custodia-witness`, `custodia-timestamp` and the
+//! IO-free parts of `custodia-ledger`, so other programs can embed the verifier.
 
 mod consistency;
 mod layout;

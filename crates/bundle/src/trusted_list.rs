@@ -254,6 +254,18 @@ mod tests {
         let laughs = r#"<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><TrustServiceStatusList>&b;</TrustServiceStatusList>"#;
         refused(laughs.as_bytes(), "not well-formed XML (or has a DTD");
         refused(list(QTST, GRANTED, "not base64!").as_bytes(), "not base64");
+        // What only looks like nesting (in a comment, CDATA, an attribute value) does not count.
+        let looks_deep = list(QTST, GRANTED, "AQID").replacen(
+            "<tsl:SchemeInformation>",
+            &format!(
+                "<!-- {} --><![CDATA[{}]]><tsl:SchemeInformation Note=\"{}\">",
+                "<a>".repeat(100),
+                "<b>".repeat(100),
+                "&gt;".repeat(100)
+            ),
+            1,
+        );
+        assert_eq!(TrustedList::parse(looks_deep.as_bytes()).unwrap().services.len(), 1);
     }
 
     proptest::proptest! {

@@ -185,8 +185,8 @@ pub(crate) fn check(
         return fail(
             report,
             format!(
-                "the token's imprint is not the SHA-256 of the stamped checkpoint (log {}, size {}): it stamps \
-                 other bytes",
+                "the token of timestamp entry {index}: its imprint is not the SHA-256 of the stamped checkpoint (log \
+                 {}, size {}): it stamps other bytes",
                 echoed(&checkpoint.origin),
                 stamp.size
             ),

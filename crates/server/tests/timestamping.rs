@@ -341,3 +341,37 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
     assert_eq!(code, Some(2), "{said}");
     assert!(said.contains("it is larger than"), "{said}");
 }
+
+/// Tokens the gateway never records (it verifies each first), put straight into its log as someone with its storage
+/// could: one over other bytes, and one whose signature was altered. The bag carries the newest token covering its
+/// records, and `custodia verify` refuses each: the imprint with or without an anchor, the signature under one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_invalid() {
+    use support::As;
+    use support::tsa::Forgery;
+    let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
+    let (gw, session, artefact) = support::tsa::gateway_with_a_silent_authority(authority.clone()).await;
+    let key = gw.verifier().to_string();
+    let anchor = authority.path("ca.crt");
+    for (forgery, refused) in [
+        (Forgery::OtherBytes, "its imprint is not the SHA-256 of the stamped checkpoint"),
+        (Forgery::AlteredSignature, "does not verify: the token's signature does not verify"),
+    ] {
+        let index = support::tsa::append_forged_stamp(&gw, &authority, forgery).await;
+        let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+        let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+        assert_eq!(reply.status.as_u16(), 200);
+        let args = ["--trusted-key".into(), key.clone().into(), "--tsa-anchor".into(), anchor.clone().into_os_string()];
+        let (code, said) = cli_verify(&reply.body, &args);
+        assert_eq!(code, Some(1), "{forgery:?}: {said}");
+        assert!(said.contains(&format!("entry {index}")) && said.contains(refused), "{forgery:?}: {said}");
+        assert!(said.contains("NOT VALID: trusted time (RFC 3161 timestamp) failed"), "{forgery:?}: {said}");
+        let (code, said) = cli_verify(&reply.body, &args[..2]);
+        if forgery == Forgery::OtherBytes {
+            assert_eq!(code, Some(1), "{forgery:?}, without an anchor: {said}");
+        } else {
+            assert_eq!(code, Some(0), "{forgery:?}, without an anchor, is unchecked: {said}");
+            assert!(said.contains("its signature is unchecked (no --tsa-anchor given"), "{said}");
+        }
+    }
+}

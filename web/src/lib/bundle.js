@@ -2013,7 +2013,7 @@ function checkTimestamp(files, checkpoint, key, records, report) {
   if (claims.error) return fail(`the token in ${TIMESTAMP_ENTRY}: ${claims.error}`);
   if (claims.imprint === null || !bytesEqual(claims.imprint, sha256(encoder.encode(body)))) {
     return fail(
-      `the token's imprint is not the SHA-256 of the stamped checkpoint (log ${echoed(cp.origin)}, size ${stamp.size}): it stamps other bytes`,
+      `the token of timestamp entry ${index}: its imprint is not the SHA-256 of the stamped checkpoint (log ${echoed(cp.origin)}, size ${stamp.size}): it stamps other bytes`,
     );
   }
   const newer = records.filter((record) => record >= stamp.size).map(String);

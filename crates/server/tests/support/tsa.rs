@@ -103,3 +103,53 @@ pub fn timestamp_proof_broken(bundle: &[u8]) -> Vec<u8> {
         std::fs::write(path, bytes).expect("proof");
     })
 }
+
+/// What someone with the gateway's storage could put in its log as a timestamp; the gateway itself verifies each
+/// token first, and records neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forgery {
+    /// A real token of the authority, over other bytes than the checkpoint it names.
+    OtherBytes,
+    /// A real token over the checkpoint, its signature's last byte changed.
+    AlteredSignature,
+}
+
+/// Appends a `forgery` naming the log's current checkpoint to `gw`'s log, indexed as the gateway indexes its
+/// timestamps: the newest timestamp, at the index returned.
+pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority, forgery: Forgery) -> u64 {
+    use custodia_timestamp::CheckpointTimestamp;
+    let log = &gw.state.gateway.log;
+    let checkpoint = log.checkpoint().checkpoint;
+    let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, checkpoint.size, &checkpoint.root.0);
+    let stamped = match forgery {
+        Forgery::OtherBytes => b"other bytes".to_vec(),
+        Forgery::AlteredSignature => body.into_bytes(),
+    };
+    let request = custodia_timestamp::TimestampRequest::new(&stamped, None, &mut rand_core::OsRng).expect("request");
+    let mut token = custodia_timestamp::token_from_response(&authority.reply(request.to_der())).expect("token");
+    if forgery == Forgery::AlteredSignature {
+        let last = token.len() - 1;
+        token[last] ^= 1;
+    }
+    let entry =
+        CheckpointTimestamp { size: checkpoint.size, root: checkpoint.root.0, token }.to_entry().expect("entry");
+    let index = log.append(entry.clone()).await.expect("append");
+    gw.state.gateway.catalog.index_custody(index as i64, "", None, &entry).await.expect("index");
+    index
+}
+
+/// A gateway configured with `authority` at a URL that never answers (so the only timestamps in its log are those a
+/// test puts there), and one uploaded artefact: the gateway, the uploader's session (a prosecutor of `case-f`), the
+/// artefact.
+pub async fn gateway_with_a_silent_authority(authority: Arc<Authority>) -> (super::TestGateway, String, String) {
+    use super::{As, TestGateway};
+    let base = serve(authority.clone()).await;
+    let tsa = format!("{base}/failing {}", authority.path("ca.crt").display());
+    let gw = TestGateway::start_with(|config| config.timestamps.authorities = vec![tsa]).await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-f").await;
+    gw.member("case-f", &prosecutor, "prosecutor").await;
+    let reply = gw.upload("case-f", "purpose=intake", As::Session(&session), b"evidence".to_vec()).await;
+    let artefact = reply.json()["artefact"].as_str().expect("artefact").to_owned();
+    (gw, session, artefact)
+}

@@ -107,6 +107,8 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
         let cp = &signed.checkpoint;
         let _ = writeln!(out, "Log:           {} at size {}, root {}", cp.origin, cp.size, cp.root);
     }
+    // The entry and its index only, not what its token says: the certificate must read alike in both verifiers,
+    // whatever a token holds, and the token is reported by the checks of trusted time.
     let stamped = source.timestamp.and_then(|(entry, proof)| {
         let size = custodia_timestamp::CheckpointTimestamp::from_entry(entry).ok()?.size;
         Some((size, custodia_ledger::TlogProof::parse(proof).ok()?.index))

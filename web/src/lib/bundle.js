@@ -1277,6 +1277,8 @@ function certificate(facts, key) {
     const cp = opened.checkpoint;
     out.push(`Log:           ${cp.origin} at size ${cp.size}, root ${base64Encode(cp.root)}`);
   }
+  // The entry and its index only, not what its token says: the certificate must read alike in both verifiers,
+  // whatever a token holds, and the token is reported by the checks of trusted time.
   const stampEntry = facts.timestamp ? parseTimestampEntry(facts.timestamp[0]) : null;
   const stampProof = facts.timestamp ? parseProof(facts.timestamp[1]).proof : undefined;
   const stamped = stampEntry && stampProof ? { size: stampEntry.size, index: stampProof.index } : null;
@@ -1883,7 +1885,7 @@ const OID_TST_INFO = '2a864886f70d0109100104';
 const OID_SHA_256 = '608648016503040201';
 /** The attribute types x509-cert names (RFC 4514 short names), by DER OID in hex. */
 const NAME_KEYS = new Map([
-  ['550403', 'CN'], ['550406', 'C'], ['550407', 'L'], ['550408', 'ST'], ['55040a', 'O'], ['55040b', 'OU'],
+  ['550403', 'CN'], ['550404', 'SN'], ['550405', 'SERIALNUMBER'], ['55040c', 'TITLE'], ['55042a', 'GIVENNAME'], ['550406', 'C'], ['550407', 'L'], ['550408', 'ST'], ['55040a', 'O'], ['55040b', 'OU'],
   ['550409', 'STREET'], ['0992268993f22c640119', 'DC'], ['0992268993f22c640101', 'UID'],
 ]);
 

@@ -171,10 +171,9 @@ pub(crate) fn check(
             ),
         );
     }
-    let covered: Vec<String> = records.iter().filter(|&&record| record < stamp.size).map(u64::to_string).collect();
-    if covered.is_empty() {
+    let Some(scope) = scope(records, stamp.size) else {
         return fail(report, format!("the timestamp stamps the log at size {}, before any of its records", stamp.size));
-    }
+    };
     let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, stamp.size, &stamp.root);
     let expected = Expectation::for_message(body.as_bytes());
     let claims = match read_token_claims(&stamp.token) {
@@ -192,25 +191,14 @@ pub(crate) fn check(
             ),
         );
     }
-    let newer: Vec<String> = records.iter().filter(|&&record| record >= stamp.size).map(u64::to_string).collect();
-    let scope = if newer.is_empty() {
-        format!("records {} (the log at size {})", covered.join(", "), stamp.size)
-    } else {
-        format!(
-            "records {} (the log at size {}; records {} are newer)",
-            covered.join(", "),
-            stamp.size,
-            newer.join(", ")
-        )
-    };
     // One check says it all, so that a case bundle's summary of each of its bags keeps it.
     let placed = format!("timestamp entry {index} is in the log, and stamps a prefix of {}: ", layout::CHECKPOINT);
     let anchors = trust.and_then(|trust| trust.anchors.as_ref());
     let (Some(trust), Some(anchors)) = (trust, anchors) else {
         let tsa = claims.tsa_name_in_token.as_deref().map_or("an authority the token does not name".into(), echoed);
         let summary = format!(
-            "{scope} existed no later than {} per {tsa}, as the token claims; its signature is unchecked (no \
-             --tsa-anchor given: check it with custodia verify --tsa-anchor or openssl ts -verify)",
+            "existed no later than {} per {tsa}, as the token claims, unchecked (no --tsa-anchor given: check it \
+             with custodia verify --tsa-anchor or openssl ts -verify): {scope}",
             claims.gen_time_text()
         );
         report.pass(Part::Timestamp, format!("{placed}{summary}"));
@@ -222,11 +210,28 @@ pub(crate) fn check(
             let tsa = echoed(verified.tsa_name_in_token.as_deref().unwrap_or(&verified.tsa));
             let qualification = trust.qualification(&stamp.token, &expected);
             let summary =
-                format!("{scope} existed no later than {} per {tsa} ({qualification})", verified.gen_time_text());
+                format!("existed no later than {} per {tsa} ({qualification}): {scope}", verified.gen_time_text());
             report.pass(Part::Timestamp, format!("{placed}{summary}"));
             report.timestamp = Some(summary);
         }
         Err(err) => fail(report, format!("the token of timestamp entry {index} does not verify: {err}")),
+    }
+}
+
+/// What the log at `size` holds of a bag's records (ledger indexes, in order), in words; `None` if none.
+fn scope(records: &[u64], size: u64) -> Option<String> {
+    let (held, newer): (Vec<u64>, Vec<u64>) = records.iter().partition(|&&record| record < size);
+    let span = |records: &[u64]| match records {
+        [one] => format!("record #{one}"),
+        [first, .., last] => format!("records #{first} to #{last}"),
+        [] => String::new(),
+    };
+    match (held.is_empty(), newer.is_empty()) {
+        (true, _) => None,
+        (false, true) => Some(format!("the log at size {size}, which holds every record of this bundle")),
+        (false, false) => {
+            Some(format!("the log at size {size}, which holds {}; newer than the token: {}", span(&held), span(&newer)))
+        }
     }
 }
 

@@ -247,7 +247,7 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
     // Without an anchor: present, unchecked, and not a failure.
     let (code, said) = cli_verify(&bundle, &with(&[]));
     assert_eq!(code, Some(0), "{said}");
-    assert!(said.contains("its signature is unchecked (no --tsa-anchor given"), "{said}");
+    assert!(said.contains("unchecked (no --tsa-anchor given"), "{said}");
 
     // A trusted list naming the authority's certificate as a granted QTST: qualified, its certificate the anchor.
     let lists = tempfile::tempdir().expect("temp dir");
@@ -371,7 +371,7 @@ async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_
             assert_eq!(code, Some(1), "{forgery:?}, without an anchor: {said}");
         } else {
             assert_eq!(code, Some(0), "{forgery:?}, without an anchor, is unchecked: {said}");
-            assert!(said.contains("its signature is unchecked (no --tsa-anchor given"), "{said}");
+            assert!(said.contains("unchecked (no --tsa-anchor given"), "{said}");
         }
     }
 }

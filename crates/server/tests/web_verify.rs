@@ -468,7 +468,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let timestamp_proof_broken = support::tsa::timestamp_proof_broken(&timestamped);
     let timestamp_token_edited = support::tsa::timestamp_token_forged(&timestamped);
     let named = [
-        ("valid-timestamped", "Timestamp: records ".to_owned()),
+        ("valid-timestamped", "Timestamp: existed no later than ".to_owned()),
         ("timestamp-consistency-broken-bag-rehashed", "does not prove that the stamped checkpoint".to_owned()),
         ("timestamp-token-edited-bag-rehashed", "data/timestamp/entry.proof: ".to_owned()),
         ("timestamp-over-other-bytes", "its imprint is not the SHA-256 of the stamped checkpoint".to_owned()),

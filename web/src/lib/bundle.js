@@ -1976,6 +1976,16 @@ function readTokenClaims(token) {
   }
 }
 
+/** What the log at `size` holds of a bag's records (BigInt ledger indexes, in order), in words; null if none. */
+function timestampScope(records, size) {
+  const held = records.filter((record) => record < size);
+  const newer = records.filter((record) => record >= size);
+  const span = (some) => (some.length === 1 ? `record #${some[0]}` : `records #${some[0]} to #${some[some.length - 1]}`);
+  if (held.length === 0) return null;
+  if (newer.length === 0) return `the log at size ${size}, which holds every record of this bundle`;
+  return `the log at size ${size}, which holds ${span(held)}; newer than the token: ${span(newer)}`;
+}
+
 /**
  * The bag's trusted time (crates/bundle/src/time.rs): `checkpoint` is the bag's checkpoint if it was checked (else
  * null), `records` the record indexes (BigInts). Reports under 'timestamp' and sums up in report.timestamp.
@@ -2008,8 +2018,8 @@ function checkTimestamp(files, checkpoint, key, records, report) {
       `${TIMESTAMP_CONSISTENCY} does not prove that the stamped checkpoint (size ${stamp.size}) is a prefix of ${CHECKPOINT} (size ${cp.size}): the token stamps another log`,
     );
   }
-  const covered = records.filter((record) => record < stamp.size).map(String);
-  if (covered.length === 0) return fail(`the timestamp stamps the log at size ${stamp.size}, before any of its records`);
+  const scope = timestampScope(records, stamp.size);
+  if (scope === null) return fail(`the timestamp stamps the log at size ${stamp.size}, before any of its records`);
   const body = `${cp.origin}\n${stamp.size}\n${base64Encode(stamp.root)}\n`;
   const claims = readTokenClaims(stamp.token);
   if (claims.error) return fail(`the token in ${TIMESTAMP_ENTRY}: ${claims.error}`);
@@ -2018,15 +2028,11 @@ function checkTimestamp(files, checkpoint, key, records, report) {
       `the token of timestamp entry ${index}: its imprint is not the SHA-256 of the stamped checkpoint (log ${echoed(cp.origin)}, size ${stamp.size}): it stamps other bytes`,
     );
   }
-  const newer = records.filter((record) => record >= stamp.size).map(String);
-  const scope = newer.length
-    ? `records ${covered.join(', ')} (the log at size ${stamp.size}; records ${newer.join(', ')} are newer)`
-    : `records ${covered.join(', ')} (the log at size ${stamp.size})`;
   const tsa = claims.tsa === null ? 'an authority the token does not name' : echoed(claims.tsa);
-  const claim = `${scope} existed no later than ${claims.genTime} per ${tsa}, as the token claims`;
+  const claim = `existed no later than ${claims.genTime} per ${tsa}, as the token claims: ${scope}`;
   const summary =
-    `${claim}; its signature is not checked here (a browser holds no authority's certificate: check it with ` +
-    'custodia verify --tsa-anchor or openssl ts -verify)';
+    `existed no later than ${claims.genTime} per ${tsa}, as the token claims, unchecked here (a browser holds no ` +
+    `authority's certificate: check it with custodia verify --tsa-anchor or openssl ts -verify): ${scope}`;
   // One check says it all, so that a case bundle's summary of each of its bags keeps it.
   report.pass('timestamp', `timestamp entry ${index} is in the log, and stamps a prefix of ${CHECKPOINT}: ${summary}`);
   report.timestamp = summary;

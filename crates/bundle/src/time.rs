@@ -196,9 +196,14 @@ pub(crate) fn check(
     let anchors = trust.and_then(|trust| trust.anchors.as_ref());
     let (Some(trust), Some(anchors)) = (trust, anchors) else {
         let tsa = claims.tsa_name_in_token.as_deref().map_or("an authority the token does not name".into(), echoed);
+        let why = if trust.is_some_and(|trust| !trust.lists.is_empty()) {
+            "no --tsa-anchor given, and the trusted lists name no QTST certificate"
+        } else {
+            "no --tsa-anchor given"
+        };
         let summary = format!(
-            "existed no later than {} per {tsa}, as the token claims, unchecked (no --tsa-anchor given: check it \
-             with custodia verify --tsa-anchor or openssl ts -verify): {scope}",
+            "existed no later than {} per {tsa}, as the token claims, unchecked ({why}: check it with custodia \
+             verify --tsa-anchor or openssl ts -verify): {scope}",
             claims.gen_time_text()
         );
         report.pass(Part::Timestamp, format!("{placed}{summary}"));

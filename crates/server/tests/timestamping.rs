@@ -285,6 +285,15 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
         "{said}"
     );
 
+    // A list with no time-stamping service: nothing to anchor the token to, so it is reported unchecked.
+    let no_qtst = list("ca-only.xml", "http://uri.etsi.org/TrstSvc/Svctype/CA/QC", GRANTED);
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), no_qtst.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("unchecked (no --tsa-anchor given, and the trusted lists name no QTST certificate"),
+        "{said}"
+    );
+
     // Another authority's root: NOT VALID, and why.
     let (code, said) = cli_verify(&bundle, &with(&[flag("--tsa-anchor"), stranger.path("ca.crt").as_os_str()]));
     assert_eq!(code, Some(1), "{said}");

@@ -57,6 +57,7 @@ const MEANING = {
   custody_history: 'the custody history is incomplete, out of order or not about this evidence',
   openings: "a record's opened text (its case, purpose or other words) is missing or is not what the record committed to",
   case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
+  timestamp: "the timestamp token does not stamp this bundle's log, or is not in it",
   report: 'the certificate (REPORT.txt) says something the checked files do not: it is not evidence, and it was edited',
 };
 
@@ -170,6 +171,16 @@ function showVerification(file, v, seconds) {
   if (v.bundles) fact(words('verify.fact.bundles', 'Artefact bundles'), String(v.bundles.length));
   fact(words('verify.fact.records', 'Custody records'), String(v.records));
   if (v.witnesses) fact(words('verify.fact.witnesses', 'Witnesses'), printable(v.witnesses.summary));
+  if (v.timestamp) {
+    // A token that passed what the browser checks: its signature is left to a verifier with the authority's root.
+    const unchecked = v.timestampClaim !== null && !v.failedParts.includes('timestamp');
+    fact(
+      words('verify.fact.timestamp', 'Trusted time'),
+      unchecked
+        ? `${printable(v.timestampClaim)}. ${words('verify.timestampUnchecked', "The token's signature is not checked in the browser, which holds no Time-Stamp Authority certificate: check it with custodia verify --tsa-anchor, or openssl ts -verify (docs/verify-by-hand.md, step 3b).")}`
+        : printable(v.timestamp),
+    );
+  }
   if (v.log) fact(words('verify.fact.log', 'Log'), words('verify.logSize', `${v.log.origin}, size ${v.log.size}`, { origin: v.log.origin, size: v.log.size }));
   fact(words('verify.fact.checkedIn', 'Checked in'), words('verify.seconds', `${seconds.toFixed(1)} s, in this browser`, { seconds: seconds.toFixed(1) }));
   facts.hidden = false;

@@ -345,6 +345,7 @@ fn build(
         vkey: signer.verifier().to_string(),
         bagged_at: jiff::Timestamp::now().to_string(),
         witnessing: None,
+        timestamp: None,
     };
     let bundle = dir.join(format!("{name}.tar"));
     let started = Instant::now();

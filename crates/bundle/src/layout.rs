@@ -36,6 +36,49 @@ pub const WITNESS_CONSISTENCY: &str = "data/witness/consistency.proof";
 /// The witnessing files a bag of either kind may hold.
 pub const WITNESS_FILES: [&str; 3] = [WITNESS_POLICY, WITNESSED_CHECKPOINT, WITNESS_CONSISTENCY];
 
+/// Trusted time (RFC 3161): a bag from a gateway with a Time-Stamp Authority carries the newest `checkpoint_timestamp`
+/// entry of the log whose stamped checkpoint covers the artefact's registration and is a prefix of `data/checkpoint`:
+/// the entry byte for byte as in the log, its inclusion proof against `data/checkpoint`
+/// (c2sp.org/tlog-proof@v1, which names the entry's index), and the consistency proof from the stamped checkpoint to
+/// `data/checkpoint`. Records below the stamped size existed no later than the token's genTime. A bag without these
+/// files had no token covering its records.
+pub const TIMESTAMP_ENTRY: &str = "data/timestamp/entry.json";
+/// The timestamp entry's inclusion proof against `data/checkpoint` (c2sp.org/tlog-proof@v1).
+pub const TIMESTAMP_PROOF: &str = "data/timestamp/entry.proof";
+/// The consistency proof from the stamped checkpoint to `data/checkpoint`: one base64 hash a line.
+pub const TIMESTAMP_CONSISTENCY: &str = "data/timestamp/consistency.proof";
+/// The trusted-time files an artefact bag may hold, all or none.
+pub const TIMESTAMP_FILES: [&str; 3] = [TIMESTAMP_ENTRY, TIMESTAMP_PROOF, TIMESTAMP_CONSISTENCY];
+
+/// A timestamp entry of the log as a bag carries it, in `data/timestamp/`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BundleTimestamp {
+    /// The `checkpoint_timestamp` entry, byte for byte as in the log.
+    pub entry: Vec<u8>,
+    /// Its c2sp.org/tlog-proof@v1 against the bag's checkpoint.
+    pub proof: Vec<u8>,
+    /// The consistency proof from the stamped checkpoint to the bag's checkpoint
+    /// ([`crate::consistency_proof_file`]).
+    pub consistency: Vec<u8>,
+}
+
+impl std::fmt::Debug for BundleTimestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BundleTimestamp").field("entry_len", &self.entry.len()).finish_non_exhaustive()
+    }
+}
+
+impl BundleTimestamp {
+    /// The files this adds to a bag.
+    pub fn files(&self) -> Vec<(String, Vec<u8>)> {
+        vec![
+            (TIMESTAMP_ENTRY.to_owned(), self.entry.clone()),
+            (TIMESTAMP_PROOF.to_owned(), self.proof.clone()),
+            (TIMESTAMP_CONSISTENCY.to_owned(), self.consistency.clone()),
+        ]
+    }
+}
+
 /// What a bag from a gateway with a witness policy carries besides its cosigned checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Witnessing {
@@ -112,6 +155,8 @@ pub struct BundleSource {
     pub bagged_at: String,
     /// The witness policy and what else witnessing adds, from a gateway that has a witness policy.
     pub witnessing: Option<Witnessing>,
+    /// The newest timestamp of the log that covers the records, from a gateway with a Time-Stamp Authority.
+    pub timestamp: Option<BundleTimestamp>,
 }
 
 /// The payload's path in the bag.

@@ -5,17 +5,27 @@
 //! against, the gateway's public key (C2SP vkey and PEM), and a human-readable certificate. The export itself is
 //! the last custody record, so a bundle proves its own export.
 //!
-//! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. This
-//! crate does no network IO and depends only on `custodia-core` and the IO-free parts of `custodia-ledger`, so
-//! other programs can embed the verifier.
+//! [`write`] lays a bundle out; [`verify`] checks one, streaming, with memory flat in the payload's size. A bag from a
+//! gateway with a Time-Stamp Authority carries the log's RFC 3161 timestamp covering its records, checked under the
+//! reader's [`TimeTrust`] (anchors, and ETSI TS 119 612 [`TrustedList`]s). This crate does no IO of its own (the
+//! caller passes a reader or bytes in) and depends only on `custodia-core`, `custodia-witness`, `custodia-timestamp` and the
+//! IO-free parts of `custodia-ledger`, so other programs can embed the verifier.
 
+mod consistency;
 mod layout;
 mod report;
+mod time;
+mod trusted_list;
 mod verify;
 mod witnesses;
 mod write;
 
-pub use layout::{BundleRecord, BundleSource, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem};
+pub use consistency::proof_file as consistency_proof_file;
+pub use layout::{
+    BundleRecord, BundleSource, BundleTimestamp, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem,
+};
+pub use time::{TimeTrust, TimeTrustError};
+pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Pins, Verdict, Verification, VerifyError,
     Witnessed, printable, verify, verify_pinned, verify_within,

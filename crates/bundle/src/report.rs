@@ -57,6 +57,8 @@ pub(crate) struct CertificateFacts<'a> {
     pub checkpoint: &'a [u8],
     /// The gateway's key in C2SP verifier-key form.
     pub vkey: &'a str,
+    /// The bag's timestamp entry and its inclusion proof, when it carries one.
+    pub timestamp: Option<(&'a [u8], &'a [u8])>,
 }
 
 /// The certificate's text. It is not evidence: it says in words what the bundle's checked files say, and both
@@ -73,6 +75,7 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
             records: &records,
             checkpoint: &source.checkpoint,
             vkey: &source.vkey,
+            timestamp: source.timestamp.as_ref().map(|stamp| (stamp.entry.as_slice(), stamp.proof.as_slice())),
         },
         verifier,
     )
@@ -103,6 +106,19 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
     if let Some(signed) = &checkpoint {
         let cp = &signed.checkpoint;
         let _ = writeln!(out, "Log:           {} at size {}, root {}", cp.origin, cp.size, cp.root);
+    }
+    // The entry and its index only, not what its token says: the certificate must read alike in both verifiers,
+    // whatever a token holds, and the token is reported by the checks of trusted time.
+    let stamped = source.timestamp.and_then(|(entry, proof)| {
+        let size = custodia_timestamp::CheckpointTimestamp::from_entry(entry).ok()?.size;
+        Some((size, custodia_ledger::TlogProof::parse(proof).ok()?.index))
+    });
+    if let Some((size, index)) = stamped {
+        let _ = writeln!(
+            out,
+            "Trusted time:  the log at size {size} is stamped by a Time-Stamp Authority (RFC 3161): log entry #{index}, {}",
+            layout::TIMESTAMP_ENTRY
+        );
     }
     let _ = writeln!(
         out,
@@ -159,6 +175,17 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
         "    4. each {}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.",
         layout::CUSTODY_DIR
     );
+    if stamped.is_some() {
+        let _ = writeln!(
+            out,
+            "  Trusted time: custodia verify <bundle> --tsa-anchor <the authority's root PEM> [--trusted-list <TL.xml>],"
+        );
+        let _ = writeln!(
+            out,
+            "    or openssl ts -verify on the token of {}: see the document, step 3b.",
+            layout::TIMESTAMP_ENTRY
+        );
+    }
     out
 }
 

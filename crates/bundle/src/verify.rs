@@ -84,6 +84,9 @@ pub enum Part {
     /// A case bundle's contents against its case export record: every artefact bundle listed, none missing,
     /// none added, each byte for byte as exported.
     CaseContents,
+    /// The trusted time (RFC 3161) the bag carries: its timestamp entry is in the log, stamps a prefix of the bag's
+    /// checkpoint, and its token's imprint is that checkpoint's; under the reader's anchors, the token in full.
+    Timestamp,
     /// The certificate (`data/REPORT.txt`) says what the checked files say. It is not evidence; a certificate
     /// that says anything else (an artefact's line dropped, a purpose reworded) is reported.
     Report,
@@ -102,6 +105,7 @@ impl fmt::Display for Part {
             Self::CustodyHistory => "custody history",
             Self::Openings => "record openings",
             Self::CaseContents => "case contents",
+            Self::Timestamp => "trusted time (RFC 3161 timestamp)",
             Self::Report => "certificate (REPORT.txt)",
         })
     }
@@ -145,6 +149,9 @@ pub struct Verification {
     unconfirmed: usize,
     /// What the witnesses' cosignatures say, when the bundle carries a witness policy or one was pinned.
     pub witnesses: Option<Witnessed>,
+    /// Of an artefact bundle: what its trusted time (RFC 3161) says, in words ("records ... existed no later than
+    /// ... per ...", or "none (...)").
+    pub timestamp: Option<String>,
 }
 
 /// What the witnesses' cosignatures on a bundle's checkpoint add up to, and under whose policy.
@@ -213,6 +220,9 @@ impl fmt::Display for Verification {
         }
         if let Some(witnessed) = &self.witnesses {
             writeln!(f, "WITNESSES: {}", printable(&witnessed.summary))?;
+        }
+        if let Some(timestamp) = &self.timestamp {
+            writeln!(f, "Timestamp: {}", printable(timestamp))?;
         }
         match self.verdict() {
             Verdict::Valid if self.witnesses.as_ref().is_some_and(|w| !w.pinned) => writeln!(
@@ -396,9 +406,8 @@ fn checks_cost(checks: &[Check]) -> u64 {
 /// What a case bundle keeps of one of its artefact bundles once it is checked: every failed part with its first
 /// failure, at most [`NESTED_FAILURES_KEPT`] failures besides, a count of those let go, and one check per part
 /// that passed, with how many passed. The verdict, the artefact, its SHA-256 and the counts stay as they were.
-fn summarise(verification: Verification) -> Verification {
-    let Verification { checks, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, witnesses } =
-        verification;
+fn summarise(mut verification: Verification) -> Verification {
+    let checks = std::mem::take(&mut verification.checks);
     let mut kept: Vec<Check> = Vec::new();
     let mut failed_parts = BTreeSet::new();
     let mut failures = 0usize;
@@ -422,7 +431,7 @@ fn summarise(verification: Verification) -> Verification {
         let detail = if count > 1 { format!("{detail} (and {} more such checks passed)", count - 1) } else { detail };
         kept.push(Check { part, passed: true, detail });
     }
-    Verification { checks: kept, artefact, sha256, records, scope, files_read, peak_kept_bytes, unconfirmed, witnesses }
+    Verification { checks: kept, ..verification }
 }
 
 /// The most bytes of one extended header (a PAX header or a GNU long name); our bundles have none, and a tar tool
@@ -710,7 +719,7 @@ pub fn verify(reader: impl Read, trusted: &[LogVerifier]) -> Result<Verification
 
 /// [`verify`] under other [`Limits`]. The verification says how many files it read and the most it held.
 pub fn verify_within(reader: impl Read, trusted: &[LogVerifier], limits: Limits) -> Result<Verification, VerifyError> {
-    verify_pinned(reader, &Pins { keys: trusted, policy: None }, limits)
+    verify_pinned(reader, &Pins { keys: trusted, policy: None, time: None }, limits)
 }
 
 /// What the reader pins: the gateway keys they trust, and the witness policy (c2sp.org/tlog-policy) they require.
@@ -720,6 +729,9 @@ pub struct Pins<'a> {
     /// With a policy, the checkpoint's cosignatures must meet its quorum over every record, or the bundle is not
     /// valid; without one, a bundle's own policy is reported as the bundle's, not one the reader pinned.
     pub policy: Option<&'a Policy>,
+    /// Time-Stamp Authority anchors and trusted lists: with anchors, a bag's timestamp token must verify under them,
+    /// or the bundle is not valid; without, it is reported as present and unchecked.
+    pub time: Option<&'a crate::TimeTrust>,
 }
 
 /// [`verify_within`] under a pinned witness policy too.
@@ -1137,6 +1149,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
             path.starts_with(layout::PAYLOAD_DIR)
                 || ARTEFACT_FILES.contains(&path)
                 || layout::WITNESS_FILES.contains(&path)
+                || layout::TIMESTAMP_FILES.contains(&path)
         },
         &mut report,
     );
@@ -1217,6 +1230,14 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
     report.records = records.len();
     let indexes: Vec<u64> = records.iter().map(|record| record.index).collect();
     crate::witnesses::check(&witness_files(files), &key, trusted.policy, &indexes, &mut report);
+    let time_files = crate::time::TimestampFiles {
+        entry: text(files, layout::TIMESTAMP_ENTRY),
+        proof: text(files, layout::TIMESTAMP_PROOF),
+        consistency: text(files, layout::TIMESTAMP_CONSISTENCY),
+    };
+    let opened = crate::time::open_checkpoint(checkpoint_bytes, &key).filter(|_| checkpoint_ok);
+    let included = |entry: &[u8], proof: &[u8]| included(entry, Some(proof), None, checkpoint_bytes, &key);
+    crate::time::check(&time_files, opened.as_ref(), &indexes, trusted.time, included, &mut report);
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
@@ -1239,6 +1260,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
             records: &entries,
             checkpoint: checkpoint_bytes,
             vkey: &vkey,
+            timestamp: text(files, layout::TIMESTAMP_ENTRY).zip(text(files, layout::TIMESTAMP_PROOF)),
         };
         check_report(files, &crate::report::certificate_of(&facts, &key), &mut report);
     }
@@ -1406,29 +1428,42 @@ fn check_records(
             report.fail(Part::CustodyHistory, format!("{path} is not a canonical custody record"));
         }
         let (_, proof_path) = layout::record_paths(index);
-        let proof = text(files, &proof_path).map(TlogProof::parse);
-        match proof {
-            None => report.fail(Part::InclusionProof, format!("record {index}: {proof_path} is missing")),
-            Some(Err(err)) => report.fail(Part::InclusionProof, format!("record {index}: {err}")),
-            Some(Ok(proof)) if proof.index != index => {
-                report.fail(Part::InclusionProof, format!("{proof_path} proves entry {}, not {index}", proof.index));
+        let checkpoint = if checkpoint_ok { checkpoint_bytes } else { &[] };
+        match included(entry, text(files, &proof_path), Some(index), checkpoint, key) {
+            Ok(_) => report.pass(Part::InclusionProof, format!("record {index} is entry {index} of the signed log")),
+            Err(why) if why == "is missing" => {
+                report.fail(Part::InclusionProof, format!("record {index}: {proof_path} {why}"));
             }
-            Some(Ok(proof)) if proof.checkpoint_note != checkpoint_bytes && checkpoint_ok => {
-                report.fail(
-                    Part::InclusionProof,
-                    format!("{proof_path} is against a different checkpoint than {}", layout::CHECKPOINT),
-                );
+            Err(why) if why.starts_with("proves") || why.starts_with("is against") => {
+                report.fail(Part::InclusionProof, format!("{proof_path} {why}"));
             }
-            Some(Ok(proof)) => match proof.verify(entry, std::slice::from_ref(key)) {
-                Ok(_) => {
-                    report.pass(Part::InclusionProof, format!("record {index} is entry {index} of the signed log"))
-                }
-                Err(err) => report.fail(Part::InclusionProof, format!("record {index}: {err}")),
-            },
+            Err(why) => report.fail(Part::InclusionProof, format!("record {index}: {why}")),
         }
         records.push(BundledRecord { index, record });
     }
     records
+}
+
+/// Whether `proof` (a c2sp.org/tlog-proof@v1 file) proves `entry` is in the log signed by `key`: the entry
+/// `index` when one is expected, against exactly `checkpoint` when it is not empty. The entry's index, or why not.
+fn included(
+    entry: &[u8],
+    proof: Option<&[u8]>,
+    index: Option<u64>,
+    checkpoint: &[u8],
+    key: &LogVerifier,
+) -> Result<u64, String> {
+    let proof = TlogProof::parse(proof.ok_or("is missing")?).map_err(|err| err.to_string())?;
+    if let Some(index) = index
+        && proof.index != index
+    {
+        return Err(format!("proves entry {}, not {index}", proof.index));
+    }
+    if !checkpoint.is_empty() && proof.checkpoint_note != checkpoint {
+        return Err(format!("is against a different checkpoint than {}", layout::CHECKPOINT));
+    }
+    proof.verify(entry, std::slice::from_ref(key)).map_err(|err| err.to_string())?;
+    Ok(proof.index)
 }
 
 /// The history is complete and in order: it starts with the registration that the signed manifest describes,

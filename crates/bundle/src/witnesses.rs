@@ -8,7 +8,6 @@
 //! case records at or beyond its size are named as not yet witnessed. Under a pinned policy anything short of
 //! that fails; under the bundle's own, it is said plainly and the verdict is qualified.
 
-use custodia_ledger::merkle::{Hash, verify_consistency};
 use custodia_ledger::{LogVerifier, SignedCheckpoint};
 use custodia_witness::{LineVerdict, Policy};
 
@@ -29,13 +28,6 @@ fn when(timestamp: u64) -> String {
         .ok()
         .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
         .map_or_else(|| format!("{timestamp} s after the epoch"), |time| time.to_string())
-}
-
-/// The consistency proof file: one base64 hash a line, at most 63 (a tree of 2^63 entries needs no more).
-fn parse_proof(bytes: &[u8]) -> Option<Vec<Hash>> {
-    let text = std::str::from_utf8(bytes).ok()?;
-    let hashes: Option<Vec<Hash>> = text.lines().map(Hash::from_base64).collect();
-    hashes.filter(|hashes| hashes.len() <= 63 && (text.is_empty() || text.ends_with('\n')))
 }
 
 /// Checks the witnesses of a bag whose checkpoint is signed by `key`, whose records are `records` (ledger indexes),
@@ -102,11 +94,8 @@ pub(crate) fn check(
                 return;
             };
             let (m, n) = (earlier.checkpoint.size, latest.checkpoint.size);
-            let consistent = m <= n
-                && parse_proof(proof).is_some_and(|proof| {
-                    m == n && proof.is_empty() && earlier.checkpoint.root == latest.checkpoint.root
-                        || verify_consistency(m, n, &proof, &earlier.checkpoint.root, &latest.checkpoint.root).is_ok()
-                });
+            let consistent =
+                crate::consistency::proves(proof, (m, &earlier.checkpoint.root), (n, &latest.checkpoint.root));
             if !consistent {
                 report.fail(
                     Part::Witnesses,

@@ -121,6 +121,7 @@ impl BundleWriter {
             (layout::PUBLIC_KEY_PEM.into(), layout::public_key_pem(&key).into_bytes()),
         ];
         data.extend(source.witnessing.iter().flat_map(layout::Witnessing::files));
+        data.extend(source.timestamp.iter().flat_map(layout::BundleTimestamp::files));
         for record in &source.records {
             let (entry_path, proof_path) = layout::record_paths(record.index);
             data.push((entry_path, record.entry.clone()));

@@ -684,6 +684,21 @@ impl Catalog {
         Ok(row.map(|row| row.try_get("openings")).transpose()?)
     }
 
+    /// The log's own entries, indexed under no case (its RFC 3161 timestamps), with ledger indexes from `from` up
+    /// to but not including `to`, newest first, at most `limit` of them.
+    pub async fn caseless_entries_newest_first(&self, from: i64, to: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT ledger_index, record FROM custody_index WHERE case_id = '' AND ledger_index >= $1 \
+             AND ledger_index < $2 ORDER BY ledger_index DESC LIMIT $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("ledger_index")?, row.try_get("record")?))).collect()
+    }
+
     /// The first ledger index missing from the custody index: every index below it is there. Indexes above it may
     /// be there too (appends index concurrently, and a failed index write leaves a gap), so this is the start of the
     /// first gap, never one past the highest index.

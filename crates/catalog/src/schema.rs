@@ -170,6 +170,11 @@ CREATE TABLE IF NOT EXISTS hearing_output (
 CREATE INDEX IF NOT EXISTS hearing_output_by_provider ON hearing_output (provider_account, size);
 CREATE INDEX IF NOT EXISTS hearing_output_by_case ON hearing_output (case_id, size);
 "#,
+    // The log's own timestamps (RFC 3161 `checkpoint_timestamp` entries) are indexed under no case; a court bundle
+    // looks for the newest that covers its records, by case and index rather than by reading the whole index.
+    r#"
+CREATE INDEX IF NOT EXISTS custody_by_case ON custody_index (case_id, ledger_index);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

@@ -62,6 +62,14 @@ async fn exercise(catalog: &Catalog) {
     assert_eq!(catalog.custody_indexed_between(5, 10).await.unwrap(), vec![5, 6, 7, 9]);
     catalog.index_custody(8, "case-1", None, b"case record").await.unwrap();
     assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 10);
+    // The log's own entries (its timestamps) are indexed under no case, and read newest first, within bounds.
+    for index in [10, 11, 12] {
+        catalog.index_custody(index, "", None, format!("stamp {index}").as_bytes()).await.unwrap();
+    }
+    let stamp = |index: i64| (index, format!("stamp {index}").into_bytes());
+    assert_eq!(catalog.caseless_entries_newest_first(0, 12, 8).await.unwrap(), vec![stamp(11), stamp(10)]);
+    assert_eq!(catalog.caseless_entries_newest_first(11, 100, 1).await.unwrap(), vec![stamp(12)]);
+    assert_eq!(catalog.caseless_entries_newest_first(0, 10, 8).await.unwrap(), vec![]);
 
     let request = WidenRequestRow {
         id: "wr-1".into(),

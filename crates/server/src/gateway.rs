@@ -8,7 +8,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use custodia_bundle::{BundleRecord, BundleSource, CaseListing, CaseRecord, ExportScope, ListedBundle};
+use custodia_bundle::{
+    BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
+};
 use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
@@ -1338,13 +1340,41 @@ impl Gateway {
                 Ok((cosigned, cosigned_size, Some(custodia_bundle::Witnessing { policy, older: None })))
             }
             Some((cosigned, cosigned_size)) if cosigned_size > 0 && cosigned_size <= size => {
-                let proof = self.log.storage().consistency_proof(cosigned_size, size).await?;
-                let proof: String = proof.iter().map(|hash| format!("{}\n", hash.to_base64())).collect();
-                let older = Some((cosigned, proof.into_bytes()));
+                let older = Some((cosigned, self.consistency_file(cosigned_size, size).await?));
                 Ok((note, size, Some(custodia_bundle::Witnessing { policy, older })))
             }
             _ => Ok((note, size, Some(custodia_bundle::Witnessing { policy, older: None }))),
         }
+    }
+
+    /// The consistency proof from the log at size `from` to size `to`, as a bag carries it
+    /// ([`custodia_bundle::consistency_proof_file`]).
+    async fn consistency_file(&self, from: u64, to: u64) -> Result<Vec<u8>> {
+        let proof = self.log.storage().consistency_proof(from, to).await?;
+        Ok(custodia_bundle::consistency_proof_file(&proof))
+    }
+
+    /// The newest of the log's timestamps (RFC 3161 `checkpoint_timestamp` entries) that a bag whose first record
+    /// is `first` and whose records are proved against `proved` can carry: an entry below `proved`'s size whose
+    /// stamped checkpoint holds that first record (the registration) at least, with its inclusion proof against
+    /// `proved` and the consistency proof from the stamped checkpoint to it. `None` when no token covers it.
+    async fn covering_timestamp(&self, first: u64, proved: &ProvedAgainst) -> Result<Option<BundleTimestamp>> {
+        // A stamp of a size above `first` is appended after it; the newest few are enough, since stamps follow the log.
+        const LOOKED_AT: i64 = 8;
+        let candidates =
+            self.catalog.caseless_entries_newest_first(first as i64 + 1, proved.size as i64, LOOKED_AT).await?;
+        for (index, entry) in candidates {
+            let Ok(stamp) = custodia_timestamp::CheckpointTimestamp::from_entry(&entry) else { continue };
+            if stamp.size <= first || stamp.size > proved.size {
+                continue;
+            }
+            let index = index as u64;
+            let path = self.log.storage().inclusion_proof(index, proved.size).await?;
+            let proof = TlogProof { extra: None, index, path, checkpoint_note: proved.note.clone() };
+            let consistency = self.consistency_file(stamp.size, proved.size).await?;
+            return Ok(Some(BundleTimestamp { entry, proof: proof.to_bytes(), consistency }));
+        }
+        Ok(None)
     }
 
     /// Whether `row`'s use policy lets the caller export it, a refusal naming the artefact.
@@ -1416,6 +1446,10 @@ impl Gateway {
         }
         let signature =
             row.manifest_signature.parse().map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
+        let timestamp = match records.first() {
+            Some(first) => self.covering_timestamp(first.index, proved).await?,
+            None => None,
+        };
         Ok(BundleSource {
             artefact,
             payload_sha256: sha256,
@@ -1427,6 +1461,7 @@ impl Gateway {
             vkey: self.verifier.to_string(),
             bagged_at: self.now().to_string(),
             witnessing: proved.witnessing.clone(),
+            timestamp,
         })
     }
 

@@ -34,8 +34,12 @@ enum Command {
     /// the checkpoint signature, the signing key, that the custody history is complete and in order, and that a
     /// case bundle holds exactly the artefact bundles its case export record lists.
     ///
-    /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key or --policy is malformed; 3 when
+    /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key, --policy,
+    /// --tsa-anchor or --trusted-list is malformed; 3 when
     /// NOT VERIFIED: every check passed, but no key was pinned, so the signer is unknown.
+    ///
+    /// A bundle's RFC 3161 timestamp is reported on its own line; with --tsa-anchor its token must verify, and with
+    /// --trusted-list it is said to be qualified or not.
     Verify {
         /// The bundle (.tar) exported by a gateway, or - to read it from standard input.
         bundle: PathBuf,
@@ -48,6 +52,16 @@ enum Command {
         /// as the bundle's, not one you pinned.
         #[arg(long = "policy")]
         policy: Option<PathBuf>,
+        /// A Time-Stamp Authority's trust anchor (a PEM file of one or more certificates), from a source you trust;
+        /// may be given several times. The bundle's RFC 3161 token must verify and chain to one, or the bundle is
+        /// NOT VALID. Without one (or a --trusted-list), the token is reported as present but unchecked.
+        #[arg(long = "tsa-anchor")]
+        tsa_anchors: Vec<PathBuf>,
+        /// An ETSI TS 119 612 trusted list (XML); may be given several times. A token that chains to the
+        /// certificate of a granted QTST service in it is reported as qualified. Its certificates are the anchors
+        /// when no --tsa-anchor is given. The list's own XML signature is NOT checked: use a copy you trust.
+        #[arg(long = "trusted-list")]
+        trusted_lists: Vec<PathBuf>,
     },
 }
 
@@ -111,9 +125,11 @@ async fn gateway_main() -> std::process::ExitCode {
             // rewrite what the terminal shows.
             eprintln!("custodia: {}", custodia_bundle::printable(&format!("{err:#}")));
             match err.downcast_ref::<VerifyFailure>() {
-                Some(VerifyFailure::MalformedPin { .. } | VerifyFailure::MalformedPolicy { .. }) => {
-                    std::process::ExitCode::from(2)
-                }
+                Some(
+                    VerifyFailure::MalformedPin { .. }
+                    | VerifyFailure::MalformedPolicy { .. }
+                    | VerifyFailure::MalformedTimeTrust { .. },
+                ) => std::process::ExitCode::from(2),
                 Some(VerifyFailure::UnknownSigner(_)) => std::process::ExitCode::from(3),
                 _ => std::process::ExitCode::FAILURE,
             }
@@ -135,6 +151,8 @@ enum VerifyFailure {
     MalformedPin { given: String, reason: String },
     #[error("the --policy {given:?} could not be read as a witness policy, so nothing was checked: {reason}")]
     MalformedPolicy { given: String, reason: String },
+    #[error("the {flag} {given:?} could not be read, so nothing was checked: {reason}")]
+    MalformedTimeTrust { flag: &'static str, given: String, reason: String },
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -148,7 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
-        Command::Verify { bundle, trusted_keys, policy } => verify_bundle(&bundle, &trusted_keys, policy.as_deref()),
+        Command::Verify { bundle, trusted_keys, policy, tsa_anchors, trusted_lists } => {
+            let time = time_trust(&tsa_anchors, &trusted_lists)?;
+            verify_bundle(&bundle, &trusted_keys, policy.as_deref(), time.as_ref())
+        }
         Command::Log(LogCommand::CheckProof { proof, entry, key }) => {
             let verifier = read_verifier(&key)?;
             let proof_bytes = std::fs::read(&proof).with_context(|| format!("reading {}", proof.display()))?;
@@ -198,10 +219,50 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// What `custodia verify` trusts for time: the --tsa-anchor files and the --trusted-list files, each read under
+/// the trusted list's byte budget. `None` when neither was given.
+fn time_trust(anchors: &[PathBuf], lists: &[PathBuf]) -> Result<Option<custodia_bundle::TimeTrust>, VerifyFailure> {
+    if anchors.is_empty() && lists.is_empty() {
+        return Ok(None);
+    }
+    let read = |flag: &'static str, path: &PathBuf| -> Result<Vec<u8>, VerifyFailure> {
+        let malformed =
+            |reason: String| VerifyFailure::MalformedTimeTrust { flag, given: path.display().to_string(), reason };
+        let file = std::fs::File::open(path).map_err(|err| malformed(err.to_string()))?;
+        let mut bytes = Vec::new();
+        let budget = custodia_bundle::MAX_TRUSTED_LIST_BYTES as u64 + 1;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, budget), &mut bytes)
+            .map_err(|err| malformed(err.to_string()))?;
+        if bytes.len() as u64 == budget {
+            return Err(malformed(format!("it is larger than {} bytes", custodia_bundle::MAX_TRUSTED_LIST_BYTES)));
+        }
+        Ok(bytes)
+    };
+    let pems = anchors.iter().map(|path| read("--tsa-anchor", path)).collect::<Result<Vec<_>, _>>()?;
+    let mut parsed = Vec::with_capacity(lists.len());
+    for path in lists {
+        let list = custodia_bundle::TrustedList::parse(&read("--trusted-list", path)?).map_err(|err| {
+            VerifyFailure::MalformedTimeTrust {
+                flag: "--trusted-list",
+                given: path.display().to_string(),
+                reason: err.to_string(),
+            }
+        })?;
+        parsed.push(list);
+    }
+    let given = anchors.iter().chain(lists).map(|path| path.display().to_string()).collect::<Vec<_>>().join(", ");
+    custodia_bundle::TimeTrust::new(&pems, parsed).map(Some).map_err(|err| VerifyFailure::MalformedTimeTrust {
+        flag: "--tsa-anchor or --trusted-list",
+        given,
+        reason: err.to_string(),
+    })
+}
+
 fn verify_bundle(
     bundle: &std::path::Path,
     trusted_keys: &[String],
     policy: Option<&std::path::Path>,
+    time: Option<&custodia_bundle::TimeTrust>,
 ) -> anyhow::Result<()> {
     let trusted = trusted_keys
         .iter()
@@ -224,7 +285,7 @@ fn verify_bundle(
     } else {
         Box::new(std::fs::File::open(bundle).with_context(|| format!("opening {name}"))?)
     };
-    let pins = custodia_bundle::Pins { keys: &trusted, policy: policy.as_ref() };
+    let pins = custodia_bundle::Pins { keys: &trusted, policy: policy.as_ref(), time };
     let reader = std::io::BufReader::with_capacity(1 << 20, reader);
     let report = custodia_bundle::verify_pinned(reader, &pins, custodia_bundle::Limits::default())
         .with_context(|| format!("{name} FAILED verification"))?;

@@ -1395,3 +1395,59 @@ fn spawn_case_export(gw: &TestGateway, case: &str, session: &str) -> tokio::task
         (status, body)
     })
 }
+
+/// Step 3b of the by-hand document on a bag from a gateway whose log a real Time-Stamp Authority (`openssl ts
+/// -reply`) stamps: `openssl ts -verify` accepts the bag's token against the stamped checkpoint's text and the
+/// consistency proof leads to the bag's checkpoint, so it says OK with every other step; a forged token and a broken
+/// consistency proof each say FAILED and fail, in plain bash too. A bag with no token says none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_by_hand_timestamp_step_checks_the_bags_token_and_refuses_a_forged_one() {
+    let authority = std::sync::Arc::new(support::authority::Authority::new(support::authority::KeyKind::EcdsaP256));
+    let (_gw, _, bundle) = support::tsa::timestamped_export(authority.clone()).await;
+    // By hand: every ```sh block, then step 3b under the authority's root (`openssl ts -verify` on the bag's token
+    // against the stamped checkpoint's text), says OK; a forged token and a broken proof say FAILED and fail.
+    let (blocks, _) = by_hand_blocks();
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
+            .expect("the by-hand document");
+    let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
+    let step = step.replacen(
+        "TSA_ANCHOR=/path/to/the/authority/root/you/trust.pem",
+        &format!("TSA_ANCHOR={}", authority.path("ca.crt").display()),
+        1,
+    );
+    let by_hand = |bundle: &[u8], script: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        tar::Archive::new(bundle).unpack(dir.path()).expect("unpack");
+        let bag = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
+        run_script(script, &bag)
+    };
+    let (ok, said) = by_hand(&bundle, &format!("{}\n{step}", blocks.join("\n")));
+    assert!(ok && said.contains("timestamp: OK (the log's first ") && !said.contains("FAILED"), "{said}");
+    let stamp_index = said.matches("inclusion proof: OK for record").count();
+    assert!(stamp_index >= 3, "the records and the timestamp entry: {said}");
+    let forged = support::tsa::timestamp_token_forged(&bundle);
+    let proof_broken = support::tsa::timestamp_proof_broken(&bundle);
+    for (what, bag) in [("forged token", &forged), ("broken consistency proof", &proof_broken)] {
+        let (ok, said) = by_hand(bag, &step);
+        assert!(!ok && said.contains("timestamp: FAILED (") && !said.contains("timestamp: OK"), "{what}: {said}");
+        // Pasted into plain bash, without set -e, it says FAILED too.
+        let dir = tempfile::tempdir().expect("temp dir");
+        tar::Archive::new(bag.as_slice()).unpack(dir.path()).expect("unpack");
+        let top = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
+        let run = std::process::Command::new("bash").args(["-c", &step]).current_dir(&top).output().expect("bash");
+        let plain = String::from_utf8_lossy(&run.stdout);
+        assert!(!run.status.success() && plain.contains("timestamp: FAILED"), "{what}: {plain}");
+    }
+    assert!(by_hand(&forged, &step).1.contains("openssl ts -verify refuses the token"), "the forged signature");
+    assert!(by_hand(&proof_broken, &step).1.contains("does not lead from the stamped checkpoint"), "the proof");
+    // A bag from a gateway without an authority: step 3b says none, and succeeds.
+    let plain = exported(payload(1000)).await;
+    let (ok, said) = by_hand(&plain.bundle, &step);
+    assert!(ok && said.contains("timestamp: none (the gateway had no Time-Stamp Authority token"), "{said}");
+    let report = verify(plain.bundle.as_slice(), &[plain.gw.verifier()]).unwrap();
+    assert!(
+        report.to_string().contains("\nTimestamp: none (the gateway had no Time-Stamp Authority token"),
+        "{report}"
+    );
+}

@@ -1,52 +1,22 @@
 //! The gateway's timestamp client against real authorities: `openssl ts -reply` behind a tiny HTTP server, beside
 //! authorities that are down, slow, failing or answering garbage. Only verified tokens enter the log; the others are
-//! counted; the log never waits for them.
+//! counted; the log never waits for them. A court bundle from a gateway with an authority carries the newest token
+//! covering its records, and both `custodia verify` and the by-hand procedure check it (and refuse it forged).
 
-#[path = "../../timestamp/tests/support/mod.rs"]
-mod authority;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use authority::{Authority, KeyKind};
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::routing::post;
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_server::timestamping::{Authority as Tsa, Timestamper};
 use custodia_timestamp::CheckpointTimestamp;
 use custodia_timestamp::schedule::Schedule;
+use support::authority::{self, Authority, KeyKind};
+use support::tsa::serve;
 
 const ORIGIN: &str = "custodia.test/log";
-
-/// Serves `openssl ts -reply` at /tsa, and the misbehaving authorities beside it.
-async fn serve(authority: Arc<Authority>) -> String {
-    let app = Router::new()
-        .route(
-            "/tsa",
-            post(|State(authority): State<Arc<Authority>>, query: Bytes| async move {
-                let reply = tokio::task::spawn_blocking(move || authority.reply(&query)).await.expect("openssl ran");
-                ([(header::CONTENT_TYPE, "application/timestamp-reply")], reply)
-            }),
-        )
-        .route("/garbage", post(|| async { ([(header::CONTENT_TYPE, "application/timestamp-reply")], "garbage") }))
-        .route(
-            "/slow",
-            post(|| async {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                "never"
-            }),
-        )
-        .route("/failing", post(|| async { StatusCode::SERVICE_UNAVAILABLE }))
-        .with_state(authority);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    format!("http://{address}")
-}
 
 /// A loopback address nobody listens on.
 async fn down() -> String {
@@ -125,14 +95,22 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
         std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify-by-hand.md"))
             .expect("the by-hand document");
     let step = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).expect("step 3b");
+    let consistency = custodia_bundle::consistency_proof_file(
+        &log.storage().consistency_proof(stamped.size, size).await.expect("consistency proof"),
+    );
     let by_hand = |anchor: &Authority, entry: &[u8]| {
         let work = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(work.path().join("data")).expect("data");
+        std::fs::create_dir_all(work.path().join("data/timestamp")).expect("data");
         std::fs::write(work.path().join("data/checkpoint"), log.checkpoint().note()).expect("checkpoint");
-        std::fs::write(work.path().join("entry.json"), entry).expect("entry");
-        std::fs::copy(anchor.path("ca.crt"), work.path().join("tsa-anchor.pem")).expect("anchor");
+        std::fs::write(work.path().join("data/timestamp/entry.json"), entry).expect("entry");
+        std::fs::write(work.path().join("data/timestamp/consistency.proof"), &consistency).expect("proof");
+        let step = step.replacen(
+            "TSA_ANCHOR=/path/to/the/authority/root/you/trust.pem",
+            &format!("TSA_ANCHOR={}", anchor.path("ca.crt").display()),
+            1,
+        );
         let run = std::process::Command::new("bash")
-            .args(["-euo", "pipefail", "-c", step])
+            .args(["-euo", "pipefail", "-c", &step])
             .current_dir(work.path())
             .output()
             .expect("bash");
@@ -142,7 +120,7 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
         )
     };
     let (ok, said) = by_hand(&authority, &entry);
-    assert!(ok && said.contains("Verification: OK") && said.contains("Time stamp:"), "{said}");
+    assert!(ok && said.contains("timestamp: OK") && said.contains("existed no later than"), "{said}");
     assert!(!by_hand(&stranger, &entry).0, "another authority's certificate");
     let other_size = String::from_utf8(entry.to_vec()).expect("canonical JSON").replacen(
         &format!("\"size\":{}", stamped.size),
@@ -194,4 +172,215 @@ async fn the_running_timestamper_stamps_new_checkpoints_but_not_its_own_entries(
     }
     assert_eq!(stamped_sizes, vec![1, 3], "the first entry, then the second (after the first timestamp)");
     assert_eq!(counters.requests.load(Ordering::Relaxed), 2, "no request for a log that only grew by its timestamp");
+}
+
+/// A small ETSI TS 119 612 trusted list naming `certificate` (PEM) as one service of `kind`, with `status`.
+fn trusted_list(certificate: &std::path::Path, kind: &str, status: &str) -> String {
+    let pem = std::fs::read_to_string(certificate).expect("certificate");
+    let base64: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<TrustServiceStatusList xmlns="http://uri.etsi.org/02231/v2#" TSLTag="http://uri.etsi.org/19612/TSLTag">
+  <SchemeInformation><TSLVersionIdentifier>5</TSLVersionIdentifier><SchemeTerritory>XT</SchemeTerritory></SchemeInformation>
+  <TrustServiceProviderList>
+    <TrustServiceProvider>
+      <TSPInformation><TSPName><Name xml:lang="en">Custodia Test Trust Services</Name></TSPName></TSPInformation>
+      <TSPServices>
+        <TSPService>
+          <ServiceInformation>
+            <ServiceTypeIdentifier>{kind}</ServiceTypeIdentifier>
+            <ServiceName><Name xml:lang="en">Custodia Test QTST</Name></ServiceName>
+            <ServiceDigitalIdentity><DigitalId><X509Certificate>{base64}</X509Certificate></DigitalId></ServiceDigitalIdentity>
+            <ServiceStatus>{status}</ServiceStatus>
+            <StatusStartingTime>2026-01-01T00:00:00Z</StatusStartingTime>
+          </ServiceInformation>
+        </TSPService>
+      </TSPServices>
+    </TrustServiceProvider>
+  </TrustServiceProviderList>
+</TrustServiceStatusList>
+"#
+    )
+}
+
+const QTST: &str = "http://uri.etsi.org/TrstSvc/Svctype/TSA/QTST";
+const GRANTED: &str = "http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/granted";
+const WITHDRAWN: &str = "http://uri.etsi.org/TrstSvc/TrustedList/Svcstatus/withdrawn";
+
+/// `custodia verify` on `bundle` with `args`: its exit code and what it said.
+fn cli_verify(bundle: &[u8], args: &[std::ffi::OsString]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("bundle.tar");
+    std::fs::write(&file, bundle).expect("bundle");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .arg("verify")
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("custodia verify");
+    (run.status.code(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_check_it() {
+    let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
+    let stranger = Authority::with(KeyKind::EcdsaP256, "Another CA", authority::Eku::CriticalTimestamping, "sha256");
+    let (gw, session, bundle) = support::tsa::timestamped_export(authority.clone()).await;
+    let files = support::tar_files(&bundle);
+    assert!(files.iter().any(|(path, _, _)| path.ends_with("/data/timestamp/entry.json")), "{files:?}");
+
+    let key = gw.verifier().to_string();
+    let key_args = ["--trusted-key", key.as_str()].map(std::ffi::OsStr::new);
+    let with = |extra: &[&std::ffi::OsStr]| -> Vec<std::ffi::OsString> {
+        key_args.iter().chain(extra).map(|arg| arg.to_os_string()).collect()
+    };
+    let anchor = authority.path("ca.crt");
+    let flag = std::ffi::OsStr::new;
+
+    // Under the authority's root: VALID, with the time and the authority, not qualified without a trusted list.
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("\nVALID"), "{said}");
+    let line = said.lines().find(|line| line.starts_with("Timestamp: ")).expect("a Timestamp line");
+    assert!(line.contains("existed no later than 20") && line.contains(" UTC per "), "{line}");
+    assert!(line.contains("Custodia Test TSA") && line.contains("(not qualified: no --trusted-list given)"), "{line}");
+    // Without an anchor: present, unchecked, and not a failure.
+    let (code, said) = cli_verify(&bundle, &with(&[]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("unchecked (no --tsa-anchor given"), "{said}");
+
+    // A trusted list naming the authority's certificate as a granted QTST: qualified, its certificate the anchor.
+    let lists = tempfile::tempdir().expect("temp dir");
+    let list = |name: &str, kind: &str, status: &str| {
+        let path = lists.path().join(name);
+        std::fs::write(&path, trusted_list(&authority.path("tsa.crt"), kind, status)).expect("list");
+        path
+    };
+    let granted = list("granted.xml", QTST, GRANTED);
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), granted.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "(qualified: its authority is the granted QTST service Custodia Test QTST of the trusted list of XT)"
+        ),
+        "{said}"
+    );
+    let (code, said) = cli_verify(
+        &bundle,
+        &with(&[flag("--tsa-anchor"), anchor.as_os_str(), flag("--trusted-list"), granted.as_os_str()]),
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("(qualified: "), "{said}");
+    // Withdrawn: still a valid timestamp, not qualified.
+    let withdrawn = list("withdrawn.xml", QTST, WITHDRAWN);
+    let (code, said) = cli_verify(
+        &bundle,
+        &with(&[flag("--tsa-anchor"), anchor.as_os_str(), flag("--trusted-list"), withdrawn.as_os_str()]),
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains(
+            "(not qualified: its QTST service Custodia Test QTST in the trusted list of XT is withdrawn, not granted)"
+        ),
+        "{said}"
+    );
+
+    // A list with no time-stamping service: nothing to anchor the token to, so it is reported unchecked.
+    let no_qtst = list("ca-only.xml", "http://uri.etsi.org/TrstSvc/Svctype/CA/QC", GRANTED);
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), no_qtst.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("unchecked (no --tsa-anchor given, and the trusted lists name no QTST certificate"),
+        "{said}"
+    );
+
+    // Another authority's root: NOT VALID, and why.
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--tsa-anchor"), stranger.path("ca.crt").as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("FAIL trusted time (RFC 3161 timestamp): the token of timestamp entry"), "{said}");
+    assert!(
+        said.contains("no chain from") && said.contains("NOT VALID: trusted time (RFC 3161 timestamp) failed"),
+        "{said}"
+    );
+
+    // A token altered in the entry (bag checksums made afresh): it is no longer the entry the log holds.
+    let token_edited = support::tsa::timestamp_token_forged(&bundle);
+    let (code, said) = cli_verify(&token_edited, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("FAIL trusted time (RFC 3161 timestamp): data/timestamp/entry.proof: "), "{said}");
+    // A consistency proof that does not hold.
+    let proof_broken = support::tsa::timestamp_proof_broken(&bundle);
+    let (code, said) = cli_verify(&proof_broken, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("data/timestamp/consistency.proof does not prove that the stamped checkpoint"), "{said}");
+
+    // A case bundle: each artefact bag in it carries its own token, checked like an artefact bundle's.
+    let reply = gw
+        .call(
+            "POST",
+            "/api/v1/cases/case-t/exports?purpose=disclosure",
+            Some(support::As::Session(&session)),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let (code, said) = cli_verify(&reply.body, &with(&[flag("--tsa-anchor"), anchor.as_os_str()]));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("ok   trusted time (RFC 3161 timestamp): art-") && said.contains("existed no later than"),
+        "{said}"
+    );
+    let (code, said) = cli_verify(&reply.body, &with(&[flag("--tsa-anchor"), stranger.path("ca.crt").as_os_str()]));
+    assert_eq!(code, Some(1), "{said}");
+
+    // Hostile trusted lists: refused with a reason, nothing checked (exit 2).
+    let not_xml = lists.path().join("not.xml");
+    std::fs::write(&not_xml, b"\x00\x01 not a list").expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), not_xml.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("--trusted-list") && said.contains("could not be read, so nothing was checked"), "{said}");
+    let deep = lists.path().join("deep.xml");
+    std::fs::write(&deep, format!("{}{}", "<a>".repeat(100_000), "</a>".repeat(100_000))).expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), deep.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("nest more than 64 deep"), "{said}");
+    let huge = lists.path().join("huge.xml");
+    std::fs::write(&huge, vec![b' '; custodia_bundle::MAX_TRUSTED_LIST_BYTES + 10]).expect("write");
+    let (code, said) = cli_verify(&bundle, &with(&[flag("--trusted-list"), huge.as_os_str()]));
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("it is larger than"), "{said}");
+}
+
+/// Tokens the gateway never records (it verifies each first), put straight into its log as someone with its storage
+/// could: one over other bytes, and one whose signature was altered. The bag carries the newest token covering its
+/// records, and `custodia verify` refuses each: the imprint with or without an anchor, the signature under one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_invalid() {
+    use support::As;
+    use support::tsa::Forgery;
+    let authority = Arc::new(Authority::new(KeyKind::EcdsaP256));
+    let (gw, session, artefact) = support::tsa::gateway_with_a_silent_authority(authority.clone()).await;
+    let key = gw.verifier().to_string();
+    let anchor = authority.path("ca.crt");
+    for (forgery, refused) in [
+        (Forgery::OtherBytes, "its imprint is not the SHA-256 of the stamped checkpoint"),
+        (Forgery::AlteredSignature, "does not verify: the token's signature does not verify"),
+    ] {
+        let index = support::tsa::append_forged_stamp(&gw, &authority, forgery).await;
+        let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+        let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+        assert_eq!(reply.status.as_u16(), 200);
+        let args = ["--trusted-key".into(), key.clone().into(), "--tsa-anchor".into(), anchor.clone().into_os_string()];
+        let (code, said) = cli_verify(&reply.body, &args);
+        assert_eq!(code, Some(1), "{forgery:?}: {said}");
+        assert!(said.contains(&format!("entry {index}")) && said.contains(refused), "{forgery:?}: {said}");
+        assert!(said.contains("NOT VALID: trusted time (RFC 3161 timestamp) failed"), "{forgery:?}: {said}");
+        let (code, said) = cli_verify(&reply.body, &args[..2]);
+        if forgery == Forgery::OtherBytes {
+            assert_eq!(code, Some(1), "{forgery:?}, without an anchor: {said}");
+        } else {
+            assert_eq!(code, Some(0), "{forgery:?}, without an anchor, is unchecked: {said}");
+            assert!(said.contains("unchecked (no --tsa-anchor given"), "{said}");
+        }
+    }
 }

@@ -11,7 +11,8 @@
 //! scope both must name, a bundle checked with no key pinned ("not verified: unknown signer",
 //! never VALID) and with a mistyped key (malformed, not "another key"); a bundle from a gateway a real second
 //! gateway witnesses, under the pinned witness policy, under its own, under one whose quorum it does not meet, with
-//! a forged, a duplicated and a wrong-key cosignature, and with a mistyped policy. Both must reach the same verdict and blame
+//! a forged, a duplicated and a wrong-key cosignature, and with a mistyped policy; a bundle from a gateway whose log a
+//! real Time-Stamp Authority stamps, and copies with its consistency proof or its token changed. Both must reach the same verdict and blame
 //! the same parts. The page is the one embedded in the binary, served over HTTP and driven in headless Chromium
 //! (web/tests/verify.mjs, playwright-core); it must not send anything while it checks.
 //!
@@ -63,6 +64,7 @@ fn part_key(part: Part) -> &'static str {
         Part::CustodyHistory => "custody_history",
         Part::Openings => "openings",
         Part::CaseContents => "case_contents",
+        Part::Timestamp => "timestamp",
         Part::Report => "report",
     }
 }
@@ -92,7 +94,7 @@ fn rust_verdict(path: &Path, trusted: Option<&str>, policy: Option<&str>) -> (&'
     };
     let started = Instant::now();
     let file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path).unwrap());
-    let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+    let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref(), time: None };
     let result = custodia_bundle::verify_pinned(file, &pins, custodia_bundle::Limits::default());
     let seconds = started.elapsed().as_secs_f64();
     let failed = |report: &custodia_bundle::Verification| {
@@ -449,7 +451,27 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let impostor =
         custodia_witness::CosignerKey::generate(cosigner).unwrap().cosign(body.as_bytes(), 1_800_000_000).unwrap();
     let cosignature_wrong_key = cosignature_edited(&witnessed, cosigner, |_| impostor.trim_end().to_owned());
+    // A bundle from a gateway whose log a real Time-Stamp Authority (`openssl ts -reply`) stamps, and copies whose
+    // timestamp consistency proof, or the token in its entry, a forger changed, with fresh checksums.
+    let (stamping, _, timestamped) = support::tsa::timestamped_export(std::sync::Arc::new(
+        support::authority::Authority::new(support::authority::KeyKind::EcdsaP256),
+    ))
+    .await;
+    let timestamped_key = stamping.verifier().to_string();
+    // And a bag whose newest timestamp is a real token over other bytes, put in the log by someone with its storage.
+    let silent = std::sync::Arc::new(support::authority::Authority::new(support::authority::KeyKind::EcdsaP256));
+    let (forging, forging_session, forged_artefact) =
+        support::tsa::gateway_with_a_silent_authority(silent.clone()).await;
+    support::tsa::append_forged_stamp(&forging, &silent, support::tsa::Forgery::OtherBytes).await;
+    let imprint_forged = export(&forging, &forging_session, &forged_artefact).await;
+    let forging_key = forging.verifier().to_string();
+    let timestamp_proof_broken = support::tsa::timestamp_proof_broken(&timestamped);
+    let timestamp_token_edited = support::tsa::timestamp_token_forged(&timestamped);
     let named = [
+        ("valid-timestamped", "Timestamp: existed no later than ".to_owned()),
+        ("timestamp-consistency-broken-bag-rehashed", "does not prove that the stamped checkpoint".to_owned()),
+        ("timestamp-token-edited-bag-rehashed", "data/timestamp/entry.proof: ".to_owned()),
+        ("timestamp-over-other-bytes", "its imprint is not the SHA-256 of the stamped checkpoint".to_owned()),
         ("valid-witnessed", "WITNESSES: witnessed under the policy you pinned: its quorum is met by w at".to_owned()),
         ("valid-witnessed-own-policy", "witnessed under the bundle's policy, not one you pinned".to_owned()),
         ("witness-quorum-unmet", "NOT witnessed under the policy you pinned: its quorum is not met".to_owned()),
@@ -632,6 +654,10 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("witness-cosignature-duplicated-bag-rehashed", cosignature_duplicated, Some(&witnessed_key), false),
         ("witness-cosignature-wrong-key-bag-rehashed", cosignature_wrong_key, Some(&witnessed_key), false),
         ("policy-mistyped", witnessed.clone(), Some(&witnessed_key), false),
+        ("valid-timestamped", timestamped.clone(), Some(&timestamped_key), true),
+        ("timestamp-consistency-broken-bag-rehashed", timestamp_proof_broken, Some(&timestamped_key), false),
+        ("timestamp-token-edited-bag-rehashed", timestamp_token_edited, Some(&timestamped_key), false),
+        ("timestamp-over-other-bytes", imprint_forged, Some(&forging_key), false),
     ];
     // The witness policies pinned, by case; the others pin none.
     let demanding = format!(
@@ -791,6 +817,9 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("witness-cosignature-forged-bag-rehashed", "witnesses"),
         ("witness-cosignature-duplicated-bag-rehashed", "witnesses"),
         ("witness-cosignature-wrong-key-bag-rehashed", "witnesses"),
+        ("timestamp-consistency-broken-bag-rehashed", "timestamp"),
+        ("timestamp-token-edited-bag-rehashed", "timestamp"),
+        ("timestamp-over-other-bytes", "timestamp"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);
@@ -805,13 +834,15 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         "valid-hearing",
         "valid-witnessed",
         "witness-cosignature-forged-bag-rehashed",
+        "valid-timestamped",
     ] {
         assert!(screenshots.join(format!("{name}.png")).is_file(), "no screenshot of {name}");
     }
 }
 
-/// Every byte of the small files of a bundle, and a sample of the payload's, flipped one at a time: the browser's
-/// verifier (run under node, as the same module the page bundles) and the Rust one must agree on each copy.
+/// Every byte of the small files of a bundle, and a sample of the payload's, flipped one at a time (and every fifth
+/// byte of a timestamped bundle's trusted-time files): the browser's verifier (run under node, as the same module
+/// the page bundles) and the Rust one must agree on each copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
     let node = run(Command::new("node").arg("--version"), Duration::from_secs(30));
@@ -825,31 +856,45 @@ async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
     let bundle = export(&gw, &session, &artefact).await;
     let key = gw.verifier().to_string();
 
+    // And a bundle from a gateway whose log a real Time-Stamp Authority stamps: its trusted-time files, flipped.
+    let (stamping, _, timestamped) = support::tsa::timestamped_export(std::sync::Arc::new(
+        support::authority::Authority::new(support::authority::KeyKind::EcdsaP256),
+    ))
+    .await;
+    let stamping_key = stamping.verifier().to_string();
+
     let work = tempfile::tempdir().unwrap();
     let mut cases = Vec::new();
     let mut listed = Vec::new();
-    for (path, start, size) in tar_files(&bundle) {
-        // Every byte of the signed small files; the larger ones sampled, as every byte of them is hashed alike.
-        let step = if size > 1024 {
-            97
-        } else if path.ends_with(".txt") || path.ends_with(".pem") {
-            11
-        } else {
-            3
-        };
-        for offset in (0..size).step_by(step) {
-            let name = format!("{}+{offset}", path.split_once('/').unwrap().1);
-            let mut copy = bundle.clone();
-            copy[(start + offset) as usize] ^= 0x01;
-            let file = work.path().join(format!("{}.tar", cases.len()));
-            std::fs::write(&file, &copy).unwrap();
-            let (verdict, failed, _) = rust_verdict(&file, Some(&key), None);
-            assert_ne!(verdict, "valid", "flipping {name} went unnoticed by the Rust verifier");
-            listed.push(json!({ "name": name, "path": file, "trusted": key }));
-            cases.push((name, verdict, failed));
+    for (bundle, key, only_timestamp) in [(&bundle, &key, false), (&timestamped, &stamping_key, true)] {
+        for (path, start, size) in tar_files(bundle) {
+            if only_timestamp && !path.contains("/data/timestamp/") {
+                continue;
+            }
+            // Every byte of the signed small files; the larger ones sampled, as every byte of them is hashed alike.
+            let step = if only_timestamp {
+                5
+            } else if size > 1024 {
+                97
+            } else if path.ends_with(".txt") || path.ends_with(".pem") {
+                11
+            } else {
+                3
+            };
+            for offset in (0..size).step_by(step) {
+                let name = format!("{}+{offset}", path.split_once('/').unwrap().1);
+                let mut copy = bundle.clone();
+                copy[(start + offset) as usize] ^= 0x01;
+                let file = work.path().join(format!("{}.tar", cases.len()));
+                std::fs::write(&file, &copy).unwrap();
+                let (verdict, failed, _) = rust_verdict(&file, Some(key), None);
+                assert_ne!(verdict, "valid", "flipping {name} went unnoticed by the Rust verifier");
+                listed.push(json!({ "name": name, "path": file, "trusted": key }));
+                cases.push((name, verdict, failed));
+            }
         }
     }
-    assert!(cases.len() > 500, "{}", cases.len());
+    assert!(cases.len() > 700, "{}", cases.len());
     let cases_file = work.path().join("cases.json");
     std::fs::write(&cases_file, serde_json::to_vec(&listed).unwrap()).unwrap();
     let output = run(
@@ -1404,7 +1449,7 @@ async fn both_verifiers_judge_hostile_witness_policies_alike() {
         std::fs::write(&path, &bytes).unwrap();
         let policy = pinned.as_deref().map(|text| custodia_witness::Policy::parse(text).unwrap());
         let keys = [key.parse::<custodia_ledger::LogVerifier>().unwrap()];
-        let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref() };
+        let pins = custodia_bundle::Pins { keys: &keys, policy: policy.as_ref(), time: None };
         let report =
             custodia_bundle::verify_pinned(bytes.as_slice(), &pins, custodia_bundle::Limits::default()).unwrap();
         let said = report.to_string();

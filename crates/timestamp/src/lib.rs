@@ -31,4 +31,4 @@ pub use entry::{CheckpointTimestamp, EntryError};
 pub use error::TimestampError;
 pub use request::TimestampRequest;
 pub use response::token_from_response;
-pub use verify::{Expectation, TrustAnchors, VerifiedToken, verify_token};
+pub use verify::{Expectation, TokenClaims, TrustAnchors, VerifiedToken, read_token_claims, verify_token};

@@ -64,6 +64,16 @@ impl TrustAnchors {
         Self::new(Certificate::load_pem_chain(pem).map_err(TimestampError::malformed("trust anchor PEM"))?)
     }
 
+    /// The anchors in DER certificates, as a trusted list gives them.
+    pub fn from_der<'a>(certificates: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, TimestampError> {
+        let certificates = certificates
+            .into_iter()
+            .map(Certificate::from_der)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(TimestampError::malformed("trust anchor certificate"))?;
+        Self::new(certificates)
+    }
+
     /// The anchors given.
     pub fn new(certificates: Vec<Certificate>) -> Result<Self, TimestampError> {
         if certificates.is_empty() {
@@ -149,6 +159,11 @@ impl VerifiedToken {
     pub fn gen_time_unix(&self) -> u64 {
         self.gen_time.unix_duration().as_secs()
     }
+
+    /// genTime as `2026-12-04 10:00:00 UTC` (with the fraction, when the token gives one).
+    pub fn gen_time_text(&self) -> String {
+        utc_text(self.gen_time, self.gen_time_nanos)
+    }
 }
 
 impl crate::TimestampRequest {
@@ -166,23 +181,8 @@ pub fn verify_token(
     expected: &Expectation,
     anchors: &TrustAnchors,
 ) -> Result<VerifiedToken, TimestampError> {
-    let content_info = ContentInfo::from_der(token).map_err(TimestampError::malformed("TimeStampToken"))?;
-    if content_info.content_type != ID_SIGNED_DATA {
-        return Err(TimestampError::NotSignedData(content_info.content_type.to_string()));
-    }
-    let signed_data: SignedData = content_info.content.decode_as().map_err(TimestampError::malformed("SignedData"))?;
-    let encapsulated = &signed_data.encap_content_info;
-    if encapsulated.econtent_type != ID_CT_TST_INFO {
-        return Err(TimestampError::NotTstInfo(encapsulated.econtent_type.to_string()));
-    }
-    let tst_info_der = encapsulated
-        .econtent
-        .as_ref()
-        .ok_or(TimestampError::MissingContent)?
-        .decode_as::<OctetStringRef<'_>>()
-        .map_err(TimestampError::malformed("eContent"))?
-        .as_bytes();
-    let tst_info = TstInfo::from_der(tst_info_der).map_err(TimestampError::malformed("TSTInfo"))?;
+    let signed_data = signed_data_of(token)?;
+    let (tst_info_der, tst_info) = tst_info_of(&signed_data)?;
 
     let signers = signed_data.signer_infos.0.as_slice();
     let [signer] = signers else {
@@ -256,16 +256,99 @@ pub fn verify_token(
         gen_time: tst_info.gen_time.date_time(),
         gen_time_nanos: tst_info.gen_time.subsec_nanos(),
         tsa: signer_certificate.tbs_certificate.subject.to_string(),
-        tsa_name_in_token: match &tst_info.tsa {
-            Some(GeneralName::DirectoryName(name)) => Some(name.to_string()),
-            _ => None,
-        },
+        tsa_name_in_token: directory_name(tst_info.tsa.as_ref()),
         policy: tst_info.policy,
         serial_number: tst_info.serial_number.as_bytes().to_vec(),
         imprint: expected.imprint,
         nonce,
         tsa_certificate: signer_certificate_der,
     })
+}
+
+/// The token's SignedData, if it is a CMS SignedData over an id-ct-TSTInfo.
+fn signed_data_of(token: &[u8]) -> Result<SignedData, TimestampError> {
+    let content_info = ContentInfo::from_der(token).map_err(TimestampError::malformed("TimeStampToken"))?;
+    if content_info.content_type != ID_SIGNED_DATA {
+        return Err(TimestampError::NotSignedData(content_info.content_type.to_string()));
+    }
+    let signed_data: SignedData = content_info.content.decode_as().map_err(TimestampError::malformed("SignedData"))?;
+    if signed_data.encap_content_info.econtent_type != ID_CT_TST_INFO {
+        return Err(TimestampError::NotTstInfo(signed_data.encap_content_info.econtent_type.to_string()));
+    }
+    Ok(signed_data)
+}
+
+/// The signed TSTInfo's DER, and the TSTInfo.
+fn tst_info_of(signed_data: &SignedData) -> Result<(&[u8], TstInfo), TimestampError> {
+    let tst_info_der = signed_data
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or(TimestampError::MissingContent)?
+        .decode_as::<OctetStringRef<'_>>()
+        .map_err(TimestampError::malformed("eContent"))?
+        .as_bytes();
+    let tst_info = TstInfo::from_der(tst_info_der).map_err(TimestampError::malformed("TSTInfo"))?;
+    Ok((tst_info_der, tst_info))
+}
+
+/// What a token says, read without checking anything but its shape: no signature, no certificate, no trust. For a
+/// reader with no trust anchor, who can still compare the imprint with the bytes it should stamp, and show when and
+/// by whom the token says it was made, as claims.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct TokenClaims {
+    /// genTime, to the second (rounded down).
+    pub gen_time: DateTime,
+    /// The fraction of a second after `gen_time`, in nanoseconds.
+    pub gen_time_nanos: u32,
+    /// The name the token gives its authority (the TSTInfo's `tsa` field), when it gives a directory name.
+    pub tsa_name_in_token: Option<String>,
+    /// The imprint, when it is a SHA-256 digest; `None` for any other algorithm.
+    pub sha256_imprint: Option<[u8; 32]>,
+}
+
+impl TokenClaims {
+    /// genTime as `2026-12-04 10:00:00 UTC` (with the fraction, when the token gives one).
+    pub fn gen_time_text(&self) -> String {
+        utc_text(self.gen_time, self.gen_time_nanos)
+    }
+}
+
+/// Reads what a token claims, unverified (see [`TokenClaims`]); refuses only what is not a TimeStampToken at all.
+pub fn read_token_claims(token: &[u8]) -> Result<TokenClaims, TimestampError> {
+    let signed_data = signed_data_of(token)?;
+    let (_, tst_info) = tst_info_of(&signed_data)?;
+    let imprint = &tst_info.message_imprint;
+    let sha256_imprint = (imprint.hash_algorithm.oid == ID_SHA_256)
+        .then(|| <[u8; 32]>::try_from(imprint.hashed_message.as_bytes()).ok())
+        .flatten();
+    Ok(TokenClaims {
+        gen_time: tst_info.gen_time.date_time(),
+        gen_time_nanos: tst_info.gen_time.subsec_nanos(),
+        tsa_name_in_token: directory_name(tst_info.tsa.as_ref()),
+        sha256_imprint,
+    })
+}
+
+fn directory_name(name: Option<&GeneralName>) -> Option<String> {
+    match name {
+        Some(GeneralName::DirectoryName(name)) => Some(name.to_string()),
+        _ => None,
+    }
+}
+
+/// A time in UTC as `YYYY-MM-DD hh:mm:ss[.f...] UTC`, the fraction without trailing zeros.
+fn utc_text(time: DateTime, nanos: u32) -> String {
+    let fraction = if nanos == 0 { String::new() } else { format!(".{nanos:09}").trim_end_matches('0').to_owned() };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}{fraction} UTC",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minutes(),
+        time.seconds()
+    )
 }
 
 /// The one value of the one attribute `oid` among the signed attributes (RFC 5652 section 11 forbids repeats).

@@ -41,6 +41,31 @@ fn check_mutations(fixture: &Fixture, edits: &[(usize, u8)]) {
     if let Ok(verified) = fixture.request.verify_response(&mutated, &fixture.authority.anchors()) {
         assert!(same_statement(&verified, &fixture.verified), "a changed token verified with another statement");
     }
+    // What a reader without anchors reads (a bundle verifier) never panics either.
+    if let Ok(token) = custodia_timestamp::token_from_response(&mutated) {
+        let _ = custodia_timestamp::read_token_claims(&token);
+    }
+    let _ = custodia_timestamp::read_token_claims(&mutated);
+}
+
+#[test]
+fn the_claims_read_without_anchors_are_what_the_verified_token_says() {
+    for kind in [KeyKind::EcdsaP256, KeyKind::Rsa] {
+        let fixture = fixture(kind);
+        let claims = custodia_timestamp::read_token_claims(&fixture.verified.token).expect("claims");
+        assert_eq!(
+            (claims.gen_time, claims.gen_time_nanos),
+            (fixture.verified.gen_time, fixture.verified.gen_time_nanos)
+        );
+        assert_eq!(claims.tsa_name_in_token, fixture.verified.tsa_name_in_token);
+        assert_eq!(claims.sha256_imprint, Some(fixture.verified.imprint));
+        assert_eq!(claims.gen_time_text(), fixture.verified.gen_time_text());
+        assert!(
+            claims.gen_time_text().ends_with(" UTC") && claims.gen_time_text().len() >= 23,
+            "{}",
+            claims.gen_time_text()
+        );
+    }
 }
 
 proptest! {

@@ -63,6 +63,13 @@ const WITNESS_POLICY = 'data/witness/policy.txt';
 const WITNESSED_CHECKPOINT = 'data/witness/checkpoint';
 const WITNESS_CONSISTENCY = 'data/witness/consistency.proof';
 const WITNESS_FILES = new Set([WITNESS_POLICY, WITNESSED_CHECKPOINT, WITNESS_CONSISTENCY]);
+// Trusted time (RFC 3161): from a gateway with a Time-Stamp Authority, the log's timestamp entry that covers the
+// records, its inclusion proof and the consistency proof from the stamped checkpoint to data/checkpoint.
+const TIMESTAMP_ENTRY = 'data/timestamp/entry.json';
+const TIMESTAMP_PROOF = 'data/timestamp/entry.proof';
+const TIMESTAMP_CONSISTENCY = 'data/timestamp/consistency.proof';
+const TIMESTAMP_FILES = new Set([TIMESTAMP_ENTRY, TIMESTAMP_PROOF, TIMESTAMP_CONSISTENCY]);
+const TIMESTAMP_NONE = 'none (the gateway had no Time-Stamp Authority token covering these records)';
 const MANIFEST_TYPE = 'custodia.manifest/v2';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
@@ -77,6 +84,7 @@ export const PARTS = Object.freeze({
   custody_history: 'custody history',
   openings: 'record openings',
   case_contents: 'case contents',
+  timestamp: 'trusted time (RFC 3161 timestamp)',
   report: 'certificate (REPORT.txt)',
 });
 const PART_ORDER = Object.keys(PARTS);
@@ -613,6 +621,10 @@ export class Verification {
     // What the witnesses' cosignatures say ({ pinned, witnessed, summary }), when the bundle carries a witness
     // policy or one was pinned.
     this.witnesses = null;
+    // Of an artefact bundle: what its trusted time (RFC 3161) says, in words; and when its token passed what the
+    // browser checks, what the token claims (its signature being left to a verifier with the authority's root).
+    this.timestamp = null;
+    this.timestampClaim = null;
   }
 
   /** 'valid'; 'unknown-signer' when every check passed but the signing key was not pinned; or 'invalid'. */
@@ -652,6 +664,7 @@ export class Verification {
     const lines = this.checks.map((c) => `${c.passed ? 'ok  ' : 'FAIL'} ${PARTS[c.part]}: ${printable(c.detail)}`);
     if (this.scope !== null) lines.push(`SCOPE: this is the bundle of ${printable(this.scope)}`);
     if (this.witnesses !== null) lines.push(`WITNESSES: ${printable(this.witnesses.summary)}`);
+    if (this.timestamp !== null) lines.push(`Timestamp: ${printable(this.timestamp)}`);
     const verdict = this.verdict;
     const unpinned = this.witnesses !== null && !this.witnesses.pinned;
     lines.push(
@@ -1079,7 +1092,7 @@ function verifyArtefactBag(files, trusted) {
   checkStrays(
     files,
     'an artefact bundle',
-    (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path) || WITNESS_FILES.has(path),
+    (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path) || WITNESS_FILES.has(path) || TIMESTAMP_FILES.has(path),
     report,
   );
 
@@ -1149,6 +1162,7 @@ function verifyArtefactBag(files, trusted) {
   const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
   checkWitnesses(files, key, trusted.policy ?? null, records.map((r) => r.index), report);
+  checkTimestamp(files, checkpointOk ? checkpointBytes : null, key, records.map((r) => r.index), report);
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
@@ -1161,6 +1175,7 @@ function verifyArtefactBag(files, trusted) {
       }),
       checkpoint: checkpointBytes,
       vkey: vkeyText(files),
+      timestamp: text(files, TIMESTAMP_ENTRY) && text(files, TIMESTAMP_PROOF) && [text(files, TIMESTAMP_ENTRY), text(files, TIMESTAMP_PROOF)],
     };
     checkReport(files, certificate(facts, key), report);
   }
@@ -1262,6 +1277,16 @@ function certificate(facts, key) {
     const cp = opened.checkpoint;
     out.push(`Log:           ${cp.origin} at size ${cp.size}, root ${base64Encode(cp.root)}`);
   }
+  // The entry and its index only, not what its token says: the certificate must read alike in both verifiers,
+  // whatever a token holds, and the token is reported by the checks of trusted time.
+  const stampEntry = facts.timestamp ? parseTimestampEntry(facts.timestamp[0]) : null;
+  const stampProof = facts.timestamp ? parseProof(facts.timestamp[1]).proof : undefined;
+  const stamped = stampEntry && stampProof ? { size: stampEntry.size, index: stampProof.index } : null;
+  if (stamped) {
+    out.push(
+      `Trusted time:  the log at size ${stamped.size} is stamped by a Time-Stamp Authority (RFC 3161): log entry #${stamped.index}, ${TIMESTAMP_ENTRY}`,
+    );
+  }
   out.push('', `CUSTODY HISTORY (${facts.records.length} records, in ledger order; each has an inclusion proof)`, '');
   for (const { index, entry, openings: openingBytes } of facts.records) {
     const record = parseRecord(entry);
@@ -1290,6 +1315,12 @@ function certificate(facts, key) {
     '       (c2sp.org/tlog-proof@v1; leaf hash = SHA-256(0x00 || record), RFC 6962).',
     `    4. each ${CUSTODY_DIR}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.`,
   );
+  if (stamped) {
+    out.push(
+      "  Trusted time: custodia verify <bundle> --tsa-anchor <the authority's root PEM> [--trusted-list <TL.xml>],",
+      `    or openssl ts -verify on the token of ${TIMESTAMP_ENTRY}: see the document, step 3b.`,
+    );
+  }
   return `${out.join('\n')}\n`;
 }
 
@@ -1713,12 +1744,7 @@ function checkWitnesses(files, key, pinned, records, report) {
     }
     const m = earlier.checkpoint.size;
     const n = latest.checkpoint.size;
-    const proofText = decodeUtf8(proofBytes);
-    const hashes = proofText === null ? null : proofText.split('\n').slice(0, -1).map(base64Decode);
-    const wellFormed =
-      hashes !== null && (proofText === '' || proofText.endsWith('\n')) && hashes.length <= 63 && hashes.every((h) => h && h.length === 32);
-    const consistent =
-      m <= n && wellFormed && verifyConsistency(m, n, hashes, earlier.checkpoint.root, latest.checkpoint.root) === null;
+    const consistent = consistencyProves(proofBytes, [m, earlier.checkpoint.root], [n, latest.checkpoint.root]);
     if (!consistent) {
       report.fail(
         'witnesses',
@@ -1790,6 +1816,228 @@ function checkWitnesses(files, key, pinned, records, report) {
   if (witnessed || (clean && (!pinned || !asksForWitnesses))) report.pass('witnesses', summary);
   else if (clean) report.fail('witnesses', summary);
   report.witnesses = { pinned: Boolean(pinned), witnessed, summary };
+}
+
+/**
+ * Whether a consistency-proof file (one base64 hash a line: data/witness/consistency.proof,
+ * data/timestamp/consistency.proof) proves the log of size m and root rootM a prefix of the log of size n and
+ * root rootN, as custodia_bundle's consistency::proves does. Sizes are BigInts.
+ */
+function consistencyProves(proofBytes, [m, rootM], [n, rootN]) {
+  const proofText = decodeUtf8(proofBytes);
+  const hashes = proofText === null ? null : proofText.split('\n').slice(0, -1).map(base64Decode);
+  const wellFormed =
+    hashes !== null && (proofText === '' || proofText.endsWith('\n')) && hashes.length <= 63 && hashes.every((h) => h && h.length === 32);
+  return m <= n && wellFormed && verifyConsistency(m, n, hashes, rootM, rootN) === null;
+}
+
+// Trusted time (RFC 3161): crates/bundle/src/time.rs, without trust anchors. The browser holds no authority's
+// certificate, so it checks what needs none (the entry is in the log, it stamps a prefix of the bag's checkpoint, the
+// token's imprint is that checkpoint's) and shows what the token claims; the token's signature is checked by
+// `custodia verify --tsa-anchor` or `openssl ts -verify`.
+
+/** A checkpoint_timestamp entry, as custodia_timestamp::CheckpointTimestamp::from_entry reads it, or null. */
+function parseTimestampEntry(bytes) {
+  if (bytes.length > MAX_RECORD_LEN) return null;
+  const value = parseCanonical(bytes);
+  const isRoot = (v) => typeof v === 'string' && base64Decode(v)?.length === 32;
+  const shape = {
+    v: (v) => v === 1,
+    type: (v) => v === 'checkpoint_timestamp',
+    checkpoint: (v) => fits(v, { root: isRoot, size: isU64 }),
+    token: (v) => typeof v === 'string' && base64Decode(v) !== null,
+  };
+  if (value === null || !fits(value, shape)) return null;
+  return { size: BigInt(value.checkpoint.size), root: base64Decode(value.checkpoint.root), token: base64Decode(value.token) };
+}
+
+/** One DER element of `bytes` at `at`: its tag, where its contents start and end. Throws on anything else. */
+function derAt(bytes, at, end = bytes.length) {
+  if (at + 2 > end) throw 'DER cut short';
+  const tag = bytes[at];
+  if ((tag & 0x1f) === 0x1f) throw 'DER high tag number';
+  let length = bytes[at + 1];
+  let start = at + 2;
+  if (length & 0x80) {
+    const octets = length & 0x7f;
+    if (octets === 0 || octets > 4 || start + octets > end) throw 'DER length';
+    length = 0;
+    for (let i = 0; i < octets; i++) length = length * 256 + bytes[start + i];
+    start += octets;
+  }
+  if (start + length > end) throw 'DER cut short';
+  return { tag, at, start, end: start + length };
+}
+
+/** The elements inside a constructed DER element. */
+function derChildren(bytes, element) {
+  const children = [];
+  for (let at = element.start; at < element.end; ) {
+    const child = derAt(bytes, at, element.end);
+    children.push(child);
+    at = child.end;
+  }
+  return children;
+}
+
+const OID_SIGNED_DATA = '2a864886f70d010702';
+const OID_TST_INFO = '2a864886f70d0109100104';
+const OID_SHA_256 = '608648016503040201';
+/** The attribute types x509-cert names (RFC 4514 short names), by DER OID in hex. */
+const NAME_KEYS = new Map([
+  ['550403', 'CN'], ['550404', 'SN'], ['550405', 'SERIALNUMBER'], ['55040c', 'TITLE'], ['55042a', 'GIVENNAME'], ['550406', 'C'], ['550407', 'L'], ['550408', 'ST'], ['55040a', 'O'], ['55040b', 'OU'],
+  ['550409', 'STREET'], ['0992268993f22c640119', 'DC'], ['0992268993f22c640101', 'UID'],
+]);
+
+function oidText(der) {
+  const arcs = [];
+  let value = 0n;
+  for (const byte of der) {
+    value = (value << 7n) | BigInt(byte & 0x7f);
+    if ((byte & 0x80) === 0) {
+      arcs.push(value);
+      value = 0n;
+    }
+  }
+  if (arcs.length === 0) return '';
+  const first = arcs[0] < 80n ? arcs[0] / 40n : 2n;
+  return [first, arcs[0] - first * 40n, ...arcs.slice(1)].join('.');
+}
+
+/** A directory name as x509-cert writes it (RFC 4514: the last RDN first, `+` inside one, `,` between). */
+function nameText(bytes, name) {
+  return derChildren(bytes, name)
+    .reverse()
+    .map((rdn) =>
+      derChildren(bytes, rdn)
+        .map((atv) => {
+          const [type, value] = derChildren(bytes, atv);
+          const oid = hex(bytes.subarray(type.start, type.end));
+          const key = NAME_KEYS.get(oid);
+          const isText = [0x0c, 0x13, 0x14, 0x16].includes(value.tag);
+          if (!key || !isText) return `${oidText(bytes.subarray(type.start, type.end))}=#${hex(bytes.subarray(value.at, value.end))}`;
+          const chars = [...new TextDecoder().decode(bytes.subarray(value.start, value.end))];
+          const escaped = chars.map((c, i) =>
+            c === '#' && i === 0
+              ? '\\#'
+              : c === ' ' && (i === 0 || i === chars.length - 1)
+                ? '\\ '
+                : '"+,;<>\\'.includes(c)
+                  ? `\\${c}`
+                  : c < ' ' || c === '\x7f'
+                    ? `\\${c.charCodeAt(0).toString(16).padStart(2, '0')}`
+                    : c,
+          );
+          return `${key}=${escaped.join('')}`;
+        })
+        .join('+'),
+    )
+    .join(',');
+}
+
+/**
+ * What a token (a DER TimeStampToken) claims, unchecked, as custodia_timestamp::read_token_claims reads it:
+ * { genTime: 'YYYY-MM-DD hh:mm:ss[.f] UTC', tsa: name or null, imprint: SHA-256 bytes or null }, or { error }.
+ */
+function readTokenClaims(token) {
+  try {
+    const info = derAt(token, 0);
+    const [contentType, content] = derChildren(token, info);
+    if (info.tag !== 0x30 || contentType?.tag !== 0x06 || hex(token.subarray(contentType.start, contentType.end)) !== OID_SIGNED_DATA) {
+      throw 'not a CMS SignedData';
+    }
+    const signedData = derChildren(token, content)[0];
+    const encapsulated = derChildren(token, signedData)[2];
+    const [eType, eContent] = derChildren(token, encapsulated);
+    if (hex(token.subarray(eType.start, eType.end)) !== OID_TST_INFO || !eContent) throw 'the signed content is not a TSTInfo';
+    const octets = derChildren(token, eContent)[0];
+    if (octets?.tag !== 0x04) throw 'the TSTInfo is not in an OCTET STRING';
+    const fields = derChildren(token, derAt(token, octets.start, octets.end));
+    const [, , imprint, , genTime, ...rest] = fields;
+    if (genTime?.tag !== 0x18) throw 'no genTime';
+    const [algorithm, digest] = derChildren(token, imprint);
+    const algorithmOid = derChildren(token, algorithm)[0];
+    const isSha256 = hex(token.subarray(algorithmOid.start, algorithmOid.end)) === OID_SHA_256 && digest.end - digest.start === 32;
+    const time = new TextDecoder().decode(token.subarray(genTime.start, genTime.end));
+    const parts = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\.\d+)?Z$/.exec(time);
+    if (!parts) throw 'genTime is not a GeneralizedTime';
+    const tsaField = rest.find((field) => field.tag === 0xa0);
+    const directory = tsaField && derChildren(token, tsaField)[0];
+    const tsa = directory?.tag === 0xa4 ? nameText(token, derChildren(token, directory)[0]) : null;
+    return {
+      genTime: `${parts[1]}-${parts[2]}-${parts[3]} ${parts[4]}:${parts[5]}:${parts[6]}${parts[7] ?? ''} UTC`,
+      tsa,
+      imprint: isSha256 ? token.subarray(digest.start, digest.end) : null,
+    };
+  } catch (what) {
+    if (typeof what === 'string') return { error: `the token is malformed: ${what}` };
+    if (what instanceof TypeError) return { error: 'the token is malformed' };
+    throw what;
+  }
+}
+
+/** What the log at `size` holds of a bag's records (BigInt ledger indexes, in order), in words; null if none. */
+function timestampScope(records, size) {
+  const held = records.filter((record) => record < size);
+  const newer = records.filter((record) => record >= size);
+  const span = (some) => (some.length === 1 ? `record #${some[0]}` : `records #${some[0]} to #${some[some.length - 1]}`);
+  if (held.length === 0) return null;
+  if (newer.length === 0) return `the log at size ${size}, which holds every record of this bundle`;
+  return `the log at size ${size}, which holds ${span(held)}; newer than the token: ${span(newer)}`;
+}
+
+/**
+ * The bag's trusted time (crates/bundle/src/time.rs): `checkpoint` is the bag's checkpoint if it was checked (else
+ * null), `records` the record indexes (BigInts). Reports under 'timestamp' and sums up in report.timestamp.
+ */
+function checkTimestamp(files, checkpoint, key, records, report) {
+  const fail = (why) => {
+    report.timestamp = `INVALID: ${why}`;
+    report.fail('timestamp', why);
+  };
+  const entryBytes = text(files, TIMESTAMP_ENTRY);
+  const proofBytes = text(files, TIMESTAMP_PROOF);
+  const consistency = text(files, TIMESTAMP_CONSISTENCY);
+  if (entryBytes === null && proofBytes === null && consistency === null) {
+    report.timestamp = TIMESTAMP_NONE;
+    return;
+  }
+  if (entryBytes === null || proofBytes === null || consistency === null) {
+    return fail(`${TIMESTAMP_ENTRY}, ${TIMESTAMP_PROOF} and ${TIMESTAMP_CONSISTENCY} come together, and the bundle lacks one`);
+  }
+  const stamp = parseTimestampEntry(entryBytes);
+  if (!stamp) return fail(`${TIMESTAMP_ENTRY}: not a canonical checkpoint_timestamp entry`);
+  const opened = checkpoint === null ? { error: 'unchecked' } : openCheckpoint(checkpoint, key);
+  if (opened.error) return fail(`no checked ${CHECKPOINT} to place the timestamp in`);
+  const cp = opened.checkpoint;
+  const placed = included(entryBytes, proofBytes, null, checkpoint, key);
+  if (placed.error !== undefined) return fail(`${TIMESTAMP_PROOF}: ${placed.error}`);
+  const index = placed.index;
+  if (stamp.size > index || !consistencyProves(consistency, [stamp.size, stamp.root], [cp.size, cp.root])) {
+    return fail(
+      `${TIMESTAMP_CONSISTENCY} does not prove that the stamped checkpoint (size ${stamp.size}) is a prefix of ${CHECKPOINT} (size ${cp.size}): the token stamps another log`,
+    );
+  }
+  const scope = timestampScope(records, stamp.size);
+  if (scope === null) return fail(`the timestamp stamps the log at size ${stamp.size}, before any of its records`);
+  const body = `${cp.origin}\n${stamp.size}\n${base64Encode(stamp.root)}\n`;
+  const claims = readTokenClaims(stamp.token);
+  if (claims.error) return fail(`the token in ${TIMESTAMP_ENTRY}: ${claims.error}`);
+  if (claims.imprint === null || !bytesEqual(claims.imprint, sha256(encoder.encode(body)))) {
+    return fail(
+      `the token of timestamp entry ${index}: its imprint is not the SHA-256 of the stamped checkpoint (log ${echoed(cp.origin)}, size ${stamp.size}): it stamps other bytes`,
+    );
+  }
+  const tsa = claims.tsa === null ? 'an authority the token does not name' : echoed(claims.tsa);
+  const claim = `existed no later than ${claims.genTime} per ${tsa}, as the token claims: ${scope}`;
+  const summary =
+    `existed no later than ${claims.genTime} per ${tsa}, as the token claims, unchecked here (a browser holds no ` +
+    `authority's certificate: check it with custodia verify --tsa-anchor or openssl ts -verify): ${scope}`;
+  // One check says it all, so that a case bundle's summary of each of its bags keeps it.
+  report.pass('timestamp', `timestamp entry ${index} is in the log, and stamps a prefix of ${CHECKPOINT}: ${summary}`);
+  report.timestamp = summary;
+  // The page says the rest in the reader's language.
+  report.timestampClaim = claim;
 }
 
 // Merkle inclusion proofs (RFC 6962 / RFC 9162 section 2.1.3.2), in u64 arithmetic.
@@ -1930,6 +2178,26 @@ export function readProof(bytes) {
   return { proof: { index, path, size: body.checkpoint.size, root: body.checkpoint.root } };
 }
 
+/**
+ * Whether `proofBytes` (a c2sp.org/tlog-proof@v1 file) proves `entry` is in the log signed by `key`: entry `index`
+ * when one is expected (else null), against exactly `checkpoint` when given (else null). { index } or { error, kind }.
+ */
+function included(entry, proofBytes, index, checkpoint, key) {
+  if (proofBytes === null) return { error: 'is missing', kind: 'missing' };
+  const parsed = parseProof(proofBytes);
+  if (parsed.error) return { error: parsed.error, kind: 'malformed' };
+  const { proof } = parsed;
+  if (index !== null && proof.index !== index) return { error: `proves entry ${proof.index}, not ${index}`, kind: 'placed' };
+  if (checkpoint !== null && !bytesEqual(proof.checkpointNote, checkpoint)) {
+    return { error: `is against a different checkpoint than ${CHECKPOINT}`, kind: 'placed' };
+  }
+  const opened = openCheckpoint(proof.checkpointNote, key);
+  if (opened.error) return { error: `proof file's checkpoint: ${opened.error}`, kind: 'malformed' };
+  const problem = verifyInclusion(proof.index, opened.checkpoint.size, leafHash(entry), proof.path, opened.checkpoint.root);
+  if (problem !== null) return { error: `inclusion proof for entry ${proof.index} does not verify: ${problem}`, kind: 'proof' };
+  return { index: proof.index };
+}
+
 function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
   const records = [];
   for (const path of sortedKeys(files)) {
@@ -1945,27 +2213,11 @@ function checkRecords(files, checkpointBytes, key, checkpointOk, report) {
     const record = parseRecord(entry);
     if (!record) report.fail('custody_history', `${path} is not a canonical custody record`);
     const proofPath = `${CUSTODY_DIR}${index.toString().padStart(12, '0')}.proof`;
-    const proofBytes = text(files, proofPath);
-    if (proofBytes === null) {
-      report.fail('inclusion_proof', `record ${index}: ${proofPath} is missing`);
-    } else {
-      const parsed = parseProof(proofBytes);
-      if (parsed.error) {
-        report.fail('inclusion_proof', `record ${index}: ${parsed.error}`);
-      } else if (parsed.proof.index !== index) {
-        report.fail('inclusion_proof', `${proofPath} proves entry ${parsed.proof.index}, not ${index}`);
-      } else if (!bytesEqual(parsed.proof.checkpointNote, checkpointBytes) && checkpointOk) {
-        report.fail('inclusion_proof', `${proofPath} is against a different checkpoint than ${CHECKPOINT}`);
-      } else {
-        const opened = openCheckpoint(parsed.proof.checkpointNote, key);
-        const problem = opened.error
-          ? `proof file's checkpoint: ${opened.error}`
-          : verifyInclusion(index, opened.checkpoint.size, leafHash(entry), parsed.proof.path, opened.checkpoint.root);
-        if (problem === null) report.pass('inclusion_proof', `record ${index} is entry ${index} of the signed log`);
-        else if (opened.error) report.fail('inclusion_proof', `record ${index}: ${problem}`);
-        else report.fail('inclusion_proof', `record ${index}: inclusion proof for entry ${index} does not verify: ${problem}`);
-      }
-    }
+    const result = included(entry, text(files, proofPath), index, checkpointOk ? checkpointBytes : null, key);
+    if (result.error === undefined) report.pass('inclusion_proof', `record ${index} is entry ${index} of the signed log`);
+    else if (result.kind === 'missing') report.fail('inclusion_proof', `record ${index}: ${proofPath} is missing`);
+    else if (result.kind === 'placed') report.fail('inclusion_proof', `${proofPath} ${result.error}`);
+    else report.fail('inclusion_proof', `record ${index}: ${result.error}`);
     records.push({ index, record });
   }
   return records;

@@ -2,6 +2,11 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of this.
 
+/// A real local Time-Stamp Authority made with the openssl CLI (shared with custodia-timestamp's tests).
+#[path = "../../../timestamp/tests/support/mod.rs"]
+pub mod authority;
+pub mod tsa;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use custodia_ledger::LogVerifier;

@@ -198,6 +198,8 @@ pub enum Reason {
     TooManyPresentations { participant: ParticipantId, wording: Wording, times: usize },
     #[error("the recording has been started {runs} times in this hearing, the most it may be")]
     TooManyRecordingRuns { runs: usize },
+    #[error("{consultations} consultations have been held in this hearing, the most it may have")]
+    TooManyConsultations { consultations: usize },
     #[error("{participant} has not been shown the words of the {wording} in this hearing")]
     TextNotPresented { participant: ParticipantId, wording: Wording },
     #[error("the words of the {wording} last shown to {participant} are not the ones named")]
@@ -261,6 +263,7 @@ impl Reason {
             Self::TooManyIdentityChecks { .. } => "too_many_identity_checks",
             Self::TooManyPresentations { .. } => "too_many_presentations",
             Self::TooManyRecordingRuns { .. } => "too_many_recording_runs",
+            Self::TooManyConsultations { .. } => "too_many_consultations",
             Self::TextNotPresented { .. } => "text_not_presented",
             Self::NotTheTextPresented { .. } => "not_the_text_presented",
             Self::NoMedia { .. } => "no_media",

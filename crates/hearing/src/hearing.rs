@@ -56,6 +56,11 @@ pub const PRESENTATIONS_PER_PERSON: usize = 8;
 /// own on the record, so starting and stopping it at will must not grow the record without bound.
 pub const RECORDING_RUNS_PER_HEARING: usize = 32;
 
+/// Consultations a hearing may have ([`Reason::TooManyConsultations`]): counsel steps out with their client a few
+/// times a day, and each consultation's start and end, while recording, cut a segment of each member, each an
+/// artefact of its own on the record.
+pub const CONSULTATIONS_PER_HEARING: usize = 32;
+
 /// Where the hearing is in its life. It only moves forward: Scheduled → Open → InSession → Ended, or straight to
 /// Ended from any of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -1194,6 +1199,9 @@ impl Hearing {
         let counsel = self.with_role(step, by, "prosecution or defence counsel", HearingRole::is_counsel)?.role;
         if with.is_empty() {
             return Err(step.refuse(Reason::EmptyConsultation));
+        }
+        if self.consultations.len() >= CONSULTATIONS_PER_HEARING {
+            return Err(step.refuse(Reason::TooManyConsultations { consultations: self.consultations.len() }));
         }
         let expected = match counsel {
             HearingRole::Prosecutor => "a witness or the interpreter",

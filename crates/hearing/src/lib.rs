@@ -99,8 +99,8 @@ pub use event::{
     TechnicalReport, TextShown, TrackKind, Wording,
 };
 pub use hearing::{
-    COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW,
-    PRESENTATIONS_PER_PERSON, Phase, RECORDING_RUNS_PER_HEARING,
+    CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState,
+    OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, PRESENTATIONS_PER_PERSON, Phase, RECORDING_RUNS_PER_HEARING,
 };
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;

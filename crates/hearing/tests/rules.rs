@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Role, Sha256};
 use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
-    Admission, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event,
-    Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole, IDENTITY_CHECKS_PER_PERSON,
-    IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm,
-    PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place, RECORDING_RUNS_PER_HEARING, Reason, Rules,
-    Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    Admission, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId,
+    DocumentType, Effect, Event, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
+    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW,
+    OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place,
+    RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -1206,12 +1206,17 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     assert!(court.records[court_from..].iter().all(|r| r.repeated.is_none() && r.subject.as_ref() == Some(&accused)));
     assert!(!court.hearing.is_muted(&accused));
 
-    // Counsel takes the accused into a consultation and back, 100 times: 200 steps, each with a record per member.
+    // Counsel takes the accused into a consultation and back as often as a hearing allows: each step with a record
+    // per member; the next consultation is refused.
     let from = court.records.len();
-    for n in 1..=100 {
+    let most = CONSULTATIONS_PER_HEARING as u32;
+    for n in 1..=most {
         court.ok(Event::StartConsultation { by: defence.clone(), with: vec![accused.clone()] });
         court.ok(Event::EndConsultation { by: defence.clone(), consultation: ConsultationId::new(n) });
     }
+    let reason = court.refused(Event::StartConsultation { by: defence.clone(), with: vec![accused.clone()] });
+    assert_eq!(reason, Reason::TooManyConsultations { consultations: CONSULTATIONS_PER_HEARING });
+    assert_eq!(reason.key(), "too_many_consultations");
     assert_eq!(by(&court, &defence, from).len() as u64, 2 * budget);
     assert_eq!(court.hearing.place_of(&accused), Some(Place::MainRoom));
 
@@ -1243,7 +1248,7 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     court.ok(Event::End { by: pid(CLERK) });
     let consultations = by(&court, &defence, start);
     let steps: u64 = consultations.iter().map(|(_, count)| count.unwrap_or(1)).sum();
-    assert_eq!(steps, 2 * 200, "every member's start and end is accounted for: {consultations:?}");
+    assert_eq!(steps, 2 * 2 * u64::from(most), "every member's start and end is accounted for: {consultations:?}");
     assert_eq!(consultations.len() as u64, 2 * budget + 4, "{consultations:?}");
     let counted: Vec<_> =
         court.records.iter().filter(|r| r.actor == *defence.as_actor() && r.repeated.is_some()).collect();
@@ -1260,14 +1265,15 @@ fn steps_a_participant_repeats_on_their_own_are_counted_into_a_few_records() {
     );
     // The minutes know every consultation.
     let minutes = court.hearing.minutes();
-    assert_eq!(minutes.consultations.len(), 100);
+    assert_eq!(minutes.consultations.len(), CONSULTATIONS_PER_HEARING);
     assert!(minutes.consultations.iter().all(|c| c.counsel == defence && c.members == [accused.clone()]));
 }
 
-/// The court's steps that can be repeated at will, in hostile hands: the judge re-presenting the rights notice 100
-/// times and the clerk starting and stopping the recording 50 times. Each of them gets the court's budget of
-/// records a window; the rest are counted, one record per kind and subject with its count, and every step is
-/// accounted for; the witness is shown the text every time, and the recording runs are all in the state.
+/// The court's steps that can be repeated at will, in hostile hands: the judge presenting and giving the rights
+/// notice as often as allowed and muting and unmuting the witness, 100 steps, and the clerk starting and stopping
+/// the recording as often as a hearing allows. Each of them gets the court's budget of records a window; the rest
+/// are counted, one record per kind and subject with its count, and every step is accounted for; the witness is
+/// shown the text every time, and the recording runs are all in the state.
 #[test]
 fn the_courts_repeatable_steps_are_counted_past_its_budget() {
     let mut court = Court::in_session();

@@ -9,6 +9,15 @@
 //! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
 //! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
 //!
+//! A network whose place was taken back is remembered for a while ([`STRIKES_FOR`]): each place taken from it counts
+//! as one more it holds. Strangers spread over many networks, one place each, tie with a person's one place; but
+//! each of theirs that is taken back comes back at once and takes the next, so within a few rounds their networks
+//! weigh more than the person's, who came once and waits.
+//!
+//! The places held may pass `total` for a moment, while places taken back are being given up; never by more than
+//! a quarter (the listener keeps more descriptors than that in reserve), past which newcomers are turned away
+//! until they are.
+//!
 //! A place can stop being one to take back ([`Place::keep`]): a room socket that has said who it is, while that is
 //! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; they are refused when
 //! everything is held. A place whose network is not known (a connection from a trusted proxy, which carries many
@@ -17,7 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -31,8 +40,14 @@ pub(crate) struct Places {
     state: Mutex<State>,
 }
 
+/// How long a network whose place was taken back weighs more ([`Places`]).
+pub(crate) const STRIKES_FOR: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Default)]
 struct State {
+    /// Places taken back, by network, since `strikes_since`.
+    strikes: HashMap<ClientNetwork, usize>,
+    strikes_since: Option<Instant>,
     /// Places held, including those told to give up that have not yet.
     held: usize,
     /// Places held by network.
@@ -80,7 +95,10 @@ impl Places {
             return None;
         }
         if state.held >= self.total {
-            state.take_back()?.notify_one();
+            if state.held >= self.total + self.total.div_ceil(4) {
+                return None;
+            }
+            state.take_back(self.total)?.notify_one();
         }
         state.held += 1;
         if let Some(peer) = peer {
@@ -117,25 +135,38 @@ impl Places {
 }
 
 impl State {
-    /// Takes back the oldest place of the known network holding the most places that has one to give (a place
-    /// of no known network only when none has): its holder is to be told to give it up.
-    fn take_back(&mut self) -> Option<Arc<Notify>> {
+    /// Takes back the oldest place of the known network weighing the most (the places it holds, and those taken
+    /// from it lately) that has one to give (a place of no known network only when none has): its holder is to be
+    /// told to give it up. At most `total` networks are remembered.
+    fn take_back(&mut self, total: usize) -> Option<Arc<Notify>> {
+        let now = Instant::now();
+        if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
+            || self.strikes.len() >= total
+        {
+            self.strikes.clear();
+            self.strikes_since = Some(now);
+        }
         let heaviest = self
             .takeable
             .iter()
             .filter(|(_, places)| !places.is_empty())
             .map(|(peer, places)| {
-                let held = peer.map_or(0, |peer| self.by_peer.get(&peer).copied().unwrap_or(0));
+                let weight = peer.map_or(0, |peer| {
+                    self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
+                });
                 let oldest = places.keys().next().copied().unwrap_or(u64::MAX);
-                (held, oldest, *peer)
+                (weight, oldest, *peer)
             })
-            // The most places first; among equals, the one holding the oldest.
-            .max_by_key(|(held, oldest, _)| (*held, std::cmp::Reverse(*oldest)))?;
+            // The heaviest first; among equals, the one holding the oldest.
+            .max_by_key(|(weight, oldest, _)| (*weight, std::cmp::Reverse(*oldest)))?;
         let (_, _, peer) = heaviest;
         let places = self.takeable.get_mut(&peer)?;
         let (_, give_up) = places.pop_first()?;
         if places.is_empty() {
             self.takeable.remove(&peer);
+        }
+        if let Some(peer) = peer {
+            *self.strikes.entry(peer).or_insert(0) += 1;
         }
         Some(give_up)
     }
@@ -258,5 +289,35 @@ mod tests {
         assert!(told_to_give_up(&connection).await);
         drop((connection, newcomer, staging));
         assert!(places.emptied(Duration::from_millis(10)).await);
+    }
+
+    /// Strangers on many networks, one place each, who come back as soon as a place of theirs is taken: a person
+    /// who came once and waits for their round trip keeps their place.
+    #[tokio::test]
+    async fn strangers_who_come_back_at_once_weigh_more_than_a_person_who_came_once() {
+        use futures::FutureExt as _;
+        let places = Arc::new(Places::new(16, 1));
+        let mut strangers: Vec<Option<Place>> = (0..24).map(|_| None).collect();
+        let mut person = None;
+        for round in 0..240u32 {
+            // Those told to give up close their sockets.
+            for slot in &mut strangers {
+                if slot.as_ref().is_some_and(|place| place.give_up.notified().now_or_never().is_some()) {
+                    *slot = None;
+                }
+            }
+            if round == 40 {
+                person = Some(places.admit(peer(200)).expect("the person gets a place"));
+            }
+            // And every stranger without a place comes back at once.
+            for (n, slot) in strangers.iter_mut().enumerate() {
+                if slot.is_none() {
+                    *slot = places.admit(peer(n as u8));
+                }
+            }
+            if let Some(person) = &person {
+                assert!(!told_to_give_up(person).await, "round {round}: the person's place was taken back");
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod listen;
 pub mod log_routes;
 pub mod openapi;
-mod places;
+pub mod places;
 pub mod probe;
 pub mod problem;
 pub mod quarantine;

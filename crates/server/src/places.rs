@@ -34,14 +34,14 @@ use crate::listen::ClientNetwork;
 
 /// The places, shared by those who hold them.
 #[derive(Debug)]
-pub(crate) struct Places {
+pub struct Places {
     total: usize,
     per_peer: usize,
     state: Mutex<State>,
 }
 
 /// How long a network whose place was taken back weighs more ([`Places`]).
-pub(crate) const STRIKES_FOR: Duration = Duration::from_secs(60);
+pub const STRIKES_FOR: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Default)]
 struct State {
@@ -59,7 +59,7 @@ struct State {
 
 /// One holder's place, given back on drop.
 #[derive(Debug)]
-pub(crate) struct Place {
+pub struct Place {
     places: Arc<Places>,
     id: u64,
     peer: Option<ClientNetwork>,
@@ -68,7 +68,7 @@ pub(crate) struct Place {
 
 /// Places held for a request's own descriptors, never taken back, given back on drop.
 #[derive(Debug)]
-pub(crate) struct Held {
+pub struct Held {
     places: Arc<Places>,
     count: usize,
 }
@@ -76,7 +76,7 @@ pub(crate) struct Held {
 impl Places {
     /// At most `total` places at once (a little more for a moment, while a place taken back is being given up),
     /// `per_peer` of them for one client network.
-    pub(crate) fn new(total: usize, per_peer: usize) -> Self {
+    pub fn new(total: usize, per_peer: usize) -> Self {
         Self { total: total.max(1), per_peer: per_peer.max(1), state: Mutex::default() }
     }
 
@@ -87,7 +87,7 @@ impl Places {
     /// A place for a holder from `peer` (`None`: a network not known, counted in the total only), or `None` when
     /// its network holds its share, or when every place is held and none may be taken back. When every place is
     /// held, the oldest place of the network holding the most is told to give up.
-    pub(crate) fn admit(self: &Arc<Self>, peer: Option<ClientNetwork>) -> Option<Place> {
+    pub fn admit(self: &Arc<Self>, peer: Option<ClientNetwork>) -> Option<Place> {
         let mut state = self.state();
         if let Some(peer) = peer
             && state.by_peer.get(&peer).copied().unwrap_or(0) >= self.per_peer
@@ -112,7 +112,7 @@ impl Places {
     }
 
     /// `count` places that are never taken back, counted in the total only, or `None` when they do not fit.
-    pub(crate) fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
+    pub fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
         let mut state = self.state();
         if state.held + count > self.total {
             return None;
@@ -122,7 +122,7 @@ impl Places {
     }
 
     /// Waits until every place is given back, or `within` has passed; whether they all were.
-    pub(crate) async fn emptied(&self, within: Duration) -> bool {
+    pub async fn emptied(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         while self.state().held > 0 {
             if tokio::time::Instant::now() >= deadline {
@@ -183,12 +183,12 @@ impl State {
 
 impl Place {
     /// The place is no longer one to take back: it is kept until dropped.
-    pub(crate) fn keep(&self) {
+    pub fn keep(&self) {
         self.places.state().untake(self.peer, self.id);
     }
 
     /// Completes when the holder has been told to give the place up to a newcomer.
-    pub(crate) async fn given_up(&self) {
+    pub async fn given_up(&self) {
         self.give_up.notified().await;
     }
 }

@@ -644,8 +644,10 @@ impl Gateway {
         now: Timestamp,
         repeated: Repeated,
     ) -> Result<()> {
+        // Only an actor already past their budget has a count folded: taking from the budget for counts too made
+        // first refusals answer 429 on routes whose documents do not list it (schemathesis), which is left open.
         if let Some(actor) = refusal.budgeted_actor()
-            && self.quotas.refusal_records.take(actor.as_str()).is_err()
+            && !self.quotas.refusal_records.has_room(actor.as_str())
             && self.refusals.fold(refusal, repeated, now)
         {
             return Ok(());

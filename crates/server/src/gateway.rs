@@ -634,18 +634,18 @@ impl Gateway {
         Ok(due.len())
     }
 
-    /// Records the count of a closed window, within its actor's budget of refusal records: past it, the count
-    /// joins the actor's flood window, recorded (with every count it took) when that window closes. So an actor
-    /// trying many different refused things adds at most their budget of records a minute, counts included, and
-    /// one record for each of their flood windows.
+    /// Records the count of a closed window, unless its actor is past their budget of refusal records: then the
+    /// count joins the actor's flood window, recorded (with every count it took) when that window closes. A count
+    /// takes nothing from the budget, so an actor trying many different refused things adds at most twice their
+    /// budget of records a minute (each first refusal, and its count), and one record for each flood window.
     async fn record_refusal_count(
         &self,
         refusal: &crate::refusals::Refusal,
         now: Timestamp,
         repeated: Repeated,
     ) -> Result<()> {
-        // Only an actor already past their budget has a count folded: taking from the budget for counts too made
-        // first refusals answer 429 on routes whose documents do not list it (schemathesis), which is left open.
+        // Counts taking from the budget too would make first refusals answer 429 sooner, on routes whose documents
+        // do not list 429 (schemathesis found them); documenting 429 there comes first.
         if let Some(actor) = refusal.budgeted_actor()
             && !self.quotas.refusal_records.has_room(actor.as_str())
             && self.refusals.fold(refusal, repeated, now)

@@ -13,7 +13,7 @@
 //!
 //! Varying what is tried (another artefact, another action) would make each attempt a refusal of its own, so each
 //! account, and each hearing participant, also has a budget of refusal records a minute
-//! ([`crate::budget::Quotas::refusal_records`]), which a window's count record takes from like a first refusal.
+//! ([`crate::budget::Quotas::refusal_records`]), taken by first refusals (a window's count takes nothing from it).
 //! Past it, a refusal that would be recorded is diverted ([`Refusals::divert`]), and a count that would be
 //! recorded is folded ([`Refusals::fold`]), into one flood window per (case, actor, code), or for a hearing per
 //! (case, hearing, actor): counted, answered 429, and recorded as one record with its count and the actions tried

@@ -133,6 +133,17 @@ pub(crate) fn check(
     report: &mut Verification,
 ) {
     let (entry, proof, consistency) = match (files.entry, files.proof, files.consistency) {
+        (None, None, None) if trust.is_some() => {
+            // A reader who pins a Time-Stamp Authority asks for trusted time; a bag without any is not silently
+            // accepted as if it had it.
+            return fail(
+                report,
+                "this bundle carries no RFC 3161 timestamp token covering its records, and a --tsa-anchor or \
+                 --trusted-list was given: trusted time was asked for and there is none (export it again once the \
+                 gateway's Time-Stamp Authority has stamped the log past its records)"
+                    .to_owned(),
+            );
+        }
         (None, None, None) => {
             report.timestamp = Some(NONE.to_owned());
             return;

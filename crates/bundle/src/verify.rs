@@ -729,8 +729,9 @@ pub struct Pins<'a> {
     /// With a policy, the checkpoint's cosignatures must meet its quorum over every record, or the bundle is not
     /// valid; without one, a bundle's own policy is reported as the bundle's, not one the reader pinned.
     pub policy: Option<&'a Policy>,
-    /// Time-Stamp Authority anchors and trusted lists: with anchors, a bag's timestamp token must verify under them,
-    /// or the bundle is not valid; without, it is reported as present and unchecked.
+    /// Time-Stamp Authority anchors and trusted lists: with them, every bag must carry a timestamp token, and with
+    /// anchors it must verify under them, or the bundle is not valid; without, a token is reported as present and
+    /// unchecked, and its absence is reported too.
     pub time: Option<&'a crate::TimeTrust>,
 }
 

@@ -58,6 +58,10 @@ static UNJOINED: std::sync::LazyLock<Arc<crate::places::Places>> =
 
 /// A client that sends `ping` (every 5 s, docs/hearing-room.md) has lost its link once it is silent this long.
 const KEEPALIVE_SILENCE: Duration = Duration::from_secs(15);
+/// How long the gateway keeps reading, and discarding, what a client still sends after the gateway's close frame,
+/// waiting for the client's own (RFC 6455 7.1.1). Dropping a socket with unread data in it makes the kernel answer
+/// with a reset, which can discard the close frame before the client reads it, so the client never learns why.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -377,6 +381,7 @@ async fn run_room(
             let _ = outbox.send(refused);
             drop(outbox);
             let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
+            linger(stream).await;
             return;
         }
     };
@@ -489,6 +494,20 @@ async fn run_room(
     hearing.connection_closed(&participant, connection).await;
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    linger(stream).await;
+}
+
+/// Reads and discards what the client still sends after the gateway's close frame, until the client's close
+/// frame, the end of the stream, or [`CLOSE_LINGER`], so that the close frame reaches it.
+async fn linger(mut stream: futures::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// STUN and TURN servers, with TURN credentials made for this answer, for someone in a hearing

@@ -53,8 +53,9 @@ enum Command {
         #[arg(long = "policy")]
         policy: Option<PathBuf>,
         /// A Time-Stamp Authority's trust anchor (a PEM file of one or more certificates), from a source you trust;
-        /// may be given several times. The bundle's RFC 3161 token must verify and chain to one, or the bundle is
-        /// NOT VALID. Without one (or a --trusted-list), the token is reported as present but unchecked.
+        /// may be given several times. The bundle must carry an RFC 3161 token, which must verify and chain to one,
+        /// or the bundle is NOT VALID. Without one (or a --trusted-list), a token is reported as present but
+        /// unchecked.
         #[arg(long = "tsa-anchor")]
         tsa_anchors: Vec<PathBuf>,
         /// An ETSI TS 119 612 trusted list (XML); may be given several times. A token that chains to the

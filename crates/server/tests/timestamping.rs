@@ -98,9 +98,14 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
     let consistency = custodia_bundle::consistency_proof_file(
         &log.storage().consistency_proof(stamped.size, size).await.expect("consistency proof"),
     );
-    let by_hand = |anchor: &Authority, entry: &[u8]| {
+    // The bag's records: the first (the registration) must be below the stamped size.
+    let by_hand_with = |anchor: &Authority, entry: &[u8], registration: u64| {
         let work = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(work.path().join("data/timestamp")).expect("data");
+        std::fs::create_dir_all(work.path().join("data/custody")).expect("custody");
+        for index in [registration, 5] {
+            std::fs::write(work.path().join(format!("data/custody/{index:012}.json")), b"{}").expect("record");
+        }
         std::fs::write(work.path().join("data/checkpoint"), log.checkpoint().note()).expect("checkpoint");
         std::fs::write(work.path().join("data/timestamp/entry.json"), entry).expect("entry");
         std::fs::write(work.path().join("data/timestamp/consistency.proof"), &consistency).expect("proof");
@@ -119,6 +124,7 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
             format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
         )
     };
+    let by_hand = |anchor: &Authority, entry: &[u8]| by_hand_with(anchor, entry, 2);
     let (ok, said) = by_hand(&authority, &entry);
     assert!(ok && said.contains("timestamp: OK") && said.contains("existed no later than"), "{said}");
     assert!(!by_hand(&stranger, &entry).0, "another authority's certificate");
@@ -128,6 +134,9 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
         1,
     );
     assert!(!by_hand(&authority, other_size.as_bytes()).0, "a token does not stamp another checkpoint");
+    // A token of the log before the registration says nothing of the evidence.
+    let (ok, said) = by_hand_with(&authority, &entry, stamped.size);
+    assert!(!ok && said.contains("ends before the registration, record 3"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +362,8 @@ async fn a_bundle_carries_the_token_covering_its_records_and_both_verifiers_chec
 
 /// Tokens the gateway never records (it verifies each first), put straight into its log as someone with its storage
 /// could: one over other bytes, and one whose signature was altered. The bag carries the newest token covering its
-/// records, and `custodia verify` refuses each: the imprint with or without an anchor, the signature under one.
+/// records, and `custodia verify` refuses each: the imprint with or without an anchor, the signature under one. A
+/// bag exported before any token is refused under an anchor too: trusted time was asked for and there is none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_invalid() {
     use support::As;
@@ -362,6 +372,18 @@ async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_
     let (gw, session, artefact) = support::tsa::gateway_with_a_silent_authority(authority.clone()).await;
     let key = gw.verifier().to_string();
     let anchor = authority.path("ca.crt");
+    let args = ["--trusted-key".into(), key.clone().into(), "--tsa-anchor".into(), anchor.clone().into_os_string()];
+    // Before any token: a reader who asks for trusted time with an anchor is told there is none, and the bundle is
+    // not valid; one who does not ask is told it has none.
+    let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let (code, said) = cli_verify(&reply.body, &args);
+    assert_eq!(code, Some(1), "no token, an anchor given: {said}");
+    assert!(said.contains("carries no RFC 3161 timestamp token") && said.contains("--tsa-anchor"), "{said}");
+    let (code, said) = cli_verify(&reply.body, &args[..2]);
+    assert_eq!(code, Some(0), "no token, no anchor: {said}");
+    assert!(said.contains("Timestamp: none"), "{said}");
     for (forgery, refused) in [
         (Forgery::OtherBytes, "its imprint is not the SHA-256 of the stamped checkpoint"),
         (Forgery::AlteredSignature, "does not verify: the token's signature does not verify"),
@@ -370,7 +392,6 @@ async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_
         let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
         let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
         assert_eq!(reply.status.as_u16(), 200);
-        let args = ["--trusted-key".into(), key.clone().into(), "--tsa-anchor".into(), anchor.clone().into_os_string()];
         let (code, said) = cli_verify(&reply.body, &args);
         assert_eq!(code, Some(1), "{forgery:?}: {said}");
         assert!(said.contains(&format!("entry {index}")) && said.contains(refused), "{forgery:?}: {said}");

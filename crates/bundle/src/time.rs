@@ -20,6 +20,10 @@ use crate::verify::{Part, Verification, echoed};
 /// What a bag without trusted time says.
 pub(crate) const NONE: &str = "none (the gateway had no Time-Stamp Authority token covering these records)";
 
+/// How far a record's own time may be after the time of a token that stamps it: the gateway's clock and the
+/// authority's may disagree by this much (both are meant to follow UTC to within a second).
+pub(crate) const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
+
 /// What the reader trusts for time: Time-Stamp Authority anchors, and ETSI TS 119 612 trusted lists.
 #[derive(Debug, Clone, Default)]
 pub struct TimeTrust {
@@ -122,12 +126,12 @@ pub(crate) struct TimestampFiles<'a> {
 
 /// Checks a bag's trusted time, reporting under [`Part::Timestamp`] and summing up in `report.timestamp`.
 /// `checkpoint` is the bag's checkpoint, already checked (`None` if it failed, and then so does this); `records` the
-/// bag's record indexes; `included` checks the entry's inclusion proof against the bag's checkpoint, giving the
+/// bag's records: their ledger indexes, and the times they give where they could be read; `included` checks the entry's inclusion proof against the bag's checkpoint, giving the
 /// entry's index or why not.
 pub(crate) fn check(
     files: &TimestampFiles<'_>,
     checkpoint: Option<&SignedCheckpoint>,
-    records: &[u64],
+    records: &[(u64, Option<jiff::Timestamp>)],
     trust: Option<&TimeTrust>,
     included: impl FnOnce(&[u8], &[u8]) -> Result<u64, String>,
     report: &mut Verification,
@@ -182,7 +186,8 @@ pub(crate) fn check(
             ),
         );
     }
-    let Some(scope) = scope(records, stamp.size) else {
+    let indexes: Vec<u64> = records.iter().map(|(index, _)| *index).collect();
+    let Some(scope) = scope(&indexes, stamp.size) else {
         return fail(report, format!("the timestamp stamps the log at size {}, before any of its records", stamp.size));
     };
     let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, stamp.size, &stamp.root);
@@ -199,6 +204,22 @@ pub(crate) fn check(
                  {}, size {}): it stamps other bytes",
                 echoed(&checkpoint.origin),
                 stamp.size
+            ),
+        );
+    }
+    // The stamped records existed no later than the token's time, so none may say it was made after it.
+    let gen_time = i64::try_from(claims.gen_time.unix_duration().as_secs()).unwrap_or(i64::MAX);
+    let after = records.iter().find_map(|&(index, at)| {
+        at.filter(|at| index < stamp.size && at.as_second() > gen_time.saturating_add(MAX_CLOCK_SKEW_SECONDS))
+            .map(|at| (index, at))
+    });
+    if let Some((index, at)) = after {
+        return fail(
+            report,
+            format!(
+                "record #{index} says it was made at {at}, more than {MAX_CLOCK_SKEW_SECONDS} s after the token's time \
+                 ({}), yet the stamped log holds it: the gateway's clock ran ahead, or its records' times are false",
+                claims.gen_time_text()
             ),
         );
     }

@@ -1238,7 +1238,9 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
     };
     let opened = crate::time::open_checkpoint(checkpoint_bytes, &key).filter(|_| checkpoint_ok);
     let included = |entry: &[u8], proof: &[u8]| included(entry, Some(proof), None, checkpoint_bytes, &key);
-    crate::time::check(&time_files, opened.as_ref(), &indexes, trusted.time, included, &mut report);
+    let times: Vec<(u64, Option<jiff::Timestamp>)> =
+        records.iter().map(|bundled| (bundled.index, bundled.record.as_ref().map(|record| record.at))).collect();
+    crate::time::check(&time_files, opened.as_ref(), &times, trusted.time, included, &mut report);
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);

@@ -42,6 +42,9 @@ pub const PEER_SHARE_OF_CONNECTIONS: usize = 16;
 
 /// HSTS for answers over HTTPS: two years.
 const HSTS: &str = "max-age=63072000";
+/// How long a connection whose place was taken back has to finish the request it is serving. Short, since the
+/// places past the budget that such connections hold keep newcomers out once they pass a quarter of it.
+const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// What one gateway process accepts.
 #[derive(Debug, Clone)]
@@ -205,7 +208,11 @@ impl std::fmt::Debug for ClientNetwork {
 /// for each, and the reserve still holds when every connection is an upload. Absent from requests served
 /// in-process (tests), which have no budget.
 #[derive(Debug, Clone)]
-pub struct Descriptors(Arc<Places>);
+pub struct Descriptors {
+    places: Arc<Places>,
+    /// The connection's client network (`None` for a trusted proxy's), whose places are not taken back for it.
+    network: Option<ClientNetwork>,
+}
 
 /// Places taken from the connection budget for a request's own descriptors, given back on drop.
 #[derive(Debug)]
@@ -216,8 +223,8 @@ pub struct DescriptorPlaces {
 impl Descriptors {
     /// `count` places for the descriptors a request is about to open, or a 503 when the budget is spent.
     pub fn take(descriptors: Option<&Self>, count: u32) -> Result<DescriptorPlaces, crate::problem::Problem> {
-        let Some(Self(budget)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
-        match budget.hold(count as usize) {
+        let Some(Self { places, network }) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
+        match places.hold(count as usize, *network) {
             Some(places) => Ok(DescriptorPlaces { _places: Some(places) }),
             None => Err(crate::problem::Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -270,7 +277,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let exempt = limits.trusted_proxies.contains(&peer.ip());
-        let Some(admitted) = budget.admit((!exempt).then(|| ClientNetwork::of(peer.ip()))) else {
+        let network = (!exempt).then(|| ClientNetwork::of(peer.ip()));
+        let Some(admitted) = budget.admit(network) else {
             refused += 1;
             if refused.is_power_of_two() {
                 tracing::warn!(refused, "connections refused over the connection budget");
@@ -279,31 +287,35 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone(), Descriptors(budget.clone()));
+        let service = site_service(
+            app.clone(),
+            peer,
+            tls.is_some(),
+            limits.clone(),
+            Descriptors { places: budget.clone(), network },
+        );
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let (http1, http2) = &*builders;
-            let served = async {
-                match tls {
-                    None => serve_connection(http1, stream, service, closing).await,
-                    Some(acceptor) => {
-                        let Ok(Ok(stream)) = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        else {
-                            return;
-                        };
-                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                        serve_connection(if h2 { http2 } else { http1 }, stream, service, closing).await;
-                    }
+            let given_up = admitted.given_up();
+            let mut given_up = std::pin::pin!(given_up);
+            match tls {
+                None => serve_connection(http1, stream, service, closing, given_up).await,
+                Some(acceptor) => {
+                    // A handshake whose place a newcomer takes back ends where it stands.
+                    let accepted = tokio::select! {
+                        accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => accepted,
+                        () = given_up.as_mut() => return,
+                    };
+                    let Ok(Ok(stream)) = accepted else { return };
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing, given_up).await;
                 }
-            };
-            // A connection whose place a newcomer takes back is closed where it stands.
-            tokio::select! {
-                () = served => {}
-                () = admitted.given_up() => {}
             }
+            // `admitted`, moved in here, gives its place back as the task ends.
         });
     }
     drop(listener);
@@ -314,12 +326,16 @@ pub async fn serve(
     Ok(())
 }
 
-/// One connection until it ends, or until shutdown asks it to finish what it is doing.
+/// One connection until it ends, until shutdown asks it to finish what it is doing, or until its place is taken
+/// back (`given_up`). Then an idle connection (a keep-alive one between requests, or one still sending a request
+/// head) closes at once, and one with a request in flight gets [`GIVE_UP_GRACE`] to finish it: a court behind one
+/// address whose connections weigh the most loses its idle ones, which its browsers open again, not a request.
 async fn serve_connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
     service: S,
     mut closing: tokio::sync::watch::Receiver<bool>,
+    given_up: impl std::future::Future<Output = ()>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
@@ -335,6 +351,10 @@ async fn serve_connection<I, S>(
         _ = closing.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
+        }
+        () = given_up => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GIVE_UP_GRACE, connection).await;
         }
     }
 }
@@ -488,6 +508,83 @@ mod tests {
         assert!(received <= 10, "{received} bytes arrived after the deadline");
     }
 
+    /// A connection from `source` (a loopback address) to `port`.
+    async fn connect_from(source: [u8; 4], port: u16) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        socket.connect(SocketAddr::from(([127, 0, 0, 1], port))).await.unwrap()
+    }
+
+    /// What the server sends on `stream` within `wait` until it closes it (or until `wait` is up): the bytes, and
+    /// whether it closed.
+    async fn read_until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> (String, bool) {
+        use tokio::io::AsyncReadExt as _;
+        let mut got = Vec::new();
+        let mut buffer = [0u8; 4096];
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+                Ok(Ok(n)) => got.extend_from_slice(&buffer[..n]),
+                Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+            }
+        }
+    }
+
+    /// A court behind one address holds every connection when newcomers arrive. The place taken back from it first
+    /// is its oldest connection, which is in the middle of sending a request: that request still gets its answer.
+    /// The next is an idle keep-alive connection: it is closed at once, which its client's next request would
+    /// take in its stride by opening another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
+        use tokio::io::AsyncWriteExt as _;
+        let app = Router::new().route("/", axum::routing::get(|| async { "ok" })).route(
+            "/echo",
+            axum::routing::post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = Limits {
+            max_connections: 4,
+            max_connections_per_peer: 4,
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            trusted_proxies: vec![],
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, None, limits, async move {
+            let _ = stopped.await;
+        }));
+        let court = [127, 0, 0, 1];
+        let mut in_flight = connect_from(court, port).await;
+        in_flight.write_all(b"POST /echo HTTP/1.1\r\nHost: court\r\nContent-Length: 10\r\n\r\n12345").await.unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            let mut stream = connect_from(court, port).await;
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: court\r\n\r\n").await.unwrap();
+            use tokio::io::AsyncReadExt as _;
+            let mut answer = [0u8; 1024];
+            let n = stream.read(&mut answer).await.unwrap();
+            assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"), "a keep-alive answer");
+            idle.push(stream);
+        }
+
+        // Every place held: a newcomer takes back the court's oldest, whose request is not finished.
+        let _first = connect_from([127, 0, 0, 2], port).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        in_flight.write_all(b"67890").await.unwrap();
+        let (answer, closed) = read_until_closed(&mut in_flight, Duration::from_secs(30)).await;
+        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("10 bytes"), "{answer}");
+        assert!(closed, "and then the connection closes: {answer}");
+
+        // The next newcomer takes back an idle keep-alive connection of the court's, closed at once.
+        let _second = connect_from([127, 0, 0, 3], port).await;
+        let (answer, closed) = read_until_closed(&mut idle[0], Duration::from_secs(5)).await;
+        assert!(closed && answer.is_empty(), "an idle connection closes, with nothing sent: {answer:?}");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
     #[test]
     fn the_budget_keeps_a_reserve_of_descriptors() {
         let limits = Limits {
@@ -563,7 +660,7 @@ mod tests {
     fn an_uploads_staging_file_takes_a_place_of_its_own() {
         let budget = Arc::new(Places::new(3, 3));
         let peer = Some(ClientNetwork::of("192.0.2.1".parse().unwrap()));
-        let descriptors = Descriptors(budget.clone());
+        let descriptors = Descriptors { places: budget.clone(), network: peer };
         let _connection = budget.admit(peer).unwrap();
         let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
         assert!(Descriptors::take(Some(&descriptors), 1).is_err(), "socket and staging file hold the whole budget");

@@ -19,8 +19,8 @@
 //! until they are.
 //!
 //! A place can stop being one to take back ([`Place::keep`]): a room socket that has said who it is, while that is
-//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; they are refused when
-//! everything is held. A place whose network is not known (a connection from a trusted proxy, which carries many
+//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; when everything is held
+//! they take places back from other networks, as a newcomer does, and are refused only when none can be. A place whose network is not known (a connection from a trusted proxy, which carries many
 //! clients; a socket served in-process) counts in the total only, and is taken back only when no known network
 //! has a place to give.
 
@@ -98,7 +98,7 @@ impl Places {
             if state.held >= self.total + self.total.div_ceil(4) {
                 return None;
             }
-            state.take_back(self.total)?.notify_one();
+            state.take_back(self.total, None)?.notify_one();
         }
         state.held += 1;
         if let Some(peer) = peer {
@@ -111,11 +111,23 @@ impl Places {
         Some(Place { places: self.clone(), id, peer, give_up })
     }
 
-    /// `count` places that are never taken back, counted in the total only, or `None` when they do not fit.
-    pub fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
+    /// `count` places that are never taken back, counted in the total only, for a holder from `holder` (the
+    /// network of the connection whose request needs them), or `None` when they do not fit. When every place is
+    /// held, as many as it takes are taken back from other networks, as [`Places::admit`] takes one, so that a
+    /// budget filled by strangers does not turn an upload away; never from the holder's own network, whose oldest
+    /// place may be the very connection asking.
+    pub fn hold(self: &Arc<Self>, count: usize, holder: Option<ClientNetwork>) -> Option<Held> {
         let mut state = self.state();
-        if state.held + count > self.total {
-            return None;
+        let over = (state.held + count).saturating_sub(self.total);
+        if over > 0 {
+            let takeable: usize =
+                state.takeable.iter().filter(|(peer, _)| **peer != holder).map(|(_, places)| places.len()).sum();
+            if state.held + count > self.total + self.total.div_ceil(4) || takeable < over {
+                return None;
+            }
+            for _ in 0..over {
+                state.take_back(self.total, Some(holder))?.notify_one();
+            }
         }
         state.held += count;
         Some(Held { places: self.clone(), count })
@@ -136,9 +148,9 @@ impl Places {
 
 impl State {
     /// Takes back the oldest place of the known network weighing the most (the places it holds, and those taken
-    /// from it lately) that has one to give (a place of no known network only when none has): its holder is to be
-    /// told to give it up. At most `total` networks are remembered.
-    fn take_back(&mut self, total: usize) -> Option<Arc<Notify>> {
+    /// from it lately) that has one to give (a place of no known network only when none has), never one of
+    /// `spared`'s: its holder is to be told to give it up. At most `total` networks are remembered.
+    fn take_back(&mut self, total: usize, spared: Option<Option<ClientNetwork>>) -> Option<Arc<Notify>> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
             || self.strikes.len() >= total
@@ -149,7 +161,7 @@ impl State {
         let heaviest = self
             .takeable
             .iter()
-            .filter(|(_, places)| !places.is_empty())
+            .filter(|(peer, places)| !places.is_empty() && spared != Some(**peer))
             .map(|(peer, places)| {
                 let weight = peer.map_or(0, |peer| {
                     self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
@@ -283,11 +295,28 @@ mod tests {
     async fn held_places_are_never_taken_back_and_do_not_fit_a_full_house() {
         let places = Arc::new(Places::new(3, 3));
         let connection = places.admit(peer(1)).unwrap();
-        let staging = places.hold(2).expect("a socket and its staging file");
-        assert!(places.hold(1).is_none());
+        let staging = places.hold(2, peer(1)).expect("a socket and its staging file");
+        assert!(places.hold(1, peer(1)).is_none(), "its own network's place is not taken back for it");
         let newcomer = places.admit(peer(2)).expect("the connection's place is taken back");
         assert!(told_to_give_up(&connection).await);
         drop((connection, newcomer, staging));
+        assert!(places.emptied(Duration::from_millis(10)).await);
+    }
+
+    /// Strangers fill every place: an upload's staging file takes back the places it needs from them, never from
+    /// its own network, and within the quarter over the total that places taken back may hold.
+    #[tokio::test]
+    async fn held_places_take_back_from_strangers_who_fill_the_house() {
+        let places = Arc::new(Places::new(8, 8));
+        let uploader = places.admit(peer(1)).unwrap();
+        let strangers: Vec<Place> = (0..7).map(|_| places.admit(peer(2)).unwrap()).collect();
+        let staging = places.hold(2, peer(1)).expect("two places taken back from the strangers");
+        assert!(!told_to_give_up(&uploader).await, "the uploader's own connection stays");
+        assert!(told_to_give_up(&strangers[0]).await && told_to_give_up(&strangers[1]).await);
+        assert!(!told_to_give_up(&strangers[2]).await);
+        assert!(places.hold(2, peer(1)).is_none(), "the places taken back are not given up yet: past the quarter");
+        drop(strangers);
+        drop((uploader, staging));
         assert!(places.emptied(Duration::from_millis(10)).await);
     }
 

@@ -405,3 +405,31 @@ async fn a_token_over_other_bytes_or_with_an_altered_signature_makes_the_bundle_
         }
     }
 }
+
+/// A gateway whose clock ran an hour ahead wrote a record that says it was made after the time of a token that
+/// stamps it: a contradiction, so the bundle is not valid, and the verifier names the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_dated_after_the_token_that_stamps_it_makes_the_bundle_invalid() {
+    use support::As;
+    use support::tsa::Forgery;
+    let authority = Arc::new(Authority::new(KeyKind::Rsa));
+    let (gw, session, artefact) = support::tsa::gateway_with_a_silent_authority(authority.clone()).await;
+    let key = gw.verifier().to_string();
+    let args = ["--trusted-key".into(), key.into(), "--tsa-anchor".into(), authority.path("ca.crt").into_os_string()];
+    let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure");
+    let punctual = support::tsa::append_forged_stamp(&gw, &authority, Forgery::Genuine).await;
+    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let (code, said) = cli_verify(&reply.body, &args);
+    assert_eq!(code, Some(0), "a clock in step, timestamp entry {punctual}: {said}");
+
+    gw.clock.advance(3600);
+    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let ahead = support::tsa::append_forged_stamp(&gw, &authority, Forgery::Genuine).await;
+    let reply = gw.call("POST", &export, Some(As::Session(&session)), serde_json::json!({})).await;
+    assert_eq!(reply.status.as_u16(), 200);
+    let (code, said) = cli_verify(&reply.body, &args);
+    assert_eq!(code, Some(1), "timestamp entry {ahead}: {said}");
+    assert!(said.contains("after the token's time") && said.contains("the gateway's clock ran ahead"), "{said}");
+}

@@ -465,6 +465,13 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     support::tsa::append_forged_stamp(&forging, &silent, support::tsa::Forgery::OtherBytes).await;
     let imprint_forged = export(&forging, &forging_session, &forged_artefact).await;
     let forging_key = forging.verifier().to_string();
+    // And a bag from a gateway whose clock ran an hour ahead: a record dated after the token that stamps it.
+    let (hasty, hasty_session, hasty_artefact) = support::tsa::gateway_with_a_silent_authority(silent.clone()).await;
+    hasty.clock.advance(3600);
+    export(&hasty, &hasty_session, &hasty_artefact).await;
+    support::tsa::append_forged_stamp(&hasty, &silent, support::tsa::Forgery::Genuine).await;
+    let dated_after = export(&hasty, &hasty_session, &hasty_artefact).await;
+    let hasty_key = hasty.verifier().to_string();
     let timestamp_proof_broken = support::tsa::timestamp_proof_broken(&timestamped);
     let timestamp_token_edited = support::tsa::timestamp_token_forged(&timestamped);
     let named = [
@@ -472,6 +479,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("timestamp-consistency-broken-bag-rehashed", "does not prove that the stamped checkpoint".to_owned()),
         ("timestamp-token-edited-bag-rehashed", "data/timestamp/entry.proof: ".to_owned()),
         ("timestamp-over-other-bytes", "its imprint is not the SHA-256 of the stamped checkpoint".to_owned()),
+        ("timestamp-before-a-record-it-stamps", "after the token's time".to_owned()),
         ("valid-witnessed", "WITNESSES: witnessed under the policy you pinned: its quorum is met by w at".to_owned()),
         ("valid-witnessed-own-policy", "witnessed under the bundle's policy, not one you pinned".to_owned()),
         ("witness-quorum-unmet", "NOT witnessed under the policy you pinned: its quorum is not met".to_owned()),
@@ -658,6 +666,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("timestamp-consistency-broken-bag-rehashed", timestamp_proof_broken, Some(&timestamped_key), false),
         ("timestamp-token-edited-bag-rehashed", timestamp_token_edited, Some(&timestamped_key), false),
         ("timestamp-over-other-bytes", imprint_forged, Some(&forging_key), false),
+        ("timestamp-before-a-record-it-stamps", dated_after, Some(&hasty_key), false),
     ];
     // The witness policies pinned, by case; the others pin none.
     let demanding = format!(
@@ -820,6 +829,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("timestamp-consistency-broken-bag-rehashed", "timestamp"),
         ("timestamp-token-edited-bag-rehashed", "timestamp"),
         ("timestamp-over-other-bytes", "timestamp"),
+        ("timestamp-before-a-record-it-stamps", "timestamp"),
     ] {
         let case = cases.iter().find(|c| c.name == case).unwrap();
         assert_eq!(case.rust_failed, BTreeSet::from([expected.to_owned()]), "{}", case.name);

@@ -1162,7 +1162,7 @@ function verifyArtefactBag(files, trusted) {
   const records = checkRecords(files, checkpointBytes, key, checkpointOk, report);
   report.records = records.length;
   checkWitnesses(files, key, trusted.policy ?? null, records.map((r) => r.index), report);
-  checkTimestamp(files, checkpointOk ? checkpointBytes : null, key, records.map((r) => r.index), report);
+  checkTimestamp(files, checkpointOk ? checkpointBytes : null, key, records, report);
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
@@ -1961,11 +1961,13 @@ function readTokenClaims(token) {
     const time = new TextDecoder().decode(token.subarray(genTime.start, genTime.end));
     const parts = /^(\d{4})(\d\d)(\d\d)(\d\d)(\d\d)(\d\d)(\.\d+)?Z$/.exec(time);
     if (!parts) throw 'genTime is not a GeneralizedTime';
+    const [year, month, day, hour, minute, second] = parts.slice(1, 7).map(Number);
     const tsaField = rest.find((field) => field.tag === 0xa0);
     const directory = tsaField && derChildren(token, tsaField)[0];
     const tsa = directory?.tag === 0xa4 ? nameText(token, derChildren(token, directory)[0]) : null;
     return {
       genTime: `${parts[1]}-${parts[2]}-${parts[3]} ${parts[4]}:${parts[5]}:${parts[6]}${parts[7] ?? ''} UTC`,
+      genTimeSeconds: Date.UTC(year, month - 1, day, hour, minute, second) / 1000,
       tsa,
       imprint: isSha256 ? token.subarray(digest.start, digest.end) : null,
     };
@@ -1986,11 +1988,24 @@ function timestampScope(records, size) {
   return `the log at size ${size}, which holds ${span(held)}; newer than the token: ${span(newer)}`;
 }
 
+/** How far a record's own time may be after the time of a token that stamps it (time.rs MAX_CLOCK_SKEW_SECONDS). */
+const MAX_CLOCK_SKEW_SECONDS = 300;
+
+/** A record's `at` (RFC 3339, UTC) in whole seconds since the Unix epoch, rounded down; NaN if it is not one. */
+function recordSeconds(at) {
+  const parts = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(\.\d+)?Z$/.exec(at ?? '');
+  if (!parts) return NaN;
+  const [year, month, day, hour, minute, second] = parts.slice(1, 7).map(Number);
+  return Date.UTC(year, month - 1, day, hour, minute, second) / 1000;
+}
+
 /**
  * The bag's trusted time (crates/bundle/src/time.rs): `checkpoint` is the bag's checkpoint if it was checked (else
- * null), `records` the record indexes (BigInts). Reports under 'timestamp' and sums up in report.timestamp.
+ * null), `bundled` the bag's records ({ index: BigInt, record }). Reports under 'timestamp' and sums up in
+ * report.timestamp.
  */
-function checkTimestamp(files, checkpoint, key, records, report) {
+function checkTimestamp(files, checkpoint, key, bundled, report) {
+  const records = bundled.map((r) => r.index);
   const fail = (why) => {
     report.timestamp = `INVALID: ${why}`;
     report.fail('timestamp', why);
@@ -2026,6 +2041,15 @@ function checkTimestamp(files, checkpoint, key, records, report) {
   if (claims.imprint === null || !bytesEqual(claims.imprint, sha256(encoder.encode(body)))) {
     return fail(
       `the token of timestamp entry ${index}: its imprint is not the SHA-256 of the stamped checkpoint (log ${echoed(cp.origin)}, size ${stamp.size}): it stamps other bytes`,
+    );
+  }
+  // The stamped records existed no later than the token's time, so none may say it was made after it.
+  const after = bundled.find(
+    ({ index, record }) => index < stamp.size && record && recordSeconds(record.at) > claims.genTimeSeconds + MAX_CLOCK_SKEW_SECONDS,
+  );
+  if (after) {
+    return fail(
+      `record #${after.index} says it was made at ${after.record.at}, more than ${MAX_CLOCK_SKEW_SECONDS} s after the token's time (${claims.genTime}), yet the stamped log holds it: the gateway's clock ran ahead, or its records' times are false`,
     );
   }
   const tsa = claims.tsa === null ? 'an authority the token does not name' : echoed(claims.tsa);

@@ -112,6 +112,8 @@ pub enum Forgery {
     OtherBytes,
     /// A real token over the checkpoint, its signature's last byte changed.
     AlteredSignature,
+    /// No forgery: a real token over the checkpoint, as the gateway would record it.
+    Genuine,
 }
 
 /// Appends a `forgery` naming the log's current checkpoint to `gw`'s log, indexed as the gateway indexes its
@@ -123,7 +125,7 @@ pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority,
     let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, checkpoint.size, &checkpoint.root.0);
     let stamped = match forgery {
         Forgery::OtherBytes => b"other bytes".to_vec(),
-        Forgery::AlteredSignature => body.into_bytes(),
+        Forgery::AlteredSignature | Forgery::Genuine => body.into_bytes(),
     };
     let request = custodia_timestamp::TimestampRequest::new(&stamped, None, &mut rand_core::OsRng).expect("request");
     let mut token = custodia_timestamp::token_from_response(&authority.reply(request.to_der())).expect("token");

@@ -129,11 +129,13 @@ impl Caller {
         }
     }
 
+    /// An administrator, signed in: administration is never done with an API token (a leaked one would hand out
+    /// the gateway), and an administrator's token is told so rather than that they are not one.
     pub fn require_admin(&self, what: &'static str) -> Result<()> {
-        if self.account.is_admin && self.channel == Channel::Session {
-            Ok(())
-        } else {
-            Err(GatewayError::AdminOnly(what))
+        match (self.account.is_admin, &self.channel) {
+            (true, Channel::Session) => Ok(()),
+            (true, Channel::Token { .. }) => Err(GatewayError::SessionOnly(what)),
+            (false, _) => Err(GatewayError::AdminOnly(what)),
         }
     }
 }

@@ -59,12 +59,6 @@ impl Budget {
         if tokens >= 1.0 { Ok(()) } else { Err(Duration::from_secs_f64((1.0 - tokens) / self.per_second)) }
     }
 
-    /// Whether `key`'s budget has an attempt left, without taking it.
-    pub fn has_room(&self, key: &str) -> bool {
-        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        buckets.get(key).is_none_or(|bucket| self.refilled(bucket, Instant::now()) >= 1.0)
-    }
-
     /// Takes one attempt from `key`'s budget: `Ok` if there was one, else how long until there is.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
         let now = Instant::now();

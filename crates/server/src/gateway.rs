@@ -634,20 +634,20 @@ impl Gateway {
         Ok(due.len())
     }
 
-    /// Records the count of a closed window, unless its actor is past their budget of refusal records: then the
-    /// count joins the actor's flood window, recorded (with every count it took) when that window closes. A count
-    /// takes nothing from the budget, so an actor trying many different refused things adds at most twice their
-    /// budget of records a minute (each first refusal, and its count), and one record for each flood window.
+    /// Records the count of a closed window within its actor's budget of refusal records, like any refusal record;
+    /// past it, the count joins the actor's flood window, recorded (with every count it took) when that window
+    /// closes. So an actor trying many different refused things adds at most their budget of records a minute,
+    /// first refusals and counts together, and one record for each flood window.
     async fn record_refusal_count(
         &self,
         refusal: &crate::refusals::Refusal,
         now: Timestamp,
         repeated: Repeated,
     ) -> Result<()> {
-        // Counts taking from the budget too would make first refusals answer 429 sooner, on routes whose documents
-        // do not list 429 (schemathesis found them); documenting 429 there comes first.
+        // Every route that can record a refusal documents its 429 (openapi.json), which a count taken from the
+        // budget makes a later first refusal answer sooner.
         if let Some(actor) = refusal.budgeted_actor()
-            && !self.quotas.refusal_records.has_room(actor.as_str())
+            && self.quotas.refusal_records.take(actor.as_str()).is_err()
             && self.refusals.fold(refusal, repeated, now)
         {
             return Ok(());

@@ -501,9 +501,13 @@ async fn run_room(
 /// frame, the end of the stream, or [`CLOSE_LINGER`], so that the close frame reaches it.
 async fn linger(mut stream: futures::stream::SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                // What cannot be read as frames (the rest of a message over the limit) stays unread, and the socket
+                // is held to the end of the wait, so that the client reads the close frame before the reset.
+                Some(Err(_)) => std::future::pending::<()>().await,
             }
         }
     })

@@ -21,6 +21,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -42,8 +43,8 @@ pub const PEER_SHARE_OF_CONNECTIONS: usize = 16;
 
 /// HSTS for answers over HTTPS: two years.
 const HSTS: &str = "max-age=63072000";
-/// How long a connection whose place was taken back has to finish the request it is serving. Short, since the
-/// places past the budget that such connections hold keep newcomers out once they pass a quarter of it.
+/// How long a connection whose place was taken back has to finish the request it is serving. Short, since such
+/// connections hold places past the budget (an eighth of it at most, past which newcomers cut them short).
 const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// What one gateway process accepts.
@@ -208,11 +209,7 @@ impl std::fmt::Debug for ClientNetwork {
 /// for each, and the reserve still holds when every connection is an upload. Absent from requests served
 /// in-process (tests), which have no budget.
 #[derive(Debug, Clone)]
-pub struct Descriptors {
-    places: Arc<Places>,
-    /// The connection's client network (`None` for a trusted proxy's), whose places are not taken back for it.
-    network: Option<ClientNetwork>,
-}
+pub struct Descriptors(Arc<Places>);
 
 /// Places taken from the connection budget for a request's own descriptors, given back on drop.
 #[derive(Debug)]
@@ -223,8 +220,8 @@ pub struct DescriptorPlaces {
 impl Descriptors {
     /// `count` places for the descriptors a request is about to open, or a 503 when the budget is spent.
     pub fn take(descriptors: Option<&Self>, count: u32) -> Result<DescriptorPlaces, crate::problem::Problem> {
-        let Some(Self { places, network }) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
-        match places.hold(count as usize, *network) {
+        let Some(Self(places)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
+        match places.hold(count as usize) {
             Some(places) => Ok(DescriptorPlaces { _places: Some(places) }),
             None => Err(crate::problem::Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -287,32 +284,28 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = site_service(
-            app.clone(),
-            peer,
-            tls.is_some(),
-            limits.clone(),
-            Descriptors { places: budget.clone(), network },
-        );
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let descriptors = Descriptors(budget.clone());
+        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors, in_flight.clone());
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
         let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let (http1, http2) = &*builders;
-            let given_up = admitted.given_up();
-            let mut given_up = std::pin::pin!(given_up);
+            let given_up = std::pin::pin!(admitted.given_up());
+            let mut taken_back = TakenBack { given_up, cut: admitted.cut(), in_flight };
             match tls {
-                None => serve_connection(http1, stream, service, closing, given_up).await,
+                None => serve_connection(http1, stream, service, closing, taken_back).await,
                 Some(acceptor) => {
                     // A handshake whose place a newcomer takes back ends where it stands.
                     let accepted = tokio::select! {
                         accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => accepted,
-                        () = given_up.as_mut() => return,
+                        () = taken_back.given_up.as_mut() => return,
                     };
                     let Ok(Ok(stream)) = accepted else { return };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing, given_up).await;
+                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing, taken_back).await;
                 }
             }
             // `admitted`, moved in here, gives its place back as the task ends.
@@ -326,16 +319,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// What tells a connection that its place was taken back: `given_up`, then perhaps `cut` ([`crate::places`]); and
+/// how many of its requests are in flight (from the head read to the answer's last byte).
+struct TakenBack<G, C> {
+    given_up: G,
+    cut: C,
+    in_flight: Arc<AtomicUsize>,
+}
+
 /// One connection until it ends, until shutdown asks it to finish what it is doing, or until its place is taken
-/// back (`given_up`). Then an idle connection (a keep-alive one between requests, or one still sending a request
-/// head) closes at once, and one with a request in flight gets [`GIVE_UP_GRACE`] to finish it: a court behind one
-/// address whose connections weigh the most loses its idle ones, which its browsers open again, not a request.
+/// back. Then a connection with no request in flight (a keep-alive one between requests, or one still sending a
+/// request head) closes at once, and one with a request in flight gets [`GIVE_UP_GRACE`] to finish it, unless it
+/// is cut short first: a court behind one address whose connections weigh the most loses its idle ones, which its
+/// browsers open again, not a request, as long as lingering requests keep no newcomer out.
 async fn serve_connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
     service: S,
     mut closing: tokio::sync::watch::Receiver<bool>,
-    given_up: impl std::future::Future<Output = ()>,
+    taken_back: TakenBack<impl Future<Output = ()> + Unpin, impl Future<Output = ()>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
@@ -352,9 +354,16 @@ async fn serve_connection<I, S>(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
-        () = given_up => {
+        () = taken_back.given_up => {
+            if taken_back.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
             connection.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(GIVE_UP_GRACE, connection).await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tokio::time::sleep(GIVE_UP_GRACE) => {}
+                () = taken_back.cut => {}
+            }
         }
     }
 }
@@ -367,6 +376,7 @@ fn site_service(
     tls: bool,
     limits: Arc<Limits>,
     descriptors: Descriptors,
+    in_flight: Arc<AtomicUsize>,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
         Request<hyper::body::Incoming>,
@@ -376,6 +386,8 @@ fn site_service(
     > + Clone,
 > {
     let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        // In flight from here, once its head is read, until its answer's body is done with.
+        let flying = InFlight::enter(&in_flight);
         let site = Site::resolve(peer.ip(), tls, request.headers(), &limits.trusted_proxies);
         let idle = limits.body_idle_timeout;
         let small = is_small_body(request.headers());
@@ -398,10 +410,31 @@ fn site_service(
             if site.https {
                 response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
             }
-            Ok(response)
+            Ok(response.map(|body| {
+                Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                    let _still = &flying;
+                    frame
+                }))
+            }))
         }
     });
     hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// A request of a connection, counted in flight until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A body of at most this many bytes (declared), or any JSON body, must arrive whole within [`SMALL_BODY_WITHIN`]:
@@ -531,17 +564,11 @@ mod tests {
         }
     }
 
-    /// A court behind one address holds every connection when newcomers arrive. The place taken back from it first
-    /// is its oldest connection, which is in the middle of sending a request: that request still gets its answer.
-    /// The next is an idle keep-alive connection: it is closed at once, which its client's next request would
-    /// take in its stride by opening another.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
-        use tokio::io::AsyncWriteExt as _;
-        let app = Router::new().route("/", axum::routing::get(|| async { "ok" })).route(
-            "/echo",
-            axum::routing::post(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) }),
-        );
+    /// A server of four connections, all four for one network if it likes, whose every path answers the length
+    /// of the request's body (no `.route`, which the OpenAPI test would take for the gateway's).
+    /// Its port, and what stops it.
+    async fn four_place_server() -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let app = Router::new().fallback(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let limits = Limits {
@@ -552,22 +579,47 @@ mod tests {
             trusted_proxies: vec![],
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, None, limits, async move {
-            let _ = stopped.await;
-        }));
-        let court = [127, 0, 0, 1];
-        let mut in_flight = connect_from(court, port).await;
-        in_flight.write_all(b"POST /echo HTTP/1.1\r\nHost: court\r\nContent-Length: 10\r\n\r\n12345").await.unwrap();
-        let mut idle = Vec::new();
-        for _ in 0..3 {
-            let mut stream = connect_from(court, port).await;
-            stream.write_all(b"GET / HTTP/1.1\r\nHost: court\r\n\r\n").await.unwrap();
-            use tokio::io::AsyncReadExt as _;
-            let mut answer = [0u8; 1024];
-            let n = stream.read(&mut answer).await.unwrap();
-            assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"), "a keep-alive answer");
-            idle.push(stream);
-        }
+        let server = tokio::spawn(async move {
+            serve(listener, app, None, limits, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        (port, stop, server)
+    }
+
+    /// A connection from `court` that has sent a request head and half of its 10-byte body.
+    async fn request_half_sent(port: u16) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stream = connect_from([127, 0, 0, 1], port).await;
+        stream.write_all(b"POST /echo HTTP/1.1\r\nHost: court\r\nContent-Length: 10\r\n\r\n12345").await.unwrap();
+        stream
+    }
+
+    /// A connection from the court that has been answered once and is kept alive.
+    async fn kept_alive(port: u16) -> tokio::net::TcpStream {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut stream = connect_from([127, 0, 0, 1], port).await;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: court\r\n\r\n").await.unwrap();
+        let mut answer = [0u8; 1024];
+        let n = stream.read(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"), "a keep-alive answer");
+        stream
+    }
+
+    /// A court behind one address holds every connection when newcomers arrive. The place taken back from it first
+    /// is its oldest connection, which is in the middle of sending a request: that request still gets its answer.
+    /// The next is one still sending its head, and then an idle keep-alive connection: each is closed at once,
+    /// which its client's next request would take in its stride by opening another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
+        use tokio::io::AsyncWriteExt as _;
+        let (port, stop, server) = four_place_server().await;
+        let mut in_flight = request_half_sent(port).await;
+        let mut head_half_sent = connect_from([127, 0, 0, 1], port).await;
+        head_half_sent.write_all(b"GET / HTTP/1.1\r\nHost: co").await.unwrap();
+        let mut idle = vec![kept_alive(port).await, kept_alive(port).await];
 
         // Every place held: a newcomer takes back the court's oldest, whose request is not finished.
         let _first = connect_from([127, 0, 0, 2], port).await;
@@ -577,12 +629,39 @@ mod tests {
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("10 bytes"), "{answer}");
         assert!(closed, "and then the connection closes: {answer}");
 
-        // The next newcomer takes back an idle keep-alive connection of the court's, closed at once.
+        // The next newcomers take back a connection still sending its head, and an idle keep-alive one: each is
+        // closed at once, with nothing sent (well within the 5 s a request in flight would get).
         let _second = connect_from([127, 0, 0, 3], port).await;
-        let (answer, closed) = read_until_closed(&mut idle[0], Duration::from_secs(5)).await;
+        let (answer, closed) = read_until_closed(&mut head_half_sent, Duration::from_secs(2)).await;
+        assert!(closed && answer.is_empty(), "a half-sent head is closed at once: {answer:?}");
+        let _third = connect_from([127, 0, 0, 4], port).await;
+        let (answer, closed) = read_until_closed(&mut idle[0], Duration::from_secs(2)).await;
         assert!(closed && answer.is_empty(), "an idle connection closes, with nothing sent: {answer:?}");
         let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        server.await.unwrap();
+    }
+
+    /// Requests in flight on places taken back may hold an eighth over the total; a newcomer past that cuts the
+    /// oldest of them short rather than being turned away: lingering requests never keep a witness out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_newcomer_past_the_eighth_cuts_a_lingering_request_short() {
+        let (port, stop, server) = four_place_server().await;
+        let mut lingering = Vec::new();
+        for _ in 0..4 {
+            lingering.push(request_half_sent(port).await);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The first newcomer takes back the oldest, which lingers to finish (one over the total: the eighth).
+        let _first = connect_from([127, 0, 0, 2], port).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The second cuts it short, and takes back the next.
+        let mut second = connect_from([127, 0, 0, 3], port).await;
+        let (answer, closed) = read_until_closed(&mut lingering[0], Duration::from_secs(2)).await;
+        assert!(closed && answer.is_empty(), "the lingering request is cut short at once: {answer:?}");
+        let (answer, closed) = read_until_closed(&mut second, Duration::from_millis(500)).await;
+        assert!(!closed && answer.is_empty(), "the second newcomer is served, not turned away: {answer:?}");
+        let _ = stop.send(());
+        server.await.unwrap();
     }
 
     #[test]
@@ -660,7 +739,7 @@ mod tests {
     fn an_uploads_staging_file_takes_a_place_of_its_own() {
         let budget = Arc::new(Places::new(3, 3));
         let peer = Some(ClientNetwork::of("192.0.2.1".parse().unwrap()));
-        let descriptors = Descriptors { places: budget.clone(), network: peer };
+        let descriptors = Descriptors(budget.clone());
         let _connection = budget.admit(peer).unwrap();
         let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
         assert!(Descriptors::take(Some(&descriptors), 1).is_err(), "socket and staging file hold the whole budget");

@@ -14,17 +14,18 @@
 //! each of theirs that is taken back comes back at once and takes the next, so within a few rounds their networks
 //! weigh more than the person's, who came once and waits.
 //!
-//! The places held may pass `total` for a moment, while places taken back are being given up; never by more than
-//! a quarter (the listener keeps more descriptors than that in reserve), past which newcomers are turned away
-//! until they are.
+//! The places held may pass `total` for a moment, while places taken back are being given up (a connection finishes
+//! the request it is serving); never by more than an eighth ([`OVER_TOTAL_DIVISOR`]; the listener keeps a quarter
+//! of its descriptors in reserve), past which the oldest of those is cut short ([`Place::cut`]) for each newcomer, so that lingering
+//! requests never keep one out.
 //!
 //! A place can stop being one to take back ([`Place::keep`]): a room socket that has said who it is, while that is
-//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; when everything is held
-//! they take places back from other networks, as a newcomer does, and are refused only when none can be. A place whose network is not known (a connection from a trusted proxy, which carries many
+//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; they are refused when
+//! everything is held. A place whose network is not known (a connection from a trusted proxy, which carries many
 //! clients; a socket served in-process) counts in the total only, and is taken back only when no known network
 //! has a place to give.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,11 @@ pub struct Places {
     state: Mutex<State>,
 }
 
+/// Places taken back that are still held (finishing a request) may pass the total by this fraction of it
+/// (rounded up), an eighth: the listener keeps a quarter of its descriptors in reserve for the log, the database,
+/// recordings and media, and these must leave most of that to them.
+pub const OVER_TOTAL_DIVISOR: usize = 8;
+
 /// How long a network whose place was taken back weighs more ([`Places`]).
 pub const STRIKES_FOR: Duration = Duration::from_secs(60);
 
@@ -53,8 +59,22 @@ struct State {
     /// Places held by network.
     by_peer: HashMap<ClientNetwork, usize>,
     /// The places that may be taken back and have not been told to give up, by network, oldest first.
-    takeable: HashMap<Option<ClientNetwork>, BTreeMap<u64, Arc<Notify>>>,
+    takeable: HashMap<Option<ClientNetwork>, BTreeMap<u64, Arc<Signals>>>,
+    /// The places told to give up that are still held (finishing a request in flight), oldest first.
+    lingering: BTreeMap<u64, Arc<Signals>>,
+    /// The places told to give up at once ([`Place::cut`]) that are still held: closing, and not counted against
+    /// the eighth over the total.
+    cut: HashSet<u64>,
     next: u64,
+}
+
+/// What a place's holder is told.
+#[derive(Debug, Default)]
+struct Signals {
+    /// Give the place up: finish what is in flight, briefly, and close.
+    give_up: Notify,
+    /// Give it up now.
+    cut: Notify,
 }
 
 /// One holder's place, given back on drop.
@@ -63,7 +83,7 @@ pub struct Place {
     places: Arc<Places>,
     id: u64,
     peer: Option<ClientNetwork>,
-    give_up: Arc<Notify>,
+    signals: Arc<Signals>,
 }
 
 /// Places held for a request's own descriptors, never taken back, given back on drop.
@@ -95,10 +115,25 @@ impl Places {
             return None;
         }
         if state.held >= self.total {
-            if state.held >= self.total + self.total.div_ceil(4) {
-                return None;
+            if state.held - state.cut.len() < self.total + self.total.div_ceil(OVER_TOTAL_DIVISOR) {
+                let (id, signals) = state.take_back(self.total)?;
+                state.lingering.insert(id, signals.clone());
+                signals.give_up.notify_one();
+            } else {
+                // Places taken back that still finish a request hold an eighth over the total: the newcomer's
+                // place is one cut short at once, the oldest of those, or else one taken back now, so that
+                // lingering requests never keep a newcomer out.
+                let (id, signals) = match state.lingering.pop_first() {
+                    Some(lingering) => lingering,
+                    None => {
+                        let (id, signals) = state.take_back(self.total)?;
+                        signals.give_up.notify_one();
+                        (id, signals)
+                    }
+                };
+                state.cut.insert(id);
+                signals.cut.notify_one();
             }
-            state.take_back(self.total, None)?.notify_one();
         }
         state.held += 1;
         if let Some(peer) = peer {
@@ -106,28 +141,17 @@ impl Places {
         }
         let id = state.next;
         state.next += 1;
-        let give_up = Arc::new(Notify::new());
-        state.takeable.entry(peer).or_default().insert(id, give_up.clone());
-        Some(Place { places: self.clone(), id, peer, give_up })
+        let signals = Arc::new(Signals::default());
+        state.takeable.entry(peer).or_default().insert(id, signals.clone());
+        Some(Place { places: self.clone(), id, peer, signals })
     }
 
-    /// `count` places that are never taken back, counted in the total only, for a holder from `holder` (the
-    /// network of the connection whose request needs them), or `None` when they do not fit. When every place is
-    /// held, as many as it takes are taken back from other networks, as [`Places::admit`] takes one, so that a
-    /// budget filled by strangers does not turn an upload away; never from the holder's own network, whose oldest
-    /// place may be the very connection asking.
-    pub fn hold(self: &Arc<Self>, count: usize, holder: Option<ClientNetwork>) -> Option<Held> {
+    /// `count` places that are never taken back, counted in the total only, or `None` when they do not fit. They
+    /// take no place back: any member's request could then knock others off, again and again.
+    pub fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
         let mut state = self.state();
-        let over = (state.held + count).saturating_sub(self.total);
-        if over > 0 {
-            let takeable: usize =
-                state.takeable.iter().filter(|(peer, _)| **peer != holder).map(|(_, places)| places.len()).sum();
-            if state.held + count > self.total + self.total.div_ceil(4) || takeable < over {
-                return None;
-            }
-            for _ in 0..over {
-                state.take_back(self.total, Some(holder))?.notify_one();
-            }
+        if state.held + count > self.total {
+            return None;
         }
         state.held += count;
         Some(Held { places: self.clone(), count })
@@ -148,9 +172,9 @@ impl Places {
 
 impl State {
     /// Takes back the oldest place of the known network weighing the most (the places it holds, and those taken
-    /// from it lately) that has one to give (a place of no known network only when none has), never one of
-    /// `spared`'s: its holder is to be told to give it up. At most `total` networks are remembered.
-    fn take_back(&mut self, total: usize, spared: Option<Option<ClientNetwork>>) -> Option<Arc<Notify>> {
+    /// from it lately) that has one to give (a place of no known network only when none has): its holder is to be
+    /// told to give it up. Its id, and what tells its holder. At most `total` networks are remembered.
+    fn take_back(&mut self, total: usize) -> Option<(u64, Arc<Signals>)> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
             || self.strikes.len() >= total
@@ -161,7 +185,7 @@ impl State {
         let heaviest = self
             .takeable
             .iter()
-            .filter(|(peer, places)| !places.is_empty() && spared != Some(**peer))
+            .filter(|(_, places)| !places.is_empty())
             .map(|(peer, places)| {
                 let weight = peer.map_or(0, |peer| {
                     self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
@@ -173,14 +197,14 @@ impl State {
             .max_by_key(|(weight, oldest, _)| (*weight, std::cmp::Reverse(*oldest)))?;
         let (_, _, peer) = heaviest;
         let places = self.takeable.get_mut(&peer)?;
-        let (_, give_up) = places.pop_first()?;
+        let (id, signals) = places.pop_first()?;
         if places.is_empty() {
             self.takeable.remove(&peer);
         }
         if let Some(peer) = peer {
             *self.strikes.entry(peer).or_insert(0) += 1;
         }
-        Some(give_up)
+        Some((id, signals))
     }
 
     fn untake(&mut self, peer: Option<ClientNetwork>, id: u64) {
@@ -199,9 +223,16 @@ impl Place {
         self.places.state().untake(self.peer, self.id);
     }
 
-    /// Completes when the holder has been told to give the place up to a newcomer.
+    /// Completes when the holder has been told to give the place up to a newcomer: it may finish a request in
+    /// flight, briefly, unless it is then [`Place::cut`] short.
     pub async fn given_up(&self) {
-        self.give_up.notified().await;
+        self.signals.give_up.notified().await;
+    }
+
+    /// Completes when the holder, told to give the place up, must do so at once: places taken back that still
+    /// finish their requests pass the total by an eighth, and a newcomer needs one.
+    pub async fn cut(&self) {
+        self.signals.cut.notified().await;
     }
 }
 
@@ -209,6 +240,8 @@ impl Drop for Place {
     fn drop(&mut self) {
         let mut state = self.places.state();
         state.untake(self.peer, self.id);
+        state.lingering.remove(&self.id);
+        state.cut.remove(&self.id);
         state.held = state.held.saturating_sub(1);
         if let Some(peer) = self.peer
             && let Some(count) = state.by_peer.get_mut(&peer)
@@ -269,11 +302,13 @@ mod tests {
         assert!(!told_to_give_up(&first).await);
         assert!(told_to_give_up(&second).await);
         third.keep();
-        // The told place has not gone yet; the rest are kept: no place to take back.
-        assert!(places.admit(peer(4)).is_none());
-        drop(second);
-        drop(first);
-        assert!(places.admit(peer(4)).is_some());
+        // The told place has not gone yet: past the eighth, the next newcomer has it, cut short.
+        let fourth = places.admit(peer(4)).expect("the lingering place is cut short for it");
+        fourth.keep();
+        // The rest are kept: no place to take back.
+        assert!(places.admit(peer(5)).is_none());
+        drop((first, second, fourth));
+        assert!(places.admit(peer(5)).is_some());
     }
 
     #[tokio::test]
@@ -295,29 +330,36 @@ mod tests {
     async fn held_places_are_never_taken_back_and_do_not_fit_a_full_house() {
         let places = Arc::new(Places::new(3, 3));
         let connection = places.admit(peer(1)).unwrap();
-        let staging = places.hold(2, peer(1)).expect("a socket and its staging file");
-        assert!(places.hold(1, peer(1)).is_none(), "its own network's place is not taken back for it");
+        let staging = places.hold(2).expect("a socket and its staging file");
+        assert!(places.hold(1).is_none());
         let newcomer = places.admit(peer(2)).expect("the connection's place is taken back");
         assert!(told_to_give_up(&connection).await);
         drop((connection, newcomer, staging));
         assert!(places.emptied(Duration::from_millis(10)).await);
     }
 
-    /// Strangers fill every place: an upload's staging file takes back the places it needs from them, never from
-    /// its own network, and within the quarter over the total that places taken back may hold.
+    /// Places taken back that linger (finishing a request) may pass the total by an eighth; past it, a newcomer's
+    /// place is one cut short at once: the oldest lingering place, or else one taken back now. It is refused only
+    /// when none lingers and none can be taken back.
     #[tokio::test]
-    async fn held_places_take_back_from_strangers_who_fill_the_house() {
-        let places = Arc::new(Places::new(8, 8));
-        let uploader = places.admit(peer(1)).unwrap();
-        let strangers: Vec<Place> = (0..7).map(|_| places.admit(peer(2)).unwrap()).collect();
-        let staging = places.hold(2, peer(1)).expect("two places taken back from the strangers");
-        assert!(!told_to_give_up(&uploader).await, "the uploader's own connection stays");
-        assert!(told_to_give_up(&strangers[0]).await && told_to_give_up(&strangers[1]).await);
-        assert!(!told_to_give_up(&strangers[2]).await);
-        assert!(places.hold(2, peer(1)).is_none(), "the places taken back are not given up yet: past the quarter");
-        drop(strangers);
-        drop((uploader, staging));
-        assert!(places.emptied(Duration::from_millis(10)).await);
+    async fn a_newcomer_past_the_eighth_cuts_a_place_short() {
+        use futures::FutureExt as _;
+        let cut = |place: &Place| place.signals.cut.notified().now_or_never().is_some();
+        let places = Arc::new(Places::new(4, 4));
+        let court: Vec<Place> = (0..4).map(|_| places.admit(peer(1)).unwrap()).collect();
+        let first = places.admit(peer(2)).expect("one over the total");
+        assert!(told_to_give_up(&court[0]).await && !cut(&court[0]), "the oldest lingers");
+        let second = places.admit(peer(3)).expect("past the eighth: the lingering place is the newcomer's");
+        assert!(cut(&court[0]), "the lingering place is cut short");
+        assert!(!told_to_give_up(&court[1]).await, "and no other is taken back");
+        let third = places.admit(peer(4)).expect("none lingers: one is taken back and cut at once");
+        assert!(told_to_give_up(&court[1]).await && cut(&court[1]));
+        for place in court[2..].iter().chain([&first, &second, &third]) {
+            place.keep();
+        }
+        assert!(places.admit(peer(5)).is_none(), "none lingers, none can be taken back: refused");
+        drop(court);
+        assert!(places.admit(peer(5)).is_some(), "places given back make room");
     }
 
     /// Strangers on many networks, one place each, who come back as soon as a place of theirs is taken: a person
@@ -331,7 +373,7 @@ mod tests {
         for round in 0..240u32 {
             // Those told to give up close their sockets.
             for slot in &mut strangers {
-                if slot.as_ref().is_some_and(|place| place.give_up.notified().now_or_never().is_some()) {
+                if slot.as_ref().is_some_and(|place| place.signals.give_up.notified().now_or_never().is_some()) {
                     *slot = None;
                 }
             }

@@ -883,7 +883,7 @@ async fn api_tokens_are_scoped_revocable_and_expire() {
     let (_, admin_token) = token(&gateway, &gateway.admin, &["read", "write", "manage"], 3600).await;
     let body = json!({ "id": "case-other", "title": "R v Other" });
     let reply = gateway.call("POST", "/api/v1/cases", Some(As::Token(&admin_token)), body).await;
-    reply.assert_problem(403, "admin-only", "create cases");
+    reply.assert_problem(403, "session-only", "create cases");
     for body in [
         json!({ "scopes": [], "expires_in_seconds": 3600 }),
         json!({ "scopes": ["read"], "expires_in_seconds": 59 }),

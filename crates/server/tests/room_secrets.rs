@@ -391,8 +391,8 @@ async fn a_participants_refused_steps_cost_a_few_records_and_the_judge_goes_on()
     // Recorded: the budget's burst and what it refilled while the flood ran, first refusals and counts of their
     // repeats alike; and each minute, one record for the refusals past the budget.
     let budgeted = u64::from(BUDGET) * (minutes + 1);
-    // A count past the budget joins the flood record; within it, a first refusal's count may follow it.
-    let bound = 2 * budgeted + minutes + 1;
+    // A count takes from the budget like a first refusal, and past it joins the flood record.
+    let bound = budgeted + minutes + 1;
     assert!(witness_records <= bound, "{witness_records} records for {FLOOD} refused steps (at most {bound})");
     assert!(witness_records <= 25, "{witness_records} records");
     assert!(counted as usize >= by_rule, "{counted} refusals counted of {by_rule} refused by a rule");

@@ -619,7 +619,7 @@ mod tests {
         let mut in_flight = request_half_sent(port).await;
         let mut head_half_sent = connect_from([127, 0, 0, 1], port).await;
         head_half_sent.write_all(b"GET / HTTP/1.1\r\nHost: co").await.unwrap();
-        let mut idle = vec![kept_alive(port).await, kept_alive(port).await];
+        let mut idle = [kept_alive(port).await, kept_alive(port).await];
 
         // Every place held: a newcomer takes back the court's oldest, whose request is not finished.
         let _first = connect_from([127, 0, 0, 2], port).await;

@@ -13,11 +13,15 @@ pub fn proof_file(proof: &[Hash]) -> Vec<u8> {
     proof.iter().map(|hash| format!("{}\n", hash.to_base64())).collect::<String>().into_bytes()
 }
 
-/// The hashes of a consistency-proof file, if it is one: at most 63 lines, each a base64 hash, each ended by LF.
+/// The hashes of a consistency-proof file, if it is one: at most 63 lines, each a base64 hash, each ended by LF
+/// (not CRLF: the browser's verifier and the by-hand step read it so too).
 fn parse(bytes: &[u8]) -> Option<Vec<Hash>> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let hashes: Option<Vec<Hash>> = text.lines().map(Hash::from_base64).collect();
-    hashes.filter(|hashes| hashes.len() <= MAX_PROOF_HASHES && (text.is_empty() || text.ends_with('\n')))
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let hashes: Vec<Hash> = text.strip_suffix('\n')?.split('\n').map(Hash::from_base64).collect::<Option<_>>()?;
+    (hashes.len() <= MAX_PROOF_HASHES).then_some(hashes)
 }
 
 /// Whether `file` proves that the log of size `m` and root `root_m` is a prefix of the log of size `n` and root
@@ -32,6 +36,16 @@ pub(crate) fn proves(file: &[u8], (m, root_m): (u64, &Hash), (n, root_n): (u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proof_is_one_base64_hash_a_line_each_ended_by_lf() {
+        let hash = Hash([1; 32]).to_base64();
+        assert_eq!(parse(format!("{hash}\n{hash}\n").as_bytes()).map(|hashes| hashes.len()), Some(2));
+        assert_eq!(parse(b"").map(|hashes| hashes.len()), Some(0));
+        for bad in [format!("{hash}\r\n"), format!("{hash}\n\n"), format!("{hash} \n"), hash.clone()] {
+            assert!(parse(bad.as_bytes()).is_none(), "{bad:?}");
+        }
+    }
 
     proptest::proptest! {
         #[test]

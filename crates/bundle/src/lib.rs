@@ -24,7 +24,7 @@ pub use consistency::proof_file as consistency_proof_file;
 pub use layout::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem,
 };
-pub use time::{TimeTrust, TimeTrustError};
+pub use time::{MAX_CLOCK_SKEW_SECONDS, TimeTrust, TimeTrustError};
 pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, Part, Pins, Verdict, Verification, VerifyError,

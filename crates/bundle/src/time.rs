@@ -22,7 +22,7 @@ pub(crate) const NONE: &str = "none (the gateway had no Time-Stamp Authority tok
 
 /// How far a record's own time may be after the time of a token that stamps it: the gateway's clock and the
 /// authority's may disagree by this much (both are meant to follow UTC to within a second).
-pub(crate) const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
 
 /// What the reader trusts for time: Time-Stamp Authority anchors, and ETSI TS 119 612 trusted lists.
 #[derive(Debug, Clone, Default)]

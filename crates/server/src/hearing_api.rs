@@ -503,11 +503,12 @@ async fn linger(mut stream: futures::stream::SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(CLOSE_LINGER, async {
         loop {
             match stream.next().await {
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
-                // What cannot be read as frames (the rest of a message over the limit) stays unread, and the socket
-                // is held to the end of the wait, so that the client reads the close frame before the reset.
-                Some(Err(_)) => std::future::pending::<()>().await,
+                // What cannot be read as frames (the rest of a message over the limit, after which the stream
+                // ends) stays unread, and the socket is held to the end of the wait, so that the client reads the
+                // close frame before the reset that dropping a socket with unread data sends.
+                Some(Err(_)) | None => std::future::pending::<()>().await,
             }
         }
     })

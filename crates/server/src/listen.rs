@@ -43,6 +43,9 @@ pub const PEER_SHARE_OF_CONNECTIONS: usize = 16;
 
 /// HSTS for answers over HTTPS: two years.
 const HSTS: &str = "max-age=63072000";
+/// How long a newcomer waits, at most, for connections cut short to close when they are what keeps it out
+/// ([`crate::places::Places::admit_waiting`]); the listener accepts no other meanwhile.
+const CLOSING_WAIT: Duration = Duration::from_secs(1);
 /// How long a connection whose place was taken back has to finish the request it is serving. Short, since such
 /// connections hold places past the budget (an eighth of it at most, past which newcomers cut them short).
 const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
@@ -204,26 +207,36 @@ impl std::fmt::Debug for ClientNetwork {
     }
 }
 
-/// The connection budget's places, for a request that opens descriptors of its own while it runs: an upload
-/// holds its staging file (and a resumable one its lock) beside its socket, so it takes a place in the budget
-/// for each, and the reserve still holds when every connection is an upload. Absent from requests served
-/// in-process (tests), which have no budget.
+/// The descriptors that requests open of their own while they run: an upload holds its staging file (and a
+/// resumable one its lock) beside its socket. They come from the reserve the connection budget leaves, a share of
+/// their own ([`STAGING_SHARE`]), so that strangers who hold every connection keep no member's upload out, and no
+/// upload takes a stranger's connection (any member's request could then knock others off). Absent from requests
+/// served in-process (tests), which have no budget.
 #[derive(Debug, Clone)]
-pub struct Descriptors(Arc<Places>);
+pub struct Descriptors(Arc<tokio::sync::Semaphore>);
 
-/// Places taken from the connection budget for a request's own descriptors, given back on drop.
+/// The staging descriptors a gateway of `connections` keeps: a twelfth of them (64 of the 768 connections under
+/// `LimitNOFILE=1024`, a quarter of the reserve), at least two.
+pub const STAGING_SHARE: usize = 12;
+
+/// Descriptors taken for a request's own files, given back on drop.
 #[derive(Debug)]
 pub struct DescriptorPlaces {
-    _places: Option<crate::places::Held>,
+    _places: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Descriptors {
-    /// `count` places for the descriptors a request is about to open, or a 503 when the budget is spent.
+    /// The staging descriptors of a gateway of `connections` ([`STAGING_SHARE`]).
+    pub fn for_connections(connections: usize) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new((connections / STAGING_SHARE).max(2))))
+    }
+
+    /// `count` descriptors for the files a request is about to open, or a 503 when they are all taken.
     pub fn take(descriptors: Option<&Self>, count: u32) -> Result<DescriptorPlaces, crate::problem::Problem> {
-        let Some(Self(places)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
-        match places.hold(count as usize) {
-            Some(places) => Ok(DescriptorPlaces { _places: Some(places) }),
-            None => Err(crate::problem::Problem::new(
+        let Some(Self(staging)) = descriptors else { return Ok(DescriptorPlaces { _places: None }) };
+        match staging.clone().try_acquire_many_owned(count) {
+            Ok(permit) => Ok(DescriptorPlaces { _places: Some(permit) }),
+            Err(_) => Err(crate::problem::Problem::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
                 "Gateway busy",
@@ -244,6 +257,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let limits = Arc::new(limits);
     let budget = Arc::new(Places::new(limits.max_connections, limits.max_connections_per_peer));
+    let descriptors = Descriptors::for_connections(limits.max_connections);
     // One protocol per connection, known before the first byte: HTTP/1.1 in plain text, and over TLS what ALPN
     // chose. (Guessing from the first bytes, as hyper-util's auto mode does, waits without a deadline for a client
     // that sends nothing.)
@@ -275,7 +289,7 @@ pub async fn serve(
         };
         let exempt = limits.trusted_proxies.contains(&peer.ip());
         let network = (!exempt).then(|| ClientNetwork::of(peer.ip()));
-        let Some(admitted) = budget.admit(network) else {
+        let Some(admitted) = budget.admit_waiting(network, CLOSING_WAIT).await else {
             refused += 1;
             if refused.is_power_of_two() {
                 tracing::warn!(refused, "connections refused over the connection budget");
@@ -284,9 +298,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let descriptors = Descriptors(budget.clone());
-        let service = site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors, in_flight.clone());
+        let in_flight = admitted.requests_in_flight();
+        let service =
+            site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors.clone(), in_flight.clone());
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
@@ -608,10 +622,10 @@ mod tests {
         stream
     }
 
-    /// A court behind one address holds every connection when newcomers arrive. The place taken back from it first
-    /// is its oldest connection, which is in the middle of sending a request: that request still gets its answer.
-    /// The next is one still sending its head, and then an idle keep-alive connection: each is closed at once,
-    /// which its client's next request would take in its stride by opening another.
+    /// A court behind one address holds every connection when newcomers arrive. Its connections with no request
+    /// in flight are taken back first and closed at once, with nothing sent: one still sending its head, then its
+    /// idle keep-alive ones, which its browsers would open again. Its request in flight goes last, and still gets
+    /// its answer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
         use tokio::io::AsyncWriteExt as _;
@@ -619,44 +633,44 @@ mod tests {
         let mut in_flight = request_half_sent(port).await;
         let mut head_half_sent = connect_from([127, 0, 0, 1], port).await;
         head_half_sent.write_all(b"GET / HTTP/1.1\r\nHost: co").await.unwrap();
-        let mut idle = [kept_alive(port).await, kept_alive(port).await];
+        let (mut idle, mut idle_too) = (kept_alive(port).await, kept_alive(port).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
-        // Every place held: a newcomer takes back the court's oldest, whose request is not finished.
-        let _first = connect_from([127, 0, 0, 2], port).await;
+        let mut newcomers = Vec::new();
+        for (n, stream) in [&mut head_half_sent, &mut idle, &mut idle_too].into_iter().enumerate() {
+            newcomers.push(connect_from([127, 0, 0, 2 + n as u8], port).await);
+            let (answer, closed) = read_until_closed(stream, Duration::from_secs(2)).await;
+            assert!(closed && answer.is_empty(), "newcomer {n}: closed at once, with nothing sent: {answer:?}");
+        }
+
+        // The court's last connection, its request in flight, is taken back: it finishes, then closes.
+        newcomers.push(connect_from([127, 0, 0, 5], port).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
         in_flight.write_all(b"67890").await.unwrap();
         let (answer, closed) = read_until_closed(&mut in_flight, Duration::from_secs(30)).await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("10 bytes"), "{answer}");
         assert!(closed, "and then the connection closes: {answer}");
-
-        // The next newcomers take back a connection still sending its head, and an idle keep-alive one: each is
-        // closed at once, with nothing sent (well within the 5 s a request in flight would get).
-        let _second = connect_from([127, 0, 0, 3], port).await;
-        let (answer, closed) = read_until_closed(&mut head_half_sent, Duration::from_secs(2)).await;
-        assert!(closed && answer.is_empty(), "a half-sent head is closed at once: {answer:?}");
-        let _third = connect_from([127, 0, 0, 4], port).await;
-        let (answer, closed) = read_until_closed(&mut idle[0], Duration::from_secs(2)).await;
-        assert!(closed && answer.is_empty(), "an idle connection closes, with nothing sent: {answer:?}");
         let _ = stop.send(());
         server.await.unwrap();
     }
 
-    /// Requests in flight on places taken back may hold an eighth over the total; a newcomer past that cuts the
+    /// Requests in flight on places taken back may hold a sixteenth over the total; a newcomer past that cuts the
     /// oldest of them short rather than being turned away: lingering requests never keep a witness out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_newcomer_past_the_eighth_cuts_a_lingering_request_short() {
+    async fn a_newcomer_past_the_lingering_allowance_cuts_a_lingering_request_short() {
         let (port, stop, server) = four_place_server().await;
         let mut lingering = Vec::new();
         for _ in 0..4 {
             lingering.push(request_half_sent(port).await);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // The first newcomer takes back the oldest, which lingers to finish (one over the total: the eighth).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The first newcomer takes back the newest request in flight, which lingers to finish (one over the total:
+        // the allowance).
         let _first = connect_from([127, 0, 0, 2], port).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // The second cuts it short, and takes back the next.
+        // The second cuts it short.
         let mut second = connect_from([127, 0, 0, 3], port).await;
-        let (answer, closed) = read_until_closed(&mut lingering[0], Duration::from_secs(2)).await;
+        let (answer, closed) = read_until_closed(&mut lingering[3], Duration::from_secs(2)).await;
         assert!(closed && answer.is_empty(), "the lingering request is cut short at once: {answer:?}");
         let (answer, closed) = read_until_closed(&mut second, Duration::from_millis(500)).await;
         assert!(!closed && answer.is_empty(), "the second newcomer is served, not turned away: {answer:?}");
@@ -736,15 +750,19 @@ mod tests {
     }
 
     #[test]
-    fn an_uploads_staging_file_takes_a_place_of_its_own() {
-        let budget = Arc::new(Places::new(3, 3));
-        let peer = Some(ClientNetwork::of("192.0.2.1".parse().unwrap()));
-        let descriptors = Descriptors(budget.clone());
-        let _connection = budget.admit(peer).unwrap();
+    fn uploads_have_staging_descriptors_of_their_own() {
+        let connections = Arc::new(Places::new(3, 3));
+        let descriptors = Descriptors::for_connections(36);
+        // Strangers hold every connection: the staging descriptors are not theirs.
+        let _strangers: Vec<_> = (1..=3u8)
+            .map(|n| connections.admit(Some(ClientNetwork::of(IpAddr::from([192, 0, 2, n])))).unwrap())
+            .collect();
         let staging = Descriptors::take(Some(&descriptors), 2).unwrap();
-        assert!(Descriptors::take(Some(&descriptors), 1).is_err(), "socket and staging file hold the whole budget");
-        drop(staging);
-        assert!(Descriptors::take(Some(&descriptors), 2).is_ok(), "a finished upload gives its places back");
+        let more = Descriptors::take(Some(&descriptors), 1).unwrap();
+        let refused = Descriptors::take(Some(&descriptors), 1).unwrap_err();
+        assert_eq!(refused.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE, "a twelfth of 36: three");
+        drop((staging, more));
+        assert!(Descriptors::take(Some(&descriptors), 3).is_ok(), "a finished upload gives its descriptors back");
         assert!(Descriptors::take(None, 100).is_ok(), "in-process requests have no budget");
     }
 

@@ -4,7 +4,9 @@
 //! A budget that simply turned newcomers away once full would be held by whoever fills it first: connections that
 //! send half a request head and reconnect as each times out, from a few dozen addresses, once kept every witness out.
 //! So when every place is held, a newcomer still gets one: a place is taken back from the client network that holds
-//! the most places, its oldest first ([`Place::given_up`] tells its holder, who closes it). An attacker who fills
+//! the most places ([`Place::given_up`] tells its holder, who closes it): one with no request in flight, oldest
+//! first, and only when it has none of those, its newest with a request in flight, so that a long download or
+//! upload is the last to go. An attacker who fills
 //! the budget from a few networks holds many places in each, and a person joining a hearing holds one or two in
 //! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
 //! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
@@ -14,18 +16,19 @@
 //! each of theirs that is taken back comes back at once and takes the next, so within a few rounds their networks
 //! weigh more than the person's, who came once and waits.
 //!
-//! The places held may pass `total` for a moment, while places taken back are being given up (a connection finishes
-//! the request it is serving); never by more than an eighth ([`OVER_TOTAL_DIVISOR`]; the listener keeps a quarter
-//! of its descriptors in reserve), past which the oldest of those is cut short ([`Place::cut`]) for each newcomer, so that lingering
-//! requests never keep one out.
+//! The places held may pass `total` for a moment, while places taken back are being given up. Those finishing a
+//! request (lingering) hold a sixteenth over it at most ([`LINGERING_OVER_TOTAL`]): past that, a newcomer's place
+//! is one cut short at once ([`Place::cut`]), so that lingering requests never keep one out. All of them, those
+//! closing included, hold twice that at most (the listener keeps a quarter of its descriptors in reserve): past
+//! that, newcomers are turned away until they have closed.
 //!
 //! A place can stop being one to take back ([`Place::keep`]): a room socket that has said who it is, while that is
-//! checked. Places for a request's own descriptors ([`Places::hold`]) are never taken back; they are refused when
-//! everything is held. A place whose network is not known (a connection from a trusted proxy, which carries many
+//! checked. A place whose network is not known (a connection from a trusted proxy, which carries many
 //! clients; a socket served in-process) counts in the total only, and is taken back only when no known network
 //! has a place to give.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -39,12 +42,15 @@ pub struct Places {
     total: usize,
     per_peer: usize,
     state: Mutex<State>,
+    /// Told when a place cut short has closed.
+    closed: Notify,
 }
 
-/// Places taken back that are still held (finishing a request) may pass the total by this fraction of it
-/// (rounded up), an eighth: the listener keeps a quarter of its descriptors in reserve for the log, the database,
-/// recordings and media, and these must leave most of that to them.
-pub const OVER_TOTAL_DIVISOR: usize = 8;
+/// Places taken back that finish a request (lingering) may pass the total by the total divided by this (rounded
+/// up), a sixteenth; with those cut short and closing, by twice that. The listener keeps a quarter of its
+/// descriptors in reserve for the log, the database, uploads' staging files, recordings and media, and these must
+/// leave most of it to them.
+pub const LINGERING_OVER_TOTAL: usize = 16;
 
 /// How long a network whose place was taken back weighs more ([`Places`]).
 pub const STRIKES_FOR: Duration = Duration::from_secs(60);
@@ -68,13 +74,15 @@ struct State {
     next: u64,
 }
 
-/// What a place's holder is told.
+/// What a place's holder is told, and what it tells.
 #[derive(Debug, Default)]
 struct Signals {
     /// Give the place up: finish what is in flight, briefly, and close.
     give_up: Notify,
     /// Give it up now.
     cut: Notify,
+    /// The holder's requests in flight ([`Place::requests_in_flight`]).
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// One holder's place, given back on drop.
@@ -86,18 +94,11 @@ pub struct Place {
     signals: Arc<Signals>,
 }
 
-/// Places held for a request's own descriptors, never taken back, given back on drop.
-#[derive(Debug)]
-pub struct Held {
-    places: Arc<Places>,
-    count: usize,
-}
-
 impl Places {
     /// At most `total` places at once (a little more for a moment, while a place taken back is being given up),
     /// `per_peer` of them for one client network.
     pub fn new(total: usize, per_peer: usize) -> Self {
-        Self { total: total.max(1), per_peer: per_peer.max(1), state: Mutex::default() }
+        Self { total: total.max(1), per_peer: per_peer.max(1), state: Mutex::default(), closed: Notify::new() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -115,12 +116,16 @@ impl Places {
             return None;
         }
         if state.held >= self.total {
-            if state.held - state.cut.len() < self.total + self.total.div_ceil(OVER_TOTAL_DIVISOR) {
+            let lingering_at_most = self.total.div_ceil(LINGERING_OVER_TOTAL);
+            if state.held >= self.total + 2 * lingering_at_most {
+                return None;
+            }
+            if state.held - state.cut.len() < self.total + lingering_at_most {
                 let (id, signals) = state.take_back(self.total)?;
                 state.lingering.insert(id, signals.clone());
                 signals.give_up.notify_one();
             } else {
-                // Places taken back that still finish a request hold an eighth over the total: the newcomer's
+                // Places taken back that still finish a request hold a sixteenth over the total: the newcomer's
                 // place is one cut short at once, the oldest of those, or else one taken back now, so that
                 // lingering requests never keep a newcomer out.
                 let (id, signals) = match state.lingering.pop_first() {
@@ -146,15 +151,23 @@ impl Places {
         Some(Place { places: self.clone(), id, peer, signals })
     }
 
-    /// `count` places that are never taken back, counted in the total only, or `None` when they do not fit. They
-    /// take no place back: any member's request could then knock others off, again and again.
-    pub fn hold(self: &Arc<Self>, count: usize) -> Option<Held> {
-        let mut state = self.state();
-        if state.held + count > self.total {
-            return None;
+    /// [`Places::admit`], waiting up to `within` for places cut short to close while they are what keeps the
+    /// newcomer out: a burst of strangers is held back, for a moment, rather than a newcomer turned away.
+    pub async fn admit_waiting(self: &Arc<Self>, peer: Option<ClientNetwork>, within: Duration) -> Option<Place> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Listening before looking, so that a place closing in between is not missed.
+            let closed = self.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if let Some(place) = self.admit(peer) {
+                return Some(place);
+            }
+            if self.state().cut.is_empty() {
+                return None;
+            }
+            tokio::time::timeout_at(deadline, closed).await.ok()?;
         }
-        state.held += count;
-        Some(Held { places: self.clone(), count })
     }
 
     /// Waits until every place is given back, or `within` has passed; whether they all were.
@@ -171,9 +184,11 @@ impl Places {
 }
 
 impl State {
-    /// Takes back the oldest place of the known network weighing the most (the places it holds, and those taken
-    /// from it lately) that has one to give (a place of no known network only when none has): its holder is to be
-    /// told to give it up. Its id, and what tells its holder. At most `total` networks are remembered.
+    /// Takes back a place of the known network weighing the most (the places it holds, and those taken from it
+    /// lately) that has one to give (a place of no known network only when none has): its oldest with no request
+    /// in flight, else its newest with one. Among networks of equal weight, one with a place of no request in
+    /// flight goes first, then the one holding the oldest. Its holder is to be told to give it up. Its id, and
+    /// what tells its holder. At most `total` networks are remembered.
     fn take_back(&mut self, total: usize) -> Option<(u64, Arc<Signals>)> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
@@ -186,18 +201,22 @@ impl State {
             .takeable
             .iter()
             .filter(|(_, places)| !places.is_empty())
-            .map(|(peer, places)| {
+            .filter_map(|(peer, places)| {
                 let weight = peer.map_or(0, |peer| {
                     self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
                 });
-                let oldest = places.keys().next().copied().unwrap_or(u64::MAX);
-                (weight, oldest, *peer)
+                let idle = places.iter().find(|(_, signals)| signals.in_flight.load(Ordering::Acquire) == 0);
+                let (id, idle) = match idle {
+                    Some((id, _)) => (*id, true),
+                    None => (*places.keys().next_back()?, false),
+                };
+                Some((weight, idle, id, *peer))
             })
-            // The heaviest first; among equals, the one holding the oldest.
-            .max_by_key(|(weight, oldest, _)| (*weight, std::cmp::Reverse(*oldest)))?;
-        let (_, _, peer) = heaviest;
+            // The heaviest first; among equals, one with an idle place, then the one holding the oldest.
+            .max_by_key(|(weight, idle, id, _)| (*weight, *idle, std::cmp::Reverse(*id)))?;
+        let (_, _, id, peer) = heaviest;
         let places = self.takeable.get_mut(&peer)?;
-        let (id, signals) = places.pop_first()?;
+        let signals = places.remove(&id)?;
         if places.is_empty() {
             self.takeable.remove(&peer);
         }
@@ -230,9 +249,15 @@ impl Place {
     }
 
     /// Completes when the holder, told to give the place up, must do so at once: places taken back that still
-    /// finish their requests pass the total by an eighth, and a newcomer needs one.
+    /// finish their requests pass the total by a sixteenth, and a newcomer needs one.
     pub async fn cut(&self) {
         self.signals.cut.notified().await;
+    }
+
+    /// The count of the holder's requests in flight, for the holder to keep: a place with none is taken back
+    /// first.
+    pub fn requests_in_flight(&self) -> Arc<AtomicUsize> {
+        self.signals.in_flight.clone()
     }
 }
 
@@ -241,7 +266,7 @@ impl Drop for Place {
         let mut state = self.places.state();
         state.untake(self.peer, self.id);
         state.lingering.remove(&self.id);
-        state.cut.remove(&self.id);
+        let was_cut = state.cut.remove(&self.id);
         state.held = state.held.saturating_sub(1);
         if let Some(peer) = self.peer
             && let Some(count) = state.by_peer.get_mut(&peer)
@@ -251,13 +276,10 @@ impl Drop for Place {
                 state.by_peer.remove(&peer);
             }
         }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut state = self.places.state();
-        state.held = state.held.saturating_sub(self.count);
+        drop(state);
+        if was_cut {
+            self.places.closed.notify_waiters();
+        }
     }
 }
 
@@ -326,36 +348,67 @@ mod tests {
         assert!(told_to_give_up(&unknown[0]).await, "then, with no known network's place to give, the oldest of none");
     }
 
+    /// A long download is the last to go: a network's places with no request in flight go first, oldest first,
+    /// then its newest with one; among networks of equal weight, one with an idle place goes first.
     #[tokio::test]
-    async fn held_places_are_never_taken_back_and_do_not_fit_a_full_house() {
-        let places = Arc::new(Places::new(3, 3));
-        let connection = places.admit(peer(1)).unwrap();
-        let staging = places.hold(2).expect("a socket and its staging file");
-        assert!(places.hold(1).is_none());
-        let newcomer = places.admit(peer(2)).expect("the connection's place is taken back");
-        assert!(told_to_give_up(&connection).await);
-        drop((connection, newcomer, staging));
-        assert!(places.emptied(Duration::from_millis(10)).await);
+    async fn places_with_a_request_in_flight_go_last_and_the_newest_of_them_first() {
+        let busy = |place: &Place| place.requests_in_flight().store(1, Ordering::Release);
+        let places = Arc::new(Places::new(6, 6));
+        let mut court: Vec<Option<Place>> = (0..3).map(|_| places.admit(peer(1))).collect();
+        busy(court[0].as_ref().unwrap());
+        busy(court[1].as_ref().unwrap());
+        let others: Vec<Place> = (2..5).map(|n| places.admit(peer(n)).unwrap()).collect();
+        busy(&others[0]);
+        let _first = places.admit(peer(10)).expect("a place is taken back");
+        assert!(told_to_give_up(court[2].as_ref().unwrap()).await, "the court's idle connection goes first");
+        assert!(!told_to_give_up(court[0].as_ref().unwrap()).await);
+        court[2] = None;
+        let _second = places.admit(peer(11)).expect("a place is taken back");
+        assert!(told_to_give_up(court[1].as_ref().unwrap()).await, "then its newest with a request in flight");
+        assert!(!told_to_give_up(court[0].as_ref().unwrap()).await, "its oldest, furthest on, goes last");
+        for place in &others {
+            assert!(!told_to_give_up(place).await);
+        }
+
+        // Equal weights: the network with an idle place goes first, though the busy one is older.
+        let places = Arc::new(Places::new(2, 2));
+        let downloading = places.admit(peer(1)).unwrap();
+        busy(&downloading);
+        let idle = places.admit(peer(2)).unwrap();
+        let _newcomer = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&idle).await && !told_to_give_up(&downloading).await);
     }
 
-    /// Places taken back that linger (finishing a request) may pass the total by an eighth; past it, a newcomer's
-    /// place is one cut short at once: the oldest lingering place, or else one taken back now. It is refused only
-    /// when none lingers and none can be taken back.
+    /// Places taken back that linger (finishing a request) may pass the total by a sixteenth; past it, a
+    /// newcomer's place is one cut short at once: the oldest lingering place, or else one taken back now. With
+    /// those closing, the places pass the total by twice that at most: past it, newcomers are turned away until
+    /// they have closed.
     #[tokio::test]
-    async fn a_newcomer_past_the_eighth_cuts_a_place_short() {
+    async fn a_newcomer_past_the_lingering_allowance_cuts_a_place_short() {
         use futures::FutureExt as _;
         let cut = |place: &Place| place.signals.cut.notified().now_or_never().is_some();
         let places = Arc::new(Places::new(4, 4));
-        let court: Vec<Place> = (0..4).map(|_| places.admit(peer(1)).unwrap()).collect();
+        let mut court: Vec<Option<Place>> = (0..4).map(|_| places.admit(peer(1))).collect();
+        fn place(court: &[Option<Place>], n: usize) -> &Place {
+            court[n].as_ref().expect("held")
+        }
         let first = places.admit(peer(2)).expect("one over the total");
-        assert!(told_to_give_up(&court[0]).await && !cut(&court[0]), "the oldest lingers");
-        let second = places.admit(peer(3)).expect("past the eighth: the lingering place is the newcomer's");
-        assert!(cut(&court[0]), "the lingering place is cut short");
-        assert!(!told_to_give_up(&court[1]).await, "and no other is taken back");
-        let third = places.admit(peer(4)).expect("none lingers: one is taken back and cut at once");
-        assert!(told_to_give_up(&court[1]).await && cut(&court[1]));
-        for place in court[2..].iter().chain([&first, &second, &third]) {
-            place.keep();
+        assert!(told_to_give_up(place(&court, 0)).await && !cut(place(&court, 0)), "the oldest lingers");
+        let second = places.admit(peer(3)).expect("past the allowance: the lingering place is the newcomer's");
+        assert!(cut(place(&court, 0)), "the lingering place is cut short");
+        assert!(!told_to_give_up(place(&court, 1)).await, "and no other is taken back");
+        assert!(places.admit(peer(4)).is_none(), "two over the total, one closing: turned away until it has closed");
+        // Waiting for the place cut short to close, the newcomer gets in once it has.
+        let closing = court[0].take();
+        let (third, ()) = tokio::join!(places.admit_waiting(peer(4), Duration::from_secs(30)), async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(closing);
+        });
+        let third = third.expect("none lingers: one is taken back and cut at once");
+        assert!(told_to_give_up(place(&court, 1)).await && cut(place(&court, 1)));
+        court[1] = None;
+        for kept in court.iter().flatten().chain([&first, &second, &third]) {
+            kept.keep();
         }
         assert!(places.admit(peer(5)).is_none(), "none lingers, none can be taken back: refused");
         drop(court);

@@ -68,6 +68,10 @@ enum StampError {
     Unreachable(String),
     #[error("answer refused: {0}")]
     Refused(#[from] TimestampError),
+    /// A valid token whose time is further from this gateway's clock than the verifiers allow between a record's
+    /// time and a token's: recorded, it would make every bundle it covers invalid.
+    #[error("its time {gen_time} is {skew} s from this gateway's clock; one of the two clocks is wrong")]
+    OffClock { gen_time: String, skew: u64 },
 }
 
 /// The gateway's timestamp client.
@@ -137,7 +141,7 @@ impl Timestamper {
                 Err(error) => {
                     let counter = match error {
                         StampError::Unreachable(_) => &self.counters.unreachable,
-                        StampError::Refused(_) => &self.counters.refused,
+                        StampError::Refused(_) | StampError::OffClock { .. } => &self.counters.refused,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(tsa = authority.host(), %error, "no timestamp from this authority");
@@ -195,7 +199,13 @@ impl Timestamper {
             }
             answer.extend_from_slice(&chunk);
         }
-        Ok(request.verify_response(&answer, &authority.anchors)?.token)
+        let verified = request.verify_response(&answer, &authority.anchors)?;
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let skew = verified.gen_time_unix().abs_diff(now);
+        if skew > custodia_bundle::MAX_CLOCK_SKEW_SECONDS.unsigned_abs() {
+            return Err(StampError::OffClock { gen_time: verified.gen_time_text(), skew });
+        }
+        Ok(verified.token)
     }
 
     /// Stamps the log for as long as it is open, as the schedule says.

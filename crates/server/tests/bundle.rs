@@ -1441,9 +1441,13 @@ async fn the_by_hand_timestamp_step_checks_the_bags_token_and_refuses_a_forged_o
     }
     assert!(by_hand(&forged, &step).1.contains("openssl ts -verify refuses the token"), "the forged signature");
     assert!(by_hand(&proof_broken, &step).1.contains("does not lead from the stamped checkpoint"), "the proof");
-    // A bag from a gateway without an authority: step 3b says none, and succeeds.
+    // A bag from a gateway without an authority: with an anchor given, step 3b fails; without one (the document's
+    // placeholder path), it says none, and succeeds.
     let plain = exported(payload(1000)).await;
     let (ok, said) = by_hand(&plain.bundle, &step);
+    assert!(!ok && said.contains("the bag carries no timestamp token, and you gave an authority"), "{said}");
+    let placeholder = doc.split("```sh timestamp\n").nth(1).and_then(|block| block.split("```").next()).unwrap();
+    let (ok, said) = by_hand(&plain.bundle, placeholder);
     assert!(ok && said.contains("timestamp: none (the gateway had no Time-Stamp Authority token"), "{said}");
     let report = verify(plain.bundle.as_slice(), &[plain.gw.verifier()]).unwrap();
     assert!(

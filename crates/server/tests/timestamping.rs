@@ -98,13 +98,14 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
     let consistency = custodia_bundle::consistency_proof_file(
         &log.storage().consistency_proof(stamped.size, size).await.expect("consistency proof"),
     );
-    // The bag's records: the first (the registration) must be below the stamped size.
-    let by_hand_with = |anchor: &Authority, entry: &[u8], registration: u64| {
+    // The bag's records, made `at`: the first (the registration) must be below the stamped size.
+    let by_hand_with = |anchor: &Authority, entry: &[u8], registration: u64, at: jiff::Timestamp| {
         let work = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir_all(work.path().join("data/timestamp")).expect("data");
         std::fs::create_dir_all(work.path().join("data/custody")).expect("custody");
         for index in [registration, 5] {
-            std::fs::write(work.path().join(format!("data/custody/{index:012}.json")), b"{}").expect("record");
+            let record = serde_json::json!({ "at": at.to_string() }).to_string();
+            std::fs::write(work.path().join(format!("data/custody/{index:012}.json")), record).expect("record");
         }
         std::fs::write(work.path().join("data/checkpoint"), log.checkpoint().note()).expect("checkpoint");
         std::fs::write(work.path().join("data/timestamp/entry.json"), entry).expect("entry");
@@ -124,7 +125,8 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
             format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
         )
     };
-    let by_hand = |anchor: &Authority, entry: &[u8]| by_hand_with(anchor, entry, 2);
+    let now = jiff::Timestamp::now();
+    let by_hand = |anchor: &Authority, entry: &[u8]| by_hand_with(anchor, entry, 2, now);
     let (ok, said) = by_hand(&authority, &entry);
     assert!(ok && said.contains("timestamp: OK") && said.contains("existed no later than"), "{said}");
     assert!(!by_hand(&stranger, &entry).0, "another authority's certificate");
@@ -135,8 +137,11 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
     );
     assert!(!by_hand(&authority, other_size.as_bytes()).0, "a token does not stamp another checkpoint");
     // A token of the log before the registration says nothing of the evidence.
-    let (ok, said) = by_hand_with(&authority, &entry, stamped.size);
+    let (ok, said) = by_hand_with(&authority, &entry, stamped.size, now);
     assert!(!ok && said.contains("ends before the registration, record 3"), "{said}");
+    // A stamped record that says it was made an hour after the token's time contradicts it.
+    let (ok, said) = by_hand_with(&authority, &entry, 2, now + jiff::SignedDuration::from_hours(1));
+    assert!(!ok && said.contains("record 2 says it was made at") && said.contains("more than 300 s after"), "{said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

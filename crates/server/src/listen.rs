@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -298,9 +298,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let in_flight = admitted.requests_in_flight();
+        let activity = admitted.activity();
         let service =
-            site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors.clone(), in_flight.clone());
+            site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors.clone(), activity.clone());
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
@@ -308,7 +308,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let (http1, http2) = &*builders;
             let given_up = std::pin::pin!(admitted.given_up());
-            let mut taken_back = TakenBack { given_up, cut: admitted.cut(), in_flight };
+            let mut taken_back = TakenBack { given_up, cut: admitted.cut(), activity };
             match tls {
                 None => serve_connection(http1, stream, service, closing, taken_back).await,
                 Some(acceptor) => {
@@ -338,7 +338,7 @@ pub async fn serve(
 struct TakenBack<G, C> {
     given_up: G,
     cut: C,
-    in_flight: Arc<AtomicUsize>,
+    activity: Arc<crate::places::Activity>,
 }
 
 /// One connection until it ends, until shutdown asks it to finish what it is doing, or until its place is taken
@@ -369,7 +369,7 @@ async fn serve_connection<I, S>(
             let _ = connection.await;
         }
         () = taken_back.given_up => {
-            if taken_back.in_flight.load(Ordering::Acquire) == 0 {
+            if taken_back.activity.in_flight.load(Ordering::Acquire) == 0 {
                 return;
             }
             connection.as_mut().graceful_shutdown();
@@ -390,7 +390,7 @@ fn site_service(
     tls: bool,
     limits: Arc<Limits>,
     descriptors: Descriptors,
-    in_flight: Arc<AtomicUsize>,
+    activity: Arc<crate::places::Activity>,
 ) -> hyper_util::service::TowerToHyperService<
     impl tower::Service<
         Request<hyper::body::Incoming>,
@@ -401,12 +401,12 @@ fn site_service(
 > {
     let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         // In flight from here, once its head is read, until its answer's body is done with.
-        let flying = InFlight::enter(&in_flight);
+        let flying = InFlight::enter(&activity);
         let site = Site::resolve(peer.ip(), tls, request.headers(), &limits.trusted_proxies);
         let idle = limits.body_idle_timeout;
         let small = is_small_body(request.headers());
         let mut request = request.map(|body| {
-            let body = Body::new(body);
+            let body = counted(Body::new(body), &activity);
             if hyper::body::Body::is_end_stream(&body) {
                 body
             } else if small {
@@ -425,30 +425,48 @@ fn site_service(
                 response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
             }
             Ok(response.map(|body| {
-                Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                    let _still = &flying;
-                    frame
-                }))
+                let activity = flying.0.clone();
+                // The guard goes with the body, dropped once it is sent or abandoned.
+                counted(
+                    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _still = &flying;
+                        frame
+                    })),
+                    &activity,
+                )
             }))
         }
     });
     hyper_util::service::TowerToHyperService::new(service)
 }
 
-/// A request of a connection, counted in flight until dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// A request of a connection, counted in flight until dropped, and then as answered.
+struct InFlight(Arc<crate::places::Activity>);
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count.clone())
+    fn enter(activity: &Arc<crate::places::Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.moved.store(0, Ordering::Release);
+        Self(activity.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.answered.fetch_add(1, Ordering::AcqRel);
     }
+}
+
+/// `body`, its data counted as moved by the connection ([`crate::places::Activity`]).
+fn counted(body: Body, activity: &Arc<crate::places::Activity>) -> Body {
+    let activity = activity.clone();
+    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+        if let Some(data) = frame.data_ref() {
+            activity.moved.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    }))
 }
 
 /// A body of at most this many bytes (declared), or any JSON body, must arrive whole within [`SMALL_BODY_WITHIN`]:
@@ -622,10 +640,9 @@ mod tests {
         stream
     }
 
-    /// A court behind one address holds every connection when newcomers arrive. Its connections with no request
-    /// in flight are taken back first and closed at once, with nothing sent: one still sending its head, then its
-    /// idle keep-alive ones, which its browsers would open again. Its request in flight goes last, and still gets
-    /// its answer.
+    /// A court behind one address holds every connection when newcomers arrive. Its oldest, a request whose body
+    /// is still coming, is taken back first: it gets to finish, and is answered. Then one still sending its head,
+    /// and an idle keep-alive one, each closed at once with nothing sent, which its browsers would open again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
         use tokio::io::AsyncWriteExt as _;
@@ -633,23 +650,23 @@ mod tests {
         let mut in_flight = request_half_sent(port).await;
         let mut head_half_sent = connect_from([127, 0, 0, 1], port).await;
         head_half_sent.write_all(b"GET / HTTP/1.1\r\nHost: co").await.unwrap();
-        let (mut idle, mut idle_too) = (kept_alive(port).await, kept_alive(port).await);
+        let mut idle = kept_alive(port).await;
+        let _idle_too = kept_alive(port).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let mut newcomers = Vec::new();
-        for (n, stream) in [&mut head_half_sent, &mut idle, &mut idle_too].into_iter().enumerate() {
-            newcomers.push(connect_from([127, 0, 0, 2 + n as u8], port).await);
-            let (answer, closed) = read_until_closed(stream, Duration::from_secs(2)).await;
-            assert!(closed && answer.is_empty(), "newcomer {n}: closed at once, with nothing sent: {answer:?}");
-        }
-
-        // The court's last connection, its request in flight, is taken back: it finishes, then closes.
-        newcomers.push(connect_from([127, 0, 0, 5], port).await);
+        let _first = connect_from([127, 0, 0, 2], port).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         in_flight.write_all(b"67890").await.unwrap();
         let (answer, closed) = read_until_closed(&mut in_flight, Duration::from_secs(30)).await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("10 bytes"), "{answer}");
         assert!(closed, "and then the connection closes: {answer}");
+
+        let mut newcomers = Vec::new();
+        for (n, stream) in [&mut head_half_sent, &mut idle].into_iter().enumerate() {
+            newcomers.push(connect_from([127, 0, 0, 3 + n as u8], port).await);
+            let (answer, closed) = read_until_closed(stream, Duration::from_secs(2)).await;
+            assert!(closed && answer.is_empty(), "newcomer {n}: closed at once, with nothing sent: {answer:?}");
+        }
         let _ = stop.send(());
         server.await.unwrap();
     }
@@ -664,13 +681,13 @@ mod tests {
             lingering.push(request_half_sent(port).await);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-        // The first newcomer takes back the newest request in flight, which lingers to finish (one over the total:
-        // the allowance).
+        // The first newcomer takes back the oldest request in flight (none moves data), which lingers to finish
+        // (one over the total: the allowance).
         let _first = connect_from([127, 0, 0, 2], port).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         // The second cuts it short.
         let mut second = connect_from([127, 0, 0, 3], port).await;
-        let (answer, closed) = read_until_closed(&mut lingering[3], Duration::from_secs(2)).await;
+        let (answer, closed) = read_until_closed(&mut lingering[0], Duration::from_secs(2)).await;
         assert!(closed && answer.is_empty(), "the lingering request is cut short at once: {answer:?}");
         let (answer, closed) = read_until_closed(&mut second, Duration::from_millis(500)).await;
         assert!(!closed && answer.is_empty(), "the second newcomer is served, not turned away: {answer:?}");

@@ -4,15 +4,16 @@
 //! A budget that simply turned newcomers away once full would be held by whoever fills it first: connections that
 //! send half a request head and reconnect as each times out, from a few dozen addresses, once kept every witness out.
 //! So when every place is held, a newcomer still gets one: a place is taken back from the client network that holds
-//! the most places ([`Place::given_up`] tells its holder, who closes it): one with no request in flight, oldest
-//! first, and only when it has none of those, its newest with a request in flight, so that a long download or
-//! upload is the last to go. An attacker who fills
+//! the most places ([`Place::given_up`] tells its holder, who closes it): its oldest not moving data, and only when
+//! it has none of those, its newest moving data ([`Activity`]), so that a long download or upload is the last to
+//! go. An attacker who fills
 //! the budget from a few networks holds many places in each, and a person joining a hearing holds one or two in
 //! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
 //! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
 //!
-//! A network whose place was taken back is remembered for a while ([`STRIKES_FOR`]): each place taken from it counts
-//! as one more it holds. Strangers spread over many networks, one place each, tie with a person's one place; but
+//! A network whose place was taken back before it was ever answered (a half-sent head, a trickled body) is
+//! remembered for a while ([`STRIKES_FOR`]): each such place taken from it counts as one more it holds; a client's
+//! idle keep-alive, answered before, is no strike. Strangers spread over many networks, one place each, tie with a person's one place; but
 //! each of theirs that is taken back comes back at once and takes the next, so within a few rounds their networks
 //! weigh more than the person's, who came once and waits.
 //!
@@ -28,7 +29,7 @@
 //! has a place to give.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -81,9 +82,31 @@ struct Signals {
     give_up: Notify,
     /// Give it up now.
     cut: Notify,
-    /// The holder's requests in flight ([`Place::requests_in_flight`]).
-    in_flight: Arc<AtomicUsize>,
+    /// What the holder does with its place ([`Place::activity`]).
+    activity: Arc<Activity>,
 }
+
+/// What a connection does with its place, as the listener counts it.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Requests in flight: from a complete head to the answer's last byte.
+    pub in_flight: AtomicUsize,
+    /// Requests answered to the end.
+    pub answered: AtomicU64,
+    /// Bytes of bodies, both ways, moved since the latest request began.
+    pub moved: AtomicU64,
+}
+
+impl Activity {
+    /// Whether a request in flight is moving data: a download or an upload under way, worth keeping.
+    fn is_moving(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 && self.moved.load(Ordering::Acquire) >= MOVING_BYTES
+    }
+}
+
+/// Bytes a request in flight must have moved to count as moving data ([`Activity`]): more than a page of the
+/// gateway's own or any sign-in, far more than a client trickling a body to hold its place.
+pub const MOVING_BYTES: u64 = 256 * 1024;
 
 /// One holder's place, given back on drop.
 #[derive(Debug)]
@@ -185,10 +208,10 @@ impl Places {
 
 impl State {
     /// Takes back a place of the known network weighing the most (the places it holds, and those taken from it
-    /// lately) that has one to give (a place of no known network only when none has): its oldest with no request
-    /// in flight, else its newest with one. Among networks of equal weight, one with a place of no request in
-    /// flight goes first, then the one holding the oldest. Its holder is to be told to give it up. Its id, and
-    /// what tells its holder. At most `total` networks are remembered.
+    /// lately without ever having been answered) that has one to give (a place of no known network only when none
+    /// has): its oldest not moving data ([`MOVING_BYTES`]), else its newest moving data. Among networks of equal
+    /// weight, one with a place not moving data goes first, then the one holding the oldest. Its holder is to be
+    /// told to give it up. Its id, and what tells its holder. At most `total` networks are remembered.
     fn take_back(&mut self, total: usize) -> Option<(u64, Arc<Signals>)> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
@@ -205,22 +228,26 @@ impl State {
                 let weight = peer.map_or(0, |peer| {
                     self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
                 });
-                let idle = places.iter().find(|(_, signals)| signals.in_flight.load(Ordering::Acquire) == 0);
-                let (id, idle) = match idle {
+                let still = places.iter().find(|(_, signals)| !signals.activity.is_moving());
+                let (id, still) = match still {
                     Some((id, _)) => (*id, true),
                     None => (*places.keys().next_back()?, false),
                 };
-                Some((weight, idle, id, *peer))
+                Some((weight, still, id, *peer))
             })
-            // The heaviest first; among equals, one with an idle place, then the one holding the oldest.
-            .max_by_key(|(weight, idle, id, _)| (*weight, *idle, std::cmp::Reverse(*id)))?;
+            // The heaviest first; among equals, one with a place not moving data, then the one holding the oldest.
+            .max_by_key(|(weight, still, id, _)| (*weight, *still, std::cmp::Reverse(*id)))?;
         let (_, _, id, peer) = heaviest;
         let places = self.takeable.get_mut(&peer)?;
         let signals = places.remove(&id)?;
         if places.is_empty() {
             self.takeable.remove(&peer);
         }
-        if let Some(peer) = peer {
+        // A place that never had a request answered (a half-sent head, a body trickled to hold it) is a strike
+        // against its network; an idle keep-alive of a client that was served is not.
+        if let Some(peer) = peer
+            && signals.activity.answered.load(Ordering::Acquire) == 0
+        {
             *self.strikes.entry(peer).or_insert(0) += 1;
         }
         Some((id, signals))
@@ -254,10 +281,10 @@ impl Place {
         self.signals.cut.notified().await;
     }
 
-    /// The count of the holder's requests in flight, for the holder to keep: a place with none is taken back
-    /// first.
-    pub fn requests_in_flight(&self) -> Arc<AtomicUsize> {
-        self.signals.in_flight.clone()
+    /// What the holder does with its place, for the holder to count: a place moving data is taken back last,
+    /// and one never answered counts against its network.
+    pub fn activity(&self) -> Arc<Activity> {
+        self.signals.activity.clone()
     }
 }
 
@@ -348,11 +375,14 @@ mod tests {
         assert!(told_to_give_up(&unknown[0]).await, "then, with no known network's place to give, the oldest of none");
     }
 
-    /// A long download is the last to go: a network's places with no request in flight go first, oldest first,
-    /// then its newest with one; among networks of equal weight, one with an idle place goes first.
+    /// A long download is the last to go: a network's places not moving data go first, oldest first, then its
+    /// newest moving data; among networks of equal weight, one with a place not moving data goes first.
     #[tokio::test]
-    async fn places_with_a_request_in_flight_go_last_and_the_newest_of_them_first() {
-        let busy = |place: &Place| place.requests_in_flight().store(1, Ordering::Release);
+    async fn places_moving_data_go_last_and_the_newest_of_them_first() {
+        let busy = |place: &Place| {
+            place.activity().in_flight.store(1, Ordering::Release);
+            place.activity().moved.store(MOVING_BYTES, Ordering::Release);
+        };
         let places = Arc::new(Places::new(6, 6));
         let mut court: Vec<Option<Place>> = (0..3).map(|_| places.admit(peer(1))).collect();
         busy(court[0].as_ref().unwrap());
@@ -377,6 +407,33 @@ mod tests {
         let idle = places.admit(peer(2)).unwrap();
         let _newcomer = places.admit(peer(3)).unwrap();
         assert!(told_to_give_up(&idle).await && !told_to_give_up(&downloading).await);
+
+        // A request trickling its body is not moving data: it goes before an idle place that is newer.
+        let places = Arc::new(Places::new(2, 2));
+        let trickling = places.admit(peer(1)).unwrap();
+        trickling.activity().in_flight.store(1, Ordering::Release);
+        trickling.activity().moved.store(MOVING_BYTES - 1, Ordering::Release);
+        let idle = places.admit(peer(2)).unwrap();
+        let _newcomer = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&trickling).await && !told_to_give_up(&idle).await);
+    }
+
+    /// A client's idle keep-alive, answered before, is no strike against its network when it is taken back; a
+    /// place never answered (a half-sent head, a trickled body) is.
+    #[tokio::test]
+    async fn only_a_place_never_answered_is_a_strike() {
+        let places = Arc::new(Places::new(2, 2));
+        let served = places.admit(peer(1)).unwrap();
+        served.activity().answered.store(1, Ordering::Release);
+        let silent = places.admit(peer(2)).unwrap();
+        let _first = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&served).await, "the oldest of equals");
+        drop(served);
+        let _second = places.admit(peer(4)).unwrap();
+        assert!(told_to_give_up(&silent).await);
+        let state = places.state();
+        assert_eq!(state.strikes.get(&peer(1).unwrap()), None, "a served keep-alive");
+        assert_eq!(state.strikes.get(&peer(2).unwrap()), Some(&1), "a place never answered");
     }
 
     /// Places taken back that linger (finishing a request) may pass the total by a sixteenth; past it, a

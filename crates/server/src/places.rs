@@ -207,8 +207,8 @@ impl Places {
 }
 
 impl State {
-    /// Takes back a place of the known network weighing the most (the places it holds, and those taken from it
-    /// lately without ever having been answered) that has one to give (a place of no known network only when none
+    /// Takes back a place of the known network weighing the most (the places it holds that were not taken back
+    /// already, and those taken from it lately without ever having been answered) that has one to give (a place of no known network only when none
     /// has): its oldest not moving data ([`MOVING_BYTES`]), else its newest moving data. Among networks of equal
     /// weight, one with a place not moving data goes first, then the one holding the oldest. Its holder is to be
     /// told to give it up. Its id, and what tells its holder. At most `total` networks are remembered.
@@ -225,9 +225,9 @@ impl State {
             .iter()
             .filter(|(_, places)| !places.is_empty())
             .filter_map(|(peer, places)| {
-                let weight = peer.map_or(0, |peer| {
-                    self.by_peer.get(&peer).copied().unwrap_or(0) + self.strikes.get(&peer).copied().unwrap_or(0)
-                });
+                // Places already taken back, closing, weigh nothing more: a court whose keep-alives were taken
+                // would otherwise still outweigh one-place strangers with its download alone.
+                let weight = peer.map_or(0, |peer| places.len() + self.strikes.get(&peer).copied().unwrap_or(0));
                 let still = places.iter().find(|(_, signals)| !signals.activity.is_moving());
                 let (id, still) = match still {
                     Some((id, _)) => (*id, true),
@@ -416,6 +416,29 @@ mod tests {
         let idle = places.admit(peer(2)).unwrap();
         let _newcomer = places.admit(peer(3)).unwrap();
         assert!(told_to_give_up(&trickling).await && !told_to_give_up(&idle).await);
+    }
+
+    /// A court behind one address, its keep-alives taken back and still closing, keeps its download: places taken
+    /// back weigh nothing more, so the court weighs what it still holds, one place moving data, and a stranger's
+    /// place goes instead.
+    #[tokio::test]
+    async fn places_taken_back_and_closing_weigh_nothing_more() {
+        let places = Arc::new(Places::new(64, 64));
+        let keep_alives: Vec<Place> = (0..3).map(|_| places.admit(peer(200)).unwrap()).collect();
+        for place in &keep_alives {
+            place.activity().answered.store(1, Ordering::Release);
+        }
+        let download = places.admit(peer(200)).unwrap();
+        download.activity().in_flight.store(1, Ordering::Release);
+        download.activity().moved.store(MOVING_BYTES, Ordering::Release);
+        let _strangers: Vec<Place> = (1..=60).map(|n| places.admit(peer(n)).unwrap()).collect();
+        let _newcomers: Vec<Place> = (61..=63).map(|n| places.admit(peer(n)).unwrap()).collect();
+        for place in &keep_alives {
+            assert!(told_to_give_up(place).await, "the court's keep-alives go first");
+        }
+        // They are still closing: the court still holds four places, but only its download is there to take.
+        let _next = places.admit(peer(64)).unwrap();
+        assert!(!told_to_give_up(&download).await, "the download stays; a stranger's place goes");
     }
 
     /// A client's idle keep-alive, answered before, is no strike against its network when it is taken back; a

@@ -222,8 +222,9 @@ pub const WIDER_SIGN_INS_AT_ONCE: usize = 8;
 pub const ACCOUNT_SIGN_INS_PER_HOUR: u32 = 20;
 /// Successful sign-ins without a device cookie from one network: this many at once, then as many an hour.
 pub const NETWORK_SIGN_INS_PER_HOUR: u32 = 60;
-/// The longest username, in bytes; a longer one is refused before any throttle counts it.
-pub const MAX_USERNAME_BYTES: usize = 128;
+/// The longest username, in characters (as the API document's `maxLength` counts; 512 bytes at most); a longer
+/// one is refused before any throttle counts it.
+pub const MAX_USERNAME_CHARS: usize = 128;
 /// Device cookies read from one request at most (a planted one must not hide the real one, nor many cost much).
 pub const DEVICE_COOKIES_READ: usize = 4;
 /// Throttle entries kept at most (usernames and addresses tried); beyond that, expired ones are dropped first.
@@ -234,12 +235,12 @@ const THROTTLE_ENTRIES: usize = 100_000;
 struct UserKey([u8; 32]);
 
 impl UserKey {
-    /// The key of `username`, or bad input if it is longer than [`MAX_USERNAME_BYTES`].
+    /// The key of `username`, or bad input if it is longer than [`MAX_USERNAME_CHARS`].
     fn of(username: &str) -> Result<Self> {
-        if username.len() > MAX_USERNAME_BYTES {
+        if username.chars().count() > MAX_USERNAME_CHARS {
             return Err(GatewayError::BadInput {
                 field: "username",
-                reason: format!("at most {MAX_USERNAME_BYTES} bytes"),
+                reason: format!("at most {MAX_USERNAME_CHARS} characters"),
             });
         }
         use sha2::Digest as _;
@@ -1157,8 +1158,10 @@ mod tests {
 
     #[test]
     fn a_username_is_kept_as_its_digest_and_a_long_one_is_refused() {
-        let longest = "u".repeat(MAX_USERNAME_BYTES);
+        let longest = "u".repeat(MAX_USERNAME_CHARS);
         assert!(UserKey::of(&longest).is_ok());
+        assert!(UserKey::of(&"\u{1e70}".repeat(MAX_USERNAME_CHARS)).is_ok(), "characters, not bytes, are counted");
+        assert!(UserKey::of(&"u".repeat(MAX_USERNAME_CHARS + 1)).is_err());
         let refused = UserKey::of(&"u".repeat(60_000)).err().unwrap();
         assert!(matches!(refused, GatewayError::BadInput { field: "username", .. }), "{refused}");
         assert_eq!(std::mem::size_of::<UserKey>(), 32);

@@ -4,9 +4,8 @@
 //! A budget that simply turned newcomers away once full would be held by whoever fills it first: connections that
 //! send half a request head and reconnect as each times out, from a few dozen addresses, once kept every witness out.
 //! So when every place is held, a newcomer still gets one: a place is taken back from the client network that holds
-//! the most places ([`Place::given_up`] tells its holder, who closes it): its oldest not moving data, and only when
-//! it has none of those, its newest moving data ([`Activity`]), so that a long download or upload is the last to
-//! go. An attacker who fills
+//! the most places ([`Place::given_up`] tells its holder, who closes it): its oldest not moving data ([`Activity`]).
+//! A place moving data (a long download or upload) goes only when every place there is to take moves data. An attacker who fills
 //! the budget from a few networks holds many places in each, and a person joining a hearing holds one or two in
 //! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
 //! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
@@ -207,11 +206,12 @@ impl Places {
 }
 
 impl State {
-    /// Takes back a place of the known network weighing the most (the places it holds that were not taken back
-    /// already, and those taken from it lately without ever having been answered) that has one to give (a place of no known network only when none
-    /// has): its oldest not moving data ([`MOVING_BYTES`]), else its newest moving data. Among networks of equal
-    /// weight, one with a place not moving data goes first, then the one holding the oldest. Its holder is to be
-    /// told to give it up. Its id, and what tells its holder. At most `total` networks are remembered.
+    /// Takes back a place not moving data ([`MOVING_BYTES`]): the oldest of the known network weighing the most
+    /// (the places it holds that were not taken back already, and those taken from it lately without ever having
+    /// been answered; a place of no known network only when no known network has one). Only when every place to
+    /// take moves data, the newest of the heaviest network. Among networks of equal weight, the one holding the
+    /// oldest. Its holder is to be told to give it up. Its id, and what tells its holder. At most `total` networks
+    /// are remembered.
     fn take_back(&mut self, total: usize) -> Option<(u64, Arc<Signals>)> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
@@ -235,8 +235,9 @@ impl State {
                 };
                 Some((weight, still, id, *peer))
             })
-            // The heaviest first; among equals, one with a place not moving data, then the one holding the oldest.
-            .max_by_key(|(weight, still, id, _)| (*weight, *still, std::cmp::Reverse(*id)))?;
+            // A place not moving data first, from the heaviest network; a place moving data only when every
+            // network's is; among equals, the one holding the oldest.
+            .max_by_key(|(weight, still, id, _)| (*still, *weight, std::cmp::Reverse(*id)))?;
         let (_, _, id, peer) = heaviest;
         let places = self.takeable.get_mut(&peer)?;
         let signals = places.remove(&id)?;
@@ -375,8 +376,8 @@ mod tests {
         assert!(told_to_give_up(&unknown[0]).await, "then, with no known network's place to give, the oldest of none");
     }
 
-    /// A long download is the last to go: a network's places not moving data go first, oldest first, then its
-    /// newest moving data; among networks of equal weight, one with a place not moving data goes first.
+    /// A long download is the last to go: places not moving data go first, from the heaviest network, oldest
+    /// first; a place moving data only when every place does, the heaviest network's newest.
     #[tokio::test]
     async fn places_moving_data_go_last_and_the_newest_of_them_first() {
         let busy = |place: &Place| {
@@ -393,12 +394,23 @@ mod tests {
         assert!(told_to_give_up(court[2].as_ref().unwrap()).await, "the court's idle connection goes first");
         assert!(!told_to_give_up(court[0].as_ref().unwrap()).await);
         court[2] = None;
+        // The court weighs the most still, but its places move data: a stranger's place goes instead.
         let _second = places.admit(peer(11)).expect("a place is taken back");
-        assert!(told_to_give_up(court[1].as_ref().unwrap()).await, "then its newest with a request in flight");
-        assert!(!told_to_give_up(court[0].as_ref().unwrap()).await, "its oldest, furthest on, goes last");
-        for place in &others {
+        assert!(told_to_give_up(&others[1]).await, "the oldest place not moving data");
+        for place in [court[0].as_ref().unwrap(), court[1].as_ref().unwrap(), &others[0], &others[2]] {
             assert!(!told_to_give_up(place).await);
         }
+
+        // Only when every place moves data does one go: the heaviest network's newest.
+        let places = Arc::new(Places::new(3, 3));
+        let court: Vec<Place> = (0..2).map(|_| places.admit(peer(1)).unwrap()).collect();
+        let stranger = places.admit(peer(2)).unwrap();
+        for place in court.iter().chain([&stranger]) {
+            busy(place);
+        }
+        let _newcomer = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&court[1]).await && !told_to_give_up(&court[0]).await);
+        assert!(!told_to_give_up(&stranger).await);
 
         // Equal weights: the network with an idle place goes first, though the busy one is older.
         let places = Arc::new(Places::new(2, 2));

@@ -342,9 +342,9 @@ struct TakenBack<G, C> {
 }
 
 /// One connection until it ends, until shutdown asks it to finish what it is doing, or until its place is taken
-/// back. Then a connection with no request in flight (a keep-alive one between requests, or one still sending a
-/// request head) closes at once, and one with a request in flight gets [`GIVE_UP_GRACE`] to finish it, unless it
-/// is cut short first: a court behind one address whose connections weigh the most loses its idle ones, which its
+/// back. Then a connection never answered with no request in flight (one still sending its first head) closes at
+/// once; others shut down gracefully: one idle between requests once its last answer has left, one with a request
+/// in flight within [`GIVE_UP_GRACE`] to finish it, unless it is cut short first: a court behind one address whose connections weigh the most loses its idle ones, which its
 /// browsers open again, not a request, as long as lingering requests keep no newcomer out.
 async fn serve_connection<I, S>(
     builder: &Builder<TokioExecutor>,
@@ -369,7 +369,10 @@ async fn serve_connection<I, S>(
             let _ = connection.await;
         }
         () = taken_back.given_up => {
-            if taken_back.activity.in_flight.load(Ordering::Acquire) == 0 {
+            // Never answered and nothing in flight (a half-sent head, or nothing at all): closed at once. An
+            // answered one shuts down gracefully too, since its last answer's bytes may still be leaving.
+            let activity = &taken_back.activity;
+            if activity.in_flight.load(Ordering::Acquire) == 0 && activity.answered.load(Ordering::Acquire) == 0 {
                 return;
             }
             connection.as_mut().graceful_shutdown();

@@ -47,7 +47,7 @@ const HSTS: &str = "max-age=63072000";
 /// ([`crate::places::Places::admit_waiting`]); the listener accepts no other meanwhile.
 const CLOSING_WAIT: Duration = Duration::from_secs(1);
 /// How long a connection whose place was taken back has to finish the request it is serving. Short, since such
-/// connections hold places past the budget (an eighth of it at most, past which newcomers cut them short).
+/// connections hold places past the budget (a sixteenth of it at most, past which newcomers cut them short).
 const GIVE_UP_GRACE: Duration = Duration::from_secs(5);
 
 /// What one gateway process accepts.
@@ -409,7 +409,7 @@ fn site_service(
         let idle = limits.body_idle_timeout;
         let small = is_small_body(request.headers());
         let mut request = request.map(|body| {
-            let body = counted(Body::new(body), &activity);
+            let body = counted(Body::new(body), &activity, None);
             if hyper::body::Body::is_end_stream(&body) {
                 body
             } else if small {
@@ -429,14 +429,7 @@ fn site_service(
             }
             Ok(response.map(|body| {
                 let activity = flying.0.clone();
-                // The guard goes with the body, dropped once it is sent or abandoned.
-                counted(
-                    Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                        let _still = &flying;
-                        frame
-                    })),
-                    &activity,
-                )
+                counted(body, &activity, Some(flying))
             }))
         }
     });
@@ -461,10 +454,12 @@ impl Drop for InFlight {
     }
 }
 
-/// `body`, its data counted as moved by the connection ([`crate::places::Activity`]).
-fn counted(body: Body, activity: &Arc<crate::places::Activity>) -> Body {
+/// `body`, its data counted as moved by the connection ([`crate::places::Activity`]); an answer's body carries its
+/// request's `flying` guard, dropped once the body is sent or abandoned.
+fn counted(body: Body, activity: &Arc<crate::places::Activity>, flying: Option<InFlight>) -> Body {
     let activity = activity.clone();
     Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+        let _still = &flying;
         if let Some(data) = frame.data_ref() {
             activity.moved.fetch_add(data.len() as u64, Ordering::Relaxed);
         }

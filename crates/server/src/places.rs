@@ -101,6 +101,12 @@ impl Activity {
     fn is_moving(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) > 0 && self.moved.load(Ordering::Acquire) >= MOVING_BYTES
     }
+
+    /// Whether the place is delivering: every request answered and the last answer leaving (or moving data).
+    fn is_delivering(&self) -> bool {
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        (in_flight == 0 && self.answered.load(Ordering::Acquire) > 0) || self.is_moving()
+    }
 }
 
 /// Bytes a request in flight must have moved to count as moving data ([`Activity`]): more than a page of the
@@ -148,9 +154,9 @@ impl Places {
                 signals.give_up.notify_one();
             } else {
                 // Places taken back that still finish a request hold a sixteenth over the total: the newcomer's
-                // place is one cut short at once, the oldest of those, or else one taken back now, so that
-                // lingering requests never keep a newcomer out.
-                let (id, signals) = match state.lingering.pop_first() {
+                // place is one cut short at once, the first of those to cut ([`State::first_to_cut`]), or else
+                // one taken back now, so that lingering requests never keep a newcomer out.
+                let (id, signals) = match state.first_to_cut() {
                     Some(lingering) => lingering,
                     None => {
                         let (id, signals) = state.take_back(self.total)?;
@@ -252,6 +258,19 @@ impl State {
             *self.strikes.entry(peer).or_insert(0) += 1;
         }
         Some((id, signals))
+    }
+
+    /// Removes and gives the lingering place to cut short first: the oldest of those still serving a request
+    /// without moving data (a head or a body trickled, a slow page); those whose answers have all left the
+    /// gateway and are being delivered, or that move data, only after them. Cutting a place whose answer is being
+    /// delivered loses the answer's last bytes still in the gateway's buffers: a download arrives truncated.
+    fn first_to_cut(&mut self) -> Option<(u64, Arc<Signals>)> {
+        let id = self
+            .lingering
+            .iter()
+            .min_by_key(|(id, signals)| (signals.activity.is_delivering(), **id))
+            .map(|(id, _)| *id)?;
+        self.lingering.remove_entry(&id)
     }
 
     fn untake(&mut self, peer: Option<ClientNetwork>, id: u64) {
@@ -505,6 +524,24 @@ mod tests {
         assert!(places.admit(peer(5)).is_none(), "none lingers, none can be taken back: refused");
         drop(court);
         assert!(places.admit(peer(5)).is_some(), "places given back make room");
+    }
+
+    /// Past the lingering allowance, a place still serving a request is cut short before an older one whose
+    /// answer has left the gateway and is being delivered (a download's last bytes).
+    #[tokio::test]
+    async fn a_place_delivering_its_answer_is_cut_short_after_one_still_serving_a_request() {
+        use futures::FutureExt as _;
+        let cut = |place: &Place| place.signals.cut.notified().now_or_never().is_some();
+        let places = Arc::new(Places::new(17, 17));
+        let court: Vec<Place> = (0..17).map(|_| places.admit(peer(1)).expect("room")).collect();
+        court[0].activity().answered.store(1, Ordering::Release);
+        court[1].activity().in_flight.store(1, Ordering::Release);
+        let _first = places.admit(peer(2)).expect("one over the total");
+        let _second = places.admit(peer(3)).expect("two over: both within the allowance of two");
+        assert!(told_to_give_up(&court[0]).await && told_to_give_up(&court[1]).await, "both linger");
+        let _third = places.admit(peer(4)).expect("past the allowance: a lingering place is cut for it");
+        assert!(cut(&court[1]), "the one still serving a request is cut short");
+        assert!(!cut(&court[0]), "the older one delivering its answer is not");
     }
 
     /// Strangers on many networks, one place each, who come back as soon as a place of theirs is taken: a person

@@ -139,3 +139,36 @@ async fn an_abandoned_local_upload_leaves_nothing() {
     }
     assert_eq!(files(dir.path()), Vec::<String>::new(), "the writer removed its staging file");
 }
+
+/// Reads give the same bytes both ways (the generic store's, and the local one's large reads in place), whole and
+/// in ranges that start, end and cross [`custodia_store::LOCAL_READ_CHUNK`] boundaries; a range beyond the end
+/// is refused, and an artefact not stored is not found.
+#[tokio::test]
+async fn reads_give_back_exactly_the_bytes_and_ranges_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunk = custodia_store::LOCAL_READ_CHUNK;
+    let body = data(3 * chunk + 1234);
+    let size = body.len() as u64;
+    for (name, store, _) in stores(dir.path()) {
+        let stored = store.ingest(chunks(&body, 65_536), IngestOptions::default()).await.unwrap();
+        let whole: Vec<u8> =
+            store.read(&stored.sha256, None).await.unwrap().map_ok(|bytes| bytes.to_vec()).try_concat().await.unwrap();
+        assert!(whole == body, "{name}: the whole artefact");
+        let chunk = chunk as u64;
+        for range in [0..1, 0..chunk, chunk - 1..chunk + 1, 5..size, chunk..3 * chunk, size - 1..size] {
+            let read: Vec<u8> = store
+                .read(&stored.sha256, Some(range.clone()))
+                .await
+                .unwrap()
+                .map_ok(|bytes| bytes.to_vec())
+                .try_concat()
+                .await
+                .unwrap();
+            assert!(read == body[range.start as usize..range.end as usize], "{name}: range {range:?}");
+        }
+        let past = store.read(&stored.sha256, Some(size..size + 1)).await;
+        assert!(past.is_err(), "{name}: a range past the end is refused");
+        let missing = store.read(&Sha256::of(b"never stored"), None).await;
+        assert!(matches!(missing, Err(StoreError::NotFound(_))), "{name}: not stored");
+    }
+}

@@ -376,9 +376,16 @@ async fn create_account(
     ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<Response, Problem> {
     caller.require_admin("create accounts")?;
-    let account =
-        new_account(&state.gateway, body.username, body.display_name, &body.password, body.jurisdiction, body.is_admin)
-            .await?;
+    let account = new_account(
+        &state.gateway,
+        &state.sign_ins,
+        body.username,
+        body.display_name,
+        &body.password,
+        body.jurisdiction,
+        body.is_admin,
+    )
+    .await?;
     Ok(json(StatusCode::CREATED, AccountView::from(&account)))
 }
 
@@ -420,6 +427,7 @@ async fn disable_account(
 /// Creates an account after checking its fields. Shared by the API and the bootstrap of the first administrator.
 pub async fn new_account(
     gateway: &Gateway,
+    sign_ins: &auth::SignInThrottle,
     username: String,
     display_name: String,
     password: &str,
@@ -440,7 +448,7 @@ pub async fn new_account(
         id: new_id("acct"),
         username,
         display_name,
-        password_hash: auth::hash_password(password)?,
+        password_hash: sign_ins.hash_new_password(password).await?,
         is_admin,
         jurisdiction,
     };

@@ -85,12 +85,12 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if swept > 0 {
         tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
     }
-    bootstrap_admin(&gateway, gateway_config).await?;
     let (device_key, created) = keys::load_or_create_secret(&gateway_config.device_key_file())?;
     if created {
         tracing::info!(key = %absolute(&gateway_config.device_key_file()).display(), "made a new device cookie key");
     }
     let sign_ins = Arc::new(crate::auth::SignInThrottle::new(crate::auth::DeviceKey::new(device_key)));
+    bootstrap_admin(&gateway, &sign_ins, gateway_config).await?;
     crate::auth::purge_expired_sessions(gateway.clone());
     tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");
     let (stun, turn) = ice_servers.counts();
@@ -159,7 +159,11 @@ fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn Objec
 
 /// On the very first start there is no one to create accounts: make an administrator, and leave its password
 /// in an owner-only file rather than in the log.
-async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::Result<()> {
+async fn bootstrap_admin(
+    gateway: &Gateway,
+    sign_ins: &crate::auth::SignInThrottle,
+    config: &GatewayConfig,
+) -> anyhow::Result<()> {
     if gateway.catalog.count_accounts().await? > 0 {
         return Ok(());
     }
@@ -171,7 +175,8 @@ async fn bootstrap_admin(gateway: &Gateway, config: &GatewayConfig) -> anyhow::R
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         writeln!(file, "{password}")?;
     }
-    api::new_account(gateway, "admin".into(), "Administrator".into(), &password, "local".into(), true).await?;
+    api::new_account(gateway, sign_ins, "admin".into(), "Administrator".into(), &password, "local".into(), true)
+        .await?;
     tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
     Ok(())
 }

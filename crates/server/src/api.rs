@@ -938,6 +938,9 @@ pub(crate) fn stream_case_bundle(
     Ok(response)
 }
 
+/// Chunks of a case export's bundle queued for its hasher at most: the sending waits past that.
+const HASHING_AHEAD: usize = 8;
+
 /// One case export being streamed.
 struct CaseExport<'a> {
     writer: &'a custodia_bundle::CaseBundleWriter,
@@ -963,19 +966,31 @@ impl CaseExport<'_> {
             let bundle = custodia_bundle::BundleWriter::new(source)?;
             let (head, tail) = (bundle.head()?, bundle.tail());
             let size = head.len() as u64 + source.payload_size + tail.len() as u64;
-            let mut hasher = sha2::Sha256::new();
+            // Hashed on a thread of the blocking pool beside the sending, chunk by chunk as they pass: hashing on
+            // the task that feeds the connection made one core do both (a case export at 0.7 of nginx's speed).
+            let (to_hasher, mut hashing) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASHING_AHEAD);
+            let hasher = tokio::task::spawn_blocking(move || {
+                let mut hasher = sha2::Sha256::new();
+                while let Some(bytes) = hashing.blocking_recv() {
+                    hasher.update(&bytes);
+                }
+                hasher
+            });
+            let head = bytes::Bytes::from(head);
             send(bytes::Bytes::copy_from_slice(&self.writer.bundle_header(&source.artefact, size)?)).await?;
-            hasher.update(&head);
-            send(head.into()).await?;
+            to_hasher.send(head.clone()).await?;
+            send(head).await?;
             let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
             let mut streamed = 0u64;
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk?;
-                hasher.update(&chunk);
                 streamed += chunk.len() as u64;
+                to_hasher.send(chunk.clone()).await?;
                 send(chunk).await?;
             }
             anyhow::ensure!(streamed == source.payload_size, "artefact {} ended early in storage", source.artefact);
+            drop(to_hasher);
+            let mut hasher = hasher.await?;
             hasher.update(&tail);
             send(tail.into()).await?;
             send(custodia_bundle::padding(size).into()).await?;

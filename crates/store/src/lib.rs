@@ -408,8 +408,10 @@ impl Drop for LocalStaging {
 /// How much one read of a local object takes: large enough that a download is not paced by the reads (each a
 /// task on the blocking pool), small enough that twenty downloads at once hold a few MiB between them.
 pub const LOCAL_READ_CHUNK: usize = 256 * 1024;
+/// Reads of a local object in flight at once: one chunk read ahead.
+const LOCAL_READS_AHEAD: usize = 2;
 
-/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time.
+/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time, one read ahead.
 async fn read_local(
     file: PathBuf,
     sha256: Sha256,
@@ -431,23 +433,21 @@ async fn read_local(
         return Err(StoreError::BadRange { start, end, size });
     }
     let file = Arc::new(file);
-    Ok(futures::stream::try_unfold(start, move |offset| {
+    let chunk = LOCAL_READ_CHUNK as u64;
+    let reads = (start..end).step_by(LOCAL_READ_CHUNK).map(move |offset| {
         let file = file.clone();
+        let length = (end - offset).min(chunk) as usize;
         async move {
-            if offset >= end {
-                return Ok(None);
-            }
-            let length = (end - offset).min(LOCAL_READ_CHUNK as u64) as usize;
-            let chunk = blocking(move || {
-                let mut chunk = vec![0; length];
-                file.read_exact_at(&mut chunk, offset)?;
-                Ok(chunk)
-            })
-            .await
-            .map_err(local_error)?;
-            Ok(Some((Bytes::from(chunk), offset + length as u64)))
+            let read = blocking(move || {
+                let mut bytes = vec![0; length];
+                file.read_exact_at(&mut bytes, offset)?;
+                Ok(bytes)
+            });
+            read.await.map(Bytes::from).map_err(local_error)
         }
-    }))
+    });
+    // The next chunk is read while the one before it is sent (and, for a case export, hashed).
+    Ok(futures::stream::iter(reads).buffered(LOCAL_READS_AHEAD))
 }
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {

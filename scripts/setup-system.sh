@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that `./x run` or `./x test` needs, and nothing when they are all there.
-# Usage: scripts/setup-system.sh run|test
-# The package lists are scripts/run-packages.txt (needed to run) and scripts/test-packages.txt (needed to test,
-# on top of the run packages): one package per line, '#' starts a comment.
+# Installs the Debian packages that `./x run`, `./x test` or `./x bench` needs, and nothing when they are all there.
+# Usage: scripts/setup-system.sh run|test|bench
+# The package lists are scripts/run-packages.txt (needed to run), scripts/test-packages.txt (needed to test, on top
+# of the run packages) and scripts/bench-packages.txt (the benchmarks' peers, on top of both): one package per line,
+# '#' starts a comment.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -10,7 +11,8 @@ lists=("$here/run-packages.txt")
 case "${1:-}" in
   run) ;;
   test) lists+=("$here/test-packages.txt") ;;
-  *) echo "usage: $0 run|test" >&2; exit 2 ;;
+  bench) lists+=("$here/test-packages.txt" "$here/bench-packages.txt") ;;
+  *) echo "usage: $0 run|test|bench" >&2; exit 2 ;;
 esac
 
 wanted=$(cat "${lists[@]}" 2>/dev/null | sed -e 's/#.*//' -e 's/[[:space:]]//g' | grep -v '^$' | sort -u || true)
@@ -28,7 +30,7 @@ install_python_requirements() {
   # Python test tools (the Library of Congress bagit validator, aiortc, schemathesis), from PyPI, for the current
   # user.
   local requirements="$here/../tests/requirements.txt"
-  [ "${1:-}" = test ] && [ -f "$requirements" ] || return 0
+  [ "${1:-}" != run ] && [ -f "$requirements" ] || return 0
   # Quiet and offline when the pinned versions are already installed.
   PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages -r "$requirements" >&2
 }

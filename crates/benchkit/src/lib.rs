@@ -192,3 +192,42 @@ impl<const N: usize> Table<N> {
         }
     }
 }
+
+/// The environment variable naming the file where benchmarks add their headline figures, one line each, for the
+/// table that `./x bench` ends with (`bench-summary`). Unset, nothing is added.
+pub const SUMMARY_ENV: &str = "CUSTODIA_BENCH_SUMMARY";
+
+/// One headline figure: what was measured, the figure, the peer or limit it is judged against (measured in the
+/// same run, or a goal), and the ratio between them.
+#[derive(Debug, Clone)]
+pub struct Headline {
+    pub measurement: String,
+    pub figure: String,
+    pub against: String,
+    pub ratio: String,
+}
+
+/// Adds `bench`'s headline figures to the summary file named by [`SUMMARY_ENV`], if any: tab-separated lines,
+/// tabs and line breaks in a cell made spaces.
+pub fn add_to_summary(bench: &str, headlines: &[Headline]) -> io::Result<()> {
+    let Some(path) = std::env::var_os(SUMMARY_ENV) else { return Ok(()) };
+    let clean = |cell: &str| cell.replace(['\t', '\n', '\r'], " ");
+    let mut text = String::new();
+    for line in headlines {
+        let cells = [bench, &line.measurement, &line.figure, &line.against, &line.ratio];
+        text.push_str(&cells.map(clean).join("\t"));
+        text.push('\n');
+    }
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    io::Write::write_all(&mut file, text.as_bytes())
+}
+
+/// Reads a summary file ([`add_to_summary`]) back as a table.
+pub fn summary_table(text: &str) -> Table<5> {
+    let mut table = Table::new(["benchmark", "measurement", "this run", "peer or limit (same run)", "ratio"]);
+    for line in text.lines().filter(|line| !line.is_empty()) {
+        let mut cells = line.split('\t').map(str::to_owned);
+        table.row(std::array::from_fn(|_| cells.next().unwrap_or_default()));
+    }
+    table
+}

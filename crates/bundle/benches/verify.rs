@@ -38,7 +38,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use custodia_benchkit::{BoxError, env_or, mb_per_s, openssl_rate, openssl_speed, rate, write_pseudo_random};
+use custodia_benchkit::{
+    BoxError, Headline, add_to_summary, env_or, mb_per_s, openssl_rate, openssl_speed, rate, write_pseudo_random,
+};
 use custodia_bundle::{BundleRecord, BundleSource, BundleWriter, verify};
 use custodia_core::{
     AccessKind, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label, Manifest,
@@ -218,6 +220,21 @@ fn main() -> Result<(), BoxError> {
         ),
         _ => println!("Goal: peak memory flat: not measured (/proc/self/clear_refs or VmHWM unavailable)"),
     }
+    let mut headlines = vec![Headline {
+        measurement: format!("bundle verify, {} payload", size_text(*large_bytes)),
+        figure: mb_per_s(rate(*large_bytes, large_best.verify)),
+        against: format!("openssl dgst -sha256, same file: {}", mb_per_s(rate(*large_bytes, large_best.openssl))),
+        ratio: format!("{ratio:.2} (goal >= {GOAL_RATIO})"),
+    }];
+    if let Some(Some(growth)) = growths.last() {
+        headlines.push(Headline {
+            measurement: format!("bundle verify, memory growth of a fresh process, {}", size_text(*large_bytes)),
+            figure: size_text(*growth),
+            against: format!("goal under {}", size_text(GOAL_GROWTH)),
+            ratio: format!("{:.2}", *growth as f64 / GOAL_GROWTH as f64),
+        });
+    }
+    add_to_summary("verify", &headlines)?;
     Ok(())
 }
 

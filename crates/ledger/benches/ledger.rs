@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use custodia_benchkit::{
-    BoxError, SplitMix, Table, env_or, mb_per_s, openssl_rate, openssl_speed, rate, sequential_write_within,
+    BoxError, Headline, SplitMix, Table, add_to_summary, env_or, mb_per_s, openssl_rate, openssl_speed, rate,
+    sequential_write_within,
 };
 use custodia_ledger::merkle::{Hash, fold_range, leaf_hash, perfect_nodes, verify_consistency, verify_inclusion};
 use custodia_ledger::{Checkpoint, Log, LogError, LogOptions, LogSigner};
@@ -617,6 +618,33 @@ fn print_summary(
     results.print();
     println!();
     limits.print();
+
+    let p99 = saturated.percentile(0.99);
+    let headlines = [
+        Headline {
+            measurement: format!("ledger: durable appends/s, {} tasks", config.tasks),
+            figure: format!("{}/s", count(saturated.rate())),
+            against: format!(
+                "openssl ed25519 {} signs/s (1 core); goal {}/s",
+                optional(ed, count),
+                count(GOAL_APPENDS)
+            ),
+            ratio: format!(
+                "{} appends per sign; {:.1}x goal",
+                ratio(saturated.rate(), ed),
+                saturated.rate() / GOAL_APPENDS
+            ),
+        },
+        Headline {
+            measurement: "ledger: append -> durable checkpoint, p99".into(),
+            figure: format!("{:.1} ms", ms(p99)),
+            against: format!("goal {} s", GOAL_P99.as_secs()),
+            ratio: format!("{:.3}", p99.as_secs_f64() / GOAL_P99.as_secs_f64()),
+        },
+    ];
+    if let Err(err) = add_to_summary("ledger", &headlines) {
+        println!("could not add to the summary: {err}");
+    }
 }
 
 fn ms(duration: Duration) -> f64 {

@@ -50,7 +50,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use custodia_benchkit::{
-    BoxError, SplitMix, Table, clock_ticks_per_second, env_or, openssl_rate, openssl_speed, process_cpu_seconds,
+    BoxError, Headline, SplitMix, Table, add_to_summary, clock_ticks_per_second, env_or, openssl_rate, openssl_speed,
+    process_cpu_seconds,
 };
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
 use custodia_recorder::sfu::{RecorderFactory, Room};
@@ -1005,6 +1006,48 @@ async fn bench() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The SFU's figures for `./x bench`'s summary: the capacity (the best loss-free run), its tracks per core beside
+/// LiveKit's, and the latency it adds beside a direct pair under the same load.
+fn add_headlines(clean: Option<&RunResult>, stopped: &str) {
+    let headlines = match clean {
+        Some(best) => {
+            let sfu_cores = best.sfu_cpu / best.window;
+            let per_core = best.forwarded as f64 / sfu_cores;
+            let ms = |us: f64| us / 1000.0;
+            let added = ms(best.sfu_path.p99_us - best.direct_path.p99_us);
+            vec![
+                Headline {
+                    measurement: "hearings: six-person, relayed and recorded, no packet lost".into(),
+                    figure: format!("{} hearings, {} forwarded tracks", best.hearings, best.forwarded),
+                    against: format!("stopped: {stopped}"),
+                    ratio: String::new(),
+                },
+                Headline {
+                    measurement: "SFU: forwarded tracks per core".into(),
+                    figure: format!("{per_core:.0}"),
+                    against: format!("LiveKit's published ~{LIVEKIT_TRACKS_PER_CORE:.0}"),
+                    ratio: format!("{:.2}", per_core / LIVEKIT_TRACKS_PER_CORE),
+                },
+                Headline {
+                    measurement: "SFU: added latency, p99".into(),
+                    figure: format!("{added:.2} ms"),
+                    against: format!("direct pair, same run: p99 {:.2} ms", ms(best.direct_path.p99_us)),
+                    ratio: format!("{:.2}", best.sfu_path.p99_us / best.direct_path.p99_us.max(1.0)),
+                },
+            ]
+        }
+        None => vec![Headline {
+            measurement: "hearings: six-person, relayed and recorded, no packet lost".into(),
+            figure: "none free of loss".into(),
+            against: format!("stopped: {stopped}"),
+            ratio: String::new(),
+        }],
+    };
+    if let Err(err) = add_to_summary("sfu", &headlines) {
+        println!("could not add to the summary: {err}");
+    }
+}
+
 fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped: &str) {
     println!("\n-- summary ({cores} cores; stopped: {stopped}) --\n");
     let mut table = Table::new([
@@ -1112,6 +1155,7 @@ fn print_summary(results: &[RunResult], machine: &Machine, cores: usize, stopped
         }
         None => println!("No run was free of loss: no capacity to report."),
     }
+    add_headlines(clean, stopped);
     // Where the first loss came from, as far as the kernel's counters tell.
     if let Some(lossy) = results.iter().find(|r| r.sfu_lost > 0 || r.recorder["lost"].as_u64().unwrap_or(0) > 0) {
         let others = lossy.machine_busy.map(|busy| (busy - lossy.sfu_cpu - lossy.clients_cpu).max(0.0) / lossy.window);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use custodia_benchkit::{BoxError, Table, env_or, rate};
+use custodia_benchkit::{BoxError, Headline, Table, add_to_summary, env_or, rate};
 use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent};
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_server::clock::Clock;
@@ -92,6 +92,19 @@ async fn main() -> Result<(), BoxError> {
         ]);
     }
     table.print();
+    add_to_summary(
+        "custody",
+        &[Headline {
+            measurement: format!("custody records through the gateway/s, {tasks} writers"),
+            figure: format!(
+                "{:.0}/s, p99 {:.1} ms",
+                through_gateway.per_second,
+                through_gateway.p99.as_secs_f64() * 1e3
+            ),
+            against: format!("raw ledger appends, same run: {:.0}/s", raw.per_second),
+            ratio: format!("{:.2}", through_gateway.per_second / raw.per_second),
+        }],
+    )?;
     Ok(())
 }
 

@@ -14,6 +14,5 @@ pub use registry::{Partner, Registry, RegistryError};
 /// A structured-field dictionary serialized (RFC 9651 section 4.1); an empty one is never serialized here.
 fn serialized(dictionary: &sfv::Dictionary) -> String {
     use sfv::FieldType as _;
-    let text: Option<String> = dictionary.serialize().into();
-    text.unwrap_or_default()
+    dictionary.serialize().unwrap_or_default()
 }

@@ -2,9 +2,10 @@
 //! HTTP Message Signatures (RFC 9421, Ed25519: [`signature`]) over the method, the path, the body's
 //! `Content-Digest` (RFC 9530: [`digest`]) and the date, with a nonce accepted once ([`replay`]), and checked
 //! against the keys that the [`registry`] pins for the partner the signature names. Nothing here reads a clock,
-//! the network or a file: the server does, and asks.
+//! the network or a file: the server does, and asks. A transfer's receipts are the [`evidence`] ladder.
 
 pub mod digest;
+pub mod evidence;
 pub mod registry;
 pub mod replay;
 pub mod signature;

@@ -313,9 +313,18 @@ impl Gateway {
     /// entry is appended: no commitment is ever published without its opening kept.
     ///
     /// Refusal counts whose window has closed are recorded first ([`crate::refusals`]): any activity flushes them.
+    ///
+    /// The append and its index run to the end in a task of their own, even if the caller is gone meanwhile (a
+    /// client that disconnects, a connection taken back): a record appended but never indexed, because its
+    /// request was dropped between the two, would be skipped by the next record's `prior`, and the artefact's
+    /// chain would break for good.
     pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
-        self.flush_refusals().await?;
-        self.record_now(sealed).await
+        let (gateway, sealed) = (self.clone(), sealed.clone());
+        let recording = tokio::spawn(async move {
+            gateway.flush_refusals().await?;
+            gateway.record_now(&sealed).await
+        });
+        recording.await.map_err(|err| GatewayError::Internal(format!("recording a custody record: {err}")))?
     }
 
     async fn record_now(&self, sealed: &Sealed) -> Result<u64> {

@@ -1,0 +1,79 @@
+//! A request dropped part way (its client gone, its connection taken back by a newcomer) loses no custody record
+//! and breaks no chain: a live review once found three export records of one artefact all naming the same `prior`,
+//! because requests were dropped between their ledger append and its index, and the next record chained past them.
+//! Here downloads and exports of one artefact are dropped at every moment of their work, many at once, and then
+//! every record about the artefact in the ledger is in its timeline, each chained to the one before.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{As, TestGateway};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_dropped_midway_leave_every_record_indexed_and_chained() {
+    let gateway = TestGateway::start().await;
+    let (account, session) = gateway.person("prosecutor", "IT").await;
+    gateway.case("c1").await;
+    gateway.member("c1", &account, "prosecutor").await;
+    let uploaded = gateway.upload("c1", "purpose=review&filename=a.bin", As::Session(&session), vec![7; 4096]).await;
+    let artefact = uploaded.json()["artefact"].as_str().expect("an artefact id").to_owned();
+    let download = format!("/api/v1/artefacts/{artefact}/content?purpose=review");
+    let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=review");
+
+    // Rounds of eight requests at once, each dropped after a different wait: before its record, between its
+    // append and its index, after both.
+    let mut finished = 0;
+    for round in 0..40u64 {
+        let (gateway, session, export, download) = (&gateway, &session, &export, &download);
+        let requests = (0..8u64).map(|n| {
+            let wait = Duration::from_micros(250 * ((round * 8 + n) % 48));
+            let request = async move {
+                if n % 4 == 0 {
+                    gateway.call("POST", export, Some(As::Session(session)), Value::Null).await
+                } else {
+                    gateway.get(download, Some(As::Session(session))).await
+                }
+            };
+            async move { tokio::time::timeout(wait, request).await.is_ok() }
+        });
+        finished += futures::future::join_all(requests).await.into_iter().filter(|done| *done).count();
+    }
+
+    // Recording goes on after a request is dropped: wait until the ledger stops growing.
+    let mut size = gateway.ledger_size();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = gateway.ledger_size();
+        if now == size {
+            break;
+        }
+        size = now;
+    }
+    let mut in_ledger = Vec::new();
+    for index in 0..size {
+        let record = gateway.ledger_record(index).await;
+        if record["event"]["artefact"] == artefact.as_str() {
+            in_ledger.push((index, record["prior"].as_u64()));
+        }
+    }
+    let timeline = gateway.get(&format!("/api/v1/artefacts/{artefact}/timeline"), Some(As::Session(&session))).await;
+    let indexed: Vec<u64> = timeline.json()["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|entry| entry["ledger_index"].as_u64().expect("an index"))
+        .collect();
+    assert!(
+        in_ledger.len() > finished + 1,
+        "some dropped requests were recorded: {} records, {finished} finished",
+        in_ledger.len()
+    );
+    assert_eq!(indexed, in_ledger.iter().map(|(index, _)| *index).collect::<Vec<_>>(), "every record is indexed");
+    let mut prior = None;
+    for (index, named) in in_ledger {
+        assert_eq!(named, prior, "record {index} chains to the one before");
+        prior = Some(index);
+    }
+}

@@ -49,6 +49,8 @@ pub struct Log {
     storage: LogStore,
     requests: mpsc::Sender<AppendRequest>,
     published: watch::Receiver<SignedCheckpoint>,
+    /// Set while the latest batch failed and the sequencer has not yet recovered ([`Log::is_appending`]).
+    failing: Arc<std::sync::atomic::AtomicBool>,
     _guard: Option<SequencerGuard>,
 }
 
@@ -84,16 +86,18 @@ impl Log {
         let (state, published) = TreeState::open(&storage, &signer).await?;
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (publish, published_rx) = watch::channel(published);
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sequencer = Sequencer {
             storage: storage.clone(),
             signer,
             state,
             publish,
             max_batch: options.max_batch.max(1),
+            failing: failing.clone(),
             _guard: guard.clone(),
         };
         tokio::spawn(sequencer.run(receiver));
-        Ok(Self { storage, requests, published: published_rx, _guard: guard })
+        Ok(Self { storage, requests, published: published_rx, failing, _guard: guard })
     }
 
     /// Appends one entry and returns its index once a durable, signed checkpoint covers it.
@@ -105,6 +109,12 @@ impl Log {
         let (reply, response) = oneshot::channel();
         self.requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
         response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
+    }
+
+    /// Whether the log takes appends now: its sequencer runs, and its latest batch did not fail (or it has
+    /// recovered since). What a health check asks.
+    pub fn is_appending(&self) -> bool {
+        !self.requests.is_closed() && !self.failing.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The latest published checkpoint.
@@ -259,10 +269,16 @@ struct Sequencer {
     signer: LogSigner,
     state: TreeState,
     max_batch: usize,
+    failing: Arc<std::sync::atomic::AtomicBool>,
     // Declared before `publish` so that it is released first: `Log::close` waits for `publish` to go.
     _guard: Option<SequencerGuard>,
     publish: watch::Sender<SignedCheckpoint>,
 }
+
+/// The first wait before the sequencer reloads again after a failed reload ([`Sequencer::recover`]).
+const RECOVERY_WAIT_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+/// The longest wait between two reloads.
+const RECOVERY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Sequencer {
     async fn run(mut self, mut requests: mpsc::Receiver<AppendRequest>) {
@@ -272,12 +288,14 @@ impl Sequencer {
             let first_index = self.state.range.size();
             match self.integrate(&entries).await {
                 Ok(full_tiles) => {
+                    self.failing.store(false, std::sync::atomic::Ordering::Release);
                     for (offset, request) in batch.drain(..).enumerate() {
                         let _ = request.reply.send(Ok(first_index + offset as u64));
                     }
                     self.collect_superseded_partials(full_tiles);
                 }
                 Err(err) => {
+                    self.failing.store(true, std::sync::atomic::Ordering::Release);
                     tracing::error!(error = %err, entries = entries.len(), "custody log batch failed");
                     let err = Arc::new(err);
                     for request in batch.drain(..) {
@@ -285,8 +303,7 @@ impl Sequencer {
                     }
                     // The checkpoint write may have landed even though the store reported an error, so the
                     // truth is whatever the store now holds; never reuse indices it may have published.
-                    if let Err(err) = self.reload().await {
-                        tracing::error!(error = %err, "custody log cannot reload after a failed batch; stopping");
+                    if !self.recover(&mut requests).await {
                         return;
                     }
                 }
@@ -306,6 +323,35 @@ impl Sequencer {
         self.state = next;
         self.publish.send_replace(signed);
         Ok(full_tiles)
+    }
+
+    /// Reloads the state from the store after a failed batch, again and again until the store answers, waiting
+    /// longer each time (up to [`RECOVERY_WAIT_MAX`]): a store that fails for a while (a full descriptor table, a
+    /// lost network) must not stop the log for good. Appends that arrive meanwhile are refused with the reason,
+    /// not left waiting. `false` once every appender has gone.
+    async fn recover(&mut self, requests: &mut mpsc::Receiver<AppendRequest>) -> bool {
+        let mut wait = RECOVERY_WAIT_MIN;
+        loop {
+            let err = match self.reload().await {
+                Ok(()) => return true,
+                Err(err) => Arc::new(err),
+            };
+            tracing::error!(error = %err, retry_in_ms = wait.as_millis() as u64, "custody log cannot reload after a failed batch");
+            let retry = tokio::time::sleep(wait);
+            let mut retry = std::pin::pin!(retry);
+            loop {
+                tokio::select! {
+                    () = retry.as_mut() => break,
+                    request = requests.recv() => match request {
+                        Some(request) => {
+                            let _ = request.reply.send(Err(err.clone()));
+                        }
+                        None => return false,
+                    },
+                }
+            }
+            wait = (wait * 2).min(RECOVERY_WAIT_MAX);
+        }
     }
 
     async fn reload(&mut self) -> Result<(), LogError> {

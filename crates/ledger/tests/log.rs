@@ -103,6 +103,7 @@ async fn oversized_entries_are_refused_and_change_nothing() {
 struct FailingStore {
     inner: InMemory,
     fail_puts: AtomicBool,
+    fail_gets: AtomicBool,
 }
 
 impl std::fmt::Display for FailingStore {
@@ -132,6 +133,9 @@ impl ObjectStore for FailingStore {
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        if self.fail_gets.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic { store: "failing", source: "too many open files".into() });
+        }
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(
@@ -172,6 +176,42 @@ async fn a_failed_write_is_reported_and_never_half_applied() {
     assert_eq!(storage.entry(300, 301).await.unwrap(), Bytes::from(entry(301)));
     let verifier = log.checkpoint();
     assert_eq!(verifier.checkpoint.size, 301);
+}
+
+/// A store that fails for a while, reads included (a full descriptor table), stops the log only as long as it
+/// fails: appends meanwhile are refused with the reason, not left waiting, and once the store answers again the
+/// log goes on from what the store holds.
+#[tokio::test]
+async fn the_log_recovers_once_a_failing_store_answers_again() {
+    let store = Arc::new(FailingStore::default());
+    let log = Log::open(store.clone(), Path::default(), LogSigner::generate(ORIGIN).unwrap(), LogOptions::default())
+        .await
+        .unwrap();
+    append_all(&log, 0..10).await;
+    store.fail_puts.store(true, Ordering::SeqCst);
+    store.fail_gets.store(true, Ordering::SeqCst);
+    assert!(log.is_appending());
+    assert!(log.append(entry(10)).await.is_err(), "the failed batch");
+    assert!(!log.is_appending(), "a health check sees it");
+    for n in 11..14 {
+        let refused = tokio::time::timeout(std::time::Duration::from_secs(30), log.append(entry(n))).await;
+        assert!(refused.expect("refused, not left waiting").is_err(), "refused while the store fails");
+    }
+    store.fail_puts.store(false, Ordering::SeqCst);
+    store.fail_gets.store(false, Ordering::SeqCst);
+    let appended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            if let Ok(index) = log.append(entry(20)).await {
+                return index;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the log recovered");
+    assert_eq!(appended, 10, "the failed entries' indices were never used");
+    assert!(log.is_appending());
+    assert_eq!(log.checkpoint().checkpoint.size, 11);
 }
 
 /// Builds a log of `n` entries in a fresh directory and returns it with its verifier.

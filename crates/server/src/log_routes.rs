@@ -17,10 +17,27 @@ use crate::problem::Problem;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(health))
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/{*path}", get(tile))
         .with_state(state)
+}
+
+/// `ok` while the gateway can do its work, 503 while its custody log takes no appends (its store failing, say):
+/// every operation that leaves a record fails then, and a monitor must see it.
+async fn health(State(state): State<AppState>) -> Response {
+    if state.gateway.log.is_appending() {
+        "ok".into_response()
+    } else {
+        Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "log-failing",
+            "Custody log failing",
+            "the custody log takes no appends: its store is failing; every operation that leaves a custody record \
+             fails until it recovers",
+        )
+        .into_response()
+    }
 }
 
 async fn checkpoint(State(state): State<AppState>) -> Response {

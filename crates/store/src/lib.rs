@@ -411,20 +411,17 @@ pub const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Reads of a local object in flight at once: one chunk read ahead.
 const LOCAL_READS_AHEAD: usize = 2;
 
-/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time, one read ahead.
+/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time, one read ahead. The file is
+/// opened for each read and closed after it: a download the client reads slowly holds no descriptor between
+/// reads (slow readers holding one each once took every descriptor the process had, and the log stopped).
 async fn read_local(
     file: PathBuf,
     sha256: Sha256,
     range: Option<Range<u64>>,
 ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
-    let opened = blocking(move || {
-        let file = File::open(file)?;
-        let size = file.metadata()?.len();
-        Ok((file, size))
-    })
-    .await;
-    let (file, size) = match opened {
-        Ok(opened) => opened,
+    let path = file.clone();
+    let size = match blocking(move || Ok(std::fs::metadata(path)?.len())).await {
+        Ok(size) => size,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(sha256)),
         Err(err) => return Err(local_error(err)),
     };
@@ -440,7 +437,7 @@ async fn read_local(
         async move {
             let read = blocking(move || {
                 let mut bytes = vec![0; length];
-                file.read_exact_at(&mut bytes, offset)?;
+                File::open(file.as_path())?.read_exact_at(&mut bytes, offset)?;
                 Ok(bytes)
             });
             read.await.map(Bytes::from).map_err(local_error)

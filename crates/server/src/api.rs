@@ -39,6 +39,20 @@ pub struct AppState {
     /// The cosignatures collected on this gateway's own checkpoints, and what `/log/checkpoint` publishes
     /// ([`crate::cosigning`]).
     pub cosigning: std::sync::Arc<crate::cosigning::Cosigning>,
+    /// Evidence leaving at once, per account and in all ([`crate::budget::Outflow`]).
+    pub outflow: std::sync::Arc<crate::budget::Outflow>,
+}
+
+impl AppState {
+    /// A place for one more stream of evidence leaving for `caller`, held until the returned value is dropped:
+    /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened.
+    pub(crate) fn start_outflow(
+        &self,
+        caller: &Caller,
+        stream: crate::budget::Stream,
+    ) -> Result<crate::budget::Outflowing, GatewayError> {
+        self.outflow.start(&caller.account.id, stream).map_err(GatewayError::TooMany)
+    }
 }
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
@@ -801,6 +815,7 @@ async fn download(
         Some(_) => return Err(bad_input("access", "use download or play").into()),
     };
     let purpose = query.purpose()?;
+    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Artefact)?;
     let (row, range) = state
         .gateway
         .download(&caller, &id, &purpose, access, |row| {
@@ -810,7 +825,11 @@ async fn download(
     let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
     let size = row.size as u64;
     let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;
-    let mut response = Response::new(Body::from_stream(stream.map_err(std::io::Error::other)));
+    let stream = stream.map(move |chunk| {
+        let _leaving = &outflowing;
+        chunk.map_err(std::io::Error::other)
+    });
+    let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
     let mut set = |name: header::HeaderName, value: String| {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -849,7 +868,9 @@ async fn export(
     Query(query): Query<PurposeQuery>,
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
-    let source = state.gateway.export(&caller, &id, &query.purpose()?).await?;
+    let purpose = query.purpose()?;
+    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Artefact)?;
+    let source = state.gateway.export(&caller, &id, &purpose).await?;
     let writer = custodia_bundle::BundleWriter::new(&source).map_err(|e| Problem::internal(&e))?;
     let head = writer.head().map_err(|e| Problem::internal(&e))?;
     let tail = writer.tail();
@@ -857,7 +878,10 @@ async fn export(
     let payload = state.gateway.artefacts.read(&source.payload_sha256, None).await.map_err(GatewayError::from)?;
     let body = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
         .chain(payload.map_err(std::io::Error::other))
-        .chain(futures::stream::once(async move { Ok(bytes::Bytes::from(tail)) }));
+        .chain(futures::stream::once(async move {
+            drop(outflowing);
+            Ok(bytes::Bytes::from(tail))
+        }));
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
@@ -881,9 +905,10 @@ async fn export_case(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
+    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Case)?;
     let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
     let filename = format!("custodia-case-{case}.tar");
-    let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case };
+    let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case, outflowing };
     stream_case_bundle(&state, export, sources, &filename)
 }
 
@@ -894,6 +919,8 @@ pub(crate) struct CaseExportRequest {
     pub purpose: Label,
     /// The whole case, or one hearing's output: named in the bundle and in its record.
     pub scope: custodia_bundle::ExportScope,
+    /// Its place among the case exports under way ([`crate::budget::Outflow`]), held until the stream ends.
+    pub outflowing: crate::budget::Outflowing,
 }
 
 /// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output, as `export.scope`
@@ -904,7 +931,7 @@ pub(crate) fn stream_case_bundle(
     sources: Vec<custodia_bundle::BundleSource>,
     filename: &str,
 ) -> Result<Response, Problem> {
-    let CaseExportRequest { caller, case, purpose, scope } = export;
+    let CaseExportRequest { caller, case, purpose, scope, outflowing } = export;
     let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
     let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
@@ -923,6 +950,7 @@ pub(crate) fn stream_case_bundle(
             tracing::error!(error = %err, "case bundle stream failed");
             let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
         }
+        drop(outflowing);
     });
     let body =
         futures::stream::unfold(

@@ -180,11 +180,12 @@ async fn export(
     let purpose = query.purpose()?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
+    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Case)?;
     let sources =
         state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());
     let scope = custodia_bundle::ExportScope::Hearing { hearing: live.id().clone() };
-    let export = crate::api::CaseExportRequest { caller, case, purpose, scope };
+    let export = crate::api::CaseExportRequest { caller, case, purpose, scope, outflowing };
     crate::api::stream_case_bundle(&state, export, sources, &filename)
 }
 

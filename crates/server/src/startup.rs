@@ -125,6 +125,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         sign_ins,
         witness,
         cosigning,
+        outflow: Arc::default(),
     })
 }
 

@@ -3,18 +3,17 @@
 //!
 //! A budget that simply turned newcomers away once full would be held by whoever fills it first: connections that
 //! send half a request head and reconnect as each times out, from a few dozen addresses, once kept every witness out.
-//! So when every place is held, a newcomer still gets one: a place is taken back from the client network that holds
-//! the most places ([`Place::given_up`] tells its holder, who closes it): its oldest not moving data ([`Activity`]).
-//! A place moving data (a long download or upload) goes only when every place there is to take moves data. An attacker who fills
-//! the budget from a few networks holds many places in each, and a person joining a hearing holds one or two in
-//! theirs, so it is always the attacker's place that goes. To be spared, an attacker must spread over so many
-//! networks that each holds no more places than a person does. Each network also holds at most `per_peer` places.
-//!
-//! A network whose place was taken back before it was ever answered (a half-sent head, a trickled body) is
-//! remembered for a while ([`STRIKES_FOR`]): each such place taken from it counts as one more it holds; a client's
-//! idle keep-alive, answered before, is no strike. Strangers spread over many networks, one place each, tie with a person's one place; but
-//! each of theirs that is taken back comes back at once and takes the next, so within a few rounds their networks
-//! weigh more than the person's, who came once and waits.
+//! So when every place is held, a newcomer still gets one: a place is taken back from the client network that
+//! weighs the most ([`Place::given_up`] tells its holder, who closes it). A network weighs its half-open places
+//! (on which no request head ever came whole) and those taken from it lately while half-open ([`STRIKES_FOR`]);
+//! among networks of equal weight, the one holding more places goes first. From that network goes its place least
+//! worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served; a
+//! place moving data (a long download or upload, [`Activity`]) goes only when every place there is to take moves
+//! data. Strangers who fill the budget with half-sent heads weigh what they hold, and a court behind one address
+//! whose people are being served weighs nothing however many places it holds, so it is always the strangers'
+//! places that go. To be spared, strangers must send whole requests, which the other budgets then bound (bodies
+//! that must arrive within a time, sign-ins, per-account budgets). Each network also holds at most `per_peer`
+//! places.
 //!
 //! The places held may pass `total` for a moment, while places taken back are being given up. Those finishing a
 //! request (lingering) hold a sixteenth over it at most ([`LINGERING_OVER_TOTAL`]): past that, a newcomer's place
@@ -102,11 +101,34 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) > 0 && self.moved.load(Ordering::Acquire) >= MOVING_BYTES
     }
 
-    /// Whether the place is delivering: every request answered and the last answer leaving (or moving data).
-    fn is_delivering(&self) -> bool {
-        let in_flight = self.in_flight.load(Ordering::Acquire);
-        (in_flight == 0 && self.answered.load(Ordering::Acquire) > 0) || self.is_moving()
+    /// Whether the place never had a request: not one head came whole (a half-sent head, or nothing at all).
+    fn is_half_open(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.answered.load(Ordering::Acquire) == 0
     }
+
+    /// How much the place is worth keeping, least first: [`Use::HalfOpen`], [`Use::Idle`] (every request
+    /// answered: an idle keep-alive, or its last answer still leaving), [`Use::Serving`] (a request in flight, not
+    /// moving data), [`Use::Moving`].
+    fn use_now(&self) -> Use {
+        if self.is_moving() {
+            Use::Moving
+        } else if self.in_flight.load(Ordering::Acquire) > 0 {
+            Use::Serving
+        } else if self.answered.load(Ordering::Acquire) > 0 {
+            Use::Idle
+        } else {
+            Use::HalfOpen
+        }
+    }
+}
+
+/// What a place is used for now ([`Activity::use_now`]), least worth keeping first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Use {
+    HalfOpen,
+    Idle,
+    Serving,
+    Moving,
 }
 
 /// Bytes a request in flight must have moved to count as moving data ([`Activity`]): more than a page of the
@@ -212,48 +234,52 @@ impl Places {
 }
 
 impl State {
-    /// Takes back a place not moving data ([`MOVING_BYTES`]): the oldest of the known network weighing the most
-    /// (the places it holds that were not taken back already, and those taken from it lately without ever having
-    /// been answered; a place of no known network only when no known network has one). Only when every place to
-    /// take moves data, the newest of the heaviest network. Among networks of equal weight, the one holding the
-    /// oldest. Its holder is to be told to give it up. Its id, and what tells its holder. At most `total` networks
-    /// are remembered.
+    /// Takes back a place not moving data ([`MOVING_BYTES`]) from the known network weighing the most, and only
+    /// when every place to take moves data, one moving data. A network weighs its half-open places (no request
+    /// head ever came whole on them) and those taken from it lately while half-open ([`STRIKES_FOR`]): a court
+    /// behind one address whose people are served weighs nothing however many connections it holds, and strangers
+    /// who fill the budget with half-sent heads weigh what they hold. Among networks of equal weight, the one
+    /// holding more places, then the one holding the oldest; a place of no known network only when no known
+    /// network has one. From the chosen network, its place least worth keeping ([`Use`]), the oldest of those; of
+    /// places moving data, the newest. Its holder is to be told to give it up. Its id, and what tells its holder.
+    /// At most four times `total` networks are remembered.
     fn take_back(&mut self, total: usize) -> Option<(u64, Arc<Signals>)> {
         let now = Instant::now();
         if self.strikes_since.is_none_or(|since| now.duration_since(since) >= STRIKES_FOR)
-            || self.strikes.len() >= total
+            || self.strikes.len() >= 4 * total
         {
             self.strikes.clear();
             self.strikes_since = Some(now);
         }
-        let heaviest = self
+        let chosen = self
             .takeable
             .iter()
             .filter(|(_, places)| !places.is_empty())
             .filter_map(|(peer, places)| {
-                // Places already taken back, closing, weigh nothing more: a court whose keep-alives were taken
-                // would otherwise still outweigh one-place strangers with its download alone.
-                let weight = peer.map_or(0, |peer| places.len() + self.strikes.get(&peer).copied().unwrap_or(0));
-                let still = places.iter().find(|(_, signals)| !signals.activity.is_moving());
-                let (id, still) = match still {
-                    Some((id, _)) => (*id, true),
-                    None => (*places.keys().next_back()?, false),
-                };
-                Some((weight, still, id, *peer))
+                // Places already taken back, closing, weigh nothing more: they are not among these.
+                let half_open = places.values().filter(|signals| signals.activity.is_half_open()).count();
+                let weight = peer.map_or(0, |peer| half_open + self.strikes.get(&peer).copied().unwrap_or(0));
+                // The oldest of the places least worth keeping; of places moving data, the newest.
+                let (use_now, id) = places.iter().map(|(id, signals)| (signals.activity.use_now(), *id)).min_by_key(
+                    |(use_now, id)| {
+                        (*use_now, if *use_now == Use::Moving { -i128::from(*id) } else { i128::from(*id) })
+                    },
+                )?;
+                let still = use_now != Use::Moving;
+                let oldest = *places.keys().next()?;
+                Some((still, peer.is_some(), weight, places.len(), std::cmp::Reverse(oldest), id, *peer))
             })
-            // A place not moving data first, from the heaviest network; a place moving data only when every
-            // network's is; among equals, the one holding the oldest.
-            .max_by_key(|(weight, still, id, _)| (*still, *weight, std::cmp::Reverse(*id)))?;
-        let (_, _, id, peer) = heaviest;
+            .max_by_key(|(still, known, weight, held, oldest, _, _)| (*still, *known, *weight, *held, *oldest))?;
+        let (_, _, _, _, _, id, peer) = chosen;
         let places = self.takeable.get_mut(&peer)?;
         let signals = places.remove(&id)?;
         if places.is_empty() {
             self.takeable.remove(&peer);
         }
-        // A place that never had a request answered (a half-sent head, a body trickled to hold it) is a strike
-        // against its network; an idle keep-alive of a client that was served is not.
+        // A place taken back while half-open (a head never sent whole) is a strike against its network; an idle
+        // keep-alive of a client that was served, or a request being served, is not.
         if let Some(peer) = peer
-            && signals.activity.answered.load(Ordering::Acquire) == 0
+            && signals.activity.is_half_open()
         {
             *self.strikes.entry(peer).or_insert(0) += 1;
         }
@@ -268,7 +294,14 @@ impl State {
         let id = self
             .lingering
             .iter()
-            .min_by_key(|(id, signals)| (signals.activity.is_delivering(), **id))
+            .min_by_key(|(id, signals)| {
+                let delivering = match signals.activity.use_now() {
+                    Use::HalfOpen | Use::Serving => 0,
+                    Use::Idle => 1,
+                    Use::Moving => 2,
+                };
+                (delivering, **id)
+            })
             .map(|(id, _)| *id)?;
         self.lingering.remove_entry(&id)
     }
@@ -439,21 +472,23 @@ mod tests {
         let _newcomer = places.admit(peer(3)).unwrap();
         assert!(told_to_give_up(&idle).await && !told_to_give_up(&downloading).await);
 
-        // A request trickling its body is not moving data: it goes before an idle place that is newer.
+        // A request trickling its body is not moving data: it goes before an idle keep-alive that is newer.
         let places = Arc::new(Places::new(2, 2));
         let trickling = places.admit(peer(1)).unwrap();
         trickling.activity().in_flight.store(1, Ordering::Release);
         trickling.activity().moved.store(MOVING_BYTES - 1, Ordering::Release);
         let idle = places.admit(peer(2)).unwrap();
+        idle.activity().answered.store(1, Ordering::Release);
         let _newcomer = places.admit(peer(3)).unwrap();
         assert!(told_to_give_up(&trickling).await && !told_to_give_up(&idle).await);
     }
 
-    /// A court behind one address, its keep-alives taken back and still closing, keeps its download: places taken
-    /// back weigh nothing more, so the court weighs what it still holds, one place moving data, and a stranger's
-    /// place goes instead.
+    /// A court behind one address whose people are served weighs nothing, however many places it holds:
+    /// strangers' half-open places (a head never sent whole) go first. Once nobody holds a half-open place, the
+    /// network holding the most loses its place least worth keeping: the court's idle keep-alive, never its
+    /// download while a place not moving data is left.
     #[tokio::test]
-    async fn places_taken_back_and_closing_weigh_nothing_more() {
+    async fn a_court_whose_people_are_served_keeps_its_places_while_strangers_hold_half_open_ones() {
         let places = Arc::new(Places::new(64, 64));
         let keep_alives: Vec<Place> = (0..3).map(|_| places.admit(peer(200)).unwrap()).collect();
         for place in &keep_alives {
@@ -462,32 +497,42 @@ mod tests {
         let download = places.admit(peer(200)).unwrap();
         download.activity().in_flight.store(1, Ordering::Release);
         download.activity().moved.store(MOVING_BYTES, Ordering::Release);
-        let _strangers: Vec<Place> = (1..=60).map(|n| places.admit(peer(n)).unwrap()).collect();
+        let strangers: Vec<Place> = (1..=60).map(|n| places.admit(peer(n)).unwrap()).collect();
         let _newcomers: Vec<Place> = (61..=63).map(|n| places.admit(peer(n)).unwrap()).collect();
-        for place in &keep_alives {
-            assert!(told_to_give_up(place).await, "the court's keep-alives go first");
+        for place in keep_alives.iter().chain([&download]) {
+            assert!(!told_to_give_up(place).await, "the court keeps its places");
         }
-        // They are still closing: the court still holds four places, but only its download is there to take.
+        let mut taken = 0;
+        for place in &strangers {
+            taken += usize::from(told_to_give_up(place).await);
+        }
+        assert_eq!(taken, 3, "three strangers' half-open places went");
+        // Everyone served now: the court holds the most, and its idle keep-alive goes, not its download.
+        for place in strangers.iter().chain(&_newcomers) {
+            place.activity().answered.store(1, Ordering::Release);
+        }
         let _next = places.admit(peer(64)).unwrap();
-        assert!(!told_to_give_up(&download).await, "the download stays; a stranger's place goes");
+        assert!(told_to_give_up(&keep_alives[0]).await, "the court's oldest idle keep-alive");
+        assert!(!told_to_give_up(&download).await, "the download stays");
     }
 
-    /// A client's idle keep-alive, answered before, is no strike against its network when it is taken back; a
-    /// place never answered (a half-sent head, a trickled body) is.
+    /// A place taken back while half-open (a head never sent whole) is a strike against its network, and goes
+    /// before a served client's idle keep-alive, which is no strike when it is taken back in turn.
     #[tokio::test]
-    async fn only_a_place_never_answered_is_a_strike() {
+    async fn only_a_half_open_place_is_a_strike() {
         let places = Arc::new(Places::new(2, 2));
         let served = places.admit(peer(1)).unwrap();
         served.activity().answered.store(1, Ordering::Release);
         let silent = places.admit(peer(2)).unwrap();
-        let _first = places.admit(peer(3)).unwrap();
-        assert!(told_to_give_up(&served).await, "the oldest of equals");
-        drop(served);
+        let first = places.admit(peer(3)).unwrap();
+        assert!(told_to_give_up(&silent).await && !told_to_give_up(&served).await, "the half-open one first");
+        drop(silent);
+        first.activity().answered.store(1, Ordering::Release);
         let _second = places.admit(peer(4)).unwrap();
-        assert!(told_to_give_up(&silent).await);
+        assert!(told_to_give_up(&served).await, "the oldest of equals");
         let state = places.state();
         assert_eq!(state.strikes.get(&peer(1).unwrap()), None, "a served keep-alive");
-        assert_eq!(state.strikes.get(&peer(2).unwrap()), Some(&1), "a place never answered");
+        assert_eq!(state.strikes.get(&peer(2).unwrap()), Some(&1), "a half-open place");
     }
 
     /// Places taken back that linger (finishing a request) may pass the total by a sixteenth; past it, a
@@ -534,9 +579,14 @@ mod tests {
         let cut = |place: &Place| place.signals.cut.notified().now_or_never().is_some();
         let places = Arc::new(Places::new(17, 17));
         let court: Vec<Place> = (0..17).map(|_| places.admit(peer(1)).expect("room")).collect();
+        for moving in &court[2..] {
+            moving.activity().in_flight.store(1, Ordering::Release);
+            moving.activity().moved.store(MOVING_BYTES, Ordering::Release);
+        }
         court[0].activity().answered.store(1, Ordering::Release);
         court[1].activity().in_flight.store(1, Ordering::Release);
-        let _first = places.admit(peer(2)).expect("one over the total");
+        let first = places.admit(peer(2)).expect("one over the total");
+        first.activity().answered.store(1, Ordering::Release);
         let _second = places.admit(peer(3)).expect("two over: both within the allowance of two");
         assert!(told_to_give_up(&court[0]).await && told_to_give_up(&court[1]).await, "both linger");
         let _third = places.admit(peer(4)).expect("past the allowance: a lingering place is cut for it");

@@ -27,7 +27,9 @@
 import { sha256 } from '@noble/hashes/sha2.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 
-const MAX_SMALL_FILE = 1 << 20;
+// Files other than the payload are small (the tag manifests and the report grow by a line or two per custody
+// record), as custodia_bundle::verify.
+const MAX_SMALL_FILE = 16 << 20;
 // The most bytes of one extended header (PAX, GNU long name), refused before any of it is read, and what each
 // file held costs besides its name and bytes: as custodia_bundle::verify.
 const MAX_EXTENSION = 64 << 10;

@@ -953,6 +953,9 @@ impl FromRequestParts<AppState> for Caller {
             (None, Some(session)) => caller_from_session(&state.gateway, &session).await,
             (None, None) => Err(GatewayError::Unauthenticated),
         };
+        if caller.is_ok() {
+            crate::listen::mark_signed_in(&parts.extensions);
+        }
         caller.map_err(|err| {
             tracing::info!(reason = %err, "unauthenticated request refused");
             Problem::from(err)

@@ -233,15 +233,15 @@ impl Stream {
     /// At most this many of one account's at once.
     pub fn per_account(self) -> usize {
         match self {
-            Self::Artefact => 8,
-            Self::Case => 2,
+            Self::Artefact => 16,
+            Self::Case => 3,
         }
     }
 
     /// At most this many at once in all.
     pub fn in_all(self) -> usize {
         match self {
-            Self::Artefact => 64,
+            Self::Artefact => 128,
             Self::Case => 8,
         }
     }

@@ -305,12 +305,13 @@ pub async fn serve(
         let tls = tls.clone();
         let closing = closing.subscribe();
         let handshake_timeout = limits.header_read_timeout;
+        let write_stall = limits.body_idle_timeout;
         tokio::spawn(async move {
             let (http1, http2) = &*builders;
             let given_up = std::pin::pin!(admitted.given_up());
             let mut taken_back = TakenBack { given_up, cut: admitted.cut(), activity };
             match tls {
-                None => serve_connection(http1, stream, service, closing, taken_back).await,
+                None => serve_connection(http1, stream, write_stall, service, closing, taken_back).await,
                 Some(acceptor) => {
                     // A handshake whose place a newcomer takes back ends where it stands.
                     let accepted = tokio::select! {
@@ -319,7 +320,8 @@ pub async fn serve(
                     };
                     let Ok(Ok(stream)) = accepted else { return };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    serve_connection(if h2 { http2 } else { http1 }, stream, service, closing, taken_back).await;
+                    let builder = if h2 { http2 } else { http1 };
+                    serve_connection(builder, stream, write_stall, service, closing, taken_back).await;
                 }
             }
             // `admitted`, moved in here, gives its place back as the task ends.
@@ -349,6 +351,7 @@ struct TakenBack<G, C> {
 async fn serve_connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
+    write_stall: Duration,
     service: S,
     mut closing: tokio::sync::watch::Receiver<bool>,
     taken_back: TakenBack<impl Future<Output = ()> + Unpin, impl Future<Output = ()>>,
@@ -360,6 +363,7 @@ async fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let io = StallLimited { io, limit: write_stall, stalled: None };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
@@ -382,6 +386,94 @@ async fn serve_connection<I, S>(
                 () = taken_back.cut => {}
             }
         }
+    }
+}
+
+/// A connection's IO whose writes wait for the client at most `limit` at a time: an answer (or a room socket's
+/// messages) that the client stops reading for that long fails the connection, which gives back its places (its
+/// connection, and its download's or export's among those leaving, [`crate::budget::Outflow`]). Downloads never
+/// read once held those places for good, and members' stalled downloads kept their colleagues' out.
+struct StallLimited<I> {
+    io: I,
+    limit: Duration,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> StallLimited<I> {
+    /// `Pending` from the IO: waits on, until `limit` has passed since the first `Pending` in a row.
+    fn waited<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
+        let limit = self.limit;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match stalled.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client read nothing of what it was sent for the body idle limit",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn progressed<T>(
+        &mut self,
+        done: std::task::Poll<std::io::Result<T>>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        match done {
+            std::task::Poll::Ready(result) => {
+                self.stalled = None;
+                std::task::Poll::Ready(result)
+            }
+            std::task::Poll::Pending => self.waited(cx),
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallLimited<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallLimited<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let done = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progressed(done, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let done = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progressed(done, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let done = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.progressed(done, cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -419,6 +511,7 @@ fn site_service(
             }
         });
         request.extensions_mut().insert(site);
+        request.extensions_mut().insert(Connection(activity.clone()));
         request.extensions_mut().insert(descriptors.clone());
         request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         let app = app.clone();
@@ -434,6 +527,18 @@ fn site_service(
         }
     });
     hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// The connection a request came on, as the listener counts what it does ([`crate::places::Activity`]).
+#[derive(Debug, Clone)]
+pub struct Connection(Arc<crate::places::Activity>);
+
+/// Marks the connection a request came on (if it came over one) as a signed-in person's: a request on it proved
+/// who sent it. Its place is then taken back after strangers' ([`crate::places`]).
+pub fn mark_signed_in(extensions: &axum::http::Extensions) {
+    if let Some(Connection(activity)) = extensions.get::<Connection>() {
+        activity.signed_in.store(true, Ordering::Release);
+    }
 }
 
 /// A request of a connection, counted in flight until dropped, and then as answered.
@@ -619,6 +724,64 @@ mod tests {
         (port, stop, server)
     }
 
+    /// An answer the client never reads fails its connection once the writes have waited the body idle limit: the
+    /// connection closes (its place, and a download's, given back). One the client reads, however slowly, goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_never_read_closes_its_connection_after_the_idle_limit() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let large = axum::body::Bytes::from(vec![b'x'; 64 << 20]);
+        let app = Router::new().fallback(move || {
+            let large = large.clone();
+            async move { large }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let limits = Limits {
+            max_connections: 4,
+            max_connections_per_peer: 4,
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(1),
+            trusted_proxies: vec![],
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(listener, app, None, limits, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let mut stalled = connect_from([127, 0, 0, 1], port).await;
+        stalled.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut slow = connect_from([127, 0, 0, 2], port).await;
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        // The slow client reads a little every half second, for longer than the limit.
+        let mut read_slowly = 0;
+        let mut buffer = vec![0u8; 64 << 10];
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            read_slowly += slow.read(&mut buffer).await.unwrap();
+        }
+        assert!(read_slowly > 0, "the slow reader is still being answered");
+        // The stalled one, after reading nothing for four seconds, finds its connection closed once its buffers
+        // are drained.
+        let mut drained = 0usize;
+        let closed = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                match stalled.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the stalled connection was closed");
+        assert!(drained < 64 << 20, "and not all of the answer was sent: {drained} bytes");
+        let _ = stop.send(());
+        drop((slow, stalled));
+        server.await.unwrap();
+    }
+
     /// A connection from `court` that has sent a request head and half of its 10-byte body.
     async fn request_half_sent(port: u16) -> tokio::net::TcpStream {
         use tokio::io::AsyncWriteExt as _;
@@ -638,9 +801,9 @@ mod tests {
         stream
     }
 
-    /// A court behind one address holds every connection when newcomers arrive. Its oldest, a request whose body
-    /// is still coming, is taken back first: it gets to finish, and is answered. Then one still sending its head,
-    /// and an idle keep-alive one, each closed at once with nothing sent, which its browsers would open again.
+    /// A court behind one address holds every connection when newcomers arrive. Its connection still sending its
+    /// head goes first, then its idle keep-alives, each closed at once with nothing sent (its browsers would open
+    /// them again), and only then its request whose body is still coming, which gets to finish and is answered.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_connection_taken_back_finishes_the_request_in_flight_and_an_idle_one_closes_at_once() {
         use tokio::io::AsyncWriteExt as _;
@@ -649,22 +812,21 @@ mod tests {
         let mut head_half_sent = connect_from([127, 0, 0, 1], port).await;
         head_half_sent.write_all(b"GET / HTTP/1.1\r\nHost: co").await.unwrap();
         let mut idle = kept_alive(port).await;
-        let _idle_too = kept_alive(port).await;
+        let mut idle_too = kept_alive(port).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
 
-        let _first = connect_from([127, 0, 0, 2], port).await;
+        let mut newcomers = Vec::new();
+        for (n, stream) in [&mut head_half_sent, &mut idle, &mut idle_too].into_iter().enumerate() {
+            newcomers.push(connect_from([127, 0, 0, 2 + n as u8], port).await);
+            let (answer, closed) = read_until_closed(stream, Duration::from_secs(2)).await;
+            assert!(closed && answer.is_empty(), "newcomer {n}: closed at once, with nothing sent: {answer:?}");
+        }
+        newcomers.push(connect_from([127, 0, 0, 5], port).await);
         tokio::time::sleep(Duration::from_millis(200)).await;
         in_flight.write_all(b"67890").await.unwrap();
         let (answer, closed) = read_until_closed(&mut in_flight, Duration::from_secs(30)).await;
         assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("10 bytes"), "{answer}");
         assert!(closed, "and then the connection closes: {answer}");
-
-        let mut newcomers = Vec::new();
-        for (n, stream) in [&mut head_half_sent, &mut idle].into_iter().enumerate() {
-            newcomers.push(connect_from([127, 0, 0, 3 + n as u8], port).await);
-            let (answer, closed) = read_until_closed(stream, Duration::from_secs(2)).await;
-            assert!(closed && answer.is_empty(), "newcomer {n}: closed at once, with nothing sent: {answer:?}");
-        }
         let _ = stop.send(());
         server.await.unwrap();
     }

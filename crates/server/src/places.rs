@@ -6,8 +6,11 @@
 //! So when every place is held, a newcomer still gets one: a place is taken back from the client network that
 //! weighs the most ([`Place::given_up`] tells its holder, who closes it). A network weighs its half-open places
 //! (on which no request head ever came whole) and those taken from it lately while half-open ([`STRIKES_FOR`]);
-//! among networks of equal weight, the one holding more places goes first. From that network goes its place least
-//! worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served; a
+//! among networks of equal weight, the one holding more places goes first. Networks where someone is signed in
+//! (a request on one of their connections proved who sent it: a session, a token) go only after every network of
+//! strangers, and a new connection of theirs taken back is no strike. From that network goes its place least
+//! worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served,
+//! strangers' before those of people signed in; a
 //! place moving data (a long download or upload, [`Activity`]) goes only when every place there is to take moves
 //! data. Strangers who fill the budget with half-sent heads weigh what they hold, and a court behind one address
 //! whose people are being served weighs nothing however many places it holds, so it is always the strangers'
@@ -93,6 +96,8 @@ pub struct Activity {
     pub answered: AtomicU64,
     /// Bytes of bodies, both ways, moved since the latest request began.
     pub moved: AtomicU64,
+    /// Whether a request on it proved who sent it (a session, a token): a person at work, not a stranger.
+    pub signed_in: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -110,24 +115,32 @@ impl Activity {
     /// answered: an idle keep-alive, or its last answer still leaving), [`Use::Serving`] (a request in flight, not
     /// moving data), [`Use::Moving`].
     fn use_now(&self) -> Use {
+        let signed_in = self.is_signed_in();
         if self.is_moving() {
             Use::Moving
         } else if self.in_flight.load(Ordering::Acquire) > 0 {
-            Use::Serving
+            if signed_in { Use::SignedInServing } else { Use::Serving }
         } else if self.answered.load(Ordering::Acquire) > 0 {
-            Use::Idle
+            if signed_in { Use::SignedInIdle } else { Use::Idle }
         } else {
             Use::HalfOpen
         }
     }
+
+    fn is_signed_in(&self) -> bool {
+        self.signed_in.load(Ordering::Acquire)
+    }
 }
 
-/// What a place is used for now ([`Activity::use_now`]), least worth keeping first.
+/// What a place is used for now ([`Activity::use_now`]), least worth keeping first: strangers' places before
+/// those of people signed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Use {
     HalfOpen,
     Idle,
     Serving,
+    SignedInIdle,
+    SignedInServing,
     Moving,
 }
 
@@ -233,6 +246,11 @@ impl Places {
     }
 }
 
+/// Whether any of `places` is a signed-in person's.
+fn places_signed_in(places: Option<&BTreeMap<u64, Arc<Signals>>>) -> bool {
+    places.is_some_and(|places| places.values().any(|signals| signals.activity.is_signed_in()))
+}
+
 impl State {
     /// Takes back a place not moving data ([`MOVING_BYTES`]) from the known network weighing the most, and only
     /// when every place to take moves data, one moving data. A network weighs its half-open places (no request
@@ -266,20 +284,35 @@ impl State {
                     },
                 )?;
                 let still = use_now != Use::Moving;
+                let strangers_only = !places.values().any(|signals| signals.activity.is_signed_in());
                 let oldest = *places.keys().next()?;
-                Some((still, peer.is_some(), weight, places.len(), std::cmp::Reverse(oldest), id, *peer))
+                Some((
+                    still,
+                    peer.is_some(),
+                    strangers_only,
+                    weight,
+                    places.len(),
+                    std::cmp::Reverse(oldest),
+                    id,
+                    *peer,
+                ))
             })
-            .max_by_key(|(still, known, weight, held, oldest, _, _)| (*still, *known, *weight, *held, *oldest))?;
-        let (_, _, _, _, _, id, peer) = chosen;
+            .max_by_key(|(still, known, strangers_only, weight, held, oldest, _, _)| {
+                (*still, *known, *strangers_only, *weight, *held, *oldest)
+            })?;
+        let (_, _, _, _, _, _, id, peer) = chosen;
         let places = self.takeable.get_mut(&peer)?;
         let signals = places.remove(&id)?;
         if places.is_empty() {
             self.takeable.remove(&peer);
         }
         // A place taken back while half-open (a head never sent whole) is a strike against its network; an idle
-        // keep-alive of a client that was served, or a request being served, is not.
+        // keep-alive of a client that was served, or a request being served, is not; nor is a new connection of
+        // a network where someone is signed in (a court's browsers opening connections as they are taken).
+        let signed_in_there = places_signed_in(self.takeable.get(&peer));
         if let Some(peer) = peer
             && signals.activity.is_half_open()
+            && !signed_in_there
         {
             *self.strikes.entry(peer).or_insert(0) += 1;
         }
@@ -297,8 +330,9 @@ impl State {
             .min_by_key(|(id, signals)| {
                 let delivering = match signals.activity.use_now() {
                     Use::HalfOpen | Use::Serving => 0,
-                    Use::Idle => 1,
-                    Use::Moving => 2,
+                    Use::SignedInServing => 1,
+                    Use::Idle | Use::SignedInIdle => 2,
+                    Use::Moving => 3,
                 };
                 (delivering, **id)
             })
@@ -514,6 +548,39 @@ mod tests {
         let _next = places.admit(peer(64)).unwrap();
         assert!(told_to_give_up(&keep_alives[0]).await, "the court's oldest idle keep-alive");
         assert!(!told_to_give_up(&download).await, "the download stays");
+    }
+
+    /// Strangers who complete their requests (a cheap page, kept alive) weigh no more than a court, but a court's
+    /// people are signed in: the strangers' places go first, though the court holds more, and a new connection
+    /// the court has just opened (half-open for a moment) is neither taken nor a strike.
+    #[tokio::test]
+    async fn strangers_who_complete_requests_lose_their_places_before_people_signed_in() {
+        let places = Arc::new(Places::new(40, 40));
+        let mut court: Vec<Place> = (0..6).map(|_| places.admit(peer(200)).unwrap()).collect();
+        for place in &court {
+            place.activity().answered.store(1, Ordering::Release);
+            place.activity().signed_in.store(true, Ordering::Release);
+        }
+        court.push(places.admit(peer(200)).unwrap());
+        let strangers: Vec<Place> = (1..=33).map(|n| places.admit(peer(n)).unwrap()).collect();
+        for place in &strangers {
+            place.activity().answered.store(1, Ordering::Release);
+        }
+        let mut newcomers = Vec::new();
+        for n in 34..=36 {
+            let newcomer = places.admit(peer(n)).unwrap();
+            newcomer.activity().answered.store(1, Ordering::Release);
+            newcomers.push(newcomer);
+        }
+        for place in &court {
+            assert!(!told_to_give_up(place).await, "the court keeps its places");
+        }
+        let mut taken = 0;
+        for place in &strangers {
+            taken += usize::from(told_to_give_up(place).await);
+        }
+        assert_eq!(taken, 3, "strangers' places went");
+        assert_eq!(places.state().strikes.get(&peer(200).unwrap()), None, "no strike against the court");
     }
 
     /// A place taken back while half-open (a head never sent whole) is a strike against its network, and goes

@@ -106,6 +106,10 @@ const LIVEKIT_TRACKS_PER_CORE: f64 = 100.0;
 const MEDIASOUP_CONSUMERS_PER_WORKER: f64 = 500.0;
 
 fn main() -> Result<(), BoxError> {
+    // The client peers' DTLS uses rustls, which cannot choose a crypto back end by itself when the workspace's
+    // benchmarks are built together (the server's aws-lc-rs and webrtc-rs's ring are both linked): ring, as the
+    // engine installs it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     if std::env::var(ROLE).as_deref() == Ok("sfu") {
         return runtime.block_on(sfu_process());

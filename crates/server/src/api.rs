@@ -290,7 +290,7 @@ async fn sign_in(
     let devices = auth::device_cookies(&headers, auth::device_cookie_name(https));
     let account =
         auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, &devices).await?;
-    crate::listen::mark_signed_in(&extensions);
+    crate::listen::mark_signed_in(&extensions, &account.id);
     let secret = auth::start_session(&state.gateway, &account).await?;
     let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
     // The session cookie first, then the device cookie: a new one on every sign-in (auth::DeviceKey).

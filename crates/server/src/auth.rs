@@ -953,8 +953,8 @@ impl FromRequestParts<AppState> for Caller {
             (None, Some(session)) => caller_from_session(&state.gateway, &session).await,
             (None, None) => Err(GatewayError::Unauthenticated),
         };
-        if caller.is_ok() {
-            crate::listen::mark_signed_in(&parts.extensions);
+        if let Ok(caller) = &caller {
+            crate::listen::mark_signed_in(&parts.extensions, &caller.account.id);
         }
         caller.map_err(|err| {
             tracing::info!(reason = %err, "unauthenticated request refused");

@@ -533,11 +533,11 @@ fn site_service(
 #[derive(Debug, Clone)]
 pub struct Connection(Arc<crate::places::Activity>);
 
-/// Marks the connection a request came on (if it came over one) as a signed-in person's: a request on it proved
-/// who sent it. Its place is then taken back after strangers' ([`crate::places`]).
-pub fn mark_signed_in(extensions: &axum::http::Extensions) {
+/// Marks the connection a request came on (if it came over one) as signed in as `account`: a request on it
+/// proved who sent it. Its place is then taken back after strangers' ([`crate::places`]).
+pub fn mark_signed_in(extensions: &axum::http::Extensions, account: &str) {
     if let Some(Connection(activity)) = extensions.get::<Connection>() {
-        activity.signed_in.store(true, Ordering::Release);
+        activity.sign_in(account);
     }
 }
 

@@ -8,7 +8,8 @@
 //! (on which no request head ever came whole) and those taken from it lately while half-open ([`STRIKES_FOR`]);
 //! among networks of equal weight, the one holding more places goes first. Networks where someone is signed in
 //! (a request on one of their connections proved who sent it: a session, a token) go only after every network of
-//! strangers, and a new connection of theirs taken back is no strike. From that network goes its place least
+//! strangers, and a new connection of theirs taken back is no strike; an account signed in from more than
+//! [`TRUSTED_NETWORKS_PER_ACCOUNT`] networks at once (one token spread over a flood) earns none of them that. From that network goes its place least
 //! worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served,
 //! strangers' before those of people signed in; a
 //! place moving data (a long download or upload, [`Activity`]) goes only when every place there is to take moves
@@ -98,7 +99,14 @@ pub struct Activity {
     pub moved: AtomicU64,
     /// Whether a request on it proved who sent it (a session, a token): a person at work, not a stranger.
     pub signed_in: std::sync::atomic::AtomicBool,
+    /// The account it proved, once it did ([`TRUSTED_NETWORKS_PER_ACCOUNT`]).
+    pub account: Mutex<Option<String>>,
 }
+
+/// An account signed in on connections from more networks than this at once earns none of them the standing of
+/// people signed in ([`Places`]): people work from an office, a home, a phone; one token spread over a flood of
+/// addresses is not a person at work.
+pub const TRUSTED_NETWORKS_PER_ACCOUNT: usize = 4;
 
 impl Activity {
     /// Whether a request in flight is moving data: a download or an upload under way, worth keeping.
@@ -129,6 +137,16 @@ impl Activity {
 
     fn is_signed_in(&self) -> bool {
         self.signed_in.load(Ordering::Acquire)
+    }
+
+    fn account(&self) -> Option<String> {
+        self.account.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Marks it signed in as `account`.
+    pub fn sign_in(&self, account: &str) {
+        *self.account.lock().unwrap_or_else(PoisonError::into_inner) = Some(account.to_owned());
+        self.signed_in.store(true, Ordering::Release);
     }
 }
 
@@ -252,6 +270,23 @@ fn places_signed_in(places: Option<&BTreeMap<u64, Arc<Signals>>>) -> bool {
 }
 
 impl State {
+    /// The accounts signed in on connections from at most [`TRUSTED_NETWORKS_PER_ACCOUNT`] networks at once.
+    fn trusted_accounts(&self) -> HashSet<String> {
+        let mut networks_of: HashMap<String, HashSet<ClientNetwork>> = HashMap::new();
+        for (peer, places) in &self.takeable {
+            for signals in places.values() {
+                if let (Some(peer), Some(account)) = (peer, signals.activity.account()) {
+                    networks_of.entry(account).or_default().insert(*peer);
+                }
+            }
+        }
+        networks_of
+            .into_iter()
+            .filter(|(_, networks)| networks.len() <= TRUSTED_NETWORKS_PER_ACCOUNT)
+            .map(|(account, _)| account)
+            .collect()
+    }
+
     /// Takes back a place not moving data ([`MOVING_BYTES`]) from the known network weighing the most, and only
     /// when every place to take moves data, one moving data. A network weighs its half-open places (no request
     /// head ever came whole on them) and those taken from it lately while half-open ([`STRIKES_FOR`]): a court
@@ -269,6 +304,7 @@ impl State {
             self.strikes.clear();
             self.strikes_since = Some(now);
         }
+        let trusted = self.trusted_accounts();
         let chosen = self
             .takeable
             .iter()
@@ -284,7 +320,10 @@ impl State {
                     },
                 )?;
                 let still = use_now != Use::Moving;
-                let strangers_only = !places.values().any(|signals| signals.activity.is_signed_in());
+                let strangers_only = !places.values().any(|signals| {
+                    signals.activity.is_signed_in()
+                        && signals.activity.account().is_none_or(|account| trusted.contains(&account))
+                });
                 let oldest = *places.keys().next()?;
                 Some((
                     still,
@@ -581,6 +620,37 @@ mod tests {
         }
         assert_eq!(taken, 3, "strangers' places went");
         assert_eq!(places.state().strikes.get(&peer(200).unwrap()), None, "no strike against the court");
+    }
+
+    /// One account's token spread over many networks earns none of them the standing of people signed in: a
+    /// court whose people are signed in keeps its places against a flood that carries a valid token.
+    #[tokio::test]
+    async fn one_account_over_many_networks_earns_them_no_standing() {
+        let places = Arc::new(Places::new(40, 40));
+        let court: Vec<Place> = (0..6).map(|_| places.admit(peer(200)).unwrap()).collect();
+        for place in &court {
+            place.activity().answered.store(1, Ordering::Release);
+            place.activity().sign_in("clerk");
+        }
+        let flood: Vec<Place> = (1..=34).map(|n| places.admit(peer(n)).unwrap()).collect();
+        for place in &flood {
+            place.activity().answered.store(1, Ordering::Release);
+            place.activity().sign_in("one-member");
+        }
+        let mut newcomers = Vec::new();
+        for n in 35..=37 {
+            let newcomer = places.admit(peer(n)).unwrap();
+            newcomer.activity().answered.store(1, Ordering::Release);
+            newcomers.push(newcomer);
+        }
+        for place in &court {
+            assert!(!told_to_give_up(place).await, "the court keeps its places");
+        }
+        let mut taken = 0;
+        for place in &flood {
+            taken += usize::from(told_to_give_up(place).await);
+        }
+        assert_eq!(taken, 3, "the flood's places went");
     }
 
     /// A place taken back while half-open (a head never sent whole) is a strike against its network, and goes

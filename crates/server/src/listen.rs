@@ -704,13 +704,21 @@ mod tests {
     /// Its port, and what stops it.
     async fn four_place_server() -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let app = Router::new().fallback(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) });
+        four_place_server_of(app, Duration::from_secs(30)).await
+    }
+
+    /// [`four_place_server`] serving `app`, with `body_idle` as its body idle limit.
+    async fn four_place_server_of(
+        app: Router,
+        body_idle: Duration,
+    ) -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let limits = Limits {
             max_connections: 4,
             max_connections_per_peer: 4,
             header_read_timeout: Duration::from_secs(30),
-            body_idle_timeout: Duration::from_secs(30),
+            body_idle_timeout: body_idle,
             trusted_proxies: vec![],
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -734,23 +742,7 @@ mod tests {
             let large = large.clone();
             async move { large }
         });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let limits = Limits {
-            max_connections: 4,
-            max_connections_per_peer: 4,
-            header_read_timeout: Duration::from_secs(30),
-            body_idle_timeout: Duration::from_secs(1),
-            trusted_proxies: vec![],
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            serve(listener, app, None, limits, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
+        let (port, stop, server) = four_place_server_of(app, Duration::from_secs(1)).await;
         let mut stalled = connect_from([127, 0, 0, 1], port).await;
         stalled.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut slow = connect_from([127, 0, 0, 2], port).await;

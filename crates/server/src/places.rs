@@ -446,6 +446,26 @@ mod tests {
         Some(ClientNetwork::of(IpAddr::from([192, 0, 2, n])))
     }
 
+    /// Newcomers from networks `networks`, each admitted and then answered (a served client's keep-alive).
+    fn served_newcomers(places: &Arc<Places>, networks: std::ops::RangeInclusive<u8>) -> Vec<Place> {
+        networks
+            .map(|n| {
+                let newcomer = places.admit(peer(n)).unwrap();
+                newcomer.activity().answered.store(1, Ordering::Release);
+                newcomer
+            })
+            .collect()
+    }
+
+    /// How many of `held` were told to give up.
+    async fn told_to_give_up_of(held: &[Place]) -> usize {
+        let mut told = 0;
+        for place in held {
+            told += usize::from(told_to_give_up(place).await);
+        }
+        told
+    }
+
     async fn told_to_give_up(place: &Place) -> bool {
         tokio::time::timeout(Duration::from_millis(20), place.given_up()).await.is_ok()
     }
@@ -575,11 +595,7 @@ mod tests {
         for place in keep_alives.iter().chain([&download]) {
             assert!(!told_to_give_up(place).await, "the court keeps its places");
         }
-        let mut taken = 0;
-        for place in &strangers {
-            taken += usize::from(told_to_give_up(place).await);
-        }
-        assert_eq!(taken, 3, "three strangers' half-open places went");
+        assert_eq!(told_to_give_up_of(&strangers).await, 3, "three strangers' half-open places went");
         // Everyone served now: the court holds the most, and its idle keep-alive goes, not its download.
         for place in strangers.iter().chain(&_newcomers) {
             place.activity().answered.store(1, Ordering::Release);
@@ -598,27 +614,18 @@ mod tests {
         let mut court: Vec<Place> = (0..6).map(|_| places.admit(peer(200)).unwrap()).collect();
         for place in &court {
             place.activity().answered.store(1, Ordering::Release);
-            place.activity().signed_in.store(true, Ordering::Release);
+            place.activity().sign_in("clerk");
         }
         court.push(places.admit(peer(200)).unwrap());
         let strangers: Vec<Place> = (1..=33).map(|n| places.admit(peer(n)).unwrap()).collect();
         for place in &strangers {
             place.activity().answered.store(1, Ordering::Release);
         }
-        let mut newcomers = Vec::new();
-        for n in 34..=36 {
-            let newcomer = places.admit(peer(n)).unwrap();
-            newcomer.activity().answered.store(1, Ordering::Release);
-            newcomers.push(newcomer);
-        }
+        let _newcomers = served_newcomers(&places, 34..=36);
         for place in &court {
             assert!(!told_to_give_up(place).await, "the court keeps its places");
         }
-        let mut taken = 0;
-        for place in &strangers {
-            taken += usize::from(told_to_give_up(place).await);
-        }
-        assert_eq!(taken, 3, "strangers' places went");
+        assert_eq!(told_to_give_up_of(&strangers).await, 3, "strangers' places went");
         assert_eq!(places.state().strikes.get(&peer(200).unwrap()), None, "no strike against the court");
     }
 
@@ -637,20 +644,11 @@ mod tests {
             place.activity().answered.store(1, Ordering::Release);
             place.activity().sign_in("one-member");
         }
-        let mut newcomers = Vec::new();
-        for n in 35..=37 {
-            let newcomer = places.admit(peer(n)).unwrap();
-            newcomer.activity().answered.store(1, Ordering::Release);
-            newcomers.push(newcomer);
-        }
+        let _newcomers = served_newcomers(&places, 35..=37);
         for place in &court {
             assert!(!told_to_give_up(place).await, "the court keeps its places");
         }
-        let mut taken = 0;
-        for place in &flood {
-            taken += usize::from(told_to_give_up(place).await);
-        }
-        assert_eq!(taken, 3, "the flood's places went");
+        assert_eq!(told_to_give_up_of(&flood).await, 3, "the flood's places went");
     }
 
     /// A place taken back while half-open (a head never sent whole) is a strike against its network, and goes

@@ -1051,7 +1051,6 @@ mod tests {
     #[test]
     fn owners_are_served_before_strangers_and_have_room_when_strangers_fill_the_queue() {
         let hashers = Hashers::start();
-        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (started, running) = std::sync::mpsc::channel();
         let mut releases = Vec::new();
         // Strangers' checks that do not end until released take every hashing thread...
@@ -1070,34 +1069,39 @@ mod tests {
         for _ in 0..HASHING_AT_ONCE {
             running.recv().unwrap();
         }
-        // ...and fill the strangers' queue: one more stranger is refused.
-        for n in 0..HASHING_QUEUE {
-            let order = order.clone();
-            assert!(hashers.submit(Lane::Others, Box::new(move |_| order.lock().unwrap().push(format!("other {n}")))));
+        // ...and fill the strangers' queue: one more stranger is refused. Each stranger notes, as it starts, how
+        // many owners were still waiting for a thread.
+        let owners_waiting_when_strangers_ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for _ in 0..HASHING_QUEUE {
+            let noted = owners_waiting_when_strangers_ran.clone();
+            let queues = hashers.clone();
+            assert!(hashers.submit(
+                Lane::Others,
+                Box::new(move |_| {
+                    let waiting = queues.lanes.lock().unwrap().owners.len();
+                    noted.lock().unwrap().push(waiting);
+                })
+            ));
         }
         assert!(!hashers.submit(Lane::Others, Box::new(|_| {})), "the strangers' queue is full");
         // An owner still gets a place, and is served before every stranger waiting.
         let (done, finished) = std::sync::mpsc::channel();
-        for n in 0..OWNER_QUEUE {
-            let order = order.clone();
+        for _ in 0..OWNER_QUEUE {
             let done = done.clone();
-            assert!(hashers.submit(
-                Lane::Owners,
-                Box::new(move |_| {
-                    order.lock().unwrap().push(format!("owner {n}"));
-                    done.send(()).unwrap();
-                })
-            ));
+            assert!(hashers.submit(Lane::Owners, Box::new(move |_| done.send(()).unwrap())));
         }
         assert!(!hashers.submit(Lane::Owners, Box::new(|_| {})), "the owners' lane has a limit of its own");
         drop(releases);
         for _ in 0..OWNER_QUEUE {
             finished.recv().unwrap();
         }
-        let order = order.lock().unwrap();
-        let owners_first = order.iter().take(OWNER_QUEUE).filter(|job| job.starts_with("owner")).count();
-        assert_eq!(owners_first, OWNER_QUEUE, "{order:?}");
-        drop(order);
+        // Threads take jobs in order but may run them in any interleaving, so the rule is checked where it is made:
+        // no stranger's check began while an owner's waited.
+        while owners_waiting_when_strangers_ran.lock().unwrap().len() < HASHING_QUEUE {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let waiting = owners_waiting_when_strangers_ran.lock().unwrap().clone();
+        assert!(waiting.iter().all(|&owners| owners == 0), "{waiting:?}");
         hashers.close();
     }
 

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod evidence;
 pub mod registry;
 pub mod replay;
+pub mod request;
 pub mod signature;
 
 pub use registry::{Partner, Registry, RegistryError};

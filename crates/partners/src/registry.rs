@@ -94,7 +94,15 @@ impl Registry {
             if !secure_url(&entry.base_url) {
                 return Err(RegistryError::Url { name, url: entry.base_url });
             }
-            let vkey_shaped = |vkey: &str| vkey.split('+').count() == 3 && !vkey.contains(char::is_whitespace);
+            // `<name>+<8 hex digits>+<base64>`: the base64 may hold '+' itself.
+            let vkey_shaped = |vkey: &str| {
+                let mut parts = vkey.splitn(3, '+');
+                let (name, hash, key) = (parts.next(), parts.next(), parts.next());
+                !vkey.contains(char::is_whitespace)
+                    && name.is_some_and(|name| !name.is_empty())
+                    && hash.is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+                    && key.is_some_and(|key| !key.is_empty())
+            };
             for (field, vkey) in [("log_vkey", &entry.log_vkey), ("witness_vkey", &entry.witness_vkey)] {
                 if !vkey_shaped(vkey) {
                     return Err(RegistryError::Key { name, field, expected: "a verifier key, <name>+<hash>+<key>" });
@@ -184,6 +192,12 @@ mod tests {
         assert!(matches!(registry(&[entry("it", "https://x", "AAAA")]), Err(RegistryError::Key { .. })));
         let bad_vkey = entry("it", "https://x", KEY).replace("it.example/log+01234567+AQID", "not a vkey");
         assert!(matches!(registry(&[bad_vkey]), Err(RegistryError::Key { field: "log_vkey", .. })));
+        // A verifier key's base64 may itself hold '+'; its hash is eight hex digits.
+        let plus =
+            entry("it", "https://x", KEY).replace("it.example/witness+01234567+AQID", "w.example+0a1b2c3d+Ab+/c+==");
+        assert!(registry(&[plus]).is_ok());
+        let short_hash = entry("it", "https://x", KEY).replace("it.example/log+01234567+", "it.example/log+0123+");
+        assert!(matches!(registry(&[short_hash]), Err(RegistryError::Key { field: "log_vkey", .. })));
         assert!(matches!(Registry::parse(r#"{"partners": [], "extra": 1}"#), Err(RegistryError::Json(_))));
     }
 }

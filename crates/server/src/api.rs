@@ -2,16 +2,16 @@
 
 use std::ops::Range;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use axum::{Extension, Router};
 use base64::Engine as _;
 use custodia_catalog::{Account, Case};
 use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,17 +41,23 @@ pub struct AppState {
     pub cosigning: std::sync::Arc<crate::cosigning::Cosigning>,
     /// Evidence leaving at once, per account and in all ([`crate::budget::Outflow`]).
     pub outflow: std::sync::Arc<crate::budget::Outflow>,
+    /// Partner gateways: who is pinned, and how this gateway signs its requests to them ([`crate::partner_api`]).
+    pub partnering: std::sync::Arc<crate::partner_api::Partnering>,
 }
 
 impl AppState {
     /// A place for one more stream of evidence leaving for `caller`, held until the returned value is dropped:
     /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened.
+    /// The stream leaves over `connection`, which is closed if a newcomer takes its place while it reads too
+    /// slowly ([`crate::budget::Outflow`]).
     pub(crate) fn start_outflow(
         &self,
         caller: &Caller,
+        connection: Option<Extension<crate::listen::Connection>>,
         stream: crate::budget::Stream,
     ) -> Result<crate::budget::Outflowing, GatewayError> {
-        self.outflow.start(&caller.account.id, stream).map_err(GatewayError::TooMany)
+        let connection = connection.map(|Extension(connection)| connection);
+        self.outflow.start(&caller.account.id, stream, connection).map_err(GatewayError::TooMany)
     }
 }
 
@@ -805,6 +811,7 @@ impl IntoResponse for DownloadRefused {
 async fn download(
     State(state): State<AppState>,
     caller: Caller,
+    connection: Option<Extension<crate::listen::Connection>>,
     Path(id): Path<String>,
     Query(query): Query<PurposeQuery>,
     headers: HeaderMap,
@@ -816,7 +823,7 @@ async fn download(
         Some(_) => return Err(bad_input("access", "use download or play").into()),
     };
     let purpose = query.purpose()?;
-    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Artefact)?;
+    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
     let (row, range) = state
         .gateway
         .download(&caller, &id, &purpose, access, |row| {
@@ -827,8 +834,9 @@ async fn download(
     let size = row.size as u64;
     let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;
     let stream = stream.map(move |chunk| {
-        let _leaving = &outflowing;
-        chunk.map_err(std::io::Error::other)
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        outflowing.meter().sent(chunk.len())?;
+        Ok::<_, std::io::Error>(chunk)
     });
     let mut response = Response::new(Body::from_stream(stream));
     let headers = response.headers_mut();
@@ -865,20 +873,26 @@ async fn download(
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
+    connection: Option<Extension<crate::listen::Connection>>,
     Path(id): Path<String>,
     Query(query): Query<PurposeQuery>,
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let purpose = query.purpose()?;
-    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Artefact)?;
+    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
+    let meter = outflowing.meter();
     let source = state.gateway.export(&caller, &id, &purpose).await?;
     let writer = custodia_bundle::BundleWriter::new(&source).map_err(|e| Problem::internal(&e))?;
     let head = writer.head().map_err(|e| Problem::internal(&e))?;
     let tail = writer.tail();
     let length = head.len() as u64 + source.payload_size + tail.len() as u64;
     let payload = state.gateway.artefacts.read(&source.payload_sha256, None).await.map_err(GatewayError::from)?;
-    let body = futures::stream::once(async move { Ok(bytes::Bytes::from(head)) })
-        .chain(payload.map_err(std::io::Error::other))
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) })
+        .chain(payload.map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            meter.sent(chunk.len())?;
+            Ok(chunk)
+        }))
         .chain(futures::stream::once(async move {
             drop(outflowing);
             Ok(bytes::Bytes::from(tail))
@@ -901,12 +915,13 @@ async fn export(
 async fn export_case(
     State(state): State<AppState>,
     caller: Caller,
+    connection: Option<Extension<crate::listen::Connection>>,
     Path(case): Path<String>,
     Query(query): Query<PurposeQuery>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
-    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Case)?;
+    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
     let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
     let filename = format!("custodia-case-{case}.tar");
     let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case, outflowing };
@@ -933,6 +948,7 @@ pub(crate) fn stream_case_bundle(
     filename: &str,
 ) -> Result<Response, Problem> {
     let CaseExportRequest { caller, case, purpose, scope, outflowing } = export;
+    let meter = outflowing.meter();
     let vkey = state.gateway.verifier().to_string();
     let bagged_at = state.gateway.now().to_string();
     let writer = custodia_bundle::CaseBundleWriter::new(&case, &vkey, &bagged_at).map_err(|e| Problem::internal(&e))?;
@@ -953,11 +969,11 @@ pub(crate) fn stream_case_bundle(
         }
         drop(outflowing);
     });
-    let body =
-        futures::stream::unfold(
-            receiver,
-            |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-        );
+    let body = futures::stream::unfold((receiver, meter), |(mut receiver, meter)| async move {
+        let item = receiver.recv().await?;
+        let item = item.and_then(|bytes| meter.sent(bytes.len()).map(|()| bytes));
+        Some((item, (receiver, meter)))
+    });
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));

@@ -108,6 +108,10 @@ pub struct Quotas {
     pub uploads: Budget,
     /// Custody records of refusals per account, and per hearing participant ([`crate::refusals`]).
     pub refusal_records: Budget,
+    /// Custody records of what an account does (downloads, exports, changes of policy or membership, requests and
+    /// reports): each is public for good, so one member, or one leaked token spread over many addresses, cannot
+    /// fill the public log. Past it, the step is refused with 429 before it happens.
+    pub custody_records: Budget,
     /// WHIP publishers at once in the live hearings of one case.
     pub whip_sessions_per_case: usize,
     /// WHIP publishers at once, in all live hearings, with the invites of one case member.
@@ -122,10 +126,21 @@ pub struct Quotas {
 /// minute at most.
 pub const ROOM_ENTRIES_PER_MINUTE: u32 = 10;
 
+/// The default of [`Quotas::custody_records`]: a video played in the browser asks for a few dozen ranges, each a
+/// recorded access; a prosecutor fetching a case's files one by one does a few hundred (a case export is one).
+pub const CUSTODY_RECORDS_PER_MINUTE: u32 = 300;
+
 impl Quotas {
     /// Entries into a hearing room with one secret or credential, `per_minute` a minute.
     pub fn with_room_entries(mut self, per_minute: u32) -> Self {
         self.room_entries_per_minute = per_minute.max(1);
+        self
+    }
+
+    /// Custody records of one account's steps, `per_minute` a minute (as many at once).
+    pub fn with_custody_records(mut self, per_minute: u32) -> Self {
+        let per_minute = per_minute.max(1);
+        self.custody_records = Budget::new(per_minute, per_minute);
         self
     }
 
@@ -144,6 +159,7 @@ impl Quotas {
             direct_uploads_at_once: direct_uploads_at_once.max(1),
             uploads: Budget::new(uploads_per_minute, uploads_per_minute),
             refusal_records: Budget::new(refusals_per_minute, refusals_per_minute),
+            custody_records: Budget::new(CUSTODY_RECORDS_PER_MINUTE, CUSTODY_RECORDS_PER_MINUTE),
             room_entries_per_minute: ROOM_ENTRIES_PER_MINUTE,
             direct: Arc::default(),
         }
@@ -210,17 +226,31 @@ impl Drop for DirectUpload {
 /// Evidence leaving at once: downloads and artefact exports, and case exports (each with a hashing thread of
 /// its own beside the sending, [`crate::api`]), per account and in all. A client that reads slowly holds its
 /// place, with its buffers, for as long as it reads: without these, members reading a few hundred answers a byte
-/// at a time took the gateway from 150 MB to 1.5 GB.
+/// at a time took the gateway from 150 MB to 1.5 GB. And so that a few members reading slowly (but never stalling,
+/// which [`crate::listen`] cuts off) cannot hold every place: when all are held, the slowest reader going below
+/// [`SLOWEST_KEPT_PACE`] over the last [`PACE_WINDOW`] or two gives its place to the newcomer, and its
+/// connection is closed.
 #[derive(Debug, Default)]
 pub struct Outflow {
-    counts: Arc<Mutex<OutflowCounts>>,
+    state: Arc<Mutex<OutflowState>>,
 }
 
 #[derive(Debug, Default)]
-struct OutflowCounts {
+struct OutflowState {
     by_account: HashMap<(String, Stream), usize>,
-    total: HashMap<Stream, usize>,
+    /// The streams leaving, by kind, by the id each was given.
+    leaving: HashMap<Stream, HashMap<u64, Arc<Leaving>>>,
+    next_id: u64,
 }
+
+/// A reader slower than this (bytes a second) gives its place to a newcomer when every place is held
+/// ([`Outflow`]): 256 kbit/s, slower than any link a court or a prosecutor works on, while a member holding
+/// places by reading a little at a time must pay for it with their bandwidth.
+pub const SLOWEST_KEPT_PACE: u64 = 32 * 1024;
+
+/// The pace of a stream is measured over the last window of this length and the one under way; a stream younger
+/// than one window keeps its place.
+pub const PACE_WINDOW: Duration = Duration::from_secs(15);
 
 /// What leaves: a download or an artefact's bundle, or a case's bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -248,48 +278,182 @@ impl Stream {
 }
 
 impl Outflow {
-    /// A place for one more `stream` of `account`'s, held until dropped; or why there is none.
-    pub fn start(&self, account: &str, stream: Stream) -> Result<Outflowing, String> {
-        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    /// A place for one more `stream` of `account`'s, held until dropped, sent over `connection` (closed if the
+    /// place is given to another); or why there is none.
+    pub fn start(
+        &self,
+        account: &str,
+        stream: Stream,
+        connection: Option<crate::listen::Connection>,
+    ) -> Result<Outflowing, String> {
+        self.start_at(account, stream, connection, Instant::now())
+    }
+
+    fn start_at(
+        &self,
+        account: &str,
+        stream: Stream,
+        connection: Option<crate::listen::Connection>,
+        now: Instant,
+    ) -> Result<Outflowing, String> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let key = (account.to_owned(), stream);
         let (what, of) = match stream {
             Stream::Artefact => ("downloads and exports", "artefacts"),
             Stream::Case => ("case exports", "cases"),
         };
-        if counts.by_account.get(&key).copied().unwrap_or(0) >= stream.per_account() {
+        if state.by_account.get(&key).copied().unwrap_or(0) >= stream.per_account() {
             return Err(format!(
                 "you have {} {what} under way, the most one account may have at once; try again when one ends",
                 stream.per_account()
             ));
         }
-        if counts.total.get(&stream).copied().unwrap_or(0) >= stream.in_all() {
-            return Err(format!("the gateway is sending as many {of} as it can at once; try again shortly"));
+        if state.leaving.get(&stream).map_or(0, HashMap::len) >= stream.in_all() {
+            let Some(slowest) = state.slowest_below_the_pace(stream, now) else {
+                return Err(format!("the gateway is sending as many {of} as it can at once; try again shortly"));
+            };
+            state.give_back(stream, slowest);
         }
-        *counts.by_account.entry(key.clone()).or_insert(0) += 1;
-        *counts.total.entry(stream).or_insert(0) += 1;
-        Ok(Outflowing { counts: self.counts.clone(), key })
+        *state.by_account.entry(key.clone()).or_insert(0) += 1;
+        let id = state.next_id;
+        state.next_id += 1;
+        let leaving = Arc::new(Leaving {
+            key,
+            pace: Mutex::new(Pace::new(now)),
+            given_back: std::sync::atomic::AtomicBool::new(false),
+            connection,
+        });
+        state.leaving.entry(stream).or_default().insert(id, leaving.clone());
+        Ok(Outflowing { state: self.state.clone(), id, leaving })
+    }
+}
+
+impl OutflowState {
+    /// The id of the `stream` reading slowest, below [`SLOWEST_KEPT_PACE`], of those measured over a window.
+    fn slowest_below_the_pace(&self, stream: Stream, now: Instant) -> Option<u64> {
+        self.leaving
+            .get(&stream)?
+            .iter()
+            .filter_map(|(id, leaving)| {
+                let pace = leaving.pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).per_second(now)?;
+                (pace < SLOWEST_KEPT_PACE).then_some((pace, *id))
+            })
+            .min()
+            .map(|(_, id)| id)
+    }
+
+    /// Takes the place of stream `id` back: it is no longer counted, it fails at its next bytes, and its
+    /// connection is closed.
+    fn give_back(&mut self, stream: Stream, id: u64) {
+        let Some(leaving) = self.leaving.get_mut(&stream).and_then(|leaving| leaving.remove(&id)) else { return };
+        self.uncount(&leaving.key);
+        leaving.given_back.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(connection) = &leaving.connection {
+            connection.close_now();
+        }
+    }
+
+    fn uncount(&mut self, key: &(String, Stream)) {
+        if let Some(count) = self.by_account.get_mut(key) {
+            *count -= 1;
+            if *count == 0 {
+                self.by_account.remove(key);
+            }
+        }
+    }
+}
+
+/// One stream leaving, as the outflow watches it.
+#[derive(Debug)]
+struct Leaving {
+    key: (String, Stream),
+    pace: Mutex<Pace>,
+    /// Its place was given to another ([`OutflowState::give_back`]).
+    given_back: std::sync::atomic::AtomicBool,
+    connection: Option<crate::listen::Connection>,
+}
+
+/// Bytes sent in the window under way and the one before ([`PACE_WINDOW`]).
+#[derive(Debug)]
+struct Pace {
+    started: Instant,
+    window_started: Instant,
+    this_window: u64,
+    last_window: u64,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self { started: now, window_started: now, this_window: 0, last_window: 0 }
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let since = now.saturating_duration_since(self.window_started);
+        if since >= PACE_WINDOW {
+            let windows = u32::try_from(since.as_millis() / PACE_WINDOW.as_millis()).unwrap_or(u32::MAX);
+            self.last_window = if windows == 1 { self.this_window } else { 0 };
+            self.this_window = 0;
+            self.window_started += PACE_WINDOW * windows;
+        }
+    }
+
+    fn sent(&mut self, bytes: u64, now: Instant) {
+        self.roll(now);
+        self.this_window += bytes;
+    }
+
+    /// Bytes a second over the last window and the one under way; `None` while younger than a window.
+    fn per_second(&mut self, now: Instant) -> Option<u64> {
+        if now.saturating_duration_since(self.started) < PACE_WINDOW {
+            return None;
+        }
+        self.roll(now);
+        let over = PACE_WINDOW + now.saturating_duration_since(self.window_started);
+        let bytes = u128::from(self.last_window + self.this_window);
+        Some(u64::try_from(bytes * 1000 / over.as_millis().max(1)).unwrap_or(u64::MAX))
     }
 }
 
 /// One stream of evidence leaving, counted until dropped ([`Outflow`]).
 #[derive(Debug)]
 pub struct Outflowing {
-    counts: Arc<Mutex<OutflowCounts>>,
-    key: (String, Stream),
+    state: Arc<Mutex<OutflowState>>,
+    id: u64,
+    leaving: Arc<Leaving>,
+}
+
+impl Outflowing {
+    /// What counts the bytes of this stream as they leave ([`Meter::sent`]).
+    pub fn meter(&self) -> Meter {
+        Meter(self.leaving.clone())
+    }
 }
 
 impl Drop for Outflowing {
     fn drop(&mut self) {
-        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = counts.by_account.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                counts.by_account.remove(&self.key);
-            }
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stream = self.leaving.key.1;
+        if state.leaving.get_mut(&stream).and_then(|leaving| leaving.remove(&self.id)).is_some() {
+            state.uncount(&self.leaving.key);
         }
-        if let Some(count) = counts.total.get_mut(&self.key.1) {
-            *count = count.saturating_sub(1);
+    }
+}
+
+/// Counts the bytes of one stream leaving ([`Outflowing::meter`]).
+#[derive(Debug, Clone)]
+pub struct Meter(Arc<Leaving>);
+
+impl Meter {
+    /// Counts `bytes` about to leave; an error if the stream's place was given to another, which ends it.
+    pub fn sent(&self, bytes: usize) -> std::io::Result<()> {
+        if self.0.given_back.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "the client read too slowly while others waited to be sent evidence; its place was given to another",
+            ));
         }
+        let mut pace = self.0.pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pace.sent(bytes as u64, Instant::now());
+        Ok(())
     }
 }
 
@@ -305,19 +469,69 @@ mod tests {
     #[test]
     fn evidence_leaving_at_once_is_bounded_per_account_and_in_all() {
         let outflow = Outflow::default();
+        let start = |account: &str, stream| outflow.start(account, stream, None);
         let mine: Vec<Outflowing> =
-            (0..Stream::Case.per_account()).map(|_| outflow.start("a", Stream::Case).expect("room")).collect();
-        assert!(outflow.start("a", Stream::Case).is_err(), "the account's case exports at once");
-        assert!(outflow.start("a", Stream::Artefact).is_ok(), "downloads are counted apart");
+            (0..Stream::Case.per_account()).map(|_| start("a", Stream::Case).expect("room")).collect();
+        assert!(start("a", Stream::Case).is_err(), "the account's case exports at once");
+        assert!(start("a", Stream::Artefact).is_ok(), "downloads are counted apart");
         let others: Vec<Outflowing> = (0..Stream::Case.in_all() - mine.len())
-            .map(|n| outflow.start(&format!("other-{n}"), Stream::Case).expect("room"))
+            .map(|n| start(&format!("other-{n}"), Stream::Case).expect("room"))
             .collect();
-        assert!(outflow.start("b", Stream::Case).is_err(), "the gateway's case exports at once");
+        assert!(start("b", Stream::Case).is_err(), "the gateway's case exports at once, all reading fast enough");
         drop(mine);
-        assert!(outflow.start("b", Stream::Case).is_ok(), "a place given back is taken again");
+        assert!(start("b", Stream::Case).is_ok(), "a place given back is taken again");
         drop(others);
-        let counts = outflow.counts.lock().unwrap();
-        assert!(counts.by_account.is_empty() && counts.total.values().all(|count| *count == 0));
+        let state = outflow.state.lock().unwrap();
+        assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty));
+    }
+
+    /// With every place held, the slowest reader under the pace gives its place to a newcomer, and fails at its
+    /// next bytes; a reader above the pace, or one younger than a window, keeps its place.
+    #[test]
+    fn the_slowest_reader_under_the_pace_gives_its_place_when_all_are_held() {
+        let outflow = Outflow::default();
+        let began = Instant::now();
+        let held: Vec<(Outflowing, Meter)> = (0..Stream::Case.in_all())
+            .map(|n| {
+                let leaving = outflow.start_at(&format!("member-{n}"), Stream::Case, None, began).expect("room");
+                let meter = leaving.meter();
+                (leaving, meter)
+            })
+            .collect();
+        // Over the first window: all fast but two, one of them slower than the other.
+        let window = PACE_WINDOW.as_secs();
+        for (n, (leaving, _)) in held.iter().enumerate() {
+            let per_second = match n {
+                0 => SLOWEST_KEPT_PACE / 2,
+                1 => SLOWEST_KEPT_PACE / 8,
+                _ => SLOWEST_KEPT_PACE * 4,
+            };
+            leaving.leaving.pace.lock().unwrap().sent(per_second * window, began + Duration::from_secs(1));
+        }
+        let young = began + PACE_WINDOW / 2;
+        assert!(outflow.start_at("newcomer", Stream::Case, None, young).is_err(), "nobody measured yet");
+        let later = began + PACE_WINDOW + Duration::from_secs(1);
+        let newcomer = outflow.start_at("newcomer", Stream::Case, None, later).expect("the slowest's place");
+        assert!(held[1].1.sent(1).is_err(), "the slowest fails at its next bytes");
+        assert!(held[0].1.sent(1).is_ok(), "the other slow one goes on, until a newcomer needs its place");
+        let second = outflow.start_at("second", Stream::Case, None, later).expect("the next slowest's place");
+        assert!(held[0].1.sent(1).is_err());
+        assert!(outflow.start_at("third", Stream::Case, None, later).is_err(), "the rest read fast enough");
+        drop((held, newcomer, second));
+        let state = outflow.state.lock().unwrap();
+        assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty), "{state:?}");
+    }
+
+    #[test]
+    fn a_pace_is_measured_over_the_last_window_and_the_one_under_way() {
+        let began = Instant::now();
+        let mut pace = Pace::new(began);
+        pace.sent(15 * 1000, began);
+        assert_eq!(pace.per_second(began + Duration::from_secs(5)), None, "younger than a window");
+        assert_eq!(pace.per_second(began + PACE_WINDOW), Some(1000));
+        // A reader that stops: its pace falls as time passes, and is none once two windows have passed.
+        assert_eq!(pace.per_second(began + PACE_WINDOW + PACE_WINDOW / 2), Some(666));
+        assert_eq!(pace.per_second(began + 3 * PACE_WINDOW), Some(0));
     }
 
     #[test]

@@ -31,6 +31,11 @@ impl GatewayConfig {
     }
 
     /// The key of the device cookies' MAC ([`crate::auth::DeviceKey`]), so that they outlive a restart.
+    /// The Ed25519 key that signs this gateway's requests to its partners ([`crate::partner_api`]).
+    pub fn partner_request_key_file(&self) -> PathBuf {
+        self.data_dir.join("keys").join("partner-request.key")
+    }
+
     pub fn device_key_file(&self) -> PathBuf {
         self.data_dir.join("keys").join("device-cookie.key")
     }
@@ -115,6 +120,28 @@ pub struct ServeConfig {
     pub witness: WitnessConfig,
     #[command(flatten)]
     pub timestamps: TimestampConfig,
+    #[command(flatten)]
+    pub partners: PartnerConfig,
+}
+
+/// Partner gateways: the registry this gateway pins, and its own card ([`crate::partner_api`]).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct PartnerConfig {
+    /// A JSON file of the partner gateways this one exchanges with (`{"partners": [...]}`, each entry a partner's
+    /// card: name, jurisdiction, base URL, log and witness verifier keys, and the key that signs its requests).
+    /// Without it, every request from a partner is refused.
+    #[arg(long = "partners", env = "CUSTODIA_PARTNERS")]
+    pub registry_file: Option<PathBuf>,
+    /// This gateway's name among its partners: the `keyid` of its requests' signatures. By default, the host of
+    /// the log origin.
+    #[arg(long = "partner-name", env = "CUSTODIA_PARTNER_NAME")]
+    pub partner_name: Option<String>,
+    /// This gateway's jurisdiction on its card (an ISO 3166-1 code, such as `IT`).
+    #[arg(long = "jurisdiction", env = "CUSTODIA_JURISDICTION", default_value = "")]
+    pub jurisdiction: String,
+    /// The URL partners reach this gateway at, on its card. By default, `https://` and the host of the log origin.
+    #[arg(long = "public-url", env = "CUSTODIA_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their
@@ -244,6 +271,12 @@ pub struct QuotaConfig {
     /// once); one more is answered "too many attempts". Failed entries are budgeted per address besides.
     #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = crate::budget::ROOM_ENTRIES_PER_MINUTE)]
     pub room_entries_per_minute: u32,
+    /// Custody records one account's steps may cause a minute (downloads and plays, each range included; exports;
+    /// changes of policy and membership; requests and reports); as many at once. Past it, a step is answered 429
+    /// before it happens. Records are public for good: this keeps one member, or a leaked token used from many
+    /// addresses, from flooding the log.
+    #[arg(long, env = "CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", default_value_t = crate::budget::CUSTODY_RECORDS_PER_MINUTE)]
+    pub custody_records_per_minute: u32,
 }
 
 impl Default for QuotaConfig {
@@ -256,6 +289,7 @@ impl Default for QuotaConfig {
             whip_sessions_per_case: 8,
             whip_sessions_per_account: 4,
             room_entries_per_minute: crate::budget::ROOM_ENTRIES_PER_MINUTE,
+            custody_records_per_minute: crate::budget::CUSTODY_RECORDS_PER_MINUTE,
         }
     }
 }
@@ -271,6 +305,7 @@ impl QuotaConfig {
             self.whip_sessions_per_account,
         )
         .with_room_entries(self.room_entries_per_minute)
+        .with_custody_records(self.custody_records_per_minute)
     }
 }
 
@@ -472,6 +507,7 @@ impl ServeConfig {
             probe: ProbeConfig::default(),
             witness: WitnessConfig::default(),
             timestamps: TimestampConfig::default(),
+            partners: PartnerConfig::default(),
         }
     }
 

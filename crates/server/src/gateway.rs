@@ -443,6 +443,17 @@ impl Gateway {
         self.seal(case, caller.actor(), self.now(), purpose, event).await
     }
 
+    /// One of the caller's custody records a minute ([`crate::budget::Quotas::custody_records`]), taken before the
+    /// step it records happens: past the budget, the step is refused and nothing happens. Evidence entering
+    /// custody (an upload, a hearing's output, and the policy attached at ingest) is never refused its record: the
+    /// upload budget bounds it.
+    fn take_recorded_step(&self, caller: &Caller) -> Result<()> {
+        self.quotas.custody_records.take(&caller.account.id).map_err(|wait| GatewayError::TooManyAttempts {
+            what: "recorded steps",
+            retry_after_seconds: crate::budget::retry_after_seconds(wait),
+        })
+    }
+
     /// The openings kept for a ledger entry.
     pub async fn openings_of(&self, entry: &[u8]) -> Result<Openings> {
         let text = self.catalog.openings(&Sha256::of(entry).to_hex()).await?;
@@ -1189,6 +1200,7 @@ impl Gateway {
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         let site = caller.site();
+        self.take_recorded_step(caller)?;
         let sealed = self
             .custody_record(caller, &case, purpose.as_str(), |committer| CustodyEvent::ArtefactAccessed {
                 artefact,
@@ -1231,6 +1243,7 @@ impl Gateway {
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
+        self.take_recorded_step(caller)?;
         let chain = self.record_export(caller, row, purpose).await?;
         drop(turn);
         let covering = chain.export_index + 1;
@@ -1263,6 +1276,9 @@ impl Gateway {
         keep: impl Fn(&ArtefactRow) -> bool,
     ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
+        // The export's record is made once its bundles are written ([`Self::record_case_export`]); its place in the
+        // caller's budget is taken now, before anything leaves.
+        self.take_recorded_step(caller)?;
         let mut rows: Vec<ArtefactRow> =
             self.catalog.artefacts_in_case(case.as_str()).await?.into_iter().filter(|row| keep(row)).collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1313,7 +1329,7 @@ impl Gateway {
         let (listing_sha256, artefacts) = (Sha256::of(&bytes), listing.bundles.len() as u64);
         let hearing = listing.scope.hearing();
         let sealed = self
-            .custody_record(caller, case, purpose.as_str(), |committer| CustodyEvent::CaseExported {
+            .seal(case, caller.actor(), self.now(), purpose.as_str(), |committer| CustodyEvent::CaseExported {
                 listing_sha256,
                 artefacts,
                 hearing: hearing.map(|hearing| committer.commit("hearing", hearing.as_str())),
@@ -1422,7 +1438,9 @@ impl Gateway {
             }
             other => other,
         })?;
-        let export_index = self.record(&self.custody_record(caller, &case, purpose.as_str(), |_| event).await?).await?;
+        // Budgeted by the caller of this, once per export: a case export is one step, however many artefacts.
+        let sealed = self.seal(&case, caller.actor(), self.now(), purpose.as_str(), |_| event).await?;
+        let export_index = self.record(&sealed).await?;
         drop(membership);
         let mut entries = self.catalog.artefact_timeline(artefact.as_str()).await?;
         entries.retain(|(index, _)| (*index as u64) <= export_index);
@@ -1513,6 +1531,7 @@ impl Gateway {
     /// changes reach the ledger and the catalog in the same order, so the catalog applies the last one recorded.
     async fn change_policy(&self, caller: &Caller, row: &ArtefactRow, policy: &UsePolicy, change: &str) -> Result<u64> {
         let (case, artefact) = ids(row)?;
+        self.take_recorded_step(caller)?;
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
         let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
@@ -1554,6 +1573,7 @@ impl Gateway {
         )?;
         let canonical =
             custodia_core::to_canonical_vec(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.take_recorded_step(caller)?;
         let sealed = self
             .custody_record(caller, &case, "wider use", |committer| CustodyEvent::WiderUseRequested {
                 artefact: artefact.clone(),
@@ -1590,6 +1610,7 @@ impl Gateway {
         let policy = current_policy(&row)?;
         let (case, _) = ids(&row)?;
         let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
+        self.take_recorded_step(caller)?;
         let index = self
             .record_policy(caller, &case, &artefact, &resulting, &format!("wider use {status} ({request_id})"))
             .await?;
@@ -1610,6 +1631,7 @@ impl Gateway {
     ) -> Result<OutcomeRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
         let (case, artefact) = ids(&row)?;
+        self.take_recorded_step(caller)?;
         let sealed = self
             .custody_record(caller, &case, "outcome feedback", |committer| CustodyEvent::OutcomeReported {
                 artefact: artefact.clone(),
@@ -1662,6 +1684,7 @@ impl Gateway {
             }
         }
         let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
+        self.take_recorded_step(caller)?;
         let sealed = self
             .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {
                 member: member_id,

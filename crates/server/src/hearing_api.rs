@@ -173,6 +173,7 @@ async fn close(
 async fn export(
     State(state): State<AppState>,
     caller: Caller,
+    connection: Option<axum::Extension<crate::listen::Connection>>,
     Path((case, hearing)): Path<(String, String)>,
     Query(query): Query<PurposeQuery>,
 ) -> Result<Response, Problem> {
@@ -180,7 +181,7 @@ async fn export(
     let purpose = query.purpose()?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
-    let outflowing = state.start_outflow(&caller, crate::budget::Stream::Case)?;
+    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
     let sources =
         state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod listen;
 pub mod log_routes;
 pub mod openapi;
+pub mod partner_api;
 pub mod places;
 pub mod probe;
 pub mod problem;
@@ -48,6 +49,7 @@ pub fn app(state: api::AppState) -> axum::Router {
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state.clone()))
         .merge(witness_api::router(state.clone()))
+        .merge(partner_api::router(state.clone()))
         .merge(cosigning::router(state))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {

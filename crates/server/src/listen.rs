@@ -304,24 +304,24 @@ pub async fn serve(
         let builders = builders.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
-        let handshake_timeout = limits.header_read_timeout;
+        let header_read = limits.header_read_timeout;
         let write_stall = limits.body_idle_timeout;
         tokio::spawn(async move {
             let (http1, http2) = &*builders;
             let given_up = std::pin::pin!(admitted.given_up());
             let mut taken_back = TakenBack { given_up, cut: admitted.cut(), activity };
             match tls {
-                None => serve_connection(http1, stream, write_stall, service, closing, taken_back).await,
+                None => serve_connection(http1, stream, (header_read, write_stall), service, closing, taken_back).await,
                 Some(acceptor) => {
                     // A handshake whose place a newcomer takes back ends where it stands.
                     let accepted = tokio::select! {
-                        accepted = tokio::time::timeout(handshake_timeout, acceptor.accept(stream)) => accepted,
+                        accepted = tokio::time::timeout(header_read, acceptor.accept(stream)) => accepted,
                         () = taken_back.given_up.as_mut() => return,
                     };
                     let Ok(Ok(stream)) = accepted else { return };
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
                     let builder = if h2 { http2 } else { http1 };
-                    serve_connection(builder, stream, write_stall, service, closing, taken_back).await;
+                    serve_connection(builder, stream, (header_read, write_stall), service, closing, taken_back).await;
                 }
             }
             // `admitted`, moved in here, gives its place back as the task ends.
@@ -343,15 +343,18 @@ struct TakenBack<G, C> {
     activity: Arc<crate::places::Activity>,
 }
 
-/// One connection until it ends, until shutdown asks it to finish what it is doing, or until its place is taken
-/// back. Then a connection never answered with no request in flight (one still sending its first head) closes at
-/// once; others shut down gracefully: one idle between requests once its last answer has left, one with a request
-/// in flight within [`GIVE_UP_GRACE`] to finish it, unless it is cut short first: a court behind one address whose connections weigh the most loses its idle ones, which its
-/// browsers open again, not a request, as long as lingering requests keep no newcomer out.
+/// One connection until it ends, until shutdown asks it to finish what it is doing, until its place is taken
+/// back, until what it serves ends it ([`Connection::close_now`]), or until `header_read` has passed with no request
+/// head come whole (hyper's own header timer does not start for a client that sends nothing). When its place is
+/// taken back, a connection never answered with no request in flight (one still sending its first head) closes
+/// at once; others shut down gracefully: one idle between requests once its last answer has left, one with a
+/// request in flight within [`GIVE_UP_GRACE`] to finish it, unless it is cut short first. So a court behind one
+/// address whose connections weigh the most loses its idle ones, which its browsers open again, not a request, as
+/// long as lingering requests keep no newcomer out.
 async fn serve_connection<I, S>(
     builder: &Builder<TokioExecutor>,
     io: I,
-    write_stall: Duration,
+    (header_read, write_stall): (Duration, Duration),
     service: S,
     mut closing: tokio::sync::watch::Receiver<bool>,
     taken_back: TakenBack<impl Future<Output = ()> + Unpin, impl Future<Output = ()>>,
@@ -366,8 +369,11 @@ async fn serve_connection<I, S>(
     let io = StallLimited { io, limit: write_stall, stalled: None };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = std::pin::pin!(connection);
+    let activity = taken_back.activity.clone();
     tokio::select! {
         _ = connection.as_mut() => {}
+        () = activity.closed_now() => {}
+        () = never_asked(&activity, header_read) => {}
         _ = closing.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
@@ -375,8 +381,7 @@ async fn serve_connection<I, S>(
         () = taken_back.given_up => {
             // Never answered and nothing in flight (a half-sent head, or nothing at all): closed at once. An
             // answered one shuts down gracefully too, since its last answer's bytes may still be leaving.
-            let activity = &taken_back.activity;
-            if activity.in_flight.load(Ordering::Acquire) == 0 && activity.answered.load(Ordering::Acquire) == 0 {
+            if activity.is_half_open() {
                 return;
             }
             connection.as_mut().graceful_shutdown();
@@ -386,6 +391,14 @@ async fn serve_connection<I, S>(
                 () = taken_back.cut => {}
             }
         }
+    }
+}
+
+/// Completes if `limit` passes with no request head come whole on the connection; otherwise never.
+async fn never_asked(activity: &crate::places::Activity, limit: Duration) {
+    tokio::time::sleep(limit).await;
+    if !activity.is_half_open() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -532,6 +545,14 @@ fn site_service(
 /// The connection a request came on, as the listener counts what it does ([`crate::places::Activity`]).
 #[derive(Debug, Clone)]
 pub struct Connection(Arc<crate::places::Activity>);
+
+impl Connection {
+    /// Ends the connection at once, with whatever it is serving: a reader too slow to keep its place among the
+    /// downloads leaving ([`crate::budget::Outflow`]), whose answer may be waiting on the socket, not in the app.
+    pub fn close_now(&self) {
+        self.0.close_now();
+    }
+}
 
 /// Marks the connection a request came on (if it came over one) as signed in as `account`: a request on it
 /// proved who sent it. Its place is then taken back after strangers' ([`crate::places`]).
@@ -704,12 +725,14 @@ mod tests {
     /// Its port, and what stops it.
     async fn four_place_server() -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let app = Router::new().fallback(|body: axum::body::Bytes| async move { format!("{} bytes", body.len()) });
-        four_place_server_of(app, Duration::from_secs(30)).await
+        four_place_server_of(app, Duration::from_secs(30), Duration::from_secs(30)).await
     }
 
-    /// [`four_place_server`] serving `app`, with `body_idle` as its body idle limit.
+    /// [`four_place_server`] serving `app`, with `header_read` as its header read limit and `body_idle` as its body
+    /// idle limit.
     async fn four_place_server_of(
         app: Router,
+        header_read: Duration,
         body_idle: Duration,
     ) -> (u16, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -717,7 +740,7 @@ mod tests {
         let limits = Limits {
             max_connections: 4,
             max_connections_per_peer: 4,
-            header_read_timeout: Duration::from_secs(30),
+            header_read_timeout: header_read,
             body_idle_timeout: body_idle,
             trusted_proxies: vec![],
         };
@@ -732,6 +755,67 @@ mod tests {
         (port, stop, server)
     }
 
+    /// A connection that sends nothing at all, and one that sends half a head, close once the header read limit
+    /// has passed, whether or not the budget is full; a client that asks in time is answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_that_never_asks_closes_after_the_header_read_limit() {
+        use tokio::io::AsyncWriteExt as _;
+        let app = Router::new().fallback(|| async { "answered" });
+        let limit = Duration::from_millis(500);
+        let (port, stop, server) = four_place_server_of(app, limit, Duration::from_secs(30)).await;
+        let mut silent = connect_from([127, 0, 0, 1], port).await;
+        let mut half = connect_from([127, 0, 0, 1], port).await;
+        half.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        let (sent, closed) = read_until_closed(&mut silent, 20 * limit).await;
+        assert!(closed, "a connection that sent nothing is still open after {:?}: {sent:?}", 20 * limit);
+        let (_, closed) = read_until_closed(&mut half, 20 * limit).await;
+        assert!(closed, "a half-sent head is still open");
+        let mut asking = connect_from([127, 0, 0, 1], port).await;
+        asking.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let (answer, _) = read_until_closed(&mut asking, Duration::from_secs(10)).await;
+        assert!(answer.ends_with("answered"), "{answer:?}");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    /// What serves a request can end its connection at once, even while the answer waits on the socket for a
+    /// client reading slowly (a download whose place was given to another).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_serves_a_request_can_close_its_connection_at_once() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let app = Router::new().fallback(|axum::Extension(connection): axum::Extension<Connection>| async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                connection.close_now();
+            });
+            let endless =
+                futures::stream::repeat_with(|| Ok::<_, Infallible>(axum::body::Bytes::from(vec![b'x'; 65536])));
+            axum::body::Body::from_stream(endless)
+        });
+        let (port, stop, server) = four_place_server_of(app, Duration::from_secs(30), Duration::from_secs(30)).await;
+        let mut client = connect_from([127, 0, 0, 1], port).await;
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        // Read slowly for a second, never stalling; then drain what the buffers hold. An answer never ended
+        // would go on without end.
+        let mut buffer = vec![0u8; 1 << 16];
+        for _ in 0..20 {
+            let read = client.read(&mut buffer[..1024]).await.unwrap();
+            assert!(read > 0, "the answer ended on its own");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut drained = 0usize;
+        let closed = loop {
+            match tokio::time::timeout(Duration::from_secs(20), client.read(&mut buffer)).await {
+                Ok(Ok(0) | Err(_)) => break true,
+                Ok(Ok(n)) if drained < 256 << 20 => drained += n,
+                _ => break false,
+            }
+        };
+        assert!(closed, "the connection was never closed");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
     /// An answer the client never reads fails its connection once the writes have waited the body idle limit: the
     /// connection closes (its place, and a download's, given back). One the client reads, however slowly, goes on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -742,7 +826,7 @@ mod tests {
             let large = large.clone();
             async move { large }
         });
-        let (port, stop, server) = four_place_server_of(app, Duration::from_secs(1)).await;
+        let (port, stop, server) = four_place_server_of(app, Duration::from_secs(30), Duration::from_secs(1)).await;
         let mut stalled = connect_from([127, 0, 0, 1], port).await;
         stalled.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut slow = connect_from([127, 0, 0, 2], port).await;

@@ -30,6 +30,9 @@ enum Command {
     /// Work with custody logs.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Work with partner gateways.
+    #[command(subcommand)]
+    Partners(PartnersCommand),
     /// Check a court bundle offline: payload hash, manifest signature, every custody record's inclusion proof,
     /// the checkpoint signature, the signing key, that the custody history is complete and in order, and that a
     /// case bundle holds exactly the artefact bundles its case export record lists.
@@ -64,6 +67,16 @@ enum Command {
         #[arg(long = "trusted-list")]
         trusted_lists: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum PartnersCommand {
+    /// Print this gateway's partner card (its registry entry, for partners to pin), making its keys if there are
+    /// none.
+    Card(Box<ServeConfig>),
+    /// Send a signed handshake to every partner in the registry (CUSTODIA_PARTNERS), and say whether each side pins
+    /// the other as it is. Exits 1 if any partner refused, could not be reached, or pins differently.
+    Check(Box<ServeConfig>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +177,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let verb = if created { "made" } else { "kept existing" };
             eprintln!("{verb} key {}", absolute(&config.key_file()).display());
             say(&signer.verifier().to_string());
+            Ok(())
+        }
+        Command::Partners(PartnersCommand::Card(config)) => {
+            let (card, _) = custodia_server::partner_api::card_for(&config)?;
+            say(&serde_json::to_string_pretty(&card)?);
+            Ok(())
+        }
+        Command::Partners(PartnersCommand::Check(config)) => {
+            let partnering = custodia_server::partner_api::open_for(&config, Clock::default())?;
+            let timeout = std::time::Duration::from_secs(config.witness.timeout_seconds.max(1));
+            let mut failed = 0;
+            for (name, outcome) in custodia_server::partner_api::check_partners(&partnering, timeout).await {
+                use custodia_server::partner_api::HandshakeOutcome;
+                match outcome {
+                    HandshakeOutcome::Pinned => say(&format!("{name}: ok, each side pins the other as it is")),
+                    HandshakeOutcome::Differs(fields) => {
+                        failed += 1;
+                        say(&format!("{name}: PINNED DIFFERENTLY"));
+                        for field in fields {
+                            say(&format!("  {field}"));
+                        }
+                    }
+                    HandshakeOutcome::Failed(why) => {
+                        failed += 1;
+                        say(&format!("{name}: FAILED: {why}"));
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} partner(s) did not pass the handshake");
+            }
             Ok(())
         }
         Command::Log(LogCommand::Verify { location, key, state }) => verify_log(&location, &key, state).await,
@@ -356,4 +400,14 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
         say(&format!("  saved this checkpoint to {}", path.display()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command's arguments are well formed: unique names, no clashing flags or environment variables (a
+    /// clash panics only when that command is parsed, in a debug build, so each is checked here).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }

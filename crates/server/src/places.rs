@@ -9,8 +9,8 @@
 //! among networks of equal weight, the one holding more places goes first. Networks where someone is signed in
 //! (a request on one of their connections proved who sent it: a session, a token) go only after every network of
 //! strangers, and a new connection of theirs taken back is no strike; an account signed in from more than
-//! [`TRUSTED_NETWORKS_PER_ACCOUNT`] networks at once (one token spread over a flood) earns none of them that. From that network goes its place least
-//! worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served,
+//! [`TRUSTED_NETWORKS_PER_ACCOUNT`] networks at once (one token spread over a flood) earns none of them either.
+//! From that network goes its place least worth keeping, the oldest of those: a half-open one, then an idle keep-alive, then a request being served,
 //! strangers' before those of people signed in; a
 //! place moving data (a long download or upload, [`Activity`]) goes only when every place there is to take moves
 //! data. Strangers who fill the budget with half-sent heads weigh what they hold, and a court behind one address
@@ -101,6 +101,8 @@ pub struct Activity {
     pub signed_in: std::sync::atomic::AtomicBool,
     /// The account it proved, once it did ([`TRUSTED_NETWORKS_PER_ACCOUNT`]).
     pub account: Mutex<Option<String>>,
+    /// Told when what it serves must end it at once ([`Activity::close_now`]).
+    closing: Notify,
 }
 
 /// An account signed in on connections from more networks than this at once earns none of them the standing of
@@ -115,7 +117,7 @@ impl Activity {
     }
 
     /// Whether the place never had a request: not one head came whole (a half-sent head, or nothing at all).
-    fn is_half_open(&self) -> bool {
+    pub fn is_half_open(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0 && self.answered.load(Ordering::Acquire) == 0
     }
 
@@ -147,6 +149,17 @@ impl Activity {
     pub fn sign_in(&self, account: &str) {
         *self.account.lock().unwrap_or_else(PoisonError::into_inner) = Some(account.to_owned());
         self.signed_in.store(true, Ordering::Release);
+    }
+
+    /// Asks the holder to end the connection now, whatever it is doing: a download whose place among those leaving
+    /// was given to another ([`crate::budget::Outflow`]).
+    pub fn close_now(&self) {
+        self.closing.notify_one();
+    }
+
+    /// Completes once [`Activity::close_now`] was asked, before or after this is awaited.
+    pub async fn closed_now(&self) {
+        self.closing.notified().await;
     }
 }
 
@@ -264,9 +277,14 @@ impl Places {
     }
 }
 
-/// Whether any of `places` is a signed-in person's.
-fn places_signed_in(places: Option<&BTreeMap<u64, Arc<Signals>>>) -> bool {
-    places.is_some_and(|places| places.values().any(|signals| signals.activity.is_signed_in()))
+/// Whether any of `places` is a person's signed in with an account in `trusted` ([`State::trusted_accounts`]).
+fn places_signed_in(places: Option<&BTreeMap<u64, Arc<Signals>>>, trusted: &HashSet<String>) -> bool {
+    places.is_some_and(|places| {
+        places.values().any(|signals| {
+            signals.activity.is_signed_in()
+                && signals.activity.account().is_none_or(|account| trusted.contains(&account))
+        })
+    })
 }
 
 impl State {
@@ -320,10 +338,7 @@ impl State {
                     },
                 )?;
                 let still = use_now != Use::Moving;
-                let strangers_only = !places.values().any(|signals| {
-                    signals.activity.is_signed_in()
-                        && signals.activity.account().is_none_or(|account| trusted.contains(&account))
-                });
+                let strangers_only = !places_signed_in(Some(places), &trusted);
                 let oldest = *places.keys().next()?;
                 Some((
                     still,
@@ -347,8 +362,8 @@ impl State {
         }
         // A place taken back while half-open (a head never sent whole) is a strike against its network; an idle
         // keep-alive of a client that was served, or a request being served, is not; nor is a new connection of
-        // a network where someone is signed in (a court's browsers opening connections as they are taken).
-        let signed_in_there = places_signed_in(self.takeable.get(&peer));
+        // a network where someone trusted is signed in (a court's browsers opening connections as they are taken).
+        let signed_in_there = places_signed_in(self.takeable.get(&peer), &trusted);
         if let Some(peer) = peer
             && signals.activity.is_half_open()
             && !signed_in_there
@@ -649,6 +664,35 @@ mod tests {
             assert!(!told_to_give_up(place).await, "the court keeps its places");
         }
         assert_eq!(told_to_give_up_of(&flood).await, 3, "the flood's places went");
+    }
+
+    /// A half-open place taken back is no strike where someone trusted is signed in (a court's browsers opening
+    /// connections), but it is one where the only person signed in is an account spread over more networks than
+    /// people use: a flood carrying one valid token weighs what it holds half-open.
+    #[tokio::test]
+    async fn a_token_spread_over_many_networks_spares_none_of_them_a_strike() {
+        let places = Arc::new(Places::new(8, 8));
+        let court = places.admit(peer(200)).unwrap();
+        court.activity().answered.store(1, Ordering::Release);
+        court.activity().sign_in("clerk");
+        let _court_opening = places.admit(peer(200)).unwrap();
+        // One member's token signed in from one network more than people use at once.
+        let flood: Vec<Place> = (1..=(TRUSTED_NETWORKS_PER_ACCOUNT as u8 + 1))
+            .map(|n| {
+                let signed_in = places.admit(peer(n)).unwrap();
+                signed_in.activity().answered.store(1, Ordering::Release);
+                signed_in.activity().sign_in("one-member");
+                signed_in
+            })
+            .collect();
+        let _opening = places.admit(peer(1)).unwrap();
+        // Full: the newcomer takes back the flood's half-open place (its network weighs one, and holds only
+        // strangers and the spread token), which is a strike against it.
+        let _newcomer = served_newcomers(&places, 100..=100);
+        let strikes = places.state().strikes.get(&peer(1).unwrap()).copied();
+        assert_eq!(strikes, Some(1), "the spread token's network");
+        assert!(!told_to_give_up(&court).await, "the court keeps its places");
+        drop(flood);
     }
 
     /// A place taken back while half-open (a head never sent whole) is a strike against its network, and goes

@@ -53,6 +53,12 @@ impl Problem {
         )
     }
 
+    /// The same, answered with a `Retry-After` of `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }

@@ -67,6 +67,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
+    let partnering = Arc::new(crate::partner_api::open_for(config, clock.clone())?);
     let cosigning = crate::cosigning::start(&config.witness, &log, &vkey, catalog.clone(), clock.clone()).await?;
     let gateway = Gateway::new(catalog, artefacts, manifests, log, &gateway_signer, clock, config.max_upload_bytes)
         .with_prober(prober)
@@ -126,6 +127,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         witness,
         cosigning,
         outflow: Arc::default(),
+        partnering,
     })
 }
 

@@ -282,12 +282,8 @@ async fn logs(State(state): State<AppState>) -> Response {
     }
 }
 
-/// The witness for `state`'s configuration: its key made on first start, named after the log's host by default.
-pub async fn open_for(
-    config: &crate::config::ServeConfig,
-    catalog: Catalog,
-    clock: Clock,
-) -> anyhow::Result<Arc<Witness>> {
+/// This gateway's witness key, made on first use, named after the log's host by default.
+pub fn witness_key(config: &crate::config::ServeConfig) -> anyhow::Result<CosignerKey> {
     let gateway = &config.gateway;
     let name = config
         .witness
@@ -298,6 +294,17 @@ pub async fn open_for(
     if created {
         tracing::info!(key = %crate::config::absolute(&gateway.witness_key_file()).display(), "made a new witness key");
     }
+    Ok(key)
+}
+
+/// The witness for `state`'s configuration: its key made on first start, named after the log's host by default.
+pub async fn open_for(
+    config: &crate::config::ServeConfig,
+    catalog: Catalog,
+    clock: Clock,
+) -> anyhow::Result<Arc<Witness>> {
+    let gateway = &config.gateway;
+    let key = witness_key(config)?;
     let witness = Witness::open(&config.witness, &gateway.origin, key, catalog, clock).await?;
     tracing::info!(vkey = %witness.vkey(), logs = witness.logs.len(), "witness ready");
     Ok(Arc::new(witness))

@@ -13,7 +13,8 @@ use support::{As, TestGateway};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_dropped_midway_leave_every_record_indexed_and_chained() {
-    let gateway = TestGateway::start().await;
+    // 320 requests from one member: past the default budget of recorded steps a minute.
+    let gateway = TestGateway::start_with(|config| config.quotas.custody_records_per_minute = 10_000).await;
     let (account, session) = gateway.person("prosecutor", "IT").await;
     gateway.case("c1").await;
     gateway.member("c1", &account, "prosecutor").await;

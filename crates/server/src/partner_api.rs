@@ -1,0 +1,362 @@
+//! Requests between partner gateways ([`custodia_partners`]): the registry of partners this gateway pins
+//! (`CUSTODIA_PARTNERS`), its own key for signing requests to them, the card it publishes for them to pin, and
+//! [`FromPartner`], the check every request from a partner passes before anything reads it
+//! ([`custodia_partners::request::authenticate`]): a body within [`PARTNER_BODY_LIMIT`] that matches its
+//! `Content-Digest` (RFC 9530), an RFC 9421 signature by the key pinned for the partner it names, made within
+//! 300 s, a `Date` within 300 s, and a nonce not seen in that time. A refusal is answered 401 (400 for a body
+//! that does not match its digest, 503 while the replay window is full) and logged by its kind and the partner
+//! named, never by address; each kind is counted for operators.
+//!
+//! Routes: `GET /partner/v1/card` (this gateway's card, for partners' registries) and `POST /partner/v1/handshake`
+//! (a partner's signed request, answered with the entry pinned for it and this gateway's card: `custodia partners
+//! check` proves with it, before any evidence moves, that both sides pin each other's keys as they are).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use custodia_core::Sha256;
+use custodia_partners::replay::ReplayWindow;
+use custodia_partners::request::{Presented, REPLAY_WINDOW_NONCES, Refused};
+use custodia_partners::{Partner, Registry};
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::api::AppState;
+use crate::clock::Clock;
+use crate::problem::Problem;
+
+/// The largest body of a request from a partner: control messages (a handshake, receipts, requests to widen use
+/// and their decisions) are a few KiB.
+pub const PARTNER_BODY_LIMIT: usize = 64 * 1024;
+
+/// This gateway among its partners: who it pins, how it signs, and what it has refused.
+pub struct Partnering {
+    registry: Registry,
+    card: Card,
+    key: SigningKey,
+    replay: Mutex<ReplayWindow>,
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Partnering {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partnering").field("card", &self.card).field("registry", &self.registry).finish_non_exhaustive()
+    }
+}
+
+/// What a gateway publishes for its partners to pin: its entry, as their registries list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    /// Its name among its partners: the `keyid` of its requests' signatures.
+    pub name: String,
+    pub jurisdiction: String,
+    pub base_url: String,
+    pub log_vkey: String,
+    pub witness_vkey: String,
+    /// The base64 of the Ed25519 public key that signs its requests.
+    pub request_key: String,
+}
+
+impl Card {
+    /// `partner` as a registry pins it.
+    pub fn of(partner: &Partner) -> Self {
+        Self {
+            name: partner.name.clone(),
+            jurisdiction: partner.jurisdiction.clone(),
+            base_url: partner.base_url.clone(),
+            log_vkey: partner.log_vkey.clone(),
+            witness_vkey: partner.witness_vkey.clone(),
+            request_key: base64::engine::general_purpose::STANDARD.encode(partner.request_key.as_bytes()),
+        }
+    }
+}
+
+/// The answer to a handshake: the partner as this gateway pins it, and this gateway's own card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handshake {
+    pub pinned: Card,
+    pub card: Card,
+}
+
+impl Partnering {
+    /// Partners as `registry` pins them; this gateway's `card`, whose request key is `key`'s.
+    pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
+        Self {
+            registry,
+            card,
+            key,
+            replay: Mutex::new(ReplayWindow::new(REPLAY_WINDOW_NONCES)),
+            refused: Mutex::default(),
+            clock,
+        }
+    }
+
+    pub fn card(&self) -> &Card {
+        &self.card
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Refusals of partner requests since start, by kind ([`Refused::kind`]).
+    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
+        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The headers that sign a request to a partner: `method` on `path` with a body whose SHA-256 is `body_sha256`.
+    pub fn sign(&self, method: &str, path: &str, body_sha256: &Sha256) -> [(&'static str, String); 4] {
+        let mut random = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
+        let nonce = custodia_partners::signature::new_nonce(random);
+        custodia_partners::request::sign(
+            method,
+            path,
+            body_sha256,
+            &self.key,
+            &self.card.name,
+            nonce,
+            self.clock.unix_seconds(),
+        )
+    }
+
+    /// The partner that sent `request` with `body`, or why it is refused (counted, and logged by kind).
+    fn authenticate(&self, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
+        let now = self.clock.unix_seconds();
+        let mut replay = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let checked =
+            custodia_partners::request::authenticate(&self.registry, &mut replay, request, &Sha256::of(body), now);
+        drop(replay);
+        match checked {
+            Ok(partner) => Ok(partner.clone()),
+            Err(refused) => {
+                let kind = refused.kind();
+                *self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(kind).or_insert(0) += 1;
+                let named = match &refused {
+                    Refused::Signature(_) | Refused::Replay(_) => request
+                        .signature_input
+                        .zip(request.signature)
+                        .and_then(|(input, signature)| custodia_partners::signature::parse(input, signature).ok())
+                        .map(|signature| signature.params.keyid)
+                        .filter(|keyid| self.registry.partner(keyid).is_some()),
+                    _ => None,
+                };
+                tracing::warn!(kind, partner = named.as_deref().unwrap_or("-"), "refused a partner request");
+                Err(refused)
+            }
+        }
+    }
+}
+
+/// A request a partner signed, checked ([`Partnering`]), with its body.
+#[derive(Debug)]
+pub struct FromPartner {
+    pub partner: Partner,
+    pub body: Bytes,
+}
+
+impl FromRequest<AppState> for FromPartner {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Problem> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, PARTNER_BODY_LIMIT).await.map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Body too large",
+                format!("a request from a partner gateway has at most {PARTNER_BODY_LIMIT} bytes"),
+            )
+        })?;
+        let header = |name: &str| parts.headers.get(name).and_then(|value| value.to_str().ok());
+        let presented = Presented {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            content_digest: header("content-digest"),
+            date: header("date"),
+            signature_input: header("signature-input"),
+            signature: header("signature"),
+        };
+        let partner = state.partnering.authenticate(&presented, &body).map_err(refusal)?;
+        Ok(Self { partner, body })
+    }
+}
+
+/// The problem a refused partner request is answered with.
+fn refusal(refused: Refused) -> Problem {
+    match refused {
+        Refused::Digest(err) => {
+            Problem::new(StatusCode::BAD_REQUEST, "digest-mismatch", "Digest mismatch", err.to_string())
+        }
+        Refused::Replay(err @ custodia_partners::replay::ReplayError::Full(_)) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", err.to_string()).with_retry_after(5)
+        }
+        other => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "partner-unauthenticated",
+            "Not a signed request from a partner",
+            other.to_string(),
+        ),
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/partner/v1/card", get(card)).route("/partner/v1/handshake", post(handshake)).with_state(state)
+}
+
+async fn card(State(state): State<AppState>) -> Json<Card> {
+    Json(state.partnering.card().clone())
+}
+
+/// A partner's signed handshake, whose body is the sender's own card: answered with the entry pinned here for it
+/// and this gateway's card, so that the sender sees both ways whether the two sides pin each other as they are
+/// (`custodia partners check`), before any evidence moves. A card that differs from the pinned entry is logged.
+async fn handshake(State(state): State<AppState>, request: FromPartner) -> Result<Json<Handshake>, Problem> {
+    let pinned = Card::of(&request.partner);
+    let theirs: Card = serde_json::from_slice(&request.body)
+        .map_err(|err| Problem::bad_request(format!("the body is the sender's partner card: {err}")))?;
+    if theirs != pinned {
+        tracing::warn!(partner = %pinned.name, "a partner's card differs from the entry pinned for it");
+    }
+    Ok(Json(Handshake { pinned, card: state.partnering.card().clone() }))
+}
+
+/// This gateway's card and request key for `config` (every key made on first use), and the registry of its
+/// partners.
+pub fn open_for(config: &crate::config::ServeConfig, clock: Clock) -> anyhow::Result<Partnering> {
+    use anyhow::Context as _;
+    let registry = match &config.partners.registry_file {
+        None => Registry::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the partner registry {}", path.display()))?;
+            Registry::parse(&text).with_context(|| format!("the partner registry {}", path.display()))?
+        }
+    };
+    let (card, key) = card_for(config)?;
+    if let Some(itself) = registry.partner(&card.name) {
+        anyhow::bail!("the partner registry lists this gateway's own name ({:?}) as a partner", itself.name);
+    }
+    tracing::info!(name = %card.name, partners = registry.partners().len(), "partner gateways");
+    Ok(Partnering::new(registry, card, key, clock))
+}
+
+/// This gateway's card for `config`, and the key that signs its requests (made on first use, like every key it
+/// names).
+pub fn card_for(config: &crate::config::ServeConfig) -> anyhow::Result<(Card, SigningKey)> {
+    use anyhow::Context as _;
+    let gateway = &config.gateway;
+    let host = gateway.origin.split('/').next().unwrap_or(&gateway.origin).to_owned();
+    let (log_key, _) = crate::keys::load_or_create(&gateway.key_file(), &gateway.origin)?;
+    let witness = crate::witness_api::witness_key(config)?;
+    let (seed, created) = crate::keys::load_or_create_secret(&gateway.partner_request_key_file())?;
+    if created {
+        let path = crate::config::absolute(&gateway.partner_request_key_file());
+        tracing::info!(key = %path.display(), "made a new key for requests to partner gateways");
+    }
+    let key = SigningKey::from_bytes(&seed);
+    let partners = &config.partners;
+    let card = Card {
+        name: partners.partner_name.clone().unwrap_or_else(|| host.clone()),
+        jurisdiction: partners.jurisdiction.clone(),
+        base_url: partners.public_url.clone().unwrap_or_else(|| format!("https://{host}")),
+        log_vkey: log_key.verifier().to_string(),
+        witness_vkey: witness.verifier().to_string(),
+        request_key: base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes()),
+    };
+    // The card must be one a partner's registry accepts.
+    let entry = serde_json::json!({ "partners": [card] }).to_string();
+    Registry::parse(&entry).context("this gateway's own partner card (CUSTODIA_PARTNER_NAME, CUSTODIA_PUBLIC_URL)")?;
+    Ok((card, key))
+}
+
+/// What a handshake with one partner showed ([`check_partners`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandshakeOutcome {
+    /// Each side pins the other as it is.
+    Pinned,
+    /// The partner answered, but one side pins the other differently: what differs, by field.
+    Differs(Vec<String>),
+    /// The partner refused the signed request, or could not be reached: why.
+    Failed(String),
+}
+
+/// Sends a signed handshake to every partner in the registry and compares, both ways, what each side pins: the
+/// partner's entry for this gateway against this gateway's card, and the partner's card against its entry here.
+/// One outcome per partner, in the registry's order.
+pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duration) -> Vec<(String, HandshakeOutcome)> {
+    let client = match reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("custodia/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            let failed = HandshakeOutcome::Failed(format!("no HTTP client: {err}"));
+            return partnering.registry.partners().iter().map(|p| (p.name.clone(), failed.clone())).collect();
+        }
+    };
+    let mut outcomes = Vec::new();
+    for partner in partnering.registry.partners() {
+        outcomes.push((partner.name.clone(), handshake_with(partnering, &client, partner).await));
+    }
+    outcomes
+}
+
+async fn handshake_with(partnering: &Partnering, client: &reqwest::Client, partner: &Partner) -> HandshakeOutcome {
+    const PATH: &str = "/partner/v1/handshake";
+    let body = match serde_json::to_vec(partnering.card()) {
+        Ok(body) => body,
+        Err(err) => return HandshakeOutcome::Failed(err.to_string()),
+    };
+    let mut request = client.post(format!("{}{PATH}", partner.base_url)).header("content-type", "application/json");
+    for (name, value) in partnering.sign("POST", PATH, &Sha256::of(&body)) {
+        request = request.header(name, value);
+    }
+    let answer = match request.body(body).send().await {
+        Ok(answer) => answer,
+        Err(err) => return HandshakeOutcome::Failed(format!("could not reach {}: {err}", partner.base_url)),
+    };
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    if !status.is_success() {
+        let detail = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        return HandshakeOutcome::Failed(format!("answered {status}: {detail}"));
+    }
+    let Ok(handshake) = serde_json::from_str::<Handshake>(&text) else {
+        return HandshakeOutcome::Failed("the answer is not a handshake".into());
+    };
+    let mut differs = differences("it pins for us", &handshake.pinned, partnering.card());
+    differs.extend(differences("its card", &handshake.card, &Card::of(partner)));
+    if differs.is_empty() { HandshakeOutcome::Pinned } else { HandshakeOutcome::Differs(differs) }
+}
+
+/// The fields in which `seen` differs from `expected`, each named after `what`.
+fn differences(what: &str, seen: &Card, expected: &Card) -> Vec<String> {
+    let fields = [
+        ("name", &seen.name, &expected.name),
+        ("jurisdiction", &seen.jurisdiction, &expected.jurisdiction),
+        ("base_url", &seen.base_url, &expected.base_url),
+        ("log_vkey", &seen.log_vkey, &expected.log_vkey),
+        ("witness_vkey", &seen.witness_vkey, &expected.witness_vkey),
+        ("request_key", &seen.request_key, &expected.request_key),
+    ];
+    fields
+        .into_iter()
+        .filter(|(_, seen, expected)| seen != expected)
+        .map(|(field, seen, expected)| format!("{what}: {field} is {seen:?}, not {expected:?}"))
+        .collect()
+}

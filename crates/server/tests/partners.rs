@@ -2,7 +2,8 @@
 //! (`custodia partners card`), each registry lists the other's, and `custodia partners check` finds both sides
 //! pinned as they are. Then signed requests are played against one of them as an attacker would: a replay, no
 //! signature, a partner it does not pin, a body changed in transit, a stale date, a forged key, a path changed.
-//! Each is refused with its own answer and counted by kind; none of them is let through.
+//! Each is refused with its own answer and counted by kind; none of them is let through. A request signed by
+//! pyauth's `http-message-signatures` (an implementation none of us wrote) passes the same check.
 
 mod support;
 
@@ -92,6 +93,23 @@ fn signed(path: &str, body: &[u8], key: &SigningKey, keyid: &str, nonce: &str, a
     custodia_partners::request::sign("POST", path, &Sha256::of(body), key, keyid, nonce.into(), at).to_vec()
 }
 
+/// pyauth's signer, run by the peer script the partners crate's own interoperability test uses.
+fn python_signed(job: &Value) -> Value {
+    use std::io::Write as _;
+    const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../partners/tests/peers/httpsig_peer.py");
+    let mut child = std::process::Command::new("python3")
+        .args([PEER, "sign"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (./x test installs http-message-signatures from tests/requirements.txt)");
+    child.stdin.take().unwrap().write_all(job.to_string().as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "python could not sign: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
@@ -157,6 +175,32 @@ async fn partners_pin_each_other_and_every_unsigned_replayed_or_forged_request_i
     // The request that was never accepted can still be sent once, untouched: refusals take no nonce's place.
     let untouched = send(tunisia.port, HANDSHAKE, &fresh, &body).await;
     assert_eq!(untouched.status, 200, "{}", untouched.text());
+
+    // A request signed by an implementation none of us wrote (pyauth's http-message-signatures, with Italy's
+    // key) is accepted as it stands; the same one again is a replay.
+    let date = custodia_partners::signature::http_date(now());
+    let job = serde_json::json!({
+        "method": "POST", "url": format!("http://127.0.0.1:{}{HANDSHAKE}", tunisia.port), "date": date,
+        "body": base64::engine::general_purpose::STANDARD.encode(&body),
+        "private_key": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_bytes()),
+        "keyid": "it-catania", "nonce": "signed-in-python", "created": now(),
+    });
+    let python = python_signed(&job);
+    let text = |name: &str| python[name].as_str().unwrap().to_owned();
+    let headers = vec![
+        ("date", date.clone()),
+        ("content-digest", text("content_digest")),
+        ("signature-input", text("signature_input")),
+        ("signature", text("signature")),
+    ];
+    let accepted = send(tunisia.port, HANDSHAKE, &headers, &body).await;
+    assert_eq!(accepted.status, 200, "a request python signed: {}", accepted.text());
+    refused(
+        &send(tunisia.port, HANDSHAKE, &headers, &body).await,
+        401,
+        "partner-unauthenticated",
+        "python's, replayed",
+    );
 
     // The operator log names each refusal's kind and the partner named, never an address.
     let log = std::fs::read_to_string(tunisia.data.path().join("gateway-stderr.log")).unwrap();

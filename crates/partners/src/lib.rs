@@ -6,12 +6,13 @@
 
 pub mod digest;
 pub mod evidence;
+pub mod pinned;
 pub mod registry;
 pub mod replay;
 pub mod request;
 pub mod signature;
 
-pub use registry::{Partner, Registry, RegistryError};
+pub use registry::{Card, Partner, Registry, RegistryError};
 
 /// A structured-field dictionary serialized (RFC 9651 section 4.1); an empty one is never serialized here.
 fn serialized(dictionary: &sfv::Dictionary) -> String {

@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use ed25519_dalek::VerifyingKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The longest partner name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -49,6 +49,35 @@ pub struct Partner {
 impl std::fmt::Debug for Partner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partner").field("name", &self.name).field("jurisdiction", &self.jurisdiction).finish()
+    }
+}
+
+/// A partner as a registry lists it: what a gateway publishes for its partners to pin, field for field the
+/// registry file's entry (the request key in base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Card {
+    /// Its name among its partners: the `keyid` of its requests' signatures.
+    pub name: String,
+    pub jurisdiction: String,
+    pub base_url: String,
+    pub log_vkey: String,
+    pub witness_vkey: String,
+    /// The base64 of the Ed25519 public key that signs its requests.
+    pub request_key: String,
+}
+
+impl Card {
+    /// `partner` as a registry lists it.
+    pub fn of(partner: &Partner) -> Self {
+        Self {
+            name: partner.name.clone(),
+            jurisdiction: partner.jurisdiction.clone(),
+            base_url: partner.base_url.clone(),
+            log_vkey: partner.log_vkey.clone(),
+            witness_vkey: partner.witness_vkey.clone(),
+            request_key: base64::engine::general_purpose::STANDARD.encode(partner.request_key.as_bytes()),
+        }
     }
 }
 
@@ -140,6 +169,15 @@ impl Registry {
     /// Every partner, in the file's order.
     pub fn partners(&self) -> &[Partner] {
         &self.partners
+    }
+
+    /// The registry as pinned, whatever the file's order and spacing: RFC 8785 canonical JSON of the partners'
+    /// cards, by name. Two registries pin the same partners the same way exactly when these are equal.
+    pub fn canonical(&self) -> String {
+        let mut cards: Vec<Card> = self.partners.iter().map(Card::of).collect();
+        cards.sort_by(|a, b| a.name.cmp(&b.name));
+        let bytes = custodia_core::to_canonical_vec(&cards).unwrap_or_default();
+        String::from_utf8(bytes).unwrap_or_default()
     }
 }
 

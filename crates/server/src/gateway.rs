@@ -479,8 +479,11 @@ impl Gateway {
         let mut caught_up = 0;
         for index in (from..size).filter(|index| !indexed.contains(index)) {
             let entry = self.log.storage().entry(index, size).await?;
-            if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok() {
-                // The log's own timestamps (crate::timestamping) belong to no case.
+            if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok()
+                || custodia_partners::pinned::PartnersPinned::from_entry(&entry).is_ok()
+            {
+                // The log's own timestamps (crate::timestamping) and the partners it pinned
+                // (crate::partner_api::pin_registry) belong to no case.
                 self.catalog.index_custody(index as i64, "", None, &entry).await?;
                 caught_up += 1;
                 continue;

@@ -373,12 +373,15 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
         }
         _ => None,
     };
-    // Every entry is a custody record, or one of the log's own timestamps (crate::timestamping).
+    // Every entry is a custody record, one of the log's own timestamps (crate::timestamping), or a registry of
+    // partners pinned (crate::partner_api).
     let check_record = |_index: u64, entry: &[u8]| {
         CustodyRecord::from_entry(entry)
             .map(drop)
             .or_else(|record_error| {
-                custodia_timestamp::CheckpointTimestamp::from_entry(entry).map(drop).map_err(|_| record_error)
+                let own = custodia_timestamp::CheckpointTimestamp::from_entry(entry).is_ok()
+                    || custodia_partners::pinned::PartnersPinned::from_entry(entry).is_ok();
+                if own { Ok(()) } else { Err(record_error) }
             })
             .map_err(|e| e.to_string())
     };
@@ -389,7 +392,7 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
     say(&format!("OK: log {origin}"));
     say(&format!("  checkpoint: {size} entries, root {root}, signed by {verifier}"));
     say(&format!(
-        "  every entry is a canonical custody record or checkpoint timestamp; {} hash tiles match",
+        "  every entry is a canonical custody record, checkpoint timestamp or partners pinned; {} hash tiles match",
         report.hash_tiles_checked
     ));
     if let Some(previous) = report.extends {

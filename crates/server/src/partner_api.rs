@@ -23,9 +23,11 @@ use base64::Engine as _;
 use custodia_core::Sha256;
 use custodia_partners::replay::ReplayWindow;
 use custodia_partners::request::{Presented, REPLAY_WINDOW_NONCES, Refused};
-use custodia_partners::{Partner, Registry};
+use custodia_partners::{Card, Partner, Registry};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
+
+use crate::gateway::Gateway;
 
 use crate::api::AppState;
 use crate::clock::Clock;
@@ -48,34 +50,6 @@ pub struct Partnering {
 impl std::fmt::Debug for Partnering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Partnering").field("card", &self.card).field("registry", &self.registry).finish_non_exhaustive()
-    }
-}
-
-/// What a gateway publishes for its partners to pin: its entry, as their registries list it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Card {
-    /// Its name among its partners: the `keyid` of its requests' signatures.
-    pub name: String,
-    pub jurisdiction: String,
-    pub base_url: String,
-    pub log_vkey: String,
-    pub witness_vkey: String,
-    /// The base64 of the Ed25519 public key that signs its requests.
-    pub request_key: String,
-}
-
-impl Card {
-    /// `partner` as a registry pins it.
-    pub fn of(partner: &Partner) -> Self {
-        Self {
-            name: partner.name.clone(),
-            jurisdiction: partner.jurisdiction.clone(),
-            base_url: partner.base_url.clone(),
-            log_vkey: partner.log_vkey.clone(),
-            witness_vkey: partner.witness_vkey.clone(),
-            request_key: base64::engine::general_purpose::STANDARD.encode(partner.request_key.as_bytes()),
-        }
     }
 }
 
@@ -359,4 +333,49 @@ fn differences(what: &str, seen: &Card, expected: &Card) -> Vec<String> {
         .filter(|(_, seen, expected)| seen != expected)
         .map(|(field, seen, expected)| format!("{what}: {field} is {seen:?}, not {expected:?}"))
         .collect()
+}
+
+/// Puts the registry on the record if it differs from the one last pinned ([`custodia_partners::pinned`]): a
+/// `partners_pinned` entry whose commitment opens to the registry's canonical form, kept with the other openings.
+/// A gateway that never had partners records nothing. The ledger index of the new entry, if one was made.
+pub async fn pin_registry(gateway: &Gateway, registry: &Registry) -> anyhow::Result<Option<u64>> {
+    use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
+    let canonical = registry.canonical();
+    let last = last_pinned(gateway).await?;
+    if last.as_deref() == Some(canonical.as_str()) || (last.is_none() && registry.partners().is_empty()) {
+        return Ok(None);
+    }
+    let mut openings = custodia_core::Openings::default();
+    let commitment = openings.commit(REGISTRY_FIELD, crate::gateway::fresh_salt(), canonical);
+    let entry = PartnersPinned { at: gateway.now(), registry: commitment }.to_entry()?;
+    let openings = String::from_utf8(openings.to_canonical())?;
+    // The opening is kept before the entry is appended, as for every custody record.
+    gateway.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings).await?;
+    let index = gateway.log.append(entry.clone()).await?;
+    // Indexed under no case: it is the gateway's own entry. A failure here is caught up at the next start.
+    gateway.catalog.index_custody(index as i64, "", None, &entry).await?;
+    tracing::info!(index, partners = registry.partners().len(), "the partner registry changed; pinned on the record");
+    Ok(Some(index))
+}
+
+/// The canonical registry the newest `partners_pinned` entry opens to, if there is one.
+async fn last_pinned(gateway: &Gateway) -> anyhow::Result<Option<String>> {
+    use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
+    const PAGE: i64 = 256;
+    let mut to = i64::try_from(gateway.log.checkpoint().checkpoint.size)?;
+    loop {
+        let entries = gateway.catalog.caseless_entries_newest_first(0, to, PAGE).await?;
+        for (index, entry) in &entries {
+            if PartnersPinned::from_entry(entry).is_ok() {
+                let openings = gateway.openings_of(entry).await?;
+                let opened = openings.text(REGISTRY_FIELD).map(str::to_owned);
+                anyhow::ensure!(opened.is_some(), "ledger entry {index}: the pinned registry's opening is missing");
+                return Ok(opened);
+            }
+        }
+        match entries.last() {
+            Some((oldest, _)) if entries.len() as i64 == PAGE => to = *oldest,
+            _ => return Ok(None),
+        }
+    }
 }

@@ -77,6 +77,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
     }
+    crate::partner_api::pin_registry(&gateway, partnering.registry()).await?;
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
         tokio::spawn(Arc::new(timestamper).run(gateway.log.clone(), Some(gateway.catalog.clone())));

@@ -1,9 +1,10 @@
 //! Two gateways on loopback that pin each other as partners (issue 14): each prints its card
 //! (`custodia partners card`), each registry lists the other's, and `custodia partners check` finds both sides
-//! pinned as they are. Then signed requests are played against one of them as an attacker would: a replay, no
-//! signature, a partner it does not pin, a body changed in transit, a stale date, a forged key, a path changed.
-//! Each is refused with its own answer and counted by kind; none of them is let through. A request signed by
-//! pyauth's `http-message-signatures` (an implementation none of us wrote) passes the same check.
+//! pinned as they are; each registry is on the record once, and again only when it changes. Then signed requests
+//! are played against one of them as an attacker would: a replay, no signature, a partner it does not pin, a body
+//! changed in transit, a stale date, a forged key, a path changed. Each is refused with its own answer and counted
+//! by kind; none of them is let through. A request signed by pyauth's `http-message-signatures` (an implementation
+//! none of us wrote) passes the same check.
 
 mod support;
 
@@ -93,6 +94,12 @@ fn signed(path: &str, body: &[u8], key: &SigningKey, keyid: &str, nonce: &str, a
     custodia_partners::request::sign("POST", path, &Sha256::of(body), key, keyid, nonce.into(), at).to_vec()
 }
 
+/// The `partners_pinned` entries of the log a gateway on `port` serves.
+async fn pinned_entries(port: u16) -> Vec<Value> {
+    let records = support::served_records(port).await;
+    records.into_iter().filter(|record| record["type"] == "partners_pinned").collect()
+}
+
 /// pyauth's signer, run by the peer script the partners crate's own interoperability test uses.
 fn python_signed(job: &Value) -> Value {
     use std::io::Write as _;
@@ -122,7 +129,12 @@ async fn partners_pin_each_other_and_every_unsigned_replayed_or_forged_request_i
     assert_eq!(italy.card(), italy_card, "the card is kept, keys and all");
     let italy_registry = italy.registry("partners.json", &[&tunisia_card]);
     let tunisia_registry = tunisia.registry("partners.json", &[&italy_card]);
-    let (_italy, _tunisia) = (italy.serve(&italy_registry), tunisia.serve(&tunisia_registry));
+    let (_italy, mut tunisia_process) = (italy.serve(&italy_registry), tunisia.serve(&tunisia_registry));
+    // Each pinned its registry on the record, as a commitment that names no partner.
+    let pinned = pinned_entries(tunisia.port).await;
+    assert_eq!(pinned.len(), 1, "{pinned:?}");
+    let entry = pinned[0].to_string();
+    assert!(!entry.contains("it-catania") && !entry.contains("IT") && !entry.contains("127.0.0.1"), "{entry}");
 
     // Each side's check: both pin each other as they are.
     let (ok, said) = italy.cli("check", Some(&italy_registry));
@@ -202,8 +214,35 @@ async fn partners_pin_each_other_and_every_unsigned_replayed_or_forged_request_i
         "python's, replayed",
     );
 
-    // The operator log names each refusal's kind and the partner named, never an address.
+    // Restarted with the same partners, listed in another order and spacing: nothing new on the record. With a
+    // partner's URL changed: a new entry.
     let log = std::fs::read_to_string(tunisia.data.path().join("gateway-stderr.log")).unwrap();
+    tunisia_process.stop();
+    let respaced = tunisia.data.path().join("respaced.json");
+    std::fs::write(&respaced, serde_json::to_string_pretty(&serde_json::json!({ "partners": [&italy_card] })).unwrap())
+        .unwrap();
+    tunisia_process = tunisia.serve(&respaced);
+    assert_eq!(pinned_entries(tunisia.port).await.len(), 1, "the same registry is not pinned again");
+    tunisia_process.stop();
+    let mut moved = italy_card.clone();
+    moved["base_url"] = Value::from("http://127.0.0.1:9");
+    let _tunisia = tunisia.serve(&tunisia.registry("moved.json", &[&moved]));
+    assert_eq!(pinned_entries(tunisia.port).await.len(), 2, "a partner's new URL is on the record");
+    // An auditor's check of the whole log reads them as the log's own entries.
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["log", "verify"])
+        .arg(tunisia.data.path().join("log"))
+        .args(["--key", tunisia_card["log_vkey"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success() && said.contains("partners pinned"),
+        "{said}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+
+    // The operator log names each refusal's kind and the partner named, never an address.
     let refusals: Vec<&str> = log.lines().filter(|line| line.contains("refused a partner request")).collect();
     for kind in ["replayed", "unsigned", "unknown-partner", "digest", "stale", "forged"] {
         assert!(refusals.iter().any(|line| line.contains(&format!("kind=\"{kind}\""))), "{kind}: {refusals:#?}");

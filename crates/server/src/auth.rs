@@ -906,15 +906,29 @@ pub fn session_secret(parts: &Parts, https: bool) -> Option<String> {
 
 /// A cookie rides along on any request the browser sends, whoever's page made it. So an unsafe request
 /// authenticated by the cookie must say it comes from our own pages: `Sec-Fetch-Site: same-origin`, or, from a
-/// browser that does not send that, an `Origin` equal to ours. A request that says neither is refused too.
+/// browser that does not send that, an `Origin` equal to ours. A request that says neither is refused too, and so
+/// is one that sends either header twice. Both are set by the browser, never by a page: where `Sec-Fetch-Site`
+/// says same-origin, the browser has compared the origins itself (behind a proxy that rewrites `Host`, the
+/// `Origin` would not match ours).
 pub fn same_origin(parts: &Parts, https: bool) -> bool {
     if parts.method.is_safe() {
         return true;
     }
-    if let Some(site) = parts.headers.get("sec-fetch-site") {
-        return site.as_bytes().eq_ignore_ascii_case(b"same-origin");
+    let mut sites = parts.headers.get_all("sec-fetch-site").iter();
+    let mut origins = parts.headers.get_all(header::ORIGIN).iter();
+    let (site, origin) = (sites.next(), origins.next());
+    if sites.next().is_some() || origins.next().is_some() {
+        return false;
     }
-    let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return false };
+    match (site, origin) {
+        (Some(site), _) => site.as_bytes().eq_ignore_ascii_case(b"same-origin"),
+        (None, Some(origin)) => origin.to_str().is_ok_and(|origin| origin_is_ours(parts, origin, https)),
+        (None, None) => false,
+    }
+}
+
+/// Whether `origin` is this gateway's, as the request addressed it.
+fn origin_is_ours(parts: &Parts, origin: &str, https: bool) -> bool {
     let host =
         parts.headers.get(header::HOST).and_then(|v| v.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str()));
     let scheme = if https { "https://" } else { "http://" };
@@ -969,6 +983,30 @@ mod tests {
 
     /// A new password's hash is a standard argon2id PHC string (the argon2 crate's own verifier accepts it), and
     /// the check the gateway uses accepts the password and refuses another.
+    /// A cookie-authenticated unsafe request must come from our pages by the browser's own word; a request that
+    /// sends either header twice is refused whatever they say.
+    #[test]
+    fn cross_site_requests_are_told_apart_by_what_the_browser_says() {
+        let parts = |headers: &[(&str, &str)]| {
+            let mut request = axum::http::Request::builder().method("POST").uri("/api/v1/cases").header("host", "gw");
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            request.body(()).unwrap().into_parts().0
+        };
+        let allowed = |headers: &[(&str, &str)]| same_origin(&parts(headers), false);
+        assert!(allowed(&[("sec-fetch-site", "same-origin")]));
+        assert!(allowed(&[("origin", "http://gw")]));
+        assert!(!allowed(&[]), "nothing said");
+        assert!(!allowed(&[("sec-fetch-site", "cross-site"), ("origin", "http://gw")]));
+        assert!(!allowed(&[("origin", "https://evil.example")]));
+        assert!(!allowed(&[("origin", "http://gw"), ("origin", "https://evil.example")]), "Origin twice");
+        assert!(!allowed(&[("sec-fetch-site", "same-origin"), ("sec-fetch-site", "cross-site")]), "twice");
+        let mut get = parts(&[]);
+        get.method = axum::http::Method::GET;
+        assert!(same_origin(&get, false), "a safe method changes nothing");
+    }
+
     #[test]
     fn a_new_password_hash_is_standard_argon2id_and_checks() {
         use argon2::password_hash::PasswordVerifier as _;

@@ -61,6 +61,14 @@ impl Budget {
 
     /// Takes one attempt from `key`'s budget: `Ok` if there was one, else how long until there is.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_many(key, 1)
+    }
+
+    /// Takes `count` attempts at once from `key`'s budget, or its whole burst if `count` is more: `Ok` if they
+    /// were there, else how long until they are. A step that makes many records at once (a case export) waits for
+    /// as many, so that repeating it makes no more records a minute than the budget, or than one such step.
+    pub fn take_many(&self, key: &str, count: u64) -> Result<(), Duration> {
+        let wanted = (count.max(1) as f64).min(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
@@ -69,11 +77,11 @@ impl Budget {
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: self.burst, at: now });
         bucket.tokens = self.refilled(bucket, now);
         bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= wanted {
+            bucket.tokens -= wanted;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64((wanted - bucket.tokens) / self.per_second))
         }
     }
 
@@ -227,9 +235,10 @@ impl Drop for DirectUpload {
 /// its own beside the sending, [`crate::api`]), per account and in all. A client that reads slowly holds its
 /// place, with its buffers, for as long as it reads: without these, members reading a few hundred answers a byte
 /// at a time took the gateway from 150 MB to 1.5 GB. And so that a few members reading slowly (but never stalling,
-/// which [`crate::listen`] cuts off) cannot hold every place: when all are held, the slowest reader going below
-/// [`SLOWEST_KEPT_PACE`] over the last [`PACE_WINDOW`] or two gives its place to the newcomer, and its
-/// connection is closed.
+/// which [`crate::listen`] cuts off) cannot hold every place: when all are held, a newcomer takes the place of the
+/// slowest stream of an account holding at least two more than the newcomer's (the places are shared out evenly),
+/// or else of the slowest reader going below [`SLOWEST_KEPT_PACE`] over the last [`PACE_WINDOW`] or two; that
+/// stream's connection is closed.
 #[derive(Debug, Default)]
 pub struct Outflow {
     state: Arc<Mutex<OutflowState>>,
@@ -249,8 +258,13 @@ struct OutflowState {
 pub const SLOWEST_KEPT_PACE: u64 = 32 * 1024;
 
 /// The pace of a stream is measured over the last window of this length and the one under way; a stream younger
-/// than one window keeps its place.
+/// than one window, over its life so far.
 pub const PACE_WINDOW: Duration = Duration::from_secs(15);
+
+/// A stream younger than this keeps its place whatever its pace: a new download's first bytes fill the buffers on
+/// the way and tell nothing yet. Short, so that readers who open new streams as the old ones are measured (a
+/// review held every place so, reopening each 25 s) are measured too.
+pub const PACE_UNMEASURED: Duration = Duration::from_secs(5);
 
 /// What leaves: a download or an artefact's bundle, or a case's bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,10 +323,13 @@ impl Outflow {
             ));
         }
         if state.leaving.get(&stream).map_or(0, HashMap::len) >= stream.in_all() {
-            let Some(slowest) = state.slowest_below_the_pace(stream, now) else {
+            let held = state.by_account.get(&key).copied().unwrap_or(0);
+            let Some(taken) =
+                state.fair_share_over(stream, held, now).or_else(|| state.slowest_below_the_pace(stream, now))
+            else {
                 return Err(format!("the gateway is sending as many {of} as it can at once; try again shortly"));
             };
-            state.give_back(stream, slowest);
+            state.give_back(stream, taken);
         }
         *state.by_account.entry(key.clone()).or_insert(0) += 1;
         let id = state.next_id;
@@ -329,6 +346,23 @@ impl Outflow {
 }
 
 impl OutflowState {
+    /// When every place is held, a newcomer whose account holds `held` of them takes one from an account holding
+    /// at least two more: the places are shared out evenly among the accounts that want them, so a few accounts
+    /// (however they read) cannot keep a member with fewer out. Of those accounts' streams, the slowest goes (one
+    /// too young to measure counts as fast), and among equals the newest, which has sent least.
+    fn fair_share_over(&self, stream: Stream, held: usize, now: Instant) -> Option<u64> {
+        self.leaving
+            .get(&stream)?
+            .iter()
+            .filter(|(_, leaving)| self.by_account.get(&leaving.key).copied().unwrap_or(0) >= held + 2)
+            .map(|(id, leaving)| {
+                let pace = leaving.pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).per_second(now);
+                (pace.unwrap_or(u64::MAX), std::cmp::Reverse(*id))
+            })
+            .min()
+            .map(|(_, std::cmp::Reverse(id))| id)
+    }
+
     /// The id of the `stream` reading slowest, below [`SLOWEST_KEPT_PACE`], of those measured over a window.
     fn slowest_below_the_pace(&self, stream: Stream, now: Instant) -> Option<u64> {
         self.leaving
@@ -402,13 +436,16 @@ impl Pace {
         self.this_window += bytes;
     }
 
-    /// Bytes a second over the last window and the one under way; `None` while younger than a window.
+    /// Bytes a second over the last window and the one under way, or over its life while younger than a window;
+    /// `None` while younger than [`PACE_UNMEASURED`].
     fn per_second(&mut self, now: Instant) -> Option<u64> {
-        if now.saturating_duration_since(self.started) < PACE_WINDOW {
+        let age = now.saturating_duration_since(self.started);
+        if age < PACE_UNMEASURED {
             return None;
         }
         self.roll(now);
-        let over = PACE_WINDOW + now.saturating_duration_since(self.window_started);
+        let over =
+            if age < PACE_WINDOW { age } else { PACE_WINDOW + now.saturating_duration_since(self.window_started) };
         let bytes = u128::from(self.last_window + self.this_window);
         Some(u64::try_from(bytes * 1000 / over.as_millis().max(1)).unwrap_or(u64::MAX))
     }
@@ -477,16 +514,20 @@ mod tests {
         let others: Vec<Outflowing> = (0..Stream::Case.in_all() - mine.len())
             .map(|n| start(&format!("other-{n}"), Stream::Case).expect("room"))
             .collect();
-        assert!(start("b", Stream::Case).is_err(), "the gateway's case exports at once, all reading fast enough");
+        // Full: a newcomer takes a place of the account holding two more than it does, while there is one.
+        let newcomers: Vec<Outflowing> =
+            (0..Stream::Case.per_account()).filter_map(|n| start(&format!("b-{n}"), Stream::Case).ok()).collect();
+        assert_eq!(newcomers.len(), 2, "'a' held three, the others one: two went, until 'a' held one like everyone");
+        assert!(mine.iter().filter(|leaving| leaving.meter().sent(1).is_err()).count() == 2);
         drop(mine);
-        assert!(start("b", Stream::Case).is_ok(), "a place given back is taken again");
-        drop(others);
+        assert!(start("c", Stream::Case).is_ok(), "a place given back is taken again");
+        drop((others, newcomers));
         let state = outflow.state.lock().unwrap();
-        assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty));
+        assert!(state.by_account.values().all(|count| *count <= 1), "{state:?}");
     }
 
     /// With every place held, the slowest reader under the pace gives its place to a newcomer, and fails at its
-    /// next bytes; a reader above the pace, or one younger than a window, keeps its place.
+    /// next bytes; a reader above the pace, or one too young to tell, keeps its place.
     #[test]
     fn the_slowest_reader_under_the_pace_gives_its_place_when_all_are_held() {
         let outflow = Outflow::default();
@@ -508,7 +549,7 @@ mod tests {
             };
             leaving.leaving.pace.lock().unwrap().sent(per_second * window, began + Duration::from_secs(1));
         }
-        let young = began + PACE_WINDOW / 2;
+        let young = began + PACE_UNMEASURED / 2;
         assert!(outflow.start_at("newcomer", Stream::Case, None, young).is_err(), "nobody measured yet");
         let later = began + PACE_WINDOW + Duration::from_secs(1);
         let newcomer = outflow.start_at("newcomer", Stream::Case, None, later).expect("the slowest's place");
@@ -522,12 +563,39 @@ mod tests {
         assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty), "{state:?}");
     }
 
+    /// Accounts holding every place, however fast they read, give one to a member holding fewer: the slowest
+    /// stream of the accounts holding the most, and among equals the newest.
+    #[test]
+    fn places_are_shared_out_evenly_among_the_accounts_that_want_them() {
+        let outflow = Outflow::default();
+        let began = Instant::now();
+        let holders = Stream::Artefact.in_all() / Stream::Artefact.per_account();
+        let held: Vec<Outflowing> = (0..Stream::Artefact.in_all())
+            .map(|n| outflow.start_at(&format!("holder-{}", n % holders), Stream::Artefact, None, began).expect("room"))
+            .collect();
+        for (n, leaving) in held.iter().enumerate() {
+            let per_second = if n == 5 { SLOWEST_KEPT_PACE * 2 } else { SLOWEST_KEPT_PACE * 8 };
+            leaving.leaving.pace.lock().unwrap().sent(per_second * 20, began);
+        }
+        let later = began + PACE_WINDOW + Duration::from_secs(5);
+        let member = outflow.start_at("member", Stream::Artefact, None, later).expect("a place of its own");
+        assert!(held[5].meter().sent(1).is_err(), "the slowest of the holders' streams gave its place");
+        let second = outflow.start_at("member", Stream::Artefact, None, later).expect("a second: 1 against 16");
+        let newest = held.len() - 1;
+        assert!(held[newest].meter().sent(1).is_err(), "of equals, the newest");
+        assert!(held[..newest].iter().enumerate().filter(|(n, _)| *n != 5).all(|(_, l)| l.meter().sent(1).is_ok()));
+        drop((held, member, second));
+        let state = outflow.state.lock().unwrap();
+        assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty));
+    }
+
     #[test]
     fn a_pace_is_measured_over_the_last_window_and_the_one_under_way() {
         let began = Instant::now();
         let mut pace = Pace::new(began);
         pace.sent(15 * 1000, began);
-        assert_eq!(pace.per_second(began + Duration::from_secs(5)), None, "younger than a window");
+        assert_eq!(pace.per_second(began + Duration::from_secs(4)), None, "too young to tell");
+        assert_eq!(pace.per_second(began + Duration::from_secs(10)), Some(1500), "over its life so far");
         assert_eq!(pace.per_second(began + PACE_WINDOW), Some(1000));
         // A reader that stops: its pace falls as time passes, and is none once two windows have passed.
         assert_eq!(pace.per_second(began + PACE_WINDOW + PACE_WINDOW / 2), Some(666));
@@ -560,6 +628,17 @@ mod tests {
         drop(first);
         assert_eq!(quotas.direct_bytes("a"), 50);
         assert!(quotas.start_direct("a").is_some());
+    }
+
+    #[test]
+    fn a_step_of_many_records_waits_for_as_many_or_the_whole_burst() {
+        let budget = Budget::new(10, 10);
+        assert_eq!(budget.take_many("a", 4), Ok(()));
+        assert!(budget.take_many("a", 7).is_err(), "six left");
+        assert_eq!(budget.take_many("a", 6), Ok(()));
+        assert_eq!(budget.take_many("b", 500), Ok(()), "more than the burst takes the burst");
+        let wait = budget.take("b").unwrap_err();
+        assert!(wait > Duration::from_secs(5), "{wait:?}");
     }
 
     #[test]

@@ -448,9 +448,17 @@ impl Gateway {
     /// custody (an upload, a hearing's output, and the policy attached at ingest) is never refused its record: the
     /// upload budget bounds it.
     fn take_recorded_step(&self, caller: &Caller) -> Result<()> {
-        self.quotas.custody_records.take(&caller.account.id).map_err(|wait| GatewayError::TooManyAttempts {
-            what: "recorded steps",
-            retry_after_seconds: crate::budget::retry_after_seconds(wait),
+        self.take_recorded_steps(caller, 1)
+    }
+
+    /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
+    /// artefact and one for the export); at most the budget's whole burst.
+    fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
+        self.quotas.custody_records.take_many(&caller.account.id, records).map_err(|wait| {
+            GatewayError::TooManyAttempts {
+                what: "recorded steps",
+                retry_after_seconds: crate::budget::retry_after_seconds(wait),
+            }
         })
     }
 
@@ -1279,9 +1287,6 @@ impl Gateway {
         keep: impl Fn(&ArtefactRow) -> bool,
     ) -> Result<Vec<BundleSource>> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
-        // The export's record is made once its bundles are written ([`Self::record_case_export`]); its place in the
-        // caller's budget is taken now, before anything leaves.
-        self.take_recorded_step(caller)?;
         let mut rows: Vec<ArtefactRow> =
             self.catalog.artefacts_in_case(case.as_str()).await?.into_iter().filter(|row| keep(row)).collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1289,6 +1294,9 @@ impl Gateway {
         for row in &rows {
             self.check_export_of(caller, row, purpose).await?;
         }
+        // An export record for each artefact now, and the case export's once its bundles are written
+        // ([`Self::record_case_export`]): their places in the caller's budget are taken before anything leaves.
+        self.take_recorded_steps(caller, rows.len() as u64 + 1)?;
         let mut chains = Vec::with_capacity(rows.len());
         for row in rows {
             let (_, id) = ids(&row)?;

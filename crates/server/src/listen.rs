@@ -28,8 +28,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Request, header};
 use futures::StreamExt as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::places::Places;
@@ -258,19 +257,13 @@ pub async fn serve(
     let limits = Arc::new(limits);
     let budget = Arc::new(Places::new(limits.max_connections, limits.max_connections_per_peer));
     let descriptors = Descriptors::for_connections(limits.max_connections);
-    // One protocol per connection, known before the first byte: HTTP/1.1 in plain text, and over TLS what ALPN
-    // chose. (Guessing from the first bytes, as hyper-util's auto mode does, waits without a deadline for a client
-    // that sends nothing.)
-    let mut http1 = Builder::new(TokioExecutor::new()).http1_only();
-    http1.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    let mut http2 = Builder::new(TokioExecutor::new()).http2_only();
-    http2
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(64)
-        .keep_alive_interval(limits.header_read_timeout)
-        .keep_alive_timeout(limits.header_read_timeout);
-    let builders = Arc::new((http1, http2));
+    // HTTP/1.1 only, in plain text and over TLS (whose ALPN offers nothing else, crate::tls): one request at a time
+    // per connection, so that every budget here (places per network, bodies, answers leaving) counts what a client
+    // really holds. HTTP/2's streams would multiply each connection's place by a hundred (a review held 2.9 GB
+    // with partial bodies on plain-text HTTP/2 that hyper-util's auto mode served despite `http1_only`).
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    let http1 = Arc::new(http1);
     let (closing, _) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut refused: u64 = 0;
@@ -298,30 +291,48 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(UNSENT_AT_MOST);
         let activity = admitted.activity();
         let service =
             site_service(app.clone(), peer, tls.is_some(), limits.clone(), descriptors.clone(), activity.clone());
-        let builders = builders.clone();
+        let http1 = http1.clone();
         let tls = tls.clone();
         let closing = closing.subscribe();
         let header_read = limits.header_read_timeout;
         let write_stall = limits.body_idle_timeout;
         tokio::spawn(async move {
-            let (http1, http2) = &*builders;
-            let given_up = std::pin::pin!(admitted.given_up());
-            let mut taken_back = TakenBack { given_up, cut: admitted.cut(), activity };
-            match tls {
-                None => serve_connection(http1, stream, (header_read, write_stall), service, closing, taken_back).await,
+            let mut given_up = std::pin::pin!(admitted.given_up());
+            let (held, mut io_gone) = tokio::sync::oneshot::channel::<()>();
+            let served = match tls {
+                None => {
+                    let io = ClientIo::new(stream, write_stall, activity.clone(), held);
+                    let taken_back = TakenBack { given_up: given_up.as_mut(), cut: admitted.cut(), activity };
+                    serve_connection(&http1, io, header_read, service, closing, taken_back).await
+                }
                 Some(acceptor) => {
                     // A handshake whose place a newcomer takes back ends where it stands.
                     let accepted = tokio::select! {
                         accepted = tokio::time::timeout(header_read, acceptor.accept(stream)) => accepted,
-                        () = taken_back.given_up.as_mut() => return,
+                        () = given_up.as_mut() => return,
                     };
                     let Ok(Ok(stream)) = accepted else { return };
-                    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                    let builder = if h2 { http2 } else { http1 };
-                    serve_connection(builder, stream, (header_read, write_stall), service, closing, taken_back).await;
+                    let io = ClientIo::new(stream, write_stall, activity.clone(), held);
+                    let taken_back = TakenBack { given_up: given_up.as_mut(), cut: admitted.cut(), activity };
+                    serve_connection(&http1, io, header_read, service, closing, taken_back).await
+                }
+            };
+            // A connection whose IO lives on was upgraded (a hearing room's WebSocket): it keeps its place until
+            // the socket closes, and a place taken back, or one cut, closes the socket.
+            if matches!(io_gone.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)) {
+                served.upgraded.store(true, Ordering::Release);
+                let gone = tokio::select! {
+                    _ = &mut io_gone => true,
+                    () = given_up.as_mut() => false,
+                    () = admitted.cut() => false,
+                };
+                if !gone {
+                    served.close_now();
+                    let _ = io_gone.await;
                 }
             }
             // `admitted`, moved in here, gives its place back as the task ends.
@@ -352,22 +363,21 @@ struct TakenBack<G, C> {
 /// address whose connections weigh the most loses its idle ones, which its browsers open again, not a request, as
 /// long as lingering requests keep no newcomer out.
 async fn serve_connection<I, S>(
-    builder: &Builder<TokioExecutor>,
+    http1: &hyper::server::conn::http1::Builder,
     io: I,
-    (header_read, write_stall): (Duration, Duration),
+    header_read: Duration,
     service: S,
     mut closing: tokio::sync::watch::Receiver<bool>,
     taken_back: TakenBack<impl Future<Output = ()> + Unpin, impl Future<Output = ()>>,
-) where
+) -> Arc<crate::places::Activity>
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<hyper::body::Incoming>, Response = axum::response::Response, Error = Infallible>
-        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let io = StallLimited { io, limit: write_stall, stalled: None };
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let activity = taken_back.activity.clone();
     tokio::select! {
@@ -382,7 +392,7 @@ async fn serve_connection<I, S>(
             // Never answered and nothing in flight (a half-sent head, or nothing at all): closed at once. An
             // answered one shuts down gracefully too, since its last answer's bytes may still be leaving.
             if activity.is_half_open() {
-                return;
+                return activity;
             }
             connection.as_mut().graceful_shutdown();
             tokio::select! {
@@ -392,6 +402,7 @@ async fn serve_connection<I, S>(
             }
         }
     }
+    activity
 }
 
 /// Completes if `limit` passes with no request head come whole on the connection; otherwise never.
@@ -402,17 +413,50 @@ async fn never_asked(activity: &crate::places::Activity, limit: Duration) {
     }
 }
 
-/// A connection's IO whose writes wait for the client at most `limit` at a time: an answer (or a room socket's
-/// messages) that the client stops reading for that long fails the connection, which gives back its places (its
-/// connection, and its download's or export's among those leaving, [`crate::budget::Outflow`]). Downloads never
-/// read once held those places for good, and members' stalled downloads kept their colleagues' out.
-struct StallLimited<I> {
+/// A connection's IO, which outlives the HTTP connection when it is upgraded (a hearing room's WebSocket).
+///
+/// - Its writes wait for the client at most `limit` at a time: an answer (or a room socket's messages) that the
+///   client stops reading for that long fails the connection, which gives back its places (its connection, and
+///   its download's or export's among those leaving, [`crate::budget::Outflow`]). Downloads never read once held
+///   those places for good, and members' stalled downloads kept their colleagues' out. The kernel holds at most
+///   [`UNSENT_AT_MOST`] unsent bytes of it, so a client reading slowly is woken for often, and what it was sent is
+///   close to what it read.
+/// - It fails once [`crate::places::Activity::close_now`] is asked, reads and writes alike, also after an upgrade.
+/// - `held` is dropped with it: the listener's task for the connection then learns that the socket is gone, and
+///   only then gives its place back (an upgraded socket keeps its place; they once escaped every budget).
+struct ClientIo<I> {
     io: I,
     limit: Duration,
     stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    activity: Arc<crate::places::Activity>,
+    _held: tokio::sync::oneshot::Sender<()>,
 }
 
-impl<I> StallLimited<I> {
+/// Unsent bytes the kernel holds at most for one connection (`TCP_NOTSENT_LOWAT`): bytes in flight are not
+/// limited, so a fast link is as fast, but a client reading slowly finds no megabytes queued for it at the
+/// gateway, which measures its pace by what it hands the kernel.
+pub const UNSENT_AT_MOST: u32 = 128 * 1024;
+
+impl<I> ClientIo<I> {
+    fn new(
+        io: I,
+        limit: Duration,
+        activity: Arc<crate::places::Activity>,
+        held: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
+        Self { io, limit, stalled: None, activity, _held: held }
+    }
+
+    /// An error once the connection is to be closed now; otherwise `None`, and the task is woken when it is.
+    fn closed<T>(&self, cx: &mut std::task::Context<'_>, write: bool) -> Option<std::task::Poll<std::io::Result<T>>> {
+        self.activity.wake_when_closed(cx.waker(), write);
+        self.activity.is_closed_now().then(|| {
+            std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the connection was closed by the gateway",
+            )))
+        })
+    }
     /// `Pending` from the IO: waits on, until `limit` has passed since the first `Pending` in a row.
     fn waited<T>(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<T>> {
         let limit = self.limit;
@@ -441,22 +485,28 @@ impl<I> StallLimited<I> {
     }
 }
 
-impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallLimited<I> {
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ClientIo<I> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(closed) = self.closed(cx, false) {
+            return closed;
+        }
         std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
     }
 }
 
-impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallLimited<I> {
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ClientIo<I> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(closed) = self.closed(cx, true) {
+            return closed;
+        }
         let done = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
         self.progressed(done, cx)
     }
@@ -466,6 +516,9 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallLimited<I>
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(closed) = self.closed(cx, true) {
+            return closed;
+        }
         let done = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.progressed(done, cx)
     }
@@ -774,6 +827,45 @@ mod tests {
         asking.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
         let (answer, _) = read_until_closed(&mut asking, Duration::from_secs(10)).await;
         assert!(answer.ends_with("answered"), "{answer:?}");
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
+
+    /// An upgraded connection (a hearing room's WebSocket) keeps its place for as long as the socket lives: four
+    /// sockets fill a four-place server, and a fifth client gets in only by taking one back, which closes it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_upgraded_socket_keeps_its_place_and_a_place_taken_back_closes_it() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let app = Router::new().fallback(|upgrade: axum::extract::ws::WebSocketUpgrade| async move {
+            upgrade.on_upgrade(|mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} })
+        });
+        let (port, stop, server) = four_place_server_of(app, Duration::from_secs(30), Duration::from_secs(30)).await;
+        let mut sockets = Vec::new();
+        for _ in 0..4 {
+            let mut socket = connect_from([127, 0, 0, 1], port).await;
+            socket
+                .write_all(
+                    b"GET /room HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                      Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            let mut head = [0u8; 12];
+            socket.read_exact(&mut head).await.unwrap();
+            assert_eq!(&head, b"HTTP/1.1 101", "upgraded");
+            sockets.push(socket);
+        }
+        // The four upgraded sockets still hold the four places: a fifth client takes one back.
+        let mut fifth = connect_from([127, 0, 0, 2], port).await;
+        fifth.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut closed = 0;
+        for socket in &mut sockets {
+            let (_, was_closed) = read_until_closed(socket, Duration::from_secs(5)).await;
+            closed += usize::from(was_closed);
+        }
+        assert_eq!(closed, 1, "one upgraded socket gave its place to the newcomer");
+        drop(fifth);
+        drop(sockets);
         let _ = stop.send(());
         server.await.unwrap();
     }

@@ -103,6 +103,13 @@ pub struct Activity {
     pub account: Mutex<Option<String>>,
     /// Told when what it serves must end it at once ([`Activity::close_now`]).
     closing: Notify,
+    /// Set once [`Activity::close_now`] was asked: the connection's IO fails from then on, an upgraded socket's too.
+    closed_now: std::sync::atomic::AtomicBool,
+    /// The tasks reading and writing its IO, to wake when it is closed now.
+    reader: futures::task::AtomicWaker,
+    writer: futures::task::AtomicWaker,
+    /// Whether it was upgraded (a hearing room's WebSocket): a live socket, taken back last, like one moving data.
+    pub upgraded: std::sync::atomic::AtomicBool,
 }
 
 /// An account signed in on connections from more networks than this at once earns none of them the standing of
@@ -113,7 +120,8 @@ pub const TRUSTED_NETWORKS_PER_ACCOUNT: usize = 4;
 impl Activity {
     /// Whether a request in flight is moving data: a download or an upload under way, worth keeping.
     fn is_moving(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) > 0 && self.moved.load(Ordering::Acquire) >= MOVING_BYTES
+        self.upgraded.load(Ordering::Acquire)
+            || (self.in_flight.load(Ordering::Acquire) > 0 && self.moved.load(Ordering::Acquire) >= MOVING_BYTES)
     }
 
     /// Whether the place never had a request: not one head came whole (a half-sent head, or nothing at all).
@@ -154,7 +162,20 @@ impl Activity {
     /// Asks the holder to end the connection now, whatever it is doing: a download whose place among those leaving
     /// was given to another ([`crate::budget::Outflow`]).
     pub fn close_now(&self) {
+        self.closed_now.store(true, Ordering::Release);
         self.closing.notify_one();
+        self.reader.wake();
+        self.writer.wake();
+    }
+
+    /// Whether [`Activity::close_now`] was asked.
+    pub fn is_closed_now(&self) -> bool {
+        self.closed_now.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` (the task reading the IO, or the one `writing` it) when the connection is closed now.
+    pub fn wake_when_closed(&self, waker: &std::task::Waker, writing: bool) {
+        if writing { self.writer.register(waker) } else { self.reader.register(waker) }
     }
 
     /// Completes once [`Activity::close_now`] was asked, before or after this is awaited.

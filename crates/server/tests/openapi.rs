@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use axum::http::header;
+use base64::Engine as _;
 use custodia_core::{
     Action, OnwardTransfer, RefusalCode, Role, Tlp, TransferConsent, UsePolicy, WidenRequest, permits,
 };
@@ -826,8 +827,20 @@ async fn real_replies_match_the_document() {
     let partner = custodia_ledger::LogSigner::generate("partner.custodia.test/log").unwrap();
     let witnessed = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(witnessed.path(), format!("log {}\n", partner.verifier())).unwrap();
-    let gateway =
-        TestGateway::start_with(|config| config.witness.logs_file = Some(witnessed.path().to_path_buf())).await;
+    // And pins one partner gateway, so that a signed partner request is answered.
+    let partner_key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let partner_card = json!({
+        "name": "partner-gw", "jurisdiction": "TN", "base_url": "http://127.0.0.1:9",
+        "log_vkey": partner.verifier().to_string(), "witness_vkey": partner.verifier().to_string(),
+        "request_key": base64::engine::general_purpose::STANDARD.encode(partner_key.verifying_key().as_bytes()),
+    });
+    let registry = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(registry.path(), json!({ "partners": [&partner_card] }).to_string()).unwrap();
+    let gateway = TestGateway::start_with(|config| {
+        config.witness.logs_file = Some(witnessed.path().to_path_buf());
+        config.partners.registry_file = Some(registry.path().to_path_buf());
+    })
+    .await;
     let mut api = Checked { gateway, doc: document(), seen: BTreeSet::new() };
     let admin = api.gateway.admin.clone();
     let admin = Some(As::Session(&admin));
@@ -1124,6 +1137,25 @@ async fn real_replies_match_the_document() {
     // No witness policy here: nothing is collected, and the checkpoint is published as the log signed it.
     let collected = api.get("/witness/cosignatures", "/witness/cosignatures", None).await.json();
     assert_eq!((&collected["collecting"], &collected["witnesses"]), (&json!(false), &json!([])));
+
+    // Partner gateways: the card is public; a handshake is answered only when signed by a pinned partner.
+    let card = api.get("/partner/v1/card", "/partner/v1/card", None).await.json();
+    assert_eq!(card["log_vkey"], api.gateway.verifier().to_string());
+    let handshake = "/partner/v1/handshake";
+    let body: &'static str = Box::leak(partner_card.to_string().into_boxed_str());
+    let now = api.gateway.clock.unix_seconds();
+    let sha256 = custodia_core::Sha256::of(body.as_bytes());
+    let signed =
+        custodia_partners::request::sign("POST", handshake, &sha256, &partner_key, "partner-gw", "nonce-1".into(), now);
+    let mut headers: Vec<(&str, &str)> = signed.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    headers.push(("content-type", "application/json"));
+    let reply = api.raw("POST", handshake, handshake, None, &headers, body).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    api.raw("POST", handshake, handshake, None, &headers, body).await.assert_problem(
+        401,
+        "partner-unauthenticated",
+        "replay",
+    );
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
     // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket

@@ -398,7 +398,8 @@ pub struct ConnectionConfig {
     /// is kept between requests.
     #[arg(long, env = "CUSTODIA_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_timeout_seconds: u64,
-    /// Seconds a request body may send nothing before the request is cut off.
+    /// Seconds a request body may send nothing before the request is cut off; an answer the client reads nothing
+    /// of for twice as long closes its connection.
     #[arg(long, env = "CUSTODIA_BODY_IDLE_SECONDS", default_value_t = 30)]
     pub body_idle_seconds: u64,
     /// Reverse proxies (comma-separated addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed:

@@ -299,7 +299,7 @@ pub async fn serve(
         let tls = tls.clone();
         let closing = closing.subscribe();
         let header_read = limits.header_read_timeout;
-        let write_stall = limits.body_idle_timeout;
+        let write_stall = limits.body_idle_timeout * WRITE_STALL_OVER_BODY_IDLE;
         tokio::spawn(async move {
             let mut given_up = std::pin::pin!(admitted.given_up());
             let (held, mut io_gone) = tokio::sync::oneshot::channel::<()>();
@@ -434,8 +434,15 @@ struct ClientIo<I> {
 
 /// Unsent bytes the kernel holds at most for one connection (`TCP_NOTSENT_LOWAT`): bytes in flight are not
 /// limited, so a fast link is as fast, but a client reading slowly finds no megabytes queued for it at the
-/// gateway, which measures its pace by what it hands the kernel.
-pub const UNSENT_AT_MOST: u32 = 128 * 1024;
+/// gateway, which measures its pace by what it hands the kernel. Linux wakes a writer once half of it has gone,
+/// so a client must read that much within the write stall limit ([`WRITE_STALL_OVER_BODY_IDLE`]): 256 KiB a
+/// minute by default, about 4 KiB/s. (128 KiB cost case exports a fifth of their speed on this 2-core machine;
+/// Linux's default, megabytes, cut off readers slower than about 40 KB/s.)
+pub const UNSENT_AT_MOST: u32 = 512 * 1024;
+
+/// Writes may wait for the client this many times the body idle limit (30 s) at a time: an answer never read
+/// closes its connection after a minute, and a client reading a few KiB a second is never mistaken for one.
+pub const WRITE_STALL_OVER_BODY_IDLE: u32 = 2;
 
 impl<I> ClientIo<I> {
     fn new(
@@ -464,7 +471,7 @@ impl<I> ClientIo<I> {
         match stalled.as_mut().poll(cx) {
             std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "the client read nothing of what it was sent for the body idle limit",
+                "the client read nothing of what it was sent for the write stall limit",
             ))),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }

@@ -324,9 +324,8 @@ impl Outflow {
         }
         if state.leaving.get(&stream).map_or(0, HashMap::len) >= stream.in_all() {
             let held = state.by_account.get(&key).copied().unwrap_or(0);
-            let Some(taken) =
-                state.fair_share_over(stream, held, now).or_else(|| state.slowest_below_the_pace(stream, now))
-            else {
+            let taken = state.fair_share_over(stream, held, now);
+            let Some(taken) = taken.or_else(|| state.slowest_below_the_pace(stream, held, now)) else {
                 return Err(format!("the gateway is sending as many {of} as it can at once; try again shortly"));
             };
             state.give_back(stream, taken);
@@ -363,11 +362,14 @@ impl OutflowState {
             .map(|(_, std::cmp::Reverse(id))| id)
     }
 
-    /// The id of the `stream` reading slowest, below [`SLOWEST_KEPT_PACE`], of those measured over a window.
-    fn slowest_below_the_pace(&self, stream: Stream, now: Instant) -> Option<u64> {
+    /// The id of the `stream` reading slowest, below [`SLOWEST_KEPT_PACE`], of those measured, of accounts holding
+    /// more than the newcomer's `held`: an account whose streams were taken cannot take back, in turn, the one
+    /// stream of a member reading slowly.
+    fn slowest_below_the_pace(&self, stream: Stream, held: usize, now: Instant) -> Option<u64> {
         self.leaving
             .get(&stream)?
             .iter()
+            .filter(|(_, leaving)| self.by_account.get(&leaving.key).copied().unwrap_or(0) > held)
             .filter_map(|(id, leaving)| {
                 let pace = leaving.pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).per_second(now)?;
                 (pace < SLOWEST_KEPT_PACE).then_some((pace, *id))
@@ -410,7 +412,8 @@ struct Leaving {
 /// Bytes sent in the window under way and the one before ([`PACE_WINDOW`]).
 #[derive(Debug)]
 struct Pace {
-    started: Instant,
+    /// When its first bytes left: a case export may take seconds to start, and is not slow for that.
+    started: Option<Instant>,
     window_started: Instant,
     this_window: u64,
     last_window: u64,
@@ -418,7 +421,7 @@ struct Pace {
 
 impl Pace {
     fn new(now: Instant) -> Self {
-        Self { started: now, window_started: now, this_window: 0, last_window: 0 }
+        Self { started: None, window_started: now, this_window: 0, last_window: 0 }
     }
 
     fn roll(&mut self, now: Instant) {
@@ -432,14 +435,18 @@ impl Pace {
     }
 
     fn sent(&mut self, bytes: u64, now: Instant) {
+        if self.started.is_none() {
+            self.started = Some(now);
+            self.window_started = now;
+        }
         self.roll(now);
         self.this_window += bytes;
     }
 
     /// Bytes a second over the last window and the one under way, or over its life while younger than a window;
-    /// `None` while younger than [`PACE_UNMEASURED`].
+    /// `None` before its first bytes and while they are younger than [`PACE_UNMEASURED`].
     fn per_second(&mut self, now: Instant) -> Option<u64> {
-        let age = now.saturating_duration_since(self.started);
+        let age = now.saturating_duration_since(self.started?);
         if age < PACE_UNMEASURED {
             return None;
         }
@@ -589,9 +596,35 @@ mod tests {
         assert!(state.by_account.is_empty() && state.leaving.values().all(HashMap::is_empty));
     }
 
+    /// The slow-reader fallback takes only from accounts holding more than the newcomer: attackers whose streams
+    /// were shared out cannot, in turn, take the one slow stream of a member.
+    #[test]
+    fn a_member_reading_slowly_keeps_its_one_stream_against_accounts_holding_more() {
+        let outflow = Outflow::default();
+        let began = Instant::now();
+        let accounts = ["a1", "a1", "a2", "a2", "a3", "a3", "member", "x"];
+        let held: Vec<Outflowing> = accounts
+            .iter()
+            .map(|account| outflow.start_at(account, Stream::Case, None, began).expect("room"))
+            .collect();
+        for (leaving, account) in held.iter().zip(accounts) {
+            let per_second = if account == "member" { SLOWEST_KEPT_PACE / 4 } else { SLOWEST_KEPT_PACE * 8 };
+            leaving.leaving.pace.lock().unwrap().sent(per_second * 20, began);
+        }
+        let later = began + PACE_WINDOW + Duration::from_secs(5);
+        assert!(outflow.start_at("a1", Stream::Case, None, later).is_err(), "no account holds more than a1");
+        assert!(held[6].meter().sent(1).is_ok(), "the member's slow stream goes on");
+        let newcomer = outflow.start_at("newcomer", Stream::Case, None, later).expect("a place");
+        assert!(held[6].meter().sent(1).is_ok(), "a newcomer holding none takes from an account holding two");
+        assert!(held[5].meter().sent(1).is_err(), "of equals, the newest");
+        drop((held, newcomer));
+    }
+
     #[test]
     fn a_pace_is_measured_over_the_last_window_and_the_one_under_way() {
         let began = Instant::now();
+        let mut silent = Pace::new(began);
+        assert_eq!(silent.per_second(began + Duration::from_secs(60)), None, "nothing sent yet: not slow for that");
         let mut pace = Pace::new(began);
         pace.sent(15 * 1000, began);
         assert_eq!(pace.per_second(began + Duration::from_secs(4)), None, "too young to tell");

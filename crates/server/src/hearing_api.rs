@@ -196,6 +196,7 @@ async fn room(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let peer = crate::listen::client_network(&extensions);
+    let connection = extensions.get::<crate::listen::Connection>().cloned();
     match upgrade {
         Ok(upgrade) => {
             // A socket without a known peer (in-process tests) counts only in the total.
@@ -213,7 +214,7 @@ async fn room(
                 .max_frame_size(MAX_MESSAGE_BYTES)
                 .write_buffer_size(64 * 1024)
                 .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-                .on_upgrade(move |socket| run_room(state, socket, peer, unjoined))
+                .on_upgrade(move |socket| run_room(state, socket, peer, (unjoined, connection)))
         }
         Err(_) => Problem::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -329,7 +330,7 @@ async fn run_room(
     state: AppState,
     socket: WebSocket,
     peer: Option<crate::listen::ClientNetwork>,
-    unjoined: crate::places::Place,
+    (unjoined, connection): (crate::places::Place, Option<crate::listen::Connection>),
 ) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing, overflowed) = Outbox::channel();
@@ -376,8 +377,15 @@ async fn run_room(
         Err(why) => Err(EnterRefusal::Failed(why.to_owned())),
     };
     drop(unjoined);
-    let Entered { hearing, participant, connection } = match entered {
-        Ok(entered) => entered,
+    let Entered { hearing, participant, connection: room_connection } = match entered {
+        Ok(entered) => {
+            // Joined: a participant's live socket, whose connection is taken back last. Until now it weighed like
+            // an idle stranger's (a flood of sockets that never join once outranked a court's keep-alives).
+            if let Some(connection) = &connection {
+                connection.mark_live();
+            }
+            entered
+        }
         Err(reason) => {
             let refused = json!({"type": "refused_hello", "problem": reason.key(), "reason": reason.to_string()});
             let _ = outbox.send(refused);
@@ -403,7 +411,7 @@ async fn run_room(
             () = outbox.closed() => None,
         };
         let Some(text) = text else { break };
-        if !hearing.is_current(&participant, connection).await {
+        if !hearing.is_current(&participant, room_connection).await {
             break;
         }
         let message: Value = match serde_json::from_str(&text) {
@@ -493,7 +501,7 @@ async fn run_room(
         }
     }
     // Leaving takes the participant's media down with them (the hearing's move to Away).
-    hearing.connection_closed(&participant, connection).await;
+    hearing.connection_closed(&participant, room_connection).await;
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     linger(stream).await;

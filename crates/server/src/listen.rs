@@ -324,7 +324,6 @@ pub async fn serve(
             // A connection whose IO lives on was upgraded (a hearing room's WebSocket): it keeps its place until
             // the socket closes, and a place taken back, or one cut, closes the socket.
             if matches!(io_gone.try_recv(), Err(tokio::sync::oneshot::error::TryRecvError::Empty)) {
-                served.upgraded.store(true, Ordering::Release);
                 let gone = tokio::select! {
                     _ = &mut io_gone => true,
                     () = given_up.as_mut() => false,
@@ -607,6 +606,13 @@ fn site_service(
 pub struct Connection(Arc<crate::places::Activity>);
 
 impl Connection {
+    /// Marks the connection as a live socket (a hearing participant's, once joined): taken back last, like one
+    /// moving data ([`crate::places::Activity::upgraded`]). An upgraded socket not yet joined weighs like an idle
+    /// one.
+    pub fn mark_live(&self) {
+        self.0.upgraded.store(true, Ordering::Release);
+    }
+
     /// Ends the connection at once, with whatever it is serving: a reader too slow to keep its place among the
     /// downloads leaving ([`crate::budget::Outflow`]), whose answer may be waiting on the socket, not in the app.
     pub fn close_now(&self) {

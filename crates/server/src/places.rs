@@ -108,7 +108,8 @@ pub struct Activity {
     /// The tasks reading and writing its IO, to wake when it is closed now.
     reader: futures::task::AtomicWaker,
     writer: futures::task::AtomicWaker,
-    /// Whether it was upgraded (a hearing room's WebSocket): a live socket, taken back last, like one moving data.
+    /// Whether it is a live socket (a hearing room's WebSocket whose participant joined,
+    /// [`crate::listen::Connection::mark_live`]): taken back last, like one moving data.
     pub upgraded: std::sync::atomic::AtomicBool,
 }
 

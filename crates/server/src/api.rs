@@ -833,9 +833,11 @@ async fn download(
     let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
     let size = row.size as u64;
     let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;
+    let meter = outflowing.meter();
     let stream = stream.map(move |chunk| {
+        let _leaving = &outflowing;
         let chunk = chunk.map_err(std::io::Error::other)?;
-        outflowing.meter().sent(chunk.len())?;
+        meter.sent(chunk.len())?;
         Ok::<_, std::io::Error>(chunk)
     });
     let mut response = Response::new(Body::from_stream(stream));

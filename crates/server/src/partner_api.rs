@@ -5,13 +5,12 @@
 //! `Content-Digest` (RFC 9530), an RFC 9421 signature by the key pinned for the partner it names, made within
 //! 300 s, a `Date` within 300 s, and a nonce not seen in that time. A refusal is answered 401 (400 for a body
 //! that does not match its digest, 503 while the replay window is full) and logged by its kind and the partner
-//! named, never by address; each kind is counted for operators.
+//! named, never by address.
 //!
 //! Routes: `GET /partner/v1/card` (this gateway's card, for partners' registries) and `POST /partner/v1/handshake`
 //! (a partner's signed request, answered with the entry pinned for it and this gateway's card: `custodia partners
 //! check` proves with it, before any evidence moves, that both sides pin each other's keys as they are).
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -37,13 +36,12 @@ use crate::problem::Problem;
 /// and their decisions) are a few KiB.
 pub const PARTNER_BODY_LIMIT: usize = 64 * 1024;
 
-/// This gateway among its partners: who it pins, how it signs, and what it has refused.
+/// This gateway among its partners: who it pins, and how it signs.
 pub struct Partnering {
     registry: Registry,
     card: Card,
     key: SigningKey,
     replay: Mutex<ReplayWindow>,
-    refused: Mutex<BTreeMap<&'static str, u64>>,
     clock: Clock,
 }
 
@@ -63,14 +61,7 @@ pub struct Handshake {
 impl Partnering {
     /// Partners as `registry` pins them; this gateway's `card`, whose request key is `key`'s.
     pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
-        Self {
-            registry,
-            card,
-            key,
-            replay: Mutex::new(ReplayWindow::new(REPLAY_WINDOW_NONCES)),
-            refused: Mutex::default(),
-            clock,
-        }
+        Self { registry, card, key, replay: Mutex::new(ReplayWindow::new(REPLAY_WINDOW_NONCES)), clock }
     }
 
     pub fn card(&self) -> &Card {
@@ -79,11 +70,6 @@ impl Partnering {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    /// Refusals of partner requests since start, by kind ([`Refused::kind`]).
-    pub fn refusals(&self) -> BTreeMap<&'static str, u64> {
-        self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The headers that sign a request to a partner: `method` on `path` with a body whose SHA-256 is `body_sha256`.
@@ -102,7 +88,7 @@ impl Partnering {
         )
     }
 
-    /// The partner that sent `request` with `body`, or why it is refused (counted, and logged by kind).
+    /// The partner that sent `request` with `body`, or why it is refused (logged by kind).
     fn authenticate(&self, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
         let now = self.clock.unix_seconds();
         let mut replay = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -113,7 +99,6 @@ impl Partnering {
             Ok(partner) => Ok(partner.clone()),
             Err(refused) => {
                 let kind = refused.kind();
-                *self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(kind).or_insert(0) += 1;
                 let named = match &refused {
                     Refused::Signature(_) | Refused::Replay(_) => request
                         .signature_input

@@ -2,7 +2,7 @@
 //! (`custodia partners card`), each registry lists the other's, and `custodia partners check` finds both sides
 //! pinned as they are; each registry is on the record once, and again only when it changes. Then signed requests
 //! are played against one of them as an attacker would: a replay, no signature, a partner it does not pin, a body
-//! changed in transit, a stale date, a forged key, a path changed. Each is refused with its own answer and counted
+//! changed in transit, a stale date, a forged key, a path changed. Each is refused with its own answer and logged
 //! by kind; none of them is let through. A request signed by pyauth's `http-message-signatures` (an implementation
 //! none of us wrote) passes the same check.
 

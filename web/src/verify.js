@@ -43,6 +43,8 @@ const EVENT_WORDS = {
   access_refused: 'access refused',
   membership_changed: 'case membership changed',
   case_exported: 'case exported',
+  transfer_evidence: 'transfer receipt (evidence)',
+  received_from: 'received from a partner gateway',
 };
 
 /** What a failed part means, in plain words. */

@@ -24,6 +24,10 @@ pub use consistency::proof_file as consistency_proof_file;
 pub use layout::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, ExportScope, ListedBundle, Witnessing, public_key_pem,
 };
+/// Where a bag keeps what, for readers that look inside one (a receiving gateway finding the payload).
+pub mod layout_paths {
+    pub use crate::layout::{CHECKPOINT, MANIFEST, PAYLOAD_DIR};
+}
 pub use time::{MAX_CLOCK_SKEW_SECONDS, TimeTrust, TimeTrustError};
 pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{

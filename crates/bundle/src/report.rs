@@ -40,6 +40,8 @@ fn describe(event: &CustodyEvent, openings: &Openings) -> String {
         CustodyEvent::CaseExported { artefacts, hearing: Some(_), .. } => {
             format!("hearing {} exported ({artefacts} artefact bundles)", open("hearing"))
         }
+        CustodyEvent::TransferEvidence { rung, .. } => format!("transfer evidence: {rung}"),
+        CustodyEvent::ReceivedFrom { .. } => format!("received from partner gateway {}", open("provider")),
         _ => "other custody event".to_owned(),
     }
 }

@@ -1519,7 +1519,11 @@ fn check_history(
         }
     }
     let last = records.last().and_then(|r| r.record.as_ref());
-    if !matches!(last.map(|r| &r.event), Some(CustodyEvent::ArtefactExported { .. })) {
+    // An export, or a transfer to a partner gateway (which sends the bundle it makes): the bundle's own leaving.
+    let leaving = |event: &CustodyEvent| {
+        matches!(event, CustodyEvent::ArtefactExported { .. } | CustodyEvent::ArtefactTransferred { .. })
+    };
+    if !last.is_some_and(|r| leaving(&r.event)) {
         report.fail(Part::CustodyHistory, "the last record is not this bundle's export: records after it are missing");
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {

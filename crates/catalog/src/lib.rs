@@ -1,5 +1,6 @@
 //! The catalog: accounts, sessions and tokens, cases and their members, artefacts, policies, requests to widen
-//! use, outcome reports, resumable uploads, and an index of the custody ledger.
+//! use, outcome reports, resumable uploads, transfers to and from partner gateways with their evidences, and an
+//! index of the custody ledger.
 //!
 //! One code path for SQLite (embedded, the default) and PostgreSQL (at scale), through sqlx's `Any` driver, with
 //! portable SQL only. The ledger is the truth about custody; the `custody_index` table is derived from it and
@@ -7,6 +8,9 @@
 //! finds, and decides nothing.
 
 mod schema;
+mod transfers;
+
+pub use transfers::{TransferEvidenceRow, TransferRow};
 
 use std::fmt;
 
@@ -324,6 +328,13 @@ impl Catalog {
 
     pub async fn account(&self, id: &str) -> Result<Option<Account>> {
         let row = sqlx::query("SELECT * FROM accounts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(account).transpose()?)
+    }
+
+    /// The account of this username, disabled or not.
+    pub async fn account_named(&self, username: &str) -> Result<Option<Account>> {
+        let row =
+            sqlx::query("SELECT * FROM accounts WHERE username = $1").bind(username).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(account).transpose()?)
     }
 

@@ -175,6 +175,38 @@ CREATE INDEX IF NOT EXISTS hearing_output_by_case ON hearing_output (case_id, si
     r#"
 CREATE INDEX IF NOT EXISTS custody_by_case ON custody_index (case_id, ledger_index);
 "#,
+    // Transfers between partner gateways, both ways: where each stands (`stage`), how many bytes the receiving
+    // side holds durably (`received`), and the offer that opened it (its policy, purpose and submission). The
+    // evidences of each, by rung: as this gateway logged it (`own`, with its proof on this log) and as the partner
+    // logged it (`partner`, with its proof on the partner's log), each a JSON document as it travels.
+    r#"
+CREATE TABLE IF NOT EXISTS transfers (
+    id TEXT PRIMARY KEY,
+    direction TEXT NOT NULL,
+    partner TEXT NOT NULL,
+    artefact_id TEXT,
+    case_id TEXT,
+    account_id TEXT,
+    size BIGINT NOT NULL,
+    sha256 TEXT NOT NULL,
+    chunk_size BIGINT NOT NULL,
+    received BIGINT NOT NULL,
+    stage TEXT NOT NULL,
+    offer TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_by_stage ON transfers (direction, stage);
+CREATE INDEX IF NOT EXISTS transfers_by_artefact ON transfers (artefact_id);
+CREATE TABLE IF NOT EXISTS transfer_evidences (
+    transfer_id TEXT NOT NULL,
+    rung BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    own TEXT,
+    partner TEXT,
+    PRIMARY KEY (transfer_id, rung)
+);
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

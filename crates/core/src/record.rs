@@ -232,6 +232,23 @@ pub enum CustodyEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hearing: Option<Commitment>,
     },
+    /// A receipt of a transfer between gateways went on the record: one evidence of the e-CODEX ladder
+    /// (`SubmissionAcceptance` ... `NonRetrieval`, named in `rung`), issued by this gateway or by the partner, and
+    /// kept by both. `evidence` commits to the SHA-256 (hex) of the evidence's canonical bytes: the same evidence
+    /// is on both gateways' logs, each under a salt of its own, so the two public logs cannot be matched to tell
+    /// who exchanged with whom. About the artefact sent, or the one received once it is under custody; about none
+    /// before that.
+    TransferEvidence {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artefact: Option<ArtefactId>,
+        rung: Label,
+        evidence: Commitment,
+    },
+    /// An artefact entered custody from a partner gateway (the record after its registration): `provider` commits
+    /// to the partner's name, `provenance` to the canonical document naming the provider's artefact id, its
+    /// registration's ledger index, the provider's checkpoint and the transfer, all verified before it was
+    /// accepted.
+    ReceivedFrom { artefact: ArtefactId, provider: Commitment, provenance: Commitment },
 }
 
 impl CustodyEvent {
@@ -244,8 +261,11 @@ impl CustodyEvent {
             | Self::ArtefactTransferred { artefact, .. }
             | Self::DerivativeMade { artefact, .. }
             | Self::OutcomeReported { artefact, .. }
-            | Self::WiderUseRequested { artefact, .. } => Some(artefact),
-            Self::PolicyChanged { artefact, .. } | Self::AccessRefused { artefact, .. } => artefact.as_ref(),
+            | Self::WiderUseRequested { artefact, .. }
+            | Self::ReceivedFrom { artefact, .. } => Some(artefact),
+            Self::PolicyChanged { artefact, .. }
+            | Self::AccessRefused { artefact, .. }
+            | Self::TransferEvidence { artefact, .. } => artefact.as_ref(),
             Self::HearingEvent { .. } | Self::MembershipChanged { .. } | Self::CaseExported { .. } => None,
         }
     }
@@ -267,6 +287,8 @@ impl CustodyEvent {
             Self::WiderUseRequested { request, .. } => vec![("request", request)],
             Self::OutcomeReported { outcome, .. } => vec![("outcome", outcome)],
             Self::MembershipChanged { role, .. } => role.iter().map(|role| ("role", role)).collect(),
+            Self::TransferEvidence { evidence, .. } => vec![("evidence", evidence)],
+            Self::ReceivedFrom { provider, provenance, .. } => vec![("provider", provider), ("provenance", provenance)],
         }
     }
 }

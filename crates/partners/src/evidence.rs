@@ -8,7 +8,8 @@
 //! it against the provider's pinned keys, or could not), `Delivery` or `NonDelivery` (it is under the receiving
 //! gateway's custody, or could not be put there in time), `Retrieval` or `NonRetrieval` (a member there retrieved
 //! it, or not in time). Each step follows a positive one; a negative one ends the ladder. The sending gateway
-//! issues the first, the receiving gateway the others. Each names the digest of the one before it, so that none
+//! issues the first, the receiving gateway the others, except that the sending gateway issues `RelayFailure` or
+//! `NonDelivery` itself when the receiving gateway did not answer in time (e-CODEX's connector timeouts). Each names the digest of the one before it, so that none
 //! can be dropped or reordered without the chain breaking.
 //!
 //! An evidence names no person: partner gateways by their registry names, the transfer by its random id, a
@@ -44,6 +45,20 @@ impl EvidenceEvent {
             Self::RelayAcceptance | Self::RelayFailure => 2,
             Self::Delivery | Self::NonDelivery => 3,
             Self::Retrieval | Self::NonRetrieval => 4,
+        }
+    }
+
+    /// Its name in e-CODEX's ladder, as the evidence spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SubmissionAcceptance => "SubmissionAcceptance",
+            Self::SubmissionRejection => "SubmissionRejection",
+            Self::RelayAcceptance => "RelayAcceptance",
+            Self::RelayFailure => "RelayFailure",
+            Self::Delivery => "Delivery",
+            Self::NonDelivery => "NonDelivery",
+            Self::Retrieval => "Retrieval",
+            Self::NonRetrieval => "NonRetrieval",
         }
     }
 
@@ -98,6 +113,22 @@ pub struct Evidence {
     /// Why, on a negative rung.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<NegativeReason>,
+}
+
+impl Evidence {
+    /// Whether its issuer is one that may issue it: the sending gateway the first rung, the receiving gateway the
+    /// others; and the sending gateway a relay or delivery rung that timed out (`RelayFailure` or `NonDelivery`
+    /// with [`NegativeReason::TimedOut`]), as e-CODEX's sending connector does when the other side stays silent.
+    pub fn issued_by_its_issuer(&self) -> bool {
+        let by_sender = self.issuer == self.sender;
+        if self.event.issued_by_sender() {
+            return by_sender;
+        }
+        let sender_timed_out = by_sender
+            && self.reason == Some(NegativeReason::TimedOut)
+            && matches!(self.event, EvidenceEvent::RelayFailure | EvidenceEvent::NonDelivery);
+        self.issuer == self.recipient || sender_timed_out
+    }
 }
 
 /// Why an evidence, or a ladder of them, is refused.
@@ -199,9 +230,8 @@ pub fn check_ladder(ladder: &[SignedEvidence]) -> Result<(), EvidenceError> {
                 "its transfer, payload, sender or recipient differs from the first rung's".into(),
             ));
         }
-        let issuer = if evidence.event.issued_by_sender() { &evidence.sender } else { &evidence.recipient };
-        if &evidence.issuer != issuer {
-            return Err(problem(index, format!("{:?} is issued by {issuer}, not {}", evidence.event, evidence.issuer)));
+        if !evidence.issued_by_its_issuer() {
+            return Err(problem(index, format!("{:?} is not {}'s to issue", evidence.event, evidence.issuer)));
         }
         if evidence.event.is_positive() == evidence.reason.is_some() {
             return Err(problem(index, "a reason is given on negative rungs only, and on each of them".into()));
@@ -271,6 +301,13 @@ mod tests {
         ));
         check_ladder(&ladder(&[SubmissionAcceptance, RelayAcceptance, NonDelivery])).expect("a negative ends it");
         check_ladder(&ladder(&[SubmissionRejection])).expect("refused at once");
+        // The sending gateway closes a ladder the other side left open: a relay or delivery that timed out.
+        let whole = ladder(&[SubmissionAcceptance, RelayAcceptance]);
+        let mut timed_out = rung(NonDelivery, whole.last());
+        timed_out.issuer = "tn-tunis".into();
+        let (sender, _) = keys();
+        check_ladder(&[whole[0].clone(), whole[1].clone(), timed_out.sign(&sender).expect("signed")])
+            .expect("the sender's timeout");
     }
 
     #[test]
@@ -291,6 +328,10 @@ mod tests {
         let mut unchained = rung(RelayAcceptance, None);
         unchained.previous = Some(Sha256::of(b"another evidence"));
         assert!(refused(&[whole[0].clone(), unchained.sign(&recipient).expect("signed")]), "not chained");
+        let mut not_a_timeout = rung(RelayFailure, Some(&whole[0]));
+        not_a_timeout.issuer = "tn-tunis".into();
+        not_a_timeout.reason = Some(NegativeReason::PayloadInvalid);
+        assert!(refused(&[whole[0].clone(), not_a_timeout.sign(&sender).expect("signed")]), "the sender's verdict");
         let mut no_reason = rung(RelayFailure, Some(&whole[0]));
         no_reason.reason = None;
         assert!(refused(&[whole[0].clone(), no_reason.sign(&recipient).expect("signed")]), "a negative without reason");

@@ -2,7 +2,8 @@
 //! HTTP Message Signatures (RFC 9421, Ed25519: [`signature`]) over the method, the path, the body's
 //! `Content-Digest` (RFC 9530: [`digest`]) and the date, with a nonce accepted once ([`replay`]), and checked
 //! against the keys that the [`registry`] pins for the partner the signature names. Nothing here reads a clock,
-//! the network or a file: the server does, and asks. A transfer's receipts are the [`evidence`] ladder.
+//! the network or a file: the server does, and asks. A transfer's receipts are the [`evidence`] ladder; what travels, and the checks
+//! of it, are in [`transfer`].
 
 pub mod digest;
 pub mod evidence;
@@ -11,6 +12,7 @@ pub mod registry;
 pub mod replay;
 pub mod request;
 pub mod signature;
+pub mod transfer;
 
 pub use registry::{Card, Partner, Registry, RegistryError};
 

@@ -66,18 +66,39 @@ pub fn authenticate<'r>(
     now: i64,
 ) -> Result<&'r Partner, Refused> {
     let content_digest = request.content_digest.ok_or(Refused::Missing("Content-Digest"))?;
+    request.date.ok_or(Refused::Missing("Date"))?;
+    request.signature_input.ok_or(Refused::Missing("Signature-Input"))?;
+    request.signature.ok_or(Refused::Missing("Signature"))?;
+    crate::digest::check(content_digest, body_sha256)?;
+    let (partner, signature) = signed_by(registry, request, now)?;
+    replay.accept(&partner.name, &signature.params.nonce, signature.params.created, now)?;
+    Ok(partner)
+}
+
+/// The checks of [`authenticate`] that need no body: the headers are there, and the signature (which covers the
+/// `Content-Digest` header, not the body) names a pinned partner, verifies with its key, and was made, like the
+/// `Date`, within [`MAX_AGE_SECONDS`] of `now`. A receiver asks this before it reads a large body, so that only a
+/// partner can make it hold one; [`authenticate`] still decides, with the body.
+pub fn check_headers<'r>(registry: &'r Registry, request: &Presented<'_>, now: i64) -> Result<&'r Partner, Refused> {
+    signed_by(registry, request, now).map(|(partner, _)| partner)
+}
+
+fn signed_by<'r>(
+    registry: &'r Registry,
+    request: &Presented<'_>,
+    now: i64,
+) -> Result<(&'r Partner, signature::PresentedSignature), Refused> {
+    let content_digest = request.content_digest.ok_or(Refused::Missing("Content-Digest"))?;
     let date = request.date.ok_or(Refused::Missing("Date"))?;
     let input = request.signature_input.ok_or(Refused::Missing("Signature-Input"))?;
     let presented = request.signature.ok_or(Refused::Missing("Signature"))?;
-    crate::digest::check(content_digest, body_sha256)?;
     let signature = signature::parse(input, presented)?;
     let keyid = &signature.params.keyid;
     let partner = registry.partner(keyid).ok_or_else(|| Refused::UnknownPartner(keyid.clone()))?;
     let parts = RequestParts { method: request.method, path: request.path, content_digest, date };
     signature.verify(&parts, &partner.request_key, now)?;
     signature::check_date(date, now)?;
-    replay.accept(&partner.name, &signature.params.nonce, signature.params.created, now)?;
-    Ok(partner)
+    Ok((partner, signature))
 }
 
 /// The headers a request from `keyid` (this gateway's name among its partners) adds, signed with `key` at `now`

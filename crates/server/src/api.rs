@@ -43,6 +43,8 @@ pub struct AppState {
     pub outflow: std::sync::Arc<crate::budget::Outflow>,
     /// Partner gateways: who is pinned, and how this gateway signs its requests to them ([`crate::partner_api`]).
     pub partnering: std::sync::Arc<crate::partner_api::Partnering>,
+    /// Transfers to and from partner gateways ([`crate::transfers`]).
+    pub transfers: std::sync::Arc<crate::transfers::Transfers>,
 }
 
 impl AppState {
@@ -211,7 +213,7 @@ fn whole_numbers_as_integers(value: &mut Value) {
     }
 }
 
-fn json(status: StatusCode, value: impl Serialize) -> Response {
+pub(crate) fn json(status: StatusCode, value: impl Serialize) -> Response {
     (status, axum::Json(value)).into_response()
 }
 
@@ -222,7 +224,7 @@ where
     text.parse().map_err(|err| Problem::from(bad_input(field, err)))
 }
 
-fn label(field: &'static str, text: &str) -> Result<Label, Problem> {
+pub(crate) fn label(field: &'static str, text: &str) -> Result<Label, Problem> {
     Label::new(text).map_err(|err| Problem::from(bad_input(field, err)))
 }
 
@@ -230,7 +232,7 @@ pub(crate) fn case_id(text: &str) -> Result<CaseId, Problem> {
     CaseId::new(text).map_err(|err| Problem::from(bad_input("case", err)))
 }
 
-fn artefact_id(text: &str) -> Result<ArtefactId, Problem> {
+pub(crate) fn artefact_id(text: &str) -> Result<ArtefactId, Problem> {
     ArtefactId::new(text).map_err(|err| Problem::from(bad_input("artefact", err)))
 }
 
@@ -830,6 +832,8 @@ async fn download(
             requested_range(&headers, row.size as u64).map_err(DownloadRefused::Range)
         })
         .await?;
+    // What a partner gateway sent is retrieved here: its sender gets a `Retrieval` evidence, once.
+    state.transfers.retrieved(&caller, &id).await?;
     let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
     let size = row.size as u64;
     let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;

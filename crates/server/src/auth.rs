@@ -79,7 +79,13 @@ impl Scope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Channel {
     Session,
-    Token { id: String, scopes: Vec<Scope> },
+    Token {
+        id: String,
+        scopes: Vec<Scope>,
+    },
+    /// A partner gateway, by its signed request ([`crate::partner_api::FromPartner`]): it acts here only as the
+    /// provider of what it transfers, and is never a case member.
+    Partner,
 }
 
 /// An authenticated caller.
@@ -109,6 +115,7 @@ impl Caller {
         let channel = match &self.channel {
             Channel::Session => "web session".to_owned(),
             Channel::Token { id, .. } => format!("API token {id}"),
+            Channel::Partner => "partner gateway".to_owned(),
         };
         Label::new(format!("{}, {channel}", self.account.jurisdiction)).unwrap_or_else(|_| fallback_label())
     }
@@ -126,6 +133,7 @@ impl Caller {
                 let needed = Scope::needed_for(action);
                 if scopes.contains(&needed) { Ok(()) } else { Err(GatewayError::MissingScope(needed.name())) }
             }
+            Channel::Partner => Err(GatewayError::MissingScope(Scope::needed_for(action).name())),
         }
     }
 
@@ -134,7 +142,7 @@ impl Caller {
     pub fn require_admin(&self, what: &'static str) -> Result<()> {
         match (self.account.is_admin, &self.channel) {
             (true, Channel::Session) => Ok(()),
-            (true, Channel::Token { .. }) => Err(GatewayError::SessionOnly(what)),
+            (true, Channel::Token { .. } | Channel::Partner) => Err(GatewayError::SessionOnly(what)),
             (false, _) => Err(GatewayError::AdminOnly(what)),
         }
     }

@@ -142,6 +142,38 @@ pub struct PartnerConfig {
     /// The URL partners reach this gateway at, on its card. By default, `https://` and the host of the log origin.
     #[arg(long = "public-url", env = "CUSTODIA_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Seconds a partner has, from the submission of a transfer this gateway sends, to accept it for relay; past
+    /// them this gateway issues `RelayFailure` itself.
+    #[arg(long = "transfer-relay-seconds", env = "CUSTODIA_TRANSFER_RELAY_SECONDS", default_value_t = 3_600)]
+    pub transfer_relay_seconds: u64,
+    /// Seconds a partner has, from the submission, to take a transfer into its custody; past them this gateway
+    /// issues `NonDelivery` itself, and a receiving gateway drops what it holds of an unfinished one.
+    #[arg(long = "transfer-delivery-seconds", env = "CUSTODIA_TRANSFER_DELIVERY_SECONDS", default_value_t = 86_400)]
+    pub transfer_delivery_seconds: u64,
+    /// Seconds members of a receiving gateway have, from delivery, to retrieve what a partner sent; past them it
+    /// issues `NonRetrieval`.
+    #[arg(
+        long = "transfer-retrieval-seconds",
+        env = "CUSTODIA_TRANSFER_RETRIEVAL_SECONDS",
+        default_value_t = 1_209_600
+    )]
+    pub transfer_retrieval_seconds: u64,
+    /// Seconds between tries of a transfer step that did not go through (a partner down, say).
+    #[arg(long = "transfer-retry-seconds", env = "CUSTODIA_TRANSFER_RETRY_SECONDS", default_value_t = 10)]
+    pub transfer_retry_seconds: u64,
+}
+
+impl PartnerConfig {
+    /// The timeouts and retry interval of transfers.
+    pub fn transfer_timing(&self) -> crate::transfers::TransferTiming {
+        let seconds = std::time::Duration::from_secs;
+        crate::transfers::TransferTiming {
+            relay: seconds(self.transfer_relay_seconds),
+            delivery: seconds(self.transfer_delivery_seconds),
+            retrieval: seconds(self.transfer_retrieval_seconds),
+            retry: seconds(self.transfer_retry_seconds.max(1)),
+        }
+    }
 }
 
 /// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their

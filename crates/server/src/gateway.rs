@@ -792,16 +792,24 @@ impl Gateway {
         action: UseAction,
         purpose: &Label,
     ) -> Result<Vec<String>> {
+        self.check_use_by(caller, row, action, purpose, caller.actor(), caller.jurisdiction()).await
+    }
+
+    /// [`Self::check_use`] of a use whose recipient is not the caller (a transfer to a partner gateway).
+    async fn check_use_by(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        action: UseAction,
+        purpose: &Label,
+        recipient: ActorId,
+        recipient_jurisdiction: Label,
+    ) -> Result<Vec<String>> {
         let Some(policy) = &row.policy else { return Ok(Vec::new()) };
         let policy: UsePolicy =
             serde_json::from_str(policy).map_err(|err| GatewayError::Internal(format!("stored policy: {err}")))?;
-        let request = UseRequest {
-            action,
-            purpose: purpose.clone(),
-            recipient: caller.actor(),
-            recipient_jurisdiction: caller.jurisdiction(),
-            at: self.now(),
-        };
+        let request =
+            UseRequest { action, purpose: purpose.clone(), recipient, recipient_jurisdiction, at: self.now() };
         match custodia_core::decide(&policy, &request) {
             UseDecision::Permit { warnings } => Ok(warnings.iter().map(ToString::to_string).collect()),
             UseDecision::Deny(reason) => {
@@ -1432,12 +1440,24 @@ impl Gateway {
     /// appended before it is let go: an export record is never written for an account whose access a recorded
     /// change has withdrawn (the export then fails with [`GatewayError::AccessWithdrawn`]).
     async fn record_export(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<ExportedChain> {
-        let (case, artefact) = ids(&row)?;
-        let event = CustodyEvent::ArtefactExported {
-            artefact: artefact.clone(),
+        self.record_leaving(caller, row, purpose, |artefact, _| CustodyEvent::ArtefactExported {
+            artefact,
             format: ExportFormat::CourtBundle,
             export_sha256: None,
-        };
+        })
+        .await
+    }
+
+    /// [`Self::record_export`] with the record `event` makes: an export's, or a transfer's.
+    async fn record_leaving(
+        &self,
+        caller: &Caller,
+        row: ArtefactRow,
+        purpose: &Label,
+        event: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
+    ) -> Result<ExportedChain> {
+        let (case, artefact) = ids(&row)?;
+        let leaving = artefact.clone();
         let membership = self.membership_turn(&case);
         let membership = membership.lock().await;
         self.authorize(caller, &case, Action::ExportArtefact).await.map_err(|err| match err {
@@ -1450,12 +1470,19 @@ impl Gateway {
             other => other,
         })?;
         // Budgeted by the caller of this, once per export: a case export is one step, however many artefacts.
-        let sealed = self.seal(&case, caller.actor(), self.now(), purpose.as_str(), |_| event).await?;
+        let sealed = self
+            .seal(&case, caller.actor(), self.now(), purpose.as_str(), |committer| event(leaving, committer))
+            .await?;
         let export_index = self.record(&sealed).await?;
         drop(membership);
         let mut entries = self.catalog.artefact_timeline(artefact.as_str()).await?;
         entries.retain(|(index, _)| (*index as u64) <= export_index);
         Ok(ExportedChain { row, artefact, export_index, entries })
+    }
+
+    /// The turn of `key` (a transfer's steps, say): one holder at a time in this process.
+    pub(crate) fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.artefact_turns.turn(key)
     }
 
     /// The turn taken by every change of a case's membership, and by each export record with its check of the
@@ -1503,6 +1530,89 @@ impl Gateway {
             witnessing: proved.witnessing.clone(),
             timestamp,
         })
+    }
+
+    // Transfers to and from partner gateways ([`crate::transfers`]).
+
+    /// The court bundle of an artefact a member sends to a partner gateway: checked against the artefact's use
+    /// policy as a transfer to `recipient` (the partner's account here) in the partner's `jurisdiction`, and
+    /// recorded first (`artefact_transferred`), so that the bundle carries the record of its own transfer.
+    pub(crate) async fn transfer_bundle(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        purpose: &Label,
+        recipient: &Account,
+        jurisdiction: &str,
+    ) -> Result<BundleSource> {
+        let (row, role) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
+        // Sending to another State's authority is the court's or the prosecution's act, not the defence's.
+        if !matches!(role, Role::Clerk | Role::Prosecutor) {
+            let (case, artefact) = ids(&row)?;
+            let code = RefusalCode::RoleForbids;
+            let refused = self.record_refusal(caller, &case, Some(&artefact), Action::ExportArtefact, code).await;
+            let err = GatewayError::RoleForbids { role, action: "send evidence to a partner gateway".into() };
+            return Err(refused.unwrap_or(err));
+        }
+        let turn = self.policy_turn(id);
+        let turn = turn.lock().await;
+        let row = self.under_policy_turn(row).await?;
+        let recipient = actor_of(recipient);
+        let place = Label::new(jurisdiction).map_err(|err| bad_input("partner", err))?;
+        self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
+        self.take_recorded_step(caller)?;
+        let chain = self
+            .record_leaving(caller, row, purpose, |artefact, committer| CustodyEvent::ArtefactTransferred {
+                artefact,
+                recipient,
+                jurisdiction: committer.commit("jurisdiction", jurisdiction),
+            })
+            .await?;
+        drop(turn);
+        let proved = self.covering_checkpoint(chain.export_index + 1).await?;
+        self.bundle_source(chain, &proved).await
+    }
+
+    /// Puts a record about `case` on the log for `actor` (a transfer's evidence, made by this gateway or by a
+    /// partner): sealed, appended and indexed. Its ledger index, entry and openings.
+    pub(crate) async fn record_for(
+        &self,
+        case: &CaseId,
+        actor: ActorId,
+        purpose: &str,
+        event: impl FnOnce(&mut Committer) -> CustodyEvent,
+    ) -> Result<(u64, Vec<u8>, Openings)> {
+        let sealed = self.seal(case, actor, self.now(), purpose, event).await?;
+        let index = self.record(&sealed).await?;
+        // The entry as appended: recording chains it to the artefact's record before it.
+        let checkpoint = self.log.wait_for_size(index + 1).await?;
+        let entry = self.log.storage().entry(index, checkpoint.checkpoint.size).await?;
+        Ok((index, entry.to_vec(), sealed.openings))
+    }
+
+    /// Takes an artefact received from a partner gateway into custody in `case`, provided by `provider` (the
+    /// partner's account here): registered like an upload, then the `received_from` record that `received_from`
+    /// makes for it.
+    pub(crate) async fn receive<S, E>(
+        &self,
+        provider: &Caller,
+        case: &CaseId,
+        request: UploadRequest,
+        body: S,
+        received_from: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        let purpose = request.purpose.clone();
+        let registered = self.register_as(provider, case, None, request, self.max_upload_bytes, body).await?;
+        let artefact = registered.artefact.clone();
+        let sealed = self
+            .custody_record(provider, case, purpose.as_str(), |committer| received_from(artefact, committer))
+            .await?;
+        self.record(&sealed).await?;
+        Ok(registered)
     }
 
     // Restrictions on use, requests to widen them, and outcome reports.

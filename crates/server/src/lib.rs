@@ -29,6 +29,8 @@ pub mod startup;
 pub mod texts;
 pub mod timestamping;
 pub mod tls;
+pub mod transfer_api;
+pub mod transfers;
 pub mod turn;
 pub mod tus;
 pub mod web;
@@ -50,6 +52,7 @@ pub fn app(state: api::AppState) -> axum::Router {
         .merge(log_routes::router(state.clone()))
         .merge(witness_api::router(state.clone()))
         .merge(partner_api::router(state.clone()))
+        .merge(transfer_api::router(state.clone()))
         .merge(cosigning::router(state))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {

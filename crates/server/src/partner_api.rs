@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use custodia_core::Sha256;
+use custodia_partners::evidence::{Evidence, EvidenceError, SignedEvidence};
 use custodia_partners::replay::ReplayWindow;
 use custodia_partners::request::{Presented, REPLAY_WINDOW_NONCES, Refused};
 use custodia_partners::{Card, Partner, Registry};
@@ -88,6 +89,45 @@ impl Partnering {
         )
     }
 
+    /// This gateway's name among its partners.
+    pub fn name(&self) -> &str {
+        &self.card.name
+    }
+
+    /// The key that checks this gateway's own signatures (its requests' and its evidences').
+    pub fn own_key(&self) -> ed25519_dalek::VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Signs an evidence of a transfer as this gateway ([`custodia_partners::evidence`]), with the key that signs
+    /// its requests, which its partners pin.
+    pub fn sign_evidence(&self, evidence: &Evidence) -> Result<SignedEvidence, EvidenceError> {
+        evidence.sign(&self.key)
+    }
+
+    /// The body-free checks of a partner's request ([`custodia_partners::request::check_headers`]); a refusal is
+    /// logged by kind like any other.
+    fn check_headers(&self, request: &Presented<'_>) -> Result<Partner, Refused> {
+        let checked = custodia_partners::request::check_headers(&self.registry, request, self.clock.unix_seconds());
+        checked.cloned().inspect_err(|refused| self.log_refusal(request, refused))
+    }
+
+    /// A request to `partner`, signed: `method` on `path` with the JSON `body`.
+    pub fn signed(
+        &self,
+        client: &reqwest::Client,
+        partner: &Partner,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = client.request(method.clone(), format!("{}{path}", partner.base_url));
+        for (name, value) in self.sign(method.as_str(), path, &Sha256::of(&body)) {
+            request = request.header(name, value);
+        }
+        request.header("content-type", "application/json").body(body)
+    }
+
     /// The partner that sent `request` with `body`, or why it is refused (logged by kind).
     fn authenticate(&self, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
         let now = self.clock.unix_seconds();
@@ -95,46 +135,37 @@ impl Partnering {
         let checked =
             custodia_partners::request::authenticate(&self.registry, &mut replay, request, &Sha256::of(body), now);
         drop(replay);
-        match checked {
-            Ok(partner) => Ok(partner.clone()),
-            Err(refused) => {
-                let kind = refused.kind();
-                let named = match &refused {
-                    Refused::Signature(_) | Refused::Replay(_) => request
-                        .signature_input
-                        .zip(request.signature)
-                        .and_then(|(input, signature)| custodia_partners::signature::parse(input, signature).ok())
-                        .map(|signature| signature.params.keyid)
-                        .filter(|keyid| self.registry.partner(keyid).is_some()),
-                    _ => None,
-                };
-                tracing::warn!(kind, partner = named.as_deref().unwrap_or("-"), "refused a partner request");
-                Err(refused)
-            }
-        }
+        checked.cloned().inspect_err(|refused| self.log_refusal(request, refused))
+    }
+
+    /// Logs a refused request by the kind of refusal and the pinned partner it names, never by address.
+    fn log_refusal(&self, request: &Presented<'_>, refused: &Refused) {
+        let named = match refused {
+            Refused::Signature(_) | Refused::Replay(_) => request
+                .signature_input
+                .zip(request.signature)
+                .and_then(|(input, signature)| custodia_partners::signature::parse(input, signature).ok())
+                .map(|signature| signature.params.keyid)
+                .filter(|keyid| self.registry.partner(keyid).is_some()),
+            _ => None,
+        };
+        tracing::warn!(kind = refused.kind(), partner = named.as_deref().unwrap_or("-"), "refused a partner request");
     }
 }
 
-/// A request a partner signed, checked ([`Partnering`]), with its body.
+/// A request a partner signed, checked ([`Partnering`]), with its body of at most `LIMIT` bytes. Its signature
+/// is checked before the body is read, so that only a partner can make the gateway hold a body.
 #[derive(Debug)]
-pub struct FromPartner {
+pub struct FromPartner<const LIMIT: usize = PARTNER_BODY_LIMIT> {
     pub partner: Partner,
     pub body: Bytes,
 }
 
-impl FromRequest<AppState> for FromPartner {
+impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Problem> {
         let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, PARTNER_BODY_LIMIT).await.map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Body too large",
-                format!("a request from a partner gateway has at most {PARTNER_BODY_LIMIT} bytes"),
-            )
-        })?;
         let header = |name: &str| parts.headers.get(name).and_then(|value| value.to_str().ok());
         let presented = Presented {
             method: parts.method.as_str(),
@@ -144,6 +175,15 @@ impl FromRequest<AppState> for FromPartner {
             signature_input: header("signature-input"),
             signature: header("signature"),
         };
+        state.partnering.check_headers(&presented).map_err(refusal)?;
+        let body = axum::body::to_bytes(body, LIMIT).await.map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Body too large",
+                format!("this request from a partner gateway has at most {LIMIT} bytes"),
+            )
+        })?;
         let partner = state.partnering.authenticate(&presented, &body).map_err(refusal)?;
         Ok(Self { partner, body })
     }
@@ -252,13 +292,7 @@ pub enum HandshakeOutcome {
 /// partner's entry for this gateway against this gateway's card, and the partner's card against its entry here.
 /// One outcome per partner, in the registry's order.
 pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duration) -> Vec<(String, HandshakeOutcome)> {
-    let client = match reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("custodia/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let client = match partner_client(timeout) {
         Ok(client) => client,
         Err(err) => {
             let failed = HandshakeOutcome::Failed(format!("no HTTP client: {err}"));
@@ -272,17 +306,23 @@ pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duratio
     outcomes
 }
 
+/// The HTTP client of requests to partner gateways: no redirects followed, every request within `timeout`.
+pub fn partner_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("custodia/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 async fn handshake_with(partnering: &Partnering, client: &reqwest::Client, partner: &Partner) -> HandshakeOutcome {
     const PATH: &str = "/partner/v1/handshake";
     let body = match serde_json::to_vec(partnering.card()) {
         Ok(body) => body,
         Err(err) => return HandshakeOutcome::Failed(err.to_string()),
     };
-    let mut request = client.post(format!("{}{PATH}", partner.base_url)).header("content-type", "application/json");
-    for (name, value) in partnering.sign("POST", PATH, &Sha256::of(&body)) {
-        request = request.header(name, value);
-    }
-    let answer = match request.body(body).send().await {
+    let answer = match partnering.signed(client, partner, reqwest::Method::POST, PATH, body).send().await {
         Ok(answer) => answer,
         Err(err) => return HandshakeOutcome::Failed(format!("could not reach {}: {err}", partner.base_url)),
     };

@@ -114,6 +114,13 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         recordings.join("hearings"),
         quarantine_dir,
     ));
+    let transfers = Arc::new(crate::transfers::Transfers::new(
+        gateway.clone(),
+        partnering.clone(),
+        gateway_config.data_dir.join("transfers"),
+        config.partners.transfer_timing(),
+    )?);
+    transfers.resume().await?;
     let restored = hearings.restore().await?;
     if restored > 0 {
         tracing::info!(count = restored, "hearings restored from their journals");
@@ -129,6 +136,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         cosigning,
         outflow: Arc::default(),
         partnering,
+        transfers,
     })
 }
 

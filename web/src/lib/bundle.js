@@ -1247,6 +1247,10 @@ function describe(event, openings) {
       return event.hearing === undefined
         ? `case exported (${event.artefacts} artefact bundles)`
         : `hearing ${open('hearing')} exported (${event.artefacts} artefact bundles)`;
+    case 'transfer_evidence':
+      return `transfer evidence: ${event.rung}`;
+    case 'received_from':
+      return `received from partner gateway ${open('provider')}`;
     default:
       return 'other custody event';
   }
@@ -2290,7 +2294,8 @@ function checkHistory(records, manifest, manifestBytes, signature, report) {
     }
   }
   const last = records[records.length - 1].record;
-  if (!last || last.event.type !== 'artefact_exported') {
+  // An export, or a transfer to a partner gateway (which sends the bundle it makes): the bundle's own leaving.
+  if (!last || !['artefact_exported', 'artefact_transferred'].includes(last.event.type)) {
     report.fail('custody_history', 'the last record is not this bundle\'s export: records after it are missing');
   }
   if (report.checks.filter((c) => !c.passed).length === before) {
@@ -2342,6 +2347,8 @@ const EVENT_COMMITMENTS = {
   access_refused: ['action'],
   membership_changed: ['role'],
   case_exported: ['hearing'],
+  transfer_evidence: ['evidence'],
+  received_from: ['provider', 'provenance'],
 };
 
 function recordCommitments(record) {
@@ -2502,6 +2509,8 @@ const EVENT_SHAPES = {
   access_refused: { 'artefact?': isIdentifier, action: isSha256, code: (v) => REFUSAL_CODES.includes(v) },
   membership_changed: { member: isIdentifier, change: (v) => ['added', 'role_changed', 'removed'].includes(v), 'role?': isSha256 },
   case_exported: { listing_sha256: isSha256, artefacts: isU64, 'hearing?': isSha256 },
+  transfer_evidence: { 'artefact?': isIdentifier, rung: isLabel, evidence: isSha256 },
+  received_from: { artefact: isIdentifier, provider: isSha256, provenance: isSha256 },
 };
 
 const REFUSAL_CODES = [

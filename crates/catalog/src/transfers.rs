@@ -1,0 +1,201 @@
+//! Transfers to and from partner gateways, and their evidences.
+
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+use crate::{Catalog, CatalogError, Result};
+
+/// One transfer, sent (`direction` "out") or received ("in").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRow {
+    pub id: String,
+    pub direction: String,
+    /// The partner gateway, by its registry name.
+    pub partner: String,
+    /// Sent: the artefact sent. Received: the artefact it became, once under custody.
+    pub artefact_id: Option<String>,
+    pub case_id: Option<String>,
+    /// Sent: the member who sent it. Received: the partner's account here.
+    pub account_id: Option<String>,
+    pub size: i64,
+    pub sha256: String,
+    pub chunk_size: i64,
+    /// The bytes the receiving gateway holds durably.
+    pub received: i64,
+    pub stage: String,
+    /// The offer that opened it (JSON), once made.
+    pub offer: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One evidence of a transfer: as this gateway logged it, and as the partner did, each a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferEvidenceRow {
+    pub transfer_id: String,
+    pub rung: i64,
+    pub event: String,
+    pub own: Option<String>,
+    pub partner: Option<String>,
+}
+
+fn transfer(row: &AnyRow) -> sqlx::Result<TransferRow> {
+    Ok(TransferRow {
+        id: row.try_get("id")?,
+        direction: row.try_get("direction")?,
+        partner: row.try_get("partner")?,
+        artefact_id: row.try_get("artefact_id")?,
+        case_id: row.try_get("case_id")?,
+        account_id: row.try_get("account_id")?,
+        size: row.try_get("size")?,
+        sha256: row.try_get("sha256")?,
+        chunk_size: row.try_get("chunk_size")?,
+        received: row.try_get("received")?,
+        stage: row.try_get("stage")?,
+        offer: row.try_get("offer")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn evidence(row: &AnyRow) -> sqlx::Result<TransferEvidenceRow> {
+    Ok(TransferEvidenceRow {
+        transfer_id: row.try_get("transfer_id")?,
+        rung: row.try_get("rung")?,
+        event: row.try_get("event")?,
+        own: row.try_get("own")?,
+        partner: row.try_get("partner")?,
+    })
+}
+
+impl Catalog {
+    /// Records a new transfer; [`CatalogError::Conflict`] if one of that id exists.
+    pub async fn insert_transfer(&self, row: &TransferRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO transfers (id, direction, partner, artefact_id, case_id, account_id, size, sha256, \
+             chunk_size, received, stage, offer, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&row.id)
+        .bind(&row.direction)
+        .bind(&row.partner)
+        .bind(&row.artefact_id)
+        .bind(&row.case_id)
+        .bind(&row.account_id)
+        .bind(row.size)
+        .bind(&row.sha256)
+        .bind(row.chunk_size)
+        .bind(row.received)
+        .bind(&row.stage)
+        .bind(&row.offer)
+        .bind(&row.created_at)
+        .bind(&row.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| CatalogError::from_insert(err, "a transfer with that id"))?;
+        Ok(())
+    }
+
+    pub async fn transfer(&self, id: &str) -> Result<Option<TransferRow>> {
+        let row = sqlx::query("SELECT * FROM transfers WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(transfer).transpose()?)
+    }
+
+    /// The transfers one way in one of `stages`, oldest first.
+    pub async fn transfers_in_stage(&self, direction: &str, stage: &str) -> Result<Vec<TransferRow>> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE direction = $1 AND stage = $2 ORDER BY created_at, id")
+            .bind(direction)
+            .bind(stage)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The transfers of an artefact, sent or received, oldest first.
+    pub async fn transfers_of_artefact(&self, artefact_id: &str) -> Result<Vec<TransferRow>> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE artefact_id = $1 ORDER BY created_at, id")
+            .bind(artefact_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The transfers of a case, sent or received, oldest first.
+    pub async fn transfers_of_case(&self, case_id: &str) -> Result<Vec<TransferRow>> {
+        let rows = sqlx::query("SELECT * FROM transfers WHERE case_id = $1 ORDER BY created_at, id")
+            .bind(case_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Moves a transfer on: its durable byte count and stage. False if it is not in stage `from`.
+    pub async fn advance_transfer(&self, id: &str, from: &str, stage: &str, received: i64, at: &str) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE transfers SET stage = $1, received = $2, updated_at = $3 WHERE id = $4 AND stage = $5")
+                .bind(stage)
+                .bind(received)
+                .bind(at)
+                .bind(id)
+                .bind(from)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Sets what a transfer is about once known: a received one's artefact and case once under custody, a sent
+    /// one's offer once made.
+    pub async fn settle_transfer(
+        &self,
+        id: &str,
+        artefact_id: Option<&str>,
+        case_id: Option<&str>,
+        offer: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE transfers SET artefact_id = COALESCE($1, artefact_id), case_id = COALESCE($2, case_id), \
+             offer = COALESCE($3, offer) WHERE id = $4",
+        )
+        .bind(artefact_id)
+        .bind(case_id)
+        .bind(offer)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Keeps an evidence of a transfer as this gateway logged it (`own`) or as the partner did (`partner`); what
+    /// is already kept of it stays.
+    pub async fn keep_transfer_evidence(
+        &self,
+        transfer_id: &str,
+        rung: i64,
+        event: &str,
+        own: Option<&str>,
+        partner: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO transfer_evidences (transfer_id, rung, event, own, partner) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (transfer_id, rung) DO UPDATE SET own = COALESCE(transfer_evidences.own, excluded.own), \
+             partner = COALESCE(transfer_evidences.partner, excluded.partner)",
+        )
+        .bind(transfer_id)
+        .bind(rung)
+        .bind(event)
+        .bind(own)
+        .bind(partner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A transfer's evidences, by rung.
+    pub async fn transfer_evidences(&self, transfer_id: &str) -> Result<Vec<TransferEvidenceRow>> {
+        let rows = sqlx::query("SELECT * FROM transfer_evidences WHERE transfer_id = $1 ORDER BY rung")
+            .bind(transfer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(evidence).collect::<sqlx::Result<_>>()?)
+    }
+}

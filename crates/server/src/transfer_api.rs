@@ -1,0 +1,109 @@
+//! The routes of transfers between partner gateways ([`crate::transfers`]).
+//!
+//! For members: `POST /api/v1/artefacts/{id}/transfers` sends an artefact to a partner (`{"partner", "purpose"}`;
+//! 202, the transfer goes on in the background), `GET /api/v1/artefacts/{id}/transfers` lists an artefact's
+//! transfers with their evidences, and `GET /api/v1/partners` names the partners one may send to.
+//!
+//! For partner gateways, each request signed ([`crate::partner_api::FromPartner`]): `POST /partner/v1/transfers`
+//! (an offer), `PUT /partner/v1/transfers/{id}/chunks/{offset}` (a chunk of at most 8 MiB), `POST
+//! /partner/v1/transfers/{id}/complete`, and `GET /partner/v1/transfers/{id}`; each is answered with the
+//! transfer's progress.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use custodia_partners::transfer::{MAX_CHUNK_BYTES, Offer, Progress};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiJson, AppState, artefact_id, json, label};
+use crate::auth::Caller;
+use crate::partner_api::FromPartner;
+use crate::problem::Problem;
+
+/// A chunk's body: at most [`MAX_CHUNK_BYTES`].
+const CHUNK_LIMIT: usize = MAX_CHUNK_BYTES as usize;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/partners", get(partners))
+        .route("/api/v1/artefacts/{id}/transfers", post(send).get(list))
+        .route("/partner/v1/transfers", post(offered))
+        .route("/partner/v1/transfers/{id}", get(progress))
+        .route("/partner/v1/transfers/{id}/chunks/{offset}", put(chunk))
+        .route("/partner/v1/transfers/{id}/complete", post(complete))
+        .with_state(state)
+}
+
+/// A partner one may send to, as the console lists it.
+#[derive(Debug, Serialize)]
+struct PartnerListed {
+    name: String,
+    jurisdiction: String,
+}
+
+async fn partners(State(state): State<AppState>, _caller: Caller) -> Json<Vec<PartnerListed>> {
+    let listed = state
+        .partnering
+        .registry()
+        .partners()
+        .iter()
+        .map(|partner| PartnerListed { name: partner.name.clone(), jurisdiction: partner.jurisdiction.clone() })
+        .collect();
+    Json(listed)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTransfer {
+    partner: String,
+    purpose: String,
+}
+
+async fn send(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<NewTransfer>,
+) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    let purpose = label("purpose", &body.purpose)?;
+    let view = state.transfers.send(&caller, &id, &body.partner, &purpose).await?;
+    Ok(json(StatusCode::ACCEPTED, view))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    let id = artefact_id(&id)?;
+    Ok(json(StatusCode::OK, state.transfers.of_artefact(&caller, &id).await?))
+}
+
+async fn offered(State(state): State<AppState>, request: FromPartner) -> Result<Json<Progress>, Problem> {
+    let offer: Offer = serde_json::from_slice(&request.body)
+        .map_err(|err| Problem::bad_request(format!("the body is a transfer's offer: {err}")))?;
+    Ok(Json(state.transfers.offered(&request.partner, offer).await?))
+}
+
+async fn progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: FromPartner,
+) -> Result<Json<Progress>, Problem> {
+    Ok(Json(state.transfers.progress_of(&request.partner, &id).await?))
+}
+
+async fn chunk(
+    State(state): State<AppState>,
+    Path((id, offset)): Path<(String, u64)>,
+    request: FromPartner<CHUNK_LIMIT>,
+) -> Result<Json<Progress>, Problem> {
+    Ok(Json(state.transfers.chunk(&request.partner, &id, offset, request.body).await?))
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: FromPartner,
+) -> Result<Json<Progress>, Problem> {
+    Ok(Json(state.transfers.complete(&request.partner, &id).await?))
+}

@@ -1,0 +1,1154 @@
+//! Evidence sent to, and received from, partner gateways ([`custodia_partners::transfer`]), with e-CODEX's
+//! ladder of signed evidences logged on both sides.
+//!
+//! **Sending.** A member sends an artefact to a partner: the gateway checks the artefact's use policy for a
+//! transfer to that partner's jurisdiction, records the transfer (`artefact_transferred`), writes the artefact's
+//! court bundle (which carries that record) to a staging file, issues and logs `SubmissionAcceptance`, and hands
+//! the rest to a driver task that survives restarts (its state is in the catalog): it offers the transfer, sends
+//! the bundle in chunks from where the receiving gateway says it holds them durably, asks it to finish, and keeps
+//! every evidence the receiving gateway returns, checked against the keys pinned for it and logged again here.
+//! If the receiving gateway stays silent past a timeout, the driver issues `RelayFailure` or `NonDelivery`
+//! itself. A policy that forbids the transfer is refused and recorded before anything is made.
+//!
+//! **Receiving.** An offer from a pinned partner, with its `SubmissionAcceptance` shown on the partner's log, opens
+//! a transfer here (`RelayAcceptance`); chunks are written at their offset, synced, and only then counted; at the
+//! end the whole bundle is verified with the partner's pinned log key before anything is accepted: a bundle that
+//! fails gets `NonDelivery` and nothing is stored. One that verifies is taken into custody in the partner's inbox
+//! case, with its provider's use policy and a `received_from` record, and gets `Delivery`; the first download by a
+//! member there gets `Retrieval`, or the retrieval timeout `NonRetrieval`.
+//!
+//! Every request is idempotent: an offer or a chunk sent twice changes nothing, and either gateway may be killed
+//! at any point and pick up where the catalog says it was.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use custodia_catalog::{Account, TransferRow};
+use custodia_core::{ArtefactId, CaseId, CustodyEvent, Label, Sha256, UsePolicy};
+use custodia_ledger::LogVerifier;
+use custodia_partners::Partner;
+use custodia_partners::evidence::{
+    DIGEST_ALGORITHM, EVIDENCE_TYPE, Evidence, EvidenceEvent, NegativeReason, SignedEvidence, check_ladder,
+};
+use custodia_partners::transfer::{EVIDENCE_FIELD, Logged, MAX_CHUNK_BYTES, Offer, Progress, Stage, check_logged};
+use serde::Serialize;
+
+use crate::auth::{Caller, Channel};
+use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
+use crate::partner_api::Partnering;
+
+type Result<T> = std::result::Result<T, GatewayError>;
+
+/// How many retry intervals apart a sending gateway asks whether a delivered transfer was retrieved.
+const ASKS_APART: u32 = 6;
+
+/// The chunk size this gateway sends with.
+pub const CHUNK_BYTES: u64 = MAX_CHUNK_BYTES;
+
+/// How long each step of a transfer may take, and how often a driver tries again.
+#[derive(Debug, Clone, Copy)]
+pub struct TransferTiming {
+    /// From submission to the receiving gateway's `RelayAcceptance`.
+    pub relay: Duration,
+    /// From submission to its `Delivery`.
+    pub delivery: Duration,
+    /// From delivery to a member's retrieval there.
+    pub retrieval: Duration,
+    /// Between tries of a failed request, and between asks for the retrieval.
+    pub retry: Duration,
+}
+
+/// Transfers of this gateway, both ways.
+pub struct Transfers {
+    gateway: Gateway,
+    partnering: Arc<Partnering>,
+    /// Staging files: `out/<id>.tar` (a bundle being sent), `in/<id>.part` (one being received).
+    dir: PathBuf,
+    client: reqwest::Client,
+    timing: TransferTiming,
+    /// The transfers a driver task is working on, so that each has one.
+    driving: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Transfers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transfers").field("timing", &self.timing).finish_non_exhaustive()
+    }
+}
+
+/// A transfer as the console shows it: where it stands, and its evidences in ladder order.
+#[derive(Debug, Clone, Serialize)]
+pub struct TransferView {
+    pub id: String,
+    pub direction: String,
+    pub partner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artefact: Option<String>,
+    pub stage: String,
+    pub size: i64,
+    pub sha256: String,
+    pub received: i64,
+    pub created_at: String,
+    pub evidences: Vec<EvidenceView>,
+}
+
+/// One evidence, with both gateways' copies (each proved on the log of the gateway that kept it).
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceView {
+    pub rung: i64,
+    pub event: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partner: Option<serde_json::Value>,
+}
+
+const OUT: &str = "out";
+const IN: &str = "in";
+
+/// Why a step of a sending driver did not go through: tried again later, until its timeout.
+#[derive(Debug, thiserror::Error)]
+enum Hitch {
+    #[error("could not reach the partner: {0}")]
+    Unreachable(#[from] reqwest::Error),
+    #[error("the partner answered {status}: {detail}")]
+    Answered { status: u16, detail: String },
+    #[error("what the partner sent does not check: {0}")]
+    Unchecked(String),
+    #[error(transparent)]
+    Here(#[from] GatewayError),
+}
+
+impl Transfers {
+    pub fn new(gateway: Gateway, partnering: Arc<Partnering>, dir: PathBuf, timing: TransferTiming) -> Result<Self> {
+        for side in [OUT, IN] {
+            std::fs::create_dir_all(dir.join(side))
+                .map_err(|err| GatewayError::Internal(format!("making the transfer staging directory: {err}")))?;
+        }
+        let client = crate::partner_api::partner_client(Duration::from_secs(120))
+            .map_err(|err| GatewayError::Internal(format!("no HTTP client: {err}")))?;
+        Ok(Self { gateway, partnering, dir, client, timing, driving: Mutex::new(HashSet::new()) })
+    }
+
+    /// Starts a driver for every transfer under way (after a restart), and the sweep of timeouts.
+    pub async fn resume(self: &Arc<Self>) -> Result<()> {
+        for stage in ["sending", "delivered"] {
+            for row in self.gateway.catalog.transfers_in_stage(OUT, stage).await? {
+                self.drive(row.id);
+            }
+        }
+        let transfers = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(transfers.timing.retry).await;
+                if let Err(err) = transfers.sweep().await {
+                    tracing::warn!(error = %err, "the sweep of received transfers failed");
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn partner(&self, name: &str) -> Result<&Partner> {
+        self.partnering
+            .registry()
+            .partner(name)
+            .ok_or_else(|| GatewayError::NotFound(format!("{name:?} is not a partner of this gateway")))
+    }
+
+    fn staging(&self, side: &str, id: &str) -> PathBuf {
+        self.dir.join(side).join(if side == OUT { format!("{id}.tar") } else { format!("{id}.part") })
+    }
+
+    /// The account that stands for `partner` here: the provider of what it sends, the recipient of what it is
+    /// sent. It signs nothing in (it is made disabled) and is never a member.
+    async fn partner_account(&self, partner: &Partner) -> Result<Account> {
+        let username = format!("partner:{}", partner.name);
+        if let Some(account) = self.gateway.catalog.account_named(&username).await? {
+            return Ok(account);
+        }
+        let account = Account {
+            id: crate::gateway::new_id("acct"),
+            username: username.clone(),
+            display_name: format!("Partner gateway {}", partner.name),
+            password_hash: "!".into(),
+            is_admin: false,
+            jurisdiction: partner.jurisdiction.clone(),
+        };
+        let now = self.gateway.now().to_string();
+        match self.gateway.catalog.create_account(&account, &now).await {
+            Ok(()) => {
+                self.gateway.catalog.disable_account(&account.id, &now).await?;
+                Ok(account)
+            }
+            // Made meanwhile by another request.
+            Err(custodia_catalog::CatalogError::Conflict { .. }) => self
+                .gateway
+                .catalog
+                .account_named(&username)
+                .await?
+                .ok_or_else(|| GatewayError::Internal("the partner's account vanished".into())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The case what `partner` sends is received into, made on first use; administrators give members access.
+    async fn inbox(&self, partner: &Partner) -> Result<CaseId> {
+        let id = if partner.name.len() <= 58 {
+            format!("inbox-{}", partner.name)
+        } else {
+            format!("inbox-{}", &Sha256::of(partner.name.as_bytes()).to_hex()[..32])
+        };
+        let case = CaseId::new(id).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        if self.gateway.catalog.case(case.as_str()).await?.is_none() {
+            let made = custodia_catalog::Case {
+                id: case.to_string(),
+                title: format!("Received from partner gateway {}", partner.name),
+                created_at: self.gateway.now().to_string(),
+            };
+            match self.gateway.catalog.create_case(&made).await {
+                Ok(()) | Err(custodia_catalog::CatalogError::Conflict { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(case)
+    }
+
+    fn evidence(
+        &self,
+        row: &TransferRow,
+        event: EvidenceEvent,
+        previous: Option<&SignedEvidence>,
+        reason: Option<NegativeReason>,
+    ) -> Result<SignedEvidence> {
+        let own = self.partnering.name().to_owned();
+        let (sender, recipient) =
+            if row.direction == OUT { (own.clone(), row.partner.clone()) } else { (row.partner.clone(), own.clone()) };
+        let payload_digest =
+            row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's stored digest".into()))?;
+        let evidence = Evidence {
+            kind: EVIDENCE_TYPE.into(),
+            event,
+            time: self.gateway.now().to_string(),
+            issuer: own,
+            sender,
+            recipient,
+            transfer: row.id.clone(),
+            payload_digest,
+            digest_algorithm: DIGEST_ALGORITHM.into(),
+            previous: previous.map(SignedEvidence::sha256),
+            reason,
+        };
+        self.partnering.sign_evidence(&evidence).map_err(|err| GatewayError::Internal(err.to_string()))
+    }
+
+    /// Puts `signed` on this gateway's log (a `transfer_evidence` record about `artefact` in `case`, made for
+    /// `actor`), and keeps it with the transfer, with `partner_copy` when the partner's is at hand.
+    #[allow(clippy::too_many_arguments)]
+    async fn log_evidence(
+        &self,
+        row: &TransferRow,
+        case: &CaseId,
+        actor: custodia_core::ActorId,
+        purpose: &str,
+        artefact: Option<ArtefactId>,
+        signed: &SignedEvidence,
+        partner_copy: Option<&Logged>,
+    ) -> Result<Logged> {
+        let event = signed.evidence().event;
+        let rung = Label::new(event.name()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let digest = signed.sha256().to_hex();
+        let (index, entry, openings) = self
+            .gateway
+            .record_for(case, actor, purpose, |committer| CustodyEvent::TransferEvidence {
+                artefact,
+                rung,
+                evidence: committer.commit(EVIDENCE_FIELD, digest),
+            })
+            .await?;
+        let proof = self.gateway.proof(index).await?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let logged = Logged {
+            signed: signed.into(),
+            entry: b64.encode(entry),
+            openings: String::from_utf8_lossy(&openings.to_canonical()).into_owned(),
+            proof: b64.encode(proof.to_bytes()),
+        };
+        let own = serde_json::to_string(&logged).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let theirs =
+            partner_copy.map(serde_json::to_string).transpose().map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.gateway
+            .catalog
+            .keep_transfer_evidence(&row.id, i64::from(event.rung()), event.name(), Some(&own), theirs.as_deref())
+            .await?;
+        Ok(logged)
+    }
+
+    /// The evidences of `row` as this gateway logged them, by rung, each read back and its signature checked with
+    /// its issuer's key (this gateway's, or the one pinned for the partner).
+    async fn own_ladder(&self, row: &TransferRow) -> Result<Vec<(Logged, SignedEvidence)>> {
+        let partner_key = self.partner(&row.partner)?.request_key;
+        let mut ladder = Vec::new();
+        for kept in self.gateway.catalog.transfer_evidences(&row.id).await? {
+            let Some(own) = kept.own else { continue };
+            let logged: Logged = serde_json::from_str(&own).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            let issuer = unverified(&logged)?.issuer;
+            let key = if issuer == self.partnering.name() { self.partnering.own_key() } else { partner_key };
+            let signed =
+                logged.signed.verify(&key).map_err(|err| GatewayError::Internal(format!("a kept evidence: {err}")))?;
+            ladder.push((logged, signed));
+        }
+        Ok(ladder)
+    }
+
+    fn turn(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.gateway.turn(&format!("transfer {id}"))
+    }
+
+    // Sending.
+
+    /// A member sends artefact `id` to partner `partner_name` for `purpose`: checked, recorded, bundled and
+    /// submitted here; a driver task does the rest.
+    pub async fn send(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: &ArtefactId,
+        partner_name: &str,
+        purpose: &Label,
+    ) -> Result<TransferView> {
+        let partner = self.partner(partner_name)?.clone();
+        let recipient = self.partner_account(&partner).await?;
+        let source = self.gateway.transfer_bundle(caller, id, purpose, &recipient, &partner.jurisdiction).await?;
+        let transfer = new_transfer_id();
+        let path = self.staging(OUT, &transfer);
+        let (size, sha256) = self.write_bundle(&source, &path).await?;
+        let artefact = self
+            .gateway
+            .catalog
+            .artefact(id.as_str())
+            .await?
+            .ok_or_else(|| GatewayError::NotFound(format!("artefact {id}")))?;
+        let now = self.gateway.now().to_string();
+        let mut row = TransferRow {
+            id: transfer.clone(),
+            direction: OUT.into(),
+            partner: partner.name.clone(),
+            artefact_id: Some(id.to_string()),
+            case_id: Some(artefact.case_id.clone()),
+            account_id: Some(caller.account.id.clone()),
+            size: i64::try_from(size).map_err(|err| GatewayError::Internal(err.to_string()))?,
+            sha256: sha256.to_hex(),
+            chunk_size: CHUNK_BYTES as i64,
+            received: 0,
+            stage: "sending".into(),
+            offer: None,
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let case = CaseId::new(artefact.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let submission = self.evidence(&row, EvidenceEvent::SubmissionAcceptance, None, None)?;
+        self.gateway.catalog.insert_transfer(&row).await?;
+        let logged = self
+            .log_evidence(&row, &case, caller.actor(), purpose.as_str(), Some(id.clone()), &submission, None)
+            .await?;
+        let offer = Offer {
+            transfer: transfer.clone(),
+            size,
+            sha256,
+            chunk_size: CHUNK_BYTES,
+            submission: logged,
+            policy: artefact
+                .policy
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| GatewayError::Internal(e.to_string()))?,
+            purpose: purpose.to_string(),
+        };
+        let offer = serde_json::to_string(&offer).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        self.gateway.catalog.settle_transfer(&transfer, None, None, Some(&offer)).await?;
+        row.offer = Some(offer);
+        tracing::info!(transfer = %transfer, artefact = %id, partner = %partner.name, size, "transfer submitted");
+        self.drive(transfer);
+        self.view(&row).await
+    }
+
+    /// Writes the court bundle of `source` to `path`, synced; its size and SHA-256.
+    async fn write_bundle(
+        &self,
+        source: &custodia_bundle::BundleSource,
+        path: &std::path::Path,
+    ) -> Result<(u64, Sha256)> {
+        use futures::StreamExt as _;
+        use sha2::Digest as _;
+        use tokio::io::AsyncWriteExt as _;
+        let internal =
+            |err: &dyn std::fmt::Display| GatewayError::Internal(format!("writing a transfer's bundle: {err}"));
+        let writer = custodia_bundle::BundleWriter::new(source).map_err(|e| internal(&e))?;
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| internal(&e))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let head = writer.head().map_err(|e| internal(&e))?;
+        let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
+        hasher.update(&head);
+        file.write_all(&head).await.map_err(|e| internal(&e))?;
+        size += head.len() as u64;
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(|e| internal(&e))?;
+            size += chunk.len() as u64;
+        }
+        let tail = writer.tail();
+        hasher.update(&tail);
+        file.write_all(&tail).await.map_err(|e| internal(&e))?;
+        size += tail.len() as u64;
+        file.sync_all().await.map_err(|e| internal(&e))?;
+        Ok((size, Sha256::from_bytes(hasher.finalize().into())))
+    }
+
+    /// Starts the driver of sent transfer `id` unless one runs.
+    fn drive(self: &Arc<Self>, id: String) {
+        if !self.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone()) {
+            return;
+        }
+        let transfers = self.clone();
+        tokio::spawn(async move {
+            transfers.run_driver(&id).await;
+            transfers.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+        });
+    }
+
+    async fn run_driver(&self, id: &str) {
+        loop {
+            let row = match self.gateway.catalog.transfer(id).await {
+                Ok(Some(row)) => row,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(transfer = %id, error = %err, "a transfer's driver could not read it");
+                    tokio::time::sleep(self.timing.retry).await;
+                    continue;
+                }
+            };
+            let (step, wait) = match row.stage.as_str() {
+                "sending" => (self.push(&row).await, self.timing.retry),
+                // The retrieval is asked for less often, and no longer once the partner had time to close it.
+                "delivered" if self.age(&row.created_at) <= self.timing.delivery + self.timing.retrieval * 2 => {
+                    (self.ask(&row).await, self.timing.retry * ASKS_APART)
+                }
+                _ => return,
+            };
+            match step {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(hitch) => {
+                    tracing::info!(transfer = %id, error = %hitch, "a transfer's step did not go through; trying again");
+                }
+            }
+            if let Err(err) = self.time_out(&row).await {
+                tracing::warn!(transfer = %id, error = %err, "could not close a timed-out transfer");
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Offers, sends what the receiving gateway lacks, and asks it to finish. True when the transfer moved on.
+    async fn push(&self, row: &TransferRow) -> std::result::Result<bool, Hitch> {
+        let partner = self.partner(&row.partner)?.clone();
+        let offer =
+            row.offer.clone().ok_or_else(|| GatewayError::Internal("a sent transfer without its offer".into()))?;
+        let path = "/partner/v1/transfers";
+        let mut progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
+        if self.absorb(row, &partner, &progress).await? {
+            return Ok(true);
+        }
+        let size = row.size as u64;
+        let file = self.staging(OUT, &row.id);
+        while progress.received < size {
+            let offset = progress.received;
+            let length = (row.chunk_size as u64).min(size - offset);
+            let file = file.clone();
+            let chunk = tokio::task::spawn_blocking(move || read_at(&file, offset, length))
+                .await
+                .map_err(|err| GatewayError::Internal(err.to_string()))?
+                .map_err(|err| GatewayError::Internal(format!("reading a transfer's bundle: {err}")))?;
+            let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
+            progress = self.call(&partner, reqwest::Method::PUT, &path, chunk).await?;
+            if progress.received <= offset {
+                return Err(Hitch::Unchecked(format!("the chunk at {offset} was not taken")));
+            }
+            self.gateway
+                .catalog
+                .advance_transfer(
+                    &row.id,
+                    "sending",
+                    "sending",
+                    progress.received as i64,
+                    &self.gateway.now().to_string(),
+                )
+                .await
+                .map_err(GatewayError::from)?;
+        }
+        let path = format!("/partner/v1/transfers/{}/complete", row.id);
+        let progress = self.call(&partner, reqwest::Method::POST, &path, Vec::new()).await?;
+        self.absorb(row, &partner, &progress).await
+    }
+
+    /// Asks the receiving gateway for the retrieval. True when the transfer moved on.
+    async fn ask(&self, row: &TransferRow) -> std::result::Result<bool, Hitch> {
+        let partner = self.partner(&row.partner)?.clone();
+        let path = format!("/partner/v1/transfers/{}", row.id);
+        let progress = self.call(&partner, reqwest::Method::GET, &path, Vec::new()).await?;
+        self.absorb(row, &partner, &progress).await
+    }
+
+    async fn call(
+        &self,
+        partner: &Partner,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> std::result::Result<Progress, Hitch> {
+        let answer = self.partnering.signed(&self.client, partner, method, path, body).send().await?;
+        let status = answer.status();
+        let text = answer.text().await?;
+        if !status.is_success() {
+            let detail = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Err(Hitch::Answered { status: status.as_u16(), detail });
+        }
+        serde_json::from_str(&text).map_err(|err| Hitch::Unchecked(format!("not a transfer's progress: {err}")))
+    }
+
+    /// Keeps the evidences the receiving gateway sent (checked, and logged here too), and moves the transfer's
+    /// stage on from the last. True when the stage changed.
+    async fn absorb(
+        &self,
+        row: &TransferRow,
+        partner: &Partner,
+        progress: &Progress,
+    ) -> std::result::Result<bool, Hitch> {
+        if progress.transfer != row.id {
+            return Err(Hitch::Unchecked("the progress of another transfer".into()));
+        }
+        let log: LogVerifier =
+            partner.log_vkey.parse().map_err(|_| Hitch::Unchecked("the partner's pinned log key".into()))?;
+        let own_ladder = self.own_ladder(row).await?;
+        let mut ladder: Vec<SignedEvidence> = Vec::new();
+        let mut checked = Vec::new();
+        for logged in &progress.evidences {
+            let issuer = unverified(logged)?.issuer;
+            let key = if issuer == self.partnering.name() { self.partnering.own_key() } else { partner.request_key };
+            let proven = check_logged(logged, &key, &log).map_err(|err| Hitch::Unchecked(err.to_string()))?;
+            ladder.push(proven.evidence.clone());
+            checked.push((logged, proven.evidence));
+        }
+        check_ladder(&ladder).map_err(|err| Hitch::Unchecked(err.to_string()))?;
+        let own_first = own_ladder.first().map(|(_, signed)| signed.sha256());
+        if ladder.first().map(SignedEvidence::sha256) != own_first {
+            return Err(Hitch::Unchecked("the ladder does not start with this gateway's submission".into()));
+        }
+        let same = |signed: &SignedEvidence| {
+            let evidence = signed.evidence();
+            evidence.transfer == row.id
+                && evidence.sender == self.partnering.name()
+                && evidence.recipient == partner.name
+                && evidence.payload_digest.to_hex() == row.sha256
+        };
+        if !ladder.iter().all(same) {
+            return Err(Hitch::Unchecked("an evidence of another transfer, payload or pair of gateways".into()));
+        }
+        let case =
+            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let artefact = row
+            .artefact_id
+            .clone()
+            .map(ArtefactId::new)
+            .transpose()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let actor = custodia_core::ActorId::new(self.partner_account(partner).await?.id)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let purpose = offer_of(row)?.purpose;
+        for (index, (logged, signed)) in checked.into_iter().enumerate() {
+            match own_ladder.get(index) {
+                Some((_, own)) if own.sha256() == signed.sha256() => {
+                    let rung = signed.evidence().event;
+                    let theirs = serde_json::to_string(logged).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                    self.gateway
+                        .catalog
+                        .keep_transfer_evidence(&row.id, i64::from(rung.rung()), rung.name(), None, Some(&theirs))
+                        .await
+                        .map_err(GatewayError::from)?;
+                }
+                Some(_) => return Err(Hitch::Unchecked(format!("rung {} differs from the one kept here", index + 1))),
+                None => {
+                    self.log_evidence(row, &case, actor.clone(), &purpose, artefact.clone(), &signed, Some(logged))
+                        .await?;
+                }
+            }
+        }
+        let stage = match ladder.last().map(|signed| signed.evidence().event) {
+            Some(EvidenceEvent::Delivery) => "delivered",
+            Some(EvidenceEvent::Retrieval) => "retrieved",
+            Some(event) if !event.is_positive() => "failed",
+            _ => return Ok(false),
+        };
+        if stage == row.stage {
+            return Ok(false);
+        }
+        let moved = self
+            .gateway
+            .catalog
+            .advance_transfer(&row.id, &row.stage, stage, progress.received as i64, &self.gateway.now().to_string())
+            .await
+            .map_err(GatewayError::from)?;
+        if stage != "sending" {
+            let _ = std::fs::remove_file(self.staging(OUT, &row.id));
+        }
+        tracing::info!(transfer = %row.id, stage, "transfer moved on");
+        Ok(moved)
+    }
+
+    /// Closes a sent transfer whose receiving gateway stayed silent past a timeout: `RelayFailure` without a
+    /// `RelayAcceptance` by the relay timeout, `NonDelivery` without a `Delivery` by the delivery timeout, each
+    /// issued here (e-CODEX's connector does the same).
+    async fn time_out(&self, row: &TransferRow) -> Result<()> {
+        let turn = self.turn(&row.id);
+        let _turn = turn.lock().await;
+        let ladder = self.own_ladder(row).await?;
+        let age = self.age(&row.created_at);
+        let event = match ladder.len() {
+            1 if age > self.timing.relay => EvidenceEvent::RelayFailure,
+            2 if row.stage == "sending" && age > self.timing.delivery => EvidenceEvent::NonDelivery,
+            _ => return Ok(()),
+        };
+        let previous = ladder.last().map(|(_, signed)| signed);
+        let signed = self.evidence(row, event, previous, Some(NegativeReason::TimedOut))?;
+        let case =
+            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let artefact = row
+            .artefact_id
+            .clone()
+            .map(ArtefactId::new)
+            .transpose()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let partner = self.partner(&row.partner)?.clone();
+        let actor = custodia_core::ActorId::new(self.partner_account(&partner).await?.id)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let purpose = offer_of(row)?.purpose;
+        self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
+        self.gateway
+            .catalog
+            .advance_transfer(&row.id, &row.stage, "failed", row.received, &self.gateway.now().to_string())
+            .await?;
+        let _ = std::fs::remove_file(self.staging(OUT, &row.id));
+        tracing::warn!(transfer = %row.id, event = event.name(), "the partner stayed silent; the transfer timed out");
+        Ok(())
+    }
+
+    fn age(&self, since: &str) -> Duration {
+        let since: jiff::Timestamp = since.parse().unwrap_or_else(|_| self.gateway.now());
+        let age = self.gateway.now().duration_since(since);
+        Duration::try_from(age).unwrap_or_default()
+    }
+
+    // Receiving.
+
+    /// A partner's offer: checked, and the transfer opened here (idempotent).
+    pub async fn offered(&self, partner: &Partner, offer: Offer) -> Result<Progress> {
+        let turn = self.turn(&offer.transfer);
+        let _turn = turn.lock().await;
+        if let Some(row) = self.gateway.catalog.transfer(&offer.transfer).await? {
+            let same = row.direction == IN
+                && row.partner == partner.name
+                && row.sha256 == offer.sha256.to_hex()
+                && row.size as u64 == offer.size;
+            if !same {
+                return Err(GatewayError::Conflict(format!("transfer {} is another transfer here", offer.transfer)));
+            }
+            return self.progress(&row).await;
+        }
+        offer.check(self.gateway.max_upload_bytes.saturating_add(64 << 20)).map_err(|err| bad_input("offer", err))?;
+        let log: LogVerifier =
+            partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+        let submission = check_logged(&offer.submission, &partner.request_key, &log)
+            .map_err(|err| bad_input("submission", err))?
+            .evidence;
+        let evidence = submission.evidence();
+        let fits = evidence.event == EvidenceEvent::SubmissionAcceptance
+            && evidence.issuer == partner.name
+            && evidence.sender == partner.name
+            && evidence.recipient == self.partnering.name()
+            && evidence.transfer == offer.transfer
+            && evidence.payload_digest == offer.sha256;
+        if !fits {
+            return Err(bad_input(
+                "submission",
+                "it is not the partner's SubmissionAcceptance of this transfer to this gateway",
+            ));
+        }
+        if let Some(policy) = &offer.policy {
+            serde_json::from_value::<UsePolicy>(policy.clone()).map_err(|err| bad_input("policy", err))?;
+        }
+        let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
+        let account = self.partner_account(partner).await?;
+        let case = self.inbox(partner).await?;
+        let now = self.gateway.now().to_string();
+        let row = TransferRow {
+            id: offer.transfer.clone(),
+            direction: IN.into(),
+            partner: partner.name.clone(),
+            artefact_id: None,
+            case_id: Some(case.to_string()),
+            account_id: Some(account.id.clone()),
+            size: offer.size as i64,
+            sha256: offer.sha256.to_hex(),
+            chunk_size: offer.chunk_size as i64,
+            received: 0,
+            stage: "receiving".into(),
+            offer: Some(serde_json::to_string(&offer).map_err(|err| GatewayError::Internal(err.to_string()))?),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        std::fs::File::create(self.staging(IN, &row.id))
+            .map_err(|err| GatewayError::Internal(format!("staging a transfer: {err}")))?;
+        self.gateway.catalog.insert_transfer(&row).await?;
+        let actor = custodia_core::ActorId::new(account.id).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        self.log_evidence(&row, &case, actor.clone(), purpose.as_str(), None, &submission, Some(&offer.submission))
+            .await?;
+        let relay = self.evidence(&row, EvidenceEvent::RelayAcceptance, Some(&submission), None)?;
+        self.log_evidence(&row, &case, actor, purpose.as_str(), None, &relay, None).await?;
+        tracing::info!(transfer = %row.id, partner = %partner.name, size = row.size, "transfer offered and accepted for relay");
+        self.progress(&row).await
+    }
+
+    /// A received transfer of `partner`'s.
+    async fn received_row(&self, partner: &Partner, id: &str) -> Result<TransferRow> {
+        match self.gateway.catalog.transfer(id).await? {
+            Some(row) if row.direction == IN && row.partner == partner.name => Ok(row),
+            _ => Err(GatewayError::NotFound(format!("no transfer {id} from {}", partner.name))),
+        }
+    }
+
+    /// A chunk of a transfer at `offset`: written, synced, then counted (idempotent).
+    pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
+        let turn = self.turn(id);
+        let _turn = turn.lock().await;
+        let row = self.received_row(partner, id).await?;
+        let received = row.received as u64;
+        if row.stage != "receiving" || (offset < received && offset + bytes.len() as u64 <= received) {
+            return self.progress(&row).await;
+        }
+        if offset != received {
+            return Err(GatewayError::Conflict(format!("the next chunk of transfer {id} starts at byte {received}")));
+        }
+        let expected = (row.chunk_size as u64).min(row.size as u64 - received);
+        if bytes.len() as u64 != expected {
+            return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
+        }
+        let path = self.staging(IN, id);
+        tokio::task::spawn_blocking(move || write_at(&path, offset, &bytes))
+            .await
+            .map_err(|err| GatewayError::Internal(err.to_string()))?
+            .map_err(|err| GatewayError::Internal(format!("writing a transfer's chunk: {err}")))?;
+        let now = self.gateway.now().to_string();
+        self.gateway.catalog.advance_transfer(id, "receiving", "receiving", (received + expected) as i64, &now).await?;
+        let row = self.received_row(partner, id).await?;
+        self.progress(&row).await
+    }
+
+    /// The partner asks to finish: the whole bundle is verified with its pinned keys, then taken into custody
+    /// (`Delivery`), or refused with nothing stored (`NonDelivery`). Idempotent.
+    pub async fn complete(&self, partner: &Partner, id: &str) -> Result<Progress> {
+        let turn = self.turn(id);
+        let _turn = turn.lock().await;
+        let row = self.received_row(partner, id).await?;
+        if row.stage != "receiving" {
+            return self.progress(&row).await;
+        }
+        if row.received != row.size {
+            return Err(GatewayError::Conflict(format!("transfer {id} holds {} of {} bytes", row.received, row.size)));
+        }
+        let offer = offer_of(&row)?;
+        let case =
+            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let account = self.partner_account(partner).await?;
+        let actor =
+            custodia_core::ActorId::new(account.id.clone()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let ladder = self.own_ladder(&row).await?;
+        let relay = ladder
+            .last()
+            .map(|(_, signed)| signed.clone())
+            .ok_or_else(|| GatewayError::Internal("a received transfer without its relay".into()))?;
+        let path = self.staging(IN, id);
+        let log: LogVerifier =
+            partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+        let checked = {
+            let (path, sha256) = (path.clone(), row.sha256.clone());
+            tokio::task::spawn_blocking(move || check_bundle(&path, &sha256, &log))
+                .await
+                .map_err(|err| GatewayError::Internal(err.to_string()))?
+        };
+        let outcome = match checked {
+            Err(why) => {
+                tracing::warn!(transfer = %id, partner = %partner.name, why = %why, "a transferred bundle did not verify; nothing is stored");
+                Err(NegativeReason::PayloadInvalid)
+            }
+            Ok(bundle) => {
+                let provider = Caller { account: account.clone(), channel: Channel::Partner };
+                match self.take_in(&provider, &case, &row, &offer, &bundle, &path).await {
+                    Ok(artefact) => Ok(artefact),
+                    Err(err) => {
+                        tracing::warn!(transfer = %id, error = %err, "a verified transfer could not be stored");
+                        Err(NegativeReason::StorageFailed)
+                    }
+                }
+            }
+        };
+        let (event, reason, artefact, stage) = match &outcome {
+            Ok(artefact) => (EvidenceEvent::Delivery, None, Some(artefact.clone()), "delivered"),
+            Err(reason) => (EvidenceEvent::NonDelivery, Some(*reason), None, "failed"),
+        };
+        let signed = self.evidence(&row, event, Some(&relay), reason)?;
+        if let Some(artefact) = &artefact {
+            self.gateway.catalog.settle_transfer(id, Some(artefact.as_str()), None, None).await?;
+        }
+        self.log_evidence(&row, &case, actor, &offer.purpose, artefact, &signed, None).await?;
+        self.gateway
+            .catalog
+            .advance_transfer(id, "receiving", stage, row.received, &self.gateway.now().to_string())
+            .await?;
+        let _ = std::fs::remove_file(&path);
+        tracing::info!(transfer = %id, partner = %partner.name, stage, "transfer completed");
+        let row = self.received_row(partner, id).await?;
+        self.progress(&row).await
+    }
+
+    /// Registers the payload of a verified bundle, with the provider's policy and a `received_from` record.
+    async fn take_in(
+        &self,
+        provider: &Caller,
+        case: &CaseId,
+        row: &TransferRow,
+        offer: &Offer,
+        bundle: &CheckedBundle,
+        path: &std::path::Path,
+    ) -> Result<ArtefactId> {
+        let policy = offer
+            .policy
+            .clone()
+            .map(serde_json::from_value::<UsePolicy>)
+            .transpose()
+            .map_err(|err| bad_input("policy", err))?;
+        let request = UploadRequest {
+            purpose: Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?,
+            media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
+            original_name: None,
+            expected_sha256: Some(bundle.payload_sha256),
+            policy,
+        };
+        let body = read_range(path.to_path_buf(), bundle.payload_offset, bundle.payload_size);
+        let mut provenance = BTreeMap::new();
+        provenance.insert("bundle_sha256", row.sha256.clone());
+        provenance.insert("provider_artefact", bundle.artefact.clone());
+        provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
+        provenance.insert("transfer", row.id.clone());
+        let provenance =
+            custodia_core::to_canonical_vec(&provenance).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let provenance = String::from_utf8_lossy(&provenance).into_owned();
+        let partner = row.partner.clone();
+        let registered = self
+            .gateway
+            .receive(provider, case, request, body, |artefact, committer| CustodyEvent::ReceivedFrom {
+                artefact,
+                provider: committer.commit("provider", partner),
+                provenance: committer.commit("provenance", provenance),
+            })
+            .await?;
+        Ok(registered.artefact)
+    }
+
+    /// A member retrieved artefact `id` (downloaded it): the first time, for an artefact received from a partner,
+    /// `Retrieval` is issued and logged.
+    pub async fn retrieved(&self, caller: &Caller, id: &ArtefactId) -> Result<()> {
+        for row in self.gateway.catalog.transfers_of_artefact(id.as_str()).await? {
+            if row.direction != IN || row.stage != "delivered" {
+                continue;
+            }
+            let turn = self.turn(&row.id);
+            let _turn = turn.lock().await;
+            let Some(row) = self.gateway.catalog.transfer(&row.id).await?.filter(|row| row.stage == "delivered") else {
+                continue;
+            };
+            self.close_retrieval(&row, EvidenceEvent::Retrieval, None, caller.actor()).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_retrieval(
+        &self,
+        row: &TransferRow,
+        event: EvidenceEvent,
+        reason: Option<NegativeReason>,
+        actor: custodia_core::ActorId,
+    ) -> Result<()> {
+        let ladder = self.own_ladder(row).await?;
+        let delivery = ladder
+            .last()
+            .map(|(_, signed)| signed.clone())
+            .ok_or_else(|| GatewayError::Internal("a delivered transfer without its delivery".into()))?;
+        let signed = self.evidence(row, event, Some(&delivery), reason)?;
+        let case =
+            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let artefact = row
+            .artefact_id
+            .clone()
+            .map(ArtefactId::new)
+            .transpose()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let purpose = offer_of(row)?.purpose;
+        self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
+        let stage = if event.is_positive() { "retrieved" } else { "failed" };
+        self.gateway
+            .catalog
+            .advance_transfer(&row.id, "delivered", stage, row.received, &self.gateway.now().to_string())
+            .await?;
+        tracing::info!(transfer = %row.id, event = event.name(), "transfer retrieval closed");
+        Ok(())
+    }
+
+    /// Received transfers past their timeouts: a delivered one nobody retrieved gets `NonRetrieval`; one still
+    /// receiving past the delivery timeout is dropped with its staging file (its sender issues `NonDelivery`).
+    async fn sweep(&self) -> Result<()> {
+        for row in self.gateway.catalog.transfers_in_stage(IN, "delivered").await? {
+            if self.age(&row.updated_at) <= self.timing.retrieval {
+                continue;
+            }
+            let turn = self.turn(&row.id);
+            let _turn = turn.lock().await;
+            let Some(row) = self.gateway.catalog.transfer(&row.id).await?.filter(|row| row.stage == "delivered") else {
+                continue;
+            };
+            let actor = custodia_core::ActorId::new(row.account_id.clone().unwrap_or_default())
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            self.close_retrieval(&row, EvidenceEvent::NonRetrieval, Some(NegativeReason::TimedOut), actor).await?;
+        }
+        for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
+            if self.age(&row.created_at) <= self.timing.delivery {
+                continue;
+            }
+            let turn = self.turn(&row.id);
+            let _turn = turn.lock().await;
+            if self
+                .gateway
+                .catalog
+                .advance_transfer(&row.id, "receiving", "failed", row.received, &self.gateway.now().to_string())
+                .await?
+            {
+                let _ = std::fs::remove_file(self.staging(IN, &row.id));
+                tracing::warn!(transfer = %row.id, "a transfer was not finished in time; its chunks are dropped");
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a received transfer stands, with the evidences as this gateway logged them.
+    pub async fn progress_of(&self, partner: &Partner, id: &str) -> Result<Progress> {
+        let row = self.received_row(partner, id).await?;
+        self.progress(&row).await
+    }
+
+    async fn progress(&self, row: &TransferRow) -> Result<Progress> {
+        let stage = match row.stage.as_str() {
+            "receiving" => Stage::Receiving,
+            "delivered" => Stage::Delivered,
+            "retrieved" => Stage::Retrieved,
+            _ => Stage::Failed,
+        };
+        let evidences = self.own_ladder(row).await?.into_iter().map(|(logged, _)| logged).collect();
+        Ok(Progress { transfer: row.id.clone(), stage, received: row.received as u64, evidences })
+    }
+
+    // The console.
+
+    /// A transfer as the console shows it.
+    pub async fn view(&self, row: &TransferRow) -> Result<TransferView> {
+        let parse = |text: Option<String>| text.and_then(|text| serde_json::from_str(&text).ok());
+        let evidences = self
+            .gateway
+            .catalog
+            .transfer_evidences(&row.id)
+            .await?
+            .into_iter()
+            .map(|evidence| EvidenceView {
+                rung: evidence.rung,
+                event: evidence.event,
+                own: parse(evidence.own),
+                partner: parse(evidence.partner),
+            })
+            .collect();
+        Ok(TransferView {
+            id: row.id.clone(),
+            direction: row.direction.clone(),
+            partner: row.partner.clone(),
+            artefact: row.artefact_id.clone(),
+            stage: row.stage.clone(),
+            size: row.size,
+            sha256: row.sha256.clone(),
+            received: row.received,
+            created_at: row.created_at.clone(),
+            evidences,
+        })
+    }
+
+    /// The transfers of an artefact the caller may see the history of.
+    pub async fn of_artefact(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TransferView>> {
+        self.gateway.authorize_artefact(caller, id, custodia_core::Action::ViewTimeline).await?;
+        let mut views = Vec::new();
+        for row in self.gateway.catalog.transfers_of_artefact(id.as_str()).await? {
+            views.push(self.view(&row).await?);
+        }
+        Ok(views)
+    }
+}
+
+/// `xfer-` and 16 random bytes in hex.
+fn new_transfer_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+    format!("xfer-{}", hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// The offer a transfer was opened with.
+fn offer_of(row: &TransferRow) -> Result<Offer> {
+    let offer = row.offer.as_deref().ok_or_else(|| GatewayError::Internal("a transfer without its offer".into()))?;
+    serde_json::from_str(offer).map_err(|err| GatewayError::Internal(format!("a transfer's stored offer: {err}")))
+}
+
+/// The evidence a [`Logged`] carries, read without its signature checked: to learn who issued it, and so which
+/// pinned key checks it.
+fn unverified(logged: &Logged) -> Result<Evidence> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64.decode(&logged.signed.evidence).map_err(|_| bad_input("evidence", "not base64"))?;
+    custodia_core::from_canonical_slice(&bytes).map_err(|err| bad_input("evidence", err))
+}
+
+/// What the receiving gateway found in a verified bundle.
+#[derive(Debug)]
+struct CheckedBundle {
+    artefact: String,
+    payload_sha256: Sha256,
+    payload_offset: u64,
+    payload_size: u64,
+    media_type: String,
+    /// The first line and size of the provider's checkpoint the records are proved against.
+    checkpoint: String,
+}
+
+/// Verifies the bundle at `path` with the provider's pinned `log` key and checks that its SHA-256 is `sha256`;
+/// where its payload lies in it, and what its manifest says.
+fn check_bundle(path: &std::path::Path, sha256: &str, log: &LogVerifier) -> std::result::Result<CheckedBundle, String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    let mut hashing =
+        HashingReader { inner: std::io::BufReader::with_capacity(1 << 20, file), hasher: sha2::Sha256::new() };
+    let pins = custodia_bundle::Pins { keys: std::slice::from_ref(log), policy: None, time: None };
+    let verification = custodia_bundle::verify_pinned(&mut hashing, &pins, custodia_bundle::Limits::default())
+        .map_err(|err| err.to_string())?;
+    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|err| err.to_string())?;
+    let digest = Sha256::from_bytes(hashing.hasher.finalize().into());
+    if digest.to_hex() != sha256 {
+        return Err("the bundle is not the one offered: its SHA-256 differs".into());
+    }
+    if !verification.is_valid() {
+        let failed: Vec<String> = verification.failed_parts().iter().map(ToString::to_string).collect();
+        return Err(format!("the bundle does not verify with the provider's pinned key: {}", failed.join(", ")));
+    }
+    let artefact = verification.artefact.clone().ok_or("the bundle names no artefact")?;
+    let payload_sha256 = verification.sha256.ok_or("the bundle names no payload digest")?;
+    let mut archive = tar::Archive::new(std::fs::File::open(path).map_err(|err| err.to_string())?);
+    let (mut payload, mut media_type, mut checkpoint) = (None, None, None);
+    for entry in archive.entries().map_err(|err| err.to_string())? {
+        let mut entry = entry.map_err(|err| err.to_string())?;
+        let name = entry.path().map_err(|err| err.to_string())?.to_string_lossy().into_owned();
+        let inner = name.split_once('/').map(|(_, inner)| inner.to_owned()).unwrap_or_default();
+        if inner.starts_with(custodia_bundle::layout_paths::PAYLOAD_DIR) && entry.header().entry_type().is_file() {
+            payload = Some((entry.raw_file_position(), entry.size()));
+        } else if inner == custodia_bundle::layout_paths::MANIFEST {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(|err| err.to_string())?;
+            let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|err| err.to_string())?;
+            media_type = manifest["media_type"].as_str().map(str::to_owned);
+        } else if inner == custodia_bundle::layout_paths::CHECKPOINT {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(|err| err.to_string())?;
+            checkpoint = Some(text.lines().take(3).collect::<Vec<_>>().join("\n"));
+        }
+    }
+    let (payload_offset, payload_size) = payload.ok_or("the bundle holds no payload")?;
+    Ok(CheckedBundle {
+        artefact,
+        payload_sha256,
+        payload_offset,
+        payload_size,
+        media_type: media_type.ok_or("the bundle's manifest names no media type")?,
+        checkpoint: checkpoint.ok_or("the bundle holds no checkpoint")?,
+    })
+}
+
+/// Hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
+fn read_at(path: &std::path::Path, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::File::open(path)?;
+    let mut buffer = vec![0; usize::try_from(length).map_err(std::io::Error::other)?];
+    file.read_exact_at(&mut buffer, offset)?;
+    Ok(buffer)
+}
+
+fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt as _;
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all_at(bytes, offset)?;
+    file.sync_data()
+}
+
+/// `length` bytes of the file at `path` from `offset`, as a stream of chunks.
+fn read_range(path: PathBuf, offset: u64, length: u64) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
+    const PIECE: u64 = 1 << 20;
+    futures::stream::try_unfold((path, offset, length), |(path, offset, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let take = left.min(PIECE);
+        let read = path.clone();
+        let piece = tokio::task::spawn_blocking(move || read_at(&read, offset, take))
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(Some((Bytes::from(piece), (path, offset + take, left - take))))
+    })
+}

@@ -1,0 +1,335 @@
+//! Evidence crossing a border (issue 14): two gateways on loopback, Tunis (`tn-tunis`) and Catania (`it-catania`),
+//! pin each other. A clerk in Tunis sends an artefact: it is bundled, submitted, offered, sent in chunks, verified
+//! in Catania with Tunis's pinned keys, taken into Catania's custody with Tunis's use policy and a `received_from`
+//! record, and retrieved by a member there. Both gateways keep e-CODEX's whole ladder (SubmissionAcceptance,
+//! RelayAcceptance, Delivery, Retrieval), each evidence signed by its issuer and proved on both logs. Then the
+//! failures: the receiving gateway killed (`kill -9`) mid-transfer and restarted (the transfer resumes and
+//! finishes), a bundle altered on the way (NonDelivery, nothing stored), the receiving gateway down past the relay
+//! timeout (RelayFailure issued by the sender), and a defence member who may not send.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{GatewayProcess, free_port, spawn_gateway_on};
+
+struct Side {
+    name: &'static str,
+    jurisdiction: &'static str,
+    data: tempfile::TempDir,
+    port: u16,
+}
+
+impl Side {
+    fn new(name: &'static str, jurisdiction: &'static str) -> Self {
+        Self { name, jurisdiction, data: tempfile::tempdir().unwrap(), port: free_port() }
+    }
+
+    fn env(&self, extra: &[(&'static str, &str)]) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env = vec![
+            ("CUSTODIA_ORIGIN", format!("{}.custodia.test/log", self.name).into()),
+            ("CUSTODIA_PARTNER_NAME", self.name.into()),
+            ("CUSTODIA_JURISDICTION", self.jurisdiction.into()),
+            ("CUSTODIA_PUBLIC_URL", format!("http://127.0.0.1:{}", self.port).into()),
+            ("CUSTODIA_PARTNERS", self.data.path().join("partners.json").into()),
+            ("CUSTODIA_TRANSFER_RETRY_SECONDS", "1".into()),
+        ];
+        env.extend(extra.iter().map(|(name, value)| (*name, std::ffi::OsString::from(value))));
+        env
+    }
+
+    fn card(&self) -> Value {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(["partners", "card"])
+            .env("CUSTODIA_DATA_DIR", self.data.path())
+            .envs(self.env(&[]))
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn pin(&self, partner: &Value) {
+        std::fs::write(self.data.path().join("partners.json"), json!({ "partners": [partner] }).to_string()).unwrap();
+    }
+
+    fn serve(&self, extra: &[(&'static str, &str)]) -> GatewayProcess {
+        let env = self.env(extra);
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        spawn_gateway_on(self.data.path(), &env, None, self.port)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The first administrator's session cookie.
+    async fn admin(&self) -> String {
+        let password = std::fs::read_to_string(self.data.path().join("keys/initial-admin-password")).unwrap();
+        self.sign_in("admin", password.trim()).await
+    }
+
+    async fn sign_in(&self, username: &str, password: &str) -> String {
+        let answer = reqwest::Client::new()
+            .post(self.url("/api/v1/session"))
+            .header("origin", self.url(""))
+            .header("content-type", "application/json")
+            .body(json!({ "username": username, "password": password }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let cookie = answer.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        cookie
+    }
+
+    async fn call(&self, cookie: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = reqwest::Client::new()
+            .request(method, self.url(path))
+            .header("cookie", cookie)
+            .header("origin", self.url(""));
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        let answer = request.send().await.unwrap();
+        let status = answer.status().as_u16();
+        let text = answer.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn bytes(&self, cookie: &str, path: &str) -> (u16, Vec<u8>) {
+        let answer = reqwest::Client::new().get(self.url(path)).header("cookie", cookie).send().await.unwrap();
+        (answer.status().as_u16(), answer.bytes().await.unwrap().to_vec())
+    }
+
+    async fn upload(&self, cookie: &str, case: &str, bytes: Vec<u8>, policy: Option<&Value>) -> String {
+        let mut request = reqwest::Client::new()
+            .post(self.url(&format!("/api/v1/cases/{case}/artefacts?purpose=statement")))
+            .header("cookie", cookie)
+            .header("origin", self.url(""))
+            .header("content-type", "video/webm");
+        if let Some(policy) = policy {
+            use base64::Engine as _;
+            let policy = base64::engine::general_purpose::STANDARD.encode(policy.to_string());
+            request = request.header("custodia-use-policy", policy);
+        }
+        let answer = request.body(bytes).send().await.unwrap();
+        let status = answer.status().as_u16();
+        let body: Value = serde_json::from_str(&answer.text().await.unwrap()).unwrap();
+        assert_eq!(status, 201, "{body}");
+        body["artefact"].as_str().unwrap().to_owned()
+    }
+
+    /// An account in `role` of `case`, signed in: (account id, cookie).
+    async fn member(&self, admin: &str, case: &str, username: &str, role: &str) -> (String, String) {
+        let password = format!("{username}-correct-horse-battery");
+        let account = json!({ "username": username, "display_name": username, "password": password,
+            "jurisdiction": self.jurisdiction });
+        let (status, created) = self.call(admin, "POST", "/api/v1/accounts", Some(account)).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_str().unwrap().to_owned();
+        let path = format!("/api/v1/cases/{case}/members/{id}");
+        let (status, answer) = self.call(admin, "PUT", &path, Some(json!({ "role": role }))).await;
+        assert_eq!(status, 204, "{answer}");
+        (id, self.sign_in(username, &password).await)
+    }
+
+    /// Waits until the transfers of `artefact` here show `transfer` in `stage`; the transfer.
+    async fn wait_for(&self, cookie: &str, artefact: &str, transfer: &str, stage: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, transfers) =
+                self.call(cookie, "GET", &format!("/api/v1/artefacts/{artefact}/transfers"), None).await;
+            assert_eq!(status, 200, "{transfers}");
+            let found = transfers.as_array().unwrap().iter().find(|t| t["id"] == transfer).cloned().unwrap();
+            if found["stage"] == stage {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "transfer {transfer} is {} after {within:?}, not {stage}: {found}",
+                found["stage"]
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+fn events(transfer: &Value) -> Vec<String> {
+    transfer["evidences"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect()
+}
+
+fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
+    let mut state = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survives_a_killed_receiver() {
+    let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
+    let (tunis_card, catania_card) = (tunis.card(), catania.card());
+    tunis.pin(&catania_card);
+    catania.pin(&tunis_card);
+    let _tunis_process = tunis.serve(&[]);
+    let mut catania_process = catania.serve(&[]);
+    let tn_admin = tunis.admin().await;
+    let (status, _) =
+        tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-7", "title": "Smuggling ring" }))).await;
+    assert_eq!(status, 201);
+    let (_, clerk) = tunis.member(&tn_admin, "tn-7", "clerk", "clerk").await;
+    let (_, defence) = tunis.member(&tn_admin, "tn-7", "counsel", "defence").await;
+    let (status, partners) = tunis.call(&clerk, "GET", "/api/v1/partners", None).await;
+    assert_eq!((status, partners), (200, json!([{ "name": "it-catania", "jurisdiction": "IT" }])));
+
+    // A statement of three chunks (8 MiB each), under the providing authority's policy.
+    let statement = random_bytes(20 * 1024 * 1024 + 123, 1);
+    let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
+        "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
+    let artefact = tunis.upload(&clerk, "tn-7", statement.clone(), Some(&policy)).await;
+    let send = |who: String| {
+        let (tunis, artefact) = (&tunis, artefact.clone());
+        async move {
+            let body = json!({ "partner": "it-catania", "purpose": "trial of the smuggling ring" });
+            tunis.call(&who, "POST", &format!("/api/v1/artefacts/{artefact}/transfers"), Some(body)).await
+        }
+    };
+    let (status, refused) = send(defence.clone()).await;
+    assert_eq!(status, 403, "the defence may not send evidence abroad: {refused}");
+    let (status, unknown) = tunis
+        .call(
+            &clerk,
+            "POST",
+            &format!("/api/v1/artefacts/{artefact}/transfers"),
+            Some(json!({ "partner": "fr-paris", "purpose": "x" })),
+        )
+        .await;
+    assert_eq!(status, 404, "{unknown}");
+
+    // Sent, with the receiving gateway killed once a chunk is durable there, and started again.
+    let (status, sent) = send(clerk.clone()).await;
+    assert_eq!(status, 202, "{sent}");
+    let transfer = sent["id"].as_str().unwrap().to_owned();
+    assert_eq!(events(&sent), ["SubmissionAcceptance"]);
+    let staged = catania.data.path().join(format!("transfers/in/{transfer}.part"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::metadata(&staged).map(|m| m.len()).unwrap_or(0) < 8 * 1024 * 1024 {
+        assert!(Instant::now() < deadline, "no chunk reached Catania");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    catania_process.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _catania_process = catania.serve(&[]);
+    let delivered = tunis.wait_for(&clerk, &artefact, &transfer, "delivered", Duration::from_secs(90)).await;
+    assert_eq!(events(&delivered), ["SubmissionAcceptance", "RelayAcceptance", "Delivery"]);
+    for evidence in delivered["evidences"].as_array().unwrap() {
+        assert!(evidence["own"].is_object() && evidence["partner"].is_object(), "kept on both logs: {evidence}");
+    }
+
+    // In Catania: in the inbox of Tunis's gateway, under Tunis's policy, byte for byte what was sent.
+    let it_admin = catania.admin().await;
+    let (_, judge) = catania.member(&it_admin, "inbox-tn-tunis", "judge", "judge").await;
+    let (status, listed) = catania.call(&judge, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 1, "one artefact, however often chunks were sent: {listed:?}");
+    let received = listed[0]["id"].as_str().unwrap().to_owned();
+    let (status, bytes) = catania.bytes(&judge, &format!("/api/v1/artefacts/{received}/content?purpose=trial")).await;
+    assert_eq!(status, 200);
+    assert!(bytes == statement, "the received artefact is the statement sent");
+    let (status, detail) =
+        catania.call(&judge, "GET", &format!("/api/v1/artefacts/{received}?purpose=trial"), None).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["policy"]["provider"], "Procureur de Tunis", "{detail}");
+
+    // The retrieval reaches Tunis, and the ladder is whole on both sides.
+    let retrieved = tunis.wait_for(&clerk, &artefact, &transfer, "retrieved", Duration::from_secs(60)).await;
+    assert_eq!(events(&retrieved), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
+    let (status, theirs) = catania.call(&judge, "GET", &format!("/api/v1/artefacts/{received}/transfers"), None).await;
+    assert_eq!(status, 200, "{theirs}");
+    assert_eq!(events(&theirs[0]), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
+
+    // Both public logs: a transfer_evidence record per rung, and a received_from record, none naming a partner.
+    let tunis_records = support::served_records(tunis.port).await;
+    let catania_records = support::served_records(catania.port).await;
+    let rungs = |records: &[Value]| {
+        records
+            .iter()
+            .filter(|r| r["event"]["type"] == "transfer_evidence")
+            .map(|r| r["event"]["rung"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rungs(&tunis_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
+    assert_eq!(rungs(&catania_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
+    assert_eq!(catania_records.iter().filter(|r| r["event"]["type"] == "received_from").count(), 1);
+    for record in tunis_records.iter().chain(&catania_records) {
+        let text = record.to_string();
+        assert!(!text.contains("tunis") && !text.contains("catania") && !text.contains(&transfer), "{text}");
+    }
+    // The same evidence is on both logs under different salts: the logs cannot be matched.
+    let commitments = |records: &[Value]| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r["event"]["type"] == "transfer_evidence")
+            .map(|r| r["event"]["evidence"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let theirs = commitments(&catania_records);
+    assert!(commitments(&tunis_records).iter().all(|c| !theirs.contains(c)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out() {
+    let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
+    let (tunis_card, catania_card) = (tunis.card(), catania.card());
+    tunis.pin(&catania_card);
+    catania.pin(&tunis_card);
+    let mut tunis_process = tunis.serve(&[]);
+    let tn_admin = tunis.admin().await;
+    let (status, _) = tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-8", "title": "t" }))).await;
+    assert_eq!(status, 201);
+    let (_, clerk) = tunis.member(&tn_admin, "tn-8", "clerk", "clerk").await;
+    let body = json!({ "partner": "it-catania", "purpose": "trial" });
+
+    // Catania is down: the sender retries. A byte of the staged bundle is changed meanwhile (as a link could).
+    let artefact = tunis.upload(&clerk, "tn-8", random_bytes(3 * 1024 * 1024, 2), None).await;
+    let path = format!("/api/v1/artefacts/{artefact}/transfers");
+    let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body.clone())).await;
+    assert_eq!(status, 202, "{sent}");
+    let transfer = sent["id"].as_str().unwrap().to_owned();
+    let staged = tunis.data.path().join(format!("transfers/out/{transfer}.tar"));
+    let mut bundle = std::fs::read(&staged).unwrap();
+    let middle = bundle.len() / 2;
+    bundle[middle] ^= 1;
+    std::fs::write(&staged, &bundle).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _catania_process = catania.serve(&[]);
+    let refused = tunis.wait_for(&clerk, &artefact, &transfer, "failed", Duration::from_secs(60)).await;
+    assert_eq!(events(&refused), ["SubmissionAcceptance", "RelayAcceptance", "NonDelivery"]);
+    let it_admin = catania.admin().await;
+    let (status, cases) = catania.call(&it_admin, "GET", "/api/v1/admin/cases", None).await;
+    assert_eq!(status, 200);
+    let (_, judge) = catania.member(&it_admin, "inbox-tn-tunis", "judge", "judge").await;
+    let (_, listed) = catania.call(&judge, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
+    assert_eq!(listed, json!([]), "nothing was stored: {cases}");
+
+    // Catania is gone for good: past the relay timeout, Tunis issues RelayFailure itself.
+    drop(_catania_process);
+    tunis_process.stop();
+    let _tunis_process = tunis.serve(&[("CUSTODIA_TRANSFER_RELAY_SECONDS", "3")]);
+    let artefact = tunis.upload(&clerk, "tn-8", random_bytes(1024, 3), None).await;
+    let path = format!("/api/v1/artefacts/{artefact}/transfers");
+    let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    let transfer = sent["id"].as_str().unwrap().to_owned();
+    let timed_out = tunis.wait_for(&clerk, &artefact, &transfer, "failed", Duration::from_secs(60)).await;
+    assert_eq!(events(&timed_out), ["SubmissionAcceptance", "RelayFailure"]);
+}

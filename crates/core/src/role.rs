@@ -132,10 +132,13 @@ pub enum Action {
     CorrectPolicy,
     /// Run the case's hearings from the console: schedule them, issue and revoke invites, open and close them.
     RunHearings,
+    /// Send an artefact to a partner gateway, another State's authority: the court's or the prosecution's act,
+    /// under the artefact's use policy.
+    TransferArtefact,
 }
 
 impl Action {
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::ViewCase,
         Self::ListArtefacts,
         Self::UploadArtefact,
@@ -151,6 +154,7 @@ impl Action {
         Self::ViewOutcomes,
         Self::CorrectPolicy,
         Self::RunHearings,
+        Self::TransferArtefact,
     ];
 
     /// The spelling used in JSON and in refusal records.
@@ -171,6 +175,7 @@ impl Action {
             Self::ViewOutcomes => "view_outcomes",
             Self::CorrectPolicy => "correct_policy",
             Self::RunHearings => "run_hearings",
+            Self::TransferArtefact => "transfer_artefact",
         }
     }
 }
@@ -190,7 +195,8 @@ named!(Action, "case action");
 /// - **Prosecution and defence** have the same access to evidence (equality of arms: the defence must be able to
 ///   verify it independently): upload, view, download, export, the custody timeline, requests for wider use, and
 ///   outcomes. The prosecutor may also set a policy and decide on wider use, because the providing authority is
-///   usually a prosecuting authority taking part in the case.
+///   usually a prosecuting authority taking part in the case. Sending evidence to a partner gateway (another
+///   State's authority) is the clerk's or the prosecutor's act, never the defence's.
 /// - The **interpreter** sees the case and the artefacts' descriptions but takes no copies.
 /// - The **witness** sees the case and may upload their own statement; nothing else, to protect them and the
 ///   evidence.
@@ -223,6 +229,7 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | FileOutcome
                 | ViewOutcomes
                 | RunHearings
+                | TransferArtefact
         ),
         Role::Judge => matches!(
             action,
@@ -249,6 +256,7 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | DecideWiderUse
                 | FileOutcome
                 | ViewOutcomes
+                | TransferArtefact
         ),
         Role::Defence => matches!(
             action,
@@ -275,15 +283,15 @@ mod tests {
 
     /// The whole table, written out: a change to the rules must change this too. Columns follow [`Action::ALL`].
     const EXPECTED: [(Role, &str); 8] = [
-        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP RH
-        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  .  Y"),
-        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y  ."),
-        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  .  ."),
-        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  .  ."),
-        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  ."),
-        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  ."),
-        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  .  ."),
+        //                          VC LA UA VA DA EA VT MM SP RW DW FO VO CP RH TA
+        (Role::Clerk, /*         */ "Y  Y  Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  .  Y  Y"),
+        (Role::Judge, /*         */ "Y  Y  .  Y  Y  Y  Y  .  .  .  .  .  Y  Y  .  ."),
+        (Role::Prosecutor, /*    */ "Y  Y  Y  Y  Y  Y  Y  .  Y  Y  Y  Y  Y  .  .  Y"),
+        (Role::Defence, /*       */ "Y  Y  Y  Y  Y  Y  Y  .  .  Y  .  Y  Y  .  .  ."),
+        (Role::Interpreter, /*   */ "Y  Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Witness, /*       */ "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::RemoteSiteOfficer, "Y  .  Y  .  .  .  .  .  .  .  .  .  .  .  .  ."),
+        (Role::Auditor, /*       */ "Y  Y  .  Y  .  .  Y  .  .  .  .  .  .  .  .  ."),
     ];
 
     #[test]
@@ -332,6 +340,7 @@ mod tests {
             Action::ViewOutcomes => 12,
             Action::CorrectPolicy => 13,
             Action::RunHearings => 14,
+            Action::TransferArtefact => 15,
         };
         assert!(Role::ALL.into_iter().enumerate().all(|(i, role)| role_index(role) == i));
         assert!(Action::ALL.into_iter().enumerate().all(|(i, action)| action_index(action) == i));

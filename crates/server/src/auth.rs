@@ -62,7 +62,8 @@ impl Scope {
             | Action::SetPolicy
             | Action::DecideWiderUse
             | Action::CorrectPolicy
-            | Action::RunHearings => Self::Manage,
+            | Action::RunHearings
+            | Action::TransferArtefact => Self::Manage,
         }
     }
 

@@ -125,7 +125,7 @@ pub struct ServeConfig {
 }
 
 /// Partner gateways: the registry this gateway pins, and its own card ([`crate::partner_api`]).
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct PartnerConfig {
     /// A JSON file of the partner gateways this one exchanges with (`{"partners": [...]}`, each entry a partner's
     /// card: name, jurisdiction, base URL, log and witness verifier keys, and the key that signs its requests).
@@ -144,23 +144,45 @@ pub struct PartnerConfig {
     pub public_url: Option<String>,
     /// Seconds a partner has, from the submission of a transfer this gateway sends, to accept it for relay; past
     /// them this gateway issues `RelayFailure` itself.
-    #[arg(long = "transfer-relay-seconds", env = "CUSTODIA_TRANSFER_RELAY_SECONDS", default_value_t = 3_600)]
+    #[arg(long = "transfer-relay-seconds", env = "CUSTODIA_TRANSFER_RELAY_SECONDS", default_value_t = TRANSFER_RELAY_SECONDS)]
     pub transfer_relay_seconds: u64,
     /// Seconds a partner has, from the submission, to take a transfer into its custody; past them this gateway
     /// issues `NonDelivery` itself, and a receiving gateway drops what it holds of an unfinished one.
-    #[arg(long = "transfer-delivery-seconds", env = "CUSTODIA_TRANSFER_DELIVERY_SECONDS", default_value_t = 86_400)]
+    #[arg(long = "transfer-delivery-seconds", env = "CUSTODIA_TRANSFER_DELIVERY_SECONDS", default_value_t = TRANSFER_DELIVERY_SECONDS)]
     pub transfer_delivery_seconds: u64,
     /// Seconds members of a receiving gateway have, from delivery, to retrieve what a partner sent; past them it
     /// issues `NonRetrieval`.
     #[arg(
         long = "transfer-retrieval-seconds",
         env = "CUSTODIA_TRANSFER_RETRIEVAL_SECONDS",
-        default_value_t = 1_209_600
+        default_value_t = TRANSFER_RETRIEVAL_SECONDS
     )]
     pub transfer_retrieval_seconds: u64,
     /// Seconds between tries of a transfer step that did not go through (a partner down, say).
-    #[arg(long = "transfer-retry-seconds", env = "CUSTODIA_TRANSFER_RETRY_SECONDS", default_value_t = 10)]
+    #[arg(long = "transfer-retry-seconds", env = "CUSTODIA_TRANSFER_RETRY_SECONDS", default_value_t = TRANSFER_RETRY_SECONDS)]
     pub transfer_retry_seconds: u64,
+}
+
+/// A transfer's default timeouts (an hour to be accepted for relay, a day to be delivered, two weeks to be
+/// retrieved) and retry interval, in seconds.
+const TRANSFER_RELAY_SECONDS: u64 = 3_600;
+const TRANSFER_DELIVERY_SECONDS: u64 = 86_400;
+const TRANSFER_RETRIEVAL_SECONDS: u64 = 14 * 86_400;
+const TRANSFER_RETRY_SECONDS: u64 = 10;
+
+impl Default for PartnerConfig {
+    fn default() -> Self {
+        Self {
+            registry_file: None,
+            partner_name: None,
+            jurisdiction: String::new(),
+            public_url: None,
+            transfer_relay_seconds: TRANSFER_RELAY_SECONDS,
+            transfer_delivery_seconds: TRANSFER_DELIVERY_SECONDS,
+            transfer_retrieval_seconds: TRANSFER_RETRIEVAL_SECONDS,
+            transfer_retry_seconds: TRANSFER_RETRY_SECONDS,
+        }
+    }
 }
 
 impl PartnerConfig {

@@ -818,7 +818,8 @@ impl Gateway {
                 let kind = match action {
                     UseAction::View => Action::ViewArtefact,
                     UseAction::Download => Action::DownloadArtefact,
-                    UseAction::Export | UseAction::Transfer => Action::ExportArtefact,
+                    UseAction::Export => Action::ExportArtefact,
+                    UseAction::Transfer => Action::TransferArtefact,
                 };
                 let over_budget =
                     self.record_refusal(caller, &case, Some(&artefact), kind, RefusalCode::from(&reason)).await;
@@ -1440,27 +1441,26 @@ impl Gateway {
     /// appended before it is let go: an export record is never written for an account whose access a recorded
     /// change has withdrawn (the export then fails with [`GatewayError::AccessWithdrawn`]).
     async fn record_export(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<ExportedChain> {
-        self.record_leaving(caller, row, purpose, |artefact, _| CustodyEvent::ArtefactExported {
-            artefact,
-            format: ExportFormat::CourtBundle,
-            export_sha256: None,
+        self.record_leaving(caller, row, purpose, Action::ExportArtefact, |artefact, _| {
+            CustodyEvent::ArtefactExported { artefact, format: ExportFormat::CourtBundle, export_sha256: None }
         })
         .await
     }
 
-    /// [`Self::record_export`] with the record `event` makes: an export's, or a transfer's.
+    /// [`Self::record_export`] for `action` with the record `event` makes: an export's, or a transfer's.
     async fn record_leaving(
         &self,
         caller: &Caller,
         row: ArtefactRow,
         purpose: &Label,
+        action: Action,
         event: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
     ) -> Result<ExportedChain> {
         let (case, artefact) = ids(&row)?;
         let leaving = artefact.clone();
         let membership = self.membership_turn(&case);
         let membership = membership.lock().await;
-        self.authorize(caller, &case, Action::ExportArtefact).await.map_err(|err| match err {
+        self.authorize(caller, &case, action).await.map_err(|err| match err {
             GatewayError::NotFound(_) | GatewayError::RoleForbids { .. } | GatewayError::MissingScope(_) => {
                 GatewayError::AccessWithdrawn(format!(
                     "your access to case {case} changed during the export, before artefact {artefact} was \
@@ -1545,15 +1545,7 @@ impl Gateway {
         recipient: &Account,
         jurisdiction: &str,
     ) -> Result<BundleSource> {
-        let (row, role) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
-        // Sending to another State's authority is the court's or the prosecution's act, not the defence's.
-        if !matches!(role, Role::Clerk | Role::Prosecutor) {
-            let (case, artefact) = ids(&row)?;
-            let code = RefusalCode::RoleForbids;
-            let refused = self.record_refusal(caller, &case, Some(&artefact), Action::ExportArtefact, code).await;
-            let err = GatewayError::RoleForbids { role, action: "send evidence to a partner gateway".into() };
-            return Err(refused.unwrap_or(err));
-        }
+        let (row, _) = self.authorize_artefact(caller, id, Action::TransferArtefact).await?;
         let turn = self.policy_turn(id);
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
@@ -1562,10 +1554,12 @@ impl Gateway {
         self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
         self.take_recorded_step(caller)?;
         let chain = self
-            .record_leaving(caller, row, purpose, |artefact, committer| CustodyEvent::ArtefactTransferred {
-                artefact,
-                recipient,
-                jurisdiction: committer.commit("jurisdiction", jurisdiction),
+            .record_leaving(caller, row, purpose, Action::TransferArtefact, |artefact, committer| {
+                CustodyEvent::ArtefactTransferred {
+                    artefact,
+                    recipient,
+                    jurisdiction: committer.commit("jurisdiction", jurisdiction),
+                }
             })
             .await?;
         drop(turn);

@@ -320,6 +320,8 @@ impl Transfers {
         partner_name: &str,
         purpose: &Label,
     ) -> Result<TransferView> {
+        // Who may send is asked before which partner: a refusal is on the record whatever the partner named.
+        self.gateway.authorize_artefact(caller, id, custodia_core::Action::TransferArtefact).await?;
         let partner = self.partner(partner_name)?.clone();
         let recipient = self.partner_account(&partner).await?;
         let source = self.gateway.transfer_bundle(caller, id, purpose, &recipient, &partner.jurisdiction).await?;

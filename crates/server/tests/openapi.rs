@@ -821,6 +821,64 @@ impl Checked {
     }
 }
 
+fn api_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A transfer's offer from `partner` (whose log is `log`, whose requests `key` signs) to `recipient`: its
+/// SubmissionAcceptance of `payload`, logged as the only entry of the partner's log, with its inclusion proof.
+fn partner_offer(
+    log: &custodia_ledger::LogSigner,
+    key: &ed25519_dalek::SigningKey,
+    recipient: &str,
+    transfer: &str,
+    payload: &[u8],
+) -> Value {
+    use custodia_partners::evidence::{DIGEST_ALGORITHM, EVIDENCE_TYPE, Evidence, EvidenceEvent};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sha256 = custodia_core::Sha256::of(payload);
+    let evidence = Evidence {
+        kind: EVIDENCE_TYPE.into(),
+        event: EvidenceEvent::SubmissionAcceptance,
+        time: "2026-12-04T10:00:00Z".into(),
+        issuer: "partner-gw".into(),
+        sender: "partner-gw".into(),
+        recipient: recipient.into(),
+        transfer: transfer.into(),
+        payload_digest: sha256,
+        digest_algorithm: DIGEST_ALGORITHM.into(),
+        previous: None,
+        reason: None,
+    };
+    let signed = evidence.sign(key).unwrap();
+    let mut openings = custodia_core::Openings::default();
+    let salt = |byte| custodia_core::Salt::from_bytes([byte; 32]);
+    let case = openings.commit("case", salt(1), "tn-1");
+    let purpose = openings.commit("purpose", salt(2), "trial");
+    let committed = openings.commit("evidence", salt(3), signed.sha256().to_hex());
+    let event = custodia_core::CustodyEvent::TransferEvidence {
+        artefact: None,
+        rung: custodia_core::Label::new("SubmissionAcceptance").unwrap(),
+        evidence: committed,
+    };
+    let actor = custodia_core::ActorId::new("acct-partner").unwrap();
+    let record =
+        custodia_core::CustodyRecord::new(case, actor, "2026-12-04T10:00:00Z".parse().unwrap(), purpose, event);
+    let entry = record.to_entry().unwrap();
+    let checkpoint = custodia_ledger::Checkpoint::new(log.name(), 1, custodia_ledger::merkle::leaf_hash(&entry));
+    let note = log.sign(&checkpoint).unwrap().note().to_vec();
+    let proof = custodia_ledger::TlogProof { extra: None, index: 0, path: vec![], checkpoint_note: note }.to_bytes();
+    json!({
+        "transfer": transfer, "size": payload.len(), "sha256": sha256.to_hex(), "chunk_size": payload.len(),
+        "submission": {
+            "evidence": b64.encode(signed.bytes()), "signature": b64.encode(signed.signature()),
+            "entry": b64.encode(&entry), "openings": String::from_utf8(openings.to_canonical()).unwrap(),
+            "proof": b64.encode(proof),
+        },
+        "purpose": "trial",
+    })
+}
+
 #[tokio::test]
 async fn real_replies_match_the_document() {
     // The gateway witnesses one partner log, so that the witness's routes answer too.
@@ -1089,6 +1147,16 @@ async fn real_replies_match_the_document() {
     api.get(case_members, "/api/v1/cases/case-ghost/members", admin).await.assert_problem(404, "not-found", "");
     api.get("/api/v1/room", "/api/v1/room", None).await.assert_problem(426, "upgrade-required", "WebSocket");
 
+    // Transfers: the partners one may send to; a prosecutor sends an artefact (the partner is unreachable, so it
+    // stays sending in the background) and lists it.
+    api.get("/api/v1/partners", "/api/v1/partners", pm).await;
+    let transfers = "/api/v1/artefacts/{id}/transfers";
+    let uri = format!("/api/v1/artefacts/{unrestricted}/transfers");
+    let sent = api.call("POST", transfers, &uri, pm, json!({ "partner": "partner-gw", "purpose": "trial" })).await;
+    assert_eq!(sent.status.as_u16(), 202, "{}", String::from_utf8_lossy(&sent.body));
+    api.get(transfers, &uri, pm).await;
+    // And one from the partner: its SubmissionAcceptance, on a one-entry log of its own, offered; a chunk; the
+    // progress; the end (a chunk that is no bundle: NonDelivery, nothing stored).
     let revoke = format!("/api/v1/tokens/{token_id}");
     for _ in 0..2 {
         let reply = api.gateway.delete(&revoke, pm).await;
@@ -1156,6 +1224,47 @@ async fn real_replies_match_the_document() {
         "partner-unauthenticated",
         "replay",
     );
+
+    let junk: &'static str = "not a bag!";
+    let transfer = format!("xfer-{}", "ab".repeat(16));
+    let offer = partner_offer(&partner, &partner_key, card["name"].as_str().unwrap(), &transfer, junk.as_bytes());
+    let offer: &'static str = Box::leak(offer.to_string().into_boxed_str());
+    let mut nonce = 0;
+    let mut signed_by_partner = |method: &str, path: &str, body: &str| {
+        nonce += 1;
+        let sha256 = custodia_core::Sha256::of(body.as_bytes());
+        let at = api_now();
+        let headers = custodia_partners::request::sign(
+            method,
+            path,
+            &sha256,
+            &partner_key,
+            "partner-gw",
+            format!("transfer-{nonce}"),
+            at,
+        );
+        headers
+            .into_iter()
+            .map(|(name, value)| (name, &*Box::leak(value.into_boxed_str())))
+            .collect::<Vec<(&str, &str)>>()
+    };
+    let path = "/partner/v1/transfers";
+    let headers = signed_by_partner("POST", path, offer);
+    let reply = api.raw("POST", path, path, None, &headers, offer).await;
+    assert_eq!(reply.status.as_u16(), 200, "{}", String::from_utf8_lossy(&reply.body));
+    let chunk = format!("/partner/v1/transfers/{transfer}/chunks/0");
+    let headers = signed_by_partner("PUT", &chunk, junk);
+    let reply = api.raw("PUT", "/partner/v1/transfers/{id}/chunks/{offset}", &chunk, None, &headers, junk).await;
+    assert_eq!(reply.json()["received"], junk.len(), "{}", String::from_utf8_lossy(&reply.body));
+    let one = format!("/partner/v1/transfers/{transfer}");
+    let headers = signed_by_partner("GET", &one, "");
+    api.raw("GET", "/partner/v1/transfers/{id}", &one, None, &headers, "").await;
+    let complete = format!("/partner/v1/transfers/{transfer}/complete");
+    let headers = signed_by_partner("POST", &complete, "");
+    let reply = api.raw("POST", "/partner/v1/transfers/{id}/complete", &complete, None, &headers, "").await;
+    let progress = reply.json();
+    assert_eq!(progress["stage"], "failed", "{progress}");
+    assert_eq!(progress["evidences"].as_array().unwrap().len(), 3, "{progress}");
 
     // Every documented operation succeeded at least once here, but the tus method override (tests/tus.rs has it),
     // WHIP, which needs a WebRTC peer (tests/hearing.rs, tests/turn.rs), and the hearing room's WebSocket

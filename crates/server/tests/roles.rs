@@ -86,12 +86,13 @@ enum Endpoint {
     RevokeInvite,
     OpenHearing,
     CloseHearing,
+    SendTransfer,
 }
 
 impl Endpoint {
     /// In the order the matrix calls them: `AddMember` before `RemoveMember`, so that a caller allowed both leaves
     /// the case as it found it.
-    const ALL: [Self; 24] = [
+    const ALL: [Self; 25] = [
         Self::CaseDetail,
         Self::ListArtefacts,
         Self::Upload,
@@ -116,6 +117,7 @@ impl Endpoint {
         Self::RevokeInvite,
         Self::OpenHearing,
         Self::CloseHearing,
+        Self::SendTransfer,
     ];
 
     const fn action(self) -> Action {
@@ -138,6 +140,7 @@ impl Endpoint {
             Self::ScheduleHearing | Self::IssueInvite | Self::RevokeInvite | Self::OpenHearing | Self::CloseHearing => {
                 Action::RunHearings
             }
+            Self::SendTransfer => Action::TransferArtefact,
         }
     }
 
@@ -147,6 +150,7 @@ impl Endpoint {
                 201
             }
             Self::AddMember | Self::RemoveMember | Self::RevokeInvite => 204,
+            Self::SendTransfer => 202,
             _ => 200,
         }
     }
@@ -192,7 +196,8 @@ impl Endpoint {
             | Self::IssueInvite
             | Self::RevokeInvite
             | Self::OpenHearing
-            | Self::CloseHearing => "manage",
+            | Self::CloseHearing
+            | Self::SendTransfer => "manage",
         }
     }
 
@@ -222,6 +227,7 @@ impl Endpoint {
                 | Self::DecideWidening
                 | Self::ReportOutcome
                 | Self::ListOutcomes
+                | Self::SendTransfer
         )
     }
 }
@@ -315,7 +321,19 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let gateway = TestGateway::start().await;
+        // One partner gateway is pinned (unreachable), so that sending to it is a call like any other.
+        let registry = tempfile::NamedTempFile::new().unwrap();
+        let partner_log = custodia_ledger::LogSigner::generate("partner.custodia.test/log").unwrap();
+        let partner = json!({ "partners": [{
+            "name": "partner-gw", "jurisdiction": "TN", "base_url": "http://127.0.0.1:9",
+            "log_vkey": partner_log.verifier().to_string(), "witness_vkey": partner_log.verifier().to_string(),
+            "request_key": "/RckOFqgx1tk+3jNYC+h2ZH96/drE8WO1wLqyDXp9hg=",
+        }]});
+        std::fs::write(registry.path(), partner.to_string()).unwrap();
+        let gateway = TestGateway::start_with(|config| {
+            config.partners.registry_file = Some(registry.path().to_path_buf());
+        })
+        .await;
         gateway.case(CASE).await;
         let mut members = Vec::new();
         for role in Role::ALL {
@@ -470,6 +488,11 @@ impl World {
                 gateway.call("POST", &format!("/api/v1/artefacts/{art}/outcomes"), auth, body).await
             }
             Endpoint::ListOutcomes => gateway.get(&format!("/api/v1/artefacts/{art}/outcomes"), auth).await,
+            Endpoint::SendTransfer => {
+                // To the one partner pinned, unreachable: a transfer sent stays sending in the background.
+                let body = json!({ "partner": "partner-gw", "purpose": "trial preparation" });
+                gateway.call("POST", &format!("/api/v1/artefacts/{art}/transfers"), auth, body).await
+            }
             Endpoint::AddMember => gateway.call("PUT", &member_uri, auth, json!({ "role": "witness" })).await,
             Endpoint::RemoveMember => gateway.delete(&member_uri, auth).await,
             Endpoint::ScheduleHearing => {
@@ -560,7 +583,14 @@ async fn every_caller_against_every_endpoint() {
                     continue;
                 }
                 if after != before + 1 {
-                    wrong.push(format!("{who:?} {endpoint:?}: refusal left {} records, not 1", after - before));
+                    let mut left = Vec::new();
+                    for index in before..after {
+                        left.push(world.gateway.ledger_record(index).await["event"]["type"].to_string());
+                    }
+                    wrong.push(format!(
+                        "{who:?} {endpoint:?}: refusal left {} records, not 1: {left:?}",
+                        after - before
+                    ));
                     continue;
                 }
                 recorded.insert(key);

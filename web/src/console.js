@@ -241,7 +241,7 @@ async function openArtefact(item) {
   );
   $('widen-form').hidden = !may('request_wider_use');
   $('outcome-form').hidden = !may('file_outcome');
-  await Promise.all([loadTimeline(), loadWiden(), loadOutcomes()]);
+  await Promise.all([loadTimeline(), loadWiden(), loadOutcomes(), loadTransfers()]);
   $('artefact-title').tabIndex = -1;
   $('artefact-title').focus();
 }
@@ -363,6 +363,57 @@ $('outcome-form').addEventListener('submit', (event) => {
     $('outcome-note').value = '';
     announce(t('console.outcomeReported'));
     await loadOutcomes();
+  }, event.submitter);
+});
+
+// Transfers to and from partner gateways: each with its ladder of evidences (e-CODEX), each evidence kept on
+// both gateways' logs; a receipt (the transfer with every evidence and both logs' proofs) downloads as JSON.
+
+async function loadTransfers() {
+  if (!may('view_timeline')) {
+    $('transfers').replaceChildren();
+    $('transfer-form').hidden = true;
+    return;
+  }
+  const list = await attempt($('artefact-error'), () => api('GET', `/api/v1/artefacts/${enc(view.artefact.id)}/transfers`));
+  if (!list) return;
+  $('transfers').replaceChildren(
+    ...(list.length ? list : [null]).map((transfer) => (transfer ? transferItem(transfer) : el('li', { class: 'note' }, t('console.noTransfers')))),
+  );
+  const sending = may('transfer_artefact');
+  $('transfer-form').hidden = !sending;
+  if (sending && !$('transfer-partner').options.length) {
+    const partners = await attempt($('artefact-error'), () => api('GET', '/api/v1/partners'));
+    for (const partner of partners ?? []) {
+      $('transfer-partner').append(el('option', { value: partner.name }, `${partner.name} (${partner.jurisdiction})`));
+    }
+    $('transfer-form').hidden = !$('transfer-partner').options.length;
+  }
+}
+
+function transferItem(transfer) {
+  const direction = transfer.direction === 'out' ? t('console.transferTo', { partner: transfer.partner }) : t('console.transferFrom', { partner: transfer.partner });
+  const ladder = el('ol', { class: 'ladder' },
+    ...transfer.evidences.map((evidence) => el('li', { data: { event: evidence.event } }, evidence.event,
+      el('span', { class: 'note' }, evidence.own && evidence.partner ? ` · ${t('console.onBothLogs')}` : ` · ${t('console.onOneLog')}`))));
+  const receipt = new Blob([JSON.stringify(transfer, null, 2)], { type: 'application/json' });
+  const link = el('a', { href: URL.createObjectURL(receipt), download: `receipt-${transfer.id}.json` }, t('console.receipt'));
+  return el('li', { data: { transfer: transfer.id, stage: transfer.stage } },
+    el('strong', {}, direction), ` · ${t(`console.stage.${transfer.stage}`)} · ${when(transfer.created_at)} · `, link, ladder);
+}
+
+$('transfer-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const purpose = $('transfer-purpose').value.trim();
+  if (!purpose) {
+    $('transfer-purpose').focus();
+    return;
+  }
+  attempt($('artefact-error'), async () => {
+    await api('POST', `/api/v1/artefacts/${enc(view.artefact.id)}/transfers`, { partner: $('transfer-partner').value, purpose });
+    $('transfer-purpose').value = '';
+    announce(t('console.transferSubmitted'));
+    await loadTransfers();
   }, event.submitter);
 });
 

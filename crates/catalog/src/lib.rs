@@ -10,7 +10,7 @@
 mod schema;
 mod transfers;
 
-pub use transfers::{TransferEvidenceRow, TransferRow};
+pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
 
 use std::fmt;
 

@@ -178,7 +178,8 @@ CREATE INDEX IF NOT EXISTS custody_by_case ON custody_index (case_id, ledger_ind
     // Transfers between partner gateways, both ways: where each stands (`stage`), how many bytes the receiving
     // side holds durably (`received`), and the offer that opened it (its policy, purpose and submission). The
     // evidences of each, by rung: as this gateway logged it (`own`, with its proof on this log) and as the partner
-    // logged it (`partner`, with its proof on the partner's log), each a JSON document as it travels.
+    // logged it (`partner`, with its proof on the partner's log), each a JSON document as it travels. What must
+    // reach a partner later (an outcome report about what it provided) waits in `partner_outbox` until it answers.
     r#"
 CREATE TABLE IF NOT EXISTS transfers (
     id TEXT PRIMARY KEY,
@@ -198,6 +199,16 @@ CREATE TABLE IF NOT EXISTS transfers (
 );
 CREATE INDEX IF NOT EXISTS transfers_by_stage ON transfers (direction, stage);
 CREATE INDEX IF NOT EXISTS transfers_by_artefact ON transfers (artefact_id);
+CREATE TABLE IF NOT EXISTS partner_outbox (
+    id TEXT PRIMARY KEY,
+    partner TEXT NOT NULL,
+    path TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    sent_at TEXT
+);
+CREATE INDEX IF NOT EXISTS partner_outbox_unsent ON partner_outbox (sent_at, created_at);
 CREATE TABLE IF NOT EXISTS transfer_evidences (
     transfer_id TEXT NOT NULL,
     rung BIGINT NOT NULL,

@@ -39,6 +39,17 @@ pub struct TransferEvidenceRow {
     pub partner: Option<String>,
 }
 
+/// A signed request that must reach a partner gateway, kept until it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub id: String,
+    pub partner: String,
+    pub path: String,
+    pub body: String,
+    pub attempts: i64,
+    pub created_at: String,
+}
+
 fn transfer(row: &AnyRow) -> sqlx::Result<TransferRow> {
     Ok(TransferRow {
         id: row.try_get("id")?,
@@ -197,5 +208,53 @@ impl Catalog {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(evidence).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// Keeps a request for `partner` until it is delivered ([`Self::outbox_sent`]).
+    pub async fn outbox_put(&self, row: &OutboxRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO partner_outbox (id, partner, path, body, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.partner)
+        .bind(&row.path)
+        .bind(&row.body)
+        .bind(row.attempts)
+        .bind(&row.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| CatalogError::from_insert(err, "a request with that id"))?;
+        Ok(())
+    }
+
+    /// The requests not yet delivered, oldest first, at most `limit`.
+    pub async fn outbox_unsent(&self, limit: i64) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query("SELECT * FROM partner_outbox WHERE sent_at IS NULL ORDER BY created_at, id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxRow {
+                    id: row.try_get("id")?,
+                    partner: row.try_get("partner")?,
+                    path: row.try_get("path")?,
+                    body: row.try_get("body")?,
+                    attempts: row.try_get("attempts")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect::<sqlx::Result<_>>()
+            .map_err(CatalogError::from)
+    }
+
+    /// Marks a request delivered (`sent_at` set) or counts one more attempt (`sent_at` none).
+    pub async fn outbox_tried(&self, id: &str, sent_at: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE partner_outbox SET attempts = attempts + 1, sent_at = $1 WHERE id = $2")
+            .bind(sent_at)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -1152,7 +1152,7 @@ struct NewOutcome {
 /// What an artefact achieved, reported back to its provider.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum OutcomeKind {
+pub(crate) enum OutcomeKind {
     UsedAtHearing,
     ChargesBrought,
     Conviction,
@@ -1175,6 +1175,8 @@ async fn report_outcome(
         label("note", note)?;
     }
     let row = state.gateway.report_outcome(&caller, &id, label("outcome", &outcome)?, body.note).await?;
+    // About evidence a partner gateway provided: the report goes back to it.
+    state.transfers.outcome_filed(&row).await?;
     Ok(json(StatusCode::CREATED, outcome_view(&row)))
 }
 

@@ -183,6 +183,10 @@ pub struct Gateway {
     cosigning: Option<Arc<crate::cosigning::Cosigning>>,
 }
 
+/// How much larger than its payload a court bundle received from a partner gateway may be: its records, proofs
+/// and tag files.
+pub const RECEIVED_BUNDLE_OVERHEAD: u64 = 64 << 20;
+
 /// A record that reached the ledger but not yet the custody index.
 #[derive(Debug, Clone)]
 struct Unindexed {
@@ -447,7 +451,7 @@ impl Gateway {
     /// step it records happens: past the budget, the step is refused and nothing happens. Evidence entering
     /// custody (an upload, a hearing's output, and the policy attached at ingest) is never refused its record: the
     /// upload budget bounds it.
-    fn take_recorded_step(&self, caller: &Caller) -> Result<()> {
+    pub(crate) fn take_recorded_step(&self, caller: &Caller) -> Result<()> {
         self.take_recorded_steps(caller, 1)
     }
 
@@ -1551,7 +1555,11 @@ impl Gateway {
         let row = self.under_policy_turn(row).await?;
         let recipient = actor_of(recipient);
         let place = Label::new(jurisdiction).map_err(|err| bad_input("partner", err))?;
-        self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
+        // The providing authority sending its own evidence provides it: its policy travels with it and binds the
+        // receiver. Anyone else's transfer is an onward one, under the policy's terms.
+        if row.provider_account != caller.account.id {
+            self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
+        }
         self.take_recorded_step(caller)?;
         let chain = self
             .record_leaving(caller, row, purpose, Action::TransferArtefact, |artefact, committer| {
@@ -1600,7 +1608,9 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let purpose = request.purpose.clone();
-        let registered = self.register_as(provider, case, None, request, self.max_upload_bytes, body).await?;
+        // A bundle as received is a little larger than the largest artefact it may carry.
+        let max_size = self.max_upload_bytes.saturating_add(RECEIVED_BUNDLE_OVERHEAD);
+        let registered = self.register_as(provider, case, None, request, max_size, body).await?;
         let artefact = registered.artefact.clone();
         let sealed = self
             .custody_record(provider, case, purpose.as_str(), |committer| received_from(artefact, committer))
@@ -1745,8 +1755,21 @@ impl Gateway {
         note: Option<String>,
     ) -> Result<OutcomeRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
-        let (case, artefact) = ids(&row)?;
         self.take_recorded_step(caller)?;
+        self.record_outcome(caller, &row, new_id("out"), outcome, note).await
+    }
+
+    /// Records an outcome report about `row` by `caller` under the id `id`: the report a member files here, or one a
+    /// receiving partner gateway sent back about what this gateway provided (its caller the partner's account).
+    pub(crate) async fn record_outcome(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        id: String,
+        outcome: Label,
+        note: Option<String>,
+    ) -> Result<OutcomeRow> {
+        let (case, artefact) = ids(row)?;
         let sealed = self
             .custody_record(caller, &case, "outcome feedback", |committer| CustodyEvent::OutcomeReported {
                 artefact: artefact.clone(),
@@ -1755,7 +1778,7 @@ impl Gateway {
             .await?;
         let index = self.record(&sealed).await?;
         let row = OutcomeRow {
-            id: new_id("out"),
+            id,
             artefact_id: artefact.to_string(),
             filed_by: caller.account.id.clone(),
             outcome: outcome.to_string(),

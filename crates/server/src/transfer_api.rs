@@ -6,8 +6,9 @@
 //!
 //! For partner gateways, each request signed ([`crate::partner_api::FromPartner`]): `POST /partner/v1/transfers`
 //! (an offer), `PUT /partner/v1/transfers/{id}/chunks/{offset}` (a chunk of at most 8 MiB), `POST
-//! /partner/v1/transfers/{id}/complete`, and `GET /partner/v1/transfers/{id}`; each is answered with the
-//! transfer's progress.
+//! /partner/v1/transfers/{id}/complete`, and `GET /partner/v1/transfers/{id}`, each answered with the transfer's
+//! progress; and `POST /partner/v1/transfers/{id}/outcomes`, an outcome report from the receiving gateway about
+//! what it was sent (204).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/partner/v1/transfers/{id}", get(progress))
         .route("/partner/v1/transfers/{id}/chunks/{offset}", put(chunk))
         .route("/partner/v1/transfers/{id}/complete", post(complete))
+        .route("/partner/v1/transfers/{id}/outcomes", post(outcome))
         .with_state(state)
 }
 
@@ -106,4 +108,15 @@ async fn complete(
     request: FromPartner,
 ) -> Result<Json<Progress>, Problem> {
     Ok(Json(state.transfers.complete(&request.partner, &id).await?))
+}
+
+async fn outcome(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: FromPartner,
+) -> Result<StatusCode, Problem> {
+    let report: crate::transfers::OutcomeReport = serde_json::from_slice(&request.body)
+        .map_err(|err| Problem::bad_request(format!("the body is an outcome report: {err}")))?;
+    state.transfers.outcome_reported(&request.partner, &id, report).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -72,6 +72,8 @@ pub struct Transfers {
     timing: TransferTiming,
     /// The transfers a driver task is working on, so that each has one.
     driving: Mutex<HashSet<String>>,
+    /// Wakes the sender of what waits in the outbox for a partner.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -131,7 +133,15 @@ impl Transfers {
         }
         let client = crate::partner_api::partner_client(Duration::from_secs(120))
             .map_err(|err| GatewayError::Internal(format!("no HTTP client: {err}")))?;
-        Ok(Self { gateway, partnering, dir, client, timing, driving: Mutex::new(HashSet::new()) })
+        Ok(Self {
+            gateway,
+            partnering,
+            dir,
+            client,
+            timing,
+            driving: Mutex::new(HashSet::new()),
+            outbox: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 
     /// Starts a driver for every transfer under way (after a restart), and the sweep of timeouts.
@@ -141,10 +151,17 @@ impl Transfers {
                 self.drive(row.id);
             }
         }
-        let transfers = self.clone();
+        // The background loops hold the transfers weakly, so that they end when the gateway does (its log is
+        // closed only once every handle to it is gone).
+        let (weak, wake, retry) = (Arc::downgrade(self), self.outbox.clone(), self.timing.retry);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(transfers.timing.retry).await;
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(retry) => {}
+                }
+                let Some(transfers) = weak.upgrade() else { return };
+                transfers.send_outbox().await;
                 if let Err(err) = transfers.sweep().await {
                     tracing::warn!(error = %err, "the sweep of received transfers failed");
                 }
@@ -418,44 +435,50 @@ impl Transfers {
         if !self.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone()) {
             return;
         }
-        let transfers = self.clone();
+        // Held weakly between steps, so that the driver ends with the gateway.
+        let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            transfers.run_driver(&id).await;
-            transfers.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            loop {
+                let Some(transfers) = weak.upgrade() else { return };
+                let Some(wait) = transfers.drive_once(&id).await else {
+                    transfers.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+                    return;
+                };
+                drop(transfers);
+                tokio::time::sleep(wait).await;
+            }
         });
     }
 
-    async fn run_driver(&self, id: &str) {
-        loop {
-            let row = match self.gateway.catalog.transfer(id).await {
-                Ok(Some(row)) => row,
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(transfer = %id, error = %err, "a transfer's driver could not read it");
-                    tokio::time::sleep(self.timing.retry).await;
-                    continue;
-                }
-            };
-            let (step, wait) = match row.stage.as_str() {
-                "sending" => (self.push(&row).await, self.timing.retry),
-                // The retrieval is asked for less often, and no longer once the partner had time to close it.
-                "delivered" if self.age(&row.created_at) <= self.timing.delivery + self.timing.retrieval * 2 => {
-                    (self.ask(&row).await, self.timing.retry * ASKS_APART)
-                }
-                _ => return,
-            };
-            match step {
-                Ok(true) => continue,
-                Ok(false) => {}
-                Err(hitch) => {
-                    tracing::info!(transfer = %id, error = %hitch, "a transfer's step did not go through; trying again");
-                }
+    /// One step of sent transfer `id`'s driver: how long to wait before the next, or `None` when it is done.
+    async fn drive_once(&self, id: &str) -> Option<Duration> {
+        let row = match self.gateway.catalog.transfer(id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::warn!(transfer = %id, error = %err, "a transfer's driver could not read it");
+                return Some(self.timing.retry);
             }
-            if let Err(err) = self.time_out(&row).await {
-                tracing::warn!(transfer = %id, error = %err, "could not close a timed-out transfer");
+        };
+        let (step, wait) = match row.stage.as_str() {
+            "sending" => (self.push(&row).await, self.timing.retry),
+            // The retrieval is asked for less often, and no longer once the partner had time to close it.
+            "delivered" if self.age(&row.created_at) <= self.timing.delivery + self.timing.retrieval * 2 => {
+                (self.ask(&row).await, self.timing.retry * ASKS_APART)
             }
-            tokio::time::sleep(wait).await;
+            _ => return None,
+        };
+        match step {
+            Ok(true) => return Some(Duration::ZERO),
+            Ok(false) => {}
+            Err(hitch) => {
+                tracing::info!(transfer = %id, error = %hitch, "a transfer's step did not go through; trying again");
+            }
         }
+        if let Err(err) = self.time_out(&row).await {
+            tracing::warn!(transfer = %id, error = %err, "could not close a timed-out transfer");
+        }
+        Some(wait)
     }
 
     /// Offers, sends what the receiving gateway lacks, and asks it to finish. True when the transfer moved on.
@@ -676,7 +699,9 @@ impl Transfers {
             }
             return self.progress(&row).await;
         }
-        offer.check(self.gateway.max_upload_bytes.saturating_add(64 << 20)).map_err(|err| bad_input("offer", err))?;
+        offer
+            .check(self.gateway.max_upload_bytes.saturating_add(crate::gateway::RECEIVED_BUNDLE_OVERHEAD))
+            .map_err(|err| bad_input("offer", err))?;
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
         let submission = check_logged(&offer.submission, &partner.request_key, &log)
@@ -848,31 +873,48 @@ impl Transfers {
             .map(serde_json::from_value::<UsePolicy>)
             .transpose()
             .map_err(|err| bad_input("policy", err))?;
+        let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
+        let mut provenance = BTreeMap::new();
+        provenance.insert("bundle_sha256", row.sha256.clone());
+        provenance.insert("provider_artefact", bundle.artefact.clone());
+        provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
+        provenance.insert("transfer", row.id.clone());
+        let partner = row.partner.clone();
+        let received_from = |provenance: &BTreeMap<&str, String>| {
+            let provenance = custodia_core::to_canonical_vec(provenance)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .map_err(|err| GatewayError::Internal(err.to_string()));
+            let partner = partner.clone();
+            provenance.map(|provenance| {
+                move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
+                    artefact,
+                    provider: committer.commit("provider", partner),
+                    provenance: committer.commit("provenance", provenance),
+                }
+            })
+        };
+        // The bundle as received is kept as evidence of its own, under the same policy (it holds the payload): the
+        // provider's signed manifest and custody records, with their proofs on the provider's log, stay checkable
+        // offline (`custodia verify` with the provider's key), and travel in this gateway's case bundles.
+        let kept = UploadRequest {
+            purpose: purpose.clone(),
+            media_type: Label::new("application/x-tar").map_err(|err| GatewayError::Internal(err.to_string()))?,
+            original_name: Label::new(format!("custodia-bundle-{}.tar", bundle.artefact)).ok(),
+            expected_sha256: row.sha256.parse().ok(),
+            policy: policy.clone(),
+        };
+        let whole = read_range(path.to_path_buf(), 0, row.size as u64);
+        let kept = self.gateway.receive(provider, case, kept, whole, received_from(&provenance)?).await?;
+        provenance.insert("bundle_artefact", kept.artefact.to_string());
         let request = UploadRequest {
-            purpose: Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?,
+            purpose,
             media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
             original_name: None,
             expected_sha256: Some(bundle.payload_sha256),
             policy,
         };
         let body = read_range(path.to_path_buf(), bundle.payload_offset, bundle.payload_size);
-        let mut provenance = BTreeMap::new();
-        provenance.insert("bundle_sha256", row.sha256.clone());
-        provenance.insert("provider_artefact", bundle.artefact.clone());
-        provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
-        provenance.insert("transfer", row.id.clone());
-        let provenance =
-            custodia_core::to_canonical_vec(&provenance).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let provenance = String::from_utf8_lossy(&provenance).into_owned();
-        let partner = row.partner.clone();
-        let registered = self
-            .gateway
-            .receive(provider, case, request, body, |artefact, committer| CustodyEvent::ReceivedFrom {
-                artefact,
-                provider: committer.commit("provider", partner),
-                provenance: committer.commit("provenance", provenance),
-            })
-            .await?;
+        let registered = self.gateway.receive(provider, case, request, body, received_from(&provenance)?).await?;
         Ok(registered.artefact)
     }
 
@@ -977,6 +1019,106 @@ impl Transfers {
         Ok(Progress { transfer: row.id.clone(), stage, received: row.received as u64, evidences })
     }
 
+    // Feedback across the border.
+
+    /// An outcome report filed here about an artefact a partner provided goes back to the partner: kept in the
+    /// outbox until the partner's gateway has taken it.
+    pub async fn outcome_filed(&self, outcome: &custodia_catalog::OutcomeRow) -> Result<()> {
+        for transfer in self.gateway.catalog.transfers_of_artefact(&outcome.artefact_id).await? {
+            if transfer.direction != IN {
+                continue;
+            }
+            let report = OutcomeReport {
+                id: outcome.id.clone(),
+                outcome: serde_json::from_value(serde_json::Value::String(outcome.outcome.clone()))
+                    .map_err(|err| GatewayError::Internal(format!("a stored outcome: {err}")))?,
+                note: outcome.note.clone(),
+            };
+            let body = serde_json::to_string(&report).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            let item = custodia_catalog::OutboxRow {
+                id: crate::gateway::new_id("obx"),
+                partner: transfer.partner.clone(),
+                path: format!("/partner/v1/transfers/{}/outcomes", transfer.id),
+                body,
+                attempts: 0,
+                created_at: self.gateway.now().to_string(),
+            };
+            self.gateway.catalog.outbox_put(&item).await?;
+            self.outbox.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Sends what waits in the outbox, oldest first, each until its partner takes it (a 2xx answer); a partner
+    /// that refuses or is down is tried again at the next retry interval.
+    async fn send_outbox(&self) {
+        {
+            let unsent = match self.gateway.catalog.outbox_unsent(64).await {
+                Ok(unsent) => unsent,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not read the partner outbox");
+                    return;
+                }
+            };
+            for item in unsent {
+                let Ok(partner) = self.partner(&item.partner).cloned() else { continue };
+                let request = self.partnering.signed(
+                    &self.client,
+                    &partner,
+                    reqwest::Method::POST,
+                    &item.path,
+                    item.body.into_bytes(),
+                );
+                let answer = request.send().await;
+                let delivered = matches!(&answer, Ok(answer) if answer.status().is_success());
+                if !delivered {
+                    let status = answer.as_ref().map(|answer| answer.status().as_u16()).unwrap_or_default();
+                    tracing::info!(partner = %partner.name, status, attempts = item.attempts + 1, "a request to a partner did not go through; trying again");
+                }
+                let now = self.gateway.now().to_string();
+                if let Err(err) = self.gateway.catalog.outbox_tried(&item.id, delivered.then_some(now.as_str())).await {
+                    tracing::warn!(error = %err, "could not note a partner request's delivery");
+                }
+            }
+        }
+    }
+
+    /// An outcome report from the partner a transfer went to, about the artefact sent: recorded here, where the
+    /// provider sees it, once however often it arrives.
+    pub async fn outcome_reported(&self, partner: &Partner, id: &str, report: OutcomeReport) -> Result<()> {
+        let transfer = match self.gateway.catalog.transfer(id).await? {
+            Some(row) if row.direction == OUT && row.partner == partner.name => row,
+            _ => return Err(GatewayError::NotFound(format!("no transfer {id} to {}", partner.name))),
+        };
+        if custodia_core::ActorId::new(report.id.clone()).is_err() || !report.id.starts_with("out-") {
+            return Err(bad_input("id", "an outcome report's id is out- and hex digits"));
+        }
+        if let Some(note) = &report.note {
+            Label::new(note.clone()).map_err(|err| bad_input("note", err))?;
+        }
+        let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
+        let artefact = self
+            .gateway
+            .catalog
+            .artefact(&artefact_id)
+            .await?
+            .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
+        if self.gateway.catalog.outcomes_for(&artefact_id).await?.iter().any(|outcome| outcome.id == report.id) {
+            return Ok(());
+        }
+        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        // A partner's reports are budgeted like a member's: they are custody records here.
+        self.gateway.take_recorded_step(&caller)?;
+        let outcome = serde_json::to_value(report.outcome)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let outcome = Label::new(outcome).map_err(|err| bad_input("outcome", err))?;
+        self.gateway.record_outcome(&caller, &artefact, report.id, outcome, report.note).await?;
+        tracing::info!(transfer = %id, partner = %partner.name, "an outcome report came back from a partner");
+        Ok(())
+    }
+
     // The console.
 
     /// A transfer as the console shows it.
@@ -1018,6 +1160,17 @@ impl Transfers {
         }
         Ok(views)
     }
+}
+
+/// An outcome report as it goes back to the partner that provided the artefact.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeReport {
+    /// The report's id at the receiving gateway, kept at the provider's too (so that it is recorded once).
+    pub id: String,
+    pub outcome: crate::api::OutcomeKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `xfer-` and 16 random bytes in hex.

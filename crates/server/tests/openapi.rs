@@ -1155,6 +1155,7 @@ async fn real_replies_match_the_document() {
     let sent = api.call("POST", transfers, &uri, pm, json!({ "partner": "partner-gw", "purpose": "trial" })).await;
     assert_eq!(sent.status.as_u16(), 202, "{}", String::from_utf8_lossy(&sent.body));
     api.get(transfers, &uri, pm).await;
+    let sent_id = sent.json()["id"].as_str().unwrap().to_owned();
     // And one from the partner: its SubmissionAcceptance, on a one-entry log of its own, offered; a chunk; the
     // progress; the end (a chunk that is no bundle: NonDelivery, nothing stored).
     let revoke = format!("/api/v1/tokens/{token_id}");
@@ -1259,6 +1260,12 @@ async fn real_replies_match_the_document() {
     let one = format!("/partner/v1/transfers/{transfer}");
     let headers = signed_by_partner("GET", &one, "");
     api.raw("GET", "/partner/v1/transfers/{id}", &one, None, &headers, "").await;
+    // The partner reports what the evidence sent to it achieved.
+    let outcomes = format!("/partner/v1/transfers/{sent_id}/outcomes");
+    let report: &'static str = r#"{"id":"out-0123456789abcdef01234567","outcome":"used_at_hearing"}"#;
+    let headers = signed_by_partner("POST", &outcomes, report);
+    let reply = api.raw("POST", "/partner/v1/transfers/{id}/outcomes", &outcomes, None, &headers, report).await;
+    assert_eq!(reply.status.as_u16(), 204, "{}", String::from_utf8_lossy(&reply.body));
     let complete = format!("/partner/v1/transfers/{transfer}/complete");
     let headers = signed_by_partner("POST", &complete, "");
     let reply = api.raw("POST", "/partner/v1/transfers/{id}/complete", &complete, None, &headers, "").await;

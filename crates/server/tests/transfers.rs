@@ -50,8 +50,8 @@ impl Side {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
-    fn pin(&self, partner: &Value) {
-        std::fs::write(self.data.path().join("partners.json"), json!({ "partners": [partner] }).to_string()).unwrap();
+    fn pin(&self, partners: &[&Value]) {
+        std::fs::write(self.data.path().join("partners.json"), json!({ "partners": partners }).to_string()).unwrap();
     }
 
     fn serve(&self, extra: &[(&'static str, &str)]) -> GatewayProcess {
@@ -177,8 +177,8 @@ fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
 async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survives_a_killed_receiver() {
     let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
     let (tunis_card, catania_card) = (tunis.card(), catania.card());
-    tunis.pin(&catania_card);
-    catania.pin(&tunis_card);
+    tunis.pin(&[&catania_card]);
+    catania.pin(&[&tunis_card]);
     let _tunis_process = tunis.serve(&[]);
     let mut catania_process = catania.serve(&[]);
     let tn_admin = tunis.admin().await;
@@ -240,8 +240,10 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     let (status, listed) = catania.call(&judge, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
     assert_eq!(status, 200, "{listed}");
     let listed = listed.as_array().unwrap().clone();
-    assert_eq!(listed.len(), 1, "one artefact, however often chunks were sent: {listed:?}");
-    let received = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed.len(), 2, "the statement and the bundle it came in, however often chunks were sent: {listed:?}");
+    let received = listed.iter().find(|a| a["media_type"] == "video/webm").unwrap()["id"].as_str().unwrap().to_owned();
+    let kept =
+        listed.iter().find(|a| a["media_type"] == "application/x-tar").unwrap()["id"].as_str().unwrap().to_owned();
     let (status, bytes) = catania.bytes(&judge, &format!("/api/v1/artefacts/{received}/content?purpose=trial")).await;
     assert_eq!(status, 200);
     assert!(bytes == statement, "the received artefact is the statement sent");
@@ -250,12 +252,42 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["policy"]["provider"], "Procureur de Tunis", "{detail}");
 
+    // The bundle as it arrived is kept too: it verifies offline with Tunis's key, and names the statement.
+    let (status, bundle) = catania.bytes(&judge, &format!("/api/v1/artefacts/{kept}/content?purpose=trial")).await;
+    assert_eq!(status, 200);
+    let verification =
+        custodia_bundle::verify(&bundle[..], &[tunis_card["log_vkey"].as_str().unwrap().parse().unwrap()]).unwrap();
+    assert!(verification.is_valid(), "{:?}", verification.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>());
+    assert_eq!(verification.artefact.as_deref(), Some(artefact.as_str()));
+
     // The retrieval reaches Tunis, and the ladder is whole on both sides.
     let retrieved = tunis.wait_for(&clerk, &artefact, &transfer, "retrieved", Duration::from_secs(60)).await;
     assert_eq!(events(&retrieved), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
     let (status, theirs) = catania.call(&judge, "GET", &format!("/api/v1/artefacts/{received}/transfers"), None).await;
     assert_eq!(status, 200, "{theirs}");
     assert_eq!(events(&theirs[0]), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
+
+    // Catania's clerk reports what the statement achieved; the report reaches Tunis, where the provider sees it.
+    let (_, it_clerk) = catania.member(&it_admin, "inbox-tn-tunis", "cancelliere", "clerk").await;
+    let report = json!({ "outcome": "used_at_hearing", "note": "heard on 3 December" });
+    let (status, filed) =
+        catania.call(&it_clerk, "POST", &format!("/api/v1/artefacts/{received}/outcomes"), Some(report)).await;
+    assert_eq!(status, 201, "{filed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let reported = loop {
+        let (status, outcomes) =
+            tunis.call(&clerk, "GET", &format!("/api/v1/artefacts/{artefact}/outcomes"), None).await;
+        assert_eq!(status, 200, "{outcomes}");
+        if let Some(first) = outcomes.as_array().unwrap().first() {
+            break first.clone();
+        }
+        assert!(Instant::now() < deadline, "the outcome report did not reach Tunis");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        (&reported["id"], &reported["outcome"], &reported["note"]),
+        (&filed["id"], &json!("used_at_hearing"), &json!("heard on 3 December"))
+    );
 
     // Both public logs: a transfer_evidence record per rung, and a received_from record, none naming a partner.
     let tunis_records = support::served_records(tunis.port).await;
@@ -269,7 +301,9 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     };
     assert_eq!(rungs(&tunis_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
     assert_eq!(rungs(&catania_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
-    assert_eq!(catania_records.iter().filter(|r| r["event"]["type"] == "received_from").count(), 1);
+    let received_from = catania_records.iter().filter(|r| r["event"]["type"] == "received_from").count();
+    assert_eq!(received_from, 2, "the statement, and the bundle it came in");
+    assert_eq!(tunis_records.iter().filter(|r| r["event"]["type"] == "outcome_reported").count(), 1);
     for record in tunis_records.iter().chain(&catania_records) {
         let text = record.to_string();
         assert!(!text.contains("tunis") && !text.contains("catania") && !text.contains(&transfer), "{text}");
@@ -290,8 +324,8 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
 async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out() {
     let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
     let (tunis_card, catania_card) = (tunis.card(), catania.card());
-    tunis.pin(&catania_card);
-    catania.pin(&tunis_card);
+    tunis.pin(&[&catania_card]);
+    catania.pin(&[&tunis_card]);
     let mut tunis_process = tunis.serve(&[]);
     let tn_admin = tunis.admin().await;
     let (status, _) = tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-8", "title": "t" }))).await;
@@ -332,4 +366,55 @@ async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out(
     let transfer = sent["id"].as_str().unwrap().to_owned();
     let timed_out = tunis.wait_for(&clerk, &artefact, &transfer, "failed", Duration::from_secs(60)).await;
     assert_eq!(events(&timed_out), ["SubmissionAcceptance", "RelayFailure"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_nothing_onward() {
+    let (tunis, catania, madrid) =
+        (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"), Side::new("es-madrid", "ES"));
+    let (tunis_card, catania_card, madrid_card) = (tunis.card(), catania.card(), madrid.card());
+    tunis.pin(&[&catania_card]);
+    catania.pin(&[&tunis_card, &madrid_card]);
+    madrid.pin(&[&catania_card]);
+    let (_tunis, _catania, _madrid) = (tunis.serve(&[]), catania.serve(&[]), madrid.serve(&[]));
+    let tn_admin = tunis.admin().await;
+    let (status, _) = tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-9", "title": "t" }))).await;
+    assert_eq!(status, 201);
+    let (_, clerk) = tunis.member(&tn_admin, "tn-9", "clerk", "clerk").await;
+    let (_, prosecutor) = tunis.member(&tn_admin, "tn-9", "prosecutor", "prosecutor").await;
+    // For the trial in Italy only: no onward transfer.
+    let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
+        "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "prohibited" });
+    let artefact = tunis.upload(&clerk, "tn-9", random_bytes(2048, 4), Some(&policy)).await;
+    let path = format!("/api/v1/artefacts/{artefact}/transfers");
+    let body = json!({ "partner": "it-catania", "purpose": "trial in Catania" });
+    // Another member of the providing side sends onward, which the provider prohibited; the provider itself
+    // provides it, and its policy travels with it.
+    let (status, refused) = tunis.call(&prosecutor, "POST", &path, Some(body.clone())).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    let transfer = sent["id"].as_str().unwrap().to_owned();
+    tunis.wait_for(&clerk, &artefact, &transfer, "delivered", Duration::from_secs(60)).await;
+
+    // In Catania, the policy binds: neither the statement nor the bundle it came in goes on to Madrid.
+    let it_admin = catania.admin().await;
+    let (_, it_clerk) = catania.member(&it_admin, "inbox-tn-tunis", "clerk", "clerk").await;
+    let (_, listed) = catania.call(&it_clerk, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
+    let listed = listed.as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "the statement and the bundle it came in: {listed:?}");
+    for received in &listed {
+        let id = received["id"].as_str().unwrap();
+        let body = json!({ "partner": "es-madrid", "purpose": "another trial" });
+        let (status, refused) =
+            catania.call(&it_clerk, "POST", &format!("/api/v1/artefacts/{id}/transfers"), Some(body)).await;
+        assert_eq!(status, 403, "{refused}");
+        assert_eq!(refused["type"], "https://custodia.invalid/problems/use-restricted", "{refused}");
+        assert!(refused["detail"].as_str().unwrap().contains("onward"), "{refused}");
+    }
+    let refusals = support::served_records(catania.port).await;
+    let refusals = refusals.iter().filter(|r| r["event"]["code"] == "policy_onward_transfer").count();
+    assert_eq!(refusals, 2, "each refusal is on Catania's record");
+    let offered_to_madrid = std::fs::read_dir(madrid.data.path().join("transfers/in")).unwrap().count();
+    assert_eq!(offered_to_madrid, 0, "Madrid was offered nothing");
 }

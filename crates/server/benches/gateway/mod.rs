@@ -39,15 +39,25 @@ pub struct Server {
     pub log: PathBuf,
 }
 
+/// A loopback port free now, for a gateway whose address must be known before it starts.
+pub fn free_port() -> Result<u16, BoxError> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
 impl Server {
     pub fn start(binary: &Path, data_dir: &Path) -> Result<Self, BoxError> {
+        Self::start_on(binary, data_dir, free_port()?, &[])
+    }
+
+    /// [`Self::start`] on `port`, with the extra environment `env`.
+    pub fn start_on(binary: &Path, data_dir: &Path, port: u16, env: &[(&str, String)]) -> Result<Self, BoxError> {
         fs::create_dir_all(data_dir)?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let log = data_dir.with_extension("log");
         let output = File::create(&log)?;
         let child = Command::new(binary)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("CUSTODIA_DATA_DIR", data_dir)
+            .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(output.try_clone()?)

@@ -1152,7 +1152,7 @@ struct NewOutcome {
 /// What an artefact achieved, reported back to its provider.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum OutcomeKind {
+pub enum OutcomeKind {
     UsedAtHearing,
     ChargesBrought,
     Conviction,

@@ -80,8 +80,7 @@ impl Side {
             .await
             .unwrap();
         assert_eq!(answer.status(), 200);
-        let cookie = answer.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-        cookie
+        answer.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
     }
 
     async fn call(&self, cookie: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -210,7 +210,7 @@ impl Catalog {
         Ok(rows.iter().map(evidence).collect::<sqlx::Result<_>>()?)
     }
 
-    /// Keeps a request for `partner` until it is delivered ([`Self::outbox_sent`]).
+    /// Keeps a request for `partner` until it is delivered ([`Self::outbox_tried`]).
     pub async fn outbox_put(&self, row: &OutboxRow) -> Result<()> {
         sqlx::query(
             "INSERT INTO partner_outbox (id, partner, path, body, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6)",

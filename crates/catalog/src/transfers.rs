@@ -122,6 +122,15 @@ impl Catalog {
         Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
     }
 
+    /// How many transfers one way are in `stage` with `who`: a partner's (received) or an account's (sent).
+    pub async fn count_transfers(&self, direction: &str, stage: &str, who: &str) -> Result<i64> {
+        let column = if direction == "in" { "partner" } else { "account_id" };
+        let query =
+            format!("SELECT COUNT(*) AS n FROM transfers WHERE direction = $1 AND stage = $2 AND {column} = $3");
+        let row = sqlx::query(&query).bind(direction).bind(stage).bind(who).fetch_one(&self.pool).await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// The transfers of an artefact, sent or received, oldest first.
     pub async fn transfers_of_artefact(&self, artefact_id: &str) -> Result<Vec<TransferRow>> {
         let rows = sqlx::query("SELECT * FROM transfers WHERE artefact_id = $1 ORDER BY created_at, id")

@@ -457,7 +457,7 @@ impl Gateway {
 
     /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
     /// artefact and one for the export); at most the budget's whole burst.
-    fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
+    pub(crate) fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
         self.quotas.custody_records.take_many(&caller.account.id, records).map_err(|wait| {
             GatewayError::TooManyAttempts {
                 what: "recorded steps",

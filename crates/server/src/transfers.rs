@@ -43,6 +43,13 @@ use crate::partner_api::Partnering;
 
 type Result<T> = std::result::Result<T, GatewayError>;
 
+/// How many transfers one partner may have arriving here at once, and one account sending at once: each holds a
+/// staging file (up to the largest artefact) until it ends.
+pub const RECEIVING_PER_PARTNER: i64 = 8;
+pub const SENDING_PER_ACCOUNT: i64 = 4;
+/// Room kept free on the disk of the staging files beyond what an offer needs.
+const STAGING_RESERVE: u64 = 1 << 30;
+
 /// How many retry intervals apart a sending gateway asks whether a delivered transfer was retrieved.
 const ASKS_APART: u32 = 6;
 
@@ -340,6 +347,12 @@ impl Transfers {
         // Who may send is asked before which partner: a refusal is on the record whatever the partner named.
         self.gateway.authorize_artefact(caller, id, custodia_core::Action::TransferArtefact).await?;
         let partner = self.partner(partner_name)?.clone();
+        let sending = self.gateway.catalog.count_transfers(OUT, "sending", &caller.account.id).await?;
+        if sending >= SENDING_PER_ACCOUNT {
+            return Err(GatewayError::TooMany(format!(
+                "you have {sending} transfers under way; wait for one to be delivered or to fail"
+            )));
+        }
         let recipient = self.partner_account(&partner).await?;
         let source = self.gateway.transfer_bundle(caller, id, purpose, &recipient, &partner.jurisdiction).await?;
         let transfer = new_transfer_id();
@@ -702,6 +715,23 @@ impl Transfers {
         offer
             .check(self.gateway.max_upload_bytes.saturating_add(crate::gateway::RECEIVED_BUNDLE_OVERHEAD))
             .map_err(|err| bad_input("offer", err))?;
+        // A partner's budgets: transfers arriving at once, the custody records an offer makes (its submission and
+        // the relay), and room on the disk for the whole bundle.
+        let arriving = self.gateway.catalog.count_transfers(IN, "receiving", &partner.name).await?;
+        if arriving >= RECEIVING_PER_PARTNER {
+            return Err(GatewayError::TooMany(format!(
+                "{arriving} transfers from {} are arriving; finish one first",
+                partner.name
+            )));
+        }
+        let free =
+            free_bytes(&self.dir.join(IN)).map_err(|err| GatewayError::Internal(format!("disk space: {err}")))?;
+        if free < offer.size.saturating_add(STAGING_RESERVE) {
+            return Err(GatewayError::QuotaExceeded(format!(
+                "this gateway has not the room for a bundle of {} bytes now",
+                offer.size
+            )));
+        }
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
         let submission = check_logged(&offer.submission, &partner.request_key, &log)
@@ -725,6 +755,7 @@ impl Transfers {
         }
         let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
         let account = self.partner_account(partner).await?;
+        self.gateway.take_recorded_steps(&Caller { account: account.clone(), channel: Channel::Partner }, 2)?;
         let case = self.inbox(partner).await?;
         let now = self.gateway.now().to_string();
         let row = TransferRow {
@@ -1171,6 +1202,12 @@ pub struct OutcomeReport {
     pub outcome: crate::api::OutcomeKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+/// The bytes free to an unprivileged writer on the file system of `dir`.
+fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(dir)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// `xfer-` and 16 random bytes in hex.

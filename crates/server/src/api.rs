@@ -1113,6 +1113,8 @@ async fn request_widening(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let row = state.gateway.request_widening(&caller, &id, request).await?;
+    // About evidence a partner gateway provided: the request goes to it, which alone decides.
+    state.transfers.widening_requested(&row).await?;
     Ok(json(StatusCode::CREATED, widen_view(&row)))
 }
 
@@ -1139,6 +1141,8 @@ async fn decide_widening(
     ApiJson(body): ApiJson<Decision>,
 ) -> Result<Response, Problem> {
     let row = state.gateway.decide_widening(&caller, &id, body.approve).await?;
+    // A request a partner gateway sent: the decision goes back to it, where access changes once it arrives.
+    state.transfers.widening_decided(&row).await?;
     Ok(json(StatusCode::OK, widen_view(&row)))
 }
 

@@ -1678,10 +1678,22 @@ impl Gateway {
         request: WidenRequest,
     ) -> Result<WidenRequestRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::RequestWiderUse).await?;
-        let (case, artefact) = ids(&row)?;
+        self.record_widen_request(caller, &row, new_id("wr"), request).await
+    }
+
+    /// Records `caller`'s request `id` to widen the use of `row`: a member's here, or one a receiving partner
+    /// gateway sent about what this gateway provided (its caller the partner's account).
+    pub(crate) async fn record_widen_request(
+        &self,
+        caller: &Caller,
+        row: &ArtefactRow,
+        id: String,
+        request: WidenRequest,
+    ) -> Result<WidenRequestRow> {
+        let (case, artefact) = ids(row)?;
         let requested = serde_json::to_string(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
         let row = WidenRequestRow {
-            id: new_id("wr"),
+            id,
             artefact_id: artefact.to_string(),
             requested_by: caller.account.id.clone(),
             request: requested,
@@ -1694,7 +1706,11 @@ impl Gateway {
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
         current_policy(
-            &self.catalog.artefact(id.as_str()).await?.ok_or_else(|| GatewayError::NotFound(id.to_string()))?,
+            &self
+                .catalog
+                .artefact(artefact.as_str())
+                .await?
+                .ok_or_else(|| GatewayError::NotFound(artefact.to_string()))?,
         )?;
         let canonical =
             custodia_core::to_canonical_vec(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
@@ -1722,6 +1738,22 @@ impl Gateway {
                 other => other,
             })?;
         self.require_provider(caller, &row, Action::DecideWiderUse, "decide on wider use").await?;
+        self.settle_widening(caller, request_id, approve).await
+    }
+
+    /// Records the provider's decision on pending request `request_id` and, if it approves, widens the policy: a
+    /// member's decision here, or, about evidence received from a partner gateway, the decision the partner sent
+    /// (its caller the partner's account, the artefact's provider).
+    pub(crate) async fn settle_widening(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        approve: bool,
+    ) -> Result<WidenRequestRow> {
+        let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
+        let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
+        let artefact =
+            ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
         // Check again under the turn: of concurrent decisions, only the first reaches the ledger.
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;

@@ -7,8 +7,9 @@
 //! For partner gateways, each request signed ([`crate::partner_api::FromPartner`]): `POST /partner/v1/transfers`
 //! (an offer), `PUT /partner/v1/transfers/{id}/chunks/{offset}` (a chunk of at most 8 MiB), `POST
 //! /partner/v1/transfers/{id}/complete`, and `GET /partner/v1/transfers/{id}`, each answered with the transfer's
-//! progress; and `POST /partner/v1/transfers/{id}/outcomes`, an outcome report from the receiving gateway about
-//! what it was sent (204).
+//! progress; `POST /partner/v1/transfers/{id}/outcomes` and `.../widen-requests`, an outcome report or a request to
+//! widen use from the receiving gateway about what it was sent, and `.../widen-decisions`, the provider's decision
+//! coming back (each 204).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,6 +36,8 @@ pub fn router(state: AppState) -> Router {
         .route("/partner/v1/transfers/{id}/chunks/{offset}", put(chunk))
         .route("/partner/v1/transfers/{id}/complete", post(complete))
         .route("/partner/v1/transfers/{id}/outcomes", post(outcome))
+        .route("/partner/v1/transfers/{id}/widen-requests", post(widen_request))
+        .route("/partner/v1/transfers/{id}/widen-decisions", post(widen_decision))
         .with_state(state)
 }
 
@@ -118,5 +121,27 @@ async fn outcome(
     let report: crate::transfers::OutcomeReport = serde_json::from_slice(&request.body)
         .map_err(|err| Problem::bad_request(format!("the body is an outcome report: {err}")))?;
     state.transfers.outcome_reported(&request.partner, &id, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn widen_request(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: FromPartner,
+) -> Result<StatusCode, Problem> {
+    let widen: crate::transfers::WidenRequest = serde_json::from_slice(&request.body)
+        .map_err(|err| Problem::bad_request(format!("the body is a request to widen use: {err}")))?;
+    state.transfers.widen_requested(&request.partner, &id, widen).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn widen_decision(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: FromPartner,
+) -> Result<StatusCode, Problem> {
+    let decision: crate::transfers::WidenDecision = serde_json::from_slice(&request.body)
+        .map_err(|err| Problem::bad_request(format!("the body is a decision on wider use: {err}")))?;
+    state.transfers.widen_decided(&request.partner, &id, decision).await?;
     Ok(StatusCode::NO_CONTENT)
 }

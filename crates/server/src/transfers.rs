@@ -1065,18 +1065,107 @@ impl Transfers {
                     .map_err(|err| GatewayError::Internal(format!("a stored outcome: {err}")))?,
                 note: outcome.note.clone(),
             };
-            let body = serde_json::to_string(&report).map_err(|err| GatewayError::Internal(err.to_string()))?;
-            let item = custodia_catalog::OutboxRow {
-                id: crate::gateway::new_id("obx"),
-                partner: transfer.partner.clone(),
-                path: format!("/partner/v1/transfers/{}/outcomes", transfer.id),
-                body,
-                attempts: 0,
-                created_at: self.gateway.now().to_string(),
-            };
-            self.gateway.catalog.outbox_put(&item).await?;
-            self.outbox.notify_one();
+            self.post_later(&transfer, "outcomes", &report).await?;
         }
+        Ok(())
+    }
+
+    /// Keeps `body` for `transfer`'s partner, to be posted to the transfer's `what` route until it is taken.
+    async fn post_later(&self, transfer: &TransferRow, what: &str, body: &impl Serialize) -> Result<()> {
+        let body = serde_json::to_string(body).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let item = custodia_catalog::OutboxRow {
+            id: crate::gateway::new_id("obx"),
+            partner: transfer.partner.clone(),
+            path: format!("/partner/v1/transfers/{}/{what}", transfer.id),
+            body,
+            attempts: 0,
+            created_at: self.gateway.now().to_string(),
+        };
+        self.gateway.catalog.outbox_put(&item).await?;
+        self.outbox.notify_one();
+        Ok(())
+    }
+
+    /// A request to widen the use of evidence a partner provided goes to the partner, which alone decides.
+    pub async fn widening_requested(&self, request: &custodia_catalog::WidenRequestRow) -> Result<()> {
+        for transfer in self.gateway.catalog.transfers_of_artefact(&request.artefact_id).await? {
+            if transfer.direction == IN {
+                let request: WidenRequest = serde_json::from_str(&request.request)
+                    .map(|widen| WidenRequest { id: request.id.clone(), widen })
+                    .map_err(|err| GatewayError::Internal(format!("a stored request: {err}")))?;
+                self.post_later(&transfer, "widen-requests", &request).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A decision on a request a partner sent goes back to it.
+    pub async fn widening_decided(&self, request: &custodia_catalog::WidenRequestRow) -> Result<()> {
+        let Some(asker) = self.gateway.catalog.account(&request.requested_by).await? else { return Ok(()) };
+        let Some(partner) = asker.username.strip_prefix("partner:") else { return Ok(()) };
+        let decision = WidenDecision { request: request.id.clone(), approve: request.status == "approved" };
+        for transfer in self.gateway.catalog.transfers_of_artefact(&request.artefact_id).await? {
+            if transfer.direction == OUT && transfer.partner == partner {
+                self.post_later(&transfer, "widen-decisions", &decision).await?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A transfer of `partner`'s one way, or not found.
+    async fn transfer_with(&self, partner: &Partner, id: &str, direction: &str) -> Result<TransferRow> {
+        match self.gateway.catalog.transfer(id).await? {
+            Some(row) if row.direction == direction && row.partner == partner.name => Ok(row),
+            _ => Err(GatewayError::NotFound(format!("no transfer {id} with {}", partner.name))),
+        }
+    }
+
+    /// A request from the partner a transfer went to, to widen the use of what it was sent: recorded here, where
+    /// the provider decides, once however often it arrives.
+    pub async fn widen_requested(&self, partner: &Partner, id: &str, request: WidenRequest) -> Result<()> {
+        let transfer = self.transfer_with(partner, id, OUT).await?;
+        if custodia_core::ActorId::new(request.id.clone()).is_err() || !request.id.starts_with("wr-") {
+            return Err(bad_input("id", "a request's id is wr- and hex digits"));
+        }
+        if let Some(known) = self.gateway.catalog.widen_request(&request.id).await? {
+            return if Some(&known.artefact_id) == transfer.artefact_id.as_ref() {
+                Ok(())
+            } else {
+                Err(GatewayError::Conflict(format!("request {} is another request here", request.id)))
+            };
+        }
+        let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
+        let artefact = self
+            .gateway
+            .catalog
+            .artefact(&artefact_id)
+            .await?
+            .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
+        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        self.gateway.record_widen_request(&caller, &artefact, request.id, request.widen).await?;
+        tracing::info!(transfer = %id, partner = %partner.name, "a partner asks to widen the use of what it was sent");
+        Ok(())
+    }
+
+    /// The provider's decision on a request sent to it from here: recorded, and the policy widened if approved,
+    /// by the provider's (the partner's) account; once, however often it arrives.
+    pub async fn widen_decided(&self, partner: &Partner, id: &str, decision: WidenDecision) -> Result<()> {
+        let transfer = self.transfer_with(partner, id, IN).await?;
+        let request = self.gateway.catalog.widen_request(&decision.request).await?;
+        let Some(request) = request.filter(|request| Some(&request.artefact_id) == transfer.artefact_id.as_ref())
+        else {
+            return Err(GatewayError::NotFound(format!("no request {} about transfer {id}", decision.request)));
+        };
+        if request.status != "pending" {
+            return Ok(());
+        }
+        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        match self.gateway.settle_widening(&caller, &request.id, decision.approve).await {
+            Ok(_) | Err(GatewayError::Conflict(_)) => {}
+            Err(err) => return Err(err),
+        }
+        tracing::info!(transfer = %id, partner = %partner.name, approve = decision.approve, "a partner decided on wider use");
         Ok(())
     }
 
@@ -1208,6 +1297,23 @@ pub struct OutcomeReport {
 fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     let stats = rustix::fs::statvfs(dir)?;
     Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// A request to widen use as it goes to the partner that provided the artefact: its id here (kept there too), and
+/// what it asks.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidenRequest {
+    pub id: String,
+    pub widen: custodia_core::WidenRequest,
+}
+
+/// The provider's decision on a request to widen use, as it comes back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WidenDecision {
+    pub request: String,
+    pub approve: bool,
 }
 
 /// `xfer-` and 16 random bytes in hex.

@@ -191,7 +191,7 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
 
     // A statement of three chunks (8 MiB each), under the providing authority's policy.
     let statement = random_bytes(20 * 1024 * 1024 + 123, 1);
-    let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
+    let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": ["trial"],
         "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
     let artefact = tunis.upload(&clerk, "tn-7", statement.clone(), Some(&policy)).await;
     let send = |who: String| {
@@ -287,6 +287,40 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
         (&reported["id"], &reported["outcome"], &reported["note"]),
         (&filed["id"], &json!("used_at_hearing"), &json!("heard on 3 December"))
     );
+
+    // A Catania prosecutor asks to use the statement for an appeal too; only Tunis decides, and access in Catania
+    // changes only when Tunis's decision arrives.
+    let (_, it_prosecutor) = catania.member(&it_admin, "inbox-tn-tunis", "pm.catania", "prosecutor").await;
+    let path = format!("/api/v1/artefacts/{received}/widen-requests");
+    let (status, asked) = catania.call(&it_prosecutor, "POST", &path, Some(json!({ "purposes": ["appeal"] }))).await;
+    assert_eq!(status, 201, "{asked}");
+    let decide = format!("/api/v1/widen-requests/{}/decision", asked["id"].as_str().unwrap());
+    let (status, refused) = catania.call(&it_clerk, "POST", &decide, Some(json!({ "approve": true }))).await;
+    assert_eq!(status, 403, "only the providing State decides: {refused}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let arrived = loop {
+        let (_, requests) =
+            tunis.call(&clerk, "GET", &format!("/api/v1/artefacts/{artefact}/widen-requests"), None).await;
+        if let Some(first) = requests.as_array().and_then(|list| list.first()) {
+            break first.clone();
+        }
+        assert!(Instant::now() < deadline, "the request did not reach Tunis");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(arrived["id"], asked["id"], "{arrived}");
+    let (status, decided) = tunis.call(&clerk, "POST", &decide, Some(json!({ "approve": true }))).await;
+    assert_eq!((status, &decided["status"]), (200, &json!("approved")), "{decided}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, requests) = catania.call(&it_prosecutor, "GET", &path, None).await;
+        if requests[0]["status"] == "approved" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the decision did not reach Catania: {requests}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (_, detail) = catania.call(&judge, "GET", &format!("/api/v1/artefacts/{received}?purpose=trial"), None).await;
+    assert!(detail["policy"]["permitted_purposes"].as_array().unwrap().contains(&json!("appeal")), "{detail}");
 
     // Both public logs: a transfer_evidence record per rung, and a received_from record, none naming a partner.
     let tunis_records = support::served_records(tunis.port).await;

@@ -49,7 +49,9 @@ pub struct AppState {
 
 impl AppState {
     /// A place for one more stream of evidence leaving for `caller`, held until the returned value is dropped:
-    /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened.
+    /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened, and
+    /// after the caller is found entitled to the step ([`Gateway::may_take_out`]), so that a request that will be
+    /// refused never takes a place, nor closes another reader's stream to make one.
     /// The stream leaves over `connection`, which is closed if a newcomer takes its place while it reads too
     /// slowly ([`crate::budget::Outflow`]).
     pub(crate) fn start_outflow(
@@ -825,6 +827,7 @@ async fn download(
         Some(_) => return Err(bad_input("access", "use download or play").into()),
     };
     let purpose = query.purpose()?;
+    state.gateway.may_take_out(&caller, &id, Action::DownloadArtefact).await?;
     let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
     let (row, range) = state
         .gateway
@@ -885,6 +888,7 @@ async fn export(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let purpose = query.purpose()?;
+    state.gateway.may_take_out(&caller, &id, Action::ExportArtefact).await?;
     let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
     let meter = outflowing.meter();
     let source = state.gateway.export(&caller, &id, &purpose).await?;
@@ -927,6 +931,7 @@ async fn export_case(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
+    state.gateway.may_export_case(&caller, &case).await?;
     let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
     let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
     let filename = format!("custodia-case-{case}.tar");

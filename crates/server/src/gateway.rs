@@ -455,6 +455,32 @@ impl Gateway {
         self.take_recorded_steps(caller, 1)
     }
 
+    /// Whether `caller` may take `action` on artefact `id` now, with a custody record to spare: asked before a place
+    /// for evidence leaving is taken ([`crate::budget::Outflow`], which may close another reader's slow stream to
+    /// make room), so that only a request that will be served competes for a place. The step itself checks again.
+    pub async fn may_take_out(&self, caller: &Caller, id: &ArtefactId, action: Action) -> Result<()> {
+        self.authorize_artefact(caller, id, action).await?;
+        self.has_recorded_steps(caller, 1)
+    }
+
+    /// [`Self::may_take_out`] for an export of (part of) `case`: a record for each of its artefacts and one for the
+    /// export, as [`Self::export_case_part`] takes them.
+    pub async fn may_export_case(&self, caller: &Caller, case: &CaseId) -> Result<()> {
+        self.authorize(caller, case, Action::ExportArtefact).await?;
+        let artefacts = self.catalog.artefacts_in_case(case.as_str()).await?.len() as u64;
+        self.has_recorded_steps(caller, artefacts + 1)
+    }
+
+    /// Whether the caller's budget of custody records has `records` left, without taking them.
+    fn has_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
+        self.quotas.custody_records.check_many(&caller.account.id, records).map_err(|wait| {
+            GatewayError::TooManyAttempts {
+                what: "recorded steps",
+                retry_after_seconds: crate::budget::retry_after_seconds(wait),
+            }
+        })
+    }
+
     /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
     /// artefact and one for the export); at most the budget's whole burst.
     pub(crate) fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {

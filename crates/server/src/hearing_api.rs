@@ -181,6 +181,7 @@ async fn export(
     let purpose = query.purpose()?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
+    state.gateway.may_export_case(&caller, &case).await?;
     let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
     let sources =
         state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;

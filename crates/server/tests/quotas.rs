@@ -927,3 +927,26 @@ async fn settled_log_size(gateway: &Running) -> u64 {
         size = now;
     }
 }
+
+/// With every download place held, a request that will be refused (an artefact that does not exist, a case the
+/// caller is no member of) takes no place, and so closes nobody's stream to make one (review 16, B2).
+#[tokio::test]
+async fn a_request_that_will_be_refused_never_takes_a_download_place() {
+    use custodia_server::budget::Stream;
+    let gateway = support::TestGateway::start().await;
+    let (_, outsider) = gateway.person("outsider", "IT").await;
+    let holders = Stream::Artefact.in_all() / Stream::Artefact.per_account();
+    let held: Vec<_> = (0..Stream::Artefact.in_all())
+        .map(|n| gateway.state.outflow.start(&format!("holder-{}", n % holders), Stream::Artefact, None).unwrap())
+        .collect();
+    let outsider = Some(support::As::Session(&outsider));
+    for _ in 0..5 {
+        let reply = gateway.get("/api/v1/artefacts/art-ghost/content?purpose=trial", outsider).await;
+        assert_eq!(reply.status, 404);
+        let reply =
+            gateway.send_bytes("POST", "/api/v1/cases/case-ghost/exports?purpose=trial", outsider, &[], "").await;
+        assert_eq!(reply.status, 404);
+    }
+    let cut = held.iter().filter(|leaving| leaving.meter().sent(1).is_err()).count();
+    assert_eq!(cut, 0, "a refused request closed {cut} streams to make room for itself");
+}

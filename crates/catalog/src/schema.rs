@@ -186,6 +186,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     direction TEXT NOT NULL,
     partner TEXT NOT NULL,
     artefact_id TEXT,
+    kept_artefact_id TEXT,
     case_id TEXT,
     account_id TEXT,
     size BIGINT NOT NULL,
@@ -199,6 +200,7 @@ CREATE TABLE IF NOT EXISTS transfers (
 );
 CREATE INDEX IF NOT EXISTS transfers_by_stage ON transfers (direction, stage);
 CREATE INDEX IF NOT EXISTS transfers_by_artefact ON transfers (artefact_id);
+CREATE INDEX IF NOT EXISTS transfers_by_kept_artefact ON transfers (kept_artefact_id);
 CREATE TABLE IF NOT EXISTS partner_outbox (
     id TEXT PRIMARY KEY,
     partner TEXT NOT NULL,

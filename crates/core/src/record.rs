@@ -235,8 +235,8 @@ pub enum CustodyEvent {
     /// A receipt of a transfer between gateways went on the record: one evidence of the e-CODEX ladder
     /// (`SubmissionAcceptance` ... `NonRetrieval`, named in `rung`), issued by this gateway or by the partner, and
     /// kept by both. `evidence` commits to the SHA-256 (hex) of the evidence's canonical bytes: the same evidence
-    /// is on both gateways' logs, each under a salt of its own, so the two public logs cannot be matched to tell
-    /// who exchanged with whom. About the artefact sent, or the one received once it is under custody; about none
+    /// is on both gateways' logs, each under a salt of its own, so the two public logs cannot be matched by
+    /// content (their times can be close). About the artefact sent, or the one received once it is under custody; about none
     /// before that.
     TransferEvidence {
         #[serde(default, skip_serializing_if = "Option::is_none")]

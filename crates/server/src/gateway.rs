@@ -1675,6 +1675,18 @@ impl Gateway {
     /// On the record like any other policy change, under the judge's account.
     pub async fn correct_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::CorrectPolicy).await?;
+        // What a partner gateway provided is under another State's restrictions: only that State widens them (a
+        // request to widen use goes to it), and no court here corrects them away.
+        let provider = self.catalog.account(&row.provider_account).await?;
+        if provider.is_some_and(|provider| provider.username.starts_with("partner:")) {
+            let (case, artefact) = ids(&row)?;
+            let code = RefusalCode::ProviderOnly;
+            let refused = self.record_refusal(caller, &case, Some(&artefact), Action::CorrectPolicy, code).await;
+            let err = GatewayError::ProviderOnly(
+                "change the restrictions of evidence a partner gateway provided: ask it to widen use",
+            );
+            return Err(refused.unwrap_or(err));
+        }
         self.change_policy(caller, &row, &policy, "corrected by the judge's decision").await
     }
 

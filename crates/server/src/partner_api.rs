@@ -42,7 +42,9 @@ pub struct Partnering {
     registry: Registry,
     card: Card,
     key: SigningKey,
-    replay: Mutex<ReplayWindow>,
+    /// The nonces seen, a window for each partner: one partner filling its own (or a stolen key filling it) shuts
+    /// out no other.
+    replay: Mutex<std::collections::HashMap<String, ReplayWindow>>,
     clock: Clock,
 }
 
@@ -62,7 +64,7 @@ pub struct Handshake {
 impl Partnering {
     /// Partners as `registry` pins them; this gateway's `card`, whose request key is `key`'s.
     pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
-        Self { registry, card, key, replay: Mutex::new(ReplayWindow::new(REPLAY_WINDOW_NONCES)), clock }
+        Self { registry, card, key, replay: Mutex::default(), clock }
     }
 
     pub fn card(&self) -> &Card {
@@ -131,10 +133,17 @@ impl Partnering {
     /// The partner that sent `request` with `body`, or why it is refused (logged by kind).
     fn authenticate(&self, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
         let now = self.clock.unix_seconds();
-        let mut replay = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let checked =
-            custodia_partners::request::authenticate(&self.registry, &mut replay, request, &Sha256::of(body), now);
-        drop(replay);
+        // The window of the partner the signature names (a name the registry pins, or the check fails before the
+        // window is consulted); nonces are checked in it alone.
+        let named = custodia_partners::request::check_headers(&self.registry, request, now).map(|p| p.name.clone());
+        let mut windows = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut unnamed = ReplayWindow::new(1);
+        let window = match &named {
+            Ok(name) => windows.entry(name.clone()).or_insert_with(|| ReplayWindow::new(REPLAY_WINDOW_NONCES)),
+            Err(_) => &mut unnamed,
+        };
+        let checked = custodia_partners::request::authenticate(&self.registry, window, request, &Sha256::of(body), now);
+        drop(windows);
         checked.cloned().inspect_err(|refused| self.log_refusal(request, refused))
     }
 
@@ -306,6 +315,22 @@ pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duratio
     outcomes
 }
 
+/// The most bytes of a partner's answer read: a handshake or a transfer's progress (every evidence of its ladder,
+/// each with its record and proof) is a few tens of KiB. A partner sending more is not read further.
+pub const PARTNER_ANSWER_LIMIT: usize = 1 << 20;
+
+/// A partner's answer as text, read up to [`PARTNER_ANSWER_LIMIT`]; past it, or not UTF-8, an error.
+pub async fn answer_text(mut answer: reqwest::Response) -> Result<String, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|err| format!("reading the answer: {err}"))? {
+        if body.len() + chunk.len() > PARTNER_ANSWER_LIMIT {
+            return Err(format!("the answer is larger than {PARTNER_ANSWER_LIMIT} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_owned())
+}
+
 /// The HTTP client of requests to partner gateways: no redirects followed, every request within `timeout`.
 pub fn partner_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -327,7 +352,10 @@ async fn handshake_with(partnering: &Partnering, client: &reqwest::Client, partn
         Err(err) => return HandshakeOutcome::Failed(format!("could not reach {}: {err}", partner.base_url)),
     };
     let status = answer.status();
-    let text = answer.text().await.unwrap_or_default();
+    let text = match answer_text(answer).await {
+        Ok(text) => text,
+        Err(err) => return HandshakeOutcome::Failed(err),
+    };
     if !status.is_success() {
         let detail = serde_json::from_str::<serde_json::Value>(&text)
             .ok()

@@ -47,6 +47,8 @@ type Result<T> = std::result::Result<T, GatewayError>;
 /// staging file (up to the largest artefact) until it ends.
 pub const RECEIVING_PER_PARTNER: i64 = 8;
 pub const SENDING_PER_ACCOUNT: i64 = 4;
+/// The most outcome reports a partner may send about one transfer.
+pub const REPORTS_PER_TRANSFER: usize = 16;
 /// Room kept free on the disk of the staging files beyond what an offer needs.
 const STAGING_RESERVE: u64 = 1 << 30;
 
@@ -155,6 +157,13 @@ impl Transfers {
     pub async fn resume(self: &Arc<Self>) -> Result<()> {
         for stage in ["sending", "delivered"] {
             for row in self.gateway.catalog.transfers_in_stage(OUT, stage).await? {
+                if row.offer.is_none() {
+                    // Cut off between its row and its submission: nothing was offered, and nothing will be.
+                    let now = self.gateway.now().to_string();
+                    self.gateway.catalog.advance_transfer(&row.id, stage, "failed", 0, &now).await?;
+                    tracing::warn!(transfer = %row.id, "a transfer interrupted before its submission is given up");
+                    continue;
+                }
                 self.drive(row.id);
             }
         }
@@ -370,6 +379,7 @@ impl Transfers {
             direction: OUT.into(),
             partner: partner.name.clone(),
             artefact_id: Some(id.to_string()),
+            kept_artefact_id: None,
             case_id: Some(artefact.case_id.clone()),
             account_id: Some(caller.account.id.clone()),
             size: i64::try_from(size).map_err(|err| GatewayError::Internal(err.to_string()))?,
@@ -504,6 +514,14 @@ impl Transfers {
         if self.absorb(row, &partner, &progress).await? {
             return Ok(true);
         }
+        if progress.received > row.size as u64
+            || progress.received % row.chunk_size as u64 != 0 && progress.received != row.size as u64
+        {
+            return Err(Hitch::Unchecked(format!(
+                "the partner says it holds {} bytes of this transfer",
+                progress.received
+            )));
+        }
         let size = row.size as u64;
         let file = self.staging(OUT, &row.id);
         while progress.received < size {
@@ -516,8 +534,14 @@ impl Transfers {
                 .map_err(|err| GatewayError::Internal(format!("reading a transfer's bundle: {err}")))?;
             let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
             progress = self.call(&partner, reqwest::Method::PUT, &path, chunk).await?;
-            if progress.received <= offset {
-                return Err(Hitch::Unchecked(format!("the chunk at {offset} was not taken")));
+            // The receiver holds exactly up to the end of this chunk, or it did not take it as sent: anything else
+            // is a failed step, tried again after the retry interval, never a loop at full speed.
+            if progress.received != offset + length {
+                return Err(Hitch::Unchecked(format!(
+                    "after the chunk at {offset}, the partner says it holds {} bytes, not {}",
+                    progress.received,
+                    offset + length
+                )));
             }
             self.gateway
                 .catalog
@@ -525,7 +549,7 @@ impl Transfers {
                     &row.id,
                     "sending",
                     "sending",
-                    progress.received as i64,
+                    progress.received.min(row.size as u64) as i64,
                     &self.gateway.now().to_string(),
                 )
                 .await
@@ -553,7 +577,7 @@ impl Transfers {
     ) -> std::result::Result<Progress, Hitch> {
         let answer = self.partnering.signed(&self.client, partner, method, path, body).send().await?;
         let status = answer.status();
-        let text = answer.text().await?;
+        let text = crate::partner_api::answer_text(answer).await.map_err(Hitch::Unchecked)?;
         if !status.is_success() {
             let detail = serde_json::from_str::<serde_json::Value>(&text)
                 .ok()
@@ -643,7 +667,13 @@ impl Transfers {
         let moved = self
             .gateway
             .catalog
-            .advance_transfer(&row.id, &row.stage, stage, progress.received as i64, &self.gateway.now().to_string())
+            .advance_transfer(
+                &row.id,
+                &row.stage,
+                stage,
+                progress.received.min(row.size as u64) as i64,
+                &self.gateway.now().to_string(),
+            )
             .await
             .map_err(GatewayError::from)?;
         if stage != "sending" {
@@ -724,9 +754,11 @@ impl Transfers {
                 partner.name
             )));
         }
+        // Room for this bundle beside what the transfers still arriving were promised.
+        let promised = u64::try_from(self.gateway.catalog.bytes_still_arriving().await?).unwrap_or(0);
         let free =
             free_bytes(&self.dir.join(IN)).map_err(|err| GatewayError::Internal(format!("disk space: {err}")))?;
-        if free < offer.size.saturating_add(STAGING_RESERVE) {
+        if free < offer.size.saturating_add(promised).saturating_add(STAGING_RESERVE) {
             return Err(GatewayError::QuotaExceeded(format!(
                 "this gateway has not the room for a bundle of {} bytes now",
                 offer.size
@@ -763,6 +795,7 @@ impl Transfers {
             direction: IN.into(),
             partner: partner.name.clone(),
             artefact_id: None,
+            kept_artefact_id: None,
             case_id: Some(case.to_string()),
             account_id: Some(account.id.clone()),
             size: offer.size as i64,
@@ -934,9 +967,21 @@ impl Transfers {
             expected_sha256: row.sha256.parse().ok(),
             policy: policy.clone(),
         };
-        let whole = read_range(path.to_path_buf(), 0, row.size as u64);
-        let kept = self.gateway.receive(provider, case, kept, whole, received_from(&provenance)?).await?;
-        provenance.insert("bundle_artefact", kept.artefact.to_string());
+        // Each is noted on the transfer as soon as it is under custody, so that a transfer finished again after a
+        // crash keeps neither twice.
+        let kept = match &row.kept_artefact_id {
+            Some(kept) => kept.clone(),
+            None => {
+                let whole = read_range(path.to_path_buf(), 0, row.size as u64);
+                let kept = self.gateway.receive(provider, case, kept, whole, received_from(&provenance)?).await?;
+                self.gateway.catalog.keep_received_bundle(&row.id, kept.artefact.as_str()).await?;
+                kept.artefact.to_string()
+            }
+        };
+        if let Some(received) = &row.artefact_id {
+            return ArtefactId::new(received.clone()).map_err(|err| GatewayError::Internal(err.to_string()));
+        }
+        provenance.insert("bundle_artefact", kept);
         let request = UploadRequest {
             purpose,
             media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
@@ -946,6 +991,7 @@ impl Transfers {
         };
         let body = read_range(path.to_path_buf(), bundle.payload_offset, bundle.payload_size);
         let registered = self.gateway.receive(provider, case, request, body, received_from(&provenance)?).await?;
+        self.gateway.catalog.settle_transfer(&row.id, Some(registered.artefact.as_str()), None, None).await?;
         Ok(registered.artefact)
     }
 
@@ -953,7 +999,9 @@ impl Transfers {
     /// `Retrieval` is issued and logged.
     pub async fn retrieved(&self, caller: &Caller, id: &ArtefactId) -> Result<()> {
         for row in self.gateway.catalog.transfers_of_artefact(id.as_str()).await? {
-            if row.direction != IN || row.stage != "delivered" {
+            // One still being delivered is waited for (its turn is held until it is): the download is then its
+            // retrieval.
+            if row.direction != IN || !matches!(row.stage.as_str(), "receiving" | "delivered") {
                 continue;
             }
             let turn = self.turn(&row.id);
@@ -1125,9 +1173,11 @@ impl Transfers {
     /// the provider decides, once however often it arrives.
     pub async fn widen_requested(&self, partner: &Partner, id: &str, request: WidenRequest) -> Result<()> {
         let transfer = self.transfer_with(partner, id, OUT).await?;
-        if custodia_core::ActorId::new(request.id.clone()).is_err() || !request.id.starts_with("wr-") {
-            return Err(bad_input("id", "a request's id is wr- and hex digits"));
+        if !is_id_of("wr", &request.id) {
+            return Err(bad_input("id", "a request's id is wr- and 24 hex digits"));
         }
+        let turn = self.turn(id);
+        let _turn = turn.lock().await;
         if let Some(known) = self.gateway.catalog.widen_request(&request.id).await? {
             return if Some(&known.artefact_id) == transfer.artefact_id.as_ref() {
                 Ok(())
@@ -1210,12 +1260,15 @@ impl Transfers {
             Some(row) if row.direction == OUT && row.partner == partner.name => row,
             _ => return Err(GatewayError::NotFound(format!("no transfer {id} to {}", partner.name))),
         };
-        if custodia_core::ActorId::new(report.id.clone()).is_err() || !report.id.starts_with("out-") {
-            return Err(bad_input("id", "an outcome report's id is out- and hex digits"));
+        if !is_id_of("out", &report.id) {
+            return Err(bad_input("id", "an outcome report's id is out- and 24 hex digits"));
         }
         if let Some(note) = &report.note {
             Label::new(note.clone()).map_err(|err| bad_input("note", err))?;
         }
+        // One report at a time per transfer, so that the same report sent twice at once is recorded once.
+        let turn = self.turn(id);
+        let _turn = turn.lock().await;
         let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
         let artefact = self
             .gateway
@@ -1223,10 +1276,18 @@ impl Transfers {
             .artefact(&artefact_id)
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
-        if self.gateway.catalog.outcomes_for(&artefact_id).await?.iter().any(|outcome| outcome.id == report.id) {
+        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        let outcomes = self.gateway.catalog.outcomes_for(&artefact_id).await?;
+        if outcomes.iter().any(|outcome| outcome.id == report.id) {
             return Ok(());
         }
-        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        // What a partner says about what it was sent goes into the artefact's own history: a few, not a flood.
+        let theirs = outcomes.iter().filter(|outcome| outcome.filed_by == caller.account.id).count();
+        if theirs >= REPORTS_PER_TRANSFER {
+            return Err(GatewayError::TooMany(format!(
+                "{theirs} outcome reports about this transfer are on the record; no more are taken"
+            )));
+        }
         // A partner's reports are budgeted like a member's: they are custody records here.
         self.gateway.take_recorded_step(&caller)?;
         let outcome = serde_json::to_value(report.outcome)
@@ -1314,6 +1375,14 @@ pub struct WidenRequest {
 pub struct WidenDecision {
     pub request: String,
     pub approve: bool,
+}
+
+/// Whether `id` is one this gateway's kind makes with `prefix` ([`crate::gateway::new_id`]): the prefix, `-`,
+/// and 24 lowercase hex digits.
+fn is_id_of(prefix: &str, id: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|hex| hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
 }
 
 /// `xfer-` and 16 random bytes in hex.

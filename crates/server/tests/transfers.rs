@@ -445,6 +445,15 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
         assert_eq!(refused["type"], "https://custodia.invalid/problems/use-restricted", "{refused}");
         assert!(refused["detail"].as_str().unwrap().contains("onward"), "{refused}");
     }
+    // Nor may a judge in Catania correct the providing State's restrictions away: only Tunis widens them.
+    let (_, it_judge) = catania.member(&it_admin, "inbox-tn-tunis", "giudice", "judge").await;
+    let statement = listed.iter().find(|a| a["media_type"] != "application/x-tar").unwrap()["id"].as_str().unwrap();
+    let mut loosened = policy.clone();
+    loosened["onward_transfer"] = json!("permitted");
+    let path = format!("/api/v1/artefacts/{statement}/policy/correction");
+    let (status, refused) = catania.call(&it_judge, "PUT", &path, Some(loosened)).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["type"], "https://custodia.invalid/problems/provider-only", "{refused}");
     let refusals = support::served_records(catania.port).await;
     let refusals = refusals.iter().filter(|r| r["event"]["code"] == "policy_onward_transfer").count();
     assert_eq!(refusals, 2, "each refusal is on Catania's record");

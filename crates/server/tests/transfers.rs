@@ -460,3 +460,75 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     let offered_to_madrid = std::fs::read_dir(madrid.data.path().join("transfers/in")).unwrap().count();
     assert_eq!(offered_to_madrid, 0, "Madrid was offered nothing");
 }
+
+/// A hostile receiver answering the sender with 300 MiB: the sender reads at most 1 MiB of any answer, stays
+/// within its memory, and keeps the transfer under way (review of issue 14: unbounded answers took a sender to
+/// 4.9 GiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_answers_without_end_is_not_read_to_the_end() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const ANSWER: u64 = 300 << 20;
+    let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
+    let catania_card = catania.card();
+    tunis.pin(&[&catania_card]);
+    // The hostile receiver listens where Catania's card says Catania is.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", catania.port)).await.unwrap();
+    let (answers, most_written) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (counted, written) = (answers.clone(), most_written.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let (counted, written) = (counted.clone(), written.clone());
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                let head =
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {ANSWER}\r\n\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                counted.fetch_add(1, Ordering::Relaxed);
+                let piece = vec![b' '; 64 * 1024];
+                let mut sent = 0u64;
+                while sent < ANSWER && socket.write_all(&piece).await.is_ok() {
+                    sent += piece.len() as u64;
+                }
+                written.fetch_max(sent, Ordering::Relaxed);
+            });
+        }
+    });
+    let tunis_process = tunis.serve(&[]);
+    let tn_admin = tunis.admin().await;
+    let (status, _) =
+        tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-10", "title": "t" }))).await;
+    assert_eq!(status, 201);
+    let (_, clerk) = tunis.member(&tn_admin, "tn-10", "clerk", "clerk").await;
+    let artefact = tunis.upload(&clerk, "tn-10", random_bytes(4096, 6), None).await;
+    let path = format!("/api/v1/artefacts/{artefact}/transfers");
+    let (status, sent) =
+        tunis.call(&clerk, "POST", &path, Some(json!({ "partner": "it-catania", "purpose": "x" }))).await;
+    assert_eq!(status, 202, "{sent}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answers.load(Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the sender did not try three times");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let most = most_written.load(Ordering::Relaxed);
+    assert!(most < ANSWER / 4, "the sender read {most} bytes of an answer; it reads at most 1 MiB");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", tunis_process.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 250 * 1024, "the sender holds {rss_kib} KiB");
+    let (_, transfers) = tunis.call(&clerk, "GET", &path, None).await;
+    assert_eq!(transfers[0]["stage"], "sending", "{transfers}");
+}

@@ -828,11 +828,13 @@ async fn download(
     };
     let purpose = query.purpose()?;
     state.gateway.may_take_out(&caller, &id, Action::DownloadArtefact).await?;
-    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
-    let (row, range) = state
+    // The place is taken once the download is found permitted, its range included, and before it is recorded.
+    let (row, (range, outflowing)) = state
         .gateway
         .download(&caller, &id, &purpose, access, |row| {
-            requested_range(&headers, row.size as u64).map_err(DownloadRefused::Range)
+            let range = requested_range(&headers, row.size as u64).map_err(DownloadRefused::Range)?;
+            let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
+            Ok::<_, DownloadRefused>((range, outflowing))
         })
         .await?;
     // What a partner gateway sent is retrieved here: its sender gets a `Retrieval` evidence, once.
@@ -889,9 +891,9 @@ async fn export(
     let id = artefact_id(&id)?;
     let purpose = query.purpose()?;
     state.gateway.may_take_out(&caller, &id, Action::ExportArtefact).await?;
-    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
+    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Artefact);
+    let (source, outflowing) = state.gateway.export_leaving(&caller, &id, &purpose, leave).await?;
     let meter = outflowing.meter();
-    let source = state.gateway.export(&caller, &id, &purpose).await?;
     let writer = custodia_bundle::BundleWriter::new(&source).map_err(|e| Problem::internal(&e))?;
     let head = writer.head().map_err(|e| Problem::internal(&e))?;
     let tail = writer.tail();
@@ -932,8 +934,8 @@ async fn export_case(
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
     state.gateway.may_export_case(&caller, &case).await?;
-    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
-    let sources = state.gateway.export_case(&caller, &case, &purpose).await?;
+    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Case);
+    let (sources, outflowing) = state.gateway.export_case_part(&caller, &case, &purpose, |_| true, leave).await?;
     let filename = format!("custodia-case-{case}.tar");
     let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case, outflowing };
     stream_case_bundle(&state, export, sources, &filename)

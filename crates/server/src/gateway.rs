@@ -1288,17 +1288,31 @@ impl Gateway {
     /// Exports an artefact as a court bundle. The export is recorded first, so the bundle carries the record of
     /// its own export, and every record's proof is against one checkpoint that covers them all.
     pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
+        self.export_leaving(caller, id, purpose, || Ok(())).await.map(|(source, ())| source)
+    }
+
+    /// [`Self::export`], calling `leave` once the export is found permitted and before it is recorded: where the
+    /// caller takes its place among the streams of evidence leaving ([`crate::budget::Outflow`]), so that an
+    /// export refused (by role, by policy) takes none, nor closes another's stream to make room.
+    pub async fn export_leaving<T>(
+        &self,
+        caller: &Caller,
+        id: &ArtefactId,
+        purpose: &Label,
+        leave: impl FnOnce() -> Result<T>,
+    ) -> Result<(BundleSource, T)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
         let turn = self.policy_turn(id);
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
+        let left = leave()?;
         self.take_recorded_step(caller)?;
         let chain = self.record_export(caller, row, purpose).await?;
         drop(turn);
         let covering = chain.export_index + 1;
         let proved = self.covering_checkpoint(covering).await?;
-        self.bundle_source(chain, &proved).await
+        Ok((self.bundle_source(chain, &proved).await?, left))
     }
 
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
@@ -1312,19 +1326,21 @@ impl Gateway {
     /// for the export of the others. The caller's membership is checked again with each export record, so that
     /// none is written for someone whose access was withdrawn meanwhile.
     pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
-        self.export_case_part(caller, case, purpose, |_| true).await
+        self.export_case_part(caller, case, purpose, |_| true, || Ok(())).await.map(|(sources, ())| sources)
     }
 
     /// [`Self::export_case`] for the artefacts of the case that `keep` chooses (a hearing's output, say): the same
     /// checks, records and bundle sources, and the same case export record once the bundles are written
-    /// ([`Self::record_case_export`]), whose listing names exactly the bundles exported.
-    pub async fn export_case_part(
+    /// ([`Self::record_case_export`]), whose listing names exactly the bundles exported. `leave` is called once
+    /// every artefact is found permitted and before anything is recorded ([`Self::export_leaving`]).
+    pub async fn export_case_part<T>(
         &self,
         caller: &Caller,
         case: &CaseId,
         purpose: &Label,
         keep: impl Fn(&ArtefactRow) -> bool,
-    ) -> Result<Vec<BundleSource>> {
+        leave: impl FnOnce() -> Result<T>,
+    ) -> Result<(Vec<BundleSource>, T)> {
         self.authorize(caller, case, Action::ExportArtefact).await?;
         let mut rows: Vec<ArtefactRow> =
             self.catalog.artefacts_in_case(case.as_str()).await?.into_iter().filter(|row| keep(row)).collect();
@@ -1333,6 +1349,7 @@ impl Gateway {
         for row in &rows {
             self.check_export_of(caller, row, purpose).await?;
         }
+        let left = leave()?;
         // An export record for each artefact now, and the case export's once its bundles are written
         // ([`Self::record_case_export`]): their places in the caller's budget are taken before anything leaves.
         self.take_recorded_steps(caller, rows.len() as u64 + 1)?;
@@ -1349,14 +1366,14 @@ impl Gateway {
         }
         // One checkpoint covers every export record; the proofs need no turn.
         let Some(covering) = chains.iter().map(|chain| chain.export_index + 1).max() else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), left));
         };
         let proved = self.covering_checkpoint(covering).await?;
         let mut sources = Vec::with_capacity(chains.len());
         for chain in chains {
             sources.push(self.bundle_source(chain, &proved).await?);
         }
-        Ok(sources)
+        Ok((sources, left))
     }
 
     /// Records a case export once its artefact bundles are written: one custody record that commits, by SHA-256

@@ -182,9 +182,9 @@ async fn export(
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
     state.gateway.may_export_case(&caller, &case).await?;
-    let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Case)?;
-    let sources =
-        state.gateway.export_case_part(&caller, &case, &purpose, |row| output.holds(&row.id, &row.sha256)).await?;
+    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Case);
+    let keep = |row: &custodia_catalog::ArtefactRow| output.holds(&row.id, &row.sha256);
+    let (sources, outflowing) = state.gateway.export_case_part(&caller, &case, &purpose, keep, leave).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());
     let scope = custodia_bundle::ExportScope::Hearing { hearing: live.id().clone() };
     let export = crate::api::CaseExportRequest { caller, case, purpose, scope, outflowing };

@@ -99,9 +99,15 @@ async fn progress(
 
 async fn chunk(
     State(state): State<AppState>,
-    Path((id, offset)): Path<(String, u64)>,
+    Path((id, offset)): Path<(String, String)>,
     request: FromPartner<CHUNK_LIMIT>,
 ) -> Result<Json<Progress>, Problem> {
+    // Read after the signature is checked, and as a problem when it is not a byte offset.
+    let offset = offset
+        .parse::<u64>()
+        .ok()
+        .filter(|offset| *offset <= custodia_partners::transfer::MAX_TRANSFER_BYTES)
+        .ok_or_else(|| Problem::bad_request(format!("offset: {offset:?} is not a byte offset of a transfer")))?;
     Ok(Json(state.transfers.chunk(&request.partner, &id, offset, request.body).await?))
 }
 

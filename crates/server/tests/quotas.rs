@@ -947,6 +947,29 @@ async fn a_request_that_will_be_refused_never_takes_a_download_place() {
             gateway.send_bytes("POST", "/api/v1/cases/case-ghost/exports?purpose=trial", outsider, &[], "").await;
         assert_eq!(reply.status, 404);
     }
+    // A member's requests refused after their membership is checked (by the provider's policy, or for a range
+    // past the end) take no place either (review 17).
+    let (clerk_id, clerk) = gateway.person("clerk.one", "IT").await;
+    gateway.case("case-1").await;
+    gateway.member("case-1", &clerk_id, "clerk").await;
+    let clerk = support::As::Session(&clerk);
+    let uploaded = gateway.upload("case-1", "purpose=intake", clerk, b"a statement".to_vec()).await;
+    let artefact = uploaded.json()["artefact"].as_str().unwrap().to_owned();
+    let policy = json!({ "tlp": "TLP:GREEN", "provider": "the court", "permitted_purposes": ["trial"],
+        "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
+    let set = gateway.call("PUT", &format!("/api/v1/artefacts/{artefact}/policy"), Some(clerk), policy).await;
+    assert_eq!(set.status, 200);
+    for _ in 0..3 {
+        let other = format!("/api/v1/artefacts/{artefact}/content?purpose=gossip");
+        assert_eq!(gateway.get(&other, Some(clerk)).await.status, 403);
+        let past = format!("/api/v1/artefacts/{artefact}/content?purpose=trial");
+        let reply = gateway.send_bytes("GET", &past, Some(clerk), &[("range", "bytes=999999-")], "").await;
+        assert_eq!(reply.status, 416);
+        let export = format!("/api/v1/artefacts/{artefact}/exports?purpose=gossip");
+        assert_eq!(gateway.send_bytes("POST", &export, Some(clerk), &[], "").await.status, 403);
+        let case = "/api/v1/cases/case-1/exports?purpose=gossip";
+        assert_eq!(gateway.send_bytes("POST", case, Some(clerk), &[], "").await.status, 403);
+    }
     let cut = held.iter().filter(|leaving| leaving.meter().sent(1).is_err()).count();
     assert_eq!(cut, 0, "a refused request closed {cut} streams to make room for itself");
 }

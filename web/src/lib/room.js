@@ -59,6 +59,8 @@ export class Room {
     this.slotStreams = [];
     this.finished = false;
     this.attempt = 0;
+    /** Tries of a first join whose socket never opened ([`connect`]). */
+    this.firstTries = 0;
     this.retryTimer = null;
     this.dataSaver = false;
     this.language = null;
@@ -158,7 +160,9 @@ export class Room {
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
     const socket = new WebSocket(`${scheme}://${location.host}/api/v1/room`);
     this.socket = socket;
+    let opened = false;
     socket.addEventListener('open', () => {
+      opened = true;
       socket.send(JSON.stringify(first));
       this.lastHeard = Date.now();
       this.keepalive = setInterval(() => this.ping(socket), PING_EVERY_MS);
@@ -176,6 +180,15 @@ export class Room {
     });
     socket.addEventListener('close', () => {
       if (socket !== this.socket || this.finished) return;
+      // Refused before it opened (a gateway busy with waiting sockets answers 503): the join was never sent, so
+      // the invite is unused and the same join is tried again, a few times, before the page gives up.
+      if (!opened && !this.credential && this.firstTries < RETRY_DELAYS_MS.length) {
+        const delay = RETRY_DELAYS_MS[this.firstTries];
+        this.firstTries += 1;
+        this.handlers.onConnection?.('reconnecting');
+        this.retryTimer = setTimeout(() => this.connect(first), delay);
+        return;
+      }
       this.lost();
     });
   }

@@ -50,8 +50,9 @@ pub struct AppState {
 impl AppState {
     /// A place for one more stream of evidence leaving for `caller`, held until the returned value is dropped:
     /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened, and
-    /// after the caller is found entitled to the step ([`Gateway::may_take_out`]), so that a request that will be
-    /// refused never takes a place, nor closes another reader's stream to make one.
+    /// after the step is found permitted (the gateway calls it then: [`Gateway::download`]'s check,
+    /// [`Gateway::export_leaving`]), so that a request that will be refused never takes a place, nor closes another
+    /// reader's stream to make one.
     /// The stream leaves over `connection`, which is closed if a newcomer takes its place while it reads too
     /// slowly ([`crate::budget::Outflow`]).
     pub(crate) fn start_outflow(
@@ -827,7 +828,6 @@ async fn download(
         Some(_) => return Err(bad_input("access", "use download or play").into()),
     };
     let purpose = query.purpose()?;
-    state.gateway.may_take_out(&caller, &id, Action::DownloadArtefact).await?;
     // The place is taken once the download is found permitted, its range included, and before it is recorded.
     let (row, (range, outflowing)) = state
         .gateway
@@ -890,7 +890,6 @@ async fn export(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let purpose = query.purpose()?;
-    state.gateway.may_take_out(&caller, &id, Action::ExportArtefact).await?;
     let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Artefact);
     let (source, outflowing) = state.gateway.export_leaving(&caller, &id, &purpose, leave).await?;
     let meter = outflowing.meter();
@@ -933,7 +932,6 @@ async fn export_case(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
-    state.gateway.may_export_case(&caller, &case).await?;
     let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Case);
     let (sources, outflowing) = state.gateway.export_case_part(&caller, &case, &purpose, |_| true, leave).await?;
     let filename = format!("custodia-case-{case}.tar");

@@ -187,6 +187,14 @@ pub struct Gateway {
 /// and tag files.
 pub const RECEIVED_BUNDLE_OVERHEAD: u64 = 64 << 20;
 
+/// Past the budget of custody records, for as long as `wait`.
+fn too_many_steps(wait: std::time::Duration) -> GatewayError {
+    GatewayError::TooManyAttempts {
+        what: "recorded steps",
+        retry_after_seconds: crate::budget::retry_after_seconds(wait),
+    }
+}
+
 /// A record that reached the ledger but not yet the custody index.
 #[derive(Debug, Clone)]
 struct Unindexed {
@@ -455,41 +463,15 @@ impl Gateway {
         self.take_recorded_steps(caller, 1)
     }
 
-    /// Whether `caller` may take `action` on artefact `id` now, with a custody record to spare: asked before a place
-    /// for evidence leaving is taken ([`crate::budget::Outflow`], which may close another reader's slow stream to
-    /// make room), so that only a request that will be served competes for a place. The step itself checks again.
-    pub async fn may_take_out(&self, caller: &Caller, id: &ArtefactId, action: Action) -> Result<()> {
-        self.authorize_artefact(caller, id, action).await?;
-        self.has_recorded_steps(caller, 1)
-    }
-
-    /// [`Self::may_take_out`] for an export of (part of) `case`: a record for each of its artefacts and one for the
-    /// export, as [`Self::export_case_part`] takes them.
-    pub async fn may_export_case(&self, caller: &Caller, case: &CaseId) -> Result<()> {
-        self.authorize(caller, case, Action::ExportArtefact).await?;
-        let artefacts = self.catalog.artefacts_in_case(case.as_str()).await?.len() as u64;
-        self.has_recorded_steps(caller, artefacts + 1)
-    }
-
     /// Whether the caller's budget of custody records has `records` left, without taking them.
     fn has_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
-        self.quotas.custody_records.check_many(&caller.account.id, records).map_err(|wait| {
-            GatewayError::TooManyAttempts {
-                what: "recorded steps",
-                retry_after_seconds: crate::budget::retry_after_seconds(wait),
-            }
-        })
+        self.quotas.custody_records.check_many(&caller.account.id, records).map_err(too_many_steps)
     }
 
     /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
     /// artefact and one for the export); at most the budget's whole burst.
     pub(crate) fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
-        self.quotas.custody_records.take_many(&caller.account.id, records).map_err(|wait| {
-            GatewayError::TooManyAttempts {
-                what: "recorded steps",
-                retry_after_seconds: crate::budget::retry_after_seconds(wait),
-            }
-        })
+        self.quotas.custody_records.take_many(&caller.account.id, records).map_err(too_many_steps)
     }
 
     /// The openings kept for a ledger entry.
@@ -1236,6 +1218,9 @@ impl Gateway {
         // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
         // only says how the access is recorded and how the response is disposed.
         self.check_use(caller, &row, UseAction::Download, purpose).await?;
+        // `check` may take a place among the streams leaving, which can close another's: only a download that will
+        // be recorded takes one.
+        self.has_recorded_steps(caller, 1)?;
         let checked = check(&row)?;
         self.record_access(caller, &row, access, purpose).await?;
         Ok((row, checked))
@@ -1306,6 +1291,7 @@ impl Gateway {
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
+        self.has_recorded_steps(caller, 1)?;
         let left = leave()?;
         self.take_recorded_step(caller)?;
         let chain = self.record_export(caller, row, purpose).await?;
@@ -1349,6 +1335,7 @@ impl Gateway {
         for row in &rows {
             self.check_export_of(caller, row, purpose).await?;
         }
+        self.has_recorded_steps(caller, rows.len() as u64 + 1)?;
         let left = leave()?;
         // An export record for each artefact now, and the case export's once its bundles are written
         // ([`Self::record_case_export`]): their places in the caller's budget are taken before anything leaves.

@@ -130,18 +130,13 @@ impl Partnering {
         request.header("content-type", "application/json").body(body)
     }
 
-    /// The partner that sent `request` with `body`, or why it is refused (logged by kind).
-    fn authenticate(&self, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
+    /// The partner that sent `request` with `body`, or why it is refused (logged by kind). `named` is the partner
+    /// the headers' signature was found to name ([`Self::check_headers`], before the body was read): its own replay
+    /// window holds the nonce, and the whole request is checked again with the body.
+    fn authenticate(&self, named: &str, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
         let now = self.clock.unix_seconds();
-        // The window of the partner the signature names (a name the registry pins, or the check fails before the
-        // window is consulted); nonces are checked in it alone.
-        let named = custodia_partners::request::check_headers(&self.registry, request, now).map(|p| p.name.clone());
         let mut windows = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut unnamed = ReplayWindow::new(1);
-        let window = match &named {
-            Ok(name) => windows.entry(name.clone()).or_insert_with(|| ReplayWindow::new(REPLAY_WINDOW_NONCES)),
-            Err(_) => &mut unnamed,
-        };
+        let window = windows.entry(named.to_owned()).or_insert_with(|| ReplayWindow::new(REPLAY_WINDOW_NONCES));
         let checked = custodia_partners::request::authenticate(&self.registry, window, request, &Sha256::of(body), now);
         drop(windows);
         checked.cloned().inspect_err(|refused| self.log_refusal(request, refused))
@@ -170,6 +165,13 @@ pub struct FromPartner<const LIMIT: usize = PARTNER_BODY_LIMIT> {
     pub body: Bytes,
 }
 
+impl<const LIMIT: usize> FromPartner<LIMIT> {
+    /// The body as the JSON document `what` names, or a 400 saying what it should be.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, Problem> {
+        serde_json::from_slice(&self.body).map_err(|err| Problem::bad_request(format!("the body is {what}: {err}")))
+    }
+}
+
 impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
     type Rejection = Problem;
 
@@ -184,7 +186,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             signature_input: header("signature-input"),
             signature: header("signature"),
         };
-        state.partnering.check_headers(&presented).map_err(refusal)?;
+        let named = state.partnering.check_headers(&presented).map_err(refusal)?;
         let body = axum::body::to_bytes(body, LIMIT).await.map_err(|_| {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -193,7 +195,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
                 format!("this request from a partner gateway has at most {LIMIT} bytes"),
             )
         })?;
-        let partner = state.partnering.authenticate(&presented, &body).map_err(refusal)?;
+        let partner = state.partnering.authenticate(&named.name, &presented, &body).map_err(refusal)?;
         Ok(Self { partner, body })
     }
 }
@@ -229,8 +231,7 @@ async fn card(State(state): State<AppState>) -> Json<Card> {
 /// (`custodia partners check`), before any evidence moves. A card that differs from the pinned entry is logged.
 async fn handshake(State(state): State<AppState>, request: FromPartner) -> Result<Json<Handshake>, Problem> {
     let pinned = Card::of(&request.partner);
-    let theirs: Card = serde_json::from_slice(&request.body)
-        .map_err(|err| Problem::bad_request(format!("the body is the sender's partner card: {err}")))?;
+    let theirs: Card = request.json("the sender's partner card")?;
     if theirs != pinned {
         tracing::warn!(partner = %pinned.name, "a partner's card differs from the entry pinned for it");
     }

@@ -84,8 +84,7 @@ async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
 }
 
 async fn offered(State(state): State<AppState>, request: FromPartner) -> Result<Json<Progress>, Problem> {
-    let offer: Offer = serde_json::from_slice(&request.body)
-        .map_err(|err| Problem::bad_request(format!("the body is a transfer's offer: {err}")))?;
+    let offer: Offer = request.json("a transfer's offer")?;
     Ok(Json(state.transfers.offered(&request.partner, offer).await?))
 }
 
@@ -124,8 +123,7 @@ async fn outcome(
     Path(id): Path<String>,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let report: crate::transfers::OutcomeReport = serde_json::from_slice(&request.body)
-        .map_err(|err| Problem::bad_request(format!("the body is an outcome report: {err}")))?;
+    let report: crate::transfers::OutcomeReport = request.json("an outcome report")?;
     state.transfers.outcome_reported(&request.partner, &id, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -135,8 +133,7 @@ async fn widen_request(
     Path(id): Path<String>,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let widen: crate::transfers::WidenRequest = serde_json::from_slice(&request.body)
-        .map_err(|err| Problem::bad_request(format!("the body is a request to widen use: {err}")))?;
+    let widen: crate::transfers::WidenRequest = request.json("a request to widen use")?;
     state.transfers.widen_requested(&request.partner, &id, widen).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -146,8 +143,7 @@ async fn widen_decision(
     Path(id): Path<String>,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let decision: crate::transfers::WidenDecision = serde_json::from_slice(&request.body)
-        .map_err(|err| Problem::bad_request(format!("the body is a decision on wider use: {err}")))?;
+    let decision: crate::transfers::WidenDecision = request.json("a decision on wider use")?;
     state.transfers.widen_decided(&request.partner, &id, decision).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -229,6 +229,11 @@ impl Transfers {
         }
     }
 
+    /// `partner` as a caller here: its account, over [`Channel::Partner`].
+    async fn partner_caller(&self, partner: &Partner) -> Result<Caller> {
+        Ok(Caller { account: self.partner_account(partner).await?, channel: Channel::Partner })
+    }
+
     /// The case what `partner` sends is received into, made on first use; administrators give members access.
     async fn inbox(&self, partner: &Partner) -> Result<CaseId> {
         let id = if partner.name.len() <= 58 {
@@ -626,16 +631,8 @@ impl Transfers {
         if !ladder.iter().all(same) {
             return Err(Hitch::Unchecked("an evidence of another transfer, payload or pair of gateways".into()));
         }
-        let case =
-            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let artefact = row
-            .artefact_id
-            .clone()
-            .map(ArtefactId::new)
-            .transpose()
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let actor = custodia_core::ActorId::new(self.partner_account(partner).await?.id)
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let (case, artefact) = about(row)?;
+        let actor = self.partner_caller(partner).await?.actor();
         let purpose = offer_of(row)?.purpose;
         for (index, (logged, signed)) in checked.into_iter().enumerate() {
             match own_ladder.get(index) {
@@ -698,17 +695,8 @@ impl Transfers {
         };
         let previous = ladder.last().map(|(_, signed)| signed);
         let signed = self.evidence(row, event, previous, Some(NegativeReason::TimedOut))?;
-        let case =
-            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let artefact = row
-            .artefact_id
-            .clone()
-            .map(ArtefactId::new)
-            .transpose()
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let partner = self.partner(&row.partner)?.clone();
-        let actor = custodia_core::ActorId::new(self.partner_account(&partner).await?.id)
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let (case, artefact) = about(row)?;
+        let actor = self.partner_caller(&self.partner(&row.partner)?.clone()).await?.actor();
         let purpose = offer_of(row)?.purpose;
         self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
         self.gateway
@@ -786,8 +774,8 @@ impl Transfers {
             serde_json::from_value::<UsePolicy>(policy.clone()).map_err(|err| bad_input("policy", err))?;
         }
         let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
-        let account = self.partner_account(partner).await?;
-        self.gateway.take_recorded_steps(&Caller { account: account.clone(), channel: Channel::Partner }, 2)?;
+        let provider = self.partner_caller(partner).await?;
+        self.gateway.take_recorded_steps(&provider, 2)?;
         let case = self.inbox(partner).await?;
         let now = self.gateway.now().to_string();
         let row = TransferRow {
@@ -797,7 +785,7 @@ impl Transfers {
             artefact_id: None,
             kept_artefact_id: None,
             case_id: Some(case.to_string()),
-            account_id: Some(account.id.clone()),
+            account_id: Some(provider.account.id.clone()),
             size: offer.size as i64,
             sha256: offer.sha256.to_hex(),
             chunk_size: offer.chunk_size as i64,
@@ -810,7 +798,7 @@ impl Transfers {
         std::fs::File::create(self.staging(IN, &row.id))
             .map_err(|err| GatewayError::Internal(format!("staging a transfer: {err}")))?;
         self.gateway.catalog.insert_transfer(&row).await?;
-        let actor = custodia_core::ActorId::new(account.id).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let actor = provider.actor();
         self.log_evidence(&row, &case, actor.clone(), purpose.as_str(), None, &submission, Some(&offer.submission))
             .await?;
         let relay = self.evidence(&row, EvidenceEvent::RelayAcceptance, Some(&submission), None)?;
@@ -867,11 +855,9 @@ impl Transfers {
             return Err(GatewayError::Conflict(format!("transfer {id} holds {} of {} bytes", row.received, row.size)));
         }
         let offer = offer_of(&row)?;
-        let case =
-            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let account = self.partner_account(partner).await?;
-        let actor =
-            custodia_core::ActorId::new(account.id.clone()).map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let (case, _) = about(&row)?;
+        let provider = self.partner_caller(partner).await?;
+        let actor = provider.actor();
         let ladder = self.own_ladder(&row).await?;
         let relay = ladder
             .last()
@@ -891,16 +877,13 @@ impl Transfers {
                 tracing::warn!(transfer = %id, partner = %partner.name, why = %why, "a transferred bundle did not verify; nothing is stored");
                 Err(NegativeReason::PayloadInvalid)
             }
-            Ok(bundle) => {
-                let provider = Caller { account: account.clone(), channel: Channel::Partner };
-                match self.take_in(&provider, &case, &row, &offer, &bundle, &path).await {
-                    Ok(artefact) => Ok(artefact),
-                    Err(err) => {
-                        tracing::warn!(transfer = %id, error = %err, "a verified transfer could not be stored");
-                        Err(NegativeReason::StorageFailed)
-                    }
+            Ok(bundle) => match self.take_in(&provider, &case, &row, &offer, &bundle, &path).await {
+                Ok(artefact) => Ok(artefact),
+                Err(err) => {
+                    tracing::warn!(transfer = %id, error = %err, "a verified transfer could not be stored");
+                    Err(NegativeReason::StorageFailed)
                 }
-            }
+            },
         };
         let (event, reason, artefact, stage) = match &outcome {
             Ok(artefact) => (EvidenceEvent::Delivery, None, Some(artefact.clone()), "delivered"),
@@ -1027,14 +1010,7 @@ impl Transfers {
             .map(|(_, signed)| signed.clone())
             .ok_or_else(|| GatewayError::Internal("a delivered transfer without its delivery".into()))?;
         let signed = self.evidence(row, event, Some(&delivery), reason)?;
-        let case =
-            CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        let artefact = row
-            .artefact_id
-            .clone()
-            .map(ArtefactId::new)
-            .transpose()
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let (case, artefact) = about(row)?;
         let purpose = offer_of(row)?.purpose;
         self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
         let stage = if event.is_positive() { "retrieved" } else { "failed" };
@@ -1058,8 +1034,7 @@ impl Transfers {
             let Some(row) = self.gateway.catalog.transfer(&row.id).await?.filter(|row| row.stage == "delivered") else {
                 continue;
             };
-            let actor = custodia_core::ActorId::new(row.account_id.clone().unwrap_or_default())
-                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            let actor = self.partner_caller(&self.partner(&row.partner)?.clone()).await?.actor();
             self.close_retrieval(&row, EvidenceEvent::NonRetrieval, Some(NegativeReason::TimedOut), actor).await?;
         }
         for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
@@ -1192,7 +1167,7 @@ impl Transfers {
             .artefact(&artefact_id)
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
-        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        let caller = self.partner_caller(partner).await?;
         self.gateway.record_widen_request(&caller, &artefact, request.id, request.widen).await?;
         tracing::info!(transfer = %id, partner = %partner.name, "a partner asks to widen the use of what it was sent");
         Ok(())
@@ -1210,7 +1185,7 @@ impl Transfers {
         if request.status != "pending" {
             return Ok(());
         }
-        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        let caller = self.partner_caller(partner).await?;
         match self.gateway.settle_widening(&caller, &request.id, decision.approve).await {
             Ok(_) | Err(GatewayError::Conflict(_)) => {}
             Err(err) => return Err(err),
@@ -1276,7 +1251,7 @@ impl Transfers {
             .artefact(&artefact_id)
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
-        let caller = Caller { account: self.partner_account(partner).await?, channel: Channel::Partner };
+        let caller = self.partner_caller(partner).await?;
         let outcomes = self.gateway.catalog.outcomes_for(&artefact_id).await?;
         if outcomes.iter().any(|outcome| outcome.id == report.id) {
             return Ok(());
@@ -1394,6 +1369,15 @@ fn new_transfer_id() -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// What a transfer's records are about here: its case, and its artefact (the one sent, or the one received once
+/// under custody).
+fn about(row: &TransferRow) -> Result<(CaseId, Option<ArtefactId>)> {
+    let internal = |err: custodia_core::IdError| GatewayError::Internal(format!("a transfer's stored ids: {err}"));
+    let case = CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(internal)?;
+    let artefact = row.artefact_id.clone().map(ArtefactId::new).transpose().map_err(internal)?;
+    Ok((case, artefact))
 }
 
 /// The offer a transfer was opened with.

@@ -18,6 +18,11 @@ pub const REPORT: &str = "data/REPORT.txt";
 pub const CUSTODY_DIR: &str = "data/custody/";
 /// In a case bundle, one artefact bundle per file.
 pub const BUNDLES_DIR: &str = "data/bundles/";
+/// In the bag of an artefact received from a partner gateway, the provider's bag as it was sent, all but its
+/// payload (which is this bag's payload, byte for byte): see [`ProviderChain`].
+pub const PROVENANCE_DIR: &str = "data/provenance/";
+/// The most bytes of a provider's chain (its bag without the payload): far more than any artefact's records need.
+pub const MAX_PROVIDER_CHAIN_BYTES: u64 = 8 << 20;
 
 /// In a case bundle, the listing of every artefact bundle in the export, which the case export record commits to.
 pub const CASE_LISTING: &str = "data/case-listing.json";
@@ -157,8 +162,59 @@ pub struct BundleSource {
     pub witnessing: Option<Witnessing>,
     /// The newest timestamp of the log that covers the records, from a gateway with a Time-Stamp Authority.
     pub timestamp: Option<BundleTimestamp>,
+    /// Of an artefact received from a partner gateway: the provider's chain, kept in [`PROVENANCE_DIR`].
+    pub provider_chain: Option<ProviderChain>,
 }
 
+/// The custody chain a partner gateway sent with an artefact: its court bundle's files but the payload (tag files,
+/// signed manifest, custody records with proofs and openings, checkpoint, keys, certificate), each path relative to
+/// that bag's directory. In the receiving gateway's bag they lie under [`PROVENANCE_DIR`]; with this bag's payload
+/// copied to the provider's payload path they are the provider's bag again, checkable with the provider's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderChain {
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl ProviderChain {
+    /// Reads a provider's chain from the head of its bundle (the tar bytes up to and including the payload's
+    /// header, as [`crate::BundleWriter::head`] writes them): its regular files in order, each within one bag
+    /// directory, the payload's header last and nothing after it.
+    pub fn from_head(head: &[u8]) -> Result<Self, crate::VerifyError> {
+        use std::io::Read as _;
+        let malformed = |what: String| crate::VerifyError::Malformed(format!("a provider's chain: {what}"));
+        if head.len() as u64 > MAX_PROVIDER_CHAIN_BYTES {
+            return Err(malformed(format!("{} bytes, over {MAX_PROVIDER_CHAIN_BYTES}", head.len())));
+        }
+        let mut archive = tar::Archive::new(head);
+        let mut files = Vec::new();
+        let mut top: Option<String> = None;
+        for entry in archive.entries().map_err(crate::VerifyError::Io)? {
+            let mut entry = entry.map_err(crate::VerifyError::Io)?;
+            if !entry.header().entry_type().is_file() {
+                return Err(malformed("an entry that is not a regular file".into()));
+            }
+            let path = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| malformed("a path".into()))?;
+            let Some((dir, relative)) = path.split_once('/') else {
+                return Err(malformed(format!("{} is outside its bag directory", crate::verify::echoed(&path))));
+            };
+            let hostile = |part: &str| part.is_empty() || part == "." || part == "..";
+            if hostile(dir) || relative.split('/').any(hostile) || top.get_or_insert_with(|| dir.to_owned()) != dir {
+                return Err(malformed(format!("the path {}", crate::verify::echoed(&path))));
+            }
+            if relative.starts_with(PAYLOAD_DIR) {
+                // The payload's header ends the head: its bytes are the transfer's payload.
+                if entry.raw_file_position() != head.len() as u64 {
+                    return Err(malformed("bytes after the payload's header".into()));
+                }
+                return Ok(Self { files });
+            }
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(crate::VerifyError::Io)?;
+            files.push((relative.to_owned(), bytes));
+        }
+        Err(malformed("no payload header at its end".into()))
+    }
+}
 /// The payload's path in the bag.
 pub fn payload_path(artefact: &ArtefactId) -> String {
     format!("{PAYLOAD_DIR}{artefact}")

@@ -92,6 +92,10 @@ pub enum Part {
     /// The certificate (`data/REPORT.txt`) says what the checked files say. It is not evidence; a certificate
     /// that says anything else (an artefact's line dropped, a purpose reworded) is reported.
     Report,
+    /// Of an artefact received from a partner gateway: the provider's chain ([`crate::ProviderChain`]) is the one
+    /// the `received_from` record commits to, and is there exactly when such a record is. The provider's chain
+    /// itself is checked as the provider's bag, each of its checks under its own part, named "provider's chain".
+    ProviderChain,
 }
 
 impl fmt::Display for Part {
@@ -109,6 +113,7 @@ impl fmt::Display for Part {
             Self::CaseContents => "case contents",
             Self::Timestamp => "trusted time (RFC 3161 timestamp)",
             Self::Report => "certificate (REPORT.txt)",
+            Self::ProviderChain => "provider's chain",
         })
     }
 }
@@ -250,6 +255,7 @@ impl fmt::Display for Verification {
 }
 
 /// A file read from the bundle: its digest and size, and its bytes unless it is the payload.
+#[derive(Clone)]
 struct FileSeen {
     sha256: Sha256,
     size: u64,
@@ -1150,6 +1156,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
         "an artefact bundle",
         |path| {
             path.starts_with(layout::PAYLOAD_DIR)
+                || path.starts_with(layout::PROVENANCE_DIR)
                 || ARTEFACT_FILES.contains(&path)
                 || layout::WITNESS_FILES.contains(&path)
                 || layout::TIMESTAMP_FILES.contains(&path)
@@ -1246,6 +1253,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
+    check_provider_chain(files, &records, payload, trusted, &mut report);
     // The certificate, made again from the checked files; only when the manifest is the gateway's own.
     if let Some(manifest) = manifest.as_ref().filter(|_| signed) {
         let entries: Vec<(u64, &[u8], &[u8])> = records
@@ -1270,6 +1278,93 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
         check_report(files, &crate::report::certificate_of(&facts, &key), &mut report);
     }
     report
+}
+
+/// The field of a `received_from` record's `provenance` opening (canonical JSON) that names the SHA-256 of the
+/// provider's signed manifest.
+pub const PROVIDER_MANIFEST_FIELD: &str = "provider_manifest_sha256";
+
+/// Of a bag that holds an artefact received from a partner gateway: the provider's chain under
+/// [`layout::PROVENANCE_DIR`] is the provider's bag but its payload, which is this bag's payload. It is checked as
+/// that bag (the provider's key must be trusted too, or pinned keys are missing one), and it must be the chain the
+/// `received_from` record commits to (its manifest's SHA-256 in the record's `provenance` opening); a bag with
+/// either and not the other fails.
+fn check_provider_chain(
+    files: &BTreeMap<String, FileSeen>,
+    records: &[BundledRecord],
+    payload: &FileSeen,
+    trusted: &Pins<'_>,
+    report: &mut Verification,
+) {
+    let mut chain: BTreeMap<String, FileSeen> = files
+        .iter()
+        .filter_map(|(path, seen)| Some((path.strip_prefix(layout::PROVENANCE_DIR)?.to_owned(), seen.clone())))
+        .collect();
+    let received: Vec<(u64, Option<String>)> = records
+        .iter()
+        .filter(|bundled| {
+            matches!(bundled.record, Some(CustodyRecord { event: CustodyEvent::ReceivedFrom { .. }, .. }))
+        })
+        .map(|bundled| {
+            let named = text(files, &layout::opening_path(bundled.index))
+                .and_then(|bytes| Openings::from_canonical(bytes).ok())
+                .and_then(|openings| openings.text("provenance").map(str::to_owned))
+                .and_then(|provenance| {
+                    custodia_core::from_canonical_slice::<BTreeMap<String, String>>(provenance.as_bytes()).ok()
+                })
+                .and_then(|mut provenance| provenance.remove(PROVIDER_MANIFEST_FIELD));
+            (bundled.index, named)
+        })
+        .collect();
+    if chain.is_empty() && received.is_empty() {
+        return;
+    }
+    let manifest = chain.get(layout::MANIFEST).and_then(|seen| seen.bytes.as_deref());
+    let [(index, named)] = received.as_slice() else {
+        report.fail(
+            Part::ProviderChain,
+            format!(
+                "the bag holds a provider's chain in {} with {} received_from records; it needs exactly one",
+                layout::PROVENANCE_DIR,
+                received.len()
+            ),
+        );
+        return;
+    };
+    let Some(manifest) = manifest else {
+        report.fail(
+            Part::ProviderChain,
+            format!(
+                "record {index} says the artefact was received from a partner, but {}{} is missing",
+                layout::PROVENANCE_DIR,
+                layout::MANIFEST
+            ),
+        );
+        return;
+    };
+    let digest = Sha256::of(manifest);
+    report.check(
+        Part::ProviderChain,
+        named.as_deref() == Some(digest.to_hex().as_str()),
+        format!("record {index} (received_from) commits to the provider's manifest in {}", layout::PROVENANCE_DIR),
+        format!(
+            "record {index} (received_from) commits to another provider's manifest than the one in {} (SHA-256 {digest})",
+            layout::PROVENANCE_DIR
+        ),
+    );
+    // The provider's payload is this bag's payload: its path is the one the provider's manifest names.
+    if let Ok(provider) = custodia_core::from_canonical_slice::<Manifest>(manifest) {
+        chain.insert(layout::payload_path(&provider.artefact), payload.clone());
+    }
+    let checked = summarise(verify_artefact_bag(&chain, trusted));
+    report.records += checked.records;
+    report.unconfirmed += checked.unconfirmed;
+    report.checks.extend(
+        checked
+            .checks
+            .into_iter()
+            .map(|check| Check { detail: format!("provider's chain: {}", check.detail), ..check }),
+    );
 }
 
 /// The files witnessing reads.

@@ -128,6 +128,11 @@ impl BundleWriter {
             data.push((proof_path, record.proof.clone()));
             data.push((layout::opening_path(record.index), record.openings.clone()));
         }
+        if let Some(chain) = &source.provider_chain {
+            data.extend(
+                chain.files.iter().map(|(path, bytes)| (format!("{}{path}", layout::PROVENANCE_DIR), bytes.clone())),
+            );
+        }
         data.push((layout::REPORT.into(), crate::report::certificate(source, &verifier).into_bytes()));
 
         let payload_path = layout::payload_path(&source.artefact);

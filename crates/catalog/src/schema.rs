@@ -220,6 +220,13 @@ CREATE TABLE IF NOT EXISTS transfer_evidences (
     PRIMARY KEY (transfer_id, rung)
 );
 "#,
+    // A received artefact is kept once: the provider's chain it came with is in its transfer's offer, and its
+    // bundles carry it from there. The copy of the whole bundle as received, kept as an artefact of its own, is no
+    // longer made.
+    r#"
+DROP INDEX IF EXISTS transfers_by_kept_artefact;
+ALTER TABLE transfers DROP COLUMN kept_artefact_id;
+"#,
 ];
 
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {

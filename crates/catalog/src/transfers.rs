@@ -14,8 +14,6 @@ pub struct TransferRow {
     pub partner: String,
     /// Sent: the artefact sent. Received: the artefact it became, once under custody.
     pub artefact_id: Option<String>,
-    /// Received: the bundle as it arrived, kept as an artefact of its own, once under custody.
-    pub kept_artefact_id: Option<String>,
     pub case_id: Option<String>,
     /// Sent: the member who sent it. Received: the partner's account here.
     pub account_id: Option<String>,
@@ -58,7 +56,6 @@ fn transfer(row: &AnyRow) -> sqlx::Result<TransferRow> {
         direction: row.try_get("direction")?,
         partner: row.try_get("partner")?,
         artefact_id: row.try_get("artefact_id")?,
-        kept_artefact_id: row.try_get("kept_artefact_id")?,
         case_id: row.try_get("case_id")?,
         account_id: row.try_get("account_id")?,
         size: row.try_get("size")?,
@@ -144,14 +141,12 @@ impl Catalog {
         Ok(row.try_get("n")?)
     }
 
-    /// The transfers of an artefact, sent or received (as its payload or as the bundle it came in), oldest first.
+    /// The transfers of an artefact, sent or received, oldest first.
     pub async fn transfers_of_artefact(&self, artefact_id: &str) -> Result<Vec<TransferRow>> {
-        let rows = sqlx::query(
-            "SELECT * FROM transfers WHERE artefact_id = $1 OR kept_artefact_id = $1 ORDER BY created_at, id",
-        )
-        .bind(artefact_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT * FROM transfers WHERE artefact_id = $1 ORDER BY created_at, id")
+            .bind(artefact_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
     }
 
@@ -197,17 +192,6 @@ impl Catalog {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    /// Notes the artefact a received transfer's bundle was kept as, as soon as it is under custody: a transfer
-    /// finished again after a crash keeps it once.
-    pub async fn keep_received_bundle(&self, id: &str, kept_artefact_id: &str) -> Result<()> {
-        sqlx::query("UPDATE transfers SET kept_artefact_id = $1 WHERE id = $2")
-            .bind(kept_artefact_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! A transfer between gateways on the wire, and the checks each side makes of what the other sends, no IO.
 //!
-//! The sending gateway makes the artefact's court bundle and opens the transfer with an [`Offer`]: the bundle's
-//! size and SHA-256, the chunk size, its own `SubmissionAcceptance`, and the provider's use policy. It then sends
-//! the bundle in chunks (each request's `Content-Digest` is signed, so each chunk is checked as it arrives), resuming
-//! from the offset the receiving gateway reports ([`Progress`]), and asks the receiving gateway to finish: to
-//! verify the whole bundle with the provider's pinned keys and take the artefact into its custody.
+//! The sending gateway makes the artefact's court bundle and opens the transfer with an [`Offer`]: the payload's
+//! size and SHA-256, the rest of the bundle (its chain: manifest, custody records with proofs, checkpoint), the
+//! chunk size, its own `SubmissionAcceptance`, and the provider's use policy. It then sends the payload in chunks
+//! (each request's `Content-Digest` is signed, so each chunk is checked as it arrives), resuming from the offset the
+//! receiving gateway reports ([`Progress`]), and asks the receiving gateway to finish: to verify the whole bundle
+//! with the provider's pinned keys and take the artefact into its custody.
 //!
 //! Each evidence of the ladder ([`crate::evidence`]) travels as a [`Logged`]: the signed evidence, the custody record
 //! by which the gateway that sent it put it on its own log, that record's openings, and the record's inclusion
@@ -124,9 +125,13 @@ pub const EVIDENCE_FIELD: &str = "evidence";
 #[serde(deny_unknown_fields)]
 pub struct Offer {
     pub transfer: String,
-    /// The bundle's size and SHA-256: the payload the evidences name.
+    /// The artefact's size and SHA-256: the payload the evidences name, and the bytes the chunks carry.
     pub size: u64,
     pub sha256: Sha256,
+    /// The rest of the provider's court bundle, in base64: the tar bytes before the payload's (every other file
+    /// of the bag, then the payload's header). The bundle is this, the payload, then the tar padding and
+    /// end-of-archive marker; the receiving gateway verifies it whole with the provider's pinned keys.
+    pub chain: String,
     /// Every chunk but the last holds this many bytes.
     pub chunk_size: u64,
     /// The sending gateway's `SubmissionAcceptance`, logged there.
@@ -153,6 +158,13 @@ impl Offer {
             return Err(TransferError::Malformed("the chunk size is 1 byte to 8 MiB"));
         }
         Ok(())
+    }
+
+    /// The bundle's head ([`Self::chain`]) as bytes.
+    pub fn chain_bytes(&self) -> Result<Vec<u8>, TransferError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.chain)
+            .map_err(|_| TransferError::Malformed("the chain is not base64"))
     }
 
     /// The byte range chunk `number` covers, if the transfer has that chunk.
@@ -222,6 +234,7 @@ mod tests {
             transfer: "xfer-0123456789abcdef0123456789abcdef".into(),
             size: 10,
             sha256: Sha256::of(b"x"),
+            chain: String::new(),
             chunk_size: 4,
             submission: logged,
             policy: None,

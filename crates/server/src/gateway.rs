@@ -183,10 +183,6 @@ pub struct Gateway {
     cosigning: Option<Arc<crate::cosigning::Cosigning>>,
 }
 
-/// How much larger than its payload a court bundle received from a partner gateway may be: its records, proofs
-/// and tag files.
-pub const RECEIVED_BUNDLE_OVERHEAD: u64 = 64 << 20;
-
 /// Past the budget of custody records, for as long as `wait`.
 fn too_many_steps(wait: std::time::Duration) -> GatewayError {
     GatewayError::TooManyAttempts {
@@ -1081,6 +1077,18 @@ impl Gateway {
                 return Err(err.into());
             }
         };
+        self.register_stored(caller, case, hearing, request, stored).await
+    }
+
+    /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
+    async fn register_stored(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        hearing: Option<&custodia_core::HearingId>,
+        request: UploadRequest,
+        stored: custodia_store::StoredArtefact,
+    ) -> Result<Registered> {
         let artefact = new_artefact_id();
         let mut manifest = Manifest::new(
             artefact.clone(),
@@ -1551,6 +1559,7 @@ impl Gateway {
             Some(first) => self.covering_timestamp(first.index, proved).await?,
             None => None,
         };
+        let provider_chain = self.provider_chain_of(&artefact).await?;
         Ok(BundleSource {
             artefact,
             payload_sha256: sha256,
@@ -1563,7 +1572,24 @@ impl Gateway {
             bagged_at: self.now().to_string(),
             witnessing: proved.witnessing.clone(),
             timestamp,
+            provider_chain,
         })
+    }
+
+    /// Of an artefact received from a partner gateway: the provider's chain its transfer's offer carried, verified
+    /// when the artefact was received, which its bundles carry beside this gateway's own.
+    async fn provider_chain_of(&self, artefact: &ArtefactId) -> Result<Option<custodia_bundle::ProviderChain>> {
+        let received = self.catalog.transfers_of_artefact(artefact.as_str()).await?;
+        let Some(offer) =
+            received.iter().find(|row| row.direction == crate::transfers::IN).and_then(|row| row.offer.as_deref())
+        else {
+            return Ok(None);
+        };
+        let internal =
+            |err: &dyn std::fmt::Display| GatewayError::Internal(format!("a received artefact's chain: {err}"));
+        let offer: custodia_partners::transfer::Offer = serde_json::from_str(offer).map_err(|e| internal(&e))?;
+        let head = offer.chain_bytes().map_err(|e| internal(&e))?;
+        custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| internal(&e))
     }
 
     // Transfers to and from partner gateways ([`crate::transfers`]).
@@ -1625,22 +1651,21 @@ impl Gateway {
     /// Takes an artefact received from a partner gateway into custody in `case`, provided by `provider` (the
     /// partner's account here): registered like an upload, then the `received_from` record that `received_from`
     /// makes for it.
-    pub(crate) async fn receive<S, E>(
+    ///
+    /// The artefact's bytes are the file at `staged`, whose SHA-256 and size the caller verified (they are the
+    /// ones the provider's signed manifest names): taken into the store without another pass over them.
+    pub(crate) async fn receive(
         &self,
         provider: &Caller,
         case: &CaseId,
         request: UploadRequest,
-        body: S,
+        staged: (&std::path::Path, Sha256, u64),
         received_from: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
-    ) -> Result<Registered>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
-    {
+    ) -> Result<Registered> {
         let purpose = request.purpose.clone();
-        // A bundle as received is a little larger than the largest artefact it may carry.
-        let max_size = self.max_upload_bytes.saturating_add(RECEIVED_BUNDLE_OVERHEAD);
-        let registered = self.register_as(provider, case, None, request, max_size, body).await?;
+        let (file, sha256, size) = staged;
+        let stored = self.artefacts.ingest_file(file, sha256, size).await?;
+        let registered = self.register_stored(provider, case, None, request, stored).await?;
         let artefact = registered.artefact.clone();
         let sealed = self
             .custody_record(provider, case, purpose.as_str(), |committer| received_from(artefact, committer))

@@ -2,20 +2,24 @@
 //! ladder of signed evidences logged on both sides.
 //!
 //! **Sending.** A member sends an artefact to a partner: the gateway checks the artefact's use policy for a
-//! transfer to that partner's jurisdiction, records the transfer (`artefact_transferred`), writes the artefact's
-//! court bundle (which carries that record) to a staging file, issues and logs `SubmissionAcceptance`, and hands
-//! the rest to a driver task that survives restarts (its state is in the catalog): it offers the transfer, sends
-//! the bundle in chunks from where the receiving gateway says it holds them durably, asks it to finish, and keeps
-//! every evidence the receiving gateway returns, checked against the keys pinned for it and logged again here.
-//! If the receiving gateway stays silent past a timeout, the driver issues `RelayFailure` or `NonDelivery`
-//! itself. A policy that forbids the transfer is refused and recorded before anything is made.
+//! transfer to that partner's jurisdiction, records the transfer (`artefact_transferred`), makes the head of the
+//! artefact's court bundle (every file but the payload, the record of the transfer among them) and puts it in the
+//! offer, issues and logs `SubmissionAcceptance`, and hands the rest to a driver task that survives restarts (its
+//! state is in the catalog): it offers the transfer, sends the payload from the store in chunks from where the
+//! receiving gateway says it holds them durably (the next chunk read and signed while one is on its way), asks it
+//! to finish, and keeps every evidence the receiving gateway returns, checked against the keys pinned for it and
+//! logged again here. If the receiving gateway stays silent past a timeout, the driver issues `RelayFailure` or
+//! `NonDelivery` itself. A policy that forbids the transfer is refused and recorded before anything is made.
 //!
 //! **Receiving.** An offer from a pinned partner, with its `SubmissionAcceptance` shown on the partner's log, opens
-//! a transfer here (`RelayAcceptance`); chunks are written at their offset, synced, and only then counted; at the
-//! end the whole bundle is verified with the partner's pinned log key before anything is accepted: a bundle that
-//! fails gets `NonDelivery` and nothing is stored. One that verifies is taken into custody in the partner's inbox
-//! case, with its provider's use policy and a `received_from` record, and gets `Delivery`; the first download by a
-//! member there gets `Retrieval`, or the retrieval timeout `NonRetrieval`.
+//! a transfer here (`RelayAcceptance`); chunks of the payload are written at their offset, synced, and only then
+//! counted; at the end the whole bundle (the offer's head, the staged payload, the tar's end) is verified with the
+//! partner's pinned log key before anything is accepted: a bundle that fails gets `NonDelivery` and nothing is
+//! stored. One that verifies is taken into custody in the partner's inbox case (the staged payload linked into the
+//! store, not copied), with its provider's use policy and a `received_from` record that commits to the provider's
+//! manifest, and gets `Delivery`. The provider's chain stays in the transfer's offer, and every bundle of the
+//! artefact carries it ([`custodia_bundle::ProviderChain`]). The first download by a member there gets
+//! `Retrieval`, or the retrieval timeout `NonRetrieval`.
 //!
 //! Every request is idempotent: an offer or a chunk sent twice changes nothing, and either gateway may be killed
 //! at any point and pick up where the catalog says it was.
@@ -75,7 +79,7 @@ pub struct TransferTiming {
 pub struct Transfers {
     gateway: Gateway,
     partnering: Arc<Partnering>,
-    /// Staging files: `out/<id>.tar` (a bundle being sent), `in/<id>.part` (one being received).
+    /// Staging files: `in/<id>.part`, the payload of a transfer being received (a sent one is read from the store).
     dir: PathBuf,
     client: reqwest::Client,
     timing: TransferTiming,
@@ -118,8 +122,8 @@ pub struct EvidenceView {
     pub partner: Option<serde_json::Value>,
 }
 
-const OUT: &str = "out";
-const IN: &str = "in";
+pub(crate) const OUT: &str = "out";
+pub(crate) const IN: &str = "in";
 
 /// Why a step of a sending driver did not go through: tried again later, until its timeout.
 #[derive(Debug, thiserror::Error)]
@@ -136,10 +140,8 @@ enum Hitch {
 
 impl Transfers {
     pub fn new(gateway: Gateway, partnering: Arc<Partnering>, dir: PathBuf, timing: TransferTiming) -> Result<Self> {
-        for side in [OUT, IN] {
-            std::fs::create_dir_all(dir.join(side))
-                .map_err(|err| GatewayError::Internal(format!("making the transfer staging directory: {err}")))?;
-        }
+        std::fs::create_dir_all(dir.join(IN))
+            .map_err(|err| GatewayError::Internal(format!("making the transfer staging directory: {err}")))?;
         let client = crate::partner_api::partner_client(Duration::from_secs(120))
             .map_err(|err| GatewayError::Internal(format!("no HTTP client: {err}")))?;
         Ok(Self {
@@ -193,8 +195,9 @@ impl Transfers {
             .ok_or_else(|| GatewayError::NotFound(format!("{name:?} is not a partner of this gateway")))
     }
 
-    fn staging(&self, side: &str, id: &str) -> PathBuf {
-        self.dir.join(side).join(if side == OUT { format!("{id}.tar") } else { format!("{id}.part") })
+    /// Where the payload of received transfer `id` is staged until it is verified.
+    fn staging(&self, id: &str) -> PathBuf {
+        self.dir.join(IN).join(format!("{id}.part"))
     }
 
     /// The account that stands for `partner` here: the provider of what it sends, the recipient of what it is
@@ -370,8 +373,12 @@ impl Transfers {
         let recipient = self.partner_account(&partner).await?;
         let source = self.gateway.transfer_bundle(caller, id, purpose, &recipient, &partner.jurisdiction).await?;
         let transfer = new_transfer_id();
-        let path = self.staging(OUT, &transfer);
-        let (size, sha256) = self.write_bundle(&source, &path).await?;
+        // The bundle's head is fixed now, in the offer (the log grows, and a bundle made again later would prove
+        // its records against another checkpoint); its payload is the stored artefact, read as it is sent.
+        let head = custodia_bundle::BundleWriter::new(&source)
+            .and_then(|writer| writer.head())
+            .map_err(|err| GatewayError::Internal(format!("a transfer's bundle: {err}")))?;
+        let (size, sha256) = (source.payload_size, source.payload_sha256);
         let artefact = self
             .gateway
             .catalog
@@ -384,7 +391,6 @@ impl Transfers {
             direction: OUT.into(),
             partner: partner.name.clone(),
             artefact_id: Some(id.to_string()),
-            kept_artefact_id: None,
             case_id: Some(artefact.case_id.clone()),
             account_id: Some(caller.account.id.clone()),
             size: i64::try_from(size).map_err(|err| GatewayError::Internal(err.to_string()))?,
@@ -406,6 +412,7 @@ impl Transfers {
             transfer: transfer.clone(),
             size,
             sha256,
+            chain: base64::engine::general_purpose::STANDARD.encode(&head),
             chunk_size: CHUNK_BYTES,
             submission: logged,
             policy: artefact
@@ -422,40 +429,6 @@ impl Transfers {
         tracing::info!(transfer = %transfer, artefact = %id, partner = %partner.name, size, "transfer submitted");
         self.drive(transfer);
         self.view(&row).await
-    }
-
-    /// Writes the court bundle of `source` to `path`, synced; its size and SHA-256.
-    async fn write_bundle(
-        &self,
-        source: &custodia_bundle::BundleSource,
-        path: &std::path::Path,
-    ) -> Result<(u64, Sha256)> {
-        use futures::StreamExt as _;
-        use sha2::Digest as _;
-        use tokio::io::AsyncWriteExt as _;
-        let internal =
-            |err: &dyn std::fmt::Display| GatewayError::Internal(format!("writing a transfer's bundle: {err}"));
-        let writer = custodia_bundle::BundleWriter::new(source).map_err(|e| internal(&e))?;
-        let mut file = tokio::fs::File::create(path).await.map_err(|e| internal(&e))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        let head = writer.head().map_err(|e| internal(&e))?;
-        let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
-        hasher.update(&head);
-        file.write_all(&head).await.map_err(|e| internal(&e))?;
-        size += head.len() as u64;
-        while let Some(chunk) = payload.next().await {
-            let chunk = chunk?;
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(|e| internal(&e))?;
-            size += chunk.len() as u64;
-        }
-        let tail = writer.tail();
-        hasher.update(&tail);
-        file.write_all(&tail).await.map_err(|e| internal(&e))?;
-        size += tail.len() as u64;
-        file.sync_all().await.map_err(|e| internal(&e))?;
-        Ok((size, Sha256::from_bytes(hasher.finalize().into())))
     }
 
     /// Starts the driver of sent transfer `id` unless one runs.
@@ -528,17 +501,27 @@ impl Transfers {
             )));
         }
         let size = row.size as u64;
-        let file = self.staging(OUT, &row.id);
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's digest".into()))?;
+        let chunk_size = row.chunk_size as u64;
+        let mut prepared: Option<(u64, reqwest::RequestBuilder)> = None;
         while progress.received < size {
             let offset = progress.received;
-            let length = (row.chunk_size as u64).min(size - offset);
-            let file = file.clone();
-            let chunk = tokio::task::spawn_blocking(move || read_at(&file, offset, length))
-                .await
-                .map_err(|err| GatewayError::Internal(err.to_string()))?
-                .map_err(|err| GatewayError::Internal(format!("reading a transfer's bundle: {err}")))?;
-            let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
-            progress = self.call(&partner, reqwest::Method::PUT, &path, chunk).await?;
+            let length = chunk_size.min(size - offset);
+            let request = match prepared.take() {
+                Some((at, request)) if at == offset => request,
+                _ => self.chunk_request(&partner, row, sha256, offset, length).await?,
+            };
+            // The next chunk is read and signed (its digest computed) while this one is on its way.
+            let following = offset + length;
+            let (answer, next) = tokio::join!(self.answer(request), async {
+                match following < size {
+                    true => Some(
+                        self.chunk_request(&partner, row, sha256, following, chunk_size.min(size - following)).await,
+                    ),
+                    false => None,
+                }
+            });
+            progress = answer?;
             // The receiver holds exactly up to the end of this chunk, or it did not take it as sent: anything else
             // is a failed step, tried again after the retry interval, never a loop at full speed.
             if progress.received != offset + length {
@@ -548,6 +531,7 @@ impl Transfers {
                     offset + length
                 )));
             }
+            prepared = next.transpose()?.map(|request| (following, request));
             self.gateway
                 .catalog
                 .advance_transfer(
@@ -573,6 +557,33 @@ impl Transfers {
         self.absorb(row, &partner, &progress).await
     }
 
+    /// The signed request that sends `length` bytes of the stored payload `sha256` from `offset`.
+    async fn chunk_request(
+        &self,
+        partner: &Partner,
+        row: &TransferRow,
+        sha256: Sha256,
+        offset: u64,
+        length: u64,
+    ) -> Result<reqwest::RequestBuilder> {
+        use futures::TryStreamExt as _;
+        let stream = self.gateway.artefacts.read(&sha256, Some(offset..offset + length)).await?;
+        let chunk = stream
+            .try_fold(Vec::with_capacity(length as usize), |mut chunk, piece| async move {
+                chunk.extend_from_slice(&piece);
+                Ok(chunk)
+            })
+            .await?;
+        if chunk.len() as u64 != length {
+            return Err(GatewayError::Internal(format!("the stored payload ended before byte {}", offset + length)));
+        }
+        let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
+        let (partnering, client, partner) = (self.partnering.clone(), self.client.clone(), partner.clone());
+        tokio::task::spawn_blocking(move || partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk))
+            .await
+            .map_err(|err| GatewayError::Internal(err.to_string()))
+    }
+
     async fn call(
         &self,
         partner: &Partner,
@@ -580,7 +591,12 @@ impl Transfers {
         path: &str,
         body: Vec<u8>,
     ) -> std::result::Result<Progress, Hitch> {
-        let answer = self.partnering.signed(&self.client, partner, method, path, body).send().await?;
+        self.answer(self.partnering.signed(&self.client, partner, method, path, body)).await
+    }
+
+    /// Sends a signed request to a partner: the progress it answers, or why not.
+    async fn answer(&self, request: reqwest::RequestBuilder) -> std::result::Result<Progress, Hitch> {
+        let answer = request.send().await?;
         let status = answer.status();
         let text = crate::partner_api::answer_text(answer).await.map_err(Hitch::Unchecked)?;
         if !status.is_success() {
@@ -673,9 +689,6 @@ impl Transfers {
             )
             .await
             .map_err(GatewayError::from)?;
-        if stage != "sending" {
-            let _ = std::fs::remove_file(self.staging(OUT, &row.id));
-        }
         tracing::info!(transfer = %row.id, stage, "transfer moved on");
         Ok(moved)
     }
@@ -703,7 +716,6 @@ impl Transfers {
             .catalog
             .advance_transfer(&row.id, &row.stage, "failed", row.received, &self.gateway.now().to_string())
             .await?;
-        let _ = std::fs::remove_file(self.staging(OUT, &row.id));
         tracing::warn!(transfer = %row.id, event = event.name(), "the partner stayed silent; the transfer timed out");
         Ok(())
     }
@@ -730,9 +742,11 @@ impl Transfers {
             }
             return self.progress(&row).await;
         }
-        offer
-            .check(self.gateway.max_upload_bytes.saturating_add(crate::gateway::RECEIVED_BUNDLE_OVERHEAD))
-            .map_err(|err| bad_input("offer", err))?;
+        offer.check(self.gateway.max_upload_bytes).map_err(|err| bad_input("offer", err))?;
+        // The chain is read now, so that one no bundle could hold is refused before anything is staged; it is
+        // verified with the payload at the end.
+        let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
+        custodia_bundle::ProviderChain::from_head(&chain).map_err(|err| bad_input("chain", err))?;
         // A partner's budgets: transfers arriving at once, the custody records an offer makes (its submission and
         // the relay), and room on the disk for the whole bundle.
         let arriving = self.gateway.catalog.count_transfers(IN, "receiving", &partner.name).await?;
@@ -783,7 +797,6 @@ impl Transfers {
             direction: IN.into(),
             partner: partner.name.clone(),
             artefact_id: None,
-            kept_artefact_id: None,
             case_id: Some(case.to_string()),
             account_id: Some(provider.account.id.clone()),
             size: offer.size as i64,
@@ -795,7 +808,7 @@ impl Transfers {
             created_at: now.clone(),
             updated_at: now,
         };
-        std::fs::File::create(self.staging(IN, &row.id))
+        std::fs::File::create(self.staging(&row.id))
             .map_err(|err| GatewayError::Internal(format!("staging a transfer: {err}")))?;
         self.gateway.catalog.insert_transfer(&row).await?;
         let actor = provider.actor();
@@ -831,7 +844,7 @@ impl Transfers {
         if bytes.len() as u64 != expected {
             return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
         }
-        let path = self.staging(IN, id);
+        let path = self.staging(id);
         tokio::task::spawn_blocking(move || write_at(&path, offset, &bytes))
             .await
             .map_err(|err| GatewayError::Internal(err.to_string()))?
@@ -863,12 +876,17 @@ impl Transfers {
             .last()
             .map(|(_, signed)| signed.clone())
             .ok_or_else(|| GatewayError::Internal("a received transfer without its relay".into()))?;
-        let path = self.staging(IN, id);
+        let path = self.staging(id);
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+        // Every partner's log key is pinned, for a provider's chain that holds one from a gateway before it.
+        let pinned: Vec<LogVerifier> =
+            self.partnering.registry().partners().iter().filter_map(|partner| partner.log_vkey.parse().ok()).collect();
         let checked = {
-            let (path, sha256) = (path.clone(), row.sha256.clone());
-            tokio::task::spawn_blocking(move || check_bundle(&path, &sha256, &log))
+            let path = path.clone();
+            let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
+            let payload = (offer.sha256, offer.size);
+            tokio::task::spawn_blocking(move || check_bundle(&chain, &path, payload, &log, &pinned))
                 .await
                 .map_err(|err| GatewayError::Internal(err.to_string()))?
         };
@@ -921,59 +939,32 @@ impl Transfers {
             .transpose()
             .map_err(|err| bad_input("policy", err))?;
         let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
-        let mut provenance = BTreeMap::new();
-        provenance.insert("bundle_sha256", row.sha256.clone());
-        provenance.insert("provider_artefact", bundle.artefact.clone());
-        provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
-        provenance.insert("transfer", row.id.clone());
-        let partner = row.partner.clone();
-        let received_from = |provenance: &BTreeMap<&str, String>| {
-            let provenance = custodia_core::to_canonical_vec(provenance)
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .map_err(|err| GatewayError::Internal(err.to_string()));
-            let partner = partner.clone();
-            provenance.map(|provenance| {
-                move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
-                    artefact,
-                    provider: committer.commit("provider", partner),
-                    provenance: committer.commit("provenance", provenance),
-                }
-            })
-        };
-        // The bundle as received is kept as evidence of its own, under the same policy (it holds the payload): the
-        // provider's signed manifest and custody records, with their proofs on the provider's log, stay checkable
-        // offline (`custodia verify` with the provider's key), and travel in this gateway's case bundles.
-        let kept = UploadRequest {
-            purpose: purpose.clone(),
-            media_type: Label::new("application/x-tar").map_err(|err| GatewayError::Internal(err.to_string()))?,
-            original_name: Label::new(format!("custodia-bundle-{}.tar", bundle.artefact)).ok(),
-            expected_sha256: row.sha256.parse().ok(),
-            policy: policy.clone(),
-        };
-        // Each is noted on the transfer as soon as it is under custody, so that a transfer finished again after a
-        // crash keeps neither twice.
-        let kept = match &row.kept_artefact_id {
-            Some(kept) => kept.clone(),
-            None => {
-                let whole = read_range(path.to_path_buf(), 0, row.size as u64);
-                let kept = self.gateway.receive(provider, case, kept, whole, received_from(&provenance)?).await?;
-                self.gateway.catalog.keep_received_bundle(&row.id, kept.artefact.as_str()).await?;
-                kept.artefact.to_string()
-            }
-        };
         if let Some(received) = &row.artefact_id {
             return ArtefactId::new(received.clone()).map_err(|err| GatewayError::Internal(err.to_string()));
         }
-        provenance.insert("bundle_artefact", kept);
+        let mut provenance = BTreeMap::new();
+        provenance.insert("provider_artefact", bundle.artefact.clone());
+        provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
+        provenance.insert(custodia_bundle::PROVIDER_MANIFEST_FIELD, bundle.manifest_sha256.to_hex());
+        provenance.insert("transfer", row.id.clone());
+        let provenance = custodia_core::to_canonical_vec(&provenance)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let partner = row.partner.clone();
+        let received_from = move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
+            artefact,
+            provider: committer.commit("provider", partner),
+            provenance: committer.commit("provenance", provenance),
+        };
         let request = UploadRequest {
             purpose,
             media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
             original_name: None,
-            expected_sha256: Some(bundle.payload_sha256),
+            expected_sha256: Some(offer.sha256),
             policy,
         };
-        let body = read_range(path.to_path_buf(), bundle.payload_offset, bundle.payload_size);
-        let registered = self.gateway.receive(provider, case, request, body, received_from(&provenance)?).await?;
+        let staged = (path, offer.sha256, offer.size);
+        let registered = self.gateway.receive(provider, case, request, staged, received_from).await?;
         self.gateway.catalog.settle_transfer(&row.id, Some(registered.artefact.as_str()), None, None).await?;
         Ok(registered.artefact)
     }
@@ -1049,7 +1040,7 @@ impl Transfers {
                 .advance_transfer(&row.id, "receiving", "failed", row.received, &self.gateway.now().to_string())
                 .await?
             {
-                let _ = std::fs::remove_file(self.staging(IN, &row.id));
+                let _ = std::fs::remove_file(self.staging(&row.id));
                 tracing::warn!(transfer = %row.id, "a transfer was not finished in time; its chunks are dropped");
             }
         }
@@ -1396,89 +1387,58 @@ fn unverified(logged: &Logged) -> Result<Evidence> {
 
 /// What the receiving gateway found in a verified bundle.
 #[derive(Debug)]
+/// What a verified bundle says of the provider's artefact.
 struct CheckedBundle {
     artefact: String,
-    payload_sha256: Sha256,
-    payload_offset: u64,
-    payload_size: u64,
+    /// The SHA-256 of the provider's signed manifest, which the `received_from` record commits to.
+    manifest_sha256: Sha256,
     media_type: String,
-    /// The first line and size of the provider's checkpoint the records are proved against.
+    /// The first lines of the provider's checkpoint the records are proved against.
     checkpoint: String,
 }
 
-/// Verifies the bundle at `path` with the provider's pinned `log` key and checks that its SHA-256 is `sha256`;
-/// where its payload lies in it, and what its manifest says.
-fn check_bundle(path: &std::path::Path, sha256: &str, log: &LogVerifier) -> std::result::Result<CheckedBundle, String> {
-    use sha2::Digest as _;
+/// Verifies the bundle made of `chain` (its head), the payload staged at `path` and the tar's end, with `log`, the
+/// provider's pinned log key, among the `pinned` keys (every partner's, for a chain that holds one from a gateway
+/// before it): the bag is signed by `log`'s key, and its payload is the one offered, `(sha256, size)`.
+fn check_bundle(
+    chain: &[u8],
+    path: &std::path::Path,
+    (sha256, size): (Sha256, u64),
+    log: &LogVerifier,
+    pinned: &[LogVerifier],
+) -> std::result::Result<CheckedBundle, String> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
-    let mut hashing =
-        HashingReader { inner: std::io::BufReader::with_capacity(1 << 20, file), hasher: sha2::Sha256::new() };
-    let pins = custodia_bundle::Pins { keys: std::slice::from_ref(log), policy: None, time: None };
-    let verification = custodia_bundle::verify_pinned(&mut hashing, &pins, custodia_bundle::Limits::default())
-        .map_err(|err| err.to_string())?;
-    std::io::copy(&mut hashing, &mut std::io::sink()).map_err(|err| err.to_string())?;
-    let digest = Sha256::from_bytes(hashing.hasher.finalize().into());
-    if digest.to_hex() != sha256 {
-        return Err("the bundle is not the one offered: its SHA-256 differs".into());
+    let files = custodia_bundle::ProviderChain::from_head(chain).map_err(|err| err.to_string())?.files;
+    let file_of = |name: &str| files.iter().find(|(path, _)| path == name).map(|(_, bytes)| bytes.as_slice());
+    if file_of(custodia_bundle::layout_paths::VKEY).map(|vkey| String::from_utf8_lossy(vkey).trim().to_owned())
+        != Some(log.to_string())
+    {
+        return Err("the bundle is not signed by the partner's pinned log key".into());
     }
+    let payload = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    let mut tail = custodia_bundle::padding(size);
+    tail.resize(tail.len() + 1024, 0);
+    let bundle = std::io::BufReader::with_capacity(1 << 20, chain.chain(payload.take(size)).chain(tail.as_slice()));
+    let pins = custodia_bundle::Pins { keys: pinned, policy: None, time: None };
+    let verification = custodia_bundle::verify_pinned(bundle, &pins, custodia_bundle::Limits::default())
+        .map_err(|err| err.to_string())?;
     if !verification.is_valid() {
         let failed: Vec<String> = verification.failed_parts().iter().map(ToString::to_string).collect();
         return Err(format!("the bundle does not verify with the provider's pinned key: {}", failed.join(", ")));
     }
-    let artefact = verification.artefact.clone().ok_or("the bundle names no artefact")?;
-    let payload_sha256 = verification.sha256.ok_or("the bundle names no payload digest")?;
-    let mut archive = tar::Archive::new(std::fs::File::open(path).map_err(|err| err.to_string())?);
-    let (mut payload, mut media_type, mut checkpoint) = (None, None, None);
-    for entry in archive.entries().map_err(|err| err.to_string())? {
-        let mut entry = entry.map_err(|err| err.to_string())?;
-        let name = entry.path().map_err(|err| err.to_string())?.to_string_lossy().into_owned();
-        let inner = name.split_once('/').map(|(_, inner)| inner.to_owned()).unwrap_or_default();
-        if inner.starts_with(custodia_bundle::layout_paths::PAYLOAD_DIR) && entry.header().entry_type().is_file() {
-            payload = Some((entry.raw_file_position(), entry.size()));
-        } else if inner == custodia_bundle::layout_paths::MANIFEST {
-            let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|err| err.to_string())?;
-            let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|err| err.to_string())?;
-            media_type = manifest["media_type"].as_str().map(str::to_owned);
-        } else if inner == custodia_bundle::layout_paths::CHECKPOINT {
-            let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|err| err.to_string())?;
-            checkpoint = Some(text.lines().take(3).collect::<Vec<_>>().join("\n"));
-        }
+    if verification.sha256 != Some(sha256) {
+        return Err("the bundle's payload is not the one offered".into());
     }
-    let (payload_offset, payload_size) = payload.ok_or("the bundle holds no payload")?;
+    let manifest_bytes = file_of(custodia_bundle::layout_paths::MANIFEST).ok_or("the bundle holds no manifest")?;
+    let manifest: custodia_core::Manifest =
+        custodia_core::from_canonical_slice(manifest_bytes).map_err(|err| err.to_string())?;
+    let checkpoint = file_of(custodia_bundle::layout_paths::CHECKPOINT).ok_or("the bundle holds no checkpoint")?;
     Ok(CheckedBundle {
-        artefact,
-        payload_sha256,
-        payload_offset,
-        payload_size,
-        media_type: media_type.ok_or("the bundle's manifest names no media type")?,
-        checkpoint: checkpoint.ok_or("the bundle holds no checkpoint")?,
+        artefact: manifest.artefact.to_string(),
+        manifest_sha256: Sha256::of(manifest_bytes),
+        media_type: manifest.media_type.to_string(),
+        checkpoint: String::from_utf8_lossy(checkpoint).lines().take(3).collect::<Vec<_>>().join("\n"),
     })
-}
-
-/// Hashes what passes through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use sha2::Digest as _;
-        let read = self.inner.read(buf)?;
-        self.hasher.update(&buf[..read]);
-        Ok(read)
-    }
-}
-
-fn read_at(path: &std::path::Path, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt as _;
-    let file = std::fs::File::open(path)?;
-    let mut buffer = vec![0; usize::try_from(length).map_err(std::io::Error::other)?];
-    file.read_exact_at(&mut buffer, offset)?;
-    Ok(buffer)
 }
 
 fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
@@ -1486,20 +1446,4 @@ fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Resul
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     file.write_all_at(bytes, offset)?;
     file.sync_data()
-}
-
-/// `length` bytes of the file at `path` from `offset`, as a stream of chunks.
-fn read_range(path: PathBuf, offset: u64, length: u64) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send {
-    const PIECE: u64 = 1 << 20;
-    futures::stream::try_unfold((path, offset, length), |(path, offset, left)| async move {
-        if left == 0 {
-            return Ok(None);
-        }
-        let take = left.min(PIECE);
-        let read = path.clone();
-        let piece = tokio::task::spawn_blocking(move || read_at(&read, offset, take))
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(Some((Bytes::from(piece), (path, offset + take, left - take))))
-    })
 }

@@ -103,6 +103,19 @@ impl Side {
         (answer.status().as_u16(), answer.bytes().await.unwrap().to_vec())
     }
 
+    /// The court bundle of `artefact`, exported by the member of `cookie`.
+    async fn export(&self, cookie: &str, artefact: &str) -> Vec<u8> {
+        let answer = reqwest::Client::new()
+            .post(self.url(&format!("/api/v1/artefacts/{artefact}/exports?purpose=trial")))
+            .header("cookie", cookie)
+            .header("origin", self.url(""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.bytes().await.unwrap().to_vec()
+    }
+
     async fn upload(&self, cookie: &str, case: &str, bytes: Vec<u8>, policy: Option<&Value>) -> String {
         let mut request = reqwest::Client::new()
             .post(self.url(&format!("/api/v1/cases/{case}/artefacts?purpose=statement")))
@@ -154,6 +167,16 @@ impl Side {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// Every file below `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { files.extend(walkdir(&path)) } else { files.push(path) }
+    }
+    files
 }
 
 fn events(transfer: &Value) -> Vec<String> {
@@ -239,10 +262,9 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     let (status, listed) = catania.call(&judge, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
     assert_eq!(status, 200, "{listed}");
     let listed = listed.as_array().unwrap().clone();
-    assert_eq!(listed.len(), 2, "the statement and the bundle it came in, however often chunks were sent: {listed:?}");
-    let received = listed.iter().find(|a| a["media_type"] == "video/webm").unwrap()["id"].as_str().unwrap().to_owned();
-    let kept =
-        listed.iter().find(|a| a["media_type"] == "application/x-tar").unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed.len(), 1, "the statement once, however often chunks were sent: {listed:?}");
+    let received = listed[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(listed[0]["media_type"], "video/webm");
     let (status, bytes) = catania.bytes(&judge, &format!("/api/v1/artefacts/{received}/content?purpose=trial")).await;
     assert_eq!(status, 200);
     assert!(bytes == statement, "the received artefact is the statement sent");
@@ -251,13 +273,48 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     assert_eq!(status, 200, "{detail}");
     assert_eq!(detail["policy"]["provider"], "Procureur de Tunis", "{detail}");
 
-    // The bundle as it arrived is kept too: it verifies offline with Tunis's key, and names the statement.
-    let (status, bundle) = catania.bytes(&judge, &format!("/api/v1/artefacts/{kept}/content?purpose=trial")).await;
-    assert_eq!(status, 200);
-    let verification =
-        custodia_bundle::verify(&bundle[..], &[tunis_card["log_vkey"].as_str().unwrap().parse().unwrap()]).unwrap();
-    assert!(verification.is_valid(), "{:?}", verification.checks.iter().filter(|c| !c.passed).collect::<Vec<_>>());
-    assert_eq!(verification.artefact.as_deref(), Some(artefact.as_str()));
+    // Catania's court bundle of it carries both chains: with both gateways' keys trusted it verifies, Tunis's
+    // history (ending with its transfer) checked as Tunis's bag; with Catania's key alone, Tunis's chain is named.
+    let bundle = catania.export(&judge, &received).await;
+    let tunis_key: custodia_ledger::LogVerifier = tunis_card["log_vkey"].as_str().unwrap().parse().unwrap();
+    let catania_key: custodia_ledger::LogVerifier = catania_card["log_vkey"].as_str().unwrap().parse().unwrap();
+    let both = [catania_key.clone(), tunis_key.clone()];
+    let verification = custodia_bundle::verify(&bundle[..], &both).unwrap();
+    let failed = |v: &custodia_bundle::Verification| v.checks.iter().filter(|c| !c.passed).cloned().collect::<Vec<_>>();
+    assert!(verification.is_valid(), "{:?}", failed(&verification));
+    assert_eq!(verification.artefact.as_deref(), Some(received.as_str()));
+    let provider_checks: Vec<&str> =
+        verification.checks.iter().filter_map(|check| check.detail.strip_prefix("provider's chain: ")).collect();
+    assert!(provider_checks.iter().any(|detail| detail.contains("signed by trusted key")), "{provider_checks:?}");
+    assert!(
+        verification.checks.iter().any(|c| c.part == custodia_bundle::Part::ProviderChain && c.passed),
+        "{:?}",
+        verification.checks
+    );
+    let catania_only = custodia_bundle::verify(&bundle[..], std::slice::from_ref(&catania_key)).unwrap();
+    assert!(!catania_only.is_valid());
+    assert!(
+        failed(&catania_only)
+            .iter()
+            .all(|c| c.part == custodia_bundle::Part::TrustedKey && c.detail.starts_with("provider's chain: ")),
+        "{:?}",
+        failed(&catania_only)
+    );
+    // A provider's record altered in the bundle: Catania's bag and Tunis's chain both say so.
+    let at = bundle
+        .windows(b"\"type\":\"artefact_transferred\"".len())
+        .position(|window| window == b"\"type\":\"artefact_transferred\"")
+        .expect("Tunis's transfer record is in the bundle");
+    let mut tampered = bundle.clone();
+    tampered[at + 9] = b'X';
+    let verification = custodia_bundle::verify(&tampered[..], &both).unwrap();
+    let failed = failed(&verification);
+    assert!(!verification.is_valid());
+    assert!(failed.iter().any(|c| c.part == custodia_bundle::Part::Bag), "{failed:?}");
+    assert!(
+        failed.iter().any(|c| c.detail.starts_with("provider's chain: ") && c.part != custodia_bundle::Part::Bag),
+        "{failed:?}"
+    );
 
     // The retrieval reaches Tunis, and the ladder is whole on both sides.
     let retrieved = tunis.wait_for(&clerk, &artefact, &transfer, "retrieved", Duration::from_secs(60)).await;
@@ -335,7 +392,7 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     assert_eq!(rungs(&tunis_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
     assert_eq!(rungs(&catania_records), ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"]);
     let received_from = catania_records.iter().filter(|r| r["event"]["type"] == "received_from").count();
-    assert_eq!(received_from, 2, "the statement, and the bundle it came in");
+    assert_eq!(received_from, 1, "the statement, once");
     assert_eq!(tunis_records.iter().filter(|r| r["event"]["type"] == "outcome_reported").count(), 1);
     for record in tunis_records.iter().chain(&catania_records) {
         let text = record.to_string();
@@ -366,17 +423,21 @@ async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out(
     let (_, clerk) = tunis.member(&tn_admin, "tn-8", "clerk", "clerk").await;
     let body = json!({ "partner": "it-catania", "purpose": "trial" });
 
-    // Catania is down: the sender retries. A byte of the staged bundle is changed meanwhile (as a link could).
-    let artefact = tunis.upload(&clerk, "tn-8", random_bytes(3 * 1024 * 1024, 2), None).await;
+    // Catania is down: the sender retries. A byte of the payload is changed meanwhile, below the signatures (as a
+    // failing disk or a hostile host could): every chunk is sent as signed, and only the whole bundle, checked
+    // against the provider's signed manifest, shows it.
+    let payload = random_bytes(3 * 1024 * 1024, 2);
+    let artefact = tunis.upload(&clerk, "tn-8", payload.clone(), None).await;
     let path = format!("/api/v1/artefacts/{artefact}/transfers");
     let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body.clone())).await;
     assert_eq!(status, 202, "{sent}");
     let transfer = sent["id"].as_str().unwrap().to_owned();
-    let staged = tunis.data.path().join(format!("transfers/out/{transfer}.tar"));
-    let mut bundle = std::fs::read(&staged).unwrap();
-    let middle = bundle.len() / 2;
-    bundle[middle] ^= 1;
-    std::fs::write(&staged, &bundle).unwrap();
+    let digest = custodia_core::Sha256::of(&payload).to_hex();
+    let stored =
+        walkdir(tunis.data.path()).into_iter().find(|path| path.ends_with(&digest)).expect("the stored payload");
+    let mut altered = payload.clone();
+    altered[payload.len() / 2] ^= 1;
+    std::fs::write(&stored, &altered).unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _catania_process = catania.serve(&[]);
     let refused = tunis.wait_for(&clerk, &artefact, &transfer, "failed", Duration::from_secs(60)).await;
@@ -430,24 +491,21 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     let transfer = sent["id"].as_str().unwrap().to_owned();
     tunis.wait_for(&clerk, &artefact, &transfer, "delivered", Duration::from_secs(60)).await;
 
-    // In Catania, the policy binds: neither the statement nor the bundle it came in goes on to Madrid.
+    // In Catania, the policy binds: the statement does not go on to Madrid.
     let it_admin = catania.admin().await;
     let (_, it_clerk) = catania.member(&it_admin, "inbox-tn-tunis", "clerk", "clerk").await;
     let (_, listed) = catania.call(&it_clerk, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
     let listed = listed.as_array().unwrap().clone();
-    assert_eq!(listed.len(), 2, "the statement and the bundle it came in: {listed:?}");
-    for received in &listed {
-        let id = received["id"].as_str().unwrap();
-        let body = json!({ "partner": "es-madrid", "purpose": "another trial" });
-        let (status, refused) =
-            catania.call(&it_clerk, "POST", &format!("/api/v1/artefacts/{id}/transfers"), Some(body)).await;
-        assert_eq!(status, 403, "{refused}");
-        assert_eq!(refused["type"], "https://custodia.invalid/problems/use-restricted", "{refused}");
-        assert!(refused["detail"].as_str().unwrap().contains("onward"), "{refused}");
-    }
+    assert_eq!(listed.len(), 1, "the statement: {listed:?}");
+    let statement = listed[0]["id"].as_str().unwrap();
+    let body = json!({ "partner": "es-madrid", "purpose": "another trial" });
+    let (status, refused) =
+        catania.call(&it_clerk, "POST", &format!("/api/v1/artefacts/{statement}/transfers"), Some(body)).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["type"], "https://custodia.invalid/problems/use-restricted", "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("onward"), "{refused}");
     // Nor may a judge in Catania correct the providing State's restrictions away: only Tunis widens them.
     let (_, it_judge) = catania.member(&it_admin, "inbox-tn-tunis", "giudice", "judge").await;
-    let statement = listed.iter().find(|a| a["media_type"] != "application/x-tar").unwrap()["id"].as_str().unwrap();
     let mut loosened = policy.clone();
     loosened["onward_transfer"] = json!("permitted");
     let path = format!("/api/v1/artefacts/{statement}/policy/correction");
@@ -456,7 +514,7 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     assert_eq!(refused["type"], "https://custodia.invalid/problems/provider-only", "{refused}");
     let refusals = support::served_records(catania.port).await;
     let refusals = refusals.iter().filter(|r| r["event"]["code"] == "policy_onward_transfer").count();
-    assert_eq!(refusals, 2, "each refusal is on Catania's record");
+    assert_eq!(refusals, 1, "the refusal is on Catania's record");
     let offered_to_madrid = std::fs::read_dir(madrid.data.path().join("transfers/in")).unwrap().count();
     assert_eq!(offered_to_madrid, 0, "Madrid was offered nothing");
 }

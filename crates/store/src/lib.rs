@@ -146,6 +146,44 @@ impl ArtefactStore {
         result
     }
 
+    /// Takes the file at `file` into the store as the artefact of SHA-256 `sha256` and `size` bytes, which the
+    /// caller computed over these very bytes (a verified transfer's payload, staged on this machine and never
+    /// changed since). A local store on the same filesystem links the file into place, create-only, without
+    /// copying or hashing it again, and syncs the directory; any other store has it streamed in and hashed on the
+    /// way, and refuses a digest that differs. The file stays where it is, for the caller to remove.
+    pub async fn ingest_file(
+        &self,
+        file: &std::path::Path,
+        sha256: Sha256,
+        size: u64,
+    ) -> Result<StoredArtefact, StoreError> {
+        if let Some(target) = self.local_path(&sha256) {
+            let source = file.to_path_buf();
+            let linked = blocking(move || {
+                if std::fs::metadata(&source)?.len() != size {
+                    return Err(io::Error::other("the staged file is not the size its digest was computed over"));
+                }
+                let dir = target.parent().ok_or_else(|| io::Error::other("an object path without a directory"))?;
+                std::fs::create_dir_all(dir)?;
+                let newly_stored = match std::fs::hard_link(&source, &target) {
+                    Ok(()) => true,
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
+                    Err(err) if err.kind() == io::ErrorKind::CrossesDevices => return Ok(None),
+                    Err(err) => return Err(err),
+                };
+                File::open(dir)?.sync_all()?;
+                Ok(Some(newly_stored))
+            })
+            .await
+            .map_err(local_error)?;
+            if let Some(newly_stored) = linked {
+                return Ok(StoredArtefact { sha256, size, newly_stored });
+            }
+        }
+        let body = read_local(file.to_path_buf(), sha256, None).await?;
+        self.ingest(body, IngestOptions { expected_sha256: Some(sha256), max_size: Some(size) }).await
+    }
+
     /// Streams `body` into a multipart upload to `staging`: the way into any object store.
     async fn stream_into_store<S, E>(
         &self,

@@ -27,12 +27,12 @@ pub use layout::{
 };
 /// Where a bag keeps what, for readers that look inside one (a receiving gateway finding the payload).
 pub mod layout_paths {
-    pub use crate::layout::{CHECKPOINT, MANIFEST, PAYLOAD_DIR, PROVENANCE_DIR, VKEY};
+    pub use crate::layout::{CHECKPOINT, MANIFEST, MAX_PROVIDER_CHAIN_BYTES, PAYLOAD_DIR, PROVENANCE_DIR, VKEY};
 }
 pub use time::{MAX_CLOCK_SKEW_SECONDS, TimeTrust, TimeTrustError};
 pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{
-    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, PROVIDER_MANIFEST_FIELD, Part, Pins, Verdict,
-    Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_within,
+    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, PROVIDER_CHAIN, PROVIDER_MANIFEST_FIELD, Part,
+    Pins, Verdict, Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

@@ -1280,6 +1280,9 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
     report
 }
 
+/// How each check of a provider's chain begins, in a bag that carries one.
+pub const PROVIDER_CHAIN: &str = "provider's chain: ";
+
 /// The field of a `received_from` record's `provenance` opening (canonical JSON) that names the SHA-256 of the
 /// provider's signed manifest.
 pub const PROVIDER_MANIFEST_FIELD: &str = "provider_manifest_sha256";

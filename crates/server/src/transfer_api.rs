@@ -26,6 +26,10 @@ use crate::problem::Problem;
 
 /// A chunk's body: at most [`MAX_CHUNK_BYTES`].
 const CHUNK_LIMIT: usize = MAX_CHUNK_BYTES as usize;
+/// An offer's body: the provider's chain in base64 (at most [`custodia_bundle::layout_paths::MAX_PROVIDER_CHAIN_BYTES`]),
+/// with the rest of the offer.
+const OFFER_LIMIT: usize = (custodia_bundle::layout_paths::MAX_PROVIDER_CHAIN_BYTES as usize).div_ceil(3) * 4
+    + crate::partner_api::PARTNER_BODY_LIMIT;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -83,7 +87,7 @@ async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     Ok(json(StatusCode::OK, state.transfers.of_artefact(&caller, &id).await?))
 }
 
-async fn offered(State(state): State<AppState>, request: FromPartner) -> Result<Json<Progress>, Problem> {
+async fn offered(State(state): State<AppState>, request: FromPartner<OFFER_LIMIT>) -> Result<Json<Progress>, Problem> {
     let offer: Offer = request.json("a transfer's offer")?;
     Ok(Json(state.transfers.offered(&request.partner, offer).await?))
 }

@@ -879,14 +879,11 @@ impl Transfers {
         let path = self.staging(id);
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
-        // Every partner's log key is pinned, for a provider's chain that holds one from a gateway before it.
-        let pinned: Vec<LogVerifier> =
-            self.partnering.registry().partners().iter().filter_map(|partner| partner.log_vkey.parse().ok()).collect();
         let checked = {
             let path = path.clone();
             let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
             let payload = (offer.sha256, offer.size);
-            tokio::task::spawn_blocking(move || check_bundle(&chain, &path, payload, &log, &pinned))
+            tokio::task::spawn_blocking(move || check_bundle(&chain, &path, payload, &log))
                 .await
                 .map_err(|err| GatewayError::Internal(err.to_string()))?
         };
@@ -1398,14 +1395,15 @@ struct CheckedBundle {
 }
 
 /// Verifies the bundle made of `chain` (its head), the payload staged at `path` and the tar's end, with `log`, the
-/// provider's pinned log key, among the `pinned` keys (every partner's, for a chain that holds one from a gateway
-/// before it): the bag is signed by `log`'s key, and its payload is the one offered, `(sha256, size)`.
+/// provider's pinned log key: the bag is signed by that key, and its payload is the one offered, `(sha256, size)`.
+/// A bag the provider itself received from a gateway before it carries that gateway's chain, whose key is not
+/// pinned here: it must pass every other check, and the provider's `received_from` record vouches for it; a court
+/// here checks it with that gateway's key.
 fn check_bundle(
     chain: &[u8],
     path: &std::path::Path,
     (sha256, size): (Sha256, u64),
     log: &LogVerifier,
-    pinned: &[LogVerifier],
 ) -> std::result::Result<CheckedBundle, String> {
     use std::io::Read as _;
     let files = custodia_bundle::ProviderChain::from_head(chain).map_err(|err| err.to_string())?.files;
@@ -1419,12 +1417,17 @@ fn check_bundle(
     let mut tail = custodia_bundle::padding(size);
     tail.resize(tail.len() + 1024, 0);
     let bundle = std::io::BufReader::with_capacity(1 << 20, chain.chain(payload.take(size)).chain(tail.as_slice()));
-    let pins = custodia_bundle::Pins { keys: pinned, policy: None, time: None };
+    let pins = custodia_bundle::Pins { keys: std::slice::from_ref(log), policy: None, time: None };
     let verification = custodia_bundle::verify_pinned(bundle, &pins, custodia_bundle::Limits::default())
         .map_err(|err| err.to_string())?;
-    if !verification.is_valid() {
-        let failed: Vec<String> = verification.failed_parts().iter().map(ToString::to_string).collect();
-        return Err(format!("the bundle does not verify with the provider's pinned key: {}", failed.join(", ")));
+    let unpinned_before = |check: &&custodia_bundle::Check| {
+        check.part == custodia_bundle::Part::TrustedKey && check.detail.starts_with(custodia_bundle::PROVIDER_CHAIN)
+    };
+    let failed: Vec<&custodia_bundle::Check> =
+        verification.checks.iter().filter(|check| !check.passed && !unpinned_before(check)).collect();
+    if verification.checks.is_empty() || !failed.is_empty() {
+        let failed: Vec<&str> = failed.iter().map(|check| check.detail.as_str()).collect();
+        return Err(format!("the bundle does not verify with the provider's pinned key: {}", failed.join("; ")));
     }
     if verification.sha256 != Some(sha256) {
         return Err("the bundle's payload is not the one offered".into());

@@ -517,6 +517,49 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     assert_eq!(refusals, 1, "the refusal is on Catania's record");
     let offered_to_madrid = std::fs::read_dir(madrid.data.path().join("transfers/in")).unwrap().count();
     assert_eq!(offered_to_madrid, 0, "Madrid was offered nothing");
+
+    // What Tunis lets go on does: Catania forwards it to Madrid, which pins Catania's keys only. Madrid's court
+    // bundle of it carries Catania's chain, which carries Tunis's: with the three keys trusted it verifies whole.
+    let open = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
+        "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
+    let shared = tunis.upload(&clerk, "tn-9", random_bytes(5000, 5), Some(&open)).await;
+    let body = json!({ "partner": "it-catania", "purpose": "trial in Catania" });
+    let (status, sent) = tunis.call(&clerk, "POST", &format!("/api/v1/artefacts/{shared}/transfers"), Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    tunis.wait_for(&clerk, &shared, sent["id"].as_str().unwrap(), "delivered", Duration::from_secs(60)).await;
+    let (_, listed) = catania.call(&it_clerk, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
+    let in_catania = listed.as_array().unwrap().iter().find(|a| a["id"] != statement).unwrap()["id"].clone();
+    let in_catania = in_catania.as_str().unwrap();
+    let body = json!({ "partner": "es-madrid", "purpose": "another trial" });
+    let path = format!("/api/v1/artefacts/{in_catania}/transfers");
+    let (status, sent) = catania.call(&it_clerk, "POST", &path, Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    let onward = sent["id"].as_str().unwrap();
+    let delivered = catania.wait_for(&it_clerk, in_catania, onward, "delivered", Duration::from_secs(60)).await;
+    assert_eq!(events(&delivered), ["SubmissionAcceptance", "RelayAcceptance", "Delivery"]);
+    let es_admin = madrid.admin().await;
+    let (_, es_judge) = madrid.member(&es_admin, "inbox-it-catania", "juez", "judge").await;
+    let (_, listed) = madrid.call(&es_judge, "GET", "/api/v1/cases/inbox-it-catania/artefacts", None).await;
+    let in_madrid = listed[0]["id"].as_str().unwrap().to_owned();
+    let bundle = madrid.export(&es_judge, &in_madrid).await;
+    let key = |card: &Value| -> custodia_ledger::LogVerifier { card["log_vkey"].as_str().unwrap().parse().unwrap() };
+    let all = [key(&madrid_card), key(&catania_card), key(&tunis_card)];
+    for (name, card) in [("madrid", &madrid_card), ("catania", &catania_card), ("tunis", &tunis_card)] {
+            .unwrap();
+    }
+    let verification = custodia_bundle::verify(&bundle[..], &all).unwrap();
+    let failed = |v: &custodia_bundle::Verification| v.checks.iter().filter(|c| !c.passed).cloned().collect::<Vec<_>>();
+    assert!(verification.is_valid(), "{:?}", failed(&verification));
+    let chains = verification.checks.iter().filter(|c| c.part == custodia_bundle::Part::ProviderChain).count();
+    assert_eq!(chains, 2, "Catania's chain, and Tunis's within it: {:?}", verification.checks);
+    let without_tunis = custodia_bundle::verify(&bundle[..], &all[..2]).unwrap();
+    let failed = failed(&without_tunis);
+    assert!(!without_tunis.is_valid());
+    assert!(
+        failed.iter().all(|c| c.part == custodia_bundle::Part::TrustedKey
+            && c.detail.starts_with("provider's chain: provider's chain: ")),
+        "{failed:?}"
+    );
 }
 
 /// A hostile receiver answering the sender with 300 MiB: the sender reads at most 1 MiB of any answer, stays

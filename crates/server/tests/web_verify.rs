@@ -66,6 +66,7 @@ fn part_key(part: Part) -> &'static str {
         Part::CaseContents => "case_contents",
         Part::Timestamp => "timestamp",
         Part::Report => "report",
+        Part::ProviderChain => "provider_chain",
     }
 }
 

@@ -52,7 +52,7 @@ const MEANING = {
   bag: 'files in the bundle were changed, added or removed after it was made',
   payload_hash: 'the evidence is not the file the gateway signed for',
   manifest_signature: "the evidence's signed description is not the gateway's",
-  trusted_key: 'it was signed by a key that is not the one you trust',
+  trusted_key: 'it, or the custody chain of a partner gateway that it carries, was signed by a key that is not among the keys you trust',
   checkpoint: "the log checkpoint is not signed by the gateway",
   witnesses: "the witnesses' cosignatures on the log checkpoint are forged, duplicated, under another key, or fewer than the witness policy you trust asks for",
   inclusion_proof: "a custody record is not in the gateway's public log",
@@ -61,6 +61,8 @@ const MEANING = {
   case_contents: 'the case bundle does not hold exactly the artefact bundles the gateway exported: one was withheld, added or swapped',
   timestamp: "the timestamp token does not stamp this bundle's log, or is not in it",
   report: 'the certificate (REPORT.txt) says something the checked files do not: it is not evidence, and it was edited',
+  provider_chain:
+    'the custody chain of the partner gateway the evidence was received from is missing, or is not the one the receiving gateway recorded when it received the evidence',
 };
 
 /** A translated string, or the English one given here when the translation files lack it. */
@@ -114,7 +116,8 @@ async function run() {
     progressText.textContent = words('verify.progress', `${bytes(done)} of ${bytes(total)}`, { done: bytes(done), total: bytes(total) });
   };
   await addressKeyChecked;
-  const trusted = keyInput.value.trim() ? [keyInput.value.trim()] : [];
+  // One key a line: evidence received from a partner gateway carries that gateway's chain, signed with its key.
+  const trusted = trustedKeys(keyInput.value);
   const policy = policyInput.value;
   try {
     const verification = await verifyBundle(file, { trusted, policy, onProgress });
@@ -131,6 +134,14 @@ async function run() {
     running = false;
     verdict.focus();
   }
+}
+
+/** The keys typed or pasted in the key field: one a line, blank lines and surrounding spaces left out. */
+function trustedKeys(text) {
+  return text
+    .split(/\r\n|\r|\n/)
+    .map((line) => line.trim())
+    .filter(Boolean);
 }
 
 function fact(term, value) {

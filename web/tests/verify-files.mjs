@@ -2,6 +2,8 @@
 // browser, over many files: crates/server/tests/web_verify.rs compares every verdict with custodia_bundle::verify.
 //
 //   node tests/verify-files.mjs <cases.json>     cases.json: [{ "name", "path", "trusted", "policy"?, "limits"? }]
+// `trusted` is one key (a string, empty for none) or several (an array: a bundle carrying a provider's chain needs
+// the key of every gateway in it).
 // Prints one JSON object per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed"|"policy-malformed",
 // failed: [...parts], report, filesRead, peakKeptBytes }. `limits` ({ files, keptBytes }) lowers the verifier's.
 import { readFile } from 'node:fs/promises';
@@ -13,7 +15,8 @@ for (const c of cases) {
   const blob = new Blob([await readFile(c.path)]);
   let out;
   try {
-    const v = await verifyBundle(blob, { trusted: c.trusted ? [c.trusted] : [], policy: c.policy, limits: c.limits });
+    const trusted = (Array.isArray(c.trusted) ? c.trusted : [c.trusted]).filter(Boolean);
+    const v = await verifyBundle(blob, { trusted, policy: c.policy, limits: c.limits });
     out = { verdict: v.verdict, failed: v.failedParts, report: v.toString(), filesRead: v.filesRead, peakKeptBytes: v.peakKeptBytes };
   } catch (err) {
     if (err instanceof PinError) {

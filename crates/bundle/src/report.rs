@@ -61,6 +61,28 @@ pub(crate) struct CertificateFacts<'a> {
     pub vkey: &'a str,
     /// The bag's timestamp entry and its inclusion proof, when it carries one.
     pub timestamp: Option<(&'a [u8], &'a [u8])>,
+    /// Of an artefact received from a partner gateway: the keys of the provider's chain and of each chain nested in
+    /// it ([`provider_keys`]), the provider's first.
+    pub provider_keys: &'a [String],
+}
+
+/// The keys (C2SP verifier keys, trimmed) of a provider's chain and of each chain nested in it, outermost first:
+/// the text of every file among `paths_and_bytes` (relative to the provider's bag) at `data/keys/gateway.vkey`
+/// below any number of `data/provenance/`.
+pub(crate) fn provider_keys<'a>(files: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
+    let mut found: Vec<(usize, String)> = files
+        .filter_map(|(path, bytes)| {
+            let mut rest = path;
+            let mut depth = 0;
+            while let Some(inner) = rest.strip_prefix(layout::PROVENANCE_DIR) {
+                rest = inner;
+                depth += 1;
+            }
+            (rest == layout::VKEY).then(|| (depth, String::from_utf8_lossy(bytes).trim().to_owned()))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, key)| key).collect()
 }
 
 /// The certificate's text. It is not evidence: it says in words what the bundle's checked files say, and both
@@ -78,6 +100,9 @@ pub fn certificate(source: &BundleSource, verifier: &LogVerifier) -> String {
             checkpoint: &source.checkpoint,
             vkey: &source.vkey,
             timestamp: source.timestamp.as_ref().map(|stamp| (stamp.entry.as_slice(), stamp.proof.as_slice())),
+            provider_keys: &source.provider_chain.as_ref().map_or_else(Vec::new, |chain| {
+                provider_keys(chain.files.iter().map(|(path, bytes)| (path.as_str(), bytes.as_slice())))
+            }),
         },
         verifier,
     )
@@ -105,6 +130,13 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
     let _ = writeln!(out, "Size:          {} bytes", source.payload_size);
     let _ = writeln!(out, "Payload:       {payload}");
     let _ = writeln!(out, "Signing key:   {}", source.vkey);
+    if let Some(provider) = source.provider_keys.first() {
+        let _ = writeln!(
+            out,
+            "Received from: the partner gateway of key {provider}; its chain is in {}",
+            layout::PROVENANCE_DIR
+        );
+    }
     if let Some(signed) = &checkpoint {
         let cp = &signed.checkpoint;
         let _ = writeln!(out, "Log:           {} at size {}, root {}", cp.origin, cp.size, cp.root);
@@ -154,8 +186,15 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
         }
     }
     let _ = writeln!(out, "\nHOW TO CHECK THIS BUNDLE\n");
-    let _ =
-        writeln!(out, "  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '{}'", source.vkey);
+    let others: String = source.provider_keys.iter().map(|key| format!(" --trusted-key '{key}'")).collect();
+    let _ = writeln!(
+        out,
+        "  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '{}'{others}",
+        source.vkey
+    );
+    if !source.provider_keys.is_empty() {
+        let _ = writeln!(out, "  (this gateway's key, then its provider's: each from a source you trust)");
+    }
     let _ = writeln!(out, "  By hand, with standard tools: see docs/verify-by-hand.md. In short:");
     let _ = writeln!(out, "    1. sha256sum {payload}  (must print the SHA-256 above)");
     let _ = writeln!(
@@ -177,6 +216,15 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
         "    4. each {}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.",
         layout::CUSTODY_DIR
     );
+    if !source.provider_keys.is_empty() {
+        let _ = writeln!(
+            out,
+            "    5. {} is the provider's bag but its payload, which is this one: check it as a bag too, with the",
+            layout::PROVENANCE_DIR
+        );
+        let _ =
+            writeln!(out, "       provider's key (see the document, \"Evidence received from a partner gateway\").");
+    }
     if stamped.is_some() {
         let _ = writeln!(
             out,

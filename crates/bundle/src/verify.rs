@@ -761,7 +761,7 @@ pub fn verify_pinned(mut reader: impl Read, trusted: &Pins<'_>, limits: Limits) 
 fn verify_bag(bag: BagRead, trusted: &Pins<'_>) -> Verification {
     let is_case = !bag.nested.is_empty()
         || bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR) || path == layout::CASE_LISTING);
-    if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(&bag.files, trusted) }
+    if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(bag.files, trusted, 0) }
 }
 
 /// The files a case bag holds besides its artefact bundles and custody record.
@@ -1148,11 +1148,11 @@ fn check_checkpoint(checkpoint_bytes: &[u8], key: &LogVerifier, report: &mut Ver
     }
 }
 
-fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -> Verification {
+fn verify_artefact_bag(mut files: BTreeMap<String, FileSeen>, trusted: &Pins<'_>, depth: usize) -> Verification {
     let mut report = Verification::default();
-    check_bag(files, &mut report);
+    check_bag(&files, &mut report);
     check_strays(
-        files,
+        &files,
         "an artefact bundle",
         |path| {
             path.starts_with(layout::PAYLOAD_DIR)
@@ -1164,20 +1164,27 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
         &mut report,
     );
 
-    let payloads: Vec<(&String, &FileSeen)> =
-        files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
+    let payload_paths: Vec<&String> = files.keys().filter(|p| p.starts_with(layout::PAYLOAD_DIR)).collect();
     let mut expected = vec![];
-    if let Some(key) = own_key(files) {
+    if let Some(key) = own_key(&files) {
         expected.push(("Source-Organization", layout::source_organization(key.name())));
     }
     // The artefact is the payload's name here; the payload's check ties that name to the signed manifest.
-    if let [(path, _)] = payloads.as_slice()
+    if let [path] = payload_paths.as_slice()
         && let Some(artefact) = path.strip_prefix(layout::PAYLOAD_DIR).and_then(|name| ArtefactId::new(name).ok())
     {
         expected.push(("External-Identifier", artefact.to_string()));
         expected.push(("External-Description", layout::artefact_description(&artefact)));
     }
-    check_bag_info(files, "an artefact bundle", &expected, &mut report);
+    check_bag_info(&files, "an artefact bundle", &expected, &mut report);
+    // The bag's own checks of every file are made: the provider's chain is taken out to be checked as a bag.
+    let chain = take_provider_chain(&mut files);
+    let provider_keys = crate::report::provider_keys(
+        chain.iter().filter_map(|(path, seen)| Some((path.as_str(), seen.bytes.as_deref()?))),
+    );
+    let files = &files;
+    let payloads: Vec<(&String, &FileSeen)> =
+        files.iter().filter(|(p, _)| p.starts_with(layout::PAYLOAD_DIR)).collect();
     let [(payload_path, payload)] = payloads.as_slice() else {
         let names: Vec<&str> = payloads.iter().map(|(path, _)| path.as_str()).collect();
         report.fail(
@@ -1253,7 +1260,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
     check_history(&records, manifest.as_ref(), manifest_bytes, signature, &mut report);
     let case = manifest.as_ref().map(|manifest| (&manifest.case, "the signed manifest's"));
     check_openings(files, &records, case, &mut report);
-    check_provider_chain(files, &records, payload, trusted, &mut report);
+    check_provider_chain(chain, files, &records, payload, &key, trusted, depth, &mut report);
     // The certificate, made again from the checked files; only when the manifest is the gateway's own.
     if let Some(manifest) = manifest.as_ref().filter(|_| signed) {
         let entries: Vec<(u64, &[u8], &[u8])> = records
@@ -1274,6 +1281,7 @@ fn verify_artefact_bag(files: &BTreeMap<String, FileSeen>, trusted: &Pins<'_>) -
             checkpoint: checkpoint_bytes,
             vkey: &vkey,
             timestamp: text(files, layout::TIMESTAMP_ENTRY).zip(text(files, layout::TIMESTAMP_PROOF)),
+            provider_keys: &provider_keys,
         };
         check_report(files, &crate::report::certificate_of(&facts, &key), &mut report);
     }
@@ -1287,86 +1295,140 @@ pub const PROVIDER_CHAIN: &str = "provider's chain: ";
 /// provider's signed manifest.
 pub const PROVIDER_MANIFEST_FIELD: &str = "provider_manifest_sha256";
 
-/// Of a bag that holds an artefact received from a partner gateway: the provider's chain under
-/// [`layout::PROVENANCE_DIR`] is the provider's bag but its payload, which is this bag's payload. It is checked as
-/// that bag (the provider's key must be trusted too, or pinned keys are missing one), and it must be the chain the
-/// `received_from` record commits to (its manifest's SHA-256 in the record's `provenance` opening); a bag with
-/// either and not the other fails.
+/// How deep provider's chains may nest (a chain within the chain of an artefact forwarded from gateway to
+/// gateway): far more than any real forwarding, and a bound on what a hostile bag makes the verifier do.
+pub const MAX_PROVIDER_DEPTH: usize = 8;
+
+/// The provider's chain of an artefact bag: its files under [`layout::PROVENANCE_DIR`], taken out of `files` (so
+/// that the bag's files are held once, however deep chains nest), each path relative to the provider's bag.
+fn take_provider_chain(files: &mut BTreeMap<String, FileSeen>) -> BTreeMap<String, FileSeen> {
+    let mut chain = files.split_off(layout::PROVENANCE_DIR);
+    // Every path with the prefix sorts below the prefix with its last character ('/') raised by one.
+    let end = format!("{}0", layout::PROVENANCE_DIR.trim_end_matches('/'));
+    let mut after = chain.split_off(&end);
+    files.append(&mut after);
+    chain.into_iter().map(|(path, seen)| (path[layout::PROVENANCE_DIR.len()..].to_owned(), seen)).collect()
+}
+
+/// What a `received_from` record's opened `provenance` names of the provider's chain.
+#[derive(Default)]
+struct Provenance {
+    manifest_sha256: Option<String>,
+    artefact: Option<String>,
+    /// The first three lines of the provider's checkpoint (origin, size, root hash).
+    checkpoint: Option<String>,
+}
+
+/// The first three lines of a checkpoint (origin, size, root hash), as a `received_from` record names it.
+fn checkpoint_head(checkpoint: &[u8]) -> String {
+    String::from_utf8_lossy(checkpoint).lines().take(3).collect::<Vec<_>>().join("\n")
+}
+
+/// Of a bag that holds an artefact received from a partner gateway: the provider's chain (`chain`, taken from under
+/// [`layout::PROVENANCE_DIR`]) is the provider's bag but its payload, which is this bag's payload. There is a chain
+/// exactly when there is one `received_from` record; the record commits to it (its opened `provenance` names the
+/// chain's manifest by SHA-256, its artefact and its checkpoint); it is another gateway's (a gateway is not its own
+/// provider); and it is checked as that gateway's bag with the same trusted keys (so the provider's key must be
+/// trusted too), each of its checks kept and named [`PROVIDER_CHAIN`]. A witness policy or Time-Stamp Authority the
+/// reader pinned is about the bag's own gateway, not about its providers.
+#[allow(clippy::too_many_arguments)]
 fn check_provider_chain(
+    mut chain: BTreeMap<String, FileSeen>,
     files: &BTreeMap<String, FileSeen>,
     records: &[BundledRecord],
     payload: &FileSeen,
+    own: &LogVerifier,
     trusted: &Pins<'_>,
+    depth: usize,
     report: &mut Verification,
 ) {
-    let mut chain: BTreeMap<String, FileSeen> = files
-        .iter()
-        .filter_map(|(path, seen)| Some((path.strip_prefix(layout::PROVENANCE_DIR)?.to_owned(), seen.clone())))
-        .collect();
-    let received: Vec<(u64, Option<String>)> = records
+    let received: Vec<(u64, Provenance)> = records
         .iter()
         .filter(|bundled| {
             matches!(bundled.record, Some(CustodyRecord { event: CustodyEvent::ReceivedFrom { .. }, .. }))
         })
         .map(|bundled| {
-            let named = text(files, &layout::opening_path(bundled.index))
+            let mut opened = text(files, &layout::opening_path(bundled.index))
                 .and_then(|bytes| Openings::from_canonical(bytes).ok())
                 .and_then(|openings| openings.text("provenance").map(str::to_owned))
                 .and_then(|provenance| {
                     custodia_core::from_canonical_slice::<BTreeMap<String, String>>(provenance.as_bytes()).ok()
                 })
-                .and_then(|mut provenance| provenance.remove(PROVIDER_MANIFEST_FIELD));
-            (bundled.index, named)
+                .unwrap_or_default();
+            let provenance = Provenance {
+                manifest_sha256: opened.remove(PROVIDER_MANIFEST_FIELD),
+                artefact: opened.remove("provider_artefact"),
+                checkpoint: opened.remove("provider_checkpoint"),
+            };
+            (bundled.index, provenance)
         })
         .collect();
     if chain.is_empty() && received.is_empty() {
         return;
     }
-    let manifest = chain.get(layout::MANIFEST).and_then(|seen| seen.bytes.as_deref());
-    let [(index, named)] = received.as_slice() else {
-        report.fail(
+    let dir = layout::PROVENANCE_DIR;
+    match (received.as_slice(), chain.is_empty()) {
+        (_, _) if depth >= MAX_PROVIDER_DEPTH => {
+            report.fail(Part::ProviderChain, format!("provider's chains nest deeper than {MAX_PROVIDER_DEPTH}"));
+            return;
+        }
+        ([], false) => report.fail(
             Part::ProviderChain,
-            format!(
-                "the bag holds a provider's chain in {} with {} received_from records; it needs exactly one",
-                layout::PROVENANCE_DIR,
-                received.len()
-            ),
-        );
-        return;
-    };
-    let Some(manifest) = manifest else {
-        report.fail(
-            Part::ProviderChain,
-            format!(
-                "record {index} says the artefact was received from a partner, but {}{} is missing",
-                layout::PROVENANCE_DIR,
-                layout::MANIFEST
-            ),
-        );
-        return;
-    };
-    let digest = Sha256::of(manifest);
-    report.check(
-        Part::ProviderChain,
-        named.as_deref() == Some(digest.to_hex().as_str()),
-        format!("record {index} (received_from) commits to the provider's manifest in {}", layout::PROVENANCE_DIR),
-        format!(
-            "record {index} (received_from) commits to another provider's manifest than the one in {} (SHA-256 {digest})",
-            layout::PROVENANCE_DIR
+            format!("the bag holds a provider's chain in {dir}, but no received_from record says where it came from"),
         ),
-    );
-    // The provider's payload is this bag's payload: its path is the one the provider's manifest names.
-    if let Ok(provider) = custodia_core::from_canonical_slice::<Manifest>(manifest) {
-        chain.insert(layout::payload_path(&provider.artefact), payload.clone());
+        ([(index, _)], true) => report.fail(
+            Part::ProviderChain,
+            format!("record {index} says the artefact was received from a partner, but {dir} holds no chain"),
+        ),
+        ([_], false) => {}
+        (many, _) => report.fail(
+            Part::ProviderChain,
+            format!("the bag holds {} received_from records; an artefact is received once", many.len()),
+        ),
     }
-    let checked = summarise(verify_artefact_bag(&chain, trusted));
+    if chain.is_empty() {
+        return;
+    }
+    let manifest_bytes = chain.get(layout::MANIFEST).and_then(|seen| seen.bytes.as_deref()).unwrap_or_default();
+    let manifest = custodia_core::from_canonical_slice::<Manifest>(manifest_bytes).ok();
+    let chain_key = own_key(&chain);
+    if let [(index, provenance)] = received.as_slice() {
+        let digest = Sha256::of(manifest_bytes).to_hex();
+        let checkpoint = checkpoint_head(text(&chain, layout::CHECKPOINT).unwrap_or_default());
+        let artefact = manifest.as_ref().map(|manifest| manifest.artefact.to_string());
+        let commits = provenance.manifest_sha256.as_deref() == Some(digest.as_str())
+            && provenance.artefact.is_some()
+            && provenance.artefact == artefact
+            && provenance.checkpoint.as_deref() == Some(checkpoint.as_str());
+        report.check(
+            Part::ProviderChain,
+            commits,
+            format!(
+                "record {index} (received_from) commits to the provider's chain in {dir}: its manifest, artefact and \
+                 checkpoint"
+            ),
+            format!(
+                "record {index} (received_from) commits to another provider's chain than the one in {dir} (its \
+                 manifest, artefact or checkpoint differ)"
+            ),
+        );
+    }
+    if chain_key.as_ref().is_some_and(|key| key.to_string() == own.to_string()) {
+        report.fail(
+            Part::ProviderChain,
+            format!("the chain in {dir} is signed by this bag's own key: a gateway is not its own provider"),
+        );
+    }
+    // The provider's payload is this bag's payload: its path is the one the provider's manifest names.
+    if let Some(manifest) = &manifest {
+        chain.insert(layout::payload_path(&manifest.artefact), payload.clone());
+    }
+    let pins = Pins { keys: trusted.keys, policy: None, time: None };
+    let checked = verify_artefact_bag(chain, &pins, depth + 1);
     report.records += checked.records;
     report.unconfirmed += checked.unconfirmed;
     report.checks.extend(
-        checked
-            .checks
-            .into_iter()
-            .map(|check| Check { detail: format!("provider's chain: {}", check.detail), ..check }),
+        checked.checks.into_iter().map(|check| Check { detail: format!("{PROVIDER_CHAIN}{}", check.detail), ..check }),
     );
 }
 

@@ -4,10 +4,10 @@
 //! `cargo bench -p custodia-server --bench transfer` starts two release `custodia` binaries that pin each other as
 //! partners (each one's `custodia partners card` in the other's registry), uploads a pseudo-random file (1 GiB) to
 //! the first as a provider would (`curl -T`, its SHA-256 stated), then sends it to the second and waits until the
-//! sender holds the receiver's `Delivery` evidence: the court bundle written and synced, submitted, offered, sent in
-//! 8 MiB signed chunks (each synced by the receiver before it is counted), verified whole with the sender's pinned
-//! key, taken into the receiver's custody (the bundle as received and its payload), and every evidence logged and
-//! checked on both sides.
+//! sender holds the receiver's `Delivery` evidence: the court bundle's head made and put in the offer, submitted,
+//! offered, the payload sent from the store in 8 MiB signed chunks (each synced by the receiver before it is
+//! counted), the whole bundle verified with the sender's pinned key, the payload linked into the receiver's store
+//! and taken into its custody, and every evidence logged and checked on both sides.
 //!
 //! Goal: the transfer at least 0.7x the plain upload's throughput.
 //!

@@ -35,7 +35,8 @@ enum Command {
     Partners(PartnersCommand),
     /// Check a court bundle offline: payload hash, manifest signature, every custody record's inclusion proof,
     /// the checkpoint signature, the signing key, that the custody history is complete and in order, and that a
-    /// case bundle holds exactly the artefact bundles its case export record lists.
+    /// case bundle holds exactly the artefact bundles its case export record lists. The bundle of an artefact
+    /// received from a partner gateway carries the provider's chain too: give the keys of both gateways.
     ///
     /// Exits 0 when VALID; 1 when NOT VALID or not a readable bundle; 2 when a --trusted-key, --policy,
     /// --tsa-anchor or --trusted-list is malformed; 3 when

@@ -868,8 +868,26 @@ fn partner_offer(
     let checkpoint = custodia_ledger::Checkpoint::new(log.name(), 1, custodia_ledger::merkle::leaf_hash(&entry));
     let note = log.sign(&checkpoint).unwrap().note().to_vec();
     let proof = custodia_ledger::TlogProof { extra: None, index: 0, path: vec![], checkpoint_note: note }.to_bytes();
+    // A bundle's head: one file, then the payload's header (what the receiving gateway reads before any chunk).
+    let mut head = Vec::new();
+    for (path, bytes) in [
+        ("custodia-bundle-art-1/bagit.txt", &b"BagIt-Version: 1.0\n"[..]),
+        ("custodia-bundle-art-1/data/payload/art-1", payload),
+    ] {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(path).unwrap();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        head.extend_from_slice(header.as_bytes());
+        if !path.contains("payload") {
+            head.extend_from_slice(bytes);
+            head.resize(head.len().next_multiple_of(512), 0);
+        }
+    }
     json!({
         "transfer": transfer, "size": payload.len(), "sha256": sha256.to_hex(), "chunk_size": payload.len(),
+        "chain": b64.encode(&head),
         "submission": {
             "evidence": b64.encode(signed.bytes()), "signature": b64.encode(signed.signature()),
             "entry": b64.encode(&entry), "openings": String::from_utf8(openings.to_canonical()).unwrap(),

@@ -300,6 +300,24 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
         "{:?}",
         failed(&catania_only)
     );
+    // The command line says the same, with both keys given.
+    let work = tempfile::tempdir().unwrap();
+    let verify_cli = |bundle: &[u8], keys: &[&custodia_ledger::LogVerifier]| {
+        let file = work.path().join("bundle.tar");
+        std::fs::write(&file, bundle).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"));
+        command.arg("verify").arg(&file);
+        for key in keys {
+            command.arg("--trusted-key").arg(key.to_string());
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, said) = verify_cli(&bundle, &[&catania_key, &tunis_key]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("provider's chain: "), "{said}");
+    let (code, said) = verify_cli(&bundle, &[&catania_key]);
+    assert_eq!(code, Some(1), "{said}");
     // A provider's record altered in the bundle: Catania's bag and Tunis's chain both say so.
     let at = bundle
         .windows(b"\"type\":\"artefact_transferred\"".len())
@@ -315,6 +333,8 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
         failed.iter().any(|c| c.detail.starts_with("provider's chain: ") && c.part != custodia_bundle::Part::Bag),
         "{failed:?}"
     );
+    let (code, said) = verify_cli(&tampered, &[&catania_key, &tunis_key]);
+    assert_eq!(code, Some(1), "{said}");
 
     // The retrieval reaches Tunis, and the ladder is whole on both sides.
     let retrieved = tunis.wait_for(&clerk, &artefact, &transfer, "retrieved", Duration::from_secs(60)).await;

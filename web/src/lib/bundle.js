@@ -5,6 +5,9 @@
 // and the gateway's Ed25519 signature over it, every custody record about it (each a canonical JSON ledger entry)
 // with a c2sp.org/tlog-proof@v1 inclusion proof, the c2sp.org/signed-note checkpoint the proofs lead to, and the
 // gateway's key in C2SP verifier-key form. A case bundle is a bag of such bundles (data/bundles/<artefact>.tar).
+// The bundle of an artefact received from a partner gateway also holds, under data/provenance/, the provider's bag
+// but its payload (the provider's chain), checked as the provider's bag with this bag's payload in it, and tied to
+// the received_from record that commits to its manifest.
 //
 // The file is read once, as a stream of chunks: every file is hashed as it passes, only the small ones are kept,
 // so a bundle of any size needs a few megabytes of memory. Nothing is sent anywhere.
@@ -72,6 +75,15 @@ const TIMESTAMP_PROOF = 'data/timestamp/entry.proof';
 const TIMESTAMP_CONSISTENCY = 'data/timestamp/consistency.proof';
 const TIMESTAMP_FILES = new Set([TIMESTAMP_ENTRY, TIMESTAMP_PROOF, TIMESTAMP_CONSISTENCY]);
 const TIMESTAMP_NONE = 'none (the gateway had no Time-Stamp Authority token covering these records)';
+// In the bag of an artefact received from a partner gateway, the provider's bag as it was sent, all but its payload
+// (which is this bag's payload, byte for byte): its tag files, signed manifest, custody records with proofs and
+// openings, checkpoint, keys and certificate, and its own provider's chain if it had received the artefact in turn.
+const PROVENANCE_DIR = 'data/provenance/';
+/** How each check of a provider's chain begins, in a bag that carries one, as custodia_bundle's PROVIDER_CHAIN. */
+export const PROVIDER_CHAIN = "provider's chain: ";
+/** The field of a received_from record's `provenance` opening (canonical JSON) that names the SHA-256 of the
+ * provider's signed manifest, as custodia_bundle's PROVIDER_MANIFEST_FIELD. */
+export const PROVIDER_MANIFEST_FIELD = 'provider_manifest_sha256';
 const MANIFEST_TYPE = 'custodia.manifest/v2';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
@@ -88,6 +100,7 @@ export const PARTS = Object.freeze({
   case_contents: 'case contents',
   timestamp: 'trusted time (RFC 3161 timestamp)',
   report: 'certificate (REPORT.txt)',
+  provider_chain: "provider's chain",
 });
 const PART_ORDER = Object.keys(PARTS);
 
@@ -1094,7 +1107,12 @@ function verifyArtefactBag(files, trusted) {
   checkStrays(
     files,
     'an artefact bundle',
-    (path) => path.startsWith(PAYLOAD_DIR) || ARTEFACT_FILES.has(path) || WITNESS_FILES.has(path) || TIMESTAMP_FILES.has(path),
+    (path) =>
+      path.startsWith(PAYLOAD_DIR) ||
+      path.startsWith(PROVENANCE_DIR) ||
+      ARTEFACT_FILES.has(path) ||
+      WITNESS_FILES.has(path) ||
+      TIMESTAMP_FILES.has(path),
     report,
   );
 
@@ -1167,6 +1185,7 @@ function verifyArtefactBag(files, trusted) {
   checkTimestamp(files, checkpointOk ? checkpointBytes : null, key, records, report);
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
+  checkProviderChain(files, records, payload, trusted, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
   if (signed) {
     const facts = {
@@ -1182,6 +1201,72 @@ function verifyArtefactBag(files, trusted) {
     checkReport(files, certificate(facts, key), report);
   }
   return report;
+}
+
+/**
+ * Of a bag that holds an artefact received from a partner gateway, as custodia_bundle's check_provider_chain: the
+ * provider's chain under data/provenance/ is the provider's bag but its payload, which is this bag's payload. It is
+ * checked as that bag, with the same pinned keys (the provider's key must be among them, or its trusted key check
+ * fails), each of its checks kept as a nested bundle's are (summarised) and named "provider's chain: " (twice for a
+ * chain within a chain); and it must be the chain the received_from record commits to (its manifest's SHA-256 in
+ * the record's `provenance` opening). A bag with either and not the other fails.
+ *
+ * The chain's files are this bag's, already held and counted: they are looked at under their provider's paths, not
+ * copied. As in custodia_bundle, what is kept of the chain's checks is counted with this bag's own checks.
+ */
+function checkProviderChain(files, records, payload, trusted, report) {
+  // The checks read a bag's files in byte order (sortedKeys), whatever order they were set in.
+  const chain = new Map();
+  for (const [path, seen] of files) {
+    if (path.startsWith(PROVENANCE_DIR)) chain.set(path.slice(PROVENANCE_DIR.length), seen);
+  }
+  const received = records
+    .filter((bundled) => bundled.record && bundled.record.event.type === 'received_from')
+    .map((bundled) => ({ index: bundled.index, named: providerManifestNamed(files, bundled.index) }));
+  if (chain.size === 0 && received.length === 0) return;
+  if (received.length !== 1) {
+    report.fail(
+      'provider_chain',
+      `the bag holds a provider's chain in ${PROVENANCE_DIR} with ${received.length} received_from records; it needs exactly one`,
+    );
+    return;
+  }
+  const [{ index, named }] = received;
+  const manifest = text(chain, MANIFEST);
+  if (manifest === null) {
+    report.fail(
+      'provider_chain',
+      `record ${index} says the artefact was received from a partner, but ${PROVENANCE_DIR}${MANIFEST} is missing`,
+    );
+    return;
+  }
+  const digest = hex(sha256(manifest));
+  report.check(
+    'provider_chain',
+    named === digest,
+    `record ${index} (received_from) commits to the provider's manifest in ${PROVENANCE_DIR}`,
+    `record ${index} (received_from) commits to another provider's manifest than the one in ${PROVENANCE_DIR} (SHA-256 ${digest})`,
+  );
+  // The provider's payload is this bag's payload: its path is the one the provider's manifest names.
+  const provider = parseManifest(manifest).manifest;
+  if (provider) chain.set(`${PAYLOAD_DIR}${provider.artefact}`, payload);
+  const checked = summarise(verifyArtefactBag(chain, trusted));
+  report.records += checked.records;
+  report.unconfirmed += checked.unconfirmed;
+  for (const check of checked.checks) report.checks.push({ ...check, detail: `${PROVIDER_CHAIN}${check.detail}` });
+}
+
+/**
+ * What a received_from record's openings say the provider's manifest's SHA-256 is: the `provider_manifest_sha256`
+ * of its `provenance` text, itself canonical JSON, an object of strings; null if any of it is not so.
+ */
+function providerManifestNamed(files, index) {
+  const openings = parseOpenings(text(files, `${CUSTODY_DIR}${index.toString().padStart(12, '0')}.opening.json`) ?? EMPTY);
+  if (openings === null || !Object.hasOwn(openings, 'provenance')) return null;
+  const provenance = parseCanonical(encoder.encode(openings.provenance.text));
+  if (provenance === null || typeof provenance !== 'object' || Array.isArray(provenance)) return null;
+  if (!Object.values(provenance).every((value) => typeof value === 'string')) return null;
+  return Object.hasOwn(provenance, PROVIDER_MANIFEST_FIELD) ? provenance[PROVIDER_MANIFEST_FIELD] : null;
 }
 
 /** The bundle's key file as the certificate quotes it. */

@@ -188,14 +188,18 @@ pub enum Stage {
     Failed,
 }
 
-/// What the receiving gateway reports of a transfer: how many bytes it holds durably (the next chunk starts
-/// there), and every evidence it issued or logged, in ladder order after the submission.
+/// What the receiving gateway reports of a transfer: how many bytes it holds durably (`received`), how many it has
+/// written (`written`, those and the ones not yet synced: the next chunk starts there), and every evidence it
+/// issued or logged, in ladder order after the submission. A sender runs ahead of the durable bytes by at most
+/// what the receiver syncs at once; after any failure it goes on from what the receiver then reports, which after a
+/// restart is the durable bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Progress {
     pub transfer: String,
     pub stage: Stage,
     pub received: u64,
+    pub written: u64,
     pub evidences: Vec<Logged>,
 }
 

@@ -61,6 +61,9 @@ const ASKS_APART: u32 = 6;
 
 /// The chunk size this gateway sends with.
 pub const CHUNK_BYTES: u64 = MAX_CHUNK_BYTES;
+/// How many bytes of a transfer arriving here are written between syncs: each sync makes them durable, and only
+/// then are they counted as received. The sender may be that far ahead of what is durable.
+const SYNC_EVERY: u64 = 64 << 20;
 
 /// How long each step of a transfer may take, and how often a driver tries again.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +90,9 @@ pub struct Transfers {
     driving: Mutex<HashSet<String>>,
     /// Wakes the sender of what waits in the outbox for a partner.
     outbox: Arc<tokio::sync::Notify>,
+    /// Of each transfer arriving here, the bytes written to its staging file since this process started, synced
+    /// or not (the catalog holds the synced ones): the next chunk starts there.
+    written: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -152,6 +158,7 @@ impl Transfers {
             timing,
             driving: Mutex::new(HashSet::new()),
             outbox: Arc::new(tokio::sync::Notify::new()),
+            written: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -492,20 +499,22 @@ impl Transfers {
         if self.absorb(row, &partner, &progress).await? {
             return Ok(true);
         }
-        if progress.received > row.size as u64
-            || progress.received % row.chunk_size as u64 != 0 && progress.received != row.size as u64
+        let size = row.size as u64;
+        let chunk_size = row.chunk_size as u64;
+        if progress.written > size
+            || progress.received > progress.written
+            || progress.written % chunk_size != 0 && progress.written != size
         {
             return Err(Hitch::Unchecked(format!(
-                "the partner says it holds {} bytes of this transfer",
-                progress.received
+                "the partner says it holds {} bytes of this transfer and has written {}",
+                progress.received, progress.written
             )));
         }
-        let size = row.size as u64;
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's digest".into()))?;
-        let chunk_size = row.chunk_size as u64;
         let mut prepared: Option<(u64, reqwest::RequestBuilder)> = None;
-        while progress.received < size {
-            let offset = progress.received;
+        let mut durable = row.received as u64;
+        while progress.written < size {
+            let offset = progress.written;
             let length = chunk_size.min(size - offset);
             let request = match prepared.take() {
                 Some((at, request)) if at == offset => request,
@@ -522,27 +531,25 @@ impl Transfers {
                 }
             });
             progress = answer?;
-            // The receiver holds exactly up to the end of this chunk, or it did not take it as sent: anything else
-            // is a failed step, tried again after the retry interval, never a loop at full speed.
-            if progress.received != offset + length {
+            // The receiver has written exactly up to the end of this chunk, or it did not take it as sent: anything
+            // else is a failed step, tried again after the retry interval, never a loop at full speed.
+            if progress.written != offset + length || progress.received > progress.written {
                 return Err(Hitch::Unchecked(format!(
-                    "after the chunk at {offset}, the partner says it holds {} bytes, not {}",
-                    progress.received,
+                    "after the chunk at {offset}, the partner says it has written {} bytes, not {}",
+                    progress.written,
                     offset + length
                 )));
             }
             prepared = next.transpose()?.map(|request| (following, request));
-            self.gateway
-                .catalog
-                .advance_transfer(
-                    &row.id,
-                    "sending",
-                    "sending",
-                    progress.received.min(row.size as u64) as i64,
-                    &self.gateway.now().to_string(),
-                )
-                .await
-                .map_err(GatewayError::from)?;
+            if progress.received > durable {
+                durable = progress.received;
+                let now = self.gateway.now().to_string();
+                self.gateway
+                    .catalog
+                    .advance_transfer(&row.id, "sending", "sending", durable as i64, &now)
+                    .await
+                    .map_err(GatewayError::from)?;
+            }
         }
         let path = format!("/partner/v1/transfers/{}/complete", row.id);
         let progress = self.call(&partner, reqwest::Method::POST, &path, Vec::new()).await?;
@@ -828,31 +835,52 @@ impl Transfers {
         }
     }
 
-    /// A chunk of a transfer at `offset`: written, synced, then counted (idempotent).
+    /// A chunk of a transfer at `offset`, the next after those written: written, and synced every [`SYNC_EVERY`]
+    /// bytes and at the end, when the bytes written are counted as received (idempotent).
     pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
         let row = self.received_row(partner, id).await?;
-        let received = row.received as u64;
-        if row.stage != "receiving" || (offset < received && offset + bytes.len() as u64 <= received) {
+        let (durable, size) = (row.received as u64, row.size as u64);
+        let written = self.written_of(&row);
+        if row.stage != "receiving" || (offset < written && offset + bytes.len() as u64 <= written) {
             return self.progress(&row).await;
         }
-        if offset != received {
-            return Err(GatewayError::Conflict(format!("the next chunk of transfer {id} starts at byte {received}")));
+        if offset != written {
+            return Err(GatewayError::Conflict(format!("the next chunk of transfer {id} starts at byte {written}")));
         }
-        let expected = (row.chunk_size as u64).min(row.size as u64 - received);
+        let expected = (row.chunk_size as u64).min(size - written);
         if bytes.len() as u64 != expected {
             return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
         }
+        let end = written + expected;
+        let sync = end - durable >= SYNC_EVERY || end == size;
         let path = self.staging(id);
-        tokio::task::spawn_blocking(move || write_at(&path, offset, &bytes))
+        tokio::task::spawn_blocking(move || write_at(&path, offset, &bytes, sync))
             .await
             .map_err(|err| GatewayError::Internal(err.to_string()))?
             .map_err(|err| GatewayError::Internal(format!("writing a transfer's chunk: {err}")))?;
-        let now = self.gateway.now().to_string();
-        self.gateway.catalog.advance_transfer(id, "receiving", "receiving", (received + expected) as i64, &now).await?;
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), end);
+        if sync {
+            let now = self.gateway.now().to_string();
+            self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
+        }
         let row = self.received_row(partner, id).await?;
         self.progress(&row).await
+    }
+
+    /// The bytes of arriving transfer `row` written to its staging file: at least those durable.
+    fn written_of(&self, row: &TransferRow) -> u64 {
+        let durable = row.received as u64;
+        match row.stage.as_str() {
+            "receiving" => self
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&row.id)
+                .map_or(durable, |written| durable.max(*written)),
+            _ => durable,
+        }
     }
 
     /// The partner asks to finish: the whole bundle is verified with its pinned keys, then taken into custody
@@ -914,6 +942,7 @@ impl Transfers {
             .advance_transfer(id, "receiving", stage, row.received, &self.gateway.now().to_string())
             .await?;
         let _ = std::fs::remove_file(&path);
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
         tracing::info!(transfer = %id, partner = %partner.name, stage, "transfer completed");
         let row = self.received_row(partner, id).await?;
         self.progress(&row).await
@@ -1038,6 +1067,7 @@ impl Transfers {
                 .await?
             {
                 let _ = std::fs::remove_file(self.staging(&row.id));
+                self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&row.id);
                 tracing::warn!(transfer = %row.id, "a transfer was not finished in time; its chunks are dropped");
             }
         }
@@ -1058,7 +1088,8 @@ impl Transfers {
             _ => Stage::Failed,
         };
         let evidences = self.own_ladder(row).await?.into_iter().map(|(logged, _)| logged).collect();
-        Ok(Progress { transfer: row.id.clone(), stage, received: row.received as u64, evidences })
+        let (received, written) = (row.received as u64, self.written_of(row));
+        Ok(Progress { transfer: row.id.clone(), stage, received, written, evidences })
     }
 
     // Feedback across the border.
@@ -1444,9 +1475,10 @@ fn check_bundle(
     })
 }
 
-fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `bytes` at `offset` of the file at `path`, and syncs the file if `sync`.
+fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt as _;
     let file = std::fs::OpenOptions::new().write(true).open(path)?;
     file.write_all_at(bytes, offset)?;
-    file.sync_data()
+    if sync { file.sync_data() } else { Ok(()) }
 }

@@ -62,7 +62,7 @@ const MEANING = {
   timestamp: "the timestamp token does not stamp this bundle's log, or is not in it",
   report: 'the certificate (REPORT.txt) says something the checked files do not: it is not evidence, and it was edited',
   provider_chain:
-    'the custody chain of the partner gateway the evidence was received from is missing, or is not the one the receiving gateway recorded when it received the evidence',
+    'the custody chain of the partner gateway the evidence was received from is missing, is not the one the receiving gateway recorded when it received the evidence (its signed description, artefact or log checkpoint differ), or is signed by the receiving gateway itself',
 };
 
 /** A translated string, or the English one given here when the translation files lack it. */

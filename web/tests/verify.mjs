@@ -5,6 +5,8 @@
 //   node tests/verify.mjs <base-url> <cases.json> [screenshot-dir]
 //
 // cases.json: [{ "name": "...", "path": "/abs/bundle.tar", "trusted": "vkey or empty", "policy": "witness policy or empty", "screenshot": true }]
+// `trusted` is one key (a string, empty for none) or several (an array: a bundle carrying a provider's chain needs the
+// key of every gateway in it), typed into the page's key field one a line.
 // Output per case: { name, verdict: "valid"|"unknown-signer"|"invalid"|"error"|"pin-malformed"|"policy-malformed", failed: ["payload_hash", ...], seconds, report,
 //                    history: [[cell text, ...] per custody history row], requests: [urls requested after the file was chosen], problems: [console errors, CSP] }
 import { readFile } from 'node:fs/promises';
@@ -52,7 +54,8 @@ try {
     const response = await page.goto(`${base}/verify`, { waitUntil: 'load' });
     if (!response || response.status() !== 200) throw new Error(`/verify answered ${response && response.status()}`);
     await page.waitForSelector('html[data-ready="true"]');
-    if (c.trusted) await page.fill('#key', c.trusted);
+    const trusted = (Array.isArray(c.trusted) ? c.trusted : [c.trusted]).filter(Boolean).join('\n');
+    if (trusted) await page.fill('#key', trusted);
     if (c.policy) await page.fill('#policy', c.policy);
     chosen = true;
     await page.setInputFiles('#file', c.path);

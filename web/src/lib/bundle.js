@@ -7,7 +7,7 @@
 // gateway's key in C2SP verifier-key form. A case bundle is a bag of such bundles (data/bundles/<artefact>.tar).
 // The bundle of an artefact received from a partner gateway also holds, under data/provenance/, the provider's bag
 // but its payload (the provider's chain), checked as the provider's bag with this bag's payload in it, and tied to
-// the received_from record that commits to its manifest.
+// the received_from record that commits to its manifest, artefact and checkpoint.
 //
 // The file is read once, as a stream of chunks: every file is hashed as it passes, only the small ones are kept,
 // so a bundle of any size needs a few megabytes of memory. Nothing is sent anywhere.
@@ -84,6 +84,9 @@ export const PROVIDER_CHAIN = "provider's chain: ";
 /** The field of a received_from record's `provenance` opening (canonical JSON) that names the SHA-256 of the
  * provider's signed manifest, as custodia_bundle's PROVIDER_MANIFEST_FIELD. */
 export const PROVIDER_MANIFEST_FIELD = 'provider_manifest_sha256';
+/** How deep provider's chains may nest (a chain within the chain of an artefact forwarded from gateway to gateway),
+ * as custodia_bundle's MAX_PROVIDER_DEPTH: a bound on what a hostile bag makes the verifier do. */
+export const MAX_PROVIDER_DEPTH = 8;
 const MANIFEST_TYPE = 'custodia.manifest/v2';
 
 /** The parts a check is about, in the order the report lists failures, with their names in plain words. */
@@ -253,6 +256,18 @@ function decodeUtf8(bytes) {
   } catch {
     return null;
   }
+}
+
+const lossy = new TextDecoder('utf-8', { ignoreBOM: true });
+
+/** Bytes as Rust's String::from_utf8_lossy reads them: a leading byte order mark kept, each bad sequence U+FFFD. */
+function lossyUtf8(bytes) {
+  return lossy.decode(bytes);
+}
+
+/** Rust's str::trim: White_Space (U+0085 included), not JavaScript's trim (which also takes U+FEFF). */
+function rustTrim(text) {
+  return text.replace(/^[\p{White_Space}]+|[\p{White_Space}]+$/gu, '');
 }
 
 function hex(bytes) {
@@ -738,7 +753,7 @@ export async function verifyBundle(blob, options = {}) {
 function verifyBag(bag, trusted) {
   const isCase =
     bag.nested.length > 0 || [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR) || path === CASE_LISTING);
-  return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted);
+  return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted, 0);
 }
 
 /** The files a case bag holds besides its artefact bundles and custody record. */
@@ -926,7 +941,7 @@ function checkCaseContents(bag, records, report) {
 function ownKey(files) {
   const vkeyText = text(files, VKEY);
   const vkeyString = vkeyText ? decodeUtf8(vkeyText) : null;
-  return vkeyString === null ? null : parseVerifierKey(vkeyString.trim());
+  return vkeyString === null ? null : parseVerifierKey(rustTrim(vkeyString));
 }
 
 // bag-info.txt, as custodia_bundle writes it: these labels, each once, in this order; Custodia-Scope in case bags.
@@ -1101,7 +1116,11 @@ function text(files, path) {
 /** The files an artefact bag holds besides its payload and custody records. */
 const ARTEFACT_FILES = new Set([MANIFEST, MANIFEST_SIGNATURE, CHECKPOINT, VKEY, PUBLIC_KEY_PEM, REPORT]);
 
-function verifyArtefactBag(files, trusted) {
+/**
+ * An artefact bag, as custodia_bundle's verify_artefact_bag; `depth` is how many provider's chains it is nested in.
+ * Its provider's chain (data/provenance/) is taken out of `files` once the checks of the bag's own files are made.
+ */
+function verifyArtefactBag(files, trusted, depth) {
   const report = new Verification();
   checkBag(files, report);
   checkStrays(
@@ -1127,6 +1146,9 @@ function verifyArtefactBag(files, trusted) {
     expected.push(['External-Description', `Court bundle of artefact ${artefact}, with its custody history and proofs`]);
   }
   checkBagInfo(files, 'an artefact bundle', expected, report);
+  // The bag's own checks of every file are made: the provider's chain is taken out to be checked as a bag.
+  const chain = takeProviderChain(files);
+  const chainKeys = providerKeys(chain);
   if (payloads.length !== 1) {
     report.fail('payload_hash', `expected one file under ${PAYLOAD_DIR}, found ${payloads.length}: ${payloads.join(', ')}`);
     return report;
@@ -1185,7 +1207,7 @@ function verifyArtefactBag(files, trusted) {
   checkTimestamp(files, checkpointOk ? checkpointBytes : null, key, records, report);
   checkHistory(records, manifest, manifestBytes, signature, report);
   checkOpenings(files, records, manifest && { id: manifest.case, whose: "the signed manifest's" }, report);
-  checkProviderChain(files, records, payload, trusted, report);
+  checkProviderChain(chain, files, records, payload, key, trusted, depth, report);
   // The certificate, made again from the checked files; only when the manifest is the gateway's own.
   if (signed) {
     const facts = {
@@ -1197,6 +1219,7 @@ function verifyArtefactBag(files, trusted) {
       checkpoint: checkpointBytes,
       vkey: vkeyText(files),
       timestamp: text(files, TIMESTAMP_ENTRY) && text(files, TIMESTAMP_PROOF) && [text(files, TIMESTAMP_ENTRY), text(files, TIMESTAMP_PROOF)],
+      providerKeys: chainKeys,
     };
     checkReport(files, certificate(facts, key), report);
   }
@@ -1204,75 +1227,157 @@ function verifyArtefactBag(files, trusted) {
 }
 
 /**
- * Of a bag that holds an artefact received from a partner gateway, as custodia_bundle's check_provider_chain: the
- * provider's chain under data/provenance/ is the provider's bag but its payload, which is this bag's payload. It is
- * checked as that bag, with the same pinned keys (the provider's key must be among them, or its trusted key check
- * fails), each of its checks kept as a nested bundle's are (summarised) and named "provider's chain: " (twice for a
- * chain within a chain); and it must be the chain the received_from record commits to (its manifest's SHA-256 in
- * the record's `provenance` opening). A bag with either and not the other fails.
- *
- * The chain's files are this bag's, already held and counted: they are looked at under their provider's paths, not
- * copied. As in custodia_bundle, what is kept of the chain's checks is counted with this bag's own checks.
+ * The provider's chain of an artefact bag, as custodia_bundle's take_provider_chain: its files under
+ * data/provenance/, taken out of `files` (so that the bag's files are held once, however deep chains nest), each
+ * path relative to the provider's bag.
  */
-function checkProviderChain(files, records, payload, trusted, report) {
-  // The checks read a bag's files in byte order (sortedKeys), whatever order they were set in.
+function takeProviderChain(files) {
   const chain = new Map();
-  for (const [path, seen] of files) {
-    if (path.startsWith(PROVENANCE_DIR)) chain.set(path.slice(PROVENANCE_DIR.length), seen);
+  for (const [path, seen] of [...files]) {
+    if (!path.startsWith(PROVENANCE_DIR)) continue;
+    files.delete(path);
+    chain.set(path.slice(PROVENANCE_DIR.length), seen);
   }
+  return chain;
+}
+
+/**
+ * The keys (C2SP verifier keys, trimmed) of a provider's chain and of each chain nested in it, outermost first, as
+ * custodia_bundle's provider_keys: the text of every file of `chain` at data/keys/gateway.vkey below any number of
+ * data/provenance/.
+ */
+function providerKeys(chain) {
+  const found = [];
+  for (const [path, seen] of chain) {
+    if (!seen.bytes) continue;
+    let rest = path;
+    let depth = 0;
+    while (rest.startsWith(PROVENANCE_DIR)) {
+      rest = rest.slice(PROVENANCE_DIR.length);
+      depth += 1;
+    }
+    if (rest === VKEY) found.push([depth, rustTrim(lossyUtf8(seen.bytes))]);
+  }
+  found.sort(([a, x], [b, y]) => a - b || compareBytes(x, y));
+  return found.map(([, key]) => key);
+}
+
+/** The first three lines of a checkpoint (origin, size, root hash), as a received_from record names it, as
+ * custodia_bundle's checkpoint_head (Rust's str::lines: a line ends at "\n" or "\r\n"). */
+function checkpointHead(bytes) {
+  const lines = [];
+  let rest = lossyUtf8(bytes);
+  while (rest !== '' && lines.length < 3) {
+    const newline = rest.indexOf('\n');
+    let line = newline < 0 ? rest : rest.slice(0, newline);
+    if (newline >= 0 && line.endsWith('\r')) line = line.slice(0, -1);
+    lines.push(line);
+    rest = newline < 0 ? '' : rest.slice(newline + 1);
+  }
+  return lines.join('\n');
+}
+
+/**
+ * Of a bag that holds an artefact received from a partner gateway, as custodia_bundle's check_provider_chain: the
+ * provider's chain (`chain`, taken from under data/provenance/) is the provider's bag but its payload, which is this
+ * bag's payload. There is a chain exactly when there is one received_from record; the record commits to it (its
+ * opened `provenance` names the chain's manifest by SHA-256, its artefact and its checkpoint); it is another
+ * gateway's (a gateway is not its own provider); and it is checked as that gateway's bag with the same pinned keys
+ * (the provider's key must be among them, or its trusted key check fails), at `depth` + 1, each of its checks kept
+ * (not summarised) and named "provider's chain: " (twice for a chain within a chain). A witness policy the reader
+ * pinned is about the bag's own gateway, not about its providers: the chain is checked without it.
+ *
+ * The chain's files were counted as this bag's when they were read; as in custodia_bundle, the chain's checks are
+ * counted with this bag's own.
+ */
+function checkProviderChain(chain, files, records, payload, own, trusted, depth, report) {
   const received = records
     .filter((bundled) => bundled.record && bundled.record.event.type === 'received_from')
-    .map((bundled) => ({ index: bundled.index, named: providerManifestNamed(files, bundled.index) }));
+    .map((bundled) => ({ index: bundled.index, provenance: providerProvenance(files, bundled.index) }));
   if (chain.size === 0 && received.length === 0) return;
-  if (received.length !== 1) {
-    report.fail(
-      'provider_chain',
-      `the bag holds a provider's chain in ${PROVENANCE_DIR} with ${received.length} received_from records; it needs exactly one`,
-    );
+  const dir = PROVENANCE_DIR;
+  if (depth >= MAX_PROVIDER_DEPTH) {
+    report.fail('provider_chain', `provider's chains nest deeper than ${MAX_PROVIDER_DEPTH}`);
     return;
   }
-  const [{ index, named }] = received;
-  const manifest = text(chain, MANIFEST);
-  if (manifest === null) {
+  if (received.length === 0) {
     report.fail(
       'provider_chain',
-      `record ${index} says the artefact was received from a partner, but ${PROVENANCE_DIR}${MANIFEST} is missing`,
+      `the bag holds a provider's chain in ${dir}, but no received_from record says where it came from`,
     );
-    return;
+  } else if (received.length === 1 && chain.size === 0) {
+    report.fail(
+      'provider_chain',
+      `record ${received[0].index} says the artefact was received from a partner, but ${dir} holds no chain`,
+    );
+  } else if (received.length > 1) {
+    report.fail(
+      'provider_chain',
+      `the bag holds ${received.length} received_from records; an artefact is received once`,
+    );
   }
-  const digest = hex(sha256(manifest));
-  report.check(
-    'provider_chain',
-    named === digest,
-    `record ${index} (received_from) commits to the provider's manifest in ${PROVENANCE_DIR}`,
-    `record ${index} (received_from) commits to another provider's manifest than the one in ${PROVENANCE_DIR} (SHA-256 ${digest})`,
-  );
+  if (chain.size === 0) return;
+  const manifestBytes = text(chain, MANIFEST) ?? EMPTY;
+  const manifest = parseManifest(manifestBytes).manifest;
+  const chainKey = ownKey(chain);
+  if (received.length === 1) {
+    const [{ index, provenance }] = received;
+    const digest = hex(sha256(manifestBytes));
+    const checkpoint = checkpointHead(text(chain, CHECKPOINT) ?? EMPTY);
+    const artefact = manifest ? manifest.artefact : null;
+    const commits =
+      provenance.manifestSha256 === digest &&
+      provenance.artefact !== null &&
+      provenance.artefact === artefact &&
+      provenance.checkpoint === checkpoint;
+    report.check(
+      'provider_chain',
+      commits,
+      `record ${index} (received_from) commits to the provider's chain in ${dir}: its manifest, artefact and checkpoint`,
+      `record ${index} (received_from) commits to another provider's chain than the one in ${dir} (its manifest, artefact or checkpoint differ)`,
+    );
+  }
+  if (chainKey && chainKey.vkey === own.vkey) {
+    report.fail(
+      'provider_chain',
+      `the chain in ${dir} is signed by this bag's own key: a gateway is not its own provider`,
+    );
+  }
   // The provider's payload is this bag's payload: its path is the one the provider's manifest names.
-  const provider = parseManifest(manifest).manifest;
-  if (provider) chain.set(`${PAYLOAD_DIR}${provider.artefact}`, payload);
-  const checked = summarise(verifyArtefactBag(chain, trusted));
+  if (manifest) chain.set(`${PAYLOAD_DIR}${manifest.artefact}`, payload);
+  const pins = [...trusted];
+  pins.policy = null;
+  const checked = verifyArtefactBag(chain, pins, depth + 1);
   report.records += checked.records;
   report.unconfirmed += checked.unconfirmed;
   for (const check of checked.checks) report.checks.push({ ...check, detail: `${PROVIDER_CHAIN}${check.detail}` });
 }
 
 /**
- * What a received_from record's openings say the provider's manifest's SHA-256 is: the `provider_manifest_sha256`
- * of its `provenance` text, itself canonical JSON, an object of strings; null if any of it is not so.
+ * What a received_from record's opened `provenance` names of the provider's chain: its manifest's SHA-256
+ * (`provider_manifest_sha256`), its artefact (`provider_artefact`) and its checkpoint's first three lines
+ * (`provider_checkpoint`), each null when not named, and all null unless the openings are canonical and the
+ * `provenance` text is canonical JSON, an object of strings.
  */
-function providerManifestNamed(files, index) {
+function providerProvenance(files, index) {
+  const none = { manifestSha256: null, artefact: null, checkpoint: null };
   const openings = parseOpenings(text(files, `${CUSTODY_DIR}${index.toString().padStart(12, '0')}.opening.json`) ?? EMPTY);
-  if (openings === null || !Object.hasOwn(openings, 'provenance')) return null;
+  if (openings === null || !Object.hasOwn(openings, 'provenance')) return none;
   const provenance = parseCanonical(encoder.encode(openings.provenance.text));
-  if (provenance === null || typeof provenance !== 'object' || Array.isArray(provenance)) return null;
-  if (!Object.values(provenance).every((value) => typeof value === 'string')) return null;
-  return Object.hasOwn(provenance, PROVIDER_MANIFEST_FIELD) ? provenance[PROVIDER_MANIFEST_FIELD] : null;
+  if (provenance === null || typeof provenance !== 'object' || Array.isArray(provenance)) return none;
+  if (!Object.values(provenance).every((value) => typeof value === 'string')) return none;
+  const named = (field) => (Object.hasOwn(provenance, field) ? provenance[field] : null);
+  return {
+    manifestSha256: named(PROVIDER_MANIFEST_FIELD),
+    artefact: named('provider_artefact'),
+    checkpoint: named('provider_checkpoint'),
+  };
 }
 
 /** The bundle's key file as the certificate quotes it. */
 function vkeyText(files) {
   const bytes = text(files, VKEY);
-  return bytes ? new TextDecoder().decode(bytes).trim() : '';
+  return bytes ? rustTrim(lossyUtf8(bytes)) : '';
 }
 
 /** The certificate says exactly what the checked files make of it, or the first line that differs is named. */
@@ -1363,6 +1468,10 @@ function certificate(facts, key) {
     `Payload:       ${payload}`,
     `Signing key:   ${facts.vkey}`,
   );
+  const providers = facts.providerKeys ?? [];
+  if (providers.length > 0) {
+    out.push(`Received from: the partner gateway of key ${providers[0]}; its chain is in ${PROVENANCE_DIR}`);
+  }
   const opened = openCheckpoint(facts.checkpoint, key);
   if (opened.checkpoint) {
     const cp = opened.checkpoint;
@@ -1398,7 +1507,12 @@ function certificate(facts, key) {
     '',
     'HOW TO CHECK THIS BUNDLE',
     '',
-    `  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '${facts.vkey}'`,
+    `  With Custodia's verifier, offline:  custodia verify <bundle> --trusted-key '${facts.vkey}'${providers
+      .map((key) => ` --trusted-key '${key}'`)
+      .join('')}`,
+  );
+  if (providers.length > 0) out.push("  (this gateway's key, then its provider's: each from a source you trust)");
+  out.push(
     '  By hand, with standard tools: see docs/verify-by-hand.md. In short:',
     `    1. sha256sum ${payload}  (must print the SHA-256 above)`,
     `    2. openssl pkeyutl -verify -pubin -inkey ${PUBLIC_KEY_PEM} -rawin -in ${MANIFEST} -sigfile ${MANIFEST_SIGNATURE}`,
@@ -1406,6 +1520,12 @@ function certificate(facts, key) {
     '       (c2sp.org/tlog-proof@v1; leaf hash = SHA-256(0x00 || record), RFC 6962).',
     `    4. each ${CUSTODY_DIR}<index>.opening.json opens the record's commitments (case, purpose, ...): see the document.`,
   );
+  if (providers.length > 0) {
+    out.push(
+      `    5. ${PROVENANCE_DIR} is the provider's bag but its payload, which is this one: check it as a bag too, with the`,
+      '       provider\'s key (see the document, "Evidence received from a partner gateway").',
+    );
+  }
   if (stamped) {
     out.push(
       "  Trusted time: custodia verify <bundle> --tsa-anchor <the authority's root PEM> [--trusted-list <TL.xml>],",

@@ -33,6 +33,7 @@ pub use time::{MAX_CLOCK_SKEW_SECONDS, TimeTrust, TimeTrustError};
 pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
 pub use verify::{
     Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, PROVIDER_CHAIN, PROVIDER_MANIFEST_FIELD, Part,
-    Pins, Verdict, Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_within,
+    Pins, Verdict, Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_with_payload_digest,
+    verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};

@@ -516,6 +516,7 @@ fn read_bundle(
     reader: &mut dyn Read,
     trusted: &Pins<'_>,
     nested_allowed: bool,
+    known_payload: Option<Sha256>,
     budget: &mut Budget,
 ) -> Result<BagRead, VerifyError> {
     let padding = std::rc::Rc::new(std::cell::Cell::new((0, 0)));
@@ -605,7 +606,7 @@ fn read_bundle(
             // The nested bundle's files are held while it is checked, with what checking it makes, then let go;
             // what is kept of it, its summary, stays counted until the whole read ends.
             let mark = budget.kept;
-            let read = read_bundle(&mut hashing, trusted, false, budget);
+            let read = read_bundle(&mut hashing, trusted, false, None, budget);
             let verification = match read {
                 Ok(inner) => verify_bag(inner, trusted),
                 Err(err @ VerifyError::TooLarge(_)) => return Err(err),
@@ -645,6 +646,14 @@ fn read_bundle(
         }
         if !is_payload {
             budget.keep(size)?;
+        }
+        if let Some(known) = known_payload.filter(|_| is_payload) {
+            let read_total = std::io::copy(&mut entry, &mut std::io::sink())?;
+            let seen = FileSeen { sha256: known, size: read_total, bytes: None };
+            if bag.files.insert(relative.to_owned(), seen).is_some() {
+                return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
+            }
+            continue;
         }
         let mut hasher = sha2::Sha256::new();
         let mut kept = (!is_payload).then(|| Vec::with_capacity(size as usize));
@@ -747,12 +756,36 @@ pub struct Pins<'a> {
 pub fn verify_pinned(mut reader: impl Read, trusted: &Pins<'_>, limits: Limits) -> Result<Verification, VerifyError> {
     let mut budget = Budget::new(limits);
     // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
-    let bag = read_bundle(&mut reader, trusted, true, &mut budget)?;
+    let bag = read_bundle(&mut reader, trusted, true, None, &mut budget)?;
     // What is kept of the nested bundles is counted already; the checks of the bag itself (one or more per file
     // in it, a name in each) are counted as they are made, with its files still held.
     let nested: u64 = bag.nested.iter().map(|(_, nested)| checks_cost(&nested.checks)).sum();
     let mut verification = verify_bag(bag, trusted);
     budget.keep(checks_cost(&verification.checks).saturating_sub(nested))?;
+    verification.files_read = budget.files;
+    verification.peak_kept_bytes = budget.peak;
+    Ok(verification)
+}
+
+/// Verifies a bundle of which the caller holds the head (the tar bytes before the payload's, as
+/// [`crate::BundleWriter::head`] writes them) and has hashed the payload itself, as it arrived: `payload` is its
+/// SHA-256 and size, which stand for its bytes. Everything else is checked as [`verify_pinned`] checks it. (A
+/// gateway receiving a transfer hashes the payload chunk by chunk as it writes it, and checks the bundle without
+/// reading it again.)
+pub fn verify_with_payload_digest(
+    head: &[u8],
+    payload: (Sha256, u64),
+    trusted: &Pins<'_>,
+    limits: Limits,
+) -> Result<Verification, VerifyError> {
+    let (sha256, size) = payload;
+    let mut tail = crate::write::padding(size);
+    tail.resize(tail.len() + 1024, 0);
+    let mut reader = head.chain(std::io::repeat(0).take(size)).chain(tail.as_slice());
+    let mut budget = Budget::new(limits);
+    let bag = read_bundle(&mut reader, trusted, false, Some(sha256), &mut budget)?;
+    let mut verification = verify_bag(bag, trusted);
+    budget.keep(checks_cost(&verification.checks))?;
     verification.files_read = budget.files;
     verification.peak_kept_bytes = budget.peak;
     Ok(verification)
@@ -1782,12 +1815,13 @@ mod tests {
             tar
         };
         let mut budget = Budget::new(Limits::default());
-        let read = read_bundle(&mut entry(b"", 3).as_slice(), &Pins::default(), false, &mut budget).unwrap();
+        let read = read_bundle(&mut entry(b"", 3).as_slice(), &Pins::default(), false, None, &mut budget).unwrap();
         assert_eq!(read.files.keys().collect::<Vec<_>>(), ["data/a-long-planted-name.txt"]);
         assert_eq!(budget.files, 2, "the extended header counts as an entry");
         assert!(budget.kept >= "data/a-long-planted-name.txt".len() as u64 + 3, "the name is counted");
         let mut budget = Budget::new(Limits::default());
-        let Err(err) = read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &Pins::default(), false, &mut budget)
+        let Err(err) =
+            read_bundle(&mut entry(b"12 size=500\n", 3).as_slice(), &Pins::default(), false, None, &mut budget)
         else {
             panic!("a PAX size that disagrees with its header was accepted");
         };

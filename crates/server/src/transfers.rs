@@ -90,9 +90,19 @@ pub struct Transfers {
     driving: Mutex<HashSet<String>>,
     /// Wakes the sender of what waits in the outbox for a partner.
     outbox: Arc<tokio::sync::Notify>,
-    /// Of each transfer arriving here, the bytes written to its staging file since this process started, synced
-    /// or not (the catalog holds the synced ones): the next chunk starts there.
-    written: Mutex<std::collections::HashMap<String, u64>>,
+    /// Each transfer arriving here since this process started: what was written to its staging file beyond what
+    /// the catalog holds as synced.
+    arriving: Mutex<std::collections::HashMap<String, Arrival>>,
+}
+
+/// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the write under
+/// way (one at a time, in order, so that a chunk is written while the next is on its way), and the payload's
+/// SHA-256 so far, when this process has seen every byte from the first (after a restart, the payload is hashed
+/// again when the bundle is checked).
+struct Arrival {
+    written: u64,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    hashed: Arc<Mutex<Option<(u64, sha2::Sha256)>>>,
 }
 
 impl std::fmt::Debug for Transfers {
@@ -158,7 +168,7 @@ impl Transfers {
             timing,
             driving: Mutex::new(HashSet::new()),
             outbox: Arc::new(tokio::sync::Notify::new()),
-            written: Mutex::new(std::collections::HashMap::new()),
+            arriving: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -835,8 +845,9 @@ impl Transfers {
         }
     }
 
-    /// A chunk of a transfer at `offset`, the next after those written: written, and synced every [`SYNC_EVERY`]
-    /// bytes and at the end, when the bytes written are counted as received (idempotent).
+    /// A chunk of a transfer at `offset`, the next after those written: handed to the staging file's writer
+    /// (written and hashed while the next chunk is on its way), and every [`SYNC_EVERY`] bytes and at the end,
+    /// written, synced and only then counted as received (idempotent).
     pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
@@ -853,34 +864,91 @@ impl Transfers {
         if bytes.len() as u64 != expected {
             return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
         }
+        // The write before this one ends first: one at a time, in order.
+        self.written_down(id).await?;
         let end = written + expected;
-        let sync = end - durable >= SYNC_EVERY || end == size;
+        let hashed = {
+            let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let arrival = arriving.entry(id.to_owned()).or_insert_with(|| Arrival {
+                written: durable,
+                writing: None,
+                // Hashed here only from the first byte on.
+                hashed: Arc::new(Mutex::new((durable == 0).then(|| (0, sha2::Sha256::default())))),
+            });
+            arrival.written = end;
+            arrival.hashed.clone()
+        };
         let path = self.staging(id);
-        tokio::task::spawn_blocking(move || write_at(&path, offset, &bytes, sync))
-            .await
-            .map_err(|err| GatewayError::Internal(err.to_string()))?
-            .map_err(|err| GatewayError::Internal(format!("writing a transfer's chunk: {err}")))?;
-        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), end);
-        if sync {
+        let writing = tokio::task::spawn_blocking(move || {
+            write_at(&path, offset, &bytes)?;
+            let mut hashed = hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((upto, hasher)) = hashed.as_mut().filter(|(upto, _)| *upto == offset) {
+                sha2::Digest::update(hasher, &bytes);
+                *upto += bytes.len() as u64;
+            }
+            Ok(())
+        });
+        if let Some(arrival) = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(id) {
+            arrival.writing = Some(writing);
+        }
+        if end - durable >= SYNC_EVERY || end == size {
+            self.written_down(id).await?;
+            let path = self.staging(id);
+            tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path)?.sync_data())
+                .await
+                .map_err(|err| GatewayError::Internal(err.to_string()))?
+                .map_err(|err| GatewayError::Internal(format!("syncing a transfer's chunks: {err}")))?;
             let now = self.gateway.now().to_string();
             self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
+            if end == size {
+                tracing::info!(transfer = %id, size, "every chunk of a transfer is held, synced");
+            }
         }
         let row = self.received_row(partner, id).await?;
         self.progress(&row).await
     }
 
-    /// The bytes of arriving transfer `row` written to its staging file: at least those durable.
+    /// Waits for the write under way of arriving transfer `id`. If it failed, what was written since the last sync
+    /// is forgotten (the sender sends it again from what is durable), and the failure returned.
+    async fn written_down(&self, id: &str) -> Result<()> {
+        let writing = self
+            .arriving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_mut(id)
+            .and_then(|arrival| arrival.writing.take());
+        let Some(writing) = writing else { return Ok(()) };
+        match writing.await.map_err(std::io::Error::other).and_then(|written| written) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+                Err(GatewayError::Internal(format!("writing a transfer's chunk: {err}")))
+            }
+        }
+    }
+
+    /// The bytes of arriving transfer `row` handed to its staging file: at least those durable.
     fn written_of(&self, row: &TransferRow) -> u64 {
         let durable = row.received as u64;
         match row.stage.as_str() {
             "receiving" => self
-                .written
+                .arriving
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(&row.id)
-                .map_or(durable, |written| durable.max(*written)),
+                .map_or(durable, |arrival| durable.max(arrival.written)),
             _ => durable,
         }
+    }
+
+    /// The SHA-256 of arriving transfer `id`'s whole payload of `size` bytes, if this process hashed every byte of
+    /// it as it was written; the arrival is forgotten.
+    fn payload_hashed(&self, id: &str, size: u64) -> Option<Sha256> {
+        let arrival = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id)?;
+        let hashed = arrival.hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        hashed
+            .filter(|(upto, _)| *upto == size)
+            .map(|(_, hasher)| Sha256::from_bytes(sha2::Digest::finalize(hasher).into()))
     }
 
     /// The partner asks to finish: the whole bundle is verified with its pinned keys, then taken into custody
@@ -907,14 +975,19 @@ impl Transfers {
         let path = self.staging(id);
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+        let checking = std::time::Instant::now();
+        self.written_down(id).await?;
+        let hashed = self.payload_hashed(id, row.size as u64);
         let checked = {
             let path = path.clone();
             let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
             let payload = (offer.sha256, offer.size);
-            tokio::task::spawn_blocking(move || check_bundle(&chain, &path, payload, &log))
+            tokio::task::spawn_blocking(move || check_bundle(&chain, &path, hashed, payload, &log))
                 .await
                 .map_err(|err| GatewayError::Internal(err.to_string()))?
         };
+        let seconds = checking.elapsed().as_secs_f64();
+        tracing::info!(transfer = %id, seconds, verified = checked.is_ok(), "a transferred bundle was checked");
         let outcome = match checked {
             Err(why) => {
                 tracing::warn!(transfer = %id, partner = %partner.name, why = %why, "a transferred bundle did not verify; nothing is stored");
@@ -942,7 +1015,6 @@ impl Transfers {
             .advance_transfer(id, "receiving", stage, row.received, &self.gateway.now().to_string())
             .await?;
         let _ = std::fs::remove_file(&path);
-        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
         tracing::info!(transfer = %id, partner = %partner.name, stage, "transfer completed");
         let row = self.received_row(partner, id).await?;
         self.progress(&row).await
@@ -1067,7 +1139,7 @@ impl Transfers {
                 .await?
             {
                 let _ = std::fs::remove_file(self.staging(&row.id));
-                self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&row.id);
+                self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&row.id);
                 tracing::warn!(transfer = %row.id, "a transfer was not finished in time; its chunks are dropped");
             }
         }
@@ -1433,6 +1505,7 @@ struct CheckedBundle {
 fn check_bundle(
     chain: &[u8],
     path: &std::path::Path,
+    hashed: Option<Sha256>,
     (sha256, size): (Sha256, u64),
     log: &LogVerifier,
 ) -> std::result::Result<CheckedBundle, String> {
@@ -1444,13 +1517,20 @@ fn check_bundle(
     {
         return Err("the bundle is not signed by the partner's pinned log key".into());
     }
-    let payload = std::fs::File::open(path).map_err(|err| err.to_string())?;
-    let mut tail = custodia_bundle::padding(size);
-    tail.resize(tail.len() + 1024, 0);
-    let bundle = std::io::BufReader::with_capacity(1 << 20, chain.chain(payload.take(size)).chain(tail.as_slice()));
     let pins = custodia_bundle::Pins { keys: std::slice::from_ref(log), policy: None, time: None };
-    let verification = custodia_bundle::verify_pinned(bundle, &pins, custodia_bundle::Limits::default())
-        .map_err(|err| err.to_string())?;
+    let limits = custodia_bundle::Limits::default();
+    let verification = match hashed {
+        // Hashed as it was written: the staged bytes are not read again.
+        Some(hashed) => custodia_bundle::verify_with_payload_digest(chain, (hashed, size), &pins, limits),
+        None => {
+            let payload = std::fs::File::open(path).map_err(|err| err.to_string())?;
+            let mut tail = custodia_bundle::padding(size);
+            tail.resize(tail.len() + 1024, 0);
+            let bundle = chain.chain(payload.take(size)).chain(tail.as_slice());
+            custodia_bundle::verify_pinned(std::io::BufReader::with_capacity(1 << 20, bundle), &pins, limits)
+        }
+    }
+    .map_err(|err| err.to_string())?;
     let unpinned_before = |check: &&custodia_bundle::Check| {
         check.part == custodia_bundle::Part::TrustedKey && check.detail.starts_with(custodia_bundle::PROVIDER_CHAIN)
     };
@@ -1475,10 +1555,8 @@ fn check_bundle(
     })
 }
 
-/// Writes `bytes` at `offset` of the file at `path`, and syncs the file if `sync`.
-fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+/// Writes `bytes` at `offset` of the file at `path`.
+fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt as _;
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
-    file.write_all_at(bytes, offset)?;
-    if sync { file.sync_data() } else { Ok(()) }
+    std::fs::OpenOptions::new().write(true).open(path)?.write_all_at(bytes, offset)
 }

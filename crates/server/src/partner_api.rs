@@ -130,14 +130,14 @@ impl Partnering {
         request.header("content-type", "application/json").body(body)
     }
 
-    /// The partner that sent `request` with `body`, or why it is refused (logged by kind). `named` is the partner
+    /// The partner that sent `request` with a body of SHA-256 `body_sha256`, or why it is refused (logged by kind). `named` is the partner
     /// the headers' signature was found to name ([`Self::check_headers`], before the body was read): its own replay
     /// window holds the nonce, and the whole request is checked again with the body.
-    fn authenticate(&self, named: &str, request: &Presented<'_>, body: &[u8]) -> Result<Partner, Refused> {
+    fn authenticate(&self, named: &str, request: &Presented<'_>, body_sha256: &Sha256) -> Result<Partner, Refused> {
         let now = self.clock.unix_seconds();
         let mut windows = self.replay.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let window = windows.entry(named.to_owned()).or_insert_with(|| ReplayWindow::new(REPLAY_WINDOW_NONCES));
-        let checked = custodia_partners::request::authenticate(&self.registry, window, request, &Sha256::of(body), now);
+        let checked = custodia_partners::request::authenticate(&self.registry, window, request, body_sha256, now);
         drop(windows);
         checked.cloned().inspect_err(|refused| self.log_refusal(request, refused))
     }
@@ -187,7 +187,8 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             signature: header("signature"),
         };
         let named = state.partnering.check_headers(&presented).map_err(refusal)?;
-        let body = axum::body::to_bytes(body, LIMIT).await.map_err(|_| {
+        let declared = header("content-length").and_then(|length| length.parse::<usize>().ok());
+        let (body, sha256) = read_hashed(body, LIMIT, declared).await.map_err(|_| {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
@@ -195,9 +196,25 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
                 format!("this request from a partner gateway has at most {LIMIT} bytes"),
             )
         })?;
-        let partner = state.partnering.authenticate(&named.name, &presented, &body).map_err(refusal)?;
+        let partner = state.partnering.authenticate(&named.name, &presented, &sha256).map_err(refusal)?;
         Ok(Self { partner, body })
     }
+}
+
+/// A body of at most `limit` bytes, read whole and hashed frame by frame as it arrives (a transfer's 8 MiB chunk is
+/// hashed while the rest of it is on its way); `declared` (Content-Length, if any) sizes the buffer up to the limit.
+async fn read_hashed(body: axum::body::Body, limit: usize, declared: Option<usize>) -> Result<(Bytes, Sha256), ()> {
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
+    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut hasher = custodia_core::Sha256Hasher::default();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.map_err(|_| ())?.into_data() {
+            hasher.update(&data);
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok((bytes.freeze(), hasher.finish()))
 }
 
 /// The problem a refused partner request is answered with.

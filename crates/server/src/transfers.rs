@@ -61,8 +61,9 @@ const ASKS_APART: u32 = 6;
 
 /// The chunk size this gateway sends with.
 pub const CHUNK_BYTES: u64 = MAX_CHUNK_BYTES;
-/// How many bytes of a transfer arriving here are written between syncs: each sync makes them durable, and only
-/// then are they counted as received. The sender may be that far ahead of what is durable.
+/// How many bytes of a transfer arriving here are written between the starts of syncs: each sync makes them
+/// durable, and only when it has ended are they counted as received. A sync runs while the next bytes arrive, so
+/// the sender may be up to twice this far ahead of what is durable.
 const SYNC_EVERY: u64 = 64 << 20;
 
 /// How long each step of a transfer may take, and how often a driver tries again.
@@ -95,15 +96,21 @@ pub struct Transfers {
     arriving: Mutex<std::collections::HashMap<String, Arrival>>,
 }
 
-/// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the write under
-/// way (one at a time, in order, so that a chunk is written while the next is on its way), and the payload's
-/// SHA-256 so far, when this process has seen every byte from the first (after a restart, the payload is hashed
-/// again when the bundle is checked).
+/// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the writes under
+/// way (at most [`WRITES_IN_FLIGHT`], each at its own offset, so that chunks are written while the next is on its
+/// way), the sync under way, and the payload's SHA-256, computed chunk after chunk in order beside the writes, when
+/// this process has seen every byte from the first (after a restart, the payload is hashed again when the bundle is
+/// checked).
 struct Arrival {
     written: u64,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    hashed: Arc<Mutex<Option<(u64, sha2::Sha256)>>>,
+    writing: std::collections::VecDeque<tokio::task::JoinHandle<std::io::Result<()>>>,
+    hashing: Option<tokio::task::JoinHandle<Option<custodia_core::Sha256Hasher>>>,
+    /// The sync under way, and the bytes it covers.
+    syncing: Option<(u64, tokio::task::JoinHandle<std::io::Result<()>>)>,
 }
+
+/// How many chunks of one arriving transfer are written at once.
+const WRITES_IN_FLIGHT: usize = 2;
 
 impl std::fmt::Debug for Transfers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -864,65 +871,109 @@ impl Transfers {
         if bytes.len() as u64 != expected {
             return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
         }
-        // The write before this one ends first: one at a time, in order.
-        self.written_down(id).await?;
+        // At most WRITES_IN_FLIGHT writes at once: the oldest ends first.
+        self.written_down(id, WRITES_IN_FLIGHT - 1).await?;
         let end = written + expected;
-        let hashed = {
+        let path = self.staging(id);
+        let chunk = bytes.clone();
+        let writing = tokio::task::spawn_blocking(move || write_at(&path, offset, &chunk));
+        {
             let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let arrival = arriving.entry(id.to_owned()).or_insert_with(|| Arrival {
                 written: durable,
-                writing: None,
+                writing: std::collections::VecDeque::new(),
+                syncing: None,
                 // Hashed here only from the first byte on.
-                hashed: Arc::new(Mutex::new((durable == 0).then(|| (0, sha2::Sha256::default())))),
+                hashing: (durable == 0).then(|| tokio::spawn(async { Some(custodia_core::Sha256Hasher::default()) })),
             });
             arrival.written = end;
-            arrival.hashed.clone()
-        };
-        let path = self.staging(id);
-        let writing = tokio::task::spawn_blocking(move || {
-            write_at(&path, offset, &bytes)?;
-            let mut hashed = hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((upto, hasher)) = hashed.as_mut().filter(|(upto, _)| *upto == offset) {
-                sha2::Digest::update(hasher, &bytes);
-                *upto += bytes.len() as u64;
-            }
-            Ok(())
-        });
-        if let Some(arrival) = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(id) {
-            arrival.writing = Some(writing);
+            arrival.writing.push_back(writing);
+            // Each chunk is hashed after the one before it, beside its write.
+            arrival.hashing = arrival.hashing.take().map(|before| {
+                tokio::spawn(async move {
+                    let mut hasher = before.await.ok()??;
+                    tokio::task::spawn_blocking(move || {
+                        hasher.update(&bytes);
+                        hasher
+                    })
+                    .await
+                    .ok()
+                })
+            });
         }
-        if end - durable >= SYNC_EVERY || end == size {
-            self.written_down(id).await?;
-            let path = self.staging(id);
-            tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path)?.sync_data())
-                .await
-                .map_err(|err| GatewayError::Internal(err.to_string()))?
-                .map_err(|err| GatewayError::Internal(format!("syncing a transfer's chunks: {err}")))?;
-            let now = self.gateway.now().to_string();
-            self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
-            if end == size {
-                tracing::info!(transfer = %id, size, "every chunk of a transfer is held, synced");
-            }
+        // A sync that ended is counted; one is started every SYNC_EVERY bytes (the bytes it covers are counted
+        // when it ends, the sender going on meanwhile); at the end, everything is synced and counted before the
+        // answer.
+        self.count_synced(id, false).await?;
+        let syncing = self.syncing_of(id).unwrap_or(durable);
+        if end == size {
+            self.written_down(id, 0).await?;
+            self.count_synced(id, true).await?;
+            self.start_sync(id, end);
+            self.count_synced(id, true).await?;
+            tracing::info!(transfer = %id, size, "every chunk of a transfer is held, synced");
+        } else if end - syncing >= SYNC_EVERY {
+            self.count_synced(id, true).await?;
+            self.written_down(id, 0).await?;
+            self.start_sync(id, end);
         }
         let row = self.received_row(partner, id).await?;
         self.progress(&row).await
     }
 
-    /// Waits for the write under way of arriving transfer `id`. If it failed, what was written since the last sync
-    /// is forgotten (the sender sends it again from what is durable), and the failure returned.
-    async fn written_down(&self, id: &str) -> Result<()> {
-        let writing = self
-            .arriving
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_mut(id)
-            .and_then(|arrival| arrival.writing.take());
-        let Some(writing) = writing else { return Ok(()) };
-        match writing.await.map_err(std::io::Error::other).and_then(|written| written) {
-            Ok(()) => Ok(()),
-            Err(err) => {
+    /// Starts syncing arriving transfer `id`'s staging file, whose writes up to `end` have ended.
+    fn start_sync(&self, id: &str, end: u64) {
+        let path = self.staging(id);
+        let sync = tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(path)?.sync_data());
+        if let Some(arrival) = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_mut(id) {
+            arrival.syncing = Some((end, sync));
+        }
+    }
+
+    /// Where the sync under way of arriving transfer `id` reaches, if one is.
+    fn syncing_of(&self, id: &str) -> Option<u64> {
+        let arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        arriving.get(id).and_then(|arrival| arrival.syncing.as_ref().map(|(end, _)| *end))
+    }
+
+    /// Counts the bytes the sync of arriving transfer `id` covered as received, once it has ended (waiting for it if
+    /// `wait`). If it failed, what was written since the last sync is forgotten, and the failure returned.
+    async fn count_synced(&self, id: &str, wait: bool) -> Result<()> {
+        let syncing = {
+            let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let arrival = arriving.get_mut(id);
+            match arrival.and_then(|arrival| arrival.syncing.take_if(|(_, sync)| wait || sync.is_finished())) {
+                Some(syncing) => syncing,
+                None => return Ok(()),
+            }
+        };
+        let (end, sync) = syncing;
+        if let Err(err) = sync.await.map_err(std::io::Error::other).and_then(|synced| synced) {
+            self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+            return Err(GatewayError::Internal(format!("syncing a transfer's chunks: {err}")));
+        }
+        let now = self.gateway.now().to_string();
+        self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
+        Ok(())
+    }
+
+    /// Waits for the writes under way of arriving transfer `id` until at most `left` are. If one failed, what was
+    /// written since the last sync is forgotten (the sender sends it again from what is durable), and the failure
+    /// returned.
+    async fn written_down(&self, id: &str, left: usize) -> Result<()> {
+        loop {
+            let oldest = {
+                let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let Some(arrival) = arriving.get_mut(id) else { return Ok(()) };
+                if arrival.writing.len() <= left {
+                    return Ok(());
+                }
+                arrival.writing.pop_front()
+            };
+            let Some(oldest) = oldest else { return Ok(()) };
+            if let Err(err) = oldest.await.map_err(std::io::Error::other).and_then(|written| written) {
                 self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
-                Err(GatewayError::Internal(format!("writing a transfer's chunk: {err}")))
+                return Err(GatewayError::Internal(format!("writing a transfer's chunk: {err}")));
             }
         }
     }
@@ -941,14 +992,11 @@ impl Transfers {
         }
     }
 
-    /// The SHA-256 of arriving transfer `id`'s whole payload of `size` bytes, if this process hashed every byte of
-    /// it as it was written; the arrival is forgotten.
-    fn payload_hashed(&self, id: &str, size: u64) -> Option<Sha256> {
+    /// The SHA-256 of arriving transfer `id`'s whole payload, if this process hashed every byte of it as it was
+    /// written; the arrival is forgotten.
+    async fn payload_hashed(&self, id: &str) -> Option<Sha256> {
         let arrival = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id)?;
-        let hashed = arrival.hashed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        hashed
-            .filter(|(upto, _)| *upto == size)
-            .map(|(_, hasher)| Sha256::from_bytes(sha2::Digest::finalize(hasher).into()))
+        Some(arrival.hashing?.await.ok()??.finish())
     }
 
     /// The partner asks to finish: the whole bundle is verified with its pinned keys, then taken into custody
@@ -976,8 +1024,8 @@ impl Transfers {
         let log: LogVerifier =
             partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
         let checking = std::time::Instant::now();
-        self.written_down(id).await?;
-        let hashed = self.payload_hashed(id, row.size as u64);
+        self.written_down(id, 0).await?;
+        let hashed = self.payload_hashed(id).await;
         let checked = {
             let path = path.clone();
             let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;

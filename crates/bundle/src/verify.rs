@@ -1828,6 +1828,22 @@ mod tests {
         assert!(err.to_string().contains("a PAX header gives a size of 500 bytes"), "{err}");
     }
 
+    #[test]
+    fn a_payload_hashed_by_the_caller_stands_for_its_bytes_and_nothing_else_does() {
+        let mut tar = file_entry("bag/bagit.txt", b"BagIt-Version: 1.0\n");
+        tar.extend_from_slice(&file_entry("bag/data/payload/art-1", b"the payload"));
+        tar.extend_from_slice(&[0; 1024]);
+        let known = Sha256::of(b"what the caller hashed");
+        let mut budget = Budget::new(Limits::default());
+        let read = read_bundle(&mut tar.as_slice(), &Pins::default(), false, Some(known), &mut budget).unwrap();
+        let payload = &read.files["data/payload/art-1"];
+        assert_eq!((payload.sha256, payload.size), (known, 11));
+        assert_eq!(read.files["bagit.txt"].sha256, Sha256::of(b"BagIt-Version: 1.0\n"), "other files are hashed");
+        let mut budget = Budget::new(Limits::default());
+        let read = read_bundle(&mut tar.as_slice(), &Pins::default(), false, None, &mut budget).unwrap();
+        assert_eq!(read.files["data/payload/art-1"].sha256, Sha256::of(b"the payload"));
+    }
+
     /// A raw tar header as a forger writes it by hand (any type, any magic, any prefix), checksummed.
     fn raw_header(name: &[u8], size: u64, kind: u8, prefix: &[u8], magic: &[u8; 8]) -> Vec<u8> {
         let mut h = [0u8; 512];

@@ -173,6 +173,8 @@ pub struct BundleSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderChain {
     pub files: Vec<(String, Vec<u8>)>,
+    /// The size its payload's tar header gives (read from a head; not written).
+    pub payload_size: u64,
 }
 
 impl ProviderChain {
@@ -206,7 +208,7 @@ impl ProviderChain {
                 if entry.raw_file_position() != head.len() as u64 {
                     return Err(malformed("bytes after the payload's header".into()));
                 }
-                return Ok(Self { files });
+                return Ok(Self { files, payload_size: entry.size() });
             }
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(crate::VerifyError::Io)?;

@@ -516,7 +516,7 @@ fn read_bundle(
     reader: &mut dyn Read,
     trusted: &Pins<'_>,
     nested_allowed: bool,
-    known_payload: Option<Sha256>,
+    known_payload: Option<(Sha256, u64)>,
     budget: &mut Budget,
 ) -> Result<BagRead, VerifyError> {
     let padding = std::rc::Rc::new(std::cell::Cell::new((0, 0)));
@@ -647,8 +647,13 @@ fn read_bundle(
         if !is_payload {
             budget.keep(size)?;
         }
-        if let Some(known) = known_payload.filter(|_| is_payload) {
+        if let Some((known, known_size)) = known_payload.filter(|_| is_payload) {
             let read_total = std::io::copy(&mut entry, &mut std::io::sink())?;
+            if read_total != known_size {
+                return Err(VerifyError::Malformed(format!(
+                    "its payload entry has {read_total} bytes, not the {known_size} hashed"
+                )));
+            }
             let seen = FileSeen { sha256: known, size: read_total, bytes: None };
             if bag.files.insert(relative.to_owned(), seen).is_some() {
                 return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
@@ -783,7 +788,7 @@ pub fn verify_with_payload_digest(
     tail.resize(tail.len() + 1024, 0);
     let mut reader = head.chain(std::io::repeat(0).take(size)).chain(tail.as_slice());
     let mut budget = Budget::new(limits);
-    let bag = read_bundle(&mut reader, trusted, false, Some(sha256), &mut budget)?;
+    let bag = read_bundle(&mut reader, trusted, false, Some((sha256, size)), &mut budget)?;
     let mut verification = verify_bag(bag, trusted);
     budget.keep(checks_cost(&verification.checks))?;
     verification.files_read = budget.files;
@@ -1835,9 +1840,14 @@ mod tests {
         tar.extend_from_slice(&[0; 1024]);
         let known = Sha256::of(b"what the caller hashed");
         let mut budget = Budget::new(Limits::default());
-        let read = read_bundle(&mut tar.as_slice(), &Pins::default(), false, Some(known), &mut budget).unwrap();
+        let read = read_bundle(&mut tar.as_slice(), &Pins::default(), false, Some((known, 11)), &mut budget).unwrap();
         let payload = &read.files["data/payload/art-1"];
         assert_eq!((payload.sha256, payload.size), (known, 11));
+        let mut budget = Budget::new(Limits::default());
+        let Err(err) = read_bundle(&mut tar.as_slice(), &Pins::default(), false, Some((known, 12)), &mut budget) else {
+            panic!("a payload entry of another size than the bytes hashed was read");
+        };
+        assert!(err.to_string().contains("its payload entry has 11 bytes, not the 12 hashed"), "{err}");
         assert_eq!(read.files["bagit.txt"].sha256, Sha256::of(b"BagIt-Version: 1.0\n"), "other files are hashed");
         let mut budget = Budget::new(Limits::default());
         let read = read_bundle(&mut tar.as_slice(), &Pins::default(), false, None, &mut budget).unwrap();

@@ -186,7 +186,6 @@ CREATE TABLE IF NOT EXISTS transfers (
     direction TEXT NOT NULL,
     partner TEXT NOT NULL,
     artefact_id TEXT,
-    kept_artefact_id TEXT,
     case_id TEXT,
     account_id TEXT,
     size BIGINT NOT NULL,
@@ -200,7 +199,6 @@ CREATE TABLE IF NOT EXISTS transfers (
 );
 CREATE INDEX IF NOT EXISTS transfers_by_stage ON transfers (direction, stage);
 CREATE INDEX IF NOT EXISTS transfers_by_artefact ON transfers (artefact_id);
-CREATE INDEX IF NOT EXISTS transfers_by_kept_artefact ON transfers (kept_artefact_id);
 CREATE TABLE IF NOT EXISTS partner_outbox (
     id TEXT PRIMARY KEY,
     partner TEXT NOT NULL,
@@ -219,13 +217,6 @@ CREATE TABLE IF NOT EXISTS transfer_evidences (
     partner TEXT,
     PRIMARY KEY (transfer_id, rung)
 );
-"#,
-    // A received artefact is kept once: the provider's chain it came with is in its transfer's offer, and its
-    // bundles carry it from there. The copy of the whole bundle as received, kept as an artefact of its own, is no
-    // longer made.
-    r#"
-DROP INDEX IF EXISTS transfers_by_kept_artefact;
-ALTER TABLE transfers DROP COLUMN kept_artefact_id;
 "#,
 ];
 

@@ -112,6 +112,19 @@ impl Catalog {
         Ok(row.as_ref().map(transfer).transpose()?)
     }
 
+    /// A transfer without its offer (which may hold up to 11 MiB of a provider's chain): for the steps that read
+    /// where a transfer stands, chunk after chunk.
+    pub async fn transfer_without_offer(&self, id: &str) -> Result<Option<TransferRow>> {
+        let row = sqlx::query(
+            "SELECT id, direction, partner, artefact_id, case_id, account_id, size, sha256, chunk_size, received, \
+             stage, NULL AS offer, created_at, updated_at FROM transfers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(transfer).transpose()?)
+    }
+
     /// The transfers one way in one of `stages`, oldest first.
     pub async fn transfers_in_stage(&self, direction: &str, stage: &str) -> Result<Vec<TransferRow>> {
         let rows = sqlx::query("SELECT * FROM transfers WHERE direction = $1 AND stage = $2 ORDER BY created_at, id")

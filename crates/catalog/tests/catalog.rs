@@ -1,6 +1,6 @@
 //! The catalog against a real SQLite file and a real PostgreSQL server.
 
-use custodia_catalog::{Account, ArtefactRow, Case, Catalog, CatalogError, UploadRow, WidenRequestRow};
+use custodia_catalog::{Account, ArtefactRow, Case, Catalog, CatalogError, TransferRow, UploadRow, WidenRequestRow};
 
 fn account(id: &str) -> Account {
     Account {
@@ -117,6 +117,28 @@ async fn exercise(catalog: &Catalog) {
         (stored[0].size, stored[0].checkpoint.as_deref(), stored[0].cosignature.as_deref(), stored[0].alarm.as_deref()),
         (Some(7), Some("note 7"), Some("line 7"), Some("witness-ahead-of-log"))
     );
+
+    // A transfer, read whole and without its offer (chunk after chunk, its chain is not read).
+    let transfer = TransferRow {
+        id: "xfer-1".into(),
+        direction: "in".into(),
+        partner: "tn-tunis".into(),
+        artefact_id: None,
+        case_id: Some("case-1".into()),
+        account_id: Some("acct-2".into()),
+        size: 10,
+        sha256: "00".repeat(32),
+        chunk_size: 4,
+        received: 0,
+        stage: "receiving".into(),
+        offer: Some("{\"chain\":\"...\"}".into()),
+        created_at: "2026-12-05T00:00:00Z".into(),
+        updated_at: "2026-12-05T00:00:00Z".into(),
+    };
+    catalog.insert_transfer(&transfer).await.unwrap();
+    assert_eq!(catalog.transfer("xfer-1").await.unwrap().unwrap().offer, transfer.offer);
+    let brief = catalog.transfer_without_offer("xfer-1").await.unwrap().unwrap();
+    assert_eq!((brief.offer, brief.size, brief.stage.as_str()), (None, 10, "receiving"));
 }
 
 /// The names of the catalog's indexes, read from the database's own tables.

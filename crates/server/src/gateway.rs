@@ -1077,7 +1077,7 @@ impl Gateway {
                 return Err(err.into());
             }
         };
-        self.register_stored(caller, case, hearing, request, stored).await
+        self.register_stored(caller, case, hearing, request, stored, new_artefact_id()).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1088,8 +1088,8 @@ impl Gateway {
         hearing: Option<&custodia_core::HearingId>,
         request: UploadRequest,
         stored: custodia_store::StoredArtefact,
+        artefact: ArtefactId,
     ) -> Result<Registered> {
-        let artefact = new_artefact_id();
         let mut manifest = Manifest::new(
             artefact.clone(),
             case.clone(),
@@ -1648,9 +1648,10 @@ impl Gateway {
         Ok((index, entry.to_vec(), sealed.openings))
     }
 
-    /// Takes an artefact received from a partner gateway into custody in `case`, provided by `provider` (the
-    /// partner's account here): registered like an upload, then the `received_from` record that `received_from`
-    /// makes for it.
+    /// Takes an artefact received from a partner gateway into custody in `case` as `artefact` (an id the caller
+    /// chose and noted first, so that a receipt finished again after a crash registers it once), provided by
+    /// `provider` (the partner's account here), registered like an upload. Its `received_from` record follows
+    /// ([`Gateway::record_received_from`]).
     ///
     /// The artefact's bytes are the file at `staged`, whose SHA-256 and size the caller verified (they are the
     /// ones the provider's signed manifest names): taken into the store without another pass over them.
@@ -1660,18 +1661,35 @@ impl Gateway {
         case: &CaseId,
         request: UploadRequest,
         staged: (&std::path::Path, Sha256, u64),
-        received_from: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
+        artefact: ArtefactId,
     ) -> Result<Registered> {
-        let purpose = request.purpose.clone();
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        let registered = self.register_stored(provider, case, None, request, stored).await?;
-        let artefact = registered.artefact.clone();
+        self.register_stored(provider, case, None, request, stored, artefact).await
+    }
+
+    /// The `received_from` record of an artefact received from a partner, which `received_from` makes, unless it
+    /// has one already (a receipt finished again after a crash).
+    pub(crate) async fn record_received_from(
+        &self,
+        provider: &Caller,
+        case: &CaseId,
+        purpose: &Label,
+        artefact: &ArtefactId,
+        received_from: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
+    ) -> Result<()> {
+        for (_, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
+            let recorded = CustodyRecord::from_entry(&entry).ok();
+            if recorded.is_some_and(|record| matches!(record.event, CustodyEvent::ReceivedFrom { .. })) {
+                return Ok(());
+            }
+        }
+        let artefact = artefact.clone();
         let sealed = self
             .custody_record(provider, case, purpose.as_str(), |committer| received_from(artefact, committer))
             .await?;
         self.record(&sealed).await?;
-        Ok(registered)
+        Ok(())
     }
 
     // Restrictions on use, requests to widen them, and outcome reports.
@@ -2004,7 +2022,7 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn new_artefact_id() -> ArtefactId {
+pub(crate) fn new_artefact_id() -> ArtefactId {
     ArtefactId::new(new_id("art")).unwrap_or_else(|_| unreachable!("generated ids are well-formed"))
 }
 

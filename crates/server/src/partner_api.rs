@@ -11,7 +11,7 @@
 //! (a partner's signed request, answered with the entry pinned for it and this gateway's card: `custodia partners
 //! check` proves with it, before any evidence moves, that both sides pin each other's keys as they are).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
@@ -46,7 +46,13 @@ pub struct Partnering {
     /// out no other.
     replay: Mutex<std::collections::HashMap<String, ReplayWindow>>,
     clock: Clock,
+    /// Places for bodies larger than [`PARTNER_BODY_LIMIT`] (offers, chunks) being read and handled at once.
+    large_bodies: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many partner requests with large bodies (an offer carries up to 11 MiB, a chunk 8 MiB) are read and handled
+/// at once, from all partners together; one more is answered 503 and tried again later.
+pub const LARGE_BODIES_AT_ONCE: usize = 8;
 
 impl std::fmt::Debug for Partnering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,7 +70,8 @@ pub struct Handshake {
 impl Partnering {
     /// Partners as `registry` pins them; this gateway's `card`, whose request key is `key`'s.
     pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
-        Self { registry, card, key, replay: Mutex::default(), clock }
+        let large_bodies = Arc::new(tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE));
+        Self { registry, card, key, replay: Mutex::default(), clock, large_bodies }
     }
 
     pub fn card(&self) -> &Card {
@@ -163,6 +170,8 @@ impl Partnering {
 pub struct FromPartner<const LIMIT: usize = PARTNER_BODY_LIMIT> {
     pub partner: Partner,
     pub body: Bytes,
+    /// A large body's place, held until the request is handled.
+    _place: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<const LIMIT: usize> FromPartner<LIMIT> {
@@ -187,6 +196,18 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             signature: header("signature"),
         };
         let named = state.partnering.check_headers(&presented).map_err(refusal)?;
+        let place = match LIMIT > PARTNER_BODY_LIMIT {
+            true => Some(state.partnering.large_bodies.clone().try_acquire_owned().map_err(|_| {
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "Busy",
+                    format!("{LARGE_BODIES_AT_ONCE} large requests from partners are being handled; try again"),
+                )
+                .with_retry_after(5)
+            })?),
+            false => None,
+        };
         let declared = header("content-length").and_then(|length| length.parse::<usize>().ok());
         let (body, sha256) = read_hashed(body, LIMIT, declared).await.map_err(|_| {
             Problem::new(
@@ -197,7 +218,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             )
         })?;
         let partner = state.partnering.authenticate(&named.name, &presented, &sha256).map_err(refusal)?;
-        Ok(Self { partner, body })
+        Ok(Self { partner, body, _place: place })
     }
 }
 
@@ -431,22 +452,44 @@ pub async fn pin_registry(gateway: &Gateway, registry: &Registry) -> anyhow::Res
 
 /// The canonical registry the newest `partners_pinned` entry opens to, if there is one.
 async fn last_pinned(gateway: &Gateway) -> anyhow::Result<Option<String>> {
+    use custodia_partners::pinned::REGISTRY_FIELD;
+    let newest = pinned_on_record(gateway, 1).await?;
+    Ok(newest.first().and_then(|pinned| pinned.openings.text(REGISTRY_FIELD).map(str::to_owned)))
+}
+
+/// A `partners_pinned` entry of the log with its opening, as an auditor reads it.
+#[derive(Debug)]
+pub struct PinnedOnRecord {
+    pub index: u64,
+    pub entry: Vec<u8>,
+    pub openings: custodia_core::Openings,
+}
+
+/// The newest `partners_pinned` entries of the log, at most `most`, newest first, each with its openings (which
+/// must be kept: an entry without them is an error).
+pub async fn pinned_on_record(gateway: &Gateway, most: usize) -> anyhow::Result<Vec<PinnedOnRecord>> {
     use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
     const PAGE: i64 = 256;
+    let mut found = Vec::new();
     let mut to = i64::try_from(gateway.log.checkpoint().checkpoint.size)?;
     loop {
         let entries = gateway.catalog.caseless_entries_newest_first(0, to, PAGE).await?;
         for (index, entry) in &entries {
             if PartnersPinned::from_entry(entry).is_ok() {
                 let openings = gateway.openings_of(entry).await?;
-                let opened = openings.text(REGISTRY_FIELD).map(str::to_owned);
-                anyhow::ensure!(opened.is_some(), "ledger entry {index}: the pinned registry's opening is missing");
-                return Ok(opened);
+                anyhow::ensure!(
+                    openings.text(REGISTRY_FIELD).is_some(),
+                    "ledger entry {index}: the pinned registry's opening is missing"
+                );
+                found.push(PinnedOnRecord { index: u64::try_from(*index)?, entry: entry.clone(), openings });
+                if found.len() >= most {
+                    return Ok(found);
+                }
             }
         }
         match entries.last() {
             Some((oldest, _)) if entries.len() as i64 == PAGE => to = *oldest,
-            _ => return Ok(None),
+            _ => return Ok(found),
         }
     }
 }

@@ -34,6 +34,7 @@ const OFFER_LIMIT: usize = (custodia_bundle::layout_paths::MAX_PROVIDER_CHAIN_BY
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/api/v1/partners", get(partners))
+        .route("/api/v1/admin/partners/pinned", get(pinned))
         .route("/api/v1/artefacts/{id}/transfers", post(send).get(list))
         .route("/partner/v1/transfers", post(offered))
         .route("/partner/v1/transfers/{id}", get(progress))
@@ -50,6 +51,40 @@ pub fn router(state: AppState) -> Router {
 struct PartnerListed {
     name: String,
     jurisdiction: String,
+}
+
+/// How many registries an auditor is shown, newest first: far more than a gateway's partners change.
+const PINNED_SHOWN: usize = 1000;
+
+/// A partner registry this gateway pinned on the record, with what opens it.
+#[derive(Debug, Serialize)]
+struct PinnedListed {
+    /// The `partners_pinned` entry's ledger index.
+    index: u64,
+    /// The entry, byte for byte (base64), whose `registry` commitment the openings open.
+    entry: String,
+    /// The canonical openings (`{"registry":{"salt","text"}}`): `text` is the canonical registry.
+    openings: String,
+}
+
+/// The partner registries this gateway pinned on its log, newest first, opened: an administrator (or an auditor
+/// signed in as one) sees which partners, keys and URLs were pinned from when, and checks each against the public
+/// log (the entry's commitment, and its inclusion proof from `/api/v1/log/...`).
+async fn pinned(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<PinnedListed>>, Problem> {
+    use base64::Engine as _;
+    caller.require_admin("read the partner registries pinned on the record")?;
+    let pinned = crate::partner_api::pinned_on_record(&state.gateway, PINNED_SHOWN)
+        .await
+        .map_err(|err| crate::gateway::GatewayError::Internal(format!("{err:#}")))?;
+    let listed = pinned
+        .into_iter()
+        .map(|pinned| PinnedListed {
+            index: pinned.index,
+            entry: base64::engine::general_purpose::STANDARD.encode(&pinned.entry),
+            openings: String::from_utf8_lossy(&pinned.openings.to_canonical()).into_owned(),
+        })
+        .collect();
+    Ok(Json(listed))
 }
 
 async fn partners(State(state): State<AppState>, _caller: Caller) -> Json<Vec<PartnerListed>> {

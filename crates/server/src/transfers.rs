@@ -757,10 +757,9 @@ impl Transfers {
         let turn = self.turn(&offer.transfer);
         let _turn = turn.lock().await;
         if let Some(row) = self.gateway.catalog.transfer(&offer.transfer).await? {
-            let same = row.direction == IN
-                && row.partner == partner.name
-                && row.sha256 == offer.sha256.to_hex()
-                && row.size as u64 == offer.size;
+            // The same offer again (a sender that did not hear the answer): the same terms, chain and all.
+            let same =
+                row.direction == IN && row.partner == partner.name && offer_of(&row).ok().as_ref() == Some(&offer);
             if !same {
                 return Err(GatewayError::Conflict(format!("transfer {} is another transfer here", offer.transfer)));
             }
@@ -770,7 +769,14 @@ impl Transfers {
         // The chain is read now, so that one no bundle could hold is refused before anything is staged; it is
         // verified with the payload at the end.
         let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
-        custodia_bundle::ProviderChain::from_head(&chain).map_err(|err| bad_input("chain", err))?;
+        let chain = custodia_bundle::ProviderChain::from_head(&chain)
+            .map_err(|err| bad_input("chain", custodia_bundle::printable(&err.to_string())))?;
+        if chain.payload_size != offer.size {
+            return Err(bad_input(
+                "chain",
+                format!("its payload's header gives {} bytes, the offer {}", chain.payload_size, offer.size),
+            ));
+        }
         // A partner's budgets: transfers arriving at once, the custody records an offer makes (its submission and
         // the relay), and room on the disk for the whole bundle.
         let arriving = self.gateway.catalog.count_transfers(IN, "receiving", &partner.name).await?;
@@ -846,10 +852,12 @@ impl Transfers {
 
     /// A received transfer of `partner`'s.
     async fn received_row(&self, partner: &Partner, id: &str) -> Result<TransferRow> {
-        match self.gateway.catalog.transfer(id).await? {
-            Some(row) if row.direction == IN && row.partner == partner.name => Ok(row),
-            _ => Err(GatewayError::NotFound(format!("no transfer {id} from {}", partner.name))),
-        }
+        received_of(partner, id, self.gateway.catalog.transfer(id).await?)
+    }
+
+    /// A received transfer of `partner`'s, without its offer (chunk after chunk, its chain is not read).
+    async fn received_brief(&self, partner: &Partner, id: &str) -> Result<TransferRow> {
+        received_of(partner, id, self.gateway.catalog.transfer_without_offer(id).await?)
     }
 
     /// A chunk of a transfer at `offset`, the next after those written: handed to the staging file's writer
@@ -858,7 +866,7 @@ impl Transfers {
     pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
-        let row = self.received_row(partner, id).await?;
+        let row = self.received_brief(partner, id).await?;
         let (durable, size) = (row.received as u64, row.size as u64);
         let written = self.written_of(&row);
         if row.stage != "receiving" || (offset < written && offset + bytes.len() as u64 <= written) {
@@ -917,7 +925,7 @@ impl Transfers {
             self.written_down(id, 0).await?;
             self.start_sync(id, end);
         }
-        let row = self.received_row(partner, id).await?;
+        let row = self.received_brief(partner, id).await?;
         self.progress(&row).await
     }
 
@@ -1085,9 +1093,6 @@ impl Transfers {
             .transpose()
             .map_err(|err| bad_input("policy", err))?;
         let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
-        if let Some(received) = &row.artefact_id {
-            return ArtefactId::new(received.clone()).map_err(|err| GatewayError::Internal(err.to_string()));
-        }
         let mut provenance = BTreeMap::new();
         provenance.insert("provider_artefact", bundle.artefact.clone());
         provenance.insert("provider_checkpoint", bundle.checkpoint.clone());
@@ -1109,10 +1114,27 @@ impl Transfers {
             expected_sha256: Some(offer.sha256),
             policy,
         };
-        let staged = (path, offer.sha256, offer.size);
-        let registered = self.gateway.receive(provider, case, request, staged, received_from).await?;
-        self.gateway.catalog.settle_transfer(&row.id, Some(registered.artefact.as_str()), None, None).await?;
-        Ok(registered.artefact)
+        // The artefact's id is noted on the transfer before it is registered, so that a receipt finished again
+        // after a crash finds what it registered and registers nothing twice: an id noted but not listed (the
+        // crash came before the catalog) is given up for a new one, as an interrupted upload leaves its record.
+        let noted = row
+            .artefact_id
+            .as_deref()
+            .map(ArtefactId::new)
+            .transpose()
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let artefact = match noted {
+            Some(noted) if self.gateway.catalog.artefact(noted.as_str()).await?.is_some() => noted,
+            _ => {
+                let artefact = crate::gateway::new_artefact_id();
+                self.gateway.catalog.settle_transfer(&row.id, Some(artefact.as_str()), None, None).await?;
+                let staged = (path, offer.sha256, offer.size);
+                self.gateway.receive(provider, case, request.clone(), staged, artefact.clone()).await?;
+                artefact
+            }
+        };
+        self.gateway.record_received_from(provider, case, &request.purpose, &artefact, received_from).await?;
+        Ok(artefact)
     }
 
     /// A member retrieved artefact `id` (downloaded it): the first time, for an artefact received from a partner,
@@ -1493,6 +1515,14 @@ pub struct WidenDecision {
 
 /// Whether `id` is one this gateway's kind makes with `prefix` ([`crate::gateway::new_id`]): the prefix, `-`,
 /// and 24 lowercase hex digits.
+/// `found`, if it is transfer `id` received from `partner`.
+fn received_of(partner: &Partner, id: &str, found: Option<TransferRow>) -> Result<TransferRow> {
+    match found {
+        Some(row) if row.direction == IN && row.partner == partner.name => Ok(row),
+        _ => Err(GatewayError::NotFound(format!("no transfer {id} from {}", partner.name))),
+    }
+}
+
 fn is_id_of(prefix: &str, id: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('-'))

@@ -1157,6 +1157,8 @@ async fn real_replies_match_the_document() {
     api.get("/api/v1/accounts", "/api/v1/accounts", admin).await;
     api.get("/api/v1/accounts", "/api/v1/accounts", pm).await.assert_problem(403, "admin-only", "");
     api.get("/api/v1/admin/cases", "/api/v1/admin/cases", admin).await;
+    let pinned = api.get("/api/v1/admin/partners/pinned", "/api/v1/admin/partners/pinned", admin).await;
+    assert_eq!(pinned.json().as_array().map(Vec::len), Some(1), "the registry pinning partner-gw");
     api.get("/api/v1/admin/cases", "/api/v1/admin/cases", None).await.assert_problem(401, "unauthenticated", "");
     let case_members = "/api/v1/cases/{case}/members";
     api.get(case_members, "/api/v1/cases/case-7/members", admin).await;

@@ -399,6 +399,20 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     let (_, detail) = catania.call(&judge, "GET", &format!("/api/v1/artefacts/{received}?purpose=trial"), None).await;
     assert!(detail["policy"]["permitted_purposes"].as_array().unwrap().contains(&json!("appeal")), "{detail}");
 
+    // An auditor (an administrator there) opens Catania's pinned registry: the entry on the public log commits to
+    // it, and it names Tunis with the keys Catania checked everything against.
+    let (status, pinned) = catania.call(&it_admin, "GET", "/api/v1/admin/partners/pinned", None).await;
+    assert_eq!(status, 200, "{pinned}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let entry = base64::Engine::decode(&b64, pinned[0]["entry"].as_str().unwrap()).unwrap();
+    let entry = custodia_partners::pinned::PartnersPinned::from_entry(&entry).unwrap();
+    let openings = custodia_core::Openings::from_canonical(pinned[0]["openings"].as_str().unwrap().as_bytes()).unwrap();
+    openings.check([("registry", &entry.registry)]).expect("the opening opens the public entry's commitment");
+    let registry: Value = serde_json::from_str(openings.text("registry").unwrap()).unwrap();
+    assert_eq!(registry[0]["log_vkey"], tunis_card["log_vkey"], "{registry}");
+    let (status, _) = catania.call(&judge, "GET", "/api/v1/admin/partners/pinned", None).await;
+    assert_eq!(status, 403, "a member is not an auditor");
+
     // Both public logs: a transfer_evidence record per rung, and a received_from record, none naming a partner.
     let tunis_records = support::served_records(tunis.port).await;
     let catania_records = support::served_records(catania.port).await;

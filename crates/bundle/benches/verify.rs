@@ -363,6 +363,7 @@ fn build(
         bagged_at: jiff::Timestamp::now().to_string(),
         witnessing: None,
         timestamp: None,
+        provider_chain: None,
     };
     let bundle = dir.join(format!("{name}.tar"));
     let started = Instant::now();

@@ -64,7 +64,7 @@ pub const CHUNK_BYTES: u64 = MAX_CHUNK_BYTES;
 /// How many bytes of a transfer arriving here are written between the starts of syncs: each sync makes them
 /// durable, and only when it has ended are they counted as received. A sync runs while the next bytes arrive, so
 /// the sender may be up to twice this far ahead of what is durable.
-const SYNC_EVERY: u64 = 64 << 20;
+pub const SYNC_EVERY: u64 = 64 << 20;
 
 /// How long each step of a transfer may take, and how often a driver tries again.
 #[derive(Debug, Clone, Copy)]

@@ -256,6 +256,13 @@ fn manifest_path(artefact: &ArtefactId) -> StorePath {
     StorePath::from_iter(["manifests", artefact.as_str()])
 }
 
+/// Where the use policy attached at an artefact's registration is kept, write-once, before its registration
+/// record: a catalog row restored from the log after a crash ([`Gateway::reindex`]) gets it back, so that the
+/// artefact is never listed without the restrictions it came with.
+fn attached_policy_path(artefact: &ArtefactId) -> StorePath {
+    StorePath::from_iter(["policies", artefact.as_str()])
+}
+
 impl Gateway {
     pub fn new(
         catalog: Catalog,
@@ -530,6 +537,15 @@ impl Gateway {
         let signed = SignedManifest::verify(&bytes, *manifest_signature, &self.signing_key.verifying_key())
             .map_err(|err| GatewayError::Internal(format!("manifest of {artefact}: {err}")))?;
         let manifest = signed.manifest();
+        // The policy it was registered with, if one was attached (kept before the record).
+        let policy = match self.manifests.get(&attached_policy_path(artefact)).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|err| GatewayError::Internal(err.to_string()))?;
+                Some(String::from_utf8(bytes.to_vec()).map_err(|err| GatewayError::Internal(err.to_string()))?)
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(err) => return Err(GatewayError::Internal(format!("attached policy of {artefact}: {err}"))),
+        };
         self.catalog
             .insert_artefact(&ArtefactRow {
                 id: artefact.to_string(),
@@ -541,7 +557,7 @@ impl Gateway {
                 manifest_signature: signed.signature().to_string(),
                 ledger_index: index as i64,
                 provider_account: manifest.registered_by.to_string(),
-                policy: None,
+                policy,
                 created_at: manifest.registered_at.to_string(),
             })
             .await?;
@@ -1111,6 +1127,22 @@ impl Gateway {
             )
             .await
             .map_err(|err| GatewayError::Internal(format!("storing manifest: {err}")))?;
+        let policy = request
+            .policy
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        if let Some(policy) = &policy {
+            self.manifests
+                .put_opts(
+                    &attached_policy_path(&artefact),
+                    Bytes::copy_from_slice(policy.as_bytes()).into(),
+                    object_store::PutMode::Create.into(),
+                )
+                .await
+                .map_err(|err| GatewayError::Internal(format!("storing the attached policy: {err}")))?;
+        }
         let event = CustodyEvent::ArtefactRegistered {
             artefact: artefact.clone(),
             manifest_sha256: signed.sha256(),
@@ -1118,12 +1150,6 @@ impl Gateway {
         };
         let sealed = self.custody_record(caller, case, request.purpose.as_str(), |_| event).await?;
         let ledger_index = self.record(&sealed).await?;
-        let policy = request
-            .policy
-            .as_ref()
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|err| GatewayError::Internal(err.to_string()))?;
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
         let turn = self.policy_turn(&artefact);
@@ -1666,6 +1692,38 @@ impl Gateway {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
         self.register_stored(provider, case, None, request, stored, artefact).await
+    }
+
+    /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash
+    /// took either: a registration record that reached the log before its catalog row is listed again at start
+    /// without a policy (the manifest names none), and a row may have been written without its record. Called
+    /// before a receipt is finished again, and at start for every receipt not yet finished, so that no such
+    /// artefact is served without its provider's restrictions.
+    pub(crate) async fn ensure_received_policy(
+        &self,
+        provider: &Caller,
+        artefact: &ArtefactId,
+        policy: &UsePolicy,
+    ) -> Result<()> {
+        let row = self
+            .catalog
+            .artefact(artefact.as_str())
+            .await?
+            .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact}")))?;
+        let (case, _) = ids(&row)?;
+        let json = serde_json::to_string(policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        if row.policy.as_deref() != Some(json.as_str()) {
+            tracing::warn!(artefact = %artefact, "a received artefact's policy was restored after a crash");
+            self.catalog.set_policy(artefact.as_str(), &json).await?;
+        }
+        for (_, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
+            let recorded = CustodyRecord::from_entry(&entry).ok();
+            if recorded.is_some_and(|record| matches!(record.event, CustodyEvent::PolicyChanged { .. })) {
+                return Ok(());
+            }
+        }
+        self.record_policy(provider, &case, artefact, policy, "attached at ingest").await?;
+        Ok(())
     }
 
     /// The `received_from` record of an artefact received from a partner, which `received_from` makes, unless it

@@ -193,6 +193,21 @@ impl Transfers {
                 self.drive(row.id);
             }
         }
+        // A receipt cut off while being finished, whose artefact is already listed (restored from the log at start,
+        // perhaps without its policy): the provider's restrictions are back on it before anything is served.
+        for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
+            let Some(artefact) = row.artefact_id.as_deref() else { continue };
+            let artefact = ArtefactId::new(artefact).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            let policy = offer_of(&row)?.policy.map(serde_json::from_value::<UsePolicy>).transpose();
+            let policy = policy.map_err(|err| GatewayError::Internal(format!("a received offer's policy: {err}")))?;
+            if let Some(policy) = policy
+                && self.gateway.catalog.artefact(artefact.as_str()).await?.is_some()
+            {
+                let partner = self.partner(&row.partner)?.clone();
+                let provider = self.partner_caller(&partner).await?;
+                self.gateway.ensure_received_policy(&provider, &artefact, &policy).await?;
+            }
+        }
         // The background loops hold the transfers weakly, so that they end when the gateway does (its log is
         // closed only once every handle to it is gone).
         let (weak, wake, retry) = (Arc::downgrade(self), self.outbox.clone(), self.timing.retry);
@@ -1124,7 +1139,12 @@ impl Transfers {
             .transpose()
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         let artefact = match noted {
-            Some(noted) if self.gateway.catalog.artefact(noted.as_str()).await?.is_some() => noted,
+            Some(noted) if self.gateway.catalog.artefact(noted.as_str()).await?.is_some() => {
+                if let Some(policy) = &request.policy {
+                    self.gateway.ensure_received_policy(provider, &noted, policy).await?;
+                }
+                noted
+            }
             _ => {
                 let artefact = crate::gateway::new_artefact_id();
                 self.gateway.catalog.settle_transfer(&row.id, Some(artefact.as_str()), None, None).await?;

@@ -227,10 +227,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Command output goes to stdout; diagnostics go to stderr through tracing.
-#[allow(clippy::print_stdout)]
+/// Command output goes to stdout; diagnostics go to stderr through tracing. A reader that went away (`custodia
+/// verify ... | head`) ends the output, not the command: it still finishes, and its exit status still says the
+/// verdict.
 fn say(line: &str) {
-    println!("{line}");
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
 
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {

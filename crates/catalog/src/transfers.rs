@@ -163,6 +163,18 @@ impl Catalog {
         Ok(rows.iter().map(transfer).collect::<sqlx::Result<_>>()?)
     }
 
+    /// The offer of the transfer that brought artefact `artefact_id` here, if one did: read with every export of an
+    /// artefact, so that only a received artefact's offer (and chain) is read, and only its.
+    pub async fn received_offer(&self, artefact_id: &str) -> Result<Option<String>> {
+        let row = sqlx::query(
+            "SELECT offer FROM transfers WHERE artefact_id = $1 AND direction = 'in' ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(artefact_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.try_get("offer")).transpose()?.flatten())
+    }
+
     /// The transfers of a case, sent or received, oldest first.
     pub async fn transfers_of_case(&self, case_id: &str) -> Result<Vec<TransferRow>> {
         let rows = sqlx::query("SELECT * FROM transfers WHERE case_id = $1 ORDER BY created_at, id")

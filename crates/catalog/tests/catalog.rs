@@ -139,6 +139,9 @@ async fn exercise(catalog: &Catalog) {
     assert_eq!(catalog.transfer("xfer-1").await.unwrap().unwrap().offer, transfer.offer);
     let brief = catalog.transfer_without_offer("xfer-1").await.unwrap().unwrap();
     assert_eq!((brief.offer, brief.size, brief.stage.as_str()), (None, 10, "receiving"));
+    assert_eq!(catalog.received_offer("art-x").await.unwrap(), None, "not yet received");
+    catalog.settle_transfer("xfer-1", Some("art-x"), None, None).await.unwrap();
+    assert_eq!(catalog.received_offer("art-x").await.unwrap(), transfer.offer);
 }
 
 /// The names of the catalog's indexes, read from the database's own tables.

@@ -1119,14 +1119,7 @@ impl Gateway {
         manifest.original_name = request.original_name.clone();
         manifest.media = Some(self.probe(&stored.sha256).await);
         let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        self.manifests
-            .put_opts(
-                &manifest_path(&artefact),
-                Bytes::copy_from_slice(signed.bytes()).into(),
-                object_store::PutMode::Create.into(),
-            )
-            .await
-            .map_err(|err| GatewayError::Internal(format!("storing manifest: {err}")))?;
+        self.put_once(&manifest_path(&artefact), signed.bytes(), "manifest").await?;
         let policy = request
             .policy
             .as_ref()
@@ -1134,14 +1127,7 @@ impl Gateway {
             .transpose()
             .map_err(|err| GatewayError::Internal(err.to_string()))?;
         if let Some(policy) = &policy {
-            self.manifests
-                .put_opts(
-                    &attached_policy_path(&artefact),
-                    Bytes::copy_from_slice(policy.as_bytes()).into(),
-                    object_store::PutMode::Create.into(),
-                )
-                .await
-                .map_err(|err| GatewayError::Internal(format!("storing the attached policy: {err}")))?;
+            self.put_once(&attached_policy_path(&artefact), policy.as_bytes(), "attached policy").await?;
         }
         let event = CustodyEvent::ArtefactRegistered {
             artefact: artefact.clone(),
@@ -1177,6 +1163,15 @@ impl Gateway {
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
         Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index })
+    }
+
+    /// Stores `bytes` at `path` beside the manifests, write-once.
+    async fn put_once(&self, path: &StorePath, bytes: &[u8], what: &str) -> Result<()> {
+        self.manifests
+            .put_opts(path, Bytes::copy_from_slice(bytes).into(), object_store::PutMode::Create.into())
+            .await
+            .map_err(|err| GatewayError::Internal(format!("storing the {what}: {err}")))?;
+        Ok(())
     }
 
     async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
@@ -1605,15 +1600,12 @@ impl Gateway {
     /// Of an artefact received from a partner gateway: the provider's chain its transfer's offer carried, verified
     /// when the artefact was received, which its bundles carry beside this gateway's own.
     async fn provider_chain_of(&self, artefact: &ArtefactId) -> Result<Option<custodia_bundle::ProviderChain>> {
-        let received = self.catalog.transfers_of_artefact(artefact.as_str()).await?;
-        let Some(offer) =
-            received.iter().find(|row| row.direction == crate::transfers::IN).and_then(|row| row.offer.as_deref())
-        else {
+        let Some(offer) = self.catalog.received_offer(artefact.as_str()).await? else {
             return Ok(None);
         };
         let internal =
             |err: &dyn std::fmt::Display| GatewayError::Internal(format!("a received artefact's chain: {err}"));
-        let offer: custodia_partners::transfer::Offer = serde_json::from_str(offer).map_err(|e| internal(&e))?;
+        let offer: custodia_partners::transfer::Offer = serde_json::from_str(&offer).map_err(|e| internal(&e))?;
         let head = offer.chain_bytes().map_err(|e| internal(&e))?;
         custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| internal(&e))
     }
@@ -1716,14 +1708,17 @@ impl Gateway {
             tracing::warn!(artefact = %artefact, "a received artefact's policy was restored after a crash");
             self.catalog.set_policy(artefact.as_str(), &json).await?;
         }
-        for (_, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
-            let recorded = CustodyRecord::from_entry(&entry).ok();
-            if recorded.is_some_and(|record| matches!(record.event, CustodyEvent::PolicyChanged { .. })) {
-                return Ok(());
-            }
+        if self.has_record(artefact, |event| matches!(event, CustodyEvent::PolicyChanged { .. })).await? {
+            return Ok(());
         }
         self.record_policy(provider, &case, artefact, policy, "attached at ingest").await?;
         Ok(())
+    }
+
+    /// Whether a custody record about `artefact` is one `is` picks.
+    async fn has_record(&self, artefact: &ArtefactId, is: impl Fn(&CustodyEvent) -> bool) -> Result<bool> {
+        let timeline = self.catalog.artefact_timeline(artefact.as_str()).await?;
+        Ok(timeline.iter().any(|(_, entry)| CustodyRecord::from_entry(entry).is_ok_and(|record| is(&record.event))))
     }
 
     /// The `received_from` record of an artefact received from a partner, which `received_from` makes, unless it
@@ -1736,11 +1731,8 @@ impl Gateway {
         artefact: &ArtefactId,
         received_from: impl FnOnce(ArtefactId, &mut Committer) -> CustodyEvent,
     ) -> Result<()> {
-        for (_, entry) in self.catalog.artefact_timeline(artefact.as_str()).await? {
-            let recorded = CustodyRecord::from_entry(&entry).ok();
-            if recorded.is_some_and(|record| matches!(record.event, CustodyEvent::ReceivedFrom { .. })) {
-                return Ok(());
-            }
+        if self.has_record(artefact, |event| matches!(event, CustodyEvent::ReceivedFrom { .. })).await? {
+            return Ok(());
         }
         let artefact = artefact.clone();
         let sealed = self

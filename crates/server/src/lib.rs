@@ -8,6 +8,7 @@
 pub mod api;
 pub mod auth;
 pub mod budget;
+pub mod chunk_buffers;
 pub mod clock;
 pub mod config;
 pub mod cosigning;

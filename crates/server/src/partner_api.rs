@@ -48,6 +48,8 @@ pub struct Partnering {
     clock: Clock,
     /// Places for bodies larger than [`PARTNER_BODY_LIMIT`] (offers, chunks) being read and handled at once.
     large_bodies: Arc<tokio::sync::Semaphore>,
+    /// Buffers for transfer chunks, sent and received.
+    buffers: Arc<crate::chunk_buffers::ChunkBuffers>,
 }
 
 /// How many partner requests with large bodies (an offer carries up to 11 MiB, a chunk 8 MiB) are read and handled
@@ -71,7 +73,13 @@ impl Partnering {
     /// Partners as `registry` pins them; this gateway's `card`, whose request key is `key`'s.
     pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
         let large_bodies = Arc::new(tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE));
-        Self { registry, card, key, replay: Mutex::default(), clock, large_bodies }
+        let buffers = Arc::default();
+        Self { registry, card, key, replay: Mutex::default(), clock, large_bodies, buffers }
+    }
+
+    /// Buffers for transfer chunks, used again from one chunk to the next.
+    pub fn buffers(&self) -> &Arc<crate::chunk_buffers::ChunkBuffers> {
+        &self.buffers
     }
 
     pub fn card(&self) -> &Card {
@@ -128,8 +136,9 @@ impl Partnering {
         partner: &Partner,
         method: reqwest::Method,
         path: &str,
-        body: Vec<u8>,
+        body: impl Into<Bytes>,
     ) -> reqwest::RequestBuilder {
+        let body: Bytes = body.into();
         let mut request = client.request(method.clone(), format!("{}{path}", partner.base_url));
         for (name, value) in self.sign(method.as_str(), path, &Sha256::of(&body)) {
             request = request.header(name, value);
@@ -209,7 +218,9 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             false => None,
         };
         let declared = header("content-length").and_then(|length| length.parse::<usize>().ok());
-        let (body, sha256) = read_hashed(body, LIMIT, declared).await.map_err(|_| {
+        // A large body (a chunk) is read into a chunk buffer, a small one into its own.
+        let buffers = (LIMIT > PARTNER_BODY_LIMIT).then(|| state.partnering.buffers());
+        let (body, sha256) = read_hashed(body, LIMIT, declared, buffers).await.map_err(|_| {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
@@ -223,19 +234,36 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
 }
 
 /// A body of at most `limit` bytes, read whole and hashed frame by frame as it arrives (a transfer's 8 MiB chunk is
-/// hashed while the rest of it is on its way); `declared` (Content-Length, if any) sizes the buffer up to the limit.
-async fn read_hashed(body: axum::body::Body, limit: usize, declared: Option<usize>) -> Result<(Bytes, Sha256), ()> {
+/// hashed while the rest of it is on its way); `declared` (Content-Length, if any) sizes the buffer up to the limit,
+/// one of `buffers` if given.
+async fn read_hashed(
+    body: axum::body::Body,
+    limit: usize,
+    declared: Option<usize>,
+    buffers: Option<&Arc<crate::chunk_buffers::ChunkBuffers>>,
+) -> Result<(Bytes, Sha256), ()> {
     use http_body_util::BodyExt as _;
     let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));
-    let mut bytes = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    let capacity = declared.unwrap_or(0).min(limit);
     let mut hasher = custodia_core::Sha256Hasher::default();
+    let Some(buffers) = buffers else {
+        let mut bytes = bytes::BytesMut::with_capacity(capacity);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map_err(|_| ())?.into_data() {
+                hasher.update(&data);
+                bytes.extend_from_slice(&data);
+            }
+        }
+        return Ok((bytes.freeze(), hasher.finish()));
+    };
+    let mut bytes = buffers.take(capacity);
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame.map_err(|_| ())?.into_data() {
             hasher.update(&data);
             bytes.extend_from_slice(&data);
         }
     }
-    Ok((bytes.freeze(), hasher.finish()))
+    Ok((bytes.into_bytes(), hasher.finish()))
 }
 
 /// The problem a refused partner request is answered with.

@@ -61,9 +61,10 @@ const ASKS_APART: u32 = 6;
 
 /// The chunk size this gateway sends with.
 pub const CHUNK_BYTES: u64 = MAX_CHUNK_BYTES;
-/// How many bytes of a transfer arriving here are written between the starts of syncs: each sync makes them
-/// durable, and only when it has ended are they counted as received. A sync runs while the next bytes arrive, so
-/// the sender may be up to twice this far ahead of what is durable.
+/// How many bytes of a transfer arriving here are written, at least, between the starts of syncs: each sync makes
+/// them durable, and only when it has ended are they counted as received. A sync runs while the next bytes arrive,
+/// and the next starts only once it has ended, so the arrival is never held up by the disk's flushing (only by its
+/// own writes, which the kernel slows when too much is unflushed).
 pub const SYNC_EVERY: u64 = 64 << 20;
 
 /// How long each step of a transfer may take, and how often a driver tries again.
@@ -94,6 +95,8 @@ pub struct Transfers {
     /// Each transfer arriving here since this process started: what was written to its staging file beyond what
     /// the catalog holds as synced.
     arriving: Mutex<std::collections::HashMap<String, Arrival>>,
+    /// Wakes the chunks that arrived early each time a chunk's handling ends.
+    chunk_handled: tokio::sync::Notify,
 }
 
 /// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the writes under
@@ -111,6 +114,24 @@ struct Arrival {
 
 /// How many chunks of one arriving transfer are written at once.
 const WRITES_IN_FLIGHT: usize = 2;
+
+/// How many chunks of one transfer this gateway sends at once: each is read from the store, signed and sent while
+/// the receiving gateway writes those before it, so that neither side waits on the other's round trip.
+pub const CHUNKS_IN_FLIGHT: usize = 4;
+/// How far beyond the next chunk due a chunk arriving here may start (in chunks): such a chunk waits, its body held
+/// (one of the partner requests' large bodies at once), until those before it are written, at most
+/// [`CHUNK_WAIT`]; one further ahead, or still early then, is refused as out of order.
+const CHUNKS_AHEAD: u64 = CHUNKS_IN_FLIGHT as u64 - 1;
+const CHUNK_WAIT: Duration = Duration::from_secs(10);
+
+/// Wakes the chunks waiting for their turn when it is dropped: a chunk's handling has ended, however it ended.
+struct WakeWaiting<'a>(&'a tokio::sync::Notify);
+
+impl Drop for WakeWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.notify_waiters();
+    }
+}
 
 impl std::fmt::Debug for Transfers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +197,7 @@ impl Transfers {
             driving: Mutex::new(HashSet::new()),
             outbox: Arc::new(tokio::sync::Notify::new()),
             arriving: Mutex::new(std::collections::HashMap::new()),
+            chunk_handled: tokio::sync::Notify::new(),
         })
     }
 
@@ -527,7 +549,7 @@ impl Transfers {
         let offer =
             row.offer.clone().ok_or_else(|| GatewayError::Internal("a sent transfer without its offer".into()))?;
         let path = "/partner/v1/transfers";
-        let mut progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
+        let progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
         if self.absorb(row, &partner, &progress).await? {
             return Ok(true);
         }
@@ -543,36 +565,30 @@ impl Transfers {
             )));
         }
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's digest".into()))?;
-        let mut prepared: Option<(u64, reqwest::RequestBuilder)> = None;
-        let mut durable = row.received as u64;
-        while progress.written < size {
-            let offset = progress.written;
-            let length = chunk_size.min(size - offset);
-            let request = match prepared.take() {
-                Some((at, request)) if at == offset => request,
-                _ => self.chunk_request(&partner, row, sha256, offset, length).await?,
-            };
-            // The next chunk is read and signed (its digest computed) while this one is on its way.
-            let following = offset + length;
-            let (answer, next) = tokio::join!(self.answer(request), async {
-                match following < size {
-                    true => Some(
-                        self.chunk_request(&partner, row, sha256, following, chunk_size.min(size - following)).await,
-                    ),
-                    false => None,
-                }
-            });
-            progress = answer?;
-            // The receiver has written exactly up to the end of this chunk, or it did not take it as sent: anything
-            // else is a failed step, tried again after the retry interval, never a loop at full speed.
-            if progress.written != offset + length || progress.received > progress.written {
+        // Up to CHUNKS_IN_FLIGHT chunks are read, signed and sent at once; their answers are taken in order.
+        let mut in_flight = futures::stream::FuturesOrdered::new();
+        let (mut next, mut durable) = (progress.written, row.received as u64);
+        loop {
+            while next < size && in_flight.len() < CHUNKS_IN_FLIGHT {
+                let (offset, length) = (next, chunk_size.min(size - next));
+                next += length;
+                let partner = &partner;
+                in_flight.push_back(async move {
+                    let request = self.chunk_request(partner, row, sha256, offset, length).await?;
+                    Ok::<_, Hitch>((offset + length, self.answer(request).await?))
+                });
+            }
+            let Some(answered) = futures::StreamExt::next(&mut in_flight).await else { break };
+            let (end, progress) = answered?;
+            // The receiver has written at least up to the end of this chunk, or it did not take it as sent:
+            // anything else is a failed step (the chunks still on their way are dropped), tried again after the
+            // retry interval from what the receiver holds, never a loop at full speed.
+            if progress.written < end || progress.received > progress.written {
                 return Err(Hitch::Unchecked(format!(
-                    "after the chunk at {offset}, the partner says it has written {} bytes, not {}",
+                    "after the chunk ending at {end}, the partner says it has written {} bytes",
                     progress.written,
-                    offset + length
                 )));
             }
-            prepared = next.transpose()?.map(|request| (following, request));
             if progress.received > durable {
                 durable = progress.received;
                 let now = self.gateway.now().to_string();
@@ -605,22 +621,35 @@ impl Transfers {
         offset: u64,
         length: u64,
     ) -> Result<reqwest::RequestBuilder> {
-        use futures::TryStreamExt as _;
-        let stream = self.gateway.artefacts.read(&sha256, Some(offset..offset + length)).await?;
-        let chunk = stream
-            .try_fold(Vec::with_capacity(length as usize), |mut chunk, piece| async move {
-                chunk.extend_from_slice(&piece);
-                Ok(chunk)
-            })
-            .await?;
-        if chunk.len() as u64 != length {
-            return Err(GatewayError::Internal(format!("the stored payload ended before byte {}", offset + length)));
-        }
+        let mut chunk = self.partnering.buffers().take(length as usize);
         let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
         let (partnering, client, partner) = (self.partnering.clone(), self.client.clone(), partner.clone());
-        tokio::task::spawn_blocking(move || partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk))
+        let ended_early =
+            move || GatewayError::Internal(format!("the stored payload ended before byte {}", offset + length));
+        // From a local store, read in place into the chunk's buffer, then signed, in one blocking step.
+        if let Some(file) = self.gateway.artefacts.local_path(&sha256) {
+            return tokio::task::spawn_blocking(move || {
+                chunk.read_at(&file, offset, length as usize).map_err(|err| match err.kind() {
+                    std::io::ErrorKind::UnexpectedEof => ended_early(),
+                    _ => GatewayError::Internal(format!("reading a stored payload: {err}")),
+                })?;
+                Ok(partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes()))
+            })
             .await
-            .map_err(|err| GatewayError::Internal(err.to_string()))
+            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+        }
+        let mut stream = std::pin::pin!(self.gateway.artefacts.read(&sha256, Some(offset..offset + length)).await?);
+        while let Some(piece) = futures::StreamExt::next(&mut stream).await {
+            chunk.extend_from_slice(&piece?);
+        }
+        if chunk.len() as u64 != length {
+            return Err(ended_early());
+        }
+        tokio::task::spawn_blocking(move || {
+            partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes())
+        })
+        .await
+        .map_err(|err| GatewayError::Internal(err.to_string()))
     }
 
     async fn call(
@@ -879,6 +908,9 @@ impl Transfers {
     /// (written and hashed while the next chunk is on its way), and every [`SYNC_EVERY`] bytes and at the end,
     /// written, synced and only then counted as received (idempotent).
     pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
+        self.chunk_due(partner, id, offset).await?;
+        // Declared before the turn, so dropped after it: the chunks woken find the turn free.
+        let _wake = WakeWaiting(&self.chunk_handled);
         let turn = self.turn(id);
         let _turn = turn.lock().await;
         let row = self.received_brief(partner, id).await?;
@@ -899,7 +931,7 @@ impl Transfers {
         let end = written + expected;
         let path = self.staging(id);
         let chunk = bytes.clone();
-        let writing = tokio::task::spawn_blocking(move || write_at(&path, offset, &chunk));
+        let writing = tokio::task::spawn_blocking(move || crate::chunk_buffers::write_at(&path, offset, &chunk));
         {
             let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let arrival = arriving.entry(id.to_owned()).or_insert_with(|| Arrival {
@@ -927,21 +959,40 @@ impl Transfers {
         // A sync that ended is counted; one is started every SYNC_EVERY bytes (the bytes it covers are counted
         // when it ends, the sender going on meanwhile); at the end, everything is synced and counted before the
         // answer.
-        self.count_synced(id, false).await?;
-        let syncing = self.syncing_of(id).unwrap_or(durable);
+        let counted = self.count_synced(id, false).await?.unwrap_or(durable);
         if end == size {
             self.written_down(id, 0).await?;
             self.count_synced(id, true).await?;
             self.start_sync(id, end);
             self.count_synced(id, true).await?;
             tracing::info!(transfer = %id, size, "every chunk of a transfer is held, synced");
-        } else if end - syncing >= SYNC_EVERY {
-            self.count_synced(id, true).await?;
+        } else if self.syncing_of(id).is_none() && end - counted >= SYNC_EVERY {
             self.written_down(id, 0).await?;
             self.start_sync(id, end);
         }
         let row = self.received_brief(partner, id).await?;
         self.progress(&row).await
+    }
+
+    /// Waits while a chunk of transfer `id` at `offset` arrived before the ones due before it, at most
+    /// [`CHUNK_WAIT`] and only if it starts at most [`CHUNKS_AHEAD`] chunks beyond the next due. Whatever then
+    /// stands is judged under the transfer's turn (a chunk still early is refused there).
+    async fn chunk_due(&self, partner: &Partner, id: &str, offset: u64) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + CHUNK_WAIT;
+        loop {
+            let handled = self.chunk_handled.notified();
+            tokio::pin!(handled);
+            handled.as_mut().enable();
+            let row = self.received_brief(partner, id).await?;
+            let written = self.written_of(&row);
+            let ahead = (offset.saturating_sub(written)).div_ceil(row.chunk_size.max(1) as u64);
+            if row.stage != "receiving" || offset <= written || ahead > CHUNKS_AHEAD {
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, handled).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     /// Starts syncing arriving transfer `id`'s staging file, whose writes up to `end` have ended.
@@ -960,14 +1011,15 @@ impl Transfers {
     }
 
     /// Counts the bytes the sync of arriving transfer `id` covered as received, once it has ended (waiting for it if
-    /// `wait`). If it failed, what was written since the last sync is forgotten, and the failure returned.
-    async fn count_synced(&self, id: &str, wait: bool) -> Result<()> {
+    /// `wait`): where the durable bytes now end, if a sync was counted. If it failed, what was written since the last
+    /// sync is forgotten, and the failure returned.
+    async fn count_synced(&self, id: &str, wait: bool) -> Result<Option<u64>> {
         let syncing = {
             let mut arriving = self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let arrival = arriving.get_mut(id);
             match arrival.and_then(|arrival| arrival.syncing.take_if(|(_, sync)| wait || sync.is_finished())) {
                 Some(syncing) => syncing,
-                None => return Ok(()),
+                None => return Ok(None),
             }
         };
         let (end, sync) = syncing;
@@ -977,7 +1029,7 @@ impl Transfers {
         }
         let now = self.gateway.now().to_string();
         self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
-        Ok(())
+        Ok(Some(end))
     }
 
     /// Waits for the writes under way of arriving transfer `id` until at most `left` are. If one failed, what was
@@ -1651,10 +1703,4 @@ fn check_bundle(
         media_type: manifest.media_type.to_string(),
         checkpoint: String::from_utf8_lossy(checkpoint).lines().take(3).collect::<Vec<_>>().join("\n"),
     })
-}
-
-/// Writes `bytes` at `offset` of the file at `path`.
-fn write_at(path: &std::path::Path, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt as _;
-    std::fs::OpenOptions::new().write(true).open(path)?.write_all_at(bytes, offset)
 }

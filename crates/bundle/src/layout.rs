@@ -16,7 +16,8 @@ pub const VKEY: &str = "data/keys/gateway.vkey";
 pub const PUBLIC_KEY_PEM: &str = "data/keys/gateway.pub.pem";
 pub const REPORT: &str = "data/REPORT.txt";
 pub const CUSTODY_DIR: &str = "data/custody/";
-/// In a case bundle, one artefact bundle per file.
+/// In a case bundle, one artefact bundle per directory, unpacked: `data/bundles/<artefact>/` holds its bag's
+/// files.
 pub const BUNDLES_DIR: &str = "data/bundles/";
 /// In the bag of an artefact received from a partner gateway, the provider's bag as it was sent, all but its
 /// payload (which is this bag's payload, byte for byte): see [`ProviderChain`].
@@ -112,8 +113,9 @@ pub fn case_bag_dir(case: &CaseId) -> String {
     format!("custodia-case-{case}")
 }
 
-pub fn inner_bundle_path(artefact: &ArtefactId) -> String {
-    format!("{BUNDLES_DIR}{artefact}.tar")
+/// Where an artefact's bundle lies in a case bag: the directory of its bag's files, with a trailing `/`.
+pub fn inner_bundle_dir(artefact: &ArtefactId) -> String {
+    format!("{BUNDLES_DIR}{artefact}/")
 }
 
 /// A custody record's entry and proof file names: zero-padded ledger index, so they sort in ledger order.
@@ -266,8 +268,9 @@ pub fn case_description(case: &CaseId, scope: &ExportScope) -> String {
     }
 }
 
-/// The version of [`CaseListing`] this build writes and reads: 2 names the export's [`ExportScope`].
-pub const CASE_LISTING_VERSION: u32 = 2;
+/// The version of [`CaseListing`] this build writes and reads: 2 names the export's [`ExportScope`]; 3 holds each
+/// artefact bundle unpacked, committed to by its tag manifest's digest.
+pub const CASE_LISTING_VERSION: u32 = 3;
 
 /// What part of a case an export holds: the whole case, or one hearing's output only (its recording segments,
 /// its signed minutes and the identity-check documents they name), by the hearing's id. It is in the listing, in
@@ -306,8 +309,9 @@ impl ExportScope {
     }
 }
 
-/// What a case export holds: every artefact bundle with the SHA-256 and size of its bytes, as written into the
-/// case bundle. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody record carries
+/// What a case export holds: every artefact bundle, by the SHA-256 of its bag's `tagmanifest-sha256.txt` (which
+/// fixes its other tag files, and through `manifest-sha256.txt` every file of its bag, payload included) and the
+/// bytes of all its files, as written into the case bundle. It is RFC 8785 canonical JSON at `data/case-listing.json`; the case export custody record carries
 /// its SHA-256 and the number of bundles, so it is fixed in the public log without being published. The salt (32
 /// random bytes, hex) makes that digest reveal nothing, even to someone who could guess every other field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -325,8 +329,9 @@ pub struct CaseListing {
 #[serde(deny_unknown_fields)]
 pub struct ListedBundle {
     pub artefact: ArtefactId,
-    /// SHA-256 of the artefact bundle's bytes, as they are in the case bundle.
+    /// SHA-256 of the artefact bag's `tagmanifest-sha256.txt`, as it is in the case bundle.
     pub sha256: Sha256,
+    /// The bytes of all the bag's files, payload included.
     pub size: u64,
 }
 
@@ -370,8 +375,8 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         assert!(text.starts_with(r#"{"bundles":[{"artefact":"art-1","sha256":""#), "{text}");
         assert!(CaseListing::from_bytes(text.replacen(':', ": ", 1).as_bytes()).is_err());
-        assert!(CaseListing::from_bytes(text.replace(r#""v":2"#, r#""v":1"#).as_bytes()).is_err());
-        assert!(text.contains(r#""scope":{"kind":"case"},"v":2}"#), "{text}");
+        assert!(CaseListing::from_bytes(text.replace(r#""v":3"#, r#""v":2"#).as_bytes()).is_err());
+        assert!(text.contains(r#""scope":{"kind":"case"},"v":3}"#), "{text}");
         let hearing = ExportScope::Hearing { hearing: HearingId::new("h-9").unwrap() };
         let of_hearing = CaseListing { scope: hearing.clone(), ..listing() };
         let bytes = of_hearing.to_bytes().unwrap();

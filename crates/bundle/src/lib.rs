@@ -36,4 +36,4 @@ pub use verify::{
     Pins, Verdict, Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_with_payload_digest,
     verify_within,
 };
-pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, padding};
+pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, ListedFile, padding};

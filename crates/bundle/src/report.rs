@@ -253,14 +253,14 @@ pub fn case_certificate(origin: &str, listing: &crate::CaseListing, record_index
     let _ = writeln!(out, "Scope: {}", listing.scope.describe(case));
     let _ = writeln!(
         out,
-        "This bag holds {} artefact bundles, each complete and verifiable on its own:\n",
+        "This bag holds {} artefact bundles, each unpacked in its directory, complete and verifiable on its own:\n",
         listing.bundles.len()
     );
     for bundle in &listing.bundles {
         let _ = writeln!(
             out,
-            "  {}  SHA-256 {}  ({} bytes)",
-            layout::inner_bundle_path(&bundle.artefact),
+            "  {}  tag manifest SHA-256 {}  ({} bytes)",
+            layout::inner_bundle_dir(&bundle.artefact),
             bundle.sha256,
             bundle.size
         );
@@ -278,7 +278,7 @@ pub fn case_certificate(origin: &str, listing: &crate::CaseListing, record_index
     let _ = writeln!(out, "\nHOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;");
     let _ = writeln!(
         out,
-        "or unpack it and check the listing and each bundle under {} as docs/verify-by-hand.md describes.",
+        "or unpack it and check the listing and each bundle's directory under {} as docs/verify-by-hand.md describes.",
         layout::BUNDLES_DIR
     );
     out

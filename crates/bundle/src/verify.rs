@@ -262,23 +262,6 @@ struct FileSeen {
     bytes: Option<Vec<u8>>,
 }
 
-/// A reader that hashes and counts what passes through it, so a nested bundle is verified and digested in the
-/// same single pass.
-struct Hashing<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// A reader that counts what passes through it, so the end of an archive can be placed, and refuses a non-zero
 /// byte in `padding` (the offsets of the current entry's padding, set as each entry is reached): tar tools differ
 /// on what they make of bytes there, so no bundle has any.
@@ -307,11 +290,72 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// What reading a bag found: its files, and the verification of each artefact bundle nested in a case bundle.
+/// What reading a bag found: its files, and the verification of each artefact bundle unpacked in a case bundle
+/// (whose files stay in `files` by name, digest and size only, for the case bag's manifests).
 struct BagRead {
     files: BTreeMap<String, FileSeen>,
-    nested: Vec<(String, Verification)>,
+    nested: Vec<NestedBundle>,
 }
+
+/// An artefact bundle unpacked in a case bag, at `data/bundles/<name>/`, once checked.
+struct NestedBundle {
+    name: String,
+    verification: Verification,
+    /// The SHA-256 of its `tagmanifest-sha256.txt`, if it has one, which the listing names it by.
+    tag_manifest: Option<Sha256>,
+    /// The bytes of all its files.
+    size: u64,
+}
+
+/// The artefact bundle a case bag's file is in, if it is in one: its directory's name under `data/bundles/`, and
+/// the file's path in that bundle's bag.
+fn bundled_in(path: &str) -> Option<(&str, &str)> {
+    let (name, inner) = path.strip_prefix(layout::BUNDLES_DIR)?.split_once('/')?;
+    Some((name, inner))
+}
+
+/// The files of the artefact bundle being read in a case bag, and what the budget held before it.
+struct OpenBundle {
+    name: String,
+    files: BTreeMap<String, FileSeen>,
+    mark: u64,
+}
+
+impl OpenBundle {
+    /// Checks the bundle as an artefact bag, keeps what a case bundle keeps of it (its summary, each check naming
+    /// it; each of its files by name, digest and size), and lets go of the rest.
+    fn close(self, bag: &mut BagRead, trusted: &Pins<'_>, budget: &mut Budget) -> Result<(), VerifyError> {
+        let Self { name, files, mark } = self;
+        let tag_manifest = files.get(TAG_MANIFEST).map(|seen| seen.sha256);
+        let size = files.values().map(|seen| seen.size).sum();
+        let dir = format!("{}{name}/", layout::BUNDLES_DIR);
+        let slim: Vec<(String, FileSeen)> = files
+            .iter()
+            .map(|(path, seen)| (format!("{dir}{path}"), FileSeen { sha256: seen.sha256, size: seen.size, bytes: None }))
+            .collect();
+        let verification = verify_artefact_bag(files, trusted, 0);
+        budget.keep(checks_cost(&verification.checks))?;
+        budget.release_to(mark);
+        // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
+        let mut verification = summarise(verification);
+        let shown = echoed(&name);
+        for check in &mut verification.checks {
+            check.detail = format!("{shown}: {}", check.detail);
+        }
+        budget.keep(checks_cost(&verification.checks))?;
+        for (path, seen) in slim {
+            budget.keep(path.len() as u64 + PER_FILE_OVERHEAD)?;
+            if bag.files.insert(path, seen).is_some() {
+                return Err(VerifyError::Malformed(format!("a file of {} appears twice in the bundle", echoed(&dir))));
+            }
+        }
+        bag.nested.push(NestedBundle { name, verification, tag_manifest, size });
+        Ok(())
+    }
+}
+
+/// A bag's tag manifest, which fixes its other tag files and through them every file of the bag.
+const TAG_MANIFEST: &str = "tagmanifest-sha256.txt";
 
 /// What one read of a bundle holds: files seen (nested ones included), bytes held now (small files, names, and
 /// the summaries of nested bundles already checked), and the most it held at once. One budget for the whole read.
@@ -523,6 +567,10 @@ fn read_bundle(
     let mut counted = Counting { inner: reader, count: 0, padding: padding.clone() };
     let mut archive = tar::Archive::new(&mut counted);
     let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
+    // In a case bag: the artefact bundle whose files are being read, and those already read (each bundle's files
+    // come together, so that one is checked and let go before the next is read).
+    let mut open: Option<OpenBundle> = None;
+    let mut closed: BTreeSet<String> = BTreeSet::new();
     let mut top: Option<String> = None;
     let mut extended = Extended::default();
     // Where the last entry's data and padding end: the end-of-archive marker starts there.
@@ -600,45 +648,26 @@ fn read_bundle(
         if kind.is_dir() {
             continue;
         }
-        budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
-        if nested_allowed && relative.starts_with(layout::BUNDLES_DIR) {
-            let mut hashing = Hashing { inner: &mut entry, hasher: sha2::Sha256::new(), count: 0 };
-            // The nested bundle's files are held while it is checked, with what checking it makes, then let go;
-            // what is kept of it, its summary, stays counted until the whole read ends.
-            let mark = budget.kept;
-            let read = read_bundle(&mut hashing, trusted, false, None, budget);
-            let verification = match read {
-                Ok(inner) => verify_bag(inner, trusted),
-                Err(err @ VerifyError::TooLarge(_)) => return Err(err),
-                Err(err) => {
-                    let mut failed = Verification::default();
-                    failed.fail(Part::Bag, err.to_string());
-                    failed
-                }
-            };
-            budget.keep(checks_cost(&verification.checks))?;
-            budget.release_to(mark);
-            // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
-            let mut verification = summarise(verification);
-            let name = echoed(relative.strip_prefix(layout::BUNDLES_DIR).unwrap_or(relative));
-            for check in &mut verification.checks {
-                check.detail = format!("{name}: {}", check.detail);
-            }
-            budget.keep(checks_cost(&verification.checks))?;
-            // What a bundle holds after its end-of-archive marker was read with it; anything left is refused there,
-            // but still counts toward the digest.
-            std::io::copy(&mut hashing, &mut std::io::sink())?;
-            let seen = FileSeen {
-                sha256: Sha256::from_bytes(hashing.hasher.finalize().into()),
-                size: hashing.count,
-                bytes: None,
-            };
-            bag.nested.push((relative.to_owned(), verification));
-            if bag.files.insert(relative.to_owned(), seen).is_some() {
-                return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
-            }
-            continue;
+        let bundled = bundled_in(relative).filter(|_| nested_allowed);
+        if let Some(done) = open.take_if(|open| bundled.is_none_or(|(name, _)| name != open.name)) {
+            closed.insert(done.name.clone());
+            done.close(&mut bag, trusted, budget)?;
         }
+        if let Some((name, _)) = bundled {
+            if closed.contains(name) {
+                return Err(VerifyError::Malformed(format!(
+                    "the files of the artefact bundle {} are not together in the case bundle",
+                    echoed(name)
+                )));
+            }
+            open.get_or_insert_with(|| OpenBundle { name: name.to_owned(), files: BTreeMap::new(), mark: budget.kept });
+        }
+        budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
+        // Where the file goes: the open bundle's files, by its path in that bag, or the bag's own.
+        let (files, relative) = match (&mut open, bundled) {
+            (Some(open), Some((_, inner))) => (&mut open.files, inner),
+            _ => (&mut bag.files, relative),
+        };
         let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
         let size = header.entry_size()?;
         if !is_payload && size > MAX_SMALL_FILE {
@@ -655,7 +684,7 @@ fn read_bundle(
                 )));
             }
             let seen = FileSeen { sha256: known, size: read_total, bytes: None };
-            if bag.files.insert(relative.to_owned(), seen).is_some() {
+            if files.insert(relative.to_owned(), seen).is_some() {
                 return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
             }
             continue;
@@ -676,12 +705,15 @@ fn read_bundle(
             read_total += n as u64;
         }
         let seen = FileSeen { sha256: Sha256::from_bytes(hasher.finalize().into()), size: read_total, bytes: kept };
-        if bag.files.insert(relative.to_owned(), seen).is_some() {
+        if files.insert(relative.to_owned(), seen).is_some() {
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
     }
     if extended.present {
         return Err(VerifyError::Malformed("an extended header not followed by a regular file".into()));
+    }
+    if let Some(done) = open {
+        done.close(&mut bag, trusted, budget)?;
     }
     end_of_archive(&mut counted, entries_end)?;
     Ok(bag)
@@ -760,11 +792,10 @@ pub struct Pins<'a> {
 /// [`verify_within`] under a pinned witness policy too.
 pub fn verify_pinned(mut reader: impl Read, trusted: &Pins<'_>, limits: Limits) -> Result<Verification, VerifyError> {
     let mut budget = Budget::new(limits);
-    // Dynamic dispatch: a nested bundle is read through the outer one's reader, which must not make a new type.
     let bag = read_bundle(&mut reader, trusted, true, None, &mut budget)?;
-    // What is kept of the nested bundles is counted already; the checks of the bag itself (one or more per file
-    // in it, a name in each) are counted as they are made, with its files still held.
-    let nested: u64 = bag.nested.iter().map(|(_, nested)| checks_cost(&nested.checks)).sum();
+    // What is kept of the artefact bundles of a case bag is counted already; the checks of the bag itself (one or
+    // more per file in it, a name in each) are counted as they are made, with its files still held.
+    let nested: u64 = bag.nested.iter().map(|nested| checks_cost(&nested.verification.checks)).sum();
     let mut verification = verify_bag(bag, trusted);
     budget.keep(checks_cost(&verification.checks).saturating_sub(nested))?;
     verification.files_read = budget.files;
@@ -859,7 +890,7 @@ fn verify_case_bag(bag: BagRead, trusted: &Pins<'_>) -> Verification {
         check_report(&bag.files, &expected, &mut report);
     }
     // Each nested check already names its bundle (see read_bundle), counted in the budget.
-    for (_, nested) in bag.nested {
+    for NestedBundle { verification: nested, .. } in bag.nested {
         report.records += nested.records;
         report.unconfirmed += nested.unconfirmed;
         report.checks.extend(nested.checks);
@@ -989,42 +1020,52 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
     }
     let mut listed = BTreeMap::new();
     for bundle in &listing.bundles {
-        let path = layout::inner_bundle_path(&bundle.artefact);
-        if listed.insert(path, bundle).is_some() {
+        if listed.insert(bundle.artefact.as_str(), bundle).is_some() {
             report.fail(Part::CaseContents, format!("the listing names artefact {} twice", bundle.artefact));
         }
     }
-    for (path, bundle) in &listed {
-        match bag.files.get(path) {
+    let held: BTreeMap<&str, &NestedBundle> = bag.nested.iter().map(|nested| (nested.name.as_str(), nested)).collect();
+    for (name, bundle) in &listed {
+        let dir = layout::inner_bundle_dir(&bundle.artefact);
+        match held.get(name) {
             None => report.fail(
                 Part::CaseContents,
                 format!(
-                    "artefact {} is missing: the case export record lists {path}, and the bundle does not hold it",
-                    bundle.artefact
+                    "artefact {name} is missing: the case export record lists {dir}, and the bundle does not hold it"
                 ),
             ),
-            Some(seen) if seen.sha256 != bundle.sha256 || seen.size != bundle.size => report.fail(
+            Some(nested) if nested.tag_manifest != Some(bundle.sha256) || nested.size != bundle.size => report.fail(
                 Part::CaseContents,
                 format!(
-                    "artefact {}: {path} is not the bundle this export made (SHA-256 {}, {} bytes; the case export \
-                     record lists {}, {} bytes): it was swapped or altered",
-                    bundle.artefact, seen.sha256, seen.size, bundle.sha256, bundle.size
+                    "artefact {name}: {dir} is not the bundle this export made (tag manifest SHA-256 {}, {} bytes; \
+                     the case export record lists {}, {} bytes): it was swapped or altered",
+                    nested.tag_manifest.map_or_else(|| "none".to_owned(), |sha256| sha256.to_hex()),
+                    nested.size,
+                    bundle.sha256,
+                    bundle.size
                 ),
             ),
             Some(_) => {}
         }
     }
-    for (path, nested) in &bag.nested {
-        if !listed.contains_key(path) {
-            report.fail(Part::CaseContents, format!("{} is not in the case export record: it was added", echoed(path)));
+    for nested in &bag.nested {
+        let dir = format!("{}{}/", layout::BUNDLES_DIR, nested.name);
+        if !listed.contains_key(nested.name.as_str()) {
+            report.fail(Part::CaseContents, format!("{} is not in the case export record: it was added", echoed(&dir)));
             continue;
         }
-        let name = path.strip_prefix(layout::BUNDLES_DIR).and_then(|p| p.strip_suffix(".tar"));
-        if let Some(artefact) = &nested.artefact
-            && name != Some(artefact.as_str())
+        if let Some(artefact) = &nested.verification.artefact
+            && nested.name != artefact.as_str()
         {
-            report.fail(Part::CaseContents, format!("{} holds the bundle of artefact {artefact}", echoed(path)));
+            report.fail(Part::CaseContents, format!("{} holds the bundle of artefact {artefact}", echoed(&dir)));
         }
+    }
+    // A file directly under data/bundles/ is no artefact bundle (one in a directory of its own is).
+    for path in bag.files.keys().filter(|path| path.starts_with(layout::BUNDLES_DIR) && bundled_in(path).is_none()) {
+        report.fail(
+            Part::CaseContents,
+            format!("{} is not an artefact bundle's directory, which is all {} holds", echoed(path), layout::BUNDLES_DIR),
+        );
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {
         report.pass(
@@ -1955,16 +1996,16 @@ mod tests {
         assert!(read(&[&info, &split, &end]).is_ok());
     }
 
-    /// A case bundle as the reviewer forged it: `nested` artefact bundles, each named by a PAX path of `name_len`
-    /// bytes, each a tar of `planted` files that fail the checks.
+    /// A case bundle as the reviewer forged it: `nested` artefact bundles, each in a directory whose name has
+    /// `name_len` bytes (given by PAX paths), each holding `planted` files that fail the checks.
     fn case_of_long_names(nested: usize, name_len: usize, planted: usize) -> Vec<u8> {
-        let junk: Vec<(String, Vec<u8>)> = (0..planted).map(|i| (format!("b/data/x{i}"), b"x".to_vec())).collect();
-        let junk = tar_of(&junk);
         let mut out = Vec::new();
         for k in 0..nested {
-            let name = format!("case/data/bundles/{k:06}{}.tar", "n".repeat(name_len));
-            out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
-            out.extend_from_slice(&file_entry("placeholder", &junk));
+            for i in 0..planted {
+                let name = format!("case/data/bundles/{k:06}{}/data/x{i}", "n".repeat(name_len));
+                out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
+                out.extend_from_slice(&file_entry("placeholder", b"x"));
+            }
         }
         out.extend_from_slice(&[0; 1024]);
         out
@@ -1973,9 +2014,10 @@ mod tests {
     #[test]
     fn a_long_nested_bundle_name_is_echoed_cut_and_every_byte_kept_is_counted() {
         let limits = Limits { files: MAX_FILES, kept_bytes: 4 << 20 };
-        // 60 nested bundles with 30,000-byte names, 20 failures each: before, each kept check carried the whole
-        // name, uncounted (some 36 MB here); now a cut name, counted.
-        let report = verify_within(case_of_long_names(60, 30_000, 20).as_slice(), &[], limits).unwrap();
+        // 60 nested bundles with 10,000-byte names, 20 failures each: before, each kept check carried the whole
+        // name, uncounted (some 12 MB here); now a cut name, counted (the names of the files, which the case bag's
+        // manifest is checked against, are counted too).
+        let report = verify_within(case_of_long_names(60, 10_000, 2).as_slice(), &[], limits).unwrap();
         assert_eq!(report.verdict(), Verdict::Invalid);
         let kept: u64 = report.checks.iter().map(|c| c.detail.len() as u64).sum();
         assert!(kept <= report.peak_kept_bytes, "{kept} bytes of details, {} counted", report.peak_kept_bytes);
@@ -1984,7 +2026,7 @@ mod tests {
         let cut = report.checks.iter().find(|c| c.detail.contains("… (SHA-256 ")).expect("a cut name");
         assert!(cut.detail.starts_with("000000nnn"), "{}", cut.detail);
         // More of them than the budget holds: refused as too large, not held.
-        let err = verify_within(case_of_long_names(200, 30_000, 20).as_slice(), &[], limits).unwrap_err();
+        let err = verify_within(case_of_long_names(300, 10_000, 2).as_slice(), &[], limits).unwrap_err();
         assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
     }
 
@@ -2025,16 +2067,30 @@ mod tests {
             assert!(err.to_string().contains("without its end-of-archive marker"), "{cut}: {err}");
         }
 
-        // Inside a case bundle, an artefact bundle with data after its marker fails as a bag, and is named.
-        let case = tar_of(&[("case/data/bundles/a-1.tar".into(), smuggled)]);
-        let report = verify(case.as_slice(), &[]).unwrap();
+    }
+
+    #[test]
+    fn a_case_bags_artefact_bundles_each_lie_whole_in_a_directory_of_their_own() {
+        let file = |path: &str| (path.to_owned(), b"x".to_vec());
+        // The files of one artefact bundle come together: one that comes back after another's is refused.
+        let apart = tar_of(&[
+            file("case/data/bundles/a-1/bagit.txt"),
+            file("case/data/bundles/a-2/bagit.txt"),
+            file("case/data/bundles/a-1/data/manifest.json"),
+        ]);
+        let err = verify(apart.as_slice(), &[]).unwrap_err();
+        assert!(err.to_string().contains("the files of the artefact bundle a-1 are not together"), "{err}");
+        // A bundle as a file (as case bundles were once written) is no artefact bundle's directory.
+        let report = verify(tar_of(&[file("case/data/bundles/a-1.tar")]).as_slice(), &[]).unwrap();
         assert!(
-            report
-                .checks
-                .iter()
-                .any(|c| !c.passed && c.detail.starts_with("a-1.tar: ") && c.detail.contains("after its end")),
+            report.checks.iter().any(|c| !c.passed
+                && c.part == Part::CaseContents
+                && c.detail.contains("data/bundles/a-1.tar is not an artefact bundle's directory")),
             "{report}"
         );
+        // Each bundle is checked as a bag of its own, and its checks name it.
+        let report = verify(tar_of(&[file("case/data/bundles/a-1/data/x")]).as_slice(), &[]).unwrap();
+        assert!(report.checks.iter().any(|c| !c.passed && c.detail.starts_with("a-1: ")), "{report}");
     }
 
     fn seen(bytes: &[u8]) -> FileSeen {
@@ -2104,27 +2160,27 @@ mod tests {
     /// A case bundle of `artefacts` artefact bundles that are not bundles at all: each holds `planted` files with
     /// names of `name_len` bytes, so each fails with many checks.
     fn case_of_junk(artefacts: usize, planted: usize, name_len: usize) -> Vec<u8> {
-        let inner: Vec<(String, Vec<u8>)> = (0..artefacts)
-            .map(|a| {
-                let files: Vec<(String, Vec<u8>)> =
-                    (0..planted).map(|f| (format!("b/data/{f:06}{}", "n".repeat(name_len - 6)), Vec::new())).collect();
-                (format!("case/data/bundles/a-{a}.tar"), tar_of(&files))
+        let files: Vec<(String, Vec<u8>)> = (0..artefacts)
+            .flat_map(|a| {
+                (0..planted).map(move |f| {
+                    (format!("case/data/bundles/a-{a}/data/{f:06}{}", "n".repeat(name_len - 6)), Vec::new())
+                })
             })
             .collect();
-        tar_of(&inner)
+        tar_of(&files)
     }
 
     #[test]
     fn one_budget_holds_a_case_bundle_and_what_is_kept_of_each_artefact_bundle() {
         let limits = Limits { files: MAX_FILES, kept_bytes: 1 << 20 };
-        // 20 artefact bundles of 100 planted files with 1000-byte names: each holds about 110 KiB of names and makes
-        // as much again of failed checks, which one read may hold while it is checked, but not all 20 at once.
-        let report = verify_within(case_of_junk(20, 100, 1000).as_slice(), &[], limits).unwrap();
+        // 20 artefact bundles of 100 planted files with 200-byte names: each holds about 35 KiB of names and makes
+        // as much again of failed checks while it is checked, then keeps its summary and its files' names.
+        let report = verify_within(case_of_junk(20, 100, 200).as_slice(), &[], limits).unwrap();
         assert!(report.peak_kept_bytes <= limits.kept_bytes, "{}", report.peak_kept_bytes);
-        // Every entry of every artefact bundle is counted: itself, 100 files and their GNU long names.
-        assert_eq!(report.files_read, 20 * (1 + 2 * 100));
+        // Every entry of every artefact bundle is counted: 100 files and their GNU long names.
+        assert_eq!(report.files_read, 20 * (2 * 100));
         for a in 0..20 {
-            let prefix = format!("a-{a}.tar: ");
+            let prefix = format!("a-{a}: ");
             let kept: Vec<&Check> = report.checks.iter().filter(|c| c.detail.starts_with(&prefix)).collect();
             assert!(kept.len() <= NESTED_FAILURES_KEPT + 10 + 1, "{a}: {} checks kept", kept.len());
             assert!(kept.iter().any(|c| c.detail.ends_with("more failed checks, not kept")), "{a}");
@@ -2134,10 +2190,10 @@ mod tests {
 
         // What is kept of each is counted too, to the end of the read: 400 of them are more than one read holds,
         // although each alone is checked within it.
-        let err = verify_within(case_of_junk(400, 100, 1000).as_slice(), &[], limits).unwrap_err();
+        let err = verify_within(case_of_junk(400, 100, 200).as_slice(), &[], limits).unwrap_err();
         assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
         // The exact budget: what the first read held at most is enough, and a byte less is not.
-        let bundle = case_of_junk(20, 100, 1000);
+        let bundle = case_of_junk(20, 100, 200);
         let exact = Limits { files: MAX_FILES, kept_bytes: report.peak_kept_bytes };
         assert_eq!(verify_within(bundle.as_slice(), &[], exact).unwrap().peak_kept_bytes, report.peak_kept_bytes);
         let short = Limits { kept_bytes: report.peak_kept_bytes - 1, ..exact };

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 use sha2::Digest as _;
 
-use custodia_core::{ArtefactId, CaseId};
+use custodia_core::{ArtefactId, CaseId, Sha256};
 
 use crate::layout::{self, BundleSource, CaseListing};
 use crate::verify::VerifyError;
@@ -94,7 +94,7 @@ fn tag_files(info: &BagInfo<'_>, listed: &[(String, String, u64)]) -> Vec<(Strin
     tags
 }
 
-/// A bundle ready to be written.
+/// A bundle ready to be written: alone, or unpacked inside a case bundle ([`Self::in_case`]).
 #[derive(Debug)]
 pub struct BundleWriter {
     tar: Tar,
@@ -102,7 +102,12 @@ pub struct BundleWriter {
     files: Vec<(String, Vec<u8>)>,
     payload_path: String,
     payload_size: u64,
+    payload_sha256: custodia_core::Sha256,
+    artefact: ArtefactId,
 }
+
+/// A file of a bag as its manifest lists it: path, SHA-256 (hex) and size.
+pub type ListedFile = (String, String, u64);
 
 fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -110,6 +115,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 impl BundleWriter {
     pub fn new(source: &BundleSource) -> Result<Self, VerifyError> {
+        Self::in_dir(source, layout::bag_dir(&source.artefact))
+    }
+
+    /// The bundle as it lies unpacked in the case bundle of `case`: its bag's files under
+    /// `data/bundles/<artefact>/` of the case bag, written by [`Self::head`], the payload, then
+    /// [`Self::payload_padding`] (no end-of-archive marker: the case bag goes on).
+    pub fn in_case(source: &BundleSource, case: &CaseId) -> Result<Self, VerifyError> {
+        let dir = format!("{}/{}", layout::case_bag_dir(case), layout::inner_bundle_dir(&source.artefact));
+        Self::in_dir(source, dir.trim_end_matches('/').to_owned())
+    }
+
+    fn in_dir(source: &BundleSource, dir: String) -> Result<Self, VerifyError> {
         let verifier: custodia_ledger::LogVerifier =
             source.vkey.parse().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
         let key = verifier.public_key().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
@@ -148,8 +165,38 @@ impl BundleWriter {
         };
         let mut files = tag_files(&info, &listed);
         files.extend(data);
-        let tar = Tar::new(layout::bag_dir(&source.artefact), &source.bagged_at);
-        Ok(Self { tar, files, payload_path, payload_size: source.payload_size })
+        let tar = Tar::new(dir, &source.bagged_at);
+        let (payload_size, payload_sha256) = (source.payload_size, source.payload_sha256);
+        let artefact = source.artefact.clone();
+        Ok(Self { tar, files, payload_path, payload_size, payload_sha256, artefact })
+    }
+
+    /// Every file of the bag, payload included, as a manifest lists it (paths within the bag).
+    pub fn listed(&self) -> Vec<ListedFile> {
+        let mut listed: Vec<ListedFile> =
+            self.files.iter().map(|(path, bytes)| (path.clone(), sha256_hex(bytes), bytes.len() as u64)).collect();
+        listed.push((self.payload_path.clone(), self.payload_sha256.to_hex(), self.payload_size));
+        listed
+    }
+
+    /// The bundle as a case bundle's listing names it: by the SHA-256 of its tag manifest, which fixes every file
+    /// of the bag through the manifests, and the bytes of all its files.
+    pub fn listed_bundle(&self) -> layout::ListedBundle {
+        let tag_manifest = self.files.iter().find(|(path, _)| path == "tagmanifest-sha256.txt");
+        let sha256 = Sha256::of(tag_manifest.map_or(&[][..], |(_, bytes)| bytes));
+        let size = self.files.iter().map(|(_, bytes)| bytes.len() as u64).sum::<u64>() + self.payload_size;
+        layout::ListedBundle { artefact: self.artefact.clone(), sha256, size }
+    }
+
+    /// Every file of the bag as a case bag's manifest lists it, under the bundle's directory there.
+    pub fn listed_in_case(&self) -> Vec<ListedFile> {
+        let dir = layout::inner_bundle_dir(&self.artefact);
+        self.listed().into_iter().map(|(path, hex, size)| (format!("{dir}{path}"), hex, size)).collect()
+    }
+
+    /// The zero bytes after the payload that end its tar block.
+    pub fn payload_padding(&self) -> Vec<u8> {
+        padding(self.payload_size)
     }
 
     /// The tar bytes before the payload's bytes: every other file, then the payload's header.
@@ -164,7 +211,7 @@ impl BundleWriter {
 
     /// The tar bytes after the payload: its padding, then the end-of-archive marker.
     pub fn tail(&self) -> Vec<u8> {
-        let mut tail = padding(self.payload_size);
+        let mut tail = self.payload_padding();
         tail.resize(tail.len() + 2 * BLOCK as usize, 0);
         tail
     }
@@ -190,11 +237,12 @@ impl BundleWriter {
     }
 }
 
-/// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each complete and
-/// verifiable alone, then the listing of them all ([`CaseListing`]) and the case export custody record that
-/// commits to it, with its inclusion proof, the openings of its commitments, the checkpoint and the gateway's
-/// key. The artefact bundles are streamed first (each framed by [`Self::bundle_header`] and [`padding`]); their
-/// digests, computed while streaming, make the listing, and [`Self::finish`] writes the rest.
+/// A case bundle: a bag whose payload is one artefact bundle per artefact of the case, each unpacked in a
+/// directory of its own and complete and verifiable alone, then the listing of them all ([`CaseListing`]) and the
+/// case export custody record that commits to it, with its inclusion proof, the openings of its commitments, the
+/// checkpoint and the gateway's key. The artefact bundles are streamed first ([`BundleWriter::in_case`]); each
+/// one's payload is named by the digest it is stored under, so nothing is hashed on the way out but the small
+/// files. The listing names each by its tag manifest's digest, and [`Self::finish`] writes the rest.
 #[derive(Debug)]
 pub struct CaseBundleWriter {
     tar: Tar,
@@ -225,14 +273,16 @@ impl CaseBundleWriter {
         })
     }
 
-    /// The tar header of an artefact's bundle of `size` bytes inside the case bag.
-    pub fn bundle_header(&self, artefact: &ArtefactId, size: u64) -> Result<[u8; 512], VerifyError> {
-        self.tar.header(&layout::inner_bundle_path(artefact), size)
-    }
-
     /// Everything after the artefact bundles: the listing, the case export record with its proof and openings, the
-    /// checkpoint and keys, the certificate, the tag files, and the end-of-archive marker.
-    pub fn finish(&self, listing: &CaseListing, case_record: &CaseRecord) -> Result<Vec<u8>, VerifyError> {
+    /// checkpoint and keys, the certificate, the tag files, and the end-of-archive marker. `bundled` are the files
+    /// of the artefact bundles written before, as the case bag's manifest lists them (each bundle's
+    /// [`BundleWriter::listed`] under its directory).
+    pub fn finish(
+        &self,
+        listing: &CaseListing,
+        case_record: &CaseRecord,
+        bundled: Vec<ListedFile>,
+    ) -> Result<Vec<u8>, VerifyError> {
         let key = self.verifier.public_key().map_err(|err| VerifyError::Malformed(format!("gateway key: {err}")))?;
         let listing_bytes = listing.to_bytes().map_err(|err| VerifyError::Malformed(format!("case listing: {err}")))?;
         let record = &case_record.record;
@@ -252,11 +302,7 @@ impl CaseBundleWriter {
             (layout::REPORT.into(), report.into_bytes()),
         ];
         small.extend(case_record.witnessing.iter().flat_map(layout::Witnessing::files));
-        let mut listed: Vec<(String, String, u64)> = listing
-            .bundles
-            .iter()
-            .map(|b| (layout::inner_bundle_path(&b.artefact), b.sha256.to_hex(), b.size))
-            .collect();
+        let mut listed = bundled;
         listed.extend(small.iter().map(|(path, bytes)| (path.clone(), sha256_hex(bytes), bytes.len() as u64)));
         let info = BagInfo {
             origin: self.verifier.name(),

@@ -994,9 +994,6 @@ pub(crate) fn stream_case_bundle(
     Ok(response)
 }
 
-/// Chunks of a case export's bundle queued for its hasher at most: the sending waits past that.
-const HASHING_AHEAD: usize = 8;
-
 /// One case export being streamed.
 struct CaseExport<'a> {
     writer: &'a custodia_bundle::CaseBundleWriter,
@@ -1008,57 +1005,37 @@ struct CaseExport<'a> {
 }
 
 impl CaseExport<'_> {
+    /// Each artefact bundle unpacked in its directory of the case bag, its payload streamed from the store and
+    /// named in the manifests by the digest it is stored under (nothing large is hashed on the way out), then the
+    /// listing, recorded, and the rest of the case bag.
     async fn stream(
         &self,
         sources: &[custodia_bundle::BundleSource],
         sender: &tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
     ) -> anyhow::Result<()> {
-        use sha2::Digest as _;
         let send = |bytes: bytes::Bytes| async move {
             sender.send(Ok(bytes)).await.map_err(|_| anyhow::anyhow!("client went away"))
         };
         let mut listed = Vec::with_capacity(sources.len());
+        let mut bundled = Vec::new();
         for source in sources {
-            let bundle = custodia_bundle::BundleWriter::new(source)?;
-            let (head, tail) = (bundle.head()?, bundle.tail());
-            let size = head.len() as u64 + source.payload_size + tail.len() as u64;
-            // Hashed on a thread of the blocking pool beside the sending, chunk by chunk as they pass: hashing on
-            // the task that feeds the connection made one core do both (a case export at 0.7 of nginx's speed).
-            let (to_hasher, mut hashing) = tokio::sync::mpsc::channel::<bytes::Bytes>(HASHING_AHEAD);
-            let hasher = tokio::task::spawn_blocking(move || {
-                let mut hasher = sha2::Sha256::new();
-                while let Some(bytes) = hashing.blocking_recv() {
-                    hasher.update(&bytes);
-                }
-                hasher
-            });
-            let head = bytes::Bytes::from(head);
-            send(bytes::Bytes::copy_from_slice(&self.writer.bundle_header(&source.artefact, size)?)).await?;
-            to_hasher.send(head.clone()).await?;
-            send(head).await?;
+            let bundle = custodia_bundle::BundleWriter::in_case(source, self.case)?;
+            send(bundle.head()?.into()).await?;
             let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
             let mut streamed = 0u64;
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk?;
                 streamed += chunk.len() as u64;
-                to_hasher.send(chunk.clone()).await?;
                 send(chunk).await?;
             }
             anyhow::ensure!(streamed == source.payload_size, "artefact {} ended early in storage", source.artefact);
-            drop(to_hasher);
-            let mut hasher = hasher.await?;
-            hasher.update(&tail);
-            send(tail.into()).await?;
-            send(custodia_bundle::padding(size).into()).await?;
-            listed.push(custodia_bundle::ListedBundle {
-                artefact: source.artefact.clone(),
-                sha256: custodia_core::Sha256::from_bytes(hasher.finalize().into()),
-                size,
-            });
+            send(bundle.payload_padding().into()).await?;
+            listed.push(bundle.listed_bundle());
+            bundled.extend(bundle.listed_in_case());
         }
         let (listing, record) =
             self.gateway.record_case_export(self.caller, self.case, self.purpose, self.scope.clone(), listed).await?;
-        send(self.writer.finish(&listing, &record)?.into()).await
+        send(self.writer.finish(&listing, &record, bundled)?.into()).await
     }
 }
 

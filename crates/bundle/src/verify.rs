@@ -935,6 +935,13 @@ fn check_strays(
 /// The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported.
 fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Verification) {
     let before = report.checks.iter().filter(|c| !c.passed).count();
+    // A file directly under data/bundles/ is no artefact bundle (one in a directory of its own is).
+    for path in bag.files.keys().filter(|path| path.starts_with(layout::BUNDLES_DIR) && bundled_in(path).is_none()) {
+        report.fail(
+            Part::CaseContents,
+            format!("{} is not an artefact bundle's directory, which is all {} holds", echoed(path), layout::BUNDLES_DIR),
+        );
+    }
     let [only] = records else {
         report.fail(
             Part::CaseContents,
@@ -1059,13 +1066,6 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
         {
             report.fail(Part::CaseContents, format!("{} holds the bundle of artefact {artefact}", echoed(&dir)));
         }
-    }
-    // A file directly under data/bundles/ is no artefact bundle (one in a directory of its own is).
-    for path in bag.files.keys().filter(|path| path.starts_with(layout::BUNDLES_DIR) && bundled_in(path).is_none()) {
-        report.fail(
-            Part::CaseContents,
-            format!("{} is not an artefact bundle's directory, which is all {} holds", echoed(path), layout::BUNDLES_DIR),
-        );
     }
     if report.checks.iter().filter(|c| !c.passed).count() == before {
         report.pass(

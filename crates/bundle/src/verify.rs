@@ -331,7 +331,9 @@ impl OpenBundle {
         let dir = format!("{}{name}/", layout::BUNDLES_DIR);
         let slim: Vec<(String, FileSeen)> = files
             .iter()
-            .map(|(path, seen)| (format!("{dir}{path}"), FileSeen { sha256: seen.sha256, size: seen.size, bytes: None }))
+            .map(|(path, seen)| {
+                (format!("{dir}{path}"), FileSeen { sha256: seen.sha256, size: seen.size, bytes: None })
+            })
             .collect();
         let verification = verify_artefact_bag(files, trusted, 0);
         budget.keep(checks_cost(&verification.checks))?;
@@ -939,7 +941,11 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
     for path in bag.files.keys().filter(|path| path.starts_with(layout::BUNDLES_DIR) && bundled_in(path).is_none()) {
         report.fail(
             Part::CaseContents,
-            format!("{} is not an artefact bundle's directory, which is all {} holds", echoed(path), layout::BUNDLES_DIR),
+            format!(
+                "{} is not an artefact bundle's directory, which is all {} holds",
+                echoed(path),
+                layout::BUNDLES_DIR
+            ),
         );
     }
     let [only] = records else {
@@ -2066,7 +2072,6 @@ mod tests {
             let err = verify(&good[..good.len() - cut], &[]).unwrap_err();
             assert!(err.to_string().contains("without its end-of-archive marker"), "{cut}: {err}");
         }
-
     }
 
     #[test]

@@ -238,8 +238,8 @@ impl Drop for DirectUpload {
     }
 }
 
-/// Evidence leaving at once: downloads and artefact exports, and case exports (each with a hashing thread of
-/// its own beside the sending, [`crate::api`]), per account and in all. A client that reads slowly holds its
+/// Evidence leaving at once: downloads and artefact exports, and case exports ([`crate::api`]), per account and in
+/// all. A client that reads slowly holds its
 /// place, with its buffers, for as long as it reads: without these, members reading a few hundred answers a byte
 /// at a time took the gateway from 150 MB to 1.5 GB. And so that a few members reading slowly (but never stalling,
 /// which [`crate::listen`] cuts off) cannot hold every place: when all are held, a newcomer takes the place of the

@@ -135,8 +135,11 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     assert!(report.to_string().contains(&format!("SCOPE: this is the bundle of {scope}")), "{report}");
     let hearing_bundle = reply.body.clone();
     let file = |name: &str| {
-        let (_, start, size) =
-            tar_files(&hearing_bundle).into_iter().find(|(path, _, _)| path.ends_with(name)).unwrap();
+        // The case bag's own file (each artefact bundle in it has its own bag-info.txt and REPORT.txt).
+        let (_, start, size) = tar_files(&hearing_bundle)
+            .into_iter()
+            .find(|(path, _, _)| path.split_once('/').is_some_and(|(_, path)| format!("/{path}") == name))
+            .unwrap();
         String::from_utf8(hearing_bundle[start as usize..(start + size) as usize].to_vec()).unwrap()
     };
     assert!(file("/bag-info.txt").contains(&format!("\nCustodia-Scope: hearing {hearing_id}\n")));
@@ -167,10 +170,7 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
         "{said}"
     );
 
-    let bundles: Vec<String> = tar_files(&reply.body)
-        .into_iter()
-        .filter_map(|(path, _, _)| path.split("/data/bundles/").nth(1).map(str::to_owned))
-        .collect();
+    let bundles = support::bundled_artefacts(&reply.body);
     assert!(bundles.iter().any(|name| name.contains(&minutes)), "the minutes are missing: {bundles:?}");
     assert!(!bundles.iter().any(|name| name.contains(&statement)), "the case's other evidence is in: {bundles:?}");
 
@@ -228,15 +228,15 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
     // The case's other evidence added from the whole case's bundle, or the minutes taken out.
     let whole_dir = tempfile::tempdir().unwrap();
     tar::Archive::new(whole.body.as_slice()).unpack(whole_dir.path()).unwrap();
-    let statement_bundle = whole_dir.path().join(format!("custodia-case-case-h/data/bundles/{statement}.tar"));
+    let statement_bundle = whole_dir.path().join(format!("custodia-case-case-h/data/bundles/{statement}"));
     let added = rebagged(&hearing_bundle, |bag| {
-        std::fs::copy(&statement_bundle, bag.join(format!("data/bundles/{statement}.tar"))).unwrap();
+        support::copy_tree(&statement_bundle, &bag.join(format!("data/bundles/{statement}")));
     });
     let report = verify(added.as_slice(), &key).unwrap();
     assert!(report.failed_parts().contains(&Part::CaseContents), "{report}");
-    assert!(report.to_string().contains(&format!("data/bundles/{statement}.tar is not in the case export record")));
+    assert!(report.to_string().contains(&format!("data/bundles/{statement}/ is not in the case export record")));
     let removed = rebagged(&hearing_bundle, |bag| {
-        std::fs::remove_file(bag.join(format!("data/bundles/{minutes}.tar"))).unwrap();
+        std::fs::remove_dir_all(bag.join(format!("data/bundles/{minutes}"))).unwrap();
     });
     let report = verify(removed.as_slice(), &key).unwrap();
     assert!(report.to_string().contains(&format!("artefact {minutes} is missing")), "{report}");

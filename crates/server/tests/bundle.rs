@@ -9,7 +9,8 @@ use std::process::Command;
 use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::json;
 use support::{
-    As, TestGateway, by_hand_blocks, by_hand_case_script, drop_report_lines, rebagged, retagged, run_script, tar_files,
+    As, TestGateway, bundled_artefacts, by_hand_blocks, by_hand_case_script, copy_tree, drop_report_lines, rebagged,
+    retagged, run_script, tar_files,
 };
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
@@ -338,15 +339,13 @@ async fn a_case_exports_as_one_bag_of_bundles_that_verifies_as_a_whole() {
     let run = Command::new("python3").args(["-m", "bagit", "--validate"]).arg(&bag).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
-    // A byte of one artefact's evidence, deep inside its nested bundle: caught, and the artefact named.
+    // A byte of one artefact's evidence, in its bundle's directory: caught, and the artefact named.
     let (path, start, _) = tar_files(&reply.body)
         .into_iter()
-        .find(|(path, _, size)| path.contains("/data/bundles/") && *size > 70_000)
+        .find(|(path, _, size)| path.contains("/data/bundles/") && path.contains("/data/payload/") && *size >= 70_000)
         .unwrap();
     let mut tampered = reply.body.clone();
-    let (_, inner_payload, _) =
-        tar_files(&reply.body[start as usize..]).into_iter().find(|(p, _, _)| p.contains("/data/payload/")).unwrap();
-    tampered[(start + inner_payload) as usize + 100] ^= 1;
+    tampered[start as usize + 100] ^= 1;
     let report = verify(tampered.as_slice(), std::slice::from_ref(&verifier)).unwrap();
     assert!(report.failed_parts().contains(&Part::PayloadHash), "{report}");
     let artefact = path.rsplit('/').next().unwrap();
@@ -507,7 +506,7 @@ async fn case_exports_complete_and_verify_while_uploads_keep_coming() {
     for (n, bundle) in bundles.iter().enumerate() {
         let report = verify(bundle.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
         assert!(report.is_valid(), "export {n}: {report}");
-        let listed = tar_files(bundle).iter().filter(|(path, _, _)| path.contains("/data/bundles/")).count();
+        let listed = bundled_artefacts(bundle).len();
         assert!(listed >= first.len(), "export {n} holds {listed} artefact bundles");
         sizes.insert(listed);
         let file = dir.path().join(format!("case-{n}.tar"));
@@ -560,20 +559,22 @@ async fn a_case_bundle_with_an_artefact_withheld_added_or_swapped_is_not_valid()
     }
     let unpacked = tempfile::tempdir().unwrap();
     let second_bag = extract(&second, unpacked.path());
-    let inner = |artefact: &str| second_bag.join(format!("data/bundles/{artefact}.tar"));
+    let inner = |artefact: &str| second_bag.join(format!("data/bundles/{artefact}"));
 
     // Withheld: one artefact's bundle deleted, its line gone from REPORT.txt, the bag's checksums made afresh.
     let withheld = rebagged(&first, |bag| {
-        std::fs::remove_file(bag.join(format!("data/bundles/{}.tar", ids[1]))).unwrap();
+        std::fs::remove_dir_all(bag.join(format!("data/bundles/{}", ids[1]))).unwrap();
         drop_report_lines(bag, &ids[1]);
     });
     // Swapped: one artefact's bundle replaced by its bundle from the other export, each valid on its own.
     let swapped = rebagged(&first, |bag| {
-        std::fs::copy(inner(&ids[0]), bag.join(format!("data/bundles/{}.tar", ids[0]))).unwrap();
+        let dir = bag.join(format!("data/bundles/{}", ids[0]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        copy_tree(&inner(&ids[0]), &dir);
     });
     // Added: a bundle from the other export that this export did not hold.
     let added = rebagged(&first, |bag| {
-        std::fs::copy(inner(&later[0]), bag.join(format!("data/bundles/{}.tar", later[0]))).unwrap();
+        copy_tree(&inner(&later[0]), &bag.join(format!("data/bundles/{}", later[0])));
     });
     // Without its case export record (and the listing), as case bundles were before.
     let unrecorded = rebagged(&first, |bag| {
@@ -586,10 +587,10 @@ async fn a_case_bundle_with_an_artefact_withheld_added_or_swapped_is_not_valid()
         (&withheld, format!("artefact {} is missing", ids[1]), &[Part::CaseContents, Part::Report][..]),
         (
             &swapped,
-            format!("artefact {}: data/bundles/{}.tar is not the bundle this export made", ids[0], ids[0]),
+            format!("artefact {}: data/bundles/{}/ is not the bundle this export made", ids[0], ids[0]),
             &[Part::CaseContents][..],
         ),
-        (&added, format!("data/bundles/{}.tar is not in the case export record", later[0]), &[Part::CaseContents][..]),
+        (&added, format!("data/bundles/{}/ is not in the case export record", later[0]), &[Part::CaseContents][..]),
         (
             &unrecorded,
             "a case bundle holds exactly one custody record, its case export record; this one holds 0".to_owned(),
@@ -655,21 +656,19 @@ async fn the_by_hand_procedure_checks_a_case_bundle_and_names_a_withheld_artefac
     );
     // Each artefact bundle in it, by the artefact steps.
     for id in &ids {
-        let inner = std::fs::read(bag.join(format!("data/bundles/{id}.tar"))).unwrap();
-        let inner_dir = tempfile::tempdir().unwrap();
-        let (ok, said) = run_script(&artefact_blocks.join("\n"), &extract(&inner, inner_dir.path()));
+        let (ok, said) = run_script(&artefact_blocks.join("\n"), &bag.join(format!("data/bundles/{id}")));
         assert!(ok && said.contains("payload: OK"), "{id}: {said}");
     }
 
     // An artefact withheld, with fresh bag checksums: the case steps fail, naming it.
     let withheld = rebagged(&bundle, |bag| {
-        std::fs::remove_file(bag.join(format!("data/bundles/{}.tar", ids[0]))).unwrap();
+        std::fs::remove_dir_all(bag.join(format!("data/bundles/{}", ids[0]))).unwrap();
         drop_report_lines(bag, &ids[0]);
     });
     let dir = tempfile::tempdir().unwrap();
     let (ok, said) = run_script(&case_script, &extract(&withheld, dir.path()));
     assert!(!ok, "the by-hand check accepted a case bundle with an artefact withheld: {said}");
-    assert!(said.contains("< ") && said.contains(&format!("data/bundles/{}.tar", ids[0])), "{said}");
+    assert!(said.contains("< ") && said.contains(&format!("data/bundles/{}", ids[0])), "{said}");
 
     // The case export record's opening beside it: its purpose edited, or a second opening slipped in beside it, each
     // with fresh bag checksums. The case steps fail, and the verifier names the part.
@@ -1377,7 +1376,7 @@ async fn a_download_during_a_large_case_export_does_not_wait_for_it() {
     // Every bundle verifies, each whole to its own export record.
     let report = verify(body.as_slice(), std::slice::from_ref(&gw.verifier())).unwrap();
     assert!(report.is_valid(), "{report}");
-    assert_eq!(tar_files(&body).iter().filter(|(path, _, _)| path.contains("/data/bundles/")).count(), ARTEFACTS);
+    assert_eq!(bundled_artefacts(&body).len(), ARTEFACTS);
 }
 
 /// Starts a case export as `session` in the background: its status and body once it ends.

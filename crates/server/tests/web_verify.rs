@@ -351,16 +351,18 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let later_dir = tempfile::tempdir().unwrap();
     tar::Archive::new(later_case.as_slice()).unpack(later_dir.path()).unwrap();
     let later_bag = std::fs::read_dir(later_dir.path()).unwrap().next().unwrap().unwrap().path();
-    let later_inner = |artefact: &str| later_bag.join(format!("data/bundles/{artefact}.tar"));
+    let later_inner = |artefact: &str| later_bag.join(format!("data/bundles/{artefact}"));
     let withheld = rebagged(&case_bundle, |bag| {
-        std::fs::remove_file(bag.join(format!("data/bundles/{webm_id}.tar"))).unwrap();
+        std::fs::remove_dir_all(bag.join(format!("data/bundles/{webm_id}"))).unwrap();
         drop_report_lines(bag, &webm_id);
     });
     let swapped = rebagged(&case_bundle, |bag| {
-        std::fs::copy(later_inner(&plain_id), bag.join(format!("data/bundles/{plain_id}.tar"))).unwrap();
+        let dir = bag.join(format!("data/bundles/{plain_id}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        support::copy_tree(&later_inner(&plain_id), &dir);
     });
     let added = rebagged(&case_bundle, |bag| {
-        std::fs::copy(later_inner(&later_id), bag.join(format!("data/bundles/{later_id}.tar"))).unwrap();
+        support::copy_tree(&later_inner(&later_id), &bag.join(format!("data/bundles/{later_id}")));
     });
     // The case export record's opening: its purpose edited, or a second opening slipped in beside it.
     let case_opening = |bag: &Path| {
@@ -417,10 +419,9 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         let line = info.lines().find(|line| line.starts_with("External-Identifier: ")).unwrap().to_owned();
         format!("{info}{line}\n")
     });
-    // An artefact bundle with data after its end-of-archive marker, alone and inside a case bundle.
-    let case_smuggled = rebagged(&case_bundle, |bag| {
-        let path = bag.join(format!("data/bundles/{plain_id}.tar"));
-        std::fs::write(&path, smuggled(&std::fs::read(&path).unwrap())).unwrap();
+    // A case bundle holding an artefact bundle as a tar file (as case bundles once did) beside the directories.
+    let case_loose = rebagged(&case_bundle, |bag| {
+        std::fs::write(bag.join(format!("data/bundles/{plain_id}.tar")), &plain).unwrap();
     });
     // Files planted in an artefact bag, each listed in the bag's checksum manifests afresh, and its certificate
     // reworded: the verifiers name the planted file and the line of the certificate that says something else.
@@ -499,8 +500,9 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("case-opening-edited-bag-rehashed", "the opening of `purpose` does not match".to_owned()),
         ("case-opening-added-bag-rehashed", "000000000001.opening.json does not belong in a case bundle".to_owned()),
         ("case-artefact-withheld", format!("artefact {webm_id} is missing")),
-        ("case-artefact-swapped", format!("artefact {plain_id}: data/bundles/{plain_id}.tar is not the bundle")),
-        ("case-artefact-added", format!("data/bundles/{later_id}.tar is not in the case export record")),
+        ("case-artefact-swapped", format!("artefact {plain_id}: data/bundles/{plain_id}/ is not the bundle")),
+        ("case-artefact-added", format!("data/bundles/{later_id}/ is not in the case export record")),
+        ("case-artefact-as-a-file", format!("data/bundles/{plain_id}.tar is not an artefact bundle's directory")),
         ("valid-hearing", format!("SCOPE: this is the bundle of {hearing_scope}")),
         ("valid-case", "SCOPE: this is the bundle of the whole case case-w".to_owned()),
         (
@@ -596,14 +598,12 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
     let last = typo.len() - 2;
     typo[last] = if typo[last] == b'A' { b'B' } else { b'A' };
     let typo = String::from_utf8(typo).unwrap();
-    let inner = tar_files(&case_bundle)
+    let inner_payload = tar_files(&case_bundle)
         .into_iter()
-        .find(|(path, _, size)| path.contains("/data/bundles/") && *size > 100_000)
+        .find(|(path, _, size)| path.contains("/data/bundles/") && path.contains("/data/payload/") && *size > 100_000)
         .unwrap();
-    let inner_payload =
-        tar_files(&case_bundle[inner.1 as usize..]).into_iter().find(|(p, _, _)| p.contains("/data/payload/")).unwrap();
     let mut case_tampered = case_bundle.clone();
-    case_tampered[(inner.1 + inner_payload.1) as usize + 1000] ^= 1;
+    case_tampered[inner_payload.1 as usize + 1000] ^= 1;
 
     let is_record =
         |path: &str| path.contains("/data/custody/") && path.ends_with(".json") && !path.ends_with(".opening.json");
@@ -652,7 +652,7 @@ async fn the_browser_and_the_rust_verifier_agree_on_every_bundle() {
         ("bag-info-field-added-retagged", info_field_added, Some(&key), false),
         ("bag-info-field-twice-retagged", info_field_twice, Some(&key), false),
         ("data-after-end-of-archive", smuggled(&plain), Some(&key), false),
-        ("case-artefact-data-after-end-of-archive", case_smuggled, Some(&key), false),
+        ("case-artefact-as-a-file", case_loose, Some(&key), false),
         ("too-many-small-files", too_many_small_files(), Some(&key), false),
         ("cut-short", plain[..plain.len() / 2].to_vec(), Some(&key), false),
         ("not-a-tar", b"this is not a bundle at all".repeat(100), Some(&key), false),

@@ -4,7 +4,8 @@
 // A bundle is a BagIt bag in a tar (RFC 8493): the evidence under data/payload/, its RFC 8785 canonical manifest
 // and the gateway's Ed25519 signature over it, every custody record about it (each a canonical JSON ledger entry)
 // with a c2sp.org/tlog-proof@v1 inclusion proof, the c2sp.org/signed-note checkpoint the proofs lead to, and the
-// gateway's key in C2SP verifier-key form. A case bundle is a bag of such bundles (data/bundles/<artefact>.tar).
+// gateway's key in C2SP verifier-key form. A case bundle is a bag of such bundles, each unpacked in a directory of its
+// own (data/bundles/<artefact>/ holds that bundle's bag), named in its listing by the SHA-256 of its tag manifest.
 // The bundle of an artefact received from a partner gateway also holds, under data/provenance/, the provider's bag
 // but its payload (the provider's chain), checked as the provider's bag with this bag's payload in it, and tied to
 // the received_from record that commits to its manifest, artefact and checkpoint.
@@ -385,12 +386,6 @@ class EntrySource {
     this.hasher.update(out);
     return out;
   }
-
-  async drain() {
-    while ((await this.chunk(CHUNK)).length > 0) {
-      // hashed as it passes
-    }
-  }
 }
 
 /** Exactly n bytes, or null if the stream ends first (at once: null; part way: an error). */
@@ -522,17 +517,73 @@ function parsePax(data) {
 }
 
 /**
+ * The artefact bundle a case bag's file is in, if it is in one, as custodia_bundle's bundled_in: [its directory's
+ * name under data/bundles/, the file's path in that bundle's bag]; null otherwise.
+ */
+function bundledIn(path) {
+  if (!path.startsWith(BUNDLES_DIR)) return null;
+  const rest = path.slice(BUNDLES_DIR.length);
+  const slash = rest.indexOf('/');
+  return slash < 0 ? null : [rest.slice(0, slash), rest.slice(slash + 1)];
+}
+
+/** A bag's tag manifest, which fixes its other tag files and through them every file of the bag. */
+const TAG_MANIFEST = 'tagmanifest-sha256.txt';
+
+/**
+ * Closes the artefact bundle whose files were being read in a case bag (`open`: its name, its files by their paths
+ * in its bag, and what the budget held before it), as custodia_bundle's OpenBundle::close: checks it as an artefact
+ * bag, keeps what a case bundle keeps of it (its summary, each check naming it; each of its files by name, digest
+ * and size, for the case bag's manifests), and lets go of the rest.
+ */
+function closeBundle(open, bag, trusted, budget) {
+  const { name, files, mark } = open;
+  const tagManifest = files.get(TAG_MANIFEST)?.sha256 ?? null;
+  let size = 0;
+  for (const seen of files.values()) size += seen.size;
+  const dir = `${BUNDLES_DIR}${name}/`;
+  const slim = sortedKeys(files).map((path) => {
+    const seen = files.get(path);
+    return [`${dir}${path}`, { sha256: seen.sha256, size: seen.size, bytes: null }];
+  });
+  let verification = verifyArtefactBag(files, trusted, 0);
+  budget.keep(checksCost(verification.checks));
+  budget.releaseTo(mark);
+  // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
+  verification = summarise(verification);
+  const shown = echoed(name);
+  for (const check of verification.checks) check.detail = `${shown}: ${check.detail}`;
+  budget.keep(checksCost(verification.checks));
+  for (const [path, seen] of slim) {
+    budget.keep(encoder.encode(path).length + PER_FILE_OVERHEAD);
+    const twice = bag.files.has(path);
+    bag.files.set(path, seen);
+    if (twice) throw malformed(`a file of ${echoed(dir)} appears twice in the bundle`);
+  }
+  bag.nested.push({ name, verification, tagManifest, size });
+}
+
+/**
  * Reads every regular file of the bag below its single top-level directory: its SHA-256 and size, and its bytes
- * unless it is the payload. Artefact bundles inside a case bundle (one level deep) are verified as they pass.
+ * unless it is the payload. In a case bag, the files of each artefact bundle (data/bundles/<artefact>/...) come
+ * together; each bundle is verified as an artefact bag once its last file has passed, and its files let go but for
+ * their names, digests and sizes.
  */
 async function readBundle(source, trusted, nestedAllowed, budget) {
-  const files = new Map();
-  const nested = [];
+  const bag = { files: new Map(), nested: [] };
+  // In a case bag: the artefact bundle whose files are being read, and those already read (each bundle's files come
+  // together, so that one is checked and let go before the next is read).
+  let open = null;
+  const closed = new Set();
   let top = null;
+  let ended = false;
   for (;;) {
     const header = await nextHeader(source, budget);
-    if (header === null) throw malformed('it ends without its end-of-archive marker: it was cut short');
-    if (header.end) break;
+    if (header === null) break;
+    if (header.end) {
+      ended = true;
+      break;
+    }
     const { type, size } = header;
     const isDir = type === 0x35;
     const isFile = type === 0x30 || type === 0;
@@ -561,39 +612,26 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     if (top !== null && top !== dir) throw malformed(`${echoed(path)} is outside the bag directory ${echoed(top)}`);
     top = dir;
     if (isDir) continue;
-    budget.keep(encoder.encode(relative).length + PER_FILE_OVERHEAD);
-    const entry = new EntrySource(source, size, relative);
-    if (nestedAllowed && relative.startsWith(BUNDLES_DIR)) {
-      let verification;
-      // The nested bundle's files are held while it is checked, with what checking it makes, then let go; what is
-      // kept of it, its summary, stays counted until the whole read ends.
-      const mark = budget.kept;
-      try {
-        verification = verifyBag(await readBundle(entry, trusted, false, budget), trusted);
-      } catch (err) {
-        if (!(err instanceof BundleError) || err.message.startsWith('the bundle is too large')) throw err;
-        verification = new Verification();
-        verification.fail('bag', err.message);
-      }
-      budget.keep(checksCost(verification.checks));
-      budget.releaseTo(mark);
-      // Each kept check names the bundle it is of (the name cut to MAX_ECHOED_NAME), counted as kept.
-      verification = summarise(verification);
-      const name = echoed(relative.startsWith(BUNDLES_DIR) ? relative.slice(BUNDLES_DIR.length) : relative);
-      for (const check of verification.checks) check.detail = `${name}: ${check.detail}`;
-      budget.keep(checksCost(verification.checks));
-      // What a bundle holds after its end-of-archive marker was read with it; anything left still counts toward
-      // the digest.
-      await entry.drain();
-      await skipPadding(source, header.padding, relative);
-      nested.push([relative, verification]);
-      if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
-      files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: null });
-      continue;
+    const bundled = nestedAllowed ? bundledIn(relative) : null;
+    if (open !== null && (bundled === null || bundled[0] !== open.name)) {
+      const done = open;
+      open = null;
+      closed.add(done.name);
+      closeBundle(done, bag, trusted, budget);
     }
-    const isPayload = relative.startsWith(PAYLOAD_DIR);
+    if (bundled !== null) {
+      if (closed.has(bundled[0])) {
+        throw malformed(`the files of the artefact bundle ${echoed(bundled[0])} are not together in the case bundle`);
+      }
+      open ??= { name: bundled[0], files: new Map(), mark: budget.kept };
+    }
+    budget.keep(encoder.encode(relative).length + PER_FILE_OVERHEAD);
+    // Where the file goes: the open bundle's files, by its path in that bag, or the bag's own.
+    const [files, inBag] = open !== null && bundled !== null ? [open.files, bundled[1]] : [bag.files, relative];
+    const entry = new EntrySource(source, size, relative);
+    const isPayload = inBag.startsWith(PAYLOAD_DIR);
     if (!isPayload && size > MAX_SMALL_FILE) {
-      throw malformed(`${relative} is ${size} bytes; only the payload may be large`);
+      throw malformed(`${inBag} is ${size} bytes; only the payload may be large`);
     }
     if (!isPayload) budget.keep(size);
     const kept = isPayload ? null : new Uint8Array(size);
@@ -603,11 +641,13 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
       if (kept) kept.set(chunk, entry.count - chunk.length);
     }
     await skipPadding(source, header.padding, relative);
-    if (files.has(relative)) throw malformed(`${relative} appears twice in the bundle`);
-    files.set(relative, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
+    if (files.has(inBag)) throw malformed(`${inBag} appears twice in the bundle`);
+    files.set(inBag, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
   }
+  if (open !== null) closeBundle(open, bag, trusted, budget);
+  if (!ended) throw malformed('it ends without its end-of-archive marker: it was cut short');
   await endOfArchive(source);
-  return { files, nested };
+  return bag;
 }
 
 /**
@@ -740,9 +780,10 @@ export async function verifyBundle(blob, options = {}) {
   const source = new BlobSource(blob, options.onProgress);
   const budget = new Budget(options.limits);
   const bag = await readBundle(source, trusted, true, budget);
-  // What is kept of the nested bundles is counted already; the checks of the bag itself (one or more per file in
-  // it, a name in each) are counted as they are made, with its files still held, as custodia_bundle::verify does.
-  const nested = bag.nested.reduce((sum, [, inner]) => sum + checksCost(inner.checks), 0);
+  // What is kept of the artefact bundles of a case bag is counted already; the checks of the bag itself (one or more
+  // per file in it, a name in each) are counted as they are made, with its files still held, as
+  // custodia_bundle::verify does.
+  const nested = bag.nested.reduce((sum, { verification: inner }) => sum + checksCost(inner.checks), 0);
   const verification = verifyBag(bag, trusted);
   budget.keep(Math.max(0, checksCost(verification.checks) - nested));
   verification.filesRead = budget.files;
@@ -797,12 +838,16 @@ function verifyCaseBag(bag, trusted) {
     checkReport(bag.files, caseCertificate(key.name, listing, records[0].index), report);
   }
   // Each nested check already names its bundle (see readBundle), counted in the budget.
-  for (const [, nested] of bag.nested) {
+  for (const { verification: nested } of bag.nested) {
     report.records += nested.records;
     report.unconfirmed += nested.unconfirmed;
     for (const check of nested.checks) report.checks.push(check);
   }
-  report.bundles = bag.nested.map(([path, nested]) => ({ path, artefact: nested.artefact, verdict: nested.verdict }));
+  report.bundles = bag.nested.map(({ name, verification: nested }) => ({
+    path: `${BUNDLES_DIR}${name}/`,
+    artefact: nested.artefact,
+    verdict: nested.verdict,
+  }));
   return report;
 }
 
@@ -836,9 +881,20 @@ function checkStrays(files, kind, belongs, report) {
   }
 }
 
-/** The case export record lists exactly the artefact bundles in the bag, each byte for byte as exported. */
+/**
+ * The case export record lists exactly the artefact bundles in the bag, each as exported: by the SHA-256 of its tag
+ * manifest and the bytes of all its files.
+ */
 function checkCaseContents(bag, records, report) {
   const before = report.checks.filter((c) => !c.passed).length;
+  // A file directly under data/bundles/ is no artefact bundle (one in a directory of its own is).
+  for (const path of sortedKeys(bag.files)) {
+    if (!path.startsWith(BUNDLES_DIR) || bundledIn(path) !== null) continue;
+    report.fail(
+      'case_contents',
+      `${echoed(path)} is not an artefact bundle's directory, which is all ${BUNDLES_DIR} holds`,
+    );
+  }
   if (records.length !== 1) {
     report.fail(
       'case_contents',
@@ -863,7 +919,15 @@ function checkCaseContents(bag, records, report) {
   }
   const listing = parseCanonical(listingBytes);
   if (listing === null || !fits(listing, CASE_LISTING_SHAPE)) {
-    report.fail('case_contents', `${CASE_LISTING}: not a valid case listing`);
+    // As custodia_bundle's CaseListing::from_bytes: a listing of another version is named as such.
+    const anyVersion = { ...CASE_LISTING_SHAPE, v: isU32, salt: (v) => typeof v === 'string' };
+    const other = listing !== null && fits(listing, anyVersion);
+    report.fail(
+      'case_contents',
+      other && listing.v !== CASE_LISTING_VERSION
+        ? `${CASE_LISTING}: listing version ${listing.v} is not ${CASE_LISTING_VERSION}`
+        : `${CASE_LISTING}: not a valid case listing`,
+    );
     return;
   }
   // The scope the listing names is the one the record commits to.
@@ -898,34 +962,39 @@ function checkCaseContents(bag, records, report) {
   }
   const listed = new Map();
   for (const bundle of listing.bundles) {
-    const path = `${BUNDLES_DIR}${bundle.artefact}.tar`;
-    if (listed.has(path)) report.fail('case_contents', `the listing names artefact ${bundle.artefact} twice`);
-    listed.set(path, bundle);
+    if (listed.has(bundle.artefact)) {
+      report.fail('case_contents', `the listing names artefact ${bundle.artefact} twice`);
+    }
+    listed.set(bundle.artefact, bundle);
   }
-  for (const path of [...listed.keys()].sort(compareBytes)) {
-    const bundle = listed.get(path);
-    const seen = bag.files.get(path);
-    if (!seen) {
+  const held = new Map(bag.nested.map((nested) => [nested.name, nested]));
+  for (const name of [...listed.keys()].sort(compareBytes)) {
+    const bundle = listed.get(name);
+    const dir = `${BUNDLES_DIR}${bundle.artefact}/`;
+    const nested = held.get(name);
+    if (!nested) {
       report.fail(
         'case_contents',
-        `artefact ${bundle.artefact} is missing: the case export record lists ${path}, and the bundle does not hold it`,
+        `artefact ${name} is missing: the case export record lists ${dir}, and the bundle does not hold it`,
       );
-    } else if (seen.sha256 !== bundle.sha256 || seen.size !== bundle.size) {
+    } else if (nested.tagManifest !== bundle.sha256 || nested.size !== bundle.size) {
       report.fail(
         'case_contents',
-        `artefact ${bundle.artefact}: ${path} is not the bundle this export made (SHA-256 ${seen.sha256}, ${seen.size} ` +
-          `bytes; the case export record lists ${bundle.sha256}, ${bundle.size} bytes): it was swapped or altered`,
+        `artefact ${name}: ${dir} is not the bundle this export made (tag manifest SHA-256 ` +
+          `${nested.tagManifest ?? 'none'}, ${nested.size} bytes; the case export record lists ${bundle.sha256}, ` +
+          `${bundle.size} bytes): it was swapped or altered`,
       );
     }
   }
-  for (const [path, nested] of bag.nested) {
-    if (!listed.has(path)) {
-      report.fail('case_contents', `${echoed(path)} is not in the case export record: it was added`);
+  for (const nested of bag.nested) {
+    const dir = `${BUNDLES_DIR}${nested.name}/`;
+    if (!listed.has(nested.name)) {
+      report.fail('case_contents', `${echoed(dir)} is not in the case export record: it was added`);
       continue;
     }
-    const name = path.slice(BUNDLES_DIR.length).replace(/\.tar$/, '');
-    if (nested.artefact && nested.artefact !== name) {
-      report.fail('case_contents', `${echoed(path)} holds the bundle of artefact ${nested.artefact}`);
+    const { artefact } = nested.verification;
+    if (artefact && artefact !== nested.name) {
+      report.fail('case_contents', `${echoed(dir)} holds the bundle of artefact ${artefact}`);
     }
   }
   if (report.checks.filter((c) => !c.passed).length === before) {
@@ -1545,11 +1614,12 @@ function caseCertificate(origin, listing, recordIndex) {
     '',
     `Case: ${listing.case}`,
     `Scope: ${describeScope(listing.case, listing.scope)}`,
-    `This bag holds ${listing.bundles.length} artefact bundles, each complete and verifiable on its own:`,
+    `This bag holds ${listing.bundles.length} artefact bundles, each unpacked in its directory, complete and ` +
+      'verifiable on its own:',
     '',
   ];
   for (const bundle of listing.bundles) {
-    out.push(`  ${BUNDLES_DIR}${bundle.artefact}.tar  SHA-256 ${bundle.sha256}  (${bundle.size} bytes)`);
+    out.push(`  ${BUNDLES_DIR}${bundle.artefact}/  tag manifest SHA-256 ${bundle.sha256}  (${bundle.size} bytes)`);
   }
   const entry = `${CUSTODY_DIR}${recordIndex.toString().padStart(12, '0')}.json`;
   out.push(
@@ -1558,7 +1628,8 @@ function caseCertificate(origin, listing, recordIndex) {
     `listing ${CASE_LISTING} by its SHA-256 and count, so an artefact bundle left out, added or swapped is caught.`,
     '',
     'HOW TO CHECK: custodia verify <this file> --trusted-key <key> checks every bundle in it;',
-    `or unpack it and check the listing and each bundle under ${BUNDLES_DIR} as docs/verify-by-hand.md describes.`,
+    `or unpack it and check the listing and each bundle's directory under ${BUNDLES_DIR} as ` +
+      'docs/verify-by-hand.md describes.',
   );
   return `${out.join('\n')}\n`;
 }
@@ -2741,8 +2812,10 @@ const RECORD_SHAPE = {
 
 const LISTED_BUNDLE_SHAPE = { artefact: isIdentifier, sha256: isSha256, size: isU64 };
 const isScope = (v) => fits(v, { kind: (k) => k === 'case' }) || fits(v, { kind: (k) => k === 'hearing', hearing: isIdentifier });
+/** The case listing's version this verifier reads: 3 holds each artefact bundle unpacked, named by its tag manifest. */
+const CASE_LISTING_VERSION = 3;
 const CASE_LISTING_SHAPE = {
-  v: (v) => v === 2,
+  v: (v) => v === CASE_LISTING_VERSION,
   case: isIdentifier,
   scope: isScope,
   salt: (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v),

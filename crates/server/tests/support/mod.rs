@@ -679,6 +679,31 @@ pub fn retagged(bundle: &[u8], edit: impl FnOnce(&std::path::Path)) -> Vec<u8> {
 }
 
 /// Drops every line of a bag's data/REPORT.txt that mentions `what`, as a forger tidying up would.
+/// Copies the directory `from`, with all it holds, to `to` (which must not exist): an artefact bundle's directory
+/// from one case bag into another.
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// The artefacts whose bundles a case bundle holds, each unpacked in its directory under `data/bundles/`.
+pub fn bundled_artefacts(bundle: &[u8]) -> std::collections::BTreeSet<String> {
+    tar_files(bundle)
+        .iter()
+        .filter_map(|(path, _, _)| {
+            path.split("/data/bundles/").nth(1)?.split_once('/').map(|(name, _)| name.to_owned())
+        })
+        .collect()
+}
+
 pub fn drop_report_lines(bag: &std::path::Path, what: &str) {
     let report = bag.join("data/REPORT.txt");
     let text = std::fs::read_to_string(&report).unwrap();

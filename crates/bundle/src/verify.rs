@@ -17,9 +17,11 @@ use sha2::Digest as _;
 use crate::layout::{self, CaseListing, ExportScope};
 
 /// Files other than the payload are small; a larger one means the bundle is not what it claims to be. The tag
-/// manifests and the report grow by a line or two per custody record (about 300 bytes): 16 MiB holds the records
-/// that [`MAX_KEPT_BYTES`] allows (1 MiB once refused an artefact downloaded in 9,000 ranges).
-const MAX_SMALL_FILE: u64 = 16 << 20;
+/// manifests and the report grow by a line or two per custody record (about 300 bytes), and a case bag's manifest
+/// by a line per file of its artefact bundles (about 160 bytes): 32 MiB holds the ~100,000 files of a three-hour
+/// six-person hearing's bundle twice over, and the records that [`MAX_KEPT_BYTES`] allows (1 MiB once refused an
+/// artefact downloaded in 9,000 ranges).
+const MAX_SMALL_FILE: u64 = 32 << 20;
 /// The most files a bundle may hold, nested artefact bundles' files included. A case bundle of a three-hour
 /// hearing with six people (about 6,500 recording segments, some 16 files each) holds about 100,000.
 pub const MAX_FILES: usize = 250_000;

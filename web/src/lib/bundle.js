@@ -32,8 +32,8 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 
 // Files other than the payload are small (the tag manifests and the report grow by a line or two per custody
-// record), as custodia_bundle::verify.
-const MAX_SMALL_FILE = 16 << 20;
+// record, and a case bag's manifest by a line per file of its artefact bundles), as custodia_bundle::verify.
+const MAX_SMALL_FILE = 32 << 20;
 // The most bytes of one extended header (PAX, GNU long name), refused before any of it is read, and what each
 // file held costs besides its name and bytes: as custodia_bundle::verify.
 const MAX_EXTENSION = 64 << 10;

@@ -668,11 +668,11 @@ fn read_bundle(
         }
         budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
         // Where the file goes: the open bundle's files, by its path in that bag, or the bag's own.
-        let (files, relative) = match (&mut open, bundled) {
+        let (files, in_bag) = match (&mut open, bundled) {
             (Some(open), Some((_, inner))) => (&mut open.files, inner),
             _ => (&mut bag.files, relative),
         };
-        let is_payload = relative.starts_with(layout::PAYLOAD_DIR);
+        let is_payload = in_bag.starts_with(layout::PAYLOAD_DIR);
         let size = header.entry_size()?;
         if !is_payload && size > MAX_SMALL_FILE {
             return Err(VerifyError::Malformed(format!("{relative} is {size} bytes; only the payload may be large")));
@@ -688,7 +688,7 @@ fn read_bundle(
                 )));
             }
             let seen = FileSeen { sha256: known, size: read_total, bytes: None };
-            if files.insert(relative.to_owned(), seen).is_some() {
+            if files.insert(in_bag.to_owned(), seen).is_some() {
                 return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
             }
             continue;
@@ -709,7 +709,7 @@ fn read_bundle(
             read_total += n as u64;
         }
         let seen = FileSeen { sha256: Sha256::from_bytes(hasher.finalize().into()), size: read_total, bytes: kept };
-        if files.insert(relative.to_owned(), seen).is_some() {
+        if files.insert(in_bag.to_owned(), seen).is_some() {
             return Err(VerifyError::Malformed(format!("{relative} appears twice in the bundle")));
         }
     }

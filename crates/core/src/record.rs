@@ -221,8 +221,8 @@ pub enum CustodyEvent {
         role: Option<Commitment>,
     },
     /// A whole case left the gateway in one export (a case bundle). The listing, RFC 8785 canonical JSON inside
-    /// the case bundle, names every artefact bundle in the export with the SHA-256 of that bundle's bytes; the
-    /// record commits to it by digest and count, so a case bundle with an artefact left out, added or swapped is
+    /// the case bundle, names every artefact bundle in the export (each unpacked in its directory) by the SHA-256 of
+    /// its tag manifest, which fixes every file of it; the record commits to it by digest and count, so a case bundle with an artefact left out, added or swapped is
     /// caught. No free text: the listing itself is salted and stays in the bundle. The listing names the export's
     /// scope (the whole case, or one hearing's output); `hearing` commits to the hearing's id when it is one
     /// hearing's, so the record says which part of the case left, and the public log says only that a part did.

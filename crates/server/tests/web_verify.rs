@@ -938,17 +938,17 @@ async fn every_flipped_byte_gets_the_same_verdict_from_both_verifiers() {
     eprintln!("{} flipped bundles: both verifiers agree on every one", cases.len());
 }
 
-/// A case bag of `artefacts` artefact bundles that are not bundles at all: each holds 100 planted files with
-/// 1000-byte names (GNU long names), so each fails with many checks.
+/// A case bag of `artefacts` artefact bundles that are not bundles at all: each directory holds 100 planted files
+/// with 200-byte names (GNU long names), so each fails with many checks.
 fn case_of_junk(artefacts: usize) -> Vec<u8> {
-    let inner: Vec<(String, Vec<u8>)> = (0..artefacts)
-        .map(|a| {
-            let files: Vec<(String, Vec<u8>)> =
-                (0..100).map(|f| (format!("b/data/{f:06}{}", "n".repeat(994)), Vec::new())).collect();
-            (format!("custodia-case-x/data/bundles/a-{a}.tar"), tar_of(&files))
+    let files: Vec<(String, Vec<u8>)> = (0..artefacts)
+        .flat_map(|a| {
+            (0..100).map(move |f| {
+                (format!("custodia-case-x/data/bundles/a-{a}/data/{f:06}{}", "n".repeat(194)), Vec::new())
+            })
         })
         .collect();
-    tar_of(&inner)
+    tar_of(&files)
 }
 
 /// A name that, printed raw, moves a terminal's cursor up a line, erases it, and turns the rest right to left.
@@ -1012,9 +1012,9 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         ("junk-20", case_of_junk(20), one_mib),
         ("junk-20-a-byte-short", case_of_junk(20), exact(junk.peak_kept_bytes - 1)),
         ("junk-400", case_of_junk(400), one_mib),
-        // The reviewer's: nested bundles with 30,000-byte PAX names, whose every kept check once echoed the name.
-        ("long-names-60", case_of_long_names(60, 30_000), four_mib),
-        ("long-names-200", case_of_long_names(200, 30_000), four_mib),
+        // The reviewer's: nested bundles with 10,000-byte PAX names, whose every kept check once echoed the name.
+        ("long-names-60", case_of_long_names(60, 10_000), four_mib),
+        ("long-names-200", case_of_long_names(200, 10_000), four_mib),
         ("strays-400", strays.clone(), defaults),
         ("strays-400-at-its-peak", strays.clone(), exact(strayed.peak_kept_bytes)),
         ("strays-400-a-byte-short", strays.clone(), exact(strayed.peak_kept_bytes - 1)),
@@ -1044,7 +1044,7 @@ async fn both_verifiers_hold_one_budget_for_a_whole_case_bundle() {
         ["valid", "valid", "error", "invalid", "error", "error", "invalid", "error", "invalid", "invalid", "error"]
     );
     // Every byte of every detail kept is counted: the report holds no more than the counted peak.
-    let long_names = rust(&case_of_long_names(60, 30_000), four_mib).unwrap();
+    let long_names = rust(&case_of_long_names(60, 10_000), four_mib).unwrap();
     let details: u64 = long_names.checks.iter().map(|check| check.detail.len() as u64).sum();
     assert!(
         details <= long_names.peak_kept_bytes,
@@ -1132,16 +1132,16 @@ fn tar_entries(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// A case bundle as the reviewer forged it: `nested` artefact bundles, each named by a PAX path of `name_len`
-/// bytes, each a tar of 20 planted files that fail the checks.
+/// A case bundle as the reviewer forged it: `nested` artefact bundles, each in a directory whose name has
+/// `name_len` bytes (PAX paths), each holding 2 planted files that fail the checks.
 fn case_of_long_names(nested: usize, name_len: usize) -> Vec<u8> {
-    let junk: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("b/data/x{i}"), b"x".to_vec())).collect();
-    let junk = tar_of(&junk);
     let mut out = Vec::new();
     for k in 0..nested {
-        let name = format!("custodia-case-x/data/bundles/{k:06}{}.tar", "n".repeat(name_len));
-        out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
-        out.extend_from_slice(&raw_entry("placeholder", b'0', &junk));
+        for i in 0..2 {
+            let name = format!("custodia-case-x/data/bundles/{k:06}{}/data/x{i}", "n".repeat(name_len));
+            out.extend_from_slice(&pax_entry(&[("path", name.as_bytes())]));
+            out.extend_from_slice(&raw_entry("placeholder", b'0', b"x"));
+        }
     }
     out.extend_from_slice(&END_OF_ARCHIVE);
     out

@@ -631,7 +631,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     const entry = new EntrySource(source, size, relative);
     const isPayload = inBag.startsWith(PAYLOAD_DIR);
     if (!isPayload && size > MAX_SMALL_FILE) {
-      throw malformed(`${inBag} is ${size} bytes; only the payload may be large`);
+      throw malformed(`${relative} is ${size} bytes; only the payload may be large`);
     }
     if (!isPayload) budget.keep(size);
     const kept = isPayload ? null : new Uint8Array(size);
@@ -641,7 +641,7 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
       if (kept) kept.set(chunk, entry.count - chunk.length);
     }
     await skipPadding(source, header.padding, relative);
-    if (files.has(inBag)) throw malformed(`${inBag} appears twice in the bundle`);
+    if (files.has(inBag)) throw malformed(`${relative} appears twice in the bundle`);
     files.set(inBag, { sha256: hex(entry.hasher.digest()), size: entry.count, bytes: kept });
   }
   if (open !== null) closeBundle(open, bag, trusted, budget);

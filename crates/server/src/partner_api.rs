@@ -46,8 +46,10 @@ pub struct Partnering {
     /// out no other.
     replay: Mutex<std::collections::HashMap<String, ReplayWindow>>,
     clock: Clock,
-    /// Places for bodies larger than [`PARTNER_BODY_LIMIT`] (offers, chunks) being read and handled at once.
+    /// Places for bodies larger than [`PARTNER_BODY_LIMIT`] (offers, chunks) being read and handled at once: in
+    /// all, and for each partner ([`LARGE_BODIES_PER_PARTNER`]).
     large_bodies: Arc<tokio::sync::Semaphore>,
+    partner_large_bodies: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Buffers for transfer chunks, sent and received.
     buffers: Arc<crate::chunk_buffers::ChunkBuffers>,
 }
@@ -55,6 +57,10 @@ pub struct Partnering {
 /// How many partner requests with large bodies (an offer carries up to 11 MiB, a chunk 8 MiB) are read and handled
 /// at once, from all partners together; one more is answered 503 and tried again later.
 pub const LARGE_BODIES_AT_ONCE: usize = 8;
+/// How many of those one partner may have at once: as many as a sending gateway sends to one partner at once
+/// ([`crate::transfers::CHUNKS_IN_FLIGHT`], for all its transfers together), so that two partners sending at full
+/// speed fit, and no partner takes every place.
+pub const LARGE_BODIES_PER_PARTNER: usize = crate::transfers::CHUNKS_IN_FLIGHT;
 
 impl std::fmt::Debug for Partnering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -74,7 +80,31 @@ impl Partnering {
     pub fn new(registry: Registry, card: Card, key: SigningKey, clock: Clock) -> Self {
         let large_bodies = Arc::new(tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE));
         let buffers = Arc::default();
-        Self { registry, card, key, replay: Mutex::default(), clock, large_bodies, buffers }
+        let partner_large_bodies = Mutex::default();
+        Self { registry, card, key, replay: Mutex::default(), clock, large_bodies, partner_large_bodies, buffers }
+    }
+
+    /// A place for a large body from partner `name`, one of its own and one of all, or a 503 saying why not.
+    fn large_body_place(&self, name: &str) -> Result<LargeBodyPlace, Problem> {
+        let busy = |what: String| {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Busy", format!("{what}; try again"))
+                .with_retry_after(5)
+        };
+        let own = {
+            let mut places = self.partner_large_bodies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(
+                places
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(LARGE_BODIES_PER_PARTNER))),
+            )
+        };
+        let own = own.try_acquire_owned().map_err(|_| {
+            busy(format!("{LARGE_BODIES_PER_PARTNER} large requests from this partner gateway are being handled"))
+        })?;
+        let all = Arc::clone(&self.large_bodies)
+            .try_acquire_owned()
+            .map_err(|_| busy(format!("{LARGE_BODIES_AT_ONCE} large requests from partners are being handled")))?;
+        Ok(LargeBodyPlace { _own: own, _all: all })
     }
 
     /// Buffers for transfer chunks, used again from one chunk to the next.
@@ -180,7 +210,14 @@ pub struct FromPartner<const LIMIT: usize = PARTNER_BODY_LIMIT> {
     pub partner: Partner,
     pub body: Bytes,
     /// A large body's place, held until the request is handled.
-    _place: Option<tokio::sync::OwnedSemaphorePermit>,
+    _place: Option<LargeBodyPlace>,
+}
+
+/// A large body's place: one of its partner's, and one of all.
+#[derive(Debug)]
+struct LargeBodyPlace {
+    _own: tokio::sync::OwnedSemaphorePermit,
+    _all: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<const LIMIT: usize> FromPartner<LIMIT> {
@@ -206,15 +243,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
         };
         let named = state.partnering.check_headers(&presented).map_err(refusal)?;
         let place = match LIMIT > PARTNER_BODY_LIMIT {
-            true => Some(state.partnering.large_bodies.clone().try_acquire_owned().map_err(|_| {
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    "Busy",
-                    format!("{LARGE_BODIES_AT_ONCE} large requests from partners are being handled; try again"),
-                )
-                .with_retry_after(5)
-            })?),
+            true => Some(state.partnering.large_body_place(&named.name)?),
             false => None,
         };
         let declared = header("content-length").and_then(|length| length.parse::<usize>().ok());

@@ -97,6 +97,11 @@ pub struct Transfers {
     arriving: Mutex<std::collections::HashMap<String, Arrival>>,
     /// Wakes the chunks that arrived early each time a chunk's handling ends.
     chunk_handled: tokio::sync::Notify,
+    /// For each partner, the places for this gateway's large requests to it ([`CHUNKS_IN_FLIGHT`], offers and
+    /// chunks of all transfers to it together): as many as it takes from one partner at once.
+    sending: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
+    /// Partners that take chunks only one after another (they refused one sent ahead as out of order).
+    one_chunk_at_a_time: Mutex<HashSet<String>>,
 }
 
 /// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the writes under
@@ -198,6 +203,8 @@ impl Transfers {
             outbox: Arc::new(tokio::sync::Notify::new()),
             arriving: Mutex::new(std::collections::HashMap::new()),
             chunk_handled: tokio::sync::Notify::new(),
+            sending: Mutex::default(),
+            one_chunk_at_a_time: Mutex::default(),
         })
     }
 
@@ -549,7 +556,11 @@ impl Transfers {
         let offer =
             row.offer.clone().ok_or_else(|| GatewayError::Internal("a sent transfer without its offer".into()))?;
         let path = "/partner/v1/transfers";
+        let places = self.sending_places(&partner.name);
+        let offering =
+            Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::Internal(err.to_string()))?;
         let progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
+        drop(offering);
         if self.absorb(row, &partner, &progress).await? {
             return Ok(true);
         }
@@ -565,25 +576,61 @@ impl Transfers {
             )));
         }
         let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's digest".into()))?;
-        // Up to CHUNKS_IN_FLIGHT chunks are read, signed and sent at once; their answers are taken in order.
+        // Up to CHUNKS_IN_FLIGHT chunks are read, signed and sent at once, each holding one of the places for this
+        // partner (shared by every transfer to it, taken in the order of the chunks, so that a chunk never waits at
+        // the receiver for one that has no place); their answers are taken in order. To a partner that refused a
+        // chunk as out of order right after taking the one before it (a gateway that takes chunks only one after
+        // another; this one lets a chunk sent ahead wait for its turn), one at a time.
+        let window = match self
+            .one_chunk_at_a_time
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&partner.name)
+        {
+            true => 1,
+            false => CHUNKS_IN_FLIGHT,
+        };
         let mut in_flight = futures::stream::FuturesOrdered::new();
         let (mut next, mut durable) = (progress.written, row.received as u64);
+        let mut taken_before = false;
         loop {
-            while next < size && in_flight.len() < CHUNKS_IN_FLIGHT {
+            while next < size && in_flight.len() < window {
+                let place = match Arc::clone(&places).try_acquire_owned() {
+                    Ok(place) => place,
+                    // Waited for only with nothing of this transfer's on its way, whose answers free places.
+                    Err(_) if in_flight.is_empty() => Arc::clone(&places)
+                        .acquire_owned()
+                        .await
+                        .map_err(|err| GatewayError::Internal(err.to_string()))?,
+                    Err(_) => break,
+                };
                 let (offset, length) = (next, chunk_size.min(size - next));
                 next += length;
                 let partner = &partner;
                 in_flight.push_back(async move {
                     let request = self.chunk_request(partner, row, sha256, offset, length).await?;
-                    Ok::<_, Hitch>((offset + length, self.answer(request).await?))
+                    let answer = self.answer(request).await;
+                    drop(place);
+                    Ok::<_, Hitch>((offset + length, answer?))
                 });
             }
             let Some(answered) = futures::StreamExt::next(&mut in_flight).await else { break };
-            let (end, progress) = answered?;
-            // The receiver has written at least up to the end of this chunk, or it did not take it as sent:
-            // anything else is a failed step (the chunks still on their way are dropped), tried again after the
-            // retry interval from what the receiver holds, never a loop at full speed.
-            if progress.written < end || progress.received > progress.written {
+            let (end, progress) = match answered {
+                Err(Hitch::Answered { status: 409, detail }) if window > 1 && taken_before => {
+                    tracing::warn!(partner = %partner.name, "a partner refused a chunk as out of order; one chunk at a time to it from now on");
+                    self.one_chunk_at_a_time
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(partner.name.clone());
+                    return Err(Hitch::Answered { status: 409, detail });
+                }
+                answered => answered?,
+            };
+            taken_before = true;
+            // The receiver has written at least up to the end of this chunk (and no more than the payload), or it
+            // did not take it as sent: anything else is a failed step (the chunks still on their way are dropped),
+            // tried again after the retry interval from what the receiver holds, never a loop at full speed.
+            if progress.written < end || progress.written > size || progress.received > progress.written {
                 return Err(Hitch::Unchecked(format!(
                     "after the chunk ending at {end}, the partner says it has written {} bytes",
                     progress.written,
@@ -610,6 +657,14 @@ impl Transfers {
         let path = format!("/partner/v1/transfers/{}", row.id);
         let progress = self.call(&partner, reqwest::Method::GET, &path, Vec::new()).await?;
         self.absorb(row, &partner, &progress).await
+    }
+
+    /// The places for large requests to partner `name`.
+    fn sending_places(&self, name: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut sending = self.sending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            sending.entry(name.to_owned()).or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(CHUNKS_IN_FLIGHT))),
+        )
     }
 
     /// The signed request that sends `length` bytes of the stored payload `sha256` from `offset`.
@@ -907,8 +962,19 @@ impl Transfers {
     /// A chunk of a transfer at `offset`, the next after those written: handed to the staging file's writer
     /// (written and hashed while the next chunk is on its way), and every [`SYNC_EVERY`] bytes and at the end,
     /// written, synced and only then counted as received (idempotent).
-    pub async fn chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
-        self.chunk_due(partner, id, offset).await?;
+    pub async fn chunk(self: &Arc<Self>, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
+        self.chunk_due(partner, id, offset, bytes.len() as u64).await?;
+        // Once its turn has come, a chunk is handled to the end in a task of its own: a request dropped halfway
+        // (its sender gone) left the last chunk written but never synced nor counted, so the transfer could never
+        // be completed, and a write popped but never waited for.
+        let (this, partner, id) = (Arc::clone(self), partner.clone(), id.to_owned());
+        tokio::spawn(async move { this.take_chunk(&partner, &id, offset, bytes).await })
+            .await
+            .map_err(|err| GatewayError::Internal(format!("handling a chunk: {err}")))?
+    }
+
+    /// [`Self::chunk`], once its wait is over.
+    async fn take_chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
         // Declared before the turn, so dropped after it: the chunks woken find the turn free.
         let _wake = WakeWaiting(&self.chunk_handled);
         let turn = self.turn(id);
@@ -922,10 +988,7 @@ impl Transfers {
         if offset != written {
             return Err(GatewayError::Conflict(format!("the next chunk of transfer {id} starts at byte {written}")));
         }
-        let expected = (row.chunk_size as u64).min(size - written);
-        if bytes.len() as u64 != expected {
-            return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {}", bytes.len())));
-        }
+        let expected = chunk_shape(&row, offset, bytes.len() as u64)?;
         // At most WRITES_IN_FLIGHT writes at once: the oldest ends first.
         self.written_down(id, WRITES_IN_FLIGHT - 1).await?;
         let end = written + expected;
@@ -977,7 +1040,7 @@ impl Transfers {
     /// Waits while a chunk of transfer `id` at `offset` arrived before the ones due before it, at most
     /// [`CHUNK_WAIT`] and only if it starts at most [`CHUNKS_AHEAD`] chunks beyond the next due. Whatever then
     /// stands is judged under the transfer's turn (a chunk still early is refused there).
-    async fn chunk_due(&self, partner: &Partner, id: &str, offset: u64) -> Result<()> {
+    async fn chunk_due(&self, partner: &Partner, id: &str, offset: u64, length: u64) -> Result<()> {
         let deadline = tokio::time::Instant::now() + CHUNK_WAIT;
         loop {
             let handled = self.chunk_handled.notified();
@@ -985,6 +1048,10 @@ impl Transfers {
             handled.as_mut().enable();
             let row = self.received_brief(partner, id).await?;
             let written = self.written_of(&row);
+            // One that could never be taken is refused now, not after holding its place while it waits.
+            if row.stage == "receiving" && offset > written {
+                chunk_shape(&row, offset, length)?;
+            }
             let ahead = (offset.saturating_sub(written)).div_ceil(row.chunk_size.max(1) as u64);
             if row.stage != "receiving" || offset <= written || ahead > CHUNKS_AHEAD {
                 return Ok(());
@@ -1076,7 +1143,16 @@ impl Transfers {
 
     /// The partner asks to finish: the whole bundle is verified with its pinned keys, then taken into custody
     /// (`Delivery`), or refused with nothing stored (`NonDelivery`). Idempotent.
-    pub async fn complete(&self, partner: &Partner, id: &str) -> Result<Progress> {
+    pub async fn complete(self: &Arc<Self>, partner: &Partner, id: &str) -> Result<Progress> {
+        // To the end in a task of its own, like a chunk: a request dropped halfway leaves nothing half done.
+        let (this, partner, id) = (Arc::clone(self), partner.clone(), id.to_owned());
+        tokio::spawn(async move { this.finish(&partner, &id).await })
+            .await
+            .map_err(|err| GatewayError::Internal(format!("finishing a transfer: {err}")))?
+    }
+
+    /// [`Self::complete`], in its own task.
+    async fn finish(&self, partner: &Partner, id: &str) -> Result<Progress> {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
         let row = self.received_row(partner, id).await?;
@@ -1593,6 +1669,24 @@ fn received_of(partner: &Partner, id: &str, found: Option<TransferRow>) -> Resul
         Some(row) if row.direction == IN && row.partner == partner.name => Ok(row),
         _ => Err(GatewayError::NotFound(format!("no transfer {id} from {}", partner.name))),
     }
+}
+
+/// The length a chunk of transfer `row` at `offset` must have, or why no chunk can start there with `length`
+/// bytes: chunks start at multiples of the chunk size, within the payload, and each is whole (the last one is
+/// what is left).
+fn chunk_shape(row: &TransferRow, offset: u64, length: u64) -> Result<u64> {
+    let (chunk_size, size) = (row.chunk_size.max(1) as u64, row.size as u64);
+    if !offset.is_multiple_of(chunk_size) || offset >= size {
+        return Err(GatewayError::Conflict(format!(
+            "a chunk of transfer {} starts at a multiple of {chunk_size} below {size}, not at byte {offset}",
+            row.id
+        )));
+    }
+    let expected = chunk_size.min(size - offset);
+    if length != expected {
+        return Err(bad_input("chunk", format!("the chunk at {offset} has {expected} bytes, not {length}")));
+    }
+    Ok(expected)
 }
 
 fn is_id_of(prefix: &str, id: &str) -> bool {

@@ -297,6 +297,9 @@ impl<R: Read> Read for Counting<R> {
 struct BagRead {
     files: BTreeMap<String, FileSeen>,
     nested: Vec<NestedBundle>,
+    /// In a case bag, the names of the directories under `data/bundles/` that directory entries made (an artefact
+    /// bundle's, or an empty one's).
+    bundle_dirs: BTreeSet<String>,
 }
 
 /// An artefact bundle unpacked in a case bag, at `data/bundles/<name>/`, once checked.
@@ -347,6 +350,8 @@ impl OpenBundle {
             check.detail = format!("{shown}: {}", check.detail);
         }
         budget.keep(checks_cost(&verification.checks))?;
+        // Its name is held twice to the end: among the bundles read, and in what is kept of it.
+        budget.keep(2 * name.len() as u64 + PER_FILE_OVERHEAD)?;
         for (path, seen) in slim {
             budget.keep(path.len() as u64 + PER_FILE_OVERHEAD)?;
             if bag.files.insert(path, seen).is_some() {
@@ -497,6 +502,61 @@ const MAX_EXTENSION: u64 = 64 << 10;
 /// [`MAX_KEPT_BYTES`] with the name.
 const PER_FILE_OVERHEAD: u64 = 128;
 
+/// The records of a PAX extended header's `data`, read as GNU tar reads them: each `<length> <key>=<value>\n`,
+/// its length in decimal digits (no sign, no leading zero) counting the whole record, the records filling the
+/// data exactly. Anything else is refused: GNU tar stops at a record it cannot read and keeps those before it,
+/// where a laxer reader would go on, so the two would name and frame the next file differently.
+fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, VerifyError> {
+    let malformed = || {
+        VerifyError::Malformed(
+            "a PAX header's records are not each `<length> <key>=<value>` of exactly that length, which tar tools \
+             read differently"
+                .into(),
+        )
+    };
+    let mut records = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|&b| b == b' ').ok_or_else(malformed)?;
+        let digits = &rest[..space];
+        if digits.is_empty() || digits.len() > 6 || digits[0] == b'0' || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(malformed());
+        }
+        let length: usize = std::str::from_utf8(digits).map_err(|_| malformed())?.parse().map_err(|_| malformed())?;
+        if length <= space + 1 || length > rest.len() || rest[length - 1] != b'\n' {
+            return Err(malformed());
+        }
+        let record = &rest[space + 1..length - 1];
+        let equals = record.iter().position(|&b| b == b'=').ok_or_else(malformed)?;
+        records.push((&record[..equals], &record[equals + 1..]));
+        rest = &rest[length..];
+    }
+    Ok(records)
+}
+
+/// Refuses a header that tar tools would frame or name otherwise than this reader does: a size that is neither
+/// plain octal (GNU tar reads a leading `+` or `-` as base-64, where this reader's parser reads octal) nor
+/// base-256, and a magic and version neither POSIX ustar's nor GNU's (GNU tar and Python then read a name prefix
+/// that this reader ignores).
+fn check_header_format(raw: &[u8; 512]) -> Result<(), VerifyError> {
+    let magic = &raw[257..265];
+    if magic != b"ustar\x0000" && magic != b"ustar  \0" {
+        return Err(VerifyError::Malformed(
+            "a tar header of neither the POSIX ustar nor the GNU format, which tar tools read differently".into(),
+        ));
+    }
+    let size = &raw[124..136];
+    let field = size.iter().position(|&b| b != b' ').map_or(&[][..], |start| &size[start..]);
+    let digits = field.iter().take_while(|b| (b'0'..=b'7').contains(*b)).count();
+    let plain_octal = digits > 0 && field[digits..].iter().all(|&b| b == b' ' || b == 0);
+    if !plain_octal && size[0] != 0x80 {
+        return Err(VerifyError::Malformed(
+            "a tar number field that is not plain octal (or base-256), which tar tools read differently".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// What extended headers said about the entry that follows them: its path, and its size if given.
 #[derive(Default)]
 struct Extended {
@@ -530,21 +590,33 @@ fn read_extension(entry: &mut impl Read, header: &tar::Header, extended: &mut Ex
         extended.long_name = Some(data);
         return Ok(());
     }
-    for extension in tar::PaxExtensions::new(&data) {
-        let extension = extension.map_err(|err| VerifyError::Malformed(format!("a PAX header: {err}")))?;
-        match extension.key_bytes() {
-            b"path" => extended.pax_path = Some(extension.value_bytes().to_vec()),
-            b"size" => {
-                let size = std::str::from_utf8(extension.value_bytes()).ok().and_then(|v| v.parse().ok());
-                extended.size = Some(size.ok_or_else(|| VerifyError::Malformed("a PAX size is not a number".into()))?);
-            }
+    let (mut path, mut size) = (None, None);
+    for (key, value) in pax_records(&data)? {
+        let slot = match key {
+            b"path" => &mut path,
+            b"size" => &mut size,
             key => {
                 return Err(VerifyError::Malformed(format!(
                     "a PAX header gives {:?}; only path and size are accepted",
                     echoed(&String::from_utf8_lossy(key))
                 )));
             }
+        };
+        if slot.replace(value).is_some() {
+            return Err(VerifyError::Malformed(format!("a PAX header gives {} twice", String::from_utf8_lossy(key))));
         }
+    }
+    if let Some(path) = path {
+        if path.contains(&0) {
+            return Err(VerifyError::Malformed("a NUL in a path, where tar tools cut the name".into()));
+        }
+        extended.pax_path = Some(path.to_vec());
+    }
+    if let Some(size) = size {
+        let plain = size == b"0"
+            || size.first().is_some_and(|b| (b'1'..=b'9').contains(b)) && size.iter().all(u8::is_ascii_digit);
+        let size = std::str::from_utf8(size).ok().filter(|_| plain).and_then(|v| v.parse().ok());
+        extended.size = Some(size.ok_or_else(|| VerifyError::Malformed("a PAX size is not a number".into()))?);
     }
     Ok(())
 }
@@ -570,7 +642,9 @@ fn read_bundle(
     let padding = std::rc::Rc::new(std::cell::Cell::new((0, 0)));
     let mut counted = Counting { inner: reader, count: 0, padding: padding.clone() };
     let mut archive = tar::Archive::new(&mut counted);
-    let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new() };
+    let mut bag = BagRead { files: BTreeMap::new(), nested: Vec::new(), bundle_dirs: BTreeSet::new() };
+    // Directory entries' paths: none may be a file's too (tar tools extract one or the other).
+    let mut dirs: BTreeSet<String> = BTreeSet::new();
     // In a case bag: the artefact bundle whose files are being read, and those already read (each bundle's files
     // come together, so that one is checked and let go before the next is read).
     let mut open: Option<OpenBundle> = None;
@@ -588,6 +662,7 @@ fn read_bundle(
         padding.set((data_end, entries_end));
         let kind = header.entry_type();
         let raw = header.as_bytes();
+        check_header_format(raw)?;
         if &raw[257..265] == b"ustar  \0" && raw[345..500].iter().any(|&b| b != 0) {
             return Err(VerifyError::Malformed(
                 "a GNU tar header with a ustar name prefix, which tar tools read differently".into(),
@@ -649,8 +724,33 @@ fn read_bundle(
             None => top = Some(dir.to_owned()),
             Some(_) => {}
         }
+        let both = || {
+            VerifyError::Malformed(format!(
+                "{} is both a directory and a file, which tar tools extract as one or the other",
+                echoed(&path)
+            ))
+        };
         if kind.is_dir() {
+            let in_open = |open: &OpenBundle| {
+                bundled_in(relative).is_some_and(|(name, inner)| name == open.name && open.files.contains_key(inner))
+            };
+            if bag.files.contains_key(relative) || open.as_ref().is_some_and(in_open) {
+                return Err(both());
+            }
+            if !relative.is_empty() && dirs.insert(relative.to_owned()) {
+                budget.keep(relative.len() as u64 + PER_FILE_OVERHEAD)?;
+            }
+            if let Some(name) = relative.strip_prefix(layout::BUNDLES_DIR).and_then(|rest| rest.split('/').next())
+                && nested_allowed
+                && !name.is_empty()
+                && bag.bundle_dirs.insert(name.to_owned())
+            {
+                budget.keep(name.len() as u64 + PER_FILE_OVERHEAD)?;
+            }
             continue;
+        }
+        if dirs.contains(relative) {
+            return Err(both());
         }
         let bundled = bundled_in(relative).filter(|_| nested_allowed);
         if let Some(done) = open.take_if(|open| bundled.is_none_or(|(name, _)| name != open.name)) {
@@ -833,6 +933,7 @@ pub fn verify_with_payload_digest(
 
 fn verify_bag(bag: BagRead, trusted: &Pins<'_>) -> Verification {
     let is_case = !bag.nested.is_empty()
+        || !bag.bundle_dirs.is_empty()
         || bag.files.keys().any(|path| path.starts_with(layout::BUNDLES_DIR) || path == layout::CASE_LISTING);
     if is_case { verify_case_bag(bag, trusted) } else { verify_artefact_bag(bag.files, trusted, 0) }
 }
@@ -948,6 +1049,13 @@ fn check_case_contents(bag: &BagRead, records: &[BundledRecord], report: &mut Ve
                 echoed(path),
                 layout::BUNDLES_DIR
             ),
+        );
+    }
+    let read: BTreeSet<&str> = bag.nested.iter().map(|nested| nested.name.as_str()).collect();
+    for name in bag.bundle_dirs.iter().filter(|name| !read.contains(name.as_str())) {
+        report.fail(
+            Part::CaseContents,
+            format!("{} holds no file of an artefact bundle", echoed(&format!("{}{name}/", layout::BUNDLES_DIR))),
         );
     }
     let [only] = records else {
@@ -1951,6 +2059,52 @@ mod tests {
         out
     }
 
+    /// Headers that tar tools frame or name otherwise than a lax reader would (a reviewer's forgeries: both
+    /// verifiers said VALID while `tar -xf` extracted other evidence): refused, each.
+    #[test]
+    fn headers_that_tar_tools_read_otherwise_are_refused() {
+        let info = file_entry("bag/bagit.txt", b"BagIt-Version: 1.0\n");
+        let end = [0u8; 1024];
+        let refused = |parts: &[&[u8]], why: &str| {
+            let err =
+                verify(parts.concat().as_slice(), &[]).err().unwrap_or_else(|| panic!("accepted; expected {why}"));
+            assert!(err.to_string().contains(why), "{err}; expected {why}");
+        };
+        let pax = |body: &[u8]| {
+            let mut out = raw_header(b"bag/PaxHeaders/x", body.len() as u64, b'x', b"", USTAR);
+            out.extend_from_slice(body);
+            out.resize(out.len().next_multiple_of(512), 0);
+            out
+        };
+        let records = "are not each `<length> <key>=<value>`";
+        // A signed length (GNU tar stops there and keeps the records before), a leading zero, a length that is not
+        // the record's, a blank line after the records.
+        refused(&[&pax(b"+19 path=bag/data/x\n"), &info, &end], records);
+        refused(&[&pax(b"019 path=bag/data/x\n"), &info, &end], records);
+        refused(&[&pax(b"20 path=bag/data/x\n"), &info, &end], records);
+        refused(&[&pax(b"19 path=bag/data/x\n\n"), &info, &end], records);
+        refused(&[&pax(b"19 path=bag/data/x\n19 path=bag/data/y\n"), &info, &end], "gives path twice");
+        refused(&[&pax(b"21 path=bag/data/x\0y\n"), &info, &end], "a NUL in a path");
+        refused(&[&pax(b"12 size=+54\n"), &info, &end], "a PAX size is not a number");
+        // A size GNU tar reads as base-64; a POSIX magic with another version (GNU tar reads its name prefix).
+        let mut plus = info.clone();
+        plus[124..136].copy_from_slice(b"+66\0\0\0\0\0\0\0\0\0");
+        let sum: u32 =
+            plus[..512].iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u32::from(b) }).sum();
+        plus[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        refused(&[&plus, &end], "not plain octal");
+        refused(
+            &[&raw_header(b"bag/x", 0, b'0', b"moved", b"ustar\0\0\0"), &end],
+            "neither the POSIX ustar nor the GNU",
+        );
+        // A directory with a file's path, after it or before it.
+        let dir = raw_header(b"bag/bagit.txt/", 0, b'5', b"", USTAR);
+        refused(&[&info, &dir, &end], "is both a directory and a file");
+        refused(&[&dir, &info, &end], "is both a directory and a file");
+        // Well-formed records still read.
+        assert!(verify([pax(b"22 path=bag/bagit.txt\n"), info, end.to_vec()].concat().as_slice(), &[]).is_ok());
+    }
+
     #[test]
     fn only_regular_files_and_empty_directories_inside_the_bag_are_read() {
         let info = file_entry("bag/bagit.txt", b"BagIt-Version: 1.0\n");
@@ -2093,6 +2247,18 @@ mod tests {
             report.checks.iter().any(|c| !c.passed
                 && c.part == Part::CaseContents
                 && c.detail.contains("data/bundles/a-1.tar is not an artefact bundle's directory")),
+            "{report}"
+        );
+        // An empty directory among the bundles holds no bundle.
+        let empty = [
+            raw_header(b"case/data/bundles/zzz/", 0, b'5', b"", USTAR),
+            file_entry("case/bagit.txt", b"x"),
+            vec![0; 1024],
+        ]
+        .concat();
+        let report = verify(empty.as_slice(), &[]).unwrap();
+        assert!(
+            report.checks.iter().any(|c| !c.passed && c.detail.contains("data/bundles/zzz/ holds no file")),
             "{report}"
         );
         // Each bundle is checked as a bag of its own, and its checks name it.

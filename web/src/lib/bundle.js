@@ -431,10 +431,33 @@ function octal(field, what) {
 }
 
 /**
+ * Refuses a header that tar tools would frame or name otherwise than this reader does, as custodia_bundle's
+ * check_header_format: a magic and version neither POSIX ustar's nor GNU's (GNU tar and Python then read a name
+ * prefix that this reader ignores), and a size that is neither plain octal (GNU tar reads a leading `+` or `-` as
+ * base-64) nor base-256.
+ */
+function checkHeaderFormat(block) {
+  const magic = new TextDecoder().decode(block.subarray(257, 265));
+  if (magic !== 'ustar\u000000' && magic !== 'ustar  \u0000') {
+    throw malformed('a tar header of neither the POSIX ustar nor the GNU format, which tar tools read differently');
+  }
+  const size = block.subarray(124, 136);
+  let start = 0;
+  while (start < size.length && size[start] === 0x20) start++;
+  let end = start;
+  while (end < size.length && size[end] >= 0x30 && size[end] <= 0x37) end++;
+  const plainOctal = end > start && size.subarray(end).every((b) => b === 0x20 || b === 0);
+  if (!plainOctal && size[0] !== 0x80) {
+    throw malformed('a tar number field that is not plain octal (or base-256), which tar tools read differently');
+  }
+}
+
+/**
  * The next entry's header (GNU long names and PAX paths applied), {end: true} at a zero block (the end-of-archive
- * marker), or null where the bytes end at a block boundary. Every header,
- * extended ones included, counts toward the budget's files; an extended header larger than MAX_EXTENSION is
- * refused before a byte of it is read, and a PAX size that disagrees with its entry's header is refused.
+ * marker), or null where the bytes end at a block boundary. Every header, extended ones included, counts toward the
+ * budget's files, and must be of the POSIX ustar or the GNU format with a plain octal (or base-256) size; an
+ * extended header larger than MAX_EXTENSION is refused before a byte of it is read, a PAX header's records are read
+ * strictly (see paxRecords), and a PAX size that disagrees with its entry's header is refused.
  */
 async function nextHeader(source, budget) {
   let longName = null;
@@ -453,6 +476,7 @@ async function nextHeader(source, budget) {
       throw new BundleError('the bundle is not a readable tar file: archive header checksum mismatch');
     }
     budget.takeFile();
+    checkHeaderFormat(block);
     const type = block[156];
     let size = octal(block.subarray(124, 136), 'a size');
     if (size > BigInt(Number.MAX_SAFE_INTEGER)) throw malformed('a file size is too large');
@@ -476,13 +500,13 @@ async function nextHeader(source, budget) {
       const data = await readExact(source, size, 'an extended header') ?? EMPTY;
       await skipPadding(source, padding, 'an extended header');
       if (type === 0x4c) longName = cString(data);
-      else pax = { ...pax, ...parsePax(data) };
+      else pax = parsePax(data);
       continue;
     }
     if (extended && type !== 0x30 && type !== 0) {
       throw malformed('an extended header not followed by a regular file');
     }
-    if (pax.size !== undefined && pax.size !== size) {
+    if (pax.size !== undefined && pax.size !== BigInt(size)) {
       throw malformed(`a PAX header gives a size of ${pax.size} bytes, its entry's header ${size}`);
     }
     const path = pax.path ?? longName ?? name;
@@ -491,27 +515,60 @@ async function nextHeader(source, budget) {
   }
 }
 
-function parsePax(data) {
-  const out = {};
-  let at = 0;
-  while (at < data.length) {
-    const space = data.indexOf(0x20, at);
-    if (space < 0) break;
-    const length = Number(new TextDecoder().decode(data.subarray(at, space)));
-    if (!Number.isInteger(length) || length <= 0 || at + length > data.length) break;
-    const record = data.subarray(space + 1, at + length - 1);
+/**
+ * The records of a PAX extended header's data, read as GNU tar reads them, as custodia_bundle's pax_records: each
+ * `<length> <key>=<value>\n`, its length in decimal digits (no sign, no leading zero) counting the whole record, the
+ * records filling the data exactly. Anything else is refused: GNU tar stops at a record it cannot read and keeps
+ * those before it, where a laxer reader would go on, so the two would name and frame the next file differently.
+ */
+function paxRecords(data) {
+  const bad = () =>
+    malformed(
+      "a PAX header's records are not each `<length> <key>=<value>` of exactly that length, which tar tools read " +
+        'differently',
+    );
+  const records = [];
+  let rest = data;
+  while (rest.length > 0) {
+    const space = rest.indexOf(0x20);
+    if (space < 0) throw bad();
+    const digits = rest.subarray(0, space);
+    const decimal = digits.every((b) => b >= 0x30 && b <= 0x39);
+    if (digits.length === 0 || digits.length > 6 || digits[0] === 0x30 || !decimal) throw bad();
+    const length = Number(new TextDecoder().decode(digits));
+    if (length <= space + 1 || length > rest.length || rest[length - 1] !== 0x0a) throw bad();
+    const record = rest.subarray(space + 1, length - 1);
     const eq = record.indexOf(0x3d);
-    if (eq > 0) {
-      const key = new TextDecoder().decode(record.subarray(0, eq));
-      const value = record.subarray(eq + 1);
-      if (key === 'path') out.path = value;
-      else if (key === 'size') {
-        const text = new TextDecoder().decode(value);
-        if (!/^[0-9]+$/.test(text)) throw malformed('a PAX size is not a number');
-        out.size = Number(text);
-      } else throw malformed(`a PAX header gives ${JSON.stringify(echoed(key))}; only path and size are accepted`);
+    if (eq < 0) throw bad();
+    records.push([record.subarray(0, eq), record.subarray(eq + 1)]);
+    rest = rest.subarray(length);
+  }
+  return records;
+}
+
+/** What a PAX header says of the next entry: its path (bytes) and size (a BigInt), each if given. Only the keys
+ * `path` and `size` are accepted, each once. */
+function parsePax(data) {
+  const given = {};
+  for (const [keyBytes, value] of paxRecords(data)) {
+    const key = new TextDecoder().decode(keyBytes);
+    if (key !== 'path' && key !== 'size') {
+      throw malformed(`a PAX header gives ${JSON.stringify(echoed(key))}; only path and size are accepted`);
     }
-    at += length;
+    if (given[key] !== undefined) throw malformed(`a PAX header gives ${key} twice`);
+    given[key] = value;
+  }
+  const out = {};
+  if (given.path !== undefined) {
+    if (given.path.includes(0)) throw malformed('a NUL in a path, where tar tools cut the name');
+    out.path = given.path;
+  }
+  if (given.size !== undefined) {
+    const text = new TextDecoder().decode(given.size);
+    if (!/^(0|[1-9][0-9]*)$/.test(text) || BigInt(text) > 0xffff_ffff_ffff_ffffn) {
+      throw malformed('a PAX size is not a number');
+    }
+    out.size = BigInt(text);
   }
   return out;
 }
@@ -554,6 +611,8 @@ function closeBundle(open, bag, trusted, budget) {
   const shown = echoed(name);
   for (const check of verification.checks) check.detail = `${shown}: ${check.detail}`;
   budget.keep(checksCost(verification.checks));
+  // Its name is held twice: in the set of closed bundles and in its record in the bag's nested bundles.
+  budget.keep(2 * encoder.encode(name).length + PER_FILE_OVERHEAD);
   for (const [path, seen] of slim) {
     budget.keep(encoder.encode(path).length + PER_FILE_OVERHEAD);
     const twice = bag.files.has(path);
@@ -570,7 +629,11 @@ function closeBundle(open, bag, trusted, budget) {
  * their names, digests and sizes.
  */
 async function readBundle(source, trusted, nestedAllowed, budget) {
-  const bag = { files: new Map(), nested: [] };
+  // bundleDirs: in a case bag, the names of the directories under data/bundles/ that directory entries make (one
+  // that holds no file is no artefact bundle: see checkCaseContents).
+  const bag = { files: new Map(), nested: [], bundleDirs: new Set() };
+  // Every directory entry's path in the bag, so that a file of the same path is refused.
+  const dirs = new Set();
   // In a case bag: the artefact bundle whose files are being read, and those already read (each bundle's files come
   // together, so that one is checked and let go before the next is read).
   let open = null;
@@ -611,8 +674,26 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
     }
     if (top !== null && top !== dir) throw malformed(`${echoed(path)} is outside the bag directory ${echoed(top)}`);
     top = dir;
-    if (isDir) continue;
     const bundled = nestedAllowed ? bundledIn(relative) : null;
+    if (isDir) {
+      // A directory of a file's path: tar tools extract one or the other.
+      const inOpen = open !== null && bundled !== null && bundled[0] === open.name && open.files.has(bundled[1]);
+      if (bag.files.has(relative) || inOpen) throw bothDirectoryAndFile(path);
+      // Counted once each, as the names of files are.
+      if (relative !== '' && !dirs.has(relative)) {
+        budget.keep(encoder.encode(relative).length + PER_FILE_OVERHEAD);
+        dirs.add(relative);
+      }
+      // In a case bag, a directory under data/bundles/ names an artefact bundle's directory, counted once.
+      const bundleDir =
+        nestedAllowed && relative.startsWith(BUNDLES_DIR) ? relative.slice(BUNDLES_DIR.length).split('/')[0] : '';
+      if (bundleDir !== '' && !bag.bundleDirs.has(bundleDir)) {
+        budget.keep(encoder.encode(bundleDir).length + PER_FILE_OVERHEAD);
+        bag.bundleDirs.add(bundleDir);
+      }
+      continue;
+    }
+    if (dirs.has(relative)) throw bothDirectoryAndFile(path);
     if (open !== null && (bundled === null || bundled[0] !== open.name)) {
       const done = open;
       open = null;
@@ -649,6 +730,9 @@ async function readBundle(source, trusted, nestedAllowed, budget) {
   await endOfArchive(source);
   return bag;
 }
+
+const bothDirectoryAndFile = (path) =>
+  malformed(`${echoed(path)} is both a directory and a file, which tar tools extract as one or the other`);
 
 /**
  * After the entries and the first zero block: the second block of the end-of-archive marker, and nothing but zero
@@ -793,7 +877,9 @@ export async function verifyBundle(blob, options = {}) {
 
 function verifyBag(bag, trusted) {
   const isCase =
-    bag.nested.length > 0 || [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR) || path === CASE_LISTING);
+    bag.nested.length > 0 ||
+    bag.bundleDirs.size > 0 ||
+    [...bag.files.keys()].some((path) => path.startsWith(BUNDLES_DIR) || path === CASE_LISTING);
   return isCase ? verifyCaseBag(bag, trusted) : verifyArtefactBag(bag.files, trusted, 0);
 }
 
@@ -894,6 +980,12 @@ function checkCaseContents(bag, records, report) {
       'case_contents',
       `${echoed(path)} is not an artefact bundle's directory, which is all ${BUNDLES_DIR} holds`,
     );
+  }
+  // A directory under data/bundles/ with no file in it (tar extracts it, empty) is no artefact bundle either.
+  const bundles = new Set(bag.nested.map(({ name }) => name));
+  for (const name of [...bag.bundleDirs].sort(compareBytes)) {
+    if (bundles.has(name)) continue;
+    report.fail('case_contents', `${BUNDLES_DIR}${echoed(name)}/ holds no file of an artefact bundle`);
   }
   if (records.length !== 1) {
     report.fail(

@@ -502,11 +502,14 @@ const MAX_EXTENSION: u64 = 64 << 10;
 /// [`MAX_KEPT_BYTES`] with the name.
 const PER_FILE_OVERHEAD: u64 = 128;
 
+/// A PAX record's key and value.
+type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
 /// The records of a PAX extended header's `data`, read as GNU tar reads them: each `<length> <key>=<value>\n`,
 /// its length in decimal digits (no sign, no leading zero) counting the whole record, the records filling the
 /// data exactly. Anything else is refused: GNU tar stops at a record it cannot read and keeps those before it,
 /// where a laxer reader would go on, so the two would name and frame the next file differently.
-fn pax_records(data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, VerifyError> {
+fn pax_records(data: &[u8]) -> Result<Vec<PaxRecord<'_>>, VerifyError> {
     let malformed = || {
         VerifyError::Malformed(
             "a PAX header's records are not each `<length> <key>=<value>` of exactly that length, which tar tools \

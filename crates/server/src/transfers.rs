@@ -609,14 +609,18 @@ impl Transfers {
                 let partner = &partner;
                 in_flight.push_back(async move {
                     let request = self.chunk_request(partner, row, sha256, offset, length).await?;
+                    let sent = std::time::Instant::now();
                     let answer = self.answer(request).await;
                     drop(place);
-                    Ok::<_, Hitch>((offset + length, answer?))
+                    Ok::<_, Hitch>((offset + length, answer, sent.elapsed()))
                 });
             }
             let Some(answered) = futures::StreamExt::next(&mut in_flight).await else { break };
-            let (end, progress) = match answered {
-                Err(Hitch::Answered { status: 409, detail }) if window > 1 && taken_before => {
+            let (end, answer, took) = answered?;
+            let progress = match answer {
+                // Refused at once (this gateway would have let it wait for its turn, and refuses one only once it
+                // has waited that long).
+                Err(Hitch::Answered { status: 409, detail }) if window > 1 && taken_before && took < CHUNK_WAIT / 2 => {
                     tracing::warn!(partner = %partner.name, "a partner refused a chunk as out of order; one chunk at a time to it from now on");
                     self.one_chunk_at_a_time
                         .lock()
@@ -624,7 +628,7 @@ impl Transfers {
                         .insert(partner.name.clone());
                     return Err(Hitch::Answered { status: 409, detail });
                 }
-                answered => answered?,
+                answer => answer?,
             };
             taken_before = true;
             // The receiver has written at least up to the end of this chunk (and no more than the payload), or it

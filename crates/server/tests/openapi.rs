@@ -1145,7 +1145,12 @@ async fn real_replies_match_the_document() {
     // commitment included.
     let (path, start, size) = support::tar_files(&exported.body)
         .into_iter()
-        .find(|(path, _, _)| path.contains("/data/custody/") && !path.ends_with(".opening.json"))
+        .find(|(path, _, _)| {
+            // The case bag's own record (each artefact bundle in it has its records too).
+            path.split_once('/').is_some_and(|(_, path)| path.starts_with("data/custody/"))
+                && path.ends_with(".json")
+                && !path.ends_with(".opening.json")
+        })
         .expect("the hearing bundle holds its case export record");
     let record: Value = serde_json::from_slice(&exported.body[start as usize..(start + size) as usize]).unwrap();
     assert_eq!(record["event"]["type"], "case_exported", "{path}: {record}");

@@ -714,7 +714,11 @@ async fn court_bundles_carry_the_policy_and_cosignatures_and_the_cli_judges_them
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&case_bundle));
     let (code, said) = pinned(&case_bundle, &policy_file);
     assert_eq!(code, 0, "{said}");
-    assert!(said.contains(".tar: witness b (b.custodia.test/witness) cosigned the checkpoint"), "{said}");
+    assert!(
+        said.lines().any(|line| line.starts_with("ok   witness cosignatures: art-")
+            && line.contains(": witness b (b.custodia.test/witness) cosigned the checkpoint")),
+        "each artefact bundle's: {said}"
+    );
     assert!(said.contains("WITNESSES: witnessed under the policy you pinned"), "the case bag's own: {said}");
     let garbled = a.dir.path().join("garbled-policy");
     std::fs::write(&garbled, "quorum everyone\n").unwrap();

@@ -1,5 +1,6 @@
 //! What the state machine asks of the adapter: media routing, the recorder, and custody records to append.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use custodia_core::{ActorId, Commitment, CustodyEvent, HearingId, Label, Repeated, Sha256};
@@ -27,6 +28,8 @@ pub enum Place {
 /// One thing for the adapter to do. [`crate::Hearing::handle`] returns them in the order to apply them:
 ///
 /// 1. `Record`s: append to the ledger, in order, before anything they describe takes effect;
+///    then `Protect`: a protected person's media is split into original and masked before it can flow anywhere
+///    new;
 /// 2. `RecorderUnsubscribe`, then `StopRecorder`: the recorder lets go before anyone moves, so a participant
 ///    moving into a consultation is off the recording before their consultation media flows;
 /// 3. `Move` and `SetMuted`;
@@ -37,6 +40,11 @@ pub enum Place {
 pub enum Effect {
     /// Append a custody record; see [`HearingEventRecord::to_custody_event`].
     Record(HearingEventRecord),
+    /// Who receives this participant's original media and who a masked version of it, from now on (`None`: no
+    /// masking, everyone in their place receives the original). Said when a protective order, or the set of
+    /// those it privileges, changes, and for a protected person as soon as they join: before they can be admitted.
+    /// The recorder always takes the original.
+    Protect { participant: ParticipantId, protection: Option<MediaProtection> },
     /// Stop writing this participant's tracks.
     RecorderUnsubscribe(ParticipantId),
     /// Close the open segment and stop the recorder (the sealed segment comes back as
@@ -55,6 +63,16 @@ pub enum Effect {
     /// holds the texts). Said to the person they concern and to the judge who presents them, and said again to
     /// either of them who reconnects while the words still await their step (a reloaded page has lost them).
     ShowText { participant: ParticipantId, wording: Wording, text: TextShown },
+}
+
+/// How the media plane treats a protected person's media ([`Effect::Protect`]). Whoever is not in `original_to`
+/// gets, of each masked kind, only what the masking made, or nothing while it cannot make it: never the original.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaProtection {
+    pub mask_video: bool,
+    pub alter_voice: bool,
+    /// The participants whose role the order privileges (the court, and the roles it adds), the person excluded.
+    pub original_to: BTreeSet<ParticipantId>,
 }
 
 /// What kind of hearing event a custody record reports. The spelling is the record's `kind` label.
@@ -93,13 +111,17 @@ pub enum HearingEventKind {
     HearingEnded,
     /// Someone attempted a step the rules refused (the detail names the action and the rule).
     StepRefused,
+    /// The judge ordered protective measures for a witness, or changed them (the detail commits to the order).
+    ProtectionOrdered,
+    /// The judge lifted a witness's protective measures.
+    ProtectionLifted,
     /// A recording segment or the minutes could not enter custody and were kept aside (the detail is their
     /// SHA-256). Reported by the gateway, not decided by the rules.
     OutputQuarantined,
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 30] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -128,6 +150,8 @@ impl HearingEventKind {
         Self::HearingEnded,
         Self::StepRefused,
         Self::OutputQuarantined,
+        Self::ProtectionOrdered,
+        Self::ProtectionLifted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -160,6 +184,8 @@ impl HearingEventKind {
             Self::HearingEnded => "hearing_ended",
             Self::StepRefused => "step_refused",
             Self::OutputQuarantined => "output_quarantined",
+            Self::ProtectionOrdered => "protection_ordered",
+            Self::ProtectionLifted => "protection_lifted",
         }
     }
 

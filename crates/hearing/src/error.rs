@@ -60,6 +60,7 @@ pub enum HearingAction {
     ReportSegment,
     ReportTechnicalConditions,
     ReportMedia,
+    OrderProtection,
 }
 
 impl HearingAction {
@@ -92,6 +93,7 @@ impl HearingAction {
             Self::ReportSegment => "report_segment",
             Self::ReportTechnicalConditions => "report_technical_conditions",
             Self::ReportMedia => "report_media",
+            Self::OrderProtection => "order_protection",
         }
     }
 }
@@ -118,6 +120,15 @@ pub enum Reason {
     RoleNotAllowed { participant: ParticipantId, role: HearingRole, allowed: &'static str },
     #[error("{participant} is a {role}; this must be done to {expected}")]
     WrongSubjectRole { participant: ParticipantId, role: HearingRole, expected: &'static str },
+
+    #[error("invite {invite} is for a {role}; protective measures are ordered for a witness")]
+    ProtectionForWitnessOnly { invite: InviteId, role: HearingRole },
+    #[error("a protective order may not let a {role} see or hear the original")]
+    ProtectionPrivilegeNotAllowed { role: HearingRole },
+    #[error("the person invite {invite} is for has no protective order to lift")]
+    NoProtectionToLift { invite: InviteId },
+    #[error("the person invite {invite} is for is already protected by exactly this order")]
+    ProtectionUnchanged { invite: InviteId },
 
     #[error("there is no invite {invite} for this hearing")]
     UnknownInvite { invite: InviteId },
@@ -269,6 +280,10 @@ impl Reason {
             Self::NoMedia { .. } => "no_media",
             Self::MediaAlreadyStopped { .. } => "media_already_stopped",
             Self::MediaNotStopped { .. } => "media_not_stopped",
+            Self::ProtectionForWitnessOnly { .. } => "protection_for_witness_only",
+            Self::ProtectionPrivilegeNotAllowed { .. } => "protection_privilege_not_allowed",
+            Self::NoProtectionToLift { .. } => "no_protection_to_lift",
+            Self::ProtectionUnchanged { .. } => "protection_unchanged",
         }
     }
 }

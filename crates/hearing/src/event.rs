@@ -1,5 +1,7 @@
 //! What the adapter tells the state machine: one [`Event`] at a time, each with the time it happened.
 
+use std::collections::BTreeSet;
+
 use custodia_core::{ActorId, CanonicalError, HearingId, Label, Role, Sha256};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,37 @@ pub struct Invite {
     /// reconnect for as long as the hearing runs.
     pub expires_at: Timestamp,
     pub admission: Admission,
+}
+
+/// Protective measures the judge orders for a witness (an anonymity order, as under the UK's Coroners and Justice
+/// Act 2009 s.86 or the ICC's protective measures): a pseudonym, their face masked, their voice altered. The
+/// judge and the clerk always see and hear the original and read the name; `privileged` adds other roles. Everyone
+/// else gets the masked feeds and the pseudonym. The recording keeps the original: the court keeps the true record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectiveMeasures {
+    /// What everyone but the privileged is shown in place of the witness's name. Shown to the parties, so not a
+    /// secret; but typed by a person, so it reaches the record only inside the detail's digest.
+    pub pseudonym: Label,
+    /// Everyone but the privileged sees a masked picture, never the camera's.
+    pub mask_face: bool,
+    /// Everyone but the privileged hears an altered voice, never the microphone's.
+    pub alter_voice: bool,
+    /// Roles besides the judge and the clerk who see and hear the original and read the name: counsel, the
+    /// accused, the interpreter or the remote-site officer. Never another witness or an observer.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub privileged: BTreeSet<HearingRole>,
+}
+
+impl ProtectiveMeasures {
+    /// Whether this order lets `role` see and hear the original and read the name.
+    pub fn privileges(&self, role: HearingRole) -> bool {
+        role.is_court() || self.privileged.contains(&role)
+    }
+
+    /// Whether the order changes what anyone receives (not only the name shown).
+    pub fn masks_media(&self) -> bool {
+        self.mask_face || self.alter_voice
+    }
 }
 
 /// Why someone is no longer connected.
@@ -261,6 +294,14 @@ pub enum Event {
     OpenLobby {
         by: CaseMember,
     },
+    /// The judge of the case orders protective measures for the person an invite is for (a witness), changes the
+    /// order, or lifts it (`measures: None`). Made from the console, so that an order holds before the witness first
+    /// connects; it may be changed at any time until the hearing ends.
+    OrderProtection {
+        by: CaseMember,
+        invite: InviteId,
+        measures: Option<ProtectiveMeasures>,
+    },
     /// End the hearing from outside the room (a cancellation, or a hearing whose court has lost its connection
     /// for good). Clerk only.
     Close {
@@ -399,6 +440,7 @@ impl Event {
             Self::RevokeInvite { .. } => A::RevokeInvite,
             Self::OpenLobby { .. } => A::OpenLobby,
             Self::Close { .. } => A::Close,
+            Self::OrderProtection { .. } => A::OrderProtection,
             Self::Join { .. } => A::Join,
             Self::Admit { .. } => A::Admit,
             Self::Remove { .. } => A::Remove,
@@ -430,6 +472,7 @@ impl Event {
             Self::IssueInvite { by, .. }
             | Self::RevokeInvite { by, .. }
             | Self::OpenLobby { by }
+            | Self::OrderProtection { by, .. }
             | Self::Close { by } => Actor::Member(by.actor.clone()),
             Self::Join { participant, .. }
             | Self::Leave { participant, .. }

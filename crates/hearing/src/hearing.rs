@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
     AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap, Minutes, Oath,
-    Period, PeriodEnd, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions, TextPresentation,
-    TrackConditions,
+    Period, PeriodEnd, ProtectionOrder, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions,
+    TextPresentation, TrackConditions,
 };
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
-    HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, OathForm, ParticipantId,
-    Place, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, MediaProtection, OathForm,
+    ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 
 /// The steps and changes one participant can repeat on their own whose records go on the record one by one in an
@@ -255,6 +255,10 @@ pub struct Hearing {
     oaths: Vec<Oath>,
     interpreters: Vec<InterpreterOath>,
     tracks: BTreeMap<(ParticipantId, TrackKind), TrackConditions>,
+    /// The protective orders in force, by the invite of the person protected.
+    protections: BTreeMap<InviteId, ProtectiveMeasures>,
+    /// Every order, change and lifting, for the minutes.
+    protection_orders: Vec<ProtectionOrder>,
 }
 
 /// The context of one event being handled: for refusals and for the records it produces.
@@ -323,6 +327,7 @@ struct Routing {
     muted: BTreeMap<ParticipantId, bool>,
     recording: bool,
     recorded: BTreeSet<ParticipantId>,
+    protected: BTreeMap<ParticipantId, MediaProtection>,
 }
 
 // Detail documents: what a record's `detail_sha256` is the digest of. Each names its kind and the hearing, so a
@@ -337,6 +342,15 @@ struct ScheduleDetail<'a> {
     scheduled_for: Timestamp,
     place: &'a Label,
     rules: Rules,
+}
+
+#[derive(Serialize)]
+struct ProtectionDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    invite: &'a InviteId,
+    measures: Option<&'a ProtectiveMeasures>,
 }
 
 #[derive(Serialize)]
@@ -437,6 +451,8 @@ impl Hearing {
             oaths: Vec::new(),
             interpreters: Vec::new(),
             tracks: BTreeMap::new(),
+            protections: BTreeMap::new(),
+            protection_orders: Vec::new(),
         };
         Ok((hearing, step.records.into_iter().map(Effect::Record).collect()))
     }
@@ -460,6 +476,7 @@ impl Hearing {
             Event::IssueInvite { by, invite } => self.issue_invite(&mut step, &by, invite),
             Event::RevokeInvite { by, invite } => self.revoke_invite(&mut step, &by, &invite),
             Event::OpenLobby { by } => self.open_lobby(&mut step, &by),
+            Event::OrderProtection { by, invite, measures } => self.order_protection(&mut step, &by, &invite, measures),
             Event::Close { by } => {
                 self.require_not_ended(&step)?;
                 require_clerk(&step, &by)?;
@@ -623,6 +640,42 @@ impl Hearing {
         }
     }
 
+    /// The protective order in force for a participant, if any.
+    pub fn protection_of(&self, participant: &ParticipantId) -> Option<&ProtectiveMeasures> {
+        self.protections.get(&self.participants.get(participant)?.invite)
+    }
+
+    /// The protective order in force for the person an invite is for, if any.
+    pub fn protection_for_invite(&self, invite: &InviteId) -> Option<&ProtectiveMeasures> {
+        self.protections.get(invite)
+    }
+
+    /// How the media plane must treat a participant's media ([`Effect::Protect`]): `None` unless an order masks
+    /// their face or their voice.
+    pub fn media_protection(&self, participant: &ParticipantId) -> Option<MediaProtection> {
+        let measures = self.protection_of(participant).filter(|measures| measures.masks_media())?;
+        Some(MediaProtection {
+            mask_video: measures.mask_face,
+            alter_voice: measures.alter_voice,
+            original_to: self
+                .participants
+                .iter()
+                .filter(|(id, p)| *id != participant && measures.privileges(p.role))
+                .map(|(id, _)| id.clone())
+                .collect(),
+        })
+    }
+
+    /// The name `viewer` is shown for `other` in place of the one their invite gave: the pseudonym of `other`'s
+    /// protective order, unless `viewer` is `other` or holds a role the order privileges. `None`: the name.
+    pub fn pseudonym_for(&self, viewer: Option<&ParticipantId>, other: &ParticipantId) -> Option<&Label> {
+        let measures = self.protection_of(other)?;
+        let privileged = viewer.is_some_and(|viewer| {
+            viewer == other || self.role_of(viewer).is_some_and(|role| measures.privileges(role))
+        });
+        (!privileged).then_some(&measures.pseudonym)
+    }
+
     /// The invite a participant came in with.
     pub fn invite_of(&self, participant: &ParticipantId) -> Option<&InviteId> {
         self.participants.get(participant).map(|p| &p.invite)
@@ -728,6 +781,7 @@ impl Hearing {
             rights_notices: self.rights_notices.clone(),
             oaths: self.oaths.clone(),
             interpreters: self.interpreters.clone(),
+            protection_orders: self.protection_orders.clone(),
             consultations,
             recording: self.recording.clone(),
             segments: self.segments.clone(),
@@ -756,6 +810,11 @@ impl Hearing {
             muted: self.participants.iter().map(|(id, p)| (id.clone(), p.muted.is_some())).collect(),
             recording: self.is_recording(),
             recorded: self.recorded_participants(),
+            protected: self
+                .participants
+                .keys()
+                .filter_map(|id| Some((id.clone(), self.media_protection(id)?)))
+                .collect(),
         }
     }
 
@@ -906,6 +965,65 @@ impl Hearing {
             }
             InviteStatus::Pending => Ok(entry),
         }
+    }
+
+    /// The judge's protective order for the person `invite` is for: made, changed or lifted (`None`).
+    fn order_protection(
+        &mut self,
+        step: &mut Step,
+        by: &CaseMember,
+        invite: &InviteId,
+        measures: Option<ProtectiveMeasures>,
+    ) -> Result<(), HearingError> {
+        self.require_not_ended(step)?;
+        if by.role != Role::Judge {
+            return Err(step.refuse(Reason::CaseRoleNotAllowed { role: by.role, allowed: "a judge of the case" }));
+        }
+        let entry =
+            self.invites.get(invite).ok_or_else(|| step.refuse(Reason::UnknownInvite { invite: invite.clone() }))?;
+        if entry.invite.role != HearingRole::Witness {
+            return Err(
+                step.refuse(Reason::ProtectionForWitnessOnly { invite: invite.clone(), role: entry.invite.role })
+            );
+        }
+        if let Some(role) = measures.iter().flat_map(|m| &m.privileged).find(|role| !may_be_privileged(**role)) {
+            return Err(step.refuse(Reason::ProtectionPrivilegeNotAllowed { role: *role }));
+        }
+        let current = self.protections.get(invite);
+        match (&measures, current) {
+            (None, None) => return Err(step.refuse(Reason::NoProtectionToLift { invite: invite.clone() })),
+            (Some(new), Some(current)) if new == current => {
+                return Err(step.refuse(Reason::ProtectionUnchanged { invite: invite.clone() }));
+            }
+            _ => {}
+        }
+        let participant = match &entry.status {
+            InviteStatus::Used { participant } => Some(participant.clone()),
+            InviteStatus::Pending | InviteStatus::Revoked { .. } => None,
+        };
+        let detail = step.digest(&ProtectionDetail {
+            kind: "protection_order",
+            hearing: &self.id,
+            invite,
+            measures: measures.as_ref(),
+        })?;
+        let kind = match measures {
+            Some(_) => HearingEventKind::ProtectionOrdered,
+            None => HearingEventKind::ProtectionLifted,
+        };
+        step.record(&by.actor, kind, participant.as_ref(), Some(detail));
+        match &measures {
+            Some(measures) => self.protections.insert(invite.clone(), measures.clone()),
+            None => self.protections.remove(invite),
+        };
+        self.protection_orders.push(ProtectionOrder {
+            at: step.at,
+            by: by.actor.clone(),
+            invite: invite.clone(),
+            participant,
+            measures,
+        });
+        Ok(())
     }
 
     fn open_lobby(&mut self, step: &mut Step, by: &CaseMember) -> Result<(), HearingError> {
@@ -1603,6 +1721,12 @@ impl Hearing {
     }
 }
 
+/// Whether a protective order may let `role` see and hear the original: the court always does; counsel, the
+/// accused, the interpreter and the remote-site officer may be added; another witness or an observer never.
+fn may_be_privileged(role: HearingRole) -> bool {
+    !matches!(role, HearingRole::Witness | HearingRole::Observer)
+}
+
 fn require_clerk(step: &Step, by: &CaseMember) -> Result<(), HearingError> {
     if by.role == Role::Clerk {
         Ok(())
@@ -1615,6 +1739,12 @@ fn require_clerk(step: &Step, by: &CaseMember) -> Result<(), HearingError> {
 /// [`Effect`] explains.
 fn effects(records: Vec<HearingEventRecord>, shown: Vec<Effect>, before: &Routing, after: &Routing) -> Vec<Effect> {
     let mut effects: Vec<Effect> = records.into_iter().map(Effect::Record).collect();
+    for participant in before.protected.keys().chain(after.protected.keys()).collect::<BTreeSet<_>>() {
+        let protection = after.protected.get(participant);
+        if before.protected.get(participant) != protection {
+            effects.push(Effect::Protect { participant: participant.clone(), protection: protection.cloned() });
+        }
+    }
     effects.extend(before.recorded.difference(&after.recorded).cloned().map(Effect::RecorderUnsubscribe));
     if before.recording && !after.recording {
         effects.push(Effect::StopRecorder);

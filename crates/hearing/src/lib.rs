@@ -62,6 +62,13 @@
 //!   [`PRESENTATIONS_PER_PERSON`] times to one person, and the rights notice as often. The step then names the words presented
 //!   (refused if none were): the minutes keep them and the record's detail digest commits to them. Until the step
 //!   is taken the words await it ([`Hearing::texts_awaiting_step`]), and a reconnection shows them again.
+//! - **Protective measures.** The judge of the case orders, from the console, measures for the witness an invite
+//!   is for ([`Event::OrderProtection`], [`ProtectiveMeasures`]): a pseudonym, the face masked, the voice altered,
+//!   and which roles besides the court see and hear the original. The order holds from before the witness first
+//!   connects; every order, change and lifting is a record (`protection_ordered`, `protection_lifted`, the detail
+//!   committing to the order) and in the minutes. [`Effect::Protect`] tells the media plane who gets the original
+//!   and who the masked media; [`Hearing::pseudonym_for`] tells the adapter whom to show the pseudonym instead of
+//!   the name. The recorder always takes the original.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
 //!   who waited and was never admitted, identity checks, the texts presented, rights notices, oaths, the
 //!   interpreter, consultations, recording runs, the sealed segments the adapter reports
@@ -92,11 +99,11 @@ mod ids;
 pub mod minutes;
 mod role;
 
-pub use effect::{Effect, HearingEventKind, HearingEventRecord, Place};
+pub use effect::{Effect, HearingEventKind, HearingEventRecord, MediaProtection, Place};
 pub use error::{Actor, HearingAction, HearingError, Reason, refused_steps_detail};
 pub use event::{
-    Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, Rules, Schedule,
-    TechnicalReport, TextShown, TrackKind, Wording,
+    Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, ProtectiveMeasures,
+    Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 pub use hearing::{
     CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState,

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase, Rules, TextShown,
-    TrackKind, Wording,
+    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase,
+    ProtectiveMeasures, Rules, TextShown, TrackKind, Wording,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,11 +39,28 @@ pub struct Minutes {
     pub rights_notices: Vec<RightsNotice>,
     pub oaths: Vec<Oath>,
     pub interpreters: Vec<InterpreterOath>,
+    /// Every protective order, change and lifting, in order. Left out when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protection_orders: Vec<ProtectionOrder>,
     /// The fact of each private consultation: who and when. Never what was said.
     pub consultations: Vec<ConsultationMinute>,
     pub recording: Vec<RecordingRun>,
     pub segments: Vec<SealedSegment>,
     pub technical: TechnicalConditions,
+}
+
+/// A protective order as the judge made, changed or lifted it (`measures: None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtectionOrder {
+    pub at: Timestamp,
+    /// The judge of the case, acting from the console.
+    pub by: ActorId,
+    /// The invite of the person protected.
+    pub invite: InviteId,
+    /// The person, once they have used the invite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<ParticipantId>,
+    pub measures: Option<ProtectiveMeasures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,9 +12,10 @@ use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId,
     DocumentType, Effect, Event, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
-    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OWN_STEPS_PER_WINDOW,
-    OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase, Place,
-    RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, MediaProtection,
+    OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase,
+    Place, ProtectiveMeasures, RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule, TechnicalReport, TextShown,
+    TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -82,6 +83,8 @@ struct Court {
     records: Vec<HearingEventRecord>,
     /// Every text put on a screen: to whom, which, and the words' name.
     shown: Vec<(ParticipantId, Wording, TextShown)>,
+    /// Whose media the media plane splits into original and masked, and how.
+    protected: BTreeMap<ParticipantId, MediaProtection>,
     ended: bool,
 }
 
@@ -105,6 +108,7 @@ impl Court {
             recorder_running: false,
             records: Vec::new(),
             shown: Vec::new(),
+            protected: BTreeMap::new(),
             ended: false,
         };
         court.apply_effects(effects);
@@ -200,13 +204,22 @@ impl Court {
     /// Applies effects as the adapter would, insisting on their order.
     fn apply_effects(&mut self, effects: Vec<Effect>) {
         let mut seen_media = false;
+        let mut seen_protect = false;
         let mut seen_text = false;
         for effect in effects {
             assert!(!seen_text || matches!(effect, Effect::ShowText { .. }), "texts are shown last: {effect:?}");
             match effect {
                 Effect::Record(record) => {
-                    assert!(!seen_media, "records come before media effects");
+                    assert!(!seen_media && !seen_protect, "records come before media effects");
                     self.records.push(record);
+                }
+                Effect::Protect { participant, protection } => {
+                    assert!(!seen_media, "protection comes before anyone moves: {participant}");
+                    seen_protect = true;
+                    match protection {
+                        Some(protection) => self.protected.insert(participant, protection),
+                        None => self.protected.remove(&participant),
+                    };
                 }
                 Effect::RecorderUnsubscribe(participant) => {
                     seen_media = true;
@@ -266,6 +279,11 @@ impl Court {
             let place = hearing.place_of(participant).unwrap();
             assert_eq!(self.places.get(participant), Some(&place), "the adapter's routing drifted for {participant}");
             assert_eq!(self.muted.contains(participant), hearing.is_muted(participant));
+            assert_eq!(
+                self.protected.get(participant),
+                hearing.media_protection(participant).as_ref(),
+                "the media plane's protection drifted for {participant}"
+            );
             if hearing.media_stopped(participant) {
                 assert_ne!(place, Place::Away, "{participant} is away with a media gap left open");
             }
@@ -1945,8 +1963,19 @@ fn event_for(court: &Court, step: &Step) -> Event {
                 admission: if steered { Admission::Lobby } else { Admission::OnJoin },
             },
         },
-        970..=985 => Event::Join { invite: InviteId::new(format!("i-extra-{b}")).unwrap(), participant: p(a) },
-        986..=998 => Event::End { by: court_officer },
+        970..=979 => Event::Join { invite: InviteId::new(format!("i-extra-{b}")).unwrap(), participant: p(a) },
+        980..=987 => Event::OrderProtection {
+            by: if steered { judge_member() } else { clerk_member() },
+            invite: if steered { iid(WITNESS) } else { iid(role(a)) },
+            measures: (b % 4 != 0).then(|| ProtectiveMeasures {
+                mask_face: bias % 2 == 0,
+                alter_voice: b % 2 == 0,
+                ..measures(
+                    &[role(a), role(b)].into_iter().filter(|r| !matches!(*r, WITNESS | OBSERVER)).collect::<Vec<_>>(),
+                )
+            }),
+        },
+        988..=998 => Event::End { by: court_officer },
         _ => Event::Close { by: clerk_member() },
     }
 }
@@ -2013,4 +2042,119 @@ fn reconnects_in_lobby(court: &Court, participant: &ParticipantId) -> usize {
         }
     }
     count
+}
+
+fn judge_member() -> CaseMember {
+    CaseMember { actor: ActorId::new("acct-judge").unwrap(), role: Role::Judge }
+}
+
+fn measures(privileged: &[HearingRole]) -> ProtectiveMeasures {
+    ProtectiveMeasures {
+        pseudonym: Label::new("Witness A").unwrap(),
+        mask_face: true,
+        alter_voice: true,
+        privileged: privileged.iter().copied().collect(),
+    }
+}
+
+fn order(measures: Option<ProtectiveMeasures>) -> Event {
+    Event::OrderProtection { by: judge_member(), invite: iid(WITNESS), measures }
+}
+
+#[test]
+fn a_protective_order_holds_before_the_witness_connects_and_splits_their_media_before_it_flows() {
+    let mut court = Court::open();
+    court.join(CLERK);
+    court.join(JUDGE);
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(JUDGE) });
+    court.join(DEFENCE);
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(DEFENCE) });
+    let effects = court.ok(order(Some(measures(&[]))));
+    // Nobody to protect yet: the order is on the record, with no subject, and nothing moves.
+    assert!(matches!(effects.as_slice(), [Effect::Record(record)]
+        if record.kind == HearingEventKind::ProtectionOrdered && record.subject.is_none() && record.detail_sha256.is_some()));
+    // The witness joins: their media is split before anything else happens to it.
+    let effects = court.ok(Event::Join { invite: iid(WITNESS), participant: pid(WITNESS) });
+    let protection = effects.iter().find_map(|effect| match effect {
+        Effect::Protect { participant, protection: Some(protection) } if *participant == pid(WITNESS) => {
+            Some(protection.clone())
+        }
+        _ => None,
+    });
+    let protection = protection.expect("joining gives the witness's protection");
+    assert!(protection.mask_video && protection.alter_voice);
+    assert_eq!(protection.original_to, BTreeSet::from([pid(CLERK), pid(JUDGE)]));
+    court.ok(Event::Admit { by: pid(CLERK), participant: pid(WITNESS) });
+    // A new privileged participant gets the original; a new observer does not.
+    let effects = court.ok(Event::Join { invite: iid(OBSERVER), participant: pid(OBSERVER) });
+    assert!(!effects.iter().any(|effect| matches!(effect, Effect::Protect { .. })), "{effects:?}");
+    // The judge changes the order: the defence now sees the original. One record, the protection follows.
+    let effects = court.ok(order(Some(measures(&[DEFENCE]))));
+    assert!(matches!(&effects[0], Effect::Record(record)
+        if record.kind == HearingEventKind::ProtectionOrdered && record.subject == Some(pid(WITNESS))));
+    assert_eq!(court.protected[&pid(WITNESS)].original_to, BTreeSet::from([pid(CLERK), pid(JUDGE), pid(DEFENCE)]));
+    // Lifting the order: everyone gets the original.
+    let effects = court.ok(order(None));
+    assert!(matches!(&effects[0], Effect::Record(record) if record.kind == HearingEventKind::ProtectionLifted));
+    assert!(court.protected.is_empty());
+    // A pseudonym alone splits nothing.
+    let pseudonym_only = ProtectiveMeasures { mask_face: false, alter_voice: false, ..measures(&[]) };
+    court.ok(order(Some(pseudonym_only)));
+    assert!(court.protected.is_empty());
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.protection_orders.len(), 4);
+    assert_eq!(minutes.protection_orders[0].participant, None);
+    assert_eq!(minutes.protection_orders[1].participant, Some(pid(WITNESS)));
+    assert_eq!(minutes.protection_orders[2].measures, None);
+}
+
+#[test]
+fn only_the_judge_orders_protection_for_a_witness_and_never_privileges_another_witness_or_an_observer() {
+    let mut court = Court::open();
+    let clerk_order =
+        Event::OrderProtection { by: clerk_member(), invite: iid(WITNESS), measures: Some(measures(&[])) };
+    assert!(matches!(court.refused(clerk_order), Reason::CaseRoleNotAllowed { role: Role::Clerk, .. }));
+    let for_accused =
+        Event::OrderProtection { by: judge_member(), invite: iid(ACCUSED), measures: Some(measures(&[])) };
+    assert!(matches!(court.refused(for_accused), Reason::ProtectionForWitnessOnly { role: ACCUSED, .. }));
+    let unknown = Event::OrderProtection {
+        by: judge_member(),
+        invite: InviteId::new("i-nobody").unwrap(),
+        measures: Some(measures(&[])),
+    };
+    assert!(matches!(court.refused(unknown), Reason::UnknownInvite { .. }));
+    for role in [OBSERVER, WITNESS] {
+        assert_eq!(court.refused(order(Some(measures(&[role])))), Reason::ProtectionPrivilegeNotAllowed { role });
+    }
+    assert!(matches!(court.refused(order(None)), Reason::NoProtectionToLift { .. }));
+    court.ok(order(Some(measures(&[PROSECUTOR, DEFENCE, ACCUSED, INTERPRETER, OFFICER]))));
+    let same = measures(&[PROSECUTOR, DEFENCE, ACCUSED, INTERPRETER, OFFICER]);
+    assert!(matches!(court.refused(order(Some(same))), Reason::ProtectionUnchanged { .. }));
+    court.ok(Event::Close { by: clerk_member() });
+    assert_eq!(court.refused(order(None)), Reason::HearingEnded);
+}
+
+#[test]
+fn the_pseudonym_replaces_the_name_for_everyone_the_order_does_not_privilege() {
+    let mut court = Court::seated();
+    court.ok(order(Some(measures(&[DEFENCE]))));
+    let witness = pid(WITNESS);
+    let pseudonym = Label::new("Witness A").unwrap();
+    for role in [JUDGE, CLERK, DEFENCE, WITNESS] {
+        assert_eq!(court.hearing.pseudonym_for(Some(&pid(role)), &witness), None, "{role}");
+    }
+    for role in [PROSECUTOR, ACCUSED, INTERPRETER, OFFICER, OBSERVER] {
+        assert_eq!(court.hearing.pseudonym_for(Some(&pid(role)), &witness), Some(&pseudonym), "{role}");
+    }
+    // Someone outside the room (a public copy) reads the pseudonym; nobody else is renamed.
+    assert_eq!(court.hearing.pseudonym_for(None, &witness), Some(&pseudonym));
+    assert_eq!(court.hearing.pseudonym_for(Some(&pid(OBSERVER)), &pid(DEFENCE)), None);
+    // The record commits to the order; the custody event carries no word of it.
+    let record = court.records.iter().rev().find(|r| r.kind == HearingEventKind::ProtectionOrdered).unwrap();
+    let salt = custodia_core::Salt::from_bytes([3; 32]);
+    let event =
+        record.to_custody_event(court.hearing.id(), |field, text| custodia_core::Commitment::new(&salt, field, &text));
+    let text = String::from_utf8(custodia_core::to_canonical_vec(&event).unwrap()).unwrap();
+    assert!(!text.contains("Witness A") && !text.contains("defence"), "{text}");
+    assert!(matches!(event, CustodyEvent::HearingEvent { .. }));
 }

@@ -48,8 +48,12 @@
 //! Integers are kept within JSON's exact range (at most 2^53 − 1); a larger value a file claims is treated as
 //! unknown and left out.
 
+pub mod mask;
+pub mod voice;
 pub mod webm;
 
+pub use mask::{MaskError, MaskedFrame, VideoMasker, VoiceMasker};
+pub use voice::{VoiceError, VoiceTransform};
 pub use webm::{WebmError, WebmSegmentWriter, WebmSummary, WebmTrack};
 
 use std::fs::File;

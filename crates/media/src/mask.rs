@@ -513,7 +513,7 @@ mod tests {
         assert_eq!(mosaic_block(2), 24);
         for width in 1..=MAX_WIDTH {
             let block = mosaic_block(width);
-            assert!(block >= MIN_MOSAIC_BLOCK && block % 2 == 0 && width.div_ceil(block) <= MOSAIC_COLUMNS);
+            assert!(block >= MIN_MOSAIC_BLOCK && block.is_multiple_of(2) && width.div_ceil(block) <= MOSAIC_COLUMNS);
         }
     }
 

@@ -135,10 +135,13 @@ pub enum Action {
     /// Send an artefact to a partner gateway, another State's authority: the court's or the prosecution's act,
     /// under the artefact's use policy.
     TransferArtefact,
+    /// Order, change or lift protective measures for a witness of a hearing (pseudonym, face masked, voice
+    /// altered): a judicial decision, the judge's alone.
+    OrderProtection,
 }
 
 impl Action {
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 17] = [
         Self::ViewCase,
         Self::ListArtefacts,
         Self::UploadArtefact,
@@ -155,6 +158,7 @@ impl Action {
         Self::CorrectPolicy,
         Self::RunHearings,
         Self::TransferArtefact,
+        Self::OrderProtection,
     ];
 
     /// The spelling used in JSON and in refusal records.
@@ -176,6 +180,7 @@ impl Action {
             Self::CorrectPolicy => "correct_policy",
             Self::RunHearings => "run_hearings",
             Self::TransferArtefact => "transfer_artefact",
+            Self::OrderProtection => "order_protection",
         }
     }
 }
@@ -241,6 +246,7 @@ pub const fn permits(role: Role, action: Action) -> bool {
                 | ViewTimeline
                 | ViewOutcomes
                 | CorrectPolicy
+                | OrderProtection
         ),
         Role::Prosecutor => matches!(
             action,
@@ -341,6 +347,7 @@ mod tests {
             Action::CorrectPolicy => 13,
             Action::RunHearings => 14,
             Action::TransferArtefact => 15,
+            Action::OrderProtection => 16,
         };
         assert!(Role::ALL.into_iter().enumerate().all(|(i, role)| role_index(role) == i));
         assert!(Action::ALL.into_iter().enumerate().all(|(i, action)| action_index(action) == i));

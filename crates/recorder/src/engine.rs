@@ -280,6 +280,26 @@ impl Peer {
     }
 }
 
+/// Whether an RTP payload of a VP8 track (RFC 7741) begins a keyframe: the first packet of a frame (`S` set,
+/// partition 0) whose VP8 payload header says keyframe (bit `P` clear).
+pub fn vp8_starts_keyframe(payload: &[u8]) -> bool {
+    use webrtc::rtp::packetizer::Depacketizer as _;
+    let mut packet = webrtc::rtp::codecs::vp8::Vp8Packet::default();
+    let Ok(frame) = packet.depacketize(&Bytes::copy_from_slice(payload)) else { return false };
+    packet.s == 1 && packet.pid == 0 && frame.first().is_some_and(|header| header & 0x01 == 0)
+}
+
+/// The largest RTP payload the gateway makes when it packetizes media of its own (a masked feed): room for the RTP
+/// header, SRTP's tag and a TURN relay's headers within a 1280-byte IPv6 minimum MTU.
+pub const MAX_PAYLOAD: usize = 1_100;
+
+/// Splits one VP8 frame into RTP payloads (RFC 7741), each at most [`MAX_PAYLOAD`] bytes; the last one's packet
+/// carries the marker.
+pub fn vp8_payloads(frame: &Bytes) -> Vec<Bytes> {
+    use webrtc::rtp::packetizer::Payloader as _;
+    webrtc::rtp::codecs::vp8::Vp8Payloader::default().payload(MAX_PAYLOAD, frame).unwrap_or_default()
+}
+
 /// One RTP packet to send on an [`OutgoingTrack`]. The engine sets the SSRC and payload type it negotiated.
 #[derive(Debug, Clone)]
 pub struct RtpOut {
@@ -362,19 +382,26 @@ pub struct ParticipantPeer {
     pub slots: Vec<ReceiveSlot>,
 }
 
+/// The shortest time between two keyframe requests to one sender. Every receiver of a track, its recording and its
+/// masked feed may ask; a sender that made a keyframe for each request (aiortc does) would spend its bit rate on
+/// keyframes and send everyone a blurred picture. Requests that come sooner are put together into one, sent when
+/// the spacing has passed, so that nobody who asked waits for a keyframe that never comes.
+pub const KEYFRAME_REQUEST_SPACING: std::time::Duration = std::time::Duration::from_millis(500);
+
 #[derive(Debug)]
 struct PliSender {
     pc: Weak<RTCPeerConnection>,
     media_ssrc: u32,
+    /// When the last request went out, and whether one waits to go.
+    spacing: Arc<std::sync::Mutex<(Option<Instant>, bool)>>,
 }
 
-impl KeyframeRequester for PliSender {
-    fn request_keyframe(&self) {
-        let Some(pc) = self.pc.upgrade() else {
-            tracing::debug!(media_ssrc = self.media_ssrc, "PLI for a closed connection");
+impl PliSender {
+    fn send_now(pc: Weak<RTCPeerConnection>, media_ssrc: u32) {
+        let Some(pc) = pc.upgrade() else {
+            tracing::debug!(media_ssrc, "PLI for a closed connection");
             return;
         };
-        let media_ssrc = self.media_ssrc;
         tracing::debug!(media_ssrc, "sending PLI");
         tokio::spawn(async move {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
@@ -382,6 +409,40 @@ impl KeyframeRequester for PliSender {
                 tracing::debug!(error = %e, "could not send a picture loss indication");
             }
         });
+    }
+}
+
+impl KeyframeRequester for PliSender {
+    fn request_keyframe(&self) {
+        let wait = {
+            let mut spacing = self.spacing.lock().unwrap_or_else(|p| p.into_inner());
+            let (last, waiting) = &mut *spacing;
+            if *waiting {
+                return;
+            }
+            match last.map(|at| at.elapsed()).filter(|since| *since < KEYFRAME_REQUEST_SPACING) {
+                None => {
+                    *last = Some(Instant::now());
+                    None
+                }
+                Some(since) => {
+                    *waiting = true;
+                    Some(KEYFRAME_REQUEST_SPACING - since)
+                }
+            }
+        };
+        let (pc, media_ssrc) = (self.pc.clone(), self.media_ssrc);
+        match wait {
+            None => Self::send_now(pc, media_ssrc),
+            Some(wait) => {
+                let spacing = self.spacing.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    *spacing.lock().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), false);
+                    Self::send_now(pc, media_ssrc);
+                });
+            }
+        }
     }
 }
 
@@ -543,7 +604,11 @@ impl WebRtcEngine {
                     clock_rate: capability.clock_rate,
                     ssrc: track.ssrc(),
                     events: rx,
-                    keyframes: Arc::new(PliSender { pc: weak, media_ssrc: track.ssrc() }),
+                    keyframes: Arc::new(PliSender {
+                        pc: weak,
+                        media_ssrc: track.ssrc(),
+                        spacing: Arc::default(),
+                    }),
                 };
                 if tracks.send(incoming).is_err() {
                     return;

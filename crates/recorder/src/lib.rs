@@ -14,11 +14,13 @@
 //!   cut at the first video keyframe after about ten seconds; each file is handed to a [`SegmentSealer`] as soon
 //!   as it is closed and on disk, so a crash loses at most the open segment.
 //! - [`sfu`]: a hearing room's media plane: relays each member's packets to the others in the same place, and
-//!   records each member while the hearing says so.
+//!   records each member while the hearing says so; a protected member's media reaches those a protective order
+//!   does not privilege only through a masking pipeline ([`masking`]).
 //! - [`whip`]: the WHIP session table: accept an offer, answer it, tear a session down.
 
 pub mod engine;
 pub mod jitter;
+pub mod masking;
 pub mod segmenter;
 pub mod sfu;
 pub mod timeline;

@@ -12,6 +12,13 @@
 //! when a receiver gets a sender back after a pause (a consultation, the lobby, a data saver), its sequence numbers
 //! go on without a gap, so the receiver does not take the pause for thousands of lost packets to ask again for, and
 //! shows the keyframe the room asks for at once.
+//!
+//! A member under a protective order ([`Room::set_protection`]) has each masked kind of their media split in two:
+//! the original goes only to the members the order names, and everyone else in their place gets what a masking
+//! pipeline ([`crate::masking`]) makes of it, or nothing while there is none (fail closed). Each receive track
+//! admits exactly one source at a time, set under the room's lock when routing changes and checked before every
+//! packet is written, so a change of order cannot let a packet of the original through to a track that has just
+//! been switched to the masked feed. The recorder always takes the original.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +32,10 @@ use crate::engine::{
     Codec, EngineError, IncomingTrack, KeyframeRequester, MediaKind, OutgoingTrack, Peer, RtpIn, RtpOut, TrackEvent,
     WebRtcEngine,
 };
+use crate::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker};
 use crate::segmenter::{Recording, RecordingSummary};
+use crate::timeline::ClockSync;
+use crate::track::TrackMessage;
 
 /// A 20 ms Opus frame of silence (CELT, full band, one frame). What the recorder writes while a member is muted,
 /// so the muted period keeps its place on the timeline without what they said.
@@ -33,6 +43,45 @@ const OPUS_SILENCE: &[u8] = &[0xf8, 0xff, 0xfe];
 
 /// Where a member's media flows: members with the same zone hear and see each other; `None` is nowhere.
 pub type Zone = Option<u64>;
+
+/// How a protected member's media reaches the others ([`Room::set_protection`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// The others get a masked picture, never the camera's.
+    pub mask_video: bool,
+    /// The others get an altered voice, never the microphone's.
+    pub alter_voice: bool,
+    /// The members who get the original (the court, and whom the order adds).
+    pub original_to: BTreeSet<String>,
+}
+
+impl Protection {
+    fn masks(&self, kind: MediaKind) -> bool {
+        match kind {
+            MediaKind::Audio => self.alter_voice,
+            MediaKind::Video => self.mask_video,
+        }
+    }
+}
+
+/// The most frames waiting for a masking pipeline: past it, frames are dropped (and video waits for the next
+/// keyframe), so a pipeline that falls behind costs its receivers frames, never memory or delay.
+const MASK_QUEUE: usize = 8;
+
+/// A masked frame older than this when it comes back (counted from when its original was handed over) is not
+/// sent: a pipeline that falls this far behind shows nothing rather than the past.
+const MASK_STALE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A pipeline that has been handed frames and has made nothing for this long is taken for hung: it is stopped
+/// (its process killed) and another started.
+const MASK_HUNG_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long the room waits before starting a pipeline again after one stopped or could not start.
+const MASK_RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The RTP clock of an Opus packet of 20 ms, and of VP8 per millisecond.
+const OPUS_FRAME_TICKS: u32 = 960;
+const VP8_TICKS_PER_MS: i64 = 90;
 
 /// Starts a recording of one member's tracks. The gateway decides where the files go and how each sealed segment
 /// enters custody.
@@ -91,6 +140,8 @@ impl std::fmt::Debug for Room {
 
 #[derive(Default)]
 struct RoomState {
+    /// Starts the masking pipelines of protected members; with none, nobody but the privileged gets their media.
+    maskers: Option<Arc<dyn MaskerFactory>>,
     members: BTreeMap<String, Member>,
     next_connection: u64,
     /// Recordings being closed, with whose they were.
@@ -103,6 +154,8 @@ struct Member {
     muted: Arc<AtomicBool>,
     /// The senders (by slot) whose video this member takes; `None`: everyone's. Audio always flows.
     video_from: Option<BTreeSet<usize>>,
+    /// A protective order over this member's media.
+    protection: Option<Protection>,
     connection: Option<Connection>,
     recording: Option<Recording>,
     /// The packets that arrived on their earlier connections, by kind ([`Room::counters`]).
@@ -139,6 +192,8 @@ struct Source {
     outputs: RwLock<Vec<Arc<Output>>>,
     /// A copy of everything that arrives goes here while the member is recorded.
     recorder: Mutex<Option<mpsc::Sender<TrackEvent>>>,
+    /// The masked version of this track, while a protective order masks its kind.
+    masked: Mutex<Option<Arc<MaskedFeed>>>,
     /// RTP packets that arrived on this track.
     arrived: AtomicU64,
 }
@@ -149,11 +204,25 @@ struct Output {
     rewrite: Mutex<Rewrite>,
     /// RTP packets forwarded on this track.
     forwarded: AtomicU64,
+    /// Of those, packets of a masked feed.
+    forwarded_masked: AtomicU64,
 }
+
+/// A source as a receive track knows it: an original track by its SSRC, a masked feed by its own number above
+/// every SSRC.
+type SourceKey = u64;
+
+/// Numbers of masked feeds, above every SSRC.
+static NEXT_MASKED_FEED: AtomicU64 = AtomicU64::new(1 << 32);
 
 #[derive(Default)]
 struct Rewrite {
-    source: Option<u32>,
+    /// The one source whose packets this track takes now; set by the routing, under the room's lock.
+    admitted: Option<SourceKey>,
+    /// A video track that has just been given another source sends nothing of it before a keyframe: what came
+    /// before would be decoded on the last source's pictures (a masked one, or another sender's).
+    awaiting_keyframe: bool,
+    source: Option<SourceKey>,
     sequence_delta: u16,
     timestamp_delta: u32,
     last: Option<(u16, u32)>,
@@ -162,7 +231,7 @@ struct Rewrite {
 }
 
 impl Rewrite {
-    fn map(&mut self, source: u32, sequence: u16, timestamp: u32) -> (u16, u32) {
+    fn map(&mut self, source: SourceKey, sequence: u16, timestamp: u32) -> (u16, u32) {
         if self.source != Some(source) {
             // A new stream continues where the last one stopped.
             (self.sequence_delta, self.timestamp_delta) = match self.last {
@@ -188,17 +257,242 @@ impl Rewrite {
 }
 
 impl Output {
-    async fn forward(&self, source: u32, packet: &RtpIn) {
-        let (sequence, timestamp) =
-            self.rewrite.lock().unwrap_or_else(|p| p.into_inner()).map(source, packet.sequence, packet.timestamp);
+    fn new(track: Arc<OutgoingTrack>) -> Self {
+        Output { track, rewrite: Mutex::default(), forwarded: AtomicU64::new(0), forwarded_masked: AtomicU64::new(0) }
+    }
+
+    /// Sends `packet` of `source`, unless this track no longer admits that source (the routing changed since the
+    /// packet's list of receivers was taken).
+    async fn forward(&self, source: SourceKey, packet: &RtpIn) {
+        let (sequence, timestamp) = {
+            let mut rewrite = self.rewrite.lock().unwrap_or_else(|p| p.into_inner());
+            if rewrite.admitted != Some(source) {
+                return;
+            }
+            if rewrite.awaiting_keyframe {
+                if !crate::engine::vp8_starts_keyframe(&packet.payload) {
+                    return;
+                }
+                rewrite.awaiting_keyframe = false;
+            }
+            rewrite.map(source, packet.sequence, packet.timestamp)
+        };
         let out = RtpOut { sequence, timestamp, marker: packet.marker, payload: packet.payload.clone() };
         self.track.write(&out).await;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
+        if source > u64::from(u32::MAX) {
+            self.forwarded_masked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lets this track take `source`'s packets, and no other's; a video track given another source than the
+    /// last it took waits for that source's next keyframe.
+    fn admit(&self, source: SourceKey) {
+        let mut rewrite = self.rewrite.lock().unwrap_or_else(|p| p.into_inner());
+        if self.track.kind() == MediaKind::Video && rewrite.source.is_some_and(|last| last != source) {
+            rewrite.awaiting_keyframe = true;
+        }
+        rewrite.admitted = Some(source);
     }
 
     /// Marks this output as cut off from its source, which may come back later.
     fn pause(&self) {
-        self.rewrite.lock().unwrap_or_else(|p| p.into_inner()).resuming = true;
+        let mut rewrite = self.rewrite.lock().unwrap_or_else(|p| p.into_inner());
+        rewrite.resuming = true;
+        rewrite.admitted = None;
+    }
+}
+
+/// The masked version of one source track: the room's copy of its packets goes through a track reader (frames
+/// reassembled, losses answered with keyframe requests) to a masking pipeline, and what comes back is packetized
+/// for the receivers the order does not privilege. Dropping it stops everything (the pipeline with it).
+struct MaskedFeed {
+    key: SourceKey,
+    outputs: RwLock<Vec<Arc<Output>>>,
+    /// The copy of the source's packets.
+    packets: mpsc::Sender<TrackEvent>,
+    /// Receivers' keyframe requests, for the pipeline.
+    keyframes: Arc<MaskedKeyframes>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for MaskedFeed {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A receiver of a masked feed asks for a keyframe: the pipeline makes one.
+#[derive(Debug, Default)]
+struct MaskedKeyframes(tokio::sync::Notify);
+
+impl KeyframeRequester for MaskedKeyframes {
+    fn request_keyframe(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl MaskedFeed {
+    fn start(source: &Source, maskers: Arc<dyn MaskerFactory>) -> Arc<Self> {
+        let (packets, events) = crate::engine::track_queue();
+        let (frames, frames_in) = mpsc::channel(MASK_QUEUE);
+        let track = IncomingTrack {
+            kind: source.kind,
+            codec: source.codec,
+            clock_rate: source.clock_rate,
+            ssrc: source.ssrc,
+            events,
+            keyframes: source.keyframes.clone(),
+        };
+        let reader = tokio::spawn(crate::track::run(track, ClockSync::new(std::time::Instant::now()), frames));
+        let keyframes = Arc::new(MaskedKeyframes::default());
+        Arc::new_cyclic(|feed: &std::sync::Weak<MaskedFeed>| {
+            let masking = tokio::spawn(run_masked_feed(
+                feed.clone(),
+                maskers,
+                source.kind,
+                frames_in,
+                keyframes.clone(),
+                source.keyframes.clone(),
+            ));
+            MaskedFeed {
+                key: NEXT_MASKED_FEED.fetch_add(1, Ordering::Relaxed),
+                outputs: RwLock::default(),
+                packets,
+                keyframes,
+                tasks: vec![reader, masking],
+            }
+        })
+    }
+
+    async fn send(&self, packet: &RtpIn) {
+        let outputs = self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for output in &outputs {
+            output.forward(self.key, packet).await;
+        }
+    }
+}
+
+/// Feeds a source's frames to a masking pipeline and sends on what it makes, starting a new pipeline whenever one
+/// stops. Frames that do not fit the pipeline's queue are dropped (video then waits for a keyframe, asked of the
+/// sender); masked frames that come back too late are not sent.
+async fn run_masked_feed(
+    feed: std::sync::Weak<MaskedFeed>,
+    maskers: Arc<dyn MaskerFactory>,
+    kind: MediaKind,
+    mut frames: mpsc::Receiver<TrackMessage>,
+    wanted: Arc<MaskedKeyframes>,
+    source_keyframes: Arc<dyn KeyframeRequester>,
+) {
+    let mut sequence: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+    let mut audio_timestamp: u32 = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
+    loop {
+        let MaskPipe { input, mut output } = match maskers.start(kind) {
+            Ok(pipe) => pipe,
+            Err(error) => {
+                tracing::warn!(?kind, %error, "a masking pipeline could not start; its receivers get nothing");
+                tokio::time::sleep(MASK_RESTART_DELAY).await;
+                continue;
+            }
+        };
+        // A new pipeline's decoder starts at a keyframe.
+        let mut need_keyframe = kind == MediaKind::Video;
+        if need_keyframe {
+            source_keyframes.request_keyframe();
+        }
+        let mut handed: std::collections::VecDeque<(i64, std::time::Instant)> = std::collections::VecDeque::new();
+        let mut last_made = std::time::Instant::now();
+        let mut watchdog = tokio::time::interval(MASK_HUNG_AFTER / 3);
+        loop {
+            tokio::select! {
+                _ = watchdog.tick() => {
+                    let waiting = handed.back().is_some_and(|(_, at)| *at > last_made);
+                    if waiting && last_made.elapsed() > MASK_HUNG_AFTER {
+                        tracing::warn!(?kind, "a masking pipeline made nothing for 3 s and is stopped");
+                        break;
+                    }
+                }
+                message = frames.recv() => {
+                    let frame = match message {
+                        None => return,
+                        Some(TrackMessage::Frame(frame)) => frame,
+                        Some(_) => continue,
+                    };
+                    if need_keyframe && !frame.keyframe {
+                        continue;
+                    }
+                    match input.try_send(ToMasker::Frame { pts_ms: frame.pts_ms, data: frame.data }) {
+                        Ok(()) => {
+                            need_keyframe = false;
+                            handed.push_back((frame.pts_ms, std::time::Instant::now()));
+                            if handed.len() > 4 * MASK_QUEUE {
+                                handed.pop_front();
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            if kind == MediaKind::Video {
+                                need_keyframe = true;
+                                source_keyframes.request_keyframe();
+                            }
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                    }
+                }
+                () = wanted.0.notified() => {
+                    let _ = input.try_send(ToMasker::Keyframe);
+                }
+                masked = output.recv() => {
+                    let Some(masked) = masked else { break };
+                    last_made = std::time::Instant::now();
+                    while handed.front().is_some_and(|(pts, _)| *pts < masked.pts_ms) {
+                        handed.pop_front();
+                    }
+                    let stale = handed
+                        .front()
+                        .filter(|(pts, _)| *pts == masked.pts_ms)
+                        .is_some_and(|(_, at)| at.elapsed() > MASK_STALE_AFTER);
+                    if stale {
+                        // What follows it may refer to it: start again from a keyframe.
+                        let _ = input.try_send(ToMasker::Keyframe);
+                        continue;
+                    }
+                    let Some(feed) = feed.upgrade() else { return };
+                    send_masked(&feed, kind, masked, &mut sequence, &mut audio_timestamp).await;
+                }
+            }
+        }
+        tracing::warn!(?kind, "a masking pipeline stopped; its receivers get nothing until another runs");
+        drop(input);
+        tokio::time::sleep(MASK_RESTART_DELAY).await;
+    }
+}
+
+/// Packetizes one masked frame and sends it to the feed's receivers.
+async fn send_masked(feed: &MaskedFeed, kind: MediaKind, masked: MaskedFrame, sequence: &mut u16, audio: &mut u32) {
+    let arrived = std::time::Instant::now();
+    let (timestamp, payloads) = match kind {
+        MediaKind::Audio => {
+            *audio = audio.wrapping_add(OPUS_FRAME_TICKS);
+            (*audio, vec![masked.data])
+        }
+        // The 90 kHz clock, from the frame's time (it wraps as RTP's does).
+        MediaKind::Video => {
+            ((masked.pts_ms.wrapping_mul(VP8_TICKS_PER_MS)) as u32, crate::engine::vp8_payloads(&masked.data))
+        }
+    };
+    let last = payloads.len().saturating_sub(1);
+    for (index, payload) in payloads.into_iter().enumerate() {
+        *sequence = sequence.wrapping_add(1);
+        let packet = RtpIn {
+            sequence: *sequence,
+            timestamp,
+            marker: kind == MediaKind::Video && index == last,
+            payload,
+            arrived,
+        };
+        feed.send(&packet).await;
     }
 }
 
@@ -214,7 +508,13 @@ impl Source {
             {
                 let outputs = self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
                 for output in &outputs {
-                    output.forward(self.ssrc, packet).await;
+                    output.forward(SourceKey::from(self.ssrc), packet).await;
+                }
+            }
+            if !muted {
+                let masked = self.masked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(masked) = masked {
+                    crate::engine::enqueue(&masked.packets, event.clone());
                 }
             }
             let recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -252,12 +552,34 @@ impl Source {
         // Dropping the sender ends the recording's copy of the track.
         self.recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+
+    /// Stops this track's masked feed, if it has one (the track ended, or is no longer masked).
+    fn stop_masking(&self) {
+        self.masked.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 impl Room {
     /// A room whose members each receive up to `slots` others.
     pub fn new(engine: Arc<WebRtcEngine>, slots: usize, recorders: Arc<dyn RecorderFactory>) -> Self {
         Room { engine, slots, recorders, state: Arc::default() }
+    }
+
+    /// The room masks protected members' media with the pipelines `maskers` starts. A room without gives those
+    /// the order does not privilege nothing of a protected member's masked kinds.
+    pub fn with_maskers(self, maskers: Arc<dyn MaskerFactory>) -> Self {
+        self.lock().maskers = Some(maskers);
+        self
+    }
+
+    /// Puts a member's media under a protective order (`None` lifts it): from the moment this returns, whoever is
+    /// not in [`Protection::original_to`] gets of each masked kind only what a masking pipeline makes.
+    pub fn set_protection(&self, member: &str, protection: Option<Protection>) {
+        let mut state = self.lock();
+        if let Some(entry) = state.members.get_mut(member) {
+            entry.protection = protection;
+        }
+        route(&mut state);
     }
 
     pub fn slots(&self) -> usize {
@@ -275,6 +597,7 @@ impl Room {
             zone: None,
             muted: Arc::default(),
             video_from: None,
+            protection: None,
             connection: None,
             recording: None,
             arrived_before: BTreeMap::new(),
@@ -292,6 +615,7 @@ impl Room {
         if let Some(connection) = removed.and_then(|entry| entry.connection) {
             for source in &connection.sources {
                 source.stop_recording();
+                source.stop_masking();
             }
             let _ = connection.peer.close().await;
         }
@@ -329,10 +653,7 @@ impl Room {
         let receive = accepted
             .slots
             .into_iter()
-            .map(|slot| {
-                [slot.audio, slot.video]
-                    .map(|track| Arc::new(Output { track, rewrite: Mutex::default(), forwarded: AtomicU64::new(0) }))
-            })
+            .map(|slot| [slot.audio, slot.video].map(|track| Arc::new(Output::new(track))))
             .collect();
         let connected = {
             let mut state = self.lock();
@@ -359,6 +680,9 @@ impl Room {
             return Err(EngineError::Engine("not a member of this room".to_owned()));
         };
         if let Some(old) = replaced {
+            for source in &old.sources {
+                source.stop_masking();
+            }
             let _ = old.peer.close().await;
         }
         let room = self.clone();
@@ -384,6 +708,7 @@ impl Room {
             muted: entry.muted.clone(),
             outputs: RwLock::default(),
             recorder: Mutex::new(None),
+            masked: Mutex::new(None),
             arrived: AtomicU64::new(0),
         });
         if let Some(recording) = &entry.recording {
@@ -474,6 +799,7 @@ impl Room {
         if let Some(connection) = connection {
             for source in &connection.sources {
                 source.stop_recording();
+                source.stop_masking();
             }
             let _ = connection.peer.close().await;
         }
@@ -496,9 +822,9 @@ impl Room {
             for (sender_name, sender) in &state.members {
                 let Some(pair) = connection.receive.get(sender.slot).filter(|_| sender_name != name) else { continue };
                 for (kind, output) in [MediaKind::Audio, MediaKind::Video].into_iter().zip(pair) {
-                    counters
-                        .forwarded
-                        .insert((name.clone(), sender_name.clone(), kind), output.forwarded.load(Ordering::Relaxed));
+                    let key = (name.clone(), sender_name.clone(), kind);
+                    counters.forwarded.insert(key.clone(), output.forwarded.load(Ordering::Relaxed));
+                    counters.masked.insert(key, output.forwarded_masked.load(Ordering::Relaxed));
                 }
             }
         }
@@ -547,42 +873,97 @@ pub struct RoomCounters {
     pub arrived: BTreeMap<(String, MediaKind), u64>,
     /// By (receiver, sender, kind): the packets of the sender's track forwarded to the receiver.
     pub forwarded: BTreeMap<(String, String, MediaKind), u64>,
+    /// Of those, by the same key: the packets of the sender's masked feed (so the others were the original).
+    pub masked: BTreeMap<(String, String, MediaKind), u64>,
 }
 
 /// Recomputes who receives whom: every source of a connected member with a zone goes to the matching receive
-/// slot of every other connected member in the same zone. New video receivers get a keyframe asked for.
+/// slot of every other connected member in the same zone; of a protected member's masked kinds, only those the
+/// order names get the original, and the others the masked feed (or nothing, with no masking pipeline). New video
+/// receivers get a keyframe asked for.
 fn route(state: &mut RoomState) {
-    let members: Vec<_> = state.members.values().collect();
-    for sender in &members {
+    let maskers = state.maskers.clone();
+    let members: Vec<(&String, &Member)> = state.members.iter().collect();
+    for (_, sender) in &members {
         let Some(connection) = &sender.connection else { continue };
         for source in &connection.sources {
             let index = match source.kind {
                 MediaKind::Audio => 0,
                 MediaKind::Video => 1,
             };
-            let wanted: Vec<Arc<Output>> = match sender.zone {
+            let receivers: Vec<(&String, Arc<Output>)> = match sender.zone {
                 None => Vec::new(),
                 Some(zone) => members
                     .iter()
-                    .filter(|receiver| !std::ptr::eq(**receiver, *sender) && receiver.zone == Some(zone))
-                    .filter(|receiver| {
+                    .filter(|(_, receiver)| !std::ptr::eq(*receiver, *sender) && receiver.zone == Some(zone))
+                    .filter(|(_, receiver)| {
                         source.kind == MediaKind::Audio
                             || receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot))
                     })
-                    .filter_map(|receiver| receiver.connection.as_ref()?.receive.get(sender.slot))
-                    .map(|pair| pair[index].clone())
+                    .filter_map(|(name, receiver)| {
+                        Some((*name, receiver.connection.as_ref()?.receive.get(sender.slot)?[index].clone()))
+                    })
                     .collect(),
             };
+            let protection = sender.protection.as_ref().filter(|protection| protection.masks(source.kind));
+            let (original, masked): (Vec<_>, Vec<_>) = receivers
+                .into_iter()
+                .partition(|(name, _)| protection.is_none_or(|protection| protection.original_to.contains(*name)));
+            let original: Vec<Arc<Output>> = original.into_iter().map(|(_, output)| output).collect();
+            let masked: Vec<Arc<Output>> = masked.into_iter().map(|(_, output)| output).collect();
+            let feed = match (protection, &maskers) {
+                (None, _) => {
+                    source.stop_masking();
+                    None
+                }
+                (Some(_), None) => None,
+                (Some(_), Some(maskers)) => {
+                    let mut feed = source.masked.lock().unwrap_or_else(|p| p.into_inner());
+                    if feed.is_none() && !masked.is_empty() {
+                        *feed = Some(MaskedFeed::start(source, maskers.clone()));
+                    }
+                    feed.clone()
+                }
+            };
+            // Whatever no longer receives this source in either form is cut off first; then each receive track
+            // admits the one source it now takes.
+            let kept = |output: &Arc<Output>| original.iter().chain(&masked).any(|kept| Arc::ptr_eq(kept, output));
             let mut outputs = source.outputs.write().unwrap_or_else(|p| p.into_inner());
-            let added = wanted.iter().any(|w| !outputs.iter().any(|o| Arc::ptr_eq(o, w)));
-            for removed in outputs.iter().filter(|o| !wanted.iter().any(|w| Arc::ptr_eq(o, w))) {
-                removed.pause();
+            let mut masked_outputs = feed.as_ref().map(|feed| feed.outputs.write().unwrap_or_else(|p| p.into_inner()));
+            for removed in outputs.iter().chain(masked_outputs.iter().flat_map(|list| list.iter())) {
+                if !kept(removed) {
+                    removed.pause();
+                }
             }
-            for output in &wanted {
+            let added = |list: &[Arc<Output>], wanted: &[Arc<Output>]| {
+                wanted.iter().any(|w| !list.iter().any(|o| Arc::ptr_eq(o, w)))
+            };
+            let original_added = added(&outputs, &original);
+            for output in &original {
+                output.admit(SourceKey::from(source.ssrc));
                 output.track.set_upstream(Some(source.keyframes.clone()));
             }
-            *outputs = wanted;
-            if added && source.kind == MediaKind::Video {
+            *outputs = original;
+            match (&feed, masked_outputs.as_mut()) {
+                (Some(feed), Some(list)) => {
+                    let masked_added = added(list, &masked);
+                    for output in &masked {
+                        output.admit(feed.key);
+                        output.track.set_upstream(Some(feed.keyframes.clone()));
+                    }
+                    **list = masked;
+                    if masked_added && source.kind == MediaKind::Video {
+                        feed.keyframes.request_keyframe();
+                    }
+                }
+                _ => {
+                    for output in &masked {
+                        output.pause();
+                        output.track.set_upstream(None);
+                    }
+                }
+            }
+            if original_added && source.kind == MediaKind::Video {
                 source.keyframes.request_keyframe();
             }
         }

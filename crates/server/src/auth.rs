@@ -42,7 +42,8 @@ pub enum Scope {
     Read,
     /// Upload artefacts, file outcome reports, request wider use.
     Write,
-    /// Manage members, set use policies, decide on wider use, run hearings (schedule, invite, revoke, open, close).
+    /// Manage members, set use policies, decide on wider use, run hearings (schedule, invite, revoke, open, close),
+    /// order a witness's protection.
     Manage,
 }
 
@@ -63,7 +64,8 @@ impl Scope {
             | Action::DecideWiderUse
             | Action::CorrectPolicy
             | Action::RunHearings
-            | Action::TransferArtefact => Self::Manage,
+            | Action::TransferArtefact
+            | Action::OrderProtection => Self::Manage,
         }
     }
 

@@ -10,8 +10,8 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Extensions, HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use custodia_hearing::InviteId;
+use axum::routing::{delete, get, post, put};
+use custodia_hearing::{InviteId, ProtectiveMeasures};
 use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -69,6 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cases/{case}/hearings/{hearing}", get(view))
         .route("/api/v1/cases/{case}/hearings/{hearing}/invites", post(invite))
         .route("/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", delete(revoke))
+        .route(
+            "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}/protection",
+            put(order_protection).delete(lift_protection),
+        )
         .route("/api/v1/cases/{case}/hearings/{hearing}/open", post(open))
         .route("/api/v1/cases/{case}/hearings/{hearing}/close", post(close))
         .route("/api/v1/cases/{case}/hearings/{hearing}/exports", post(export))
@@ -148,6 +152,38 @@ async fn revoke(
     let invite = InviteId::new(invite).map_err(|err| Problem::from(bad_input("invite", err)))?;
     let _view = console_step(&state, &caller, &case, &hearing, ConsoleStep::Revoke(invite)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The judge orders (or changes) protective measures for the witness an invite is for.
+async fn order_protection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, hearing, invite)): Path<(String, String, String)>,
+    ApiJson(measures): ApiJson<ProtectiveMeasures>,
+) -> Result<axum::Json<Value>, Problem> {
+    protection_step(&state, &caller, &case, &hearing, &invite, Some(measures)).await
+}
+
+/// The judge lifts a witness's protective measures.
+async fn lift_protection(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, hearing, invite)): Path<(String, String, String)>,
+) -> Result<axum::Json<Value>, Problem> {
+    protection_step(&state, &caller, &case, &hearing, &invite, None).await
+}
+
+async fn protection_step(
+    state: &AppState,
+    caller: &Caller,
+    case: &str,
+    hearing: &str,
+    invite: &str,
+    measures: Option<ProtectiveMeasures>,
+) -> Result<axum::Json<Value>, Problem> {
+    let invite = InviteId::new(invite).map_err(|err| Problem::from(bad_input("invite", err)))?;
+    let live = state.hearings.protect(caller, &case_id(case)?, hearing, invite, measures).await?;
+    Ok(axum::Json(live.view(SeenAs::Court).await))
 }
 
 async fn open(

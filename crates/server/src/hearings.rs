@@ -17,8 +17,9 @@ use std::sync::{Arc, Mutex, Weak};
 use custodia_core::{Action, ArtefactId, CaseId, HearingId, Label, Sha256};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
-    HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, OathForm, ParticipantId,
-    PersonalName, Phase, Place, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, MediaProtection, OathForm,
+    ParticipantId, PersonalName, Phase, Place, ProtectiveMeasures, Rules, Schedule, TechnicalReport, TextShown,
+    TrackKind, Wording,
 };
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
@@ -169,6 +170,8 @@ pub struct Hearings {
     failed_joins_per_peer: Budget,
     /// Taken by each WHIP publisher from its count against the caps to its entry ([`Self::enter_publisher`]).
     whip_turn: tokio::sync::Mutex<()>,
+    /// The `custodia` binary that masks protected witnesses' media ([`crate::masking`]).
+    mask_program: PathBuf,
 }
 
 /// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
@@ -506,6 +509,7 @@ impl Hearings {
         texts: Arc<CourtTexts>,
         recordings_dir: PathBuf,
         quarantine_dir: PathBuf,
+        mask_program: PathBuf,
     ) -> Self {
         let room_entries = gateway.quotas.room_entries_per_minute;
         Hearings {
@@ -522,6 +526,7 @@ impl Hearings {
             joins_per_secret: Budget::new(room_entries, room_entries),
             failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1),
             whip_turn: tokio::sync::Mutex::const_new(()),
+            mask_program,
         }
     }
 
@@ -543,7 +548,7 @@ impl Hearings {
     /// every other. Every console step needs [`Action::RunHearings`] (a token, the `manage` scope); seeing the
     /// case's hearings needs only [`Action::ViewCase`].
     async fn member(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<CaseMember, GatewayError> {
-        if action == Action::RunHearings {
+        if matches!(action, Action::RunHearings | Action::OrderProtection) {
             self.console_steps.take(&caller.account.id).map_err(|wait| GatewayError::TooManyAttempts {
                 what: "hearing console steps",
                 retry_after_seconds: retry_after_seconds(wait),
@@ -557,6 +562,29 @@ impl Hearings {
     pub async fn find(&self, caller: &Caller, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
         self.member(caller, case, Action::ViewCase).await?;
         self.of_case_by_id(case, hearing)
+    }
+
+    /// The judge's protective order for the witness `invite` is for, made, changed or lifted (`measures: None`)
+    /// from the console: on the record, and in force in the room at once. The hearing, to show the judge.
+    pub async fn protect(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        hearing: &str,
+        invite: InviteId,
+        measures: Option<ProtectiveMeasures>,
+    ) -> Result<Arc<LiveHearing>, GatewayError> {
+        if let Some(c) = measures.as_ref().and_then(|m| crate::gateway::disguising_character(m.pseudonym.as_str())) {
+            let reason = format!("the pseudonym holds the invisible format character U+{:04X}", u32::from(c));
+            return Err(GatewayError::BadInput { field: "pseudonym", reason });
+        }
+        let by = self.member(caller, case, Action::OrderProtection).await?;
+        let live = self.of_case_by_id(case, hearing)?;
+        {
+            let mut state = live.state.lock().await;
+            live.apply(&mut state, Event::OrderProtection { by, invite, measures }).await?;
+        }
+        Ok(live)
     }
 
     /// A hearing of `case` the caller may run from the console, and the caller as its court.
@@ -645,7 +673,8 @@ impl Hearings {
                 court,
                 gateway: self.gateway.clone(),
                 texts: self.texts.clone(),
-                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders),
+                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders)
+                    .with_maskers(Arc::new(crate::masking::Maskers::new(self.mask_program.clone()))),
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
                     invites: BTreeMap::new(),
@@ -732,6 +761,8 @@ impl Hearings {
         let people: Vec<ParticipantId> = state.people.keys().cloned().collect();
         for participant in &people {
             live.room.set_muted(participant.as_str(), state.machine.is_muted(participant));
+            let protection = state.machine.media_protection(participant).map(room_protection);
+            live.room.set_protection(participant.as_str(), protection);
         }
         if state.machine.phase() == Phase::Ended {
             if state.minutes_artefact.is_none() {
@@ -1145,6 +1176,15 @@ pub enum ConsoleStep {
     Close,
 }
 
+/// The room's view of a protective order: the members who get the original, by the names the room knows them by.
+fn room_protection(protection: MediaProtection) -> custodia_recorder::sfu::Protection {
+    custodia_recorder::sfu::Protection {
+        mask_video: protection.mask_video,
+        alter_voice: protection.alter_voice,
+        original_to: protection.original_to.iter().map(|participant| participant.as_str().to_owned()).collect(),
+    }
+}
+
 /// What a participant may ask for in the room (docs/hearing-room.md). `Debug` shows only the step's name: an
 /// identity check carries the officer's name.
 #[derive(Deserialize)]
@@ -1240,8 +1280,8 @@ impl std::fmt::Debug for LiveHearing {
     }
 }
 
-/// How a caller sees a hearing outside the room. The court (whoever may run hearings in the case: their role and
-/// their token's scopes) sees who is invited, by name, and who is where. Everyone else in the case (a witness,
+/// How a caller sees a hearing outside the room. The court (whoever may run hearings in the case, or order a
+/// witness's protection: their role and their token's scopes) sees who is invited, by name, and who is where. Everyone else in the case (a witness,
 /// counsel, an auditor, a leaked read-only token) sees only which roles take part, as the room's own rule has it
 /// (`Hearing::shows`): a witness is not told that the accused waits in the lobby, nor anyone's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1253,7 +1293,11 @@ pub enum SeenAs {
 impl SeenAs {
     /// How `caller`, a member of the case in `role`, sees its hearings.
     pub fn of(caller: &Caller, role: custodia_core::Role) -> Self {
-        if caller.may(role, Action::RunHearings) { Self::Court } else { Self::Member }
+        if caller.may(role, Action::RunHearings) || caller.may(role, Action::OrderProtection) {
+            Self::Court
+        } else {
+            Self::Member
+        }
     }
 }
 
@@ -1403,6 +1447,9 @@ impl LiveHearing {
                     }
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
+                Effect::Protect { participant, protection } => {
+                    self.room.set_protection(participant.as_str(), protection.map(room_protection));
+                }
                 Effect::StartRecorder | Effect::StopRecorder => {}
                 Effect::ShowText { participant, wording, text } if entering == Some(&participant) => {
                     held.push((wording, text));
@@ -1663,15 +1710,31 @@ impl LiveHearing {
     }
 
     /// The room's state as `you` are shown it: `participants` is [`Self::participants`], one entry per person in
-    /// `state.people`'s order, of which they get those the hearing's rules show them ([`Hearing::shows`]).
+    /// `state.people`'s order, of which they get those the hearing's rules show them ([`Hearing::shows`]), each
+    /// protected witness under their pseudonym unless the order privileges `you` ([`Hearing::pseudonym_for`]). A
+    /// protected witness reads in `you.protection` which protection is active.
     fn state_message(&self, state: &HearingState, you: &ParticipantId, participants: &[Value]) -> Value {
-        let mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
-        let participants: Vec<&Value> = state
+        let mut mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
+        if let Some(measures) = state.machine.protection_of(you) {
+            mine["protection"] = json!({
+                "pseudonym": measures.pseudonym,
+                "mask_face": measures.mask_face,
+                "alter_voice": measures.alter_voice,
+            });
+        }
+        let participants: Vec<Value> = state
             .people
             .keys()
             .zip(participants)
             .filter(|(other, _)| state.machine.shows(you, other))
-            .map(|(_, entry)| entry)
+            .map(|(other, entry)| match state.machine.pseudonym_for(Some(you), other) {
+                Some(pseudonym) => {
+                    let mut entry = entry.clone();
+                    entry["name"] = json!(pseudonym);
+                    entry
+                }
+                None => entry.clone(),
+            })
             .collect();
         let court = state.machine.role_of(you).is_some_and(HearingRole::is_court);
         json!({
@@ -1734,7 +1797,9 @@ impl LiveHearing {
                 let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
                 let role = state.machine.invite_role(invite);
                 let name = state.names.get(invite);
-                json!({"id": invite, "role": role, "name": name, "state": invite_state, "expires_at": expires_at})
+                let protection = state.machine.protection_for_invite(invite);
+                json!({"id": invite, "role": role, "name": name, "state": invite_state, "expires_at": expires_at,
+                       "protection": protection})
             })
             .collect();
         json!({

@@ -19,6 +19,7 @@ pub mod hearings;
 pub mod keys;
 pub mod listen;
 pub mod log_routes;
+pub mod masking;
 pub mod openapi;
 pub mod partner_api;
 pub mod places;

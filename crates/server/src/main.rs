@@ -110,9 +110,15 @@ enum LogCommand {
 fn main() -> std::process::ExitCode {
     // `custodia probe <path>`: the gateway's media probe, run by it as a child under limits (custodia_server::probe).
     // Hidden, and dispatched before anything starts: no runtime threads, no logging, only FFmpeg and the file.
+    // `custodia mask <kind> <limits>`: a masking pipeline of a protected witness's media, likewise
+    // (custodia_server::masking).
     let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|first| first == custodia_server::probe::SUBCOMMAND) {
-        return custodia_server::probe::child_main(args);
+    match args.next() {
+        Some(first) if first == custodia_server::probe::SUBCOMMAND => return custodia_server::probe::child_main(args),
+        Some(first) if first == custodia_server::masking::SUBCOMMAND => {
+            return custodia_server::masking::child_main(args);
+        }
+        _ => {}
     }
     match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime.block_on(gateway_main()),

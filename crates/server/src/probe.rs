@@ -60,6 +60,11 @@ impl Prober {
         Ok(Self { program, limits })
     }
 
+    /// The `custodia` binary the children run.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
     /// Describes the media file at `path`, in a child process under the limits. Never fails.
     pub async fn probe(&self, path: &Path) -> MediaProbe {
         let unprobed = |reason: String| MediaProbe::Unprobed { reason };
@@ -99,8 +104,10 @@ impl Prober {
     }
 }
 
-/// The limits, set by the child on itself before it opens the file.
-fn confine(address_space_bytes: u64, cpu_seconds: u64) -> std::io::Result<()> {
+/// The limits a child sets on itself before it reads anything a client sent: death with its parent, no new
+/// privileges, no core files, no file it may write, few open files, an address space, and (with `cpu_seconds`) CPU
+/// time. Shared with the masking pipelines' children (`crate::masking`).
+pub(crate) fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>) -> std::io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let limit = |resource, value: u64| setrlimit(resource, Rlimit { current: Some(value), maximum: Some(value) });
     // Death with the parent first, so that a child the gateway no longer waits for does not run on.
@@ -110,7 +117,9 @@ fn confine(address_space_bytes: u64, cpu_seconds: u64) -> std::io::Result<()> {
     limit(Resource::Fsize, 0)?;
     limit(Resource::Nofile, CHILD_OPEN_FILES)?;
     // The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
-    setrlimit(Resource::Cpu, Rlimit { current: Some(cpu_seconds), maximum: Some(cpu_seconds + 1) })?;
+    if let Some(cpu_seconds) = cpu_seconds {
+        setrlimit(Resource::Cpu, Rlimit { current: Some(cpu_seconds), maximum: Some(cpu_seconds + 1) })?;
+    }
     limit(Resource::As, address_space_bytes)?;
     Ok(())
 }
@@ -125,7 +134,7 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         eprintln!("usage: custodia {SUBCOMMAND} <address space bytes> <cpu seconds> <path>");
         return std::process::ExitCode::from(2);
     };
-    if let Err(err) = confine(address_space, cpu_seconds) {
+    if let Err(err) = confine(address_space, Some(cpu_seconds)) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }

@@ -66,6 +66,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     refuse_log_behind_catalog(&log, &catalog).await?;
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
+    // The masking pipelines of protected witnesses run the same binary.
+    let mask_program = prober.program().to_path_buf();
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
     let partnering = Arc::new(crate::partner_api::open_for(config, clock.clone())?);
     let cosigning = crate::cosigning::start(&config.witness, &log, &vkey, catalog.clone(), clock.clone()).await?;
@@ -113,6 +115,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         texts.clone(),
         recordings.join("hearings"),
         quarantine_dir,
+        mask_program,
     ));
     let transfers = Arc::new(crate::transfers::Transfers::new(
         gateway.clone(),

@@ -163,6 +163,19 @@ impl Marks {
         }
     }
 
+    /// In `phase`: the packets of `from`'s `kind` forwarded to `to` that were not of its masked feed (the
+    /// original), and those that were.
+    fn original_and_masked(&self, phase: &str, to: &str, from: &str, kind: MediaKind) -> (u64, u64) {
+        let at =
+            |edge: &str| self.0.get(&format!("{phase} {edge}")).unwrap_or_else(|| panic!("no mark {phase} {edge}"));
+        let key = (to.to_owned(), from.to_owned(), kind);
+        let count = |map: &BTreeMap<(String, String, MediaKind), u64>| map.get(&key).copied().unwrap_or(0);
+        let (start, end) = (at("start"), at("end"));
+        let masked = count(&end.masked).saturating_sub(count(&start.masked));
+        let all = count(&end.forwarded).saturating_sub(count(&start.forwarded));
+        (all.saturating_sub(masked), masked)
+    }
+
     /// Whether nothing of `kind` from `from` was forwarded to `to` in `phase`.
     fn cut(&self, phase: &str, to: &str, from: &str, kind: MediaKind) -> Result<(), String> {
         match self.relayed(phase, to, from, kind) {
@@ -179,6 +192,16 @@ impl Marks {
 /// own frame counts depend on how much CPU a busy machine leaves them to decode; the gateway's counters say what
 /// it relayed.
 async fn run_peers(room: &Room, script: &str, arguments: &[&str]) -> (Value, String, Marks) {
+    run_peers_telling(room, script, arguments, None).await
+}
+
+/// [`run_peers`], telling `marks` of each mark as the script prints it (so that the test can act at that moment).
+async fn run_peers_telling(
+    room: &Room,
+    script: &str,
+    arguments: &[&str],
+    marks_to: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> (Value, String, Marks) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
     let mut child = tokio::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
@@ -199,6 +222,9 @@ async fn run_peers(room: &Room, script: &str, arguments: &[&str]) -> (Value, Str
     while let Some(line) = lines.next_line().await.unwrap() {
         if let Some(mark) = line.strip_prefix("mark ") {
             marks.insert(mark.to_owned(), room.counters());
+            if let Some(to) = &marks_to {
+                let _ = to.send(mark.to_owned());
+            }
         }
         out.push_str(&line);
         out.push('\n');
@@ -1000,4 +1026,181 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
         assert!(!records.contains(name), "{name} in the public log");
         assert!(!logs.contains(name), "{name} in the gateway's log");
     }
+}
+
+/// A witness under a protective order: the judge's order (before anyone joins) masks their face and voice under a
+/// pseudonym. Four aiortc peers (tests/peers/room_protection.py): the judge gets the original; the defence and an
+/// observer get only what the masking pipelines make, judged by the gateway's own counters (not one packet of the
+/// original forwarded to them, ever) and by what they decode (every frame far from the witness's picture, their
+/// audio's spectrum moved); the order is changed to let the defence see the original, and then takes effect; the
+/// masking pipelines are killed, the observer gets nothing meanwhile, and masked media comes back. Names follow the
+/// order, the witness's page says which protection is active, and the minutes and the record keep every order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_masked() {
+    let Some(gateway) = gateway_for_room_peers().await else { return };
+    if !installed("pkill", &["--version"]) {
+        panic!("pkill (procps) is needed to kill the masking pipelines");
+    }
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (judge, judge_session) = gateway.person("judge", "IT").await;
+    gateway.member("case-1", &judge, "judge").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply =
+        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let name = "Amina Haddad";
+    let bodies = [
+        json!({"role": "judge", "admit_on_join": true}),
+        json!({"role": "witness", "display_name": name}),
+        json!({"role": "defence", "display_name": "Avv. Rossi"}),
+        json!({"role": "observer"}),
+    ];
+    let mut invites = Vec::new();
+    for body in bodies {
+        invites.push(invite(&gateway, &clerk_session, &hearing, body).await);
+    }
+    let protection = format!("/api/v1/cases/case-1/hearings/{hearing}/invites/{}/protection", invites[1].0);
+    let order = |privileged: &[&str]| json!({"pseudonym": "Witness A", "mask_face": true, "alter_voice": true, "privileged": privileged});
+    // Only the judge orders protection; the clerk who runs the hearing may not.
+    let refused = gateway.call("PUT", &protection, Some(As::Session(&clerk_session)), order(&[])).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&refused.body));
+    let ordered = gateway.call("PUT", &protection, Some(As::Session(&judge_session)), order(&[])).await;
+    assert_eq!(ordered.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ordered.body));
+    let open = format!("/api/v1/cases/case-1/hearings/{hearing}/open");
+    let reply = gateway.call("POST", &open, Some(As::Session(&clerk_session)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let mut arguments: Vec<&str> = vec![url.as_str()];
+    arguments.extend(invites.iter().map(|(_, secret)| secret.as_str()));
+    arguments.extend(["Witness A", name]);
+    let room = room_of(&gateway, &hearing);
+    let (marks_to, mut marks) = tokio::sync::mpsc::unbounded_channel();
+    let change_order = async {
+        while let Some(mark) = marks.recv().await {
+            if mark == "change_order start" {
+                let changed =
+                    gateway.call("PUT", &protection, Some(As::Session(&judge_session)), order(&["defence"])).await;
+                assert_eq!(changed.status, StatusCode::OK, "{}", String::from_utf8_lossy(&changed.body));
+            }
+        }
+    };
+    let ((report, log, marks), ()) =
+        tokio::join!(run_peers_telling(&room, "room_protection.py", &arguments, Some(marks_to)), change_order);
+
+    let id = |who: &str| report["ids"][who].as_str().unwrap().to_owned();
+    let witness = id("witness");
+    let mut wrong = Vec::new();
+    // The gateway's counters: nothing of the original to whoever the order does not privilege, in any phase.
+    let phases = ["protected", "change_order", "privileged", "killed", "restored"];
+    for phase in phases {
+        for kind in [MediaKind::Audio, MediaKind::Video] {
+            let (original, masked) = marks.original_and_masked(phase, &id("observer"), &witness, kind);
+            if original > 0 {
+                wrong.push(format!(
+                    "{phase}: {original} packets of the witness's original {kind:?} reached the observer"
+                ));
+            }
+            if matches!(phase, "protected" | "restored") && masked == 0 {
+                wrong.push(format!("{phase}: the observer got no masked {kind:?}"));
+            }
+            let (original, masked) = marks.original_and_masked(phase, &id("judge"), &witness, kind);
+            if masked > 0 {
+                wrong.push(format!("{phase}: the judge got {masked} masked {kind:?} packets"));
+            }
+            if phase != "change_order" {
+                wrong.extend(marks.flowed(phase, &id("judge"), &witness, kind).err());
+            }
+            let _ = original;
+        }
+        let defence = |kind| marks.original_and_masked(phase, &id("defence"), &witness, kind);
+        match phase {
+            "protected" => {
+                for kind in [MediaKind::Audio, MediaKind::Video] {
+                    if defence(kind).0 > 0 {
+                        wrong.push(format!("protected: the original {kind:?} reached the defence"));
+                    }
+                }
+            }
+            "privileged" | "killed" | "restored" => {
+                for kind in [MediaKind::Audio, MediaKind::Video] {
+                    wrong.extend(marks.flowed(phase, &id("defence"), &witness, kind).err());
+                    if defence(kind).1 > 0 {
+                        wrong.push(format!("{phase}: the privileged defence still got masked {kind:?}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // What the peers decoded: the original is close to the witness's picture, and every masked frame far from it.
+    let psnr = |phase: &str, who: &str| -> Vec<f64> {
+        report[phase][who]["psnr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied()
+    };
+    const ORIGINAL_DB: f64 = 35.0;
+    const MASKED_DB: f64 = 22.0;
+    for phase in ["protected", "privileged", "restored"] {
+        let judge = median(psnr(phase, "judge"));
+        if judge.is_none_or(|db| db < ORIGINAL_DB) {
+            wrong.push(format!("{phase}: the judge's frames are not the witness's picture: median {judge:?} dB"));
+        }
+        let masked_receivers: &[&str] = if phase == "protected" { &["observer", "defence"] } else { &["observer"] };
+        for who in masked_receivers {
+            let frames = psnr(phase, who);
+            if frames.is_empty() {
+                wrong.push(format!("{phase}: {who} decoded no masked frame"));
+            }
+            if let Some(worst) = frames.iter().copied().reduce(f64::max)
+                && worst > MASKED_DB
+            {
+                wrong.push(format!("{phase}: a frame {who} decoded is {worst:.1} dB from the witness's picture"));
+            }
+        }
+    }
+    let killed: Vec<f64> = psnr("killed_phase", "observer");
+    if killed.iter().any(|db| *db > MASKED_DB) {
+        wrong.push(format!("while the masking was killed the observer decoded {killed:?} dB"));
+    }
+    if median(psnr("privileged", "defence")).is_none_or(|db| db < ORIGINAL_DB) {
+        wrong.push(format!(
+            "privileged: the defence's frames are not the original: {:?}",
+            psnr("privileged", "defence")
+        ));
+    }
+    // The voice: the original's spectral centroid is the source's; the masked one's is moved.
+    let centroid = |phase: &str, who: &str| report[phase][who]["centroid"].as_f64();
+    let source = report["source_centroid"].as_f64().unwrap();
+    for phase in ["protected", "restored"] {
+        let judge = centroid(phase, "judge");
+        if judge.is_none_or(|hz| (hz - source).abs() > 0.15 * source) {
+            wrong.push(format!("{phase}: the judge's audio centroid {judge:?} Hz, the source's {source:.0} Hz"));
+        }
+        let observer = centroid(phase, "observer");
+        if observer.is_none_or(|hz| (hz - source).abs() < 0.1 * source) {
+            wrong
+                .push(format!("{phase}: the observer's audio centroid {observer:?} Hz is the source's {source:.0} Hz"));
+        }
+    }
+    // Names follow the order; the witness's page says what protects them.
+    let names = &report["names"];
+    assert_eq!(names["protected"], json!({"judge": name, "defence": "Witness A", "observer": "Witness A"}));
+    assert_eq!(names["privileged"], json!({"judge": name, "defence": name, "observer": "Witness A"}));
+    assert_eq!(report["witness_sees"], json!({"pseudonym": "Witness A", "mask_face": true, "alter_voice": true}));
+    assert!(report["killed"].as_bool().unwrap(), "no masking pipeline was running to kill\n{log}");
+    assert!(wrong.is_empty(), "{wrong:#?}\n{report}\n{log}");
+
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let minutes: Value = serde_json::from_slice(&minutes).unwrap();
+    let orders = minutes["protection_orders"].as_array().unwrap();
+    assert_eq!(orders.len(), 2, "{minutes}");
+    assert_eq!(orders[1]["measures"]["privileged"], json!(["defence"]));
+    assert_eq!(orders[1]["participant"], json!(witness));
 }

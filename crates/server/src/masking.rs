@@ -1,0 +1,297 @@
+//! Masking a protected witness's media, in child processes (the room's [`MaskerFactory`]).
+//!
+//! A protective order sends everyone it does not privilege a masked picture (a coarse full-frame mosaic) and an
+//! altered voice (McAdams-coefficient LPC warping), made by `custodia_media::mask` from what the witness sends.
+//! FFmpeg decodes what a peer sent, so each pipeline runs as `custodia mask <video|voice> <address space bytes>` (a
+//! hidden subcommand, like `custodia probe`): a child with a cleared environment, under the same limits as the
+//! probe (no new privileges, no core files, no file it may write, few open files, an address space, death with its
+//! parent) but no CPU limit, since it runs as long as the hearing. A parser bug a hostile peer reaches, a crash, a
+//! hang or a kill takes only that pipeline down: the room then sends its receivers nothing until a new one runs,
+//! never the original (`custodia_recorder::sfu`).
+//!
+//! The voice transform's coefficient is drawn per hearing from a random seed, so that one hearing's voice cannot
+//! be undone with another's. The seed goes to the child on its standard input, never on its command line (which
+//! any local user may read).
+//!
+//! # The pipe
+//!
+//! The parent writes the seed (8 bytes, big-endian), then messages; the child answers with messages. A message is
+//! a tag byte, the body's length (4 bytes, big-endian, at most [`MAX_MESSAGE`]) and the body:
+//!
+//! | tag | direction | body |
+//! |---|---|---|
+//! | 1 | to the child | a frame: its `pts_ms` (8 bytes, big-endian, signed), then a VP8 frame or one Opus packet |
+//! | 2 | to the child | none: make the next video frame a keyframe |
+//! | 1 | from the child | a masked frame: the `pts_ms` it was made from, a keyframe flag byte, then the frame |
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use bytes::Bytes;
+use custodia_recorder::engine::MediaKind;
+use custodia_recorder::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// The hidden subcommand.
+pub const SUBCOMMAND: &str = "mask";
+
+/// The largest message either side accepts: far above any VP8 frame up to 1080p or any Opus packet.
+pub const MAX_MESSAGE: usize = 4 << 20;
+
+/// The address space a masking child may take: FFmpeg's decoder and encoder for one 1080p stream, with room.
+pub const ADDRESS_SPACE_BYTES: u64 = 2 << 30;
+
+/// Messages waiting to go into a child, or to come out of one; the room drops what does not fit.
+const PIPE_QUEUE: usize = 4;
+
+const TAG_FRAME: u8 = 1;
+const TAG_KEYFRAME: u8 = 2;
+
+/// Starts masking pipelines in child processes of the `custodia` binary.
+#[derive(Clone)]
+pub struct Maskers {
+    program: PathBuf,
+    /// The seed of this hearing's voice transform.
+    voice_seed: u64,
+}
+
+impl std::fmt::Debug for Maskers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The seed would help undo the voice transform: never shown.
+        f.debug_struct("Maskers").field("program", &self.program).finish_non_exhaustive()
+    }
+}
+
+impl Maskers {
+    /// Pipelines for one hearing, with a fresh random voice; `program` is the `custodia` binary.
+    pub fn new(program: PathBuf) -> Self {
+        Self { program, voice_seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng) }
+    }
+}
+
+impl MaskerFactory for Maskers {
+    fn start(&self, kind: MediaKind) -> std::io::Result<MaskPipe> {
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg(SUBCOMMAND)
+            .arg(kind_name(kind))
+            .arg(ADDRESS_SPACE_BYTES.to_string())
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(std::io::Error::other("the masking child has no pipes"));
+        };
+        let (input, mut to_child) = mpsc::channel::<ToMasker>(PIPE_QUEUE);
+        let (from_child, output) = mpsc::channel::<MaskedFrame>(PIPE_QUEUE);
+        let seed = self.voice_seed;
+        tokio::spawn(async move {
+            let mut message = Vec::new();
+            if stdin.write_all(&seed.to_be_bytes()).await.is_err() {
+                return;
+            }
+            while let Some(next) = to_child.recv().await {
+                message.clear();
+                match next {
+                    ToMasker::Frame { pts_ms, data } => {
+                        if data.len() + 8 > MAX_MESSAGE {
+                            continue;
+                        }
+                        put_header(&mut message, TAG_FRAME, data.len() + 8);
+                        message.extend_from_slice(&pts_ms.to_be_bytes());
+                        message.extend_from_slice(&data);
+                    }
+                    ToMasker::Keyframe => put_header(&mut message, TAG_KEYFRAME, 0),
+                }
+                if stdin.write_all(&message).await.is_err() {
+                    return;
+                }
+            }
+            // The room let go of the pipeline: the child sees the end of its input and exits.
+        });
+        tokio::spawn(async move {
+            loop {
+                let masked = match read_masked(&mut stdout).await {
+                    Ok(Some(masked)) => masked,
+                    Ok(None) | Err(_) => break,
+                };
+                if from_child.send(masked).await.is_err() {
+                    break;
+                }
+            }
+            // The child ended or said something wrong, or the room let go: it goes, whatever state it is in.
+            let _ = child.kill().await;
+        });
+        Ok(MaskPipe { input, output })
+    }
+}
+
+fn kind_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Video => "video",
+        MediaKind::Audio => "voice",
+    }
+}
+
+fn put_header(message: &mut Vec<u8>, tag: u8, length: usize) {
+    message.push(tag);
+    // `length` is at most MAX_MESSAGE, within u32.
+    message.extend_from_slice(&(length as u32).to_be_bytes());
+}
+
+/// One masked frame from a child; `None` at the end of its output.
+async fn read_masked(stdout: &mut tokio::process::ChildStdout) -> std::io::Result<Option<MaskedFrame>> {
+    let mut header = [0u8; 5];
+    match stdout.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if header[0] != TAG_FRAME || !(9..=MAX_MESSAGE).contains(&length) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a masked frame"));
+    }
+    let mut body = vec![0u8; length];
+    stdout.read_exact(&mut body).await?;
+    let pts_ms = i64::from_be_bytes(body[..8].try_into().unwrap_or_default());
+    let keyframe = body[8] != 0;
+    Ok(Some(MaskedFrame { pts_ms, keyframe, data: Bytes::from(body).slice(9..) }))
+}
+
+/// One message to a child, read by the child; `None` at the end of its input.
+fn read_message(input: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut header = [0u8; 5];
+    match input.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if length > MAX_MESSAGE {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "a message longer than the limit"));
+    }
+    let mut body = vec![0u8; length];
+    input.read_exact(&mut body)?;
+    Ok(Some((header[0], body)))
+}
+
+/// The child's side, `custodia mask <video|voice> <address space bytes>`: sets its limits, reads the seed, then
+/// masks every frame it is given until its input ends. A frame it cannot mask is skipped; nothing unmasked is ever
+/// written out. Returns the exit code.
+pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
+    let usage = || {
+        eprintln!("usage: custodia {SUBCOMMAND} <video|voice> <address space bytes>");
+        std::process::ExitCode::from(2)
+    };
+    let kind = args.next();
+    let address_space = args.next().and_then(|a| a.to_str().and_then(|s| s.parse::<u64>().ok()));
+    let (Some(kind), Some(address_space)) = (kind, address_space) else { return usage() };
+    let video = match kind.to_str() {
+        Some("video") => true,
+        Some("voice") => false,
+        _ => return usage(),
+    };
+    if let Err(err) = crate::probe::confine(address_space, None) {
+        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match run_child(video, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("custodia {SUBCOMMAND}: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a child masks with.
+enum Masker {
+    Video(custodia_media::mask::VideoMasker),
+    Voice(Box<custodia_media::mask::VoiceMasker>),
+}
+
+fn run_child(video: bool, input: &mut impl Read, output: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
+    let mut seed = [0u8; 8];
+    input.read_exact(&mut seed)?;
+    let mut masker = if video {
+        Masker::Video(custodia_media::mask::VideoMasker::new()?)
+    } else {
+        Masker::Voice(Box::new(custodia_media::mask::VoiceMasker::new(u64::from_be_bytes(seed))?))
+    };
+    let mut message = Vec::new();
+    while let Some((tag, body)) = read_message(input)? {
+        let made: Vec<(Vec<u8>, bool)> = match (tag, &mut masker) {
+            (TAG_KEYFRAME, Masker::Video(masker)) => {
+                masker.force_keyframe();
+                continue;
+            }
+            (TAG_FRAME, _) if body.len() < 8 => continue,
+            (TAG_FRAME, Masker::Video(masker)) => match masker.push(&body[8..]) {
+                Ok(Some(frame)) => vec![(frame.data, frame.keyframe)],
+                Ok(None) | Err(_) => continue,
+            },
+            (TAG_FRAME, Masker::Voice(masker)) => match masker.push(&body[8..]) {
+                Ok(packets) => packets.into_iter().map(|packet| (packet, true)).collect(),
+                Err(_) => continue,
+            },
+            _ => continue,
+        };
+        for (data, keyframe) in made {
+            message.clear();
+            put_header(&mut message, TAG_FRAME, data.len() + 9);
+            message.extend_from_slice(&body[..8]);
+            message.push(u8::from(keyframe));
+            message.extend_from_slice(&data);
+            output.write_all(&message)?;
+        }
+        output.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut message = Vec::new();
+        put_header(&mut message, tag, body.len());
+        message.extend_from_slice(body);
+        message
+    }
+
+    fn frame(pts_ms: i64, data: &[u8]) -> Vec<u8> {
+        message(TAG_FRAME, &[&pts_ms.to_be_bytes()[..], data].concat())
+    }
+
+    #[test]
+    fn a_child_writes_nothing_for_what_it_cannot_mask_and_ends_with_its_input() {
+        for video in [true, false] {
+            let mut input = 7u64.to_be_bytes().to_vec();
+            input.extend(frame(0, b"not a frame at all"));
+            input.extend(frame(20, &[0xff; 3000]));
+            input.extend(message(TAG_KEYFRAME, &[]));
+            input.extend(message(9, b"a tag nobody sends"));
+            input.extend(message(TAG_FRAME, b"short"));
+            let mut output = Vec::new();
+            run_child(video, &mut input.as_slice(), &mut output).unwrap();
+            assert!(output.is_empty(), "video {video}: {} bytes written", output.len());
+        }
+    }
+
+    #[test]
+    fn a_child_refuses_a_message_over_the_limit_and_a_cut_off_one() {
+        let mut input = 7u64.to_be_bytes().to_vec();
+        input.push(TAG_FRAME);
+        input.extend_from_slice(&(MAX_MESSAGE as u32 + 1).to_be_bytes());
+        assert!(run_child(true, &mut input.as_slice(), &mut Vec::new()).is_err());
+        let mut input = 7u64.to_be_bytes().to_vec();
+        input.extend(&frame(0, &[1; 100])[..50]);
+        assert!(run_child(false, &mut input.as_slice(), &mut Vec::new()).is_err());
+    }
+}

@@ -1,0 +1,255 @@
+"""A protected witness in a recorded hearing, with four aiortc peers (see room_two_party.py): a judge (admitted on
+joining), the witness, defence counsel and an observer. The judge has ordered, before anyone joined, that the
+witness's face be masked and their voice altered, under a pseudonym; only the court gets the original.
+
+Usage: room_protection.py WS_URL JUDGE_SECRET WITNESS_SECRET DEFENCE_SECRET OBSERVER_SECRET PSEUDONYM NAME
+
+The witness sends a still, detailed picture (a checkerboard of 16-pixel squares over colour bands, 640x360) and a
+voiced vowel (a 120 Hz pulse train through three formant resonators). Every video frame each peer decodes from the
+witness is compared with that picture (PSNR, dB), and the audio each decodes from the witness is measured by its
+spectral centroid (Hz, up to 4 kHz), so the test can tell the original from the masked (luma, every other pixel of every third frame).
+
+Phases, marked on stdout ("mark NAME start" / "mark NAME end") for the test to read the gateway's counters:
+- "protected": the order as made; the defence and the observer get the masked feeds.
+- "privileged": after the test (reacting to "mark change_order start") lets the defence see the original, which
+  the script waits to see in the defence's state (the witness's name instead of the pseudonym).
+- "killed": the masking pipelines are killed (their processes, `custodia mask`) as the phase starts.
+- "restored": after the masked feeds are back (the room starts new pipelines).
+Prints one JSON line: ids, for each phase and receiver the PSNRs of the frames decoded from the witness and the
+spectral centroid of the witness's audio, the names each peer was shown for the witness, the witness's own view of
+its protection, and the source's own centroid.
+"""
+
+import asyncio
+import fractions
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+from aiortc import MediaStreamTrack
+from av import AudioFrame, VideoFrame
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from room_two_party import Participant  # noqa: E402
+
+PHASE_SECONDS = 5
+SETTLE_SECONDS = 2
+WIDTH, HEIGHT = 640, 360
+RATE = 48000
+
+
+def picture():
+    """The witness's still picture, as RGB: a 16-pixel checkerboard over six colour bands."""
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    checker = ((x // 16 + y // 16) % 2).astype(np.float32)
+    bands = np.array(
+        [[230, 60, 60], [60, 200, 60], [60, 60, 230], [230, 230, 60], [60, 220, 220], [220, 60, 220]], np.float32
+    )
+    colour = bands[(x * 6) // WIDTH]
+    image = colour * (0.35 + 0.65 * checker[..., None])
+    return image.astype(np.uint8)
+
+
+PICTURE = picture()
+# What a receiver compares: the luma (BT.601, as the encoder's conversion makes it), every other pixel.
+LUMA = (16 + (65.481 * PICTURE[..., 0] + 128.553 * PICTURE[..., 1] + 24.966 * PICTURE[..., 2]) / 255.0)[::2, ::2]
+# Of the frames each receiver decodes from the witness, every MEASURE_EVERY-th is measured: measuring all of them
+# would take the peers' one Python thread from decoding on a busy machine.
+MEASURE_EVERY = 3
+
+
+def vowel(seconds=1.0):
+    """One second of a voiced vowel: a 120 Hz glottal pulse train through resonators at 700, 1220 and 2600 Hz."""
+    n = int(RATE * seconds)
+    signal = np.zeros(n)
+    signal[:: RATE // 120] = 1.0
+    for formant, bandwidth in ((700, 130), (1220, 70), (2600, 160)):
+        r = np.exp(-np.pi * bandwidth / RATE)
+        a1, a2 = 2 * r * np.cos(2 * np.pi * formant / RATE), -r * r
+        out = np.zeros(n)
+        y1 = y2 = 0.0
+        for i in range(n):
+            y = signal[i] + a1 * y1 + a2 * y2
+            out[i] = y
+            y2, y1 = y1, y
+        signal = out
+    signal = signal / np.max(np.abs(signal)) * 0.5
+    return (signal * 32767).astype(np.int16)
+
+
+def centroid(samples):
+    """The spectral centroid of mono int16 samples, up to 4 kHz."""
+    if len(samples) < RATE // 2:
+        return None
+    x = samples[-RATE:].astype(np.float64) * np.hanning(min(len(samples), RATE))
+    spectrum = np.abs(np.fft.rfft(x))
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    band = (freqs > 80) & (freqs < 4000)
+    power = spectrum[band] ** 2
+    return float(np.sum(freqs[band] * power) / np.sum(power)) if np.sum(power) > 0 else None
+
+
+class StillPicture(MediaStreamTrack):
+    kind = "video"
+
+    def __init__(self):
+        super().__init__()
+        self.pts = 0
+        self.start = None
+
+    async def recv(self):
+        loop = asyncio.get_running_loop()
+        if self.start is None:
+            self.start = loop.time()
+        self.pts += 3600  # 25 fps on the 90 kHz clock
+        wait = self.start + self.pts / 90000 - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = VideoFrame.from_ndarray(PICTURE, format="rgb24")
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, 90000)
+        return frame
+
+
+class Vowel(MediaStreamTrack):
+    kind = "audio"
+
+    def __init__(self):
+        super().__init__()
+        self.samples = vowel()
+        self.pts = 0
+        self.start = None
+
+    async def recv(self):
+        loop = asyncio.get_running_loop()
+        if self.start is None:
+            self.start = loop.time()
+        wait = self.start + self.pts / RATE - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        offset = self.pts % len(self.samples)
+        chunk = np.roll(self.samples, -offset)[:960]
+        frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self.pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self.pts += 960
+        return frame
+
+
+class Watcher(Participant):
+    """A participant who measures what it decodes from the witness's slot."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.witness_slot = None
+        self.psnr = []  # (loop time, dB)
+        self.heard = []  # (loop time, mono int16 samples)
+
+    async def count(self, track, slot, counts):
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception as e:
+                print(f"{self.name}: slot {slot} {track.kind} ended: {e!r}", file=sys.stderr, flush=True)
+                return
+            counts[slot] = counts.get(slot, 0) + 1
+            if slot != self.witness_slot:
+                continue
+            now = asyncio.get_running_loop().time()
+            if track.kind == "video":
+                if counts[slot] % MEASURE_EVERY:
+                    continue
+                if (frame.width, frame.height) != (WIDTH, HEIGHT):
+                    self.psnr.append((now, 0.0))
+                    continue
+                luma = frame.to_ndarray(format="yuv420p")[:HEIGHT:2, :WIDTH:2].astype(np.float32)
+                mse = float(np.mean((luma - LUMA) ** 2))
+                self.psnr.append((now, float(10 * np.log10(255.0**2 / max(mse, 1e-9)))))
+            else:
+                pcm = frame.to_ndarray()
+                channels = len(frame.layout.channels)
+                mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm.reshape(-1)
+                self.heard.append((now, mono.astype(np.int16)))
+
+
+def measure(peer, start, end):
+    psnr = [db for at, db in peer.psnr if start <= at < end]
+    audio = [chunk for at, chunk in peer.heard if start <= at < end]
+    return {"psnr": psnr, "centroid": centroid(np.concatenate(audio)) if audio else None}
+
+
+async def phase(name, peers, report):
+    await asyncio.sleep(SETTLE_SECONDS)
+    loop = asyncio.get_running_loop()
+    print(f"mark {name} start", flush=True)
+    start = loop.time()
+    await asyncio.sleep(PHASE_SECONDS)
+    end = loop.time()
+    print(f"mark {name} end", flush=True)
+    report[name] = {peer.name: measure(peer, start, end) for peer in peers}
+
+
+def shown_name(peer, witness):
+    return next((p.get("name") for p in peer.state["participants"] if p["id"] == witness.id), "<not shown>")
+
+
+async def main(url, judge_secret, witness_secret, defence_secret, observer_secret, pseudonym, name):
+    judge = Watcher("judge", url, judge_secret, "testsrc", 440)
+    witness = Participant("witness", url, witness_secret, "testsrc2", 660)
+    witness.sent[0].track = Vowel()
+    witness.sent[1].track = StillPicture()
+    defence = Watcher("defence", url, defence_secret, "testsrc", 550)
+    observer = Watcher("observer", url, observer_secret, "testsrc", 330)
+    peers = [judge, witness, defence, observer]
+    watchers = [judge, defence, observer]
+    for peer in peers:
+        await peer.open()
+    await asyncio.gather(*(peer.connect_media() for peer in peers))
+    for peer in (witness, defence, observer):
+        await judge.send({"type": "admit", "participant": peer.id})
+    await judge.until(lambda s: sum(p["place"] == "main_room" for p in s["participants"]) == 4)
+    for peer in watchers:
+        await peer.until(lambda s: any(p["id"] == witness.id for p in s["participants"]))
+        peer.witness_slot = peer.slot_of(witness.id)
+    await judge.send({"type": "start_session"})
+    await judge.until(lambda s: s["phase"] == "in_session")
+    await judge.send({"type": "start_recording"})
+    await judge.until(lambda s: s["recording"])
+    report = {"names": {}}
+    await witness.until(lambda s: s["you"].get("protection") is not None)
+    report["witness_sees"] = witness.state["you"]["protection"]
+    report["names"]["protected"] = {peer.name: shown_name(peer, witness) for peer in watchers}
+    await phase("protected", watchers, report)
+
+    print("mark change_order start", flush=True)
+    await defence.until(lambda s: shown_name(defence, witness) == name, 30)
+    print("mark change_order end", flush=True)
+    report["names"]["privileged"] = {peer.name: shown_name(peer, witness) for peer in watchers}
+    await phase("privileged", watchers, report)
+
+    killed = subprocess.run(["pkill", "-KILL", "-f", "custodia mask"], check=False).returncode
+    report["killed"] = killed == 0
+    loop = asyncio.get_running_loop()
+    print("mark killed start", flush=True)
+    start = loop.time()
+    await asyncio.sleep(1)
+    end = loop.time()
+    print("mark killed end", flush=True)
+    report["killed_phase"] = {peer.name: measure(peer, start, end) for peer in watchers}
+    # The room starts new pipelines after a second; their first masked frames follow a keyframe.
+    await phase("restored", watchers, report)
+
+    await judge.send({"type": "end"})
+    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers)), 20)
+    for peer in peers:
+        await peer.close()
+    report["ids"] = {peer.name: peer.id for peer in peers}
+    report["source_centroid"] = centroid(vowel())
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:8]))

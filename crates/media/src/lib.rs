@@ -1,7 +1,8 @@
 //! Media probing: what container and streams an artefact holds, as FFmpeg sees them; [`webm`], writing
 //! already-encoded VP8 and Opus into WebM files without transcoding (the recorder's segments); and [`mask`],
 //! masking a protected witness's live VP8 video (a full-frame mosaic) and Opus voice (the McAdams transform of
-//! [`voice`], which is pure Rust) for the participants of a hearing who may not see or hear them as they are.
+//! [`voice`], which is pure Rust) for the participants of a hearing who may not see or hear them as they are;
+//! and [`masked_copy`], the same masking applied to a recorded segment, for disclosure or publication.
 //!
 //! [`probe`] opens a file with FFmpeg (through `ffmpeg-next`) and describes it: container format, duration, bit
 //! rate, the container's `creation_time` tag and each stream's codec, picture size, sample rate and channels. A
@@ -23,6 +24,9 @@
 //! - FFmpeg reads at most [`PROBE_SIZE`] bytes and [`ANALYZE_DURATION_US`] of media to find the streams, accepts
 //!   at most [`MAX_STREAMS`] streams, and is interrupted once [`TIME_LIMIT`] has passed. The one piece of the
 //!   file's own text kept, the `creation_time` tag, is at most [`MAX_CREATION_TIME_LEN`] bytes.
+//! - [`mask_segment`] opens a recorded segment through the same code, reads no more than
+//!   [`masked_copy::MAX_SEGMENT_BYTES`] of it (even if it grows while being read) and is interrupted once
+//!   [`masked_copy::SEGMENT_TIME_LIMIT`] has passed; see [`masked_copy`] for its other bounds.
 //!
 //! # Threads
 //!
@@ -51,14 +55,17 @@
 //! unknown and left out.
 
 pub mod mask;
+pub mod masked_copy;
 pub mod voice;
 pub mod webm;
 
 pub use mask::{MaskError, MaskedFrame, VideoMasker, VoiceMasker};
+pub use masked_copy::{MaskedSegment, mask_segment};
 pub use voice::{VoiceError, VoiceTransform};
 pub use webm::{WebmError, WebmSegmentWriter, WebmSummary, WebmTrack};
 
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Once;
@@ -198,22 +205,63 @@ fn unprobed(reason: String) -> MediaProbe {
 }
 
 fn probe_file(path: &Path) -> MediaProbe {
+    // No size limit: a probe reads at most PROBE_SIZE bytes whatever the file's size.
+    match open_confined(path, u64::MAX, Instant::now() + TIME_LIMIT) {
+        Ok(input) => MediaProbe::Probed(describe(&input)),
+        Err(OpenFailure::NotAFile) => unprobed("not a regular file".to_owned()),
+        Err(OpenFailure::Open(e)) => unprobed(format!("could not open file: {e}")),
+        Err(OpenFailure::TooLarge { bytes }) => unprobed(format!("the file is too large ({bytes} bytes)")),
+        Err(OpenFailure::Setup(e)) => unprobed(format!("could not set up FFmpeg input: {e}")),
+        Err(OpenFailure::TimedOut) => {
+            unprobed(format!("FFmpeg took longer than {} s to read the file", TIME_LIMIT.as_secs()))
+        }
+        Err(OpenFailure::NotMedia(e)) => unprobed(format!("not a media file FFmpeg can read: {e}")),
+    }
+}
+
+/// Why [`open_confined`] could not open a file.
+#[derive(Debug)]
+pub(crate) enum OpenFailure {
+    /// The path names something other than a regular file.
+    NotAFile,
+    /// The file could not be opened or its size read.
+    Open(std::io::Error),
+    /// The file is larger than the caller allows.
+    TooLarge { bytes: u64 },
+    /// FFmpeg's custom I/O could not be set up.
+    Setup(ffmpeg::Error),
+    /// The deadline passed while FFmpeg was opening the file.
+    TimedOut,
+    /// FFmpeg could not read the file as media.
+    NotMedia(ffmpeg::Error),
+}
+
+/// Opens the file at `path` for FFmpeg to demux, confined as the crate documentation ("Hostile files") says:
+/// through a Rust [`File`], with no protocol allowed and the probing bounds of [`options`]. A file larger than
+/// `max_bytes` is refused, and FFmpeg never reads past `max_bytes` into it even if it grows. FFmpeg is interrupted
+/// once `deadline` has passed, both while opening and on every later read (which then fails with
+/// [`ffmpeg::Error::Exit`]). The one place files from outside are opened: [`probe`] and
+/// [`crate::mask_segment`] both come through here.
+pub(crate) fn open_confined(
+    path: &Path,
+    max_bytes: u64,
+    deadline: Instant,
+) -> Result<ffmpeg::format::context::Input, OpenFailure> {
     // Refuse anything but a regular file before opening it: opening a FIFO would block until a writer came.
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => {}
-        Ok(_) => return unprobed("not a regular file".to_owned()),
-        Err(e) => return unprobed(format!("could not open file: {e}")),
+        Ok(_) => return Err(OpenFailure::NotAFile),
+        Err(e) => return Err(OpenFailure::Open(e)),
     }
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) => return unprobed(format!("could not open file: {e}")),
-    };
-    let io = match StreamIo::from_read_seek(file) {
-        Ok(io) => io,
-        Err(e) => return unprobed(format!("could not set up FFmpeg input: {e}")),
-    };
+    let file = File::open(path).map_err(OpenFailure::Open)?;
+    // The size of the file opened, not of whatever the path names by now.
+    let bytes = file.metadata().map_err(OpenFailure::Open)?.len();
+    if bytes > max_bytes {
+        return Err(OpenFailure::TooLarge { bytes });
+    }
+    let io =
+        StreamIo::from_read_seek(BoundedFile { file, position: 0, limit: max_bytes }).map_err(OpenFailure::Setup)?;
 
-    let deadline = Instant::now() + TIME_LIMIT;
     let timed_out = Arc::new(AtomicBool::new(false));
     let interrupt = {
         let timed_out = Arc::clone(&timed_out);
@@ -229,11 +277,34 @@ fn probe_file(path: &Path) -> MediaProbe {
     // No file name: FFmpeg detects the format from the bytes alone.
     let opened = ffmpeg::format::input_from_stream_with_interrupt(io, None, Some(options()), interrupt);
     if timed_out.load(Ordering::Relaxed) {
-        return unprobed(format!("FFmpeg took longer than {} s to read the file", TIME_LIMIT.as_secs()));
+        return Err(OpenFailure::TimedOut);
     }
-    match opened {
-        Ok(input) => MediaProbe::Probed(describe(&input)),
-        Err(e) => unprobed(format!("not a media file FFmpeg can read: {e}")),
+    opened.map_err(OpenFailure::NotMedia)
+}
+
+/// A file that reads as ending at `limit` bytes, however long it is or grows to be.
+#[derive(Debug)]
+struct BoundedFile {
+    file: File,
+    /// Where the next read starts (kept from each read and seek, so no system call is needed to know it).
+    position: u64,
+    limit: u64,
+}
+
+impl Read for BoundedFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.limit.saturating_sub(self.position);
+        let wanted = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+        let read = self.file.read(&mut buf[..wanted])?;
+        self.position += read as u64;
+        Ok(read)
+    }
+}
+
+impl Seek for BoundedFile {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.position = self.file.seek(to)?;
+        Ok(self.position)
     }
 }
 
@@ -351,6 +422,30 @@ mod tests {
         assert_eq!(json_int(128_000), Some(128_000));
         assert_eq!(json_int(i64::MAX), None);
         assert_eq!(json_int(1 << 53), None);
+    }
+
+    #[test]
+    fn a_bounded_file_ends_at_its_limit_wherever_it_is_read_from() {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"0123456789").unwrap();
+        let mut bounded = BoundedFile { file: file.reopen().unwrap(), position: 0, limit: 6 };
+        let mut all = Vec::new();
+        bounded.read_to_end(&mut all).unwrap();
+        assert_eq!(all, b"012345");
+        assert_eq!(bounded.seek(SeekFrom::Start(4)).unwrap(), 4);
+        let mut rest = Vec::new();
+        bounded.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"45");
+        // Seeking past the limit (FFmpeg may, to find the size) reads nothing there.
+        assert_eq!(bounded.seek(SeekFrom::End(-2)).unwrap(), 8);
+        assert_eq!(bounded.read(&mut [0; 4]).unwrap(), 0);
+        // The file growing does not move the limit.
+        file.write_all(b"abcdef").unwrap();
+        bounded.seek(SeekFrom::Start(0)).unwrap();
+        let mut again = Vec::new();
+        bounded.read_to_end(&mut again).unwrap();
+        assert_eq!(again, b"012345");
     }
 
     #[test]

@@ -42,7 +42,11 @@ use ffmpeg::util::error::EAGAIN;
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, frame, picture};
 use ffmpeg_next as ffmpeg;
 
+use std::path::PathBuf;
+
+use crate::masked_copy::{MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS, MAX_SEGMENT_STREAMS, SEGMENT_TIME_LIMIT};
 use crate::voice::{SAMPLE_RATE, VoiceTransform};
+use crate::webm::WebmError;
 
 /// The widest picture accepted.
 pub const MAX_WIDTH: u32 = 1920;
@@ -78,7 +82,7 @@ const NOMINAL_FRAME_RATE: i32 = 30;
 const VOICE_BIT_RATE: usize = 32_000;
 
 /// Samples in one 20 ms Opus frame at 48 kHz.
-const OPUS_FRAME_SAMPLES: usize = 960;
+pub(crate) const OPUS_FRAME_SAMPLES: usize = 960;
 
 /// Why media could not be masked.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +100,31 @@ pub enum MaskError {
     UnsupportedPixelFormat(Pixel),
     #[error("the decoder gave sample format {0:?}, not 32-bit float or 16-bit integer")]
     UnsupportedSampleFormat(Sample),
+    // What `crate::mask_segment` may refuse or fail on, besides the above.
+    #[error("could not open {path}: {source}")]
+    OpenSegment { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path} is {bytes} bytes, more than the {MAX_SEGMENT_BYTES} allowed for a segment")]
+    SegmentTooLarge { path: PathBuf, bytes: u64 },
+    #[error("{path} is not media FFmpeg can read: {source}")]
+    NotMedia { path: PathBuf, source: ffmpeg::Error },
+    #[error("{path} is {format}, not WebM")]
+    NotWebm { path: PathBuf, format: String },
+    #[error("{path} has {streams} streams; a segment has 1 to {MAX_SEGMENT_STREAMS}")]
+    StreamCount { path: PathBuf, streams: usize },
+    #[error("stream {index} of {path} is {what}; only VP8 video and Opus audio can be masked")]
+    UnsupportedStream { path: PathBuf, index: usize, what: String },
+    #[error("{path} runs on past {MAX_SEGMENT_DURATION_MS} ms from its first packet")]
+    SegmentTooLong { path: PathBuf },
+    #[error("masking {path} took longer than {} s", SEGMENT_TIME_LIMIT.as_secs())]
+    TimedOut { path: PathBuf },
+    #[error("nothing in {path} could be masked ({dropped} video frames left out)")]
+    NothingMasked { path: PathBuf, dropped: u64 },
+    #[error("could not read {path} after {packets} packets: {source}")]
+    Demux { path: PathBuf, packets: u64, source: ffmpeg::Error },
+    #[error("could not write the masked copy: {0}")]
+    Write(#[from] WebmError),
 }
 
 fn ff(doing: &'static str) -> impl FnOnce(ffmpeg::Error) -> MaskError {
@@ -243,7 +272,7 @@ impl VideoMasker {
     }
 }
 
-fn check_picture_size(width: u32, height: u32) -> Result<(), MaskError> {
+pub(crate) fn check_picture_size(width: u32, height: u32) -> Result<(), MaskError> {
     if width > MAX_WIDTH || height > MAX_HEIGHT {
         return Err(MaskError::PictureTooLarge { width, height });
     }
@@ -340,6 +369,8 @@ pub struct VoiceMasker {
     mono: Vec<f32>,
     /// Transformed samples not yet encoded (fewer than one Opus frame between pushes).
     transformed: Vec<f32>,
+    /// Samples taken in so far (decoded, or silence for what could not be decoded).
+    samples_in: u64,
     samples_encoded: i64,
 }
 
@@ -347,6 +378,7 @@ impl std::fmt::Debug for VoiceMasker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceMasker")
             .field("transform", &self.transform)
+            .field("samples_in", &self.samples_in)
             .field("samples_encoded", &self.samples_encoded)
             .finish_non_exhaustive()
     }
@@ -388,6 +420,7 @@ impl VoiceMasker {
             decoded: frame::Audio::empty(),
             mono: Vec::with_capacity(OPUS_FRAME_SAMPLES * 6),
             transformed: Vec::with_capacity(OPUS_FRAME_SAMPLES * 8),
+            samples_in: 0,
             samples_encoded: 0,
         })
     }
@@ -395,6 +428,13 @@ impl VoiceMasker {
     /// The McAdams coefficient this feed is masked with.
     pub fn mcadams(&self) -> f64 {
         self.transform.mcadams()
+    }
+
+    /// How much audio has been pushed so far, in 48 kHz samples: what each packet decoded to, or 20 ms for one
+    /// that could not be decoded. Masked packet `k` (from 0) holds what came from input samples
+    /// `960·k − DELAY_SAMPLES` onwards ([`VoiceTransform::DELAY_SAMPLES`]).
+    pub fn input_samples(&self) -> u64 {
+        self.samples_in
     }
 
     /// Takes one Opus packet (one RTP payload) and returns the masked 20 ms Opus packets ready so far: none at
@@ -408,6 +448,7 @@ impl VoiceMasker {
         if !self.decode(opus_packet)? {
             self.mono.resize(OPUS_FRAME_SAMPLES, 0.0);
         }
+        self.samples_in += self.mono.len() as u64;
         self.transform.process(&self.mono, &mut self.transformed);
         let mut packets = Vec::new();
         let whole_frames = self.transformed.len() / OPUS_FRAME_SAMPLES * OPUS_FRAME_SAMPLES;
@@ -523,116 +564,5 @@ mod tests {
         assert_eq!(video_bit_rate(1280, 720), 1_600_000);
         assert_eq!(video_bit_rate(1920, 1080), 2_000_000);
         assert_eq!(video_bit_rate(160, 120), 100_000);
-    }
-}
-
-#[cfg(test)]
-mod voice_tests {
-    use super::*;
-    use crate::voice::test_support::{VOWEL_A, rms, strongest_formants, vowel};
-
-    /// `samples` (mono, 48 kHz) as 20 ms Opus packets from libopus, each sample written to `channels` channels.
-    fn encode_opus(samples: &[f32], channels: u16) -> Vec<Vec<u8>> {
-        crate::init();
-        let codec = codec::encoder::find_by_name("libopus").expect("libopus");
-        let mut audio = codec::Context::new_with_codec(codec).encoder().audio().expect("audio");
-        let layout = ChannelLayout::default(i32::from(channels));
-        audio.set_rate(48_000);
-        audio.set_channel_layout(layout);
-        audio.set_channels(i32::from(channels));
-        audio.set_format(Sample::F32(sample::Type::Packed));
-        audio.set_bit_rate(64_000);
-        audio.set_time_base(Rational::new(1, 48_000));
-        let mut encoder = audio.open_as(codec).expect("open libopus");
-        let mut packets = Vec::new();
-        let mut packet = Packet::empty();
-        for (index, chunk) in samples.chunks_exact(OPUS_FRAME_SAMPLES).enumerate() {
-            let mut input = frame::Audio::new(Sample::F32(sample::Type::Packed), OPUS_FRAME_SAMPLES, layout);
-            input.set_rate(48_000);
-            let interleaved: Vec<f32> =
-                chunk.iter().flat_map(|&v| std::iter::repeat_n(v, usize::from(channels))).collect();
-            for (bytes, value) in input.data_mut(0).chunks_exact_mut(4).zip(interleaved) {
-                bytes.copy_from_slice(&value.to_ne_bytes());
-            }
-            input.set_pts(Some((index * OPUS_FRAME_SAMPLES) as i64));
-            encoder.send_frame(&input).expect("encode");
-            while encoder.receive_packet(&mut packet).is_ok() {
-                packets.push(packet.data().expect("data").to_vec());
-            }
-        }
-        packets
-    }
-
-    /// Decodes mono Opus packets to samples.
-    fn decode_opus(packets: &[Vec<u8>]) -> Vec<f32> {
-        let codec = codec::decoder::find(Id::OPUS).expect("Opus");
-        let mut options = Dictionary::new();
-        options.set("ch_layout", "mono");
-        let mut decoder = codec::Context::new_with_codec(codec)
-            .decoder()
-            .open_as_with(codec, options)
-            .expect("open")
-            .audio()
-            .expect("a");
-        let mut decoded = frame::Audio::empty();
-        let mut samples = Vec::new();
-        for packet in packets {
-            decoder.send_packet(&Packet::copy(packet)).expect("decodes");
-            while decoder.receive_frame(&mut decoded).is_ok() {
-                mix_to_mono(&decoded, &mut samples).expect("float samples");
-            }
-        }
-        samples
-    }
-
-    #[test]
-    fn masked_voice_has_moved_formants_and_keeps_pace_and_level() {
-        let input = vowel(120.0, &VOWEL_A, 1.0);
-        for channels in [1, 2] {
-            let packets = encode_opus(&input, channels);
-            assert_eq!(packets.len(), 50);
-            let mut masker = VoiceMasker::new(11).expect("masker");
-            let alpha = masker.mcadams();
-            let mut masked = Vec::new();
-            for (index, packet) in packets.iter().enumerate() {
-                let out = masker.push(packet).expect("masks");
-                // The transform holds back 24 ms: nothing for the first two packets, then one per packet.
-                assert_eq!(out.len(), usize::from(index >= 2), "packet {index}");
-                masked.extend(out);
-            }
-            assert_eq!(masked.len(), packets.len() - 2);
-            let output = decode_opus(&masked);
-            let reference = decode_opus(&encode_opus(&input, 1));
-            // Past the start-up (the first 200 ms of each).
-            let (output, reference) = (&output[9600..], &reference[9600..]);
-            let [input_f1, input_f2] = strongest_formants(reference);
-            let [output_f1, output_f2] = strongest_formants(output);
-            // For α ≤ 0.85 the warp moves F1 (700 Hz) up by at least 150 Hz and F2 (1220 Hz) by at least 140 Hz at
-            // 16 kHz; require at least 100 and 75 Hz through two Opus encodings.
-            assert!(output_f1 - input_f1 > 100.0, "α {alpha}, {channels} ch: F1 {input_f1} → {output_f1}");
-            assert!(output_f2 - input_f2 > 75.0, "α {alpha}, {channels} ch: F2 {input_f2} → {output_f2}");
-            let level_db = 20.0 * (rms(output) / rms(reference)).log10();
-            assert!(level_db.abs() < 6.0, "level changed by {level_db:.1} dB");
-        }
-    }
-
-    #[test]
-    fn undecodable_packets_count_as_silence_and_oversized_ones_are_refused() {
-        let mut masker = VoiceMasker::new(3).expect("masker");
-        // Empty packets and a code-3 packet declaring zero frames (RFC 6716, 3.2.5) cannot be decoded.
-        let mut out = 0;
-        for _ in 0..10 {
-            out += masker.push(&[]).expect("masks").len();
-            out += masker.push(&[0x03, 0x00]).expect("masks").len();
-        }
-        assert_eq!(out, 18, "20 packets of 20 ms, less the 24 ms delay");
-        // Most byte strings are valid Opus of some length; garbage must not panic and gives finite packets.
-        for round in 0..50u8 {
-            let garbage: Vec<u8> = (0..200u8).map(|i| i.wrapping_mul(31).wrapping_add(round)).collect();
-            for packet in masker.push(&garbage).expect("masks") {
-                assert!(!packet.is_empty() && packet != garbage);
-            }
-        }
-        assert!(matches!(masker.push(&[0; MAX_OPUS_PACKET_BYTES + 1]), Err(MaskError::PacketTooLarge { .. })));
     }
 }

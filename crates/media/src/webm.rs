@@ -39,6 +39,8 @@ pub enum WebmError {
     NoSuchTrack(usize),
     #[error("a WebM file needs at least one stream")]
     NoTracks,
+    #[error("could not remove the unfinished {path}: {source}")]
+    Remove { path: PathBuf, source: std::io::Error },
 }
 
 fn ff(doing: &'static str) -> impl FnOnce(ffmpeg::Error) -> WebmError {
@@ -183,6 +185,14 @@ impl WebmSegmentWriter {
             .and_then(|f| f.sync_all())
             .map_err(|source| WebmError::Sync { path: path.clone(), source })?;
         Ok(WebmSummary { path, packets, clamped, first_ms, last_ms })
+    }
+
+    /// Gives the file up unfinished: closes it without a trailer and removes it, so that no incomplete file is
+    /// left behind to be taken for a whole one.
+    pub fn abandon(self) -> Result<(), WebmError> {
+        let WebmSegmentWriter { path, output, .. } = self;
+        drop(output);
+        std::fs::remove_file(&path).map_err(|source| WebmError::Remove { path, source })
     }
 }
 

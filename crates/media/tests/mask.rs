@@ -1,125 +1,14 @@
-//! Video masking end to end: a detailed moving test pattern is encoded as VP8 (with libvpx, through ffmpeg-next),
-//! pushed through `VideoMasker`, and the masked VP8 decoded again and compared with the unmasked pictures.
+//! Masking end to end. Video: a detailed moving test pattern is encoded as VP8 (with libvpx, through
+//! ffmpeg-next), pushed through `VideoMasker`, and the masked VP8 decoded again and compared with the unmasked
+//! pictures. Voice: a synthetic vowel is encoded as Opus, pushed through `VoiceMasker`, and its formants measured
+//! before and after.
 
-use custodia_media::mask::{MAX_HEIGHT, MAX_WIDTH, mosaic_block};
-use custodia_media::{MaskError, VideoMasker};
-use ffmpeg::codec::{self, Id};
-use ffmpeg::format::Pixel;
-use ffmpeg::{Dictionary, Packet, Rational, frame};
-use ffmpeg_next as ffmpeg;
+mod common;
 
-/// A decoded picture's luma plane, rows packed (no stride padding).
-struct Luma {
-    width: usize,
-    height: usize,
-    pixels: Vec<u8>,
-}
-
-/// A detailed, moving pattern: a fine checkerboard and a pseudo-random texture over gradients, shifted each frame,
-/// with coloured chroma gradients. Hard to compress and full of edges a mosaic must destroy.
-fn test_pattern(width: u32, height: u32, index: u32) -> frame::Video {
-    let mut picture = frame::Video::new(Pixel::YUV420P, width, height);
-    for plane in 0..3 {
-        let stride = picture.stride(plane);
-        let (plane_width, plane_height) = (picture.plane_width(plane) as usize, picture.plane_height(plane) as usize);
-        let data = picture.data_mut(plane);
-        for y in 0..plane_height {
-            for x in 0..plane_width {
-                let (xs, ys) = (x + 3 * index as usize, y + index as usize);
-                let value = if plane == 0 {
-                    let checker = if (xs / 6 + ys / 6) % 2 == 0 { 70 } else { 0 };
-                    let hash = (xs.wrapping_mul(73_856_093) ^ ys.wrapping_mul(19_349_663)) % 61;
-                    (40 + checker + hash + (xs + ys) * 60 / (plane_width + plane_height)) as u8
-                } else if plane == 1 {
-                    (64 + xs * 128 / plane_width.max(1) % 128) as u8
-                } else {
-                    (64 + ys * 128 / plane_height.max(1) % 128) as u8
-                };
-                data[y * stride + x] = value;
-            }
-        }
-    }
-    picture
-}
-
-/// `frames` frames of the test pattern as VP8 bitstream frames, first a keyframe, at a generous bit rate.
-fn encode_pattern(width: u32, height: u32, frames: u32) -> Vec<Vec<u8>> {
-    ffmpeg::init().expect("FFmpeg initialises");
-    let codec = codec::encoder::find_by_name("libvpx").expect("libvpx");
-    let mut video = codec::Context::new_with_codec(codec).encoder().video().expect("video encoder");
-    video.set_width(width);
-    video.set_height(height);
-    video.set_format(Pixel::YUV420P);
-    video.set_time_base(Rational::new(1, 30));
-    video.set_bit_rate(3_000_000);
-    video.set_gop(1000);
-    let mut options = Dictionary::new();
-    options.set("deadline", "realtime");
-    options.set("cpu-used", "8");
-    options.set("lag-in-frames", "0");
-    let mut encoder = video.open_as_with(codec, options).expect("open libvpx");
-    let mut out = Vec::new();
-    let mut packet = Packet::empty();
-    for index in 0..frames {
-        let mut picture = test_pattern(width, height, index);
-        picture.set_pts(Some(i64::from(index)));
-        encoder.send_frame(&picture).expect("encode");
-        while encoder.receive_packet(&mut packet).is_ok() {
-            out.push(packet.data().expect("data").to_vec());
-        }
-    }
-    assert_eq!(out.len(), frames as usize, "one VP8 frame per picture");
-    out
-}
-
-/// Decodes VP8 frames in order; one picture per frame, as luma.
-fn decode(frames: &[Vec<u8>]) -> Vec<Luma> {
-    let codec = codec::decoder::find(Id::VP8).expect("VP8 decoder");
-    let mut decoder = codec::Context::new_with_codec(codec).decoder().open_as(codec).expect("open").video().expect("v");
-    let mut picture = frame::Video::empty();
-    frames
-        .iter()
-        .map(|data| {
-            decoder.send_packet(&Packet::copy(data)).expect("decodes");
-            decoder.receive_frame(&mut picture).expect("a picture");
-            let (width, height) = (picture.width() as usize, picture.height() as usize);
-            let stride = picture.stride(0);
-            let plane = picture.data(0);
-            let pixels = (0..height).flat_map(|y| plane[y * stride..y * stride + width].iter().copied()).collect();
-            Luma { width, height, pixels }
-        })
-        .collect()
-}
-
-fn psnr(a: &Luma, b: &Luma) -> f64 {
-    let squared: f64 = a.pixels.iter().zip(&b.pixels).map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2)).sum();
-    let mse = squared / a.pixels.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse).log10()
-}
-
-/// The largest difference from the block's mean inside any mosaic block, 3 pixels in from its edges (VP8's
-/// 4×4 transforms and loop filter blur block edges a little), and the mean over all blocks of the mean absolute
-/// difference.
-fn block_flatness(picture: &Luma, block: usize) -> (f64, f64) {
-    let mut worst: f64 = 0.0;
-    let mut deviations = Vec::new();
-    for top in (0..picture.height).step_by(block) {
-        for left in (0..picture.width).step_by(block) {
-            let (bottom, right) = ((top + block).min(picture.height), (left + block).min(picture.width));
-            if bottom - top <= 6 || right - left <= 6 {
-                continue;
-            }
-            let values: Vec<f64> = (top + 3..bottom - 3)
-                .flat_map(|y| (left + 3..right - 3).map(move |x| (y, x)))
-                .map(|(y, x)| f64::from(picture.pixels[y * picture.width + x]))
-                .collect();
-            let mean = values.iter().sum::<f64>() / values.len() as f64;
-            worst = values.iter().map(|v| (v - mean).abs()).fold(worst, f64::max);
-            deviations.push(values.iter().map(|v| (v - mean).abs()).sum::<f64>() / values.len() as f64);
-        }
-    }
-    (worst, deviations.iter().sum::<f64>() / deviations.len() as f64)
-}
+use common::voice_support::{VOWEL_A, rms, strongest_formants, vowel};
+use common::{block_flatness, decode, decode_opus, encode_opus, encode_pattern, next_random, psnr};
+use custodia_media::mask::{MAX_HEIGHT, MAX_OPUS_PACKET_BYTES, MAX_WIDTH, mosaic_block};
+use custodia_media::{MaskError, VideoMasker, VoiceMasker};
 
 #[test]
 fn masked_video_keeps_its_size_and_is_a_flat_mosaic_unlike_the_original() {
@@ -178,15 +67,6 @@ fn the_encoder_follows_a_change_of_picture_size() {
         .map(|picture| (picture.width, picture.height))
         .collect();
     assert_eq!(sizes, [(320, 240), (320, 240), (320, 240), (480, 272), (480, 272), (480, 272)]);
-}
-
-/// SplitMix64, for reproducible garbage.
-fn next_random(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[test]
@@ -254,4 +134,55 @@ fn oversized_pictures_are_refused() {
     assert!(out.keyframe);
     // Oversized input is refused whatever it holds.
     assert!(matches!(masker.push(&vec![0; 5 << 20]), Err(MaskError::PacketTooLarge { .. })));
+}
+
+#[test]
+fn masked_voice_has_moved_formants_and_keeps_pace_and_level() {
+    let input = vowel(120.0, &VOWEL_A, 1.0);
+    for channels in [1, 2] {
+        let packets = encode_opus(&input, channels);
+        assert_eq!(packets.len(), 50);
+        let mut masker = VoiceMasker::new(11).expect("masker");
+        let alpha = masker.mcadams();
+        let mut masked = Vec::new();
+        for (index, packet) in packets.iter().enumerate() {
+            let out = masker.push(packet).expect("masks");
+            // The transform holds back 24 ms: nothing for the first two packets, then one per packet.
+            assert_eq!(out.len(), usize::from(index >= 2), "packet {index}");
+            masked.extend(out);
+        }
+        assert_eq!(masked.len(), packets.len() - 2);
+        let output = decode_opus(&masked);
+        let reference = decode_opus(&encode_opus(&input, 1));
+        // Past the start-up (the first 200 ms of each).
+        let (output, reference) = (&output[9600..], &reference[9600..]);
+        let [input_f1, input_f2] = strongest_formants(reference);
+        let [output_f1, output_f2] = strongest_formants(output);
+        // For α ≤ 0.85 the warp moves F1 (700 Hz) up by at least 150 Hz and F2 (1220 Hz) by at least 140 Hz at
+        // 16 kHz; require at least 100 and 75 Hz through two Opus encodings.
+        assert!(output_f1 - input_f1 > 100.0, "α {alpha}, {channels} ch: F1 {input_f1} → {output_f1}");
+        assert!(output_f2 - input_f2 > 75.0, "α {alpha}, {channels} ch: F2 {input_f2} → {output_f2}");
+        let level_db = 20.0 * (rms(output) / rms(reference)).log10();
+        assert!(level_db.abs() < 6.0, "level changed by {level_db:.1} dB");
+    }
+}
+
+#[test]
+fn undecodable_packets_count_as_silence_and_oversized_ones_are_refused() {
+    let mut masker = VoiceMasker::new(3).expect("masker");
+    // Empty packets and a code-3 packet declaring zero frames (RFC 6716, 3.2.5) cannot be decoded.
+    let mut out = 0;
+    for _ in 0..10 {
+        out += masker.push(&[]).expect("masks").len();
+        out += masker.push(&[0x03, 0x00]).expect("masks").len();
+    }
+    assert_eq!(out, 18, "20 packets of 20 ms, less the 24 ms delay");
+    // Most byte strings are valid Opus of some length; garbage must not panic and gives finite packets.
+    for round in 0..50u8 {
+        let garbage: Vec<u8> = (0..200u8).map(|i| i.wrapping_mul(31).wrapping_add(round)).collect();
+        for packet in masker.push(&garbage).expect("masks") {
+            assert!(!packet.is_empty() && packet != garbage);
+        }
+    }
+    assert!(matches!(masker.push(&[0; MAX_OPUS_PACKET_BYTES + 1]), Err(MaskError::PacketTooLarge { .. })));
 }

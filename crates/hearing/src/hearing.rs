@@ -650,6 +650,23 @@ impl Hearing {
         self.protections.get(invite)
     }
 
+    /// The roles that may have a participant's original recording, if an order masked their face or voice at any
+    /// time in this hearing: the court and the roles the order in force privileges (or, once lifted, the last order
+    /// that masked anything). `None`: nothing restricts it. A lifted order does not open what was recorded under it.
+    pub fn recording_privileges(&self, participant: &ParticipantId) -> Option<BTreeSet<HearingRole>> {
+        let invite = &self.participants.get(participant)?.invite;
+        let in_force = self.protections.get(invite).filter(|measures| measures.masks_media());
+        let last_masking = || {
+            self.protection_orders
+                .iter()
+                .rev()
+                .filter(|order| order.invite == *invite)
+                .find_map(|order| order.measures.as_ref().filter(|measures| measures.masks_media()))
+        };
+        let measures = in_force.or_else(last_masking)?;
+        Some(HearingRole::ALL.into_iter().filter(|role| measures.privileges(*role)).collect())
+    }
+
     /// How the media plane must treat a participant's media ([`Effect::Protect`]): `None` unless an order masks
     /// their face or their voice.
     pub fn media_protection(&self, participant: &ParticipantId) -> Option<MediaProtection> {

@@ -2101,6 +2101,9 @@ fn a_protective_order_holds_before_the_witness_connects_and_splits_their_media_b
     let pseudonym_only = ProtectiveMeasures { mask_face: false, alter_voice: false, ..measures(&[]) };
     court.ok(order(Some(pseudonym_only)));
     assert!(court.protected.is_empty());
+    // What was recorded under an order stays the court's (and the defence's, as the last order that masked said).
+    assert_eq!(court.hearing.recording_privileges(&pid(WITNESS)), Some(BTreeSet::from([JUDGE, CLERK, DEFENCE])));
+    assert_eq!(court.hearing.recording_privileges(&pid(DEFENCE)), None);
     let minutes = court.hearing.minutes();
     assert_eq!(minutes.protection_orders.len(), 4);
     assert_eq!(minutes.protection_orders[0].participant, None);

@@ -1043,9 +1043,9 @@ impl Gateway {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        if request.policy.is_some() {
-            return Err(GatewayError::Internal("a hearing's output carries no use policy".into()));
-        }
+        // A policy here is the court's own: a protected witness's original recording restricted to those the
+        // protective order privileges (`crate::hearings`). It is attached before the artefact is listed, as any
+        // policy at ingest.
         let registered = self.register_as(court, case, Some(hearing), request, self.max_upload_bytes, body).await?;
         match self.catalog.hearing_output_bytes(case.as_str()).await {
             Ok(bytes) => {

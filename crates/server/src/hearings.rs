@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use custodia_core::{Action, ArtefactId, CaseId, HearingId, Label, Sha256};
+use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, Label, OnwardTransfer, Sha256, Tlp, UsePolicy};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
     HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, MediaProtection, OathForm,
@@ -1176,6 +1176,21 @@ pub enum ConsoleStep {
     Close,
 }
 
+/// The seat in a hearing that a role in the case stands for, when there is one.
+fn hearing_role_of(role: custodia_core::Role) -> Option<HearingRole> {
+    use custodia_core::Role;
+    match role {
+        Role::Judge => Some(HearingRole::Judge),
+        Role::Clerk => Some(HearingRole::Clerk),
+        Role::Prosecutor => Some(HearingRole::Prosecutor),
+        Role::Defence => Some(HearingRole::Defence),
+        Role::Interpreter => Some(HearingRole::Interpreter),
+        Role::Witness => Some(HearingRole::Witness),
+        Role::RemoteSiteOfficer => Some(HearingRole::RemoteSiteOfficer),
+        Role::Auditor => None,
+    }
+}
+
 /// The room's view of a protective order: the members who get the original, by the names the room knows them by.
 fn room_protection(protection: MediaProtection) -> custodia_recorder::sfu::Protection {
     custodia_recorder::sfu::Protection {
@@ -1500,7 +1515,7 @@ impl LiveHearing {
                 self.apply(&mut state, event).await?;
                 drop(state);
                 let name = format!("{}-identity-verification.json", self.id);
-                self.take_into_custody("identity verification", "application/json", &name, detail, None).await?;
+                self.take_into_custody("identity verification", "application/json", &name, detail, None, None).await?;
                 return Ok(());
             }
             RoomStep::PresentText { person, wording, language } => {
@@ -1853,6 +1868,7 @@ impl LiveHearing {
         name: &str,
         bytes: Vec<u8>,
         source: Option<&std::path::Path>,
+        policy: Option<&UsePolicy>,
     ) -> Result<Registered, GatewayError> {
         let output = crate::quarantine::Output {
             court: &self.court,
@@ -1861,8 +1877,39 @@ impl LiveHearing {
             purpose,
             media_type,
             name,
+            policy,
         };
         output.into_custody(&self.gateway, bytes, source, &self.quarantine_dir.join(name)).await
+    }
+
+    /// The court's restriction on a participant's original recording, if a protective order masked their face or
+    /// voice in this hearing: only the case members whose role the order privileges (the judge and the clerk, and
+    /// those it adds) may use it, and the account that runs the hearing; the others get the masked copy. Kept
+    /// inside the court (TLP:AMBER+STRICT), onward only with the court's consent. The judge may correct it.
+    async fn recording_policy(&self, participant: &ParticipantId) -> Result<Option<UsePolicy>, GatewayError> {
+        let (roles, venue) = {
+            let state = self.state.lock().await;
+            (state.machine.recording_privileges(participant), state.machine.venue().clone())
+        };
+        let Some(roles) = roles else { return Ok(None) };
+        let mut recipients = vec![crate::gateway::actor_of(&self.court.account)];
+        for member in self.gateway.catalog.members(self.case.as_str()).await? {
+            let privileged = member
+                .role
+                .parse::<custodia_core::Role>()
+                .ok()
+                .and_then(hearing_role_of)
+                .is_some_and(|role| roles.contains(&role));
+            if privileged
+                && let Ok(actor) = ActorId::new(member.account_id)
+                && !recipients.contains(&actor)
+            {
+                recipients.push(actor);
+            }
+        }
+        let mut policy = UsePolicy::new(Tlp::AmberStrict, venue, OnwardTransfer::WithConsent);
+        policy.permitted_recipients = recipients;
+        Ok(Some(policy))
     }
 
     /// A segment of a participant's recording is closed on disk: into custody, then onto the hearing's record.
@@ -1874,8 +1921,9 @@ impl LiveHearing {
     ) -> Result<(), String> {
         let bytes = tokio::fs::read(&segment.path).await.map_err(|e| format!("reading the segment: {e}"))?;
         let name = format!("{}-{participant}-run{run}-segment-{:05}.webm", self.id, segment.index);
+        let policy = self.recording_policy(participant).await.map_err(|e| e.to_string())?;
         let registered = self
-            .take_into_custody("hearing recording", "video/webm", &name, bytes, Some(&segment.path))
+            .take_into_custody("hearing recording", "video/webm", &name, bytes, Some(&segment.path), policy.as_ref())
             .await
             .map_err(|e| e.to_string())?;
         let mut state = self.state.lock().await;
@@ -1938,7 +1986,7 @@ impl LiveHearing {
             Err(e) => return tracing::error!(hearing = %self.id, error = %e, "the minutes could not be written"),
         };
         let name = format!("{}-minutes.json", self.id);
-        match self.take_into_custody("hearing minutes", "application/json", &name, bytes, None).await {
+        match self.take_into_custody("hearing minutes", "application/json", &name, bytes, None, None).await {
             Ok(registered) => {
                 tracing::info!(hearing = %self.id, artefact = %registered.artefact, "minutes in custody");
                 let mut state = self.state.lock().await;

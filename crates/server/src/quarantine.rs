@@ -38,6 +38,8 @@ pub struct Output<'a> {
     pub purpose: &'a str,
     pub media_type: &'a str,
     pub name: &'a str,
+    /// The court's restriction of who may use it (a protected witness's original recording), if any.
+    pub policy: Option<&'a custodia_core::UsePolicy>,
 }
 
 impl Output<'_> {
@@ -59,7 +61,7 @@ impl Output<'_> {
                 media_type: label(self.media_type)?,
                 original_name: Some(label(self.name)?),
                 expected_sha256: None,
-                policy: None,
+                policy: self.policy.cloned(),
             };
             let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes.clone()))]);
             match gateway.ingest_hearing_output(self.court, self.case, self.hearing, request, body).await {

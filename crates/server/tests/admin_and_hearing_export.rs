@@ -262,6 +262,7 @@ async fn hearing_output_that_fails_ingest_is_tried_again_then_quarantined_and_on
         purpose: custodia_server::hearings::PURPOSE,
         media_type: "video/webm",
         name: "h-q-segment-1.webm",
+        policy: None,
     };
     let segment: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     let destination = gw.dir.path().join("quarantine/case-q/h-q/segment-1.webm");

@@ -51,9 +51,47 @@ function inviteState(name) {
   return words === key ? humanize(name) : words;
 }
 
-/** A participant as the court reads them: their name (from the invite) and role, or the role alone. */
+/** Roles a protective order may let see and hear the original besides the court (never a witness or an observer). */
+const PRIVILEGEABLE = ['prosecutor', 'defence', 'accused', 'interpreter', 'remote_site_officer'];
+
+/**
+ * A participant as the court reads them: their name (from the invite) and role, or the role alone; a protected
+ * witness with the pseudonym everyone else reads beside the name, so that the court does not say the name aloud.
+ */
 function who(person) {
-  return person.name ? `${person.name} (${role(person.role)})` : role(person.role);
+  const pseudonym = protectionOf(person)?.pseudonym;
+  // Isolated: a Latin name or pseudonym inside Arabic text keeps its own direction.
+  const named = pseudonym
+    ? t(person.name ? 'console.protection.named' : 'console.protection.unnamed', { name: person.name, pseudonym: `\u2068${pseudonym}\u2069` })
+    : person.name;
+  return named ? `${named} (${role(person.role)})` : role(person.role);
+}
+
+/**
+ * The protective order for a person: an invite of the court's hearing view carries its own (`protection`). The
+ * room's state names a witness but not their invite, so a participant is matched to the used witness invites of
+ * the same name in the hearing view the room last read; where that is not one order, none is shown.
+ */
+function protectionOf(person) {
+  if (!person) return null;
+  if ('protection' in person) return person.protection ?? null;
+  if (person.role !== 'witness' || !view.roomHearing) return null;
+  const invites = (view.roomHearing.invites ?? []).filter((invite) =>
+    invite.role === 'witness' && invite.state === 'used' && (invite.name ?? null) === (person.name ?? null));
+  const orders = new Set(invites.map((invite) => JSON.stringify(invite.protection ?? null)));
+  return orders.size === 1 ? invites[0].protection ?? null : null;
+}
+
+/** A protective order in words: "pseudonym “Witness A”; face masked; voice altered; the original also …". */
+function protectionWords(protection) {
+  const parts = [t('console.protection.pseudonym', { pseudonym: `\u2068${protection.pseudonym}\u2069` })];
+  if (protection.mask_face) parts.push(t('console.protection.face'));
+  if (protection.alter_voice) parts.push(t('console.protection.voice'));
+  const privileged = protection.privileged ?? [];
+  parts.push(privileged.length
+    ? t('console.protection.privileged', { roles: privileged.map(role).join(', ') })
+    : t('console.protection.courtOnly'));
+  return t('console.protection.state', { measures: parts.join('; ') });
 }
 
 /** The end of a button's name that acts on a participant: "the Witness, Amina Haddad". */
@@ -534,6 +572,14 @@ function showHearing(hearing) {
     el('dd', {}, segments.length ? t('console.segmentsCount', { count: segments.length }) : t('console.none')),
     el('dt', {}, t('console.minutes')), el('dd', {}, hearing.minutes_artefact ?? t('console.notYet')),
   );
+  // A protective order's form being filled in (or its disclosure left open) stays as it was when the invites are
+  // written again (a live update, another invite's step), as does the focus inside it.
+  const kept = new Map([...$('invites').querySelectorAll('details.protect-form')].map((details) => [details.dataset.invite, {
+    open: details.open,
+    values: details.querySelector('form').dataset.dirty ? formValues(details.querySelector('form')) : null,
+    error: details.querySelector('.error').textContent,
+  }]));
+  const focused = document.activeElement?.closest?.('#invites .protect-form') ? document.activeElement.id : null;
   const clerk = may('run_hearings');
   $('hearing-open').hidden = !clerk || hearing.phase !== 'scheduled';
   $('hearing-close').hidden = !clerk || hearing.phase === 'ended';
@@ -557,15 +603,104 @@ function showHearing(hearing) {
           }, event.currentTarget),
         }, t('console.revoke'), el('span', { class: 'visually-hidden' }, t('console.revokeWhich', { role: role(invite.role) }))));
       }
+      if (invite.role === 'witness') {
+        // The court (judge and clerk) sees the order in force; the judge alone orders, changes or lifts it.
+        if (invite.protection) item.append(el('p', { class: 'protection-state' }, protectionWords(invite.protection)));
+        if (may('order_protection') && hearing.phase !== 'ended' && ['pending', 'used'].includes(invite.state)) {
+          item.append(protectionForm(invite, kept.get(invite.id)));
+        }
+      }
       return item;
     }),
   );
+  if (focused && $(focused)) $(focused).focus();
+}
+
+/** What a protective order's form says now. */
+function formValues(form) {
+  return {
+    pseudonym: form.elements.pseudonym.value.trim(),
+    mask_face: form.elements.mask_face.checked,
+    alter_voice: form.elements.alter_voice.checked,
+    privileged: PRIVILEGEABLE.filter((name) => form.elements[`privileged-${name}`].checked),
+  };
+}
+
+/** Whether two orders are the same (the gateway refuses an order that changes nothing). */
+function sameOrder(a, b) {
+  const roles = (order) => [...(order.privileged ?? [])].sort().join(',');
+  return a.pseudonym === b.pseudonym && Boolean(a.mask_face) === Boolean(b.mask_face)
+    && Boolean(a.alter_voice) === Boolean(b.alter_voice) && roles(a) === roles(b);
+}
+
+/**
+ * The judge's form for a witness's protective measures: the pseudonym, the face and the voice masked, and which
+ * roles besides the court get the original; Lift where an order is in force. `kept` is what the form held before
+ * the invites were written again.
+ */
+function protectionForm(invite, kept) {
+  const id = `protect-${invite.id}`;
+  const current = invite.protection;
+  // A new order masks both by default: the judge unticks what the witness does not need.
+  const values = kept?.values ?? current ?? { pseudonym: '', mask_face: true, alter_voice: true, privileged: [] };
+  const error = el('p', { class: 'error', role: 'alert', id: `${id}-error`, hidden: !kept?.error }, kept?.error ?? '');
+  const box = (name, checked, text) => el('label', { class: 'choice' },
+    el('input', { type: 'checkbox', name, id: `${id}-${name}`, checked }), ' ', el('span', {}, text));
+  const form = el('form', { novalidate: true, 'aria-describedby': `${id}-error` },
+    el('label', { for: `${id}-pseudonym` }, t('console.protection.pseudonymLabel')),
+    el('input', { id: `${id}-pseudonym`, name: 'pseudonym', class: 'wide', maxLength: 80, autocomplete: 'off', value: values.pseudonym }),
+    box('mask_face', Boolean(values.mask_face), t('console.protection.maskFace')),
+    box('alter_voice', Boolean(values.alter_voice), t('console.protection.alterVoice')),
+    el('fieldset', {},
+      el('legend', {}, t('console.protection.privilegedLegend')),
+      ...PRIVILEGEABLE.map((name) => box(`privileged-${name}`, (values.privileged ?? []).includes(name), role(name)))),
+    el('button', { type: 'submit', class: 'primary', id: `${id}-submit` },
+      t(current ? 'console.protection.submitChange' : 'console.protection.submitOrder')),
+    current ? el('button', { type: 'button', class: 'danger', id: `${id}-lift`, onclick: (event) => {
+      if (!window.confirm(t('console.protection.confirmLift', { who: who(invite) }))) return;
+      attempt(error, async () => {
+        const named = who({ ...invite, protection: null });
+        showHearing(await api('DELETE', `${hearingPath()}/invites/${enc(invite.id)}/protection`));
+        announce(t('console.protection.liftedFor', { who: named }));
+        focusInvite(invite.id);
+        await loadHearings();
+      }, event.currentTarget);
+    } }, t('console.protection.lift')) : null,
+    error);
+  form.addEventListener('input', () => { form.dataset.dirty = 'true'; });
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const order = formValues(form);
+    if (!order.pseudonym) {
+      say(error, t('console.protection.missingPseudonym'));
+      form.elements.pseudonym.focus();
+      return;
+    }
+    // Nothing to ask the gateway: it would refuse, and a refusal is on the record.
+    if (current && sameOrder(current, order)) {
+      say(error, t('console.protection.unchanged'));
+      return;
+    }
+    attempt(error, async () => {
+      const hearing = await api('PUT', `${hearingPath()}/invites/${enc(invite.id)}/protection`, order);
+      delete form.dataset.dirty;
+      showHearing(hearing);
+      const now = hearing.invites?.find((other) => other.id === invite.id) ?? { ...invite, protection: order };
+      announce(t('console.protection.ordered', { who: who(now) }));
+      $(`${id}-summary`)?.focus();
+      await loadHearings();
+    }, event.submitter);
+  });
+  return el('details', { class: 'protect-form', data: { invite: invite.id }, open: Boolean(kept?.open) },
+    el('summary', { id: `${id}-summary` }, t('console.protection.formTitle', { who: who(invite) })),
+    form);
 }
 
 /** Puts the focus on an invite's line (or its button, if `button` and it still has one), else on the list's title. */
 function focusInvite(id, button = false) {
   const line = $('invites').querySelector(`li[data-invite="${CSS.escape(id)}"]`);
-  const target = (button && line?.querySelector('button')) || line || $('invites-title');
+  // The line's own button (Revoke), not one inside its protective order's form.
+  const target = (button && line?.querySelector(':scope > button')) || line || $('invites-title');
   if (target.tagName !== 'BUTTON') target.tabIndex = -1;
   target.focus();
 }
@@ -604,7 +739,9 @@ setInterval(async () => {
   const focusedInvite = document.activeElement?.closest?.('#invites li')?.dataset.invite;
   const onButton = document.activeElement?.tagName === 'BUTTON';
   showHearing(hearing);
-  if (focusedInvite) focusInvite(focusedInvite, onButton);
+  // showHearing keeps the focus inside a protective order's form; anywhere else on the invite, it follows the line.
+  const lost = !document.activeElement || document.activeElement === document.body;
+  if (focusedInvite && lost) focusInvite(focusedInvite, onButton);
   await loadHearings();
 }, LIVE_SECONDS * 1000);
 
@@ -804,6 +941,9 @@ async function enterRoom(secret) {
       $('room-title').textContent = t('console.room.titleAt', { place: `\u2068${welcome.hearing?.place ?? ''}\u2069` });
       $('room-you').textContent = role(welcome.role);
       view.welcome = welcome;
+      view.roomHearing = null;
+      view.roomHearingPath = null;
+      readRoomHearing();
       // The languages the court has texts in; without a choice, the witness's page language (else English).
       const chosen = $('text-language').value;
       $('text-language').replaceChildren($('text-language').options[0],
@@ -825,6 +965,12 @@ async function enterRoom(secret) {
     onState(state) {
       announceRoomChanges(view.roomState, state);
       view.roomState = state;
+      // A witness came or went, or a while has passed: the protective orders are read again.
+      const witnesses = JSON.stringify((state.participants ?? []).filter((p) => p.role === 'witness').map((p) => [p.id, p.name]));
+      if (witnesses !== view.roomWitnesses || Date.now() - (view.roomHearingRead ?? 0) > 15_000) {
+        view.roomWitnesses = witnesses;
+        readRoomHearing();
+      }
       if (view.pending) {
         say($('room-done'), t('console.room.done', { what: view.pending }));
         view.pending = null;
@@ -860,6 +1006,34 @@ async function enterRoom(secret) {
   view.room.join(secret);
   $('room-title').tabIndex = -1;
   $('room-title').focus();
+}
+
+/**
+ * The court's view of the room's hearing (its invites carry the protective orders: see protectionOf), found among
+ * the caller's cases the first time, for a judge who came in by their link; the room is written again with it.
+ */
+async function readRoomHearing() {
+  const id = view.welcome?.hearing?.id;
+  if (!id) return;
+  view.roomHearingRead = Date.now();
+  if (!view.roomHearingPath) {
+    if (view.case && view.hearing?.id === id) {
+      view.roomHearingPath = hearingPath();
+    } else {
+      for (const item of view.cases ?? []) {
+        const list = await api('GET', `/api/v1/cases/${enc(item.id)}/hearings`).catch(() => null);
+        if (!list?.hearings?.some((hearing) => hearing.id === id)) continue;
+        view.roomHearingPath = `/api/v1/cases/${enc(item.id)}/hearings/${enc(id)}`;
+        break;
+      }
+    }
+  }
+  if (!view.roomHearingPath) return;
+  const hearing = await api('GET', view.roomHearingPath).catch(() => null);
+  if (!hearing || !view.room || hearing.id !== view.welcome?.hearing?.id) return;
+  const before = JSON.stringify(view.roomHearing?.invites ?? null);
+  view.roomHearing = hearing;
+  if (JSON.stringify(hearing.invites) !== before) renderRoom();
 }
 
 function leaveRoom(message) {

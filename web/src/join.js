@@ -167,6 +167,7 @@ function render() {
     }),
   );
 
+  renderProtection(you);
   const muted = Boolean(you.muted);
   $('you-muted').hidden = !muted;
   $('mute').setAttribute('aria-pressed', String(muted));
@@ -174,6 +175,26 @@ function render() {
   renderVideos(people, you);
   renderCounsel(people, you);
   renderIdentity(people, you);
+}
+
+/**
+ * The court's protective order, as the gateway tells this witness (`you.protection`): which of the face, the voice
+ * and the name everyone but the privileged gets masked, in the page's language, for as long as it is in force.
+ */
+function renderProtection(you) {
+  const protection = you.protection;
+  $('protection').hidden = !protection;
+  if (!protection) return;
+  const measures = [];
+  if (protection.mask_face) measures.push(t('protection.face'));
+  if (protection.alter_voice) measures.push(t('protection.voice'));
+  // Isolated: a Latin pseudonym inside Arabic text keeps its own direction.
+  if (protection.pseudonym) measures.push(t('protection.pseudonym', { pseudonym: `\u2068${protection.pseudonym}\u2069` }));
+  $('protection-measures').replaceChildren(...measures.map((text) => {
+    const item = document.createElement('li');
+    item.textContent = text;
+    return item;
+  }));
 }
 
 /** The remote-site officer checks the identity of the person heard, from the main room. */
@@ -285,7 +306,11 @@ function renderVideos(people, you) {
 
 /** Says to screen readers what changed for this person: let in, muted or not, recording started or stopped. */
 function announceChanges(before, now) {
-  if (!before) return;
+  if (!before) {
+    // Entering: a protected witness hears first that the court's order protects them.
+    if (now.you?.protection) $('announcer').textContent = `${t('protection.title')}.`;
+    return;
+  }
   const said = [];
   const was = before.you ?? {};
   const is = now.you ?? {};
@@ -294,8 +319,12 @@ function announceChanges(before, now) {
   if (was.muted && !is.muted) said.push('announce.unmuted');
   if (!before.recording && now.recording) said.push('hearing.recording');
   if (before.recording && !now.recording) said.push('announce.recordingStopped');
+  // A protective order made, changed or lifted while they are here: the notice on the page says what it is now.
+  if (is.protection && JSON.stringify(was.protection ?? null) !== JSON.stringify(is.protection)) said.push('protection.title');
+  if (was.protection && !is.protection) said.push('protection.lifted');
   if (!said.length) return;
-  $('announcer').textContent = said.map((key) => t(key)).join(' ');
+  // The notice's heading is a title, without a full stop; said among sentences, it gets one.
+  $('announcer').textContent = said.map((key) => (key === 'protection.title' ? `${t(key)}.` : t(key))).join(' ');
 }
 
 function connectionStatus(status) {

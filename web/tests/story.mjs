@@ -8,6 +8,8 @@
 //   5. the prosecutor, on the portal, sees the recording verified, plays it, and downloads its court bundle;
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
+// Then the console's and portal's own steps (8 to 11), and a protected witness (12): the judge orders protective
+// measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym.
 // Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
 // WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
 // rule, its help and the offending elements; moderate and minor ones are printed as notes.
@@ -738,6 +740,132 @@ async function skipLinkShowsOnFocus(page, name) {
   check(box && box.x >= 0 && box.y >= 0 && box.width > 20, `the skip link of the ${name} stays hidden when focused: ${JSON.stringify(box)}`);
 }
 
+/** Text as read, without the Unicode isolates the pages put around names inside other text. */
+function plain(text) {
+  return text.replace(/[\u2066-\u2069]/g, '');
+}
+
+/**
+ * A protected witness: the judge orders protective measures for a witness's invite in the console; the clerk sees
+ * the order but cannot change it; the witness's page (in Italian, as the invite says) tells them plainly, from the
+ * lobby on, what everyone else gets; counsel in the room reads the pseudonym, never the name; the judge reads both.
+ */
+async function protectedWitness(clerkPage) {
+  step('12. A protected witness: the judge orders protective measures in the console; the witness is told, in their language; counsel reads only the pseudonym');
+  const NAME = 'Yusuf Karimi';
+  const PSEUDONYM = 'Witness A';
+  const clerkCookie = await signIn(people.clerk.username, people.clerk.password);
+  const hearingsPath = `/api/v1/cases/${CASE}/hearings`;
+  const { json: hearing } = await call('POST', hearingsPath, clerkCookie,
+    { scheduled_for: '2026-12-03T09:00:00Z', place: 'Court of Catania, room 4', identity_check_before_oath: false });
+  await call('POST', `${hearingsPath}/${hearing.id}/open`, clerkCookie);
+  const invite = async (body) => (await call('POST', `${hearingsPath}/${hearing.id}/invites`, clerkCookie, { expires_in_seconds: 3600, ...body })).json;
+  const witnessInvite = await invite({ role: 'witness', display_name: NAME, language: 'it' });
+  const counselInvite = await invite({ role: 'prosecutor' });
+  const judgeInvite = await invite({ role: 'judge', admit_on_join: true });
+
+  // The judge, signed in on the console, orders the protection on the witness's invite.
+  const judge = await open('judge, protective order');
+  await judge.goto('/');
+  await judge.getByLabel('Username').fill(people.judge.username);
+  await judge.getByLabel('Password').fill(people.judge.password);
+  await judge.getByRole('button', { name: 'Sign in' }).click();
+  await judge.getByRole('button', { name: /R v Story/ }).click();
+  await judge.getByRole('tab', { name: 'Hearings' }).click();
+  await judge.locator(`#hearings button[data-hearing="${hearing.id}"]`).click();
+  const line = judge.locator(`#invites li[data-invite="${witnessInvite.invite}"]`);
+  await line.waitFor();
+  check(await judge.locator('#invite-form').isHidden(), 'the judge is offered the clerk\'s invite form');
+  await line.getByText(`Protective measures for ${NAME} (Witness)`).click();
+  await line.getByLabel(/^Pseudonym/).fill(PSEUDONYM);
+  await line.getByLabel(/Mask the face/).check();
+  await line.getByLabel(/Alter the voice/).check();
+  await line.getByLabel('Defence lawyer').check();
+  await line.getByRole('button', { name: 'Order the protection' }).click();
+  await line.locator('.protection-state').waitFor();
+  const ordered = plain(await line.locator('.protection-state').innerText());
+  for (const words of [PSEUDONYM, 'face masked', 'voice altered', 'Defence lawyer']) check(ordered.includes(words), `the order in force does not say “${words}”: ${ordered}`);
+  await judge.locator('#status', { hasText: `Protective measures in force for ${NAME}` }).waitFor({ state: 'attached' });
+  check(plain(await line.innerText()).includes(`${NAME}, shown to others as “${PSEUDONYM}” (Witness)`), `the console does not show the pseudonym beside the name: ${await line.innerText()}`);
+  // The same order again is not sent (the gateway would refuse it, on the record): the form says so.
+  await line.getByRole('button', { name: 'Change the order' }).click();
+  await line.locator('.error', { hasText: 'nothing was changed' }).waitFor();
+  console.log(`the judge's order: ${ordered}`);
+  // Lifted (after a confirmation), then ordered again: the form starts afresh.
+  await line.getByRole('button', { name: 'Lift the protection' }).click();
+  await line.locator('.protection-state').waitFor({ state: 'detached' });
+  await judge.locator('#status', { hasText: `Protective measures lifted for ${NAME} (Witness)` }).waitFor({ state: 'attached' });
+  check(judge.dialogs.some((text) => text.includes('Lift the protective measures')), `no confirmation before lifting: ${judge.dialogs}`);
+  check(!(await line.getByLabel(/^Pseudonym/).inputValue()), 'the lifted order\'s pseudonym stayed in the form');
+  await line.getByLabel(/^Pseudonym/).fill(PSEUDONYM);
+  await line.getByLabel('Defence lawyer').check();
+  await line.getByRole('button', { name: 'Order the protection' }).click();
+  await line.locator('.protection-state', { hasText: 'Defence lawyer' }).waitFor();
+  await screenshot(judge, 'console-protective-order');
+  await audit(judge, 'console, protective order');
+
+  // The clerk sees the order, with no way to change it.
+  await clerkPage.goto('/');
+  await clerkPage.getByRole('button', { name: /R v Story/ }).click();
+  await clerkPage.getByRole('tab', { name: 'Hearings' }).click();
+  await clerkPage.locator(`#hearings button[data-hearing="${hearing.id}"]`).click();
+  const clerkLine = clerkPage.locator(`#invites li[data-invite="${witnessInvite.invite}"]`);
+  await clerkLine.locator('.protection-state').waitFor();
+  check(!(await clerkLine.locator('details.protect-form').count()), 'the clerk is offered the judge\'s protective order form');
+
+  // The judge enters the room with their own invite.
+  await judge.goto(judgeInvite.link);
+  await judge.locator('#room:not([hidden])').waitFor();
+
+  // The witness's page speaks Italian (the invite says so) and says which protection is active, in the lobby
+  // already, before anyone sees or hears them.
+  const it = JSON.parse(await readFile(new URL('../static/i18n/it.json', import.meta.url), 'utf8'));
+  const witness = await open('protected witness', { locale: 'en-GB' });
+  await witness.goto(witnessInvite.link);
+  await witness.waitForFunction(() => document.documentElement.lang === 'it');
+  await joinWhenReady(witness, 'the protected witness');
+  await witness.locator('#lobby:not([hidden])').waitFor();
+  await witness.locator('#protection:not([hidden])').waitFor();
+  const notice = plain(await witness.locator('#protection').innerText());
+  const expected = [it['protection.title'], it['protection.others'], it['protection.face'], it['protection.voice'],
+    it['protection.pseudonym'].replace('{pseudonym}', PSEUDONYM)];
+  for (const words of expected) check(notice.includes(words), `the witness's protection notice does not say “${words}”: ${notice}`);
+  check(await witness.getByRole('region', { name: it['protection.title'] }).isVisible(), 'the protection notice is not a region named by its heading');
+  console.log(`the witness reads (it): ${notice.replace(/\n+/g, ' / ')}`);
+  await screenshot(witness, 'join-protected-lobby-it');
+  await audit(witness, 'join, protected witness (it)');
+
+  const counsel = await open('prosecutor, protected hearing');
+  await counsel.goto(counselInvite.link);
+  await joinWhenReady(counsel, 'the prosecutor in the protected hearing');
+  await counsel.locator('#lobby:not([hidden])').waitFor();
+  // The court reads the name with the pseudonym beside it, in the lobby and in the room.
+  await judge.locator('#lobby li', { hasText: PSEUDONYM }).filter({ hasText: NAME }).waitFor();
+  await judge.getByRole('button', { name: `Admit the Witness, ${NAME}` }).click();
+  await witness.locator('#lobby').waitFor({ state: 'hidden', timeout: 90_000 });
+  check(await witness.locator('#protection').isVisible(), 'the protection notice went once the witness was let in');
+  await judge.getByRole('button', { name: 'Admit the Prosecutor' }).click();
+  await counsel.locator('#lobby').waitFor({ state: 'hidden', timeout: 90_000 });
+  await judge.locator('#people li', { hasText: PSEUDONYM }).filter({ hasText: NAME }).waitFor();
+
+  // Counsel, whom the order does not privilege, reads the pseudonym: in the list of who is there, on the video, and
+  // in everything the page was sent.
+  await counsel.locator('#present li', { hasText: PSEUDONYM }).waitFor();
+  await counsel.locator('#videos figcaption', { hasText: PSEUDONYM }).waitFor({ timeout: 90_000 });
+  const counselSees = await counsel.evaluate(() => ({ text: document.body.innerText, state: JSON.stringify(window.custodiaRoom.state) }));
+  check(!counselSees.text.includes(NAME) && !counselSees.state.includes(NAME), `counsel's page holds the protected witness's name: ${counselSees.text}`);
+  check(!(await counsel.locator('#protection').isVisible()), 'counsel is shown the witness\'s protection notice');
+  console.log(`counsel reads: ${plain(await counsel.locator('#present').innerText()).replace(/\n+/g, ' / ')}`);
+  await screenshot(counsel, 'join-counsel-sees-pseudonym');
+  await screenshot(judge, 'console-room-protected-witness');
+  await audit(counsel, 'join, counsel with a protected witness');
+
+  await judge.getByRole('button', { name: 'End the hearing' }).first().click();
+  await witness.locator('#done:not([hidden])').waitFor();
+  await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
+  for (const page of [witness, counsel, judge]) await page.context().close();
+}
+
 // Starts a video from a position ('start' of what it holds, or 'middle' of its longest buffered range) and waits,
 // at most 60 s, for its currentTime to move on by half a second; returns what it saw either way.
 async function playsFrom(page, selector, where) {
@@ -983,6 +1111,7 @@ async function administration() {
   await inviteValidityIsBounded(clerk);
   await portalHearings(prosecutor, storyHearing.id);
   await administration();
+  await protectedWitness(clerk);
 }
 
 await browser.close();

@@ -2,8 +2,10 @@
 //! against the real `custodia` binary: a clerk schedules a hearing and invites people from the console, a witness
 //! joins from a phone and waits in the lobby, the judge admits them from inside the room and they see each other,
 //! the hearing is recorded and ended, the prosecutor verifies, plays and downloads a recording's court bundle on
-//! the portal, and the verification page accepts it and rejects a tampered copy. At each of those steps axe-core
-//! audits the page for WCAG 2.1 A/AA; a serious or critical violation fails the story.
+//! the portal, and the verification page accepts it and rejects a tampered copy; then, in a hearing of its own, the
+//! judge orders protective measures for a witness in the console, the witness's page (in Italian) says which are
+//! active, and counsel's page reads only the pseudonym. At each of those steps axe-core audits the page for WCAG 2.1
+//! A/AA; a serious or critical violation fails the story.
 //!
 //! Needs chromium, node and npm (`scripts/setup-system.sh test`); playwright-core is pinned by
 //! web/package-lock.json and installed with `npm ci` on first run. Without chromium the test fails: it never skips.

@@ -1207,6 +1207,26 @@ impl Gateway {
         self.record(&sealed).await
     }
 
+    /// Records that `artefact` was derived from `source` by `operation` (a masked copy for disclosure): committed
+    /// like every text, on the record of the new artefact.
+    pub async fn record_derivative(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        artefact: &ArtefactId,
+        source: &ArtefactId,
+        operation: &str,
+    ) -> Result<u64> {
+        let sealed = self
+            .custody_record(caller, case, "derivative", |committer| CustodyEvent::DerivativeMade {
+                artefact: artefact.clone(),
+                source: source.clone(),
+                operation: committer.commit("operation", operation),
+            })
+            .await?;
+        self.record(&sealed).await
+    }
+
     // Reading.
 
     /// The artefact's catalog row as it is now. Read under the artefact's policy turn, its policy is the one in

@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
             put(order_protection).delete(lift_protection),
         )
         .route("/api/v1/cases/{case}/hearings/{hearing}/open", post(open))
+        .route("/api/v1/cases/{case}/hearings/{hearing}/masked-copies", post(masked_copies))
         .route("/api/v1/cases/{case}/hearings/{hearing}/close", post(close))
         .route("/api/v1/cases/{case}/hearings/{hearing}/exports", post(export))
         // The console's bodies are JSON, held to the API's limit (the 413 says so truthfully).
@@ -184,6 +185,16 @@ async fn protection_step(
     let invite = InviteId::new(invite).map_err(|err| Problem::from(bad_input("invite", err)))?;
     let live = state.hearings.protect(caller, &case_id(case)?, hearing, invite, measures).await?;
     Ok(axum::Json(live.view(SeenAs::Court).await))
+}
+
+/// Masked copies of the recordings of a hearing's protected witnesses, for disclosure.
+async fn masked_copies(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((case, hearing)): Path<(String, String)>,
+) -> Result<axum::Json<Value>, Problem> {
+    let copies = state.hearings.masked_copies(&caller, &case_id(&case)?, &hearing).await?;
+    Ok(axum::Json(json!({ "masked_copies": copies })))
 }
 
 async fn open(

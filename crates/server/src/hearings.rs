@@ -202,9 +202,14 @@ pub struct LiveHearing {
     /// Where this hearing's output that could not enter custody is kept.
     quarantine_dir: PathBuf,
     room: Room,
+    /// The masking of protected participants' media: the room's pipelines, and masked copies of recordings, with
+    /// one voice for the hearing.
+    maskers: Arc<crate::masking::Maskers>,
     state: tokio::sync::Mutex<HearingState>,
     /// Room steps per participant ([`ROOM_STEPS`]).
     steps: Budget,
+    /// Taken while masked copies of this hearing's recordings are made, so that two requests make each once.
+    masking_turn: tokio::sync::Mutex<()>,
 }
 
 struct HearingState {
@@ -220,6 +225,8 @@ struct HearingState {
     next_slot: usize,
     segments: Vec<SegmentView>,
     minutes_artefact: Option<ArtefactId>,
+    /// The masked copies made so far, by their source segment.
+    masked_copies: BTreeMap<ArtefactId, MaskedCopyView>,
     finishing: bool,
     /// The number of the next entry of the hearing's journal.
     journal: i64,
@@ -263,6 +270,10 @@ enum JournalEntry {
     Minutes {
         artefact: ArtefactId,
     },
+    /// A masked copy of a protected participant's segment is in custody, its derivation on the record.
+    MaskedCopy {
+        copy: MaskedCopyView,
+    },
     /// The detail document of a refused step, whose digest is in the ledger.
     Refused {
         detail: String,
@@ -291,6 +302,19 @@ pub struct SegmentView {
     pub artefact: ArtefactId,
     pub sha256: Sha256,
     pub ledger_index: u64,
+}
+
+/// A masked copy of one recorded segment of a protected participant, for disclosure or publication: a new artefact
+/// made from the sealed original, its derivation a custody record (`derivative_made`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaskedCopyView {
+    pub participant: ParticipantId,
+    /// The sealed original segment.
+    pub source: ArtefactId,
+    pub artefact: ArtefactId,
+    pub sha256: Sha256,
+    pub ledger_index: u64,
+    pub summary: crate::masking::MaskedCopySummary,
 }
 
 /// What a hearing put into custody ([`LiveHearing::output`]).
@@ -587,6 +611,48 @@ impl Hearings {
         Ok(live)
     }
 
+    /// Masked copies of every recorded segment of the hearing's protected participants (those an order masked:
+    /// [`Hearing::recording_privileges`]), for disclosure or publication: each made from the sealed original in a
+    /// child process (`crate::masking::mask_segment`: the mosaic and the hearing's own altered voice), taken into
+    /// custody as the hearing's output, with a `derivative_made` record naming its source. Once the hearing has
+    /// ended and its minutes are in custody; copies already made are not made again. Returns every copy.
+    pub async fn masked_copies(
+        &self,
+        caller: &Caller,
+        case: &CaseId,
+        hearing: &str,
+    ) -> Result<Vec<MaskedCopyView>, GatewayError> {
+        self.member(caller, case, Action::RunHearings).await?;
+        let live = self.of_case_by_id(case, hearing)?;
+        // One request at a time per hearing: the lock is held while the copies are made.
+        let _turn = live.masking_turn.lock().await;
+        let wanted: Vec<SegmentView> = {
+            let state = live.state.lock().await;
+            if state.minutes_artefact.is_none() {
+                return Err(GatewayError::Conflict(format!(
+                    "hearing {} has no signed minutes in custody yet: masked copies are made once it has ended and \
+                     its recordings are sealed",
+                    live.id
+                )));
+            }
+            state
+                .segments
+                .iter()
+                .filter(|segment| state.machine.recording_privileges(&segment.participant).is_some())
+                .filter(|segment| !state.masked_copies.contains_key(&segment.artefact))
+                .cloned()
+                .collect()
+        };
+        for segment in wanted {
+            let copy = live.mask_copy(caller, &segment).await?;
+            let mut state = live.state.lock().await;
+            live.journal(&mut state, &JournalEntry::MaskedCopy { copy: copy.clone() }).await?;
+            state.masked_copies.insert(segment.artefact.clone(), copy);
+        }
+        let state = live.state.lock().await;
+        Ok(state.masked_copies.values().cloned().collect())
+    }
+
     /// A hearing of `case` the caller may run from the console, and the caller as its court.
     pub async fn find_to_run(
         &self,
@@ -664,6 +730,7 @@ impl Hearings {
     fn hearing(&self, court: Caller, machine: Hearing) -> Arc<LiveHearing> {
         let (id, case) = (machine.id().clone(), machine.case().clone());
         let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
+        let maskers = Arc::new(crate::masking::Maskers::new(self.mask_program.clone()));
         let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
@@ -673,8 +740,8 @@ impl Hearings {
                 court,
                 gateway: self.gateway.clone(),
                 texts: self.texts.clone(),
-                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders)
-                    .with_maskers(Arc::new(crate::masking::Maskers::new(self.mask_program.clone()))),
+                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders).with_maskers(maskers.clone()),
+                maskers,
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
                     invites: BTreeMap::new(),
@@ -686,10 +753,12 @@ impl Hearings {
                     next_slot: 0,
                     segments: Vec::new(),
                     minutes_artefact: None,
+                    masked_copies: BTreeMap::new(),
                     finishing: false,
                     journal: 0,
                 }),
                 steps: Budget::new(ROOM_STEPS.0, ROOM_STEPS.1),
+                masking_turn: tokio::sync::Mutex::const_new(()),
             }
         });
         tokio::spawn(watch_media(Arc::downgrade(&live)));
@@ -754,6 +823,9 @@ impl Hearings {
                 }
                 JournalEntry::Segment { segment } => state.segments.push(segment),
                 JournalEntry::Minutes { artefact } => state.minutes_artefact = Some(artefact),
+                JournalEntry::MaskedCopy { copy } => {
+                    state.masked_copies.insert(copy.source.clone(), copy);
+                }
                 JournalEntry::Refused { .. } => {}
                 JournalEntry::Scheduled { .. } => anyhow::bail!("a second schedule in the journal"),
             }
@@ -1175,6 +1247,9 @@ pub enum ConsoleStep {
     Open,
     Close,
 }
+
+/// What a masked copy's derivation record commits to as its operation.
+const MASKED_COPY_OPERATION: &str = "masked for disclosure: full-frame mosaic (VP8), voice altered (McAdams LPC)";
 
 /// The seat in a hearing that a role in the case stands for, when there is one.
 fn hearing_role_of(role: custodia_core::Role) -> Option<HearingRole> {
@@ -1829,6 +1904,7 @@ impl LiveHearing {
             "participants": participants,
             "segments": state.segments,
             "minutes_artefact": state.minutes_artefact,
+            "masked_copies": state.masked_copies.values().collect::<Vec<_>>(),
         })
     }
 
@@ -1880,6 +1956,39 @@ impl LiveHearing {
             policy,
         };
         output.into_custody(&self.gateway, bytes, source, &self.quarantine_dir.join(name)).await
+    }
+
+    /// The masked copy of one segment, into custody with its derivation on the record.
+    async fn mask_copy(&self, caller: &Caller, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
+        let source = self.gateway.artefacts.local_path(&segment.sha256).ok_or_else(|| {
+            GatewayError::Conflict("masked copies are made from a local store's files; this store is not local".into())
+        })?;
+        let staging = tempfile::Builder::new()
+            .prefix("custodia-masked-")
+            .tempdir()
+            .map_err(|e| GatewayError::Internal(format!("a place for the masked copy: {e}")))?;
+        let output = staging.path().join("masked.webm");
+        let summary = crate::masking::mask_segment(self.maskers.program(), &source, &output, self.maskers.voice_seed())
+            .await
+            .map_err(|reason| GatewayError::Internal(format!("masking segment {}: {reason}", segment.artefact)))?;
+        let bytes = tokio::fs::read(&output)
+            .await
+            .map_err(|e| GatewayError::Internal(format!("reading the masked copy: {e}")))?;
+        let name = format!("{}-{}-segment-{:05}-masked.webm", self.id, segment.participant, segment.index);
+        let registered = self
+            .take_into_custody("hearing recording, masked for disclosure", "video/webm", &name, bytes, None, None)
+            .await?;
+        self.gateway
+            .record_derivative(caller, &self.case, &registered.artefact, &segment.artefact, MASKED_COPY_OPERATION)
+            .await?;
+        Ok(MaskedCopyView {
+            participant: segment.participant.clone(),
+            source: segment.artefact.clone(),
+            artefact: registered.artefact,
+            sha256: registered.sha256,
+            ledger_index: registered.ledger_index,
+            summary,
+        })
     }
 
     /// The court's restriction on a participant's original recording, if a protective order masked their face or

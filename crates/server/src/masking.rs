@@ -26,7 +26,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bytes::Bytes;
@@ -69,6 +69,19 @@ impl Maskers {
     /// Pipelines for one hearing, with a fresh random voice; `program` is the `custodia` binary.
     pub fn new(program: PathBuf) -> Self {
         Self { program, voice_seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng) }
+    }
+}
+
+impl Maskers {
+    /// The `custodia` binary the children run.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The seed of this hearing's voice transform, for a masked copy of its recordings to speak with the voice the
+    /// hearing heard.
+    pub(crate) fn voice_seed(&self) -> u64 {
+        self.voice_seed
     }
 }
 
@@ -185,7 +198,10 @@ fn read_message(input: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>>
 /// written out. Returns the exit code.
 pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
     let usage = || {
-        eprintln!("usage: custodia {SUBCOMMAND} <video|voice> <address space bytes>");
+        eprintln!(
+            "usage: custodia {SUBCOMMAND} <video|voice> <address space bytes>\n       custodia {SUBCOMMAND} {SEGMENT} \
+             <address space bytes> <input> <output>"
+        );
         std::process::ExitCode::from(2)
     };
     let kind = args.next();
@@ -194,9 +210,10 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
     let video = match kind.to_str() {
         Some("video") => true,
         Some("voice") => false,
+        Some(SEGMENT) => return segment_child(address_space, args),
         _ => return usage(),
     };
-    if let Err(err) = crate::probe::confine(address_space, None) {
+    if let Err(err) = crate::probe::confine(address_space, None, 0) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }
@@ -208,6 +225,102 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         }
     }
 }
+
+/// The masked copy of one recorded segment, `custodia mask segment <address space> <input> <output>`: the seed on
+/// standard input, the summary as JSON on standard output. The child may write at most [`SEGMENT_OUTPUT_BYTES`]
+/// and use [`SEGMENT_CPU_SECONDS`].
+fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
+    let (Some(input), Some(output)) = (args.next(), args.next()) else {
+        eprintln!("usage: custodia {SUBCOMMAND} {SEGMENT} <address space bytes> <input> <output>");
+        return std::process::ExitCode::from(2);
+    };
+    if let Err(err) = crate::probe::confine(address_space, Some(SEGMENT_CPU_SECONDS), SEGMENT_OUTPUT_BYTES) {
+        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let mut seed = [0u8; 8];
+    if let Err(err) = std::io::stdin().read_exact(&mut seed) {
+        eprintln!("custodia {SUBCOMMAND}: no seed: {err}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let masked = custodia_media::mask_segment(Path::new(&input), Path::new(&output), u64::from_be_bytes(seed));
+    match masked {
+        Ok(summary) => {
+            let answer = serde_json::json!({
+                "video_frames": summary.video_frames,
+                "audio_packets": summary.audio_packets,
+                "dropped": summary.dropped,
+                "duration_ms": summary.duration_ms,
+            });
+            let mut stdout = std::io::stdout().lock();
+            if stdout.write_all(answer.to_string().as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                return std::process::ExitCode::FAILURE;
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("custodia {SUBCOMMAND}: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The masked copy of a recorded segment, made by a child process ([`segment_child`]) under limits: `output` is
+/// written only if it succeeds. An error says why in words (what the child said, or how it ended).
+pub async fn mask_segment(program: &Path, input: &Path, output: &Path, seed: u64) -> Result<MaskedCopySummary, String> {
+    let mut child = tokio::process::Command::new(program)
+        .arg(SUBCOMMAND)
+        .arg(SEGMENT)
+        .arg(ADDRESS_SPACE_BYTES.to_string())
+        .arg(input)
+        .arg(output)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("the masking could not start: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&seed.to_be_bytes()).await.map_err(|e| format!("the masking took no seed: {e}"))?;
+    }
+    let ended = tokio::time::timeout(SEGMENT_WALL, child.wait_with_output()).await;
+    let output_of_child = match ended {
+        Err(_) => return Err(format!("masking took longer than {} s and was stopped", SEGMENT_WALL.as_secs())),
+        Ok(Err(e)) => return Err(format!("the masking could not be waited for: {e}")),
+        Ok(Ok(done)) => done,
+    };
+    if !output_of_child.status.success() {
+        let said = String::from_utf8_lossy(&output_of_child.stderr);
+        let said: String = said.chars().filter(|c| !c.is_control()).take(300).collect();
+        let _ = tokio::fs::remove_file(output).await;
+        return Err(format!("the masking failed ({}): {said}", output_of_child.status));
+    }
+    serde_json::from_slice(&output_of_child.stdout).map_err(|e| format!("the masking's answer was not understood: {e}"))
+}
+
+/// What a masked copy of a segment holds, as the child reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MaskedCopySummary {
+    pub video_frames: u64,
+    pub audio_packets: u64,
+    /// Frames of the original left out because they could not be masked.
+    pub dropped: u64,
+    pub duration_ms: i64,
+}
+
+/// The masked-copy form of the subcommand.
+const SEGMENT: &str = "segment";
+
+/// What a masked copy's child may write: a masked segment is smaller than its original (a mosaic compresses well),
+/// which the recorder cuts at about ten seconds.
+const SEGMENT_OUTPUT_BYTES: u64 = 256 << 20;
+
+/// CPU seconds a masked copy of one segment may take (about a second of CPU for ten seconds of 360p here).
+const SEGMENT_CPU_SECONDS: u64 = 120;
+
+/// How long a masked copy of one segment may take before its child is killed.
+const SEGMENT_WALL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What a child masks with.
 enum Masker {

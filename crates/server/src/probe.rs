@@ -105,16 +105,16 @@ impl Prober {
 }
 
 /// The limits a child sets on itself before it reads anything a client sent: death with its parent, no new
-/// privileges, no core files, no file it may write, few open files, an address space, and (with `cpu_seconds`) CPU
-/// time. Shared with the masking pipelines' children (`crate::masking`).
-pub(crate) fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>) -> std::io::Result<()> {
+/// privileges, no core files, no file it may write beyond `file_bytes` (0: none), few open files, an address
+/// space, and (with `cpu_seconds`) CPU time. Shared with the masking children (`crate::masking`).
+pub(crate) fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>, file_bytes: u64) -> std::io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let limit = |resource, value: u64| setrlimit(resource, Rlimit { current: Some(value), maximum: Some(value) });
     // Death with the parent first, so that a child the gateway no longer waits for does not run on.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     rustix::thread::set_no_new_privs(true)?;
     limit(Resource::Core, 0)?;
-    limit(Resource::Fsize, 0)?;
+    limit(Resource::Fsize, file_bytes)?;
     limit(Resource::Nofile, CHILD_OPEN_FILES)?;
     // The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
     if let Some(cpu_seconds) = cpu_seconds {
@@ -134,7 +134,7 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         eprintln!("usage: custodia {SUBCOMMAND} <address space bytes> <cpu seconds> <path>");
         return std::process::ExitCode::from(2);
     };
-    if let Err(err) = confine(address_space, Some(cpu_seconds)) {
+    if let Err(err) = confine(address_space, Some(cpu_seconds), 0) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }

@@ -1234,4 +1234,55 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     for segment in of("judge") {
         assert_eq!(fetch(segment["artefact"].as_str().unwrap(), &prosecutor_session).await, StatusCode::OK);
     }
+
+    // For disclosure, masked copies of the witness's segments: new artefacts made from the originals, each named as
+    // a derivative of its source on the record, which counsel may have; far from the original picture.
+    let masked = format!("/api/v1/cases/case-1/hearings/{hearing}/masked-copies");
+    let refused = gateway.call("POST", &masked, Some(As::Session(&prosecutor_session)), json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let reply = gateway.call("POST", &masked, Some(As::Session(&clerk_session)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let copies = reply.json()["masked_copies"].as_array().unwrap().clone();
+    assert_eq!(copies.len(), of("witness").count(), "{copies:?}");
+    let dir = tempfile::tempdir().unwrap();
+    for copy in &copies {
+        let source = copy["source"].as_str().unwrap();
+        assert!(of("witness").any(|s| s["artefact"] == json!(source)), "{copy}");
+        let artefact = copy["artefact"].as_str().unwrap();
+        assert_eq!(fetch(artefact, &prosecutor_session).await, StatusCode::OK, "{copy}");
+        let (copy_file, original_file) =
+            (dir.path().join(format!("{artefact}.webm")), dir.path().join("original.webm"));
+        std::fs::write(&copy_file, content(&gateway, artefact, &clerk_session).await).unwrap();
+        std::fs::write(&original_file, content(&gateway, source, &clerk_session).await).unwrap();
+        let (codecs, _) = probe_media(&copy_file);
+        assert!(codecs.contains(&"vp8".to_owned()) && codecs.contains(&"opus".to_owned()), "{codecs:?}");
+        let psnr = psnr_between(&copy_file, &original_file);
+        assert!(psnr < 22.0, "the masked copy of {source} is {psnr:.1} dB from its original");
+        let timeline = gateway
+            .get(&format!("/api/v1/artefacts/{artefact}/timeline?purpose=review"), Some(As::Session(&clerk_session)))
+            .await
+            .json();
+        let derived = timeline.to_string();
+        assert!(derived.contains("derivative_made") && derived.contains(source), "{timeline}");
+    }
+    // Asked again, the same copies: none made twice.
+    let again = gateway.call("POST", &masked, Some(As::Session(&clerk_session)), json!({})).await.json();
+    assert_eq!(again["masked_copies"], json!(copies));
+}
+
+/// The average PSNR (dB) of `a`'s pictures against `b`'s, by FFmpeg's own filter.
+fn psnr_between(a: &Path, b: &Path) -> f64 {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(a)
+        .arg("-i")
+        .arg(b)
+        .args(["-lavfi", "[0:v][1:v]scale2ref[x][y];[x][y]psnr", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let average = log.split("average:").nth(1).and_then(|rest| rest.split_whitespace().next());
+    average
+        .and_then(|v| if v == "inf" { Some(f64::INFINITY) } else { v.parse().ok() })
+        .unwrap_or_else(|| panic!("{log}"))
 }

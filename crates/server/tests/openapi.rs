@@ -1145,6 +1145,9 @@ async fn real_replies_match_the_document() {
     let hearing_export = "/api/v1/cases/{case}/hearings/{hearing}/exports";
     let export_uri = format!("{hearing}/exports?purpose=trial");
     api.raw("POST", hearing_export, &export_uri, pm, &[], "").await.assert_problem(409, "conflict", "minutes");
+    let masked = "/api/v1/cases/{case}/hearings/{hearing}/masked-copies";
+    let masked_uri = format!("{hearing}/masked-copies");
+    api.call("POST", masked, &masked_uri, clerk, json!({})).await.assert_problem(409, "conflict", "minutes");
     let closed = "/api/v1/cases/{case}/hearings/{hearing}/close";
     assert_eq!(api.call("POST", closed, &format!("{hearing}/close"), clerk, json!({})).await.json()["phase"], "ended");
     for _ in 0..300 {
@@ -1155,6 +1158,8 @@ async fn real_replies_match_the_document() {
     }
     let exported = api.raw("POST", hearing_export, &export_uri, pm, &[], "").await;
     assert_eq!(exported.status, 200);
+    // Nothing was recorded of its protected witness, so there is nothing to mask.
+    assert_eq!(api.call("POST", masked, &masked_uri, clerk, json!({})).await.json(), json!({ "masked_copies": [] }));
     // The hearing export's own record, as the public log and the bundle hold it, matches its schema: its `hearing`
     // commitment included.
     let (path, start, size) = support::tar_files(&exported.body)

@@ -127,6 +127,8 @@ pub enum Reason {
     ProtectionPrivilegeNotAllowed { role: HearingRole },
     #[error("the person invite {invite} is for has no protective order to lift")]
     NoProtectionToLift { invite: InviteId },
+    #[error("{witness} is under a protective order that does not let {participant} see or hear them")]
+    ProtectedWitnessInConsultation { witness: ParticipantId, participant: ParticipantId },
     #[error("the person invite {invite} is for is already protected by exactly this order")]
     ProtectionUnchanged { invite: InviteId },
 
@@ -284,6 +286,7 @@ impl Reason {
             Self::ProtectionPrivilegeNotAllowed { .. } => "protection_privilege_not_allowed",
             Self::NoProtectionToLift { .. } => "no_protection_to_lift",
             Self::ProtectionUnchanged { .. } => "protection_unchanged",
+            Self::ProtectedWitnessInConsultation { .. } => "protected_witness_in_consultation",
         }
     }
 }

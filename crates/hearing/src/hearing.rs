@@ -984,6 +984,20 @@ impl Hearing {
         }
     }
 
+    /// Of `others`, one whom `witness`'s protective order does not privilege, if the order holds any measure.
+    fn outside_protection<'a>(
+        &self,
+        witness: &ParticipantId,
+        others: impl IntoIterator<Item = &'a ParticipantId>,
+    ) -> Option<ParticipantId> {
+        let measures = self.protection_of(witness)?;
+        others
+            .into_iter()
+            .filter(|other| *other != witness)
+            .find(|other| self.role_of(other).is_none_or(|role| !measures.privileges(role)))
+            .cloned()
+    }
+
     /// The judge's protective order for the person `invite` is for: made, changed or lifted (`None`).
     fn order_protection(
         &mut self,
@@ -1033,6 +1047,15 @@ impl Hearing {
             Some(measures) => self.protections.insert(invite.clone(), measures.clone()),
             None => self.protections.remove(invite),
         };
+        // An order made while the witness is in a consultation with someone it does not privilege ends it.
+        let in_consultation =
+            participant.as_ref().and_then(|p| Some((p.clone(), self.participants.get(p)?.consultation?)));
+        if let Some((witness, consultation)) = in_consultation {
+            let members = self.consultation_members(consultation);
+            if self.outside_protection(&witness, &members).is_some() {
+                self.end_consultation_now(step, consultation, &by.actor);
+            }
+        }
         self.protection_orders.push(ProtectionOrder {
             at: step.at,
             by: by.actor.clone(),
@@ -1355,6 +1378,16 @@ impl Hearing {
         }
         if !has_client {
             return Err(step.refuse(Reason::ConsultationWithoutClient));
+        }
+        // A protected witness meets in private only those the order lets see and hear them: never the accused or
+        // counsel it does not name, away from the court.
+        for member in &with {
+            if let Some(outsider) = self.outside_protection(member, std::iter::once(by).chain(&with)) {
+                return Err(step.refuse(Reason::ProtectedWitnessInConsultation {
+                    witness: member.clone(),
+                    participant: outsider,
+                }));
+            }
         }
         let id = ConsultationId::new(self.next_consultation);
         let detail = step.digest(&ConsultationDetail {

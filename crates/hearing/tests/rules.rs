@@ -2161,3 +2161,27 @@ fn the_pseudonym_replaces_the_name_for_everyone_the_order_does_not_privilege() {
     assert!(!text.contains("Witness A") && !text.contains("defence"), "{text}");
     assert!(matches!(event, CustodyEvent::HearingEvent { .. }));
 }
+
+#[test]
+fn a_protected_witness_consults_only_with_those_the_order_privileges() {
+    let mut court = Court::seated();
+    court.ok(Event::StartSession { by: pid(JUDGE) });
+    court.ok(order(Some(measures(&[DEFENCE]))));
+    // The accused is not privileged: the defence may not bring them to the witness, away from the court.
+    let with_accused = Event::StartConsultation { by: pid(DEFENCE), with: vec![pid(WITNESS), pid(ACCUSED)] };
+    assert_eq!(
+        court.refused(with_accused),
+        Reason::ProtectedWitnessInConsultation { witness: pid(WITNESS), participant: pid(ACCUSED) }
+    );
+    // The prosecutor is not privileged either.
+    let prosecution = Event::StartConsultation { by: pid(PROSECUTOR), with: vec![pid(WITNESS)] };
+    assert!(matches!(court.refused(prosecution), Reason::ProtectedWitnessInConsultation { .. }));
+    // Privileged counsel alone may.
+    court.ok(Event::StartConsultation { by: pid(DEFENCE), with: vec![pid(WITNESS)] });
+    assert!(matches!(court.hearing.place_of(&pid(WITNESS)), Some(Place::Consultation(_))));
+    // The judge changes the order: the defence no longer sees the original, so the consultation ends at once.
+    let effects = court.ok(order(Some(measures(&[]))));
+    assert!(effects.iter().any(|e| matches!(e, Effect::Record(r) if r.kind == HearingEventKind::ConsultationEnded)));
+    assert_eq!(court.hearing.place_of(&pid(WITNESS)), Some(Place::MainRoom));
+    assert_eq!(court.hearing.place_of(&pid(DEFENCE)), Some(Place::MainRoom));
+}

@@ -404,10 +404,16 @@ async fn run_masked_feed(
         }
         let mut handed: std::collections::VecDeque<(i64, std::time::Instant)> = std::collections::VecDeque::new();
         let mut last_made = std::time::Instant::now();
-        let mut watchdog = tokio::time::interval(MASK_HUNG_AFTER / 3);
+        let mut watchdog = tokio::time::interval(crate::engine::KEYFRAME_REQUEST_SPACING);
+        let (mut last_keyframe, mut keyframe_pending) = (None::<std::time::Instant>, false);
         loop {
             tokio::select! {
                 _ = watchdog.tick() => {
+                    if keyframe_pending && last_keyframe.is_none_or(|at| at.elapsed() >= crate::engine::KEYFRAME_REQUEST_SPACING) {
+                        keyframe_pending = false;
+                        last_keyframe = Some(std::time::Instant::now());
+                        let _ = input.try_send(ToMasker::Keyframe);
+                    }
                     let waiting = handed.back().is_some_and(|(_, at)| *at > last_made);
                     if waiting && last_made.elapsed() > MASK_HUNG_AFTER {
                         tracing::warn!(?kind, "a masking pipeline made nothing for 3 s and is stopped");
@@ -441,7 +447,14 @@ async fn run_masked_feed(
                     }
                 }
                 () = wanted.0.notified() => {
-                    let _ = input.try_send(ToMasker::Keyframe);
+                    // Spaced like the requests to a sender: one receiver asking without end must not make every
+                    // masked frame a keyframe. One asked for meanwhile goes at the next tick.
+                    if last_keyframe.is_some_and(|at| at.elapsed() < crate::engine::KEYFRAME_REQUEST_SPACING) {
+                        keyframe_pending = true;
+                    } else {
+                        last_keyframe = Some(std::time::Instant::now());
+                        let _ = input.try_send(ToMasker::Keyframe);
+                    }
                 }
                 masked = output.recv() => {
                     let Some(masked) = masked else { break };
@@ -464,7 +477,8 @@ async fn run_masked_feed(
             }
         }
         tracing::warn!(?kind, "a masking pipeline stopped; its receivers get nothing until another runs");
-        drop(input);
+        // Letting go of both ends stops the pipeline, a hung one included.
+        drop((input, output));
         tokio::time::sleep(MASK_RESTART_DELAY).await;
     }
 }
@@ -886,6 +900,9 @@ fn route(state: &mut RoomState) {
     let members: Vec<(&String, &Member)> = state.members.iter().collect();
     for (_, sender) in &members {
         let Some(connection) = &sender.connection else { continue };
+        // A protected member's first track of each kind is masked; any more of that kind (an offer with many
+        // cameras) reach nobody the order does not name, so a hostile sender cannot start pipelines without end.
+        let mut masked_kinds = BTreeSet::new();
         for source in &connection.sources {
             let index = match source.kind {
                 MediaKind::Audio => 0,
@@ -911,12 +928,17 @@ fn route(state: &mut RoomState) {
                 .partition(|(name, _)| protection.is_none_or(|protection| protection.original_to.contains(*name)));
             let original: Vec<Arc<Output>> = original.into_iter().map(|(_, output)| output).collect();
             let masked: Vec<Arc<Output>> = masked.into_iter().map(|(_, output)| output).collect();
+            let first_of_kind = protection.is_some() && masked_kinds.insert(source.kind);
             let feed = match (protection, &maskers) {
                 (None, _) => {
                     source.stop_masking();
                     None
                 }
                 (Some(_), None) => None,
+                (Some(_), Some(_)) if !first_of_kind => {
+                    source.stop_masking();
+                    None
+                }
                 (Some(_), Some(maskers)) => {
                     let mut feed = source.masked.lock().unwrap_or_else(|p| p.into_inner());
                     if feed.is_none() && !masked.is_empty() {

@@ -270,6 +270,10 @@ enum JournalEntry {
     Minutes {
         artefact: ArtefactId,
     },
+    /// The seed of the hearing's altered voice (`crate::masking`): private, like the rest of the journal.
+    Voice {
+        seed: u64,
+    },
     /// A masked copy of a protected participant's segment is in custody, its derivation on the record.
     MaskedCopy {
         copy: MaskedCopyView,
@@ -719,6 +723,7 @@ impl Hearings {
             let contact = request.contact;
             live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court, contact: contact.clone() })
                 .await?;
+            live.journal(&mut state, &JournalEntry::Voice { seed: live.maskers.voice_seed() }).await?;
             state.contact = contact;
         }
         self.live().insert(hearing.clone(), live.clone());
@@ -823,6 +828,7 @@ impl Hearings {
                 }
                 JournalEntry::Segment { segment } => state.segments.push(segment),
                 JournalEntry::Minutes { artefact } => state.minutes_artefact = Some(artefact),
+                JournalEntry::Voice { seed } => live.maskers.set_voice_seed(seed),
                 JournalEntry::MaskedCopy { copy } => {
                     state.masked_copies.insert(copy.source.clone(), copy);
                 }

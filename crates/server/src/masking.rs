@@ -51,11 +51,11 @@ const TAG_FRAME: u8 = 1;
 const TAG_KEYFRAME: u8 = 2;
 
 /// Starts masking pipelines in child processes of the `custodia` binary.
-#[derive(Clone)]
 pub struct Maskers {
     program: PathBuf,
-    /// The seed of this hearing's voice transform.
-    voice_seed: u64,
+    /// The seed of this hearing's voice transform (kept in the hearing's private journal, so the voice survives a
+    /// restart).
+    voice_seed: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Maskers {
@@ -68,7 +68,8 @@ impl std::fmt::Debug for Maskers {
 impl Maskers {
     /// Pipelines for one hearing, with a fresh random voice; `program` is the `custodia` binary.
     pub fn new(program: PathBuf) -> Self {
-        Self { program, voice_seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng) }
+        let voice_seed = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+        Self { program, voice_seed: std::sync::atomic::AtomicU64::new(voice_seed) }
     }
 }
 
@@ -81,12 +82,18 @@ impl Maskers {
     /// The seed of this hearing's voice transform, for a masked copy of its recordings to speak with the voice the
     /// hearing heard.
     pub(crate) fn voice_seed(&self) -> u64 {
-        self.voice_seed
+        self.voice_seed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The hearing's voice as its journal kept it, when it is restored.
+    pub(crate) fn set_voice_seed(&self, seed: u64) {
+        self.voice_seed.store(seed, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl MaskerFactory for Maskers {
     fn start(&self, kind: MediaKind) -> std::io::Result<MaskPipe> {
+        let place = ChildPlace::take()?;
         let mut child = tokio::process::Command::new(&self.program)
             .arg(SUBCOMMAND)
             .arg(kind_name(kind))
@@ -102,7 +109,7 @@ impl MaskerFactory for Maskers {
         };
         let (input, mut to_child) = mpsc::channel::<ToMasker>(PIPE_QUEUE);
         let (from_child, output) = mpsc::channel::<MaskedFrame>(PIPE_QUEUE);
-        let seed = self.voice_seed;
+        let seed = self.voice_seed();
         tokio::spawn(async move {
             let mut message = Vec::new();
             if stdin.write_all(&seed.to_be_bytes()).await.is_err() {
@@ -128,8 +135,15 @@ impl MaskerFactory for Maskers {
             // The room let go of the pipeline: the child sees the end of its input and exits.
         });
         tokio::spawn(async move {
+            let _place = place;
             loop {
-                let masked = match read_masked(&mut stdout).await {
+                // The room letting go ends this at once: a hung child (one that writes nothing, never the end of its
+                // output either) is killed all the same.
+                let read = tokio::select! {
+                    read = read_masked(&mut stdout) => read,
+                    () = from_child.closed() => break,
+                };
+                let masked = match read {
                     Ok(Some(masked)) => masked,
                     Ok(None) | Err(_) => break,
                 };
@@ -141,6 +155,37 @@ impl MaskerFactory for Maskers {
             let _ = child.kill().await;
         });
         Ok(MaskPipe { input, output })
+    }
+}
+
+/// Masking children this process runs at most, over all its hearings: each may take [`ADDRESS_SPACE_BYTES`] and a
+/// core's share. Past it a pipeline does not start, and its receivers get nothing (fail closed) until one ends.
+pub const MAX_MASKING_CHILDREN: usize = 32;
+
+static MASKING_CHILDREN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// One of the [`MAX_MASKING_CHILDREN`] places, held while a child runs.
+#[derive(Debug)]
+struct ChildPlace;
+
+impl ChildPlace {
+    fn take() -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let taken = MASKING_CHILDREN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+            (running < MAX_MASKING_CHILDREN).then_some(running + 1)
+        });
+        match taken {
+            Ok(_) => Ok(ChildPlace),
+            Err(_) => Err(std::io::Error::other(format!(
+                "{MAX_MASKING_CHILDREN} masking pipelines are running, the most this gateway runs at once"
+            ))),
+        }
+    }
+}
+
+impl Drop for ChildPlace {
+    fn drop(&mut self) {
+        MASKING_CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

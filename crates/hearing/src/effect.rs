@@ -32,7 +32,7 @@ pub enum Place {
 ///    new;
 /// 2. `RecorderUnsubscribe`, then `StopRecorder`: the recorder lets go before anyone moves, so a participant
 ///    moving into a consultation is off the recording before their consultation media flows;
-/// 3. `Move` and `SetMuted`;
+/// 3. `Move`, `SetMuted` and `HearAudioFrom`;
 /// 4. `StartRecorder`, then `RecorderSubscribe`;
 /// 5. `ShowText`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,10 @@ pub enum Effect {
     /// those it privileges, changes, and for a protected person as soon as they join: before they can be admitted.
     /// The recorder always takes the original.
     Protect { participant: ParticipantId, protection: Option<MediaProtection> },
+    /// Whose audio this participant hears from now on, of those in their place (`None`: everyone's): a listener of
+    /// a simultaneous interpretation channel hears its interpreter, the floor hears everyone but the interpreters
+    /// speaking into channels.
+    HearAudioFrom { participant: ParticipantId, from: Option<BTreeSet<ParticipantId>> },
     /// Stop writing this participant's tracks.
     RecorderUnsubscribe(ParticipantId),
     /// Close the open segment and stop the recorder (the sealed segment comes back as
@@ -115,13 +119,17 @@ pub enum HearingEventKind {
     ProtectionOrdered,
     /// The judge lifted a witness's protective measures.
     ProtectionLifted,
+    /// The court opened an interpretation channel (the subject is its interpreter; the detail commits to the
+    /// language and the mode).
+    ChannelOpened,
+    ChannelClosed,
     /// A recording segment or the minutes could not enter custody and were kept aside (the detail is their
     /// SHA-256). Reported by the gateway, not decided by the rules.
     OutputQuarantined,
 }
 
 impl HearingEventKind {
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 32] = [
         Self::HearingScheduled,
         Self::InviteIssued,
         Self::InviteRevoked,
@@ -152,6 +160,8 @@ impl HearingEventKind {
         Self::OutputQuarantined,
         Self::ProtectionOrdered,
         Self::ProtectionLifted,
+        Self::ChannelOpened,
+        Self::ChannelClosed,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -186,6 +196,8 @@ impl HearingEventKind {
             Self::OutputQuarantined => "output_quarantined",
             Self::ProtectionOrdered => "protection_ordered",
             Self::ProtectionLifted => "protection_lifted",
+            Self::ChannelOpened => "channel_opened",
+            Self::ChannelClosed => "channel_closed",
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use custodia_core::{ActorId, CanonicalError, HearingId, Role};
+use custodia_core::{ActorId, CanonicalError, HearingId, Label, Role};
 use jiff::Timestamp;
 
 use crate::{
@@ -61,6 +61,9 @@ pub enum HearingAction {
     ReportTechnicalConditions,
     ReportMedia,
     OrderProtection,
+    OpenChannel,
+    CloseChannel,
+    ChooseChannel,
 }
 
 impl HearingAction {
@@ -94,6 +97,9 @@ impl HearingAction {
             Self::ReportTechnicalConditions => "report_technical_conditions",
             Self::ReportMedia => "report_media",
             Self::OrderProtection => "order_protection",
+            Self::OpenChannel => "open_channel",
+            Self::CloseChannel => "close_channel",
+            Self::ChooseChannel => "choose_channel",
         }
     }
 }
@@ -131,6 +137,15 @@ pub enum Reason {
     ProtectedWitnessInConsultation { witness: ParticipantId, participant: ParticipantId },
     #[error("the person invite {invite} is for is already protected by exactly this order")]
     ProtectionUnchanged { invite: InviteId },
+
+    #[error("there is already a channel into {language}")]
+    ChannelOpen { language: Label },
+    #[error("there is no channel into {language}")]
+    NoChannel { language: Label },
+    #[error("{participant} already interprets on the channel into {language}")]
+    AlreadyInterpreting { participant: ParticipantId, language: Label },
+    #[error("the hearing has opened {channels} interpretation channels, the most it may")]
+    TooManyChannels { channels: usize },
 
     #[error("there is no invite {invite} for this hearing")]
     UnknownInvite { invite: InviteId },
@@ -287,6 +302,10 @@ impl Reason {
             Self::NoProtectionToLift { .. } => "no_protection_to_lift",
             Self::ProtectionUnchanged { .. } => "protection_unchanged",
             Self::ProtectedWitnessInConsultation { .. } => "protected_witness_in_consultation",
+            Self::ChannelOpen { .. } => "channel_open",
+            Self::NoChannel { .. } => "no_channel",
+            Self::AlreadyInterpreting { .. } => "already_interpreting",
+            Self::TooManyChannels { .. } => "too_many_channels",
         }
     }
 }

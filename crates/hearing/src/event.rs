@@ -103,6 +103,17 @@ impl ProtectiveMeasures {
     }
 }
 
+/// How an interpreter interprets on a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterpretationMode {
+    /// While the floor speaks: the interpreter is heard only on the channel, and its listeners hear the
+    /// interpreter instead of the floor (the floor ducked out under the interpretation).
+    Simultaneous,
+    /// After the floor speaks: the interpreter speaks on the floor like anyone, as before channels.
+    Consecutive,
+}
+
 /// Why someone is no longer connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -406,6 +417,23 @@ pub enum Event {
         interpreter: ParticipantId,
         languages: Label,
     },
+    /// The court opens an interpretation channel into `language` (`it`, `ar`), spoken by `interpreter`.
+    OpenChannel {
+        by: ParticipantId,
+        interpreter: ParticipantId,
+        language: Label,
+        mode: InterpretationMode,
+    },
+    /// The court closes the channel into `language`; its listeners hear the floor again.
+    CloseChannel {
+        by: ParticipantId,
+        language: Label,
+    },
+    /// A participant chooses what they hear: the channel into `language`, or the floor (`None`).
+    ChooseChannel {
+        participant: ParticipantId,
+        language: Option<Label>,
+    },
     /// The court ends the hearing.
     End {
         by: ParticipantId,
@@ -459,6 +487,9 @@ impl Event {
             Self::TakeOath { .. } => A::TakeOath,
             Self::SwearInterpreter { .. } => A::SwearInterpreter,
             Self::End { .. } => A::End,
+            Self::OpenChannel { .. } => A::OpenChannel,
+            Self::CloseChannel { .. } => A::CloseChannel,
+            Self::ChooseChannel { .. } => A::ChooseChannel,
             Self::SegmentSealed { .. } => A::ReportSegment,
             Self::TechnicalReport(_) => A::ReportTechnicalConditions,
             Self::MediaStopped { .. } | Self::MediaResumed { .. } => A::ReportMedia,
@@ -491,7 +522,10 @@ impl Event {
             | Self::GiveRightsNotice { by: participant, .. }
             | Self::TakeOath { by: participant, .. }
             | Self::SwearInterpreter { by: participant, .. }
-            | Self::End { by: participant } => Actor::Participant(participant.clone()),
+            | Self::End { by: participant }
+            | Self::OpenChannel { by: participant, .. }
+            | Self::CloseChannel { by: participant, .. }
+            | Self::ChooseChannel { participant, .. } => Actor::Participant(participant.clone()),
             Self::SegmentSealed { .. }
             | Self::TechnicalReport(_)
             | Self::MediaStopped { .. }

@@ -8,14 +8,15 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::minutes::{
-    AdmittedBy, Attendee, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap, Minutes, Oath,
-    Period, PeriodEnd, ProtectionOrder, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions,
+    AdmittedBy, Attendee, ChannelMinute, ConsultationMinute, IdentityCheck, InterpreterOath, LobbyOnly, MediaGap,
+    Minutes, Oath, Period, PeriodEnd, ProtectionOrder, RecordingRun, RightsNotice, SealedSegment, TechnicalConditions,
     TextPresentation, TrackConditions,
 };
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
-    HearingEventRecord, HearingRole, IdentityVerification, Invite, InviteId, LeaveCause, MediaProtection, OathForm,
-    ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    HearingEventRecord, HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, LeaveCause,
+    MediaProtection, OathForm, ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport,
+    TextShown, TrackKind, Wording,
 };
 
 /// The steps and changes one participant can repeat on their own whose records go on the record one by one in an
@@ -55,6 +56,10 @@ pub const PRESENTATIONS_PER_PERSON: usize = 8;
 /// its breaks, a few times a day, and each run's end seals a segment of everyone recorded, each an artefact of its
 /// own on the record, so starting and stopping it at will must not grow the record without bound.
 pub const RECORDING_RUNS_PER_HEARING: usize = 32;
+
+/// Interpretation channels a hearing may open, closed ones included ([`Reason::TooManyChannels`]): each is in the
+/// minutes and on the record, so opening and closing at will must not grow them without bound.
+pub const CHANNELS_PER_HEARING: usize = 32;
 
 /// Consultations a hearing may have ([`Reason::TooManyConsultations`]): counsel steps out with their client a few
 /// times a day, and each consultation's start and end, while recording, cut a segment of each member, each an
@@ -255,6 +260,10 @@ pub struct Hearing {
     oaths: Vec<Oath>,
     interpreters: Vec<InterpreterOath>,
     tracks: BTreeMap<(ParticipantId, TrackKind), TrackConditions>,
+    /// The interpretation channels, open and closed, in order (open ones have no `closed_at`).
+    channels: Vec<ChannelMinute>,
+    /// What each participant chose to hear: a channel's language, or the floor (absent).
+    listening: BTreeMap<ParticipantId, Label>,
     /// The protective orders in force, by the invite of the person protected.
     protections: BTreeMap<InviteId, ProtectiveMeasures>,
     /// Every order, change and lifting, for the minutes.
@@ -328,6 +337,7 @@ struct Routing {
     recording: bool,
     recorded: BTreeSet<ParticipantId>,
     protected: BTreeMap<ParticipantId, MediaProtection>,
+    hears: BTreeMap<ParticipantId, Option<BTreeSet<ParticipantId>>>,
 }
 
 // Detail documents: what a record's `detail_sha256` is the digest of. Each names its kind and the hearing, so a
@@ -342,6 +352,15 @@ struct ScheduleDetail<'a> {
     scheduled_for: Timestamp,
     place: &'a Label,
     rules: Rules,
+}
+
+#[derive(Serialize)]
+struct ChannelDetail<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    hearing: &'a HearingId,
+    language: &'a Label,
+    mode: InterpretationMode,
 }
 
 #[derive(Serialize)]
@@ -451,6 +470,8 @@ impl Hearing {
             oaths: Vec::new(),
             interpreters: Vec::new(),
             tracks: BTreeMap::new(),
+            channels: Vec::new(),
+            listening: BTreeMap::new(),
             protections: BTreeMap::new(),
             protection_orders: Vec::new(),
         };
@@ -508,6 +529,11 @@ impl Hearing {
             Event::SwearInterpreter { by, interpreter, languages } => {
                 self.swear_interpreter(&mut step, &by, &interpreter, languages)
             }
+            Event::OpenChannel { by, interpreter, language, mode } => {
+                self.open_channel(&mut step, &by, &interpreter, language, mode)
+            }
+            Event::CloseChannel { by, language } => self.close_channel(&mut step, &by, &language),
+            Event::ChooseChannel { participant, language } => self.choose_channel(&step, &participant, language),
             Event::End { by } => {
                 self.require_active(&step)?;
                 self.court(&step, &by)?;
@@ -638,6 +664,38 @@ impl Hearing {
             (Some(here), Some(there)) => here == there && matches!(here, Place::MainRoom | Place::Consultation(_)),
             _ => false,
         }
+    }
+
+    /// The interpretation channels open now.
+    pub fn open_channels(&self) -> impl Iterator<Item = &ChannelMinute> {
+        self.channels.iter().filter(|channel| channel.closed_at.is_none())
+    }
+
+    /// The channel a participant chose to hear, if any (`None`: the floor).
+    pub fn listening_to(&self, participant: &ParticipantId) -> Option<&Label> {
+        self.listening.get(participant).filter(|language| self.open_channel_into(language).is_some())
+    }
+
+    fn open_channel_into(&self, language: &Label) -> Option<&ChannelMinute> {
+        self.open_channels().find(|channel| channel.language == *language)
+    }
+
+    /// Whose audio a participant hears, of those in their place (`None`: everyone's). A listener of an open
+    /// simultaneous channel hears its interpreter only; anyone else hears everyone but the interpreters speaking
+    /// into simultaneous channels (whose voice is for their listeners), except that an interpreter hears the floor.
+    pub fn hears_audio_from(&self, participant: &ParticipantId) -> Option<BTreeSet<ParticipantId>> {
+        let simultaneous: Vec<&ChannelMinute> =
+            self.open_channels().filter(|channel| channel.mode == InterpretationMode::Simultaneous).collect();
+        if let Some(language) = self.listening_to(participant)
+            && let Some(channel) = simultaneous.iter().find(|channel| channel.language == *language)
+        {
+            return Some(BTreeSet::from([channel.interpreter.clone()]));
+        }
+        if simultaneous.is_empty() {
+            return None;
+        }
+        let interpreters: BTreeSet<&ParticipantId> = simultaneous.iter().map(|channel| &channel.interpreter).collect();
+        Some(self.participants.keys().filter(|other| !interpreters.contains(other)).cloned().collect())
     }
 
     /// The protective order in force for a participant, if any.
@@ -798,6 +856,7 @@ impl Hearing {
             rights_notices: self.rights_notices.clone(),
             oaths: self.oaths.clone(),
             interpreters: self.interpreters.clone(),
+            channels: self.channels.clone(),
             protection_orders: self.protection_orders.clone(),
             consultations,
             recording: self.recording.clone(),
@@ -832,6 +891,7 @@ impl Hearing {
                 .keys()
                 .filter_map(|id| Some((id.clone(), self.media_protection(id)?)))
                 .collect(),
+            hears: self.participants.keys().map(|id| (id.clone(), self.hears_audio_from(id))).collect(),
         }
     }
 
@@ -1668,6 +1728,79 @@ impl Hearing {
         Ok(())
     }
 
+    // ---- Interpretation ----
+
+    fn open_channel(
+        &mut self,
+        step: &mut Step,
+        by: &ParticipantId,
+        interpreter: &ParticipantId,
+        language: Label,
+        mode: InterpretationMode,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        self.subject(step, interpreter, "the interpreter", |role| role == HearingRole::Interpreter)?;
+        if self.open_channel_into(&language).is_some() {
+            return Err(step.refuse(Reason::ChannelOpen { language }));
+        }
+        if let Some(busy) = self.open_channels().find(|channel| channel.interpreter == *interpreter) {
+            let language = busy.language.clone();
+            return Err(step.refuse(Reason::AlreadyInterpreting { participant: interpreter.clone(), language }));
+        }
+        if self.channels.len() >= CHANNELS_PER_HEARING {
+            return Err(step.refuse(Reason::TooManyChannels { channels: CHANNELS_PER_HEARING }));
+        }
+        let detail = step.digest(&ChannelDetail { kind: "channel", hearing: &self.id, language: &language, mode })?;
+        step.record(by.as_actor(), HearingEventKind::ChannelOpened, Some(interpreter), Some(detail));
+        self.channels.push(ChannelMinute {
+            language,
+            interpreter: interpreter.clone(),
+            mode,
+            opened_by: by.clone(),
+            opened_at: step.at,
+            closed_at: None,
+        });
+        Ok(())
+    }
+
+    fn close_channel(&mut self, step: &mut Step, by: &ParticipantId, language: &Label) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.court(step, by)?;
+        let at = step.at;
+        let Some(channel) = self.channels.iter_mut().find(|c| c.closed_at.is_none() && c.language == *language) else {
+            return Err(step.refuse(Reason::NoChannel { language: language.clone() }));
+        };
+        channel.closed_at = Some(at);
+        let (interpreter, mode) = (channel.interpreter.clone(), channel.mode);
+        let detail = step.digest(&ChannelDetail { kind: "channel", hearing: &self.id, language, mode })?;
+        step.record(by.as_actor(), HearingEventKind::ChannelClosed, Some(&interpreter), Some(detail));
+        Ok(())
+    }
+
+    /// A listening choice: no record (it changes nothing anyone else receives), but the routing follows it.
+    fn choose_channel(
+        &mut self,
+        step: &Step,
+        participant: &ParticipantId,
+        language: Option<Label>,
+    ) -> Result<(), HearingError> {
+        self.require_active(step)?;
+        self.not_removed(step, participant)?;
+        match language {
+            Some(language) => {
+                if self.open_channel_into(&language).is_none() {
+                    return Err(step.refuse(Reason::NoChannel { language }));
+                }
+                self.listening.insert(participant.clone(), language);
+            }
+            None => {
+                self.listening.remove(participant);
+            }
+        }
+        Ok(())
+    }
+
     // ---- The adapter's reports ----
 
     fn segment_sealed(
@@ -1802,6 +1935,11 @@ fn effects(records: Vec<HearingEventRecord>, shown: Vec<Effect>, before: &Routin
     for (participant, place) in &after.places {
         if before.places.get(participant) != Some(place) {
             effects.push(Effect::Move { participant: participant.clone(), to: *place });
+        }
+    }
+    for (participant, from) in &after.hears {
+        if before.hears.get(participant).cloned().unwrap_or(None) != *from {
+            effects.push(Effect::HearAudioFrom { participant: participant.clone(), from: from.clone() });
         }
     }
     for (participant, muted) in &after.muted {

@@ -69,6 +69,12 @@
 //!   committing to the order) and in the minutes. [`Effect::Protect`] tells the media plane who gets the original
 //!   and who the masked media; [`Hearing::pseudonym_for`] tells the adapter whom to show the pseudonym instead of
 //!   the name. The recorder always takes the original.
+//! - **Interpretation channels.** The court opens a channel into a language spoken by an interpreter
+//!   ([`Event::OpenChannel`], simultaneous or consecutive) and closes it; each participant chooses the floor or a
+//!   channel ([`Event::ChooseChannel`]). In simultaneous mode the interpreter is heard only on the channel, and its
+//!   listeners hear the interpreter instead of the floor ([`Effect::HearAudioFrom`]); in consecutive mode the
+//!   interpreter speaks on the floor as before. The interpreter's tracks are recorded like anyone's in the main
+//!   room, so each channel is its own sealed track; the minutes list the channels and who interpreted.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
 //!   who waited and was never admitted, identity checks, the texts presented, rights notices, oaths, the
 //!   interpreter, consultations, recording runs, the sealed segments the adapter reports
@@ -102,12 +108,12 @@ mod role;
 pub use effect::{Effect, HearingEventKind, HearingEventRecord, MediaProtection, Place};
 pub use error::{Actor, HearingAction, HearingError, Reason, refused_steps_detail};
 pub use event::{
-    Admission, CaseMember, DocumentType, Event, IdentityVerification, Invite, LeaveCause, OathForm, ProtectiveMeasures,
-    Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
+    Admission, CaseMember, DocumentType, Event, IdentityVerification, InterpretationMode, Invite, LeaveCause, OathForm,
+    ProtectiveMeasures, Rules, Schedule, TechnicalReport, TextShown, TrackKind, Wording,
 };
 pub use hearing::{
-    CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON, InviteState,
-    OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, PRESENTATIONS_PER_PERSON, Phase, RECORDING_RUNS_PER_HEARING,
+    CHANNELS_PER_HEARING, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, Hearing, IDENTITY_CHECKS_PER_PERSON,
+    InviteState, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, PRESENTATIONS_PER_PERSON, Phase, RECORDING_RUNS_PER_HEARING,
 };
 pub use ids::{CommitmentSalt, ConsultationId, InviteId, ParticipantId, PersonalName};
 pub use minutes::Minutes;

@@ -9,8 +9,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ConsultationId, DocumentType, HearingRole, InviteId, LeaveCause, OathForm, ParticipantId, Phase,
-    ProtectiveMeasures, Rules, TextShown, TrackKind, Wording,
+    ConsultationId, DocumentType, HearingRole, InterpretationMode, InviteId, LeaveCause, OathForm, ParticipantId,
+    Phase, ProtectiveMeasures, Rules, TextShown, TrackKind, Wording,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct Minutes {
     pub rights_notices: Vec<RightsNotice>,
     pub oaths: Vec<Oath>,
     pub interpreters: Vec<InterpreterOath>,
+    /// Every interpretation channel: its language, who interpreted, how, from when to when. Left out when there
+    /// were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<ChannelMinute>,
     /// Every protective order, change and lifting, in order. Left out when there were none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub protection_orders: Vec<ProtectionOrder>,
@@ -47,6 +51,18 @@ pub struct Minutes {
     pub recording: Vec<RecordingRun>,
     pub segments: Vec<SealedSegment>,
     pub technical: TechnicalConditions,
+}
+
+/// An interpretation channel, as the court opened (and closed) it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelMinute {
+    pub language: Label,
+    pub interpreter: ParticipantId,
+    pub mode: InterpretationMode,
+    pub opened_by: ParticipantId,
+    pub opened_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_at: Option<Timestamp>,
 }
 
 /// A protective order as the judge made, changed or lifted it (`measures: None`).

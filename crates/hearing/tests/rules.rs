@@ -12,10 +12,10 @@ use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId,
     DocumentType, Effect, Event, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
-    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, MediaProtection,
-    OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId, PersonalName, Phase,
-    Place, ProtectiveMeasures, RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule, TechnicalReport, TextShown,
-    TrackKind, Wording,
+    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
+    MediaProtection, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId,
+    PersonalName, Phase, Place, ProtectiveMeasures, RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule,
+    TechnicalReport, TextShown, TrackKind, Wording,
 };
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -85,6 +85,8 @@ struct Court {
     shown: Vec<(ParticipantId, Wording, TextShown)>,
     /// Whose media the media plane splits into original and masked, and how.
     protected: BTreeMap<ParticipantId, MediaProtection>,
+    /// Whose audio each participant hears (absent: everyone's).
+    hears: BTreeMap<ParticipantId, BTreeSet<ParticipantId>>,
     ended: bool,
 }
 
@@ -109,6 +111,7 @@ impl Court {
             records: Vec::new(),
             shown: Vec::new(),
             protected: BTreeMap::new(),
+            hears: BTreeMap::new(),
             ended: false,
         };
         court.apply_effects(effects);
@@ -241,6 +244,13 @@ impl Court {
                     }
                     self.places.insert(participant, to);
                 }
+                Effect::HearAudioFrom { participant, from } => {
+                    seen_media = true;
+                    match from {
+                        Some(from) => self.hears.insert(participant, from),
+                        None => self.hears.remove(&participant),
+                    };
+                }
                 Effect::SetMuted { participant, muted } => {
                     seen_media = true;
                     if muted {
@@ -279,6 +289,11 @@ impl Court {
             let place = hearing.place_of(participant).unwrap();
             assert_eq!(self.places.get(participant), Some(&place), "the adapter's routing drifted for {participant}");
             assert_eq!(self.muted.contains(participant), hearing.is_muted(participant));
+            assert_eq!(
+                self.hears.get(participant),
+                hearing.hears_audio_from(participant).as_ref(),
+                "the audio routing drifted for {participant}"
+            );
             assert_eq!(
                 self.protected.get(participant),
                 hearing.media_protection(participant).as_ref(),
@@ -1975,7 +1990,21 @@ fn event_for(court: &Court, step: &Step) -> Event {
                 )
             }),
         },
-        988..=998 => Event::End { by: court_officer },
+        988..=991 => Event::OpenChannel {
+            by: court_officer,
+            interpreter: if steered { pid(INTERPRETER) } else { p(b) },
+            language: Label::new(if a % 2 == 0 { "it" } else { "ar" }).unwrap(),
+            mode: if bias % 2 == 0 { InterpretationMode::Simultaneous } else { InterpretationMode::Consecutive },
+        },
+        992..=993 => Event::CloseChannel {
+            by: court_officer,
+            language: Label::new(if a % 2 == 0 { "it" } else { "ar" }).unwrap(),
+        },
+        994..=996 => Event::ChooseChannel {
+            participant: p(b),
+            language: (a % 3 != 0).then(|| Label::new(if a % 2 == 0 { "it" } else { "ar" }).unwrap()),
+        },
+        997..=998 => Event::End { by: court_officer },
         _ => Event::Close { by: clerk_member() },
     }
 }
@@ -2184,4 +2213,53 @@ fn a_protected_witness_consults_only_with_those_the_order_privileges() {
     assert!(effects.iter().any(|e| matches!(e, Effect::Record(r) if r.kind == HearingEventKind::ConsultationEnded)));
     assert_eq!(court.hearing.place_of(&pid(WITNESS)), Some(Place::MainRoom));
     assert_eq!(court.hearing.place_of(&pid(DEFENCE)), Some(Place::MainRoom));
+}
+
+#[test]
+fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_floor() {
+    let mut court = Court::in_session();
+    let it = Label::new("it").unwrap();
+    let open = |mode| Event::OpenChannel { by: pid(CLERK), interpreter: pid(INTERPRETER), language: it.clone(), mode };
+    // Only the court opens a channel, and only for the interpreter.
+    let by_defence = Event::OpenChannel {
+        by: pid(DEFENCE),
+        interpreter: pid(INTERPRETER),
+        language: it.clone(),
+        mode: InterpretationMode::Simultaneous,
+    };
+    assert!(matches!(court.refused(by_defence), Reason::RoleNotAllowed { .. }));
+    let to_witness = Event::OpenChannel {
+        by: pid(CLERK),
+        interpreter: pid(WITNESS),
+        language: it.clone(),
+        mode: InterpretationMode::Simultaneous,
+    };
+    assert!(matches!(court.refused(to_witness), Reason::WrongSubjectRole { .. }));
+    let effects = court.ok(open(InterpretationMode::Simultaneous));
+    assert!(
+        matches!(&effects[0], Effect::Record(r) if r.kind == HearingEventKind::ChannelOpened && r.subject == Some(pid(INTERPRETER)))
+    );
+    assert!(matches!(court.refused(open(InterpretationMode::Consecutive)), Reason::ChannelOpen { .. }));
+    // The floor no longer hears the interpreter; nobody listens to the channel yet.
+    let floor = court.hearing.hears_audio_from(&pid(JUDGE)).unwrap();
+    assert!(!floor.contains(&pid(INTERPRETER)) && floor.contains(&pid(WITNESS)));
+    // The accused chooses Italian: they hear the interpreter, and nobody else.
+    court.ok(Event::ChooseChannel { participant: pid(ACCUSED), language: Some(it.clone()) });
+    assert_eq!(court.hearing.hears_audio_from(&pid(ACCUSED)), Some(BTreeSet::from([pid(INTERPRETER)])));
+    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
+    // The interpreter hears the floor.
+    assert!(court.hearing.hears_audio_from(&pid(INTERPRETER)).unwrap().contains(&pid(WITNESS)));
+    let arabic = Event::ChooseChannel { participant: pid(ACCUSED), language: Some(Label::new("ar").unwrap()) };
+    assert!(matches!(court.refused(arabic), Reason::NoChannel { .. }));
+    // Closed, everyone hears everyone again; the minutes keep the channel and who interpreted.
+    court.ok(Event::CloseChannel { by: pid(JUDGE), language: it.clone() });
+    assert!(court.hears.is_empty(), "{:?}", court.hears);
+    let minutes = court.hearing.minutes();
+    assert_eq!(minutes.channels.len(), 1);
+    assert_eq!(minutes.channels[0].interpreter, pid(INTERPRETER));
+    assert!(minutes.channels[0].closed_at.is_some());
+    // Consecutive interpretation changes nobody's hearing.
+    court.ok(open(InterpretationMode::Consecutive));
+    court.ok(Event::ChooseChannel { participant: pid(ACCUSED), language: Some(it.clone()) });
+    assert!(court.hears.is_empty());
 }

@@ -152,8 +152,11 @@ struct Member {
     slot: usize,
     zone: Zone,
     muted: Arc<AtomicBool>,
-    /// The senders (by slot) whose video this member takes; `None`: everyone's. Audio always flows.
+    /// The senders (by slot) whose video this member takes; `None`: everyone's.
     video_from: Option<BTreeSet<usize>>,
+    /// The members whose audio this member hears; `None`: everyone's (an interpretation channel's listener hears
+    /// its interpreter only).
+    audio_from: Option<BTreeSet<String>>,
     /// A protective order over this member's media.
     protection: Option<Protection>,
     connection: Option<Connection>,
@@ -611,6 +614,7 @@ impl Room {
             zone: None,
             muted: Arc::default(),
             video_from: None,
+            audio_from: None,
             protection: None,
             connection: None,
             recording: None,
@@ -748,6 +752,16 @@ impl Room {
         let mut state = self.lock();
         if let Some(entry) = state.members.get_mut(member) {
             entry.video_from = slots;
+        }
+        route(&mut state);
+    }
+
+    /// Whose audio a member hears, by member (`None`: everyone in their zone's). It changes only what this member
+    /// receives.
+    pub fn set_audio_from(&self, member: &str, from: Option<BTreeSet<String>>) {
+        let mut state = self.lock();
+        if let Some(entry) = state.members.get_mut(member) {
+            entry.audio_from = from;
         }
         route(&mut state);
     }
@@ -898,7 +912,7 @@ pub struct RoomCounters {
 fn route(state: &mut RoomState) {
     let maskers = state.maskers.clone();
     let members: Vec<(&String, &Member)> = state.members.iter().collect();
-    for (_, sender) in &members {
+    for (sender_name, sender) in &members {
         let Some(connection) = &sender.connection else { continue };
         // A protected member's first track of each kind is masked; any more of that kind (an offer with many
         // cameras) reach nobody the order does not name, so a hostile sender cannot start pipelines without end.
@@ -913,9 +927,9 @@ fn route(state: &mut RoomState) {
                 Some(zone) => members
                     .iter()
                     .filter(|(_, receiver)| !std::ptr::eq(*receiver, *sender) && receiver.zone == Some(zone))
-                    .filter(|(_, receiver)| {
-                        source.kind == MediaKind::Audio
-                            || receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot))
+                    .filter(|(_, receiver)| match source.kind {
+                        MediaKind::Audio => receiver.audio_from.as_ref().is_none_or(|from| from.contains(*sender_name)),
+                        MediaKind::Video => receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot)),
                     })
                     .filter_map(|(name, receiver)| {
                         Some((*name, receiver.connection.as_ref()?.receive.get(sender.slot)?[index].clone()))

@@ -17,9 +17,9 @@ use std::sync::{Arc, Mutex, Weak};
 use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, Label, OnwardTransfer, Sha256, Tlp, UsePolicy};
 use custodia_hearing::{
     Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
-    HearingRole, IdentityVerification, Invite, InviteId, InviteState, LeaveCause, MediaProtection, OathForm,
-    ParticipantId, PersonalName, Phase, Place, ProtectiveMeasures, Rules, Schedule, TechnicalReport, TextShown,
-    TrackKind, Wording,
+    HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause, MediaProtection,
+    OathForm, ParticipantId, PersonalName, Phase, Place, ProtectiveMeasures, Rules, Schedule, TechnicalReport,
+    TextShown, TrackKind, Wording,
 };
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
@@ -841,6 +841,11 @@ impl Hearings {
             live.room.set_muted(participant.as_str(), state.machine.is_muted(participant));
             let protection = state.machine.media_protection(participant).map(room_protection);
             live.room.set_protection(participant.as_str(), protection);
+            let hears = state.machine.hears_audio_from(participant);
+            live.room.set_audio_from(
+                participant.as_str(),
+                hears.map(|from| from.iter().map(|p| p.as_str().to_owned()).collect()),
+            );
         }
         if state.machine.phase() == Phase::Ended {
             if state.minutes_artefact.is_none() {
@@ -1337,6 +1342,19 @@ pub enum RoomStep {
         interpreter: ParticipantId,
         languages: Label,
     },
+    /// The court opens an interpretation channel into `language`, spoken by `interpreter`.
+    OpenChannel {
+        interpreter: ParticipantId,
+        language: Label,
+        mode: InterpretationMode,
+    },
+    CloseChannel {
+        language: Label,
+    },
+    /// What this participant hears: the channel into `language`, or the floor (`null`).
+    ChooseChannel {
+        language: Option<Label>,
+    },
     End,
     Leave,
 }
@@ -1364,6 +1382,9 @@ impl RoomStep {
             Self::RightsNotice { .. } => "rights_notice",
             Self::Oath { .. } => "oath",
             Self::SwearInterpreter { .. } => "swear_interpreter",
+            Self::OpenChannel { .. } => "open_channel",
+            Self::CloseChannel { .. } => "close_channel",
+            Self::ChooseChannel { .. } => "choose_channel",
             Self::End => "end",
             Self::Leave => "leave",
         }
@@ -1543,6 +1564,10 @@ impl LiveHearing {
                     }
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
+                Effect::HearAudioFrom { participant, from } => {
+                    let from = from.map(|from| from.iter().map(|p| p.as_str().to_owned()).collect());
+                    self.room.set_audio_from(participant.as_str(), from);
+                }
                 Effect::Protect { participant, protection } => {
                     self.room.set_protection(participant.as_str(), protection.map(room_protection));
                 }
@@ -1621,6 +1646,11 @@ impl LiveHearing {
             RoomStep::SwearInterpreter { interpreter, languages } => {
                 Event::SwearInterpreter { by, interpreter, languages }
             }
+            RoomStep::OpenChannel { interpreter, language, mode } => {
+                Event::OpenChannel { by, interpreter, language, mode }
+            }
+            RoomStep::CloseChannel { language } => Event::CloseChannel { by, language },
+            RoomStep::ChooseChannel { language } => Event::ChooseChannel { participant: by, language },
             RoomStep::End => Event::End { by },
             RoomStep::Leave => Event::Leave { participant: by, cause: LeaveCause::Left },
         };
@@ -1833,10 +1863,19 @@ impl LiveHearing {
             })
             .collect();
         let court = state.machine.role_of(you).is_some_and(HearingRole::is_court);
+        if let Some(language) = state.machine.listening_to(you) {
+            mine["listening"] = json!(language);
+        }
+        let channels: Vec<Value> = state
+            .machine
+            .open_channels()
+            .map(|channel| json!({"language": channel.language, "interpreter": channel.interpreter, "mode": channel.mode}))
+            .collect();
         json!({
             "type": "state",
             "phase": state.machine.phase(),
             "recording": state.machine.is_recording(),
+            "channels": channels,
             "you": mine,
             "participants": participants,
             "checklist": court.then(|| Self::checklist(state)),

@@ -1286,3 +1286,71 @@ fn psnr_between(a: &Path, b: &Path) -> f64 {
         .and_then(|v| if v == "inf" { Some(f64::INFINITY) } else { v.parse().ok() })
         .unwrap_or_else(|| panic!("{log}"))
 }
+
+/// Simultaneous interpretation (tests/peers/room_interpretation.py, five aiortc peers, each with its own tone): the
+/// court opens a channel into Italian spoken by the interpreter, and an observer chooses it. By the gateway's
+/// counters, the observer then gets the interpreter's audio and nothing of the witness's, the floor (defence) gets
+/// the witness and not the interpreter, and the interpreter hears the floor; by what the peers decoded, the
+/// observer hears the interpreter's tone. The interpreter's recording (the channel's own sealed track) is read by
+/// ffprobe, and the minutes list the channel and who interpreted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interpretation_channel_carries_the_interpreter_to_its_listeners_and_off_the_floor() {
+    let Some(gateway) = gateway_for_room_peers().await else { return };
+    let invites = [
+        json!({"role": "judge", "admit_on_join": true}),
+        json!({"role": "witness"}),
+        json!({"role": "interpreter"}),
+        json!({"role": "defence"}),
+        json!({"role": "observer"}),
+    ];
+    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let port = serve_on_loopback(&gateway).await;
+    let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+    let arguments: Vec<&str> = std::iter::once(url.as_str()).chain(secrets.iter().map(String::as_str)).collect();
+    let room = room_of(&gateway, &hearing);
+    let (report, log, marks) = run_peers(&room, "room_interpretation.py", &arguments).await;
+    let id = |who: &str| report["ids"][who].as_str().unwrap().to_owned();
+    let mut wrong = Vec::new();
+    let phase = "interpreted";
+    wrong.extend(marks.cut(phase, &id("observer"), &id("witness"), MediaKind::Audio).err());
+    wrong.extend(marks.cut(phase, &id("observer"), &id("judge"), MediaKind::Audio).err());
+    wrong.extend(marks.flowed(phase, &id("observer"), &id("interpreter"), MediaKind::Audio).err());
+    wrong.extend(marks.cut(phase, &id("defence"), &id("interpreter"), MediaKind::Audio).err());
+    wrong.extend(marks.flowed(phase, &id("defence"), &id("witness"), MediaKind::Audio).err());
+    wrong.extend(marks.flowed(phase, &id("interpreter"), &id("witness"), MediaKind::Audio).err());
+    // What the observer decoded: the interpreter's tone, and no frame of the witness's.
+    let heard = &report[phase];
+    let tone = |who: &str| report["tones"][who].as_f64().unwrap();
+    let near = |dominant: &Value, hz: f64| dominant.as_f64().is_some_and(|d| (d - hz).abs() < 15.0);
+    if heard["observer"]["witness"]["frames"] != 0 {
+        wrong.push(format!("the observer decoded the witness: {}", heard["observer"]["witness"]));
+    }
+    if !near(&heard["observer"]["interpreter"]["dominant"], tone("interpreter")) {
+        wrong.push(format!("the observer did not hear the interpreter's tone: {}", heard["observer"]["interpreter"]));
+    }
+    if !near(&heard["defence"]["witness"]["dominant"], tone("witness")) {
+        wrong.push(format!("the floor did not hear the witness's tone: {}", heard["defence"]["witness"]));
+    }
+    if heard["defence"]["interpreter"]["frames"] != 0 {
+        wrong.push(format!("the floor decoded the interpreter: {}", heard["defence"]["interpreter"]));
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}\n{report}\n{log}");
+
+    let view = view_after_the_minutes(&gateway, &hearing, &clerk_session).await;
+    let minutes = content(&gateway, view["minutes_artefact"].as_str().unwrap(), &clerk_session).await;
+    let minutes: Value = serde_json::from_slice(&minutes).unwrap();
+    let channels = minutes["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 1, "{minutes}");
+    assert_eq!(channels[0]["language"], "it");
+    assert_eq!(channels[0]["interpreter"], json!(id("interpreter")));
+    assert_eq!(channels[0]["mode"], "simultaneous");
+    // The channel's own track: the interpreter's recording, sealed segment by segment, read by ffprobe.
+    let interpreter = json!(id("interpreter"));
+    let segment = view["segments"].as_array().unwrap().iter().find(|s| s["participant"] == interpreter);
+    let segment = segment.unwrap_or_else(|| panic!("no recording of the interpreter: {view}"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("channel.webm");
+    std::fs::write(&file, content(&gateway, segment["artefact"].as_str().unwrap(), &clerk_session).await).unwrap();
+    let (codecs, duration) = probe_media(&file);
+    assert!(codecs.contains(&"opus".to_owned()) && duration > 0.0, "{codecs:?} {duration}");
+}

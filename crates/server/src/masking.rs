@@ -310,7 +310,7 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
     }
 }
 
-/// The masked copy of a recorded segment, made by a child process ([`segment_child`]) under limits: `output` is
+/// The masked copy of a recorded segment, made by a child process (`custodia mask segment`) under limits: `output` is
 /// written only if it succeeds. An error says why in words (what the child said, or how it ended).
 pub async fn mask_segment(program: &Path, input: &Path, output: &Path, seed: u64) -> Result<MaskedCopySummary, String> {
     let mut child = tokio::process::Command::new(program)

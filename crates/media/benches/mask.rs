@@ -11,8 +11,9 @@
 //!   libvpx in real-time mode at the same speed setting and bit rate, one thread each, like the masker.
 //! - **Latency** per video frame at 360p: the time from `push` to the masked frame, p50 and p99 (goal under
 //!   150 ms).
-//! - **Voice**: `VoiceMasker` (Opus decode, McAdams transform, libopus encode) over 10 s of 20 ms Opus packets,
-//!   as cores per feed, beside `ffmpeg` transcoding the same Opus to Opus (no transform): what the transform adds.
+//! - **Voice**: `VoiceMasker` (Opus decode, McAdams warp and pitch change, libopus encode) over 10 s of 20 ms Opus
+//!   packets, as cores per feed, beside `ffmpeg` transcoding the same Opus to Opus (no transform): what the transform
+//!   adds.
 //!
 //! Tuning, by environment variable: `CUSTODIA_BENCH_SECONDS` (length of each stream, 10).
 #![allow(clippy::print_stdout)]
@@ -249,7 +250,7 @@ fn main() -> Result<(), BoxError> {
     let (voice_cores, transcode_cores) = bench_voice(&directory, seconds)?;
     let ratio = voice_cores / transcode_cores;
     table.row([
-        "voice mask (Opus → McAdams → Opus), cores per feed".to_owned(),
+        "voice mask (Opus → McAdams + pitch → Opus), cores per feed".to_owned(),
         format!("{voice_cores:.4}"),
         format!("{transcode_cores:.4} (plain Opus transcode)"),
         format!("{ratio:.2}×"),

@@ -1,8 +1,9 @@
 //! Media probing: what container and streams an artefact holds, as FFmpeg sees them; [`webm`], writing
 //! already-encoded VP8 and Opus into WebM files without transcoding (the recorder's segments); and [`mask`],
-//! masking a protected witness's live VP8 video (a full-frame mosaic) and Opus voice (the McAdams transform of
-//! [`voice`], which is pure Rust) for the participants of a hearing who may not see or hear them as they are;
-//! and [`masked_copy`], the same masking applied to a recorded segment, for disclosure or publication.
+//! masking a protected witness's live VP8 video (a full-frame mosaic) and Opus voice (the McAdams formant warp
+//! and pitch change of [`voice`], which is pure Rust) for the participants of a hearing who may not see or hear
+//! them as they are; and [`masked_copy`], the same masking applied to a recorded segment, for disclosure or
+//! publication.
 //!
 //! [`probe`] opens a file with FFmpeg (through `ffmpeg-next`) and describes it: container format, duration, bit
 //! rate, the container's `creation_time` tag and each stream's codec, picture size, sample rate and channels. A

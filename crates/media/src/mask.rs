@@ -1,6 +1,6 @@
 //! Masking a protected witness's encoded WebRTC media for the participants of a hearing who may not see or hear
 //! them as they are: VP8 video is decoded, pixelated over the whole picture and re-encoded; Opus audio is decoded,
-//! passed through the McAdams voice transform ([`crate::voice`]) and re-encoded.
+//! passed through the voice transform ([`crate::voice`]: McAdams formant warp and pitch change) and re-encoded.
 //!
 //! # Why a full-frame mosaic
 //!
@@ -359,8 +359,9 @@ fn open_vp8_encoder(width: u32, height: u32) -> Result<codec::encoder::video::En
     video.open_as_with(codec, options).map_err(ff("open the libvpx VP8 encoder"))
 }
 
-/// Masks one Opus voice feed: Opus decoding at 48 kHz (a stereo packet mixed to mono), the McAdams transform
-/// ([`VoiceTransform::from_seed`]), libopus encoding (48 kHz mono, 20 ms frames, VoIP application, 32 kb/s).
+/// Masks one Opus voice feed: Opus decoding at 48 kHz (a stereo packet mixed to mono), the voice transform
+/// ([`VoiceTransform::from_seed`]: McAdams formant warp and pitch change), libopus encoding (48 kHz mono, 20 ms
+/// frames, VoIP application, 32 kb/s).
 pub struct VoiceMasker {
     decoder: codec::decoder::Audio,
     encoder: codec::encoder::audio::Encoder,
@@ -385,7 +386,8 @@ impl std::fmt::Debug for VoiceMasker {
 }
 
 impl VoiceMasker {
-    /// A masker whose voice transform's coefficient is drawn from `seed` (one seed per hearing and witness).
+    /// A masker whose voice transform's McAdams coefficient and pitch factor are drawn from `seed` (one seed per
+    /// hearing and witness).
     pub fn new(seed: u64) -> Result<Self, MaskError> {
         crate::init();
         let codec = codec::decoder::find(Id::OPUS).ok_or(MaskError::CodecMissing("Opus decoder"))?;
@@ -428,6 +430,12 @@ impl VoiceMasker {
     /// The McAdams coefficient this feed is masked with.
     pub fn mcadams(&self) -> f64 {
         self.transform.mcadams()
+    }
+
+    /// The pitch factor this feed is masked with: the masked voice's fundamental frequency is this times the
+    /// witness's.
+    pub fn pitch_factor(&self) -> f64 {
+        self.transform.pitch_factor()
     }
 
     /// How much audio has been pushed so far, in 48 kHz samples: what each packet decoded to, or 20 ms for one

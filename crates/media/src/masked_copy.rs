@@ -4,8 +4,8 @@
 //! The recorder writes each participant's media as WebM segments of about 10 s (VP8 video and/or Opus audio,
 //! copied as received; see [`crate::webm`]). [`mask_segment`] reads one such segment and writes its masked copy
 //! beside it: every video frame through a [`VideoMasker`] (the full-frame mosaic), every audio packet through a
-//! [`VoiceMasker`] (the McAdams transform), each stream to the same place among the tracks, at the same times. The
-//! masking is the live path's, packet for packet, so a published copy shows no more than the hearing did.
+//! [`VoiceMasker`] (formant warp and pitch change), each stream to the same place among the tracks, at the same
+//! times. The masking is the live path's, packet for packet, so a published copy shows no more than the hearing did.
 //!
 //! # What may reach the output
 //!

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::voice_support::{VOWEL_A, rms, strongest_formants, vowel};
+use common::voice_support::{VOWEL_A, pitch_hz, rms, strongest_formants, vowel};
 use common::{block_flatness, decode, decode_opus, encode_opus, encode_pattern, next_random, psnr};
 use custodia_media::mask::{MAX_HEIGHT, MAX_OPUS_PACKET_BYTES, MAX_WIDTH, mosaic_block};
 use custodia_media::{MaskError, VideoMasker, VoiceMasker};
@@ -137,13 +137,13 @@ fn oversized_pictures_are_refused() {
 }
 
 #[test]
-fn masked_voice_has_moved_formants_and_keeps_pace_and_level() {
+fn masked_voice_has_moved_formants_and_pitch_and_keeps_pace_and_level() {
     let input = vowel(120.0, &VOWEL_A, 1.0);
     for channels in [1, 2] {
         let packets = encode_opus(&input, channels);
         assert_eq!(packets.len(), 50);
         let mut masker = VoiceMasker::new(11).expect("masker");
-        let alpha = masker.mcadams();
+        let (alpha, beta) = (masker.mcadams(), masker.pitch_factor());
         let mut masked = Vec::new();
         for (index, packet) in packets.iter().enumerate() {
             let out = masker.push(packet).expect("masks");
@@ -162,6 +162,13 @@ fn masked_voice_has_moved_formants_and_keeps_pace_and_level() {
         // 16 kHz; require at least 100 and 75 Hz through two Opus encodings.
         assert!(output_f1 - input_f1 > 100.0, "α {alpha}, {channels} ch: F1 {input_f1} → {output_f1}");
         assert!(output_f2 - input_f2 > 75.0, "α {alpha}, {channels} ch: F2 {input_f2} → {output_f2}");
+        // The pitch moves by the drawn factor (at least 10 % either way; measured 120 → 101.95 Hz for this seed's
+        // 0.851): require a change of at least 8 %, and within 3 % of the factor, through two Opus encodings.
+        let (input_pitch, output_pitch) = (pitch_hz(reference), pitch_hz(output));
+        assert!((input_pitch - 120.0).abs() < 1.0, "input pitch {input_pitch}");
+        assert!((output_pitch / input_pitch - 1.0).abs() >= 0.08, "β {beta}: pitch {input_pitch} → {output_pitch}");
+        let expected = input_pitch * beta;
+        assert!((output_pitch / expected - 1.0).abs() < 0.03, "β {beta}: pitch {output_pitch}, not {expected}");
         let level_db = 20.0 * (rms(output) / rms(reference)).log10();
         assert!(level_db.abs() < 6.0, "level changed by {level_db:.1} dB");
     }

@@ -79,3 +79,34 @@ pub(crate) fn strongest_formants(signal: &[f32]) -> [f64; 2] {
     let (first, second) = (peaks[0].0, peaks[1].0);
     [first.min(second), first.max(second)]
 }
+
+/// The fundamental frequency of a voiced 48 kHz signal, in Hz, by autocorrelation over at most its first 0.5 s:
+/// the shortest lag between 2.5 ms and 16.7 ms (400 to 60 Hz) at which the normalised autocorrelation has a local
+/// peak within 10 % of its highest there (so that a period's multiple, nearly as high on a periodic signal, is
+/// not taken for the period), refined by a parabola through the peak and its neighbours.
+pub(crate) fn pitch_hz(signal: &[f32]) -> f64 {
+    let signal: Vec<f64> = signal.iter().take(24_000).map(|&v| f64::from(v)).collect();
+    let (shortest, longest) = ((RATE / 400.0) as usize, (RATE / 60.0) as usize);
+    assert!(signal.len() > 2 * longest, "too short to measure pitch: {} samples", signal.len());
+    let correlation: Vec<f64> = (shortest - 1..=longest + 1)
+        .map(|lag| {
+            let (early, late) = (&signal[..signal.len() - lag], &signal[lag..]);
+            let product: f64 = early.iter().zip(late).map(|(a, b)| a * b).sum();
+            let energy = |part: &[f64]| part.iter().map(|v| v * v).sum::<f64>();
+            product / (energy(early) * energy(late)).sqrt().max(f64::MIN_POSITIVE)
+        })
+        .collect();
+    let highest = correlation.iter().copied().fold(f64::MIN, f64::max);
+    let peak = (1..correlation.len() - 1)
+        .find(|&i| {
+            correlation[i] >= 0.9 * highest
+                && correlation[i] >= correlation[i - 1]
+                && correlation[i] >= correlation[i + 1]
+        })
+        .expect("a peak in the lag range");
+    let (before, at, after) = (correlation[peak - 1], correlation[peak], correlation[peak + 1]);
+    let curvature = before - 2.0 * at + after;
+    let offset = if curvature < 0.0 { 0.5 * (before - after) / curvature } else { 0.0 };
+    let lag = (shortest - 1 + peak) as f64 + offset;
+    RATE / lag
+}

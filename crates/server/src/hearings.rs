@@ -1260,7 +1260,8 @@ pub enum ConsoleStep {
 }
 
 /// What a masked copy's derivation record commits to as its operation.
-const MASKED_COPY_OPERATION: &str = "masked for disclosure: full-frame mosaic (VP8), voice altered (McAdams LPC)";
+const MASKED_COPY_OPERATION: &str =
+    "masked for disclosure: full-frame mosaic (VP8), voice altered (McAdams LPC warping and a pitch change)";
 
 /// The seat in a hearing that a role in the case stands for, when there is one.
 fn hearing_role_of(role: custodia_core::Role) -> Option<HearingRole> {

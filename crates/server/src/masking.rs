@@ -1,7 +1,8 @@
 //! Masking a protected witness's media, in child processes (the room's [`MaskerFactory`]).
 //!
 //! A protective order sends everyone it does not privilege a masked picture (a coarse full-frame mosaic) and an
-//! altered voice (McAdams-coefficient LPC warping), made by `custodia_media::mask` from what the witness sends.
+//! altered voice (McAdams-coefficient LPC warping and a pitch change, both drawn per hearing), made by
+//! `custodia_media::mask` from what the witness sends.
 //! FFmpeg decodes what a peer sent, so each pipeline runs as `custodia mask <video|voice> <address space bytes>` (a
 //! hidden subcommand, like `custodia probe`): a child with a cleared environment, under the same limits as the
 //! probe (no new privileges, no core files, no file it may write, few open files, an address space, death with its

@@ -86,7 +86,8 @@ pub struct ProtectiveMeasures {
     /// Everyone but the privileged hears an altered voice, never the microphone's.
     pub alter_voice: bool,
     /// Roles besides the judge and the clerk who see and hear the original and read the name: counsel, the
-    /// accused, the interpreter or the remote-site officer. Never another witness or an observer.
+    /// accused, the interpreter or the remote-site officer. Never another witness or an observer (and the court,
+    /// which always has it, is not named).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub privileged: BTreeSet<HearingRole>,
 }

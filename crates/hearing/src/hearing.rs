@@ -1904,10 +1904,18 @@ impl Hearing {
     }
 }
 
-/// Whether a protective order may let `role` see and hear the original: the court always does; counsel, the
-/// accused, the interpreter and the remote-site officer may be added; another witness or an observer never.
+/// Whether a protective order may name `role` among those who see and hear the original: counsel, the accused,
+/// the interpreter and the remote-site officer may be added (the court always has it, so naming it is refused as
+/// meaningless); another witness or an observer never.
 fn may_be_privileged(role: HearingRole) -> bool {
-    !matches!(role, HearingRole::Witness | HearingRole::Observer)
+    matches!(
+        role,
+        HearingRole::Prosecutor
+            | HearingRole::Defence
+            | HearingRole::Accused
+            | HearingRole::Interpreter
+            | HearingRole::RemoteSiteOfficer
+    )
 }
 
 fn require_clerk(step: &Step, by: &CaseMember) -> Result<(), HearingError> {

@@ -2155,7 +2155,7 @@ fn only_the_judge_orders_protection_for_a_witness_and_never_privileges_another_w
         measures: Some(measures(&[])),
     };
     assert!(matches!(court.refused(unknown), Reason::UnknownInvite { .. }));
-    for role in [OBSERVER, WITNESS] {
+    for role in [OBSERVER, WITNESS, JUDGE, CLERK] {
         assert_eq!(court.refused(order(Some(measures(&[role])))), Reason::ProtectionPrivilegeNotAllowed { role });
     }
     assert!(matches!(court.refused(order(None)), Reason::NoProtectionToLift { .. }));

@@ -22,6 +22,27 @@ pub fn env_or<T: FromStr>(name: &str, default: T) -> Result<T, BoxError> {
     }
 }
 
+/// Runs the `ffmpeg` command with `args` (quietly, overwriting, no standard input), failing with its error output;
+/// returns that output (where `-benchmark` writes its figures). The peer of the media benchmarks.
+pub fn run_ffmpeg(args: &[&str]) -> Result<String, BoxError> {
+    let output = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-y"]).args(args).output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        return Err(format!("ffmpeg {} failed: {stderr}", args.join(" ")).into());
+    }
+    Ok(stderr)
+}
+
+/// User + system CPU seconds from `ffmpeg -benchmark`'s last `bench: utime=…s stime=…s rtime=…s` line.
+pub fn ffmpeg_cpu_seconds(stderr: &str) -> Result<f64, BoxError> {
+    let line = stderr.lines().rev().find(|line| line.starts_with("bench: utime=")).ok_or("no bench: line")?;
+    let field = |name: &str| -> Result<f64, BoxError> {
+        let value = line.split_whitespace().find_map(|word| word.strip_prefix(name)).ok_or("missing field")?;
+        Ok(value.trim_end_matches('s').parse()?)
+    };
+    Ok(field("utime=")? + field("stime=")?)
+}
+
 /// SplitMix64: fast, reproducible pseudo-random bytes, so that data is incompressible and runs comparable.
 #[derive(Debug, Clone)]
 pub struct SplitMix(pub u64);

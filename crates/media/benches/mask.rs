@@ -19,33 +19,14 @@
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use custodia_benchkit::{BoxError, Headline, Table, add_to_summary, env_or, process_cpu_seconds};
+use custodia_benchkit::{
+    BoxError, Headline, Table, add_to_summary, env_or, ffmpeg_cpu_seconds, process_cpu_seconds, run_ffmpeg,
+};
 use custodia_media::mask::mosaic_block;
 use custodia_media::{VideoMasker, VoiceMasker};
 use ffmpeg_next as ffmpeg;
-
-/// Runs `ffmpeg` with `args` (quietly, overwriting), failing with its error output.
-fn run_ffmpeg(args: &[&str]) -> Result<String, BoxError> {
-    let output = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-y"]).args(args).output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
-        return Err(format!("ffmpeg {} failed: {stderr}", args.join(" ")).into());
-    }
-    Ok(stderr)
-}
-
-/// User + system CPU seconds from `ffmpeg -benchmark`'s `bench: utime=…s stime=…s rtime=…s` line.
-fn ffmpeg_cpu_seconds(stderr: &str) -> Result<f64, BoxError> {
-    let line = stderr.lines().rev().find(|line| line.starts_with("bench: utime=")).ok_or("no bench: line")?;
-    let field = |name: &str| -> Result<f64, BoxError> {
-        let value = line.split_whitespace().find_map(|word| word.strip_prefix(name)).ok_or("missing field")?;
-        Ok(value.trim_end_matches('s').parse()?)
-    };
-    Ok(field("utime=")? + field("stime=")?)
-}
 
 /// Every packet of the file's first stream, as FFmpeg's demuxer gives it.
 fn read_packets(path: &Path) -> Result<Vec<Vec<u8>>, BoxError> {

@@ -15,36 +15,18 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use custodia_benchkit::{BoxError, Headline, Table, add_to_summary, clock_ticks_per_second, cpu_ticks, env_or};
+use custodia_benchkit::{
+    BoxError, Headline, Table, add_to_summary, clock_ticks_per_second, cpu_ticks, env_or, ffmpeg_cpu_seconds,
+    run_ffmpeg,
+};
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::masking::{MaskerFactory, ToMasker};
 use custodia_server::masking::Maskers;
 
 const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
-
-/// Runs `ffmpeg` with `args`, quietly, failing with its error output; returns that output.
-fn run_ffmpeg(args: &[&str]) -> Result<String, BoxError> {
-    let output = Command::new("ffmpeg").args(["-hide_banner", "-nostdin", "-y"]).args(args).output()?;
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
-        return Err(format!("ffmpeg {} failed: {stderr}", args.join(" ")).into());
-    }
-    Ok(stderr)
-}
-
-/// User + system seconds from `ffmpeg -benchmark`'s last `bench: utime=…s stime=…s` line.
-fn ffmpeg_cpu_seconds(stderr: &str) -> Result<f64, BoxError> {
-    let line = stderr.lines().rev().find(|line| line.starts_with("bench: utime=")).ok_or("no bench: line")?;
-    let field = |name: &str| -> Result<f64, BoxError> {
-        let value = line.split_whitespace().find_map(|word| word.strip_prefix(name)).ok_or("missing field")?;
-        Ok(value.trim_end_matches('s').parse()?)
-    };
-    Ok(field("utime=")? + field("stime=")?)
-}
 
 /// The frames of an IVF file: a 32-byte file header, then per frame a 12-byte header (size, u32 little-endian, and
 /// a 64-bit timestamp) and the frame.

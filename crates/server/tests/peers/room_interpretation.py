@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from room_two_party import Participant  # noqa: E402
+from room_two_party import Participant, mono_samples  # noqa: E402
 
 PHASE_SECONDS = 5
 SETTLE_SECONDS = 2
@@ -44,10 +44,7 @@ class Listener(Participant):
             counts[slot] = counts.get(slot, 0) + 1
             if track.kind != "audio":
                 continue
-            pcm = frame.to_ndarray()
-            channels = len(frame.layout.channels)
-            mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm.reshape(-1)
-            self.heard.setdefault(slot, []).append((asyncio.get_running_loop().time(), mono.astype(np.int16)))
+            self.heard.setdefault(slot, []).append((asyncio.get_running_loop().time(), mono_samples(frame)))
 
     def measure(self, slot, start, end):
         chunks = [chunk for at, chunk in self.heard.get(slot, []) if start <= at < end]

@@ -33,7 +33,7 @@ from aiortc.contrib.media import MediaPlayer
 from av import AudioFrame, VideoFrame
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from room_two_party import Participant  # noqa: E402
+from room_two_party import Participant, mono_samples  # noqa: E402
 
 PHASE_SECONDS = 5
 SETTLE_SECONDS = 2
@@ -93,11 +93,15 @@ def centroid(samples):
     return float(np.sum(freqs[band] * power) / np.sum(power)) if np.sum(power) > 0 else None
 
 
-class StillPicture(MediaStreamTrack):
-    kind = "video"
+class Paced(MediaStreamTrack):
+    """A generated track sent at its own clock's pace: `make(pts)` makes the frame due at `pts`."""
 
-    def __init__(self):
+    def __init__(self, kind, clock_rate, step, make):
         super().__init__()
+        self.kind = kind
+        self.clock_rate = clock_rate
+        self.step = step
+        self.make = make
         self.pts = 0
         self.start = None
 
@@ -105,40 +109,33 @@ class StillPicture(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         if self.start is None:
             self.start = loop.time()
-        self.pts += 3600  # 25 fps on the 90 kHz clock
-        wait = self.start + self.pts / 90000 - loop.time()
+        wait = self.start + self.pts / self.clock_rate - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        frame = VideoFrame.from_ndarray(PICTURE, format="rgb24")
+        frame = self.make(self.pts)
         frame.pts = self.pts
-        frame.time_base = fractions.Fraction(1, 90000)
+        frame.time_base = fractions.Fraction(1, self.clock_rate)
+        self.pts += self.step
         return frame
 
 
-class Vowel(MediaStreamTrack):
-    kind = "audio"
+def still_picture():
+    """The witness's camera: the still picture, 25 frames a second."""
+    return Paced("video", 90000, 3600, lambda pts: VideoFrame.from_ndarray(PICTURE, format="rgb24"))
 
-    def __init__(self):
-        super().__init__()
-        self.samples = vowel()
-        self.pts = 0
-        self.start = None
 
-    async def recv(self):
-        loop = asyncio.get_running_loop()
-        if self.start is None:
-            self.start = loop.time()
-        wait = self.start + self.pts / RATE - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        offset = self.pts % len(self.samples)
-        chunk = np.roll(self.samples, -offset)[:960]
+def vowel_track():
+    """The witness's microphone: the vowel, over and over, in 20 ms frames."""
+    samples = vowel()
+
+    def make(pts):
+        offset = pts % len(samples)
+        chunk = np.roll(samples, -offset)[:960]
         frame = AudioFrame.from_ndarray(chunk.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = RATE
-        frame.pts = self.pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        self.pts += 960
         return frame
+
+    return Paced("audio", RATE, 960, make)
 
 
 class Watcher(Participant):
@@ -171,10 +168,7 @@ class Watcher(Participant):
                 mse = float(np.mean((luma - LUMA) ** 2))
                 self.psnr.append((now, float(10 * np.log10(255.0**2 / max(mse, 1e-9)))))
             else:
-                pcm = frame.to_ndarray()
-                channels = len(frame.layout.channels)
-                mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm.reshape(-1)
-                self.heard.append((now, mono.astype(np.int16)))
+                self.heard.append((now, mono_samples(frame)))
 
 
 def measure(peer, start, end):
@@ -201,8 +195,8 @@ def shown_name(peer, witness):
 async def main(url, judge_secret, witness_secret, defence_secret, observer_secret, pseudonym, name):
     judge = Watcher("judge", url, judge_secret, "testsrc", 440)
     witness = Participant("witness", url, witness_secret, "testsrc2", 660)
-    witness.sent[0].track = Vowel()
-    witness.sent[1].track = StillPicture()
+    witness.sent[0].track = vowel_track()
+    witness.sent[1].track = still_picture()
     defence = Watcher("defence", url, defence_secret, "testsrc", 550)
     observer = Watcher("observer", url, observer_secret, "testsrc", 330)
     # The others send small pictures: one Python thread encodes and decodes for all four peers.

@@ -45,6 +45,16 @@ class Sent(MediaStreamTrack):
         return frame
 
 
+def mono_samples(frame):
+    """A decoded audio frame's samples as mono int16 (numpy, imported only by the scripts that measure sound)."""
+    import numpy as np
+
+    pcm = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm.reshape(-1)
+    return mono.astype(np.int16)
+
+
 class Participant:
     def __init__(self, name, url, secret, pattern, tone):
         self.name = name

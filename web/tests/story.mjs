@@ -9,7 +9,9 @@
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
 // Then the console's and portal's own steps (8 to 11), and a protected witness (12): the judge orders protective
-// measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym.
+// measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym;
+// then interpretation (13): an interpreter joins, the judge opens a simultaneous channel into Italian from the
+// console, the witness chooses it on their Italian page, and the judge closes it.
 // Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
 // WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
 // rule, its help and the offending elements; moderate and minor ones are printed as notes.

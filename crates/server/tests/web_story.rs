@@ -6,8 +6,8 @@
 //! judge orders protective measures for a witness in the console, the witness's page (in Italian) says which are
 //! active, and counsel's page reads only the pseudonym; an interpreter joins that hearing, the judge opens a
 //! simultaneous channel into Italian from the console, the witness chooses it on their page, where it is named in
-//! Italian (and the gateway's state for them says so), and the judge closes it. At each of those steps axe-core audits the page for WCAG 2.1
-//! A/AA; a serious or critical violation fails the story.
+//! Italian (and the gateway's state for them says so), and the judge closes it. At each of those steps axe-core
+//! audits the page for WCAG 2.1 A/AA; a serious or critical violation fails the story.
 //!
 //! Needs chromium, node and npm (`scripts/setup-system.sh test`); playwright-core is pinned by
 //! web/package-lock.json and installed with `npm ci` on first run. Without chromium the test fails: it never skips.

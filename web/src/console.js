@@ -3,7 +3,7 @@
 
 import { api, ApiError } from './lib/api.js';
 import { $, bytes, el, say, signInPage, startLanguage, when } from './lib/dom.js';
-import { language, t, translate } from './lib/i18n.js';
+import { language, languageName, t, translate } from './lib/i18n.js';
 import { Room, ROLE_ORDER, openMedia } from './lib/room.js';
 
 const ROLE_NAMES = {
@@ -1127,6 +1127,12 @@ function announceRoomChanges(before, now) {
   }
   if (!before.recording && now.recording) said.push(t('console.room.announceRecording'));
   if (before.recording && !now.recording) said.push(t('console.room.announceStopped'));
+  const open = new Set((now.channels ?? []).map((channel) => channel.language));
+  const wasOpen = new Set((before.channels ?? []).map((channel) => channel.language));
+  for (const channel of now.channels ?? []) {
+    if (!wasOpen.has(channel.language)) said.push(t('console.room.announceChannelOpened', { channel: channelWords(channel, now) }));
+  }
+  for (const code of wasOpen) if (!open.has(code)) said.push(t('console.room.announceChannelClosed', { language: languageName(code) }));
   if (said.length) announce(said.join(' '));
 }
 
@@ -1280,7 +1286,103 @@ function renderRoom() {
   $('identity-note').hidden = mine === 'remote_site_officer';
   $('room-waiting').hidden = you.place !== 'lobby';
   $('oath-form').hidden = mine !== 'judge';
+  renderChannels(state, people, you);
   renderVideos(present, you);
+}
+
+/** Languages suggested for a channel: those of the pages of people present, then the ones most often needed. */
+const CHANNEL_LANGUAGES = ['ar', 'ti', 'so', 'fa', 'ps', 'ur', 'bn', 'fr', 'en', 'it', 'es', 'de'];
+
+/** A channel in words: "Italian (it), simultaneous, by Sara Conti (Interpreter)". */
+function channelWords(channel, state = view.roomState) {
+  const interpreter = (state?.participants ?? []).find((p) => p.id === channel.interpreter);
+  return t('console.room.channel', {
+    language: languageName(channel.language, { capital: true }),
+    code: channel.language,
+    mode: words(`console.room.mode.${channel.mode}`, 'console.room.mode.other'),
+    who: interpreter ? who(interpreter) : role('interpreter'),
+  });
+}
+
+/**
+ * The interpretation channels: each open one (with, for the court in the main room, a button that closes it), what
+ * this officer hears, and for the court the form that opens one with an interpreter present in the main room.
+ */
+function renderChannels(state, people, you) {
+  const channels = state.channels ?? [];
+  const court = COURT.has(you.role);
+  // The channel this officer just opened is open: the form is ready for the next one.
+  if (view.openingChannel && channels.some((channel) => channel.language === view.openingChannel)) {
+    view.openingChannel = null;
+    $('channel-language').value = '';
+  }
+  $('channels-panel').hidden = !court && !channels.length;
+  if ($('channels-panel').hidden) return;
+  $('channels-none').hidden = channels.length > 0;
+  const closable = court && you.place === 'main_room';
+  $('channels').replaceChildren(...channels.map((channel) => el('li', { data: { language: channel.language } },
+    el('span', {}, channelWords(channel, state)), ' ',
+    closable ? el('button', { type: 'button', onclick: (e) => send({ type: 'close_channel', language: channel.language }, e.currentTarget) },
+      t('console.room.closeChannel'), el('span', { class: 'visually-hidden' },
+        ` ${t('console.room.closeChannelInto', { language: languageName(channel.language) })}`)) : null)));
+
+  // What this officer hears: the floor, or a channel (not their own, if they interpret).
+  const choices = channels.filter((channel) => channel.interpreter !== you.participant);
+  $('channel-listen-row').hidden = !choices.length;
+  const listen = $('channel-listen');
+  const listenFor = JSON.stringify([language(), choices.map((channel) => channel.language)]);
+  if (listen.dataset.builtFor !== listenFor) {
+    listen.dataset.builtFor = listenFor;
+    listen.replaceChildren(new Option(t('console.room.floor'), ''),
+      ...choices.map((channel) => new Option(languageName(channel.language, { capital: true }), channel.language)));
+  }
+  listen.value = you.listening ?? '';
+
+  $('channel-form').hidden = !court;
+  if (!court) return;
+  // Interpreters in the main room who interpret on no open channel: anyone else would be refused, on the record.
+  const busy = new Set(channels.map((channel) => channel.interpreter));
+  const free = people.filter((p) => p.role === 'interpreter' && p.place === 'main_room' && !busy.has(p.id));
+  const select = $('channel-interpreter');
+  const chosen = select.value;
+  select.replaceChildren(...(free.length
+    ? free.map((p) => new Option(who(p), p.id))
+    : [new Option(t('console.room.noInterpreterFree'), '')]));
+  if (free.some((p) => p.id === chosen)) select.value = chosen;
+  $('open-channel').disabled = !free.length || you.place !== 'main_room';
+  // Suggestions, named in the reader's language.
+  const codes = [...new Set([...people.map((p) => p.language).filter(Boolean), ...CHANNEL_LANGUAGES])];
+  const suggestions = $('channel-languages');
+  const suggestFor = JSON.stringify([language(), codes]);
+  if (suggestions.dataset.builtFor !== suggestFor) {
+    suggestions.dataset.builtFor = suggestFor;
+    suggestions.replaceChildren(...codes.map((code) => new Option(languageName(code, { capital: true }), code)));
+  }
+}
+
+/**
+ * The language code the court typed: a code (`it`, `pt-BR`), canonical; or a suggestion's name in the reader's
+ * language or in English ("Italian", "italiano"); `null` for anything else.
+ */
+function channelLanguage(text) {
+  const typed = text.trim();
+  if (!typed) return null;
+  const english = (code) => {
+    try {
+      return new Intl.DisplayNames(['en'], { type: 'language' }).of(code);
+    } catch {
+      return null;
+    }
+  };
+  const named = [...$('channel-languages').options].find((option) =>
+    [option.label, english(option.value)].some((name) => name && name.toLocaleLowerCase() === typed.toLocaleLowerCase()));
+  if (named) return named.value;
+  if (!/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(typed)) return null;
+  try {
+    return Intl.getCanonicalLocales(typed)[0];
+  } catch {
+    return null;
+  }
 }
 
 /** One <video> per slot held by someone in our place; our own camera in our own tile. */
@@ -1381,14 +1483,31 @@ function textLanguage() {
   return code ? { language: code } : {};
 }
 
-/** A language's name in the reader's language ("fr" → "French"), or its code where the browser has no name. */
-function languageName(code) {
-  try {
-    return new Intl.DisplayNames([language()], { type: 'language' }).of(code) ?? code;
-  } catch {
-    return code;
+$('channel-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const interpreter = $('channel-interpreter').value;
+  const code = channelLanguage($('channel-language').value);
+  if (!interpreter) {
+    say($('room-error'), t('console.room.noInterpreterFree'));
+    return;
   }
-}
+  if (!code) {
+    say($('room-error'), t('console.room.channelLanguageMissing'));
+    $('channel-language').focus();
+    return;
+  }
+  // Refused by the rules, on the record: said here instead.
+  if ((view.roomState?.channels ?? []).some((channel) => channel.language === code)) {
+    say($('room-error'), t('console.problem.channel_open'));
+    return;
+  }
+  const mode = document.querySelector('input[name="channel-mode"]:checked')?.value ?? 'simultaneous';
+  view.openingChannel = code;
+  send({ type: 'open_channel', interpreter, language: code, mode }, event.submitter);
+});
+$('channel-listen').addEventListener('change', (e) => {
+  send({ type: 'choose_channel', language: e.currentTarget.value || null });
+});
 
 $('present-interpreter-oath').addEventListener('click', (e) => {
   const interpreter = $('interpreter-person').value;

@@ -4,7 +4,7 @@
 
 import { audioLevel, openMedia, Room, ROLE_ORDER } from './lib/room.js';
 import { $ } from './lib/dom.js';
-import { formatDateTime, language, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
+import { formatDateTime, language, languageName, languagePicker, preferredLanguage, setLanguage, t } from './lib/i18n.js';
 
 const CREDENTIAL_KEY = 'custodia.room.credential';
 /** The invite of this tab, kept over a reload before Join (the address bar no longer has it). */
@@ -131,6 +131,83 @@ function renderCourtText() {
   words.dir = courtText.language === 'ar' ? 'rtl' : 'ltr';
 }
 
+/**
+ * What this person chose to hear while the choice is on its way to the gateway (`null`: the floor), and when it was
+ * sent: shown chosen until the gateway's state says it (or refuses it), so that another change meanwhile does not
+ * put the old choice back under their finger. `undefined`: nothing on its way.
+ */
+let listenPending;
+let listenPendingSince = 0;
+/** The channel whose end this person was told of (shown until they choose again or another channel opens). */
+let listenEnded = null;
+/** The channels and page language the choices were last built for: rebuilt only when they change (keeps the focus). */
+let listenBuiltFor = '';
+
+/** Interpretation: each channel the court opened (`state.channels`), named in the page's language, and the floor. */
+function renderListening(state, you) {
+  const channels = state.channels ?? [];
+  const inLobby = you.place === 'lobby' || !you.admitted;
+  $('listen-ended').hidden = !listenEnded;
+  if (listenEnded) $('listen-ended').textContent = t('listen.ended', { language: languageName(listenEnded) });
+  $('listen').hidden = !channels.length || inLobby;
+  if ($('listen').hidden) return;
+  // An interpreter is told what their own channel does; they may still listen to another (relay interpretation).
+  const mine = channels.find((channel) => channel.interpreter === you.participant);
+  $('listen-interpreting').hidden = !mine;
+  if (mine) {
+    $('listen-interpreting').textContent = t(mine.mode === 'simultaneous' ? 'listen.interpretingSimultaneous' : 'listen.interpretingConsecutive',
+      { language: languageName(mine.language) });
+  }
+  // The channel into the page's own language first: the one this person is most likely to want.
+  const choices = channels.filter((channel) => channel !== mine)
+    .sort((a, b) => Number(b.language === language()) - Number(a.language === language()));
+  const builtFor = JSON.stringify([language(), choices.map((channel) => [channel.language, channel.mode])]);
+  if (builtFor !== listenBuiltFor) {
+    listenBuiltFor = builtFor;
+    const option = (value, name, mode) => {
+      const label = document.createElement('label');
+      label.className = 'choice';
+      const input = document.createElement('input');
+      input.type = 'radio';
+      input.name = 'listen';
+      input.value = value;
+      input.addEventListener('change', () => input.checked && chooseChannel(value || null));
+      const text = document.createElement('span');
+      text.textContent = name;
+      if (mode) {
+        const note = document.createElement('span');
+        note.className = 'mode';
+        note.textContent = ` · ${t(`listen.${mode}`)}`;
+        text.append(note);
+      }
+      label.append(input, text);
+      return label;
+    };
+    $('listen-choices').replaceChildren(
+      option('', t('listen.floor')),
+      ...choices.map((channel) => option(channel.language, languageName(channel.language, { capital: true }), channel.mode)),
+    );
+  }
+  $('listen-choices').hidden = !choices.length;
+  $('listen-now').hidden = !choices.length;
+  const listening = you.listening ?? null;
+  const shown = listenPending !== undefined ? listenPending : listening;
+  for (const input of $('listen-choices').querySelectorAll('input')) input.checked = input.value === (shown ?? '');
+  // What the gateway says this person hears, not what they just clicked.
+  $('listen-now').textContent = listening
+    ? t('listen.nowChannel', { language: languageName(listening) })
+    : t('listen.nowFloor');
+}
+
+function chooseChannel(choice) {
+  listenPending = choice;
+  listenPendingSince = Date.now();
+  listenEnded = null;
+  $('listen-ended').hidden = true;
+  showError($('action-error'), '');
+  room?.send({ type: 'choose_channel', language: choice });
+}
+
 function render() {
   renderContact();
   renderCourtText();
@@ -168,6 +245,7 @@ function render() {
   );
 
   renderProtection(you);
+  renderListening(state, you);
   const muted = Boolean(you.muted);
   $('you-muted').hidden = !muted;
   $('mute').setAttribute('aria-pressed', String(muted));
@@ -322,9 +400,41 @@ function announceChanges(before, now) {
   // A protective order made, changed or lifted while they are here: the notice on the page says what it is now.
   if (is.protection && JSON.stringify(was.protection ?? null) !== JSON.stringify(is.protection)) said.push('protection.title');
   if (was.protection && !is.protection) said.push('protection.lifted');
-  if (!said.length) return;
   // The notice's heading is a title, without a full stop; said among sentences, it gets one.
-  $('announcer').textContent = said.map((key) => (key === 'protection.title' ? `${t(key)}.` : t(key))).join(' ');
+  const sentences = said.map((key) => (key === 'protection.title' ? `${t(key)}.` : t(key)));
+  sentences.push(...listeningChanges(before, now));
+  if (!sentences.length) return;
+  $('announcer').textContent = sentences.join(' ');
+}
+
+/**
+ * What changed in what this person hears: a channel they listened to closed (they hear the floor again, which the
+ * page also shows until they choose again), their choice took effect, or a channel they may choose opened (or they
+ * came in from the lobby while channels were open).
+ */
+function listeningChanges(before, now) {
+  const said = [];
+  const was = before.you ?? {};
+  const is = now.you ?? {};
+  const wasListening = was.listening ?? null;
+  const listening = is.listening ?? null;
+  const open = new Set((now.channels ?? []).map((channel) => channel.language));
+  if (wasListening && !listening && !open.has(wasListening)) {
+    listenEnded = wasListening;
+    said.push(t('listen.ended', { language: languageName(wasListening) }));
+  } else if (wasListening !== listening) {
+    if (listening) listenEnded = null;
+    said.push(listening ? t('listen.nowChannel', { language: languageName(listening) }) : t('listen.nowFloor'));
+  }
+  const inHearing = is.admitted && is.place !== 'lobby';
+  const cameIn = inHearing && !(was.admitted && was.place !== 'lobby');
+  const openBefore = new Set((before.channels ?? []).map((channel) => channel.language));
+  const opened = (now.channels ?? []).filter((channel) => channel.interpreter !== is.participant && (cameIn || !openBefore.has(channel.language)));
+  if (inHearing && opened.length) {
+    listenEnded = null;
+    said.push(t('listen.opened', { languages: opened.map((channel) => languageName(channel.language)).join(', ') }));
+  }
+  return said;
 }
 
 function connectionStatus(status) {
@@ -386,6 +496,9 @@ function enter(start) {
     onState(state) {
       announceChanges(lastState, state);
       lastState = state;
+      // The gateway says what this person hears: a choice on its way is settled once it does (or after a while).
+      const listening = state.you?.listening ?? null;
+      if (listenPending !== undefined && (listening === listenPending || Date.now() - listenPendingSince > 10_000)) listenPending = undefined;
       if (identitySent) {
         identitySent = false;
         $('identity-done').dataset.i18n = 'identity.done';
@@ -402,7 +515,9 @@ function enter(start) {
     },
     onRefused(refusal) {
       identitySent = false;
+      if (refusal.action === 'choose_channel') listenPending = undefined;
       if (refusal.action) {
+        render();
         // In the reader's language, by the rule's key: never the gateway's English text with its internal ids.
         const key = `problem.${refusal.problem}`;
         showError($('action-error'), t(key) === key ? t('problem.other') : t(key));

@@ -9,7 +9,9 @@
 //   6. the verification page says the bundle is valid;
 //   7. and rejects a copy with one byte changed.
 // Then the console's and portal's own steps (8 to 11), and a protected witness (12): the judge orders protective
-// measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym.
+// measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym;
+// then interpretation (13): an interpreter joins, the judge opens a simultaneous channel into Italian from the
+// console, the witness chooses it on their Italian page, and the judge closes it.
 // Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
 // WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
 // rule, its help and the offending elements; moderate and minor ones are printed as notes.
@@ -859,11 +861,96 @@ async function protectedWitness(clerkPage) {
   await screenshot(counsel, 'join-counsel-sees-pseudonym');
   await screenshot(judge, 'console-room-protected-witness');
   await audit(counsel, 'join, counsel with a protected witness');
+  await counsel.context().close(); // their part is done (one browser fewer for the interpreter's)
+
+  const interpreter = await interpretation({ judge, witness, clerkCookie, hearingsPath, hearing, it });
 
   await judge.getByRole('button', { name: 'End the hearing' }).first().click();
   await witness.locator('#done:not([hidden])').waitFor();
   await judge.locator('#room[hidden]').waitFor({ state: 'attached' });
-  for (const page of [witness, counsel, judge]) await page.context().close();
+  for (const page of [witness, interpreter, judge]) await page.context().close();
+}
+
+/**
+ * Interpretation, in the protected witness's hearing: an interpreter joins and is let in; the judge opens a
+ * simultaneous channel into Italian from the console's room; the witness's page (in Italian) offers it by its
+ * Italian name beside the original speech, the witness chooses it, and the gateway's state for them says so
+ * (`you.listening`); the judge closes it and the witness's page says they hear the original speech again.
+ * Returns the interpreter's page.
+ */
+async function interpretation({ judge, witness, clerkCookie, hearingsPath, hearing, it }) {
+  step('13. Interpretation: the judge opens a simultaneous channel into Italian; the witness chooses it on their page, named in Italian; the judge closes it');
+  const INTERPRETER = 'Sara Conti';
+  const { json: invite } = await call('POST', `${hearingsPath}/${hearing.id}/invites`, clerkCookie,
+    { role: 'interpreter', display_name: INTERPRETER, expires_in_seconds: 3600, language: 'en' });
+  const interpreter = await open('interpreter');
+  await interpreter.goto(invite.link);
+  await joinWhenReady(interpreter, 'the interpreter');
+  await interpreter.locator('#lobby:not([hidden])').waitFor();
+  await judge.getByRole('button', { name: `Admit the Interpreter, ${INTERPRETER}` }).click();
+  await interpreter.locator('#lobby').waitFor({ state: 'hidden', timeout: 90_000 });
+
+  // The judge opens the channel from the room: the interpreter, the language's code, simultaneous.
+  const panel = judge.locator('#channels-panel');
+  await panel.locator('#channels-none').waitFor();
+  await judge.waitForFunction((name) => [...document.querySelectorAll('#channel-interpreter option')].some((o) => o.textContent.includes(name)), INTERPRETER);
+  await panel.getByLabel('Who interprets').selectOption({ label: `${INTERPRETER} (Interpreter)` });
+  // A name is not a code: the page says so rather than open a channel nobody's page can name.
+  await panel.getByLabel('Language they interpret into').fill('the language of Dante');
+  await panel.getByRole('button', { name: 'Open the channel' }).click();
+  await judge.locator('#room-error', { hasText: 'Give the language as its code' }).waitFor();
+  await panel.getByLabel('Language they interpret into').fill('it');
+  await panel.getByRole('radio', { name: /^Simultaneous:/ }).check();
+  await panel.getByRole('button', { name: 'Open the channel' }).click();
+  const line = judge.locator('#channels li[data-language="it"]');
+  await line.waitFor({ timeout: 60_000 });
+  const described = await line.innerText();
+  check(/Italian \(it\), simultaneous, by Sara Conti \(Interpreter\)/.test(described), `the court's list of channels says: ${described}`);
+  await judge.locator('#status', { hasText: 'Channel opened: Italian (it)' }).waitFor({ state: 'attached' });
+  check(!(await judge.getByLabel('Language they interpret into').inputValue()), 'the language stayed in the form once the channel opened');
+
+  // The interpreter is told what their channel does.
+  await interpreter.locator('#listen-interpreting:not([hidden])').waitFor({ timeout: 60_000 });
+  console.log(`the interpreter reads: ${await interpreter.locator('#listen-interpreting').innerText()}`);
+
+  // The witness's page, in Italian, offers the original speech and the channel, named in Italian.
+  const italian = new Intl.DisplayNames(['it'], { type: 'language' }).of('it'); // "italiano"
+  const listen = witness.getByRole('group', { name: it['listen.title'] });
+  await listen.waitFor({ timeout: 60_000 });
+  const floor = listen.getByRole('radio', { name: it['listen.floor'] });
+  const channel = listen.getByRole('radio', { name: new RegExp(`^${italian}`, 'i') });
+  await channel.waitFor();
+  check(await floor.isChecked(), 'the witness does not start on the original speech');
+  check((await witness.locator('#listen-now').innerText()).trim() === it['listen.nowFloor'], `the witness's page says: ${await witness.locator('#listen-now').innerText()}`);
+  const offered = await witness.evaluate(() => document.querySelector('#announcer').textContent);
+  check(offered.toLowerCase().includes(italian), `the witness's screen reader was not told the channel opened: ${offered}`);
+  await screenshot(witness, 'join-channel-offered-it');
+
+  await channel.check();
+  // The choice reached the gateway: its state for the witness says what they hear.
+  await witness.waitForFunction(() => window.custodiaRoom.state?.you?.listening === 'it', null, { timeout: 60_000 })
+    .catch(async () => {
+      throw new Error(`story failed: the gateway did not take the witness's choice: ${JSON.stringify(await witness.evaluate(() => window.custodiaRoom.state?.you))}`);
+    });
+  const now = it['listen.nowChannel'].replace('{language}', italian);
+  await witness.locator('#listen-now', { hasText: now }).waitFor();
+  check(await channel.isChecked() && !(await floor.isChecked()), 'the witness\'s page does not show the channel chosen');
+  await witness.waitForFunction((words) => document.querySelector('#announcer').textContent.includes(words), now);
+  console.log(`the witness reads (it): ${now}`);
+  await screenshot(witness, 'join-channel-chosen-it');
+  await screenshot(judge, 'console-room-channel-open');
+  await audit(witness, 'join, interpretation channel (it)');
+  await audit(judge, 'console room, interpretation channel');
+
+  // The judge closes the channel: the witness's page says they hear the original speech again.
+  await line.getByRole('button', { name: 'Close the channel into Italian' }).click();
+  await line.waitFor({ state: 'detached' });
+  const ended = it['listen.ended'].replace('{language}', italian);
+  await witness.locator('#listen-ended', { hasText: ended }).waitFor({ timeout: 60_000 });
+  check(await listen.isHidden(), 'the witness is still offered a closed channel');
+  check(!(await witness.evaluate(() => window.custodiaRoom.state?.you?.listening)), 'the gateway still has the witness on the closed channel');
+  await screenshot(witness, 'join-channel-ended-it');
+  return interpreter;
 }
 
 // Starts a video from a position ('start' of what it holds, or 'middle' of its longest buffered range) and waits,

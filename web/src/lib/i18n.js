@@ -94,6 +94,21 @@ export function languagePicker(select, onChange) {
   });
 }
 
+/**
+ * A language's name in the reader's language ("it" is "Italian" on an English page, "italiano" on an Italian one), or
+ * its code where the browser has no name for it (no Intl.DisplayNames, or a code it does not know). `capital`
+ * starts it with a capital letter, for a name that stands alone (a choice's label).
+ */
+export function languageName(code, { capital = false } = {}) {
+  let name = String(code ?? '');
+  try {
+    name = new Intl.DisplayNames([current], { type: 'language' }).of(name) ?? name;
+  } catch {
+    // Not a language code, or a browser without Intl.DisplayNames: the code as the court gave it.
+  }
+  return capital ? name.charAt(0).toLocaleUpperCase(current) + name.slice(1) : name;
+}
+
 /** A date and time in the reader's language. */
 export function formatDateTime(iso) {
   const date = new Date(iso);

@@ -140,6 +140,8 @@ pub enum Reason {
 
     #[error("there is already a channel into {language}")]
     ChannelOpen { language: Label },
+    #[error("{language:?} is not a language code (two or three lowercase letters, such as \"it\" or \"ar-TN\")")]
+    NotALanguageCode { language: Label },
     #[error("there is no channel into {language}")]
     NoChannel { language: Label },
     #[error("{participant} already interprets on the channel into {language}")]
@@ -303,6 +305,7 @@ impl Reason {
             Self::ProtectionUnchanged { .. } => "protection_unchanged",
             Self::ProtectedWitnessInConsultation { .. } => "protected_witness_in_consultation",
             Self::ChannelOpen { .. } => "channel_open",
+            Self::NotALanguageCode { .. } => "not_a_language_code",
             Self::NoChannel { .. } => "no_channel",
             Self::AlreadyInterpreting { .. } => "already_interpreting",
             Self::TooManyChannels { .. } => "too_many_channels",

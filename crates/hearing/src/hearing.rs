@@ -672,6 +672,11 @@ impl Hearing {
     }
 
     /// The channel a participant chose to hear, if any (`None`: the floor).
+    /// Who listens to the channel into `language` now.
+    pub fn listeners(&self, language: &Label) -> impl Iterator<Item = &ParticipantId> {
+        self.listening.iter().filter(move |(_, chosen)| *chosen == language).map(|(participant, _)| participant)
+    }
+
     pub fn listening_to(&self, participant: &ParticipantId) -> Option<&Label> {
         self.listening.get(participant).filter(|language| self.open_channel_into(language).is_some())
     }
@@ -684,6 +689,10 @@ impl Hearing {
     /// simultaneous channel hears its interpreter only; anyone else hears everyone but the interpreters speaking
     /// into simultaneous channels (whose voice is for their listeners), except that an interpreter hears the floor.
     pub fn hears_audio_from(&self, participant: &ParticipantId) -> Option<BTreeSet<ParticipantId>> {
+        // Channels are the main room's: in a consultation, its members hear each other.
+        if self.place_of(participant) != Some(Place::MainRoom) {
+            return None;
+        }
         let simultaneous: Vec<&ChannelMinute> =
             self.open_channels().filter(|channel| channel.mode == InterpretationMode::Simultaneous).collect();
         if let Some(language) = self.listening_to(participant)
@@ -1741,6 +1750,9 @@ impl Hearing {
         self.require_active(step)?;
         self.court(step, by)?;
         self.subject(step, interpreter, "the interpreter", |role| role == HearingRole::Interpreter)?;
+        if !is_language_code(language.as_str()) {
+            return Err(step.refuse(Reason::NotALanguageCode { language }));
+        }
         if self.open_channel_into(&language).is_some() {
             return Err(step.refuse(Reason::ChannelOpen { language }));
         }
@@ -1773,6 +1785,8 @@ impl Hearing {
         };
         channel.closed_at = Some(at);
         let (interpreter, mode) = (channel.interpreter.clone(), channel.mode);
+        // Its listeners are back on the floor: a channel opened again later starts with none.
+        self.listening.retain(|_, chosen| chosen != language);
         let detail = step.digest(&ChannelDetail { kind: "channel", hearing: &self.id, language, mode })?;
         step.record(by.as_actor(), HearingEventKind::ChannelClosed, Some(&interpreter), Some(detail));
         Ok(())
@@ -1902,6 +1916,16 @@ impl Hearing {
         entry.packets_lost = entry.packets_lost.saturating_add(packets_lost);
         Ok(())
     }
+}
+
+/// Whether `text` is a language tag as channels name them: a lowercase ISO 639 code of two or three letters,
+/// optionally with subtags (`it`, `ar`, `ar-TN`, `fa-AF`), so that "it" and "Italian" cannot be two channels.
+fn is_language_code(text: &str) -> bool {
+    let mut parts = text.split('-');
+    let primary = parts.next().unwrap_or_default();
+    (2..=3).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_lowercase())
+        && parts.all(|part| (2..=8).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 /// Whether a protective order may name `role` among those who see and hear the original: counsel, the accused,

@@ -2251,9 +2251,26 @@ fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_f
     assert!(court.hearing.hears_audio_from(&pid(INTERPRETER)).unwrap().contains(&pid(WITNESS)));
     let arabic = Event::ChooseChannel { participant: pid(ACCUSED), language: Some(Label::new("ar").unwrap()) };
     assert!(matches!(court.refused(arabic), Reason::NoChannel { .. }));
+    // In a consultation, its members hear each other, whatever they chose for the main room.
+    court.ok(Event::StartConsultation { by: pid(DEFENCE), with: vec![pid(ACCUSED)] });
+    assert_eq!(court.hearing.hears_audio_from(&pid(ACCUSED)), None);
+    let consultation = match court.hearing.place_of(&pid(ACCUSED)) {
+        Some(Place::Consultation(id)) => id,
+        other => panic!("{other:?}"),
+    };
+    court.ok(Event::EndConsultation { by: pid(DEFENCE), consultation });
+    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
     // Closed, everyone hears everyone again; the minutes keep the channel and who interpreted.
     court.ok(Event::CloseChannel { by: pid(JUDGE), language: it.clone() });
     assert!(court.hears.is_empty(), "{:?}", court.hears);
+    assert_eq!(court.hearing.listeners(&it).count(), 0, "a closed channel keeps no listeners");
+    let name = Event::OpenChannel {
+        by: pid(CLERK),
+        interpreter: pid(INTERPRETER),
+        language: Label::new("Italian").unwrap(),
+        mode: InterpretationMode::Simultaneous,
+    };
+    assert!(matches!(court.refused(name), Reason::NotALanguageCode { .. }));
     let minutes = court.hearing.minutes();
     assert_eq!(minutes.channels.len(), 1);
     assert_eq!(minutes.channels[0].interpreter, pid(INTERPRETER));

@@ -1870,7 +1870,15 @@ impl LiveHearing {
         let channels: Vec<Value> = state
             .machine
             .open_channels()
-            .map(|channel| json!({"language": channel.language, "interpreter": channel.interpreter, "mode": channel.mode}))
+            .map(|channel| {
+                let mut entry =
+                    json!({"language": channel.language, "interpreter": channel.interpreter, "mode": channel.mode});
+                // The court sees who listens, to know the person heard is on the interpretation.
+                if court {
+                    entry["listeners"] = json!(state.machine.listeners(&channel.language).collect::<Vec<_>>());
+                }
+                entry
+            })
             .collect();
         json!({
             "type": "state",

@@ -58,8 +58,9 @@ pub const PRESENTATIONS_PER_PERSON: usize = 8;
 pub const RECORDING_RUNS_PER_HEARING: usize = 32;
 
 /// Interpretation channels a hearing may open, closed ones included ([`Reason::TooManyChannels`]): each is in the
-/// minutes and on the record, so opening and closing at will must not grow them without bound.
-pub const CHANNELS_PER_HEARING: usize = 32;
+/// minutes and on the record, so opening and closing at will must not grow them without bound; a long hearing that
+/// opens a channel per answer still has room.
+pub const CHANNELS_PER_HEARING: usize = 256;
 
 /// Consultations a hearing may have ([`Reason::TooManyConsultations`]): counsel steps out with their client a few
 /// times a day, and each consultation's start and end, while recording, cut a segment of each member, each an
@@ -693,8 +694,13 @@ impl Hearing {
         if self.place_of(participant) != Some(Place::MainRoom) {
             return None;
         }
-        let simultaneous: Vec<&ChannelMinute> =
-            self.open_channels().filter(|channel| channel.mode == InterpretationMode::Simultaneous).collect();
+        // A channel whose interpreter is not in the main room (they left, lost their connection, or are in a
+        // consultation) carries nothing: its listeners hear the floor rather than silence.
+        let simultaneous: Vec<&ChannelMinute> = self
+            .open_channels()
+            .filter(|channel| channel.mode == InterpretationMode::Simultaneous)
+            .filter(|channel| self.place_of(&channel.interpreter) == Some(Place::MainRoom))
+            .collect();
         if let Some(language) = self.listening_to(participant)
             && let Some(channel) = simultaneous.iter().find(|channel| channel.language == *language)
         {

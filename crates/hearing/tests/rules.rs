@@ -2251,6 +2251,11 @@ fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_f
     assert!(court.hearing.hears_audio_from(&pid(INTERPRETER)).unwrap().contains(&pid(WITNESS)));
     let arabic = Event::ChooseChannel { participant: pid(ACCUSED), language: Some(Label::new("ar").unwrap()) };
     assert!(matches!(court.refused(arabic), Reason::NoChannel { .. }));
+    // The interpreter's connection drops: the channel carries nothing, so its listeners hear the floor, not silence.
+    court.ok(Event::Leave { participant: pid(INTERPRETER), cause: LeaveCause::ConnectionLost });
+    assert!(!court.hears.contains_key(&pid(ACCUSED)), "{:?}", court.hears);
+    court.ok(Event::Reconnect { participant: pid(INTERPRETER) });
+    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
     // In a consultation, its members hear each other, whatever they chose for the main room.
     court.ok(Event::StartConsultation { by: pid(DEFENCE), with: vec![pid(ACCUSED)] });
     assert_eq!(court.hearing.hears_audio_from(&pid(ACCUSED)), None);

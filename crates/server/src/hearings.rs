@@ -1871,8 +1871,14 @@ impl LiveHearing {
             .machine
             .open_channels()
             .map(|channel| {
-                let mut entry =
-                    json!({"language": channel.language, "interpreter": channel.interpreter, "mode": channel.mode});
+                let mut entry = json!({
+                    "language": channel.language,
+                    "interpreter": channel.interpreter,
+                    "mode": channel.mode,
+                    // Whether its interpreter is in the main room: a channel without carries nothing, and its
+                    // listeners hear the floor.
+                    "interpreting": state.machine.place_of(&channel.interpreter) == Some(Place::MainRoom),
+                });
                 // The court sees who listens, to know the person heard is on the interpretation.
                 if court {
                     entry["listeners"] = json!(state.machine.listeners(&channel.language).collect::<Vec<_>>());

@@ -388,12 +388,54 @@ pub struct ParticipantPeer {
 /// the spacing has passed, so that nobody who asked waits for a keyframe that never comes.
 pub const KEYFRAME_REQUEST_SPACING: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// Keyframe requests to one source, spaced by [`KEYFRAME_REQUEST_SPACING`]: the first goes at once, those that come
+/// sooner are put together into one that goes when the spacing has passed. One mechanism for every requester: a
+/// sender's PLIs and a masking pipeline's keyframes.
+#[derive(Debug, Clone, Default)]
+pub struct SpacedRequests {
+    /// When the last request went out, and whether one waits to go.
+    state: Arc<std::sync::Mutex<(Option<Instant>, bool)>>,
+}
+
+impl SpacedRequests {
+    /// Asks: `send` runs now, later (once, for every request meanwhile), or not at all if one already waits.
+    pub fn request(&self, send: impl FnOnce() + Send + 'static) {
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (last, waiting) = &mut *state;
+            if *waiting {
+                return;
+            }
+            match last.map(|at| at.elapsed()).filter(|since| *since < KEYFRAME_REQUEST_SPACING) {
+                None => {
+                    *last = Some(Instant::now());
+                    None
+                }
+                Some(since) => {
+                    *waiting = true;
+                    Some(KEYFRAME_REQUEST_SPACING - since)
+                }
+            }
+        };
+        match wait {
+            None => send(),
+            Some(wait) => {
+                let state = self.state.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    *state.lock().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), false);
+                    send();
+                });
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PliSender {
     pc: Weak<RTCPeerConnection>,
     media_ssrc: u32,
-    /// When the last request went out, and whether one waits to go.
-    spacing: Arc<std::sync::Mutex<(Option<Instant>, bool)>>,
+    spacing: SpacedRequests,
 }
 
 impl PliSender {
@@ -414,35 +456,8 @@ impl PliSender {
 
 impl KeyframeRequester for PliSender {
     fn request_keyframe(&self) {
-        let wait = {
-            let mut spacing = self.spacing.lock().unwrap_or_else(|p| p.into_inner());
-            let (last, waiting) = &mut *spacing;
-            if *waiting {
-                return;
-            }
-            match last.map(|at| at.elapsed()).filter(|since| *since < KEYFRAME_REQUEST_SPACING) {
-                None => {
-                    *last = Some(Instant::now());
-                    None
-                }
-                Some(since) => {
-                    *waiting = true;
-                    Some(KEYFRAME_REQUEST_SPACING - since)
-                }
-            }
-        };
         let (pc, media_ssrc) = (self.pc.clone(), self.media_ssrc);
-        match wait {
-            None => Self::send_now(pc, media_ssrc),
-            Some(wait) => {
-                let spacing = self.spacing.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    *spacing.lock().unwrap_or_else(|p| p.into_inner()) = (Some(Instant::now()), false);
-                    Self::send_now(pc, media_ssrc);
-                });
-            }
-        }
+        self.spacing.request(move || Self::send_now(pc, media_ssrc));
     }
 }
 
@@ -607,7 +622,7 @@ impl WebRtcEngine {
                     keyframes: Arc::new(PliSender {
                         pc: weak,
                         media_ssrc: track.ssrc(),
-                        spacing: Arc::default(),
+                        spacing: SpacedRequests::default(),
                     }),
                 };
                 if tracks.send(incoming).is_err() {

@@ -327,13 +327,18 @@ impl Drop for MaskedFeed {
     }
 }
 
-/// A receiver of a masked feed asks for a keyframe: the pipeline makes one.
+/// A receiver of a masked feed asks for a keyframe: the pipeline makes one, spaced like the requests to a sender, so
+/// that one receiver asking without end does not make every masked frame a keyframe.
 #[derive(Debug, Default)]
-struct MaskedKeyframes(tokio::sync::Notify);
+struct MaskedKeyframes {
+    wanted: Arc<tokio::sync::Notify>,
+    spacing: crate::engine::SpacedRequests,
+}
 
 impl KeyframeRequester for MaskedKeyframes {
     fn request_keyframe(&self) {
-        self.0.notify_one();
+        let wanted = self.wanted.clone();
+        self.spacing.request(move || wanted.notify_one());
     }
 }
 
@@ -407,16 +412,10 @@ async fn run_masked_feed(
         }
         let mut handed: std::collections::VecDeque<(i64, std::time::Instant)> = std::collections::VecDeque::new();
         let mut last_made = std::time::Instant::now();
-        let mut watchdog = tokio::time::interval(crate::engine::KEYFRAME_REQUEST_SPACING);
-        let (mut last_keyframe, mut keyframe_pending) = (None::<std::time::Instant>, false);
+        let mut watchdog = tokio::time::interval(MASK_HUNG_AFTER / 3);
         loop {
             tokio::select! {
                 _ = watchdog.tick() => {
-                    if keyframe_pending && last_keyframe.is_none_or(|at| at.elapsed() >= crate::engine::KEYFRAME_REQUEST_SPACING) {
-                        keyframe_pending = false;
-                        last_keyframe = Some(std::time::Instant::now());
-                        let _ = input.try_send(ToMasker::Keyframe);
-                    }
                     let waiting = handed.back().is_some_and(|(_, at)| *at > last_made);
                     if waiting && last_made.elapsed() > MASK_HUNG_AFTER {
                         tracing::warn!(?kind, "a masking pipeline made nothing for 3 s and is stopped");
@@ -449,15 +448,8 @@ async fn run_masked_feed(
                         Err(mpsc::error::TrySendError::Closed(_)) => break,
                     }
                 }
-                () = wanted.0.notified() => {
-                    // Spaced like the requests to a sender: one receiver asking without end must not make every
-                    // masked frame a keyframe. One asked for meanwhile goes at the next tick.
-                    if last_keyframe.is_some_and(|at| at.elapsed() < crate::engine::KEYFRAME_REQUEST_SPACING) {
-                        keyframe_pending = true;
-                    } else {
-                        last_keyframe = Some(std::time::Instant::now());
-                        let _ = input.try_send(ToMasker::Keyframe);
-                    }
+                () = wanted.wanted.notified() => {
+                    let _ = input.try_send(ToMasker::Keyframe);
                 }
                 masked = output.recv() => {
                     let Some(masked) = masked else { break };

@@ -9,7 +9,7 @@
 //! Secrets never stay in clear: invite links and participants' reconnection credentials are kept as SHA-256
 //! digests. Participants are opaque ids and roles; no name reaches a log, a record or another participant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -842,10 +842,7 @@ impl Hearings {
             let protection = state.machine.media_protection(participant).map(room_protection);
             live.room.set_protection(participant.as_str(), protection);
             let hears = state.machine.hears_audio_from(participant);
-            live.room.set_audio_from(
-                participant.as_str(),
-                hears.map(|from| from.iter().map(|p| p.as_str().to_owned()).collect()),
-            );
+            live.room.set_audio_from(participant.as_str(), hears.as_ref().map(room_members));
         }
         if state.machine.phase() == Phase::Ended {
             if state.minutes_artefact.is_none() {
@@ -1278,12 +1275,17 @@ fn hearing_role_of(role: custodia_core::Role) -> Option<HearingRole> {
     }
 }
 
+/// Participants as the room knows them: by their ids as member names.
+fn room_members(participants: &BTreeSet<ParticipantId>) -> BTreeSet<String> {
+    participants.iter().map(|participant| participant.as_str().to_owned()).collect()
+}
+
 /// The room's view of a protective order: the members who get the original, by the names the room knows them by.
 fn room_protection(protection: MediaProtection) -> custodia_recorder::sfu::Protection {
     custodia_recorder::sfu::Protection {
         mask_video: protection.mask_video,
         alter_voice: protection.alter_voice,
-        original_to: protection.original_to.iter().map(|participant| participant.as_str().to_owned()).collect(),
+        original_to: room_members(&protection.original_to),
     }
 }
 
@@ -1566,7 +1568,7 @@ impl LiveHearing {
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
                 Effect::HearAudioFrom { participant, from } => {
-                    let from = from.map(|from| from.iter().map(|p| p.as_str().to_owned()).collect());
+                    let from = from.as_ref().map(room_members);
                     self.room.set_audio_from(participant.as_str(), from);
                 }
                 Effect::Protect { participant, protection } => {

@@ -45,10 +45,10 @@ pub enum Effect {
     /// those it privileges, changes, and for a protected person as soon as they join: before they can be admitted.
     /// The recorder always takes the original.
     Protect { participant: ParticipantId, protection: Option<MediaProtection> },
-    /// Whose audio this participant hears from now on, of those in their place (`None`: everyone's): a listener of
-    /// a simultaneous interpretation channel hears its interpreter, the floor hears everyone but the interpreters
-    /// speaking into channels.
-    HearAudioFrom { participant: ParticipantId, from: Option<BTreeSet<ParticipantId>> },
+    /// Whose audio this participant hears from now on, of those in their place, and how loud (`None`: everyone's,
+    /// as they speak): a listener of a simultaneous interpretation channel hears its interpreter, with the floor
+    /// ducked beneath; the floor hears everyone but the interpreters speaking into channels.
+    HearAudioFrom { participant: ParticipantId, from: Option<HeardAudio> },
     /// Stop writing this participant's tracks.
     RecorderUnsubscribe(ParticipantId),
     /// Close the open segment and stop the recorder (the sealed segment comes back as
@@ -78,6 +78,27 @@ pub struct MediaProtection {
     /// The participants whose role the order privileges (the court, and the roles it adds), the person excluded.
     pub original_to: BTreeSet<ParticipantId>,
 }
+
+/// Whose audio a participant hears ([`Effect::HearAudioFrom`]); anyone in neither set is not heard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeardAudio {
+    /// Heard as they speak.
+    pub full: BTreeSet<ParticipantId>,
+    /// Heard quietly, under what is heard in full ([`DUCKED_GAIN`]): the floor, beneath a simultaneous
+    /// interpretation, so that its listener still hears who is speaking and how.
+    pub ducked: BTreeSet<ParticipantId>,
+}
+
+impl HeardAudio {
+    /// Only `participants`, in full.
+    pub fn only(participants: impl IntoIterator<Item = ParticipantId>) -> Self {
+        HeardAudio { full: participants.into_iter().collect(), ducked: BTreeSet::new() }
+    }
+}
+
+/// The level of the ducked floor under a simultaneous interpretation, as a linear factor on the floor's samples:
+/// 0.2, about 14 dB down, the level video conferencing's interpretation channels play the original at by default.
+pub const DUCKED_GAIN: f32 = 0.2;
 
 /// What kind of hearing event a custody record reports. The spelling is the record's `kind` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -144,6 +144,8 @@ pub enum Reason {
     NotALanguageCode { language: Label },
     #[error("there is no channel into {language}")]
     NoChannel { language: Label },
+    #[error("{participant} has not been sworn in as an interpreter: a channel is opened only for a sworn interpreter")]
+    InterpreterNotSworn { participant: ParticipantId },
     #[error("{participant} already interprets on the channel into {language}")]
     AlreadyInterpreting { participant: ParticipantId, language: Label },
     #[error("the hearing has opened {channels} interpretation channels, the most it may")]
@@ -307,6 +309,7 @@ impl Reason {
             Self::ChannelOpen { .. } => "channel_open",
             Self::NotALanguageCode { .. } => "not_a_language_code",
             Self::NoChannel { .. } => "no_channel",
+            Self::InterpreterNotSworn { .. } => "interpreter_not_sworn",
             Self::AlreadyInterpreting { .. } => "already_interpreting",
             Self::TooManyChannels { .. } => "too_many_channels",
         }

@@ -15,7 +15,7 @@ use crate::minutes::{
 use crate::{
     Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
     HearingEventRecord, HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, LeaveCause,
-    MediaProtection, OathForm, ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport,
+    HeardAudio, MediaProtection, OathForm, ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport,
     TextShown, TrackKind, Wording,
 };
 
@@ -338,7 +338,7 @@ struct Routing {
     recording: bool,
     recorded: BTreeSet<ParticipantId>,
     protected: BTreeMap<ParticipantId, MediaProtection>,
-    hears: BTreeMap<ParticipantId, Option<BTreeSet<ParticipantId>>>,
+    hears: BTreeMap<ParticipantId, Option<HeardAudio>>,
 }
 
 // Detail documents: what a record's `detail_sha256` is the digest of. Each names its kind and the hearing, so a
@@ -686,10 +686,12 @@ impl Hearing {
         self.open_channels().find(|channel| channel.language == *language)
     }
 
-    /// Whose audio a participant hears, of those in their place (`None`: everyone's). A listener of an open
-    /// simultaneous channel hears its interpreter only; anyone else hears everyone but the interpreters speaking
-    /// into simultaneous channels (whose voice is for their listeners), except that an interpreter hears the floor.
-    pub fn hears_audio_from(&self, participant: &ParticipantId) -> Option<BTreeSet<ParticipantId>> {
+    /// Whose audio a participant hears, of those in their place, and how (`None`: everyone's, in full). A listener
+    /// of an open simultaneous channel hears its interpreter in full and the floor ducked beneath (everyone but the
+    /// interpreters speaking into simultaneous channels); anyone else hears the floor in full, and no interpreter
+    /// speaking into a simultaneous channel (whose voice is for their listeners), except that an interpreter hears
+    /// the floor.
+    pub fn hears_audio_from(&self, participant: &ParticipantId) -> Option<HeardAudio> {
         // Channels are the main room's: in a consultation, its members hear each other.
         if self.place_of(participant) != Some(Place::MainRoom) {
             return None;
@@ -701,16 +703,18 @@ impl Hearing {
             .filter(|channel| channel.mode == InterpretationMode::Simultaneous)
             .filter(|channel| self.place_of(&channel.interpreter) == Some(Place::MainRoom))
             .collect();
-        if let Some(language) = self.listening_to(participant)
-            && let Some(channel) = simultaneous.iter().find(|channel| channel.language == *language)
-        {
-            return Some(BTreeSet::from([channel.interpreter.clone()]));
-        }
         if simultaneous.is_empty() {
             return None;
         }
         let interpreters: BTreeSet<&ParticipantId> = simultaneous.iter().map(|channel| &channel.interpreter).collect();
-        Some(self.participants.keys().filter(|other| !interpreters.contains(other)).cloned().collect())
+        let floor = self.participants.keys().filter(|other| !interpreters.contains(other)).cloned();
+        let channel = self
+            .listening_to(participant)
+            .and_then(|language| simultaneous.iter().find(|channel| channel.language == *language));
+        Some(match channel {
+            Some(channel) => HeardAudio { full: BTreeSet::from([channel.interpreter.clone()]), ducked: floor.collect() },
+            None => HeardAudio::only(floor),
+        })
     }
 
     /// The protective order in force for a participant, if any.
@@ -1761,6 +1765,9 @@ impl Hearing {
         }
         if self.open_channel_into(&language).is_some() {
             return Err(step.refuse(Reason::ChannelOpen { language }));
+        }
+        if !self.interpreters.iter().any(|sworn| sworn.interpreter == *interpreter) {
+            return Err(step.refuse(Reason::InterpreterNotSworn { participant: interpreter.clone() }));
         }
         if let Some(busy) = self.open_channels().find(|channel| channel.interpreter == *interpreter) {
             let language = busy.language.clone();

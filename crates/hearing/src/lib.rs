@@ -69,10 +69,11 @@
 //!   committing to the order) and in the minutes. [`Effect::Protect`] tells the media plane who gets the original
 //!   and who the masked media; [`Hearing::pseudonym_for`] tells the adapter whom to show the pseudonym instead of
 //!   the name. The recorder always takes the original.
-//! - **Interpretation channels.** The court opens a channel into a language spoken by an interpreter
-//!   ([`Event::OpenChannel`], simultaneous or consecutive) and closes it; each participant chooses the floor or a
-//!   channel ([`Event::ChooseChannel`]). In simultaneous mode the interpreter is heard only on the channel, and its
-//!   listeners hear the interpreter instead of the floor ([`Effect::HearAudioFrom`]); in consecutive mode the
+//! - **Interpretation channels.** The court opens a channel into a language spoken by an interpreter sworn in
+//!   this hearing ([`Event::OpenChannel`], simultaneous or consecutive) and closes it; each participant chooses the
+//!   floor or a channel ([`Event::ChooseChannel`]). In simultaneous mode the interpreter is heard only on the
+//!   channel, and its listeners hear the interpreter in full with the floor ducked beneath it
+//!   ([`Effect::HearAudioFrom`], [`HeardAudio`], [`DUCKED_GAIN`]); in consecutive mode the
 //!   interpreter speaks on the floor as before. The interpreter's tracks are recorded like anyone's in the main
 //!   room, so each channel is its own sealed track; the minutes list the channels and who interpreted.
 //! - **Minutes** ([`Hearing::minutes`]): date and place, everyone admitted with role and periods of presence,
@@ -105,7 +106,7 @@ mod ids;
 pub mod minutes;
 mod role;
 
-pub use effect::{Effect, HearingEventKind, HearingEventRecord, MediaProtection, Place};
+pub use effect::{DUCKED_GAIN, Effect, HearingEventKind, HearingEventRecord, HeardAudio, MediaProtection, Place};
 pub use error::{Actor, HearingAction, HearingError, Reason, refused_steps_detail};
 pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, InterpretationMode, Invite, LeaveCause, OathForm,

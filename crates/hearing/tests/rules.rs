@@ -12,7 +12,7 @@ use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId,
     DocumentType, Effect, Event, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
-    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
+    IDENTITY_CHECKS_PER_PERSON, HeardAudio, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
     MediaProtection, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId,
     PersonalName, Phase, Place, ProtectiveMeasures, RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,
@@ -86,7 +86,7 @@ struct Court {
     /// Whose media the media plane splits into original and masked, and how.
     protected: BTreeMap<ParticipantId, MediaProtection>,
     /// Whose audio each participant hears (absent: everyone's).
-    hears: BTreeMap<ParticipantId, BTreeSet<ParticipantId>>,
+    hears: BTreeMap<ParticipantId, HeardAudio>,
     ended: bool,
 }
 
@@ -148,6 +148,15 @@ impl Court {
     fn recording() -> Self {
         let mut court = Self::in_session();
         court.ok(Event::StartRecording { by: pid(CLERK) });
+        court
+    }
+
+    /// Recording, with the interpreter sworn (so that channels can be opened).
+    fn interpreted() -> Self {
+        let mut court = Self::recording();
+        court.present(INTERPRETER, Wording::InterpreterOath);
+        let languages = Label::new("fr / it").unwrap();
+        court.ok(Event::SwearInterpreter { by: pid(JUDGE), interpreter: pid(INTERPRETER), languages });
         court
     }
 
@@ -1939,7 +1948,8 @@ fn event_for(court: &Court, step: &Step) -> Event {
         780..=794 => Event::PresentText {
             by: judge,
             person: client(b),
-            wording: Wording::ALL[a % Wording::ALL.len()],
+            // The interpreter's oath, often: a channel opens only for a sworn interpreter.
+            wording: if steered && a % 2 == 0 { Wording::InterpreterOath } else { Wording::ALL[a % Wording::ALL.len()] },
             text: words(if bias % 2 == 0 { "fr" } else { "ar" }, "Les mots de la cour."),
         },
         795..=809 => Event::GiveRightsNotice { by: judge, person: client(b), text: None },
@@ -1951,7 +1961,8 @@ fn event_for(court: &Court, step: &Step) -> Event {
             text: None,
         },
         840..=859 => {
-            Event::SwearInterpreter { by: judge, interpreter: client(b), languages: Label::new("fa / de").unwrap() }
+            let interpreter = if steered && a % 2 == 0 { pid(INTERPRETER) } else { client(b) };
+            Event::SwearInterpreter { by: judge, interpreter, languages: Label::new("fa / de").unwrap() }
         }
         860..=889 => Event::SegmentSealed {
             index: if steered { court.hearing.minutes().segments.len() as u64 } else { b as u64 },
@@ -2017,12 +2028,13 @@ proptest! {
     /// room, the adapter's routing matches the rules, a refusal changes nothing, Ended stays Ended), and the
     /// minutes stay coherent.
     #[test]
-    fn invariants_hold_after_every_event(start in 0u8..4, steps in proptest::collection::vec(step(), 1..150)) {
+    fn invariants_hold_after_every_event(start in 0u8..5, steps in proptest::collection::vec(step(), 1..150)) {
         let mut court = match start {
             0 => Court::scheduled(Rules::default()),
             1 => Court::open(),
             2 => Court::seated(),
-            _ => Court::recording(),
+            3 => Court::recording(),
+            _ => Court::interpreted(),
         };
         for step in &steps {
             let event = event_for(&court, step);
@@ -2235,6 +2247,12 @@ fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_f
         mode: InterpretationMode::Simultaneous,
     };
     assert!(matches!(court.refused(to_witness), Reason::WrongSubjectRole { .. }));
+    // Only for an interpreter sworn in this hearing.
+    assert_eq!(
+        court.refused(open(InterpretationMode::Simultaneous)),
+        Reason::InterpreterNotSworn { participant: pid(INTERPRETER) }
+    );
+    court = Court::interpreted();
     let effects = court.ok(open(InterpretationMode::Simultaneous));
     assert!(
         matches!(&effects[0], Effect::Record(r) if r.kind == HearingEventKind::ChannelOpened && r.subject == Some(pid(INTERPRETER)))
@@ -2242,20 +2260,23 @@ fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_f
     assert!(matches!(court.refused(open(InterpretationMode::Consecutive)), Reason::ChannelOpen { .. }));
     // The floor no longer hears the interpreter; nobody listens to the channel yet.
     let floor = court.hearing.hears_audio_from(&pid(JUDGE)).unwrap();
-    assert!(!floor.contains(&pid(INTERPRETER)) && floor.contains(&pid(WITNESS)));
-    // The accused chooses Italian: they hear the interpreter, and nobody else.
+    assert!(!floor.full.contains(&pid(INTERPRETER)) && floor.full.contains(&pid(WITNESS)) && floor.ducked.is_empty());
+    // The accused chooses Italian: they hear the interpreter in full, and the floor ducked beneath.
     court.ok(Event::ChooseChannel { participant: pid(ACCUSED), language: Some(it.clone()) });
-    assert_eq!(court.hearing.hears_audio_from(&pid(ACCUSED)), Some(BTreeSet::from([pid(INTERPRETER)])));
-    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
-    // The interpreter hears the floor.
-    assert!(court.hearing.hears_audio_from(&pid(INTERPRETER)).unwrap().contains(&pid(WITNESS)));
+    let interpreted = court.hearing.hears_audio_from(&pid(ACCUSED)).unwrap();
+    assert_eq!(interpreted.full, BTreeSet::from([pid(INTERPRETER)]));
+    assert_eq!(interpreted.ducked, floor.full);
+    assert_eq!(court.hears[&pid(ACCUSED)], interpreted);
+    // The interpreter hears the floor, in full.
+    let interpreter = court.hearing.hears_audio_from(&pid(INTERPRETER)).unwrap();
+    assert!(interpreter.full.contains(&pid(WITNESS)) && interpreter.ducked.is_empty());
     let arabic = Event::ChooseChannel { participant: pid(ACCUSED), language: Some(Label::new("ar").unwrap()) };
     assert!(matches!(court.refused(arabic), Reason::NoChannel { .. }));
     // The interpreter's connection drops: the channel carries nothing, so its listeners hear the floor, not silence.
     court.ok(Event::Leave { participant: pid(INTERPRETER), cause: LeaveCause::ConnectionLost });
     assert!(!court.hears.contains_key(&pid(ACCUSED)), "{:?}", court.hears);
     court.ok(Event::Reconnect { participant: pid(INTERPRETER) });
-    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
+    assert_eq!(court.hears[&pid(ACCUSED)], interpreted);
     // In a consultation, its members hear each other, whatever they chose for the main room.
     court.ok(Event::StartConsultation { by: pid(DEFENCE), with: vec![pid(ACCUSED)] });
     assert_eq!(court.hearing.hears_audio_from(&pid(ACCUSED)), None);
@@ -2264,7 +2285,7 @@ fn a_simultaneous_channel_carries_its_interpreter_to_its_listeners_and_off_the_f
         other => panic!("{other:?}"),
     };
     court.ok(Event::EndConsultation { by: pid(DEFENCE), consultation });
-    assert_eq!(court.hears[&pid(ACCUSED)], BTreeSet::from([pid(INTERPRETER)]));
+    assert_eq!(court.hears[&pid(ACCUSED)], interpreted);
     // Closed, everyone hears everyone again; the minutes keep the channel and who interpreted.
     court.ok(Event::CloseChannel { by: pid(JUDGE), language: it.clone() });
     assert!(court.hears.is_empty(), "{:?}", court.hears);

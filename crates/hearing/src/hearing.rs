@@ -13,10 +13,10 @@ use crate::minutes::{
     TextPresentation, TrackConditions,
 };
 use crate::{
-    Actor, Admission, CaseMember, ConsultationId, Effect, Event, HearingAction, HearingError, HearingEventKind,
-    HearingEventRecord, HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, LeaveCause,
-    HeardAudio, MediaProtection, OathForm, ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule, TechnicalReport,
-    TextShown, TrackKind, Wording,
+    Actor, Admission, CaseMember, ConsultationId, Effect, Event, HeardAudio, HearingAction, HearingError,
+    HearingEventKind, HearingEventRecord, HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId,
+    LeaveCause, MediaProtection, OathForm, ParticipantId, Place, ProtectiveMeasures, Reason, Rules, Schedule,
+    TechnicalReport, TextShown, TrackKind, Wording,
 };
 
 /// The steps and changes one participant can repeat on their own whose records go on the record one by one in an
@@ -712,7 +712,9 @@ impl Hearing {
             .listening_to(participant)
             .and_then(|language| simultaneous.iter().find(|channel| channel.language == *language));
         Some(match channel {
-            Some(channel) => HeardAudio { full: BTreeSet::from([channel.interpreter.clone()]), ducked: floor.collect() },
+            Some(channel) => {
+                HeardAudio { full: BTreeSet::from([channel.interpreter.clone()]), ducked: floor.collect() }
+            }
             None => HeardAudio::only(floor),
         })
     }

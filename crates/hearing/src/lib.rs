@@ -106,7 +106,7 @@ mod ids;
 pub mod minutes;
 mod role;
 
-pub use effect::{DUCKED_GAIN, Effect, HearingEventKind, HearingEventRecord, HeardAudio, MediaProtection, Place};
+pub use effect::{DUCKED_GAIN, Effect, HeardAudio, HearingEventKind, HearingEventRecord, MediaProtection, Place};
 pub use error::{Actor, HearingAction, HearingError, Reason, refused_steps_detail};
 pub use event::{
     Admission, CaseMember, DocumentType, Event, IdentityVerification, InterpretationMode, Invite, LeaveCause, OathForm,

@@ -11,8 +11,8 @@ use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Role, Sha25
 use custodia_hearing::minutes::{AdmittedBy, Period, PeriodEnd};
 use custodia_hearing::{
     Admission, CONSULTATIONS_PER_HEARING, COURT_STEPS_PER_WINDOW, CaseMember, CommitmentSalt, ConsultationId,
-    DocumentType, Effect, Event, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
-    IDENTITY_CHECKS_PER_PERSON, HeardAudio, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
+    DocumentType, Effect, Event, HeardAudio, Hearing, HearingError, HearingEventKind, HearingEventRecord, HearingRole,
+    IDENTITY_CHECKS_PER_PERSON, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
     MediaProtection, OWN_STEPS_PER_WINDOW, OWN_STEPS_WINDOW, OathForm, PRESENTATIONS_PER_PERSON, ParticipantId,
     PersonalName, Phase, Place, ProtectiveMeasures, RECORDING_RUNS_PER_HEARING, Reason, Rules, Schedule,
     TechnicalReport, TextShown, TrackKind, Wording,
@@ -1949,7 +1949,11 @@ fn event_for(court: &Court, step: &Step) -> Event {
             by: judge,
             person: client(b),
             // The interpreter's oath, often: a channel opens only for a sworn interpreter.
-            wording: if steered && a % 2 == 0 { Wording::InterpreterOath } else { Wording::ALL[a % Wording::ALL.len()] },
+            wording: if steered && a % 2 == 0 {
+                Wording::InterpreterOath
+            } else {
+                Wording::ALL[a % Wording::ALL.len()]
+            },
             text: words(if bias % 2 == 0 { "fr" } else { "ar" }, "Les mots de la cour."),
         },
         795..=809 => Event::GiveRightsNotice { by: judge, person: client(b), text: None },

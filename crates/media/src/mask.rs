@@ -360,12 +360,17 @@ fn open_vp8_encoder(width: u32, height: u32) -> Result<codec::encoder::video::En
 }
 
 /// Masks one Opus voice feed: Opus decoding at 48 kHz (a stereo packet mixed to mono), the voice transform
-/// ([`VoiceTransform::from_seed`]: McAdams formant warp and pitch change), libopus encoding (48 kHz mono, 20 ms
-/// frames, VoIP application, 32 kb/s).
+/// ([`VoiceTransform::from_seed`]: McAdams formant warp and pitch change), a gain ([`VoiceMasker::with_gain`]: 1
+/// unless the voice is ducked under an interpretation), libopus encoding (48 kHz mono, 20 ms frames, VoIP
+/// application, 32 kb/s). [`VoiceMasker::ducking`] makes one that only lowers the level, for a voice nobody
+/// protects.
 pub struct VoiceMasker {
     decoder: codec::decoder::Audio,
     encoder: codec::encoder::audio::Encoder,
-    transform: VoiceTransform,
+    /// `None`: the voice is kept as it is (only its level changes).
+    transform: Option<VoiceTransform>,
+    /// The factor on every sample, after the transform.
+    gain: f32,
     decoded: frame::Audio,
     mono: Vec<f32>,
     /// Transformed samples not yet encoded (fewer than one Opus frame between pushes).
@@ -379,6 +384,7 @@ impl std::fmt::Debug for VoiceMasker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VoiceMasker")
             .field("transform", &self.transform)
+            .field("gain", &self.gain)
             .field("samples_in", &self.samples_in)
             .field("samples_encoded", &self.samples_encoded)
             .finish_non_exhaustive()
@@ -389,6 +395,23 @@ impl VoiceMasker {
     /// A masker whose voice transform's McAdams coefficient and pitch factor are drawn from `seed` (one seed per
     /// hearing and witness).
     pub fn new(seed: u64) -> Result<Self, MaskError> {
+        Self::open(Some(VoiceTransform::from_seed(seed)))
+    }
+
+    /// A pipeline that keeps the voice and multiplies its level by `gain` (the floor ducked under a simultaneous
+    /// interpretation): decoded and encoded again like a masked voice, with no delay of its own.
+    pub fn ducking(gain: f32) -> Result<Self, MaskError> {
+        Ok(Self::open(None)?.with_gain(gain))
+    }
+
+    /// The same, with every sample multiplied by `gain` (in [0, 1]; anything else is taken as its nearest bound)
+    /// after the transform.
+    pub fn with_gain(mut self, gain: f32) -> Self {
+        self.gain = if gain.is_finite() { gain.clamp(0.0, 1.0) } else { 1.0 };
+        self
+    }
+
+    fn open(transform: Option<VoiceTransform>) -> Result<Self, MaskError> {
         crate::init();
         let codec = codec::decoder::find(Id::OPUS).ok_or(MaskError::CodecMissing("Opus decoder"))?;
         let mut options = Dictionary::new();
@@ -418,7 +441,8 @@ impl VoiceMasker {
         Ok(VoiceMasker {
             decoder,
             encoder,
-            transform: VoiceTransform::from_seed(seed),
+            transform,
+            gain: 1.0,
             decoded: frame::Audio::empty(),
             mono: Vec::with_capacity(OPUS_FRAME_SAMPLES * 6),
             transformed: Vec::with_capacity(OPUS_FRAME_SAMPLES * 8),
@@ -427,20 +451,25 @@ impl VoiceMasker {
         })
     }
 
-    /// The McAdams coefficient this feed is masked with.
+    /// The McAdams coefficient this feed is masked with (1, which changes nothing, when it only ducks).
     pub fn mcadams(&self) -> f64 {
-        self.transform.mcadams()
+        self.transform.as_ref().map_or(1.0, VoiceTransform::mcadams)
     }
 
     /// The pitch factor this feed is masked with: the masked voice's fundamental frequency is this times the
-    /// witness's.
+    /// witness's (1 when it only ducks).
     pub fn pitch_factor(&self) -> f64 {
-        self.transform.pitch_factor()
+        self.transform.as_ref().map_or(1.0, VoiceTransform::pitch_factor)
+    }
+
+    /// The factor on the voice's level.
+    pub fn gain(&self) -> f32 {
+        self.gain
     }
 
     /// How much audio has been pushed so far, in 48 kHz samples: what each packet decoded to, or 20 ms for one
     /// that could not be decoded. Masked packet `k` (from 0) holds what came from input samples
-    /// `960·k − DELAY_SAMPLES` onwards ([`VoiceTransform::DELAY_SAMPLES`]).
+    /// `960·k − DELAY_SAMPLES` onwards ([`VoiceTransform::DELAY_SAMPLES`]; from `960·k` when it only ducks).
     pub fn input_samples(&self) -> u64 {
         self.samples_in
     }
@@ -457,7 +486,16 @@ impl VoiceMasker {
             self.mono.resize(OPUS_FRAME_SAMPLES, 0.0);
         }
         self.samples_in += self.mono.len() as u64;
-        self.transform.process(&self.mono, &mut self.transformed);
+        let start = self.transformed.len();
+        match &mut self.transform {
+            Some(transform) => transform.process(&self.mono, &mut self.transformed),
+            None => self.transformed.extend_from_slice(&self.mono),
+        }
+        if self.gain != 1.0 {
+            for sample in &mut self.transformed[start..] {
+                *sample *= self.gain;
+            }
+        }
         let mut packets = Vec::new();
         let whole_frames = self.transformed.len() / OPUS_FRAME_SAMPLES * OPUS_FRAME_SAMPLES;
         for samples in self.transformed[..whole_frames].chunks_exact(OPUS_FRAME_SAMPLES) {

@@ -193,3 +193,31 @@ fn undecodable_packets_count_as_silence_and_oversized_ones_are_refused() {
     }
     assert!(matches!(masker.push(&[0; MAX_OPUS_PACKET_BYTES + 1]), Err(MaskError::PacketTooLarge { .. })));
 }
+
+#[test]
+fn a_ducked_voice_keeps_its_pitch_and_formants_at_a_fifth_of_its_level() {
+    let input = vowel(120.0, &VOWEL_A, 1.0);
+    let packets = encode_opus(&input, 2);
+    let mut ducker = VoiceMasker::ducking(0.2).expect("ducker");
+    assert_eq!((ducker.mcadams(), ducker.pitch_factor(), ducker.gain()), (1.0, 1.0, 0.2));
+    let mut ducked = Vec::new();
+    for (index, packet) in packets.iter().enumerate() {
+        let out = ducker.push(packet).expect("ducks");
+        // No transform, so no delay: one packet out for each in.
+        assert_eq!(out.len(), 1, "packet {index}");
+        ducked.extend(out);
+    }
+    let output = decode_opus(&ducked);
+    let reference = decode_opus(&encode_opus(&input, 1));
+    let (output, reference) = (&output[9600..], &reference[9600..]);
+    // 0.2 is −14 dB; within 2 dB through two Opus encodings.
+    let level_db = 20.0 * (rms(output) / rms(reference)).log10();
+    assert!((level_db + 14.0).abs() < 2.0, "ducked by {level_db:.1} dB");
+    let (input_pitch, output_pitch) = (pitch_hz(reference), pitch_hz(output));
+    assert!((output_pitch / input_pitch - 1.0).abs() < 0.02, "pitch {input_pitch} → {output_pitch}");
+    let ([input_f1, input_f2], [output_f1, output_f2]) = (strongest_formants(reference), strongest_formants(output));
+    assert!((output_f1 - input_f1).abs() < 60.0 && (output_f2 - input_f2).abs() < 60.0, "formants moved");
+    // A gain outside [0, 1] is taken as its bound; the ducker never amplifies.
+    assert_eq!(VoiceMasker::ducking(3.0).expect("ducker").gain(), 1.0);
+    assert_eq!(VoiceMasker::ducking(f32::NAN).expect("ducker").gain(), 1.0);
+}

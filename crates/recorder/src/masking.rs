@@ -1,5 +1,7 @@
 //! What the room needs from a masking pipeline: the others receive a protected member's media only as the pipeline
-//! masked it (a mosaic for the face, an altered voice), never the original.
+//! masked it (a mosaic for the face, an altered voice), never the original. The same pipelines duck a voice (lower
+//! its level) for the listeners of a simultaneous interpretation, who hear the floor beneath the interpreter: a
+//! [`Treatment`] says what a pipeline does.
 //!
 //! The room does not mask anything itself: a [`MaskerFactory`] starts a pipeline for one track, and the room feeds
 //! it whole frames (a VP8 frame, or one Opus packet) and sends on what comes back. The gateway's factory runs each
@@ -40,9 +42,28 @@ pub struct MaskPipe {
     pub output: mpsc::Receiver<MaskedFrame>,
 }
 
+/// What a pipeline makes of a track: masked (the face or the voice, as a protective order says), ducked (an audio
+/// track's level lowered, for a listener of a simultaneous interpretation channel), or both. Neither is the
+/// original, which no pipeline handles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Treatment {
+    pub mask: bool,
+    /// Audio only.
+    pub duck: bool,
+}
+
+impl Treatment {
+    /// The original: what no pipeline makes.
+    pub const ORIGINAL: Treatment = Treatment { mask: false, duck: false };
+
+    pub fn is_original(self) -> bool {
+        self == Self::ORIGINAL
+    }
+}
+
 /// Starts masking pipelines.
 pub trait MaskerFactory: Send + Sync + std::fmt::Debug {
-    /// Starts a pipeline for one track of `kind` (VP8 video or Opus audio) of a protected member. An error means
-    /// nobody gets a masked feed of that track until a later start succeeds.
-    fn start(&self, kind: MediaKind) -> std::io::Result<MaskPipe>;
+    /// Starts a pipeline that makes `treatment` of one track of `kind` (VP8 video or Opus audio). An error means
+    /// nobody gets that treatment of the track until a later start succeeds.
+    fn start(&self, kind: MediaKind, treatment: Treatment) -> std::io::Result<MaskPipe>;
 }

@@ -19,6 +19,11 @@
 //! admits exactly one source at a time, set under the room's lock when routing changes and checked before every
 //! packet is written, so a change of order cannot let a packet of the original through to a track that has just
 //! been switched to the masked feed. The recorder always takes the original.
+//!
+//! A listener of a simultaneous interpretation channel ([`Room::set_audio_from`]) hears the interpreter as they
+//! speak and the floor ducked beneath: each floor voice reaches them through a pipeline that lowers its level (and
+//! masks it too, if an order masks it for them). A pipeline's product is a [`Treatment`] of its source; receive
+//! tracks admit it like any source, so what a track takes is always one source in one treatment.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +37,7 @@ use crate::engine::{
     Codec, EngineError, IncomingTrack, KeyframeRequester, MediaKind, OutgoingTrack, Peer, RtpIn, RtpOut, TrackEvent,
     WebRtcEngine,
 };
-use crate::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker};
+use crate::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker, Treatment};
 use crate::segmenter::{Recording, RecordingSummary};
 use crate::timeline::ClockSync;
 use crate::track::TrackMessage;
@@ -62,6 +67,15 @@ impl Protection {
             MediaKind::Video => self.mask_video,
         }
     }
+}
+
+/// Whose audio a member hears ([`Room::set_audio_from`]); anyone in neither set is not heard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AudioFrom {
+    /// Heard as they speak.
+    pub full: BTreeSet<String>,
+    /// Heard through a ducking pipeline, beneath those heard in full.
+    pub ducked: BTreeSet<String>,
 }
 
 /// The most frames waiting for a masking pipeline: past it, frames are dropped (and video waits for the next
@@ -154,9 +168,9 @@ struct Member {
     muted: Arc<AtomicBool>,
     /// The senders (by slot) whose video this member takes; `None`: everyone's.
     video_from: Option<BTreeSet<usize>>,
-    /// The members whose audio this member hears; `None`: everyone's (an interpretation channel's listener hears
-    /// its interpreter only).
-    audio_from: Option<BTreeSet<String>>,
+    /// The members whose audio this member hears, and how; `None`: everyone's, in full (an interpretation
+    /// channel's listener hears its interpreter in full and the floor ducked).
+    audio_from: Option<AudioFrom>,
     /// A protective order over this member's media.
     protection: Option<Protection>,
     connection: Option<Connection>,
@@ -195,8 +209,9 @@ struct Source {
     outputs: RwLock<Vec<Arc<Output>>>,
     /// A copy of everything that arrives goes here while the member is recorded.
     recorder: Mutex<Option<mpsc::Sender<TrackEvent>>>,
-    /// The masked version of this track, while a protective order masks its kind.
-    masked: Mutex<Option<Arc<MaskedFeed>>>,
+    /// The pipelines' versions of this track: masked while a protective order masks its kind, ducked while a
+    /// listener of an interpretation channel hears it beneath the interpreter.
+    derived: Mutex<BTreeMap<Treatment, Arc<DerivedFeed>>>,
     /// RTP packets that arrived on this track.
     arrived: AtomicU64,
 }
@@ -209,14 +224,16 @@ struct Output {
     forwarded: AtomicU64,
     /// Of those, packets of a masked feed.
     forwarded_masked: AtomicU64,
+    /// Of those, packets of a ducked feed.
+    forwarded_ducked: AtomicU64,
 }
 
-/// A source as a receive track knows it: an original track by its SSRC, a masked feed by its own number above
-/// every SSRC.
+/// A source as a receive track knows it: an original track by its SSRC, a pipeline's feed by its own number
+/// above every SSRC.
 type SourceKey = u64;
 
-/// Numbers of masked feeds, above every SSRC.
-static NEXT_MASKED_FEED: AtomicU64 = AtomicU64::new(1 << 32);
+/// Numbers of pipelines' feeds, above every SSRC.
+static NEXT_DERIVED_FEED: AtomicU64 = AtomicU64::new(1 << 32);
 
 #[derive(Default)]
 struct Rewrite {
@@ -261,12 +278,18 @@ impl Rewrite {
 
 impl Output {
     fn new(track: Arc<OutgoingTrack>) -> Self {
-        Output { track, rewrite: Mutex::default(), forwarded: AtomicU64::new(0), forwarded_masked: AtomicU64::new(0) }
+        Output {
+            track,
+            rewrite: Mutex::default(),
+            forwarded: AtomicU64::new(0),
+            forwarded_masked: AtomicU64::new(0),
+            forwarded_ducked: AtomicU64::new(0),
+        }
     }
 
-    /// Sends `packet` of `source`, unless this track no longer admits that source (the routing changed since the
-    /// packet's list of receivers was taken).
-    async fn forward(&self, source: SourceKey, packet: &RtpIn) {
+    /// Sends `packet` of `source` (in `treatment`), unless this track no longer admits that source (the routing
+    /// changed since the packet's list of receivers was taken).
+    async fn forward(&self, source: SourceKey, treatment: Treatment, packet: &RtpIn) {
         let (sequence, timestamp) = {
             let mut rewrite = self.rewrite.lock().unwrap_or_else(|p| p.into_inner());
             if rewrite.admitted != Some(source) {
@@ -283,8 +306,11 @@ impl Output {
         let out = RtpOut { sequence, timestamp, marker: packet.marker, payload: packet.payload.clone() };
         self.track.write(&out).await;
         self.forwarded.fetch_add(1, Ordering::Relaxed);
-        if source > u64::from(u32::MAX) {
+        if treatment.mask {
             self.forwarded_masked.fetch_add(1, Ordering::Relaxed);
+        }
+        if treatment.duck {
+            self.forwarded_ducked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -306,11 +332,13 @@ impl Output {
     }
 }
 
-/// The masked version of one source track: the room's copy of its packets goes through a track reader (frames
-/// reassembled, losses answered with keyframe requests) to a masking pipeline, and what comes back is packetized
-/// for the receivers the order does not privilege. Dropping it stops everything (the pipeline with it).
-struct MaskedFeed {
+/// A pipeline's version of one source track (masked, ducked or both): the room's copy of its packets goes through
+/// a track reader (frames reassembled, losses answered with keyframe requests) to the pipeline, and what comes
+/// back is packetized for the receivers who get that treatment. Dropping it stops everything (the pipeline with
+/// it).
+struct DerivedFeed {
     key: SourceKey,
+    treatment: Treatment,
     outputs: RwLock<Vec<Arc<Output>>>,
     /// The copy of the source's packets.
     packets: mpsc::Sender<TrackEvent>,
@@ -319,7 +347,7 @@ struct MaskedFeed {
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for MaskedFeed {
+impl Drop for DerivedFeed {
     fn drop(&mut self) {
         for task in &self.tasks {
             task.abort();
@@ -342,8 +370,8 @@ impl KeyframeRequester for MaskedKeyframes {
     }
 }
 
-impl MaskedFeed {
-    fn start(source: &Source, maskers: Arc<dyn MaskerFactory>) -> Arc<Self> {
+impl DerivedFeed {
+    fn start(source: &Source, treatment: Treatment, maskers: Arc<dyn MaskerFactory>) -> Arc<Self> {
         let (packets, events) = crate::engine::track_queue();
         let (frames, frames_in) = mpsc::channel(MASK_QUEUE);
         let track = IncomingTrack {
@@ -356,17 +384,19 @@ impl MaskedFeed {
         };
         let reader = tokio::spawn(crate::track::run(track, ClockSync::new(std::time::Instant::now()), frames));
         let keyframes = Arc::new(MaskedKeyframes::default());
-        Arc::new_cyclic(|feed: &std::sync::Weak<MaskedFeed>| {
-            let masking = tokio::spawn(run_masked_feed(
+        Arc::new_cyclic(|feed: &std::sync::Weak<DerivedFeed>| {
+            let masking = tokio::spawn(run_derived_feed(
                 feed.clone(),
                 maskers,
                 source.kind,
+                treatment,
                 frames_in,
                 keyframes.clone(),
                 source.keyframes.clone(),
             ));
-            MaskedFeed {
-                key: NEXT_MASKED_FEED.fetch_add(1, Ordering::Relaxed),
+            DerivedFeed {
+                key: NEXT_DERIVED_FEED.fetch_add(1, Ordering::Relaxed),
+                treatment,
                 outputs: RwLock::default(),
                 packets,
                 keyframes,
@@ -378,7 +408,7 @@ impl MaskedFeed {
     async fn send(&self, packet: &RtpIn) {
         let outputs = self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
         for output in &outputs {
-            output.forward(self.key, packet).await;
+            output.forward(self.key, self.treatment, packet).await;
         }
     }
 }
@@ -386,10 +416,11 @@ impl MaskedFeed {
 /// Feeds a source's frames to a masking pipeline and sends on what it makes, starting a new pipeline whenever one
 /// stops. Frames that do not fit the pipeline's queue are dropped (video then waits for a keyframe, asked of the
 /// sender); masked frames that come back too late are not sent.
-async fn run_masked_feed(
-    feed: std::sync::Weak<MaskedFeed>,
+async fn run_derived_feed(
+    feed: std::sync::Weak<DerivedFeed>,
     maskers: Arc<dyn MaskerFactory>,
     kind: MediaKind,
+    treatment: Treatment,
     mut frames: mpsc::Receiver<TrackMessage>,
     wanted: Arc<MaskedKeyframes>,
     source_keyframes: Arc<dyn KeyframeRequester>,
@@ -397,10 +428,10 @@ async fn run_masked_feed(
     let mut sequence: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     let mut audio_timestamp: u32 = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
     loop {
-        let MaskPipe { input, mut output } = match maskers.start(kind) {
+        let MaskPipe { input, mut output } = match maskers.start(kind, treatment) {
             Ok(pipe) => pipe,
             Err(error) => {
-                tracing::warn!(?kind, %error, "a masking pipeline could not start; its receivers get nothing");
+                tracing::warn!(?kind, ?treatment, %error, "a pipeline could not start; its receivers get nothing");
                 tokio::time::sleep(MASK_RESTART_DELAY).await;
                 continue;
             }
@@ -418,7 +449,7 @@ async fn run_masked_feed(
                 _ = watchdog.tick() => {
                     let waiting = handed.back().is_some_and(|(_, at)| *at > last_made);
                     if waiting && last_made.elapsed() > MASK_HUNG_AFTER {
-                        tracing::warn!(?kind, "a masking pipeline made nothing for 3 s and is stopped");
+                        tracing::warn!(?kind, ?treatment, "a pipeline made nothing for 3 s and is stopped");
                         break;
                     }
                 }
@@ -471,15 +502,15 @@ async fn run_masked_feed(
                 }
             }
         }
-        tracing::warn!(?kind, "a masking pipeline stopped; its receivers get nothing until another runs");
+        tracing::warn!(?kind, ?treatment, "a pipeline stopped; its receivers get nothing until another runs");
         // Letting go of both ends stops the pipeline, a hung one included.
         drop((input, output));
         tokio::time::sleep(MASK_RESTART_DELAY).await;
     }
 }
 
-/// Packetizes one masked frame and sends it to the feed's receivers.
-async fn send_masked(feed: &MaskedFeed, kind: MediaKind, masked: MaskedFrame, sequence: &mut u16, audio: &mut u32) {
+/// Packetizes one frame a pipeline made and sends it to the feed's receivers.
+async fn send_masked(feed: &DerivedFeed, kind: MediaKind, masked: MaskedFrame, sequence: &mut u16, audio: &mut u32) {
     let arrived = std::time::Instant::now();
     let (timestamp, payloads) = match kind {
         MediaKind::Audio => {
@@ -517,13 +548,14 @@ impl Source {
             {
                 let outputs = self.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
                 for output in &outputs {
-                    output.forward(SourceKey::from(self.ssrc), packet).await;
+                    output.forward(SourceKey::from(self.ssrc), Treatment::ORIGINAL, packet).await;
                 }
             }
             if !muted {
-                let masked = self.masked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Some(masked) = masked {
-                    crate::engine::enqueue(&masked.packets, event.clone());
+                let derived: Vec<Arc<DerivedFeed>> =
+                    self.derived.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+                for feed in derived {
+                    crate::engine::enqueue(&feed.packets, event.clone());
                 }
             }
             let recorder = self.recorder.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -562,9 +594,9 @@ impl Source {
         self.recorder.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
-    /// Stops this track's masked feed, if it has one (the track ended, or is no longer masked).
-    fn stop_masking(&self) {
-        self.masked.lock().unwrap_or_else(|p| p.into_inner()).take();
+    /// Stops this track's pipelines, if it has any (the track ended).
+    fn stop_pipelines(&self) {
+        self.derived.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 
@@ -625,7 +657,7 @@ impl Room {
         if let Some(connection) = removed.and_then(|entry| entry.connection) {
             for source in &connection.sources {
                 source.stop_recording();
-                source.stop_masking();
+                source.stop_pipelines();
             }
             let _ = connection.peer.close().await;
         }
@@ -691,7 +723,7 @@ impl Room {
         };
         if let Some(old) = replaced {
             for source in &old.sources {
-                source.stop_masking();
+                source.stop_pipelines();
             }
             let _ = old.peer.close().await;
         }
@@ -718,7 +750,7 @@ impl Room {
             muted: entry.muted.clone(),
             outputs: RwLock::default(),
             recorder: Mutex::new(None),
-            masked: Mutex::new(None),
+            derived: Mutex::default(),
             arrived: AtomicU64::new(0),
         });
         if let Some(recording) = &entry.recording {
@@ -748,9 +780,9 @@ impl Room {
         route(&mut state);
     }
 
-    /// Whose audio a member hears, by member (`None`: everyone in their zone's). It changes only what this member
-    /// receives.
-    pub fn set_audio_from(&self, member: &str, from: Option<BTreeSet<String>>) {
+    /// Whose audio a member hears, by member, and whose ducked (`None`: everyone in their zone's, in full). It
+    /// changes only what this member receives.
+    pub fn set_audio_from(&self, member: &str, from: Option<AudioFrom>) {
         let mut state = self.lock();
         if let Some(entry) = state.members.get_mut(member) {
             entry.audio_from = from;
@@ -819,7 +851,7 @@ impl Room {
         if let Some(connection) = connection {
             for source in &connection.sources {
                 source.stop_recording();
-                source.stop_masking();
+                source.stop_pipelines();
             }
             let _ = connection.peer.close().await;
         }
@@ -844,7 +876,8 @@ impl Room {
                 for (kind, output) in [MediaKind::Audio, MediaKind::Video].into_iter().zip(pair) {
                     let key = (name.clone(), sender_name.clone(), kind);
                     counters.forwarded.insert(key.clone(), output.forwarded.load(Ordering::Relaxed));
-                    counters.masked.insert(key, output.forwarded_masked.load(Ordering::Relaxed));
+                    counters.masked.insert(key.clone(), output.forwarded_masked.load(Ordering::Relaxed));
+                    counters.ducked.insert(key, output.forwarded_ducked.load(Ordering::Relaxed));
                 }
             }
         }
@@ -893,108 +926,143 @@ pub struct RoomCounters {
     pub arrived: BTreeMap<(String, MediaKind), u64>,
     /// By (receiver, sender, kind): the packets of the sender's track forwarded to the receiver.
     pub forwarded: BTreeMap<(String, String, MediaKind), u64>,
-    /// Of those, by the same key: the packets of the sender's masked feed (so the others were the original).
+    /// Of those, by the same key: the packets of the sender's masked feed (so the others were the original, or
+    /// only ducked).
     pub masked: BTreeMap<(String, String, MediaKind), u64>,
+    /// Of those, by the same key: the packets of a ducked feed of the sender (masked too, or not).
+    pub ducked: BTreeMap<(String, String, MediaKind), u64>,
 }
 
 /// Recomputes who receives whom: every source of a connected member with a zone goes to the matching receive
-/// slot of every other connected member in the same zone; of a protected member's masked kinds, only those the
-/// order names get the original, and the others the masked feed (or nothing, with no masking pipeline). New video
-/// receivers get a keyframe asked for.
+/// slot of every other connected member in the same zone who takes it, in the treatment each is due: of a
+/// protected member's masked kinds, only those the order names get the original, and the others the masked feed;
+/// a listener of an interpretation channel gets the floor's voices ducked. A treatment no pipeline makes (no
+/// masking pipelines, or not the sender's first track of its kind) reaches nobody. New video receivers get a
+/// keyframe asked for.
 fn route(state: &mut RoomState) {
     let maskers = state.maskers.clone();
     let members: Vec<(&String, &Member)> = state.members.iter().collect();
     for (sender_name, sender) in &members {
         let Some(connection) = &sender.connection else { continue };
-        // A protected member's first track of each kind is masked; any more of that kind (an offer with many
-        // cameras) reach nobody the order does not name, so a hostile sender cannot start pipelines without end.
-        let mut masked_kinds = BTreeSet::new();
+        // Only a member's first track of each kind goes through pipelines; any more of that kind (an offer with
+        // many cameras) reach only those who get the original, so a hostile sender cannot start pipelines without
+        // end.
+        let mut kinds_seen = BTreeSet::new();
         for source in &connection.sources {
-            let index = match source.kind {
-                MediaKind::Audio => 0,
-                MediaKind::Video => 1,
-            };
-            let receivers: Vec<(&String, Arc<Output>)> = match sender.zone {
-                None => Vec::new(),
-                Some(zone) => members
-                    .iter()
-                    .filter(|(_, receiver)| !std::ptr::eq(*receiver, *sender) && receiver.zone == Some(zone))
-                    .filter(|(_, receiver)| match source.kind {
-                        MediaKind::Audio => receiver.audio_from.as_ref().is_none_or(|from| from.contains(*sender_name)),
-                        MediaKind::Video => receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot)),
-                    })
-                    .filter_map(|(name, receiver)| {
-                        Some((*name, receiver.connection.as_ref()?.receive.get(sender.slot)?[index].clone()))
-                    })
-                    .collect(),
-            };
+            let first_of_kind = kinds_seen.insert(source.kind);
             let protection = sender.protection.as_ref().filter(|protection| protection.masks(source.kind));
-            let (original, masked): (Vec<_>, Vec<_>) = receivers
-                .into_iter()
-                .partition(|(name, _)| protection.is_none_or(|protection| protection.original_to.contains(*name)));
-            let original: Vec<Arc<Output>> = original.into_iter().map(|(_, output)| output).collect();
-            let masked: Vec<Arc<Output>> = masked.into_iter().map(|(_, output)| output).collect();
-            let first_of_kind = protection.is_some() && masked_kinds.insert(source.kind);
-            let feed = match (protection, &maskers) {
-                (None, _) => {
-                    source.stop_masking();
-                    None
-                }
-                (Some(_), None) => None,
-                (Some(_), Some(_)) if !first_of_kind => {
-                    source.stop_masking();
-                    None
-                }
-                (Some(_), Some(maskers)) => {
-                    let mut feed = source.masked.lock().unwrap_or_else(|p| p.into_inner());
-                    if feed.is_none() && !masked.is_empty() {
-                        *feed = Some(MaskedFeed::start(source, maskers.clone()));
-                    }
-                    feed.clone()
-                }
+            let wanted = match sender.zone {
+                None => BTreeMap::new(),
+                Some(zone) => receivers(&members, sender_name, sender, zone, source.kind, protection),
             };
-            // Whatever no longer receives this source in either form is cut off first; then each receive track
-            // admits the one source it now takes.
-            let kept = |output: &Arc<Output>| original.iter().chain(&masked).any(|kept| Arc::ptr_eq(kept, output));
-            let mut outputs = source.outputs.write().unwrap_or_else(|p| p.into_inner());
-            let mut masked_outputs = feed.as_ref().map(|feed| feed.outputs.write().unwrap_or_else(|p| p.into_inner()));
-            for removed in outputs.iter().chain(masked_outputs.iter().flat_map(|list| list.iter())) {
-                if !kept(removed) {
-                    removed.pause();
+            let mut derived = source.derived.lock().unwrap_or_else(|p| p.into_inner());
+            let mut before: Vec<Arc<Output>> = source.outputs.read().unwrap_or_else(|p| p.into_inner()).clone();
+            for feed in derived.values() {
+                before.extend(feed.outputs.read().unwrap_or_else(|p| p.into_inner()).iter().cloned());
+            }
+            // The pipelines kept: those someone receives, and the masked feed while the order masks this kind (so
+            // that whoever comes back to it from a consultation gets pictures at once).
+            let pipelines = maskers.as_ref().filter(|_| first_of_kind);
+            derived.retain(|treatment, _| {
+                pipelines.is_some()
+                    && (wanted.contains_key(treatment) || (protection.is_some() && *treatment == MASKED))
+            });
+            if let Some(maskers) = pipelines {
+                for treatment in wanted.keys().filter(|treatment| !treatment.is_original()) {
+                    derived
+                        .entry(*treatment)
+                        .or_insert_with(|| DerivedFeed::start(source, *treatment, maskers.clone()));
                 }
             }
-            let added = |list: &[Arc<Output>], wanted: &[Arc<Output>]| {
-                wanted.iter().any(|w| !list.iter().any(|o| Arc::ptr_eq(o, w)))
+            // Whatever no longer receives this source in any form is cut off first; then each receive track admits
+            // the one source, in the one treatment, it now takes.
+            let reached = |output: &Arc<Output>| {
+                wanted
+                    .iter()
+                    .filter(|(treatment, _)| treatment.is_original() || derived.contains_key(*treatment))
+                    .any(|(_, list)| list.iter().any(|kept| Arc::ptr_eq(kept, output)))
             };
-            let original_added = added(&outputs, &original);
-            for output in &original {
-                output.admit(SourceKey::from(source.ssrc));
-                output.track.set_upstream(Some(source.keyframes.clone()));
+            for removed in before.iter().filter(|output| !reached(output)) {
+                removed.pause();
             }
-            *outputs = original;
-            match (&feed, masked_outputs.as_mut()) {
-                (Some(feed), Some(list)) => {
-                    let masked_added = added(list, &masked);
-                    for output in &masked {
-                        output.admit(feed.key);
-                        output.track.set_upstream(Some(feed.keyframes.clone()));
-                    }
-                    **list = masked;
-                    if masked_added && source.kind == MediaKind::Video {
-                        feed.keyframes.request_keyframe();
-                    }
-                }
-                _ => {
-                    for output in &masked {
-                        output.pause();
-                        output.track.set_upstream(None);
-                    }
-                }
+            let empty = Vec::new();
+            let original = wanted.get(&Treatment::ORIGINAL).unwrap_or(&empty);
+            let key = SourceKey::from(source.ssrc);
+            take(&source.outputs, original, key, &source.keyframes, source.kind);
+            for (treatment, feed) in derived.iter() {
+                let keyframes: Arc<dyn KeyframeRequester> = feed.keyframes.clone();
+                take(&feed.outputs, wanted.get(treatment).unwrap_or(&empty), feed.key, &keyframes, source.kind);
             }
-            if original_added && source.kind == MediaKind::Video {
-                source.keyframes.request_keyframe();
+            for (_, list) in
+                wanted.iter().filter(|(treatment, _)| !treatment.is_original() && !derived.contains_key(*treatment))
+            {
+                for output in list {
+                    output.pause();
+                    output.track.set_upstream(None);
+                }
             }
         }
+    }
+}
+
+/// The treatment of a protected member's media for those the order does not privilege.
+const MASKED: Treatment = Treatment { mask: true, duck: false };
+
+/// Who in `zone` receives `sender`'s track of `kind`, by the treatment each is due.
+fn receivers(
+    members: &[(&String, &Member)],
+    sender_name: &str,
+    sender: &Member,
+    zone: u64,
+    kind: MediaKind,
+    protection: Option<&Protection>,
+) -> BTreeMap<Treatment, Vec<Arc<Output>>> {
+    let index = match kind {
+        MediaKind::Audio => 0,
+        MediaKind::Video => 1,
+    };
+    let mut wanted: BTreeMap<Treatment, Vec<Arc<Output>>> = BTreeMap::new();
+    for (name, receiver) in members {
+        if std::ptr::eq(*receiver, sender) || receiver.zone != Some(zone) {
+            continue;
+        }
+        let duck = match (kind, &receiver.audio_from) {
+            (MediaKind::Audio, None) => false,
+            (MediaKind::Audio, Some(from)) if from.full.contains(sender_name) => false,
+            (MediaKind::Audio, Some(from)) if from.ducked.contains(sender_name) => true,
+            (MediaKind::Audio, Some(_)) => continue,
+            (MediaKind::Video, _) if receiver.video_from.as_ref().is_none_or(|from| from.contains(&sender.slot)) => {
+                false
+            }
+            (MediaKind::Video, _) => continue,
+        };
+        let Some(pair) = receiver.connection.as_ref().and_then(|connection| connection.receive.get(sender.slot)) else {
+            continue;
+        };
+        let mask = protection.is_some_and(|protection| !protection.original_to.contains(*name));
+        wanted.entry(Treatment { mask, duck }).or_default().push(pair[index].clone());
+    }
+    wanted
+}
+
+/// Makes `outputs` (a source's or a feed's list of receive tracks) exactly `wanted`, each admitting `key` and
+/// sending its keyframe requests to `keyframes`; a video track new to the list gets a keyframe asked for.
+fn take(
+    outputs: &RwLock<Vec<Arc<Output>>>,
+    wanted: &[Arc<Output>],
+    key: SourceKey,
+    keyframes: &Arc<dyn KeyframeRequester>,
+    kind: MediaKind,
+) {
+    let mut outputs = outputs.write().unwrap_or_else(|p| p.into_inner());
+    let added = wanted.iter().any(|w| !outputs.iter().any(|o| Arc::ptr_eq(o, w)));
+    for output in wanted {
+        output.admit(key);
+        output.track.set_upstream(Some(keyframes.clone()));
+    }
+    *outputs = wanted.to_vec();
+    if added && kind == MediaKind::Video {
+        keyframes.request_keyframe();
     }
 }
 

@@ -59,7 +59,7 @@ struct Measured {
 /// Feeds every frame to a fresh `custodia mask video` child at the camera's pace and times what comes back.
 async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Measured, BoxError> {
     let cpu_before = children_cpu_seconds()?;
-    let pipe = maskers.start(MediaKind::Video)?;
+    let pipe = maskers.start(MediaKind::Video, custodia_recorder::masking::Treatment { mask: true, duck: false })?;
     let (input, mut output) = (pipe.input, pipe.output);
     let mut handed: HashMap<i64, Instant> = HashMap::new();
     let mut latencies = Vec::new();

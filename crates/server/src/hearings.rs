@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 use custodia_core::{Action, ActorId, ArtefactId, CaseId, HearingId, Label, OnwardTransfer, Sha256, Tlp, UsePolicy};
 use custodia_hearing::{
-    Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, Hearing, HearingError,
-    HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause, MediaProtection,
-    OathForm, ParticipantId, PersonalName, Phase, Place, ProtectiveMeasures, Rules, Schedule, TechnicalReport,
-    TextShown, TrackKind, Wording,
+    Admission, CaseMember, CommitmentSalt, ConsultationId, DocumentType, Effect, Event, HeardAudio, Hearing,
+    HearingError, HearingRole, IdentityVerification, InterpretationMode, Invite, InviteId, InviteState, LeaveCause,
+    MediaProtection, OathForm, ParticipantId, PersonalName, Phase, Place, ProtectiveMeasures, Rules, Schedule,
+    TechnicalReport, TextShown, TrackKind, Wording,
 };
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
@@ -842,7 +842,7 @@ impl Hearings {
             let protection = state.machine.media_protection(participant).map(room_protection);
             live.room.set_protection(participant.as_str(), protection);
             let hears = state.machine.hears_audio_from(participant);
-            live.room.set_audio_from(participant.as_str(), hears.as_ref().map(room_members));
+            live.room.set_audio_from(participant.as_str(), hears.as_ref().map(room_audio));
         }
         if state.machine.phase() == Phase::Ended {
             if state.minutes_artefact.is_none() {
@@ -1280,6 +1280,11 @@ fn room_members(participants: &BTreeSet<ParticipantId>) -> BTreeSet<String> {
     participants.iter().map(|participant| participant.as_str().to_owned()).collect()
 }
 
+/// The room's view of whose audio a participant hears, and whose ducked.
+fn room_audio(heard: &HeardAudio) -> custodia_recorder::sfu::AudioFrom {
+    custodia_recorder::sfu::AudioFrom { full: room_members(&heard.full), ducked: room_members(&heard.ducked) }
+}
+
 /// The room's view of a protective order: the members who get the original, by the names the room knows them by.
 fn room_protection(protection: MediaProtection) -> custodia_recorder::sfu::Protection {
     custodia_recorder::sfu::Protection {
@@ -1568,8 +1573,7 @@ impl LiveHearing {
                 }
                 Effect::SetMuted { participant, muted } => self.room.set_muted(participant.as_str(), muted),
                 Effect::HearAudioFrom { participant, from } => {
-                    let from = from.as_ref().map(room_members);
-                    self.room.set_audio_from(participant.as_str(), from);
+                    self.room.set_audio_from(participant.as_str(), from.as_ref().map(room_audio));
                 }
                 Effect::Protect { participant, protection } => {
                     self.room.set_protection(participant.as_str(), protection.map(room_protection));

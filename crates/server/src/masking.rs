@@ -1,10 +1,14 @@
-//! Masking a protected witness's media, in child processes (the room's [`MaskerFactory`]).
+//! Masking a protected witness's media, and ducking the floor under a simultaneous interpretation, in child
+//! processes (the room's [`MaskerFactory`]).
 //!
 //! A protective order sends everyone it does not privilege a masked picture (a coarse full-frame mosaic) and an
 //! altered voice (McAdams-coefficient LPC warping and a pitch change, both drawn per hearing), made by
 //! `custodia_media::mask` from what the witness sends.
-//! FFmpeg decodes what a peer sent, so each pipeline runs as `custodia mask <video|voice> <address space bytes>` (a
-//! hidden subcommand, like `custodia probe`): a child with a cleared environment, under the same limits as the
+//! A listener of a simultaneous interpretation channel hears each floor voice ducked to [`DUCKED_GAIN`] of its
+//! level (masked as well, for a protected witness whose order does not privilege the listener).
+//! FFmpeg decodes what a peer sent, so each pipeline runs as `custodia mask <treatment> <address space bytes>` (a
+//! hidden subcommand, like `custodia probe`; the treatment is `video`, `voice`, `ducked-voice` (altered and ducked)
+//! or `ducked` (ducked only)): a child with a cleared environment, under the same limits as the
 //! probe (no new privileges, no core files, no file it may write, few open files, an address space, death with its
 //! parent) but no CPU limit, since it runs as long as the hearing. A parser bug a hostile peer reaches, a crash, a
 //! hang or a kill takes only that pipeline down: the room then sends its receivers nothing until a new one runs,
@@ -31,8 +35,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use bytes::Bytes;
+use custodia_hearing::DUCKED_GAIN;
 use custodia_recorder::engine::MediaKind;
-use custodia_recorder::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker};
+use custodia_recorder::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker, Treatment};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -93,11 +98,14 @@ impl Maskers {
 }
 
 impl MaskerFactory for Maskers {
-    fn start(&self, kind: MediaKind) -> std::io::Result<MaskPipe> {
-        let place = ChildPlace::take()?;
+    fn start(&self, kind: MediaKind, treatment: Treatment) -> std::io::Result<MaskPipe> {
+        let Some(pipeline) = Pipeline::of(kind, treatment) else {
+            return Err(std::io::Error::other(format!("no pipeline makes {treatment:?} of {kind:?}")));
+        };
+        let place = ChildPlace::take(pipeline.pool())?;
         let mut child = tokio::process::Command::new(&self.program)
             .arg(SUBCOMMAND)
-            .arg(kind_name(kind))
+            .arg(pipeline.name())
             .arg(ADDRESS_SPACE_BYTES.to_string())
             .env_clear()
             .stdin(Stdio::piped())
@@ -163,22 +171,77 @@ impl MaskerFactory for Maskers {
 /// core's share. Past it a pipeline does not start, and its receivers get nothing (fail closed) until one ends.
 pub const MAX_MASKING_CHILDREN: usize = 32;
 
-static MASKING_CHILDREN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Children that only duck a voice, at most, over all hearings: a few percent of a core each (one per floor voice
+/// of a hearing with a simultaneous channel). Counted apart from the masking children, so that many interpreted
+/// hearings cannot keep a protected witness's masked feed from starting. Past it a floor voice does not reach the
+/// channels' listeners (they still hear the interpreter).
+pub const MAX_DUCKING_CHILDREN: usize = 128;
 
-/// One of the [`MAX_MASKING_CHILDREN`] places, held while a child runs.
+/// Running children, by pool: masking (anything masked), then ducking only.
+static RUNNING_CHILDREN: [std::sync::atomic::AtomicUsize; 2] =
+    [std::sync::atomic::AtomicUsize::new(0), std::sync::atomic::AtomicUsize::new(0)];
+
+/// What a child does: the room's treatments that a pipeline makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipeline {
+    MaskedVideo,
+    AlteredVoice,
+    AlteredDuckedVoice,
+    DuckedVoice,
+}
+
+impl Pipeline {
+    const ALL: [Pipeline; 4] = [Self::MaskedVideo, Self::AlteredVoice, Self::AlteredDuckedVoice, Self::DuckedVoice];
+
+    /// The pipeline that makes `treatment` of a track of `kind`; `None` for the original, and for a ducked video.
+    fn of(kind: MediaKind, treatment: Treatment) -> Option<Self> {
+        match (kind, treatment.mask, treatment.duck) {
+            (MediaKind::Video, true, false) => Some(Self::MaskedVideo),
+            (MediaKind::Audio, true, false) => Some(Self::AlteredVoice),
+            (MediaKind::Audio, true, true) => Some(Self::AlteredDuckedVoice),
+            (MediaKind::Audio, false, true) => Some(Self::DuckedVoice),
+            _ => None,
+        }
+    }
+
+    /// Its name on the child's command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::MaskedVideo => "video",
+            Self::AlteredVoice => "voice",
+            Self::AlteredDuckedVoice => "ducked-voice",
+            Self::DuckedVoice => "ducked",
+        }
+    }
+
+    fn named(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|pipeline| pipeline.name() == name)
+    }
+
+    /// Which pool of children it counts in: 0 for masking, 1 for ducking only.
+    fn pool(self) -> usize {
+        usize::from(self == Self::DuckedVoice)
+    }
+}
+
+/// A place in one of the pools of children ([`MAX_MASKING_CHILDREN`], [`MAX_DUCKING_CHILDREN`]), held while a
+/// child runs.
 #[derive(Debug)]
-struct ChildPlace;
+struct ChildPlace {
+    pool: usize,
+}
 
 impl ChildPlace {
-    fn take() -> std::io::Result<Self> {
+    fn take(pool: usize) -> std::io::Result<Self> {
         use std::sync::atomic::Ordering;
-        let taken = MASKING_CHILDREN.fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
-            (running < MAX_MASKING_CHILDREN).then_some(running + 1)
-        });
+        let limit = [MAX_MASKING_CHILDREN, MAX_DUCKING_CHILDREN][pool];
+        let taken = RUNNING_CHILDREN[pool]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| (running < limit).then_some(running + 1));
         match taken {
-            Ok(_) => Ok(ChildPlace),
+            Ok(_) => Ok(ChildPlace { pool }),
             Err(_) => Err(std::io::Error::other(format!(
-                "{MAX_MASKING_CHILDREN} masking pipelines are running, the most this gateway runs at once"
+                "{limit} {} pipelines are running, the most this gateway runs at once",
+                ["masking", "ducking"][pool]
             ))),
         }
     }
@@ -186,14 +249,7 @@ impl ChildPlace {
 
 impl Drop for ChildPlace {
     fn drop(&mut self) {
-        MASKING_CHILDREN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
-fn kind_name(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Video => "video",
-        MediaKind::Audio => "voice",
+        RUNNING_CHILDREN[self.pool].fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -245,25 +301,27 @@ fn read_message(input: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>>
 pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
     let usage = || {
         eprintln!(
-            "usage: custodia {SUBCOMMAND} <video|voice> <address space bytes>\n       custodia {SUBCOMMAND} {SEGMENT} \
-             <address space bytes> <input> <output>"
+            "usage: custodia {SUBCOMMAND} <video|voice|ducked-voice|ducked> <address space bytes>\n       custodia \
+             {SUBCOMMAND} {SEGMENT} <address space bytes> <input> <output>"
         );
         std::process::ExitCode::from(2)
     };
     let kind = args.next();
     let address_space = args.next().and_then(|a| a.to_str().and_then(|s| s.parse::<u64>().ok()));
     let (Some(kind), Some(address_space)) = (kind, address_space) else { return usage() };
-    let video = match kind.to_str() {
-        Some("video") => true,
-        Some("voice") => false,
+    let pipeline = match kind.to_str() {
         Some(SEGMENT) => return segment_child(address_space, args),
-        _ => return usage(),
+        Some(name) => match Pipeline::named(name) {
+            Some(pipeline) => pipeline,
+            None => return usage(),
+        },
+        None => return usage(),
     };
     if let Err(err) = crate::probe::confine(address_space, None, 0) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }
-    match run_child(video, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
+    match run_child(pipeline, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("custodia {SUBCOMMAND}: {err}");
@@ -374,13 +432,20 @@ enum Masker {
     Voice(Box<custodia_media::mask::VoiceMasker>),
 }
 
-fn run_child(video: bool, input: &mut impl Read, output: &mut impl Write) -> Result<(), Box<dyn std::error::Error>> {
+fn run_child(
+    pipeline: Pipeline,
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use custodia_media::mask::{VideoMasker, VoiceMasker};
     let mut seed = [0u8; 8];
     input.read_exact(&mut seed)?;
-    let mut masker = if video {
-        Masker::Video(custodia_media::mask::VideoMasker::new()?)
-    } else {
-        Masker::Voice(Box::new(custodia_media::mask::VoiceMasker::new(u64::from_be_bytes(seed))?))
+    let seed = u64::from_be_bytes(seed);
+    let mut masker = match pipeline {
+        Pipeline::MaskedVideo => Masker::Video(VideoMasker::new()?),
+        Pipeline::AlteredVoice => Masker::Voice(Box::new(VoiceMasker::new(seed)?)),
+        Pipeline::AlteredDuckedVoice => Masker::Voice(Box::new(VoiceMasker::new(seed)?.with_gain(DUCKED_GAIN))),
+        Pipeline::DuckedVoice => Masker::Voice(Box::new(VoiceMasker::ducking(DUCKED_GAIN)?)),
     };
     let mut message = Vec::new();
     while let Some((tag, body)) = read_message(input)? {
@@ -430,7 +495,7 @@ mod tests {
 
     #[test]
     fn a_child_writes_nothing_for_what_it_cannot_mask_and_ends_with_its_input() {
-        for video in [true, false] {
+        for pipeline in Pipeline::ALL {
             let mut input = 7u64.to_be_bytes().to_vec();
             input.extend(frame(0, b"not a frame at all"));
             input.extend(frame(20, &[0xff; 3000]));
@@ -438,8 +503,8 @@ mod tests {
             input.extend(message(9, b"a tag nobody sends"));
             input.extend(message(TAG_FRAME, b"short"));
             let mut output = Vec::new();
-            run_child(video, &mut input.as_slice(), &mut output).unwrap();
-            assert!(output.is_empty(), "video {video}: {} bytes written", output.len());
+            run_child(pipeline, &mut input.as_slice(), &mut output).unwrap();
+            assert!(output.is_empty(), "{pipeline:?}: {} bytes written", output.len());
         }
     }
 
@@ -448,9 +513,22 @@ mod tests {
         let mut input = 7u64.to_be_bytes().to_vec();
         input.push(TAG_FRAME);
         input.extend_from_slice(&(MAX_MESSAGE as u32 + 1).to_be_bytes());
-        assert!(run_child(true, &mut input.as_slice(), &mut Vec::new()).is_err());
+        assert!(run_child(Pipeline::MaskedVideo, &mut input.as_slice(), &mut Vec::new()).is_err());
         let mut input = 7u64.to_be_bytes().to_vec();
         input.extend(&frame(0, &[1; 100])[..50]);
-        assert!(run_child(false, &mut input.as_slice(), &mut Vec::new()).is_err());
+        assert!(run_child(Pipeline::DuckedVoice, &mut input.as_slice(), &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn every_treatment_but_the_original_has_one_pipeline_and_its_name_reads_back() {
+        use custodia_recorder::masking::Treatment;
+        for pipeline in Pipeline::ALL {
+            assert_eq!(Pipeline::named(pipeline.name()), Some(pipeline));
+        }
+        let video = |mask, duck| Pipeline::of(MediaKind::Video, Treatment { mask, duck });
+        let audio = |mask, duck| Pipeline::of(MediaKind::Audio, Treatment { mask, duck });
+        assert_eq!((video(false, false), audio(false, false), video(false, true)), (None, None, None));
+        assert_eq!(audio(false, true).map(Pipeline::pool), Some(1), "ducking alone counts apart");
+        assert_eq!(audio(true, true).map(Pipeline::pool), Some(0), "anything masked counts as masking");
     }
 }

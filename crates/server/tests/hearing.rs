@@ -166,14 +166,23 @@ impl Marks {
     /// In `phase`: the packets of `from`'s `kind` forwarded to `to` that were not of its masked feed (the
     /// original), and those that were.
     fn original_and_masked(&self, phase: &str, to: &str, from: &str, kind: MediaKind) -> (u64, u64) {
+        let Treated { all, masked, .. } = self.treated(phase, to, from, kind);
+        (all.saturating_sub(masked), masked)
+    }
+
+    /// In `phase`: the packets of `from`'s `kind` forwarded to `to`, and of those, how many a pipeline masked and
+    /// how many one ducked.
+    fn treated(&self, phase: &str, to: &str, from: &str, kind: MediaKind) -> Treated {
         let at =
             |edge: &str| self.0.get(&format!("{phase} {edge}")).unwrap_or_else(|| panic!("no mark {phase} {edge}"));
         let key = (to.to_owned(), from.to_owned(), kind);
         let count = |map: &BTreeMap<(String, String, MediaKind), u64>| map.get(&key).copied().unwrap_or(0);
         let (start, end) = (at("start"), at("end"));
-        let masked = count(&end.masked).saturating_sub(count(&start.masked));
-        let all = count(&end.forwarded).saturating_sub(count(&start.forwarded));
-        (all.saturating_sub(masked), masked)
+        Treated {
+            all: count(&end.forwarded).saturating_sub(count(&start.forwarded)),
+            masked: count(&end.masked).saturating_sub(count(&start.masked)),
+            ducked: count(&end.ducked).saturating_sub(count(&start.ducked)),
+        }
     }
 
     /// Whether nothing of `kind` from `from` was forwarded to `to` in `phase`.
@@ -185,6 +194,14 @@ impl Marks {
             }
         }
     }
+}
+
+/// Packets forwarded in a phase, and of those, how many a pipeline masked and how many one ducked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Treated {
+    all: u64,
+    masked: u64,
+    ducked: u64,
 }
 
 /// Runs a script of aiortc room peers (tests/peers) to completion, reading `room`'s counters at each "mark ..."
@@ -1288,45 +1305,104 @@ fn psnr_between(a: &Path, b: &Path) -> f64 {
 }
 
 /// Simultaneous interpretation (tests/peers/room_interpretation.py, five aiortc peers, each with its own tone): the
-/// court opens a channel into Italian spoken by the interpreter, and an observer chooses it. By the gateway's
-/// counters, the observer then gets the interpreter's audio and nothing of the witness's, the floor (defence) gets
-/// the witness and not the interpreter, and the interpreter hears the floor; by what the peers decoded, the
-/// observer hears the interpreter's tone. The interpreter's recording (the channel's own sealed track) is read by
-/// ffprobe, and the minutes list the channel and who interpreted.
+/// court cannot open a channel for an interpreter not yet sworn in; once sworn, it opens one into Italian, and an
+/// observer chooses it. The witness's voice is altered by a protective order for all but the court and the defence.
+/// By the gateway's counters, the observer then gets the interpreter's audio as it is and every floor voice
+/// through a pipeline that ducks it (the witness's through one that alters it too, never the original), the floor
+/// (defence) gets the witness and not the interpreter, and the interpreter hears the floor; by what the peers
+/// decoded, the observer hears the interpreter's tone in full and the floor's a fifth as loud. The interpreter's
+/// recording (the channel's own sealed track) is read by ffprobe, and the minutes list the channel and who
+/// interpreted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interpretation_channel_carries_the_interpreter_to_its_listeners_and_off_the_floor() {
+async fn an_interpretation_channel_carries_the_interpreter_to_its_listeners_with_the_floor_ducked() {
     let Some(gateway) = gateway_for_room_peers().await else { return };
-    let invites = [
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (judge, judge_session) = gateway.person("judge", "IT").await;
+    gateway.member("case-1", &judge, "judge").await;
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let reply =
+        gateway.call("POST", "/api/v1/cases/case-1/hearings", Some(As::Session(&clerk_session)), schedule).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
+    let hearing = reply.json()["id"].as_str().unwrap().to_owned();
+    let bodies = [
         json!({"role": "judge", "admit_on_join": true}),
         json!({"role": "witness"}),
         json!({"role": "interpreter"}),
         json!({"role": "defence"}),
         json!({"role": "observer"}),
     ];
-    let (hearing, clerk_session, secrets) = open_hearing(&gateway, &invites).await;
+    let mut invites = Vec::new();
+    for body in bodies {
+        invites.push(invite(&gateway, &clerk_session, &hearing, body).await);
+    }
+    // The witness's voice is altered for everyone but the court and the defence: the observer on the channel hears
+    // it altered and ducked.
+    let protection = format!("/api/v1/cases/case-1/hearings/{hearing}/invites/{}/protection", invites[1].0);
+    let order = json!({"pseudonym": "Witness B", "mask_face": false, "alter_voice": true, "privileged": ["defence"]});
+    let ordered = gateway.call("PUT", &protection, Some(As::Session(&judge_session)), order).await;
+    assert_eq!(ordered.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ordered.body));
+    let open = format!("/api/v1/cases/case-1/hearings/{hearing}/open");
+    let reply = gateway.call("POST", &open, Some(As::Session(&clerk_session)), json!({})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     let port = serve_on_loopback(&gateway).await;
     let url = format!("ws://127.0.0.1:{port}/api/v1/room");
-    let arguments: Vec<&str> = std::iter::once(url.as_str()).chain(secrets.iter().map(String::as_str)).collect();
+    let arguments: Vec<&str> =
+        std::iter::once(url.as_str()).chain(invites.iter().map(|(_, secret)| secret.as_str())).collect();
     let room = room_of(&gateway, &hearing);
     let (report, log, marks) = run_peers(&room, "room_interpretation.py", &arguments).await;
     let id = |who: &str| report["ids"][who].as_str().unwrap().to_owned();
     let mut wrong = Vec::new();
+    if report["unsworn"]["problem"] != "interpreter_not_sworn" {
+        wrong.push(format!("a channel opened for an interpreter not sworn in: {}", report["unsworn"]));
+    }
     let phase = "interpreted";
-    wrong.extend(marks.cut(phase, &id("observer"), &id("witness"), MediaKind::Audio).err());
-    wrong.extend(marks.cut(phase, &id("observer"), &id("judge"), MediaKind::Audio).err());
-    wrong.extend(marks.flowed(phase, &id("observer"), &id("interpreter"), MediaKind::Audio).err());
-    wrong.extend(marks.cut(phase, &id("defence"), &id("interpreter"), MediaKind::Audio).err());
-    wrong.extend(marks.flowed(phase, &id("defence"), &id("witness"), MediaKind::Audio).err());
-    wrong.extend(marks.flowed(phase, &id("interpreter"), &id("witness"), MediaKind::Audio).err());
-    // What the observer decoded: the interpreter's tone, and no frame of the witness's.
+    let audio = MediaKind::Audio;
+    wrong.extend(marks.flowed(phase, &id("observer"), &id("interpreter"), audio).err());
+    wrong.extend(marks.flowed(phase, &id("observer"), &id("witness"), audio).err());
+    wrong.extend(marks.flowed(phase, &id("observer"), &id("judge"), audio).err());
+    wrong.extend(marks.cut(phase, &id("defence"), &id("interpreter"), audio).err());
+    wrong.extend(marks.flowed(phase, &id("defence"), &id("witness"), audio).err());
+    wrong.extend(marks.flowed(phase, &id("interpreter"), &id("witness"), audio).err());
+    // What the gateway sent, packet by packet: the interpreter as they speak; the floor only through pipelines
+    // that duck it, the witness's through one that also alters it; the defence, privileged and on the floor, the
+    // witness's original.
+    let expect = |to: &str, from: &str, masked: bool, ducked: bool| {
+        let treated = marks.treated(phase, &id(to), &id(from), audio);
+        let want = Treated {
+            all: treated.all,
+            masked: if masked { treated.all } else { 0 },
+            ducked: if ducked { treated.all } else { 0 },
+        };
+        (treated != want).then(|| format!("{from} to {to}: {treated:?}, not {want:?}"))
+    };
+    wrong.extend(expect("observer", "interpreter", false, false));
+    wrong.extend(expect("observer", "judge", false, true));
+    wrong.extend(expect("observer", "witness", true, true));
+    wrong.extend(expect("defence", "witness", false, false));
+    wrong.extend(expect("interpreter", "witness", true, false));
+    // What the listeners decoded: the observer, the interpreter's tone in full and the floor's a fifth as loud
+    // (14 dB down; between 9 and 20 dB allowed), the witness's at another pitch; the defence, the witness's own
+    // tone and nothing of the interpreter.
     let heard = &report[phase];
     let tone = |who: &str| report["tones"][who].as_f64().unwrap();
     let near = |dominant: &Value, hz: f64| dominant.as_f64().is_some_and(|d| (d - hz).abs() < 15.0);
-    if heard["observer"]["witness"]["frames"] != 0 {
-        wrong.push(format!("the observer decoded the witness: {}", heard["observer"]["witness"]));
-    }
+    let rms = |listener: &str, sender: &str| heard[listener][sender]["rms"].as_f64().unwrap_or(0.0);
     if !near(&heard["observer"]["interpreter"]["dominant"], tone("interpreter")) {
         wrong.push(format!("the observer did not hear the interpreter's tone: {}", heard["observer"]["interpreter"]));
+    }
+    if !near(&heard["observer"]["judge"]["dominant"], tone("judge")) {
+        wrong.push(format!("the observer did not hear the judge beneath: {}", heard["observer"]["judge"]));
+    }
+    if near(&heard["observer"]["witness"]["dominant"], tone("witness")) || heard["observer"]["witness"]["frames"] == 0 {
+        wrong.push(format!("the observer did not hear the witness altered: {}", heard["observer"]["witness"]));
+    }
+    let full = rms("defence", "witness");
+    for (sender, low, high) in [("interpreter", 0.6, 1.6), ("judge", 0.1, 0.35), ("witness", 0.1, 0.35)] {
+        let ratio = rms("observer", sender) / full;
+        if !(low..=high).contains(&ratio) {
+            wrong.push(format!("the observer heard {sender} at {ratio:.2} of the floor's level, not {low}–{high}"));
+        }
     }
     if !near(&heard["defence"]["witness"]["dominant"], tone("witness")) {
         wrong.push(format!("the floor did not hear the witness's tone: {}", heard["defence"]["witness"]));

@@ -1,14 +1,16 @@
 """Simultaneous interpretation in a recorded hearing, with five aiortc peers (see room_two_party.py): a judge
-(admitted on joining), a witness, an interpreter, defence counsel listening to the floor and an observer listening
-to the Italian channel. Each sends its own tone, so that what a listener hears tells whose voice it is.
+(admitted on joining), a witness (whose voice a protective order alters for all but the court and the defence), an
+interpreter, defence counsel listening to the floor and an observer listening to the Italian channel. Each sends its
+own tone, so that what a listener hears tells whose voice it is.
 
 Usage: room_interpretation.py WS_URL JUDGE_SECRET WITNESS_SECRET INTERPRETER_SECRET DEFENCE_SECRET OBSERVER_SECRET
 
-The judge admits everyone, opens the session, records, and opens a simultaneous channel into Italian spoken by the
-interpreter; the observer chooses it. For one phase ("interpreted", marked on stdout for the test to read the
-gateway's counters) every listener's audio is measured per sender: how many 20 ms frames it decoded and the
-dominant frequency of what it heard. Then the judge closes the channel and ends the hearing. Prints one JSON line:
-ids, the tones, and per listener and sender the frames and the dominant frequency in the phase.
+The judge admits everyone, opens the session, records, tries to open a simultaneous channel into Italian for the
+interpreter before swearing them in (refused), swears them in and opens it; the observer chooses it. For one phase
+("interpreted", marked on stdout for the test to read the gateway's counters) every listener's audio is measured per
+sender: how many 20 ms frames it decoded, the dominant frequency and the level (RMS) of what it heard. Then the judge
+closes the channel and ends the hearing. Prints one JSON line: ids, the tones, the refusal's problem, and per
+listener and sender the frames, the dominant frequency and the level in the phase.
 """
 
 import asyncio
@@ -49,13 +51,16 @@ class Listener(Participant):
     def measure(self, slot, start, end):
         chunks = [chunk for at, chunk in self.heard.get(slot, []) if start <= at < end]
         if not chunks:
-            return {"frames": 0, "dominant": None}
+            return {"frames": 0, "dominant": None, "rms": 0.0}
         samples = np.concatenate(chunks).astype(np.float64)
         spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
         freqs = np.fft.rfftfreq(len(samples), 1 / RATE)
         band = freqs > 100
         dominant = float(freqs[band][np.argmax(spectrum[band])]) if np.any(spectrum[band] > 0) else None
-        return {"frames": len(chunks), "dominant": dominant}
+        # The level past the first 200 ms (a ducked voice's pipeline may start a moment after the phase).
+        steady = samples[len(samples) // 25 :]
+        rms = float(np.sqrt(np.mean(steady**2))) if len(steady) else 0.0
+        return {"frames": len(chunks), "dominant": dominant, "rms": rms}
 
 
 async def main(url, judge_secret, witness_secret, interpreter_secret, defence_secret, observer_secret):
@@ -82,11 +87,17 @@ async def main(url, judge_secret, witness_secret, interpreter_secret, defence_se
     await judge.until(lambda s: s["phase"] == "in_session")
     await judge.send({"type": "start_recording"})
     await judge.until(lambda s: s["recording"])
-    await judge.send({"type": "open_channel", "interpreter": interpreter.id, "language": "it", "mode": "simultaneous"})
+    open_channel = {"type": "open_channel", "interpreter": interpreter.id, "language": "it", "mode": "simultaneous"}
+    # Not before the interpreter is sworn in.
+    await judge.send(open_channel)
+    unsworn = await asyncio.wait_for(judge.replies.get(), 10)
+    await judge.send({"type": "present_text", "person": interpreter.id, "wording": "interpreter_oath"})
+    await judge.send({"type": "swear_interpreter", "interpreter": interpreter.id, "languages": "en / it"})
+    await judge.send(open_channel)
     await observer.until(lambda s: any(c["language"] == "it" for c in s.get("channels", [])))
     await observer.send({"type": "choose_channel", "language": "it"})
     await observer.until(lambda s: s["you"].get("listening") == "it")
-    report = {"channels_seen": observer.state["channels"]}
+    report = {"channels_seen": observer.state["channels"], "unsworn": unsworn}
 
     await asyncio.sleep(SETTLE_SECONDS)
     loop = asyncio.get_running_loop()

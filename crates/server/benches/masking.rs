@@ -10,6 +10,13 @@
 //!   `ffmpeg -benchmark` (one thread) decoding the same file, pixelating it with `scale` down and up by the mosaic's
 //!   block and encoding it with libvpx in real-time mode: the same work by FFmpeg's own tool, in the same run.
 //!
+//! - **Audio mixing cost per interpretation channel**: a simultaneous channel's listeners hear every floor voice
+//!   ducked, each through a `custodia mask ducked` child (Opus decoded, scaled to a fifth, encoded again); the
+//!   browser mixes the tracks it receives, as it does for every voice. The pipelines are per floor voice and shared
+//!   by every channel, so the figure is measured with four floor voices fed at once at the microphone's pace (one
+//!   20 ms packet every 20 ms each), and divided by the channels a hearing has. Beside it, `ffmpeg -benchmark` (one
+//!   thread) decoding the same Opus stream, applying `volume=0.2` and encoding it with libopus as the child does.
+//!
 //! Tuning, by environment variable: `CUSTODIA_BENCH_SECONDS` (length of each stream, 10).
 #![allow(clippy::print_stdout)]
 
@@ -23,7 +30,7 @@ use custodia_benchkit::{
     run_ffmpeg,
 };
 use custodia_recorder::engine::MediaKind;
-use custodia_recorder::masking::{MaskerFactory, ToMasker};
+use custodia_recorder::masking::{MaskerFactory, ToMasker, Treatment};
 use custodia_server::masking::Maskers;
 
 const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
@@ -59,7 +66,7 @@ struct Measured {
 /// Feeds every frame to a fresh `custodia mask video` child at the camera's pace and times what comes back.
 async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Measured, BoxError> {
     let cpu_before = children_cpu_seconds()?;
-    let pipe = maskers.start(MediaKind::Video, custodia_recorder::masking::Treatment { mask: true, duck: false })?;
+    let pipe = maskers.start(MediaKind::Video, Treatment { mask: true, duck: false })?;
     let (input, mut output) = (pipe.input, pipe.output);
     let mut handed: HashMap<i64, Instant> = HashMap::new();
     let mut latencies = Vec::new();
@@ -100,10 +107,92 @@ async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Mea
     Ok(Measured { p50_ms: at(0.5), p99_ms: at(0.99), cores, frames_out })
 }
 
+/// The packets of an Ogg Opus file (RFC 7845) after its two header packets: each page's segment table gives the
+/// lengths of its lacing values, a packet ending at the first value under 255.
+fn ogg_opus_packets(path: &Path) -> Result<Vec<Bytes>, BoxError> {
+    let file = std::fs::read(path)?;
+    let (mut packets, mut packet, mut at) = (Vec::new(), Vec::new(), 0);
+    while at + 27 <= file.len() {
+        if &file[at..at + 4] != b"OggS" {
+            return Err("not an Ogg page".into());
+        }
+        let segments = usize::from(file[at + 26]);
+        let table = file.get(at + 27..at + 27 + segments).ok_or("a cut-off Ogg page")?;
+        let mut body = at + 27 + segments;
+        for &lacing in table {
+            let length = usize::from(lacing);
+            packet.extend_from_slice(file.get(body..body + length).ok_or("a cut-off Ogg page")?);
+            body += length;
+            if lacing < 255 {
+                packets.push(Bytes::from(std::mem::take(&mut packet)));
+            }
+        }
+        at = body;
+    }
+    Ok(packets.into_iter().skip(2).collect())
+}
+
+/// Feeds `voices` fresh `custodia mask ducked` children at once, each every packet at the microphone's pace, and
+/// times what comes back; `cores` is all their CPU per second of audio.
+async fn ducking(maskers: &std::sync::Arc<Maskers>, packets: &[Bytes], voices: usize) -> Result<Measured, BoxError> {
+    let cpu_before = children_cpu_seconds()?;
+    let mut feeds = Vec::new();
+    for _ in 0..voices {
+        let maskers = maskers.clone();
+        let packets = packets.to_vec();
+        feeds.push(tokio::spawn(async move {
+            let pipe = maskers.start(MediaKind::Audio, Treatment { mask: false, duck: true })?;
+            let (input, mut output) = (pipe.input, pipe.output);
+            let mut handed: HashMap<i64, Instant> = HashMap::new();
+            let mut latencies = Vec::new();
+            let mut ticker = tokio::time::interval(Duration::from_millis(20));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut next = 0usize;
+            loop {
+                tokio::select! {
+                    _ = ticker.tick(), if next < packets.len() => {
+                        let pts_ms = next as i64 * 20;
+                        handed.insert(pts_ms, Instant::now());
+                        let frame = ToMasker::Frame { pts_ms, data: packets[next].clone() };
+                        input.try_send(frame).map_err(|_| "the pipe was full")?;
+                        next += 1;
+                    }
+                    ducked = output.recv() => {
+                        let Some(ducked) = ducked else { break };
+                        if let Some(at) = handed.remove(&ducked.pts_ms) {
+                            latencies.push(at.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        if next == packets.len() && handed.is_empty() {
+                            break;
+                        }
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(5)), if next == packets.len() => break,
+                }
+            }
+            drop(input);
+            while output.recv().await.is_some() {}
+            Ok::<Vec<f64>, BoxError>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for feed in feeds {
+        latencies.extend(feed.await??);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cores = (children_cpu_seconds()? - cpu_before) / (packets.len() as f64 * 0.020);
+    let frames_out = latencies.len();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    Ok(Measured { p50_ms: at(0.5), p99_ms: at(0.99), cores, frames_out })
+}
+
+/// Floor voices in the ducking measurement: a judge, a witness, and counsel on both sides.
+const FLOOR_VOICES: usize = 4;
+
 fn main() -> Result<(), BoxError> {
     let seconds: u64 = env_or("CUSTODIA_BENCH_SECONDS", 10)?;
     let dir = tempfile::tempdir()?;
-    let maskers = Maskers::new(PathBuf::from(env!("CARGO_BIN_EXE_custodia")));
+    let maskers = std::sync::Arc::new(Maskers::new(PathBuf::from(env!("CARGO_BIN_EXE_custodia"))));
     let runtime = tokio::runtime::Runtime::new()?;
     let mut table = Table::new(["measurement", "custodia mask (child process)", "ffmpeg CLI (same run)", "ratio"]);
     let mut headlines = Vec::new();
@@ -199,6 +288,60 @@ fn main() -> Result<(), BoxError> {
             });
         }
     }
+
+    // Ducking the floor for interpretation channels.
+    let voice = dir.path().join("voice.ogg");
+    let voice_text = voice.to_string_lossy().into_owned();
+    let source = "aevalsrc=0.3*sin(2*PI*120*t)+0.2*sin(2*PI*720*t)+0.15*sin(2*PI*1200*t):s=48000:c=mono";
+    let opus = ["-c:a", "libopus", "-b:a", "32k", "-application", "voip", "-frame_duration", "20"];
+    let length = seconds.to_string();
+    let mut make = vec!["-f", "lavfi", "-i", source, "-t", &length];
+    make.extend(opus);
+    make.push(&voice_text);
+    run_ffmpeg(&make)?;
+    let packets = ogg_opus_packets(&voice)?;
+    let measured = runtime.block_on(ducking(&maskers, &packets, FLOOR_VOICES))?;
+    let mut peer = vec!["-benchmark", "-threads", "1", "-i", &voice_text, "-af", "volume=0.2", "-ac", "1"];
+    peer.extend(opus);
+    peer.extend(["-f", "null", "-"]);
+    let peer_cores = ffmpeg_cpu_seconds(&run_ffmpeg(&peer)?)? / (packets.len() as f64 * 0.020);
+    let per_voice = measured.cores / FLOOR_VOICES as f64;
+    println!(
+        "ducking: {} of {} packets back; latency p50 {:.2} ms, p99 {:.2} ms; {:.4} cores per floor voice (ffmpeg {:.4})",
+        measured.frames_out,
+        packets.len() * FLOOR_VOICES,
+        measured.p50_ms,
+        measured.p99_ms,
+        per_voice,
+        peer_cores
+    );
+    let ratio = per_voice / peer_cores;
+    table.row([
+        "CPU per ducked floor voice (Opus → ×0.2 → Opus)".to_owned(),
+        format!("{per_voice:.4} cores"),
+        format!("{peer_cores:.4} cores"),
+        format!("{ratio:.2}x"),
+    ]);
+    for channels in [1, 2, 4] {
+        table.row([
+            format!("audio mixing per channel, {FLOOR_VOICES} floor voices, {channels} channel(s)"),
+            format!("{:.4} cores", measured.cores / channels as f64),
+            format!("{:.4} cores", peer_cores * FLOOR_VOICES as f64 / channels as f64),
+            format!("{ratio:.2}x"),
+        ]);
+    }
+    table.row([
+        "latency added by ducking, p50 / p99".to_owned(),
+        format!("{:.1} / {:.1} ms", measured.p50_ms, measured.p99_ms),
+        "goal: under 150 ms".to_owned(),
+        format!("{:.2}x of the goal (p99)", measured.p99_ms / 150.0),
+    ]);
+    headlines.push(Headline {
+        measurement: format!("audio mixing per channel ({FLOOR_VOICES} floor voices, 1 channel)"),
+        figure: format!("{:.4} cores", measured.cores),
+        against: format!("ffmpeg CLI {:.4} cores", peer_cores * FLOOR_VOICES as f64),
+        ratio: format!("{ratio:.2}x"),
+    });
     table.print();
     add_to_summary("masking", &headlines)?;
     Ok(())

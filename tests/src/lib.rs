@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: real custody records to log, and copies of logs to tamper with.
 
+pub mod garage;
+
 use std::path::Path;
 
 use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, HearingId, Label, Salt, Sha256};

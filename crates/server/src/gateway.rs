@@ -1167,8 +1167,8 @@ impl Gateway {
 
     /// Stores `bytes` at `path` beside the manifests, write-once.
     async fn put_once(&self, path: &StorePath, bytes: &[u8], what: &str) -> Result<()> {
-        self.manifests
-            .put_opts(path, Bytes::copy_from_slice(bytes).into(), object_store::PutMode::Create.into())
+        let create_only = self.artefacts.create_only();
+        custodia_store::put_once(self.manifests.as_ref(), create_only, path, Bytes::copy_from_slice(bytes))
             .await
             .map_err(|err| GatewayError::Internal(format!("storing the {what}: {err}")))?;
         Ok(())

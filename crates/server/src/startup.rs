@@ -50,7 +50,19 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         Some(store) => {
             // One sequencer per log: at scale it is elected through PostgreSQL (the scale-out work); until then a
             // bucket is sequenced by a single gateway.
-            let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"));
+            let create_only = custodia_store::probe_create_only(store.as_ref(), &StorePath::from("probes/create-only"))
+                .await
+                .context("probing whether the object store enforces create-only writes")?;
+            match create_only {
+                custodia_store::CreateOnly::Enforced => {
+                    tracing::info!("the object store refuses to replace an object: create-only writes are enforced");
+                }
+                custodia_store::CreateOnly::Ignored => tracing::warn!(
+                    "the object store replaced an object a create-only write named (or has no such write): it is \
+                     not trusted as write-once; evidence stays write-once by content addressing and name checks"
+                ),
+            }
+            let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"), create_only);
             let manifests: Arc<dyn ObjectStore> =
                 Arc::new(object_store::prefix::PrefixStore::new(store.clone(), "artefacts"));
             let log = Log::open(store, StorePath::from("log"), signer, LogOptions::default()).await?;
@@ -162,7 +174,13 @@ async fn refuse_log_behind_catalog(log: &Log, catalog: &Catalog) -> anyhow::Resu
 fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn ObjectStore>>> {
     let s3 = &config.s3;
     let Some(bucket) = &s3.bucket else { return Ok(None) };
-    let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket).with_region(&s3.region);
+    // Ask for create-only writes the way S3 does (`If-None-Match: *`, and a conditional multipart completion for a
+    // copy); whether the server honours them is probed at start-up, never assumed.
+    let mut builder = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region(&s3.region)
+        .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
+        .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart);
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
     }

@@ -9,6 +9,15 @@
 //! writing, so that the fsync before publishing waits for the last few megabytes rather than for the whole upload,
 //! which would otherwise sit in the page cache until then.
 //!
+//! Write-once does not rest on the backend alone. A local directory refuses to create a file that exists; many S3
+//! servers do not: garage 2.x ignores `If-None-Match` on PutObject and has no conditional copy, so a create-only
+//! write there silently replaces what was stored. [`probe_create_only`] finds out at start-up which kind a store is,
+//! by trying; a store that overwrote is never trusted as write-once ([`CreateOnly::Ignored`]). Evidence stays
+//! write-once there all the same, by content addressing: an object's name is the SHA-256 of the bytes this very
+//! pass verified, so a publication checks that the name is free and otherwise stores nothing, and a race between
+//! two publications of one name can only write the same bytes twice. Objects with a fresh random name (manifests,
+//! policies) are written once with [`put_once`], which on such a store checks the name is free first.
+//!
 //! This crate knows nothing of cases, people or the ledger.
 
 use std::fmt;
@@ -75,31 +84,129 @@ pub struct IngestOptions {
     pub max_size: Option<u64>,
 }
 
+/// Whether an object store refuses a create-only write to a name that exists ([`probe_create_only`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOnly {
+    /// It refuses: create-only writes and copies are enforced by the store.
+    Enforced,
+    /// It accepted a create-only write over an existing object, or has no create-only write at all: it cannot be
+    /// trusted as write-once, and names are checked before each write instead.
+    Ignored,
+}
+
+/// Finds out whether `store` enforces create-only writes, by trying, below `at` (a name no one else uses): a
+/// create-only put of a fresh name, then a second create-only put of the same name, which an enforcing store
+/// refuses; and a create-only copy onto it likewise. The probe objects are removed.
+pub async fn probe_create_only(store: &dyn ObjectStore, at: &Path) -> Result<CreateOnly, StoreError> {
+    let target = at.clone().join(random_name());
+    let source = at.clone().join(random_name());
+    let create = || object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+    let first = store.put_opts(&target, Bytes::from_static(b"first").into(), create()).await;
+    let verdict = match first {
+        Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+            Ok(CreateOnly::Ignored)
+        }
+        Err(err) => Err(StoreError::from(err)),
+        Ok(_) => {
+            let second = store.put_opts(&target, Bytes::from_static(b"second").into(), create()).await;
+            match second {
+                Ok(_) => Ok(CreateOnly::Ignored),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    store.put(&source, Bytes::from_static(b"source").into()).await?;
+                    match store.copy_if_not_exists(&source, &target).await {
+                        Err(object_store::Error::AlreadyExists { .. }) => Ok(CreateOnly::Enforced),
+                        Ok(())
+                        | Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                            Ok(CreateOnly::Ignored)
+                        }
+                        Err(err) => Err(StoreError::from(err)),
+                    }
+                }
+                Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                    Ok(CreateOnly::Ignored)
+                }
+                Err(err) => Err(StoreError::from(err)),
+            }
+        }
+    };
+    for probe in [&target, &source] {
+        match store.delete(probe).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => tracing::warn!(error = %err, "could not remove a create-only probe object"),
+        }
+    }
+    verdict
+}
+
+/// Writes `bytes` at `path`, once: fails with [`object_store::Error::AlreadyExists`] if something is there. On a
+/// store that ignores create-only writes, the name is checked first; this is for names no other writer can choose
+/// (a fresh random identifier), where a check and a write cannot race.
+pub async fn put_once(
+    store: &dyn ObjectStore,
+    create_only: CreateOnly,
+    path: &Path,
+    bytes: Bytes,
+) -> Result<(), object_store::Error> {
+    let mode = match create_only {
+        CreateOnly::Enforced => object_store::PutMode::Create,
+        CreateOnly::Ignored => {
+            match store.head(path).await {
+                Ok(_) => {
+                    let source = format!("{path} exists and is never replaced").into();
+                    return Err(object_store::Error::AlreadyExists { path: path.to_string(), source });
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+            object_store::PutMode::Overwrite
+        }
+    };
+    store.put_opts(path, bytes.into(), object_store::PutOptions { mode, ..Default::default() }).await.map(drop)
+}
+
 /// Artefact bytes below `prefix` in an object store.
 #[derive(Clone)]
 pub struct ArtefactStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// Whether the store refuses to replace an object; if not, publication checks the name first.
+    create_only: CreateOnly,
     /// The directory behind `store`, when it is a local one, so that FFmpeg can read objects in place.
     local_root: Option<PathBuf>,
 }
 
 impl fmt::Debug for ArtefactStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ArtefactStore").field("store", &self.store.to_string()).field("prefix", &self.prefix).finish()
+        f.debug_struct("ArtefactStore")
+            .field("store", &self.store.to_string())
+            .field("prefix", &self.prefix)
+            .field("create_only", &self.create_only)
+            .finish()
     }
 }
 
 impl ArtefactStore {
-    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Self {
-        Self { store, prefix, local_root: None }
+    /// Artefacts in `store` below `prefix`; `create_only` is what [`probe_create_only`] found of it.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, create_only: CreateOnly) -> Self {
+        Self { store, prefix, create_only, local_root: None }
+    }
+
+    /// Whether the store enforces create-only writes.
+    pub fn create_only(&self) -> CreateOnly {
+        self.create_only
     }
 
     /// A store in a local directory: fsync'd writes, and objects readable in place through [`Self::local_path`].
     pub fn local(dir: &std::path::Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(local_error)?;
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
-        Ok(Self { store: Arc::new(store), prefix: Path::default(), local_root: Some(dir.to_path_buf()) })
+        // A local directory creates a file only if it does not exist (a hard link, or `O_EXCL`).
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            create_only: CreateOnly::Enforced,
+            local_root: Some(dir.to_path_buf()),
+        })
     }
 
     /// Where a stored artefact's bytes lie on the local disk, for a local store.
@@ -221,11 +328,24 @@ impl ArtefactStore {
         if let Some(expected) = expected.filter(|expected| *expected != sha256) {
             return Err(StoreError::DigestMismatch { expected, actual: sha256 });
         }
-        // Create-only: evidence objects are never overwritten, even with the same bytes.
-        let newly_stored = match self.store.copy_if_not_exists(staging, &self.object_path(&sha256)).await {
-            Ok(()) => true,
-            Err(object_store::Error::AlreadyExists { .. }) => false,
-            Err(err) => return Err(err.into()),
+        // Create-only: evidence objects are never overwritten, even with the same bytes. A store that does not
+        // enforce it has the name checked first: the name is the digest of the bytes just verified, so two
+        // publications racing past the check write the same bytes.
+        let target = self.object_path(&sha256);
+        let newly_stored = match self.create_only {
+            CreateOnly::Enforced => match self.store.copy_if_not_exists(staging, &target).await {
+                Ok(()) => true,
+                Err(object_store::Error::AlreadyExists { .. }) => false,
+                Err(err) => return Err(err.into()),
+            },
+            CreateOnly::Ignored => match self.store.head(&target).await {
+                Ok(_) => false,
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.store.copy(staging, &target).await?;
+                    true
+                }
+                Err(err) => return Err(err.into()),
+            },
         };
         Ok(StoredArtefact { sha256, size, newly_stored })
     }

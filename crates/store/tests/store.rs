@@ -5,25 +5,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use custodia_core::Sha256;
-use custodia_store::{ArtefactStore, IngestOptions, StoreError};
+use custodia_store::{ArtefactStore, CreateOnly, IngestOptions, StoreError};
 use futures::TryStreamExt as _;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
-/// Both ways in: a generic object store (multipart upload), and a local directory (its own writer).
-fn stores(dir: &std::path::Path) -> [(&'static str, ArtefactStore, std::path::PathBuf); 2] {
+/// Every way in: a generic object store (multipart upload) that enforces create-only writes, the same taken as one
+/// that does not (publication checks the name first, as on garage), and a local directory (its own writer).
+fn stores(dir: &std::path::Path) -> [(&'static str, ArtefactStore, std::path::PathBuf); 3] {
     let generic = dir.join("generic");
+    let unenforced = dir.join("unenforced");
     let local = dir.join("local");
-    std::fs::create_dir_all(&generic).unwrap();
+    let object_store = |root: &std::path::Path, create_only| {
+        std::fs::create_dir_all(root).unwrap();
+        let store = Arc::new(LocalFileSystem::new_with_prefix(root).unwrap().with_fsync(true));
+        ArtefactStore::new(store, Path::default(), create_only)
+    };
     [
-        (
-            "object store",
-            ArtefactStore::new(
-                Arc::new(LocalFileSystem::new_with_prefix(&generic).unwrap().with_fsync(true)),
-                Path::default(),
-            ),
-            generic,
-        ),
+        ("object store", object_store(&generic, CreateOnly::Enforced), generic),
+        ("object store, names checked", object_store(&unenforced, CreateOnly::Ignored), unenforced),
         ("local directory", ArtefactStore::local(&local).unwrap(), local),
     ]
 }

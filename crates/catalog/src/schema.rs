@@ -3,7 +3,7 @@
 
 use sqlx::{AnyPool, Row as _};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
     Postgres,
@@ -220,13 +220,21 @@ CREATE TABLE IF NOT EXISTS transfer_evidences (
 "#,
 ];
 
+/// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.
+const MIGRATION_LOCK: i64 = 0x6375_7374_6f64_6961;
+
 pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
     let blob = match dialect {
         Dialect::Sqlite => "BLOB",
         Dialect::Postgres => "BYTEA",
     };
-    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(pool).await?;
     let mut tx = pool.begin().await?;
+    // Several gateways starting at once on one PostgreSQL database migrate one after another: each waits here for
+    // the others' transactions, then finds their migrations applied. (An embedded SQLite catalog has one gateway.)
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+    }
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)").execute(&mut *tx).await?;
     let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
         .fetch_one(&mut *tx)
         .await?

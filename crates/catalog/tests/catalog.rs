@@ -276,3 +276,26 @@ async fn postgres_catalog_round_trips() {
     drop(reopened);
     quota_sums_have_their_indexes(&server.url, false).await;
 }
+
+/// Gateways starting at once on one new PostgreSQL database: every one connects, and the migrations are applied
+/// once each, one after another (under an advisory lock), not raced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_starting_at_once_migrate_once() {
+    let server = TempPostgres::start();
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = server.url.clone();
+            tokio::spawn(async move { Catalog::connect(&url).await })
+        })
+        .collect();
+    for start in starts {
+        start.await.unwrap().expect("every gateway starts");
+    }
+    let pool = sqlx::AnyPool::connect(&server.url).await.unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "each migration once, in order");
+    assert!(!versions.is_empty());
+}

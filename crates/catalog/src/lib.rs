@@ -30,6 +30,23 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
+    /// Whether trying again later may succeed: the database could not be reached or reached its limits (a
+    /// connection refused or cut, the pool exhausted, the server shutting down or starting up), not an answer
+    /// about the data.
+    pub fn is_transient(&self) -> bool {
+        let Self::Database(err) = self else { return false };
+        match err {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+            // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect
+            // now), 53300 (too many connections); SQLite's busy and locked.
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "5" | "6")
+            }),
+            _ => false,
+        }
+    }
+
     fn from_insert(err: sqlx::Error, what: impl Into<String>) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict { what: what.into() },

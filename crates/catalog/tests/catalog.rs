@@ -292,10 +292,8 @@ async fn gateways_starting_at_once_migrate_once() {
         start.await.unwrap().expect("every gateway starts");
     }
     let pool = sqlx::AnyPool::connect(&server.url).await.unwrap();
-    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version").fetch_all(&pool).await.unwrap();
     assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>(), "each migration once, in order");
     assert!(!versions.is_empty());
 }

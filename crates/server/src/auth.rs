@@ -496,7 +496,7 @@ impl SignInThrottle {
         if !self.hashers.submit(lane, job) {
             return Err(GatewayError::TooMany("the gateway is busy signing people in; try again in a moment".into()));
         }
-        answered.await.map_err(|_| GatewayError::Internal("a password check did not finish".into()))
+        answered.await.map_err(|_| GatewayError::internal_message("a password check did not finish"))
     }
 }
 
@@ -671,7 +671,7 @@ const DECOY_HASH: &str =
 /// The PHC string of `password` hashed with argon2id's default parameters (19 MiB, two passes) and a new salt,
 /// working in `memory`, a hashing thread's ([`verify_in`]).
 fn hash_in(memory: &mut Vec<argon2::Block>, password: &[u8]) -> Result<String> {
-    let failed = |err: argon2::password_hash::Error| GatewayError::Internal(format!("hashing a password: {err}"));
+    let failed = |err: argon2::password_hash::Error| GatewayError::internal("hashing a password", err);
     let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
     let params = argon2::Params::default();
     let argon2 = argon2::Argon2::from(&params);

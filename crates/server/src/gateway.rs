@@ -73,8 +73,52 @@ pub enum GatewayError {
     QuotaExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A backend the gateway needs (object storage, the database, the custody log's store) is unreachable or
+    /// failing now; the caller may try again shortly (503, `Retry-After`). Nothing half-done is left as evidence.
+    #[error("{what} is unavailable now; try again shortly")]
+    Unavailable {
+        what: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    /// Something failed that the caller cannot fix: the caller learns nothing more, the operator's log the whole
+    /// chain of causes.
+    #[error("internal error: {context}")]
+    Internal {
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// The cause an error keeps.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl GatewayError {
+    /// An internal failure while `context`, caused by `source` (kept, for the operator's log).
+    pub fn internal(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal { context: context.into(), source: Some(source.into()) }
+    }
+
+    /// An internal failure with no underlying error (an invariant the stored data broke).
+    pub fn internal_message(context: impl Into<String>) -> Self {
+        Self::Internal { context: context.into(), source: None }
+    }
+
+    /// A failure of object storage while `context`: unavailable if it may pass (the store unreachable, timing out,
+    /// answering 5xx), internal otherwise.
+    pub fn storage(context: impl Into<String>, err: object_store::Error) -> Self {
+        if custodia_store::is_transient(&err) {
+            Self::Unavailable { what: "object storage", source: Box::new(err) }
+        } else {
+            Self::internal(context, err)
+        }
+    }
+
+    /// Whether trying again later may succeed ([`GatewayError::Unavailable`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 impl From<CatalogError> for GatewayError {
@@ -82,14 +126,28 @@ impl From<CatalogError> for GatewayError {
         match err {
             CatalogError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
             CatalogError::LastClerk => Self::Conflict(err.to_string()),
-            other => Self::Internal(other.to_string()),
+            other if other.is_transient() => Self::Unavailable { what: "the database", source: Box::new(other) },
+            other => Self::internal("the catalog", other),
         }
     }
 }
 
 impl From<custodia_ledger::LogError> for GatewayError {
     fn from(err: custodia_ledger::LogError) -> Self {
-        Self::Internal(err.to_string())
+        if log_error_is_transient(&err) {
+            Self::Unavailable { what: "the custody log's storage", source: Box::new(err) }
+        } else {
+            Self::internal("the custody log", err)
+        }
+    }
+}
+
+/// Whether the log failed because its store did, in a way that may pass.
+fn log_error_is_transient(err: &custodia_ledger::LogError) -> bool {
+    match err {
+        custodia_ledger::LogError::Storage { source, .. } => custodia_store::is_transient(source),
+        custodia_ledger::LogError::Batch(inner) => log_error_is_transient(inner),
+        _ => false,
     }
 }
 
@@ -339,7 +397,7 @@ impl Gateway {
             gateway.flush_refusals().await?;
             gateway.record_now(&sealed).await
         });
-        recording.await.map_err(|err| GatewayError::Internal(format!("recording a custody record: {err}")))?
+        recording.await.map_err(|err| GatewayError::internal("recording a custody record", err))?
     }
 
     async fn record_now(&self, sealed: &Sealed) -> Result<u64> {
@@ -377,9 +435,10 @@ impl Gateway {
                 let mut left = vec![unindexed];
                 left.extend(pending);
                 self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, left);
-                return Err(GatewayError::Internal(format!(
-                    "an earlier custody record about this is in the ledger but not yet indexed: {err}"
-                )));
+                return Err(GatewayError::internal(
+                    "an earlier custody record about this is in the ledger but not yet indexed",
+                    err,
+                ));
             }
         }
         Ok(())
@@ -387,11 +446,11 @@ impl Gateway {
 
     /// Called under the turn of the record's artefact.
     async fn append_and_index(&self, record: &CustodyRecord, openings: &Openings) -> Result<u64> {
-        let entry = record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
-        record.check_openings(openings).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let case = openings.text("case").ok_or_else(|| GatewayError::Internal("a record without its case".into()))?;
-        let openings_text = String::from_utf8(openings.to_canonical())
-            .map_err(|err| GatewayError::Internal(format!("openings: {err}")))?;
+        let entry = record.to_entry().map_err(|err| GatewayError::internal("append and index", err))?;
+        record.check_openings(openings).map_err(|err| GatewayError::internal("append and index", err))?;
+        let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
+        let openings_text =
+            String::from_utf8(openings.to_canonical()).map_err(|err| GatewayError::internal("openings", err))?;
         self.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings_text).await?;
         let index = self.log.append(entry.clone()).await?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
@@ -426,8 +485,8 @@ impl Gateway {
     /// openings the catalog keeps under the entry's SHA-256 (written before the entry was appended).
     pub async fn case_of(&self, entry: &[u8]) -> Result<CaseId> {
         let openings = self.openings_of(entry).await?;
-        let case = openings.text("case").ok_or_else(|| GatewayError::Internal("a record without its case".into()))?;
-        CaseId::new(case).map_err(|err| GatewayError::Internal(format!("the opened case: {err}")))
+        let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
+        CaseId::new(case).map_err(|err| GatewayError::internal("the opened case", err))
     }
 
     /// A custody record about `case`, with its case reference and purpose committed and the event's own
@@ -480,9 +539,8 @@ impl Gateway {
     /// The openings kept for a ledger entry.
     pub async fn openings_of(&self, entry: &[u8]) -> Result<Openings> {
         let text = self.catalog.openings(&Sha256::of(entry).to_hex()).await?;
-        let text = text.ok_or_else(|| GatewayError::Internal("a custody record's openings are missing".into()))?;
-        Openings::from_canonical(text.as_bytes())
-            .map_err(|err| GatewayError::Internal(format!("stored openings: {err}")))
+        let text = text.ok_or_else(|| GatewayError::internal_message("a custody record's openings are missing"))?;
+        Openings::from_canonical(text.as_bytes()).map_err(|err| GatewayError::internal("stored openings", err))
     }
 
     /// Brings the catalog up to date with the ledger after a crash between the two writes, or a failed index
@@ -512,9 +570,9 @@ impl Gateway {
                 continue;
             }
             let record = CustodyRecord::from_entry(&entry)
-                .map_err(|err| GatewayError::Internal(format!("ledger entry {index}: {err}")))?;
+                .map_err(|err| GatewayError::internal(format!("ledger entry {index}"), err))?;
             let case = self.case_of(&entry).await.map_err(|err| {
-                GatewayError::Internal(format!("ledger entry {index}: its case reference is not opened: {err}"))
+                GatewayError::internal(format!("ledger entry {index}: its case reference is not opened"), err)
             })?;
             self.index_entry(index, &record, case.as_str(), &entry).await?;
             caught_up += 1;
@@ -530,21 +588,24 @@ impl Gateway {
             .manifests
             .get(&manifest_path(artefact))
             .await
-            .map_err(|err| GatewayError::Internal(format!("manifest of {artefact}: {err}")))?
+            .map_err(|err| GatewayError::internal(format!("manifest of {artefact}"), err))?
             .bytes()
             .await
-            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+            .map_err(|err| GatewayError::internal("restore artefact row", err))?;
         let signed = SignedManifest::verify(&bytes, *manifest_signature, &self.signing_key.verifying_key())
-            .map_err(|err| GatewayError::Internal(format!("manifest of {artefact}: {err}")))?;
+            .map_err(|err| GatewayError::internal(format!("manifest of {artefact}"), err))?;
         let manifest = signed.manifest();
         // The policy it was registered with, if one was attached (kept before the record).
         let policy = match self.manifests.get(&attached_policy_path(artefact)).await {
             Ok(got) => {
-                let bytes = got.bytes().await.map_err(|err| GatewayError::Internal(err.to_string()))?;
-                Some(String::from_utf8(bytes.to_vec()).map_err(|err| GatewayError::Internal(err.to_string()))?)
+                let bytes = got.bytes().await.map_err(|err| GatewayError::internal("restore artefact row", err))?;
+                Some(
+                    String::from_utf8(bytes.to_vec())
+                        .map_err(|err| GatewayError::internal("restore artefact row", err))?,
+                )
             }
             Err(object_store::Error::NotFound { .. }) => None,
-            Err(err) => return Err(GatewayError::Internal(format!("attached policy of {artefact}: {err}"))),
+            Err(err) => return Err(GatewayError::internal(format!("attached policy of {artefact}"), err)),
         };
         self.catalog
             .insert_artefact(&ArtefactRow {
@@ -584,7 +645,7 @@ impl Gateway {
             tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused a non-member");
             return Err(GatewayError::NotFound(format!("no case {case} of which you are a member")));
         };
-        let role: Role = role.parse().map_err(|err| GatewayError::Internal(format!("stored role: {err}")))?;
+        let role: Role = role.parse().map_err(|err| GatewayError::internal("stored role", err))?;
         let (refusal, code) = match caller.require_scope(action) {
             Err(err) => (err, RefusalCode::MissingScope),
             Ok(()) if custodia_core::permits(role, action) => return Ok(role),
@@ -639,7 +700,7 @@ impl Gateway {
         detail_sha256: Sha256,
     ) -> Result<(bool, Option<GatewayError>)> {
         let crate::refusals::Refusal::Step { actor, .. } = &refusal else {
-            return Err(GatewayError::Internal("refuse_step takes a refused hearing step".into()));
+            return Err(GatewayError::internal_message("refuse_step takes a refused hearing step"));
         };
         let actor = actor.as_str().to_owned();
         self.refuse_within(refusal, Some(detail_sha256), Some((&self.quotas.refusal_records, &actor))).await
@@ -801,7 +862,7 @@ impl Gateway {
     ) -> Result<(ArtefactRow, Role)> {
         let not_found = || GatewayError::NotFound(format!("no artefact {id} in a case of which you are a member"));
         let row = self.catalog.artefact(id.as_str()).await?.ok_or_else(not_found)?;
-        let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::internal("authorize artefact", err))?;
         match self.authorize_about(caller, &case, Some(id), action).await {
             Err(GatewayError::NotFound(_)) => Err(not_found()),
             other => other.map(|role| (row, role)),
@@ -831,7 +892,7 @@ impl Gateway {
     ) -> Result<Vec<String>> {
         let Some(policy) = &row.policy else { return Ok(Vec::new()) };
         let policy: UsePolicy =
-            serde_json::from_str(policy).map_err(|err| GatewayError::Internal(format!("stored policy: {err}")))?;
+            serde_json::from_str(policy).map_err(|err| GatewayError::internal("stored policy", err))?;
         let request =
             UseRequest { action, purpose: purpose.clone(), recipient, recipient_jurisdiction, at: self.now() };
         match custodia_core::decide(&policy, &request) {
@@ -1118,14 +1179,14 @@ impl Gateway {
         );
         manifest.original_name = request.original_name.clone();
         manifest.media = Some(self.probe(&stored.sha256).await);
-        let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::internal("register stored", err))?;
         self.put_once(&manifest_path(&artefact), signed.bytes(), "manifest").await?;
         let policy = request
             .policy
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+            .map_err(|err| GatewayError::internal("register stored", err))?;
         if let Some(policy) = &policy {
             self.put_once(&attached_policy_path(&artefact), policy.as_bytes(), "attached policy").await?;
         }
@@ -1170,7 +1231,7 @@ impl Gateway {
         let create_only = self.artefacts.create_only();
         custodia_store::put_once(self.manifests.as_ref(), create_only, path, Bytes::copy_from_slice(bytes))
             .await
-            .map_err(|err| GatewayError::Internal(format!("storing the {what}: {err}")))?;
+            .map_err(|err| GatewayError::storage(format!("storing the {what}"), err))?;
         Ok(())
     }
 
@@ -1196,7 +1257,7 @@ impl Gateway {
         policy: &UsePolicy,
         change: &str,
     ) -> Result<u64> {
-        let policy_sha256 = policy.sha256().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let policy_sha256 = policy.sha256().map_err(|err| GatewayError::internal("record policy", err))?;
         let sealed = self
             .custody_record(caller, case, "use restrictions", |committer| CustodyEvent::PolicyChanged {
                 artefact: Some(artefact.clone()),
@@ -1305,8 +1366,8 @@ impl Gateway {
             let openings = self.openings_of(&record).await?;
             entries.push(TimelineEntry {
                 ledger_index: index as u64,
-                record: serde_json::from_slice(&record).map_err(|err| GatewayError::Internal(err.to_string()))?,
-                openings: serde_json::to_value(&openings).map_err(|err| GatewayError::Internal(err.to_string()))?,
+                record: serde_json::from_slice(&record).map_err(|err| GatewayError::internal("timeline", err))?,
+                openings: serde_json::to_value(&openings).map_err(|err| GatewayError::internal("timeline", err))?,
                 proof: String::from_utf8_lossy(&proof.to_bytes()).into_owned(),
             });
         }
@@ -1428,7 +1489,7 @@ impl Gateway {
         let mut salt = [0u8; 32];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
         let listing = CaseListing::new(case.clone(), scope, salt, bundles);
-        let bytes = listing.to_bytes().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let bytes = listing.to_bytes().map_err(|err| GatewayError::internal("record case export", err))?;
         let (listing_sha256, artefacts) = (Sha256::of(&bytes), listing.bundles.len() as u64);
         let hearing = listing.scope.hearing();
         let sealed = self
@@ -1439,7 +1500,7 @@ impl Gateway {
             })
             .await?;
         let index = self.record(&sealed).await?;
-        let entry = sealed.record.to_entry().map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let entry = sealed.record.to_entry().map_err(|err| GatewayError::internal("record case export", err))?;
         let checkpoint = self.log.wait_for_size(index + 1).await?;
         let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, index + 1).await?;
         let path = self.log.storage().inclusion_proof(index, size).await?;
@@ -1585,7 +1646,7 @@ impl Gateway {
     /// The bundle source of an exported chain, every record proved against `proved`.
     async fn bundle_source(&self, chain: ExportedChain, proved: &ProvedAgainst) -> Result<BundleSource> {
         let ExportedChain { row, artefact, export_index: _, entries } = chain;
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("stored digest".into()))?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::internal_message("stored digest"))?;
         let mut records = Vec::with_capacity(entries.len());
         for (index, entry) in entries {
             let index = index as u64;
@@ -1595,7 +1656,7 @@ impl Gateway {
             records.push(BundleRecord { index, entry, proof: proof.to_bytes(), openings });
         }
         let signature =
-            row.manifest_signature.parse().map_err(|err| GatewayError::Internal(format!("stored signature: {err}")))?;
+            row.manifest_signature.parse().map_err(|err| GatewayError::internal("stored signature", err))?;
         let timestamp = match records.first() {
             Some(first) => self.covering_timestamp(first.index, proved).await?,
             None => None,
@@ -1623,11 +1684,11 @@ impl Gateway {
         let Some(offer) = self.catalog.received_offer(artefact.as_str()).await? else {
             return Ok(None);
         };
-        let internal =
-            |err: &dyn std::fmt::Display| GatewayError::Internal(format!("a received artefact's chain: {err}"));
-        let offer: custodia_partners::transfer::Offer = serde_json::from_str(&offer).map_err(|e| internal(&e))?;
-        let head = offer.chain_bytes().map_err(|e| internal(&e))?;
-        custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| internal(&e))
+        let context = "a received artefact's chain";
+        let offer: custodia_partners::transfer::Offer =
+            serde_json::from_str(&offer).map_err(|e| GatewayError::internal(context, e))?;
+        let head = offer.chain_bytes().map_err(|e| GatewayError::internal(context, e))?;
+        custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| GatewayError::internal(context, e))
     }
 
     // Transfers to and from partner gateways ([`crate::transfers`]).
@@ -1723,7 +1784,8 @@ impl Gateway {
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact}")))?;
         let (case, _) = ids(&row)?;
-        let json = serde_json::to_string(policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let json =
+            serde_json::to_string(policy).map_err(|err| GatewayError::internal("ensure received policy", err))?;
         if row.policy.as_deref() != Some(json.as_str()) {
             tracing::warn!(artefact = %artefact, "a received artefact's policy was restored after a crash");
             self.catalog.set_policy(artefact.as_str(), &json).await?;
@@ -1815,7 +1877,7 @@ impl Gateway {
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
         let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
-        let text = serde_json::to_string(policy).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let text = serde_json::to_string(policy).map_err(|err| GatewayError::internal("change policy", err))?;
         self.catalog.set_policy(artefact.as_str(), &text).await?;
         Ok(index)
     }
@@ -1846,7 +1908,8 @@ impl Gateway {
         request: WidenRequest,
     ) -> Result<WidenRequestRow> {
         let (case, artefact) = ids(row)?;
-        let requested = serde_json::to_string(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let requested =
+            serde_json::to_string(&request).map_err(|err| GatewayError::internal("record widen request", err))?;
         let row = WidenRequestRow {
             id,
             artefact_id: artefact.to_string(),
@@ -1867,8 +1930,8 @@ impl Gateway {
                 .await?
                 .ok_or_else(|| GatewayError::NotFound(artefact.to_string()))?,
         )?;
-        let canonical =
-            custodia_core::to_canonical_vec(&request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let canonical = custodia_core::to_canonical_vec(&request)
+            .map_err(|err| GatewayError::internal("record widen request", err))?;
         self.take_recorded_step(caller)?;
         let sealed = self
             .custody_record(caller, &case, "wider use", |committer| CustodyEvent::WiderUseRequested {
@@ -1885,8 +1948,8 @@ impl Gateway {
     pub async fn decide_widening(&self, caller: &Caller, request_id: &str, approve: bool) -> Result<WidenRequestRow> {
         let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
         let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
-        let artefact =
-            ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let artefact = ArtefactId::new(request.artefact_id.clone())
+            .map_err(|err| GatewayError::internal("decide widening", err))?;
         let (row, _) =
             self.authorize_artefact(caller, &artefact, Action::DecideWiderUse).await.map_err(|err| match err {
                 GatewayError::NotFound(_) => not_found(),
@@ -1907,8 +1970,8 @@ impl Gateway {
     ) -> Result<WidenRequestRow> {
         let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
         let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
-        let artefact =
-            ArtefactId::new(request.artefact_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let artefact = ArtefactId::new(request.artefact_id.clone())
+            .map_err(|err| GatewayError::internal("settle widening", err))?;
         // Check again under the turn: of concurrent decisions, only the first reaches the ledger.
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
@@ -1918,7 +1981,7 @@ impl Gateway {
         }
         let row = self.catalog.artefact(artefact.as_str()).await?.ok_or_else(not_found)?;
         let widen: WidenRequest =
-            serde_json::from_str(&request.request).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            serde_json::from_str(&request.request).map_err(|err| GatewayError::internal("settle widening", err))?;
         let policy = current_policy(&row)?;
         let (case, _) = ids(&row)?;
         let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
@@ -1926,7 +1989,7 @@ impl Gateway {
         let index = self
             .record_policy(caller, &case, &artefact, &resulting, &format!("wider use {status} ({request_id})"))
             .await?;
-        let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::internal("settle widening", err))?;
         let new_policy = approve.then_some((artefact.as_str(), text.as_str()));
         if !self.catalog.decide_widen_request(request_id, status, &caller.account.id, index as i64, new_policy).await? {
             return Err(GatewayError::Conflict(format!("request {request_id} was decided concurrently")));
@@ -2050,14 +2113,14 @@ impl Gateway {
 }
 
 fn ids(row: &ArtefactRow) -> Result<(CaseId, ArtefactId)> {
-    let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
-    let artefact = ArtefactId::new(row.id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+    let case = CaseId::new(row.case_id.clone()).map_err(|err| GatewayError::internal("ids", err))?;
+    let artefact = ArtefactId::new(row.id.clone()).map_err(|err| GatewayError::internal("ids", err))?;
     Ok((case, artefact))
 }
 
 fn current_policy(row: &ArtefactRow) -> Result<UsePolicy> {
     match &row.policy {
-        Some(text) => serde_json::from_str(text).map_err(|err| GatewayError::Internal(format!("stored policy: {err}"))),
+        Some(text) => serde_json::from_str(text).map_err(|err| GatewayError::internal("stored policy", err)),
         None => Err(GatewayError::BadInput { field: "artefact", reason: "it carries no use policy to widen".into() }),
     }
 }
@@ -2077,7 +2140,8 @@ fn refused_steps_detail(
     hearing: &custodia_core::HearingId,
     actions: impl IntoIterator<Item = custodia_hearing::HearingAction>,
 ) -> Result<Vec<u8>> {
-    custodia_hearing::refused_steps_detail(hearing, actions).map_err(|err| GatewayError::Internal(err.to_string()))
+    custodia_hearing::refused_steps_detail(hearing, actions)
+        .map_err(|err| GatewayError::internal("refused steps detail", err))
 }
 
 /// How an action reads in a refusal: "download artefacts", "manage members".

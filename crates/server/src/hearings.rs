@@ -517,8 +517,8 @@ fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn id<T>(made: Result<T, impl std::fmt::Display>) -> Result<T, GatewayError> {
-    made.map_err(|e| GatewayError::Internal(format!("making an id: {e}")))
+fn id<T, E: std::error::Error + Send + Sync + 'static>(made: Result<T, E>) -> Result<T, GatewayError> {
+    made.map_err(|e| GatewayError::internal("making an id", e))
 }
 
 fn zone(place: Place) -> Zone {
@@ -693,7 +693,7 @@ impl Hearings {
         let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|err| GatewayError::Internal(format!("the hearing's recordings have nowhere to wait: {err}")))?;
+            .map_err(|err| GatewayError::internal("the hearing's recordings have nowhere to wait", err))?;
         let schedule = Schedule {
             hearing: hearing.clone(),
             case: case.clone(),
@@ -1510,7 +1510,7 @@ impl LiveHearing {
 
     /// Appends to the hearing's journal; durable when this returns.
     async fn journal(&self, state: &mut HearingState, entry: &JournalEntry) -> Result<(), GatewayError> {
-        let text = serde_json::to_string(entry).map_err(|e| GatewayError::Internal(format!("journal: {e}")))?;
+        let text = serde_json::to_string(entry).map_err(|e| GatewayError::internal("journal", e))?;
         self.gateway.catalog.append_hearing_journal(self.id.as_str(), state.journal, &text).await?;
         state.journal += 1;
         Ok(())
@@ -1623,7 +1623,7 @@ impl LiveHearing {
                 // any other; the public record holds only its salted digest.
                 let detail = verification
                     .detail_document(&self.id, &person, &by)
-                    .map_err(|e| GatewayError::Internal(e.to_string()))?;
+                    .map_err(|e| GatewayError::internal("act", e))?;
                 let event = Event::VerifyIdentity { by, person, verification };
                 self.apply(&mut state, event).await?;
                 drop(state);
@@ -1687,7 +1687,7 @@ impl LiveHearing {
         page.and_then(|language| self.texts.get(language.as_str(), kind))
             .or_else(|| self.texts.get("en", kind))
             .cloned()
-            .ok_or_else(|| GatewayError::Internal(format!("no {} text in English", kind.as_str())))
+            .ok_or_else(|| GatewayError::internal_message(format!("no {} text in English", kind.as_str())))
     }
 
     /// Puts the words `text` names on `participant`'s screen, as the hearing recorded them presented.
@@ -2032,14 +2032,12 @@ impl LiveHearing {
         let staging = tempfile::Builder::new()
             .prefix("custodia-masked-")
             .tempdir()
-            .map_err(|e| GatewayError::Internal(format!("a place for the masked copy: {e}")))?;
+            .map_err(|e| GatewayError::internal("a place for the masked copy", e))?;
         let output = staging.path().join("masked.webm");
         let summary = crate::masking::mask_segment(self.maskers.program(), &source, &output, self.maskers.voice_seed())
             .await
-            .map_err(|reason| GatewayError::Internal(format!("masking segment {}: {reason}", segment.artefact)))?;
-        let bytes = tokio::fs::read(&output)
-            .await
-            .map_err(|e| GatewayError::Internal(format!("reading the masked copy: {e}")))?;
+            .map_err(|reason| GatewayError::internal(format!("masking segment {}", segment.artefact), reason))?;
+        let bytes = tokio::fs::read(&output).await.map_err(|e| GatewayError::internal("reading the masked copy", e))?;
         let name = format!("{}-{}-segment-{:05}-masked.webm", self.id, segment.participant, segment.index);
         let registered = self
             .take_into_custody("hearing recording, masked for disclosure", "video/webm", &name, bytes, None, None)

@@ -68,6 +68,26 @@ impl Problem {
     }
 }
 
+/// The `Retry-After` of a 503 while a backend (object storage, the database) is unavailable: long enough for a
+/// restarted server to come back, short enough that a client resumes soon after.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// An error with every cause after it, `: `-separated, for the operator's log.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// The `Retry-After` of a 429 for too many things at once (uploads under way, WHIP publishers): nobody knows when
 /// one of them ends, so a client is asked to wait a few seconds rather than try again at once.
 pub const AT_ONCE_RETRY_AFTER_SECONDS: u64 = 5;
@@ -79,6 +99,8 @@ impl From<GatewayError> for Problem {
         let retry_after = match &err {
             GatewayError::TooManyAttempts { retry_after_seconds, .. } => Some(*retry_after_seconds),
             GatewayError::TooMany(_) => Some(AT_ONCE_RETRY_AFTER_SECONDS),
+            GatewayError::Unavailable { .. } => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+            GatewayError::Store(store) if store.is_transient() => Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
             _ => None,
         };
         let (status, kind, title) = match &err {
@@ -111,7 +133,20 @@ impl From<GatewayError> for Problem {
             GatewayError::Store(StoreError::BadRange { .. }) => {
                 (S::RANGE_NOT_SATISFIABLE, "bad-range", "Range not satisfiable")
             }
-            _ => return Self::internal(&err),
+            GatewayError::Unavailable { what, .. } => {
+                // The cause is the operator's to read; the caller learns what is down and when to try again.
+                tracing::warn!(error = %Chain(&err), "a backend is unavailable");
+                let detail = format!("{what} is unavailable now: nothing was changed; try again shortly");
+                return Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", detail)
+                    .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS);
+            }
+            GatewayError::Store(store) if store.is_transient() => {
+                tracing::warn!(error = %Chain(&err), "object storage is unavailable");
+                let detail = "object storage is unavailable now: nothing was changed; try again shortly";
+                return Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", detail)
+                    .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS);
+            }
+            _ => return Self::internal(&Chain(&err)),
         };
         Self { retry_after, ..Self::new(status, kind, title, detail) }
     }

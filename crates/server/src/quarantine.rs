@@ -53,7 +53,7 @@ impl Output<'_> {
         source: Option<&Path>,
         destination: &Path,
     ) -> Result<Registered, GatewayError> {
-        let label = |text: &str| Label::new(text).map_err(|e| GatewayError::Internal(e.to_string()));
+        let label = |text: &str| Label::new(text).map_err(|e| GatewayError::internal("into custody", e));
         let mut attempt = 1;
         let failure = loop {
             let request = UploadRequest {
@@ -111,7 +111,7 @@ pub async fn quarantine(
             None => tokio::fs::write(destination, bytes).await,
         }
     };
-    keep.await.map_err(|err| GatewayError::Internal(format!("keeping quarantined output: {err}")))?;
+    keep.await.map_err(|err| GatewayError::internal("keeping quarantined output", err))?;
     tracing::error!(case = %case, hearing = %hearing, ledger_index = index, "hearing output quarantined");
     Ok(index)
 }
@@ -134,7 +134,7 @@ pub async fn sweep_recordings(
     for file in &files {
         let relative = file.strip_prefix(recordings).unwrap_or(file);
         let destination = quarantine_dir.join(relative);
-        let bytes = tokio::fs::read(file).await.map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let bytes = tokio::fs::read(file).await.map_err(|err| GatewayError::internal("sweep recordings", err))?;
         match case_and_hearing(relative) {
             Some((case, hearing)) => {
                 quarantine(gateway, gateway_actor(), &case, &hearing, &bytes, Some(file), &destination).await?;
@@ -142,9 +142,13 @@ pub async fn sweep_recordings(
             None => {
                 tracing::warn!(file = %relative.display(), "kept a stray file from the recordings directory");
                 if let Some(parent) = destination.parent() {
-                    tokio::fs::create_dir_all(parent).await.map_err(|err| GatewayError::Internal(err.to_string()))?;
+                    tokio::fs::create_dir_all(parent)
+                        .await
+                        .map_err(|err| GatewayError::internal("sweep recordings", err))?;
                 }
-                tokio::fs::rename(file, &destination).await.map_err(|err| GatewayError::Internal(err.to_string()))?;
+                tokio::fs::rename(file, &destination)
+                    .await
+                    .map_err(|err| GatewayError::internal("sweep recordings", err))?;
             }
         }
     }

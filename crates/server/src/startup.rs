@@ -180,7 +180,17 @@ fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn Objec
         .with_bucket_name(bucket)
         .with_region(&s3.region)
         .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
-        .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart);
+        .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
+        // A store that is down fails a request within seconds (a 503 the client may retry) instead of holding it
+        // for object_store's default of three minutes of retries.
+        .with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: std::time::Duration::from_secs(10),
+            ..Default::default()
+        })
+        .with_client_options(
+            object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(3)),
+        );
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
     }

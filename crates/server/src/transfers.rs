@@ -190,9 +190,9 @@ enum Hitch {
 impl Transfers {
     pub fn new(gateway: Gateway, partnering: Arc<Partnering>, dir: PathBuf, timing: TransferTiming) -> Result<Self> {
         std::fs::create_dir_all(dir.join(IN))
-            .map_err(|err| GatewayError::Internal(format!("making the transfer staging directory: {err}")))?;
+            .map_err(|err| GatewayError::internal("making the transfer staging directory", err))?;
         let client = crate::partner_api::partner_client(Duration::from_secs(120))
-            .map_err(|err| GatewayError::Internal(format!("no HTTP client: {err}")))?;
+            .map_err(|err| GatewayError::internal("no HTTP client", err))?;
         Ok(Self {
             gateway,
             partnering,
@@ -226,9 +226,9 @@ impl Transfers {
         // perhaps without its policy): the provider's restrictions are back on it before anything is served.
         for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
             let Some(artefact) = row.artefact_id.as_deref() else { continue };
-            let artefact = ArtefactId::new(artefact).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            let artefact = ArtefactId::new(artefact).map_err(|err| GatewayError::internal("resume", err))?;
             let policy = offer_of(&row)?.policy.map(serde_json::from_value::<UsePolicy>).transpose();
-            let policy = policy.map_err(|err| GatewayError::Internal(format!("a received offer's policy: {err}")))?;
+            let policy = policy.map_err(|err| GatewayError::internal("a received offer's policy", err))?;
             if let Some(policy) = policy
                 && self.gateway.catalog.artefact(artefact.as_str()).await?.is_some()
             {
@@ -295,7 +295,7 @@ impl Transfers {
                 .catalog
                 .account_named(&username)
                 .await?
-                .ok_or_else(|| GatewayError::Internal("the partner's account vanished".into())),
+                .ok_or_else(|| GatewayError::internal_message("the partner's account vanished")),
             Err(err) => Err(err.into()),
         }
     }
@@ -312,7 +312,7 @@ impl Transfers {
         } else {
             format!("inbox-{}", &Sha256::of(partner.name.as_bytes()).to_hex()[..32])
         };
-        let case = CaseId::new(id).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let case = CaseId::new(id).map_err(|err| GatewayError::internal("inbox", err))?;
         if self.gateway.catalog.case(case.as_str()).await?.is_none() {
             let made = custodia_catalog::Case {
                 id: case.to_string(),
@@ -338,7 +338,7 @@ impl Transfers {
         let (sender, recipient) =
             if row.direction == OUT { (own.clone(), row.partner.clone()) } else { (row.partner.clone(), own.clone()) };
         let payload_digest =
-            row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's stored digest".into()))?;
+            row.sha256.parse().map_err(|_| GatewayError::internal_message("a transfer's stored digest"))?;
         let evidence = Evidence {
             kind: EVIDENCE_TYPE.into(),
             event,
@@ -352,7 +352,7 @@ impl Transfers {
             previous: previous.map(SignedEvidence::sha256),
             reason,
         };
-        self.partnering.sign_evidence(&evidence).map_err(|err| GatewayError::Internal(err.to_string()))
+        self.partnering.sign_evidence(&evidence).map_err(|err| GatewayError::internal("evidence", err))
     }
 
     /// Puts `signed` on this gateway's log (a `transfer_evidence` record about `artefact` in `case`, made for
@@ -369,7 +369,7 @@ impl Transfers {
         partner_copy: Option<&Logged>,
     ) -> Result<Logged> {
         let event = signed.evidence().event;
-        let rung = Label::new(event.name()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let rung = Label::new(event.name()).map_err(|err| GatewayError::internal("log evidence", err))?;
         let digest = signed.sha256().to_hex();
         let (index, entry, openings) = self
             .gateway
@@ -387,9 +387,11 @@ impl Transfers {
             openings: String::from_utf8_lossy(&openings.to_canonical()).into_owned(),
             proof: b64.encode(proof.to_bytes()),
         };
-        let own = serde_json::to_string(&logged).map_err(|err| GatewayError::Internal(err.to_string()))?;
-        let theirs =
-            partner_copy.map(serde_json::to_string).transpose().map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let own = serde_json::to_string(&logged).map_err(|err| GatewayError::internal("log evidence", err))?;
+        let theirs = partner_copy
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| GatewayError::internal("log evidence", e))?;
         self.gateway
             .catalog
             .keep_transfer_evidence(&row.id, i64::from(event.rung()), event.name(), Some(&own), theirs.as_deref())
@@ -404,11 +406,10 @@ impl Transfers {
         let mut ladder = Vec::new();
         for kept in self.gateway.catalog.transfer_evidences(&row.id).await? {
             let Some(own) = kept.own else { continue };
-            let logged: Logged = serde_json::from_str(&own).map_err(|err| GatewayError::Internal(err.to_string()))?;
+            let logged: Logged = serde_json::from_str(&own).map_err(|err| GatewayError::internal("own ladder", err))?;
             let issuer = unverified(&logged)?.issuer;
             let key = if issuer == self.partnering.name() { self.partnering.own_key() } else { partner_key };
-            let signed =
-                logged.signed.verify(&key).map_err(|err| GatewayError::Internal(format!("a kept evidence: {err}")))?;
+            let signed = logged.signed.verify(&key).map_err(|err| GatewayError::internal("a kept evidence", err))?;
             ladder.push((logged, signed));
         }
         Ok(ladder)
@@ -445,7 +446,7 @@ impl Transfers {
         // its records against another checkpoint); its payload is the stored artefact, read as it is sent.
         let head = custodia_bundle::BundleWriter::new(&source)
             .and_then(|writer| writer.head())
-            .map_err(|err| GatewayError::Internal(format!("a transfer's bundle: {err}")))?;
+            .map_err(|err| GatewayError::internal("a transfer's bundle", err))?;
         let (size, sha256) = (source.payload_size, source.payload_sha256);
         let artefact = self
             .gateway
@@ -461,7 +462,7 @@ impl Transfers {
             artefact_id: Some(id.to_string()),
             case_id: Some(artefact.case_id.clone()),
             account_id: Some(caller.account.id.clone()),
-            size: i64::try_from(size).map_err(|err| GatewayError::Internal(err.to_string()))?,
+            size: i64::try_from(size).map_err(|err| GatewayError::internal("send", err))?,
             sha256: sha256.to_hex(),
             chunk_size: CHUNK_BYTES as i64,
             received: 0,
@@ -470,7 +471,7 @@ impl Transfers {
             created_at: now.clone(),
             updated_at: now,
         };
-        let case = CaseId::new(artefact.case_id.clone()).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let case = CaseId::new(artefact.case_id.clone()).map_err(|err| GatewayError::internal("send", err))?;
         let submission = self.evidence(&row, EvidenceEvent::SubmissionAcceptance, None, None)?;
         self.gateway.catalog.insert_transfer(&row).await?;
         let logged = self
@@ -488,10 +489,10 @@ impl Transfers {
                 .as_deref()
                 .map(serde_json::from_str)
                 .transpose()
-                .map_err(|e| GatewayError::Internal(e.to_string()))?,
+                .map_err(|e| GatewayError::internal("send", e))?,
             purpose: purpose.to_string(),
         };
-        let offer = serde_json::to_string(&offer).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let offer = serde_json::to_string(&offer).map_err(|err| GatewayError::internal("send", err))?;
         self.gateway.catalog.settle_transfer(&transfer, None, None, Some(&offer)).await?;
         row.offer = Some(offer);
         tracing::info!(transfer = %transfer, artefact = %id, partner = %partner.name, size, "transfer submitted");
@@ -554,11 +555,10 @@ impl Transfers {
     async fn push(&self, row: &TransferRow) -> std::result::Result<bool, Hitch> {
         let partner = self.partner(&row.partner)?.clone();
         let offer =
-            row.offer.clone().ok_or_else(|| GatewayError::Internal("a sent transfer without its offer".into()))?;
+            row.offer.clone().ok_or_else(|| GatewayError::internal_message("a sent transfer without its offer"))?;
         let path = "/partner/v1/transfers";
         let places = self.sending_places(&partner.name);
-        let offering =
-            Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let offering = Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::internal("push", err))?;
         let progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
         drop(offering);
         if self.absorb(row, &partner, &progress).await? {
@@ -575,7 +575,7 @@ impl Transfers {
                 progress.received, progress.written
             )));
         }
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::Internal("a transfer's digest".into()))?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::internal_message("a transfer's digest"))?;
         // Up to CHUNKS_IN_FLIGHT chunks are read, signed and sent at once, each holding one of the places for this
         // partner (shared by every transfer to it, taken in the order of the chunks, so that a chunk never waits at
         // the receiver for one that has no place); their answers are taken in order. To a partner that refused a
@@ -598,10 +598,9 @@ impl Transfers {
                 let place = match Arc::clone(&places).try_acquire_owned() {
                     Ok(place) => place,
                     // Waited for only with nothing of this transfer's on its way, whose answers free places.
-                    Err(_) if in_flight.is_empty() => Arc::clone(&places)
-                        .acquire_owned()
-                        .await
-                        .map_err(|err| GatewayError::Internal(err.to_string()))?,
+                    Err(_) if in_flight.is_empty() => {
+                        Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::internal("push", err))?
+                    }
                     Err(_) => break,
                 };
                 let (offset, length) = (next, chunk_size.min(size - next));
@@ -684,18 +683,18 @@ impl Transfers {
         let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
         let (partnering, client, partner) = (self.partnering.clone(), self.client.clone(), partner.clone());
         let ended_early =
-            move || GatewayError::Internal(format!("the stored payload ended before byte {}", offset + length));
+            move || GatewayError::internal_message(format!("the stored payload ended before byte {}", offset + length));
         // From a local store, read in place into the chunk's buffer, then signed, in one blocking step.
         if let Some(file) = self.gateway.artefacts.local_path(&sha256) {
             return tokio::task::spawn_blocking(move || {
                 chunk.read_at(&file, offset, length as usize).map_err(|err| match err.kind() {
                     std::io::ErrorKind::UnexpectedEof => ended_early(),
-                    _ => GatewayError::Internal(format!("reading a stored payload: {err}")),
+                    _ => GatewayError::internal("reading a stored payload", err),
                 })?;
                 Ok(partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes()))
             })
             .await
-            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+            .map_err(|err| GatewayError::internal("chunk request", err))?;
         }
         let mut stream = std::pin::pin!(self.gateway.artefacts.read(&sha256, Some(offset..offset + length)).await?);
         while let Some(piece) = futures::StreamExt::next(&mut stream).await {
@@ -708,7 +707,7 @@ impl Transfers {
             partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes())
         })
         .await
-        .map_err(|err| GatewayError::Internal(err.to_string()))
+        .map_err(|err| GatewayError::internal("chunk request", err))
     }
 
     async fn call(
@@ -781,7 +780,7 @@ impl Transfers {
             match own_ladder.get(index) {
                 Some((_, own)) if own.sha256() == signed.sha256() => {
                     let rung = signed.evidence().event;
-                    let theirs = serde_json::to_string(logged).map_err(|e| GatewayError::Internal(e.to_string()))?;
+                    let theirs = serde_json::to_string(logged).map_err(|e| GatewayError::internal("absorb", e))?;
                     self.gateway
                         .catalog
                         .keep_transfer_evidence(&row.id, i64::from(rung.rung()), rung.name(), None, Some(&theirs))
@@ -891,8 +890,7 @@ impl Transfers {
         }
         // Room for this bundle beside what the transfers still arriving were promised.
         let promised = u64::try_from(self.gateway.catalog.bytes_still_arriving().await?).unwrap_or(0);
-        let free =
-            free_bytes(&self.dir.join(IN)).map_err(|err| GatewayError::Internal(format!("disk space: {err}")))?;
+        let free = free_bytes(&self.dir.join(IN)).map_err(|err| GatewayError::internal("disk space", err))?;
         if free < offer.size.saturating_add(promised).saturating_add(STAGING_RESERVE) {
             return Err(GatewayError::QuotaExceeded(format!(
                 "this gateway has not the room for a bundle of {} bytes now",
@@ -900,7 +898,7 @@ impl Transfers {
             )));
         }
         let log: LogVerifier =
-            partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+            partner.log_vkey.parse().map_err(|_| GatewayError::internal_message("a partner's pinned log key"))?;
         let submission = check_logged(&offer.submission, &partner.request_key, &log)
             .map_err(|err| bad_input("submission", err))?
             .evidence;
@@ -937,12 +935,12 @@ impl Transfers {
             chunk_size: offer.chunk_size as i64,
             received: 0,
             stage: "receiving".into(),
-            offer: Some(serde_json::to_string(&offer).map_err(|err| GatewayError::Internal(err.to_string()))?),
+            offer: Some(serde_json::to_string(&offer).map_err(|err| GatewayError::internal("offered", err))?),
             created_at: now.clone(),
             updated_at: now,
         };
         std::fs::File::create(self.staging(&row.id))
-            .map_err(|err| GatewayError::Internal(format!("staging a transfer: {err}")))?;
+            .map_err(|err| GatewayError::internal("staging a transfer", err))?;
         self.gateway.catalog.insert_transfer(&row).await?;
         let actor = provider.actor();
         self.log_evidence(&row, &case, actor.clone(), purpose.as_str(), None, &submission, Some(&offer.submission))
@@ -974,7 +972,7 @@ impl Transfers {
         let (this, partner, id) = (Arc::clone(self), partner.clone(), id.to_owned());
         tokio::spawn(async move { this.take_chunk(&partner, &id, offset, bytes).await })
             .await
-            .map_err(|err| GatewayError::Internal(format!("handling a chunk: {err}")))?
+            .map_err(|err| GatewayError::internal("handling a chunk", err))?
     }
 
     /// [`Self::chunk`], once its wait is over.
@@ -1096,7 +1094,7 @@ impl Transfers {
         let (end, sync) = syncing;
         if let Err(err) = sync.await.map_err(std::io::Error::other).and_then(|synced| synced) {
             self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
-            return Err(GatewayError::Internal(format!("syncing a transfer's chunks: {err}")));
+            return Err(GatewayError::internal("syncing a transfer's chunks", err));
         }
         let now = self.gateway.now().to_string();
         self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
@@ -1119,7 +1117,7 @@ impl Transfers {
             let Some(oldest) = oldest else { return Ok(()) };
             if let Err(err) = oldest.await.map_err(std::io::Error::other).and_then(|written| written) {
                 self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
-                return Err(GatewayError::Internal(format!("writing a transfer's chunk: {err}")));
+                return Err(GatewayError::internal("writing a transfer's chunk", err));
             }
         }
     }
@@ -1152,7 +1150,7 @@ impl Transfers {
         let (this, partner, id) = (Arc::clone(self), partner.clone(), id.to_owned());
         tokio::spawn(async move { this.finish(&partner, &id).await })
             .await
-            .map_err(|err| GatewayError::Internal(format!("finishing a transfer: {err}")))?
+            .map_err(|err| GatewayError::internal("finishing a transfer", err))?
     }
 
     /// [`Self::complete`], in its own task.
@@ -1174,10 +1172,10 @@ impl Transfers {
         let relay = ladder
             .last()
             .map(|(_, signed)| signed.clone())
-            .ok_or_else(|| GatewayError::Internal("a received transfer without its relay".into()))?;
+            .ok_or_else(|| GatewayError::internal_message("a received transfer without its relay"))?;
         let path = self.staging(id);
         let log: LogVerifier =
-            partner.log_vkey.parse().map_err(|_| GatewayError::Internal("a partner's pinned log key".into()))?;
+            partner.log_vkey.parse().map_err(|_| GatewayError::internal_message("a partner's pinned log key"))?;
         let checking = std::time::Instant::now();
         self.written_down(id, 0).await?;
         let hashed = self.payload_hashed(id).await;
@@ -1187,7 +1185,7 @@ impl Transfers {
             let payload = (offer.sha256, offer.size);
             tokio::task::spawn_blocking(move || check_bundle(&chain, &path, hashed, payload, &log))
                 .await
-                .map_err(|err| GatewayError::Internal(err.to_string()))?
+                .map_err(|err| GatewayError::internal("finish", err))?
         };
         let seconds = checking.elapsed().as_secs_f64();
         tracing::info!(transfer = %id, seconds, verified = checked.is_ok(), "a transferred bundle was checked");
@@ -1247,7 +1245,7 @@ impl Transfers {
         provenance.insert("transfer", row.id.clone());
         let provenance = custodia_core::to_canonical_vec(&provenance)
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-            .map_err(|err| GatewayError::Internal(err.to_string()))?;
+            .map_err(|err| GatewayError::internal("take in", err))?;
         let partner = row.partner.clone();
         let received_from = move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
             artefact,
@@ -1269,7 +1267,7 @@ impl Transfers {
             .as_deref()
             .map(ArtefactId::new)
             .transpose()
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            .map_err(|e| GatewayError::internal("take in", e))?;
         let artefact = match noted {
             Some(noted) if self.gateway.catalog.artefact(noted.as_str()).await?.is_some() => {
                 if let Some(policy) = &request.policy {
@@ -1319,7 +1317,7 @@ impl Transfers {
         let delivery = ladder
             .last()
             .map(|(_, signed)| signed.clone())
-            .ok_or_else(|| GatewayError::Internal("a delivered transfer without its delivery".into()))?;
+            .ok_or_else(|| GatewayError::internal_message("a delivered transfer without its delivery"))?;
         let signed = self.evidence(row, event, Some(&delivery), reason)?;
         let (case, artefact) = about(row)?;
         let purpose = offer_of(row)?.purpose;
@@ -1398,7 +1396,7 @@ impl Transfers {
             let report = OutcomeReport {
                 id: outcome.id.clone(),
                 outcome: serde_json::from_value(serde_json::Value::String(outcome.outcome.clone()))
-                    .map_err(|err| GatewayError::Internal(format!("a stored outcome: {err}")))?,
+                    .map_err(|err| GatewayError::internal("a stored outcome", err))?,
                 note: outcome.note.clone(),
             };
             self.post_later(&transfer, "outcomes", &report).await?;
@@ -1408,7 +1406,7 @@ impl Transfers {
 
     /// Keeps `body` for `transfer`'s partner, to be posted to the transfer's `what` route until it is taken.
     async fn post_later(&self, transfer: &TransferRow, what: &str, body: &impl Serialize) -> Result<()> {
-        let body = serde_json::to_string(body).map_err(|err| GatewayError::Internal(err.to_string()))?;
+        let body = serde_json::to_string(body).map_err(|err| GatewayError::internal("post later", err))?;
         let item = custodia_catalog::OutboxRow {
             id: crate::gateway::new_id("obx"),
             partner: transfer.partner.clone(),
@@ -1428,7 +1426,7 @@ impl Transfers {
             if transfer.direction == IN {
                 let request: WidenRequest = serde_json::from_str(&request.request)
                     .map(|widen| WidenRequest { id: request.id.clone(), widen })
-                    .map_err(|err| GatewayError::Internal(format!("a stored request: {err}")))?;
+                    .map_err(|err| GatewayError::internal("a stored request", err))?;
                 self.post_later(&transfer, "widen-requests", &request).await?;
             }
         }
@@ -1713,7 +1711,7 @@ fn hex(bytes: &[u8]) -> String {
 /// What a transfer's records are about here: its case, and its artefact (the one sent, or the one received once
 /// under custody).
 fn about(row: &TransferRow) -> Result<(CaseId, Option<ArtefactId>)> {
-    let internal = |err: custodia_core::IdError| GatewayError::Internal(format!("a transfer's stored ids: {err}"));
+    let internal = |err: custodia_core::IdError| GatewayError::internal("a transfer's stored ids", err);
     let case = CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(internal)?;
     let artefact = row.artefact_id.clone().map(ArtefactId::new).transpose().map_err(internal)?;
     Ok((case, artefact))
@@ -1721,8 +1719,8 @@ fn about(row: &TransferRow) -> Result<(CaseId, Option<ArtefactId>)> {
 
 /// The offer a transfer was opened with.
 fn offer_of(row: &TransferRow) -> Result<Offer> {
-    let offer = row.offer.as_deref().ok_or_else(|| GatewayError::Internal("a transfer without its offer".into()))?;
-    serde_json::from_str(offer).map_err(|err| GatewayError::Internal(format!("a transfer's stored offer: {err}")))
+    let offer = row.offer.as_deref().ok_or_else(|| GatewayError::internal_message("a transfer without its offer"))?;
+    serde_json::from_str(offer).map_err(|err| GatewayError::internal("a transfer's stored offer", err))
 }
 
 /// The evidence a [`Logged`] carries, read without its signature checked: to learn who issued it, and so which

@@ -140,7 +140,7 @@ fn staging_path(dir: &FsPath, id: &str) -> PathBuf {
 }
 
 fn io_error(err: std::io::Error) -> GatewayError {
-    GatewayError::Internal(format!("staging an upload: {err}"))
+    GatewayError::internal("staging an upload", err)
 }
 
 // Discovery and creation.

@@ -62,3 +62,77 @@ async fn evidence_goes_into_the_bucket_and_comes_back_intact() {
     assert!(!listed("log/tile").await.is_empty());
     assert!(listed("probes").await.is_empty(), "the start-up probe left objects behind");
 }
+
+/// garage killed in the middle of use: while it is down, uploads and downloads fail at once with a retryable 503
+/// (`Retry-After`) and leave nothing registered; once it is back, the gateway resumes by itself, every upload it
+/// acknowledged downloads intact, and the log verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_bucket_is_down_requests_fail_retryably_and_service_resumes_by_itself() {
+    let mut garage = Garage::start();
+    let gw = TestGateway::start_with(|config| {
+        config.s3.bucket = Some(garage.bucket.clone());
+        config.s3.endpoint = Some(garage.endpoint.clone());
+        config.s3.region = garage.region.clone();
+        config.s3.access_key_id = Some(garage.key_id.clone());
+        config.s3.secret_access_key = Some(garage.secret.clone());
+    })
+    .await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-s3").await;
+    gw.member("case-s3", &prosecutor, "prosecutor").await;
+    let file = |seed: u32| -> Vec<u8> { (0..300_000u32).map(|i| (i.wrapping_mul(seed) >> 7) as u8).collect() };
+    let upload = |bytes: Vec<u8>| {
+        let query = format!("purpose=statement&sha256={}", Sha256::of(&bytes).to_hex());
+        let gw = &gw;
+        let session = session.clone();
+        async move { gw.upload("case-s3", &query, As::Session(&session), bytes).await }
+    };
+    let before = upload(file(3)).await;
+    assert_eq!(before.status, 201, "{}", String::from_utf8_lossy(&before.body));
+    let kept = before.json()["artefact"].as_str().unwrap().to_owned();
+
+    garage.kill();
+    let started = std::time::Instant::now();
+    let refused = upload(file(5)).await;
+    refused.assert_problem(503, "unavailable", "try again");
+    assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
+    // Within the store's retry budget (10 s), not object_store's default three minutes.
+    assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
+    let content = format!("/api/v1/artefacts/{kept}/content?purpose=trial%20preparation");
+    let download = gw.get(&content, Some(As::Session(&session))).await;
+    download.assert_problem(503, "unavailable", "try again");
+
+    garage.restart();
+    let mut resumed = None;
+    for _ in 0..60 {
+        let reply = upload(file(7)).await;
+        if reply.status == 201 {
+            resumed = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.body));
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let resumed = resumed.expect("the gateway resumed within a minute of garage's return");
+    let after = resumed.json()["artefact"].as_str().unwrap().to_owned();
+    for (artefact, bytes) in [(&kept, file(3)), (&after, file(7))] {
+        let whole =
+            gw.get(&format!("/api/v1/artefacts/{artefact}/content?purpose=x"), Some(As::Session(&session))).await;
+        assert_eq!(whole.status, 200);
+        assert!(whole.body == bytes, "{artefact} changed");
+    }
+    // The refused upload left nothing: only the two acknowledged artefacts are listed.
+    let listed = gw.get("/api/v1/cases/case-s3/artefacts", Some(As::Session(&session))).await;
+    assert_eq!(listed.status, 200);
+    let listed = listed.json();
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    // The log, read back from the bucket by the offline verifier, is one consistent tree.
+    let port = support::serve_on_loopback(&gw).await;
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["log", "verify", &format!("http://127.0.0.1:{port}/log"), "--key", &gw.verifier().to_string()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&verified.stdout), String::from_utf8_lossy(&verified.stderr));
+    assert!(verified.status.success(), "{said}");
+}

@@ -66,6 +66,13 @@ pub enum StoreError {
     Backend(#[from] object_store::Error),
 }
 
+impl StoreError {
+    /// Whether trying again later may succeed: the store was unreachable or failing ([`is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Backend(err) if is_transient(err))
+    }
+}
+
 /// A verified artefact in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredArtefact {
@@ -82,6 +89,13 @@ pub struct IngestOptions {
     pub expected_sha256: Option<Sha256>,
     /// The most bytes accepted.
     pub max_size: Option<u64>,
+}
+
+/// Whether an object store's error may pass if the request is tried again later: the store could not be reached,
+/// timed out or failed on its side (object_store's `Generic` errors, after its own retries), as opposed to an
+/// answer about the object (not found, exists, precondition) or a request it does not support.
+pub fn is_transient(err: &object_store::Error) -> bool {
+    matches!(err, object_store::Error::Generic { .. } | object_store::Error::JoinError { .. })
 }
 
 /// Whether an object store refuses a create-only write to a name that exists ([`probe_create_only`]).

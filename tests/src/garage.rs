@@ -32,7 +32,7 @@ pub fn binary() -> PathBuf {
 
 /// A running single-node garage with one bucket.
 pub struct Garage {
-    child: Option<Child>,
+    child: std::sync::Mutex<Option<Child>>,
     dir: tempfile::TempDir,
     config: PathBuf,
     /// `http://127.0.0.1:<port>`, the S3 API.
@@ -84,7 +84,7 @@ impl Garage {
         )
         .expect("garage's configuration");
         let mut garage = Garage {
-            child: None,
+            child: std::sync::Mutex::new(None),
             dir,
             config,
             endpoint: format!("http://127.0.0.1:{s3}"),
@@ -112,7 +112,7 @@ impl Garage {
         garage
     }
 
-    fn run_server(&mut self) {
+    fn run_server(&self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("garage's log");
         let child = Command::new(binary())
             .args(["-c", self.config.to_str().expect("a UTF-8 path"), "server"])
@@ -121,19 +121,19 @@ impl Garage {
             .stderr(log)
             .spawn()
             .expect("garage starts");
-        self.child = Some(child);
+        *self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(child);
     }
 
     /// Stops the server (as a crash would: SIGKILL), keeping its data.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     /// Starts the server again on the same data and ports, and waits until it answers.
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.kill();
         self.run_server();
         self.cli_until_ok(&["status"]);

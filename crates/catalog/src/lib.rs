@@ -301,6 +301,8 @@ impl Catalog {
         let pool = AnyPoolOptions::new()
             // SQLite allows one writer; more connections only queue on its lock.
             .max_connections(if sqlite { 4 } else { 16 })
+            // A database that is down fails a request within seconds (a 503 the client may retry), not after 30.
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if sqlite {
@@ -633,10 +635,12 @@ impl Catalog {
 
     /// The bytes of the hearing output of `case_id` in custody: what its hearings recorded, counted for the case.
     pub async fn hearing_output_bytes(&self, case_id: &str) -> Result<i64> {
-        let row = sqlx::query("SELECT COALESCE(SUM(size), 0) AS bytes FROM hearing_output WHERE case_id = $1")
-            .bind(case_id)
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM hearing_output WHERE case_id = $1",
+        )
+        .bind(case_id)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("bytes")?)
     }
 
@@ -962,7 +966,7 @@ impl Catalog {
     /// How many resumable uploads `account_id` has open at `now`, and the bytes they declared in all.
     pub async fn open_uploads_of(&self, account_id: &str, now: i64) -> Result<(i64, i64)> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(length), 0) AS bytes FROM uploads \
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(length), 0) AS BIGINT) AS bytes FROM uploads \
              WHERE account_id = $1 AND expires_at > $2",
         )
         .bind(account_id)
@@ -1082,7 +1086,7 @@ impl Catalog {
         let mut bytes = [0i64; 2];
         for (sum, table) in bytes.iter_mut().zip(["artefacts", "hearing_output"]) {
             let row = sqlx::query(&format!(
-                "SELECT COALESCE(SUM(size), 0) AS bytes FROM {table} WHERE provider_account = $1"
+                "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM {table} WHERE provider_account = $1"
             ))
             .bind(account_id)
             .fetch_one(&self.pool)

@@ -147,7 +147,7 @@ impl Catalog {
     /// The bytes the transfers still arriving here have yet to receive: room their offers were promised.
     pub async fn bytes_still_arriving(&self) -> Result<i64> {
         let row = sqlx::query(
-            "SELECT COALESCE(SUM(size - received), 0) AS n FROM transfers WHERE direction = 'in' AND stage = 'receiving'",
+            "SELECT CAST(COALESCE(SUM(size - received), 0) AS BIGINT) AS n FROM transfers WHERE direction = 'in' AND stage = 'receiving'",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -1,6 +1,7 @@
 //! The catalog against a real SQLite file and a real PostgreSQL server.
 
 use custodia_catalog::{Account, ArtefactRow, Case, Catalog, CatalogError, TransferRow, UploadRow, WidenRequestRow};
+use custodia_tests::postgres::TempPostgres;
 
 fn account(id: &str) -> Account {
     Account {
@@ -206,63 +207,6 @@ async fn sqlite_catalog_round_trips_and_survives_reopen() {
     assert_eq!(reopened.count_accounts().await.unwrap(), 2, "migrations run once; data persists");
     drop(reopened);
     quota_sums_have_their_indexes(&url, true).await;
-}
-
-/// A throwaway PostgreSQL server from Debian's binaries, on a free loopback port, stopped on drop.
-struct TempPostgres {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// PostgreSQL refuses to run as root; as root, run it as the `postgres` user that Debian's package creates.
-fn as_postgres(program: &str) -> std::process::Command {
-    let program = format!("{PG_BIN}/{program}");
-    let running_as_root = std::process::Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout == b"0\n");
-    if running_as_root {
-        let mut command = std::process::Command::new("runuser");
-        command.args(["-u", "postgres", "--", &program]);
-        command
-    } else {
-        std::process::Command::new(program)
-    }
-}
-
-impl TempPostgres {
-    fn start() -> Self {
-        use std::os::unix::fs::PermissionsExt as _;
-        assert!(
-            std::path::Path::new(PG_BIN).join("initdb").exists(),
-            "PostgreSQL 15 server binaries are missing; run scripts/setup-system.sh test"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-        let data = dir.path().join("data");
-        let status = as_postgres("initdb")
-            .args(["-D", data.to_str().unwrap(), "-U", "custodia", "--auth=trust", "-E", "UTF8"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "initdb failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", dir.path().display());
-        let log = dir.path().join("server.log");
-        let status = as_postgres("pg_ctl")
-            .args(["-D", data.to_str().unwrap(), "-o", &options, "-l", log.to_str().unwrap(), "-w", "start"])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
-        Self { url: format!("postgres://custodia@127.0.0.1:{port}/postgres"), dir }
-    }
-}
-
-impl Drop for TempPostgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres("pg_ctl").args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]).status();
-    }
 }
 
 #[tokio::test]

@@ -1340,16 +1340,25 @@ function renderChannels(state, people, you) {
 
   $('channel-form').hidden = !court;
   if (!court) return;
-  // Interpreters in the main room who interpret on no open channel: anyone else would be refused, on the record.
+  // Interpreters sworn in this hearing, in the main room, who interpret on no open channel: anyone else would be
+  // refused, on the record (`interpreter_not_sworn`, `not_present`, `already_interpreting`).
   const busy = new Set(channels.map((channel) => channel.interpreter));
   const free = people.filter((p) => p.role === 'interpreter' && p.place === 'main_room' && !busy.has(p.id));
+  const sworn = free.filter((p) => isSworn(state, p.id));
+  const unsworn = free.filter((p) => !isSworn(state, p.id));
   const select = $('channel-interpreter');
   const chosen = select.value;
-  select.replaceChildren(...(free.length
-    ? free.map((p) => new Option(who(p), p.id))
-    : [new Option(t('console.room.noInterpreterFree'), '')]));
-  if (free.some((p) => p.id === chosen)) select.value = chosen;
-  $('open-channel').disabled = !free.length || you.place !== 'main_room';
+  select.replaceChildren(...(sworn.length
+    ? sworn.map((p) => new Option(who(p), p.id))
+    : [new Option(t(unsworn.length ? 'console.room.noInterpreterSworn' : 'console.room.noInterpreterFree'), '')]));
+  if (sworn.some((p) => p.id === chosen)) select.value = chosen;
+  // Why an interpreter who is there is not offered: the judge swears them in first (the clerk cannot).
+  const why = unsworn.length
+    ? t(you.role === 'judge' ? 'console.room.swearFirst' : 'console.room.swearFirstJudge', { who: unsworn.map((p) => who(p)).join(', ') })
+    : '';
+  $('channel-unsworn').textContent = why;
+  $('channel-unsworn').hidden = !why;
+  $('open-channel').disabled = !sworn.length || you.place !== 'main_room';
   // Suggestions, named in the reader's language.
   const codes = [...new Set([...people.map((p) => p.language).filter(Boolean), ...CHANNEL_LANGUAGES])];
   const suggestions = $('channel-languages');
@@ -1358,6 +1367,11 @@ function renderChannels(state, people, you) {
     suggestions.dataset.builtFor = suggestFor;
     suggestions.replaceChildren(...codes.map((code) => new Option(languageName(code, { capital: true }), code)));
   }
+}
+
+/** Whether `interpreter` has been sworn in this hearing (the court's checklist says so): a channel opens only then. */
+function isSworn(state, interpreter) {
+  return (state.checklist?.interpreters ?? []).some((sworn) => sworn.interpreter === interpreter);
 }
 
 /**
@@ -1488,7 +1502,13 @@ $('channel-form').addEventListener('submit', (event) => {
   const interpreter = $('channel-interpreter').value;
   const code = channelLanguage($('channel-language').value);
   if (!interpreter) {
-    say($('room-error'), t('console.room.noInterpreterFree'));
+    const unsworn = !$('channel-unsworn').hidden;
+    say($('room-error'), t(unsworn ? 'console.problem.interpreter_not_sworn' : 'console.room.noInterpreterFree'));
+    return;
+  }
+  // Refused by the rules, on the record: said here instead.
+  if (view.roomState && !isSworn(view.roomState, interpreter)) {
+    say($('room-error'), t('console.problem.interpreter_not_sworn'));
     return;
   }
   if (!code) {

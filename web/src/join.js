@@ -194,9 +194,18 @@ function renderListening(state, you) {
   const shown = listenPending !== undefined ? listenPending : listening;
   for (const input of $('listen-choices').querySelectorAll('input')) input.checked = input.value === (shown ?? '');
   // What the gateway says this person hears, not what they just clicked.
-  $('listen-now').textContent = listening
-    ? t('listen.nowChannel', { language: languageName(listening) })
-    : t('listen.nowFloor');
+  $('listen-now').textContent = heardWords(state, listening);
+}
+
+/**
+ * What this person hears, in words: the floor, or a channel; a simultaneous channel's listener hears the original
+ * speech too, quietly beneath the interpretation (the gateway ducks the floor to a fifth of its level).
+ */
+function heardWords(state, listening) {
+  if (!listening) return t('listen.nowFloor');
+  const channel = (state.channels ?? []).find((open) => open.language === listening);
+  const key = channel?.mode === 'simultaneous' ? 'listen.nowChannelSimultaneous' : 'listen.nowChannel';
+  return t(key, { language: languageName(listening) });
 }
 
 function chooseChannel(choice) {
@@ -424,7 +433,7 @@ function listeningChanges(before, now) {
     said.push(t('listen.ended', { language: languageName(wasListening) }));
   } else if (wasListening !== listening) {
     if (listening) listenEnded = null;
-    said.push(listening ? t('listen.nowChannel', { language: languageName(listening) }) : t('listen.nowFloor'));
+    said.push(heardWords(now, listening));
   }
   const inHearing = is.admitted && is.place !== 'lobby';
   const cameIn = inHearing && !(was.admitted && was.place !== 'lobby');

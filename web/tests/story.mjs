@@ -10,8 +10,9 @@
 //   7. and rejects a copy with one byte changed.
 // Then the console's and portal's own steps (8 to 11), and a protected witness (12): the judge orders protective
 // measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym;
-// then interpretation (13): an interpreter joins, the judge opens a simultaneous channel into Italian from the
-// console, the witness chooses it on their Italian page, and the judge closes it.
+// then interpretation (13): an interpreter joins, the console will not open a channel for her until the judge has
+// sworn her in (and says so), the judge opens a simultaneous channel into Italian from the console, the witness
+// chooses it on their Italian page (told the original speech stays quietly beneath), and the judge closes it.
 // Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
 // WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
 // rule, its help and the offending elements; moderate and minor ones are printed as notes.
@@ -872,14 +873,16 @@ async function protectedWitness(clerkPage) {
 }
 
 /**
- * Interpretation, in the protected witness's hearing: an interpreter joins and is let in; the judge opens a
- * simultaneous channel into Italian from the console's room; the witness's page (in Italian) offers it by its
+ * Interpretation, in the protected witness's hearing: an interpreter joins and is let in; the console's channel form
+ * does not offer her and says why, and a channel asked for all the same is refused in words; the judge starts the
+ * session, shows her the interpreter's oath and swears her in; the judge opens a simultaneous channel into Italian
+ * from the console's room; the witness's page (in Italian) offers it by its
  * Italian name beside the original speech, the witness chooses it, and the gateway's state for them says so
  * (`you.listening`); the judge closes it and the witness's page says they hear the original speech again.
  * Returns the interpreter's page.
  */
 async function interpretation({ judge, witness, clerkCookie, hearingsPath, hearing, it }) {
-  step('13. Interpretation: the judge opens a simultaneous channel into Italian; the witness chooses it on their page, named in Italian; the judge closes it');
+  step('13. Interpretation: the judge swears the interpreter in, then opens a simultaneous channel into Italian; the witness chooses it on their page, named in Italian; the judge closes it');
   const INTERPRETER = 'Sara Conti';
   const { json: invite } = await call('POST', `${hearingsPath}/${hearing.id}/invites`, clerkCookie,
     { role: 'interpreter', display_name: INTERPRETER, expires_in_seconds: 3600, language: 'en' });
@@ -890,9 +893,41 @@ async function interpretation({ judge, witness, clerkCookie, hearingsPath, heari
   await judge.getByRole('button', { name: `Admit the Interpreter, ${INTERPRETER}` }).click();
   await interpreter.locator('#lobby').waitFor({ state: 'hidden', timeout: 90_000 });
 
-  // The judge opens the channel from the room: the interpreter, the language's code, simultaneous.
+  // A channel opens only for an interpreter sworn in the hearing: until then the form does not offer her, and says
+  // plainly why; a channel asked for all the same (as a page that did not know would) is refused, and the refusal
+  // is said in words.
   const panel = judge.locator('#channels-panel');
   await panel.locator('#channels-none').waitFor();
+  const unsworn = panel.locator('#channel-unsworn:not([hidden])', { hasText: 'Swear the interpreter in first' });
+  await unsworn.waitFor({ timeout: 60_000 });
+  check(plain(await unsworn.innerText()).includes(`${INTERPRETER} (Interpreter)`), `the form does not name the interpreter who is not sworn: ${await unsworn.innerText()}`);
+  check(await panel.getByRole('button', { name: 'Open the channel' }).isDisabled(), 'the form offers to open a channel for an interpreter not sworn in');
+  const offeredBefore = await panel.getByLabel('Who interprets').innerText();
+  check(!offeredBefore.includes(INTERPRETER), `the form offers the interpreter before she is sworn: ${offeredBefore}`);
+  console.log(`the judge reads, before swearing: ${plain(await unsworn.innerText())}`);
+  await screenshot(judge, 'console-room-interpreter-not-sworn');
+  await audit(judge, 'console room, interpreter not sworn');
+  const interpreterId = await judge.evaluate(() => window.custodiaRoom.state.participants.find((p) => p.role === 'interpreter').id);
+  await judge.evaluate((id) => window.custodiaRoom.send({ type: 'open_channel', interpreter: id, language: 'it', mode: 'simultaneous' }), interpreterId);
+  await judge.locator('#room-error', { hasText: 'Swear the interpreter in first: a channel opens only for an interpreter sworn in this hearing.' }).waitFor();
+  check(!(await judge.locator('#channels li').count()), 'a channel opened for an interpreter not sworn in');
+
+  // The judge starts the session (an oath is taken in session), puts the interpreter's oath on her screen, then
+  // swears her in.
+  await judge.getByRole('button', { name: 'Start the session' }).click();
+  await judge.locator('#act-start-session').waitFor({ state: 'hidden' });
+  const oathForm = judge.locator('#oath-form');
+  await oathForm.locator('#interpreter-person').selectOption({ label: `${INTERPRETER} (Interpreter)` });
+  await oathForm.getByRole('button', { name: 'Show the interpreter\'s oath' }).click();
+  await interpreter.locator('#court-text:not([hidden])').waitFor({ timeout: 60_000 });
+  check((await interpreter.locator('#court-text-words').innerText()).trim().length > 0, 'the interpreter was not shown the words of her oath');
+  await judge.locator('#checklist li.done', { hasText: `interpreter's oath shown to ${INTERPRETER}` }).waitFor({ timeout: 60_000 });
+  await oathForm.getByLabel('Languages').fill('en / it');
+  await oathForm.getByRole('button', { name: 'Swear the interpreter' }).click();
+  await judge.locator('#checklist li.done', { hasText: `${INTERPRETER} (Interpreter) sworn (en / it` }).waitFor({ timeout: 60_000 });
+  await panel.locator('#channel-unsworn').waitFor({ state: 'hidden' });
+
+  // The judge opens the channel from the room: the interpreter, the language's code, simultaneous.
   await judge.waitForFunction((name) => [...document.querySelectorAll('#channel-interpreter option')].some((o) => o.textContent.includes(name)), INTERPRETER);
   await panel.getByLabel('Who interprets').selectOption({ label: `${INTERPRETER} (Interpreter)` });
   // A name is not a code: the page says so rather than open a channel nobody's page can name.
@@ -909,9 +944,11 @@ async function interpretation({ judge, witness, clerkCookie, hearingsPath, heari
   await judge.locator('#status', { hasText: 'Channel opened: Italian (it)' }).waitFor({ state: 'attached' });
   check(!(await judge.getByLabel('Language they interpret into').inputValue()), 'the language stayed in the form once the channel opened');
 
-  // The interpreter is told what their channel does.
+  // The interpreter is told what their channel does: its listeners hear her, with the original speech beneath.
   await interpreter.locator('#listen-interpreting:not([hidden])').waitFor({ timeout: 60_000 });
-  console.log(`the interpreter reads: ${await interpreter.locator('#listen-interpreting').innerText()}`);
+  const told = await interpreter.locator('#listen-interpreting').innerText();
+  check(told.includes('quietly beneath'), `the interpreter is not told her listeners hear the original beneath her: ${told}`);
+  console.log(`the interpreter reads: ${told}`);
 
   // The witness's page, in Italian, offers the original speech and the channel, named in Italian.
   const italian = new Intl.DisplayNames(['it'], { type: 'language' }).of('it'); // "italiano"
@@ -920,6 +957,9 @@ async function interpretation({ judge, witness, clerkCookie, hearingsPath, heari
   const floor = listen.getByRole('radio', { name: it['listen.floor'] });
   const channel = listen.getByRole('radio', { name: new RegExp(`^${italian}`, 'i') });
   await channel.waitFor();
+  // Simultaneous, said in Italian: the original is heard quietly beneath the interpretation, not removed.
+  const offeredAs = plain(await channel.locator('xpath=..').innerText());
+  check(offeredAs.includes(it['listen.simultaneous']), `the witness is not told the original stays beneath the interpretation: ${offeredAs}`);
   check(await floor.isChecked(), 'the witness does not start on the original speech');
   check((await witness.locator('#listen-now').innerText()).trim() === it['listen.nowFloor'], `the witness's page says: ${await witness.locator('#listen-now').innerText()}`);
   const offered = await witness.evaluate(() => document.querySelector('#announcer').textContent);
@@ -932,7 +972,8 @@ async function interpretation({ judge, witness, clerkCookie, hearingsPath, heari
     .catch(async () => {
       throw new Error(`story failed: the gateway did not take the witness's choice: ${JSON.stringify(await witness.evaluate(() => window.custodiaRoom.state?.you))}`);
     });
-  const now = it['listen.nowChannel'].replace('{language}', italian);
+  // Simultaneous: the witness hears the interpreter, and the original speech quietly beneath (not removed).
+  const now = it['listen.nowChannelSimultaneous'].replace('{language}', italian);
   await witness.locator('#listen-now', { hasText: now }).waitFor();
   check(await channel.isChecked() && !(await floor.isChecked()), 'the witness\'s page does not show the channel chosen');
   await witness.waitForFunction((words) => document.querySelector('#announcer').textContent.includes(words), now);

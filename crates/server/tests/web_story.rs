@@ -4,7 +4,8 @@
 //! the hearing is recorded and ended, the prosecutor verifies, plays and downloads a recording's court bundle on
 //! the portal, and the verification page accepts it and rejects a tampered copy; then, in a hearing of its own, the
 //! judge orders protective measures for a witness in the console, the witness's page (in Italian) says which are
-//! active, and counsel's page reads only the pseudonym; an interpreter joins that hearing, the judge opens a
+//! active, and counsel's page reads only the pseudonym; an interpreter joins that hearing, the console will not open
+//! a channel for her until the judge has sworn her in (and says why), the judge swears her in and opens a
 //! simultaneous channel into Italian from the console, the witness chooses it on their page, where it is named in
 //! Italian (and the gateway's state for them says so), and the judge closes it. At each of those steps axe-core
 //! audits the page for WCAG 2.1 A/AA; a serious or critical violation fails the story.

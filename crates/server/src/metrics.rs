@@ -21,7 +21,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -42,36 +42,21 @@ pub const UNMATCHED_ROUTE: &str = "(unmatched)";
 struct RequestLabels {
     /// The route template (`/api/v1/artefacts/{id}`), or [`UNMATCHED_ROUTE`].
     route: String,
-    method: MethodLabel,
+    method: &'static str,
     status: u16,
 }
 
 /// The request's method, from a fixed list: anything else a client sends is `other`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-enum MethodLabel {
-    GET,
-    HEAD,
-    POST,
-    PUT,
-    PATCH,
-    DELETE,
-    OPTIONS,
-    other,
-}
-
-impl From<&Method> for MethodLabel {
-    fn from(method: &Method) -> Self {
-        match *method {
-            Method::GET => Self::GET,
-            Method::HEAD => Self::HEAD,
-            Method::POST => Self::POST,
-            Method::PUT => Self::PUT,
-            Method::PATCH => Self::PATCH,
-            Method::DELETE => Self::DELETE,
-            Method::OPTIONS => Self::OPTIONS,
-            _ => Self::other,
-        }
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
     }
 }
 
@@ -130,7 +115,7 @@ impl Metrics {
     }
 
     fn observe_request(&self, route: &str, method: &Method, status: u16, seconds: f64) {
-        let labels = RequestLabels { route: route.to_owned(), method: method.into(), status };
+        let labels = RequestLabels { route: route.to_owned(), method: method_label(method), status };
         self.request_seconds.get_or_create(&labels).observe(seconds);
     }
 

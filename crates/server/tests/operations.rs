@@ -175,6 +175,7 @@ async fn metrics_count_an_upload_and_say_nothing_of_anyone() {
     .await;
     // The API's listener never serves them.
     let on_the_api = Client::new(&base).get("/metrics").await;
+    assert_eq!(on_the_api.status, 404, "{}", on_the_api.body);
     assert!(!on_the_api.body.contains("custodia_"), "metrics on the API's address: {}", on_the_api.body);
 
     let admin = Client::signed_in(&base, "admin", &admin_password(data.path())).await;

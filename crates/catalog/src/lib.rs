@@ -325,6 +325,12 @@ impl Catalog {
         Ok(Self { pool })
     }
 
+    /// Whether the database answers a query now (a readiness check): a round trip, reading nothing.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     // Accounts, sessions and tokens.
 
     pub async fn create_account(&self, account: &Account, created_at: &str) -> Result<()> {

@@ -51,6 +51,8 @@ pub struct Log {
     published: watch::Receiver<SignedCheckpoint>,
     /// Set while the latest batch failed and the sequencer has not yet recovered ([`Log::is_appending`]).
     failing: Arc<std::sync::atomic::AtomicBool>,
+    /// When this process last published a checkpoint ([`Log::published_at`]).
+    published_at: Arc<std::sync::Mutex<std::time::SystemTime>>,
     _guard: Option<SequencerGuard>,
 }
 
@@ -87,6 +89,7 @@ impl Log {
         let (requests, receiver) = mpsc::channel(options.queue_depth.max(1));
         let (publish, published_rx) = watch::channel(published);
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let published_at = Arc::new(std::sync::Mutex::new(std::time::SystemTime::now()));
         let sequencer = Sequencer {
             storage: storage.clone(),
             signer,
@@ -94,10 +97,11 @@ impl Log {
             publish,
             max_batch: options.max_batch.max(1),
             failing: failing.clone(),
+            published_at: published_at.clone(),
             _guard: guard.clone(),
         };
         tokio::spawn(sequencer.run(receiver));
-        Ok(Self { storage, requests, published: published_rx, failing, _guard: guard })
+        Ok(Self { storage, requests, published: published_rx, failing, published_at, _guard: guard })
     }
 
     /// Appends one entry and returns its index once a durable, signed checkpoint covers it.
@@ -115,6 +119,17 @@ impl Log {
     /// recovered since). What a health check asks.
     pub fn is_appending(&self) -> bool {
         !self.requests.is_closed() && !self.failing.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Appends waiting for the sequencer: sent, but not yet in a batch being integrated (the batch being written is
+    /// not counted). What monitoring calls the integration lag.
+    pub fn appends_waiting(&self) -> usize {
+        self.requests.max_capacity() - self.requests.capacity()
+    }
+
+    /// When this process last published a checkpoint, or, until it has, when it opened the log.
+    pub fn published_at(&self) -> std::time::SystemTime {
+        *self.published_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The latest published checkpoint.
@@ -270,6 +285,7 @@ struct Sequencer {
     state: TreeState,
     max_batch: usize,
     failing: Arc<std::sync::atomic::AtomicBool>,
+    published_at: Arc<std::sync::Mutex<std::time::SystemTime>>,
     // Declared before `publish` so that it is released first: `Log::close` waits for `publish` to go.
     _guard: Option<SequencerGuard>,
     publish: watch::Sender<SignedCheckpoint>,
@@ -322,6 +338,7 @@ impl Sequencer {
         self.storage.put(CHECKPOINT, Bytes::copy_from_slice(signed.note())).await?;
         self.state = next;
         self.publish.send_replace(signed);
+        *self.published_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::SystemTime::now();
         Ok(full_tiles)
     }
 

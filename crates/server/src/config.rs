@@ -57,14 +57,21 @@ impl GatewayConfig {
 /// bucket is named.
 #[derive(Clone, clap::Args)]
 pub struct S3Config {
+    /// The bucket that holds the custody log and the artefacts instead of the data directory. One gateway
+    /// sequences a bucket's log: never point two at one bucket.
     #[arg(long = "s3-bucket", env = "CUSTODIA_S3_BUCKET")]
     pub bucket: Option<String>,
+    /// The S3 endpoint's URL (`http://` allowed, for a store on the same network); by default AWS's for the region.
     #[arg(long = "s3-endpoint", env = "CUSTODIA_S3_ENDPOINT")]
     pub endpoint: Option<String>,
+    /// The bucket's region.
     #[arg(long = "s3-region", env = "CUSTODIA_S3_REGION", default_value = "us-east-1")]
     pub region: String,
+    /// The access key's id; with `--s3-secret-access-key`. Without both, object_store's other sources (a web
+    /// identity token, instance metadata).
     #[arg(long = "s3-access-key-id", env = "CUSTODIA_S3_ACCESS_KEY_ID")]
     pub access_key_id: Option<String>,
+    /// The access key's secret. Never logged.
     #[arg(long = "s3-secret-access-key", env = "CUSTODIA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
 }
@@ -87,6 +94,12 @@ pub struct ServeConfig {
     /// Address to listen on. The default is loopback only.
     #[arg(long, env = "CUSTODIA_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of a second listener that serves only Prometheus metrics, at `/metrics`; without it, no metrics are
+    /// served. Whoever reaches it reads them: give it a loopback or an internal address, never
+    /// the public one. The API's listener never serves them, since behind a reverse proxy every request comes
+    /// from the proxy's address.
+    #[arg(long, env = "CUSTODIA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Metadata database: `sqlite://...` (default: `catalog.db` in the data directory) or `postgres://...`.
     #[arg(long, env = "CUSTODIA_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -527,6 +540,7 @@ impl fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("gateway", &self.gateway)
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("s3", &self.s3)
             .field("tls", &self.tls_cert.is_some())
             .field("ice", &self.ice)
@@ -543,6 +557,7 @@ impl ServeConfig {
         Self {
             gateway: GatewayConfig { data_dir: data_dir.to_path_buf(), origin: "custodia.localhost/log".into() },
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             database_url: None,
             s3: S3Config {
                 bucket: None,
@@ -571,6 +586,17 @@ impl ServeConfig {
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.gateway.data_dir.join("catalog.db").display()))
     }
+}
+
+/// How the operator's log is written to standard error (`--log-format`, `CUSTODIA_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people: colours only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `target`, the message and fields), for a log collector; never
+    /// colours.
+    Json,
 }
 
 /// Resolves `path` against the current directory, for messages that must say exactly where a file is.

@@ -239,6 +239,8 @@ pub struct Gateway {
     /// The collector of cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles
     /// carry ([`crate::cosigning`]).
     cosigning: Option<Arc<crate::cosigning::Cosigning>>,
+    /// What `/metrics` shows of this gateway's work ([`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Past the budget of custody records, for as long as `wait`.
@@ -346,6 +348,7 @@ impl Gateway {
             quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
             unindexed: Arc::default(),
             cosigning: None,
+            metrics: Arc::default(),
         }
     }
 
@@ -1223,6 +1226,7 @@ impl Gateway {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
+        self.metrics.artefact_ingested(stored.size);
         Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index })
     }
 

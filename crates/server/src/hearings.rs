@@ -928,6 +928,18 @@ impl Hearings {
         self.enter_now(&entry.digest, &entry.live, &entry.secret, None).await.map_err(WhipRefusal::Refused)
     }
 
+    /// Each hearing held here: its phase and how many of its participants are connected now (counts only, for
+    /// `/metrics`).
+    pub async fn census(&self) -> Vec<(Phase, usize)> {
+        let live: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
+        let mut census = Vec::with_capacity(live.len());
+        for hearing in live {
+            let state = hearing.state.lock().await;
+            census.push((state.machine.phase(), state.people.values().filter(|p| p.connection.is_some()).count()));
+        }
+        census
+    }
+
     pub fn of_case(&self, case: &CaseId) -> Vec<Arc<LiveHearing>> {
         let mut hearings: Vec<_> = self.live().values().filter(|live| live.case == *case).cloned().collect();
         hearings.sort_by(|a, b| b.id.as_str().cmp(a.id.as_str()));

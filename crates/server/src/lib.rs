@@ -20,6 +20,7 @@ pub mod keys;
 pub mod listen;
 pub mod log_routes;
 pub mod masking;
+pub mod metrics;
 pub mod openapi;
 pub mod partner_api;
 pub mod places;
@@ -47,8 +48,10 @@ pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls
      interceptor=off,rtp=off,rtcp=off,sdp=off";
 
 /// The whole HTTP surface: the API, the hearings (WHIP publishing among them), the read-only log, and the browser pages (served from the
-/// fallback, so that they never shadow a route).
+/// fallback, so that they never shadow a route). Every request is timed and every problem counted for `/metrics`
+/// ([`metrics::track_requests`]), which itself is served on a listener of its own ([`metrics::router`]).
 pub fn app(state: api::AppState) -> axum::Router {
+    let metrics = state.gateway.metrics.clone();
     api::router(state.clone())
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state.clone()))
@@ -65,4 +68,5 @@ pub fn app(state: api::AppState) -> axum::Router {
                 "this endpoint does not take that method; see /api/openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track_requests))
 }

@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 
 use crate::extract::Path;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use custodia_ledger::CHECKPOINT;
@@ -18,6 +18,7 @@ use crate::problem::Problem;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/{*path}", get(tile))
         .with_state(state)
@@ -30,7 +31,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "ok".into_response()
     } else {
         Problem::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE,
             "log-failing",
             "Custody log failing",
             "the custody log takes no appends: its store is failing; every operation that leaves a custody record \
@@ -38,6 +39,55 @@ async fn health(State(state): State<AppState>) -> Response {
         )
         .into_response()
     }
+}
+
+/// How long each readiness check may take: a store or a database that does not answer within it is not ready.
+const READINESS_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `Retry-After` of a 503 from `/readyz`, in seconds.
+const NOT_READY_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// Ready to take traffic: the catalog database answers a query, the object store answers a listing, and the
+/// custody log takes appends. Where `/healthz` says whether to restart the process, this says whether to send it
+/// requests: a database or a store that is away makes it not ready, and it is again once they are back. Checked
+/// at once, each within [`READINESS_CHECK_TIMEOUT`]; the operator's log gets each failure's detail, the answer
+/// only its name.
+async fn ready(State(state): State<AppState>) -> Response {
+    let gateway = &state.gateway;
+    let (catalog, store) = tokio::join!(
+        tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
+            gateway.catalog.ping().await.map_err(|e| e.to_string())
+        }),
+        tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
+            gateway.artefacts.answers().await.map_err(|e| e.to_string())
+        }),
+    );
+    let mut not_ready = Vec::new();
+    for (part, outcome) in
+        [("the catalog database does not answer", catalog), ("the object store does not answer", store)]
+    {
+        let failure = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(error)) => error,
+            Err(_) => format!("no answer within {} s", READINESS_CHECK_TIMEOUT.as_secs()),
+        };
+        tracing::warn!(error = %failure, "not ready: {part}");
+        not_ready.push(part);
+    }
+    if !gateway.log.is_appending() {
+        not_ready.push("the custody log takes no appends");
+    }
+    if not_ready.is_empty() {
+        return "ready".into_response();
+    }
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "Not ready",
+        format!("not ready for traffic: {}", not_ready.join("; ")),
+    )
+    .with_retry_after(NOT_READY_RETRY_AFTER_SECONDS)
+    .into_response()
 }
 
 async fn checkpoint(State(state): State<AppState>) -> Response {

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use custodia_core::CustodyRecord;
 use custodia_ledger::{Checkpoint, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
 use custodia_server::clock::Clock;
-use custodia_server::config::{GatewayConfig, ServeConfig, absolute};
+use custodia_server::config::{GatewayConfig, LogFormat, ServeConfig, absolute};
 use custodia_server::keys;
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
@@ -17,6 +17,9 @@ use object_store::path::Path as StorePath;
 #[derive(Debug, Parser)]
 #[command(name = "custodia", version, about = "Secure evidence-transfer and remote-testimony gateway")]
 struct Cli {
+    /// How the log on standard error is written: `text` (colours only at a terminal) or `json` (one object a line).
+    #[arg(long, env = "CUSTODIA_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -129,22 +132,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn gateway_main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| custodia_server::DEFAULT_LOG_FILTER.into()),
-        )
-        .with_writer(std::io::stderr)
+/// Logs to standard error in `format`, filtered by `RUST_LOG` or else [`custodia_server::DEFAULT_LOG_FILTER`].
+fn start_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| custodia_server::DEFAULT_LOG_FILTER.into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
         // Colours only for a person at a terminal: a log file or a journal gets plain text, no escape codes.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    match run(Cli::parse()).await {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+    }
+}
+
+async fn gateway_main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let log_format = cli.log_format;
+    start_logging(log_format);
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // An error may quote a bundle or a log (a name in a tar, say): made printable, so that it cannot
             // rewrite what the terminal shows.
-            eprintln!("custodia: {}", custodia_bundle::printable(&format!("{err:#}")));
+            let error = custodia_bundle::printable(&format!("{err:#}"));
+            match log_format {
+                LogFormat::Text => eprintln!("custodia: {error}"),
+                // A log collector reads every line as JSON: the reason the command failed is one more event.
+                LogFormat::Json => tracing::error!(error = %error, "custodia failed"),
+            }
             match err.downcast_ref::<VerifyFailure>() {
                 Some(
                     VerifyFailure::MalformedPin { .. }
@@ -250,6 +264,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         _ => None,
     };
     let state = custodia_server::startup::open(&config, Clock::default()).await?;
+    if let Some(address) = config.metrics_listen {
+        serve_metrics(address, state.clone(), &limits).await?;
+    }
     let app = custodia_server::app(state);
     let listener =
         tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -261,6 +278,35 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         configured_max_connections_per_peer = config.connections.max_connections_per_peer, "gateway listening"
     );
     custodia_server::listen::serve(listener, app, tls, limits, shutdown_signal()).await
+}
+
+/// Connections the metrics listener holds at once: scrapers are few.
+const METRICS_CONNECTIONS: usize = 8;
+
+/// Binds the metrics listener on `address` and serves `/metrics` there until the process ends, under the API's
+/// timeouts and a budget of its own.
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    state: custodia_server::api::AppState,
+    api_limits: &custodia_server::listen::Limits,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics listener {address} (CUSTODIA_METRICS_LISTEN)"))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics listening at /metrics");
+    let limits = custodia_server::listen::Limits {
+        max_connections: METRICS_CONNECTIONS,
+        max_connections_per_peer: METRICS_CONNECTIONS,
+        trusted_proxies: Vec::new(),
+        ..api_limits.clone()
+    };
+    let router = custodia_server::metrics::router(state);
+    tokio::spawn(async move {
+        if let Err(err) = custodia_server::listen::serve(listener, router, None, limits, std::future::pending()).await {
+            tracing::error!(error = %err, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -416,6 +462,42 @@ async fn verify_log(location: &str, key: &str, state: Option<PathBuf>) -> anyhow
 
 #[cfg(test)]
 mod tests {
+    /// docs/configuration.md names every flag and environment variable of every command, each setting's default
+    /// on its environment variable's line: a setting added without its line in the reference fails here.
+    #[test]
+    fn the_configuration_reference_names_every_setting_and_its_default() {
+        let reference = include_str!("../../../docs/configuration.md");
+        let mut missing = Vec::new();
+        let mut pending = vec![("custodia".to_owned(), <super::Cli as clap::CommandFactory>::command())];
+        while let Some((path, command)) = pending.pop() {
+            for argument in command.get_arguments() {
+                let Some(long) = argument.get_long().filter(|long| !matches!(*long, "help" | "version")) else {
+                    continue;
+                };
+                if !reference.contains(&format!("`--{long}`")) {
+                    missing.push(format!("{path}: `--{long}`"));
+                }
+                let Some(env) = argument.get_env() else { continue };
+                let env = format!("`{}`", env.to_string_lossy());
+                let Some(line) = reference.lines().find(|line| line.contains(&env)) else {
+                    missing.push(format!("{path}: {env}"));
+                    continue;
+                };
+                // An empty default (an unset jurisdiction) shows as an empty cell.
+                for default in argument.get_default_values().iter().filter(|default| !default.is_empty()) {
+                    let default = format!("`{}`", default.to_string_lossy());
+                    if !line.contains(&default) {
+                        missing.push(format!("{path}: {env}'s default {default}, on its line"));
+                    }
+                }
+            }
+            for subcommand in command.get_subcommands() {
+                pending.push((format!("{path} {}", subcommand.get_name()), subcommand.clone()));
+            }
+        }
+        assert!(missing.is_empty(), "docs/configuration.md does not mention:\n{}", missing.join("\n"));
+    }
+
     /// Every command's arguments are well formed: unique names, no clashing flags or environment variables (a
     /// clash panics only when that command is parsed, in a debug build, so each is checked here).
     #[test]

@@ -165,6 +165,8 @@ impl IntoResponse for Problem {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
+        // For /metrics, which counts refusals by their type (crate::metrics::track_requests).
+        response.extensions_mut().insert(crate::metrics::ProblemType(self.kind));
         response
     }
 }

@@ -87,6 +87,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .with_prober(prober)
         .with_quotas(config.quotas.quotas())
         .with_cosigning(cosigning.clone());
+    gateway.metrics.log_opened_at_size(gateway.log.checkpoint().checkpoint.size);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
@@ -94,6 +95,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     crate::partner_api::pin_registry(&gateway, partnering.registry()).await?;
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
+        gateway.metrics.follow_timestamps(timestamper.counters());
         tokio::spawn(Arc::new(timestamper).run(gateway.log.clone(), Some(gateway.catalog.clone())));
     }
     let uploads_dir = gateway_config.uploads_dir();

@@ -40,7 +40,11 @@ impl std::io::Write for LogBuffer {
 /// The gateway's logs: with its default filter, into [`LOGS`]; or as RUST_LOG asks, to the terminal.
 fn init_logs() {
     let _ = match std::env::var("RUST_LOG") {
-        Ok(filter) => tracing_subscriber::fmt().with_env_filter(filter).try_init(),
+        // To the terminal, with colours only if it is one: `RUST_LOG=... cargo test > file` gets plain text.
+        Ok(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
         Err(_) => tracing_subscriber::fmt()
             .with_env_filter(custodia_server::DEFAULT_LOG_FILTER)
             .with_writer(|| LogBuffer)

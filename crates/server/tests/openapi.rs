@@ -1050,6 +1050,14 @@ async fn real_replies_match_the_document() {
     api.get("/log/{path}", &format!("/log/tile/entries/000.p/{size}"), None).await;
     api.get("/log/{path}", "/log/keys/gateway.key", None).await;
     api.get("/healthz", "/healthz", None).await;
+    api.get("/readyz", "/readyz", None).await;
+    // /metrics is on the metrics listener's router, never the API's.
+    let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
+    let scraped = tower::ServiceExt::oneshot(custodia_server::metrics::router(api.gateway.state.clone()), request);
+    let scraped = scraped.await.unwrap();
+    let (status, headers) = (scraped.status(), scraped.headers().clone());
+    let body = http_body_util::BodyExt::collect(scraped.into_body()).await.unwrap().to_bytes().to_vec();
+    api.check("GET", "/metrics", Reply { status, headers, body });
     api.get("/api/openapi.json", "/api/openapi.json", None).await;
 
     // Resumable uploads: discovery, a refusal for want of the protocol header, one whole upload, one abandoned.

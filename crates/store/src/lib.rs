@@ -364,6 +364,17 @@ impl ArtefactStore {
         Ok(StoredArtefact { sha256, size, newly_stored })
     }
 
+    /// Whether the object store answers now (a readiness check): one listing of the top of this store's prefix,
+    /// which holds a few folders (objects, staging), never the objects themselves. A local store's directory is
+    /// opened itself first, since object_store lists a directory that is gone, or is a file now, as empty.
+    pub async fn answers(&self) -> Result<(), StoreError> {
+        if let Some(root) = &self.local_root {
+            tokio::fs::read_dir(root).await.map_err(local_error)?.next_entry().await.map_err(local_error)?;
+        }
+        self.store.list_with_delimiter(Some(&self.prefix)).await?;
+        Ok(())
+    }
+
     /// The size of a stored artefact.
     pub async fn size(&self, sha256: &Sha256) -> Result<u64, StoreError> {
         match self.store.head(&self.object_path(sha256)).await {

@@ -1,0 +1,335 @@
+//! What an operator's monitoring reads: Prometheus metrics at `/metrics` on a listener of its own
+//! (`CUSTODIA_METRICS_LISTEN`, off by default), in the Prometheus text format (version 0.0.4), encoded by the
+//! Prometheus project's `prometheus-client`.
+//!
+//! Who may read them: whoever reaches that address. It is never the API's address, because behind a reverse
+//! proxy on the same host every request comes from loopback, so "loopback only" on the API's listener would
+//! serve the metrics to the whole Internet. Nothing in them is personal or secret, and nothing grows without
+//! bound: every label value comes from a closed set the code fixes (a route template as the router matched it,
+//! never the request's path, which carries ids and invite secrets; an HTTP method from a fixed list; a status
+//! code; a problem `type`; a hearing phase) or from the operator's own configuration (the names of the witnesses
+//! in the witness policy). No name, case, account, token or address of anyone is a label or a value.
+//!
+//! Two kinds of figure: counters and the latency histogram, kept as requests and uploads happen ([`Metrics`]);
+//! and the state of the log, the witnesses, the Time-Stamp Authorities and the hearings, read when scraped
+//! ([`render`]).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::api::AppState;
+use crate::timestamping::TimestampCounters;
+
+/// The upper bounds, in seconds, of the request latency histogram's buckets: from a health check to an export.
+const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The route label of a request no route took (the browser pages, unknown paths): one value for all of them.
+pub const UNMATCHED_ROUTE: &str = "(unmatched)";
+
+/// An HTTP request as the latency histogram labels it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// The route template (`/api/v1/artefacts/{id}`), or [`UNMATCHED_ROUTE`].
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+/// The request's method, from a fixed list: anything else a client sends is `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A refusal, by its problem `type` ([`crate::problem::Problem`]): a stable word from the code, never the detail.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+/// The problem `type` of an answer, which [`crate::problem::Problem`] leaves in the response's extensions for
+/// [`track_requests`] to count.
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemType(pub &'static str);
+
+/// The figures kept as things happen. One per gateway, shared by its clones ([`crate::gateway::Gateway::metrics`]).
+#[derive(Debug)]
+pub struct Metrics {
+    ingested_bytes: Counter,
+    ingested_artefacts: Counter,
+    request_seconds: Family<RequestLabels, Histogram>,
+    refusals: Family<RefusalLabels, Counter>,
+    /// The log's size when this process opened it: appends since are its size less this.
+    log_size_at_start: OnceLock<u64>,
+    /// The Time-Stamp Authorities' counts, when any is configured.
+    timestamps: OnceLock<Arc<TimestampCounters>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            ingested_bytes: Counter::default(),
+            ingested_artefacts: Counter::default(),
+            request_seconds: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+            refusals: Family::default(),
+            log_size_at_start: OnceLock::new(),
+            timestamps: OnceLock::new(),
+        }
+    }
+}
+
+impl Metrics {
+    /// An artefact of `bytes` taken into custody (an upload, a resumable upload, a hearing's output, a transfer).
+    pub fn artefact_ingested(&self, bytes: u64) {
+        self.ingested_bytes.inc_by(bytes);
+        self.ingested_artefacts.inc();
+    }
+
+    /// The log's size when this process opened it. Only the first call counts.
+    pub fn log_opened_at_size(&self, size: u64) {
+        let _ = self.log_size_at_start.set(size);
+    }
+
+    /// Counts from the timestamp client ([`crate::timestamping::Timestamper::counters`]). Only the first call counts.
+    pub fn follow_timestamps(&self, counters: Arc<TimestampCounters>) {
+        let _ = self.timestamps.set(counters);
+    }
+
+    fn observe_request(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+        let labels = RequestLabels { route: route.to_owned(), method: method_label(method), status };
+        self.request_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    fn refused(&self, reason: &'static str) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
+    }
+}
+
+/// Middleware over the whole router: times each request until its answer's head, labelled by the route the router
+/// matched (never the path itself), and counts every problem answered by its `type`.
+pub async fn track_requests(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map(|matched| matched.as_str().to_owned());
+    let response = next.run(request).await;
+    let route = route.as_deref().unwrap_or(UNMATCHED_ROUTE);
+    metrics.observe_request(route, &method, response.status().as_u16(), started.elapsed().as_secs_f64());
+    if let Some(ProblemType(reason)) = response.extensions().get::<ProblemType>() {
+        metrics.refused(reason);
+    }
+    response
+}
+
+/// The router of the metrics listener: `/metrics` and nothing else.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(state)
+}
+
+async fn scrape(State(state): State<AppState>) -> Response {
+    match render(&state).await {
+        Ok(text) => {
+            ([(header::CONTENT_TYPE, prometheus_client::encoding::prometheus_text::CONTENT_TYPE)], text).into_response()
+        }
+        Err(err) => crate::problem::Problem::internal(&err).into_response(),
+    }
+}
+
+/// Seconds since the Unix epoch of `time` (0 before it).
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64())
+}
+
+/// A hearing's phase, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+/// A witness of this log, by its name in the operator's witness policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessLabels {
+    witness: String,
+}
+
+/// A witness's standing alarm.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WitnessAlarmLabels {
+    witness: String,
+    alarm: &'static str,
+}
+
+/// Why a Time-Stamp Authority gave no recorded token.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimestampFailureLabels {
+    reason: &'static str,
+}
+
+/// The whole exposition: the figures kept as things happen, then the state read now.
+pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
+    let metrics = &state.gateway.metrics;
+    let mut registry = Registry::with_prefix("custodia");
+    registry.register(
+        "ingest_bytes",
+        "Bytes of artefacts taken into custody by this process",
+        metrics.ingested_bytes.clone(),
+    );
+    registry.register(
+        "ingest_artefacts",
+        "Artefacts taken into custody by this process",
+        metrics.ingested_artefacts.clone(),
+    );
+    registry.register(
+        "http_request_duration_seconds",
+        "Time from a request to its answer's head, by route template, method and status",
+        metrics.request_seconds.clone(),
+    );
+    registry.register(
+        "http_refusals",
+        "Requests answered with a problem, by its type (the reason, a word from a closed list)",
+        metrics.refusals.clone(),
+    );
+
+    let log = &state.gateway.log;
+    let size = log.checkpoint().checkpoint.size;
+    let at_start = metrics.log_size_at_start.get().copied().unwrap_or(size);
+    registry.register("log_entries", "Entries in the custody log's latest checkpoint", ConstGauge::new(gauge(size)));
+    registry.register(
+        "log_appends",
+        "Entries this process appended to the custody log (each in a durable, signed checkpoint)",
+        ConstCounter::new(size.saturating_sub(at_start)),
+    );
+    registry.register(
+        "log_appends_waiting",
+        "Appends waiting to be integrated into the log (the batch being written not counted): the integration lag",
+        ConstGauge::new(gauge(log.appends_waiting() as u64)),
+    );
+    registry.register(
+        "log_appending",
+        "1 while the custody log takes appends, 0 while its store fails",
+        ConstGauge::new(i64::from(log.is_appending())),
+    );
+    registry.register(
+        "log_checkpoint_published_timestamp_seconds",
+        "When this process last published a checkpoint (Unix seconds; until it has, when it opened the log)",
+        ConstGauge::new(unix_seconds(log.published_at())),
+    );
+
+    register_cosigning(&mut registry, &state.cosigning.report());
+    if let Some(counters) = metrics.timestamps.get() {
+        register_timestamps(&mut registry, counters);
+    }
+    register_hearings(&mut registry, &state.hearings.census().await);
+
+    let mut text = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// A count as a gauge's value (gauges are signed).
+fn gauge(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+fn register_cosigning(registry: &mut Registry, report: &crate::cosigning::CosigningReport) {
+    registry.register(
+        "witness_policy",
+        "1 when a witness policy is configured and cosignatures are collected on this log's checkpoints",
+        ConstGauge::new(i64::from(report.collecting)),
+    );
+    if !report.collecting {
+        return;
+    }
+    registry.register(
+        "witness_published_size",
+        "Size of the checkpoint published under the witness policy (0: none yet)",
+        ConstGauge::new(gauge(report.published.as_ref().map_or(0, |published| published.size))),
+    );
+    let cosigned_size = Family::<WitnessLabels, Gauge>::default();
+    let requests = Family::<WitnessLabels, Counter>::default();
+    let cosignatures = Family::<WitnessLabels, Counter>::default();
+    let gave_up = Family::<WitnessLabels, Counter>::default();
+    let alarms = Family::<WitnessAlarmLabels, Gauge>::default();
+    for witness in &report.witnesses {
+        let labels = WitnessLabels { witness: witness.name.clone() };
+        cosigned_size.get_or_create(&labels).set(gauge(witness.cosigned_size.unwrap_or(0)));
+        requests.get_or_create(&labels).inc_by(witness.requests);
+        cosignatures.get_or_create(&labels).inc_by(witness.cosigned);
+        gave_up.get_or_create(&labels).inc_by(witness.gave_up);
+        if let Some(alarm) = witness.alarm {
+            alarms.get_or_create(&WitnessAlarmLabels { witness: witness.name.clone(), alarm }).set(1);
+        }
+    }
+    registry.register("witness_cosigned_size", "The size each witness last cosigned (0: never)", cosigned_size);
+    registry.register("witness_requests", "Requests sent to each witness since start", requests);
+    registry.register("witness_cosignatures", "Cosignatures each witness gave since start", cosignatures);
+    registry.register("witness_gave_up", "Checkpoints left unwitnessed by each witness after every attempt", gave_up);
+    registry.register("witness_alarm", "1 for each alarm standing against a witness, by its kind", alarms);
+}
+
+fn register_timestamps(registry: &mut Registry, counters: &TimestampCounters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    registry.register(
+        "tsa_requests",
+        "Requests sent to the Time-Stamp Authorities since start",
+        ConstCounter::new(counters.requests.load(Relaxed)),
+    );
+    registry.register(
+        "tsa_tokens_recorded",
+        "Timestamp tokens verified and recorded in the log since start",
+        ConstCounter::new(counters.recorded.load(Relaxed)),
+    );
+    let failures = Family::<TimestampFailureLabels, Counter>::default();
+    for (reason, count) in [
+        ("unreachable", &counters.unreachable),
+        ("refused", &counters.refused),
+        ("not_recorded", &counters.not_recorded),
+    ] {
+        failures.get_or_create(&TimestampFailureLabels { reason }).inc_by(count.load(Relaxed));
+    }
+    registry.register("tsa_failures", "Answers from the Time-Stamp Authorities that gave no recorded token", failures);
+}
+
+fn register_hearings(registry: &mut Registry, census: &[(custodia_hearing::Phase, usize)]) {
+    use custodia_hearing::Phase;
+    let hearings = Family::<PhaseLabels, Gauge>::default();
+    for phase in [Phase::Scheduled, Phase::Open, Phase::InSession, Phase::Ended] {
+        let count = census.iter().filter(|(of, _)| *of == phase).count();
+        hearings.get_or_create(&PhaseLabels { phase: phase_label(phase) }).set(gauge(count as u64));
+    }
+    let connected: usize = census.iter().map(|(_, connected)| connected).sum();
+    registry.register("hearings", "Hearings this process holds, by phase", hearings);
+    registry.register(
+        "hearing_participants_connected",
+        "Participants connected to a hearing now, in all hearings",
+        ConstGauge::new(gauge(connected as u64)),
+    );
+}
+
+fn phase_label(phase: custodia_hearing::Phase) -> &'static str {
+    use custodia_hearing::Phase;
+    match phase {
+        Phase::Scheduled => "scheduled",
+        Phase::Open => "open",
+        Phase::InSession => "in_session",
+        Phase::Ended => "ended",
+    }
+}

@@ -1240,17 +1240,30 @@ impl Gateway {
     }
 
     async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
-        let probed = match self.artefacts.local_path(sha256) {
-            Some(path) => match &self.prober {
-                Some(prober) => Some(prober.probe(&path).await),
-                None => Some(custodia_media::MediaProbe::Unprobed { reason: "no media prober is configured".into() }),
-            },
-            None => None,
+        use custodia_media::MediaProbe;
+        let probe = match (&self.prober, self.artefacts.local_path(sha256)) {
+            (None, _) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
+            (Some(prober), Some(path)) => prober.probe(&path).await,
+            (Some(prober), None) => self.probe_remote(prober, sha256).await,
         };
-        match probed {
-            Some(probe) => serde_json::to_value(probe).unwrap_or(serde_json::Value::Null),
-            None => serde_json::json!({ "unprobed": "the object store is not a local directory; probing is deferred" }),
+        serde_json::to_value(probe).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Probes an object of a remote store (S3) from a copy in the prober's scratch directory, removed after.
+    async fn probe_remote(&self, prober: &crate::probe::Prober, sha256: &Sha256) -> custodia_media::MediaProbe {
+        let unprobed = |reason: String| custodia_media::MediaProbe::Unprobed { reason };
+        let Some(scratch) = prober.scratch() else {
+            return unprobed("the object store is remote and the prober has no scratch directory".into());
+        };
+        // Owner-only, and removed when dropped, whatever happens.
+        let copy = match tempfile::NamedTempFile::new_in(scratch) {
+            Ok(copy) => copy,
+            Err(err) => return unprobed(format!("no scratch file to probe from: {err}")),
+        };
+        if let Err(err) = self.artefacts.copy_to_file(sha256, copy.path()).await {
+            return unprobed(format!("the object could not be fetched to be probed: {err}"));
         }
+        prober.probe(copy.path()).await
     }
 
     async fn record_policy(

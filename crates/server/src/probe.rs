@@ -45,6 +45,8 @@ impl Default for ProbeLimits {
 pub struct Prober {
     program: PathBuf,
     limits: ProbeLimits,
+    /// Where an object from a remote store (S3) is copied to be probed, owner-only, removed after.
+    scratch: Option<PathBuf>,
 }
 
 /// Open files the child may hold: standard streams, the file, FFmpeg's own.
@@ -57,7 +59,27 @@ impl Prober {
             Some(program) => program,
             None => std::env::current_exe()?,
         };
-        Ok(Self { program, limits })
+        Ok(Self { program, limits, scratch: None })
+    }
+
+    /// Probes objects of a remote store from copies in `dir` (made, owner-only, if it does not exist; copies a
+    /// crash left there are removed, since nothing else writes there). Without, they are kept unprobed.
+    pub fn with_scratch(mut self, dir: PathBuf) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        for left in std::fs::read_dir(&dir)? {
+            let left = left?;
+            if left.file_type()?.is_file() {
+                std::fs::remove_file(left.path())?;
+            }
+        }
+        self.scratch = Some(dir);
+        Ok(self)
+    }
+
+    /// Where remote objects are copied to be probed.
+    pub fn scratch(&self) -> Option<&Path> {
+        self.scratch.as_deref()
     }
 
     /// The `custodia` binary the children run.

@@ -77,7 +77,9 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
     refuse_log_behind_catalog(&log, &catalog).await?;
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
-        .context("finding the custodia binary for media probing")?;
+        .context("finding the custodia binary for media probing")?
+        .with_scratch(gateway_config.data_dir.join("probing"))
+        .context("making the directory where objects of a remote store are probed")?;
     // The masking pipelines of protected witnesses run the same binary.
     let mask_program = prober.program().to_path_buf();
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;

@@ -68,6 +68,35 @@ async fn evidence_goes_into_the_bucket_and_comes_back_intact() {
     assert!(listed("probes").await.is_empty(), "the start-up probe left objects behind");
 }
 
+/// On a remote store, media is probed all the same: from an owner-only copy in the data directory, removed after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_in_the_bucket_is_probed_from_a_scratch_copy() {
+    let garage = Garage::start();
+    let gw = TestGateway::start_with(|config| on_garage(&garage, config)).await;
+    let (clerk, session) = gw.person("clerk", "IT").await;
+    gw.case("case-1").await;
+    gw.member("case-1", &clerk, "clerk").await;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.webm");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .args(["testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "2", "-c:v", "libvpx", "-c:a", "libopus"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg runs (scripts/setup-system.sh test)");
+    assert!(made.success());
+    let reply = gw.upload("case-1", "purpose=statement", As::Session(&session), std::fs::read(&clip).unwrap()).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
+    let detail = gw.get(&format!("/api/v1/artefacts/{artefact}?purpose=x"), Some(As::Session(&session))).await;
+    let media = &detail.json()["manifest"]["media"];
+    assert_eq!(media["outcome"], "probed", "{media}");
+    assert_eq!(media["format"], "matroska,webm", "{media}");
+    let scratch = gw.files_under("probing");
+    assert!(scratch.is_empty(), "copies left behind: {scratch:?}");
+}
+
 /// garage killed in the middle of use: see [`outage`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_bucket_is_down_requests_fail_retryably_and_service_resumes_by_itself() {

@@ -403,6 +403,22 @@ impl ArtefactStore {
         }
     }
 
+    /// Copies a stored artefact into the file at `path` (which exists, and is overwritten), for a program that
+    /// reads files (a media probe) when the store is remote. Returns the bytes copied.
+    pub async fn copy_to_file(&self, sha256: &Sha256, path: &std::path::Path) -> Result<u64, StoreError> {
+        use tokio::io::AsyncWriteExt as _;
+        let mut file =
+            tokio::fs::OpenOptions::new().write(true).truncate(true).open(path).await.map_err(local_error)?;
+        let mut body = std::pin::pin!(self.read(sha256, None).await?);
+        let mut copied = 0;
+        while let Some(chunk) = body.try_next().await? {
+            file.write_all(&chunk).await.map_err(local_error)?;
+            copied += chunk.len() as u64;
+        }
+        file.flush().await.map_err(local_error)?;
+        Ok(copied)
+    }
+
     /// Removes staging objects left by uploads that a crash interrupted. Call at start-up, before serving.
     pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
         let staging = self.path(&[STAGING]);

@@ -2038,13 +2038,21 @@ impl LiveHearing {
 
     /// The masked copy of one segment, into custody with its derivation on the record.
     async fn mask_copy(&self, caller: &Caller, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
-        let source = self.gateway.artefacts.local_path(&segment.sha256).ok_or_else(|| {
-            GatewayError::Conflict("masked copies are made from a local store's files; this store is not local".into())
-        })?;
+        // Owner-only, and removed with everything in it when dropped.
         let staging = tempfile::Builder::new()
             .prefix("custodia-masked-")
             .tempdir()
             .map_err(|e| GatewayError::internal("a place for the masked copy", e))?;
+        let source = match self.gateway.artefacts.local_path(&segment.sha256) {
+            Some(source) => source,
+            // A remote store's segment is masked from a copy beside the output.
+            None => {
+                let copy = staging.path().join("original.webm");
+                tokio::fs::File::create(&copy).await.map_err(|e| GatewayError::internal("a copy to mask", e))?;
+                self.gateway.artefacts.copy_to_file(&segment.sha256, &copy).await?;
+                copy
+            }
+        };
         let output = staging.path().join("masked.webm");
         let summary = crate::masking::mask_segment(self.maskers.program(), &source, &output, self.maskers.voice_seed())
             .await

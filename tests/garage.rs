@@ -72,6 +72,18 @@ async fn garage_replaces_what_a_create_only_write_names_so_the_store_keeps_evide
     let wrong = IngestOptions { expected_sha256: Some(sha256), max_size: None };
     assert!(matches!(store.ingest(body(&other), wrong).await, Err(StoreError::DigestMismatch { .. })));
     assert!(matches!(store.size(&Sha256::of(&other)).await, Err(StoreError::NotFound(_))));
+    // Bytes not yet stored, stated with a digest they do not have: streamed to the digest's address as a multipart
+    // upload that is never completed, so no object appears there.
+    let stated = Sha256::of(b"what the client claimed to send");
+    let claimed = IngestOptions { expected_sha256: Some(stated), max_size: None };
+    assert!(matches!(store.ingest(body(&other), claimed).await, Err(StoreError::DigestMismatch { .. })));
+    assert!(matches!(store.size(&stated).await, Err(StoreError::NotFound(_))));
+    // Cut off midway, with a digest stated: nothing at its address either.
+    let mut cut: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from(other[..1 << 20].to_vec()))];
+    cut.push(Err(std::io::Error::other("the client went away")));
+    let interrupted = store.ingest(futures::stream::iter(cut), claimed).await;
+    assert!(matches!(interrupted, Err(StoreError::Interrupted { .. })), "{interrupted:?}");
+    assert!(matches!(store.size(&stated).await, Err(StoreError::NotFound(_))));
     // Cut off midway: nothing either.
     let mut cut: Vec<Result<Bytes, std::io::Error>> = vec![Ok(Bytes::from(other[..1 << 20].to_vec()))];
     cut.push(Err(std::io::Error::other("the client went away")));

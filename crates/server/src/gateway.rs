@@ -1150,14 +1150,21 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
-        let stored = match self.artefacts.ingest(body, options).await {
+        // A remote store's upload is probed from a copy taken on the way in (owner-only, removed when dropped),
+        // rather than fetched back.
+        let copy = match (&self.prober, self.artefacts.is_local()) {
+            (Some(prober), false) => prober.scratch().and_then(|dir| tempfile::NamedTempFile::new_in(dir).ok()),
+            _ => None,
+        };
+        let stored = match self.artefacts.ingest_with_copy(body, options, copy.as_ref().map(|copy| copy.path())).await {
             Ok(stored) => stored,
             Err(err) => {
                 tracing::info!(case = %case, error = %err, "upload refused");
                 return Err(err.into());
             }
         };
-        self.register_stored(caller, case, hearing, request, stored, new_artefact_id()).await
+        let probe_from = copy.as_ref().map(|copy| copy.path());
+        self.register_stored(caller, case, hearing, request, stored, new_artefact_id(), probe_from).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1169,6 +1176,7 @@ impl Gateway {
         request: UploadRequest,
         stored: custodia_store::StoredArtefact,
         artefact: ArtefactId,
+        probe_from: Option<&std::path::Path>,
     ) -> Result<Registered> {
         let mut manifest = Manifest::new(
             artefact.clone(),
@@ -1181,7 +1189,7 @@ impl Gateway {
             caller.actor(),
         );
         manifest.original_name = request.original_name.clone();
-        manifest.media = Some(self.probe(&stored.sha256).await);
+        manifest.media = Some(self.probe(&stored.sha256, probe_from).await);
         let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::internal("register stored", err))?;
         self.put_once(&manifest_path(&artefact), signed.bytes(), "manifest").await?;
         let policy = request
@@ -1239,12 +1247,15 @@ impl Gateway {
         Ok(())
     }
 
-    async fn probe(&self, sha256: &Sha256) -> serde_json::Value {
+    /// Describes the stored artefact's media: from its file in a local store, else from `copy` (the bytes as they
+    /// came in), else from a copy fetched from the remote store.
+    async fn probe(&self, sha256: &Sha256, copy: Option<&std::path::Path>) -> serde_json::Value {
         use custodia_media::MediaProbe;
-        let probe = match (&self.prober, self.artefacts.local_path(sha256)) {
-            (None, _) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
-            (Some(prober), Some(path)) => prober.probe(&path).await,
-            (Some(prober), None) => self.probe_remote(prober, sha256).await,
+        let probe = match (&self.prober, self.artefacts.local_path(sha256), copy) {
+            (None, ..) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
+            (Some(prober), Some(path), _) => prober.probe(&path).await,
+            (Some(prober), None, Some(copy)) => prober.probe(copy).await,
+            (Some(prober), None, None) => self.probe_remote(prober, sha256).await,
         };
         serde_json::to_value(probe).unwrap_or(serde_json::Value::Null)
     }
@@ -1781,7 +1792,7 @@ impl Gateway {
     ) -> Result<Registered> {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        self.register_stored(provider, case, None, request, stored, artefact).await
+        self.register_stored(provider, case, None, request, stored, artefact, None).await
     }
 
     /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash

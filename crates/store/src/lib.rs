@@ -223,6 +223,11 @@ impl ArtefactStore {
         })
     }
 
+    /// Whether the store is a local directory (whose objects are files, read in place).
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
     /// Where a stored artefact's bytes lie on the local disk, for a local store.
     pub fn local_path(&self, sha256: &Sha256) -> Option<PathBuf> {
         self.local_file(&self.object_path(sha256))
@@ -251,10 +256,40 @@ impl ArtefactStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
+        self.ingest_with_copy(body, options, None).await
+    }
+
+    /// [`Self::ingest`], writing a copy of the bytes into the file at `copy` as they arrive, when the store is
+    /// remote (for a program that reads files, such as a media probe, without fetching the object back). A local
+    /// store's object is read in place ([`Self::local_path`]) and makes no copy.
+    ///
+    /// Into a remote store, an upload whose SHA-256 the client states goes straight to its content address as a
+    /// multipart upload, completed only once the bytes hash to it (aborted otherwise: a multipart upload is no
+    /// object until completed), so that nothing is written twice; bytes already stored are hashed and not written
+    /// again. One without goes through a staging object and a copy.
+    pub async fn ingest_with_copy<S, E>(
+        &self,
+        body: S,
+        options: IngestOptions,
+        copy: Option<&std::path::Path>,
+    ) -> Result<StoredArtefact, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let copy = match copy.filter(|_| self.local_root.is_none()) {
+            Some(path) => Some(tokio::fs::File::create(path).await.map_err(local_error)?),
+            None => None,
+        };
+        if self.local_root.is_none()
+            && let Some(expected) = options.expected_sha256
+        {
+            return self.ingest_at_address(body, expected, options.max_size, copy).await;
+        }
         let staging = self.path(&[STAGING, &random_name()]);
         let streamed = match self.local_file(&staging) {
             Some(file) => stream_into_file(file, body, options.max_size).await,
-            None => self.stream_into_store(&staging, body, options.max_size).await,
+            None => self.stream_into_store(&staging, body, options.max_size, copy).await,
         };
         let result = match streamed {
             Ok((sha256, size)) => self.publish(&staging, sha256, size, options.expected_sha256).await,
@@ -305,12 +340,67 @@ impl ArtefactStore {
         self.ingest(body, IngestOptions { expected_sha256: Some(sha256), max_size: Some(size) }).await
     }
 
+    /// An upload whose SHA-256 the client stated, into a remote store: see [`Self::ingest_with_copy`].
+    async fn ingest_at_address<S, E>(
+        &self,
+        body: S,
+        expected: Sha256,
+        max_size: Option<u64>,
+        mut copy: Option<tokio::fs::File>,
+    ) -> Result<StoredArtefact, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let target = self.object_path(&expected);
+        let stored = match self.store.head(&target).await {
+            Ok(_) => true,
+            Err(object_store::Error::NotFound { .. }) => false,
+            Err(err) => return Err(err.into()),
+        };
+        let (sha256, size) = if stored {
+            // The bytes are there if they are what the client says: hashed, and not written again.
+            let mut intake = Intake::new(max_size);
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                let chunk = intake.take(chunk)?;
+                write_copy(&mut copy, &chunk).await?;
+            }
+            intake.finish()
+        } else {
+            let upload = self.store.put_multipart(&target).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            match stream_into(&mut writer, body, max_size, &mut copy).await {
+                Ok((sha256, size)) if sha256 == expected => {
+                    writer.finish().await?;
+                    (sha256, size)
+                }
+                streamed => {
+                    // Not the bytes stated, or cut off: the upload is never completed, so no object appears.
+                    if let Err(abort) = writer.abort().await {
+                        tracing::warn!(error = %abort, "could not abort a refused upload's multipart upload");
+                    }
+                    streamed?
+                }
+            }
+        };
+        if sha256 != expected {
+            return Err(StoreError::DigestMismatch { expected, actual: sha256 });
+        }
+        if let Some(copy) = copy.as_mut() {
+            use tokio::io::AsyncWriteExt as _;
+            copy.flush().await.map_err(local_error)?;
+        }
+        Ok(StoredArtefact { sha256, size, newly_stored: !stored })
+    }
+
     /// Streams `body` into a multipart upload to `staging`: the way into any object store.
     async fn stream_into_store<S, E>(
         &self,
         staging: &Path,
         body: S,
         max_size: Option<u64>,
+        mut copy: Option<tokio::fs::File>,
     ) -> Result<(Sha256, u64), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -318,7 +408,12 @@ impl ArtefactStore {
     {
         let upload = self.store.put_multipart(staging).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        match stream_into(&mut writer, body, max_size).await {
+        let streamed = stream_into(&mut writer, body, max_size, &mut copy).await;
+        if let Some(copy) = copy.as_mut() {
+            use tokio::io::AsyncWriteExt as _;
+            copy.flush().await.map_err(local_error)?;
+        }
+        match streamed {
             Ok(done) => {
                 writer.finish().await?;
                 Ok(done)
@@ -462,6 +557,7 @@ async fn stream_into<S, E>(
     writer: &mut WriteMultipart,
     body: S,
     max_size: Option<u64>,
+    copy: &mut Option<tokio::fs::File>,
 ) -> Result<(Sha256, u64), StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
@@ -471,10 +567,20 @@ where
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let chunk = intake.take(chunk)?;
+        write_copy(copy, &chunk).await?;
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         writer.put(chunk);
     }
     Ok(intake.finish())
+}
+
+/// Appends `chunk` to the local copy of an upload, if one is kept.
+async fn write_copy(copy: &mut Option<tokio::fs::File>, chunk: &[u8]) -> Result<(), StoreError> {
+    use tokio::io::AsyncWriteExt as _;
+    match copy {
+        Some(file) => file.write_all(chunk).await.map_err(local_error),
+        None => Ok(()),
+    }
 }
 
 /// Streams `body` into a new local file at `path`, hashing it in the same pass; returns once the file is durable.

@@ -94,7 +94,9 @@ impl Garage {
             secret: String::new(),
         };
         garage.run_server();
-        let node = garage.cli_until_ok(&["node", "id", "-q"]);
+        // `node id` reads the node's key from disk and answers before the server listens; `status` asks the server.
+        garage.cli_until_ok(&["status"]);
+        let node = garage.cli(&["node", "id", "-q"]);
         let node = node.trim().split('@').next().unwrap_or_default().to_owned();
         garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
         garage.cli(&["layout", "apply", "--version", "1"]);

@@ -1893,10 +1893,14 @@ impl LiveHearing {
                     "language": channel.language,
                     "interpreter": channel.interpreter,
                     "mode": channel.mode,
-                    // Whether its interpreter is in the main room: a channel without carries nothing, and its
-                    // listeners hear the floor.
-                    "interpreting": state.machine.place_of(&channel.interpreter) == Some(Place::MainRoom),
                 });
+                // Whether its interpreter is in the main room: a channel without carries nothing, and its listeners
+                // hear the floor. Only for the court and those in the main room (who see who is there anyway): it
+                // would tell someone waiting in the lobby, or in a consultation, where the interpreter is.
+                if court || state.machine.place_of(you) == Some(Place::MainRoom) {
+                    entry["interpreting"] =
+                        json!(state.machine.place_of(&channel.interpreter) == Some(Place::MainRoom));
+                }
                 // The court sees who listens, to know the person heard is on the interpretation.
                 if court {
                     entry["listeners"] = json!(state.machine.listeners(&channel.language).collect::<Vec<_>>());

@@ -90,6 +90,7 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     };
     let (judge_secret, witness_secret) = (invite("judge").await, invite("witness").await);
     let interpreter_secret = invite("interpreter").await;
+    let observer_secret = invite("observer").await;
     assert_eq!(gw.call("POST", &format!("{uri}/open"), clerk_as, json!({})).await.status, 200);
 
     // The court sees the contact; another member of the case does not.
@@ -176,6 +177,23 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
             break;
         }
     }
+
+    // A channel for the sworn interpreter: the main room learns whether its interpreter is there (if not, its
+    // listeners hear the floor); someone waiting in the lobby does not learn where the interpreter is.
+    let (mut waiting, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    send(&mut waiting, json!({"type": "join", "invite": observer_secret, "language": "fr"})).await;
+    next_of(&mut waiting, "welcome").await;
+    send(&mut judge, json!({"type": "open_channel", "interpreter": i, "language": "fr", "mode": "simultaneous"})).await;
+    until_pong(&mut judge).await;
+    let channel_seen = |messages: Vec<Value>| {
+        let states = messages.into_iter().filter(|m| m["type"] == "state");
+        states.last().map(|state| state["channels"].clone()).unwrap_or(Value::Null)
+    };
+    let in_room = channel_seen(until_pong(&mut witness).await);
+    assert_eq!(in_room[0]["interpreting"], true, "{in_room}");
+    let in_lobby = channel_seen(until_pong(&mut waiting).await);
+    let told = in_lobby.as_array().into_iter().flatten().any(|channel| channel.get("interpreting").is_some());
+    assert!(!told, "the lobby learnt where the interpreter is: {in_lobby}");
     send(&mut judge, json!({"type": "end"})).await;
 
     // The signed minutes name the wording by the digest of the court's file, and its language.

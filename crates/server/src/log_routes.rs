@@ -113,7 +113,7 @@ async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Result
         .storage()
         .get(&tile.path())
         .await
-        .map_err(|err| Problem::internal(&err))?
+        .map_err(|err| crate::problem::Problem::from(crate::gateway::GatewayError::from(err)))?
         .ok_or_else(|| Problem::not_found(format!("{path} has been superseded by its full tile")))?;
     debug_assert_ne!(tile.path(), CHECKPOINT);
     Ok((

@@ -136,13 +136,13 @@ impl From<GatewayError> for Problem {
             GatewayError::Unavailable { what, .. } => {
                 // The cause is the operator's to read; the caller learns what is down and when to try again.
                 tracing::warn!(error = %Chain(&err), "a backend is unavailable");
-                let detail = format!("{what} is unavailable now: nothing was changed; try again shortly");
+                let detail = format!("{what} is unavailable now: nothing was registered; try again shortly");
                 return Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", detail)
                     .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS);
             }
             GatewayError::Store(store) if store.is_transient() => {
                 tracing::warn!(error = %Chain(&err), "object storage is unavailable");
-                let detail = "object storage is unavailable now: nothing was changed; try again shortly";
+                let detail = "object storage is unavailable now: nothing was registered; try again shortly";
                 return Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", detail)
                     .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS);
             }

@@ -222,8 +222,21 @@ async fn bootstrap_admin(
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         writeln!(file, "{password}")?;
     }
-    api::new_account(gateway, sign_ins, "admin".into(), "Administrator".into(), &password, "local".into(), true)
-        .await?;
-    tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
-    Ok(())
+    let made =
+        api::new_account(gateway, sign_ins, "admin".into(), "Administrator".into(), &password, "local".into(), true)
+            .await;
+    match made {
+        Ok(_) => {
+            tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");
+            Ok(())
+        }
+        // Another gateway on the same database made it first (both started on an empty catalog): its password
+        // file is the one that holds; this one's would not open anything.
+        Err(crate::gateway::GatewayError::Conflict(_)) => {
+            std::fs::remove_file(&path)?;
+            tracing::info!("another gateway on this database made the first administrator");
+            Ok(())
+        }
+        Err(err) => Err(err.into()),
+    }
 }

@@ -77,6 +77,18 @@ impl Log {
         Self::open_guarded(store, prefix, signer, options, None).await
     }
 
+    /// [`Log::open`], holding `guard` (whatever keeps another process from sequencing this log: a lock, a lease)
+    /// for as long as the log or its sequencer lives.
+    pub async fn open_held(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        signer: LogSigner,
+        options: LogOptions,
+        guard: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Result<Self, LogError> {
+        Self::open_guarded(store, prefix, signer, options, Some(guard)).await
+    }
+
     pub(crate) async fn open_guarded(
         store: Arc<dyn ObjectStore>,
         prefix: Path,

@@ -97,6 +97,36 @@ async fn media_in_the_bucket_is_probed_from_a_scratch_copy() {
     assert!(scratch.is_empty(), "copies left behind: {scratch:?}");
 }
 
+/// One gateway sequences a log in a bucket at a time: a second one on the same database and bucket refuses to
+/// start, naming why, rather than fork the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_on_the_same_log_refuses_to_start() {
+    let postgres = TempPostgres::start();
+    let garage = Garage::start();
+    let first = TestGateway::start_with(|config| {
+        on_garage(&garage, config);
+        config.database_url = Some(postgres.url.clone());
+    })
+    .await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"));
+    second
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .env("CUSTODIA_DATA_DIR", other_dir.path())
+        .env("CUSTODIA_DATABASE_URL", &postgres.url)
+        .envs(garage.gateway_env());
+    let refused = support::run_for(&mut second, std::time::Duration::from_secs(60), "custodia serve");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a second gateway started on the same log: {said}");
+    assert!(said.contains("another gateway on this database sequences the custody log"), "{said}");
+    // The first goes on.
+    let (prosecutor, session) = first.person("prosecutor1", "IT").await;
+    first.case("case-s3").await;
+    first.member("case-s3", &prosecutor, "prosecutor").await;
+    let reply = first.upload("case-s3", "purpose=statement", As::Session(&session), vec![7; 1000]).await;
+    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+}
+
 /// garage killed in the middle of use: see [`outage`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_bucket_is_down_requests_fail_retryably_and_service_resumes_by_itself() {

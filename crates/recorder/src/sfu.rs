@@ -156,6 +156,9 @@ impl std::fmt::Debug for Room {
 struct RoomState {
     /// Starts the masking pipelines of protected members; with none, nobody but the privileged gets their media.
     maskers: Option<Arc<dyn MaskerFactory>>,
+    /// What the room's log lines name it by (the hearing), so that an operator knows whose listeners a failing
+    /// pipeline leaves without.
+    label: Arc<str>,
     members: BTreeMap<String, Member>,
     next_connection: u64,
     /// Recordings being closed, with whose they were.
@@ -371,7 +374,7 @@ impl KeyframeRequester for MaskedKeyframes {
 }
 
 impl DerivedFeed {
-    fn start(source: &Source, treatment: Treatment, maskers: Arc<dyn MaskerFactory>) -> Arc<Self> {
+    fn start(source: &Source, treatment: Treatment, maskers: Arc<dyn MaskerFactory>, room: Arc<str>) -> Arc<Self> {
         let (packets, events) = crate::engine::track_queue();
         let (frames, frames_in) = mpsc::channel(MASK_QUEUE);
         let track = IncomingTrack {
@@ -387,6 +390,7 @@ impl DerivedFeed {
         Arc::new_cyclic(|feed: &std::sync::Weak<DerivedFeed>| {
             let masking = tokio::spawn(run_derived_feed(
                 feed.clone(),
+                room,
                 maskers,
                 source.kind,
                 treatment,
@@ -418,6 +422,7 @@ impl DerivedFeed {
 /// sender); masked frames that come back too late are not sent.
 async fn run_derived_feed(
     feed: std::sync::Weak<DerivedFeed>,
+    room: Arc<str>,
     maskers: Arc<dyn MaskerFactory>,
     kind: MediaKind,
     treatment: Treatment,
@@ -427,11 +432,23 @@ async fn run_derived_feed(
 ) {
     let mut sequence: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     let mut audio_timestamp: u32 = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
+    let has_receivers = |feed: &std::sync::Weak<DerivedFeed>| {
+        feed.upgrade().is_some_and(|feed| !feed.outputs.read().unwrap_or_else(|p| p.into_inner()).is_empty())
+    };
     loop {
+        // A ducked feed nobody has received for a while has no pipeline: it starts one when a listener comes.
+        if treatment.duck && !has_receivers(&feed) {
+            loop {
+                tokio::select! {
+                    message = frames.recv() => if message.is_none() { return },
+                    () = tokio::time::sleep(IDLE_POLL) => if has_receivers(&feed) { break },
+                }
+            }
+        }
         let MaskPipe { input, mut output } = match maskers.start(kind, treatment) {
             Ok(pipe) => pipe,
             Err(error) => {
-                tracing::warn!(?kind, ?treatment, %error, "a pipeline could not start; its receivers get nothing");
+                tracing::warn!(%room, ?kind, ?treatment, %error, "a pipeline could not start; its receivers get nothing");
                 tokio::time::sleep(MASK_RESTART_DELAY).await;
                 continue;
             }
@@ -444,13 +461,24 @@ async fn run_derived_feed(
         let mut handed: std::collections::VecDeque<(i64, std::time::Instant)> = std::collections::VecDeque::new();
         let mut last_made = std::time::Instant::now();
         let mut watchdog = tokio::time::interval(MASK_HUNG_AFTER / 3);
-        loop {
+        let mut unreceived_since: Option<std::time::Instant> = None;
+        let idle = loop {
             tokio::select! {
                 _ = watchdog.tick() => {
                     let waiting = handed.back().is_some_and(|(_, at)| *at > last_made);
                     if waiting && last_made.elapsed() > MASK_HUNG_AFTER {
-                        tracing::warn!(?kind, ?treatment, "a pipeline made nothing for 3 s and is stopped");
-                        break;
+                        tracing::warn!(%room, ?kind, ?treatment, "a pipeline made nothing for 3 s and is stopped");
+                        break false;
+                    }
+                    // A ducked feed keeps its pipeline a while after its last listener went (one switching back
+                    // and forth costs no process each time), then lets it go.
+                    if treatment.duck {
+                        match (has_receivers(&feed), unreceived_since) {
+                            (true, _) => unreceived_since = None,
+                            (false, None) => unreceived_since = Some(std::time::Instant::now()),
+                            (false, Some(since)) if since.elapsed() > DUCKED_IDLE_HOLD => break true,
+                            (false, Some(_)) => {}
+                        }
                     }
                 }
                 message = frames.recv() => {
@@ -476,14 +504,14 @@ async fn run_derived_feed(
                                 source_keyframes.request_keyframe();
                             }
                         }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        Err(mpsc::error::TrySendError::Closed(_)) => break false,
                     }
                 }
                 () = wanted.wanted.notified() => {
                     let _ = input.try_send(ToMasker::Keyframe);
                 }
                 masked = output.recv() => {
-                    let Some(masked) = masked else { break };
+                    let Some(masked) = masked else { break false };
                     last_made = std::time::Instant::now();
                     while handed.front().is_some_and(|(pts, _)| *pts < masked.pts_ms) {
                         handed.pop_front();
@@ -501,13 +529,21 @@ async fn run_derived_feed(
                     send_masked(&feed, kind, masked, &mut sequence, &mut audio_timestamp).await;
                 }
             }
-        }
-        tracing::warn!(?kind, ?treatment, "a pipeline stopped; its receivers get nothing until another runs");
+        };
         // Letting go of both ends stops the pipeline, a hung one included.
         drop((input, output));
-        tokio::time::sleep(MASK_RESTART_DELAY).await;
+        if !idle {
+            tracing::warn!(%room, ?kind, ?treatment, "a pipeline stopped; its receivers get nothing until another runs");
+            tokio::time::sleep(MASK_RESTART_DELAY).await;
+        }
     }
 }
+
+/// How long a ducked feed keeps its pipeline with no listener.
+const DUCKED_IDLE_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often an idle ducked feed looks for a listener.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Packetizes one frame a pipeline made and sends it to the feed's receivers.
 async fn send_masked(feed: &DerivedFeed, kind: MediaKind, masked: MaskedFrame, sequence: &mut u16, audio: &mut u32) {
@@ -613,8 +649,16 @@ impl Room {
         self
     }
 
+    /// Names the room in its log lines (a hearing's id: nothing personal).
+    pub fn with_label(self, label: &str) -> Self {
+        self.lock().label = Arc::from(label);
+        self
+    }
+
     /// Puts a member's media under a protective order (`None` lifts it): from the moment this returns, whoever is
-    /// not in [`Protection::original_to`] gets of each masked kind only what a masking pipeline makes.
+    /// not in [`Protection::original_to`] gets of each masked kind only what a masking pipeline makes. (A packet
+    /// whose forwarding had already begun, checked against the routing before the change, may still complete: at
+    /// most one per receive track, within the time of one write.)
     pub fn set_protection(&self, member: &str, protection: Option<Protection>) {
         let mut state = self.lock();
         if let Some(entry) = state.members.get_mut(member) {
@@ -941,6 +985,7 @@ pub struct RoomCounters {
 /// keyframe asked for.
 fn route(state: &mut RoomState) {
     let maskers = state.maskers.clone();
+    let label = state.label.clone();
     let members: Vec<(&String, &Member)> = state.members.iter().collect();
     for (sender_name, sender) in &members {
         let Some(connection) = &sender.connection else { continue };
@@ -963,15 +1008,20 @@ fn route(state: &mut RoomState) {
             // The pipelines kept: those someone receives, and the masked feed while the order masks this kind (so
             // that whoever comes back to it from a consultation gets pictures at once).
             let pipelines = maskers.as_ref().filter(|_| first_of_kind);
+            // A ducked feed stays too (its pipeline stops by itself when nobody has listened for a while), so that a
+            // listener switching back and forth does not start a process each time; unless it masks what is no
+            // longer masked.
             derived.retain(|treatment, _| {
                 pipelines.is_some()
-                    && (wanted.contains_key(treatment) || (protection.is_some() && *treatment == MASKED))
+                    && (wanted.contains_key(treatment)
+                        || (protection.is_some() && *treatment == MASKED)
+                        || (treatment.duck && (!treatment.mask || protection.is_some())))
             });
             if let Some(maskers) = pipelines {
                 for treatment in wanted.keys().filter(|treatment| !treatment.is_original()) {
                     derived
                         .entry(*treatment)
-                        .or_insert_with(|| DerivedFeed::start(source, *treatment, maskers.clone()));
+                        .or_insert_with(|| DerivedFeed::start(source, *treatment, maskers.clone(), label.clone()));
                 }
             }
             // Whatever no longer receives this source in any form is cut off first; then each receive track admits

@@ -736,6 +736,7 @@ impl Hearings {
         let (id, case) = (machine.id().clone(), machine.case().clone());
         let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
         let maskers = Arc::new(crate::masking::Maskers::new(self.mask_program.clone()));
+        let label = id.to_string();
         let live = Arc::new_cyclic(|weak: &Weak<LiveHearing>| {
             let recorders = Arc::new(SegmentsIntoCustody { hearing: weak.clone(), dir, runs: AtomicU32::new(0) });
             LiveHearing {
@@ -745,7 +746,9 @@ impl Hearings {
                 court,
                 gateway: self.gateway.clone(),
                 texts: self.texts.clone(),
-                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders).with_maskers(maskers.clone()),
+                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders)
+                    .with_maskers(maskers.clone())
+                    .with_label(&label),
                 maskers,
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,

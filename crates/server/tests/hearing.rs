@@ -1277,6 +1277,13 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
         std::fs::write(&original_file, content(&gateway, source, &clerk_session).await).unwrap();
         let (codecs, _) = probe_media(&copy_file);
         assert!(codecs.contains(&"vp8".to_owned()) && codecs.contains(&"opus".to_owned()), "{codecs:?}");
+        // A last segment cut a moment after it began may hold no picture at all: nothing to compare, and nothing
+        // of the original either.
+        if copy["summary"]["video_frames"] == 0 {
+            let (_, original_seconds) = probe_media(&original_file);
+            assert!(original_seconds < 1.0, "{copy}: no masked picture from {original_seconds} s of original");
+            continue;
+        }
         let psnr = psnr_between(&copy_file, &original_file);
         assert!(psnr < 22.0, "the masked copy of {source} is {psnr:.1} dB from its original");
         let timeline = gateway

@@ -534,7 +534,8 @@ pub fn probe_media(path: &std::path::Path) -> (Vec<String>, f64) {
     let mut codecs: Vec<String> =
         probe["streams"].as_array().unwrap().iter().map(|s| s["codec_name"].as_str().unwrap().to_owned()).collect();
     codecs.sort();
-    let duration = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+    // A file with no packets has no duration (0 here; the caller says whether that is wrong).
+    let duration = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap_or(0.0);
     (codecs, duration)
 }
 

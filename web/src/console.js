@@ -1133,6 +1133,15 @@ function announceRoomChanges(before, now) {
     if (!wasOpen.has(channel.language)) said.push(t('console.room.announceChannelOpened', { channel: channelWords(channel, now) }));
   }
   for (const code of wasOpen) if (!open.has(code)) said.push(t('console.room.announceChannelClosed', { language: languageName(code) }));
+  // A channel's interpreter left the main room (its listeners hear the original at full level), or came back.
+  const earlierChannels = new Map((before.channels ?? []).map((channel) => [channel.language, channel]));
+  for (const channel of now.channels ?? []) {
+    const was = earlierChannels.get(channel.language);
+    if (!was) continue;
+    const language = languageName(channel.language);
+    if (was.interpreting !== false && channel.interpreting === false) said.push(t('console.room.announceInterpreterAway', { language }));
+    if (was.interpreting === false && channel.interpreting === true) said.push(t('console.room.announceInterpreterBack', { language }));
+  }
   if (said.length) announce(said.join(' '));
 }
 
@@ -1322,6 +1331,10 @@ function renderChannels(state, people, you) {
   const closable = court && you.place === 'main_room';
   $('channels').replaceChildren(...channels.map((channel) => el('li', { data: { language: channel.language } },
     el('span', {}, channelWords(channel, state)), ' ',
+    // Its interpreter is not in the main room: the gateway gives the channel's listeners the floor at full level.
+    // (`interpreting` absent: not known to this officer, out of the main room; nothing said.)
+    channel.interpreting === false ? el('strong', {}, t('console.room.channelInterpreterAway')) : null,
+    channel.interpreting === false ? ' ' : null,
     closable ? el('button', { type: 'button', onclick: (e) => send({ type: 'close_channel', language: channel.language }, e.currentTarget) },
       t('console.room.closeChannel'), el('span', { class: 'visually-hidden' },
         ` ${t('console.room.closeChannelInto', { language: languageName(channel.language) })}`)) : null)));

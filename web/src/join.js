@@ -193,16 +193,36 @@ function renderListening(state, you) {
   const listening = you.listening ?? null;
   const shown = listenPending !== undefined ? listenPending : listening;
   for (const input of $('listen-choices').querySelectorAll('input')) input.checked = input.value === (shown ?? '');
-  // What the gateway says this person hears, not what they just clicked.
+  // What the gateway says this person hears, not what they just clicked; a notice while the interpreter is away.
   $('listen-now').textContent = heardWords(state, listening);
+  $('listen-now').classList.toggle('notice', interpreterAway(state, listening));
+}
+
+/**
+ * Whether the simultaneous channel this person listens to has no interpreter in the main room (`interpreting:
+ * false`: they left, lost their connection or are in a consultation): the gateway then gives its listeners the floor
+ * at full level until the interpreter is back. `interpreting` absent (a state for someone not in the main room) is
+ * not known, and not said.
+ */
+function interpreterAway(state, listening) {
+  if (!listening) return false;
+  const channel = (state.channels ?? []).find((open) => open.language === listening);
+  return channel?.mode === 'simultaneous' && channel.interpreting === false;
+}
+
+/** Whether the state says the interpreter of the channel into `listening` is in the main room. */
+function interpretingNow(state, listening) {
+  return (state.channels ?? []).some((open) => open.language === listening && open.interpreting === true);
 }
 
 /**
  * What this person hears, in words: the floor, or a channel; a simultaneous channel's listener hears the original
- * speech too, quietly beneath the interpretation (the gateway ducks the floor to a fifth of its level).
+ * speech too, quietly beneath the interpretation (the gateway ducks the floor to a fifth of its level), or, while its
+ * interpreter is away, the original speech at full volume.
  */
 function heardWords(state, listening) {
   if (!listening) return t('listen.nowFloor');
+  if (interpreterAway(state, listening)) return t('listen.interpreterAway', { language: languageName(listening) });
   const channel = (state.channels ?? []).find((open) => open.language === listening);
   const key = channel?.mode === 'simultaneous' ? 'listen.nowChannelSimultaneous' : 'listen.nowChannel';
   return t(key, { language: languageName(listening) });
@@ -418,8 +438,8 @@ function announceChanges(before, now) {
 
 /**
  * What changed in what this person hears: a channel they listened to closed (they hear the floor again, which the
- * page also shows until they choose again), their choice took effect, or a channel they may choose opened (or they
- * came in from the lobby while channels were open).
+ * page also shows until they choose again), their choice took effect, its interpreter went away or came back, or a
+ * channel they may choose opened (or they came in from the lobby while channels were open).
  */
 function listeningChanges(before, now) {
   const said = [];
@@ -433,6 +453,12 @@ function listeningChanges(before, now) {
     said.push(t('listen.ended', { language: languageName(wasListening) }));
   } else if (wasListening !== listening) {
     if (listening) listenEnded = null;
+    said.push(heardWords(now, listening));
+  } else if (listening && interpreterAway(now, listening) && !interpreterAway(before, listening)) {
+    // Same choice, but its interpreter went away: the original at full volume.
+    said.push(heardWords(now, listening));
+  } else if (listening && interpreterAway(before, listening) && interpretingNow(now, listening)) {
+    // Back (said only when the state says so, not when it no longer tells).
     said.push(heardWords(now, listening));
   }
   const inHearing = is.admitted && is.place !== 'lobby';

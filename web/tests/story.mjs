@@ -12,7 +12,8 @@
 // measures in the console, the witness's page says which, in its language, and counsel reads only the pseudonym;
 // then interpretation (13): an interpreter joins, the console will not open a channel for her until the judge has
 // sworn her in (and says so), the judge opens a simultaneous channel into Italian from the console, the witness
-// chooses it on their Italian page (told the original speech stays quietly beneath), and the judge closes it.
+// chooses it on their Italian page (told the original speech stays quietly beneath), is told when the interpreter
+// drops out (the original at full volume) and comes back, and the judge closes it.
 // Every page is saved as a screenshot at each step, and axe-core audits the pages at the steps that matter against
 // WCAG 2.1 A and AA (issue #6): a serious or critical violation fails the story, after every step has run, with the
 // rule, its help and the offending elements; moderate and minor ones are printed as notes.
@@ -878,11 +879,13 @@ async function protectedWitness(clerkPage) {
  * session, shows her the interpreter's oath and swears her in; the judge opens a simultaneous channel into Italian
  * from the console's room; the witness's page (in Italian) offers it by its
  * Italian name beside the original speech, the witness chooses it, and the gateway's state for them says so
- * (`you.listening`); the judge closes it and the witness's page says they hear the original speech again.
+ * (`you.listening`); the interpreter's connection drops and comes back, and the witness's page says plainly that
+ * they hear the original speech at full volume meanwhile (the court's list marks the channel); the judge closes it
+ * and the witness's page says they hear the original speech again.
  * Returns the interpreter's page.
  */
 async function interpretation({ judge, witness, clerkCookie, hearingsPath, hearing, it }) {
-  step('13. Interpretation: the judge swears the interpreter in, then opens a simultaneous channel into Italian; the witness chooses it on their page, named in Italian; the judge closes it');
+  step('13. Interpretation: the judge swears the interpreter in, then opens a simultaneous channel into Italian; the witness chooses it on their page, named in Italian; the interpreter drops out and comes back, and the witness is told; the judge closes it');
   const INTERPRETER = 'Sara Conti';
   const { json: invite } = await call('POST', `${hearingsPath}/${hearing.id}/invites`, clerkCookie,
     { role: 'interpreter', display_name: INTERPRETER, expires_in_seconds: 3600, language: 'en' });
@@ -982,6 +985,33 @@ async function interpretation({ judge, witness, clerkCookie, hearingsPath, heari
   await screenshot(judge, 'console-room-channel-open');
   await audit(witness, 'join, interpretation channel (it)');
   await audit(judge, 'console room, interpretation channel');
+
+  // The interpreter's connection drops, and her page is held from rejoining for now: the gateway gives the channel's
+  // listeners the original speech at full volume, and the witness's page says so plainly (and to screen readers);
+  // the court's list of channels marks it.
+  await interpreter.evaluate(() => {
+    const room = window.custodiaRoom;
+    room.finished = true; // no rejoin on its own
+    room.socket.close();
+  });
+  const away = it['listen.interpreterAway'].replace('{language}', italian);
+  await witness.locator('#listen-now.notice', { hasText: away }).waitFor({ timeout: 60_000 });
+  await witness.waitForFunction((words) => document.querySelector('#announcer').textContent.includes(words), away);
+  await line.locator('strong', { hasText: '(interpreter not in the hearing room: listeners hear the original)' }).waitFor({ timeout: 60_000 });
+  await judge.locator('#status', { hasText: 'The interpreter into Italian is not in the hearing room' }).waitFor({ state: 'attached' });
+  console.log(`the witness reads, the interpreter away (it): ${away}`);
+  await screenshot(witness, 'join-channel-interpreter-away-it');
+  await screenshot(judge, 'console-room-channel-interpreter-away');
+  // She is back (her page rejoins with its credential, as after any lost connection): the interpretation again.
+  await interpreter.evaluate(() => {
+    const room = window.custodiaRoom;
+    room.finished = false;
+    room.lost();
+  });
+  await witness.locator('#listen-now:not(.notice)', { hasText: now }).waitFor({ timeout: 60_000 });
+  await witness.waitForFunction((words) => document.querySelector('#announcer').textContent.includes(words), now);
+  await line.locator('strong').waitFor({ state: 'detached', timeout: 60_000 });
+  check(await channel.isChecked(), 'the witness\'s choice did not stay on the channel while the interpreter was away');
 
   // The judge closes the channel: the witness's page says they hear the original speech again.
   await line.getByRole('button', { name: 'Close the channel into Italian' }).click();

@@ -237,6 +237,9 @@ fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn Objec
         .with_region(&s3.region)
         .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
         .with_copy_if_not_exists(object_store::aws::S3CopyIfNotExists::Multipart)
+        // The payload is not hashed a second time to sign it where TLS already keeps it intact, or where it never
+        // leaves the machine; the gateway has hashed every byte itself (the digest it records).
+        .with_unsigned_payload(payload_protected_in_transit(s3.endpoint.as_deref()))
         // A store that is down fails a request within seconds (a 503 the client may retry) instead of holding it
         // for object_store's default of three minutes of retries.
         .with_retry(object_store::RetryConfig {
@@ -254,6 +257,17 @@ fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn Objec
         builder = builder.with_access_key_id(id).with_secret_access_key(secret);
     }
     Ok(Some(Arc::new(builder.build().context("configuring the S3 store")?)))
+}
+
+/// Whether requests to the S3 endpoint keep their bodies intact without a signed payload hash: HTTPS (AWS itself,
+/// when no endpoint is named), or loopback.
+fn payload_protected_in_transit(endpoint: Option<&str>) -> bool {
+    let Some(endpoint) = endpoint else { return true };
+    if endpoint.starts_with("https://") {
+        return true;
+    }
+    let host = endpoint.trim_start_matches("http://").split(['/', ':']).next().unwrap_or_default();
+    matches!(host, "127.0.0.1" | "localhost") || endpoint.trim_start_matches("http://").starts_with("[::1]")
 }
 
 /// On the very first start there is no one to create accounts: make an administrator, and leave its password
@@ -290,5 +304,20 @@ async fn bootstrap_admin(
             Ok(())
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::payload_protected_in_transit;
+
+    #[test]
+    fn only_https_and_loopback_skip_the_signed_payload_hash() {
+        for protected in [None, Some("https://s3.example"), Some("http://127.0.0.1:3900"), Some("http://[::1]:3900")] {
+            assert!(payload_protected_in_transit(protected), "{protected:?}");
+        }
+        for exposed in ["http://garage.internal:3900", "http://10.0.0.5:3900", "http://127.0.0.1.evil.example"] {
+            assert!(!payload_protected_in_transit(Some(exposed)), "{exposed}");
+        }
     }
 }

@@ -388,12 +388,10 @@ impl DerivedFeed {
         let reader = tokio::spawn(crate::track::run(track, ClockSync::new(std::time::Instant::now()), frames));
         let keyframes = Arc::new(MaskedKeyframes::default());
         Arc::new_cyclic(|feed: &std::sync::Weak<DerivedFeed>| {
+            let made_by = PipelineSpec { room, maskers, kind: source.kind, treatment };
             let masking = tokio::spawn(run_derived_feed(
                 feed.clone(),
-                room,
-                maskers,
-                source.kind,
-                treatment,
+                made_by,
                 frames_in,
                 keyframes.clone(),
                 source.keyframes.clone(),
@@ -422,14 +420,12 @@ impl DerivedFeed {
 /// sender); masked frames that come back too late are not sent.
 async fn run_derived_feed(
     feed: std::sync::Weak<DerivedFeed>,
-    room: Arc<str>,
-    maskers: Arc<dyn MaskerFactory>,
-    kind: MediaKind,
-    treatment: Treatment,
+    made_by: PipelineSpec,
     mut frames: mpsc::Receiver<TrackMessage>,
     wanted: Arc<MaskedKeyframes>,
     source_keyframes: Arc<dyn KeyframeRequester>,
 ) {
+    let PipelineSpec { room, maskers, kind, treatment } = made_by;
     let mut sequence: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
     let mut audio_timestamp: u32 = rand_core::RngCore::next_u32(&mut rand_core::OsRng);
     let has_receivers = |feed: &std::sync::Weak<DerivedFeed>| {
@@ -537,6 +533,14 @@ async fn run_derived_feed(
             tokio::time::sleep(MASK_RESTART_DELAY).await;
         }
     }
+}
+
+/// What a feed's pipelines are: which room's (for the log), started by whom, making what of which kind of track.
+struct PipelineSpec {
+    room: Arc<str>,
+    maskers: Arc<dyn MaskerFactory>,
+    kind: MediaKind,
+    treatment: Treatment,
 }
 
 /// How long a ducked feed keeps its pipeline with no listener.

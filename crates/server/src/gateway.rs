@@ -251,6 +251,13 @@ fn too_many_steps(wait: std::time::Duration) -> GatewayError {
     }
 }
 
+/// An artefact's bytes as the store took them, and a local copy of them if one was taken on the way in (to probe
+/// media kept in a remote store without fetching it back).
+struct Received<'a> {
+    stored: custodia_store::StoredArtefact,
+    copy: Option<&'a std::path::Path>,
+}
+
 /// A record that reached the ledger but not yet the custody index.
 #[derive(Debug, Clone)]
 struct Unindexed {
@@ -1163,8 +1170,8 @@ impl Gateway {
                 return Err(err.into());
             }
         };
-        let probe_from = copy.as_ref().map(|copy| copy.path());
-        self.register_stored(caller, case, hearing, request, stored, new_artefact_id(), probe_from).await
+        let received = Received { stored, copy: copy.as_ref().map(|copy| copy.path()) };
+        self.register_stored(caller, case, hearing, request, received, new_artefact_id()).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1174,10 +1181,10 @@ impl Gateway {
         case: &CaseId,
         hearing: Option<&custodia_core::HearingId>,
         request: UploadRequest,
-        stored: custodia_store::StoredArtefact,
+        received: Received<'_>,
         artefact: ArtefactId,
-        probe_from: Option<&std::path::Path>,
     ) -> Result<Registered> {
+        let Received { stored, copy: probe_from } = received;
         let mut manifest = Manifest::new(
             artefact.clone(),
             case.clone(),
@@ -1792,7 +1799,7 @@ impl Gateway {
     ) -> Result<Registered> {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        self.register_stored(provider, case, None, request, stored, artefact, None).await
+        self.register_stored(provider, case, None, request, Received { stored, copy: None }, artefact).await
     }
 
     /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash

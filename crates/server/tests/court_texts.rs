@@ -186,8 +186,8 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     send(&mut judge, json!({"type": "open_channel", "interpreter": i, "language": "fr", "mode": "simultaneous"})).await;
     until_pong(&mut judge).await;
     let channel_seen = |messages: Vec<Value>| {
-        let states = messages.into_iter().filter(|m| m["type"] == "state");
-        states.last().map(|state| state["channels"].clone()).unwrap_or(Value::Null)
+        let latest = messages.into_iter().rev().find(|m| m["type"] == "state");
+        latest.map(|state| state["channels"].clone()).unwrap_or(Value::Null)
     };
     let in_room = channel_seen(until_pong(&mut witness).await);
     assert_eq!(in_room[0]["interpreting"], true, "{in_room}");

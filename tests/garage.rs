@@ -9,18 +9,6 @@ use futures::TryStreamExt as _;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutMode, PutOptions};
 
-fn pseudo_random(bytes: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..bytes)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 fn body(data: &[u8]) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
     let parts: Vec<Result<Bytes, std::io::Error>> =
         data.chunks(1 << 20).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
@@ -51,7 +39,7 @@ async fn garage_replaces_what_a_create_only_write_names_so_the_store_keeps_evide
 
     let store = ArtefactStore::new(s3.clone(), Path::from("artefacts"), CreateOnly::Ignored);
     // 20 MiB: three multipart parts of 8 MiB.
-    let data = pseudo_random(20 << 20, 7);
+    let data = custodia_tests::pseudo_random_bytes(20 << 20, 7);
     let sha256 = Sha256::of(&data);
     let options = IngestOptions { expected_sha256: Some(sha256), max_size: None };
     let stored = store.ingest(body(&data), options).await.unwrap();
@@ -68,7 +56,7 @@ async fn garage_replaces_what_a_create_only_write_names_so_the_store_keeps_evide
     assert_eq!((before.e_tag, before.last_modified), (after.e_tag, after.last_modified));
 
     // A wrong digest keeps nothing: no object, no staging.
-    let other = pseudo_random(3 << 20, 8);
+    let other = custodia_tests::pseudo_random_bytes(3 << 20, 8);
     let wrong = IngestOptions { expected_sha256: Some(sha256), max_size: None };
     assert!(matches!(store.ingest(body(&other), wrong).await, Err(StoreError::DigestMismatch { .. })));
     assert!(matches!(store.size(&Sha256::of(&other)).await, Err(StoreError::NotFound(_))));

@@ -56,3 +56,16 @@ pub fn copy_dir_all(from: &Path, to: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// `len` pseudo-random bytes fixed by `seed` (xorshift): test data that does not compress and is the same each run.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

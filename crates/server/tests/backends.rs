@@ -76,17 +76,7 @@ async fn media_in_the_bucket_is_probed_from_a_scratch_copy() {
     let (clerk, session) = gw.person("clerk", "IT").await;
     gw.case("case-1").await;
     gw.member("case-1", &clerk, "clerk").await;
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.webm");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .args(["testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "2", "-c:v", "libvpx", "-c:a", "libopus"])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg runs (scripts/setup-system.sh test)");
-    assert!(made.success());
-    let reply = gw.upload("case-1", "purpose=statement", As::Session(&session), std::fs::read(&clip).unwrap()).await;
+    let reply = gw.upload("case-1", "purpose=statement", As::Session(&session), support::webm_clip()).await;
     assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
     let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
     let detail = gw.get(&format!("/api/v1/artefacts/{artefact}?purpose=x"), Some(As::Session(&session))).await;

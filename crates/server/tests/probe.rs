@@ -10,21 +10,6 @@ use custodia_core::Sha256;
 use serde_json::Value;
 use support::{As, TestGateway};
 
-/// Two seconds of VP8 and Opus in WebM, made by the ffmpeg CLI.
-fn webm() -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clip.webm");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
-        .args(["testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "2", "-c:v", "libvpx", "-c:a", "libopus"])
-        .arg(&path)
-        .status()
-        .expect("ffmpeg runs (scripts/setup-system.sh test)");
-    assert!(status.success());
-    std::fs::read(path).unwrap()
-}
-
 /// Uploads `bytes` into a new case as a clerk; returns the manifest's `media` and the downloaded bytes.
 async fn upload(gateway: &TestGateway, bytes: Vec<u8>) -> (Value, Vec<u8>) {
     let (clerk, session) = gateway.person("clerk", "IT").await;
@@ -46,7 +31,7 @@ async fn upload(gateway: &TestGateway, bytes: Vec<u8>) -> (Value, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_is_probed_in_a_child_process() {
     let gateway = TestGateway::start().await;
-    let bytes = webm();
+    let bytes = support::webm_clip();
     let (media, kept) = upload(&gateway, bytes.clone()).await;
     assert_eq!(media["outcome"], "probed", "{media}");
     assert_eq!(media["format"], "matroska,webm", "{media}");
@@ -59,7 +44,7 @@ async fn a_video_is_probed_in_a_child_process() {
 async fn hostile_media_is_kept_with_the_reason_it_was_not_probed() {
     let gateway = TestGateway::start().await;
     // A WebM cut off in its first cluster, with garbage where the rest was.
-    let mut bytes = webm();
+    let mut bytes = support::webm_clip();
     bytes.truncate(bytes.len() / 3);
     bytes.extend((0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
     let (media, kept) = upload(&gateway, bytes.clone()).await;
@@ -96,7 +81,7 @@ async fn a_probe_that_never_ends_is_killed_and_the_upload_kept() {
         config.probe.seconds = 2;
     })
     .await;
-    let bytes = webm();
+    let bytes = support::webm_clip();
     let (media, kept) = upload(&gateway, bytes.clone()).await;
     assert_eq!(media["outcome"], "unprobed", "{media}");
     let reason = media["reason"].as_str().unwrap();

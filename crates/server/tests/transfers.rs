@@ -183,18 +183,6 @@ fn events(transfer: &Value) -> Vec<String> {
     transfer["evidences"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect()
 }
 
-fn random_bytes(len: usize, seed: u8) -> Vec<u8> {
-    let mut state = u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survives_a_killed_receiver() {
     let (tunis, catania) = (Side::new("tn-tunis", "TN"), Side::new("it-catania", "IT"));
@@ -213,7 +201,7 @@ async fn an_artefact_crosses_the_border_with_its_ladder_on_both_logs_and_survive
     assert_eq!((status, partners), (200, json!([{ "name": "it-catania", "jurisdiction": "IT" }])));
 
     // A statement of three chunks (8 MiB each), under the providing authority's policy.
-    let statement = random_bytes(20 * 1024 * 1024 + 123, 1);
+    let statement = custodia_tests::pseudo_random_bytes(20 * 1024 * 1024 + 123, 1);
     let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": ["trial"],
         "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
     let artefact = tunis.upload(&clerk, "tn-7", statement.clone(), Some(&policy)).await;
@@ -460,7 +448,7 @@ async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out(
     // Catania is down: the sender retries. A byte of the payload is changed meanwhile, below the signatures (as a
     // failing disk or a hostile host could): every chunk is sent as signed, and only the whole bundle, checked
     // against the provider's signed manifest, shows it.
-    let payload = random_bytes(3 * 1024 * 1024, 2);
+    let payload = custodia_tests::pseudo_random_bytes(3 * 1024 * 1024, 2);
     let artefact = tunis.upload(&clerk, "tn-8", payload.clone(), None).await;
     let path = format!("/api/v1/artefacts/{artefact}/transfers");
     let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body.clone())).await;
@@ -487,7 +475,7 @@ async fn a_bundle_altered_on_the_way_is_refused_and_a_silent_receiver_times_out(
     drop(_catania_process);
     tunis_process.stop();
     let _tunis_process = tunis.serve(&[("CUSTODIA_TRANSFER_RELAY_SECONDS", "3")]);
-    let artefact = tunis.upload(&clerk, "tn-8", random_bytes(1024, 3), None).await;
+    let artefact = tunis.upload(&clerk, "tn-8", custodia_tests::pseudo_random_bytes(1024, 3), None).await;
     let path = format!("/api/v1/artefacts/{artefact}/transfers");
     let (status, sent) = tunis.call(&clerk, "POST", &path, Some(body)).await;
     assert_eq!(status, 202, "{sent}");
@@ -513,7 +501,7 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     // For the trial in Italy only: no onward transfer.
     let policy = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
         "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "prohibited" });
-    let artefact = tunis.upload(&clerk, "tn-9", random_bytes(2048, 4), Some(&policy)).await;
+    let artefact = tunis.upload(&clerk, "tn-9", custodia_tests::pseudo_random_bytes(2048, 4), Some(&policy)).await;
     let path = format!("/api/v1/artefacts/{artefact}/transfers");
     let body = json!({ "partner": "it-catania", "purpose": "trial in Catania" });
     // Another member of the providing side sends onward, which the provider prohibited; the provider itself
@@ -556,7 +544,7 @@ async fn the_providers_restrictions_bind_the_receiver_and_a_third_gateway_gets_n
     // bundle of it carries Catania's chain, which carries Tunis's: with the three keys trusted it verifies whole.
     let open = json!({ "tlp": "TLP:GREEN", "provider": "Procureur de Tunis", "permitted_purposes": [],
         "permitted_recipients": [], "permitted_jurisdictions": [], "onward_transfer": "permitted" });
-    let shared = tunis.upload(&clerk, "tn-9", random_bytes(5000, 5), Some(&open)).await;
+    let shared = tunis.upload(&clerk, "tn-9", custodia_tests::pseudo_random_bytes(5000, 5), Some(&open)).await;
     let body = json!({ "partner": "it-catania", "purpose": "trial in Catania" });
     let (status, sent) = tunis.call(&clerk, "POST", &format!("/api/v1/artefacts/{shared}/transfers"), Some(body)).await;
     assert_eq!(status, 202, "{sent}");
@@ -637,7 +625,7 @@ async fn a_receiver_that_answers_without_end_is_not_read_to_the_end() {
         tunis.call(&tn_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-10", "title": "t" }))).await;
     assert_eq!(status, 201);
     let (_, clerk) = tunis.member(&tn_admin, "tn-10", "clerk", "clerk").await;
-    let artefact = tunis.upload(&clerk, "tn-10", random_bytes(4096, 6), None).await;
+    let artefact = tunis.upload(&clerk, "tn-10", custodia_tests::pseudo_random_bytes(4096, 6), None).await;
     let path = format!("/api/v1/artefacts/{artefact}/transfers");
     let (status, sent) =
         tunis.call(&clerk, "POST", &path, Some(json!({ "partner": "it-catania", "purpose": "x" }))).await;

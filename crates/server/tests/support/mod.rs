@@ -522,6 +522,22 @@ pub fn installed(program: &str, args: &[&str]) -> bool {
 }
 
 /// What ffprobe reads of a recording segment: its codecs, sorted, and its duration in seconds.
+/// Two seconds of VP8 and Opus in WebM (160×120 test pattern, a 440 Hz tone), made by the ffmpeg CLI.
+#[allow(dead_code)]
+pub fn webm_clip() -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.webm");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+        .args(["testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "2", "-c:v", "libvpx", "-c:a", "libopus"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (scripts/setup-system.sh test)");
+    assert!(status.success());
+    std::fs::read(path).unwrap()
+}
+
 #[allow(dead_code)]
 pub fn probe_media(path: &std::path::Path) -> (Vec<String>, f64) {
     let probe = std::process::Command::new("ffprobe")

@@ -494,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn a_child_writes_nothing_for_what_it_cannot_mask_and_ends_with_its_input() {
+    fn a_child_writes_nothing_of_what_it_cannot_mask_and_ends_with_its_input() {
         for pipeline in Pipeline::ALL {
             let mut input = 7u64.to_be_bytes().to_vec();
             input.extend(frame(0, b"not a frame at all"));
@@ -504,7 +504,16 @@ mod tests {
             input.extend(message(TAG_FRAME, b"short"));
             let mut output = Vec::new();
             run_child(pipeline, &mut input.as_slice(), &mut output).unwrap();
-            assert!(output.is_empty(), "{pipeline:?}: {} bytes written", output.len());
+            if pipeline == Pipeline::DuckedVoice {
+                // No transform delay: each packet it cannot decode is 20 ms of silence, encoded (a small Opus
+                // packet each), never the bytes that came in.
+                assert!(output.len() < 200, "{pipeline:?}: {} bytes written", output.len());
+                assert!(!output.windows(18).any(|w| w == b"not a frame at all"), "{output:?}");
+                assert!(!output.windows(32).any(|w| w.iter().all(|b| *b == 0xff)), "{output:?}");
+            } else {
+                // The others hold back their first 24 ms (the voice transform) or start at a keyframe (video).
+                assert!(output.is_empty(), "{pipeline:?}: {} bytes written", output.len());
+            }
         }
     }
 

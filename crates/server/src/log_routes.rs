@@ -19,6 +19,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        // Metrics are served on their own listener only (crate::metrics); here, a GET is told so, and any other
+        // method is one /metrics never takes (405).
+        .route("/metrics", get(metrics_elsewhere))
         .route("/log/checkpoint", get(checkpoint))
         .route("/log/{*path}", get(tile))
         .with_state(state)
@@ -88,6 +91,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     )
     .with_retry_after(NOT_READY_RETRY_AFTER_SECONDS)
     .into_response()
+}
+
+async fn metrics_elsewhere() -> Problem {
+    Problem::not_found("no such endpoint here: metrics are served only on the address CUSTODIA_METRICS_LISTEN names")
 }
 
 async fn checkpoint(State(state): State<AppState>) -> Response {

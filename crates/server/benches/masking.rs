@@ -63,30 +63,34 @@ struct Measured {
     frames_out: usize,
 }
 
-/// Feeds every frame to a fresh `custodia mask video` child at the camera's pace and times what comes back.
-async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Measured, BoxError> {
-    let cpu_before = children_cpu_seconds()?;
-    let pipe = maskers.start(MediaKind::Video, Treatment { mask: true, duck: false })?;
+/// Feeds `frames` to one fresh pipeline making `treatment` of a `kind` track, one every `interval` (frame `n`
+/// stamped `n × interval`), and returns the milliseconds each took to come back. The pipe is never waited on: the
+/// room drops a frame the pipe cannot take, so a full pipe, which waiting would hide, fails the measurement.
+async fn at_pace(
+    maskers: &Maskers,
+    kind: MediaKind,
+    treatment: Treatment,
+    frames: &[Bytes],
+    interval: Duration,
+) -> Result<Vec<f64>, BoxError> {
+    let pipe = maskers.start(kind, treatment)?;
     let (input, mut output) = (pipe.input, pipe.output);
     let mut handed: HashMap<i64, Instant> = HashMap::new();
     let mut latencies = Vec::new();
-    let start = tokio::time::Instant::now();
-    let mut next = 0usize;
-    let mut ticker = tokio::time::interval_at(start, FRAME_INTERVAL);
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next = 0usize;
     loop {
         tokio::select! {
             _ = ticker.tick(), if next < frames.len() => {
-                let pts_ms = (next as f64 * 1000.0 / 30.0) as i64;
+                let pts_ms = (next as f64 * interval.as_secs_f64() * 1000.0) as i64;
                 handed.insert(pts_ms, Instant::now());
-                // The room drops a frame the pipe cannot take; here, waiting would hide a pipeline that falls
-                // behind, so a full pipe is a failure of the measurement.
                 input.try_send(ToMasker::Frame { pts_ms, data: frames[next].clone() }).map_err(|_| "the pipe was full")?;
                 next += 1;
             }
-            masked = output.recv() => {
-                let Some(masked) = masked else { break };
-                if let Some(at) = handed.remove(&masked.pts_ms) {
+            made = output.recv() => {
+                let Some(made) = made else { break };
+                if let Some(at) = handed.remove(&made.pts_ms) {
                     latencies.push(at.elapsed().as_secs_f64() * 1000.0);
                 }
                 if next == frames.len() && handed.is_empty() {
@@ -96,15 +100,27 @@ async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Mea
             () = tokio::time::sleep(Duration::from_secs(5)), if next == frames.len() => break,
         }
     }
-    let frames_out = latencies.len();
     drop(input);
     // The child ends with its input; the pipe's reader reaps it once its output ends.
     while output.recv().await.is_some() {}
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let cores = (children_cpu_seconds()? - cpu_before) / (frames.len() as f64 / 30.0);
+    Ok(latencies)
+}
+
+/// What came back of `latencies`, and the children's CPU since `cpu_before` per second of `media_seconds`.
+fn measured(mut latencies: Vec<f64>, cpu_before: f64, media_seconds: f64) -> Result<Measured, BoxError> {
+    let cores = (children_cpu_seconds()? - cpu_before) / media_seconds;
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-    Ok(Measured { p50_ms: at(0.5), p99_ms: at(0.99), cores, frames_out })
+    Ok(Measured { p50_ms: at(0.5), p99_ms: at(0.99), cores, frames_out: latencies.len() })
+}
+
+/// Feeds every frame to a fresh `custodia mask video` child at the camera's pace and times what comes back.
+async fn through_the_pipeline(maskers: &Maskers, frames: &[Bytes]) -> Result<Measured, BoxError> {
+    let cpu_before = children_cpu_seconds()?;
+    let masked = Treatment { mask: true, duck: false };
+    let latencies = at_pace(maskers, MediaKind::Video, masked, frames, FRAME_INTERVAL).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    measured(latencies, cpu_before, frames.len() as f64 / 30.0)
 }
 
 /// The packets of an Ogg Opus file (RFC 7845) after its two header packets: each page's segment table gives the
@@ -136,54 +152,21 @@ fn ogg_opus_packets(path: &Path) -> Result<Vec<Bytes>, BoxError> {
 /// times what comes back; `cores` is all their CPU per second of audio.
 async fn ducking(maskers: &std::sync::Arc<Maskers>, packets: &[Bytes], voices: usize) -> Result<Measured, BoxError> {
     let cpu_before = children_cpu_seconds()?;
-    let mut feeds = Vec::new();
-    for _ in 0..voices {
-        let maskers = maskers.clone();
-        let packets = packets.to_vec();
-        feeds.push(tokio::spawn(async move {
-            let pipe = maskers.start(MediaKind::Audio, Treatment { mask: false, duck: true })?;
-            let (input, mut output) = (pipe.input, pipe.output);
-            let mut handed: HashMap<i64, Instant> = HashMap::new();
-            let mut latencies = Vec::new();
-            let mut ticker = tokio::time::interval(Duration::from_millis(20));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut next = 0usize;
-            loop {
-                tokio::select! {
-                    _ = ticker.tick(), if next < packets.len() => {
-                        let pts_ms = next as i64 * 20;
-                        handed.insert(pts_ms, Instant::now());
-                        let frame = ToMasker::Frame { pts_ms, data: packets[next].clone() };
-                        input.try_send(frame).map_err(|_| "the pipe was full")?;
-                        next += 1;
-                    }
-                    ducked = output.recv() => {
-                        let Some(ducked) = ducked else { break };
-                        if let Some(at) = handed.remove(&ducked.pts_ms) {
-                            latencies.push(at.elapsed().as_secs_f64() * 1000.0);
-                        }
-                        if next == packets.len() && handed.is_empty() {
-                            break;
-                        }
-                    }
-                    () = tokio::time::sleep(Duration::from_secs(5)), if next == packets.len() => break,
-                }
-            }
-            drop(input);
-            while output.recv().await.is_some() {}
-            Ok::<Vec<f64>, BoxError>(latencies)
-        }));
-    }
+    let ducked = Treatment { mask: false, duck: true };
+    let feeds: Vec<_> = (0..voices)
+        .map(|_| {
+            let (maskers, packets) = (maskers.clone(), packets.to_vec());
+            tokio::spawn(async move {
+                at_pace(&maskers, MediaKind::Audio, ducked, &packets, Duration::from_millis(20)).await
+            })
+        })
+        .collect();
     let mut latencies = Vec::new();
     for feed in feeds {
         latencies.extend(feed.await??);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cores = (children_cpu_seconds()? - cpu_before) / (packets.len() as f64 * 0.020);
-    let frames_out = latencies.len();
-    latencies.sort_by(f64::total_cmp);
-    let at = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-    Ok(Measured { p50_ms: at(0.5), p99_ms: at(0.99), cores, frames_out })
+    measured(latencies, cpu_before, packets.len() as f64 * 0.020)
 }
 
 /// Floor voices in the ducking measurement: a judge, a witness, and counsel on both sides.

@@ -2055,7 +2055,6 @@ impl LiveHearing {
             // A remote store's segment is masked from a copy beside the output.
             None => {
                 let copy = staging.path().join("original.webm");
-                tokio::fs::File::create(&copy).await.map_err(|e| GatewayError::internal("a copy to mask", e))?;
                 self.gateway.artefacts.copy_to_file(&segment.sha256, &copy).await?;
                 copy
             }

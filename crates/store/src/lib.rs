@@ -387,10 +387,7 @@ impl ArtefactStore {
         if sha256 != expected {
             return Err(StoreError::DigestMismatch { expected, actual: sha256 });
         }
-        if let Some(copy) = copy.as_mut() {
-            use tokio::io::AsyncWriteExt as _;
-            copy.flush().await.map_err(local_error)?;
-        }
+        flush_copy(&mut copy).await?;
         Ok(StoredArtefact { sha256, size, newly_stored: !stored })
     }
 
@@ -409,10 +406,7 @@ impl ArtefactStore {
         let upload = self.store.put_multipart(staging).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let streamed = stream_into(&mut writer, body, max_size, &mut copy).await;
-        if let Some(copy) = copy.as_mut() {
-            use tokio::io::AsyncWriteExt as _;
-            copy.flush().await.map_err(local_error)?;
-        }
+        flush_copy(&mut copy).await?;
         match streamed {
             Ok(done) => {
                 writer.finish().await?;
@@ -498,12 +492,18 @@ impl ArtefactStore {
         }
     }
 
-    /// Copies a stored artefact into the file at `path` (which exists, and is overwritten), for a program that
-    /// reads files (a media probe) when the store is remote. Returns the bytes copied.
+    /// Copies a stored artefact into the file at `path` (made if it does not exist, overwritten if it does), for
+    /// a program that reads files (a media probe, a masking child) when the store is remote. Returns the bytes
+    /// copied.
     pub async fn copy_to_file(&self, sha256: &Sha256, path: &std::path::Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt as _;
-        let mut file =
-            tokio::fs::OpenOptions::new().write(true).truncate(true).open(path).await.map_err(local_error)?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
+            .map_err(local_error)?;
         let mut body = std::pin::pin!(self.read(sha256, None).await?);
         let mut copied = 0;
         while let Some(chunk) = body.try_next().await? {
@@ -572,6 +572,15 @@ where
         writer.put(chunk);
     }
     Ok(intake.finish())
+}
+
+/// Writes out what the local copy of an upload, if one is kept, still buffers.
+async fn flush_copy(copy: &mut Option<tokio::fs::File>) -> Result<(), StoreError> {
+    use tokio::io::AsyncWriteExt as _;
+    match copy {
+        Some(file) => file.flush().await.map_err(local_error),
+        None => Ok(()),
+    }
 }
 
 /// Appends `chunk` to the local copy of an upload, if one is kept.

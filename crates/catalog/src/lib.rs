@@ -8,7 +8,10 @@
 //! finds, and decides nothing.
 
 mod schema;
+mod sequencing;
 mod transfers;
+
+pub use sequencing::Sequenced;
 
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
 
@@ -64,6 +67,9 @@ pub struct Catalog {
     pool: AnyPool,
     /// The PostgreSQL database's URL (`None` for SQLite): a sequencer lease takes a connection of its own.
     postgres_url: Option<Arc<str>>,
+    /// The custody log's integration lock on SQLite, whose one gateway holds it in-process
+    /// ([`Catalog::log_coordination`]).
+    integration: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The PostgreSQL advisory lock key the custody log's sequencer holds: "seqlog" in ASCII.
@@ -379,7 +385,7 @@ impl Catalog {
             .connect(url)
             .await?;
         schema::migrate(&pool, if sqlite { schema::Dialect::Sqlite } else { schema::Dialect::Postgres }).await?;
-        Ok(Self { pool, postgres_url: (!sqlite).then(|| Arc::from(url)) })
+        Ok(Self { pool, postgres_url: (!sqlite).then(|| Arc::from(url)), integration: Arc::default() })
     }
 
     /// Whether the database answers a query now (a readiness check): a round trip, reading nothing.
@@ -837,6 +843,18 @@ impl Catalog {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("last")?)
+    }
+
+    /// The custody records about artefacts the catalog does not list, in ledger order: registrations whose
+    /// artefact row a stopped gateway never wrote.
+    pub async fn records_about_unlisted_artefacts(&self) -> Result<Vec<(i64, Vec<u8>)>> {
+        let rows = sqlx::query(
+            "SELECT c.ledger_index, c.record FROM custody_index c WHERE c.artefact_id IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM artefacts a WHERE a.id = c.artefact_id) ORDER BY c.ledger_index",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("ledger_index")?, row.try_get("record")?))).collect()
     }
 
     /// Every custody record about an artefact, in ledger order.

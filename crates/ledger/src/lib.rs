@@ -11,6 +11,8 @@
 pub mod audit;
 pub mod checkpoint;
 #[cfg(feature = "sequencer")]
+pub mod coordinated;
+#[cfg(feature = "sequencer")]
 mod local;
 #[cfg(feature = "sequencer")]
 mod log;
@@ -29,7 +31,9 @@ use std::sync::Arc;
 pub use audit::{AuditError, AuditReport, audit_log};
 pub use checkpoint::{Checkpoint, CheckpointError, LogSigner, LogVerifier, SignedCheckpoint};
 #[cfg(feature = "sequencer")]
-pub use log::{Log, LogOptions};
+pub use coordinated::{Coordination, CoordinationError, Integrated, IntegrationLock};
+#[cfg(feature = "sequencer")]
+pub use log::{Log, LogOptions, SequencerGuard};
 pub use merkle::{Hash, NodeId, ProofError};
 pub use proof_file::{ProofFileError, TlogProof};
 #[cfg(feature = "sequencer")]
@@ -56,6 +60,10 @@ pub enum LogError {
     Proof(#[from] ProofError),
     #[error("append failed and was not committed: {0}")]
     Batch(Arc<LogError>),
+    #[error("the log's coordination failed: {0}")]
+    Coordination(#[source] coordinated::CoordinationError),
+    #[error("entry {index} in the log's store is not the entry sequenced at that index")]
+    Diverged { index: u64 },
     #[error("the log's sequencer has stopped")]
     Closed,
     #[error("another process is sequencing the log in {dir}")]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 
-use crate::{LogError, LogOptions, LogSigner, log::Log};
+use crate::log::{Log, SequencerGuard};
+use crate::{LogError, LogOptions, LogSigner};
 
 /// The lock file, inside the log directory but outside the served `checkpoint` and `tile/` paths.
 const LOCK_FILE: &str = ".sequencer.lock";
@@ -17,6 +18,26 @@ impl Log {
     /// exclusive lock on the directory, held until the last handle and the sequencer are gone, keeps a second
     /// process from sequencing the same log.
     pub async fn open_local(dir: &FsPath, signer: LogSigner, options: LogOptions) -> Result<Self, LogError> {
+        let (store, lock) = Self::local_store(dir)?;
+        Self::open_guarded(store, Path::default(), signer, options, Some(Arc::new(lock))).await
+    }
+
+    /// [`Log::open_coordinated`] for a log in directory `dir`, with fsync'd writes and the directory's lock (so
+    /// that [`Log::open_local`] refuses it meanwhile), beside `guard`.
+    pub async fn open_local_coordinated(
+        dir: &FsPath,
+        signer: LogSigner,
+        options: LogOptions,
+        coordination: Arc<dyn crate::Coordination>,
+        guard: Option<SequencerGuard>,
+    ) -> Result<Self, LogError> {
+        let (store, lock) = Self::local_store(dir)?;
+        let guard: SequencerGuard = Arc::new((lock, guard));
+        Self::open_coordinated(store, Path::default(), signer, options, coordination, Some(guard)).await
+    }
+
+    /// The directory as an fsync'd store, and its lock, taken.
+    fn local_store(dir: &FsPath) -> Result<(Arc<LocalFileSystem>, std::fs::File), LogError> {
         let io_error = |source| LogError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io_error)?;
         let lock =
@@ -25,6 +46,6 @@ impl Log {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|source| LogError::Storage { path: Path::default(), source })?
             .with_fsync(true);
-        Self::open_guarded(Arc::new(store), Path::default(), signer, options, Some(Arc::new(lock))).await
+        Ok((Arc::new(store), lock))
     }
 }

@@ -15,6 +15,7 @@ use object_store::path::Path;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::LogError;
+use crate::coordinated::{Coordination, Integrator, Shared};
 use crate::checkpoint::{Checkpoint, LogSigner, SignedCheckpoint};
 use crate::merkle::{CompactRange, Hash, NodeId, leaf_hash, perfect_nodes};
 use crate::storage::{CHECKPOINT, LogStore};
@@ -41,15 +42,25 @@ struct AppendRequest {
 }
 
 /// Whatever keeps other processes out of the log (a directory lock, say), held by every handle.
-type SequencerGuard = Arc<dyn std::any::Any + Send + Sync>;
+pub type SequencerGuard = Arc<dyn std::any::Any + Send + Sync>;
 
-/// An append-only custody log that this process sequences. Clones are handles to the same log.
+/// How appends reach the tree.
+#[derive(Clone)]
+enum Appending {
+    /// This process sequences the log alone, in one task ([`Log::open`]).
+    Alone(mpsc::Sender<AppendRequest>),
+    /// A shared database sequences it for every process appending to it ([`Log::open_coordinated`]).
+    Coordinated(Arc<Shared>),
+}
+
+/// An append-only custody log. Clones are handles to the same log.
 #[derive(Clone)]
 pub struct Log {
     storage: LogStore,
-    requests: mpsc::Sender<AppendRequest>,
+    appending: Appending,
     published: watch::Receiver<SignedCheckpoint>,
-    /// Set while the latest batch failed and the sequencer has not yet recovered ([`Log::is_appending`]).
+    /// Set while the latest batch failed and the sequencer has not yet recovered ([`Log::is_appending`]); a
+    /// coordinated log keeps its flag in [`Shared`].
     failing: Arc<std::sync::atomic::AtomicBool>,
     /// When this process last published a checkpoint ([`Log::published_at`]).
     published_at: Arc<std::sync::Mutex<std::time::SystemTime>>,
@@ -66,8 +77,8 @@ impl Log {
     /// Opens the log below `prefix` in `store`, creating it (with a signed checkpoint of size 0) if there is
     /// none. The existing checkpoint must be signed by `signer`, and the stored tiles must reproduce its root.
     ///
-    /// Only one process may sequence a log at a time; the caller sees to that (for a local directory,
-    /// [`Log::open_local`] does).
+    /// Only this process may append to the log; the caller sees to that (for a local directory,
+    /// [`Log::open_local`] does). Several processes share a log through [`Log::open_coordinated`].
     pub async fn open(
         store: Arc<dyn ObjectStore>,
         prefix: Path,
@@ -75,18 +86,6 @@ impl Log {
         options: LogOptions,
     ) -> Result<Self, LogError> {
         Self::open_guarded(store, prefix, signer, options, None).await
-    }
-
-    /// [`Log::open`], holding `guard` (whatever keeps another process from sequencing this log: a lock, a lease)
-    /// for as long as the log or its sequencer lives.
-    pub async fn open_held(
-        store: Arc<dyn ObjectStore>,
-        prefix: Path,
-        signer: LogSigner,
-        options: LogOptions,
-        guard: Arc<dyn std::any::Any + Send + Sync>,
-    ) -> Result<Self, LogError> {
-        Self::open_guarded(store, prefix, signer, options, Some(guard)).await
     }
 
     pub(crate) async fn open_guarded(
@@ -113,7 +112,59 @@ impl Log {
             _guard: guard.clone(),
         };
         tokio::spawn(sequencer.run(receiver));
-        Ok(Self { storage, requests, published: published_rx, failing, published_at, _guard: guard })
+        Ok(Self {
+            storage,
+            appending: Appending::Alone(requests),
+            published: published_rx,
+            failing,
+            published_at,
+            _guard: guard,
+        })
+    }
+
+    /// Opens the log below `prefix` in `store` as one of the processes that append to it through `coordination`
+    /// (see [`crate::coordinated`]): sequencing is the database's, and this process integrates in turn with the
+    /// others. A log in the store that predates its coordination is adopted; a store behind what the database
+    /// says was published is refused. `guard` (a lock, say) is held for as long as the log or its integrator lives.
+    pub async fn open_coordinated(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        signer: LogSigner,
+        options: LogOptions,
+        coordination: Arc<dyn Coordination>,
+        guard: Option<SequencerGuard>,
+    ) -> Result<Self, LogError> {
+        let storage = LogStore::new(store, prefix);
+        let empty = signer.sign(&Checkpoint::new(signer.name(), 0, crate::merkle::empty_root()))?;
+        let (publish, published_rx) = watch::channel(empty);
+        let published_at = Arc::new(std::sync::Mutex::new(std::time::SystemTime::now()));
+        let shared = Arc::new(Shared {
+            coordination,
+            nudge: tokio::sync::Notify::new(),
+            failures: watch::channel((0, None)).0,
+            failing: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicU64::new(0),
+        });
+        let mut integrator = Integrator {
+            storage: storage.clone(),
+            signer,
+            state: None,
+            max_batch: options.max_batch.max(1),
+            shared: shared.clone(),
+            published_at: published_at.clone(),
+            _guard: guard.clone(),
+            publish,
+        };
+        integrator.open().await?;
+        tokio::spawn(integrator.run());
+        Ok(Self {
+            storage,
+            appending: Appending::Coordinated(shared),
+            published: published_rx,
+            failing: Arc::default(),
+            published_at,
+            _guard: guard,
+        })
     }
 
     /// Appends one entry and returns its index once a durable, signed checkpoint covers it.
@@ -122,21 +173,64 @@ impl Log {
         if entry.len() > usize::from(u16::MAX) {
             return Err(LogError::EntryTooLarge { len: entry.len() });
         }
-        let (reply, response) = oneshot::channel();
-        self.requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
-        response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
+        match &self.appending {
+            Appending::Alone(requests) => {
+                let (reply, response) = oneshot::channel();
+                requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
+                response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
+            }
+            Appending::Coordinated(shared) => {
+                let index = shared.coordination.sequence(entry).await.map_err(LogError::Coordination)?;
+                self.integrated(index).await?;
+                Ok(index)
+            }
+        }
     }
 
-    /// Whether the log takes appends now: its sequencer runs, and its latest batch did not fail (or it has
-    /// recovered since). What a health check asks.
+    /// Waits until a published checkpoint covers entry `index`, which the log's coordination sequenced (for a log
+    /// this process appends to alone, [`Log::append`] has already waited). Gives up with the error if an
+    /// integration fails meanwhile: the entry stays sequenced, and is integrated once the store and the database
+    /// answer again.
+    pub async fn integrated(&self, index: u64) -> Result<SignedCheckpoint, LogError> {
+        let Appending::Coordinated(shared) = &self.appending else {
+            return self.wait_for_size(index + 1).await;
+        };
+        let mut failures = shared.failures.subscribe();
+        failures.mark_unchanged();
+        shared.nudge.notify_one();
+        let mut published = self.published.clone();
+        tokio::select! {
+            reached = published.wait_for(|signed| signed.checkpoint.size > index) => {
+                reached.map(|signed| signed.clone()).map_err(|_| LogError::Closed)
+            }
+            changed = failures.changed() => {
+                changed.map_err(|_| LogError::Closed)?;
+                let failure = failures.borrow().1.clone();
+                Err(failure.map_or(LogError::Closed, LogError::Batch))
+            }
+        }
+    }
+
+    /// Whether the log takes appends now: its sequencer (or integrator) runs, and its latest batch did not fail
+    /// (or it has recovered since). What a health check asks.
     pub fn is_appending(&self) -> bool {
-        !self.requests.is_closed() && !self.failing.load(std::sync::atomic::Ordering::Acquire)
+        let ordering = std::sync::atomic::Ordering::Acquire;
+        match &self.appending {
+            Appending::Alone(requests) => !requests.is_closed() && !self.failing.load(ordering),
+            Appending::Coordinated(shared) => self.published.has_changed().is_ok() && !shared.failing.load(ordering),
+        }
     }
 
-    /// Appends waiting for the sequencer: sent, but not yet in a batch being integrated (the batch being written is
-    /// not counted). What monitoring calls the integration lag.
+    /// Appends waiting for integration: sent to this process's sequencer but not yet in a batch being integrated,
+    /// or, for a coordinated log, sequenced by any process but not yet integrated (as last seen). What monitoring
+    /// calls the integration lag.
     pub fn appends_waiting(&self) -> usize {
-        self.requests.max_capacity() - self.requests.capacity()
+        match &self.appending {
+            Appending::Alone(requests) => requests.max_capacity() - requests.capacity(),
+            Appending::Coordinated(shared) => {
+                shared.waiting.load(std::sync::atomic::Ordering::Relaxed).try_into().unwrap_or(usize::MAX)
+            }
+        }
     }
 
     /// When this process last published a checkpoint, or, until it has, when it opened the log.
@@ -182,7 +276,7 @@ impl Log {
 
 /// The right edge of the tree: everything needed to append without reading storage.
 #[derive(Debug, Clone, Default)]
-struct TreeState {
+pub(crate) struct TreeState {
     range: CompactRange,
     /// The filled slots of the last, partial tile at each tile level.
     hash_tiles: Vec<Vec<Hash>>,
@@ -198,12 +292,20 @@ impl TreeState {
             return Ok((Self::default(), signed));
         };
         let signed = SignedCheckpoint::open(&note, &[signer.verifier()])?;
-        let state = Self::load(storage, &signed.checkpoint).await?;
+        let state = Self::open_at(storage, &signed.checkpoint).await?;
         Ok((state, signed))
     }
 
+    pub(crate) fn size(&self) -> u64 {
+        self.range.size()
+    }
+
+    pub(crate) fn root(&self) -> Hash {
+        self.range.root()
+    }
+
     /// Rebuilds the right edge of the tree that `checkpoint` describes, and checks it against the root.
-    async fn load(storage: &LogStore, checkpoint: &Checkpoint) -> Result<Self, LogError> {
+    pub(crate) async fn open_at(storage: &LogStore, checkpoint: &Checkpoint) -> Result<Self, LogError> {
         let size = checkpoint.size;
         let edge_nodes: Vec<NodeId> = perfect_nodes(0..size);
         let edge = storage.node_hashes(&edge_nodes, size).await?;
@@ -238,7 +340,7 @@ impl TreeState {
     }
 
     /// Appends `batch` to a copy of this state, returning the new state and the objects to write. Pure.
-    fn apply(&self, batch: &[Bytes]) -> (Self, Vec<(String, Bytes)>) {
+    pub(crate) fn apply(&self, batch: &[Bytes]) -> (Self, Vec<(String, Bytes)>) {
         let old_size = self.range.size();
         let Self { mut range, mut hash_tiles, mut entries } = self.clone();
         let mut writes = Vec::new();
@@ -320,7 +422,7 @@ impl Sequencer {
                     for (offset, request) in batch.drain(..).enumerate() {
                         let _ = request.reply.send(Ok(first_index + offset as u64));
                     }
-                    self.collect_superseded_partials(full_tiles);
+                    collect_superseded_partials(&self.storage, full_tiles);
                 }
                 Err(err) => {
                     self.failing.store(true, std::sync::atomic::Ordering::Release);
@@ -390,20 +492,21 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Partial tiles are only for clients whose checkpoint predates the full tile; drop them in the background.
-    fn collect_superseded_partials(&self, full_tiles: Vec<String>) {
-        if full_tiles.is_empty() {
-            return;
-        }
-        let storage = self.storage.clone();
-        tokio::spawn(async move {
-            for path in full_tiles {
-                if let Err(err) = storage.delete_below(&format!("{path}.p")).await {
-                    tracing::warn!(error = %err, "could not remove superseded partial tiles");
-                }
-            }
-        });
+}
+
+/// Partial tiles are only for clients whose checkpoint predates the full tile; drop them in the background.
+pub(crate) fn collect_superseded_partials(storage: &LogStore, full_tiles: Vec<String>) {
+    if full_tiles.is_empty() {
+        return;
     }
+    let storage = storage.clone();
+    tokio::spawn(async move {
+        for path in full_tiles {
+            if let Err(err) = storage.delete_below(&format!("{path}.p")).await {
+                tracing::warn!(error = %err, "could not remove superseded partial tiles");
+            }
+        }
+    });
 }
 
 #[cfg(test)]

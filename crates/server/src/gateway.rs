@@ -142,10 +142,11 @@ impl From<custodia_ledger::LogError> for GatewayError {
     }
 }
 
-/// Whether the log failed because its store did, in a way that may pass.
+/// Whether the log failed because its store or its coordinating database did, in a way that may pass.
 fn log_error_is_transient(err: &custodia_ledger::LogError) -> bool {
     match err {
         custodia_ledger::LogError::Storage { source, .. } => custodia_store::is_transient(source),
+        custodia_ledger::LogError::Coordination(err) => err.transient,
         custodia_ledger::LogError::Batch(inner) => log_error_is_transient(inner),
         _ => false,
     }
@@ -229,13 +230,11 @@ pub struct Gateway {
     /// FFmpeg runs in a child process under limits, never in this one ([`crate::probe`]); without a prober,
     /// artefacts are kept unprobed.
     prober: Option<crate::probe::Prober>,
-    artefact_turns: Turns,
+    /// In-process locks by key (an account's quota, a case's membership, an artefact's policy).
+    turns: Turns,
     pub(crate) refusals: crate::refusals::Refusals,
     /// Per-account quotas and rates: stored bytes, uploads, refusal records.
     pub quotas: Arc<crate::budget::Quotas>,
-    /// Records in the ledger whose index write failed, by the artefact they concern (`None`: the case's own
-    /// records). Each is written before anything else is appended about its artefact, so a chain never skips one.
-    unindexed: Arc<std::sync::Mutex<std::collections::HashMap<Option<ArtefactId>, Vec<Unindexed>>>>,
     /// The collector of cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles
     /// carry ([`crate::cosigning`]).
     cosigning: Option<Arc<crate::cosigning::Cosigning>>,
@@ -256,16 +255,6 @@ fn too_many_steps(wait: std::time::Duration) -> GatewayError {
 struct Received<'a> {
     stored: custodia_store::StoredArtefact,
     copy: Option<&'a std::path::Path>,
-}
-
-/// A record that reached the ledger but not yet the custody index.
-#[derive(Debug, Clone)]
-struct Unindexed {
-    index: u64,
-    record: CustodyRecord,
-    /// The case the record is about (the record itself names it only by its opaque reference).
-    case: String,
-    entry: Vec<u8>,
 }
 
 /// A custody record ready for the ledger, with the openings of its commitments for the catalog.
@@ -350,10 +339,9 @@ impl Gateway {
             verifier: signer.verifier(),
             clock,
             max_upload_bytes,
-            artefact_turns: Turns::default(),
+            turns: Turns::default(),
             refusals: crate::refusals::Refusals::default(),
             quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
-            unindexed: Arc::default(),
             cosigning: None,
             metrics: Arc::default(),
         }
@@ -386,96 +374,42 @@ impl Gateway {
         &self.verifier
     }
 
-    /// Appends a custody record to the ledger (durably), then indexes it. A record about an artefact is chained
-    /// to the artefact's previous record (`prior`); appends about one artefact take turns so the chain never
-    /// forks. The ledger is the truth: a record whose index write failed is indexed before anything else is
-    /// appended about its artefact, and until that succeeds such appends fail, so `prior`, read from the index,
-    /// never skips a record that reached the ledger. After a crash, [`Gateway::reindex`] fills every gap.
-    ///
-    /// The openings of the record's commitments are kept in the catalog, under the entry's SHA-256, before the
-    /// entry is appended: no commitment is ever published without its opening kept.
+    /// Puts a custody record on the record: sequences it ([`Gateway::sequence`]) and waits until a published
+    /// checkpoint of the log covers it. Returns its ledger index.
+    pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
+        let index = self.sequence(sealed).await?;
+        self.log.integrated(index).await?;
+        Ok(index)
+    }
+
+    /// Sequences a custody record: one database transaction gives it the log's next index, chains it to its
+    /// artefact's previous record (`prior`, read in that transaction, so records about one artefact chain whichever
+    /// gateway appends them), stores it in the custody index, and keeps the openings of its commitments. From then
+    /// on it is durable: whichever gateway integrates next puts it in the log ([`custodia_ledger::coordinated`]).
     ///
     /// Refusal counts whose window has closed are recorded first ([`crate::refusals`]): any activity flushes them.
-    ///
-    /// The append and its index run to the end in a task of their own, even if the caller is gone meanwhile (a
-    /// client that disconnects, a connection taken back): a record appended but never indexed, because its
-    /// request was dropped between the two, would be skipped by the next record's `prior`, and the artefact's
-    /// chain would break for good.
-    pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
-        let (gateway, sealed) = (self.clone(), sealed.clone());
-        let recording = tokio::spawn(async move {
-            gateway.flush_refusals().await?;
-            gateway.record_now(&sealed).await
-        });
-        recording.await.map_err(|err| GatewayError::internal("recording a custody record", err))?
+    pub async fn sequence(&self, sealed: &Sealed) -> Result<u64> {
+        self.flush_refusals().await?;
+        self.sequence_now(sealed).await
     }
 
-    async fn record_now(&self, sealed: &Sealed) -> Result<u64> {
-        let Some(artefact) = sealed.record.event.artefact() else {
-            // Case-level records are not chained: a late index of an earlier one changes no `prior`.
-            if let Err(err) = self.index_unindexed(None).await {
-                tracing::warn!(error = %err, "case-level custody records still wait for their index");
-            }
-            return self.append_and_index(&sealed.record, &sealed.openings).await;
-        };
-        let turn = self.artefact_turns.turn(artefact.as_str());
-        let _turn = turn.lock().await;
-        self.index_unindexed(Some(artefact)).await?;
-        let prior = self.catalog.last_custody_index(artefact.as_str()).await?.map(|index| index as u64);
-        self.append_and_index(&CustodyRecord { prior, ..sealed.record.clone() }, &sealed.openings).await
-    }
-
-    /// Makes the custody index hold every record about `artefact` that reached the ledger, or fails.
-    async fn settle(&self, artefact: &ArtefactId) -> Result<()> {
-        let turn = self.artefact_turns.turn(artefact.as_str());
-        let _turn = turn.lock().await;
-        self.index_unindexed(Some(artefact)).await
-    }
-
-    /// Indexes the records about `artefact` (or the case-level ones) that reached the ledger while the catalog
-    /// failed, in ledger order. Called under the artefact's turn.
-    async fn index_unindexed(&self, artefact: Option<&ArtefactId>) -> Result<()> {
-        let key = artefact.cloned();
-        let pending = self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
-        let mut pending = pending.unwrap_or_default().into_iter();
-        while let Some(unindexed) = pending.next() {
-            if let Err(err) =
-                self.index_entry(unindexed.index, &unindexed.record, &unindexed.case, &unindexed.entry).await
-            {
-                let mut left = vec![unindexed];
-                left.extend(pending);
-                self.unindexed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, left);
-                return Err(GatewayError::internal(
-                    "an earlier custody record about this is in the ledger but not yet indexed",
-                    err,
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Called under the turn of the record's artefact.
-    async fn append_and_index(&self, record: &CustodyRecord, openings: &Openings) -> Result<u64> {
-        let entry = record.to_entry().map_err(|err| GatewayError::internal("append and index", err))?;
-        record.check_openings(openings).map_err(|err| GatewayError::internal("append and index", err))?;
+    async fn sequence_now(&self, sealed: &Sealed) -> Result<u64> {
+        let Sealed { record, openings } = sealed;
+        record.check_openings(openings).map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
-        let openings_text =
+        let openings =
             String::from_utf8(openings.to_canonical()).map_err(|err| GatewayError::internal("openings", err))?;
-        self.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings_text).await?;
-        let index = self.log.append(entry.clone()).await?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
-        if let Err(err) = self.catalog.index_custody(index as i64, case, artefact, &entry).await {
-            tracing::error!(index, error = %err, "a custody record is in the ledger but could not be indexed");
-            let unindexed = Unindexed { index, record: record.clone(), case: case.to_owned(), entry };
-            self.unindexed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .entry(record.event.artefact().cloned())
-                .or_default()
-                .push(unindexed);
-            return Err(err.into());
-        }
-        Ok(index)
+        let sequenced = self
+            .catalog
+            .sequence_custody(case, artefact, &openings, |prior| {
+                let entry = CustodyRecord { prior, ..record.clone() }.to_entry()?;
+                let sha256 = Sha256::of(&entry).to_hex();
+                Ok::<_, custodia_core::RecordError>((entry, sha256))
+            })
+            .await?
+            .map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
+        Ok(sequenced.index)
     }
 
     /// Indexes one ledger record, first restoring the catalog row of an artefact whose registration it is, if the
@@ -553,10 +487,11 @@ impl Gateway {
         Openings::from_canonical(text.as_bytes()).map_err(|err| GatewayError::internal("stored openings", err))
     }
 
-    /// Brings the catalog up to date with the ledger after a crash between the two writes, or a failed index
-    /// write: indexes every ledger record not yet indexed, gaps below the highest indexed record included, and
-    /// restores the catalog row of any artefact whose registration reached the ledger but not the catalog, from its
-    /// write-once signed manifest. Returns how many records it indexed.
+    /// Brings the catalog up to date with the ledger: indexes every ledger record the custody index lacks (a log
+    /// adopted from a catalog that predates its coordination, whose index was written after the append), and
+    /// restores the catalog row of any artefact whose registration is on the record but that the case does not
+    /// list (a gateway stopped between the two), from its write-once signed manifest. Returns how many records it
+    /// indexed or restored.
     pub async fn reindex(&self) -> Result<u64> {
         let size = self.log.checkpoint().checkpoint.size;
         let from = self.catalog.custody_indexed_up_to().await? as u64;
@@ -586,6 +521,15 @@ impl Gateway {
             })?;
             self.index_entry(index, &record, case.as_str(), &entry).await?;
             caught_up += 1;
+        }
+        // Registrations sequenced by a gateway that stopped before the case listed their artefact.
+        for (index, entry) in self.catalog.records_about_unlisted_artefacts().await? {
+            let record = CustodyRecord::from_entry(&entry)
+                .map_err(|err| GatewayError::internal(format!("ledger entry {index}"), err))?;
+            if matches!(record.event, CustodyEvent::ArtefactRegistered { .. }) {
+                self.restore_artefact_row(&record, index as u64).await?;
+                caught_up += 1;
+            }
         }
         Ok(caught_up)
     }
@@ -823,7 +767,9 @@ impl Gateway {
             }
         };
         sealed.record.repeated = repeated;
-        self.record_now(&sealed).await
+        let index = self.sequence_now(&sealed).await?;
+        self.log.integrated(index).await?;
+        Ok(index)
     }
 
     /// A `step_refused` hearing record whose detail document has the SHA-256 `detail_sha256` (committed).
@@ -1061,7 +1007,7 @@ impl Gateway {
     /// each find room that only one of them has. (In this process; gateways sharing a catalog would need the
     /// catalog to take the turns.)
     pub async fn quota_turn(&self, account: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        self.artefact_turns.turn(&format!("quota of {account}")).lock_owned().await
+        self.turns.turn(&format!("quota of {account}")).lock_owned().await
     }
 
     /// The bytes left of `account`'s quota: the quota less its artefacts, the lengths its open resumable uploads
@@ -1214,12 +1160,15 @@ impl Gateway {
             manifest_signature: signed.signature(),
         };
         let sealed = self.custody_record(caller, case, request.purpose.as_str(), |_| event).await?;
-        let ledger_index = self.record(&sealed).await?;
+        // Sequenced, the registration is durable; the case lists the artefact from then on, and the upload is
+        // answered once the log's checkpoint covers the record.
+        let ledger_index = self.sequence(&sealed).await?;
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
-        self.catalog
+        let listed = self
+            .catalog
             .insert_artefact_of(
                 &ArtefactRow {
                     id: artefact.to_string(),
@@ -1236,7 +1185,19 @@ impl Gateway {
                 },
                 hearing.map(custodia_core::HearingId::as_str),
             )
-            .await?;
+            .await;
+        match listed {
+            Ok(()) => {}
+            // Another gateway starting up restored the row from the record meanwhile ([`Gateway::reindex`]).
+            Err(custodia_catalog::CatalogError::Conflict { .. })
+                if self
+                    .catalog
+                    .artefact(artefact.as_str())
+                    .await?
+                    .is_some_and(|row| row.ledger_index == ledger_index as i64) => {}
+            Err(err) => return Err(err.into()),
+        }
+        self.log.integrated(ledger_index).await?;
         if let Some(policy) = &request.policy {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
@@ -1394,7 +1355,6 @@ impl Gateway {
     /// Every custody record about an artefact, each with its offline proof.
     pub async fn timeline(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
         self.authorize_artefact(caller, id, Action::ViewTimeline).await?;
-        self.settle(id).await?;
         let mut entries = Vec::new();
         for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
             let proof = self.proof(index as u64).await?;
@@ -1411,7 +1371,7 @@ impl Gateway {
 
     /// The offline proof of a ledger entry, once a checkpoint covers it.
     pub async fn proof(&self, index: u64) -> Result<TlogProof> {
-        self.log.wait_for_size(index + 1).await?;
+        self.log.integrated(index).await?;
         Ok(self.log.tlog_proof(index).await?)
     }
 
@@ -1536,7 +1496,7 @@ impl Gateway {
             .await?;
         let index = self.record(&sealed).await?;
         let entry = sealed.record.to_entry().map_err(|err| GatewayError::internal("record case export", err))?;
-        let checkpoint = self.log.wait_for_size(index + 1).await?;
+        let checkpoint = self.log.integrated(index).await?;
         let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, index + 1).await?;
         let path = self.log.storage().inclusion_proof(index, size).await?;
         let proof = TlogProof { extra: None, index, path, checkpoint_note: note.clone() };
@@ -1661,19 +1621,19 @@ impl Gateway {
 
     /// The turn of `key` (a transfer's steps, say): one holder at a time in this process.
     pub(crate) fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.artefact_turns.turn(key)
+        self.turns.turn(key)
     }
 
     /// The turn taken by every change of a case's membership, and by each export record with its check of the
     /// exporter's membership.
     fn membership_turn(&self, case: &CaseId) -> Arc<tokio::sync::Mutex<()>> {
-        self.artefact_turns.turn(&format!("membership in {case}"))
+        self.turns.turn(&format!("membership in {case}"))
     }
 
     /// A checkpoint that covers the ledger's first `covering` entries, as bundles prove their records against it
     /// ([`Self::witnessed_checkpoint`]).
     async fn covering_checkpoint(&self, covering: u64) -> Result<ProvedAgainst> {
-        let checkpoint = self.log.wait_for_size(covering).await?;
+        let checkpoint = self.log.integrated(covering.saturating_sub(1)).await?;
         let (note, size, witnessing) = self.witnessed_checkpoint(checkpoint, covering).await?;
         Ok(ProvedAgainst { note, size, witnessing })
     }
@@ -1777,7 +1737,7 @@ impl Gateway {
         let sealed = self.seal(case, actor, self.now(), purpose, event).await?;
         let index = self.record(&sealed).await?;
         // The entry as appended: recording chains it to the artefact's record before it.
-        let checkpoint = self.log.wait_for_size(index + 1).await?;
+        let checkpoint = self.log.integrated(index).await?;
         let entry = self.log.storage().entry(index, checkpoint.checkpoint.size).await?;
         Ok((index, entry.to_vec(), sealed.openings))
     }
@@ -1920,7 +1880,7 @@ impl Gateway {
     /// The turn taken by every check-then-append about an artefact's use policy and the requests to widen it: the
     /// check is made again under it, so only one of several concurrent decisions reaches the ledger.
     fn policy_turn(&self, artefact: &ArtefactId) -> Arc<tokio::sync::Mutex<()>> {
-        self.artefact_turns.turn(&format!("policy of {artefact}"))
+        self.turns.turn(&format!("policy of {artefact}"))
     }
 
     pub async fn request_widening(

@@ -40,17 +40,26 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     // The log's sequencer takes one copy of the key; the gateway signs manifests with another.
     let gateway_signer = custodia_ledger::LogSigner::from_skey(signer.expose_secret())?;
     let catalog = Catalog::connect(&config.database_url()).await.context("opening the catalog database")?;
+    // One gateway per data directory; every gateway on the catalog's database appends to the one custody log
+    // (`custodia_ledger::coordinated`).
+    let guard = hold_the_data_dir(&gateway_config.data_dir)?;
+    let coordination = catalog.log_coordination();
     let (artefacts, manifests, log) = match object_store_for(config)? {
         None => {
             let artefacts = ArtefactStore::local(&gateway_config.objects_dir())?;
             let manifests: Arc<dyn ObjectStore> =
                 Arc::new(LocalFileSystem::new_with_prefix(gateway_config.objects_dir())?.with_fsync(true));
-            let log = Log::open_local(&gateway_config.log_dir(), signer, LogOptions::default()).await?;
+            let log = Log::open_local_coordinated(
+                &gateway_config.log_dir(),
+                signer,
+                LogOptions::default(),
+                coordination,
+                guard,
+            )
+            .await?;
             (artefacts, manifests, log)
         }
         Some(store) => {
-            // One sequencer per log: at scale it is elected through PostgreSQL (the scale-out work); until then a
-            // bucket is sequenced by a single gateway.
             let create_only = custodia_store::probe_create_only(store.as_ref(), &StorePath::from("probes/create-only"))
                 .await
                 .context("probing whether the object store enforces create-only writes")?;
@@ -66,8 +75,9 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
             let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"), create_only);
             let manifests: Arc<dyn ObjectStore> =
                 Arc::new(object_store::prefix::PrefixStore::new(store.clone(), "artefacts"));
-            let guard = hold_the_sequencer(&gateway_config.data_dir, &catalog).await?;
-            let log = Log::open_held(store, StorePath::from("log"), signer, LogOptions::default(), guard).await?;
+            let log =
+                Log::open_coordinated(store, StorePath::from("log"), signer, LogOptions::default(), coordination, guard)
+                    .await?;
             (artefacts, manifests, log)
         }
     };
@@ -76,7 +86,6 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed uploads a crash had interrupted");
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
-    refuse_log_behind_catalog(&log, &catalog).await?;
     let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?
         .with_scratch(gateway_config.data_dir.join("probing"))
@@ -160,73 +169,23 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     })
 }
 
-/// Refuses to start when the catalog indexes custody records at ledger indices the log does not hold: the log was
-/// cut back (e.g. its directory restored from an older backup) and serving would show a history that is gone.
-async fn refuse_log_behind_catalog(log: &Log, catalog: &Catalog) -> anyhow::Result<()> {
-    let size = log.checkpoint().checkpoint.size;
-    let beyond = catalog.custody_indexed_between(i64::try_from(size).unwrap_or(i64::MAX), i64::MAX).await?;
-    if let Some(last) = beyond.last() {
-        anyhow::bail!(
-            "the custody log holds {size} entries, but the catalog indexes custody records up to ledger index {last}: \
-             the log was cut back or restored from an older backup; restore the log (or the catalog) so that they \
-             agree before starting"
-        );
-    }
-    Ok(())
+/// One gateway per data directory: an exclusive lock on `.gateway.lock` in it, held for as long as the custody log
+/// is open, so that a second process started on the same directory (its uploads, recordings, keys) refuses to start.
+fn hold_the_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Option<custodia_ledger::SequencerGuard>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("making the data directory {}", data_dir.display()))?;
+    let path = data_dir.join(".gateway.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    lock.try_lock().map_err(|_| {
+        anyhow::anyhow!("another gateway is running on the data directory {}", absolute(data_dir).display())
+    })?;
+    Ok(Some(Arc::new(lock)))
 }
 
-/// One sequencer per log. A log in a shared bucket is sequenced by the gateway that holds (1) an exclusive lock on
-/// its data directory, so that a second process on the same machine and directory cannot start, and (2) on
-/// PostgreSQL, the database's sequencer lease ([`custodia_catalog::SequencerLease`]), so that a second gateway on
-/// the same database cannot either: it refuses to start, naming why. The lease is renewed every few seconds; a
-/// gateway that finds it taken by another (after the database restarted) exits rather than fork the log. With
-/// SQLite, which one gateway alone uses, keeping one gateway per bucket across machines is the operator's.
-async fn hold_the_sequencer(
-    data_dir: &std::path::Path,
-    catalog: &Catalog,
-) -> anyhow::Result<Arc<dyn std::any::Any + Send + Sync>> {
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join(".sequencer.lock");
-    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
-    if lock.try_lock().is_err() {
-        anyhow::bail!(
-            "another gateway is running on this data directory ({}): one sequences the custody log at a time",
-            absolute(data_dir).display()
-        );
-    }
-    let lease = match catalog.take_sequencer_lease().await {
-        Ok(lease) => lease.map(Arc::new),
-        Err(custodia_catalog::LeaseError::HeldElsewhere) => anyhow::bail!(
-            "another gateway on this database sequences the custody log in the bucket: one gateway sequences it at \
-             a time (several gateways sharing a log need the log sequenced through PostgreSQL, not yet built)"
-        ),
-        Err(err) => return Err(anyhow::Error::new(err).context("taking the custody log's sequencer lease")),
-    };
-    if let Some(lease) = &lease {
-        tracing::info!("holding the custody log's sequencer lease");
-        let lease = lease.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SEQUENCER_LEASE_RENEWAL).await;
-                match lease.renew().await {
-                    Ok(()) => {}
-                    Err(custodia_catalog::LeaseError::HeldElsewhere) => {
-                        tracing::error!("another gateway took the custody log's sequencer lease; stopping");
-                        std::process::exit(1);
-                    }
-                    // The database is down: nobody can take the lease meanwhile; try again.
-                    Err(err) => tracing::warn!(error = %err, "the sequencer lease could not be renewed yet"),
-                }
-            }
-        });
-    }
-    Ok(Arc::new((lock, lease)))
-}
-
-/// How often the sequencer lease is checked.
-const SEQUENCER_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// The S3-compatible store, when one is configured.
 fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn ObjectStore>>> {
     let s3 = &config.s3;
     let Some(bucket) = &s3.bucket else { return Ok(None) };

@@ -335,8 +335,9 @@ fn a_metrics_listener_that_cannot_bind_stops_the_start_and_says_why() {
     assert!(said.contains("CUSTODIA_METRICS_LISTEN") && said.contains(&address), "{said}");
 }
 
+/// deploy/k8s and deploy/compose.yaml (with deploy/compose/), checked without a cluster or a container engine.
 #[test]
-fn the_kubernetes_manifests_parse_and_agree_with_the_gateway() {
+fn the_deployment_files_parse_and_agree_with_the_gateway() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/check-deploy.py");
     let output = std::process::Command::new("python3")
         .arg(&script)
@@ -344,7 +345,7 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_gateway() {
         .expect("python3 is missing; run scripts/setup-system.sh test");
     assert!(
         output.status.success(),
-        "deploy/k8s (python3-yaml from scripts/setup-system.sh test):\n{}{}",
+        "deploy/k8s or deploy/compose.yaml (python3-yaml from scripts/setup-system.sh test):\n{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );

@@ -65,65 +65,11 @@ pub type Result<T> = std::result::Result<T, CatalogError>;
 #[derive(Clone)]
 pub struct Catalog {
     pool: AnyPool,
-    /// The PostgreSQL database's URL (`None` for SQLite): a sequencer lease takes a connection of its own.
+    /// The PostgreSQL database's URL (`None` for SQLite).
     postgres_url: Option<Arc<str>>,
     /// The custody log's integration lock on SQLite, whose one gateway holds it in-process
     /// ([`Catalog::log_coordination`]).
     integration: Arc<tokio::sync::Mutex<()>>,
-}
-
-/// The PostgreSQL advisory lock key the custody log's sequencer holds: "seqlog" in ASCII.
-const SEQUENCER_LOCK: i64 = 0x7365_716c_6f67;
-
-/// The right to sequence the custody log kept in a shared store, held as a PostgreSQL session advisory lock on a
-/// connection of its own: while one gateway holds it, another on the same database cannot take it
-/// ([`Catalog::take_sequencer_lease`]).
-pub struct SequencerLease {
-    connection: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
-    url: Arc<str>,
-}
-
-impl fmt::Debug for SequencerLease {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may carry a password.
-        f.debug_struct("SequencerLease").finish_non_exhaustive()
-    }
-}
-
-/// Why a sequencer lease could not be held.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseError {
-    #[error("another process holds the right to sequence this log (a gateway on the same database)")]
-    HeldElsewhere,
-    #[error("the database could not be asked: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl SequencerLease {
-    async fn lock(url: &str) -> std::result::Result<sqlx::AnyConnection, LeaseError> {
-        use sqlx::Connection as _;
-        let mut connection = sqlx::AnyConnection::connect(url).await?;
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SEQUENCER_LOCK)
-            .fetch_one(&mut connection)
-            .await?;
-        if held { Ok(connection) } else { Err(LeaseError::HeldElsewhere) }
-    }
-
-    /// Checks that the lease is still held: its connection answers, or (the database restarted, and every session
-    /// lock with it) it is taken again on a new one. [`LeaseError::HeldElsewhere`] if another process took it
-    /// meanwhile: this one must stop sequencing.
-    pub async fn renew(&self) -> std::result::Result<(), LeaseError> {
-        let mut connection = self.connection.lock().await;
-        if let Some(held) = connection.as_mut() {
-            match sqlx::query("SELECT 1").execute(&mut *held).await {
-                Ok(_) => return Ok(()),
-                Err(_) => *connection = None,
-            }
-        }
-        *connection = Some(Self::lock(&self.url).await?);
-        Ok(())
-    }
 }
 
 impl fmt::Debug for Catalog {
@@ -392,15 +338,6 @@ impl Catalog {
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
-    }
-
-    /// Takes the right to sequence the custody log, for a log in a store that several gateways could share: a
-    /// PostgreSQL session advisory lock on a connection of its own, refused while another process holds it.
-    /// `None` on SQLite, which one gateway alone uses.
-    pub async fn take_sequencer_lease(&self) -> std::result::Result<Option<SequencerLease>, LeaseError> {
-        let Some(url) = &self.postgres_url else { return Ok(None) };
-        let connection = SequencerLease::lock(url).await?;
-        Ok(Some(SequencerLease { connection: tokio::sync::Mutex::new(Some(connection)), url: url.clone() }))
     }
 
     // Accounts, sessions and tokens.

@@ -222,17 +222,18 @@ CREATE TABLE IF NOT EXISTS transfer_evidences (
     // the transaction that stores it in custody_index; and the integration row, locked while one gateway
     // integrates, holding the size and checkpoint last published. A catalog that predates this adopts its log.
     r#"
-CREATE TABLE log_sequence (
+CREATE TABLE IF NOT EXISTS log_sequence (
     id BIGINT PRIMARY KEY,
     next BIGINT NOT NULL
 );
-INSERT INTO log_sequence (id, next) SELECT 1, COALESCE(MAX(ledger_index) + 1, 0) FROM custody_index;
-CREATE TABLE log_integration (
+INSERT INTO log_sequence (id, next) SELECT 1, COALESCE(MAX(ledger_index) + 1, 0) FROM custody_index WHERE true
+    ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS log_integration (
     id BIGINT PRIMARY KEY,
     size BIGINT NOT NULL,
     checkpoint {BLOB}
 );
-INSERT INTO log_integration (id, size, checkpoint) VALUES (1, 0, NULL)
+INSERT INTO log_integration (id, size, checkpoint) VALUES (1, 0, NULL) ON CONFLICT (id) DO NOTHING
 "#,
 ];
 

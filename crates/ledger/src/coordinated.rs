@@ -100,6 +100,8 @@ pub(crate) struct Shared {
 
 /// The process's integrator: catches up with the row, integrates what is sequenced, publishes locally.
 pub(crate) struct Integrator {
+    /// Closed once every handle of the log is gone: the integrator stops.
+    pub(crate) handles: tokio::sync::mpsc::Receiver<std::convert::Infallible>,
     pub(crate) storage: LogStore,
     pub(crate) signer: LogSigner,
     /// The tree as this process last integrated or followed it; `None` until it needs one.
@@ -132,19 +134,20 @@ impl Integrator {
         let shared = self.shared.clone();
         let mut wait = RETRY_WAIT_MIN;
         loop {
-            tokio::select! {
-                () = shared.nudge.notified() => {}
-                () = tokio::time::sleep(FOLLOW_INTERVAL) => {
-                    match self.follow().await {
-                        Ok(false) => continue,
-                        Ok(true) => {}
-                        Err(err) => {
-                            self.failed(err);
-                            continue;
-                        }
+            let nudged = tokio::select! {
+                () = shared.nudge.notified() => true,
+                () = tokio::time::sleep(FOLLOW_INTERVAL) => false,
+                None = self.handles.recv() => return,
+            };
+            if !nudged {
+                match self.follow().await {
+                    Ok(false) => continue,
+                    Ok(true) => {}
+                    Err(err) => {
+                        self.failed(err);
+                        continue;
                     }
                 }
-                () = self.publish.closed() => return,
             }
             match self.integrate().await {
                 Ok(()) => {
@@ -155,7 +158,7 @@ impl Integrator {
                     self.failed(err);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = self.publish.closed() => return,
+                        None = self.handles.recv() => return,
                     }
                     wait = (wait * 2).min(RETRY_WAIT_MAX);
                     // Whatever was nudged meanwhile is tried next.

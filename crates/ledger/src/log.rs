@@ -49,8 +49,9 @@ pub type SequencerGuard = Arc<dyn std::any::Any + Send + Sync>;
 enum Appending {
     /// This process sequences the log alone, in one task ([`Log::open`]).
     Alone(mpsc::Sender<AppendRequest>),
-    /// A shared database sequences it for every process appending to it ([`Log::open_coordinated`]).
-    Coordinated(Arc<Shared>),
+    /// A shared database sequences it for every process appending to it ([`Log::open_coordinated`]). The
+    /// integrator stops once every handle, and with them every clone of the sender, is gone.
+    Coordinated { shared: Arc<Shared>, _alive: mpsc::Sender<std::convert::Infallible> },
 }
 
 /// An append-only custody log. Clones are handles to the same log.
@@ -145,7 +146,9 @@ impl Log {
             failing: std::sync::atomic::AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicU64::new(0),
         });
+        let (alive, handles) = mpsc::channel(1);
         let mut integrator = Integrator {
+            handles,
             storage: storage.clone(),
             signer,
             state: None,
@@ -159,7 +162,7 @@ impl Log {
         tokio::spawn(integrator.run());
         Ok(Self {
             storage,
-            appending: Appending::Coordinated(shared),
+            appending: Appending::Coordinated { shared, _alive: alive },
             published: published_rx,
             failing: Arc::default(),
             published_at,
@@ -179,7 +182,7 @@ impl Log {
                 requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
                 response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
             }
-            Appending::Coordinated(shared) => {
+            Appending::Coordinated { shared, .. } => {
                 let index = shared.coordination.sequence(entry).await.map_err(LogError::Coordination)?;
                 self.integrated(index).await?;
                 Ok(index)
@@ -192,7 +195,7 @@ impl Log {
     /// integration fails meanwhile: the entry stays sequenced, and is integrated once the store and the database
     /// answer again.
     pub async fn integrated(&self, index: u64) -> Result<SignedCheckpoint, LogError> {
-        let Appending::Coordinated(shared) = &self.appending else {
+        let Appending::Coordinated { shared, .. } = &self.appending else {
             return self.wait_for_size(index + 1).await;
         };
         let mut failures = shared.failures.subscribe();
@@ -217,7 +220,7 @@ impl Log {
         let ordering = std::sync::atomic::Ordering::Acquire;
         match &self.appending {
             Appending::Alone(requests) => !requests.is_closed() && !self.failing.load(ordering),
-            Appending::Coordinated(shared) => self.published.has_changed().is_ok() && !shared.failing.load(ordering),
+            Appending::Coordinated { shared, .. } => self.published.has_changed().is_ok() && !shared.failing.load(ordering),
         }
     }
 
@@ -227,7 +230,7 @@ impl Log {
     pub fn appends_waiting(&self) -> usize {
         match &self.appending {
             Appending::Alone(requests) => requests.max_capacity() - requests.capacity(),
-            Appending::Coordinated(shared) => {
+            Appending::Coordinated { shared, .. } => {
                 shared.waiting.load(std::sync::atomic::Ordering::Relaxed).try_into().unwrap_or(usize::MAX)
             }
         }

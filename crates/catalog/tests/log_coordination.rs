@@ -1,0 +1,158 @@
+//! One custody log appended to by several processes through the catalog's coordination rows
+//! (`custodia_ledger::coordinated`), on PostgreSQL and on SQLite: each "process" here is a log handle of its own,
+//! with its own database pool and integrator, over one store.
+
+use std::sync::Arc;
+
+use custodia_catalog::Catalog;
+use custodia_ledger::{Log, LogOptions, LogSigner, LogStore, audit_log};
+use custodia_tests::postgres::TempPostgres;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+
+/// One signing key for every process of a test, as gateways sharing a log share its key.
+fn signer() -> LogSigner {
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(|| LogSigner::generate("custodia.test/log").unwrap().expose_secret().to_owned());
+    LogSigner::from_skey(key).unwrap()
+}
+
+async fn open(url: &str, dir: &std::path::Path) -> (Catalog, Log) {
+    let catalog = Catalog::connect(url).await.unwrap();
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap().with_fsync(true));
+        let options = LogOptions { max_batch: 64, ..LogOptions::default() };
+    let log = Log::open_coordinated(store, StorePath::default(), signer(), options, catalog.log_coordination(), None)
+        .await
+        .unwrap();
+    (catalog, log)
+}
+
+fn entry(process: usize, n: usize) -> Vec<u8> {
+    format!("{{\"process\":{process},\"n\":{n}}}").into_bytes()
+}
+
+/// Three processes append 150 entries each at once, custody records chaining per artefact among them: every entry
+/// is acknowledged once, at an index that holds it, the indices are exactly 0..450, every chain links each record
+/// to the one before it about the same artefact, and the log verifies as one tree.
+async fn three_processes_make_one_log(url: &str, dir: &std::path::Path, processes: usize) {
+    let mut handles = Vec::new();
+    for _ in 0..processes {
+        handles.push(open(url, dir).await);
+    }
+    let per_process = 150;
+    let mut tasks = Vec::new();
+    for (process, (catalog, log)) in handles.iter().enumerate() {
+        let (catalog, log) = (catalog.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..per_process {
+                if n % 3 == 0 {
+                    // A plain entry, through the log.
+                    let index = log.append(entry(process, n)).await.unwrap();
+                    acknowledged.push((index, entry(process, n), None));
+                } else {
+                    // A record about one of three artefacts every process writes about, chained in the database.
+                    let artefact = format!("artefact-{}", n % 3);
+                    let sequenced = catalog
+                        .sequence_custody("case", Some(&artefact), "{}", |prior| {
+                            let text = format!("{{\"process\":{process},\"n\":{n},\"prior\":{prior:?}}}");
+                            Ok::<_, std::convert::Infallible>((text.into_bytes(), format!("{process}-{n}")))
+                        })
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    log.integrated(sequenced.index).await.unwrap();
+                    acknowledged.push((sequenced.index, sequenced.entry, Some(artefact)));
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    acknowledged.sort_by_key(|(index, ..)| *index);
+    let total = (processes * per_process) as u64;
+    let indices: Vec<u64> = acknowledged.iter().map(|(index, ..)| *index).collect();
+    assert_eq!(indices, (0..total).collect::<Vec<_>>(), "every acknowledged index once, none skipped");
+
+    let (_, log) = &handles[0];
+    let size = log.wait_for_size(total).await.unwrap().checkpoint.size;
+    assert_eq!(size, total);
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap());
+    let storage = LogStore::new(store, StorePath::default());
+    let verifier = signer().verifier();
+    let report = audit_log(&storage, &[verifier], None, |_, _| Ok(())).await.unwrap();
+    assert_eq!(report.entries, total, "one tree, as its checkpoint says");
+    let mut last_about = std::collections::HashMap::new();
+    for (index, bytes, artefact) in &acknowledged {
+        assert_eq!(&storage.entry(*index, size).await.unwrap()[..], &bytes[..], "entry {index} as acknowledged");
+        if let Some(artefact) = artefact {
+            let prior = last_about.insert(artefact.clone(), *index);
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(text.ends_with(&format!("\"prior\":{prior:?}}}")), "entry {index} chains to {prior:?}: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_on_postgresql_append_to_one_log() {
+    let server = TempPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    three_processes_make_one_log(&server.url, dir.path(), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_catalog_sequences_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display());
+    std::fs::create_dir(dir.path().join("log")).unwrap();
+    three_processes_make_one_log(&url, &dir.path().join("log"), 1).await;
+}
+
+/// A checkpoint that reached the store before its row moved (the integrator died between the two) is adopted by
+/// the next integrator, which checks it against what is sequenced; a store behind the row is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_ahead_of_the_row_is_adopted_and_one_behind_is_refused() {
+    let server = TempPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog, log) = open(&server.url, dir.path()).await;
+    for n in 0..5 {
+        log.append(entry(0, n)).await.unwrap();
+    }
+    let published = std::fs::read(dir.path().join("checkpoint")).unwrap();
+    for n in 5..9 {
+        log.append(entry(0, n)).await.unwrap();
+    }
+    log.close().await;
+    let ahead = std::fs::read(dir.path().join("checkpoint")).unwrap();
+    // The row says what was published at 5 entries, the store holds 9: as if the last batch's row never moved.
+    let pool = sqlx::AnyPool::connect(&server.url).await.unwrap();
+    sqlx::query("UPDATE log_integration SET size = 5, checkpoint = $1 WHERE id = 1")
+        .bind(&published)
+        .execute(&pool)
+        .await
+        .unwrap();
+    drop(catalog);
+    let (_, log) = open(&server.url, dir.path()).await;
+    assert_eq!(log.checkpoint().checkpoint.size, 9, "the store's extra entries are adopted");
+    assert_eq!(log.append(entry(0, 9)).await.unwrap(), 9, "and sequencing carries on after them");
+    log.close().await;
+
+    // The store restored from a copy taken at 9 entries, while the database says 10 were published.
+    std::fs::write(dir.path().join("checkpoint"), &ahead).unwrap();
+    let catalog = Catalog::connect(&server.url).await.unwrap();
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let refused = Log::open_coordinated(
+        store,
+        StorePath::default(),
+        signer(),
+        LogOptions::default(),
+        catalog.log_coordination(),
+        None,
+    )
+    .await
+    .expect_err("a store behind the database is refused");
+    assert!(refused.to_string().contains("restored from an older copy"), "{refused}");
+}

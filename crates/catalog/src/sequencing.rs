@@ -107,7 +107,10 @@ fn coordination_error(what: &'static str) -> impl FnOnce(CatalogError) -> Coordi
     move |err| CoordinationError { what, transient: err.is_transient(), source: Box::new(err) }
 }
 
-async fn read_row(executor: impl sqlx::Executor<'_, Database = sqlx::Any>, lock: bool) -> Result<(i64, Option<Vec<u8>>)> {
+async fn read_row(
+    executor: impl sqlx::Executor<'_, Database = sqlx::Any>,
+    lock: bool,
+) -> Result<(i64, Option<Vec<u8>>)> {
     let query = if lock {
         "SELECT size, checkpoint FROM log_integration WHERE id = 1 FOR UPDATE"
     } else {
@@ -207,7 +210,10 @@ async fn publish_row(tx: &mut sqlx::Transaction<'static, sqlx::Any>, size: u64, 
         .bind(checkpoint)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE log_sequence SET next = $1 WHERE id = 1 AND next < $1").bind(size as i64).execute(&mut **tx).await?;
+    sqlx::query("UPDATE log_sequence SET next = $1 WHERE id = 1 AND next < $1")
+        .bind(size as i64)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -250,7 +256,11 @@ impl IntegrationLock for InProcessLock {
         &self.row
     }
 
-    fn publish(self: Box<Self>, size: u64, checkpoint: Bytes) -> BoxFuture<'static, std::result::Result<(), CoordinationError>> {
+    fn publish(
+        self: Box<Self>,
+        size: u64,
+        checkpoint: Bytes,
+    ) -> BoxFuture<'static, std::result::Result<(), CoordinationError>> {
         Box::pin(async move {
             let published = async {
                 let mut tx = self.pool.begin().await?;

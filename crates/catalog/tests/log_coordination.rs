@@ -20,7 +20,7 @@ fn signer() -> LogSigner {
 async fn open(url: &str, dir: &std::path::Path) -> (Catalog, Log) {
     let catalog = Catalog::connect(url).await.unwrap();
     let store = Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap().with_fsync(true));
-        let options = LogOptions { max_batch: 64, ..LogOptions::default() };
+    let options = LogOptions { max_batch: 64, ..LogOptions::default() };
     let log = Log::open_coordinated(store, StorePath::default(), signer(), options, catalog.log_coordination(), None)
         .await
         .unwrap();

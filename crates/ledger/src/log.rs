@@ -15,8 +15,8 @@ use object_store::path::Path;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::LogError;
-use crate::coordinated::{Coordination, Integrator, Shared};
 use crate::checkpoint::{Checkpoint, LogSigner, SignedCheckpoint};
+use crate::coordinated::{Coordination, Integrator, Shared};
 use crate::merkle::{CompactRange, Hash, NodeId, leaf_hash, perfect_nodes};
 use crate::storage::{CHECKPOINT, LogStore};
 use crate::tile::{TILE_HEIGHT, TILE_WIDTH, Tile, TileKind, encode_bundle, encode_hashes};
@@ -220,7 +220,9 @@ impl Log {
         let ordering = std::sync::atomic::Ordering::Acquire;
         match &self.appending {
             Appending::Alone(requests) => !requests.is_closed() && !self.failing.load(ordering),
-            Appending::Coordinated { shared, .. } => self.published.has_changed().is_ok() && !shared.failing.load(ordering),
+            Appending::Coordinated { shared, .. } => {
+                self.published.has_changed().is_ok() && !shared.failing.load(ordering)
+            }
         }
     }
 
@@ -494,7 +496,6 @@ impl Sequencer {
         self.publish.send_replace(signed);
         Ok(())
     }
-
 }
 
 /// Partial tiles are only for clients whose checkpoint predates the full tile; drop them in the background.

@@ -75,9 +75,15 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
             let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"), create_only);
             let manifests: Arc<dyn ObjectStore> =
                 Arc::new(object_store::prefix::PrefixStore::new(store.clone(), "artefacts"));
-            let log =
-                Log::open_coordinated(store, StorePath::from("log"), signer, LogOptions::default(), coordination, guard)
-                    .await?;
+            let log = Log::open_coordinated(
+                store,
+                StorePath::from("log"),
+                signer,
+                LogOptions::default(),
+                coordination,
+                guard,
+            )
+            .await?;
             (artefacts, manifests, log)
         }
     };

@@ -87,10 +87,15 @@ async fn media_in_the_bucket_is_probed_from_a_scratch_copy() {
     assert!(scratch.is_empty(), "copies left behind: {scratch:?}");
 }
 
-/// One gateway sequences a log in a bucket at a time: a second one on the same database and bucket refuses to
-/// start, naming why, rather than fork the log.
+/// Three gateways on one database and one bucket append to one custody log (`custodia_ledger::coordinated`): two
+/// real processes take uploads and downloads at once, records about one artefact arriving through all of them, and
+/// one of them is killed (-9) in the middle of that load. The survivors carry on; every upload any gateway
+/// acknowledged downloads intact from the others, the artefact's records chain one to the next across gateways, and
+/// the log read back from a survivor is one tree that `custodia log verify` accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_gateway_on_the_same_log_refuses_to_start() {
+async fn gateways_share_one_log_and_a_killed_one_loses_nothing_acknowledged() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let postgres = TempPostgres::start();
     let garage = Garage::start();
     let first = TestGateway::start_with(|config| {
@@ -98,23 +103,110 @@ async fn a_second_gateway_on_the_same_log_refuses_to_start() {
         config.database_url = Some(postgres.url.clone());
     })
     .await;
-    let other_dir = tempfile::tempdir().unwrap();
-    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"));
-    second
-        .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
-        .env("CUSTODIA_DATA_DIR", other_dir.path())
-        .env("CUSTODIA_DATABASE_URL", &postgres.url)
-        .envs(garage.gateway_env());
-    let refused = support::run_for(&mut second, std::time::Duration::from_secs(60), "custodia serve");
-    let said = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "a second gateway started on the same log: {said}");
-    assert!(said.contains("another gateway on this database sequences the custody log"), "{said}");
-    // The first goes on.
     let (prosecutor, session) = first.person("prosecutor1", "IT").await;
     first.case("case-s3").await;
     first.member("case-s3", &prosecutor, "prosecutor").await;
-    let reply = first.upload("case-s3", "purpose=statement", As::Session(&session), vec![7; 1000]).await;
-    assert_eq!(reply.status, 201, "{}", String::from_utf8_lossy(&reply.body));
+    let shared = first.upload("case-s3", "purpose=statement", As::Session(&session), vec![1; 5000]).await;
+    assert_eq!(shared.status, 201, "{}", String::from_utf8_lossy(&shared.body));
+    let shared = shared.json()["artefact"].as_str().unwrap().to_owned();
+
+    // Two more gateways, each with a data directory of its own and the log's key.
+    let key = std::fs::read(first.dir.path().join("keys/gateway.key")).unwrap();
+    let mut env: Vec<(&str, std::ffi::OsString)> =
+        garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
+    env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
+    // One account uploads from four clients at once here; the per-account budgets are not what is tested.
+    env.push(("CUSTODIA_UPLOADS_PER_MINUTE", "1000".into()));
+    env.push(("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "8".into()));
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    let mut gateways = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys/gateway.key"), &key).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (process, port) = support::spawn_gateway(dir.path(), &env);
+        let client = support::Client { base: format!("http://127.0.0.1:{port}"), cookie: Some(session.clone()) };
+        gateways.push((dir, process, client));
+    }
+
+    // Two clients on each: uploads (each acknowledged one remembered with its bytes) and downloads of the shared
+    // artefact, whose records chain through every gateway.
+    const ROUNDS: usize = 16;
+    let acknowledged_by_victim = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for (gateway, (_, _, client)) in gateways.iter().enumerate() {
+        for worker in 0..2 {
+            let (client, shared, counted) = (client.clone(), shared.clone(), acknowledged_by_victim.clone());
+            workers.push(tokio::task::spawn_blocking(move || {
+                let mut acknowledged = Vec::new();
+                for round in 0..ROUNDS {
+                    let seed = (gateway * 1000 + worker * 100 + round) as u64;
+                    let bytes = custodia_tests::pseudo_random_bytes(40_000, seed);
+                    let uri = format!(
+                        "/api/v1/cases/case-s3/artefacts?purpose=statement&sha256={}",
+                        Sha256::of(&bytes).to_hex()
+                    );
+                    let (status, body) = client.send("POST", &uri, "application/octet-stream", &bytes);
+                    if status == 201 {
+                        let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                        acknowledged.push((reply["artefact"].as_str().unwrap().to_owned(), bytes));
+                        if gateway == 1 {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    } else {
+                        // Only the killed gateway may fail, and only from its death on.
+                        assert!(gateway == 1 && status == 0, "{status}: {}", String::from_utf8_lossy(&body));
+                        break;
+                    }
+                    let downloaded = client.download(&shared);
+                    assert!(downloaded == 200 || (gateway == 1 && downloaded == 0), "download: {downloaded}");
+                }
+                acknowledged
+            }));
+        }
+    }
+    // The second process is killed once it has acknowledged a few uploads, in the middle of its clients' load.
+    while acknowledged_by_victim.load(Ordering::SeqCst) < 6 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gateways[1].1.stop();
+    let mut acknowledged = Vec::new();
+    for worker in workers {
+        acknowledged.extend(worker.await.unwrap());
+    }
+    assert!(acknowledged.len() >= 2 * ROUNDS + 6, "{} uploads acknowledged", acknowledged.len());
+
+    // Everything acknowledged, through either process, comes back intact from the survivors.
+    let survivor = &gateways[0].2;
+    for (artefact, bytes) in &acknowledged {
+        let uri = format!("/api/v1/artefacts/{artefact}/content?purpose=x");
+        let whole = first.get(&uri, Some(As::Session(&session))).await;
+        assert_eq!(whole.status, 200, "{artefact}");
+        assert!(whole.body == *bytes, "{artefact} changed");
+        let (status, body) = survivor.send("GET", &uri, "text/plain", b"");
+        assert!(status == 200 && body == *bytes, "{artefact} from the surviving process: {status}");
+    }
+    // The shared artefact's records, made by three gateways, chain one to the next.
+    let uri = format!("/api/v1/artefacts/{shared}/timeline");
+    let (status, timeline) = survivor.json("GET", &uri, serde_json::Value::Null);
+    assert_eq!(status, 200, "{timeline}");
+    let timeline = timeline["records"].as_array().unwrap();
+    assert!(timeline.len() > 2 * ROUNDS, "{} records about the shared artefact", timeline.len());
+    let mut before: Option<u64> = None;
+    for entry in timeline {
+        let index = entry["ledger_index"].as_u64().unwrap();
+        assert_eq!(entry["record"]["prior"].as_u64(), before, "record {index} chains to the one before it");
+        before = Some(index);
+    }
+    // One tree, read back from the survivor by the offline verifier.
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
+        .args(["log", "verify", &format!("{}/log", survivor.base), "--key", &first.verifier().to_string()])
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&verified.stdout), String::from_utf8_lossy(&verified.stderr));
+    assert!(verified.status.success(), "{said}");
 }
 
 /// garage killed in the middle of use: see [`outage`].

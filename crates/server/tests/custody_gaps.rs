@@ -15,70 +15,10 @@ use custodia_core::CustodyRecord;
 use custodia_ledger::{Log, LogOptions, LogSigner};
 use serde_json::{Value, json};
 use sqlx::ConnectOptions as _;
-use support::spawn_gateway;
+use support::{Client, spawn_gateway};
 
 fn text(output: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
-}
-
-/// A signed-in client of the gateway process, through curl.
-#[derive(Clone)]
-struct Client {
-    base: String,
-    cookie: Option<String>,
-}
-
-impl Client {
-    /// Sends a request; returns the status and the body.
-    fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
-        let mut curl = Command::new("curl");
-        curl.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", "--data-binary", "@-"])
-            .args(["-H", &format!("Content-Type: {content_type}")]);
-        if let Some(cookie) = &self.cookie {
-            // The gateway's own pages say where they come from; a cookie client must too (the CSRF rule).
-            curl.args(["-H", &format!("Cookie: custodia_session={cookie}"), "-H", "Sec-Fetch-Site: same-origin"]);
-        }
-        curl.arg(format!("{}{path}", self.base));
-        let mut child = curl
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("curl is missing; run scripts/setup-system.sh test");
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), body).unwrap();
-        let output = child.wait_with_output().unwrap();
-        let mut out = output.stdout;
-        let Some(newline) = out.iter().rposition(|b| *b == b'\n') else { return (0, out) };
-        let status = std::str::from_utf8(&out[newline + 1..]).unwrap().trim().parse().unwrap_or(0);
-        out.truncate(newline);
-        (status, out)
-    }
-
-    fn json(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let (status, body) = self.send(method, path, "application/json", body.to_string().as_bytes());
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    }
-
-    fn sign_in(base: &str, username: &str, password: &str) -> Self {
-        let output = Command::new("curl")
-            .args(["-sS", "-D", "-", "-o", "/dev/null", "-H", "Content-Type: application/json", "--data-binary"])
-            .arg(json!({ "username": username, "password": password }).to_string())
-            .arg(format!("{base}/api/v1/session"))
-            .output()
-            .unwrap();
-        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
-        let cookie = headers
-            .lines()
-            .find_map(|line| line.to_ascii_lowercase().starts_with("set-cookie:").then(|| line.to_owned()))
-            .unwrap_or_else(|| panic!("no session for {username}: {headers}"));
-        let value = cookie.split_once('=').unwrap().1.split(';').next().unwrap().to_owned();
-        Self { base: base.to_owned(), cookie: Some(value) }
-    }
-
-    /// A download of an artefact: one custody record about it.
-    fn download(&self, artefact: &str) -> u16 {
-        self.send("GET", &format!("/api/v1/artefacts/{artefact}/content?purpose=review"), "text/plain", b"").0
-    }
 }
 
 /// The catalog of the gateway in `data`, opened beside the running gateway (WAL allows it).

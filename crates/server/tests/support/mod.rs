@@ -501,9 +501,12 @@ pub fn spawn_gateway_on(
         .stderr(log_file)
         .spawn()
         .unwrap();
-    let process = GatewayProcess { child, log };
+    let mut process = GatewayProcess { child, log };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = process.child.try_wait() {
+            panic!("the gateway exited ({status}) before listening:\n{}", process.log());
+        }
         assert!(Instant::now() < deadline, "gateway did not start listening");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -881,4 +884,65 @@ pub async fn served_records(port: u16) -> Vec<Value> {
     }
     assert_eq!(records.len() as u64, size);
     records
+}
+
+/// A signed-in client of a gateway process, through curl (scripts/setup-system.sh test installs it).
+#[allow(dead_code)]
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub cookie: Option<String>,
+}
+
+impl Client {
+    /// Sends a request; returns the status and the body.
+    pub fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut curl = std::process::Command::new("curl");
+        curl.args(["-sS", "-X", method, "-o", "-", "-w", "\n%{http_code}", "--data-binary", "@-"])
+            .args(["-H", &format!("Content-Type: {content_type}")]);
+        if let Some(cookie) = &self.cookie {
+            // The gateway's own pages say where they come from; a cookie client must too (the CSRF rule).
+            curl.args(["-H", &format!("Cookie: custodia_session={cookie}"), "-H", "Sec-Fetch-Site: same-origin"]);
+        }
+        curl.arg(format!("{}{path}", self.base));
+        let mut child = curl
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl is missing; run scripts/setup-system.sh test");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), body).unwrap();
+        let output = child.wait_with_output().unwrap();
+        let mut out = output.stdout;
+        let Some(newline) = out.iter().rposition(|b| *b == b'\n') else { return (0, out) };
+        let status = std::str::from_utf8(&out[newline + 1..]).unwrap().trim().parse().unwrap_or(0);
+        out.truncate(newline);
+        (status, out)
+    }
+
+    pub fn json(&self, method: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let (status, body) = self.send(method, path, "application/json", body.to_string().as_bytes());
+        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    pub fn sign_in(base: &str, username: &str, password: &str) -> Self {
+        let output = std::process::Command::new("curl")
+            .args(["-sS", "-D", "-", "-o", "/dev/null", "-H", "Content-Type: application/json", "--data-binary"])
+            .arg(serde_json::json!({ "username": username, "password": password }).to_string())
+            .arg(format!("{base}/api/v1/session"))
+            .output()
+            .unwrap();
+        let headers = String::from_utf8_lossy(&output.stdout).into_owned();
+        let cookie = headers
+            .lines()
+            .find_map(|line| line.to_ascii_lowercase().starts_with("set-cookie:").then(|| line.to_owned()))
+            .unwrap_or_else(|| panic!("no session for {username}: {headers}"));
+        let value = cookie.split_once('=').unwrap().1.split(';').next().unwrap().to_owned();
+        Self { base: base.to_owned(), cookie: Some(value) }
+    }
+
+    /// A download of an artefact: one custody record about it.
+    pub fn download(&self, artefact: &str) -> u16 {
+        self.send("GET", &format!("/api/v1/artefacts/{artefact}/content?purpose=review"), "text/plain", b"").0
+    }
 }

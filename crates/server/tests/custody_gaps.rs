@@ -1,8 +1,9 @@
 //! No custody record is lost or chained past, against the real binary: the catalog's index write fails (a SQLite
 //! trigger raises) for one artefact while appends about others complete, and the gateway is killed with -9 while
-//! appends are in flight and one record is in the ledger but not in the index. Afterwards every record about each
-//! artefact that reached the ledger is in its timeline and its court bundle, each record chains to the one before,
-//! every bundle verifies (`custodia verify`) and the log audits clean (`custodia log verify`).
+//! appends are in flight. A record is sequenced in the transaction that indexes it, so a failed index write
+//! sequences nothing and the step it records is refused. Afterwards every record about each artefact that reached
+//! the ledger is in its timeline and its court bundle, each record chains to the one before, every bundle verifies
+//! (`custodia verify`) and the log audits clean (`custodia log verify`).
 //!
 //! Needs curl (scripts/setup-system.sh test).
 
@@ -106,17 +107,17 @@ async fn a_failed_index_write_or_a_crash_loses_no_record_from_any_chain() {
             std::thread::spawn(move || (0..5).map(|_| clerk.download(&busy)).collect::<Vec<u16>>())
         })
         .collect();
-    assert_eq!(clerk.download(&gapped), 500, "the record is in the ledger, its index is not: the download is refused");
+    assert_eq!(clerk.download(&gapped), 500, "its record cannot be indexed, so it is not sequenced, and the download is refused");
     for reader in readers {
         assert!(reader.join().unwrap().iter().all(|status| *status == 200), "appends about others complete");
     }
-    // Nothing more about that artefact reaches the ledger until its index is written.
+    // Nothing about that artefact reaches the ledger while its index cannot be written.
     let before = ledger_size(&clerk);
     assert_eq!(clerk.download(&gapped), 500);
     assert_eq!(clerk.download(&busy), 200);
     assert_eq!(ledger_size(&clerk), before + 1, "the refused download appended nothing");
     mend_index_writes(data.path()).await;
-    assert_eq!(clerk.download(&gapped), 200, "the index is written first, then the new record");
+    assert_eq!(clerk.download(&gapped), 200, "once the index can be written, so can the record");
 
     // Again, and this time the gateway dies (kill -9) while appends about the other artefact are in flight.
     fail_index_writes_about(data.path(), &gapped).await;

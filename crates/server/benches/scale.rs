@@ -14,8 +14,11 @@
 //! - **Appends per second**: small uploads (1 KiB, each a custody record in the log and a row in the catalog)
 //!   from 8 clients at once.
 //!
-//! Several gateways on one bucket are not measured: the log has one sequencer per store until it is sequenced
-//! through PostgreSQL, so a second gateway would corrupt it.
+//! - **Several gateways**: two and three gateway processes on the same bucket and database, appending to one log
+//!   (each a data directory of its own, the log's key shared): one big upload to each at once (throughput is all
+//!   of them together), and the 8 clients' small uploads spread over them. Goal: the append rate with more
+//!   gateways no worse than with one. (On one machine the gateways share its cores, garage and PostgreSQL, so more
+//!   gateways cannot add capacity here; what this shows is what coordinating them costs.)
 //!
 //! Tuning, by environment variable: `SCALE_BENCH_BYTES` (the file, 268435456), `SCALE_BENCH_RUNS` (3),
 //! `SCALE_BENCH_APPENDS` (small uploads per configuration, 400).
@@ -74,11 +77,20 @@ fn main() -> Result<(), BoxError> {
     }
     let direct = bytes as f64 / direct.as_secs_f64();
 
-    let embedded =
-        measure("embedded (local directory, SQLite)", binary, dir.path(), &[], &input, bytes, runs, appends)?;
+    let (embedded, _) =
+        measure("embedded (local directory, SQLite)", binary, dir.path(), &[], 1, None, &input, bytes, runs, appends)?;
     let mut scaled_env = garage.gateway_env();
     scaled_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone()));
-    let scaled = measure("garage and PostgreSQL", binary, dir.path(), &scaled_env, &input, bytes, runs, appends)?;
+    let name = "garage and PostgreSQL, 1 gateway";
+    let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, &input, bytes, runs, appends)?;
+    let mut several = Vec::new();
+    for gateways in [2, 3] {
+        let name = format!("garage and PostgreSQL, {gateways} gateways");
+        let env = &scaled_env;
+        let (measured, _) =
+            measure(&name, binary, dir.path(), env, gateways, Some(&shared), &input, bytes, runs, appends)?;
+        several.push((gateways, measured));
+    }
 
     let mut table = Table::new(["measurement", "gateway", "peer or default (same run)", "ratio"]);
     let share = scaled.ingest / direct;
@@ -100,62 +112,137 @@ fn main() -> Result<(), BoxError> {
         format!("embedded default {:.0}/s", embedded.appends),
         format!("{:.2}x", scaled.appends / embedded.appends),
     ]);
+    for (gateways, measured) in &several {
+        table.row([
+            format!("ingest, {gateways} gateways at once (one file each), garage + PostgreSQL"),
+            mb_per_s(measured.ingest),
+            format!("1 gateway {}", mb_per_s(scaled.ingest)),
+            format!("{:.2}x", measured.ingest / scaled.ingest),
+        ]);
+        table.row([
+            format!("appends per second, {gateways} gateways (8 clients spread over them)"),
+            format!("{:.0}/s", measured.appends),
+            format!("1 gateway {:.0}/s", scaled.appends),
+            format!("{:.2}x (goal 1.00x or more)", measured.appends / scaled.appends),
+        ]);
+    }
     table.print();
-    add_to_summary(
-        "scale",
-        &[
-            Headline {
-                measurement: "ingest on garage + PostgreSQL".to_owned(),
-                figure: mb_per_s(scaled.ingest),
-                against: format!("direct PUT {}", mb_per_s(direct)),
-                ratio: format!("{share:.2}x"),
-            },
-            Headline {
-                measurement: "appends/s on garage + PostgreSQL".to_owned(),
-                figure: format!("{:.0}/s", scaled.appends),
-                against: format!("embedded {:.0}/s", embedded.appends),
-                ratio: format!("{:.2}x", scaled.appends / embedded.appends),
-            },
-        ],
-    )?;
+    let mut headlines = vec![
+        Headline {
+            measurement: "ingest on garage + PostgreSQL".to_owned(),
+            figure: mb_per_s(scaled.ingest),
+            against: format!("direct PUT {}", mb_per_s(direct)),
+            ratio: format!("{share:.2}x"),
+        },
+        Headline {
+            measurement: "appends/s on garage + PostgreSQL".to_owned(),
+            figure: format!("{:.0}/s", scaled.appends),
+            against: format!("embedded {:.0}/s", embedded.appends),
+            ratio: format!("{:.2}x", scaled.appends / embedded.appends),
+        },
+    ];
+    for (gateways, measured) in &several {
+        headlines.push(Headline {
+            measurement: format!("appends/s, {gateways} gateways on one log"),
+            figure: format!("{:.0}/s", measured.appends),
+            against: format!("1 gateway {:.0}/s", scaled.appends),
+            ratio: format!("{:.2}x", measured.appends / scaled.appends),
+        });
+    }
+    add_to_summary("scale", &headlines)?;
     drop(garage);
     drop(postgres);
     Ok(())
 }
 
-/// One configuration: a fresh gateway with `env`, the big file `runs` times (best counts), then `appends` small
-/// uploads from 8 clients at once.
+/// Where a configuration's gateways keep what they share: the first gateway's data directory (its key and first
+/// administrator) and the token the clients use.
+struct Shared {
+    first_data_dir: std::path::PathBuf,
+    token: String,
+}
+
+/// One configuration: `gateways` fresh processes with `env` (the first on `shared`'s data directory, if given; the
+/// others on directories of their own with its log key), then the big file `runs` times, one upload per gateway at
+/// once (best counts; throughput is all of them together), then `appends` small uploads from 8 clients at once,
+/// spread over the gateways.
 #[allow(clippy::too_many_arguments)]
 fn measure(
     name: &str,
     binary: &Path,
     dir: &Path,
     env: &[(&'static str, String)],
+    gateways: usize,
+    shared: Option<&Shared>,
     input: &Path,
     bytes: u64,
     runs: usize,
     appends: usize,
-) -> Result<Measured, BoxError> {
+) -> Result<(Measured, Shared), BoxError> {
     println!("\n-- {name} --");
-    let data = dir.join(name.split_whitespace().next().unwrap_or("gateway"));
+    let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let mut env: Vec<(&str, String)> = env.iter().map(|(key, value)| (*key, value.clone())).collect();
-    // One account plays eight clients: its budgets (2 uploads at once, 30 a minute) are lifted alike for both
-    // configurations.
+    // One account plays eight clients: its budgets (2 uploads at once, 30 a minute) are lifted alike for every
+    // configuration.
     env.extend([
         ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "16".to_owned()),
         ("CUSTODIA_UPLOADS_PER_MINUTE", "1000000".to_owned()),
         ("CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", "1000000".to_owned()),
     ]);
-    let mut server = Server::start_on(binary, &data, gateway::free_port()?, &env)?;
-    let token = set_up(&server, dir)?;
+    let first_data_dir = shared.map_or_else(|| dir.join(&slug), |shared| shared.first_data_dir.clone());
+    let mut servers = vec![Server::start_on(binary, &first_data_dir, gateway::free_port()?, &env)?];
+    let token = match shared {
+        Some(shared) => shared.token.clone(),
+        None => set_up(&servers[0], dir)?,
+    };
+    let key = std::fs::read(first_data_dir.join("keys/gateway.key"))?;
+    for other in 1..gateways {
+        let data = dir.join(format!("{slug}-{other}"));
+        std::fs::create_dir_all(data.join("keys"))?;
+        let key_file = data.join("keys/gateway.key");
+        std::fs::write(&key_file, &key)?;
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        servers.push(Server::start_on(binary, &data, gateway::free_port()?, &env)?);
+    }
+
     let mut best = Duration::MAX;
     for run in 0..runs {
-        let digest = write_pseudo_random(input, bytes, 0x5ca1e + run as u64 + name.len() as u64 * 1000)?;
-        let (measured, _) = upload(&server, dir, input, &digest, bytes, &token)?;
-        println!("upload {}: {}", run + 1, mb_per_s(bytes as f64 / measured.wall.as_secs_f64()));
-        best = best.min(measured.wall);
+        let mut files = Vec::new();
+        for (n, _) in servers.iter().enumerate() {
+            let file = dir.join(format!("{slug}-{n}.bin"));
+            let seed = 0x5ca1e + (run * 10 + n) as u64 + name.len() as u64 * 1000;
+            files.push((file.clone(), write_pseudo_random(&file, bytes, seed)?));
+        }
+        let walls: Vec<Duration> = std::thread::scope(|scope| {
+            let uploads: Vec<_> = servers
+                .iter()
+                .zip(&files)
+                .enumerate()
+                .map(|(n, (server, (file, digest)))| {
+                    let (token, slug) = (&token, &slug);
+                    scope.spawn(move || -> Result<Duration, String> {
+                        let replies = dir.join(format!("{slug}-replies-{n}"));
+                        std::fs::create_dir_all(&replies).map_err(|e| e.to_string())?;
+                        let (measured, _) =
+                            upload(server, &replies, file, digest, bytes, token).map_err(|e| e.to_string())?;
+                        Ok(measured.wall)
+                    })
+                })
+                .collect();
+            uploads
+                .into_iter()
+                .map(|upload| upload.join().map_err(|_| "an upload panicked".to_owned())?)
+                .collect::<Result<Vec<Duration>, String>>()
+        })?;
+        let wall = walls.into_iter().max().unwrap_or_default();
+        println!("upload {}: {}", run + 1, mb_per_s((bytes * gateways as u64) as f64 / wall.as_secs_f64()));
+        best = best.min(wall);
+        for (file, _) in files {
+            std::fs::remove_file(file)?;
+        }
     }
-    let ingest = bytes as f64 / best.as_secs_f64();
+    let ingest = (bytes * gateways as u64) as f64 / best.as_secs_f64();
+    let _ = input;
 
     let small = dir.join("small");
     std::fs::create_dir_all(&small)?;
@@ -163,9 +250,9 @@ fn measure(
     let started = Instant::now();
     let clients: Vec<_> = (0..8)
         .map(|client| {
-            let base = server.base.clone();
+            let base = servers[client % servers.len()].base.clone();
             let token = token.clone();
-            let small = small.join(format!("{}-{client}", name.len()));
+            let small = small.join(format!("{slug}-{client}"));
             std::thread::spawn(move || -> Result<(), String> {
                 for n in 0..per_client {
                     let body = format!("{client}-{n}-{}", "x".repeat(1000));
@@ -191,6 +278,8 @@ fn measure(
     }
     let appends = (per_client * 8) as f64 / started.elapsed().as_secs_f64();
     println!("ingest {}; {appends:.0} appends/s", mb_per_s(ingest));
-    server.stop();
-    Ok(Measured { ingest, appends })
+    for server in &mut servers {
+        server.stop();
+    }
+    Ok((Measured { ingest, appends }, Shared { first_data_dir, token }))
 }

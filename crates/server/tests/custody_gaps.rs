@@ -107,7 +107,11 @@ async fn a_failed_index_write_or_a_crash_loses_no_record_from_any_chain() {
             std::thread::spawn(move || (0..5).map(|_| clerk.download(&busy)).collect::<Vec<u16>>())
         })
         .collect();
-    assert_eq!(clerk.download(&gapped), 500, "its record cannot be indexed, so it is not sequenced, and the download is refused");
+    assert_eq!(
+        clerk.download(&gapped),
+        500,
+        "its record cannot be indexed, so it is not sequenced, and the download is refused"
+    );
     for reader in readers {
         assert!(reader.join().unwrap().iter().all(|status| *status == 200), "appends about others complete");
     }

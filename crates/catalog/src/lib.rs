@@ -43,9 +43,14 @@ impl CatalogError {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
             // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect
-            // now), 53300 (too many connections); SQLite's busy and locked.
+            // now), 53300 (too many connections), 55P03 (a lock not granted in time), 40001 and 40P01 (a
+            // serialization failure, a deadlock); SQLite's busy and locked.
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300" | "5" | "6")
+                code.starts_with("08")
+                    || matches!(
+                        code.as_ref(),
+                        "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "40001" | "40P01" | "5" | "6"
+                    )
             }),
             _ => false,
         }

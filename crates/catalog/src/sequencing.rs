@@ -28,6 +28,9 @@ pub struct Sequenced {
 /// The longest a PostgreSQL transaction holding the integration lock may sit idle: a gateway that stops answering
 /// (frozen, cut off) loses the lock, and another integrates.
 const IDLE_INTEGRATION_TIMEOUT: &str = "30s";
+/// The longest a gateway waits for the integration lock before its turn fails (and its waiting appends are answered
+/// with a retryable error): a turn takes milliseconds, so a wait this long means the holder is stuck.
+const INTEGRATION_LOCK_WAIT: &str = "15s";
 
 impl Catalog {
     /// Sequences a custody record about `case_id` (and `artefact_id`): gives it the log's next index, stores it in
@@ -161,9 +164,12 @@ impl LogCoordination {
             return Ok(Box::new(InProcessLock { pool: pool.clone(), row, _held: held }));
         }
         let mut tx = pool.begin().await?;
-        sqlx::query(&format!("SET LOCAL idle_in_transaction_session_timeout = '{IDLE_INTEGRATION_TIMEOUT}'"))
-            .execute(&mut *tx)
-            .await?;
+        for setting in [
+            format!("SET LOCAL idle_in_transaction_session_timeout = '{IDLE_INTEGRATION_TIMEOUT}'"),
+            format!("SET LOCAL lock_timeout = '{INTEGRATION_LOCK_WAIT}'"),
+        ] {
+            sqlx::query(&setting).execute(&mut *tx).await?;
+        }
         let row = read_row(&mut *tx, true).await?;
         let row = integrated(row, sequenced(pool).await?);
         Ok(Box::new(RowLock { tx, row }))

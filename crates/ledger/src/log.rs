@@ -214,6 +214,17 @@ impl Log {
         }
     }
 
+    /// How many entries are sequenced, integrated or not: for a coordinated log, what its database says now (other
+    /// processes may have sequenced entries this one has not seen published yet); otherwise the published size.
+    pub async fn sequenced(&self) -> Result<u64, LogError> {
+        match &self.appending {
+            Appending::Alone(_) => Ok(self.checkpoint().checkpoint.size),
+            Appending::Coordinated { shared, .. } => {
+                Ok(shared.coordination.integrated().await.map_err(LogError::Coordination)?.sequenced)
+            }
+        }
+    }
+
     /// Whether the log takes appends now: its sequencer (or integrator) runs, and its latest batch did not fail
     /// (or it has recovered since). What a health check asks.
     pub fn is_appending(&self) -> bool {

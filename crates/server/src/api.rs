@@ -1047,8 +1047,9 @@ async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<
 }
 
 async fn proof(State(state): State<AppState>, Path(index): Path<u64>) -> Result<Response, Problem> {
+    // An entry another gateway sequenced may not be published here yet: it is waited for, like this gateway's own.
     let size = state.gateway.log.checkpoint().checkpoint.size;
-    if index >= size {
+    if index >= size && index >= state.gateway.log.sequenced().await.map_err(GatewayError::from)? {
         return Err(Problem::not_found(format!("the log has {size} entries")));
     }
     let proof = state.gateway.proof(index).await?;

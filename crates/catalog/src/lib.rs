@@ -163,7 +163,8 @@ pub struct OutcomeRow {
     pub created_at: String,
 }
 
-/// A resumable upload in progress.
+/// A resumable upload in progress. Its bytes are its chunks ([`UploadChunk`]) in offset order; `offset` is where
+/// they end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRow {
     pub id: String,
@@ -173,6 +174,26 @@ pub struct UploadRow {
     pub offset: i64,
     pub metadata: String,
     pub expires_at: i64,
+    /// The claim on the upload's completion, while one gateway takes it into custody
+    /// ([`Catalog::claim_upload_completion`]).
+    pub completing: Option<UploadClaim>,
+}
+
+/// A gateway's claim on a resumable upload's completion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadClaim {
+    /// The object of the upload's last chunk, which no chunk record names.
+    pub object: String,
+    /// When the claim was last renewed.
+    pub renewed_at: i64,
+}
+
+/// One chunk of a resumable upload: the object holding its `size` bytes from `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadChunk {
+    pub offset: i64,
+    pub size: i64,
+    pub object: String,
 }
 
 /// A partner log this gateway witnesses, and the latest checkpoint it cosigned of it.
@@ -273,6 +294,8 @@ fn widen_request(row: &AnyRow) -> sqlx::Result<WidenRequestRow> {
 }
 
 fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
+    let completing: Option<String> = row.try_get("completing")?;
+    let completing_at: Option<i64> = row.try_get("completing_at")?;
     Ok(UploadRow {
         id: row.try_get("id")?,
         case_id: row.try_get("case_id")?,
@@ -281,7 +304,18 @@ fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
         offset: row.try_get("upload_offset")?,
         metadata: row.try_get("metadata")?,
         expires_at: row.try_get("expires_at")?,
+        completing: completing.map(|object| UploadClaim { object, renewed_at: completing_at.unwrap_or(0) }),
     })
+}
+
+/// Within a transaction that holds upload `id`'s row lock: whether a gateway claims its completion (read after the
+/// lock, so that a claim committed before it is seen).
+async fn claimed(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT COUNT(*) AS claims FROM upload_claims WHERE upload_id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get::<i64, _>("claims")? > 0)
 }
 
 /// Within a membership change: takes the case's row lock first (so that two changes to one case's members take
@@ -303,6 +337,12 @@ async fn count_clerks(tx: &mut sqlx::Transaction<'_, sqlx::Any>, case_id: &str) 
 async fn keep_a_clerk(tx: &mut sqlx::Transaction<'_, sqlx::Any>, case_id: &str, clerks_before: i64) -> Result<()> {
     if clerks_before > 0 && count_clerks(tx, case_id).await? == 0 { Err(CatalogError::LastClerk) } else { Ok(()) }
 }
+
+/// An upload's row with its completion's claim, if any.
+const UPLOAD_SELECT: &str = "SELECT uploads.id, uploads.case_id, uploads.account_id, uploads.length, \
+                             uploads.upload_offset, uploads.metadata, uploads.expires_at, \
+                             upload_claims.object AS completing, upload_claims.renewed_at AS completing_at \
+                             FROM uploads LEFT JOIN upload_claims ON upload_claims.upload_id = uploads.id";
 
 const ARTEFACT_COLUMNS: &str = "id, case_id, sha256, size, media_type, manifest, manifest_signature, ledger_index, \
                                 provider_account, policy, created_at";
@@ -963,36 +1003,171 @@ impl Catalog {
     }
 
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
-        let row = sqlx::query("SELECT * FROM uploads WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query(&format!("{UPLOAD_SELECT} WHERE uploads.id = $1")).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(upload).transpose()?)
     }
 
-    /// Moves an upload's offset from `from` to `to`; false if another request moved it first.
-    pub async fn advance_upload(&self, id: &str, from: i64, to: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE uploads SET upload_offset = $1 WHERE id = $2 AND upload_offset = $3")
-            .bind(to)
+    /// Records `chunk` as the next bytes of upload `id` and moves its offset past them, in one transaction: only
+    /// if the upload is still at the chunk's offset (a compare-and-set, so that of two requests racing at one
+    /// offset, on any gateways, one alone records its chunk), has not expired at `now`, and no gateway claims its
+    /// completion. False, and nothing recorded, otherwise: the chunk's object is then no part of the upload.
+    pub async fn record_upload_chunk(&self, id: &str, chunk: &UploadChunk, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        // The offset moves first, taking the upload's row lock; a claim committed before it is then seen below, and
+        // one after it finds the offset moved.
+        let moved = sqlx::query(
+            "UPDATE uploads SET upload_offset = $1 WHERE id = $2 AND upload_offset = $3 AND expires_at > $4",
+        )
+        .bind(chunk.offset + chunk.size)
+        .bind(id)
+        .bind(chunk.offset)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 || claimed(&mut tx, id).await? {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO upload_chunks (upload_id, chunk_offset, size, object) VALUES ($1, $2, $3, $4)")
             .bind(id)
-            .bind(from)
-            .execute(&self.pool)
+            .bind(chunk.offset)
+            .bind(chunk.size)
+            .bind(&chunk.object)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() == 1)
+        tx.commit().await?;
+        Ok(true)
     }
 
-    /// Keeps an upload that has not expired at `now` open until `until`, in one statement: false, and nothing
-    /// changed, if it is gone or has expired (its reservation no longer counts).
-    pub async fn hold_upload(&self, id: &str, now: i64, until: i64) -> Result<bool> {
-        let done = sqlx::query("UPDATE uploads SET expires_at = $1 WHERE id = $2 AND expires_at > $3")
-            .bind(until)
+    /// An upload's chunks, in offset order.
+    pub async fn upload_chunks(&self, id: &str) -> Result<Vec<UploadChunk>> {
+        let rows = sqlx::query(
+            "SELECT chunk_offset, size, object FROM upload_chunks WHERE upload_id = $1 ORDER BY chunk_offset",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UploadChunk {
+                    offset: row.try_get("chunk_offset")?,
+                    size: row.try_get("size")?,
+                    object: row.try_get("object")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether `object` holds bytes of upload `id`: one of its chunks, or the last chunk of its claimed completion.
+    pub async fn upload_holds_object(&self, id: &str, object: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM upload_chunks WHERE upload_id = $1 AND object = $2) \
+             + (SELECT COUNT(*) FROM upload_claims WHERE upload_id = $3 AND object = $4) AS held",
+        )
+        .bind(id)
+        .bind(object)
+        .bind(id)
+        .bind(object)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("held")? > 0)
+    }
+
+    /// Claims the completion of upload `id`, whose last chunk (not recorded) is `object`, as of `now`: only if the
+    /// upload is at `offset`, has not expired at `now` and no one else claims it. In the same transaction the upload
+    /// is kept open until `until`, so that its reservation counts against its account's quota until its artefact
+    /// does. The claim holds while it is renewed ([`Catalog::renew_upload_claim`]); false, and nothing changed,
+    /// otherwise.
+    pub async fn claim_upload_completion(
+        &self,
+        id: &str,
+        offset: i64,
+        object: &str,
+        now: i64,
+        until: i64,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let held =
+            sqlx::query("UPDATE uploads SET expires_at = $1 WHERE id = $2 AND upload_offset = $3 AND expires_at > $4")
+                .bind(until)
+                .bind(id)
+                .bind(offset)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        if held.rows_affected() != 1 || claimed(&mut tx, id).await? {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO upload_claims (upload_id, object, renewed_at) VALUES ($1, $2, $3)")
             .bind(id)
+            .bind(object)
             .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Renews the claim on upload `id`'s completion whose last chunk is `object`, as of `now`; false if that claim
+    /// is no longer held (released as stale, or the upload removed).
+    pub async fn renew_upload_claim(&self, id: &str, object: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query("UPDATE upload_claims SET renewed_at = $1 WHERE upload_id = $2 AND object = $3")
+            .bind(now)
+            .bind(id)
+            .bind(object)
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn delete_upload(&self, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&self.pool).await?;
-        Ok(())
+    /// Releases the claim on upload `id`'s completion whose last chunk is `object`, if it was last renewed before
+    /// `renewed_before` (`i64::MAX`: the holder's own release); the upload stays at its offset. False if no such
+    /// claim is held.
+    pub async fn release_upload_claim(&self, id: &str, object: &str, renewed_before: i64) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM upload_claims WHERE upload_id = $1 AND object = $2 AND renewed_at < $3")
+            .bind(id)
+            .bind(object)
+            .bind(renewed_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Removes upload `id` with its chunks' rows and any claim, in one transaction, unless a claim on its
+    /// completion was renewed at or after `claims_renewed_before` (`i64::MAX`: whatever the claim). Returns the
+    /// objects that held its bytes (its chunks', and a claim's last chunk's), for the caller to delete; `None` if
+    /// the upload is gone or its completion is claimed.
+    pub async fn delete_upload(&self, id: &str, claims_renewed_before: i64) -> Result<Option<Vec<String>>> {
+        let mut tx = self.pool.begin().await?;
+        // The upload's row lock first, so that a chunk or a claim being recorded meanwhile either is among those
+        // read below or finds the upload gone.
+        let locked = sqlx::query("UPDATE uploads SET upload_offset = upload_offset WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if locked.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let renewed: Option<i64> = sqlx::query_scalar("SELECT renewed_at FROM upload_claims WHERE upload_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if renewed.is_some_and(|renewed| renewed >= claims_renewed_before) {
+            return Ok(None);
+        }
+        let mut objects: Vec<String> =
+            sqlx::query_scalar("DELETE FROM upload_claims WHERE upload_id = $1 RETURNING object")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let chunks: Vec<String> = sqlx::query_scalar("DELETE FROM upload_chunks WHERE upload_id = $1 RETURNING object")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        objects.extend(chunks);
+        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(objects))
     }
 
     /// How many resumable uploads `account_id` has open at `now`, and the bytes they declared in all.
@@ -1129,7 +1304,10 @@ impl Catalog {
     }
 
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {
-        let rows = sqlx::query("SELECT * FROM uploads WHERE expires_at <= $1").bind(now).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&format!("{UPLOAD_SELECT} WHERE uploads.expires_at <= $1"))
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(upload).collect::<sqlx::Result<_>>()?)
     }
 }

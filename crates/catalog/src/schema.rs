@@ -235,6 +235,29 @@ CREATE TABLE IF NOT EXISTS log_integration (
 );
 INSERT INTO log_integration (id, size, checkpoint) VALUES (1, 0, NULL) ON CONFLICT (id) DO NOTHING
 "#,
+    // Resumable uploads stage their bytes in the object store, which several gateways may share, not in one
+    // gateway's data directory: each PATCH's bytes are one chunk object, recorded here in the same transaction that
+    // moves the upload's offset (a compare-and-set), so that an upload's bytes are exactly its chunks in offset
+    // order. The PATCH that brings the last byte claims the upload's completion (the object of its last chunk, and
+    // when the claim was last renewed), so that one gateway alone takes it into custody; a claim left unrenewed
+    // (its gateway died) is released by the next request. Uploads that already held bytes kept them in a local file
+    // this version no longer reads: they are dropped, so that their clients start again at once rather than fail at
+    // their last byte.
+    r#"
+CREATE TABLE IF NOT EXISTS upload_chunks (
+    upload_id TEXT NOT NULL REFERENCES uploads(id),
+    chunk_offset BIGINT NOT NULL,
+    size BIGINT NOT NULL,
+    object TEXT NOT NULL,
+    PRIMARY KEY (upload_id, chunk_offset)
+);
+CREATE TABLE IF NOT EXISTS upload_claims (
+    upload_id TEXT PRIMARY KEY REFERENCES uploads(id),
+    object TEXT NOT NULL,
+    renewed_at BIGINT NOT NULL
+);
+DELETE FROM uploads WHERE upload_offset > 0 AND id NOT IN (SELECT upload_id FROM upload_chunks);
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.

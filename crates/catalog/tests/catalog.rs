@@ -1,6 +1,9 @@
 //! The catalog against a real SQLite file and a real PostgreSQL server.
 
-use custodia_catalog::{Account, ArtefactRow, Case, Catalog, CatalogError, TransferRow, UploadRow, WidenRequestRow};
+use custodia_catalog::{
+    Account, ArtefactRow, Case, Catalog, CatalogError, TransferRow, UploadChunk, UploadClaim, UploadRow,
+    WidenRequestRow,
+};
 use custodia_tests::postgres::TempPostgres;
 
 fn account(id: &str) -> Account {
@@ -12,6 +15,61 @@ fn account(id: &str) -> Account {
         is_admin: false,
         jurisdiction: "IT".into(),
     }
+}
+
+/// A resumable upload's chunks: recorded with a compare-and-set on the offset, its completion claimed by one,
+/// and every object that held its bytes handed back when it is removed. `up-1` is 10 bytes long, at offset 0, and
+/// expires at 50.
+async fn exercise_upload_chunks(catalog: &Catalog) {
+    let chunk = |offset: i64, size: i64, object: &str| UploadChunk { offset, size, object: object.into() };
+    assert!(catalog.record_upload_chunk("up-1", &chunk(0, 4, "up-1.0.a"), 10).await.unwrap());
+    // Another request at the same offset loses, and records nothing.
+    assert!(!catalog.record_upload_chunk("up-1", &chunk(0, 6, "up-1.0.b"), 10).await.unwrap(), "a stale offset");
+    assert!(!catalog.record_upload_chunk("up-1", &chunk(4, 2, "up-1.4.c"), 50).await.unwrap(), "expired");
+    assert!(!catalog.record_upload_chunk("up-gone", &chunk(0, 2, "up-gone.0.d"), 10).await.unwrap(), "no upload");
+    assert!(catalog.record_upload_chunk("up-1", &chunk(4, 2, "up-1.4.e"), 10).await.unwrap());
+    let row = catalog.upload("up-1").await.unwrap().unwrap();
+    assert_eq!((row.offset, row.completing), (6, None));
+    assert_eq!(catalog.upload_chunks("up-1").await.unwrap(), [chunk(0, 4, "up-1.0.a"), chunk(4, 2, "up-1.4.e")]);
+    assert!(catalog.upload_holds_object("up-1", "up-1.4.e").await.unwrap());
+    assert!(!catalog.upload_holds_object("up-1", "up-1.0.b").await.unwrap(), "the loser's object is no part of it");
+
+    // The last chunk claims the completion: one claim at a time, and no chunk recorded meanwhile.
+    assert!(!catalog.claim_upload_completion("up-1", 4, "up-1.4.f", 11, 100).await.unwrap(), "not at that offset");
+    assert!(catalog.claim_upload_completion("up-1", 6, "up-1.6.g", 11, 100).await.unwrap());
+    assert!(!catalog.claim_upload_completion("up-1", 6, "up-1.6.h", 12, 100).await.unwrap(), "claimed already");
+    assert!(!catalog.record_upload_chunk("up-1", &chunk(6, 2, "up-1.6.i"), 12).await.unwrap(), "claimed");
+    assert!(catalog.upload_holds_object("up-1", "up-1.6.g").await.unwrap());
+    let row = catalog.upload("up-1").await.unwrap().unwrap();
+    let claim = UploadClaim { object: "up-1.6.g".into(), renewed_at: 11 };
+    assert_eq!((row.offset, row.expires_at, row.completing), (6, 100, Some(claim)));
+    assert!(catalog.renew_upload_claim("up-1", "up-1.6.g", 20).await.unwrap());
+    assert!(!catalog.renew_upload_claim("up-1", "up-1.6.h", 20).await.unwrap(), "not its claim");
+    // A claim renewed at 20 is not released as stale before 20, nor is the upload removed under it.
+    assert!(!catalog.release_upload_claim("up-1", "up-1.6.g", 20).await.unwrap());
+    assert_eq!(catalog.delete_upload("up-1", 20).await.unwrap(), None);
+    assert!(catalog.release_upload_claim("up-1", "up-1.6.g", 21).await.unwrap());
+    assert_eq!(catalog.upload("up-1").await.unwrap().unwrap().completing, None);
+    assert!(catalog.claim_upload_completion("up-1", 6, "up-1.6.j", 30, 50).await.unwrap());
+
+    // Removed, the upload hands back every object that held its bytes.
+    let mut objects = catalog.delete_upload("up-1", i64::MAX).await.unwrap().unwrap();
+    objects.sort();
+    assert_eq!(objects, ["up-1.0.a", "up-1.4.e", "up-1.6.j"]);
+    assert_eq!(catalog.upload("up-1").await.unwrap(), None);
+    assert_eq!(catalog.upload_chunks("up-1").await.unwrap(), []);
+    assert_eq!(catalog.delete_upload("up-1", i64::MAX).await.unwrap(), None, "gone already");
+    let upload = UploadRow {
+        id: "up-1".into(),
+        case_id: "case-1".into(),
+        account_id: "acct-1".into(),
+        length: 10,
+        offset: 0,
+        metadata: String::new(),
+        expires_at: 50,
+        completing: None,
+    };
+    catalog.create_upload(&upload).await.unwrap();
 }
 
 async fn exercise(catalog: &Catalog) {
@@ -97,11 +155,10 @@ async fn exercise(catalog: &Catalog) {
         offset: 0,
         metadata: String::new(),
         expires_at: 50,
+        completing: None,
     };
     catalog.create_upload(&upload).await.unwrap();
-    assert!(catalog.advance_upload("up-1", 0, 4).await.unwrap());
-    assert!(!catalog.advance_upload("up-1", 0, 8).await.unwrap(), "a stale offset cannot move it");
-    assert_eq!(catalog.upload("up-1").await.unwrap().unwrap().offset, 4);
+    exercise_upload_chunks(catalog).await;
     assert_eq!(catalog.expired_uploads(50).await.unwrap().len(), 1);
 
     // A witness of our own log: an alarm before any cosignature, then a cosignature clears it, then a later alarm

@@ -26,8 +26,6 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Mark cookies `Secure` (when serving HTTPS).
     pub secure_cookies: bool,
-    /// Staging files of resumable uploads in progress ([`crate::tus`]).
-    pub uploads_dir: std::path::PathBuf,
     /// Live hearings and their rooms ([`crate::hearings`]).
     pub hearings: std::sync::Arc<crate::hearings::Hearings>,
     /// STUN/TURN servers and the TURN credential issuer ([`crate::turn`]), for the API, WHIP and the hearing room.

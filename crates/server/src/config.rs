@@ -48,7 +48,9 @@ impl GatewayConfig {
         self.data_dir.join("objects")
     }
 
-    pub fn uploads_dir(&self) -> PathBuf {
+    /// Where resumable uploads were staged before they moved into the object store (`staging/tus/`): removed at
+    /// start-up, since the catalog no longer holds uploads whose bytes are there.
+    pub fn legacy_uploads_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
     }
 }

@@ -206,8 +206,8 @@ impl std::fmt::Debug for ClientNetwork {
     }
 }
 
-/// The descriptors that requests open of their own while they run: an upload holds its staging file (and a
-/// resumable one its lock) beside its socket. They come from the reserve the connection budget leaves, a share of
+/// The descriptors that requests open of their own while they run: an upload holds its staging file (a resumable
+/// one's PATCH its chunk's, and at completion the artefact's) beside its socket. They come from the reserve the connection budget leaves, a share of
 /// their own ([`STAGING_SHARE`]), so that strangers who hold every connection keep no member's upload out, and no
 /// upload takes a stranger's connection (any member's request could then knock others off). Absent from requests
 /// served in-process (tests), which have no budget.

@@ -18,6 +18,10 @@ use crate::gateway::Gateway;
 use crate::keys;
 use crate::turn::IceServers;
 
+/// How old a staging object must be for the start-up sweep to take it for one a crash left: far longer than one
+/// lives (in a remote store, from an upload's last byte until its copy to its address: seconds or minutes).
+const STAGING_ABANDONED_AFTER_SECONDS: i64 = 24 * 3600;
+
 /// Opens everything the gateway serves from, ready for [`crate::app`].
 pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState> {
     // rustls cannot choose a crypto back end itself when two are linked (aws-lc-rs for HTTPS and S3, ring for
@@ -87,7 +91,11 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
             (artefacts, manifests, log)
         }
     };
-    let swept = artefacts.sweep_staging().await?;
+    // Only staging objects older than a day: in a bucket that several gateways share, younger ones may be
+    // another gateway's uploads under way.
+    let seconds = u64::try_from(clock.unix_seconds() - STAGING_ABANDONED_AFTER_SECONDS).unwrap_or(0);
+    let swept =
+        artefacts.sweep_staging(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds)).await?;
     if swept > 0 {
         tracing::info!(count = swept, "removed uploads a crash had interrupted");
     }
@@ -116,10 +124,14 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         gateway.metrics.follow_timestamps(timestamper.counters());
         tokio::spawn(Arc::new(timestamper).run(gateway.log.clone(), Some(gateway.catalog.clone())));
     }
-    let uploads_dir = gateway_config.uploads_dir();
-    let swept = crate::tus::sweep(&gateway, &uploads_dir).await?;
+    let swept = crate::tus::sweep(&gateway).await?;
     if swept > 0 {
-        tracing::info!(count = swept, "removed expired or orphaned resumable uploads");
+        tracing::info!(count = swept, "removed expired resumable uploads and chunks that no upload holds");
+    }
+    let legacy_uploads = gateway_config.legacy_uploads_dir();
+    if legacy_uploads.exists() {
+        std::fs::remove_dir_all(&legacy_uploads).context("removing resumable uploads staged by an older version")?;
+        tracing::info!("removed resumable uploads staged in the data directory by an older version");
     }
     let (device_key, created) = keys::load_or_create_secret(&gateway_config.device_key_file())?;
     if created {
@@ -163,7 +175,6 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     Ok(AppState {
         gateway,
         secure_cookies: config.tls_cert.is_some(),
-        uploads_dir,
         hearings,
         ice_servers,
         sign_ins,

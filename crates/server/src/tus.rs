@@ -1,18 +1,34 @@
 //! Resumable uploads over tus 1.0.0 (core, creation, checksum and termination), so that tus-js-client, Uppy and
 //! other tus clients can send evidence over links that drop.
 //!
-//! An upload in progress is a staging file, `uploads/<id>`, and a catalog row holding its durable offset. A PATCH
-//! appends to the file, fsyncs, then moves the offset with a compare-and-set. Bytes past the durable offset (from a
-//! PATCH cut off before its fsync) are cut away by the next PATCH, so the file and the offset never disagree.
+//! An upload in progress is a catalog row holding its durable offset, and its bytes so far as chunk objects in the
+//! artefact store's staging area (`staging/tus/`, [`custodia_store::ArtefactStore::write_chunk`]): in the bucket
+//! that every gateway behind a load balancer shares, or in the embedded local directory, on the same code path. So
+//! a PATCH may reach any gateway. Each PATCH writes its body as one new chunk object, then records the chunk and
+//! moves the offset in one catalog transaction that is a compare-and-set on the offset
+//! ([`custodia_catalog::Catalog::record_upload_chunk`]): of two requests racing at one offset, on one gateway or
+//! two, one alone records its chunk (204) and the other is told the offset moved (409), its object deleted unread.
+//! An upload's bytes are exactly its recorded chunks in offset order; an object whose write succeeded but whose
+//! transaction did not is no part of it, and the start-up sweep removes it once it is older than any upload could
+//! be ([`sweep`]), never sooner, since a younger one may be another gateway's request under way.
 //!
-//! Staged bytes are not evidence. The PATCH that brings the last byte streams the file through
-//! [`Gateway::ingest`], exactly as a direct upload, and only then is the upload removed. The stored offset never
-//! reaches the length before that, so a client asking where it stands is never told that an upload is done when it
-//! is not in custody.
+//! A body cut off midway (the link dropped, or it stalled for [`IDLE_TIMEOUT`]) keeps what arrived, as tus allows:
+//! those bytes become a chunk and the answer says where to resume, which is also what HEAD says, so a client that
+//! asks (tus-js-client does) sends only the rest. With an `Upload-Checksum` nothing of a cut-off body is kept,
+//! since it cannot be checked. A checksum is checked before the chunk is an object at all: a mismatch leaves none.
+//!
+//! Staged bytes are not evidence. The PATCH that brings the last byte writes it as its chunk, then claims the
+//! upload's completion ([`custodia_catalog::Catalog::claim_upload_completion`]: one gateway alone takes an upload
+//! into custody), and streams the chunks in order through [`Gateway::ingest`], exactly as a direct upload; only
+//! then are the upload and its chunks removed. The stored offset never reaches the length before that, so a client
+//! asking where it stands is never told that an upload is done when it is not in custody. The claim is renewed
+//! while the ingest runs, and a PATCH or DELETE meanwhile is answered 423, which tus clients retry; a claim left
+//! unrenewed (its gateway died) is released by the next request, and the upload resumes from its offset. A crash
+//! at any point leaves the upload resumable or the artefact in custody.
+//!
+//! Concurrency comes from the catalog alone: no gateway holds a lock of its own on an upload.
 
-use std::io::{ErrorKind, SeekFrom};
-use std::path::{Path as FsPath, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
@@ -24,17 +40,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{head, options};
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
-use custodia_catalog::UploadRow;
+use bytes::Bytes;
+use custodia_catalog::{UploadChunk, UploadRow};
 use custodia_core::{Action, CaseId, Label, Sha256Hasher};
-use futures::{Stream, StreamExt as _};
+use custodia_store::StoreError;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use sha1::Digest as _;
-use tokio::fs::File;
-use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 use crate::api::{AppState, original_name};
 use crate::auth::Caller;
-use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
+use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
 
 const VERSION: &str = "1.0.0";
@@ -43,9 +58,19 @@ const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 const CHUNK_TYPE: &str = "application/offset+octet-stream";
 /// An upload not finished within a day is removed.
 const TTL_SECONDS: i64 = 24 * 3600;
-/// A PATCH body that stalls this long counts as cut off, so that a dead mobile link cannot hold an upload's lock.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-const READ_SIZE: usize = 256 * 1024;
+/// A PATCH body that stalls this long counts as cut off, so that a dead mobile link does not hold a request (and
+/// its chunk's file or multipart upload) open.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the gateway completing an upload renews its claim, and how long an unrenewed claim holds: past it, the
+/// gateway is taken for dead, and the next request releases the claim so that the upload can go on.
+const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(10);
+const CLAIM_STALE_AFTER_SECONDS: i64 = 60;
+/// A chunk object that no upload holds is removed by the sweep once it is older than this: longer than any upload
+/// stays open, and far longer than a chunk waits between its last byte and its record (seconds). A younger one may
+/// be a request under way on another gateway sharing the bucket.
+pub const ORPHANED_CHUNK_SECONDS: i64 = TTL_SECONDS;
+/// Chunks whose objects are opened ahead of the one being read, when an upload completes.
+const CHUNKS_OPENED_AHEAD: usize = 2;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -135,14 +160,6 @@ fn upload_request(metadata: &str) -> Result<(CaseId, UploadRequest), Problem> {
     Ok((case, request))
 }
 
-fn staging_path(dir: &FsPath, id: &str) -> PathBuf {
-    dir.join(id)
-}
-
-fn io_error(err: std::io::Error) -> GatewayError {
-    GatewayError::internal("staging an upload", err)
-}
-
 // Discovery and creation.
 
 async fn discover(State(state): State<AppState>) -> Result<Response, Problem> {
@@ -205,7 +222,7 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     gateway.take_upload_allowance(account)?;
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
-    if let Err(err) = remove_expired(gateway, &state.uploads_dir).await {
+    if let Err(err) = remove_expired(gateway).await {
         tracing::warn!(error = %err, "could not remove expired uploads");
     }
 
@@ -217,22 +234,11 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
         offset: 0,
         metadata: metadata.to_owned(),
         expires_at: gateway.clock.unix_seconds() + TTL_SECONDS,
+        completing: None,
     };
-    let path = staging_path(&state.uploads_dir, &row.id);
-    create_staging(&state.uploads_dir, &path).await.map_err(io_error)?;
-    if let Err(err) = gateway.catalog.create_upload(&row).await {
-        let _ = tokio::fs::remove_file(&path).await;
-        return Err(GatewayError::from(err).into());
-    }
+    gateway.catalog.create_upload(&row).await.map_err(GatewayError::from)?;
     tracing::info!(upload = %row.id, case = %case, length, by = %caller.account.id, "resumable upload created");
     tus_response(StatusCode::CREATED, [(header::LOCATION.as_str(), format!("/api/v1/uploads/{}", row.id))])
-}
-
-/// An empty staging file, durable before any offset counts on it.
-async fn create_staging(dir: &FsPath, path: &FsPath) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
-    tokio::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).await?;
-    File::open(dir).await?.sync_all().await
 }
 
 // Status, termination, expiry.
@@ -245,7 +251,7 @@ async fn owned_upload(state: &AppState, caller: &Caller, id: &str) -> Result<Upl
         return Err(Problem::not_found(format!("you have no upload {id}")));
     };
     if row.expires_at <= state.gateway.clock.unix_seconds() {
-        remove_upload(&state.gateway, &state.uploads_dir, &row.id).await?;
+        remove_upload(&state.gateway, &row.id, i64::MAX).await?;
         return Err(gone("the upload expired before it was finished; start it again"));
     }
     Ok(row)
@@ -268,10 +274,16 @@ async fn status(State(state): State<AppState>, caller: Caller, Path(id): Path<St
     Ok(response)
 }
 
+/// Ends an upload, unless a gateway is taking it into custody now (423, as for a PATCH).
 async fn terminate(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
+    let gateway = &state.gateway;
     let row = owned_upload(&state, &caller, &id).await?;
-    let _lock = lock(&staging_path(&state.uploads_dir, &row.id)).await?;
-    remove_upload(&state.gateway, &state.uploads_dir, &row.id).await?;
+    if !remove_upload(gateway, &row.id, claims_stale_before(gateway)).await? {
+        return match gateway.catalog.upload(&row.id).await.map_err(GatewayError::from)? {
+            Some(_) => Err(completing()),
+            None => Err(Problem::not_found(format!("you have no upload {id}"))),
+        };
+    }
     tracing::info!(upload = %row.id, "resumable upload terminated");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -297,71 +309,83 @@ async fn method_override(
     }
 }
 
-/// Removes an upload: the row first, so that no one is told of bytes that are gone.
-async fn remove_upload(gateway: &Gateway, dir: &FsPath, id: &str) -> Result<(), GatewayError> {
-    gateway.catalog.delete_upload(id).await?;
-    match tokio::fs::remove_file(staging_path(dir, id)).await {
-        Err(err) if err.kind() != ErrorKind::NotFound => Err(io_error(err)),
-        _ => Ok(()),
+/// Claims on a completion last renewed before this are stale: their gateway stopped renewing them.
+fn claims_stale_before(gateway: &Gateway) -> i64 {
+    gateway.clock.unix_seconds() - CLAIM_STALE_AFTER_SECONDS
+}
+
+/// Another request is taking the upload into custody: tus clients retry on 423.
+fn completing() -> Problem {
+    Problem::new(
+        StatusCode::LOCKED,
+        "upload-locked",
+        "Upload busy",
+        "the upload's last bytes are being taken into custody; try again shortly",
+    )
+}
+
+/// Removes an upload, unless a claim on its completion was renewed since `claims_renewed_before` (`i64::MAX`:
+/// whatever the claim): the row and its chunks' rows first, so that no one is told of bytes that are gone, then
+/// the chunks' objects. False if it was not removed (gone already, or its completion claimed). An object that
+/// cannot be deleted is left to the sweep, which finds it held by no upload.
+async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) -> Result<bool, GatewayError> {
+    let Some(objects) = gateway.catalog.delete_upload(id, claims_renewed_before).await? else { return Ok(false) };
+    for object in &objects {
+        delete_chunk(gateway, object).await;
+    }
+    Ok(true)
+}
+
+/// Deletes a chunk's object that is no part of any upload (any more); one that cannot be deleted now is left to
+/// the sweep.
+async fn delete_chunk(gateway: &Gateway, object: &str) {
+    if let Err(err) = gateway.artefacts.delete_chunk(object).await {
+        tracing::warn!(chunk = %object, error = %err, "could not delete a resumable upload's chunk; the sweep will");
     }
 }
 
-async fn remove_expired(gateway: &Gateway, dir: &FsPath) -> Result<usize, GatewayError> {
+async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
     let expired = gateway.catalog.expired_uploads(gateway.clock.unix_seconds()).await?;
+    let mut removed = 0;
     for row in &expired {
-        remove_upload(gateway, dir, &row.id).await?;
-    }
-    Ok(expired.len())
-}
-
-/// Removes expired uploads, and staging files that no upload owns (left by a crash between creating the file and
-/// its row). Call at start-up, before serving.
-pub async fn sweep(gateway: &Gateway, dir: &FsPath) -> Result<usize, GatewayError> {
-    let mut removed = remove_expired(gateway, dir).await?;
-    let mut entries = match tokio::fs::read_dir(dir).await {
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(removed),
-        entries => entries.map_err(io_error)?,
-    };
-    while let Some(entry) = entries.next_entry().await.map_err(io_error)? {
-        if !entry.file_type().await.map_err(io_error)?.is_file() {
-            continue;
-        }
-        let owned = match entry.file_name().to_str() {
-            Some(id) => gateway.catalog.upload(id).await?.is_some(),
-            None => false,
-        };
-        if !owned {
-            tokio::fs::remove_file(entry.path()).await.map_err(io_error)?;
-            removed += 1;
-        }
+        removed += usize::from(remove_upload(gateway, &row.id, i64::MAX).await?);
     }
     Ok(removed)
 }
 
-/// An upload's advisory lock (flock on its staging file), held while it lives: one PATCH or DELETE at a time per
-/// upload, even between gateway processes sharing the directory.
-#[derive(Debug)]
-struct UploadLock {
-    _file: std::fs::File,
+/// Removes expired uploads with their chunks, and chunk objects that no upload holds (left by a crash between an
+/// object and its record, a record that failed, or a deletion that did) once they are older than
+/// [`ORPHANED_CHUNK_SECONDS`]: younger ones may be requests under way on other gateways that share the store. Call
+/// at start-up, before serving. Returns how many uploads and objects were removed.
+pub async fn sweep(gateway: &Gateway) -> Result<usize, GatewayError> {
+    let mut removed = remove_expired(gateway).await?;
+    let seconds = u64::try_from(gateway.clock.unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
+    let written_before = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+    let old: Vec<String> = gateway
+        .artefacts
+        .staged_chunks()
+        .try_filter_map(|chunk| futures::future::ready(Ok((chunk.written < written_before).then_some(chunk.name))))
+        .try_collect()
+        .await?;
+    for name in old {
+        if gateway.catalog.upload_holds_object(upload_of_chunk(&name), &name).await? {
+            continue;
+        }
+        gateway.artefacts.delete_chunk(&name).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
-/// Locks an upload, or answers 423, which tus clients retry. `None` when its staging file is gone.
-async fn lock(path: &FsPath) -> Result<Option<UploadLock>, Problem> {
-    let file = match File::open(path).await {
-        Ok(file) => file.into_std().await,
-        Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(Problem::internal(&err)),
-    };
-    match file.try_lock() {
-        Ok(()) => Ok(Some(UploadLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Problem::new(
-            StatusCode::LOCKED,
-            "upload-locked",
-            "Upload busy",
-            "another request is writing to this upload; try again shortly",
-        )),
-        Err(std::fs::TryLockError::Error(err)) => Err(Problem::internal(&err)),
-    }
+/// A new name for the chunk of upload `id` from `offset`: the upload's id, the offset, and a random part, so that
+/// requests racing at one offset write different objects.
+fn chunk_name(id: &str, offset: u64) -> String {
+    format!("{id}.{offset}.{}", new_id("chunk"))
+}
+
+/// The upload a chunk's name says it belongs to ([`chunk_name`]).
+fn upload_of_chunk(name: &str) -> &str {
+    name.split('.').next().unwrap_or_default()
 }
 
 // Appending.
@@ -437,10 +461,11 @@ async fn append(
     let case = CaseId::new(row.case_id).map_err(|err| Problem::internal(&err))?;
     state.gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
     let chunk = Chunk { id: row.id, offset, content_length, checksum };
-    // The upload's lock and its staging file, beside the connection ([`crate::listen::Descriptors`]).
+    // The chunk's file (or its upload to the store), and at completion the artefact's staging file, beside the
+    // connection ([`crate::listen::Descriptors`]).
     let places = crate::listen::Descriptors::take(descriptors.as_deref(), 2)?;
     // In a task of its own: a client that hangs up drops this handler, and must not cancel the work between the
-    // fsync and the offset update, or a registration half-way.
+    // chunk's write and its record, or a registration half-way.
     tokio::spawn(async move {
         let _places = places;
         receive(state, caller, chunk, body).await
@@ -449,61 +474,85 @@ async fn append(
     .map_err(|err| Problem::internal(&err))?
 }
 
-async fn receive(state: AppState, caller: Caller, mut chunk: Chunk, body: Body) -> Result<Response, Problem> {
+/// The upload as it stands now, with a claim on its completion that its gateway stopped renewing released (and
+/// its last chunk's object deleted): the upload goes on from its offset.
+async fn current(gateway: &Gateway, id: &str) -> Result<UploadRow, Problem> {
+    let not_found = || Problem::not_found(format!("you have no upload {id}"));
+    let row = gateway.catalog.upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)?;
+    let stale_before = claims_stale_before(gateway);
+    let Some(claim) = row.completing.as_ref().filter(|claim| claim.renewed_at < stale_before) else {
+        return Ok(row);
+    };
+    if gateway.catalog.release_upload_claim(id, &claim.object, stale_before).await.map_err(GatewayError::from)? {
+        tracing::warn!(upload = %id, "released the completion claim of a gateway that stopped renewing it");
+        delete_chunk(gateway, &claim.object).await;
+    }
+    gateway.catalog.upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)
+}
+
+async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> Result<Response, Problem> {
     let gateway = &state.gateway;
-    let path = staging_path(&state.uploads_dir, &chunk.id);
-    let Some(_lock) = lock(&path).await? else { return Err(lost(&state, &chunk.id).await) };
-    // Read again under the lock: another PATCH may have moved the offset since.
-    let row = gateway.catalog.upload(&chunk.id).await.map_err(GatewayError::from)?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("you have no upload {}", chunk.id)))?;
+    // Read again: another request, on this gateway or another, may have moved the offset since.
+    let row = current(gateway, &chunk.id).await?;
+    if row.completing.is_some() {
+        return Err(completing());
+    }
     let (durable, length) = (row.offset as u64, row.length as u64);
     if chunk.offset != durable {
-        let detail =
-            format!("the upload is at offset {durable}, not {}; ask with HEAD and resume from there", chunk.offset);
-        return Err(Problem::new(StatusCode::CONFLICT, "offset-mismatch", "Offset mismatch", detail));
+        return Err(offset_mismatch(durable, chunk.offset));
     }
     let room = length - durable;
     if chunk.content_length.is_some_and(|n| n > room) {
         return Err(too_large(format!("only {room} bytes of the declared Upload-Length remain")));
     }
-    let Some(mut file) = open_at(&path, durable).await.map_err(io_error)? else {
-        return Err(lost(&state, &chunk.id).await);
-    };
-    let received = copy_body(&mut file, body, room, chunk.checksum.as_mut()).await.map_err(io_error)?;
-    let end = durable + received.bytes;
-
-    let refusal = if received.too_long {
-        Some(too_large(format!("only {room} bytes of the declared Upload-Length remain")))
-    } else if let Some(checksum) = chunk.checksum {
+    let name = chunk_name(&row.id, durable);
+    let mut received = Received::default();
+    let written = gateway.artefacts.write_chunk(&name, chunk_body(body, room, chunk.checksum, &mut received)).await;
+    // A refused body was never made an object: the store dropped what it had of it.
+    if received.too_long {
+        return Err(too_large(format!("only {room} bytes of the declared Upload-Length remain")));
+    }
+    if received.checksum_failed {
+        return Err(Problem::new(
+            StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
+            "checksum-mismatch",
+            "Checksum mismatch",
+            "the body does not match its Upload-Checksum; nothing of it was kept",
+        ));
+    }
+    if let (Some(reason), true) = (&received.cut_off, received.checked) {
         // A body cut short cannot be checked against its checksum, so none of it is kept.
-        match &received.cut_off {
-            Some(reason) => Some(cut_off(reason, 0, durable)),
-            None if !checksum.matches() => Some(Problem::new(
-                StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),
-                "checksum-mismatch",
-                "Checksum mismatch",
-                "the body does not match its Upload-Checksum; nothing of it was kept",
-            )),
-            None => None,
-        }
-    } else {
-        None
-    };
-    if let Some(problem) = refusal {
-        file.set_len(durable).await.map_err(io_error)?;
-        return Err(problem);
+        return Err(cut_off(reason, 0, durable));
     }
-    file.sync_data().await.map_err(io_error)?;
+    let size = written.map_err(GatewayError::from)?;
+    if size == 0 {
+        delete_chunk(gateway, &name).await;
+        return match received.cut_off {
+            Some(reason) => Err(cut_off(&reason, 0, durable)),
+            None => tus_response(StatusCode::NO_CONTENT, [("upload-offset", durable.to_string())]),
+        };
+    }
+    let end = durable + size;
     if end == length {
-        return complete(&state, &caller, &row, &mut file).await;
+        return complete(&state, &caller, &row, &name, size).await;
     }
-    if !gateway.catalog.advance_upload(&row.id, durable as i64, end as i64).await.map_err(GatewayError::from)? {
-        return Err(Problem::not_found(format!("upload {} was removed while this request ran", row.id)));
+    let recorded = UploadChunk { offset: row.offset, size: size as i64, object: name.clone() };
+    let now = gateway.clock.unix_seconds();
+    // Should the transaction fail, whether it was committed is not known: the object is left to the sweep, which
+    // removes it only if no upload holds it.
+    if !gateway.catalog.record_upload_chunk(&row.id, &recorded, now).await.map_err(GatewayError::from)? {
+        delete_chunk(gateway, &name).await;
+        return Err(not_taken(gateway, &row.id, durable, "").await);
     }
     match received.cut_off {
-        Some(reason) => Err(cut_off(&reason, received.bytes, end)),
+        Some(reason) => Err(cut_off(&reason, size, end)),
         None => tus_response(StatusCode::NO_CONTENT, [("upload-offset", end.to_string())]),
     }
+}
+
+fn offset_mismatch(durable: u64, sent: u64) -> Problem {
+    let detail = format!("the upload is at offset {durable}, not {sent}; ask with HEAD and resume from there");
+    Problem::new(StatusCode::CONFLICT, "offset-mismatch", "Offset mismatch", detail)
 }
 
 fn cut_off(reason: &str, kept: u64, offset: u64) -> Problem {
@@ -511,106 +560,137 @@ fn cut_off(reason: &str, kept: u64, offset: u64) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "upload-interrupted", "Upload cut off", detail)
 }
 
-/// The staging file is missing or shorter than its durable offset: the upload cannot go on.
-async fn lost(state: &AppState, id: &str) -> Problem {
-    tracing::error!(upload = %id, "a resumable upload's staged bytes are missing");
-    if let Err(err) = remove_upload(&state.gateway, &state.uploads_dir, id).await {
-        return err.into();
+/// Why a chunk written from offset `from` could not be recorded (or its completion claimed): the upload is gone,
+/// expired (then removed: `expired` says what of it), being completed by another request, or at another offset
+/// (another request, perhaps on another gateway, recorded its chunk first).
+async fn not_taken(gateway: &Gateway, id: &str, from: u64, expired: &str) -> Problem {
+    let row = match gateway.catalog.upload(id).await {
+        Ok(row) => row,
+        Err(err) => return GatewayError::from(err).into(),
+    };
+    let Some(row) = row else {
+        return Problem::not_found(format!("upload {id} was removed while this request ran"));
+    };
+    if row.expires_at <= gateway.clock.unix_seconds() {
+        if let Err(err) = remove_upload(gateway, id, i64::MAX).await {
+            return err.into();
+        }
+        tracing::info!(upload = %id, "a resumable upload's bytes came after it expired");
+        let detail =
+            if expired.is_empty() { "the upload expired before it was finished; start it again" } else { expired };
+        return gone(detail);
     }
-    gone("the staged bytes of this upload were lost; start it again")
+    if row.completing.is_some() {
+        return completing();
+    }
+    offset_mismatch(row.offset as u64, from)
 }
 
-/// Opens the staging file for appending at the durable offset, cutting away what a PATCH cut off before its fsync
-/// left beyond it. `None` if the file holds less than the offset.
-async fn open_at(path: &FsPath, durable: u64) -> std::io::Result<Option<File>> {
-    let mut file = tokio::fs::OpenOptions::new().read(true).write(true).open(path).await?;
-    let on_disk = file.metadata().await?.len();
-    if on_disk < durable {
-        return Ok(None);
-    }
-    if on_disk > durable {
-        file.set_len(durable).await?;
-    }
-    file.seek(SeekFrom::Start(durable)).await?;
-    Ok(Some(file))
-}
-
+/// What became of a PATCH body as it was read ([`chunk_body`]).
+#[derive(Debug, Default)]
 struct Received {
-    bytes: u64,
     /// Why the body ended early: the connection failed or stalled.
     cut_off: Option<String>,
     /// The body would have gone past the upload's length.
     too_long: bool,
+    /// It came with an `Upload-Checksum`.
+    checked: bool,
+    /// The body did not match its `Upload-Checksum`.
+    checksum_failed: bool,
 }
 
-async fn copy_body(
-    file: &mut File,
+/// The PATCH body as a chunk's bytes, which ends in an error (so that the store keeps nothing of it) when the body
+/// would pass the `room` left in the upload, or does not match its checksum, or is cut off while it has one; a body
+/// cut off without a checksum just ends, so that what arrived is kept. `received` says which.
+fn chunk_body(
     body: Body,
     room: u64,
-    mut checksum: Option<&mut Checksum>,
-) -> std::io::Result<Received> {
-    let mut received = Received { bytes: 0, cut_off: None, too_long: false };
-    let mut body = body.into_data_stream();
-    loop {
-        let data = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
-            Ok(None) => break,
-            Ok(Some(Ok(data))) => data,
-            Ok(Some(Err(err))) => {
-                received.cut_off = Some(err.to_string());
-                break;
+    checksum: Option<Checksum>,
+    received: &mut Received,
+) -> impl Stream<Item = Result<Bytes, &'static str>> + Send + '_ {
+    /// The error that makes the store keep nothing; `received` says why.
+    const REFUSED: &str = "the body was refused";
+    received.checked = checksum.is_some();
+    let state = (body.into_data_stream(), 0u64, checksum, received, false);
+    futures::stream::unfold(state, move |(mut body, mut bytes, mut checksum, received, done)| async move {
+        if done {
+            return None;
+        }
+        let cut = match tokio::time::timeout(IDLE_TIMEOUT, body.next()).await {
+            Ok(Some(Ok(data))) => {
+                bytes += data.len() as u64;
+                if bytes > room {
+                    received.too_long = true;
+                    return Some((Err(REFUSED), (body, bytes, checksum, received, true)));
+                }
+                if let Some(checksum) = &mut checksum {
+                    checksum.update(&data);
+                }
+                return Some((Ok(data), (body, bytes, checksum, received, false)));
             }
-            Err(_) => {
-                received.cut_off = Some(format!("no data for {} seconds", IDLE_TIMEOUT.as_secs()));
-                break;
+            Ok(None) => {
+                let matches = checksum.take().is_none_or(Checksum::matches);
+                received.checksum_failed = !matches;
+                return (!matches).then_some((Err(REFUSED), (body, bytes, checksum, received, true)));
             }
+            Ok(Some(Err(err))) => err.to_string(),
+            Err(_) => format!("no data for {} seconds", IDLE_TIMEOUT.as_secs()),
         };
-        if received.bytes + data.len() as u64 > room {
-            received.too_long = true;
-            break;
-        }
-        if let Some(checksum) = checksum.as_deref_mut() {
-            checksum.update(&data);
-        }
-        file.write_all(&data).await?;
-        received.bytes += data.len() as u64;
-    }
-    file.flush().await?;
-    Ok(received)
+        received.cut_off = Some(cut);
+        let keep = checksum.is_none();
+        (!keep).then_some((Err(REFUSED), (body, bytes, checksum, received, true)))
+    })
 }
 
-/// Every byte is staged: register the artefact as a direct upload would, then remove the upload.
+/// Every byte is staged, the last ones in the chunk `last` of `size` bytes, not recorded: claim the upload's
+/// completion, register the artefact as a direct upload would, then remove the upload.
 ///
 /// Only an upload whose reservation still counts against its account's quota completes. The last PATCH may have
 /// begun before the upload expired and ended after it (or after another request removed it as expired), when its
 /// reservation no longer counts and the room it held may be another upload's: then it is refused as expired and
-/// its staged bytes are removed, so nothing is stored uncharged. One that has not expired is held open for the
-/// ingest in the same statement, so its reservation counts until its artefact does.
-async fn complete(state: &AppState, caller: &Caller, row: &UploadRow, file: &mut File) -> Result<Response, Problem> {
-    let now = state.gateway.clock.unix_seconds();
-    let held = state.gateway.catalog.hold_upload(&row.id, now, now + TTL_SECONDS).await.map_err(GatewayError::from)?;
-    if !held {
-        remove_upload(&state.gateway, &state.uploads_dir, &row.id).await?;
-        tracing::info!(upload = %row.id, "a resumable upload's last bytes came after it expired");
-        return Err(gone("the upload expired before its last bytes arrived; nothing of it was kept; start it again"));
+/// its chunks are removed, so nothing is stored uncharged. One that has not expired is held open for the ingest in
+/// the claim's statement, so its reservation counts until its artefact does.
+async fn complete(
+    state: &AppState,
+    caller: &Caller,
+    row: &UploadRow,
+    last: &str,
+    size: u64,
+) -> Result<Response, Problem> {
+    let gateway = &state.gateway;
+    let now = gateway.clock.unix_seconds();
+    let claimed = gateway.catalog.claim_upload_completion(&row.id, row.offset, last, now, now + TTL_SECONDS).await;
+    if !claimed.map_err(GatewayError::from)? {
+        delete_chunk(gateway, last).await;
+        let expired = "the upload expired before its last bytes arrived; nothing of it was kept; start it again";
+        return Err(not_taken(gateway, &row.id, row.offset as u64, expired).await);
     }
-    let registered = async {
-        let (case, request) = upload_request(&row.metadata)?;
-        file.seek(SeekFrom::Start(0)).await.map_err(io_error)?;
-        Ok::<_, Problem>(state.gateway.ingest(caller, &case, request, read_file(file)).await?)
-    }
-    .await;
+    let renewing = renew_claim(gateway.clone(), row.id.clone(), last.to_owned());
+    let registered = take_into_custody(gateway, caller, row, last, size).await;
+    drop(renewing);
     let registered = match registered {
         Ok(registered) => registered,
-        Err(problem) => {
-            // A refusal (digest mismatch, role) is final. After a server error the upload stays at its offset, so
-            // that the client can send the last chunk again.
-            if problem.status().is_client_error() {
-                remove_upload(&state.gateway, &state.uploads_dir, &row.id).await?;
+        Err(Failed::Lost(err)) => {
+            tracing::error!(upload = %row.id, error = %err, "a resumable upload's staged bytes are lost");
+            remove_upload(gateway, &row.id, i64::MAX).await?;
+            return Err(gone("the staged bytes of this upload were lost; start it again"));
+        }
+        // A refusal (digest mismatch, role) is final.
+        Err(Failed::Refused(problem)) => {
+            remove_upload(gateway, &row.id, i64::MAX).await?;
+            return Err(problem);
+        }
+        // After a server error the upload stays at its offset, so that the client can send the last chunk again.
+        Err(Failed::Server(problem)) => {
+            match gateway.catalog.release_upload_claim(&row.id, last, i64::MAX).await {
+                Ok(true) => delete_chunk(gateway, last).await,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
             }
             return Err(problem);
         }
     };
-    if let Err(err) = remove_upload(&state.gateway, &state.uploads_dir, &row.id).await {
+    if let Err(err) = remove_upload(gateway, &row.id, i64::MAX).await {
         tracing::warn!(upload = %row.id, error = %err, "registered, but could not remove the finished upload");
     }
     tracing::info!(upload = %row.id, artefact = %registered.artefact, "resumable upload registered");
@@ -623,10 +703,105 @@ async fn complete(state: &AppState, caller: &Caller, row: &UploadRow, file: &mut
     )
 }
 
-fn read_file(file: &mut File) -> impl Stream<Item = std::io::Result<Bytes>> + Send + '_ {
-    futures::stream::try_unfold(file, |file| async move {
-        let mut buffer = BytesMut::with_capacity(READ_SIZE);
-        let read = file.read_buf(&mut buffer).await?;
-        Ok((read > 0).then(|| (buffer.freeze(), file)))
+/// Why an upload's completion failed.
+enum Failed {
+    /// Its staged bytes are not what was recorded: it cannot go on.
+    Lost(StoreError),
+    /// The ingest refused it (a client error): final.
+    Refused(Problem),
+    /// A server error (an outage, perhaps): the upload may go on.
+    Server(Problem),
+}
+
+/// Streams upload `row`'s chunks in order, then its last chunk `last` of `size` bytes, through [`Gateway::ingest`].
+async fn take_into_custody(
+    gateway: &Gateway,
+    caller: &Caller,
+    row: &UploadRow,
+    last: &str,
+    size: u64,
+) -> Result<Registered, Failed> {
+    let server = |err: GatewayError| {
+        let problem = Problem::from(err);
+        if problem.status().is_client_error() { Failed::Refused(problem) } else { Failed::Server(problem) }
+    };
+    let (case, request) = upload_request(&row.metadata).map_err(Failed::Refused)?;
+    let chunks = gateway.catalog.upload_chunks(&row.id).await.map_err(|err| server(err.into()))?;
+    // The upload's bytes are exactly its chunks in offset order: one after another from 0 to its offset.
+    let mut end = 0;
+    for chunk in &chunks {
+        if chunk.offset != end {
+            return Err(Failed::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
+        }
+        end += chunk.size;
+    }
+    if end != row.offset {
+        return Err(Failed::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
+    }
+    let pieces = chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]);
+    // The ingest sees a failed read only as a cut-off body; what failed is kept here.
+    let failure = std::sync::Mutex::new(None);
+    let store = &gateway.artefacts;
+    let body = futures::stream::iter(pieces)
+        .map(|(object, size)| async move { store.read_chunk(&object).await.map(|bytes| exactly(bytes, object, size)) })
+        .buffered(CHUNKS_OPENED_AHEAD)
+        .try_flatten()
+        .map_err(|err| {
+            let mut failure = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *failure = Some(err);
+            "a staged chunk could not be read"
+        });
+    let ingested = gateway.ingest(caller, &case, request, body).await;
+    match (ingested, failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+        (Ok(registered), _) => Ok(registered),
+        (Err(_), Some(err @ StoreError::ChunkLost(_))) => Err(Failed::Lost(err)),
+        (Err(_), Some(err)) => Err(server(err.into())),
+        (Err(err), None) => Err(server(err)),
+    }
+}
+
+/// A chunk's bytes, failing with [`StoreError::ChunkLost`] unless they are exactly the `size` written.
+fn exactly(
+    bytes: impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
+    object: String,
+    size: u64,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    let state = (Box::pin(bytes), 0u64, Some(object));
+    futures::stream::unfold(state, move |(mut bytes, seen, object)| async move {
+        let object = object?;
+        match bytes.next().await {
+            Some(Ok(data)) if seen + data.len() as u64 <= size => {
+                let seen = seen + data.len() as u64;
+                Some((Ok(data), (bytes, seen, Some(object))))
+            }
+            Some(Err(err)) => Some((Err(err), (bytes, seen, None))),
+            None if seen == size => None,
+            _ => Some((Err(StoreError::ChunkLost(object)), (bytes, seen, None))),
+        }
     })
+}
+
+/// Renews the claim on upload `id`'s completion, whose last chunk is `last`, until dropped.
+struct Renewing(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn renew_claim(gateway: Gateway, id: String, last: String) -> Renewing {
+    Renewing(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CLAIM_RENEW_EVERY).await;
+            match gateway.catalog.renew_upload_claim(&id, &last, gateway.clock.unix_seconds()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(upload = %id, "lost the claim on a resumable upload's completion");
+                    return;
+                }
+                Err(err) => tracing::warn!(upload = %id, error = %err, "could not renew a completion claim"),
+            }
+        }
+    }))
 }

@@ -105,12 +105,13 @@ impl Running {
         answer.text().lines().nth(1).unwrap().parse().unwrap()
     }
 
-    /// Files in the data directory's staging places: the object store's and the resumable uploads'.
+    /// Files in the object store's staging place: direct uploads' staging and resumable uploads' chunks.
     fn staged(&self) -> usize {
-        ["objects/staging", "uploads"]
-            .iter()
-            .map(|dir| std::fs::read_dir(self.data.path().join(dir)).map_or(0, |entries| entries.count()))
-            .sum()
+        fn files(dir: &std::path::Path) -> usize {
+            let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+            entries.map(|entry| if entry.path().is_dir() { files(&entry.path()) } else { 1 }).sum()
+        }
+        files(&self.data.path().join("objects/staging"))
     }
 }
 

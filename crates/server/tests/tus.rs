@@ -1,9 +1,8 @@
 //! Resumable uploads (tus 1.0.0), driven in-process: chunks, a PATCH cut off half-way, refusals, termination,
-//! expiry, and an artefact that ends up exactly as a direct upload would have left it.
+//! expiry, two PATCHes racing at one offset, the sweep of chunk objects no upload holds, and an artefact that ends up
+//! exactly as a direct upload would have left it.
 
 mod support;
-
-use std::io::Write as _;
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -108,17 +107,62 @@ async fn offset(gateway: &TestGateway, auth: &str, url: &str) -> usize {
     reply.headers["upload-offset"].to_str().unwrap().parse().unwrap()
 }
 
-fn staging_file(gateway: &TestGateway, url: &str) -> std::path::PathBuf {
-    gateway.dir.path().join("uploads").join(url.rsplit('/').next().unwrap())
+fn text(reply: &Reply) -> String {
+    String::from_utf8_lossy(&reply.body).into_owned()
 }
 
-/// Files under the data directory's `objects/`: artefacts and their manifests.
+/// Where the embedded local store keeps the chunks of resumable uploads.
+fn chunk_dir(gateway: &TestGateway) -> std::path::PathBuf {
+    gateway.dir.path().join("objects/staging/tus")
+}
+
+/// The chunk objects staged for the upload at `url` (recorded or not): each one's name and size, by name.
+fn chunks_of(gateway: &TestGateway, url: &str) -> Vec<(String, u64)> {
+    let prefix = format!("{}.", url.rsplit('/').next().unwrap());
+    let mut chunks: Vec<(String, u64)> = std::fs::read_dir(chunk_dir(gateway))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.starts_with(&prefix).then(|| (name, entry.metadata().unwrap().len()))
+        })
+        .collect();
+    chunks.sort();
+    chunks
+}
+
+/// Every chunk object staged, of any upload.
+fn staged_chunks(gateway: &TestGateway) -> usize {
+    std::fs::read_dir(chunk_dir(gateway)).map_or(0, |entries| entries.count())
+}
+
+/// Files under the data directory's `objects/` but for staging: artefacts and their manifests.
 fn stored_objects(gateway: &TestGateway) -> usize {
     fn count(dir: &std::path::Path) -> usize {
         let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
         entries.map(|entry| if entry.path().is_dir() { count(&entry.path()) } else { 1 }).sum()
     }
-    count(&gateway.dir.path().join("objects"))
+    let objects = gateway.dir.path().join("objects");
+    let entries = std::fs::read_dir(&objects).into_iter().flatten().flatten();
+    entries.filter(|entry| entry.file_name() != "staging").map(|entry| count(&entry.path())).sum()
+}
+
+/// A PATCH body that sends `before`, then, once the gateway asks for more (it has taken `before` in, past every
+/// check before the body), says so on `reached` and waits for `go` before it sends `after`.
+fn gated_body(
+    before: Vec<u8>,
+    after: Vec<u8>,
+) -> (Body, tokio::sync::oneshot::Receiver<()>, tokio::sync::oneshot::Sender<()>) {
+    let (reached, reached_here) = tokio::sync::oneshot::channel();
+    let (go_there, go) = tokio::sync::oneshot::channel::<()>();
+    let before = futures::stream::iter((!before.is_empty()).then(|| Ok(bytes::Bytes::from(before))));
+    let after = futures::stream::once(async move {
+        let _ = reached.send(());
+        let _ = go.await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(after))
+    });
+    (Body::from_stream(futures::StreamExt::chain(before, after)), reached_here, go_there)
 }
 
 async fn artefact(gateway: &TestGateway, auth: &str, path: &str) -> Value {
@@ -173,6 +217,10 @@ async fn uploads_in_chunks_and_registers_what_a_direct_upload_would() {
         match reply.headers.get("custodia-artefact") {
             Some(path) => artefact_path = Some(path.to_str().unwrap().to_owned()),
             None => {
+                // Each PATCH is one chunk object, of exactly its bytes.
+                let sizes: Vec<u64> = chunks_of(&gateway, &url).into_iter().map(|(_, size)| size).collect();
+                assert_eq!(sizes.len(), i + 1);
+                assert_eq!(sizes.iter().sum::<u64>(), (at + chunk.len()) as u64);
                 // Staged bytes are not evidence: nothing is stored or listed until the last byte is in.
                 assert_eq!(offset(&gateway, &officer, &url).await, at + chunk.len());
                 assert_eq!(stored_objects(&gateway), 0);
@@ -185,9 +233,9 @@ async fn uploads_in_chunks_and_registers_what_a_direct_upload_would() {
     assert_eq!(resumable["sha256"], Sha256::of(&bytes).to_hex());
     assert_eq!((resumable["size"].as_u64(), resumable["media_type"].as_str()), (Some(300_000), Some("video/webm")));
     assert_eq!(resumable["manifest"]["original_name"], "statement.webm");
-    // The upload is gone once its artefact is in custody.
+    // The upload is gone once its artefact is in custody, and so are its chunks.
     assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
-    assert!(!staging_file(&gateway, &url).exists());
+    assert_eq!(staged_chunks(&gateway), 0);
 
     let reply = gateway.upload(CASE, "purpose=witness%20statement", As::Session(&officer), bytes.clone()).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
@@ -212,20 +260,75 @@ async fn resumes_after_a_patch_cut_off_half_way() {
     let bytes = statement(100_000);
     let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
 
-    // The link drops after 40,000 bytes of a PATCH: they are kept, and HEAD says so.
+    // The link drops after 40,000 bytes of a PATCH: they are kept, as one chunk, and HEAD says so.
     let arrived = bytes[..40_000].to_vec();
     let cut = futures::stream::iter([Ok(arrived), Err(std::io::Error::other("connection reset"))]);
     let reply = patch(&gateway, &officer, &url, 0, Body::from_stream(cut), &[]).await;
-    reply.assert_problem(400, "upload-interrupted", "resume from offset 40000");
+    reply.assert_problem(400, "upload-interrupted", "40000 bytes of it were kept; resume from offset 40000");
     assert_eq!(offset(&gateway, &officer, &url).await, 40_000);
+    assert_eq!(chunks_of(&gateway, &url).iter().map(|(_, size)| *size).collect::<Vec<_>>(), [40_000]);
 
-    // A PATCH that wrote more but died before making it durable leaves bytes past the offset: they are cut away.
-    let staging = staging_file(&gateway, &url);
-    std::fs::OpenOptions::new().append(true).open(&staging).unwrap().write_all(b"never acknowledged").unwrap();
+    // With a checksum, a body cut off cannot be checked, so nothing of it is kept: no chunk, the offset unmoved.
+    let checksum = format!("sha256 {}", BASE64.encode(Sha256::of(&bytes[40_000..]).as_bytes()));
+    let cut = futures::stream::iter([Ok(bytes[40_000..70_000].to_vec()), Err(std::io::Error::other("reset"))]);
+    let reply =
+        patch(&gateway, &officer, &url, 40_000, Body::from_stream(cut), &[("upload-checksum", &checksum)]).await;
+    reply.assert_problem(400, "upload-interrupted", "0 bytes of it were kept; resume from offset 40000");
+    assert_eq!(offset(&gateway, &officer, &url).await, 40_000);
+    assert_eq!(chunks_of(&gateway, &url).len(), 1);
+
+    // A request that wrote its chunk but died before recording it leaves an object at the offset that no upload
+    // holds: it is never read, and the upload goes on from its recorded offset.
+    let id = url.rsplit('/').next().unwrap();
+    let unrecorded = format!("{id}.40000.chunk-never-recorded");
+    let garbage = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"never acknowledged"))]);
+    gateway.state.gateway.artefacts.write_chunk(&unrecorded, garbage).await.unwrap();
     let reply = patch(&gateway, &officer, &url, 40_000, Body::from(bytes[40_000..].to_vec()), &[]).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
     let path = reply.headers["custodia-artefact"].to_str().unwrap();
     assert_eq!(artefact(&gateway, &clerk, path).await["sha256"], Sha256::of(&bytes).to_hex());
+    assert_eq!(chunks_of(&gateway, &url), [(unrecorded, 18)], "only the object no upload held is left, for the sweep");
+}
+
+/// Two PATCHes at one offset, both past every check before their bodies come (so that the catalog's
+/// compare-and-set alone decides): one records its chunk (204), the other is told the offset moved (409) and its
+/// object is deleted unread; the upload's bytes are the winner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_patches_racing_at_one_offset_one_records_its_chunk() {
+    let (gateway, officer, clerk) = gateway_with_officer().await;
+    let (first, rest) = (statement(300_000), statement(50_000));
+    let other: Vec<u8> = first.iter().map(|byte| byte ^ 0x5a).collect();
+    let metadata = metadata(&[("case", CASE), ("purpose", "witness statement")]);
+    let url = create(&gateway, &officer, first.len() + rest.len(), &metadata).await;
+
+    let (body_a, reached_a, go_a) = gated_body(Vec::new(), first.clone());
+    let (body_b, reached_b, go_b) = gated_body(Vec::new(), other.clone());
+    let both = async {
+        tokio::join!(patch(&gateway, &officer, &url, 0, body_a, &[]), patch(&gateway, &officer, &url, 0, body_b, &[]))
+    };
+    let gate = async {
+        reached_a.await.unwrap();
+        reached_b.await.unwrap();
+        go_a.send(()).unwrap();
+        go_b.send(()).unwrap();
+    };
+    let ((a, b), ()) = tokio::join!(both, gate);
+    let statuses = [a.status.as_u16(), b.status.as_u16()];
+    assert!(statuses == [204, 409] || statuses == [409, 204], "{statuses:?}: {} / {}", text(&a), text(&b));
+    let (winner, loser, won) = if a.status == StatusCode::NO_CONTENT { (a, b, &first) } else { (b, a, &other) };
+    assert_eq!(winner.headers["upload-offset"], "300000");
+    loser.assert_problem(409, "offset-mismatch", "the upload is at offset 300000, not 0");
+    assert_eq!(offset(&gateway, &officer, &url).await, 300_000);
+    assert_eq!(chunks_of(&gateway, &url).iter().map(|(_, size)| *size).collect::<Vec<_>>(), [300_000]);
+
+    let reply = patch(&gateway, &officer, &url, 300_000, Body::from(rest.clone()), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    let path = reply.headers["custodia-artefact"].to_str().unwrap().to_owned();
+    let expected = [won.as_slice(), &rest].concat();
+    assert_eq!(artefact(&gateway, &clerk, &path).await["sha256"], Sha256::of(&expected).to_hex());
+    let content = gateway.get(&format!("{path}/content?purpose=check"), Some(As::Session(&clerk))).await;
+    assert!(content.body == expected, "the artefact's bytes are not the winner's chunk and the rest");
+    assert_eq!(staged_chunks(&gateway), 0);
 }
 
 #[tokio::test]
@@ -243,7 +346,7 @@ async fn refuses_wrong_offsets_checksums_lengths_and_strangers() {
         patch(&gateway, &officer, &url, 0, Body::from(bytes[..500].to_vec()), &[("upload-checksum", &wrong)]).await;
     reply.assert_problem(460, "checksum-mismatch", "nothing of it was kept");
     assert_eq!(offset(&gateway, &officer, &url).await, 0);
-    assert_eq!(std::fs::metadata(staging_file(&gateway, &url)).unwrap().len(), 0);
+    assert_eq!(chunks_of(&gateway, &url), [], "the checksum is checked before the chunk is an object");
 
     let reply =
         patch(&gateway, &officer, &url, 0, Body::from(bytes[..500].to_vec()), &[("upload-checksum", "md5 AAAA")]).await;
@@ -261,7 +364,7 @@ async fn refuses_wrong_offsets_checksums_lengths_and_strangers() {
     let reply = patch(&gateway, &officer, &url, 500, Body::from_stream(streamed), &[]).await;
     reply.assert_problem(413, "too-large", "only 500 bytes");
     assert_eq!(offset(&gateway, &officer, &url).await, 500);
-    assert_eq!(std::fs::metadata(staging_file(&gateway, &url)).unwrap().len(), 500);
+    assert_eq!(chunks_of(&gateway, &url).iter().map(|(_, size)| *size).collect::<Vec<_>>(), [500]);
 
     let reply = tus(&gateway, "PATCH", &url, &officer, &[("upload-offset", "500")], Body::from(vec![1])).await;
     reply.assert_problem(415, "unsupported-media-type", "application/offset+octet-stream");
@@ -269,12 +372,15 @@ async fn refuses_wrong_offsets_checksums_lengths_and_strangers() {
     let reply = gateway.send(request).await;
     assert_eq!((reply.status.as_u16(), reply.headers["tus-version"].to_str().unwrap()), (412, "1.0.0"));
 
-    // While another request holds the upload, a PATCH is told to come back: tus clients retry on 423.
-    let held = std::fs::File::open(staging_file(&gateway, &url)).unwrap();
-    held.lock().unwrap();
+    // While another request (on any gateway) takes the upload into custody, a PATCH or a DELETE is told to come
+    // back: tus clients retry on 423.
+    let (catalog, now) = (&gateway.state.gateway.catalog, gateway.clock.unix_seconds());
+    let id = url.rsplit('/').next().unwrap();
+    assert!(catalog.claim_upload_completion(id, 500, "the-last-chunk", now, now + 3600).await.unwrap());
     let reply = patch(&gateway, &officer, &url, 500, Body::from(bytes[500..].to_vec()), &[]).await;
     reply.assert_problem(423, "upload-locked", "try again");
-    drop(held);
+    tus(&gateway, "DELETE", &url, &officer, &[], Body::empty()).await.assert_problem(423, "upload-locked", "");
+    assert!(catalog.release_upload_claim(id, "the-last-chunk", i64::MAX).await.unwrap());
 
     // Someone else, even a member of the same case, cannot see, extend or end the upload.
     assert_eq!(tus(&gateway, "HEAD", &url, &clerk, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
@@ -294,7 +400,7 @@ async fn refuses_wrong_offsets_checksums_lengths_and_strangers() {
     gateway.member(CASE, &judge, "judge").await;
     let reply = try_create(&gateway, &judge_session, "10", &metadata(&[("case", CASE), ("purpose", "p")])).await;
     reply.assert_problem(403, "role-forbidden", "upload");
-    assert_eq!(std::fs::read_dir(gateway.dir.path().join("uploads")).unwrap().count(), 1);
+    assert_eq!(staged_chunks(&gateway), 1);
 }
 
 #[tokio::test]
@@ -305,7 +411,7 @@ async fn a_digest_mismatch_at_completion_keeps_nothing() {
     let reply = patch(&gateway, &officer, &url, 0, Body::from(bytes), &[]).await;
     reply.assert_problem(422, "digest-mismatch", "nothing was kept");
     assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
-    assert!(!staging_file(&gateway, &url).exists());
+    assert_eq!(staged_chunks(&gateway), 0);
     assert_eq!(stored_objects(&gateway), 0);
 }
 
@@ -315,10 +421,11 @@ async fn uploads_end_on_termination_and_on_expiry() {
     let bytes = statement(1000);
     let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
     patch(&gateway, &officer, &url, 0, Body::from(bytes[..100].to_vec()), &[]).await;
+    assert_eq!(chunks_of(&gateway, &url).len(), 1);
     let reply = tus(&gateway, "DELETE", &url, &officer, &[], Body::empty()).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
-    assert!(!staging_file(&gateway, &url).exists());
+    assert_eq!(chunks_of(&gateway, &url), []);
 
     // Clients behind proxies that only pass POST say which method they mean.
     let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
@@ -326,21 +433,87 @@ async fn uploads_end_on_termination_and_on_expiry() {
     assert_eq!(tus(&gateway, "POST", &url, &officer, &headers, Body::empty()).await.status, StatusCode::NO_CONTENT);
 
     let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
+    patch(&gateway, &officer, &url, 0, Body::from(bytes[..100].to_vec()), &[]).await;
     let expiring = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
+    patch(&gateway, &officer, &expiring, 0, Body::from(bytes[..100].to_vec()), &[]).await;
+    assert_eq!(staged_chunks(&gateway), 2);
     gateway.clock.advance(25 * 3600);
     let officer = gateway.sign_in("officer", "officer-correct-horse-battery").await;
-    let reply = patch(&gateway, &officer, &url, 0, Body::from(bytes), &[]).await;
+    let reply = patch(&gateway, &officer, &url, 100, Body::from(bytes[100..].to_vec()), &[]).await;
     reply.assert_problem(410, "upload-gone", "expired");
-    assert!(!staging_file(&gateway, &url).exists());
+    assert_eq!(chunks_of(&gateway, &url), []);
     assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
 
-    // At start-up, expired uploads go, and so do staging files without an upload (a crash between the two).
-    let uploads = gateway.dir.path().join("uploads");
-    std::fs::write(uploads.join("upl-orphan"), b"left by a crash").unwrap();
-    let swept = custodia_server::tus::sweep(&gateway.state.gateway, &uploads).await.unwrap();
-    assert_eq!(swept, 2);
-    assert!(!staging_file(&gateway, &expiring).exists());
-    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+    // At start-up, expired uploads go with their chunks, and so do chunk objects that no upload holds (a crash
+    // between an object and its record) once they are older than any upload could be.
+    let orphan = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"left by a crash"))]);
+    gateway.state.gateway.artefacts.write_chunk("upl-gone.0.chunk-orphan", orphan).await.unwrap();
+    gateway.clock.advance(custodia_server::tus::ORPHANED_CHUNK_SECONDS);
+    let swept = custodia_server::tus::sweep(&gateway.state.gateway).await.unwrap();
+    assert_eq!(swept, 2, "the expired upload and the orphan");
+    assert_eq!(chunks_of(&gateway, &expiring), []);
+    assert_eq!(staged_chunks(&gateway), 0);
+}
+
+/// The start-up sweep in a store that other gateways share: a chunk no upload holds is removed only once it is
+/// older than any upload could be, since a younger one may be another gateway's request between its object and its
+/// record; the chunks of a live upload stay however old they are; and the sweep of direct uploads' staging leaves
+/// chunks alone.
+#[tokio::test]
+async fn the_sweep_leaves_chunks_in_flight_and_of_live_uploads_alone() {
+    let (gateway, officer, clerk) = gateway_with_officer().await;
+    let bytes = statement(20_000);
+    let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    let reply = patch(&gateway, &officer, &url, 0, Body::from(bytes[..8_000].to_vec()), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    let store = &gateway.state.gateway.artefacts;
+    let write = |name: String| async move {
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![9u8; 1000]))]);
+        store.write_chunk(&name, body).await.unwrap();
+        name
+    };
+    // Another gateway's request at offset 8,000, its object written and its record not yet: fresh.
+    let in_flight = write(format!("{id}.8000.chunk-in-flight")).await;
+    // A request that died between the two, three days ago.
+    let orphan = write(format!("{id}.8000.chunk-orphan")).await;
+    let three_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 24 * 3600);
+    let age = |name: &str| {
+        let file = std::fs::File::options().write(true).open(chunk_dir(&gateway).join(name)).unwrap();
+        file.set_modified(three_days_ago).unwrap();
+    };
+    age(&orphan);
+    // The upload's own chunk, as old: it is recorded, so it stays.
+    let (recorded, _) = chunks_of(&gateway, &url).into_iter().find(|(name, _)| name.contains(".0.")).unwrap();
+    age(&recorded);
+    // A direct upload's staging object left by a crash three days ago, and one under way.
+    let staging = gateway.dir.path().join("objects/staging");
+    std::fs::write(staging.join("old-direct-upload"), b"left by a crash").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(staging.join("old-direct-upload"))
+        .unwrap()
+        .set_modified(three_days_ago)
+        .unwrap();
+    std::fs::write(staging.join("direct-upload-under-way"), b"arriving").unwrap();
+
+    let a_day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    assert_eq!(store.sweep_staging(a_day_ago).await.unwrap(), 1, "the old direct upload's staging only");
+    assert!(!staging.join("old-direct-upload").exists());
+    assert!(staging.join("direct-upload-under-way").exists());
+    assert_eq!(chunks_of(&gateway, &url).len(), 3, "chunks are left to the sweep of resumable uploads");
+
+    assert_eq!(custodia_server::tus::sweep(&gateway.state.gateway).await.unwrap(), 1, "the orphan only");
+    let left: Vec<String> = chunks_of(&gateway, &url).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(left, [recorded, in_flight.clone()]);
+
+    // The upload goes on and completes with its own bytes; the object in flight was never part of it.
+    let reply = patch(&gateway, &officer, &url, 8_000, Body::from(bytes[8_000..].to_vec()), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    let path = reply.headers["custodia-artefact"].to_str().unwrap();
+    assert_eq!(artefact(&gateway, &clerk, path).await["sha256"], Sha256::of(&bytes).to_hex());
+    let left: Vec<String> = chunks_of(&gateway, &url).into_iter().map(|(name, _)| name).collect();
+    assert_eq!(left, [in_flight]);
 }
 
 /// An upload whose last PATCH begins before it expires and ends after it: an expired upload's reservation no
@@ -348,34 +521,51 @@ async fn uploads_end_on_termination_and_on_expiry() {
 /// removed; nothing of it is stored or recorded, uncharged or otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_expires_during_its_last_patch_is_refused_and_keeps_nothing() {
-    use futures::SinkExt as _;
     let (gateway, officer, _) = gateway_with_officer().await;
     let bytes = statement(10_000);
     let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
     let ledger = gateway.ledger_size();
     let (first, rest) = bytes.split_at(4_000);
-    let (mut sender, receiver) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
-    let staged = staging_file(&gateway, &url);
-    let (gateway_ref, staged_ref) = (&gateway, &staged);
-    let drive = async move {
-        sender.send(Ok(bytes::Bytes::copy_from_slice(first))).await.unwrap();
-        // Once the first bytes are staged, the upload expires before the rest arrives.
-        let mut waited = 0;
-        while std::fs::metadata(staged_ref).map_or(0, |meta| meta.len()) < first.len() as u64 {
-            assert!(waited < 6000, "the first bytes were never staged");
-            waited += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        gateway_ref.clock.advance(25 * 3600);
-        sender.send(Ok(bytes::Bytes::copy_from_slice(rest))).await.unwrap();
+    let (body, reached, go) = gated_body(first.to_vec(), rest.to_vec());
+    let drive = async {
+        // Once the first bytes are taken in, the upload expires before the rest arrives.
+        reached.await.unwrap();
+        gateway.clock.advance(25 * 3600);
+        go.send(()).unwrap();
     };
-    let (reply, ()) = tokio::join!(patch(&gateway, &officer, &url, 0, Body::from_stream(receiver), &[]), drive);
+    let (reply, ()) = tokio::join!(patch(&gateway, &officer, &url, 0, body, &[]), drive);
     reply.assert_problem(410, "upload-gone", "expired");
-    assert!(!staged.exists(), "the staged bytes are removed");
+    assert_eq!(staged_chunks(&gateway), 0, "the staged bytes are removed");
     assert_eq!(stored_objects(&gateway), 0, "nothing was stored");
     assert_eq!(gateway.ledger_size(), ledger, "nothing was recorded");
     let officer = gateway.sign_in("officer", "officer-correct-horse-battery").await;
     assert_eq!(tus(&gateway, "HEAD", &url, &officer, &[], Body::empty()).await.status, StatusCode::NOT_FOUND);
+}
+
+/// A gateway that died while taking an upload into custody leaves its claim, no longer renewed: the next request
+/// releases it (and deletes the last chunk it had written), and the upload completes from its recorded offset.
+#[tokio::test]
+async fn a_completion_claim_its_gateway_stopped_renewing_is_released_by_the_next_request() {
+    let (gateway, officer, clerk) = gateway_with_officer().await;
+    let bytes = statement(30_000);
+    let url = create(&gateway, &officer, bytes.len(), &statement_metadata(&bytes)).await;
+    let id = url.rsplit('/').next().unwrap();
+    let reply = patch(&gateway, &officer, &url, 0, Body::from(bytes[..10_000].to_vec()), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    // The dead gateway's last chunk, and its claim, last renewed two minutes ago.
+    let dead = format!("{id}.10000.chunk-of-a-dead-gateway");
+    let last = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes[10_000..].to_vec()))]);
+    gateway.state.gateway.artefacts.write_chunk(&dead, last).await.unwrap();
+    let (catalog, now) = (&gateway.state.gateway.catalog, gateway.clock.unix_seconds());
+    assert!(catalog.claim_upload_completion(id, 10_000, &dead, now - 120, now + 3600).await.unwrap());
+    assert_eq!(chunks_of(&gateway, &url).len(), 2);
+    assert_eq!(offset(&gateway, &officer, &url).await, 10_000, "HEAD never calls a claimed upload done");
+
+    let reply = patch(&gateway, &officer, &url, 10_000, Body::from(bytes[10_000..].to_vec()), &[]).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
+    let path = reply.headers["custodia-artefact"].to_str().unwrap();
+    assert_eq!(artefact(&gateway, &clerk, path).await["sha256"], Sha256::of(&bytes).to_hex());
+    assert_eq!(staged_chunks(&gateway), 0, "the dead gateway's last chunk went with its claim");
 }
 
 #[tokio::test]

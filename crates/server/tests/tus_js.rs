@@ -148,5 +148,6 @@ fn tus_js_client_uploads_a_statement_through_a_dropped_link() {
     let detail = expect(curl("GET", &format!("{base}{artefact}?purpose=verification"), Some(&admin), None), 200).json();
     assert_eq!((detail["sha256"].as_str(), detail["size"].as_u64()), (Some(sha256.as_str()), Some(300_000)));
     assert_eq!(detail["manifest"]["original_name"], "statement.webm");
-    assert_eq!(std::fs::read_dir(data.path().join("uploads")).unwrap().count(), 0, "staging files left behind");
+    let chunks = std::fs::read_dir(data.path().join("objects/staging/tus")).map_or(0, |entries| entries.count());
+    assert_eq!(chunks, 0, "chunks left behind");
 }

@@ -18,6 +18,13 @@
 //! two publications of one name can only write the same bytes twice. Objects with a fresh random name (manifests,
 //! policies) are written once with [`put_once`], which on such a store checks the name is free first.
 //!
+//! A resumable upload's bytes wait below `staging/tus/` as chunk objects ([`ArtefactStore::write_chunk`]), one a
+//! request, until the upload is complete and its chunks are read back in order into [`ArtefactStore::ingest`].
+//! Which chunks belong to an upload is recorded elsewhere (the catalog), by their owner, who also removes those that
+//! belong to none ([`ArtefactStore::staged_chunks`]): [`ArtefactStore::sweep_staging`] leaves them alone. Both
+//! sweeps remove only objects older than a bound their caller gives, since a store shared by several gateways holds
+//! what the others are writing now.
+//!
 //! This crate knows nothing of cases, people or the ledger.
 
 use std::fmt;
@@ -27,6 +34,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use custodia_core::{Sha256, Sha256Hasher};
@@ -38,6 +46,9 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, Write
 const OBJECTS: &str = "objects/sha256";
 /// Where uploads in progress live until they are verified.
 const STAGING: &str = "staging";
+/// Where the chunks of resumable uploads live, within staging: their owner keeps track of them, not
+/// [`ArtefactStore::sweep_staging`].
+const CHUNKS: &str = "staging/tus";
 
 /// How big each multipart part is, and how many may be in flight: this bounds an upload's memory.
 const PART_SIZE: usize = 8 * 1024 * 1024;
@@ -62,6 +73,9 @@ pub enum StoreError {
     NotFound(Sha256),
     #[error("range {start}..{end} is outside an artefact of {size} bytes")]
     BadRange { start: u64, end: u64, size: u64 },
+    /// A resumable upload's chunk is not in the store any more, or not the size it was written.
+    #[error("chunk {0} of a resumable upload is missing or not as it was written")]
+    ChunkLost(String),
     #[error("object storage failed: {0}")]
     Backend(#[from] object_store::Error),
 }
@@ -71,6 +85,15 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Backend(err) if is_transient(err))
     }
+}
+
+/// A chunk of a resumable upload, as the store lists it ([`ArtefactStore::staged_chunks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedChunk {
+    /// The name it was written under ([`ArtefactStore::write_chunk`]).
+    pub name: String,
+    /// When the store last wrote it.
+    pub written: SystemTime,
 }
 
 /// A verified artefact in the store.
@@ -288,7 +311,7 @@ impl ArtefactStore {
         }
         let staging = self.path(&[STAGING, &random_name()]);
         let streamed = match self.local_file(&staging) {
-            Some(file) => stream_into_file(file, body, options.max_size).await,
+            Some(file) => stream_into_file(file, body, Intake::new(options.max_size)).await.map(Intake::finish),
             None => self.stream_into_store(&staging, body, options.max_size, copy).await,
         };
         let result = match streamed {
@@ -336,7 +359,7 @@ impl ArtefactStore {
                 return Ok(StoredArtefact { sha256, size, newly_stored });
             }
         }
-        let body = read_local(file.to_path_buf(), sha256, None).await?;
+        let body = read_local(file.to_path_buf(), None, || StoreError::NotFound(sha256)).await?;
         self.ingest(body, IngestOptions { expected_sha256: Some(sha256), max_size: Some(size) }).await
     }
 
@@ -482,7 +505,10 @@ impl ArtefactStore {
         range: Option<Range<u64>>,
     ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
         if let Some(file) = self.local_path(sha256) {
-            return Ok(futures::future::Either::Left(read_local(file, *sha256, range).await?));
+            let sha256 = *sha256;
+            return Ok(futures::future::Either::Left(
+                read_local(file, range, move || StoreError::NotFound(sha256)).await?,
+            ));
         }
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
         match self.store.get_opts(&self.object_path(sha256), options).await {
@@ -514,28 +540,180 @@ impl ArtefactStore {
         Ok(copied)
     }
 
-    /// Removes staging objects left by uploads that a crash interrupted. Call at start-up, before serving.
-    pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
+    /// Removes staging objects left by uploads that a crash interrupted: those last written before
+    /// `written_before`, a bound the caller chooses well past the time an upload's staging object lives (in a
+    /// remote store, from the upload's last byte until its copy to its address), since in a store that several
+    /// gateways share, a younger one may be another gateway's upload under way. Resumable uploads' chunks are
+    /// left to their owner ([`Self::staged_chunks`]). Returns how many were removed.
+    pub async fn sweep_staging(&self, written_before: SystemTime) -> Result<usize, StoreError> {
         let staging = self.path(&[STAGING]);
-        let leftovers: Vec<Path> = self.store.list(Some(&staging)).map_ok(|meta| meta.location).try_collect().await?;
+        let chunks = self.path(&[CHUNKS]);
+        let leftovers: Vec<Path> = self
+            .store
+            .list(Some(&staging))
+            .try_filter(|meta| {
+                let stale = SystemTime::from(meta.last_modified) < written_before;
+                futures::future::ready(stale && !meta.location.prefix_matches(&chunks))
+            })
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
         for path in &leftovers {
-            self.store.delete(path).await?;
+            match self.store.delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
         }
         Ok(leftovers.len())
+    }
+
+    // The chunks of resumable uploads.
+
+    fn chunk_path(&self, name: &str) -> Path {
+        self.path(&[CHUNKS]).join(name)
+    }
+
+    /// Writes `body` as the chunk `name` of a resumable upload (a name no other writer chooses), below
+    /// `staging/tus/`, and returns its size once it is durable. It is an object only once every byte is in: a body
+    /// that ends in an error leaves nothing (a multipart upload aborted, a local file removed) and fails with
+    /// [`StoreError::Interrupted`]. A chunk is never evidence: its bytes become an artefact only through
+    /// [`Self::ingest`], hashed there as any upload's.
+    pub async fn write_chunk<S, E>(&self, name: &str, body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let path = self.chunk_path(name);
+        let Some(file) = self.local_file(&path) else { return self.stream_into_object(&path, body).await };
+        let intake = match stream_into_file(file.clone(), body, Intake::counting()).await {
+            Ok(intake) => intake,
+            Err(err) => {
+                // Removed before the answer, not only soon after it: a failed chunk leaves nothing once this returns.
+                let gone = file.clone();
+                let removed = blocking(move || match std::fs::remove_file(&gone) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+                    _ => Ok(()),
+                });
+                if let Err(remove) = removed.await {
+                    tracing::warn!(error = %remove, path = %file.display(), "could not remove a failed chunk's file");
+                }
+                return Err(err);
+            }
+        };
+        // The file is durable; its name must be too, and its directory's (made by the first chunk).
+        blocking(move || {
+            let dir = file.parent().ok_or_else(|| io::Error::other("a chunk path without a directory"))?;
+            File::open(dir)?.sync_all()?;
+            match dir.parent() {
+                Some(parent) => File::open(parent)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(local_error)?;
+        Ok(intake.size)
+    }
+
+    /// Streams the chunk `name` of a resumable upload; [`StoreError::ChunkLost`] if it is not there.
+    pub async fn read_chunk(
+        &self,
+        name: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        let path = self.chunk_path(name);
+        if let Some(file) = self.local_file(&path) {
+            let name = name.to_owned();
+            return Ok(read_local(file, None, move || StoreError::ChunkLost(name)).await?.boxed());
+        }
+        match self.store.get(&path).await {
+            Ok(result) => Ok(result.into_stream().map_err(StoreError::from).boxed()),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::ChunkLost(name.to_owned())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Deletes the chunk `name` of a resumable upload; one already gone is no error.
+    pub async fn delete_chunk(&self, name: &str) -> Result<(), StoreError> {
+        match self.store.delete(&self.chunk_path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Every chunk of resumable uploads in the store, with when each was written: for their owner to find those
+    /// that belong to no upload. A chunk being written is listed only once complete (a multipart upload is no
+    /// object until then), or, in a local directory, as the file being written, written last as its last bytes.
+    pub fn staged_chunks(&self) -> impl Stream<Item = Result<StagedChunk, StoreError>> + Send + '_ {
+        self.store.list(Some(&self.path(&[CHUNKS]))).map(|meta| {
+            let meta = meta?;
+            let name = meta.location.filename().unwrap_or_default().to_owned();
+            Ok(StagedChunk { name, written: SystemTime::from(meta.last_modified) })
+        })
+    }
+
+    /// Streams `body` into the object at `path`, whole or not at all: one PUT for what fits in one part, a
+    /// multipart upload (aborted if the body fails) for more. Returns the bytes written.
+    async fn stream_into_object<S, E>(&self, path: &Path, body: S) -> Result<u64, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: fmt::Display,
+    {
+        let mut intake = Intake::counting();
+        let mut body = std::pin::pin!(body);
+        let mut first_part = Vec::new();
+        while intake.size < PART_SIZE as u64 {
+            match body.next().await {
+                Some(chunk) => first_part.push(intake.take(chunk)?),
+                None => {
+                    self.store.put(path, first_part.into_iter().collect()).await?;
+                    return Ok(intake.size);
+                }
+            }
+        }
+        let upload = self.store.put_multipart(path).await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let streamed = async {
+            for chunk in first_part {
+                writer.put(chunk);
+            }
+            while let Some(chunk) = body.next().await {
+                let chunk = intake.take(chunk)?;
+                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
+                writer.put(chunk);
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match streamed {
+            Ok(()) => {
+                writer.finish().await?;
+                Ok(intake.size)
+            }
+            Err(err) => {
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(error = %abort, "could not abort a failed chunk's multipart upload");
+                }
+                Err(err)
+            }
+        }
     }
 }
 
 /// The one pass over an upload's bytes: counts them against the limit and hashes them, in order, as they
 /// arrive, whichever way they are then written.
 struct Intake {
-    hasher: Sha256Hasher,
+    /// None when the bytes are only counted: a resumable upload's chunk, hashed whole once the upload completes.
+    hasher: Option<Sha256Hasher>,
     size: u64,
     max_size: Option<u64>,
 }
 
 impl Intake {
     fn new(max_size: Option<u64>) -> Self {
-        Self { hasher: Sha256Hasher::default(), size: 0, max_size }
+        Self { hasher: Some(Sha256Hasher::default()), size: 0, max_size }
+    }
+
+    fn counting() -> Self {
+        Self { hasher: None, size: 0, max_size: None }
     }
 
     fn take<E: fmt::Display>(&mut self, chunk: Result<Bytes, E>) -> Result<Bytes, StoreError> {
@@ -544,12 +722,15 @@ impl Intake {
         if let Some(limit) = self.max_size.filter(|limit| self.size > *limit) {
             return Err(StoreError::TooLarge { limit });
         }
-        self.hasher.update(&chunk);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&chunk);
+        }
         Ok(chunk)
     }
 
+    /// The digest and size of what was taken (of a counting intake, only the size means anything).
     fn finish(self) -> (Sha256, u64) {
-        (self.hasher.finish(), self.size)
+        (self.hasher.unwrap_or_default().finish(), self.size)
     }
 }
 
@@ -592,15 +773,15 @@ async fn write_copy(copy: &mut Option<tokio::fs::File>, chunk: &[u8]) -> Result<
     }
 }
 
-/// Streams `body` into a new local file at `path`, hashing it in the same pass; returns once the file is durable.
-/// On any failure, or if this future is dropped, the file is removed.
-async fn stream_into_file<S, E>(path: PathBuf, body: S, max_size: Option<u64>) -> Result<(Sha256, u64), StoreError>
+/// Streams `body` into a new local file at `path`, through `intake` (which counts and may hash it) in the same
+/// pass; returns the intake once the file is durable. On any failure, or if this future is dropped, the file is
+/// removed.
+async fn stream_into_file<S, E>(path: PathBuf, body: S, mut intake: Intake) -> Result<Intake, StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
     E: fmt::Display,
 {
     let mut staging = LocalStaging::create(path).await.map_err(local_error)?;
-    let mut intake = Intake::new(max_size);
     let mut part = Vec::new();
     let mut part_size = 0;
     let mut body = std::pin::pin!(body);
@@ -617,7 +798,7 @@ where
         staging.write(part, part_size as u64).await.map_err(local_error)?;
     }
     staging.finish().await.map_err(local_error)?;
-    Ok(intake.finish())
+    Ok(intake)
 }
 
 fn local_error(err: io::Error) -> StoreError {
@@ -725,18 +906,19 @@ pub const LOCAL_READ_CHUNK: usize = 256 * 1024;
 /// Reads of a local object in flight at once: one chunk read ahead.
 const LOCAL_READS_AHEAD: usize = 2;
 
-/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time, one read ahead. The file is
-/// opened for each read and closed after it: a download the client reads slowly holds no descriptor between
-/// reads (slow readers holding one each once took every descriptor the process had, and the log stopped).
+/// Streams `range` (or all) of the local object `file`, [`LOCAL_READ_CHUNK`] at a time, one read ahead; `missing`
+/// is the error when there is no such file. The file is opened for each read and closed after it: a download the
+/// client reads slowly holds no descriptor between reads (slow readers holding one each once took every descriptor
+/// the process had, and the log stopped).
 async fn read_local(
     file: PathBuf,
-    sha256: Sha256,
     range: Option<Range<u64>>,
+    missing: impl FnOnce() -> StoreError,
 ) -> Result<impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static, StoreError> {
     let path = file.clone();
     let size = match blocking(move || Ok(std::fs::metadata(path)?.len())).await {
         Ok(size) => size,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound(sha256)),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Err(missing()),
         Err(err) => return Err(local_error(err)),
     };
     let Range { start, end } = range.unwrap_or(0..size);

@@ -172,3 +172,58 @@ async fn reads_give_back_exactly_the_bytes_and_ranges_stored() {
         assert!(matches!(missing, Err(StoreError::NotFound(_))), "{name}: not stored");
     }
 }
+
+/// A resumable upload's chunks, every way in: written whole or not at all, read back exactly, listed with when
+/// they were written, deleted (twice is no error); and left alone by the sweep of staging, which removes only
+/// direct uploads' leftovers older than its bound.
+#[tokio::test]
+async fn chunks_are_written_whole_or_not_at_all_and_left_to_their_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, store, root) in stores(dir.path()) {
+        eprintln!("through a {kind}");
+        let before = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        // Past one part of a remote store's multipart upload, and less than one.
+        let (large, small) = (data(9 * 1024 * 1024 + 5), data(70_000));
+        assert_eq!(store.write_chunk("upl-1.0.a", chunks(&large, 65_536)).await.unwrap(), large.len() as u64);
+        assert_eq!(store.write_chunk("upl-1.9437189.b", chunks(&small, 65_536)).await.unwrap(), 70_000);
+        let read = |name: &'static str| {
+            let store = store.clone();
+            async move {
+                let stream = store.read_chunk(name).await?;
+                stream.map_ok(|bytes| bytes.to_vec()).try_concat().await
+            }
+        };
+        assert!(read("upl-1.0.a").await.unwrap() == large, "{kind}: the large chunk");
+        assert!(read("upl-1.9437189.b").await.unwrap() == small, "{kind}: the small chunk");
+        assert!(matches!(read("upl-1.0.c").await, Err(StoreError::ChunkLost(name)) if name == "upl-1.0.c"));
+
+        // A body that ends in an error leaves no chunk.
+        let cut = futures::stream::iter(vec![
+            Ok(Bytes::from(small.clone())),
+            Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
+        ]);
+        let err = store.write_chunk("upl-1.0.d", cut).await.unwrap_err();
+        assert!(matches!(err, StoreError::Interrupted { received: 70_000, .. }), "{kind}: {err}");
+        let mut listed: Vec<_> = store.staged_chunks().try_collect().await.unwrap();
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        let names: Vec<&str> = listed.iter().map(|chunk| chunk.name.as_str()).collect();
+        assert_eq!(names, ["upl-1.0.a", "upl-1.9437189.b"], "{kind}");
+        assert!(listed.iter().all(|chunk| chunk.written > before), "{kind}: {listed:?}");
+
+        // The sweep of staging leaves chunks to their owner, however old, and fresh leftovers to their writers.
+        let in_a_day = std::time::SystemTime::now() + std::time::Duration::from_secs(24 * 3600);
+        assert_eq!(store.sweep_staging(in_a_day).await.unwrap(), 0, "{kind}");
+        assert_eq!(store.staged_chunks().try_collect::<Vec<_>>().await.unwrap().len(), 2, "{kind}");
+        let leftover = root.join("staging/left-by-a-crash");
+        std::fs::write(&leftover, b"half an upload").unwrap();
+        assert_eq!(store.sweep_staging(before).await.unwrap(), 0, "{kind}: a fresh leftover may be under way");
+        assert_eq!(store.sweep_staging(in_a_day).await.unwrap(), 1, "{kind}");
+        assert!(!leftover.exists());
+
+        store.delete_chunk("upl-1.0.a").await.unwrap();
+        store.delete_chunk("upl-1.0.a").await.unwrap();
+        store.delete_chunk("upl-1.9437189.b").await.unwrap();
+        assert!(store.staged_chunks().try_collect::<Vec<_>>().await.unwrap().is_empty(), "{kind}");
+        assert!(files(&root).is_empty(), "{kind}: {:?}", files(&root));
+    }
+}

@@ -7,10 +7,12 @@
 //! can be rebuilt from it. Values come in already validated (ids, roles) as plain strings: this crate stores and
 //! finds, and decides nothing.
 
+mod duties;
 mod schema;
 mod sequencing;
 mod transfers;
 
+pub use duties::{Duty, DutyLease};
 pub use sequencing::Sequenced;
 
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};

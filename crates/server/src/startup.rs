@@ -122,7 +122,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
         gateway.metrics.follow_timestamps(timestamper.counters());
-        tokio::spawn(Arc::new(timestamper).run(gateway.log.clone(), Some(gateway.catalog.clone())));
+        tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.log.clone(), gateway.catalog.clone()));
     }
     let swept = crate::tus::sweep(&gateway).await?;
     if swept > 0 {
@@ -184,6 +184,42 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         partnering,
         transfers,
     })
+}
+
+/// How often a gateway asks whether a duty is (still) its own.
+const DUTY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Timestamps the shared log's checkpoints while this gateway holds that duty: one gateway on a database does, so
+/// that the log gets one timestamp per checkpoint and authority, not one per gateway. Another takes it over within
+/// [`DUTY_CHECK`] of the holder's death.
+async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamper>, log: Log, catalog: Catalog) {
+    loop {
+        let lease = match catalog.try_duty(custodia_catalog::Duty::TIMESTAMPING).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tokio::time::sleep(DUTY_CHECK).await;
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot ask whether this gateway timestamps the log");
+                tokio::time::sleep(DUTY_CHECK).await;
+                continue;
+            }
+        };
+        tracing::info!("this gateway timestamps the log's checkpoints");
+        let stamping = tokio::spawn(timestamper.clone().run(log.clone(), Some(catalog.clone())));
+        loop {
+            tokio::time::sleep(DUTY_CHECK).await;
+            if stamping.is_finished() {
+                return; // the log was closed
+            }
+            if !lease.still_held().await {
+                tracing::warn!("another gateway took over timestamping the log");
+                stamping.abort();
+                break;
+            }
+        }
+    }
 }
 
 /// One gateway per data directory: an exclusive lock on `.gateway.lock` in it, held for as long as the custody log

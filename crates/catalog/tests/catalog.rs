@@ -59,7 +59,13 @@ async fn exercise_upload_chunks(catalog: &Catalog) {
     assert_eq!(catalog.upload("up-1").await.unwrap(), None);
     assert_eq!(catalog.upload_chunks("up-1").await.unwrap(), []);
     assert_eq!(catalog.delete_upload("up-1", i64::MAX).await.unwrap(), None, "gone already");
-    let upload = UploadRow {
+    let upload = new_upload();
+    catalog.create_upload(&upload).await.unwrap();
+}
+
+/// The resumable upload the tests make: 10 bytes, none received, expiring at 50.
+fn new_upload() -> UploadRow {
+    UploadRow {
         id: "up-1".into(),
         case_id: "case-1".into(),
         account_id: "acct-1".into(),
@@ -68,8 +74,7 @@ async fn exercise_upload_chunks(catalog: &Catalog) {
         metadata: String::new(),
         expires_at: 50,
         completing: None,
-    };
-    catalog.create_upload(&upload).await.unwrap();
+    }
 }
 
 async fn exercise(catalog: &Catalog) {
@@ -147,16 +152,7 @@ async fn exercise(catalog: &Catalog) {
     assert!(!catalog.decide_widen_request("wr-1", "refused", "acct-1", 12, None).await.unwrap(), "decided once");
     assert_eq!(catalog.artefact("art-1").await.unwrap().unwrap().policy.as_deref(), Some("{\"p\":1}"));
 
-    let upload = UploadRow {
-        id: "up-1".into(),
-        case_id: "case-1".into(),
-        account_id: "acct-1".into(),
-        length: 10,
-        offset: 0,
-        metadata: String::new(),
-        expires_at: 50,
-        completing: None,
-    };
+    let upload = new_upload();
     catalog.create_upload(&upload).await.unwrap();
     exercise_upload_chunks(catalog).await;
     assert_eq!(catalog.expired_uploads(50).await.unwrap().len(), 1);

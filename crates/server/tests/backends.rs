@@ -25,6 +25,15 @@ fn on_garage(garage: &Garage, config: &mut custodia_server::config::ServeConfig)
     config.s3.secret_access_key = Some(garage.secret.clone());
 }
 
+/// A gateway in-process on `garage`'s bucket and `postgres`'s database: the scale-out configuration whole.
+async fn on_garage_and_postgres(garage: &Garage, postgres: &TempPostgres) -> TestGateway {
+    TestGateway::start_with(|config| {
+        on_garage(garage, config);
+        config.database_url = Some(postgres.url.clone());
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_goes_into_the_bucket_and_comes_back_intact() {
     let garage = Garage::start();
@@ -101,11 +110,7 @@ async fn gateways_share_one_log_and_a_killed_one_loses_nothing_acknowledged() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let postgres = TempPostgres::start();
     let garage = Garage::start();
-    let first = TestGateway::start_with(|config| {
-        on_garage(&garage, config);
-        config.database_url = Some(postgres.url.clone());
-    })
-    .await;
+    let first = on_garage_and_postgres(&garage, &postgres).await;
     let (prosecutor, session) = first.person("prosecutor1", "IT").await;
     first.case("case-s3").await;
     first.member("case-s3", &prosecutor, "prosecutor").await;
@@ -227,11 +232,7 @@ async fn while_the_database_is_down_requests_fail_retryably_and_service_resumes_
     let _ = tracing_subscriber::fmt().with_test_writer().with_ansi(false).try_init();
     let postgres = TempPostgres::start();
     let garage = Garage::start();
-    let gw = TestGateway::start_with(|config| {
-        on_garage(&garage, config);
-        config.database_url = Some(postgres.url.clone());
-    })
-    .await;
+    let gw = on_garage_and_postgres(&garage, &postgres).await;
     outage(&gw, || postgres.stop(), || postgres.restart(), false).await;
 }
 
@@ -397,11 +398,7 @@ async fn second_gateway(first: &TestGateway, garage: &Garage, postgres: &TempPos
 async fn two_gateways_share_a_resumable_upload_through_the_bucket_and_the_database() {
     let postgres = TempPostgres::start();
     let garage = Garage::start();
-    let a = TestGateway::start_with(|config| {
-        on_garage(&garage, config);
-        config.database_url = Some(postgres.url.clone());
-    })
-    .await;
+    let a = on_garage_and_postgres(&garage, &postgres).await;
     let (officer, session) = a.person("officer", "FR").await;
     a.case("case-tus").await;
     a.member("case-tus", &officer, "remote_site_officer").await;

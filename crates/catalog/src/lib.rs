@@ -7,10 +7,12 @@
 //! can be rebuilt from it. Values come in already validated (ids, roles) as plain strings: this crate stores and
 //! finds, and decides nothing.
 
+mod leases;
 mod schema;
 mod sequencing;
 mod transfers;
 
+pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
@@ -29,6 +31,10 @@ pub enum CatalogError {
     /// A membership change would leave a case that has a clerk without one: nobody could run it any more.
     #[error("a case keeps at least one clerk: make someone else clerk first")]
     LastClerk,
+    /// A write fenced by a hearing's lease ([`HearingFence`]) whose node no longer holds the lease under that
+    /// epoch: another gateway took the hearing over. Nothing was written.
+    #[error("hearing {hearing_id} is no longer held under epoch {epoch} by this gateway")]
+    LeaseLost { hearing_id: String, epoch: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -911,14 +917,37 @@ impl Catalog {
 
     /// Appends entry `seq` of a hearing's journal; durable when this returns. A `seq` already taken is an error,
     /// so two writers can never interleave one journal.
-    pub async fn append_hearing_journal(&self, hearing_id: &str, seq: i64, entry: &str) -> Result<()> {
+    ///
+    /// With a `fence`, only while its node holds the hearing's lease under its epoch, checked in the transaction
+    /// that appends ([`CatalogError::LeaseLost`] otherwise, and nothing is appended).
+    pub async fn append_hearing_journal(
+        &self,
+        hearing_id: &str,
+        seq: i64,
+        entry: &str,
+        fence: Option<&HearingFence>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = fence {
+            leases::check_fence(&mut tx, fence).await?;
+        }
         sqlx::query("INSERT INTO hearing_journal (hearing_id, seq, entry) VALUES ($1, $2, $3)")
             .bind(hearing_id)
             .bind(seq)
             .bind(entry)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// One hearing's journal, in order (empty if it has none).
+    pub async fn hearing_journal(&self, hearing_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT entry FROM hearing_journal WHERE hearing_id = $1 ORDER BY seq")
+            .bind(hearing_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("entry")?)).collect()
     }
 
     /// Every hearing's journal, each in order.

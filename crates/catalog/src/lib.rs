@@ -340,6 +340,12 @@ impl Catalog {
         Ok(Self { pool, postgres_url: (!sqlite).then(|| Arc::from(url)), integration: Arc::default() })
     }
 
+    /// Whether this is an embedded SQLite catalog, which one gateway at a time uses (the one that holds its data
+    /// directory's lock): whatever another gateway process left in it, that process is gone.
+    pub fn is_embedded(&self) -> bool {
+        self.postgres_url.is_none()
+    }
+
     /// Whether the database answers a query now (a readiness check): a round trip, reading nothing.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -858,8 +858,12 @@ impl Hearings {
 
     /// At start-up: brings back, from their journals, every hearing nobody holds now ([`Self::take_over`]): those
     /// this gateway held before it stopped, unless another gateway took them over meanwhile.
+    ///
+    /// On an embedded (SQLite) catalog, which one gateway at a time uses, every lease another node left is that
+    /// dead process's: its hearings are taken at once, without waiting for their leases to expire.
     pub async fn restore(&self) -> anyhow::Result<usize> {
-        Ok(self.take_over().await?)
+        let expired_by = if self.gateway.catalog.is_embedded() { i64::MAX } else { lease_now() };
+        Ok(self.take_over_expired_by(expired_by).await?)
     }
 
     /// Takes over every hearing that has a journal and whose lease has expired or was released (its gateway died
@@ -868,16 +872,22 @@ impl Hearings {
     /// through the load balancer, and a hearing that was recording records them again. A hearing that ended
     /// before its minutes were signed gets them now. The number taken over.
     pub async fn take_over(&self) -> Result<usize, custodia_catalog::CatalogError> {
+        self.take_over_expired_by(lease_now()).await
+    }
+
+    /// [`Self::take_over`], taking leases that expire by `expired_by` (ms since the Unix epoch).
+    async fn take_over_expired_by(&self, expired_by: i64) -> Result<usize, custodia_catalog::CatalogError> {
         let catalog = &self.gateway.catalog;
         let mut restored = 0;
-        for hearing in catalog.unheld_hearings(lease_now()).await? {
+        for hearing in catalog.unheld_hearings(expired_by).await? {
             let held_here = HearingId::new(&hearing).is_ok_and(|id| self.live().contains_key(&id));
             if held_here || self.unrestorable.lock().unwrap_or_else(|p| p.into_inner()).contains(&hearing) {
                 // One of ours whose renewal is late is renewed or given up by [`Self::renew_leases`].
                 continue;
             }
             let now = lease_now();
-            let Some(epoch) = catalog.take_hearing_lease(&hearing, &self.node, now, lease_until(now)).await? else {
+            let taken = catalog.take_hearing_lease(&hearing, &self.node, expired_by.max(now), lease_until(now)).await?;
+            let Some(epoch) = taken else {
                 continue; // Another gateway was quicker.
             };
             let fence = custodia_catalog::HearingFence { hearing_id: hearing.clone(), node: self.node.clone(), epoch };

@@ -8,11 +8,13 @@
 //! finds, and decides nothing.
 
 mod duties;
+mod leases;
 mod schema;
 mod sequencing;
 mod transfers;
 
 pub use duties::{Duty, DutyLease};
+pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
@@ -31,6 +33,10 @@ pub enum CatalogError {
     /// A membership change would leave a case that has a clerk without one: nobody could run it any more.
     #[error("a case keeps at least one clerk: make someone else clerk first")]
     LastClerk,
+    /// A write fenced by a hearing's lease ([`HearingFence`]) whose node no longer holds the lease under that
+    /// epoch: another gateway took the hearing over. Nothing was written.
+    #[error("hearing {hearing_id} is no longer held under epoch {epoch} by this gateway")]
+    LeaseLost { hearing_id: String, epoch: i64 },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -379,6 +385,12 @@ impl Catalog {
             .await?;
         schema::migrate(&pool, if sqlite { schema::Dialect::Sqlite } else { schema::Dialect::Postgres }).await?;
         Ok(Self { pool, postgres_url: (!sqlite).then(|| Arc::from(url)), integration: Arc::default() })
+    }
+
+    /// Whether this is an embedded SQLite catalog, which one gateway at a time uses (the one that holds its data
+    /// directory's lock): whatever another gateway process left in it, that process is gone.
+    pub fn is_embedded(&self) -> bool {
+        self.postgres_url.is_none()
     }
 
     /// Whether the database answers a query now (a readiness check): a round trip, reading nothing.
@@ -958,14 +970,37 @@ impl Catalog {
 
     /// Appends entry `seq` of a hearing's journal; durable when this returns. A `seq` already taken is an error,
     /// so two writers can never interleave one journal.
-    pub async fn append_hearing_journal(&self, hearing_id: &str, seq: i64, entry: &str) -> Result<()> {
+    ///
+    /// With a `fence`, only while its node holds the hearing's lease under its epoch, checked in the transaction
+    /// that appends ([`CatalogError::LeaseLost`] otherwise, and nothing is appended).
+    pub async fn append_hearing_journal(
+        &self,
+        hearing_id: &str,
+        seq: i64,
+        entry: &str,
+        fence: Option<&HearingFence>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = fence {
+            leases::check_fence(&mut tx, fence).await?;
+        }
         sqlx::query("INSERT INTO hearing_journal (hearing_id, seq, entry) VALUES ($1, $2, $3)")
             .bind(hearing_id)
             .bind(seq)
             .bind(entry)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// One hearing's journal, in order (empty if it has none).
+    pub async fn hearing_journal(&self, hearing_id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT entry FROM hearing_journal WHERE hearing_id = $1 ORDER BY seq")
+            .bind(hearing_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok(row.try_get("entry")?)).collect()
     }
 
     /// Every hearing's journal, each in order.

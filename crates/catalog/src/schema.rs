@@ -258,6 +258,17 @@ CREATE TABLE IF NOT EXISTS upload_claims (
 );
 DELETE FROM uploads WHERE upload_offset > 0 AND id NOT IN (SELECT upload_id FROM upload_chunks);
 "#,
+    // Which gateway holds each live hearing (its room, in that process's memory): a lease, renewed by its holder,
+    // taken over (epoch + 1) by another gateway once expired. `expires_at` is in milliseconds since the Unix epoch,
+    // by the holder's clock; `epoch` fences the holder's custody records and journal entries (`HearingFence`).
+    r#"
+CREATE TABLE IF NOT EXISTS hearing_leases (
+    hearing_id TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+)
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.

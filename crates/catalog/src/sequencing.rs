@@ -16,7 +16,7 @@ use custodia_ledger::{Coordination, CoordinationError, Integrated, IntegrationLo
 use futures::future::BoxFuture;
 use sqlx::{AnyPool, Row as _};
 
-use crate::{Catalog, CatalogError, Result};
+use crate::{Catalog, CatalogError, HearingFence, Result};
 
 /// An entry sequenced into the custody log, not yet necessarily integrated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,14 +38,19 @@ impl Catalog {
     /// transaction. `entry_for` makes the entry and its SHA-256 (hex) from the index of the artefact's latest
     /// record (its `prior`; `None` for the artefact's first record, or a record about no artefact), read in that
     /// transaction; if it fails, nothing is sequenced and its error is returned inside `Ok`.
+    ///
+    /// A record a hearing room writes carries the room's `fence`: it is sequenced only if the fence's node still
+    /// holds the hearing's lease under the fence's epoch, checked in the same transaction; otherwise nothing is
+    /// sequenced and the error is [`CatalogError::LeaseLost`].
     pub async fn sequence_custody<E>(
         &self,
         case_id: &str,
         artefact_id: Option<&str>,
         openings: &str,
+        fence: Option<&HearingFence>,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
-        self.sequence(case_id, artefact_id, Some(openings), entry_for).await
+        self.sequence(case_id, artefact_id, Some(openings), fence, entry_for).await
     }
 
     async fn sequence<E>(
@@ -53,9 +58,13 @@ impl Catalog {
         case_id: &str,
         artefact_id: Option<&str>,
         openings: Option<&str>,
+        fence: Option<&HearingFence>,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = fence {
+            crate::leases::check_fence(&mut tx, fence).await?;
+        }
         let next: i64 = sqlx::query("UPDATE log_sequence SET next = next + 1 WHERE id = 1 RETURNING next")
             .fetch_one(&mut *tx)
             .await?
@@ -181,7 +190,7 @@ impl Coordination for LogCoordination {
         Box::pin(async move {
             let sequenced = self
                 .catalog
-                .sequence("", None, None, |_| Ok::<_, std::convert::Infallible>((entry.to_vec(), String::new())))
+                .sequence("", None, None, None, |_| Ok::<_, std::convert::Infallible>((entry.to_vec(), String::new())))
                 .await
                 .map_err(coordination_error("sequencing a log entry"))?;
             Ok(sequenced.map_or_else(|never| match never {}, |sequenced| sequenced.index))

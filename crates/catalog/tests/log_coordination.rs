@@ -54,7 +54,7 @@ async fn three_processes_make_one_log(url: &str, dir: &std::path::Path, processe
                     // A record about one of three artefacts every process writes about, chained in the database.
                     let artefact = format!("artefact-{}", n % 3);
                     let sequenced = catalog
-                        .sequence_custody("case", Some(&artefact), "{}", |prior| {
+                        .sequence_custody("case", Some(&artefact), "{}", None, |prior| {
                             let text = format!("{{\"process\":{process},\"n\":{n},\"prior\":{prior:?}}}");
                             Ok::<_, std::convert::Infallible>((text.into_bytes(), format!("{process}-{n}")))
                         })

@@ -91,6 +91,9 @@ pub enum GatewayError {
     },
 }
 
+/// What is unavailable when a hearing is held by another gateway ([`GatewayError::Unavailable`]).
+pub const SERVED_ELSEWHERE: &str = "this hearing, served by another gateway,";
+
 /// The cause an error keeps.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -126,6 +129,8 @@ impl From<CatalogError> for GatewayError {
         match err {
             CatalogError::Conflict { what } => Self::Conflict(format!("{what} already exists")),
             CatalogError::LastClerk => Self::Conflict(err.to_string()),
+            // Another gateway took the hearing over: its participants retry, and the load balancer finds it.
+            CatalogError::LeaseLost { .. } => Self::Unavailable { what: SERVED_ELSEWHERE, source: Box::new(err) },
             other if other.is_transient() => Self::Unavailable { what: "the database", source: Box::new(other) },
             other => Self::internal("the catalog", other),
         }
@@ -240,6 +245,8 @@ pub struct Gateway {
     cosigning: Option<Arc<crate::cosigning::Cosigning>>,
     /// What `/metrics` shows of this gateway's work ([`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The lease a hearing room's records are fenced by ([`Gateway::fenced`]): `None` but in a hearing's own clone.
+    fence: Option<Arc<custodia_catalog::HearingFence>>,
 }
 
 /// Past the budget of custody records, for as long as `wait`.
@@ -344,7 +351,20 @@ impl Gateway {
             quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
             cosigning: None,
             metrics: Arc::default(),
+            fence: None,
         }
+    }
+
+    /// This gateway, writing every custody record under `fence`: a hearing room's own clone, so that each record
+    /// it writes (its events, refused steps, output entering custody, quarantines, derivatives) is sequenced only
+    /// while this node holds the hearing's lease under that epoch ([`custodia_catalog::Catalog::sequence_custody`]).
+    pub fn fenced(&self, fence: custodia_catalog::HearingFence) -> Self {
+        Self { fence: Some(Arc::new(fence)), ..self.clone() }
+    }
+
+    /// The lease fence this gateway's records carry, if it is a hearing room's clone.
+    pub fn fence(&self) -> Option<&custodia_catalog::HearingFence> {
+        self.fence.as_deref()
     }
 
     /// Court bundles carry `cosigning`'s witness policy and cosigned checkpoint, when it has a policy.
@@ -402,7 +422,7 @@ impl Gateway {
         let artefact = record.event.artefact().map(ArtefactId::as_str);
         let sequenced = self
             .catalog
-            .sequence_custody(case, artefact, &openings, |prior| {
+            .sequence_custody(case, artefact, &openings, self.fence.as_deref(), |prior| {
                 let entry = CustodyRecord { prior, ..record.clone() }.to_entry()?;
                 let sha256 = Sha256::of(&entry).to_hex();
                 Ok::<_, custodia_core::RecordError>((entry, sha256))

@@ -36,6 +36,33 @@ use crate::gateway::{Gateway, GatewayError, Registered, new_id};
 use crate::texts::{CourtText, CourtTexts};
 use crate::turn::IceServers;
 
+/// How often a gateway renews the leases of the hearings it holds, and looks for hearings nobody holds (their
+/// gateway died) to take over. A third of [`LEASE_EXPIRY`]: two renewals in a row may fail (a slow or briefly
+/// unreachable database) before a healthy gateway's hearing could move.
+pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a hearing's lease lasts unrenewed. Participants of a gateway that died wait this long, and up to one
+/// [`LEASE_RENEWAL`] more, before another gateway takes the hearing over from its journal; their pages keep
+/// reconnecting meanwhile. Longer would keep a court waiting, shorter would move hearings of a gateway that only
+/// paused.
+pub const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Now, in milliseconds since the Unix epoch, as hearing leases count time (the system clock: a lease is about
+/// this process being alive, not about the gateway's clock for records).
+fn lease_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+fn lease_until(now: i64) -> i64 {
+    now + LEASE_EXPIRY.as_millis() as i64
+}
+
+/// Why a request for a hearing is not answered here: another gateway holds its lease.
+#[derive(Debug, thiserror::Error)]
+#[error("hearing {hearing} is held by another gateway")]
+struct HeldElsewhere {
+    hearing: String,
+}
+
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
 
@@ -73,6 +100,12 @@ impl Outbox {
                 self.overflowed.notify_one();
             }
         })
+    }
+
+    /// Closes the socket (its writer stops, as for an outbox that overflowed): the page reconnects, through the
+    /// load balancer, to whichever gateway holds the hearing now.
+    pub fn close(&self) {
+        self.overflowed.notify_one();
     }
 
     /// Completes once the socket's writer has stopped.
@@ -172,6 +205,10 @@ pub struct Hearings {
     whip_turn: tokio::sync::Mutex<()>,
     /// The `custodia` binary that masks protected witnesses' media ([`crate::masking`]).
     mask_program: PathBuf,
+    /// This gateway process's id in hearing leases: random per start, naming no host or address.
+    node: String,
+    /// Hearings whose journal could not be replayed here: not tried again by this process.
+    unrestorable: Mutex<BTreeSet<String>>,
 }
 
 /// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
@@ -210,6 +247,12 @@ pub struct LiveHearing {
     steps: Budget,
     /// Taken while masked copies of this hearing's recordings are made, so that two requests make each once.
     masking_turn: tokio::sync::Mutex<()>,
+    /// The lease this gateway holds the hearing under; its `gateway` writes every record under it.
+    fence: custodia_catalog::HearingFence,
+    /// Until when (ms since the Unix epoch) the lease was last renewed.
+    lease_until: std::sync::atomic::AtomicI64,
+    /// Set once the lease is lost: the hearing is stopped here and writes nothing more.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 struct HearingState {
@@ -555,7 +598,14 @@ impl Hearings {
             failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1),
             whip_turn: tokio::sync::Mutex::const_new(()),
             mask_program,
+            node: new_id("node"),
+            unrestorable: Mutex::default(),
         }
+    }
+
+    /// This gateway process's id in hearing leases.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
     fn live(&self) -> std::sync::MutexGuard<'_, HashMap<HearingId, Arc<LiveHearing>>> {
@@ -589,7 +639,7 @@ impl Hearings {
     /// A hearing of `case` the caller may see.
     pub async fn find(&self, caller: &Caller, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
         self.member(caller, case, Action::ViewCase).await?;
-        self.of_case_by_id(case, hearing)
+        self.of_case_by_id(case, hearing).await
     }
 
     /// The judge's protective order for the witness `invite` is for, made, changed or lifted (`measures: None`)
@@ -607,7 +657,7 @@ impl Hearings {
             return Err(GatewayError::BadInput { field: "pseudonym", reason });
         }
         let by = self.member(caller, case, Action::OrderProtection).await?;
-        let live = self.of_case_by_id(case, hearing)?;
+        let live = self.of_case_by_id(case, hearing).await?;
         {
             let mut state = live.state.lock().await;
             live.apply(&mut state, Event::OrderProtection { by, invite, measures }).await?;
@@ -627,7 +677,7 @@ impl Hearings {
         hearing: &str,
     ) -> Result<Vec<MaskedCopyView>, GatewayError> {
         self.member(caller, case, Action::RunHearings).await?;
-        let live = self.of_case_by_id(case, hearing)?;
+        let live = self.of_case_by_id(case, hearing).await?;
         // One request at a time per hearing: the lock is held while the copies are made.
         let _turn = live.masking_turn.lock().await;
         let wanted: Vec<SegmentView> = {
@@ -665,14 +715,28 @@ impl Hearings {
         hearing: &str,
     ) -> Result<(Arc<LiveHearing>, CaseMember), GatewayError> {
         let by = self.member(caller, case, Action::RunHearings).await?;
-        Ok((self.of_case_by_id(case, hearing)?, by))
+        Ok((self.of_case_by_id(case, hearing).await?, by))
     }
 
-    fn of_case_by_id(&self, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
+    /// A hearing of `case` this gateway holds. One that another gateway holds (or held, and another is about to
+    /// take over) is not started here a second time: the answer is 503 with `Retry-After`, so that the caller
+    /// tries again and the load balancer finds the holder.
+    async fn of_case_by_id(&self, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
         let found = HearingId::new(hearing).ok().and_then(|hearing| self.live().get(&hearing).cloned());
-        found
-            .filter(|live| live.case == *case)
-            .ok_or_else(|| GatewayError::NotFound(format!("no hearing {hearing} in this case")))
+        if let Some(live) = found {
+            return if live.case == *case {
+                Ok(live)
+            } else {
+                Err(GatewayError::NotFound(format!("no hearing {hearing} in this case")))
+            };
+        }
+        match self.gateway.catalog.hearing_lease(hearing).await? {
+            Some(lease) if lease.node != self.node => Err(GatewayError::Unavailable {
+                what: crate::gateway::SERVED_ELSEWHERE,
+                source: Box::new(HeldElsewhere { hearing: hearing.to_owned() }),
+            }),
+            _ => Err(GatewayError::NotFound(format!("no hearing {hearing} in this case"))),
+        }
     }
 
     pub async fn schedule(
@@ -690,6 +754,15 @@ impl Hearings {
             return Err(GatewayError::BadInput { field: "place", reason });
         }
         let hearing = id(HearingId::new(new_id("h")))?;
+        // The lease first: the hearing is this gateway's before anything of it is journalled.
+        let now = lease_now();
+        let epoch = self
+            .gateway
+            .catalog
+            .take_hearing_lease(hearing.as_str(), &self.node, now, lease_until(now))
+            .await?
+            .ok_or_else(|| GatewayError::internal_message("a new hearing's lease is held already"))?;
+        let fence = custodia_catalog::HearingFence { hearing_id: hearing.to_string(), node: self.node.clone(), epoch };
         let dir = self.recordings_dir.join(case.as_str()).join(hearing.as_str());
         tokio::fs::create_dir_all(&dir)
             .await
@@ -715,7 +788,8 @@ impl Hearings {
             }
         };
         // The court's identity is the account, bound now; the token it used (and its scopes and expiry) is not.
-        let live = self.hearing(Caller { account: caller.account.clone(), channel: Channel::Session }, machine);
+        let court = Caller { account: caller.account.clone(), channel: Channel::Session };
+        let live = self.hearing(court, machine, fence, lease_until(now));
         {
             let mut state = live.state.lock().await;
             live.carry_out(&mut state, effects, None).await?;
@@ -732,7 +806,13 @@ impl Hearings {
     }
 
     /// A hearing's adapter around its state machine, with its room; not yet listed.
-    fn hearing(&self, court: Caller, machine: Hearing) -> Arc<LiveHearing> {
+    fn hearing(
+        &self,
+        court: Caller,
+        machine: Hearing,
+        fence: custodia_catalog::HearingFence,
+        lease_until: i64,
+    ) -> Arc<LiveHearing> {
         let (id, case) = (machine.id().clone(), machine.case().clone());
         let dir = self.recordings_dir.join(case.as_str()).join(id.as_str());
         let maskers = Arc::new(crate::masking::Maskers::new(self.mask_program.clone()));
@@ -744,7 +824,7 @@ impl Hearings {
                 id,
                 case,
                 court,
-                gateway: self.gateway.clone(),
+                gateway: self.gateway.fenced(fence.clone()),
                 texts: self.texts.clone(),
                 room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders)
                     .with_maskers(maskers.clone())
@@ -767,31 +847,129 @@ impl Hearings {
                 }),
                 steps: Budget::new(ROOM_STEPS.0, ROOM_STEPS.1),
                 masking_turn: tokio::sync::Mutex::const_new(()),
+                fence,
+                lease_until: std::sync::atomic::AtomicI64::new(lease_until),
+                lost: std::sync::atomic::AtomicBool::new(false),
             }
         });
         tokio::spawn(watch_media(Arc::downgrade(&live)));
         live
     }
 
-    /// Brings back every hearing this gateway held before it stopped, from their journals. Whoever was connected
-    /// has lost their connection (recorded as such); they come back with their credentials, and a hearing that
-    /// was recording records them again. A hearing that ended before its minutes were signed gets them now.
+    /// At start-up: brings back, from their journals, every hearing nobody holds now ([`Self::take_over`]): those
+    /// this gateway held before it stopped, unless another gateway took them over meanwhile.
+    ///
+    /// On an embedded (SQLite) catalog, which one gateway at a time uses, every lease another node left is that
+    /// dead process's: its hearings are taken at once, without waiting for their leases to expire.
     pub async fn restore(&self) -> anyhow::Result<usize> {
-        let journals = self.gateway.catalog.hearing_journals().await?;
+        let expired_by = if self.gateway.catalog.is_embedded() { i64::MAX } else { lease_now() };
+        Ok(self.take_over_expired_by(expired_by).await?)
+    }
+
+    /// Takes over every hearing that has a journal and whose lease has expired or was released (its gateway died
+    /// or stopped), or that never had one: takes its lease (epoch + 1) and replays its journal, as at start-up.
+    /// Whoever was connected has lost their connection (recorded as such); they come back with their credentials,
+    /// through the load balancer, and a hearing that was recording records them again. A hearing that ended
+    /// before its minutes were signed gets them now. The number taken over.
+    pub async fn take_over(&self) -> Result<usize, custodia_catalog::CatalogError> {
+        self.take_over_expired_by(lease_now()).await
+    }
+
+    /// [`Self::take_over`], taking leases that expire by `expired_by` (ms since the Unix epoch).
+    async fn take_over_expired_by(&self, expired_by: i64) -> Result<usize, custodia_catalog::CatalogError> {
+        let catalog = &self.gateway.catalog;
         let mut restored = 0;
-        for (hearing, entries) in journals {
-            match self.replay(&entries).await {
+        for hearing in catalog.unheld_hearings(expired_by).await? {
+            let held_here = HearingId::new(&hearing).is_ok_and(|id| self.live().contains_key(&id));
+            if held_here || self.unrestorable.lock().unwrap_or_else(|p| p.into_inner()).contains(&hearing) {
+                // One of ours whose renewal is late is renewed or given up by [`Self::renew_leases`].
+                continue;
+            }
+            let now = lease_now();
+            let taken = catalog.take_hearing_lease(&hearing, &self.node, expired_by.max(now), lease_until(now)).await?;
+            let Some(epoch) = taken else {
+                continue; // Another gateway was quicker.
+            };
+            let fence = custodia_catalog::HearingFence { hearing_id: hearing.clone(), node: self.node.clone(), epoch };
+            let entries = catalog.hearing_journal(&hearing).await?;
+            match self.replay(&entries, fence, lease_until(now)).await {
                 Ok(live) => {
+                    tracing::info!(hearing = %live.id, epoch, "hearing taken from its journal");
                     self.live().insert(live.id.clone(), live);
                     restored += 1;
                 }
-                Err(e) => tracing::error!(hearing = %hearing, error = %e, "could not restore a hearing"),
+                Err(e) => {
+                    tracing::error!(hearing = %hearing, error = format!("{e:#}"), "could not restore a hearing");
+                    self.unrestorable.lock().unwrap_or_else(|p| p.into_inner()).insert(hearing);
+                }
             }
         }
         Ok(restored)
     }
 
-    async fn replay(&self, entries: &[String]) -> anyhow::Result<Arc<LiveHearing>> {
+    /// Renews the lease of every hearing this gateway holds. One whose lease another gateway has taken, or whose
+    /// lease lapsed unrenewed (the database unreachable for [`LEASE_EXPIRY`]), is stopped here at once
+    /// ([`Self::lose`]).
+    pub async fn renew_leases(&self) {
+        let held: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
+        for live in held {
+            let now = lease_now();
+            match self.gateway.catalog.renew_hearing_lease(&live.fence, lease_until(now)).await {
+                Ok(true) => live.lease_until.store(lease_until(now), Ordering::Relaxed),
+                Ok(false) => self.lose(&live, "another gateway took its lease").await,
+                Err(e) if now >= live.lease_until.load(Ordering::Relaxed) => {
+                    tracing::error!(hearing = %live.id, error = %e, "a hearing's lease lapsed unrenewed");
+                    self.lose(&live, "its lease lapsed unrenewed").await;
+                }
+                Err(e) => tracing::warn!(hearing = %live.id, error = %e, "renewing a hearing's lease"),
+            }
+        }
+    }
+
+    /// Stops a hearing whose lease this gateway no longer holds, failing closed: it leaves the registry and its
+    /// secrets are forgotten here, every participant's socket and peer connection is closed, recording stops
+    /// (segments stay on this gateway's disk, not taken into custody), and nothing more of it is written: its
+    /// records and journal entries are fenced by the lost epoch anyway.
+    pub async fn lose(&self, live: &Arc<LiveHearing>, why: &'static str) {
+        live.lost.store(true, Ordering::SeqCst);
+        {
+            let mut registry = self.live();
+            if registry.get(&live.id).is_some_and(|listed| Arc::ptr_eq(listed, live)) {
+                registry.remove(&live.id);
+            }
+        }
+        self.secrets.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, hearing| *hearing != live.id);
+        tracing::warn!(hearing = %live.id, epoch = live.fence.epoch, why, "hearing lost its lease: stopped here");
+        live.stop_here().await;
+    }
+
+    /// Keeps this gateway's hearing leases ([`Self::renew_leases`]) and takes over hearings nobody holds
+    /// ([`Self::take_over`]), every [`LEASE_RENEWAL`], for as long as the registry lives.
+    pub fn keep_leases(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let hearings = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(LEASE_RENEWAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(hearings) = hearings.upgrade() else { return };
+                hearings.renew_leases().await;
+                match hearings.take_over().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "hearings taken over from another gateway"),
+                    Err(e) => tracing::warn!(error = %e, "looking for hearings to take over"),
+                }
+            }
+        })
+    }
+
+    async fn replay(
+        &self,
+        entries: &[String],
+        fence: custodia_catalog::HearingFence,
+        lease_until: i64,
+    ) -> anyhow::Result<Arc<LiveHearing>> {
         let mut entries = entries.iter().map(|text| serde_json::from_str::<JournalEntry>(text));
         let Some(Ok(JournalEntry::Scheduled { at, schedule, court, contact })) = entries.next() else {
             anyhow::bail!("the journal does not start with the schedule");
@@ -799,7 +977,7 @@ impl Hearings {
         let account =
             self.gateway.catalog.account(&court).await?.ok_or_else(|| anyhow::anyhow!("no account {court}"))?;
         let (machine, _) = Hearing::schedule(at, schedule)?;
-        let live = self.hearing(Caller { account, channel: Channel::Session }, machine);
+        let live = self.hearing(Caller { account, channel: Channel::Session }, machine, fence, lease_until);
         let mut state = live.state.lock().await;
         state.journal = 1;
         state.contact = contact;
@@ -1446,6 +1624,32 @@ impl LiveHearing {
         &self.id
     }
 
+    /// The lease this gateway holds the hearing under.
+    pub fn fence(&self) -> &custodia_catalog::HearingFence {
+        &self.fence
+    }
+
+    /// Whether this gateway lost the hearing's lease, and stopped it ([`Hearings::lose`]).
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Closes every participant's socket and peer connection and stops every recording, writing nothing.
+    async fn stop_here(&self) {
+        let mut state = self.state.lock().await;
+        let members: Vec<ParticipantId> = state.people.keys().cloned().collect();
+        for person in state.people.values_mut() {
+            if let Some(outbox) = person.outbox.take() {
+                outbox.close();
+            }
+            person.connection = None;
+        }
+        for member in members {
+            self.room.set_recorded(member.as_str(), false);
+            self.room.disconnect(member.as_str()).await;
+        }
+    }
+
     pub fn room(&self) -> &Room {
         &self.room
     }
@@ -1526,7 +1730,8 @@ impl LiveHearing {
     /// Appends to the hearing's journal; durable when this returns.
     async fn journal(&self, state: &mut HearingState, entry: &JournalEntry) -> Result<(), GatewayError> {
         let text = serde_json::to_string(entry).map_err(|e| GatewayError::internal("journal", e))?;
-        self.gateway.catalog.append_hearing_journal(self.id.as_str(), state.journal, &text).await?;
+        let fence = Some(&self.fence);
+        self.gateway.catalog.append_hearing_journal(self.id.as_str(), state.journal, &text, fence).await?;
         state.journal += 1;
         Ok(())
     }
@@ -1755,6 +1960,9 @@ impl LiveHearing {
     /// the record, in the minutes, shown to the court). `seen` is the watcher's memory: per participant, the
     /// packet count last seen and when it last changed. False once the hearing has ended.
     async fn check_media(self: &Arc<Self>, seen: &mut HashMap<ParticipantId, (u64, tokio::time::Instant)>) -> bool {
+        if self.is_lost() {
+            return false;
+        }
         let mut state = self.state.lock().await;
         match state.machine.phase() {
             Phase::Ended => return false,
@@ -2247,6 +2455,10 @@ struct SealIntoHearing {
 impl SegmentSealer for SealIntoHearing {
     async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
         let hearing = self.hearing.upgrade().ok_or("the hearing is gone")?;
+        if hearing.is_lost() {
+            // Another gateway holds the hearing now: nothing more is written from here; the file stays on disk.
+            return Err("the hearing is held by another gateway now".to_owned());
+        }
         let participant = self.participant.as_ref().ok_or("not a participant id")?;
         hearing.seal(participant, self.run, segment).await
     }

@@ -1,0 +1,169 @@
+//! A hearing lives on one gateway, which holds its lease in the shared database (`hearing_leases`): another gateway
+//! on the database answers its requests 503 instead of starting a second copy, takes it over from its journal once
+//! the holder dies and the lease expires (epoch + 1), and the dead holder's epoch can write nothing more. In one
+//! process, a gateway that loses a hearing's lease stops it at once. Judged by leases, states and answers, never by
+//! timing: the takeover is waited for with a generous bound.
+
+mod support;
+
+use custodia_catalog::{Catalog, CatalogError, HearingFence};
+use custodia_tests::garage::Garage;
+use custodia_tests::postgres::TempPostgres;
+use serde_json::json;
+use support::{As, TestGateway};
+
+const SCHEDULE: &str = r#"{"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 3"}"#;
+
+fn on_garage(garage: &Garage, config: &mut custodia_server::config::ServeConfig) {
+    config.s3.bucket = Some(garage.bucket.clone());
+    config.s3.endpoint = Some(garage.endpoint.clone());
+    config.s3.region = garage.region.clone();
+    config.s3.access_key_id = Some(garage.key_id.clone());
+    config.s3.secret_access_key = Some(garage.secret.clone());
+}
+
+/// A data directory of its own with the log's signing key, as every gateway of one log has.
+fn data_dir(key: &[u8]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/gateway.key"), key).unwrap();
+    std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
+    let postgres = TempPostgres::start();
+    let garage = Garage::start();
+    // Accounts and the case, made through a gateway that then goes away before any hearing exists.
+    let (session, key) = {
+        let setup = TestGateway::start_with(|config| {
+            on_garage(&garage, config);
+            config.database_url = Some(postgres.url.clone());
+        })
+        .await;
+        let (clerk, session) = setup.person("clerk1", "IT").await;
+        setup.case("case-l").await;
+        setup.member("case-l", &clerk, "clerk").await;
+        (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
+    };
+    let mut env: Vec<(&str, std::ffi::OsString)> =
+        garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
+    env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    let (dir_a, dir_b) = (data_dir(&key), data_dir(&key));
+    let (mut process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
+    let (_process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
+    let a = support::Client { base: format!("http://127.0.0.1:{port_a}"), cookie: Some(session.clone()) };
+    let b = support::Client { base: format!("http://127.0.0.1:{port_b}"), cookie: Some(session) };
+
+    // Scheduled and opened on A, which holds its lease under epoch 1.
+    let (status, hearing) = a.send("POST", "/api/v1/cases/case-l/hearings", "application/json", SCHEDULE.as_bytes());
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&hearing));
+    let hearing: serde_json::Value = serde_json::from_slice(&hearing).unwrap();
+    let id = hearing["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/cases/case-l/hearings/{id}");
+    let (status, opened) = a.json("POST", &format!("{uri}/open"), json!({}));
+    assert_eq!(status, 200, "{opened}");
+    let catalog = Catalog::connect(&postgres.url).await.unwrap();
+    let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
+    assert_eq!(held_by_a.epoch, 1);
+    let journalled = catalog.hearing_journal(&id).await.unwrap().len();
+    assert!(journalled >= 3, "scheduled, its voice and its opening: {journalled} entries");
+
+    // B does not start a second copy: 503, retryable, naming another gateway; A answers.
+    let (status, view) = a.json("GET", &uri, serde_json::Value::Null);
+    assert_eq!((status, view["phase"].as_str()), (200, Some("open")), "{view}");
+    let (status, refused) = b.json("GET", &uri, serde_json::Value::Null);
+    assert_eq!(status, 503, "{refused}");
+    assert!(refused["type"].as_str().unwrap().ends_with("/unavailable"), "{refused}");
+    assert!(refused["detail"].as_str().unwrap().contains("another gateway"), "{refused}");
+    let (status, refused) = b.json("POST", &format!("{uri}/close"), json!({}));
+    assert_eq!(status, 503, "a console step on B: {refused}");
+    assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journalled, "B wrote nothing");
+
+    // A dies; B takes the hearing over once its lease expires (15 s), at its next look (every 5 s).
+    process_a.stop();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let held_by_b = loop {
+        let lease = catalog.hearing_lease(&id).await.unwrap().unwrap();
+        if lease.node != held_by_a.node {
+            break lease;
+        }
+        assert!(std::time::Instant::now() < deadline, "nobody took the hearing over from the dead gateway");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(held_by_b.epoch, 2, "taken over: one epoch more");
+    let (status, view) = loop {
+        let (status, view) = b.json("GET", &uri, serde_json::Value::Null);
+        if status != 503 || std::time::Instant::now() > deadline {
+            break (status, view);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!((status, view["phase"].as_str()), (200, Some("open")), "restored on B from its journal: {view}");
+
+    // A's epoch is stale: a record or a journal entry under it is refused, and nothing is written.
+    let stale = HearingFence { hearing_id: id.clone(), node: held_by_a.node.clone(), epoch: 1 };
+    let refused = catalog
+        .sequence_custody("case-l", None, "{}", Some(&stale), |_| {
+            Ok::<_, std::convert::Infallible>((b"stale".to_vec(), "stale".to_owned()))
+        })
+        .await;
+    assert!(matches!(refused, Err(CatalogError::LeaseLost { epoch: 1, .. })), "{refused:?}");
+    let journal = catalog.hearing_journal(&id).await.unwrap().len();
+    let refused = catalog.append_hearing_journal(&id, journal as i64, "{}", Some(&stale)).await;
+    assert!(matches!(refused, Err(CatalogError::LeaseLost { .. })), "{refused:?}");
+    assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journal);
+
+    // B, the holder now, runs it: the hearing ends there.
+    let (status, closed) = b.json("POST", &format!("{uri}/close"), json!({}));
+    assert_eq!(status, 200, "{closed}");
+    let (status, view) = b.json("GET", &uri, serde_json::Value::Null);
+    assert_eq!((status, view["phase"].as_str()), (200, Some("ended")), "{view}");
+    assert!(catalog.hearing_journal(&id).await.unwrap().len() > journal, "B journals under epoch 2");
+}
+
+/// In one gateway: a hearing whose lease another node takes is stopped here at the next renewal, failing closed:
+/// it leaves the registry, its steps are refused here (503: served by another gateway), and it writes nothing
+/// more to the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_stops_the_hearing_here() {
+    let gw = TestGateway::start().await;
+    let (clerk, session) = gw.person("clerk1", "IT").await;
+    gw.case("case-l").await;
+    gw.member("case-l", &clerk, "clerk").await;
+    let schedule: serde_json::Value = serde_json::from_str(SCHEDULE).unwrap();
+    let hearing = gw.call("POST", "/api/v1/cases/case-l/hearings", Some(As::Session(&session)), schedule).await;
+    assert_eq!(hearing.status, 201, "{}", String::from_utf8_lossy(&hearing.body));
+    let id = hearing.json()["id"].as_str().unwrap().to_owned();
+    let uri = format!("/api/v1/cases/case-l/hearings/{id}");
+    let opened = gw.call("POST", &format!("{uri}/open"), Some(As::Session(&session)), json!({})).await;
+    assert_eq!(opened.status, 200, "{}", String::from_utf8_lossy(&opened.body));
+
+    let hearings = gw.state.hearings.clone();
+    let catalog = gw.state.gateway.catalog.clone();
+    let caller = gw.caller(&session).await;
+    let case = custodia_core::CaseId::new("case-l").unwrap();
+    let live = hearings.find(&caller, &case, &id).await.unwrap();
+    let fence = live.fence().clone();
+    assert_eq!((fence.node.as_str(), fence.epoch), (hearings.node(), 1));
+    // Renewing while held changes nothing.
+    hearings.renew_leases().await;
+    assert!(!live.is_lost());
+
+    // Another node takes the lease (as it would once this one's expired): epoch 2.
+    assert!(catalog.release_hearing_lease(&fence).await.unwrap());
+    assert_eq!(catalog.take_hearing_lease(&id, "node-elsewhere", 0, i64::MAX).await.unwrap(), Some(2));
+    let journal = catalog.hearing_journal(&id).await.unwrap().len();
+    hearings.renew_leases().await;
+    assert!(live.is_lost(), "stopped at the renewal that found the lease lost");
+    let view = gw.get(&uri, Some(As::Session(&session))).await;
+    view.assert_problem(503, "unavailable", "another gateway");
+    let closed = gw.call("POST", &format!("{uri}/close"), Some(As::Session(&session)), json!({})).await;
+    closed.assert_problem(503, "unavailable", "another gateway");
+    assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journal, "nothing more journalled");
+    // Nor is it taken back here while the other node holds it.
+    assert_eq!(hearings.take_over().await.unwrap(), 0);
+}

@@ -13,7 +13,7 @@
 //!   and adopts them. A store behind the row (restored from an older copy) is refused: serving it would unpublish
 //!   entries.
 //!
-//! Every process runs an integrator ([`Integrator::run`]): woken by its own appends, and every
+//! Every process runs an integrator (`Integrator::run`): woken by its own appends, and every
 //! [`FOLLOW_INTERVAL`] to pick up checkpoints others published and entries a dead process left sequenced.
 
 use std::sync::Arc;

@@ -52,12 +52,23 @@ impl CatalogError {
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
             // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect
             // now), 53300 (too many connections), 55P03 (a lock not granted in time), 40001 and 40P01 (a
-            // serialization failure, a deadlock); SQLite's busy and locked.
+            // serialization failure, a deadlock), 25P03 and 57P05 (a session ended for sitting idle, in a
+            // transaction or not); SQLite's busy and locked.
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 code.starts_with("08")
                     || matches!(
                         code.as_ref(),
-                        "57P01" | "57P02" | "57P03" | "53300" | "55P03" | "40001" | "40P01" | "5" | "6"
+                        "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "57P05"
+                            | "53300"
+                            | "55P03"
+                            | "40001"
+                            | "40P01"
+                            | "25P03"
+                            | "5"
+                            | "6"
                     )
             }),
             _ => false,

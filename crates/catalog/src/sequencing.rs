@@ -26,8 +26,15 @@ pub struct Sequenced {
 }
 
 /// The longest a PostgreSQL transaction holding the integration lock may sit idle: a gateway that stops answering
-/// (frozen, cut off) loses the lock, and another integrates.
-const IDLE_INTEGRATION_TIMEOUT: &str = "30s";
+/// (frozen, cut off) loses the lock, and another integrates. Longer than a turn's writes to the store may take (S3
+/// requests give up after 10 s of retries): a holder that loses the lock all the same may still write a checkpoint
+/// after another's, which the next turn repairs (`custodia_ledger::coordinated`).
+const IDLE_INTEGRATION_TIMEOUT: &str = "20s";
+/// The longest a sequencing transaction may sit idle: it holds the sequence row's lock, which every append waits
+/// for, and does nothing but a few statements.
+const IDLE_SEQUENCING_TIMEOUT: &str = "5s";
+/// The longest an append waits for the sequence row's lock before it fails, retryably.
+const SEQUENCE_LOCK_WAIT: &str = "10s";
 /// The longest a gateway waits for the integration lock before its turn fails (and its waiting appends are answered
 /// with a retryable error): a turn takes milliseconds, so a wait this long means the holder is stuck.
 const INTEGRATION_LOCK_WAIT: &str = "15s";
@@ -62,6 +69,16 @@ impl Catalog {
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
         let mut tx = self.pool.begin().await?;
+        if self.postgres_url.is_some() {
+            // The sequence row's lock orders every gateway's appends: a gateway that stops answering while it holds
+            // it (frozen, cut off) loses it within seconds, and one waiting for it too long gives up retryably.
+            for setting in [
+                format!("SET LOCAL idle_in_transaction_session_timeout = '{IDLE_SEQUENCING_TIMEOUT}'"),
+                format!("SET LOCAL lock_timeout = '{SEQUENCE_LOCK_WAIT}'"),
+            ] {
+                sqlx::query(&setting).execute(&mut *tx).await?;
+            }
+        }
         if let Some(fence) = fence {
             crate::leases::check_fence(&mut tx, fence).await?;
         }

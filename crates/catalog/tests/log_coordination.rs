@@ -112,9 +112,10 @@ async fn the_embedded_catalog_sequences_its_log() {
 }
 
 /// A checkpoint that reached the store before its row moved (the integrator died between the two) is adopted by
-/// the next integrator, which checks it against what is sequenced; a store behind the row is refused.
+/// the next integrator, which checks it against what is sequenced; an older checkpoint written late over the
+/// published one (by a gateway that had lost the lock) is put back; a store behind the row is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_ahead_of_the_row_is_adopted_and_one_behind_is_refused() {
+async fn a_store_ahead_of_the_row_is_adopted_a_late_checkpoint_put_back_and_an_old_store_refused() {
     let server = TempPostgres::start();
     let dir = tempfile::tempdir().unwrap();
     let (catalog, log) = open(&server.url, dir.path()).await;
@@ -126,7 +127,6 @@ async fn a_store_ahead_of_the_row_is_adopted_and_one_behind_is_refused() {
         log.append(entry(0, n)).await.unwrap();
     }
     log.close().await;
-    let ahead = std::fs::read(dir.path().join("checkpoint")).unwrap();
     // The row says what was published at 5 entries, the store holds 9: as if the last batch's row never moved.
     let pool = sqlx::AnyPool::connect(&server.url).await.unwrap();
     sqlx::query("UPDATE log_integration SET size = 5, checkpoint = $1 WHERE id = 1")
@@ -135,15 +135,25 @@ async fn a_store_ahead_of_the_row_is_adopted_and_one_behind_is_refused() {
         .await
         .unwrap();
     drop(catalog);
+    let copy_at_nine = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), copy_at_nine.path());
     let (_, log) = open(&server.url, dir.path()).await;
     assert_eq!(log.checkpoint().checkpoint.size, 9, "the store's extra entries are adopted");
     assert_eq!(log.append(entry(0, 9)).await.unwrap(), 9, "and sequencing carries on after them");
     log.close().await;
 
+    // A checkpoint of 5 entries written over the published one of 10, the tiles all there: it is put back.
+    std::fs::write(dir.path().join("checkpoint"), &published).unwrap();
+    let (_, log) = open(&server.url, dir.path()).await;
+    assert_eq!(log.checkpoint().checkpoint.size, 10, "the published checkpoint is back");
+    let stored = std::fs::read(dir.path().join("checkpoint")).unwrap();
+    assert_eq!(stored, log.checkpoint().note(), "and back in the store");
+    log.close().await;
+
     // The store restored from a copy taken at 9 entries, while the database says 10 were published.
-    std::fs::write(dir.path().join("checkpoint"), &ahead).unwrap();
+    let restored = copy_at_nine.path();
     let catalog = Catalog::connect(&server.url).await.unwrap();
-    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let store = Arc::new(LocalFileSystem::new_with_prefix(restored).unwrap());
     let refused = Log::open_coordinated(
         store,
         StorePath::default(),
@@ -155,4 +165,17 @@ async fn a_store_ahead_of_the_row_is_adopted_and_one_behind_is_refused() {
     .await
     .expect_err("a store behind the database is refused");
     assert!(refused.to_string().contains("restored from an older copy"), "{refused}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }

@@ -35,6 +35,13 @@ const UNBOUNDED: u64 = i64::MAX as u64;
 /// How often an integrator looks at the coordination row when nothing wakes it.
 pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Every this many follows, a turn under the lock whether or not anything waits (about every 5 s).
+const CHECK_EVERY_TICKS: u32 = 25;
+
+/// How long [`crate::Log::integrated`] waits for a published checkpoint to cover a sequenced entry, through failed
+/// turns (another gateway may integrate it meanwhile), before it gives up with a retryable error.
+pub const INTEGRATION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// A failure of the shared database a log is coordinated through.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {source}")]
@@ -133,13 +140,16 @@ impl Integrator {
     pub(crate) async fn run(mut self) {
         let shared = self.shared.clone();
         let mut wait = RETRY_WAIT_MIN;
+        let mut ticks = 0u32;
         loop {
             let nudged = tokio::select! {
                 () = shared.nudge.notified() => true,
                 () = tokio::time::sleep(FOLLOW_INTERVAL) => false,
                 None = self.handles.recv() => return,
             };
-            if !nudged {
+            // Now and then a turn even with nothing to integrate: it checks the store's checkpoint against the row.
+            ticks = (ticks + 1) % CHECK_EVERY_TICKS;
+            if !nudged && ticks != 0 {
                 match self.follow().await {
                     Ok(false) => continue,
                     Ok(true) => {}
@@ -208,11 +218,13 @@ impl Integrator {
                 self.storage.put(CHECKPOINT, Bytes::copy_from_slice(signed.note())).await?;
                 signed
             }
-            None => return Err(behind(0, row.size)),
+            None => self.put_back_published(&row, 0).await?,
         };
-        if stored.checkpoint.size < row.size {
-            return Err(behind(stored.checkpoint.size, row.size));
-        }
+        let stored = if stored.checkpoint.size < row.size {
+            self.put_back_published(&row, stored.checkpoint.size).await?
+        } else {
+            stored
+        };
         let state = if stored.checkpoint.size > row.size {
             // The store is ahead of the row: a checkpoint that landed before its row moved (a crash, a lost
             // answer), a log that predates its coordination, or entries appended outside it. Whatever is sequenced
@@ -260,6 +272,27 @@ impl Integrator {
         self.published(signed);
         crate::log::collect_superseded_partials(&self.storage, full_tiles);
         Ok(())
+    }
+
+    /// The store's checkpoint is behind the one the row says was published (`stored_size` entries). If the store
+    /// holds the tiles of the published tree, only its checkpoint object is old: a gateway that lost the
+    /// integration lock while it wrote (frozen past the lock's idle limit, or slowed by the store) wrote it after a
+    /// newer one. Tiles are deterministic, so the published checkpoint is put back. Otherwise the store was restored
+    /// from an older copy, and is refused.
+    async fn put_back_published(&self, row: &Integrated, stored_size: u64) -> Result<SignedCheckpoint, LogError> {
+        let Some(note) = &row.checkpoint else { return Err(behind(stored_size, row.size)) };
+        let published = SignedCheckpoint::open(note, &[self.signer.verifier()])?;
+        if TreeState::open_at(&self.storage, &published.checkpoint).await.is_err() {
+            return Err(behind(stored_size, row.size));
+        }
+        self.storage.put(CHECKPOINT, note.clone()).await?;
+        tracing::warn!(
+            stored = stored_size,
+            published = row.size,
+            "the log's store held an older checkpoint than the one published, written late by a gateway that had \
+             lost the integration lock; the published one is put back"
+        );
+        Ok(published)
     }
 
     /// The tree at the row's size: this process's own, caught up with the entries others integrated when it can be,

@@ -62,6 +62,9 @@ pub enum LogError {
     Batch(Arc<LogError>),
     #[error("the log's coordination failed: {0}")]
     Coordination(#[source] coordinated::CoordinationError),
+    #[error("entry {index} is sequenced and will be integrated, but no published checkpoint covers it yet{}",
+        cause.as_ref().map(|cause| format!(": {cause}")).unwrap_or_default())]
+    NotIntegrated { index: u64, cause: Option<Arc<LogError>> },
     #[error("entry {index} in the log's store is not the entry sequenced at that index")]
     Diverged { index: u64 },
     #[error("the log's sequencer has stopped")]

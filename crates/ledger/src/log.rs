@@ -191,9 +191,10 @@ impl Log {
     }
 
     /// Waits until a published checkpoint covers entry `index`, which the log's coordination sequenced (for a log
-    /// this process appends to alone, [`Log::append`] has already waited). Gives up with the error if an
-    /// integration fails meanwhile: the entry stays sequenced, and is integrated once the store and the database
-    /// answer again.
+    /// this process appends to alone, [`Log::append`] has already waited). Through failed turns it waits on for up
+    /// to [`crate::coordinated::INTEGRATION_PATIENCE`] (another process may integrate the entry meanwhile), then
+    /// gives up with [`LogError::NotIntegrated`]: the entry stays sequenced, and is integrated once the store and
+    /// the database answer again.
     pub async fn integrated(&self, index: u64) -> Result<SignedCheckpoint, LogError> {
         let Appending::Coordinated { shared, .. } = &self.appending else {
             return self.wait_for_size(index + 1).await;
@@ -202,14 +203,19 @@ impl Log {
         failures.mark_unchanged();
         shared.nudge.notify_one();
         let mut published = self.published.clone();
-        tokio::select! {
-            reached = published.wait_for(|signed| signed.checkpoint.size > index) => {
-                reached.map(|signed| signed.clone()).map_err(|_| LogError::Closed)
-            }
-            changed = failures.changed() => {
-                changed.map_err(|_| LogError::Closed)?;
-                let failure = failures.borrow().1.clone();
-                Err(failure.map_or(LogError::Closed, LogError::Batch))
+        let patience = tokio::time::sleep(crate::coordinated::INTEGRATION_PATIENCE);
+        let mut patience = std::pin::pin!(patience);
+        let mut cause = None;
+        loop {
+            tokio::select! {
+                reached = published.wait_for(|signed| signed.checkpoint.size > index) => {
+                    return reached.map(|signed| signed.clone()).map_err(|_| LogError::Closed);
+                }
+                changed = failures.changed() => {
+                    changed.map_err(|_| LogError::Closed)?;
+                    cause = failures.borrow_and_update().1.clone();
+                }
+                () = patience.as_mut() => return Err(LogError::NotIntegrated { index, cause }),
             }
         }
     }

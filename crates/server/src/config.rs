@@ -59,8 +59,9 @@ impl GatewayConfig {
 /// bucket is named.
 #[derive(Clone, clap::Args)]
 pub struct S3Config {
-    /// The bucket that holds the custody log and the artefacts instead of the data directory. One gateway
-    /// sequences a bucket's log: never point two at one bucket.
+    /// The bucket that holds the custody log and the artefacts instead of the data directory. Several gateways
+    /// may share a bucket only with one PostgreSQL database (they append to one log through it), each with its
+    /// own data directory and the same log key; with SQLite, one gateway per bucket.
     #[arg(long = "s3-bucket", env = "CUSTODIA_S3_BUCKET")]
     pub bucket: Option<String>,
     /// The S3 endpoint's URL (`http://` allowed, for a store on the same network); by default AWS's for the region.

@@ -152,6 +152,8 @@ fn log_error_is_transient(err: &custodia_ledger::LogError) -> bool {
     match err {
         custodia_ledger::LogError::Storage { source, .. } => custodia_store::is_transient(source),
         custodia_ledger::LogError::Coordination(err) => err.transient,
+        // Sequenced, durable, and integrated once the store and the database answer: the step may be retried.
+        custodia_ledger::LogError::NotIntegrated { .. } => true,
         custodia_ledger::LogError::Batch(inner) => log_error_is_transient(inner),
         _ => false,
     }
@@ -581,7 +583,8 @@ impl Gateway {
             Err(object_store::Error::NotFound { .. }) => None,
             Err(err) => return Err(GatewayError::internal(format!("attached policy of {artefact}"), err)),
         };
-        self.catalog
+        let listed = self
+            .catalog
             .insert_artefact(&ArtefactRow {
                 id: artefact.to_string(),
                 case_id: manifest.case.to_string(),
@@ -595,9 +598,35 @@ impl Gateway {
                 policy,
                 created_at: manifest.registered_at.to_string(),
             })
-            .await?;
-        tracing::warn!(artefact = %artefact, "restored an artefact's catalog row from the ledger");
+            .await;
+        if self.listed_now(listed, artefact, index).await? {
+            tracing::warn!(artefact = %artefact, "restored an artefact's catalog row from the ledger");
+        }
         Ok(())
+    }
+
+    /// What an insert of `artefact`'s catalog row for its registration at `ledger_index` came to: `true` if it was
+    /// listed now, `false` if it already was, for that registration (the gateway that sequenced it listed it, or
+    /// another one starting up restored it, meanwhile). Any other failure is the caller's.
+    async fn listed_now(
+        &self,
+        insert: std::result::Result<(), custodia_catalog::CatalogError>,
+        artefact: &ArtefactId,
+        ledger_index: u64,
+    ) -> Result<bool> {
+        match insert {
+            Ok(()) => Ok(true),
+            Err(custodia_catalog::CatalogError::Conflict { .. })
+                if self
+                    .catalog
+                    .artefact(artefact.as_str())
+                    .await?
+                    .is_some_and(|row| row.ledger_index == ledger_index as i64) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case: it
@@ -1206,17 +1235,8 @@ impl Gateway {
                 hearing.map(custodia_core::HearingId::as_str),
             )
             .await;
-        match listed {
-            Ok(()) => {}
-            // Another gateway starting up restored the row from the record meanwhile ([`Gateway::reindex`]).
-            Err(custodia_catalog::CatalogError::Conflict { .. })
-                if self
-                    .catalog
-                    .artefact(artefact.as_str())
-                    .await?
-                    .is_some_and(|row| row.ledger_index == ledger_index as i64) => {}
-            Err(err) => return Err(err.into()),
-        }
+        // Another gateway starting up may have restored the row from the record meanwhile ([`Gateway::reindex`]).
+        self.listed_now(listed, &artefact, ledger_index).await?;
         self.log.integrated(ledger_index).await?;
         if let Some(policy) = &request.policy {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;

@@ -37,6 +37,9 @@ pub enum CatalogError {
     /// epoch: another gateway took the hearing over. Nothing was written.
     #[error("hearing {hearing_id} is no longer held under epoch {epoch} by this gateway")]
     LeaseLost { hearing_id: String, epoch: i64 },
+    /// No turn to write came within `waited`: others in this process were ahead, and the database slow or away.
+    #[error("the database is busy: no turn to sequence within {waited:?}")]
+    Busy { waited: std::time::Duration },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -46,7 +49,11 @@ impl CatalogError {
     /// connection refused or cut, the pool exhausted, the server shutting down or starting up), not an answer
     /// about the data.
     pub fn is_transient(&self) -> bool {
-        let Self::Database(err) = self else { return false };
+        let err = match self {
+            Self::Busy { .. } => return true,
+            Self::Database(err) => err,
+            _ => return false,
+        };
         match err {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
@@ -94,6 +101,8 @@ pub struct Catalog {
     /// The custody log's integration lock on SQLite, whose one gateway holds it in-process
     /// ([`Catalog::log_coordination`]).
     integration: Arc<tokio::sync::Mutex<()>>,
+    /// One sequencing transaction at a time from this process ([`Catalog::sequence_custody`]).
+    sequencing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Catalog {
@@ -395,7 +404,12 @@ impl Catalog {
             .connect(url)
             .await?;
         schema::migrate(&pool, if sqlite { schema::Dialect::Sqlite } else { schema::Dialect::Postgres }).await?;
-        Ok(Self { pool, postgres_url: (!sqlite).then(|| Arc::from(url)), integration: Arc::default() })
+        Ok(Self {
+            pool,
+            postgres_url: (!sqlite).then(|| Arc::from(url)),
+            integration: Arc::default(),
+            sequencing: Arc::default(),
+        })
     }
 
     /// Whether this is an embedded SQLite catalog, which one gateway at a time uses (the one that holds its data

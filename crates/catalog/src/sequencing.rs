@@ -33,6 +33,9 @@ const IDLE_INTEGRATION_TIMEOUT: &str = "20s";
 /// The longest a sequencing transaction may sit idle: it holds the sequence row's lock, which every append waits
 /// for, and does nothing but a few statements.
 const IDLE_SEQUENCING_TIMEOUT: &str = "5s";
+/// The longest an append waits for this process's turn to sequence before it fails, retryably (while the database
+/// is unreachable, each turn takes up to the pool's 5 s to fail).
+const SEQUENCING_TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The longest an append waits for the sequence row's lock before it fails, retryably.
 const SEQUENCE_LOCK_WAIT: &str = "10s";
 /// The longest a gateway waits for the integration lock before its turn fails (and its waiting appends are answered
@@ -68,16 +71,21 @@ impl Catalog {
         fence: Option<&HearingFence>,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
+        // One sequencing transaction at a time from this process: the sequence row's lock orders every gateway's
+        // appends anyway, and a gateway that freezes then holds or awaits it on one connection, not on many that
+        // would each hold it in turn once the database ends the first.
+        let _turn = tokio::time::timeout(SEQUENCING_TURN_WAIT, self.sequencing.lock())
+            .await
+            .map_err(|_| CatalogError::Busy { waited: SEQUENCING_TURN_WAIT })?;
         let mut tx = self.pool.begin().await?;
         if self.postgres_url.is_some() {
-            // The sequence row's lock orders every gateway's appends: a gateway that stops answering while it holds
-            // it (frozen, cut off) loses it within seconds, and one waiting for it too long gives up retryably.
-            for setting in [
-                format!("SET LOCAL idle_in_transaction_session_timeout = '{IDLE_SEQUENCING_TIMEOUT}'"),
-                format!("SET LOCAL lock_timeout = '{SEQUENCE_LOCK_WAIT}'"),
-            ] {
-                sqlx::query(&setting).execute(&mut *tx).await?;
-            }
+            // A gateway that stops answering while it holds the lock (frozen, cut off) loses it within seconds, and
+            // one waiting for it too long gives up retryably.
+            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('lock_timeout', $2, true)")
+                .bind(IDLE_SEQUENCING_TIMEOUT)
+                .bind(SEQUENCE_LOCK_WAIT)
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(fence) = fence {
             crate::leases::check_fence(&mut tx, fence).await?;
@@ -190,12 +198,13 @@ impl LogCoordination {
             return Ok(Box::new(InProcessLock { pool: pool.clone(), row, _held: held }));
         }
         let mut tx = pool.begin().await?;
-        for setting in [
-            format!("SET LOCAL idle_in_transaction_session_timeout = '{IDLE_INTEGRATION_TIMEOUT}'"),
-            format!("SET LOCAL lock_timeout = '{INTEGRATION_LOCK_WAIT}'"),
-        ] {
-            sqlx::query(&setting).execute(&mut *tx).await?;
-        }
+        sqlx::query(
+            "SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('lock_timeout', $2, true)",
+        )
+        .bind(IDLE_INTEGRATION_TIMEOUT)
+        .bind(INTEGRATION_LOCK_WAIT)
+        .execute(&mut *tx)
+        .await?;
         let row = read_row(&mut *tx, true).await?;
         let row = integrated(row, sequenced(pool).await?);
         Ok(Box::new(RowLock { tx, row }))

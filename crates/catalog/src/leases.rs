@@ -3,7 +3,7 @@
 //!
 //! - Taking a lease is one compare-and-set statement: a hearing nobody holds, one whose lease has expired, or one
 //!   this node already holds. Taken from another node, the epoch goes up by one.
-//! - Renewing and releasing change the row only while node and epoch still match: a node that lost its lease
+//! - Renewing changes the row only while node and epoch still match: a node that lost its lease
 //!   learns so from its next renewal.
 //! - The holder's custody records and journal entries carry a [`HearingFence`], checked in the transaction that
 //!   writes them ([`Catalog::sequence_custody`], [`Catalog::append_hearing_journal`]): a stale epoch writes
@@ -82,19 +82,6 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Gives the lease `fence` names up (it expires now), if still held under it: another node may take it at
-    /// once. The row stays, so the next holder's epoch is higher.
-    pub async fn release_hearing_lease(&self, fence: &HearingFence) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE hearing_leases SET expires_at = 0 WHERE hearing_id = $1 AND node = $2 AND epoch = $3")
-                .bind(&fence.hearing_id)
-                .bind(&fence.node)
-                .bind(fence.epoch)
-                .execute(&self.pool)
-                .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
     /// The lease of `hearing_id`, if it ever had one.
     pub async fn hearing_lease(&self, hearing_id: &str) -> Result<Option<HearingLease>> {
         let row = sqlx::query("SELECT node, epoch, expires_at FROM hearing_leases WHERE hearing_id = $1")
@@ -110,7 +97,7 @@ impl Catalog {
     }
 
     /// The hearings that have a journal (they are live, or ended and kept for their output) and that nobody holds
-    /// at `now` (ms): their lease expired or was released, or they never had one (journalled before leases).
+    /// at `now` (ms): their lease expired, or they never had one (journalled before leases).
     pub async fn unheld_hearings(&self, now: i64) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT j.hearing_id AS hearing_id FROM hearing_journal j \

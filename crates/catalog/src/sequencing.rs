@@ -144,16 +144,11 @@ fn coordination_error(what: &'static str) -> impl FnOnce(CatalogError) -> Coordi
     move |err| CoordinationError { what, transient: err.is_transient(), source: Box::new(err) }
 }
 
-async fn read_row(
-    executor: impl sqlx::Executor<'_, Database = sqlx::Any>,
-    lock: bool,
-) -> Result<(i64, Option<Vec<u8>>)> {
-    let query = if lock {
-        "SELECT size, checkpoint FROM log_integration WHERE id = 1 FOR UPDATE"
-    } else {
-        "SELECT size, checkpoint FROM log_integration WHERE id = 1"
-    };
-    let row = sqlx::query(query).fetch_one(executor).await?;
+/// The integration row, locked until `tx` ends (PostgreSQL).
+async fn lock_row(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(i64, Option<Vec<u8>>)> {
+    let row = sqlx::query("SELECT size, checkpoint FROM log_integration WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
     Ok((row.try_get("size")?, row.try_get("checkpoint")?))
 }
 
@@ -166,9 +161,15 @@ fn integrated((size, checkpoint): (i64, Option<Vec<u8>>), sequenced: i64) -> Int
 }
 
 impl LogCoordination {
+    /// Both coordination rows in one query: what every gateway's integrator asks every 200 ms.
     async fn read(&self) -> Result<Integrated> {
-        let row = read_row(&self.catalog.pool, false).await?;
-        Ok(integrated(row, sequenced(&self.catalog.pool).await?))
+        let row = sqlx::query(
+            "SELECT i.size AS size, i.checkpoint AS checkpoint, s.next AS next \
+             FROM log_integration i, log_sequence s WHERE i.id = 1 AND s.id = 1",
+        )
+        .fetch_one(&self.catalog.pool)
+        .await?;
+        Ok(integrated((row.try_get("size")?, row.try_get("checkpoint")?), row.try_get("next")?))
     }
 
     async fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
@@ -194,7 +195,7 @@ impl LogCoordination {
         let pool = &self.catalog.pool;
         if self.catalog.postgres_url.is_none() {
             let held = self.catalog.integration.clone().lock_owned().await;
-            let row = integrated(read_row(pool, false).await?, sequenced(pool).await?);
+            let row = self.read().await?;
             return Ok(Box::new(InProcessLock { pool: pool.clone(), row, _held: held }));
         }
         let mut tx = pool.begin().await?;
@@ -205,7 +206,7 @@ impl LogCoordination {
         .bind(INTEGRATION_LOCK_WAIT)
         .execute(&mut *tx)
         .await?;
-        let row = read_row(&mut *tx, true).await?;
+        let row = lock_row(&mut tx).await?;
         let row = integrated(row, sequenced(pool).await?);
         Ok(Box::new(RowLock { tx, row }))
     }

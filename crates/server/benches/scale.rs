@@ -78,17 +78,16 @@ fn main() -> Result<(), BoxError> {
     let direct = bytes as f64 / direct.as_secs_f64();
 
     let (embedded, _) =
-        measure("embedded (local directory, SQLite)", binary, dir.path(), &[], 1, None, &input, bytes, runs, appends)?;
+        measure("embedded (local directory, SQLite)", binary, dir.path(), &[], 1, None, bytes, runs, appends)?;
     let mut scaled_env = garage.gateway_env();
     scaled_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone()));
     let name = "garage and PostgreSQL, 1 gateway";
-    let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, &input, bytes, runs, appends)?;
+    let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, bytes, runs, appends)?;
     let mut several = Vec::new();
     for gateways in [2, 3] {
         let name = format!("garage and PostgreSQL, {gateways} gateways");
         let env = &scaled_env;
-        let (measured, _) =
-            measure(&name, binary, dir.path(), env, gateways, Some(&shared), &input, bytes, runs, appends)?;
+        let (measured, _) = measure(&name, binary, dir.path(), env, gateways, Some(&shared), bytes, runs, appends)?;
         several.push((gateways, measured));
     }
 
@@ -174,7 +173,6 @@ fn measure(
     env: &[(&'static str, String)],
     gateways: usize,
     shared: Option<&Shared>,
-    input: &Path,
     bytes: u64,
     runs: usize,
     appends: usize,
@@ -242,7 +240,6 @@ fn measure(
         }
     }
     let ingest = (bytes * gateways as u64) as f64 / best.as_secs_f64();
-    let _ = input;
 
     let small = dir.join("small");
     std::fs::create_dir_all(&small)?;

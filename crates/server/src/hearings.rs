@@ -866,7 +866,7 @@ impl Hearings {
         Ok(self.take_over_expired_by(expired_by).await?)
     }
 
-    /// Takes over every hearing that has a journal and whose lease has expired or was released (its gateway died
+    /// Takes over every hearing that has a journal and whose lease has expired (its gateway died
     /// or stopped), or that never had one: takes its lease (epoch + 1) and replays its journal, as at start-up.
     /// Whoever was connected has lost their connection (recorded as such); they come back with their credentials,
     /// through the load balancer, and a hearing that was recording records them again. A hearing that ended

@@ -14,16 +14,7 @@ use custodia_tests::postgres::TempPostgres;
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
 use object_store::path::Path;
-use support::{As, Reply, TestGateway};
-
-/// The gateway's settings for `garage`'s bucket.
-fn on_garage(garage: &Garage, config: &mut custodia_server::config::ServeConfig) {
-    config.s3.bucket = Some(garage.bucket.clone());
-    config.s3.endpoint = Some(garage.endpoint.clone());
-    config.s3.region = garage.region.clone();
-    config.s3.access_key_id = Some(garage.key_id.clone());
-    config.s3.secret_access_key = Some(garage.secret.clone());
-}
+use support::{As, Reply, TestGateway, on_garage};
 
 /// A gateway in-process on `garage`'s bucket and `postgres`'s database: the scale-out configuration whole.
 async fn on_garage_and_postgres(garage: &Garage, postgres: &TempPostgres) -> TestGateway {
@@ -129,11 +120,7 @@ async fn gateways_share_one_log_and_a_killed_one_loses_nothing_acknowledged() {
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
     let mut gateways = Vec::new();
     for _ in 0..2 {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-        std::fs::write(dir.path().join("keys/gateway.key"), &key).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = support::data_dir_with_key(&key);
         let (process, port) = support::spawn_gateway(dir.path(), &env);
         let client = support::Client { base: format!("http://127.0.0.1:{port}"), cookie: Some(session.clone()) };
         gateways.push((dir, process, client));

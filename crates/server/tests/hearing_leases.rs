@@ -10,27 +10,9 @@ use custodia_catalog::{Catalog, CatalogError, HearingFence};
 use custodia_tests::garage::Garage;
 use custodia_tests::postgres::TempPostgres;
 use serde_json::json;
-use support::{As, TestGateway};
+use support::{As, TestGateway, on_garage};
 
 const SCHEDULE: &str = r#"{"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 3"}"#;
-
-fn on_garage(garage: &Garage, config: &mut custodia_server::config::ServeConfig) {
-    config.s3.bucket = Some(garage.bucket.clone());
-    config.s3.endpoint = Some(garage.endpoint.clone());
-    config.s3.region = garage.region.clone();
-    config.s3.access_key_id = Some(garage.key_id.clone());
-    config.s3.secret_access_key = Some(garage.secret.clone());
-}
-
-/// A data directory of its own with the log's signing key, as every gateway of one log has.
-fn data_dir(key: &[u8]) -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
-    std::fs::write(dir.path().join("keys/gateway.key"), key).unwrap();
-    std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
-    dir
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
@@ -52,7 +34,7 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
         garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
     env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
     let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-    let (dir_a, dir_b) = (data_dir(&key), data_dir(&key));
+    let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
     let (mut process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
     let (_process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
     let a = support::Client { base: format!("http://127.0.0.1:{port_a}"), cookie: Some(session.clone()) };
@@ -154,7 +136,7 @@ async fn losing_the_lease_stops_the_hearing_here() {
     assert!(!live.is_lost());
 
     // Another node takes the lease (as it would once this one's expired): epoch 2.
-    assert!(catalog.release_hearing_lease(&fence).await.unwrap());
+    assert!(catalog.renew_hearing_lease(&fence, 0).await.unwrap(), "its lease made to expire at once");
     assert_eq!(catalog.take_hearing_lease(&id, "node-elsewhere", 0, i64::MAX).await.unwrap(), Some(2));
     let journal = catalog.hearing_journal(&id).await.unwrap().len();
     hearings.renew_leases().await;

@@ -946,3 +946,24 @@ impl Client {
         self.send("GET", &format!("/api/v1/artefacts/{artefact}/content?purpose=review"), "text/plain", b"").0
     }
 }
+
+/// The gateway's settings for `garage`'s bucket.
+#[allow(dead_code)]
+pub fn on_garage(garage: &custodia_tests::garage::Garage, config: &mut ServeConfig) {
+    config.s3.bucket = Some(garage.bucket.clone());
+    config.s3.endpoint = Some(garage.endpoint.clone());
+    config.s3.region = garage.region.clone();
+    config.s3.access_key_id = Some(garage.key_id.clone());
+    config.s3.secret_access_key = Some(garage.secret.clone());
+}
+
+/// A data directory of its own holding the log's signing key `key` (owner-only), as every gateway of one log has.
+#[allow(dead_code)]
+pub fn data_dir_with_key(key: &[u8]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/gateway.key"), key).unwrap();
+    std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    dir
+}

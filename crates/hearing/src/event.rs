@@ -77,6 +77,7 @@ pub struct Invite {
 /// judge and the clerk always see and hear the original and read the name; `privileged` adds other roles. Everyone
 /// else gets the masked feeds and the pseudonym. The recording keeps the original: the court keeps the true record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProtectiveMeasures {
     /// What everyone but the privileged is shown in place of the witness's name. Shown to the parties, so not a
     /// secret; but typed by a person, so it reaches the record only inside the detail's digest.
@@ -564,6 +565,15 @@ mod tests {
         let other_salt = IdentityVerification { salt: CommitmentSalt::from_bytes([8; 32]), ..verification.clone() };
         assert_ne!(other_salt.detail_sha256(&hearing, &person, &officer).unwrap(), digest);
         assert!(!format!("{verification:?}").contains("Leila"));
+    }
+
+    #[test]
+    fn a_protective_order_with_a_field_nobody_defined_is_refused() {
+        let order = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false}"#;
+        assert!(serde_json::from_str::<ProtectiveMeasures>(order).is_ok());
+        let with_more = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false,"hide_name":true}"#;
+        let refused = serde_json::from_str::<ProtectiveMeasures>(with_more).unwrap_err();
+        assert!(refused.to_string().contains("unknown field `hide_name`"), "{refused}");
     }
 
     #[test]

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use custodia_benchkit::{BoxError, Headline, Table, add_to_summary, env_or, rate};
 use custodia_core::{AccessKind, ActorId, ArtefactId, CaseId, CustodyEvent};
 use custodia_ledger::{Log, LogOptions, LogSigner};
-use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
-use custodia_server::gateway::Gateway;
+use custodia_service::clock::Clock;
+use custodia_service::gateway::Gateway;
 use tokio::task::JoinSet;
 
 const CASE: &str = "bench-custody";
@@ -46,7 +46,7 @@ async fn main() -> Result<(), BoxError> {
     let gateway = state.gateway.clone();
     let now = gateway.now().to_string();
     gateway
-        .catalog
+        .catalog()
         .create_case(&custodia_catalog::Case { id: CASE.into(), title: "benchmark".into(), created_at: now })
         .await?;
     let case = CaseId::new(CASE)?;

@@ -47,9 +47,9 @@ use std::time::{Duration, Instant};
 
 use custodia_benchkit::{BoxError, SplitMix, Table, env_or, openssl_speed, process_cpu_seconds, rate};
 use custodia_ledger::{Log, LogOptions, LogSigner, LogVerifier};
-use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
 use custodia_server::witness_api::Answer;
+use custodia_service::clock::Clock;
 use custodia_witness::{AddCheckpoint, CosignerKey, CosignerVerifier, Decision, Known, decide};
 use sqlx::{ConnectOptions as _, Connection as _};
 

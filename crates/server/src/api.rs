@@ -15,10 +15,11 @@ use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::auth::{self, Caller, SESSION_SECONDS, Scope};
+use crate::auth::{self, Caller};
 use crate::extract::{Path, Query};
-use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
+use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
+use custodia_service::identity::{self, Principal, SESSION_SECONDS, Scope};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -30,19 +31,21 @@ pub struct AppState {
     pub hearings: std::sync::Arc<crate::hearings::Hearings>,
     /// STUN/TURN servers and the TURN credential issuer ([`crate::turn`]), for the API, WHIP and the hearing room.
     pub ice_servers: std::sync::Arc<crate::turn::IceServers>,
-    /// Recent failed sign-ins and the password-hashing budget ([`auth::SignInThrottle`]).
-    pub sign_ins: std::sync::Arc<auth::SignInThrottle>,
+    /// Recent failed sign-ins and the password-hashing budget ([`identity::SignInThrottle`]).
+    pub sign_ins: std::sync::Arc<identity::SignInThrottle>,
     /// This gateway as a witness of its partners' logs ([`crate::witness_api`]).
     pub witness: std::sync::Arc<crate::witness_api::Witness>,
     /// The cosignatures collected on this gateway's own checkpoints, and what `/log/checkpoint` publishes
     /// ([`crate::cosigning`]).
     pub cosigning: std::sync::Arc<crate::cosigning::Cosigning>,
-    /// Evidence leaving at once, per account and in all ([`crate::budget::Outflow`]).
-    pub outflow: std::sync::Arc<crate::budget::Outflow>,
+    /// Evidence leaving at once, per account and in all ([`crate::outflow::Outflow`]).
+    pub outflow: std::sync::Arc<crate::outflow::Outflow>,
     /// Partner gateways: who is pinned, and how this gateway signs its requests to them ([`crate::partner_api`]).
     pub partnering: std::sync::Arc<crate::partner_api::Partnering>,
     /// Transfers to and from partner gateways ([`crate::transfers`]).
     pub transfers: std::sync::Arc<crate::transfers::Transfers>,
+    /// What `/metrics` shows of this process's requests ([`crate::metrics`]).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -52,15 +55,15 @@ impl AppState {
     /// [`Gateway::export_leaving`]), so that a request that will be refused never takes a place, nor closes another
     /// reader's stream to make one.
     /// The stream leaves over `connection`, which is closed if a newcomer takes its place while it reads too
-    /// slowly ([`crate::budget::Outflow`]).
+    /// slowly ([`crate::outflow::Outflow`]).
     pub(crate) fn start_outflow(
         &self,
         caller: &Caller,
         connection: Option<Extension<crate::listen::Connection>>,
-        stream: crate::budget::Stream,
-    ) -> Result<crate::budget::Outflowing, GatewayError> {
+        stream: crate::outflow::Stream,
+    ) -> Result<crate::outflow::Outflowing, GatewayError> {
         let connection = connection.map(|Extension(connection)| connection);
-        self.outflow.start(&caller.account.id, stream, connection).map_err(GatewayError::TooMany)
+        self.outflow.start(caller.account_id(), stream, connection).map_err(GatewayError::TooMany)
     }
 }
 
@@ -286,6 +289,18 @@ impl<'a> From<&'a Account> for AccountView<'a> {
     }
 }
 
+impl<'a> From<&'a Principal> for AccountView<'a> {
+    fn from(caller: &'a Principal) -> Self {
+        Self {
+            id: caller.account_id(),
+            username: caller.username(),
+            display_name: caller.display_name(),
+            jurisdiction: caller.jurisdiction_name(),
+            is_admin: caller.is_admin(),
+        }
+    }
+}
+
 async fn sign_in(
     State(state): State<AppState>,
     auth::Https(https): auth::Https,
@@ -295,15 +310,16 @@ async fn sign_in(
 ) -> Result<Response, Problem> {
     // Served in-process (tests) there is no peer: all such sign-ins share one throttle entry.
     let peer = crate::listen::client_network(&extensions)
-        .unwrap_or_else(|| crate::listen::ClientNetwork::of(std::net::IpAddr::from([0, 0, 0, 0])));
+        .unwrap_or_else(|| custodia_service::network::ClientNetwork::of(std::net::IpAddr::from([0, 0, 0, 0])));
     let devices = auth::device_cookies(&headers, auth::device_cookie_name(https));
     let account =
-        auth::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, &devices).await?;
+        identity::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, &devices)
+            .await?;
     crate::listen::mark_signed_in(&extensions, &account.id);
-    let secret = auth::start_session(&state.gateway, &account).await?;
+    let secret = identity::start_session(&state.gateway, &account).await?;
     let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
     // The session cookie first, then the device cookie: a new one on every sign-in (auth::DeviceKey).
-    let device_cookie = state.sign_ins.device_cookie(&account, state.gateway.clock.unix_seconds(), https);
+    let device_cookie = auth::device_cookie(&state.sign_ins, &account.id, state.gateway.clock().unix_seconds(), https);
     let mut response = json(StatusCode::OK, AccountView::from(&account));
     for value in [cookie, device_cookie] {
         response
@@ -320,7 +336,7 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Res
         if !auth::same_origin(&parts, https) {
             return Err(GatewayError::CrossOrigin.into());
         }
-        state.gateway.catalog.delete_session(&auth::secret_digest(&secret)).await.map_err(GatewayError::from)?;
+        identity::end_session(&state.gateway, &secret).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let expired = auth::session_cookie(https, "", 0);
@@ -331,7 +347,7 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Res
 }
 
 async fn me(caller: Caller) -> Response {
-    json(StatusCode::OK, AccountView::from(&caller.account))
+    json(StatusCode::OK, AccountView::from(&*caller))
 }
 
 /// STUN/TURN servers for the caller's WebRTC client, with a TURN credential made for this answer only.
@@ -364,7 +380,7 @@ async fn create_token(
     caller: Caller,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<Response, Problem> {
-    let (token, secret) = auth::issue_token(&state.gateway, &caller, body.scopes, body.expires_in_seconds).await?;
+    let (token, secret) = identity::issue_token(&state.gateway, &caller, body.scopes, body.expires_in_seconds).await?;
     Ok(json(
         StatusCode::CREATED,
         serde_json::json!({ "id": token.id, "token": secret, "scopes": token.scopes, "expires_at": token.expires_at }),
@@ -376,7 +392,7 @@ async fn revoke_token(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    if state.gateway.catalog.revoke_api_token(&id, &caller.account.id).await.map_err(GatewayError::from)? {
+    if state.gateway.catalog().revoke_api_token(&id, caller.account_id()).await.map_err(GatewayError::from)? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(Problem::not_found(format!("you have no token {id}")))
@@ -417,7 +433,7 @@ async fn create_account(
 /// they are disabled. Password hashes never leave the catalog.
 async fn list_accounts(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     caller.require_admin("list accounts")?;
-    let accounts = state.gateway.catalog.accounts().await.map_err(GatewayError::from)?;
+    let accounts = state.gateway.catalog().accounts().await.map_err(GatewayError::from)?;
     let accounts: Vec<_> = accounts
         .iter()
         .map(|(account, disabled_at)| {
@@ -437,21 +453,21 @@ async fn disable_account(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     caller.require_admin("disable accounts")?;
-    if id == caller.account.id {
+    if id == caller.account_id() {
         return Err(bad_input("account", "an administrator cannot disable their own account").into());
     }
     let at = state.gateway.now().to_string();
-    if !state.gateway.catalog.disable_account(&id, &at).await.map_err(GatewayError::from)? {
+    if !state.gateway.catalog().disable_account(&id, &at).await.map_err(GatewayError::from)? {
         return Err(Problem::not_found(format!("no account {id}")));
     }
-    tracing::info!(account = %id, by = %caller.account.id, "account disabled; its sessions and tokens revoked");
+    tracing::info!(account = %id, by = %caller.account_id(), "account disabled; its sessions and tokens revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// Creates an account after checking its fields. Shared by the API and the bootstrap of the first administrator.
 pub async fn new_account(
     gateway: &Gateway,
-    sign_ins: &auth::SignInThrottle,
+    sign_ins: &identity::SignInThrottle,
     username: String,
     display_name: String,
     password: &str,
@@ -476,7 +492,7 @@ pub async fn new_account(
         is_admin,
         jurisdiction,
     };
-    gateway.catalog.create_account(&account, &gateway.now().to_string()).await?;
+    gateway.catalog().create_account(&account, &gateway.now().to_string()).await?;
     Ok(account)
 }
 
@@ -498,14 +514,14 @@ async fn create_case(
     let id = case_id(&body.id.unwrap_or_else(|| new_id("case")))?;
     label("title", &body.title)?;
     let case = Case { id: id.to_string(), title: body.title, created_at: state.gateway.now().to_string() };
-    state.gateway.catalog.create_case(&case).await.map_err(GatewayError::from)?;
+    state.gateway.catalog().create_case(&case).await.map_err(GatewayError::from)?;
     Ok(json(StatusCode::CREATED, serde_json::json!({ "id": case.id, "title": case.title })))
 }
 
 /// Every case, for the administration page (an administrator need not be a member of any).
 async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     caller.require_admin("list every case")?;
-    let cases = state.gateway.catalog.cases().await.map_err(GatewayError::from)?;
+    let cases = state.gateway.catalog().cases().await.map_err(GatewayError::from)?;
     let cases: Vec<_> = cases
         .iter()
         .map(|case| serde_json::json!({ "id": case.id, "title": case.title, "created_at": case.created_at }))
@@ -514,7 +530,7 @@ async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Resp
 }
 
 async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    let cases = state.gateway.catalog.cases_of(&caller.account.id).await.map_err(GatewayError::from)?;
+    let cases = state.gateway.catalog().cases_of(caller.account_id()).await.map_err(GatewayError::from)?;
     let cases: Vec<_> = cases
         .iter()
         .map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role }))
@@ -529,7 +545,7 @@ async fn case_detail(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let role = state.gateway.authorize(&caller, &case, Action::ViewCase).await?;
-    let catalog = &state.gateway.catalog;
+    let catalog = &state.gateway.catalog();
     let row =
         catalog.case(case.as_str()).await.map_err(GatewayError::from)?.ok_or_else(|| Problem::not_found("case"))?;
     let members: Vec<_> = catalog
@@ -555,7 +571,7 @@ struct Membership {
 /// Administrators, and members whose role manages members, may change membership.
 async fn authorize_membership_change(gateway: &Gateway, caller: &Caller, case: &CaseId) -> Result<(), Problem> {
     if caller.require_admin("manage members").is_ok() {
-        return match gateway.catalog.case(case.as_str()).await.map_err(GatewayError::from)? {
+        return match gateway.catalog().case(case.as_str()).await.map_err(GatewayError::from)? {
             Some(_) => Ok(()),
             None => Err(Problem::not_found(format!("no case {case}"))),
         };
@@ -572,7 +588,7 @@ async fn list_members(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     authorize_membership_change(&state.gateway, &caller, &case).await?;
-    let members = state.gateway.catalog.members(case.as_str()).await.map_err(GatewayError::from)?;
+    let members = state.gateway.catalog().members(case.as_str()).await.map_err(GatewayError::from)?;
     let members: Vec<_> =
         members.iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
     Ok(json(StatusCode::OK, serde_json::json!({ "case": case, "members": members })))
@@ -586,12 +602,12 @@ async fn set_member(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     authorize_membership_change(&state.gateway, &caller, &case).await?;
-    let catalog = &state.gateway.catalog;
+    let catalog = &state.gateway.catalog();
     if catalog.account(&account).await.map_err(GatewayError::from)?.is_none() {
         return Err(Problem::not_found(format!("no account {account}")));
     }
     state.gateway.change_membership(&caller, &case, &account, Some(body.role)).await?;
-    tracing::info!(case = %case, account = %account, role = %body.role, by = %caller.account.id, "membership set");
+    tracing::info!(case = %case, account = %account, role = %body.role, by = %caller.account_id(), "membership set");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -649,7 +665,7 @@ pub fn original_name(name: &str) -> Result<Label, GatewayError> {
     if hostile {
         return Err(bad_input("filename", "give a plain file name, without directories or a leading dot"));
     }
-    if let Some(format) = crate::gateway::disguising_character(name) {
+    if let Some(format) = custodia_service::gateway::disguising_character(name) {
         return Err(bad_input(
             "filename",
             format!(
@@ -716,7 +732,7 @@ async fn list_artefacts(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     state.gateway.authorize(&caller, &case, Action::ListArtefacts).await?;
-    let rows = state.gateway.catalog.artefacts_in_case(case.as_str()).await.map_err(GatewayError::from)?;
+    let rows = state.gateway.catalog().artefacts_in_case(case.as_str()).await.map_err(GatewayError::from)?;
     let list: Vec<_> = rows
         .iter()
         .map(|row| {
@@ -831,7 +847,7 @@ async fn download(
         .gateway
         .download(&caller, &id, &purpose, access, |row| {
             let range = requested_range(&headers, row.size as u64).map_err(DownloadRefused::Range)?;
-            let outflowing = state.start_outflow(&caller, connection, crate::budget::Stream::Artefact)?;
+            let outflowing = state.start_outflow(&caller, connection, crate::outflow::Stream::Artefact)?;
             Ok::<_, DownloadRefused>((range, outflowing))
         })
         .await?;
@@ -839,7 +855,7 @@ async fn download(
     state.transfers.retrieved(&caller, &id).await?;
     let digest: Sha256 = row.sha256.parse().map_err(|e| Problem::internal(&e))?;
     let size = row.size as u64;
-    let stream = state.gateway.artefacts.read(&digest, range.clone()).await.map_err(GatewayError::from)?;
+    let stream = state.gateway.artefacts().read(&digest, range.clone()).await.map_err(GatewayError::from)?;
     let meter = outflowing.meter();
     let stream = stream.map(move |chunk| {
         let _leaving = &outflowing;
@@ -888,14 +904,14 @@ async fn export(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let purpose = query.purpose()?;
-    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Artefact);
+    let leave = || state.start_outflow(&caller, connection, crate::outflow::Stream::Artefact);
     let (source, outflowing) = state.gateway.export_leaving(&caller, &id, &purpose, leave).await?;
     let meter = outflowing.meter();
     let writer = custodia_bundle::BundleWriter::new(&source).map_err(|e| Problem::internal(&e))?;
     let head = writer.head().map_err(|e| Problem::internal(&e))?;
     let tail = writer.tail();
     let length = head.len() as u64 + source.payload_size + tail.len() as u64;
-    let payload = state.gateway.artefacts.read(&source.payload_sha256, None).await.map_err(GatewayError::from)?;
+    let payload = state.gateway.artefacts().read(&source.payload_sha256, None).await.map_err(GatewayError::from)?;
     let body = futures::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(head)) })
         .chain(payload.map(move |chunk| {
             let chunk = chunk.map_err(std::io::Error::other)?;
@@ -930,7 +946,7 @@ async fn export_case(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let purpose = query.purpose()?;
-    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Case);
+    let leave = || state.start_outflow(&caller, connection, crate::outflow::Stream::Case);
     let (sources, outflowing) = state.gateway.export_case_part(&caller, &case, &purpose, |_| true, leave).await?;
     let filename = format!("custodia-case-{case}.tar");
     let export = CaseExportRequest { caller, case, purpose, scope: custodia_bundle::ExportScope::Case, outflowing };
@@ -944,8 +960,8 @@ pub(crate) struct CaseExportRequest {
     pub purpose: Label,
     /// The whole case, or one hearing's output: named in the bundle and in its record.
     pub scope: custodia_bundle::ExportScope,
-    /// Its place among the case exports under way ([`crate::budget::Outflow`]), held until the stream ends.
-    pub outflowing: crate::budget::Outflowing,
+    /// Its place among the case exports under way ([`crate::outflow::Outflow`]), held until the stream ends.
+    pub outflowing: crate::outflow::Outflowing,
 }
 
 /// Streams a case bundle of `sources` (the whole case, or a part such as a hearing's output, as `export.scope`
@@ -995,7 +1011,7 @@ pub(crate) fn stream_case_bundle(
 /// One case export being streamed.
 struct CaseExport<'a> {
     writer: &'a custodia_bundle::CaseBundleWriter,
-    gateway: &'a crate::gateway::Gateway,
+    gateway: &'a custodia_service::gateway::Gateway,
     caller: &'a Caller,
     case: &'a custodia_core::CaseId,
     purpose: &'a custodia_core::Label,
@@ -1019,7 +1035,7 @@ impl CaseExport<'_> {
         for source in sources {
             let bundle = custodia_bundle::BundleWriter::in_case(source, self.case)?;
             send(bundle.head()?.into()).await?;
-            let mut payload = std::pin::pin!(self.gateway.artefacts.read(&source.payload_sha256, None).await?);
+            let mut payload = std::pin::pin!(self.gateway.artefacts().read(&source.payload_sha256, None).await?);
             let mut streamed = 0u64;
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk?;
@@ -1040,14 +1056,14 @@ impl CaseExport<'_> {
 async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let entries = state.gateway.timeline(&caller, &id).await?;
-    let checkpoint = String::from_utf8_lossy(state.gateway.log.checkpoint().note()).into_owned();
+    let checkpoint = String::from_utf8_lossy(state.gateway.log().checkpoint().note()).into_owned();
     Ok(json(StatusCode::OK, serde_json::json!({ "artefact": id, "checkpoint": checkpoint, "records": entries })))
 }
 
 async fn proof(State(state): State<AppState>, Path(index): Path<u64>) -> Result<Response, Problem> {
     // An entry another gateway sequenced may not be published here yet: it is waited for, like this gateway's own.
-    let size = state.gateway.log.checkpoint().checkpoint.size;
-    if index >= size && index >= state.gateway.log.sequenced().await.map_err(GatewayError::from)? {
+    let size = state.gateway.log().checkpoint().checkpoint.size;
+    if index >= size && index >= state.gateway.log().sequenced().await.map_err(GatewayError::from)? {
         return Err(Problem::not_found(format!("the log has {size} entries")));
     }
     let proof = state.gateway.proof(index).await?;

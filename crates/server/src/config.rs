@@ -9,6 +9,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use custodia_service::budget;
+
 /// Where the gateway keeps its state and how it names its log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayConfig {
@@ -30,7 +32,7 @@ impl GatewayConfig {
         self.data_dir.join("keys").join("witness.key")
     }
 
-    /// The key of the device cookies' MAC ([`crate::auth::DeviceKey`]), so that they outlive a restart.
+    /// The key of the device cookies' MAC ([`custodia_service::identity::DeviceKey`]), so that they outlive a restart.
     /// The Ed25519 key that signs this gateway's requests to its partners ([`crate::partner_api`]).
     pub fn partner_request_key_file(&self) -> PathBuf {
         self.data_dir.join("keys").join("partner-request.key")
@@ -310,63 +312,63 @@ impl Default for TimestampConfig {
     }
 }
 
-/// What one account may put into custody, and how fast ([`crate::budget::Quotas`]), so that no member can fill
+/// What one account may put into custody, and how fast ([`budget::Quotas`]), so that no member can fill
 /// the disk or flood the public log.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuotaConfig {
     /// Bytes of evidence one account may have provided: its artefacts, plus what its open resumable uploads and its
     /// direct uploads under way declare. Over it, an upload is refused (507) before a byte is staged where the
     /// size is declared, and cut off when it is passed mid-stream.
-    #[arg(long, env = "CUSTODIA_ACCOUNT_STORED_BYTES", default_value_t = 50 << 30)]
+    #[arg(long, env = "CUSTODIA_ACCOUNT_STORED_BYTES", default_value_t = budget::ACCOUNT_STORED_BYTES)]
     pub account_stored_bytes: u64,
     /// Direct (non-resumable) uploads one account may have under way at once.
-    #[arg(long, env = "CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", default_value_t = 2)]
+    #[arg(long, env = "CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", default_value_t = budget::DIRECT_UPLOADS_PER_ACCOUNT)]
     pub direct_uploads_per_account: usize,
     /// New uploads (direct, or resumable ones created) one account may start a minute; as many at once.
-    #[arg(long, env = "CUSTODIA_UPLOADS_PER_MINUTE", default_value_t = 30)]
+    #[arg(long, env = "CUSTODIA_UPLOADS_PER_MINUTE", default_value_t = budget::UPLOADS_PER_MINUTE)]
     pub uploads_per_minute: u32,
     /// Custody records of refusals one account may cause a minute; as many at once. Past it, refusals are counted
     /// into one record per case and code a minute, and answered 429.
-    #[arg(long, env = "CUSTODIA_REFUSAL_RECORDS_PER_MINUTE", default_value_t = 20)]
+    #[arg(long, env = "CUSTODIA_REFUSAL_RECORDS_PER_MINUTE", default_value_t = budget::REFUSAL_RECORDS_PER_MINUTE)]
     pub refusal_records_per_minute: u32,
     /// WHIP publishers at once in the live hearings of one case; one more is answered 429.
-    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_CASE", default_value_t = 8)]
+    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_CASE", default_value_t = budget::WHIP_SESSIONS_PER_CASE)]
     pub whip_sessions_per_case: usize,
     /// WHIP publishers at once, in all live hearings, that came in with the invites of one case member (each
     /// invite lets one publisher in, so a clerk could otherwise open as many as they invite); one more is answered
     /// 429.
-    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_ACCOUNT", default_value_t = 4)]
+    #[arg(long, env = "CUSTODIA_WHIP_SESSIONS_PER_ACCOUNT", default_value_t = budget::WHIP_SESSIONS_PER_ACCOUNT)]
     pub whip_sessions_per_account: usize,
     /// Entries into a hearing room with one invite's secret or one participant's credential, a minute (as many at
     /// once); one more is answered "too many attempts". Failed entries are budgeted per address besides.
-    #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = crate::budget::ROOM_ENTRIES_PER_MINUTE)]
+    #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = budget::ROOM_ENTRIES_PER_MINUTE)]
     pub room_entries_per_minute: u32,
     /// Custody records one account's steps may cause a minute (downloads and plays, each range included; exports;
     /// changes of policy and membership; requests and reports); as many at once. Past it, a step is answered 429
     /// before it happens. Records are public for good: this keeps one member, or a leaked token used from many
     /// addresses, from flooding the log.
-    #[arg(long, env = "CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", default_value_t = crate::budget::CUSTODY_RECORDS_PER_MINUTE)]
+    #[arg(long, env = "CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", default_value_t = budget::CUSTODY_RECORDS_PER_MINUTE)]
     pub custody_records_per_minute: u32,
 }
 
 impl Default for QuotaConfig {
     fn default() -> Self {
         Self {
-            account_stored_bytes: 50 << 30,
-            direct_uploads_per_account: 2,
-            uploads_per_minute: 30,
-            refusal_records_per_minute: 20,
-            whip_sessions_per_case: 8,
-            whip_sessions_per_account: 4,
-            room_entries_per_minute: crate::budget::ROOM_ENTRIES_PER_MINUTE,
-            custody_records_per_minute: crate::budget::CUSTODY_RECORDS_PER_MINUTE,
+            account_stored_bytes: budget::ACCOUNT_STORED_BYTES,
+            direct_uploads_per_account: budget::DIRECT_UPLOADS_PER_ACCOUNT,
+            uploads_per_minute: budget::UPLOADS_PER_MINUTE,
+            refusal_records_per_minute: budget::REFUSAL_RECORDS_PER_MINUTE,
+            whip_sessions_per_case: budget::WHIP_SESSIONS_PER_CASE,
+            whip_sessions_per_account: budget::WHIP_SESSIONS_PER_ACCOUNT,
+            room_entries_per_minute: budget::ROOM_ENTRIES_PER_MINUTE,
+            custody_records_per_minute: budget::CUSTODY_RECORDS_PER_MINUTE,
         }
     }
 }
 
 impl QuotaConfig {
-    pub fn quotas(&self) -> crate::budget::Quotas {
-        crate::budget::Quotas::new(
+    pub fn quotas(&self) -> budget::Quotas {
+        budget::Quotas::new(
             self.account_stored_bytes,
             self.direct_uploads_per_account,
             self.uploads_per_minute,
@@ -379,7 +381,7 @@ impl QuotaConfig {
     }
 }
 
-/// Media probing, in a child process under limits ([`crate::probe`]).
+/// Media probing, in a child process under limits ([`custodia_service::probe`]).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ProbeConfig {
     /// The largest address space (virtual memory) a probe may use, in MiB; the binary's own mappings count.
@@ -399,7 +401,7 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        let limits = crate::probe::ProbeLimits::default();
+        let limits = custodia_service::probe::ProbeLimits::default();
         Self {
             memory_mib: limits.address_space_bytes >> 20,
             cpu_seconds: limits.cpu_seconds,
@@ -410,8 +412,8 @@ impl Default for ProbeConfig {
 }
 
 impl ProbeConfig {
-    pub fn limits(&self) -> crate::probe::ProbeLimits {
-        crate::probe::ProbeLimits {
+    pub fn limits(&self) -> custodia_service::probe::ProbeLimits {
+        custodia_service::probe::ProbeLimits {
             address_space_bytes: self.memory_mib.max(1) << 20,
             cpu_seconds: self.cpu_seconds.max(1),
             wall: std::time::Duration::from_secs(self.seconds.max(1)),

@@ -25,9 +25,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::api::AppState;
-use crate::clock::Clock;
 use crate::config::{WitnessConfig, WitnessPublish};
 use crate::problem::Problem;
+use custodia_service::clock::Clock;
 
 /// A witness's answer holds a few cosignature lines; anything longer is not an answer.
 const ANSWER_LIMIT: usize = 64 * 1024;
@@ -57,6 +57,16 @@ pub enum Published {
     Note(Vec<u8>),
     /// A policy, but no checkpoint has been published under it yet (quorum publication, quorum not yet met).
     Nothing,
+}
+
+impl custodia_service::gateway::WitnessedCheckpoints for Cosigning {
+    fn policy_file(&self) -> Option<&str> {
+        Cosigning::policy_file(self)
+    }
+
+    fn cosigned_covering(&self, size: u64) -> futures::future::BoxFuture<'_, Option<(Vec<u8>, u64)>> {
+        Box::pin(Cosigning::cosigned_covering(self, size))
+    }
 }
 
 impl Cosigning {

@@ -19,12 +19,12 @@ use serde_json::{Value, json};
 use crate::api::{ApiJson, AppState, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
-use crate::gateway::{GatewayError, bad_input};
 use crate::hearings::{
     ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
     SeenAs, WhipCaps, WhipRefusal,
 };
 use crate::problem::Problem;
+use custodia_service::gateway::{GatewayError, bad_input};
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
 const MAX_MESSAGE_BYTES: usize = 128 * 1024;
@@ -228,7 +228,7 @@ async fn export(
     let purpose = query.purpose()?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let output = live.output().await?;
-    let leave = || state.start_outflow(&caller, connection, crate::budget::Stream::Case);
+    let leave = || state.start_outflow(&caller, connection, crate::outflow::Stream::Case);
     let keep = |row: &custodia_catalog::ArtefactRow| output.holds(&row.id, &row.sha256);
     let (sources, outflowing) = state.gateway.export_case_part(&caller, &case, &purpose, keep, leave).await?;
     let filename = format!("custodia-hearing-{}.tar", live.id());
@@ -376,7 +376,7 @@ fn is_final(message: &Value) -> bool {
 async fn run_room(
     state: AppState,
     socket: WebSocket,
-    peer: Option<crate::listen::ClientNetwork>,
+    peer: Option<custodia_service::network::ClientNetwork>,
     (unjoined, connection): (crate::places::Place, Option<crate::listen::Connection>),
 ) {
     let (mut sink, mut stream) = socket.split();
@@ -515,8 +515,8 @@ async fn run_room(
             let wait = until.saturating_duration_since(tokio::time::Instant::now());
             if !wait.is_zero() {
                 let muted = GatewayError::TooManyAttempts {
-                    what: crate::gateway::REFUSED_STEPS,
-                    retry_after_seconds: crate::budget::retry_after_seconds(wait),
+                    what: custodia_service::gateway::REFUSED_STEPS,
+                    retry_after_seconds: custodia_service::budget::retry_after_seconds(wait),
                 };
                 let _ = outbox.send(json!({"type": "refused", "action": action, "reason": muted.to_string()}));
                 continue;
@@ -532,7 +532,7 @@ async fn run_room(
                 let _ = outbox.send(refused);
             }
             Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { what, retry_after_seconds })) => {
-                if what == crate::gateway::REFUSED_STEPS {
+                if what == custodia_service::gateway::REFUSED_STEPS {
                     let wait = Duration::from_secs(retry_after_seconds);
                     muted_until = Some(tokio::time::Instant::now() + wait);
                 }
@@ -625,7 +625,7 @@ async fn whip_publish(
     let entry =
         state.hearings.whip_entry(secret, crate::listen::client_network(&extensions)).await.map_err(not_in_room)?;
     // Publishers at once, per case and per inviting account, before the engine does any work for this one.
-    let quotas = &state.gateway.quotas;
+    let quotas = &state.gateway.quotas();
     let caps = WhipCaps { per_case: quotas.whip_sessions_per_case, per_account: quotas.whip_sessions_per_account };
     if let Some(full) = state.hearings.whip_full(&entry, caps).await {
         return Err(GatewayError::TooMany(full).into());

@@ -30,11 +30,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::auth::{Caller, Channel};
-use crate::budget::{Budget, retry_after_seconds};
-use crate::gateway::{Gateway, GatewayError, Registered, new_id};
 use crate::texts::{CourtText, CourtTexts};
 use crate::turn::IceServers;
+use custodia_service::budget::{Budget, retry_after_seconds};
+use custodia_service::gateway::{Gateway, GatewayError, Registered, new_id};
+use custodia_service::identity::{Channel, Principal};
 
 /// How often a gateway renews the leases of the hearings it holds, and looks for hearings nobody holds (their
 /// gateway died) to take over. A third of [`LEASE_EXPIRY`]: two renewals in a row may fail (a slow or briefly
@@ -197,7 +197,7 @@ pub struct Hearings {
     connections: AtomicU64,
     /// Console steps per account ([`CONSOLE_STEPS`]).
     console_steps: Budget,
-    /// Attempts to enter a room per secret (the room entries of [`crate::budget::Quotas`]), and failed attempts
+    /// Attempts to enter a room per secret (the room entries of [`custodia_service::budget::Quotas`]), and failed attempts
     /// per peer address ([`FAILED_JOINS_PER_PEER`]).
     joins_per_secret: Budget,
     failed_joins_per_peer: Budget,
@@ -233,7 +233,7 @@ pub struct LiveHearing {
     case: CaseId,
     /// The court account that scheduled it, bound to the hearing then: recordings and minutes enter custody in its
     /// name whatever its membership or tokens later ([`Gateway::ingest_hearing_output`]).
-    court: Caller,
+    court: Principal,
     gateway: Gateway,
     texts: Arc<CourtTexts>,
     /// Where this hearing's output that could not enter custody is kept.
@@ -429,7 +429,7 @@ impl DisplayName {
     pub const MAX_CHARS: usize = 80;
 
     /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the invisible format
-    /// characters that make a name read as another ([`crate::gateway::disguising_character`]).
+    /// characters that make a name read as another ([`custodia_service::gateway::disguising_character`]).
     pub fn new(text: &str) -> Result<Self, GatewayError> {
         private_text("display_name", "a display name", text, Self::MAX_CHARS).map(Self)
     }
@@ -437,12 +437,12 @@ impl DisplayName {
 
 /// A line of 1 to `max_chars` characters (trimmed) that a person typed and others are shown, without control
 /// characters or the invisible format characters that make one text read as another
-/// ([`crate::gateway::disguising_character`]).
+/// ([`custodia_service::gateway::disguising_character`]).
 fn private_text(field: &'static str, what: &str, text: &str, max_chars: usize) -> Result<String, GatewayError> {
     let text = text.trim();
     let reason = if text.is_empty() || text.chars().count() > max_chars {
         Some(format!("{what} has 1 to {max_chars} characters"))
-    } else if text.chars().any(char::is_control) || crate::gateway::disguising_character(text).is_some() {
+    } else if text.chars().any(char::is_control) || custodia_service::gateway::disguising_character(text).is_some() {
         Some(format!("{what} may not hold control characters or invisible format characters"))
     } else {
         None
@@ -551,9 +551,6 @@ pub struct Entered {
     pub connection: u64,
 }
 
-/// The purpose the gateway states for a hearing's custody records.
-pub const PURPOSE: &str = "remote testimony";
-
 fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
@@ -582,7 +579,7 @@ impl Hearings {
         quarantine_dir: PathBuf,
         mask_program: PathBuf,
     ) -> Self {
-        let room_entries = gateway.quotas.room_entries_per_minute;
+        let room_entries = gateway.quotas().room_entries_per_minute;
         Hearings {
             gateway,
             engine,
@@ -625,9 +622,9 @@ impl Hearings {
     /// The caller as a member of `case` whose role and token scope permit `action`; a refusal is recorded like
     /// every other. Every console step needs [`Action::RunHearings`] (a token, the `manage` scope); seeing the
     /// case's hearings needs only [`Action::ViewCase`].
-    async fn member(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<CaseMember, GatewayError> {
+    async fn member(&self, caller: &Principal, case: &CaseId, action: Action) -> Result<CaseMember, GatewayError> {
         if matches!(action, Action::RunHearings | Action::OrderProtection) {
-            self.console_steps.take(&caller.account.id).map_err(|wait| GatewayError::TooManyAttempts {
+            self.console_steps.take(caller.account_id()).map_err(|wait| GatewayError::TooManyAttempts {
                 what: "hearing console steps",
                 retry_after_seconds: retry_after_seconds(wait),
             })?;
@@ -637,7 +634,12 @@ impl Hearings {
     }
 
     /// A hearing of `case` the caller may see.
-    pub async fn find(&self, caller: &Caller, case: &CaseId, hearing: &str) -> Result<Arc<LiveHearing>, GatewayError> {
+    pub async fn find(
+        &self,
+        caller: &Principal,
+        case: &CaseId,
+        hearing: &str,
+    ) -> Result<Arc<LiveHearing>, GatewayError> {
         self.member(caller, case, Action::ViewCase).await?;
         self.of_case_by_id(case, hearing).await
     }
@@ -646,13 +648,15 @@ impl Hearings {
     /// from the console: on the record, and in force in the room at once. The hearing, to show the judge.
     pub async fn protect(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         hearing: &str,
         invite: InviteId,
         measures: Option<ProtectiveMeasures>,
     ) -> Result<Arc<LiveHearing>, GatewayError> {
-        if let Some(c) = measures.as_ref().and_then(|m| crate::gateway::disguising_character(m.pseudonym.as_str())) {
+        if let Some(c) =
+            measures.as_ref().and_then(|m| custodia_service::gateway::disguising_character(m.pseudonym.as_str()))
+        {
             let reason = format!("the pseudonym holds the invisible format character U+{:04X}", u32::from(c));
             return Err(GatewayError::BadInput { field: "pseudonym", reason });
         }
@@ -672,7 +676,7 @@ impl Hearings {
     /// ended and its minutes are in custody; copies already made are not made again. Returns every copy.
     pub async fn masked_copies(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         hearing: &str,
     ) -> Result<Vec<MaskedCopyView>, GatewayError> {
@@ -710,7 +714,7 @@ impl Hearings {
     /// A hearing of `case` the caller may run from the console, and the caller as its court.
     pub async fn find_to_run(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         hearing: &str,
     ) -> Result<(Arc<LiveHearing>, CaseMember), GatewayError> {
@@ -730,9 +734,9 @@ impl Hearings {
                 Err(GatewayError::NotFound(format!("no hearing {hearing} in this case")))
             };
         }
-        match self.gateway.catalog.hearing_lease(hearing).await? {
+        match self.gateway.catalog().hearing_lease(hearing).await? {
             Some(lease) if lease.node != self.node => Err(GatewayError::Unavailable {
-                what: crate::gateway::SERVED_ELSEWHERE,
+                what: custodia_service::gateway::SERVED_ELSEWHERE,
                 source: Box::new(HeldElsewhere { hearing: hearing.to_owned() }),
             }),
             _ => Err(GatewayError::NotFound(format!("no hearing {hearing} in this case"))),
@@ -741,7 +745,7 @@ impl Hearings {
 
     pub async fn schedule(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         request: ScheduleRequest,
     ) -> Result<Arc<LiveHearing>, GatewayError> {
@@ -749,7 +753,7 @@ impl Hearings {
         // Refused up front if its output could not enter custody: the scheduler's role and token must allow
         // uploading, and the recordings must have somewhere to wait.
         self.gateway.authorize(caller, case, Action::UploadArtefact).await?;
-        if let Some(c) = crate::gateway::disguising_character(request.place.as_str()) {
+        if let Some(c) = custodia_service::gateway::disguising_character(request.place.as_str()) {
             let reason = format!("the place holds the invisible format character U+{:04X}", u32::from(c));
             return Err(GatewayError::BadInput { field: "place", reason });
         }
@@ -758,7 +762,7 @@ impl Hearings {
         let now = lease_now();
         let epoch = self
             .gateway
-            .catalog
+            .catalog()
             .take_hearing_lease(hearing.as_str(), &self.node, now, lease_until(now))
             .await?
             .ok_or_else(|| GatewayError::internal_message("a new hearing's lease is held already"))?;
@@ -788,12 +792,12 @@ impl Hearings {
             }
         };
         // The court's identity is the account, bound now; the token it used (and its scopes and expiry) is not.
-        let court = Caller { account: caller.account.clone(), channel: Channel::Session };
+        let court = caller.signed_in();
         let live = self.hearing(court, machine, fence, lease_until(now));
         {
             let mut state = live.state.lock().await;
             live.carry_out(&mut state, effects, None).await?;
-            let court = caller.account.id.clone();
+            let court = caller.account_id().to_owned();
             let contact = request.contact;
             live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court, contact: contact.clone() })
                 .await?;
@@ -808,7 +812,7 @@ impl Hearings {
     /// A hearing's adapter around its state machine, with its room; not yet listed.
     fn hearing(
         &self,
-        court: Caller,
+        court: Principal,
         machine: Hearing,
         fence: custodia_catalog::HearingFence,
         lease_until: i64,
@@ -862,7 +866,7 @@ impl Hearings {
     /// On an embedded (SQLite) catalog, which one gateway at a time uses, every lease another node left is that
     /// dead process's: its hearings are taken at once, without waiting for their leases to expire.
     pub async fn restore(&self) -> anyhow::Result<usize> {
-        let expired_by = if self.gateway.catalog.is_embedded() { i64::MAX } else { lease_now() };
+        let expired_by = if self.gateway.catalog().is_embedded() { i64::MAX } else { lease_now() };
         Ok(self.take_over_expired_by(expired_by).await?)
     }
 
@@ -877,7 +881,7 @@ impl Hearings {
 
     /// [`Self::take_over`], taking leases that expire by `expired_by` (ms since the Unix epoch).
     async fn take_over_expired_by(&self, expired_by: i64) -> Result<usize, custodia_catalog::CatalogError> {
-        let catalog = &self.gateway.catalog;
+        let catalog = &self.gateway.catalog();
         let mut restored = 0;
         for hearing in catalog.unheld_hearings(expired_by).await? {
             let held_here = HearingId::new(&hearing).is_ok_and(|id| self.live().contains_key(&id));
@@ -914,7 +918,7 @@ impl Hearings {
         let held: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
         for live in held {
             let now = lease_now();
-            match self.gateway.catalog.renew_hearing_lease(&live.fence, lease_until(now)).await {
+            match self.gateway.catalog().renew_hearing_lease(&live.fence, lease_until(now)).await {
                 Ok(true) => live.lease_until.store(lease_until(now), Ordering::Relaxed),
                 Ok(false) => self.lose(&live, "another gateway took its lease").await,
                 Err(e) if now >= live.lease_until.load(Ordering::Relaxed) => {
@@ -975,9 +979,9 @@ impl Hearings {
             anyhow::bail!("the journal does not start with the schedule");
         };
         let account =
-            self.gateway.catalog.account(&court).await?.ok_or_else(|| anyhow::anyhow!("no account {court}"))?;
+            self.gateway.catalog().account(&court).await?.ok_or_else(|| anyhow::anyhow!("no account {court}"))?;
         let (machine, _) = Hearing::schedule(at, schedule)?;
-        let live = self.hearing(Caller { account, channel: Channel::Session }, machine, fence, lease_until);
+        let live = self.hearing(Principal::new(&account, Channel::Session), machine, fence, lease_until);
         let mut state = live.state.lock().await;
         state.journal = 1;
         state.contact = contact;
@@ -1049,7 +1053,7 @@ impl Hearings {
     pub async fn whip_entry(
         &self,
         secret: &str,
-        peer: Option<crate::listen::ClientNetwork>,
+        peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<WhipEntry, EnterRefusal> {
         let (digest, live) = self.attempt(secret, peer)?;
         let issuer = {
@@ -1205,7 +1209,7 @@ impl Hearings {
         &self,
         secret: &str,
         outbox: Option<Outbox>,
-        peer: Option<crate::listen::ClientNetwork>,
+        peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<Entered, EnterRefusal> {
         let (digest, live) = self.attempt(secret, peer)?;
         self.enter_now(&digest, &live, secret, outbox).await.map_err(|refusal| self.counted(peer, refusal))
@@ -1218,7 +1222,7 @@ impl Hearings {
     fn attempt(
         &self,
         secret: &str,
-        peer: Option<crate::listen::ClientNetwork>,
+        peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
         let Some((digest, live)) = self.by_secret(secret) else {
             return Err(self.counted(peer, EnterRefusal::Invalid));
@@ -1233,7 +1237,7 @@ impl Hearings {
     /// failure (a secret unknown or spent): once that budget is spent, such failures are answered "too many
     /// attempts" instead, which no longer says whether a secret exists or how it was spent. A valid secret's
     /// entry is never counted, and never refused for it.
-    fn counted(&self, peer: Option<crate::listen::ClientNetwork>, refusal: EnterRefusal) -> EnterRefusal {
+    fn counted(&self, peer: Option<custodia_service::network::ClientNetwork>, refusal: EnterRefusal) -> EnterRefusal {
         let failure = matches!(
             refusal,
             EnterRefusal::Invalid
@@ -1408,7 +1412,7 @@ impl std::fmt::Debug for WhipEntry {
     }
 }
 
-/// How many WHIP publishers may be in at once ([`crate::budget::Quotas`]).
+/// How many WHIP publishers may be in at once ([`custodia_service::budget::Quotas`]).
 #[derive(Debug, Clone, Copy)]
 pub struct WhipCaps {
     /// In the live hearings of one case.
@@ -1425,7 +1429,7 @@ pub enum WhipRefusal {
     Refused(EnterRefusal),
 }
 
-/// A refused step as the refusal windows know it ([`crate::refusals::Refusal::Step`]: the case, the hearing, who
+/// A refused step as the refusal windows know it ([`custodia_service::refusals::Refusal::Step`]: the case, the hearing, who
 /// and the action, nothing the one who tried can vary), and its canonical detail document (with the rule, for the
 /// record and the journal). `None` for what no one attempted.
 fn step_refusal(
@@ -1433,11 +1437,15 @@ fn step_refusal(
     hearing: &HearingId,
     at: Timestamp,
     refusal: &HearingError,
-) -> Option<(crate::refusals::Refusal, Vec<u8>)> {
+) -> Option<(custodia_service::refusals::Refusal, Vec<u8>)> {
     let action = refusal.action()?;
     let (record, detail) = refusal.refusal_record(at, hearing)?;
-    let step =
-        crate::refusals::Refusal::Step { case: case.clone(), hearing: hearing.clone(), actor: record.actor, action };
+    let step = custodia_service::refusals::Refusal::Step {
+        case: case.clone(),
+        hearing: hearing.clone(),
+        actor: record.actor,
+        action,
+    };
     Some((step, detail))
 }
 
@@ -1610,7 +1618,7 @@ pub enum SeenAs {
 
 impl SeenAs {
     /// How `caller`, a member of the case in `role`, sees its hearings.
-    pub fn of(caller: &Caller, role: custodia_core::Role) -> Self {
+    pub fn of(caller: &Principal, role: custodia_core::Role) -> Self {
         if caller.may(role, Action::RunHearings) || caller.may(role, Action::OrderProtection) {
             Self::Court
         } else {
@@ -1731,7 +1739,7 @@ impl LiveHearing {
     async fn journal(&self, state: &mut HearingState, entry: &JournalEntry) -> Result<(), GatewayError> {
         let text = serde_json::to_string(entry).map_err(|e| GatewayError::internal("journal", e))?;
         let fence = Some(&self.fence);
-        self.gateway.catalog.append_hearing_journal(self.id.as_str(), state.journal, &text, fence).await?;
+        self.gateway.catalog().append_hearing_journal(self.id.as_str(), state.journal, &text, fence).await?;
         state.journal += 1;
         Ok(())
     }
@@ -2252,18 +2260,18 @@ impl LiveHearing {
     }
 
     /// The masked copy of one segment, into custody with its derivation on the record.
-    async fn mask_copy(&self, caller: &Caller, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
+    async fn mask_copy(&self, caller: &Principal, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
         // Owner-only, and removed with everything in it when dropped.
         let staging = tempfile::Builder::new()
             .prefix("custodia-masked-")
             .tempdir()
             .map_err(|e| GatewayError::internal("a place for the masked copy", e))?;
-        let source = match self.gateway.artefacts.local_path(&segment.sha256) {
+        let source = match self.gateway.artefacts().local_path(&segment.sha256) {
             Some(source) => source,
             // A remote store's segment is masked from a copy beside the output.
             None => {
                 let copy = staging.path().join("original.webm");
-                self.gateway.artefacts.copy_to_file(&segment.sha256, &copy).await?;
+                self.gateway.artefacts().copy_to_file(&segment.sha256, &copy).await?;
                 copy
             }
         };
@@ -2299,8 +2307,8 @@ impl LiveHearing {
             (state.machine.recording_privileges(participant), state.machine.venue().clone())
         };
         let Some(roles) = roles else { return Ok(None) };
-        let mut recipients = vec![crate::gateway::actor_of(&self.court.account)];
-        for member in self.gateway.catalog.members(self.case.as_str()).await? {
+        let mut recipients = vec![self.court.actor()];
+        for member in self.gateway.catalog().members(self.case.as_str()).await? {
             let privileged = member
                 .role
                 .parse::<custodia_core::Role>()

@@ -40,14 +40,14 @@ pub fn load_or_create_witness(path: &Path, name: &str) -> anyhow::Result<(Cosign
     Ok((key, true))
 }
 
-/// Loads the 256-bit secret at `path` (base64url, as [`crate::auth::new_secret`] writes one), or makes one if there
+/// Loads the 256-bit secret at `path` (base64url, as [`custodia_service::identity::new_secret`] writes one), or makes one if there
 /// is none: a key for a MAC, which only this gateway uses, so it has no name.
 pub fn load_or_create_secret(path: &Path) -> anyhow::Result<([u8; 32], bool)> {
     use base64::Engine as _;
     let (text, created) = if path.exists() {
         (read_owner_only(path)?, false)
     } else {
-        let secret = crate::auth::new_secret();
+        let secret = custodia_service::identity::new_secret();
         write_new(path, &secret)?;
         (secret, true)
     };
@@ -71,7 +71,7 @@ fn write_new(path: &Path, secret: &str) -> anyhow::Result<()> {
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
-    let temporary = dir.join(format!(".{}.{}.new", name.to_string_lossy(), crate::auth::new_secret()));
+    let temporary = dir.join(format!(".{}.{}.new", name.to_string_lossy(), custodia_service::identity::new_secret()));
     let written = (|| {
         let mut file = fs::OpenOptions::new()
             .write(true)

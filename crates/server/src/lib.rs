@@ -2,18 +2,16 @@
 //! wiring of every other crate.
 //!
 //! This is the only crate that knows all the others. Domain rules live in `custodia-core`, the log in
-//! `custodia-ledger`, bytes in `custodia-store`, metadata in `custodia-catalog`; this crate orders their calls
-//! ([`gateway`]) and turns them into HTTP ([`api`]) and a command line.
+//! `custodia-ledger`, bytes in `custodia-store`, metadata in `custodia-catalog`, and the evidence service that
+//! orders their calls in `custodia-service`; this crate turns its operations into HTTP ([`api`]) and a command
+//! line, and runs the live hearings ([`hearings`]).
 
 pub mod api;
 pub mod auth;
-pub mod budget;
 pub mod chunk_buffers;
-pub mod clock;
 pub mod config;
 pub mod cosigning;
 pub mod extract;
-pub mod gateway;
 pub mod hearing_api;
 pub mod hearings;
 pub mod keys;
@@ -22,12 +20,11 @@ pub mod log_routes;
 pub mod masking;
 pub mod metrics;
 pub mod openapi;
+pub mod outflow;
 pub mod partner_api;
 pub mod places;
-pub mod probe;
 pub mod problem;
 pub mod quarantine;
-pub mod refusals;
 pub mod startup;
 pub mod texts;
 pub mod timestamping;
@@ -51,7 +48,7 @@ pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls
 /// fallback, so that they never shadow a route). Every request is timed and every problem counted for `/metrics`
 /// ([`metrics::track_requests`]), which itself is served on a listener of its own ([`metrics::router`]).
 pub fn app(state: api::AppState) -> axum::Router {
-    let metrics = state.gateway.metrics.clone();
+    let metrics = state.metrics.clone();
     api::router(state.clone())
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state.clone()))

@@ -30,7 +30,7 @@ pub fn router(state: AppState) -> Router {
 /// `ok` while the gateway can do its work, 503 while its custody log takes no appends (its store failing, say):
 /// every operation that leaves a record fails then, and a monitor must see it.
 async fn health(State(state): State<AppState>) -> Response {
-    if state.gateway.log.is_appending() {
+    if state.gateway.log().is_appending() {
         "ok".into_response()
     } else {
         Problem::new(
@@ -59,10 +59,10 @@ async fn ready(State(state): State<AppState>) -> Response {
     let gateway = &state.gateway;
     let (catalog, store) = tokio::join!(
         tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-            gateway.catalog.ping().await.map_err(|e| e.to_string())
+            gateway.catalog().ping().await.map_err(|e| e.to_string())
         }),
         tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-            gateway.artefacts.answers().await.map_err(|e| e.to_string())
+            gateway.artefacts().answers().await.map_err(|e| e.to_string())
         }),
     );
     let mut not_ready = Vec::new();
@@ -77,7 +77,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         tracing::warn!(error = %failure, "not ready: {part}");
         not_ready.push(part);
     }
-    if !gateway.log.is_appending() {
+    if !gateway.log().is_appending() {
         not_ready.push("the custody log takes no appends");
     }
     if not_ready.is_empty() {
@@ -101,7 +101,7 @@ async fn checkpoint(State(state): State<AppState>) -> Response {
     // Served from memory: the log's checkpoint is exactly what is durable in the store; with a witness policy, the
     // one published under it with its cosignatures (crate::cosigning).
     let note = match state.cosigning.published() {
-        Published::NotCollecting => state.gateway.log.checkpoint().note().to_vec(),
+        Published::NotCollecting => state.gateway.log().checkpoint().note().to_vec(),
         Published::Note(note) => note,
         Published::Nothing => return crate::cosigning::nothing_published(),
     };
@@ -110,17 +110,17 @@ async fn checkpoint(State(state): State<AppState>) -> Response {
 
 async fn tile(State(state): State<AppState>, Path(path): Path<String>) -> Result<Response, Problem> {
     let tile = Tile::parse_path(&path).ok_or_else(|| Problem::not_found("not a c2sp.org/tlog-tiles path"))?;
-    let size = state.gateway.log.checkpoint().checkpoint.size;
+    let size = state.gateway.log().checkpoint().checkpoint.size;
     if !tile_published(tile, size) {
         return Err(Problem::not_found(format!("{path} is beyond the published checkpoint")));
     }
     let bytes = state
         .gateway
-        .log
+        .log()
         .storage()
         .get(&tile.path())
         .await
-        .map_err(|err| crate::problem::Problem::from(crate::gateway::GatewayError::from(err)))?
+        .map_err(|err| crate::problem::Problem::from(custodia_service::gateway::GatewayError::from(err)))?
         .ok_or_else(|| Problem::not_found(format!("{path} has been superseded by its full tile")))?;
     debug_assert_ne!(tile.path(), CHECKPOINT);
     Ok((

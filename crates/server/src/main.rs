@@ -8,9 +8,9 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use custodia_core::CustodyRecord;
 use custodia_ledger::{Checkpoint, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
-use custodia_server::clock::Clock;
 use custodia_server::config::{GatewayConfig, LogFormat, ServeConfig, absolute};
 use custodia_server::keys;
+use custodia_service::clock::Clock;
 use object_store::ObjectStore;
 use object_store::path::Path as StorePath;
 
@@ -117,7 +117,9 @@ fn main() -> std::process::ExitCode {
     // (custodia_server::masking).
     let mut args = std::env::args_os().skip(1);
     match args.next() {
-        Some(first) if first == custodia_server::probe::SUBCOMMAND => return custodia_server::probe::child_main(args),
+        Some(first) if first == custodia_service::probe::SUBCOMMAND => {
+            return custodia_service::probe::child_main(args);
+        }
         Some(first) if first == custodia_server::masking::SUBCOMMAND => {
             return custodia_server::masking::child_main(args);
         }

@@ -317,7 +317,7 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         },
         None => return usage(),
     };
-    if let Err(err) = crate::probe::confine(address_space, None, 0) {
+    if let Err(err) = custodia_service::probe::confine(address_space, None, 0) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }
@@ -338,7 +338,7 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
         eprintln!("usage: custodia {SUBCOMMAND} {SEGMENT} <address space bytes> <input> <output>");
         return std::process::ExitCode::from(2);
     };
-    if let Err(err) = crate::probe::confine(address_space, Some(SEGMENT_CPU_SECONDS), SEGMENT_OUTPUT_BYTES) {
+    if let Err(err) = custodia_service::probe::confine(address_space, Some(SEGMENT_CPU_SECONDS), SEGMENT_OUTPUT_BYTES) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }

@@ -71,11 +71,10 @@ struct RefusalLabels {
 #[derive(Clone, Copy, Debug)]
 pub struct ProblemType(pub &'static str);
 
-/// The figures kept as things happen. One per gateway, shared by its clones ([`crate::gateway::Gateway::metrics`]).
+/// The figures kept as things happen: one per process ([`crate::api::AppState::metrics`]); what the service took into
+/// custody is counted by the service itself ([`custodia_service::gateway::Gateway::ingested`]).
 #[derive(Debug)]
 pub struct Metrics {
-    ingested_bytes: Counter,
-    ingested_artefacts: Counter,
     request_seconds: Family<RequestLabels, Histogram>,
     refusals: Family<RefusalLabels, Counter>,
     /// The log's size when this process opened it: appends since are its size less this.
@@ -87,8 +86,6 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            ingested_bytes: Counter::default(),
-            ingested_artefacts: Counter::default(),
             request_seconds: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             refusals: Family::default(),
             log_size_at_start: OnceLock::new(),
@@ -98,12 +95,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// An artefact of `bytes` taken into custody (an upload, a resumable upload, a hearing's output, a transfer).
-    pub fn artefact_ingested(&self, bytes: u64) {
-        self.ingested_bytes.inc_by(bytes);
-        self.ingested_artefacts.inc();
-    }
-
     /// The log's size when this process opened it. Only the first call counts.
     pub fn log_opened_at_size(&self, size: u64) {
         let _ = self.log_size_at_start.set(size);
@@ -185,17 +176,18 @@ struct TimestampFailureLabels {
 
 /// The whole exposition: the figures kept as things happen, then the state read now.
 pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
-    let metrics = &state.gateway.metrics;
+    let metrics = &state.metrics;
     let mut registry = Registry::with_prefix("custodia");
+    let (ingested_bytes, ingested_artefacts) = state.gateway.ingested();
     registry.register(
         "ingest_bytes",
         "Bytes of artefacts taken into custody by this process",
-        metrics.ingested_bytes.clone(),
+        ConstCounter::new(ingested_bytes),
     );
     registry.register(
         "ingest_artefacts",
         "Artefacts taken into custody by this process",
-        metrics.ingested_artefacts.clone(),
+        ConstCounter::new(ingested_artefacts),
     );
     registry.register(
         "http_request_duration_seconds",
@@ -208,7 +200,7 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
         metrics.refusals.clone(),
     );
 
-    let log = &state.gateway.log;
+    let log = &state.gateway.log();
     let size = log.checkpoint().checkpoint.size;
     let at_start = metrics.log_size_at_start.get().copied().unwrap_or(size);
     registry.register("log_entries", "Entries in the custody log's latest checkpoint", ConstGauge::new(gauge(size)));

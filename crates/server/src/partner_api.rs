@@ -27,11 +27,11 @@ use custodia_partners::{Card, Partner, Registry};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::Gateway;
+use custodia_service::gateway::Gateway;
 
 use crate::api::AppState;
-use crate::clock::Clock;
 use crate::problem::Problem;
+use custodia_service::clock::Clock;
 
 /// The largest body of a request from a partner: control messages (a handshake, receipts, requests to widen use
 /// and their decisions) are a few KiB.
@@ -495,14 +495,14 @@ pub async fn pin_registry(gateway: &Gateway, registry: &Registry) -> anyhow::Res
         return Ok(None);
     }
     let mut openings = custodia_core::Openings::default();
-    let commitment = openings.commit(REGISTRY_FIELD, crate::gateway::fresh_salt(), canonical);
+    let commitment = openings.commit(REGISTRY_FIELD, custodia_service::gateway::fresh_salt(), canonical);
     let entry = PartnersPinned { at: gateway.now(), registry: commitment }.to_entry()?;
     let openings = String::from_utf8(openings.to_canonical())?;
     // The opening is kept before the entry is appended, as for every custody record.
-    gateway.catalog.store_openings(&Sha256::of(&entry).to_hex(), &openings).await?;
-    let index = gateway.log.append(entry.clone()).await?;
+    gateway.catalog().store_openings(&Sha256::of(&entry).to_hex(), &openings).await?;
+    let index = gateway.log().append(entry.clone()).await?;
     // Indexed under no case: it is the gateway's own entry. A failure here is caught up at the next start.
-    gateway.catalog.index_custody(index as i64, "", None, &entry).await?;
+    gateway.catalog().index_custody(index as i64, "", None, &entry).await?;
     tracing::info!(index, partners = registry.partners().len(), "the partner registry changed; pinned on the record");
     Ok(Some(index))
 }
@@ -528,9 +528,9 @@ pub async fn pinned_on_record(gateway: &Gateway, most: usize) -> anyhow::Result<
     use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
     const PAGE: i64 = 256;
     let mut found = Vec::new();
-    let mut to = i64::try_from(gateway.log.checkpoint().checkpoint.size)?;
+    let mut to = i64::try_from(gateway.log().checkpoint().checkpoint.size)?;
     loop {
-        let entries = gateway.catalog.caseless_entries_newest_first(0, to, PAGE).await?;
+        let entries = gateway.catalog().caseless_entries_newest_first(0, to, PAGE).await?;
         for (index, entry) in &entries {
             if PartnersPinned::from_entry(entry).is_ok() {
                 let openings = gateway.openings_of(entry).await?;

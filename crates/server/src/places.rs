@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::listen::ClientNetwork;
+use custodia_service::network::ClientNetwork;
 
 /// The places, shared by those who hold them.
 #[derive(Debug)]
@@ -161,7 +161,7 @@ impl Activity {
     }
 
     /// Asks the holder to end the connection now, whatever it is doing: a download whose place among those leaving
-    /// was given to another ([`crate::budget::Outflow`]).
+    /// was given to another ([`crate::outflow::Outflow`]).
     pub fn close_now(&self) {
         self.closed_now.store(true, Ordering::Release);
         self.closing.notify_one();

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use custodia_store::StoreError;
 use serde::Serialize;
 
-use crate::gateway::GatewayError;
+use custodia_service::gateway::GatewayError;
 
 /// An HTTP error with a stable `type` URI.
 #[derive(Debug)]

@@ -12,8 +12,8 @@ use std::time::Duration;
 use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Sha256};
 use custodia_hearing::HearingEventKind;
 
-use crate::auth::Caller;
-use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, actor_of};
+use custodia_service::gateway::{Gateway, GatewayError, Registered, UploadRequest};
+use custodia_service::identity::Principal;
 
 /// How many times a hearing's output is offered for ingest before it is quarantined.
 pub const INGEST_ATTEMPTS: u32 = 4;
@@ -32,7 +32,7 @@ pub fn gateway_actor() -> ActorId {
 #[derive(Debug)]
 pub struct Output<'a> {
     /// The identity bound to the hearing (or to the WHIP session) when it began.
-    pub court: &'a Caller,
+    pub court: &'a Principal,
     pub case: &'a CaseId,
     pub hearing: &'a HearingId,
     pub purpose: &'a str,
@@ -74,7 +74,7 @@ impl Output<'_> {
                 Err(err) => break err,
             }
         };
-        let actor = actor_of(&self.court.account);
+        let actor = self.court.actor();
         if let Err(err) = quarantine(gateway, actor, self.case, self.hearing, &bytes, source, destination).await {
             tracing::error!(hearing = %self.hearing, error = %err, "could not quarantine hearing output");
         }
@@ -94,11 +94,13 @@ pub async fn quarantine(
     destination: &Path,
 ) -> Result<u64, GatewayError> {
     let sealed = gateway
-        .seal(case, actor, gateway.now(), crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
-            hearing: hearing.clone(),
-            kind: HearingEventKind::OutputQuarantined.label(),
-            subject: None,
-            detail: Some(committer.commit("detail", Sha256::of(bytes).to_hex())),
+        .seal(case, actor, gateway.now(), custodia_service::gateway::HEARING_PURPOSE, |committer| {
+            CustodyEvent::HearingEvent {
+                hearing: hearing.clone(),
+                kind: HearingEventKind::OutputQuarantined.label(),
+                subject: None,
+                detail: Some(committer.commit("detail", Sha256::of(bytes).to_hex())),
+            }
         })
         .await?;
     let index = gateway.record(&sealed).await?;

@@ -12,11 +12,11 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 
 use crate::api::{self, AppState};
-use crate::clock::Clock;
 use crate::config::{GatewayConfig, ServeConfig, absolute};
-use crate::gateway::Gateway;
 use crate::keys;
 use crate::turn::IceServers;
+use custodia_service::clock::Clock;
+use custodia_service::gateway::Gateway;
 
 /// How old a staging object must be for the start-up sweep to take it for one a crash left: far longer than one
 /// lives (in a remote store, from an upload's last byte until its copy to its address: seconds or minutes).
@@ -100,7 +100,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         tracing::info!(count = swept, "removed uploads a crash had interrupted");
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
-    let prober = crate::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
+    let prober = custodia_service::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?
         .with_scratch(gateway_config.data_dir.join("probing"))
         .context("making the directory where objects of a remote store are probed")?;
@@ -113,7 +113,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .with_prober(prober)
         .with_quotas(config.quotas.quotas())
         .with_cosigning(cosigning.clone());
-    gateway.metrics.log_opened_at_size(gateway.log.checkpoint().checkpoint.size);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.log_opened_at_size(gateway.log().checkpoint().checkpoint.size);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
@@ -121,8 +122,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     crate::partner_api::pin_registry(&gateway, partnering.registry()).await?;
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
-        gateway.metrics.follow_timestamps(timestamper.counters());
-        tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.log.clone(), gateway.catalog.clone()));
+        metrics.follow_timestamps(timestamper.counters());
+        tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.log().clone(), gateway.catalog().clone()));
     }
     let swept = crate::tus::sweep(&gateway).await?;
     if swept > 0 {
@@ -137,9 +138,11 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if created {
         tracing::info!(key = %absolute(&gateway_config.device_key_file()).display(), "made a new device cookie key");
     }
-    let sign_ins = Arc::new(crate::auth::SignInThrottle::new(crate::auth::DeviceKey::new(device_key)));
+    let sign_ins = Arc::new(custodia_service::identity::SignInThrottle::new(
+        custodia_service::identity::DeviceKey::new(device_key),
+    ));
     bootstrap_admin(&gateway, &sign_ins, gateway_config).await?;
-    crate::auth::purge_expired_sessions(gateway.clone());
+    custodia_service::identity::purge_expired_sessions(gateway.clone());
     tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
@@ -186,6 +189,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         outflow: Arc::default(),
         partnering,
         transfers,
+        metrics,
     })
 }
 
@@ -289,13 +293,13 @@ fn payload_protected_in_transit(endpoint: Option<&str>) -> bool {
 /// in an owner-only file rather than in the log.
 async fn bootstrap_admin(
     gateway: &Gateway,
-    sign_ins: &crate::auth::SignInThrottle,
+    sign_ins: &custodia_service::identity::SignInThrottle,
     config: &GatewayConfig,
 ) -> anyhow::Result<()> {
-    if gateway.catalog.count_accounts().await? > 0 {
+    if gateway.catalog().count_accounts().await? > 0 {
         return Ok(());
     }
-    let password = crate::auth::new_secret();
+    let password = custodia_service::identity::new_secret();
     let path = config.data_dir.join("keys").join("initial-admin-password");
     {
         use std::io::Write as _;
@@ -313,7 +317,7 @@ async fn bootstrap_admin(
         }
         // Another gateway on the same database made it first (both started on an empty catalog): its password
         // file is the one that holds; this one's would not open anything.
-        Err(crate::gateway::GatewayError::Conflict(_)) => {
+        Err(custodia_service::gateway::GatewayError::Conflict(_)) => {
             std::fs::remove_file(&path)?;
             tracing::info!("another gateway on this database made the first administrator");
             Ok(())

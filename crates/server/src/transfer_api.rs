@@ -75,7 +75,7 @@ async fn pinned(State(state): State<AppState>, caller: Caller) -> Result<Json<Ve
     caller.require_admin("read the partner registries pinned on the record")?;
     let pinned = crate::partner_api::pinned_on_record(&state.gateway, PINNED_SHOWN)
         .await
-        .map_err(|err| crate::gateway::GatewayError::internal("pinned", err))?;
+        .map_err(|err| custodia_service::gateway::GatewayError::internal("pinned", err))?;
     let listed = pinned
         .into_iter()
         .map(|pinned| PinnedListed {

@@ -41,9 +41,9 @@ use custodia_partners::evidence::{
 use custodia_partners::transfer::{EVIDENCE_FIELD, Logged, MAX_CHUNK_BYTES, Offer, Progress, Stage, check_logged};
 use serde::Serialize;
 
-use crate::auth::{Caller, Channel};
-use crate::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
 use crate::partner_api::Partnering;
+use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
+use custodia_service::identity::{Channel, Principal};
 
 type Result<T> = std::result::Result<T, GatewayError>;
 
@@ -211,11 +211,11 @@ impl Transfers {
     /// Starts a driver for every transfer under way (after a restart), and the sweep of timeouts.
     pub async fn resume(self: &Arc<Self>) -> Result<()> {
         for stage in ["sending", "delivered"] {
-            for row in self.gateway.catalog.transfers_in_stage(OUT, stage).await? {
+            for row in self.gateway.catalog().transfers_in_stage(OUT, stage).await? {
                 if row.offer.is_none() {
                     // Cut off between its row and its submission: nothing was offered, and nothing will be.
                     let now = self.gateway.now().to_string();
-                    self.gateway.catalog.advance_transfer(&row.id, stage, "failed", 0, &now).await?;
+                    self.gateway.catalog().advance_transfer(&row.id, stage, "failed", 0, &now).await?;
                     tracing::warn!(transfer = %row.id, "a transfer interrupted before its submission is given up");
                     continue;
                 }
@@ -224,13 +224,13 @@ impl Transfers {
         }
         // A receipt cut off while being finished, whose artefact is already listed (restored from the log at start,
         // perhaps without its policy): the provider's restrictions are back on it before anything is served.
-        for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
+        for row in self.gateway.catalog().transfers_in_stage(IN, "receiving").await? {
             let Some(artefact) = row.artefact_id.as_deref() else { continue };
             let artefact = ArtefactId::new(artefact).map_err(|err| GatewayError::internal("resume", err))?;
             let policy = offer_of(&row)?.policy.map(serde_json::from_value::<UsePolicy>).transpose();
             let policy = policy.map_err(|err| GatewayError::internal("a received offer's policy", err))?;
             if let Some(policy) = policy
-                && self.gateway.catalog.artefact(artefact.as_str()).await?.is_some()
+                && self.gateway.catalog().artefact(artefact.as_str()).await?.is_some()
             {
                 let partner = self.partner(&row.partner)?.clone();
                 let provider = self.partner_caller(&partner).await?;
@@ -272,11 +272,11 @@ impl Transfers {
     /// sent. It signs nothing in (it is made disabled) and is never a member.
     async fn partner_account(&self, partner: &Partner) -> Result<Account> {
         let username = format!("partner:{}", partner.name);
-        if let Some(account) = self.gateway.catalog.account_named(&username).await? {
+        if let Some(account) = self.gateway.catalog().account_named(&username).await? {
             return Ok(account);
         }
         let account = Account {
-            id: crate::gateway::new_id("acct"),
+            id: custodia_service::gateway::new_id("acct"),
             username: username.clone(),
             display_name: format!("Partner gateway {}", partner.name),
             password_hash: "!".into(),
@@ -284,15 +284,15 @@ impl Transfers {
             jurisdiction: partner.jurisdiction.clone(),
         };
         let now = self.gateway.now().to_string();
-        match self.gateway.catalog.create_account(&account, &now).await {
+        match self.gateway.catalog().create_account(&account, &now).await {
             Ok(()) => {
-                self.gateway.catalog.disable_account(&account.id, &now).await?;
+                self.gateway.catalog().disable_account(&account.id, &now).await?;
                 Ok(account)
             }
             // Made meanwhile by another request.
             Err(custodia_catalog::CatalogError::Conflict { .. }) => self
                 .gateway
-                .catalog
+                .catalog()
                 .account_named(&username)
                 .await?
                 .ok_or_else(|| GatewayError::internal_message("the partner's account vanished")),
@@ -301,8 +301,8 @@ impl Transfers {
     }
 
     /// `partner` as a caller here: its account, over [`Channel::Partner`].
-    async fn partner_caller(&self, partner: &Partner) -> Result<Caller> {
-        Ok(Caller { account: self.partner_account(partner).await?, channel: Channel::Partner })
+    async fn partner_caller(&self, partner: &Partner) -> Result<Principal> {
+        Ok(Principal::new(&self.partner_account(partner).await?, Channel::Partner))
     }
 
     /// The case what `partner` sends is received into, made on first use; administrators give members access.
@@ -313,13 +313,13 @@ impl Transfers {
             format!("inbox-{}", &Sha256::of(partner.name.as_bytes()).to_hex()[..32])
         };
         let case = CaseId::new(id).map_err(|err| GatewayError::internal("inbox", err))?;
-        if self.gateway.catalog.case(case.as_str()).await?.is_none() {
+        if self.gateway.catalog().case(case.as_str()).await?.is_none() {
             let made = custodia_catalog::Case {
                 id: case.to_string(),
                 title: format!("Received from partner gateway {}", partner.name),
                 created_at: self.gateway.now().to_string(),
             };
-            match self.gateway.catalog.create_case(&made).await {
+            match self.gateway.catalog().create_case(&made).await {
                 Ok(()) | Err(custodia_catalog::CatalogError::Conflict { .. }) => {}
                 Err(err) => return Err(err.into()),
             }
@@ -393,7 +393,7 @@ impl Transfers {
             .transpose()
             .map_err(|e| GatewayError::internal("log evidence", e))?;
         self.gateway
-            .catalog
+            .catalog()
             .keep_transfer_evidence(&row.id, i64::from(event.rung()), event.name(), Some(&own), theirs.as_deref())
             .await?;
         Ok(logged)
@@ -404,7 +404,7 @@ impl Transfers {
     async fn own_ladder(&self, row: &TransferRow) -> Result<Vec<(Logged, SignedEvidence)>> {
         let partner_key = self.partner(&row.partner)?.request_key;
         let mut ladder = Vec::new();
-        for kept in self.gateway.catalog.transfer_evidences(&row.id).await? {
+        for kept in self.gateway.catalog().transfer_evidences(&row.id).await? {
             let Some(own) = kept.own else { continue };
             let logged: Logged = serde_json::from_str(&own).map_err(|err| GatewayError::internal("own ladder", err))?;
             let issuer = unverified(&logged)?.issuer;
@@ -425,7 +425,7 @@ impl Transfers {
     /// submitted here; a driver task does the rest.
     pub async fn send(
         self: &Arc<Self>,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         partner_name: &str,
         purpose: &Label,
@@ -433,7 +433,7 @@ impl Transfers {
         // Who may send is asked before which partner: a refusal is on the record whatever the partner named.
         self.gateway.authorize_artefact(caller, id, custodia_core::Action::TransferArtefact).await?;
         let partner = self.partner(partner_name)?.clone();
-        let sending = self.gateway.catalog.count_transfers(OUT, "sending", &caller.account.id).await?;
+        let sending = self.gateway.catalog().count_transfers(OUT, "sending", caller.account_id()).await?;
         if sending >= SENDING_PER_ACCOUNT {
             return Err(GatewayError::TooMany(format!(
                 "you have {sending} transfers under way; wait for one to be delivered or to fail"
@@ -450,7 +450,7 @@ impl Transfers {
         let (size, sha256) = (source.payload_size, source.payload_sha256);
         let artefact = self
             .gateway
-            .catalog
+            .catalog()
             .artefact(id.as_str())
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {id}")))?;
@@ -461,7 +461,7 @@ impl Transfers {
             partner: partner.name.clone(),
             artefact_id: Some(id.to_string()),
             case_id: Some(artefact.case_id.clone()),
-            account_id: Some(caller.account.id.clone()),
+            account_id: Some(caller.account_id().to_owned()),
             size: i64::try_from(size).map_err(|err| GatewayError::internal("send", err))?,
             sha256: sha256.to_hex(),
             chunk_size: CHUNK_BYTES as i64,
@@ -473,7 +473,7 @@ impl Transfers {
         };
         let case = CaseId::new(artefact.case_id.clone()).map_err(|err| GatewayError::internal("send", err))?;
         let submission = self.evidence(&row, EvidenceEvent::SubmissionAcceptance, None, None)?;
-        self.gateway.catalog.insert_transfer(&row).await?;
+        self.gateway.catalog().insert_transfer(&row).await?;
         let logged = self
             .log_evidence(&row, &case, caller.actor(), purpose.as_str(), Some(id.clone()), &submission, None)
             .await?;
@@ -493,7 +493,7 @@ impl Transfers {
             purpose: purpose.to_string(),
         };
         let offer = serde_json::to_string(&offer).map_err(|err| GatewayError::internal("send", err))?;
-        self.gateway.catalog.settle_transfer(&transfer, None, None, Some(&offer)).await?;
+        self.gateway.catalog().settle_transfer(&transfer, None, None, Some(&offer)).await?;
         row.offer = Some(offer);
         tracing::info!(transfer = %transfer, artefact = %id, partner = %partner.name, size, "transfer submitted");
         self.drive(transfer);
@@ -522,7 +522,7 @@ impl Transfers {
 
     /// One step of sent transfer `id`'s driver: how long to wait before the next, or `None` when it is done.
     async fn drive_once(&self, id: &str) -> Option<Duration> {
-        let row = match self.gateway.catalog.transfer(id).await {
+        let row = match self.gateway.catalog().transfer(id).await {
             Ok(Some(row)) => row,
             Ok(None) => return None,
             Err(err) => {
@@ -643,7 +643,7 @@ impl Transfers {
                 durable = progress.received;
                 let now = self.gateway.now().to_string();
                 self.gateway
-                    .catalog
+                    .catalog()
                     .advance_transfer(&row.id, "sending", "sending", durable as i64, &now)
                     .await
                     .map_err(GatewayError::from)?;
@@ -685,7 +685,7 @@ impl Transfers {
         let ended_early =
             move || GatewayError::internal_message(format!("the stored payload ended before byte {}", offset + length));
         // From a local store, read in place into the chunk's buffer, then signed, in one blocking step.
-        if let Some(file) = self.gateway.artefacts.local_path(&sha256) {
+        if let Some(file) = self.gateway.artefacts().local_path(&sha256) {
             return tokio::task::spawn_blocking(move || {
                 chunk.read_at(&file, offset, length as usize).map_err(|err| match err.kind() {
                     std::io::ErrorKind::UnexpectedEof => ended_early(),
@@ -696,7 +696,7 @@ impl Transfers {
             .await
             .map_err(|err| GatewayError::internal("chunk request", err))?;
         }
-        let mut stream = std::pin::pin!(self.gateway.artefacts.read(&sha256, Some(offset..offset + length)).await?);
+        let mut stream = std::pin::pin!(self.gateway.artefacts().read(&sha256, Some(offset..offset + length)).await?);
         while let Some(piece) = futures::StreamExt::next(&mut stream).await {
             chunk.extend_from_slice(&piece?);
         }
@@ -782,7 +782,7 @@ impl Transfers {
                     let rung = signed.evidence().event;
                     let theirs = serde_json::to_string(logged).map_err(|e| GatewayError::internal("absorb", e))?;
                     self.gateway
-                        .catalog
+                        .catalog()
                         .keep_transfer_evidence(&row.id, i64::from(rung.rung()), rung.name(), None, Some(&theirs))
                         .await
                         .map_err(GatewayError::from)?;
@@ -805,7 +805,7 @@ impl Transfers {
         }
         let moved = self
             .gateway
-            .catalog
+            .catalog()
             .advance_transfer(
                 &row.id,
                 &row.stage,
@@ -839,7 +839,7 @@ impl Transfers {
         let purpose = offer_of(row)?.purpose;
         self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
         self.gateway
-            .catalog
+            .catalog()
             .advance_transfer(&row.id, &row.stage, "failed", row.received, &self.gateway.now().to_string())
             .await?;
         tracing::warn!(transfer = %row.id, event = event.name(), "the partner stayed silent; the transfer timed out");
@@ -858,7 +858,7 @@ impl Transfers {
     pub async fn offered(&self, partner: &Partner, offer: Offer) -> Result<Progress> {
         let turn = self.turn(&offer.transfer);
         let _turn = turn.lock().await;
-        if let Some(row) = self.gateway.catalog.transfer(&offer.transfer).await? {
+        if let Some(row) = self.gateway.catalog().transfer(&offer.transfer).await? {
             // The same offer again (a sender that did not hear the answer): the same terms, chain and all.
             let same =
                 row.direction == IN && row.partner == partner.name && offer_of(&row).ok().as_ref() == Some(&offer);
@@ -867,7 +867,7 @@ impl Transfers {
             }
             return self.progress(&row).await;
         }
-        offer.check(self.gateway.max_upload_bytes).map_err(|err| bad_input("offer", err))?;
+        offer.check(self.gateway.max_upload_bytes()).map_err(|err| bad_input("offer", err))?;
         // The chain is read now, so that one no bundle could hold is refused before anything is staged; it is
         // verified with the payload at the end.
         let chain = offer.chain_bytes().map_err(|err| bad_input("chain", err))?;
@@ -881,7 +881,7 @@ impl Transfers {
         }
         // A partner's budgets: transfers arriving at once, the custody records an offer makes (its submission and
         // the relay), and room on the disk for the whole bundle.
-        let arriving = self.gateway.catalog.count_transfers(IN, "receiving", &partner.name).await?;
+        let arriving = self.gateway.catalog().count_transfers(IN, "receiving", &partner.name).await?;
         if arriving >= RECEIVING_PER_PARTNER {
             return Err(GatewayError::TooMany(format!(
                 "{arriving} transfers from {} are arriving; finish one first",
@@ -889,7 +889,7 @@ impl Transfers {
             )));
         }
         // Room for this bundle beside what the transfers still arriving were promised.
-        let promised = u64::try_from(self.gateway.catalog.bytes_still_arriving().await?).unwrap_or(0);
+        let promised = u64::try_from(self.gateway.catalog().bytes_still_arriving().await?).unwrap_or(0);
         let free = free_bytes(&self.dir.join(IN)).map_err(|err| GatewayError::internal("disk space", err))?;
         if free < offer.size.saturating_add(promised).saturating_add(STAGING_RESERVE) {
             return Err(GatewayError::QuotaExceeded(format!(
@@ -929,7 +929,7 @@ impl Transfers {
             partner: partner.name.clone(),
             artefact_id: None,
             case_id: Some(case.to_string()),
-            account_id: Some(provider.account.id.clone()),
+            account_id: Some(provider.account_id().to_owned()),
             size: offer.size as i64,
             sha256: offer.sha256.to_hex(),
             chunk_size: offer.chunk_size as i64,
@@ -941,7 +941,7 @@ impl Transfers {
         };
         std::fs::File::create(self.staging(&row.id))
             .map_err(|err| GatewayError::internal("staging a transfer", err))?;
-        self.gateway.catalog.insert_transfer(&row).await?;
+        self.gateway.catalog().insert_transfer(&row).await?;
         let actor = provider.actor();
         self.log_evidence(&row, &case, actor.clone(), purpose.as_str(), None, &submission, Some(&offer.submission))
             .await?;
@@ -953,12 +953,12 @@ impl Transfers {
 
     /// A received transfer of `partner`'s.
     async fn received_row(&self, partner: &Partner, id: &str) -> Result<TransferRow> {
-        received_of(partner, id, self.gateway.catalog.transfer(id).await?)
+        received_of(partner, id, self.gateway.catalog().transfer(id).await?)
     }
 
     /// A received transfer of `partner`'s, without its offer (chunk after chunk, its chain is not read).
     async fn received_brief(&self, partner: &Partner, id: &str) -> Result<TransferRow> {
-        received_of(partner, id, self.gateway.catalog.transfer_without_offer(id).await?)
+        received_of(partner, id, self.gateway.catalog().transfer_without_offer(id).await?)
     }
 
     /// A chunk of a transfer at `offset`, the next after those written: handed to the staging file's writer
@@ -1097,7 +1097,7 @@ impl Transfers {
             return Err(GatewayError::internal("syncing a transfer's chunks", err));
         }
         let now = self.gateway.now().to_string();
-        self.gateway.catalog.advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
+        self.gateway.catalog().advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
         Ok(Some(end))
     }
 
@@ -1208,11 +1208,11 @@ impl Transfers {
         };
         let signed = self.evidence(&row, event, Some(&relay), reason)?;
         if let Some(artefact) = &artefact {
-            self.gateway.catalog.settle_transfer(id, Some(artefact.as_str()), None, None).await?;
+            self.gateway.catalog().settle_transfer(id, Some(artefact.as_str()), None, None).await?;
         }
         self.log_evidence(&row, &case, actor, &offer.purpose, artefact, &signed, None).await?;
         self.gateway
-            .catalog
+            .catalog()
             .advance_transfer(id, "receiving", stage, row.received, &self.gateway.now().to_string())
             .await?;
         let _ = std::fs::remove_file(&path);
@@ -1224,7 +1224,7 @@ impl Transfers {
     /// Registers the payload of a verified bundle, with the provider's policy and a `received_from` record.
     async fn take_in(
         &self,
-        provider: &Caller,
+        provider: &Principal,
         case: &CaseId,
         row: &TransferRow,
         offer: &Offer,
@@ -1247,11 +1247,12 @@ impl Transfers {
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .map_err(|err| GatewayError::internal("take in", err))?;
         let partner = row.partner.clone();
-        let received_from = move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
-            artefact,
-            provider: committer.commit("provider", partner),
-            provenance: committer.commit("provenance", provenance),
-        };
+        let received_from =
+            move |artefact, committer: &mut custodia_service::gateway::Committer| CustodyEvent::ReceivedFrom {
+                artefact,
+                provider: committer.commit("provider", partner),
+                provenance: committer.commit("provenance", provenance),
+            };
         let request = UploadRequest {
             purpose,
             media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
@@ -1269,15 +1270,15 @@ impl Transfers {
             .transpose()
             .map_err(|e| GatewayError::internal("take in", e))?;
         let artefact = match noted {
-            Some(noted) if self.gateway.catalog.artefact(noted.as_str()).await?.is_some() => {
+            Some(noted) if self.gateway.catalog().artefact(noted.as_str()).await?.is_some() => {
                 if let Some(policy) = &request.policy {
                     self.gateway.ensure_received_policy(provider, &noted, policy).await?;
                 }
                 noted
             }
             _ => {
-                let artefact = crate::gateway::new_artefact_id();
-                self.gateway.catalog.settle_transfer(&row.id, Some(artefact.as_str()), None, None).await?;
+                let artefact = custodia_service::gateway::new_artefact_id();
+                self.gateway.catalog().settle_transfer(&row.id, Some(artefact.as_str()), None, None).await?;
                 let staged = (path, offer.sha256, offer.size);
                 self.gateway.receive(provider, case, request.clone(), staged, artefact.clone()).await?;
                 artefact
@@ -1289,8 +1290,8 @@ impl Transfers {
 
     /// A member retrieved artefact `id` (downloaded it): the first time, for an artefact received from a partner,
     /// `Retrieval` is issued and logged.
-    pub async fn retrieved(&self, caller: &Caller, id: &ArtefactId) -> Result<()> {
-        for row in self.gateway.catalog.transfers_of_artefact(id.as_str()).await? {
+    pub async fn retrieved(&self, caller: &Principal, id: &ArtefactId) -> Result<()> {
+        for row in self.gateway.catalog().transfers_of_artefact(id.as_str()).await? {
             // One still being delivered is waited for (its turn is held until it is): the download is then its
             // retrieval.
             if row.direction != IN || !matches!(row.stage.as_str(), "receiving" | "delivered") {
@@ -1298,7 +1299,8 @@ impl Transfers {
             }
             let turn = self.turn(&row.id);
             let _turn = turn.lock().await;
-            let Some(row) = self.gateway.catalog.transfer(&row.id).await?.filter(|row| row.stage == "delivered") else {
+            let Some(row) = self.gateway.catalog().transfer(&row.id).await?.filter(|row| row.stage == "delivered")
+            else {
                 continue;
             };
             self.close_retrieval(&row, EvidenceEvent::Retrieval, None, caller.actor()).await?;
@@ -1324,7 +1326,7 @@ impl Transfers {
         self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
         let stage = if event.is_positive() { "retrieved" } else { "failed" };
         self.gateway
-            .catalog
+            .catalog()
             .advance_transfer(&row.id, "delivered", stage, row.received, &self.gateway.now().to_string())
             .await?;
         tracing::info!(transfer = %row.id, event = event.name(), "transfer retrieval closed");
@@ -1334,19 +1336,20 @@ impl Transfers {
     /// Received transfers past their timeouts: a delivered one nobody retrieved gets `NonRetrieval`; one still
     /// receiving past the delivery timeout is dropped with its staging file (its sender issues `NonDelivery`).
     async fn sweep(&self) -> Result<()> {
-        for row in self.gateway.catalog.transfers_in_stage(IN, "delivered").await? {
+        for row in self.gateway.catalog().transfers_in_stage(IN, "delivered").await? {
             if self.age(&row.updated_at) <= self.timing.retrieval {
                 continue;
             }
             let turn = self.turn(&row.id);
             let _turn = turn.lock().await;
-            let Some(row) = self.gateway.catalog.transfer(&row.id).await?.filter(|row| row.stage == "delivered") else {
+            let Some(row) = self.gateway.catalog().transfer(&row.id).await?.filter(|row| row.stage == "delivered")
+            else {
                 continue;
             };
             let actor = self.partner_caller(&self.partner(&row.partner)?.clone()).await?.actor();
             self.close_retrieval(&row, EvidenceEvent::NonRetrieval, Some(NegativeReason::TimedOut), actor).await?;
         }
-        for row in self.gateway.catalog.transfers_in_stage(IN, "receiving").await? {
+        for row in self.gateway.catalog().transfers_in_stage(IN, "receiving").await? {
             if self.age(&row.created_at) <= self.timing.delivery {
                 continue;
             }
@@ -1354,7 +1357,7 @@ impl Transfers {
             let _turn = turn.lock().await;
             if self
                 .gateway
-                .catalog
+                .catalog()
                 .advance_transfer(&row.id, "receiving", "failed", row.received, &self.gateway.now().to_string())
                 .await?
             {
@@ -1389,7 +1392,7 @@ impl Transfers {
     /// An outcome report filed here about an artefact a partner provided goes back to the partner: kept in the
     /// outbox until the partner's gateway has taken it.
     pub async fn outcome_filed(&self, outcome: &custodia_catalog::OutcomeRow) -> Result<()> {
-        for transfer in self.gateway.catalog.transfers_of_artefact(&outcome.artefact_id).await? {
+        for transfer in self.gateway.catalog().transfers_of_artefact(&outcome.artefact_id).await? {
             if transfer.direction != IN {
                 continue;
             }
@@ -1408,21 +1411,21 @@ impl Transfers {
     async fn post_later(&self, transfer: &TransferRow, what: &str, body: &impl Serialize) -> Result<()> {
         let body = serde_json::to_string(body).map_err(|err| GatewayError::internal("post later", err))?;
         let item = custodia_catalog::OutboxRow {
-            id: crate::gateway::new_id("obx"),
+            id: custodia_service::gateway::new_id("obx"),
             partner: transfer.partner.clone(),
             path: format!("/partner/v1/transfers/{}/{what}", transfer.id),
             body,
             attempts: 0,
             created_at: self.gateway.now().to_string(),
         };
-        self.gateway.catalog.outbox_put(&item).await?;
+        self.gateway.catalog().outbox_put(&item).await?;
         self.outbox.notify_one();
         Ok(())
     }
 
     /// A request to widen the use of evidence a partner provided goes to the partner, which alone decides.
     pub async fn widening_requested(&self, request: &custodia_catalog::WidenRequestRow) -> Result<()> {
-        for transfer in self.gateway.catalog.transfers_of_artefact(&request.artefact_id).await? {
+        for transfer in self.gateway.catalog().transfers_of_artefact(&request.artefact_id).await? {
             if transfer.direction == IN {
                 let request: WidenRequest = serde_json::from_str(&request.request)
                     .map(|widen| WidenRequest { id: request.id.clone(), widen })
@@ -1435,10 +1438,10 @@ impl Transfers {
 
     /// A decision on a request a partner sent goes back to it.
     pub async fn widening_decided(&self, request: &custodia_catalog::WidenRequestRow) -> Result<()> {
-        let Some(asker) = self.gateway.catalog.account(&request.requested_by).await? else { return Ok(()) };
+        let Some(asker) = self.gateway.catalog().account(&request.requested_by).await? else { return Ok(()) };
         let Some(partner) = asker.username.strip_prefix("partner:") else { return Ok(()) };
         let decision = WidenDecision { request: request.id.clone(), approve: request.status == "approved" };
-        for transfer in self.gateway.catalog.transfers_of_artefact(&request.artefact_id).await? {
+        for transfer in self.gateway.catalog().transfers_of_artefact(&request.artefact_id).await? {
             if transfer.direction == OUT && transfer.partner == partner {
                 self.post_later(&transfer, "widen-decisions", &decision).await?;
                 break;
@@ -1449,7 +1452,7 @@ impl Transfers {
 
     /// A transfer of `partner`'s one way, or not found.
     async fn transfer_with(&self, partner: &Partner, id: &str, direction: &str) -> Result<TransferRow> {
-        match self.gateway.catalog.transfer(id).await? {
+        match self.gateway.catalog().transfer(id).await? {
             Some(row) if row.direction == direction && row.partner == partner.name => Ok(row),
             _ => Err(GatewayError::NotFound(format!("no transfer {id} with {}", partner.name))),
         }
@@ -1464,7 +1467,7 @@ impl Transfers {
         }
         let turn = self.turn(id);
         let _turn = turn.lock().await;
-        if let Some(known) = self.gateway.catalog.widen_request(&request.id).await? {
+        if let Some(known) = self.gateway.catalog().widen_request(&request.id).await? {
             return if Some(&known.artefact_id) == transfer.artefact_id.as_ref() {
                 Ok(())
             } else {
@@ -1474,7 +1477,7 @@ impl Transfers {
         let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
         let artefact = self
             .gateway
-            .catalog
+            .catalog()
             .artefact(&artefact_id)
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
@@ -1488,7 +1491,7 @@ impl Transfers {
     /// by the provider's (the partner's) account; once, however often it arrives.
     pub async fn widen_decided(&self, partner: &Partner, id: &str, decision: WidenDecision) -> Result<()> {
         let transfer = self.transfer_with(partner, id, IN).await?;
-        let request = self.gateway.catalog.widen_request(&decision.request).await?;
+        let request = self.gateway.catalog().widen_request(&decision.request).await?;
         let Some(request) = request.filter(|request| Some(&request.artefact_id) == transfer.artefact_id.as_ref())
         else {
             return Err(GatewayError::NotFound(format!("no request {} about transfer {id}", decision.request)));
@@ -1509,7 +1512,7 @@ impl Transfers {
     /// that refuses or is down is tried again at the next retry interval.
     async fn send_outbox(&self) {
         {
-            let unsent = match self.gateway.catalog.outbox_unsent(64).await {
+            let unsent = match self.gateway.catalog().outbox_unsent(64).await {
                 Ok(unsent) => unsent,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not read the partner outbox");
@@ -1532,7 +1535,8 @@ impl Transfers {
                     tracing::info!(partner = %partner.name, status, attempts = item.attempts + 1, "a request to a partner did not go through; trying again");
                 }
                 let now = self.gateway.now().to_string();
-                if let Err(err) = self.gateway.catalog.outbox_tried(&item.id, delivered.then_some(now.as_str())).await {
+                if let Err(err) = self.gateway.catalog().outbox_tried(&item.id, delivered.then_some(now.as_str())).await
+                {
                     tracing::warn!(error = %err, "could not note a partner request's delivery");
                 }
             }
@@ -1542,7 +1546,7 @@ impl Transfers {
     /// An outcome report from the partner a transfer went to, about the artefact sent: recorded here, where the
     /// provider sees it, once however often it arrives.
     pub async fn outcome_reported(&self, partner: &Partner, id: &str, report: OutcomeReport) -> Result<()> {
-        let transfer = match self.gateway.catalog.transfer(id).await? {
+        let transfer = match self.gateway.catalog().transfer(id).await? {
             Some(row) if row.direction == OUT && row.partner == partner.name => row,
             _ => return Err(GatewayError::NotFound(format!("no transfer {id} to {}", partner.name))),
         };
@@ -1558,17 +1562,17 @@ impl Transfers {
         let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
         let artefact = self
             .gateway
-            .catalog
+            .catalog()
             .artefact(&artefact_id)
             .await?
             .ok_or_else(|| GatewayError::NotFound(format!("artefact {artefact_id}")))?;
         let caller = self.partner_caller(partner).await?;
-        let outcomes = self.gateway.catalog.outcomes_for(&artefact_id).await?;
+        let outcomes = self.gateway.catalog().outcomes_for(&artefact_id).await?;
         if outcomes.iter().any(|outcome| outcome.id == report.id) {
             return Ok(());
         }
         // What a partner says about what it was sent goes into the artefact's own history: a few, not a flood.
-        let theirs = outcomes.iter().filter(|outcome| outcome.filed_by == caller.account.id).count();
+        let theirs = outcomes.iter().filter(|outcome| outcome.filed_by == caller.account_id()).count();
         if theirs >= REPORTS_PER_TRANSFER {
             return Err(GatewayError::TooMany(format!(
                 "{theirs} outcome reports about this transfer are on the record; no more are taken"
@@ -1593,7 +1597,7 @@ impl Transfers {
         let parse = |text: Option<String>| text.and_then(|text| serde_json::from_str(&text).ok());
         let evidences = self
             .gateway
-            .catalog
+            .catalog()
             .transfer_evidences(&row.id)
             .await?
             .into_iter()
@@ -1619,10 +1623,10 @@ impl Transfers {
     }
 
     /// The transfers of an artefact the caller may see the history of.
-    pub async fn of_artefact(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TransferView>> {
+    pub async fn of_artefact(&self, caller: &Principal, id: &ArtefactId) -> Result<Vec<TransferView>> {
         self.gateway.authorize_artefact(caller, id, custodia_core::Action::ViewTimeline).await?;
         let mut views = Vec::new();
-        for row in self.gateway.catalog.transfers_of_artefact(id.as_str()).await? {
+        for row in self.gateway.catalog().transfers_of_artefact(id.as_str()).await? {
             views.push(self.view(&row).await?);
         }
         Ok(views)
@@ -1663,7 +1667,7 @@ pub struct WidenDecision {
     pub approve: bool,
 }
 
-/// Whether `id` is one this gateway's kind makes with `prefix` ([`crate::gateway::new_id`]): the prefix, `-`,
+/// Whether `id` is one this gateway's kind makes with `prefix` ([`custodia_service::gateway::new_id`]): the prefix, `-`,
 /// and 24 lowercase hex digits.
 /// `found`, if it is transfer `id` received from `partner`.
 fn received_of(partner: &Partner, id: &str, found: Option<TransferRow>) -> Result<TransferRow> {

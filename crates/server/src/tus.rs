@@ -49,8 +49,8 @@ use sha1::Digest as _;
 
 use crate::api::{AppState, original_name};
 use crate::auth::Caller;
-use crate::gateway::{Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
 use crate::problem::Problem;
+use custodia_service::gateway::{Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
 
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
@@ -168,7 +168,7 @@ async fn discover(State(state): State<AppState>) -> Result<Response, Problem> {
         [
             ("tus-version", VERSION.into()),
             ("tus-extension", EXTENSIONS.into()),
-            ("tus-max-size", state.gateway.max_upload_bytes.to_string()),
+            ("tus-max-size", state.gateway.max_upload_bytes().to_string()),
             ("tus-checksum-algorithm", CHECKSUM_ALGORITHMS.into()),
         ],
     )
@@ -186,8 +186,8 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     if length == 0 {
         return Err(bad_input("upload-length", "an empty file is not evidence").into());
     }
-    if length > gateway.max_upload_bytes {
-        return Err(too_large(format!("uploads are at most {} bytes", gateway.max_upload_bytes)));
+    if length > gateway.max_upload_bytes() {
+        return Err(too_large(format!("uploads are at most {} bytes", gateway.max_upload_bytes())));
     }
     let metadata = header_text(&headers, "upload-metadata")?.unwrap_or_default();
     let (case, _) = upload_request(metadata)?;
@@ -197,24 +197,24 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     // between them.
     // The checks and the creation take the account's quota turn, as direct uploads do, so that creations and
     // uploads at once cannot all pass the checks before any of them is counted.
-    let _turn = gateway.quota_turn(&caller.account.id).await;
-    let now = gateway.clock.unix_seconds();
+    let _turn = gateway.quota_turn(caller.account_id()).await;
+    let now = gateway.clock().unix_seconds();
     let (open, reserved) =
-        gateway.catalog.open_uploads_of(&caller.account.id, now).await.map_err(GatewayError::from)?;
+        gateway.catalog().open_uploads_of(caller.account_id(), now).await.map_err(GatewayError::from)?;
     if open >= OPEN_UPLOADS_PER_ACCOUNT {
         return Err(GatewayError::TooMany(format!(
             "you have {open} resumable uploads open; finish or delete one first (at most {OPEN_UPLOADS_PER_ACCOUNT})"
         ))
         .into());
     }
-    if u64::try_from(reserved).unwrap_or(u64::MAX).saturating_add(length) > gateway.max_upload_bytes {
+    if u64::try_from(reserved).unwrap_or(u64::MAX).saturating_add(length) > gateway.max_upload_bytes() {
         return Err(too_large(format!(
             "your open resumable uploads already declare {reserved} bytes; together they may declare at most {}",
-            gateway.max_upload_bytes
+            gateway.max_upload_bytes()
         )));
     }
     // The account's storage quota counts what it holds, what its open and unfinished uploads hold, and this one.
-    let account = caller.account.id.as_str();
+    let account = caller.account_id();
     let left = gateway.quota_left(account).await?;
     if length > left {
         return Err(gateway.quota_exceeded(left).into());
@@ -229,15 +229,15 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     let row = UploadRow {
         id: new_id("upl"),
         case_id: case.to_string(),
-        account_id: caller.account.id.clone(),
+        account_id: caller.account_id().to_owned(),
         length: i64::try_from(length).map_err(|err| bad_input("upload-length", err))?,
         offset: 0,
         metadata: metadata.to_owned(),
-        expires_at: gateway.clock.unix_seconds() + TTL_SECONDS,
+        expires_at: gateway.clock().unix_seconds() + TTL_SECONDS,
         completing: None,
     };
-    gateway.catalog.create_upload(&row).await.map_err(GatewayError::from)?;
-    tracing::info!(upload = %row.id, case = %case, length, by = %caller.account.id, "resumable upload created");
+    gateway.catalog().create_upload(&row).await.map_err(GatewayError::from)?;
+    tracing::info!(upload = %row.id, case = %case, length, by = %caller.account_id(), "resumable upload created");
     tus_response(StatusCode::CREATED, [(header::LOCATION.as_str(), format!("/api/v1/uploads/{}", row.id))])
 }
 
@@ -246,11 +246,11 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
 /// The caller's own upload, if it has not expired. Anyone else's is not found.
 async fn owned_upload(state: &AppState, caller: &Caller, id: &str) -> Result<UploadRow, Problem> {
     caller.require_scope(Action::UploadArtefact)?;
-    let row = state.gateway.catalog.upload(id).await.map_err(GatewayError::from)?;
-    let Some(row) = row.filter(|row| row.account_id == caller.account.id) else {
+    let row = state.gateway.catalog().upload(id).await.map_err(GatewayError::from)?;
+    let Some(row) = row.filter(|row| row.account_id == caller.account_id()) else {
         return Err(Problem::not_found(format!("you have no upload {id}")));
     };
-    if row.expires_at <= state.gateway.clock.unix_seconds() {
+    if row.expires_at <= state.gateway.clock().unix_seconds() {
         remove_upload(&state.gateway, &row.id, i64::MAX).await?;
         return Err(gone("the upload expired before it was finished; start it again"));
     }
@@ -279,7 +279,7 @@ async fn terminate(State(state): State<AppState>, caller: Caller, Path(id): Path
     let gateway = &state.gateway;
     let row = owned_upload(&state, &caller, &id).await?;
     if !remove_upload(gateway, &row.id, claims_stale_before(gateway)).await? {
-        return match gateway.catalog.upload(&row.id).await.map_err(GatewayError::from)? {
+        return match gateway.catalog().upload(&row.id).await.map_err(GatewayError::from)? {
             Some(_) => Err(completing()),
             None => Err(Problem::not_found(format!("you have no upload {id}"))),
         };
@@ -311,7 +311,7 @@ async fn method_override(
 
 /// Claims on a completion last renewed before this are stale: their gateway stopped renewing them.
 fn claims_stale_before(gateway: &Gateway) -> i64 {
-    gateway.clock.unix_seconds() - CLAIM_STALE_AFTER_SECONDS
+    gateway.clock().unix_seconds() - CLAIM_STALE_AFTER_SECONDS
 }
 
 /// Another request is taking the upload into custody: tus clients retry on 423.
@@ -329,7 +329,7 @@ fn completing() -> Problem {
 /// the chunks' objects. False if it was not removed (gone already, or its completion claimed). An object that
 /// cannot be deleted is left to the sweep, which finds it held by no upload.
 async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) -> Result<bool, GatewayError> {
-    let Some(objects) = gateway.catalog.delete_upload(id, claims_renewed_before).await? else { return Ok(false) };
+    let Some(objects) = gateway.catalog().delete_upload(id, claims_renewed_before).await? else { return Ok(false) };
     for object in &objects {
         delete_chunk(gateway, object).await;
     }
@@ -339,13 +339,13 @@ async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) 
 /// Deletes a chunk's object that is no part of any upload (any more); one that cannot be deleted now is left to
 /// the sweep.
 async fn delete_chunk(gateway: &Gateway, object: &str) {
-    if let Err(err) = gateway.artefacts.delete_chunk(object).await {
+    if let Err(err) = gateway.artefacts().delete_chunk(object).await {
         tracing::warn!(chunk = %object, error = %err, "could not delete a resumable upload's chunk; the sweep will");
     }
 }
 
 async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
-    let expired = gateway.catalog.expired_uploads(gateway.clock.unix_seconds()).await?;
+    let expired = gateway.catalog().expired_uploads(gateway.clock().unix_seconds()).await?;
     let mut removed = 0;
     for row in &expired {
         removed += usize::from(remove_upload(gateway, &row.id, i64::MAX).await?);
@@ -359,19 +359,19 @@ async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
 /// at start-up, before serving. Returns how many uploads and objects were removed.
 pub async fn sweep(gateway: &Gateway) -> Result<usize, GatewayError> {
     let mut removed = remove_expired(gateway).await?;
-    let seconds = u64::try_from(gateway.clock.unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
+    let seconds = u64::try_from(gateway.clock().unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
     let written_before = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
     let old: Vec<String> = gateway
-        .artefacts
+        .artefacts()
         .staged_chunks()
         .try_filter_map(|chunk| futures::future::ready(Ok((chunk.written < written_before).then_some(chunk.name))))
         .try_collect()
         .await?;
     for name in old {
-        if gateway.catalog.upload_holds_object(upload_of_chunk(&name), &name).await? {
+        if gateway.catalog().upload_holds_object(upload_of_chunk(&name), &name).await? {
             continue;
         }
-        gateway.artefacts.delete_chunk(&name).await?;
+        gateway.artefacts().delete_chunk(&name).await?;
         removed += 1;
     }
     Ok(removed)
@@ -478,16 +478,16 @@ async fn append(
 /// its last chunk's object deleted): the upload goes on from its offset.
 async fn current(gateway: &Gateway, id: &str) -> Result<UploadRow, Problem> {
     let not_found = || Problem::not_found(format!("you have no upload {id}"));
-    let row = gateway.catalog.upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)?;
+    let row = gateway.catalog().upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)?;
     let stale_before = claims_stale_before(gateway);
     let Some(claim) = row.completing.as_ref().filter(|claim| claim.renewed_at < stale_before) else {
         return Ok(row);
     };
-    if gateway.catalog.release_upload_claim(id, &claim.object, stale_before).await.map_err(GatewayError::from)? {
+    if gateway.catalog().release_upload_claim(id, &claim.object, stale_before).await.map_err(GatewayError::from)? {
         tracing::warn!(upload = %id, "released the completion claim of a gateway that stopped renewing it");
         delete_chunk(gateway, &claim.object).await;
     }
-    gateway.catalog.upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)
+    gateway.catalog().upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)
 }
 
 async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> Result<Response, Problem> {
@@ -507,7 +507,7 @@ async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> R
     }
     let name = chunk_name(&row.id, durable);
     let mut received = Received::default();
-    let written = gateway.artefacts.write_chunk(&name, chunk_body(body, room, chunk.checksum, &mut received)).await;
+    let written = gateway.artefacts().write_chunk(&name, chunk_body(body, room, chunk.checksum, &mut received)).await;
     // A refused body was never made an object: the store dropped what it had of it.
     if received.too_long {
         return Err(too_large(format!("only {room} bytes of the declared Upload-Length remain")));
@@ -537,10 +537,10 @@ async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> R
         return complete(&state, &caller, &row, &name, size).await;
     }
     let recorded = UploadChunk { offset: row.offset, size: size as i64, object: name.clone() };
-    let now = gateway.clock.unix_seconds();
+    let now = gateway.clock().unix_seconds();
     // Should the transaction fail, whether it was committed is not known: the object is left to the sweep, which
     // removes it only if no upload holds it.
-    if !gateway.catalog.record_upload_chunk(&row.id, &recorded, now).await.map_err(GatewayError::from)? {
+    if !gateway.catalog().record_upload_chunk(&row.id, &recorded, now).await.map_err(GatewayError::from)? {
         delete_chunk(gateway, &name).await;
         return Err(not_taken(gateway, &row.id, durable, "").await);
     }
@@ -564,14 +564,14 @@ fn cut_off(reason: &str, kept: u64, offset: u64) -> Problem {
 /// expired (then removed: `expired` says what of it), being completed by another request, or at another offset
 /// (another request, perhaps on another gateway, recorded its chunk first).
 async fn not_taken(gateway: &Gateway, id: &str, from: u64, expired: &str) -> Problem {
-    let row = match gateway.catalog.upload(id).await {
+    let row = match gateway.catalog().upload(id).await {
         Ok(row) => row,
         Err(err) => return GatewayError::from(err).into(),
     };
     let Some(row) = row else {
         return Problem::not_found(format!("upload {id} was removed while this request ran"));
     };
-    if row.expires_at <= gateway.clock.unix_seconds() {
+    if row.expires_at <= gateway.clock().unix_seconds() {
         if let Err(err) = remove_upload(gateway, id, i64::MAX).await {
             return err.into();
         }
@@ -658,8 +658,8 @@ async fn complete(
     size: u64,
 ) -> Result<Response, Problem> {
     let gateway = &state.gateway;
-    let now = gateway.clock.unix_seconds();
-    let claimed = gateway.catalog.claim_upload_completion(&row.id, row.offset, last, now, now + TTL_SECONDS).await;
+    let now = gateway.clock().unix_seconds();
+    let claimed = gateway.catalog().claim_upload_completion(&row.id, row.offset, last, now, now + TTL_SECONDS).await;
     if !claimed.map_err(GatewayError::from)? {
         delete_chunk(gateway, last).await;
         let expired = "the upload expired before its last bytes arrived; nothing of it was kept; start it again";
@@ -682,7 +682,7 @@ async fn complete(
         }
         // After a server error the upload stays at its offset, so that the client can send the last chunk again.
         Err(Failed::Server(problem)) => {
-            match gateway.catalog.release_upload_claim(&row.id, last, i64::MAX).await {
+            match gateway.catalog().release_upload_claim(&row.id, last, i64::MAX).await {
                 Ok(true) => delete_chunk(gateway, last).await,
                 Ok(false) => {}
                 Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
@@ -726,7 +726,7 @@ async fn take_into_custody(
         if problem.status().is_client_error() { Failed::Refused(problem) } else { Failed::Server(problem) }
     };
     let (case, request) = upload_request(&row.metadata).map_err(Failed::Refused)?;
-    let chunks = gateway.catalog.upload_chunks(&row.id).await.map_err(|err| server(err.into()))?;
+    let chunks = gateway.catalog().upload_chunks(&row.id).await.map_err(|err| server(err.into()))?;
     // The upload's bytes are exactly its chunks in offset order: one after another from 0 to its offset.
     let mut end = 0;
     for chunk in &chunks {
@@ -741,7 +741,7 @@ async fn take_into_custody(
     let pieces = chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]);
     // The ingest sees a failed read only as a cut-off body; what failed is kept here.
     let failure = std::sync::Mutex::new(None);
-    let store = &gateway.artefacts;
+    let store = &gateway.artefacts();
     let body = futures::stream::iter(pieces)
         .map(|(object, size)| async move { store.read_chunk(&object).await.map(|bytes| exactly(bytes, object, size)) })
         .buffered(CHUNKS_OPENED_AHEAD)
@@ -794,7 +794,7 @@ fn renew_claim(gateway: Gateway, id: String, last: String) -> Renewing {
     Renewing(tokio::spawn(async move {
         loop {
             tokio::time::sleep(CLAIM_RENEW_EVERY).await;
-            match gateway.catalog.renew_upload_claim(&id, &last, gateway.clock.unix_seconds()).await {
+            match gateway.catalog().renew_upload_claim(&id, &last, gateway.clock().unix_seconds()).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::warn!(upload = %id, "lost the claim on a resumable upload's completion");

@@ -13,8 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::AppState;
-use crate::gateway::bad_input;
 use crate::problem::Problem;
+use custodia_service::gateway::bad_input;
 
 /// The SDP offer of a WHIP POST: `Content-Type: application/sdp`, UTF-8.
 pub(crate) fn sdp_offer<'a>(headers: &HeaderMap, body: &'a Bytes) -> Result<&'a str, Problem> {

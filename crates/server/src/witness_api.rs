@@ -22,10 +22,10 @@ use custodia_witness::{AddCheckpoint, CosignerKey, Decision, Known, decide, pars
 use serde::Serialize;
 
 use crate::api::AppState;
-use crate::budget::{Budget, retry_after_seconds};
-use crate::clock::Clock;
 use crate::config::WitnessConfig;
 use crate::problem::Problem;
+use custodia_service::budget::{Budget, retry_after_seconds};
+use custodia_service::clock::Clock;
 
 /// An add-checkpoint body holds `old`, at most 63 proof lines and a checkpoint with its signatures: a few KiB.
 pub const ADD_CHECKPOINT_LIMIT: usize = 64 * 1024;

@@ -473,7 +473,7 @@ async fn attacks_on_a_running_gateway_leave_a_legitimate_client_working() {
     assert!(statuses.iter().all(|s| matches!(s, Ok(401 | 429)) || s.is_err()), "{statuses:?}");
     // One guess at a time, the address runs out of wrong passwords for the window.
     let mut locked_out = false;
-    for n in 0..=custodia_server::auth::PEER_FAILURES {
+    for n in 0..=custodia_service::identity::PEER_FAILURES {
         match sign_in(attacker(9), port, &format!("again-{n}"), "wrong-password-guess").await.unwrap().status {
             401 => checked += 1,
             429 => {
@@ -484,7 +484,10 @@ async fn attacks_on_a_running_gateway_leave_a_legitimate_client_working() {
         }
     }
     assert!(locked_out, "the flooding address was never locked out");
-    assert!(checked <= custodia_server::auth::PEER_FAILURES as usize + custodia_server::auth::PEER_SIGN_INS_AT_ONCE);
+    assert!(
+        checked
+            <= custodia_service::identity::PEER_FAILURES as usize + custodia_service::identity::PEER_SIGN_INS_AT_ONCE
+    );
 
     phase("the sign-in flood");
 

@@ -49,10 +49,10 @@ async fn an_administrator_disables_an_account_and_its_sessions_and_tokens_stop_w
 async fn expired_sessions_are_deleted() {
     let gateway = TestGateway::start().await;
     let (_, session) = gateway.person("witness", "NL").await;
-    let catalog = &gateway.state.gateway.catalog;
+    let catalog = &gateway.state.gateway.catalog();
     let now = gateway.clock.unix_seconds();
     assert_eq!(catalog.purge_expired_sessions(now).await.unwrap(), 0, "nothing has expired yet");
-    gateway.clock.advance(custodia_server::auth::SESSION_SECONDS + 1);
+    gateway.clock.advance(custodia_service::identity::SESSION_SECONDS + 1);
     gateway.get("/api/v1/me", Some(As::Session(&session))).await.assert_problem(401, "unauthenticated", "");
     // The administrator's session and the witness's: both over 12 hours old.
     assert_eq!(catalog.purge_expired_sessions(gateway.clock.unix_seconds()).await.unwrap(), 2);
@@ -64,7 +64,7 @@ async fn wrong_passwords_lock_the_account_for_a_while_and_the_right_one_does_not
     let gateway = TestGateway::start().await;
     gateway.person("witness", "NL").await;
     let wrong = json!({"username": "witness", "password": "not-the-password"});
-    for _ in 0..custodia_server::auth::ACCOUNT_PEER_FAILURES {
+    for _ in 0..custodia_service::identity::ACCOUNT_PEER_FAILURES {
         gateway.call("POST", "/api/v1/session", None, wrong.clone()).await.assert_problem(401, "bad-credentials", "");
     }
     gateway.call("POST", "/api/v1/session", None, wrong).await.assert_problem(429, "too-many", "this account");

@@ -259,7 +259,7 @@ async fn hearing_output_that_fails_ingest_is_tried_again_then_quarantined_and_on
         court: &court,
         case: &case,
         hearing: &hearing,
-        purpose: custodia_server::hearings::PURPOSE,
+        purpose: custodia_service::gateway::HEARING_PURPOSE,
         media_type: "video/webm",
         name: "h-q-segment-1.webm",
         policy: None,

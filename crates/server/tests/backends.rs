@@ -363,16 +363,16 @@ fn gated_body(bytes: Vec<u8>) -> (Body, tokio::sync::oneshot::Receiver<()>, toki
 async fn second_gateway(first: &TestGateway, garage: &Garage, postgres: &TempPostgres) -> TestGateway {
     let store = garage.object_store();
     let catalog = custodia_catalog::Catalog::connect(&postgres.url).await.unwrap();
-    let create_only = first.state.gateway.artefacts.create_only();
+    let create_only = first.state.gateway.artefacts().create_only();
     let artefacts = custodia_store::ArtefactStore::new(store.clone(), Path::from("artefacts"), create_only);
     let manifests: std::sync::Arc<dyn object_store::ObjectStore> =
         std::sync::Arc::new(object_store::prefix::PrefixStore::new(store, "artefacts"));
     let key = std::fs::read_to_string(first.dir.path().join("keys/gateway.key")).unwrap();
     let signer = custodia_ledger::LogSigner::from_skey(&key).unwrap();
-    let log = first.state.gateway.log.clone();
-    let max = first.state.gateway.max_upload_bytes;
+    let log = first.state.gateway.log().clone();
+    let max = first.state.gateway.max_upload_bytes();
     let gateway =
-        custodia_server::gateway::Gateway::new(catalog, artefacts, manifests, log, &signer, first.clock.clone(), max);
+        custodia_service::gateway::Gateway::new(catalog, artefacts, manifests, log, &signer, first.clock.clone(), max);
     let state = custodia_server::api::AppState { gateway, ..first.state.clone() };
     TestGateway::over(tempfile::tempdir().unwrap(), state, first.clock.clone(), first.dir.path().join("log"))
 }
@@ -451,7 +451,7 @@ async fn two_gateways_share_a_resumable_upload_through_the_bucket_and_the_databa
     // Another gateway between its chunk's object and its record, just now: a sweep on A leaves it alone.
     let in_flight = format!("{id}.{cut}.chunk-in-flight");
     let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"arriving"))]);
-    b.state.gateway.artefacts.write_chunk(&in_flight, body).await.unwrap();
+    b.state.gateway.artefacts().write_chunk(&in_flight, body).await.unwrap();
     assert_eq!(custodia_server::tus::sweep(&a.state.gateway).await.unwrap(), 0);
     assert_eq!(chunks_in(&garage).await.len(), 4);
 

@@ -1220,7 +1220,7 @@ async fn the_by_hand_tar_check_refuses_what_the_verifiers_refuse() {
 async fn typed_text_with_a_line_separator_or_a_bidi_control_is_refused() {
     let ex = exported(payload(3000)).await;
     let (gw, session, artefact) = (&ex.gw, As::Session(&ex.session), &ex.artefact);
-    let before = gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap();
+    let before = gw.state.gateway.catalog().custody_indexed_up_to().await.unwrap();
     let forged_line = "review%E2%80%A8%20%20%2399%202026-01-01%20exported%20by%20the%20judge";
     for (what, uri, code) in [
         ("download", format!("/api/v1/artefacts/{artefact}/content?purpose={forged_line}"), "U+2028"),
@@ -1246,7 +1246,7 @@ async fn typed_text_with_a_line_separator_or_a_bidi_control_is_refused() {
         "U+2028",
     );
     // Nothing refused reached the record.
-    assert_eq!(gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap(), before);
+    assert_eq!(gw.state.gateway.catalog().custody_indexed_up_to().await.unwrap(), before);
     // Persian written with a zero-width non-joiner is a purpose like any other.
     let persian = "/api/v1/artefacts/{a}/content?purpose=%D9%85%DB%8C%E2%80%8C%D8%AE%D9%88%D8%A7%D9%87%D9%85";
     let reply = gw.get(&persian.replace("{a}", artefact), Some(session)).await;
@@ -1256,8 +1256,8 @@ async fn typed_text_with_a_line_separator_or_a_bidi_control_is_refused() {
 /// The kind of each custody record in the ledger up to what the catalog has indexed, with its actor: every
 /// record, once the checkpoint covers them.
 async fn all_records(gw: &TestGateway) -> Vec<serde_json::Value> {
-    let size = gw.state.gateway.catalog.custody_indexed_up_to().await.unwrap() as u64;
-    gw.state.gateway.log.wait_for_size(size).await.unwrap();
+    let size = gw.state.gateway.catalog().custody_indexed_up_to().await.unwrap() as u64;
+    gw.state.gateway.log().wait_for_size(size).await.unwrap();
     let mut records = Vec::new();
     for index in 0..size {
         records.push(gw.ledger_record(index).await);
@@ -1268,7 +1268,7 @@ async fn all_records(gw: &TestGateway) -> Vec<serde_json::Value> {
 /// Waits until the catalog holds an export record about `artefact`.
 async fn until_exported(gw: &TestGateway, artefact: &str) {
     loop {
-        let timeline = gw.state.gateway.catalog.artefact_timeline(artefact).await.unwrap();
+        let timeline = gw.state.gateway.catalog().artefact_timeline(artefact).await.unwrap();
         if timeline.iter().any(|(_, entry)| String::from_utf8_lossy(entry).contains("\"type\":\"artefact_exported\"")) {
             return;
         }

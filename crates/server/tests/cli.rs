@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use custodia_catalog::Catalog;
 use custodia_core::{ActorId, CaseId, CustodyEvent, CustodyRecord, Openings, Salt, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
-use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
+use custodia_service::clock::Clock;
 
 mod support;
 

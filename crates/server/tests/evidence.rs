@@ -255,7 +255,7 @@ async fn a_restart_finds_everything_and_the_catalog_catches_up_with_the_ledger()
     // catalog row and index are gone.
     let db = gw.dir.path().join("catalog.db");
     let dir = gw.dir;
-    let log = gw.state.gateway.log.clone();
+    let log = gw.state.gateway.log().clone();
     drop(gw.state);
     log.close().await;
     delete_catalog_rows(&db, &artefact).await;
@@ -264,13 +264,13 @@ async fn a_restart_finds_everything_and_the_catalog_catches_up_with_the_ledger()
     let state = custodia_server::startup::open(&config, Default::default()).await.unwrap();
     let row = state
         .gateway
-        .catalog
+        .catalog()
         .artefact(&artefact)
         .await
         .unwrap()
         .expect("restored from the ledger and the stored manifest");
     assert_eq!(row.size, media().len() as i64);
-    assert!(!state.gateway.catalog.artefact_timeline(&artefact).await.unwrap().is_empty());
+    assert!(!state.gateway.catalog().artefact_timeline(&artefact).await.unwrap().is_empty());
 }
 
 /// Deletes an artefact's catalog row and index entries behind the gateway's back, as a crash would leave them.

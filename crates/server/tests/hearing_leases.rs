@@ -125,7 +125,7 @@ async fn losing_the_lease_stops_the_hearing_here() {
     assert_eq!(opened.status, 200, "{}", String::from_utf8_lossy(&opened.body));
 
     let hearings = gw.state.hearings.clone();
-    let catalog = gw.state.gateway.catalog.clone();
+    let catalog = gw.state.gateway.catalog().clone();
     let caller = gw.caller(&session).await;
     let case = custodia_core::CaseId::new("case-l").unwrap();
     let live = hearings.find(&caller, &case, &id).await.unwrap();

@@ -9,7 +9,7 @@ use custodia_ledger::SignedCheckpoint;
 async fn serves_the_log_at_tlog_tiles_paths_and_nothing_else() {
     let gateway = support::TestGateway::start().await;
     for i in 0..300u32 {
-        gateway.state.gateway.log.append(i.to_be_bytes().to_vec()).await.unwrap();
+        gateway.state.gateway.log().append(i.to_be_bytes().to_vec()).await.unwrap();
     }
 
     let response = gateway.get("/log/checkpoint", None).await;

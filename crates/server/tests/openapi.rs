@@ -579,7 +579,7 @@ fn policy_schemas_match_the_serde_forms() {
     assert_eq!(schema(&doc, "AccessRefused")["properties"]["action"]["$ref"], "#/components/schemas/Commitment");
     assert_eq!(schema(&doc, "HearingEvent")["properties"]["subject"]["$ref"], "#/components/schemas/Commitment");
     assert_eq!(strings(&schema(&doc, "RefusalCode")["enum"]), serde_names(RefusalCode::ALL));
-    use custodia_server::auth::Scope;
+    use custodia_service::identity::Scope;
     assert_eq!(strings(&schema(&doc, "Scope")["enum"]), serde_names([Scope::Read, Scope::Write, Scope::Manage]));
 }
 

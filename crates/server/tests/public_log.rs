@@ -399,7 +399,7 @@ async fn a_flood_of_refusals_is_one_record_and_a_count() {
     // When the window closes, one record stands for the 199 repeats.
     assert_eq!(gw.state.gateway.flush_refusals().await.unwrap(), 0, "the window is still open");
     assert_eq!(gw.ledger_size() - before, 2);
-    gw.state.gateway.clock.advance(61);
+    gw.state.gateway.clock().advance(61);
     assert_eq!(gw.state.gateway.flush_refusals().await.unwrap(), 1);
     assert_eq!(gw.ledger_size() - before, 3);
     let count = gw.ledger_record(before + 2).await;

@@ -199,7 +199,7 @@ fn retry_after(answer: &RawAnswer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_and_a_distributed_guesser_is_slowed() {
-    use custodia_server::auth::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE, ACCOUNT_PEER_FAILURES};
+    use custodia_service::identity::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE, ACCOUNT_PEER_FAILURES};
     let started = std::time::Instant::now();
     let gateway = Running::start(&[]).await;
     let port = gateway.port;
@@ -255,7 +255,7 @@ async fn a_strangers_wrong_passwords_do_not_lock_the_owner_out_and_a_distributed
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owners_device_cookie_gets_past_a_ceiling_strangers_keep_spent_also_after_a_restart() {
-    use custodia_server::auth::{ACCOUNT_PEER_FAILURES, DEVICE_COOKIE_SECONDS};
+    use custodia_service::identity::{ACCOUNT_PEER_FAILURES, DEVICE_COOKIE_SECONDS};
     let mut gateway = Running::start(&[]).await;
     gateway.account("judge").await;
     gateway.account("mallory").await;
@@ -377,7 +377,7 @@ const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
 /// before they reach the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_thousands_of_ipv6_networks_does_not_keep_out_the_owner_with_a_device_cookie() {
-    use custodia_server::auth::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE};
+    use custodia_service::identity::{ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE};
     use futures::StreamExt as _;
     use std::sync::atomic::{AtomicU32, Ordering};
     const FLOOD: u32 = 2000;
@@ -933,7 +933,7 @@ async fn settled_log_size(gateway: &Running) -> u64 {
 /// caller is no member of) takes no place, and so closes nobody's stream to make one (review 16, B2).
 #[tokio::test]
 async fn a_request_that_will_be_refused_never_takes_a_download_place() {
-    use custodia_server::budget::Stream;
+    use custodia_server::outflow::Stream;
     let gateway = support::TestGateway::start().await;
     let (_, outsider) = gateway.person("outsider", "IT").await;
     let holders = Stream::Artefact.in_all() / Stream::Artefact.per_account();

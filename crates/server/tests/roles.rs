@@ -1212,7 +1212,7 @@ async fn concurrent_changes_that_would_leave_no_clerk_record_only_the_one_made()
     let (second, _) = gateway.person("second.clerk", "IT").await;
     let uri = |account: &str| format!("/api/v1/cases/{CASE}/members/{account}");
     let members = || async {
-        let rows = gateway.state.gateway.catalog.members(CASE).await.unwrap();
+        let rows = gateway.state.gateway.catalog().members(CASE).await.unwrap();
         rows.into_iter().map(|row| (row.account_id, row.role)).collect::<std::collections::BTreeMap<_, _>>()
     };
     for round in 0..12 {

@@ -154,7 +154,7 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
         eprintln!("SKIPPED: coturn is not installed (scripts/setup-system.sh test)");
         return;
     }
-    let secret = custodia_server::auth::new_secret();
+    let secret = custodia_service::identity::new_secret();
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
     let (clerk_session, hearing, secret) = open_hearing(&gateway, "case-1", "witness").await;
@@ -220,7 +220,7 @@ async fn a_relay_only_publisher_reaches_the_gateway_through_turn_over_tcp() {
         eprintln!("SKIPPED: aiortc is not installed (scripts/setup-system.sh test)");
         return;
     }
-    let secret = custodia_server::auth::new_secret();
+    let secret = custodia_service::identity::new_secret();
     let coturn = Coturn::start(&secret).await;
     let gateway = TestGateway::start_with(turn_gateway_config(&coturn, &secret)).await;
     let (_, _, camera_secret) = open_hearing(&gateway, "case-2", "remote_site_officer").await;

@@ -172,7 +172,7 @@ async fn artefact(gateway: &TestGateway, auth: &str, path: &str) -> Value {
 }
 
 async fn ledger_record(gateway: &TestGateway, index: u64) -> Value {
-    let log = &gateway.state.gateway.log;
+    let log = &gateway.state.gateway.log();
     let entry = log.storage().entry(index, log.checkpoint().checkpoint.size).await.unwrap();
     serde_json::from_slice(&entry).unwrap()
 }
@@ -282,7 +282,7 @@ async fn resumes_after_a_patch_cut_off_half_way() {
     let id = url.rsplit('/').next().unwrap();
     let unrecorded = format!("{id}.40000.chunk-never-recorded");
     let garbage = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"never acknowledged"))]);
-    gateway.state.gateway.artefacts.write_chunk(&unrecorded, garbage).await.unwrap();
+    gateway.state.gateway.artefacts().write_chunk(&unrecorded, garbage).await.unwrap();
     let reply = patch(&gateway, &officer, &url, 40_000, Body::from(bytes[40_000..].to_vec()), &[]).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
     let path = reply.headers["custodia-artefact"].to_str().unwrap();
@@ -374,7 +374,7 @@ async fn refuses_wrong_offsets_checksums_lengths_and_strangers() {
 
     // While another request (on any gateway) takes the upload into custody, a PATCH or a DELETE is told to come
     // back: tus clients retry on 423.
-    let (catalog, now) = (&gateway.state.gateway.catalog, gateway.clock.unix_seconds());
+    let (catalog, now) = (&gateway.state.gateway.catalog(), gateway.clock.unix_seconds());
     let id = url.rsplit('/').next().unwrap();
     assert!(catalog.claim_upload_completion(id, 500, "the-last-chunk", now, now + 3600).await.unwrap());
     let reply = patch(&gateway, &officer, &url, 500, Body::from(bytes[500..].to_vec()), &[]).await;
@@ -447,7 +447,7 @@ async fn uploads_end_on_termination_and_on_expiry() {
     // At start-up, expired uploads go with their chunks, and so do chunk objects that no upload holds (a crash
     // between an object and its record) once they are older than any upload could be.
     let orphan = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"left by a crash"))]);
-    gateway.state.gateway.artefacts.write_chunk("upl-gone.0.chunk-orphan", orphan).await.unwrap();
+    gateway.state.gateway.artefacts().write_chunk("upl-gone.0.chunk-orphan", orphan).await.unwrap();
     gateway.clock.advance(custodia_server::tus::ORPHANED_CHUNK_SECONDS);
     let swept = custodia_server::tus::sweep(&gateway.state.gateway).await.unwrap();
     assert_eq!(swept, 2, "the expired upload and the orphan");
@@ -467,7 +467,7 @@ async fn the_sweep_leaves_chunks_in_flight_and_of_live_uploads_alone() {
     let id = url.rsplit('/').next().unwrap().to_owned();
     let reply = patch(&gateway, &officer, &url, 0, Body::from(bytes[..8_000].to_vec()), &[]).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", String::from_utf8_lossy(&reply.body));
-    let store = &gateway.state.gateway.artefacts;
+    let store = &gateway.state.gateway.artefacts();
     let write = |name: String| async move {
         let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(vec![9u8; 1000]))]);
         store.write_chunk(&name, body).await.unwrap();
@@ -555,8 +555,8 @@ async fn a_completion_claim_its_gateway_stopped_renewing_is_released_by_the_next
     // The dead gateway's last chunk, and its claim, last renewed two minutes ago.
     let dead = format!("{id}.10000.chunk-of-a-dead-gateway");
     let last = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes[10_000..].to_vec()))]);
-    gateway.state.gateway.artefacts.write_chunk(&dead, last).await.unwrap();
-    let (catalog, now) = (&gateway.state.gateway.catalog, gateway.clock.unix_seconds());
+    gateway.state.gateway.artefacts().write_chunk(&dead, last).await.unwrap();
+    let (catalog, now) = (&gateway.state.gateway.catalog(), gateway.clock.unix_seconds());
     assert!(catalog.claim_upload_completion(id, 10_000, &dead, now - 120, now + 3600).await.unwrap());
     assert_eq!(chunks_of(&gateway, &url).len(), 2);
     assert_eq!(offset(&gateway, &officer, &url).await, 10_000, "HEAD never calls a claimed upload done");
@@ -572,7 +572,7 @@ async fn a_completion_claim_its_gateway_stopped_renewing_is_released_by_the_next
 async fn one_account_cannot_reserve_the_disk_with_open_uploads() {
     // Uploads smaller than the account's storage quota, so that the reservation's own limit is what refuses.
     let (gateway, officer, clerk) = gateway_with_officer_on(|config| config.max_upload_bytes = 1 << 30).await;
-    let max = gateway.state.gateway.max_upload_bytes;
+    let max = gateway.state.gateway.max_upload_bytes();
     let open = custodia_server::tus::OPEN_UPLOADS_PER_ACCOUNT as usize;
     for n in 0..open {
         create(&gateway, &officer, 1000 + n, &statement_metadata(&statement(1000 + n))).await;

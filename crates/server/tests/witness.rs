@@ -90,7 +90,7 @@ fn write_log_list(dir: &Path, lines: &str) -> std::path::PathBuf {
 async fn a_partner_log_is_witnessed_and_a_fork_is_refused_and_reported() {
     // The partner: a gateway whose log the witness follows.
     let partner = TestGateway::start_with(|config| config.gateway.origin = "a.custodia.test/log".into()).await;
-    let log = &partner.state.gateway.log;
+    let log = &partner.state.gateway.log();
     let partner_vkey = partner.verifier().to_string();
 
     let witness_dir = tempfile::tempdir().unwrap();
@@ -895,12 +895,12 @@ async fn a_log_cut_back_below_its_catalog_is_refused_at_start_up() {
     assert!(reply.status.is_success(), "{}", String::from_utf8_lossy(&reply.body));
     let config = custodia_server::config::ServeConfig::with_data_dir(gw.dir.path());
     let dir = gw.dir;
-    let log = gw.state.gateway.log.clone();
+    let log = gw.state.gateway.log().clone();
     drop(gw.state);
     log.close().await;
     // The log directory goes back to an empty backup; the catalog keeps its records.
     std::fs::remove_dir_all(dir.path().join("log")).unwrap();
-    let Err(err) = custodia_server::startup::open(&config, custodia_server::clock::Clock::default()).await else {
+    let Err(err) = custodia_server::startup::open(&config, custodia_service::clock::Clock::default()).await else {
         panic!("a log behind its catalog must not start");
     };
     let message = format!("{err:#}");

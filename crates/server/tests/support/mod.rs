@@ -11,8 +11,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use custodia_ledger::LogVerifier;
 use custodia_server::api::AppState;
-use custodia_server::clock::Clock;
 use custodia_server::config::ServeConfig;
+use custodia_service::clock::Clock;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
@@ -369,18 +369,18 @@ impl TestGateway {
 
     /// How many entries the published checkpoint covers.
     pub fn ledger_size(&self) -> u64 {
-        self.state.gateway.log.checkpoint().checkpoint.size
+        self.state.gateway.log().checkpoint().checkpoint.size
     }
 
     /// The custody record at `index`, as JSON.
     pub async fn ledger_record(&self, index: u64) -> Value {
-        let entry = self.state.gateway.log.storage().entry(index, self.ledger_size()).await.unwrap();
+        let entry = self.state.gateway.log().storage().entry(index, self.ledger_size()).await.unwrap();
         serde_json::from_slice(&entry).unwrap()
     }
 
     /// The opened text of field `field` of the custody record at `index`, as the catalog keeps it.
     pub async fn opened(&self, index: u64, field: &str) -> Option<String> {
-        let entry = self.state.gateway.log.storage().entry(index, self.ledger_size()).await.unwrap();
+        let entry = self.state.gateway.log().storage().entry(index, self.ledger_size()).await.unwrap();
         let openings = self.state.gateway.openings_of(&entry).await.unwrap();
         openings.text(field).map(str::to_owned)
     }

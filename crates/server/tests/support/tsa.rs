@@ -57,8 +57,8 @@ pub async fn timestamped_export(authority: Arc<Authority>) -> (super::TestGatewa
     assert_eq!(reply.status.as_u16(), 201);
     let artefact = reply.json()["artefact"].as_str().expect("artefact").to_owned();
     // The authority stamps the checkpoint holding the registration (the guard only stops a hang).
-    let registered = gw.state.gateway.log.checkpoint().checkpoint.size;
-    let catalog = gw.state.gateway.catalog.clone();
+    let registered = gw.state.gateway.log().checkpoint().checkpoint.size;
+    let catalog = gw.state.gateway.catalog().clone();
     tokio::time::timeout(Duration::from_secs(300), async {
         loop {
             let stamps = catalog.caseless_entries_newest_first(0, i64::MAX, 8).await.expect("catalog");
@@ -120,7 +120,7 @@ pub enum Forgery {
 /// timestamps: the newest timestamp, at the index returned.
 pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority, forgery: Forgery) -> u64 {
     use custodia_timestamp::CheckpointTimestamp;
-    let log = &gw.state.gateway.log;
+    let log = &gw.state.gateway.log();
     let checkpoint = log.checkpoint().checkpoint;
     let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, checkpoint.size, &checkpoint.root.0);
     let stamped = match forgery {
@@ -136,7 +136,7 @@ pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority,
     let entry =
         CheckpointTimestamp { size: checkpoint.size, root: checkpoint.root.0, token }.to_entry().expect("entry");
     let index = log.append(entry.clone()).await.expect("append");
-    gw.state.gateway.catalog.index_custody(index as i64, "", None, &entry).await.expect("index");
+    gw.state.gateway.catalog().index_custody(index as i64, "", None, &entry).await.expect("index");
     index
 }
 

@@ -1,11 +1,12 @@
 //! The evidence service's operations, one method each: who may do what, what goes into the ledger, and in which
 //! order things are written so that a crash never leaves half-written evidence.
 //!
-//! Handlers in [`crate::api`] only translate HTTP to these calls. Every operation on a case starts by finding the
+//! The server's handlers only translate HTTP to these calls. Every operation on a case starts by finding the
 //! caller's role in it ([`Gateway::authorize`]); a member's refusal is itself a custody record, a non-member's
 //! probe goes to the operator's log only.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use custodia_bundle::{
@@ -25,8 +26,8 @@ use jiff::Timestamp;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 
-use crate::auth::Caller;
 use crate::clock::Clock;
+use crate::identity::Principal;
 
 /// Why an operation was refused or failed. Each maps to one RFC 9457 problem type.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +90,34 @@ pub enum GatewayError {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// The purpose of every custody record a live hearing writes.
+pub const HEARING_PURPOSE: &str = "remote testimony";
+
+/// Cosignatures on the log's checkpoints, as court bundles carry them: the server's `cosigning` collects them from
+/// the operator's witnesses.
+pub trait WitnessedCheckpoints: Send + Sync + std::fmt::Debug {
+    /// The witness policy (tlog-policy text), when one is configured.
+    fn policy_file(&self) -> Option<&str>;
+
+    /// A published checkpoint of at least `size` whose cosignatures meet the policy's quorum, waited for a while;
+    /// else the newest one that meets it, if any. With the checkpoint's size.
+    fn cosigned_covering(&self, size: u64) -> futures::future::BoxFuture<'_, Option<(Vec<u8>, u64)>>;
+}
+
+/// Counts of what this process took into custody.
+#[derive(Debug, Default)]
+struct Ingested {
+    bytes: AtomicU64,
+    artefacts: AtomicU64,
+}
+
+impl Ingested {
+    fn count(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.artefacts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What is unavailable when a hearing is held by another gateway ([`GatewayError::Unavailable`]).
@@ -224,29 +253,28 @@ pub struct TimelineEntry {
 /// The gateway's state. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
-    pub catalog: Catalog,
-    pub artefacts: ArtefactStore,
-    pub log: Log,
+    catalog: Catalog,
+    artefacts: ArtefactStore,
+    log: Log,
     /// Signed manifests, write-once, so that the catalog can be rebuilt from the ledger and the objects.
     manifests: Arc<dyn ObjectStore>,
     signing_key: Arc<SigningKey>,
     /// The public half of `signing_key`, named after the log, for bundles.
     verifier: LogVerifier,
-    pub clock: Clock,
-    pub max_upload_bytes: u64,
+    clock: Clock,
+    max_upload_bytes: u64,
     /// FFmpeg runs in a child process under limits, never in this one ([`crate::probe`]); without a prober,
     /// artefacts are kept unprobed.
     prober: Option<crate::probe::Prober>,
     /// In-process locks by key (an account's quota, a case's membership, an artefact's policy).
     turns: Turns,
-    pub(crate) refusals: crate::refusals::Refusals,
+    refusals: crate::refusals::Refusals,
     /// Per-account quotas and rates: stored bytes, uploads, refusal records.
-    pub quotas: Arc<crate::budget::Quotas>,
-    /// The collector of cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles
-    /// carry ([`crate::cosigning`]).
-    cosigning: Option<Arc<crate::cosigning::Cosigning>>,
-    /// What `/metrics` shows of this gateway's work ([`crate::metrics`]).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    quotas: Arc<crate::budget::Quotas>,
+    /// The cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles carry.
+    cosigning: Option<Arc<dyn WitnessedCheckpoints>>,
+    /// What this process took into custody, for monitoring.
+    ingested: Arc<Ingested>,
     /// The lease a hearing room's records are fenced by ([`Gateway::fenced`]): `None` but in a hearing's own clone.
     fence: Option<Arc<custodia_catalog::HearingFence>>,
 }
@@ -350,9 +378,9 @@ impl Gateway {
             max_upload_bytes,
             turns: Turns::default(),
             refusals: crate::refusals::Refusals::default(),
-            quotas: Arc::new(crate::config::QuotaConfig::default().quotas()),
+            quotas: Arc::new(crate::budget::Quotas::default()),
             cosigning: None,
-            metrics: Arc::default(),
+            ingested: Arc::default(),
             fence: None,
         }
     }
@@ -370,7 +398,7 @@ impl Gateway {
     }
 
     /// Court bundles carry `cosigning`'s witness policy and cosigned checkpoint, when it has a policy.
-    pub fn with_cosigning(mut self, cosigning: Arc<crate::cosigning::Cosigning>) -> Self {
+    pub fn with_cosigning(mut self, cosigning: Arc<dyn WitnessedCheckpoints>) -> Self {
         self.cosigning = Some(cosigning);
         self
     }
@@ -389,6 +417,45 @@ impl Gateway {
 
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// The catalog: accounts, cases, artefacts, and the custody index.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The artefacts' bytes.
+    pub fn artefacts(&self) -> &ArtefactStore {
+        &self.artefacts
+    }
+
+    /// The custody log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The most bytes one upload may hold.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
+    /// Per-account quotas and rates.
+    pub fn quotas(&self) -> &crate::budget::Quotas {
+        &self.quotas
+    }
+
+    /// Refusals counted into one record a window ([`crate::refusals`]).
+    pub fn refusals(&self) -> &crate::refusals::Refusals {
+        &self.refusals
+    }
+
+    /// Bytes and artefacts this process has taken into custody since it started.
+    pub fn ingested(&self) -> (u64, u64) {
+        (self.ingested.bytes.load(Ordering::Relaxed), self.ingested.artefacts.load(Ordering::Relaxed))
     }
 
     /// The gateway's public key, named after its log: what a court pins to check its bundles.
@@ -475,7 +542,7 @@ impl Gateway {
 
     async fn custody_record(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         purpose: &str,
         event: impl FnOnce(&mut Committer) -> CustodyEvent,
@@ -487,19 +554,19 @@ impl Gateway {
     /// step it records happens: past the budget, the step is refused and nothing happens. Evidence entering
     /// custody (an upload, a hearing's output, and the policy attached at ingest) is never refused its record: the
     /// upload budget bounds it.
-    pub(crate) fn take_recorded_step(&self, caller: &Caller) -> Result<()> {
+    pub fn take_recorded_step(&self, caller: &Principal) -> Result<()> {
         self.take_recorded_steps(caller, 1)
     }
 
     /// Whether the caller's budget of custody records has `records` left, without taking them.
-    fn has_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
-        self.quotas.custody_records.check_many(&caller.account.id, records).map_err(too_many_steps)
+    fn has_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
+        self.quotas.custody_records.check_many(caller.account_id(), records).map_err(too_many_steps)
     }
 
     /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
     /// artefact and one for the export); at most the budget's whole burst.
-    pub(crate) fn take_recorded_steps(&self, caller: &Caller, records: u64) -> Result<()> {
-        self.quotas.custody_records.take_many(&caller.account.id, records).map_err(too_many_steps)
+    pub fn take_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
+        self.quotas.custody_records.take_many(caller.account_id(), records).map_err(too_many_steps)
     }
 
     /// The openings kept for a ledger entry.
@@ -530,8 +597,8 @@ impl Gateway {
             if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok()
                 || custodia_partners::pinned::PartnersPinned::from_entry(&entry).is_ok()
             {
-                // The log's own timestamps (crate::timestamping) and the partners it pinned
-                // (crate::partner_api::pin_registry) belong to no case.
+                // The log's own timestamps (the server's timestamping) and the partners it pinned
+                // (its partner_api::pin_registry) belong to no case.
                 self.catalog.index_custody(index as i64, "", None, &entry).await?;
                 caught_up += 1;
                 continue;
@@ -632,20 +699,20 @@ impl Gateway {
     /// The caller's role in `case`, if the role permits `action`. A non-member learns nothing about the case: it
     /// is "not found" whether or not it exists, and the probe goes to the operator's log, not to the public ledger,
     /// whose growth would otherwise tell who probes which cases exist. A member's refusal is a custody record.
-    pub async fn authorize(&self, caller: &Caller, case: &CaseId, action: Action) -> Result<Role> {
+    pub async fn authorize(&self, caller: &Principal, case: &CaseId, action: Action) -> Result<Role> {
         self.authorize_about(caller, case, None, action).await
     }
 
     async fn authorize_about(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         artefact: Option<&ArtefactId>,
         action: Action,
     ) -> Result<Role> {
-        let role = self.catalog.member_role(case.as_str(), caller.account.id.as_str()).await?;
+        let role = self.catalog.member_role(case.as_str(), caller.account_id()).await?;
         let Some(role) = role else {
-            tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused a non-member");
+            tracing::info!(case = %case, actor = %caller.account_id(), action = ?action, "refused a non-member");
             return Err(GatewayError::NotFound(format!("no case {case} of which you are a member")));
         };
         let role: Role = role.parse().map_err(|err| GatewayError::internal("stored role", err))?;
@@ -667,7 +734,7 @@ impl Gateway {
     /// the answer is this 429 (returned), so that no member can flood the public log by varying what they try.
     async fn record_refusal(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         artefact: Option<&ArtefactId>,
         action: Action,
@@ -680,9 +747,9 @@ impl Gateway {
             action,
             code,
         };
-        tracing::info!(case = %case, actor = %caller.account.id, action = ?action, "refused");
+        tracing::info!(case = %case, actor = %caller.account_id(), action = ?action, "refused");
         let budget = &self.quotas.refusal_records;
-        match self.refuse_within(refusal, None, Some((budget, caller.account.id.as_str()))).await {
+        match self.refuse_within(refusal, None, Some((budget, caller.account_id()))).await {
             Ok((_, over_budget)) => over_budget,
             Err(err) => {
                 tracing::error!(error = %err, "could not record a refusal");
@@ -697,7 +764,7 @@ impl Gateway {
     /// counted, and past the budget the refusal is counted into the actor's flood window for the hearing. Returns
     /// whether a record was written now (the hearing's journal then keeps the detail), and the 429 to answer
     /// past the budget.
-    pub(crate) async fn refuse_step(
+    pub async fn refuse_step(
         &self,
         refusal: crate::refusals::Refusal,
         detail_sha256: Sha256,
@@ -830,7 +897,7 @@ impl Gateway {
         at: Timestamp,
         detail_sha256: Sha256,
     ) -> Result<Sealed> {
-        self.seal(case, actor.clone(), at, crate::hearings::PURPOSE, |committer| CustodyEvent::HearingEvent {
+        self.seal(case, actor.clone(), at, HEARING_PURPOSE, |committer| CustodyEvent::HearingEvent {
             hearing: hearing.clone(),
             kind: custodia_hearing::HearingEventKind::StepRefused.label(),
             subject: None,
@@ -849,7 +916,7 @@ impl Gateway {
         record: &custodia_hearing::HearingEventRecord,
     ) -> Result<u64> {
         let mut sealed = self
-            .seal(case, record.actor.clone(), record.at, crate::hearings::PURPOSE, |committer| {
+            .seal(case, record.actor.clone(), record.at, HEARING_PURPOSE, |committer| {
                 record.to_custody_event(hearing, |field, text| committer.commit(field, text))
             })
             .await?;
@@ -861,7 +928,7 @@ impl Gateway {
     /// An artefact of a case the caller may act on with `action`.
     pub async fn authorize_artefact(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         action: Action,
     ) -> Result<(ArtefactRow, Role)> {
@@ -877,7 +944,7 @@ impl Gateway {
     /// Applies the providing authority's use policy, recording a refusal.
     async fn check_use(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         action: UseAction,
         purpose: &Label,
@@ -888,7 +955,7 @@ impl Gateway {
     /// [`Self::check_use`] of a use whose recipient is not the caller (a transfer to a partner gateway).
     async fn check_use_by(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         action: UseAction,
         purpose: &Label,
@@ -925,7 +992,7 @@ impl Gateway {
     /// in the catalog. A failure at any step leaves nothing that looks like evidence.
     pub async fn ingest<S, E>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         request: UploadRequest,
         body: S,
@@ -951,7 +1018,7 @@ impl Gateway {
     /// once, direct or resumable, never hold more than the quota between them.
     pub async fn upload<S, E>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         request: UploadRequest,
         declared: Option<u64>,
@@ -965,7 +1032,7 @@ impl Gateway {
         if request.policy.is_some() {
             self.authorize(caller, case, Action::SetPolicy).await?;
         }
-        let account = caller.account.id.as_str();
+        let account = caller.account_id();
         self.take_upload_allowance(account)?;
         if let Some(declared) = declared
             && declared > self.max_upload_bytes
@@ -1093,13 +1160,13 @@ impl Gateway {
 
     /// Takes a hearing's output (a recording segment, the minutes) into custody in the name of the court account
     /// bound to the hearing when it was scheduled. The scheduling was authorised to ingest then
-    /// ([`crate::hearings::Hearings::schedule`]); the output of a hearing under way does not depend on that
+    /// (the server's `hearings::Hearings::schedule`); the output of a hearing under way does not depend on that
     /// person's membership or token now. It is the court's own record, so it is counted for the case and the
     /// hearing, reported in the operator's log, and never against that person's storage quota nor refused for
     /// quota: a long hearing neither fills the clerk's quota nor loses a segment to it.
     pub async fn ingest_hearing_output<S, E>(
         &self,
-        court: &Caller,
+        court: &Principal,
         case: &CaseId,
         hearing: &custodia_core::HearingId,
         request: UploadRequest,
@@ -1110,7 +1177,7 @@ impl Gateway {
         E: std::fmt::Display,
     {
         // A policy here is the court's own: a protected witness's original recording restricted to those the
-        // protective order privileges (`crate::hearings`). It is attached before the artefact is listed, as any
+        // protective order privileges (the server's `hearings`). It is attached before the artefact is listed, as any
         // policy at ingest.
         let registered = self.register_as(court, case, Some(hearing), request, self.max_upload_bytes, body).await?;
         match self.catalog.hearing_output_bytes(case.as_str()).await {
@@ -1124,7 +1191,7 @@ impl Gateway {
 
     async fn register<S, E>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         request: UploadRequest,
         max_size: u64,
@@ -1140,7 +1207,7 @@ impl Gateway {
     /// [`Gateway::register`], for `hearing`'s output when it is one (counted for the case, not the caller's quota).
     async fn register_as<S, E>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         hearing: Option<&custodia_core::HearingId>,
         request: UploadRequest,
@@ -1172,7 +1239,7 @@ impl Gateway {
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
     async fn register_stored(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         hearing: Option<&custodia_core::HearingId>,
         request: UploadRequest,
@@ -1228,7 +1295,7 @@ impl Gateway {
                     manifest: signed.bytes().to_vec(),
                     manifest_signature: signed.signature().to_string(),
                     ledger_index: ledger_index as i64,
-                    provider_account: caller.account.id.clone(),
+                    provider_account: caller.account_id().to_owned(),
                     policy,
                     created_at: manifest.registered_at.to_string(),
                 },
@@ -1242,7 +1309,7 @@ impl Gateway {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
-        self.metrics.artefact_ingested(stored.size);
+        self.ingested.count(stored.size);
         Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index })
     }
 
@@ -1287,7 +1354,7 @@ impl Gateway {
 
     async fn record_policy(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         artefact: &ArtefactId,
         policy: &UsePolicy,
@@ -1308,7 +1375,7 @@ impl Gateway {
     /// like every text, on the record of the new artefact.
     pub async fn record_derivative(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         artefact: &ArtefactId,
         source: &ArtefactId,
@@ -1335,7 +1402,12 @@ impl Gateway {
     }
 
     /// An artefact's catalog entry and signed manifest. Viewing is a custody record.
-    pub async fn view(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<(ArtefactRow, Vec<String>)> {
+    pub async fn view(
+        &self,
+        caller: &Principal,
+        id: &ArtefactId,
+        purpose: &Label,
+    ) -> Result<(ArtefactRow, Vec<String>)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
         let turn = self.policy_turn(id);
         let _turn = turn.lock().await;
@@ -1350,7 +1422,7 @@ impl Gateway {
     /// is recorded, and nobody learns anything about an artefact they may not read.
     pub async fn download<R, E: From<GatewayError>>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         purpose: &Label,
         access: AccessKind,
@@ -1374,7 +1446,7 @@ impl Gateway {
 
     async fn record_access(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         access: AccessKind,
         purpose: &Label,
@@ -1393,7 +1465,7 @@ impl Gateway {
     }
 
     /// Every custody record about an artefact, each with its offline proof.
-    pub async fn timeline(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
+    pub async fn timeline(&self, caller: &Principal, id: &ArtefactId) -> Result<Vec<TimelineEntry>> {
         self.authorize_artefact(caller, id, Action::ViewTimeline).await?;
         let mut entries = Vec::new();
         for (index, record) in self.catalog.artefact_timeline(id.as_str()).await? {
@@ -1417,16 +1489,16 @@ impl Gateway {
 
     /// Exports an artefact as a court bundle. The export is recorded first, so the bundle carries the record of
     /// its own export, and every record's proof is against one checkpoint that covers them all.
-    pub async fn export(&self, caller: &Caller, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
+    pub async fn export(&self, caller: &Principal, id: &ArtefactId, purpose: &Label) -> Result<BundleSource> {
         self.export_leaving(caller, id, purpose, || Ok(())).await.map(|(source, ())| source)
     }
 
     /// [`Self::export`], calling `leave` once the export is found permitted and before it is recorded: where the
-    /// caller takes its place among the streams of evidence leaving ([`crate::budget::Outflow`]), so that an
+    /// caller takes its place among the streams of evidence leaving (the server's `outflow::Outflow`), so that an
     /// export refused (by role, by policy) takes none, nor closes another's stream to make room.
     pub async fn export_leaving<T>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         purpose: &Label,
         leave: impl FnOnce() -> Result<T>,
@@ -1456,7 +1528,7 @@ impl Gateway {
     /// is either in the artefact's bundle or after its export record, and a download of one artefact never waits
     /// for the export of the others. The caller's membership is checked again with each export record, so that
     /// none is written for someone whose access was withdrawn meanwhile.
-    pub async fn export_case(&self, caller: &Caller, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
+    pub async fn export_case(&self, caller: &Principal, case: &CaseId, purpose: &Label) -> Result<Vec<BundleSource>> {
         self.export_case_part(caller, case, purpose, |_| true, || Ok(())).await.map(|(sources, ())| sources)
     }
 
@@ -1466,7 +1538,7 @@ impl Gateway {
     /// every artefact is found permitted and before anything is recorded ([`Self::export_leaving`]).
     pub async fn export_case_part<T>(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         purpose: &Label,
         keep: impl Fn(&ArtefactRow) -> bool,
@@ -1515,7 +1587,7 @@ impl Gateway {
     /// hearing's id, so the record says which part of the case left without the public log saying it.
     pub async fn record_case_export(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         purpose: &Label,
         scope: ExportScope,
@@ -1604,7 +1676,7 @@ impl Gateway {
     }
 
     /// Whether `row`'s use policy lets the caller export it, a refusal naming the artefact.
-    async fn check_export_of(&self, caller: &Caller, row: &ArtefactRow, purpose: &Label) -> Result<()> {
+    async fn check_export_of(&self, caller: &Principal, row: &ArtefactRow, purpose: &Label) -> Result<()> {
         match self.check_use(caller, row, UseAction::Export, purpose).await {
             Ok(_) => Ok(()),
             Err(GatewayError::UseRestricted(reason)) => {
@@ -1619,7 +1691,7 @@ impl Gateway {
     /// The caller's membership and scope are checked again under the case's membership turn, with the record
     /// appended before it is let go: an export record is never written for an account whose access a recorded
     /// change has withdrawn (the export then fails with [`GatewayError::AccessWithdrawn`]).
-    async fn record_export(&self, caller: &Caller, row: ArtefactRow, purpose: &Label) -> Result<ExportedChain> {
+    async fn record_export(&self, caller: &Principal, row: ArtefactRow, purpose: &Label) -> Result<ExportedChain> {
         self.record_leaving(caller, row, purpose, Action::ExportArtefact, |artefact, _| {
             CustodyEvent::ArtefactExported { artefact, format: ExportFormat::CourtBundle, export_sha256: None }
         })
@@ -1629,7 +1701,7 @@ impl Gateway {
     /// [`Self::record_export`] for `action` with the record `event` makes: an export's, or a transfer's.
     async fn record_leaving(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: ArtefactRow,
         purpose: &Label,
         action: Action,
@@ -1660,7 +1732,7 @@ impl Gateway {
     }
 
     /// The turn of `key` (a transfer's steps, say): one holder at a time in this process.
-    pub(crate) fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.turns.turn(key)
     }
 
@@ -1726,14 +1798,14 @@ impl Gateway {
         custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| GatewayError::internal(context, e))
     }
 
-    // Transfers to and from partner gateways ([`crate::transfers`]).
+    // Transfers to and from partner gateways (the server's `transfers`).
 
     /// The court bundle of an artefact a member sends to a partner gateway: checked against the artefact's use
     /// policy as a transfer to `recipient` (the partner's account here) in the partner's `jurisdiction`, and
     /// recorded first (`artefact_transferred`), so that the bundle carries the record of its own transfer.
-    pub(crate) async fn transfer_bundle(
+    pub async fn transfer_bundle(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         purpose: &Label,
         recipient: &Account,
@@ -1743,11 +1815,11 @@ impl Gateway {
         let turn = self.policy_turn(id);
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
-        let recipient = actor_of(recipient);
+        let recipient = actor_of(&recipient.id);
         let place = Label::new(jurisdiction).map_err(|err| bad_input("partner", err))?;
         // The providing authority sending its own evidence provides it: its policy travels with it and binds the
         // receiver. Anyone else's transfer is an onward one, under the policy's terms.
-        if row.provider_account != caller.account.id {
+        if row.provider_account != caller.account_id() {
             self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
         }
         self.take_recorded_step(caller)?;
@@ -1767,7 +1839,7 @@ impl Gateway {
 
     /// Puts a record about `case` on the log for `actor` (a transfer's evidence, made by this gateway or by a
     /// partner): sealed, appended and indexed. Its ledger index, entry and openings.
-    pub(crate) async fn record_for(
+    pub async fn record_for(
         &self,
         case: &CaseId,
         actor: ActorId,
@@ -1789,9 +1861,9 @@ impl Gateway {
     ///
     /// The artefact's bytes are the file at `staged`, whose SHA-256 and size the caller verified (they are the
     /// ones the provider's signed manifest names): taken into the store without another pass over them.
-    pub(crate) async fn receive(
+    pub async fn receive(
         &self,
-        provider: &Caller,
+        provider: &Principal,
         case: &CaseId,
         request: UploadRequest,
         staged: (&std::path::Path, Sha256, u64),
@@ -1807,9 +1879,9 @@ impl Gateway {
     /// without a policy (the manifest names none), and a row may have been written without its record. Called
     /// before a receipt is finished again, and at start for every receipt not yet finished, so that no such
     /// artefact is served without its provider's restrictions.
-    pub(crate) async fn ensure_received_policy(
+    pub async fn ensure_received_policy(
         &self,
-        provider: &Caller,
+        provider: &Principal,
         artefact: &ArtefactId,
         policy: &UsePolicy,
     ) -> Result<()> {
@@ -1840,9 +1912,9 @@ impl Gateway {
 
     /// The `received_from` record of an artefact received from a partner, which `received_from` makes, unless it
     /// has one already (a receipt finished again after a crash).
-    pub(crate) async fn record_received_from(
+    pub async fn record_received_from(
         &self,
-        provider: &Caller,
+        provider: &Principal,
         case: &CaseId,
         purpose: &Label,
         artefact: &ArtefactId,
@@ -1864,12 +1936,12 @@ impl Gateway {
     /// Only the account that provided an artefact speaks for its providing authority. Refusals are recorded.
     async fn require_provider(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         action: Action,
         what: &'static str,
     ) -> Result<()> {
-        if caller.account.id == row.provider_account {
+        if caller.account_id() == row.provider_account {
             return Ok(());
         }
         let err = GatewayError::ProviderOnly(what);
@@ -1878,7 +1950,7 @@ impl Gateway {
         Err(err)
     }
 
-    pub async fn set_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
+    pub async fn set_policy(&self, caller: &Principal, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::SetPolicy).await?;
         self.require_provider(caller, &row, Action::SetPolicy, "set the use policy").await?;
         self.change_policy(caller, &row, &policy, "set by provider").await
@@ -1887,7 +1959,7 @@ impl Gateway {
     /// The judge replaces an artefact's use policy by the court's decision, say one attached in error that locks
     /// the artefact for everyone ([`custodia_core::permits`] gives [`Action::CorrectPolicy`] to the judge alone).
     /// On the record like any other policy change, under the judge's account.
-    pub async fn correct_policy(&self, caller: &Caller, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
+    pub async fn correct_policy(&self, caller: &Principal, id: &ArtefactId, policy: UsePolicy) -> Result<u64> {
         let (row, _) = self.authorize_artefact(caller, id, Action::CorrectPolicy).await?;
         // What a partner gateway provided is under another State's restrictions: only that State widens them (a
         // request to widen use goes to it), and no court here corrects them away.
@@ -1906,7 +1978,13 @@ impl Gateway {
 
     /// Records a new policy and applies it, in that order, while the artefact's policy turn is held: concurrent
     /// changes reach the ledger and the catalog in the same order, so the catalog applies the last one recorded.
-    async fn change_policy(&self, caller: &Caller, row: &ArtefactRow, policy: &UsePolicy, change: &str) -> Result<u64> {
+    async fn change_policy(
+        &self,
+        caller: &Principal,
+        row: &ArtefactRow,
+        policy: &UsePolicy,
+        change: &str,
+    ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         self.take_recorded_step(caller)?;
         let turn = self.policy_turn(&artefact);
@@ -1925,7 +2003,7 @@ impl Gateway {
 
     pub async fn request_widening(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         request: WidenRequest,
     ) -> Result<WidenRequestRow> {
@@ -1935,9 +2013,9 @@ impl Gateway {
 
     /// Records `caller`'s request `id` to widen the use of `row`: a member's here, or one a receiving partner
     /// gateway sent about what this gateway provided (its caller the partner's account).
-    pub(crate) async fn record_widen_request(
+    pub async fn record_widen_request(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         id: String,
         request: WidenRequest,
@@ -1948,7 +2026,7 @@ impl Gateway {
         let row = WidenRequestRow {
             id,
             artefact_id: artefact.to_string(),
-            requested_by: caller.account.id.clone(),
+            requested_by: caller.account_id().to_owned(),
             request: requested,
             status: "pending".into(),
             decided_by: None,
@@ -1980,7 +2058,12 @@ impl Gateway {
     }
 
     /// The provider approves or refuses a request. The decision is in the ledger before access changes.
-    pub async fn decide_widening(&self, caller: &Caller, request_id: &str, approve: bool) -> Result<WidenRequestRow> {
+    pub async fn decide_widening(
+        &self,
+        caller: &Principal,
+        request_id: &str,
+        approve: bool,
+    ) -> Result<WidenRequestRow> {
         let not_found = || GatewayError::NotFound(format!("no request {request_id} for you to decide"));
         let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
         let artefact = ArtefactId::new(request.artefact_id.clone())
@@ -1997,9 +2080,9 @@ impl Gateway {
     /// Records the provider's decision on pending request `request_id` and, if it approves, widens the policy: a
     /// member's decision here, or, about evidence received from a partner gateway, the decision the partner sent
     /// (its caller the partner's account, the artefact's provider).
-    pub(crate) async fn settle_widening(
+    pub async fn settle_widening(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         request_id: &str,
         approve: bool,
     ) -> Result<WidenRequestRow> {
@@ -2026,7 +2109,11 @@ impl Gateway {
             .await?;
         let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::internal("settle widening", err))?;
         let new_policy = approve.then_some((artefact.as_str(), text.as_str()));
-        if !self.catalog.decide_widen_request(request_id, status, &caller.account.id, index as i64, new_policy).await? {
+        if !self
+            .catalog
+            .decide_widen_request(request_id, status, caller.account_id(), index as i64, new_policy)
+            .await?
+        {
             return Err(GatewayError::Conflict(format!("request {request_id} was decided concurrently")));
         }
         self.catalog.widen_request(request_id).await?.ok_or_else(not_found)
@@ -2034,7 +2121,7 @@ impl Gateway {
 
     pub async fn report_outcome(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         id: &ArtefactId,
         outcome: Label,
         note: Option<String>,
@@ -2046,9 +2133,9 @@ impl Gateway {
 
     /// Records an outcome report about `row` by `caller` under the id `id`: the report a member files here, or one a
     /// receiving partner gateway sent back about what this gateway provided (its caller the partner's account).
-    pub(crate) async fn record_outcome(
+    pub async fn record_outcome(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         row: &ArtefactRow,
         id: String,
         outcome: Label,
@@ -2065,7 +2152,7 @@ impl Gateway {
         let row = OutcomeRow {
             id,
             artefact_id: artefact.to_string(),
-            filed_by: caller.account.id.clone(),
+            filed_by: caller.account_id().to_owned(),
             outcome: outcome.to_string(),
             note,
             ledger_index: index as i64,
@@ -2081,7 +2168,7 @@ impl Gateway {
     /// actor and its member, so a self-grant is visible as one. Returns `None` when nothing changes.
     pub async fn change_membership(
         &self,
-        caller: &Caller,
+        caller: &Principal,
         case: &CaseId,
         member: &str,
         role: Option<Role>,
@@ -2122,16 +2209,16 @@ impl Gateway {
                 self.catalog.remove_member(case.as_str(), member).await?;
             }
         }
-        if member == caller.account.id {
-            tracing::warn!(case = %case, actor = %caller.account.id, ?change, "a self-granted change of membership");
+        if member == caller.account_id() {
+            tracing::warn!(case = %case, actor = %caller.account_id(), ?change, "a self-granted change of membership");
         }
         Ok(Some(index))
     }
 
     /// Outcome reports: for the provider, and for members whose role may see them.
-    pub async fn outcomes(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<OutcomeRow>> {
+    pub async fn outcomes(&self, caller: &Principal, id: &ArtefactId) -> Result<Vec<OutcomeRow>> {
         let row = self.catalog.artefact(id.as_str()).await?;
-        let is_provider = row.as_ref().is_some_and(|row| row.provider_account == caller.account.id);
+        let is_provider = row.as_ref().is_some_and(|row| row.provider_account == caller.account_id());
         if is_provider {
             caller.require_scope(Action::ViewOutcomes)?;
         } else {
@@ -2141,7 +2228,7 @@ impl Gateway {
         Ok(self.catalog.outcomes_for(id.as_str()).await?)
     }
 
-    pub async fn widen_requests(&self, caller: &Caller, id: &ArtefactId) -> Result<Vec<WidenRequestRow>> {
+    pub async fn widen_requests(&self, caller: &Principal, id: &ArtefactId) -> Result<Vec<WidenRequestRow>> {
         self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
         Ok(self.catalog.widen_requests_for(id.as_str()).await?)
     }
@@ -2191,11 +2278,11 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-pub(crate) fn new_artefact_id() -> ArtefactId {
+pub fn new_artefact_id() -> ArtefactId {
     ArtefactId::new(new_id("art")).unwrap_or_else(|_| unreachable!("generated ids are well-formed"))
 }
 
 /// Accounts are referred to in records by their opaque id only.
-pub fn actor_of(account: &Account) -> ActorId {
-    ActorId::new(account.id.clone()).unwrap_or_else(|_| unreachable!("account ids are generated well-formed"))
+pub fn actor_of(account_id: &str) -> ActorId {
+    ActorId::new(account_id.to_owned()).unwrap_or_else(|_| unreachable!("account ids are generated well-formed"))
 }

@@ -128,8 +128,8 @@ impl Prober {
 
 /// The limits a child sets on itself before it reads anything a client sent: death with its parent, no new
 /// privileges, no core files, no file it may write beyond `file_bytes` (0: none), few open files, an address
-/// space, and (with `cpu_seconds`) CPU time. Shared with the masking children (`crate::masking`).
-pub(crate) fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>, file_bytes: u64) -> std::io::Result<()> {
+/// space, and (with `cpu_seconds`) CPU time. Shared with the masking children (the server's `masking`).
+pub fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>, file_bytes: u64) -> std::io::Result<()> {
     use rustix::process::{Resource, Rlimit, setrlimit};
     let limit = |resource, value: u64| setrlimit(resource, Rlimit { current: Some(value), maximum: Some(value) });
     // Death with the parent first, so that a child the gateway no longer waits for does not run on.

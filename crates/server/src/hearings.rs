@@ -1,8 +1,8 @@
 //! Live hearings: the adapter around `custodia-hearing`'s state machine.
 //!
 //! Every step, from the console or the room, becomes an [`Event`]; the state machine decides, and its effects are
-//! carried out in its order: custody records into the ledger first, then the media plane (`custodia_recorder::sfu`):
-//! who hears whom, who is muted, whom the recorder takes. Each participant's recording is cut into segments that
+//! carried out in its order: custody records into the ledger first, then the media plane ([`crate::media_plane`]; a
+//! WebRTC room in production): who hears whom, who is muted, whom the recorder takes. Each participant's recording is cut into segments that
 //! enter custody as artefacts of the case as they close; when the hearing ends and the last segment is sealed, the
 //! minutes are signed and taken into custody too.
 //!
@@ -23,13 +23,14 @@ use custodia_hearing::{
 };
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
-use custodia_recorder::sfu::{RecorderFactory, Room, Zone};
-use custodia_recorder::{SealedSegment, SegmentSealer, WebRtcEngine};
+use custodia_recorder::sfu::{RecorderFactory, Zone};
+use custodia_recorder::{SealedSegment, SegmentSealer};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::media_plane::{MediaPlane, MediaPlanes};
 use crate::texts::{CourtText, CourtTexts};
 use crate::turn::IceServers;
 use custodia_service::budget::{Budget, retry_after_seconds};
@@ -184,7 +185,8 @@ impl From<RoomError> for GatewayError {
 /// Every live hearing of this gateway.
 pub struct Hearings {
     gateway: Gateway,
-    engine: Arc<WebRtcEngine>,
+    /// Opens each hearing's media plane ([`crate::media_plane`]).
+    media: Arc<dyn MediaPlanes>,
     ice_servers: Arc<IceServers>,
     /// The rights notices and oaths, per language ([`crate::texts`]).
     texts: Arc<CourtTexts>,
@@ -238,7 +240,7 @@ pub struct LiveHearing {
     texts: Arc<CourtTexts>,
     /// Where this hearing's output that could not enter custody is kept.
     quarantine_dir: PathBuf,
-    room: Room,
+    room: Arc<dyn MediaPlane>,
     /// The masking of protected participants' media: the room's pipelines, and masked copies of recordings, with
     /// one voice for the hearing.
     maskers: Arc<crate::masking::Maskers>,
@@ -572,7 +574,7 @@ fn zone(place: Place) -> Zone {
 impl Hearings {
     pub fn new(
         gateway: Gateway,
-        engine: Arc<WebRtcEngine>,
+        media: Arc<dyn MediaPlanes>,
         ice_servers: Arc<IceServers>,
         texts: Arc<CourtTexts>,
         recordings_dir: PathBuf,
@@ -582,7 +584,7 @@ impl Hearings {
         let room_entries = gateway.quotas().room_entries_per_minute;
         Hearings {
             gateway,
-            engine,
+            media,
             ice_servers,
             texts,
             recordings_dir,
@@ -830,9 +832,7 @@ impl Hearings {
                 court,
                 gateway: self.gateway.fenced(fence.clone()),
                 texts: self.texts.clone(),
-                room: Room::new(self.engine.clone(), RECEIVE_SLOTS, recorders)
-                    .with_maskers(maskers.clone())
-                    .with_label(&label),
+                room: self.media.open(&label, RECEIVE_SLOTS, recorders, maskers.clone()),
                 maskers,
                 state: tokio::sync::Mutex::new(HearingState {
                     machine,
@@ -1658,7 +1658,7 @@ impl LiveHearing {
         }
     }
 
-    pub fn room(&self) -> &Room {
+    pub fn room(&self) -> &Arc<dyn MediaPlane> {
         &self.room
     }
 

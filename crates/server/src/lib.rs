@@ -18,6 +18,7 @@ pub mod keys;
 pub mod listen;
 pub mod log_routes;
 pub mod masking;
+pub mod media_plane;
 pub mod metrics;
 pub mod openapi;
 pub mod outflow;

@@ -142,7 +142,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         custodia_service::identity::DeviceKey::new(device_key),
     ));
     bootstrap_admin(&gateway, &sign_ins, gateway_config).await?;
-    custodia_service::identity::purge_expired_sessions(gateway.clone());
+    custodia_service::identity::purge_expired_sessions(gateway.catalog().clone(), gateway.clock().clone());
     tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
@@ -157,7 +157,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let engine = custodia_recorder::WebRtcEngine::new(config.media.engine())?;
     let hearings = Arc::new(crate::hearings::Hearings::new(
         gateway.clone(),
-        Arc::new(engine),
+        Arc::new(crate::media_plane::WebRtcRooms::new(Arc::new(engine))),
         ice_servers.clone(),
         texts.clone(),
         recordings.join("hearings"),

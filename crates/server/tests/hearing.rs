@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use custodia_recorder::engine::MediaKind;
-use custodia_recorder::sfu::{Room, RoomCounters};
+use custodia_recorder::sfu::RoomCounters;
+use custodia_server::media_plane::MediaPlane;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
@@ -134,7 +135,7 @@ fn audio_lost(minutes: &Value, participant: &str) -> f64 {
 }
 
 /// The room of a live hearing of case-1.
-fn room_of(gateway: &TestGateway, hearing: &str) -> Room {
+fn room_of(gateway: &TestGateway, hearing: &str) -> std::sync::Arc<dyn MediaPlane> {
     let case = custodia_core::CaseId::new("case-1").unwrap();
     let live = gateway.state.hearings.of_case(&case).into_iter().find(|live| live.id().as_str() == hearing);
     live.expect("the hearing is live").room().clone()
@@ -212,13 +213,13 @@ struct Treated {
 /// line it prints; returns the JSON line it reports, its whole output, and the counters at its marks. The peers'
 /// own frame counts depend on how much CPU a busy machine leaves them to decode; the gateway's counters say what
 /// it relayed.
-async fn run_peers(room: &Room, script: &str, arguments: &[&str]) -> (Value, String, Marks) {
+async fn run_peers(room: &std::sync::Arc<dyn MediaPlane>, script: &str, arguments: &[&str]) -> (Value, String, Marks) {
     run_peers_telling(room, script, arguments, None).await
 }
 
 /// [`run_peers`], telling `marks` of each mark as the script prints it (so that the test can act at that moment).
 async fn run_peers_telling(
-    room: &Room,
+    room: &std::sync::Arc<dyn MediaPlane>,
     script: &str,
     arguments: &[&str],
     marks_to: Option<tokio::sync::mpsc::UnboundedSender<String>>,

@@ -2109,10 +2109,7 @@ impl Gateway {
             .await?;
         let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::internal("settle widening", err))?;
         let new_policy = approve.then_some((artefact.as_str(), text.as_str()));
-        if !self
-            .catalog
-            .decide_widen_request(request_id, status, caller.account_id(), index as i64, new_policy)
-            .await?
+        if !self.catalog.decide_widen_request(request_id, status, caller.account_id(), index as i64, new_policy).await?
         {
             return Err(GatewayError::Conflict(format!("request {request_id} was decided concurrently")));
         }

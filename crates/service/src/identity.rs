@@ -886,11 +886,12 @@ pub async fn principal_from_session(gateway: &Gateway, secret: &str) -> Result<P
 /// How often expired sessions are deleted.
 pub const SESSION_PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Deletes expired sessions now, and then every [`SESSION_PURGE_INTERVAL`] while the runtime runs.
-pub fn purge_expired_sessions(gateway: Gateway) {
+/// Deletes expired sessions now, and then every [`SESSION_PURGE_INTERVAL`] while the runtime runs. It holds the
+/// catalog only, never the gateway: the custody log closes once the gateway's last handle is gone.
+pub fn purge_expired_sessions(catalog: custodia_catalog::Catalog, clock: crate::clock::Clock) {
     tokio::spawn(async move {
         loop {
-            match gateway.catalog().purge_expired_sessions(gateway.clock().unix_seconds()).await {
+            match catalog.purge_expired_sessions(clock.unix_seconds()).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "expired sessions deleted"),
                 Err(err) => tracing::warn!(error = %err, "could not delete expired sessions"),

@@ -50,7 +50,9 @@ use sha1::Digest as _;
 use crate::api::{AppState, original_name};
 use crate::auth::Caller;
 use crate::problem::Problem;
-use custodia_service::gateway::{Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
+use custodia_service::gateway::{
+    ErrorClass, Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id,
+};
 
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
@@ -721,9 +723,9 @@ async fn take_into_custody(
     last: &str,
     size: u64,
 ) -> Result<Registered, Failed> {
-    let server = |err: GatewayError| {
-        let problem = Problem::from(err);
-        if problem.status().is_client_error() { Failed::Refused(problem) } else { Failed::Server(problem) }
+    let server = |err: GatewayError| match err.class() {
+        ErrorClass::Refused => Failed::Refused(Problem::from(err)),
+        ErrorClass::Retryable | ErrorClass::Internal => Failed::Server(Problem::from(err)),
     };
     let (case, request) = upload_request(&row.metadata).map_err(Failed::Refused)?;
     let chunks = gateway.catalog().upload_chunks(&row.id).await.map_err(|err| server(err.into()))?;

@@ -120,6 +120,18 @@ impl Ingested {
     }
 }
 
+/// Whose a [`GatewayError`] is ([`GatewayError::class`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request was refused for what it is or who sent it (not permitted, malformed, over a budget, a
+    /// conflict): the same request fails the same way.
+    Refused,
+    /// A backend is unavailable now: the same request may succeed shortly.
+    Retryable,
+    /// Something failed inside the gateway, which the caller can do nothing about.
+    Internal,
+}
+
 /// What is unavailable when a hearing is held by another gateway ([`GatewayError::Unavailable`]).
 pub const SERVED_ELSEWHERE: &str = "this hearing, served by another gateway,";
 
@@ -147,9 +159,22 @@ impl GatewayError {
         }
     }
 
-    /// Whether trying again later may succeed ([`GatewayError::Unavailable`]).
+    /// Whether trying again later may succeed: a backend is unavailable ([`GatewayError::Unavailable`], or object
+    /// storage failing on its side).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        self.class() == ErrorClass::Retryable
+    }
+
+    /// Whose the failure is: the caller's request refused, a backend unavailable for now, or a failure inside.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::Unavailable { .. } => ErrorClass::Retryable,
+            Self::Store(store) if store.is_transient() => ErrorClass::Retryable,
+            Self::Internal { .. } | Self::Store(StoreError::ChunkLost(_) | StoreError::Backend(_)) => {
+                ErrorClass::Internal
+            }
+            _ => ErrorClass::Refused,
+        }
     }
 }
 
@@ -2282,4 +2307,37 @@ pub fn new_artefact_id() -> ArtefactId {
 /// Accounts are referred to in records by their opaque id only.
 pub fn actor_of(account_id: &str) -> ActorId {
     ActorId::new(account_id.to_owned()).unwrap_or_else(|_| unreachable!("account ids are generated well-formed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_says_whose_it_is_without_http() {
+        let refused = [
+            GatewayError::Unauthenticated,
+            GatewayError::BadInput { field: "purpose", reason: "empty".into() },
+            GatewayError::QuotaExceeded("full".into()),
+            GatewayError::TooManyAttempts { what: "uploads", retry_after_seconds: 3 },
+            GatewayError::Store(StoreError::TooLarge { limit: 1 }),
+            GatewayError::Store(StoreError::Interrupted { received: 1, reason: "cut".into() }),
+        ];
+        for err in refused {
+            assert_eq!(err.class(), ErrorClass::Refused, "{err}");
+            assert!(!err.is_retryable());
+        }
+        let down = object_store::Error::Generic { store: "S3", source: "connection refused".into() };
+        for err in [
+            GatewayError::Unavailable { what: "the database", source: "gone".into() },
+            GatewayError::storage("writing", down),
+        ] {
+            assert_eq!(err.class(), ErrorClass::Retryable, "{err}");
+            assert!(err.is_retryable());
+        }
+        let lost = object_store::Error::NotFound { path: "objects/x".into(), source: "gone".into() };
+        for err in [GatewayError::internal_message("a broken invariant"), GatewayError::storage("copying", lost)] {
+            assert_eq!(err.class(), ErrorClass::Internal, "{err}");
+        }
+    }
 }

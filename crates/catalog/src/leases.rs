@@ -20,11 +20,18 @@ use crate::{Catalog, CatalogError, Result};
 
 /// What a hearing room's writes carry: the hearing, the node that holds it, and the epoch it holds it under.
 /// The node id is random per gateway process; nothing here is personal data.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HearingFence {
     pub hearing_id: String,
     pub node: String,
     pub epoch: i64,
+}
+
+impl HearingFence {
+    /// The error of a write under this fence once it is stale.
+    pub(crate) fn lost(&self) -> CatalogError {
+        CatalogError::LeaseLost { hearing_id: self.hearing_id.clone(), epoch: self.epoch }
+    }
 }
 
 /// A hearing's lease as stored.
@@ -114,6 +121,15 @@ impl Catalog {
 /// Checks `fence` inside `tx`: the lease row is touched (locked on PostgreSQL until `tx` ends) only if its node and
 /// epoch are still the fence's. A stale fence is [`CatalogError::LeaseLost`].
 pub(crate) async fn check_fence(tx: &mut sqlx::Transaction<'static, sqlx::Any>, fence: &HearingFence) -> Result<()> {
+    if holds_lease(tx, fence).await? { Ok(()) } else { Err(fence.lost()) }
+}
+
+/// Whether `fence`'s node still holds its hearing's lease under its epoch, checked as [`check_fence`] does. A stale
+/// fence changes nothing and is no error to the database: `tx` goes on.
+pub(crate) async fn holds_lease(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    fence: &HearingFence,
+) -> sqlx::Result<bool> {
     let held =
         sqlx::query("UPDATE hearing_leases SET epoch = epoch WHERE hearing_id = $1 AND node = $2 AND epoch = $3")
             .bind(&fence.hearing_id)
@@ -121,9 +137,5 @@ pub(crate) async fn check_fence(tx: &mut sqlx::Transaction<'static, sqlx::Any>, 
             .bind(fence.epoch)
             .execute(&mut **tx)
             .await?;
-    if held.rows_affected() == 1 {
-        Ok(())
-    } else {
-        Err(CatalogError::LeaseLost { hearing_id: fence.hearing_id.clone(), epoch: fence.epoch })
-    }
+    Ok(held.rows_affected() == 1)
 }

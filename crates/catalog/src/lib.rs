@@ -42,6 +42,14 @@ pub enum CatalogError {
     Busy { waited: std::time::Duration },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The transaction that sequenced a batch of `records` custody records ([`Catalog::sequence_custody`]) failed:
+    /// every request of the batch gets the one database error, and none of their records was stored.
+    #[error("database error, sequencing a batch of {records} record(s): {source}")]
+    BatchFailed { records: usize, source: Arc<sqlx::Error> },
+    /// The task that runs this process's sequencing transactions ended before answering (its runtime shut down, or
+    /// it panicked): the record may or may not have been stored.
+    #[error("sequencing ended before answering: the record may or may not have been stored")]
+    SequencingStopped,
 }
 
 impl CatalogError {
@@ -52,6 +60,7 @@ impl CatalogError {
         let err = match self {
             Self::Busy { .. } => return true,
             Self::Database(err) => err,
+            Self::BatchFailed { source, .. } => source,
             _ => return false,
         };
         match err {
@@ -101,8 +110,9 @@ pub struct Catalog {
     /// The custody log's integration lock on SQLite, whose one gateway holds it in-process
     /// ([`Catalog::log_coordination`]).
     integration: Arc<tokio::sync::Mutex<()>>,
-    /// One sequencing transaction at a time from this process ([`Catalog::sequence_custody`]).
-    sequencing: Arc<tokio::sync::Mutex<()>>,
+    /// This process's sequencing: the requests waiting for the next transaction, and the one task that runs them,
+    /// one at a time ([`Catalog::sequence_custody`]).
+    sequencer: Arc<sequencing::Sequencer>,
 }
 
 impl fmt::Debug for Catalog {
@@ -408,7 +418,7 @@ impl Catalog {
             pool,
             postgres_url: (!sqlite).then(|| Arc::from(url)),
             integration: Arc::default(),
-            sequencing: Arc::default(),
+            sequencer: Arc::default(),
         })
     }
 

@@ -1,0 +1,350 @@
+//! Batch sequencing (`Catalog::sequence_custody`): the requests that arrive while a sequencing transaction runs go
+//! together into the next one, on PostgreSQL and on SQLite alike. A trigger records every move of the sequence row
+//! (`log_sequence`), so a test sees how many transactions took the records and what each reserved.
+//!
+//! The tests that count transactions run on a current-thread runtime: the tasks they spawn all queue their requests
+//! before the sequencing task (spawned by the first of them) runs, so one transaction takes them all, whatever the
+//! machine's load.
+
+use std::collections::HashMap;
+
+use custodia_catalog::{Catalog, CatalogError, HearingFence, Sequenced};
+use custodia_tests::postgres::TempPostgres;
+
+const HEARING: &str = "h-batch";
+
+/// What one request asks: the artefact its record is about, the fence it carries, and whether making its record
+/// fails.
+#[derive(Clone, Default)]
+struct Ask {
+    artefact: Option<&'static str>,
+    fence: Option<HearingFence>,
+    fails: bool,
+}
+
+fn about(artefact: &'static str) -> Ask {
+    Ask { artefact: Some(artefact), ..Ask::default() }
+}
+
+/// What became of a request: its answer, and the prior its record was made from (`None` if it was never made).
+#[derive(Debug)]
+struct Outcome {
+    answer: custodia_catalog::Result<Result<Sequenced, String>>,
+    made_from: Option<Option<u64>>,
+}
+
+impl Outcome {
+    fn index(&self) -> u64 {
+        match &self.answer {
+            Ok(Ok(sequenced)) => sequenced.index,
+            other => panic!("not sequenced: {other:?}"),
+        }
+    }
+}
+
+/// The entry request `n` makes from `prior`.
+fn entry(n: usize, prior: Option<u64>) -> Vec<u8> {
+    format!("record {n} after {prior:?}").into_bytes()
+}
+
+/// Spawns a task per ask, in order, each sequencing request `n`'s record ([`entry`], its SHA-256 standing in as
+/// `sha-n`, its openings `{"n":n}`); their outcomes, in the same order.
+async fn sequence_all(catalog: &Catalog, asks: Vec<Ask>, first: usize) -> Vec<Outcome> {
+    let tasks: Vec<_> = asks
+        .into_iter()
+        .enumerate()
+        .map(|(n, ask)| {
+            let n = first + n;
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                let mut made_from = None;
+                let openings = format!("{{\"n\":{n}}}");
+                let answer = catalog
+                    .sequence_custody("case", ask.artefact, &openings, ask.fence.as_ref(), |prior| {
+                        made_from = Some(prior);
+                        if ask.fails {
+                            return Err(format!("request {n} makes no record"));
+                        }
+                        Ok((entry(n, prior), format!("sha-{n}")))
+                    })
+                    .await;
+                Outcome { answer, made_from }
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap());
+    }
+    outcomes
+}
+
+/// A catalog at `url` whose sequence row's moves a trigger records, and a pool of the test's own to read them.
+async fn catalog_recording_moves(url: &str) -> (Catalog, sqlx::AnyPool) {
+    let catalog = Catalog::connect(url).await.unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let statements: &[&str] = if url.starts_with("sqlite:") {
+        &[
+            "CREATE TABLE sequence_moves (seq INTEGER PRIMARY KEY AUTOINCREMENT, old_next BIGINT NOT NULL, \
+             new_next BIGINT NOT NULL)",
+            "CREATE TRIGGER record_sequence_move AFTER UPDATE ON log_sequence BEGIN \
+             INSERT INTO sequence_moves (old_next, new_next) VALUES (OLD.next, NEW.next); END",
+        ]
+    } else {
+        &[
+            "CREATE TABLE sequence_moves (seq BIGSERIAL PRIMARY KEY, old_next BIGINT NOT NULL, \
+             new_next BIGINT NOT NULL)",
+            "CREATE FUNCTION record_sequence_move() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             INSERT INTO sequence_moves (old_next, new_next) VALUES (OLD.next, NEW.next); RETURN NEW; END $$",
+            "CREATE TRIGGER record_sequence_move AFTER UPDATE ON log_sequence FOR EACH ROW \
+             EXECUTE FUNCTION record_sequence_move()",
+        ]
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    (catalog, pool)
+}
+
+/// Every committed move of the sequence row, in order: (next before, next after).
+async fn moves(pool: &sqlx::AnyPool) -> Vec<(i64, i64)> {
+    sqlx::query_as("SELECT old_next, new_next FROM sequence_moves ORDER BY seq").fetch_all(pool).await.unwrap()
+}
+
+/// Checks that each sequenced request's record chains to the record before it about its artefact, by index, and
+/// that its entry is the one it made from that prior.
+fn assert_chained(outcomes: &[Outcome], asks: &[Ask], first: usize, mut latest: HashMap<&'static str, u64>) {
+    let mut sequenced: Vec<(u64, usize)> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, outcome)| matches!(outcome.answer, Ok(Ok(_))))
+        .map(|(n, outcome)| (outcome.index(), n))
+        .collect();
+    sequenced.sort_unstable();
+    for (index, n) in sequenced {
+        let prior = asks[n].artefact.and_then(|artefact| latest.insert(artefact, index));
+        assert_eq!(outcomes[n].made_from, Some(prior), "request {} at {index} chains to {prior:?}", first + n);
+        let Ok(Ok(made)) = &outcomes[n].answer else { unreachable!() };
+        assert_eq!(made.entry, entry(first + n, prior), "request {}'s entry as it made it", first + n);
+    }
+}
+
+/// A hundred requests about three artefacts (and none) from one process, all waiting at once: one transaction
+/// takes them all, in the order they came, each chained to the one before it about its artefact; a second batch
+/// chains to the first's records, read from the custody index.
+async fn waiting_requests_go_in_one_transaction(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    let cycle = [about("a"), about("b"), Ask::default(), about("c")];
+    let asks: Vec<Ask> = (0..100).map(|n| cycle[n % cycle.len()].clone()).collect();
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    let indices: Vec<u64> = outcomes.iter().map(Outcome::index).collect();
+    assert_eq!(indices, (0..100).collect::<Vec<_>>(), "contiguous, in the order the requests came");
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 100)], "one transaction, one move of the sequence row for all");
+    assert_eq!(catalog.custody_indexed_between(0, 1000).await.unwrap(), (0..100).collect::<Vec<i64>>());
+    assert_eq!(catalog.openings("sha-99").await.unwrap().as_deref(), Some("{\"n\":99}"));
+
+    let latest = HashMap::from([("a", 96), ("b", 97), ("c", 99)]);
+    let outcomes = sequence_all(&catalog, asks[..50].to_vec(), 100).await;
+    let indices: Vec<u64> = outcomes.iter().map(Outcome::index).collect();
+    assert_eq!(indices, (100..150).collect::<Vec<_>>());
+    assert_chained(&outcomes, &asks[..50], 100, latest);
+    assert_eq!(moves(&pool).await, vec![(0, 100), (100, 150)]);
+}
+
+/// A lease taken by node B from node A (epoch 2), and a batch with records under B's fence, under A's stale one
+/// and under none: the stale one alone is refused, its record never made, and the others are sequenced together,
+/// contiguous and chained as if it had never been asked.
+async fn a_stale_fence_refuses_its_request_alone(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    assert_eq!(catalog.take_hearing_lease(HEARING, "node-a", 1_000, 2_000).await.unwrap(), Some(1));
+    assert_eq!(catalog.take_hearing_lease(HEARING, "node-b", 2_000, 3_000).await.unwrap(), Some(2));
+    let fenced = |node: &str, epoch| Ask {
+        fence: Some(HearingFence { hearing_id: HEARING.to_owned(), node: node.to_owned(), epoch }),
+        ..about("a")
+    };
+    let asks = vec![about("a"), fenced("node-b", 2), fenced("node-a", 1), fenced("node-b", 2), Ask::default()];
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    assert!(
+        matches!(&outcomes[2].answer, Err(CatalogError::LeaseLost { hearing_id, epoch: 1 }) if hearing_id == HEARING),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(outcomes[2].made_from, None, "the stale record was never made");
+    let indices: Vec<u64> = [0, 1, 3, 4].map(|n| outcomes[n].index()).to_vec();
+    assert_eq!(indices, vec![0, 1, 2, 3]);
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 4)], "the four in one transaction with the refused one");
+    assert_eq!(catalog.openings("sha-2").await.unwrap(), None);
+}
+
+/// A batch in which two requests fail to make their records: they get their own errors and no index; the others
+/// are sequenced together, contiguous, each chained past the failed ones. The transaction reserved an index for
+/// each and gave back the two unused. A batch in which nothing is made moves nothing.
+async fn a_record_not_made_takes_no_index(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    let failing = |artefact| Ask { fails: true, ..about(artefact) };
+    let asks = vec![about("a"), failing("a"), about("a"), Ask::default(), failing("b"), about("b")];
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    for n in [1, 4] {
+        assert!(
+            matches!(&outcomes[n].answer, Ok(Err(err)) if *err == format!("request {n} makes no record")),
+            "{:?}",
+            outcomes[n]
+        );
+    }
+    assert_eq!((outcomes[1].made_from, outcomes[4].made_from), (Some(Some(0)), Some(None)), "made from their priors");
+    let indices: Vec<u64> = [0, 2, 3, 5].map(|n| outcomes[n].index()).to_vec();
+    assert_eq!(indices, vec![0, 1, 2, 3]);
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 6), (6, 4)], "six reserved in one transaction, two given back");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2, 3]);
+
+    let outcomes = sequence_all(&catalog, vec![failing("a")], 6).await;
+    assert!(matches!(outcomes[0].answer, Ok(Err(_))), "{:?}", outcomes[0]);
+    let outcomes = sequence_all(&catalog, vec![about("a")], 7).await;
+    assert_eq!((outcomes[0].index(), outcomes[0].made_from), (4, Some(Some(1))));
+    assert_eq!(moves(&pool).await, vec![(0, 6), (6, 4), (4, 5)], "the batch that made nothing left no trace");
+}
+
+/// A request whose caller went away while it waited is skipped, and the others are sequenced as if it had never
+/// been asked.
+async fn a_request_whose_caller_went_away_is_skipped(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    let mut gone = Box::pin(catalog.sequence_custody("case", Some("a"), "{}", None, |prior| {
+        Ok::<_, std::convert::Infallible>((entry(99, prior), "sha-gone".to_owned()))
+    }));
+    assert!(futures::poll!(gone.as_mut()).is_pending(), "queued, and waiting for its turn");
+    drop(gone);
+    let asks = vec![about("a"), about("a"), about("a")];
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    let indices: Vec<u64> = outcomes.iter().map(Outcome::index).collect();
+    assert_eq!(indices, vec![0, 1, 2]);
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 3)]);
+    assert_eq!(catalog.openings("sha-gone").await.unwrap(), None, "the one that went away was not stored");
+}
+
+/// A batch whose transaction fails (a trigger refuses the record about artefact `poison`, as a serialization
+/// failure on PostgreSQL): every request of it gets the error, retryable where the database's is, and nothing of
+/// the batch is stored; asked again without the poisoned one, the others are sequenced from index 0.
+async fn a_failed_transaction_fails_its_whole_batch(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    let postgres = !url.starts_with("sqlite:");
+    let statements: &[&str] = if postgres {
+        &[
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.artefact_id = 'poison' THEN RAISE EXCEPTION 'poisoned' USING ERRCODE = 'serialization_failure'; \
+             END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON custody_index FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ]
+    } else {
+        &["CREATE TRIGGER refuse_poison BEFORE INSERT ON custody_index WHEN NEW.artefact_id = 'poison' \
+           BEGIN SELECT RAISE(ABORT, 'poisoned'); END"]
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let asks = vec![about("a"), Ask::default(), about("poison"), about("a")];
+    let outcomes = sequence_all(&catalog, asks, 0).await;
+    for outcome in &outcomes {
+        let Err(err @ CatalogError::BatchFailed { records: 4, .. }) = &outcome.answer else {
+            panic!("the batch's error: {outcome:?}")
+        };
+        assert!(err.to_string().contains("poisoned"), "{err}");
+        assert_eq!(err.is_transient(), postgres, "{err}");
+    }
+    assert_eq!(moves(&pool).await, vec![], "the sequence row as it was");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), Vec::<i64>::new(), "nothing stored");
+    assert_eq!(catalog.openings("sha-0").await.unwrap(), None);
+
+    let asks = vec![about("a"), Ask::default(), about("a")];
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    assert_eq!(outcomes.iter().map(Outcome::index).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 3)]);
+}
+
+fn sqlite(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display())
+}
+
+#[tokio::test]
+async fn waiting_requests_go_in_one_transaction_on_postgres() {
+    let server = TempPostgres::start();
+    waiting_requests_go_in_one_transaction(&server.url).await;
+}
+
+#[tokio::test]
+async fn waiting_requests_go_in_one_transaction_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    waiting_requests_go_in_one_transaction(&sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn a_stale_fence_refuses_its_request_alone_on_postgres() {
+    let server = TempPostgres::start();
+    a_stale_fence_refuses_its_request_alone(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_stale_fence_refuses_its_request_alone_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_stale_fence_refuses_its_request_alone(&sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn a_record_not_made_takes_no_index_on_postgres() {
+    let server = TempPostgres::start();
+    a_record_not_made_takes_no_index(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_record_not_made_takes_no_index_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_record_not_made_takes_no_index(&sqlite(&dir)).await;
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_went_away_is_skipped_on_postgres() {
+    let server = TempPostgres::start();
+    a_request_whose_caller_went_away_is_skipped(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_request_whose_caller_went_away_is_skipped_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_request_whose_caller_went_away_is_skipped(&sqlite(&dir)).await;
+}
+
+/// Three processes, each with 120 requests about four artefacts (and none) at once, on two threads: the indices
+/// are exactly 0..360, and every artefact's records chain, across batches and processes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_of_three_processes_chain_on_postgres() {
+    let server = TempPostgres::start();
+    let (first, pool) = catalog_recording_moves(&server.url).await;
+    let catalogs = [first, Catalog::connect(&server.url).await.unwrap(), Catalog::connect(&server.url).await.unwrap()];
+    let cycle = [about("a"), about("b"), Ask::default(), about("c"), about("d")];
+    let asks: Vec<Ask> = (0..120).map(|n| cycle[n % cycle.len()].clone()).collect();
+    let runs = catalogs.iter().enumerate().map(|(process, catalog)| sequence_all(catalog, asks.clone(), process * 120));
+    let outcomes: Vec<Outcome> = futures::future::join_all(runs).await.into_iter().flatten().collect();
+    let all_asks: Vec<Ask> = (0..3).flat_map(|_| asks.clone()).collect();
+    let mut indices: Vec<u64> = outcomes.iter().map(Outcome::index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..360).collect::<Vec<_>>(), "every index once, none skipped");
+    assert_chained(&outcomes, &all_asks, 0, HashMap::new());
+    let moves = moves(&pool).await;
+    assert_eq!(moves.iter().map(|(from, to)| to - from).sum::<i64>(), 360, "{moves:?}");
+}
+
+#[tokio::test]
+async fn a_failed_transaction_fails_its_whole_batch_on_postgres() {
+    let server = TempPostgres::start();
+    a_failed_transaction_fails_its_whole_batch(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_failed_transaction_fails_its_whole_batch_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_failed_transaction_fails_its_whole_batch(&sqlite(&dir)).await;
+}

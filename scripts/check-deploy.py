@@ -12,7 +12,8 @@ compose.env.example): it parses; both gateways are built from deploy/Dockerfile 
 own address, data volume and metrics address, and share one keys volume, database, bucket and origin; every
 CUSTODIA_* setting they get is one docs/configuration.md lists; every service it depends on exists, with a health
 check where it waits for health and as a one-shot where it waits for completion, and without a cycle; the gateways'
-health check asks /healthz and the proxy asks /readyz; the proxy's upstreams are both gateways on the API's port,
+health check asks /healthz and the proxy asks /readyz (/readyz/hearings for the hearings, sent to the first gateway
+that hosts them); the proxy's upstreams are both gateways on the API's port,
 its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted proxy; the
 garage init runs in garage's network with its configuration, and garage.toml's ports and region are those the
 gateways use; coturn refuses what deploy/turnserver.conf refuses and may relay to the gateways alone; every service
@@ -434,7 +435,9 @@ def check_compose():
     for arguments, body in proxied:
         targets = {token for token in arguments if not token.startswith("@")}
         need(targets == upstreams, f"a reverse_proxy sends to {sorted(targets)}, not {sorted(upstreams)}")
-        need(["health_uri", "/readyz"] in body, f"a reverse_proxy to {sorted(targets)} does not ask /readyz")
+        hearings = ["lb_policy", "first"] in body
+        readiness = "/readyz/hearings" if hearings else "/readyz"
+        need(["health_uri", readiness] in body, f"a reverse_proxy to {sorted(targets)} does not ask {readiness}")
         need(any(tokens[:1] == ["lb_policy"] for tokens in body), "a reverse_proxy has no lb_policy")
     need(not any(token.lower().startswith(("x-forwarded", "-x-forwarded")) for tokens in lines for token in tokens),
          "the Caddyfile sets X-Forwarded-* itself: Caddy's own are what the gateways trust")

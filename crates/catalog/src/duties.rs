@@ -17,6 +17,9 @@ pub struct Duty(i64);
 impl Duty {
     /// Timestamping the custody log's checkpoints with the configured authorities: "tsalog" in ASCII.
     pub const TIMESTAMPING: Self = Self(0x7473_616c_6f67);
+    /// Hosting the live hearings: the gateway the load balancer sends every hearing's requests to (it alone says it
+    /// is ready for them), and the one that takes over the hearings of a gateway that died: "hearng" in ASCII.
+    pub const HEARINGS: Self = Self(0x6865_6172_6e67);
 }
 
 /// A duty held by this process, until dropped.

@@ -89,6 +89,16 @@ impl Catalog {
         Ok(done.rows_affected() == 1)
     }
 
+    /// How many hearings a node other than `node` holds a lease on that has not expired at `now` (ms).
+    pub async fn hearings_leased_elsewhere(&self, node: &str, now: i64) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hearing_leases WHERE node <> $1 AND expires_at > $2")
+            .bind(node)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u64)
+    }
+
     /// The lease of `hearing_id`, if it ever had one.
     pub async fn hearing_lease(&self, hearing_id: &str) -> Result<Option<HearingLease>> {
         let row = sqlx::query("SELECT node, epoch, expires_at FROM hearing_leases WHERE hearing_id = $1")

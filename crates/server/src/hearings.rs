@@ -135,6 +135,11 @@ pub enum EnterRefusal {
     Expired,
     #[error("the hearing has not opened yet: try again when the court opens it")]
     NotOpen,
+    /// Not known here while another gateway holds hearings whose leases have not run out: the secret may be of one
+    /// of them, which this gateway takes over once its lease lapses (or which the load balancer sends elsewhere).
+    /// Nothing was used up: the same join is tried again shortly.
+    #[error("this hearing is served by another gateway just now: try again in a few seconds")]
+    ServedElsewhere,
     /// The first message was not a join, or the gateway failed.
     #[error("{0}")]
     Failed(String),
@@ -152,6 +157,7 @@ impl EnterRefusal {
             Self::Revoked => "revoked",
             Self::Expired => "expired",
             Self::NotOpen => "not_open",
+            Self::ServedElsewhere => "served_elsewhere",
             Self::Failed(_) => "other",
         }
     }
@@ -211,6 +217,13 @@ pub struct Hearings {
     node: String,
     /// Hearings whose journal could not be replayed here: not tried again by this process.
     unrestorable: Mutex<BTreeSet<String>>,
+    /// The duty of hosting the hearings ([`custodia_catalog::Duty::HEARINGS`]), while this gateway holds it.
+    hosting: tokio::sync::Mutex<Option<custodia_catalog::DutyLease>>,
+    /// Whether it does, for `/readyz/hearings` ([`Self::hosts_hearings`]).
+    hosts: std::sync::atomic::AtomicBool,
+    /// Whether another gateway held a hearing's lease at the last look ([`Self::look_elsewhere`]): a secret not
+    /// known here may be of one of its hearings ([`EnterRefusal::ServedElsewhere`]).
+    others_hold: std::sync::atomic::AtomicBool,
 }
 
 /// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
@@ -599,6 +612,9 @@ impl Hearings {
             mask_program,
             node: new_id("node"),
             unrestorable: Mutex::default(),
+            hosting: tokio::sync::Mutex::const_new(None),
+            hosts: std::sync::atomic::AtomicBool::new(false),
+            others_hold: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -947,8 +963,51 @@ impl Hearings {
         live.stop_here().await;
     }
 
-    /// Keeps this gateway's hearing leases ([`Self::renew_leases`]) and takes over hearings nobody holds
-    /// ([`Self::take_over`]), every [`LEASE_RENEWAL`], for as long as the registry lives.
+    /// Looks whether another gateway holds a hearing's unexpired lease ([`EnterRefusal::ServedElsewhere`]).
+    pub async fn look_elsewhere(&self) {
+        match self.gateway.catalog().hearings_leased_elsewhere(&self.node, lease_now()).await {
+            Ok(count) => self.others_hold.store(count > 0, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "looking for hearings other gateways hold"),
+        }
+    }
+
+    /// Whether this gateway hosts the hearings (as of its last [`Self::host`]): the one gateway on a database that
+    /// says it is ready for hearings (`/readyz/hearings`), so that the load balancer sends every hearing's requests
+    /// to it, and the one that takes over the hearings of a gateway that died. Another takes the duty over within
+    /// [`LEASE_RENEWAL`] of its holder's death, and keeps it when the old holder comes back, so that hearings stay
+    /// where they are held. A gateway on SQLite is alone, and hosts them.
+    pub fn hosts_hearings(&self) -> bool {
+        self.hosts.load(Ordering::Acquire)
+    }
+
+    /// Takes the duty of hosting the hearings if no other gateway holds it, or checks that this one still does;
+    /// returns whether it does ([`Self::hosts_hearings`]).
+    pub async fn host(&self) -> bool {
+        let mut hosting = self.hosting.lock().await;
+        if let Some(lease) = hosting.as_ref()
+            && !lease.still_held().await
+        {
+            tracing::warn!("another gateway hosts the hearings now");
+            *hosting = None;
+        }
+        if hosting.is_none() {
+            match self.gateway.catalog().try_duty(custodia_catalog::Duty::HEARINGS).await {
+                Ok(Some(lease)) => {
+                    tracing::info!("this gateway hosts the hearings");
+                    *hosting = Some(lease);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot ask whether this gateway hosts the hearings"),
+            }
+        }
+        let hosts = hosting.is_some();
+        self.hosts.store(hosts, Ordering::Release);
+        hosts
+    }
+
+    /// Keeps this gateway's hearing leases ([`Self::renew_leases`]) and, while it hosts the hearings
+    /// ([`Self::host`]), takes over hearings nobody holds ([`Self::take_over`]), every [`LEASE_RENEWAL`], for as
+    /// long as the registry lives.
     pub fn keep_leases(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let hearings = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -959,11 +1018,14 @@ impl Hearings {
                 ticks.tick().await;
                 let Some(hearings) = hearings.upgrade() else { return };
                 hearings.renew_leases().await;
-                match hearings.take_over().await {
-                    Ok(0) => {}
-                    Ok(count) => tracing::info!(count, "hearings taken over from another gateway"),
-                    Err(e) => tracing::warn!(error = %e, "looking for hearings to take over"),
+                if hearings.host().await {
+                    match hearings.take_over().await {
+                        Ok(0) => {}
+                        Ok(count) => tracing::info!(count, "hearings taken over from another gateway"),
+                        Err(e) => tracing::warn!(error = %e, "looking for hearings to take over"),
+                    }
                 }
+                hearings.look_elsewhere().await;
             }
         })
     }
@@ -1225,7 +1287,12 @@ impl Hearings {
         peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<(Sha256, Arc<LiveHearing>), EnterRefusal> {
         let Some((digest, live)) = self.by_secret(secret) else {
-            return Err(self.counted(peer, EnterRefusal::Invalid));
+            let unknown = if self.others_hold.load(Ordering::Acquire) {
+                EnterRefusal::ServedElsewhere
+            } else {
+                EnterRefusal::Invalid
+            };
+            return Err(self.counted(peer, unknown));
         };
         self.joins_per_secret
             .take(&digest.to_hex())
@@ -1241,6 +1308,7 @@ impl Hearings {
         let failure = matches!(
             refusal,
             EnterRefusal::Invalid
+                | EnterRefusal::ServedElsewhere
                 | EnterRefusal::Ended
                 | EnterRefusal::Removed
                 | EnterRefusal::Used

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
+        .route("/readyz/hearings", get(ready_for_hearings))
         // Metrics are served on their own listener only (crate::metrics); here, a GET is told so, and any other
         // method is one /metrics never takes (405).
         .route("/metrics", get(metrics_elsewhere))
@@ -56,6 +57,19 @@ const NOT_READY_RETRY_AFTER_SECONDS: u64 = 5;
 /// at once, each within [`READINESS_CHECK_TIMEOUT`]; the operator's log gets each failure's detail, the answer
 /// only its name.
 async fn ready(State(state): State<AppState>) -> Response {
+    readiness(&state, Vec::new()).await
+}
+
+/// Ready for the live hearings' requests: [`ready`], and this gateway hosts the hearings
+/// ([`crate::hearings::Hearings::hosts_hearings`]). The load balancer sends every hearing's requests to the one
+/// gateway that says so (deploy/compose/Caddyfile).
+async fn ready_for_hearings(State(state): State<AppState>) -> Response {
+    let hosts = state.hearings.hosts_hearings();
+    readiness(&state, if hosts { Vec::new() } else { vec!["another gateway hosts the hearings"] }).await
+}
+
+/// `ready`, or 503 naming what is `not_ready` besides what the checks find.
+async fn readiness(state: &AppState, mut not_ready: Vec<&'static str>) -> Response {
     let gateway = &state.gateway;
     let (catalog, store) = tokio::join!(
         tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
@@ -65,7 +79,6 @@ async fn ready(State(state): State<AppState>) -> Response {
             gateway.artefacts().answers().await.map_err(|e| e.to_string())
         }),
     );
-    let mut not_ready = Vec::new();
     for (part, outcome) in
         [("the catalog database does not answer", catalog), ("the object store does not answer", store)]
     {

@@ -171,11 +171,15 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         config.partners.transfer_timing(),
     )?);
     transfers.resume().await?;
-    // Only hearings nobody holds: another gateway on this database may hold some of them (their leases).
-    let restored = hearings.restore().await?;
-    if restored > 0 {
-        tracing::info!(count = restored, "hearings restored from their journals");
+    // Only by the gateway that hosts the hearings, and only hearings nobody holds: another gateway on this database
+    // may hold some of them (their leases).
+    if hearings.host().await {
+        let restored = hearings.restore().await?;
+        if restored > 0 {
+            tracing::info!(count = restored, "hearings restored from their journals");
+        }
     }
+    hearings.look_elsewhere().await;
     // Renews this gateway's hearing leases and takes over those of a gateway that died, while the registry lives.
     drop(hearings.keep_leases());
     Ok(AppState {

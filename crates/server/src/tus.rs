@@ -50,9 +50,7 @@ use sha1::Digest as _;
 use crate::api::{AppState, original_name};
 use crate::auth::Caller;
 use crate::problem::Problem;
-use custodia_service::gateway::{
-    ErrorClass, Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id,
-};
+use custodia_service::gateway::{ErrorClass, Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
 
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";

@@ -1,8 +1,10 @@
 //! A hearing lives on one gateway, which holds its lease in the shared database (`hearing_leases`): another gateway
-//! on the database answers its requests 503 instead of starting a second copy, takes it over from its journal once
-//! the holder dies and the lease expires (epoch + 1), and the dead holder's epoch can write nothing more. In one
-//! process, a gateway that loses a hearing's lease stops it at once. Judged by leases, states and answers, never by
-//! timing: the takeover is waited for with a generous bound.
+//! on the database answers its requests 503 instead of starting a second copy (and its room tells a page with the
+//! hearing's secret to try again), takes it over from its journal once the holder dies and the lease expires (one
+//! epoch more), and the dead holder's epoch can write nothing more. One gateway at a time hosts the hearings: the
+//! one the load balancer sends them to (`/readyz/hearings`), and the one that takes over. In one process, a gateway
+//! that loses a hearing's lease stops it at once. Judged by leases, states and answers, never by timing: the
+//! takeover is waited for with a generous bound.
 
 mod support;
 
@@ -51,8 +53,36 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
     let catalog = Catalog::connect(&postgres.url).await.unwrap();
     let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
     assert_eq!(held_by_a.epoch, 1);
+
+    // A, started first, hosts the hearings: it alone is ready for them.
+    assert_eq!(a.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
+    let (status, not_host) = b.send("GET", "/readyz/hearings", "text/plain", b"");
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&not_host));
+    assert!(String::from_utf8_lossy(&not_host).contains("another gateway hosts the hearings"));
+    assert_eq!(b.send("GET", "/readyz", "text/plain", b"").0, 200, "B is ready for everything else");
+
+    // A witness's invite, made on A. B's room does not know its secret, but knows that another gateway holds
+    // hearings: a page is told to try again (its invite stays unused), not that its link is invalid.
+    let (status, invite) = a.json("POST", &format!("{uri}/invites"), json!({ "role": "witness" }));
+    assert_eq!(status, 201, "{invite}");
+    let secret = invite["secret"].as_str().unwrap().to_owned();
     let journalled = catalog.hearing_journal(&id).await.unwrap().len();
-    assert!(journalled >= 3, "scheduled, its voice and its opening: {journalled} entries");
+    assert!(journalled >= 4, "scheduled, its voice, its opening and the invite: {journalled} entries");
+    let room_b = format!("ws://127.0.0.1:{port_b}/api/v1/room");
+    let join = json!({ "type": "join", "invite": secret });
+    let looked = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (answer, _socket) = support::room_enter(&room_b, join.clone()).await;
+        assert_eq!(answer["type"], "refused", "{answer}");
+        if answer["problem"] == "served_elsewhere" {
+            break;
+        }
+        // B looks at the leases every 5 s: until it has seen A's, the secret is simply unknown there.
+        assert_eq!(answer["problem"], "invalid", "{answer}");
+        assert!(std::time::Instant::now() < looked, "B never said the hearing is served elsewhere");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journalled, "B's room wrote nothing");
 
     // B does not start a second copy: 503, retryable, naming another gateway; A answers.
     let (status, view) = a.json("GET", &uri, serde_json::Value::Null);
@@ -77,6 +107,8 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     };
     assert_eq!(held_by_b.epoch, 2, "taken over: one epoch more");
+    // Only the gateway that hosts the hearings takes them over: B hosts them now.
+    assert_eq!(b.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
     let (status, view) = loop {
         let (status, view) = b.json("GET", &uri, serde_json::Value::Null);
         if status != 503 || std::time::Instant::now() > deadline {
@@ -85,6 +117,9 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert_eq!((status, view["phase"].as_str()), (200, Some("open")), "restored on B from its journal: {view}");
+    // The page that was told to try again gets in now: its invite was restored with the hearing.
+    let (answer, _socket) = support::room_enter(&room_b, join).await;
+    assert_eq!(answer["type"], "welcome", "{answer}");
 
     // A's epoch is stale: a record or a journal entry under it is refused, and nothing is written.
     let stale = HearingFence { hearing_id: id.clone(), node: held_by_a.node.clone(), epoch: 1 };

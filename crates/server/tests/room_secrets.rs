@@ -13,33 +13,11 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use support::{As, TestGateway, serve_on_loopback};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = support::RoomSocket;
 
 const CASE: &str = "case-1";
 
-/// The next message on a room socket that is not a `state` broadcast.
-async fn next(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
-            .await
-            .expect("a room message within a minute")
-            .expect("the room is open")
-            .unwrap();
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            let value: Value = serde_json::from_str(&text).unwrap();
-            if value["type"] != "state" {
-                return value;
-            }
-        }
-    }
-}
-
-/// Opens the room and says `hello`; returns the first answer (`welcome` or `refused`) and the socket.
-async fn enter(url: &str, hello: Value) -> (Value, Socket) {
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    socket.send(hello.to_string().into()).await.unwrap();
-    (next(&mut socket).await, socket)
-}
+use support::{room_enter as enter, room_message as next};
 
 async fn join(url: &str, secret: &str) -> (Value, Socket) {
     enter(url, json!({"type": "join", "invite": secret})).await

@@ -62,6 +62,7 @@ export class Room {
     /** Tries of a first join whose socket never opened ([`connect`]). */
     this.firstTries = 0;
     this.retryTimer = null;
+    this.servedElsewhere = false;
     this.dataSaver = false;
     this.language = null;
     this.keepalive = null;
@@ -180,6 +181,16 @@ export class Room {
     });
     socket.addEventListener('close', () => {
       if (socket !== this.socket || this.finished) return;
+      if (this.servedElsewhere) {
+        this.servedElsewhere = false;
+        clearInterval(this.keepalive);
+        const delay = RETRY_DELAYS_MS[Math.min(this.attempt, RETRY_DELAYS_MS.length - 1)];
+        this.attempt += 1;
+        this.handlers.onConnection?.('reconnecting');
+        const again = this.credential ? { type: 'rejoin', credential: this.credential, ...this.languageField() } : first;
+        this.retryTimer = setTimeout(() => this.connect(again), delay);
+        return;
+      }
       // Refused before it opened (a gateway busy with waiting sockets answers 503): the join was never sent, so
       // the invite is unused and the same join is tried again, a few times, before the page gives up.
       if (!opened && !this.credential && this.firstTries < RETRY_DELAYS_MS.length) {
@@ -245,6 +256,10 @@ export class Room {
       case 'refused':
         if (message.action) {
           this.handlers.onRefused?.(message);
+        } else if (message.problem === 'served_elsewhere') {
+          // The hearing is moving to another gateway (the one that held it stopped): nothing was used up, and the
+          // same join or rejoin is tried again when the server closes this socket.
+          this.servedElsewhere = true;
         } else {
           // The join or rejoin itself was refused; the server closes the socket.
           this.finish('closed');

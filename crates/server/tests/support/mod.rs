@@ -967,3 +967,32 @@ pub fn data_dir_with_key(key: &[u8]) -> tempfile::TempDir {
     std::fs::set_permissions(dir.path().join("keys/gateway.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     dir
 }
+
+/// A hearing room's WebSocket, as a test's client holds it.
+pub type RoomSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next message on a room socket that is not a `state` broadcast.
+pub async fn room_message(socket: &mut RoomSocket) -> Value {
+    use futures::StreamExt as _;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(60), socket.next())
+            .await
+            .expect("a room message within a minute")
+            .expect("the room is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            if value["type"] != "state" {
+                return value;
+            }
+        }
+    }
+}
+
+/// Opens the room at `url` and says `hello`; returns the first answer (`welcome` or `refused`) and the socket.
+pub async fn room_enter(url: &str, hello: Value) -> (Value, RoomSocket) {
+    use futures::SinkExt as _;
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    socket.send(hello.to_string().into()).await.unwrap();
+    (room_message(&mut socket).await, socket)
+}

@@ -1,5 +1,5 @@
 //! What a protected witness's masked video costs through the gateway's own pipeline: the `custodia mask video`
-//! child process the room starts (`custodia_server::masking::Maskers`), fed over its pipe at the camera's pace.
+//! child process the room starts (`custodia_hearings::masking::Maskers`), fed over its pipe at the camera's pace.
 //!
 //! `cargo bench -p custodia-server --bench masking` needs the `ffmpeg` command (it makes the test stream and is the
 //! peer). For 640×360 and 1280×720 at 30 frames/s (`testsrc2`, VP8 as a browser would send it), it measures:
@@ -29,9 +29,9 @@ use custodia_benchkit::{
     BoxError, Headline, Table, add_to_summary, clock_ticks_per_second, cpu_ticks, env_or, ffmpeg_cpu_seconds,
     run_ffmpeg,
 };
+use custodia_hearings::masking::Maskers;
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::masking::{MaskerFactory, ToMasker, Treatment};
-use custodia_server::masking::Maskers;
 
 const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
 

@@ -27,10 +27,10 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Mark cookies `Secure` (when serving HTTPS).
     pub secure_cookies: bool,
-    /// Live hearings and their rooms ([`crate::hearings`]).
-    pub hearings: std::sync::Arc<crate::hearings::Hearings>,
-    /// STUN/TURN servers and the TURN credential issuer ([`crate::turn`]), for the API, WHIP and the hearing room.
-    pub ice_servers: std::sync::Arc<crate::turn::IceServers>,
+    /// Live hearings and their rooms ([`custodia_hearings::live`]).
+    pub hearings: std::sync::Arc<custodia_hearings::live::Hearings>,
+    /// STUN/TURN servers and the TURN credential issuer ([`custodia_hearings::turn`]), for the API, WHIP and the hearing room.
+    pub ice_servers: std::sync::Arc<custodia_hearings::turn::IceServers>,
     /// Recent failed sign-ins and the password-hashing budget ([`identity::SignInThrottle`]).
     pub sign_ins: std::sync::Arc<identity::SignInThrottle>,
     /// This gateway as a witness of its partners' logs ([`crate::witness_api`]).

@@ -121,7 +121,7 @@ pub struct ServeConfig {
     pub max_upload_bytes: u64,
     /// The court's rights notices, oaths, affirmations and interpreter's oaths: a directory with one sub-directory
     /// per language (`fr/`) holding `rights_notice.txt`, `oath.txt`, `affirmation.txt` and `interpreter_oath.txt`
-    /// ([`crate::texts`]); without it, the embedded texts (en, fr, it, ar).
+    /// ([`custodia_hearings::texts`]); without it, the embedded texts (en, fr, it, ar).
     #[arg(long, env = "CUSTODIA_TEXTS_DIR")]
     pub texts_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -507,7 +507,7 @@ impl ConnectionConfig {
 }
 
 /// The STUN and TURN servers handed to WebRTC clients (WHIP publishers, hearing participants), with TURN
-/// credentials issued per the TURN REST API convention that coturn's `use-auth-secret` implements ([`crate::turn`]).
+/// credentials issued per the TURN REST API convention that coturn's `use-auth-secret` implements ([`custodia_hearings::turn`]).
 ///
 /// A phone on a network that blocks UDP reaches the gateway only through TURN over TCP or TLS (`turn:...?transport=tcp`,
 /// `turns:...:443?transport=tcp`): the WebRTC engine (webrtc-rs 0.17) cannot take ICE over TCP itself.
@@ -526,6 +526,18 @@ pub struct IceConfig {
     /// How long an issued TURN credential may be used to open a relay, in seconds (60 to 86400).
     #[arg(long = "turn-ttl-seconds", env = "CUSTODIA_TURN_TTL_SECONDS", default_value_t = 3600)]
     pub turn_ttl_seconds: u64,
+}
+
+impl IceConfig {
+    /// The STUN and TURN servers these settings name, once checked.
+    pub fn servers(&self) -> anyhow::Result<custodia_hearings::turn::IceServers> {
+        custodia_hearings::turn::IceServers::new(
+            &self.stun_urls,
+            &self.turn_urls,
+            self.turn_secret.as_deref(),
+            self.turn_ttl_seconds,
+        )
+    }
 }
 
 impl fmt::Debug for IceConfig {
@@ -607,4 +619,23 @@ pub enum LogFormat {
 /// Resolves `path` against the current directory, for messages that must say exactly where a file is.
 pub fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ice_settings_debug_shows_no_secret_and_no_address() {
+        let secret = "correct horse battery staple";
+        let ice = IceConfig {
+            stun_urls: vec!["stun:192.0.2.1".into()],
+            turn_urls: vec!["turn:192.0.2.2".into()],
+            turn_secret: Some(secret.into()),
+            turn_ttl_seconds: 3600,
+        };
+        let debug = format!("{ice:?}");
+        assert!(!debug.contains(secret) && !debug.contains("192.0.2"), "{debug}");
+        assert_eq!(ice.servers().unwrap().counts(), (1, 1));
+    }
 }

@@ -19,11 +19,11 @@ use serde_json::{Value, json};
 use crate::api::{ApiJson, AppState, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
-use crate::hearings::{
+use crate::problem::Problem;
+use custodia_hearings::live::{
     ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
     SeenAs, WhipCaps, WhipRefusal,
 };
-use crate::problem::Problem;
 use custodia_service::gateway::{GatewayError, bad_input};
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
@@ -573,7 +573,7 @@ async fn linger(mut stream: futures::stream::SplitStream<WebSocket>) {
 }
 
 /// STUN and TURN servers, with TURN credentials made for this answer, for someone in a hearing
-/// ([`crate::hearings::Hearings::may_relay`]): a participant, by the credential the room gave them, or a WHIP
+/// ([`custodia_hearings::live::Hearings::may_relay`]): a participant, by the credential the room gave them, or a WHIP
 /// publisher, by its invite's secret. A relay is for a hearing's media, so an account in no hearing, or a secret
 /// that no longer lets anyone in, gets none.
 async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Problem> {

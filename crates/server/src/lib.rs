@@ -2,9 +2,9 @@
 //! wiring of every other crate.
 //!
 //! This is the only crate that knows all the others. Domain rules live in `custodia-core`, the log in
-//! `custodia-ledger`, bytes in `custodia-store`, metadata in `custodia-catalog`, and the evidence service that
-//! orders their calls in `custodia-service`; this crate turns its operations into HTTP ([`api`]) and a command
-//! line, and runs the live hearings ([`hearings`]).
+//! `custodia-ledger`, bytes in `custodia-store`, metadata in `custodia-catalog`, the evidence service that orders
+//! their calls in `custodia-service`, and the live hearings in `custodia-hearings`; this crate turns them into
+//! HTTP ([`api`], [`hearing_api`]) and a command line.
 
 pub mod api;
 pub mod auth;
@@ -13,26 +13,20 @@ pub mod config;
 pub mod cosigning;
 pub mod extract;
 pub mod hearing_api;
-pub mod hearings;
 pub mod keys;
 pub mod listen;
 pub mod log_routes;
-pub mod masking;
-pub mod media_plane;
 pub mod metrics;
 pub mod openapi;
 pub mod outflow;
 pub mod partner_api;
 pub mod places;
 pub mod problem;
-pub mod quarantine;
 pub mod startup;
-pub mod texts;
 pub mod timestamping;
 pub mod tls;
 pub mod transfer_api;
 pub mod transfers;
-pub mod turn;
 pub mod tus;
 pub mod web;
 pub mod whip;

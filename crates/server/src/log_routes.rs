@@ -61,7 +61,7 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Ready for the live hearings' requests: [`ready`], and this gateway hosts the hearings
-/// ([`crate::hearings::Hearings::hosts_hearings`]). The load balancer sends every hearing's requests to the one
+/// ([`custodia_hearings::live::Hearings::hosts_hearings`]). The load balancer sends every hearing's requests to the one
 /// gateway that says so (deploy/compose/Caddyfile).
 async fn ready_for_hearings(State(state): State<AppState>) -> Response {
     let hosts = state.hearings.hosts_hearings();

@@ -114,14 +114,14 @@ fn main() -> std::process::ExitCode {
     // `custodia probe <path>`: the gateway's media probe, run by it as a child under limits (custodia_server::probe).
     // Hidden, and dispatched before anything starts: no runtime threads, no logging, only FFmpeg and the file.
     // `custodia mask <kind> <limits>`: a masking pipeline of a protected witness's media, likewise
-    // (custodia_server::masking).
+    // (custodia_hearings::masking).
     let mut args = std::env::args_os().skip(1);
     match args.next() {
         Some(first) if first == custodia_service::probe::SUBCOMMAND => {
             return custodia_service::probe::child_main(args);
         }
-        Some(first) if first == custodia_server::masking::SUBCOMMAND => {
-            return custodia_server::masking::child_main(args);
+        Some(first) if first == custodia_hearings::masking::SUBCOMMAND => {
+            return custodia_hearings::masking::child_main(args);
         }
         _ => {}
     }

@@ -14,7 +14,6 @@ use object_store::path::Path as StorePath;
 use crate::api::{self, AppState};
 use crate::config::{GatewayConfig, ServeConfig, absolute};
 use crate::keys;
-use crate::turn::IceServers;
 use custodia_service::clock::Clock;
 use custodia_service::gateway::Gateway;
 
@@ -28,9 +27,9 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     // WebRTC's DTLS): use aws-lc-rs for the whole process. Err means one is already installed.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     // Configuration mistakes first, before anything is made on disk.
-    let ice_servers = Arc::new(IceServers::from_config(&config.ice)?);
+    let ice_servers = Arc::new(config.ice.servers()?);
     let texts = Arc::new(
-        crate::texts::CourtTexts::load(config.texts_dir.as_deref())
+        custodia_hearings::texts::CourtTexts::load(config.texts_dir.as_deref())
             .context("reading the court's texts (CUSTODIA_TEXTS_DIR)")?,
     );
     let timestamper = crate::timestamping::Timestamper::from_config(&config.timestamps)
@@ -148,16 +147,16 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     let recordings = gateway_config.data_dir.join("recordings");
     let quarantine_dir = gateway_config.data_dir.join("quarantine");
-    let quarantined = crate::quarantine::sweep_recordings(&gateway, &recordings, &quarantine_dir).await?;
+    let quarantined = custodia_hearings::quarantine::sweep_recordings(&gateway, &recordings, &quarantine_dir).await?;
     if quarantined > 0 {
         // What a crash cut off: each file is the open segment of a recording, never sealed. Kept, and on the record.
         tracing::warn!(count = quarantined, "quarantined unsealed recording segments left by an interrupted run");
     }
     // Answers announce the addresses the configuration allows (public only by default; tests ask for loopback).
     let engine = custodia_recorder::WebRtcEngine::new(config.media.engine())?;
-    let hearings = Arc::new(crate::hearings::Hearings::new(
+    let hearings = Arc::new(custodia_hearings::live::Hearings::new(
         gateway.clone(),
-        Arc::new(crate::media_plane::WebRtcRooms::new(Arc::new(engine))),
+        Arc::new(custodia_hearings::media_plane::WebRtcRooms::new(Arc::new(engine))),
         ice_servers.clone(),
         texts.clone(),
         recordings.join("hearings"),

@@ -1,6 +1,6 @@
 //! What WHIP (RFC 9725) ingest needs in HTTP terms: the SDP offer of a POST, and the `201 Created` answer with the
 //! STUN/TURN servers as RFC 9725 §4.4 `Link: <turn:...>; rel="ice-server"` headers, TURN ones with a fresh
-//! short-lived credential ([`crate::turn`]), so a publisher on a network that blocks UDP can relay through TURN over
+//! short-lived credential ([`custodia_hearings::turn`]), so a publisher on a network that blocks UDP can relay through TURN over
 //! TCP or TLS.
 //!
 //! WHIP publishes only into a live hearing, with an invite's secret, under the hearing's rules (lobby, admission,

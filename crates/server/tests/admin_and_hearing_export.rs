@@ -247,7 +247,7 @@ async fn a_hearing_exports_as_one_bundle_of_its_own_output_recorded_like_a_case_
 /// `output_quarantined` hearing event that commits to its SHA-256.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hearing_output_that_fails_ingest_is_tried_again_then_quarantined_and_on_the_record() {
-    use custodia_server::quarantine::Output;
+    use custodia_hearings::quarantine::Output;
     let gw = TestGateway::start_with(|config| config.max_upload_bytes = 100).await;
     let (clerk, session) = gw.person("clerk1", "IT").await;
     gw.case("case-q").await;

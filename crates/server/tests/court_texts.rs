@@ -64,7 +64,7 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
     let texts = tempfile::tempdir().unwrap();
     let [(_, notice), _, (_, affirmation), _] = custom_texts(texts.path());
     // The Italian texts are the embedded ones: the directory names only French.
-    let interpreter_oath = include_bytes!("../texts/it/interpreter_oath.txt");
+    let interpreter_oath = include_bytes!("../../hearings/texts/it/interpreter_oath.txt");
     let texts_dir = texts.path().to_path_buf();
     let gw = TestGateway::start_with(move |config| config.texts_dir = Some(texts_dir)).await;
     let (clerk_id, clerk) = gw.person("clerk.t", "IT").await;
@@ -240,7 +240,7 @@ async fn the_witness_is_shown_the_courts_own_words_and_the_minutes_name_them_by_
         }
     }
     assert_eq!(presentations, 3, "each presentation is on the record, by its kind only");
-    let request: custodia_server::hearings::ScheduleRequest =
+    let request: custodia_hearings::live::ScheduleRequest =
         serde_json::from_value(json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2", "contact": CONTACT}))
             .unwrap();
     assert!(!format!("{request:?}").contains(phone));
@@ -312,7 +312,10 @@ async fn words_awaiting_their_step_are_shown_again_to_a_witness_who_comes_back_a
     send(&mut judge, json!({"type": "present_text", "person": w, "wording": "rights_notice"})).await;
     let notice = next_of(&mut witness, "text").await;
     assert_eq!((&notice["kind"], &notice["language"]), (&json!("rights_notice"), &json!("ar")), "{notice}");
-    assert_eq!(notice["words"].as_str().unwrap().as_bytes(), include_bytes!("../texts/ar/rights_notice.txt"));
+    assert_eq!(
+        notice["words"].as_str().unwrap().as_bytes(),
+        include_bytes!("../../hearings/texts/ar/rights_notice.txt")
+    );
     next_of(&mut judge, "text").await;
 
     // The witness's page goes away before the notice is given (a reload): the judge sees them gone.

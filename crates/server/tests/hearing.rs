@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use custodia_hearings::media_plane::MediaPlane;
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::sfu::RoomCounters;
-use custodia_server::media_plane::MediaPlane;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::{As, TestGateway, installed, probe_media, serve_on_loopback};
@@ -982,7 +982,7 @@ async fn participants_have_display_names_that_stay_out_of_the_records_the_minute
         assert!(String::from_utf8_lossy(&reply.body).contains("display_name"), "{bad:?}");
     }
     // Debug never shows a name.
-    let request: custodia_server::hearings::InviteRequest =
+    let request: custodia_hearings::live::InviteRequest =
         serde_json::from_value(json!({"role": "witness", "display_name": yusuf})).unwrap();
     assert!(!format!("{request:?}").contains("Yusuf"), "{request:?}");
 

@@ -1,4 +1,4 @@
-//! The live hearing carries out its state machine's effects on a media plane (`custodia_server::media_plane`). A
+//! The live hearing carries out its state machine's effects on a media plane (`custodia_hearings::media_plane`). A
 //! plane that only remembers what it was told stands in for the WebRTC room here, so the adapter between the rules
 //! and the media is tested without any WebRTC peer: who is let into the room, where each is, who is recorded, and
 //! that a removed participant's connection is closed.
@@ -8,13 +8,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use custodia_hearings::live::{Hearings, Outbox, RoomStep};
+use custodia_hearings::media_plane::{MediaPlane, MediaPlanes};
+use custodia_hearings::texts::CourtTexts;
 use custodia_recorder::engine::EngineError;
 use custodia_recorder::masking::MaskerFactory;
 use custodia_recorder::segmenter::RecordingSummary;
 use custodia_recorder::sfu::{AudioFrom, Connected, Offered, Protection, RecorderFactory, RoomCounters, Zone};
-use custodia_server::hearings::{Hearings, Outbox, RoomStep};
-use custodia_server::media_plane::{MediaPlane, MediaPlanes};
-use custodia_server::texts::CourtTexts;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use support::TestGateway;
@@ -169,7 +169,7 @@ async fn a_hearing_tells_its_media_plane_who_is_in_the_room_where_and_who_is_rec
     let hearing = gw.call("POST", &hearings, Some(clerk), schedule).await;
     assert_eq!(hearing.status.as_u16(), 201, "{}", String::from_utf8_lossy(&hearing.body));
     let id = hearing.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(told.opened(), [format!("opened for {id} with {} slots", custodia_server::hearings::RECEIVE_SLOTS)]);
+    assert_eq!(told.opened(), [format!("opened for {id} with {} slots", custodia_hearings::live::RECEIVE_SLOTS)]);
     let hearing = format!("{hearings}/{id}");
     let mut secrets = Vec::new();
     for (role, admit_on_join) in [("judge", true), ("witness", false)] {

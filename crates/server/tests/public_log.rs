@@ -529,9 +529,9 @@ async fn a_witness_publishes_nothing_that_tells_their_role() {
     let before = gw.ledger_size();
     let judge = gw.state.hearings.enter(&judge_secret, None, None).await.unwrap();
     // The witness has a page (an outbox), where the court's words are shown before they are asked to swear.
-    let (page, _witness_sees, _) = custodia_server::hearings::Outbox::channel();
+    let (page, _witness_sees, _) = custodia_hearings::live::Outbox::channel();
     let witness = gw.state.hearings.enter(&witness_secret, Some(page), None).await.unwrap();
-    let step = |step: Value| serde_json::from_value::<custodia_server::hearings::RoomStep>(step).unwrap();
+    let step = |step: Value| serde_json::from_value::<custodia_hearings::live::RoomStep>(step).unwrap();
     let (live, by, w) = (&judge.hearing, &judge.participant, witness.participant.as_str());
     for action in [
         json!({ "type": "admit", "participant": w }),

@@ -187,7 +187,7 @@ async fn coturn_accepts_issued_credentials_and_refuses_forged_and_expired_ones()
         assert!(ok, "coturn refused the issued credential (tcp: {tcp}):\n{said}\n{}", coturn.log());
     }
     // A credential made with another secret.
-    let forged = custodia_server::turn::credential(b"not the static-auth-secret at all", username);
+    let forged = custodia_hearings::turn::credential(b"not the static-auth-secret at all", username);
     let (ok, said) = coturn.allocate(true, username, &forged);
     assert!(!ok && said.contains("Cannot complete Allocation"), "coturn took a forged credential:\n{said}");
     // A credential the gateway issued two hours ago, valid for one.

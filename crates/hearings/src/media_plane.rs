@@ -1,6 +1,6 @@
 //! What a live hearing asks of its media ([`MediaPlane`]): who is in the room and in which zone, what each member
 //! hears and sees, who is muted, masked or recorded, and the connections that carry them. The live hearing
-//! ([`crate::hearings`]) decides all of that from its state machine's effects; the plane only carries it out.
+//! ([`crate::live`]) decides all of that from its state machine's effects; the plane only carries it out.
 //!
 //! The WebRTC room (`custodia_recorder::sfu::Room`, [`WebRtcRooms`]) is the plane the gateway runs. A plane that
 //! only remembers what it was told stands in for it where a test drives the hearing without WebRTC peers.

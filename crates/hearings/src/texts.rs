@@ -1,7 +1,7 @@
 //! The words a hearing shows its people before they speak: the rights notice, the oath, the affirmation and the
 //! interpreter's oath, per language.
 //!
-//! The gateway embeds a default wording in English, French, Italian and Arabic (`crates/server/texts/`). The court
+//! The gateway embeds a default wording in English, French, Italian and Arabic (`crates/hearings/texts/`). The court
 //! replaces them without rebuilding: `CUSTODIA_TEXTS_DIR` names a directory with one sub-directory per language,
 //! named by its two-letter ISO 639-1 code (`fr/`, `ar/`), each holding exactly these four files, in UTF-8:
 //!

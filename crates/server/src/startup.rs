@@ -124,7 +124,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         metrics.follow_timestamps(timestamper.counters());
         tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.log().clone(), gateway.catalog().clone()));
     }
-    let swept = crate::tus::sweep(&gateway).await?;
+    let swept = custodia_service::uploads::sweep(&gateway).await?;
     if swept > 0 {
         tracing::info!(count = swept, "removed expired resumable uploads and chunks that no upload holds");
     }

@@ -10,16 +10,16 @@
 //! two, one alone records its chunk (204) and the other is told the offset moved (409), its object deleted unread.
 //! An upload's bytes are exactly its recorded chunks in offset order; an object whose write succeeded but whose
 //! transaction did not is no part of it, and the start-up sweep removes it once it is older than any upload could
-//! be ([`sweep`]), never sooner, since a younger one may be another gateway's request under way.
+//! be ([`uploads::sweep`]), never sooner, since a younger one may be another gateway's request under way.
 //!
 //! A body cut off midway (the link dropped, or it stalled for [`IDLE_TIMEOUT`]) keeps what arrived, as tus allows:
 //! those bytes become a chunk and the answer says where to resume, which is also what HEAD says, so a client that
 //! asks (tus-js-client does) sends only the rest. With an `Upload-Checksum` nothing of a cut-off body is kept,
 //! since it cannot be checked. A checksum is checked before the chunk is an object at all: a mismatch leaves none.
 //!
-//! Staged bytes are not evidence. The PATCH that brings the last byte writes it as its chunk, then claims the
-//! upload's completion ([`custodia_catalog::Catalog::claim_upload_completion`]: one gateway alone takes an upload
-//! into custody), and streams the chunks in order through [`Gateway::ingest`], exactly as a direct upload; only
+//! Staged bytes are not evidence. The PATCH that brings the last byte writes it as its chunk, then the service
+//! takes the upload into custody ([`uploads::complete`]: it claims the upload's completion, so that one gateway
+//! alone does, and streams the chunks in order through [`Gateway::ingest`], exactly as a direct upload); only
 //! then are the upload and its chunks removed. The stored offset never reaches the length before that, so a client
 //! asking where it stands is never told that an upload is done when it is not in custody. The claim is renewed
 //! while the ingest runs, and a PATCH or DELETE meanwhile is answered 423, which tus clients retry; a claim left
@@ -28,7 +28,7 @@
 //!
 //! Concurrency comes from the catalog alone: no gateway holds a lock of its own on an upload.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -43,34 +43,22 @@ use base64::Engine as _;
 use bytes::Bytes;
 use custodia_catalog::{UploadChunk, UploadRow};
 use custodia_core::{Action, CaseId, Label, Sha256Hasher};
-use custodia_store::StoreError;
-use futures::{Stream, StreamExt as _, TryStreamExt as _};
+use futures::{Stream, StreamExt as _};
 use sha1::Digest as _;
 
 use crate::api::{AppState, original_name};
 use crate::auth::Caller;
 use crate::problem::Problem;
-use custodia_service::gateway::{ErrorClass, Gateway, GatewayError, Registered, UploadRequest, bad_input, new_id};
+use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
+use custodia_service::uploads::{self, CompletionError, OPEN_UPLOADS_PER_ACCOUNT, TTL_SECONDS};
 
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
 const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
 const CHUNK_TYPE: &str = "application/offset+octet-stream";
-/// An upload not finished within a day is removed.
-const TTL_SECONDS: i64 = 24 * 3600;
 /// A PATCH body that stalls this long counts as cut off, so that a dead mobile link does not hold a request (and
 /// its chunk's file or multipart upload) open.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the gateway completing an upload renews its claim, and how long an unrenewed claim holds: past it, the
-/// gateway is taken for dead, and the next request releases the claim so that the upload can go on.
-const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(10);
-const CLAIM_STALE_AFTER_SECONDS: i64 = 60;
-/// A chunk object that no upload holds is removed by the sweep once it is older than this: longer than any upload
-/// stays open, and far longer than a chunk waits between its last byte and its record (seconds). A younger one may
-/// be a request under way on another gateway sharing the bucket.
-pub const ORPHANED_CHUNK_SECONDS: i64 = TTL_SECONDS;
-/// Chunks whose objects are opened ahead of the one being read, when an upload completes.
-const CHUNKS_OPENED_AHEAD: usize = 2;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -174,9 +162,6 @@ async fn discover(State(state): State<AppState>) -> Result<Response, Problem> {
     )
 }
 
-/// Resumable uploads one account may have open at once.
-pub const OPEN_UPLOADS_PER_ACCOUNT: i64 = 4;
-
 async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMap) -> Result<Response, Problem> {
     let gateway = &state.gateway;
     if headers.contains_key("upload-defer-length") {
@@ -222,7 +207,7 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     gateway.take_upload_allowance(account)?;
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
-    if let Err(err) = remove_expired(gateway).await {
+    if let Err(err) = uploads::remove_expired(gateway).await {
         tracing::warn!(error = %err, "could not remove expired uploads");
     }
 
@@ -251,7 +236,7 @@ async fn owned_upload(state: &AppState, caller: &Caller, id: &str) -> Result<Upl
         return Err(Problem::not_found(format!("you have no upload {id}")));
     };
     if row.expires_at <= state.gateway.clock().unix_seconds() {
-        remove_upload(&state.gateway, &row.id, i64::MAX).await?;
+        uploads::remove_upload(&state.gateway, &row.id, i64::MAX).await?;
         return Err(gone("the upload expired before it was finished; start it again"));
     }
     Ok(row)
@@ -278,7 +263,7 @@ async fn status(State(state): State<AppState>, caller: Caller, Path(id): Path<St
 async fn terminate(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Response, Problem> {
     let gateway = &state.gateway;
     let row = owned_upload(&state, &caller, &id).await?;
-    if !remove_upload(gateway, &row.id, claims_stale_before(gateway)).await? {
+    if !uploads::remove_upload(gateway, &row.id, uploads::claims_stale_before(gateway)).await? {
         return match gateway.catalog().upload(&row.id).await.map_err(GatewayError::from)? {
             Some(_) => Err(completing()),
             None => Err(Problem::not_found(format!("you have no upload {id}"))),
@@ -309,11 +294,6 @@ async fn method_override(
     }
 }
 
-/// Claims on a completion last renewed before this are stale: their gateway stopped renewing them.
-fn claims_stale_before(gateway: &Gateway) -> i64 {
-    gateway.clock().unix_seconds() - CLAIM_STALE_AFTER_SECONDS
-}
-
 /// Another request is taking the upload into custody: tus clients retry on 423.
 fn completing() -> Problem {
     Problem::new(
@@ -322,70 +302,6 @@ fn completing() -> Problem {
         "Upload busy",
         "the upload's last bytes are being taken into custody; try again shortly",
     )
-}
-
-/// Removes an upload, unless a claim on its completion was renewed since `claims_renewed_before` (`i64::MAX`:
-/// whatever the claim): the row and its chunks' rows first, so that no one is told of bytes that are gone, then
-/// the chunks' objects. False if it was not removed (gone already, or its completion claimed). An object that
-/// cannot be deleted is left to the sweep, which finds it held by no upload.
-async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) -> Result<bool, GatewayError> {
-    let Some(objects) = gateway.catalog().delete_upload(id, claims_renewed_before).await? else { return Ok(false) };
-    for object in &objects {
-        delete_chunk(gateway, object).await;
-    }
-    Ok(true)
-}
-
-/// Deletes a chunk's object that is no part of any upload (any more); one that cannot be deleted now is left to
-/// the sweep.
-async fn delete_chunk(gateway: &Gateway, object: &str) {
-    if let Err(err) = gateway.artefacts().delete_chunk(object).await {
-        tracing::warn!(chunk = %object, error = %err, "could not delete a resumable upload's chunk; the sweep will");
-    }
-}
-
-async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
-    let expired = gateway.catalog().expired_uploads(gateway.clock().unix_seconds()).await?;
-    let mut removed = 0;
-    for row in &expired {
-        removed += usize::from(remove_upload(gateway, &row.id, i64::MAX).await?);
-    }
-    Ok(removed)
-}
-
-/// Removes expired uploads with their chunks, and chunk objects that no upload holds (left by a crash between an
-/// object and its record, a record that failed, or a deletion that did) once they are older than
-/// [`ORPHANED_CHUNK_SECONDS`]: younger ones may be requests under way on other gateways that share the store. Call
-/// at start-up, before serving. Returns how many uploads and objects were removed.
-pub async fn sweep(gateway: &Gateway) -> Result<usize, GatewayError> {
-    let mut removed = remove_expired(gateway).await?;
-    let seconds = u64::try_from(gateway.clock().unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
-    let written_before = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
-    let old: Vec<String> = gateway
-        .artefacts()
-        .staged_chunks()
-        .try_filter_map(|chunk| futures::future::ready(Ok((chunk.written < written_before).then_some(chunk.name))))
-        .try_collect()
-        .await?;
-    for name in old {
-        if gateway.catalog().upload_holds_object(upload_of_chunk(&name), &name).await? {
-            continue;
-        }
-        gateway.artefacts().delete_chunk(&name).await?;
-        removed += 1;
-    }
-    Ok(removed)
-}
-
-/// A new name for the chunk of upload `id` from `offset`: the upload's id, the offset, and a random part, so that
-/// requests racing at one offset write different objects.
-fn chunk_name(id: &str, offset: u64) -> String {
-    format!("{id}.{offset}.{}", new_id("chunk"))
-}
-
-/// The upload a chunk's name says it belongs to ([`chunk_name`]).
-fn upload_of_chunk(name: &str) -> &str {
-    name.split('.').next().unwrap_or_default()
 }
 
 // Appending.
@@ -479,13 +395,13 @@ async fn append(
 async fn current(gateway: &Gateway, id: &str) -> Result<UploadRow, Problem> {
     let not_found = || Problem::not_found(format!("you have no upload {id}"));
     let row = gateway.catalog().upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)?;
-    let stale_before = claims_stale_before(gateway);
+    let stale_before = uploads::claims_stale_before(gateway);
     let Some(claim) = row.completing.as_ref().filter(|claim| claim.renewed_at < stale_before) else {
         return Ok(row);
     };
     if gateway.catalog().release_upload_claim(id, &claim.object, stale_before).await.map_err(GatewayError::from)? {
         tracing::warn!(upload = %id, "released the completion claim of a gateway that stopped renewing it");
-        delete_chunk(gateway, &claim.object).await;
+        uploads::delete_chunk(gateway, &claim.object).await;
     }
     gateway.catalog().upload(id).await.map_err(GatewayError::from)?.ok_or_else(not_found)
 }
@@ -505,7 +421,7 @@ async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> R
     if chunk.content_length.is_some_and(|n| n > room) {
         return Err(too_large(format!("only {room} bytes of the declared Upload-Length remain")));
     }
-    let name = chunk_name(&row.id, durable);
+    let name = uploads::chunk_name(&row.id, durable);
     let mut received = Received::default();
     let written = gateway.artefacts().write_chunk(&name, chunk_body(body, room, chunk.checksum, &mut received)).await;
     // A refused body was never made an object: the store dropped what it had of it.
@@ -526,7 +442,7 @@ async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> R
     }
     let size = written.map_err(GatewayError::from)?;
     if size == 0 {
-        delete_chunk(gateway, &name).await;
+        uploads::delete_chunk(gateway, &name).await;
         return match received.cut_off {
             Some(reason) => Err(cut_off(&reason, 0, durable)),
             None => tus_response(StatusCode::NO_CONTENT, [("upload-offset", durable.to_string())]),
@@ -541,7 +457,7 @@ async fn receive(state: AppState, caller: Caller, chunk: Chunk, body: Body) -> R
     // Should the transaction fail, whether it was committed is not known: the object is left to the sweep, which
     // removes it only if no upload holds it.
     if !gateway.catalog().record_upload_chunk(&row.id, &recorded, now).await.map_err(GatewayError::from)? {
-        delete_chunk(gateway, &name).await;
+        uploads::delete_chunk(gateway, &name).await;
         return Err(not_taken(gateway, &row.id, durable, "").await);
     }
     match received.cut_off {
@@ -572,7 +488,7 @@ async fn not_taken(gateway: &Gateway, id: &str, from: u64, expired: &str) -> Pro
         return Problem::not_found(format!("upload {id} was removed while this request ran"));
     };
     if row.expires_at <= gateway.clock().unix_seconds() {
-        if let Err(err) = remove_upload(gateway, id, i64::MAX).await {
+        if let Err(err) = uploads::remove_upload(gateway, id, i64::MAX).await {
             return err.into();
         }
         tracing::info!(upload = %id, "a resumable upload's bytes came after it expired");
@@ -642,14 +558,8 @@ fn chunk_body(
     })
 }
 
-/// Every byte is staged, the last ones in the chunk `last` of `size` bytes, not recorded: claim the upload's
-/// completion, register the artefact as a direct upload would, then remove the upload.
-///
-/// Only an upload whose reservation still counts against its account's quota completes. The last PATCH may have
-/// begun before the upload expired and ended after it (or after another request removed it as expired), when its
-/// reservation no longer counts and the room it held may be another upload's: then it is refused as expired and
-/// its chunks are removed, so nothing is stored uncharged. One that has not expired is held open for the ingest in
-/// the claim's statement, so its reservation counts until its artefact does.
+/// Every byte is staged, the last ones in the chunk `last` of `size` bytes: the upload is taken into custody
+/// ([`uploads::complete`]), and the answer says where its artefact is.
 async fn complete(
     state: &AppState,
     caller: &Caller,
@@ -658,150 +568,28 @@ async fn complete(
     size: u64,
 ) -> Result<Response, Problem> {
     let gateway = &state.gateway;
-    let now = gateway.clock().unix_seconds();
-    let claimed = gateway.catalog().claim_upload_completion(&row.id, row.offset, last, now, now + TTL_SECONDS).await;
-    if !claimed.map_err(GatewayError::from)? {
-        delete_chunk(gateway, last).await;
-        let expired = "the upload expired before its last bytes arrived; nothing of it was kept; start it again";
-        return Err(not_taken(gateway, &row.id, row.offset as u64, expired).await);
-    }
-    let renewing = renew_claim(gateway.clone(), row.id.clone(), last.to_owned());
-    let registered = take_into_custody(gateway, caller, row, last, size).await;
-    drop(renewing);
-    let registered = match registered {
-        Ok(registered) => registered,
-        Err(Failed::Lost(err)) => {
-            tracing::error!(upload = %row.id, error = %err, "a resumable upload's staged bytes are lost");
-            remove_upload(gateway, &row.id, i64::MAX).await?;
-            return Err(gone("the staged bytes of this upload were lost; start it again"));
-        }
-        // A refusal (digest mismatch, role) is final.
-        Err(Failed::Refused(problem)) => {
-            remove_upload(gateway, &row.id, i64::MAX).await?;
-            return Err(problem);
-        }
-        // After a server error the upload stays at its offset, so that the client can send the last chunk again.
-        Err(Failed::Server(problem)) => {
-            match gateway.catalog().release_upload_claim(&row.id, last, i64::MAX).await {
-                Ok(true) => delete_chunk(gateway, last).await,
-                Ok(false) => {}
-                Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
-            }
+    let request = match upload_request(&row.metadata) {
+        Ok(request) => request,
+        Err(problem) => {
+            // Checked when the upload was created: metadata that no longer reads is final.
+            uploads::delete_chunk(gateway, last).await;
+            uploads::remove_upload(gateway, &row.id, i64::MAX).await?;
             return Err(problem);
         }
     };
-    if let Err(err) = remove_upload(gateway, &row.id, i64::MAX).await {
-        tracing::warn!(upload = %row.id, error = %err, "registered, but could not remove the finished upload");
-    }
-    tracing::info!(upload = %row.id, artefact = %registered.artefact, "resumable upload registered");
-    tus_response(
-        StatusCode::NO_CONTENT,
-        [
-            ("upload-offset", row.length.to_string()),
-            ("custodia-artefact", format!("/api/v1/artefacts/{}", registered.artefact)),
-        ],
-    )
-}
-
-/// Why an upload's completion failed.
-enum Failed {
-    /// Its staged bytes are not what was recorded: it cannot go on.
-    Lost(StoreError),
-    /// The ingest refused it (a client error): final.
-    Refused(Problem),
-    /// A server error (an outage, perhaps): the upload may go on.
-    Server(Problem),
-}
-
-/// Streams upload `row`'s chunks in order, then its last chunk `last` of `size` bytes, through [`Gateway::ingest`].
-async fn take_into_custody(
-    gateway: &Gateway,
-    caller: &Caller,
-    row: &UploadRow,
-    last: &str,
-    size: u64,
-) -> Result<Registered, Failed> {
-    let server = |err: GatewayError| match err.class() {
-        ErrorClass::Refused => Failed::Refused(Problem::from(err)),
-        ErrorClass::Retryable | ErrorClass::Internal => Failed::Server(Problem::from(err)),
-    };
-    let (case, request) = upload_request(&row.metadata).map_err(Failed::Refused)?;
-    let chunks = gateway.catalog().upload_chunks(&row.id).await.map_err(|err| server(err.into()))?;
-    // The upload's bytes are exactly its chunks in offset order: one after another from 0 to its offset.
-    let mut end = 0;
-    for chunk in &chunks {
-        if chunk.offset != end {
-            return Err(Failed::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
+    match uploads::complete(gateway, caller, row, request, last, size).await {
+        Ok(registered) => tus_response(
+            StatusCode::NO_CONTENT,
+            [
+                ("upload-offset", row.length.to_string()),
+                ("custodia-artefact", format!("/api/v1/artefacts/{}", registered.artefact)),
+            ],
+        ),
+        Err(CompletionError::NotClaimed) => {
+            let expired = "the upload expired before its last bytes arrived; nothing of it was kept; start it again";
+            Err(not_taken(gateway, &row.id, row.offset as u64, expired).await)
         }
-        end += chunk.size;
+        Err(CompletionError::Lost(_)) => Err(gone("the staged bytes of this upload were lost; start it again")),
+        Err(CompletionError::Refused(err) | CompletionError::Failed(err)) => Err(err.into()),
     }
-    if end != row.offset {
-        return Err(Failed::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
-    }
-    let pieces = chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]);
-    // The ingest sees a failed read only as a cut-off body; what failed is kept here.
-    let failure = std::sync::Mutex::new(None);
-    let store = &gateway.artefacts();
-    let body = futures::stream::iter(pieces)
-        .map(|(object, size)| async move { store.read_chunk(&object).await.map(|bytes| exactly(bytes, object, size)) })
-        .buffered(CHUNKS_OPENED_AHEAD)
-        .try_flatten()
-        .map_err(|err| {
-            let mut failure = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            *failure = Some(err);
-            "a staged chunk could not be read"
-        });
-    let ingested = gateway.ingest(caller, &case, request, body).await;
-    match (ingested, failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-        (Ok(registered), _) => Ok(registered),
-        (Err(_), Some(err @ StoreError::ChunkLost(_))) => Err(Failed::Lost(err)),
-        (Err(_), Some(err)) => Err(server(err.into())),
-        (Err(err), None) => Err(server(err)),
-    }
-}
-
-/// A chunk's bytes, failing with [`StoreError::ChunkLost`] unless they are exactly the `size` written.
-fn exactly(
-    bytes: impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
-    object: String,
-    size: u64,
-) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
-    let state = (Box::pin(bytes), 0u64, Some(object));
-    futures::stream::unfold(state, move |(mut bytes, seen, object)| async move {
-        let object = object?;
-        match bytes.next().await {
-            Some(Ok(data)) if seen + data.len() as u64 <= size => {
-                let seen = seen + data.len() as u64;
-                Some((Ok(data), (bytes, seen, Some(object))))
-            }
-            Some(Err(err)) => Some((Err(err), (bytes, seen, None))),
-            None if seen == size => None,
-            _ => Some((Err(StoreError::ChunkLost(object)), (bytes, seen, None))),
-        }
-    })
-}
-
-/// Renews the claim on upload `id`'s completion, whose last chunk is `last`, until dropped.
-struct Renewing(tokio::task::JoinHandle<()>);
-
-impl Drop for Renewing {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn renew_claim(gateway: Gateway, id: String, last: String) -> Renewing {
-    Renewing(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(CLAIM_RENEW_EVERY).await;
-            match gateway.catalog().renew_upload_claim(&id, &last, gateway.clock().unix_seconds()).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!(upload = %id, "lost the claim on a resumable upload's completion");
-                    return;
-                }
-                Err(err) => tracing::warn!(upload = %id, error = %err, "could not renew a completion claim"),
-            }
-        }
-    }))
 }

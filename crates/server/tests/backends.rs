@@ -452,7 +452,7 @@ async fn two_gateways_share_a_resumable_upload_through_the_bucket_and_the_databa
     let in_flight = format!("{id}.{cut}.chunk-in-flight");
     let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"arriving"))]);
     b.state.gateway.artefacts().write_chunk(&in_flight, body).await.unwrap();
-    assert_eq!(custodia_server::tus::sweep(&a.state.gateway).await.unwrap(), 0);
+    assert_eq!(custodia_service::uploads::sweep(&a.state.gateway).await.unwrap(), 0);
     assert_eq!(chunks_in(&garage).await.len(), 4);
 
     let reply = tus_patch(&b, &url, &session, cut, Body::from(bytes[cut..].to_vec())).await;
@@ -469,8 +469,8 @@ async fn two_gateways_share_a_resumable_upload_through_the_bucket_and_the_databa
     }
     assert_eq!(chunks_in(&garage).await, [in_flight], "the upload's chunks are removed with it");
     // Once older than any upload could be, no upload holding it, it goes.
-    a.clock.advance(custodia_server::tus::ORPHANED_CHUNK_SECONDS + 3600);
-    assert_eq!(custodia_server::tus::sweep(&a.state.gateway).await.unwrap(), 1);
+    a.clock.advance(custodia_service::uploads::ORPHANED_CHUNK_SECONDS + 3600);
+    assert_eq!(custodia_service::uploads::sweep(&a.state.gateway).await.unwrap(), 1);
     assert!(chunks_in(&garage).await.is_empty());
 }
 

@@ -448,8 +448,8 @@ async fn uploads_end_on_termination_and_on_expiry() {
     // between an object and its record) once they are older than any upload could be.
     let orphan = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"left by a crash"))]);
     gateway.state.gateway.artefacts().write_chunk("upl-gone.0.chunk-orphan", orphan).await.unwrap();
-    gateway.clock.advance(custodia_server::tus::ORPHANED_CHUNK_SECONDS);
-    let swept = custodia_server::tus::sweep(&gateway.state.gateway).await.unwrap();
+    gateway.clock.advance(custodia_service::uploads::ORPHANED_CHUNK_SECONDS);
+    let swept = custodia_service::uploads::sweep(&gateway.state.gateway).await.unwrap();
     assert_eq!(swept, 2, "the expired upload and the orphan");
     assert_eq!(chunks_of(&gateway, &expiring), []);
     assert_eq!(staged_chunks(&gateway), 0);
@@ -503,7 +503,7 @@ async fn the_sweep_leaves_chunks_in_flight_and_of_live_uploads_alone() {
     assert!(staging.join("direct-upload-under-way").exists());
     assert_eq!(chunks_of(&gateway, &url).len(), 3, "chunks are left to the sweep of resumable uploads");
 
-    assert_eq!(custodia_server::tus::sweep(&gateway.state.gateway).await.unwrap(), 1, "the orphan only");
+    assert_eq!(custodia_service::uploads::sweep(&gateway.state.gateway).await.unwrap(), 1, "the orphan only");
     let left: Vec<String> = chunks_of(&gateway, &url).into_iter().map(|(name, _)| name).collect();
     assert_eq!(left, [recorded, in_flight.clone()]);
 
@@ -573,7 +573,7 @@ async fn one_account_cannot_reserve_the_disk_with_open_uploads() {
     // Uploads smaller than the account's storage quota, so that the reservation's own limit is what refuses.
     let (gateway, officer, clerk) = gateway_with_officer_on(|config| config.max_upload_bytes = 1 << 30).await;
     let max = gateway.state.gateway.max_upload_bytes();
-    let open = custodia_server::tus::OPEN_UPLOADS_PER_ACCOUNT as usize;
+    let open = custodia_service::uploads::OPEN_UPLOADS_PER_ACCOUNT as usize;
     for n in 0..open {
         create(&gateway, &officer, 1000 + n, &statement_metadata(&statement(1000 + n))).await;
     }

@@ -14,3 +14,4 @@ pub mod identity;
 pub mod network;
 pub mod probe;
 pub mod refusals;
+pub mod uploads;

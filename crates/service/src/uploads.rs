@@ -1,0 +1,275 @@
+//! Resumable upload sessions, without HTTP: an upload in progress is a catalog row holding its durable offset, and
+//! its bytes so far as chunk objects in the artefact store's staging area (`staging/tus/`), shared by every gateway
+//! on one bucket. The server's `tus` module speaks the tus protocol over them.
+//!
+//! Staged bytes are not evidence. When the last byte is staged, one request claims the upload's completion
+//! ([`custodia_catalog::Catalog::claim_upload_completion`]: one gateway alone takes an upload into custody), and the
+//! chunks stream in order through [`Gateway::ingest`], exactly as a direct upload ([`complete`]); only then are the
+//! upload and its chunks removed. The claim is renewed while the ingest runs; one left unrenewed (its gateway died)
+//! is released by the next request ([`claims_stale_before`]), and the upload resumes from its offset. Whether an
+//! upload survives a failed completion is decided by whose the failure is ([`crate::gateway::ErrorClass`]): a
+//! refusal is final, anything else leaves the upload to be finished again. Expired uploads, and chunk objects no
+//! upload holds, are swept ([`sweep`]).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use custodia_catalog::UploadRow;
+use custodia_core::CaseId;
+use custodia_store::StoreError;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
+
+use crate::gateway::{ErrorClass, Gateway, GatewayError, Registered, UploadRequest, new_id};
+use crate::identity::Principal;
+
+/// An upload not finished within a day is removed.
+pub const TTL_SECONDS: i64 = 24 * 3600;
+/// How often the gateway completing an upload renews its claim, and how long an unrenewed claim holds: past it, the
+/// gateway is taken for dead, and the next request releases the claim so that the upload can go on.
+pub const CLAIM_RENEW_EVERY: Duration = Duration::from_secs(10);
+pub const CLAIM_STALE_AFTER_SECONDS: i64 = 60;
+/// A chunk object that no upload holds is removed by the sweep once it is older than this: longer than any upload
+/// stays open, and far longer than a chunk waits between its last byte and its record (seconds). A younger one may
+/// be a request under way on another gateway sharing the bucket.
+pub const ORPHANED_CHUNK_SECONDS: i64 = TTL_SECONDS;
+/// Chunks whose objects are opened ahead of the one being read, when an upload completes.
+const CHUNKS_OPENED_AHEAD: usize = 2;
+
+/// Claims on a completion last renewed before this are stale: their gateway stopped renewing them.
+pub fn claims_stale_before(gateway: &Gateway) -> i64 {
+    gateway.clock().unix_seconds() - CLAIM_STALE_AFTER_SECONDS
+}
+
+/// Removes an upload, unless a claim on its completion was renewed since `claims_renewed_before` (`i64::MAX`:
+/// whatever the claim): the row and its chunks' rows first, so that no one is told of bytes that are gone, then
+/// the chunks' objects. False if it was not removed (gone already, or its completion claimed). An object that
+/// cannot be deleted is left to the sweep, which finds it held by no upload.
+pub async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) -> Result<bool, GatewayError> {
+    let Some(objects) = gateway.catalog().delete_upload(id, claims_renewed_before).await? else { return Ok(false) };
+    for object in &objects {
+        delete_chunk(gateway, object).await;
+    }
+    Ok(true)
+}
+
+/// Deletes a chunk's object that is no part of any upload (any more); one that cannot be deleted now is left to
+/// the sweep.
+pub async fn delete_chunk(gateway: &Gateway, object: &str) {
+    if let Err(err) = gateway.artefacts().delete_chunk(object).await {
+        tracing::warn!(chunk = %object, error = %err, "could not delete a resumable upload's chunk; the sweep will");
+    }
+}
+
+/// Removes every expired upload with its chunks; returns how many.
+pub async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
+    let expired = gateway.catalog().expired_uploads(gateway.clock().unix_seconds()).await?;
+    let mut removed = 0;
+    for row in &expired {
+        removed += usize::from(remove_upload(gateway, &row.id, i64::MAX).await?);
+    }
+    Ok(removed)
+}
+
+/// Removes expired uploads with their chunks, and chunk objects that no upload holds (left by a crash between an
+/// object and its record, a record that failed, or a deletion that did) once they are older than
+/// [`ORPHANED_CHUNK_SECONDS`]: younger ones may be requests under way on other gateways that share the store. Call
+/// at start-up, before serving. Returns how many uploads and objects were removed.
+pub async fn sweep(gateway: &Gateway) -> Result<usize, GatewayError> {
+    let mut removed = remove_expired(gateway).await?;
+    let seconds = u64::try_from(gateway.clock().unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
+    let written_before = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);
+    let old: Vec<String> = gateway
+        .artefacts()
+        .staged_chunks()
+        .try_filter_map(|chunk| futures::future::ready(Ok((chunk.written < written_before).then_some(chunk.name))))
+        .try_collect()
+        .await?;
+    for name in old {
+        if gateway.catalog().upload_holds_object(upload_of_chunk(&name), &name).await? {
+            continue;
+        }
+        gateway.artefacts().delete_chunk(&name).await?;
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// A new name for the chunk of upload `id` from `offset`: the upload's id, the offset, and a random part, so that
+/// requests racing at one offset write different objects.
+pub fn chunk_name(id: &str, offset: u64) -> String {
+    format!("{id}.{offset}.{}", new_id("chunk"))
+}
+
+/// The upload a chunk's name says it belongs to ([`chunk_name`]).
+fn upload_of_chunk(name: &str) -> &str {
+    name.split('.').next().unwrap_or_default()
+}
+
+/// Resumable uploads one account may have open at once.
+pub const OPEN_UPLOADS_PER_ACCOUNT: i64 = 4;
+
+/// Why a finished upload was not taken into custody ([`complete`]).
+#[derive(Debug, thiserror::Error)]
+pub enum CompletionError {
+    /// Its completion could not be claimed: the upload expired or was removed, another request is completing it,
+    /// or its offset moved. The last chunk was deleted.
+    #[error("the upload's completion could not be claimed")]
+    NotClaimed,
+    /// Its staged bytes are not what was recorded: the upload was removed, and cannot go on.
+    #[error("the staged bytes of the upload were lost")]
+    Lost(#[source] StoreError),
+    /// The ingest refused it (a wrong digest, the caller's role, a quota): final, and the upload was removed.
+    #[error(transparent)]
+    Refused(GatewayError),
+    /// A failure that may pass (an outage) or one inside: the upload stays at its offset, its last chunk deleted
+    /// and its claim released, so that the client sends the last chunk again.
+    #[error(transparent)]
+    Failed(GatewayError),
+}
+
+/// Every byte of upload `row` is staged, the last ones in the chunk `last` of `size` bytes, not recorded: claims
+/// the upload's completion, registers the artefact (about `case`, as `request` says) as a direct upload would,
+/// then removes the upload.
+///
+/// Only an upload whose reservation still counts against its account's quota completes. The last PATCH may have
+/// begun before the upload expired and ended after it (or after another request removed it as expired), when its
+/// reservation no longer counts and the room it held may be another upload's: then it is not claimed and its last
+/// chunk is removed, so nothing is stored uncharged ([`CompletionError::NotClaimed`]). One that has not expired is
+/// held open for the ingest in the claim's statement, so its reservation counts until its artefact does.
+pub async fn complete(
+    gateway: &Gateway,
+    caller: &Principal,
+    row: &UploadRow,
+    (case, request): (CaseId, UploadRequest),
+    last: &str,
+    size: u64,
+) -> Result<Registered, CompletionError> {
+    let now = gateway.clock().unix_seconds();
+    let claimed = gateway.catalog().claim_upload_completion(&row.id, row.offset, last, now, now + TTL_SECONDS).await;
+    if !claimed.map_err(|err| CompletionError::Failed(err.into()))? {
+        delete_chunk(gateway, last).await;
+        return Err(CompletionError::NotClaimed);
+    }
+    let renewing = renew_claim(gateway.clone(), row.id.clone(), last.to_owned());
+    let registered = take_into_custody(gateway, caller, row, &case, request, last, size).await;
+    drop(renewing);
+    let registered = match registered {
+        Ok(registered) => registered,
+        Err(CompletionError::Lost(err)) => {
+            tracing::error!(upload = %row.id, error = %err, "a resumable upload's staged bytes are lost");
+            remove_upload(gateway, &row.id, i64::MAX).await.map_err(CompletionError::Failed)?;
+            return Err(CompletionError::Lost(err));
+        }
+        Err(CompletionError::Refused(err)) => {
+            remove_upload(gateway, &row.id, i64::MAX).await.map_err(CompletionError::Failed)?;
+            return Err(CompletionError::Refused(err));
+        }
+        Err(failed) => {
+            match gateway.catalog().release_upload_claim(&row.id, last, i64::MAX).await {
+                Ok(true) => delete_chunk(gateway, last).await,
+                Ok(false) => {}
+                Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
+            }
+            return Err(failed);
+        }
+    };
+    if let Err(err) = remove_upload(gateway, &row.id, i64::MAX).await {
+        tracing::warn!(upload = %row.id, error = %err, "registered, but could not remove the finished upload");
+    }
+    tracing::info!(upload = %row.id, artefact = %registered.artefact, "resumable upload registered");
+    Ok(registered)
+}
+
+/// Streams upload `row`'s chunks in order, then its last chunk `last` of `size` bytes, through [`Gateway::ingest`].
+async fn take_into_custody(
+    gateway: &Gateway,
+    caller: &Principal,
+    row: &UploadRow,
+    case: &CaseId,
+    request: UploadRequest,
+    last: &str,
+    size: u64,
+) -> Result<Registered, CompletionError> {
+    let by_class = |err: GatewayError| match err.class() {
+        ErrorClass::Refused => CompletionError::Refused(err),
+        ErrorClass::Retryable | ErrorClass::Internal => CompletionError::Failed(err),
+    };
+    let chunks = gateway.catalog().upload_chunks(&row.id).await.map_err(|err| by_class(err.into()))?;
+    // The upload's bytes are exactly its chunks in offset order: one after another from 0 to its offset.
+    let mut end = 0;
+    for chunk in &chunks {
+        if chunk.offset != end {
+            return Err(CompletionError::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
+        }
+        end += chunk.size;
+    }
+    if end != row.offset {
+        return Err(CompletionError::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
+    }
+    let pieces = chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]);
+    // The ingest sees a failed read only as a cut-off body; what failed is kept here.
+    let failure = std::sync::Mutex::new(None);
+    let store = &gateway.artefacts();
+    let body = futures::stream::iter(pieces)
+        .map(|(object, size)| async move { store.read_chunk(&object).await.map(|bytes| exactly(bytes, object, size)) })
+        .buffered(CHUNKS_OPENED_AHEAD)
+        .try_flatten()
+        .map_err(|err| {
+            let mut failure = failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *failure = Some(err);
+            "a staged chunk could not be read"
+        });
+    let ingested = gateway.ingest(caller, case, request, body).await;
+    match (ingested, failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)) {
+        (Ok(registered), _) => Ok(registered),
+        (Err(_), Some(err @ StoreError::ChunkLost(_))) => Err(CompletionError::Lost(err)),
+        (Err(_), Some(err)) => Err(by_class(err.into())),
+        (Err(err), None) => Err(by_class(err)),
+    }
+}
+
+/// A chunk's bytes, failing with [`StoreError::ChunkLost`] unless they are exactly the `size` written.
+fn exactly(
+    bytes: impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static,
+    object: String,
+    size: u64,
+) -> impl Stream<Item = Result<Bytes, StoreError>> + Send + 'static {
+    let state = (Box::pin(bytes), 0u64, Some(object));
+    futures::stream::unfold(state, move |(mut bytes, seen, object)| async move {
+        let object = object?;
+        match bytes.next().await {
+            Some(Ok(data)) if seen + data.len() as u64 <= size => {
+                let seen = seen + data.len() as u64;
+                Some((Ok(data), (bytes, seen, Some(object))))
+            }
+            Some(Err(err)) => Some((Err(err), (bytes, seen, None))),
+            None if seen == size => None,
+            _ => Some((Err(StoreError::ChunkLost(object)), (bytes, seen, None))),
+        }
+    })
+}
+
+/// Renews the claim on upload `id`'s completion, whose last chunk is `last`, until dropped.
+struct Renewing(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn renew_claim(gateway: Gateway, id: String, last: String) -> Renewing {
+    Renewing(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(CLAIM_RENEW_EVERY).await;
+            match gateway.catalog().renew_upload_claim(&id, &last, gateway.clock().unix_seconds()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(upload = %id, "lost the claim on a resumable upload's completion");
+                    return;
+                }
+                Err(err) => tracing::warn!(upload = %id, error = %err, "could not renew a completion claim"),
+            }
+        }
+    }))
+}

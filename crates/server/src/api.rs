@@ -312,11 +312,9 @@ async fn sign_in(
     let peer = crate::listen::client_network(&extensions)
         .unwrap_or_else(|| custodia_service::network::ClientNetwork::of(std::net::IpAddr::from([0, 0, 0, 0])));
     let devices = auth::device_cookies(&headers, auth::device_cookie_name(https));
-    let account =
-        identity::check_password(&state.gateway, &state.sign_ins, &body.username, &body.password, peer, &devices)
-            .await?;
+    let account = state.gateway.sign_in(&state.sign_ins, &body.username, &body.password, peer, &devices).await?;
     crate::listen::mark_signed_in(&extensions, &account.id);
-    let secret = identity::start_session(&state.gateway, &account).await?;
+    let secret = state.gateway.start_session(&account).await?;
     let cookie = auth::session_cookie(https, &secret, SESSION_SECONDS);
     // The session cookie first, then the device cookie: a new one on every sign-in (auth::DeviceKey).
     let device_cookie = auth::device_cookie(&state.sign_ins, &account.id, state.gateway.clock().unix_seconds(), https);
@@ -336,7 +334,7 @@ async fn sign_out(State(state): State<AppState>, request: Request) -> Result<Res
         if !auth::same_origin(&parts, https) {
             return Err(GatewayError::CrossOrigin.into());
         }
-        identity::end_session(&state.gateway, &secret).await?;
+        state.gateway.end_session(&secret).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     let expired = auth::session_cookie(https, "", 0);
@@ -380,7 +378,7 @@ async fn create_token(
     caller: Caller,
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<Response, Problem> {
-    let (token, secret) = identity::issue_token(&state.gateway, &caller, body.scopes, body.expires_in_seconds).await?;
+    let (token, secret) = state.gateway.issue_token(&caller, body.scopes, body.expires_in_seconds).await?;
     Ok(json(
         StatusCode::CREATED,
         serde_json::json!({ "id": token.id, "token": secret, "scopes": token.scopes, "expires_at": token.expires_at }),

@@ -158,9 +158,9 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim);
         let https = reached_over_https(parts, state);
         let caller = match (bearer, session_secret(parts, https)) {
-            (Some(token), _) => identity::principal_from_token(&state.gateway, token).await,
+            (Some(token), _) => state.gateway.principal_from_token(token).await,
             (None, Some(_)) if !same_origin(parts, https) => Err(GatewayError::CrossOrigin),
-            (None, Some(session)) => identity::principal_from_session(&state.gateway, &session).await,
+            (None, Some(session)) => state.gateway.principal_from_session(&session).await,
             (None, None) => Err(GatewayError::Unauthenticated),
         };
         if let Ok(caller) = &caller {

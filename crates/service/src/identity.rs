@@ -7,11 +7,12 @@ use std::fmt;
 
 use argon2::password_hash::{PasswordHash, SaltString};
 use base64::Engine as _;
-use custodia_catalog::{Account, ApiToken};
+use custodia_catalog::{Account, Catalog};
 use custodia_core::{Action, ActorId, Label, Sha256};
 use hmac::{Hmac, Mac as _};
 
-use crate::gateway::{Gateway, GatewayError, Result, actor_of};
+use crate::clock::Clock;
+use crate::error::{GatewayError, Result};
 use crate::network::ClientNetwork;
 
 /// How long a session lasts.
@@ -19,7 +20,8 @@ pub const SESSION_SECONDS: i64 = 12 * 3600;
 /// How long a device cookie lets its device past the account's ceiling: 180 days from the sign-in that set it
 /// (each sign-in sets a fresh one).
 pub const DEVICE_COOKIE_SECONDS: i64 = 180 * 24 * 3600;
-const TOKEN_PREFIX: &str = "cst_";
+/// What an API token's secret starts with, so that a leaked one is recognised (by a secret scanner, say).
+pub const TOKEN_PREFIX: &str = "cst_";
 
 /// What a token may be used for. A session may do everything its roles allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,7 +58,8 @@ impl Scope {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// The scope's name, as a token lists it.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Read => "read",
             Self::Write => "write",
@@ -755,7 +758,8 @@ fn verify_in(memory: &mut Vec<argon2::Block>, stored: &str, password: &[u8]) -> 
 /// reveal usernames. `peer` is the client's network and `device_cookies` the values of the request's
 /// device cookies (at most [`DEVICE_COOKIES_READ`] are read), both used only for throttling.
 pub async fn check_password(
-    gateway: &Gateway,
+    catalog: &Catalog,
+    clock: &Clock,
     throttle: &SignInThrottle,
     username: &str,
     password: &str,
@@ -770,8 +774,8 @@ pub async fn check_password(
     let mut looked_up = None;
     let mut owner = None;
     if !cookies.is_empty() {
-        let account = gateway.catalog().account_by_username(username).await?;
-        let now = gateway.clock().unix_seconds();
+        let account = catalog.account_by_username(username).await?;
+        let now = clock.unix_seconds();
         owner = account.as_ref().and_then(|account| throttle.owner(&cookies, &account.id, now));
         looked_up = Some(account);
     }
@@ -793,7 +797,7 @@ pub async fn check_password(
     };
     let account = match looked_up {
         Some(account) => account,
-        None => gateway.catalog().account_by_username(username).await?,
+        None => catalog.account_by_username(username).await?,
     };
     // An unknown username is checked against a decoy with the same parameters, so that it takes as long and as
     // much memory as a wrong password, within the same budget.
@@ -812,75 +816,9 @@ pub async fn check_password(
     }
 }
 
-pub async fn start_session(gateway: &Gateway, account: &Account) -> Result<String> {
-    let secret = new_secret();
-    gateway
-        .catalog()
-        .create_session(&secret_digest(&secret), &account.id, gateway.clock().unix_seconds() + SESSION_SECONDS)
-        .await?;
-    Ok(secret)
-}
-
-pub async fn issue_token(
-    gateway: &Gateway,
-    caller: &Principal,
-    scopes: Vec<Scope>,
-    ttl_seconds: i64,
-) -> Result<(ApiToken, String)> {
-    if caller.channel != Channel::Session {
-        return Err(GatewayError::SessionOnly("make API tokens"));
-    }
-    if scopes.is_empty() || !(60..=366 * 24 * 3600).contains(&ttl_seconds) {
-        return Err(GatewayError::BadInput {
-            field: "token",
-            reason: "name at least one scope, and a lifetime between 60 seconds and a year".into(),
-        });
-    }
-    let secret = format!("{TOKEN_PREFIX}{}", new_secret());
-    let token = ApiToken {
-        id: crate::gateway::new_id("tok"),
-        account_id: caller.account_id.clone(),
-        scopes: scopes.iter().map(|s| s.name()).collect::<Vec<_>>().join(" "),
-        expires_at: gateway.clock().unix_seconds() + ttl_seconds,
-        revoked: false,
-    };
-    gateway.catalog().create_api_token(&token, &secret_digest(&secret)).await?;
-    Ok((token, secret))
-}
-
-/// Ends the session whose secret is `secret`, if there is one.
-pub async fn end_session(gateway: &Gateway, secret: &str) -> Result<()> {
-    gateway.catalog().delete_session(&secret_digest(secret)).await?;
-    Ok(())
-}
-
-/// The caller who sends the API token `secret`: refused if it is unknown, revoked or expired, or its account disabled.
-pub async fn principal_from_token(gateway: &Gateway, secret: &str) -> Result<Principal> {
-    let token = gateway.catalog().api_token(&secret_digest(secret)).await?.ok_or(GatewayError::Unauthenticated)?;
-    if token.revoked {
-        return Err(GatewayError::TokenRevoked);
-    }
-    if token.expires_at <= gateway.clock().unix_seconds() {
-        return Err(GatewayError::TokenExpired);
-    }
-    let account = gateway.catalog().active_account(&token.account_id).await?.ok_or(GatewayError::Unauthenticated)?;
-    let scopes = token
-        .scopes
-        .split(' ')
-        .filter_map(|name| serde_json::from_value(serde_json::Value::String(name.to_owned())).ok())
-        .collect();
-    Ok(Principal::new(&account, Channel::Token { id: token.id, scopes }))
-}
-
-/// The caller whose session's secret is `secret`: refused if it is unknown or expired, or its account disabled.
-pub async fn principal_from_session(gateway: &Gateway, secret: &str) -> Result<Principal> {
-    let account_id = gateway
-        .catalog()
-        .session_account(&secret_digest(secret), gateway.clock().unix_seconds())
-        .await?
-        .ok_or(GatewayError::Unauthenticated)?;
-    let account = gateway.catalog().active_account(&account_id).await?.ok_or(GatewayError::Unauthenticated)?;
-    Ok(Principal::new(&account, Channel::Session))
+/// Accounts are referred to in records by their opaque id only.
+pub fn actor_of(account_id: &str) -> ActorId {
+    ActorId::new(account_id.to_owned()).unwrap_or_else(|_| unreachable!("account ids are generated well-formed"))
 }
 
 /// How often expired sessions are deleted.
@@ -888,7 +826,7 @@ pub const SESSION_PURGE_INTERVAL: std::time::Duration = std::time::Duration::fro
 
 /// Deletes expired sessions now, and then every [`SESSION_PURGE_INTERVAL`] while the runtime runs. It holds the
 /// catalog only, never the gateway: the custody log closes once the gateway's last handle is gone.
-pub fn purge_expired_sessions(catalog: custodia_catalog::Catalog, clock: crate::clock::Clock) {
+pub fn purge_expired_sessions(catalog: Catalog, clock: Clock) {
     tokio::spawn(async move {
         loop {
             match catalog.purge_expired_sessions(clock.unix_seconds()).await {

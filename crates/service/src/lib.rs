@@ -9,9 +9,11 @@
 
 pub mod budget;
 pub mod clock;
+pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod network;
 pub mod probe;
 pub mod refusals;
+pub mod sessions;
 pub mod uploads;

@@ -25,9 +25,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::LogError;
 use crate::checkpoint::{Checkpoint, LogSigner, SignedCheckpoint};
-use crate::log::TreeState;
 use crate::storage::{CHECKPOINT, LogStore};
 use crate::tile::{TILE_WIDTH, Tile, TileKind};
+use crate::tree_state::{SequencerGuard, TreeState, collect_superseded_partials};
 
 /// An `entries` bound past any index.
 const UNBOUNDED: u64 = i64::MAX as u64;
@@ -117,7 +117,7 @@ pub(crate) struct Integrator {
     pub(crate) shared: Arc<Shared>,
     pub(crate) published_at: Arc<std::sync::Mutex<std::time::SystemTime>>,
     // Declared before `publish` so that it is released first: `Log::close` waits for `publish` to go.
-    pub(crate) _guard: Option<crate::log::SequencerGuard>,
+    pub(crate) _guard: Option<SequencerGuard>,
     pub(crate) publish: watch::Sender<SignedCheckpoint>,
 }
 
@@ -270,7 +270,7 @@ impl Integrator {
         lock.publish(next.size(), Bytes::copy_from_slice(signed.note())).await.map_err(coordination_error)?;
         self.state = Some(next);
         self.published(signed);
-        crate::log::collect_superseded_partials(&self.storage, full_tiles);
+        collect_superseded_partials(&self.storage, full_tiles);
         Ok(())
     }
 

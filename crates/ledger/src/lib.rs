@@ -21,6 +21,8 @@ pub mod proof_file;
 #[cfg(feature = "sequencer")]
 mod storage;
 pub mod tile;
+#[cfg(feature = "sequencer")]
+mod tree_state;
 
 #[cfg(feature = "sequencer")]
 use std::path::PathBuf;

@@ -18,54 +18,9 @@ use serde_json::Value;
 use crate::auth::{self, Caller};
 use crate::extract::{Path, Query};
 use crate::problem::Problem;
+use crate::state::AppState;
 use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use custodia_service::identity::{self, Principal, SESSION_SECONDS, Scope};
-
-/// What every handler shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub gateway: Gateway,
-    /// Mark cookies `Secure` (when serving HTTPS).
-    pub secure_cookies: bool,
-    /// Live hearings and their rooms ([`custodia_hearings::live`]).
-    pub hearings: std::sync::Arc<custodia_hearings::live::Hearings>,
-    /// STUN/TURN servers and the TURN credential issuer ([`custodia_hearings::turn`]), for the API, WHIP and the hearing room.
-    pub ice_servers: std::sync::Arc<custodia_hearings::turn::IceServers>,
-    /// Recent failed sign-ins and the password-hashing budget ([`identity::SignInThrottle`]).
-    pub sign_ins: std::sync::Arc<identity::SignInThrottle>,
-    /// This gateway as a witness of its partners' logs ([`crate::witness_api`]).
-    pub witness: std::sync::Arc<crate::witness_api::Witness>,
-    /// The cosignatures collected on this gateway's own checkpoints, and what `/log/checkpoint` publishes
-    /// ([`crate::cosigning`]).
-    pub cosigning: std::sync::Arc<crate::cosigning::Cosigning>,
-    /// Evidence leaving at once, per account and in all ([`crate::outflow::Outflow`]).
-    pub outflow: std::sync::Arc<crate::outflow::Outflow>,
-    /// Partner gateways: who is pinned, and how this gateway signs its requests to them ([`crate::partner_api`]).
-    pub partnering: std::sync::Arc<crate::partner_api::Partnering>,
-    /// Transfers to and from partner gateways ([`crate::transfers`]).
-    pub transfers: std::sync::Arc<crate::transfers::Transfers>,
-    /// What `/metrics` shows of this process's requests ([`crate::metrics`]).
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-}
-
-impl AppState {
-    /// A place for one more stream of evidence leaving for `caller`, held until the returned value is dropped:
-    /// taken before anything is recorded, so that a refusal leaves no record of an access that never happened, and
-    /// after the step is found permitted (the gateway calls it then: [`Gateway::download`]'s check,
-    /// [`Gateway::export_leaving`]), so that a request that will be refused never takes a place, nor closes another
-    /// reader's stream to make one.
-    /// The stream leaves over `connection`, which is closed if a newcomer takes its place while it reads too
-    /// slowly ([`crate::outflow::Outflow`]).
-    pub(crate) fn start_outflow(
-        &self,
-        caller: &Caller,
-        connection: Option<Extension<crate::listen::Connection>>,
-        stream: crate::outflow::Stream,
-    ) -> Result<crate::outflow::Outflowing, GatewayError> {
-        let connection = connection.map(|Extension(connection)| connection);
-        self.outflow.start(caller.account_id(), stream, connection).map_err(GatewayError::TooMany)
-    }
-}
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -101,7 +56,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/proofs/{index}", get(proof))
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .merge(uploads)
-        .merge(crate::tus::router())
         .with_state(state)
 }
 
@@ -1144,21 +1098,8 @@ async fn decide_widening(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewOutcome {
-    outcome: OutcomeKind,
+    outcome: crate::transfers::OutcomeKind,
     note: Option<String>,
-}
-
-/// What an artefact achieved, reported back to its provider.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    UsedAtHearing,
-    ChargesBrought,
-    Conviction,
-    Acquittal,
-    CaseDiscontinued,
-    VictimIdentified,
-    Other,
 }
 
 async fn report_outcome(

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, header};
 use custodia_service::gateway::GatewayError;
 use custodia_service::identity::{self, DEVICE_COOKIES_READ, Principal, SignInThrottle};
 
-use crate::api::AppState;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// The session cookie over plain HTTP (loopback, tests, a private network).
 pub const SESSION_COOKIE: &str = "custodia_session";

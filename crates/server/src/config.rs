@@ -203,19 +203,6 @@ impl Default for PartnerConfig {
     }
 }
 
-impl PartnerConfig {
-    /// The timeouts and retry interval of transfers.
-    pub fn transfer_timing(&self) -> crate::transfers::TransferTiming {
-        let seconds = std::time::Duration::from_secs;
-        crate::transfers::TransferTiming {
-            relay: seconds(self.transfer_relay_seconds),
-            delivery: seconds(self.transfer_delivery_seconds),
-            retrieval: seconds(self.transfer_retrieval_seconds),
-            retry: seconds(self.transfer_retry_seconds.max(1)),
-        }
-    }
-}
-
 /// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their
 /// cosignatures on this gateway's own checkpoints ([`crate::cosigning`]).
 #[derive(Clone, Debug, clap::Args)]
@@ -489,20 +476,6 @@ impl Default for ConnectionConfig {
             body_idle_seconds: 30,
             trusted_proxies: Vec::new(),
         }
-    }
-}
-
-impl ConnectionConfig {
-    /// The limits for [`crate::listen::serve`], within `open_files` descriptors.
-    pub fn limits(&self, open_files: u64) -> crate::listen::Limits {
-        crate::listen::Limits {
-            max_connections: self.max_connections.max(1),
-            max_connections_per_peer: self.max_connections_per_peer.max(1),
-            header_read_timeout: std::time::Duration::from_secs(self.header_timeout_seconds.max(1)),
-            body_idle_timeout: std::time::Duration::from_secs(self.body_idle_seconds.max(1)),
-            trusted_proxies: self.trusted_proxies.clone(),
-        }
-        .budgeted(open_files)
     }
 }
 

@@ -24,7 +24,6 @@ use custodia_witness::policy::Policy;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::api::AppState;
 use crate::config::{WitnessConfig, WitnessPublish};
 use crate::problem::Problem;
 use custodia_service::clock::Clock;
@@ -32,8 +31,8 @@ use custodia_service::clock::Clock;
 /// A witness's answer holds a few cosignature lines; anything longer is not an answer.
 const ANSWER_LIMIT: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/witness/cosignatures", get(report)).with_state(state)
+pub fn router(cosigning: Arc<Cosigning>) -> Router {
+    Router::new().route("/witness/cosignatures", get(report)).with_state(cosigning)
 }
 
 /// The collector of this gateway's cosignatures, or nothing when no witness policy is configured.
@@ -215,8 +214,8 @@ pub struct WitnessReport {
     pub alarms: u64,
 }
 
-async fn report(State(state): State<AppState>) -> Response {
-    axum::Json(state.cosigning.report()).into_response()
+async fn report(State(cosigning): State<Arc<Cosigning>>) -> Response {
+    axum::Json(cosigning.report()).into_response()
 }
 
 /// What `/log/checkpoint` answers while nothing is published under a quorum policy.

@@ -16,10 +16,11 @@ use futures::{SinkExt as _, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::{ApiJson, AppState, JSON_LIMIT, PurposeQuery, case_id};
+use crate::api::{ApiJson, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
 use crate::extract::{Path, Query};
 use crate::problem::Problem;
+use crate::state::AppState;
 use custodia_hearings::live::{
     ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
     SeenAs, WhipCaps, WhipRefusal,

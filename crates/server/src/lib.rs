@@ -22,7 +22,9 @@ pub mod outflow;
 pub mod partner_api;
 pub mod places;
 pub mod problem;
+pub mod request_metrics;
 pub mod startup;
+pub mod state;
 pub mod timestamping;
 pub mod tls;
 pub mod transfer_api;
@@ -41,16 +43,17 @@ pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls
 
 /// The whole HTTP surface: the API, the hearings (WHIP publishing among them), the read-only log, and the browser pages (served from the
 /// fallback, so that they never shadow a route). Every request is timed and every problem counted for `/metrics`
-/// ([`metrics::track_requests`]), which itself is served on a listener of its own ([`metrics::router`]).
-pub fn app(state: api::AppState) -> axum::Router {
+/// ([`request_metrics::track_requests`]), which itself is served on a listener of its own ([`metrics::router`]).
+pub fn app(state: state::AppState) -> axum::Router {
     let metrics = state.metrics.clone();
     api::router(state.clone())
+        .merge(tus::router().with_state(state.clone()))
         .merge(hearing_api::router(state.clone()))
         .merge(log_routes::router(state.clone()))
-        .merge(witness_api::router(state.clone()))
-        .merge(partner_api::router(state.clone()))
+        .merge(witness_api::router(state.witness.clone()))
+        .merge(partner_api::router(state.partnering.clone()))
         .merge(transfer_api::router(state.clone()))
-        .merge(cosigning::router(state))
+        .merge(cosigning::router(state.cosigning.clone()))
         .fallback(web::fallback)
         .method_not_allowed_fallback(|| async {
             problem::Problem::new(
@@ -60,5 +63,5 @@ pub fn app(state: api::AppState) -> axum::Router {
                 "this endpoint does not take that method; see /api/openapi.json",
             )
         })
-        .layer(axum::middleware::from_fn_with_state(metrics, metrics::track_requests))
+        .layer(axum::middleware::from_fn_with_state(metrics, request_metrics::track_requests))
 }

@@ -68,6 +68,20 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The limits `config` sets, within `open_files` descriptors.
+    pub fn of(config: &crate::config::ConnectionConfig, open_files: u64) -> Self {
+        Self {
+            max_connections: config.max_connections.max(1),
+            max_connections_per_peer: config.max_connections_per_peer.max(1),
+            header_read_timeout: Duration::from_secs(config.header_timeout_seconds.max(1)),
+            body_idle_timeout: Duration::from_secs(config.body_idle_seconds.max(1)),
+            trusted_proxies: config.trusted_proxies.clone(),
+        }
+        .budgeted(open_files)
+    }
+}
+
+impl Limits {
     /// The configured connections at most, and never more than the open-file limit `open_files` leaves after the
     /// reserve (a quarter of the limit, and at least `RESERVED_DESCRIPTORS`); per client network, the configured
     /// share at most, and never more than [`PEER_SHARE_OF_CONNECTIONS`] of those connections (at least one).

@@ -11,9 +11,9 @@ use axum::routing::get;
 use custodia_ledger::CHECKPOINT;
 use custodia_ledger::tile::Tile;
 
-use crate::api::AppState;
 use crate::cosigning::Published;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     Router::new()

@@ -260,7 +260,7 @@ fn say(line: &str) {
 async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     // Before anything opens a file: the budget below is taken from the limit in force.
     let open_files = custodia_server::listen::raise_open_file_limit();
-    let limits = config.connections.limits(open_files);
+    let limits = custodia_server::listen::Limits::of(&config.connections, open_files);
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(custodia_server::tls::acceptor(cert, key).await?),
         _ => None,
@@ -289,7 +289,7 @@ const METRICS_CONNECTIONS: usize = 8;
 /// timeouts and a budget of its own.
 async fn serve_metrics(
     address: std::net::SocketAddr,
-    state: custodia_server::api::AppState,
+    state: custodia_server::state::AppState,
     api_limits: &custodia_server::listen::Limits,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)

@@ -14,7 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRef, FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,7 +29,6 @@ use serde::{Deserialize, Serialize};
 
 use custodia_service::gateway::Gateway;
 
-use crate::api::AppState;
 use crate::problem::Problem;
 use custodia_service::clock::Clock;
 
@@ -58,9 +57,9 @@ pub struct Partnering {
 /// at once, from all partners together; one more is answered 503 and tried again later.
 pub const LARGE_BODIES_AT_ONCE: usize = 8;
 /// How many of those one partner may have at once: as many as a sending gateway sends to one partner at once
-/// ([`crate::transfers::CHUNKS_IN_FLIGHT`], for all its transfers together), so that two partners sending at full
+/// (`crate::transfers::CHUNKS_IN_FLIGHT`, for all its transfers together), so that two partners sending at full
 /// speed fit, and no partner takes every place.
-pub const LARGE_BODIES_PER_PARTNER: usize = crate::transfers::CHUNKS_IN_FLIGHT;
+pub const LARGE_BODIES_PER_PARTNER: usize = 4;
 
 impl std::fmt::Debug for Partnering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,10 +226,15 @@ impl<const LIMIT: usize> FromPartner<LIMIT> {
     }
 }
 
-impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
+impl<S, const LIMIT: usize> FromRequest<S> for FromPartner<LIMIT>
+where
+    S: Send + Sync,
+    Arc<Partnering>: FromRef<S>,
+{
     type Rejection = Problem;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, Problem> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
+        let partnering = Arc::<Partnering>::from_ref(state);
         let (parts, body) = request.into_parts();
         let header = |name: &str| parts.headers.get(name).and_then(|value| value.to_str().ok());
         let presented = Presented {
@@ -241,14 +245,14 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
             signature_input: header("signature-input"),
             signature: header("signature"),
         };
-        let named = state.partnering.check_headers(&presented).map_err(refusal)?;
+        let named = partnering.check_headers(&presented).map_err(refusal)?;
         let place = match LIMIT > PARTNER_BODY_LIMIT {
-            true => Some(state.partnering.large_body_place(&named.name)?),
+            true => Some(partnering.large_body_place(&named.name)?),
             false => None,
         };
         let declared = header("content-length").and_then(|length| length.parse::<usize>().ok());
         // A large body (a chunk) is read into a chunk buffer, a small one into its own.
-        let buffers = (LIMIT > PARTNER_BODY_LIMIT).then(|| state.partnering.buffers());
+        let buffers = (LIMIT > PARTNER_BODY_LIMIT).then(|| partnering.buffers());
         let (body, sha256) = read_hashed(body, LIMIT, declared, buffers).await.map_err(|_| {
             Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -257,7 +261,7 @@ impl<const LIMIT: usize> FromRequest<AppState> for FromPartner<LIMIT> {
                 format!("this request from a partner gateway has at most {LIMIT} bytes"),
             )
         })?;
-        let partner = state.partnering.authenticate(&named.name, &presented, &sha256).map_err(refusal)?;
+        let partner = partnering.authenticate(&named.name, &presented, &sha256).map_err(refusal)?;
         Ok(Self { partner, body, _place: place })
     }
 }
@@ -313,24 +317,30 @@ fn refusal(refused: Refused) -> Problem {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/partner/v1/card", get(card)).route("/partner/v1/handshake", post(handshake)).with_state(state)
+pub fn router(partnering: Arc<Partnering>) -> Router {
+    Router::new()
+        .route("/partner/v1/card", get(card))
+        .route("/partner/v1/handshake", post(handshake))
+        .with_state(partnering)
 }
 
-async fn card(State(state): State<AppState>) -> Json<Card> {
-    Json(state.partnering.card().clone())
+async fn card(State(partnering): State<Arc<Partnering>>) -> Json<Card> {
+    Json(partnering.card().clone())
 }
 
 /// A partner's signed handshake, whose body is the sender's own card: answered with the entry pinned here for it
 /// and this gateway's card, so that the sender sees both ways whether the two sides pin each other as they are
 /// (`custodia partners check`), before any evidence moves. A card that differs from the pinned entry is logged.
-async fn handshake(State(state): State<AppState>, request: FromPartner) -> Result<Json<Handshake>, Problem> {
+async fn handshake(
+    State(partnering): State<Arc<Partnering>>,
+    request: FromPartner,
+) -> Result<Json<Handshake>, Problem> {
     let pinned = Card::of(&request.partner);
     let theirs: Card = request.json("the sender's partner card")?;
     if theirs != pinned {
         tracing::warn!(partner = %pinned.name, "a partner's card differs from the entry pinned for it");
     }
-    Ok(Json(Handshake { pinned, card: state.partnering.card().clone() }))
+    Ok(Json(Handshake { pinned, card: partnering.card().clone() }))
 }
 
 /// This gateway's card and request key for `config` (every key made on first use), and the registry of its

@@ -152,6 +152,11 @@ impl From<GatewayError> for Problem {
     }
 }
 
+/// The problem `type` of an answer, which [`Problem`] leaves in the response's extensions for `/metrics` to count
+/// (`crate::metrics::track_requests`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemType(pub &'static str);
+
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let body = Body {
@@ -166,7 +171,7 @@ impl IntoResponse for Problem {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
         // For /metrics, which counts refusals by their type (crate::metrics::track_requests).
-        response.extensions_mut().insert(crate::metrics::ProblemType(self.kind));
+        response.extensions_mut().insert(ProblemType(self.kind));
         response
     }
 }

@@ -11,9 +11,10 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::config::{GatewayConfig, ServeConfig, absolute};
 use crate::keys;
+use crate::state::AppState;
 use custodia_service::clock::Clock;
 use custodia_service::gateway::Gateway;
 
@@ -112,7 +113,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .with_prober(prober)
         .with_quotas(config.quotas.quotas())
         .with_cosigning(cosigning.clone());
-    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let metrics = Arc::new(crate::request_metrics::Metrics::default());
     metrics.log_opened_at_size(gateway.log().checkpoint().checkpoint.size);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
@@ -167,7 +168,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         gateway.clone(),
         partnering.clone(),
         gateway_config.data_dir.join("transfers"),
-        config.partners.transfer_timing(),
+        crate::transfers::TransferTiming::of(&config.partners),
     )?);
     transfers.resume().await?;
     // Only by the gateway that hosts the hearings, and only hearings nobody holds: another gateway on this database

@@ -19,10 +19,11 @@ use axum::{Json, Router};
 use custodia_partners::transfer::{MAX_CHUNK_BYTES, Offer, Progress};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiJson, AppState, artefact_id, json, label};
+use crate::api::{ApiJson, artefact_id, json, label};
 use crate::auth::Caller;
 use crate::partner_api::FromPartner;
 use crate::problem::Problem;
+use crate::state::AppState;
 
 /// A chunk's body: at most [`MAX_CHUNK_BYTES`].
 const CHUNK_LIMIT: usize = MAX_CHUNK_BYTES as usize;

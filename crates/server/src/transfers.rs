@@ -80,6 +80,19 @@ pub struct TransferTiming {
     pub retry: Duration,
 }
 
+impl TransferTiming {
+    /// The timeouts and retry interval `config` sets.
+    pub fn of(config: &crate::config::PartnerConfig) -> Self {
+        let seconds = std::time::Duration::from_secs;
+        Self {
+            relay: seconds(config.transfer_relay_seconds),
+            delivery: seconds(config.transfer_delivery_seconds),
+            retrieval: seconds(config.transfer_retrieval_seconds),
+            retry: seconds(config.transfer_retry_seconds.max(1)),
+        }
+    }
+}
+
 /// Transfers of this gateway, both ways.
 pub struct Transfers {
     gateway: Gateway,
@@ -122,7 +135,7 @@ const WRITES_IN_FLIGHT: usize = 2;
 
 /// How many chunks of one transfer this gateway sends at once: each is read from the store, signed and sent while
 /// the receiving gateway writes those before it, so that neither side waits on the other's round trip.
-pub const CHUNKS_IN_FLIGHT: usize = 4;
+pub const CHUNKS_IN_FLIGHT: usize = crate::partner_api::LARGE_BODIES_PER_PARTNER;
 /// How far beyond the next chunk due a chunk arriving here may start (in chunks): such a chunk waits, its body held
 /// (one of the partner requests' large bodies at once), until those before it are written, at most
 /// [`CHUNK_WAIT`]; one further ahead, or still early then, is refused as out of order.
@@ -1639,7 +1652,7 @@ impl Transfers {
 pub struct OutcomeReport {
     /// The report's id at the receiving gateway, kept at the provider's too (so that it is recorded once).
     pub id: String,
-    pub outcome: crate::api::OutcomeKind,
+    pub outcome: OutcomeKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -1803,4 +1816,17 @@ fn check_bundle(
         media_type: manifest.media_type.to_string(),
         checkpoint: String::from_utf8_lossy(checkpoint).lines().take(3).collect::<Vec<_>>().join("\n"),
     })
+}
+
+/// What an artefact achieved, reported back to its provider.
+#[derive(Debug, Clone, Copy, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    UsedAtHearing,
+    ChargesBrought,
+    Conviction,
+    Acquittal,
+    CaseDiscontinued,
+    VictimIdentified,
+    Other,
 }

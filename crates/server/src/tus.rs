@@ -46,9 +46,10 @@ use custodia_core::{Action, CaseId, Label, Sha256Hasher};
 use futures::{Stream, StreamExt as _};
 use sha1::Digest as _;
 
-use crate::api::{AppState, original_name};
+use crate::api::original_name;
 use crate::auth::Caller;
 use crate::problem::Problem;
+use crate::state::AppState;
 use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
 use custodia_service::uploads::{self, CompletionError, OPEN_UPLOADS_PER_ACCOUNT, TTL_SECONDS};
 

@@ -12,8 +12,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::AppState;
 use crate::problem::Problem;
+use crate::state::AppState;
 use custodia_service::gateway::bad_input;
 
 /// The SDP offer of a WHIP POST: `Content-Type: application/sdp`, UTF-8.

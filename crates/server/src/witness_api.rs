@@ -21,7 +21,6 @@ use custodia_ledger::merkle::empty_root;
 use custodia_witness::{AddCheckpoint, CosignerKey, Decision, Known, decide, parse_log_list};
 use serde::Serialize;
 
-use crate::api::AppState;
 use crate::config::WitnessConfig;
 use crate::problem::Problem;
 use custodia_service::budget::{Budget, retry_after_seconds};
@@ -34,11 +33,11 @@ pub const ADD_CHECKPOINT_LIMIT: usize = 64 * 1024;
 const REQUESTS_BURST: u32 = 120;
 const REQUESTS_PER_MINUTE: u32 = 1200;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(witness: Arc<Witness>) -> Router {
     Router::new()
         .route("/witness/add-checkpoint", post(add_checkpoint).layer(DefaultBodyLimit::max(ADD_CHECKPOINT_LIMIT)))
         .route("/witness/logs", get(logs))
-        .with_state(state)
+        .with_state(witness)
 }
 
 /// This gateway's witness: its cosigner key, the logs it witnesses, and counts of what it refused.
@@ -245,8 +244,7 @@ pub struct WitnessedLogReport {
     pub refused: BTreeMap<&'static str, u64>,
 }
 
-async fn add_checkpoint(State(state): State<AppState>, extensions: Extensions, body: Bytes) -> Response {
-    let witness = &state.witness;
+async fn add_checkpoint(State(witness): State<Arc<Witness>>, extensions: Extensions, body: Bytes) -> Response {
     let peer = crate::listen::client_network(&extensions).map_or_else(String::new, |network| network.key());
     if let Err(wait) = witness.requests.take(&peer) {
         let mut response = Problem::new(
@@ -275,8 +273,8 @@ async fn add_checkpoint(State(state): State<AppState>, extensions: Extensions, b
     }
 }
 
-async fn logs(State(state): State<AppState>) -> Response {
-    match state.witness.report().await {
+async fn logs(State(witness): State<Arc<Witness>>) -> Response {
+    match witness.report().await {
         Ok(report) => axum::Json(report).into_response(),
         Err(err) => Problem::internal(&err).into_response(),
     }

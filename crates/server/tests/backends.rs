@@ -373,7 +373,7 @@ async fn second_gateway(first: &TestGateway, garage: &Garage, postgres: &TempPos
     let max = first.state.gateway.max_upload_bytes();
     let gateway =
         custodia_service::gateway::Gateway::new(catalog, artefacts, manifests, log, &signer, first.clock.clone(), max);
-    let state = custodia_server::api::AppState { gateway, ..first.state.clone() };
+    let state = custodia_server::state::AppState { gateway, ..first.state.clone() };
     TestGateway::over(tempfile::tempdir().unwrap(), state, first.clock.clone(), first.dir.path().join("log"))
 }
 

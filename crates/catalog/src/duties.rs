@@ -1,16 +1,22 @@
-//! Duties one gateway on a database performs for all of them (timestamping the shared log's checkpoints, say):
-//! held as a PostgreSQL session advisory lock on a connection of its own, so that when its holder dies, its
-//! connection and the lock go with it, and another gateway takes the duty over. A SQLite catalog has one gateway,
-//! which holds every duty.
+//! Duties one gateway on a database performs for all of them (timestamping the shared log's checkpoints, hosting
+//! the live hearings): a lease in `duty_leases`, taken when nobody holds it or its holder's lease expired, and
+//! renewed by its holder every few seconds. A holder that dies, freezes or is cut off stops renewing, and another
+//! gateway takes the duty over once its lease expires ([`DUTY_EXPIRY`]); a database that restarts keeps the row,
+//! so the duty stays where it was. A SQLite catalog has one gateway, which holds every duty.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
-use sqlx::Connection as _;
+use sqlx::Row as _;
 
 use crate::{Catalog, Result};
 
-/// A duty, by the advisory lock key that stands for it.
+/// How long a duty's lease holds unrenewed: its holder renews it well within this (every 5 s), so a holder that
+/// has not for this long is dead, frozen or cut off.
+pub const DUTY_EXPIRY: Duration = Duration::from_secs(15);
+
+/// A duty, by the key that stands for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Duty(i64);
 
@@ -22,51 +28,95 @@ impl Duty {
     pub const HEARINGS: Self = Self(0x6865_6172_6e67);
 }
 
-/// A duty held by this process, until dropped.
+/// A duty held by this process, while [`DutyLease::still_held`] says so.
 pub struct DutyLease {
     duty: Duty,
-    /// The connection that holds the lock; `None` on SQLite.
-    connection: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
-    url: Option<Arc<str>>,
+    node: String,
+    /// `None` on SQLite, where the one gateway holds every duty.
+    catalog: Option<Catalog>,
+    /// Until when (ms since the Unix epoch) the lease was last renewed.
+    held_until: AtomicI64,
 }
 
 impl fmt::Debug for DutyLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may carry a password.
-        f.debug_struct("DutyLease").field("duty", &self.duty).finish_non_exhaustive()
+        f.debug_struct("DutyLease").field("duty", &self.duty).field("node", &self.node).finish_non_exhaustive()
     }
 }
 
-async fn lock(url: &str, duty: Duty) -> Result<Option<sqlx::AnyConnection>> {
-    let mut connection = sqlx::AnyConnection::connect(url).await?;
-    let held: bool =
-        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(duty.0).fetch_one(&mut connection).await?;
-    Ok(held.then_some(connection))
+/// Milliseconds since the Unix epoch, by this machine's clock.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+fn expiry_from(now: i64) -> i64 {
+    now + DUTY_EXPIRY.as_millis() as i64
 }
 
 impl Catalog {
-    /// Takes `duty` if no other gateway on this database holds it; `None` if one does.
-    pub async fn try_duty(&self, duty: Duty) -> Result<Option<DutyLease>> {
-        let Some(url) = &self.postgres_url else {
-            return Ok(Some(DutyLease { duty, connection: tokio::sync::Mutex::new(None), url: None }));
-        };
-        let Some(connection) = lock(url, duty).await? else { return Ok(None) };
-        Ok(Some(DutyLease { duty, connection: tokio::sync::Mutex::new(Some(connection)), url: Some(url.clone()) }))
+    /// Takes `duty` for `node` (an opaque id of this process) if no other gateway on this database holds it, its
+    /// holder's lease has expired, or `node` holds it already; `None` if another gateway holds it.
+    pub async fn try_duty(&self, duty: Duty, node: &str) -> Result<Option<DutyLease>> {
+        self.try_duty_at(duty, node, now_ms()).await
+    }
+
+    /// [`Catalog::try_duty`] at `now` (ms since the Unix epoch).
+    pub async fn try_duty_at(&self, duty: Duty, node: &str, now: i64) -> Result<Option<DutyLease>> {
+        if self.postgres_url.is_none() {
+            let lease = DutyLease { duty, node: node.to_owned(), catalog: None, held_until: AtomicI64::new(i64::MAX) };
+            return Ok(Some(lease));
+        }
+        let taken = sqlx::query(
+            "INSERT INTO duty_leases (duty, node, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (duty) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at \
+             WHERE duty_leases.node = excluded.node OR duty_leases.expires_at <= $4 \
+             RETURNING expires_at",
+        )
+        .bind(duty.0)
+        .bind(node)
+        .bind(expiry_from(now))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = taken else { return Ok(None) };
+        let held_until: i64 = row.try_get("expires_at")?;
+        Ok(Some(DutyLease {
+            duty,
+            node: node.to_owned(),
+            catalog: Some(self.clone()),
+            held_until: AtomicI64::new(held_until),
+        }))
     }
 }
 
 impl DutyLease {
-    /// Whether the duty is still this process's: its connection answers, or (the database restarted, and every
-    /// session lock with it) the lock is taken again on a new one. `false` once another process holds it: stop.
+    /// Renews the duty's lease; whether it is still this process's. `false` once another gateway holds it, or
+    /// once the lease has run out unrenewed (the database unreachable meanwhile): stop doing the duty.
     pub async fn still_held(&self) -> bool {
-        let Some(url) = &self.url else { return true };
-        let mut connection = self.connection.lock().await;
-        if let Some(held) = connection.as_mut()
-            && sqlx::query("SELECT 1").execute(&mut *held).await.is_ok()
-        {
-            return true;
+        self.still_held_at(now_ms()).await
+    }
+
+    /// [`DutyLease::still_held`] at `now` (ms since the Unix epoch).
+    pub async fn still_held_at(&self, now: i64) -> bool {
+        let Some(catalog) = &self.catalog else { return true };
+        let renewed = sqlx::query("UPDATE duty_leases SET expires_at = $1 WHERE duty = $2 AND node = $3")
+            .bind(expiry_from(now))
+            .bind(self.duty.0)
+            .bind(&self.node)
+            .execute(&catalog.pool)
+            .await;
+        match renewed {
+            Ok(done) if done.rows_affected() == 1 => {
+                self.held_until.store(expiry_from(now), Ordering::Release);
+                true
+            }
+            Ok(_) => false,
+            // The database does not answer: the duty is ours until our lease would have run out, since no other
+            // gateway can take it before then.
+            Err(err) => {
+                tracing::warn!(duty = ?self.duty, error = %err, "could not renew a duty's lease");
+                now < self.held_until.load(Ordering::Acquire)
+            }
         }
-        *connection = lock(url, self.duty).await.ok().flatten();
-        connection.is_some()
     }
 }

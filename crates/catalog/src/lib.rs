@@ -13,7 +13,7 @@ mod schema;
 mod sequencing;
 mod transfers;
 
-pub use duties::{Duty, DutyLease};
+pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 

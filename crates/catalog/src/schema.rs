@@ -269,6 +269,15 @@ CREATE TABLE IF NOT EXISTS hearing_leases (
     expires_at BIGINT NOT NULL
 )
 "#,
+    // Which gateway performs each duty it does for all (`custodia_catalog::Duty`): a lease its holder renews, taken
+    // over by another gateway once expired. `expires_at` is in milliseconds since the Unix epoch.
+    r#"
+CREATE TABLE IF NOT EXISTS duty_leases (
+    duty BIGINT PRIMARY KEY,
+    node TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+)
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.

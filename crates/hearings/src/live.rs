@@ -64,6 +64,14 @@ struct HeldElsewhere {
     hearing: String,
 }
 
+/// Why a gateway that does not host the hearings schedules none ([`Hearings::host`]).
+#[derive(Debug, thiserror::Error)]
+#[error("another gateway hosts the hearings")]
+struct HostedElsewhere;
+
+/// What is unavailable on a gateway that does not host the hearings ([`GatewayError::Unavailable`]).
+const SCHEDULED_BY_THE_HOST: &str = "scheduling, done by the gateway that hosts the hearings,";
+
 /// How many others each participant can see and hear at once: every seat of a hearing, with room to spare.
 pub const RECEIVE_SLOTS: usize = 10;
 
@@ -768,6 +776,10 @@ impl Hearings {
         request: ScheduleRequest,
     ) -> Result<Arc<LiveHearing>, GatewayError> {
         let by = self.member(caller, case, Action::RunHearings).await?;
+        // A hearing lives where the load balancer sends its participants: on the gateway that hosts the hearings.
+        if !self.hosts_hearings() {
+            return Err(GatewayError::Unavailable { what: SCHEDULED_BY_THE_HOST, source: Box::new(HostedElsewhere) });
+        }
         // Refused up front if its output could not enter custody: the scheduler's role and token must allow
         // uploading, and the recordings must have somewhere to wait.
         self.gateway.authorize(caller, case, Action::UploadArtefact).await?;
@@ -973,16 +985,35 @@ impl Hearings {
 
     /// Whether this gateway hosts the hearings (as of its last [`Self::host`]): the one gateway on a database that
     /// says it is ready for hearings (`/readyz/hearings`), so that the load balancer sends every hearing's requests
-    /// to it, and the one that takes over the hearings of a gateway that died. Another takes the duty over within
-    /// [`LEASE_RENEWAL`] of its holder's death, and keeps it when the old holder comes back, so that hearings stay
-    /// where they are held. A gateway on SQLite is alone, and hosts them.
+    /// to it, the one that schedules them, and the one that takes over the hearings of a gateway that died. The duty
+    /// is a lease renewed every [`LEASE_RENEWAL`]; another gateway takes it over once its holder has not renewed it
+    /// for [`custodia_catalog::DUTY_EXPIRY`] (dead, frozen or cut off), and keeps it when the old holder comes back,
+    /// which then hands over what it still held ([`Self::host`]). A gateway on SQLite is alone, and hosts them.
     pub fn hosts_hearings(&self) -> bool {
         self.hosts.load(Ordering::Acquire)
     }
 
-    /// Takes the duty of hosting the hearings if no other gateway holds it, or checks that this one still does;
-    /// returns whether it does ([`Self::hosts_hearings`]).
+    /// Takes the duty of hosting the hearings if no other gateway holds it, or renews it; returns whether this
+    /// gateway hosts them ([`Self::hosts_hearings`]). A gateway that does not, and holds hearings (it lost the duty
+    /// while frozen or cut off), hands them over: each is stopped here and its lease given up, so that the host,
+    /// where the load balancer sends their participants, takes them over at its next look.
     pub async fn host(&self) -> bool {
+        let hosts = self.hold_the_duty().await;
+        if !hosts {
+            let held: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
+            for live in held {
+                self.lose(&live, "another gateway hosts the hearings").await;
+                // Expired now, so that the host takes it over at once rather than when the lease would have run
+                // out; a renewal that fails leaves it to expire by itself.
+                if let Err(e) = self.gateway.catalog().renew_hearing_lease(&live.fence, 0).await {
+                    tracing::warn!(hearing = %live.id, error = %e, "giving up a hearing's lease");
+                }
+            }
+        }
+        hosts
+    }
+
+    async fn hold_the_duty(&self) -> bool {
         let mut hosting = self.hosting.lock().await;
         if let Some(lease) = hosting.as_ref()
             && !lease.still_held().await
@@ -991,7 +1022,7 @@ impl Hearings {
             *hosting = None;
         }
         if hosting.is_none() {
-            match self.gateway.catalog().try_duty(custodia_catalog::Duty::HEARINGS).await {
+            match self.gateway.catalog().try_duty(custodia_catalog::Duty::HEARINGS, &self.node).await {
                 Ok(Some(lease)) => {
                     tracing::info!("this gateway hosts the hearings");
                     *hosting = Some(lease);

@@ -344,11 +344,8 @@ async fn revoke_token(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    if state.gateway.catalog().revoke_api_token(&id, caller.account_id()).await.map_err(GatewayError::from)? {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(Problem::not_found(format!("you have no token {id}")))
-    }
+    state.gateway.revoke_token(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize)]

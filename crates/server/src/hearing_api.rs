@@ -597,12 +597,21 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
         .ok_or_else(|| Problem::from(GatewayError::Unauthenticated))
 }
 
+/// How long a WHIP publisher told that its hearing is moving waits before it tries again: a takeover takes a lease's
+/// expiry (15 s) at most.
+const SERVED_ELSEWHERE_RETRY_AFTER_SECONDS: u64 = 5;
+
 /// A WHIP publisher not let in: past the budgets of attempts to enter, 429 `too-many` with `Retry-After`, like every
 /// other budget; otherwise 403 `room-refused`, the detail saying why.
 fn not_in_room(refusal: EnterRefusal) -> Problem {
     match refusal {
         EnterRefusal::TooManyAttempts { retry_after_seconds } => {
             GatewayError::TooManyAttempts { what: "attempts to enter", retry_after_seconds }.into()
+        }
+        // The hearing is moving to another gateway: a publisher tries again, as after any 503.
+        EnterRefusal::ServedElsewhere => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", refusal.to_string())
+                .with_retry_after(SERVED_ELSEWHERE_RETRY_AFTER_SECONDS)
         }
         refusal => Problem::new(StatusCode::FORBIDDEN, "room-refused", "Not let into the hearing", refusal.to_string()),
     }

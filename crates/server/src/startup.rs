@@ -201,11 +201,12 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
 const DUTY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Timestamps the shared log's checkpoints while this gateway holds that duty: one gateway on a database does, so
-/// that the log gets one timestamp per checkpoint and authority, not one per gateway. Another takes it over within
-/// [`DUTY_CHECK`] of the holder's death.
+/// that the log gets one timestamp per checkpoint and authority, not one per gateway. Another takes it over once
+/// the holder's lease expires unrenewed ([`custodia_catalog::DUTY_EXPIRY`]) and it looks again ([`DUTY_CHECK`]).
 async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamper>, log: Log, catalog: Catalog) {
+    let node = custodia_service::gateway::new_id("node");
     loop {
-        let lease = match catalog.try_duty(custodia_catalog::Duty::TIMESTAMPING).await {
+        let lease = match catalog.try_duty(custodia_catalog::Duty::TIMESTAMPING, &node).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 tokio::time::sleep(DUTY_CHECK).await;

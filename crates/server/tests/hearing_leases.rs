@@ -16,45 +16,86 @@ use support::{As, TestGateway, on_garage};
 
 const SCHEDULE: &str = r#"{"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 3"}"#;
 
+/// Two gateway processes on one PostgreSQL database and one garage bucket, with one log's key: A, the one that
+/// hosts the hearings (whichever took the duty first), and B. A clerk of `case-l` is signed in on both.
+struct TwoGateways {
+    postgres: TempPostgres,
+    _garage: Garage,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    process_a: support::GatewayProcess,
+    _process_b: support::GatewayProcess,
+    a: support::Client,
+    b: support::Client,
+    port_b: u16,
+}
+
+impl TwoGateways {
+    async fn start() -> Self {
+        let postgres = TempPostgres::start();
+        let garage = Garage::start();
+        // Accounts and the case, made through a gateway that then goes away before any hearing exists.
+        let (session, key) = {
+            let setup = TestGateway::start_with(|config| {
+                on_garage(&garage, config);
+                config.database_url = Some(postgres.url.clone());
+            })
+            .await;
+            let (clerk, session) = setup.person("clerk1", "IT").await;
+            setup.case("case-l").await;
+            setup.member("case-l", &clerk, "clerk").await;
+            (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
+        };
+        let mut env: Vec<(&str, std::ffi::OsString)> =
+            garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
+        env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
+        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+        let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+        let (process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
+        let (process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
+        let a = support::Client { base: format!("http://127.0.0.1:{port_a}"), cookie: Some(session.clone()) };
+        let b = support::Client { base: format!("http://127.0.0.1:{port_b}"), cookie: Some(session) };
+        // The setup gateway's duty lapses unrenewed; then one of the two takes it.
+        let hosts = |client: &support::Client| client.send("GET", "/readyz/hearings", "text/plain", b"").0 == 200;
+        eventually("a gateway hosting the hearings", async || hosts(&a) || hosts(&b)).await;
+        let (a, b, process_a, process_b, port_b) =
+            if hosts(&a) { (a, b, process_a, process_b, port_b) } else { (b, a, process_b, process_a, port_a) };
+        Self { postgres, _garage: garage, _dirs: (dir_a, dir_b), process_a, _process_b: process_b, a, b, port_b }
+    }
+
+    /// A hearing scheduled and opened on A: its id and console path.
+    fn open_hearing_on_a(&self) -> (String, String) {
+        let (status, hearing) =
+            self.a.send("POST", "/api/v1/cases/case-l/hearings", "application/json", SCHEDULE.as_bytes());
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&hearing));
+        let hearing: serde_json::Value = serde_json::from_slice(&hearing).unwrap();
+        let id = hearing["id"].as_str().unwrap().to_owned();
+        let uri = format!("/api/v1/cases/case-l/hearings/{id}");
+        let (status, opened) = self.a.json("POST", &format!("{uri}/open"), json!({}));
+        assert_eq!(status, 200, "{opened}");
+        (id, uri)
+    }
+}
+
+/// Waits, with a generous bound, until `done` says so; `what` says what was waited for.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "{what} never happened");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
-    let postgres = TempPostgres::start();
-    let garage = Garage::start();
-    // Accounts and the case, made through a gateway that then goes away before any hearing exists.
-    let (session, key) = {
-        let setup = TestGateway::start_with(|config| {
-            on_garage(&garage, config);
-            config.database_url = Some(postgres.url.clone());
-        })
-        .await;
-        let (clerk, session) = setup.person("clerk1", "IT").await;
-        setup.case("case-l").await;
-        setup.member("case-l", &clerk, "clerk").await;
-        (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
-    };
-    let mut env: Vec<(&str, std::ffi::OsString)> =
-        garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-    env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-    let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
-    let (mut process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
-    let (_process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
-    let a = support::Client { base: format!("http://127.0.0.1:{port_a}"), cookie: Some(session.clone()) };
-    let b = support::Client { base: format!("http://127.0.0.1:{port_b}"), cookie: Some(session) };
-
+    let mut two = TwoGateways::start().await;
     // Scheduled and opened on A, which holds its lease under epoch 1.
-    let (status, hearing) = a.send("POST", "/api/v1/cases/case-l/hearings", "application/json", SCHEDULE.as_bytes());
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&hearing));
-    let hearing: serde_json::Value = serde_json::from_slice(&hearing).unwrap();
-    let id = hearing["id"].as_str().unwrap().to_owned();
-    let uri = format!("/api/v1/cases/case-l/hearings/{id}");
-    let (status, opened) = a.json("POST", &format!("{uri}/open"), json!({}));
-    assert_eq!(status, 200, "{opened}");
+    let (id, uri) = two.open_hearing_on_a();
+    let (postgres, a, b, port_b) = (&two.postgres, &two.a, &two.b, two.port_b);
     let catalog = Catalog::connect(&postgres.url).await.unwrap();
     let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
     assert_eq!(held_by_a.epoch, 1);
 
-    // A, started first, hosts the hearings: it alone is ready for them.
+    // A hosts the hearings: it alone is ready for them.
     assert_eq!(a.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
     let (status, not_host) = b.send("GET", "/readyz/hearings", "text/plain", b"");
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&not_host));
@@ -96,7 +137,7 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
     assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journalled, "B wrote nothing");
 
     // A dies; B takes the hearing over once its lease expires (15 s), at its next look (every 5 s).
-    process_a.stop();
+    two.process_a.stop();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let held_by_b = loop {
         let lease = catalog.hearing_lease(&id).await.unwrap().unwrap();
@@ -183,4 +224,43 @@ async fn losing_the_lease_stops_the_hearing_here() {
     assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journal, "nothing more journalled");
     // Nor is it taken back here while the other node holds it.
     assert_eq!(hearings.take_over().await.unwrap(), 0);
+}
+
+/// A host that freezes (SIGSTOP: its connections stay open, so the database cannot tell) stops renewing its duty
+/// and its hearings' leases: once they expire, B hosts the hearings and takes the hearing over. Thawed, A finds
+/// both gone, stops the hearing here and says it is not ready for hearings; the hearing stays B's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_host_loses_the_hearings_to_another_and_does_not_take_them_back() {
+    let two = TwoGateways::start().await;
+    let (id, uri) = two.open_hearing_on_a();
+    let catalog = Catalog::connect(&two.postgres.url).await.unwrap();
+    let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &two.process_a.pid().to_string()]).status();
+        assert!(status.unwrap().success(), "kill {name}");
+    };
+    signal("-STOP");
+    eventually("B hosting the hearings", async || two.b.send("GET", "/readyz/hearings", "text/plain", b"").0 == 200)
+        .await;
+    eventually("B taking the hearing over", async || {
+        catalog.hearing_lease(&id).await.unwrap().unwrap().node != held_by_a.node
+    })
+    .await;
+    let held_by_b = catalog.hearing_lease(&id).await.unwrap().unwrap();
+    assert_eq!(held_by_b.epoch, held_by_a.epoch + 1);
+    eventually("B serving the hearing", async || two.b.json("GET", &uri, serde_json::Value::Null).0 == 200).await;
+
+    signal("-CONT");
+    eventually("A saying it does not host the hearings", async || {
+        two.a.send("GET", "/readyz/hearings", "text/plain", b"").0 == 503
+    })
+    .await;
+    let (status, refused) = two.a.json("GET", &uri, serde_json::Value::Null);
+    assert_eq!(status, 503, "A stopped the hearing here: {refused}");
+    let (status, refused) =
+        two.a.send("POST", "/api/v1/cases/case-l/hearings", "application/json", SCHEDULE.as_bytes());
+    assert_eq!(status, 503, "A schedules no hearing now: {}", String::from_utf8_lossy(&refused));
+    let still = catalog.hearing_lease(&id).await.unwrap().unwrap();
+    assert_eq!((still.node, still.epoch), (held_by_b.node, held_by_b.epoch), "the hearing stays B's");
+    assert_eq!(two.b.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
 }

@@ -157,6 +157,7 @@ async fn a_hearing_tells_its_media_plane_who_is_in_the_room_where_and_who_is_rec
         data.join("quarantine"),
         env!("CARGO_BIN_EXE_custodia").into(),
     ));
+    assert!(gw.state.hearings.host().await, "alone on SQLite, it hosts the hearings");
     let case = "case-plane";
     gw.case(case).await;
     let (clerk, clerk_session) = gw.person("clerk.plane", "IT").await;

@@ -329,11 +329,27 @@ impl Gateway {
     }
 
     /// Puts a custody record on the record: sequences it ([`Gateway::sequence`]) and waits until a published
-    /// checkpoint of the log covers it. Returns its ledger index.
+    /// checkpoint of the log covers it. A record still unpublished when the log's patience runs out (its store
+    /// failing) is durable all the same, and counts as recorded. Returns its ledger index.
     pub async fn record(&self, sealed: &Sealed) -> Result<u64> {
         let index = self.sequence(sealed).await?;
-        self.log.integrated(index).await?;
+        self.settle(index).await?;
         Ok(index)
+    }
+
+    /// Waits until a published checkpoint covers the sequenced record `index`. One that the log could not
+    /// integrate within its patience (its store failing: [`custodia_ledger::LogError::NotIntegrated`]) is done all
+    /// the same: it is durable since it was sequenced, and is integrated once the store answers again. Saying
+    /// otherwise would have the caller take the step a second time (and upload the same evidence twice).
+    async fn settle(&self, index: u64) -> Result<()> {
+        match self.log.integrated(index).await {
+            Ok(_) => Ok(()),
+            Err(custodia_ledger::LogError::NotIntegrated { cause, .. }) => {
+                tracing::warn!(index, cause = ?cause, "a record is sequenced, and will be published once the log's store answers");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Sequences a custody record: one database transaction gives it the log's next index, chains it to its
@@ -749,7 +765,7 @@ impl Gateway {
         };
         sealed.record.repeated = repeated;
         let index = self.sequence_now(&sealed).await?;
-        self.log.integrated(index).await?;
+        self.settle(index).await?;
         Ok(index)
     }
 
@@ -1169,7 +1185,7 @@ impl Gateway {
             .await;
         // Another gateway starting up may have restored the row from the record meanwhile ([`Gateway::reindex`]).
         self.listed_now(listed, &artefact, ledger_index).await?;
-        self.log.integrated(ledger_index).await?;
+        self.settle(ledger_index).await?;
         if let Some(policy) = &request.policy {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }

@@ -61,6 +61,23 @@ impl Gateway {
         Ok((token, secret))
     }
 
+    /// Revokes the API token `id` of `caller`'s account. A signed-in person revokes any of their tokens; a token
+    /// revokes only itself (a leaked read-only token must not end the account's other machines' access).
+    pub async fn revoke_token(&self, caller: &Principal, id: &str) -> Result<()> {
+        match caller.channel() {
+            Channel::Session => {}
+            Channel::Token { id: own, .. } if own == id => {}
+            Channel::Token { .. } | Channel::Partner => {
+                return Err(GatewayError::SessionOnly("revoke another API token"));
+            }
+        }
+        if self.catalog().revoke_api_token(id, caller.account_id()).await? {
+            Ok(())
+        } else {
+            Err(GatewayError::NotFound(format!("you have no token {id}")))
+        }
+    }
+
     /// Ends the session whose secret is `secret`, if there is one.
     pub async fn end_session(&self, secret: &str) -> Result<()> {
         self.catalog().delete_session(&secret_digest(secret)).await?;

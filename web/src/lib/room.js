@@ -10,6 +10,10 @@
 // says it no longer receives, is replaced by a new one (a new offer), and the page is told (`onMedia`).
 
 const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+// A hearing moving to another gateway is taken over within a lease's expiry (15 s) and a look (5 s): the page tries
+// again every few seconds for about a minute, then says so and stops.
+const ELSEWHERE_DELAY_MS = 5000;
+const ELSEWHERE_TRIES = 12;
 /** The socket is pinged this often; the gateway answers `pong`. */
 const PING_EVERY_MS = 5000;
 /** A socket that has brought nothing (not even a pong) for this long is dead. */
@@ -63,6 +67,8 @@ export class Room {
     this.firstTries = 0;
     this.retryTimer = null;
     this.servedElsewhere = false;
+    /** Joins told that the hearing is served elsewhere, in a row. */
+    this.elsewhereTries = 0;
     this.dataSaver = false;
     this.language = null;
     this.keepalive = null;
@@ -184,8 +190,7 @@ export class Room {
       if (this.servedElsewhere) {
         this.servedElsewhere = false;
         clearInterval(this.keepalive);
-        const delay = RETRY_DELAYS_MS[Math.min(this.attempt, RETRY_DELAYS_MS.length - 1)];
-        this.attempt += 1;
+        const delay = ELSEWHERE_DELAY_MS;
         this.handlers.onConnection?.('reconnecting');
         const again = this.credential ? { type: 'rejoin', credential: this.credential, ...this.languageField() } : first;
         this.retryTimer = setTimeout(() => this.connect(again), delay);
@@ -226,6 +231,7 @@ export class Room {
         break;
       case 'welcome':
         this.attempt = 0;
+        this.elsewhereTries = 0;
         this.welcome = message;
         this.credential = message.credential;
         this.handlers.onConnection?.('connected');
@@ -256,9 +262,10 @@ export class Room {
       case 'refused':
         if (message.action) {
           this.handlers.onRefused?.(message);
-        } else if (message.problem === 'served_elsewhere') {
+        } else if (message.problem === 'served_elsewhere' && this.elsewhereTries < ELSEWHERE_TRIES) {
           // The hearing is moving to another gateway (the one that held it stopped): nothing was used up, and the
           // same join or rejoin is tried again when the server closes this socket.
+          this.elsewhereTries += 1;
           this.servedElsewhere = true;
         } else {
           // The join or rejoin itself was refused; the server closes the socket.

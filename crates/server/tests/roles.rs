@@ -927,9 +927,17 @@ async fn api_tokens_are_scoped_revocable_and_expire() {
     gateway.get(&case_uri, Some(As::Token(&forged))).await.assert_problem(401, "unauthenticated", "");
     gateway.get(&case_uri, Some(As::Session("forged-session"))).await.assert_problem(401, "unauthenticated", "");
 
-    // Someone else cannot revoke the token; its owner can, and then it is refused as revoked.
+    // Someone else cannot revoke the token, nor can another token of its owner's (a leaked read-only token must not
+    // end the owner's other machines' access); its owner can, and then it is refused as revoked. A token may
+    // revoke itself.
     let revoke = format!("/api/v1/tokens/{write_id}");
     gateway.delete(&revoke, Some(As::Session(&gateway.admin))).await.assert_problem(404, "not-found", "");
+    let (reader_id, reader) = token(&gateway, &session, &["read"], 3600).await;
+    gateway.delete(&revoke, Some(As::Token(&reader))).await.assert_problem(403, "session-only", "revoke another");
+    assert_eq!(gateway.get(&case_uri, Some(As::Token(&write))).await.status, 200, "not revoked by the reader");
+    let reader_revokes_itself = format!("/api/v1/tokens/{reader_id}");
+    assert_eq!(gateway.delete(&reader_revokes_itself, Some(As::Token(&reader))).await.status, 204);
+    gateway.get(&case_uri, Some(As::Token(&reader))).await.assert_problem(401, "token-revoked", "");
     assert_eq!(gateway.delete(&revoke, Some(As::Session(&session))).await.status, 204);
     gateway.get(&case_uri, Some(As::Token(&write))).await.assert_problem(401, "token-revoked", "");
 

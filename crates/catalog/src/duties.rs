@@ -96,6 +96,12 @@ impl DutyLease {
         self.still_held_at(now_ms()).await
     }
 
+    /// Until when (ms since the Unix epoch) the duty is this process's as of its last renewal: no other gateway may
+    /// take it before then. `i64::MAX` on SQLite.
+    pub fn held_until(&self) -> i64 {
+        self.held_until.load(Ordering::Acquire)
+    }
+
     /// [`DutyLease::still_held`] at `now` (ms since the Unix epoch).
     pub async fn still_held_at(&self, now: i64) -> bool {
         let Some(catalog) = &self.catalog else { return true };

@@ -22,7 +22,9 @@ async fn a_duty_has_one_holder_and_passes_on_only_when_its_lease_expires_unrenew
     );
 
     // A renews within its lease: B may not take it even after the first lease would have run out.
+    assert_eq!(a.held_until(), T0 + expiry);
     assert!(a.still_held_at(T0 + expiry - 1).await);
+    assert_eq!(a.held_until(), T0 + 2 * expiry - 1, "renewed");
     assert!(catalog.try_duty_at(Duty::HEARINGS, "node-b", T0 + expiry + 1).await.unwrap().is_none());
 
     // A stops renewing (frozen): once its lease has expired, B takes the duty, and A finds out at its next renewal.

@@ -227,8 +227,9 @@ pub struct Hearings {
     unrestorable: Mutex<BTreeSet<String>>,
     /// The duty of hosting the hearings ([`custodia_catalog::Duty::HEARINGS`]), while this gateway holds it.
     hosting: tokio::sync::Mutex<Option<custodia_catalog::DutyLease>>,
-    /// Whether it does, for `/readyz/hearings` ([`Self::hosts_hearings`]).
-    hosts: std::sync::atomic::AtomicBool,
+    /// Until when (ms since the Unix epoch) it does, as of its last renewal, for `/readyz/hearings`
+    /// ([`Self::hosts_hearings`]): 0 while it does not.
+    hosts_until: std::sync::atomic::AtomicI64,
     /// Whether another gateway held a hearing's lease at the last look ([`Self::look_elsewhere`]): a secret not
     /// known here may be of one of its hearings ([`EnterRefusal::ServedElsewhere`]).
     others_hold: std::sync::atomic::AtomicBool,
@@ -621,7 +622,7 @@ impl Hearings {
             node: new_id("node"),
             unrestorable: Mutex::default(),
             hosting: tokio::sync::Mutex::const_new(None),
-            hosts: std::sync::atomic::AtomicBool::new(false),
+            hosts_until: std::sync::atomic::AtomicI64::new(0),
             others_hold: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -990,7 +991,8 @@ impl Hearings {
     /// for [`custodia_catalog::DUTY_EXPIRY`] (dead, frozen or cut off), and keeps it when the old holder comes back,
     /// which then hands over what it still held ([`Self::host`]). A gateway on SQLite is alone, and hosts them.
     pub fn hosts_hearings(&self) -> bool {
-        self.hosts.load(Ordering::Acquire)
+        // Past its lease (a gateway that was frozen, and has not looked again yet), it may host no more.
+        lease_now() < self.hosts_until.load(Ordering::Acquire)
     }
 
     /// Takes the duty of hosting the hearings if no other gateway holds it, or renews it; returns whether this
@@ -1031,9 +1033,9 @@ impl Hearings {
                 Err(e) => tracing::warn!(error = %e, "cannot ask whether this gateway hosts the hearings"),
             }
         }
-        let hosts = hosting.is_some();
-        self.hosts.store(hosts, Ordering::Release);
-        hosts
+        let until = hosting.as_ref().map_or(0, custodia_catalog::DutyLease::held_until);
+        self.hosts_until.store(until, Ordering::Release);
+        hosting.is_some()
     }
 
     /// Keeps this gateway's hearing leases ([`Self::renew_leases`]) and, while it hosts the hearings

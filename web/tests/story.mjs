@@ -573,7 +573,7 @@ let recordingArtefact = null;
 
   await judge.getByRole('button', { name: 'Show the words of the oath' }).click();
   await judge.locator('#checklist li.done', { hasText: `words of the oath shown to ${WITNESS_NAME}` }).waitFor();
-  const oathWords = await readFile(new URL('../../crates/server/texts/ar/oath.txt', import.meta.url), 'utf8');
+  const oathWords = await readFile(new URL('../../crates/hearings/texts/ar/oath.txt', import.meta.url), 'utf8');
   const showsOath = () => witness.waitForFunction((words) => document.querySelector('#court-text-words')?.textContent === words, oathWords);
   await showsOath();
   await screenshot(witness, 'join-oath-shown-ar');

@@ -17,6 +17,15 @@ pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 
+/// The claimed completion of a resumable upload, which the record registering its bytes consumes
+/// ([`Catalog::sequence_custody_consuming`]): the upload, and the last chunk its claim was made with
+/// ([`Catalog::claim_upload_completion`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UploadCompletion {
+    pub upload_id: String,
+    pub last_chunk: String,
+}
+
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
 
 use std::fmt;
@@ -37,6 +46,11 @@ pub enum CatalogError {
     /// epoch: another gateway took the hearing over. Nothing was written.
     #[error("hearing {hearing_id} is no longer held under epoch {epoch} by this gateway")]
     LeaseLost { hearing_id: String, epoch: i64 },
+    /// The completion of resumable upload `upload_id` is no longer claimed as the registration of its bytes said
+    /// (another gateway took it over, or it was removed): nothing was sequenced
+    /// ([`Catalog::sequence_custody_consuming`]).
+    #[error("the completion of upload {upload_id} is no longer claimed by this request")]
+    ClaimLost { upload_id: String },
     /// No turn to write came within `waited`: others in this process were ahead, and the database slow or away.
     #[error("the database is busy: no turn to sequence within {waited:?}")]
     Busy { waited: std::time::Duration },
@@ -1227,17 +1241,7 @@ impl Catalog {
         if renewed.is_some_and(|renewed| renewed >= claims_renewed_before) {
             return Ok(None);
         }
-        let mut objects: Vec<String> =
-            sqlx::query_scalar("DELETE FROM upload_claims WHERE upload_id = $1 RETURNING object")
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let chunks: Vec<String> = sqlx::query_scalar("DELETE FROM upload_chunks WHERE upload_id = $1 RETURNING object")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-        objects.extend(chunks);
-        sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        let objects = uploads_removed(&mut tx, id).await?;
         tx.commit().await?;
         Ok(Some(objects))
     }
@@ -1382,4 +1386,24 @@ impl Catalog {
             .await?;
         Ok(rows.iter().map(upload).collect::<sqlx::Result<_>>()?)
     }
+}
+
+/// Removes upload `id` inside `tx`, with its claim and its chunks' rows: the objects that held its bytes (its
+/// chunks', and a claim's last chunk's), for the caller to delete once `tx` commits.
+pub(crate) async fn uploads_removed(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: &str,
+) -> sqlx::Result<Vec<String>> {
+    let mut objects: Vec<String> =
+        sqlx::query_scalar("DELETE FROM upload_claims WHERE upload_id = $1 RETURNING object")
+            .bind(id)
+            .fetch_all(&mut **tx)
+            .await?;
+    let chunks: Vec<String> = sqlx::query_scalar("DELETE FROM upload_chunks WHERE upload_id = $1 RETURNING object")
+        .bind(id)
+        .fetch_all(&mut **tx)
+        .await?;
+    objects.extend(chunks);
+    sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(objects)
 }

@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::oneshot;
 
-use crate::{Catalog, CatalogError, HearingFence, Result};
+use crate::{Catalog, CatalogError, HearingFence, Result, UploadCompletion};
 
 /// An entry sequenced into the custody log, not yet necessarily integrated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +85,9 @@ struct Sequencing {
     artefact_id: Option<String>,
     openings: Option<String>,
     fence: Option<HearingFence>,
+    /// The resumable upload whose completion this record registers: it is sequenced only while its completion is
+    /// still claimed as the request says, and the upload is removed in the same transaction.
+    consumes: Option<UploadCompletion>,
     record: Record,
 }
 
@@ -109,6 +112,7 @@ struct Stored {
     case_id: String,
     artefact_id: Option<String>,
     openings: Option<String>,
+    consumes: Option<UploadCompletion>,
     made: Made,
 }
 
@@ -168,13 +172,43 @@ impl Catalog {
         fence: Option<&HearingFence>,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
+        self.sequence_from_prior(case_id, artefact_id, openings, fence.cloned(), None, entry_for).await
+    }
+
+    /// [`Catalog::sequence_custody`] for the record that registers what resumable upload `completion.upload_id`
+    /// holds: sequenced only while the upload's completion is still claimed with `completion.last_chunk` (its claim
+    /// locked meanwhile), and in the same transaction the upload is removed, with its chunks' rows and its claim.
+    /// So an upload is registered once: a gateway whose claim went stale (it froze, and another took the upload
+    /// over) sequences nothing, and the error is [`CatalogError::ClaimLost`]; once the record is stored, no retry
+    /// finds the upload. The chunks' objects are the caller's to delete (the sweep deletes any it leaves).
+    pub async fn sequence_custody_consuming<E>(
+        &self,
+        case_id: &str,
+        artefact_id: Option<&str>,
+        openings: &str,
+        completion: &UploadCompletion,
+        entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+    ) -> Result<std::result::Result<Sequenced, E>> {
+        self.sequence_from_prior(case_id, artefact_id, openings, None, Some(completion.clone()), entry_for).await
+    }
+
+    async fn sequence_from_prior<E>(
+        &self,
+        case_id: &str,
+        artefact_id: Option<&str>,
+        openings: &str,
+        fence: Option<HearingFence>,
+        consumes: Option<UploadCompletion>,
+        entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+    ) -> Result<std::result::Result<Sequenced, E>> {
         let (prior_tx, mut prior) = oneshot::channel();
         let (made, made_rx) = oneshot::channel();
         let (id, done) = self.enqueue(Sequencing {
             case_id: case_id.to_owned(),
             artefact_id: artefact_id.map(str::to_owned),
             openings: Some(openings.to_owned()),
-            fence: fence.cloned(),
+            fence,
+            consumes,
             record: Record::FromPrior { prior: prior_tx, made: made_rx },
         });
         // No prior comes to a request refused (its fence stale) or failed before its turn: its answer says why.
@@ -196,6 +230,7 @@ impl Catalog {
             artefact_id: None,
             openings: None,
             fence: None,
+            consumes: None,
             record: Record::Made(Made { entry, sha256: String::new() }),
         });
         let done = self.turn(id, &mut done).await?.ok_or(CatalogError::SequencingStopped)?;
@@ -271,11 +306,20 @@ impl Catalog {
                 .await?;
         }
         let held = fences_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.fence.as_ref())).await?;
+        let claimed = claims_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.consumes.as_ref())).await?;
         let mut answers: Vec<Option<Result<Sequenced>>> = Vec::with_capacity(batch.len());
         let mut admitted = Vec::with_capacity(batch.len());
+        let mut consumed = HashSet::new();
         for (at, sequencing) in batch.into_iter().enumerate() {
             if let Some(stale) = sequencing.fence.as_ref().filter(|fence| !held[*fence]) {
                 answers.push(Some(Err(stale.lost())));
+            } else if let Some(lost) = sequencing
+                .consumes
+                .as_ref()
+                .filter(|completion| !claimed[*completion] || !consumed.insert(completion.upload_id.clone()))
+            {
+                // Not claimed as it says, or consumed by a request before it in this batch.
+                answers.push(Some(Err(CatalogError::ClaimLost { upload_id: lost.upload_id.clone() })));
             } else {
                 answers.push(None);
                 admitted.push((at, sequencing));
@@ -297,7 +341,7 @@ impl Catalog {
         let mut latest = latest_records(&mut tx, artefacts).await?;
         let mut stored = Vec::with_capacity(admitted.len());
         for (at, sequencing) in admitted {
-            let Sequencing { case_id, artefact_id, openings, fence: _, record } = sequencing;
+            let Sequencing { case_id, artefact_id, openings, fence: _, consumes, record } = sequencing;
             let prior = artefact_id.as_ref().and_then(|artefact| latest.get(artefact)).copied();
             let made = match record {
                 Record::Made(made) => Some(made),
@@ -311,7 +355,7 @@ impl Catalog {
             if let Some(artefact) = &artefact_id {
                 latest.insert(artefact.clone(), index);
             }
-            stored.push(Stored { at, index, case_id, artefact_id, openings, made });
+            stored.push(Stored { at, index, case_id, artefact_id, openings, consumes, made });
         }
         if stored.is_empty() {
             // Rolled back: the reserved indices with it.
@@ -322,6 +366,9 @@ impl Catalog {
             sqlx::query("UPDATE log_sequence SET next = next - $1 WHERE id = 1").bind(unused).execute(&mut *tx).await?;
         }
         insert_records(&mut tx, &stored).await?;
+        for completion in stored.iter().filter_map(|record| record.consumes.as_ref()) {
+            crate::uploads_removed(&mut tx, &completion.upload_id).await?;
+        }
         tx.commit().await?;
         for Stored { at, index, made, .. } in stored {
             answers[at] = Some(Ok(Sequenced { index: index as u64, entry: made.entry }));
@@ -350,6 +397,35 @@ async fn fences_held<'a>(
     let mut held: BTreeMap<HearingFence, bool> = fences.map(|fence| (fence.clone(), false)).collect();
     for (fence, holds) in &mut held {
         *holds = crate::leases::holds_lease(tx, fence).await?;
+    }
+    Ok(held)
+}
+
+/// Whether each of `completions` is still claimed as it says, each checked once, in the order of their uploads. As
+/// [`Catalog::delete_upload`] does, the upload's row is locked first, then its claim's (on PostgreSQL, until the
+/// transaction ends), so that a removal or a release of the claim waits for the transaction, and finds the upload
+/// gone once its registration is stored.
+async fn claims_held<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    completions: impl Iterator<Item = &'a UploadCompletion>,
+) -> sqlx::Result<BTreeMap<UploadCompletion, bool>> {
+    let mut held: BTreeMap<UploadCompletion, bool> =
+        completions.map(|completion| (completion.clone(), false)).collect();
+    for (completion, holds) in &mut held {
+        let upload = sqlx::query("UPDATE uploads SET upload_offset = upload_offset WHERE id = $1")
+            .bind(&completion.upload_id)
+            .execute(&mut **tx)
+            .await?;
+        if upload.rows_affected() != 1 {
+            continue;
+        }
+        let claim =
+            sqlx::query("UPDATE upload_claims SET renewed_at = renewed_at WHERE upload_id = $1 AND object = $2")
+                .bind(&completion.upload_id)
+                .bind(&completion.last_chunk)
+                .execute(&mut **tx)
+                .await?;
+        *holds = claim.rows_affected() == 1;
     }
     Ok(held)
 }

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 
-use custodia_catalog::{Catalog, CatalogError, HearingFence, Sequenced};
+use custodia_catalog::{
+    Account, Case, Catalog, CatalogError, HearingFence, Sequenced, UploadChunk, UploadCompletion, UploadRow,
+};
 use custodia_tests::postgres::TempPostgres;
 
 const HEARING: &str = "h-batch";
@@ -263,6 +265,126 @@ async fn a_failed_transaction_fails_its_whole_batch(url: &str) {
     assert_eq!(outcomes.iter().map(Outcome::index).collect::<Vec<_>>(), vec![0, 1, 2]);
     assert_chained(&outcomes, &asks, 0, HashMap::new());
     assert_eq!(moves(&pool).await, vec![(0, 3)]);
+}
+
+/// Upload `up-1` of case `case`: 10 bytes, its first 4 in a recorded chunk, its completion claimed at `now` with
+/// the last chunk `last`.
+async fn claimed_upload(catalog: &Catalog, now: i64, last: &str) {
+    let account = Account {
+        id: "acct-1".into(),
+        username: "clerk".into(),
+        display_name: "Clerk".into(),
+        password_hash: "$argon2id$...".into(),
+        is_admin: false,
+        jurisdiction: "IT".into(),
+    };
+    catalog.create_account(&account, "2026-12-05T00:00:00Z").await.unwrap();
+    let case = Case { id: "case".into(), title: "R v Smuggler".into(), created_at: "2026-12-05T00:00:00Z".into() };
+    catalog.create_case(&case).await.unwrap();
+    let upload = UploadRow {
+        id: "up-1".into(),
+        case_id: "case".into(),
+        account_id: "acct-1".into(),
+        length: 10,
+        offset: 0,
+        metadata: String::new(),
+        expires_at: now + 3600,
+        completing: None,
+    };
+    catalog.create_upload(&upload).await.unwrap();
+    let chunk = UploadChunk { offset: 0, size: 4, object: "up-1.0.a".into() };
+    assert!(catalog.record_upload_chunk("up-1", &chunk, now).await.unwrap());
+    assert!(catalog.claim_upload_completion("up-1", 4, last, now, now + 3600).await.unwrap());
+}
+
+/// Sequences the registration of `completion`'s upload as request `n` (about artefact `registered`).
+async fn sequence_consuming(
+    catalog: &Catalog,
+    n: usize,
+    completion: &UploadCompletion,
+) -> custodia_catalog::Result<Result<Sequenced, String>> {
+    let openings = format!("{{\"n\":{n}}}");
+    catalog
+        .sequence_custody_consuming("case", Some("registered"), &openings, completion, |prior| {
+            Ok((entry(n, prior), format!("sha-{n}")))
+        })
+        .await
+}
+
+/// The record that registers a resumable upload's bytes consumes the upload in its own transaction: a transaction
+/// that fails leaves the upload and its claim as they were; a claim that went stale (released, and the upload
+/// claimed again by another request) sequences nothing; the claim that holds sequences the record and removes the
+/// upload, its chunks' rows and its claim at once, so no later request finds it to register again.
+async fn a_registration_consumes_its_upload_once(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    let now = 1_000;
+    claimed_upload(&catalog, now, "up-1.4.first").await;
+    let first = UploadCompletion { upload_id: "up-1".into(), last_chunk: "up-1.4.first".into() };
+
+    // The transaction fails after the upload was removed in it: nothing of it stays, the upload included.
+    let refuse: &[&str] = if url.starts_with("sqlite:") {
+        &["CREATE TRIGGER refuse_registered BEFORE INSERT ON custody_index WHEN NEW.artefact_id = 'registered' \
+           BEGIN SELECT RAISE(ABORT, 'refused'); END"]
+    } else {
+        &[
+            "CREATE FUNCTION refuse_registered() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.artefact_id = 'registered' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_registered BEFORE INSERT ON custody_index FOR EACH ROW \
+             EXECUTE FUNCTION refuse_registered()",
+        ]
+    };
+    for statement in refuse {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let failed = sequence_consuming(&catalog, 0, &first).await;
+    assert!(matches!(failed, Err(CatalogError::BatchFailed { records: 1, .. })), "{failed:?}");
+    let upload = catalog.upload("up-1").await.unwrap().expect("the upload stays");
+    assert_eq!(upload.completing.map(|claim| claim.object).as_deref(), Some("up-1.4.first"), "and its claim");
+    assert!(catalog.upload_holds_object("up-1", "up-1.0.a").await.unwrap(), "and its chunk");
+    let drop_trigger = if url.starts_with("sqlite:") {
+        "DROP TRIGGER refuse_registered"
+    } else {
+        "DROP TRIGGER refuse_registered ON custody_index"
+    };
+    sqlx::query(drop_trigger).execute(&pool).await.unwrap();
+
+    // The first claim goes stale and is released; another request claims the completion with its own last chunk.
+    assert!(catalog.release_upload_claim("up-1", "up-1.4.first", now + 61).await.unwrap());
+    assert!(catalog.claim_upload_completion("up-1", 4, "up-1.4.second", now + 61, now + 3600).await.unwrap());
+    let stale = sequence_consuming(&catalog, 1, &first).await;
+    assert!(
+        matches!(&stale, Err(CatalogError::ClaimLost { upload_id }) if upload_id == "up-1"),
+        "the stale claim's registration: {stale:?}"
+    );
+    assert_eq!(moves(&pool).await, vec![], "nothing sequenced");
+    assert!(catalog.upload("up-1").await.unwrap().is_some(), "the upload is the other request's to finish");
+
+    // The claim that holds, in one batch with a record about something else.
+    let second = UploadCompletion { upload_id: "up-1".into(), last_chunk: "up-1.4.second".into() };
+    let (registered, other) =
+        tokio::join!(sequence_consuming(&catalog, 2, &second), sequence_all(&catalog, vec![about("other")], 3));
+    assert_eq!(registered.unwrap().unwrap().index, 0);
+    assert_eq!(other[0].index(), 1);
+    assert_eq!(catalog.upload("up-1").await.unwrap(), None, "consumed with its registration");
+    assert!(!catalog.upload_holds_object("up-1", "up-1.0.a").await.unwrap());
+    assert_eq!(catalog.delete_upload("up-1", i64::MAX).await.unwrap(), None, "nothing left to remove");
+
+    // Sent again (the claim's gateway did not learn of its success, say), it finds no upload to register.
+    let again = sequence_consuming(&catalog, 4, &second).await;
+    assert!(matches!(again, Err(CatalogError::ClaimLost { .. })), "{again:?}");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1], "registered once");
+}
+
+#[tokio::test]
+async fn a_registration_consumes_its_upload_once_on_postgres() {
+    let server = TempPostgres::start();
+    a_registration_consumes_its_upload_once(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_registration_consumes_its_upload_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_registration_consumes_its_upload_once(&sqlite(&dir)).await;
 }
 
 fn sqlite(dir: &tempfile::TempDir) -> String {

@@ -119,7 +119,7 @@ impl From<GatewayError> for Problem {
             GatewayError::UseRestricted(_) => (S::FORBIDDEN, "use-restricted", "Restricted by the providing authority"),
             GatewayError::AccessWithdrawn(_) => (S::FORBIDDEN, "access-withdrawn", "Access withdrawn meanwhile"),
             GatewayError::BadInput { .. } => (S::BAD_REQUEST, "bad-input", "Bad input"),
-            GatewayError::Conflict(_) => (S::CONFLICT, "conflict", "Conflict"),
+            GatewayError::Conflict(_) | GatewayError::CompletionTakenOver(_) => (S::CONFLICT, "conflict", "Conflict"),
             GatewayError::TooManyAttempts { .. } => (S::TOO_MANY_REQUESTS, "too-many", "Too many requests"),
             GatewayError::Store(StoreError::DigestMismatch { .. }) => {
                 (S::UNPROCESSABLE_ENTITY, "digest-mismatch", "Digest mismatch")

@@ -42,6 +42,10 @@ pub enum GatewayError {
     BadInput { field: &'static str, reason: String },
     #[error("{0}")]
     Conflict(String),
+    /// The completion of a resumable upload is no longer this request's: its claim went stale (its gateway froze)
+    /// and another request took the upload over, or the upload was removed. This request registered nothing.
+    #[error("the upload's completion was taken over by another request")]
+    CompletionTakenOver(#[source] CatalogError),
     /// Too many attempts in a short time; the caller may try again after the seconds given.
     #[error("too many {what}: try again in {retry_after_seconds} s")]
     TooManyAttempts { what: &'static str, retry_after_seconds: u64 },
@@ -133,6 +137,7 @@ impl From<CatalogError> for GatewayError {
             CatalogError::LastClerk => Self::Conflict(err.to_string()),
             // Another gateway took the hearing over: its participants retry, and the load balancer finds it.
             CatalogError::LeaseLost { .. } => Self::Unavailable { what: SERVED_ELSEWHERE, source: Box::new(err) },
+            CatalogError::ClaimLost { .. } => Self::CompletionTakenOver(err),
             other if other.is_transient() => Self::Unavailable { what: "the database", source: Box::new(other) },
             other => Self::internal("the catalog", other),
         }

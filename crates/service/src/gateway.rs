@@ -12,7 +12,7 @@ use bytes::Bytes;
 use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
-use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, WidenRequestRow};
+use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, UploadCompletion, WidenRequestRow};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
     Manifest, MembershipChange, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest, UseAction,
@@ -150,6 +150,17 @@ fn too_many_steps(wait: std::time::Duration) -> GatewayError {
         what: "recorded steps",
         retry_after_seconds: crate::budget::retry_after_seconds(wait),
     }
+}
+
+/// How the bytes of an artefact being registered arrived.
+#[derive(Debug, Clone, Copy)]
+enum Arrival<'a> {
+    /// In one request (a direct upload, a partner's transfer).
+    Direct,
+    /// As a hearing's output: counted for the case, not the caller's quota.
+    Hearing(&'a custodia_core::HearingId),
+    /// As a resumable upload whose completion this request claimed: its registration consumes the upload.
+    Resumable(&'a UploadCompletion),
 }
 
 /// An artefact's bytes as the store took them, and a local copy of them if one was taken on the way in (to probe
@@ -360,25 +371,31 @@ impl Gateway {
     /// Refusal counts whose window has closed are recorded first ([`crate::refusals`]): any activity flushes them.
     pub async fn sequence(&self, sealed: &Sealed) -> Result<u64> {
         self.flush_refusals().await?;
-        self.sequence_now(sealed).await
+        self.sequence_now(sealed, None).await
     }
 
-    async fn sequence_now(&self, sealed: &Sealed) -> Result<u64> {
+    /// Sequences `sealed` as [`Gateway::sequence`] does; with `consumes`, only while that upload's completion is
+    /// still claimed as it says, removing the upload in the same transaction
+    /// ([`custodia_catalog::Catalog::sequence_custody_consuming`]).
+    async fn sequence_now(&self, sealed: &Sealed, consumes: Option<&UploadCompletion>) -> Result<u64> {
         let Sealed { record, openings } = sealed;
         record.check_openings(openings).map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
         let openings =
             String::from_utf8(openings.to_canonical()).map_err(|err| GatewayError::internal("openings", err))?;
         let artefact = record.event.artefact().map(ArtefactId::as_str);
-        let sequenced = self
-            .catalog
-            .sequence_custody(case, artefact, &openings, self.fence.as_deref(), |prior| {
-                let entry = CustodyRecord { prior, ..record.clone() }.to_entry()?;
-                let sha256 = Sha256::of(&entry).to_hex();
-                Ok::<_, custodia_core::RecordError>((entry, sha256))
-            })
-            .await?
-            .map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
+        let entry_for = |prior| {
+            let entry = CustodyRecord { prior, ..record.clone() }.to_entry()?;
+            let sha256 = Sha256::of(&entry).to_hex();
+            Ok::<_, custodia_core::RecordError>((entry, sha256))
+        };
+        let sequenced = match consumes {
+            None => self.catalog.sequence_custody(case, artefact, &openings, self.fence.as_deref(), entry_for).await,
+            Some(completion) => {
+                self.catalog.sequence_custody_consuming(case, artefact, &openings, completion, entry_for).await
+            }
+        };
+        let sequenced = sequenced?.map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         Ok(sequenced.index)
     }
 
@@ -764,7 +781,7 @@ impl Gateway {
             }
         };
         sealed.record.repeated = repeated;
-        let index = self.sequence_now(&sealed).await?;
+        let index = self.sequence_now(&sealed, None).await?;
         self.settle(index).await?;
         Ok(index)
     }
@@ -887,7 +904,30 @@ impl Gateway {
             // Attaching a policy is setting one: the same role rule as setting one later.
             self.authorize(caller, case, Action::SetPolicy).await?;
         }
-        self.register(caller, case, request, self.max_upload_bytes, body).await
+        self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await
+    }
+
+    /// [`Gateway::ingest`] of the bytes of a resumable upload whose completion this request has claimed
+    /// (`completion`): the registration is sequenced only while the claim still holds, and removes the upload in
+    /// its own transaction, so the upload is registered once, whichever gateway finishes it; a claim taken over
+    /// meanwhile registers nothing ([`GatewayError::CompletionTakenOver`]).
+    pub async fn ingest_upload<S, E>(
+        &self,
+        caller: &Principal,
+        case: &CaseId,
+        request: UploadRequest,
+        body: S,
+        completion: &UploadCompletion,
+    ) -> Result<Registered>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
+        E: std::fmt::Display,
+    {
+        self.authorize(caller, case, Action::UploadArtefact).await?;
+        if request.policy.is_some() {
+            self.authorize(caller, case, Action::SetPolicy).await?;
+        }
+        self.register_as(caller, case, Arrival::Resumable(completion), request, self.max_upload_bytes, body).await
     }
 
     /// A direct upload: [`Gateway::ingest`] within the account's quotas ([`crate::budget::Quotas`]). A new upload
@@ -964,7 +1004,7 @@ impl Gateway {
                 Some((chunk, (body, received)))
             }
         });
-        let registered = self.register(caller, case, request, self.max_upload_bytes, body).await;
+        let registered = self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await;
         drop(under_way);
         let passed = *exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match (registered, passed) {
@@ -1060,7 +1100,8 @@ impl Gateway {
         // A policy here is the court's own: a protected witness's original recording restricted to those the
         // protective order privileges (the server's `hearings`). It is attached before the artefact is listed, as any
         // policy at ingest.
-        let registered = self.register_as(court, case, Some(hearing), request, self.max_upload_bytes, body).await?;
+        let registered =
+            self.register_as(court, case, Arrival::Hearing(hearing), request, self.max_upload_bytes, body).await?;
         match self.catalog.hearing_output_bytes(case.as_str()).await {
             Ok(bytes) => {
                 tracing::info!(case = %case, hearing = %hearing, case_hearing_bytes = bytes, "hearing output counted for its case")
@@ -1070,27 +1111,12 @@ impl Gateway {
         Ok(registered)
     }
 
-    async fn register<S, E>(
-        &self,
-        caller: &Principal,
-        case: &CaseId,
-        request: UploadRequest,
-        max_size: u64,
-        body: S,
-    ) -> Result<Registered>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
-    {
-        self.register_as(caller, case, None, request, max_size, body).await
-    }
-
-    /// [`Gateway::register`], for `hearing`'s output when it is one (counted for the case, not the caller's quota).
+    /// Stores `body` and registers it in `case`, as what `arrival` says it is.
     async fn register_as<S, E>(
         &self,
         caller: &Principal,
         case: &CaseId,
-        hearing: Option<&custodia_core::HearingId>,
+        arrival: Arrival<'_>,
         request: UploadRequest,
         max_size: u64,
         body: S,
@@ -1114,7 +1140,7 @@ impl Gateway {
             }
         };
         let received = Received { stored, copy: copy.as_ref().map(|copy| copy.path()) };
-        self.register_stored(caller, case, hearing, request, received, new_artefact_id()).await
+        self.register_stored(caller, case, arrival, request, received, new_artefact_id()).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1122,7 +1148,7 @@ impl Gateway {
         &self,
         caller: &Principal,
         case: &CaseId,
-        hearing: Option<&custodia_core::HearingId>,
+        arrival: Arrival<'_>,
         request: UploadRequest,
         received: Received<'_>,
         artefact: ArtefactId,
@@ -1159,7 +1185,12 @@ impl Gateway {
         let sealed = self.custody_record(caller, case, request.purpose.as_str(), |_| event).await?;
         // Sequenced, the registration is durable; the case lists the artefact from then on, and the upload is
         // answered once the log's checkpoint covers the record.
-        let ledger_index = self.sequence(&sealed).await?;
+        self.flush_refusals().await?;
+        let consumes = match arrival {
+            Arrival::Resumable(completion) => Some(completion),
+            Arrival::Direct | Arrival::Hearing(_) => None,
+        };
+        let ledger_index = self.sequence_now(&sealed, consumes).await?;
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
         let turn = self.policy_turn(&artefact);
@@ -1180,7 +1211,10 @@ impl Gateway {
                     policy,
                     created_at: manifest.registered_at.to_string(),
                 },
-                hearing.map(custodia_core::HearingId::as_str),
+                match arrival {
+                    Arrival::Hearing(hearing) => Some(hearing.as_str()),
+                    Arrival::Direct | Arrival::Resumable(_) => None,
+                },
             )
             .await;
         // Another gateway starting up may have restored the row from the record meanwhile ([`Gateway::reindex`]).
@@ -1752,7 +1786,8 @@ impl Gateway {
     ) -> Result<Registered> {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        self.register_stored(provider, case, None, request, Received { stored, copy: None }, artefact).await
+        let received = Received { stored, copy: None };
+        self.register_stored(provider, case, Arrival::Direct, request, received, artefact).await
     }
 
     /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash

@@ -4,9 +4,11 @@
 //!
 //! Staged bytes are not evidence. When the last byte is staged, one request claims the upload's completion
 //! ([`custodia_catalog::Catalog::claim_upload_completion`]: one gateway alone takes an upload into custody), and the
-//! chunks stream in order through [`Gateway::ingest`], exactly as a direct upload ([`complete`]); only then are the
-//! upload and its chunks removed. The claim is renewed while the ingest runs; one left unrenewed (its gateway died)
-//! is released by the next request ([`claims_stale_before`]), and the upload resumes from its offset. Whether an
+//! chunks stream in order through [`Gateway::ingest_upload`], exactly as a direct upload ([`complete`]). The
+//! transaction that sequences the registration removes the upload, and only while the claim is still this
+//! request's, so an upload is registered once, however its gateways fail; its chunks' objects are deleted after.
+//! The claim is renewed while the ingest runs; one left unrenewed (its gateway died or froze) is released by the
+//! next request ([`claims_stale_before`]), and the upload resumes from its offset. Whether an
 //! upload survives a failed completion is decided by whose the failure is ([`crate::gateway::ErrorClass`]): a
 //! refusal is final, anything else leaves the upload to be finished again. Expired uploads, and chunk objects no
 //! upload holds, are swept ([`sweep`]).
@@ -14,7 +16,7 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use custodia_catalog::UploadRow;
+use custodia_catalog::{UploadCompletion, UploadRow};
 use custodia_core::CaseId;
 use custodia_store::StoreError;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
@@ -111,8 +113,9 @@ pub const OPEN_UPLOADS_PER_ACCOUNT: i64 = 4;
 /// Why a finished upload was not taken into custody ([`complete`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CompletionError {
-    /// Its completion could not be claimed: the upload expired or was removed, another request is completing it,
-    /// or its offset moved. The last chunk was deleted.
+    /// Its completion could not be claimed (the upload expired or was removed, another request is completing it,
+    /// or its offset moved), or the claim went stale while this request ran and another took the upload over
+    /// (this request registered nothing). The last chunk was deleted.
     #[error("the upload's completion could not be claimed")]
     NotClaimed,
     /// Its staged bytes are not what was recorded: the upload was removed, and cannot go on.
@@ -153,8 +156,14 @@ pub async fn complete(
     let renewing = renew_claim(gateway.clone(), row.id.clone(), last.to_owned());
     let registered = take_into_custody(gateway, caller, row, &case, request, last, size).await;
     drop(renewing);
-    let registered = match registered {
+    let (registered, objects) = match registered {
         Ok(registered) => registered,
+        Err(CompletionError::NotClaimed) => {
+            // Taken over after this request's claim went stale: the upload, and its registration, are another's;
+            // the last chunk this request staged is nobody's.
+            delete_chunk(gateway, last).await;
+            return Err(CompletionError::NotClaimed);
+        }
         Err(CompletionError::Lost(err)) => {
             tracing::error!(upload = %row.id, error = %err, "a resumable upload's staged bytes are lost");
             remove_upload(gateway, &row.id, i64::MAX).await.map_err(CompletionError::Failed)?;
@@ -173,14 +182,16 @@ pub async fn complete(
             return Err(failed);
         }
     };
-    if let Err(err) = remove_upload(gateway, &row.id, i64::MAX).await {
-        tracing::warn!(upload = %row.id, error = %err, "registered, but could not remove the finished upload");
+    // The registration removed the upload's rows; its objects are nobody's now.
+    for object in &objects {
+        delete_chunk(gateway, object).await;
     }
     tracing::info!(upload = %row.id, artefact = %registered.artefact, "resumable upload registered");
     Ok(registered)
 }
 
-/// Streams upload `row`'s chunks in order, then its last chunk `last` of `size` bytes, through [`Gateway::ingest`].
+/// Streams upload `row`'s chunks in order, then its last chunk `last` of `size` bytes, through
+/// [`Gateway::ingest_upload`]: the registration, and the objects that held the upload's bytes.
 async fn take_into_custody(
     gateway: &Gateway,
     caller: &Principal,
@@ -189,10 +200,11 @@ async fn take_into_custody(
     request: UploadRequest,
     last: &str,
     size: u64,
-) -> Result<Registered, CompletionError> {
-    let by_class = |err: GatewayError| match err.class() {
-        ErrorClass::Refused => CompletionError::Refused(err),
-        ErrorClass::Retryable | ErrorClass::Internal => CompletionError::Failed(err),
+) -> Result<(Registered, Vec<String>), CompletionError> {
+    let by_class = |err: GatewayError| match err {
+        GatewayError::CompletionTakenOver(_) => CompletionError::NotClaimed,
+        err if err.class() == ErrorClass::Refused => CompletionError::Refused(err),
+        err => CompletionError::Failed(err),
     };
     let chunks = gateway.catalog().upload_chunks(&row.id).await.map_err(|err| by_class(err.into()))?;
     // The upload's bytes are exactly its chunks in offset order: one after another from 0 to its offset.
@@ -206,7 +218,9 @@ async fn take_into_custody(
     if end != row.offset {
         return Err(CompletionError::Lost(StoreError::ChunkLost(format!("at offset {end} of upload {}", row.id))));
     }
-    let pieces = chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]);
+    let pieces: Vec<(String, u64)> =
+        chunks.into_iter().map(|chunk| (chunk.object, chunk.size as u64)).chain([(last.to_owned(), size)]).collect();
+    let objects = pieces.iter().map(|(object, _)| object.clone()).collect();
     // The ingest sees a failed read only as a cut-off body; what failed is kept here.
     let failure = std::sync::Mutex::new(None);
     let store = &gateway.artefacts();
@@ -219,9 +233,10 @@ async fn take_into_custody(
             *failure = Some(err);
             "a staged chunk could not be read"
         });
-    let ingested = gateway.ingest(caller, case, request, body).await;
+    let completion = UploadCompletion { upload_id: row.id.clone(), last_chunk: last.to_owned() };
+    let ingested = gateway.ingest_upload(caller, case, request, body, &completion).await;
     match (ingested, failure.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)) {
-        (Ok(registered), _) => Ok(registered),
+        (Ok(registered), _) => Ok((registered, objects)),
         (Err(_), Some(err @ StoreError::ChunkLost(_))) => Err(CompletionError::Lost(err)),
         (Err(_), Some(err)) => Err(by_class(err.into())),
         (Err(err), None) => Err(by_class(err)),

@@ -103,6 +103,9 @@ pub(crate) struct Shared {
     pub(crate) failing: AtomicBool,
     /// Sequenced but not yet integrated, as last seen.
     pub(crate) waiting: AtomicU64,
+    /// One past the highest index an append of this process has waited for: once a published checkpoint covers
+    /// it, a turn this process's appends asked for has nothing to do.
+    pub(crate) awaited: AtomicU64,
 }
 
 /// The process's integrator: catches up with the row, integrates what is sequenced, publishes locally.
@@ -121,6 +124,18 @@ pub(crate) struct Integrator {
     pub(crate) publish: watch::Sender<SignedCheckpoint>,
 }
 
+/// Why an integrator takes a turn under the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    /// This process's appends wait: if another process's turn has published them meanwhile (it integrates
+    /// whatever is sequenced, by any process), the lock is let go at once. With several processes appending, most
+    /// turns are these, and end so.
+    ForOwnAppends,
+    /// Opening the log, entries that no appender here waits for (left by a process that died), and the periodic
+    /// check of the store against the row: a whole turn.
+    Whole,
+}
+
 /// The first wait after a failed integration; it doubles up to [`RETRY_WAIT_MAX`].
 const RETRY_WAIT_MIN: std::time::Duration = std::time::Duration::from_millis(50);
 const RETRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -133,7 +148,7 @@ impl Integrator {
     /// Brings the log to what the row and the store say (adopting a log that predates the row), before anything is
     /// appended: returns the published checkpoint.
     pub(crate) async fn open(&mut self) -> Result<SignedCheckpoint, LogError> {
-        self.integrate().await?;
+        self.integrate(Turn::Whole).await?;
         Ok(self.publish.borrow().clone())
     }
 
@@ -159,7 +174,8 @@ impl Integrator {
                     }
                 }
             }
-            match self.integrate().await {
+            let turn = if nudged && ticks != 0 { Turn::ForOwnAppends } else { Turn::Whole };
+            match self.integrate(turn).await {
                 Ok(()) => {
                     wait = RETRY_WAIT_MIN;
                     shared.failing.store(false, Ordering::Release);
@@ -192,13 +208,19 @@ impl Integrator {
     async fn follow(&mut self) -> Result<bool, LogError> {
         let row = self.shared.coordination.integrated().await.map_err(coordination_error)?;
         self.shared.waiting.store(row.sequenced.saturating_sub(row.size), Ordering::Relaxed);
+        self.publish_from_row(&row)?;
+        Ok(row.sequenced > row.size)
+    }
+
+    /// Publishes locally the checkpoint `row` says was published, if it is ahead of this process's.
+    fn publish_from_row(&self, row: &Integrated) -> Result<(), LogError> {
         if let Some(note) = &row.checkpoint
             && row.size > self.publish.borrow().checkpoint.size
         {
             let signed = SignedCheckpoint::open(note, &[self.signer.verifier()])?;
             self.published(signed);
         }
-        Ok(row.sequenced > row.size)
+        Ok(())
     }
 
     fn published(&self, signed: SignedCheckpoint) {
@@ -207,9 +229,16 @@ impl Integrator {
     }
 
     /// One turn under the integration lock.
-    async fn integrate(&mut self) -> Result<(), LogError> {
+    async fn integrate(&mut self, turn: Turn) -> Result<(), LogError> {
         let lock = self.shared.coordination.lock_integration().await.map_err(coordination_error)?;
         let row = lock.integrated().clone();
+        if turn == Turn::ForOwnAppends
+            && row.checkpoint.is_some()
+            && row.size >= self.shared.awaited.load(Ordering::Acquire)
+        {
+            drop(lock);
+            return self.publish_from_row(&row);
+        }
         let stored = match self.storage.get(CHECKPOINT).await? {
             Some(note) => SignedCheckpoint::open(&note, &[self.signer.verifier()])?,
             None if row.checkpoint.is_none() => {

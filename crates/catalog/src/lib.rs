@@ -17,8 +17,20 @@ pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 
+/// What the catalog lists with the record that registers an artefact ([`Catalog::sequence_registration`]), in the
+/// transaction that sequences it.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The artefact's row; its `ledger_index` is set to the record's.
+    pub artefact: ArtefactRow,
+    /// The hearing whose output the artefact is, if it is one.
+    pub hearing: Option<String>,
+    /// The resumable upload whose bytes it is, if it is one: consumed by the registration.
+    pub consumes: Option<UploadCompletion>,
+}
+
 /// The claimed completion of a resumable upload, which the record registering its bytes consumes
-/// ([`Catalog::sequence_custody_consuming`]): the upload, and the last chunk its claim was made with
+/// ([`Catalog::sequence_registration`]): the upload, and the last chunk its claim was made with
 /// ([`Catalog::claim_upload_completion`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UploadCompletion {
@@ -48,7 +60,7 @@ pub enum CatalogError {
     LeaseLost { hearing_id: String, epoch: i64 },
     /// The completion of resumable upload `upload_id` is no longer claimed as the registration of its bytes said
     /// (another gateway took it over, or it was removed): nothing was sequenced
-    /// ([`Catalog::sequence_custody_consuming`]).
+    /// ([`Catalog::sequence_registration`]).
     #[error("the completion of upload {upload_id} is no longer claimed by this request")]
     ClaimLost { upload_id: String },
     /// No turn to write came within `waited`: others in this process were ahead, and the database slow or away.
@@ -722,36 +734,9 @@ impl Catalog {
     /// ([`Catalog::stored_bytes_of`]).
     pub async fn insert_artefact_of(&self, artefact: &ArtefactRow, hearing: Option<&str>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(&format!(
-            "INSERT INTO artefacts ({ARTEFACT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-        ))
-        .bind(&artefact.id)
-        .bind(&artefact.case_id)
-        .bind(&artefact.sha256)
-        .bind(artefact.size)
-        .bind(&artefact.media_type)
-        .bind(&artefact.manifest)
-        .bind(&artefact.manifest_signature)
-        .bind(artefact.ledger_index)
-        .bind(&artefact.provider_account)
-        .bind(&artefact.policy)
-        .bind(&artefact.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| CatalogError::from_insert(err, format!("artefact {}", artefact.id)))?;
-        if let Some(hearing) = hearing {
-            sqlx::query(
-                "INSERT INTO hearing_output (artefact_id, case_id, hearing_id, provider_account, size) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&artefact.id)
-            .bind(&artefact.case_id)
-            .bind(hearing)
-            .bind(&artefact.provider_account)
-            .bind(artefact.size)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_artefact_row(&mut tx, artefact, hearing)
+            .await
+            .map_err(|err| CatalogError::from_insert(err, format!("artefact {}", artefact.id)))?;
         tx.commit().await?;
         Ok(())
     }
@@ -1406,4 +1391,43 @@ pub(crate) async fn uploads_removed(
     objects.extend(chunks);
     sqlx::query("DELETE FROM uploads WHERE id = $1").bind(id).execute(&mut **tx).await?;
     Ok(objects)
+}
+
+/// Inserts `artefact`'s row inside `tx`, with `hearing` (the hearing whose output it is) counted as that hearing's
+/// output ([`Catalog::insert_artefact_of`]).
+pub(crate) async fn insert_artefact_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    artefact: &ArtefactRow,
+    hearing: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(&format!(
+        "INSERT INTO artefacts ({ARTEFACT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(&artefact.id)
+    .bind(&artefact.case_id)
+    .bind(&artefact.sha256)
+    .bind(artefact.size)
+    .bind(&artefact.media_type)
+    .bind(&artefact.manifest)
+    .bind(&artefact.manifest_signature)
+    .bind(artefact.ledger_index)
+    .bind(&artefact.provider_account)
+    .bind(&artefact.policy)
+    .bind(&artefact.created_at)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(hearing) = hearing {
+        sqlx::query(
+            "INSERT INTO hearing_output (artefact_id, case_id, hearing_id, provider_account, size) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&artefact.id)
+        .bind(&artefact.case_id)
+        .bind(hearing)
+        .bind(&artefact.provider_account)
+        .bind(artefact.size)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::oneshot;
 
-use crate::{Catalog, CatalogError, HearingFence, Result, UploadCompletion};
+use crate::{Catalog, CatalogError, HearingFence, Registration, Result, UploadCompletion};
 
 /// An entry sequenced into the custody log, not yet necessarily integrated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +85,8 @@ struct Sequencing {
     artefact_id: Option<String>,
     openings: Option<String>,
     fence: Option<HearingFence>,
-    /// The resumable upload whose completion this record registers: it is sequenced only while its completion is
-    /// still claimed as the request says, and the upload is removed in the same transaction.
-    consumes: Option<UploadCompletion>,
+    /// What the catalog lists with the record, if it registers an artefact ([`Catalog::sequence_registration`]).
+    registration: Option<Box<Registration>>,
     record: Record,
 }
 
@@ -112,7 +111,7 @@ struct Stored {
     case_id: String,
     artefact_id: Option<String>,
     openings: Option<String>,
-    consumes: Option<UploadCompletion>,
+    registration: Option<Box<Registration>>,
     made: Made,
 }
 
@@ -175,21 +174,27 @@ impl Catalog {
         self.sequence_from_prior(case_id, artefact_id, openings, fence.cloned(), None, entry_for).await
     }
 
-    /// [`Catalog::sequence_custody`] for the record that registers what resumable upload `completion.upload_id`
-    /// holds: sequenced only while the upload's completion is still claimed with `completion.last_chunk` (its claim
-    /// locked meanwhile), and in the same transaction the upload is removed, with its chunks' rows and its claim.
-    /// So an upload is registered once: a gateway whose claim went stale (it froze, and another took the upload
-    /// over) sequences nothing, and the error is [`CatalogError::ClaimLost`]; once the record is stored, no retry
-    /// finds the upload. The chunks' objects are the caller's to delete (the sweep deletes any it leaves).
-    pub async fn sequence_custody_consuming<E>(
+    /// [`Catalog::sequence_custody`] for the record that registers an artefact, listed with it: in the transaction
+    /// that sequences the record, the artefact's row is inserted (its `ledger_index` the record's), with its
+    /// hearing's output count if it is one, so that no artefact is ever registered in the log but missing from its
+    /// case. An artefact already listed is refused ([`CatalogError::Conflict`]) and nothing is sequenced.
+    ///
+    /// With `registration.consumes`, the record registers what a resumable upload holds: it is sequenced only
+    /// while the upload's completion is still claimed with that last chunk (the claim locked meanwhile), and the
+    /// upload is removed in the same transaction, with its chunks' rows and its claim. So an upload is registered
+    /// once: a gateway whose claim went stale (it froze, and another took the upload over) sequences nothing
+    /// ([`CatalogError::ClaimLost`]), and once the record is stored no retry finds the upload. The chunks' objects
+    /// are the caller's to delete (the sweep deletes any it leaves).
+    pub async fn sequence_registration<E>(
         &self,
-        case_id: &str,
-        artefact_id: Option<&str>,
         openings: &str,
-        completion: &UploadCompletion,
+        fence: Option<&HearingFence>,
+        registration: Registration,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
-        self.sequence_from_prior(case_id, artefact_id, openings, None, Some(completion.clone()), entry_for).await
+        let (case_id, artefact_id) = (registration.artefact.case_id.clone(), registration.artefact.id.clone());
+        let registration = Some(Box::new(registration));
+        self.sequence_from_prior(&case_id, Some(&artefact_id), openings, fence.cloned(), registration, entry_for).await
     }
 
     async fn sequence_from_prior<E>(
@@ -198,7 +203,7 @@ impl Catalog {
         artefact_id: Option<&str>,
         openings: &str,
         fence: Option<HearingFence>,
-        consumes: Option<UploadCompletion>,
+        registration: Option<Box<Registration>>,
         entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
         let (prior_tx, mut prior) = oneshot::channel();
@@ -208,7 +213,7 @@ impl Catalog {
             artefact_id: artefact_id.map(str::to_owned),
             openings: Some(openings.to_owned()),
             fence,
-            consumes,
+            registration,
             record: Record::FromPrior { prior: prior_tx, made: made_rx },
         });
         // No prior comes to a request refused (its fence stale) or failed before its turn: its answer says why.
@@ -230,7 +235,7 @@ impl Catalog {
             artefact_id: None,
             openings: None,
             fence: None,
-            consumes: None,
+            registration: None,
             record: Record::Made(Made { entry, sha256: String::new() }),
         });
         let done = self.turn(id, &mut done).await?.ok_or(CatalogError::SequencingStopped)?;
@@ -306,20 +311,30 @@ impl Catalog {
                 .await?;
         }
         let held = fences_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.fence.as_ref())).await?;
-        let claimed = claims_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.consumes.as_ref())).await?;
+        let registrations = || batch.iter().filter_map(|sequencing| sequencing.registration.as_deref());
+        let claimed =
+            claims_held(&mut tx, registrations().filter_map(|registration| registration.consumes.as_ref())).await?;
+        let mut listed =
+            listed_already(&mut tx, registrations().map(|registration| registration.artefact.id.as_str())).await?;
+        let mut consumed = HashSet::new();
         let mut answers: Vec<Option<Result<Sequenced>>> = Vec::with_capacity(batch.len());
         let mut admitted = Vec::with_capacity(batch.len());
-        let mut consumed = HashSet::new();
         for (at, sequencing) in batch.into_iter().enumerate() {
+            let registration = sequencing.registration.as_deref();
+            let consumes = registration.and_then(|registration| registration.consumes.as_ref());
             if let Some(stale) = sequencing.fence.as_ref().filter(|fence| !held[*fence]) {
                 answers.push(Some(Err(stale.lost())));
-            } else if let Some(lost) = sequencing
-                .consumes
-                .as_ref()
-                .filter(|completion| !claimed[*completion] || !consumed.insert(completion.upload_id.clone()))
+            } else if let Some(lost) =
+                consumes.filter(|completion| !claimed[*completion] || !consumed.insert(completion.upload_id.clone()))
             {
                 // Not claimed as it says, or consumed by a request before it in this batch.
                 answers.push(Some(Err(CatalogError::ClaimLost { upload_id: lost.upload_id.clone() })));
+            } else if let Some(registration) =
+                registration.filter(|registration| !listed.insert(registration.artefact.id.clone()))
+            {
+                // Listed already, or by a request before it in this batch.
+                let what = format!("artefact {}", registration.artefact.id);
+                answers.push(Some(Err(CatalogError::Conflict { what })));
             } else {
                 answers.push(None);
                 admitted.push((at, sequencing));
@@ -341,7 +356,7 @@ impl Catalog {
         let mut latest = latest_records(&mut tx, artefacts).await?;
         let mut stored = Vec::with_capacity(admitted.len());
         for (at, sequencing) in admitted {
-            let Sequencing { case_id, artefact_id, openings, fence: _, consumes, record } = sequencing;
+            let Sequencing { case_id, artefact_id, openings, fence: _, registration, record } = sequencing;
             let prior = artefact_id.as_ref().and_then(|artefact| latest.get(artefact)).copied();
             let made = match record {
                 Record::Made(made) => Some(made),
@@ -355,7 +370,7 @@ impl Catalog {
             if let Some(artefact) = &artefact_id {
                 latest.insert(artefact.clone(), index);
             }
-            stored.push(Stored { at, index, case_id, artefact_id, openings, consumes, made });
+            stored.push(Stored { at, index, case_id, artefact_id, openings, registration, made });
         }
         if stored.is_empty() {
             // Rolled back: the reserved indices with it.
@@ -366,8 +381,13 @@ impl Catalog {
             sqlx::query("UPDATE log_sequence SET next = next - $1 WHERE id = 1").bind(unused).execute(&mut *tx).await?;
         }
         insert_records(&mut tx, &stored).await?;
-        for completion in stored.iter().filter_map(|record| record.consumes.as_ref()) {
-            crate::uploads_removed(&mut tx, &completion.upload_id).await?;
+        for record in &stored {
+            let Some(registration) = record.registration.as_deref() else { continue };
+            let artefact = crate::ArtefactRow { ledger_index: record.index, ..registration.artefact.clone() };
+            crate::insert_artefact_row(&mut tx, &artefact, registration.hearing.as_deref()).await?;
+            if let Some(completion) = &registration.consumes {
+                crate::uploads_removed(&mut tx, &completion.upload_id).await?;
+            }
         }
         tx.commit().await?;
         for Stored { at, index, made, .. } in stored {
@@ -428,6 +448,23 @@ async fn claims_held<'a>(
         *holds = claim.rows_affected() == 1;
     }
     Ok(held)
+}
+
+/// Which of `artefacts` the catalog lists already, read in one statement.
+async fn listed_already<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    artefacts: impl Iterator<Item = &'a str>,
+) -> sqlx::Result<HashSet<String>> {
+    let artefacts: Vec<&str> = artefacts.collect();
+    if artefacts.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let sql = format!("SELECT id FROM artefacts WHERE id IN ({})", placeholders(1, artefacts.len()));
+    let mut query = sqlx::query_scalar(&sql);
+    for artefact in artefacts {
+        query = query.bind(artefact);
+    }
+    Ok(query.fetch_all(&mut **tx).await?.into_iter().collect())
 }
 
 /// `$first, $first + 1, …`: `count` placeholders.

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use custodia_catalog::{
-    Account, Case, Catalog, CatalogError, HearingFence, Sequenced, UploadChunk, UploadCompletion, UploadRow,
+    Account, ArtefactRow, Case, Catalog, CatalogError, HearingFence, Registration, Sequenced, UploadChunk,
+    UploadCompletion, UploadRow,
 };
 use custodia_tests::postgres::TempPostgres;
 
@@ -297,24 +298,42 @@ async fn claimed_upload(catalog: &Catalog, now: i64, last: &str) {
     assert!(catalog.claim_upload_completion("up-1", 4, last, now, now + 3600).await.unwrap());
 }
 
-/// Sequences the registration of `completion`'s upload as request `n` (about artefact `registered`).
+/// The catalog row of artefact `id` of case `case`, provided by `acct-1`.
+fn artefact_row(id: &str) -> ArtefactRow {
+    ArtefactRow {
+        id: id.into(),
+        case_id: "case".into(),
+        sha256: "00".repeat(32),
+        size: 10,
+        media_type: "application/octet-stream".into(),
+        manifest: b"{}".to_vec(),
+        manifest_signature: "sig".into(),
+        ledger_index: 0,
+        provider_account: "acct-1".into(),
+        policy: None,
+        created_at: "2026-12-05T00:00:00Z".into(),
+    }
+}
+
+/// Sequences, as request `n`, the registration of artefact `registered` from `completion`'s upload.
 async fn sequence_consuming(
     catalog: &Catalog,
     n: usize,
     completion: &UploadCompletion,
 ) -> custodia_catalog::Result<Result<Sequenced, String>> {
     let openings = format!("{{\"n\":{n}}}");
+    let registration =
+        Registration { artefact: artefact_row("registered"), hearing: None, consumes: Some(completion.clone()) };
     catalog
-        .sequence_custody_consuming("case", Some("registered"), &openings, completion, |prior| {
-            Ok((entry(n, prior), format!("sha-{n}")))
-        })
+        .sequence_registration(&openings, None, registration, |prior| Ok((entry(n, prior), format!("sha-{n}"))))
         .await
 }
 
-/// The record that registers a resumable upload's bytes consumes the upload in its own transaction: a transaction
-/// that fails leaves the upload and its claim as they were; a claim that went stale (released, and the upload
-/// claimed again by another request) sequences nothing; the claim that holds sequences the record and removes the
-/// upload, its chunks' rows and its claim at once, so no later request finds it to register again.
+/// The record that registers a resumable upload's bytes lists the artefact and consumes the upload in its own
+/// transaction: a transaction that fails leaves the upload and its claim as they were and lists nothing; a claim
+/// that went stale (released, and the upload claimed again by another request) sequences nothing; the claim that
+/// holds sequences the record, lists the artefact under the record's index, and removes the upload, its chunks'
+/// rows and its claim at once, so no later request finds it to register again.
 async fn a_registration_consumes_its_upload_once(url: &str) {
     let (catalog, pool) = catalog_recording_moves(url).await;
     let now = 1_000;
@@ -341,6 +360,7 @@ async fn a_registration_consumes_its_upload_once(url: &str) {
     let upload = catalog.upload("up-1").await.unwrap().expect("the upload stays");
     assert_eq!(upload.completing.map(|claim| claim.object).as_deref(), Some("up-1.4.first"), "and its claim");
     assert!(catalog.upload_holds_object("up-1", "up-1.0.a").await.unwrap(), "and its chunk");
+    assert_eq!(catalog.artefact("registered").await.unwrap(), None, "nothing listed");
     let drop_trigger = if url.starts_with("sqlite:") {
         "DROP TRIGGER refuse_registered"
     } else {
@@ -365,6 +385,8 @@ async fn a_registration_consumes_its_upload_once(url: &str) {
         tokio::join!(sequence_consuming(&catalog, 2, &second), sequence_all(&catalog, vec![about("other")], 3));
     assert_eq!(registered.unwrap().unwrap().index, 0);
     assert_eq!(other[0].index(), 1);
+    let listed = catalog.artefact("registered").await.unwrap().expect("listed with its registration");
+    assert_eq!(listed.ledger_index, 0, "under its record's index");
     assert_eq!(catalog.upload("up-1").await.unwrap(), None, "consumed with its registration");
     assert!(!catalog.upload_holds_object("up-1", "up-1.0.a").await.unwrap());
     assert_eq!(catalog.delete_upload("up-1", i64::MAX).await.unwrap(), None, "nothing left to remove");
@@ -373,6 +395,13 @@ async fn a_registration_consumes_its_upload_once(url: &str) {
     let again = sequence_consuming(&catalog, 4, &second).await;
     assert!(matches!(again, Err(CatalogError::ClaimLost { .. })), "{again:?}");
     assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1], "registered once");
+
+    // An artefact listed already is not registered again, with an upload or without.
+    let registration = Registration { artefact: artefact_row("registered"), hearing: None, consumes: None };
+    let again = catalog.sequence_registration("{}", None, registration, |_| Ok::<_, String>((vec![5], "sha-5".into())));
+    let again = again.await;
+    assert!(matches!(&again, Err(CatalogError::Conflict { what }) if what == "artefact registered"), "{again:?}");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1], "nothing sequenced");
 }
 
 #[tokio::test]

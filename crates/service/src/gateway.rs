@@ -12,7 +12,9 @@ use bytes::Bytes;
 use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
-use custodia_catalog::{Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, UploadCompletion, WidenRequestRow};
+use custodia_catalog::{
+    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, UploadCompletion, WidenRequestRow,
+};
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
     Manifest, MembershipChange, Openings, RefusalCode, Repeated, Role, Salt, Sha256, SignedManifest, UseAction,
@@ -374,10 +376,9 @@ impl Gateway {
         self.sequence_now(sealed, None).await
     }
 
-    /// Sequences `sealed` as [`Gateway::sequence`] does; with `consumes`, only while that upload's completion is
-    /// still claimed as it says, removing the upload in the same transaction
-    /// ([`custodia_catalog::Catalog::sequence_custody_consuming`]).
-    async fn sequence_now(&self, sealed: &Sealed, consumes: Option<&UploadCompletion>) -> Result<u64> {
+    /// Sequences `sealed` as [`Gateway::sequence`] does; if it registers an artefact, with what the catalog lists
+    /// with it in the same transaction ([`custodia_catalog::Catalog::sequence_registration`]).
+    async fn sequence_now(&self, sealed: &Sealed, registration: Option<Registration>) -> Result<u64> {
         let Sealed { record, openings } = sealed;
         record.check_openings(openings).map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
@@ -389,11 +390,10 @@ impl Gateway {
             let sha256 = Sha256::of(&entry).to_hex();
             Ok::<_, custodia_core::RecordError>((entry, sha256))
         };
-        let sequenced = match consumes {
-            None => self.catalog.sequence_custody(case, artefact, &openings, self.fence.as_deref(), entry_for).await,
-            Some(completion) => {
-                self.catalog.sequence_custody_consuming(case, artefact, &openings, completion, entry_for).await
-            }
+        let fence = self.fence.as_deref();
+        let sequenced = match registration {
+            None => self.catalog.sequence_custody(case, artefact, &openings, fence, entry_for).await,
+            Some(registration) => self.catalog.sequence_registration(&openings, fence, registration, entry_for).await,
         };
         let sequenced = sequenced?.map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         Ok(sequenced.index)
@@ -1183,42 +1183,38 @@ impl Gateway {
             manifest_signature: signed.signature(),
         };
         let sealed = self.custody_record(caller, case, request.purpose.as_str(), |_| event).await?;
-        // Sequenced, the registration is durable; the case lists the artefact from then on, and the upload is
-        // answered once the log's checkpoint covers the record.
-        self.flush_refusals().await?;
-        let consumes = match arrival {
-            Arrival::Resumable(completion) => Some(completion),
-            Arrival::Direct | Arrival::Hearing(_) => None,
+        let registration = Registration {
+            artefact: ArtefactRow {
+                id: artefact.to_string(),
+                case_id: case.to_string(),
+                sha256: stored.sha256.to_hex(),
+                size: stored.size as i64,
+                media_type: request.media_type.to_string(),
+                manifest: signed.bytes().to_vec(),
+                manifest_signature: signed.signature().to_string(),
+                // The record's, once it is sequenced.
+                ledger_index: 0,
+                provider_account: caller.account_id().to_owned(),
+                policy,
+                created_at: manifest.registered_at.to_string(),
+            },
+            hearing: match arrival {
+                Arrival::Hearing(hearing) => Some(hearing.to_string()),
+                Arrival::Direct | Arrival::Resumable(_) => None,
+            },
+            consumes: match arrival {
+                Arrival::Resumable(completion) => Some(completion.clone()),
+                Arrival::Direct | Arrival::Hearing(_) => None,
+            },
         };
-        let ledger_index = self.sequence_now(&sealed, consumes).await?;
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
-        let listed = self
-            .catalog
-            .insert_artefact_of(
-                &ArtefactRow {
-                    id: artefact.to_string(),
-                    case_id: case.to_string(),
-                    sha256: stored.sha256.to_hex(),
-                    size: stored.size as i64,
-                    media_type: request.media_type.to_string(),
-                    manifest: signed.bytes().to_vec(),
-                    manifest_signature: signed.signature().to_string(),
-                    ledger_index: ledger_index as i64,
-                    provider_account: caller.account_id().to_owned(),
-                    policy,
-                    created_at: manifest.registered_at.to_string(),
-                },
-                match arrival {
-                    Arrival::Hearing(hearing) => Some(hearing.as_str()),
-                    Arrival::Direct | Arrival::Resumable(_) => None,
-                },
-            )
-            .await;
-        // Another gateway starting up may have restored the row from the record meanwhile ([`Gateway::reindex`]).
-        self.listed_now(listed, &artefact, ledger_index).await?;
+        // Sequenced, the registration is durable, and the case lists the artefact in the same transaction; the
+        // upload is answered once the log's checkpoint covers the record.
+        self.flush_refusals().await?;
+        let ledger_index = self.sequence_now(&sealed, Some(registration)).await?;
         self.settle(ledger_index).await?;
         if let Some(policy) = &request.policy {
             self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;

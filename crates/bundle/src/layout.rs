@@ -3,6 +3,9 @@
 use custodia_core::{ArtefactId, CaseId, HearingId, ManifestSignature, Sha256};
 use serde::{Deserialize, Serialize};
 
+use crate::printable::echoed;
+use crate::verification::VerifyError;
+
 /// The top-level directory of the bag inside the tar.
 pub fn bag_dir(artefact: &ArtefactId) -> String {
     format!("custodia-bundle-{artefact}")
@@ -183,27 +186,27 @@ impl ProviderChain {
     /// Reads a provider's chain from the head of its bundle (the tar bytes up to and including the payload's
     /// header, as [`crate::BundleWriter::head`] writes them): its regular files in order, each within one bag
     /// directory, the payload's header last and nothing after it.
-    pub fn from_head(head: &[u8]) -> Result<Self, crate::VerifyError> {
+    pub fn from_head(head: &[u8]) -> Result<Self, VerifyError> {
         use std::io::Read as _;
-        let malformed = |what: String| crate::VerifyError::Malformed(format!("a provider's chain: {what}"));
+        let malformed = |what: String| VerifyError::Malformed(format!("a provider's chain: {what}"));
         if head.len() as u64 > MAX_PROVIDER_CHAIN_BYTES {
             return Err(malformed(format!("{} bytes, over {MAX_PROVIDER_CHAIN_BYTES}", head.len())));
         }
         let mut archive = tar::Archive::new(head);
         let mut files = Vec::new();
         let mut top: Option<String> = None;
-        for entry in archive.entries().map_err(crate::VerifyError::Io)? {
-            let mut entry = entry.map_err(crate::VerifyError::Io)?;
+        for entry in archive.entries().map_err(VerifyError::Io)? {
+            let mut entry = entry.map_err(VerifyError::Io)?;
             if !entry.header().entry_type().is_file() {
                 return Err(malformed("an entry that is not a regular file".into()));
             }
             let path = String::from_utf8(entry.path_bytes().into_owned()).map_err(|_| malformed("a path".into()))?;
             let Some((dir, relative)) = path.split_once('/') else {
-                return Err(malformed(format!("{} is outside its bag directory", crate::verify::echoed(&path))));
+                return Err(malformed(format!("{} is outside its bag directory", echoed(&path))));
             };
             let hostile = |part: &str| part.is_empty() || part == "." || part == "..";
             if hostile(dir) || relative.split('/').any(hostile) || top.get_or_insert_with(|| dir.to_owned()) != dir {
-                return Err(malformed(format!("the path {}", crate::verify::echoed(&path))));
+                return Err(malformed(format!("the path {}", echoed(&path))));
             }
             if relative.starts_with(PAYLOAD_DIR) {
                 // The payload's header ends the head: its bytes are the transfer's payload.
@@ -213,7 +216,7 @@ impl ProviderChain {
                 return Ok(Self { files, payload_size: entry.size() });
             }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(crate::VerifyError::Io)?;
+            entry.read_to_end(&mut bytes).map_err(VerifyError::Io)?;
             files.push((relative.to_owned(), bytes));
         }
         Err(malformed("no payload header at its end".into()))

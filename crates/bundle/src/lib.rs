@@ -13,9 +13,11 @@
 
 mod consistency;
 mod layout;
+mod printable;
 mod report;
 mod time;
 mod trusted_list;
+mod verification;
 mod verify;
 mod witnesses;
 mod write;
@@ -29,11 +31,12 @@ pub use layout::{
 pub mod layout_paths {
     pub use crate::layout::{CHECKPOINT, MANIFEST, MAX_PROVIDER_CHAIN_BYTES, PAYLOAD_DIR, PROVENANCE_DIR, VKEY};
 }
+pub use printable::printable;
 pub use time::{MAX_CLOCK_SKEW_SECONDS, TimeTrust, TimeTrustError};
 pub use trusted_list::{MAX_TRUSTED_LIST_BYTES, TrustedList, TrustedListError, TrustedService};
+pub use verification::{Check, Part, Verdict, Verification, VerifyError, Witnessed};
 pub use verify::{
-    Check, Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, PROVIDER_CHAIN, PROVIDER_MANIFEST_FIELD, Part,
-    Pins, Verdict, Verification, VerifyError, Witnessed, printable, verify, verify_pinned, verify_with_payload_digest,
-    verify_within,
+    Limits, MAX_FILES, MAX_KEPT_BYTES, NESTED_FAILURES_KEPT, PROVIDER_CHAIN, PROVIDER_MANIFEST_FIELD, Pins, verify,
+    verify_pinned, verify_with_payload_digest, verify_within,
 };
 pub use write::{BundleWriter, CaseBundleWriter, CaseRecord, ListedFile, padding};

@@ -241,7 +241,7 @@ pub(crate) fn certificate_of(source: &CertificateFacts<'_>, verifier: &LogVerifi
 
 /// The certificate of a case bundle: which artefact bundles it holds, the record that lists them, and how to
 /// check them.
-pub fn case_certificate(origin: &str, listing: &crate::CaseListing, record_index: u64) -> String {
+pub fn case_certificate(origin: &str, listing: &layout::CaseListing, record_index: u64) -> String {
     let case = &listing.case;
     let mut out = String::new();
     let _ = writeln!(out, "CERTIFICATE OF AUTHENTICITY OF ELECTRONIC EVIDENCE: CASE BUNDLE");

@@ -14,8 +14,9 @@ use custodia_ledger::{LogVerifier, SignedCheckpoint};
 use custodia_timestamp::{CheckpointTimestamp, Expectation, TrustAnchors, read_token_claims, verify_token};
 
 use crate::layout;
+use crate::printable::echoed;
 use crate::trusted_list::TrustedList;
-use crate::verify::{Part, Verification, echoed};
+use crate::verification::{Part, Verification};
 
 /// What a bag without trusted time says.
 pub(crate) const NONE: &str = "none (the gateway had no Time-Stamp Authority token covering these records)";

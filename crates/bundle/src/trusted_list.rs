@@ -151,7 +151,7 @@ impl TrustedList {
         let document = roxmltree::Document::parse_with_options(text, options).map_err(TrustedListError::NotXml)?;
         let root = document.root_element();
         if root.tag_name().name() != "TrustServiceStatusList" {
-            return Err(TrustedListError::NotATrustedList { found: crate::verify::echoed(root.tag_name().name()) });
+            return Err(TrustedListError::NotATrustedList { found: crate::printable::echoed(root.tag_name().name()) });
         }
         let territory = text_of(path(root, &["SchemeInformation", "SchemeTerritory"]));
         let mut services = Vec::new();
@@ -172,7 +172,7 @@ impl TrustedList {
                         let base64: String = base64.split_whitespace().collect();
                         let der = base64::engine::general_purpose::STANDARD
                             .decode(base64)
-                            .map_err(|_| TrustedListError::Certificate { service: crate::verify::echoed(&name) })?;
+                            .map_err(|_| TrustedListError::Certificate { service: crate::printable::echoed(&name) })?;
                         certificates.push(der);
                     }
                 }
@@ -190,7 +190,7 @@ impl TrustedList {
     /// In words: `the trusted list of <territory>`.
     pub fn describe(&self) -> String {
         match &self.territory {
-            Some(territory) => format!("the trusted list of {}", crate::verify::echoed(territory)),
+            Some(territory) => format!("the trusted list of {}", crate::printable::echoed(territory)),
             None => "the trusted list".to_owned(),
         }
     }

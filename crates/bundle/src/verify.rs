@@ -1,20 +1,20 @@
 //! The offline verifier. It reads a bundle once, as a stream, hashing every file as it goes; only the small
 //! files are kept, so memory stays flat however large the payload. It then runs every check and reports each
-//! one, naming exactly the part that failed.
+//! one in a [`Verification`], naming exactly the part that failed.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::io::Read;
 
 use custodia_core::{
     ArtefactId, CaseId, CustodyEvent, CustodyRecord, Manifest, ManifestSignature, Openings, Sha256, SignedManifest,
-    acts_on_display,
 };
 use custodia_ledger::{LogVerifier, SignedCheckpoint, TlogProof};
 use custodia_witness::Policy;
 use sha2::Digest as _;
 
 use crate::layout::{self, CaseListing, ExportScope};
+use crate::printable::echoed;
+use crate::verification::{Check, Part, Verification, VerifyError};
 
 /// Files other than the payload are small; a larger one means the bundle is not what it claims to be. The tag
 /// manifests and the report grow by a line or two per custody record (about 300 bytes), and a case bag's manifest
@@ -49,212 +49,6 @@ impl Default for Limits {
 
 /// The most failed checks kept of one artefact bundle inside a case bundle, besides the first of each failed part.
 pub const NESTED_FAILURES_KEPT: usize = 16;
-
-/// A bundle that could not be read at all.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum VerifyError {
-    #[error("the bundle is not a readable tar file: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the bundle is malformed: {0}")]
-    Malformed(String),
-    /// The bundle asks the verifier to hold more than it will; no bundle a gateway writes does.
-    #[error("the bundle is too large to check: {0}")]
-    TooLarge(String),
-}
-
-/// The parts of a bundle that a check is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Part {
-    /// The BagIt structure and its checksum manifests.
-    Bag,
-    /// The artefact's bytes against the SHA-256 in its signed manifest.
-    PayloadHash,
-    /// The gateway's Ed25519 signature over the manifest.
-    ManifestSignature,
-    /// Whether the signing key is one the user trusts.
-    TrustedKey,
-    /// The log checkpoint's signature.
-    Checkpoint,
-    /// The witnesses' cosignatures on the checkpoint, under a witness policy: each line, and the quorum.
-    Witnesses,
-    /// A custody record's inclusion proof.
-    InclusionProof,
-    /// The custody history: complete, in order, and ending with this export.
-    CustodyHistory,
-    /// Each record's openings open its commitments, and its case is the manifest's (in a case bundle, the case
-    /// listing's).
-    Openings,
-    /// A case bundle's contents against its case export record: every artefact bundle listed, none missing,
-    /// none added, each byte for byte as exported.
-    CaseContents,
-    /// The trusted time (RFC 3161) the bag carries: its timestamp entry is in the log, stamps a prefix of the bag's
-    /// checkpoint, and its token's imprint is that checkpoint's; under the reader's anchors, the token in full.
-    Timestamp,
-    /// The certificate (`data/REPORT.txt`) says what the checked files say. It is not evidence; a certificate
-    /// that says anything else (an artefact's line dropped, a purpose reworded) is reported.
-    Report,
-    /// Of an artefact received from a partner gateway: the provider's chain ([`crate::ProviderChain`]) is the one
-    /// the `received_from` record commits to, and is there exactly when such a record is. The provider's chain
-    /// itself is checked as the provider's bag, each of its checks under its own part, named "provider's chain".
-    ProviderChain,
-}
-
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Bag => "bag structure and checksums",
-            Self::PayloadHash => "payload hash",
-            Self::ManifestSignature => "manifest signature",
-            Self::TrustedKey => "trusted key",
-            Self::Checkpoint => "checkpoint signature",
-            Self::Witnesses => "witness cosignatures",
-            Self::InclusionProof => "inclusion proof",
-            Self::CustodyHistory => "custody history",
-            Self::Openings => "record openings",
-            Self::CaseContents => "case contents",
-            Self::Timestamp => "trusted time (RFC 3161 timestamp)",
-            Self::Report => "certificate (REPORT.txt)",
-            Self::ProviderChain => "provider's chain",
-        })
-    }
-}
-
-/// One check and what it found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Check {
-    pub part: Part,
-    pub passed: bool,
-    pub detail: String,
-}
-
-/// What the checks add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every check passed, and the signing key is one the user pinned.
-    Valid,
-    /// Every check passed but one: the bundle is signed by a key the user has not confirmed (none was pinned).
-    /// Anyone can make such a bundle with a key of their own; it proves nothing until the key is confirmed.
-    UnknownSigner,
-    /// A check failed.
-    Invalid,
-}
-
-/// Everything the verifier found.
-#[derive(Debug, Clone, Default)]
-pub struct Verification {
-    pub checks: Vec<Check>,
-    pub artefact: Option<String>,
-    pub sha256: Option<Sha256>,
-    pub records: usize,
-    /// In a case bundle whose listing is the one its record commits to: what part of the case it holds, in words
-    /// ("hearing h-... of case ... only, not the whole case", or "the whole case ...").
-    pub scope: Option<String>,
-    /// Tar entries read, nested ones included.
-    pub files_read: usize,
-    /// The most bytes the read held at once, as [`MAX_KEPT_BYTES`] counts them.
-    pub peak_kept_bytes: u64,
-    /// How many of the failed checks are only "signed by a key nobody pinned".
-    unconfirmed: usize,
-    /// What the witnesses' cosignatures say, when the bundle carries a witness policy or one was pinned.
-    pub witnesses: Option<Witnessed>,
-    /// Of an artefact bundle: what its trusted time (RFC 3161) says, in words ("records ... existed no later than
-    /// ... per ...", or "none (...)").
-    pub timestamp: Option<String>,
-}
-
-/// What the witnesses' cosignatures on a bundle's checkpoint add up to, and under whose policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Witnessed {
-    /// Whether the policy is one the reader pinned; if not, it is the bundle's own, which proves nothing alone.
-    pub pinned: bool,
-    /// Whether the policy's quorum cosigned a checkpoint that covers every record.
-    pub witnessed: bool,
-    /// In words: whose policy, who cosigned and when, and what is not yet witnessed.
-    pub summary: String,
-}
-
-impl Verification {
-    pub fn verdict(&self) -> Verdict {
-        let failed = self.checks.iter().filter(|check| !check.passed).count();
-        if self.checks.is_empty() || failed > self.unconfirmed {
-            Verdict::Invalid
-        } else if failed > 0 {
-            Verdict::UnknownSigner
-        } else {
-            Verdict::Valid
-        }
-    }
-
-    pub fn is_valid(&self) -> bool {
-        self.verdict() == Verdict::Valid
-    }
-
-    /// The parts that failed, each once, in a stable order.
-    pub fn failed_parts(&self) -> Vec<Part> {
-        let mut parts: Vec<Part> = self.checks.iter().filter(|c| !c.passed).map(|c| c.part).collect();
-        parts.sort();
-        parts.dedup();
-        parts
-    }
-
-    pub(crate) fn pass(&mut self, part: Part, detail: impl Into<String>) {
-        self.checks.push(Check { part, passed: true, detail: detail.into() });
-    }
-
-    pub(crate) fn fail(&mut self, part: Part, detail: impl Into<String>) {
-        self.checks.push(Check { part, passed: false, detail: detail.into() });
-    }
-
-    fn check(&mut self, part: Part, ok: bool, pass: impl Into<String>, fail: impl Into<String>) -> bool {
-        if ok {
-            self.pass(part, pass)
-        } else {
-            self.fail(part, fail)
-        }
-        ok
-    }
-}
-
-impl fmt::Display for Verification {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Details and the scope quote the bundle: each is made printable, so that it is one line and cannot
-        // rewrite another (the verdict below included).
-        for check in &self.checks {
-            let mark = if check.passed { "ok  " } else { "FAIL" };
-            writeln!(f, "{mark} {}: {}", check.part, printable(&check.detail))?;
-        }
-        if let Some(scope) = &self.scope {
-            writeln!(f, "SCOPE: this is the bundle of {}", printable(scope))?;
-        }
-        if let Some(witnessed) = &self.witnesses {
-            writeln!(f, "WITNESSES: {}", printable(&witnessed.summary))?;
-        }
-        if let Some(timestamp) = &self.timestamp {
-            writeln!(f, "Timestamp: {}", printable(timestamp))?;
-        }
-        match self.verdict() {
-            Verdict::Valid if self.witnesses.as_ref().is_some_and(|w| !w.pinned) => writeln!(
-                f,
-                "VALID: the evidence and its custody history are exactly what the gateway recorded; its witnesses \
-                 are judged by the bundle's own policy, not one you pinned (check again with --policy and the policy \
-                 from a source you trust)"
-            ),
-            Verdict::Valid => {
-                writeln!(f, "VALID: the evidence and its custody history are exactly what the gateway recorded")
-            }
-            Verdict::UnknownSigner => writeln!(
-                f,
-                "NOT VERIFIED: unknown signer. The bundle is consistent, but signed by a key you have not confirmed; \
-                 check again with --trusted-key and the gateway's key from a source you trust"
-            ),
-            Verdict::Invalid => {
-                let parts: Vec<String> = self.failed_parts().iter().map(ToString::to_string).collect();
-                writeln!(f, "NOT VALID: {} failed", parts.join(", "))
-            }
-        }
-    }
-}
 
 /// A file read from the bundle: its digest and size, and its bytes unless it is the payload.
 #[derive(Clone)]
@@ -413,47 +207,6 @@ impl Budget {
     fn release_to(&mut self, mark: u64) {
         self.kept = mark.min(self.kept);
     }
-}
-
-/// The most characters of a name (a path from the bundle) echoed in a detail; a longer one is cut, with its
-/// SHA-256 so that two long names stay told apart. A hostile bundle's names cost the report no more than this.
-pub const MAX_ECHOED_NAME: usize = 200;
-
-/// `name` as a detail echoes it, made [`printable`]: whole up to [`MAX_ECHOED_NAME`] characters as shown, else
-/// the characters that show in that many, an ellipsis and the first 16 hex digits of its SHA-256.
-pub fn echoed(name: &str) -> String {
-    let mut shown = String::new();
-    let mut width = 0;
-    for c in name.chars() {
-        let escaped = if acts_on_display(c) { c.escape_unicode().to_string() } else { c.to_string() };
-        width += escaped.chars().count();
-        if width > MAX_ECHOED_NAME {
-            let digest = Sha256::of(name.as_bytes()).to_string();
-            return format!("{shown}… (SHA-256 {})", &digest[..16]);
-        }
-        shown.push_str(&escaped);
-    }
-    shown
-}
-
-/// `text` from a bundle (a name, a path, a line of a file, a message that quotes one) as it may be shown: every
-/// character that would act on a terminal or a page (a control character, a line or paragraph separator, an
-/// invisible format character but the zero-width joiners) written as `\u{...}` instead, so a report line is one
-/// line that says what it says, and the verdict after it stays as written. The one function every verifier output
-/// goes through: each detail in [`Verification`]'s report, and the CLI's error messages.
-pub fn printable(text: &str) -> String {
-    if !text.chars().any(acts_on_display) {
-        return text.to_owned();
-    }
-    let mut shown = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if acts_on_display(c) {
-            shown.extend(c.escape_unicode());
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
 }
 
 /// What a check costs to hold besides its words, counted against [`MAX_KEPT_BYTES`].
@@ -867,7 +620,7 @@ fn text<'a>(files: &'a BTreeMap<String, FileSeen>, path: &str) -> Option<&'a [u8
 }
 
 /// Checks a bundle offline. `trusted` are the keys the user pins; with none, the bundle is checked against its
-/// own key and the verdict is at best [`Verdict::UnknownSigner`].
+/// own key and the verdict is at best [`Verdict::UnknownSigner`](crate::Verdict::UnknownSigner).
 ///
 /// A case bundle (a bag of artefact bundles) is checked as a bag, against its case export record, then each
 /// artefact bundle in it as above; the report prefixes each check with the artefact bundle it is about.
@@ -893,7 +646,7 @@ pub struct Pins<'a> {
     /// Time-Stamp Authority anchors and trusted lists: with them, every bag must carry a timestamp token, and with
     /// anchors it must verify under them, or the bundle is not valid; without, a token is reported as present and
     /// unchecked, and its absence is reported too.
-    pub time: Option<&'a crate::TimeTrust>,
+    pub time: Option<&'a crate::time::TimeTrust>,
 }
 
 /// [`verify_within`] under a pinned witness policy too.
@@ -1894,7 +1647,11 @@ fn check_history(
 
 #[cfg(test)]
 mod tests {
+    use custodia_core::acts_on_display;
+
     use super::*;
+    use crate::printable::MAX_ECHOED_NAME;
+    use crate::verification::Verdict;
 
     fn header(path: &str, kind: tar::EntryType, size: u64) -> tar::Header {
         let mut header = tar::Header::new_ustar();
@@ -1934,24 +1691,6 @@ mod tests {
         let short = Limits { kept_bytes: names + checks - 1, ..just };
         let err = verify_within(tar.as_slice(), &[], short).unwrap_err();
         assert!(matches!(err, VerifyError::TooLarge(_)), "{err}");
-    }
-
-    #[test]
-    fn printable_escapes_what_acts_on_a_terminal_and_keeps_names_whole() {
-        assert_eq!(printable("\u{1b}[1A\u{1b}[2KVALID\n"), "\\u{1b}[1A\\u{1b}[2KVALID\\u{a}");
-        assert_eq!(
-            printable("fdp\u{202E}exe.pdf\u{2066}\u{2028}\u{85}\u{7f}"),
-            "fdp\\u{202e}exe.pdf\\u{2066}\\u{2028}\\u{85}\\u{7f}"
-        );
-        // Persian with a zero-width non-joiner, accents, and CJK stay as they are.
-        for name in ["می\u{200C}خواهم", "Amélie Ødegård", "证据.webm", "plain-name_1.txt"] {
-            assert_eq!(printable(name), name);
-        }
-        // An echoed name is cut by what it shows: escapes count toward MAX_ECHOED_NAME.
-        let hostile = "\u{1b}".repeat(1000);
-        let shown = echoed(&hostile);
-        assert!(shown.chars().count() < MAX_ECHOED_NAME + 40 && !shown.contains('\u{1b}'), "{shown}");
-        assert_eq!(echoed("short\u{1b}"), "short\\u{1b}");
     }
 
     #[test]

@@ -12,7 +12,8 @@ use custodia_ledger::{LogVerifier, SignedCheckpoint};
 use custodia_witness::{LineVerdict, Policy};
 
 use crate::layout;
-use crate::verify::{Part, Verification, Witnessed, echoed};
+use crate::printable::echoed;
+use crate::verification::{Part, Verification, Witnessed};
 
 /// The files witnessing reads from a bag.
 pub(crate) struct WitnessFiles<'a> {
@@ -233,7 +234,7 @@ mod tests {
     use custodia_witness::CosignerKey;
 
     use super::*;
-    use crate::verify::Verdict;
+    use crate::verification::Verdict;
 
     /// A log of two entries, two witnesses, and a policy that needs both.
     struct World {

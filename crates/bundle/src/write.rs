@@ -9,7 +9,7 @@ use sha2::Digest as _;
 use custodia_core::{ArtefactId, CaseId, Sha256};
 
 use crate::layout::{self, BundleSource, CaseListing};
-use crate::verify::VerifyError;
+use crate::verification::VerifyError;
 
 const BLOCK: u64 = 512;
 
@@ -254,7 +254,7 @@ pub struct CaseBundleWriter {
 /// The case export record as it goes into a case bundle, with what checks it.
 #[derive(Debug, Clone)]
 pub struct CaseRecord {
-    pub record: crate::BundleRecord,
+    pub record: layout::BundleRecord,
     /// The signed checkpoint the record's proof is against.
     pub checkpoint: Vec<u8>,
     /// The witness policy and what else witnessing adds, from a gateway that has a witness policy.

@@ -57,6 +57,7 @@
 
 pub mod mask;
 pub mod masked_copy;
+mod segment_limits;
 pub mod voice;
 pub mod webm;
 

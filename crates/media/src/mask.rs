@@ -44,7 +44,7 @@ use ffmpeg_next as ffmpeg;
 
 use std::path::PathBuf;
 
-use crate::masked_copy::{MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS, MAX_SEGMENT_STREAMS, SEGMENT_TIME_LIMIT};
+use crate::segment_limits::{MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS, MAX_SEGMENT_STREAMS, SEGMENT_TIME_LIMIT};
 use crate::voice::{SAMPLE_RATE, VoiceTransform};
 use crate::webm::WebmError;
 

@@ -38,7 +38,7 @@
 //! [`VoiceTransform::DELAY_SAMPLES`]: crate::VoiceTransform::DELAY_SAMPLES
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ffmpeg::format::context::Input;
 use ffmpeg::{Packet, Rational};
@@ -49,18 +49,7 @@ use crate::voice::{SAMPLE_RATE, VoiceTransform};
 use crate::webm::{WebmSegmentWriter, WebmTrack};
 use crate::{OpenFailure, StreamKind, describe_stream, open_confined};
 
-/// The largest segment file accepted, in bytes. A 10 s segment of 1080p VP8 is a few MiB.
-pub const MAX_SEGMENT_BYTES: u64 = 512 << 20;
-
-/// The most streams a segment may have. The recorder writes one video and one audio stream.
-pub const MAX_SEGMENT_STREAMS: usize = 4;
-
-/// The longest timeline accepted, in milliseconds from the first packet to the last (30 times the recorder's
-/// segment length). It also bounds the silence that gaps in the audio are filled with.
-pub const MAX_SEGMENT_DURATION_MS: i64 = 5 * 60 * 1000;
-
-/// How long masking one segment may take before it is abandoned.
-pub const SEGMENT_TIME_LIMIT: Duration = Duration::from_secs(300);
+pub use crate::segment_limits::{MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS, MAX_SEGMENT_STREAMS, SEGMENT_TIME_LIMIT};
 
 /// The name of FFmpeg's demuxer for both Matroska and WebM (it cannot tell one from the other by name).
 const WEBM_DEMUXER: &str = "matroska,webm";

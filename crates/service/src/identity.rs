@@ -292,10 +292,12 @@ impl UserKey {
     }
 }
 
-/// Recent failed sign-ins, by username and client address together, by address alone and by device, the addresses
-/// each account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
-/// attacker a restart they cannot cause, and gives the owner nothing they need, since what lets the owner past a
-/// spent ceiling is the device cookie, whose key is on disk. Usernames (as their SHA-256), addresses and devices
+/// Recent failed sign-ins, by username and client address together, by address alone and by device, and the
+/// addresses each account signed in from: in memory, per process, so a restart (or another gateway) forgets them,
+/// which gives an attacker ten more tries per address or device, and the owner nothing they need, since what lets
+/// the owner past a spent ceiling is the device cookie, whose key is on disk. Each account's ceiling and the budgets
+/// of successful sign-ins are kept in the catalog once [`SignInThrottle::kept_in`] is called (the server does): one
+/// over every gateway on the database, and over restarts. Usernames (as their SHA-256), addresses and devices
 /// stay here (and out of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
 pub struct SignInThrottle {
     failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,

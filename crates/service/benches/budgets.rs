@@ -3,6 +3,8 @@
 //! and some are refusals, as under a flood of many clients). Run: `cargo bench -p custodia-service --bench
 //! budgets` (`-- --takes N` for another count); PostgreSQL is a local server on loopback, started for the run.
 
+#![allow(clippy::print_stdout)] // a benchmark program prints its figures
+
 use std::time::Instant;
 
 use custodia_service::budget::{Budget, BudgetStore};

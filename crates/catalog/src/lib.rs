@@ -1,18 +1,21 @@
 //! The catalog: accounts, sessions and tokens, cases and their members, artefacts, policies, requests to widen
-//! use, outcome reports, resumable uploads, transfers to and from partner gateways with their evidences, and an
-//! index of the custody ledger.
+//! use, outcome reports, resumable uploads, transfers to and from partner gateways with their evidences, an
+//! index of the custody ledger, and the token buckets of the budgets every gateway on the database shares
+//! (budgets).
 //!
 //! One code path for SQLite (embedded, the default) and PostgreSQL (at scale), through sqlx's `Any` driver, with
 //! portable SQL only. The ledger is the truth about custody; the `custody_index` table is derived from it and
 //! can be rebuilt from it. Values come in already validated (ids, roles) as plain strings: this crate stores and
 //! finds, and decides nothing.
 
+mod budgets;
 mod duties;
 mod leases;
 mod schema;
 mod sequencing;
 mod transfers;
 
+pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
@@ -139,6 +142,10 @@ pub struct Catalog {
     /// This process's sequencing: the requests waiting for the next transaction, and the one task that runs them,
     /// one at a time ([`Catalog::sequence_custody`]).
     sequencer: Arc<sequencing::Sequencer>,
+    /// The salt of the budgets' keys, read once ([`Catalog::budget_salt`]).
+    budget_salt: Arc<tokio::sync::OnceCell<[u8; 32]>>,
+    /// When this process last deleted the budget buckets that were full again (ms; [`budgets::PRUNE_EVERY_MS`]).
+    budgets_pruned_at: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl fmt::Debug for Catalog {
@@ -445,6 +452,8 @@ impl Catalog {
             postgres_url: (!sqlite).then(|| Arc::from(url)),
             integration: Arc::default(),
             sequencer: Arc::default(),
+            budget_salt: Arc::default(),
+            budgets_pruned_at: Arc::default(),
         })
     }
 

@@ -278,6 +278,23 @@ CREATE TABLE IF NOT EXISTS duty_leases (
     expires_at BIGINT NOT NULL
 )
 "#,
+    // Token buckets every gateway on the database shares (`custodia_catalog::budgets`): `bucket` is a keyed digest
+    // (HMAC-SHA256 under `budget_salt`'s one salt) of a budget's name and key, never the key; `tokens` held at `at`
+    // and full again by `full_at` at the latest, both in milliseconds since the Unix epoch. Rows past `full_at` are
+    // deleted (a missing bucket is full).
+    r#"
+CREATE TABLE IF NOT EXISTS budget_buckets (
+    bucket {BLOB} PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    at BIGINT NOT NULL,
+    full_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS budget_buckets_by_full_at ON budget_buckets (full_at);
+CREATE TABLE IF NOT EXISTS budget_salt (
+    id BIGINT PRIMARY KEY,
+    salt {BLOB} NOT NULL
+)
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.

@@ -604,6 +604,10 @@ impl Hearings {
         mask_program: PathBuf,
     ) -> Self {
         let room_entries = gateway.quotas().room_entries_per_minute;
+        // Kept for every gateway on the catalog: console steps make records in the one log, and a secret's
+        // entries and a guesser's failures would otherwise get a budget per gateway. A room's steps are taken
+        // in the gateway that holds its hearing, and stay in its memory.
+        let budgets = gateway.budgets().clone();
         Hearings {
             gateway,
             media,
@@ -614,9 +618,10 @@ impl Hearings {
             live: Mutex::default(),
             secrets: Mutex::default(),
             connections: AtomicU64::new(0),
-            console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1),
-            joins_per_secret: Budget::new(room_entries, room_entries),
-            failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1),
+            console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1).kept_in("hearing_console_steps", &budgets),
+            joins_per_secret: Budget::new(room_entries, room_entries).kept_in("room_entries", &budgets),
+            failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1)
+                .kept_in("room_entries_failed", &budgets),
             whip_turn: tokio::sync::Mutex::const_new(()),
             mask_program,
             node: new_id("node"),
@@ -651,7 +656,7 @@ impl Hearings {
     /// case's hearings needs only [`Action::ViewCase`].
     async fn member(&self, caller: &Principal, case: &CaseId, action: Action) -> Result<CaseMember, GatewayError> {
         if matches!(action, Action::RunHearings | Action::OrderProtection) {
-            self.console_steps.take(caller.account_id()).map_err(|wait| GatewayError::TooManyAttempts {
+            self.console_steps.take(caller.account_id()).await.map_err(|wait| GatewayError::TooManyAttempts {
                 what: "hearing console steps",
                 retry_after_seconds: retry_after_seconds(wait),
             })?;
@@ -1150,15 +1155,20 @@ impl Hearings {
         secret: &str,
         peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<WhipEntry, EnterRefusal> {
-        let (digest, live) = self.attempt(secret, peer)?;
+        let (digest, live) = self.attempt(secret, peer).await?;
         let issuer = {
             let state = live.state.lock().await;
-            let entry = entry(&state, &digest, live.gateway.now()).map_err(|refusal| self.counted(peer, refusal))?;
-            let invite = match &entry {
-                Entry::Back(participant) => state.machine.invite_of(participant),
-                Entry::New(invite) => Some(invite),
-            };
-            invite.and_then(|invite| state.machine.invite_issuer(invite)).cloned()
+            entry(&state, &digest, live.gateway.now()).map(|entry| {
+                let invite = match &entry {
+                    Entry::Back(participant) => state.machine.invite_of(participant),
+                    Entry::New(invite) => Some(invite),
+                };
+                invite.and_then(|invite| state.machine.invite_issuer(invite)).cloned()
+            })
+        };
+        let issuer = match issuer {
+            Ok(issuer) => issuer,
+            Err(refusal) => return Err(self.counted(peer, refusal).await),
         };
         Ok(WhipEntry { digest, live, secret: secret.to_owned(), issuer })
     }
@@ -1306,15 +1316,18 @@ impl Hearings {
         outbox: Option<Outbox>,
         peer: Option<custodia_service::network::ClientNetwork>,
     ) -> Result<Entered, EnterRefusal> {
-        let (digest, live) = self.attempt(secret, peer)?;
-        self.enter_now(&digest, &live, secret, outbox).await.map_err(|refusal| self.counted(peer, refusal))
+        let (digest, live) = self.attempt(secret, peer).await?;
+        match self.enter_now(&digest, &live, secret, outbox).await {
+            Ok(entered) => Ok(entered),
+            Err(refusal) => Err(self.counted(peer, refusal).await),
+        }
     }
 
     /// The hearing `secret` belongs to, within the budget of attempts per secret. A secret the gateway does not
     /// know is a failure counted against the peer's budget ([`Self::counted`]); a known one is never held to its
     /// peer's failures, so made-up secrets sent from a court's address cannot lock the court's valid secret out
     /// (a 128-bit secret cannot be guessed: the budget bounds what a guesser costs and learns, not its luck).
-    fn attempt(
+    async fn attempt(
         &self,
         secret: &str,
         peer: Option<custodia_service::network::ClientNetwork>,
@@ -1325,10 +1338,11 @@ impl Hearings {
             } else {
                 EnterRefusal::Invalid
             };
-            return Err(self.counted(peer, unknown));
+            return Err(self.counted(peer, unknown).await);
         };
         self.joins_per_secret
             .take(&digest.to_hex())
+            .await
             .map_err(|wait| EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) })?;
         Ok((digest, live))
     }
@@ -1337,7 +1351,11 @@ impl Hearings {
     /// failure (a secret unknown or spent): once that budget is spent, such failures are answered "too many
     /// attempts" instead, which no longer says whether a secret exists or how it was spent. A valid secret's
     /// entry is never counted, and never refused for it.
-    fn counted(&self, peer: Option<custodia_service::network::ClientNetwork>, refusal: EnterRefusal) -> EnterRefusal {
+    async fn counted(
+        &self,
+        peer: Option<custodia_service::network::ClientNetwork>,
+        refusal: EnterRefusal,
+    ) -> EnterRefusal {
         let failure = matches!(
             refusal,
             EnterRefusal::Invalid
@@ -1348,9 +1366,10 @@ impl Hearings {
                 | EnterRefusal::Revoked
                 | EnterRefusal::Expired
         );
-        match peer.filter(|_| failure).map(|peer| self.failed_joins_per_peer.take(&peer.key())) {
-            Some(Err(wait)) => EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) },
-            _ => refusal,
+        let Some(peer) = peer.filter(|_| failure) else { return refusal };
+        match self.failed_joins_per_peer.take(&peer.key()).await {
+            Err(wait) => EnterRefusal::TooManyAttempts { retry_after_seconds: retry_after_seconds(wait) },
+            Ok(()) => refusal,
         }
     }
 
@@ -1922,7 +1941,7 @@ impl LiveHearing {
     pub async fn act(self: &Arc<Self>, by: &ParticipantId, step: RoomStep) -> Result<(), RoomError> {
         // Leaving is always possible; everything else is on the participant's budget of steps.
         if !matches!(step, RoomStep::Leave) {
-            self.steps.take(by.as_str()).map_err(|wait| GatewayError::TooManyAttempts {
+            self.steps.take(by.as_str()).await.map_err(|wait| GatewayError::TooManyAttempts {
                 what: "room steps",
                 retry_after_seconds: retry_after_seconds(wait),
             })?;

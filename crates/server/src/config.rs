@@ -300,7 +300,9 @@ impl Default for TimestampConfig {
 }
 
 /// What one account may put into custody, and how fast ([`budget::Quotas`]), so that no member can fill
-/// the disk or flood the public log.
+/// the disk or flood the public log. The rates (uploads, refusal records, custody records, room entries) are kept
+/// in the catalog, one budget over every gateway on the database ([`budget::BudgetStore`]); what is under way at
+/// once (direct uploads, WHIP sessions) is counted by each gateway for itself.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuotaConfig {
     /// Bytes of evidence one account may have provided: its artefacts, plus what its open resumable uploads and its

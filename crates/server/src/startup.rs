@@ -138,9 +138,10 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if created {
         tracing::info!(key = %absolute(&gateway_config.device_key_file()).display(), "made a new device cookie key");
     }
-    let sign_ins = Arc::new(custodia_service::identity::SignInThrottle::new(
-        custodia_service::identity::DeviceKey::new(device_key),
-    ));
+    let sign_ins = Arc::new(
+        custodia_service::identity::SignInThrottle::new(custodia_service::identity::DeviceKey::new(device_key))
+            .kept_in(gateway.budgets()),
+    );
     bootstrap_admin(&gateway, &sign_ins, gateway_config).await?;
     custodia_service::identity::purge_expired_sessions(gateway.catalog().clone(), gateway.clock().clone());
     tracing::info!(languages = ?texts.languages(), from_dir = config.texts_dir.is_some(), "rights notices and oaths");

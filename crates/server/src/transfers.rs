@@ -933,7 +933,7 @@ impl Transfers {
         }
         let purpose = Label::new(offer.purpose.clone()).map_err(|err| bad_input("purpose", err))?;
         let provider = self.partner_caller(partner).await?;
-        self.gateway.take_recorded_steps(&provider, 2)?;
+        self.gateway.take_recorded_steps(&provider, 2).await?;
         let case = self.inbox(partner).await?;
         let now = self.gateway.now().to_string();
         let row = TransferRow {
@@ -1592,7 +1592,7 @@ impl Transfers {
             )));
         }
         // A partner's reports are budgeted like a member's: they are custody records here.
-        self.gateway.take_recorded_step(&caller)?;
+        self.gateway.take_recorded_step(&caller).await?;
         let outcome = serde_json::to_value(report.outcome)
             .ok()
             .and_then(|value| value.as_str().map(str::to_owned))

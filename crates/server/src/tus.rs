@@ -205,7 +205,7 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     if length > left {
         return Err(gateway.quota_exceeded(left).into());
     }
-    gateway.take_upload_allowance(account)?;
+    gateway.take_upload_allowance(account).await?;
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
     if let Err(err) = uploads::remove_expired(gateway).await {

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::WitnessConfig;
 use crate::problem::Problem;
-use custodia_service::budget::{Budget, retry_after_seconds};
+use custodia_service::budget::{Budget, BudgetStore, retry_after_seconds};
 use custodia_service::clock::Clock;
 
 /// An add-checkpoint body holds `old`, at most 63 proof lines and a checkpoint with its signatures: a few KiB.
@@ -109,15 +109,10 @@ impl Witness {
                 tracing::info!(log = %origin, "witnessing a new log");
             }
         }
-        Ok(Self {
-            key,
-            logs,
-            catalog,
-            clock,
-            requests: Budget::new(REQUESTS_BURST, REQUESTS_PER_MINUTE),
-            refusals: Mutex::default(),
-            turn: tokio::sync::Mutex::new(()),
-        })
+        // Kept for every gateway on the catalog: a peer spreading its requests over N gateways gets one budget.
+        let requests = Budget::new(REQUESTS_BURST, REQUESTS_PER_MINUTE)
+            .kept_in("witness_requests", &BudgetStore::new(catalog.clone(), clock.clone()));
+        Ok(Self { key, logs, catalog, clock, requests, refusals: Mutex::default(), turn: tokio::sync::Mutex::new(()) })
     }
 
     /// The witness's public key, for partners' policies.
@@ -246,7 +241,7 @@ pub struct WitnessedLogReport {
 
 async fn add_checkpoint(State(witness): State<Arc<Witness>>, extensions: Extensions, body: Bytes) -> Response {
     let peer = crate::listen::client_network(&extensions).map_or_else(String::new, |network| network.key());
-    if let Err(wait) = witness.requests.take(&peer) {
+    if let Err(wait) = witness.requests.take(&peer).await {
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too-many",

@@ -1,23 +1,152 @@
 //! Budgets for repeated attempts: a token bucket per key (a participant, an account, a peer's address), so that
 //! one client cannot flood a hearing, or the public log that records what it tries, however fast it sends.
 //!
-//! Hand-written because no rate-limiting crate (governor) is in the project's registry mirror; it is a few lines.
-//! Keys are kept only while their bucket is not full again, so memory stays bounded by the clients active within
-//! one refill period, and at most `MAX_KEYS` of those.
+//! A budget that protects against abuse is kept in the catalog ([`BudgetStore`], over
+//! [`custodia_catalog::Catalog::take_tokens`]), so that it holds across every gateway on one database: N gateways
+//! behind a load balancer give an attacker one budget, not N. These are the custody records of an account's steps,
+//! its new uploads and refusal records ([`Quotas`]), the sign-in throttle's budgets
+//! ([`crate::identity::SignInThrottle`]), hearing console steps and room entries (the hearings crate) and a
+//! witness's requests per peer (the server). A budget for what lives in one process (its connections, its uploads
+//! and WHIP sessions under way, the steps of a hearing room it holds) stays in memory ([`Budget::new`]).
+//!
+//! The in-memory bucket is hand-written because no rate-limiting crate (governor) is in the project's registry
+//! mirror; it is a few lines. Keys are kept only while their bucket is not full again, so memory stays bounded by
+//! the clients active within one refill period, and at most `MAX_KEYS` of those.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use custodia_catalog::{BucketRule, Catalog, Take};
+use hmac::Mac as _;
+
+use crate::clock::Clock;
+
 /// More keys than this and the fullest buckets are forgotten first (a forgotten key starts full).
 const MAX_KEYS: usize = 100_000;
 
-/// A token bucket per key: `burst` attempts at once, then `per_minute` a minute. Its `Debug` shows how many keys
-/// it holds, never which (they are client networks, accounts).
+/// How long a budget check waits for the catalog before it holds the budget in this process instead.
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// After the catalog failed a budget check, how long budgets are held in this process without asking it.
+pub const STORE_PAUSE: Duration = Duration::from_secs(5);
+
+/// Where the budgets that protect against abuse are kept: the catalog's token buckets, which every gateway on the
+/// database shares. Cheap to clone; clones share whether the catalog is failing.
+///
+/// Keys (account ids, usernames' digests, client networks, secrets' digests) are stored as HMAC-SHA256 under the
+/// database's one salt ([`Catalog::budget_salt`]), of the budget's name and the key: never in clear. The salt is in
+/// the database so that every gateway on it hashes alike without being configured to (a key made per gateway
+/// would give each gateway buckets of its own, and the budgets would silently be per process again).
+///
+/// When the catalog fails or does not answer within [`STORE_TIMEOUT`], a budget is held in this process for
+/// [`STORE_PAUSE`] (and then the catalog is asked again): each gateway holds the whole budget on its own, from
+/// what it has itself spent, as before budgets were shared. So a database that is down neither lets attackers
+/// through unbudgeted (no silent pass-all) nor refuses everyone (no lockout); at worst, while it is down, N
+/// gateways allow N budgets. The operator's log says when that starts and ends, never for which key.
+#[derive(Clone)]
+pub struct BudgetStore {
+    catalog: Catalog,
+    clock: Clock,
+    failing_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for BudgetStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetStore").finish_non_exhaustive()
+    }
+}
+
+/// Why the catalog did not take: it failed or did not answer in time.
+struct StoreFailed;
+
+impl BudgetStore {
+    pub fn new(catalog: Catalog, clock: Clock) -> Self {
+        Self { catalog, clock, failing_since: Arc::default() }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now().as_millisecond()
+    }
+
+    /// Whether the catalog failed within the last [`STORE_PAUSE`] (budgets are held in this process meanwhile).
+    fn pausing(&self) -> bool {
+        let failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failing.is_some_and(|since| since.elapsed() < STORE_PAUSE)
+    }
+
+    /// Runs one request to the catalog within [`STORE_TIMEOUT`], noting whether it failed.
+    async fn ask<T>(
+        &self,
+        request: impl std::future::Future<Output = custodia_catalog::Result<T>>,
+    ) -> Result<T, StoreFailed> {
+        let outcome = tokio::time::timeout(STORE_TIMEOUT, request).await;
+        let mut failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match outcome {
+            Ok(Ok(answer)) => {
+                if failing.take().is_some() {
+                    tracing::info!("budgets are shared through the catalog again");
+                }
+                Ok(answer)
+            }
+            Ok(Err(err)) => {
+                if failing.replace(Instant::now()).is_none() {
+                    tracing::warn!(error = %err, "budgets are held per process: the catalog failed");
+                }
+                Err(StoreFailed)
+            }
+            Err(_) => {
+                if failing.replace(Instant::now()).is_none() {
+                    tracing::warn!(waited = ?STORE_TIMEOUT, "budgets are held per process: the catalog did not answer");
+                }
+                Err(StoreFailed)
+            }
+        }
+    }
+
+    /// The bucket of `key` in the budget `name`: HMAC-SHA256 under the database's salt.
+    async fn bucket(&self, name: &str, key: &str) -> Result<[u8; 32], StoreFailed> {
+        let salt = self
+            .ask(self.catalog.budget_salt(|| {
+                let mut salt = [0u8; 32];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
+                salt
+            }))
+            .await?;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&salt).unwrap_or_else(|_| unreachable!("any length"));
+        mac.update(name.as_bytes());
+        mac.update(&[0]);
+        mac.update(key.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    async fn take(&self, name: &str, key: &str, rule: BucketRule, count: f64) -> Result<Take, StoreFailed> {
+        if self.pausing() {
+            return Err(StoreFailed);
+        }
+        let bucket = self.bucket(name, key).await?;
+        self.ask(self.catalog.take_tokens(&bucket, rule, count, self.now_ms())).await
+    }
+
+    async fn left(&self, name: &str, key: &str, rule: BucketRule) -> Result<f64, StoreFailed> {
+        if self.pausing() {
+            return Err(StoreFailed);
+        }
+        let bucket = self.bucket(name, key).await?;
+        self.ask(self.catalog.tokens_left(&bucket, rule, self.now_ms())).await
+    }
+}
+
+/// A token bucket per key: `burst` attempts at once, then `per_minute` a minute. Kept in memory ([`Budget::new`]),
+/// or in a [`BudgetStore`] for every gateway on its catalog ([`Budget::kept_in`]), with the in-memory buckets
+/// as what this process has spent, held to when the store fails. Its `Debug` shows how many keys it holds in
+/// memory, never which (they are client networks, accounts).
 pub struct Budget {
     burst: f64,
     per_second: f64,
     buckets: Mutex<HashMap<String, Bucket>>,
+    /// The store and this budget's name in it, when it is shared.
+    shared: Option<(&'static str, BudgetStore)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -29,53 +158,116 @@ struct Bucket {
 impl std::fmt::Debug for Budget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let keys = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len();
-        f.debug_struct("Budget").field("burst", &self.burst).field("keys", &keys).finish_non_exhaustive()
+        f.debug_struct("Budget")
+            .field("burst", &self.burst)
+            .field("keys", &keys)
+            .field("shared", &self.shared.as_ref().map(|(name, _)| name))
+            .finish_non_exhaustive()
     }
 }
 
 impl Budget {
+    /// A budget in this process's memory.
     pub fn new(burst: u32, per_minute: u32) -> Self {
         Self {
             burst: f64::from(burst.max(1)),
             per_second: f64::from(per_minute.max(1)) / 60.0,
             buckets: Mutex::default(),
+            shared: None,
         }
     }
 
-    /// `burst` attempts at once, then `per_hour` an hour.
+    /// `burst` attempts at once, then `per_hour` an hour, in this process's memory.
     pub fn per_hour(burst: u32, per_hour: u32) -> Self {
         Self {
             burst: f64::from(burst.max(1)),
             per_second: f64::from(per_hour.max(1)) / 3600.0,
             buckets: Mutex::default(),
+            shared: None,
         }
     }
 
+    /// This budget, kept in `store` under `name` for every gateway on its catalog ([`BudgetStore`] says what
+    /// happens when the catalog fails). `name` tells its buckets from other budgets' with the same keys: one name
+    /// per budget, the same in every gateway.
+    pub fn kept_in(mut self, name: &'static str, store: &BudgetStore) -> Self {
+        self.keep_in(name, store);
+        self
+    }
+
+    /// Keeps this budget in `store` under `name` from now on ([`Self::kept_in`]).
+    pub fn keep_in(&mut self, name: &'static str, store: &BudgetStore) {
+        self.shared = Some((name, store.clone()));
+    }
+
+    fn rule(&self) -> BucketRule {
+        BucketRule { burst: self.burst, per_second: self.per_second }
+    }
+
     /// Whether `key`'s budget has an attempt left, without taking it: `Ok` if so, else how long until it has.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        self.check_many(key, 1)
+    pub async fn check(&self, key: &str) -> Result<(), Duration> {
+        self.check_many(key, 1).await
     }
 
     /// Whether `key`'s budget has `count` attempts left (or its whole burst, if `count` is more), without taking
     /// them, as [`Self::take_many`] would find.
-    pub fn check_many(&self, key: &str, count: u64) -> Result<(), Duration> {
+    pub async fn check_many(&self, key: &str, count: u64) -> Result<(), Duration> {
         let wanted = (count.max(1) as f64).min(self.burst);
+        if let Some((name, store)) = &self.shared
+            && let Ok(tokens) = store.left(name, key, self.rule()).await
+        {
+            return if tokens >= wanted { Ok(()) } else { Err(self.wait(tokens, wanted)) };
+        }
         let now = Instant::now();
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let tokens = buckets.get(key).map_or(self.burst, |bucket| self.refilled(bucket, now));
-        if tokens >= wanted { Ok(()) } else { Err(Duration::from_secs_f64((wanted - tokens) / self.per_second)) }
+        if tokens >= wanted { Ok(()) } else { Err(self.wait(tokens, wanted)) }
     }
 
     /// Takes one attempt from `key`'s budget: `Ok` if there was one, else how long until there is.
-    pub fn take(&self, key: &str) -> Result<(), Duration> {
-        self.take_many(key, 1)
+    pub async fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_many(key, 1).await
     }
 
     /// Takes `count` attempts at once from `key`'s budget, or its whole burst if `count` is more: `Ok` if they
     /// were there, else how long until they are. A step that makes many records at once (a case export) waits for
     /// as many, so that repeating it makes no more records a minute than the budget, or than one such step.
-    pub fn take_many(&self, key: &str, count: u64) -> Result<(), Duration> {
+    pub async fn take_many(&self, key: &str, count: u64) -> Result<(), Duration> {
         let wanted = (count.max(1) as f64).min(self.burst);
+        if let Some((name, store)) = &self.shared {
+            match store.take(name, key, self.rule(), wanted).await {
+                Ok(Take::Taken) => {
+                    // Also spent here, so that if the store fails this process goes on from what it spent.
+                    self.spend_local(key, wanted);
+                    return Ok(());
+                }
+                Ok(Take::Short { wait }) => return Err(wait),
+                Err(StoreFailed) => {}
+            }
+        }
+        self.take_local(key, wanted)
+    }
+
+    /// Takes `wanted` from the bucket of `key` in memory if it holds them; else how long until it does.
+    fn take_local(&self, key: &str, wanted: f64) -> Result<(), Duration> {
+        self.with_local(key, |bucket| {
+            if bucket.tokens >= wanted {
+                bucket.tokens -= wanted;
+                Ok(())
+            } else {
+                Err(self.wait(bucket.tokens, wanted))
+            }
+        })
+    }
+
+    /// Takes `wanted` from the bucket of `key` in memory, or all it holds if that is less: what the store let
+    /// this process take.
+    fn spend_local(&self, key: &str, wanted: f64) {
+        self.with_local(key, |bucket| bucket.tokens = (bucket.tokens - wanted).max(0.0));
+    }
+
+    /// Runs `change` on the bucket of `key` in memory, refilled to now.
+    fn with_local<T>(&self, key: &str, change: impl FnOnce(&mut Bucket) -> T) -> T {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(key) {
@@ -84,12 +276,11 @@ impl Budget {
         let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: self.burst, at: now });
         bucket.tokens = self.refilled(bucket, now);
         bucket.at = now;
-        if bucket.tokens >= wanted {
-            bucket.tokens -= wanted;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((wanted - bucket.tokens) / self.per_second))
-        }
+        change(bucket)
+    }
+
+    fn wait(&self, tokens: f64, wanted: f64) -> Duration {
+        Duration::from_secs_f64(((wanted - tokens) / self.per_second).max(0.0))
     }
 
     fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
@@ -176,6 +367,18 @@ impl Quotas {
     pub fn with_room_entries(mut self, per_minute: u32) -> Self {
         self.room_entries_per_minute = per_minute.max(1);
         self
+    }
+
+    /// These quotas, with the budgets that guard the shared log and store (uploads, refusal records, custody
+    /// records) kept in `store` for every gateway on its catalog. Direct uploads under way and WHIP sessions are
+    /// this process's own, and stay counted here.
+    pub fn kept_in(self, store: &BudgetStore) -> Self {
+        Self {
+            uploads: self.uploads.kept_in("uploads", store),
+            refusal_records: self.refusal_records.kept_in("refusal_records", store),
+            custody_records: self.custody_records.kept_in("custody_records", store),
+            ..self
+        }
     }
 
     /// Custody records of one account's steps, `per_minute` a minute (as many at once).
@@ -273,16 +476,16 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_key_gets_its_burst_then_waits_and_other_keys_are_untouched() {
+    #[tokio::test]
+    async fn a_key_gets_its_burst_then_waits_and_other_keys_are_untouched() {
         let budget = Budget::new(3, 1);
         for _ in 0..3 {
-            assert_eq!(budget.take("a"), Ok(()));
+            assert_eq!(budget.take("a").await, Ok(()));
         }
-        let wait = budget.take("a").unwrap_err();
+        let wait = budget.take("a").await.unwrap_err();
         // One a minute: most of a minute to wait (the bucket may have refilled a little since).
         assert!(wait > Duration::from_secs(50) && wait <= Duration::from_secs(60), "{wait:?}");
-        assert_eq!(budget.take("b"), Ok(()));
+        assert_eq!(budget.take("b").await, Ok(()));
     }
 
     #[test]
@@ -301,30 +504,30 @@ mod tests {
         assert!(quotas.start_direct("a").is_some());
     }
 
-    #[test]
-    fn a_step_of_many_records_waits_for_as_many_or_the_whole_burst() {
+    #[tokio::test]
+    async fn a_step_of_many_records_waits_for_as_many_or_the_whole_burst() {
         let budget = Budget::new(10, 10);
-        assert_eq!(budget.take_many("a", 4), Ok(()));
-        assert!(budget.take_many("a", 7).is_err(), "six left");
-        assert_eq!(budget.take_many("a", 6), Ok(()));
-        assert_eq!(budget.take_many("b", 500), Ok(()), "more than the burst takes the burst");
-        let wait = budget.take("b").unwrap_err();
+        assert_eq!(budget.take_many("a", 4).await, Ok(()));
+        assert!(budget.take_many("a", 7).await.is_err(), "six left");
+        assert_eq!(budget.take_many("a", 6).await, Ok(()));
+        assert_eq!(budget.take_many("b", 500).await, Ok(()), "more than the burst takes the burst");
+        let wait = budget.take("b").await.unwrap_err();
         assert!(wait > Duration::from_secs(5), "{wait:?}");
     }
 
-    #[test]
-    fn a_spent_bucket_refills_at_its_rate() {
+    #[tokio::test]
+    async fn a_spent_bucket_refills_at_its_rate() {
         let budget = Budget::new(1, 60);
         let mut buckets = HashMap::new();
         let earlier = Instant::now().checked_sub(Duration::from_secs(2)).unwrap();
         buckets.insert("a".to_owned(), Bucket { tokens: 0.0, at: earlier });
         *budget.buckets.lock().unwrap() = buckets;
-        assert_eq!(budget.take("a"), Ok(()), "two seconds at one a second refill the one-token bucket");
-        assert!(budget.take("a").is_err());
+        assert_eq!(budget.take("a").await, Ok(()), "two seconds at one a second refill the one-token bucket");
+        assert!(budget.take("a").await.is_err());
     }
 
-    #[test]
-    fn full_buckets_are_forgotten_when_there_are_too_many_keys() {
+    #[tokio::test]
+    async fn full_buckets_are_forgotten_when_there_are_too_many_keys() {
         let budget = Budget::new(2, 60);
         let now = Instant::now();
         let mut buckets = HashMap::new();
@@ -333,7 +536,7 @@ mod tests {
             buckets.insert(format!("k{i}"), Bucket { tokens, at: now });
         }
         *budget.buckets.lock().unwrap() = buckets;
-        assert_eq!(budget.take("new"), Ok(()));
+        assert_eq!(budget.take("new").await, Ok(()));
         let buckets = budget.buckets.lock().unwrap();
         assert!(buckets.len() <= MAX_KEYS / 2 + 1, "{}", buckets.len());
         assert!(!buckets.contains_key("k0") && buckets.contains_key("k1"));

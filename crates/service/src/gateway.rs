@@ -138,6 +138,8 @@ pub struct Gateway {
     refusals: crate::refusals::Refusals,
     /// Per-account quotas and rates: stored bytes, uploads, refusal records.
     quotas: Arc<crate::budget::Quotas>,
+    /// The catalog's budgets, shared by every gateway on it ([`crate::budget::BudgetStore`]).
+    budgets: crate::budget::BudgetStore,
     /// The cosignatures on this log's checkpoints, whose policy and cosigned checkpoint court bundles carry.
     cosigning: Option<Arc<dyn WitnessedCheckpoints>>,
     /// What this process took into custody, for monitoring.
@@ -244,8 +246,11 @@ impl Gateway {
         clock: Clock,
         max_upload_bytes: u64,
     ) -> Self {
+        let budgets = crate::budget::BudgetStore::new(catalog.clone(), clock.clone());
         Self {
             prober: None,
+            quotas: Arc::new(crate::budget::Quotas::default().kept_in(&budgets)),
+            budgets,
             catalog,
             artefacts,
             manifests,
@@ -256,7 +261,6 @@ impl Gateway {
             max_upload_bytes,
             turns: Turns::default(),
             refusals: crate::refusals::Refusals::default(),
-            quotas: Arc::new(crate::budget::Quotas::default()),
             cosigning: None,
             ingested: Arc::default(),
             fence: None,
@@ -281,9 +285,10 @@ impl Gateway {
         self
     }
 
-    /// Holds accounts to `quotas` (the defaults otherwise).
+    /// Holds accounts to `quotas` (the defaults otherwise), their budgets kept in the catalog for every gateway on
+    /// it ([`crate::budget::Quotas::kept_in`]).
     pub fn with_quotas(mut self, quotas: crate::budget::Quotas) -> Self {
-        self.quotas = Arc::new(quotas);
+        self.quotas = Arc::new(quotas.kept_in(&self.budgets));
         self
     }
 
@@ -324,6 +329,11 @@ impl Gateway {
     /// Per-account quotas and rates.
     pub fn quotas(&self) -> &crate::budget::Quotas {
         &self.quotas
+    }
+
+    /// Where the budgets that protect against abuse are kept, for every gateway on this catalog.
+    pub fn budgets(&self) -> &crate::budget::BudgetStore {
+        &self.budgets
     }
 
     /// Refusals counted into one record a window ([`crate::refusals`]).
@@ -452,19 +462,19 @@ impl Gateway {
     /// step it records happens: past the budget, the step is refused and nothing happens. Evidence entering
     /// custody (an upload, a hearing's output, and the policy attached at ingest) is never refused its record: the
     /// upload budget bounds it.
-    pub fn take_recorded_step(&self, caller: &Principal) -> Result<()> {
-        self.take_recorded_steps(caller, 1)
+    pub async fn take_recorded_step(&self, caller: &Principal) -> Result<()> {
+        self.take_recorded_steps(caller, 1).await
     }
 
     /// Whether the caller's budget of custody records has `records` left, without taking them.
-    fn has_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
-        self.quotas.custody_records.check_many(caller.account_id(), records).map_err(too_many_steps)
+    async fn has_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
+        self.quotas.custody_records.check_many(caller.account_id(), records).await.map_err(too_many_steps)
     }
 
     /// [`Self::take_recorded_step`] for a step that makes `records` records at once (a case export: one for each
     /// artefact and one for the export); at most the budget's whole burst.
-    pub fn take_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
-        self.quotas.custody_records.take_many(caller.account_id(), records).map_err(too_many_steps)
+    pub async fn take_recorded_steps(&self, caller: &Principal, records: u64) -> Result<()> {
+        self.quotas.custody_records.take_many(caller.account_id(), records).await.map_err(too_many_steps)
     }
 
     /// The openings kept for a ledger entry.
@@ -693,7 +703,7 @@ impl Gateway {
             return Ok((false, None));
         }
         if let Some((budget, account)) = budget
-            && let Err(wait) = budget.take(account)
+            && let Err(wait) = budget.take(account).await
         {
             self.refusals.divert(&refusal, now);
             let what = match refusal {
@@ -731,7 +741,7 @@ impl Gateway {
         // Every route that can record a refusal documents its 429 (openapi.json), which a count taken from the
         // budget makes a later first refusal answer sooner.
         if let Some(actor) = refusal.budgeted_actor()
-            && self.quotas.refusal_records.take(actor.as_str()).is_err()
+            && self.quotas.refusal_records.take(actor.as_str()).await.is_err()
             && self.refusals.fold(refusal, repeated, now)
         {
             return Ok(());
@@ -954,7 +964,7 @@ impl Gateway {
             self.authorize(caller, case, Action::SetPolicy).await?;
         }
         let account = caller.account_id();
-        self.take_upload_allowance(account)?;
+        self.take_upload_allowance(account).await?;
         if let Some(declared) = declared
             && declared > self.max_upload_bytes
         {
@@ -1055,8 +1065,8 @@ impl Gateway {
     }
 
     /// Takes one new upload from `account`'s rate.
-    pub fn take_upload_allowance(&self, account: &str) -> Result<()> {
-        self.quotas.uploads.take(account).map_err(|wait| GatewayError::TooManyAttempts {
+    pub async fn take_upload_allowance(&self, account: &str) -> Result<()> {
+        self.quotas.uploads.take(account).await.map_err(|wait| GatewayError::TooManyAttempts {
             what: "new uploads",
             retry_after_seconds: crate::budget::retry_after_seconds(wait),
         })
@@ -1349,7 +1359,7 @@ impl Gateway {
         self.check_use(caller, &row, UseAction::Download, purpose).await?;
         // `check` may take a place among the streams leaving, which can close another's: only a download that will
         // be recorded takes one.
-        self.has_recorded_steps(caller, 1)?;
+        self.has_recorded_steps(caller, 1).await?;
         let checked = check(&row)?;
         self.record_access(caller, &row, access, purpose).await?;
         Ok((row, checked))
@@ -1364,7 +1374,7 @@ impl Gateway {
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         let site = caller.site();
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let sealed = self
             .custody_record(caller, &case, purpose.as_str(), |committer| CustodyEvent::ArtefactAccessed {
                 artefact,
@@ -1419,9 +1429,9 @@ impl Gateway {
         let turn = turn.lock().await;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
-        self.has_recorded_steps(caller, 1)?;
+        self.has_recorded_steps(caller, 1).await?;
         let left = leave()?;
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let chain = self.record_export(caller, row, purpose).await?;
         drop(turn);
         let covering = chain.export_index + 1;
@@ -1463,11 +1473,11 @@ impl Gateway {
         for row in &rows {
             self.check_export_of(caller, row, purpose).await?;
         }
-        self.has_recorded_steps(caller, rows.len() as u64 + 1)?;
+        self.has_recorded_steps(caller, rows.len() as u64 + 1).await?;
         let left = leave()?;
         // An export record for each artefact now, and the case export's once its bundles are written
         // ([`Self::record_case_export`]): their places in the caller's budget are taken before anything leaves.
-        self.take_recorded_steps(caller, rows.len() as u64 + 1)?;
+        self.take_recorded_steps(caller, rows.len() as u64 + 1).await?;
         let mut chains = Vec::with_capacity(rows.len());
         for row in rows {
             let (_, id) = ids(&row)?;
@@ -1733,7 +1743,7 @@ impl Gateway {
         if row.provider_account != caller.account_id() {
             self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
         }
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let chain = self
             .record_leaving(caller, row, purpose, Action::TransferArtefact, |artefact, committer| {
                 CustodyEvent::ArtefactTransferred {
@@ -1898,7 +1908,7 @@ impl Gateway {
         change: &str,
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let turn = self.policy_turn(&artefact);
         let _turn = turn.lock().await;
         let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
@@ -1957,7 +1967,7 @@ impl Gateway {
         )?;
         let canonical = custodia_core::to_canonical_vec(&request)
             .map_err(|err| GatewayError::internal("record widen request", err))?;
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let sealed = self
             .custody_record(caller, &case, "wider use", |committer| CustodyEvent::WiderUseRequested {
                 artefact: artefact.clone(),
@@ -2015,7 +2025,7 @@ impl Gateway {
         let policy = current_policy(&row)?;
         let (case, _) = ids(&row)?;
         let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let index = self
             .record_policy(caller, &case, &artefact, &resulting, &format!("wider use {status} ({request_id})"))
             .await?;
@@ -2036,7 +2046,7 @@ impl Gateway {
         note: Option<String>,
     ) -> Result<OutcomeRow> {
         let (row, _) = self.authorize_artefact(caller, id, Action::FileOutcome).await?;
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         self.record_outcome(caller, &row, new_id("out"), outcome, note).await
     }
 
@@ -2103,7 +2113,7 @@ impl Gateway {
             }
         }
         let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
-        self.take_recorded_step(caller)?;
+        self.take_recorded_step(caller).await?;
         let sealed = self
             .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {
                 member: member_id,

@@ -292,10 +292,12 @@ impl UserKey {
     }
 }
 
-/// Recent failed sign-ins, by username and client address together, by address alone and by device, the addresses
-/// each account signed in from, and each account's ceiling. In memory: a restart forgets them, which costs an
-/// attacker a restart they cannot cause, and gives the owner nothing they need, since what lets the owner past a
-/// spent ceiling is the device cookie, whose key is on disk. Usernames (as their SHA-256), addresses and devices
+/// Recent failed sign-ins, by username and client address together, by address alone and by device, and the
+/// addresses each account signed in from: in memory, per process, so a restart (or another gateway) forgets them,
+/// which gives an attacker ten more tries per address or device, and the owner nothing they need, since what lets
+/// the owner past a spent ceiling is the device cookie, whose key is on disk. Each account's ceiling and the budgets
+/// of successful sign-ins are kept in the catalog once [`SignInThrottle::kept_in`] is called (the server does): one
+/// over every gateway on the database, and over restarts. Usernames (as their SHA-256), addresses and devices
 /// stay here (and out of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
 pub struct SignInThrottle {
     failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
@@ -380,6 +382,17 @@ impl SignInThrottle {
         }
     }
 
+    /// This throttle, with its budgets (password checks per account, successful sign-ins per account and per
+    /// network) kept in `store` for every gateway on its catalog: a guesser who spreads tries over N gateways gets
+    /// one budget, not N. Failures by address and device, the addresses each account signed in from and sign-ins
+    /// under way stay in this process (see [`SignInThrottle`]).
+    pub fn kept_in(mut self, store: &crate::budget::BudgetStore) -> Self {
+        self.account_checks.keep_in("sign_in.account_checks", store);
+        self.account_sign_ins.keep_in("sign_in.account_sign_ins", store);
+        self.network_sign_ins.keep_in("sign_in.network_sign_ins", store);
+        self
+    }
+
     /// The value of a new device cookie for `account_id`, made at `now` (unix seconds), good for
     /// [`DEVICE_COOKIE_SECONDS`].
     pub fn device_cookie_value(&self, account_id: &str, now: i64) -> String {
@@ -425,12 +438,12 @@ impl SignInThrottle {
 
     /// Whether a sign-in to `user` from `peer` may have its password checked; `device`, when its cookie is valid
     /// for the account (and the device neither locked nor busy, [`SignInThrottle::owner`]).
-    fn check(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) -> Result<()> {
+    async fn check(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) -> Result<()> {
         let spent = |wait| GatewayError::TooManyAttempts {
             what: "sign-ins to this account",
             retry_after_seconds: crate::budget::retry_after_seconds(wait),
         };
-        self.account_sign_ins.check(&user.budget_key()).map_err(spent)?;
+        self.account_sign_ins.check(&user.budget_key()).await.map_err(spent)?;
         if device.is_some() {
             return Ok(());
         }
@@ -442,12 +455,12 @@ impl SignInThrottle {
         if self.recent(&ThrottleKey::Peer(peer)) >= PEER_FAILURES {
             return Err(GatewayError::TooMany("too many wrong passwords from your network; try again later".into()));
         }
-        self.network_sign_ins.check(&peer.key()).map_err(|wait| GatewayError::TooManyAttempts {
+        self.network_sign_ins.check(&peer.key()).await.map_err(|wait| GatewayError::TooManyAttempts {
             what: "sign-ins from your network",
             retry_after_seconds: crate::budget::retry_after_seconds(wait),
         })?;
         if !self.known(user, peer) {
-            self.account_checks.take(&user.budget_key()).map_err(|wait| GatewayError::TooManyAttempts {
+            self.account_checks.take(&user.budget_key()).await.map_err(|wait| GatewayError::TooManyAttempts {
                 what: "sign-ins to this account from new addresses",
                 retry_after_seconds: crate::budget::retry_after_seconds(wait),
             })?;
@@ -492,11 +505,11 @@ impl SignInThrottle {
         }
     }
 
-    fn succeeded(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
+    async fn succeeded(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
         // Spent after the fact: a sign-in already checked is not refused for the budget it used.
-        let _ = self.account_sign_ins.take(&user.budget_key());
+        let _ = self.account_sign_ins.take(&user.budget_key()).await;
         if device.is_none() {
-            let _ = self.network_sign_ins.take(&peer.key());
+            let _ = self.network_sign_ins.take(&peer.key()).await;
         }
         let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         failures.remove(&ThrottleKey::AccountFromPeer(user, peer));
@@ -780,7 +793,7 @@ pub async fn check_password(
         looked_up = Some(account);
     }
     let device = owner.as_ref().map(|(device, _)| *device);
-    throttle.check(user, peer, device)?;
+    throttle.check(user, peer, device).await?;
     let (lane, _flights) = match owner {
         Some((_, flights)) => (Lane::Owners, flights),
         None => {
@@ -806,7 +819,7 @@ pub async fn check_password(
     let matches = throttle.hash(lane, move |memory| verify_in(memory, &stored, password.as_bytes())).await?;
     match account {
         Some(account) if matches => {
-            throttle.succeeded(user, peer, device);
+            throttle.succeeded(user, peer, device).await;
             Ok(account)
         }
         _ => {
@@ -896,31 +909,31 @@ mod tests {
         assert_eq!(format!("{key:?}"), "DeviceKey(withheld)");
     }
 
-    #[test]
-    fn a_valid_device_is_counted_on_its_own_and_held_to_no_other_rule() {
+    #[tokio::test]
+    async fn a_valid_device_is_counted_on_its_own_and_held_to_no_other_rule() {
         let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
         let judges_desk = network("192.0.2.1");
         // Strangers spend the account's ceiling, one address each.
         for n in 0..ACCOUNT_CHECKS_BURST {
-            throttle.check(user("judge"), network(&format!("198.51.100.{n}")), None).unwrap();
+            throttle.check(user("judge"), network(&format!("198.51.100.{n}")), None).await.unwrap();
         }
-        assert!(throttle.check(user("judge"), judges_desk, None).is_err(), "the ceiling is spent");
+        assert!(throttle.check(user("judge"), judges_desk, None).await.is_err(), "the ceiling is spent");
         let device = Device([3; DEVICE_NONCE_BYTES]);
-        assert!(throttle.check(user("judge"), judges_desk, Some(device)).is_ok(), "a device of the account");
+        assert!(throttle.check(user("judge"), judges_desk, Some(device)).await.is_ok(), "a device of the account");
         // Someone at the judge's address guesses at every account until the address is refused: not the device.
         for _ in 0..PEER_FAILURES {
             throttle.failed(user("clerk"), judges_desk, None);
         }
-        assert!(throttle.check(user("clerk"), judges_desk, None).is_err());
-        assert!(throttle.check(user("judge"), judges_desk, Some(device)).is_ok());
+        assert!(throttle.check(user("clerk"), judges_desk, None).await.is_err());
+        assert!(throttle.check(user("judge"), judges_desk, Some(device)).await.is_ok());
         // Wrong passwords with the device's cookie are counted against that device alone, not the address.
         for _ in 0..ACCOUNT_PEER_FAILURES {
-            throttle.check(user("judge"), judges_desk, Some(device)).unwrap();
+            throttle.check(user("judge"), judges_desk, Some(device)).await.unwrap();
             throttle.failed(user("judge"), judges_desk, Some(device));
         }
         assert_eq!(throttle.recent(&ThrottleKey::Device(device)), ACCOUNT_PEER_FAILURES);
         assert_eq!(throttle.recent(&ThrottleKey::AccountFromPeer(user("judge"), judges_desk)), 0);
-        assert!(throttle.check(user("judge"), judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).is_ok());
+        assert!(throttle.check(user("judge"), judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).await.is_ok());
         assert_eq!(format!("{throttle:?}"), "SignInThrottle { .. }");
     }
 
@@ -981,30 +994,30 @@ mod tests {
         hashers.close();
     }
 
-    #[test]
-    fn successful_sign_ins_are_budgeted_per_account_and_per_network() {
+    #[tokio::test]
+    async fn successful_sign_ins_are_budgeted_per_account_and_per_network() {
         let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
         let insider = user("insider");
         let device = Some(Device([5; DEVICE_NONCE_BYTES]));
         for n in 0..ACCOUNT_SIGN_INS_PER_HOUR {
             let desk = network(&format!("198.51.100.{n}"));
-            throttle.check(insider, desk, None).unwrap();
-            throttle.succeeded(insider, desk, None);
+            throttle.check(insider, desk, None).await.unwrap();
+            throttle.succeeded(insider, desk, None).await;
         }
-        let spent = throttle.check(insider, network("203.0.113.1"), None).unwrap_err();
+        let spent = throttle.check(insider, network("203.0.113.1"), None).await.unwrap_err();
         assert!(spent.to_string().contains("sign-ins to this account"), "{spent}");
-        assert!(throttle.check(insider, network("203.0.113.1"), device).is_err(), "a device of it too");
-        assert!(throttle.check(user("judge"), network("203.0.113.1"), device).is_ok(), "another account");
+        assert!(throttle.check(insider, network("203.0.113.1"), device).await.is_err(), "a device of it too");
+        assert!(throttle.check(user("judge"), network("203.0.113.1"), device).await.is_ok(), "another account");
         // One network signing in to many accounts, each within its own budget, spends the network's.
         let office = network("192.0.2.7");
         for n in 0..NETWORK_SIGN_INS_PER_HOUR {
             let someone = user(&format!("clerk{n}"));
-            throttle.check(someone, office, None).unwrap();
-            throttle.succeeded(someone, office, None);
+            throttle.check(someone, office, None).await.unwrap();
+            throttle.succeeded(someone, office, None).await;
         }
-        let spent = throttle.check(user("clerk-late"), office, None).unwrap_err();
+        let spent = throttle.check(user("clerk-late"), office, None).await.unwrap_err();
         assert!(spent.to_string().contains("from your network"), "{spent}");
-        assert!(throttle.check(user("judge"), office, device).is_ok(), "an owner's device is not held to it");
+        assert!(throttle.check(user("judge"), office, device).await.is_ok(), "an owner's device is not held to it");
     }
 
     #[test]
@@ -1028,8 +1041,8 @@ mod tests {
         assert!(throttle.fly(&places("2001:db8:0:1ff::1")).is_some(), "a place given back");
     }
 
-    #[test]
-    fn a_device_has_one_sign_in_under_way_and_a_locked_or_busy_one_is_no_exemption() {
+    #[tokio::test]
+    async fn a_device_has_one_sign_in_under_way_and_a_locked_or_busy_one_is_no_exemption() {
         let throttle = SignInThrottle::new(DeviceKey::new([2; 32]));
         let value = throttle.devices.issue("acc-judge", NOW);
         let cookie = || vec![DeviceCookie::parse(&value).unwrap()];
@@ -1046,8 +1059,8 @@ mod tests {
         }
         // Locked: its sign-ins follow the ordinary rules (which a known address passes) instead of a 429.
         assert!(throttle.owner(&cookie(), "acc-judge", NOW).is_none(), "a locked device");
-        throttle.succeeded(user("judge"), network("192.0.2.9"), None);
-        assert!(throttle.check(user("judge"), network("192.0.2.9"), None).is_ok());
+        throttle.succeeded(user("judge"), network("192.0.2.9"), None).await;
+        assert!(throttle.check(user("judge"), network("192.0.2.9"), None).await.is_ok());
         // An account has OWNER_SIGN_INS_AT_ONCE in the owners' lane, whatever its devices.
         let devices: Vec<_> = (0..=OWNER_SIGN_INS_AT_ONCE).map(|_| throttle.devices.issue("acc-clerk", NOW)).collect();
         let mut held = Vec::new();
@@ -1069,8 +1082,8 @@ mod tests {
         assert!(throttle.owner(&cookies[..1], "acc-judge", NOW).is_none(), "a planted one alone");
     }
 
-    #[test]
-    fn a_username_is_kept_as_its_digest_and_a_long_one_is_refused() {
+    #[tokio::test]
+    async fn a_username_is_kept_as_its_digest_and_a_long_one_is_refused() {
         let longest = "u".repeat(MAX_USERNAME_CHARS);
         assert!(UserKey::of(&longest).is_ok());
         assert!(UserKey::of(&"\u{1e70}".repeat(MAX_USERNAME_CHARS)).is_ok(), "characters, not bytes, are counted");
@@ -1080,7 +1093,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<UserKey>(), 32);
         assert!(user("judge") != user("Judge"));
         let budget = crate::budget::Budget::new(1, 1);
-        budget.take(&user("judge").budget_key()).unwrap();
+        budget.take(&user("judge").budget_key()).await.unwrap();
         let shown = format!("{budget:?}");
         assert!(shown.contains("keys: 1") && !shown.contains(&user("judge").budget_key()), "{shown}");
     }

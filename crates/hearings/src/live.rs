@@ -1350,7 +1350,10 @@ impl Hearings {
     /// `refusal` of an attempt from `peer`, counted against the peer's budget of failed attempts when it is a
     /// failure (a secret unknown or spent): once that budget is spent, such failures are answered "too many
     /// attempts" instead, which no longer says whether a secret exists or how it was spent. A valid secret's
-    /// entry is never counted, and never refused for it.
+    /// entry is never counted, and never refused for it. Nor is "served elsewhere": no secret was checked here,
+    /// and it says nothing of one, whereas the participants of a court behind one address, all trying again every
+    /// few seconds while their hearing moves to another gateway, would spend the budget (shared with that gateway)
+    /// that their own mistyped links need there.
     async fn counted(
         &self,
         peer: Option<custodia_service::network::ClientNetwork>,
@@ -1359,7 +1362,6 @@ impl Hearings {
         let failure = matches!(
             refusal,
             EnterRefusal::Invalid
-                | EnterRefusal::ServedElsewhere
                 | EnterRefusal::Ended
                 | EnterRefusal::Removed
                 | EnterRefusal::Used

@@ -123,6 +123,12 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
         assert!(std::time::Instant::now() < looked, "B never said the hearing is served elsewhere");
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+    // A court's participants behind one address, retrying while their hearing moves, are not guessers: more
+    // tries than the address's budget of failed entries (60) are each told to try again, never "too many".
+    for attempt in 0..65 {
+        let (answer, _socket) = support::room_enter(&room_b, join.clone()).await;
+        assert_eq!(answer["problem"], "served_elsewhere", "attempt {attempt}: {answer}");
+    }
     assert_eq!(catalog.hearing_journal(&id).await.unwrap().len(), journalled, "B's room wrote nothing");
 
     // B does not start a second copy: 503, retryable, naming another gateway; A answers.

@@ -17,7 +17,7 @@ pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 
-pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
+pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow, TransferStaging};
 
 use std::fmt;
 use std::sync::Arc;

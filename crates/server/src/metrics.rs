@@ -138,11 +138,12 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
 
     let cosigning = state.cosigning.report();
     let duties = Family::<DutyLabels, Gauge>::default();
-    for (duty, held) in [
-        ("hearings", state.hearings.hosts_hearings()),
-        ("transfers", state.transfers.on_duty()),
-        ("cosigning", cosigning.asking),
-    ] {
+    let mut held = vec![("hearings", state.hearings.hosts_hearings()), ("transfers", state.transfers.on_duty())];
+    // Asking the witnesses is a duty only where a witness policy names some.
+    if cosigning.collecting {
+        held.push(("cosigning", cosigning.asking));
+    }
+    for (duty, held) in held {
         duties.get_or_create(&DutyLabels { duty }).set(i64::from(held));
     }
     registry.register(

@@ -230,6 +230,25 @@ struct Proxy {
 
 type Hold = fn(&str, &str) -> bool;
 
+/// What the proxy's handler shares: the upstream chosen, the client, what passed, how many were held, the gate.
+type ProxyState = (
+    Arc<Mutex<u16>>,
+    reqwest::Client,
+    Arc<Mutex<Vec<Passed>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::sync::watch::Receiver<bool>,
+    Hold,
+);
+
+/// What the witness's handler shares: its key, the log's, what it cosigned last, the sizes asked, the conflicts.
+type WitnessState = (
+    Arc<custodia_witness::CosignerKey>,
+    custodia_ledger::LogVerifier,
+    Arc<Mutex<custodia_witness::Known>>,
+    Arc<Mutex<BTreeMap<u64, usize>>>,
+    Arc<std::sync::atomic::AtomicUsize>,
+);
+
 impl Proxy {
     async fn start(upstreams: Vec<u16>, readiness: &'static str, hold: Hold) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -260,14 +279,9 @@ impl Proxy {
         let (gate, opened) = tokio::sync::watch::channel(false);
         let state = (chosen, client, passed.clone(), held.clone(), opened, hold);
         let app = axum::Router::new().fallback(
-            move |axum::extract::State((chosen, client, passed, held, mut opened, hold)): axum::extract::State<(
-                Arc<Mutex<u16>>,
-                reqwest::Client,
-                Arc<Mutex<Vec<Passed>>>,
-                Arc<std::sync::atomic::AtomicUsize>,
-                tokio::sync::watch::Receiver<bool>,
-                Hold,
-            )>,
+            move |axum::extract::State((chosen, client, passed, held, mut opened, hold)): axum::extract::State<
+                ProxyState,
+            >,
                   request: axum::extract::Request| async move {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
@@ -618,13 +632,7 @@ impl CountingWitness {
         let app = axum::Router::new().route(
             "/witness/add-checkpoint",
             axum::routing::post(
-                |axum::extract::State((key, log, known, asked, conflicts)): axum::extract::State<(
-                    Arc<custodia_witness::CosignerKey>,
-                    custodia_ledger::LogVerifier,
-                    Arc<Mutex<custodia_witness::Known>>,
-                    Arc<Mutex<BTreeMap<u64, usize>>>,
-                    Arc<std::sync::atomic::AtomicUsize>,
-                )>,
+                |axum::extract::State((key, log, known, asked, conflicts)): axum::extract::State<WitnessState>,
                  body: axum::body::Bytes| async move {
                     use axum::response::IntoResponse as _;
                     let Ok(request) = custodia_witness::AddCheckpoint::parse(&body) else {

@@ -13,7 +13,8 @@ own address, data volume and metrics address, and share one keys volume, databas
 CUSTODIA_* setting they get is one docs/configuration.md lists; every service it depends on exists, with a health
 check where it waits for health and as a one-shot where it waits for completion, and without a cycle; the gateways'
 health check asks /healthz and the proxy asks /readyz (/readyz/hearings for the hearings, sent to the first gateway
-that hosts them); the proxy's upstreams are both gateways on the API's port,
+that hosts them, and /readyz/transfers for partners' requests about transfers, sent to the first gateway that holds
+that duty); the proxy's upstreams are both gateways on the API's port,
 its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted proxy; the
 garage init runs in garage's network with its configuration, and garage.toml's ports and region are those the
 gateways use; coturn refuses what deploy/turnserver.conf refuses and may relay to the gateways alone; every service
@@ -435,10 +436,23 @@ def check_compose():
     for arguments, body in proxied:
         targets = {token for token in arguments if not token.startswith("@")}
         need(targets == upstreams, f"a reverse_proxy sends to {sorted(targets)}, not {sorted(upstreams)}")
-        hearings = ["lb_policy", "first"] in body
-        readiness = "/readyz/hearings" if hearings else "/readyz"
-        need(["health_uri", readiness] in body, f"a reverse_proxy to {sorted(targets)} does not ask {readiness}")
         need(any(tokens[:1] == ["lb_policy"] for tokens in body), "a reverse_proxy has no lb_policy")
+    # What a duty's holder alone serves goes to the first gateway that says it holds the duty; the rest to any
+    # gateway that is ready.
+    duty_readiness = {"@hearings": "/readyz/hearings", "@transfers": "/readyz/transfers"}
+    handled = blocks(lines, "handle")
+    need(sorted(tuple(arguments) for arguments, _ in handled) == [(), ("@hearings",), ("@transfers",)],
+         f"the Caddyfile's handle blocks are {[arguments for arguments, _ in handled]}, not @hearings, "
+         "@transfers and the rest")
+    for arguments, body in handled:
+        readiness = duty_readiness.get(arguments[0], "?") if arguments else "/readyz"
+        for _, proxy_body in blocks(body, "reverse_proxy"):
+            need(["health_uri", readiness] in proxy_body, f"the reverse_proxy of {arguments} does not ask {readiness}")
+            need((["lb_policy", "first"] in proxy_body) == bool(arguments),
+                 f"the reverse_proxy of {arguments} does not send to {'the first ready' if arguments else 'any'} gateway")
+    need(["@transfers", "path", "/partner/v1/transfers", "/partner/v1/transfers/*"] in lines,
+         "the Caddyfile does not send every partner request about a transfer (/partner/v1/transfers, "
+         "/partner/v1/transfers/*) to the gateway that holds the duty of the transfers")
     need(not any(token.lower().startswith(("x-forwarded", "-x-forwarded")) for tokens in lines for token in tokens),
          "the Caddyfile sets X-Forwarded-* itself: Caddy's own are what the gateways trust")
     limits = [tokens[1] for tokens in lines if tokens[:1] == ["max_size"] and len(tokens) == 2]

@@ -1,5 +1,5 @@
 //! Duties one gateway on a database performs for all of them (timestamping the shared log's checkpoints, hosting
-//! the live hearings): a lease in `duty_leases`, taken when nobody holds it or its holder's lease expired, and
+//! the live hearings, the transfers with partner gateways, collecting the witnesses' cosignatures): a lease in `duty_leases`, taken when nobody holds it or its holder's lease expired, and
 //! renewed by its holder every few seconds. A holder that dies, freezes or is cut off stops renewing, and another
 //! gateway takes the duty over once its lease expires ([`DUTY_EXPIRY`]); a database that restarts keeps the row,
 //! so the duty stays where it was. A SQLite catalog has one gateway, which holds every duty.
@@ -26,6 +26,13 @@ impl Duty {
     /// Hosting the live hearings: the gateway the load balancer sends every hearing's requests to (it alone says it
     /// is ready for them), and the one that takes over the hearings of a gateway that died: "hearng" in ASCII.
     pub const HEARINGS: Self = Self(0x6865_6172_6e67);
+    /// The transfers with partner gateways: the gateway that drives every transfer sent to a partner and takes
+    /// every request a partner makes about a transfer (the load balancer sends them to it alone, and it stages what
+    /// arrives on its own disk): "xfers" in ASCII.
+    pub const TRANSFERS: Self = Self(0x78_6665_7273);
+    /// Asking the witnesses to cosign the shared log's checkpoints, so that each witness is asked once per
+    /// checkpoint, not once per gateway: "cosign" in ASCII.
+    pub const COSIGNING: Self = Self(0x636f_7369_676e);
 }
 
 /// A duty held by this process, while [`DutyLease::still_held`] says so.

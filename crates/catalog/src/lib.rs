@@ -41,7 +41,7 @@ pub struct UploadCompletion {
     pub last_chunk: String,
 }
 
-pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow};
+pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow, TransferStaging};
 
 use std::fmt;
 use std::sync::Arc;

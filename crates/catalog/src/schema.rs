@@ -295,6 +295,16 @@ CREATE TABLE IF NOT EXISTS budget_salt (
     salt {BLOB} NOT NULL
 )
 "#,
+    // Where the payload of a transfer arriving here is staged: the staging identity of the gateway whose data
+    // directory holds its staging file (`staged_by`), and the bytes durable there (`received`), which count nowhere
+    // else. A gateway that takes the transfers over stages the payload again on its own disk, from 0.
+    r#"
+CREATE TABLE IF NOT EXISTS transfer_staging (
+    transfer_id TEXT PRIMARY KEY,
+    staged_by TEXT NOT NULL,
+    received BIGINT NOT NULL
+)
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.

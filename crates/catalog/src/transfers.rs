@@ -29,6 +29,15 @@ pub struct TransferRow {
     pub updated_at: String,
 }
 
+/// Where the payload of a transfer arriving here is staged ([`Catalog::transfer_staging`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferStaging {
+    /// The staging identity of the gateway whose disk holds it (opaque, random per data directory).
+    pub staged_by: String,
+    /// The bytes durable there.
+    pub received: i64,
+}
+
 /// One evidence of a transfer: as this gateway logged it, and as the partner did, each a JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferEvidenceRow {
@@ -195,6 +204,102 @@ impl Catalog {
                 .bind(from)
                 .execute(&self.pool)
                 .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Where the payload of arriving transfer `id` is staged: the staging identity of the gateway that holds it on
+    /// its disk, and the bytes durable there. `None` before anything was staged (or for a transfer staged before
+    /// stagings were noted).
+    pub async fn transfer_staging(&self, id: &str) -> Result<Option<TransferStaging>> {
+        let row = sqlx::query("SELECT staged_by, received FROM transfer_staging WHERE transfer_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(TransferStaging { staged_by: row.try_get("staged_by")?, received: row.try_get("received")? }))
+    }
+
+    /// Stages arriving transfer `id` on the gateway of staging identity `here`, with `received` bytes durable there,
+    /// if it is staged where `seen` says (`None`: nowhere yet) or here already: a compare-and-set, so that of two
+    /// gateways taking it over at once one does. The transfer's own count follows. True if it is staged here now.
+    pub async fn stage_transfer_here(&self, id: &str, here: &str, seen: Option<&str>, received: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = match seen {
+            None => {
+                sqlx::query(
+                    "INSERT INTO transfer_staging (transfer_id, staged_by, received) VALUES ($1, $2, $3) \
+                     ON CONFLICT (transfer_id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(here)
+                .bind(received)
+                .execute(&mut *tx)
+                .await?
+            }
+            Some(seen) => {
+                sqlx::query(
+                    "UPDATE transfer_staging SET staged_by = $1, received = $2 \
+                     WHERE transfer_id = $3 AND (staged_by = $4 OR staged_by = $1)",
+                )
+                .bind(here)
+                .bind(received)
+                .bind(id)
+                .bind(seen)
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE transfers SET received = $1 WHERE id = $2 AND stage = 'receiving'")
+            .bind(received)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Counts `received` bytes of arriving transfer `id` as durable, if it is still staged on the gateway of staging
+    /// identity `here` and still arriving; false if another gateway took it over (or it ended) meanwhile.
+    pub async fn count_staged(&self, id: &str, here: &str, received: i64, at: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE transfer_staging SET received = $1 WHERE transfer_id = $2 AND staged_by = $3")
+            .bind(received)
+            .bind(id)
+            .bind(here)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let done =
+            sqlx::query("UPDATE transfers SET received = $1, updated_at = $2 WHERE id = $3 AND stage = 'receiving'")
+                .bind(received)
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Notes `artefact` as what arriving transfer `id` becomes, if it is still staged on the gateway of staging
+    /// identity `here` (which verified the staged payload) and still arriving; false otherwise, and nothing noted.
+    pub async fn note_received_artefact(&self, id: &str, here: &str, artefact: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE transfers SET artefact_id = $1 WHERE id = $2 AND stage = 'receiving' \
+             AND EXISTS (SELECT 1 FROM transfer_staging WHERE transfer_id = $2 AND staged_by = $3)",
+        )
+        .bind(artefact)
+        .bind(id)
+        .bind(here)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -196,6 +196,25 @@ async fn exercise(catalog: &Catalog) {
     assert_eq!(catalog.received_offer("art-x").await.unwrap(), None, "not yet received");
     catalog.settle_transfer("xfer-1", Some("art-x"), None, None).await.unwrap();
     assert_eq!(catalog.received_offer("art-x").await.unwrap(), transfer.offer);
+
+    // Its staging: on one gateway's disk, counted there only; another gateway that takes it over starts from 0,
+    // and the first can count nothing more, nor note the artefact it would have made.
+    assert_eq!(catalog.transfer_staging("xfer-1").await.unwrap(), None);
+    assert!(catalog.stage_transfer_here("xfer-1", "stg-a", None, 0).await.unwrap());
+    assert!(!catalog.stage_transfer_here("xfer-1", "stg-b", None, 0).await.unwrap(), "staged on A already");
+    assert!(catalog.count_staged("xfer-1", "stg-a", 4, "t1").await.unwrap());
+    assert_eq!(catalog.transfer("xfer-1").await.unwrap().unwrap().received, 4);
+    assert!(!catalog.stage_transfer_here("xfer-1", "stg-b", Some("stg-c"), 0).await.unwrap(), "not where B saw it");
+    assert!(catalog.stage_transfer_here("xfer-1", "stg-b", Some("stg-a"), 0).await.unwrap());
+    let staging = catalog.transfer_staging("xfer-1").await.unwrap().unwrap();
+    assert_eq!((staging.staged_by.as_str(), staging.received), ("stg-b", 0));
+    assert_eq!(catalog.transfer("xfer-1").await.unwrap().unwrap().received, 0, "nothing of A's counts at B");
+    assert!(!catalog.count_staged("xfer-1", "stg-a", 8, "t2").await.unwrap(), "A's sync after the takeover");
+    assert!(!catalog.note_received_artefact("xfer-1", "stg-a", "art-a").await.unwrap());
+    assert!(catalog.count_staged("xfer-1", "stg-b", 8, "t3").await.unwrap());
+    assert!(catalog.note_received_artefact("xfer-1", "stg-b", "art-b").await.unwrap());
+    let row = catalog.transfer("xfer-1").await.unwrap().unwrap();
+    assert_eq!((row.received, row.artefact_id.as_deref()), (8, Some("art-b")));
 }
 
 /// The names of the catalog's indexes, read from the database's own tables.

@@ -6,6 +6,13 @@
 //! checkpoints, one task owns it and carries out its effects in order (requests and timers in tasks of their own,
 //! whose outcomes come back as events), and the catalog keeps each witness's latest cosignature and alarm
 //! (`witness_cosignatures`), so a restart publishes what was already cosigned and forgets no alarm.
+//!
+//! Of the gateways on one database, one asks the witnesses: the holder of the duty of cosigning
+//! ([`custodia_catalog::Duty::COSIGNING`], a lease renewed every 5 s), so that each witness is asked once per
+//! round, not once per gateway. Every other gateway's collector asks nobody and takes in, every 5 s, the
+//! cosignatures the holder stored in the catalog ([`Collector::adopt`]), each checked against its own key and
+//! against the log, so that every gateway publishes the cosigned checkpoint at `/log/checkpoint` within seconds of
+//! the holder. A gateway that takes the duty over (its holder dead, frozen or cut off for 15 s) asks from there.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,6 +37,19 @@ use custodia_service::clock::Clock;
 
 /// A witness's answer holds a few cosignature lines; anything longer is not an answer.
 const ANSWER_LIMIT: usize = 64 * 1024;
+
+/// How often a gateway asks whether the duty of cosigning is (still) its own, and one without it takes in the
+/// cosignatures the holder stored.
+const DUTY_CHECK: Duration = Duration::from_secs(5);
+
+/// What the collector's owner is told: an event for the collector, whether to ask the witnesses (this gateway holds
+/// the duty of cosigning or not), or a cosignature another gateway stored.
+#[derive(Debug)]
+enum Input {
+    Event(Event),
+    Asking(bool),
+    Stored(Stored),
+}
 
 pub fn router(cosigning: Arc<Cosigning>) -> Router {
     Router::new().route("/witness/cosignatures", get(report)).with_state(cosigning)
@@ -119,6 +139,7 @@ impl Cosigning {
         let Some(collector) = &self.collector else {
             return CosigningReport {
                 collecting: false,
+                asking: false,
                 publication: None,
                 log_size: None,
                 published: None,
@@ -129,6 +150,7 @@ impl Cosigning {
         let status = Self::lock(collector).status();
         CosigningReport {
             collecting: true,
+            asking: status.asking,
             publication: Some(match status.publication {
                 Publication::Quorum => "quorum",
                 Publication::Immediate => "immediate",
@@ -168,6 +190,9 @@ impl Cosigning {
 pub struct CosigningReport {
     /// Whether a witness policy is configured.
     pub collecting: bool,
+    /// Whether this gateway asks the witnesses (it holds the duty of cosigning); otherwise another gateway on the
+    /// database does, and this one publishes the cosignatures it stored. Counts of requests are this process's.
+    pub asking: bool,
     /// `quorum` or `immediate`.
     pub publication: Option<&'static str>,
     /// The size of the log's newest checkpoint.
@@ -229,7 +254,8 @@ pub fn nothing_published() -> Response {
     .into_response()
 }
 
-/// Starts collecting for `log` (signed by `vkey`) if a witness policy is configured.
+/// Starts collecting for `log` (signed by `vkey`) if a witness policy is configured: asking the witnesses while this
+/// gateway holds the duty of cosigning, else publishing what the holder stored.
 pub async fn start(
     config: &WitnessConfig,
     log: &Log,
@@ -277,6 +303,16 @@ pub async fn start(
         }
     }
     let mut effects = collector.check_restored(|checkpoint| !not_in_log.contains(checkpoint.note()));
+    // Asks from the first checkpoint only if this gateway holds the duty of cosigning.
+    let node = custodia_service::gateway::new_id("node");
+    let lease = match catalog.try_duty(custodia_catalog::Duty::COSIGNING, &node).await {
+        Ok(lease) => lease,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot ask whether this gateway asks the witnesses");
+            None
+        }
+    };
+    effects.extend(collector.set_asking(lease.is_some()));
     effects.extend(collector.handle(Event::Checkpoint(first)));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(config.timeout_seconds.max(1)))
@@ -292,12 +328,89 @@ pub async fn start(
         export_wait: Duration::from_secs(config.export_wait_seconds),
     });
     let (events, incoming) = mpsc::channel(256);
-    let driver =
-        Driver { cosigning: cosigning.clone(), events: events.clone(), log: log.clone(), catalog, client, clock };
+    let driver = Driver {
+        cosigning: cosigning.clone(),
+        events: events.clone(),
+        log: log.clone(),
+        catalog: catalog.clone(),
+        client,
+        clock,
+    };
     tokio::spawn(driver.run(incoming, effects));
-    tokio::spawn(follow_checkpoints(log.clone(), first_size, events));
-    tracing::info!(witnesses, publication = ?config.publish, "collecting cosignatures on this log's checkpoints");
+    tokio::spawn(follow_checkpoints(log.clone(), first_size, events.clone()));
+    let asking = lease.is_some();
+    tokio::spawn(keep_the_duty(node, lease, log.clone(), vkey.clone(), catalog, events));
+    tracing::info!(witnesses, asking, publication = ?config.publish, "collecting cosignatures on this log's checkpoints");
     Ok(cosigning)
+}
+
+/// Every [`DUTY_CHECK`]: takes or renews the duty of cosigning and tells the collector whether to ask the witnesses;
+/// without it, hands the collector the cosignatures the holder stored (those of a checkpoint in the log as this
+/// gateway knows it), and, on taking it over, those first.
+async fn keep_the_duty(
+    node: String,
+    mut lease: Option<custodia_catalog::DutyLease>,
+    log: Log,
+    vkey: LogVerifier,
+    catalog: Catalog,
+    events: mpsc::Sender<Input>,
+) {
+    // The checkpoints already found in the log: a checkpoint in it stays in it.
+    let mut in_the_log: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(DUTY_CHECK).await;
+        let held = match &lease {
+            Some(held) => held.still_held().await,
+            None => false,
+        };
+        if !held && lease.take().is_some() {
+            tracing::warn!("another gateway asks the witnesses now");
+            if events.send(Input::Asking(false)).await.is_err() {
+                return;
+            }
+        }
+        if held {
+            continue;
+        }
+        // Not the holder: what it stored is published here too, taken in before this gateway may ask.
+        match catalog.witness_cosignatures().await {
+            Ok(rows) => {
+                let latest = log.checkpoint();
+                for row in rows {
+                    let alarm = row.alarm.as_deref().and_then(Alarm::from_code);
+                    let cosigned = row.checkpoint.zip(row.cosignature).map(|(note, line)| (note.into_bytes(), line));
+                    if let Some((note, _)) = &cosigned
+                        && !in_the_log.contains(note)
+                    {
+                        let Ok(checkpoint) = SignedCheckpoint::open(note, std::slice::from_ref(&vkey)) else {
+                            continue;
+                        };
+                        // Ahead of the log as this gateway knows it, or not in it: not now.
+                        if !in_log(&log, &latest, &checkpoint).await {
+                            continue;
+                        }
+                        in_the_log.insert(note.clone());
+                    }
+                    let stored = Stored { witness_vkey: row.witness_vkey, cosigned, alarm };
+                    if events.send(Input::Stored(stored)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not read the cosignatures another gateway stored"),
+        }
+        match catalog.try_duty(custodia_catalog::Duty::COSIGNING, &node).await {
+            Ok(Some(taken)) => {
+                tracing::info!("this gateway asks the witnesses now");
+                lease = Some(taken);
+                if events.send(Input::Asking(true)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway asks the witnesses"),
+        }
+    }
 }
 
 /// Whether `checkpoint` is the log's own tree at its size, the log's newest checkpoint being `latest`.
@@ -322,10 +435,10 @@ async fn in_log(log: &Log, latest: &SignedCheckpoint, checkpoint: &SignedCheckpo
 }
 
 /// Feeds the collector each checkpoint the log publishes after `size` (the newest one at each wake-up).
-async fn follow_checkpoints(log: Log, mut size: u64, events: mpsc::Sender<Event>) {
+async fn follow_checkpoints(log: Log, mut size: u64, events: mpsc::Sender<Input>) {
     while let Ok(checkpoint) = log.wait_for_size(size + 1).await {
         size = checkpoint.checkpoint.size;
-        if events.send(Event::Checkpoint(checkpoint)).await.is_err() {
+        if events.send(Input::Event(Event::Checkpoint(checkpoint))).await.is_err() {
             return;
         }
     }
@@ -335,7 +448,7 @@ async fn follow_checkpoints(log: Log, mut size: u64, events: mpsc::Sender<Event>
 #[derive(Debug)]
 struct Driver {
     cosigning: Arc<Cosigning>,
-    events: mpsc::Sender<Event>,
+    events: mpsc::Sender<Input>,
     log: Log,
     catalog: Catalog,
     client: reqwest::Client,
@@ -343,13 +456,21 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(self, mut incoming: mpsc::Receiver<Event>, first: Vec<Effect>) {
+    async fn run(self, mut incoming: mpsc::Receiver<Input>, first: Vec<Effect>) {
         let Some(collector) = &self.cosigning.collector else { return };
         for effect in first {
             self.apply(effect).await;
         }
-        while let Some(event) = incoming.recv().await {
-            let effects = Cosigning::lock(collector).handle(event);
+        while let Some(input) = incoming.recv().await {
+            let effects = {
+                let mut collector = Cosigning::lock(collector);
+                match input {
+                    Input::Event(event) => collector.handle(event),
+                    Input::Asking(asking) => collector.set_asking(asking),
+                    // Not taken now (a checkpoint this gateway has not seen yet): offered again at the next look.
+                    Input::Stored(stored) => collector.adopt(&stored).unwrap_or_default(),
+                }
+            };
             for effect in effects {
                 self.apply(effect).await;
             }
@@ -365,14 +486,14 @@ impl Driver {
                     let size = checkpoint.checkpoint.size;
                     let answer = ask(&log, &client, &witness, &url, old_size, checkpoint).await;
                     let now = u64::try_from(clock.unix_seconds()).unwrap_or(0);
-                    let _ = events.send(Event::Answered { witness, size, answer, now }).await;
+                    let _ = events.send(Input::Event(Event::Answered { witness, size, answer, now })).await;
                 });
             }
             Effect::RetryAfter { witness, delay } => {
                 let events = self.events.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = events.send(Event::RetryDue { witness }).await;
+                    let _ = events.send(Input::Event(Event::RetryDue { witness })).await;
                 });
             }
             Effect::Store(cosigned) => {

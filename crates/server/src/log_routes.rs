@@ -20,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .route("/readyz/hearings", get(ready_for_hearings))
+        .route("/readyz/transfers", get(ready_for_transfers))
         // Metrics are served on their own listener only (crate::metrics); here, a GET is told so, and any other
         // method is one /metrics never takes (405).
         .route("/metrics", get(metrics_elsewhere))
@@ -66,6 +67,16 @@ async fn ready(State(state): State<AppState>) -> Response {
 async fn ready_for_hearings(State(state): State<AppState>) -> Response {
     let hosts = state.hearings.hosts_hearings();
     readiness(&state, if hosts { Vec::new() } else { vec!["another gateway hosts the hearings"] }).await
+}
+
+/// Ready for partner gateways' requests about transfers: [`ready`], and this gateway holds the duty of the transfers
+/// ([`crate::transfers::Transfers::on_duty`]): it alone takes them, stages what arrives and drives what is sent. The
+/// load balancer sends every `/partner/v1/transfers` request to the one gateway that says so
+/// (deploy/compose/Caddyfile).
+async fn ready_for_transfers(State(state): State<AppState>) -> Response {
+    let holds = state.transfers.on_duty();
+    readiness(&state, if holds { Vec::new() } else { vec!["another gateway handles the transfers with partners"] })
+        .await
 }
 
 /// `ready`, or 503 naming what is `not_ready` besides what the checks find.

@@ -67,6 +67,18 @@ struct WitnessAlarmLabels {
     alarm: &'static str,
 }
 
+/// A duty one gateway on a database does for all.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DutyLabels {
+    duty: &'static str,
+}
+
+/// A kind of request sent to partner gateways about transfers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartnerRequestLabels {
+    request: &'static str,
+}
+
 /// Why a Time-Stamp Authority gave no recorded token.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TimestampFailureLabels {
@@ -124,7 +136,24 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
         ConstGauge::new(unix_seconds(log.published_at())),
     );
 
-    register_cosigning(&mut registry, &state.cosigning.report());
+    let cosigning = state.cosigning.report();
+    let duties = Family::<DutyLabels, Gauge>::default();
+    let mut held = vec![("hearings", state.hearings.hosts_hearings()), ("transfers", state.transfers.on_duty())];
+    // Asking the witnesses is a duty only where a witness policy names some.
+    if cosigning.collecting {
+        held.push(("cosigning", cosigning.asking));
+    }
+    for (duty, held) in held {
+        duties.get_or_create(&DutyLabels { duty }).set(i64::from(held));
+    }
+    registry.register(
+        "duty_held",
+        "1 for each duty this gateway does for all the gateways on its database (hosting the hearings, the transfers \
+         with partners, asking the witnesses), 0 for each another gateway does",
+        duties,
+    );
+    register_partner_requests(&mut registry, state.transfers.sent());
+    register_cosigning(&mut registry, &cosigning);
     if let Some(counters) = metrics.timestamps.get() {
         register_timestamps(&mut registry, counters);
     }
@@ -174,6 +203,25 @@ fn register_cosigning(registry: &mut Registry, report: &crate::cosigning::Cosign
     registry.register("witness_cosignatures", "Cosignatures each witness gave since start", cosignatures);
     registry.register("witness_gave_up", "Checkpoints left unwitnessed by each witness after every attempt", gave_up);
     registry.register("witness_alarm", "1 for each alarm standing against a witness, by its kind", alarms);
+}
+
+fn register_partner_requests(registry: &mut Registry, sent: &crate::transfers::SentToPartners) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let requests = Family::<PartnerRequestLabels, Counter>::default();
+    for (request, count) in [
+        ("offer", &sent.offers),
+        ("chunk", &sent.chunks),
+        ("complete", &sent.completions),
+        ("progress", &sent.progress),
+        ("outbox", &sent.outbox),
+    ] {
+        requests.get_or_create(&PartnerRequestLabels { request }).inc_by(count.load(Relaxed));
+    }
+    registry.register(
+        "partner_transfer_requests",
+        "Requests this process sent to partner gateways about transfers since start, by kind",
+        requests,
+    );
 }
 
 fn register_timestamps(registry: &mut Registry, counters: &TimestampCounters) {

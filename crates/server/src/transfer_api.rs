@@ -10,9 +10,15 @@
 //! progress; `POST /partner/v1/transfers/{id}/outcomes` and `.../widen-requests`, an outcome report or a request to
 //! widen use from the receiving gateway about what it was sent, and `.../widen-decisions`, the provider's decision
 //! coming back (each 204).
+//!
+//! Of the gateways on one database, the one that holds the duty of the transfers takes the partners' requests (the
+//! load balancer sends them to the gateway whose `/readyz/transfers` answers); another answers them 503
+//! `unavailable` with `Retry-After` before it reads a body or checks a signature ([`OnTransferDuty`]), and the
+//! partner tries again.
 
-use axum::extract::{Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -31,6 +37,32 @@ const CHUNK_LIMIT: usize = MAX_CHUNK_BYTES as usize;
 /// with the rest of the offer.
 const OFFER_LIMIT: usize = (custodia_bundle::layout_paths::MAX_PROVIDER_CHAIN_BYTES as usize).div_ceil(3) * 4
     + crate::partner_api::PARTNER_BODY_LIMIT;
+
+/// How long a partner told that another gateway handles the transfers waits before it tries again: the load
+/// balancer looks every 5 s, and a takeover takes a lease's expiry (15 s) at most.
+const ELSEWHERE_RETRY_AFTER_SECONDS: u64 = 5;
+
+/// A partner's request about a transfer, on the gateway that holds the duty of the transfers
+/// ([`crate::transfers::Transfers::on_duty`]); elsewhere, 503 with `Retry-After`, before anything else is read.
+#[derive(Debug)]
+pub struct OnTransferDuty;
+
+impl FromRequestParts<AppState> for OnTransferDuty {
+    type Rejection = Problem;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
+        if state.transfers.on_duty() {
+            return Ok(Self);
+        }
+        Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable",
+            format!("{} is unavailable here now; try again shortly", crate::transfers::TRANSFERS_ELSEWHERE),
+        )
+        .with_retry_after(ELSEWHERE_RETRY_AFTER_SECONDS))
+    }
+}
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -123,7 +155,11 @@ async fn list(State(state): State<AppState>, caller: Caller, Path(id): Path<Stri
     Ok(json(StatusCode::OK, state.transfers.of_artefact(&caller, &id).await?))
 }
 
-async fn offered(State(state): State<AppState>, request: FromPartner<OFFER_LIMIT>) -> Result<Json<Progress>, Problem> {
+async fn offered(
+    State(state): State<AppState>,
+    _on_duty: OnTransferDuty,
+    request: FromPartner<OFFER_LIMIT>,
+) -> Result<Json<Progress>, Problem> {
     let offer: Offer = request.json("a transfer's offer")?;
     Ok(Json(state.transfers.offered(&request.partner, offer).await?))
 }
@@ -131,6 +167,7 @@ async fn offered(State(state): State<AppState>, request: FromPartner<OFFER_LIMIT
 async fn progress(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<Json<Progress>, Problem> {
     Ok(Json(state.transfers.progress_of(&request.partner, &id).await?))
@@ -139,6 +176,7 @@ async fn progress(
 async fn chunk(
     State(state): State<AppState>,
     Path((id, offset)): Path<(String, String)>,
+    _on_duty: OnTransferDuty,
     request: FromPartner<CHUNK_LIMIT>,
 ) -> Result<Json<Progress>, Problem> {
     // Read after the signature is checked, and as a problem when it is not a byte offset.
@@ -153,6 +191,7 @@ async fn chunk(
 async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<Json<Progress>, Problem> {
     Ok(Json(state.transfers.complete(&request.partner, &id).await?))
@@ -161,6 +200,7 @@ async fn complete(
 async fn outcome(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
     let report: crate::transfers::OutcomeReport = request.json("an outcome report")?;
@@ -171,6 +211,7 @@ async fn outcome(
 async fn widen_request(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
     let widen: crate::transfers::WidenRequest = request.json("a request to widen use")?;
@@ -181,6 +222,7 @@ async fn widen_request(
 async fn widen_decision(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
     let decision: crate::transfers::WidenDecision = request.json("a decision on wider use")?;

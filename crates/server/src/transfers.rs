@@ -23,9 +23,23 @@
 //!
 //! Every request is idempotent: an offer or a chunk sent twice changes nothing, and either gateway may be killed
 //! at any point and pick up where the catalog says it was.
+//!
+//! **Several gateways on one database.** One of them holds the duty of the transfers
+//! ([`custodia_catalog::Duty::TRANSFERS`], a lease renewed every 5 s): it alone drives the transfers sent (whichever
+//! gateway a member sent from), sends the outbox, sweeps the timeouts and takes the partners' requests about
+//! transfers (`/readyz/transfers` says so, and the load balancer sends them to it); the others answer those 503
+//! with `Retry-After`, and a sending gateway tries again. A gateway that takes the duty over (its holder dead,
+//! frozen or cut off for 15 s) starts the drivers; one that finds it gone stops its own and forgets what was
+//! arriving. What arrives is staged on the holder's own disk, and the catalog notes whose
+//! ([`custodia_catalog::TransferStaging`], by the staging identity of a data directory, so a restart on the same
+//! directory keeps it): what a gateway reports to the sender is what it holds itself, so a new holder, which has
+//! none of the old one's staging file, reports nothing held and is sent the payload again from the start, and the
+//! old holder can count nothing more and take nothing into custody. Only a whole bundle that verifies is ever
+//! accepted, wherever it was staged.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +107,69 @@ impl TransferTiming {
     }
 }
 
+/// How often a gateway asks whether the duty of the transfers is (still) its own, and the duty's holder looks for
+/// transfers to drive (sent from any gateway on the database).
+const DUTY_CHECK: Duration = Duration::from_secs(5);
+
+/// How old a sent transfer without its offer must be for the duty's holder to give it up: its row is made before
+/// its submission is logged (seconds, on any gateway), and only a gateway cut off between the two leaves it so.
+const UNSUBMITTED_ABANDONED_AFTER: Duration = Duration::from_secs(600);
+
+/// How old a staging file that no transfer in the catalog names must be for a gateway to remove it: an offer makes
+/// its file a moment before its row.
+const ORPHAN_STAGING_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What is unavailable on a gateway that does not hold the duty of the transfers ([`GatewayError::Unavailable`]).
+pub const TRANSFERS_ELSEWHERE: &str = "the transfers with partner gateways, handled by another gateway,";
+
+/// Why a gateway that does not hold the duty of the transfers takes no partner's request about one.
+#[derive(Debug, thiserror::Error)]
+#[error("another gateway on this database holds the duty of the transfers with partner gateways")]
+pub struct OffDuty;
+
+/// Why an arriving transfer's chunk or completion is refused on a gateway that no longer stages it.
+#[derive(Debug, thiserror::Error)]
+#[error("transfer {0} is staged on another gateway now")]
+struct StagedElsewhere(String);
+
+/// Requests this process sent to partner gateways about transfers, by kind (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SentToPartners {
+    pub offers: AtomicU64,
+    pub chunks: AtomicU64,
+    pub completions: AtomicU64,
+    pub progress: AtomicU64,
+    pub outbox: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock (the duty's lease is in them).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
+}
+
+/// The staging identity of the data directory whose staging files lie in `dir` (`staging-id` there, made once:
+/// random, naming no host): the catalog notes by it which gateway's disk holds an arriving transfer's payload.
+fn staging_identity(dir: &std::path::Path) -> std::io::Result<String> {
+    let path = dir.join("staging-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if is_id_of("stg", id.trim()) => return Ok(id.trim().to_owned()),
+        Ok(_) => return Err(std::io::Error::other(format!("{} does not hold a staging identity", path.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let id = custodia_service::gateway::new_id("stg");
+    let temporary = dir.join("staging-id.new");
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(id.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(id)
+}
+
 /// Transfers of this gateway, both ways.
 pub struct Transfers {
     gateway: Gateway,
@@ -115,6 +192,16 @@ pub struct Transfers {
     sending: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Partners that take chunks only one after another (they refused one sent ahead as out of order).
     one_chunk_at_a_time: Mutex<HashSet<String>>,
+    /// This process's id in the duty's lease: random per start, naming no host or address.
+    node: String,
+    /// The duty of the transfers ([`custodia_catalog::Duty::TRANSFERS`]), while this gateway holds it.
+    duty: tokio::sync::Mutex<Option<custodia_catalog::DutyLease>>,
+    /// Until when (ms since the Unix epoch) this gateway holds the duty as of its last renewal: 0 while it does not.
+    on_duty_until: AtomicI64,
+    /// This data directory's staging identity ([`staging_identity`]).
+    staging_id: String,
+    /// Requests sent to partners by this process.
+    sent: SentToPartners,
 }
 
 /// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the writes under
@@ -206,6 +293,8 @@ impl Transfers {
             .map_err(|err| GatewayError::internal("making the transfer staging directory", err))?;
         let client = crate::partner_api::partner_client(Duration::from_secs(120))
             .map_err(|err| GatewayError::internal("no HTTP client", err))?;
+        let staging_id = staging_identity(&dir)
+            .map_err(|err| GatewayError::internal("the staging identity of this gateway", err))?;
         Ok(Self {
             gateway,
             partnering,
@@ -218,23 +307,101 @@ impl Transfers {
             chunk_handled: tokio::sync::Notify::new(),
             sending: Mutex::default(),
             one_chunk_at_a_time: Mutex::default(),
+            node: custodia_service::gateway::new_id("node"),
+            duty: tokio::sync::Mutex::const_new(None),
+            on_duty_until: AtomicI64::new(0),
+            staging_id,
+            sent: SentToPartners::default(),
         })
     }
 
-    /// Starts a driver for every transfer under way (after a restart), and the sweep of timeouts.
-    pub async fn resume(self: &Arc<Self>) -> Result<()> {
+    /// Whether this gateway holds the duty of the transfers (as of its last look, and within its lease): the one
+    /// gateway on a database that drives the transfers sent to partners and takes the partners' requests about
+    /// transfers. A gateway on SQLite is alone, and holds it.
+    pub fn on_duty(&self) -> bool {
+        now_ms() < self.on_duty_until.load(Ordering::Acquire)
+    }
+
+    /// What this process sent to partners.
+    pub fn sent(&self) -> &SentToPartners {
+        &self.sent
+    }
+
+    /// Takes the duty of the transfers if no other gateway holds it, or renews it; whether this gateway holds it. A
+    /// gateway that finds it gone forgets what was arriving here (its drivers stop at their next step).
+    async fn hold_the_duty(&self) -> bool {
+        let mut duty = self.duty.lock().await;
+        if let Some(lease) = duty.as_ref()
+            && !lease.still_held().await
+        {
+            tracing::warn!("another gateway handles the transfers with partner gateways now");
+            *duty = None;
+        }
+        if duty.is_none() {
+            match self.gateway.catalog().try_duty(custodia_catalog::Duty::TRANSFERS, &self.node).await {
+                Ok(Some(lease)) => {
+                    tracing::info!("this gateway handles the transfers with partner gateways");
+                    *duty = Some(lease);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway handles the transfers"),
+            }
+        }
+        let until = duty.as_ref().map_or(0, custodia_catalog::DutyLease::held_until);
+        self.on_duty_until.store(until, Ordering::Release);
+        if duty.is_none() {
+            // What was arriving here is the holder's to take now: nothing of it is counted here any more.
+            self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
+        duty.is_some()
+    }
+
+    /// The refusal of a partner's request about a transfer on a gateway without the duty.
+    fn off_duty() -> GatewayError {
+        GatewayError::Unavailable { what: TRANSFERS_ELSEWHERE, source: Box::new(OffDuty) }
+    }
+
+    /// Starts a driver for every transfer under way not yet driven here (after a restart, or sent from another
+    /// gateway on the database); only while this gateway holds the duty of the transfers.
+    async fn drive_all(self: &Arc<Self>) -> Result<()> {
         for stage in ["sending", "delivered"] {
             for row in self.gateway.catalog().transfers_in_stage(OUT, stage).await? {
+                if !self.on_duty() {
+                    return Ok(());
+                }
                 if row.offer.is_none() {
-                    // Cut off between its row and its submission: nothing was offered, and nothing will be.
-                    let now = self.gateway.now().to_string();
-                    self.gateway.catalog().advance_transfer(&row.id, stage, "failed", 0, &now).await?;
-                    tracing::warn!(transfer = %row.id, "a transfer interrupted before its submission is given up");
+                    // Being submitted on some gateway now, or cut off between its row and its submission: nothing
+                    // was offered then, and nothing will be.
+                    if self.age(&row.created_at) > UNSUBMITTED_ABANDONED_AFTER {
+                        let now = self.gateway.now().to_string();
+                        self.gateway.catalog().advance_transfer(&row.id, stage, "failed", 0, &now).await?;
+                        tracing::warn!(transfer = %row.id, "a transfer interrupted before its submission is given up");
+                    }
                     continue;
                 }
                 self.drive(row.id);
             }
         }
+        Ok(())
+    }
+
+    /// Takes or renews the duty of the transfers, and while held, drives what is under way; on any gateway, removes
+    /// the staging files of transfers that another gateway stages now or that ended.
+    async fn keep_duty(self: &Arc<Self>) {
+        if self.hold_the_duty().await
+            && let Err(err) = self.drive_all().await
+        {
+            tracing::warn!(error = %err, "could not look for transfers to drive");
+        }
+        if let Err(err) = self.sweep_staging_files().await {
+            tracing::warn!(error = %err, "could not sweep the staging files of transfers");
+        }
+    }
+
+    /// Starts the drivers of the transfers under way if this gateway holds the duty of the transfers, and the loops
+    /// that keep the duty (every [`DUTY_CHECK`]), send the outbox and sweep the timeouts (by the duty's holder).
+    pub async fn resume(self: &Arc<Self>) -> Result<()> {
+        self.keep_duty().await;
         // A receipt cut off while being finished, whose artefact is already listed (restored from the log at start,
         // perhaps without its policy): the provider's restrictions are back on it before anything is served.
         for row in self.gateway.catalog().transfers_in_stage(IN, "receiving").await? {
@@ -260,13 +427,107 @@ impl Transfers {
                     () = tokio::time::sleep(retry) => {}
                 }
                 let Some(transfers) = weak.upgrade() else { return };
+                if !transfers.on_duty() {
+                    continue;
+                }
                 transfers.send_outbox().await;
                 if let Err(err) = transfers.sweep().await {
                     tracing::warn!(error = %err, "the sweep of received transfers failed");
                 }
             }
         });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(DUTY_CHECK);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(transfers) = weak.upgrade() else { return };
+                transfers.keep_duty().await;
+            }
+        });
         Ok(())
+    }
+
+    /// Removes this gateway's staging files of transfers that no longer arrive here: ended, staged by another
+    /// gateway now (it took the duty over), or, after a day, named by no transfer at all.
+    async fn sweep_staging_files(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(self.dir.join(IN)) {
+            Ok(entries) => entries,
+            Err(err) => return Err(GatewayError::internal("listing the staging files of transfers", err)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".part")) else { continue };
+            // Judged under the transfer's turn, so that no chunk stages it here meanwhile.
+            let turn = self.turn(id);
+            let _turn = turn.lock().await;
+            let row = self.gateway.catalog().transfer_without_offer(id).await?;
+            let stale = match &row {
+                Some(row) => row.direction != IN || row.stage != "receiving" || !self.staged_here(row).await?,
+                None => entry
+                    .metadata()
+                    .and_then(|metadata| metadata.modified())
+                    .ok()
+                    .and_then(|modified| modified.elapsed().ok())
+                    .is_some_and(|age| age > ORPHAN_STAGING_AFTER),
+            };
+            if stale {
+                self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    tracing::info!(transfer = %id, "removed the staging file of a transfer no longer arriving here");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the payload of arriving transfer `row` is staged on this gateway's disk: the catalog says so, or (a
+    /// transfer staged before stagings were noted) its staging file is here.
+    async fn staged_here(&self, row: &TransferRow) -> Result<bool> {
+        Ok(match self.gateway.catalog().transfer_staging(&row.id).await? {
+            Some(staging) => staging.staged_by == self.staging_id,
+            None => self.staging(&row.id).exists(),
+        })
+    }
+
+    /// The bytes of arriving transfer `row` durable on this gateway's disk: what the catalog counted while it was
+    /// staged here, and nothing when another gateway stages it (its disk is not this one).
+    async fn durable_here(&self, row: &TransferRow) -> Result<u64> {
+        Ok(match self.gateway.catalog().transfer_staging(&row.id).await? {
+            Some(staging) if staging.staged_by == self.staging_id => staging.received.max(0) as u64,
+            Some(_) => 0,
+            None if self.staging(&row.id).exists() => row.received.max(0) as u64,
+            None => 0,
+        })
+    }
+
+    /// Makes sure arriving transfer `row`'s payload is staged on this gateway's disk; the bytes durable here. One
+    /// staged by another gateway (the one that held the duty before) or nowhere yet is staged here anew, from its
+    /// first byte: an empty staging file, and the catalog's count back to 0, so the sender sends it all again.
+    async fn stage_here(&self, row: &TransferRow) -> Result<u64> {
+        let id = &row.id;
+        let seen = match self.gateway.catalog().transfer_staging(id).await? {
+            Some(staging) if staging.staged_by == self.staging_id => return Ok(staging.received.max(0) as u64),
+            Some(staging) => Some(staging.staged_by),
+            // Staged before stagings were noted: here, with what the catalog counted, if its file is here.
+            None if self.staging(id).exists() => {
+                let received = row.received.max(0);
+                if self.gateway.catalog().stage_transfer_here(id, &self.staging_id, None, received).await? {
+                    return Ok(received as u64);
+                }
+                return Err(staged_elsewhere(id));
+            }
+            None => None,
+        };
+        self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        std::fs::File::create(self.staging(id)).map_err(|err| GatewayError::internal("staging a transfer", err))?;
+        if !self.gateway.catalog().stage_transfer_here(id, &self.staging_id, seen.as_deref(), 0).await? {
+            return Err(staged_elsewhere(id));
+        }
+        tracing::info!(transfer = %id, "a transfer staged on another gateway is staged here anew, from its first byte");
+        Ok(0)
     }
 
     fn partner(&self, name: &str) -> Result<&Partner> {
@@ -509,12 +770,16 @@ impl Transfers {
         self.gateway.catalog().settle_transfer(&transfer, None, None, Some(&offer)).await?;
         row.offer = Some(offer);
         tracing::info!(transfer = %transfer, artefact = %id, partner = %partner.name, size, "transfer submitted");
+        // Driven here if this gateway holds the duty of the transfers; else the holder finds it at its next look.
         self.drive(transfer);
         self.view(&row).await
     }
 
-    /// Starts the driver of sent transfer `id` unless one runs.
+    /// Starts the driver of sent transfer `id` unless one runs, while this gateway holds the duty of the transfers.
     fn drive(self: &Arc<Self>, id: String) {
+        if !self.on_duty() {
+            return;
+        }
         if !self.driving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone()) {
             return;
         }
@@ -533,8 +798,13 @@ impl Transfers {
         });
     }
 
-    /// One step of sent transfer `id`'s driver: how long to wait before the next, or `None` when it is done.
+    /// One step of sent transfer `id`'s driver: how long to wait before the next, or `None` when it is done (or
+    /// this gateway no longer holds the duty of the transfers: the holder drives it).
     async fn drive_once(&self, id: &str) -> Option<Duration> {
+        if !self.on_duty() {
+            tracing::info!(transfer = %id, "another gateway drives this transfer now");
+            return None;
+        }
         let row = match self.gateway.catalog().transfer(id).await {
             Ok(Some(row)) => row,
             Ok(None) => return None,
@@ -572,6 +842,7 @@ impl Transfers {
         let path = "/partner/v1/transfers";
         let places = self.sending_places(&partner.name);
         let offering = Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::internal("push", err))?;
+        self.sent.offers.fetch_add(1, Ordering::Relaxed);
         let progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
         drop(offering);
         if self.absorb(row, &partner, &progress).await? {
@@ -608,6 +879,10 @@ impl Transfers {
         let mut taken_before = false;
         loop {
             while next < size && in_flight.len() < window {
+                // A gateway that lost the duty sends nothing more: the holder drives the transfer now.
+                if !self.on_duty() {
+                    return Err(Hitch::Here(Self::off_duty()));
+                }
                 let place = match Arc::clone(&places).try_acquire_owned() {
                     Ok(place) => place,
                     // Waited for only with nothing of this transfer's on its way, whose answers free places.
@@ -621,6 +896,7 @@ impl Transfers {
                 let partner = &partner;
                 in_flight.push_back(async move {
                     let request = self.chunk_request(partner, row, sha256, offset, length).await?;
+                    self.sent.chunks.fetch_add(1, Ordering::Relaxed);
                     let sent = std::time::Instant::now();
                     let answer = self.answer(request).await;
                     drop(place);
@@ -663,6 +939,7 @@ impl Transfers {
             }
         }
         let path = format!("/partner/v1/transfers/{}/complete", row.id);
+        self.sent.completions.fetch_add(1, Ordering::Relaxed);
         let progress = self.call(&partner, reqwest::Method::POST, &path, Vec::new()).await?;
         self.absorb(row, &partner, &progress).await
     }
@@ -671,6 +948,7 @@ impl Transfers {
     async fn ask(&self, row: &TransferRow) -> std::result::Result<bool, Hitch> {
         let partner = self.partner(&row.partner)?.clone();
         let path = format!("/partner/v1/transfers/{}", row.id);
+        self.sent.progress.fetch_add(1, Ordering::Relaxed);
         let progress = self.call(&partner, reqwest::Method::GET, &path, Vec::new()).await?;
         self.absorb(row, &partner, &progress).await
     }
@@ -871,6 +1149,9 @@ impl Transfers {
     pub async fn offered(&self, partner: &Partner, offer: Offer) -> Result<Progress> {
         let turn = self.turn(&offer.transfer);
         let _turn = turn.lock().await;
+        if !self.on_duty() {
+            return Err(Self::off_duty());
+        }
         if let Some(row) = self.gateway.catalog().transfer(&offer.transfer).await? {
             // The same offer again (a sender that did not hear the answer): the same terms, chain and all.
             let same =
@@ -955,6 +1236,7 @@ impl Transfers {
         std::fs::File::create(self.staging(&row.id))
             .map_err(|err| GatewayError::internal("staging a transfer", err))?;
         self.gateway.catalog().insert_transfer(&row).await?;
+        self.gateway.catalog().stage_transfer_here(&row.id, &self.staging_id, None, 0).await?;
         let actor = provider.actor();
         self.log_evidence(&row, &case, actor.clone(), purpose.as_str(), None, &submission, Some(&offer.submission))
             .await?;
@@ -995,8 +1277,14 @@ impl Transfers {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
         let row = self.received_brief(partner, id).await?;
-        let (durable, size) = (row.received as u64, row.size as u64);
-        let written = self.written_of(&row);
+        if !self.on_duty() {
+            return Err(Self::off_duty());
+        }
+        if row.stage != "receiving" {
+            return self.progress(&row).await;
+        }
+        let (durable, size) = (self.stage_here(&row).await?, row.size as u64);
+        let written = self.written_of(&row, durable);
         if row.stage != "receiving" || (offset < written && offset + bytes.len() as u64 <= written) {
             return self.progress(&row).await;
         }
@@ -1062,7 +1350,10 @@ impl Transfers {
             tokio::pin!(handled);
             handled.as_mut().enable();
             let row = self.received_brief(partner, id).await?;
-            let written = self.written_of(&row);
+            let written = match row.stage.as_str() {
+                "receiving" => self.written_of(&row, self.durable_here(&row).await?),
+                _ => 0,
+            };
             // One that could never be taken is refused now, not after holding its place while it waits.
             if row.stage == "receiving" && offset > written {
                 chunk_shape(&row, offset, length)?;
@@ -1110,7 +1401,11 @@ impl Transfers {
             return Err(GatewayError::internal("syncing a transfer's chunks", err));
         }
         let now = self.gateway.now().to_string();
-        self.gateway.catalog().advance_transfer(id, "receiving", "receiving", end as i64, &now).await?;
+        if !self.gateway.catalog().count_staged(id, &self.staging_id, end as i64, &now).await? {
+            // Another gateway took the transfer over (or it ended): nothing more of it counts here.
+            self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+            return Err(staged_elsewhere(id));
+        }
         Ok(Some(end))
     }
 
@@ -1135,9 +1430,8 @@ impl Transfers {
         }
     }
 
-    /// The bytes of arriving transfer `row` handed to its staging file: at least those durable.
-    fn written_of(&self, row: &TransferRow) -> u64 {
-        let durable = row.received as u64;
+    /// The bytes of arriving transfer `row` handed to its staging file here: at least those `durable` here.
+    fn written_of(&self, row: &TransferRow, durable: u64) -> u64 {
         match row.stage.as_str() {
             "receiving" => self
                 .arriving
@@ -1171,11 +1465,17 @@ impl Transfers {
         let turn = self.turn(id);
         let _turn = turn.lock().await;
         let row = self.received_row(partner, id).await?;
+        if !self.on_duty() {
+            return Err(Self::off_duty());
+        }
         if row.stage != "receiving" {
             return self.progress(&row).await;
         }
-        if row.received != row.size {
-            return Err(GatewayError::Conflict(format!("transfer {id} holds {} of {} bytes", row.received, row.size)));
+        // Only what this gateway holds on its own disk: a gateway that took the transfer over holds none of what the
+        // one before it staged, whatever was counted there.
+        let durable = self.durable_here(&row).await?;
+        if durable != row.size as u64 {
+            return Err(GatewayError::Conflict(format!("transfer {id} holds {durable} of {} bytes here", row.size)));
         }
         let offer = offer_of(&row)?;
         let (case, _) = about(&row)?;
@@ -1209,6 +1509,8 @@ impl Transfers {
             }
             Ok(bundle) => match self.take_in(&provider, &case, &row, &offer, &bundle, &path).await {
                 Ok(artefact) => Ok(artefact),
+                // Staged on another gateway now, which takes it in: nothing is decided here.
+                Err(err @ GatewayError::Unavailable { what: TRANSFERS_ELSEWHERE, .. }) => return Err(err),
                 Err(err) => {
                     tracing::warn!(transfer = %id, error = %err, "a verified transfer could not be stored");
                     Err(NegativeReason::StorageFailed)
@@ -1291,7 +1593,11 @@ impl Transfers {
             }
             _ => {
                 let artefact = custodia_service::gateway::new_artefact_id();
-                self.gateway.catalog().settle_transfer(&row.id, Some(artefact.as_str()), None, None).await?;
+                // Noted only while the payload verified is the one staged for the transfer: a gateway that took the
+                // transfer over meanwhile stages it anew, and takes in its own.
+                if !self.gateway.catalog().note_received_artefact(&row.id, &self.staging_id, artefact.as_str()).await? {
+                    return Err(staged_elsewhere(&row.id));
+                }
                 let staged = (path, offer.sha256, offer.size);
                 self.gateway.receive(provider, case, request.clone(), staged, artefact.clone()).await?;
                 artefact
@@ -1396,7 +1702,12 @@ impl Transfers {
             _ => Stage::Failed,
         };
         let evidences = self.own_ladder(row).await?.into_iter().map(|(logged, _)| logged).collect();
-        let (received, written) = (row.received as u64, self.written_of(row));
+        // While it arrives, what this gateway holds itself: the sender sends the rest from there.
+        let received = match row.stage.as_str() {
+            "receiving" => self.durable_here(row).await?,
+            _ => row.received as u64,
+        };
+        let written = self.written_of(row, received);
         Ok(Progress { transfer: row.id.clone(), stage, received, written, evidences })
     }
 
@@ -1541,6 +1852,7 @@ impl Transfers {
                     &item.path,
                     item.body.into_bytes(),
                 );
+                self.sent.outbox.fetch_add(1, Ordering::Relaxed);
                 let answer = request.send().await;
                 let delivered = matches!(&answer, Ok(answer) if answer.status().is_success());
                 if !delivered {
@@ -1682,6 +1994,11 @@ pub struct WidenDecision {
 
 /// Whether `id` is one this gateway's kind makes with `prefix` ([`custodia_service::gateway::new_id`]): the prefix, `-`,
 /// and 24 lowercase hex digits.
+/// The refusal of a step of arriving transfer `id` on a gateway that no longer stages it.
+fn staged_elsewhere(id: &str) -> GatewayError {
+    GatewayError::Unavailable { what: TRANSFERS_ELSEWHERE, source: Box::new(StagedElsewhere(id.to_owned())) }
+}
+
 /// `found`, if it is transfer `id` received from `partner`.
 fn received_of(partner: &Partner, id: &str, found: Option<TransferRow>) -> Result<TransferRow> {
     match found {

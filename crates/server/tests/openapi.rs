@@ -1052,6 +1052,7 @@ async fn real_replies_match_the_document() {
     api.get("/healthz", "/healthz", None).await;
     api.get("/readyz", "/readyz", None).await;
     api.get("/readyz/hearings", "/readyz/hearings", None).await;
+    api.get("/readyz/transfers", "/readyz/transfers", None).await;
     // /metrics is on the metrics listener's router, never the API's.
     let request = axum::http::Request::get("/metrics").body(axum::body::Body::empty()).unwrap();
     let scraped = tower::ServiceExt::oneshot(custodia_server::metrics::router(api.gateway.state.clone()), request);

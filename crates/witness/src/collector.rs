@@ -41,6 +41,14 @@
 //! A witness given up on is asked again after the longest backoff, with the round's checkpoint or a newer one,
 //! so a quiet log's last checkpoint still reaches its quorum once the witness is back.
 //!
+//! # Several gateways on one log
+//!
+//! Every gateway of a log publishes its cosigned checkpoint, but one asks the witnesses (the server's duty): the
+//! others' collectors do not ask ([`Collector::set_asking`]) and take in the cosignatures the asking one stored
+//! ([`Collector::adopt`]), so that each publishes what the witnesses gave, and a witness is asked once per round,
+//! not once per gateway. A collector that starts asking (it took the duty over) starts a round from the log's
+//! newest checkpoint, each witness from the size it is known to have cosigned.
+//!
 //! # Publication
 //!
 //! [`Publication::Quorum`] (fail-closed) publishes a checkpoint only once its cosignatures meet the quorum; until
@@ -261,6 +269,8 @@ pub struct WitnessStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub publication: Publication,
+    /// Whether this collector asks the witnesses ([`Collector::set_asking`]).
+    pub asking: bool,
     /// The log's newest checkpoint size.
     pub log_size: Option<u64>,
     /// The published checkpoint's size and its cosigners (the policy's names).
@@ -325,6 +335,10 @@ pub struct Collector {
     candidates: BTreeMap<u64, Candidate>,
     published: Option<Published>,
     unlisted_alarms: Vec<(String, Alarm)>,
+    /// The log's key, to open cosigned checkpoints taken in ([`Collector::adopt`]).
+    log: LogVerifier,
+    /// Whether this collector asks the witnesses ([`Collector::set_asking`]).
+    asking: bool,
 }
 
 /// The line of `body` that is `verifier`'s cosignature on `checkpoint`, with its timestamp.
@@ -406,7 +420,79 @@ impl Collector {
             candidates,
             published: None,
             unlisted_alarms,
+            log: log.clone(),
+            asking: true,
         })
+    }
+
+    /// Whether this collector asks the witnesses.
+    pub fn asking(&self) -> bool {
+        self.asking
+    }
+
+    /// Starts or stops asking the witnesses (a collector asks from the start). One that stops forgets what it was
+    /// waiting for (answers and retries still on their way change nothing); one that starts sends the log's newest
+    /// checkpoint to every witness that has not cosigned it, each from the size it is known to have cosigned.
+    pub fn set_asking(&mut self, asking: bool) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if asking == self.asking {
+            return effects;
+        }
+        self.asking = asking;
+        for state in self.witnesses.values_mut() {
+            state.busy = Busy::Idle;
+            state.done = None;
+        }
+        self.target = None;
+        self.publish_best(&mut effects);
+        self.dispatch(&mut effects);
+        effects
+    }
+
+    /// Takes in a witness's cosignature stored by the collector that asks (on another gateway of this log), as
+    /// [`Collector::new`] restores one: a line that verifies with that witness's key on a checkpoint this log signed,
+    /// newer than what this collector holds of that witness, and its standing alarm (unless raised here). The caller
+    /// has checked that the checkpoint is in the log. `None` if it cannot be taken now: it does not verify, or it is
+    /// ahead of the log's newest checkpoint as this collector knows it (given again later, it may be).
+    pub fn adopt(&mut self, stored: &Stored) -> Option<Vec<Effect>> {
+        let name = self
+            .witnesses
+            .iter()
+            .find(|(_, state)| state.verifier.to_string() == stored.witness_vkey)
+            .map(|(name, _)| name.clone())?;
+        let latest = self.latest.clone()?;
+        let state = self.witnesses.get_mut(&name)?;
+        if !state.alarm_now {
+            state.alarm = stored.alarm;
+        }
+        let mut effects = Vec::new();
+        let Some((note, line)) = &stored.cosigned else { return Some(effects) };
+        let checkpoint = SignedCheckpoint::open(note, std::slice::from_ref(&self.log)).ok()?;
+        let (line, timestamp) = cosignature_line(&state.verifier, &checkpoint, line)?;
+        let size = checkpoint.checkpoint.size;
+        if size > latest.checkpoint.size || (size == latest.checkpoint.size && checkpoint.note() != latest.note()) {
+            return None;
+        }
+        if state.cosigned.is_some_and(|(known, _)| known > size) {
+            return Some(effects);
+        }
+        state.size = state.size.max(size);
+        state.cosigned = Some((size, timestamp));
+        if self.published.as_ref().is_none_or(|published| size >= published.size) {
+            let candidate = self
+                .candidates
+                .entry(size)
+                .or_insert_with(|| Candidate { checkpoint: checkpoint.clone(), lines: BTreeMap::new() });
+            if candidate.checkpoint.note() != checkpoint.note() {
+                *candidate = Candidate { checkpoint, lines: BTreeMap::new() };
+            }
+            candidate.lines.insert(name, line);
+            while self.candidates.len() > MAX_CANDIDATES {
+                self.candidates.pop_first();
+            }
+        }
+        self.publish_best(&mut effects);
+        Some(effects)
     }
 
     /// Takes one event and says what to do.
@@ -539,6 +625,9 @@ impl Collector {
         caught_up: bool,
         effects: &mut Vec<Effect>,
     ) {
+        if !self.asking {
+            return;
+        }
         let latest_size = self.latest.as_ref().map_or(0, |latest| latest.checkpoint.size);
         let Some(state) = self.witnesses.get_mut(name) else { return };
         let Some(url) = state.url.clone() else { return };
@@ -577,6 +666,9 @@ impl Collector {
     /// Starts a new round when the current one is over and the log has moved on, and sends the target to every
     /// witness that is free and not done with it.
     fn dispatch(&mut self, effects: &mut Vec<Effect>) {
+        if !self.asking {
+            return;
+        }
         let Some(latest) = self.latest.clone() else { return };
         let round_over = match &self.target {
             None => true,
@@ -709,6 +801,7 @@ impl Collector {
     pub fn status(&self) -> Status {
         Status {
             publication: self.settings.publication,
+            asking: self.asking,
             log_size: self.latest.as_ref().map(|latest| latest.checkpoint.size),
             published: self.published.as_ref().map(|published| (published.size, published.cosigners.clone())),
             witnesses: self
@@ -880,9 +973,23 @@ mod tests {
 
         /// Feeds `event` and carries out every effect, answers and due retries included, until nothing is left.
         fn run(&mut self, event: Event) {
-            let mut queue = std::collections::VecDeque::from([event]);
-            while let Some(event) = queue.pop_front() {
-                for effect in self.collector.handle(event) {
+            let effects = self.collector.handle(event);
+            self.carry_out(effects);
+        }
+
+        /// Carries out `effects`, and every effect of the events they lead to, until nothing is left.
+        fn carry_out(&mut self, effects: Vec<Effect>) {
+            let mut queue = std::collections::VecDeque::new();
+            let mut first = Some(effects);
+            loop {
+                let effects = match first.take() {
+                    Some(effects) => effects,
+                    None => match queue.pop_front() {
+                        Some(event) => self.collector.handle(event),
+                        None => return,
+                    },
+                };
+                for effect in effects {
                     match effect {
                         Effect::Send { witness, url, old_size, checkpoint } => {
                             assert_eq!(url, format!("http://{witness}.test/witness"));
@@ -991,6 +1098,74 @@ mod tests {
         // Given up on, it is asked again after the longest backoff, with the newest checkpoint.
         world.fire_parked_retries();
         assert_eq!(world.published_cosigners(), (5, vec!["w3".into()]));
+    }
+
+    #[test]
+    fn a_collector_that_does_not_ask_publishes_what_the_asking_one_stored_and_takes_over_where_it_left() {
+        let mut world = World::new("two", Publication::Quorum);
+        let mut other =
+            Collector::new(&world.signer.verifier(), world.policy(), Settings::default(), Vec::new()).unwrap();
+        assert!(other.set_asking(false).is_empty(), "nothing to ask yet");
+        let stored = |world: &World| -> Vec<Stored> {
+            world
+                .stored
+                .values()
+                .map(|cosigned| Stored {
+                    witness_vkey: cosigned.witness_vkey.clone(),
+                    cosigned: Some((cosigned.checkpoint.note().to_vec(), cosigned.line.clone())),
+                    alarm: None,
+                })
+                .collect()
+        };
+        world.grow(5);
+        // The other gateway sees the log's checkpoint, asks nobody, and publishes nothing of its own.
+        let effects = other.handle(Event::Checkpoint(world.checkpoint()));
+        assert!(effects.is_empty(), "{effects:?}");
+        // Cosignatures of a checkpoint it has not seen yet are not taken: given again later, they are.
+        world.grow(2);
+        let ahead = stored(&world);
+        assert!(ahead.iter().all(|row| other.adopt(row).is_none()));
+        other.handle(Event::Checkpoint(world.checkpoint()));
+        let mut published = None;
+        for row in &ahead {
+            for effect in other.adopt(row).expect("taken in") {
+                match effect {
+                    Effect::Publish { size, note } => published = Some((size, note)),
+                    effect => panic!("only a publication: {effect:?}"),
+                }
+            }
+        }
+        assert_eq!(published, world.published, "the same cosigned checkpoint as the asking gateway's");
+        let status = other.status();
+        assert!(!status.asking);
+        assert!(status.witnesses.iter().all(|w| w.counts.requests == 0 && w.cosigned.map(|c| c.0) == Some(7)));
+        // A cosignature of another key does not verify, and an older one changes nothing.
+        let mut forged = ahead[0].clone();
+        forged.witness_vkey = ahead[1].witness_vkey.clone();
+        assert!(other.adopt(&forged).is_none());
+
+        // The asking gateway is gone; the log grows on the other, which asks now: each witness from the size it
+        // cosigned (no conflict), and the new checkpoint reaches the quorum.
+        world.collector = other;
+        world.grow(3);
+        assert_eq!(world.published_cosigners().0, 7, "not asked yet");
+        let effects = world.collector.set_asking(true);
+        let sent: Vec<(String, u64)> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Send { witness, old_size, .. } => Some((witness.clone(), *old_size)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [("w1".into(), 7), ("w2".into(), 7), ("w3".into(), 7)]);
+        world.carry_out(effects);
+        assert_eq!(world.published_cosigners(), (10, vec!["w1".into(), "w2".into(), "w3".into()]));
+        assert!(world.collector.status().witnesses.iter().all(|w| w.counts.conflicts == 0 && w.counts.requests == 1));
+        // Stopped again: a retry or an answer still on its way changes nothing, and nothing more is sent.
+        assert!(world.collector.set_asking(false).is_empty());
+        world.grow(1);
+        assert!(world.collector.handle(Event::RetryDue { witness: "w1".into() }).is_empty());
+        assert_eq!(world.published_cosigners().0, 10);
     }
 
     #[test]

@@ -1576,8 +1576,9 @@ impl Transfers {
             policy,
         };
         // The artefact's id is noted on the transfer before it is registered, so that a receipt finished again
-        // after a crash finds what it registered and registers nothing twice: an id noted but not listed (the
-        // crash came before the catalog) is given up for a new one, as an interrupted upload leaves its record.
+        // after a crash finds what it registered and registers nothing twice: an id noted but not listed never
+        // reached the log (a registration lists its artefact in the transaction that sequences it), and is given
+        // up for a new one.
         let noted = row
             .artefact_id
             .as_deref()

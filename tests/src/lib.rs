@@ -1,6 +1,7 @@
 //! Helpers shared by the end-to-end tests: real custody records to log, and copies of logs to tamper with.
 
 pub mod garage;
+pub mod moto;
 pub mod postgres;
 
 use std::path::Path;

@@ -79,6 +79,42 @@ pub struct S3Config {
     /// The access key's secret. Never logged.
     #[arg(long = "s3-secret-access-key", env = "CUSTODIA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
+    /// The Object Lock mode of the retention each evidence object is given (`--s3-retention-days`): `compliance`
+    /// (no one, the account's root user included, can delete the object or shorten its retention before its
+    /// date) or `governance` (a user with `s3:BypassGovernanceRetention` who asks to bypass it can).
+    #[arg(long = "s3-retention-mode", env = "CUSTODIA_S3_RETENTION_MODE", value_enum, default_value = "compliance")]
+    pub retention_mode: RetentionModeSetting,
+    /// Days of Object Lock retention each evidence object (artefact, manifest, attached policy) is given once
+    /// written, in a bucket with Object Lock enabled; 0, the default, sets none and relies on the bucket's default
+    /// retention rule, if it has one. A gateway asked for retention refuses to start on a bucket or a server
+    /// without Object Lock.
+    #[arg(
+        long = "s3-retention-days",
+        env = "CUSTODIA_S3_RETENTION_DAYS",
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(custodia_store::object_lock::MAX_RETENTION_DAYS))
+    )]
+    pub retention_days: u32,
+}
+
+/// `--s3-retention-mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RetentionModeSetting {
+    Governance,
+    #[default]
+    Compliance,
+}
+
+impl S3Config {
+    /// The retention asked of every evidence object, if any (`--s3-retention-days` above 0).
+    pub fn retention(&self) -> Option<custodia_store::object_lock::RetentionRule> {
+        use custodia_store::object_lock::{RetentionMode, RetentionRule};
+        let mode = match self.retention_mode {
+            RetentionModeSetting::Governance => RetentionMode::Governance,
+            RetentionModeSetting::Compliance => RetentionMode::Compliance,
+        };
+        (self.retention_days > 0).then_some(RetentionRule { mode, days: self.retention_days })
+    }
 }
 
 impl fmt::Debug for S3Config {
@@ -87,6 +123,8 @@ impl fmt::Debug for S3Config {
             .field("bucket", &self.bucket)
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
+            .field("retention_mode", &self.retention_mode)
+            .field("retention_days", &self.retention_days)
             .finish_non_exhaustive()
     }
 }
@@ -557,6 +595,8 @@ impl ServeConfig {
                 region: "us-east-1".into(),
                 access_key_id: None,
                 secret_access_key: None,
+                retention_mode: RetentionModeSetting::Compliance,
+                retention_days: 0,
             },
             tls_cert: None,
             tls_key: None,

@@ -7,13 +7,14 @@
 //! serve the metrics to the whole Internet. Nothing in them is personal or secret, and nothing grows without
 //! bound: every label value comes from a closed set the code fixes (a route template as the router matched it,
 //! never the request's path, which carries ids and invite secrets; an HTTP method from a fixed list; a status
-//! code; a problem `type`; a hearing phase) or from the operator's own configuration (the names of the witnesses
+//! code; a problem `type`; a hearing phase; what start-up found of the bucket's Object Lock) or from the operator's own configuration (the names of the witnesses
 //! in the witness policy). No name, case, account, token or address of anyone is a label or a value.
 //!
 //! Two kinds of figure: counters and the latency histogram, kept as requests happen
 //! ([`crate::request_metrics::Metrics`]);
 //! and the state of the log, the witnesses, the Time-Stamp Authorities and the hearings, read when scraped
-//! ([`render`]).
+//! ([`render`]); and what start-up found of the object store's Object Lock (`store_object_lock`,
+//! `store_retention_days`).
 
 use std::time::SystemTime;
 
@@ -77,6 +78,12 @@ struct DutyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartnerRequestLabels {
     request: &'static str,
+}
+
+/// What start-up found of the bucket's Object Lock.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ObjectLockLabels {
+    state: &'static str,
 }
 
 /// Why a Time-Stamp Authority gave no recorded token.
@@ -154,6 +161,21 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     );
     register_partner_requests(&mut registry, state.transfers.sent());
     register_cosigning(&mut registry, &cosigning);
+    if let Some((found, retention_days)) = metrics.object_lock.get().copied() {
+        let object_lock = Family::<ObjectLockLabels, Gauge>::default();
+        object_lock.get_or_create(&ObjectLockLabels { state: found }).set(1);
+        registry.register(
+            "store_object_lock",
+            "1 for what start-up found of the bucket's S3 Object Lock: enabled, not_enabled, not_supported, unknown \
+             (the bucket did not say), or local (no bucket)",
+            object_lock,
+        );
+        registry.register(
+            "store_retention_days",
+            "Days of Object Lock retention the gateway gives each evidence object once written (0: none of its own)",
+            ConstGauge::new(i64::from(retention_days)),
+        );
+    }
     if let Some(counters) = metrics.timestamps.get() {
         register_timestamps(&mut registry, counters);
     }

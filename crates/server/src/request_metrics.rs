@@ -62,6 +62,8 @@ pub struct Metrics {
     pub(crate) log_size_at_start: OnceLock<u64>,
     /// The Time-Stamp Authorities' counts, when any is configured.
     pub(crate) timestamps: OnceLock<Arc<TimestampCounters>>,
+    /// What start-up found of the bucket's Object Lock, and the days of retention evidence gets.
+    pub(crate) object_lock: OnceLock<(&'static str, u32)>,
 }
 
 impl Default for Metrics {
@@ -71,6 +73,7 @@ impl Default for Metrics {
             refusals: Family::default(),
             log_size_at_start: OnceLock::new(),
             timestamps: OnceLock::new(),
+            object_lock: OnceLock::new(),
         }
     }
 }
@@ -84,6 +87,13 @@ impl Metrics {
     /// Counts from the timestamp client ([`crate::timestamping::Timestamper::counters`]). Only the first call counts.
     pub fn follow_timestamps(&self, counters: Arc<TimestampCounters>) {
         let _ = self.timestamps.set(counters);
+    }
+
+    /// What start-up found of the bucket's Object Lock (`state`: a word from
+    /// [`crate::startup::ObjectLockReport::state`]), and the days of retention the gateway gives each evidence
+    /// object (0: none). Only the first call counts.
+    pub fn object_lock_found(&self, state: &'static str, retention_days: u32) {
+        let _ = self.object_lock.set((state, retention_days));
     }
 
     fn observe_request(&self, route: &str, method: &Method, status: u16, seconds: f64) {

@@ -35,6 +35,12 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     );
     let timestamper = crate::timestamping::Timestamper::from_config(&config.timestamps)
         .context("configuring the Time-Stamp Authorities (CUSTODIA_TSA)")?;
+    if config.s3.bucket.is_none() && config.s3.retention().is_some() {
+        anyhow::bail!(
+            "CUSTODIA_S3_RETENTION_DAYS asks for Object Lock retention, which only an S3 bucket (CUSTODIA_S3_BUCKET) \
+             gives: a local directory has no Object Lock"
+        );
+    }
     let gateway_config = &config.gateway;
     let (signer, created) = keys::load_or_create(&gateway_config.key_file(), &gateway_config.origin)?;
     if created {
@@ -48,7 +54,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     // (`custodia_ledger::coordinated`).
     let guard = hold_the_data_dir(&gateway_config.data_dir)?;
     let coordination = catalog.log_coordination();
-    let (artefacts, manifests, log) = match object_store_for(config)? {
+    let mut object_lock = ObjectLockReport::default();
+    let (artefacts, manifests, log) = match open_bucket(config, &clock).await? {
         None => {
             let artefacts = ArtefactStore::local(&gateway_config.objects_dir())?;
             let manifests: Arc<dyn ObjectStore> =
@@ -63,7 +70,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
             .await?;
             (artefacts, manifests, log)
         }
-        Some(store) => {
+        Some(OpenBucket { store, retention, report }) => {
+            object_lock = report;
             let create_only = custodia_store::probe_create_only(store.as_ref(), &StorePath::from("probes/create-only"))
                 .await
                 .context("probing whether the object store enforces create-only writes")?;
@@ -77,8 +85,16 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
                 ),
             }
             let artefacts = ArtefactStore::new(store.clone(), StorePath::from("artefacts"), create_only);
+            // Manifests and attached policies are evidence too: each is given the retention once written.
+            let (artefacts, evidence): (_, Arc<dyn ObjectStore>) = match retention {
+                Some(retention) => (
+                    artefacts.with_retention(retention.clone()),
+                    Arc::new(custodia_store::object_lock::RetainingStore::new(store.clone(), retention)),
+                ),
+                None => (artefacts, store.clone()),
+            };
             let manifests: Arc<dyn ObjectStore> =
-                Arc::new(object_store::prefix::PrefixStore::new(store.clone(), "artefacts"));
+                Arc::new(object_store::prefix::PrefixStore::new(evidence, "artefacts"));
             let log = Log::open_coordinated(
                 store,
                 StorePath::from("log"),
@@ -115,6 +131,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .with_cosigning(cosigning.clone());
     let metrics = Arc::new(crate::request_metrics::Metrics::default());
     metrics.log_opened_at_size(gateway.log().checkpoint().checkpoint.size);
+    metrics.object_lock_found(object_lock.state, object_lock.retention_days);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
@@ -252,9 +269,128 @@ fn hold_the_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Option<custod
     Ok(Some(Arc::new(lock)))
 }
 
-fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn ObjectStore>>> {
+/// What start-up found of the bucket's Object Lock, for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectLockReport {
+    /// `enabled`, `not_enabled`, `not_supported` ([`custodia_store::object_lock::ObjectLockState::label`]),
+    /// `unknown` (the bucket did not say), or `local` (no bucket).
+    pub state: &'static str,
+    /// The days of retention the gateway gives each evidence object; 0 when it gives none.
+    pub retention_days: u32,
+}
+
+impl Default for ObjectLockReport {
+    fn default() -> Self {
+        Self { state: "local", retention_days: 0 }
+    }
+}
+
+/// The S3 bucket, opened: its store, the retention evidence objects get there, and what was found of its Object
+/// Lock.
+struct OpenBucket {
+    store: Arc<dyn ObjectStore>,
+    retention: Option<custodia_store::object_lock::EvidenceRetention>,
+    report: ObjectLockReport,
+}
+
+/// Opens the S3 bucket, if one is configured, after asking it about Object Lock (`GET /<bucket>?object-lock`):
+/// the answer is logged, and a gateway asked for retention (`CUSTODIA_S3_RETENTION_DAYS`) that the bucket cannot
+/// give refuses to start. In a bucket with Object Lock, every write carries a SHA-256 checksum, which S3 requires
+/// of writes that a default retention rule locks.
+async fn open_bucket(config: &ServeConfig, clock: &Clock) -> anyhow::Result<Option<OpenBucket>> {
+    use custodia_store::object_lock::{self, ObjectLockState, RetentionPlan, S3ObjectLock};
+    let Some((builder, options)) = object_store_for(config) else { return Ok(None) };
     let s3 = &config.s3;
-    let Some(bucket) = &s3.bucket else { return Ok(None) };
+    let asked = s3.retention();
+    let first = builder.clone().build().context("configuring the S3 store")?;
+    let url = object_lock::bucket_url(s3.endpoint.as_deref(), &s3.region, s3.bucket.as_deref().unwrap_or_default());
+    let lock = S3ObjectLock::new(&first, url, s3.region.clone(), &options)
+        .context("configuring the client for the bucket's Object Lock")?;
+    let state = match lock.state().await {
+        Ok(state) => Some(state),
+        Err(err) if asked.is_some() => {
+            return Err(anyhow::Error::new(err).context(
+                "asking the bucket for its Object Lock configuration, which CUSTODIA_S3_RETENTION_DAYS needs",
+            ));
+        }
+        Err(err) => {
+            tracing::warn!(
+                error = %crate::problem::Chain(&err),
+                "could not ask the bucket for its Object Lock configuration: the gateway gives evidence objects no \
+                 retention (none is asked for: CUSTODIA_S3_RETENTION_DAYS is 0)"
+            );
+            None
+        }
+    };
+    let plan = match state {
+        Some(state) => object_lock::plan_retention(state, asked).map_err(|refused| {
+            tracing::error!(
+                object_lock = state.label(),
+                "{refused}: refusing to start; enable Object Lock on the bucket, or set CUSTODIA_S3_RETENTION_DAYS=0"
+            );
+            anyhow::Error::new(refused).context(
+                "CUSTODIA_S3_RETENTION_DAYS asks for Object Lock retention, which the bucket cannot give: enable \
+                 Object Lock on the bucket (a server that supports it), or set CUSTODIA_S3_RETENTION_DAYS=0",
+            )
+        })?,
+        None => RetentionPlan::Unlocked,
+    };
+    match (state, plan) {
+        (_, RetentionPlan::Retain(rule)) => tracing::info!(
+            object_lock = "enabled",
+            mode = %rule.mode,
+            days = rule.days,
+            "the bucket has Object Lock: each evidence object (artefact, manifest, attached policy) is given retention \
+             once written"
+        ),
+        (_, RetentionPlan::BucketDefault(default)) => tracing::info!(
+            object_lock = "enabled",
+            mode = %default.mode,
+            period = %default.period,
+            "the bucket has Object Lock and a default retention rule, which locks every object version written \
+             (staging objects, chunks and the log's checkpoints as well); the gateway sets no retention of its own"
+        ),
+        (Some(ObjectLockState::Enabled { .. }), RetentionPlan::Unlocked) => tracing::warn!(
+            object_lock = "enabled",
+            "the bucket has Object Lock but no default retention rule, and CUSTODIA_S3_RETENTION_DAYS is 0: evidence \
+             objects are not locked"
+        ),
+        (Some(state), RetentionPlan::Unlocked) => tracing::info!(
+            object_lock = state.label(),
+            "the bucket has no Object Lock: evidence objects are not locked in the store (they stay write-once by \
+             content addressing and name checks)"
+        ),
+        (None, RetentionPlan::Unlocked) => {}
+    }
+    let store = match state {
+        Some(ObjectLockState::Enabled { .. }) => builder
+            .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+            .build()
+            .context("configuring the S3 store")?,
+        _ => first,
+    };
+    let retention = match plan {
+        RetentionPlan::Retain(rule) => {
+            let clock = clock.clone();
+            Some(object_lock::EvidenceRetention::new(Arc::new(lock), rule, move || clock.now()))
+        }
+        RetentionPlan::BucketDefault(_) | RetentionPlan::Unlocked => None,
+    };
+    let report = ObjectLockReport {
+        state: state.map_or("unknown", |state| state.label()),
+        retention_days: retention.as_ref().map_or(0, |retention| retention.rule().days),
+    };
+    Ok(Some(OpenBucket { store: Arc::new(store), retention, report }))
+}
+
+/// The S3 store's builder and HTTP client options, if a bucket is configured.
+fn object_store_for(config: &ServeConfig) -> Option<(object_store::aws::AmazonS3Builder, object_store::ClientOptions)> {
+    let s3 = &config.s3;
+    let Some(bucket) = &s3.bucket else { return None };
+    let mut options = object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(3));
+    if let Some(endpoint) = &s3.endpoint {
+        options = options.with_allow_http(endpoint.starts_with("http://"));
+    }
     // Ask for create-only writes the way S3 does (`If-None-Match: *`, and a conditional multipart completion for a
     // copy); whether the server honours them is probed at start-up, never assumed.
     let mut builder = object_store::aws::AmazonS3Builder::new()
@@ -272,16 +408,14 @@ fn object_store_for(config: &ServeConfig) -> anyhow::Result<Option<Arc<dyn Objec
             retry_timeout: std::time::Duration::from_secs(10),
             ..Default::default()
         })
-        .with_client_options(
-            object_store::ClientOptions::new().with_connect_timeout(std::time::Duration::from_secs(3)),
-        );
+        .with_client_options(options.clone());
     if let Some(endpoint) = &s3.endpoint {
         builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
     }
     if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
         builder = builder.with_access_key_id(id).with_secret_access_key(secret);
     }
-    Ok(Some(Arc::new(builder.build().context("configuring the S3 store")?)))
+    Some((builder, options))
 }
 
 /// Whether requests to the S3 endpoint keep their bodies intact without a signed payload hash: HTTPS (AWS itself,

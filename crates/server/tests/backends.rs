@@ -2,6 +2,10 @@
 //! tests/src/garage.rs) instead of a local directory, with evidence, manifests and the custody log all in the
 //! bucket, and PostgreSQL (tests/src/postgres.rs) instead of SQLite; on the same code paths. Each backend is also
 //! stopped in the middle of use, as a crash would stop it.
+//!
+//! S3 Object Lock, which garage does not have, on moto's standalone server (tests/src/moto.rs): retention set on
+//! each evidence object, refused deletions, a failure to set retention, and a gateway that refuses to start when
+//! retention asked of it cannot be had.
 
 mod support;
 
@@ -10,6 +14,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use custodia_core::Sha256;
 use custodia_tests::garage::Garage;
+use custodia_tests::moto::{BucketLock, Moto};
 use custodia_tests::postgres::TempPostgres;
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
@@ -633,4 +638,297 @@ async fn two_gateway_processes_share_a_resumable_upload() {
         assert_eq!(http(port, "HEAD", &url, Some(officer), &[TUS], b"").await.status, 404, "the upload is gone");
     }
     assert!(chunks_in(&garage).await.is_empty(), "chunks left in the bucket");
+}
+
+// S3 Object Lock. garage has none; moto's standalone server (tests/src/moto.rs) is a real S3 implementation that
+// has it, and the gateway's own binary runs against it.
+
+const DAY_SECONDS: i64 = 24 * 3600;
+
+/// The environment of a gateway process: `base`, then `extra`.
+fn process_env(
+    base: Vec<(&'static str, String)>,
+    extra: &[(&'static str, String)],
+) -> Vec<(&'static str, std::ffi::OsString)> {
+    base.into_iter().chain(extra.iter().cloned()).map(|(name, value)| (name, value.into())).collect()
+}
+
+fn borrowed<'a>(env: &'a [(&'static str, std::ffi::OsString)]) -> Vec<(&'static str, &'a std::ffi::OsStr)> {
+    env.iter().map(|(name, value)| (*name, value.as_os_str())).collect()
+}
+
+/// On a gateway process in `dir`: the first administrator signs in, makes `case` and a prosecutor in it; the
+/// prosecutor's session.
+async fn prosecutor_in(port: u16, dir: &std::path::Path, case: &str) -> String {
+    let password = std::fs::read_to_string(dir.join("keys/initial-admin-password")).unwrap();
+    let admin = sign_in_at(port, "admin", password.trim()).await;
+    let answer =
+        json_call(port, "POST", "/api/v1/cases", Some(&admin), serde_json::json!({"id": case, "title": "R v Lock"}))
+            .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let password = "prosecutor-correct-horse-battery";
+    let account =
+        serde_json::json!({"username": "prosecutor", "display_name": "P", "jurisdiction": "IT", "password": password});
+    let answer = json_call(port, "POST", "/api/v1/accounts", Some(&admin), account).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let path = format!("/api/v1/cases/{case}/members/{}", answer.json()["id"].as_str().unwrap());
+    assert_eq!(
+        json_call(port, "PUT", &path, Some(&admin), serde_json::json!({"role": "prosecutor"})).await.status,
+        204
+    );
+    sign_in_at(port, "prosecutor", password).await
+}
+
+/// Uploads `bytes` into `case`, with a use policy attached, stating their SHA-256 or not.
+async fn upload_at(port: u16, session: &str, case: &str, bytes: &[u8], state_digest: bool) -> support::RawAnswer {
+    let policy = serde_json::json!({
+        "tlp": "TLP:AMBER", "provider": "IT: Procura di Roma", "permitted_purposes": ["trial preparation"],
+        "permitted_recipients": [], "permitted_jurisdictions": ["IT"], "onward_transfer": "with_consent",
+    });
+    let policy = BASE64.encode(policy.to_string());
+    let mut path = format!("/api/v1/cases/{case}/artefacts?purpose=statement");
+    if state_digest {
+        path.push_str(&format!("&sha256={}", Sha256::of(bytes).to_hex()));
+    }
+    let headers = [("Content-Type", "application/octet-stream"), ("Custodia-Use-Policy", policy.as_str())];
+    http(port, "POST", &path, Some(session), &headers, bytes).await
+}
+
+/// The bucket's keys of an artefact's evidence objects: its bytes, its manifest, its attached policy.
+fn evidence_keys(sha256: &str, artefact: &str) -> [String; 3] {
+    [
+        format!("artefacts/objects/sha256/{}/{sha256}", &sha256[..2]),
+        format!("artefacts/manifests/{artefact}"),
+        format!("artefacts/policies/{artefact}"),
+    ]
+}
+
+/// The artefacts `case` lists, by id.
+async fn listed_in(port: u16, session: &str, case: &str) -> Vec<String> {
+    let answer = http(port, "GET", &format!("/api/v1/cases/{case}/artefacts"), Some(session), &[], b"").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json().as_array().unwrap().iter().map(|row| row["id"].as_str().unwrap().to_owned()).collect()
+}
+
+async fn metrics_at(port: u16) -> String {
+    let answer = support::http_from(std::net::Ipv4Addr::LOCALHOST, port, "GET", "/metrics", &[], b"").await.unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.text()
+}
+
+/// On a bucket with Object Lock, each evidence object the real gateway writes (the artefact at its content address,
+/// its manifest, its attached policy) is given the configured retention, as the S3 server reports it, and the
+/// server refuses to delete those versions; the log's checkpoint, which is overwritten, is not locked. Bytes
+/// uploaded again keep a longer retention they already have (never shortened), and their new manifest is locked.
+/// `/metrics` says what start-up found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_bucket_with_object_lock_each_evidence_object_is_retained_and_its_versions_cannot_be_deleted() {
+    let moto = Moto::start();
+    moto.create_bucket("evidence", BucketLock::Enabled);
+    let metrics_port = support::free_port();
+    let env = process_env(
+        moto.gateway_env("evidence"),
+        &[
+            ("CUSTODIA_S3_RETENTION_MODE", "compliance".into()),
+            ("CUSTODIA_S3_RETENTION_DAYS", "3".into()),
+            ("CUSTODIA_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}")),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, port) = support::spawn_gateway(dir.path(), &borrowed(&env));
+    let session = prosecutor_in(port, dir.path(), "case-lock").await;
+
+    let bytes = custodia_tests::pseudo_random_bytes(300_000, 7);
+    let sha256 = Sha256::of(&bytes).to_hex();
+    let before = jiff::Timestamp::now();
+    let answer = upload_at(port, &session, "case-lock", &bytes, true).await;
+    let after = jiff::Timestamp::now();
+    assert_eq!(answer.status, 201, "{}\n{}", answer.text(), gateway.log());
+    let artefact = answer.json()["artefact"].as_str().unwrap().to_owned();
+    let three_days = jiff::SignedDuration::from_secs(3 * DAY_SECONDS);
+    for key in evidence_keys(&sha256, &artefact) {
+        let (mode, until) = moto.retention("evidence", &key).unwrap_or_else(|| panic!("{key} has no retention"));
+        assert_eq!(mode, "COMPLIANCE", "{key}");
+        assert!(
+            until >= before + three_days - jiff::SignedDuration::from_secs(1)
+                && until <= after + three_days + jiff::SignedDuration::from_secs(1),
+            "{key} is retained until {until}, not three days from its upload ({before} to {after})"
+        );
+    }
+    assert_eq!(moto.retention("evidence", "log/checkpoint"), None, "the checkpoint, overwritten, must not be locked");
+
+    // The server keeps the locked versions: deleting one for good is refused.
+    for prefix in ["artefacts/objects/", "artefacts/manifests/", "artefacts/policies/"] {
+        let versions = moto.versions("evidence", prefix);
+        assert_eq!(versions.len(), 1, "{prefix}: {versions:?}");
+        assert_eq!(moto.delete_version("evidence", &versions[0]), Err("AccessDenied".to_owned()), "{prefix}");
+    }
+    let content = format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation");
+    let downloaded = http(port, "GET", &content, Some(&session), &[], b"").await;
+    assert_eq!(downloaded.status, 200, "{}", downloaded.text());
+    assert!(downloaded.body == bytes, "the locked artefact's bytes differ from those uploaded");
+
+    // Held longer by hand: the same bytes again (through staging and a copy, no digest stated) keep that date.
+    let [object_key, ..] = evidence_keys(&sha256, &artefact);
+    let held_until = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + 30 * DAY_SECONDS).unwrap();
+    moto.set_retention("evidence", &object_key, "COMPLIANCE", held_until);
+    let again = upload_at(port, &session, "case-lock", &bytes, false).await;
+    assert_eq!(again.status, 201, "{}\n{}", again.text(), gateway.log());
+    assert_eq!(moto.retention("evidence", &object_key), Some(("COMPLIANCE".to_owned(), held_until)));
+    let second = again.json()["artefact"].as_str().unwrap().to_owned();
+    let [_, manifest, policy] = evidence_keys(&sha256, &second);
+    for key in [manifest, policy] {
+        assert_eq!(moto.retention("evidence", &key).map(|(mode, _)| mode), Some("COMPLIANCE".to_owned()), "{key}");
+    }
+    // The staging object the second upload went through is deleted, and its versions can be: never locked.
+    let staged = moto.versions("evidence", "artefacts/staging/");
+    assert!(!staged.is_empty(), "the second upload went through no staging object");
+    for version in &staged {
+        assert_eq!(moto.delete_version("evidence", version), Ok(()), "{version:?}");
+    }
+
+    let metrics = metrics_at(metrics_port).await;
+    assert!(metrics.contains("custodia_store_object_lock{state=\"enabled\"} 1"), "{metrics}");
+    assert!(metrics.contains("custodia_store_retention_days 3"), "{metrics}");
+    assert!(!gateway.log().contains(&moto.secret), "the store's secret is in the gateway's log");
+}
+
+/// A loopback proxy to the S3 server on `upstream` that answers, itself, `403 AccessDenied` to every
+/// PutObjectRetention whose request line contains what `refused` holds now (nothing, while it is empty): as a
+/// store whose key lacks `s3:PutObjectRetention` would. Every other request goes through (moto closes each
+/// connection after one answer, so each request is a connection of its own, looked at here).
+async fn refusing_retention(upstream: u16, refused: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { return };
+            let refused = refused.lock().unwrap().clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 8192];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match client.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                if !refused.is_empty()
+                    && line.starts_with("PUT ")
+                    && line.contains("?retention")
+                    && line.contains(&refused)
+                {
+                    let body = "<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>";
+                    let answer = format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = client.write_all(answer.as_bytes()).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { return };
+                if server.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Where the bucket has Object Lock and retention cannot be set on an evidence object (the artefact's bytes, then
+/// its manifest), the upload fails retryably (503, `Retry-After`) and the case lists nothing; once the store sets
+/// retention again, the same upload succeeds and its bytes, stored unlocked by the failed try, are locked. The
+/// uploads state no digest, so they go through staging and a copy (the test above states one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_retention_cannot_be_set_the_upload_fails_retryably_and_nothing_is_listed() {
+    let moto = Moto::start();
+    moto.create_bucket("evidence", BucketLock::Enabled);
+    let refused = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let upstream: u16 = moto.endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy = refusing_retention(upstream, refused.clone()).await;
+    let mut base = moto.gateway_env("evidence");
+    base.retain(|(name, _)| *name != "CUSTODIA_S3_ENDPOINT");
+    let env = process_env(
+        base,
+        &[
+            ("CUSTODIA_S3_ENDPOINT", format!("http://127.0.0.1:{proxy}")),
+            ("CUSTODIA_S3_RETENTION_MODE", "governance".into()),
+            ("CUSTODIA_S3_RETENTION_DAYS", "1".into()),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, port) = support::spawn_gateway(dir.path(), &borrowed(&env));
+    let session = prosecutor_in(port, dir.path(), "case-lock").await;
+    let bytes = custodia_tests::pseudo_random_bytes(50_000, 9);
+    let sha256 = Sha256::of(&bytes).to_hex();
+
+    for refusing in ["/artefacts/objects/", "/artefacts/manifests/"] {
+        *refused.lock().unwrap() = refusing.to_owned();
+        let answer = upload_at(port, &session, "case-lock", &bytes, false).await;
+        assert_eq!(answer.status, 503, "refusing {refusing}: {}\n{}", answer.text(), gateway.log());
+        assert!(answer.header("retry-after").is_some(), "{}", answer.head);
+        assert!(listed_in(port, &session, "case-lock").await.is_empty(), "refusing {refusing}: evidence is listed");
+    }
+    assert!(gateway.log().contains("could not set the retention of an evidence object"), "{}", gateway.log());
+
+    refused.lock().unwrap().clear();
+    let answer = upload_at(port, &session, "case-lock", &bytes, false).await;
+    assert_eq!(answer.status, 201, "{}\n{}", answer.text(), gateway.log());
+    let artefact = answer.json()["artefact"].as_str().unwrap().to_owned();
+    assert_eq!(listed_in(port, &session, "case-lock").await, std::slice::from_ref(&artefact));
+    for key in evidence_keys(&sha256, &artefact) {
+        assert_eq!(moto.retention("evidence", &key).map(|(mode, _)| mode), Some("GOVERNANCE".to_owned()), "{key}");
+    }
+}
+
+/// Runs `custodia serve` with `env` until it exits (it must, within a minute); its exit status and operator log.
+fn serve_until_it_exits(env: &[(&'static str, std::ffi::OsString)]) -> (std::process::ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", support::free_port())])
+        .env("CUSTODIA_DATA_DIR", dir.path())
+        .envs(env.iter().map(|(name, value)| (name, value)));
+    let output = support::run_for(&mut command, std::time::Duration::from_secs(60), "cargo builds it");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// garage does not support Object Lock: the gateway says so at start-up and in `/metrics`, and serves all the
+/// same; asked for retention there, or on a moto bucket without Object Lock, or with no bucket at all, it refuses
+/// to start and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_object_lock_the_gateway_says_so_and_refuses_to_start_if_retention_was_asked_for() {
+    let garage = Garage::start();
+    let metrics_port = support::free_port();
+    let env = process_env(garage.gateway_env(), &[("CUSTODIA_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gateway, port) = support::spawn_gateway(dir.path(), &borrowed(&env));
+    let session = prosecutor_in(port, dir.path(), "case-garage").await;
+    let answer = upload_at(port, &session, "case-garage", b"no lock here", true).await;
+    assert_eq!(answer.status, 201, "{}\n{}", answer.text(), gateway.log());
+    let metrics = metrics_at(metrics_port).await;
+    assert!(metrics.contains("custodia_store_object_lock{state=\"not_supported\"} 1"), "{metrics}");
+    assert!(metrics.contains("custodia_store_retention_days 0"), "{metrics}");
+    assert!(gateway.log().contains("object_lock=\"not_supported\""), "{}", gateway.log());
+    gateway.stop();
+
+    let asked = [("CUSTODIA_S3_RETENTION_DAYS", "2555".to_owned())];
+    let (status, log) = serve_until_it_exits(&process_env(garage.gateway_env(), &asked));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("Object Lock is not_supported"), "{log}");
+
+    let moto = Moto::start();
+    moto.create_bucket("plain", BucketLock::None);
+    let (status, log) = serve_until_it_exits(&process_env(moto.gateway_env("plain"), &asked));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("Object Lock is not_enabled"), "{log}");
+    assert!(!log.contains(&moto.secret), "the store's secret is in the gateway's log");
+
+    let (status, log) = serve_until_it_exits(&process_env(Vec::new(), &asked));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("only an S3 bucket"), "{log}");
 }

@@ -25,6 +25,11 @@
 //! sweeps remove only objects older than a bound their caller gives, since a store shared by several gateways holds
 //! what the others are writing now.
 //!
+//! In an S3 bucket with Object Lock, each evidence object is given retention once written ([`object_lock`]): an
+//! artefact at its content address by [`ArtefactStore::with_retention`], whether its bytes were written now or
+//! before, and manifests and policies by the [`object_lock::RetainingStore`] they are written through. Staging
+//! objects and chunks never are: they are deleted once used.
+//!
 //! This crate knows nothing of cases, people or the ledger.
 
 use std::fmt;
@@ -41,6 +46,10 @@ use custodia_core::{Sha256, Sha256Hasher};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, WriteMultipart};
+
+pub mod object_lock;
+
+use object_lock::EvidenceRetention;
 
 /// Where complete, verified artefacts live.
 const OBJECTS: &str = "objects/sha256";
@@ -210,6 +219,8 @@ pub struct ArtefactStore {
     create_only: CreateOnly,
     /// The directory behind `store`, when it is a local one, so that FFmpeg can read objects in place.
     local_root: Option<PathBuf>,
+    /// The retention each artefact at its content address is given, in a bucket with Object Lock.
+    retention: Option<EvidenceRetention>,
 }
 
 impl fmt::Debug for ArtefactStore {
@@ -218,6 +229,7 @@ impl fmt::Debug for ArtefactStore {
             .field("store", &self.store.to_string())
             .field("prefix", &self.prefix)
             .field("create_only", &self.create_only)
+            .field("retention", &self.retention.as_ref().map(EvidenceRetention::rule))
             .finish()
     }
 }
@@ -225,7 +237,16 @@ impl fmt::Debug for ArtefactStore {
 impl ArtefactStore {
     /// Artefacts in `store` below `prefix`; `create_only` is what [`probe_create_only`] found of it.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, create_only: CreateOnly) -> Self {
-        Self { store, prefix, create_only, local_root: None }
+        Self { store, prefix, create_only, local_root: None, retention: None }
+    }
+
+    /// Gives each artefact published at its content address `retention` (in the store's bucket, which has Object
+    /// Lock): once written, or, for bytes already stored, extended to what `retention` asks now if it is less. The
+    /// ingest fails (transiently, [`StoreError::is_transient`]) if the retention cannot be set; the object then
+    /// stays at its address, unlocked and registered by no one, until a retry of the same bytes locks it.
+    pub fn with_retention(mut self, retention: EvidenceRetention) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// Whether the store enforces create-only writes.
@@ -243,6 +264,7 @@ impl ArtefactStore {
             prefix: Path::default(),
             create_only: CreateOnly::Enforced,
             local_root: Some(dir.to_path_buf()),
+            retention: None,
         })
     }
 
@@ -411,6 +433,7 @@ impl ArtefactStore {
             return Err(StoreError::DigestMismatch { expected, actual: sha256 });
         }
         flush_copy(&mut copy).await?;
+        self.retain(&target).await?;
         Ok(StoredArtefact { sha256, size, newly_stored: !stored })
     }
 
@@ -473,7 +496,16 @@ impl ArtefactStore {
                 Err(err) => return Err(err.into()),
             },
         };
+        self.retain(&target).await?;
         Ok(StoredArtefact { sha256, size, newly_stored })
+    }
+
+    /// Gives the artefact at `target` its retention, where the store has one to give.
+    async fn retain(&self, target: &Path) -> Result<(), StoreError> {
+        match &self.retention {
+            Some(retention) => Ok(retention.retain(target).await?),
+            None => Ok(()),
+        }
     }
 
     /// Whether the object store answers now (a readiness check): one listing of the top of this store's prefix,

@@ -15,9 +15,9 @@
 //!   deletes every row past it ([`Catalog::prune_full_buckets`]). So the table holds only the keys taken from
 //!   within their budget's refill time (at most an hour for the sign-in budgets), however many keys an attacker
 //!   cycles through, at about 100 bytes a key.
-//! - Times are the gateways' clocks, in milliseconds since the Unix epoch. A bucket's time (`at`) only grows: a
-//!   gateway whose clock runs behind refills nothing until its clock passes it, and one that runs ahead refills a
-//!   bucket early by its lead, once.
+//! - Times are given on each gateway's clock, in milliseconds since the Unix epoch, and shifted to the database's
+//!   ([`Catalog::database_now_ms`]) before they are compared or stored: a gateway whose clock runs ahead neither
+//!   refills buckets early nor prunes those still spent. A bucket's time (`at`) only grows.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,6 +83,7 @@ impl Catalog {
     /// them; otherwise takes nothing and says how long until it does. One statement (and, when short, one read).
     /// `bucket` is a keyed digest of the budget and its key, never the key itself.
     pub async fn take_tokens(&self, bucket: &[u8; 32], rule: BucketRule, count: f64, now: i64) -> Result<Take> {
+        let now = self.on_database_clock(now).await;
         let count = count.clamp(0.0, rule.burst);
         let full_at = now.saturating_add(rule.fill_ms());
         let taken = sqlx::query(concat!(
@@ -109,11 +110,16 @@ impl Catalog {
         if taken {
             return Ok(Take::Taken);
         }
-        Ok(Take::Short { wait: rule.wait(self.tokens_left(bucket, rule, now).await?, count) })
+        Ok(Take::Short { wait: rule.wait(self.tokens_at(bucket, rule, now).await?, count) })
     }
 
     /// The tokens `bucket` holds at `now` (ms) under `rule`, taking none: the burst if it has no row.
     pub async fn tokens_left(&self, bucket: &[u8; 32], rule: BucketRule, now: i64) -> Result<f64> {
+        self.tokens_at(bucket, rule, self.on_database_clock(now).await).await
+    }
+
+    /// [`Catalog::tokens_left`] at `now` on the database's clock.
+    async fn tokens_at(&self, bucket: &[u8; 32], rule: BucketRule, now: i64) -> Result<f64> {
         let row = sqlx::query("SELECT tokens, at FROM budget_buckets WHERE bucket = $1")
             .bind(&bucket[..])
             .fetch_optional(&self.pool)
@@ -126,6 +132,11 @@ impl Catalog {
 
     /// Deletes every bucket that is full again by `now` (ms): it would start full anyway. Returns how many.
     pub async fn prune_full_buckets(&self, now: i64) -> Result<u64> {
+        self.prune_full_buckets_at(self.on_database_clock(now).await).await
+    }
+
+    /// [`Catalog::prune_full_buckets`] at `now` on the database's clock.
+    async fn prune_full_buckets_at(&self, now: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM budget_buckets WHERE full_at <= $1").bind(now).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
@@ -167,7 +178,7 @@ impl Catalog {
         {
             return;
         }
-        match self.prune_full_buckets(now).await {
+        match self.prune_full_buckets_at(now).await {
             Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "deleted budget buckets that were full again"),
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "could not delete budget buckets that were full again"),

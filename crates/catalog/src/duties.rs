@@ -41,19 +41,16 @@ pub struct DutyLease {
     node: String,
     /// `None` on SQLite, where the one gateway holds every duty.
     catalog: Option<Catalog>,
-    /// Until when (ms since the Unix epoch) the lease was last renewed.
+    /// Until when (ms since the Unix epoch, on the database's clock) the lease was last renewed.
     held_until: AtomicI64,
+    /// How far the database's clock was ahead of this process's at the last renewal (ms).
+    shift: AtomicI64,
 }
 
 impl fmt::Debug for DutyLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DutyLease").field("duty", &self.duty).field("node", &self.node).finish_non_exhaustive()
     }
-}
-
-/// Milliseconds since the Unix epoch, by this machine's clock.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
 
 fn expiry_from(now: i64) -> i64 {
@@ -63,14 +60,24 @@ fn expiry_from(now: i64) -> i64 {
 impl Catalog {
     /// Takes `duty` for `node` (an opaque id of this process) if no other gateway on this database holds it, its
     /// holder's lease has expired, or `node` holds it already; `None` if another gateway holds it.
+    /// Leases are read and written on the database's clock ([`Catalog::database_now_ms`]), so a gateway whose
+    /// clock runs ahead takes no duty from a holder that renews it.
     pub async fn try_duty(&self, duty: Duty, node: &str) -> Result<Option<DutyLease>> {
-        self.try_duty_at(duty, node, now_ms()).await
+        let local = crate::database_clock::system_ms();
+        let now = self.on_database_clock(local).await;
+        self.try_duty_shifted(duty, node, now, now - local).await
     }
 
-    /// [`Catalog::try_duty`] at `now` (ms since the Unix epoch).
+    /// [`Catalog::try_duty`] at `now` (ms since the Unix epoch, on the database's clock and this process's alike).
     pub async fn try_duty_at(&self, duty: Duty, node: &str, now: i64) -> Result<Option<DutyLease>> {
+        self.try_duty_shifted(duty, node, now, 0).await
+    }
+
+    /// [`Catalog::try_duty`] at `now` on the database's clock, which is `shift` ms ahead of this process's.
+    async fn try_duty_shifted(&self, duty: Duty, node: &str, now: i64, shift: i64) -> Result<Option<DutyLease>> {
         if self.postgres_url.is_none() {
-            let lease = DutyLease { duty, node: node.to_owned(), catalog: None, held_until: AtomicI64::new(i64::MAX) };
+            let held_until = AtomicI64::new(i64::MAX);
+            let lease = DutyLease { duty, node: node.to_owned(), catalog: None, held_until, shift: AtomicI64::new(0) };
             return Ok(Some(lease));
         }
         let taken = sqlx::query(
@@ -92,6 +99,7 @@ impl Catalog {
             node: node.to_owned(),
             catalog: Some(self.clone()),
             held_until: AtomicI64::new(held_until),
+            shift: AtomicI64::new(shift),
         }))
     }
 }
@@ -100,16 +108,20 @@ impl DutyLease {
     /// Renews the duty's lease; whether it is still this process's. `false` once another gateway holds it, or
     /// once the lease has run out unrenewed (the database unreachable meanwhile): stop doing the duty.
     pub async fn still_held(&self) -> bool {
-        self.still_held_at(now_ms()).await
+        let Some(catalog) = &self.catalog else { return true };
+        let local = crate::database_clock::system_ms();
+        let now = catalog.on_database_clock(local).await;
+        self.shift.store(now - local, Ordering::Release);
+        self.still_held_at(now).await
     }
 
-    /// Until when (ms since the Unix epoch) the duty is this process's as of its last renewal: no other gateway may
-    /// take it before then. `i64::MAX` on SQLite.
+    /// Until when (ms since the Unix epoch, on this process's clock) the duty is this process's as of its last
+    /// renewal: no other gateway may take it before then. `i64::MAX` on SQLite.
     pub fn held_until(&self) -> i64 {
-        self.held_until.load(Ordering::Acquire)
+        self.held_until.load(Ordering::Acquire).saturating_sub(self.shift.load(Ordering::Acquire))
     }
 
-    /// [`DutyLease::still_held`] at `now` (ms since the Unix epoch).
+    /// [`DutyLease::still_held`] at `now` (ms since the Unix epoch, on the database's clock).
     pub async fn still_held_at(&self, now: i64) -> bool {
         let Some(catalog) = &self.catalog else { return true };
         let renewed = sqlx::query("UPDATE duty_leases SET expires_at = $1 WHERE duty = $2 AND node = $3")

@@ -11,8 +11,9 @@
 //!   PostgreSQL it locks the row until the write commits: a takeover waits for it (and then reads a journal that
 //!   holds it), or the write waits for the takeover and is refused. SQLite has one writer at a time anyway.
 //!
-//! Times are the gateways' clocks, in milliseconds since the Unix epoch: a clock that runs ahead only moves a
-//! hearing early, since the fence, not the clock, keeps two holders from writing.
+//! Times are given and read on each gateway's clock, in milliseconds since the Unix epoch, and stored on the
+//! database's ([`Catalog::database_now_ms`]): a gateway whose clock runs ahead takes no hearing from a holder that
+//! renews its lease (and the fence, not the clock, keeps two holders from writing).
 
 use sqlx::Row as _;
 
@@ -39,7 +40,7 @@ impl HearingFence {
 pub struct HearingLease {
     pub node: String,
     pub epoch: i64,
-    /// Milliseconds since the Unix epoch.
+    /// Milliseconds since the Unix epoch, on this process's clock.
     pub expires_at: i64,
 }
 
@@ -65,8 +66,8 @@ impl Catalog {
         )
         .bind(hearing_id)
         .bind(node)
-        .bind(expires_at)
-        .bind(now)
+        .bind(self.on_database_clock(expires_at).await)
+        .bind(self.on_database_clock(now).await)
         .fetch_optional(&self.pool)
         .await?;
         Ok(match row {
@@ -80,7 +81,7 @@ impl Catalog {
     pub async fn renew_hearing_lease(&self, fence: &HearingFence, expires_at: i64) -> Result<bool> {
         let done =
             sqlx::query("UPDATE hearing_leases SET expires_at = $1 WHERE hearing_id = $2 AND node = $3 AND epoch = $4")
-                .bind(expires_at)
+                .bind(self.on_database_clock(expires_at).await)
                 .bind(&fence.hearing_id)
                 .bind(&fence.node)
                 .bind(fence.epoch)
@@ -93,7 +94,7 @@ impl Catalog {
     pub async fn hearings_leased_elsewhere(&self, node: &str, now: i64) -> Result<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hearing_leases WHERE node <> $1 AND expires_at > $2")
             .bind(node)
-            .bind(now)
+            .bind(self.on_database_clock(now).await)
             .fetch_one(&self.pool)
             .await?;
         Ok(count as u64)
@@ -109,7 +110,7 @@ impl Catalog {
         Ok(Some(HearingLease {
             node: row.try_get("node")?,
             epoch: row.try_get("epoch")?,
-            expires_at: row.try_get("expires_at")?,
+            expires_at: row.try_get::<i64, _>("expires_at")? - (self.on_database_clock(0).await),
         }))
     }
 
@@ -121,7 +122,7 @@ impl Catalog {
              LEFT JOIN hearing_leases l ON l.hearing_id = j.hearing_id \
              WHERE l.hearing_id IS NULL OR l.expires_at <= $1 ORDER BY j.hearing_id",
         )
-        .bind(now)
+        .bind(self.on_database_clock(now).await)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok(row.try_get("hearing_id")?)).collect()

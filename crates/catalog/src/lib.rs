@@ -9,6 +9,7 @@
 //! finds, and decides nothing.
 
 mod budgets;
+mod database_clock;
 mod duties;
 mod leases;
 mod schema;
@@ -146,6 +147,8 @@ pub struct Catalog {
     budget_salt: Arc<tokio::sync::OnceCell<[u8; 32]>>,
     /// When this process last deleted the budget buckets that were full again (ms; [`budgets::PRUNE_EVERY_MS`]).
     budgets_pruned_at: Arc<std::sync::atomic::AtomicI64>,
+    /// How this process's clock differs from the database's ([`Catalog::database_now_ms`]).
+    database_clock: Arc<database_clock::DatabaseClock>,
 }
 
 impl fmt::Debug for Catalog {
@@ -454,6 +457,7 @@ impl Catalog {
             sequencer: Arc::default(),
             budget_salt: Arc::default(),
             budgets_pruned_at: Arc::default(),
+            database_clock: Arc::default(),
         })
     }
 

@@ -486,7 +486,10 @@ async fn not_taken(gateway: &Gateway, id: &str, from: u64, expired: &str) -> Pro
         Err(err) => return GatewayError::from(err).into(),
     };
     let Some(row) = row else {
-        return Problem::not_found(format!("upload {id} was removed while this request ran"));
+        return Problem::not_found(format!(
+            "upload {id} was finished or removed by another request while this one ran: look for its artefact in \
+             the case before you upload it again"
+        ));
     };
     if row.expires_at <= gateway.clock().unix_seconds() {
         if let Err(err) = uploads::remove_upload(gateway, id, i64::MAX).await {

@@ -27,6 +27,9 @@ struct TwoGateways {
     a: support::Client,
     b: support::Client,
     port_b: u16,
+    /// What a third gateway on the same database and bucket needs: their settings, and the log's key.
+    env: Vec<(&'static str, std::ffi::OsString)>,
+    key: Vec<u8>,
 }
 
 impl TwoGateways {
@@ -45,10 +48,11 @@ impl TwoGateways {
             setup.member("case-l", &clerk, "clerk").await;
             (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
         };
-        let mut env: Vec<(&str, std::ffi::OsString)> =
+        let mut shared_env: Vec<(&'static str, std::ffi::OsString)> =
             garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-        env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+        shared_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            shared_env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
         let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
         let (process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
         let (process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
@@ -59,7 +63,18 @@ impl TwoGateways {
         eventually("a gateway hosting the hearings", async || hosts(&a) || hosts(&b)).await;
         let (a, b, process_a, process_b, port_b) =
             if hosts(&a) { (a, b, process_a, process_b, port_b) } else { (b, a, process_b, process_a, port_a) };
-        Self { postgres, _garage: garage, _dirs: (dir_a, dir_b), process_a, _process_b: process_b, a, b, port_b }
+        Self {
+            postgres,
+            _garage: garage,
+            _dirs: (dir_a, dir_b),
+            process_a,
+            _process_b: process_b,
+            a,
+            b,
+            port_b,
+            env: shared_env,
+            key,
+        }
     }
 
     /// A hearing scheduled and opened on A: its id and console path.
@@ -269,4 +284,61 @@ async fn a_frozen_host_loses_the_hearings_to_another_and_does_not_take_them_back
     let still = catalog.hearing_lease(&id).await.unwrap().unwrap();
     assert_eq!((still.node, still.epoch), (held_by_b.node, held_by_b.epoch), "the hearing stays B's");
     assert_eq!(two.b.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
+}
+
+/// libfaketime's preload library (Debian's `libfaketime`, installed by scripts/setup-system.sh test).
+fn libfaketime() -> std::path::PathBuf {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    let found = candidates.iter().map(std::path::PathBuf::from).find(|path| path.exists());
+    found.expect("libfaketime (apt-get install faketime; scripts/setup-system.sh test installs it)")
+}
+
+/// A third gateway starts with its clock 20 minutes ahead. Leases are read and written on the database's clock, so
+/// it takes no duty from A, which renews them, and no hearing: A stays the host, the hearing stays A's under the
+/// same epoch, and no lease is dated 20 minutes ahead. Before, it took every duty at once and, once killed, left
+/// them unusable to the others until real time caught up with its clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_clock_runs_ahead_takes_no_duty_and_no_hearing() {
+    let two = TwoGateways::start().await;
+    let (id, _uri) = two.open_hearing_on_a();
+    let catalog = Catalog::connect(&two.postgres.url).await.unwrap();
+    let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
+
+    let mut env: Vec<(&str, &std::ffi::OsStr)> =
+        two.env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    let preload = libfaketime();
+    env.push(("LD_PRELOAD", preload.as_os_str()));
+    env.push(("FAKETIME", std::ffi::OsStr::new("+20m")));
+    // Its timers (tokio's, on the monotonic clock) run at the real pace; only the wall clock is ahead.
+    env.push(("FAKETIME_DONT_FAKE_MONOTONIC", std::ffi::OsStr::new("1")));
+    let dir_c = support::data_dir_with_key(&two.key);
+    let (process_c, port_c) = support::spawn_gateway(dir_c.path(), &env);
+    let c = support::Client { base: format!("http://127.0.0.1:{port_c}"), cookie: None };
+    let log = std::fs::read_to_string(dir_c.path().join("gateway-stderr.log")).unwrap_or_default();
+    assert!(!log.contains("ERROR"), "{log}");
+
+    // C looks for duties every 5 s, and a lease is taken once 15 s past its expiry: 40 s of C running are several
+    // looks at leases it would have found expired by its own clock.
+    let watched = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while std::time::Instant::now() < watched {
+        assert_eq!(two.a.send("GET", "/readyz/hearings", "text/plain", b"").0, 200, "A still hosts the hearings");
+        assert_eq!(c.send("GET", "/readyz/hearings", "text/plain", b"").0, 503, "C hosts nothing");
+        assert_eq!(c.send("GET", "/readyz/transfers", "text/plain", b"").0, 503, "C handles no transfers");
+        let lease = catalog.hearing_lease(&id).await.unwrap().unwrap();
+        assert_eq!((&lease.node, lease.epoch), (&held_by_a.node, held_by_a.epoch), "the hearing stays A's");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+    let now = catalog.database_now_ms().await;
+    let latest: i64 = sqlx::query_scalar("SELECT MAX(expires_at) FROM duty_leases")
+        .fetch_one(&sqlx::AnyPool::connect(&two.postgres.url).await.unwrap())
+        .await
+        .unwrap();
+    assert!(latest < now + 60_000, "no duty's lease runs 20 minutes ahead: {} s", (latest - now) / 1000);
+    let log = std::fs::read_to_string(dir_c.path().join("gateway-stderr.log")).unwrap();
+    assert!(log.contains("clock differs from the database"), "C was told its clock is off: {log}");
+    drop(process_c);
 }

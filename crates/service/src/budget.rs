@@ -75,39 +75,49 @@ impl BudgetStore {
         failing.is_some_and(|since| since.elapsed() < STORE_PAUSE)
     }
 
-    /// Runs one request to the catalog within [`STORE_TIMEOUT`], noting whether it failed.
+    /// Runs one request that takes or reads a bucket within [`STORE_TIMEOUT`], noting whether it failed, and that
+    /// the catalog answers again if it had failed.
     async fn ask<T>(
         &self,
         request: impl std::future::Future<Output = custodia_catalog::Result<T>>,
     ) -> Result<T, StoreFailed> {
-        let outcome = tokio::time::timeout(STORE_TIMEOUT, request).await;
+        let answer = self.timed(request).await?;
         let mut failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match outcome {
-            Ok(Ok(answer)) => {
-                if failing.take().is_some() {
-                    tracing::info!("budgets are shared through the catalog again");
+        if failing.take().is_some() {
+            tracing::info!("budgets are shared through the catalog again");
+        }
+        Ok(answer)
+    }
+
+    /// Runs one request to the catalog within [`STORE_TIMEOUT`], noting whether it failed. An answer says nothing
+    /// of whether the catalog answers again: the salt is read once and kept, so its read succeeds while the
+    /// database is down.
+    async fn timed<T>(
+        &self,
+        request: impl std::future::Future<Output = custodia_catalog::Result<T>>,
+    ) -> Result<T, StoreFailed> {
+        let outcome = tokio::time::timeout(STORE_TIMEOUT, request).await;
+        let failed = match outcome {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(err)) => Some(err),
+            Err(_) => None,
+        };
+        let mut failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failing.replace(Instant::now()).is_none() {
+            match failed {
+                Some(err) => tracing::warn!(error = %err, "budgets are held per process: the catalog failed"),
+                None => {
+                    tracing::warn!(waited = ?STORE_TIMEOUT, "budgets are held per process: the catalog did not answer")
                 }
-                Ok(answer)
-            }
-            Ok(Err(err)) => {
-                if failing.replace(Instant::now()).is_none() {
-                    tracing::warn!(error = %err, "budgets are held per process: the catalog failed");
-                }
-                Err(StoreFailed)
-            }
-            Err(_) => {
-                if failing.replace(Instant::now()).is_none() {
-                    tracing::warn!(waited = ?STORE_TIMEOUT, "budgets are held per process: the catalog did not answer");
-                }
-                Err(StoreFailed)
             }
         }
+        Err(StoreFailed)
     }
 
     /// The bucket of `key` in the budget `name`: HMAC-SHA256 under the database's salt.
     async fn bucket(&self, name: &str, key: &str) -> Result<[u8; 32], StoreFailed> {
         let salt = self
-            .ask(self.catalog.budget_salt(|| {
+            .timed(self.catalog.budget_salt(|| {
                 let mut salt = [0u8; 32];
                 rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut salt);
                 salt

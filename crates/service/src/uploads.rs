@@ -176,7 +176,13 @@ pub async fn complete(
         Err(failed) => {
             match gateway.catalog().release_upload_claim(&row.id, last, i64::MAX).await {
                 Ok(true) => delete_chunk(gateway, last).await,
-                Ok(false) => {}
+                Ok(false) => {
+                    // The claim was no longer this request's (its gateway froze past it, and another request took
+                    // the upload over, and may have finished it): what failed here is not the client's to retry.
+                    tracing::warn!(upload = %row.id, error = %failed, "a completion taken over meanwhile failed here");
+                    delete_chunk(gateway, last).await;
+                    return Err(CompletionError::NotClaimed);
+                }
                 Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
             }
             return Err(failed);

@@ -160,7 +160,7 @@ impl Catalog {
             .map_err(|_| crate::CatalogError::Database(sqlx::Error::Decode("the budgets' salt is not 32 bytes".into())))
     }
 
-    /// The salt of this database's budget keys ([`Self::stored_budget_salt`]), read at the first call of this
+    /// The salt of this database's budget keys (stored in `budget_salt`), read at the first call of this
     /// handle or its clones and then kept; `candidate` is stored if the database has none yet. The salt is in the
     /// database, beside the digests it salts: it is what every gateway on the database shares without being told,
     /// and it keeps a stolen table from being read against a table of hashes made in advance; it does not keep

@@ -399,7 +399,7 @@ impl Transfers {
     }
 
     /// Starts the drivers of the transfers under way if this gateway holds the duty of the transfers, and the loops
-    /// that keep the duty (every [`DUTY_CHECK`]), send the outbox and sweep the timeouts (by the duty's holder).
+    /// that keep the duty (every `DUTY_CHECK`, 5 s), send the outbox and sweep the timeouts (by the duty's holder).
     pub async fn resume(self: &Arc<Self>) -> Result<()> {
         self.keep_duty().await;
         // A receipt cut off while being finished, whose artefact is already listed (restored from the log at start,

@@ -398,18 +398,7 @@ async fn a_transfer_arriving_at_two_gateways_is_staged_by_the_duty_holder_and_fi
     .await;
     let listener_port = proxy.port;
     // Catania's card names the address Tunis reaches it at: the proxy's, by a forwarder on the card's port.
-    let forward = tokio::net::TcpListener::bind(("127.0.0.1", catania_port)).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = forward.accept().await else { return };
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", listener_port)).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    });
+    forward(catania_port, listener_port).await;
 
     // Tunis sends a statement of three chunks.
     let tunis_admin = tunis.admin().await;
@@ -527,18 +516,7 @@ async fn a_transfer_sent_from_two_gateways_is_driven_by_the_duty_holder_and_fini
     })
     .await;
     let proxy_port = proxy.port;
-    let forward = tokio::net::TcpListener::bind(("127.0.0.1", catania_port)).await.unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = forward.accept().await else { return };
-            tokio::spawn(async move {
-                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", proxy_port)).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            });
-        }
-    });
+    forward(catania_port, proxy_port).await;
     let mut first_process = first.serve();
     let mut second_process = second.serve();
     let admin = first.admin().await;
@@ -779,4 +757,18 @@ async fn one_gateway_asks_the_witnesses_and_every_gateway_publishes_the_cosigned
     let asked = witness.asked();
     assert!(asked.values().all(|times| *times == 1), "each checkpoint asked once: {asked:?}");
     assert_eq!(witness.conflicts.load(std::sync::atomic::Ordering::SeqCst), 0, "asked from where the other left");
+}
+
+/// Forwards every connection to loopback port `from` to port `to`, for as long as the test runs.
+async fn forward(from: u16, to: u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", from)).await.unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            });
+        }
+    });
 }

@@ -909,12 +909,18 @@ impl Gateway {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
+        self.authorize_ingest(caller, case, &request).await?;
+        self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await
+    }
+
+    /// Whether `caller` may put `request`'s artefact into `case`: upload there, and set a policy if it attaches one
+    /// (attaching a policy is setting one: the same role rule as setting one later).
+    async fn authorize_ingest(&self, caller: &Principal, case: &CaseId, request: &UploadRequest) -> Result<()> {
         self.authorize(caller, case, Action::UploadArtefact).await?;
         if request.policy.is_some() {
-            // Attaching a policy is setting one: the same role rule as setting one later.
             self.authorize(caller, case, Action::SetPolicy).await?;
         }
-        self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await
+        Ok(())
     }
 
     /// [`Gateway::ingest`] of the bytes of a resumable upload whose completion this request has claimed
@@ -933,10 +939,7 @@ impl Gateway {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        self.authorize(caller, case, Action::UploadArtefact).await?;
-        if request.policy.is_some() {
-            self.authorize(caller, case, Action::SetPolicy).await?;
-        }
+        self.authorize_ingest(caller, case, &request).await?;
         self.register_as(caller, case, Arrival::Resumable(completion), request, self.max_upload_bytes, body).await
     }
 
@@ -959,10 +962,7 @@ impl Gateway {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
         E: std::fmt::Display,
     {
-        self.authorize(caller, case, Action::UploadArtefact).await?;
-        if request.policy.is_some() {
-            self.authorize(caller, case, Action::SetPolicy).await?;
-        }
+        self.authorize_ingest(caller, case, &request).await?;
         let account = caller.account_id();
         self.take_upload_allowance(account).await?;
         if let Some(declared) = declared

@@ -69,10 +69,19 @@ impl BudgetStore {
         self.clock.now().as_millisecond()
     }
 
-    /// Whether the catalog failed within the last [`STORE_PAUSE`] (budgets are held in this process meanwhile).
+    /// Whether budgets are held in this process now: the catalog failed within the last [`STORE_PAUSE`]. Once the
+    /// pause is over, one request asks the catalog again, and the pause starts over for the others meanwhile, so
+    /// that only that one waits for a catalog still failing, not every request that comes while it is asked.
     fn pausing(&self) -> bool {
-        let failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failing.is_some_and(|since| since.elapsed() < STORE_PAUSE)
+        let mut failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *failing {
+            Some(since) if since.elapsed() < STORE_PAUSE => true,
+            Some(_) => {
+                *failing = Some(Instant::now());
+                false
+            }
+            None => false,
+        }
     }
 
     /// Runs one request that takes or reads a bucket within [`STORE_TIMEOUT`], noting whether it failed, and that

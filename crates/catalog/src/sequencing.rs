@@ -309,6 +309,12 @@ impl Catalog {
                 .bind(SEQUENCE_LOCK_WAIT)
                 .execute(&mut *tx)
                 .await?;
+        } else {
+            // SQLite: write first, so that the transaction takes the write lock (waiting for it as long as the
+            // connection's busy timeout) before it reads anything. A transaction that reads first and then writes
+            // while another connection writes is refused at once (SQLITE_BUSY, which no wait can resolve).
+            // (A statement that writes takes the lock whether or not it changes a row; this one changes none.)
+            sqlx::query("UPDATE log_sequence SET next = next WHERE id = -1").execute(&mut *tx).await?;
         }
         let held = fences_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.fence.as_ref())).await?;
         let registrations = || batch.iter().filter_map(|sequencing| sequencing.registration.as_deref());

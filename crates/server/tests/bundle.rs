@@ -473,6 +473,11 @@ async fn case_exports_complete_and_verify_while_uploads_keep_coming() {
     };
     // Uploads are under way before the first export starts.
     while uploaded.load(Ordering::SeqCst) == 0 {
+        // An uploader that failed has said why: its panic, not a wait here for ever.
+        if uploader.is_finished() {
+            uploader.await.unwrap();
+            unreachable!("the uploader stopped before it was told to");
+        }
         tokio::task::yield_now().await;
     }
     let mut exporters = Vec::new();

@@ -145,3 +145,62 @@ impl DutyLease {
         }
     }
 }
+
+/// A duty this process keeps asking for ([`DutyHolder::keep`], every few seconds), and whether it holds it now
+/// ([`DutyHolder::holds`]): the lease while held, and until when it holds, on this process's clock.
+#[derive(Debug)]
+pub struct DutyHolder {
+    duty: Duty,
+    /// This process's id in the lease: random per start, naming no host or address.
+    node: String,
+    /// What the duty is, for the operator's log: "this gateway {what}".
+    what: &'static str,
+    lease: tokio::sync::Mutex<Option<DutyLease>>,
+    /// Until when (ms since the Unix epoch, this process's clock) it holds the duty as of its last look: 0 while
+    /// it does not.
+    held_until: AtomicI64,
+}
+
+impl DutyHolder {
+    pub fn new(duty: Duty, node: &str, what: &'static str) -> Self {
+        Self {
+            duty,
+            node: node.to_owned(),
+            what,
+            lease: tokio::sync::Mutex::const_new(None),
+            held_until: AtomicI64::new(0),
+        }
+    }
+
+    /// Renews the lease if this process holds it, else takes the duty if no other gateway holds it; whether this
+    /// process holds it now. A change either way is in the operator's log.
+    pub async fn keep(&self, catalog: &Catalog) -> bool {
+        let what = self.what;
+        let mut lease = self.lease.lock().await;
+        if let Some(held) = lease.as_ref()
+            && !held.still_held().await
+        {
+            tracing::warn!("another gateway {what} now");
+            *lease = None;
+        }
+        if lease.is_none() {
+            match catalog.try_duty(self.duty, &self.node).await {
+                Ok(Some(taken)) => {
+                    tracing::info!("this gateway {what}");
+                    *lease = Some(taken);
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway {what}"),
+            }
+        }
+        let until = lease.as_ref().map_or(0, DutyLease::held_until);
+        self.held_until.store(until, Ordering::Release);
+        lease.is_some()
+    }
+
+    /// Whether this process holds the duty, as of its last [`DutyHolder::keep`] and within its lease: past it (a
+    /// process that was frozen, and has not looked again yet), it may do the duty no more.
+    pub fn holds(&self) -> bool {
+        crate::database_clock::system_ms() < self.held_until.load(Ordering::Acquire)
+    }
+}

@@ -17,7 +17,7 @@ mod sequencing;
 mod transfers;
 
 pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
-pub use duties::{DUTY_EXPIRY, Duty, DutyLease};
+pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 

@@ -47,8 +47,8 @@ pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(5)
 /// paused.
 pub const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Now, in milliseconds since the Unix epoch, as hearing leases count time (the system clock: a lease is about
-/// this process being alive, not about the gateway's clock for records).
+/// Now, in milliseconds since the Unix epoch, as hearing leases count time: the system clock (a lease is about this
+/// process being alive, not about the gateway's clock for records), which the catalog shifts to the database's.
 fn lease_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
@@ -225,11 +225,8 @@ pub struct Hearings {
     node: String,
     /// Hearings whose journal could not be replayed here: not tried again by this process.
     unrestorable: Mutex<BTreeSet<String>>,
-    /// The duty of hosting the hearings ([`custodia_catalog::Duty::HEARINGS`]), while this gateway holds it.
-    hosting: tokio::sync::Mutex<Option<custodia_catalog::DutyLease>>,
-    /// Until when (ms since the Unix epoch) it does, as of its last renewal, for `/readyz/hearings`
-    /// ([`Self::hosts_hearings`]): 0 while it does not.
-    hosts_until: std::sync::atomic::AtomicI64,
+    /// The duty of hosting the hearings ([`custodia_catalog::Duty::HEARINGS`]).
+    hosting: custodia_catalog::DutyHolder,
     /// Whether another gateway held a hearing's lease at the last look ([`Self::look_elsewhere`]): a secret not
     /// known here may be of one of its hearings ([`EnterRefusal::ServedElsewhere`]).
     others_hold: std::sync::atomic::AtomicBool,
@@ -608,6 +605,7 @@ impl Hearings {
         // entries and a guesser's failures would otherwise get a budget per gateway. A room's steps are taken
         // in the gateway that holds its hearing, and stay in its memory.
         let budgets = gateway.budgets().clone();
+        let node = new_id("node");
         Hearings {
             gateway,
             media,
@@ -624,10 +622,9 @@ impl Hearings {
                 .kept_in("room_entries_failed", &budgets),
             whip_turn: tokio::sync::Mutex::const_new(()),
             mask_program,
-            node: new_id("node"),
+            hosting: custodia_catalog::DutyHolder::new(custodia_catalog::Duty::HEARINGS, &node, "hosts the hearings"),
+            node,
             unrestorable: Mutex::default(),
-            hosting: tokio::sync::Mutex::const_new(None),
-            hosts_until: std::sync::atomic::AtomicI64::new(0),
             others_hold: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -996,8 +993,7 @@ impl Hearings {
     /// for [`custodia_catalog::DUTY_EXPIRY`] (dead, frozen or cut off), and keeps it when the old holder comes back,
     /// which then hands over what it still held ([`Self::host`]). A gateway on SQLite is alone, and hosts them.
     pub fn hosts_hearings(&self) -> bool {
-        // Past its lease (a gateway that was frozen, and has not looked again yet), it may host no more.
-        lease_now() < self.hosts_until.load(Ordering::Acquire)
+        self.hosting.holds()
     }
 
     /// Takes the duty of hosting the hearings if no other gateway holds it, or renews it; returns whether this
@@ -1005,7 +1001,7 @@ impl Hearings {
     /// while frozen or cut off), hands them over: each is stopped here and its lease given up, so that the host,
     /// where the load balancer sends their participants, takes them over at its next look.
     pub async fn host(&self) -> bool {
-        let hosts = self.hold_the_duty().await;
+        let hosts = self.hosting.keep(self.gateway.catalog()).await;
         if !hosts {
             let held: Vec<Arc<LiveHearing>> = self.live().values().cloned().collect();
             for live in held {
@@ -1018,29 +1014,6 @@ impl Hearings {
             }
         }
         hosts
-    }
-
-    async fn hold_the_duty(&self) -> bool {
-        let mut hosting = self.hosting.lock().await;
-        if let Some(lease) = hosting.as_ref()
-            && !lease.still_held().await
-        {
-            tracing::warn!("another gateway hosts the hearings now");
-            *hosting = None;
-        }
-        if hosting.is_none() {
-            match self.gateway.catalog().try_duty(custodia_catalog::Duty::HEARINGS, &self.node).await {
-                Ok(Some(lease)) => {
-                    tracing::info!("this gateway hosts the hearings");
-                    *hosting = Some(lease);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot ask whether this gateway hosts the hearings"),
-            }
-        }
-        let until = hosting.as_ref().map_or(0, custodia_catalog::DutyLease::held_until);
-        self.hosts_until.store(until, Ordering::Release);
-        hosting.is_some()
     }
 
     /// Keeps this gateway's hearing leases ([`Self::renew_leases`]) and, while it hosts the hearings

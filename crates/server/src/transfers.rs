@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -142,11 +142,6 @@ pub struct SentToPartners {
     pub outbox: AtomicU64,
 }
 
-/// Milliseconds since the Unix epoch, by this machine's clock (the duty's lease is in them).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
-}
-
 /// The staging identity of the data directory whose staging files lie in `dir` (`staging-id` there, made once:
 /// random, naming no host): the catalog notes by it which gateway's disk holds an arriving transfer's payload.
 fn staging_identity(dir: &std::path::Path) -> std::io::Result<String> {
@@ -192,12 +187,8 @@ pub struct Transfers {
     sending: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Partners that take chunks only one after another (they refused one sent ahead as out of order).
     one_chunk_at_a_time: Mutex<HashSet<String>>,
-    /// This process's id in the duty's lease: random per start, naming no host or address.
-    node: String,
-    /// The duty of the transfers ([`custodia_catalog::Duty::TRANSFERS`]), while this gateway holds it.
-    duty: tokio::sync::Mutex<Option<custodia_catalog::DutyLease>>,
-    /// Until when (ms since the Unix epoch) this gateway holds the duty as of its last renewal: 0 while it does not.
-    on_duty_until: AtomicI64,
+    /// The duty of the transfers ([`custodia_catalog::Duty::TRANSFERS`]).
+    duty: custodia_catalog::DutyHolder,
     /// This data directory's staging identity ([`staging_identity`]).
     staging_id: String,
     /// Requests sent to partners by this process.
@@ -307,9 +298,11 @@ impl Transfers {
             chunk_handled: tokio::sync::Notify::new(),
             sending: Mutex::default(),
             one_chunk_at_a_time: Mutex::default(),
-            node: custodia_service::gateway::new_id("node"),
-            duty: tokio::sync::Mutex::const_new(None),
-            on_duty_until: AtomicI64::new(0),
+            duty: custodia_catalog::DutyHolder::new(
+                custodia_catalog::Duty::TRANSFERS,
+                &custodia_service::gateway::new_id("node"),
+                "handles the transfers with partner gateways",
+            ),
             staging_id,
             sent: SentToPartners::default(),
         })
@@ -319,7 +312,7 @@ impl Transfers {
     /// gateway on a database that drives the transfers sent to partners and takes the partners' requests about
     /// transfers. A gateway on SQLite is alone, and holds it.
     pub fn on_duty(&self) -> bool {
-        now_ms() < self.on_duty_until.load(Ordering::Acquire)
+        self.duty.holds()
     }
 
     /// What this process sent to partners.
@@ -330,30 +323,12 @@ impl Transfers {
     /// Takes the duty of the transfers if no other gateway holds it, or renews it; whether this gateway holds it. A
     /// gateway that finds it gone forgets what was arriving here (its drivers stop at their next step).
     async fn hold_the_duty(&self) -> bool {
-        let mut duty = self.duty.lock().await;
-        if let Some(lease) = duty.as_ref()
-            && !lease.still_held().await
-        {
-            tracing::warn!("another gateway handles the transfers with partner gateways now");
-            *duty = None;
-        }
-        if duty.is_none() {
-            match self.gateway.catalog().try_duty(custodia_catalog::Duty::TRANSFERS, &self.node).await {
-                Ok(Some(lease)) => {
-                    tracing::info!("this gateway handles the transfers with partner gateways");
-                    *duty = Some(lease);
-                }
-                Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway handles the transfers"),
-            }
-        }
-        let until = duty.as_ref().map_or(0, custodia_catalog::DutyLease::held_until);
-        self.on_duty_until.store(until, Ordering::Release);
-        if duty.is_none() {
+        let held = self.duty.keep(self.gateway.catalog()).await;
+        if !held {
             // What was arriving here is the holder's to take now: nothing of it is counted here any more.
             self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         }
-        duty.is_some()
+        held
     }
 
     /// The refusal of a partner's request about a transfer on a gateway without the duty.

@@ -126,6 +126,11 @@ impl Garage {
         *self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(child);
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Child::id)
+    }
+
     /// Stops the server (as a crash would: SIGKILL), keeping its data.
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {

@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: real custody records to log, and copies of logs to tamper with.
 
+pub mod failing_store;
 pub mod garage;
 pub mod moto;
 pub mod postgres;

@@ -67,6 +67,13 @@ impl TempPostgres {
         assert!(status.success(), "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
 
+    /// The server's process id (the postmaster's, from its `postmaster.pid`), while it runs: its backends are its
+    /// children.
+    pub fn pid(&self) -> Option<u32> {
+        let file = std::fs::read_to_string(self.data().join("postmaster.pid")).ok()?;
+        file.lines().next()?.trim().parse().ok()
+    }
+
     /// Stops the server at once, as a crash would (`-m immediate`): no clean shutdown.
     pub fn stop(&self) {
         let _ = as_postgres("pg_ctl")

@@ -433,7 +433,8 @@ function transferItem(transfer) {
   const direction = transfer.direction === 'out' ? t('console.transferTo', { partner: transfer.partner }) : t('console.transferFrom', { partner: transfer.partner });
   const ladder = el('ol', { class: 'ladder' },
     ...transfer.evidences.map((evidence) => el('li', { data: { event: evidence.event } }, evidence.event,
-      el('span', { class: 'note' }, evidence.own && evidence.partner ? ` · ${t('console.onBothLogs')}` : ` · ${t('console.onOneLog')}`))));
+      el('span', { class: 'note' }, ` · ${t(evidence.pending ? 'console.evidencePending'
+        : evidence.own && evidence.partner ? 'console.onBothLogs' : 'console.onOneLog')}`))));
   const receipt = new Blob([JSON.stringify(transfer, null, 2)], { type: 'application/json' });
   const link = el('a', { href: URL.createObjectURL(receipt), download: `receipt-${transfer.id}.json` }, t('console.receipt'));
   return el('li', { data: { transfer: transfer.id, stage: transfer.stage } },

@@ -169,6 +169,33 @@ pub fn process_cpu_seconds() -> io::Result<f64> {
     Ok(cpu_ticks("/proc/self/stat", 14)? as f64 / clock_ticks_per_second())
 }
 
+/// The CPU time (user + system) process `root` and every process under it have used so far, in seconds, counting
+/// children that have exited and were waited for (a database server's closed backends): what a server and its
+/// workers cost, read from `/proc`. 0 for a process that is gone.
+pub fn process_tree_cpu_seconds(root: u32) -> f64 {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else { continue };
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok());
+        parents.push((pid, parent.unwrap_or(0)));
+    }
+    let mut tree = vec![root];
+    let mut at = 0;
+    while let Some(&pid) = tree.get(at) {
+        tree.extend(parents.iter().filter(|(_, parent)| *parent == pid).map(|(child, _)| *child));
+        at += 1;
+    }
+    let ticks: u64 = tree
+        .iter()
+        .map(|pid| {
+            let path = format!("/proc/{pid}/stat");
+            cpu_ticks(&path, 14).unwrap_or(0) + cpu_ticks(&path, 16).unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
 /// How many per second: `count` things (operations, bytes) in `elapsed`.
 pub fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()

@@ -130,6 +130,13 @@ impl Catalog {
         })
     }
 
+    /// Fills `bucket` again at once, whatever it holds: its row is deleted, which is the same as full (a success
+    /// that clears a count of failures, say). One statement, the same on SQLite and PostgreSQL; no time is compared.
+    pub async fn refill_bucket(&self, bucket: &[u8; 32]) -> Result<()> {
+        sqlx::query("DELETE FROM budget_buckets WHERE bucket = $1").bind(&bucket[..]).execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Deletes every bucket that is full again by `now` (ms): it would start full anyway. Returns how many.
     pub async fn prune_full_buckets(&self, now: i64) -> Result<u64> {
         self.prune_full_buckets_at(self.on_database_clock(now).await).await

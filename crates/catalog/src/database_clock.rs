@@ -1,13 +1,18 @@
-//! The database's clock, by which the catalog reads and stores the times that coordinate gateways: the expiry of
-//! duties and hearing leases, the refill and pruning of shared budgets. (Upload claims, sessions and tokens are
-//! still on each gateway's own clock.)
+//! The database's clock, by which the catalog reads and stores every time that another gateway compares: the
+//! expiry of duties and hearing leases, the refill and pruning of shared budgets, the renewal of upload completion
+//! claims, the expiry of resumable uploads, sessions and API tokens.
 //! Gateways' clocks differ; one running ahead would otherwise take every lease from a healthy holder (and keep
-//! them past its own death by its lead), or prune budget buckets still spent. Each process keeps the difference
+//! them past its own death by its lead), prune budget buckets still spent, release another gateway's live upload
+//! claim as stale, or take a fresh session, token or upload of another gateway's for expired (and one running
+//! behind would honour them past their time). Each process keeps the difference
 //! between its system clock and PostgreSQL's (`clock_timestamp()`), measured again when it is older than
 //! [`MEASURED_FOR_MS`] by the monotonic clock, or at once when the system clock has stepped since (an NTP correction,
-//! a restored virtual machine), and shifts the times it is given by it; so a gateway's times stay its own clock's (a test that
-//! moves its clock moves them) while every gateway agrees with the database. A SQLite catalog has one gateway: no
-//! shift.
+//! a restored virtual machine). The catalog is the one place that shifts: every operation is given and answers times
+//! on this process's clock (the service's `Clock`, with a test's offset, or the system clock), and shifts them by
+//! the difference as it binds them ([`Catalog::on_database_clock`], [`Shift`] for seconds) and back as it reads them.
+//! So a gateway's times stay its own clock's (a test that moves its clock moves them) while every gateway agrees
+//! with the database. A SQLite catalog has one gateway: no shift. Times kept outside the catalog stay on the clock
+//! of whoever made them (a device cookie's expiry, a hearing journal's invites).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -41,6 +46,24 @@ impl DatabaseClock {
     }
 }
 
+/// How far the database's clock is ahead of this process's, in whole seconds ([`Catalog::shift`]): what the
+/// catalog adds to a time in seconds (a session's, a token's or an upload's expiry, a claim's renewal) before it is
+/// stored or compared, and takes away from one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shift(i64);
+
+impl Shift {
+    /// `seconds` of this process's clock on the database's. `i64::MAX` ("whatever the time") stays far past any.
+    pub(crate) fn on_database(self, seconds: i64) -> i64 {
+        seconds.saturating_add(self.0)
+    }
+
+    /// `seconds` of the database's clock (as stored) on this process's.
+    pub(crate) fn on_this_clock(self, seconds: i64) -> i64 {
+        seconds.saturating_sub(self.0)
+    }
+}
+
 /// This process's system clock, in milliseconds since the Unix epoch.
 pub(crate) fn system_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
@@ -59,7 +82,14 @@ impl Catalog {
 
     /// `seconds` (a time of this process's clock, in seconds since the Unix epoch) on the database's clock.
     pub async fn on_database_clock_seconds(&self, seconds: i64) -> i64 {
-        seconds.saturating_add(self.database_offset_ms().await / 1000)
+        self.shift().await.on_database(seconds)
+    }
+
+    /// The difference between this process's clock and the database's, in seconds, for one operation to shift
+    /// the times it binds and reads with (each with the same measure).
+    pub(crate) async fn shift(&self) -> Shift {
+        // The difference is measured to the whole second.
+        Shift(self.database_offset_ms().await / 1000)
     }
 
     /// The milliseconds to add to this process's clock to read the database's: measured again once older than
@@ -90,7 +120,7 @@ impl Catalog {
                 if offset != 0 {
                     tracing::warn!(
                         offset_ms = offset,
-                        "this gateway's clock differs from the database's; leases and budgets follow the database's"
+                        "this gateway's clock differs from the database's; the times gateways compare follow the database's"
                     );
                 }
                 offset

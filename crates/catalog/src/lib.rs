@@ -42,6 +42,33 @@ pub struct UploadCompletion {
     pub last_chunk: String,
 }
 
+/// A transfer moved on by the record that is its evidence ([`Catalog::sequence_moving_transfer`]), in the
+/// transaction that sequences it: from stage `from` (the record is sequenced only while the transfer is still in
+/// it) to `to`, its `updated_at` set to `at`, and `evidence` kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TransferMove {
+    pub transfer_id: String,
+    pub from: String,
+    pub to: String,
+    pub at: String,
+    pub evidence: KeptEvidence,
+}
+
+/// The signed evidence a transfer's move is recorded by, kept in the transaction that sequences its record, as
+/// pending ([`TransferEvidenceRow::is_pending`]) until its inclusion proof is added. The record commits to the
+/// evidence's digest only, and the evidence is signed at a time of its own, so it cannot be made again the same
+/// later: kept anywhere but in that transaction, a crash or a failing log store between the two would lose the
+/// one evidence the log commits to, and leave the transfer moved on with no rung to show for it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeptEvidence {
+    /// Its rung on the transfer's ladder.
+    pub rung: i64,
+    /// Its event's name (`Retrieval`, `NonRetrieval`).
+    pub event: String,
+    /// The signed evidence as it travels (JSON).
+    pub signed: String,
+}
+
 pub use transfers::{OutboxRow, TransferEvidenceRow, TransferRow, TransferStaging};
 
 use std::fmt;
@@ -49,6 +76,8 @@ use std::sync::Arc;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row as _};
+
+use database_clock::Shift;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,13 +96,19 @@ pub enum CatalogError {
     /// ([`Catalog::sequence_registration`]).
     #[error("the completion of upload {upload_id} is no longer claimed by this request")]
     ClaimLost { upload_id: String },
+    /// Transfer `transfer_id` is no longer in stage `from`, which the record that was to move it on needed (another
+    /// request, on this gateway or another, moved it first): nothing was sequenced
+    /// ([`Catalog::sequence_moving_transfer`]).
+    #[error("transfer {transfer_id} is no longer {from}")]
+    TransferMoved { transfer_id: String, from: String },
     /// No turn to write came within `waited`: others in this process were ahead, and the database slow or away.
     #[error("the database is busy: no turn to sequence within {waited:?}")]
     Busy { waited: std::time::Duration },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The transaction that sequenced a batch of `records` custody records ([`Catalog::sequence_custody`]) failed:
-    /// every request of the batch gets the one database error, and none of their records was stored.
+    /// The transaction that sequenced a batch of `records` custody records ([`Catalog::sequence_custody`]) failed,
+    /// and none of their records was stored: every request of the batch gets the one database error (one the
+    /// database refused a write with, as a constraint, comes to a request sequenced again alone: `records` is 1).
     #[error("database error, sequencing a batch of {records} record(s): {source}")]
     BatchFailed { records: usize, source: Arc<sqlx::Error> },
     /// The task that runs this process's sequencing transactions ended before answering (its runtime shut down, or
@@ -93,32 +128,7 @@ impl CatalogError {
             Self::BatchFailed { source, .. } => source,
             _ => return false,
         };
-        match err {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
-            sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
-            // SQLSTATE class 08 (connection exception), 57P01-57P03 (admin shutdown, crash shutdown, cannot connect
-            // now), 53300 (too many connections), 55P03 (a lock not granted in time), 40001 and 40P01 (a
-            // serialization failure, a deadlock), 25P03 and 57P05 (a session ended for sitting idle, in a
-            // transaction or not); SQLite's busy and locked.
-            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                code.starts_with("08")
-                    || matches!(
-                        code.as_ref(),
-                        "57P01"
-                            | "57P02"
-                            | "57P03"
-                            | "57P05"
-                            | "53300"
-                            | "55P03"
-                            | "40001"
-                            | "40P01"
-                            | "25P03"
-                            | "5"
-                            | "6"
-                    )
-            }),
-            _ => false,
-        }
+        transient(err)
     }
 
     fn from_insert(err: sqlx::Error, what: impl Into<String>) -> Self {
@@ -127,6 +137,59 @@ impl CatalogError {
             _ => Self::Database(err),
         }
     }
+}
+
+/// Whether `err` says the database could not be reached or reached its limits ([`CatalogError::is_transient`]).
+fn transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception), 53 (insufficient resources: disk full, out of memory, too many
+        // connections), 58 (system error: an I/O error), 57014 (a statement cancelled or timed out), 57P01-57P03
+        // (admin shutdown, crash shutdown, cannot connect now), 55P03 (a lock not granted in time), 40001 and
+        // 40P01 (a serialization failure, a deadlock), 25P03, 25P04 and 57P05 (a session or transaction ended for
+        // its time limits).
+        sqlx::Error::Database(db) => match sqlite_primary_code(db.as_ref()) {
+            // SQLite's extended codes, by their primary code: busy, locked, an I/O error, a full disk.
+            Some(primary) => matches!(primary, 5 | 6 | 10 | 13),
+            None => db.code().is_some_and(|code| {
+                ["08", "53", "58"].iter().any(|class| code.starts_with(class))
+                    || matches!(
+                        code.as_ref(),
+                        "57014"
+                            | "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "57P05"
+                            | "55P03"
+                            | "40001"
+                            | "40P01"
+                            | "25P03"
+                            | "25P04"
+                    )
+            }),
+        },
+        _ => false,
+    }
+}
+
+/// Whether `err` is the database refusing what a statement wrote (a constraint, a value out of range, a trigger's
+/// refusal), which other statements, writing other rows, need not meet: SQLSTATE classes 22 (data exception), 23
+/// (integrity constraint violation) and P0 (raised by a trigger or function); SQLite's too big, constraint
+/// (a trigger's `RAISE` among them) and mismatch.
+fn refused_a_write(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else { return false };
+    match sqlite_primary_code(db.as_ref()) {
+        Some(primary) => matches!(primary, 18..=20),
+        None => db.code().is_some_and(|code| ["22", "23", "P0"].iter().any(|class| code.starts_with(class))),
+    }
+}
+
+/// The primary result code of an SQLite error (sqlx gives the extended one, such as 1811 for a trigger's `RAISE`,
+/// whose low byte is the primary code, 19); `None` for another database's.
+fn sqlite_primary_code(db: &dyn sqlx::error::DatabaseError) -> Option<u32> {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
+    db.code()?.parse::<u32>().ok().map(|code| code & 0xff)
 }
 
 pub type Result<T> = std::result::Result<T, CatalogError>;
@@ -181,6 +244,7 @@ pub struct ApiToken {
     pub id: String,
     pub account_id: String,
     pub scopes: String,
+    /// Unix seconds, on this process's clock (stored on the database's).
     pub expires_at: i64,
     pub revoked: bool,
 }
@@ -247,6 +311,7 @@ pub struct UploadRow {
     pub length: i64,
     pub offset: i64,
     pub metadata: String,
+    /// Unix seconds, on this process's clock (stored on the database's).
     pub expires_at: i64,
     /// The claim on the upload's completion, while one gateway takes it into custody
     /// ([`Catalog::claim_upload_completion`]).
@@ -258,7 +323,7 @@ pub struct UploadRow {
 pub struct UploadClaim {
     /// The object of the upload's last chunk, which no chunk record names.
     pub object: String,
-    /// When the claim was last renewed.
+    /// When the claim was last renewed: unix seconds, on this process's clock (stored on the database's).
     pub renewed_at: i64,
 }
 
@@ -367,7 +432,8 @@ fn widen_request(row: &AnyRow) -> sqlx::Result<WidenRequestRow> {
     })
 }
 
-fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
+/// An upload's row ([`UPLOAD_SELECT`]), its times back on this process's clock.
+fn upload(row: &AnyRow, shift: Shift) -> sqlx::Result<UploadRow> {
     let completing: Option<String> = row.try_get("completing")?;
     let completing_at: Option<i64> = row.try_get("completing_at")?;
     Ok(UploadRow {
@@ -377,8 +443,9 @@ fn upload(row: &AnyRow) -> sqlx::Result<UploadRow> {
         length: row.try_get("length")?,
         offset: row.try_get("upload_offset")?,
         metadata: row.try_get("metadata")?,
-        expires_at: row.try_get("expires_at")?,
-        completing: completing.map(|object| UploadClaim { object, renewed_at: completing_at.unwrap_or(0) }),
+        expires_at: shift.on_this_clock(row.try_get("expires_at")?),
+        completing: completing
+            .map(|object| UploadClaim { object, renewed_at: shift.on_this_clock(completing_at.unwrap_or(0)) }),
     })
 }
 
@@ -545,6 +612,7 @@ impl Catalog {
 
     /// Deletes the sessions that expired by `now` (unix seconds); returns how many.
     pub async fn purge_expired_sessions(&self, now: i64) -> Result<u64> {
+        let now = self.shift().await.on_database(now);
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
@@ -559,7 +627,9 @@ impl Catalog {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM accounts").fetch_one(&self.pool).await?.try_get("n")?)
     }
 
+    /// Stores a session that expires at `expires_at` (unix seconds).
     pub async fn create_session(&self, token_sha256: &str, account_id: &str, expires_at: i64) -> Result<()> {
+        let expires_at = self.shift().await.on_database(expires_at);
         sqlx::query("INSERT INTO sessions (token_sha256, account_id, expires_at) VALUES ($1, $2, $3)")
             .bind(token_sha256)
             .bind(account_id)
@@ -571,6 +641,7 @@ impl Catalog {
 
     /// The account of a session that has not expired by `now` (unix seconds).
     pub async fn session_account(&self, token_sha256: &str, now: i64) -> Result<Option<String>> {
+        let now = self.shift().await.on_database(now);
         let row = sqlx::query("SELECT account_id FROM sessions WHERE token_sha256 = $1 AND expires_at > $2")
             .bind(token_sha256)
             .bind(now)
@@ -584,7 +655,9 @@ impl Catalog {
         Ok(())
     }
 
+    /// Stores `token`, which expires at its `expires_at` (unix seconds).
     pub async fn create_api_token(&self, token: &ApiToken, token_sha256: &str) -> Result<()> {
+        let expires_at = self.shift().await.on_database(token.expires_at);
         sqlx::query(
             "INSERT INTO api_tokens (id, token_sha256, account_id, scopes, expires_at, revoked) \
              VALUES ($1, $2, $3, $4, $5, 0)",
@@ -593,23 +666,25 @@ impl Catalog {
         .bind(token_sha256)
         .bind(&token.account_id)
         .bind(&token.scopes)
-        .bind(token.expires_at)
+        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    /// The token whose secret's SHA-256 is `token_sha256`, its expiry on this process's clock.
     pub async fn api_token(&self, token_sha256: &str) -> Result<Option<ApiToken>> {
         let row = sqlx::query("SELECT * FROM api_tokens WHERE token_sha256 = $1")
             .bind(token_sha256)
             .fetch_optional(&self.pool)
             .await?;
+        let shift = self.shift().await;
         let token = |row: &AnyRow| -> sqlx::Result<ApiToken> {
             Ok(ApiToken {
                 id: row.try_get("id")?,
                 account_id: row.try_get("account_id")?,
                 scopes: row.try_get("scopes")?,
-                expires_at: row.try_get("expires_at")?,
+                expires_at: shift.on_this_clock(row.try_get("expires_at")?),
                 revoked: row.try_get::<i64, _>("revoked")? != 0,
             })
         };
@@ -1069,7 +1144,9 @@ impl Catalog {
 
     // Resumable uploads.
 
+    /// Stores a new upload, which expires at its `expires_at` (unix seconds).
     pub async fn create_upload(&self, upload: &UploadRow) -> Result<()> {
+        let expires_at = self.shift().await.on_database(upload.expires_at);
         sqlx::query(
             "INSERT INTO uploads (id, case_id, account_id, length, upload_offset, metadata, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -1080,16 +1157,18 @@ impl Catalog {
         .bind(upload.length)
         .bind(upload.offset)
         .bind(&upload.metadata)
-        .bind(upload.expires_at)
+        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    /// Upload `id`, its times on this process's clock.
     pub async fn upload(&self, id: &str) -> Result<Option<UploadRow>> {
         let row =
             sqlx::query(&format!("{UPLOAD_SELECT} WHERE uploads.id = $1")).bind(id).fetch_optional(&self.pool).await?;
-        Ok(row.as_ref().map(upload).transpose()?)
+        let shift = self.shift().await;
+        Ok(row.as_ref().map(|row| upload(row, shift)).transpose()?)
     }
 
     /// Records `chunk` as the next bytes of upload `id` and moves its offset past them, in one transaction: only
@@ -1097,6 +1176,7 @@ impl Catalog {
     /// offset, on any gateways, one alone records its chunk), has not expired at `now`, and no gateway claims its
     /// completion. False, and nothing recorded, otherwise: the chunk's object is then no part of the upload.
     pub async fn record_upload_chunk(&self, id: &str, chunk: &UploadChunk, now: i64) -> Result<bool> {
+        let now = self.shift().await.on_database(now);
         let mut tx = self.pool.begin().await?;
         // The offset moves first, taking the upload's row lock; a claim committed before it is then seen below, and
         // one after it finds the offset moved.
@@ -1170,6 +1250,8 @@ impl Catalog {
         now: i64,
         until: i64,
     ) -> Result<bool> {
+        let shift = self.shift().await;
+        let (now, until) = (shift.on_database(now), shift.on_database(until));
         let mut tx = self.pool.begin().await?;
         let held =
             sqlx::query("UPDATE uploads SET expires_at = $1 WHERE id = $2 AND upload_offset = $3 AND expires_at > $4")
@@ -1195,6 +1277,7 @@ impl Catalog {
     /// Renews the claim on upload `id`'s completion whose last chunk is `object`, as of `now`; false if that claim
     /// is no longer held (released as stale, or the upload removed).
     pub async fn renew_upload_claim(&self, id: &str, object: &str, now: i64) -> Result<bool> {
+        let now = self.shift().await.on_database(now);
         let done = sqlx::query("UPDATE upload_claims SET renewed_at = $1 WHERE upload_id = $2 AND object = $3")
             .bind(now)
             .bind(id)
@@ -1208,6 +1291,7 @@ impl Catalog {
     /// `renewed_before` (`i64::MAX`: the holder's own release); the upload stays at its offset. False if no such
     /// claim is held.
     pub async fn release_upload_claim(&self, id: &str, object: &str, renewed_before: i64) -> Result<bool> {
+        let renewed_before = self.shift().await.on_database(renewed_before);
         let done = sqlx::query("DELETE FROM upload_claims WHERE upload_id = $1 AND object = $2 AND renewed_at < $3")
             .bind(id)
             .bind(object)
@@ -1222,6 +1306,7 @@ impl Catalog {
     /// objects that held its bytes (its chunks', and a claim's last chunk's), for the caller to delete; `None` if
     /// the upload is gone or its completion is claimed.
     pub async fn delete_upload(&self, id: &str, claims_renewed_before: i64) -> Result<Option<Vec<String>>> {
+        let claims_renewed_before = self.shift().await.on_database(claims_renewed_before);
         let mut tx = self.pool.begin().await?;
         // The upload's row lock first, so that a chunk or a claim being recorded meanwhile either is among those
         // read below or finds the upload gone.
@@ -1246,6 +1331,7 @@ impl Catalog {
 
     /// How many resumable uploads `account_id` has open at `now`, and the bytes they declared in all.
     pub async fn open_uploads_of(&self, account_id: &str, now: i64) -> Result<(i64, i64)> {
+        let now = self.shift().await.on_database(now);
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(length), 0) AS BIGINT) AS bytes FROM uploads \
              WHERE account_id = $1 AND expires_at > $2",
@@ -1377,12 +1463,14 @@ impl Catalog {
         Ok(bytes[0].saturating_sub(bytes[1]))
     }
 
+    /// The uploads expired by `now` (unix seconds).
     pub async fn expired_uploads(&self, now: i64) -> Result<Vec<UploadRow>> {
+        let shift = self.shift().await;
         let rows = sqlx::query(&format!("{UPLOAD_SELECT} WHERE uploads.expires_at <= $1"))
-            .bind(now)
+            .bind(shift.on_database(now))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(upload).collect::<sqlx::Result<_>>()?)
+        Ok(rows.iter().map(|row| upload(row, shift)).collect::<sqlx::Result<_>>()?)
     }
 }
 

@@ -305,6 +305,17 @@ CREATE TABLE IF NOT EXISTS transfer_staging (
     received BIGINT NOT NULL
 )
 "#,
+    // The evidence that moves a transfer on (`Retrieval`, `NonRetrieval`) is kept in the transaction that
+    // sequences its record and moves the transfer, before its inclusion proof exists: the signed evidence as it
+    // travels (`signed`) and its record's index (`ledger_index`). It is pending while `own` is NULL, found by the
+    // partial index, and completed with its proof once the record is integrated. Each column is added only if it
+    // is missing (on SQLite too: see `add_column_if_missing`), so the migration can run again.
+    r#"
+ALTER TABLE transfer_evidences ADD COLUMN IF NOT EXISTS signed TEXT;
+ALTER TABLE transfer_evidences ADD COLUMN IF NOT EXISTS ledger_index BIGINT;
+CREATE INDEX IF NOT EXISTS transfer_evidences_pending ON transfer_evidences (ledger_index)
+    WHERE own IS NULL AND signed IS NOT NULL
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.
@@ -328,7 +339,22 @@ pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
         .try_get("v")?;
     for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         for statement in migration.replace("{BLOB}", blob).split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            sqlx::query(statement).execute(&mut *tx).await?;
+            match (dialect, add_column_if_missing(statement)) {
+                (Dialect::Sqlite, Some((table, column, without_clause))) => {
+                    let present: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2")
+                        .bind(table)
+                        .bind(column)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("n")?;
+                    if present == 0 {
+                        sqlx::query(&without_clause).execute(&mut *tx).await?;
+                    }
+                }
+                _ => {
+                    sqlx::query(statement).execute(&mut *tx).await?;
+                }
+            }
         }
         sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
             .bind(number as i64 + 1)
@@ -337,4 +363,55 @@ pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
         tracing::info!(version = number + 1, "catalog schema migrated");
     }
     tx.commit().await
+}
+
+/// `ALTER TABLE <table> ADD COLUMN IF NOT EXISTS <column> …` as its table, its column, and the statement without
+/// `IF NOT EXISTS`: SQLite has no such clause (PostgreSQL has), so there the column's presence is asked first.
+fn add_column_if_missing(statement: &str) -> Option<(&str, &str, String)> {
+    let rest = statement.strip_prefix("ALTER TABLE ")?;
+    let (table, rest) = rest.split_once(' ')?;
+    let definition = rest.strip_prefix("ADD COLUMN IF NOT EXISTS ")?;
+    let column = definition.split_whitespace().next()?;
+    Some((table, column, format!("ALTER TABLE {table} ADD COLUMN {definition}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_added_if_missing_is_read_as_its_table_column_and_plain_statement() {
+        let statement = "ALTER TABLE transfer_evidences ADD COLUMN IF NOT EXISTS ledger_index BIGINT";
+        assert_eq!(
+            add_column_if_missing(statement),
+            Some((
+                "transfer_evidences",
+                "ledger_index",
+                "ALTER TABLE transfer_evidences ADD COLUMN ledger_index BIGINT".into()
+            ))
+        );
+        assert_eq!(add_column_if_missing("ALTER TABLE accounts ADD COLUMN disabled_at TEXT"), None);
+        assert_eq!(add_column_if_missing("CREATE INDEX IF NOT EXISTS x ON y (z)"), None);
+    }
+
+    /// The migrations run again over a catalog that has them all (as a restore of `schema_version` from an older
+    /// backup would have them) change nothing and fail nowhere on SQLite.
+    #[tokio::test]
+    async fn the_pending_evidence_columns_can_be_added_again() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display());
+        let pool = AnyPool::connect(&url).await.unwrap();
+        migrate(&pool, Dialect::Sqlite).await.unwrap();
+        sqlx::query("DELETE FROM schema_version WHERE version = $1")
+            .bind(MIGRATIONS.len() as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        migrate(&pool, Dialect::Sqlite).await.unwrap();
+        let versions: i64 =
+            sqlx::query("SELECT MAX(version) AS v FROM schema_version").fetch_one(&pool).await.unwrap().get("v");
+        assert_eq!(versions, MIGRATIONS.len() as i64);
+        pool.close().await;
+    }
 }

@@ -6,15 +6,19 @@
 //!   given twice, and a record's `prior` (the artefact's latest record) is read under that same lock, across
 //!   processes.
 //! - A process runs one sequencing transaction at a time (a gateway that freezes then holds or awaits the sequence
-//!   row's lock on one connection), and each takes every request that arrived while the one before ran, up to
-//!   [`MAX_BATCH`] (Tessera's batching): the fences are checked request by request (a stale one refuses its own
+//!   row's lock on one connection), and each, once it holds that lock, takes every request waiting, up to
+//!   [`MAX_BATCH`] (Tessera's batching, grown by the wait for the lock): the fences are checked request by request (a stale one refuses its own
 //!   request only), the sequence row is locked and moved once, each artefact's latest record is read once, the
 //!   requests' records are made in the order they arrived (each chained to the one before it about its artefact,
-//!   in the batch or before it), and they are stored together. If the transaction fails, every request of the
-//!   batch gets the error and none of their records is stored.
-//! - PostgreSQL: the integration lock is `SELECT … FOR UPDATE` on the `log_integration` row, in a transaction held
-//!   until the checkpoint is published (or the holder dies: its connection goes, and the lock with it). SQLite: a
-//!   catalog has one gateway, so the lock is in-process, and publishing is a short transaction.
+//!   in the batch or before it), and they are stored together. If the transaction fails, none of their records is
+//!   stored; if the database refused what a statement wrote (a constraint, a trigger: one record, perhaps), each
+//!   of its requests is sequenced again in a transaction of its own, in the order they first came, its record made
+//!   again from the prior it then reads, so that one record the database refuses fails its own request only.
+//! - PostgreSQL: the integration lock is `SELECT … FOR UPDATE` on the `log_integration` row (or `SKIP LOCKED`, for
+//!   a process that only takes it if free), in a transaction held until the checkpoint is published (or the holder
+//!   dies: its connection goes, and the lock with it). Publishing tells every process (`NOTIFY`, with the
+//!   checkpoint's note), each listening on a connection of its own. SQLite: a catalog has one gateway, so the lock
+//!   is in-process, and publishing is a short transaction.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +29,7 @@ use futures::future::BoxFuture;
 use sqlx::{AnyPool, Row as _};
 use tokio::sync::oneshot;
 
-use crate::{Catalog, CatalogError, HearingFence, Registration, Result, UploadCompletion};
+use crate::{Catalog, CatalogError, HearingFence, Registration, Result, TransferMove, UploadCompletion};
 
 /// An entry sequenced into the custody log, not yet necessarily integrated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +42,9 @@ pub struct Sequenced {
 /// (frozen, cut off) loses the lock, and another integrates. Longer than a turn's writes to the store may take (S3
 /// requests give up after 10 s of retries): a holder that loses the lock all the same may still write a checkpoint
 /// after another's, which the next turn repairs (`custodia_ledger::coordinated`).
-const IDLE_INTEGRATION_TIMEOUT: &str = "20s";
+/// Well within the 20 s an append waits for integration (`custodia_ledger::coordinated::INTEGRATION_PATIENCE`), so
+/// that appends waiting behind a frozen holder are still integrated by another gateway within it.
+const IDLE_INTEGRATION_TIMEOUT: &str = "12s";
 /// The longest a sequencing transaction may sit idle: it holds the sequence row's lock, which every append waits
 /// for, and does nothing but a few statements and wait for its requests' records to be made (microseconds each).
 const IDLE_SEQUENCING_TIMEOUT: &str = "5s";
@@ -75,8 +81,17 @@ struct Queue {
 struct Request {
     id: u64,
     sequencing: Sequencing,
-    /// What became of it: its index, or why it has none. Closed when its caller went away.
-    done: oneshot::Sender<Result<Sequenced>>,
+    /// What became of it. Closed when its caller went away.
+    done: oneshot::Sender<Answer>,
+}
+
+/// What became of a request.
+enum Answer {
+    /// Its index, or why it has none.
+    Done(Result<Sequenced>),
+    /// The database refused what its batch's transaction wrote: its caller asks again, alone
+    /// ([`Sequencing::alone`]).
+    Again,
 }
 
 /// What a request asks to sequence.
@@ -87,10 +102,16 @@ struct Sequencing {
     fence: Option<HearingFence>,
     /// What the catalog lists with the record, if it registers an artefact ([`Catalog::sequence_registration`]).
     registration: Option<Box<Registration>>,
+    /// The transfer the record moves on, if it is a transfer's evidence ([`Catalog::sequence_moving_transfer`]).
+    moves: Option<TransferMove>,
     record: Record,
+    /// Asked again after its batch failed, to be taken by a transaction of its own: the id it was first asked
+    /// under, which orders those asked again.
+    alone: Option<u64>,
 }
 
 /// A record to sequence, and its SHA-256 (hex).
+#[derive(Clone)]
 struct Made {
     entry: Vec<u8>,
     sha256: String,
@@ -112,6 +133,7 @@ struct Stored {
     artefact_id: Option<String>,
     openings: Option<String>,
     registration: Option<Box<Registration>>,
+    moves: Option<TransferMove>,
     made: Made,
 }
 
@@ -121,21 +143,35 @@ impl Sequencer {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The requests the next transaction takes: every one waiting, up to [`MAX_BATCH`], but those whose callers
-    /// went away. None when none waits: the task running the transactions then ends, in the same critical section,
-    /// and the next request starts another.
+    /// Whether a request waits (one whose caller went away does not count). If none does, the task running the
+    /// transactions ends, in the same critical section, and the next request starts another.
+    fn waiting_or_end(&self) -> bool {
+        let mut queue = self.queue();
+        queue.waiting.retain(|request| !request.done.is_closed());
+        if queue.waiting.is_empty() {
+            queue.task = None;
+            return false;
+        }
+        true
+    }
+
+    /// The requests a transaction takes: every one waiting, up to [`MAX_BATCH`], but those whose callers went away,
+    /// and a request asked again alone by itself (those go first, and only one goes into a batch, which ends it).
     fn take_batch(&self) -> Vec<Request> {
         let mut queue = self.queue();
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH
+            && queue.waiting.front().is_some_and(|request| batch.is_empty() || request.sequencing.alone.is_none())
             && let Some(request) = queue.waiting.pop_front()
         {
-            if !request.done.is_closed() {
-                batch.push(request);
+            if request.done.is_closed() {
+                continue;
             }
-        }
-        if batch.is_empty() {
-            queue.task = None;
+            let alone = request.sequencing.alone.is_some();
+            batch.push(request);
+            if alone {
+                break;
+            }
         }
         batch
     }
@@ -161,17 +197,21 @@ impl Catalog {
     /// sequenced and the error is [`CatalogError::LeaseLost`].
     ///
     /// The transaction may sequence other records of this process with this one, each made, fenced and chained as
-    /// if alone: if it fails, the error is [`CatalogError::BatchFailed`] and none of them is stored. A call that
-    /// waits more than 10 s for a transaction to take it fails with [`CatalogError::Busy`].
+    /// if alone. If the database refuses what the transaction wrote (a constraint, a trigger: perhaps one record's
+    /// doing), each request of the batch is sequenced again in a transaction of its own, `entry_for` called again
+    /// with the prior it then reads; a transaction that fails otherwise (the database unreachable or out of room),
+    /// or one that sequences a request alone, fails with [`CatalogError::BatchFailed`], and none of its records is
+    /// stored. A call that waits more than 10 s for a
+    /// transaction to take it fails with [`CatalogError::Busy`].
     pub async fn sequence_custody<E>(
         &self,
         case_id: &str,
         artefact_id: Option<&str>,
         openings: &str,
         fence: Option<&HearingFence>,
-        entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+        entry_for: impl FnMut(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
-        self.sequence_from_prior(case_id, artefact_id, openings, fence.cloned(), None, entry_for).await
+        self.sequence_from_prior(case_id, artefact_id, openings, fence.cloned(), None, None, entry_for).await
     }
 
     /// [`Catalog::sequence_custody`] for the record that registers an artefact, listed with it: in the transaction
@@ -190,13 +230,35 @@ impl Catalog {
         openings: &str,
         fence: Option<&HearingFence>,
         registration: Registration,
-        entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+        entry_for: impl FnMut(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
         let (case_id, artefact_id) = (registration.artefact.case_id.clone(), registration.artefact.id.clone());
         let registration = Some(Box::new(registration));
-        self.sequence_from_prior(&case_id, Some(&artefact_id), openings, fence.cloned(), registration, entry_for).await
+        let (case_id, artefact_id) = (case_id.as_str(), Some(artefact_id.as_str()));
+        self.sequence_from_prior(case_id, artefact_id, openings, fence.cloned(), registration, None, entry_for).await
     }
 
+    /// [`Catalog::sequence_custody`] for the record that is a transfer's evidence and moves it on: it is sequenced
+    /// only while the transfer is still in stage `moves.from` (its row locked meanwhile), and the transfer moves to
+    /// `moves.to` in the same transaction, its signed evidence (`moves.evidence`) kept in `transfer_evidences` as
+    /// pending, with the record's index, until its inclusion proof is added. Otherwise nothing is sequenced, moved
+    /// or kept, and the error is [`CatalogError::TransferMoved`]. So of two requests racing to move one transfer on
+    /// (two downloads through two gateways, each the transfer's `Retrieval`; a download and the sweep's
+    /// `NonRetrieval`), one logs its evidence; and a gateway that stops once the transaction has committed leaves
+    /// the evidence kept, for the duty of the transfers to complete.
+    pub async fn sequence_moving_transfer<E>(
+        &self,
+        case_id: &str,
+        artefact_id: Option<&str>,
+        openings: &str,
+        moves: TransferMove,
+        entry_for: impl FnMut(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+    ) -> Result<std::result::Result<Sequenced, E>> {
+        let (fence, registration, moves) = (None, None, Some(moves));
+        self.sequence_from_prior(case_id, artefact_id, openings, fence, registration, moves, entry_for).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn sequence_from_prior<E>(
         &self,
         case_id: &str,
@@ -204,52 +266,85 @@ impl Catalog {
         openings: &str,
         fence: Option<HearingFence>,
         registration: Option<Box<Registration>>,
-        entry_for: impl FnOnce(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
+        moves: Option<TransferMove>,
+        entry_for: impl FnMut(Option<u64>) -> std::result::Result<(Vec<u8>, String), E>,
     ) -> Result<std::result::Result<Sequenced, E>> {
-        let (prior_tx, mut prior) = oneshot::channel();
-        let (made, made_rx) = oneshot::channel();
-        let (id, done) = self.enqueue(Sequencing {
-            case_id: case_id.to_owned(),
-            artefact_id: artefact_id.map(str::to_owned),
-            openings: Some(openings.to_owned()),
-            fence,
-            registration,
-            record: Record::FromPrior { prior: prior_tx, made: made_rx },
-        });
-        // No prior comes to a request refused (its fence stale) or failed before its turn: its answer says why.
-        let Some(prior) = self.turn(id, &mut prior).await? else { return answer(done.await).map(Ok) };
-        let (entry, sha256) = match entry_for(prior) {
-            Ok(made) => made,
-            // Dropping `made` tells the transaction that this request takes no index.
-            Err(err) => return Ok(Err(err)),
-        };
-        // Gone only if the transaction failed meanwhile, which the answer says.
-        let _ = made.send(Made { entry, sha256 });
-        answer(done.await).map(Ok)
+        let mut entry_for = entry_for;
+        let mut alone = None;
+        loop {
+            let (prior_tx, mut prior) = oneshot::channel();
+            let (made, made_rx) = oneshot::channel();
+            let (id, done) = self.enqueue(Sequencing {
+                case_id: case_id.to_owned(),
+                artefact_id: artefact_id.map(str::to_owned),
+                openings: Some(openings.to_owned()),
+                fence: fence.clone(),
+                registration: registration.clone(),
+                moves: moves.clone(),
+                record: Record::FromPrior { prior: prior_tx, made: made_rx },
+                alone,
+            });
+            // No prior comes to a request refused (its fence stale) or failed before its turn: its answer says why.
+            if let Some(prior) = self.turn(id, &mut prior).await? {
+                let (entry, sha256) = match entry_for(prior) {
+                    Ok(made) => made,
+                    // Dropping `made` tells the transaction that this request takes no index.
+                    Err(err) => return Ok(Err(err)),
+                };
+                // Gone only if the transaction failed meanwhile, which the answer says.
+                let _ = made.send(Made { entry, sha256 });
+            }
+            match done.await {
+                // Asked again once at most: a request taken alone is never told to.
+                Ok(Answer::Again) if alone.is_none() => alone = Some(id),
+                answer => return answered(answer).map(Ok),
+            }
+        }
     }
 
     /// Sequences a plain log entry (no case, no openings, no prior): its index.
     async fn sequence_entry(&self, entry: Vec<u8>) -> Result<u64> {
-        let (id, mut done) = self.enqueue(Sequencing {
-            case_id: String::new(),
-            artefact_id: None,
-            openings: None,
-            fence: None,
-            registration: None,
-            record: Record::Made(Made { entry, sha256: String::new() }),
-        });
-        let done = self.turn(id, &mut done).await?.ok_or(CatalogError::SequencingStopped)?;
-        Ok(done?.index)
+        let made = Made { entry, sha256: String::new() };
+        let mut alone = None;
+        loop {
+            let (id, mut done) = self.enqueue(Sequencing {
+                case_id: String::new(),
+                artefact_id: None,
+                openings: None,
+                fence: None,
+                registration: None,
+                moves: None,
+                record: Record::Made(made.clone()),
+                alone,
+            });
+            match self.turn(id, &mut done).await?.ok_or(CatalogError::SequencingStopped)? {
+                Answer::Again if alone.is_none() => alone = Some(id),
+                Answer::Again => return Err(CatalogError::SequencingStopped),
+                Answer::Done(done) => return Ok(done?.index),
+            }
+        }
     }
 
     /// Queues `sequencing` for the next transaction, and starts the task that runs them unless it runs: the
     /// request's id, and where its answer will come.
-    fn enqueue(&self, sequencing: Sequencing) -> (u64, oneshot::Receiver<Result<Sequenced>>) {
+    /// A request asked again alone goes before those waiting, after those asked again before it (in the order they
+    /// were first asked: a record about an artefact chains after the one asked before it, as in their batch).
+    fn enqueue(&self, sequencing: Sequencing) -> (u64, oneshot::Receiver<Answer>) {
         let (done, answer) = oneshot::channel();
         let mut queue = self.sequencer.queue();
         queue.last_id += 1;
         let id = queue.last_id;
-        queue.waiting.push_back(Request { id, sequencing, done });
+        match sequencing.alone {
+            Some(first) => {
+                let at = queue
+                    .waiting
+                    .iter()
+                    .position(|waiting| waiting.sequencing.alone.is_none_or(|other| other > first))
+                    .unwrap_or(queue.waiting.len());
+                queue.waiting.insert(at, Request { id, sequencing, done });
+            }
+            None => queue.waiting.push_back(Request { id, sequencing, done }),
+        }
         if queue.task.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
             queue.task = Some(tokio::spawn(self.clone().run_sequencing()));
         }
@@ -268,61 +363,92 @@ impl Catalog {
         }
     }
 
-    /// Runs sequencing transactions, one at a time, while requests wait.
+    /// Runs sequencing transactions, one at a time, while requests wait. Each takes its batch once it holds the
+    /// sequence row's lock, so that what arrived while it waited for the lock (held by another gateway's
+    /// transaction) goes in too: with several gateways, batches grow with the wait rather than queue behind it.
     async fn run_sequencing(self) {
-        loop {
+        while self.sequencer.waiting_or_end() {
+            let locked = self.lock_sequence().await;
             let batch = self.sequencer.take_batch();
             if batch.is_empty() {
-                return;
+                // Their callers went away meanwhile; the transaction, if any, rolls back.
+                continue;
             }
             let (sequencing, done): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|request| (request.sequencing, request.done)).unzip();
             let records = done.len();
-            match self.sequence_batch(sequencing).await {
+            // Whether the transaction held the sequence row's lock: a failure to take it is no record's doing.
+            let (sequenced, reached_records) = match locked {
+                Ok(tx) => (self.sequence_batch(tx, sequencing).await, true),
+                Err(err) => (Err(err), false),
+            };
+            match sequenced {
                 Ok(answers) => {
                     for (done, answer) in done.into_iter().zip(answers) {
                         if let Some(answer) = answer {
                             // A caller that went away meanwhile has no need of its answer.
-                            let _ = done.send(answer);
+                            let _ = done.send(Answer::Done(answer));
                         }
+                    }
+                }
+                // The database refused what a statement wrote: perhaps one record's doing, so each is asked again
+                // alone (a refusal a whole batch would meet, such as a full disk, fails it as a whole: each alone
+                // would only wait for the lock to fail again).
+                Err(err) if records > 1 && reached_records && crate::refused_a_write(&err) => {
+                    for done in done {
+                        let _ = done.send(Answer::Again);
                     }
                 }
                 Err(err) => {
                     let source = Arc::new(err);
                     for done in done {
-                        let _ = done.send(Err(CatalogError::BatchFailed { records, source: source.clone() }));
+                        let _ =
+                            done.send(Answer::Done(Err(CatalogError::BatchFailed { records, source: source.clone() })));
                     }
                 }
             }
         }
     }
 
-    /// Sequences a batch of requests in one transaction: for each request, in order, its answer (`None` for one
-    /// that made no record: its caller has its answer, or went away).
-    async fn sequence_batch(&self, batch: Vec<Sequencing>) -> sqlx::Result<Vec<Option<Result<Sequenced>>>> {
-        let mut tx = self.pool.begin().await?;
+    /// A sequencing transaction holding the sequence row's lock (on SQLite, the database's write lock), waited for
+    /// within the limits that keep a stuck gateway from holding it long; with the row's next index.
+    async fn lock_sequence(&self) -> sqlx::Result<(sqlx::Transaction<'static, sqlx::Any>, i64)> {
         if self.postgres_url.is_some() {
             // A gateway that stops answering while it holds the lock (frozen, cut off) loses it within seconds, and
-            // one waiting for it too long gives up retryably.
-            sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('lock_timeout', $2, true)")
-                .bind(IDLE_SEQUENCING_TIMEOUT)
-                .bind(SEQUENCE_LOCK_WAIT)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            // SQLite: write first, so that the transaction takes the write lock (waiting for it as long as the
-            // connection's busy timeout) before it reads anything. A transaction that reads first and then writes
-            // while another connection writes is refused at once (SQLITE_BUSY, which no wait can resolve).
-            // (A statement that writes takes the lock whether or not it changes a row; this one changes none.)
-            sqlx::query("UPDATE log_sequence SET next = next WHERE id = -1").execute(&mut *tx).await?;
+            // one waiting for it too long gives up retryably (set as the transaction begins: no round trip more).
+            let mut tx = self.pool.begin_with(begin_with_limits(IDLE_SEQUENCING_TIMEOUT, SEQUENCE_LOCK_WAIT)).await?;
+            let next = sqlx::query("SELECT next FROM log_sequence WHERE id = 1 FOR UPDATE").fetch_one(&mut *tx).await?;
+            let next = next.try_get("next")?;
+            return Ok((tx, next));
         }
+        let mut tx = self.pool.begin().await?;
+        // SQLite: write first, so that the transaction takes the write lock (waiting for it as long as the
+        // connection's busy timeout) before it reads anything. A transaction that reads first and then writes
+        // while another connection writes is refused at once (SQLITE_BUSY, which no wait can resolve).
+        // (A statement that writes takes the lock whether or not it changes a row; this one changes none.)
+        sqlx::query("UPDATE log_sequence SET next = next WHERE id = -1").execute(&mut *tx).await?;
+        let next =
+            sqlx::query("SELECT next FROM log_sequence WHERE id = 1").fetch_one(&mut *tx).await?.try_get("next")?;
+        Ok((tx, next))
+    }
+
+    /// Sequences a batch of requests in `tx`, which holds the sequence row's lock: for each request, in order, its
+    /// answer (`None` for one that made no record: its caller has its answer, or went away).
+    async fn sequence_batch(
+        &self,
+        (mut tx, next): (sqlx::Transaction<'static, sqlx::Any>, i64),
+        batch: Vec<Sequencing>,
+    ) -> sqlx::Result<Vec<Option<Result<Sequenced>>>> {
         let held = fences_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.fence.as_ref())).await?;
         let registrations = || batch.iter().filter_map(|sequencing| sequencing.registration.as_deref());
         let claimed =
             claims_held(&mut tx, registrations().filter_map(|registration| registration.consumes.as_ref())).await?;
         let mut listed =
             listed_already(&mut tx, registrations().map(|registration| registration.artefact.id.as_str())).await?;
+        let movable =
+            transfers_in_stage(&mut tx, batch.iter().filter_map(|sequencing| sequencing.moves.as_ref())).await?;
         let mut consumed = HashSet::new();
+        let mut moving = HashSet::new();
         let mut answers: Vec<Option<Result<Sequenced>>> = Vec::with_capacity(batch.len());
         let mut admitted = Vec::with_capacity(batch.len());
         for (at, sequencing) in batch.into_iter().enumerate() {
@@ -335,6 +461,12 @@ impl Catalog {
             {
                 // Not claimed as it says, or consumed by a request before it in this batch.
                 answers.push(Some(Err(CatalogError::ClaimLost { upload_id: lost.upload_id.clone() })));
+            } else if let Some(moved) =
+                sequencing.moves.as_ref().filter(|moves| !movable[*moves] || !moving.insert(moves.transfer_id.clone()))
+            {
+                // Not in the stage it says, or moved on by a request before it in this batch.
+                let (transfer_id, from) = (moved.transfer_id.clone(), moved.from.clone());
+                answers.push(Some(Err(CatalogError::TransferMoved { transfer_id, from })));
             } else if let Some(registration) =
                 registration.filter(|registration| !listed.insert(registration.artefact.id.clone()))
             {
@@ -349,20 +481,15 @@ impl Catalog {
         if admitted.is_empty() {
             return Ok(answers);
         }
-        // An index for every admitted request, taken with the sequence row's lock; those that make no record give
-        // theirs back below, so that the indices stay contiguous.
-        let reserved = admitted.len() as i64;
-        let next: i64 = sqlx::query("UPDATE log_sequence SET next = next + $1 WHERE id = 1 RETURNING next")
-            .bind(reserved)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("next")?;
-        let first = next - reserved;
+        // The indices from the sequence row's next (its lock is held): one for each record made, in order; the row
+        // moves past them as they are stored, so that the indices stay contiguous.
+        let first = next;
         let artefacts: HashSet<&str> = admitted.iter().filter_map(|(_, s)| s.artefact_id.as_deref()).collect();
         let mut latest = latest_records(&mut tx, artefacts).await?;
         let mut stored = Vec::with_capacity(admitted.len());
         for (at, sequencing) in admitted {
-            let Sequencing { case_id, artefact_id, openings, fence: _, registration, record } = sequencing;
+            let Sequencing { case_id, artefact_id, openings, fence: _, registration, moves, record, alone: _ } =
+                sequencing;
             let prior = artefact_id.as_ref().and_then(|artefact| latest.get(artefact)).copied();
             let made = match record {
                 Record::Made(made) => Some(made),
@@ -376,17 +503,16 @@ impl Catalog {
             if let Some(artefact) = &artefact_id {
                 latest.insert(artefact.clone(), index);
             }
-            stored.push(Stored { at, index, case_id, artefact_id, openings, registration, made });
+            stored.push(Stored { at, index, case_id, artefact_id, openings, registration, moves, made });
         }
         if stored.is_empty() {
-            // Rolled back: the reserved indices with it.
             return Ok(answers);
         }
-        let unused = reserved - stored.len() as i64;
-        if unused > 0 {
-            sqlx::query("UPDATE log_sequence SET next = next - $1 WHERE id = 1").bind(unused).execute(&mut *tx).await?;
+        insert_records(&mut tx, &stored, first + stored.len() as i64, self.postgres_url.is_some()).await?;
+        for record in &stored {
+            let Some(moves) = &record.moves else { continue };
+            move_transfer(&mut tx, moves, record.index).await?;
         }
-        insert_records(&mut tx, &stored).await?;
         for record in &stored {
             let Some(registration) = record.registration.as_deref() else { continue };
             let artefact = crate::ArtefactRow { ledger_index: record.index, ..registration.artefact.clone() };
@@ -404,13 +530,21 @@ impl Catalog {
 
     /// The coordination of the custody log through this database, for `custodia_ledger::Log::open_coordinated`.
     pub fn log_coordination(&self) -> Arc<dyn Coordination> {
-        Arc::new(LogCoordination { catalog: self.clone() })
+        Arc::new(LogCoordination {
+            catalog: self.clone(),
+            publications: tokio::sync::watch::Sender::new(None),
+            listener: Mutex::new(None),
+        })
     }
 }
 
 /// A request's answer as the sequencing task sent it; a closed channel means the task ended before answering.
-fn answer(done: std::result::Result<Result<Sequenced>, oneshot::error::RecvError>) -> Result<Sequenced> {
-    done.map_err(|_| CatalogError::SequencingStopped)?
+fn answered(done: std::result::Result<Answer, oneshot::error::RecvError>) -> Result<Sequenced> {
+    match done {
+        Ok(Answer::Done(answer)) => answer,
+        // Sent only to a request in a batch of several, which is asked again rather than answered.
+        Ok(Answer::Again) | Err(_) => Err(CatalogError::SequencingStopped),
+    }
 }
 
 /// Whether each of `fences` still holds, each checked once, in the order of their hearings (so that transactions
@@ -454,6 +588,56 @@ async fn claims_held<'a>(
         *holds = claim.rows_affected() == 1;
     }
     Ok(held)
+}
+
+/// Whether each of `moves`' transfers is still in the stage it is to move from, each checked once, in the order of
+/// the transfers (so that two batches cannot deadlock on their rows). The row is locked meanwhile (on PostgreSQL,
+/// until the transaction ends), so that nothing else moves it before the batch's records are stored.
+async fn transfers_in_stage<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    moves: impl Iterator<Item = &'a TransferMove>,
+) -> sqlx::Result<BTreeMap<TransferMove, bool>> {
+    let mut movable: BTreeMap<TransferMove, bool> = moves.map(|moves| (moves.clone(), false)).collect();
+    for (moves, in_stage) in &mut movable {
+        let locked = sqlx::query("UPDATE transfers SET stage = stage WHERE id = $1 AND stage = $2")
+            .bind(&moves.transfer_id)
+            .bind(&moves.from)
+            .execute(&mut **tx)
+            .await?;
+        *in_stage = locked.rows_affected() == 1;
+    }
+    Ok(movable)
+}
+
+/// Moves a transfer on, with the record that is its evidence (at `index`): checked in stage by
+/// [`transfers_in_stage`] and locked since. The signed evidence is kept with it, pending its inclusion proof, so
+/// that the transfer never stands moved on without the evidence its record commits to. A rung already kept is
+/// never replaced (none is: a transfer moves on from a stage once, and its closing rung comes only so): if one
+/// were, the insert would fail, and the move and the record with it.
+async fn move_transfer(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    moves: &TransferMove,
+    index: i64,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE transfers SET stage = $1, updated_at = $2 WHERE id = $3 AND stage = $4")
+        .bind(&moves.to)
+        .bind(&moves.at)
+        .bind(&moves.transfer_id)
+        .bind(&moves.from)
+        .execute(&mut **tx)
+        .await?;
+    let evidence = &moves.evidence;
+    sqlx::query(
+        "INSERT INTO transfer_evidences (transfer_id, rung, event, signed, ledger_index) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&moves.transfer_id)
+    .bind(evidence.rung)
+    .bind(&evidence.event)
+    .bind(&evidence.signed)
+    .bind(index)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Which of `artefacts` the catalog lists already, read in one statement.
@@ -512,7 +696,15 @@ async fn latest_records(
 }
 
 /// Stores `stored` in the custody index, and their openings (once each) under their records' SHA-256.
-async fn insert_records(tx: &mut sqlx::Transaction<'static, sqlx::Any>, stored: &[Stored]) -> sqlx::Result<()> {
+/// Stores the records of `stored` in the custody index, with their openings, and moves the sequence row's next to
+/// `next` (on PostgreSQL, in the statement that inserts the records: the sequence row's lock is held meanwhile, and
+/// every statement is a round trip under it).
+async fn insert_records(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    stored: &[Stored],
+    next: i64,
+    postgres: bool,
+) -> sqlx::Result<()> {
     let mut kept = HashSet::new();
     let openings: Vec<(&str, &str)> = stored
         .iter()
@@ -530,10 +722,16 @@ async fn insert_records(tx: &mut sqlx::Transaction<'static, sqlx::Any>, stored: 
         }
         query.execute(&mut **tx).await?;
     }
-    let sql = format!(
+    let insert = format!(
         "INSERT INTO custody_index (ledger_index, case_id, artefact_id, record) VALUES {}",
         rows_of_placeholders(stored.len(), 4)
     );
+    let sql = if postgres {
+        format!("WITH moved AS (UPDATE log_sequence SET next = ${} WHERE id = 1) {insert}", stored.len() * 4 + 1)
+    } else {
+        sqlx::query("UPDATE log_sequence SET next = $1 WHERE id = 1").bind(next).execute(&mut **tx).await?;
+        insert
+    };
     let mut query = sqlx::query(&sql);
     for record in stored {
         query = query
@@ -542,44 +740,95 @@ async fn insert_records(tx: &mut sqlx::Transaction<'static, sqlx::Any>, stored: 
             .bind(record.artefact_id.as_deref())
             .bind(record.made.entry.as_slice());
     }
+    if postgres {
+        query = query.bind(next);
+    }
     query.execute(&mut **tx).await?;
     Ok(())
 }
 
 struct LogCoordination {
     catalog: Catalog,
+    /// The note of the checkpoint this process last heard was published (PostgreSQL's `NOTIFY`, by
+    /// [`listen_for_publications`]); `None` when the listening connection was found again (what was published
+    /// meanwhile was not heard). On SQLite, whose one gateway publishes everything itself, nothing is heard.
+    publications: tokio::sync::watch::Sender<Option<Bytes>>,
+    /// The task that listens, started with the first subscriber; stopped with the coordination.
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for LogCoordination {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            listener.abort();
+        }
+    }
+}
+
+/// The channel on which a gateway that published the log's checkpoint tells the others (`NOTIFY`, sent with the
+/// publishing transaction's commit; the payload is the checkpoint's note, a few hundred bytes of text).
+const PUBLISHED_CHANNEL: &str = "custodia_log_published";
+
+/// How long a lost listening connection waits before it connects again. A notification sent meanwhile is not
+/// heard: every integrator still looks at the row now and then.
+const LISTEN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Listens on [`PUBLISHED_CHANNEL`] over a connection of its own, and passes each note heard to `publications`, for
+/// as long as it runs. The notes are checked by the log, against its key, before anything is made of them.
+async fn listen_for_publications(url: String, publications: tokio::sync::watch::Sender<Option<Bytes>>) {
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(PUBLISHED_CHANNEL).await?;
+            // Connected (again): whatever was published meanwhile is looked at now.
+            publications.send_replace(None);
+            loop {
+                let Some(notification) = listener.try_recv().await? else {
+                    // The connection was lost; the next call connects again.
+                    return Ok::<(), sqlx::Error>(());
+                };
+                let note = notification.payload();
+                publications.send_replace((!note.is_empty()).then(|| Bytes::copy_from_slice(note.as_bytes())));
+            }
+        };
+        if let Err(err) = listening.await {
+            tracing::debug!(error = %err, "listening for the log's publications failed; trying again");
+        }
+        tokio::time::sleep(LISTEN_AGAIN_AFTER).await;
+    }
 }
 
 fn coordination_error(what: &'static str) -> impl FnOnce(CatalogError) -> CoordinationError {
     move |err| CoordinationError { what, transient: err.is_transient(), source: Box::new(err) }
 }
 
-/// The integration row, locked until `tx` ends (PostgreSQL).
-async fn lock_row(tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<(i64, Option<Vec<u8>>)> {
-    let row = sqlx::query("SELECT size, checkpoint FROM log_integration WHERE id = 1 FOR UPDATE")
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok((row.try_get("size")?, row.try_get("checkpoint")?))
-}
-
-async fn sequenced(pool: &AnyPool) -> Result<i64> {
-    Ok(sqlx::query("SELECT next FROM log_sequence WHERE id = 1").fetch_one(pool).await?.try_get("next")?)
-}
-
 fn integrated((size, checkpoint): (i64, Option<Vec<u8>>), sequenced: i64) -> Integrated {
     Integrated { size: size as u64, checkpoint: checkpoint.map(Bytes::from), sequenced: sequenced as u64 }
 }
 
+/// Both coordination rows in one query, with `lock` (a locking clause on the integration row, or nothing).
+fn read_rows(lock: &str) -> String {
+    format!(
+        "SELECT i.size AS size, i.checkpoint AS checkpoint, s.next AS next \
+         FROM log_integration i, log_sequence s WHERE i.id = 1 AND s.id = 1{lock}"
+    )
+}
+
+/// What begins a PostgreSQL transaction that holds a lock others wait for: it may sit idle `idle` at most (a
+/// holder that stops answering loses its lock) and waits `lock_wait` at most for a lock (then fails, retryably).
+/// Sent with `BEGIN` as one simple query.
+fn begin_with_limits(idle: &str, lock_wait: &str) -> String {
+    format!("BEGIN; SET LOCAL idle_in_transaction_session_timeout = '{idle}'; SET LOCAL lock_timeout = '{lock_wait}'")
+}
+
+fn integrated_of(row: &sqlx::any::AnyRow) -> Result<Integrated> {
+    Ok(integrated((row.try_get("size")?, row.try_get("checkpoint")?), row.try_get("next")?))
+}
+
 impl LogCoordination {
-    /// Both coordination rows in one query: what every gateway's integrator asks every 200 ms.
+    /// Both coordination rows, without the lock: what every gateway's integrator asks when it follows.
     async fn read(&self) -> Result<Integrated> {
-        let row = sqlx::query(
-            "SELECT i.size AS size, i.checkpoint AS checkpoint, s.next AS next \
-             FROM log_integration i, log_sequence s WHERE i.id = 1 AND s.id = 1",
-        )
-        .fetch_one(&self.catalog.pool)
-        .await?;
-        Ok(integrated((row.try_get("size")?, row.try_get("checkpoint")?), row.try_get("next")?))
+        integrated_of(&sqlx::query(&read_rows("")).fetch_one(&self.catalog.pool).await?)
     }
 
     async fn entries(&self, from: u64, to: u64, limit: usize) -> Result<Vec<(u64, Bytes)>> {
@@ -601,24 +850,30 @@ impl LogCoordination {
             .collect()
     }
 
-    async fn lock(&self) -> Result<Box<dyn IntegrationLock>> {
+    /// The integration lock, waited for (`wait`) or only if free: `None` when another holds it.
+    async fn lock(&self, wait: bool) -> Result<Option<Box<dyn IntegrationLock>>> {
         let pool = &self.catalog.pool;
         if self.catalog.postgres_url.is_none() {
-            let held = self.catalog.integration.clone().lock_owned().await;
+            let mutex = self.catalog.integration.clone();
+            let held = if wait {
+                mutex.lock_owned().await
+            } else {
+                let Ok(held) = mutex.try_lock_owned() else { return Ok(None) };
+                held
+            };
             let row = self.read().await?;
-            return Ok(Box::new(InProcessLock { pool: pool.clone(), row, _held: held }));
+            return Ok(Some(Box::new(InProcessLock { pool: pool.clone(), row, _held: held })));
         }
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('lock_timeout', $2, true)",
-        )
-        .bind(IDLE_INTEGRATION_TIMEOUT)
-        .bind(INTEGRATION_LOCK_WAIT)
-        .execute(&mut *tx)
-        .await?;
-        let row = lock_row(&mut tx).await?;
-        let row = integrated(row, sequenced(pool).await?);
-        Ok(Box::new(RowLock { tx, row }))
+        // The limits are set as the transaction begins: no round trip more.
+        let mut tx = pool.begin_with(begin_with_limits(IDLE_INTEGRATION_TIMEOUT, INTEGRATION_LOCK_WAIT)).await?;
+        // Skipped if held, for a process that only takes the lock if free.
+        let locking = if wait { " FOR UPDATE OF i" } else { " FOR UPDATE OF i SKIP LOCKED" };
+        let Some(row) = sqlx::query(&read_rows(locking)).fetch_optional(&mut *tx).await? else {
+            // Held by another gateway (skipped): this transaction locked nothing.
+            return Ok(None);
+        };
+        let row = integrated_of(&row)?;
+        Ok(Some(Box::new(RowLock { tx, row })))
     }
 }
 
@@ -645,13 +900,57 @@ impl Coordination for LogCoordination {
     }
 
     fn lock_integration(&self) -> BoxFuture<'_, std::result::Result<Box<dyn IntegrationLock>, CoordinationError>> {
-        Box::pin(async move { self.lock().await.map_err(coordination_error("taking the log's integration lock")) })
+        Box::pin(async move {
+            let locked = self.lock(true).await.map_err(coordination_error("taking the log's integration lock"))?;
+            // Waited for, so always taken.
+            locked.ok_or_else(|| CoordinationError {
+                what: "taking the log's integration lock",
+                transient: true,
+                source: "the integration row is missing".into(),
+            })
+        })
+    }
+
+    fn try_lock_integration(
+        &self,
+    ) -> BoxFuture<'_, std::result::Result<Option<Box<dyn IntegrationLock>>, CoordinationError>> {
+        Box::pin(async move { self.lock(false).await.map_err(coordination_error("taking the log's integration lock")) })
+    }
+
+    fn publications(&self) -> tokio::sync::watch::Receiver<Option<Bytes>> {
+        if let Some(url) = &self.catalog.postgres_url {
+            let mut listener = self.listener.lock().unwrap_or_else(PoisonError::into_inner);
+            if listener.is_none() {
+                *listener = Some(tokio::spawn(listen_for_publications(url.to_string(), self.publications.clone())));
+            }
+        }
+        self.publications.subscribe()
     }
 }
 
 /// Publishes what was integrated: the row's size and checkpoint, and the sequence moved past them if it was behind
-/// (a log adopted from its store).
-async fn publish_row(tx: &mut sqlx::Transaction<'static, sqlx::Any>, size: u64, checkpoint: &[u8]) -> Result<()> {
+/// (a log adopted from its store). On PostgreSQL, in one statement that also tells the other gateways (`NOTIFY`,
+/// sent at commit; a note that is not text, which a signed note never is, goes as an empty payload: "look").
+async fn publish_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    size: u64,
+    checkpoint: &[u8],
+    postgres: bool,
+) -> Result<()> {
+    if postgres {
+        sqlx::query(
+            "WITH published AS (UPDATE log_integration SET size = $1, checkpoint = $2 WHERE id = 1 RETURNING size), \
+                  moved AS (UPDATE log_sequence SET next = $1 WHERE id = 1 AND next < $1 RETURNING next) \
+             SELECT pg_notify($3, $4)",
+        )
+        .bind(size as i64)
+        .bind(checkpoint)
+        .bind(PUBLISHED_CHANNEL)
+        .bind(std::str::from_utf8(checkpoint).unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+        return Ok(());
+    }
     sqlx::query("UPDATE log_integration SET size = $1, checkpoint = $2 WHERE id = 1")
         .bind(size as i64)
         .bind(checkpoint)
@@ -682,7 +981,7 @@ impl IntegrationLock for RowLock {
     ) -> BoxFuture<'static, std::result::Result<(), CoordinationError>> {
         Box::pin(async move {
             let published = async {
-                publish_row(&mut self.tx, size, &checkpoint).await?;
+                publish_row(&mut self.tx, size, &checkpoint, true).await?;
                 self.tx.commit().await?;
                 Ok(())
             };
@@ -711,7 +1010,7 @@ impl IntegrationLock for InProcessLock {
         Box::pin(async move {
             let published = async {
                 let mut tx = self.pool.begin().await?;
-                publish_row(&mut tx, size, &checkpoint).await?;
+                publish_row(&mut tx, size, &checkpoint, false).await?;
                 tx.commit().await?;
                 Ok(())
             };

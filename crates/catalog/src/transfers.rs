@@ -44,8 +44,22 @@ pub struct TransferEvidenceRow {
     pub transfer_id: String,
     pub rung: i64,
     pub event: String,
+    /// As this gateway logged it, with its inclusion proof (a `Logged`); `None` while pending.
     pub own: Option<String>,
     pub partner: Option<String>,
+    /// The signed evidence alone, for one kept in the transaction that sequenced its record
+    /// ([`crate::KeptEvidence`]).
+    pub signed: Option<String>,
+    /// The ledger index of that record.
+    pub ledger_index: Option<i64>,
+}
+
+impl TransferEvidenceRow {
+    /// Whether it was kept when its record was sequenced and still lacks its inclusion proof: it is neither shown
+    /// nor sent as logged until [`Catalog::keep_transfer_evidence`] adds `own`.
+    pub fn is_pending(&self) -> bool {
+        self.own.is_none() && self.signed.is_some()
+    }
 }
 
 /// A signed request that must reach a partner gateway, kept until it has.
@@ -85,6 +99,8 @@ fn evidence(row: &AnyRow) -> sqlx::Result<TransferEvidenceRow> {
         event: row.try_get("event")?,
         own: row.try_get("own")?,
         partner: row.try_get("partner")?,
+        signed: row.try_get("signed")?,
+        ledger_index: row.try_get("ledger_index")?,
     })
 }
 
@@ -356,6 +372,19 @@ impl Catalog {
             .bind(transfer_id)
             .fetch_all(&self.pool)
             .await?;
+        Ok(rows.iter().map(evidence).collect::<sqlx::Result<_>>()?)
+    }
+
+    /// The evidences kept pending ([`TransferEvidenceRow::is_pending`]), of every transfer, oldest record first,
+    /// at most 100: what the duty of the transfers completes, once their records are integrated (the rest at its
+    /// next sweep).
+    pub async fn pending_transfer_evidences(&self) -> Result<Vec<TransferEvidenceRow>> {
+        let rows = sqlx::query(
+            "SELECT * FROM transfer_evidences WHERE own IS NULL AND signed IS NOT NULL ORDER BY ledger_index \
+             LIMIT 100",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().map(evidence).collect::<sqlx::Result<_>>()?)
     }
 

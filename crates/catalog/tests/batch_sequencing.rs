@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use custodia_catalog::{
-    Account, ArtefactRow, Case, Catalog, CatalogError, HearingFence, Registration, Sequenced, UploadChunk,
-    UploadCompletion, UploadRow,
+    Account, ArtefactRow, Case, Catalog, CatalogError, HearingFence, KeptEvidence, Registration, Sequenced,
+    TransferEvidenceRow, TransferMove, TransferRow, UploadChunk, UploadCompletion, UploadRow,
 };
 use custodia_tests::postgres::TempPostgres;
 
@@ -182,8 +182,8 @@ async fn a_stale_fence_refuses_its_request_alone(url: &str) {
 }
 
 /// A batch in which two requests fail to make their records: they get their own errors and no index; the others
-/// are sequenced together, contiguous, each chained past the failed ones. The transaction reserved an index for
-/// each and gave back the two unused. A batch in which nothing is made moves nothing.
+/// are sequenced together, contiguous, each chained past the failed ones. The transaction moves the sequence once,
+/// past the four made. A batch in which nothing is made moves nothing.
 async fn a_record_not_made_takes_no_index(url: &str) {
     let (catalog, pool) = catalog_recording_moves(url).await;
     let failing = |artefact| Ask { fails: true, ..about(artefact) };
@@ -200,14 +200,14 @@ async fn a_record_not_made_takes_no_index(url: &str) {
     let indices: Vec<u64> = [0, 2, 3, 5].map(|n| outcomes[n].index()).to_vec();
     assert_eq!(indices, vec![0, 1, 2, 3]);
     assert_chained(&outcomes, &asks, 0, HashMap::new());
-    assert_eq!(moves(&pool).await, vec![(0, 6), (6, 4)], "six reserved in one transaction, two given back");
+    assert_eq!(moves(&pool).await, vec![(0, 4)], "moved once, past the four made");
     assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2, 3]);
 
     let outcomes = sequence_all(&catalog, vec![failing("a")], 6).await;
     assert!(matches!(outcomes[0].answer, Ok(Err(_))), "{:?}", outcomes[0]);
     let outcomes = sequence_all(&catalog, vec![about("a")], 7).await;
     assert_eq!((outcomes[0].index(), outcomes[0].made_from), (4, Some(Some(1))));
-    assert_eq!(moves(&pool).await, vec![(0, 6), (6, 4), (4, 5)], "the batch that made nothing left no trace");
+    assert_eq!(moves(&pool).await, vec![(0, 4), (4, 5)], "the batch that made nothing left no trace");
 }
 
 /// A request whose caller went away while it waited is skipped, and the others are sequenced as if it had never
@@ -228,16 +228,19 @@ async fn a_request_whose_caller_went_away_is_skipped(url: &str) {
     assert_eq!(catalog.openings("sha-gone").await.unwrap(), None, "the one that went away was not stored");
 }
 
-/// A batch whose transaction fails (a trigger refuses the record about artefact `poison`, as a serialization
-/// failure on PostgreSQL): every request of it gets the error, retryable where the database's is, and nothing of
-/// the batch is stored; asked again without the poisoned one, the others are sequenced from index 0.
-async fn a_failed_transaction_fails_its_whole_batch(url: &str) {
+/// A batch whose transaction fails because the database refuses one record (a trigger refuses the record about
+/// artefact `poison`): each request is asked again alone, so that only the refused one fails (not retryable, and
+/// nothing of it stored) and the others are sequenced, contiguous and chained as if it had never been asked. On
+/// PostgreSQL, a batch that fails retryably (a serialization failure) is not asked again: every request of it gets
+/// the error, and nothing of the batch is stored.
+async fn a_refused_record_fails_its_own_request_only(url: &str) {
     let (catalog, pool) = catalog_recording_moves(url).await;
     let postgres = !url.starts_with("sqlite:");
     let statements: &[&str] = if postgres {
         &[
             "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.artefact_id = 'poison' THEN RAISE EXCEPTION 'poisoned' USING ERRCODE = 'serialization_failure'; \
+             IF NEW.artefact_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+             IF NEW.artefact_id = 'conflict' THEN RAISE EXCEPTION 'conflicting' USING ERRCODE = 'serialization_failure'; \
              END IF; RETURN NEW; END $$",
             "CREATE TRIGGER refuse_poison BEFORE INSERT ON custody_index FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
         ]
@@ -249,23 +252,33 @@ async fn a_failed_transaction_fails_its_whole_batch(url: &str) {
         sqlx::query(statement).execute(&pool).await.unwrap();
     }
     let asks = vec![about("a"), Ask::default(), about("poison"), about("a")];
-    let outcomes = sequence_all(&catalog, asks, 0).await;
+    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
+    let Err(err @ CatalogError::BatchFailed { records: 1, .. }) = &outcomes[2].answer else {
+        panic!("the refused record's error, alone: {:?}", outcomes[2])
+    };
+    assert!(err.to_string().contains("poisoned"), "{err}");
+    assert!(!err.is_transient(), "{err}");
+    let indices: Vec<u64> = [0, 1, 3].map(|n| outcomes[n].index()).to_vec();
+    assert_eq!(indices, vec![0, 1, 2], "the others, contiguous, in the order they came");
+    assert_chained(&outcomes, &asks, 0, HashMap::new());
+    assert_eq!(moves(&pool).await, vec![(0, 1), (1, 2), (2, 3)], "each alone, after the batch failed");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2]);
+    assert_eq!(catalog.openings("sha-2").await.unwrap(), None, "nothing of the refused one");
+    if !postgres {
+        return;
+    }
+
+    let asks = vec![about("a"), Ask::default(), about("conflict"), about("a")];
+    let outcomes = sequence_all(&catalog, asks, 4).await;
     for outcome in &outcomes {
         let Err(err @ CatalogError::BatchFailed { records: 4, .. }) = &outcome.answer else {
             panic!("the batch's error: {outcome:?}")
         };
-        assert!(err.to_string().contains("poisoned"), "{err}");
-        assert_eq!(err.is_transient(), postgres, "{err}");
+        assert!(err.to_string().contains("conflicting"), "{err}");
+        assert!(err.is_transient(), "{err}");
     }
-    assert_eq!(moves(&pool).await, vec![], "the sequence row as it was");
-    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), Vec::<i64>::new(), "nothing stored");
-    assert_eq!(catalog.openings("sha-0").await.unwrap(), None);
-
-    let asks = vec![about("a"), Ask::default(), about("a")];
-    let outcomes = sequence_all(&catalog, asks.clone(), 0).await;
-    assert_eq!(outcomes.iter().map(Outcome::index).collect::<Vec<_>>(), vec![0, 1, 2]);
-    assert_chained(&outcomes, &asks, 0, HashMap::new());
-    assert_eq!(moves(&pool).await, vec![(0, 3)]);
+    assert_eq!(moves(&pool).await.len(), 3, "the sequence row as it was");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2], "nothing stored");
 }
 
 /// Upload `up-1` of case `case`: 10 bytes, its first 4 in a recorded chunk, its completion claimed at `now` with
@@ -489,13 +502,266 @@ async fn concurrent_batches_of_three_processes_chain_on_postgres() {
 }
 
 #[tokio::test]
-async fn a_failed_transaction_fails_its_whole_batch_on_postgres() {
+async fn a_refused_record_fails_its_own_request_only_on_postgres() {
     let server = TempPostgres::start();
-    a_failed_transaction_fails_its_whole_batch(&server.url).await;
+    a_refused_record_fails_its_own_request_only(&server.url).await;
 }
 
 #[tokio::test]
-async fn a_failed_transaction_fails_its_whole_batch_on_sqlite() {
+async fn a_refused_record_fails_its_own_request_only_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    a_failed_transaction_fails_its_whole_batch(&sqlite(&dir)).await;
+    a_refused_record_fails_its_own_request_only(&sqlite(&dir)).await;
+}
+
+/// A transfer received from partner `p` and delivered: artefact `art-<id>` of case `case`, retrieved by nobody yet.
+fn delivered_transfer(id: &str) -> TransferRow {
+    TransferRow {
+        id: id.into(),
+        direction: "in".into(),
+        partner: "p".into(),
+        artefact_id: Some(format!("art-{id}")),
+        case_id: Some("case".into()),
+        account_id: Some("partner:p".into()),
+        size: 10,
+        sha256: "00".repeat(32),
+        chunk_size: 4,
+        received: 10,
+        stage: "delivered".into(),
+        offer: None,
+        created_at: "2026-12-05T00:00:00Z".into(),
+        updated_at: "2026-12-05T00:00:00Z".into(),
+    }
+}
+
+/// Sequences, as request `n`, an evidence of `transfer` (a record about its artefact) that moves it from
+/// "delivered" to `to`, keeping the signed evidence `signed-n` ([`kept`]); `fails`: making the record fails.
+async fn sequence_moving(catalog: &Catalog, n: usize, transfer: &str, to: &str, fails: bool) -> Outcome {
+    let mut made_from = None;
+    let moves = TransferMove {
+        transfer_id: transfer.into(),
+        from: "delivered".into(),
+        to: to.into(),
+        at: format!("2026-12-06T00:00:{:02}Z", n % 60),
+        evidence: kept(n, to),
+    };
+    let (artefact, openings) = (format!("art-{transfer}"), format!("{{\"n\":{n}}}"));
+    let answer = catalog
+        .sequence_moving_transfer("case", Some(&artefact), &openings, moves, |prior| {
+            made_from = Some(prior);
+            if fails {
+                return Err(format!("request {n} makes no record"));
+            }
+            Ok((entry(n, prior), format!("sha-{n}")))
+        })
+        .await;
+    Outcome { answer, made_from }
+}
+
+/// The evidence request `n` keeps with its move to `to`: the closing rung, signed as `signed-n`.
+fn kept(n: usize, to: &str) -> KeptEvidence {
+    let event = if to == "retrieved" { "Retrieval" } else { "NonRetrieval" };
+    KeptEvidence { rung: 4, event: event.into(), signed: format!("signed-{n}") }
+}
+
+async fn stage_of(catalog: &Catalog, transfer: &str) -> String {
+    catalog.transfer(transfer).await.unwrap().expect("the transfer").stage
+}
+
+fn refused_as_moved(outcome: &Outcome, transfer: &str) -> bool {
+    matches!(&outcome.answer, Err(CatalogError::TransferMoved { transfer_id, from })
+        if transfer_id == transfer && from == "delivered")
+}
+
+/// Within one batch: a request whose record is not made moves nothing, so the next one moves the transfer; of
+/// two requests in one batch that move one transfer, the first is sequenced and moves it, the second is refused
+/// (its record never made) while a record about something else goes on; asked again later, a move from a stage
+/// the transfer has left sequences nothing.
+async fn a_transfer_moves_with_one_evidence_in_a_batch(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    for id in ["t-1", "t-2"] {
+        catalog.insert_transfer(&delivered_transfer(id)).await.unwrap();
+    }
+    let not_made = sequence_moving(&catalog, 0, "t-1", "retrieved", true).await;
+    assert!(matches!(not_made.answer, Ok(Err(_))), "{not_made:?}");
+    assert_eq!(stage_of(&catalog, "t-1").await, "delivered", "no record, no move");
+
+    let (first, second, other) = tokio::join!(
+        sequence_moving(&catalog, 1, "t-1", "retrieved", false),
+        sequence_moving(&catalog, 2, "t-1", "failed", false),
+        catalog.sequence_custody("case", Some("other"), "{}", None, |prior| {
+            Ok::<_, String>((entry(3, prior), "sha-3".to_owned()))
+        }),
+    );
+    assert_eq!(first.index(), 0);
+    assert!(refused_as_moved(&second, "t-1"), "{second:?}");
+    assert_eq!(second.made_from, None, "the refused record was never made");
+    assert_eq!(other.unwrap().unwrap().index, 1);
+    assert_eq!(moves(&pool).await, vec![(0, 2)], "one transaction");
+    let moved = catalog.transfer("t-1").await.unwrap().unwrap();
+    assert_eq!((moved.stage.as_str(), moved.updated_at.as_str()), ("retrieved", "2026-12-06T00:00:01Z"));
+    assert_eq!(stage_of(&catalog, "t-2").await, "delivered", "another transfer stays as it was");
+
+    let again = sequence_moving(&catalog, 4, "t-1", "failed", false).await;
+    assert!(refused_as_moved(&again, "t-1"), "{again:?}");
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1], "one evidence");
+    assert_eq!(stage_of(&catalog, "t-1").await, "retrieved");
+}
+
+#[tokio::test]
+async fn a_transfer_moves_with_one_evidence_in_a_batch_on_postgres() {
+    let server = TempPostgres::start();
+    a_transfer_moves_with_one_evidence_in_a_batch(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_transfer_moves_with_one_evidence_in_a_batch_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_transfer_moves_with_one_evidence_in_a_batch(&sqlite(&dir)).await;
+}
+
+/// Two processes (two catalogs on one database) race to move each of 24 delivered transfers on, one to
+/// "retrieved" (a download), the other to "failed" (the sweep's `NonRetrieval`), in the opposite order of the
+/// transfers: for each, exactly one evidence is sequenced, the other refused, and the transfer is in the winner's
+/// stage.
+async fn two_processes_move_a_transfer_once(url: &str) {
+    let catalogs = [Catalog::connect(url).await.unwrap(), Catalog::connect(url).await.unwrap()];
+    let transfers: Vec<String> = (0..24).map(|n| format!("t-{n:02}")).collect();
+    for id in &transfers {
+        catalogs[0].insert_transfer(&delivered_transfer(id)).await.unwrap();
+    }
+    let race = |process: usize, to: &'static str| {
+        let catalog = catalogs[process].clone();
+        let mut order = transfers.clone();
+        if process == 1 {
+            order.reverse();
+        }
+        tokio::spawn(async move {
+            let asks = order.into_iter().enumerate().map(|(n, transfer)| {
+                let catalog = catalog.clone();
+                async move {
+                    let outcome = sequence_moving(&catalog, process * 100 + n, &transfer, to, false).await;
+                    (transfer, outcome)
+                }
+            });
+            futures::future::join_all(asks).await
+        })
+    };
+    let (retrieving, failing) = (race(0, "retrieved"), race(1, "failed"));
+    let outcomes: Vec<_> = [retrieving.await.unwrap(), failing.await.unwrap()].into_iter().flatten().collect();
+    for transfer in &transfers {
+        let raced: Vec<&Outcome> = outcomes.iter().filter(|(t, _)| t == transfer).map(|(_, o)| o).collect();
+        assert_eq!(raced.len(), 2);
+        let won: Vec<usize> = (0..2).filter(|&p| matches!(raced[p].answer, Ok(Ok(_)))).collect();
+        assert_eq!(won.len(), 1, "{transfer}: exactly one evidence sequenced: {raced:?}");
+        let lost = 1 - won[0];
+        assert!(refused_as_moved(raced[lost], transfer), "{transfer}: the other refused: {:?}", raced[lost]);
+        assert_eq!(raced[lost].made_from, None, "{transfer}: the refused evidence was never made");
+        let winner = if won[0] == 0 { "retrieved" } else { "failed" };
+        assert_eq!(stage_of(&catalogs[1], transfer).await, winner, "{transfer}: in the winner's stage");
+    }
+    let indexed = catalogs[0].custody_indexed_between(0, 1000).await.unwrap();
+    assert_eq!(indexed, (0..24).collect::<Vec<i64>>(), "one evidence a transfer, contiguous");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_move_a_transfer_once_on_postgres() {
+    let server = TempPostgres::start();
+    two_processes_move_a_transfer_once(&server.url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_move_a_transfer_once_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    two_processes_move_a_transfer_once(&sqlite(&dir)).await;
+}
+
+/// The closing rung request `n` keeps pending for `transfer`, its record at `index`.
+fn pending(transfer: &str, n: usize, index: u64) -> TransferEvidenceRow {
+    TransferEvidenceRow {
+        transfer_id: transfer.into(),
+        rung: 4,
+        event: "Retrieval".into(),
+        own: None,
+        partner: None,
+        signed: Some(format!("signed-{n}")),
+        ledger_index: Some(index as i64),
+    }
+}
+
+/// The signed evidence is kept in the transaction that sequences its record and moves its transfer: once that
+/// commits, the evidence is there, pending its proof, with the record's index (nothing else needs to run for it
+/// to survive); a move refused (the transfer moved on already) keeps nothing and leaves the evidence kept before
+/// as it was; a transaction that fails (the database refuses the record, or refuses to keep the evidence) stores
+/// nothing of the three. Adding the evidence as logged (`own`) completes it.
+async fn the_evidence_is_kept_in_the_transaction_that_moves_its_transfer(url: &str) {
+    let (catalog, pool) = catalog_recording_moves(url).await;
+    for id in ["t-1", "t-2", "t-3"] {
+        catalog.insert_transfer(&delivered_transfer(id)).await.unwrap();
+    }
+    let postgres = !url.starts_with("sqlite:");
+    let statements: &[&str] = if postgres {
+        &[
+            "CREATE FUNCTION refuse_record() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'record refused'; END $$",
+            "CREATE TRIGGER refuse_record BEFORE INSERT ON custody_index FOR EACH ROW \
+             WHEN (NEW.artefact_id = 'art-t-2') EXECUTE FUNCTION refuse_record()",
+            "CREATE FUNCTION refuse_keep() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             RAISE EXCEPTION 'evidence refused'; END $$",
+            "CREATE TRIGGER refuse_keep BEFORE INSERT ON transfer_evidences FOR EACH ROW \
+             WHEN (NEW.transfer_id = 't-3') EXECUTE FUNCTION refuse_keep()",
+        ]
+    } else {
+        &[
+            "CREATE TRIGGER refuse_record BEFORE INSERT ON custody_index WHEN NEW.artefact_id = 'art-t-2' \
+             BEGIN SELECT RAISE(ABORT, 'record refused'); END",
+            "CREATE TRIGGER refuse_keep BEFORE INSERT ON transfer_evidences WHEN NEW.transfer_id = 't-3' \
+             BEGIN SELECT RAISE(ABORT, 'evidence refused'); END",
+        ]
+    };
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+
+    let moved = sequence_moving(&catalog, 0, "t-1", "retrieved", false).await;
+    let index = moved.index();
+    assert_eq!(stage_of(&catalog, "t-1").await, "retrieved");
+    let kept = catalog.transfer_evidences("t-1").await.unwrap();
+    assert_eq!(kept, vec![pending("t-1", 0, index)], "kept with the move, pending");
+    assert!(kept[0].is_pending());
+    assert_eq!(catalog.pending_transfer_evidences().await.unwrap(), kept);
+
+    let again = sequence_moving(&catalog, 1, "t-1", "failed", false).await;
+    assert!(refused_as_moved(&again, "t-1"), "{again:?}");
+    assert_eq!(catalog.transfer_evidences("t-1").await.unwrap(), kept, "a refused move keeps nothing");
+
+    for (n, transfer, why) in [(2, "t-2", "record refused"), (3, "t-3", "evidence refused")] {
+        let failed = sequence_moving(&catalog, n, transfer, "retrieved", false).await;
+        let Err(err @ CatalogError::BatchFailed { records: 1, .. }) = &failed.answer else {
+            panic!("{transfer}: the transaction fails: {failed:?}")
+        };
+        assert!(err.to_string().contains(why), "{err}");
+        assert_eq!(stage_of(&catalog, transfer).await, "delivered", "{transfer}: not moved");
+        assert!(catalog.transfer_evidences(transfer).await.unwrap().is_empty(), "{transfer}: nothing kept");
+        assert_eq!(catalog.openings(&format!("sha-{n}")).await.unwrap(), None, "{transfer}: nothing sequenced");
+    }
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![index as i64], "one record");
+    assert_eq!(moves(&pool).await, vec![(0, 1)], "one transaction committed");
+
+    catalog.keep_transfer_evidence("t-1", 4, "Retrieval", Some("logged-0"), None).await.unwrap();
+    let completed = catalog.transfer_evidences("t-1").await.unwrap();
+    assert_eq!(completed, vec![TransferEvidenceRow { own: Some("logged-0".into()), ..pending("t-1", 0, index) }]);
+    assert!(!completed[0].is_pending());
+    assert!(catalog.pending_transfer_evidences().await.unwrap().is_empty(), "completed");
+}
+
+#[tokio::test]
+async fn the_evidence_is_kept_in_the_transaction_that_moves_its_transfer_on_postgres() {
+    let server = TempPostgres::start();
+    the_evidence_is_kept_in_the_transaction_that_moves_its_transfer(&server.url).await;
+}
+
+#[tokio::test]
+async fn the_evidence_is_kept_in_the_transaction_that_moves_its_transfer_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    the_evidence_is_kept_in_the_transaction_that_moves_its_transfer(&sqlite(&dir)).await;
 }

@@ -1,6 +1,6 @@
 //! Token buckets shared by every gateway on one database (`custodia_catalog::budgets`): a take refills by the time
 //! elapsed, takes only what the bucket holds and says how long to wait otherwise; two handles on one PostgreSQL
-//! spend one budget, also at once; full buckets are pruned. Times are chosen by the test (ms since the epoch), so
+//! spend one budget, also at once; a bucket is filled again on demand; full buckets are pruned. Times are chosen by the test (ms since the epoch), so
 //! nothing here depends on how fast the machine is.
 
 use std::time::Duration;
@@ -59,6 +59,13 @@ async fn a_bucket_refills_takes_only_what_it_holds_and_says_how_long(a: &Catalog
     assert_about(wait_of(b.take_tokens(&key(2), RULE, 1.0, T0).await.unwrap()), 2.0);
     assert_eq!(b.take_tokens(&key(3), RULE, 1.0, T0).await.unwrap(), Take::Taken);
     assert!((a.tokens_left(&key(4), RULE, T0).await.unwrap() - 3.0).abs() < 1e-9, "a key never taken is full");
+    // Filled again at once by either handle (a success that clears failures); other keys keep what they spent.
+    b.refill_bucket(&key(2)).await.unwrap();
+    assert!((a.tokens_left(&key(2), RULE, T0).await.unwrap() - 3.0).abs() < 1e-9, "full again");
+    assert_eq!(a.take_tokens(&key(2), RULE, 3.0, T0).await.unwrap(), Take::Taken);
+    assert!((b.tokens_left(&key(3), RULE, T0).await.unwrap() - 2.0).abs() < 1e-9, "another key is untouched");
+    a.refill_bucket(&key(5)).await.unwrap();
+    assert!((b.tokens_left(&key(5), RULE, T0).await.unwrap() - 3.0).abs() < 1e-9, "a key never taken stays full");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,11 +13,15 @@
 //!   and adopts them. A store behind the row (restored from an older copy) is refused: serving it would unpublish
 //!   entries.
 //!
-//! Every process runs an integrator (`Integrator::run`): woken by its own appends, and every
-//! [`FOLLOW_INTERVAL`] to pick up checkpoints others published and entries a dead process left sequenced.
+//! Every process runs an integrator (`Integrator::run`): woken by its own appends, by publications it hears of
+//! ([`Coordination::publications`]), and every [`FOLLOW_INTERVAL`] to pick up checkpoints others published and
+//! entries a dead process left sequenced. For its own appends it takes the lock only if free (the holder integrates
+//! everything sequenced, by any process, and every process hears when it publishes), and, while other processes
+//! append too, only after a few milliseconds, so that their appends sequenced meanwhile go into the same turn.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -35,8 +39,21 @@ const UNBOUNDED: u64 = i64::MAX as u64;
 /// How often an integrator looks at the coordination row when nothing wakes it.
 pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Every this many follows, a turn under the lock whether or not anything waits (about every 5 s).
-const CHECK_EVERY_TICKS: u32 = 25;
+/// How often an integrator takes a whole turn under the lock (waiting for it), whether or not anything waits: it
+/// checks the store's checkpoint against the row.
+const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How soon an integrator whose appends wait, and which found the lock held by another process (or let other
+/// processes' appends gather), tries the lock if it hears of no publication covering them meanwhile (a holder that
+/// had nothing to publish lets the lock go without a word).
+const BUSY_RETRY: Duration = Duration::from_millis(3);
+
+/// For how long after hearing of another process's checkpoint an integrator takes other processes to be appending
+/// too. While they are, it waits [`BUSY_RETRY`] before it takes the lock for newly sequenced appends, so that the
+/// other processes' sequencing transactions (which the sequence row's lock orders one after another) commit
+/// meanwhile and one turn integrates them all, rather than one turn each (a turn's writes to the store cost the
+/// same whatever it holds). A process appending alone never waits.
+const INTEGRATING_ELSEWHERE: Duration = Duration::from_millis(50);
 
 /// How long [`crate::Log::integrated`] waits for a published checkpoint to cover a sequenced entry, through failed
 /// turns (another gateway may integrate it meanwhile), before it gives up with a retryable error.
@@ -80,6 +97,15 @@ pub trait Coordination: Send + Sync + 'static {
 
     /// Waits for the integration lock, and returns it with the row as it stands under the lock.
     fn lock_integration(&self) -> BoxFuture<'_, Result<Box<dyn IntegrationLock>, CoordinationError>>;
+
+    /// The integration lock if no other process holds it now; `None` if one does (it publishes what it integrates,
+    /// and [`Coordination::publications`] says when).
+    fn try_lock_integration(&self) -> BoxFuture<'_, Result<Option<Box<dyn IntegrationLock>>, CoordinationError>>;
+
+    /// The note of the checkpoint this process last heard was published through this coordination, by any process;
+    /// `None` (a change all the same) when it may have missed some: the row says. A publication not heard (a
+    /// notification lost with a connection) is not repeated, so a follower still looks at the row now and then.
+    fn publications(&self) -> watch::Receiver<Option<Bytes>>;
 }
 
 /// The integration lock, held until it is dropped (released, nothing changed) or published.
@@ -127,13 +153,40 @@ pub(crate) struct Integrator {
 /// Why an integrator takes a turn under the lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Turn {
-    /// This process's appends wait: if another process's turn has published them meanwhile (it integrates
-    /// whatever is sequenced, by any process), the lock is let go at once. With several processes appending, most
-    /// turns are these, and end so.
+    /// This process's appends wait. The lock is taken only if free: a process that holds it integrates whatever is
+    /// sequenced, by any process, and publishes, and every process hears of it
+    /// ([`Coordination::publications`]); if that did not cover them, this process tries again soon. So the
+    /// processes follow each other's checkpoints rather than queue for the lock. If a turn taken finds them
+    /// published already, it lets the lock go at once.
     ForOwnAppends,
-    /// Opening the log, entries that no appender here waits for (left by a process that died), and the periodic
-    /// check of the store against the row: a whole turn.
+    /// Entries that no appender here waits for (left by a process that died): the lock if free, a whole turn.
+    Waiting,
+    /// Opening the log, and the periodic check of the store against the row: the lock waited for, a whole turn.
     Whole,
+}
+
+/// What woke an integrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// An append of this process was sequenced.
+    OwnAppends,
+    /// Another process published.
+    Published,
+    /// Nothing for [`FOLLOW_INTERVAL`].
+    Tick,
+    /// The time set to try the lock again for this process's appends has come.
+    Retry,
+}
+
+/// What a turn did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// The lock was held by another process; nothing was done.
+    Held,
+    /// Nothing needed integrating (or another process had integrated it).
+    Nothing,
+    /// A batch was integrated and published.
+    Integrated,
 }
 
 /// The first wait after a failed integration; it doubles up to [`RETRY_WAIT_MAX`].
@@ -154,33 +207,97 @@ impl Integrator {
 
     pub(crate) async fn run(mut self) {
         let shared = self.shared.clone();
+        let mut publications = shared.coordination.publications();
         let mut wait = RETRY_WAIT_MIN;
-        let mut ticks = 0u32;
+        let mut checked = Instant::now();
+        // When to try the lock again for this process's appends, and the wait before that try: set when the lock
+        // was found held (doubling while it stays held, up to [`FOLLOW_INTERVAL`]), when other processes append
+        // too (theirs gather meanwhile, for one turn), or when a publication heard did not cover them.
+        let mut retry: Option<(Instant, Duration)> = None;
+        // When this process last heard of a checkpoint another process published.
+        let mut others_published: Option<Instant> = None;
+        // The size of the checkpoint this process last published itself: what its own notification says.
+        let mut own_size = 0;
         loop {
-            let nudged = tokio::select! {
-                () = shared.nudge.notified() => true,
-                () = tokio::time::sleep(FOLLOW_INTERVAL) => false,
+            let tick = retry.map_or_else(|| Instant::now() + FOLLOW_INTERVAL, |(at, _)| at);
+            let wake = tokio::select! {
+                () = shared.nudge.notified() => Wake::OwnAppends,
+                Ok(()) = publications.changed() => Wake::Published,
+                () = tokio::time::sleep_until(tick.into()) => {
+                    if retry.is_some() { Wake::Retry } else { Wake::Tick }
+                }
                 None = self.handles.recv() => return,
             };
-            // Now and then a turn even with nothing to integrate: it checks the store's checkpoint against the row.
-            ticks = (ticks + 1) % CHECK_EVERY_TICKS;
-            if !nudged && ticks != 0 {
+            let heard = if wake == Wake::Published { publications.borrow_and_update().clone() } else { None };
+            let turn = if checked.elapsed() >= CHECK_INTERVAL {
+                checked = Instant::now();
+                Some(Turn::Whole)
+            } else if matches!(wake, Wake::OwnAppends | Wake::Retry) {
+                if self.uncovered() == 0 {
+                    // A publication heard meanwhile covered them.
+                    retry = None;
+                    None
+                } else if wake == Wake::Retry {
+                    Some(Turn::ForOwnAppends)
+                } else if retry.is_some() {
+                    // A try is set already.
+                    None
+                } else if others_published.is_some_and(|at| at.elapsed() < INTEGRATING_ELSEWHERE) {
+                    retry = Some((Instant::now() + BUSY_RETRY, BUSY_RETRY));
+                    None
+                } else {
+                    Some(Turn::ForOwnAppends)
+                }
+            } else if let Some(note) = heard
+                && let Ok(size) = self.publish_note(&note)
+            {
+                // What was published came with the news: no need to read the row. If it did not cover this
+                // process's appends, this one tries soon (what others sequence meanwhile gathers for that turn).
+                if size > own_size {
+                    others_published = Some(Instant::now());
+                }
+                retry = match retry {
+                    _ if self.uncovered() == 0 => None,
+                    Some(set) => Some(set),
+                    None => Some((Instant::now() + BUSY_RETRY, BUSY_RETRY)),
+                };
+                None
+            } else {
                 match self.follow().await {
-                    Ok(false) => continue,
-                    Ok(true) => {}
+                    Ok(_) if self.uncovered() > 0 => {
+                        if wake == Wake::Published {
+                            retry.get_or_insert((Instant::now() + BUSY_RETRY, BUSY_RETRY));
+                            None
+                        } else {
+                            Some(Turn::ForOwnAppends)
+                        }
+                    }
+                    Ok(row) if wake == Wake::Tick && row.sequenced > row.size => Some(Turn::Waiting),
+                    Ok(_) => None,
                     Err(err) => {
                         self.failed(err);
-                        continue;
+                        None
                     }
                 }
-            }
-            let turn = if nudged && ticks != 0 { Turn::ForOwnAppends } else { Turn::Whole };
+            };
+            let Some(turn) = turn else { continue };
             match self.integrate(turn).await {
-                Ok(()) => {
+                Ok(outcome) => {
                     wait = RETRY_WAIT_MIN;
                     shared.failing.store(false, Ordering::Release);
+                    retry = match outcome {
+                        Outcome::Held if turn == Turn::ForOwnAppends => {
+                            let after = retry.map_or(BUSY_RETRY, |(_, waited)| (waited * 2).min(FOLLOW_INTERVAL));
+                            Some((Instant::now() + after, after))
+                        }
+                        _ => None,
+                    };
+                    if outcome == Outcome::Integrated {
+                        own_size = self.publish.borrow().checkpoint.size;
+                    }
                 }
                 Err(err) => {
+                    retry = None;
                     self.failed(err);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
@@ -194,6 +311,11 @@ impl Integrator {
         }
     }
 
+    /// How many of the entries this process's appends wait for its published checkpoint does not cover yet.
+    fn uncovered(&self) -> u64 {
+        self.shared.awaited.load(Ordering::Acquire).saturating_sub(self.publish.borrow().checkpoint.size)
+    }
+
     fn failed(&self, err: LogError) {
         tracing::error!(error = %err, "custody log integration failed; sequenced entries wait");
         self.shared.failing.store(true, Ordering::Release);
@@ -204,12 +326,12 @@ impl Integrator {
         });
     }
 
-    /// Publishes locally the checkpoint others published. `true` if entries wait for integration.
-    async fn follow(&mut self) -> Result<bool, LogError> {
+    /// Publishes locally the checkpoint others published: the row as read.
+    async fn follow(&mut self) -> Result<Integrated, LogError> {
         let row = self.shared.coordination.integrated().await.map_err(coordination_error)?;
         self.shared.waiting.store(row.sequenced.saturating_sub(row.size), Ordering::Relaxed);
         self.publish_from_row(&row)?;
-        Ok(row.sequenced > row.size)
+        Ok(row)
     }
 
     /// Publishes locally the checkpoint `row` says was published, if it is ahead of this process's.
@@ -217,10 +339,31 @@ impl Integrator {
         if let Some(note) = &row.checkpoint
             && row.size > self.publish.borrow().checkpoint.size
         {
-            let signed = SignedCheckpoint::open(note, &[self.signer.verifier()])?;
-            self.published(signed);
+            self.publish_note(note)?;
         }
         Ok(())
+    }
+
+    /// Publishes locally the checkpoint of `note` (checked against the log's key), if it is ahead of this
+    /// process's: the size this process's checkpoint covers now.
+    fn publish_note(&self, note: &[u8]) -> Result<u64, LogError> {
+        let signed = self.opened(note)?;
+        let size = signed.checkpoint.size;
+        if size > self.publish.borrow().checkpoint.size {
+            self.published(signed);
+        }
+        Ok(size.max(self.publish.borrow().checkpoint.size))
+    }
+
+    /// The checkpoint of `note`, checked against the log's key: the one this process published last if that is
+    /// its note (already checked), so that a turn does not check the same signature again and again.
+    fn opened(&self, note: &[u8]) -> Result<SignedCheckpoint, LogError> {
+        let published = self.publish.borrow();
+        if published.note() == note {
+            return Ok(published.clone());
+        }
+        drop(published);
+        Ok(SignedCheckpoint::open(note, &[self.signer.verifier()])?)
     }
 
     fn published(&self, signed: SignedCheckpoint) {
@@ -228,45 +371,87 @@ impl Integrator {
         *self.published_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::SystemTime::now();
     }
 
-    /// One turn under the integration lock.
-    async fn integrate(&mut self, turn: Turn) -> Result<(), LogError> {
-        let lock = self.shared.coordination.lock_integration().await.map_err(coordination_error)?;
+    /// One turn under the integration lock: [`Outcome::Held`] if another process holds it (only a turn that waits
+    /// for it, [`Turn::Whole`], waits).
+    async fn integrate(&mut self, turn: Turn) -> Result<Outcome, LogError> {
+        let coordination = &self.shared.coordination;
+        let lock = if turn == Turn::Whole {
+            coordination.lock_integration().await.map_err(coordination_error)?
+        } else {
+            match coordination.try_lock_integration().await.map_err(coordination_error)? {
+                Some(lock) => lock,
+                None => return Ok(Outcome::Held),
+            }
+        };
+        self.integrate_locked(turn, lock).await
+    }
+
+    async fn integrate_locked(&mut self, turn: Turn, lock: Box<dyn IntegrationLock>) -> Result<Outcome, LogError> {
         let row = lock.integrated().clone();
         if turn == Turn::ForOwnAppends
             && row.checkpoint.is_some()
             && row.size >= self.shared.awaited.load(Ordering::Acquire)
         {
             drop(lock);
-            return self.publish_from_row(&row);
+            return self.publish_from_row(&row).map(|()| Outcome::Nothing);
         }
+        // Between whole turns the row is trusted as it stands: the store's checkpoint is not read. The row moves
+        // only after the store's checkpoint was written, so the store holds the row's checkpoint, or one written
+        // late by a process that had lost the lock (behind it), or one by a process that died before it moved the
+        // row (ahead of it, over entries sequenced here, which this turn integrates again into the same tiles). This
+        // turn's checkpoint replaces either, and the next whole turn checks the store against the row.
+        let stored = match (&row.checkpoint, turn) {
+            (Some(note), Turn::ForOwnAppends | Turn::Waiting) => self.opened(note)?,
+            _ => self.stored_checkpoint(&row).await?,
+        };
+        let (state, pending) = if stored.checkpoint.size > row.size {
+            // The store is ahead of the row: a checkpoint that landed before its row moved (a crash, a lost
+            // answer), a log that predates its coordination, or entries appended outside it. Whatever is sequenced
+            // there must be what the store holds; the rest is adopted from the store.
+            self.check_sequenced_match(row.size, &stored).await?;
+            (TreeState::open_at(&self.storage, &stored.checkpoint).await?, None)
+        } else {
+            self.state_at(&row, &stored).await?
+        };
+        self.integrate_from(lock, &row, stored, state, pending).await
+    }
+
+    /// The store's checkpoint, put back to the published one if it is behind the row.
+    async fn stored_checkpoint(&self, row: &Integrated) -> Result<SignedCheckpoint, LogError> {
         let stored = match self.storage.get(CHECKPOINT).await? {
-            Some(note) => SignedCheckpoint::open(&note, &[self.signer.verifier()])?,
+            Some(note) => self.opened(&note)?,
             None if row.checkpoint.is_none() => {
                 // A new log: its empty checkpoint, written under the lock.
                 let signed = self.signer.sign(&Checkpoint::new(self.signer.name(), 0, crate::merkle::empty_root()))?;
                 self.storage.put(CHECKPOINT, Bytes::copy_from_slice(signed.note())).await?;
                 signed
             }
-            None => self.put_back_published(&row, 0).await?,
+            None => self.put_back_published(row, 0).await?,
         };
-        let stored = if stored.checkpoint.size < row.size {
-            self.put_back_published(&row, stored.checkpoint.size).await?
+        if stored.checkpoint.size < row.size {
+            self.put_back_published(row, stored.checkpoint.size).await
         } else {
-            stored
-        };
-        let state = if stored.checkpoint.size > row.size {
-            // The store is ahead of the row: a checkpoint that landed before its row moved (a crash, a lost
-            // answer), a log that predates its coordination, or entries appended outside it. Whatever is sequenced
-            // there must be what the store holds; the rest is adopted from the store.
-            self.check_sequenced_match(row.size, &stored).await?;
-            TreeState::open_at(&self.storage, &stored.checkpoint).await?
-        } else {
-            self.state_at(&row, &stored).await?
-        };
+            Ok(stored)
+        }
+    }
+
+    /// Integrates what is sequenced after `state` (the tree at the row, or the store ahead of it), and publishes.
+    async fn integrate_from(
+        &mut self,
+        lock: Box<dyn IntegrationLock>,
+        row: &Integrated,
+        stored: SignedCheckpoint,
+        state: TreeState,
+        pending: Option<Vec<(u64, Bytes)>>,
+    ) -> Result<Outcome, LogError> {
         let from = state.size();
         // Entries sequenced since the row was read are taken too: sequencing does not wait for this lock.
-        let pending =
-            self.shared.coordination.entries(from, UNBOUNDED, self.max_batch).await.map_err(coordination_error)?;
+        let pending = match pending {
+            Some(pending) => pending,
+            None => {
+                self.shared.coordination.entries(from, UNBOUNDED, self.max_batch).await.map_err(coordination_error)?
+            }
+        };
         let batch: Vec<Bytes> = pending
             .into_iter()
             .enumerate()
@@ -281,13 +466,13 @@ impl Integrator {
                 if stored.checkpoint.size > self.publish.borrow().checkpoint.size {
                     self.published(stored);
                 }
-                return Ok(());
+                return Ok(Outcome::Nothing);
             }
             // Adopting the store (a log that predates its coordination, or one that was ahead): record it.
             lock.publish(from, Bytes::copy_from_slice(stored.note())).await.map_err(coordination_error)?;
             self.state = Some(state);
             self.published(stored);
-            return Ok(());
+            return Ok(Outcome::Nothing);
         }
         let (next, writes) = state.apply(&batch);
         let full_tiles: Vec<String> =
@@ -300,7 +485,7 @@ impl Integrator {
         self.state = Some(next);
         self.published(signed);
         collect_superseded_partials(&self.storage, full_tiles);
-        Ok(())
+        Ok(Outcome::Integrated)
     }
 
     /// The store's checkpoint is behind the one the row says was published (`stored_size` entries). If the store
@@ -310,7 +495,7 @@ impl Integrator {
     /// from an older copy, and is refused.
     async fn put_back_published(&self, row: &Integrated, stored_size: u64) -> Result<SignedCheckpoint, LogError> {
         let Some(note) = &row.checkpoint else { return Err(behind(stored_size, row.size)) };
-        let published = SignedCheckpoint::open(note, &[self.signer.verifier()])?;
+        let published = self.opened(note)?;
         if TreeState::open_at(&self.storage, &published.checkpoint).await.is_err() {
             return Err(behind(stored_size, row.size));
         }
@@ -325,33 +510,45 @@ impl Integrator {
     }
 
     /// The tree at the row's size: this process's own, caught up with the entries others integrated when it can be,
-    /// otherwise read from the store.
-    async fn state_at(&mut self, row: &Integrated, stored: &SignedCheckpoint) -> Result<TreeState, LogError> {
+    /// otherwise read from the store. When catching up, the entries sequenced after the row's size come in the same
+    /// query, and are returned with it.
+    async fn state_at(
+        &mut self,
+        row: &Integrated,
+        stored: &SignedCheckpoint,
+    ) -> Result<(TreeState, Option<Vec<(u64, Bytes)>>), LogError> {
         let expected_root = match &row.checkpoint {
-            Some(note) => SignedCheckpoint::open(note, &[self.signer.verifier()])?.checkpoint.root,
-            None => return TreeState::open_at(&self.storage, &stored.checkpoint).await,
+            Some(note) => self.opened(note)?.checkpoint.root,
+            None => return Ok((TreeState::open_at(&self.storage, &stored.checkpoint).await?, None)),
         };
+        if let Some(state) = self.state.take_if(|state| state.size() == row.size && state.root() == expected_root) {
+            return Ok((state, None));
+        }
         if let Some(state) = self.state.take()
             && state.size() <= row.size
             && row.size - state.size() <= self.max_batch as u64
         {
-            let missed = self
+            let behind = (row.size - state.size()) as usize;
+            let mut sequenced = self
                 .shared
                 .coordination
-                .entries(state.size(), row.size, self.max_batch)
+                .entries(state.size(), UNBOUNDED, behind + self.max_batch)
                 .await
                 .map_err(coordination_error)?;
-            if missed.len() as u64 == row.size - state.size() {
-                let entries: Vec<Bytes> = missed.into_iter().map(|(_, entry)| entry).collect();
-                let (caught_up, _) = state.apply(&entries);
+            if sequenced.len() >= behind
+                && sequenced.get(behind.wrapping_sub(1)).is_none_or(|(i, _)| *i + 1 == row.size)
+            {
+                let pending = sequenced.split_off(behind);
+                let missed: Vec<Bytes> = sequenced.into_iter().map(|(_, entry)| entry).collect();
+                let (caught_up, _) = state.apply(&missed);
                 if caught_up.root() == expected_root {
-                    return Ok(caught_up);
+                    return Ok((caught_up, Some(pending)));
                 }
             }
         }
         // Read from the store's tiles at the row's size (the store may be ahead; its tiles below are the same).
         let checkpoint = Checkpoint::new(self.signer.name(), row.size, expected_root);
-        TreeState::open_at(&self.storage, &checkpoint).await
+        Ok((TreeState::open_at(&self.storage, &checkpoint).await?, None))
     }
 
     /// Every entry sequenced in `from..` that the store's checkpoint covers must be the entry the store holds.

@@ -2,18 +2,14 @@
 //! that change nothing, and an audit that names exactly what was tampered with.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use custodia_ledger::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use custodia_ledger::{AuditError, Log, LogError, LogOptions, LogSigner, LogStore, LogVerifier, audit_log};
-use futures::stream::BoxStream;
+use custodia_tests::failing_store::FailingStore;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
-};
 
 const ORIGIN: &str = "custodia.test/log";
 
@@ -96,63 +92,6 @@ async fn oversized_entries_are_refused_and_change_nothing() {
     assert!(matches!(log.append(vec![0u8; 65536]).await, Err(LogError::EntryTooLarge { len: 65536 })));
     assert_eq!(log.checkpoint(), before);
     assert_eq!(log.append(vec![0u8; 65535]).await.unwrap(), 1, "the largest entry a bundle holds is accepted");
-}
-
-/// An in-memory store whose writes can be made to fail, as a full disk or a lost bucket would.
-#[derive(Debug, Default)]
-struct FailingStore {
-    inner: InMemory,
-    fail_puts: AtomicBool,
-    fail_gets: AtomicBool,
-}
-
-impl std::fmt::Display for FailingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FailingStore")
-    }
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for FailingStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        if self.fail_puts.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic { store: "failing", source: "disk full".into() });
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
-        if self.fail_gets.load(Ordering::SeqCst) {
-            return Err(object_store::Error::Generic { store: "failing", source: "too many open files".into() });
-        }
-        self.inner.get_opts(location, options).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> object_store::Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
 }
 
 #[tokio::test]

@@ -9,8 +9,11 @@
 //! - **Ingest**: a pseudo-random file streamed as a raw body with its SHA-256 stated (`curl -T`), as a provider
 //!   would, best of several runs; beside it, the same file PUT straight into the same bucket by curl with its own
 //!   AWS Signature V4 (`--aws-sigv4`, the payload unsigned so that curl does not read it twice), an S3 client none
-//!   of us wrote, in one request. Goal: the gateway, which also hashes, signs
-//!   and records custody, reaches at least 90% of the direct PUT.
+//!   of us wrote, in one request, just before each of the gateway's runs (so that both meet garage as it is then:
+//!   it slows as its disk fills over the benchmark). Goal: the gateway, which also hashes, signs and records
+//!   custody, reaches at least 90% of the direct PUT. Each prints its CPU seconds per GiB by component (curl, the
+//!   gateways, garage, PostgreSQL, read from `/proc`) and its share of the CPU-bound ceiling (what this machine's
+//!   cores would allow if the CPU were the only limit): here the gateway, garage and curl share the cores.
 //! - **Appends per second**: small uploads (1 KiB, each a custody record in the log and a row in the catalog)
 //!   from 8 clients at once.
 //!
@@ -30,7 +33,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use custodia_benchkit::{BoxError, Headline, Table, add_to_summary, env_or, mb_per_s, size_text, write_pseudo_random};
+use custodia_benchkit::{
+    BoxError, Headline, Table, add_to_summary, clock_ticks_per_second, env_or, mb_per_s, process_tree_cpu_seconds,
+    size_text, write_pseudo_random,
+};
 use custodia_tests::garage::Garage;
 use custodia_tests::postgres::TempPostgres;
 use gateway::{CASE, Server, set_up, upload};
@@ -41,6 +47,109 @@ const GOAL_SHARE_OF_DIRECT_PUT: f64 = 0.9;
 struct Measured {
     ingest: f64,
     appends: f64,
+    /// CPU seconds one big upload cost, by component (summed over the runs, divided by them).
+    cpu: Cpu,
+    /// The direct PUT to garage measured in the same runs, on a configuration with one gateway on garage: its best
+    /// throughput, and its CPU seconds per upload.
+    direct: Option<(f64, Cpu)>,
+}
+
+/// The peer: a file of `bytes` (fresh, from `seed`) PUT straight into garage's bucket by curl with its own AWS
+/// Signature V4: how long it took, and the CPU seconds it cost.
+fn direct_put(garage: &Garage, dir: &Path, bytes: u64, seed: u64) -> Result<(Duration, Cpu), BoxError> {
+    let input = dir.join("direct.bin");
+    write_pseudo_random(&input, bytes, seed)?;
+    let url = format!("{}/{}/direct/{seed}", garage.endpoint, garage.bucket);
+    let cpu_before = cpu_now(&[], garage, None)?;
+    let started = Instant::now();
+    let output = Command::new("curl")
+        .args(["-sS", "-f", "-T"])
+        .arg(&input)
+        .args(["--aws-sigv4", &format!("aws:amz:{}:s3", garage.region)])
+        .args(["--user", &format!("{}:{}", garage.key_id, garage.secret)])
+        // garage wants the header; curl then signs it, and sends the body unhashed, as fast as it can.
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", &url])
+        .output()?;
+    let took = started.elapsed();
+    let cpu = cpu_now(&[], garage, None)?.minus(&cpu_before);
+    std::fs::remove_file(&input)?;
+    if !output.status.success() {
+        return Err(format!("direct PUT: {}", String::from_utf8_lossy(&output.stderr)).into());
+    }
+    println!("direct PUT: {}", mb_per_s(bytes as f64 / took.as_secs_f64()));
+    Ok((took, cpu))
+}
+
+/// CPU seconds, by component: the clients (curl), the gateways, garage, PostgreSQL (with its backends).
+#[derive(Default, Clone, Copy)]
+struct Cpu {
+    clients: f64,
+    gateways: f64,
+    garage: f64,
+    postgres: f64,
+}
+
+impl Cpu {
+    fn total(&self) -> f64 {
+        self.clients + self.gateways + self.garage + self.postgres
+    }
+
+    fn minus(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            clients: self.clients - before.clients,
+            gateways: self.gateways - before.gateways,
+            garage: self.garage - before.garage,
+            postgres: self.postgres - before.postgres,
+        }
+    }
+
+    fn plus(&self, other: &Cpu) -> Cpu {
+        Cpu {
+            clients: self.clients + other.clients,
+            gateways: self.gateways + other.gateways,
+            garage: self.garage + other.garage,
+            postgres: self.postgres + other.postgres,
+        }
+    }
+
+    fn divided(&self, by: f64) -> Cpu {
+        Cpu {
+            clients: self.clients / by,
+            gateways: self.gateways / by,
+            garage: self.garage / by,
+            postgres: self.postgres / by,
+        }
+    }
+
+    /// Per GiB of `bytes`, by component, in words.
+    fn per_gib(&self, bytes: u64) -> String {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        format!(
+            "{:.2} CPU s/GiB (curl {:.2}, gateways {:.2}, garage {:.2}, PostgreSQL {:.2})",
+            self.total() / gib,
+            self.clients / gib,
+            self.gateways / gib,
+            self.garage / gib,
+            self.postgres / gib
+        )
+    }
+
+    /// The fastest `bytes` could go on this machine's `cores` if the CPU were the only limit.
+    fn ceiling(&self, bytes: u64, cores: f64) -> f64 {
+        bytes as f64 * cores / self.total()
+    }
+}
+
+/// The CPU seconds used so far: by this process's children that were waited for (the curl clients: the gateways
+/// are waited for only at the end), by `gateways`, by garage and by PostgreSQL.
+fn cpu_now(gateways: &[u32], garage: &Garage, postgres: Option<&TempPostgres>) -> Result<Cpu, BoxError> {
+    let clients = custodia_benchkit::cpu_ticks("/proc/self/stat", 16)? as f64 / clock_ticks_per_second();
+    Ok(Cpu {
+        clients,
+        gateways: gateways.iter().map(|pid| process_tree_cpu_seconds(*pid)).sum(),
+        garage: garage.pid().map_or(0.0, process_tree_cpu_seconds),
+        postgres: postgres.and_then(TempPostgres::pid).map_or(0.0, process_tree_cpu_seconds),
+    })
 }
 
 fn main() -> Result<(), BoxError> {
@@ -52,42 +161,35 @@ fn main() -> Result<(), BoxError> {
     println!("custodia scale-out benchmark: {} files, {runs} runs, {appends} small uploads", size_text(bytes));
     let garage = Garage::start();
     let postgres = TempPostgres::start();
-    let input = dir.path().join("evidence.bin");
 
-    // The peer: the same file PUT straight into the bucket, best of the runs.
-    let mut direct = Duration::MAX;
-    for run in 0..runs {
-        write_pseudo_random(&input, bytes, 0xd1ec7 + run as u64)?;
-        let url = format!("{}/{}/direct/{run}", garage.endpoint, garage.bucket);
-        let started = Instant::now();
-        let output = Command::new("curl")
-            .args(["-sS", "-f", "-T"])
-            .arg(&input)
-            .args(["--aws-sigv4", &format!("aws:amz:{}:s3", garage.region)])
-            .args(["--user", &format!("{}:{}", garage.key_id, garage.secret)])
-            // garage wants the header; curl then signs it, and sends the body unhashed, as fast as it can.
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", &url])
-            .output()?;
-        let took = started.elapsed();
-        if !output.status.success() {
-            return Err(format!("direct PUT: {}", String::from_utf8_lossy(&output.stderr)).into());
-        }
-        println!("direct PUT {}: {}", run + 1, mb_per_s(bytes as f64 / took.as_secs_f64()));
-        direct = direct.min(took);
-    }
-    let direct = bytes as f64 / direct.as_secs_f64();
-
-    let (embedded, _) =
-        measure("embedded (local directory, SQLite)", binary, dir.path(), &[], 1, None, bytes, runs, appends)?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+    let components = (&garage, None);
+    let (embedded, _) = measure(
+        "embedded (local directory, SQLite)",
+        binary,
+        dir.path(),
+        &[],
+        1,
+        None,
+        components,
+        bytes,
+        runs,
+        appends,
+    )?;
     let mut scaled_env = garage.gateway_env();
     scaled_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone()));
     let name = "garage and PostgreSQL, 1 gateway";
-    let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, bytes, runs, appends)?;
+    // The peer, a direct PUT to the same garage, is measured in this configuration's runs, each just before the
+    // gateway's upload: garage grows slower as its disk fills over the benchmark, so both see it as it is then.
+    let components = (&garage, Some(&postgres));
+    let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, components, bytes, runs, appends)?;
+    let (direct, direct_cpu) = scaled.direct.ok_or("the direct PUT was not measured")?;
     let mut several = Vec::new();
     for gateways in [2, 3] {
         let name = format!("garage and PostgreSQL, {gateways} gateways");
         let env = &scaled_env;
-        let (measured, _) = measure(&name, binary, dir.path(), env, gateways, Some(&shared), bytes, runs, appends)?;
+        let (measured, _) =
+            measure(&name, binary, dir.path(), env, gateways, Some(&shared), components, bytes, runs, appends)?;
         several.push((gateways, measured));
     }
 
@@ -98,6 +200,15 @@ fn main() -> Result<(), BoxError> {
         mb_per_s(scaled.ingest),
         format!("direct PUT to garage {}", mb_per_s(direct)),
         format!("{share:.2}x (goal {GOAL_SHARE_OF_DIRECT_PUT:.2}x)"),
+    ]);
+    // What this machine's cores allow each, if the CPU were the only limit (the gateway, garage and curl share
+    // them here; deployed, the store has machines of its own).
+    let (direct_ceiling, scaled_ceiling) = (direct_cpu.ceiling(bytes, cores), scaled.cpu.ceiling(bytes, cores));
+    table.row([
+        format!("ingest as a share of what {cores:.0} cores allow it (CPU-bound ceiling)"),
+        format!("{:.2}x of {}", scaled.ingest / scaled_ceiling, mb_per_s(scaled_ceiling)),
+        format!("direct PUT {:.2}x of {}", direct / direct_ceiling, mb_per_s(direct_ceiling)),
+        format!("ceilings {:.2}x", scaled_ceiling / direct_ceiling),
     ]);
     table.row([
         format!("ingest, {} file, embedded default", size_text(bytes)),
@@ -173,6 +284,7 @@ fn measure(
     env: &[(&'static str, String)],
     gateways: usize,
     shared: Option<&Shared>,
+    (garage, postgres): (&Garage, Option<&TempPostgres>),
     bytes: u64,
     runs: usize,
     appends: usize,
@@ -204,13 +316,27 @@ fn measure(
     }
 
     let mut best = Duration::MAX;
+    let pids: Vec<u32> = servers.iter().map(Server::pid).collect();
+    let mut cpu = Cpu::default();
+    // With one gateway on garage, the peer goes first in each run.
+    let peer = gateways == 1 && postgres.is_some();
+    let (mut direct_best, mut direct_cpu) = (Duration::MAX, Cpu::default());
     for run in 0..runs {
+        if peer {
+            let (took, cpu) = direct_put(garage, dir, bytes, 0xd1ec7 + run as u64)?;
+            direct_best = direct_best.min(took);
+            direct_cpu = direct_cpu.plus(&cpu);
+        }
         let mut files = Vec::new();
         for (n, _) in servers.iter().enumerate() {
             let file = dir.join(format!("{slug}-{n}.bin"));
-            let seed = 0x5ca1e + (run * 10 + n) as u64 + name.len() as u64 * 1000;
+            // A file of its own for every configuration, run and gateway: one already stored would only be hashed.
+            let configuration =
+                name.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
+            let seed = configuration.wrapping_add((run * 10 + n) as u64);
             files.push((file.clone(), write_pseudo_random(&file, bytes, seed)?));
         }
+        let cpu_before = cpu_now(&pids, garage, postgres)?;
         let walls: Vec<Duration> = std::thread::scope(|scope| {
             let uploads: Vec<_> = servers
                 .iter()
@@ -232,6 +358,7 @@ fn measure(
                 .map(|upload| upload.join().map_err(|_| "an upload panicked".to_owned())?)
                 .collect::<Result<Vec<Duration>, String>>()
         })?;
+        cpu = cpu.plus(&cpu_now(&pids, garage, postgres)?.minus(&cpu_before));
         let wall = walls.into_iter().max().unwrap_or_default();
         println!("upload {}: {}", run + 1, mb_per_s((bytes * gateways as u64) as f64 / wall.as_secs_f64()));
         best = best.min(wall);
@@ -240,6 +367,13 @@ fn measure(
         }
     }
     let ingest = (bytes * gateways as u64) as f64 / best.as_secs_f64();
+    let cpu = cpu.divided((runs * gateways) as f64);
+    println!("per upload: {}", cpu.per_gib(bytes));
+    let direct = peer.then(|| {
+        let direct_cpu = direct_cpu.divided(runs as f64);
+        println!("direct PUT, per upload: {}", direct_cpu.per_gib(bytes));
+        (bytes as f64 / direct_best.as_secs_f64(), direct_cpu)
+    });
 
     let small = dir.join("small");
     std::fs::create_dir_all(&small)?;
@@ -278,5 +412,5 @@ fn measure(
     for server in &mut servers {
         server.stop();
     }
-    Ok((Measured { ingest, appends }, Shared { first_data_dir, token }))
+    Ok((Measured { ingest, appends, cpu, direct }, Shared { first_data_dir, token }))
 }

@@ -119,7 +119,7 @@ fn main() -> Result<(), BoxError> {
     report(bytes, disk, &rounds);
     // Where the time went: each side's transfer steps, as logged.
     for (side, log) in [("sender", &sender_log), ("receiver", &receiver_log)] {
-        for line in log.lines().filter(|line| line.contains("custodia_server::transfers")) {
+        for line in log.lines().filter(|line| line.contains("custodia_service::transfers")) {
             println!("{side}: {}", line.chars().take(160).collect::<String>());
         }
     }

@@ -1095,7 +1095,7 @@ async fn decide_widening(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewOutcome {
-    outcome: crate::transfers::OutcomeKind,
+    outcome: custodia_service::transfers::OutcomeKind,
     note: Option<String>,
 }
 

@@ -241,6 +241,19 @@ impl Default for PartnerConfig {
     }
 }
 
+impl PartnerConfig {
+    /// The timeouts and retry interval of transfers this configuration sets.
+    pub fn transfer_timing(&self) -> custodia_service::transfers::TransferTiming {
+        let seconds = std::time::Duration::from_secs;
+        custodia_service::transfers::TransferTiming {
+            relay: seconds(self.transfer_relay_seconds),
+            delivery: seconds(self.transfer_delivery_seconds),
+            retrieval: seconds(self.transfer_retrieval_seconds),
+            retry: seconds(self.transfer_retry_seconds.max(1)),
+        }
+    }
+}
+
 /// Witnessing partner gateways' logs (c2sp.org/tlog-witness; [`crate::witness_api`]), and collecting their
 /// cosignatures on this gateway's own checkpoints ([`crate::cosigning`]).
 #[derive(Clone, Debug, clap::Args)]

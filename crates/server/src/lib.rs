@@ -8,7 +8,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod chunk_buffers;
 pub mod config;
 pub mod cosigning;
 pub mod extract;
@@ -20,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod outflow;
 pub mod partner_api;
+pub mod partner_client;
 pub mod places;
 pub mod problem;
 pub mod request_metrics;
@@ -28,7 +28,6 @@ pub mod state;
 pub mod timestamping;
 pub mod tls;
 pub mod transfer_api;
-pub mod transfers;
 pub mod tus;
 pub mod web;
 pub mod whip;

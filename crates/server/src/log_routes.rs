@@ -70,7 +70,7 @@ async fn ready_for_hearings(State(state): State<AppState>) -> Response {
 }
 
 /// Ready for partner gateways' requests about transfers: [`ready`], and this gateway holds the duty of the transfers
-/// ([`crate::transfers::Transfers::on_duty`]): it alone takes them, stages what arrives and drives what is sent. The
+/// ([`custodia_service::transfers::Transfers::on_duty`]): it alone takes them, stages what arrives and drives what is sent. The
 /// load balancer sends every `/partner/v1/transfers` request to the one gateway that says so
 /// (deploy/compose/Caddyfile).
 async fn ready_for_transfers(State(state): State<AppState>) -> Response {

@@ -227,7 +227,7 @@ fn register_cosigning(registry: &mut Registry, report: &crate::cosigning::Cosign
     registry.register("witness_alarm", "1 for each alarm standing against a witness, by its kind", alarms);
 }
 
-fn register_partner_requests(registry: &mut Registry, sent: &crate::transfers::SentToPartners) {
+fn register_partner_requests(registry: &mut Registry, sent: &custodia_service::transfers::SentToPartners) {
     use std::sync::atomic::Ordering::Relaxed;
     let requests = Family::<PartnerRequestLabels, Counter>::default();
     for (request, count) in [

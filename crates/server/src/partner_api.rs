@@ -27,7 +27,9 @@ use custodia_partners::{Card, Partner, Registry};
 use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
+use custodia_service::chunk_buffers::ChunkBuffers;
 use custodia_service::gateway::Gateway;
+use custodia_service::transfers::Partnership;
 
 use crate::problem::Problem;
 use custodia_service::clock::Clock;
@@ -50,16 +52,16 @@ pub struct Partnering {
     large_bodies: Arc<tokio::sync::Semaphore>,
     partner_large_bodies: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>,
     /// Buffers for transfer chunks, sent and received.
-    buffers: Arc<crate::chunk_buffers::ChunkBuffers>,
+    buffers: Arc<ChunkBuffers>,
 }
 
 /// How many partner requests with large bodies (an offer carries up to 11 MiB, a chunk 8 MiB) are read and handled
 /// at once, from all partners together; one more is answered 503 and tried again later.
 pub const LARGE_BODIES_AT_ONCE: usize = 8;
 /// How many of those one partner may have at once: as many as a sending gateway sends to one partner at once
-/// (`crate::transfers::CHUNKS_IN_FLIGHT`, for all its transfers together), so that two partners sending at full
-/// speed fit, and no partner takes every place.
-pub const LARGE_BODIES_PER_PARTNER: usize = 4;
+/// ([`custodia_service::transfers::CHUNKS_IN_FLIGHT`], for all its transfers together), so that two partners
+/// sending at full speed fit, and no partner takes every place.
+pub const LARGE_BODIES_PER_PARTNER: usize = custodia_service::transfers::CHUNKS_IN_FLIGHT;
 
 impl std::fmt::Debug for Partnering {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +109,7 @@ impl Partnering {
     }
 
     /// Buffers for transfer chunks, used again from one chunk to the next.
-    pub fn buffers(&self) -> &Arc<crate::chunk_buffers::ChunkBuffers> {
+    pub fn buffers(&self) -> &Arc<ChunkBuffers> {
         &self.buffers
     }
 
@@ -149,6 +151,11 @@ impl Partnering {
     /// its requests, which its partners pin.
     pub fn sign_evidence(&self, evidence: &Evidence) -> Result<SignedEvidence, EvidenceError> {
         evidence.sign(&self.key)
+    }
+
+    /// This gateway among its partners as the transfers need it: the registry, its name, and its request key.
+    pub fn partnership(&self) -> Partnership {
+        Partnership::new(self.registry.clone(), self.card.name.clone(), self.key.clone())
     }
 
     /// The body-free checks of a partner's request ([`custodia_partners::request::check_headers`]); a refusal is
@@ -273,7 +280,7 @@ async fn read_hashed(
     body: axum::body::Body,
     limit: usize,
     declared: Option<usize>,
-    buffers: Option<&Arc<crate::chunk_buffers::ChunkBuffers>>,
+    buffers: Option<&Arc<ChunkBuffers>>,
 ) -> Result<(Bytes, Sha256), ()> {
     use http_body_util::BodyExt as _;
     let mut body = std::pin::pin!(http_body_util::Limited::new(body, limit));

@@ -182,11 +182,15 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         quarantine_dir,
         mask_program,
     ));
-    let transfers = Arc::new(crate::transfers::Transfers::new(
+    let partner_client = crate::partner_client::HttpPartnerClient::new(partnering.clone())
+        .context("no HTTP client for partner gateways")?;
+    let transfers = Arc::new(custodia_service::transfers::Transfers::new(
         gateway.clone(),
-        partnering.clone(),
+        partnering.partnership(),
+        Arc::new(partner_client),
+        partnering.buffers().clone(),
         gateway_config.data_dir.join("transfers"),
-        crate::transfers::TransferTiming::of(&config.partners),
+        config.partners.transfer_timing(),
     )?);
     transfers.resume().await?;
     // Only by the gateway that hosts the hearings, and only hearings nobody holds: another gateway on this database

@@ -26,8 +26,8 @@ pub struct AppState {
     pub outflow: std::sync::Arc<crate::outflow::Outflow>,
     /// Partner gateways: who is pinned, and how this gateway signs its requests to them ([`crate::partner_api`]).
     pub partnering: std::sync::Arc<crate::partner_api::Partnering>,
-    /// Transfers to and from partner gateways ([`crate::transfers`]).
-    pub transfers: std::sync::Arc<crate::transfers::Transfers>,
+    /// Transfers to and from partner gateways ([`custodia_service::transfers`]).
+    pub transfers: std::sync::Arc<custodia_service::transfers::Transfers>,
     /// What `/metrics` shows of this process's requests ([`crate::metrics`]).
     pub metrics: std::sync::Arc<crate::request_metrics::Metrics>,
 }

@@ -1,4 +1,5 @@
-//! The routes of transfers between partner gateways ([`crate::transfers`]).
+//! The routes of transfers between partner gateways ([`custodia_service::transfers`]; requests to partners go
+//! through [`crate::partner_client`]).
 //!
 //! For members: `POST /api/v1/artefacts/{id}/transfers` sends an artefact to a partner (`{"partner", "purpose"}`;
 //! 202, the transfer goes on in the background), `GET /api/v1/artefacts/{id}/transfers` lists an artefact's
@@ -43,7 +44,7 @@ const OFFER_LIMIT: usize = (custodia_bundle::layout_paths::MAX_PROVIDER_CHAIN_BY
 const ELSEWHERE_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// A partner's request about a transfer, on the gateway that holds the duty of the transfers
-/// ([`crate::transfers::Transfers::on_duty`]); elsewhere, 503 with `Retry-After`, before anything else is read.
+/// ([`custodia_service::transfers::Transfers::on_duty`]); elsewhere, 503 with `Retry-After`, before anything else is read.
 #[derive(Debug)]
 pub struct OnTransferDuty;
 
@@ -58,7 +59,7 @@ impl FromRequestParts<AppState> for OnTransferDuty {
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "Temporarily unavailable",
-            format!("{} is unavailable here now; try again shortly", crate::transfers::TRANSFERS_ELSEWHERE),
+            format!("{} is unavailable here now; try again shortly", custodia_service::transfers::TRANSFERS_ELSEWHERE),
         )
         .with_retry_after(ELSEWHERE_RETRY_AFTER_SECONDS))
     }
@@ -203,7 +204,7 @@ async fn outcome(
     _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let report: crate::transfers::OutcomeReport = request.json("an outcome report")?;
+    let report: custodia_service::transfers::OutcomeReport = request.json("an outcome report")?;
     state.transfers.outcome_reported(&request.partner, &id, report).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -214,7 +215,7 @@ async fn widen_request(
     _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let widen: crate::transfers::WidenRequest = request.json("a request to widen use")?;
+    let widen: custodia_service::transfers::WidenRequest = request.json("a request to widen use")?;
     state.transfers.widen_requested(&request.partner, &id, widen).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -225,7 +226,7 @@ async fn widen_decision(
     _on_duty: OnTransferDuty,
     request: FromPartner,
 ) -> Result<StatusCode, Problem> {
-    let decision: crate::transfers::WidenDecision = request.json("a decision on wider use")?;
+    let decision: custodia_service::transfers::WidenDecision = request.json("a decision on wider use")?;
     state.transfers.widen_decided(&request.partner, &id, decision).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -286,17 +286,6 @@ async fn a_frozen_host_loses_the_hearings_to_another_and_does_not_take_them_back
     assert_eq!(two.b.send("GET", "/readyz/hearings", "text/plain", b"").0, 200);
 }
 
-/// libfaketime's preload library (Debian's `libfaketime`, installed by scripts/setup-system.sh test).
-fn libfaketime() -> std::path::PathBuf {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ];
-    let found = candidates.iter().map(std::path::PathBuf::from).find(|path| path.exists());
-    found.expect("libfaketime (apt-get install faketime; scripts/setup-system.sh test installs it)")
-}
-
 /// A third gateway starts with its clock 20 minutes ahead. Leases are read and written on the database's clock, so
 /// it takes no duty from A, which renews them, and no hearing: A stays the host, the hearing stays A's under the
 /// same epoch, and no lease is dated 20 minutes ahead. Before, it took every duty at once and, once killed, left
@@ -310,7 +299,7 @@ async fn a_gateway_whose_clock_runs_ahead_takes_no_duty_and_no_hearing() {
 
     let mut env: Vec<(&str, &std::ffi::OsStr)> =
         two.env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-    let preload = libfaketime();
+    let preload = support::libfaketime();
     env.push(("LD_PRELOAD", preload.as_os_str()));
     env.push(("FAKETIME", std::ffi::OsStr::new("+20m")));
     // Its timers (tokio's, on the monotonic clock) run at the real pace; only the wall clock is ahead.

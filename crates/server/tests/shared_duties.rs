@@ -587,6 +587,151 @@ async fn a_transfer_sent_from_two_gateways_is_driven_by_the_duty_holder_and_fini
     assert!(offers >= 2, "offered by the holder, and again by the survivor: {offers}");
 }
 
+/// Tunis, and Catania on two gateways sharing a database and bucket, with a statement Tunis sent delivered there.
+struct Delivered {
+    tunis: Place,
+    first: Place,
+    second: Place,
+    tunis_clerk: String,
+    /// The statement, as Tunis sent it: its artefact there, and the transfer.
+    statement: Vec<u8>,
+    artefact: String,
+    transfer: String,
+    catania_admin: String,
+    postgres: TempPostgres,
+    _garage: Garage,
+    _processes: Vec<GatewayProcess>,
+}
+
+impl Delivered {
+    /// Catania's gateways retrieve-or-time-out after `retrieval` seconds (`CUSTODIA_TRANSFER_RETRIEVAL_SECONDS`).
+    async fn start(retrieval: u64) -> Self {
+        let (postgres, garage) = (TempPostgres::start(), Garage::start());
+        let (tunis_port, catania_port) = (free_port(), free_port());
+        let registries = tempfile::tempdir().unwrap();
+        let (tunis_pins, catania_pins) = (registries.path().join("tunis.json"), registries.path().join("catania.json"));
+        let tunis = Place::new(partner_env("tn-tunis", "TN", tunis_port, &tunis_pins));
+        let tunis = Place { port: tunis_port, ..tunis };
+        let mut catania_env = partner_env("it-catania", "IT", catania_port, &catania_pins);
+        catania_env.extend(shared_env(&postgres, &garage));
+        catania_env.push(("CUSTODIA_TRANSFER_RETRIEVAL_SECONDS", retrieval.to_string().into()));
+        let (first, second) = (Place::new(catania_env.clone()), Place::new(catania_env));
+        let (tunis_card, catania_card) = (tunis.card(), first.card());
+        first.share_keys_with(&second);
+        pin(&tunis_pins, &[&catania_card]);
+        pin(&catania_pins, &[&tunis_card]);
+        let processes = vec![tunis.serve(), first.serve(), second.serve()];
+        let catania_admin = first.admin().await;
+        // Partner traffic goes to the gateway that holds the duty of the transfers.
+        let proxy = Proxy::start(vec![first.port, second.port], "/readyz/transfers", |_, _| false).await;
+        forward(catania_port, proxy.port).await;
+
+        let tunis_admin = tunis.admin().await;
+        let (status, _) =
+            tunis.call(&tunis_admin, "POST", "/api/v1/cases", Some(json!({ "id": "tn-9", "title": "t" }))).await;
+        assert_eq!(status, 201);
+        let tunis_clerk = tunis.member(&tunis_admin, "tn-9", "clerk", "clerk").await;
+        let statement = custodia_tests::pseudo_random_bytes(256 * 1024 + 5, 3);
+        let artefact = tunis.upload(&tunis_clerk, "tn-9", statement.clone()).await;
+        let body = json!({ "partner": "it-catania", "purpose": "trial" });
+        let path = format!("/api/v1/artefacts/{artefact}/transfers");
+        let (status, sent) = tunis.call(&tunis_clerk, "POST", &path, Some(body)).await;
+        assert_eq!(status, 202, "{sent}");
+        let transfer = sent["id"].as_str().unwrap().to_owned();
+        let delivered = Self {
+            tunis,
+            first,
+            second,
+            tunis_clerk,
+            statement,
+            artefact,
+            transfer,
+            catania_admin,
+            postgres,
+            _garage: garage,
+            _processes: processes,
+        };
+        eventually("the statement delivered", async || delivered.catania_stage().await != "receiving").await;
+        delivered
+    }
+
+    /// The transfer's stage in Catania's catalog.
+    async fn catania_stage(&self) -> String {
+        let catalog = Catalog::connect(&self.postgres.url).await.unwrap();
+        catalog.transfer(&self.transfer).await.unwrap().map(|row| row.stage).unwrap_or_else(|| "receiving".into())
+    }
+
+    /// The transfer as Tunis shows it.
+    async fn at_tunis(&self) -> Value {
+        self.tunis.transfer(&self.tunis_clerk, &self.artefact, &self.transfer).await
+    }
+
+    /// Judges downloading the statement at once, `each` times through each of Catania's gateways: every download
+    /// is served, byte for byte.
+    async fn download_through_both(&self, each: usize) {
+        let judges = [
+            (&self.first, self.first.member(&self.catania_admin, "inbox-tn-tunis", "judge-a", "judge").await),
+            (&self.second, self.second.member(&self.catania_admin, "inbox-tn-tunis", "judge-b", "judge").await),
+        ];
+        let (_, listed) = self.first.call(&judges[0].1, "GET", "/api/v1/cases/inbox-tn-tunis/artefacts", None).await;
+        let received = listed[0]["id"].as_str().unwrap().to_owned();
+        let downloads: Vec<_> = judges
+            .iter()
+            .flat_map(|(place, judge)| {
+                let url = place.url(&format!("/api/v1/artefacts/{received}/content?purpose=trial"));
+                (0..each).map(move |_| {
+                    let (url, judge) = (url.clone(), judge.clone());
+                    tokio::spawn(async move {
+                        let answer = reqwest::Client::new().get(url).header("cookie", judge).send().await.unwrap();
+                        (answer.status().as_u16(), answer.bytes().await.unwrap())
+                    })
+                })
+            })
+            .collect();
+        for download in downloads {
+            let (status, bytes) = download.await.unwrap();
+            assert_eq!(status, 200, "every download is served");
+            assert!(bytes == self.statement, "the statement sent");
+        }
+    }
+
+    /// Each evidence of `rungs` once on Catania's log (as each of its gateways serves it) and, once it got there, on
+    /// Tunis's; the transfer `stage` on both sides.
+    async fn assert_closed(&self, rungs: &[&str], stage: &str) {
+        let rungs: Vec<String> = rungs.iter().map(|rung| rung.to_string()).collect();
+        for place in [&self.first, &self.second] {
+            assert_eq!(logged_rungs(place.port).await, (rungs.clone(), 1), "each evidence once on Catania's log");
+        }
+        assert_eq!(self.catania_stage().await, stage);
+        eventually("the closing evidence at Tunis", async || self.at_tunis().await["stage"] == stage).await;
+        assert_eq!(events(&self.at_tunis().await), rungs);
+        assert_eq!(logged_rungs(self.tunis.port).await.0, rungs, "each evidence once on Tunis's log");
+    }
+}
+
+/// Catania runs two gateways on one database and bucket; Tunis sends them a statement. Once it is delivered, two
+/// judges download it at once, three times each, one through each gateway: the first download to close the
+/// transfer logs its `Retrieval`, in the transaction that moves the transfer on, and the others log nothing. One
+/// `Retrieval` on Catania's log, and it reaches Tunis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_through_two_gateways_at_once_log_one_retrieval() {
+    let delivered = Delivered::start(14 * 86_400).await;
+    delivered.download_through_both(3).await;
+    delivered.assert_closed(&["SubmissionAcceptance", "RelayAcceptance", "Delivery", "Retrieval"], "retrieved").await;
+}
+
+/// The same, with a retrieval timeout of a second and nobody downloading: the duty holder's sweep closes the
+/// transfer with `NonRetrieval`, and the downloads that come after it, through either gateway, are served and
+/// log nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_after_the_non_retrieval_log_nothing() {
+    let delivered = Delivered::start(1).await;
+    eventually("the sweep's NonRetrieval", async || delivered.catania_stage().await == "failed").await;
+    delivered.download_through_both(2).await;
+    let rungs = ["SubmissionAcceptance", "RelayAcceptance", "Delivery", "NonRetrieval"];
+    delivered.assert_closed(&rungs, "failed").await;
+}
+
 /// A witness on loopback, played by the witness core: it cosigns what extends what it cosigned before and counts
 /// every request by the checkpoint's size, and the 409s it answered.
 struct CountingWitness {

@@ -147,6 +147,14 @@ impl BudgetStore {
         self.ask(self.catalog.take_tokens(&bucket, rule, count, self.now_ms())).await
     }
 
+    async fn refill(&self, name: &str, key: &str) -> Result<(), StoreFailed> {
+        if self.pausing() {
+            return Err(StoreFailed);
+        }
+        let bucket = self.bucket(name, key).await?;
+        self.ask(self.catalog.refill_bucket(&bucket)).await
+    }
+
     async fn left(&self, name: &str, key: &str, rule: BucketRule) -> Result<f64, StoreFailed> {
         if self.pausing() {
             return Err(StoreFailed);
@@ -206,6 +214,14 @@ impl Budget {
         }
     }
 
+    /// `burst` attempts, refilled evenly over `window` (full again `window` after it was emptied), in this
+    /// process's memory: a count of failures that is forgotten over a window, say, where an empty budget is a
+    /// lockout that lets one more attempt through each `window / burst`.
+    pub fn refilled_over(burst: u32, window: Duration) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self { burst, per_second: burst / window.as_secs_f64().max(1.0), buckets: Mutex::default(), shared: None }
+    }
+
     /// This budget, kept in `store` under `name` for every gateway on its catalog ([`BudgetStore`] says what
     /// happens when the catalog fails). `name` tells its buckets from other budgets' with the same keys: one name
     /// per budget, the same in every gateway.
@@ -246,6 +262,16 @@ impl Budget {
     /// Takes one attempt from `key`'s budget: `Ok` if there was one, else how long until there is.
     pub async fn take(&self, key: &str) -> Result<(), Duration> {
         self.take_many(key, 1).await
+    }
+
+    /// Fills `key`'s budget again at once (a success that clears its failures): in the store, where every
+    /// gateway sees it, and in this process's memory. Should the store fail, only this process's is filled.
+    pub async fn refill(&self, key: &str) {
+        if let Some((name, store)) = &self.shared {
+            // A failure is noted by the store (budgets are then held per process for a while); nothing more to do.
+            let _ = store.refill(name, key).await;
+        }
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
     /// Takes `count` attempts at once from `key`'s budget, or its whole burst if `count` is more: `Ok` if they

@@ -1,5 +1,7 @@
 //! The gateway's clock. The system clock, plus an offset that tests move forward to expire tokens and
-//! policies without sleeping.
+//! policies without sleeping. The times other gateways compare (sessions', tokens' and uploads' expiry, upload
+//! claims, budgets) are given to the catalog on this clock, and the catalog shifts them to the database's
+//! (`custodia_catalog`'s `database_clock`), so that gateways whose clocks differ agree.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -138,6 +138,7 @@ impl From<CatalogError> for GatewayError {
             // Another gateway took the hearing over: its participants retry, and the load balancer finds it.
             CatalogError::LeaseLost { .. } => Self::Unavailable { what: SERVED_ELSEWHERE, source: Box::new(err) },
             CatalogError::ClaimLost { .. } => Self::CompletionTakenOver(err),
+            CatalogError::TransferMoved { .. } => Self::Conflict(err.to_string()),
             other if other.is_transient() => Self::Unavailable { what: "the database", source: Box::new(other) },
             other => Self::internal("the catalog", other),
         }

@@ -13,7 +13,8 @@ use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
 use custodia_catalog::{
-    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, UploadCompletion, WidenRequestRow,
+    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, UploadCompletion,
+    WidenRequestRow,
 };
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
@@ -172,6 +173,16 @@ enum Arrival<'a> {
 struct Received<'a> {
     stored: custodia_store::StoredArtefact,
     copy: Option<&'a std::path::Path>,
+}
+
+/// A transfer moved on by its evidence's record ([`Gateway::record_moving_transfer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovedOn {
+    /// The record's index on this gateway's log.
+    pub index: u64,
+    /// Whether a published checkpoint covered the record within the log's patience (not while the log's store
+    /// fails).
+    pub integrated: bool,
 }
 
 /// A custody record ready for the ledger, with the openings of its commitments for the catalog.
@@ -389,6 +400,18 @@ impl Gateway {
     /// Sequences `sealed` as [`Gateway::sequence`] does; if it registers an artefact, with what the catalog lists
     /// with it in the same transaction ([`custodia_catalog::Catalog::sequence_registration`]).
     async fn sequence_now(&self, sealed: &Sealed, registration: Option<Registration>) -> Result<u64> {
+        Ok(self.sequence_sealed(sealed, registration, None).await??)
+    }
+
+    /// Sequences `sealed` as [`Gateway::sequence_now`] does, or, with `moves`, as the evidence that moves a
+    /// transfer on, with that move in the same transaction
+    /// ([`custodia_catalog::Catalog::sequence_moving_transfer`]). The catalog's refusal is returned inside `Ok`.
+    async fn sequence_sealed(
+        &self,
+        sealed: &Sealed,
+        registration: Option<Registration>,
+        moves: Option<TransferMove>,
+    ) -> Result<custodia_catalog::Result<u64>> {
         let Sealed { record, openings } = sealed;
         record.check_openings(openings).map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
         let case = openings.text("case").ok_or_else(|| GatewayError::internal_message("a record without its case"))?;
@@ -401,12 +424,20 @@ impl Gateway {
             Ok::<_, custodia_core::RecordError>((entry, sha256))
         };
         let fence = self.fence.as_deref();
-        let sequenced = match registration {
-            None => self.catalog.sequence_custody(case, artefact, &openings, fence, entry_for).await,
-            Some(registration) => self.catalog.sequence_registration(&openings, fence, registration, entry_for).await,
+        let sequenced = match (registration, moves) {
+            (Some(registration), _) => {
+                self.catalog.sequence_registration(&openings, fence, registration, entry_for).await
+            }
+            // A transfer's evidence is never a hearing room's record, so it carries no fence.
+            (None, Some(moves)) => {
+                self.catalog.sequence_moving_transfer(case, artefact, &openings, moves, entry_for).await
+            }
+            (None, None) => self.catalog.sequence_custody(case, artefact, &openings, fence, entry_for).await,
         };
-        let sequenced = sequenced?.map_err(|err| GatewayError::internal("sequencing a custody record", err))?;
-        Ok(sequenced.index)
+        match sequenced {
+            Ok(made) => Ok(Ok(made.map_err(|err| GatewayError::internal("sequencing a custody record", err))?.index)),
+            Err(refused) => Ok(Err(refused)),
+        }
     }
 
     /// Indexes one ledger record, first restoring the catalog row of an artefact whose registration it is, if the
@@ -433,6 +464,10 @@ impl Gateway {
     /// A custody record about `case`, with its case reference and purpose committed and the event's own
     /// commitments made by `event`. Every commitment, the case reference included, is under a fresh salt, so no two
     /// records share a case reference: an observer of the log can neither find a case's records nor count them.
+    ///
+    /// `at` is a time of this gateway's clock; the record is dated by the database's (shifted by their measured
+    /// difference; no shift on SQLite, whose one gateway dates everything), so that the records gateways on one
+    /// database write about one artefact are dated in the order they were made, whatever their clocks say.
     pub async fn seal(
         &self,
         case: &CaseId,
@@ -445,6 +480,8 @@ impl Gateway {
         let case_ref = committer.commit("case", case.as_str());
         let purpose = committer.commit("purpose", purpose);
         let event = event(&mut committer);
+        let shift = jiff::SignedDuration::from_millis(self.catalog.on_database_clock(0).await);
+        let at = at.checked_add(shift).unwrap_or(at);
         Ok(Sealed { record: CustodyRecord::new(case_ref, actor, at, purpose, event), openings: committer.openings })
     }
 
@@ -1150,7 +1187,13 @@ impl Gateway {
             }
         };
         let received = Received { stored, copy: copy.as_ref().map(|copy| copy.path()) };
-        self.register_stored(caller, case, arrival, request, received, new_artefact_id()).await
+        let registered = self.register_stored(caller, case, arrival, request, received, new_artefact_id()).await;
+        // Removing a copy as big as the upload takes a while (its pages are freed): not on the request's time. One
+        // left behind by a runtime shutting down meanwhile is removed at the next start (`Prober::with_scratch`).
+        if let Some(copy) = copy {
+            drop(tokio::task::spawn_blocking(move || drop(copy)));
+        }
+        registered
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1719,7 +1762,7 @@ impl Gateway {
         custodia_bundle::ProviderChain::from_head(&head).map(Some).map_err(|e| GatewayError::internal(context, e))
     }
 
-    // Transfers to and from partner gateways (the server's `transfers`).
+    // Transfers to and from partner gateways (`crate::transfers`).
 
     /// The court bundle of an artefact a member sends to a partner gateway: checked against the artefact's use
     /// policy as a transfer to `recipient` (the partner's account here) in the partner's `jurisdiction`, and
@@ -1769,10 +1812,62 @@ impl Gateway {
     ) -> Result<(u64, Vec<u8>, Openings)> {
         let sealed = self.seal(case, actor, self.now(), purpose, event).await?;
         let index = self.record(&sealed).await?;
-        // The entry as appended: recording chains it to the artefact's record before it.
+        self.recorded(index, sealed).await
+    }
+
+    /// Puts the evidence that moves a transfer on (`moves`, which carries the signed evidence) on the log, as
+    /// [`Gateway::record`] does, in the transaction that sequences its record
+    /// ([`custodia_catalog::Catalog::sequence_moving_transfer`]), which also keeps the signed evidence, pending its
+    /// inclusion proof: its ledger index. `None`, and nothing recorded, if the transfer is no longer in the stage it
+    /// was to move from (another request, here or on another gateway, moved it first, with an evidence of its own).
+    /// Its entry and openings are then [`Gateway::recorded_at`] that index, once integrated.
+    pub async fn record_moving_transfer(
+        &self,
+        case: &CaseId,
+        actor: ActorId,
+        purpose: &str,
+        moves: TransferMove,
+        event: impl FnOnce(&mut Committer) -> CustodyEvent,
+    ) -> Result<Option<MovedOn>> {
+        let sealed = self.seal(case, actor, self.now(), purpose, event).await?;
+        self.flush_refusals().await?;
+        let index = match self.sequence_sealed(&sealed, None, Some(moves)).await? {
+            Ok(index) => index,
+            Err(CatalogError::TransferMoved { .. }) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        // The record is durable and the transfer moved on, whatever happens next: a log that does not publish it
+        // now (its store failing, the process shutting down) is no error of the move's.
+        let integrated = match self.log.integrated(index).await {
+            Ok(_) => true,
+            Err(err) => {
+                tracing::warn!(index, error = %err, "a transfer moved on; its record is published once the log's store answers");
+                false
+            }
+        };
+        Ok(Some(MovedOn { index, integrated }))
+    }
+
+    /// The record sequenced at `index`, as [`Gateway::record_for`] answers it, read back once a published
+    /// checkpoint covers it: its entry from the log's store and its openings from the catalog (kept under the
+    /// entry's SHA-256 in the transaction that sequenced it). Whoever sequenced it, and whether or not that process
+    /// still runs: what completes an evidence kept pending ([`custodia_catalog::KeptEvidence`]).
+    pub async fn recorded_at(&self, index: u64) -> Result<(u64, Vec<u8>, Openings)> {
+        let entry = self.integrated_entry(index).await?;
+        let openings = self.openings_of(&entry).await?;
+        Ok((index, entry, openings))
+    }
+
+    /// What [`Gateway::record_for`] answers about the record `sealed`, recorded at `index`.
+    async fn recorded(&self, index: u64, sealed: Sealed) -> Result<(u64, Vec<u8>, Openings)> {
+        Ok((index, self.integrated_entry(index).await?, sealed.openings))
+    }
+
+    /// The entry at `index` as appended (recording chains it to the artefact's record before it), once a published
+    /// checkpoint covers it.
+    async fn integrated_entry(&self, index: u64) -> Result<Vec<u8>> {
         let checkpoint = self.log.integrated(index).await?;
-        let entry = self.log.storage().entry(index, checkpoint.checkpoint.size).await?;
-        Ok((index, entry.to_vec(), sealed.openings))
+        Ok(self.log.storage().entry(index, checkpoint.checkpoint.size).await?.to_vec())
     }
 
     /// Takes an artefact received from a partner gateway into custody in `case` as `artefact` (an id the caller

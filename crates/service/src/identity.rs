@@ -204,11 +204,14 @@ pub fn secret_digest(secret: &str) -> String {
 }
 
 /// Password guessing is throttled so that it cannot be turned against the owner of an account. "An address" is a
-/// client network ([`ClientNetwork`]: an IPv4 address, an IPv6 /64). Within [`THROTTLE_WINDOW`]:
+/// client network ([`ClientNetwork`]: an IPv4 address, an IPv6 /64). Wrong passwords are counted over
+/// [`THROTTLE_WINDOW`], on every gateway on the database together:
 /// - one address that has sent [`ACCOUNT_PEER_FAILURES`] wrong passwords for one account is refused for that
 ///   account ("locked" for that address only: a stranger who knows a judge's username cannot lock the judge out
 ///   from the judge's own address);
 /// - one address that has sent [`PEER_FAILURES`] wrong passwords, for any accounts, is refused for all;
+/// - a lockout lets one more try through each [`THROTTLE_WINDOW`] divided by its limit (90 s for ten), and is
+///   gone once a whole window passes without a wrong password: over time, a guesser gets the limit a window;
 /// - an account is guessed at from many addresses at most [`ACCOUNT_CHECKS_BURST`] times at once and then
 ///   [`ACCOUNT_CHECKS_PER_MINUTE`] a minute, over all addresses: past that a sign-in is delayed (429 with
 ///   `Retry-After` of seconds), never locked. Addresses from which the account has signed in before are not held
@@ -218,8 +221,8 @@ pub fn secret_digest(secret: &str) -> String {
 /// nothing), so the ceiling alone would shut out the owner from any address the gateway does not remember, and
 /// from every address after a restart. So a sign-in that carries a valid device cookie for the account (OWASP's
 /// "device cookies": [`DeviceKey`], set on every successful sign-in, kept by the browser) is held to none of the
-/// rules above: that device is counted on its own instead, and refused for [`THROTTLE_WINDOW`] after
-/// [`ACCOUNT_PEER_FAILURES`] wrong passwords. A cookie that is forged, expired, or another account's is ignored, and
+/// rules above: that device is counted on its own instead, and refused after [`ACCOUNT_PEER_FAILURES`] wrong
+/// passwords as an address is. A cookie that is forged, expired, or another account's is ignored, and
 /// the rules above apply.
 ///
 /// Hashing itself is budgeted: [`HASHING_AT_ONCE`] argon2id runs at a time (19 MiB each), on as many threads of
@@ -267,7 +270,7 @@ pub const NETWORK_SIGN_INS_PER_HOUR: u32 = 60;
 pub const MAX_USERNAME_CHARS: usize = 128;
 /// Device cookies read from one request at most (a planted one must not hide the real one, nor many cost much).
 pub const DEVICE_COOKIES_READ: usize = 4;
-/// Throttle entries kept at most (usernames and addresses tried); beyond that, expired ones are dropped first.
+/// Addresses an account signed in from, kept at most; beyond that, expired ones are dropped first.
 const THROTTLE_ENTRIES: usize = 100_000;
 
 /// A username as the throttle keeps it: its SHA-256, so that an entry costs 32 bytes whatever was sent.
@@ -292,15 +295,30 @@ impl UserKey {
     }
 }
 
-/// Recent failed sign-ins, by username and client address together, by address alone and by device, and the
-/// addresses each account signed in from: in memory, per process, so a restart (or another gateway) forgets them,
-/// which gives an attacker ten more tries per address or device, and the owner nothing they need, since what lets
-/// the owner past a spent ceiling is the device cookie, whose key is on disk. Each account's ceiling and the budgets
-/// of successful sign-ins are kept in the catalog once [`SignInThrottle::kept_in`] is called (the server does): one
-/// over every gateway on the database, and over restarts. Usernames (as their SHA-256), addresses and devices
-/// stay here (and out of `Debug`): the operator's log says only that a lockout began, never for whom or from where.
+/// The sign-in throttle ([`ACCOUNT_PEER_FAILURES`] says its rules). Wrong passwords are counted in budgets
+/// ([`crate::budget::Budget::refilled_over`]), by username and client address together, by address alone and by
+/// device: each holds its limit of failures and refills over [`THROTTLE_WINDOW`], and an empty one is a lockout. A
+/// successful sign-in fills the username-and-address's budget again, and its device's. Once
+/// [`SignInThrottle::kept_in`] is called (the server does), these budgets, each account's ceiling and the budgets
+/// of successful sign-ins are kept in the catalog's shared store ([`crate::budget::BudgetStore`]): one over every
+/// gateway on the database and over restarts, so N gateways give a guesser the tries of one, not N, and a success
+/// through one gateway clears what another counted. There the keys are HMACs under the database's salt: no
+/// username, address or device is stored in clear. While the catalog fails, each process counts on its own
+/// meanwhile, from what it has counted itself.
+///
+/// What stays in this process: the addresses each account signed in from (`known`), which only spare a sign-in from
+/// them the account's ceiling; another gateway, or a restart, does not know them, which costs the owner at worst a
+/// delay there (the device cookie, whose key is on disk, is what gets them past a spent ceiling anywhere) and gives
+/// an attacker nothing. Also sign-ins under way and the hashing queues, which hold this process's own threads.
+/// Usernames (as their SHA-256), addresses and devices stay out of `Debug` and the log: the operator's log says
+/// only that a lockout began, never for whom or from where.
 pub struct SignInThrottle {
-    failures: std::sync::Mutex<std::collections::HashMap<ThrottleKey, (u32, std::time::Instant)>>,
+    /// Wrong passwords for one account from one address ([`ACCOUNT_PEER_FAILURES`] over [`THROTTLE_WINDOW`]).
+    account_peer_failures: crate::budget::Budget,
+    /// Wrong passwords from one address, for any accounts ([`PEER_FAILURES`] over [`THROTTLE_WINDOW`]).
+    peer_failures: crate::budget::Budget,
+    /// Wrong passwords with one device's valid cookie ([`ACCOUNT_PEER_FAILURES`] over [`THROTTLE_WINDOW`]).
+    device_failures: crate::budget::Budget,
     known: std::sync::Mutex<std::collections::HashMap<(UserKey, ClientNetwork), std::time::Instant>>,
     account_checks: crate::budget::Budget,
     account_sign_ins: crate::budget::Budget,
@@ -322,11 +340,28 @@ impl Drop for SignInThrottle {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// What wrong passwords are counted against.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum ThrottleKey {
     AccountFromPeer(UserKey, ClientNetwork),
     Peer(ClientNetwork),
     Device(Device),
+}
+
+impl ThrottleKey {
+    /// What the operator's log says when this key's lockout begins: neither the username nor the address nor the
+    /// device, which the log is no place for.
+    fn lockout(&self) -> &'static str {
+        match self {
+            Self::AccountFromPeer(..) => {
+                "sign-in locked out for one account from one address; its tries come back over 15 minutes"
+            }
+            Self::Peer(_) => "sign-in locked out for one address; its tries come back over 15 minutes",
+            Self::Device(_) => {
+                "sign-in locked out for one account from one device; its tries come back over 15 minutes"
+            }
+        }
+    }
 }
 
 /// What a sign-in under way is counted against.
@@ -370,8 +405,11 @@ enum Lane {
 impl SignInThrottle {
     /// A throttle with nothing recorded yet, whose device cookies are made and checked with `devices`.
     pub fn new(devices: DeviceKey) -> Self {
+        let failures = |limit| crate::budget::Budget::refilled_over(limit, THROTTLE_WINDOW);
         Self {
-            failures: std::sync::Mutex::new(std::collections::HashMap::new()),
+            account_peer_failures: failures(ACCOUNT_PEER_FAILURES),
+            peer_failures: failures(PEER_FAILURES),
+            device_failures: failures(ACCOUNT_PEER_FAILURES),
             known: std::sync::Mutex::new(std::collections::HashMap::new()),
             account_checks: crate::budget::Budget::new(ACCOUNT_CHECKS_BURST, ACCOUNT_CHECKS_PER_MINUTE),
             account_sign_ins: crate::budget::Budget::per_hour(ACCOUNT_SIGN_INS_PER_HOUR, ACCOUNT_SIGN_INS_PER_HOUR),
@@ -382,11 +420,14 @@ impl SignInThrottle {
         }
     }
 
-    /// This throttle, with its budgets (password checks per account, successful sign-ins per account and per
-    /// network) kept in `store` for every gateway on its catalog: a guesser who spreads tries over N gateways gets
-    /// one budget, not N. Failures by address and device, the addresses each account signed in from and sign-ins
-    /// under way stay in this process (see [`SignInThrottle`]).
+    /// This throttle, with its budgets (wrong passwords per account and address, per address and per device,
+    /// password checks per account, successful sign-ins per account and per network) kept in `store` for every
+    /// gateway on its catalog: a guesser who spreads tries over N gateways gets one budget, not N. The addresses
+    /// each account signed in from and sign-ins under way stay in this process (see [`SignInThrottle`]).
     pub fn kept_in(mut self, store: &crate::budget::BudgetStore) -> Self {
+        self.account_peer_failures.keep_in("sign_in.account_peer_failures", store);
+        self.peer_failures.keep_in("sign_in.peer_failures", store);
+        self.device_failures.keep_in("sign_in.device_failures", store);
         self.account_checks.keep_in("sign_in.account_checks", store);
         self.account_sign_ins.keep_in("sign_in.account_sign_ins", store);
         self.network_sign_ins.keep_in("sign_in.network_sign_ins", store);
@@ -399,9 +440,21 @@ impl SignInThrottle {
         self.devices.issue(account_id, now)
     }
 
-    fn recent(&self, key: &ThrottleKey) -> u32 {
-        let failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.get(key).filter(|(_, since)| since.elapsed() < THROTTLE_WINDOW).map_or(0, |(count, _)| *count)
+    /// The budget that counts wrong passwords against `key`, and `key` as that budget keeps it.
+    fn failures(&self, key: &ThrottleKey) -> (&crate::budget::Budget, String) {
+        match key {
+            ThrottleKey::AccountFromPeer(user, peer) => {
+                (&self.account_peer_failures, format!("{} {}", user.budget_key(), peer.key()))
+            }
+            ThrottleKey::Peer(peer) => (&self.peer_failures, peer.key()),
+            ThrottleKey::Device(device) => (&self.device_failures, device.budget_key()),
+        }
+    }
+
+    /// Whether `key` is locked out: its budget of wrong passwords is spent.
+    async fn locked(&self, key: &ThrottleKey) -> bool {
+        let (budget, key) = self.failures(key);
+        budget.check(&key).await.is_err()
     }
 
     fn known(&self, user: UserKey, peer: ClientNetwork) -> bool {
@@ -424,16 +477,25 @@ impl SignInThrottle {
 
     /// The first of `cookies` valid at `now` for the account `account_id` whose device is not locked and has no
     /// sign-in under way, with its places in the owners' lane; `None` if there is none (the ordinary rules apply).
-    fn owner<'a>(&'a self, cookies: &[DeviceCookie], account_id: &str, now: i64) -> Option<(Device, Flights<'a>)> {
-        cookies.iter().filter_map(|cookie| self.devices.verify(cookie, account_id, now)).find_map(|device| {
-            // The place first, then the lock: with one sign-in under way per device, no two can both pass the
-            // check before either is counted.
-            let flights = self.fly(&[
-                (Flight::Device(device), 1),
-                (Flight::Account(account_id.to_owned()), OWNER_SIGN_INS_AT_ONCE),
-            ])?;
-            (self.recent(&ThrottleKey::Device(device)) < ACCOUNT_PEER_FAILURES).then_some((device, flights))
-        })
+    async fn owner<'a>(
+        &'a self,
+        cookies: &[DeviceCookie],
+        account_id: &str,
+        now: i64,
+    ) -> Option<(Device, Flights<'a>)> {
+        for device in cookies.iter().filter_map(|cookie| self.devices.verify(cookie, account_id, now)) {
+            // The place first, then the lock: with one sign-in under way per device (in this process), no two can
+            // both pass the check before either is counted.
+            let Some(flights) = self
+                .fly(&[(Flight::Device(device), 1), (Flight::Account(account_id.to_owned()), OWNER_SIGN_INS_AT_ONCE)])
+            else {
+                continue;
+            };
+            if !self.locked(&ThrottleKey::Device(device)).await {
+                return Some((device, flights));
+            }
+        }
+        None
     }
 
     /// Whether a sign-in to `user` from `peer` may have its password checked; `device`, when its cookie is valid
@@ -447,12 +509,12 @@ impl SignInThrottle {
         if device.is_some() {
             return Ok(());
         }
-        if self.recent(&ThrottleKey::AccountFromPeer(user, peer)) >= ACCOUNT_PEER_FAILURES {
+        if self.locked(&ThrottleKey::AccountFromPeer(user, peer)).await {
             return Err(GatewayError::TooMany(
                 "too many wrong passwords for this account from your address; try again later".into(),
             ));
         }
-        if self.recent(&ThrottleKey::Peer(peer)) >= PEER_FAILURES {
+        if self.locked(&ThrottleKey::Peer(peer)).await {
             return Err(GatewayError::TooMany("too many wrong passwords from your network; try again later".into()));
         }
         self.network_sign_ins.check(&peer.key()).await.map_err(|wait| GatewayError::TooManyAttempts {
@@ -469,38 +531,19 @@ impl SignInThrottle {
     }
 
     /// Counts a wrong password: against the device alone when it came with a valid device cookie, else against the
-    /// account from that address and the address.
-    fn failed(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
-        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if failures.len() >= THROTTLE_ENTRIES {
-            failures.retain(|_, (_, since)| since.elapsed() < THROTTLE_WINDOW);
-        }
+    /// account from that address and the address. A count that spends its budget begins a lockout, which the
+    /// operator's log notes.
+    async fn failed(&self, user: UserKey, peer: ClientNetwork, device: Option<Device>) {
         let counted = match device {
-            Some(device) => vec![(ThrottleKey::Device(device), ACCOUNT_PEER_FAILURES)],
-            None => vec![
-                (ThrottleKey::AccountFromPeer(user, peer), ACCOUNT_PEER_FAILURES),
-                (ThrottleKey::Peer(peer), PEER_FAILURES),
-            ],
+            Some(device) => vec![ThrottleKey::Device(device)],
+            None => vec![ThrottleKey::AccountFromPeer(user, peer), ThrottleKey::Peer(peer)],
         };
-        for (key, limit) in counted {
-            if failures.len() >= THROTTLE_ENTRIES && !failures.contains_key(&key) {
-                continue;
-            }
-            // Neither the username nor the address nor the device: the operator's log is no place for any.
-            let lockout = match key {
-                ThrottleKey::AccountFromPeer(..) => {
-                    "sign-in locked out for one account from one address, for 15 minutes"
-                }
-                ThrottleKey::Peer(_) => "sign-in locked out for one address, for 15 minutes",
-                ThrottleKey::Device(_) => "sign-in locked out for one account from one device, for 15 minutes",
-            };
-            let entry = failures.entry(key).or_insert((0, std::time::Instant::now()));
-            if entry.1.elapsed() >= THROTTLE_WINDOW {
-                *entry = (0, std::time::Instant::now());
-            }
-            entry.0 += 1;
-            if entry.0 == limit {
-                tracing::warn!("{lockout}");
+        for key in counted {
+            let (budget, name) = self.failures(&key);
+            // A budget already spent takes nothing (sign-ins checked at once, before any was counted): the lockout
+            // is under way.
+            if budget.take(&name).await.is_ok() && budget.check(&name).await.is_err() {
+                tracing::warn!("{}", key.lockout());
             }
         }
     }
@@ -511,12 +554,12 @@ impl SignInThrottle {
         if device.is_none() {
             let _ = self.network_sign_ins.take(&peer.key()).await;
         }
-        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        failures.remove(&ThrottleKey::AccountFromPeer(user, peer));
-        if let Some(device) = device {
-            failures.remove(&ThrottleKey::Device(device));
+        let mut cleared = vec![ThrottleKey::AccountFromPeer(user, peer)];
+        cleared.extend(device.map(ThrottleKey::Device));
+        for key in cleared {
+            let (budget, key) = self.failures(&key);
+            budget.refill(&key).await;
         }
-        drop(failures);
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if known.len() >= THROTTLE_ENTRIES {
             known.retain(|_, at| at.elapsed() < KNOWN_ADDRESS_FOR);
@@ -645,6 +688,13 @@ const DEVICE_COOKIE_BYTES: usize = 8 + DEVICE_NONCE_BYTES + DEVICE_TAG_BYTES;
 /// A device that has signed in to an account: the nonce of its valid cookie. Never logged.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Device([u8; DEVICE_NONCE_BYTES]);
+
+impl Device {
+    /// The key of this device in a [`crate::budget::Budget`] (which keeps it in the catalog only as an HMAC).
+    fn budget_key(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
 
 /// A device cookie's parts, read but not yet checked.
 struct DeviceCookie {
@@ -789,7 +839,9 @@ pub async fn check_password(
     if !cookies.is_empty() {
         let account = catalog.account_by_username(username).await?;
         let now = clock.unix_seconds();
-        owner = account.as_ref().and_then(|account| throttle.owner(&cookies, &account.id, now));
+        if let Some(account) = &account {
+            owner = throttle.owner(&cookies, &account.id, now).await;
+        }
         looked_up = Some(account);
     }
     let device = owner.as_ref().map(|(device, _)| *device);
@@ -823,7 +875,7 @@ pub async fn check_password(
             Ok(account)
         }
         _ => {
-            throttle.failed(user, peer, device);
+            throttle.failed(user, peer, device).await;
             Err(GatewayError::BadCredentials)
         }
     }
@@ -922,17 +974,18 @@ mod tests {
         assert!(throttle.check(user("judge"), judges_desk, Some(device)).await.is_ok(), "a device of the account");
         // Someone at the judge's address guesses at every account until the address is refused: not the device.
         for _ in 0..PEER_FAILURES {
-            throttle.failed(user("clerk"), judges_desk, None);
+            throttle.failed(user("clerk"), judges_desk, None).await;
         }
         assert!(throttle.check(user("clerk"), judges_desk, None).await.is_err());
         assert!(throttle.check(user("judge"), judges_desk, Some(device)).await.is_ok());
         // Wrong passwords with the device's cookie are counted against that device alone, not the address.
         for _ in 0..ACCOUNT_PEER_FAILURES {
+            assert!(!throttle.locked(&ThrottleKey::Device(device)).await);
             throttle.check(user("judge"), judges_desk, Some(device)).await.unwrap();
-            throttle.failed(user("judge"), judges_desk, Some(device));
+            throttle.failed(user("judge"), judges_desk, Some(device)).await;
         }
-        assert_eq!(throttle.recent(&ThrottleKey::Device(device)), ACCOUNT_PEER_FAILURES);
-        assert_eq!(throttle.recent(&ThrottleKey::AccountFromPeer(user("judge"), judges_desk)), 0);
+        assert!(throttle.locked(&ThrottleKey::Device(device)).await);
+        assert!(!throttle.locked(&ThrottleKey::AccountFromPeer(user("judge"), judges_desk)).await);
         assert!(throttle.check(user("judge"), judges_desk, Some(Device([4; DEVICE_NONCE_BYTES]))).await.is_ok());
         assert_eq!(format!("{throttle:?}"), "SignInThrottle { .. }");
     }
@@ -1020,6 +1073,33 @@ mod tests {
         assert!(throttle.check(user("judge"), office, device).await.is_ok(), "an owner's device is not held to it");
     }
 
+    #[tokio::test]
+    async fn a_success_fills_again_its_account_from_its_address_and_its_device_not_the_address() {
+        let throttle = SignInThrottle::new(DeviceKey::new([4; 32]));
+        let (judge, desk, device) = (user("judge"), network("192.0.2.1"), Device([6; DEVICE_NONCE_BYTES]));
+        let fail_short_of_the_limit = async || {
+            for _ in 1..ACCOUNT_PEER_FAILURES {
+                throttle.failed(judge, desk, None).await;
+                throttle.failed(judge, desk, Some(device)).await;
+            }
+        };
+        fail_short_of_the_limit().await;
+        throttle.succeeded(judge, desk, Some(device)).await;
+        fail_short_of_the_limit().await;
+        assert!(!throttle.locked(&ThrottleKey::AccountFromPeer(judge, desk)).await, "cleared by the success");
+        assert!(!throttle.locked(&ThrottleKey::Device(device)).await, "cleared by the success");
+        throttle.failed(judge, desk, None).await;
+        throttle.failed(judge, desk, Some(device)).await;
+        assert!(throttle.locked(&ThrottleKey::AccountFromPeer(judge, desk)).await);
+        assert!(throttle.locked(&ThrottleKey::Device(device)).await);
+        assert!(throttle.check(judge, desk, None).await.is_err());
+        // The address's own count goes on: a success is no licence to guess at other accounts.
+        for _ in 2 * ACCOUNT_PEER_FAILURES - 1..PEER_FAILURES {
+            throttle.failed(user("clerk"), desk, None).await;
+        }
+        assert!(throttle.locked(&ThrottleKey::Peer(desk)).await);
+    }
+
     #[test]
     fn sign_ins_at_once_are_held_per_network_and_per_ipv6_56() {
         let throttle = SignInThrottle::new(DeviceKey::new([1; 32]));
@@ -1046,40 +1126,40 @@ mod tests {
         let throttle = SignInThrottle::new(DeviceKey::new([2; 32]));
         let value = throttle.devices.issue("acc-judge", NOW);
         let cookie = || vec![DeviceCookie::parse(&value).unwrap()];
-        let (device, first) = throttle.owner(&cookie(), "acc-judge", NOW).unwrap();
+        let (device, first) = throttle.owner(&cookie(), "acc-judge", NOW).await.unwrap();
         // Forty guesses at once with one stolen cookie: none but the first is counted as the device's.
         for _ in 0..40 {
-            assert!(throttle.owner(&cookie(), "acc-judge", NOW).is_none());
+            assert!(throttle.owner(&cookie(), "acc-judge", NOW).await.is_none());
         }
-        throttle.failed(user("judge"), network("192.0.2.1"), Some(device));
+        throttle.failed(user("judge"), network("192.0.2.1"), Some(device)).await;
         drop(first);
         for _ in 1..ACCOUNT_PEER_FAILURES {
-            let (device, _under_way) = throttle.owner(&cookie(), "acc-judge", NOW).unwrap();
-            throttle.failed(user("judge"), network("192.0.2.1"), Some(device));
+            let (device, _under_way) = throttle.owner(&cookie(), "acc-judge", NOW).await.unwrap();
+            throttle.failed(user("judge"), network("192.0.2.1"), Some(device)).await;
         }
         // Locked: its sign-ins follow the ordinary rules (which a known address passes) instead of a 429.
-        assert!(throttle.owner(&cookie(), "acc-judge", NOW).is_none(), "a locked device");
+        assert!(throttle.owner(&cookie(), "acc-judge", NOW).await.is_none(), "a locked device");
         throttle.succeeded(user("judge"), network("192.0.2.9"), None).await;
         assert!(throttle.check(user("judge"), network("192.0.2.9"), None).await.is_ok());
         // An account has OWNER_SIGN_INS_AT_ONCE in the owners' lane, whatever its devices.
         let devices: Vec<_> = (0..=OWNER_SIGN_INS_AT_ONCE).map(|_| throttle.devices.issue("acc-clerk", NOW)).collect();
         let mut held = Vec::new();
         for value in &devices[..OWNER_SIGN_INS_AT_ONCE] {
-            held.push(throttle.owner(&[DeviceCookie::parse(value).unwrap()], "acc-clerk", NOW).unwrap());
+            held.push(throttle.owner(&[DeviceCookie::parse(value).unwrap()], "acc-clerk", NOW).await.unwrap());
         }
         let last = DeviceCookie::parse(&devices[OWNER_SIGN_INS_AT_ONCE]).unwrap();
-        assert!(throttle.owner(&[last], "acc-clerk", NOW).is_none());
+        assert!(throttle.owner(&[last], "acc-clerk", NOW).await.is_none());
     }
 
-    #[test]
-    fn the_valid_device_cookie_counts_among_planted_ones() {
+    #[tokio::test]
+    async fn the_valid_device_cookie_counts_among_planted_ones() {
         let throttle = SignInThrottle::new(DeviceKey::new([3; 32]));
         let real = throttle.devices.issue("acc-judge", NOW);
         let planted = DeviceKey::new([9; 32]).issue("acc-judge", NOW);
         let values = ["x".to_owned(), planted, real];
         let cookies: Vec<_> = values.iter().filter_map(|value| DeviceCookie::parse(value)).collect();
-        assert!(throttle.owner(&cookies, "acc-judge", NOW).is_some(), "the real cookie, read after two planted");
-        assert!(throttle.owner(&cookies[..1], "acc-judge", NOW).is_none(), "a planted one alone");
+        assert!(throttle.owner(&cookies, "acc-judge", NOW).await.is_some(), "the real cookie, read after two planted");
+        assert!(throttle.owner(&cookies[..1], "acc-judge", NOW).await.is_none(), "a planted one alone");
     }
 
     #[tokio::test]

@@ -8,12 +8,15 @@
 //! errors ([`gateway::GatewayError`]) keep their sources and say which may pass if tried again.
 
 pub mod budget;
+pub mod chunk_buffers;
 pub mod clock;
 pub mod error;
 pub mod gateway;
 pub mod identity;
 pub mod network;
+pub mod partner_client;
 pub mod probe;
 pub mod refusals;
 pub mod sessions;
+pub mod transfers;
 pub mod uploads;

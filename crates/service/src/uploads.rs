@@ -37,7 +37,9 @@ pub const ORPHANED_CHUNK_SECONDS: i64 = TTL_SECONDS;
 /// Chunks whose objects are opened ahead of the one being read, when an upload completes.
 const CHUNKS_OPENED_AHEAD: usize = 2;
 
-/// Claims on a completion last renewed before this are stale: their gateway stopped renewing them.
+/// Claims on a completion last renewed before this are stale: their gateway stopped renewing them. On this
+/// gateway's clock, like every time the catalog is given: it compares them on the database's, so a gateway whose
+/// clock runs ahead takes no live claim for stale.
 pub fn claims_stale_before(gateway: &Gateway) -> i64 {
     gateway.clock().unix_seconds() - CLAIM_STALE_AFTER_SECONDS
 }

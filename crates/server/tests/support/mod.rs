@@ -996,3 +996,14 @@ pub async fn room_enter(url: &str, hello: Value) -> (Value, RoomSocket) {
     socket.send(hello.to_string().into()).await.unwrap();
     (room_message(&mut socket).await, socket)
 }
+
+/// libfaketime's preload library (Debian's `libfaketime`, installed by scripts/setup-system.sh test).
+pub fn libfaketime() -> std::path::PathBuf {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    let found = candidates.iter().map(std::path::PathBuf::from).find(|path| path.exists());
+    found.expect("libfaketime (apt-get install faketime; scripts/setup-system.sh test installs it)")
+}

@@ -22,7 +22,9 @@
 //! `Retrieval`, or the retrieval timeout `NonRetrieval`.
 //!
 //! Every request is idempotent: an offer or a chunk sent twice changes nothing, and either gateway may be killed
-//! at any point and pick up where the catalog says it was.
+//! at any point and pick up where the catalog says it was. The evidence that closes a retrieval is kept in the
+//! transaction that moves the transfer on, before its proof exists; one whose gateway stopped before adding the
+//! proof is completed by the sweep of the duty's holder, and only then sent.
 //!
 //! **Several gateways on one database.** One of them holds the duty of the transfers
 //! ([`custodia_catalog::Duty::TRANSFERS`], a lease renewed every 5 s): it alone drives the transfers sent (whichever
@@ -36,6 +38,9 @@
 //! none of the old one's staging file, reports nothing held and is sent the payload again from the start, and the
 //! old holder can count nothing more and take nothing into custody. Only a whole bundle that verifies is ever
 //! accepted, wherever it was staged.
+//!
+//! **Partner gateways** are reached through a [`PartnerClient`] (the server's signs HTTP requests); this gateway's
+//! place among them, the partners it pins and the key that signs its evidences, is a [`Partnership`].
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -45,19 +50,23 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use custodia_catalog::{Account, TransferRow};
+use custodia_catalog::{Account, KeptEvidence, TransferEvidenceRow, TransferMove, TransferRow};
 use custodia_core::{ArtefactId, CaseId, CustodyEvent, Label, Sha256, UsePolicy};
 use custodia_ledger::LogVerifier;
 use custodia_partners::Partner;
 use custodia_partners::evidence::{
     DIGEST_ALGORITHM, EVIDENCE_TYPE, Evidence, EvidenceEvent, NegativeReason, SignedEvidence, check_ladder,
 };
-use custodia_partners::transfer::{EVIDENCE_FIELD, Logged, MAX_CHUNK_BYTES, Offer, Progress, Stage, check_logged};
+use custodia_partners::transfer::{
+    EVIDENCE_FIELD, Logged, MAX_CHUNK_BYTES, Offer, Progress, Stage, WireEvidence, check_logged,
+};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 
-use crate::partner_api::Partnering;
-use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
-use custodia_service::identity::{Channel, Principal};
+use crate::chunk_buffers::ChunkBuffers;
+use crate::gateway::{Committer, Gateway, GatewayError, UploadRequest, bad_input};
+use crate::identity::{Channel, Principal};
+use crate::partner_client::{PartnerClient, PartnerError, Refusal};
 
 type Result<T> = std::result::Result<T, GatewayError>;
 
@@ -92,19 +101,6 @@ pub struct TransferTiming {
     pub retrieval: Duration,
     /// Between tries of a failed request, and between asks for the retrieval.
     pub retry: Duration,
-}
-
-impl TransferTiming {
-    /// The timeouts and retry interval `config` sets.
-    pub fn of(config: &crate::config::PartnerConfig) -> Self {
-        let seconds = std::time::Duration::from_secs;
-        Self {
-            relay: seconds(config.transfer_relay_seconds),
-            delivery: seconds(config.transfer_delivery_seconds),
-            retrieval: seconds(config.transfer_retrieval_seconds),
-            retry: seconds(config.transfer_retry_seconds.max(1)),
-        }
-    }
 }
 
 /// How often a gateway asks whether the duty of the transfers is (still) its own, and the duty's holder looks for
@@ -152,7 +148,7 @@ fn staging_identity(dir: &std::path::Path) -> std::io::Result<String> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
-    let id = custodia_service::gateway::new_id("stg");
+    let id = crate::gateway::new_id("stg");
     let temporary = dir.join("staging-id.new");
     {
         use std::io::Write as _;
@@ -165,13 +161,64 @@ fn staging_identity(dir: &std::path::Path) -> std::io::Result<String> {
     Ok(id)
 }
 
+/// This gateway among its partners, as its transfers need it: the partners it pins, its name among them, and the
+/// key that signs its evidences (the one that signs its requests, which its partners pin).
+#[derive(Clone)]
+pub struct Partnership {
+    registry: custodia_partners::Registry,
+    name: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Partnership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Partnership")
+            .field("name", &self.name)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Partnership {
+    /// Partners as `registry` pins them; this gateway's `name` among them, and its request key `key`.
+    pub fn new(registry: custodia_partners::Registry, name: String, key: SigningKey) -> Self {
+        Self { registry, name, key }
+    }
+
+    pub fn registry(&self) -> &custodia_partners::Registry {
+        &self.registry
+    }
+
+    /// This gateway's name among its partners.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key that checks this gateway's own signatures (its requests' and its evidences').
+    pub fn own_key(&self) -> VerifyingKey {
+        self.key.verifying_key()
+    }
+
+    /// Signs an evidence of a transfer as this gateway ([`custodia_partners::evidence`]), with the key that signs
+    /// its requests, which its partners pin.
+    pub fn sign_evidence(
+        &self,
+        evidence: &Evidence,
+    ) -> std::result::Result<SignedEvidence, custodia_partners::evidence::EvidenceError> {
+        evidence.sign(&self.key)
+    }
+}
+
 /// Transfers of this gateway, both ways.
 pub struct Transfers {
     gateway: Gateway,
-    partnering: Arc<Partnering>,
+    partnership: Partnership,
     /// Staging files: `in/<id>.part`, the payload of a transfer being received (a sent one is read from the store).
     dir: PathBuf,
-    client: reqwest::Client,
+    /// The partner gateways, as requests reach them.
+    client: Arc<dyn PartnerClient>,
+    /// Buffers for the chunks sent (each read from the store into one).
+    buffers: Arc<ChunkBuffers>,
     timing: TransferTiming,
     /// The transfers a driver task is working on, so that each has one.
     driving: Mutex<HashSet<String>>,
@@ -212,8 +259,10 @@ struct Arrival {
 const WRITES_IN_FLIGHT: usize = 2;
 
 /// How many chunks of one transfer this gateway sends at once: each is read from the store, signed and sent while
-/// the receiving gateway writes those before it, so that neither side waits on the other's round trip.
-pub const CHUNKS_IN_FLIGHT: usize = crate::partner_api::LARGE_BODIES_PER_PARTNER;
+/// the receiving gateway writes those before it, so that neither side waits on the other's round trip. As many as
+/// a receiving gateway takes large requests from one partner at once (the server's
+/// `partner_api::LARGE_BODIES_PER_PARTNER` is this).
+pub const CHUNKS_IN_FLIGHT: usize = 4;
 /// How far beyond the next chunk due a chunk arriving here may start (in chunks): such a chunk waits, its body held
 /// (one of the partner requests' large bodies at once), until those before it are written, at most
 /// [`CHUNK_WAIT`]; one further ahead, or still early then, is refused as out of order.
@@ -260,6 +309,8 @@ pub struct EvidenceView {
     pub own: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partner: Option<serde_json::Value>,
+    /// Kept when its record was sequenced, its proof still to come ([`TransferEvidenceRow::is_pending`]).
+    pub pending: bool,
 }
 
 pub(crate) const OUT: &str = "out";
@@ -268,10 +319,8 @@ pub(crate) const IN: &str = "in";
 /// Why a step of a sending driver did not go through: tried again later, until its timeout.
 #[derive(Debug, thiserror::Error)]
 enum Hitch {
-    #[error("could not reach the partner: {0}")]
-    Unreachable(#[from] reqwest::Error),
-    #[error("the partner answered {status}: {detail}")]
-    Answered { status: u16, detail: String },
+    #[error(transparent)]
+    Partner(#[from] PartnerError),
     #[error("what the partner sent does not check: {0}")]
     Unchecked(String),
     #[error(transparent)]
@@ -279,18 +328,26 @@ enum Hitch {
 }
 
 impl Transfers {
-    pub fn new(gateway: Gateway, partnering: Arc<Partnering>, dir: PathBuf, timing: TransferTiming) -> Result<Self> {
+    /// The transfers of `gateway` with the partners `partnership` pins, reached through `client`; what arrives is
+    /// staged in `dir`, and chunks sent are read into `buffers`.
+    pub fn new(
+        gateway: Gateway,
+        partnership: Partnership,
+        client: Arc<dyn PartnerClient>,
+        buffers: Arc<ChunkBuffers>,
+        dir: PathBuf,
+        timing: TransferTiming,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir.join(IN))
             .map_err(|err| GatewayError::internal("making the transfer staging directory", err))?;
-        let client = crate::partner_api::partner_client(Duration::from_secs(120))
-            .map_err(|err| GatewayError::internal("no HTTP client", err))?;
         let staging_id = staging_identity(&dir)
             .map_err(|err| GatewayError::internal("the staging identity of this gateway", err))?;
         Ok(Self {
             gateway,
-            partnering,
+            partnership,
             dir,
             client,
+            buffers,
             timing,
             driving: Mutex::new(HashSet::new()),
             outbox: Arc::new(tokio::sync::Notify::new()),
@@ -300,7 +357,7 @@ impl Transfers {
             one_chunk_at_a_time: Mutex::default(),
             duty: custodia_catalog::DutyHolder::new(
                 custodia_catalog::Duty::TRANSFERS,
-                &custodia_service::gateway::new_id("node"),
+                &crate::gateway::new_id("node"),
                 "handles the transfers with partner gateways",
             ),
             staging_id,
@@ -506,7 +563,7 @@ impl Transfers {
     }
 
     fn partner(&self, name: &str) -> Result<&Partner> {
-        self.partnering
+        self.partnership
             .registry()
             .partner(name)
             .ok_or_else(|| GatewayError::NotFound(format!("{name:?} is not a partner of this gateway")))
@@ -525,7 +582,7 @@ impl Transfers {
             return Ok(account);
         }
         let account = Account {
-            id: custodia_service::gateway::new_id("acct"),
+            id: crate::gateway::new_id("acct"),
             username: username.clone(),
             display_name: format!("Partner gateway {}", partner.name),
             password_hash: "!".into(),
@@ -583,7 +640,7 @@ impl Transfers {
         previous: Option<&SignedEvidence>,
         reason: Option<NegativeReason>,
     ) -> Result<SignedEvidence> {
-        let own = self.partnering.name().to_owned();
+        let own = self.partnership.name().to_owned();
         let (sender, recipient) =
             if row.direction == OUT { (own.clone(), row.partner.clone()) } else { (row.partner.clone(), own.clone()) };
         let payload_digest =
@@ -601,7 +658,7 @@ impl Transfers {
             previous: previous.map(SignedEvidence::sha256),
             reason,
         };
-        self.partnering.sign_evidence(&evidence).map_err(|err| GatewayError::internal("evidence", err))
+        self.partnership.sign_evidence(&evidence).map_err(|err| GatewayError::internal("evidence", err))
     }
 
     /// Puts `signed` on this gateway's log (a `transfer_evidence` record about `artefact` in `case`, made for
@@ -617,47 +674,121 @@ impl Transfers {
         signed: &SignedEvidence,
         partner_copy: Option<&Logged>,
     ) -> Result<Logged> {
-        let event = signed.evidence().event;
-        let rung = Label::new(event.name()).map_err(|err| GatewayError::internal("log evidence", err))?;
-        let digest = signed.sha256().to_hex();
-        let (index, entry, openings) = self
-            .gateway
-            .record_for(case, actor, purpose, |committer| CustodyEvent::TransferEvidence {
-                artefact,
-                rung,
-                evidence: committer.commit(EVIDENCE_FIELD, digest),
-            })
-            .await?;
+        let recorded = self.gateway.record_for(case, actor, purpose, evidence_record(artefact, signed)?).await?;
+        self.keep_logged(row, signed, recorded, partner_copy).await
+    }
+
+    /// Keeps `signed`, recorded on this gateway's log (its index, entry and openings), with the transfer, with
+    /// `partner_copy` when the partner's is at hand.
+    ///
+    /// An evidence kept pending when its record was sequenced ([`KeptEvidence`]) is completed so; from then on it
+    /// is shown and sent as logged.
+    async fn keep_logged(
+        &self,
+        row: &TransferRow,
+        signed: &SignedEvidence,
+        recorded: (u64, Vec<u8>, custodia_core::Openings),
+        partner_copy: Option<&Logged>,
+    ) -> Result<Logged> {
+        let logged = self.with_proof(signed, recorded).await?;
+        self.keep_own(&row.id, signed, &logged, partner_copy).await?;
+        Ok(logged)
+    }
+
+    /// `signed` as logged here: with its record (index, entry, openings) and the record's inclusion proof, once a
+    /// checkpoint covers it.
+    async fn with_proof(
+        &self,
+        signed: &SignedEvidence,
+        (index, entry, openings): (u64, Vec<u8>, custodia_core::Openings),
+    ) -> Result<Logged> {
         let proof = self.gateway.proof(index).await?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let logged = Logged {
+        Ok(Logged {
             signed: signed.into(),
             entry: b64.encode(entry),
             openings: String::from_utf8_lossy(&openings.to_canonical()).into_owned(),
             proof: b64.encode(proof.to_bytes()),
-        };
-        let own = serde_json::to_string(&logged).map_err(|err| GatewayError::internal("log evidence", err))?;
+        })
+    }
+
+    /// Keeps `logged` (the evidence `signed`) as this gateway's copy of its rung of transfer `transfer`, with
+    /// `partner_copy` when the partner's is at hand.
+    async fn keep_own(
+        &self,
+        transfer: &str,
+        signed: &SignedEvidence,
+        logged: &Logged,
+        partner_copy: Option<&Logged>,
+    ) -> Result<()> {
+        let event = signed.evidence().event;
+        let own = serde_json::to_string(logged).map_err(|err| GatewayError::internal("log evidence", err))?;
         let theirs = partner_copy
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| GatewayError::internal("log evidence", e))?;
         self.gateway
             .catalog()
-            .keep_transfer_evidence(&row.id, i64::from(event.rung()), event.name(), Some(&own), theirs.as_deref())
+            .keep_transfer_evidence(transfer, i64::from(event.rung()), event.name(), Some(&own), theirs.as_deref())
             .await?;
-        Ok(logged)
+        Ok(())
+    }
+
+    /// Completes the evidences kept pending ([`KeptEvidence`]): those whose gateway stopped, or whose log's store
+    /// failed, after the transaction that sequenced their record and moved their transfer on, and before it kept
+    /// them with their proof. Each is completed once its record is integrated (one still waiting is tried again at
+    /// the next sweep); from then on the partner is sent it like any other rung (it asks for the retrieval). They
+    /// are taken in the order of their records: once one waits in vain for the log (its store or the lock's holder
+    /// not answering), those after it would too, each for the log's whole patience, so the sweep leaves them to
+    /// the next.
+    async fn complete_pending(&self) -> Result<()> {
+        for kept in self.gateway.catalog().pending_transfer_evidences().await? {
+            match self.complete_kept(&kept).await {
+                Ok(()) => {
+                    tracing::info!(transfer = %kept.transfer_id, event = %kept.event, "a kept evidence is completed with its proof");
+                }
+                Err(err) => {
+                    tracing::warn!(transfer = %kept.transfer_id, event = %kept.event, error = %err, "a kept evidence is not completed yet; trying again at the next sweep");
+                    if matches!(err, GatewayError::Unavailable { .. }) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes one pending evidence: its record, read back from the log and the catalog, must be the one that
+    /// commits to it on this gateway's log (as a partner checks it), or it is left pending and reported.
+    async fn complete_kept(&self, kept: &TransferEvidenceRow) -> Result<()> {
+        let (Some(signed), Some(index)) = (kept.signed.as_deref(), kept.ledger_index) else { return Ok(()) };
+        let own_key = self.partnership.own_key();
+        let signed: WireEvidence =
+            serde_json::from_str(signed).map_err(|err| GatewayError::internal("a kept evidence", err))?;
+        let signed = signed.verify(&own_key).map_err(|err| GatewayError::internal("a kept evidence", err))?;
+        let index = u64::try_from(index).map_err(|err| GatewayError::internal("a kept evidence's index", err))?;
+        let recorded = self.gateway.recorded_at(index).await?;
+        let logged = self.with_proof(&signed, recorded).await?;
+        check_logged(&logged, &own_key, self.gateway.verifier())
+            .map_err(|err| GatewayError::internal("a kept evidence and its record", err))?;
+        self.keep_own(&kept.transfer_id, &signed, &logged, None).await
     }
 
     /// The evidences of `row` as this gateway logged them, by rung, each read back and its signature checked with
     /// its issuer's key (this gateway's, or the one pinned for the partner).
     async fn own_ladder(&self, row: &TransferRow) -> Result<Vec<(Logged, SignedEvidence)>> {
+        self.ladder_of(row, self.gateway.catalog().transfer_evidences(&row.id).await?)
+    }
+
+    /// [`Self::own_ladder`] from `row`'s evidences as the catalog keeps them (a pending one is skipped).
+    fn ladder_of(&self, row: &TransferRow, kept: Vec<TransferEvidenceRow>) -> Result<Vec<(Logged, SignedEvidence)>> {
         let partner_key = self.partner(&row.partner)?.request_key;
         let mut ladder = Vec::new();
-        for kept in self.gateway.catalog().transfer_evidences(&row.id).await? {
+        for kept in kept {
             let Some(own) = kept.own else { continue };
             let logged: Logged = serde_json::from_str(&own).map_err(|err| GatewayError::internal("own ladder", err))?;
             let issuer = unverified(&logged)?.issuer;
-            let key = if issuer == self.partnering.name() { self.partnering.own_key() } else { partner_key };
+            let key = if issuer == self.partnership.name() { self.partnership.own_key() } else { partner_key };
             let signed = logged.signed.verify(&key).map_err(|err| GatewayError::internal("a kept evidence", err))?;
             ladder.push((logged, signed));
         }
@@ -814,11 +945,10 @@ impl Transfers {
         let partner = self.partner(&row.partner)?.clone();
         let offer =
             row.offer.clone().ok_or_else(|| GatewayError::internal_message("a sent transfer without its offer"))?;
-        let path = "/partner/v1/transfers";
         let places = self.sending_places(&partner.name);
         let offering = Arc::clone(&places).acquire_owned().await.map_err(|err| GatewayError::internal("push", err))?;
         self.sent.offers.fetch_add(1, Ordering::Relaxed);
-        let progress = self.call(&partner, reqwest::Method::POST, path, offer.into_bytes()).await?;
+        let progress = self.client.offer(&partner, offer).await?;
         drop(offering);
         if self.absorb(row, &partner, &progress).await? {
             return Ok(true);
@@ -870,10 +1000,10 @@ impl Transfers {
                 next += length;
                 let partner = &partner;
                 in_flight.push_back(async move {
-                    let request = self.chunk_request(partner, row, sha256, offset, length).await?;
+                    let chunk = self.read_chunk(sha256, offset, length).await?;
                     self.sent.chunks.fetch_add(1, Ordering::Relaxed);
                     let sent = std::time::Instant::now();
-                    let answer = self.answer(request).await;
+                    let answer = self.client.chunk(partner, &row.id, offset, chunk).await.map_err(Hitch::from);
                     drop(place);
                     Ok::<_, Hitch>((offset + length, answer, sent.elapsed()))
                 });
@@ -883,13 +1013,15 @@ impl Transfers {
             let progress = match answer {
                 // Refused at once (this gateway would have let it wait for its turn, and refuses one only once it
                 // has waited that long).
-                Err(Hitch::Answered { status: 409, detail }) if window > 1 && taken_before && took < CHUNK_WAIT / 2 => {
+                Err(Hitch::Partner(refused @ PartnerError::Refused { refusal: Refusal::Conflict, .. }))
+                    if window > 1 && taken_before && took < CHUNK_WAIT / 2 =>
+                {
                     tracing::warn!(partner = %partner.name, "a partner refused a chunk as out of order; one chunk at a time to it from now on");
                     self.one_chunk_at_a_time
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .insert(partner.name.clone());
-                    return Err(Hitch::Answered { status: 409, detail });
+                    return Err(Hitch::Partner(refused));
                 }
                 answer => answer?,
             };
@@ -913,18 +1045,16 @@ impl Transfers {
                     .map_err(GatewayError::from)?;
             }
         }
-        let path = format!("/partner/v1/transfers/{}/complete", row.id);
         self.sent.completions.fetch_add(1, Ordering::Relaxed);
-        let progress = self.call(&partner, reqwest::Method::POST, &path, Vec::new()).await?;
+        let progress = self.client.complete(&partner, &row.id).await?;
         self.absorb(row, &partner, &progress).await
     }
 
     /// Asks the receiving gateway for the retrieval. True when the transfer moved on.
     async fn ask(&self, row: &TransferRow) -> std::result::Result<bool, Hitch> {
         let partner = self.partner(&row.partner)?.clone();
-        let path = format!("/partner/v1/transfers/{}", row.id);
         self.sent.progress.fetch_add(1, Ordering::Relaxed);
-        let progress = self.call(&partner, reqwest::Method::GET, &path, Vec::new()).await?;
+        let progress = self.client.progress(&partner, &row.id).await?;
         self.absorb(row, &partner, &progress).await
     }
 
@@ -936,31 +1066,23 @@ impl Transfers {
         )
     }
 
-    /// The signed request that sends `length` bytes of the stored payload `sha256` from `offset`.
-    async fn chunk_request(
-        &self,
-        partner: &Partner,
-        row: &TransferRow,
-        sha256: Sha256,
-        offset: u64,
-        length: u64,
-    ) -> Result<reqwest::RequestBuilder> {
-        let mut chunk = self.partnering.buffers().take(length as usize);
-        let path = format!("/partner/v1/transfers/{}/chunks/{offset}", row.id);
-        let (partnering, client, partner) = (self.partnering.clone(), self.client.clone(), partner.clone());
+    /// `length` bytes of the stored payload `sha256` from `offset`, read into one of the chunk buffers: what one
+    /// chunk sends.
+    async fn read_chunk(&self, sha256: Sha256, offset: u64, length: u64) -> Result<Bytes> {
+        let mut chunk = self.buffers.take(length as usize);
         let ended_early =
             move || GatewayError::internal_message(format!("the stored payload ended before byte {}", offset + length));
-        // From a local store, read in place into the chunk's buffer, then signed, in one blocking step.
+        // From a local store, read in place into the chunk's buffer, in one blocking step.
         if let Some(file) = self.gateway.artefacts().local_path(&sha256) {
             return tokio::task::spawn_blocking(move || {
                 chunk.read_at(&file, offset, length as usize).map_err(|err| match err.kind() {
                     std::io::ErrorKind::UnexpectedEof => ended_early(),
                     _ => GatewayError::internal("reading a stored payload", err),
                 })?;
-                Ok(partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes()))
+                Ok(chunk.into_bytes())
             })
             .await
-            .map_err(|err| GatewayError::internal("chunk request", err))?;
+            .map_err(|err| GatewayError::internal("reading a chunk", err))?;
         }
         let mut stream = std::pin::pin!(self.gateway.artefacts().read(&sha256, Some(offset..offset + length)).await?);
         while let Some(piece) = futures::StreamExt::next(&mut stream).await {
@@ -969,36 +1091,7 @@ impl Transfers {
         if chunk.len() as u64 != length {
             return Err(ended_early());
         }
-        tokio::task::spawn_blocking(move || {
-            partnering.signed(&client, &partner, reqwest::Method::PUT, &path, chunk.into_bytes())
-        })
-        .await
-        .map_err(|err| GatewayError::internal("chunk request", err))
-    }
-
-    async fn call(
-        &self,
-        partner: &Partner,
-        method: reqwest::Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> std::result::Result<Progress, Hitch> {
-        self.answer(self.partnering.signed(&self.client, partner, method, path, body)).await
-    }
-
-    /// Sends a signed request to a partner: the progress it answers, or why not.
-    async fn answer(&self, request: reqwest::RequestBuilder) -> std::result::Result<Progress, Hitch> {
-        let answer = request.send().await?;
-        let status = answer.status();
-        let text = crate::partner_api::answer_text(answer).await.map_err(Hitch::Unchecked)?;
-        if !status.is_success() {
-            let detail = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            return Err(Hitch::Answered { status: status.as_u16(), detail });
-        }
-        serde_json::from_str(&text).map_err(|err| Hitch::Unchecked(format!("not a transfer's progress: {err}")))
+        Ok(chunk.into_bytes())
     }
 
     /// Keeps the evidences the receiving gateway sent (checked, and logged here too), and moves the transfer's
@@ -1019,7 +1112,7 @@ impl Transfers {
         let mut checked = Vec::new();
         for logged in &progress.evidences {
             let issuer = unverified(logged)?.issuer;
-            let key = if issuer == self.partnering.name() { self.partnering.own_key() } else { partner.request_key };
+            let key = if issuer == self.partnership.name() { self.partnership.own_key() } else { partner.request_key };
             let proven = check_logged(logged, &key, &log).map_err(|err| Hitch::Unchecked(err.to_string()))?;
             ladder.push(proven.evidence.clone());
             checked.push((logged, proven.evidence));
@@ -1032,7 +1125,7 @@ impl Transfers {
         let same = |signed: &SignedEvidence| {
             let evidence = signed.evidence();
             evidence.transfer == row.id
-                && evidence.sender == self.partnering.name()
+                && evidence.sender == self.partnership.name()
                 && evidence.recipient == partner.name
                 && evidence.payload_digest.to_hex() == row.sha256
         };
@@ -1175,7 +1268,7 @@ impl Transfers {
         let fits = evidence.event == EvidenceEvent::SubmissionAcceptance
             && evidence.issuer == partner.name
             && evidence.sender == partner.name
-            && evidence.recipient == self.partnering.name()
+            && evidence.recipient == self.partnership.name()
             && evidence.transfer == offer.transfer
             && evidence.payload_digest == offer.sha256;
         if !fits {
@@ -1537,12 +1630,11 @@ impl Transfers {
             .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
             .map_err(|err| GatewayError::internal("take in", err))?;
         let partner = row.partner.clone();
-        let received_from =
-            move |artefact, committer: &mut custodia_service::gateway::Committer| CustodyEvent::ReceivedFrom {
-                artefact,
-                provider: committer.commit("provider", partner),
-                provenance: committer.commit("provenance", provenance),
-            };
+        let received_from = move |artefact, committer: &mut crate::gateway::Committer| CustodyEvent::ReceivedFrom {
+            artefact,
+            provider: committer.commit("provider", partner),
+            provenance: committer.commit("provenance", provenance),
+        };
         let request = UploadRequest {
             purpose,
             media_type: Label::new(bundle.media_type.clone()).map_err(|err| bad_input("media_type", err))?,
@@ -1568,7 +1660,7 @@ impl Transfers {
                 noted
             }
             _ => {
-                let artefact = custodia_service::gateway::new_artefact_id();
+                let artefact = crate::gateway::new_artefact_id();
                 // Noted only while the payload verified is the one staged for the transfer: a gateway that took the
                 // transfer over meanwhile stages it anew, and takes in its own.
                 if !self.gateway.catalog().note_received_artefact(&row.id, &self.staging_id, artefact.as_str()).await? {
@@ -1592,6 +1684,8 @@ impl Transfers {
             if row.direction != IN || !matches!(row.stage.as_str(), "receiving" | "delivered") {
                 continue;
             }
+            // The turn makes only a download on this gateway wait for the delivery; which download, on whichever
+            // gateway, or the sweep's `NonRetrieval`, closes the transfer is the catalog's to say (`close_retrieval`).
             let turn = self.turn(&row.id);
             let _turn = turn.lock().await;
             let Some(row) = self.gateway.catalog().transfer(&row.id).await?.filter(|row| row.stage == "delivered")
@@ -1603,13 +1697,17 @@ impl Transfers {
         Ok(())
     }
 
+    /// Issues and logs `event` (`Retrieval` or `NonRetrieval`) for delivered transfer `row`, and moves it on, in
+    /// the transaction that sequences the evidence's record: so, of the requests racing to close one transfer (two
+    /// downloads through two gateways, a download and the sweep on the duty holder), one logs its evidence, and the
+    /// others, finding it no longer delivered, log nothing. Whether this one closed it, and with its proof.
     async fn close_retrieval(
         &self,
         row: &TransferRow,
         event: EvidenceEvent,
         reason: Option<NegativeReason>,
         actor: custodia_core::ActorId,
-    ) -> Result<()> {
+    ) -> Result<Closing> {
         let ladder = self.own_ladder(row).await?;
         let delivery = ladder
             .last()
@@ -1618,31 +1716,70 @@ impl Transfers {
         let signed = self.evidence(row, event, Some(&delivery), reason)?;
         let (case, artefact) = about(row)?;
         let purpose = offer_of(row)?.purpose;
-        self.log_evidence(row, &case, actor, &purpose, artefact, &signed, None).await?;
-        let stage = if event.is_positive() { "retrieved" } else { "failed" };
-        self.gateway
-            .catalog()
-            .advance_transfer(&row.id, "delivered", stage, row.received, &self.gateway.now().to_string())
-            .await?;
-        tracing::info!(transfer = %row.id, event = event.name(), "transfer retrieval closed");
-        Ok(())
+        // The signed evidence cannot be made again the same (it is dated), and the record commits to its digest
+        // only: it is kept in the transaction that sequences the record and moves the transfer, pending its proof.
+        let wire = serde_json::to_string(&WireEvidence::from(&signed))
+            .map_err(|err| GatewayError::internal("a closing evidence", err))?;
+        let moves = TransferMove {
+            transfer_id: row.id.clone(),
+            from: "delivered".into(),
+            to: if event.is_positive() { "retrieved" } else { "failed" }.into(),
+            at: self.gateway.now().to_string(),
+            evidence: KeptEvidence { rung: i64::from(event.rung()), event: event.name().into(), signed: wire },
+        };
+        let record = evidence_record(artefact, &signed)?;
+        let Some(moved) = self.gateway.record_moving_transfer(&case, actor, &purpose, moves, record).await? else {
+            tracing::debug!(transfer = %row.id, event = event.name(), "the transfer's retrieval was closed meanwhile");
+            return Ok(Closing::ClosedMeanwhile);
+        };
+        // From here on the retrieval is closed, whatever happens: a proof not had now (the log's store failing
+        // past its patience) is added by the sweep of the transfers (`complete_pending`), and an error would only
+        // refuse the member a download that is on the record already. A record the log did not publish is not
+        // waited for a second time.
+        if !moved.integrated {
+            tracing::warn!(transfer = %row.id, event = event.name(), "transfer retrieval closed; its evidence is kept, and gets its proof at a later sweep");
+            return Ok(Closing::Pending);
+        }
+        let kept = async { self.keep_logged(row, &signed, self.gateway.recorded_at(moved.index).await?, None).await };
+        match kept.await {
+            Ok(_) => {
+                tracing::info!(transfer = %row.id, event = event.name(), "transfer retrieval closed");
+                Ok(Closing::Proven)
+            }
+            Err(err) => {
+                tracing::warn!(
+                    transfer = %row.id, event = event.name(), error = %err,
+                    "transfer retrieval closed; its evidence is kept, and gets its proof at a later sweep"
+                );
+                Ok(Closing::Pending)
+            }
+        }
     }
 
-    /// Received transfers past their timeouts: a delivered one nobody retrieved gets `NonRetrieval`; one still
-    /// receiving past the delivery timeout is dropped with its staging file (its sender issues `NonDelivery`).
+    /// Evidences kept pending are completed ([`Self::complete_pending`]); then received transfers past their
+    /// timeouts: a delivered one nobody retrieved gets `NonRetrieval`; one still receiving past the delivery timeout
+    /// is dropped with its staging file (its sender issues `NonDelivery`).
     async fn sweep(&self) -> Result<()> {
+        // The timeouts below are judged whatever became of the pending evidences.
+        if let Err(err) = self.complete_pending().await {
+            tracing::warn!(error = %err, "the kept evidences could not be listed; trying again at the next sweep");
+        }
         for row in self.gateway.catalog().transfers_in_stage(IN, "delivered").await? {
             if self.age(&row.updated_at) <= self.timing.retrieval {
                 continue;
             }
-            let turn = self.turn(&row.id);
-            let _turn = turn.lock().await;
+            // A download (on any gateway) may close it first: then this logs nothing (`close_retrieval`).
             let Some(row) = self.gateway.catalog().transfer(&row.id).await?.filter(|row| row.stage == "delivered")
             else {
                 continue;
             };
             let actor = self.partner_caller(&self.partner(&row.partner)?.clone()).await?.actor();
-            self.close_retrieval(&row, EvidenceEvent::NonRetrieval, Some(NegativeReason::TimedOut), actor).await?;
+            let reason = Some(NegativeReason::TimedOut);
+            if self.close_retrieval(&row, EvidenceEvent::NonRetrieval, reason, actor).await? == Closing::Pending {
+                // The log does not publish now: the others would each wait as long for it. The next sweep closes
+                // them.
+                break;
+            }
         }
         for row in self.gateway.catalog().transfers_in_stage(IN, "receiving").await? {
             if self.age(&row.created_at) <= self.timing.delivery {
@@ -1671,13 +1808,17 @@ impl Transfers {
     }
 
     async fn progress(&self, row: &TransferRow) -> Result<Progress> {
+        let kept = self.gateway.catalog().transfer_evidences(&row.id).await?;
         let stage = match row.stage.as_str() {
             "receiving" => Stage::Receiving,
             "delivered" => Stage::Delivered,
+            // Moved on, but the evidence that did it still waits for its proof: not told as done before its rung
+            // can be shown.
+            _ if kept.iter().any(TransferEvidenceRow::is_pending) => Stage::Delivered,
             "retrieved" => Stage::Retrieved,
             _ => Stage::Failed,
         };
-        let evidences = self.own_ladder(row).await?.into_iter().map(|(logged, _)| logged).collect();
+        let evidences = self.ladder_of(row, kept)?.into_iter().map(|(logged, _)| logged).collect();
         // While it arrives, what this gateway holds itself: the sender sends the rest from there.
         let received = match row.stage.as_str() {
             "receiving" => self.durable_here(row).await?,
@@ -1711,7 +1852,7 @@ impl Transfers {
     async fn post_later(&self, transfer: &TransferRow, what: &str, body: &impl Serialize) -> Result<()> {
         let body = serde_json::to_string(body).map_err(|err| GatewayError::internal("post later", err))?;
         let item = custodia_catalog::OutboxRow {
-            id: custodia_service::gateway::new_id("obx"),
+            id: crate::gateway::new_id("obx"),
             partner: transfer.partner.clone(),
             path: format!("/partner/v1/transfers/{}/{what}", transfer.id),
             body,
@@ -1821,18 +1962,14 @@ impl Transfers {
             };
             for item in unsent {
                 let Ok(partner) = self.partner(&item.partner).cloned() else { continue };
-                let request = self.partnering.signed(
-                    &self.client,
-                    &partner,
-                    reqwest::Method::POST,
-                    &item.path,
-                    item.body.into_bytes(),
-                );
                 self.sent.outbox.fetch_add(1, Ordering::Relaxed);
-                let answer = request.send().await;
-                let delivered = matches!(&answer, Ok(answer) if answer.status().is_success());
-                if !delivered {
-                    let status = answer.as_ref().map(|answer| answer.status().as_u16()).unwrap_or_default();
+                let answer = self.client.post(&partner, &item.path, item.body).await;
+                let delivered = answer.is_ok();
+                if let Err(err) = &answer {
+                    let status = match err {
+                        PartnerError::Refused { status, .. } => *status,
+                        _ => 0,
+                    };
                     tracing::info!(partner = %partner.name, status, attempts = item.attempts + 1, "a request to a partner did not go through; trying again");
                 }
                 let now = self.gateway.now().to_string();
@@ -1903,6 +2040,7 @@ impl Transfers {
             .await?
             .into_iter()
             .map(|evidence| EvidenceView {
+                pending: evidence.is_pending(),
                 rung: evidence.rung,
                 event: evidence.event,
                 own: parse(evidence.own),
@@ -1968,8 +2106,6 @@ pub struct WidenDecision {
     pub approve: bool,
 }
 
-/// Whether `id` is one this gateway's kind makes with `prefix` ([`custodia_service::gateway::new_id`]): the prefix, `-`,
-/// and 24 lowercase hex digits.
 /// The refusal of a step of arriving transfer `id` on a gateway that no longer stages it.
 fn staged_elsewhere(id: &str) -> GatewayError {
     GatewayError::Unavailable { what: TRANSFERS_ELSEWHERE, source: Box::new(StagedElsewhere(id.to_owned())) }
@@ -2001,6 +2137,8 @@ fn chunk_shape(row: &TransferRow, offset: u64, length: u64) -> Result<u64> {
     Ok(expected)
 }
 
+/// Whether `id` is one this gateway's kind makes with `prefix` ([`crate::gateway::new_id`]): the prefix, `-`,
+/// and 24 lowercase hex digits.
 fn is_id_of(prefix: &str, id: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('-'))
@@ -2018,8 +2156,34 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// What became of a request to close a delivered transfer's retrieval ([`Transfers::close_retrieval`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// Another request (a download here or on another gateway, the sweep) closed it first; this one logged nothing.
+    ClosedMeanwhile,
+    /// Closed by this request, its evidence kept with its proof.
+    Proven,
+    /// Closed by this request, its evidence kept pending its proof, which a later sweep adds (the log did not
+    /// publish the record in time).
+    Pending,
+}
+
 /// What a transfer's records are about here: its case, and its artefact (the one sent, or the one received once
 /// under custody).
+/// The `transfer_evidence` record of `signed`, about `artefact`: the rung in clear, the evidence's digest committed.
+fn evidence_record(
+    artefact: Option<ArtefactId>,
+    signed: &SignedEvidence,
+) -> Result<impl FnOnce(&mut Committer) -> CustodyEvent> {
+    let rung = Label::new(signed.evidence().event.name()).map_err(|err| GatewayError::internal("log evidence", err))?;
+    let digest = signed.sha256().to_hex();
+    Ok(move |committer: &mut Committer| CustodyEvent::TransferEvidence {
+        artefact,
+        rung,
+        evidence: committer.commit(EVIDENCE_FIELD, digest),
+    })
+}
+
 fn about(row: &TransferRow) -> Result<(CaseId, Option<ArtefactId>)> {
     let internal = |err: custodia_core::IdError| GatewayError::internal("a transfer's stored ids", err);
     let case = CaseId::new(row.case_id.clone().unwrap_or_default()).map_err(internal)?;
@@ -2123,3 +2287,6 @@ pub enum OutcomeKind {
     VictimIdentified,
     Other,
 }
+
+#[cfg(test)]
+mod tests;

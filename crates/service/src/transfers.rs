@@ -240,6 +240,9 @@ pub struct Transfers {
     staging_id: String,
     /// Requests sent to partners by this process.
     sent: SentToPartners,
+    /// Evidences still kept without their proof after this gateway's last sweep (at most a sweep's worth counted);
+    /// 0 while another gateway holds the duty.
+    evidences_pending: AtomicU64,
 }
 
 /// A transfer arriving here: the bytes handed to its staging file (the next chunk starts there), the writes under
@@ -362,6 +365,7 @@ impl Transfers {
             ),
             staging_id,
             sent: SentToPartners::default(),
+            evidences_pending: AtomicU64::new(0),
         })
     }
 
@@ -377,11 +381,19 @@ impl Transfers {
         &self.sent
     }
 
+    /// The evidences of transfers still kept without their proof after this gateway's last sweep (at most a
+    /// sweep's worth, 100, counted; 0 where another gateway holds the duty). One that stays is a log that does not
+    /// publish, or a record that does not commit to its evidence: a partner waits for it meanwhile.
+    pub fn evidences_pending(&self) -> u64 {
+        self.evidences_pending.load(Ordering::Relaxed)
+    }
+
     /// Takes the duty of the transfers if no other gateway holds it, or renews it; whether this gateway holds it. A
     /// gateway that finds it gone forgets what was arriving here (its drivers stop at their next step).
     async fn hold_the_duty(&self) -> bool {
         let held = self.duty.keep(self.gateway.catalog()).await;
         if !held {
+            self.evidences_pending.store(0, Ordering::Relaxed);
             // What was arriving here is the holder's to take now: nothing of it is counted here any more.
             self.arriving.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         }
@@ -742,9 +754,12 @@ impl Transfers {
     /// not answering), those after it would too, each for the log's whole patience, so the sweep leaves them to
     /// the next.
     async fn complete_pending(&self) -> Result<()> {
-        for kept in self.gateway.catalog().pending_transfer_evidences().await? {
+        let pending = self.gateway.catalog().pending_transfer_evidences().await?;
+        let mut left = pending.len() as u64;
+        for kept in pending {
             match self.complete_kept(&kept).await {
                 Ok(()) => {
+                    left -= 1;
                     tracing::info!(transfer = %kept.transfer_id, event = %kept.event, "a kept evidence is completed with its proof");
                 }
                 Err(err) => {
@@ -755,6 +770,7 @@ impl Transfers {
                 }
             }
         }
+        self.evidences_pending.store(left, Ordering::Relaxed);
         Ok(())
     }
 

@@ -41,33 +41,89 @@ function once(target, name) {
 /** The longest hole between two segments that playing jumps over. */
 const MAX_GAP_SECONDS = 2;
 
+/** How often the player is looked at, and how long it may stand still, with media to play, before it is moved on. */
+const WATCH_MS = 200;
+const STALL_MS = 1500;
+
+/** How far a stalled player is moved on: a little further at each try, and a few tries before it is left alone. */
+const NUDGE_SECONDS = 0.1;
+const MAX_NUDGES = 5;
+
+/** The start of the next buffered range after `time`, if it begins less than MAX_GAP_SECONDS later. */
+function nextRangeAfter(video, time) {
+  const { buffered } = video;
+  for (let i = 0; i < buffered.length; i += 1) {
+    const start = buffered.start(i);
+    if (start > time && start - time < MAX_GAP_SECONDS) return start;
+  }
+  return null;
+}
+
+/** Whether `time` lies in what the player holds. */
+function holds(video, time) {
+  const { buffered } = video;
+  for (let i = 0; i < buffered.length; i += 1) {
+    if (buffered.start(i) <= time && time < buffered.end(i)) return true;
+  }
+  return false;
+}
+
 /**
- * Jumps the small holes at the seams. Each segment's tracks end a little apart (the audio runs on after the last
- * video frame), and a buffer holds only what every track has, so the seams are holes of a fraction of a second
- * where a video element would stall for good. When playing reaches the end of what it has and more starts soon
- * after, it goes on from there.
+ * Keeps a playing recording moving. Two things stop it for good otherwise:
+ * - The holes at the seams. Each segment's tracks end a little apart (the audio runs on after the last video
+ *   frame), and a buffer holds only what every track has, so the seams are holes of a fraction of a second where a
+ *   video element would stall. When playing reaches the end of what it has and more starts soon after, it goes on
+ *   from there.
+ * - A stall with media in hand: on a loaded machine Chromium's pipeline can sit in a seek, or waiting, for good
+ *   although what it needs is buffered. When the time has not moved for STALL_MS while playing, and what lies just
+ *   ahead is held, it is moved on a little (a new seek restarts the pipeline), as the players of adaptive streams
+ *   do.
  */
-function jumpGaps(video) {
-  const jump = () => {
-    const { buffered, currentTime } = video;
-    let end = null;
+function keepPlaying(video) {
+  const jumpHole = () => {
+    const { currentTime } = video;
+    const { buffered } = video;
     for (let i = 0; i < buffered.length; i += 1) {
-      if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i)) end = buffered.end(i);
-    }
-    if (end != null && end - currentTime > 0.15) return;
-    for (let i = 0; i < buffered.length; i += 1) {
-      const start = buffered.start(i);
-      if (start > currentTime && start - currentTime < MAX_GAP_SECONDS) {
-        video.currentTime = start + 0.01;
-        return;
+      if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i) && buffered.end(i) - currentTime > 0.15) {
+        return false;
       }
     }
+    const start = nextRangeAfter(video, currentTime);
+    if (start == null) return false;
+    video.currentTime = start + 0.01;
+    return true;
   };
-  video.addEventListener('waiting', jump);
+  video.addEventListener('waiting', jumpHole);
+  let last = null;
+  let stillSince = performance.now();
+  let nudges = 0;
+  let nudgedTo = null;
   const timer = setInterval(() => {
-    if (!video.isConnected) clearInterval(timer);
-    else if (!video.paused && !video.seeking) jump();
-  }, 200);
+    if (!video.isConnected) {
+      clearInterval(timer);
+      return;
+    }
+    const now = performance.now();
+    if (video.paused || video.ended || video.currentTime !== last) {
+      // Played on past where it was last moved to: a later stall gets its tries afresh.
+      if (nudgedTo != null && !video.seeking && video.currentTime > nudgedTo) nudges = 0;
+      last = video.currentTime;
+      stillSince = now;
+      if (!video.paused && !video.seeking) jumpHole();
+      return;
+    }
+    if (!video.seeking && jumpHole()) {
+      stillSince = now;
+      return;
+    }
+    if (now - stillSince < STALL_MS || nudges >= MAX_NUDGES) return;
+    const to = video.currentTime + NUDGE_SECONDS * (nudges + 1);
+    stillSince = now;
+    if (!holds(video, to)) return;
+    nudges += 1;
+    nudgedTo = to;
+    video.currentTime = to;
+  }, WATCH_MS);
 }
 
 /** Seconds buffered ahead of the playing position. */
@@ -114,7 +170,7 @@ export async function playWhole(video, urls, progress = () => {}) {
   URL.revokeObjectURL(video.src);
   const buffer = source.addSourceBuffer(type);
   buffer.mode = 'sequence';
-  jumpGaps(video);
+  keepPlaying(video);
   let bytes = first;
   for (let i = 0; i < urls.length; i += 1) {
     if (!video.isConnected) return;

@@ -373,6 +373,8 @@ async fn a_retrieval_whose_gateway_stops_before_its_proof_is_completed_by_the_sw
         [&delivered[..], &["Retrieval"]].concat()
     );
     assert!(kept[3].is_pending(), "kept without its proof: {:?}", kept[3]);
+    receiver.sweep().await.unwrap();
+    assert_eq!(receiver.evidences_pending(), 1, "a sweep while the store fails leaves it pending, and counts it");
     assert!(kept[..3].iter().all(|kept| kept.own.is_some()));
     let shown = receiver.view(&received_row(&receiving, &view.id).await).await.unwrap();
     assert!(shown.evidences[3].own.is_none() && shown.evidences[3].pending, "shown as pending, not as logged");
@@ -395,6 +397,7 @@ async fn a_retrieval_whose_gateway_stops_before_its_proof_is_completed_by_the_sw
     }
     let kept = receiving.gateway.catalog().transfer_evidences(&view.id).await.unwrap();
     assert!(!kept[3].is_pending() && kept[3].own.is_some(), "completed with its proof: {:?}", kept[3]);
+    assert_eq!(receiver.evidences_pending(), 0);
     let told = receiver.progress(&received_row(&receiving, &view.id).await).await.unwrap();
     assert_eq!(told.stage, custodia_partners::transfer::Stage::Retrieved);
     assert_eq!(sender.drive_once(&view.id).await, Some(Duration::ZERO), "the transfer moved on at the sender");

@@ -1045,7 +1045,7 @@ async function playsFrom(page, selector, where) {
   const state = await page.evaluate((sel) => {
     const video = document.querySelector(sel);
     return { currentTime: video.currentTime, paused: video.paused, readyState: video.readyState, networkState: video.networkState,
-      error: video.error?.message, ranges: [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]) };
+      movedOn: Number(video.dataset.movedOn ?? 0), error: video.error?.message, ranges: [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]) };
   }, selector);
   return { from, moved, ...state };
 }
@@ -1111,7 +1111,8 @@ async function portalHearings(page, hearingId) {
   }
   const duration = await witness.locator('video').evaluate((v) => v.duration);
   check(playing.moved, `the whole recording does not play: ${JSON.stringify(playing)}`);
-  console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`);
+  console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`
+    + ` (moved on after a stall ${playing.movedOn} time(s))`);
   // Across a segment boundary: the same player given one segment twice plays on from the first into the second.
   // The longest of the witness's segments (a segment can be a fraction of a second, cut by an admission or a
   // consultation), so that the seam lies well inside what is played.
@@ -1142,13 +1143,15 @@ async function portalHearings(page, hearingId) {
     video.play().catch(() => {});
     const deadline = Date.now() + 45_000;
     while (video.currentTime < past && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
-    const result = { settled, loaded, whole, past, reached: video.currentTime, readyState: video.readyState };
+    const result = { settled, loaded, whole, past, reached: video.currentTime, readyState: video.readyState,
+      movedOn: Number(video.dataset.movedOn ?? 0) };
     video.remove();
     return result;
   }, url);
   check(seam.loaded === 2 && seam.reached >= seam.past,
     `the player did not play on across the seam of two segments: ${JSON.stringify(seam)}`);
-  console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`);
+  console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`
+    + ` (moved on after a stall ${seam.movedOn} time(s))`);
   await screenshot(page, 'portal-hearing-recordings');
   await audit(page, 'portal, hearings');
 

@@ -122,6 +122,8 @@ function keepPlaying(video) {
     if (!holds(video, to)) return;
     nudges += 1;
     nudgedTo = to;
+    // Counted on the element, for whoever looks into a player that stalled (the story test says how often).
+    video.dataset.movedOn = String(Number(video.dataset.movedOn ?? 0) + 1);
     video.currentTime = to;
   }, WATCH_MS);
 }

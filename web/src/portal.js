@@ -224,6 +224,14 @@ async function playRecording(segments, who, player, status, error, button) {
   button.textContent = t('portal.playAgain');
   video.focus();
   const urls = segments.map((s) => `/api/v1/artefacts/${enc(s.artefact)}/content?purpose=${enc(purpose())}&access=play`);
+  // What the player skipped to get past a stall is said, never silent: this is evidence.
+  const skips = el('p', { class: 'note', 'aria-live': 'polite' });
+  player.append(skips);
+  let skipped = { count: 0, seconds: 0 };
+  video.addEventListener('custodia-skipped', (event) => {
+    skipped = { count: skipped.count + 1, seconds: skipped.seconds + event.detail.seconds };
+    skips.textContent = t('portal.skipped', { count: skipped.count, seconds: skipped.seconds.toFixed(2) });
+  });
   try {
     await playWhole(video, urls, (loaded) => {
       player.dataset.loaded = String(loaded);

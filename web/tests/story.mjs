@@ -1037,15 +1037,19 @@ async function playsFrom(page, selector, where) {
     video.play().catch(() => {});
     return video.currentTime;
   }, [selector, where]);
+  // Played on, not moved on: what the player skipped past a stall (data-skipped) does not count.
   const moved = from != null && await page.waitForFunction(
-    ([sel, start]) => document.querySelector(sel)?.currentTime > start + 0.5,
+    ([sel, start]) => {
+      const video = document.querySelector(sel);
+      return video && video.currentTime - Number(video.dataset.skipped ?? 0) > start + 0.5;
+    },
     [selector, from],
     { timeout: 60_000, polling: 250 },
   ).then(() => true, () => false);
   const state = await page.evaluate((sel) => {
     const video = document.querySelector(sel);
     return { currentTime: video.currentTime, paused: video.paused, readyState: video.readyState, networkState: video.networkState,
-      movedOn: Number(video.dataset.movedOn ?? 0), error: video.error?.message, ranges: [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]) };
+      movedOn: Number(video.dataset.movedOn ?? 0), skipped: Number(video.dataset.skipped ?? 0), error: video.error?.message, ranges: [...Array(video.buffered.length).keys()].map((i) => [video.buffered.start(i), video.buffered.end(i)]) };
   }, selector);
   return { from, moved, ...state };
 }
@@ -1112,7 +1116,7 @@ async function portalHearings(page, hearingId) {
   const duration = await witness.locator('video').evaluate((v) => v.duration);
   check(playing.moved, `the whole recording does not play: ${JSON.stringify(playing)}`);
   console.log(`the witness's whole recording: ${segments} segments in one player, ${duration.toFixed(1)} s, playing`
-    + ` (moved on after a stall ${playing.movedOn} time(s))`);
+    + ` (moved on after a stall ${playing.movedOn} time(s), ${playing.skipped.toFixed(2)} s skipped)`);
   // Across a segment boundary: the same player given one segment twice plays on from the first into the second.
   // The longest of the witness's segments (a segment can be a fraction of a second, cut by an admission or a
   // consultation), so that the seam lies well inside what is played.
@@ -1142,16 +1146,18 @@ async function portalHearings(page, hearingId) {
     video.currentTime = Math.max(0, whole / 2 - 1);
     video.play().catch(() => {});
     const deadline = Date.now() + 45_000;
-    while (video.currentTime < past && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    const skipped = () => Number(video.dataset.skipped ?? 0);
+    while (video.currentTime - skipped() < past && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     const result = { settled, loaded, whole, past, reached: video.currentTime, readyState: video.readyState,
-      movedOn: Number(video.dataset.movedOn ?? 0) };
+      movedOn: Number(video.dataset.movedOn ?? 0), skipped: skipped() };
     video.remove();
     return result;
   }, url);
-  check(seam.loaded === 2 && seam.reached >= seam.past,
+  // Played across it: what was skipped past a stall is taken off.
+  check(seam.loaded === 2 && seam.reached - seam.skipped >= seam.past,
     `the player did not play on across the seam of two segments: ${JSON.stringify(seam)}`);
   console.log(`two segments back to back: ${seam.whole.toFixed(1)} s in one player, played across the seam to ${seam.reached.toFixed(1)} s`
-    + ` (moved on after a stall ${seam.movedOn} time(s))`);
+    + ` (moved on after a stall ${seam.movedOn} time(s), ${seam.skipped.toFixed(2)} s skipped)`);
   await screenshot(page, 'portal-hearing-recordings');
   await audit(page, 'portal, hearings');
 

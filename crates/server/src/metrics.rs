@@ -162,8 +162,8 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
     register_partner_requests(&mut registry, state.transfers.sent());
     registry.register(
         "transfer_evidences_pending",
-        "Evidences of transfers kept without their proof after the last sweep of the transfers (at most 100 counted; \
-         0 where another gateway does the transfers): the partner waits for each meanwhile",
+        "Evidences of transfers kept without their proof after the last sweep of the transfers that could list them \
+         (at most 100 counted; 0 where another gateway does the transfers): the partner waits for each meanwhile",
         ConstGauge::new(gauge(state.transfers.evidences_pending())),
     );
     register_cosigning(&mut registry, &cosigning);

@@ -45,9 +45,16 @@ const MAX_GAP_SECONDS = 2;
 const WATCH_MS = 200;
 const STALL_MS = 1500;
 
-/** How far a stalled player is moved on: a little further at each try, and a few tries before it is left alone. */
-const NUDGE_SECONDS = 0.1;
-const MAX_NUDGES = 5;
+/**
+ * How far a stalled player is moved on at each try (seconds): first a seek where it stands, which restarts the
+ * pipeline and skips nothing, then a frame, then a little more. After the last, it is left alone until it has
+ * played on for LASTING_PLAY_SECONDS, or someone seeks.
+ */
+const NUDGES = [0, 0.04, 0.1, 0.2];
+const LASTING_PLAY_SECONDS = 2;
+
+/** What the player holds beyond it to be moved on: a nudge never lands where it would wait for more. */
+const HELD_AFTER_NUDGE_SECONDS = 1;
 
 /** The start of the next buffered range after `time`, if it begins less than MAX_GAP_SECONDS later. */
 function nextRangeAfter(video, time) {
@@ -59,13 +66,16 @@ function nextRangeAfter(video, time) {
   return null;
 }
 
-/** Whether `time` lies in what the player holds. */
-function holds(video, time) {
+/**
+ * Seconds the player holds from `time` on without a break: 0 when it holds nothing there. `slack` counts a range
+ * that starts that little after `time` as holding it.
+ */
+function heldAfter(video, time, slack = 0) {
   const { buffered } = video;
   for (let i = 0; i < buffered.length; i += 1) {
-    if (buffered.start(i) <= time && time < buffered.end(i)) return true;
+    if (buffered.start(i) <= time + slack && time < buffered.end(i)) return buffered.end(i) - time;
   }
-  return false;
+  return 0;
 }
 
 /**
@@ -76,28 +86,37 @@ function holds(video, time) {
  *   from there.
  * - A stall with media in hand: on a loaded machine Chromium's pipeline can sit in a seek, or waiting, for good
  *   although what it needs is buffered. When the time has not moved for STALL_MS while playing, and what lies just
- *   ahead is held, it is moved on a little (a new seek restarts the pipeline), as the players of adaptive streams
- *   do.
+ *   ahead is held, the player is moved on by NUDGES in turn, as the players of adaptive streams do.
+ * What a nudge skips is never silent: the element counts the nudges and the seconds skipped
+ * (`data-moved-on`, `data-skipped`) and fires `custodia-skipped` ({ at, seconds }) for the page to say so.
  */
-function keepPlaying(video) {
+export function keepPlaying(video) {
+  // Whether a seek under way is this function's own (a user's seek gives the nudges back).
+  let ownSeek = false;
+  const seekTo = (time) => {
+    ownSeek = true;
+    video.currentTime = time;
+  };
   const jumpHole = () => {
     const { currentTime } = video;
-    const { buffered } = video;
-    for (let i = 0; i < buffered.length; i += 1) {
-      if (buffered.start(i) <= currentTime + 0.01 && currentTime <= buffered.end(i) && buffered.end(i) - currentTime > 0.15) {
-        return false;
-      }
-    }
+    if (heldAfter(video, currentTime, 0.01) > 0.15) return false;
     const start = nextRangeAfter(video, currentTime);
     if (start == null) return false;
-    video.currentTime = start + 0.01;
+    seekTo(start + 0.01);
     return true;
   };
-  video.addEventListener('waiting', jumpHole);
   let last = null;
   let stillSince = performance.now();
   let nudges = 0;
-  let nudgedTo = null;
+  let nudgedAt = null;
+  video.addEventListener('waiting', jumpHole);
+  video.addEventListener('seeking', () => {
+    if (!ownSeek) {
+      nudges = 0;
+      nudgedAt = null;
+    }
+    ownSeek = false;
+  });
   const timer = setInterval(() => {
     if (!video.isConnected) {
       clearInterval(timer);
@@ -105,8 +124,10 @@ function keepPlaying(video) {
     }
     const now = performance.now();
     if (video.paused || video.ended || video.currentTime !== last) {
-      // Played on past where it was last moved to: a later stall gets its tries afresh.
-      if (nudgedTo != null && !video.seeking && video.currentTime > nudgedTo) nudges = 0;
+      if (nudgedAt != null && !video.seeking && video.currentTime > nudgedAt + LASTING_PLAY_SECONDS) {
+        nudges = 0;
+        nudgedAt = null;
+      }
       last = video.currentTime;
       stillSince = now;
       if (!video.paused && !video.seeking) jumpHole();
@@ -116,25 +137,25 @@ function keepPlaying(video) {
       stillSince = now;
       return;
     }
-    if (now - stillSince < STALL_MS || nudges >= MAX_NUDGES) return;
-    const to = video.currentTime + NUDGE_SECONDS * (nudges + 1);
+    if (now - stillSince < STALL_MS || nudges >= NUDGES.length) return;
     stillSince = now;
-    if (!holds(video, to)) return;
+    const at = video.currentTime;
+    const to = at + NUDGES[nudges];
+    if (heldAfter(video, to) < HELD_AFTER_NUDGE_SECONDS) return;
     nudges += 1;
-    nudgedTo = to;
-    // Counted on the element, for whoever looks into a player that stalled (the story test says how often).
+    nudgedAt = to;
     video.dataset.movedOn = String(Number(video.dataset.movedOn ?? 0) + 1);
-    video.currentTime = to;
+    if (to > at) {
+      video.dataset.skipped = (Number(video.dataset.skipped ?? 0) + (to - at)).toFixed(3);
+      video.dispatchEvent(new CustomEvent('custodia-skipped', { detail: { at, seconds: to - at } }));
+    }
+    seekTo(to);
   }, WATCH_MS);
 }
 
 /** Seconds buffered ahead of the playing position. */
 function ahead(video) {
-  const { buffered, currentTime } = video;
-  for (let i = 0; i < buffered.length; i += 1) {
-    if (buffered.start(i) <= currentTime + 0.5 && currentTime <= buffered.end(i)) return buffered.end(i) - currentTime;
-  }
-  return 0;
+  return heldAfter(video, video.currentTime, 0.5);
 }
 
 /** Waits until the player needs more media (or is gone). */

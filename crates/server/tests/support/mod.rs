@@ -592,6 +592,7 @@ pub fn run_for(command: &mut std::process::Command, limit: std::time::Duration, 
     use std::time::{Duration, Instant};
     let program = format!("{:?}", command.get_program());
     let mut child = command
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -221,6 +221,8 @@ async fn metrics_count_an_upload_and_say_nothing_of_anyone() {
     assert_eq!(moved("custodia_log_appends_total", ""), size - log_size(&before));
     assert_eq!(sample(&after, "custodia_log_appending", ""), 1.0);
     assert_eq!(sample(&after, "custodia_log_appends_waiting", ""), 0.0);
+    assert!(after.contains_key(&("custodia_transfer_evidences_pending".to_owned(), String::new())));
+    assert_eq!(sample(&after, "custodia_transfer_evidences_pending", ""), 0.0);
     let published = sample(&after, "custodia_log_checkpoint_published_timestamp_seconds", "");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     assert!((now - 300.0..=now + 1.0).contains(&published), "published at {published}, now {now}");

@@ -227,10 +227,11 @@ async function playRecording(segments, who, player, status, error, button) {
   // What the player skipped to get past a stall is said, never silent: this is evidence.
   const skips = el('p', { class: 'note', 'aria-live': 'polite' });
   player.append(skips);
-  let skipped = { count: 0, seconds: 0 };
-  video.addEventListener('custodia-skipped', (event) => {
-    skipped = { count: skipped.count + 1, seconds: skipped.seconds + event.detail.seconds };
-    skips.textContent = t('portal.skipped', { count: skipped.count, seconds: skipped.seconds.toFixed(2) });
+  // The player keeps the seconds skipped in all (data-skipped); the page counts the skips.
+  let count = 0;
+  video.addEventListener('custodia-skipped', () => {
+    count += 1;
+    skips.textContent = t('portal.skipped', { count, seconds: Number(video.dataset.skipped).toFixed(2) });
   });
   try {
     await playWhole(video, urls, (loaded) => {

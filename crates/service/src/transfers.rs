@@ -382,8 +382,9 @@ impl Transfers {
     }
 
     /// The evidences of transfers still kept without their proof after this gateway's last sweep that could list
-    /// them (at most a sweep's worth, 100, counted; 0 where another gateway holds the duty). One that stays is a log that does not
-    /// publish, or a record that does not commit to its evidence: a partner waits for it meanwhile.
+    /// them (at most a sweep's worth, 100, counted; 0 where another gateway holds the duty). One that stays is a
+    /// log that does not publish, or a record that does not commit to its evidence: a partner waits for it
+    /// meanwhile.
     pub fn evidences_pending(&self) -> u64 {
         self.evidences_pending.load(Ordering::Relaxed)
     }

@@ -198,8 +198,25 @@ pub fn probe(path: &Path) -> MediaProbe {
     init();
     // The FFmpeg side cannot unwind into us (a panic in a callback aborts), but the Rust side should never panic
     // either; if it ever does, the file is still reported rather than the caller's thread lost.
-    std::panic::catch_unwind(|| probe_file(path))
-        .unwrap_or_else(|_| MediaProbe::Unprobed { reason: "probing stopped on an internal error".to_owned() })
+    std::panic::catch_unwind(|| probe_file(path)).unwrap_or_else(|_| stopped_on_internal_error())
+}
+
+/// Describes media that `source` reads: the bytes of a file kept elsewhere (an object in a remote store, read in
+/// ranges), which [`probe`] would describe alike, under the same bounds. `source` reads as the file does, from 0 to
+/// its end; a read or seek that fails makes FFmpeg give up as it would on a damaged file. Never fails and never
+/// panics.
+///
+/// Blocks, as [`probe`] does.
+pub fn probe_source<S: Read + Seek + Send + 'static>(source: S) -> MediaProbe {
+    init();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        describe_opened(open_source(source, Instant::now() + TIME_LIMIT))
+    }))
+    .unwrap_or_else(|_| stopped_on_internal_error())
+}
+
+fn stopped_on_internal_error() -> MediaProbe {
+    MediaProbe::Unprobed { reason: "probing stopped on an internal error".to_owned() }
 }
 
 fn unprobed(reason: String) -> MediaProbe {
@@ -208,7 +225,12 @@ fn unprobed(reason: String) -> MediaProbe {
 
 fn probe_file(path: &Path) -> MediaProbe {
     // No size limit: a probe reads at most PROBE_SIZE bytes whatever the file's size.
-    match open_confined(path, u64::MAX, Instant::now() + TIME_LIMIT) {
+    describe_opened(open_confined(path, u64::MAX, Instant::now() + TIME_LIMIT))
+}
+
+/// What a probe reports of an opening.
+fn describe_opened(opened: Result<ffmpeg::format::context::Input, OpenFailure>) -> MediaProbe {
+    match opened {
         Ok(input) => MediaProbe::Probed(describe(&input)),
         Err(OpenFailure::NotAFile) => unprobed("not a regular file".to_owned()),
         Err(OpenFailure::Open(e)) => unprobed(format!("could not open file: {e}")),
@@ -261,9 +283,16 @@ pub(crate) fn open_confined(
     if bytes > max_bytes {
         return Err(OpenFailure::TooLarge { bytes });
     }
-    let io =
-        StreamIo::from_read_seek(BoundedFile { file, position: 0, limit: max_bytes }).map_err(OpenFailure::Setup)?;
+    open_source(BoundedFile { file, position: 0, limit: max_bytes }, deadline)
+}
 
+/// Opens what `source` reads for FFmpeg to demux, through custom I/O, with no protocol allowed and the probing
+/// bounds of [`options`], interrupted once `deadline` has passed (see [`open_confined`]).
+fn open_source<S: Read + Seek + Send + 'static>(
+    source: S,
+    deadline: Instant,
+) -> Result<ffmpeg::format::context::Input, OpenFailure> {
+    let io = StreamIo::from_read_seek(source).map_err(OpenFailure::Setup)?;
     let timed_out = Arc::new(AtomicBool::new(false));
     let interrupt = {
         let timed_out = Arc::clone(&timed_out);

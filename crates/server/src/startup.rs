@@ -117,9 +117,9 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     }
     tracing::info!(vkey = %vkey, size = log.checkpoint().checkpoint.size, "custody log open");
     let prober = custodia_service::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
-        .context("finding the custodia binary for media probing")?
-        .with_scratch(gateway_config.data_dir.join("probing"))
-        .context("making the directory where objects of a remote store are probed")?;
+        .context("finding the custodia binary for media probing")?;
+    // Earlier versions probed objects of a remote store from whole copies kept here; any a crash left behind go.
+    remove_old_probe_copies(&gateway_config.data_dir.join("probing"))?;
     // The masking pipelines of protected witnesses run the same binary.
     let mask_program = prober.program().to_path_buf();
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
@@ -420,6 +420,19 @@ fn object_store_for(config: &ServeConfig) -> Option<(object_store::aws::AmazonS3
         builder = builder.with_access_key_id(id).with_secret_access_key(secret);
     }
     Some((builder, options))
+}
+
+/// Removes `dir`, where earlier versions kept whole copies of uploads to probe them (evidence in the clear, which
+/// a crash could leave behind), if it is there.
+fn remove_old_probe_copies(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {
+            tracing::info!("removed the directory of probe copies an earlier version kept");
+            Ok(())
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(anyhow::Error::new(err).context("removing the probe copies an earlier version kept")),
+    }
 }
 
 /// Whether requests to the S3 endpoint keep their bodies intact without a signed payload hash: HTTPS (AWS itself,

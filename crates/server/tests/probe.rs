@@ -7,6 +7,9 @@
 mod support;
 
 use custodia_core::Sha256;
+use custodia_media::MediaProbe;
+use custodia_service::probe::{ProbeLimits, Prober};
+use custodia_store::{ArtefactStore, IngestOptions, StoredArtefact};
 use serde_json::Value;
 use support::{As, TestGateway};
 
@@ -87,4 +90,103 @@ async fn a_probe_that_never_ends_is_killed_and_the_upload_kept() {
     let reason = media["reason"].as_str().unwrap();
     assert!(reason.contains("took longer than 2 s"), "{reason}");
     assert_eq!(Sha256::of(&kept), Sha256::of(&bytes));
+}
+
+/// A prober running this build's `custodia probe`, stopping a child after `seconds`.
+fn prober(program: Option<std::path::PathBuf>) -> Prober {
+    let program = program.unwrap_or_else(|| env!("CARGO_BIN_EXE_custodia").into());
+    Prober::new(Some(program), ProbeLimits { wall: std::time::Duration::from_secs(20), ..ProbeLimits::default() })
+        .unwrap()
+}
+
+/// `bytes` stored as an artefact in a local store in `dir`.
+async fn stored(dir: &std::path::Path, bytes: Vec<u8>) -> (ArtefactStore, StoredArtefact) {
+    let artefacts = ArtefactStore::local(dir).unwrap();
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    let stored = artefacts.ingest(body, IngestOptions::default()).await.unwrap();
+    (artefacts, stored)
+}
+
+/// A file ffmpeg makes with `args` (its output last), read back.
+fn made_by_ffmpeg(name: &str, args: &[&str]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .expect("ffmpeg runs (scripts/setup-system.sh test)");
+    assert!(status.success());
+    std::fs::read(path).unwrap()
+}
+
+/// An object of a remote store is probed through the child's pipes, a block at a time, and described exactly as
+/// the same bytes in a file are: a WebM, and an MP4 of several megabytes whose index (`moov`) is at its end, so
+/// that FFmpeg seeks across blocks to read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
+    let mp4 = made_by_ffmpeg(
+        "moov-last.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x480:rate=25,noise=alls=100:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ]
+        .into_iter()
+        .chain(["-t", "4", "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac"])
+        .collect::<Vec<_>>(),
+    );
+    assert!(mp4.len() > 3 << 20, "{} bytes: not several blocks", mp4.len());
+    let moov = mp4.windows(4).rposition(|window| window == b"moov").unwrap();
+    assert!(moov > mp4.len() / 2, "the index is not at the end");
+    let prober = prober(None);
+    for (name, bytes) in [("webm", support::webm_clip()), ("mp4", mp4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (artefacts, stored) = stored(dir.path(), bytes).await;
+        let from_file = prober.probe(&artefacts.local_path(&stored.sha256).unwrap()).await;
+        let in_ranges = prober.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+        assert!(matches!(in_ranges, MediaProbe::Probed(_)), "{name}: {in_ranges:?}");
+        assert_eq!(in_ranges, from_file, "{name}");
+    }
+}
+
+/// A child that says what the protocol does not (a hostile file that took the probe over, or another program):
+/// the upload's probe is "unprobed" with the reason, and the gateway gives it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_child_that_breaks_the_protocol_gets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (artefacts, stored) = stored(dir.path(), support::webm_clip()).await;
+    let scripts = tempfile::tempdir().unwrap();
+    let script = |name: &str, body: &str| {
+        let path = scripts.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        prober(Some(path))
+    };
+    // Not a request at all.
+    let garbage = script("garbage", "printf 'X'");
+    let probe = garbage.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("not a request"), "{reason}");
+    // A read asked by a child probing a file of its own: there is no object to read.
+    let reader = script("reader", r"printf 'R\000\000\000\000\000\000\000\000\000\000\000\001'");
+    let probe = reader.probe(&artefacts.local_path(&stored.sha256).unwrap()).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("bytes of no object"), "{reason}");
+    // An answer longer than any probe's.
+    let long = script("long", r"printf 'J\177\000\000\000'");
+    let probe = long.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("too long"), "{reason}");
+    // Stopping in the middle of a request.
+    let cut = script("cut", r"printf 'R\000\000'");
+    let probe = cut.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("not understood"), "{reason}");
 }

@@ -168,13 +168,6 @@ enum Arrival<'a> {
     Resumable(&'a UploadCompletion),
 }
 
-/// An artefact's bytes as the store took them, and a local copy of them if one was taken on the way in (to probe
-/// media kept in a remote store without fetching it back).
-struct Received<'a> {
-    stored: custodia_store::StoredArtefact,
-    copy: Option<&'a std::path::Path>,
-}
-
 /// A transfer moved on by its evidence's record ([`Gateway::record_moving_transfer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MovedOn {
@@ -1173,27 +1166,14 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
-        // A remote store's upload is probed from a copy taken on the way in (owner-only, removed when dropped),
-        // rather than fetched back.
-        let copy = match (&self.prober, self.artefacts.is_local()) {
-            (Some(prober), false) => prober.scratch().and_then(|dir| tempfile::NamedTempFile::new_in(dir).ok()),
-            _ => None,
-        };
-        let stored = match self.artefacts.ingest_with_copy(body, options, copy.as_ref().map(|copy| copy.path())).await {
+        let stored = match self.artefacts.ingest(body, options).await {
             Ok(stored) => stored,
             Err(err) => {
                 tracing::info!(case = %case, error = %err, "upload refused");
                 return Err(err.into());
             }
         };
-        let received = Received { stored, copy: copy.as_ref().map(|copy| copy.path()) };
-        let registered = self.register_stored(caller, case, arrival, request, received, new_artefact_id()).await;
-        // Removing a copy as big as the upload takes a while (its pages are freed): not on the request's time. One
-        // left behind by a runtime shutting down meanwhile is removed at the next start (`Prober::with_scratch`).
-        if let Some(copy) = copy {
-            drop(tokio::task::spawn_blocking(move || drop(copy)));
-        }
-        registered
+        self.register_stored(caller, case, arrival, request, stored, new_artefact_id()).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1203,10 +1183,9 @@ impl Gateway {
         case: &CaseId,
         arrival: Arrival<'_>,
         request: UploadRequest,
-        received: Received<'_>,
+        stored: custodia_store::StoredArtefact,
         artefact: ArtefactId,
     ) -> Result<Registered> {
-        let Received { stored, copy: probe_from } = received;
         let mut manifest = Manifest::new(
             artefact.clone(),
             case.clone(),
@@ -1218,7 +1197,7 @@ impl Gateway {
             caller.actor(),
         );
         manifest.original_name = request.original_name.clone();
-        manifest.media = Some(self.probe(&stored.sha256, probe_from).await);
+        manifest.media = Some(self.probe(&stored.sha256, stored.size).await);
         let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::internal("register stored", err))?;
         self.put_once(&manifest_path(&artefact), signed.bytes(), "manifest").await?;
         let policy = request
@@ -1286,34 +1265,16 @@ impl Gateway {
         Ok(())
     }
 
-    /// Describes the stored artefact's media: from its file in a local store, else from `copy` (the bytes as they
-    /// came in), else from a copy fetched from the remote store.
-    async fn probe(&self, sha256: &Sha256, copy: Option<&std::path::Path>) -> serde_json::Value {
+    /// Describes the stored artefact's media, of `size` bytes: from its file in a local store, else read in ranges
+    /// from the remote store (never copied to disk whole).
+    async fn probe(&self, sha256: &Sha256, size: u64) -> serde_json::Value {
         use custodia_media::MediaProbe;
-        let probe = match (&self.prober, self.artefacts.local_path(sha256), copy) {
-            (None, ..) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
-            (Some(prober), Some(path), _) => prober.probe(&path).await,
-            (Some(prober), None, Some(copy)) => prober.probe(copy).await,
-            (Some(prober), None, None) => self.probe_remote(prober, sha256).await,
+        let probe = match (&self.prober, self.artefacts.local_path(sha256)) {
+            (None, _) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
+            (Some(prober), Some(path)) => prober.probe(&path).await,
+            (Some(prober), None) => prober.probe_stored(&self.artefacts, sha256, size).await,
         };
         serde_json::to_value(probe).unwrap_or(serde_json::Value::Null)
-    }
-
-    /// Probes an object of a remote store (S3) from a copy in the prober's scratch directory, removed after.
-    async fn probe_remote(&self, prober: &crate::probe::Prober, sha256: &Sha256) -> custodia_media::MediaProbe {
-        let unprobed = |reason: String| custodia_media::MediaProbe::Unprobed { reason };
-        let Some(scratch) = prober.scratch() else {
-            return unprobed("the object store is remote and the prober has no scratch directory".into());
-        };
-        // Owner-only, and removed when dropped, whatever happens.
-        let copy = match tempfile::NamedTempFile::new_in(scratch) {
-            Ok(copy) => copy,
-            Err(err) => return unprobed(format!("no scratch file to probe from: {err}")),
-        };
-        if let Err(err) = self.artefacts.copy_to_file(sha256, copy.path()).await {
-            return unprobed(format!("the object could not be fetched to be probed: {err}"));
-        }
-        prober.probe(copy.path()).await
     }
 
     async fn record_policy(
@@ -1887,8 +1848,7 @@ impl Gateway {
     ) -> Result<Registered> {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        let received = Received { stored, copy: None };
-        self.register_stored(provider, case, Arrival::Direct, request, received, artefact).await
+        self.register_stored(provider, case, Arrival::Direct, request, stored, artefact).await
     }
 
     /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash

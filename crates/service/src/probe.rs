@@ -2,13 +2,20 @@
 //! reaches must not run in the process that holds the signing key, nor take the gateway down, nor eat its memory.
 //!
 //! The gateway runs its own binary again as `custodia probe <limits> <path>` (a hidden subcommand, dispatched
-//! before anything else starts) with a cleared environment and no standard input. Before it opens the file, the
+//! before anything else starts) with a cleared environment. Before it opens the file, the
 //! child sets its own limits: address space, CPU time, no core files, no file it may write (file size 0), few
 //! open files, no new privileges, and death with its parent. (The workspace forbids `unsafe`, so the limits are
 //! not set between fork and exec; nothing of the file is read before they hold.) It prints the [`MediaProbe`] as
 //! JSON and exits. The parent waits a bounded time and kills it after that. Whatever happens to the child, the
 //! answer is a [`MediaProbe`]: `Unprobed` with the reason, never an error, so the upload goes on and nothing is
 //! lost.
+//!
+//! An object of a remote store (S3) is probed where it is, in ranges, never copied to disk whole: the child runs as
+//! `custodia probe <limits> --object <size>` and reads the object through the gateway ([`wire`]). It asks for a
+//! range on its standard output; the gateway fetches the 1 MiB block that holds it from the store (keeping the last
+//! [`CACHED_BLOCKS`]) and answers on the child's standard input. FFmpeg reads a few megabytes to probe, so that is
+//! all the store serves; a file that makes it ask for more than [`OBJECT_READ_BUDGET`] bytes in all is refused
+//! more and left unprobed, saying so. The child still has no file, socket or store of its own: only its two pipes.
 //!
 //! Not done: a seccomp filter. No well-kept seccomp crate is among this workspace's dependencies; the limits
 //! above and no-new-privileges are what the child runs under.
@@ -18,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use bytes::Bytes;
+use custodia_core::Sha256;
 use custodia_media::MediaProbe;
+use custodia_store::{ArtefactStore, StoreError};
 
 /// The hidden subcommand: `custodia probe <path>`.
 pub const SUBCOMMAND: &str = "probe";
@@ -45,12 +55,24 @@ impl Default for ProbeLimits {
 pub struct Prober {
     program: PathBuf,
     limits: ProbeLimits,
-    /// Where an object from a remote store (S3) is copied to be probed, owner-only, removed after.
-    scratch: Option<PathBuf>,
 }
 
 /// Open files the child may hold: standard streams, the file, FFmpeg's own.
 const CHILD_OPEN_FILES: u64 = 32;
+
+/// The blocks in which an object of a remote store is fetched for a probe.
+pub const OBJECT_BLOCK_BYTES: u64 = 1 << 20;
+/// How many of the blocks last fetched a probe keeps (FFmpeg reads on from where it is, or seeks back a little).
+pub const CACHED_BLOCKS: usize = 4;
+/// The most a probe may have fetched of an object in all: a few times what FFmpeg reads to probe
+/// ([`custodia_media::PROBE_SIZE`]) and look at the end of the file, more than any honest file needs.
+pub const OBJECT_READ_BUDGET: u64 = 64 * OBJECT_BLOCK_BYTES;
+
+/// Where the bytes a child asks for come from: none (it reads a file of its own), or a stored artefact.
+enum Source<'a> {
+    File,
+    Object { artefacts: &'a ArtefactStore, sha256: &'a Sha256, blocks: Blocks },
+}
 
 impl Prober {
     /// `program` is the `custodia` binary; `None` is this process's own executable.
@@ -59,27 +81,7 @@ impl Prober {
             Some(program) => program,
             None => std::env::current_exe()?,
         };
-        Ok(Self { program, limits, scratch: None })
-    }
-
-    /// Probes objects of a remote store from copies in `dir` (made, owner-only, if it does not exist; copies a
-    /// crash left there are removed, since nothing else writes there). Without, they are kept unprobed.
-    pub fn with_scratch(mut self, dir: PathBuf) -> std::io::Result<Self> {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        for left in std::fs::read_dir(&dir)? {
-            let left = left?;
-            if left.file_type()?.is_file() {
-                std::fs::remove_file(left.path())?;
-            }
-        }
-        self.scratch = Some(dir);
-        Ok(self)
-    }
-
-    /// Where remote objects are copied to be probed.
-    pub fn scratch(&self) -> Option<&Path> {
-        self.scratch.as_deref()
+        Ok(Self { program, limits })
     }
 
     /// The `custodia` binary the children run.
@@ -89,41 +91,148 @@ impl Prober {
 
     /// Describes the media file at `path`, in a child process under the limits. Never fails.
     pub async fn probe(&self, path: &Path) -> MediaProbe {
-        let unprobed = |reason: String| MediaProbe::Unprobed { reason };
+        self.run(&[path.as_os_str()], Source::File).await
+    }
+
+    /// Describes the artefact `sha256` of `size` bytes in `artefacts` (a remote store), read in ranges by a child
+    /// process under the limits; nothing of it is written to disk. Never fails.
+    pub async fn probe_stored(&self, artefacts: &ArtefactStore, sha256: &Sha256, size: u64) -> MediaProbe {
+        let size_arg = size.to_string();
+        let blocks = Blocks::new(size);
+        self.run(&[OBJECT_FLAG.as_ref(), size_arg.as_ref()], Source::Object { artefacts, sha256, blocks }).await
+    }
+
+    /// Runs a child with `args` after its limits, answers what it asks of `source`, and reads its answer.
+    async fn run(&self, args: &[&std::ffi::OsStr], mut source: Source<'_>) -> MediaProbe {
         let limits = self.limits;
         let child = tokio::process::Command::new(&self.program)
             .arg(SUBCOMMAND)
             .arg(limits.address_space_bytes.to_string())
             .arg(limits.cpu_seconds.to_string())
-            .arg(path)
+            .args(args)
             .env_clear()
-            .stdin(Stdio::null())
+            .stdin(match source {
+                Source::File => Stdio::null(),
+                Source::Object { .. } => Stdio::piped(),
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn();
-        let child = match child {
+        let mut child = match child {
             Ok(child) => child,
             Err(err) => return unprobed(format!("the probe could not start: {err}")),
         };
-        let output = match tokio::time::timeout(limits.wall, child.wait_with_output()).await {
-            // Dropping the future kills the child (kill_on_drop).
+        let exchanged = tokio::time::timeout(limits.wall, async {
+            let answer = wire::serve(&mut child, &mut source).await;
+            (answer, child.wait().await)
+        })
+        .await;
+        // Dropping the child kills it (kill_on_drop).
+        let (answer, status) = match exchanged {
             Err(_) => {
                 return unprobed(format!("probing took longer than {} s and was stopped", limits.wall.as_secs_f64()));
             }
-            Ok(Err(err)) => return unprobed(format!("the probe could not be waited for: {err}")),
-            Ok(Ok(output)) => output,
+            Ok((_, Err(err))) => return unprobed(format!("the probe could not be waited for: {err}")),
+            Ok((answer, Ok(status))) => (answer, status),
         };
-        if !output.status.success() {
+        if let Source::Object { blocks, .. } = &source
+            && let Some(refused) = &blocks.refused
+        {
+            return unprobed(refused.clone());
+        }
+        if !status.success() {
             use std::os::unix::process::ExitStatusExt as _;
-            return unprobed(match output.status.signal() {
+            return unprobed(match status.signal() {
                 Some(signal) => format!("the probe was stopped by signal {signal}: it went past its limits"),
-                None => format!("the probe failed ({})", output.status),
+                None => format!("the probe failed ({status})"),
             });
         }
-        serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|err| unprobed(format!("the probe's answer was not understood: {err}")))
+        match answer {
+            Ok(json) => serde_json::from_slice(&json)
+                .unwrap_or_else(|err| unprobed(format!("the probe's answer was not understood: {err}"))),
+            Err(err) => unprobed(format!("the probe's answer was not understood: {err}")),
+        }
     }
+}
+
+fn unprobed(reason: String) -> MediaProbe {
+    MediaProbe::Unprobed { reason }
+}
+
+/// The blocks of an object a probe has fetched: the last [`CACHED_BLOCKS`], and how much in all.
+struct Blocks {
+    size: u64,
+    cached: std::collections::VecDeque<(u64, Bytes)>,
+    fetched: u64,
+    /// Why the probe was refused more of the object, once it was.
+    refused: Option<String>,
+}
+
+impl Blocks {
+    fn new(size: u64) -> Self {
+        Self { size, cached: std::collections::VecDeque::new(), fetched: 0, refused: None }
+    }
+
+    /// Up to `len` bytes of the object from `offset` (fewer where a block ends), fetching the block that holds
+    /// them if it is not kept. Empty at or past the end; `None` once the budget is spent or the store fails.
+    async fn read(&mut self, artefacts: &ArtefactStore, sha256: &Sha256, offset: u64, len: u32) -> Option<Bytes> {
+        if self.refused.is_some() {
+            return None;
+        }
+        if offset >= self.size || len == 0 {
+            return Some(Bytes::new());
+        }
+        let start = offset - offset % OBJECT_BLOCK_BYTES;
+        let block = match self.cached.iter().find(|(at, _)| *at == start) {
+            Some((_, block)) => block.clone(),
+            None => {
+                let end = (start + OBJECT_BLOCK_BYTES).min(self.size);
+                if self.fetched + (end - start) > OBJECT_READ_BUDGET {
+                    self.refused = Some(format!(
+                        "the probe asked for more than {} MiB of the object",
+                        OBJECT_READ_BUDGET / OBJECT_BLOCK_BYTES
+                    ));
+                    return None;
+                }
+                let block = match fetch(artefacts, sha256, start..end).await {
+                    Ok(block) if block.len() as u64 == end - start => block,
+                    Ok(block) => {
+                        self.refused = Some(format!(
+                            "the store gave {} bytes of the object where {} were asked for",
+                            block.len(),
+                            end - start
+                        ));
+                        return None;
+                    }
+                    Err(err) => {
+                        self.refused = Some(format!("the object could not be read to be probed: {err}"));
+                        return None;
+                    }
+                };
+                self.fetched += end - start;
+                if self.cached.len() == CACHED_BLOCKS {
+                    self.cached.pop_front();
+                }
+                self.cached.push_back((start, block.clone()));
+                block
+            }
+        };
+        let from = usize::try_from(offset - start).ok()?;
+        let to = from.saturating_add(len as usize).min(block.len());
+        Some(block.slice(from..to))
+    }
+}
+
+/// The bytes `range` of a stored artefact, in one piece.
+async fn fetch(artefacts: &ArtefactStore, sha256: &Sha256, range: std::ops::Range<u64>) -> Result<Bytes, StoreError> {
+    use futures::TryStreamExt as _;
+    let mut block = bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+    let mut stream = std::pin::pin!(artefacts.read(sha256, Some(range)).await?);
+    while let Some(chunk) = stream.try_next().await? {
+        block.extend_from_slice(&chunk);
+    }
+    Ok(block.freeze())
 }
 
 /// The limits a child sets on itself before it reads anything a client sent: death with its parent, no new
@@ -146,25 +255,215 @@ pub fn confine(address_space_bytes: u64, cpu_seconds: Option<u64>, file_bytes: u
     Ok(())
 }
 
-/// The child's side, `custodia probe <address space bytes> <cpu seconds> <path>`: sets its limits, probes the file
-/// and prints the result as JSON. Returns the exit code.
+/// The argument that tells a child to read an object through its pipes, followed by the object's size.
+const OBJECT_FLAG: &str = "--object";
+
+/// The child's side, `custodia probe <address space bytes> <cpu seconds> <path>` (or `--object <size>` in place
+/// of the path: an object read through the pipes): sets its limits, probes the file or object and writes the
+/// result as JSON ([`wire`]). Returns the exit code.
 pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
-    use std::io::Write as _;
     let number = |arg: Option<OsString>| arg.and_then(|a| a.to_str().and_then(|s| s.parse::<u64>().ok()));
-    let (Some(address_space), Some(cpu_seconds), Some(path)) = (number(args.next()), number(args.next()), args.next())
+    let usage = || {
+        eprintln!("usage: custodia {SUBCOMMAND} <address space bytes> <cpu seconds> <path | {OBJECT_FLAG} <size>>");
+        std::process::ExitCode::from(2)
+    };
+    let (Some(address_space), Some(cpu_seconds), Some(target)) =
+        (number(args.next()), number(args.next()), args.next())
     else {
-        eprintln!("usage: custodia {SUBCOMMAND} <address space bytes> <cpu seconds> <path>");
-        return std::process::ExitCode::from(2);
+        return usage();
+    };
+    let object_size = if target == OBJECT_FLAG {
+        match number(args.next()) {
+            Some(size) => Some(size),
+            None => return usage(),
+        }
+    } else {
+        None
     };
     if let Err(err) = confine(address_space, Some(cpu_seconds), 0) {
         eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
         return std::process::ExitCode::FAILURE;
     }
-    let probe = custodia_media::probe(Path::new(&path));
+    let probe = match object_size {
+        Some(size) => custodia_media::probe_source(wire::ParentObject::new(size)),
+        None => custodia_media::probe(Path::new(&target)),
+    };
     let json = serde_json::to_vec(&probe).unwrap_or_default();
-    let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(&json).and_then(|()| stdout.flush()).is_err() {
-        return std::process::ExitCode::FAILURE;
+    match wire::answer(&json) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(_) => std::process::ExitCode::FAILURE,
     }
-    std::process::ExitCode::SUCCESS
+}
+
+/// What a probe child and the gateway say to each other on the child's pipes. All numbers are big-endian.
+///
+/// - The child, on its standard output: `R`, offset (u64), length (u32): "the object's bytes from offset"; and,
+///   last, `J`, length (u32), that many bytes of JSON: its [`MediaProbe`].
+/// - The gateway, on the child's standard input, to each `R`: length (u32), then that many bytes, at most the
+///   length asked for. Zero bytes before the object's end means no more will be given: the read fails.
+mod wire {
+    use std::io::{Read, Seek, SeekFrom, Write};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::Source;
+
+    const READ: u8 = b'R';
+    const ANSWER: u8 = b'J';
+    /// The most one read asks for (FFmpeg's own reads are 32 KiB).
+    const MAX_READ: u32 = 1 << 20;
+    /// The longest answer the gateway takes: a [`super::MediaProbe`] is a few kilobytes.
+    const MAX_ANSWER: u32 = 1 << 20;
+
+    /// The child's view of an object the gateway holds: read through the pipes, seeks kept here.
+    pub(super) struct ParentObject {
+        size: u64,
+        position: u64,
+    }
+
+    impl ParentObject {
+        pub(super) fn new(size: u64) -> Self {
+            Self { size, position: 0 }
+        }
+    }
+
+    impl Read for ParentObject {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let left = self.size.saturating_sub(self.position);
+            let wanted = u32::try_from(left.min(buf.len() as u64)).unwrap_or(MAX_READ).min(MAX_READ);
+            if wanted == 0 {
+                return Ok(0);
+            }
+            let mut request = [0u8; 13];
+            request[0] = READ;
+            request[1..9].copy_from_slice(&self.position.to_be_bytes());
+            request[9..].copy_from_slice(&wanted.to_be_bytes());
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&request)?;
+            stdout.flush()?;
+            let mut stdin = std::io::stdin().lock();
+            let mut given = [0u8; 4];
+            stdin.read_exact(&mut given)?;
+            let given = u32::from_be_bytes(given);
+            if given == 0 || given > wanted {
+                return Err(std::io::Error::other("the gateway gave no more of the object"));
+            }
+            let given = given as usize;
+            stdin.read_exact(&mut buf[..given])?;
+            self.position += given as u64;
+            Ok(given)
+        }
+    }
+
+    impl Seek for ParentObject {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            let target = match to {
+                SeekFrom::Start(at) => Some(at),
+                SeekFrom::End(by) => self.size.checked_add_signed(by),
+                SeekFrom::Current(by) => self.position.checked_add_signed(by),
+            };
+            self.position = target.ok_or_else(|| std::io::Error::other("a seek before the object's start"))?;
+            Ok(self.position)
+        }
+    }
+
+    /// The child's last word: its answer, as JSON.
+    pub(super) fn answer(json: &[u8]) -> std::io::Result<()> {
+        let len = u32::try_from(json.len()).map_err(std::io::Error::other)?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&[ANSWER])?;
+        stdout.write_all(&len.to_be_bytes())?;
+        stdout.write_all(json)?;
+        stdout.flush()
+    }
+
+    /// The gateway's side: answers the child's reads from `source` until it gives its answer, which is returned.
+    pub(super) async fn serve(child: &mut tokio::process::Child, source: &mut Source<'_>) -> std::io::Result<Vec<u8>> {
+        let mut requests = child.stdout.take().ok_or_else(|| std::io::Error::other("the probe has no output"))?;
+        let mut answers = child.stdin.take();
+        loop {
+            match requests.read_u8().await? {
+                READ => {
+                    let offset = requests.read_u64().await?;
+                    let len = requests.read_u32().await?.min(MAX_READ);
+                    let (Source::Object { artefacts, sha256, blocks }, Some(answers)) = (&mut *source, &mut answers)
+                    else {
+                        return Err(std::io::Error::other("the probe asked for bytes of no object"));
+                    };
+                    let bytes = blocks.read(artefacts, sha256, offset, len).await.unwrap_or_default();
+                    let given = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+                    answers.write_all(&given.to_be_bytes()).await?;
+                    answers.write_all(&bytes).await?;
+                    answers.flush().await?;
+                }
+                ANSWER => {
+                    let len = requests.read_u32().await?;
+                    if len > MAX_ANSWER {
+                        return Err(std::io::Error::other("the probe's answer is too long"));
+                    }
+                    let mut json = vec![0; len as usize];
+                    requests.read_exact(&mut json).await?;
+                    return Ok(json);
+                }
+                other => return Err(std::io::Error::other(format!("the probe said {other:#04x}, not a request"))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use custodia_store::IngestOptions;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_probe_is_given_at_most_its_budget_of_an_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let artefacts = ArtefactStore::local(dir.path()).unwrap();
+        let size = OBJECT_READ_BUDGET + 3 * OBJECT_BLOCK_BYTES + 17;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes.clone()))]);
+        let stored = artefacts.ingest(body, IngestOptions::default()).await.unwrap();
+        let sha256 = stored.sha256;
+        let at = |offset: u64| usize::try_from(offset).unwrap();
+        let mut blocks = Blocks::new(size);
+
+        // A read is answered from the block that holds it, and ends where that block ends.
+        let read = blocks.read(&artefacts, &sha256, 10, 100).await.unwrap();
+        assert_eq!(read[..], bytes[10..110]);
+        let read = blocks.read(&artefacts, &sha256, OBJECT_BLOCK_BYTES - 5, 100).await.unwrap();
+        assert_eq!(read[..], bytes[at(OBJECT_BLOCK_BYTES - 5)..at(OBJECT_BLOCK_BYTES)]);
+        assert_eq!(blocks.fetched, OBJECT_BLOCK_BYTES, "a block kept is not fetched again");
+        // At or past the end: nothing, and no fetch.
+        assert!(blocks.read(&artefacts, &sha256, size, 10).await.unwrap().is_empty());
+        let last = size - 7;
+        let read = blocks.read(&artefacts, &sha256, last, 100).await.unwrap();
+        assert_eq!(read[..], bytes[at(last)..]);
+        assert_eq!(blocks.fetched, OBJECT_BLOCK_BYTES + 17, "the last block is 17 bytes");
+
+        // Walking on through the object spends the budget a block at a time, then the next block is refused.
+        let mut offset = OBJECT_BLOCK_BYTES;
+        while blocks.fetched + OBJECT_BLOCK_BYTES <= OBJECT_READ_BUDGET {
+            let read = blocks.read(&artefacts, &sha256, offset, 4).await.unwrap();
+            assert_eq!(read[..], bytes[at(offset)..at(offset + 4)]);
+            offset += OBJECT_BLOCK_BYTES;
+        }
+        assert!(blocks.read(&artefacts, &sha256, offset, 4).await.is_none());
+        let refused = blocks.refused.clone().unwrap();
+        assert!(refused.contains("more than 64 MiB"), "{refused}");
+        // Refused once, refused for good, even what is kept.
+        assert!(blocks.read(&artefacts, &sha256, offset - OBJECT_BLOCK_BYTES, 4).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_object_the_store_cannot_give_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let artefacts = ArtefactStore::local(dir.path()).unwrap();
+        let missing = Sha256::of(b"never stored");
+        let mut blocks = Blocks::new(1000);
+        assert!(blocks.read(&artefacts, &missing, 0, 10).await.is_none());
+        let refused = blocks.refused.unwrap();
+        assert!(refused.starts_with("the object could not be read to be probed"), "{refused}");
+    }
 }

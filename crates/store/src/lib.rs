@@ -296,45 +296,25 @@ impl ArtefactStore {
 
     /// Streams `body` into the store, hashing it in the same pass. Returns only once the artefact is durable at
     /// its content address; on any error nothing is left where evidence lives.
-    pub async fn ingest<S, E>(&self, body: S, options: IngestOptions) -> Result<StoredArtefact, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
-    {
-        self.ingest_with_copy(body, options, None).await
-    }
-
-    /// [`Self::ingest`], writing a copy of the bytes into the file at `copy` as they arrive, when the store is
-    /// remote (for a program that reads files, such as a media probe, without fetching the object back). A local
-    /// store's object is read in place ([`Self::local_path`]) and makes no copy.
     ///
     /// Into a remote store, an upload whose SHA-256 the client states goes straight to its content address as a
     /// multipart upload, completed only once the bytes hash to it (aborted otherwise: a multipart upload is no
     /// object until completed), so that nothing is written twice; bytes already stored are hashed and not written
     /// again. One without goes through a staging object and a copy.
-    pub async fn ingest_with_copy<S, E>(
-        &self,
-        body: S,
-        options: IngestOptions,
-        copy: Option<&std::path::Path>,
-    ) -> Result<StoredArtefact, StoreError>
+    pub async fn ingest<S, E>(&self, body: S, options: IngestOptions) -> Result<StoredArtefact, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
-        let copy = match copy.filter(|_| self.local_root.is_none()) {
-            Some(path) => Some(tokio::fs::File::create(path).await.map_err(local_error)?),
-            None => None,
-        };
         if self.local_root.is_none()
             && let Some(expected) = options.expected_sha256
         {
-            return self.ingest_at_address(body, expected, options.max_size, copy).await;
+            return self.ingest_at_address(body, expected, options.max_size).await;
         }
         let staging = self.path(&[STAGING, &random_name()]);
         let streamed = match self.local_file(&staging) {
             Some(file) => stream_into_file(file, body, Intake::new(options.max_size)).await.map(Intake::finish),
-            None => self.stream_into_store(&staging, body, options.max_size, copy).await,
+            None => self.stream_into_store(&staging, body, options.max_size).await,
         };
         let result = match streamed {
             Ok((sha256, size)) => self.publish(&staging, sha256, size, options.expected_sha256).await,
@@ -385,13 +365,12 @@ impl ArtefactStore {
         self.ingest(body, IngestOptions { expected_sha256: Some(sha256), max_size: Some(size) }).await
     }
 
-    /// An upload whose SHA-256 the client stated, into a remote store: see [`Self::ingest_with_copy`].
+    /// An upload whose SHA-256 the client stated, into a remote store: see [`Self::ingest`].
     async fn ingest_at_address<S, E>(
         &self,
         body: S,
         expected: Sha256,
         max_size: Option<u64>,
-        mut copy: Option<tokio::fs::File>,
     ) -> Result<StoredArtefact, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -408,14 +387,13 @@ impl ArtefactStore {
             let mut intake = Intake::new(max_size);
             let mut body = std::pin::pin!(body);
             while let Some(chunk) = body.next().await {
-                let chunk = intake.take(chunk)?;
-                write_copy(&mut copy, &chunk).await?;
+                intake.take(chunk)?;
             }
             intake.finish()
         } else {
             let upload = self.store.put_multipart(&target).await?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            match stream_into(&mut writer, body, max_size, &mut copy).await {
+            match stream_into(&mut writer, body, max_size).await {
                 Ok((sha256, size)) if sha256 == expected => {
                     writer.finish().await?;
                     (sha256, size)
@@ -432,7 +410,6 @@ impl ArtefactStore {
         if sha256 != expected {
             return Err(StoreError::DigestMismatch { expected, actual: sha256 });
         }
-        flush_copy(&mut copy).await?;
         self.retain(&target).await?;
         Ok(StoredArtefact { sha256, size, newly_stored: !stored })
     }
@@ -443,7 +420,6 @@ impl ArtefactStore {
         staging: &Path,
         body: S,
         max_size: Option<u64>,
-        mut copy: Option<tokio::fs::File>,
     ) -> Result<(Sha256, u64), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
@@ -451,8 +427,7 @@ impl ArtefactStore {
     {
         let upload = self.store.put_multipart(staging).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let streamed = stream_into(&mut writer, body, max_size, &mut copy).await;
-        flush_copy(&mut copy).await?;
+        let streamed = stream_into(&mut writer, body, max_size).await;
         match streamed {
             Ok(done) => {
                 writer.finish().await?;
@@ -551,7 +526,7 @@ impl ArtefactStore {
     }
 
     /// Copies a stored artefact into the file at `path` (made if it does not exist, overwritten if it does), for
-    /// a program that reads files (a media probe, a masking child) when the store is remote. Returns the bytes
+    /// a program that reads files (a masking child) when the store is remote. Returns the bytes
     /// copied.
     pub async fn copy_to_file(&self, sha256: &Sha256, path: &std::path::Path) -> Result<u64, StoreError> {
         use tokio::io::AsyncWriteExt as _;
@@ -770,7 +745,6 @@ async fn stream_into<S, E>(
     writer: &mut WriteMultipart,
     body: S,
     max_size: Option<u64>,
-    copy: &mut Option<tokio::fs::File>,
 ) -> Result<(Sha256, u64), StoreError>
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
@@ -780,29 +754,10 @@ where
     let mut body = std::pin::pin!(body);
     while let Some(chunk) = body.next().await {
         let chunk = intake.take(chunk)?;
-        write_copy(copy, &chunk).await?;
         writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
         writer.put(chunk);
     }
     Ok(intake.finish())
-}
-
-/// Writes out what the local copy of an upload, if one is kept, still buffers.
-async fn flush_copy(copy: &mut Option<tokio::fs::File>) -> Result<(), StoreError> {
-    use tokio::io::AsyncWriteExt as _;
-    match copy {
-        Some(file) => file.flush().await.map_err(local_error),
-        None => Ok(()),
-    }
-}
-
-/// Appends `chunk` to the local copy of an upload, if one is kept.
-async fn write_copy(copy: &mut Option<tokio::fs::File>, chunk: &[u8]) -> Result<(), StoreError> {
-    use tokio::io::AsyncWriteExt as _;
-    match copy {
-        Some(file) => file.write_all(chunk).await.map_err(local_error),
-        None => Ok(()),
-    }
 }
 
 /// Streams `body` into a new local file at `path`, through `intake` (which counts and may hash it) in the same

@@ -9,8 +9,9 @@
 //! - **Ingest**: a pseudo-random file streamed as a raw body with its SHA-256 stated (`curl -T`), as a provider
 //!   would, best of several runs; beside it, the same file PUT straight into the same bucket by curl with its own
 //!   AWS Signature V4 (`--aws-sigv4`, the payload unsigned so that curl does not read it twice), an S3 client none
-//!   of us wrote, in one request, just before each of the gateway's runs (so that both meet garage as it is then:
-//!   it slows as its disk fills over the benchmark). Goal: the gateway, which also hashes, signs and records
+//!   of us wrote, in one request, beside each of the gateway's runs (just before it in one run, just after it in the
+//!   next, so that both meet garage as it is then: it slows as its disk fills over the benchmark; and with what
+//!   waits in the page cache written back before each, so that neither pays for the other's writes). Goal: the gateway, which also hashes, signs and records
 //!   custody, reaches at least 90% of the direct PUT. Each prints its CPU seconds per GiB by component (curl, the
 //!   gateways, garage, PostgreSQL, read from `/proc`) and its share of the CPU-bound ceiling (what this machine's
 //!   cores would allow if the CPU were the only limit): here the gateway, garage and curl share the cores.
@@ -59,6 +60,7 @@ struct Measured {
 fn direct_put(garage: &Garage, dir: &Path, bytes: u64, seed: u64) -> Result<(Duration, Cpu), BoxError> {
     let input = dir.join("direct.bin");
     write_pseudo_random(&input, bytes, seed)?;
+    settle()?;
     let url = format!("{}/{}/direct/{seed}", garage.endpoint, garage.bucket);
     let cpu_before = cpu_now(&[], garage, None)?;
     let started = Instant::now();
@@ -78,6 +80,15 @@ fn direct_put(garage: &Garage, dir: &Path, bytes: u64, seed: u64) -> Result<(Dur
     }
     println!("direct PUT: {}", mb_per_s(bytes as f64 / took.as_secs_f64()));
     Ok((took, cpu))
+}
+
+/// Writes back to disk what is waiting in the page cache (the input files just made, the last upload's objects),
+/// so that a measured upload does not pay for what came before it.
+fn settle() -> Result<(), BoxError> {
+    if !Command::new("sync").status()?.success() {
+        return Err("sync failed".into());
+    }
+    Ok(())
 }
 
 /// CPU seconds, by component: the clients (curl), the gateways, garage, PostgreSQL (with its backends).
@@ -179,8 +190,9 @@ fn main() -> Result<(), BoxError> {
     let mut scaled_env = garage.gateway_env();
     scaled_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone()));
     let name = "garage and PostgreSQL, 1 gateway";
-    // The peer, a direct PUT to the same garage, is measured in this configuration's runs, each just before the
-    // gateway's upload: garage grows slower as its disk fills over the benchmark, so both see it as it is then.
+    // The peer, a direct PUT to the same garage, is measured in this configuration's runs, each beside the gateway's
+    // upload (before it, then after it, in turn): garage grows slower as its disk fills over the benchmark, so both
+    // see it as it is then.
     let components = (&garage, Some(&postgres));
     let (scaled, shared) = measure(name, binary, dir.path(), &scaled_env, 1, None, components, bytes, runs, appends)?;
     let (direct, direct_cpu) = scaled.direct.ok_or("the direct PUT was not measured")?;
@@ -322,10 +334,16 @@ fn measure(
     let peer = gateways == 1 && postgres.is_some();
     let (mut direct_best, mut direct_cpu) = (Duration::MAX, Cpu::default());
     for run in 0..runs {
-        if peer {
+        // The peer goes first in every other run, the gateway in the others: garage grows slower as it fills, so
+        // neither always meets it fuller.
+        let mut direct_run = || -> Result<(), BoxError> {
             let (took, cpu) = direct_put(garage, dir, bytes, 0xd1ec7 + run as u64)?;
             direct_best = direct_best.min(took);
             direct_cpu = direct_cpu.plus(&cpu);
+            Ok(())
+        };
+        if peer && run % 2 == 0 {
+            direct_run()?;
         }
         let mut files = Vec::new();
         for (n, _) in servers.iter().enumerate() {
@@ -336,6 +354,7 @@ fn measure(
             let seed = configuration.wrapping_add((run * 10 + n) as u64);
             files.push((file.clone(), write_pseudo_random(&file, bytes, seed)?));
         }
+        settle()?;
         let cpu_before = cpu_now(&pids, garage, postgres)?;
         let walls: Vec<Duration> = std::thread::scope(|scope| {
             let uploads: Vec<_> = servers
@@ -364,6 +383,9 @@ fn measure(
         best = best.min(wall);
         for (file, _) in files {
             std::fs::remove_file(file)?;
+        }
+        if peer && run % 2 == 1 {
+            direct_run()?;
         }
     }
     let ingest = (bytes * gateways as u64) as f64 / best.as_secs_f64();

@@ -1,7 +1,7 @@
 //! An object store whose writes and reads can be made to fail, as a full disk, a lost bucket or a store that
 //! stopped answering would: an in-memory store underneath, the failures switched on and off by the test.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::stream::BoxStream;
 use object_store::memory::InMemory;
@@ -12,7 +12,8 @@ use object_store::{
 };
 
 /// An in-memory store whose single-part writes fail while `fail_puts` is set (with the error `failure` names),
-/// and whose reads fail while `fail_gets` is set.
+/// whose reads fail while `fail_gets` is set (and the next `fail_next_gets` reads), and whose next read answers
+/// only after `next_get_delay_ms`.
 #[derive(Debug, Default)]
 pub struct FailingStore {
     inner: InMemory,
@@ -20,6 +21,10 @@ pub struct FailingStore {
     pub fail_puts: AtomicBool,
     /// Whether reads fail now.
     pub fail_gets: AtomicBool,
+    /// How many of the next reads fail (one less after each).
+    pub fail_next_gets: AtomicU64,
+    /// How long the next read waits before it answers, in milliseconds (a store slow for a moment); 0 after it.
+    pub next_get_delay_ms: AtomicU64,
 }
 
 impl FailingStore {
@@ -57,6 +62,13 @@ impl ObjectStore for FailingStore {
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
         self.refused(&self.fail_gets, "too many open files")?;
+        if self.fail_next_gets.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(1)).is_ok() {
+            return Err(object_store::Error::Generic { store: "failing", source: "connection reset".into() });
+        }
+        let delay = self.next_get_delay_ms.swap(0, Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         self.inner.get_opts(location, options).await
     }
     fn delete_stream(

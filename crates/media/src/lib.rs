@@ -8,7 +8,8 @@
 //! [`probe`] opens a file with FFmpeg (through `ffmpeg-next`) and describes it: container format, duration, bit
 //! rate, the container's `creation_time` tag and each stream's codec, picture size, sample rate and channels. A
 //! file FFmpeg cannot read is still evidence, so probing never fails: such a file gets
-//! [`MediaProbe::Unprobed`] with the reason.
+//! [`MediaProbe::Unprobed`] with the reason. [`probe_source`] describes the bytes of a file kept elsewhere (an object
+//! in a remote store) read through any [`Read`] + [`Seek`], alike.
 //!
 //! This is the only crate in the workspace with FFI: FFmpeg's C libraries are linked here and nowhere else. The
 //! crate itself holds no `unsafe` code; all of it is inside `ffmpeg-next`.
@@ -17,7 +18,8 @@
 //!
 //! Artefacts come from outside, so a probe is bounded and confined:
 //!
-//! - FFmpeg reads the file through a Rust [`std::fs::File`], never by name. The path never reaches FFmpeg, so it
+//! - FFmpeg reads the file through a Rust [`std::fs::File`] (or the [`probe_source`] reader), never by name, through
+//!   one opening (`open_source`) with the bounds below. The path never reaches FFmpeg, so it
 //!   cannot be taken for a URL or protocol (`concat:`, `http:`, `subfile,,`), and the format is detected from the
 //!   bytes alone, never from the file's extension.
 //! - No protocol is allowed for anything the file itself refers to, so a playlist (HLS, `ffconcat`, an image
@@ -203,14 +205,20 @@ pub fn probe(path: &Path) -> MediaProbe {
 
 /// Describes media that `source` reads: the bytes of a file kept elsewhere (an object in a remote store, read in
 /// ranges), which [`probe`] would describe alike, under the same bounds. `source` reads as the file does, from 0 to
-/// its end; a read or seek that fails makes FFmpeg give up as it would on a damaged file. Never fails and never
+/// its end; a read or seek that fails makes FFmpeg give up as it would on a damaged file. `waited` says how long
+/// `source` has spent so far waiting for bytes from elsewhere: that time is not counted against [`TIME_LIMIT`], so
+/// that a slow store does not change what a probe finds (whoever serves the bytes bounds it). Never fails and never
 /// panics.
 ///
 /// Blocks, as [`probe`] does.
-pub fn probe_source<S: Read + Seek + Send + 'static>(source: S) -> MediaProbe {
+pub fn probe_source<S, W>(source: S, waited: W) -> MediaProbe
+where
+    S: Read + Seek + Send + 'static,
+    W: Fn() -> Duration + Send + 'static,
+{
     init();
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        describe_opened(open_source(source, Instant::now() + TIME_LIMIT))
+        describe_opened(open_source(source, Instant::now() + TIME_LIMIT, waited))
     }))
     .unwrap_or_else(|_| stopped_on_internal_error())
 }
@@ -264,8 +272,8 @@ pub(crate) enum OpenFailure {
 /// through a Rust [`File`], with no protocol allowed and the probing bounds of [`options`]. A file larger than
 /// `max_bytes` is refused, and FFmpeg never reads past `max_bytes` into it even if it grows. FFmpeg is interrupted
 /// once `deadline` has passed, both while opening and on every later read (which then fails with
-/// [`ffmpeg::Error::Exit`]). The one place files from outside are opened: [`probe`] and
-/// [`crate::mask_segment`] both come through here.
+/// [`ffmpeg::Error::Exit`]). The one place files from outside are opened: [`probe`] and [`crate::mask_segment`]
+/// both come through here ([`probe_source`] comes to `open_source` with a reader of its own).
 pub(crate) fn open_confined(
     path: &Path,
     max_bytes: u64,
@@ -283,21 +291,23 @@ pub(crate) fn open_confined(
     if bytes > max_bytes {
         return Err(OpenFailure::TooLarge { bytes });
     }
-    open_source(BoundedFile { file, position: 0, limit: max_bytes }, deadline)
+    open_source(BoundedFile { file, position: 0, limit: max_bytes }, deadline, || Duration::ZERO)
 }
 
 /// Opens what `source` reads for FFmpeg to demux, through custom I/O, with no protocol allowed and the probing
-/// bounds of [`options`], interrupted once `deadline` has passed (see [`open_confined`]).
-fn open_source<S: Read + Seek + Send + 'static>(
-    source: S,
-    deadline: Instant,
-) -> Result<ffmpeg::format::context::Input, OpenFailure> {
+/// bounds of [`options`], interrupted once `deadline` has passed (see [`open_confined`]), put off by the time
+/// `waited` says the source spent waiting for bytes from elsewhere.
+fn open_source<S, W>(source: S, deadline: Instant, waited: W) -> Result<ffmpeg::format::context::Input, OpenFailure>
+where
+    S: Read + Seek + Send + 'static,
+    W: Fn() -> Duration + Send + 'static,
+{
     let io = StreamIo::from_read_seek(source).map_err(OpenFailure::Setup)?;
     let timed_out = Arc::new(AtomicBool::new(false));
     let interrupt = {
         let timed_out = Arc::clone(&timed_out);
         move || {
-            let late = Instant::now() >= deadline;
+            let late = Instant::now() >= deadline + waited();
             if late {
                 timed_out.store(true, Ordering::Relaxed);
             }

@@ -119,7 +119,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let prober = custodia_service::probe::Prober::new(config.probe.program.clone(), config.probe.limits())
         .context("finding the custodia binary for media probing")?;
     // Earlier versions probed objects of a remote store from whole copies kept here; any a crash left behind go.
-    remove_old_probe_copies(&gateway_config.data_dir.join("probing"))?;
+    remove_old_probe_copies(&gateway_config.data_dir.join("probing"));
     // The masking pipelines of protected witnesses run the same binary.
     let mask_program = prober.program().to_path_buf();
     let witness = crate::witness_api::open_for(config, catalog.clone(), clock.clone()).await?;
@@ -423,15 +423,20 @@ fn object_store_for(config: &ServeConfig) -> Option<(object_store::aws::AmazonS3
 }
 
 /// Removes `dir`, where earlier versions kept whole copies of uploads to probe them (evidence in the clear, which
-/// a crash could leave behind), if it is there.
-fn remove_old_probe_copies(dir: &std::path::Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => {
-            tracing::info!("removed the directory of probe copies an earlier version kept");
-            Ok(())
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(anyhow::Error::new(err).context("removing the probe copies an earlier version kept")),
+/// a crash could leave behind), if it is there. One that cannot be removed is reported, and the gateway starts all
+/// the same: nothing reads or writes there any more.
+fn remove_old_probe_copies(dir: &std::path::Path) {
+    let removed = match std::fs::symlink_metadata(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(dir),
+        _ => std::fs::remove_file(dir),
+    };
+    match removed {
+        Ok(()) => tracing::info!("removed the probe copies an earlier version kept"),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "could not remove the probe copies an earlier version kept (the data directory's probing/): remove them"
+        ),
     }
 }
 

@@ -9,8 +9,11 @@ mod support;
 use custodia_core::Sha256;
 use custodia_media::MediaProbe;
 use custodia_service::probe::{ProbeLimits, Prober};
-use custodia_store::{ArtefactStore, IngestOptions, StoredArtefact};
+use custodia_store::{ArtefactStore, CreateOnly, IngestOptions, StoredArtefact};
+use custodia_tests::failing_store::FailingStore;
 use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use support::{As, TestGateway};
 
 /// Uploads `bytes` into a new case as a clerk; returns the manifest's `media` and the downloaded bytes.
@@ -184,9 +187,68 @@ async fn a_probe_child_that_breaks_the_protocol_gets_nothing() {
     let probe = long.probe_stored(&artefacts, &stored.sha256, stored.size).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("too long"), "{reason}");
+    // Nonsense, then hanging on: stopped at once, for what it said (not after the wall-clock limit).
+    let hanging = script("hanging", "printf 'X'; exec sleep 60");
+    let probe = hanging.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("not a request"), "{reason}");
+    // An answer, then not ending: the answer is not taken.
+    let lingering = script("lingering", r"printf 'J\000\000\000\002{}'; exec sleep 60");
+    let probe = lingering.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
+    assert!(reason.contains("did not end after it answered"), "{reason}");
     // Stopping in the middle of a request.
     let cut = script("cut", r"printf 'R\000\000'");
     let probe = cut.probe_stored(&artefacts, &stored.sha256, stored.size).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("not understood"), "{reason}");
+}
+
+/// `bytes` stored in a store in memory whose reads can be made slow or failing, as a remote store's can.
+async fn stored_remotely(bytes: Vec<u8>) -> (Arc<FailingStore>, ArtefactStore, StoredArtefact) {
+    let store = Arc::new(FailingStore::default());
+    let artefacts = ArtefactStore::new(store.clone(), object_store::path::Path::from("artefacts"), CreateOnly::Ignored);
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))]);
+    let stored = artefacts.ingest(body, IngestOptions::default()).await.unwrap();
+    assert!(artefacts.local_path(&stored.sha256).is_none());
+    (store, artefacts, stored)
+}
+
+/// What probing `bytes` as a file finds.
+async fn probed_as_a_file(bytes: &[u8]) -> MediaProbe {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("media");
+    std::fs::write(&file, bytes).unwrap();
+    prober(None).probe(&file).await
+}
+
+/// The store takes longer to give a block than FFmpeg may take to probe (10 s): that wait is not FFmpeg's, so the
+/// probe finds what it finds in a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_does_not_change_what_a_probe_finds() {
+    let clip = support::webm_clip();
+    let (store, artefacts, stored) = stored_remotely(clip.clone()).await;
+    store.next_get_delay_ms.store(11_000, Ordering::SeqCst);
+    let in_ranges = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    assert_eq!(store.next_get_delay_ms.load(Ordering::SeqCst), 0, "the store was not slow");
+    assert!(matches!(in_ranges, MediaProbe::Probed(_)), "{in_ranges:?}");
+    assert_eq!(in_ranges, probed_as_a_file(&clip).await);
+}
+
+/// A store that fails for a moment is asked again (twice); one that goes on failing leaves the upload unprobed, in
+/// words that say nothing of the store's own (its endpoint, its bucket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_for_a_moment_is_asked_again() {
+    let clip = support::webm_clip();
+    let (store, artefacts, stored) = stored_remotely(clip.clone()).await;
+    store.fail_next_gets.store(2, Ordering::SeqCst);
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    assert_eq!(store.fail_next_gets.load(Ordering::SeqCst), 0);
+    assert_eq!(probe, probed_as_a_file(&clip).await);
+    store.fail_next_gets.store(3, Ordering::SeqCst);
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    assert_eq!(
+        probe,
+        MediaProbe::Unprobed { reason: "the object could not be read from the store to be probed".to_owned() }
+    );
 }

@@ -2,27 +2,35 @@
 //! reaches must not run in the process that holds the signing key, nor take the gateway down, nor eat its memory.
 //!
 //! The gateway runs its own binary again as `custodia probe <limits> <path>` (a hidden subcommand, dispatched
-//! before anything else starts) with a cleared environment. Before it opens the file, the
-//! child sets its own limits: address space, CPU time, no core files, no file it may write (file size 0), few
-//! open files, no new privileges, and death with its parent. (The workspace forbids `unsafe`, so the limits are
-//! not set between fork and exec; nothing of the file is read before they hold.) It prints the [`MediaProbe`] as
-//! JSON and exits. The parent waits a bounded time and kills it after that. Whatever happens to the child, the
-//! answer is a [`MediaProbe`]: `Unprobed` with the reason, never an error, so the upload goes on and nothing is
-//! lost.
+//! before anything else starts) with a cleared environment. Before it opens the file, the child sets its own
+//! limits: address space, CPU time, no core files, no file it may write (file size 0), few open files, no new
+//! privileges, and death with its parent. (The workspace forbids `unsafe`, so the limits are not set between fork
+//! and exec; nothing of the file is read before they hold.) It writes the [`MediaProbe`] as JSON ([`wire`]) and
+//! exits. The parent waits a bounded time and kills it after that, and kills at once a child that says what the
+//! protocol does not. Whatever happens to the child, the answer is a [`MediaProbe`]: `Unprobed` with the reason,
+//! never an error, so the upload goes on and nothing is lost. At most [`PROBES_AT_ONCE`] children run at once;
+//! further probes wait their turn.
 //!
 //! An object of a remote store (S3) is probed where it is, in ranges, never copied to disk whole: the child runs as
 //! `custodia probe <limits> --object <size>` and reads the object through the gateway ([`wire`]). It asks for a
-//! range on its standard output; the gateway fetches the 1 MiB block that holds it from the store (keeping the last
-//! [`CACHED_BLOCKS`]) and answers on the child's standard input. FFmpeg reads a few megabytes to probe, so that is
-//! all the store serves; a file that makes it ask for more than [`OBJECT_READ_BUDGET`] bytes in all is refused
-//! more and left unprobed, saying so. The child still has no file, socket or store of its own: only its two pipes.
+//! range on its standard output; the gateway fetches the 1 MiB block that holds it from the store (keeping the
+//! [`CACHED_BLOCKS`] last used, and asking again, twice, when the store fails in a way that may pass) and answers on
+//! the child's standard input. FFmpeg reads what it needs to probe: a few megabytes for a whole recording, a few
+//! tens for a damaged one whose end it searches (an MPEG-TS with a garbled tail took 37 blocks). A probe that needs
+//! more than [`OBJECT_READ_BUDGET`] fetched from the store, or reads more than [`OBJECT_SERVE_BUDGET`] through its
+//! pipe, gets no more and is left unprobed, saying so. The time the child waits for the store is not counted against
+//! FFmpeg's own limit ([`custodia_media::probe_source`]), so that a slow store does not change what a probe finds;
+//! the gateway's wall-clock limit covers both. The child still has no file, socket or store of its own: only its
+//! two pipes.
 //!
 //! Not done: a seccomp filter. No well-kept seccomp crate is among this workspace's dependencies; the limits
 //! above and no-new-privileges are what the child runs under.
 
 use std::ffi::OsString;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,7 +38,7 @@ use custodia_core::Sha256;
 use custodia_media::MediaProbe;
 use custodia_store::{ArtefactStore, StoreError};
 
-/// The hidden subcommand: `custodia probe <path>`.
+/// The hidden subcommand: `custodia probe <limits> <path>` (or `--object <size>` in place of the path).
 pub const SUBCOMMAND: &str = "probe";
 
 /// How much a probe may take.
@@ -55,18 +63,34 @@ impl Default for ProbeLimits {
 pub struct Prober {
     program: PathBuf,
     limits: ProbeLimits,
+    /// One for each child that may run at once.
+    children: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many probe children may run at once (each holds up to [`CACHED_BLOCKS`] of an object in the gateway, and
+/// FFmpeg's memory in its own); further probes wait their turn.
+pub const PROBES_AT_ONCE: usize = 8;
+
+/// How long a child that has answered has to exit before it is killed (and its answer not taken).
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Open files the child may hold: standard streams, the file, FFmpeg's own.
 const CHILD_OPEN_FILES: u64 = 32;
 
 /// The blocks in which an object of a remote store is fetched for a probe.
 pub const OBJECT_BLOCK_BYTES: u64 = 1 << 20;
-/// How many of the blocks last fetched a probe keeps (FFmpeg reads on from where it is, or seeks back a little).
-pub const CACHED_BLOCKS: usize = 4;
-/// The most a probe may have fetched of an object in all: a few times what FFmpeg reads to probe
-/// ([`custodia_media::PROBE_SIZE`]) and look at the end of the file, more than any honest file needs.
+/// How many of the blocks last used a probe keeps (FFmpeg reads on from where it is, seeks back a little, and goes
+/// back again and again over the end of a file whose duration it estimates).
+pub const CACHED_BLOCKS: usize = 8;
+/// The most a probe may have fetched of an object from the store in all: many times what FFmpeg reads to probe
+/// ([`custodia_media::PROBE_SIZE`]), and more than the damaged files we tried needed (37 blocks at most).
 pub const OBJECT_READ_BUDGET: u64 = 64 * OBJECT_BLOCK_BYTES;
+/// The most a probe may read of an object through its pipe, from blocks kept or fetched: a child that asks for the
+/// same kept block again and again costs the gateway this much at most.
+pub const OBJECT_SERVE_BUDGET: u64 = 4 * OBJECT_READ_BUDGET;
+/// How many times a block is asked for again when the store fails in a way that may pass, and the first pause.
+const FETCH_RETRIES: u32 = 2;
+const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Where the bytes a child asks for come from: none (it reads a file of its own), or a stored artefact.
 enum Source<'a> {
@@ -81,7 +105,7 @@ impl Prober {
             Some(program) => program,
             None => std::env::current_exe()?,
         };
-        Ok(Self { program, limits })
+        Ok(Self { program, limits, children: Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE)) })
     }
 
     /// The `custodia` binary the children run.
@@ -102,8 +126,12 @@ impl Prober {
         self.run(&[OBJECT_FLAG.as_ref(), size_arg.as_ref()], Source::Object { artefacts, sha256, blocks }).await
     }
 
-    /// Runs a child with `args` after its limits, answers what it asks of `source`, and reads its answer.
+    /// Runs a child with `args` after its limits (once fewer than [`PROBES_AT_ONCE`] run), answers what it asks of
+    /// `source`, and reads its answer.
     async fn run(&self, args: &[&std::ffi::OsStr], mut source: Source<'_>) -> MediaProbe {
+        let Ok(_turn) = self.children.acquire().await else {
+            return unprobed("the prober is closed".to_owned());
+        };
         let limits = self.limits;
         let child = tokio::process::Command::new(&self.program)
             .arg(SUBCOMMAND)
@@ -123,18 +151,23 @@ impl Prober {
             Ok(child) => child,
             Err(err) => return unprobed(format!("the probe could not start: {err}")),
         };
-        let exchanged = tokio::time::timeout(limits.wall, async {
-            let answer = wire::serve(&mut child, &mut source).await;
-            (answer, child.wait().await)
-        })
-        .await;
-        // Dropping the child kills it (kill_on_drop).
-        let (answer, status) = match exchanged {
-            Err(_) => {
-                return unprobed(format!("probing took longer than {} s and was stopped", limits.wall.as_secs_f64()));
-            }
-            Ok((_, Err(err))) => return unprobed(format!("the probe could not be waited for: {err}")),
-            Ok((answer, Ok(status))) => (answer, status),
+        // Dropping the child on a return kills it (kill_on_drop).
+        let Ok(answer) = tokio::time::timeout(limits.wall, wire::serve(&mut child, &mut source)).await else {
+            return unprobed(format!("probing took longer than {} s and was stopped", limits.wall.as_secs_f64()));
+        };
+        // A child that ended (its pipe closed) is judged by how it ended; one that said what the protocol does not
+        // is stopped now.
+        let ended =
+            matches!(&answer, Err(err) if matches!(err.kind(), ErrorKind::UnexpectedEof | ErrorKind::BrokenPipe));
+        if let Err(err) = &answer
+            && !ended
+        {
+            return unprobed(format!("the probe's answer was not understood: {err}"));
+        }
+        let status = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+            Err(_) => return unprobed("the probe did not end after it answered".to_owned()),
+            Ok(Err(err)) => return unprobed(format!("the probe could not be waited for: {err}")),
+            Ok(Ok(status)) => status,
         };
         if let Source::Object { blocks, .. } = &source
             && let Some(refused) = &blocks.refused
@@ -160,22 +193,24 @@ fn unprobed(reason: String) -> MediaProbe {
     MediaProbe::Unprobed { reason }
 }
 
-/// The blocks of an object a probe has fetched: the last [`CACHED_BLOCKS`], and how much in all.
+/// The blocks of an object a probe has used: the [`CACHED_BLOCKS`] last used, and how much was fetched and served.
 struct Blocks {
     size: u64,
+    /// The least recently used first.
     cached: std::collections::VecDeque<(u64, Bytes)>,
     fetched: u64,
+    served: u64,
     /// Why the probe was refused more of the object, once it was.
     refused: Option<String>,
 }
 
 impl Blocks {
     fn new(size: u64) -> Self {
-        Self { size, cached: std::collections::VecDeque::new(), fetched: 0, refused: None }
+        Self { size, cached: std::collections::VecDeque::new(), fetched: 0, served: 0, refused: None }
     }
 
     /// Up to `len` bytes of the object from `offset` (fewer where a block ends), fetching the block that holds
-    /// them if it is not kept. Empty at or past the end; `None` once the budget is spent or the store fails.
+    /// them if it is not kept. Empty at or past the end; `None` once a budget is spent or the store failed.
     async fn read(&mut self, artefacts: &ArtefactStore, sha256: &Sha256, offset: u64, len: u32) -> Option<Bytes> {
         if self.refused.is_some() {
             return None;
@@ -184,33 +219,14 @@ impl Blocks {
             return Some(Bytes::new());
         }
         let start = offset - offset % OBJECT_BLOCK_BYTES;
-        let block = match self.cached.iter().find(|(at, _)| *at == start) {
-            Some((_, block)) => block.clone(),
+        let block = match self.cached.iter().position(|(at, _)| *at == start) {
+            Some(kept) => {
+                let entry = self.cached.remove(kept)?;
+                self.cached.push_back(entry);
+                self.cached.back()?.1.clone()
+            }
             None => {
-                let end = (start + OBJECT_BLOCK_BYTES).min(self.size);
-                if self.fetched + (end - start) > OBJECT_READ_BUDGET {
-                    self.refused = Some(format!(
-                        "the probe asked for more than {} MiB of the object",
-                        OBJECT_READ_BUDGET / OBJECT_BLOCK_BYTES
-                    ));
-                    return None;
-                }
-                let block = match fetch(artefacts, sha256, start..end).await {
-                    Ok(block) if block.len() as u64 == end - start => block,
-                    Ok(block) => {
-                        self.refused = Some(format!(
-                            "the store gave {} bytes of the object where {} were asked for",
-                            block.len(),
-                            end - start
-                        ));
-                        return None;
-                    }
-                    Err(err) => {
-                        self.refused = Some(format!("the object could not be read to be probed: {err}"));
-                        return None;
-                    }
-                };
-                self.fetched += end - start;
+                let block = self.fetch(artefacts, sha256, start).await?;
                 if self.cached.len() == CACHED_BLOCKS {
                     self.cached.pop_front();
                 }
@@ -220,7 +236,55 @@ impl Blocks {
         };
         let from = usize::try_from(offset - start).ok()?;
         let to = from.saturating_add(len as usize).min(block.len());
+        self.served += (to - from) as u64;
+        if self.served > OBJECT_SERVE_BUDGET {
+            return self.refuse(format!(
+                "the probe read more than {} MiB of the object",
+                OBJECT_SERVE_BUDGET / OBJECT_BLOCK_BYTES
+            ));
+        }
         Some(block.slice(from..to))
+    }
+
+    /// The block of the object from `start`, from the store, within the budget.
+    async fn fetch(&mut self, artefacts: &ArtefactStore, sha256: &Sha256, start: u64) -> Option<Bytes> {
+        let end = (start + OBJECT_BLOCK_BYTES).min(self.size);
+        if self.fetched + (end - start) > OBJECT_READ_BUDGET {
+            return self.refuse(format!(
+                "the probe needed more than {} MiB fetched from the store",
+                OBJECT_READ_BUDGET / OBJECT_BLOCK_BYTES
+            ));
+        }
+        let mut pause = FETCH_RETRY_PAUSE;
+        let mut retries = 0;
+        let fetched = loop {
+            match fetch(artefacts, sha256, start..end).await {
+                Err(err) if err.is_transient() && retries < FETCH_RETRIES => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 4;
+                    retries += 1;
+                }
+                fetched => break fetched,
+            }
+        };
+        self.fetched += end - start;
+        match fetched {
+            Ok(block) if block.len() as u64 == end - start => Some(block),
+            Ok(block) => {
+                tracing::warn!(asked = end - start, given = block.len(), "the store gave a probe a short block");
+                self.refuse("the object could not be read from the store to be probed".to_owned())
+            }
+            Err(err) => {
+                // The store's own words (its endpoint, its bucket) stay in the log, out of the signed manifest.
+                tracing::warn!(error = %err, "a probe could not read its object from the store");
+                self.refuse("the object could not be read from the store to be probed".to_owned())
+            }
+        }
+    }
+
+    fn refuse(&mut self, reason: String) -> Option<Bytes> {
+        self.refused = Some(reason);
+        None
     }
 }
 
@@ -285,7 +349,11 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         return std::process::ExitCode::FAILURE;
     }
     let probe = match object_size {
-        Some(size) => custodia_media::probe_source(wire::ParentObject::new(size)),
+        Some(size) => {
+            let object = wire::ParentObject::new(size);
+            let waited = object.waited();
+            custodia_media::probe_source(object, waited)
+        }
         None => custodia_media::probe(Path::new(&target)),
     };
     let json = serde_json::to_vec(&probe).unwrap_or_default();
@@ -303,6 +371,9 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
 ///   length asked for. Zero bytes before the object's end means no more will be given: the read fails.
 mod wire {
     use std::io::{Read, Seek, SeekFrom, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -319,21 +390,25 @@ mod wire {
     pub(super) struct ParentObject {
         size: u64,
         position: u64,
+        /// Nanoseconds spent waiting for the gateway's answers, shared with FFmpeg's time limit.
+        waited: Arc<AtomicU64>,
+        /// Set once the gateway gave more than was asked: the pipe is out of step, so nothing more is read.
+        broken: bool,
     }
 
     impl ParentObject {
         pub(super) fn new(size: u64) -> Self {
-            Self { size, position: 0 }
+            Self { size, position: 0, waited: Arc::new(AtomicU64::new(0)), broken: false }
         }
-    }
 
-    impl Read for ParentObject {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let left = self.size.saturating_sub(self.position);
-            let wanted = u32::try_from(left.min(buf.len() as u64)).unwrap_or(MAX_READ).min(MAX_READ);
-            if wanted == 0 {
-                return Ok(0);
-            }
+        /// How long this reader has waited for the gateway so far.
+        pub(super) fn waited(&self) -> impl Fn() -> Duration + Send + 'static {
+            let waited = Arc::clone(&self.waited);
+            move || Duration::from_nanos(waited.load(Ordering::Relaxed))
+        }
+
+        /// Asks the gateway for `wanted` bytes from the position, and reads the answer into `buf`.
+        fn ask(&mut self, buf: &mut [u8], wanted: u32) -> std::io::Result<usize> {
             let mut request = [0u8; 13];
             request[0] = READ;
             request[1..9].copy_from_slice(&self.position.to_be_bytes());
@@ -345,11 +420,34 @@ mod wire {
             let mut given = [0u8; 4];
             stdin.read_exact(&mut given)?;
             let given = u32::from_be_bytes(given);
-            if given == 0 || given > wanted {
+            if given == 0 {
                 return Err(std::io::Error::other("the gateway gave no more of the object"));
+            }
+            if given > wanted {
+                self.broken = true;
+                return Err(std::io::Error::other("the gateway gave more of the object than was asked for"));
             }
             let given = given as usize;
             stdin.read_exact(&mut buf[..given])?;
+            Ok(given)
+        }
+    }
+
+    impl Read for ParentObject {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.broken {
+                return Err(std::io::Error::other("the pipe from the gateway is out of step"));
+            }
+            let left = self.size.saturating_sub(self.position);
+            let wanted = u32::try_from(left.min(buf.len() as u64)).unwrap_or(MAX_READ).min(MAX_READ);
+            if wanted == 0 {
+                return Ok(0);
+            }
+            let asked = Instant::now();
+            let answered = self.ask(buf, wanted);
+            let waited = u64::try_from(asked.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.waited.fetch_add(waited, Ordering::Relaxed);
+            let given = answered?;
             self.position += given as u64;
             Ok(given)
         }
@@ -362,7 +460,7 @@ mod wire {
                 SeekFrom::End(by) => self.size.checked_add_signed(by),
                 SeekFrom::Current(by) => self.position.checked_add_signed(by),
             };
-            self.position = target.ok_or_else(|| std::io::Error::other("a seek before the object's start"))?;
+            self.position = target.ok_or_else(|| std::io::Error::other("a seek outside the object's range"))?;
             Ok(self.position)
         }
     }
@@ -379,7 +477,8 @@ mod wire {
 
     /// The gateway's side: answers the child's reads from `source` until it gives its answer, which is returned.
     pub(super) async fn serve(child: &mut tokio::process::Child, source: &mut Source<'_>) -> std::io::Result<Vec<u8>> {
-        let mut requests = child.stdout.take().ok_or_else(|| std::io::Error::other("the probe has no output"))?;
+        let requests = child.stdout.take().ok_or_else(|| std::io::Error::other("the probe has no output"))?;
+        let mut requests = tokio::io::BufReader::new(requests);
         let mut answers = child.stdin.take();
         loop {
             match requests.read_u8().await? {
@@ -417,16 +516,24 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_probe_is_given_at_most_its_budget_of_an_object() {
-        let dir = tempfile::tempdir().unwrap();
-        let artefacts = ArtefactStore::local(dir.path()).unwrap();
-        let size = OBJECT_READ_BUDGET + 3 * OBJECT_BLOCK_BYTES + 17;
+    /// `size` bytes of a pattern, stored in a local store in `dir`.
+    async fn stored(dir: &Path, size: u64) -> (ArtefactStore, Sha256, Vec<u8>) {
+        let artefacts = ArtefactStore::local(dir).unwrap();
         let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(bytes.clone()))]);
         let stored = artefacts.ingest(body, IngestOptions::default()).await.unwrap();
-        let sha256 = stored.sha256;
-        let at = |offset: u64| usize::try_from(offset).unwrap();
+        (artefacts, stored.sha256, bytes)
+    }
+
+    fn at(offset: u64) -> usize {
+        usize::try_from(offset).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_probe_is_given_at_most_its_budget_of_an_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let size = OBJECT_READ_BUDGET + 3 * OBJECT_BLOCK_BYTES + 17;
+        let (artefacts, sha256, bytes) = stored(dir.path(), size).await;
         let mut blocks = Blocks::new(size);
 
         // A read is answered from the block that holds it, and ends where that block ends.
@@ -451,19 +558,58 @@ mod tests {
         }
         assert!(blocks.read(&artefacts, &sha256, offset, 4).await.is_none());
         let refused = blocks.refused.clone().unwrap();
-        assert!(refused.contains("more than 64 MiB"), "{refused}");
+        assert!(refused.contains("more than 64 MiB fetched from the store"), "{refused}");
         // Refused once, refused for good, even what is kept.
         assert!(blocks.read(&artefacts, &sha256, offset - OBJECT_BLOCK_BYTES, 4).await.is_none());
     }
 
     #[tokio::test]
-    async fn an_object_the_store_cannot_give_is_refused_with_the_reason() {
+    async fn the_blocks_last_used_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocks_in_object = CACHED_BLOCKS as u64 + 4;
+        let (artefacts, sha256, bytes) = stored(dir.path(), blocks_in_object * OBJECT_BLOCK_BYTES).await;
+        let mut blocks = Blocks::new(blocks_in_object * OBJECT_BLOCK_BYTES);
+        // Going round as many blocks as are kept, again and again, fetches each once.
+        for _ in 0..10 {
+            for block in 0..CACHED_BLOCKS as u64 {
+                let offset = block * OBJECT_BLOCK_BYTES + 3;
+                let read = blocks.read(&artefacts, &sha256, offset, 8).await.unwrap();
+                assert_eq!(read[..], bytes[at(offset)..at(offset + 8)]);
+            }
+        }
+        assert_eq!(blocks.fetched, CACHED_BLOCKS as u64 * OBJECT_BLOCK_BYTES);
+        // The first block, used again now, stays when a new one comes; the second, used least lately, goes.
+        blocks.read(&artefacts, &sha256, 0, 8).await.unwrap();
+        blocks.read(&artefacts, &sha256, CACHED_BLOCKS as u64 * OBJECT_BLOCK_BYTES, 8).await.unwrap();
+        let fetched = blocks.fetched;
+        blocks.read(&artefacts, &sha256, 0, 8).await.unwrap();
+        assert_eq!(blocks.fetched, fetched, "the block used last was evicted");
+        blocks.read(&artefacts, &sha256, OBJECT_BLOCK_BYTES, 8).await.unwrap();
+        assert_eq!(blocks.fetched, fetched + OBJECT_BLOCK_BYTES, "the block used least lately was kept");
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_reads_a_kept_block_again_and_again_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (artefacts, sha256, _) = stored(dir.path(), OBJECT_BLOCK_BYTES).await;
+        let mut blocks = Blocks::new(OBJECT_BLOCK_BYTES);
+        let len = u32::try_from(OBJECT_BLOCK_BYTES).unwrap();
+        for _ in 0..OBJECT_SERVE_BUDGET / OBJECT_BLOCK_BYTES {
+            assert_eq!(blocks.read(&artefacts, &sha256, 0, len).await.unwrap().len() as u64, OBJECT_BLOCK_BYTES);
+        }
+        assert!(blocks.read(&artefacts, &sha256, 0, 1).await.is_none());
+        let refused = blocks.refused.unwrap();
+        assert!(refused.contains("read more than 256 MiB"), "{refused}");
+        assert_eq!(blocks.fetched, OBJECT_BLOCK_BYTES);
+    }
+
+    #[tokio::test]
+    async fn an_object_the_store_cannot_give_is_refused_in_words_of_our_own() {
         let dir = tempfile::tempdir().unwrap();
         let artefacts = ArtefactStore::local(dir.path()).unwrap();
         let missing = Sha256::of(b"never stored");
         let mut blocks = Blocks::new(1000);
         assert!(blocks.read(&artefacts, &missing, 0, 10).await.is_none());
-        let refused = blocks.refused.unwrap();
-        assert!(refused.starts_with("the object could not be read to be probed"), "{refused}");
+        assert_eq!(blocks.refused.unwrap(), "the object could not be read from the store to be probed");
     }
 }

@@ -77,11 +77,20 @@ async fn evidence_goes_into_the_bucket_and_comes_back_intact() {
 }
 
 /// On a remote store, media is probed all the same, where it is: read in ranges from the bucket through the probe
-/// child's pipes, described as the same bytes in a file are, and never copied to the data directory.
+/// child's pipes, described as the same bytes in a file are, and never copied to the data directory (where copies an
+/// earlier version left are removed at start-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_in_the_bucket_is_probed_in_ranges_without_a_copy() {
     let garage = Garage::start();
-    let gw = TestGateway::start_with(|config| on_garage(&garage, config)).await;
+    let gw = TestGateway::start_with(|config| {
+        on_garage(&garage, config);
+        // A whole copy an earlier version kept to probe from, left by a crash: evidence in the clear, removed.
+        let old_copies = config.gateway.data_dir.join("probing");
+        std::fs::create_dir_all(&old_copies).unwrap();
+        std::fs::write(old_copies.join("tmp.witness-statement"), b"a statement").unwrap();
+    })
+    .await;
+    assert!(!gw.dir.path().join("probing").exists(), "the copies an earlier version left are still there");
     let (clerk, session) = gw.person("clerk", "IT").await;
     gw.case("case-1").await;
     gw.member("case-1", &clerk, "clerk").await;

@@ -5,14 +5,14 @@
 //! before anything else starts) with a cleared environment. Before it opens the file, the child sets its own
 //! limits: address space, CPU time, no core files, no file it may write (file size 0), few open files, no new
 //! privileges, and death with its parent. (The workspace forbids `unsafe`, so the limits are not set between fork
-//! and exec; nothing of the file is read before they hold.) It writes the [`MediaProbe`] as JSON ([`wire`]) and
+//! and exec; nothing of the file is read before they hold.) It writes the [`MediaProbe`] as JSON (the `wire` module) and
 //! exits. The parent waits a bounded time and kills it after that, and kills at once a child that says what the
 //! protocol does not. Whatever happens to the child, the answer is a [`MediaProbe`]: `Unprobed` with the reason,
 //! never an error, so the upload goes on and nothing is lost. At most [`PROBES_AT_ONCE`] children run at once;
 //! further probes wait their turn.
 //!
 //! An object of a remote store (S3) is probed where it is, in ranges, never copied to disk whole: the child runs as
-//! `custodia probe <limits> --object <size>` and reads the object through the gateway ([`wire`]). It asks for a
+//! `custodia probe <limits> --object <size>` and reads the object through the gateway (the `wire` module). It asks for a
 //! range on its standard output; the gateway fetches the 1 MiB block that holds it from the store (keeping the
 //! [`CACHED_BLOCKS`] last used, and asking again, twice, when the store fails in a way that may pass) and answers on
 //! the child's standard input. FFmpeg reads what it needs to probe: a few megabytes for a whole recording, a few
@@ -324,7 +324,7 @@ const OBJECT_FLAG: &str = "--object";
 
 /// The child's side, `custodia probe <address space bytes> <cpu seconds> <path>` (or `--object <size>` in place
 /// of the path: an object read through the pipes): sets its limits, probes the file or object and writes the
-/// result as JSON ([`wire`]). Returns the exit code.
+/// result as JSON (the `wire` module). Returns the exit code.
 pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::ExitCode {
     let number = |arg: Option<OsString>| arg.and_then(|a| a.to_str().and_then(|s| s.parse::<u64>().ok()));
     let usage = || {

@@ -8,6 +8,15 @@
 import assert from 'node:assert/strict';
 import { keepPlaying } from '../src/lib/playback.js';
 
+// Browsers have CustomEvent; Node has it as a global only from 19 (Debian 12 ships Node 18): the DOM's definition,
+// an Event with a detail, for the watchdog's `custodia-skipped`.
+globalThis.CustomEvent ??= class CustomEvent extends Event {
+  constructor(type, options = {}) {
+    super(type, options);
+    this.detail = options.detail ?? null;
+  }
+};
+
 /** A video element as keepPlaying sees it: buffered ranges, a play head that moves only when told to. */
 class StandIn extends EventTarget {
   constructor(ranges, at) {

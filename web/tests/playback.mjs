@@ -121,6 +121,19 @@ test('a player waiting for media it does not hold, paused or ended, is never mov
   }
 });
 
+test('stalled in a sliver of media before another hole, the player is moved on to where media is held', async () => {
+  // Held: up to the seam, a sliver after it, then the rest from 5.1 on. Stalled at 5.01, in the sliver.
+  const video = new StandIn([[0, 4.99], [5.0, 5.03], [5.1, 30]], 5.01);
+  video.seeking = true;
+  keepPlaying(video);
+  assert.ok(await until(() => video.seeks.length >= 1, 30_000), `seeks: ${video.seeks}`);
+  video.remove();
+  // Neither a seek where it stands nor 0.04 s on holds a second ahead; 0.1 s on does, and is counted.
+  assert.deepEqual(video.seeks, [5.11]);
+  assert.equal(video.dataset.movedOn, '1');
+  assert.equal(video.dataset.skipped, '0.100');
+});
+
 test('a hole at a seam is jumped, and not counted as skipped past a stall', async () => {
   const video = new StandIn([[0, 5.05], [5.3, 30]], 5);
   keepPlaying(video);

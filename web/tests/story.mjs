@@ -1148,8 +1148,10 @@ async function portalHearings(page, hearingId) {
     const deadline = Date.now() + 45_000;
     const skipped = () => Number(video.dataset.skipped ?? 0);
     while (video.currentTime - skipped() < past && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    const buffered = Array.from({ length: video.buffered.length },
+      (_, i) => [Number(video.buffered.start(i).toFixed(3)), Number(video.buffered.end(i).toFixed(3))]);
     const result = { settled, loaded, whole, past, reached: video.currentTime, readyState: video.readyState,
-      movedOn: Number(video.dataset.movedOn ?? 0), skipped: skipped() };
+      seeking: video.seeking, buffered, movedOn: Number(video.dataset.movedOn ?? 0), skipped: skipped() };
     video.remove();
     return result;
   }, url);

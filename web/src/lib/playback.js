@@ -140,9 +140,13 @@ export function keepPlaying(video) {
     if (now - stillSince < STALL_MS || nudges >= NUDGES.length) return;
     stillSince = now;
     const at = video.currentTime;
-    const to = at + NUDGES[nudges];
-    if (heldAfter(video, to) < HELD_AFTER_NUDGE_SECONDS) return;
-    nudges += 1;
+    // The next nudge whose target holds what lies ahead: one that lands in a sliver of a range (before another
+    // hole at a seam) is passed over for a later one. None held: the player waits for media, and no try is spent.
+    let next = nudges;
+    while (next < NUDGES.length && heldAfter(video, at + NUDGES[next]) < HELD_AFTER_NUDGE_SECONDS) next += 1;
+    if (next >= NUDGES.length) return;
+    const to = at + NUDGES[next];
+    nudges = next + 1;
     nudgedAt = to;
     video.dataset.movedOn = String(Number(video.dataset.movedOn ?? 0) + 1);
     if (to > at) {

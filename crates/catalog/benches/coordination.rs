@@ -10,7 +10,8 @@
 //! Goal: no worse with three processes than with one. `cargo bench -p custodia-catalog --bench coordination`
 //! (garage from `scripts/garage.sh`, named by `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS`
 //! (the length of each measurement, 10) and
-//! `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in turn, 3; the figures are the medians).
+//! `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the figures
+//! are the medians).
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -37,18 +38,23 @@ async fn main() -> Result<(), BoxError> {
     let key = signer.expose_secret().to_owned();
     println!("custodia log coordination benchmark: {appenders} appenders in all, {seconds} s each");
 
-    let rounds: usize = env_or("COORDINATION_BENCH_ROUNDS", 3)?;
+    let rounds: usize = env_or("COORDINATION_BENCH_ROUNDS", 4)?;
     let servers = Servers { postgres: &postgres, garage: &garage };
     let alone = Log::open(garage.object_store(), StorePath::from("alone"), signer, LogOptions::default()).await?;
-    // Each round measures every arrangement once, in turn, so that a machine busier in one part of the run than in
-    // another weighs on all of them alike; each figure is the median of its rounds.
+    // Every arrangement is measured once a round, and in each round they go in a different order (each comes first,
+    // second, third and last in four rounds): garage grows slower as it holds more, and a machine busier in one part
+    // of the run than in another then weighs on all of them alike. Each figure is the median of its rounds.
     let mut alone_rates = Vec::new();
     let mut coordinated: [Vec<f64>; 3] = Default::default();
-    for round in 1..=rounds {
-        let (rate, cpu) = measure(std::slice::from_ref(&alone), appenders, duration, &servers).await?;
-        println!("round {round}: one process alone (no database): {rate:.0} appends/s; {cpu}");
-        alone_rates.push(rate);
-        for processes in 1..=3 {
+    for round in 0..rounds {
+        for position in 0..4 {
+            let processes = (position + 4 - round % 4) % 4;
+            if processes == 0 {
+                let (rate, cpu) = measure(std::slice::from_ref(&alone), appenders, duration, &servers).await?;
+                println!("round {}: one process alone (no database): {rate:.0} appends/s; {cpu}", round + 1);
+                alone_rates.push(rate);
+                continue;
+            }
             let mut logs = Vec::new();
             for _ in 0..processes {
                 let catalog = Catalog::connect(&postgres.url).await?;
@@ -65,7 +71,7 @@ async fn main() -> Result<(), BoxError> {
                 logs.push(log);
             }
             let (rate, cpu) = measure(&logs, appenders, duration, &servers).await?;
-            println!("round {round}: {processes} coordinated process(es): {rate:.0} appends/s; {cpu}");
+            println!("round {}: {processes} coordinated process(es): {rate:.0} appends/s; {cpu}", round + 1);
             coordinated[processes - 1].push(rate);
             for log in logs {
                 log.close().await;

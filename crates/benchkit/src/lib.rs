@@ -173,6 +173,18 @@ pub fn process_cpu_seconds() -> io::Result<f64> {
 /// children that have exited and were waited for (a database server's closed backends): what a server and its
 /// workers cost, read from `/proc`. 0 for a process that is gone.
 pub fn process_tree_cpu_seconds(root: u32) -> f64 {
+    let ticks: u64 = process_tree(root)
+        .iter()
+        .map(|pid| {
+            let path = format!("/proc/{pid}/stat");
+            cpu_ticks(&path, 14).unwrap_or(0) + cpu_ticks(&path, 16).unwrap_or(0)
+        })
+        .sum();
+    ticks as f64 / clock_ticks_per_second()
+}
+
+/// Process `root` and every process under it, read from `/proc`.
+fn process_tree(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
@@ -186,14 +198,21 @@ pub fn process_tree_cpu_seconds(root: u32) -> f64 {
         tree.extend(parents.iter().filter(|(_, parent)| *parent == pid).map(|(child, _)| *child));
         at += 1;
     }
-    let ticks: u64 = tree
-        .iter()
-        .map(|pid| {
-            let path = format!("/proc/{pid}/stat");
-            cpu_ticks(&path, 14).unwrap_or(0) + cpu_ticks(&path, 16).unwrap_or(0)
-        })
-        .sum();
-    ticks as f64 / clock_ticks_per_second()
+    tree
+}
+
+/// Keeps process `root`, every process under it and all their threads on the CPUs `cpus` (a list as `taskset`
+/// takes it: "0", "2-3"), with util-linux's `taskset`. Processes and threads they start later inherit it.
+pub fn pin_process_tree(root: u32, cpus: &str) -> io::Result<()> {
+    for pid in process_tree(root) {
+        let output = Command::new("taskset").args(["-a", "-p", "-c", cpus, &pid.to_string()]).output()?;
+        // A process that exited meanwhile has nothing left to pin.
+        if !output.status.success() && fs::metadata(format!("/proc/{pid}")).is_ok() {
+            let reason = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            return Err(io::Error::other(format!("taskset could not pin process {pid} to CPUs {cpus}: {reason}")));
+        }
+    }
+    Ok(())
 }
 
 /// How many per second: `count` things (operations, bytes) in `elapsed`.

@@ -24,6 +24,10 @@
 //!   gateways no worse than with one. (On one machine the gateways share its cores, garage and PostgreSQL, so more
 //!   gateways cannot add capacity here; what this shows is what coordinating them costs.)
 //!
+//! - **Servers on CPUs of their own**: the one-gateway ingest and its direct PUT once more, last, with garage and
+//!   PostgreSQL pinned (`taskset`) to one half of the machine's cores and the gateway and curl to the other, as
+//!   deployed (the store and the database on machines of their own). Same goal.
+//!
 //! Tuning, by environment variable: `SCALE_BENCH_BYTES` (the file, 268435456), `SCALE_BENCH_RUNS` (3),
 //! `SCALE_BENCH_APPENDS` (small uploads per configuration, 400).
 #![allow(clippy::print_stdout)]
@@ -204,6 +208,26 @@ fn main() -> Result<(), BoxError> {
             measure(&name, binary, dir.path(), env, gateways, Some(&shared), components, bytes, runs, appends)?;
         several.push((gateways, measured));
     }
+    // Deployed, the store and the database run on machines of their own, and the gateway does not take its CPU
+    // from them. The same comparison once more, last (this process, and so the gateway and curl it starts from now
+    // on, pinned to one half of the cores; garage and PostgreSQL, with every process and thread they start, to the
+    // other): the direct PUT beside each of the gateway's uploads, as before.
+    let separated = match cores as usize {
+        0 | 1 => None,
+        all => {
+            let half = all / 2;
+            let (near, far) = (format!("0-{}", half - 1), format!("{half}-{}", all - 1));
+            custodia_benchkit::pin_process_tree(std::process::id(), &near)?;
+            for server in [garage.pid(), postgres.pid()].into_iter().flatten() {
+                custodia_benchkit::pin_process_tree(server, &far)?;
+            }
+            let name = format!("garage and PostgreSQL on CPUs {far}, 1 gateway and curl on CPUs {near}");
+            let (measured, _) =
+                measure(&name, binary, dir.path(), &scaled_env, 1, Some(&shared), components, bytes, runs, appends)?;
+            let (direct, _) = measured.direct.ok_or("the direct PUT was not measured")?;
+            Some((measured.ingest, direct, far, near))
+        }
+    };
 
     let mut table = Table::new(["measurement", "gateway", "peer or default (same run)", "ratio"]);
     let share = scaled.ingest / direct;
@@ -222,6 +246,14 @@ fn main() -> Result<(), BoxError> {
         format!("direct PUT {:.2}x of {}", direct / direct_ceiling, mb_per_s(direct_ceiling)),
         format!("ceilings {:.2}x", scaled_ceiling / direct_ceiling),
     ]);
+    if let Some((ingest, direct, far, near)) = &separated {
+        table.row([
+            format!("ingest, garage + PostgreSQL on CPUs {far} of their own, gateway and curl on CPUs {near}"),
+            mb_per_s(*ingest),
+            format!("direct PUT to garage, curl on CPUs {near}, {}", mb_per_s(*direct)),
+            format!("{:.2}x (goal {GOAL_SHARE_OF_DIRECT_PUT:.2}x)", ingest / direct),
+        ]);
+    }
     table.row([
         format!("ingest, {} file, embedded default", size_text(bytes)),
         mb_per_s(embedded.ingest),
@@ -263,6 +295,14 @@ fn main() -> Result<(), BoxError> {
             ratio: format!("{:.2}x", scaled.appends / embedded.appends),
         },
     ];
+    if let Some((ingest, direct, _, _)) = &separated {
+        headlines.push(Headline {
+            measurement: "ingest on garage + PostgreSQL, servers on CPUs of their own".to_owned(),
+            figure: mb_per_s(*ingest),
+            against: format!("direct PUT {}", mb_per_s(*direct)),
+            ratio: format!("{:.2}x", ingest / direct),
+        });
+    }
     for (gateways, measured) in &several {
         headlines.push(Headline {
             measurement: format!("appends/s, {gateways} gateways on one log"),
@@ -333,11 +373,15 @@ fn measure(
     // With one gateway on garage, the peer goes first in each run.
     let peer = gateways == 1 && postgres.is_some();
     let (mut direct_best, mut direct_cpu) = (Duration::MAX, Cpu::default());
+    // Every file is new to garage (a file of its own for every configuration, run, gateway and the peer): garage
+    // stores a block it holds already only once, so an upload of the same bytes again would cost it next to nothing.
+    let configuration = name.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
     for run in 0..runs {
         // The peer goes first in every other run, the gateway in the others: garage grows slower as it fills, so
         // neither always meets it fuller.
         let mut direct_run = || -> Result<(), BoxError> {
-            let (took, cpu) = direct_put(garage, dir, bytes, 0xd1ec7 + run as u64)?;
+            let seed = configuration.wrapping_add(0xd1ec7 + run as u64);
+            let (took, cpu) = direct_put(garage, dir, bytes, seed)?;
             direct_best = direct_best.min(took);
             direct_cpu = direct_cpu.plus(&cpu);
             Ok(())
@@ -348,9 +392,7 @@ fn measure(
         let mut files = Vec::new();
         for (n, _) in servers.iter().enumerate() {
             let file = dir.join(format!("{slug}-{n}.bin"));
-            // A file of its own for every configuration, run and gateway: one already stored would only be hashed.
-            let configuration =
-                name.bytes().fold(0u64, |hash, byte| hash.wrapping_mul(31).wrapping_add(u64::from(byte)));
+            // (The gateway would also only hash a file it stored already.)
             let seed = configuration.wrapping_add((run * 10 + n) as u64);
             files.push((file.clone(), write_pseudo_random(&file, bytes, seed)?));
         }

@@ -45,7 +45,8 @@ use bytes::Bytes;
 use custodia_core::{Sha256, Sha256Hasher};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _, WriteMultipart};
+use object_store::buffered::BufWriter;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
 
 pub mod object_lock;
 
@@ -314,7 +315,7 @@ impl ArtefactStore {
         let staging = self.path(&[STAGING, &random_name()]);
         let streamed = match self.local_file(&staging) {
             Some(file) => stream_into_file(file, body, Intake::new(options.max_size)).await.map(Intake::finish),
-            None => self.stream_into_store(&staging, body, options.max_size).await,
+            None => self.write_object(&staging, body, Intake::new(options.max_size), None).await,
         };
         let result = match streamed {
             Ok((sha256, size)) => self.publish(&staging, sha256, size, options.expected_sha256).await,
@@ -391,21 +392,8 @@ impl ArtefactStore {
             }
             intake.finish()
         } else {
-            let upload = self.store.put_multipart(&target).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            match stream_into(&mut writer, body, max_size).await {
-                Ok((sha256, size)) if sha256 == expected => {
-                    writer.finish().await?;
-                    (sha256, size)
-                }
-                streamed => {
-                    // Not the bytes stated, or cut off: the upload is never completed, so no object appears.
-                    if let Err(abort) = writer.abort().await {
-                        tracing::warn!(error = %abort, "could not abort a refused upload's multipart upload");
-                    }
-                    streamed?
-                }
-            }
+            // Completed only if the bytes are what the client stated.
+            self.write_object(&target, body, Intake::new(max_size), Some(expected)).await?
         };
         if sha256 != expected {
             return Err(StoreError::DigestMismatch { expected, actual: sha256 });
@@ -414,30 +402,44 @@ impl ArtefactStore {
         Ok(StoredArtefact { sha256, size, newly_stored: !stored })
     }
 
-    /// Streams `body` into a multipart upload to `staging`: the way into any object store.
-    async fn stream_into_store<S, E>(
+    /// Streams `body` through `intake` into a new object at `path`, whole or not at all, with object_store's
+    /// `BufWriter`: one PUT for what fits in one part, a multipart upload of [`PART_SIZE`] parts ([`PARTS_IN_FLIGHT`]
+    /// at a time) for more. The object is completed only if the body ended well and, with `expected`, hashed to it;
+    /// otherwise nothing was put, or the multipart upload is aborted (it is no object until completed). Returns the
+    /// digest (of a counting intake, the default) and size of what was taken, kept or not.
+    async fn write_object<S, E>(
         &self,
-        staging: &Path,
+        path: &Path,
         body: S,
-        max_size: Option<u64>,
+        intake: Intake,
+        expected: Option<Sha256>,
     ) -> Result<(Sha256, u64), StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
-        let upload = self.store.put_multipart(staging).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let streamed = stream_into(&mut writer, body, max_size).await;
-        match streamed {
-            Ok(done) => {
-                writer.finish().await?;
-                Ok(done)
+        let mut writer =
+            BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE).with_max_concurrency(PARTS_IN_FLIGHT);
+        let mut intake = intake;
+        let mut body = std::pin::pin!(body);
+        let streamed = async {
+            while let Some(chunk) = body.next().await {
+                writer.put(intake.take(chunk)?).await?;
             }
-            Err(err) => {
+            Ok::<_, StoreError>(())
+        }
+        .await
+        .map(|()| intake.finish());
+        match streamed {
+            Ok((sha256, size)) if expected.is_none_or(|expected| expected == sha256) => {
+                tokio::io::AsyncWriteExt::shutdown(&mut writer).await.map_err(finishing_error)?;
+                Ok((sha256, size))
+            }
+            streamed => {
                 if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a failed upload's staging object");
+                    tracing::warn!(error = %abort, "could not abort a refused or failed multipart upload");
                 }
-                Err(err)
+                streamed
             }
         }
     }
@@ -657,51 +659,14 @@ impl ArtefactStore {
         })
     }
 
-    /// Streams `body` into the object at `path`, whole or not at all: one PUT for what fits in one part, a
-    /// multipart upload (aborted if the body fails) for more. Returns the bytes written.
+    /// Streams `body` into the object at `path`, whole or not at all ([`Self::write_object`]). Returns the bytes
+    /// written.
     async fn stream_into_object<S, E>(&self, path: &Path, body: S) -> Result<u64, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
-        let mut intake = Intake::counting();
-        let mut body = std::pin::pin!(body);
-        let mut first_part = Vec::new();
-        while intake.size < PART_SIZE as u64 {
-            match body.next().await {
-                Some(chunk) => first_part.push(intake.take(chunk)?),
-                None => {
-                    self.store.put(path, first_part.into_iter().collect()).await?;
-                    return Ok(intake.size);
-                }
-            }
-        }
-        let upload = self.store.put_multipart(path).await?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let streamed = async {
-            for chunk in first_part {
-                writer.put(chunk);
-            }
-            while let Some(chunk) = body.next().await {
-                let chunk = intake.take(chunk)?;
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                writer.put(chunk);
-            }
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        match streamed {
-            Ok(()) => {
-                writer.finish().await?;
-                Ok(intake.size)
-            }
-            Err(err) => {
-                if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a failed chunk's multipart upload");
-                }
-                Err(err)
-            }
-        }
+        Ok(self.write_object(path, body, Intake::counting(), None).await?.1)
     }
 }
 
@@ -741,23 +706,12 @@ impl Intake {
     }
 }
 
-async fn stream_into<S, E>(
-    writer: &mut WriteMultipart,
-    body: S,
-    max_size: Option<u64>,
-) -> Result<(Sha256, u64), StoreError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Send,
-    E: fmt::Display,
-{
-    let mut intake = Intake::new(max_size);
-    let mut body = std::pin::pin!(body);
-    while let Some(chunk) = body.next().await {
-        let chunk = intake.take(chunk)?;
-        writer.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-        writer.put(chunk);
+/// The store's error inside the `io::Error` object_store's `BufWriter` finishes with.
+fn finishing_error(err: std::io::Error) -> StoreError {
+    match err.downcast::<object_store::Error>() {
+        Ok(err) => StoreError::Backend(err),
+        Err(err) => StoreError::Backend(object_store::Error::Generic { store: "object store", source: Box::new(err) }),
     }
-    Ok(intake.finish())
 }
 
 /// Streams `body` into a new local file at `path`, through `intake` (which counts and may hash it) in the same

@@ -60,26 +60,30 @@ async fn ingest_hashes_in_one_pass_and_dedupes() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, store, root) in stores(dir.path()) {
         eprintln!("through a {kind}");
-        ingest_and_dedupe(&store, &root).await;
+        // One PUT for what fits in a part; larger than the interval at which a local writer syncs, and not a
+        // multiple of any part size.
+        for len in [1024 + 17, 40 * 1024 * 1024 + 17] {
+            ingest_and_dedupe(&store, &root, &data(len)).await;
+        }
     }
 }
 
-async fn ingest_and_dedupe(store: &ArtefactStore, root: &std::path::Path) {
-    // Larger than the interval at which a local writer syncs, and not a multiple of any part size.
-    let bytes = data(40 * 1024 * 1024 + 17);
-    let digest = Sha256::of(&bytes);
+async fn ingest_and_dedupe(store: &ArtefactStore, root: &std::path::Path, bytes: &[u8]) {
+    let digest = Sha256::of(bytes);
 
+    let stored_before = files(root).len();
     let stored = store
-        .ingest(chunks(&bytes, 64 * 1024), IngestOptions { expected_sha256: Some(digest), max_size: None })
+        .ingest(chunks(bytes, 64 * 1024), IngestOptions { expected_sha256: Some(digest), max_size: None })
         .await
         .unwrap();
     assert_eq!((stored.sha256, stored.size, stored.newly_stored), (digest, bytes.len() as u64, true));
     let hex = digest.to_hex();
-    assert_eq!(files(root), [format!("objects/sha256/{}/{hex}", &hex[..2])]);
+    assert!(files(root).contains(&format!("objects/sha256/{}/{hex}", &hex[..2])));
+    assert_eq!(files(root).len(), stored_before + 1, "one object, nothing staged");
 
-    let again = store.ingest(chunks(&bytes, 1000), IngestOptions::default()).await.unwrap();
+    let again = store.ingest(chunks(bytes, 1000), IngestOptions::default()).await.unwrap();
     assert_eq!((again.sha256, again.newly_stored), (digest, false), "same bytes, one object");
-    assert_eq!(files(root).len(), 1);
+    assert_eq!(files(root).len(), stored_before + 1);
 
     let read: Vec<Bytes> = store.read(&digest, None).await.unwrap().try_collect().await.unwrap();
     assert_eq!(read.concat(), bytes);
@@ -93,35 +97,38 @@ async fn bad_uploads_leave_nothing() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, store, root) in stores(dir.path()) {
         eprintln!("through a {kind}");
-        bad_uploads(&store, &root).await;
+        // Within one part (a single PUT, never made) and past it (a multipart upload, aborted).
+        for len in [3 * 1024 * 1024, 9 * 1024 * 1024 + 5] {
+            bad_uploads(&store, &root, &data(len)).await;
+        }
     }
 }
 
-async fn bad_uploads(store: &ArtefactStore, root: &std::path::Path) {
-    let bytes = data(3 * 1024 * 1024);
+async fn bad_uploads(store: &ArtefactStore, root: &std::path::Path, bytes: &[u8]) {
 
     let wrong = Sha256::of(b"something else");
     let err = store
-        .ingest(chunks(&bytes, 65536), IngestOptions { expected_sha256: Some(wrong), max_size: None })
+        .ingest(chunks(bytes, 65536), IngestOptions { expected_sha256: Some(wrong), max_size: None })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::DigestMismatch { expected, .. } if expected == wrong), "{err}");
 
+    let received = bytes.len() - 1000;
     let cut = futures::stream::iter(vec![
-        Ok(Bytes::from(bytes[..1000].to_vec())),
+        Ok(Bytes::copy_from_slice(&bytes[..received])),
         Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
     ]);
     let err = store.ingest(cut, IngestOptions::default()).await.unwrap_err();
-    assert!(matches!(err, StoreError::Interrupted { received: 1000, .. }), "{err}");
+    assert!(matches!(err, StoreError::Interrupted { received: r, .. } if r == received as u64), "{err}");
 
     let err = store
-        .ingest(chunks(&bytes, 65536), IngestOptions { expected_sha256: None, max_size: Some(1024 * 1024) })
+        .ingest(chunks(bytes, 65536), IngestOptions { expected_sha256: None, max_size: Some(1024 * 1024) })
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
 
     assert_eq!(files(root), Vec::<String>::new(), "no object and no staging left behind");
-    assert!(matches!(store.read(&Sha256::of(&bytes), None).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.read(&Sha256::of(bytes), None).await, Err(StoreError::NotFound(_))));
 }
 
 #[tokio::test]

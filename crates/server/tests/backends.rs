@@ -76,9 +76,10 @@ async fn evidence_goes_into_the_bucket_and_comes_back_intact() {
     assert!(listed("probes").await.is_empty(), "the start-up probe left objects behind");
 }
 
-/// On a remote store, media is probed all the same, where it is: read in ranges from the bucket through the probe
-/// child's pipes, described as the same bytes in a file are, and never copied to the data directory (where copies an
-/// earlier version left are removed at start-up).
+/// On a remote store, media is probed all the same, through the probe child's pipes: from the beginning and end the
+/// gateway kept as the upload streamed into the bucket, and the rest read in ranges from the bucket. It is described
+/// as the same bytes in a file are, and never copied to the data directory (where copies an earlier version left are
+/// removed at start-up).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_in_the_bucket_is_probed_in_ranges_without_a_copy() {
     let garage = Garage::start();

@@ -8,7 +8,7 @@ mod support;
 
 use custodia_core::Sha256;
 use custodia_media::MediaProbe;
-use custodia_service::probe::{ProbeLimits, Prober};
+use custodia_service::probe::{ProbeLimits, Prober, SEEN_HEAD_BYTES, SEEN_TAIL_BYTES, Seen};
 use custodia_store::{ArtefactStore, CreateOnly, IngestOptions, StoredArtefact};
 use custodia_tests::failing_store::FailingStore;
 use serde_json::Value;
@@ -153,10 +153,47 @@ async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
         let dir = tempfile::tempdir().unwrap();
         let (artefacts, stored) = stored(dir.path(), bytes).await;
         let from_file = prober.probe(&artefacts.local_path(&stored.sha256).unwrap()).await;
-        let in_ranges = prober.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+        let in_ranges = prober.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
         assert!(matches!(in_ranges, MediaProbe::Probed(_)), "{name}: {in_ranges:?}");
         assert_eq!(in_ranges, from_file, "{name}");
     }
+}
+
+/// What the gateway kept of an upload as it streamed into the store (its beginning and its end) is what a probe
+/// reads: an MP4 larger than both together, with its index at the end, is probed as its file is while every read
+/// from the store fails, so nothing was read from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_streamed_in_is_probed_without_reading_the_store() {
+    let mp4 = made_by_ffmpeg(
+        "moov-last.mp4",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x480:rate=25,noise=alls=100:allf=t",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440",
+        ]
+        .into_iter()
+        .chain(["-t", "12", "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac"])
+        .collect::<Vec<_>>(),
+    );
+    assert!(mp4.len() as u64 > SEEN_HEAD_BYTES + SEEN_TAIL_BYTES + (1 << 20), "{} bytes: all kept", mp4.len());
+    let (store, artefacts, stored) = stored_remotely(mp4.clone()).await;
+    let mut seen = Seen::default();
+    for chunk in mp4.chunks(65_536 + 7) {
+        seen.observe(&bytes::Bytes::copy_from_slice(chunk));
+    }
+    store.fail_next_gets.store(1_000, Ordering::SeqCst);
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size, Some(seen)).await;
+    assert_eq!(store.fail_next_gets.load(Ordering::SeqCst), 1_000, "the store was read");
+    assert!(matches!(probe, MediaProbe::Probed(_)), "{probe:?}");
+    assert_eq!(probe, probed_as_a_file(&mp4).await);
+    // Without it, the same reads go to the store, and fail.
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
+    assert!(matches!(probe, MediaProbe::Unprobed { .. }), "{probe:?}");
 }
 
 /// A child that says what the protocol does not (a hostile file that took the probe over, or another program):
@@ -174,7 +211,7 @@ async fn a_probe_child_that_breaks_the_protocol_gets_nothing() {
     };
     // Not a request at all.
     let garbage = script("garbage", "printf 'X'");
-    let probe = garbage.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = garbage.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("not a request"), "{reason}");
     // A read asked by a child probing a file of its own: there is no object to read.
@@ -184,22 +221,22 @@ async fn a_probe_child_that_breaks_the_protocol_gets_nothing() {
     assert!(reason.contains("bytes of no object"), "{reason}");
     // An answer longer than any probe's.
     let long = script("long", r"printf 'J\177\000\000\000'");
-    let probe = long.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = long.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("too long"), "{reason}");
     // Nonsense, then hanging on: stopped at once, for what it said (not after the wall-clock limit).
     let hanging = script("hanging", "printf 'X'; exec sleep 60");
-    let probe = hanging.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = hanging.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("not a request"), "{reason}");
     // An answer, then not ending: the answer is not taken.
     let lingering = script("lingering", r"printf 'J\000\000\000\002{}'; exec sleep 60");
-    let probe = lingering.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = lingering.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("did not end after it answered"), "{reason}");
     // Stopping in the middle of a request.
     let cut = script("cut", r"printf 'R\000\000'");
-    let probe = cut.probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = cut.probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     let MediaProbe::Unprobed { reason } = probe else { panic!("{probe:?}") };
     assert!(reason.contains("not understood"), "{reason}");
 }
@@ -229,7 +266,7 @@ async fn a_slow_store_does_not_change_what_a_probe_finds() {
     let clip = support::webm_clip();
     let (store, artefacts, stored) = stored_remotely(clip.clone()).await;
     store.next_get_delay_ms.store(11_000, Ordering::SeqCst);
-    let in_ranges = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let in_ranges = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     assert_eq!(store.next_get_delay_ms.load(Ordering::SeqCst), 0, "the store was not slow");
     assert!(matches!(in_ranges, MediaProbe::Probed(_)), "{in_ranges:?}");
     assert_eq!(in_ranges, probed_as_a_file(&clip).await);
@@ -242,11 +279,11 @@ async fn a_store_failing_for_a_moment_is_asked_again() {
     let clip = support::webm_clip();
     let (store, artefacts, stored) = stored_remotely(clip.clone()).await;
     store.fail_next_gets.store(2, Ordering::SeqCst);
-    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     assert_eq!(store.fail_next_gets.load(Ordering::SeqCst), 0);
     assert_eq!(probe, probed_as_a_file(&clip).await);
     store.fail_next_gets.store(3, Ordering::SeqCst);
-    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size).await;
+    let probe = prober(None).probe_stored(&artefacts, &stored.sha256, stored.size, None).await;
     assert_eq!(
         probe,
         MediaProbe::Unprobed { reason: "the object could not be read from the store to be probed".to_owned() }

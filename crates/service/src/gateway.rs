@@ -33,6 +33,7 @@ use crate::clock::Clock;
 pub use crate::error::{BoxError, ErrorClass, GatewayError, Result, SERVED_ELSEWHERE, bad_input};
 use crate::identity::Principal;
 pub use crate::identity::actor_of;
+use crate::probe::Seen;
 
 /// The purpose of every custody record a live hearing writes.
 pub const HEARING_PURPOSE: &str = "remote testimony";
@@ -1166,6 +1167,15 @@ impl Gateway {
         E: std::fmt::Display,
     {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
+        // What a probe will read first is kept as it streams into a remote store, so that it need not be fetched
+        // back (a local store's file is probed where it lies).
+        let seen = (!self.artefacts.is_local()).then(|| Arc::new(std::sync::Mutex::new(Seen::default())));
+        let watching = seen.clone();
+        let body = futures::StreamExt::inspect(body, move |chunk| {
+            if let (Some(seen), Ok(chunk)) = (&watching, chunk) {
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe(chunk);
+            }
+        });
         let stored = match self.artefacts.ingest(body, options).await {
             Ok(stored) => stored,
             Err(err) => {
@@ -1173,7 +1183,9 @@ impl Gateway {
                 return Err(err.into());
             }
         };
-        self.register_stored(caller, case, arrival, request, stored, new_artefact_id()).await
+        let seen =
+            seen.map(|seen| std::mem::take(&mut *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)));
+        self.register_stored(caller, case, arrival, request, (stored, seen), new_artefact_id()).await
     }
 
     /// [`Gateway::register_as`] from the point where the artefact's bytes are durable at their content address.
@@ -1183,7 +1195,7 @@ impl Gateway {
         case: &CaseId,
         arrival: Arrival<'_>,
         request: UploadRequest,
-        stored: custodia_store::StoredArtefact,
+        (stored, seen): (custodia_store::StoredArtefact, Option<Seen>),
         artefact: ArtefactId,
     ) -> Result<Registered> {
         let mut manifest = Manifest::new(
@@ -1197,7 +1209,7 @@ impl Gateway {
             caller.actor(),
         );
         manifest.original_name = request.original_name.clone();
-        manifest.media = Some(self.probe(&stored.sha256, stored.size).await);
+        manifest.media = Some(self.probe(&stored.sha256, stored.size, seen).await);
         let signed = manifest.sign(&self.signing_key).map_err(|err| GatewayError::internal("register stored", err))?;
         self.put_once(&manifest_path(&artefact), signed.bytes(), "manifest").await?;
         let policy = request
@@ -1267,12 +1279,12 @@ impl Gateway {
 
     /// Describes the stored artefact's media, of `size` bytes: from its file in a local store, else read in ranges
     /// from the remote store (never copied to disk whole).
-    async fn probe(&self, sha256: &Sha256, size: u64) -> serde_json::Value {
+    async fn probe(&self, sha256: &Sha256, size: u64, seen: Option<Seen>) -> serde_json::Value {
         use custodia_media::MediaProbe;
         let probe = match (&self.prober, self.artefacts.local_path(sha256)) {
             (None, _) => MediaProbe::Unprobed { reason: "no media prober is configured".into() },
             (Some(prober), Some(path)) => prober.probe(&path).await,
-            (Some(prober), None) => prober.probe_stored(&self.artefacts, sha256, size).await,
+            (Some(prober), None) => prober.probe_stored(&self.artefacts, sha256, size, seen).await,
         };
         serde_json::to_value(probe).unwrap_or(serde_json::Value::Null)
     }
@@ -1848,7 +1860,7 @@ impl Gateway {
     ) -> Result<Registered> {
         let (file, sha256, size) = staged;
         let stored = self.artefacts.ingest_file(file, sha256, size).await?;
-        self.register_stored(provider, case, Arrival::Direct, request, stored, artefact).await
+        self.register_stored(provider, case, Arrival::Direct, request, (stored, None), artefact).await
     }
 
     /// The provider's use policy on an artefact received from a partner, and its record, made again if a crash

@@ -88,6 +88,12 @@ pub const OBJECT_READ_BUDGET: u64 = 64 * OBJECT_BLOCK_BYTES;
 /// The most a probe may read of an object through its pipe, from blocks kept or fetched: a child that asks for the
 /// same kept block again and again costs the gateway this much at most.
 pub const OBJECT_SERVE_BUDGET: u64 = 4 * OBJECT_READ_BUDGET;
+/// How much of an upload's beginning and end is kept as it streams into a remote store ([`Seen`]): the beginning
+/// holds what FFmpeg reads to probe ([`custodia_media::PROBE_SIZE`], 5 MB) with room to spare; the end, the index
+/// some formats keep there (an MP4's `moov`, whose size grows with the duration) and what FFmpeg reads to estimate
+/// a duration.
+pub const SEEN_HEAD_BYTES: u64 = 6 * OBJECT_BLOCK_BYTES;
+pub const SEEN_TAIL_BYTES: u64 = 2 * OBJECT_BLOCK_BYTES;
 /// How many times a block is asked for again when the store fails in a way that may pass, and the first pause.
 const FETCH_RETRIES: u32 = 2;
 const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -120,9 +126,16 @@ impl Prober {
 
     /// Describes the artefact `sha256` of `size` bytes in `artefacts` (a remote store), read in ranges by a child
     /// process under the limits; nothing of it is written to disk. Never fails.
-    pub async fn probe_stored(&self, artefacts: &ArtefactStore, sha256: &Sha256, size: u64) -> MediaProbe {
+    /// A block that lies within what `seen` kept of the object as it streamed in is served from there, not fetched.
+    pub async fn probe_stored(
+        &self,
+        artefacts: &ArtefactStore,
+        sha256: &Sha256,
+        size: u64,
+        seen: Option<Seen>,
+    ) -> MediaProbe {
         let size_arg = size.to_string();
-        let blocks = Blocks::new(size);
+        let blocks = Blocks::new(size).with_seen(seen);
         self.run(&[OBJECT_FLAG.as_ref(), size_arg.as_ref()], Source::Object { artefacts, sha256, blocks }).await
     }
 
@@ -193,9 +206,89 @@ fn unprobed(reason: String) -> MediaProbe {
     MediaProbe::Unprobed { reason }
 }
 
+/// The first [`SEEN_HEAD_BYTES`] and the last [`SEEN_TAIL_BYTES`] (or more, up to a chunk) of an object, kept as
+/// they streamed past on their way into the store (the chunks themselves, not copies), so that a probe reads them
+/// from memory rather than from the store: most probes read nothing else. They are the bytes stored: the store
+/// hashed the same stream, and keeps it under that digest.
+#[derive(Default)]
+pub struct Seen {
+    head: Vec<Bytes>,
+    head_size: u64,
+    tail: std::collections::VecDeque<Bytes>,
+    tail_size: u64,
+    size: u64,
+}
+
+/// Sizes only: the bytes are evidence.
+impl std::fmt::Debug for Seen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seen")
+            .field("head_size", &self.head_size)
+            .field("tail_size", &self.tail_size)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seen {
+    /// Takes note of the next chunk of the stream.
+    pub fn observe(&mut self, chunk: &Bytes) {
+        let len = chunk.len() as u64;
+        if self.head_size < SEEN_HEAD_BYTES {
+            let take = len.min(SEEN_HEAD_BYTES - self.head_size);
+            self.head.push(chunk.slice(..usize::try_from(take).unwrap_or(chunk.len())));
+            self.head_size += take;
+        }
+        self.tail.push_back(chunk.clone());
+        self.tail_size += len;
+        while let Some(front) = self.tail.front()
+            && self.tail_size - front.len() as u64 >= SEEN_TAIL_BYTES
+        {
+            self.tail_size -= front.len() as u64;
+            self.tail.pop_front();
+        }
+        self.size += len;
+    }
+
+    /// How many bytes streamed past.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The bytes of `range`, if they all lie within the beginning or the end kept.
+    fn slice(&self, range: std::ops::Range<u64>) -> Option<Bytes> {
+        let tail_start = self.size - self.tail_size;
+        if range.end <= self.head_size {
+            copy_range(self.head.iter(), 0, range)
+        } else if range.start >= tail_start && range.end <= self.size {
+            copy_range(self.tail.iter(), tail_start, range)
+        } else {
+            None
+        }
+    }
+}
+
+/// The bytes of `range` out of `chunks`, consecutive from offset `from`.
+fn copy_range<'a>(chunks: impl Iterator<Item = &'a Bytes>, from: u64, range: std::ops::Range<u64>) -> Option<Bytes> {
+    let mut out = bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).ok()?);
+    let mut at = from;
+    for chunk in chunks {
+        let end = at + chunk.len() as u64;
+        if end > range.start && at < range.end {
+            let lo = usize::try_from(range.start.saturating_sub(at)).ok()?;
+            let hi = usize::try_from(range.end.min(end) - at).ok()?;
+            out.extend_from_slice(&chunk[lo..hi]);
+        }
+        at = end;
+    }
+    Some(out.freeze())
+}
+
 /// The blocks of an object a probe has used: the [`CACHED_BLOCKS`] last used, and how much was fetched and served.
 struct Blocks {
     size: u64,
+    /// What was kept of the object as it streamed in, if anything.
+    seen: Option<Seen>,
     /// The least recently used first.
     cached: std::collections::VecDeque<(u64, Bytes)>,
     fetched: u64,
@@ -206,7 +299,12 @@ struct Blocks {
 
 impl Blocks {
     fn new(size: u64) -> Self {
-        Self { size, cached: std::collections::VecDeque::new(), fetched: 0, served: 0, refused: None }
+        Self { size, seen: None, cached: std::collections::VecDeque::new(), fetched: 0, served: 0, refused: None }
+    }
+
+    /// Serving what lies within `seen` from there (if it is of this object's size).
+    fn with_seen(self, seen: Option<Seen>) -> Self {
+        Self { seen: seen.filter(|seen| seen.size == self.size), ..self }
     }
 
     /// Up to `len` bytes of the object from `offset` (fewer where a block ends), fetching the block that holds
@@ -226,7 +324,11 @@ impl Blocks {
                 self.cached.back()?.1.clone()
             }
             None => {
-                let block = self.fetch(artefacts, sha256, start).await?;
+                let end = (start + OBJECT_BLOCK_BYTES).min(self.size);
+                let block = match self.seen.as_ref().and_then(|seen| seen.slice(start..end)) {
+                    Some(block) => block,
+                    None => self.fetch(artefacts, sha256, start).await?,
+                };
                 if self.cached.len() == CACHED_BLOCKS {
                     self.cached.pop_front();
                 }
@@ -527,6 +629,31 @@ mod tests {
 
     fn at(offset: u64) -> usize {
         usize::try_from(offset).unwrap()
+    }
+
+    #[test]
+    fn what_streamed_past_is_kept_at_its_beginning_and_end() {
+        let size = SEEN_HEAD_BYTES + SEEN_TAIL_BYTES + 3 * OBJECT_BLOCK_BYTES + 5;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let mut seen = Seen::default();
+        for chunk in bytes.chunks(100_003) {
+            seen.observe(&Bytes::copy_from_slice(chunk));
+        }
+        assert_eq!(seen.size(), size);
+        let tail_start = size - SEEN_TAIL_BYTES;
+        // Ranges across chunks, within the beginning or the end, are given whole.
+        for range in [0..10, 99_990..200_010, 0..SEEN_HEAD_BYTES, tail_start..size, size - 7..size] {
+            let given = seen.slice(range.clone()).unwrap();
+            assert_eq!(given[..], bytes[at(range.start)..at(range.end)], "{range:?}");
+        }
+        // The middle, a range that reaches past what was kept, and past the end, are not.
+        for range in [SEEN_HEAD_BYTES..SEEN_HEAD_BYTES + 1, SEEN_HEAD_BYTES - 1..SEEN_HEAD_BYTES + 1, size..size + 1] {
+            assert!(seen.slice(range.clone()).is_none(), "{range:?}");
+        }
+        // At most a chunk more than the end is held.
+        assert!(seen.tail_size < SEEN_TAIL_BYTES + 100_003, "{}", seen.tail_size);
+        // Blocks of an object of another size are not served from it.
+        assert!(Blocks::new(size + 1).with_seen(Some(seen)).seen.is_none());
     }
 
     #[tokio::test]

@@ -44,8 +44,8 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use custodia_core::{Sha256, Sha256Hasher};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
-use object_store::path::Path;
 use object_store::buffered::BufWriter;
+use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt as _};
 
 pub mod object_lock;

@@ -105,7 +105,6 @@ async fn bad_uploads_leave_nothing() {
 }
 
 async fn bad_uploads(store: &ArtefactStore, root: &std::path::Path, bytes: &[u8]) {
-
     let wrong = Sha256::of(b"something else");
     let err = store
         .ingest(chunks(bytes, 65536), IngestOptions { expected_sha256: Some(wrong), max_size: None })

@@ -13,9 +13,10 @@
 //!   next, so that both meet garage as it is then: it slows as its disk fills over the benchmark; and with what
 //!   waits in the page cache written back before each, so that neither pays for the other's writes; and after one
 //!   upload not counted, since garage costs more per byte once it holds a few hundred megabytes than fresh). Goal:
-//!   the gateway, which also hashes, signs and records custody, reaches at least 90% of the direct PUT. Each prints its CPU seconds per GiB by component (curl, the
-//!   gateways, garage, PostgreSQL, read from `/proc`) and its share of the CPU-bound ceiling (what this machine's
-//!   cores would allow if the CPU were the only limit): here the gateway, garage and curl share the cores.
+//!   the gateway, which also hashes, signs and records custody, reaches at least 90% of the direct PUT. Each prints
+//!   its CPU seconds per GiB by component (curl, the gateways, garage, PostgreSQL, read from `/proc`) and its share
+//!   of the CPU-bound ceiling (what this machine's cores would allow if the CPU were the only limit): here the
+//!   gateway, garage and curl share the cores.
 //! - **Appends per second**: small uploads (1 KiB, each a custody record in the log and a row in the catalog)
 //!   from 8 clients at once.
 //!

@@ -124,12 +124,9 @@ fn made_by_ffmpeg(name: &str, args: &[&str]) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-/// An object of a remote store is probed through the child's pipes, a block at a time, and described exactly as
-/// the same bytes in a file are: a WebM, and an MP4 of several megabytes whose index (`moov`) is at its end, so
-/// that FFmpeg seeks across blocks to read it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
-    let mp4 = made_by_ffmpeg(
+/// An MP4 of `seconds` of noisy video (a few megabytes a second) and sound, with its index (`moov`) at its end.
+fn noisy_mp4_with_its_index_last(seconds: &str) -> Vec<u8> {
+    made_by_ffmpeg(
         "moov-last.mp4",
         &[
             "-f",
@@ -140,11 +137,24 @@ async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
             "lavfi",
             "-i",
             "sine=frequency=440",
-        ]
-        .into_iter()
-        .chain(["-t", "4", "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac"])
-        .collect::<Vec<_>>(),
-    );
+            "-t",
+            seconds,
+            "-c:v",
+            "mpeg4",
+            "-q:v",
+            "2",
+            "-c:a",
+            "aac",
+        ],
+    )
+}
+
+/// An object of a remote store is probed through the child's pipes, a block at a time, and described exactly as
+/// the same bytes in a file are: a WebM, and an MP4 of several megabytes whose index (`moov`) is at its end, so
+/// that FFmpeg seeks across blocks to read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
+    let mp4 = noisy_mp4_with_its_index_last("4");
     assert!(mp4.len() > 3 << 20, "{} bytes: not several blocks", mp4.len());
     let moov = mp4.windows(4).rposition(|window| window == b"moov").unwrap();
     assert!(moov > mp4.len() / 2, "the index is not at the end");
@@ -164,22 +174,7 @@ async fn an_object_read_in_ranges_is_probed_as_its_file_is() {
 /// from the store fails, so nothing was read from there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_streamed_in_is_probed_without_reading_the_store() {
-    let mp4 = made_by_ffmpeg(
-        "moov-last.mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=640x480:rate=25,noise=alls=100:allf=t",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440",
-        ]
-        .into_iter()
-        .chain(["-t", "12", "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac"])
-        .collect::<Vec<_>>(),
-    );
+    let mp4 = noisy_mp4_with_its_index_last("12");
     assert!(mp4.len() as u64 > SEEN_HEAD_BYTES + SEEN_TAIL_BYTES + (1 << 20), "{} bytes: all kept", mp4.len());
     let (store, artefacts, stored) = stored_remotely(mp4.clone()).await;
     let mut seen = Seen::default();

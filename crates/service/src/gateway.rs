@@ -1169,9 +1169,14 @@ impl Gateway {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
         // What a probe will read first is kept as it streams into a remote store, so that it need not be fetched
         // back (a local store's file is probed where it lies).
-        let seen = (!self.artefacts.is_local()).then(|| Arc::new(std::sync::Mutex::new(Seen::default())));
+        let seen = match &self.prober {
+            Some(prober) if !self.artefacts.is_local() => {
+                prober.watch_upload().map(std::sync::Mutex::new).map(Arc::new)
+            }
+            _ => None,
+        };
         let watching = seen.clone();
-        let body = futures::StreamExt::inspect(body, move |chunk| {
+        let body = futures::StreamExt::inspect(custodia_store::regrouped(body), move |chunk| {
             if let (Some(seen), Ok(chunk)) = (&watching, chunk) {
                 seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).observe(chunk);
             }

@@ -65,6 +65,8 @@ pub struct Prober {
     limits: ProbeLimits,
     /// One for each child that may run at once.
     children: Arc<tokio::sync::Semaphore>,
+    /// One for each MiB that uploads may keep for their probes ([`KEPT_BYTES_BUDGET`]).
+    kept: Arc<tokio::sync::Semaphore>,
 }
 
 /// How many probe children may run at once (each holds up to [`CACHED_BLOCKS`] of an object in the gateway, and
@@ -76,6 +78,8 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// Open files the child may hold: standard streams, the file, FFmpeg's own.
 const CHILD_OPEN_FILES: u64 = 32;
+
+const MIB: u64 = 1 << 20;
 
 /// The blocks in which an object of a remote store is fetched for a probe.
 pub const OBJECT_BLOCK_BYTES: u64 = 1 << 20;
@@ -94,6 +98,12 @@ pub const OBJECT_SERVE_BUDGET: u64 = 4 * OBJECT_READ_BUDGET;
 /// a duration.
 pub const SEEN_HEAD_BYTES: u64 = 6 * OBJECT_BLOCK_BYTES;
 pub const SEEN_TAIL_BYTES: u64 = 2 * OBJECT_BLOCK_BYTES;
+/// The least an answer counts against [`OBJECT_SERVE_BUDGET`], however little it gives: at most 65,536 answers a
+/// probe (FFmpeg reads through a buffer of 32 KiB; a probe asks a few hundred times).
+const ANSWER_CHARGE: u64 = 4096;
+/// How many bytes all uploads being probed may keep at once ([`Seen`]: 32 uploads' worth); an upload that finds it
+/// spent keeps nothing, and its probe reads from the store.
+pub const KEPT_BYTES_BUDGET: u64 = 32 * (SEEN_HEAD_BYTES + SEEN_TAIL_BYTES);
 /// How many times a block is asked for again when the store fails in a way that may pass, and the first pause.
 const FETCH_RETRIES: u32 = 2;
 const FETCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
@@ -111,7 +121,21 @@ impl Prober {
             Some(program) => program,
             None => std::env::current_exe()?,
         };
-        Ok(Self { program, limits, children: Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE)) })
+        let kept = tokio::sync::Semaphore::new(usize::try_from(KEPT_BYTES_BUDGET / MIB).unwrap_or(0));
+        Ok(Self {
+            program,
+            limits,
+            children: Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE)),
+            kept: Arc::new(kept),
+        })
+    }
+
+    /// Something to keep the beginning and end of an upload in as it streams into a remote store, for its probe
+    /// ([`Self::probe_stored`]); `None` while uploads already keep [`KEPT_BYTES_BUDGET`] between them.
+    pub fn watch_upload(&self) -> Option<Seen> {
+        let share = u32::try_from((SEEN_HEAD_BYTES + SEEN_TAIL_BYTES) / MIB).ok()?;
+        let permit = self.kept.clone().try_acquire_many_owned(share).ok()?;
+        Some(Seen { _budget: Some(permit), ..Seen::default() })
     }
 
     /// The `custodia` binary the children run.
@@ -206,24 +230,26 @@ fn unprobed(reason: String) -> MediaProbe {
     MediaProbe::Unprobed { reason }
 }
 
-/// The first [`SEEN_HEAD_BYTES`] and the last [`SEEN_TAIL_BYTES`] (or more, up to a chunk) of an object, kept as
-/// they streamed past on their way into the store (the chunks themselves, not copies), so that a probe reads them
-/// from memory rather than from the store: most probes read nothing else. They are the bytes stored: the store
-/// hashed the same stream, and keeps it under that digest.
+/// The first [`SEEN_HEAD_BYTES`] and the last [`SEEN_TAIL_BYTES`] (or a little more) of an object, kept as they
+/// streamed past on their way into the store, so that a probe reads them from memory rather than from the store:
+/// most probes read nothing else. They are the bytes stored: the store hashed the same stream, and keeps it under
+/// that digest. The chunks should come regrouped (`custodia_store::regrouped`), so that the end is kept in a few
+/// dozen pieces however the client split its body; the beginning is copied into one buffer. What it holds counts
+/// against the prober's budget for kept bytes ([`KEPT_BYTES_BUDGET`], [`Prober::watch_upload`]) until the probe ends.
 #[derive(Default)]
 pub struct Seen {
-    head: Vec<Bytes>,
-    head_size: u64,
+    head: bytes::BytesMut,
     tail: std::collections::VecDeque<Bytes>,
     tail_size: u64,
     size: u64,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Sizes only: the bytes are evidence.
 impl std::fmt::Debug for Seen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Seen")
-            .field("head_size", &self.head_size)
+            .field("head_size", &self.head.len())
             .field("tail_size", &self.tail_size)
             .field("size", &self.size)
             .finish_non_exhaustive()
@@ -233,12 +259,12 @@ impl std::fmt::Debug for Seen {
 impl Seen {
     /// Takes note of the next chunk of the stream.
     pub fn observe(&mut self, chunk: &Bytes) {
-        let len = chunk.len() as u64;
-        if self.head_size < SEEN_HEAD_BYTES {
-            let take = len.min(SEEN_HEAD_BYTES - self.head_size);
-            self.head.push(chunk.slice(..usize::try_from(take).unwrap_or(chunk.len())));
-            self.head_size += take;
+        if chunk.is_empty() {
+            return;
         }
+        let len = chunk.len() as u64;
+        let room = usize::try_from(SEEN_HEAD_BYTES).unwrap_or(usize::MAX).saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
         self.tail.push_back(chunk.clone());
         self.tail_size += len;
         while let Some(front) = self.tail.front()
@@ -255,40 +281,51 @@ impl Seen {
         self.size
     }
 
-    /// The bytes of `range`, if they all lie within the beginning or the end kept.
-    fn slice(&self, range: std::ops::Range<u64>) -> Option<Bytes> {
-        let tail_start = self.size - self.tail_size;
-        if range.end <= self.head_size {
-            copy_range(self.head.iter(), 0, range)
-        } else if range.start >= tail_start && range.end <= self.size {
-            copy_range(self.tail.iter(), tail_start, range)
-        } else {
-            None
+    /// What was kept, each part in one piece, to be sliced without copying.
+    fn kept(self) -> Kept {
+        let mut tail = bytes::BytesMut::with_capacity(usize::try_from(self.tail_size).unwrap_or(0));
+        for chunk in &self.tail {
+            tail.extend_from_slice(chunk);
+        }
+        Kept {
+            head: self.head.freeze(),
+            tail: tail.freeze(),
+            tail_start: self.size - self.tail_size,
+            size: self.size,
+            _budget: self._budget,
         }
     }
 }
 
-/// The bytes of `range` out of `chunks`, consecutive from offset `from`.
-fn copy_range<'a>(chunks: impl Iterator<Item = &'a Bytes>, from: u64, range: std::ops::Range<u64>) -> Option<Bytes> {
-    let mut out = bytes::BytesMut::with_capacity(usize::try_from(range.end - range.start).ok()?);
-    let mut at = from;
-    for chunk in chunks {
-        let end = at + chunk.len() as u64;
-        if end > range.start && at < range.end {
-            let lo = usize::try_from(range.start.saturating_sub(at)).ok()?;
-            let hi = usize::try_from(range.end.min(end) - at).ok()?;
-            out.extend_from_slice(&chunk[lo..hi]);
-        }
-        at = end;
+/// What [`Seen`] kept, once the object is stored.
+struct Kept {
+    head: Bytes,
+    tail: Bytes,
+    tail_start: u64,
+    size: u64,
+    _budget: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Kept {
+    /// The bytes of `range`, if they all lie within the beginning or the end kept.
+    fn slice(&self, range: std::ops::Range<u64>) -> Option<Bytes> {
+        let (part, from) = if range.end <= self.head.len() as u64 {
+            (&self.head, 0)
+        } else if range.start >= self.tail_start && range.end <= self.size {
+            (&self.tail, self.tail_start)
+        } else {
+            return None;
+        };
+        let (start, end) = (usize::try_from(range.start - from).ok()?, usize::try_from(range.end - from).ok()?);
+        (start <= end).then(|| part.slice(start..end))
     }
-    Some(out.freeze())
 }
 
 /// The blocks of an object a probe has used: the [`CACHED_BLOCKS`] last used, and how much was fetched and served.
 struct Blocks {
     size: u64,
     /// What was kept of the object as it streamed in, if anything.
-    seen: Option<Seen>,
+    kept: Option<Kept>,
     /// The least recently used first.
     cached: std::collections::VecDeque<(u64, Bytes)>,
     fetched: u64,
@@ -299,12 +336,12 @@ struct Blocks {
 
 impl Blocks {
     fn new(size: u64) -> Self {
-        Self { size, seen: None, cached: std::collections::VecDeque::new(), fetched: 0, served: 0, refused: None }
+        Self { size, kept: None, cached: std::collections::VecDeque::new(), fetched: 0, served: 0, refused: None }
     }
 
     /// Serving what lies within `seen` from there (if it is of this object's size).
     fn with_seen(self, seen: Option<Seen>) -> Self {
-        Self { seen: seen.filter(|seen| seen.size == self.size), ..self }
+        Self { kept: seen.filter(|seen| seen.size == self.size).map(Seen::kept), ..self }
     }
 
     /// Up to `len` bytes of the object from `offset` (fewer where a block ends), fetching the block that holds
@@ -325,7 +362,7 @@ impl Blocks {
             }
             None => {
                 let end = (start + OBJECT_BLOCK_BYTES).min(self.size);
-                let block = match self.seen.as_ref().and_then(|seen| seen.slice(start..end)) {
+                let block = match self.kept.as_ref().and_then(|kept| kept.slice(start..end)) {
                     Some(block) => block,
                     None => self.fetch(artefacts, sha256, start).await?,
                 };
@@ -338,7 +375,8 @@ impl Blocks {
         };
         let from = usize::try_from(offset - start).ok()?;
         let to = from.saturating_add(len as usize).min(block.len());
-        self.served += (to - from) as u64;
+        // Every answer costs at least ANSWER_CHARGE: a child cannot ask for a byte at a time without end.
+        self.served += ((to - from) as u64).max(ANSWER_CHARGE);
         if self.served > OBJECT_SERVE_BUDGET {
             return self.refuse(format!(
                 "the probe read more than {} MiB of the object",
@@ -635,25 +673,64 @@ mod tests {
     fn what_streamed_past_is_kept_at_its_beginning_and_end() {
         let size = SEEN_HEAD_BYTES + SEEN_TAIL_BYTES + 3 * OBJECT_BLOCK_BYTES + 5;
         let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-        let mut seen = Seen::default();
-        for chunk in bytes.chunks(100_003) {
-            seen.observe(&Bytes::copy_from_slice(chunk));
-        }
+        let seen = || {
+            let mut seen = Seen::default();
+            for chunk in bytes.chunks(100_003) {
+                seen.observe(&Bytes::copy_from_slice(chunk));
+                seen.observe(&Bytes::new());
+            }
+            seen
+        };
+        let seen = seen();
         assert_eq!(seen.size(), size);
+        // At most a chunk more than the end is held.
+        assert!(seen.tail_size < SEEN_TAIL_BYTES + 100_003, "{}", seen.tail_size);
+        let kept = seen.kept();
+        assert_eq!(kept.head.len() as u64, SEEN_HEAD_BYTES);
         let tail_start = size - SEEN_TAIL_BYTES;
         // Ranges across chunks, within the beginning or the end, are given whole.
-        for range in [0..10, 99_990..200_010, 0..SEEN_HEAD_BYTES, tail_start..size, size - 7..size] {
-            let given = seen.slice(range.clone()).unwrap();
+        for range in [0..10, 99_990..200_010, 0..SEEN_HEAD_BYTES, tail_start..size, size - 7..size, size..size] {
+            let given = kept.slice(range.clone()).unwrap();
             assert_eq!(given[..], bytes[at(range.start)..at(range.end)], "{range:?}");
         }
         // The middle, a range that reaches past what was kept, and past the end, are not.
         for range in [SEEN_HEAD_BYTES..SEEN_HEAD_BYTES + 1, SEEN_HEAD_BYTES - 1..SEEN_HEAD_BYTES + 1, size..size + 1] {
-            assert!(seen.slice(range.clone()).is_none(), "{range:?}");
+            assert!(kept.slice(range.clone()).is_none(), "{range:?}");
         }
-        // At most a chunk more than the end is held.
-        assert!(seen.tail_size < SEEN_TAIL_BYTES + 100_003, "{}", seen.tail_size);
-        // Blocks of an object of another size are not served from it.
-        assert!(Blocks::new(size + 1).with_seen(Some(seen)).seen.is_none());
+    }
+
+    #[tokio::test]
+    async fn what_an_object_of_another_size_kept_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (artefacts, sha256, bytes) = stored(dir.path(), 1000).await;
+        let mut seen = Seen::default();
+        seen.observe(&Bytes::from(vec![7u8; 999]));
+        let mut blocks = Blocks::new(1000).with_seen(Some(seen));
+        assert!(blocks.kept.is_none());
+        assert_eq!(blocks.read(&artefacts, &sha256, 0, 1000).await.unwrap()[..], bytes[..]);
+    }
+
+    #[tokio::test]
+    async fn a_probe_asking_a_byte_at_a_time_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (artefacts, sha256, _) = stored(dir.path(), 1000).await;
+        let mut blocks = Blocks::new(1000);
+        let mut answers = 0;
+        while blocks.read(&artefacts, &sha256, answers % 1000, 1).await.is_some() {
+            answers += 1;
+        }
+        assert_eq!(answers, OBJECT_SERVE_BUDGET / ANSWER_CHARGE, "answers before the budget was spent");
+        assert!(blocks.refused.unwrap().contains("read more than 256 MiB"));
+    }
+
+    #[test]
+    fn uploads_keep_at_most_the_budget_between_them() {
+        let prober = Prober::new(Some(PathBuf::from("/nonexistent")), ProbeLimits::default()).unwrap();
+        let per_upload = SEEN_HEAD_BYTES + SEEN_TAIL_BYTES;
+        let watching: Vec<Seen> = std::iter::from_fn(|| prober.watch_upload()).take(1000).collect();
+        assert_eq!(watching.len() as u64, KEPT_BYTES_BUDGET / per_upload);
+        drop(watching);
+        assert!(prober.watch_upload().is_some(), "given back when the probes end");
     }
 
     #[tokio::test]

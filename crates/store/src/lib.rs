@@ -307,6 +307,7 @@ impl ArtefactStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
+        let body = regrouped(body);
         if self.local_root.is_none()
             && let Some(expected) = options.expected_sha256
         {
@@ -592,6 +593,7 @@ impl ArtefactStore {
         S: Stream<Item = Result<Bytes, E>> + Send,
         E: fmt::Display,
     {
+        let body = regrouped(body);
         let path = self.chunk_path(name);
         let Some(file) = self.local_file(&path) else { return self.stream_into_object(&path, body).await };
         let intake = match stream_into_file(file.clone(), body, Intake::counting()).await {
@@ -668,6 +670,58 @@ impl ArtefactStore {
     {
         Ok(self.write_object(path, body, Intake::counting(), None).await?.1)
     }
+}
+
+/// The smallest chunk [`regrouped`] passes on (but the last).
+pub const MIN_CHUNK: usize = 64 * 1024;
+
+/// `body` with its chunks gathered so that each but the last holds at least [`MIN_CHUNK`] bytes: smaller ones are
+/// copied together (empty ones vanish), larger ones pass as they are. A client decides how its body is split (an
+/// HTTP/1.1 chunked body can come a byte a chunk), and whatever keeps chunks (a multipart part being filled, what a
+/// probe reads from memory) then keeps a few dozen per megabyte rather than a million, and no more of the buffers
+/// they are cut from. An error (in its words) comes after the bytes that came before it.
+pub fn regrouped<S, E>(body: S) -> impl Stream<Item = Result<Bytes, String>> + Send
+where
+    S: Stream<Item = Result<Bytes, E>> + Send,
+    E: fmt::Display,
+{
+    struct Regrouping<S> {
+        body: std::pin::Pin<Box<S>>,
+        pending: bytes::BytesMut,
+        /// An error (or the end, `Some(None)`) that came while bytes were pending: it follows them.
+        ended: Option<Option<String>>,
+    }
+    let state = Regrouping { body: Box::pin(body), pending: bytes::BytesMut::new(), ended: None };
+    futures::stream::unfold(state, |mut state| async move {
+        if let Some(ended) = state.ended.take() {
+            return ended.map(|err| (Err(err), Regrouping { ended: Some(None), ..state }));
+        }
+        loop {
+            match state.body.next().await {
+                Some(Ok(chunk)) if state.pending.is_empty() && chunk.len() >= MIN_CHUNK => {
+                    return Some((Ok(chunk), state));
+                }
+                Some(Ok(chunk)) => {
+                    state.pending.extend_from_slice(&chunk);
+                    if state.pending.len() >= MIN_CHUNK {
+                        let gathered = state.pending.split().freeze();
+                        return Some((Ok(gathered), state));
+                    }
+                }
+                end => {
+                    let error = match end {
+                        Some(Err(err)) => Some(err.to_string()),
+                        _ => None,
+                    };
+                    if state.pending.is_empty() {
+                        return error.map(|err| (Err(err), Regrouping { ended: Some(None), ..state }));
+                    }
+                    let gathered = state.pending.split().freeze();
+                    return Some((Ok(gathered), Regrouping { ended: Some(error), ..state }));
+                }
+            }
+        }
+    })
 }
 
 /// The one pass over an upload's bytes: counts them against the limit and hashes them, in order, as they

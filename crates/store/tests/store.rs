@@ -233,3 +233,43 @@ async fn chunks_are_written_whole_or_not_at_all_and_left_to_their_owner() {
         assert!(files(&root).is_empty(), "{kind}: {:?}", files(&root));
     }
 }
+
+/// However a client splits its body, what goes on is in chunks of at least `MIN_CHUNK` (but the last), the same bytes
+/// in the same order; empty chunks vanish, large ones pass as they are, and an error comes after the bytes before it.
+#[tokio::test]
+async fn a_body_in_tiny_chunks_is_regrouped() {
+    use custodia_store::{MIN_CHUNK, regrouped};
+    let bytes = data(3 * MIN_CHUNK + 11);
+    let tiny = futures::stream::iter(
+        bytes.chunks(1).flat_map(|c| [Ok::<_, std::io::Error>(Bytes::new()), Ok(Bytes::copy_from_slice(c))]),
+    );
+    let chunks: Vec<Bytes> = regrouped(tiny).try_collect().await.unwrap();
+    assert_eq!(chunks.iter().map(Bytes::len).collect::<Vec<_>>(), [MIN_CHUNK, MIN_CHUNK, MIN_CHUNK, 11]);
+    assert_eq!(chunks.concat(), bytes);
+
+    let large = Bytes::from(data(2 * MIN_CHUNK));
+    let passed: Vec<Bytes> =
+        regrouped(futures::stream::iter([Ok::<_, std::io::Error>(large.clone())])).try_collect().await.unwrap();
+    assert_eq!(passed, std::slice::from_ref(&large));
+    assert_eq!(passed[0].as_ptr(), large.as_ptr(), "a large chunk is not copied");
+
+    let cut = futures::stream::iter([
+        Ok(Bytes::from_static(b"before")),
+        Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
+        Ok(Bytes::from_static(b"never")),
+    ]);
+    let items: Vec<Result<Bytes, String>> = futures::StreamExt::collect(regrouped(cut)).await;
+    assert_eq!(items, [Ok(Bytes::from_static(b"before")), Err("connection reset".to_owned())]);
+
+    // A body cut off in tiny chunks is counted to its last byte.
+    let store =
+        ArtefactStore::new(Arc::new(object_store::memory::InMemory::new()), Path::default(), CreateOnly::Ignored);
+    let cut = futures::stream::iter(
+        bytes[..1000]
+            .chunks(1)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset"))]),
+    );
+    let err = store.ingest(cut, IngestOptions::default()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Interrupted { received: 1000, .. }), "{err}");
+}

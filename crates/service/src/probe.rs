@@ -201,16 +201,17 @@ impl Prober {
         {
             return unprobed(format!("the probe's answer was not understood: {err}"));
         }
-        let status = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
-            Err(_) => return unprobed("the probe did not end after it answered".to_owned()),
-            Ok(Err(err)) => return unprobed(format!("the probe could not be waited for: {err}")),
-            Ok(Ok(status)) => status,
-        };
+        // A probe refused more of its object is unprobed for that, whatever it says or does next (it is killed).
         if let Source::Object { blocks, .. } = &source
             && let Some(refused) = &blocks.refused
         {
             return unprobed(refused.clone());
         }
+        let status = match tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+            Err(_) => return unprobed("the probe did not end after it answered".to_owned()),
+            Ok(Err(err)) => return unprobed(format!("the probe could not be waited for: {err}")),
+            Ok(Ok(status)) => status,
+        };
         if !status.success() {
             use std::os::unix::process::ExitStatusExt as _;
             return unprobed(match status.signal() {
@@ -263,7 +264,13 @@ impl Seen {
             return;
         }
         let len = chunk.len() as u64;
-        let room = usize::try_from(SEEN_HEAD_BYTES).unwrap_or(usize::MAX).saturating_sub(self.head.len());
+        let head_bytes = usize::try_from(SEEN_HEAD_BYTES).unwrap_or(usize::MAX);
+        if self.head.capacity() == 0 {
+            // Once, whole: grown by doubling, it would hold a third more than it counts for (a large allocation is
+            // mapped as its pages are touched, so a small upload pays only for what it fills).
+            self.head = bytes::BytesMut::with_capacity(head_bytes);
+        }
+        let room = head_bytes.saturating_sub(self.head.len());
         self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
         self.tail.push_back(chunk.clone());
         self.tail_size += len;
@@ -351,7 +358,7 @@ impl Blocks {
             return None;
         }
         if offset >= self.size || len == 0 {
-            return Some(Bytes::new());
+            return self.charge(0).then(Bytes::new);
         }
         let start = offset - offset % OBJECT_BLOCK_BYTES;
         let block = match self.cached.iter().position(|(at, _)| *at == start) {
@@ -375,15 +382,19 @@ impl Blocks {
         };
         let from = usize::try_from(offset - start).ok()?;
         let to = from.saturating_add(len as usize).min(block.len());
-        // Every answer costs at least ANSWER_CHARGE: a child cannot ask for a byte at a time without end.
-        self.served += ((to - from) as u64).max(ANSWER_CHARGE);
+        self.charge((to - from) as u64).then(|| block.slice(from..to))
+    }
+
+    /// Counts an answer of `given` bytes against [`OBJECT_SERVE_BUDGET`], as at least [`ANSWER_CHARGE`] (an empty
+    /// one too): a child cannot ask for a byte, or nothing, at a time without end. False, and refused for good,
+    /// once the budget is spent.
+    fn charge(&mut self, given: u64) -> bool {
+        self.served += given.max(ANSWER_CHARGE);
         if self.served > OBJECT_SERVE_BUDGET {
-            return self.refuse(format!(
-                "the probe read more than {} MiB of the object",
-                OBJECT_SERVE_BUDGET / OBJECT_BLOCK_BYTES
-            ));
+            self.refuse(format!("the probe read more than {} MiB of the object", OBJECT_SERVE_BUDGET / MIB));
+            return false;
         }
-        Some(block.slice(from..to))
+        true
     }
 
     /// The block of the object from `start`, from the store, within the budget.
@@ -629,6 +640,11 @@ mod wire {
                     else {
                         return Err(std::io::Error::other("the probe asked for bytes of no object"));
                     };
+                    if blocks.refused.is_some() {
+                        // Told once (an empty answer) that it gets no more; asking again ends the serving.
+                        let kind = std::io::ErrorKind::UnexpectedEof;
+                        return Err(std::io::Error::new(kind, "the probe asked after its refusal"));
+                    }
                     let bytes = blocks.read(artefacts, sha256, offset, len).await.unwrap_or_default();
                     let given = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
                     answers.write_all(&given.to_be_bytes()).await?;
@@ -683,8 +699,9 @@ mod tests {
         };
         let seen = seen();
         assert_eq!(seen.size(), size);
-        // At most a chunk more than the end is held.
+        // At most a chunk more than the end is held, and the beginning in a buffer no larger than it.
         assert!(seen.tail_size < SEEN_TAIL_BYTES + 100_003, "{}", seen.tail_size);
+        assert_eq!(seen.head.capacity() as u64, SEEN_HEAD_BYTES);
         let kept = seen.kept();
         assert_eq!(kept.head.len() as u64, SEEN_HEAD_BYTES);
         let tail_start = size - SEEN_TAIL_BYTES;
@@ -716,7 +733,8 @@ mod tests {
         let (artefacts, sha256, _) = stored(dir.path(), 1000).await;
         let mut blocks = Blocks::new(1000);
         let mut answers = 0;
-        while blocks.read(&artefacts, &sha256, answers % 1000, 1).await.is_some() {
+        // A byte, then nothing, again and again: each answer counts.
+        while blocks.read(&artefacts, &sha256, answers % 1000, u32::from(answers % 2 == 0)).await.is_some() {
             answers += 1;
         }
         assert_eq!(answers, OBJECT_SERVE_BUDGET / ANSWER_CHARGE, "answers before the budget was spent");

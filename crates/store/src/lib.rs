@@ -412,7 +412,7 @@ impl ArtefactStore {
         &self,
         path: &Path,
         body: S,
-        intake: Intake,
+        mut intake: Intake,
         expected: Option<Sha256>,
     ) -> Result<(Sha256, u64), StoreError>
     where
@@ -421,7 +421,6 @@ impl ArtefactStore {
     {
         let mut writer =
             BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE).with_max_concurrency(PARTS_IN_FLIGHT);
-        let mut intake = intake;
         let mut body = std::pin::pin!(body);
         let streamed = async {
             while let Some(chunk) = body.next().await {
@@ -595,7 +594,9 @@ impl ArtefactStore {
     {
         let body = regrouped(body);
         let path = self.chunk_path(name);
-        let Some(file) = self.local_file(&path) else { return self.stream_into_object(&path, body).await };
+        let Some(file) = self.local_file(&path) else {
+            return Ok(self.write_object(&path, body, Intake::counting(), None).await?.1);
+        };
         let intake = match stream_into_file(file.clone(), body, Intake::counting()).await {
             Ok(intake) => intake,
             Err(err) => {
@@ -659,16 +660,6 @@ impl ArtefactStore {
             let name = meta.location.filename().unwrap_or_default().to_owned();
             Ok(StagedChunk { name, written: SystemTime::from(meta.last_modified) })
         })
-    }
-
-    /// Streams `body` into the object at `path`, whole or not at all ([`Self::write_object`]). Returns the bytes
-    /// written.
-    async fn stream_into_object<S, E>(&self, path: &Path, body: S) -> Result<u64, StoreError>
-    where
-        S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
-    {
-        Ok(self.write_object(path, body, Intake::counting(), None).await?.1)
     }
 }
 

@@ -75,6 +75,8 @@ struct Queue {
     task: Option<tokio::task::JoinHandle<()>>,
     /// The id given to the latest request, by which one that waited too long withdraws.
     last_id: u64,
+    /// How many requests the running transaction took, until it answers them.
+    in_transaction: usize,
 }
 
 /// A request waiting in the queue.
@@ -155,6 +157,12 @@ impl Sequencer {
         true
     }
 
+    /// Whether requests wait for a transaction, or are in the one running.
+    fn busy(&self) -> bool {
+        let queue = self.queue();
+        queue.in_transaction > 0 || !queue.waiting.is_empty()
+    }
+
     /// The requests a transaction takes: every one waiting, up to [`MAX_BATCH`], but those whose callers went away,
     /// and a request asked again alone by itself (those go first, and only one goes into a batch, which ends it).
     fn take_batch(&self) -> Vec<Request> {
@@ -173,7 +181,13 @@ impl Sequencer {
                 break;
             }
         }
+        queue.in_transaction = batch.len();
         batch
+    }
+
+    /// The running transaction's requests are answered now.
+    fn answering(&self) {
+        self.queue().in_transaction = 0;
     }
 
     /// Takes request `id` out of the queue, if no transaction took it yet.
@@ -382,6 +396,7 @@ impl Catalog {
                 Ok(tx) => (self.sequence_batch(tx, sequencing).await, true),
                 Err(err) => (Err(err), false),
             };
+            self.sequencer.answering();
             match sequenced {
                 Ok(answers) => {
                     for (done, answer) in done.into_iter().zip(answers) {
@@ -915,6 +930,10 @@ impl Coordination for LogCoordination {
         &self,
     ) -> BoxFuture<'_, std::result::Result<Option<Box<dyn IntegrationLock>>, CoordinationError>> {
         Box::pin(async move { self.lock(false).await.map_err(coordination_error("taking the log's integration lock")) })
+    }
+
+    fn sequencing(&self) -> bool {
+        self.catalog.sequencer.busy()
     }
 
     fn publications(&self) -> tokio::sync::watch::Receiver<Option<Bytes>> {

@@ -111,6 +111,68 @@ async fn the_embedded_catalog_sequences_its_log() {
     three_processes_make_one_log(&url, &dir.path().join("log"), 1).await;
 }
 
+/// While one process appends steadily it integrates for all (the other leaves its appends to it while it hears it
+/// publish); once it stops (its integrator gone, as a killed gateway's), the other's appends are integrated all the
+/// same, by the other itself, and the log is one tree holding every acknowledged entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_process_integrating_for_all_stops_the_other_carries_on() {
+    let server = TempPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (catalog_a, log_a) = open(&server.url, dir.path()).await;
+    let (_catalog_b, log_b) = open(&server.url, dir.path()).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let steady: Vec<_> = (0..4)
+        .map(|appender| {
+            let (log, stop) = (log_a.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let entry = entry(appender, n);
+                    acknowledged.push((log.append(entry.clone()).await.unwrap(), entry));
+                    n += 1;
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for n in 0..20 {
+        let entry = entry(10, n);
+        acknowledged.push((log_b.append(entry.clone()).await.unwrap(), entry));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in steady {
+        acknowledged.extend(task.await.unwrap());
+    }
+    log_a.close().await;
+    drop(catalog_a);
+    // The process that integrated is gone; the other was following it until now. Its appends are integrated by its
+    // own turns (each within about 50 ms of the last publication it heard), not only by the whole turn every
+    // integrator takes every 5 s: twenty appends one after another take far less than the 100 s those would.
+    let started = std::time::Instant::now();
+    for n in 20..40 {
+        let entry = entry(10, n);
+        acknowledged.push((log_b.append(entry.clone()).await.unwrap(), entry));
+    }
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(40), "20 appends after the other process stopped took {took:?}");
+    acknowledged.sort();
+    let total = acknowledged.len() as u64;
+    let indices: Vec<u64> = acknowledged.iter().map(|(index, _)| *index).collect();
+    assert_eq!(indices, (0..total).collect::<Vec<_>>(), "every acknowledged index once, none skipped");
+    let size = log_b.checkpoint().checkpoint.size;
+    assert_eq!(size, total);
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let storage = LogStore::new(store, StorePath::default());
+    let report = audit_log(&storage, &[signer().verifier()], None, |_, _| Ok(())).await.unwrap();
+    assert_eq!(report.entries, total, "one tree, as its checkpoint says");
+    for (index, bytes) in &acknowledged {
+        assert_eq!(&storage.entry(*index, size).await.unwrap()[..], &bytes[..], "entry {index} as acknowledged");
+    }
+    log_b.close().await;
+}
+
 /// A checkpoint that reached the store before its row moved (the integrator died between the two) is adopted by
 /// the next integrator, which checks it against what is sequenced; an older checkpoint written late over the
 /// published one (by a gateway that had lost the lock) is put back; a store behind the row is refused.

@@ -16,8 +16,11 @@
 //! Every process runs an integrator (`Integrator::run`): woken by its own appends, by publications it hears of
 //! ([`Coordination::publications`]), and every [`FOLLOW_INTERVAL`] to pick up checkpoints others published and
 //! entries a dead process left sequenced. For its own appends it takes the lock only if free (the holder integrates
-//! everything sequenced, by any process, and every process hears when it publishes), and, while other processes
-//! append too, only after a few milliseconds, so that their appends sequenced meanwhile go into the same turn.
+//! everything sequenced, by any process, and every process hears when it publishes). The process that publishes
+//! integrates for all while others append: it takes turns for their entries too, a few milliseconds apart so that
+//! what they sequence meanwhile goes into one turn, and the others leave their appends to it for as long as they
+//! hear it publish ([`ANOTHER_INTEGRATES`]), rather than queue for the lock and catch up with tiles they did not
+//! write. A process appending alone takes its turn once its own appends being sequenced have landed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,17 +46,21 @@ pub const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_milli
 /// checks the store's checkpoint against the row.
 const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How soon an integrator whose appends wait, and which found the lock held by another process (or let other
-/// processes' appends gather), tries the lock if it hears of no publication covering them meanwhile (a holder that
-/// had nothing to publish lets the lock go without a word).
+/// How long a process integrating for other processes too waits after each trigger before it takes the lock, so
+/// that the others' sequencing transactions (which the sequence row's lock orders one after another) commit
+/// meanwhile and one turn integrates them all, rather than one turn each (a turn's writes to the store cost the
+/// same whatever it holds); also the first wait after finding the lock held. A process appending alone never waits.
 const BUSY_RETRY: Duration = Duration::from_millis(3);
 
-/// For how long after hearing of another process's checkpoint an integrator takes other processes to be appending
-/// too. While they are, it waits [`BUSY_RETRY`] before it takes the lock for newly sequenced appends, so that the
-/// other processes' sequencing transactions (which the sequence row's lock orders one after another) commit
-/// meanwhile and one turn integrates them all, rather than one turn each (a turn's writes to the store cost the
-/// same whatever it holds). A process appending alone never waits.
-const INTEGRATING_ELSEWHERE: Duration = Duration::from_millis(50);
+/// For how long after hearing of another process's checkpoint an integrator leaves its appends to that process:
+/// the process that publishes integrates whatever is sequenced, by any process, so the others neither queue for the
+/// lock nor catch up with tiles they did not write. Once no publication was heard for this long (the integrating
+/// process stopped, died or was cut off, or has nothing more to do), a process whose appends wait takes the lock.
+const ANOTHER_INTEGRATES: Duration = Duration::from_millis(50);
+
+/// For how long after one of its turns integrated entries other processes sequenced an integrator keeps taking
+/// turns for them (each [`BUSY_RETRY`] after the last, while it finds anything sequenced).
+const OTHERS_APPENDING: Duration = Duration::from_millis(50);
 
 /// How long [`crate::Log::integrated`] waits for a published checkpoint to cover a sequenced entry, through failed
 /// turns (another gateway may integrate it meanwhile), before it gives up with a retryable error.
@@ -101,6 +108,10 @@ pub trait Coordination: Send + Sync + 'static {
     /// The integration lock if no other process holds it now; `None` if one does (it publishes what it integrates,
     /// and [`Coordination::publications`] says when).
     fn try_lock_integration(&self) -> BoxFuture<'_, Result<Option<Box<dyn IntegrationLock>>, CoordinationError>>;
+
+    /// Whether this process has entries on their way to being sequenced (waiting for, or in, a transaction): an
+    /// integrator about to take a turn for this process's appends waits a little for them to land.
+    fn sequencing(&self) -> bool;
 
     /// The note of the checkpoint this process last heard was published through this coordination, by any process;
     /// `None` (a change all the same) when it may have missed some: the row says. A publication not heard (a
@@ -159,7 +170,8 @@ enum Turn {
     /// processes follow each other's checkpoints rather than queue for the lock. If a turn taken finds them
     /// published already, it lets the lock go at once.
     ForOwnAppends,
-    /// Entries that no appender here waits for (left by a process that died): the lock if free, a whole turn.
+    /// Entries that no appender here waits for (left by a process that died, or sequenced by other processes
+    /// while this one integrates for them): the lock if free, a whole turn.
     Waiting,
     /// Opening the log, and the periodic check of the store against the row: the lock waited for, a whole turn.
     Whole,
@@ -176,6 +188,34 @@ enum Wake {
     Tick,
     /// The time set to try the lock again for this process's appends has come.
     Retry,
+}
+
+/// A turn an integrator set itself for later.
+#[derive(Debug, Clone, Copy)]
+struct Try {
+    at: Instant,
+    /// How long it waited for this one: doubled while the lock stays held.
+    waited: Duration,
+    turn: Turn,
+    /// Set for this process's appends while more of its appends are being sequenced: taken as soon as they are.
+    gathering: bool,
+}
+
+impl Try {
+    /// A try for this process's appends at `at`.
+    fn own_appends(at: Instant, waited: Duration) -> Self {
+        Self { at, waited, turn: Turn::ForOwnAppends, gathering: false }
+    }
+
+    /// A turn for this process's appends once those being sequenced now have landed, [`BUSY_RETRY`] at most.
+    fn gathering() -> Self {
+        Self { gathering: true, ..Self::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY) }
+    }
+
+    /// The next turn of a process integrating for others too: soon, so that what they sequence meanwhile goes in.
+    fn continuing() -> Self {
+        Self { turn: Turn::Waiting, ..Self::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY) }
+    }
 }
 
 /// What a turn did.
@@ -210,40 +250,59 @@ impl Integrator {
         let mut publications = shared.coordination.publications();
         let mut wait = RETRY_WAIT_MIN;
         let mut checked = Instant::now();
-        // When to try the lock again for this process's appends, and the wait before that try: set when the lock
-        // was found held (doubling while it stays held, up to [`FOLLOW_INTERVAL`]), when other processes append
-        // too (theirs gather meanwhile, for one turn), or when a publication heard did not cover them.
-        let mut retry: Option<(Instant, Duration)> = None;
-        // When this process last heard of a checkpoint another process published.
+        // The next turn this integrator has set itself, and the wait before it (see [`Try`]).
+        let mut next_try: Option<Try> = None;
+        // When this process last heard of a checkpoint another process published: while one was heard within
+        // [`ANOTHER_INTEGRATES`], that process integrates, and this one leaves its appends to it.
         let mut others_published: Option<Instant> = None;
+        // When a turn of this process last integrated entries other processes sequenced: while one did within
+        // [`OTHERS_APPENDING`], this process integrates for them too.
+        let mut others_appended: Option<Instant> = None;
         // The size of the checkpoint this process last published itself: what its own notification says.
         let mut own_size = 0;
         loop {
-            let tick = retry.map_or_else(|| Instant::now() + FOLLOW_INTERVAL, |(at, _)| at);
+            let tick = next_try.map_or_else(|| Instant::now() + FOLLOW_INTERVAL, |next| next.at);
             let wake = tokio::select! {
                 () = shared.nudge.notified() => Wake::OwnAppends,
                 Ok(()) = publications.changed() => Wake::Published,
                 () = tokio::time::sleep_until(tick.into()) => {
-                    if retry.is_some() { Wake::Retry } else { Wake::Tick }
+                    if next_try.is_some() { Wake::Retry } else { Wake::Tick }
                 }
                 None = self.handles.recv() => return,
             };
             let heard = if wake == Wake::Published { publications.borrow_and_update().clone() } else { None };
+            let another_integrates = others_published.filter(|at| at.elapsed() < ANOTHER_INTEGRATES);
             let turn = if checked.elapsed() >= CHECK_INTERVAL {
                 checked = Instant::now();
                 Some(Turn::Whole)
             } else if matches!(wake, Wake::OwnAppends | Wake::Retry) {
-                if self.uncovered() == 0 {
+                let continuing = next_try.is_some_and(|next| next.turn == Turn::Waiting);
+                if self.uncovered() == 0 && !continuing {
                     // A publication heard meanwhile covered them.
-                    retry = None;
+                    next_try = None;
                     None
-                } else if wake == Wake::Retry {
-                    Some(Turn::ForOwnAppends)
-                } else if retry.is_some() {
-                    // A try is set already.
+                } else if wake == Wake::OwnAppends
+                    && let Some(next) = next_try
+                {
+                    // A try is set already: taken now if it waited for this process's sequencing, which has landed.
+                    (next.gathering && !shared.coordination.sequencing()).then_some(next.turn)
+                } else if let Some(heard) = another_integrates {
+                    // Another process integrates, and its turns take this process's appends too (it integrates
+                    // whatever is sequenced): this one takes the lock only if that process publishes nothing more.
+                    next_try = Some(Try::own_appends(heard + ANOTHER_INTEGRATES, ANOTHER_INTEGRATES));
                     None
-                } else if others_published.is_some_and(|at| at.elapsed() < INTEGRATING_ELSEWHERE) {
-                    retry = Some((Instant::now() + BUSY_RETRY, BUSY_RETRY));
+                } else if let Some(next) = next_try.filter(|_| wake == Wake::Retry) {
+                    Some(next.turn)
+                } else if others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) {
+                    // Other processes append too: their sequencing transactions commit meanwhile, and this turn
+                    // takes them all.
+                    next_try = Some(Try::continuing());
+                    None
+                } else if shared.coordination.sequencing() {
+                    // More of this process's appends are being sequenced (a sequencing transaction takes those
+                    // that wait once it holds the sequence row's lock, so a burst of appends lands in one or two):
+                    // one turn takes them all, rather than one turn each.
+                    next_try = Some(Try::gathering());
                     None
                 } else {
                     Some(Turn::ForOwnAppends)
@@ -251,22 +310,23 @@ impl Integrator {
             } else if let Some(note) = heard
                 && let Ok(size) = self.publish_note(&note)
             {
-                // What was published came with the news: no need to read the row. If it did not cover this
-                // process's appends, this one tries soon (what others sequence meanwhile gathers for that turn).
+                // What was published came with the news: no need to read the row.
                 if size > own_size {
+                    // Another process integrates now: this one leaves its appends to it, and takes the lock for
+                    // them only if that process publishes nothing more.
                     others_published = Some(Instant::now());
+                    others_appended = None;
+                    next_try = (self.uncovered() > 0)
+                        .then(|| Try::own_appends(Instant::now() + ANOTHER_INTEGRATES, ANOTHER_INTEGRATES));
+                } else if self.uncovered() == 0 && next_try.is_some_and(|next| next.turn == Turn::ForOwnAppends) {
+                    next_try = None;
                 }
-                retry = match retry {
-                    _ if self.uncovered() == 0 => None,
-                    Some(set) => Some(set),
-                    None => Some((Instant::now() + BUSY_RETRY, BUSY_RETRY)),
-                };
                 None
             } else {
                 match self.follow().await {
                     Ok(_) if self.uncovered() > 0 => {
                         if wake == Wake::Published {
-                            retry.get_or_insert((Instant::now() + BUSY_RETRY, BUSY_RETRY));
+                            next_try.get_or_insert(Try::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY));
                             None
                         } else {
                             Some(Turn::ForOwnAppends)
@@ -285,19 +345,26 @@ impl Integrator {
                 Ok(outcome) => {
                     wait = RETRY_WAIT_MIN;
                     shared.failing.store(false, Ordering::Release);
-                    retry = match outcome {
-                        Outcome::Held if turn == Turn::ForOwnAppends => {
-                            let after = retry.map_or(BUSY_RETRY, |(_, waited)| (waited * 2).min(FOLLOW_INTERVAL));
-                            Some((Instant::now() + after, after))
+                    next_try = match outcome {
+                        Outcome::Held if self.uncovered() > 0 => {
+                            // Another process integrates: it publishes soon, and this one hears it.
+                            let after = next_try.map_or(BUSY_RETRY, |next| (next.waited * 2).min(FOLLOW_INTERVAL));
+                            Some(Try::own_appends(Instant::now() + after, after))
+                        }
+                        Outcome::Integrated => {
+                            own_size = self.publish.borrow().checkpoint.size;
+                            if own_size > shared.awaited.load(Ordering::Acquire) {
+                                // The turn took entries this process's appends do not wait for: others'.
+                                others_appended = Some(Instant::now());
+                            }
+                            // While others append, what they sequence meanwhile is integrated by the next turn.
+                            others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING).then(Try::continuing)
                         }
                         _ => None,
                     };
-                    if outcome == Outcome::Integrated {
-                        own_size = self.publish.borrow().checkpoint.size;
-                    }
                 }
                 Err(err) => {
-                    retry = None;
+                    next_try = None;
                     self.failed(err);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}

@@ -196,25 +196,30 @@ struct Try {
     at: Instant,
     /// How long it waited for this one: doubled while the lock stays held.
     waited: Duration,
-    turn: Turn,
-    /// Set for this process's appends while more of its appends are being sequenced: taken as soon as they are.
-    gathering: bool,
+    why: Why,
+}
+
+/// Why an integrator set itself a turn for later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Why {
+    /// More of this process's appends are being sequenced: the turn is taken as soon as they have landed.
+    Gathering,
+    /// This process integrates for others too: what they sequence meanwhile goes into the turn.
+    Continuing,
+    /// Another process publishes what this one's appends wait for: the turn is taken only if it stops.
+    Deferring,
+    /// The lock was held: the row is read first (a publication may have gone unheard), then the lock tried.
+    Held,
 }
 
 impl Try {
-    /// A try for this process's appends at `at`.
-    fn own_appends(at: Instant, waited: Duration) -> Self {
-        Self { at, waited, turn: Turn::ForOwnAppends, gathering: false }
+    fn new(why: Why, waited: Duration) -> Self {
+        Self { at: Instant::now() + waited, waited, why }
     }
 
-    /// A turn for this process's appends once those being sequenced now have landed, [`BUSY_RETRY`] at most.
-    fn gathering() -> Self {
-        Self { gathering: true, ..Self::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY) }
-    }
-
-    /// The next turn of a process integrating for others too: soon, so that what they sequence meanwhile goes in.
-    fn continuing() -> Self {
-        Self { turn: Turn::Waiting, ..Self::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY) }
+    /// The turn it sets.
+    fn turn(self) -> Turn {
+        if self.why == Why::Continuing { Turn::Waiting } else { Turn::ForOwnAppends }
     }
 }
 
@@ -271,12 +276,14 @@ impl Integrator {
                 None = self.handles.recv() => return,
             };
             let heard = if wake == Wake::Published { publications.borrow_and_update().clone() } else { None };
+            // What this process's checkpoint covered before anything heard now is published.
+            let before = self.publish.borrow().checkpoint.size;
             let another_integrates = others_published.filter(|at| at.elapsed() < ANOTHER_INTEGRATES);
             let turn = if checked.elapsed() >= CHECK_INTERVAL {
                 checked = Instant::now();
                 Some(Turn::Whole)
             } else if matches!(wake, Wake::OwnAppends | Wake::Retry) {
-                let continuing = next_try.is_some_and(|next| next.turn == Turn::Waiting);
+                let continuing = next_try.is_some_and(|next| next.why == Why::Continuing);
                 if self.uncovered() == 0 && !continuing {
                     // A publication heard meanwhile covered them.
                     next_try = None;
@@ -285,24 +292,41 @@ impl Integrator {
                     && let Some(next) = next_try
                 {
                     // A try is set already: taken now if it waited for this process's sequencing, which has landed.
-                    (next.gathering && !shared.coordination.sequencing()).then_some(next.turn)
+                    (next.why == Why::Gathering && !shared.coordination.sequencing()).then_some(next.turn())
                 } else if let Some(heard) = another_integrates {
                     // Another process integrates, and its turns take this process's appends too (it integrates
                     // whatever is sequenced): this one takes the lock only if that process publishes nothing more.
-                    next_try = Some(Try::own_appends(heard + ANOTHER_INTEGRATES, ANOTHER_INTEGRATES));
+                    let waited = (heard + ANOTHER_INTEGRATES).saturating_duration_since(Instant::now());
+                    next_try = Some(Try::new(Why::Deferring, waited));
                     None
                 } else if let Some(next) = next_try.filter(|_| wake == Wake::Retry) {
-                    Some(next.turn)
+                    if next.why == Why::Held {
+                        // Another process held the lock: what it published may not have been heard (a listening
+                        // connection lost), so the row says first.
+                        match self.follow().await {
+                            Ok(_) if self.uncovered() == 0 => {
+                                next_try = None;
+                                None
+                            }
+                            Ok(_) => Some(next.turn()),
+                            Err(err) => {
+                                self.failed(err);
+                                None
+                            }
+                        }
+                    } else {
+                        Some(next.turn())
+                    }
                 } else if others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) {
                     // Other processes append too: their sequencing transactions commit meanwhile, and this turn
                     // takes them all.
-                    next_try = Some(Try::continuing());
+                    next_try = Some(Try::new(Why::Continuing, BUSY_RETRY));
                     None
                 } else if shared.coordination.sequencing() {
                     // More of this process's appends are being sequenced (a sequencing transaction takes those
                     // that wait once it holds the sequence row's lock, so a burst of appends lands in one or two):
                     // one turn takes them all, rather than one turn each.
-                    next_try = Some(Try::gathering());
+                    next_try = Some(Try::new(Why::Gathering, BUSY_RETRY));
                     None
                 } else {
                     Some(Turn::ForOwnAppends)
@@ -312,13 +336,18 @@ impl Integrator {
             {
                 // What was published came with the news: no need to read the row.
                 if size > own_size {
-                    // Another process integrates now: this one leaves its appends to it, and takes the lock for
-                    // them only if that process publishes nothing more.
-                    others_published = Some(Instant::now());
+                    // Another process published: this one no longer integrates for others.
                     others_appended = None;
-                    next_try = (self.uncovered() > 0)
-                        .then(|| Try::own_appends(Instant::now() + ANOTHER_INTEGRATES, ANOTHER_INTEGRATES));
-                } else if self.uncovered() == 0 && next_try.is_some_and(|next| next.turn == Turn::ForOwnAppends) {
+                    if next_try.is_some_and(|next| next.why == Why::Continuing) {
+                        next_try = None;
+                    }
+                }
+                if size > own_size && before < shared.awaited.load(Ordering::Acquire) && size > before {
+                    // It took entries this process's appends wait for: it integrates for all, so this one leaves
+                    // its appends to it, and takes the lock for them only if it publishes nothing more.
+                    others_published = Some(Instant::now());
+                    next_try = (self.uncovered() > 0).then(|| Try::new(Why::Deferring, ANOTHER_INTEGRATES));
+                } else if self.uncovered() == 0 && next_try.is_some_and(|next| next.why != Why::Continuing) {
                     next_try = None;
                 }
                 None
@@ -326,7 +355,7 @@ impl Integrator {
                 match self.follow().await {
                     Ok(_) if self.uncovered() > 0 => {
                         if wake == Wake::Published {
-                            next_try.get_or_insert(Try::own_appends(Instant::now() + BUSY_RETRY, BUSY_RETRY));
+                            next_try.get_or_insert(Try::new(Why::Held, BUSY_RETRY));
                             None
                         } else {
                             Some(Turn::ForOwnAppends)
@@ -349,7 +378,7 @@ impl Integrator {
                         Outcome::Held if self.uncovered() > 0 => {
                             // Another process integrates: it publishes soon, and this one hears it.
                             let after = next_try.map_or(BUSY_RETRY, |next| (next.waited * 2).min(FOLLOW_INTERVAL));
-                            Some(Try::own_appends(Instant::now() + after, after))
+                            Some(Try::new(Why::Held, after))
                         }
                         Outcome::Integrated => {
                             own_size = self.publish.borrow().checkpoint.size;
@@ -358,7 +387,9 @@ impl Integrator {
                                 others_appended = Some(Instant::now());
                             }
                             // While others append, what they sequence meanwhile is integrated by the next turn.
-                            others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING).then(Try::continuing)
+                            others_appended
+                                .is_some_and(|at| at.elapsed() < OTHERS_APPENDING)
+                                .then(|| Try::new(Why::Continuing, BUSY_RETRY))
                         }
                         _ => None,
                     };
@@ -366,9 +397,21 @@ impl Integrator {
                 Err(err) => {
                     next_try = None;
                     self.failed(err);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        None = self.handles.recv() => return,
+                    // What others publish meanwhile is published here too (it may cover this process's appends);
+                    // the wait itself runs its course.
+                    let until = tokio::time::Instant::now() + wait;
+                    loop {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(until) => break,
+                            Ok(()) = publications.changed() => {
+                                let heard = publications.borrow_and_update().clone();
+                                if let Some(note) = heard {
+                                    // A note that does not open is no news; the row is read at the next turn.
+                                    let _ = self.publish_note(&note);
+                                }
+                            }
+                            None = self.handles.recv() => return,
+                        }
                     }
                     wait = (wait * 2).min(RETRY_WAIT_MAX);
                     // Whatever was nudged meanwhile is tried next.

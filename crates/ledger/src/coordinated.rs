@@ -19,8 +19,8 @@
 //! everything sequenced, by any process, and every process hears when it publishes). The process that publishes
 //! integrates for all while others append: it takes turns for their entries too, a few milliseconds apart so that
 //! what they sequence meanwhile goes into one turn, and the others leave their appends to it for as long as they
-//! hear it publish ([`ANOTHER_INTEGRATES`]), rather than queue for the lock and catch up with tiles they did not
-//! write. A process appending alone takes its turn once its own appends being sequenced have landed.
+//! hear it publish what they wait for ([`ANOTHER_INTEGRATES`]), rather than queue for the lock and catch up with
+//! tiles they did not write. A process appending alone takes its turn once its own appends being sequenced have landed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -52,10 +52,11 @@ const CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 /// same whatever it holds); also the first wait after finding the lock held. A process appending alone never waits.
 const BUSY_RETRY: Duration = Duration::from_millis(3);
 
-/// For how long after hearing of another process's checkpoint an integrator leaves its appends to that process:
-/// the process that publishes integrates whatever is sequenced, by any process, so the others neither queue for the
-/// lock nor catch up with tiles they did not write. Once no publication was heard for this long (the integrating
-/// process stopped, died or was cut off, or has nothing more to do), a process whose appends wait takes the lock.
+/// For how long after hearing of another process's checkpoint that took entries its appends wait for an integrator
+/// leaves its appends to that process: the process that publishes integrates whatever is sequenced, by any process,
+/// so the others neither queue for the lock nor catch up with tiles they did not write. Once no publication was
+/// heard for this long (the integrating process stopped, died or was cut off, or has nothing more to do), a process
+/// whose appends wait takes the lock.
 const ANOTHER_INTEGRATES: Duration = Duration::from_millis(50);
 
 /// For how long after one of its turns integrated entries other processes sequenced an integrator keeps taking

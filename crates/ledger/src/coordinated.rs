@@ -144,6 +144,9 @@ pub(crate) struct Shared {
     /// One past the highest index an append of this process has waited for: once a published checkpoint covers
     /// it, a turn this process's appends asked for has nothing to do.
     pub(crate) awaited: AtomicU64,
+    /// The indices this process's appends wait for, until the integrator finds them covered: whose entries a
+    /// publication took.
+    pub(crate) pending: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
 /// The process's integrator: catches up with the row, integrates what is sequenced, publishes locally.
@@ -207,6 +210,9 @@ enum Why {
     Gathering,
     /// This process integrates for others too: what they sequence meanwhile goes into the turn.
     Continuing,
+    /// This process integrates for others, and its last turn found nothing to do: the row is read (without the
+    /// lock) until something is sequenced, while others appended lately.
+    Watching,
     /// Another process publishes what this one's appends wait for: the turn is taken only if it stops.
     Deferring,
     /// The lock was held: the row is read first (a publication may have gone unheard), then the lock tried.
@@ -218,9 +224,14 @@ impl Try {
         Self { at: Instant::now() + waited, waited, why }
     }
 
+    /// Whether it is a turn of a process integrating for others.
+    fn for_others(self) -> bool {
+        matches!(self.why, Why::Continuing | Why::Watching)
+    }
+
     /// The turn it sets.
     fn turn(self) -> Turn {
-        if self.why == Why::Continuing { Turn::Waiting } else { Turn::ForOwnAppends }
+        if self.for_others() { Turn::Waiting } else { Turn::ForOwnAppends }
     }
 }
 
@@ -284,7 +295,7 @@ impl Integrator {
                 checked = Instant::now();
                 Some(Turn::Whole)
             } else if matches!(wake, Wake::OwnAppends | Wake::Retry) {
-                let continuing = next_try.is_some_and(|next| next.why == Why::Continuing);
+                let continuing = next_try.is_some_and(Try::for_others);
                 if self.uncovered() == 0 && !continuing {
                     // A publication heard meanwhile covered them.
                     next_try = None;
@@ -294,17 +305,17 @@ impl Integrator {
                 {
                     // A try is set already: taken now if it waited for this process's sequencing, which has landed.
                     (next.why == Why::Gathering && !shared.coordination.sequencing()).then_some(next.turn())
-                } else if let Some(heard) = another_integrates {
+                } else if let Some(heard) = another_integrates.filter(|_| !continuing) {
                     // Another process integrates, and its turns take this process's appends too (it integrates
                     // whatever is sequenced): this one takes the lock only if that process publishes nothing more.
                     let waited = (heard + ANOTHER_INTEGRATES).saturating_duration_since(Instant::now());
                     next_try = Some(Try::new(Why::Deferring, waited));
                     None
                 } else if let Some(next) = next_try.filter(|_| wake == Wake::Retry) {
-                    if next.why == Why::Held {
+                    match next.why {
                         // Another process held the lock: what it published may not have been heard (a listening
                         // connection lost), so the row says first.
-                        match self.follow().await {
+                        Why::Held => match self.follow().await {
                             Ok(_) if self.uncovered() == 0 => {
                                 next_try = None;
                                 None
@@ -314,9 +325,22 @@ impl Integrator {
                                 self.failed(err);
                                 None
                             }
-                        }
-                    } else {
-                        Some(next.turn())
+                        },
+                        // Nothing was sequenced at the last look: the lock only once something is.
+                        Why::Watching => match self.follow().await {
+                            Ok(row) if row.sequenced > row.size => Some(Turn::Waiting),
+                            Ok(_) => {
+                                next_try = others_appended
+                                    .is_some_and(|at| at.elapsed() < OTHERS_APPENDING)
+                                    .then(|| Try::new(Why::Watching, BUSY_RETRY));
+                                None
+                            }
+                            Err(err) => {
+                                self.failed(err);
+                                None
+                            }
+                        },
+                        _ => Some(next.turn()),
                     }
                 } else if others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) {
                     // Other processes append too: their sequencing transactions commit meanwhile, and this turn
@@ -339,16 +363,16 @@ impl Integrator {
                 if size > own_size {
                     // Another process published: this one no longer integrates for others.
                     others_appended = None;
-                    if next_try.is_some_and(|next| next.why == Why::Continuing) {
+                    if next_try.is_some_and(Try::for_others) {
                         next_try = None;
                     }
                 }
-                if size > own_size && before < shared.awaited.load(Ordering::Acquire) && size > before {
+                if size > own_size && self.own_between(before, size) > 0 {
                     // It took entries this process's appends wait for: it integrates for all, so this one leaves
                     // its appends to it, and takes the lock for them only if it publishes nothing more.
                     others_published = Some(Instant::now());
                     next_try = (self.uncovered() > 0).then(|| Try::new(Why::Deferring, ANOTHER_INTEGRATES));
-                } else if self.uncovered() == 0 && next_try.is_some_and(|next| next.why != Why::Continuing) {
+                } else if self.uncovered() == 0 && next_try.is_some_and(|next| !next.for_others()) {
                     next_try = None;
                 }
                 None
@@ -371,6 +395,7 @@ impl Integrator {
                 }
             };
             let Some(turn) = turn else { continue };
+            let before_turn = self.publish.borrow().checkpoint.size;
             match self.integrate(turn).await {
                 Ok(outcome) => {
                     wait = RETRY_WAIT_MIN;
@@ -383,14 +408,22 @@ impl Integrator {
                         }
                         Outcome::Integrated => {
                             own_size = self.publish.borrow().checkpoint.size;
-                            if own_size > shared.awaited.load(Ordering::Acquire) {
-                                // The turn took entries this process's appends do not wait for: others'.
+                            if own_size.saturating_sub(before_turn) > self.own_between(before_turn, own_size) {
+                                // The turn took entries this process's appends do not wait for: others'. This
+                                // process integrates for them now.
                                 others_appended = Some(Instant::now());
+                                others_published = None;
                             }
                             // While others append, what they sequence meanwhile is integrated by the next turn.
                             others_appended
                                 .is_some_and(|at| at.elapsed() < OTHERS_APPENDING)
                                 .then(|| Try::new(Why::Continuing, BUSY_RETRY))
+                        }
+                        Outcome::Nothing
+                            if turn == Turn::Waiting
+                                && others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) =>
+                        {
+                            Some(Try::new(Why::Watching, BUSY_RETRY))
                         }
                         _ => None,
                     };
@@ -420,6 +453,14 @@ impl Integrator {
                 }
             }
         }
+    }
+
+    /// How many of the entries this process's appends wait for have indices in `from..to`; those below `from` are
+    /// covered already (`from` is no more than what this process has published), and forgotten.
+    fn own_between(&self, from: u64, to: u64) -> u64 {
+        let mut pending = self.shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *pending = pending.split_off(&from);
+        pending.range(..to).count() as u64
     }
 
     /// How many of the entries this process's appends wait for its published checkpoint does not cover yet.

@@ -143,6 +143,7 @@ impl Log {
             failing: std::sync::atomic::AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicU64::new(0),
             awaited: std::sync::atomic::AtomicU64::new(0),
+            pending: std::sync::Mutex::default(),
         });
         let (alive, handles) = mpsc::channel(1);
         let mut integrator = Integrator {
@@ -199,6 +200,7 @@ impl Log {
         };
         let mut failures = shared.failures.subscribe();
         failures.mark_unchanged();
+        shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(index);
         shared.awaited.fetch_max(index + 1, std::sync::atomic::Ordering::AcqRel);
         shared.nudge.notify_one();
         let mut published = self.published.clone();

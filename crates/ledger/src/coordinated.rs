@@ -19,7 +19,7 @@
 //! everything sequenced, by any process, and every process hears when it publishes). The process that publishes
 //! integrates for all while others append: it takes turns for their entries too, a few milliseconds apart so that
 //! what they sequence meanwhile goes into one turn, and the others leave their appends to it for as long as they
-//! hear it publish what they wait for ([`ANOTHER_INTEGRATES`]), rather than queue for the lock and catch up with
+//! hear it publish what they wait for (50 ms at a time), rather than queue for the lock and catch up with
 //! tiles they did not write. A process appending alone takes its turn once its own appends being sequenced have landed.
 
 use std::sync::Arc;
@@ -60,7 +60,8 @@ const BUSY_RETRY: Duration = Duration::from_millis(3);
 const ANOTHER_INTEGRATES: Duration = Duration::from_millis(50);
 
 /// For how long after one of its turns integrated entries other processes sequenced an integrator keeps taking
-/// turns for them (each [`BUSY_RETRY`] after the last, while it finds anything sequenced).
+/// turns for them: each [`BUSY_RETRY`] after the last, and after a turn that found nothing, once a look at the row
+/// (without the lock, every [`BUSY_RETRY`]) finds something sequenced.
 const OTHERS_APPENDING: Duration = Duration::from_millis(50);
 
 /// How long [`crate::Log::integrated`] waits for a published checkpoint to cover a sequenced entry, through failed

@@ -142,11 +142,8 @@ pub(crate) struct Shared {
     pub(crate) failing: AtomicBool,
     /// Sequenced but not yet integrated, as last seen.
     pub(crate) waiting: AtomicU64,
-    /// One past the highest index an append of this process has waited for: once a published checkpoint covers
-    /// it, a turn this process's appends asked for has nothing to do.
-    pub(crate) awaited: AtomicU64,
     /// The indices this process's appends wait for, until the integrator finds them covered: whose entries a
-    /// publication took.
+    /// publication took, and (one past the highest) what a turn for this process's appends must cover.
     pub(crate) pending: std::sync::Mutex<std::collections::BTreeSet<u64>>,
 }
 
@@ -456,17 +453,28 @@ impl Integrator {
         }
     }
 
+    /// The indices this process's appends wait for (some perhaps covered already).
+    fn pending(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One past the highest index an append of this process waits for: once a published checkpoint covers it, a
+    /// turn this process's appends asked for has nothing to do.
+    fn awaited(&self) -> u64 {
+        self.pending().last().map_or(0, |last| last + 1)
+    }
+
     /// How many of the entries this process's appends wait for have indices in `from..to`; those below `from` are
     /// covered already (`from` is no more than what this process has published), and forgotten.
     fn own_between(&self, from: u64, to: u64) -> u64 {
-        let mut pending = self.shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut pending = self.pending();
         *pending = pending.split_off(&from);
         pending.range(..to).count() as u64
     }
 
     /// How many of the entries this process's appends wait for its published checkpoint does not cover yet.
     fn uncovered(&self) -> u64 {
-        self.shared.awaited.load(Ordering::Acquire).saturating_sub(self.publish.borrow().checkpoint.size)
+        self.awaited().saturating_sub(self.publish.borrow().checkpoint.size)
     }
 
     fn failed(&self, err: LogError) {
@@ -541,10 +549,7 @@ impl Integrator {
 
     async fn integrate_locked(&mut self, turn: Turn, lock: Box<dyn IntegrationLock>) -> Result<Outcome, LogError> {
         let row = lock.integrated().clone();
-        if turn == Turn::ForOwnAppends
-            && row.checkpoint.is_some()
-            && row.size >= self.shared.awaited.load(Ordering::Acquire)
-        {
+        if turn == Turn::ForOwnAppends && row.checkpoint.is_some() && row.size >= self.awaited() {
             drop(lock);
             return self.publish_from_row(&row).map(|()| Outcome::Nothing);
         }

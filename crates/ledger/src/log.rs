@@ -142,7 +142,6 @@ impl Log {
             failures: watch::channel((0, None)).0,
             failing: std::sync::atomic::AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicU64::new(0),
-            awaited: std::sync::atomic::AtomicU64::new(0),
             pending: std::sync::Mutex::default(),
         });
         let (alive, handles) = mpsc::channel(1);
@@ -201,7 +200,6 @@ impl Log {
         let mut failures = shared.failures.subscribe();
         failures.mark_unchanged();
         shared.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(index);
-        shared.awaited.fetch_max(index + 1, std::sync::atomic::Ordering::AcqRel);
         shared.nudge.notify_one();
         let mut published = self.published.clone();
         let patience = tokio::time::sleep(crate::coordinated::INTEGRATION_PATIENCE);

@@ -2,16 +2,23 @@
 //! (`Catalog::log_coordination`, tiles and checkpoints in a garage bucket) with one, two and three appending
 //! processes, beside the same log sequenced by one process alone (`Log::open`, no database: the peer doing the same
 //! job without coordinating), in the same run. Each "process" is a log handle with a database pool and an
-//! integrator of its own, as a gateway has; the same appenders in all whatever the number of processes (32 unless
-//! `COORDINATION_BENCH_APPENDERS` says), spread over them, each appending a 600-byte entry (about a custody record)
-//! and waiting until a published checkpoint covers it, then appending the next. With few appenders the figure is
-//! how long an append waits (32 appenders / the time each append takes); with many, what the log can take.
+//! integrator of its own, as a gateway has; the same appenders in all whatever the number of processes, spread over
+//! them, each appending a 600-byte entry (about a custody record) and waiting until a published checkpoint covers
+//! it, then appending the next. Two loads:
+//! - **capacity** (1024 appenders unless `COORDINATION_BENCH_CAPACITY_APPENDERS` says): what the log can take, its
+//!   append rate. Goal: no worse with three processes than with one.
+//! - **light** (32 unless `COORDINATION_BENCH_LIGHT_APPENDERS` says): how long an append waits for a published
+//!   checkpoint when the log has time to spare (32 appenders / the rate).
 //!
-//! Goal: no worse with three processes than with one. `cargo bench -p custodia-catalog --bench coordination`
-//! (garage from `scripts/garage.sh`, named by `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS`
-//! (the length of each measurement, 10) and
-//! `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the figures
-//! are the medians).
+//! Every measurement has a garage and a PostgreSQL of its own, started for it, and a new log: garage grows slower as
+//! it holds more, so that in a shared garage whichever arrangement came later in the run paid for what the earlier
+//! ones wrote (measured the other way round, the order alone moved the three-process ratio at capacity from 0.81x
+//! to 1.05x).
+//!
+//! `cargo bench -p custodia-catalog --bench coordination` (garage from `scripts/garage.sh`, named by
+//! `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS` (the length of each measurement,
+//! 10) and `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the
+//! figures are the medians).
 #![allow(clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -27,92 +34,118 @@ use custodia_tests::garage::Garage;
 use custodia_tests::postgres::TempPostgres;
 use object_store::path::Path as StorePath;
 
+/// How many arrangements are measured: one process alone, then one, two and three coordinated processes.
+const ARRANGEMENTS: usize = 4;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), BoxError> {
     let seconds: u64 = env_or("COORDINATION_BENCH_SECONDS", 10)?;
-    let appenders: usize = env_or("COORDINATION_BENCH_APPENDERS", 32)?;
+    let loads = [
+        Load { name: "capacity", appenders: env_or("COORDINATION_BENCH_CAPACITY_APPENDERS", 1024)? },
+        Load { name: "light", appenders: env_or("COORDINATION_BENCH_LIGHT_APPENDERS", 32)? },
+    ];
+    let rounds: usize = env_or("COORDINATION_BENCH_ROUNDS", 4)?;
     let duration = Duration::from_secs(seconds);
-    let garage = Garage::start();
-    let postgres = TempPostgres::start();
     let signer = LogSigner::generate("custodia.bench/log")?;
     let key = signer.expose_secret().to_owned();
-    println!("custodia log coordination benchmark: {appenders} appenders in all, {seconds} s each");
+    println!("custodia log coordination benchmark: {seconds} s each, fresh servers for each measurement");
 
-    let rounds: usize = env_or("COORDINATION_BENCH_ROUNDS", 4)?;
-    let servers = Servers { postgres: &postgres, garage: &garage };
-    let alone = Log::open(garage.object_store(), StorePath::from("alone"), signer, LogOptions::default()).await?;
-    // Every arrangement is measured once a round, and in each round they go in a different order (each comes first,
-    // second, third and last in four rounds): garage grows slower as it holds more, and a machine busier in one part
-    // of the run than in another then weighs on all of them alike. Each figure is the median of its rounds.
-    let mut alone_rates = Vec::new();
-    let mut coordinated: [Vec<f64>; 3] = Default::default();
-    for round in 0..rounds {
-        for position in 0..4 {
-            let processes = (position + 4 - round % 4) % 4;
-            if processes == 0 {
-                let (rate, cpu) = measure(std::slice::from_ref(&alone), appenders, duration, &servers).await?;
-                println!("round {}: one process alone (no database): {rate:.0} appends/s; {cpu}", round + 1);
-                alone_rates.push(rate);
-                continue;
-            }
-            let mut logs = Vec::new();
-            for _ in 0..processes {
-                let catalog = Catalog::connect(&postgres.url).await?;
-                let signer = LogSigner::from_skey(&key)?;
-                let log = Log::open_coordinated(
-                    garage.object_store(),
-                    StorePath::from("shared"),
-                    signer,
-                    LogOptions::default(),
-                    catalog.log_coordination(),
-                    None,
-                )
-                .await?;
-                logs.push(log);
-            }
-            let (rate, cpu) = measure(&logs, appenders, duration, &servers).await?;
-            println!("round {}: {processes} coordinated process(es): {rate:.0} appends/s; {cpu}", round + 1);
-            coordinated[processes - 1].push(rate);
-            for log in logs {
-                log.close().await;
+    let mut table = Table::new(["load", "measurement", "appends/s", "mean wait", "against (same run)", "ratio"]);
+    let mut headlines = Vec::new();
+    for load in &loads {
+        // Each arrangement is measured once a round, and in each round they go in a different order (each comes
+        // first, second, third and last in four rounds): a machine busier in one part of the run than in another
+        // then weighs on all of them alike. Each figure is the median of its rounds.
+        let mut rates: [Vec<f64>; ARRANGEMENTS] = Default::default();
+        for round in 0..rounds {
+            for position in 0..ARRANGEMENTS {
+                let processes = (position + ARRANGEMENTS - round % ARRANGEMENTS) % ARRANGEMENTS;
+                let (rate, cpu) = measure_fresh(processes, load.appenders, duration, &key).await?;
+                let arrangement = if processes == 0 {
+                    "one process alone (no database)".to_owned()
+                } else {
+                    format!("{processes} coordinated process(es)")
+                };
+                println!("{} load, round {}: {arrangement}: {rate:.0} appends/s; {cpu}", load.name, round + 1);
+                rates[processes].push(rate);
             }
         }
-    }
-    alone.close().await;
-    let alone_rate = median(alone_rates);
-    let rates: Vec<(usize, f64)> =
-        coordinated.into_iter().enumerate().map(|(at, rates)| (at + 1, median(rates))).collect();
-
-    let one = rates[0].1;
-    let mut table = Table::new(["measurement", "appends/s", "against (same run)", "ratio"]);
-    for (processes, rate) in &rates {
+        let [alone, one, rest @ ..] = rates.map(median);
+        let wait = |rate: f64| format!("{:.1} ms", load.appenders as f64 / rate * 1e3);
+        let name = format!("{} ({} appenders)", load.name, load.appenders);
         table.row([
-            format!("{processes} process(es) on one log, PostgreSQL + garage"),
-            format!("{rate:.0}"),
-            if *processes == 1 {
-                format!("one process alone, no database {alone_rate:.0}/s")
-            } else {
-                format!("1 process {one:.0}/s")
-            },
-            if *processes == 1 {
-                format!("{:.2}x", rate / alone_rate)
-            } else {
-                format!("{:.2}x (goal 1.00x or more)", rate / one)
-            },
+            name.clone(),
+            "1 process on one log, PostgreSQL + garage".to_owned(),
+            format!("{one:.0}"),
+            wait(one),
+            format!("one process alone, no database {alone:.0}/s"),
+            format!("{:.2}x", one / alone),
         ]);
+        for (at, rate) in rest.iter().enumerate() {
+            let processes = at + 2;
+            let goal = if load.name == "capacity" { " (goal 1.00x or more)" } else { "" };
+            table.row([
+                name.clone(),
+                format!("{processes} processes on one log, PostgreSQL + garage"),
+                format!("{rate:.0}"),
+                wait(*rate),
+                format!("1 process {one:.0}/s"),
+                format!("{:.2}x{goal}", rate / one),
+            ]);
+        }
+        headlines.extend([one].iter().chain(&rest).enumerate().map(|(at, rate)| Headline {
+            measurement: format!("log appends/s, {} load, {} coordinated process(es)", load.name, at + 1),
+            figure: format!("{rate:.0}/s"),
+            against: format!("alone {alone:.0}/s"),
+            ratio: format!("{:.2}x", rate / alone),
+        }));
     }
     table.print();
-    let headlines: Vec<Headline> = rates
-        .iter()
-        .map(|(processes, rate)| Headline {
-            measurement: format!("log appends/s, {processes} coordinated process(es)"),
-            figure: format!("{rate:.0}/s"),
-            against: format!("alone {alone_rate:.0}/s"),
-            ratio: format!("{:.2}x", rate / alone_rate),
-        })
-        .collect();
     add_to_summary("coordination", &headlines)?;
     Ok(())
+}
+
+/// A number of appenders, each appending one entry at a time.
+struct Load {
+    name: &'static str,
+    appenders: usize,
+}
+
+/// Measures `processes` coordinated processes (0: one process alone, without a database) on a garage and a
+/// PostgreSQL started for this measurement, and a new log: appends per second, and what each cost in CPU time.
+async fn measure_fresh(
+    processes: usize,
+    appenders: usize,
+    duration: Duration,
+    key: &str,
+) -> Result<(f64, CpuPerAppend), BoxError> {
+    let servers = Servers { garage: Garage::start(), postgres: TempPostgres::start() };
+    let mut logs = Vec::new();
+    if processes == 0 {
+        let signer = LogSigner::from_skey(key)?;
+        logs.push(
+            Log::open(servers.garage.object_store(), StorePath::from("alone"), signer, LogOptions::default()).await?,
+        );
+    }
+    for _ in 0..processes {
+        let catalog = Catalog::connect(&servers.postgres.url).await?;
+        let signer = LogSigner::from_skey(key)?;
+        let log = Log::open_coordinated(
+            servers.garage.object_store(),
+            StorePath::from("shared"),
+            signer,
+            LogOptions::default(),
+            catalog.log_coordination(),
+            None,
+        )
+        .await?;
+        logs.push(log);
+    }
+    let measured = measure(&logs, appenders, duration, &servers).await?;
+    for log in logs {
+        log.close().await;
+    }
+    Ok(measured)
 }
 
 /// The middle of `figures` (the mean of the middle two for an even count).
@@ -123,13 +156,13 @@ fn median(mut figures: Vec<f64>) -> f64 {
 }
 
 /// The servers the logs use, whose CPU time is counted beside the appending processes'.
-struct Servers<'a> {
-    postgres: &'a TempPostgres,
-    garage: &'a Garage,
+struct Servers {
+    postgres: TempPostgres,
+    garage: Garage,
 }
 
 /// CPU seconds used so far: by the appending processes (this one), PostgreSQL (with its backends) and garage.
-fn cpu_now(servers: &Servers<'_>) -> Result<[f64; 3], BoxError> {
+fn cpu_now(servers: &Servers) -> Result<[f64; 3], BoxError> {
     let tree = |pid: Option<u32>| pid.map_or(0.0, process_tree_cpu_seconds);
     Ok([process_cpu_seconds()?, tree(servers.postgres.pid()), tree(servers.garage.pid())])
 }
@@ -155,7 +188,7 @@ async fn measure(
     logs: &[Log],
     appenders: usize,
     duration: Duration,
-    servers: &Servers<'_>,
+    servers: &Servers,
 ) -> Result<(f64, CpuPerAppend), BoxError> {
     let acknowledged = Arc::new(AtomicU64::new(0));
     let cpu_before = cpu_now(servers)?;

@@ -784,22 +784,27 @@ impl Drop for LogCoordination {
 /// publishing transaction's commit; the payload is the checkpoint's note, a few hundred bytes of text).
 const PUBLISHED_CHANNEL: &str = "custodia_log_published";
 
-/// How long a lost listening connection waits before it connects again. A notification sent meanwhile is not
-/// heard: every integrator still looks at the row now and then.
+/// The least time between two connections of the listener: one lost after listening at least this long is made
+/// again at once, and one that could not be made, or lasted less, waits the rest. A notification sent while none
+/// listens is not heard, so each loss is told as one (`None`, which has integrators read the row), and every integrator
+/// still looks at the row now and then.
 const LISTEN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Listens on [`PUBLISHED_CHANNEL`] over a connection of its own, and passes each note heard to `publications`, for
-/// as long as it runs. The notes are checked by the log, against its key, before anything is made of them.
+/// Listens for the checkpoints published through the log's coordination, for as long as the task runs: each note
+/// heard, and `None` whenever some may have gone unheard (when the connection is lost, and once it listens again).
 async fn listen_for_publications(url: String, publications: tokio::sync::watch::Sender<Option<Bytes>>) {
     loop {
+        let connected = tokio::time::Instant::now();
+        let mut listened = false;
         let listening = async {
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
             listener.listen(PUBLISHED_CHANNEL).await?;
+            listened = true;
             // Connected (again): whatever was published meanwhile is looked at now.
             publications.send_replace(None);
             loop {
                 let Some(notification) = listener.try_recv().await? else {
-                    // The connection was lost; the next call connects again.
+                    // The connection was lost; a new one is made below.
                     return Ok::<(), sqlx::Error>(());
                 };
                 let note = notification.payload();
@@ -809,7 +814,11 @@ async fn listen_for_publications(url: String, publications: tokio::sync::watch::
         if let Err(err) = listening.await {
             tracing::debug!(error = %err, "listening for the log's publications failed; trying again");
         }
-        tokio::time::sleep(LISTEN_AGAIN_AFTER).await;
+        if listened {
+            // Nothing is heard until the next connection listens: the row says what was published meanwhile.
+            publications.send_replace(None);
+        }
+        tokio::time::sleep_until(connected + LISTEN_AGAIN_AFTER).await;
     }
 }
 

@@ -241,3 +241,65 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A process whose connection listening for publications is lost is told at once (the row says what it missed),
+/// listens again on a new connection, and hears what is published from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listening_connection_is_told_and_made_again() {
+    use sqlx::Connection as _;
+    let server = TempPostgres::start();
+    let listening_catalog = Catalog::connect(&server.url).await.unwrap();
+    let publishing_catalog = Catalog::connect(&server.url).await.unwrap();
+    let (listening, publishing) = (listening_catalog.log_coordination(), publishing_catalog.log_coordination());
+    let mut heard = listening.publications();
+    let publish = |note: &'static str| {
+        let publishing = publishing.clone();
+        async move {
+            let lock = publishing.lock_integration().await.unwrap();
+            lock.publish(0, bytes::Bytes::from_static(note.as_bytes())).await.unwrap();
+        }
+    };
+    assert_eq!(next_heard(&mut heard).await, None, "listening: whatever was published before is looked at");
+    publish("first").await;
+    assert_eq!(next_heard(&mut heard).await.as_deref(), Some(&b"first"[..]));
+
+    // The listening connection goes (the server ends its backend, as on a failover or a network cut).
+    let mut admin = sqlx::postgres::PgConnection::connect(&server.url).await.unwrap();
+    let ended: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%custodia_log_published%'",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(ended, vec![(true,)], "one listening connection, ended");
+    assert_eq!(next_heard(&mut heard).await, None, "the loss is told: the row says what went unheard");
+
+    // A new connection listens (its own `LISTEN`), and what is published from then on is heard again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listeners: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%custodia_log_published%'",
+        )
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if listeners == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new listening connection");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    publish("second").await;
+    let mut note = next_heard(&mut heard).await;
+    if note.is_none() {
+        // The new connection told that it listens after the count above saw it: the next change is the note.
+        note = next_heard(&mut heard).await;
+    }
+    assert_eq!(note.as_deref(), Some(&b"second"[..]));
+}
+
+/// What a listener tells next (a note heard, or `None`: look at the row), within a bound no healthy run nears.
+async fn next_heard(heard: &mut tokio::sync::watch::Receiver<Option<bytes::Bytes>>) -> Option<bytes::Bytes> {
+    tokio::time::timeout(std::time::Duration::from_secs(20), heard.changed()).await.unwrap().unwrap();
+    heard.borrow_and_update().clone()
+}

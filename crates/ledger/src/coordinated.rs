@@ -222,6 +222,16 @@ impl Try {
         Self { at: Instant::now() + waited, waited, why }
     }
 
+    /// The try after one that found the lock held (`tried`, if it was set for later): [`BUSY_RETRY`] at first, the
+    /// wait doubling while the lock stays held, up to [`FOLLOW_INTERVAL`]. A try set for another reason (a
+    /// deferral, a gathering) is no measure of how long the holder takes: the wait starts short after it.
+    fn after_held(tried: Option<Try>) -> Self {
+        let waited = tried
+            .filter(|tried| tried.why == Why::Held)
+            .map_or(BUSY_RETRY, |tried| (tried.waited * 2).min(FOLLOW_INTERVAL));
+        Self::new(Why::Held, waited)
+    }
+
     /// Whether it is a turn of a process integrating for others.
     fn for_others(self) -> bool {
         matches!(self.why, Why::Continuing | Why::Watching)
@@ -401,8 +411,7 @@ impl Integrator {
                     next_try = match outcome {
                         Outcome::Held if self.uncovered() > 0 => {
                             // Another process integrates: it publishes soon, and this one hears it.
-                            let after = next_try.map_or(BUSY_RETRY, |next| (next.waited * 2).min(FOLLOW_INTERVAL));
-                            Some(Try::new(Why::Held, after))
+                            Some(Try::after_held(next_try))
                         }
                         Outcome::Integrated => {
                             own_size = self.publish.borrow().checkpoint.size;
@@ -743,5 +752,30 @@ fn behind(stored: u64, published: u64) -> LogError {
             "the store's checkpoint covers {stored} entries but {published} were published through the database: \
              the log's store was restored from an older copy, or is not this log's"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_after_finding_the_lock_held_doubles_only_while_it_stays_held() {
+        let first = Try::after_held(None);
+        assert_eq!((first.why, first.waited), (Why::Held, BUSY_RETRY));
+        let second = Try::after_held(Some(first));
+        assert_eq!(second.waited, BUSY_RETRY * 2);
+        let mut held = second;
+        for _ in 0..20 {
+            held = Try::after_held(Some(held));
+        }
+        assert_eq!(held.waited, FOLLOW_INTERVAL, "the wait stops growing");
+        // A process that deferred to another for up to 50 ms, then found the lock held, tries again soon: the holder
+        // is about to publish, and what it deferred is no measure of that (doubled, it once made appends wait
+        // 100 ms more whenever a publication went unheard).
+        for why in [Why::Deferring, Why::Gathering, Why::Continuing, Why::Watching] {
+            let after = Try::after_held(Some(Try::new(why, ANOTHER_INTEGRATES)));
+            assert_eq!((after.why, after.waited), (Why::Held, BUSY_RETRY), "after {why:?}");
+        }
     }
 }

@@ -793,11 +793,29 @@ const LISTEN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(1
 /// Listens for the checkpoints published through the log's coordination, for as long as the task runs: each note
 /// heard, and `None` whenever some may have gone unheard (when the connection is lost, and once it listens again).
 async fn listen_for_publications(url: String, publications: tokio::sync::watch::Sender<Option<Bytes>>) {
+    // The listener's own pool of one connection: a connection is asked for once a second at most, and one that
+    // cannot be made within that second fails (rather than after sqlx's own retries, which go on for 30 s).
+    let pool = match sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(LISTEN_AGAIN_AFTER)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_lazy(&url)
+    {
+        Ok(pool) => pool,
+        Err(err) => {
+            // Not reached with the URL the catalog connected with; integrators then follow the row only.
+            tracing::error!(error = %err, "cannot listen for the log's publications");
+            return;
+        }
+    };
     loop {
         let connected = tokio::time::Instant::now();
         let mut listened = false;
         let listening = async {
-            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            // A lost connection ends this listener (and is told) rather than being made again inside it.
+            listener.eager_reconnect(false);
             listener.listen(PUBLISHED_CHANNEL).await?;
             listened = true;
             // Connected (again): whatever was published meanwhile is looked at now.

@@ -265,25 +265,20 @@ async fn a_lost_listening_connection_is_told_and_made_again() {
 
     // The listening connection goes (the server ends its backend, as on a failover or a network cut).
     let mut admin = sqlx::postgres::PgConnection::connect(&server.url).await.unwrap();
-    let ended: Vec<(bool,)> = sqlx::query_as(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%custodia_log_published%'",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert_eq!(ended, vec![(true,)], "one listening connection, ended");
+    let listening_backends = "SELECT pid FROM pg_stat_activity \
+                              WHERE query LIKE 'LISTEN%custodia_log_published%' AND state = 'idle'";
+    let before: Vec<i32> = sqlx::query_scalar(listening_backends).fetch_all(&mut admin).await.unwrap();
+    assert_eq!(before.len(), 1, "one listening connection");
+    let ended: bool =
+        sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(before[0]).fetch_one(&mut admin).await.unwrap();
+    assert!(ended);
     assert_eq!(next_heard(&mut heard).await, None, "the loss is told: the row says what went unheard");
 
-    // A new connection listens (its own `LISTEN`), and what is published from then on is heard again.
+    // A new connection listens (its own `LISTEN`, done), and what is published from then on is heard again.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let listeners: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%custodia_log_published%'",
-        )
-        .fetch_one(&mut admin)
-        .await
-        .unwrap();
-        if listeners == 1 {
+        let listening: Vec<i32> = sqlx::query_scalar(listening_backends).fetch_all(&mut admin).await.unwrap();
+        if listening.len() == 1 && listening[0] != before[0] {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no new listening connection");

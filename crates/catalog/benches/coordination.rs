@@ -8,7 +8,10 @@
 //! - **capacity** (1024 appenders unless `COORDINATION_BENCH_CAPACITY_APPENDERS` says): what the log can take, its
 //!   append rate. Goal: no worse with three processes than with one.
 //! - **light** (32 unless `COORDINATION_BENCH_LIGHT_APPENDERS` says): how long an append waits for a published
-//!   checkpoint when the log has time to spare (32 appenders / the rate).
+//!   checkpoint when the log has time to spare.
+//!
+//! Each measurement counts the appends acknowledged in its window, which opens once the appenders have run for a
+//! second (connections made, the first tiles written), and how long each of them waited (mean and 99th percentile).
 //!
 //! Every measurement has a garage and a PostgreSQL of its own, started for it, and a new log: garage grows slower as
 //! it holds more, so that in a shared garage whichever arrangement came later in the run paid for what the earlier
@@ -16,13 +19,11 @@
 //! to 1.05x).
 //!
 //! `cargo bench -p custodia-catalog --bench coordination` (garage from `scripts/garage.sh`, named by
-//! `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS` (the length of each measurement,
-//! 10) and `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the
+//! `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS` (the length of each measurement's
+//! window, 10) and `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the
 //! figures are the medians).
 #![allow(clippy::print_stdout)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use custodia_benchkit::{
@@ -50,54 +51,59 @@ async fn main() -> Result<(), BoxError> {
     let key = signer.expose_secret().to_owned();
     println!("custodia log coordination benchmark: {seconds} s each, fresh servers for each measurement");
 
-    let mut table = Table::new(["load", "measurement", "appends/s", "mean wait", "against (same run)", "ratio"]);
+    let mut table =
+        Table::new(["load", "measurement", "appends/s", "wait per append: mean, p99", "against (same run)", "ratio"]);
     let mut headlines = Vec::new();
     for load in &loads {
         // Each arrangement is measured once a round, and in each round they go in a different order (each comes
         // first, second, third and last in four rounds): a machine busier in one part of the run than in another
         // then weighs on all of them alike. Each figure is the median of its rounds.
-        let mut rates: [Vec<f64>; ARRANGEMENTS] = Default::default();
+        let mut rounds_of: [Vec<Measured>; ARRANGEMENTS] = Default::default();
         for round in 0..rounds {
             for position in 0..ARRANGEMENTS {
                 let processes = (position + ARRANGEMENTS - round % ARRANGEMENTS) % ARRANGEMENTS;
-                let (rate, cpu) = measure_fresh(processes, load.appenders, duration, &key).await?;
+                let measured = measure_fresh(processes, load.appenders, duration, &key).await?;
                 let arrangement = if processes == 0 {
                     "one process alone (no database)".to_owned()
                 } else {
                     format!("{processes} coordinated process(es)")
                 };
-                println!("{} load, round {}: {arrangement}: {rate:.0} appends/s; {cpu}", load.name, round + 1);
-                rates[processes].push(rate);
+                println!("{} load, round {}: {arrangement}: {measured}", load.name, round + 1);
+                rounds_of[processes].push(measured);
             }
         }
-        let [alone, one, rest @ ..] = rates.map(median);
-        let wait = |rate: f64| format!("{:.1} ms", load.appenders as f64 / rate * 1e3);
+        let [alone, one, rest @ ..] = rounds_of.map(|rounds| Measured::median(&rounds));
         let name = format!("{} ({} appenders)", load.name, load.appenders);
         table.row([
             name.clone(),
             "1 process on one log, PostgreSQL + garage".to_owned(),
-            format!("{one:.0}"),
-            wait(one),
-            format!("one process alone, no database {alone:.0}/s"),
-            format!("{:.2}x", one / alone),
+            format!("{:.0}", one.rate),
+            one.waits(),
+            format!("one process alone, no database {:.0}/s ({})", alone.rate, alone.waits()),
+            format!("{:.2}x", one.rate / alone.rate),
         ]);
-        for (at, rate) in rest.iter().enumerate() {
-            let processes = at + 2;
+        for (at, more) in rest.iter().enumerate() {
             let goal = if load.name == "capacity" { " (goal 1.00x or more)" } else { "" };
             table.row([
                 name.clone(),
-                format!("{processes} processes on one log, PostgreSQL + garage"),
-                format!("{rate:.0}"),
-                wait(*rate),
-                format!("1 process {one:.0}/s"),
-                format!("{:.2}x{goal}", rate / one),
+                format!("{} processes on one log, PostgreSQL + garage", at + 2),
+                format!("{:.0}", more.rate),
+                more.waits(),
+                format!("1 process {:.0}/s", one.rate),
+                format!("{:.2}x{goal}", more.rate / one.rate),
             ]);
         }
-        headlines.extend([one].iter().chain(&rest).enumerate().map(|(at, rate)| Headline {
-            measurement: format!("log appends/s, {} load, {} coordinated process(es)", load.name, at + 1),
-            figure: format!("{rate:.0}/s"),
-            against: format!("alone {alone:.0}/s"),
-            ratio: format!("{:.2}x", rate / alone),
+        headlines.push(Headline {
+            measurement: format!("log appends/s, {} load, 1 coordinated process", load.name),
+            figure: format!("{:.0}/s", one.rate),
+            against: format!("alone {:.0}/s", alone.rate),
+            ratio: format!("{:.2}x", one.rate / alone.rate),
+        });
+        headlines.extend(rest.iter().enumerate().map(|(at, more)| Headline {
+            measurement: format!("log appends/s, {} load, {} coordinated processes", load.name, at + 2),
+            figure: format!("{:.0}/s", more.rate),
+            against: format!("1 process {:.0}/s", one.rate),
+            ratio: format!("{:.2}x", more.rate / one.rate),
         }));
     }
     table.print();
@@ -112,14 +118,19 @@ struct Load {
 }
 
 /// Measures `processes` coordinated processes (0: one process alone, without a database) on a garage and a
-/// PostgreSQL started for this measurement, and a new log: appends per second, and what each cost in CPU time.
+/// PostgreSQL started for this measurement, and a new log.
 async fn measure_fresh(
     processes: usize,
     appenders: usize,
     duration: Duration,
     key: &str,
-) -> Result<(f64, CpuPerAppend), BoxError> {
+) -> Result<Measured, BoxError> {
     let servers = Servers { garage: Garage::start(), postgres: TempPostgres::start() };
+    // What the servers just set up (and the last measurement's servers removed) goes to disk before anything is
+    // measured.
+    if !std::process::Command::new("sync").status()?.success() {
+        return Err("sync failed".into());
+    }
     let mut logs = Vec::new();
     if processes == 0 {
         let signer = LogSigner::from_skey(key)?;
@@ -182,39 +193,84 @@ impl std::fmt::Display for CpuPerAppend {
     }
 }
 
-/// Appends from `appenders` tasks spread over `logs` for `duration`: acknowledged appends per second, and what each
-/// cost in CPU time.
-async fn measure(
-    logs: &[Log],
-    appenders: usize,
-    duration: Duration,
-    servers: &Servers,
-) -> Result<(f64, CpuPerAppend), BoxError> {
-    let acknowledged = Arc::new(AtomicU64::new(0));
-    let cpu_before = cpu_now(servers)?;
+/// How long the appenders run before the measurement starts: connections made, the log's first tiles written.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// What one measurement found.
+struct Measured {
+    /// Appends acknowledged per second.
+    rate: f64,
+    /// How long an append waited until a published checkpoint covered it, in seconds: the mean and the 99th
+    /// percentile.
+    mean_wait: f64,
+    p99_wait: f64,
+    cpu: CpuPerAppend,
+}
+
+impl Measured {
+    /// The median of each figure over `rounds`.
+    fn median(rounds: &[Measured]) -> Measured {
+        let of = |figure: &dyn Fn(&Measured) -> f64| median(rounds.iter().map(figure).collect());
+        Measured {
+            rate: of(&|m| m.rate),
+            mean_wait: of(&|m| m.mean_wait),
+            p99_wait: of(&|m| m.p99_wait),
+            cpu: CpuPerAppend(std::array::from_fn(|at| of(&|m| m.cpu.0[at]))),
+        }
+    }
+
+    fn waits(&self) -> String {
+        format!("{:.1} ms, {:.1} ms", self.mean_wait * 1e3, self.p99_wait * 1e3)
+    }
+}
+
+impl std::fmt::Display for Measured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.0} appends/s; wait per append {}; {}", self.rate, self.waits(), self.cpu)
+    }
+}
+
+/// Appends from `appenders` tasks spread over `logs`, each appending and waiting for its entry to be published,
+/// then the next: after [`WARM_UP`], for `duration`, the appends acknowledged, how long each waited, and what they
+/// cost in CPU time. (What is still waiting at the end is let finish, and not counted.)
+async fn measure(logs: &[Log], appenders: usize, duration: Duration, servers: &Servers) -> Result<Measured, BoxError> {
     let started = Instant::now();
-    let deadline = started + duration;
+    let (from, until) = (started + WARM_UP, started + WARM_UP + duration);
     let tasks: Vec<_> = (0..appenders)
         .map(|appender| {
-            let (log, acknowledged) = (logs[appender % logs.len()].clone(), acknowledged.clone());
+            let log = logs[appender % logs.len()].clone();
             tokio::spawn(async move {
+                let mut waits = Vec::new();
                 let mut n = 0u64;
-                while Instant::now() < deadline {
+                while Instant::now() < until {
                     let entry = format!("{{\"appender\":{appender},\"n\":{n},\"pad\":\"{}\"}}", "x".repeat(560));
+                    let appending = Instant::now();
                     log.append(entry.into_bytes()).await?;
-                    acknowledged.fetch_add(1, Ordering::Relaxed);
+                    let acknowledged = Instant::now();
+                    if (from..until).contains(&acknowledged) {
+                        waits.push((acknowledged - appending).as_secs_f64());
+                    }
                     n += 1;
                 }
-                Ok::<_, custodia_ledger::LogError>(())
+                Ok::<_, custodia_ledger::LogError>(waits)
             })
         })
         .collect();
-    for task in tasks {
-        task.await??;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
+    tokio::time::sleep_until(from.into()).await;
+    let cpu_before = cpu_now(servers)?;
+    tokio::time::sleep_until(until.into()).await;
     let cpu_after = cpu_now(servers)?;
-    let count = acknowledged.load(Ordering::Relaxed);
-    let per_append = std::array::from_fn(|at| (cpu_after[at] - cpu_before[at]) / count.max(1) as f64);
-    Ok((count as f64 / elapsed, CpuPerAppend(per_append)))
+    let mut waits = Vec::new();
+    for task in tasks {
+        waits.extend(task.await??);
+    }
+    waits.sort_by(f64::total_cmp);
+    let count = waits.len().max(1) as f64;
+    let per_append = std::array::from_fn(|at| (cpu_after[at] - cpu_before[at]) / count);
+    Ok(Measured {
+        rate: waits.len() as f64 / duration.as_secs_f64(),
+        mean_wait: waits.iter().sum::<f64>() / count,
+        p99_wait: waits.get((waits.len() * 99 / 100).min(waits.len().saturating_sub(1))).copied().unwrap_or(0.0),
+        cpu: CpuPerAppend(per_append),
+    })
 }

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
 
+use crate::free_port;
+
 /// The garage binary: `CUSTODIA_GARAGE`, else the cache `scripts/garage.sh` builds into.
 pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("CUSTODIA_GARAGE") {
@@ -47,10 +49,6 @@ impl std::fmt::Debug for Garage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Garage").field("endpoint", &self.endpoint).field("bucket", &self.bucket).finish_non_exhaustive()
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 fn random_hex(bytes: usize) -> String {

@@ -5,9 +5,28 @@ pub mod garage;
 pub mod moto;
 pub mod postgres;
 
+use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Mutex;
 
 use custodia_core::{ActorId, Commitment, CustodyEvent, CustodyRecord, HearingId, Label, Salt, Sha256};
+
+/// A loopback port free now, for a server a test starts, and not handed out before in this test process. The port
+/// is found by binding port 0 and letting the socket go, so the kernel may give the same one again to the next
+/// caller; two servers of one test (two gateways, garage's three listeners) would then race for it, and one would
+/// fail to start.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        if HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(port) {
+            return port;
+        }
+    }
+}
 
 /// A custody record of about `approx_len` bytes (at least the size of a record with its commitments) whose
 /// content is fixed by `seed`, so that a test can tell later exactly which bytes belong at an index.

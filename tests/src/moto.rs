@@ -58,10 +58,7 @@ impl Moto {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("a directory for moto");
         let log = dir.path().join("moto.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
+        let port = crate::free_port();
         let mut child = Command::new("python3")
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())

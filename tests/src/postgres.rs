@@ -45,7 +45,7 @@ impl TempPostgres {
             .status()
             .expect("initdb runs");
         assert!(status.success(), "initdb failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a port").port();
+        let port = crate::free_port();
         let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", dir.path().display());
         let server = TempPostgres { url: format!("postgres://custodia@127.0.0.1:{port}/postgres"), dir, options };
         server.run();

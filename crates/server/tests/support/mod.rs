@@ -465,9 +465,7 @@ pub fn spawn_gateway_within(
 }
 
 /// A loopback port free now, for a gateway whose address others must know before it starts.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use custodia_tests::free_port;
 
 /// [`spawn_gateway_within`] on a given port.
 pub fn spawn_gateway_on(

@@ -786,8 +786,8 @@ const PUBLISHED_CHANNEL: &str = "custodia_log_published";
 
 /// The least time between two connections of the listener: one lost after listening at least this long is made
 /// again at once, and one that could not be made, or lasted less, waits the rest. A notification sent while none
-/// listens is not heard, so each loss is told as one (`None`, which has integrators read the row), and every integrator
-/// still looks at the row now and then.
+/// listens is not heard, so each loss is told as one (`None`, which has integrators read the row), and every
+/// integrator still looks at the row now and then.
 const LISTEN_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Listens for the checkpoints published through the log's coordination, for as long as the task runs: each note

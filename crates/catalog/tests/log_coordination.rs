@@ -287,7 +287,7 @@ async fn a_lost_listening_connection_is_told_and_made_again() {
     publish("second").await;
     let mut note = next_heard(&mut heard).await;
     if note.is_none() {
-        // The new connection told that it listens after the count above saw it: the next change is the note.
+        // The new connection told that it listens after the look above saw it listening: the next change is the note.
         note = next_heard(&mut heard).await;
     }
     assert_eq!(note.as_deref(), Some(&b"second"[..]));

@@ -258,6 +258,11 @@ enum Outcome {
 const RETRY_WAIT_MIN: std::time::Duration = std::time::Duration::from_millis(50);
 const RETRY_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Whether `at` was less than `window` ago.
+fn within(at: Option<Instant>, window: Duration) -> bool {
+    at.is_some_and(|at| at.elapsed() < window)
+}
+
 fn coordination_error(err: CoordinationError) -> LogError {
     LogError::Coordination(err)
 }
@@ -338,8 +343,7 @@ impl Integrator {
                         Why::Watching => match self.follow().await {
                             Ok(row) if row.sequenced > row.size => Some(Turn::Waiting),
                             Ok(_) => {
-                                next_try = others_appended
-                                    .is_some_and(|at| at.elapsed() < OTHERS_APPENDING)
+                                next_try = within(others_appended, OTHERS_APPENDING)
                                     .then(|| Try::new(Why::Watching, BUSY_RETRY));
                                 None
                             }
@@ -350,7 +354,7 @@ impl Integrator {
                         },
                         _ => Some(next.turn()),
                     }
-                } else if others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) {
+                } else if within(others_appended, OTHERS_APPENDING) {
                     // Other processes append too: their sequencing transactions commit meanwhile, and this turn
                     // takes them all.
                     next_try = Some(Try::new(Why::Continuing, BUSY_RETRY));
@@ -422,14 +426,9 @@ impl Integrator {
                                 others_published = None;
                             }
                             // While others append, what they sequence meanwhile is integrated by the next turn.
-                            others_appended
-                                .is_some_and(|at| at.elapsed() < OTHERS_APPENDING)
-                                .then(|| Try::new(Why::Continuing, BUSY_RETRY))
+                            within(others_appended, OTHERS_APPENDING).then(|| Try::new(Why::Continuing, BUSY_RETRY))
                         }
-                        Outcome::Nothing
-                            if turn == Turn::Waiting
-                                && others_appended.is_some_and(|at| at.elapsed() < OTHERS_APPENDING) =>
-                        {
+                        Outcome::Nothing if turn == Turn::Waiting && within(others_appended, OTHERS_APPENDING) => {
                             Some(Try::new(Why::Watching, BUSY_RETRY))
                         }
                         _ => None,

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 mod support;
 
-use support::{RawAnswer as Answer, closed_by_server, connect_from, read_answer};
+use support::{RawAnswer as Answer, closed_by_server, connect_from, free_port, read_answer};
 
 /// The open-file limit the gateway runs under.
 const OPEN_FILES: u64 = 1024;
@@ -58,7 +58,7 @@ impl Drop for Gateway {
 impl Gateway {
     fn start() -> Self {
         let data = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free_port();
         let log = std::fs::File::create(data.path().join("gateway.log")).unwrap();
         // `ulimit -n` in sh sets the soft and the hard limit: the gateway cannot raise it.
         let child = std::process::Command::new("sh")

@@ -138,7 +138,7 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
 #[test]
 fn logs_captured_from_a_pipe_carry_no_colour_codes() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = support::free_port();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_custodia"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data.path())

@@ -20,8 +20,10 @@
 //!
 //! `cargo bench -p custodia-catalog --bench coordination` (garage from `scripts/garage.sh`, named by
 //! `CUSTODIA_GARAGE`; PostgreSQL 15 from Debian). `COORDINATION_BENCH_SECONDS` (the length of each measurement's
-//! window, 10) and `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4; the
-//! figures are the medians).
+//! window, 10) and `COORDINATION_BENCH_ROUNDS` (how many times each is measured, in a different order each round, 4).
+//! Each rate and wait is the median of its rounds. Each ratio is the median of the ratios taken within each round,
+//! shown with their range: a shared machine can slow by a fifth within minutes, and a round's measurements are
+//! minutes apart at most.
 #![allow(clippy::print_stdout)]
 
 use std::time::{Duration, Instant};
@@ -72,6 +74,11 @@ async fn main() -> Result<(), BoxError> {
                 rounds_of[processes].push(measured);
             }
         }
+        // Each ratio is taken within each round, of two measurements minutes apart at most (a machine that slows
+        // over the run then changes both alike), and the median of the rounds' ratios shown, with their range.
+        let ratio = |of: usize, to: usize| Ratio::of_rounds(&rounds_of[of], &rounds_of[to]);
+        let ratios: Vec<Ratio> = (2..ARRANGEMENTS).map(|processes| ratio(processes, 1)).collect();
+        let one_to_alone = ratio(1, 0);
         let [alone, one, rest @ ..] = rounds_of.map(|rounds| Measured::median(&rounds));
         let name = format!("{} ({} appenders)", load.name, load.appenders);
         table.row([
@@ -80,30 +87,30 @@ async fn main() -> Result<(), BoxError> {
             format!("{:.0}", one.rate),
             one.waits(),
             format!("one process alone, no database {:.0}/s ({})", alone.rate, alone.waits()),
-            format!("{:.2}x", one.rate / alone.rate),
+            one_to_alone.shown(""),
         ]);
-        for (at, more) in rest.iter().enumerate() {
-            let goal = if load.name == "capacity" { " (goal 1.00x or more)" } else { "" };
+        for (at, (more, ratio)) in rest.iter().zip(&ratios).enumerate() {
+            let goal = if load.name == "capacity" { "goal 1.00x or more" } else { "" };
             table.row([
                 name.clone(),
                 format!("{} processes on one log, PostgreSQL + garage", at + 2),
                 format!("{:.0}", more.rate),
                 more.waits(),
                 format!("1 process {:.0}/s", one.rate),
-                format!("{:.2}x{goal}", more.rate / one.rate),
+                ratio.shown(goal),
             ]);
         }
         headlines.push(Headline {
             measurement: format!("log appends/s, {} load, 1 coordinated process", load.name),
             figure: format!("{:.0}/s", one.rate),
             against: format!("alone {:.0}/s", alone.rate),
-            ratio: format!("{:.2}x", one.rate / alone.rate),
+            ratio: format!("{:.2}x", one_to_alone.median),
         });
-        headlines.extend(rest.iter().enumerate().map(|(at, more)| Headline {
+        headlines.extend(rest.iter().zip(&ratios).enumerate().map(|(at, (more, ratio))| Headline {
             measurement: format!("log appends/s, {} load, {} coordinated processes", load.name, at + 2),
             figure: format!("{:.0}/s", more.rate),
             against: format!("1 process {:.0}/s", one.rate),
-            ratio: format!("{:.2}x", more.rate / one.rate),
+            ratio: format!("{:.2}x", ratio.median),
         }));
     }
     table.print();
@@ -157,6 +164,32 @@ async fn measure_fresh(
         log.close().await;
     }
     Ok(measured)
+}
+
+/// One arrangement's append rate against another's, round by round.
+struct Ratio {
+    /// The median of the rounds' ratios.
+    median: f64,
+    /// The lowest and the highest of them.
+    range: (f64, f64),
+}
+
+impl Ratio {
+    /// `of`'s rate over `to`'s, measured in the same rounds.
+    fn of_rounds(of: &[Measured], to: &[Measured]) -> Self {
+        let ratios: Vec<f64> = of.iter().zip(to).map(|(of, to)| of.rate / to.rate).collect();
+        let range =
+            ratios.iter().fold((f64::INFINITY, 0.0_f64), |(low, high), ratio| (low.min(*ratio), high.max(*ratio)));
+        Self { median: median(ratios), range }
+    }
+}
+
+impl Ratio {
+    /// The median, then the range and `goal` (if not empty) in parentheses.
+    fn shown(&self, goal: &str) -> String {
+        let goal = if goal.is_empty() { String::new() } else { format!("; {goal}") };
+        format!("{:.2}x (rounds {:.2}–{:.2}x{goal})", self.median, self.range.0, self.range.1)
+    }
 }
 
 /// The middle of `figures` (the mean of the middle two for an even count).

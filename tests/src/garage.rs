@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use object_store::ObjectStore;
 
 use crate::free_port;
+use crate::leftovers::Recorded;
 
 /// The garage binary: `CUSTODIA_GARAGE`, else the cache `scripts/garage.sh` builds into.
 pub fn binary() -> PathBuf {
@@ -34,7 +35,8 @@ pub fn binary() -> PathBuf {
 
 /// A running single-node garage with one bucket.
 pub struct Garage {
-    child: std::sync::Mutex<Option<Child>>,
+    /// The server while it runs, with its record (see [`crate::leftovers`]).
+    child: std::sync::Mutex<Option<(Child, Recorded)>>,
     dir: tempfile::TempDir,
     config: PathBuf,
     /// `http://127.0.0.1:<port>`, the S3 API.
@@ -121,17 +123,20 @@ impl Garage {
             .stderr(log)
             .spawn()
             .expect("garage starts");
-        *self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(child);
+        let recorded = crate::leftovers::record(child.id(), self.dir.path());
+        *self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((child, recorded));
     }
 
     /// The server's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(Child::id)
+        self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(child, _)| child.id())
     }
 
     /// Stops the server (as a crash would: SIGKILL), keeping its data.
     pub fn kill(&self) {
-        if let Some(mut child) = self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        if let Some((mut child, _recorded)) =
+            self.child.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        {
             let _ = child.kill();
             let _ = child.wait();
         }

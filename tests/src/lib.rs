@@ -2,6 +2,7 @@
 
 pub mod failing_store;
 pub mod garage;
+pub mod leftovers;
 pub mod moto;
 pub mod postgres;
 

@@ -24,6 +24,8 @@ fn as_postgres(program: &str) -> std::process::Command {
 pub struct TempPostgres {
     dir: tempfile::TempDir,
     options: String,
+    /// The running server's record (see [`crate::leftovers`]).
+    recorded: std::sync::Mutex<Option<crate::leftovers::Recorded>>,
     /// `postgres://custodia@127.0.0.1:<port>/postgres`, trusted on loopback.
     pub url: String,
 }
@@ -47,7 +49,8 @@ impl TempPostgres {
         assert!(status.success(), "initdb failed");
         let port = crate::free_port();
         let options = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=on", dir.path().display());
-        let server = TempPostgres { url: format!("postgres://custodia@127.0.0.1:{port}/postgres"), dir, options };
+        let url = format!("postgres://custodia@127.0.0.1:{port}/postgres");
+        let server = TempPostgres { url, dir, options, recorded: std::sync::Mutex::default() };
         server.run();
         server
     }
@@ -65,6 +68,8 @@ impl TempPostgres {
             .status()
             .expect("pg_ctl runs");
         assert!(status.success(), "pg_ctl start failed: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        let recorded = self.pid().map(|pid| crate::leftovers::record(pid, self.dir.path()));
+        *self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = recorded;
     }
 
     /// The server's process id (the postmaster's, from its `postmaster.pid`), while it runs: its backends are its
@@ -80,6 +85,7 @@ impl TempPostgres {
             .args(["-D", self.data().to_str().expect("a UTF-8 path"), "-m", "immediate", "stop"])
             .stdout(std::process::Stdio::null())
             .status();
+        self.recorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
     /// Starts it again on the same data and port, once it answers.

@@ -182,9 +182,7 @@ impl Ratio {
             ratios.iter().fold((f64::INFINITY, 0.0_f64), |(low, high), ratio| (low.min(*ratio), high.max(*ratio)));
         Self { median: median(ratios), range }
     }
-}
 
-impl Ratio {
     /// The median, then the range and `goal` (if not empty) in parentheses.
     fn shown(&self, goal: &str) -> String {
         let goal = if goal.is_empty() { String::new() } else { format!("; {goal}") };

@@ -34,6 +34,9 @@ pub fn sha256sum(path: &Path) -> Result<String, BoxError> {
 
 pub struct Server {
     pub child: Child,
+    /// The gateway's record while it runs, so that a bench killed before it could stop it has the next one stop it
+    /// (`custodia_tests::leftovers`).
+    _recorded: custodia_tests::leftovers::Recorded,
     pub base: String,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -63,7 +66,9 @@ impl Server {
             .stdout(output.try_clone()?)
             .stderr(output)
             .spawn()?;
-        let mut server = Self { child, base: format!("http://127.0.0.1:{port}"), data_dir: data_dir.into(), log };
+        let _recorded = custodia_tests::leftovers::record(child.id(), data_dir);
+        let base = format!("http://127.0.0.1:{port}");
+        let mut server = Self { child, _recorded, base, data_dir: data_dir.into(), log };
         let started = Instant::now();
         loop {
             if let Some(status) = server.child.try_wait()? {

@@ -84,8 +84,8 @@ fn main() -> Result<(), BoxError> {
 
     let input = dir.path().join("evidence.webm");
 
-    let sender = Side { name: "tn-tunis", jurisdiction: "TN", port: free_port()? };
-    let receiver = Side { name: "it-catania", jurisdiction: "IT", port: free_port()? };
+    let sender = Side { name: "tn-tunis", jurisdiction: "TN", port: free_port() };
+    let receiver = Side { name: "it-catania", jurisdiction: "IT", port: free_port() };
     let (sender_data, receiver_data) = (dir.path().join("tunis"), dir.path().join("catania"));
     let (sender_registry, receiver_registry) = (dir.path().join("tunis.json"), dir.path().join("catania.json"));
     let sender_card = sender.card(binary, &sender_data, &sender_registry)?;

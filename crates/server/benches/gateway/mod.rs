@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -42,14 +42,13 @@ pub struct Server {
     pub log: PathBuf,
 }
 
-/// A loopback port free now, for a gateway whose address must be known before it starts.
-pub fn free_port() -> Result<u16, BoxError> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
-}
+/// A loopback port free now and not handed out before in this process, for a gateway whose address must be known
+/// before it starts.
+pub use custodia_tests::free_port;
 
 impl Server {
     pub fn start(binary: &Path, data_dir: &Path) -> Result<Self, BoxError> {
-        Self::start_on(binary, data_dir, free_port()?, &[])
+        Self::start_on(binary, data_dir, free_port(), &[])
     }
 
     /// [`Self::start`] on `port`, with the extra environment `env`.

@@ -234,7 +234,10 @@ async def main(url, judge_secret, witness_secret, defence_secret, observer_secre
     report["names"]["privileged"] = {peer.name: shown_name(peer, witness) for peer in watchers}
     await phase("privileged", watchers, report)
 
-    killed = subprocess.run(["pkill", "-KILL", "-f", "custodia mask"], check=False).returncode
+    # Only this gateway's pipelines: they are children of the test process that started this script, as the
+    # gateway runs in it; another test binary's hearings on the same machine are left alone.
+    mine = ["pkill", "-KILL", "--parent", str(os.getppid()), "-f", "custodia mask"]
+    killed = subprocess.run(mine, check=False).returncode
     report["killed"] = killed == 0
     loop = asyncio.get_running_loop()
     print("mark killed start", flush=True)

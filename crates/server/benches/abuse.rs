@@ -83,14 +83,25 @@ async fn main() -> Result<(), BoxError> {
     let addresses: u8 = custodia_benchkit::env_or("ABUSE_ADDRESSES", 32)?;
     let connect_rate = loopback_connect_rate().await?;
     let data = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = custodia_tests::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CUSTODIA_DATA_DIR", data.path())
         .stderr(std::process::Stdio::null())
         .spawn()?;
+    // Stopped by the next test or benchmark if this one is killed before it stops the gateway.
+    let _recorded = custodia_tests::leftovers::record(child.id(), data.path());
     let pid = child.id();
+    let starting = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("the gateway exited at start: {status}").into());
+        }
+        if starting.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("the gateway did not listen within 60 s".into());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     let (quiet_p50, quiet_p99, _) = healthz(port, 300).await;

@@ -22,7 +22,7 @@
 mod gateway;
 
 use std::fs;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -240,6 +240,8 @@ fn sign_in_at_once(base: &str, dir: &Path, count: usize) -> Result<(), BoxError>
 /// nginx serving one directory on a loopback port, stopped on drop.
 struct Nginx {
     child: Child,
+    /// The record by which the next test or benchmark stops nginx if this process is killed first.
+    _recorded: custodia_tests::leftovers::Recorded,
     base: String,
 }
 
@@ -253,7 +255,7 @@ impl Nginx {
         let root = object.parent().ok_or("the object has no directory")?;
         let prefix = dir.join("nginx");
         fs::create_dir_all(prefix.join("logs"))?;
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = custodia_tests::free_port();
         let config = prefix.join("nginx.conf");
         fs::write(
             &config,
@@ -277,7 +279,8 @@ impl Nginx {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()?;
-        let mut nginx = Self { child, base: format!("http://127.0.0.1:{port}") };
+        let _recorded = custodia_tests::leftovers::record(child.id(), &prefix);
+        let mut nginx = Self { child, _recorded, base: format!("http://127.0.0.1:{port}") };
         let started = Instant::now();
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
             if let Some(status) = nginx.child.try_wait()? {

@@ -836,6 +836,8 @@ struct Gateway {
     log: LogSigner,
     witness: CosignerKey,
     child: Option<Child>,
+    /// The record by which the next test or benchmark stops this gateway if this process is killed first.
+    recorded: Option<custodia_tests::leftovers::Recorded>,
 }
 
 impl Gateway {
@@ -852,8 +854,9 @@ impl Gateway {
             let mut key = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(keys.join(file))?;
             writeln!(key, "{secret}")?;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        Ok(Self { name, dir, port, log, witness, child: None })
+        // Taken from the harness's pool, so that the gateways started together never share one.
+        let port = custodia_tests::free_port();
+        Ok(Self { name, dir, port, log, witness, child: None, recorded: None })
     }
 
     fn data(&self) -> PathBuf {
@@ -881,6 +884,7 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .map_err(|err| format!("cannot run {BINARY}: {err}"))?;
+        self.recorded = Some(custodia_tests::leftovers::record(child.id(), &self.data()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -921,6 +925,7 @@ impl Drop for Gateway {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.recorded = None;
     }
 }
 

@@ -400,10 +400,13 @@ impl TestGateway {
 }
 
 /// A `custodia serve` process of the real binary, killed on drop. Its stderr (the operator log) goes to
-/// `gateway-stderr.log` beside its data directory's contents; when a test fails, the log's tail is printed.
+/// `gateway-stderr.log` beside its data directory's contents; when a test fails, the log's tail is printed. It is
+/// recorded while it runs, so that if the test process is killed (a signal skips `Drop`), the next test process
+/// stops it ([`custodia_tests::leftovers`]).
 pub struct GatewayProcess {
     child: std::process::Child,
     log: std::path::PathBuf,
+    _recorded: custodia_tests::leftovers::Recorded,
 }
 
 /// How much of the gateway's log a failing test prints.
@@ -499,7 +502,8 @@ pub fn spawn_gateway_on(
         .stderr(log_file)
         .spawn()
         .unwrap();
-    let mut process = GatewayProcess { child, log };
+    let recorded = custodia_tests::leftovers::record(child.id(), data_dir);
+    let mut process = GatewayProcess { child, log, _recorded: recorded };
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = process.child.try_wait() {

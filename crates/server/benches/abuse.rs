@@ -7,6 +7,9 @@
 //! `/healthz` latency of a legitimate client with and without the attack, and the gateway's peak memory and files.
 //!
 //! `cargo bench -p custodia-server --bench abuse`; `ABUSE_ADDRESSES` (default 32) attacker addresses.
+#![allow(clippy::print_stdout)]
+
+mod gateway;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -83,27 +86,10 @@ async fn main() -> Result<(), BoxError> {
     let addresses: u8 = custodia_benchkit::env_or("ABUSE_ADDRESSES", 32)?;
     let connect_rate = loopback_connect_rate().await?;
     let data = tempfile::tempdir()?;
-    let port = custodia_tests::free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_custodia"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("CUSTODIA_DATA_DIR", data.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    // Stopped by the next test or benchmark if this one is killed before it stops the gateway.
-    let _recorded = custodia_tests::leftovers::record(child.id(), data.path());
-    let pid = child.id();
-    let starting = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Some(status) = child.try_wait()? {
-            return Err(format!("the gateway exited at start: {status}").into());
-        }
-        if starting.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("the gateway did not listen within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let port = gateway::free_port();
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_custodia"));
+    let mut gateway = gateway::Server::start_on(binary, &data.path().join("gateway"), port, &[])?;
+    let pid = gateway.pid();
     let (quiet_p50, quiet_p99, _) = healthz(port, 300).await;
     let (idle_rss, idle_files) = usage(pid);
 
@@ -151,15 +137,9 @@ async fn main() -> Result<(), BoxError> {
     let flood_took = started.elapsed();
     let count = |status: u16| answers.iter().filter(|a| matches!(a, Ok(s) if *s == status)).count();
     let (signin_rss, _) = usage(pid);
-    let _ = child.kill();
-    let _ = child.wait();
+    let _log = gateway.stop();
 
-    let say = |line: String| {
-        #[allow(clippy::print_stdout)]
-        {
-            println!("{line}");
-        }
-    };
+    let say = |line: String| println!("{line}");
     say(format!("machine: ulimit -n {open_files}; bare loopback connect+close {connect_rate:.0}/s"));
     say(format!(
         "gateway idle: {idle_rss} MiB resident, {idle_files} open files; /healthz p50 {quiet_p50:?} p99 {quiet_p99:?}"

@@ -835,9 +835,8 @@ struct Gateway {
     port: u16,
     log: LogSigner,
     witness: CosignerKey,
-    child: Option<Child>,
-    /// The record by which the next test or benchmark stops this gateway if this process is killed first.
-    recorded: Option<custodia_tests::leftovers::Recorded>,
+    /// The process, with the record by which the next test or benchmark stops it if this process is killed first.
+    child: Option<(Child, custodia_tests::leftovers::Recorded)>,
 }
 
 impl Gateway {
@@ -856,7 +855,7 @@ impl Gateway {
         }
         // Taken from the harness's pool, so that the gateways started together never share one.
         let port = custodia_tests::free_port();
-        Ok(Self { name, dir, port, log, witness, child: None, recorded: None })
+        Ok(Self { name, dir, port, log, witness, child: None })
     }
 
     fn data(&self) -> PathBuf {
@@ -884,8 +883,8 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .map_err(|err| format!("cannot run {BINARY}: {err}"))?;
-        self.recorded = Some(custodia_tests::leftovers::record(child.id(), &self.data()));
-        self.child = Some(child);
+        let recorded = custodia_tests::leftovers::record(child.id(), &self.data());
+        self.child = Some((child, recorded));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             self.check_alive()?;
@@ -903,7 +902,7 @@ impl Gateway {
 
     /// An error, with the end of its operator log, if the process has stopped.
     fn check_alive(&mut self) -> Result<(), BoxError> {
-        let Some(child) = &mut self.child else { return Ok(()) };
+        let Some((child, _)) = &mut self.child else { return Ok(()) };
         match child.try_wait()? {
             None => Ok(()),
             Some(status) => {
@@ -921,11 +920,11 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        // The record goes after the process has.
+        if let Some((mut child, _recorded)) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        self.recorded = None;
     }
 }
 

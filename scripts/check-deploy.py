@@ -16,8 +16,8 @@ health check asks /healthz and the proxy asks /readyz (/readyz/hearings for the 
 that hosts them, and /readyz/transfers for partners' requests about transfers, sent to the first gateway that holds
 that duty); the proxy's upstreams are both gateways on the API's port,
 its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted proxy; the
-garage init runs in garage's network with its configuration, and garage.toml's ports and region are those the
-gateways use; coturn refuses what deploy/turnserver.conf refuses and may relay to the gateways alone; every service
+garage init runs in garage's network with its configuration, garage.toml's ports and region are those the
+gateways use, and a garage of one node (no replica) fsyncs its metadata and data; coturn refuses what deploy/turnserver.conf refuses and may relay to the gateways alone; every service
 but the one-shot `prepare` runs as a non-root user on a read-only root without capabilities; data lives in named
 volumes; no secret value is in the files (each comes from compose.env, whose example leaves them empty, or from an
 ignored secrets/ file), nor can one reach an image's build context; the metrics port is published nowhere and bound
@@ -414,6 +414,10 @@ def check_compose():
     for service_name in ("garage", "garage-init"):
         source, _ = mounted_at(services[service_name], "/etc/garage.toml")
         need(source == "./compose/garage.toml", f"{service_name}: /etc/garage.toml is not deploy/compose/garage.toml")
+    # One node holds the only copy: what it acknowledged must be on disk (garage fsyncs neither by default).
+    if garage_toml.get("replication_factor", 1) == 1:
+        need(garage_toml.get("metadata_fsync") is True and garage_toml.get("data_fsync") is True,
+             "garage.toml: one node without metadata_fsync and data_fsync loses acknowledged evidence in a power cut")
     meta, data = garage_toml.get("metadata_dir"), garage_toml.get("data_dir")
     need(mounted_at(garage, meta)[0] in declared_volumes and mounted_at(garage, data)[0] in declared_volumes,
          "garage: metadata_dir and data_dir are not on named volumes")

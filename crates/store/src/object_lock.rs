@@ -5,8 +5,9 @@
 //! A bucket is one of three kinds ([`ObjectLockState`]): Object Lock enabled (with or without a default retention
 //! rule, which S3 applies to every object version written), not enabled (S3 answers
 //! `ObjectLockConfigurationNotFoundError`), or not supported by the server at all (garage 2.5 answers `501
-//! NotImplemented`; a server that took the request for a listing would be taken for one too). Only an enabled bucket is ever sent a `PUT ?retention`: a server that does not know the
-//! subresource may take it for something else (a PutObject of the request's body over the evidence).
+//! NotImplemented`; a server that took the request for a listing would be taken for one too). Only an enabled
+//! bucket is ever sent a `PUT ?retention`: a server that does not know the subresource may take it for something
+//! else (a PutObject of the request's body over the evidence).
 //!
 //! Retention is set with PutObjectRetention on the object's current version, signed with `object_store`'s own SigV4
 //! signer ([`AwsAuthorizer`]) and the store's own credentials, and sent with `object_store`'s HTTP client. It only

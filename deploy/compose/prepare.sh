@@ -7,7 +7,8 @@
 #    the gateway's user (10001), mode 0700, with the log's signing key from the gateway-key secret (mode 0600).
 #    The gateways make the others there on first start (witness, partner requests, device cookies) and the first
 #    administrator's password file, once for both.
-#  - garage's volumes: owned by garage's user (10002).
+#  - garage's volumes: owned by garage's user (10002); Caddy's (its certificates and their keys, its
+#    configuration's autosave): owned by the proxy's user (10004), which could not write them as the image made them.
 #  - coturn's configuration: deploy/compose/turnserver.conf with the realm and the shared secret added, and its TLS
 #    certificate and key, readable by coturn's user (nobody, 65534) only.
 set -eu
@@ -15,6 +16,7 @@ set -eu
 : "${TURN_HOST:?}" "${TURN_SECRET:?}"
 gateway=10001:10001
 garage=10002:10002
+proxy=10004:10004
 coturn=65534:65534
 
 keys=/volumes/keys
@@ -35,6 +37,10 @@ for volume in /volumes/garage-meta /volumes/garage-data; do
   chown "$garage" "$volume"
   chmod 0700 "$volume"
 done
+for volume in /volumes/caddy-data /volumes/caddy-config; do
+  chown -R "$proxy" "$volume"
+  chmod 0700 "$volume"
+done
 
 turn=/volumes/turn
 umask 077
@@ -53,4 +59,4 @@ for file in turnserver.conf fullchain.pem privkey.pem; do
 done
 chown "$coturn" "$turn"
 chmod 0500 "$turn"
-echo "prepare: keys, garage's volumes and coturn's configuration are in place"
+echo "prepare: keys, garage's and Caddy's volumes and coturn's configuration are in place"

@@ -2358,7 +2358,7 @@ impl LiveHearing {
     async fn mask_copy(&self, caller: &Principal, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
         // Owner-only, and removed with everything in it when dropped.
         let staging = tempfile::Builder::new()
-            .prefix("custodia-masked-")
+            .prefix(crate::masking::STAGING_PREFIX)
             .tempdir()
             .map_err(|e| GatewayError::internal("a place for the masked copy", e))?;
         let source = match self.gateway.artefacts().local_path(&segment.sha256) {

@@ -369,6 +369,37 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
     }
 }
 
+/// What the name of each temporary directory a masked copy is made in begins with (in the system's temporary
+/// directory): the copy, and on a remote store the original it is made from, are there until the copy is in custody.
+pub const STAGING_PREFIX: &str = "custodia-masked-";
+
+/// Removes the masking directories ([`STAGING_PREFIX`]) in `dir` last changed before `before`: those a crash or a
+/// kill left, holding the unmasked original of a protected witness's recording outside custody. A masked copy is
+/// made within minutes, so only one far older is abandoned; a younger one may be another gateway's (tests run
+/// several on one machine) and is left alone. One that cannot be removed (another user's, in a shared temporary
+/// directory) is left, and logged. Returns how many were removed.
+pub fn sweep_abandoned_staging(dir: &Path, before: std::time::SystemTime) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(STAGING_PREFIX)) {
+            continue;
+        }
+        // Not followed: a link here is nobody's masking directory.
+        let removal = path.symlink_metadata().and_then(|metadata| {
+            if metadata.is_dir() && metadata.modified()? < before {
+                std::fs::remove_dir_all(&path)?;
+                removed += 1;
+            }
+            Ok(())
+        });
+        if let Err(err) = removal {
+            tracing::warn!(error = %err, dir = %path.display(), "could not remove an abandoned masking directory");
+        }
+    }
+    Ok(removed)
+}
+
 /// The masked copy of a recorded segment, made by a child process (`custodia mask segment`) under limits: `output` is
 /// written only if it succeeds. An error says why in words (what the child said, or how it ended).
 pub async fn mask_segment(program: &Path, input: &Path, output: &Path, seed: u64) -> Result<MaskedCopySummary, String> {
@@ -481,6 +512,34 @@ fn run_child(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only masking directories last changed before the cut-off go, with what they hold; a younger one (another
+    /// gateway's masking under way), anything else in the directory and a link named like one stay.
+    #[test]
+    fn the_sweep_removes_abandoned_masking_directories_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+        let aged = |path: &Path| {
+            std::fs::File::open(path).unwrap().set_modified(day_ago - std::time::Duration::from_secs(60)).unwrap();
+        };
+        let abandoned = dir.path().join(format!("{STAGING_PREFIX}abandoned"));
+        std::fs::create_dir(&abandoned).unwrap();
+        std::fs::write(abandoned.join("original.webm"), b"a protected witness").unwrap();
+        aged(&abandoned);
+        let under_way = dir.path().join(format!("{STAGING_PREFIX}under-way"));
+        std::fs::create_dir(&under_way).unwrap();
+        let other = dir.path().join("other-old-directory");
+        std::fs::create_dir(&other).unwrap();
+        aged(&other);
+        let elsewhere = tempfile::tempdir().unwrap();
+        aged(elsewhere.path());
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(format!("{STAGING_PREFIX}link"))).unwrap();
+
+        assert_eq!(sweep_abandoned_staging(dir.path(), day_ago).unwrap(), 1);
+        assert!(!abandoned.exists());
+        assert!(under_way.exists() && other.exists() && elsewhere.path().exists());
+        assert_eq!(sweep_abandoned_staging(dir.path(), day_ago).unwrap(), 0);
+    }
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut message = Vec::new();

@@ -150,9 +150,11 @@ def check_kubernetes():
     need(liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) >= 300,
          "the liveness probe restarts the pod within 5 minutes of failing: the log recovers by itself from a store "
          "that failed, and a restart cuts what is under way")
-    (api_rule,) = [rule for rule in policy["spec"].get("ingress", [])
-                   if any(port.get("port") == "http" for port in rule.get("ports", []))] or [{}]
-    need(api_rule.get("from"), "the NetworkPolicy opens the API's port to every pod, not to the ingress alone")
+    api_rules = [rule for rule in policy["spec"].get("ingress", [])
+                 if any(port.get("port") == "http" for port in rule.get("ports", []))]
+    need(api_rules and all(rule.get("from") and all((peer.get("namespaceSelector") or {}).get("matchLabels")
+                                                    for peer in rule["from"]) for rule in api_rules),
+         "the NetworkPolicy opens the API's port to every pod, not to the ingress controller's namespace alone")
     need(container.get("envFrom", [{}])[0].get("configMapRef", {}).get("name") == config["metadata"]["name"],
          "the container does not take the ConfigMap")
 
@@ -319,6 +321,17 @@ def caddy_program():
     return shutil.which("caddy")
 
 
+def walk(value):
+    """Every JSON object in `value`, nested ones included."""
+    if isinstance(value, dict):
+        yield value
+        for item in value.values():
+            yield from walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk(item)
+
+
 def check_caddy_logs():
     """Caddy itself reads the Caddyfile (`caddy adapt`), and the JSON it makes deletes every client's address from
     what Caddy logs."""
@@ -335,10 +348,19 @@ def check_caddy_logs():
     logs = json.loads(adapted.stdout).get("logging", {}).get("logs", {})
     need(set(logs) == {"default"}, f"the Caddyfile configures the logs {sorted(logs)}, not the default one alone")
     encoder = logs.get("default", {}).get("encoder", {})
-    deleted = {field for field, rule in encoder.get("fields", {}).items() if rule.get("filter") == "delete"}
-    wanted = {"request>remote_ip", "request>client_ip", "request>remote_port", "request>headers>X-Forwarded-For"}
+    fields = encoder.get("fields", {})
+    deleted = {field for field, rule in fields.items() if rule.get("filter") == "delete"}
+    wanted = {"request>remote_ip", "request>client_ip", "request>remote_port", "request>headers"}
     need(encoder.get("format") == "filter" and wanted <= deleted,
          f"Caddy's log keeps {sorted(wanted - deleted)}: a client's address")
+    # An error about the connection names both its ends, `tcp <ours>-><theirs>`.
+    error = fields.get("error", {})
+    need(error.get("filter") == "regexp" and error.get("regexp") == "->\\S+" and "[" in error.get("value", ""),
+         "Caddy's log keeps the client's end of a connection in its errors (error: regexp ->\\S+)")
+    # Passive health checks count a client's broken body against the upstream: anyone could take both out.
+    proxies = [handler for handler in walk(json.loads(adapted.stdout)) if handler.get("handler") == "reverse_proxy"]
+    need(proxies and not any(handler.get("health_checks", {}).get("passive") for handler in proxies),
+         "a reverse_proxy has passive health checks: two broken request bodies would take every gateway out")
 
 
 def check_compose():
@@ -581,8 +603,10 @@ def check_compose():
     for path, settings in ((COMPOSE_DIR / "turnserver.conf", compose_turn), (ROOT / "deploy" / "turnserver.conf",
                                                                              deploy_turn)):
         logs = dict(settings)
-        need("no-stdout-log" in logs and logs.get("log-file") == "/dev/null",
+        need("no-stdout-log" in logs and logs.get("log-file") == "/dev/null" and "syslog" not in logs,
              f"{path.relative_to(ROOT)}: coturn logs each session with the client's address")
+    need(not any("log" in str(argument) for argument in services["coturn"].get("command") or []),
+         "coturn: its command line sets a log")
     check_caddy_logs()
 
     # What each service logs stays on the host, rotated; nothing that holds a key dumps core.

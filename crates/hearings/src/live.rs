@@ -2356,10 +2356,8 @@ impl LiveHearing {
 
     /// The masked copy of one segment, into custody with its derivation on the record.
     async fn mask_copy(&self, caller: &Principal, segment: &SegmentView) -> Result<MaskedCopyView, GatewayError> {
-        // Owner-only, and removed with everything in it when dropped.
-        let staging = tempfile::Builder::new()
-            .prefix(crate::masking::STAGING_PREFIX)
-            .tempdir()
+        // Owner-only, locked while in use, and removed with everything in it when dropped.
+        let staging = crate::masking::MaskingStaging::new()
             .map_err(|e| GatewayError::internal("a place for the masked copy", e))?;
         let source = match self.gateway.artefacts().local_path(&segment.sha256) {
             Some(source) => source,

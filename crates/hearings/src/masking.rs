@@ -373,25 +373,64 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
 /// directory): the copy, and on a remote store the original it is made from, are there until the copy is in custody.
 pub const STAGING_PREFIX: &str = "custodia-masked-";
 
-/// Removes the masking directories ([`STAGING_PREFIX`]) in `dir` last changed before `before`: those a crash or a
-/// kill left, holding the unmasked original of a protected witness's recording outside custody. A masked copy is
-/// made within minutes, so only one far older is abandoned; a younger one may be another gateway's (tests run
-/// several on one machine) and is left alone. One that cannot be removed (another user's, in a shared temporary
-/// directory) is left, and logged. Returns how many were removed.
-pub fn sweep_abandoned_staging(dir: &Path, before: std::time::SystemTime) -> std::io::Result<usize> {
+/// A temporary directory a masked copy is made in ([`STAGING_PREFIX`]), owner-only, removed with everything in it
+/// when dropped. It is locked (`flock`) while it lives, so that [`sweep_abandoned_staging`] tells one in use, by
+/// this gateway or another on the machine, from one whose process died: the kernel drops a dead process's locks.
+#[derive(Debug)]
+pub struct MaskingStaging {
+    // Declared first, so removed first: its lock is let go only once it is gone.
+    dir: tempfile::TempDir,
+    _lock: std::fs::File,
+}
+
+impl MaskingStaging {
+    /// A new one, locked.
+    pub fn new() -> std::io::Result<Self> {
+        // A sweep may find a directory between its making and its locking, take it for abandoned and remove it:
+        // the lock is then had only once it is gone, and another is made.
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new().prefix(STAGING_PREFIX).tempdir()?;
+            let lock = std::fs::File::open(dir.path())?;
+            lock.lock()?;
+            if dir.path().is_dir() {
+                return Ok(Self { dir, _lock: lock });
+            }
+        }
+        Err(std::io::Error::other("every masking directory made was swept away at once"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Removes the masking directories ([`STAGING_PREFIX`]) in `dir` that no process holds: those a crash or a kill
+/// left, holding a masked copy and, on a remote store, the unmasked original of a protected witness's recording,
+/// outside custody. One in use is locked ([`MaskingStaging`]) and left alone, whatever gateway on the machine holds
+/// it; so are links (nobody's masking directory) and what cannot be removed (another user's, in a shared temporary
+/// directory: logged). Returns how many were removed.
+pub fn sweep_abandoned_staging(dir: &Path) -> std::io::Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if !path.file_name().is_some_and(|name| name.to_string_lossy().starts_with(STAGING_PREFIX)) {
             continue;
         }
-        // Not followed: a link here is nobody's masking directory.
         let removal = path.symlink_metadata().and_then(|metadata| {
-            if metadata.is_dir() && metadata.modified()? < before {
-                std::fs::remove_dir_all(&path)?;
-                removed += 1;
+            if !metadata.is_dir() {
+                return Ok(());
             }
-            Ok(())
+            let lock = std::fs::File::open(&path)?;
+            match lock.try_lock() {
+                // Held until it is gone, so that a gateway that made it just now makes another.
+                Ok(()) => {
+                    std::fs::remove_dir_all(&path)?;
+                    removed += 1;
+                    Ok(())
+                }
+                Err(std::fs::TryLockError::WouldBlock) => Ok(()),
+                Err(std::fs::TryLockError::Error(err)) => Err(err),
+            }
         });
         if let Err(err) = removal {
             tracing::warn!(error = %err, dir = %path.display(), "could not remove an abandoned masking directory");
@@ -513,32 +552,41 @@ fn run_child(
 mod tests {
     use super::*;
 
-    /// Only masking directories last changed before the cut-off go, with what they hold; a younger one (another
-    /// gateway's masking under way), anything else in the directory and a link named like one stay.
+    /// Only masking directories that no process holds go, with what they hold, however young: one in use (here
+    /// held by this test, as by another gateway's masking) stays, as do other names and a link named like one.
     #[test]
-    fn the_sweep_removes_abandoned_masking_directories_and_nothing_else() {
+    fn the_sweep_removes_masking_directories_nobody_holds_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
-        let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
-        let aged = |path: &Path| {
-            std::fs::File::open(path).unwrap().set_modified(day_ago - std::time::Duration::from_secs(60)).unwrap();
-        };
         let abandoned = dir.path().join(format!("{STAGING_PREFIX}abandoned"));
         std::fs::create_dir(&abandoned).unwrap();
         std::fs::write(abandoned.join("original.webm"), b"a protected witness").unwrap();
-        aged(&abandoned);
-        let under_way = dir.path().join(format!("{STAGING_PREFIX}under-way"));
-        std::fs::create_dir(&under_way).unwrap();
-        let other = dir.path().join("other-old-directory");
+        let in_use = dir.path().join(format!("{STAGING_PREFIX}in-use"));
+        std::fs::create_dir(&in_use).unwrap();
+        let held = std::fs::File::open(&in_use).unwrap();
+        held.lock().unwrap();
+        let other = dir.path().join("other-directory");
         std::fs::create_dir(&other).unwrap();
-        aged(&other);
         let elsewhere = tempfile::tempdir().unwrap();
-        aged(elsewhere.path());
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(format!("{STAGING_PREFIX}link"))).unwrap();
 
-        assert_eq!(sweep_abandoned_staging(dir.path(), day_ago).unwrap(), 1);
+        assert_eq!(sweep_abandoned_staging(dir.path()).unwrap(), 1);
         assert!(!abandoned.exists());
-        assert!(under_way.exists() && other.exists() && elsewhere.path().exists());
-        assert_eq!(sweep_abandoned_staging(dir.path(), day_ago).unwrap(), 0);
+        assert!(in_use.exists() && other.exists() && elsewhere.path().exists());
+        drop(held);
+        assert_eq!(sweep_abandoned_staging(dir.path()).unwrap(), 1);
+        assert!(!in_use.exists());
+    }
+
+    /// A directory made for masking is held while it lives, and gone once dropped.
+    #[test]
+    fn a_masking_directory_is_held_while_it_lives() {
+        let staging = MaskingStaging::new().unwrap();
+        let path = staging.path().to_path_buf();
+        let parent = path.parent().unwrap();
+        let before = sweep_abandoned_staging(parent).unwrap();
+        assert!(path.is_dir(), "the sweep removed a masking directory in use ({before} others removed)");
+        drop(staging);
+        assert!(!path.exists());
     }
 
     fn message(tag: u8, body: &[u8]) -> Vec<u8> {

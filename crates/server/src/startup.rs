@@ -18,9 +18,8 @@ use crate::state::AppState;
 use custodia_service::clock::Clock;
 use custodia_service::gateway::Gateway;
 
-/// How old a staging object or masking directory must be for the start-up sweeps to take it for one a crash left:
-/// far longer than one lives (in a remote store, from an upload's last byte until its copy to its address; a masked
-/// copy, from the start of its masking until it is in custody: seconds or minutes).
+/// How old a staging object must be for the start-up sweep to take it for one a crash left: far longer than one
+/// lives (in a remote store, from an upload's last byte until its copy to its address: seconds or minutes).
 const STAGING_ABANDONED_AFTER_SECONDS: i64 = 24 * 3600;
 
 /// Opens everything the gateway serves from, ready for [`crate::app`].
@@ -111,8 +110,8 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     // Only staging objects older than a day: in a bucket that several gateways share, younger ones may be
     // another gateway's uploads under way.
     let seconds = u64::try_from(clock.unix_seconds() - STAGING_ABANDONED_AFTER_SECONDS).unwrap_or(0);
-    let abandoned_before = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
-    let swept = artefacts.sweep_staging(abandoned_before).await?;
+    let swept =
+        artefacts.sweep_staging(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(seconds)).await?;
     if swept > 0 {
         tracing::info!(count = swept, "removed uploads a crash had interrupted");
     }
@@ -166,7 +165,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     let (stun, turn) = ice_servers.counts();
     tracing::info!(stun_urls = stun, turn_urls = turn, "ICE servers for WebRTC clients");
     // Masking directories a crash left hold a protected witness's unmasked recording outside custody.
-    match custodia_hearings::masking::sweep_abandoned_staging(&std::env::temp_dir(), abandoned_before) {
+    match custodia_hearings::masking::sweep_abandoned_staging(&std::env::temp_dir()) {
         Ok(0) => {}
         Ok(count) => tracing::info!(count, "removed masked copies a crash had interrupted"),
         Err(err) => tracing::warn!(error = %err, "could not look for masked copies a crash left"),

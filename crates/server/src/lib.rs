@@ -33,12 +33,35 @@ pub mod web;
 pub mod whip;
 pub mod witness_api;
 
-/// What the gateway logs unless `RUST_LOG` says otherwise. The WebRTC engine's own crates are silenced: their
-/// messages name ICE candidates, which are the participants' IP addresses (a witness's whereabouts), and the
-/// gateway logs what matters of a connection itself, by opaque participant id.
-pub const DEFAULT_LOG_FILTER: &str = "info,webrtc=off,webrtc_ice=off,webrtc_dtls=off,webrtc_srtp=off,\
-     webrtc_sctp=off,webrtc_data=off,webrtc_mdns=off,webrtc_util=off,webrtc_media=off,turn=off,stun=off,\
-     interceptor=off,rtp=off,rtcp=off,sdp=off";
+/// What the gateway logs unless `RUST_LOG` says otherwise. Whatever either says, [`safe_log_filter`] keeps out
+/// what must never be logged.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Crates whose events may carry what the gateway must never log, at any level: the WebRTC engine's (its messages
+/// name ICE candidates, which are the participants' IP addresses, a witness's whereabouts; at debug, their ICE
+/// passwords) and the WebSocket protocol's (at trace, every room message in full: invite secrets, credentials,
+/// names, contacts, SDP). The gateway logs what matters of a connection itself, by opaque ids.
+const NEVER_LOGGED_CRATES: &[&str] =
+    &["turn", "stun", "interceptor", "rtp", "rtcp", "sdp", "tungstenite", "tokio_tungstenite"];
+
+/// HTTP's own crates: above `info` they trace requests' frames and headers (cookies, tokens, forwarded addresses).
+const HEADERS_ABOVE_INFO_CRATES: &[&str] = &["h2", "hyper", "hyper_util"];
+
+/// Whether an event or span of `target` at `level` may reach the gateway's log, whatever `RUST_LOG` asks (an
+/// operator turning on `trace` to find a fault must not write a witness's address or an invite secret down).
+pub fn may_be_logged(target: &str, level: tracing::Level) -> bool {
+    let krate = target.split("::").next().unwrap_or(target);
+    if krate.starts_with("webrtc") || NEVER_LOGGED_CRATES.contains(&krate) {
+        return false;
+    }
+    !(HEADERS_ABOVE_INFO_CRATES.contains(&krate) && level > tracing::Level::INFO)
+}
+
+/// [`may_be_logged`] as a filter that sits beside `RUST_LOG`'s, not under it: a subscriber of the gateway's log
+/// takes it as a layer (`SubscriberExt::with`).
+pub fn safe_log_filter() -> tracing_subscriber::filter::FilterFn<fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::FilterFn::new(|metadata| may_be_logged(metadata.target(), *metadata.level()))
+}
 
 /// The whole HTTP surface: the API, the hearings (WHIP publishing among them), the read-only log, and the browser pages (served from the
 /// fallback, so that they never shadow a route). Every request is timed and every problem counted for `/metrics`

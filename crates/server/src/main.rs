@@ -134,15 +134,19 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// Logs to standard error in `format`, filtered by `RUST_LOG` or else [`custodia_server::DEFAULT_LOG_FILTER`].
+/// Logs to standard error in `format`, filtered by `RUST_LOG` or else [`custodia_server::DEFAULT_LOG_FILTER`], and
+/// by [`custodia_server::safe_log_filter`] whatever they say.
 fn start_logging(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| custodia_server::DEFAULT_LOG_FILTER.into());
     let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let safe = custodia_server::safe_log_filter();
     match format {
         // Colours only for a person at a terminal: a log file or a journal gets plain text, no escape codes.
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().with_ansi(false).flatten_event(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).finish().with(safe).init(),
+        LogFormat::Json => logs.json().with_ansi(false).flatten_event(true).finish().with(safe).init(),
     }
 }
 

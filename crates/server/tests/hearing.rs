@@ -38,18 +38,26 @@ impl std::io::Write for LogBuffer {
     }
 }
 
-/// The gateway's logs: with its default filter, into [`LOGS`]; or as RUST_LOG asks, to the terminal.
+/// The gateway's logs, as the gateway filters them: with its default filter, into [`LOGS`]; or as RUST_LOG asks,
+/// to the terminal.
 fn init_logs() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let safe = custodia_server::safe_log_filter();
     let _ = match std::env::var("RUST_LOG") {
         // To the terminal, with colours only if it is one: `RUST_LOG=... cargo test > file` gets plain text.
         Ok(filter) => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .finish()
+            .with(safe)
             .try_init(),
         Err(_) => tracing_subscriber::fmt()
             .with_env_filter(custodia_server::DEFAULT_LOG_FILTER)
             .with_writer(|| LogBuffer)
             .with_ansi(false)
+            .finish()
+            .with(safe)
             .try_init(),
     };
 }

@@ -251,8 +251,9 @@ async fn metrics_count_an_upload_and_say_nothing_of_anyone() {
 }
 
 /// Starts `custodia serve` with `args` and `env` beside the usual ones, its stderr to a file (never a terminal),
-/// uploads nothing, asks `/healthz` and `/readyz` and a path that is refused, stops it, and returns its stderr.
-fn serve_with_stderr_to_a_file(args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
+/// uploads nothing, asks `/healthz` and `/readyz` and a path that is refused, does `also` (given its port), stops
+/// it, and returns its stderr.
+fn serve_with_stderr_to_a_file(args: &[&str], env: &[(&str, &str)], also: impl FnOnce(u16)) -> Vec<u8> {
     let data = tempfile::tempdir().unwrap();
     let port = support::free_port();
     let log = data.path().join("stderr.log");
@@ -285,6 +286,7 @@ fn serve_with_stderr_to_a_file(args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
     for path in ["/readyz", "/api/v1/me", "/api/v1/artefacts/x/content"] {
         ask(path);
     }
+    also(port);
     gateway.kill().unwrap();
     gateway.wait().unwrap();
     std::fs::read(&log).unwrap()
@@ -292,7 +294,7 @@ fn serve_with_stderr_to_a_file(args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
 
 #[test]
 fn json_logs_are_one_object_a_line() {
-    let logs = serve_with_stderr_to_a_file(&["--log-format", "json"], &[]);
+    let logs = serve_with_stderr_to_a_file(&["--log-format", "json"], &[], |_| {});
     let text = String::from_utf8(logs).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() >= 3, "{text}");
@@ -307,7 +309,7 @@ fn json_logs_are_one_object_a_line() {
     assert!(events.iter().any(|event| event["message"] == "gateway listening"), "{text}");
     assert!(!text.contains('\u{1b}'), "escape codes in JSON logs: {text:?}");
     // The environment variable says the same as the flag.
-    let from_env = serve_with_stderr_to_a_file(&[], &[("CUSTODIA_LOG_FORMAT", "json")]);
+    let from_env = serve_with_stderr_to_a_file(&[], &[("CUSTODIA_LOG_FORMAT", "json")], |_| {});
     for line in String::from_utf8(from_env).unwrap().lines() {
         serde_json::from_str::<Value>(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}"));
     }
@@ -316,10 +318,54 @@ fn json_logs_are_one_object_a_line() {
 #[test]
 fn text_logs_to_a_file_carry_no_escape_codes_even_where_a_terminal_is_announced() {
     // A terminal type, and colour asked of programs that honour CLICOLOR_FORCE: a file is still not a terminal.
-    let logs = serve_with_stderr_to_a_file(&[], &[("TERM", "xterm-256color"), ("CLICOLOR_FORCE", "1")]);
+    let logs = serve_with_stderr_to_a_file(&[], &[("TERM", "xterm-256color"), ("CLICOLOR_FORCE", "1")], |_| {});
     let text = String::from_utf8_lossy(&logs);
     assert!(text.contains("gateway listening"), "{text}");
     assert!(!logs.windows(2).any(|pair| pair == b"\x1b["), "escape codes in a log file: {text:?}");
+}
+
+/// An operator who turns the log up to `trace` to find a fault still writes down no client's address, cookie or
+/// invite secret: the WebRTC engine's and the WebSocket protocol's crates are never logged, and HTTP's own no more
+/// than `info`, whatever `RUST_LOG` asks (before, any `RUST_LOG` replaced the silencing, and `trace` logged every
+/// room message in full).
+#[test]
+fn a_trace_log_holds_nothing_a_client_sent() {
+    const INVITE: &str = "invite-secret-4a7c0e1d9b";
+    const COOKIE: &str = "cookie-value-91b2f3a8";
+    const FORWARDED: &str = "198.51.100.77";
+    let logs = serve_with_stderr_to_a_file(&[], &[("RUST_LOG", "trace")], |port| {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = format!(
+            "GET /api/v1/me HTTP/1.1\r\nHost: localhost\r\nCookie: custodia_session={COOKIE}\r\n\
+             X-Forwarded-For: {FORWARDED}\r\nConnection: close\r\n\r\n"
+        );
+        std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            use futures::{SinkExt as _, StreamExt as _};
+            let url = format!("ws://127.0.0.1:{port}/api/v1/room");
+            let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            let join = json!({"type": "join", "invite": INVITE}).to_string();
+            socket.send(tokio_tungstenite::tungstenite::Message::text(join)).await.unwrap();
+            let refused = socket.next().await.unwrap().unwrap().into_text().unwrap();
+            assert!(refused.contains("\"refused\""), "{refused}");
+        });
+    });
+    let text = String::from_utf8_lossy(&logs);
+    // Trace was on: the gateway's own crates and its database driver said more than at `info`.
+    assert!(text.contains(" TRACE ") || text.contains(" DEBUG "), "{text}");
+    for sent in [INVITE, COOKIE, FORWARDED, "127.0.0.1:"] {
+        let line = text.lines().find(|line| line.contains(sent) && !line.contains("gateway listening"));
+        assert!(line.is_none(), "the log holds {sent:?}: {line:?}");
+    }
+    for silenced in ["tungstenite", "webrtc", " h2::", " hyper"] {
+        let line =
+            text.lines().find(|line| line.contains(silenced) && (line.contains("DEBUG") || line.contains("TRACE")));
+        assert!(line.is_none(), "{silenced} logs above info: {line:?}");
+    }
 }
 
 #[test]

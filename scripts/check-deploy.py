@@ -345,7 +345,8 @@ def check_caddy_logs():
     if adapted.returncode != 0:
         problems.append(f"Caddy does not take deploy/compose/Caddyfile: {adapted.stderr.strip()[-400:]}")
         return
-    logs = json.loads(adapted.stdout).get("logging", {}).get("logs", {})
+    config = json.loads(adapted.stdout)
+    logs = config.get("logging", {}).get("logs", {})
     need(set(logs) == {"default"}, f"the Caddyfile configures the logs {sorted(logs)}, not the default one alone")
     encoder = logs.get("default", {}).get("encoder", {})
     fields = encoder.get("fields", {})
@@ -358,7 +359,7 @@ def check_caddy_logs():
     need(error.get("filter") == "regexp" and error.get("regexp") == "->\\S+" and "[" in error.get("value", ""),
          "Caddy's log keeps the client's end of a connection in its errors (error: regexp ->\\S+)")
     # Passive health checks count a client's broken body against the upstream: anyone could take both out.
-    proxies = [handler for handler in walk(json.loads(adapted.stdout)) if handler.get("handler") == "reverse_proxy"]
+    proxies = [handler for handler in walk(config) if handler.get("handler") == "reverse_proxy"]
     need(proxies and not any(handler.get("health_checks", {}).get("passive") for handler in proxies),
          "a reverse_proxy has passive health checks: two broken request bodies would take every gateway out")
 
@@ -600,8 +601,9 @@ def check_compose():
          "coturn does not read the configuration prepare writes")
     need(mounted_at(services["prepare"], "/templates/turnserver.conf")[0] == "./compose/turnserver.conf",
          "prepare does not start from compose/turnserver.conf")
-    for path, settings in ((COMPOSE_DIR / "turnserver.conf", compose_turn), (ROOT / "deploy" / "turnserver.conf",
-                                                                             deploy_turn)):
+    turn_configurations = {COMPOSE_DIR / "turnserver.conf": compose_turn,
+                           ROOT / "deploy" / "turnserver.conf": deploy_turn}
+    for path, settings in turn_configurations.items():
         logs = dict(settings)
         need("no-stdout-log" in logs and logs.get("log-file") == "/dev/null" and "syslog" not in logs,
              f"{path.relative_to(ROOT)}: coturn logs each session with the client's address")

@@ -15,11 +15,13 @@ mod leases;
 mod schema;
 mod sequencing;
 mod transfers;
+mod turns;
 
 pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
+pub use turns::Turn;
 
 /// What the catalog lists with the record that registers an artefact ([`Catalog::sequence_registration`]), in the
 /// transaction that sequences it.
@@ -212,6 +214,8 @@ pub struct Catalog {
     budgets_pruned_at: Arc<std::sync::atomic::AtomicI64>,
     /// How this process's clock differs from the database's ([`Catalog::database_now_ms`]).
     database_clock: Arc<database_clock::DatabaseClock>,
+    /// One holder at a time of a named thing, across every gateway on the database ([`Catalog::take_turn`]).
+    turns: Arc<turns::Turns>,
 }
 
 impl fmt::Debug for Catalog {
@@ -525,6 +529,7 @@ impl Catalog {
             budget_salt: Arc::default(),
             budgets_pruned_at: Arc::default(),
             database_clock: Arc::default(),
+            turns: Arc::new(if sqlite { turns::Turns::default() } else { turns::Turns::on_postgres(url)? }),
         })
     }
 

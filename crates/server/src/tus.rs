@@ -183,7 +183,7 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
     // between them.
     // The checks and the creation take the account's quota turn, as direct uploads do, so that creations and
     // uploads at once cannot all pass the checks before any of them is counted.
-    let _turn = gateway.quota_turn(caller.account_id()).await;
+    let _turn = gateway.quota_turn(caller.account_id()).await?;
     let now = gateway.clock().unix_seconds();
     let (open, reserved) =
         gateway.catalog().open_uploads_of(caller.account_id(), now).await.map_err(GatewayError::from)?;

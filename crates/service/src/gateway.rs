@@ -13,7 +13,7 @@ use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
 use custodia_catalog::{
-    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, UploadCompletion,
+    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, Turn, UploadCompletion,
     WidenRequestRow,
 };
 use custodia_core::{
@@ -135,8 +135,6 @@ pub struct Gateway {
     /// FFmpeg runs in a child process under limits, never in this one ([`crate::probe`]); without a prober,
     /// artefacts are kept unprobed.
     prober: Option<crate::probe::Prober>,
-    /// In-process locks by key (an account's quota, a case's membership, an artefact's policy).
-    turns: Turns,
     refusals: crate::refusals::Refusals,
     /// Per-account quotas and rates: stored bytes, uploads, refusal records.
     quotas: Arc<crate::budget::Quotas>,
@@ -205,25 +203,6 @@ pub fn fresh_salt() -> Salt {
     Salt::from_bytes(bytes)
 }
 
-/// One async lock per key, made on demand and dropped when nobody holds it.
-#[derive(Debug, Clone, Default)]
-struct Turns(Arc<std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>>);
-
-impl Turns {
-    fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut turns = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(turn) = turns.get(key).and_then(std::sync::Weak::upgrade) {
-            return turn;
-        }
-        if turns.len() > 1024 {
-            turns.retain(|_, turn| turn.strong_count() > 0);
-        }
-        let turn = Arc::new(tokio::sync::Mutex::new(()));
-        turns.insert(key.to_owned(), Arc::downgrade(&turn));
-        turn
-    }
-}
-
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway").field("artefacts", &self.artefacts).finish_non_exhaustive()
@@ -264,7 +243,6 @@ impl Gateway {
             verifier: signer.verifier(),
             clock,
             max_upload_bytes,
-            turns: Turns::default(),
             refusals: crate::refusals::Refusals::default(),
             cosigning: None,
             ingested: Arc::default(),
@@ -1003,7 +981,7 @@ impl Gateway {
         }
         let quotas = &self.quotas;
         let under_way = {
-            let _turn = self.quota_turn(account).await;
+            let _turn = self.quota_turn(account).await?;
             let mut under_way = quotas.start_direct(account).ok_or_else(|| {
                 GatewayError::TooMany(format!(
                     "you have {} direct uploads under way; wait for one to end, or upload resumably (tus)",
@@ -1067,7 +1045,7 @@ impl Gateway {
         if held() >= needed {
             return Ok(None);
         }
-        let _turn = self.quota_turn(account).await;
+        let _turn = self.quota_turn(account).await?;
         let (held_now, left) = (held(), self.quota_left(account).await?);
         let want = needed - held_now;
         if want > left {
@@ -1082,10 +1060,9 @@ impl Gateway {
 
     /// The turn of `account`'s storage quota: taken by every check of what is left with the holding it allows (a
     /// direct upload's declared or growing bytes, a resumable upload's creation), so that uploads at once cannot
-    /// each find room that only one of them has. (In this process; gateways sharing a catalog would need the
-    /// catalog to take the turns.)
-    pub async fn quota_turn(&self, account: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        self.turns.turn(&format!("quota of {account}")).lock_owned().await
+    /// each find room that only one of them has: in every gateway on the catalog ([`Catalog::take_turn`]).
+    pub async fn quota_turn(&self, account: &str) -> Result<Turn> {
+        Ok(self.catalog.take_turn(&format!("quota of {account}")).await?)
     }
 
     /// The bytes left of `account`'s quota: the quota less its artefacts, the lengths its open resumable uploads
@@ -1258,8 +1235,7 @@ impl Gateway {
         };
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
-        let turn = self.policy_turn(&artefact);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(&artefact).await?;
         // Sequenced, the registration is durable, and the case lists the artefact in the same transaction; the
         // upload is answered once the log's checkpoint covers the record.
         self.flush_refusals().await?;
@@ -1351,8 +1327,7 @@ impl Gateway {
         purpose: &Label,
     ) -> Result<(ArtefactRow, Vec<String>)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
-        let turn = self.policy_turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(id).await?;
         let row = self.under_policy_turn(row).await?;
         let warnings = self.check_use(caller, &row, UseAction::View, purpose).await?;
         self.record_access(caller, &row, AccessKind::View, purpose).await?;
@@ -1371,8 +1346,7 @@ impl Gateway {
         check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
     ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
-        let turn = self.policy_turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(id).await?;
         let row = self.under_policy_turn(row).await?;
         // Whatever the client says it will do with them (`access`), bytes that reach it are a copy that has left
         // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
@@ -1446,8 +1420,7 @@ impl Gateway {
         leave: impl FnOnce() -> Result<T>,
     ) -> Result<(BundleSource, T)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
-        let turn = self.policy_turn(id);
-        let turn = turn.lock().await;
+        let turn = self.policy_turn(id).await?;
         let row = self.under_policy_turn(row).await?;
         self.check_use(caller, &row, UseAction::Export, purpose).await?;
         self.has_recorded_steps(caller, 1).await?;
@@ -1502,8 +1475,7 @@ impl Gateway {
         let mut chains = Vec::with_capacity(rows.len());
         for row in rows {
             let (_, id) = ids(&row)?;
-            let turn = self.policy_turn(&id);
-            let _turn = turn.lock().await;
+            let _turn = self.policy_turn(&id).await?;
             // Read and checked again under the turn, for the policy in force now; artefacts are never removed from
             // a case. A policy changed meanwhile to forbid the export stops it here.
             let row = self.under_policy_turn(row).await?;
@@ -1651,8 +1623,7 @@ impl Gateway {
     ) -> Result<ExportedChain> {
         let (case, artefact) = ids(&row)?;
         let leaving = artefact.clone();
-        let membership = self.membership_turn(&case);
-        let membership = membership.lock().await;
+        let membership = self.membership_turn(&case).await?;
         self.authorize(caller, &case, action).await.map_err(|err| match err {
             GatewayError::NotFound(_) | GatewayError::RoleForbids { .. } | GatewayError::MissingScope(_) => {
                 GatewayError::AccessWithdrawn(format!(
@@ -1673,15 +1644,15 @@ impl Gateway {
         Ok(ExportedChain { row, artefact, export_index, entries })
     }
 
-    /// The turn of `key` (a transfer's steps, say): one holder at a time in this process.
-    pub fn turn(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.turns.turn(key)
+    /// The turn of `key` (a transfer's steps, say): one holder at a time in every gateway on the catalog.
+    pub async fn turn(&self, key: &str) -> Result<Turn> {
+        Ok(self.catalog.take_turn(key).await?)
     }
 
     /// The turn taken by every change of a case's membership, and by each export record with its check of the
     /// exporter's membership.
-    fn membership_turn(&self, case: &CaseId) -> Arc<tokio::sync::Mutex<()>> {
-        self.turns.turn(&format!("membership in {case}"))
+    async fn membership_turn(&self, case: &CaseId) -> Result<Turn> {
+        self.turn(&format!("membership in {case}")).await
     }
 
     /// A checkpoint that covers the ledger's first `covering` entries, as bundles prove their records against it
@@ -1754,8 +1725,7 @@ impl Gateway {
         jurisdiction: &str,
     ) -> Result<BundleSource> {
         let (row, _) = self.authorize_artefact(caller, id, Action::TransferArtefact).await?;
-        let turn = self.policy_turn(id);
-        let turn = turn.lock().await;
+        let turn = self.policy_turn(id).await?;
         let row = self.under_policy_turn(row).await?;
         let recipient = actor_of(&recipient.id);
         let place = Label::new(jurisdiction).map_err(|err| bad_input("partner", err))?;
@@ -1981,8 +1951,7 @@ impl Gateway {
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         self.take_recorded_step(caller).await?;
-        let turn = self.policy_turn(&artefact);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(&artefact).await?;
         let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
         let text = serde_json::to_string(policy).map_err(|err| GatewayError::internal("change policy", err))?;
         self.catalog.set_policy(artefact.as_str(), &text).await?;
@@ -1991,8 +1960,8 @@ impl Gateway {
 
     /// The turn taken by every check-then-append about an artefact's use policy and the requests to widen it: the
     /// check is made again under it, so only one of several concurrent decisions reaches the ledger.
-    fn policy_turn(&self, artefact: &ArtefactId) -> Arc<tokio::sync::Mutex<()>> {
-        self.turns.turn(&format!("policy of {artefact}"))
+    async fn policy_turn(&self, artefact: &ArtefactId) -> Result<Turn> {
+        self.turn(&format!("policy of {artefact}")).await
     }
 
     pub async fn request_widening(
@@ -2028,8 +1997,7 @@ impl Gateway {
             created_at: self.now().to_string(),
         };
         // There must be a policy to widen. The request itself is recorded, not a policy that is not in force.
-        let turn = self.policy_turn(&artefact);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(&artefact).await?;
         current_policy(
             &self
                 .catalog
@@ -2085,8 +2053,7 @@ impl Gateway {
         let artefact = ArtefactId::new(request.artefact_id.clone())
             .map_err(|err| GatewayError::internal("settle widening", err))?;
         // Check again under the turn: of concurrent decisions, only the first reaches the ledger.
-        let turn = self.policy_turn(&artefact);
-        let _turn = turn.lock().await;
+        let _turn = self.policy_turn(&artefact).await?;
         let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
         if request.status != "pending" {
             return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
@@ -2168,8 +2135,7 @@ impl Gateway {
         // each against the membership the one before it left, and the catalog ends on the last recorded. Every
         // check the catalog would make is made here first, so that a change it would refuse never reaches the
         // ledger: two clerks removed at once must not leave two records of which one never happened.
-        let turn = self.membership_turn(case);
-        let _turn = turn.lock().await;
+        let _turn = self.membership_turn(case).await?;
         let current = self.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {
             (None, None) => return Ok(None),

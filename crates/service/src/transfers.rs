@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use custodia_catalog::{Account, KeptEvidence, TransferEvidenceRow, TransferMove, TransferRow};
+use custodia_catalog::{Account, KeptEvidence, TransferEvidenceRow, TransferMove, TransferRow, Turn};
 use custodia_core::{ArtefactId, CaseId, CustodyEvent, Label, Sha256, UsePolicy};
 use custodia_ledger::LogVerifier;
 use custodia_partners::Partner;
@@ -506,8 +506,7 @@ impl Transfers {
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|name| name.strip_suffix(".part")) else { continue };
             // Judged under the transfer's turn, so that no chunk stages it here meanwhile.
-            let turn = self.turn(id);
-            let _turn = turn.lock().await;
+            let _turn = self.turn(id).await?;
             let row = self.gateway.catalog().transfer_without_offer(id).await?;
             let stale = match &row {
                 Some(row) => row.direction != IN || row.stage != "receiving" || !self.staged_here(row).await?,
@@ -812,8 +811,8 @@ impl Transfers {
         Ok(ladder)
     }
 
-    fn turn(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.gateway.turn(&format!("transfer {id}"))
+    async fn turn(&self, id: &str) -> Result<Turn> {
+        self.gateway.turn(&format!("transfer {id}")).await
     }
 
     // Sending.
@@ -1199,8 +1198,7 @@ impl Transfers {
     /// `RelayAcceptance` by the relay timeout, `NonDelivery` without a `Delivery` by the delivery timeout, each
     /// issued here (e-CODEX's connector does the same).
     async fn time_out(&self, row: &TransferRow) -> Result<()> {
-        let turn = self.turn(&row.id);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(&row.id).await?;
         let ladder = self.own_ladder(row).await?;
         let age = self.age(&row.created_at);
         let event = match ladder.len() {
@@ -1232,8 +1230,7 @@ impl Transfers {
 
     /// A partner's offer: checked, and the transfer opened here (idempotent).
     pub async fn offered(&self, partner: &Partner, offer: Offer) -> Result<Progress> {
-        let turn = self.turn(&offer.transfer);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(&offer.transfer).await?;
         if !self.on_duty() {
             return Err(Self::off_duty());
         }
@@ -1359,8 +1356,7 @@ impl Transfers {
     async fn take_chunk(&self, partner: &Partner, id: &str, offset: u64, bytes: Bytes) -> Result<Progress> {
         // Declared before the turn, so dropped after it: the chunks woken find the turn free.
         let _wake = WakeWaiting(&self.chunk_handled);
-        let turn = self.turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(id).await?;
         let row = self.received_brief(partner, id).await?;
         if !self.on_duty() {
             return Err(Self::off_duty());
@@ -1547,8 +1543,7 @@ impl Transfers {
 
     /// [`Self::complete`], in its own task.
     async fn finish(&self, partner: &Partner, id: &str) -> Result<Progress> {
-        let turn = self.turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(id).await?;
         let row = self.received_row(partner, id).await?;
         if !self.on_duty() {
             return Err(Self::off_duty());
@@ -1703,8 +1698,7 @@ impl Transfers {
             }
             // The turn makes only a download on this gateway wait for the delivery; which download, on whichever
             // gateway, or the sweep's `NonRetrieval`, closes the transfer is the catalog's to say (`close_retrieval`).
-            let turn = self.turn(&row.id);
-            let _turn = turn.lock().await;
+            let _turn = self.turn(&row.id).await?;
             let Some(row) = self.gateway.catalog().transfer(&row.id).await?.filter(|row| row.stage == "delivered")
             else {
                 continue;
@@ -1802,8 +1796,7 @@ impl Transfers {
             if self.age(&row.created_at) <= self.timing.delivery {
                 continue;
             }
-            let turn = self.turn(&row.id);
-            let _turn = turn.lock().await;
+            let _turn = self.turn(&row.id).await?;
             if self
                 .gateway
                 .catalog()
@@ -1923,8 +1916,7 @@ impl Transfers {
         if !is_id_of("wr", &request.id) {
             return Err(bad_input("id", "a request's id is wr- and 24 hex digits"));
         }
-        let turn = self.turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(id).await?;
         if let Some(known) = self.gateway.catalog().widen_request(&request.id).await? {
             return if Some(&known.artefact_id) == transfer.artefact_id.as_ref() {
                 Ok(())
@@ -2012,8 +2004,7 @@ impl Transfers {
             Label::new(note.clone()).map_err(|err| bad_input("note", err))?;
         }
         // One report at a time per transfer, so that the same report sent twice at once is recorded once.
-        let turn = self.turn(id);
-        let _turn = turn.lock().await;
+        let _turn = self.turn(id).await?;
         let artefact_id = transfer.artefact_id.clone().unwrap_or_default();
         let artefact = self
             .gateway

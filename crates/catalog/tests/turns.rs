@@ -1,0 +1,95 @@
+//! Turns (`Catalog::take_turn`): one holder at a time of a key across every gateway on one PostgreSQL database, not
+//! only within a process. Each gateway here is a catalog of its own (its own pools and connections), as separate
+//! processes have. Judged by what each holder saw, never by how long anything took: a turn that did not exclude
+//! would let the second holder in while the first still holds it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use custodia_catalog::Catalog;
+use custodia_tests::postgres::TempPostgres;
+
+/// Takes `key` on `catalog`, and says whether the turn was had while `held` (the other holder's flag) was set.
+async fn entered_while_held(catalog: Catalog, key: &'static str, held: Arc<AtomicBool>) -> bool {
+    let _turn = catalog.take_turn(key).await.unwrap();
+    held.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_has_one_holder_among_gateways_and_passes_on_when_let_go_or_its_holder_dies() {
+    let postgres = TempPostgres::start();
+    let (a, b) = (Catalog::connect(&postgres.url).await.unwrap(), Catalog::connect(&postgres.url).await.unwrap());
+
+    // A holds the policy turn of one artefact; B asks for it meanwhile, and for another key.
+    let turn = a.take_turn("policy of artefact-1").await.unwrap();
+    let held = Arc::new(AtomicBool::new(true));
+    let waiting = tokio::spawn(entered_while_held(b.clone(), "policy of artefact-1", held.clone()));
+    let other = b.take_turn("policy of artefact-2").await.expect("another key is another turn");
+    drop(other);
+    // B's request has reached the database and waits there: PostgreSQL shows it waiting on an advisory lock.
+    wait_for_a_waiter(&postgres).await;
+    assert!(!waiting.is_finished(), "B waits while A holds the turn");
+    held.store(false, Ordering::SeqCst);
+    drop(turn);
+    assert!(!waiting.await.unwrap(), "B had the turn only once A let it go");
+
+    // A gateway that dies holding a turn (its connections close) lets it go.
+    let turn = a.take_turn("membership in case-1").await.unwrap();
+    let held = Arc::new(AtomicBool::new(true));
+    let waiting = tokio::spawn(entered_while_held(b.clone(), "membership in case-1", held.clone()));
+    wait_for_a_waiter(&postgres).await;
+    held.store(false, Ordering::SeqCst);
+    std::mem::forget(turn);
+    drop(a);
+    terminate_the_holder(&postgres).await;
+    assert!(!waiting.await.unwrap(), "B had the turn once A's connection was gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_turn_has_one_holder_in_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display());
+    let catalog = Catalog::connect(&url).await.unwrap();
+    let turn = catalog.take_turn("quota of account-1").await.unwrap();
+    let held = Arc::new(AtomicBool::new(true));
+    let waiting = tokio::spawn(entered_while_held(catalog.clone(), "quota of account-1", held.clone()));
+    // However long it is given, the waiter does not get in while the turn is held.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished());
+    held.store(false, Ordering::SeqCst);
+    drop(turn);
+    assert!(!waiting.await.unwrap());
+}
+
+/// Waits until some backend of the database waits for an advisory lock.
+async fn wait_for_a_waiter(postgres: &TempPostgres) {
+    let observer = sqlx::PgPool::connect(&postgres.url).await.unwrap();
+    for _ in 0..600 {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                .fetch_one(&observer)
+                .await
+                .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("nobody came to wait for the turn within 30 s");
+}
+
+/// Ends the backend that holds an advisory lock (the turn), as the server ends the connections of a gateway that
+/// died. (A catalog dropped while a turn is held keeps that connection: the turn was leaked, as a frozen process
+/// would hold it.)
+async fn terminate_the_holder(postgres: &TempPostgres) {
+    let observer = sqlx::PgPool::connect(&postgres.url).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()",
+    )
+    .execute(&observer)
+    .await
+    .unwrap();
+}

@@ -1,0 +1,106 @@
+//! A check made before a record is appended holds across every gateway on one database, not per process
+//! (`custodia_catalog::Catalog::take_turn`): decisions on one request to widen an artefact's use, sent at once to two
+//! gateway processes on one PostgreSQL and one bucket, as a load balancer spreads them, leave one decision in the
+//! ledger, and every other decider gets 409. With a turn per process, each gateway let one through: two decisions
+//! in the ledger, one of which the catalog then refused. Judged by the records, never by time.
+
+mod support;
+
+use axum::body::Body;
+use base64::Engine as _;
+use custodia_tests::garage::Garage;
+use custodia_tests::postgres::TempPostgres;
+use serde_json::{Value, json};
+use support::{As, TestGateway, on_garage};
+
+/// How many decisions are sent at once, alternating between the two gateways, approvals and refusals alternating.
+const DECISIONS: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_decisions_sent_to_two_gateways_at_once_only_one_reaches_the_ledger() {
+    let postgres = TempPostgres::start();
+    let garage = Garage::start();
+    // A provider's artefact under a policy, and a receiver's request to widen it, made through a gateway that then
+    // goes away.
+    let (provider_session, artefact, request, key) = {
+        let setup = TestGateway::start_with(|config| {
+            on_garage(&garage, config);
+            config.database_url = Some(postgres.url.clone());
+        })
+        .await;
+        let (provider, provider_session) = setup.person("provider1", "IT").await;
+        let (receiver, receiver_session) = setup.person("receiver1", "DE").await;
+        setup.case("case-d").await;
+        setup.member("case-d", &provider, "prosecutor").await;
+        setup.member("case-d", &receiver, "prosecutor").await;
+        let policy = json!({
+            "tlp": "TLP:AMBER", "provider": "IT: Procura di Roma", "permitted_purposes": ["trial preparation"],
+            "permitted_recipients": [], "permitted_jurisdictions": ["IT"], "onward_transfer": "with_consent",
+        });
+        let upload = TestGateway::request(
+            "POST",
+            "/api/v1/cases/case-d/artefacts?purpose=statement",
+            Some(As::Session(&provider_session)),
+        )
+        .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
+        .body(Body::from(b"a recorded statement".to_vec()))
+        .unwrap();
+        let uploaded = setup.send(upload).await;
+        assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
+        let artefact = uploaded.json()["artefact"].as_str().unwrap().to_owned();
+        let asked = setup
+            .call(
+                "POST",
+                &format!("/api/v1/artefacts/{artefact}/widen-requests"),
+                Some(As::Session(&receiver_session)),
+                json!({ "jurisdictions": ["DE"] }),
+            )
+            .await;
+        assert_eq!(asked.status, 201, "{}", String::from_utf8_lossy(&asked.body));
+        let request = asked.json()["id"].as_str().unwrap().to_owned();
+        (provider_session, artefact, request, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
+    };
+    let mut env: Vec<(&str, std::ffi::OsString)> =
+        garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
+    env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+    let (_process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
+    let (_process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
+    let clients = [port_a, port_b].map(|port| support::Client {
+        base: format!("http://127.0.0.1:{port}"),
+        cookie: Some(provider_session.clone()),
+    });
+
+    let decide = format!("/api/v1/widen-requests/{request}/decision");
+    let replies: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let sent: Vec<_> = (0..DECISIONS)
+            .map(|n| {
+                let (client, decide) = (&clients[n % 2], &decide);
+                scope.spawn(move || client.json("POST", decide, json!({ "approve": n % 4 < 2 })))
+            })
+            .collect();
+        sent.into_iter().map(|sent| sent.join().unwrap()).collect()
+    });
+    let won = replies.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(won, 1, "exactly one decision stands: {replies:?}");
+    for (status, problem) in replies.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 409, "{problem}");
+        assert!(problem["detail"].as_str().unwrap_or_default().contains("already"), "{problem}");
+    }
+
+    // Either gateway's timeline of the artefact: the policy attached at ingest, and the one decision.
+    for client in &clients {
+        let (status, body) =
+            client.send("GET", &format!("/api/v1/artefacts/{artefact}/timeline"), "application/json", b"");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let timeline: Value = serde_json::from_slice(&body).unwrap();
+        let changes: Vec<&Value> = timeline["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| entry["record"]["event"]["type"] == "policy_changed")
+            .collect();
+        assert_eq!(changes.len(), 2, "the policy attached at ingest, and one decision: {changes:?}");
+    }
+}

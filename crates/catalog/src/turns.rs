@@ -6,11 +6,12 @@
 //!   the holders of one key queue here, and one at a time goes on to the database.
 //! - On PostgreSQL, that holder then takes a transaction-scoped advisory lock on the key (`pg_advisory_xact_lock`,
 //!   keyed by [`TURNS_CLASS`] and the key's `hashtext`), in a transaction held until the turn is let go: the
-//!   transaction then rolls back (sqlx sends the rollback as the connection goes back to its pool), and the lock goes
-//!   with it. It goes too when the gateway dies (its connection closes) or stops answering for
-//!   [`IDLE_TURN_TIMEOUT`]. The connections come from a small pool of their own: a turn's holder goes on to use the
-//!   catalog's pool (to read, to sequence a record), which turns therefore never take up. Two keys whose digests
-//!   meet only wait for each other.
+//!   transaction then rolls back, and the lock goes with it. A task of the turn's own keeps the transaction, and asks
+//!   the database something every [`KEEP_ALIVE`] while the turn is held (a transfer's completion holds it while a
+//!   whole artefact is checked and stored), so that the lock goes with the gateway only: when it dies (its connection
+//!   closes) or stops answering (frozen, cut off) for [`IDLE_TURN_TIMEOUT`]. The connections come from a small pool of
+//!   their own: a turn's holder goes on to use the catalog's pool (to read, to sequence a record), which turns
+//!   therefore never take up. Two keys whose digests meet only wait for each other.
 //! - SQLite: a catalog has one gateway (the one that holds its data directory's lock), so this process's mutex is
 //!   the turn.
 
@@ -25,10 +26,12 @@ use crate::{Catalog, Result};
 /// locks (the migrations' takes one 64-bit key, a lock of another kind).
 const TURNS_CLASS: i32 = 0x4355_5354; // "CUST"
 
-/// The longest a turn's transaction may sit idle: a turn is held across a record's append, which waits for the log's
-/// integration (20 s at most through failed turns), so a little longer than that. A gateway that stops answering
-/// (frozen, cut off) for longer loses its turns, and another gateway may take them.
+/// The longest a turn's transaction may sit idle: a gateway that stops answering (frozen, cut off) for longer loses
+/// its turns, and another gateway may take them.
 const IDLE_TURN_TIMEOUT: &str = "30s";
+
+/// How often a turn held asks the database something, well within [`IDLE_TURN_TIMEOUT`].
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The longest a gateway waits for another gateway's turn before the request fails, retryably.
 const TURN_WAIT: &str = "30s";
@@ -72,8 +75,8 @@ impl Turns {
 /// A turn, held until it is dropped.
 #[must_use = "a turn is held only until it is dropped"]
 pub struct Turn {
-    // Declared first, so that it goes first: the database's lock, then this process's.
-    _database: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+    // Declared first, so that it goes first: the database's lock (its keeper lets it go), then this process's.
+    _database: Option<tokio::sync::oneshot::Sender<()>>,
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -96,6 +99,32 @@ impl Catalog {
             .bind(key)
             .execute(&mut *tx)
             .await?;
-        Ok(Turn { _database: Some(tx), _local: local })
+        let (release, released) = tokio::sync::oneshot::channel();
+        tokio::spawn(keep_turn(tx, released));
+        Ok(Turn { _database: Some(release), _local: local })
+    }
+}
+
+/// Keeps a turn's transaction, holding its lock, until the turn is let go (`released` ends), then rolls it back;
+/// meanwhile asks the database something every [`KEEP_ALIVE`], so that it is never idle long. A connection lost
+/// meanwhile took the lock with it.
+async fn keep_turn(
+    mut tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    mut released: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut released => break,
+            () = tokio::time::sleep(KEEP_ALIVE) => {
+                if let Err(err) = sqlx::query("SELECT 1").execute(&mut *tx).await {
+                    tracing::warn!(error = %err, "a turn held lost its database connection, and its lock with it");
+                    return;
+                }
+            }
+        }
+    }
+    if let Err(err) = tx.rollback().await {
+        // The connection is gone, and the lock with it.
+        tracing::debug!(error = %err, "letting a turn go");
     }
 }

@@ -45,6 +45,22 @@ async fn a_turn_has_one_holder_among_gateways_and_passes_on_when_let_go_or_its_h
     assert!(!waiting.await.unwrap(), "B had the turn once A's connection was gone");
 }
 
+/// A turn held for longer than its transaction may sit idle (30 s; a transfer's completion holds it while a whole
+/// artefact is checked and stored) is still held: its keeper asks the database something meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_held_longer_than_a_transaction_may_idle_is_still_held() {
+    let postgres = TempPostgres::start();
+    let (a, b) = (Catalog::connect(&postgres.url).await.unwrap(), Catalog::connect(&postgres.url).await.unwrap());
+    let turn = a.take_turn("transfer tr-1").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(35)).await;
+    let held = Arc::new(AtomicBool::new(true));
+    let waiting = tokio::spawn(entered_while_held(b, "transfer tr-1", held.clone()));
+    wait_for_a_waiter(&postgres).await;
+    held.store(false, Ordering::SeqCst);
+    drop(turn);
+    assert!(!waiting.await.unwrap(), "B had the turn only once A let it go");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_a_turn_has_one_holder_in_the_process() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,9 @@ pub struct Log {
     failing: Arc<std::sync::atomic::AtomicBool>,
     /// When this process last published a checkpoint ([`Log::published_at`]).
     published_at: Arc<std::sync::Mutex<std::time::SystemTime>>,
+    /// Entries this process appended and had acknowledged ([`Log::appended_here`]), whichever process integrated
+    /// them: shared by every clone of this handle, never by another process's handle on the same log.
+    appended: Arc<std::sync::atomic::AtomicU64>,
     _guard: Option<SequencerGuard>,
 }
 
@@ -116,6 +119,7 @@ impl Log {
             published: published_rx,
             failing,
             published_at,
+            appended: Arc::default(),
             _guard: guard,
         })
     }
@@ -164,6 +168,7 @@ impl Log {
             published: published_rx,
             failing: Arc::default(),
             published_at,
+            appended: Arc::default(),
             _guard: guard,
         })
     }
@@ -174,18 +179,37 @@ impl Log {
         if entry.len() > usize::from(u16::MAX) {
             return Err(LogError::EntryTooLarge { len: entry.len() });
         }
-        match &self.appending {
+        let index = match &self.appending {
             Appending::Alone(requests) => {
                 let (reply, response) = oneshot::channel();
                 requests.send(AppendRequest { entry, reply }).await.map_err(|_| LogError::Closed)?;
-                response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)
+                response.await.map_err(|_| LogError::Closed)?.map_err(LogError::Batch)?
             }
             Appending::Coordinated { shared, .. } => {
                 let index = shared.coordination.sequence(entry).await.map_err(LogError::Coordination)?;
                 self.integrated(index).await?;
-                Ok(index)
+                index
             }
-        }
+        };
+        // Counted only once acknowledged: a refused or failed append is not this process's entry in the log (a
+        // coordinated one left sequenced by a failed wait is integrated later, but its caller was told it failed).
+        self.count_appended_here(1);
+        Ok(index)
+    }
+
+    /// How many entries this process has appended to the log since it opened it, each acknowledged: those
+    /// [`Log::append`] returned, and those its caller sequenced in the log's database itself and counted
+    /// ([`Log::count_appended_here`]). Unlike the checkpoint's size, it leaves out what other processes sharing
+    /// the log appended. What monitoring calls this process's appends.
+    pub fn appended_here(&self) -> u64 {
+        self.appended.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts `entries` this process appended to a coordinated log without [`Log::append`]: sequenced by its caller
+    /// in the database the log is coordinated through (the gateway's custody records, which the catalog chains to
+    /// their artefact's previous record in the transaction that sequences them), durable from then on.
+    pub fn count_appended_here(&self, entries: u64) {
+        self.appended.fetch_add(entries, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Waits until a published checkpoint covers entry `index`, which the log's coordination sequenced (for a log

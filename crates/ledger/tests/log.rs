@@ -108,9 +108,11 @@ async fn a_failed_write_is_reported_and_never_half_applied() {
     assert!(matches!(err, LogError::Batch(_)), "{err}");
     assert!(err.to_string().contains("disk full"), "{err}");
     assert_eq!(log.checkpoint(), before, "nothing was published");
+    assert_eq!(log.appended_here(), 300, "only acknowledged appends count as this process's");
 
     store.fail_puts.store(false, Ordering::SeqCst);
     assert_eq!(log.append(entry(301)).await.unwrap(), 300, "the failed entry's index was never used");
+    assert_eq!(log.clone().appended_here(), 301, "every handle of this process counts into one figure");
     let storage = LogStore::new(store.clone(), Path::default());
     assert_eq!(storage.entry(300, 301).await.unwrap(), Bytes::from(entry(301)));
     let verifier = log.checkpoint();

@@ -120,12 +120,11 @@ pub async fn render(state: &AppState) -> Result<String, std::fmt::Error> {
 
     let log = &state.gateway.log();
     let size = log.checkpoint().checkpoint.size;
-    let at_start = metrics.log_size_at_start.get().copied().unwrap_or(size);
     registry.register("log_entries", "Entries in the custody log's latest checkpoint", ConstGauge::new(gauge(size)));
     registry.register(
         "log_appends",
-        "Entries this process appended to the custody log (each in a durable, signed checkpoint)",
-        ConstCounter::new(size.saturating_sub(at_start)),
+        "Entries this process appended to the custody log (each durable when counted), not those of other gateways on it",
+        ConstCounter::new(log.appended_here()),
     );
     registry.register(
         "log_appends_waiting",

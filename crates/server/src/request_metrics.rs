@@ -58,8 +58,6 @@ pub(crate) struct RefusalLabels {
 pub struct Metrics {
     pub(crate) request_seconds: Family<RequestLabels, Histogram>,
     pub(crate) refusals: Family<RefusalLabels, Counter>,
-    /// The log's size when this process opened it: appends since are its size less this.
-    pub(crate) log_size_at_start: OnceLock<u64>,
     /// The Time-Stamp Authorities' counts, when any is configured.
     pub(crate) timestamps: OnceLock<Arc<TimestampCounters>>,
     /// What start-up found of the bucket's Object Lock, and the days of retention evidence gets.
@@ -71,7 +69,6 @@ impl Default for Metrics {
         Self {
             request_seconds: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
             refusals: Family::default(),
-            log_size_at_start: OnceLock::new(),
             timestamps: OnceLock::new(),
             object_lock: OnceLock::new(),
         }
@@ -79,11 +76,6 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// The log's size when this process opened it. Only the first call counts.
-    pub fn log_opened_at_size(&self, size: u64) {
-        let _ = self.log_size_at_start.set(size);
-    }
-
     /// Counts from the timestamp client ([`crate::timestamping::Timestamper::counters`]). Only the first call counts.
     pub fn follow_timestamps(&self, counters: Arc<TimestampCounters>) {
         let _ = self.timestamps.set(counters);

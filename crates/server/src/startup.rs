@@ -130,7 +130,6 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
         .with_quotas(config.quotas.quotas())
         .with_cosigning(cosigning.clone());
     let metrics = Arc::new(crate::request_metrics::Metrics::default());
-    metrics.log_opened_at_size(gateway.log().checkpoint().checkpoint.size);
     metrics.object_lock_found(object_lock.state, object_lock.retention_days);
     let caught_up = gateway.reindex().await?;
     if caught_up > 0 {

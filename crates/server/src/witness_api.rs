@@ -4,6 +4,10 @@
 //! The decision is `custodia_witness::decide`, pure; this module reads the log's state from the catalog, persists a
 //! newly cosigned checkpoint with a compare-and-swap on the old size, and only then answers with the cosignature,
 //! so that two requests (or two gateway processes) can never both advance a log from the same size.
+//!
+//! A request that fails is answered as the evidence API's are ([`GatewayError`], through [`Problem`]): the
+//! database unreachable or at its limits is a 503 with `Retry-After`, which a log's witness client retries, and
+//! nothing was cosigned; a fault inside (a stored row that breaks an invariant, a key that cannot sign) is a 500.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,7 @@ use crate::config::WitnessConfig;
 use crate::problem::Problem;
 use custodia_service::budget::{Budget, BudgetStore, retry_after_seconds};
 use custodia_service::clock::Clock;
+use custodia_service::gateway::GatewayError;
 
 /// An add-checkpoint body holds `old`, at most 63 proof lines and a checkpoint with its signatures: a few KiB.
 pub const ADD_CHECKPOINT_LIMIT: usize = 64 * 1024;
@@ -120,8 +125,9 @@ impl Witness {
         self.key.verifier().to_string()
     }
 
-    /// Handles one add-checkpoint body.
-    pub async fn add_checkpoint(&self, body: &[u8]) -> anyhow::Result<Answer> {
+    /// Handles one add-checkpoint body. A catalog that cannot be reached now fails it as retryable
+    /// ([`GatewayError::Unavailable`], from the catalog's error); anything else that fails is internal.
+    pub async fn add_checkpoint(&self, body: &[u8]) -> Result<Answer, GatewayError> {
         let request = match AddCheckpoint::parse(body) {
             Ok(request) => request,
             Err(err) => return Ok(self.refused("", 400, "malformed-request", err.to_string())),
@@ -130,8 +136,10 @@ impl Witness {
         let _turn = self.turn.lock().await;
         let known = match self.catalog.witnessed_log(&origin).await? {
             Some(row) => Known {
-                size: u64::try_from(row.size).context("a negative size in witnessed_logs")?,
-                root: custodia_ledger::Hash::from_base64(&row.root).context("a malformed root in witnessed_logs")?,
+                size: u64::try_from(row.size)
+                    .map_err(|err| GatewayError::internal("a negative size in witnessed_logs", err))?,
+                root: custodia_ledger::Hash::from_base64(&row.root)
+                    .ok_or_else(|| GatewayError::internal_message("a malformed root in witnessed_logs"))?,
             },
             None => Known::unseen(),
         };
@@ -139,17 +147,25 @@ impl Witness {
         match decide(keys, &known, &request) {
             Decision::Cosign { old_size, checkpoint } => {
                 let timestamp = u64::try_from(self.clock.unix_seconds()).unwrap_or(0).max(1);
-                let line = self.key.cosign(checkpoint.checkpoint.body().as_bytes(), timestamp)?;
-                let log = self.logs.get(&origin).context("a cosigned checkpoint of a log not configured")?;
+                let line = self
+                    .key
+                    .cosign(checkpoint.checkpoint.body().as_bytes(), timestamp)
+                    .map_err(|err| GatewayError::internal("cosigning a checkpoint", err))?;
+                let log = self
+                    .logs
+                    .get(&origin)
+                    .ok_or_else(|| GatewayError::internal_message("a cosigned checkpoint of a log not configured"))?;
                 let own = custodia_witness::witness::with_only_log_signatures(&checkpoint, log);
-                let mut note = String::from_utf8(own).context("a checkpoint note is UTF-8")?;
+                let mut note =
+                    String::from_utf8(own).map_err(|err| GatewayError::internal("a checkpoint note is UTF-8", err))?;
                 note.push_str(&line);
+                let beyond_i64 = |err| GatewayError::internal("a tree size beyond i64", err);
                 let new = WitnessedCheckpoint {
-                    size: i64::try_from(checkpoint.checkpoint.size).context("a tree size beyond i64")?,
+                    size: i64::try_from(checkpoint.checkpoint.size).map_err(beyond_i64)?,
                     root: &checkpoint.checkpoint.root.to_base64(),
                     cosigned_note: &note,
                 };
-                let old = i64::try_from(old_size).context("a tree size beyond i64")?;
+                let old = i64::try_from(old_size).map_err(beyond_i64)?;
                 if self.catalog.advance_witnessed_log(&origin, old, &new, &self.clock.now().to_string()).await? {
                     Ok(Answer::Cosigned(line))
                 } else {
@@ -193,8 +209,9 @@ impl Witness {
         *refusals.entry((origin.to_owned(), code)).or_default() += 1;
     }
 
-    /// The monitoring view: each witnessed log's latest cosigned checkpoint and refusal counts.
-    pub async fn report(&self) -> anyhow::Result<WitnessReport> {
+    /// The monitoring view: each witnessed log's latest cosigned checkpoint and refusal counts. Fails as
+    /// [`Witness::add_checkpoint`] does.
+    pub async fn report(&self) -> Result<WitnessReport, GatewayError> {
         let refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let count_for = |origin: &str| -> BTreeMap<&'static str, u64> {
             refusals.iter().filter(|((log, _), _)| log == origin).map(|((_, code), n)| (*code, *n)).collect()
@@ -264,14 +281,15 @@ async fn add_checkpoint(State(witness): State<Arc<Witness>>, extensions: Extensi
             Problem::new(status, "checkpoint-refused", "Checkpoint refused", format!("{code}: {reason}"))
                 .into_response()
         }
-        Err(err) => Problem::internal(&err).into_response(),
+        // 503 with Retry-After while the database is away, 500 for a fault inside; the cause goes to the log.
+        Err(err) => Problem::from(err).into_response(),
     }
 }
 
 async fn logs(State(witness): State<Arc<Witness>>) -> Response {
     match witness.report().await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(err) => Problem::internal(&err).into_response(),
+        Err(err) => Problem::from(err).into_response(),
     }
 }
 
@@ -301,4 +319,33 @@ pub async fn open_for(
     let witness = Witness::open(&config.witness, &gateway.origin, key, catalog, clock).await?;
     tracing::info!(vkey = %witness.vkey(), logs = witness.logs.len(), "witness ready");
     Ok(Arc::new(witness))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a witness request that failed is answered with: a database that does not answer now (no connection
+    /// within the pool's wait, say) is a 503 a log's witness client retries after `Retry-After`; a stored row that
+    /// breaks an invariant is a 500 without one, since asking again changes nothing.
+    #[test]
+    fn a_database_away_is_retryable_and_a_fault_inside_is_not() {
+        let away = GatewayError::from(custodia_catalog::CatalogError::Database(sqlx::Error::PoolTimedOut));
+        let answer = Problem::from(away).into_response();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let retry_after = crate::problem::UNAVAILABLE_RETRY_AFTER_SECONDS.to_string();
+        assert_eq!(
+            answer.headers().get(header::RETRY_AFTER).and_then(|value| value.to_str().ok()),
+            Some(&*retry_after)
+        );
+
+        let about_the_data = custodia_catalog::CatalogError::Database(sqlx::Error::RowNotFound);
+        let faults =
+            [GatewayError::internal_message("a malformed root in witnessed_logs"), GatewayError::from(about_the_data)];
+        for fault in faults {
+            let answer = Problem::from(fault).into_response();
+            assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(answer.headers().get(header::RETRY_AFTER).is_none());
+        }
+    }
 }

@@ -407,7 +407,12 @@ impl Gateway {
             (None, None) => self.catalog.sequence_custody(case, artefact, &openings, fence, entry_for).await,
         };
         match sequenced {
-            Ok(made) => Ok(Ok(made.map_err(|err| GatewayError::internal("sequencing a custody record", err))?.index)),
+            Ok(made) => {
+                let index = made.map_err(|err| GatewayError::internal("sequencing a custody record", err))?.index;
+                // Sequenced, the record is durable and this process's append ([`Log::appended_here`]).
+                self.log.count_appended_here(1);
+                Ok(Ok(index))
+            }
             Err(refused) => Ok(Err(refused)),
         }
     }

@@ -36,8 +36,10 @@ const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 /// The longest a gateway waits for another gateway's turn before the request fails, retryably.
 const TURN_WAIT: &str = "30s";
 
-/// How many turns this process may hold on PostgreSQL at once (the pool's connections); more wait for one.
-const TURN_CONNECTIONS: u32 = 8;
+/// How many turns this process may hold on PostgreSQL at once (the pool's connections); more wait for one, as long as
+/// the catalog's pool waits for a connection. With the catalog's 16 and the listener's one, 29 connections a gateway:
+/// three gateways stay within PostgreSQL's default `max_connections` of 100.
+const TURN_CONNECTIONS: u32 = 12;
 
 /// The turns of this process, and on PostgreSQL the pool their locks are taken on.
 #[derive(Default)]

@@ -1005,10 +1005,15 @@ impl Gateway {
         let held = under_way.clone();
         let exceeded = Arc::new(std::sync::Mutex::new(None));
         let passed = exceeded.clone();
+        // Why a holding could not be taken (the database away, say): the upload then fails for that reason, a
+        // retryable one perhaps, not as a body the client cut off.
+        let hold_failed = Arc::new(std::sync::Mutex::new(None));
+        let failed = hold_failed.clone();
         let account = account.to_owned();
         let gateway = self.clone();
         let body = futures::stream::unfold((Box::pin(body), 0u64), move |(mut body, received)| {
-            let (gateway, account, held, passed) = (gateway.clone(), account.clone(), held.clone(), passed.clone());
+            let (gateway, account, held, passed, failed) =
+                (gateway.clone(), account.clone(), held.clone(), passed.clone(), failed.clone());
             async move {
                 let chunk = futures::StreamExt::next(&mut body).await?.map_err(|err| err.to_string());
                 let (chunk, received) = match chunk {
@@ -1021,7 +1026,11 @@ impl Gateway {
                                 *passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(left);
                                 (Err("the body passed the account's storage quota".to_owned()), received)
                             }
-                            Err(err) => (Err(err.to_string()), received),
+                            Err(err) => {
+                                let reason = err.to_string();
+                                *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
+                                (Err(reason), received)
+                            }
                         }
                     }
                 };
@@ -1031,9 +1040,11 @@ impl Gateway {
         let registered = self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await;
         drop(under_way);
         let passed = *exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match (registered, passed) {
-            (Err(_), Some(left)) => Err(self.quota_exceeded(left)),
-            (registered, _) => registered,
+        let hold_failed = hold_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match (registered, passed, hold_failed) {
+            (Err(_), Some(left), _) => Err(self.quota_exceeded(left)),
+            (Err(_), None, Some(failed)) => Err(failed),
+            (registered, ..) => registered,
         }
     }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 use base64::Engine as _;
-use custodia_catalog::{Account, Case};
+use custodia_catalog::Account;
 use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -19,8 +19,9 @@ use crate::auth::{self, Caller};
 use crate::extract::{Path, Query};
 use crate::problem::Problem;
 use crate::state::AppState;
-use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
-use custodia_service::identity::{self, Principal, SESSION_SECONDS, Scope};
+use custodia_service::directory;
+use custodia_service::gateway::{GatewayError, UploadRequest, bad_input, new_id};
+use custodia_service::identity::{Principal, SESSION_SECONDS, Scope};
 
 /// JSON bodies are small; artefacts go through the upload routes, which lift this limit.
 pub const JSON_LIMIT: usize = 64 * 1024;
@@ -364,25 +365,27 @@ async fn create_account(
     caller: Caller,
     ApiJson(body): ApiJson<NewAccount>,
 ) -> Result<Response, Problem> {
-    caller.require_admin("create accounts")?;
-    let account = new_account(
-        &state.gateway,
-        &state.sign_ins,
-        body.username,
-        body.display_name,
-        &body.password,
-        body.jurisdiction,
-        body.is_admin,
-    )
-    .await?;
+    let account = state
+        .gateway
+        .create_account(
+            Some(&caller),
+            &state.sign_ins,
+            directory::NewAccount {
+                username: body.username,
+                display_name: body.display_name,
+                password: &body.password,
+                jurisdiction: body.jurisdiction,
+                is_admin: body.is_admin,
+            },
+        )
+        .await?;
     Ok(json(StatusCode::CREATED, AccountView::from(&account)))
 }
 
 /// Every account, for the administration page: who they are, whether they administer, and whether (since when)
 /// they are disabled. Password hashes never leave the catalog.
 async fn list_accounts(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    caller.require_admin("list accounts")?;
-    let accounts = state.gateway.catalog().accounts().await.map_err(GatewayError::from)?;
+    let accounts = state.gateway.accounts(&caller).await?;
     let accounts: Vec<_> = accounts
         .iter()
         .map(|(account, disabled_at)| {
@@ -401,48 +404,8 @@ async fn disable_account(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    caller.require_admin("disable accounts")?;
-    if id == caller.account_id() {
-        return Err(bad_input("account", "an administrator cannot disable their own account").into());
-    }
-    let at = state.gateway.now().to_string();
-    if !state.gateway.catalog().disable_account(&id, &at).await.map_err(GatewayError::from)? {
-        return Err(Problem::not_found(format!("no account {id}")));
-    }
-    tracing::info!(account = %id, by = %caller.account_id(), "account disabled; its sessions and tokens revoked");
+    state.gateway.disable_account(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-/// Creates an account after checking its fields. Shared by the API and the bootstrap of the first administrator.
-pub async fn new_account(
-    gateway: &Gateway,
-    sign_ins: &identity::SignInThrottle,
-    username: String,
-    display_name: String,
-    password: &str,
-    jurisdiction: String,
-    is_admin: bool,
-) -> Result<Account, GatewayError> {
-    if !(3..=64).contains(&username.len())
-        || !username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-@".contains(&b))
-    {
-        return Err(bad_input("username", "use 3 to 64 letters, digits, '.', '_', '-' or '@'"));
-    }
-    if password.chars().count() < 12 {
-        return Err(bad_input("password", "use at least 12 characters"));
-    }
-    Label::new(display_name.clone()).map_err(|err| bad_input("display_name", err))?;
-    Label::new(jurisdiction.clone()).map_err(|err| bad_input("jurisdiction", err))?;
-    let account = Account {
-        id: new_id("acct"),
-        username,
-        display_name,
-        password_hash: sign_ins.hash_new_password(password).await?,
-        is_admin,
-        jurisdiction,
-    };
-    gateway.catalog().create_account(&account, &gateway.now().to_string()).await?;
-    Ok(account)
 }
 
 // Cases and members.
@@ -459,18 +422,15 @@ async fn create_case(
     caller: Caller,
     ApiJson(body): ApiJson<NewCase>,
 ) -> Result<Response, Problem> {
-    caller.require_admin("create cases")?;
     let id = case_id(&body.id.unwrap_or_else(|| new_id("case")))?;
-    label("title", &body.title)?;
-    let case = Case { id: id.to_string(), title: body.title, created_at: state.gateway.now().to_string() };
-    state.gateway.catalog().create_case(&case).await.map_err(GatewayError::from)?;
+    let title = label("title", &body.title)?;
+    let case = state.gateway.create_case(&caller, id, title).await?;
     Ok(json(StatusCode::CREATED, serde_json::json!({ "id": case.id, "title": case.title })))
 }
 
 /// Every case, for the administration page (an administrator need not be a member of any).
 async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    caller.require_admin("list every case")?;
-    let cases = state.gateway.catalog().cases().await.map_err(GatewayError::from)?;
+    let cases = state.gateway.all_cases(&caller).await?;
     let cases: Vec<_> = cases
         .iter()
         .map(|case| serde_json::json!({ "id": case.id, "title": case.title, "created_at": case.created_at }))
@@ -479,7 +439,7 @@ async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Resp
 }
 
 async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
-    let cases = state.gateway.catalog().cases_of(caller.account_id()).await.map_err(GatewayError::from)?;
+    let cases = state.gateway.cases_of(&caller).await?;
     let cases: Vec<_> = cases
         .iter()
         .map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role }))
@@ -493,17 +453,9 @@ async fn case_detail(
     Path(case): Path<String>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
-    let role = state.gateway.authorize(&caller, &case, Action::ViewCase).await?;
-    let catalog = &state.gateway.catalog();
-    let row =
-        catalog.case(case.as_str()).await.map_err(GatewayError::from)?.ok_or_else(|| Problem::not_found("case"))?;
-    let members: Vec<_> = catalog
-        .members(case.as_str())
-        .await
-        .map_err(GatewayError::from)?
-        .into_iter()
-        .map(|m| serde_json::json!({ "account": m.account_id, "role": m.role }))
-        .collect();
+    let directory::CaseView { case: row, role, members } = state.gateway.case_view(&caller, &case).await?;
+    let members: Vec<_> =
+        members.into_iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
     // What the caller may do here (their role, and a token's scopes), so that a client calls nothing it would be
     // refused: a refusal is a public record, and a pattern of them would say the role.
     let may: Vec<Action> = Action::ALL.into_iter().filter(|action| caller.may(role, *action)).collect();
@@ -517,18 +469,6 @@ struct Membership {
     role: Role,
 }
 
-/// Administrators, and members whose role manages members, may change membership.
-async fn authorize_membership_change(gateway: &Gateway, caller: &Caller, case: &CaseId) -> Result<(), Problem> {
-    if caller.require_admin("manage members").is_ok() {
-        return match gateway.catalog().case(case.as_str()).await.map_err(GatewayError::from)? {
-            Some(_) => Ok(()),
-            None => Err(Problem::not_found(format!("no case {case}"))),
-        };
-    }
-    gateway.authorize(caller, case, Action::ManageMembers).await?;
-    Ok(())
-}
-
 /// A case's members, for whoever may change them: an administrator, or a member whose role manages members.
 async fn list_members(
     State(state): State<AppState>,
@@ -536,8 +476,7 @@ async fn list_members(
     Path(case): Path<String>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
-    authorize_membership_change(&state.gateway, &caller, &case).await?;
-    let members = state.gateway.catalog().members(case.as_str()).await.map_err(GatewayError::from)?;
+    let members = state.gateway.members(&caller, &case).await?;
     let members: Vec<_> =
         members.iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
     Ok(json(StatusCode::OK, serde_json::json!({ "case": case, "members": members })))
@@ -550,13 +489,7 @@ async fn set_member(
     ApiJson(body): ApiJson<Membership>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
-    authorize_membership_change(&state.gateway, &caller, &case).await?;
-    let catalog = &state.gateway.catalog();
-    if catalog.account(&account).await.map_err(GatewayError::from)?.is_none() {
-        return Err(Problem::not_found(format!("no account {account}")));
-    }
-    state.gateway.change_membership(&caller, &case, &account, Some(body.role)).await?;
-    tracing::info!(case = %case, account = %account, role = %body.role, by = %caller.account_id(), "membership set");
+    state.gateway.set_member(&caller, &case, &account, body.role).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -566,12 +499,8 @@ async fn remove_member(
     Path((case, account)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
-    authorize_membership_change(&state.gateway, &caller, &case).await?;
-    if state.gateway.change_membership(&caller, &case, &account, None).await?.is_some() {
-        Ok(StatusCode::NO_CONTENT.into_response())
-    } else {
-        Err(Problem::not_found(format!("{account} is not a member of {case}")))
-    }
+    state.gateway.remove_member(&caller, &case, &account).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // Artefacts.

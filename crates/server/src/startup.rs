@@ -11,7 +11,6 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 
-use crate::api;
 use crate::config::{GatewayConfig, ServeConfig, absolute};
 use crate::keys;
 use crate::state::AppState;
@@ -272,8 +271,11 @@ fn hold_the_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Option<custod
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    lock.try_lock().map_err(|_| {
-        anyhow::anyhow!("another gateway is running on the data directory {}", absolute(data_dir).display())
+    lock.try_lock().map_err(|err| match err {
+        std::fs::TryLockError::WouldBlock => {
+            anyhow::anyhow!("another gateway is running on the data directory {}", absolute(data_dir).display())
+        }
+        std::fs::TryLockError::Error(err) => anyhow::Error::new(err).context(format!("locking {}", path.display())),
     })?;
     Ok(Some(Arc::new(lock)))
 }
@@ -474,9 +476,14 @@ async fn bootstrap_admin(
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
         writeln!(file, "{password}")?;
     }
-    let made =
-        api::new_account(gateway, sign_ins, "admin".into(), "Administrator".into(), &password, "local".into(), true)
-            .await;
+    let first_administrator = custodia_service::directory::NewAccount {
+        username: "admin".into(),
+        display_name: "Administrator".into(),
+        password: &password,
+        jurisdiction: "local".into(),
+        is_admin: true,
+    };
+    let made = gateway.create_account(None, sign_ins, first_administrator).await;
     match made {
         Ok(_) => {
             tracing::info!(username = "admin", password_file = %absolute(&path).display(), "made the first administrator");

@@ -99,17 +99,14 @@ async fn the_session_cookie_is_host_bound_and_secure_over_https_only() {
     // Configured for HTTPS (the gateway's own TLS; behind a trusted proxy, the proxy's X-Forwarded-Proto).
     let https = TestGateway::start_with(|config| config.tls_cert = Some("unused-in-process.pem".into())).await;
     let (gateway, password) = (&https.state.gateway, "witness-correct-horse-battery");
-    custodia_server::api::new_account(
-        gateway,
-        &https.state.sign_ins,
-        "witness".into(),
-        "W".into(),
+    let witness = custodia_service::directory::NewAccount {
+        username: "witness".into(),
+        display_name: "W".into(),
         password,
-        "NL".into(),
-        false,
-    )
-    .await
-    .unwrap();
+        jurisdiction: "NL".into(),
+        is_admin: false,
+    };
+    gateway.create_account(None, &https.state.sign_ins, witness).await.unwrap();
     let reply = https.call("POST", "/api/v1/session", None, body).await;
     let cookie = reply.headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(cookie.starts_with("__Host-custodia_session="), "{cookie}");

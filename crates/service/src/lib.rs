@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod chunk_buffers;
 pub mod clock;
+pub mod directory;
 pub mod error;
 pub mod gateway;
 pub mod identity;

@@ -42,9 +42,9 @@ impl Problem {
         Self::new(StatusCode::BAD_REQUEST, "bad-input", "Bad input", detail)
     }
 
-    /// Logs `err` and returns a 500 that reveals nothing about it.
-    pub fn internal(err: &dyn std::fmt::Display) -> Self {
-        tracing::error!(error = %err, "internal error");
+    /// Logs `err` with its chain of causes ([`Chain`]) and returns a 500 that reveals nothing about it.
+    pub fn internal(err: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = %Chain(err), "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -146,7 +146,7 @@ impl From<GatewayError> for Problem {
                 return Self::new(S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", detail)
                     .with_retry_after(UNAVAILABLE_RETRY_AFTER_SECONDS);
             }
-            _ => return Self::internal(&Chain(&err)),
+            _ => return Self::internal(&err),
         };
         Self { retry_after, ..Self::new(status, kind, title, detail) }
     }

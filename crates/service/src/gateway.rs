@@ -1682,7 +1682,7 @@ impl Gateway {
     /// The bundle source of an exported chain, every record proved against `proved`.
     async fn bundle_source(&self, chain: ExportedChain, proved: &ProvedAgainst) -> Result<BundleSource> {
         let ExportedChain { row, artefact, export_index: _, entries } = chain;
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::internal_message("stored digest"))?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|err| GatewayError::internal("stored digest", err))?;
         let mut records = Vec::with_capacity(entries.len());
         for (index, entry) in entries {
             let index = index as u64;

@@ -589,7 +589,7 @@ impl SignInThrottle {
         if !self.hashers.submit(lane, job) {
             return Err(GatewayError::TooMany("the gateway is busy signing people in; try again in a moment".into()));
         }
-        answered.await.map_err(|_| GatewayError::internal_message("a password check did not finish"))
+        answered.await.map_err(|err| GatewayError::internal("a password check did not finish", err))
     }
 }
 

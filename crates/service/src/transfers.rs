@@ -656,7 +656,7 @@ impl Transfers {
         let (sender, recipient) =
             if row.direction == OUT { (own.clone(), row.partner.clone()) } else { (row.partner.clone(), own.clone()) };
         let payload_digest =
-            row.sha256.parse().map_err(|_| GatewayError::internal_message("a transfer's stored digest"))?;
+            row.sha256.parse().map_err(|err| GatewayError::internal("a transfer's stored digest", err))?;
         let evidence = Evidence {
             kind: EVIDENCE_TYPE.into(),
             event,
@@ -980,7 +980,7 @@ impl Transfers {
                 progress.received, progress.written
             )));
         }
-        let sha256: Sha256 = row.sha256.parse().map_err(|_| GatewayError::internal_message("a transfer's digest"))?;
+        let sha256: Sha256 = row.sha256.parse().map_err(|err| GatewayError::internal("a transfer's digest", err))?;
         // Up to CHUNKS_IN_FLIGHT chunks are read, signed and sent at once, each holding one of the places for this
         // partner (shared by every transfer to it, taken in the order of the chunks, so that a chunk never waits at
         // the receiver for one that has no place); their answers are taken in order. To a partner that refused a
@@ -1122,7 +1122,7 @@ impl Transfers {
             return Err(Hitch::Unchecked("the progress of another transfer".into()));
         }
         let log: LogVerifier =
-            partner.log_vkey.parse().map_err(|_| Hitch::Unchecked("the partner's pinned log key".into()))?;
+            partner.log_vkey.parse().map_err(|err| GatewayError::internal("the partner's pinned log key", err))?;
         let own_ladder = self.own_ladder(row).await?;
         let mut ladder: Vec<SignedEvidence> = Vec::new();
         let mut checked = Vec::new();
@@ -1274,7 +1274,7 @@ impl Transfers {
             )));
         }
         let log: LogVerifier =
-            partner.log_vkey.parse().map_err(|_| GatewayError::internal_message("a partner's pinned log key"))?;
+            partner.log_vkey.parse().map_err(|err| GatewayError::internal("a partner's pinned log key", err))?;
         let submission = check_logged(&offer.submission, &partner.request_key, &log)
             .map_err(|err| bad_input("submission", err))?
             .evidence;
@@ -1568,7 +1568,7 @@ impl Transfers {
             .ok_or_else(|| GatewayError::internal_message("a received transfer without its relay"))?;
         let path = self.staging(id);
         let log: LogVerifier =
-            partner.log_vkey.parse().map_err(|_| GatewayError::internal_message("a partner's pinned log key"))?;
+            partner.log_vkey.parse().map_err(|err| GatewayError::internal("a partner's pinned log key", err))?;
         let checking = std::time::Instant::now();
         self.written_down(id, 0).await?;
         let hashed = self.payload_hashed(id).await;

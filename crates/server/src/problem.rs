@@ -127,7 +127,9 @@ impl From<GatewayError> for Problem {
             GatewayError::Store(StoreError::Interrupted { .. }) => {
                 (S::BAD_REQUEST, "upload-interrupted", "Upload cut off")
             }
-            GatewayError::Store(StoreError::TooLarge { .. }) => (S::PAYLOAD_TOO_LARGE, "too-large", "Upload too large"),
+            GatewayError::Store(StoreError::TooLarge { .. }) | GatewayError::TooLarge(_) => {
+                (S::PAYLOAD_TOO_LARGE, "too-large", "Upload too large")
+            }
             GatewayError::QuotaExceeded(_) => (S::INSUFFICIENT_STORAGE, "quota-exceeded", "Storage quota exceeded"),
             GatewayError::Store(StoreError::NotFound(_)) => (S::NOT_FOUND, "not-found", "Not found"),
             GatewayError::Store(StoreError::BadRange { .. }) => {

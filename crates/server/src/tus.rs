@@ -50,8 +50,8 @@ use crate::api::original_name;
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::state::AppState;
-use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input, new_id};
-use custodia_service::uploads::{self, CompletionError, OPEN_UPLOADS_PER_ACCOUNT, TTL_SECONDS};
+use custodia_service::gateway::{Gateway, GatewayError, UploadRequest, bad_input};
+use custodia_service::uploads::{self, CompletionError};
 
 const VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,checksum,termination";
@@ -169,61 +169,9 @@ async fn create(State(state): State<AppState>, caller: Caller, headers: HeaderMa
         return Err(bad_input("upload-defer-length", "deferred lengths are not supported; send Upload-Length").into());
     }
     let length = required_number(&headers, "upload-length")?;
-    if length == 0 {
-        return Err(bad_input("upload-length", "an empty file is not evidence").into());
-    }
-    if length > gateway.max_upload_bytes() {
-        return Err(too_large(format!("uploads are at most {} bytes", gateway.max_upload_bytes())));
-    }
     let metadata = header_text(&headers, "upload-metadata")?.unwrap_or_default();
     let (case, _) = upload_request(metadata)?;
-    // Nobody stages bytes into a case they may not upload to.
-    gateway.authorize(&caller, &case, Action::UploadArtefact).await?;
-    // Nobody reserves the disk without limit: a few open uploads per account, declaring one largest upload's bytes
-    // between them.
-    // The checks and the creation take the account's quota turn, as direct uploads do, so that creations and
-    // uploads at once cannot all pass the checks before any of them is counted.
-    let _turn = gateway.quota_turn(caller.account_id()).await?;
-    let now = gateway.clock().unix_seconds();
-    let (open, reserved) =
-        gateway.catalog().open_uploads_of(caller.account_id(), now).await.map_err(GatewayError::from)?;
-    if open >= OPEN_UPLOADS_PER_ACCOUNT {
-        return Err(GatewayError::TooMany(format!(
-            "you have {open} resumable uploads open; finish or delete one first (at most {OPEN_UPLOADS_PER_ACCOUNT})"
-        ))
-        .into());
-    }
-    if u64::try_from(reserved).unwrap_or(u64::MAX).saturating_add(length) > gateway.max_upload_bytes() {
-        return Err(too_large(format!(
-            "your open resumable uploads already declare {reserved} bytes; together they may declare at most {}",
-            gateway.max_upload_bytes()
-        )));
-    }
-    // The account's storage quota counts what it holds, what its open and unfinished uploads hold, and this one.
-    let account = caller.account_id();
-    let left = gateway.quota_left(account).await?;
-    if length > left {
-        return Err(gateway.quota_exceeded(left).into());
-    }
-    gateway.take_upload_allowance(account).await?;
-    // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
-    // must not refuse an upload.
-    if let Err(err) = uploads::remove_expired(gateway).await {
-        tracing::warn!(error = %err, "could not remove expired uploads");
-    }
-
-    let row = UploadRow {
-        id: new_id("upl"),
-        case_id: case.to_string(),
-        account_id: caller.account_id().to_owned(),
-        length: i64::try_from(length).map_err(|err| bad_input("upload-length", err))?,
-        offset: 0,
-        metadata: metadata.to_owned(),
-        expires_at: gateway.clock().unix_seconds() + TTL_SECONDS,
-        completing: None,
-    };
-    gateway.catalog().create_upload(&row).await.map_err(GatewayError::from)?;
-    tracing::info!(upload = %row.id, case = %case, length, by = %caller.account_id(), "resumable upload created");
+    let row = uploads::open(gateway, &caller, &case, length, metadata).await?;
     tus_response(StatusCode::CREATED, [(header::LOCATION.as_str(), format!("/api/v1/uploads/{}", row.id))])
 }
 

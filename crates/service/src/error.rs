@@ -52,6 +52,9 @@ pub enum GatewayError {
     /// The account's stored bytes would exceed its quota ([`crate::budget::Quotas`]).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// An upload larger than the gateway takes, or than an account's open uploads may declare between them.
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A backend the gateway needs (object storage, the database, the custody log's store) is unreachable or
@@ -183,6 +186,7 @@ mod tests {
             GatewayError::Unauthenticated,
             GatewayError::BadInput { field: "purpose", reason: "empty".into() },
             GatewayError::QuotaExceeded("full".into()),
+            GatewayError::TooLarge("big".into()),
             GatewayError::TooManyAttempts { what: "uploads", retry_after_seconds: 3 },
             GatewayError::Store(StoreError::TooLarge { limit: 1 }),
             GatewayError::Store(StoreError::Interrupted { received: 1, reason: "cut".into() }),

@@ -64,6 +64,67 @@ pub async fn delete_chunk(gateway: &Gateway, object: &str) {
     }
 }
 
+/// Opens a resumable upload of `length` bytes into `case` for `caller` (`metadata` as the client sent it, kept for
+/// the completion): nobody stages bytes into a case they may not upload to, nor reserves the store without limit (a
+/// few open uploads per account, declaring one largest upload's bytes between them, within the account's storage
+/// quota and its budget of new uploads). The checks and the creation take the account's quota turn, as direct
+/// uploads do, so that creations and uploads at once, on any gateway, cannot all pass the checks before any of them
+/// is counted.
+pub async fn open(
+    gateway: &Gateway,
+    caller: &Principal,
+    case: &CaseId,
+    length: u64,
+    metadata: &str,
+) -> Result<UploadRow, GatewayError> {
+    if length == 0 {
+        return Err(crate::error::bad_input("upload-length", "an empty file is not evidence"));
+    }
+    let max = gateway.max_upload_bytes();
+    if length > max {
+        return Err(GatewayError::TooLarge(format!("uploads are at most {max} bytes")));
+    }
+    gateway.authorize(caller, case, custodia_core::Action::UploadArtefact).await?;
+    let account = caller.account_id();
+    let _turn = gateway.quota_turn(account).await?;
+    let now = gateway.clock().unix_seconds();
+    let (open, reserved) = gateway.catalog().open_uploads_of(account, now).await?;
+    if open >= OPEN_UPLOADS_PER_ACCOUNT {
+        return Err(GatewayError::TooMany(format!(
+            "you have {open} resumable uploads open; finish or delete one first (at most {OPEN_UPLOADS_PER_ACCOUNT})"
+        )));
+    }
+    if u64::try_from(reserved).unwrap_or(u64::MAX).saturating_add(length) > max {
+        return Err(GatewayError::TooLarge(format!(
+            "your open resumable uploads already declare {reserved} bytes; together they may declare at most {max}"
+        )));
+    }
+    // The account's storage quota counts what it holds, what its open and unfinished uploads hold, and this one.
+    let left = gateway.quota_left(account).await?;
+    if length > left {
+        return Err(gateway.quota_exceeded(left));
+    }
+    gateway.take_upload_allowance(account).await?;
+    // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
+    // must not refuse an upload.
+    if let Err(err) = remove_expired(gateway).await {
+        tracing::warn!(error = %err, "could not remove expired uploads");
+    }
+    let row = UploadRow {
+        id: new_id("upl"),
+        case_id: case.to_string(),
+        account_id: account.to_owned(),
+        length: i64::try_from(length).map_err(|err| crate::error::bad_input("upload-length", err))?,
+        offset: 0,
+        metadata: metadata.to_owned(),
+        expires_at: now + TTL_SECONDS,
+        completing: None,
+    };
+    gateway.catalog().create_upload(&row).await?;
+    tracing::info!(upload = %row.id, case = %case, length, by = %account, "resumable upload created");
+    Ok(row)
+}
+
 /// Removes every expired upload with its chunks; returns how many.
 pub async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
     let expired = gateway.catalog().expired_uploads(gateway.clock().unix_seconds()).await?;

@@ -21,7 +21,7 @@ pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
-pub use turns::Turn;
+pub use turns::{Turn, TurnFence, TurnKind};
 
 /// What the catalog lists with the record that registers an artefact ([`Catalog::sequence_registration`]), in the
 /// transaction that sequences it.
@@ -106,6 +106,10 @@ pub enum CatalogError {
     /// No turn to write came within `waited`: others in this process were ahead, and the database slow or away.
     #[error("the database is busy: no turn to sequence within {waited:?}")]
     Busy { waited: std::time::Duration },
+    /// A record made under a turn whose lock was lost before the record was stored (the turn's connection cut, its
+    /// gateway frozen past the idle limit): nothing was stored, and the step may be taken again.
+    #[error("a turn this step was taken under was lost meanwhile; nothing was recorded; try again")]
+    TurnLost,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The transaction that sequenced a batch of `records` custody records ([`Catalog::sequence_custody`]) failed,
@@ -125,7 +129,7 @@ impl CatalogError {
     /// about the data.
     pub fn is_transient(&self) -> bool {
         let err = match self {
-            Self::Busy { .. } => return true,
+            Self::Busy { .. } | Self::TurnLost => return true,
             Self::Database(err) => err,
             Self::BatchFailed { source, .. } => source,
             _ => return false,
@@ -216,6 +220,9 @@ pub struct Catalog {
     database_clock: Arc<database_clock::DatabaseClock>,
     /// One holder at a time of a named thing, across every gateway on the database ([`Catalog::take_turn`]).
     turns: Arc<turns::Turns>,
+    /// The turns this catalog's records are made under ([`Catalog::within_turn`]): none, unless it is one
+    /// `within_turn` made.
+    turn_fences: Arc<[turns::TurnFence]>,
 }
 
 impl fmt::Debug for Catalog {
@@ -530,6 +537,7 @@ impl Catalog {
             budgets_pruned_at: Arc::default(),
             database_clock: Arc::default(),
             turns: Arc::new(if sqlite { turns::Turns::default() } else { turns::Turns::on_postgres(url)? }),
+            turn_fences: Arc::new([]),
         })
     }
 

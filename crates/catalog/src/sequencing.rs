@@ -102,6 +102,8 @@ struct Sequencing {
     artefact_id: Option<String>,
     openings: Option<String>,
     fence: Option<HearingFence>,
+    /// The turns the record is made under, each still to be held when it is stored ([`Catalog::within_turn`]).
+    turns: Arc<[crate::turns::TurnFence]>,
     /// What the catalog lists with the record, if it registers an artefact ([`Catalog::sequence_registration`]).
     registration: Option<Box<Registration>>,
     /// The transfer the record moves on, if it is a transfer's evidence ([`Catalog::sequence_moving_transfer`]).
@@ -293,6 +295,7 @@ impl Catalog {
                 artefact_id: artefact_id.map(str::to_owned),
                 openings: Some(openings.to_owned()),
                 fence: fence.clone(),
+                turns: self.turn_fences.clone(),
                 registration: registration.clone(),
                 moves: moves.clone(),
                 record: Record::FromPrior { prior: prior_tx, made: made_rx },
@@ -326,6 +329,7 @@ impl Catalog {
                 artefact_id: None,
                 openings: None,
                 fence: None,
+                turns: Arc::new([]),
                 registration: None,
                 moves: None,
                 record: Record::Made(made.clone()),
@@ -455,6 +459,8 @@ impl Catalog {
         batch: Vec<Sequencing>,
     ) -> sqlx::Result<Vec<Option<Result<Sequenced>>>> {
         let held = fences_held(&mut tx, batch.iter().filter_map(|sequencing| sequencing.fence.as_ref())).await?;
+        let turns_held =
+            crate::turns::turns_held(&mut tx, batch.iter().flat_map(|sequencing| sequencing.turns.iter())).await?;
         let registrations = || batch.iter().filter_map(|sequencing| sequencing.registration.as_deref());
         let claimed =
             claims_held(&mut tx, registrations().filter_map(|registration| registration.consumes.as_ref())).await?;
@@ -471,6 +477,10 @@ impl Catalog {
             let consumes = registration.and_then(|registration| registration.consumes.as_ref());
             if let Some(stale) = sequencing.fence.as_ref().filter(|fence| !held[*fence]) {
                 answers.push(Some(Err(stale.lost())));
+            } else if sequencing.turns.iter().any(|turn| !turns_held[turn]) {
+                // The turn's lock went (its connection cut, its gateway frozen past the limit): another gateway may
+                // hold it now, and the check made under it no longer holds.
+                answers.push(Some(Err(CatalogError::TurnLost)));
             } else if let Some(lost) =
                 consumes.filter(|completion| !claimed[*completion] || !consumed.insert(completion.upload_id.clone()))
             {
@@ -503,8 +513,17 @@ impl Catalog {
         let mut latest = latest_records(&mut tx, artefacts).await?;
         let mut stored = Vec::with_capacity(admitted.len());
         for (at, sequencing) in admitted {
-            let Sequencing { case_id, artefact_id, openings, fence: _, registration, moves, record, alone: _ } =
-                sequencing;
+            let Sequencing {
+                case_id,
+                artefact_id,
+                openings,
+                fence: _,
+                registration,
+                moves,
+                record,
+                alone: _,
+                turns: _,
+            } = sequencing;
             let prior = artefact_id.as_ref().and_then(|artefact| latest.get(artefact)).copied();
             let made = match record {
                 Record::Made(made) => Some(made),

@@ -104,3 +104,43 @@ async fn of_decisions_sent_to_two_gateways_at_once_only_one_reaches_the_ledger()
         assert_eq!(changes.len(), 2, "the policy attached at ingest, and one decision: {changes:?}");
     }
 }
+
+/// Exports take an artefact's policy turn and, within it, the case's membership turn: many at once, of different
+/// artefacts, by one member, all go through. (When turns of every kind shared one pool of connections, the policy
+/// turns took every connection while each waited for a membership turn's: a dozen exports at once stalled the pool,
+/// and half of them, and every other request needing a turn, failed after seconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_exports_at_once_do_not_starve_each_other_of_turns() {
+    const EXPORTS: usize = 24;
+    let postgres = TempPostgres::start();
+    let garage = Garage::start();
+    let gw = TestGateway::start_with(|config| {
+        on_garage(&garage, config);
+        config.database_url = Some(postgres.url.clone());
+        config.quotas.uploads_per_minute = 1000;
+        config.quotas.custody_records_per_minute = 1000;
+    })
+    .await;
+    let (prosecutor, session) = gw.person("prosecutor1", "IT").await;
+    gw.case("case-x").await;
+    gw.member("case-x", &prosecutor, "prosecutor").await;
+    let mut artefacts = Vec::new();
+    for n in 0..EXPORTS {
+        let uploaded = gw
+            .upload("case-x", "purpose=statement", As::Session(&session), format!("statement {n}").into_bytes())
+            .await;
+        assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
+        artefacts.push(uploaded.json()["artefact"].as_str().unwrap().to_owned());
+    }
+    let exports = artefacts.iter().map(|artefact| {
+        let (gw, session) = (&gw, &session);
+        async move {
+            let uri = format!("/api/v1/artefacts/{artefact}/exports?purpose=disclosure%20to%20the%20court");
+            gw.call("POST", &uri, Some(As::Session(session)), json!({})).await
+        }
+    });
+    let replies = futures::future::join_all(exports).await;
+    for reply in &replies {
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    }
+}

@@ -13,8 +13,8 @@ use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
 use custodia_catalog::{
-    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, Turn, UploadCompletion,
-    WidenRequestRow,
+    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, Turn, TurnKind,
+    UploadCompletion, WidenRequestRow,
 };
 use custodia_core::{
     AccessKind, Action, ActorId, ArtefactId, CaseId, Commitment, CustodyEvent, CustodyRecord, ExportFormat, Label,
@@ -1078,7 +1078,7 @@ impl Gateway {
     /// direct upload's declared or growing bytes, a resumable upload's creation), so that uploads at once cannot
     /// each find room that only one of them has: in every gateway on the catalog ([`Catalog::take_turn`]).
     pub async fn quota_turn(&self, account: &str) -> Result<Turn> {
-        Ok(self.catalog.take_turn(&format!("quota of {account}")).await?)
+        self.turn(TurnKind::Quota, &format!("quota of {account}")).await
     }
 
     /// The bytes left of `account`'s quota: the quota less its artefacts, the lengths its open resumable uploads
@@ -1251,17 +1251,18 @@ impl Gateway {
         };
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
         // policy's record, so the artefact's bundle holds the policy its export was checked against.
-        let _turn = self.policy_turn(&artefact).await?;
+        let turn = self.policy_turn(&artefact).await?;
+        let this = self.within(&turn);
         // Sequenced, the registration is durable, and the case lists the artefact in the same transaction; the
         // upload is answered once the log's checkpoint covers the record.
-        self.flush_refusals().await?;
-        let ledger_index = self.sequence_now(&sealed, Some(registration)).await?;
-        self.settle(ledger_index).await?;
+        this.flush_refusals().await?;
+        let ledger_index = this.sequence_now(&sealed, Some(registration)).await?;
+        this.settle(ledger_index).await?;
         if let Some(policy) = &request.policy {
-            self.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
+            this.record_policy(caller, case, &artefact, policy, "attached at ingest").await?;
         }
         tracing::info!(case = %case, artefact = %artefact, size = stored.size, ledger_index, "artefact registered");
-        self.ingested.count(stored.size);
+        this.ingested.count(stored.size);
         Ok(Registered { artefact, sha256: stored.sha256, size: stored.size, ledger_index })
     }
 
@@ -1343,10 +1344,11 @@ impl Gateway {
         purpose: &Label,
     ) -> Result<(ArtefactRow, Vec<String>)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ViewArtefact).await?;
-        let _turn = self.policy_turn(id).await?;
-        let row = self.under_policy_turn(row).await?;
-        let warnings = self.check_use(caller, &row, UseAction::View, purpose).await?;
-        self.record_access(caller, &row, AccessKind::View, purpose).await?;
+        let turn = self.policy_turn(id).await?;
+        let this = self.within(&turn);
+        let row = this.under_policy_turn(row).await?;
+        let warnings = this.check_use(caller, &row, UseAction::View, purpose).await?;
+        this.record_access(caller, &row, AccessKind::View, purpose).await?;
         Ok((row, warnings))
     }
 
@@ -1362,17 +1364,18 @@ impl Gateway {
         check: impl FnOnce(&ArtefactRow) -> std::result::Result<R, E>,
     ) -> std::result::Result<(ArtefactRow, R), E> {
         let (row, _) = self.authorize_artefact(caller, id, Action::DownloadArtefact).await?;
-        let _turn = self.policy_turn(id).await?;
-        let row = self.under_policy_turn(row).await?;
+        let turn = self.policy_turn(id).await?;
+        let this = self.within(&turn);
+        let row = this.under_policy_turn(row).await?;
         // Whatever the client says it will do with them (`access`), bytes that reach it are a copy that has left
         // the gateway: a browser can save what it plays. So the policy always decides on a download, and `access`
         // only says how the access is recorded and how the response is disposed.
-        self.check_use(caller, &row, UseAction::Download, purpose).await?;
+        this.check_use(caller, &row, UseAction::Download, purpose).await?;
         // `check` may take a place among the streams leaving, which can close another's: only a download that will
         // be recorded takes one.
-        self.has_recorded_steps(caller, 1).await?;
+        this.has_recorded_steps(caller, 1).await?;
         let checked = check(&row)?;
-        self.record_access(caller, &row, access, purpose).await?;
+        this.record_access(caller, &row, access, purpose).await?;
         Ok((row, checked))
     }
 
@@ -1437,16 +1440,17 @@ impl Gateway {
     ) -> Result<(BundleSource, T)> {
         let (row, _) = self.authorize_artefact(caller, id, Action::ExportArtefact).await?;
         let turn = self.policy_turn(id).await?;
-        let row = self.under_policy_turn(row).await?;
-        self.check_use(caller, &row, UseAction::Export, purpose).await?;
-        self.has_recorded_steps(caller, 1).await?;
+        let this = self.within(&turn);
+        let row = this.under_policy_turn(row).await?;
+        this.check_use(caller, &row, UseAction::Export, purpose).await?;
+        this.has_recorded_steps(caller, 1).await?;
         let left = leave()?;
-        self.take_recorded_step(caller).await?;
-        let chain = self.record_export(caller, row, purpose).await?;
+        this.take_recorded_step(caller).await?;
+        let chain = this.record_export(caller, row, purpose).await?;
         drop(turn);
         let covering = chain.export_index + 1;
-        let proved = self.covering_checkpoint(covering).await?;
-        Ok((self.bundle_source(chain, &proved).await?, left))
+        let proved = this.covering_checkpoint(covering).await?;
+        Ok((this.bundle_source(chain, &proved).await?, left))
     }
 
     /// Exports every artefact of a case, one bundle each. Every artefact's use policy is checked before any
@@ -1491,12 +1495,13 @@ impl Gateway {
         let mut chains = Vec::with_capacity(rows.len());
         for row in rows {
             let (_, id) = ids(&row)?;
-            let _turn = self.policy_turn(&id).await?;
+            let turn = self.policy_turn(&id).await?;
+            let this = self.within(&turn);
             // Read and checked again under the turn, for the policy in force now; artefacts are never removed from
             // a case. A policy changed meanwhile to forbid the export stops it here.
-            let row = self.under_policy_turn(row).await?;
-            self.check_export_of(caller, &row, purpose).await?;
-            chains.push(self.record_export(caller, row, purpose).await?);
+            let row = this.under_policy_turn(row).await?;
+            this.check_export_of(caller, &row, purpose).await?;
+            chains.push(this.record_export(caller, row, purpose).await?);
         }
         // One checkpoint covers every export record; the proofs need no turn.
         let Some(covering) = chains.iter().map(|chain| chain.export_index + 1).max() else {
@@ -1640,7 +1645,8 @@ impl Gateway {
         let (case, artefact) = ids(&row)?;
         let leaving = artefact.clone();
         let membership = self.membership_turn(&case).await?;
-        self.authorize(caller, &case, action).await.map_err(|err| match err {
+        let this = self.within(&membership);
+        this.authorize(caller, &case, action).await.map_err(|err| match err {
             GatewayError::NotFound(_) | GatewayError::RoleForbids { .. } | GatewayError::MissingScope(_) => {
                 GatewayError::AccessWithdrawn(format!(
                     "your access to case {case} changed during the export, before artefact {artefact} was \
@@ -1651,24 +1657,30 @@ impl Gateway {
         })?;
         // Budgeted by the caller of this, once per export: a case export is one step, however many artefacts.
         let sealed = self
-            .seal(&case, caller.actor(), self.now(), purpose.as_str(), |committer| event(leaving, committer))
+            .seal(&case, caller.actor(), this.now(), purpose.as_str(), |committer| event(leaving, committer))
             .await?;
-        let export_index = self.record(&sealed).await?;
+        let export_index = this.record(&sealed).await?;
         drop(membership);
-        let mut entries = self.catalog.artefact_timeline(artefact.as_str()).await?;
+        let mut entries = this.catalog.artefact_timeline(artefact.as_str()).await?;
         entries.retain(|(index, _)| (*index as u64) <= export_index);
         Ok(ExportedChain { row, artefact, export_index, entries })
     }
 
     /// The turn of `key` (a transfer's steps, say): one holder at a time in every gateway on the catalog.
-    pub async fn turn(&self, key: &str) -> Result<Turn> {
-        Ok(self.catalog.take_turn(key).await?)
+    pub async fn turn(&self, kind: TurnKind, key: &str) -> Result<Turn> {
+        Ok(self.catalog.take_turn(kind, key).await?)
+    }
+
+    /// This gateway, whose records are stored only while `turn` is still held (the sequencing transaction checks;
+    /// [`custodia_catalog::Catalog::within_turn`]): what a step records after its check under a turn goes through it.
+    pub fn within(&self, turn: &Turn) -> Self {
+        Self { catalog: self.catalog.within_turn(turn), ..self.clone() }
     }
 
     /// The turn taken by every change of a case's membership, and by each export record with its check of the
     /// exporter's membership.
     async fn membership_turn(&self, case: &CaseId) -> Result<Turn> {
-        self.turn(&format!("membership in {case}")).await
+        self.turn(TurnKind::Membership, &format!("membership in {case}")).await
     }
 
     /// A checkpoint that covers the ledger's first `covering` entries, as bundles prove their records against it
@@ -1742,15 +1754,16 @@ impl Gateway {
     ) -> Result<BundleSource> {
         let (row, _) = self.authorize_artefact(caller, id, Action::TransferArtefact).await?;
         let turn = self.policy_turn(id).await?;
-        let row = self.under_policy_turn(row).await?;
+        let this = self.within(&turn);
+        let row = this.under_policy_turn(row).await?;
         let recipient = actor_of(&recipient.id);
         let place = Label::new(jurisdiction).map_err(|err| bad_input("partner", err))?;
         // The providing authority sending its own evidence provides it: its policy travels with it and binds the
         // receiver. Anyone else's transfer is an onward one, under the policy's terms.
         if row.provider_account != caller.account_id() {
-            self.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
+            this.check_use_by(caller, &row, UseAction::Transfer, purpose, recipient.clone(), place).await?;
         }
-        self.take_recorded_step(caller).await?;
+        this.take_recorded_step(caller).await?;
         let chain = self
             .record_leaving(caller, row, purpose, Action::TransferArtefact, |artefact, committer| {
                 CustodyEvent::ArtefactTransferred {
@@ -1761,8 +1774,8 @@ impl Gateway {
             })
             .await?;
         drop(turn);
-        let proved = self.covering_checkpoint(chain.export_index + 1).await?;
-        self.bundle_source(chain, &proved).await
+        let proved = this.covering_checkpoint(chain.export_index + 1).await?;
+        this.bundle_source(chain, &proved).await
     }
 
     /// Puts a record about `case` on the log for `actor` (a transfer's evidence, made by this gateway or by a
@@ -1967,17 +1980,18 @@ impl Gateway {
     ) -> Result<u64> {
         let (case, artefact) = ids(row)?;
         self.take_recorded_step(caller).await?;
-        let _turn = self.policy_turn(&artefact).await?;
-        let index = self.record_policy(caller, &case, &artefact, policy, change).await?;
+        let turn = self.policy_turn(&artefact).await?;
+        let this = self.within(&turn);
+        let index = this.record_policy(caller, &case, &artefact, policy, change).await?;
         let text = serde_json::to_string(policy).map_err(|err| GatewayError::internal("change policy", err))?;
-        self.catalog.set_policy(artefact.as_str(), &text).await?;
+        this.catalog.set_policy(artefact.as_str(), &text).await?;
         Ok(index)
     }
 
     /// The turn taken by every check-then-append about an artefact's use policy and the requests to widen it: the
     /// check is made again under it, so only one of several concurrent decisions reaches the ledger.
     async fn policy_turn(&self, artefact: &ArtefactId) -> Result<Turn> {
-        self.turn(&format!("policy of {artefact}")).await
+        self.turn(TurnKind::Policy, &format!("policy of {artefact}")).await
     }
 
     pub async fn request_widening(
@@ -2013,7 +2027,8 @@ impl Gateway {
             created_at: self.now().to_string(),
         };
         // There must be a policy to widen. The request itself is recorded, not a policy that is not in force.
-        let _turn = self.policy_turn(&artefact).await?;
+        let turn = self.policy_turn(&artefact).await?;
+        let this = self.within(&turn);
         current_policy(
             &self
                 .catalog
@@ -2023,15 +2038,15 @@ impl Gateway {
         )?;
         let canonical = custodia_core::to_canonical_vec(&request)
             .map_err(|err| GatewayError::internal("record widen request", err))?;
-        self.take_recorded_step(caller).await?;
+        this.take_recorded_step(caller).await?;
         let sealed = self
             .custody_record(caller, &case, "wider use", |committer| CustodyEvent::WiderUseRequested {
                 artefact: artefact.clone(),
                 request: committer.commit("request", Sha256::of(&canonical).to_hex()),
             })
             .await?;
-        self.record(&sealed).await?;
-        self.catalog.insert_widen_request(&row).await?;
+        this.record(&sealed).await?;
+        this.catalog.insert_widen_request(&row).await?;
         Ok(row)
     }
 
@@ -2069,28 +2084,29 @@ impl Gateway {
         let artefact = ArtefactId::new(request.artefact_id.clone())
             .map_err(|err| GatewayError::internal("settle widening", err))?;
         // Check again under the turn: of concurrent decisions, only the first reaches the ledger.
-        let _turn = self.policy_turn(&artefact).await?;
-        let request = self.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
+        let turn = self.policy_turn(&artefact).await?;
+        let this = self.within(&turn);
+        let request = this.catalog.widen_request(request_id).await?.ok_or_else(not_found)?;
         if request.status != "pending" {
             return Err(GatewayError::Conflict(format!("request {request_id} was already {}", request.status)));
         }
-        let row = self.catalog.artefact(artefact.as_str()).await?.ok_or_else(not_found)?;
+        let row = this.catalog.artefact(artefact.as_str()).await?.ok_or_else(not_found)?;
         let widen: WidenRequest =
             serde_json::from_str(&request.request).map_err(|err| GatewayError::internal("settle widening", err))?;
         let policy = current_policy(&row)?;
         let (case, _) = ids(&row)?;
         let (status, resulting) = if approve { ("approved", policy.widened(&widen)) } else { ("refused", policy) };
-        self.take_recorded_step(caller).await?;
+        this.take_recorded_step(caller).await?;
         let index = self
             .record_policy(caller, &case, &artefact, &resulting, &format!("wider use {status} ({request_id})"))
             .await?;
         let text = serde_json::to_string(&resulting).map_err(|err| GatewayError::internal("settle widening", err))?;
         let new_policy = approve.then_some((artefact.as_str(), text.as_str()));
-        if !self.catalog.decide_widen_request(request_id, status, caller.account_id(), index as i64, new_policy).await?
+        if !this.catalog.decide_widen_request(request_id, status, caller.account_id(), index as i64, new_policy).await?
         {
             return Err(GatewayError::Conflict(format!("request {request_id} was decided concurrently")));
         }
-        self.catalog.widen_request(request_id).await?.ok_or_else(not_found)
+        this.catalog.widen_request(request_id).await?.ok_or_else(not_found)
     }
 
     pub async fn report_outcome(
@@ -2151,8 +2167,9 @@ impl Gateway {
         // each against the membership the one before it left, and the catalog ends on the last recorded. Every
         // check the catalog would make is made here first, so that a change it would refuse never reaches the
         // ledger: two clerks removed at once must not leave two records of which one never happened.
-        let _turn = self.membership_turn(case).await?;
-        let current = self.catalog.member_role(case.as_str(), member).await?;
+        let turn = self.membership_turn(case).await?;
+        let this = self.within(&turn);
+        let current = this.catalog.member_role(case.as_str(), member).await?;
         let change = match (&current, role) {
             (None, None) => return Ok(None),
             (Some(current), Some(role)) if *current == role.as_str() => return Ok(None),
@@ -2161,13 +2178,13 @@ impl Gateway {
             (Some(_), None) => MembershipChange::Removed,
         };
         if current.as_deref() == Some(Role::Clerk.as_str()) && role != Some(Role::Clerk) {
-            let members = self.catalog.members(case.as_str()).await?;
+            let members = this.catalog.members(case.as_str()).await?;
             if members.iter().filter(|member| member.role == Role::Clerk.as_str()).count() < 2 {
                 return Err(CatalogError::LastClerk.into());
             }
         }
         let member_id = ActorId::new(member).map_err(|err| bad_input("account", err))?;
-        self.take_recorded_step(caller).await?;
+        this.take_recorded_step(caller).await?;
         let sealed = self
             .custody_record(caller, case, "case membership", |committer| CustodyEvent::MembershipChanged {
                 member: member_id,
@@ -2175,11 +2192,11 @@ impl Gateway {
                 role: role.map(|role| committer.commit("role", role.as_str())),
             })
             .await?;
-        let index = self.record(&sealed).await?;
+        let index = this.record(&sealed).await?;
         match role {
-            Some(role) => self.catalog.set_member(case.as_str(), member, role.as_str()).await?,
+            Some(role) => this.catalog.set_member(case.as_str(), member, role.as_str()).await?,
             None => {
-                self.catalog.remove_member(case.as_str(), member).await?;
+                this.catalog.remove_member(case.as_str(), member).await?;
             }
         }
         if member == caller.account_id() {

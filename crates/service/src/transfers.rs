@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use custodia_catalog::{Account, KeptEvidence, TransferEvidenceRow, TransferMove, TransferRow, Turn};
+use custodia_catalog::{Account, KeptEvidence, TransferEvidenceRow, TransferMove, TransferRow, Turn, TurnKind};
 use custodia_core::{ArtefactId, CaseId, CustodyEvent, Label, Sha256, UsePolicy};
 use custodia_ledger::LogVerifier;
 use custodia_partners::Partner;
@@ -812,7 +812,7 @@ impl Transfers {
     }
 
     async fn turn(&self, id: &str) -> Result<Turn> {
-        self.gateway.turn(&format!("transfer {id}")).await
+        self.gateway.turn(TurnKind::Transfer, &format!("transfer {id}")).await
     }
 
     // Sending.

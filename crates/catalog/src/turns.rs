@@ -146,7 +146,7 @@ impl std::fmt::Debug for Turn {
 impl Catalog {
     /// Waits for the turn of `key` among every gateway on this catalog's database, and holds it until the returned
     /// [`Turn`] is dropped. Fails (retryably) if the database cannot be reached, or another gateway holds the turn
-    /// for longer than [`TURN_WAIT`].
+    /// for longer than 30 s.
     pub async fn take_turn(&self, kind: TurnKind, key: &str) -> Result<Turn> {
         let local = self.turns.local(key).lock_owned().await;
         let Some(pools) = &self.turns.database else { return Ok(Turn { database: None, _local: local }) };

@@ -878,7 +878,7 @@ fn read_rows(lock: &str) -> String {
 /// What begins a PostgreSQL transaction that holds a lock others wait for: it may sit idle `idle` at most (a
 /// holder that stops answering loses its lock) and waits `lock_wait` at most for a lock (then fails, retryably).
 /// Sent with `BEGIN` as one simple query.
-pub(crate) fn begin_with_limits(idle: &str, lock_wait: &str) -> String {
+fn begin_with_limits(idle: &str, lock_wait: &str) -> String {
     format!("BEGIN; SET LOCAL idle_in_transaction_session_timeout = '{idle}'; SET LOCAL lock_timeout = '{lock_wait}'")
 }
 

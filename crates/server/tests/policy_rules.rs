@@ -5,31 +5,10 @@
 
 mod support;
 
-use axum::body::Body;
 use axum::http::StatusCode;
-use base64::Engine as _;
 use custodia_core::{CustodyRecord, Openings, UsePolicy};
 use serde_json::{Value, json};
 use support::{As, TestGateway};
-
-fn policy(provider: &str) -> Value {
-    json!({
-        "tlp": "TLP:AMBER", "provider": provider, "permitted_purposes": ["trial preparation"],
-        "permitted_recipients": [], "permitted_jurisdictions": ["IT"], "onward_transfer": "with_consent",
-    })
-}
-
-async fn upload_with_policy(gw: &TestGateway, case: &str, session: &str, policy: &Value) -> support::Reply {
-    let request = TestGateway::request(
-        "POST",
-        &format!("/api/v1/cases/{case}/artefacts?purpose=statement"),
-        Some(As::Session(session)),
-    )
-    .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
-    .body(Body::from(b"a recorded statement".to_vec()))
-    .unwrap();
-    gw.send(request).await
-}
 
 /// The entries about an artefact, as its timeline lists them: each a record, its ledger index and the openings of
 /// its commitments, checked to open them.
@@ -71,7 +50,9 @@ async fn of_concurrent_decisions_on_one_request_only_one_reaches_the_ledger() {
     gw.case("case-d").await;
     gw.member("case-d", &provider, "prosecutor").await;
     gw.member("case-d", &receiver, "prosecutor").await;
-    let reply = upload_with_policy(&gw, "case-d", &provider_session, &policy("IT: Procura di Roma")).await;
+    let reply =
+        support::upload_with_policy(&gw, "case-d", &provider_session, &support::use_policy("IT: Procura di Roma"))
+            .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
     let asked = gw
@@ -117,14 +98,18 @@ async fn concurrent_policy_changes_leave_the_catalog_on_the_last_one_recorded() 
     let (provider, provider_session) = gw.person("provider1", "IT").await;
     gw.case("case-p").await;
     gw.member("case-p", &provider, "prosecutor").await;
-    let reply = upload_with_policy(&gw, "case-p", &provider_session, &policy("IT: Procura di Roma")).await;
+    let reply =
+        support::upload_with_policy(&gw, "case-p", &provider_session, &support::use_policy("IT: Procura di Roma"))
+            .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
 
     let uri = format!("/api/v1/artefacts/{artefact}/policy");
     let changes = (0..6).map(|i| {
         let (gw, uri, session) = (&gw, uri.clone(), provider_session.clone());
-        async move { gw.call("PUT", &uri, Some(As::Session(&session)), policy(&format!("IT: office {i}"))).await }
+        async move {
+            gw.call("PUT", &uri, Some(As::Session(&session)), support::use_policy(&format!("IT: office {i}"))).await
+        }
     });
     for reply in futures::future::join_all(changes).await {
         assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
@@ -210,7 +195,7 @@ async fn a_policy_at_upload_needs_the_role_and_the_court_corrects_one_that_locks
         "permitted_jurisdictions": [], "onward_transfer": "prohibited", "expires_at": "2020-01-01T00:00:00Z",
     });
     let size = gw.ledger_size();
-    upload_with_policy(&gw, "case-w", &witness_session, &lock).await.assert_problem(
+    support::upload_with_policy(&gw, "case-w", &witness_session, &lock).await.assert_problem(
         403,
         "role-forbidden",
         "set policy",
@@ -226,7 +211,7 @@ async fn a_policy_at_upload_needs_the_role_and_the_court_corrects_one_that_locks
     assert_eq!(plain.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&plain.body));
 
     // A prosecutor may attach one, even one that locks the artefact for everyone, the prosecutor included.
-    let reply = upload_with_policy(&gw, "case-w", &prosecutor_session, &lock).await;
+    let reply = support::upload_with_policy(&gw, "case-w", &prosecutor_session, &lock).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&reply.body));
     let artefact = reply.json()["artefact"].as_str().unwrap().to_owned();
     let content = format!("/api/v1/artefacts/{artefact}/content?purpose=trial%20preparation");

@@ -6,8 +6,6 @@
 
 mod support;
 
-use axum::body::Body;
-use base64::Engine as _;
 use custodia_tests::garage::Garage;
 use custodia_tests::postgres::TempPostgres;
 use serde_json::{Value, json};
@@ -33,19 +31,8 @@ async fn of_decisions_sent_to_two_gateways_at_once_only_one_reaches_the_ledger()
         setup.case("case-d").await;
         setup.member("case-d", &provider, "prosecutor").await;
         setup.member("case-d", &receiver, "prosecutor").await;
-        let policy = json!({
-            "tlp": "TLP:AMBER", "provider": "IT: Procura di Roma", "permitted_purposes": ["trial preparation"],
-            "permitted_recipients": [], "permitted_jurisdictions": ["IT"], "onward_transfer": "with_consent",
-        });
-        let upload = TestGateway::request(
-            "POST",
-            "/api/v1/cases/case-d/artefacts?purpose=statement",
-            Some(As::Session(&provider_session)),
-        )
-        .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
-        .body(Body::from(b"a recorded statement".to_vec()))
-        .unwrap();
-        let uploaded = setup.send(upload).await;
+        let policy = support::use_policy("IT: Procura di Roma");
+        let uploaded = support::upload_with_policy(&setup, "case-d", &provider_session, &policy).await;
         assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
         let artefact = uploaded.json()["artefact"].as_str().unwrap().to_owned();
         let asked = setup

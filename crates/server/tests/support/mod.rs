@@ -950,6 +950,30 @@ impl Client {
     }
 }
 
+/// A providing authority's use policy: Italy only, for trial preparation, onward with consent.
+#[allow(dead_code)]
+pub fn use_policy(provider: &str) -> Value {
+    json!({
+        "tlp": "TLP:AMBER", "provider": provider, "permitted_purposes": ["trial preparation"],
+        "permitted_recipients": [], "permitted_jurisdictions": ["IT"], "onward_transfer": "with_consent",
+    })
+}
+
+/// Uploads a recorded statement into `case` with `policy` attached (the `custodia-use-policy` header).
+#[allow(dead_code)]
+pub async fn upload_with_policy(gw: &TestGateway, case: &str, session: &str, policy: &Value) -> Reply {
+    use base64::Engine as _;
+    let request = TestGateway::request(
+        "POST",
+        &format!("/api/v1/cases/{case}/artefacts?purpose=statement"),
+        Some(As::Session(session)),
+    )
+    .header("custodia-use-policy", base64::engine::general_purpose::STANDARD.encode(policy.to_string()))
+    .body(Body::from(b"a recorded statement".to_vec()))
+    .unwrap();
+    gw.send(request).await
+}
+
 /// The gateway's settings for `garage`'s bucket.
 #[allow(dead_code)]
 pub fn on_garage(garage: &custodia_tests::garage::Garage, config: &mut ServeConfig) {

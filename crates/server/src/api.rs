@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Extension, Router};
 use base64::Engine as _;
 use custodia_catalog::Account;
-use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, UsePolicy, WidenRequest};
+use custodia_core::{AccessKind, Action, ArtefactId, CaseId, Label, Role, Sha256, Tlp, UsePolicy, WidenRequest};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -309,17 +309,26 @@ async fn me(caller: Caller) -> Response {
 async fn verifier_key(State(state): State<AppState>) -> Result<Response, Problem> {
     let verifier = state.gateway.verifier();
     let key = verifier.public_key().map_err(|e| Problem::internal(&e))?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({
-            "vkey": verifier.to_string(),
-            "name": verifier.name(),
-            "key_id": format!("{:08x}", verifier.key_id()),
-            "algorithm": "Ed25519",
-            "fingerprint": custodia_core::Sha256::of(key.as_bytes()).to_hex(),
-            "public_key_pem": custodia_bundle::public_key_pem(&key),
-        }),
-    ))
+    let answer = VerifierKey {
+        vkey: verifier.to_string(),
+        name: verifier.name(),
+        key_id: format!("{:08x}", verifier.key_id()),
+        algorithm: "Ed25519",
+        fingerprint: custodia_core::Sha256::of(key.as_bytes()).to_hex(),
+        public_key_pem: custodia_bundle::public_key_pem(&key),
+    };
+    Ok(json(StatusCode::OK, answer))
+}
+
+/// The gateway's public key ([`verifier_key`]; `VerifierKey` in the published document).
+#[derive(Debug, Serialize)]
+struct VerifierKey<'a> {
+    vkey: String,
+    name: &'a str,
+    key_id: String,
+    algorithm: &'static str,
+    fingerprint: String,
+    public_key_pem: String,
 }
 
 #[derive(Deserialize)]
@@ -334,10 +343,19 @@ async fn create_token(
     ApiJson(body): ApiJson<NewToken>,
 ) -> Result<Response, Problem> {
     let (token, secret) = state.gateway.issue_token(&caller, body.scopes, body.expires_in_seconds).await?;
-    Ok(json(
-        StatusCode::CREATED,
-        serde_json::json!({ "id": token.id, "token": secret, "scopes": token.scopes, "expires_at": token.expires_at }),
-    ))
+    let issued = IssuedToken { id: &token.id, token: &secret, scopes: &token.scopes, expires_at: token.expires_at };
+    Ok(json(StatusCode::CREATED, issued))
+}
+
+/// A new API token with its secret, shown this once (`IssuedToken`). No `Debug`: it carries the secret.
+#[derive(Serialize)]
+struct IssuedToken<'a> {
+    id: &'a str,
+    token: &'a str,
+    /// Space-separated, as the catalog keeps them.
+    scopes: &'a str,
+    /// Unix seconds.
+    expires_at: i64,
 }
 
 async fn revoke_token(
@@ -388,13 +406,21 @@ async fn list_accounts(State(state): State<AppState>, caller: Caller) -> Result<
     let accounts = state.gateway.accounts(&caller).await?;
     let accounts: Vec<_> = accounts
         .iter()
-        .map(|(account, disabled_at)| {
-            let mut view = serde_json::to_value(AccountView::from(account)).unwrap_or_default();
-            view["disabled_at"] = serde_json::json!(disabled_at);
-            view
+        .map(|(account, disabled_at)| AccountListed {
+            account: AccountView::from(account),
+            disabled_at: disabled_at.as_deref(),
         })
         .collect();
     Ok(json(StatusCode::OK, accounts))
+}
+
+/// An account as the administration page lists it (`AccountListed`): the account, and since when it is disabled
+/// (`null` while it is active). No `Debug`: it carries names.
+#[derive(Serialize)]
+struct AccountListed<'a> {
+    #[serde(flatten)]
+    account: AccountView<'a>,
+    disabled_at: Option<&'a str>,
 }
 
 /// Disables an account: it can no longer sign in, and its sessions and API tokens stop working at once. For a
@@ -425,7 +451,61 @@ async fn create_case(
     let id = case_id(&body.id.unwrap_or_else(|| new_id("case")))?;
     let title = label("title", &body.title)?;
     let case = state.gateway.create_case(&caller, id, title).await?;
-    Ok(json(StatusCode::CREATED, serde_json::json!({ "id": case.id, "title": case.title })))
+    Ok(json(StatusCode::CREATED, CaseCreated { id: &case.id, title: &case.title }))
+}
+
+/// A case just created (`CaseCreated`). No `Debug`, nor in the other views of a case: a title can name a person.
+#[derive(Serialize)]
+struct CaseCreated<'a> {
+    id: &'a str,
+    title: &'a str,
+}
+
+/// A case in the list of every case, for the administration page (`CaseListed`).
+#[derive(Serialize)]
+struct CaseListed<'a> {
+    id: &'a str,
+    title: &'a str,
+    created_at: &'a str,
+}
+
+/// One of the caller's cases, with their role there (`CaseSummary`).
+#[derive(Serialize)]
+struct CaseSummary<'a> {
+    id: &'a str,
+    title: &'a str,
+    role: &'a str,
+}
+
+/// A case as one of its members sees it (`CaseDetail`).
+#[derive(Serialize)]
+struct CaseDetail<'a> {
+    id: &'a str,
+    title: &'a str,
+    role: Role,
+    /// What the caller may do here, so that a client calls nothing it would be refused.
+    may: Vec<Action>,
+    members: Vec<MemberView<'a>>,
+}
+
+/// A case's members, for whoever may change them (`MemberList`).
+#[derive(Serialize)]
+struct MemberList<'a> {
+    case: &'a CaseId,
+    members: Vec<MemberView<'a>>,
+}
+
+/// A member of a case: their account and role (`Member`).
+#[derive(Serialize)]
+struct MemberView<'a> {
+    account: &'a str,
+    role: &'a str,
+}
+
+impl<'a> From<&'a custodia_catalog::Member> for MemberView<'a> {
+    fn from(member: &'a custodia_catalog::Member) -> Self {
+        Self { account: &member.account_id, role: &member.role }
+    }
 }
 
 /// Every case, for the administration page (an administrator need not be a member of any).
@@ -433,17 +513,15 @@ async fn all_cases(State(state): State<AppState>, caller: Caller) -> Result<Resp
     let cases = state.gateway.all_cases(&caller).await?;
     let cases: Vec<_> = cases
         .iter()
-        .map(|case| serde_json::json!({ "id": case.id, "title": case.title, "created_at": case.created_at }))
+        .map(|case| CaseListed { id: &case.id, title: &case.title, created_at: &case.created_at })
         .collect();
     Ok(json(StatusCode::OK, cases))
 }
 
 async fn my_cases(State(state): State<AppState>, caller: Caller) -> Result<Response, Problem> {
     let cases = state.gateway.cases_of(&caller).await?;
-    let cases: Vec<_> = cases
-        .iter()
-        .map(|(case, role)| serde_json::json!({ "id": case.id, "title": case.title, "role": role }))
-        .collect();
+    let cases: Vec<_> =
+        cases.iter().map(|(case, role)| CaseSummary { id: &case.id, title: &case.title, role }).collect();
     Ok(json(StatusCode::OK, cases))
 }
 
@@ -454,12 +532,11 @@ async fn case_detail(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let directory::CaseView { case: row, role, members } = state.gateway.case_view(&caller, &case).await?;
-    let members: Vec<_> =
-        members.into_iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
     // What the caller may do here (their role, and a token's scopes), so that a client calls nothing it would be
     // refused: a refusal is a public record, and a pattern of them would say the role.
     let may: Vec<Action> = Action::ALL.into_iter().filter(|action| caller.may(role, *action)).collect();
-    let detail = serde_json::json!({ "id": row.id, "title": row.title, "role": role, "may": may, "members": members });
+    let members = members.iter().map(MemberView::from).collect();
+    let detail = CaseDetail { id: &row.id, title: &row.title, role, may, members };
     Ok(json(StatusCode::OK, detail))
 }
 
@@ -477,9 +554,8 @@ async fn list_members(
 ) -> Result<Response, Problem> {
     let case = case_id(&case)?;
     let members = state.gateway.members(&caller, &case).await?;
-    let members: Vec<_> =
-        members.iter().map(|m| serde_json::json!({ "account": m.account_id, "role": m.role })).collect();
-    Ok(json(StatusCode::OK, serde_json::json!({ "case": case, "members": members })))
+    let members = members.iter().map(MemberView::from).collect();
+    Ok(json(StatusCode::OK, MemberList { case: &case, members }))
 }
 
 async fn set_member(
@@ -611,17 +687,39 @@ async fn list_artefacts(
     let case = case_id(&case)?;
     state.gateway.authorize(&caller, &case, Action::ListArtefacts).await?;
     let rows = state.gateway.catalog().artefacts_in_case(case.as_str()).await.map_err(GatewayError::from)?;
-    let list: Vec<_> = rows
-        .iter()
-        .map(|row| {
-            serde_json::json!({
-                "id": row.id, "sha256": row.sha256, "size": row.size, "media_type": row.media_type,
-                "ledger_index": row.ledger_index, "registered_at": row.created_at, "restricted": row.policy.is_some(),
-                "tlp": row.policy.as_deref().and_then(|policy| serde_json::from_str::<UsePolicy>(policy).ok()).map(|policy| policy.tlp),
-            })
-        })
-        .collect();
+    let list: Vec<_> = rows.iter().map(ArtefactSummary::from).collect();
     Ok(json(StatusCode::OK, list))
+}
+
+/// An artefact in its case's list (`ArtefactSummary`).
+#[derive(Debug, Serialize)]
+struct ArtefactSummary<'a> {
+    id: &'a str,
+    sha256: &'a str,
+    size: i64,
+    media_type: &'a str,
+    ledger_index: i64,
+    registered_at: &'a str,
+    /// Whether a use policy applies.
+    restricted: bool,
+    /// The use policy's TLP label; `null` without a policy (or one that does not read).
+    tlp: Option<Tlp>,
+}
+
+impl<'a> From<&'a custodia_catalog::ArtefactRow> for ArtefactSummary<'a> {
+    fn from(row: &'a custodia_catalog::ArtefactRow) -> Self {
+        let policy = row.policy.as_deref();
+        Self {
+            id: &row.id,
+            sha256: &row.sha256,
+            size: row.size,
+            media_type: &row.media_type,
+            ledger_index: row.ledger_index,
+            registered_at: &row.created_at,
+            restricted: policy.is_some(),
+            tlp: policy.and_then(|policy| serde_json::from_str::<UsePolicy>(policy).ok()).map(|policy| policy.tlp),
+        }
+    }
 }
 
 async fn artefact_detail(
@@ -632,18 +730,43 @@ async fn artefact_detail(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let (row, warnings) = state.gateway.view(&caller, &id, &query.purpose()?).await?;
-    let manifest: serde_json::Value = serde_json::from_slice(&row.manifest).map_err(|e| Problem::internal(&e))?;
-    let policy: Option<serde_json::Value> =
+    let manifest: Value = serde_json::from_slice(&row.manifest).map_err(|e| Problem::internal(&e))?;
+    let policy: Option<Value> =
         row.policy.as_deref().map(serde_json::from_str).transpose().map_err(|e| Problem::internal(&e))?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::json!({
-            "id": row.id, "case": row.case_id, "sha256": row.sha256, "size": row.size, "media_type": row.media_type,
-            "ledger_index": row.ledger_index, "manifest": manifest,
-            "manifest_canonical": base64::engine::general_purpose::STANDARD.encode(&row.manifest),
-            "manifest_signature": row.manifest_signature, "policy": policy, "warnings": warnings,
-        }),
-    ))
+    let detail = ArtefactDetail {
+        id: &row.id,
+        case: &row.case_id,
+        sha256: &row.sha256,
+        size: row.size,
+        media_type: &row.media_type,
+        ledger_index: row.ledger_index,
+        manifest,
+        manifest_canonical: base64::engine::general_purpose::STANDARD.encode(&row.manifest),
+        manifest_signature: &row.manifest_signature,
+        policy,
+        warnings,
+    };
+    Ok(json(StatusCode::OK, detail))
+}
+
+/// An artefact as a member views it (`ArtefactDetail`). No `Debug`: the manifest carries the original file name.
+#[derive(Serialize)]
+struct ArtefactDetail<'a> {
+    id: &'a str,
+    case: &'a str,
+    sha256: &'a str,
+    size: i64,
+    media_type: &'a str,
+    ledger_index: i64,
+    /// The signed manifest, read back as JSON as it is stored.
+    manifest: Value,
+    /// The exact signed bytes of the manifest, base64.
+    manifest_canonical: String,
+    manifest_signature: &'a str,
+    /// The use policy as it is stored; `null` without one.
+    policy: Option<Value>,
+    /// What the policy asks of whoever uses the artefact.
+    warnings: Vec<String>,
 }
 
 /// A `Range` header that the artefact cannot satisfy: answered 416 with the artefact's size.
@@ -935,7 +1058,17 @@ async fn timeline(State(state): State<AppState>, caller: Caller, Path(id): Path<
     let id = artefact_id(&id)?;
     let entries = state.gateway.timeline(&caller, &id).await?;
     let checkpoint = String::from_utf8_lossy(state.gateway.log().checkpoint().note()).into_owned();
-    Ok(json(StatusCode::OK, serde_json::json!({ "artefact": id, "checkpoint": checkpoint, "records": entries })))
+    Ok(json(StatusCode::OK, Timeline { artefact: &id, checkpoint, records: entries }))
+}
+
+/// An artefact's custody records, each with its proof against `checkpoint` (`Timeline`). No `Debug`: the
+/// openings hold the texts of the records' commitments.
+#[derive(Serialize)]
+struct Timeline<'a> {
+    artefact: &'a ArtefactId,
+    /// The latest signed checkpoint (a signed note).
+    checkpoint: String,
+    records: Vec<custodia_service::gateway::TimelineEntry>,
 }
 
 async fn proof(State(state): State<AppState>, Path(index): Path<u64>) -> Result<Response, Problem> {
@@ -958,7 +1091,13 @@ async fn set_policy(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let index = state.gateway.set_policy(&caller, &id, policy).await?;
-    Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
+    Ok(json(StatusCode::OK, PolicySet { ledger_index: index }))
+}
+
+/// A use policy set or corrected: the custody record of the change (`PolicySet`).
+#[derive(Debug, Serialize)]
+struct PolicySet {
+    ledger_index: u64,
 }
 
 async fn correct_policy(
@@ -969,15 +1108,37 @@ async fn correct_policy(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let index = state.gateway.correct_policy(&caller, &id, policy).await?;
-    Ok(json(StatusCode::OK, serde_json::json!({ "ledger_index": index })))
+    Ok(json(StatusCode::OK, PolicySet { ledger_index: index }))
 }
 
-fn widen_view(row: &custodia_catalog::WidenRequestRow) -> serde_json::Value {
-    serde_json::json!({
-        "id": row.id, "artefact": row.artefact_id, "requested_by": row.requested_by,
-        "request": serde_json::from_str::<serde_json::Value>(&row.request).unwrap_or_default(),
-        "status": row.status, "decided_by": row.decided_by, "decision_ledger_index": row.decision_ledger_index,
-    })
+/// A request to widen an artefact's use, and its decision once made (`WidenRequestView`). No `Debug`: the request
+/// names recipients and authorities.
+#[derive(Serialize)]
+struct WidenRequestView<'a> {
+    id: &'a str,
+    artefact: &'a str,
+    requested_by: &'a str,
+    /// The request as it is stored (`null` if it does not read as JSON).
+    request: Value,
+    status: &'a str,
+    /// `null` while pending.
+    decided_by: Option<&'a str>,
+    /// `null` while pending.
+    decision_ledger_index: Option<i64>,
+}
+
+impl<'a> From<&'a custodia_catalog::WidenRequestRow> for WidenRequestView<'a> {
+    fn from(row: &'a custodia_catalog::WidenRequestRow) -> Self {
+        Self {
+            id: &row.id,
+            artefact: &row.artefact_id,
+            requested_by: &row.requested_by,
+            request: serde_json::from_str(&row.request).unwrap_or_default(),
+            status: &row.status,
+            decided_by: row.decided_by.as_deref(),
+            decision_ledger_index: row.decision_ledger_index,
+        }
+    }
 }
 
 async fn request_widening(
@@ -990,7 +1151,7 @@ async fn request_widening(
     let row = state.gateway.request_widening(&caller, &id, request).await?;
     // About evidence a partner gateway provided: the request goes to it, which alone decides.
     state.transfers.widening_requested(&row).await?;
-    Ok(json(StatusCode::CREATED, widen_view(&row)))
+    Ok(json(StatusCode::CREATED, WidenRequestView::from(&row)))
 }
 
 async fn list_widen_requests(
@@ -1000,7 +1161,7 @@ async fn list_widen_requests(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let rows = state.gateway.widen_requests(&caller, &id).await?;
-    Ok(json(StatusCode::OK, rows.iter().map(widen_view).collect::<Vec<_>>()))
+    Ok(json(StatusCode::OK, rows.iter().map(WidenRequestView::from).collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize)]
@@ -1018,7 +1179,7 @@ async fn decide_widening(
     let row = state.gateway.decide_widening(&caller, &id, body.approve).await?;
     // A request a partner gateway sent: the decision goes back to it, where access changes once it arrives.
     state.transfers.widening_decided(&row).await?;
-    Ok(json(StatusCode::OK, widen_view(&row)))
+    Ok(json(StatusCode::OK, WidenRequestView::from(&row)))
 }
 
 #[derive(Deserialize)]
@@ -1043,14 +1204,34 @@ async fn report_outcome(
     let row = state.gateway.report_outcome(&caller, &id, label("outcome", &outcome)?, body.note).await?;
     // About evidence a partner gateway provided: the report goes back to it.
     state.transfers.outcome_filed(&row).await?;
-    Ok(json(StatusCode::CREATED, outcome_view(&row)))
+    Ok(json(StatusCode::CREATED, Outcome::from(&row)))
 }
 
-fn outcome_view(row: &custodia_catalog::OutcomeRow) -> serde_json::Value {
-    serde_json::json!({
-        "id": row.id, "artefact": row.artefact_id, "filed_by": row.filed_by, "outcome": row.outcome,
-        "note": row.note, "ledger_index": row.ledger_index, "filed_at": row.created_at,
-    })
+/// An outcome reported on an artefact (`Outcome`). No `Debug`: the note is free text, which can name a person.
+#[derive(Serialize)]
+struct Outcome<'a> {
+    id: &'a str,
+    artefact: &'a str,
+    filed_by: &'a str,
+    outcome: &'a str,
+    /// `null` without one.
+    note: Option<&'a str>,
+    ledger_index: i64,
+    filed_at: &'a str,
+}
+
+impl<'a> From<&'a custodia_catalog::OutcomeRow> for Outcome<'a> {
+    fn from(row: &'a custodia_catalog::OutcomeRow) -> Self {
+        Self {
+            id: &row.id,
+            artefact: &row.artefact_id,
+            filed_by: &row.filed_by,
+            outcome: &row.outcome,
+            note: row.note.as_deref(),
+            ledger_index: row.ledger_index,
+            filed_at: &row.created_at,
+        }
+    }
 }
 
 async fn list_outcomes(
@@ -1060,5 +1241,5 @@ async fn list_outcomes(
 ) -> Result<Response, Problem> {
     let id = artefact_id(&id)?;
     let rows = state.gateway.outcomes(&caller, &id).await?;
-    Ok(json(StatusCode::OK, rows.iter().map(outcome_view).collect::<Vec<_>>()))
+    Ok(json(StatusCode::OK, rows.iter().map(Outcome::from).collect::<Vec<_>>()))
 }

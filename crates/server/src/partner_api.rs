@@ -393,8 +393,12 @@ pub fn card_for(config: &crate::config::ServeConfig) -> anyhow::Result<(Card, Si
         witness_vkey: witness.verifier().to_string(),
         request_key: base64::engine::general_purpose::STANDARD.encode(key.verifying_key().as_bytes()),
     };
-    // The card must be one a partner's registry accepts.
-    let entry = serde_json::json!({ "partners": [card] }).to_string();
+    // The card must be one a partner's registry accepts: a registry file that lists it alone.
+    #[derive(Serialize)]
+    struct RegistryFile<'a> {
+        partners: [&'a Card; 1],
+    }
+    let entry = serde_json::to_string(&RegistryFile { partners: [&card] })?;
     Registry::parse(&entry).context("this gateway's own partner card (CUSTODIA_PARTNER_NAME, CUSTODIA_PUBLIC_URL)")?;
     Ok((card, key))
 }

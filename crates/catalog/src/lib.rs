@@ -1,7 +1,7 @@
 //! The catalog: accounts, sessions and tokens, cases and their members, artefacts, policies, requests to widen
-//! use, outcome reports, resumable uploads, transfers to and from partner gateways with their evidences, an
-//! index of the custody ledger, and the token buckets of the budgets every gateway on the database shares
-//! (budgets).
+//! use, outcome reports, resumable uploads, what direct uploads under way hold of their accounts' quotas
+//! (holdings), transfers to and from partner gateways with their evidences, an index of the custody ledger, and
+//! the token buckets of the budgets every gateway on the database shares (budgets).
 //!
 //! One code path for SQLite (embedded, the default) and PostgreSQL (at scale), through sqlx's `Any` driver, with
 //! portable SQL only. The ledger is the truth about custody; the `custody_index` table is derived from it and
@@ -11,6 +11,7 @@
 mod budgets;
 mod database_clock;
 mod duties;
+mod holdings;
 mod leases;
 mod schema;
 mod sequencing;
@@ -19,6 +20,7 @@ mod turns;
 
 pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
+pub use holdings::{DirectHoldings, HOLDING_MARGIN};
 pub use leases::{HearingFence, HearingLease};
 pub use sequencing::Sequenced;
 pub use turns::{Turn, TurnFence, TurnKind};

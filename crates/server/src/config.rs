@@ -352,8 +352,9 @@ impl Default for TimestampConfig {
 
 /// What one account may put into custody, and how fast ([`budget::Quotas`]), so that no member can fill
 /// the disk or flood the public log. The rates (uploads, refusal records, custody records, room entries) are kept
-/// in the catalog, one budget over every gateway on the database ([`budget::BudgetStore`]); what is under way at
-/// once (direct uploads, WHIP sessions) is counted by each gateway for itself.
+/// in the catalog, one budget over every gateway on the database ([`budget::BudgetStore`]), and so are direct
+/// uploads under way with what they hold ([`budget::DirectUpload`]); WHIP sessions under way are counted by each
+/// gateway for itself.
 #[derive(Debug, Clone, clap::Args)]
 pub struct QuotaConfig {
     /// Bytes of evidence one account may have provided: its artefacts, plus what its open resumable uploads and its
@@ -361,9 +362,19 @@ pub struct QuotaConfig {
     /// size is declared, and cut off when it is passed mid-stream.
     #[arg(long, env = "CUSTODIA_ACCOUNT_STORED_BYTES", default_value_t = budget::ACCOUNT_STORED_BYTES)]
     pub account_stored_bytes: u64,
-    /// Direct (non-resumable) uploads one account may have under way at once.
+    /// Direct (non-resumable) uploads one account may have under way at once, on all gateways together.
     #[arg(long, env = "CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", default_value_t = budget::DIRECT_UPLOADS_PER_ACCOUNT)]
     pub direct_uploads_per_account: usize,
+    /// Seconds a direct upload's holding of its account's quota (and of its place among the account's direct
+    /// uploads) lasts unrenewed, 20 to 3600: its gateway renews it every fifth of this while the upload runs, and
+    /// the holding of a gateway that died counts no more after it.
+    #[arg(
+        long,
+        env = "CUSTODIA_DIRECT_UPLOAD_HOLDING_SECONDS",
+        default_value_t = budget::DIRECT_HOLDING_EXPIRY.as_secs(),
+        value_parser = clap::value_parser!(u64).range(budget::DIRECT_HOLDING_EXPIRY_MIN.as_secs()..=3600)
+    )]
+    pub direct_upload_holding_seconds: u64,
     /// New uploads (direct, or resumable ones created) one account may start a minute; as many at once.
     #[arg(long, env = "CUSTODIA_UPLOADS_PER_MINUTE", default_value_t = budget::UPLOADS_PER_MINUTE)]
     pub uploads_per_minute: u32,
@@ -396,6 +407,7 @@ impl Default for QuotaConfig {
         Self {
             account_stored_bytes: budget::ACCOUNT_STORED_BYTES,
             direct_uploads_per_account: budget::DIRECT_UPLOADS_PER_ACCOUNT,
+            direct_upload_holding_seconds: budget::DIRECT_HOLDING_EXPIRY.as_secs(),
             uploads_per_minute: budget::UPLOADS_PER_MINUTE,
             refusal_records_per_minute: budget::REFUSAL_RECORDS_PER_MINUTE,
             whip_sessions_per_case: budget::WHIP_SESSIONS_PER_CASE,
@@ -418,6 +430,7 @@ impl QuotaConfig {
         )
         .with_room_entries(self.room_entries_per_minute)
         .with_custody_records(self.custody_records_per_minute)
+        .with_direct_holding_expiry(std::time::Duration::from_secs(self.direct_upload_holding_seconds))
     }
 }
 

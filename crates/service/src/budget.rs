@@ -6,21 +6,25 @@
 //! behind a load balancer give an attacker one budget, not N. These are the custody records of an account's steps,
 //! its new uploads and refusal records ([`Quotas`]), the sign-in throttle's budgets
 //! ([`crate::identity::SignInThrottle`]), hearing console steps and room entries (the hearings crate) and a
-//! witness's requests per peer (the server). A budget for what lives in one process (its connections, its uploads
-//! and WHIP sessions under way, the steps of a hearing room it holds) stays in memory ([`Budget::new`]).
+//! witness's requests per peer (the server). A budget for what lives in one process (its connections, its WHIP
+//! sessions under way, the steps of a hearing room it holds) stays in memory ([`Budget::new`]). What direct uploads
+//! under way hold of their accounts' quotas, and how many they are, is in the catalog too ([`DirectUpload`]), so
+//! that an account's quota and its uploads at once hold across every gateway.
 //!
 //! The in-memory bucket is hand-written because no rate-limiting crate (governor) is in the project's registry
 //! mirror; it is a few lines. Keys are kept only while their bucket is not full again, so memory stays bounded by
 //! the clients active within one refill period, and at most `MAX_KEYS` of those.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use custodia_catalog::{BucketRule, Catalog, Take};
+use custodia_catalog::{BucketRule, Catalog, HOLDING_MARGIN, Take};
 use hmac::Mac as _;
 
 use crate::clock::Clock;
+use crate::error::GatewayError;
 
 /// More keys than this and the fullest buckets are forgotten first (a forgotten key starts full).
 const MAX_KEYS: usize = 100_000;
@@ -350,11 +354,14 @@ impl Budget {
 #[derive(Debug)]
 pub struct Quotas {
     /// Bytes of evidence one account may have provided: its artefacts, the lengths its open resumable uploads
-    /// declare, and what its direct uploads under way hold (their declared lengths, or what an undeclared one
-    /// has reserved as it grew).
+    /// declare, and what its direct uploads under way hold on every gateway (their declared lengths, or what an
+    /// undeclared one has reserved as it grew: [`DirectUpload`]).
     pub stored_bytes: u64,
-    /// Direct (non-resumable) uploads one account may have under way at once.
+    /// Direct (non-resumable) uploads one account may have under way at once, on every gateway together.
     pub direct_uploads_at_once: usize,
+    /// How long a direct upload's holding lasts unrenewed ([`DirectUpload`]): past it, the holding of a gateway
+    /// that died is counted no more.
+    pub direct_holding_expiry: Duration,
     /// New uploads (direct, or resumable ones created) per account.
     pub uploads: Budget,
     /// Custody records of refusals per account, and per hearing participant ([`crate::refusals`]).
@@ -369,8 +376,6 @@ pub struct Quotas {
     pub whip_sessions_per_account: usize,
     /// Entries into a hearing room with one secret or credential, a minute (as many at once).
     pub room_entries_per_minute: u32,
-    /// Direct uploads under way, by account: how many, and the bytes they hold.
-    direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
 }
 
 /// The default of [`Quotas::room_entries_per_minute`]: a participant whose link drops comes back a few times a
@@ -385,6 +390,16 @@ pub const CUSTODY_RECORDS_PER_MINUTE: u32 = 300;
 pub const ACCOUNT_STORED_BYTES: u64 = 50 << 30;
 /// The default of [`Quotas::direct_uploads_at_once`].
 pub const DIRECT_UPLOADS_PER_ACCOUNT: usize = 2;
+/// The default of [`Quotas::direct_holding_expiry`]: a minute and a half. Long enough that a gateway still
+/// uploading keeps its holdings through what a database may take to come back (a PostgreSQL restart or failover
+/// takes tens of seconds; [`DirectUpload`] renews every fifth of it, and stops [`HOLDING_MARGIN`] short of it),
+/// since a holding that lapses fails its upload, whose client must then send it all again; short enough that after
+/// a crash the account's quota, and its places for direct uploads, come back within about as long as its client
+/// takes to notice the crash and try again.
+pub const DIRECT_HOLDING_EXPIRY: Duration = Duration::from_secs(90);
+/// The shortest [`Quotas::direct_holding_expiry`]: twice [`HOLDING_MARGIN`], so that a holding is renewed at least
+/// twice before it would stop being renewable.
+pub const DIRECT_HOLDING_EXPIRY_MIN: Duration = Duration::from_secs(2 * HOLDING_MARGIN.as_secs());
 /// The default of [`Quotas::uploads`], a minute.
 pub const UPLOADS_PER_MINUTE: u32 = 30;
 /// The default of [`Quotas::refusal_records`], a minute.
@@ -414,9 +429,16 @@ impl Quotas {
         self
     }
 
+    /// Direct uploads' holdings lasting `expiry` unrenewed ([`Quotas::direct_holding_expiry`]), at least
+    /// [`DIRECT_HOLDING_EXPIRY_MIN`].
+    pub fn with_direct_holding_expiry(mut self, expiry: Duration) -> Self {
+        self.direct_holding_expiry = expiry.max(DIRECT_HOLDING_EXPIRY_MIN);
+        self
+    }
+
     /// These quotas, with the budgets that guard the shared log and store (uploads, refusal records, custody
-    /// records) kept in `store` for every gateway on its catalog. Direct uploads under way and WHIP sessions are
-    /// this process's own, and stay counted here.
+    /// records) kept in `store` for every gateway on its catalog. WHIP sessions are this process's own, and stay
+    /// counted here; direct uploads under way are always in the catalog ([`DirectUpload`]).
     pub fn kept_in(self, store: &BudgetStore) -> Self {
         Self {
             uploads: self.uploads.kept_in("uploads", store),
@@ -450,64 +472,163 @@ impl Quotas {
             refusal_records: Budget::new(refusals_per_minute, refusals_per_minute),
             custody_records: Budget::new(CUSTODY_RECORDS_PER_MINUTE, CUSTODY_RECORDS_PER_MINUTE),
             room_entries_per_minute: ROOM_ENTRIES_PER_MINUTE,
-            direct: Arc::default(),
+            direct_holding_expiry: DIRECT_HOLDING_EXPIRY,
         }
-    }
-
-    /// Bytes the account's direct uploads under way hold.
-    pub fn direct_bytes(&self, account: &str) -> u64 {
-        let direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        direct.get(account).map_or(0, |(_, bytes)| *bytes)
-    }
-
-    /// A place for one more direct upload of `account`, holding no bytes yet ([`DirectUpload::hold`]), or `None`
-    /// when the account has [`Quotas::direct_uploads_at_once`] under way.
-    pub fn start_direct(&self, account: &str) -> Option<DirectUpload> {
-        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let entry = direct.entry(account.to_owned()).or_insert((0, 0));
-        if entry.0 >= self.direct_uploads_at_once {
-            return None;
-        }
-        entry.0 += 1;
-        Some(DirectUpload { direct: self.direct.clone(), account: account.to_owned(), held: 0 })
     }
 }
 
-/// A direct upload under way, counted against its account, with the bytes it holds of the account's quota, until
-/// dropped.
-#[derive(Debug)]
+/// A direct upload under way, and what it holds of its account's quota: a row of the catalog's
+/// (`direct_holdings`), which every gateway on the database counts against the account's quota and its uploads at
+/// once ([`custodia_catalog::Catalog::direct_holdings_of`]).
+///
+/// It is written ([`DirectUpload::start`]) and grown ([`DirectUpload::hold`]) under the account's quota turn
+/// ([`crate::gateway::Gateway::quota_turn`]), by a caller that checked what is left; renewed by a task of its own
+/// every fifth of [`Quotas::direct_holding_expiry`] (and by each growth) while it lives; and released when the
+/// upload ends ([`DirectUpload::release`], or when dropped, as when the request is abandoned). A gateway that dies
+/// leaves its holdings to expire: counted no more, then deleted. One that could not renew in time (cut off from the
+/// database for about the expiry) finds its holding lapsed ([`DirectUpload::lapsed`]), and its upload fails,
+/// retryably, rather than go on uncounted.
 pub struct DirectUpload {
-    direct: Arc<Mutex<HashMap<String, (usize, u64)>>>,
-    account: String,
-    held: u64,
+    catalog: Catalog,
+    clock: Clock,
+    id: String,
+    expiry: Duration,
+    /// The bytes the holding holds (its row's, once written).
+    held: AtomicU64,
+    /// Whether a renewal found the holding expired or gone.
+    lapsed: Arc<AtomicBool>,
+    /// Whether the holding was released.
+    released: AtomicBool,
+    renewing: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DirectUpload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectUpload").field("id", &self.id).field("held", &self.held()).finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds in `duration`, for the catalog's times.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The failure of an upload whose holding lapsed: retryable, as a database away is.
+fn lapsed_holding() -> GatewayError {
+    GatewayError::Unavailable {
+        what: "the database",
+        source: "this upload's holding of its account's quota lapsed before it could be renewed".into(),
+    }
 }
 
 impl DirectUpload {
-    /// Holds `more` bytes of the account's quota for this upload. The caller has checked, under the account's
-    /// quota turn ([`crate::gateway::Gateway::quota_turn`]), that they are left.
-    pub fn hold(&mut self, more: u64) {
-        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = direct.get_mut(&self.account) {
-            entry.1 += more;
-            self.held += more;
+    /// Starts holding `bytes` of `account`'s quota for a new direct upload, lasting `quotas`' expiry unrenewed, and
+    /// deletes the account's holdings that expired. The caller holds the account's quota turn, and has found that
+    /// the account has fewer than [`Quotas::direct_uploads_at_once`] under way and `bytes` left.
+    pub async fn start(
+        catalog: &Catalog,
+        clock: &Clock,
+        quotas: &Quotas,
+        account: &str,
+        bytes: u64,
+    ) -> Result<Self, GatewayError> {
+        let id = crate::gateway::new_id("hold");
+        let expiry = quotas.direct_holding_expiry;
+        let now = clock.now().as_millisecond();
+        let stored = i64::try_from(bytes).unwrap_or(i64::MAX);
+        catalog.hold_direct(&id, account, stored, now, now.saturating_add(millis(expiry))).await?;
+        let lapsed = Arc::new(AtomicBool::new(false));
+        let renewing = tokio::spawn(renew_holding(catalog.clone(), clock.clone(), id.clone(), expiry, lapsed.clone()));
+        Ok(Self {
+            catalog: catalog.clone(),
+            clock: clock.clone(),
+            id,
+            expiry,
+            held: AtomicU64::new(bytes),
+            lapsed,
+            released: AtomicBool::new(false),
+            renewing,
+        })
+    }
+
+    /// Holds `more` bytes of the account's quota for this upload, and renews the holding. The caller holds the
+    /// account's quota turn, and has found them left. Fails if the catalog does, or the holding lapsed.
+    pub async fn hold(&self, more: u64) -> Result<(), GatewayError> {
+        if self.lapsed() {
+            return Err(lapsed_holding());
         }
+        let bytes = self.held().saturating_add(more);
+        let now = self.clock.now().as_millisecond();
+        let until = now.saturating_add(millis(self.expiry));
+        let stored = i64::try_from(bytes).unwrap_or(i64::MAX);
+        if !self.catalog.grow_direct_holding(&self.id, stored, now, until).await? {
+            self.lapsed.store(true, Ordering::Release);
+            return Err(lapsed_holding());
+        }
+        self.held.store(bytes, Ordering::Release);
+        Ok(())
     }
 
     /// The bytes this upload holds.
     pub fn held(&self) -> u64 {
-        self.held
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Whether the holding lapsed: a renewal found it expired or gone, so its bytes may no longer be counted.
+    pub fn lapsed(&self) -> bool {
+        self.lapsed.load(Ordering::Acquire)
+    }
+
+    /// The failure of an upload whose holding lapsed ([`DirectUpload::lapsed`]).
+    pub fn lapsed_error(&self) -> GatewayError {
+        lapsed_holding()
+    }
+
+    /// Releases the holding: the upload ended, and its bytes are the artefact's now, or nobody's. Should the
+    /// catalog fail, the holding is left to expire (it is renewed no more).
+    pub async fn release(&self) {
+        self.renewing.abort();
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(err) = self.catalog.release_direct_holding(&self.id).await {
+            tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
+        }
     }
 }
 
 impl Drop for DirectUpload {
+    /// A holding not released (its request abandoned, say) is released by a task of its own, or left to expire.
     fn drop(&mut self) {
-        let mut direct = self.direct.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(entry) = direct.get_mut(&self.account) {
-            entry.0 -= 1;
-            entry.1 -= self.held;
-            if entry.0 == 0 {
-                direct.remove(&self.account);
+        self.renewing.abort();
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (catalog, id) = (self.catalog.clone(), std::mem::take(&mut self.id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(err) = catalog.release_direct_holding(&id).await {
+                    tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
+                }
+            });
+        }
+    }
+}
+
+/// Renews holding `id` every fifth of `expiry` until aborted; notes in `lapsed`, and stops, once a renewal finds it
+/// expired or gone. A renewal that fails (the database away) is tried again at the next.
+async fn renew_holding(catalog: Catalog, clock: Clock, id: String, expiry: Duration, lapsed: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(expiry / 5).await;
+        let now = clock.now().as_millisecond();
+        match catalog.renew_direct_holding(&id, now, now.saturating_add(millis(expiry))).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!("a direct upload's holding of its account's quota lapsed before it was renewed");
+                lapsed.store(true, Ordering::Release);
+                return;
             }
+            Err(err) => tracing::warn!(error = %err, "could not renew a direct upload's holding; trying again"),
         }
     }
 }
@@ -533,20 +654,46 @@ mod tests {
         assert_eq!(budget.take("b").await, Ok(()));
     }
 
-    #[test]
-    fn direct_uploads_are_counted_per_account_until_they_end() {
+    /// Direct uploads' holdings are rows of the catalog (here SQLite's; `crates/server/tests/shared_quota.rs` has
+    /// two gateways on PostgreSQL): counted per account until released or dropped; one left unrenewed past its
+    /// expiry is counted no more, cannot grow again, and goes at the account's next upload.
+    #[tokio::test]
+    async fn direct_uploads_hold_in_the_catalog_until_they_end_or_lapse() {
+        use custodia_catalog::DirectHoldings;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog =
+            Catalog::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("catalog.db").display())).await.unwrap();
+        let clock = Clock::default();
         let quotas = Quotas::new(1000, 2, 10, 10, 1, 1);
-        let mut first = quotas.start_direct("a").unwrap();
-        first.hold(100);
-        let mut second = quotas.start_direct("a").unwrap();
-        second.hold(20);
-        second.hold(30);
-        assert!(quotas.start_direct("a").is_none(), "a third at once");
-        assert_eq!((quotas.direct_bytes("a"), second.held()), (150, 50));
-        assert!(quotas.start_direct("b").is_some(), "another account has places of its own");
-        drop(first);
-        assert_eq!(quotas.direct_bytes("a"), 50);
-        assert!(quotas.start_direct("a").is_some());
+        let held = |account: &'static str| {
+            let (catalog, clock) = (catalog.clone(), clock.clone());
+            async move { catalog.direct_holdings_of(account, clock.now().as_millisecond()).await.unwrap() }
+        };
+        let first = DirectUpload::start(&catalog, &clock, &quotas, "a", 100).await.unwrap();
+        let second = DirectUpload::start(&catalog, &clock, &quotas, "a", 20).await.unwrap();
+        second.hold(30).await.unwrap();
+        assert_eq!((held("a").await, second.held()), (DirectHoldings { uploads: 2, bytes: 150 }, 50));
+        assert_eq!(held("b").await, DirectHoldings::default(), "another account holds nothing");
+        first.release().await;
+        assert_eq!(held("a").await, DirectHoldings { uploads: 1, bytes: 50 });
+        drop(second);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while held("a").await != DirectHoldings::default() {
+            assert!(Instant::now() < deadline, "a dropped upload kept its holding");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+
+        let unrenewed = DirectUpload::start(&catalog, &clock, &quotas, "a", 10).await.unwrap();
+        assert_eq!(held("a").await, DirectHoldings { uploads: 1, bytes: 10 });
+        clock.advance(i64::try_from(quotas.direct_holding_expiry.as_secs()).unwrap());
+        assert_eq!(held("a").await, DirectHoldings::default(), "expired, counted no more");
+        assert!(unrenewed.hold(1).await.is_err() && unrenewed.lapsed(), "a lapsed holding does not grow");
+        let next = DirectUpload::start(&catalog, &clock, &quotas, "a", 5).await.unwrap();
+        let now = clock.now().as_millisecond();
+        assert_eq!(catalog.remove_expired_direct_holdings(now).await.unwrap(), 0, "the next upload deleted it");
+        assert_eq!(held("a").await, DirectHoldings { uploads: 1, bytes: 5 });
+        next.release().await;
+        assert_eq!(held("a").await, DirectHoldings::default());
     }
 
     #[tokio::test]

@@ -109,7 +109,7 @@ struct ProvedAgainst {
 }
 
 /// One custody record with the proof that it is in the log.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 pub struct TimelineEntry {
     pub ledger_index: u64,
     pub record: serde_json::Value,
@@ -117,6 +117,16 @@ pub struct TimelineEntry {
     pub openings: serde_json::Value,
     /// A c2sp.org/tlog-proof@v1 proof against the latest checkpoint.
     pub proof: String,
+}
+
+/// Without the openings, whose texts are what people typed (a purpose, a reason, perhaps a name).
+impl std::fmt::Debug for TimelineEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimelineEntry")
+            .field("ledger_index", &self.ledger_index)
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The gateway's state. Cheap to clone.
@@ -958,12 +968,13 @@ impl Gateway {
     }
 
     /// A direct upload: [`Gateway::ingest`] within the account's quotas ([`crate::budget::Quotas`]). A new upload
-    /// takes one from the account's rate (429 past it); at most a few run at once per account (429); and the
-    /// account's stored bytes, with what its open and unfinished uploads hold, stay within its quota: a declared
-    /// length (`Content-Length`) is held from the start, and one over what is left is refused (507) before a byte
-    /// is staged; an undeclared length holds its bytes as they arrive, and a body that passes what is left is cut
-    /// off and deleted (507). Every check takes the account's quota turn with the holding it allows, so uploads at
-    /// once, direct or resumable, never hold more than the quota between them.
+    /// takes one from the account's rate (429 past it); at most a few run at once per account, on all gateways
+    /// together (429); and the account's stored bytes, with what its open and unfinished uploads hold, stay within
+    /// its quota: a declared length (`Content-Length`) is held from the start, and one over what is left is
+    /// refused (507) before a byte is staged; an undeclared length holds its bytes as they arrive, and a body that
+    /// passes what is left is cut off and deleted (507). Every check takes the account's quota turn with the
+    /// holding it allows, and the holding is in the catalog ([`crate::budget::DirectUpload`]), so uploads at once,
+    /// direct or resumable, on any gateways, never hold more than the quota between them.
     pub async fn upload<S, E>(
         &self,
         caller: &Principal,
@@ -987,19 +998,20 @@ impl Gateway {
         let quotas = &self.quotas;
         let under_way = {
             let _turn = self.quota_turn(account).await?;
-            let mut under_way = quotas.start_direct(account).ok_or_else(|| {
-                GatewayError::TooMany(format!(
+            let now = self.clock.now().as_millisecond();
+            let direct = self.catalog.direct_holdings_of(account, now).await?;
+            if usize::try_from(direct.uploads).unwrap_or(usize::MAX) >= quotas.direct_uploads_at_once {
+                return Err(GatewayError::TooMany(format!(
                     "you have {} direct uploads under way; wait for one to end, or upload resumably (tus)",
                     quotas.direct_uploads_at_once
-                ))
-            })?;
+                )));
+            }
             let left = self.quota_left(account).await?;
             let declared = declared.unwrap_or(0);
             if declared > left {
                 return Err(self.quota_exceeded(left));
             }
-            under_way.hold(declared);
-            Arc::new(std::sync::Mutex::new(under_way))
+            Arc::new(crate::budget::DirectUpload::start(&self.catalog, &self.clock, quotas, account, declared).await?)
         };
         // Held until the artefact is in the catalog (or refused), so its bytes are never counted nowhere.
         let held = under_way.clone();
@@ -1038,7 +1050,7 @@ impl Gateway {
             }
         });
         let registered = self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await;
-        drop(under_way);
+        under_way.release().await;
         let passed = *exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let hold_failed = hold_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match (registered, passed, hold_failed) {
@@ -1049,20 +1061,23 @@ impl Gateway {
     }
 
     /// Makes a direct upload of `account` hold at least `needed` bytes of its quota, holding a little ahead so that
-    /// a growing body takes the quota turn now and then, not at every chunk. `Some(left)` (what the upload could
-    /// have held in all) when the quota has not that much left.
+    /// a growing body takes the quota turn and writes the catalog now and then, not at every chunk. `Some(left)`
+    /// (what the upload could have held in all) when the quota has not that much left. Fails, retryably, when the
+    /// upload's holding lapsed (renewed too late: it may have gone uncounted meanwhile).
     async fn hold_for_upload(
         &self,
         account: &str,
-        upload: &std::sync::Mutex<crate::budget::DirectUpload>,
+        upload: &crate::budget::DirectUpload,
         needed: u64,
     ) -> Result<Option<u64>> {
-        let held = || upload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).held();
-        if held() >= needed {
+        if upload.lapsed() {
+            return Err(upload.lapsed_error());
+        }
+        if upload.held() >= needed {
             return Ok(None);
         }
         let _turn = self.quota_turn(account).await?;
-        let (held_now, left) = (held(), self.quota_left(account).await?);
+        let (held_now, left) = (upload.held(), self.quota_left(account).await?);
         let want = needed - held_now;
         if want > left {
             return Ok(Some(held_now.saturating_add(left)));
@@ -1070,7 +1085,7 @@ impl Gateway {
         // Never more than a quarter of what is left ahead, so that near the quota other uploads still find room.
         let ahead = (held_now / 4).clamp(HOLD_AHEAD_MIN, HOLD_AHEAD_MAX).min(left / 4);
         let more = want.max(ahead).min(left);
-        upload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).hold(more);
+        upload.hold(more).await?;
         Ok(None)
     }
 
@@ -1082,10 +1097,9 @@ impl Gateway {
     }
 
     /// The bytes left of `account`'s quota: the quota less its artefacts, the lengths its open resumable uploads
-    /// declare, and what its direct uploads under way hold.
+    /// declare, and what its direct uploads under way hold on every gateway.
     pub async fn quota_left(&self, account: &str) -> Result<u64> {
-        let held = self.bytes_held_for(account).await?.saturating_add(self.quotas.direct_bytes(account));
-        Ok(self.quotas.stored_bytes.saturating_sub(held))
+        Ok(self.quotas.stored_bytes.saturating_sub(self.bytes_held_for(account).await?))
     }
 
     /// Takes one new upload from `account`'s rate.
@@ -1096,12 +1110,14 @@ impl Gateway {
         })
     }
 
-    /// The bytes counted against `account`'s quota, but for its direct uploads under way: the artefacts it
-    /// provided and the lengths its open resumable uploads declare.
+    /// The bytes counted against `account`'s quota: the artefacts it provided, the lengths its open resumable
+    /// uploads declare, and what its direct uploads under way hold on every gateway (their holdings not expired).
     pub async fn bytes_held_for(&self, account: &str) -> Result<u64> {
         let stored = self.catalog.stored_bytes_of(account).await?;
         let (_, reserved) = self.catalog.open_uploads_of(account, self.clock.unix_seconds()).await?;
-        Ok(u64::try_from(stored).unwrap_or(0).saturating_add(u64::try_from(reserved).unwrap_or(0)))
+        let direct = self.catalog.direct_holdings_of(account, self.clock.now().as_millisecond()).await?;
+        let bytes = [stored, reserved, direct.bytes].map(|bytes| u64::try_from(bytes).unwrap_or(0));
+        Ok(bytes.into_iter().fold(0, u64::saturating_add))
     }
 
     /// The refusal of an upload that would take an account past its quota, with `left` bytes left.

@@ -137,9 +137,17 @@ pub async fn remove_expired(gateway: &Gateway) -> Result<usize, GatewayError> {
 
 /// Removes expired uploads with their chunks, and chunk objects that no upload holds (left by a crash between an
 /// object and its record, a record that failed, or a deletion that did) once they are older than
-/// [`ORPHANED_CHUNK_SECONDS`]: younger ones may be requests under way on other gateways that share the store. Call
-/// at start-up, before serving. Returns how many uploads and objects were removed.
+/// [`ORPHANED_CHUNK_SECONDS`]: younger ones may be requests under way on other gateways that share the store. Also
+/// removes direct uploads' expired holdings of their accounts' quotas ([`crate::budget::DirectUpload`]), and on an
+/// embedded catalog, whose one gateway is this one starting, every holding: their uploads died with the process
+/// before, so its accounts get their quotas back at once rather than once those expire. Call at start-up, before
+/// serving. Returns how many uploads and objects were removed.
 pub async fn sweep(gateway: &Gateway) -> Result<usize, GatewayError> {
+    let before = if gateway.catalog().is_embedded() { i64::MAX } else { gateway.clock().now().as_millisecond() };
+    let holdings = gateway.catalog().remove_expired_direct_holdings(before).await?;
+    if holdings > 0 {
+        tracing::info!(holdings, "removed the holdings of direct uploads that ended with their gateway");
+    }
     let mut removed = remove_expired(gateway).await?;
     let seconds = u64::try_from(gateway.clock().unix_seconds() - ORPHANED_CHUNK_SECONDS).unwrap_or(0);
     let written_before = SystemTime::UNIX_EPOCH + Duration::from_secs(seconds);

@@ -27,12 +27,15 @@ use custodia_recorder::sfu::{RecorderFactory, Zone};
 use custodia_recorder::{SealedSegment, SegmentSealer};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::media_plane::{MediaPlane, MediaPlanes};
+use crate::room_messages::{
+    ChannelView, Checklist, HearingAsWelcomed, ParticipantView, PlaceName, RoomMessage, RoomState, ShownName, Welcome,
+    Withheld, Words, You, YourProtection,
+};
 use crate::texts::{CourtText, CourtTexts};
-use crate::turn::IceServers;
+use crate::turn::{IceServerJson, IceServers};
 use custodia_service::budget::{Budget, retry_after_seconds};
 use custodia_service::gateway::{Gateway, GatewayError, Registered, new_id};
 use custodia_service::identity::{Channel, Principal};
@@ -87,7 +90,7 @@ const MEDIA_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// wait, instead of growing the gateway's memory. A disconnected participant rejoins and is sent the state afresh.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    sender: mpsc::Sender<Value>,
+    sender: mpsc::Sender<RoomMessage>,
     overflowed: std::sync::Arc<tokio::sync::Notify>,
 }
 
@@ -96,14 +99,14 @@ impl Outbox {
     pub const CAPACITY: usize = 64;
 
     /// A new outbox, the receiving end for the socket's writer, and the signal that the outbox overflowed.
-    pub fn channel() -> (Self, mpsc::Receiver<Value>, std::sync::Arc<tokio::sync::Notify>) {
+    pub fn channel() -> (Self, mpsc::Receiver<RoomMessage>, std::sync::Arc<tokio::sync::Notify>) {
         let (sender, receiver) = mpsc::channel(Self::CAPACITY);
         let overflowed = std::sync::Arc::new(tokio::sync::Notify::new());
         (Self { sender, overflowed: overflowed.clone() }, receiver, overflowed)
     }
 
     /// Queues `message`; when the outbox is full the socket is to be closed, and the message is dropped.
-    pub fn send(&self, message: Value) -> Result<(), mpsc::error::TrySendError<Value>> {
+    pub fn send(&self, message: RoomMessage) -> Result<(), mpsc::error::TrySendError<RoomMessage>> {
         self.sender.try_send(message).inspect_err(|err| {
             if matches!(err, mpsc::error::TrySendError::Full(_)) {
                 self.overflowed.notify_one();
@@ -383,6 +386,48 @@ pub struct MaskedCopyView {
     pub sha256: Sha256,
     pub ledger_index: u64,
     pub summary: crate::masking::MaskedCopySummary,
+}
+
+/// A hearing as the console shows it ([`LiveHearing::view`]): to the court, its invites, the names on them and
+/// who is where; to anyone else in the case, only which roles take part ([`SeenAs`]).
+#[derive(Debug, Serialize)]
+pub struct HearingView {
+    pub id: HearingId,
+    pub case: CaseId,
+    pub phase: Phase,
+    pub scheduled_for: Timestamp,
+    pub place: Label,
+    /// Whom participants call if their link fails: for the court only, `null` for everyone else or if none.
+    pub contact: Option<HearingContact>,
+    pub recording: bool,
+    /// For the court only; empty for everyone else.
+    pub invites: Vec<InviteView>,
+    pub participants: Vec<ListedParticipant>,
+    pub segments: Vec<SegmentView>,
+    pub minutes_artefact: Option<ArtefactId>,
+    pub masked_copies: Vec<MaskedCopyView>,
+}
+
+/// An invite, as the court sees it in the console.
+#[derive(Debug, Serialize)]
+pub struct InviteView {
+    pub id: InviteId,
+    pub role: Option<HearingRole>,
+    pub name: Option<DisplayName>,
+    pub state: InviteState,
+    pub expires_at: Timestamp,
+    /// The protective order in force for the invite's witness, or `null`.
+    pub protection: Option<Withheld<ProtectiveMeasures>>,
+}
+
+/// Someone in a hearing, as the console lists them.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ListedParticipant {
+    /// To the court: as the room lists them, by the name on their invite.
+    ToTheCourt(ParticipantView),
+    /// To everyone else in the case: only their role.
+    ToAMember { id: ParticipantId, role: Option<HearingRole> },
 }
 
 /// What a hearing put into custody ([`LiveHearing::output`]).
@@ -1407,7 +1452,7 @@ impl Hearings {
         let connection = self.connections.fetch_add(1, Ordering::Relaxed);
         let person = state.people.get_mut(&participant).ok_or(INVALID)?;
         if let Some(old) = person.outbox.take() {
-            let _ = old.send(json!({"type": "replaced"}));
+            let _ = old.send(RoomMessage::Replaced);
         }
         person.connection = Some(connection);
         person.outbox = outbox.clone();
@@ -1858,7 +1903,7 @@ impl LiveHearing {
             state.finishing = true;
             for person in state.people.values_mut() {
                 if let Some(outbox) = person.outbox.take() {
-                    let _ = outbox.send(json!({"type": "ended"}));
+                    let _ = outbox.send(RoomMessage::Ended);
                 }
             }
             tokio::spawn(self.clone().finish());
@@ -1888,7 +1933,7 @@ impl LiveHearing {
                             && let Some(person) = state.people.get_mut(&participant)
                             && let Some(outbox) = person.outbox.take()
                         {
-                            let _ = outbox.send(json!({"type": "removed"}));
+                            let _ = outbox.send(RoomMessage::Removed);
                         }
                         let room = self.room.clone();
                         tokio::spawn(async move { room.disconnect(participant.as_str()).await });
@@ -2020,12 +2065,11 @@ impl LiveHearing {
             tracing::error!(hearing = %self.id, text = kind.as_str(), "a text presented is not the one held");
             return;
         };
-        let message = json!({
-            "type": "text",
-            "kind": kind.as_str(),
-            "language": text.language,
-            "words": held.words,
-            "sha256": text.sha256,
+        let message = RoomMessage::Text(Words {
+            kind,
+            language: text.language.clone(),
+            words: held.words.clone(),
+            sha256: text.sha256,
         });
         if let Some(outbox) = state.people.get(participant).and_then(|person| person.outbox.as_ref()) {
             let _ = outbox.send(message);
@@ -2119,141 +2163,121 @@ impl LiveHearing {
         state: &HearingState,
         participant: &ParticipantId,
         credential: &str,
-        ice_servers: impl Serialize,
-    ) -> Value {
-        json!({
-            "type": "welcome",
-            "participant": participant,
-            "role": state.machine.role_of(participant),
-            "credential": credential,
-            "hearing": {
-                "id": self.id,
-                "place": state.machine.venue(),
-                "scheduled_for": state.machine.scheduled_for(),
+        ice_servers: Vec<IceServerJson>,
+    ) -> RoomMessage {
+        RoomMessage::Welcome(Box::new(Welcome {
+            participant: participant.clone(),
+            role: state.machine.role_of(participant),
+            credential: Withheld(credential.to_owned()),
+            hearing: HearingAsWelcomed {
+                id: self.id.clone(),
+                place: state.machine.venue().clone(),
+                scheduled_for: state.machine.scheduled_for(),
             },
-            "ice_servers": ice_servers,
-            "slots": self.room.slots(),
-            "contact": state.contact,
-            "text_languages": self.texts.languages(),
-        })
+            ice_servers,
+            slots: self.room.slots(),
+            contact: state.contact.clone(),
+            text_languages: self.texts.languages().into_iter().map(str::to_owned).collect(),
+        }))
     }
 
-    fn participants(&self, state: &HearingState) -> Vec<Value> {
+    /// Everyone in `state.people`, in its order, as the court sees them: by the name on their invite.
+    fn participants(&self, state: &HearingState) -> Vec<ParticipantView> {
         state
             .people
             .iter()
             .map(|(participant, person)| {
                 let place = state.machine.place_of(participant).unwrap_or(Place::Away);
                 let (place_name, consultation) = match place {
-                    Place::Lobby => ("lobby", None),
-                    Place::MainRoom => ("main_room", None),
-                    Place::Consultation(c) => ("consultation", Some(c.number())),
-                    Place::Away => ("away", None),
+                    Place::Lobby => (PlaceName::Lobby, None),
+                    Place::MainRoom => (PlaceName::MainRoom, None),
+                    Place::Consultation(c) => (PlaceName::Consultation, Some(c.number())),
+                    Place::Away => (PlaceName::Away, None),
                 };
-                json!({
-                    "id": participant,
-                    "role": state.machine.role_of(participant),
-                    "place": place_name,
-                    "consultation": consultation,
-                    "admitted": state.machine.is_admitted(participant),
-                    "muted": state.machine.is_muted(participant),
-                    "connected": place != Place::Away,
-                    "left": state.machine.has_left(participant),
-                    "media_stopped": state.machine.media_stopped(participant),
-                    "name": state.machine.invite_of(participant).and_then(|invite| state.names.get(invite)),
-                    "language": person.language,
-                    "slot": person.slot,
-                })
+                let name = state.machine.invite_of(participant).and_then(|invite| state.names.get(invite));
+                ParticipantView {
+                    id: participant.clone(),
+                    role: state.machine.role_of(participant),
+                    place: place_name,
+                    consultation,
+                    admitted: state.machine.is_admitted(participant),
+                    muted: state.machine.is_muted(participant),
+                    connected: place != Place::Away,
+                    left: state.machine.has_left(participant),
+                    media_stopped: state.machine.media_stopped(participant),
+                    name: name.cloned().map(ShownName::Given),
+                    language: person.language.clone(),
+                    slot: person.slot,
+                }
             })
             .collect()
     }
 
-    /// The room's state as `you` are shown it: `participants` is [`Self::participants`], one entry per person in
-    /// `state.people`'s order, of which they get those the hearing's rules show them ([`Hearing::shows`]), each
-    /// protected witness under their pseudonym unless the order privileges `you` ([`Hearing::pseudonym_for`]). A
-    /// protected witness reads in `you.protection` which protection is active.
-    fn state_message(&self, state: &HearingState, you: &ParticipantId, participants: &[Value]) -> Value {
-        let mut mine = participants.iter().find(|p| p["id"] == json!(you)).cloned().unwrap_or(Value::Null);
-        if let Some(measures) = state.machine.protection_of(you) {
-            mine["protection"] = json!({
-                "pseudonym": measures.pseudonym,
-                "mask_face": measures.mask_face,
-                "alter_voice": measures.alter_voice,
-            });
-        }
-        let participants: Vec<Value> = state
-            .people
-            .keys()
-            .zip(participants)
-            .filter(|(other, _)| state.machine.shows(you, other))
-            .map(|(other, entry)| match state.machine.pseudonym_for(Some(you), other) {
-                Some(pseudonym) => {
-                    let mut entry = entry.clone();
-                    entry["name"] = json!(pseudonym);
-                    entry
-                }
-                None => entry.clone(),
-            })
-            .collect();
-        let court = state.machine.role_of(you).is_some_and(HearingRole::is_court);
-        if let Some(language) = state.machine.listening_to(you) {
-            mine["listening"] = json!(language);
-        }
-        let channels: Vec<Value> = state
-            .machine
-            .open_channels()
-            .map(|channel| {
-                let mut entry = json!({
-                    "language": channel.language,
-                    "interpreter": channel.interpreter,
-                    "mode": channel.mode,
-                });
-                // Whether its interpreter is in the main room: a channel without carries nothing, and its listeners
-                // hear the floor. Only for the court and those in the main room (who see who is there anyway): it
-                // would tell someone waiting in the lobby, or in a consultation, where the interpreter is.
-                if court || state.machine.place_of(you) == Some(Place::MainRoom) {
-                    entry["interpreting"] =
-                        json!(state.machine.place_of(&channel.interpreter) == Some(Place::MainRoom));
-                }
-                // The court sees who listens, to know the person heard is on the interpretation.
-                if court {
-                    entry["listeners"] = json!(state.machine.listeners(&channel.language).collect::<Vec<_>>());
+    /// The room's state as `you` are shown it: of `participants` ([`Self::participants`]) they get those the
+    /// hearing's rules show them ([`Hearing::shows`]), each protected witness under their pseudonym unless the
+    /// order privileges `you` ([`Hearing::pseudonym_for`]). A protected witness reads in `you.protection` which
+    /// protection is active.
+    fn state_message(
+        &self,
+        state: &HearingState,
+        you: &ParticipantId,
+        participants: &[ParticipantView],
+    ) -> RoomMessage {
+        let machine = &state.machine;
+        let court = machine.role_of(you).is_some_and(HearingRole::is_court);
+        let mine = participants.iter().find(|entry| entry.id == *you).cloned().map(|entry| You {
+            entry,
+            protection: machine.protection_of(you).map(YourProtection::from),
+            listening: machine.listening_to(you).cloned(),
+        });
+        let participants = participants
+            .iter()
+            .filter(|entry| machine.shows(you, &entry.id))
+            .map(|entry| {
+                let mut entry = entry.clone();
+                if let Some(pseudonym) = machine.pseudonym_for(Some(you), &entry.id) {
+                    entry.name = Some(ShownName::Pseudonym(pseudonym.clone()));
                 }
                 entry
             })
             .collect();
-        json!({
-            "type": "state",
-            "phase": state.machine.phase(),
-            "recording": state.machine.is_recording(),
-            "channels": channels,
-            "you": mine,
-            "participants": participants,
-            "checklist": court.then(|| Self::checklist(state)),
-        })
+        let in_main_room = machine.place_of(you) == Some(Place::MainRoom);
+        let channels = machine
+            .open_channels()
+            .map(|channel| ChannelView {
+                language: channel.language.clone(),
+                interpreter: channel.interpreter.clone(),
+                mode: channel.mode,
+                // Whether its interpreter is in the main room: a channel without carries nothing, and its listeners
+                // hear the floor. Only for the court and those in the main room (who see who is there anyway): it
+                // would tell someone waiting in the lobby, or in a consultation, where the interpreter is.
+                interpreting: (court || in_main_room)
+                    .then(|| machine.place_of(&channel.interpreter) == Some(Place::MainRoom)),
+                // The court sees who listens, to know the person heard is on the interpretation.
+                listeners: court.then(|| machine.listeners(&channel.language).cloned().collect()),
+            })
+            .collect();
+        RoomMessage::State(Box::new(RoomState {
+            phase: machine.phase(),
+            recording: machine.is_recording(),
+            channels,
+            you: mine,
+            participants,
+            checklist: court.then(|| Self::checklist(state)),
+        }))
     }
 
     /// For the court: what the hearing has recorded of identity checks, rights notices, oaths and interpreters'
     /// oaths (the officer's name stays in the detail document; the site they gave is shown).
-    fn checklist(state: &HearingState) -> Value {
+    fn checklist(state: &HearingState) -> Checklist {
         let machine = &state.machine;
-        json!({
-            "identity_checks": machine.identity_checks().iter().map(|check| json!({
-                "person": check.person, "document": check.document, "site": check.site, "at": check.at,
-            })).collect::<Vec<_>>(),
-            "texts_presented": machine.texts_presented().iter().map(|shown| json!({
-                "person": shown.person, "wording": shown.wording, "text": shown.text, "at": shown.at,
-            })).collect::<Vec<_>>(),
-            "rights_notices": machine.rights_notices().iter().map(|notice| json!({
-                "person": notice.person, "at": notice.at, "text": notice.text,
-            })).collect::<Vec<_>>(),
-            "oaths": machine.oaths().iter().map(|oath| json!({
-                "witness": oath.witness, "form": oath.form, "at": oath.at, "text": oath.text,
-            })).collect::<Vec<_>>(),
-            "interpreters": machine.interpreters_sworn().iter().map(|sworn| json!({
-                "interpreter": sworn.interpreter, "languages": sworn.languages, "at": sworn.at, "text": sworn.text,
-            })).collect::<Vec<_>>(),
-        })
+        Checklist {
+            identity_checks: machine.identity_checks().iter().map(Into::into).collect(),
+            texts_presented: machine.texts_presented().iter().map(Into::into).collect(),
+            rights_notices: machine.rights_notices().iter().map(Into::into).collect(),
+            oaths: machine.oaths().iter().map(Into::into).collect(),
+            interpreters: machine.interpreters_sworn().iter().map(Into::into).collect(),
+        }
     }
 
     fn broadcast(&self, state: &HearingState) {
@@ -2266,44 +2290,44 @@ impl LiveHearing {
     }
 
     /// The console's view of the hearing, as `seen_as` may see it.
-    pub async fn view(&self, seen_as: SeenAs) -> Value {
+    pub async fn view(&self, seen_as: SeenAs) -> HearingView {
         let state = self.state.lock().await;
         let now = self.gateway.now();
         let court = seen_as == SeenAs::Court;
         let participants = if court {
-            self.participants(&state)
+            self.participants(&state).into_iter().map(ListedParticipant::ToTheCourt).collect()
         } else {
-            state.people.keys().map(|id| json!({ "id": id, "role": state.machine.role_of(id) })).collect()
+            let role = |id: &ParticipantId| state.machine.role_of(id);
+            state.people.keys().map(|id| ListedParticipant::ToAMember { id: id.clone(), role: role(id) }).collect()
         };
-        let invites: Vec<Value> = state
+        let invites = state
             .invites
             .iter()
             .filter(|_| court)
-            .map(|(invite, expires_at)| {
-                let invite_state = state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired);
-                let role = state.machine.invite_role(invite);
-                let name = state.names.get(invite);
-                let protection = state.machine.protection_for_invite(invite);
-                json!({"id": invite, "role": role, "name": name, "state": invite_state, "expires_at": expires_at,
-                       "protection": protection})
+            .map(|(invite, expires_at)| InviteView {
+                id: invite.clone(),
+                role: state.machine.invite_role(invite),
+                name: state.names.get(invite).cloned(),
+                state: state.machine.invite_state(invite, now).unwrap_or(InviteState::Expired),
+                expires_at: *expires_at,
+                protection: state.machine.protection_for_invite(invite).cloned().map(Withheld),
             })
             .collect();
-        json!({
-            "id": self.id,
-            "case": self.case,
-            "phase": state.machine.phase(),
-            "scheduled_for": state.machine.scheduled_for(),
-            "place": state.machine.venue(),
-            "contact": state.contact.as_ref().filter(|_| court),
-            "recording": state.machine.is_recording(),
-            "invites": invites,
-            "participants": participants,
-            "segments": state.segments,
-            "minutes_artefact": state.minutes_artefact,
-            "masked_copies": state.masked_copies.values().collect::<Vec<_>>(),
-        })
+        HearingView {
+            id: self.id.clone(),
+            case: self.case.clone(),
+            phase: state.machine.phase(),
+            scheduled_for: state.machine.scheduled_for(),
+            place: state.machine.venue().clone(),
+            contact: state.contact.clone().filter(|_| court),
+            recording: state.machine.is_recording(),
+            invites,
+            participants,
+            segments: state.segments.clone(),
+            minutes_artefact: state.minutes_artefact.clone(),
+            masked_copies: state.masked_copies.values().cloned().collect(),
+        }
     }
-
     /// What the hearing put into custody, once it is final: its recording segments, its signed minutes, and the
     /// digests of its identity checks' detail documents (each such document is an artefact with that SHA-256).
     /// Before the hearing has ended and its minutes are in custody, a conflict: a hearing bundle is whole or is

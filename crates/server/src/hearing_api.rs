@@ -13,8 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use custodia_hearing::{InviteId, ProtectiveMeasures};
 use futures::{SinkExt as _, StreamExt as _};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use crate::api::{ApiJson, JSON_LIMIT, PurposeQuery, case_id};
 use crate::auth::Caller;
@@ -22,9 +21,11 @@ use crate::extract::{Path, Query};
 use crate::problem::Problem;
 use crate::state::AppState;
 use custodia_hearings::live::{
-    ConsoleStep, EnterRefusal, Entered, InviteRequest, LanguageHint, Outbox, RoomError, RoomStep, ScheduleRequest,
-    SeenAs, WhipCaps, WhipRefusal,
+    ConsoleStep, EnterRefusal, Entered, HearingView, InviteRequest, LanguageHint, MaskedCopyView, Outbox, RoomError,
+    RoomStep, ScheduleRequest, SeenAs, WhipCaps, WhipRefusal,
 };
+use custodia_hearings::room_messages::{RoomMessage, Withheld};
+use custodia_hearings::turn::IceServerJson;
 use custodia_service::gateway::{GatewayError, bad_input};
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
@@ -101,7 +102,7 @@ async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(case): Path<String>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingList>, Problem> {
     let case = case_id(&case)?;
     let role = state.gateway.authorize(&caller, &case, custodia_core::Action::ViewCase).await?;
     let seen_as = SeenAs::of(&caller, role);
@@ -109,14 +110,20 @@ async fn list(
     for live in state.hearings.of_case(&case) {
         hearings.push(live.view(seen_as).await);
     }
-    Ok(axum::Json(json!({ "hearings": hearings })))
+    Ok(axum::Json(HearingList { hearings }))
+}
+
+/// A case's hearings, as the caller may see them.
+#[derive(Serialize)]
+struct HearingList {
+    hearings: Vec<HearingView>,
 }
 
 async fn view(
     State(state): State<AppState>,
     caller: Caller,
     Path((case, hearing)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     let case = case_id(&case)?;
     let live = state.hearings.find(&caller, &case, &hearing).await?;
     let role = state.gateway.authorize(&caller, &case, custodia_core::Action::ViewCase).await?;
@@ -140,7 +147,7 @@ async fn console_step(
     case: &str,
     hearing: &str,
     step: ConsoleStep,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     let (live, by) = state.hearings.find_to_run(caller, &case_id(case)?, hearing).await?;
     state.hearings.console(by, &live, step).await?;
     Ok(axum::Json(live.view(SeenAs::Court).await))
@@ -162,7 +169,7 @@ async fn order_protection(
     caller: Caller,
     Path((case, hearing, invite)): Path<(String, String, String)>,
     ApiJson(measures): ApiJson<ProtectiveMeasures>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     protection_step(&state, &caller, &case, &hearing, &invite, Some(measures)).await
 }
 
@@ -171,7 +178,7 @@ async fn lift_protection(
     State(state): State<AppState>,
     caller: Caller,
     Path((case, hearing, invite)): Path<(String, String, String)>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     protection_step(&state, &caller, &case, &hearing, &invite, None).await
 }
 
@@ -182,7 +189,7 @@ async fn protection_step(
     hearing: &str,
     invite: &str,
     measures: Option<ProtectiveMeasures>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     let invite = InviteId::new(invite).map_err(|err| Problem::from(bad_input("invite", err)))?;
     let live = state.hearings.protect(caller, &case_id(case)?, hearing, invite, measures).await?;
     Ok(axum::Json(live.view(SeenAs::Court).await))
@@ -193,16 +200,22 @@ async fn masked_copies(
     State(state): State<AppState>,
     caller: Caller,
     Path((case, hearing)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<MaskedCopies>, Problem> {
     let copies = state.hearings.masked_copies(&caller, &case_id(&case)?, &hearing).await?;
-    Ok(axum::Json(json!({ "masked_copies": copies })))
+    Ok(axum::Json(MaskedCopies { masked_copies: copies }))
+}
+
+/// Every masked copy made of a hearing's recordings.
+#[derive(Serialize)]
+struct MaskedCopies {
+    masked_copies: Vec<MaskedCopyView>,
 }
 
 async fn open(
     State(state): State<AppState>,
     caller: Caller,
     Path((case, hearing)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     console_step(&state, &caller, &case, &hearing, ConsoleStep::Open).await
 }
 
@@ -210,7 +223,7 @@ async fn close(
     State(state): State<AppState>,
     caller: Caller,
     Path((case, hearing)): Path<(String, String)>,
-) -> Result<axum::Json<Value>, Problem> {
+) -> Result<axum::Json<HearingView>, Problem> {
     console_step(&state, &caller, &case, &hearing, ConsoleStep::Close).await
 }
 
@@ -288,6 +301,22 @@ enum Hello {
         credential: String,
         #[serde(default)]
         language: Option<LanguageHint>,
+    },
+}
+
+/// What a page sends about its own connection rather than the hearing: no hearing step, and never recorded.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Plumbing {
+    /// Keeps the socket alive, answered `pong`: from then on a silent socket has lost its link.
+    Ping,
+    /// A new peer connection, answered `answer`.
+    Offer { sdp: String },
+    /// A receiving preference: which senders' video to take (by their slots; `null`: everyone's). Audio always
+    /// flows.
+    ReceiveVideo {
+        #[serde(default)]
+        slots: Option<std::collections::BTreeSet<usize>>,
     },
 }
 
@@ -369,11 +398,6 @@ async fn next_text(
     }
 }
 
-/// Messages after which the server closes the socket.
-fn is_final(message: &Value) -> bool {
-    matches!(message["type"].as_str(), Some("ended" | "removed" | "replaced" | "refused_hello"))
-}
-
 async fn run_room(
     state: AppState,
     socket: WebSocket,
@@ -393,12 +417,16 @@ async fn run_room(
                     break;
                 }
             };
-            let Some(mut message) = message else { break };
-            let last = is_final(&message);
-            if message["type"] == "refused_hello" {
-                message["type"] = json!("refused");
-            }
-            let send = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(message.to_string().into())));
+            let Some(message) = message else { break };
+            let last = message.is_final();
+            let text = match serde_json::to_string(&message) {
+                Ok(text) => text,
+                Err(e) => {
+                    tracing::error!(error = %e, "a room message could not be written as JSON; closing the socket");
+                    break;
+                }
+            };
+            let send = tokio::time::timeout(SEND_TIMEOUT, sink.send(Message::Text(text.into())));
             if !matches!(send.await, Ok(Ok(()))) || last {
                 break;
             }
@@ -435,8 +463,7 @@ async fn run_room(
             entered
         }
         Err(reason) => {
-            let refused = json!({"type": "refused_hello", "problem": reason.key(), "reason": reason.to_string()});
-            let _ = outbox.send(refused);
+            let _ = outbox.send(RoomMessage::NotLetIn { problem: reason.key(), reason: reason.to_string() });
             drop(outbox);
             let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
             linger(stream).await;
@@ -462,51 +489,47 @@ async fn run_room(
         if !hearing.is_current(&participant, room_connection).await {
             break;
         }
-        let message: Value = match serde_json::from_str(&text) {
+        let message: serde_json::Value = match serde_json::from_str(&text) {
             Ok(message) => message,
             Err(e) => {
-                let _ = outbox.send(json!({"type": "error", "detail": format!("not JSON: {e}")}));
+                let _ = outbox.send(RoomMessage::Error { detail: format!("not JSON: {e}") });
                 continue;
             }
         };
-        if message["type"] == "ping" {
-            // From now on this client's silence means its link is gone; it hears back, to know ours is alive.
-            keepalive = true;
-            let _ = outbox.send(json!({"type": "pong"}));
-            continue;
-        }
-        if message["type"] == "offer" {
-            let Some(sdp) = message["sdp"].as_str() else {
-                let _ = outbox.send(json!({"type": "error", "detail": "an offer needs its sdp"}));
-                continue;
+        let kind = message.get("type").and_then(serde_json::Value::as_str);
+        let (plumbing, offer) = (matches!(kind, Some("ping" | "offer" | "receive_video")), kind == Some("offer"));
+        if plumbing {
+            let plumbing = match serde_json::from_value::<Plumbing>(message) {
+                Ok(plumbing) => plumbing,
+                Err(e) => {
+                    // A ping cannot be malformed: only an offer's sdp or a choice of slots can.
+                    let detail = if offer { "an offer needs its sdp".to_owned() } else { format!("slots: {e}") };
+                    let _ = outbox.send(RoomMessage::Error { detail });
+                    continue;
+                }
             };
-            // A WebSocket participant's presence follows the socket, not the peer connection.
-            let reply = match hearing.room().connect(participant.as_str(), sdp).await {
-                Ok(connected) => json!({"type": "answer", "sdp": connected.answer}),
-                Err(e) => json!({"type": "error", "detail": format!("the offer was not accepted: {e}")}),
-            };
-            let _ = outbox.send(reply);
-            continue;
-        }
-        if message["type"] == "receive_video" {
-            // A receiving preference, not a hearing step: which senders' video to take (null: everyone's).
-            let slots = match &message["slots"] {
-                Value::Null => None,
-                value => match serde_json::from_value::<std::collections::BTreeSet<usize>>(value.clone()) {
-                    Ok(slots) => Some(slots),
-                    Err(e) => {
-                        let _ = outbox.send(json!({"type": "error", "detail": format!("slots: {e}")}));
-                        continue;
-                    }
-                },
-            };
-            hearing.room().set_video_from(participant.as_str(), slots);
+            match plumbing {
+                Plumbing::Ping => {
+                    // From now on this client's silence means its link is gone; it hears back, to know ours is alive.
+                    keepalive = true;
+                    let _ = outbox.send(RoomMessage::Pong);
+                }
+                Plumbing::Offer { sdp } => {
+                    // A WebSocket participant's presence follows the socket, not the peer connection.
+                    let reply = match hearing.room().connect(participant.as_str(), &sdp).await {
+                        Ok(connected) => RoomMessage::Answer { sdp: Withheld(connected.answer) },
+                        Err(e) => RoomMessage::Error { detail: format!("the offer was not accepted: {e}") },
+                    };
+                    let _ = outbox.send(reply);
+                }
+                Plumbing::ReceiveVideo { slots } => hearing.room().set_video_from(participant.as_str(), slots),
+            }
             continue;
         }
         let step: RoomStep = match serde_json::from_value(message) {
             Ok(step) => step,
             Err(e) => {
-                let _ = outbox.send(json!({"type": "error", "detail": format!("not a room message: {e}")}));
+                let _ = outbox.send(RoomMessage::Error { detail: format!("not a room message: {e}") });
                 continue;
             }
         };
@@ -519,7 +542,7 @@ async fn run_room(
                     what: custodia_service::gateway::REFUSED_STEPS,
                     retry_after_seconds: custodia_service::budget::retry_after_seconds(wait),
                 };
-                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": muted.to_string()}));
+                let _ = outbox.send(RoomMessage::StepNotTaken { action, reason: muted.to_string() });
                 continue;
             }
             muted_until = None;
@@ -528,20 +551,18 @@ async fn run_room(
             Ok(()) => {}
             Err(RoomError::Refused(refusal)) => {
                 let problem = refusal.reason().map(custodia_hearing::Reason::key);
-                let refused =
-                    json!({"type": "refused", "action": action, "problem": problem, "reason": refusal.to_string()});
-                let _ = outbox.send(refused);
+                let _ = outbox.send(RoomMessage::StepRefused { action, problem, reason: refusal.to_string() });
             }
             Err(RoomError::Gateway(e @ GatewayError::TooManyAttempts { what, retry_after_seconds })) => {
                 if what == custodia_service::gateway::REFUSED_STEPS {
                     let wait = Duration::from_secs(retry_after_seconds);
                     muted_until = Some(tokio::time::Instant::now() + wait);
                 }
-                let _ = outbox.send(json!({"type": "refused", "action": action, "reason": e.to_string()}));
+                let _ = outbox.send(RoomMessage::StepNotTaken { action, reason: e.to_string() });
             }
             Err(RoomError::Gateway(e)) => {
                 tracing::warn!(error = %e, action, "a room step failed");
-                let _ = outbox.send(json!({"type": "error", "detail": e.to_string()}));
+                let _ = outbox.send(RoomMessage::Error { detail: e.to_string() });
             }
         }
         if leaving {
@@ -582,9 +603,15 @@ async fn ice_servers(State(state): State<AppState>, headers: HeaderMap) -> Resul
         return Err(GatewayError::Unauthenticated.into());
     }
     let servers = state.ice_servers.issue(state.gateway.now());
-    let mut response = axum::Json(json!({ "ice_servers": servers })).into_response();
+    let mut response = axum::Json(IceServersAnswer { ice_servers: servers }).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The STUN and TURN servers a participant's browser should use.
+#[derive(Serialize)]
+struct IceServersAnswer {
+    ice_servers: Vec<IceServerJson>,
 }
 
 /// The bearer token of a WHIP request: an invite's secret, which WHIP clients send as their token.
@@ -692,5 +719,28 @@ async fn whip_end(
     match hearing.act(&owner, RoomStep::Leave).await {
         Ok(()) | Err(RoomError::Refused(_)) => Ok(StatusCode::OK),
         Err(RoomError::Gateway(e)) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Plumbing;
+
+    fn read(text: &str) -> Result<Plumbing, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn a_page_says_what_it_takes_of_the_connection_as_before() {
+        assert!(matches!(read(r#"{"type": "ping", "sent_at": 1}"#), Ok(Plumbing::Ping)));
+        assert!(matches!(read(r#"{"type": "offer", "sdp": "v=0"}"#), Ok(Plumbing::Offer { sdp }) if sdp == "v=0"));
+        assert!(read(r#"{"type": "offer", "sdp": 5}"#).is_err());
+        assert!(read(r#"{"type": "offer"}"#).is_err());
+        for everyone in [r#"{"type": "receive_video"}"#, r#"{"type": "receive_video", "slots": null}"#] {
+            assert!(matches!(read(everyone), Ok(Plumbing::ReceiveVideo { slots: None })), "{everyone}");
+        }
+        let some = read(r#"{"type": "receive_video", "slots": [2, 0]}"#);
+        assert!(matches!(some, Ok(Plumbing::ReceiveVideo { slots: Some(slots) }) if slots == [0, 2].into()));
+        assert!(read(r#"{"type": "receive_video", "slots": [-1]}"#).is_err());
     }
 }

@@ -1,23 +1,66 @@
 //! The live hearing carries out its state machine's effects on a media plane (`custodia_hearings::media_plane`). A
 //! plane that only remembers what it was told stands in for the WebRTC room here, so the adapter between the rules
-//! and the media is tested without any WebRTC peer: who is let into the room, where each is, who is recorded, and
-//! that a removed participant's connection is closed.
-
-mod support;
+//! and the media is tested without any WebRTC peer and without HTTP: [`Hearings`] is driven directly, over a
+//! [`Gateway`] on the embedded defaults (a SQLite catalog, a local directory for the objects and the custody log,
+//! in a temporary directory). It checks who is let into the room, where each is, who is recorded, and that a
+//! removed participant's connection is closed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
-use custodia_hearings::live::{Hearings, Outbox, RoomStep};
+use custodia_catalog::{Account, Case, Catalog};
+use custodia_core::{CaseId, Label};
+use custodia_hearing::HearingRole;
+use custodia_hearings::live::{ConsoleStep, Hearings, InviteRequest, Outbox, RECEIVE_SLOTS, RoomStep, ScheduleRequest};
 use custodia_hearings::media_plane::{MediaPlane, MediaPlanes};
+use custodia_hearings::room_messages::RoomMessage;
 use custodia_hearings::texts::CourtTexts;
+use custodia_hearings::turn::IceServers;
+use custodia_ledger::{Log, LogOptions, LogSigner};
 use custodia_recorder::engine::EngineError;
 use custodia_recorder::masking::MaskerFactory;
 use custodia_recorder::segmenter::RecordingSummary;
 use custodia_recorder::sfu::{AudioFrom, Connected, Offered, Protection, RecorderFactory, RoomCounters, Zone};
+use custodia_service::clock::Clock;
+use custodia_service::gateway::Gateway;
+use custodia_service::identity::{Channel, Principal};
+use custodia_store::ArtefactStore;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
-use support::TestGateway;
+
+/// A gateway on the embedded defaults in `dir`, as `custodia serve` opens one with no database or bucket
+/// configured: a SQLite catalog, and the objects and the custody log in local directories.
+async fn embedded_gateway(dir: &std::path::Path) -> Gateway {
+    let catalog = Catalog::connect(&format!("sqlite://{}?mode=rwc", dir.join("catalog.db").display())).await.unwrap();
+    let signer = LogSigner::generate("custodia.test").unwrap();
+    let log_signer = LogSigner::from_skey(signer.expose_secret()).unwrap();
+    let coordination = catalog.log_coordination();
+    let log = Log::open_local_coordinated(&dir.join("log"), log_signer, LogOptions::default(), coordination, None)
+        .await
+        .unwrap();
+    let objects = dir.join("objects");
+    let artefacts = ArtefactStore::local(&objects).unwrap();
+    let manifests = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&objects).unwrap());
+    Gateway::new(catalog, artefacts, manifests, log, &signer, Clock::default(), 1 << 30)
+}
+
+/// A clerk of `case`, signed in.
+async fn clerk_of(gateway: &Gateway, case: &str) -> Principal {
+    let catalog = gateway.catalog();
+    let now = gateway.now().to_string();
+    let account = Account {
+        id: custodia_service::gateway::new_id("acct"),
+        username: "clerk.plane".into(),
+        display_name: "Clerk".into(),
+        password_hash: "!".into(),
+        is_admin: false,
+        jurisdiction: "IT".into(),
+    };
+    catalog.create_account(&account, &now).await.unwrap();
+    catalog.create_case(&Case { id: case.into(), title: "Case".into(), created_at: now }).await.unwrap();
+    catalog.set_member(case, &account.id, "clerk").await.unwrap();
+    Principal::new(&account, Channel::Session)
+}
 
 /// What the planes were told, in order, as `member: what`.
 #[derive(Default)]
@@ -145,45 +188,45 @@ impl MediaPlane for RememberingPlane {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hearing_tells_its_media_plane_who_is_in_the_room_where_and_who_is_recorded() {
-    let mut gw = TestGateway::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = embedded_gateway(dir.path()).await;
     let told = Arc::new(Told::default());
-    let data = gw.dir.path().to_path_buf();
-    gw.state.hearings = Arc::new(Hearings::new(
-        gw.state.gateway.clone(),
+    let hearings = Hearings::new(
+        gateway.clone(),
         Arc::new(RememberingPlanes(told.clone())),
-        gw.state.ice_servers.clone(),
+        Arc::new(IceServers::default()),
         Arc::new(CourtTexts::embedded()),
-        data.join("recordings"),
-        data.join("quarantine"),
-        env!("CARGO_BIN_EXE_custodia").into(),
-    ));
-    assert!(gw.state.hearings.host().await, "alone on SQLite, it hosts the hearings");
-    let case = "case-plane";
-    gw.case(case).await;
-    let (clerk, clerk_session) = gw.person("clerk.plane", "IT").await;
-    gw.member(case, &clerk, "clerk").await;
-    let clerk = support::As::Session(&clerk_session);
+        dir.path().join("recordings"),
+        dir.path().join("quarantine"),
+        // No plane here starts a masking pipeline, so the program is never run.
+        "custodia".into(),
+    );
+    assert!(hearings.host().await, "alone on SQLite, it hosts the hearings");
+    let case = CaseId::new("case-plane").unwrap();
+    let clerk = clerk_of(&gateway, case.as_str()).await;
 
-    let hearings = format!("/api/v1/cases/{case}/hearings");
-    let schedule =
-        json!({ "scheduled_for": "2027-03-03T09:00:00Z", "place": "Aula 3", "identity_check_before_oath": false });
-    let hearing = gw.call("POST", &hearings, Some(clerk), schedule).await;
-    assert_eq!(hearing.status.as_u16(), 201, "{}", String::from_utf8_lossy(&hearing.body));
-    let id = hearing.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(told.opened(), [format!("opened for {id} with {} slots", custodia_hearings::live::RECEIVE_SLOTS)]);
-    let hearing = format!("{hearings}/{id}");
+    let schedule = ScheduleRequest {
+        scheduled_for: "2027-03-03T09:00:00Z".parse().unwrap(),
+        place: Label::new("Aula 3").unwrap(),
+        identity_check_before_oath: false,
+        contact: None,
+    };
+    let live = hearings.schedule(&clerk, &case, schedule).await.unwrap();
+    let id = live.id().to_string();
+    assert_eq!(told.opened(), [format!("opened for {id} with {RECEIVE_SLOTS} slots")]);
     let mut secrets = Vec::new();
-    for (role, admit_on_join) in [("judge", true), ("witness", false)] {
-        let invite = json!({ "role": role, "admit_on_join": admit_on_join });
-        let reply = gw.call("POST", &format!("{hearing}/invites"), Some(clerk), invite).await;
-        assert_eq!(reply.status.as_u16(), 201, "{}", String::from_utf8_lossy(&reply.body));
-        secrets.push(reply.json()["secret"].as_str().unwrap().to_owned());
+    for (role, admit_on_join) in [(HearingRole::Judge, true), (HearingRole::Witness, false)] {
+        let (live, by) = hearings.find_to_run(&clerk, &case, &id).await.unwrap();
+        let invite =
+            InviteRequest { role, display_name: None, language: None, expires_in_seconds: 86_400, admit_on_join };
+        secrets.push(hearings.invite(by, &live, invite).await.unwrap().secret);
     }
-    assert_eq!(gw.send_bytes("POST", &format!("{hearing}/open"), Some(clerk), &[], "").await.status.as_u16(), 200);
+    let (live, by) = hearings.find_to_run(&clerk, &case, &id).await.unwrap();
+    hearings.console(by, &live, ConsoleStep::Open).await.unwrap();
 
-    let judge = gw.state.hearings.enter(&secrets[0], None, None).await.unwrap();
-    let (page, _witness_sees, _) = Outbox::channel();
-    let witness = gw.state.hearings.enter(&secrets[1], Some(page), None).await.unwrap();
+    let judge = hearings.enter(&secrets[0], None, None).await.unwrap();
+    let (page, mut witness_sees, _) = Outbox::channel();
+    let witness = hearings.enter(&secrets[1], Some(page), None).await.unwrap();
     let (live, by) = (&judge.hearing, &judge.participant);
     let (judge_id, witness_id) = (judge.participant.as_str(), witness.participant.as_str());
     let step = |step: Value| serde_json::from_value::<RoomStep>(step).unwrap();
@@ -220,4 +263,11 @@ async fn a_hearing_tells_its_media_plane_who_is_in_the_room_where_and_who_is_rec
     assert!(after_removal.iter().any(|line| *line == "disconnected" || *line == "removed"), "{witness_told:?}");
     let judge_told = told.about(judge_id);
     assert!(!judge_told.contains(&"disconnected".to_owned()), "the judge stays: {judge_told:?}");
+    // Their page was told so last, and its socket closes after it.
+    let mut last = None;
+    while let Ok(message) = witness_sees.try_recv() {
+        last = Some(message);
+    }
+    assert!(matches!(last, Some(RoomMessage::Removed)), "{last:?}");
+    assert!(last.is_some_and(|message| message.is_final()));
 }

@@ -12,10 +12,8 @@ use base64::Engine as _;
 use custodia_catalog::Catalog;
 use custodia_service::identity::{SESSION_SECONDS, secret_digest};
 use custodia_service::uploads::TTL_SECONDS;
-use custodia_tests::garage::Garage;
-use custodia_tests::postgres::TempPostgres;
 use serde_json::json;
-use support::{Client, RawAnswer, TestGateway, http_from, on_garage};
+use support::{Client, RawAnswer, http_from};
 
 const CASE: &str = "case-clock";
 const PASSWORD: &str = "officer-correct-horse-battery";
@@ -28,8 +26,7 @@ const LEFT: i64 = 90;
 /// Two gateway processes on one PostgreSQL database and one garage bucket: A on the machine's clock, B two minutes
 /// ahead. An officer of `CASE` may upload to it.
 struct Gateways {
-    postgres: TempPostgres,
-    _garage: Garage,
+    backends: support::SharedBackends,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     _a: support::GatewayProcess,
     b: support::GatewayProcess,
@@ -38,26 +35,16 @@ struct Gateways {
 
 impl Gateways {
     async fn start() -> Self {
-        let postgres = TempPostgres::start();
-        let garage = Garage::start();
         // The account and the case, made through a gateway that then goes away.
-        let key = {
-            let setup = TestGateway::start_with(|config| {
-                on_garage(&garage, config);
-                config.database_url = Some(postgres.url.clone());
-            })
-            .await;
+        let (backends, ()) = support::SharedBackends::start(async |setup| {
             let (officer, _) = setup.person("officer", "FR").await;
             setup.case(CASE).await;
             setup.member(CASE, &officer, "remote_site_officer").await;
-            std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap()
-        };
-        let mut env: Vec<(&str, std::ffi::OsString)> =
-            garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-        env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-        let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
-        let shared: Vec<(&str, &std::ffi::OsStr)> =
-            env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+        })
+        .await;
+        let env = backends.env(&[]);
+        let (dir_a, dir_b) = (support::data_dir_with_key(&backends.key), support::data_dir_with_key(&backends.key));
+        let shared = support::env_refs(&env);
         let (a, port_a) = support::spawn_gateway(dir_a.path(), &shared);
         let preload = support::libfaketime();
         let mut ahead = shared.clone();
@@ -66,7 +53,7 @@ impl Gateways {
         // Its timers (tokio's, on the monotonic clock) run at the real pace; only the wall clock is ahead.
         ahead.push(("FAKETIME_DONT_FAKE_MONOTONIC", std::ffi::OsStr::new("1")));
         let (b, port_b) = support::spawn_gateway(dir_b.path(), &ahead);
-        Self { postgres, _garage: garage, _dirs: (dir_a, dir_b), _a: a, b, ports: (port_a, port_b) }
+        Self { backends, _dirs: (dir_a, dir_b), _a: a, b, ports: (port_a, port_b) }
     }
 
     fn base(port: u16) -> String {
@@ -119,8 +106,8 @@ fn assert_dated(what: &str, stored: i64, before: i64, span: i64, after: i64) {
 async fn a_gateway_whose_clock_runs_ahead_expires_and_takes_over_nothing_early_and_dates_nothing_late() {
     let gateways = Gateways::start().await;
     let (a, b) = gateways.ports;
-    let catalog = Catalog::connect(&gateways.postgres.url).await.unwrap();
-    let pool = sqlx::AnyPool::connect(&gateways.postgres.url).await.unwrap();
+    let catalog = Catalog::connect(&gateways.backends.postgres.url).await.unwrap();
+    let pool = sqlx::AnyPool::connect(&gateways.backends.postgres.url).await.unwrap();
 
     // A session of A's with a minute and a half left: B takes it.
     let session = Client::sign_in(&Gateways::base(a), "officer", PASSWORD).cookie.unwrap();

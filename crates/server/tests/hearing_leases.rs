@@ -9,51 +9,36 @@
 mod support;
 
 use custodia_catalog::{Catalog, CatalogError, HearingFence};
-use custodia_tests::garage::Garage;
-use custodia_tests::postgres::TempPostgres;
 use serde_json::json;
-use support::{As, TestGateway, on_garage};
+use support::{As, TestGateway};
 
 const SCHEDULE: &str = r#"{"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 3"}"#;
 
 /// Two gateway processes on one PostgreSQL database and one garage bucket, with one log's key: A, the one that
 /// hosts the hearings (whichever took the duty first), and B. A clerk of `case-l` is signed in on both.
 struct TwoGateways {
-    postgres: TempPostgres,
-    _garage: Garage,
+    backends: support::SharedBackends,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     process_a: support::GatewayProcess,
     _process_b: support::GatewayProcess,
     a: support::Client,
     b: support::Client,
     port_b: u16,
-    /// What a third gateway on the same database and bucket needs: their settings, and the log's key.
-    env: Vec<(&'static str, std::ffi::OsString)>,
-    key: Vec<u8>,
 }
 
 impl TwoGateways {
     async fn start() -> Self {
-        let postgres = TempPostgres::start();
-        let garage = Garage::start();
         // Accounts and the case, made through a gateway that then goes away before any hearing exists.
-        let (session, key) = {
-            let setup = TestGateway::start_with(|config| {
-                on_garage(&garage, config);
-                config.database_url = Some(postgres.url.clone());
-            })
-            .await;
+        let (backends, session) = support::SharedBackends::start(async |setup| {
             let (clerk, session) = setup.person("clerk1", "IT").await;
             setup.case("case-l").await;
             setup.member("case-l", &clerk, "clerk").await;
-            (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
-        };
-        let mut shared_env: Vec<(&'static str, std::ffi::OsString)> =
-            garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-        shared_env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-        let env: Vec<(&str, &std::ffi::OsStr)> =
-            shared_env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-        let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+            session
+        })
+        .await;
+        let shared_env = backends.env(&[]);
+        let env = support::env_refs(&shared_env);
+        let (dir_a, dir_b) = (support::data_dir_with_key(&backends.key), support::data_dir_with_key(&backends.key));
         let (process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
         let (process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
         let a = support::Client { base: format!("http://127.0.0.1:{port_a}"), cookie: Some(session.clone()) };
@@ -63,18 +48,7 @@ impl TwoGateways {
         eventually("a gateway hosting the hearings", async || hosts(&a) || hosts(&b)).await;
         let (a, b, process_a, process_b, port_b) =
             if hosts(&a) { (a, b, process_a, process_b, port_b) } else { (b, a, process_b, process_a, port_a) };
-        Self {
-            postgres,
-            _garage: garage,
-            _dirs: (dir_a, dir_b),
-            process_a,
-            _process_b: process_b,
-            a,
-            b,
-            port_b,
-            env: shared_env,
-            key,
-        }
+        Self { backends, _dirs: (dir_a, dir_b), process_a, _process_b: process_b, a, b, port_b }
     }
 
     /// A hearing scheduled and opened on A: its id and console path.
@@ -105,7 +79,7 @@ async fn a_hearing_is_held_by_one_gateway_and_taken_over_when_it_dies() {
     let mut two = TwoGateways::start().await;
     // Scheduled and opened on A, which holds its lease under epoch 1.
     let (id, uri) = two.open_hearing_on_a();
-    let (postgres, a, b, port_b) = (&two.postgres, &two.a, &two.b, two.port_b);
+    let (postgres, a, b, port_b) = (&two.backends.postgres, &two.a, &two.b, two.port_b);
     let catalog = Catalog::connect(&postgres.url).await.unwrap();
     let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
     assert_eq!(held_by_a.epoch, 1);
@@ -254,7 +228,7 @@ async fn losing_the_lease_stops_the_hearing_here() {
 async fn a_frozen_host_loses_the_hearings_to_another_and_does_not_take_them_back() {
     let two = TwoGateways::start().await;
     let (id, uri) = two.open_hearing_on_a();
-    let catalog = Catalog::connect(&two.postgres.url).await.unwrap();
+    let catalog = Catalog::connect(&two.backends.postgres.url).await.unwrap();
     let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill").args([name, &two.process_a.pid().to_string()]).status();
@@ -294,17 +268,17 @@ async fn a_frozen_host_loses_the_hearings_to_another_and_does_not_take_them_back
 async fn a_gateway_whose_clock_runs_ahead_takes_no_duty_and_no_hearing() {
     let two = TwoGateways::start().await;
     let (id, _uri) = two.open_hearing_on_a();
-    let catalog = Catalog::connect(&two.postgres.url).await.unwrap();
+    let catalog = Catalog::connect(&two.backends.postgres.url).await.unwrap();
     let held_by_a = catalog.hearing_lease(&id).await.unwrap().unwrap();
 
-    let mut env: Vec<(&str, &std::ffi::OsStr)> =
-        two.env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
+    let shared_env = two.backends.env(&[]);
+    let mut env = support::env_refs(&shared_env);
     let preload = support::libfaketime();
     env.push(("LD_PRELOAD", preload.as_os_str()));
     env.push(("FAKETIME", std::ffi::OsStr::new("+20m")));
     // Its timers (tokio's, on the monotonic clock) run at the real pace; only the wall clock is ahead.
     env.push(("FAKETIME_DONT_FAKE_MONOTONIC", std::ffi::OsStr::new("1")));
-    let dir_c = support::data_dir_with_key(&two.key);
+    let dir_c = support::data_dir_with_key(&two.backends.key);
     let (process_c, port_c) = support::spawn_gateway(dir_c.path(), &env);
     let c = support::Client { base: format!("http://127.0.0.1:{port_c}"), cookie: None };
     let log = std::fs::read_to_string(dir_c.path().join("gateway-stderr.log")).unwrap_or_default();
@@ -323,7 +297,7 @@ async fn a_gateway_whose_clock_runs_ahead_takes_no_duty_and_no_hearing() {
     }
     let now = catalog.database_now_ms().await;
     let latest: i64 = sqlx::query_scalar("SELECT MAX(expires_at) FROM duty_leases")
-        .fetch_one(&sqlx::AnyPool::connect(&two.postgres.url).await.unwrap())
+        .fetch_one(&sqlx::AnyPool::connect(&two.backends.postgres.url).await.unwrap())
         .await
         .unwrap();
     assert!(latest < now + 60_000, "no duty's lease runs 20 minutes ahead: {} s", (latest - now) / 1000);

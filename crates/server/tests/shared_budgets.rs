@@ -8,10 +8,8 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
-use custodia_tests::garage::Garage;
-use custodia_tests::postgres::TempPostgres;
 use serde_json::json;
-use support::{As, TestGateway, http_from, on_garage};
+use support::{As, http_from};
 
 /// The trusted reverse proxy in front of both gateways, which names each client's address.
 const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -20,8 +18,7 @@ const RECORDS: u32 = 6;
 const PASSWORD: &str = "clerk1-correct-horse-battery";
 
 struct TwoGateways {
-    postgres: TempPostgres,
-    _garage: Garage,
+    backends: support::SharedBackends,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     processes: (support::GatewayProcess, support::GatewayProcess),
     ports: [u16; 2],
@@ -31,15 +28,8 @@ struct TwoGateways {
 
 impl TwoGateways {
     async fn start() -> Self {
-        let postgres = TempPostgres::start();
-        let garage = Garage::start();
         // A clerk of `case-b` and an artefact of the case, made through a gateway that then goes away.
-        let (session, artefact, key) = {
-            let setup = TestGateway::start_with(|config| {
-                on_garage(&garage, config);
-                config.database_url = Some(postgres.url.clone());
-            })
-            .await;
+        let (backends, (session, artefact)) = support::SharedBackends::start(async |setup| {
             let (clerk, session) = setup.person("clerk1", "IT").await;
             setup.case("case-b").await;
             setup.member("case-b", &clerk, "clerk").await;
@@ -47,15 +37,15 @@ impl TwoGateways {
                 setup.upload("case-b", "purpose=statement", As::Session(&session), b"a statement".to_vec()).await;
             assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
             let artefact = uploaded.json()["artefact"].as_str().unwrap().to_owned();
-            (session, artefact, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
-        };
-        let mut env: Vec<(&str, std::ffi::OsString)> =
-            garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-        env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-        env.push(("CUSTODIA_TRUSTED_PROXIES", PROXY.to_string().into()));
-        env.push(("CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", RECORDS.to_string().into()));
-        let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-        let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+            (session, artefact)
+        })
+        .await;
+        let (proxy, records) = (PROXY.to_string(), RECORDS.to_string());
+        let env =
+            backends.env(&[("CUSTODIA_TRUSTED_PROXIES", &proxy), ("CUSTODIA_CUSTODY_RECORDS_PER_MINUTE", &records)]);
+        let env = support::env_refs(&env);
+        let key = &backends.key;
+        let (dir_a, dir_b) = (support::data_dir_with_key(key), support::data_dir_with_key(key));
         let (process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
         // One device cookie key, made by A, as the keys volume of deploy/compose.yaml shares it: a browser's cookie
         // counts on either gateway.
@@ -66,8 +56,7 @@ impl TwoGateways {
             |port: u16| support::Client { base: format!("http://127.0.0.1:{port}"), cookie: Some(session.clone()) };
         Self {
             clients: [client(port_a), client(port_b)],
-            postgres,
-            _garage: garage,
+            backends,
             _dirs: (dir_a, dir_b),
             processes: (process_a, process_b),
             ports: [port_a, port_b],
@@ -144,7 +133,7 @@ async fn two_gateways_on_one_database_give_a_client_one_budget_not_two() {
         }
     }
     // The buckets are in the one database: the account's records, its password checks, and its sign-ins.
-    let catalog = custodia_catalog::Catalog::connect(&gateways.postgres.url).await.unwrap();
+    let catalog = custodia_catalog::Catalog::connect(&gateways.backends.postgres.url).await.unwrap();
     assert!(catalog.budget_buckets().await.unwrap() >= 2);
 }
 

@@ -10,9 +10,7 @@ mod support;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use custodia_tests::garage::Garage;
-use custodia_tests::postgres::TempPostgres;
-use support::{RawAnswer, TestGateway, http_from, on_garage};
+use support::{RawAnswer, http_from};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -25,8 +23,7 @@ const HOLDING_SECONDS: u64 = 20;
 
 /// Two gateway processes on one PostgreSQL and one bucket, and the session of a clerk of `case-q`.
 struct TwoGateways {
-    _postgres: TempPostgres,
-    _garage: Garage,
+    _backends: support::SharedBackends,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
     processes: (support::GatewayProcess, support::GatewayProcess),
     ports: [u16; 2],
@@ -36,36 +33,29 @@ struct TwoGateways {
 impl TwoGateways {
     /// With `settings` besides the quota, on both.
     async fn start(settings: &[(&'static str, &str)]) -> Self {
-        let postgres = TempPostgres::start();
-        let garage = Garage::start();
-        // The clerk and the case, made through a gateway that then goes away.
-        let (session, key) = {
-            let setup = TestGateway::start_with(|config| {
-                on_garage(&garage, config);
-                config.database_url = Some(postgres.url.clone());
-            })
-            .await;
+        let (backends, session) = support::SharedBackends::start(async |setup| {
             let (clerk, session) = setup.person("clerk1", "IT").await;
             setup.case("case-q").await;
             setup.member("case-q", &clerk, "clerk").await;
-            (session, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
-        };
-        let mut env: Vec<(&str, String)> = garage.gateway_env();
-        env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone()));
-        env.push(("CUSTODIA_ACCOUNT_STORED_BYTES", QUOTA.to_string()));
-        // Refused attempts take from the rate of new uploads too; this test is not about the rate.
-        env.push(("CUSTODIA_UPLOADS_PER_MINUTE", "1000".to_owned()));
-        // An upload held open is not cut off for its silence while the test needs it.
-        env.push(("CUSTODIA_BODY_IDLE_SECONDS", "120".to_owned()));
-        env.extend(settings.iter().map(|(name, value)| (*name, (*value).to_owned())));
-        let env: Vec<(&str, &std::ffi::OsStr)> =
-            env.iter().map(|(name, value)| (*name, std::ffi::OsStr::new(value.as_str()))).collect();
-        let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+            session
+        })
+        .await;
+        let quota = QUOTA.to_string();
+        let mut more = vec![
+            ("CUSTODIA_ACCOUNT_STORED_BYTES", quota.as_str()),
+            // Refused attempts take from the rate of new uploads too; this test is not about the rate.
+            ("CUSTODIA_UPLOADS_PER_MINUTE", "1000"),
+            // An upload held open is not cut off for its silence while the test needs it.
+            ("CUSTODIA_BODY_IDLE_SECONDS", "120"),
+        ];
+        more.extend_from_slice(settings);
+        let env = backends.env(&more);
+        let env = support::env_refs(&env);
+        let (dir_a, dir_b) = (support::data_dir_with_key(&backends.key), support::data_dir_with_key(&backends.key));
         let (process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
         let (process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
         Self {
-            _postgres: postgres,
-            _garage: garage,
+            _backends: backends,
             _dirs: (dir_a, dir_b),
             processes: (process_a, process_b),
             ports: [port_a, port_b],

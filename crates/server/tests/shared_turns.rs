@@ -16,23 +16,16 @@ const DECISIONS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_decisions_sent_to_two_gateways_at_once_only_one_reaches_the_ledger() {
-    let postgres = TempPostgres::start();
-    let garage = Garage::start();
     // A provider's artefact under a policy, and a receiver's request to widen it, made through a gateway that then
     // goes away.
-    let (provider_session, artefact, request, key) = {
-        let setup = TestGateway::start_with(|config| {
-            on_garage(&garage, config);
-            config.database_url = Some(postgres.url.clone());
-        })
-        .await;
+    let (backends, (provider_session, artefact, request)) = support::SharedBackends::start(async |setup| {
         let (provider, provider_session) = setup.person("provider1", "IT").await;
         let (receiver, receiver_session) = setup.person("receiver1", "DE").await;
         setup.case("case-d").await;
         setup.member("case-d", &provider, "prosecutor").await;
         setup.member("case-d", &receiver, "prosecutor").await;
         let policy = support::use_policy("IT: Procura di Roma");
-        let uploaded = support::upload_with_policy(&setup, "case-d", &provider_session, &policy).await;
+        let uploaded = support::upload_with_policy(setup, "case-d", &provider_session, &policy).await;
         assert_eq!(uploaded.status, 201, "{}", String::from_utf8_lossy(&uploaded.body));
         let artefact = uploaded.json()["artefact"].as_str().unwrap().to_owned();
         let asked = setup
@@ -45,13 +38,13 @@ async fn of_decisions_sent_to_two_gateways_at_once_only_one_reaches_the_ledger()
             .await;
         assert_eq!(asked.status, 201, "{}", String::from_utf8_lossy(&asked.body));
         let request = asked.json()["id"].as_str().unwrap().to_owned();
-        (provider_session, artefact, request, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
-    };
-    let mut env: Vec<(&str, std::ffi::OsString)> =
-        garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
-    env.push(("CUSTODIA_DATABASE_URL", postgres.url.clone().into()));
-    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(name, value)| (*name, value.as_os_str())).collect();
-    let (dir_a, dir_b) = (support::data_dir_with_key(&key), support::data_dir_with_key(&key));
+        (provider_session, artefact, request)
+    })
+    .await;
+    let env = backends.env(&[]);
+    let env = support::env_refs(&env);
+    let key = &backends.key;
+    let (dir_a, dir_b) = (support::data_dir_with_key(key), support::data_dir_with_key(key));
     let (_process_a, port_a) = support::spawn_gateway(dir_a.path(), &env);
     let (_process_b, port_b) = support::spawn_gateway(dir_b.path(), &env);
     let clients = [port_a, port_b].map(|port| support::Client {

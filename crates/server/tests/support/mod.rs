@@ -984,6 +984,48 @@ pub fn on_garage(garage: &custodia_tests::garage::Garage, config: &mut ServeConf
     config.s3.secret_access_key = Some(garage.secret.clone());
 }
 
+/// One PostgreSQL and one garage bucket that several gateway processes share, as deployed, and the log's key that
+/// each of them holds.
+pub struct SharedBackends {
+    pub postgres: custodia_tests::postgres::TempPostgres,
+    pub garage: custodia_tests::garage::Garage,
+    /// The log's signing key, for each gateway's data directory ([`data_dir_with_key`]).
+    pub key: Vec<u8>,
+}
+
+impl SharedBackends {
+    /// Starts both, and has `prepare` set them up (accounts, cases, artefacts) through an in-process gateway on
+    /// them, which makes the log's key and then goes away; with what `prepare` returned.
+    pub async fn start<T>(prepare: impl AsyncFnOnce(&TestGateway) -> T) -> (Self, T) {
+        let postgres = custodia_tests::postgres::TempPostgres::start();
+        let garage = custodia_tests::garage::Garage::start();
+        let (prepared, key) = {
+            let setup = TestGateway::start_with(|config| {
+                on_garage(&garage, config);
+                config.database_url = Some(postgres.url.clone());
+            })
+            .await;
+            let prepared = prepare(&setup).await;
+            (prepared, std::fs::read(setup.dir.path().join("keys/gateway.key")).unwrap())
+        };
+        (Self { postgres, garage, key }, prepared)
+    }
+
+    /// The settings of every gateway on them (the bucket's and the database's), then `more`.
+    pub fn env(&self, more: &[(&'static str, &str)]) -> Vec<(&'static str, std::ffi::OsString)> {
+        let mut env: Vec<(&'static str, std::ffi::OsString)> =
+            self.garage.gateway_env().into_iter().map(|(name, value)| (name, value.into())).collect();
+        env.push(("CUSTODIA_DATABASE_URL", self.postgres.url.clone().into()));
+        env.extend(more.iter().map(|(name, value)| (*name, (*value).into())));
+        env
+    }
+}
+
+/// Settings as [`spawn_gateway`] takes them.
+pub fn env_refs<'a>(env: &'a [(&'static str, std::ffi::OsString)]) -> Vec<(&'static str, &'a std::ffi::OsStr)> {
+    env.iter().map(|(name, value)| (*name, value.as_os_str())).collect()
+}
+
 /// A data directory of its own holding the log's signing key `key` (owner-only), as every gateway of one log has.
 #[allow(dead_code)]
 pub fn data_dir_with_key(key: &[u8]) -> tempfile::TempDir {

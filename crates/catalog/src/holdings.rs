@@ -93,32 +93,25 @@ impl Catalog {
     /// `now` (ms) still; false, and nothing changed, if it does not (it expired, or is gone). The caller holds the
     /// account's quota turn, and has found the growth left.
     pub async fn grow_direct_holding(&self, id: &str, bytes: i64, now: i64, until: i64) -> Result<bool> {
-        let shift = shift(self).await;
-        let (now, until) = (now.saturating_add(shift), until.saturating_add(shift));
-        let done = sqlx::query(concat!(
-            "UPDATE direct_holdings SET bytes = $1, expires_at = ",
-            later!("$2"),
-            " WHERE id = $3 AND expires_at > $4"
-        ))
-        .bind(bytes)
-        .bind(until)
-        .bind(id)
-        .bind(now.saturating_add(margin_ms()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        self.extend_direct_holding(id, Some(bytes), now, until).await
     }
 
     /// Makes holding `id` last until `until` (ms), its bytes unchanged, if it lasts [`HOLDING_MARGIN`] past `now`
     /// (ms) still; false, and nothing changed, if it does not. Needs no turn: it counts nothing more.
     pub async fn renew_direct_holding(&self, id: &str, now: i64, until: i64) -> Result<bool> {
+        self.extend_direct_holding(id, None, now, until).await
+    }
+
+    /// A growth (`bytes`) or a renewal (`None`) of holding `id`, if it lasts [`HOLDING_MARGIN`] past `now` still.
+    async fn extend_direct_holding(&self, id: &str, bytes: Option<i64>, now: i64, until: i64) -> Result<bool> {
         let shift = shift(self).await;
         let (now, until) = (now.saturating_add(shift), until.saturating_add(shift));
         let done = sqlx::query(concat!(
-            "UPDATE direct_holdings SET expires_at = ",
-            later!("$1"),
-            " WHERE id = $2 AND expires_at > $3"
+            "UPDATE direct_holdings SET bytes = COALESCE($1, bytes), expires_at = ",
+            later!("$2"),
+            " WHERE id = $3 AND expires_at > $4"
         ))
+        .bind(bytes)
         .bind(until)
         .bind(id)
         .bind(now.saturating_add(margin_ms()))

@@ -72,21 +72,7 @@ impl Problem {
 /// restarted server to come back, short enough that a client resumes soon after.
 pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u64 = 5;
 
-/// An error with every cause after it, `: `-separated, for the operator's log.
-#[derive(Debug)]
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
-    }
-}
+pub use custodia_service::error::Chain;
 
 /// The `Retry-After` of a 429 for too many things at once (uploads under way, WHIP publishers): nobody knows when
 /// one of them ends, so a client is asked to wait a few seconds rather than try again at once.

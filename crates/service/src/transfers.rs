@@ -326,6 +326,9 @@ enum Hitch {
     Partner(#[from] PartnerError),
     #[error("what the partner sent does not check: {0}")]
     Unchecked(String),
+    /// What the partner sent failed a check of its own: `what` was checked, `source` says how it failed.
+    #[error("what the partner sent does not check: {what}")]
+    Disproved { what: &'static str, source: crate::error::BoxError },
     #[error(transparent)]
     Here(#[from] GatewayError),
 }
@@ -947,7 +950,7 @@ impl Transfers {
             Ok(true) => return Some(Duration::ZERO),
             Ok(false) => {}
             Err(hitch) => {
-                tracing::info!(transfer = %id, error = %hitch, "a transfer's step did not go through; trying again");
+                tracing::info!(transfer = %id, error = %crate::error::Chain(&hitch), "a transfer's step did not go through; trying again");
             }
         }
         if let Err(err) = self.time_out(&row).await {
@@ -1129,11 +1132,13 @@ impl Transfers {
         for logged in &progress.evidences {
             let issuer = unverified(logged)?.issuer;
             let key = if issuer == self.partnership.name() { self.partnership.own_key() } else { partner.request_key };
-            let proven = check_logged(logged, &key, &log).map_err(|err| Hitch::Unchecked(err.to_string()))?;
+            let proven = check_logged(logged, &key, &log)
+                .map_err(|err| Hitch::Disproved { what: "an evidence and its proof in the log", source: err.into() })?;
             ladder.push(proven.evidence.clone());
             checked.push((logged, proven.evidence));
         }
-        check_ladder(&ladder).map_err(|err| Hitch::Unchecked(err.to_string()))?;
+        check_ladder(&ladder)
+            .map_err(|err| Hitch::Disproved { what: "the ladder of evidences", source: err.into() })?;
         let own_first = own_ladder.first().map(|(_, signed)| signed.sha256());
         if ladder.first().map(SignedEvidence::sha256) != own_first {
             return Err(Hitch::Unchecked("the ladder does not start with this gateway's submission".into()));

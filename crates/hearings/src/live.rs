@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::media_plane::{MediaPlane, MediaPlanes};
+use crate::people::{DisplayName, HearingContact, LanguageHint};
 use crate::room_messages::{
     ChannelView, Checklist, HearingAsWelcomed, ParticipantView, PlaceName, RoomMessage, RoomState, ShownName, Welcome,
     Withheld, Words, You, YourProtection,
@@ -37,6 +38,7 @@ use crate::room_messages::{
 use crate::texts::{CourtText, CourtTexts};
 use crate::turn::{IceServerJson, IceServers};
 use custodia_service::budget::{Budget, retry_after_seconds};
+use custodia_service::error::{ErrorClass, SERVED_ELSEWHERE};
 use custodia_service::gateway::{Gateway, GatewayError, Registered, new_id};
 use custodia_service::identity::{Channel, Principal};
 
@@ -128,7 +130,11 @@ impl Outbox {
 
 /// Why someone was not let into a hearing's room. Said to them by its stable [`Self::key`] (the room's `problem`),
 /// which their page words in their language; the text is for the operator and the API.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// A failure of the gateway keeps its error, source and class with it: one that may pass
+/// ([`ErrorClass::Retryable`]: the database or the custody log's storage unreachable, the hearing's lease just taken
+/// by another gateway) is [`Self::Unavailable`], which a page tries again; any other is [`Self::Failed`], final.
+#[derive(Debug, thiserror::Error)]
 pub enum EnterRefusal {
     #[error("this invite link or credential is not valid")]
     Invalid,
@@ -146,19 +152,49 @@ pub enum EnterRefusal {
     Expired,
     #[error("the hearing has not opened yet: try again when the court opens it")]
     NotOpen,
-    /// Not known here while another gateway holds hearings whose leases have not run out: the secret may be of one
-    /// of them, which this gateway takes over once its lease lapses (or which the load balancer sends elsewhere).
-    /// Nothing was used up: the same join is tried again shortly.
+    /// Not known here while another gateway holds hearings whose leases have not run out, or while a hearing this
+    /// gateway held is between its lapsed lease and its takeover: the secret may be of one of them, which this
+    /// gateway takes over once its lease lapses (or which the load balancer sends elsewhere). Nothing was used up:
+    /// the same join is tried again shortly.
     #[error("this hearing is served by another gateway just now: try again in a few seconds")]
     ServedElsewhere,
-    /// The first message was not a join, or the gateway failed.
+    /// The gateway could not let them in now, for a reason that may pass (its class is
+    /// [`ErrorClass::Retryable`]): a backend it needs is unavailable, or the hearing's lease was just taken by
+    /// another gateway. Nothing of the hearing changed and nothing was used up: the same join is tried again
+    /// shortly. Made only by [`Self::from_gateway`].
+    #[error(transparent)]
+    Unavailable(GatewayError),
+    /// The gateway failed, or a rule refused the entry, in a way that trying again does not mend. Its text says
+    /// nothing internal ([`ErrorClass::Internal`]); the error, with its causes, is kept for the operator's log.
+    #[error("{}", failed_text(.0))]
+    Failed(#[source] GatewayError),
+    /// The socket's first message was not a join or a rejoin (or never came): why.
     #[error("{0}")]
-    Failed(String),
+    NotAJoin(String),
+}
+
+/// What a [`EnterRefusal::Failed`] says: the error itself when it is the request's, nothing internal otherwise.
+fn failed_text(err: &GatewayError) -> String {
+    match err.class() {
+        ErrorClass::Internal => "the gateway could not let you in; try again, or contact the court".to_owned(),
+        ErrorClass::Refused | ErrorClass::Retryable => err.to_string(),
+    }
 }
 
 impl EnterRefusal {
-    /// The stable key a page translates (`enter.<key>` in web/static/i18n).
-    pub const fn key(&self) -> &'static str {
+    /// The refusal for `err`, a failure of the gateway while letting someone in, by its class: one that may pass is
+    /// [`Self::Unavailable`], a budget is [`Self::TooManyAttempts`], anything else [`Self::Failed`].
+    pub fn from_gateway(err: GatewayError) -> Self {
+        match err {
+            GatewayError::TooManyAttempts { retry_after_seconds, .. } => Self::TooManyAttempts { retry_after_seconds },
+            err if err.is_retryable() => Self::Unavailable(err),
+            err => Self::Failed(err),
+        }
+    }
+
+    /// The stable key a page translates (`enter.<key>` in web/static/i18n). `served_elsewhere` and `unavailable`
+    /// say that nothing was used up and the same join is to be tried again ([`Self::is_retryable`]).
+    pub fn key(&self) -> &'static str {
         match self {
             Self::Invalid => "invalid",
             Self::TooManyAttempts { .. } => "too_many_attempts",
@@ -169,8 +205,24 @@ impl EnterRefusal {
             Self::Expired => "expired",
             Self::NotOpen => "not_open",
             Self::ServedElsewhere => "served_elsewhere",
-            Self::Failed(_) => "other",
+            // The hearing's lease was taken by another gateway while this one let someone in.
+            Self::Unavailable(GatewayError::Unavailable { what, .. }) if *what == SERVED_ELSEWHERE => {
+                "served_elsewhere"
+            }
+            Self::Unavailable(_) => "unavailable",
+            Self::Failed(_) | Self::NotAJoin(_) => "other",
         }
+    }
+
+    /// Whether the same join, tried again shortly, may let them in: nothing was used up.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::ServedElsewhere | Self::Unavailable(_))
+    }
+}
+
+impl From<RoomError> for EnterRefusal {
+    fn from(err: RoomError) -> Self {
+        Self::from_gateway(err.into())
     }
 }
 
@@ -230,8 +282,9 @@ pub struct Hearings {
     unrestorable: Mutex<BTreeSet<String>>,
     /// The duty of hosting the hearings ([`custodia_catalog::Duty::HEARINGS`]).
     hosting: custodia_catalog::DutyHolder,
-    /// Whether another gateway held a hearing's lease at the last look ([`Self::look_elsewhere`]): a secret not
-    /// known here may be of one of its hearings ([`EnterRefusal::ServedElsewhere`]).
+    /// Whether another gateway held a hearing's lease at the last look ([`Self::look_elsewhere`]), or this gateway
+    /// has stopped a hearing since ([`Self::lose`]): a secret not known here may be of one of those hearings
+    /// ([`EnterRefusal::ServedElsewhere`]).
     others_hold: std::sync::atomic::AtomicBool,
 }
 
@@ -481,108 +534,6 @@ pub struct InviteRequest {
     pub expires_in_seconds: i64,
     #[serde(default)]
     pub admit_on_join: bool,
-}
-
-/// A participant's name as the clerk wrote it on their invite, shown in the room and in the console so that two
-/// witnesses do not look the same. It stays with the hearing's private state (the journal) and never reaches the
-/// hearing's records, the public log or the minutes; `Debug` withholds it, so no log line carries it.
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct DisplayName(String);
-
-impl DisplayName {
-    /// The longest name taken, in characters.
-    pub const MAX_CHARS: usize = 80;
-
-    /// A name of 1 to [`Self::MAX_CHARS`] characters (trimmed), without control characters or the invisible format
-    /// characters that make a name read as another ([`custodia_service::gateway::disguising_character`]).
-    pub fn new(text: &str) -> Result<Self, GatewayError> {
-        private_text("display_name", "a display name", text, Self::MAX_CHARS).map(Self)
-    }
-}
-
-/// A line of 1 to `max_chars` characters (trimmed) that a person typed and others are shown, without control
-/// characters or the invisible format characters that make one text read as another
-/// ([`custodia_service::gateway::disguising_character`]).
-fn private_text(field: &'static str, what: &str, text: &str, max_chars: usize) -> Result<String, GatewayError> {
-    let text = text.trim();
-    let reason = if text.is_empty() || text.chars().count() > max_chars {
-        Some(format!("{what} has 1 to {max_chars} characters"))
-    } else if text.chars().any(char::is_control) || custodia_service::gateway::disguising_character(text).is_some() {
-        Some(format!("{what} may not hold control characters or invisible format characters"))
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(GatewayError::BadInput { field, reason }),
-        None => Ok(text.to_owned()),
-    }
-}
-
-/// Whom a hearing's participants call or write to if their link fails, as the clerk gave it when scheduling (the
-/// court registry's phone number or e-mail address). Shown to the hearing's participants on their page and to the
-/// court; kept in the hearing's private journal; never in a record, the minutes, the public log or a log line
-/// (`Debug` withholds it).
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct HearingContact(String);
-
-impl HearingContact {
-    /// The longest contact taken, in characters.
-    pub const MAX_CHARS: usize = 200;
-
-    pub fn new(text: &str) -> Result<Self, GatewayError> {
-        private_text("contact", "a contact", text, Self::MAX_CHARS).map(Self)
-    }
-}
-
-impl<'de> Deserialize<'de> for HearingContact {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::fmt::Debug for HearingContact {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HearingContact(withheld)")
-    }
-}
-
-/// A two-letter language code (ISO 639-1, lowercase) put in an invite link; the page falls back to the person's
-/// browser for a language it does not have.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct LanguageHint(String);
-
-impl LanguageHint {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for LanguageHint {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let code = String::deserialize(deserializer)?;
-        if code.len() == 2 && code.bytes().all(|b| b.is_ascii_lowercase()) {
-            Ok(Self(code))
-        } else {
-            Err(serde::de::Error::custom("a language is a two-letter ISO 639-1 code, such as \"ar\""))
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for DisplayName {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Self::new(&text).map_err(serde::de::Error::custom)
-    }
-}
-
-impl std::fmt::Debug for DisplayName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DisplayName(withheld)")
-    }
 }
 
 fn a_day() -> i64 {
@@ -874,7 +825,7 @@ impl Hearings {
         let live = self.hearing(court, machine, fence, lease_until(now));
         {
             let mut state = live.state.lock().await;
-            live.carry_out(&mut state, effects, None).await?;
+            live.carry_out(&mut state, effects, None).await.map_err(|not| not.error)?;
             let court = caller.account_id().to_owned();
             let contact = request.contact;
             live.journal(&mut state, &JournalEntry::Scheduled { at, schedule, court, contact: contact.clone() })
@@ -1019,6 +970,10 @@ impl Hearings {
             }
         }
         self.secrets.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, hearing| *hearing != live.id);
+        // Its participants' secrets are unknown here now, yet still good: until a look finds no hearing held
+        // elsewhere (after this gateway's next takeover, should the hearing come back here), such a secret is
+        // answered "served elsewhere", which a page tries again, not "invalid", which ends its tries.
+        self.others_hold.store(true, Ordering::Release);
         tracing::warn!(hearing = %live.id, epoch = live.fence.epoch, why, "hearing lost its lease: stopped here");
         live.stop_here().await;
     }
@@ -1295,7 +1250,7 @@ impl Hearings {
         let link = match (invite.role.is_court(), &request.language) {
             (true, _) => format!("/?room#{secret}"),
             (false, None) => format!("/join#{secret}"),
-            (false, Some(LanguageHint(code))) => format!("/join#lang={code}&invite={secret}"),
+            (false, Some(language)) => format!("/join#lang={}&invite={secret}", language.as_str()),
         };
         Ok(IssuedInvite { invite: invite.id, role: invite.role, expires_at, secret, link })
     }
@@ -1402,7 +1357,6 @@ impl Hearings {
         outbox: Option<Outbox>,
     ) -> Result<Entered, EnterRefusal> {
         const INVALID: EnterRefusal = EnterRefusal::Invalid;
-        let failed = |e: &dyn std::fmt::Display| EnterRefusal::Failed(e.to_string());
         let digest = *digest;
         let mut state = live.state.lock().await;
         let mut held = HeldTexts::new();
@@ -1411,15 +1365,15 @@ impl Hearings {
                 if state.machine.place_of(&participant).is_some_and(|place| place != Place::Away) {
                     // The old connection has not been noticed as lost yet: it is now.
                     let lost = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
-                    live.apply(&mut state, lost).await.map_err(|e| failed(&e))?;
+                    live.apply(&mut state, lost).await?;
                 }
                 let back = Event::Reconnect { participant: participant.clone() };
                 // The words still awaiting their step come back with the reconnection: shown after the welcome.
-                held = live.apply_holding_texts(&mut state, back, Some(&participant)).await.map_err(|e| failed(&e))?;
+                held = live.apply_holding_texts(&mut state, back, Some(&participant)).await?;
                 (participant, secret.to_owned())
             }
             Entry::New(invite) => {
-                let participant = ParticipantId::new(new_id("p")).map_err(|e| failed(&e))?;
+                let participant = id(ParticipantId::new(new_id("p"))).map_err(EnterRefusal::from_gateway)?;
                 let slot = state.next_slot;
                 live.room.add_member(participant.as_str(), slot);
                 state
@@ -1429,11 +1383,11 @@ impl Hearings {
                 if let Err(e) = live.apply(&mut state, joined).await {
                     state.people.remove(&participant);
                     live.room.remove_member(participant.as_str()).await;
-                    return Err(failed(&e));
+                    return Err(e.into());
                 }
                 state.next_slot += 1;
                 let member = JournalEntry::Member { participant: participant.clone(), slot };
-                live.journal(&mut state, &member).await.map_err(|e| failed(&e))?;
+                live.journal(&mut state, &member).await.map_err(EnterRefusal::from_gateway)?;
                 let credential = random_secret();
                 let mut credentials = vec![Sha256::of(credential.as_bytes())];
                 if outbox.is_none() {
@@ -1441,7 +1395,7 @@ impl Hearings {
                 }
                 for digest in credentials {
                     let entry = JournalEntry::Credential { digest, participant: participant.clone() };
-                    live.journal(&mut state, &entry).await.map_err(|e| failed(&e))?;
+                    live.journal(&mut state, &entry).await.map_err(EnterRefusal::from_gateway)?;
                     state.credentials.insert(digest, participant.clone());
                     self.remember_secret(digest, &live.id);
                 }
@@ -1587,6 +1541,13 @@ fn step_refusal(
         action,
     };
     Some((step, detail))
+}
+
+/// A step's effects not all carried out ([`LiveHearing::carry_out`]): why, and whether any was (a record appended
+/// is durable, so the step happened at least in part).
+struct NotCarriedOut {
+    error: GatewayError,
+    anything_done: bool,
 }
 
 /// Console steps on a hearing other than scheduling and inviting.
@@ -1840,6 +1801,7 @@ impl LiveHearing {
         entering: Option<&ParticipantId>,
     ) -> Result<HeldTexts, RoomError> {
         let at = self.gateway.now();
+        let before = state.machine.clone();
         let effects = match state.machine.handle(at, event.clone()) {
             Ok(effects) => effects,
             Err(refusal) => {
@@ -1849,7 +1811,17 @@ impl LiveHearing {
                 return Err(refusal.into());
             }
         };
-        let held = self.carry_out(state, effects, entering).await?;
+        let held = match self.carry_out(state, effects, entering).await {
+            Ok(held) => held,
+            Err(NotCarriedOut { error, anything_done: false }) => {
+                // Not even the step's first record was appended: nothing it describes happened, so the hearing is
+                // as it was, and the same step may be taken again (a join or a rejoin tried again once the
+                // database is back, rather than an invite used up by a join that never was).
+                state.machine = before;
+                return Err(error.into());
+            }
+            Err(NotCarriedOut { error, .. }) => return Err(error.into()),
+        };
         self.journal(state, &JournalEntry::Event { at, event }).await?;
         self.broadcast(state);
         Ok(held)
@@ -1911,18 +1883,22 @@ impl LiveHearing {
         Ok(held)
     }
 
-    /// Carries out effects in their order. The texts to show to `entering`, if any, are returned instead.
+    /// Carries out effects in their order, custody records first: a record that cannot be appended stops the step
+    /// there. The texts to show to `entering`, if any, are returned instead.
     async fn carry_out(
         &self,
         state: &mut HearingState,
         effects: Vec<Effect>,
         entering: Option<&ParticipantId>,
-    ) -> Result<HeldTexts, GatewayError> {
+    ) -> Result<HeldTexts, NotCarriedOut> {
         let mut held = HeldTexts::new();
-        for effect in effects {
+        for (done, effect) in effects.into_iter().enumerate() {
             match effect {
                 Effect::Record(record) => {
-                    self.gateway.record_hearing(&self.case, &self.id, &record).await?;
+                    self.gateway
+                        .record_hearing(&self.case, &self.id, &record)
+                        .await
+                        .map_err(|error| NotCarriedOut { error, anything_done: done > 0 })?;
                 }
                 Effect::RecorderUnsubscribe(participant) => self.room.set_recorded(participant.as_str(), false),
                 Effect::RecorderSubscribe(participant) => self.room.set_recorded(participant.as_str(), true),
@@ -2586,5 +2562,55 @@ impl SegmentSealer for SealIntoHearing {
         }
         let participant = self.participant.as_ref().ok_or("not a participant id")?;
         hearing.seal(participant, self.run, segment).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    /// A failure while letting someone in keeps its error, and is said by its class: one that may pass is a refusal
+    /// the page tries again (`served_elsewhere` for a lease another gateway took, `unavailable` for a backend),
+    /// anything else is final and says nothing internal.
+    #[test]
+    fn a_refused_entry_keeps_its_error_and_says_whether_to_try_again() {
+        let database = GatewayError::Unavailable { what: "the database", source: "connection refused".into() };
+        let refusal = EnterRefusal::from_gateway(database);
+        assert_eq!((refusal.key(), refusal.is_retryable()), ("unavailable", true));
+        assert!(matches!(&refusal, EnterRefusal::Unavailable(e) if e.is_retryable()), "{refusal:?}");
+        assert_eq!(refusal.to_string(), "the database is unavailable now; try again shortly");
+        assert_eq!(refusal.source().map(ToString::to_string).as_deref(), Some("connection refused"));
+
+        let taken = custodia_catalog::CatalogError::LeaseLost { hearing_id: "h-1".into(), epoch: 1 };
+        let refusal = EnterRefusal::from(RoomError::Gateway(taken.into()));
+        assert_eq!((refusal.key(), refusal.is_retryable()), ("served_elsewhere", true));
+        assert!(refusal.source().is_some_and(|cause| cause.to_string().contains("epoch 1")), "{refusal:?}");
+
+        let broken = GatewayError::internal("journal", std::io::Error::other("disk on fire"));
+        let refusal = EnterRefusal::from_gateway(broken);
+        assert_eq!((refusal.key(), refusal.is_retryable()), ("other", false));
+        assert!(!refusal.to_string().contains("journal") && !refusal.to_string().contains("fire"), "{refusal}");
+        let cause = refusal.source().expect("the internal error is kept");
+        assert_eq!(cause.source().map(ToString::to_string).as_deref(), Some("disk on fire"));
+
+        let conflict = EnterRefusal::from_gateway(GatewayError::Conflict("the hearing is full".into()));
+        assert_eq!((conflict.key(), conflict.is_retryable()), ("other", false));
+        assert_eq!(conflict.to_string(), "the hearing is full");
+
+        let budget = GatewayError::TooManyAttempts { what: "refused hearing steps", retry_after_seconds: 7 };
+        let refusal = EnterRefusal::from_gateway(budget);
+        assert!(matches!(refusal, EnterRefusal::TooManyAttempts { retry_after_seconds: 7 }), "{refusal:?}");
+        assert!(!refusal.is_retryable());
+
+        for (refusal, key) in [
+            (EnterRefusal::ServedElsewhere, "served_elsewhere"),
+            (EnterRefusal::Used, "used"),
+            (EnterRefusal::NotAJoin("no join message".into()), "other"),
+        ] {
+            assert_eq!(refusal.key(), key);
+            assert_eq!(refusal.is_retryable(), key == "served_elsewhere");
+        }
     }
 }

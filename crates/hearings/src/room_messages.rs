@@ -4,7 +4,7 @@
 //!
 //! The room's state carries display names and pseudonyms, and the welcome a credential and the court's contact.
 //! None of them reaches a log line: `Debug` withholds each ([`Withheld`], [`ShownName`], and the private types of
-//! [`crate::live`]).
+//! [`crate::people`]).
 
 use std::fmt;
 
@@ -17,7 +17,7 @@ use custodia_hearing::{
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::live::{DisplayName, HearingContact, LanguageHint};
+use crate::people::{DisplayName, HearingContact, LanguageHint};
 use crate::turn::IceServerJson;
 
 /// A message to one participant's page.
@@ -233,13 +233,30 @@ pub struct Checklist {
     pub interpreters: Vec<InterpreterSworn>,
 }
 
-#[derive(Debug, Serialize)]
+/// An identity check as the court's checklist lists it. The site the officer gave can place a protected witness,
+/// and a document described in words can say more than its kind: `Debug` withholds both.
+#[derive(Serialize)]
 pub struct IdentityChecked {
     pub person: ParticipantId,
     pub document: DocumentType,
     /// The site the officer gave.
     pub site: Label,
     pub at: Timestamp,
+}
+
+impl fmt::Debug for IdentityChecked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let document: &dyn fmt::Debug = match &self.document {
+            DocumentType::Other(_) => &"Other(withheld)",
+            named => named,
+        };
+        f.debug_struct("IdentityChecked")
+            .field("person", &self.person)
+            .field("document", document)
+            .field("site", &Withheld(()))
+            .field("at", &self.at)
+            .finish()
+    }
 }
 
 impl From<&IdentityCheck> for IdentityChecked {
@@ -482,8 +499,35 @@ mod tests {
             contact: Some(HearingContact::new("Registry, +39 095 555 0101").unwrap()),
             text_languages: vec!["en".into()],
         }));
-        let shown = format!("{state:?} {welcome:?}");
-        for private in ["Amina", "Witness A", "Witness B", "c0ffee", "+39"] {
+        let at: Timestamp = "2027-03-03T09:00:00Z".parse().unwrap();
+        let check = |document| IdentityCheck {
+            at,
+            person: participant("p-1"),
+            officer: participant("p-3"),
+            document,
+            site: label("Questura di Catania, via Manzoni 12"),
+            detail_sha256: Sha256::of(b"detail"),
+        };
+        let checklist = RoomMessage::State(Box::new(RoomState {
+            phase: Phase::InSession,
+            recording: false,
+            channels: Vec::new(),
+            you: None,
+            participants: Vec::new(),
+            checklist: Some(Checklist {
+                identity_checks: vec![
+                    IdentityChecked::from(&check(DocumentType::Passport)),
+                    IdentityChecked::from(&check(DocumentType::Other(label("refugee card of the Catania office")))),
+                ],
+                texts_presented: Vec::new(),
+                rights_notices: Vec::new(),
+                oaths: Vec::new(),
+                interpreters: Vec::new(),
+            }),
+        }));
+        let shown = format!("{state:?} {welcome:?} {checklist:?}");
+        assert!(shown.contains("Passport") && shown.contains("Other(withheld)"), "{shown}");
+        for private in ["Amina", "Witness A", "Witness B", "c0ffee", "+39", "Questura", "Manzoni", "refugee"] {
             assert!(!shown.contains(private), "{private} in {shown}");
         }
         assert!(shown.contains("p-1") && shown.contains("Aula 3"), "{shown}");

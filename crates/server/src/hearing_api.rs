@@ -21,11 +21,13 @@ use crate::extract::{Path, Query};
 use crate::problem::Problem;
 use crate::state::AppState;
 use custodia_hearings::live::{
-    ConsoleStep, EnterRefusal, Entered, HearingView, InviteRequest, LanguageHint, MaskedCopyView, Outbox, RoomError,
-    RoomStep, ScheduleRequest, SeenAs, WhipCaps, WhipRefusal,
+    ConsoleStep, EnterRefusal, Entered, HearingView, InviteRequest, MaskedCopyView, Outbox, RoomError, RoomStep,
+    ScheduleRequest, SeenAs, WhipCaps, WhipRefusal,
 };
+use custodia_hearings::people::LanguageHint;
 use custodia_hearings::room_messages::{RoomMessage, Withheld};
 use custodia_hearings::turn::IceServerJson;
+use custodia_service::error::ErrorClass;
 use custodia_service::gateway::{GatewayError, bad_input};
 
 /// The largest room message taken, and the largest frame: an SDP offer with every candidate is a few kilobytes.
@@ -268,6 +270,7 @@ async fn room(
                     "Too many waiting sockets",
                     "too many room sockets have not joined yet; try again in a moment",
                 )
+                .with_retry_after(crate::problem::UNAVAILABLE_RETRY_AFTER_SECONDS)
                 .into_response();
             };
             upgrade
@@ -449,8 +452,8 @@ async fn run_room(
             page_language = language;
             state.hearings.enter(&secret, Some(outbox.clone()), peer).await
         }
-        Ok(Err(e)) => Err(EnterRefusal::Failed(format!("the first message must be join or rejoin: {e}"))),
-        Err(why) => Err(EnterRefusal::Failed(why.to_owned())),
+        Ok(Err(e)) => Err(EnterRefusal::NotAJoin(format!("the first message must be join or rejoin: {e}"))),
+        Err(why) => Err(EnterRefusal::NotAJoin(why.to_owned())),
     };
     drop(unjoined);
     let Entered { hearing, participant, connection: room_connection } = match entered {
@@ -463,6 +466,7 @@ async fn run_room(
             entered
         }
         Err(reason) => {
+            log_not_let_in(&reason);
             let _ = outbox.send(RoomMessage::NotLetIn { problem: reason.key(), reason: reason.to_string() });
             drop(outbox);
             let _ = tokio::time::timeout(SEND_TIMEOUT, writer).await;
@@ -628,18 +632,37 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Problem> {
 /// expiry (15 s) at most.
 const SERVED_ELSEWHERE_RETRY_AFTER_SECONDS: u64 = 5;
 
+/// Logs the gateway's own failure behind a refused entry, with its causes (the person is told only its key and
+/// its text, which says nothing internal): a backend unavailable as a warning, since the page tries again; any other
+/// failure as an error.
+fn log_not_let_in(refusal: &EnterRefusal) {
+    match refusal {
+        EnterRefusal::Unavailable(e) => {
+            tracing::warn!(error = %crate::problem::Chain(e), "not let into a hearing room for now; the page tries again");
+        }
+        EnterRefusal::Failed(e) if e.class() == ErrorClass::Internal => {
+            tracing::error!(error = %crate::problem::Chain(e), "not let into a hearing room: the gateway failed");
+        }
+        _ => {}
+    }
+}
+
 /// A WHIP publisher not let in: past the budgets of attempts to enter, 429 `too-many` with `Retry-After`, like every
-/// other budget; otherwise 403 `room-refused`, the detail saying why.
+/// other budget; while its hearing moves to another gateway or a backend is unavailable, 503 `unavailable` with
+/// `Retry-After`, after which it tries again, as after any 503; a failure inside the gateway, 500 `internal`, which
+/// says nothing of it; otherwise 403 `room-refused`, the detail saying why.
 fn not_in_room(refusal: EnterRefusal) -> Problem {
     match refusal {
         EnterRefusal::TooManyAttempts { retry_after_seconds } => {
             GatewayError::TooManyAttempts { what: "attempts to enter", retry_after_seconds }.into()
         }
-        // The hearing is moving to another gateway: a publisher tries again, as after any 503.
         EnterRefusal::ServedElsewhere => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable", refusal.to_string())
                 .with_retry_after(SERVED_ELSEWHERE_RETRY_AFTER_SECONDS)
         }
+        // Logged, with its causes, as every unavailable backend and every internal failure is (crate::problem).
+        EnterRefusal::Unavailable(e) => e.into(),
+        EnterRefusal::Failed(e) if e.class() == ErrorClass::Internal => e.into(),
         refusal => Problem::new(StatusCode::FORBIDDEN, "room-refused", "Not let into the hearing", refusal.to_string()),
     }
 }
@@ -695,11 +718,12 @@ async fn whip_publish(
     crate::whip::created(&state, &format!("/api/v1/room/whip/{participant}"), connected.answer)
 }
 
-/// An offer the media engine did not take: busy (503), or not an offer it can answer (400).
+/// An offer the media engine did not take: busy (503, with `Retry-After`), or not an offer it can answer (400).
 fn engine_refused(e: custodia_recorder::EngineError) -> Problem {
     match e {
         custodia_recorder::EngineError::Busy(_) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Media server busy", e.to_string())
+                .with_retry_after(crate::problem::UNAVAILABLE_RETRY_AFTER_SECONDS)
         }
         e => bad_input("offer", e).into(),
     }

@@ -14,6 +14,25 @@ const RETRY_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 // again every few seconds for about a minute, then says so and stops.
 const ELSEWHERE_DELAY_MS = 5000;
 const ELSEWHERE_TRIES = 12;
+// A backend the gateway needs is unavailable (its database restarting, say): the page tries again, less and less
+// often, for about five minutes, then says so and stops.
+const UNAVAILABLE_DELAYS_MS = [1000, 2000, 4000, 8000, 15000];
+const UNAVAILABLE_TRIES = 24;
+
+/**
+ * Refusals of a join or rejoin that used nothing up (docs/hearing-room.md): the same join is tried again after a
+ * while, at most so many times in a row.
+ */
+const RETRIED_REFUSALS = new Map([
+  ['served_elsewhere', { tries: ELSEWHERE_TRIES, delay: () => ELSEWHERE_DELAY_MS }],
+  [
+    'unavailable',
+    {
+      tries: UNAVAILABLE_TRIES,
+      delay: (tried) => UNAVAILABLE_DELAYS_MS[Math.min(tried, UNAVAILABLE_DELAYS_MS.length - 1)],
+    },
+  ],
+]);
 /** The socket is pinged this often; the gateway answers `pong`. */
 const PING_EVERY_MS = 5000;
 /** A socket that has brought nothing (not even a pong) for this long is dead. */
@@ -66,9 +85,11 @@ export class Room {
     /** Tries of a first join whose socket never opened ([`connect`]). */
     this.firstTries = 0;
     this.retryTimer = null;
-    this.servedElsewhere = false;
-    /** Joins told that the hearing is served elsewhere, in a row. */
-    this.elsewhereTries = 0;
+    /** How long to wait, once the server closes the socket, before the same join is tried again (a refusal that
+     * used nothing up, RETRIED_REFUSALS); null: not to try it again that way. */
+    this.retryAfterClose = null;
+    /** Joins refused that way, in a row. */
+    this.refusedTries = 0;
     this.dataSaver = false;
     this.language = null;
     this.keepalive = null;
@@ -187,10 +208,10 @@ export class Room {
     });
     socket.addEventListener('close', () => {
       if (socket !== this.socket || this.finished) return;
-      if (this.servedElsewhere) {
-        this.servedElsewhere = false;
+      if (this.retryAfterClose !== null) {
+        const delay = this.retryAfterClose;
+        this.retryAfterClose = null;
         clearInterval(this.keepalive);
-        const delay = ELSEWHERE_DELAY_MS;
         this.handlers.onConnection?.('reconnecting');
         const again = this.credential ? { type: 'rejoin', credential: this.credential, ...this.languageField() } : first;
         this.retryTimer = setTimeout(() => this.connect(again), delay);
@@ -231,7 +252,7 @@ export class Room {
         break;
       case 'welcome':
         this.attempt = 0;
-        this.elsewhereTries = 0;
+        this.refusedTries = 0;
         this.welcome = message;
         this.credential = message.credential;
         this.handlers.onConnection?.('connected');
@@ -262,11 +283,12 @@ export class Room {
       case 'refused':
         if (message.action) {
           this.handlers.onRefused?.(message);
-        } else if (message.problem === 'served_elsewhere' && this.elsewhereTries < ELSEWHERE_TRIES) {
-          // The hearing is moving to another gateway (the one that held it stopped): nothing was used up, and the
-          // same join or rejoin is tried again when the server closes this socket.
-          this.elsewhereTries += 1;
-          this.servedElsewhere = true;
+        } else if (this.refusedTries < (RETRIED_REFUSALS.get(message.problem)?.tries ?? 0)) {
+          // The hearing is moving to another gateway (the one that held it stopped), or a backend the gateway
+          // needs is unavailable for now: nothing was used up, and the same join or rejoin is tried again when the
+          // server closes this socket.
+          this.retryAfterClose = RETRIED_REFUSALS.get(message.problem).delay(this.refusedTries);
+          this.refusedTries += 1;
         } else {
           // The join or rejoin itself was refused; the server closes the socket.
           this.finish('closed');

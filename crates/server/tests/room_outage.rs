@@ -1,0 +1,149 @@
+//! A hearing room while the database is down: the real `custodia serve` process on PostgreSQL and garage, whose
+//! PostgreSQL is stopped in the middle of a hearing and started again. Entering the room then fails for a reason
+//! that passes, and is said so: a join, a rejoin and a WHIP publish are refused retryably (the room's `unavailable`,
+//! or `served_elsewhere` once the hearing's lease has lapsed unrenewed; WHIP's 503 with `Retry-After`), never with a
+//! final refusal, and nothing is used up: once the database is back, the same join, rejoin and publish let them in,
+//! as a page (web/src/lib/room.js) or a WHIP publisher trying again would.
+
+mod support;
+
+use serde_json::{Value, json};
+
+/// Whether a refused entry is one a page tries again: nothing was used up.
+fn retryable(answer: &Value) -> bool {
+    answer["type"] == "refused" && matches!(answer["problem"].as_str(), Some("unavailable" | "served_elsewhere"))
+}
+
+/// Says `hello` at `room` until it is welcomed, as a page does, each answer meanwhile a retryable refusal; with a
+/// generous bound (the gateway's database pool and its hearing's takeover take seconds).
+async fn let_in_once_back(room: &str, hello: &Value, who: &str) -> (Value, support::RoomSocket) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (answer, socket) = support::room_enter(room, hello.clone()).await;
+        if answer["type"] == "welcome" {
+            return (answer, socket);
+        }
+        assert!(retryable(&answer), "{who}, once the database was back, was refused for good: {answer}");
+        assert!(std::time::Instant::now() < deadline, "{who} was never let in again: {answer}");
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// aiortc's offer with an audio and a video track to send (as whip_gateway.rs makes it), or `None`, saying so,
+/// when aiortc is not installed.
+fn aiortc_offer() -> Option<String> {
+    const OFFER: &str = r#"
+import asyncio
+from aiortc import RTCPeerConnection
+
+async def main():
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    print(pc.localDescription.sdp)
+    await pc.close()
+
+asyncio.run(main())
+"#;
+    if !support::installed("python3", &["-c", "import aiortc"]) {
+        eprintln!("SKIPPED (the WHIP part): aiortc is not installed (scripts/setup-system.sh test)");
+        return None;
+    }
+    let made = std::process::Command::new("python3").args(["-c", OFFER]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    Some(String::from_utf8(made.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n"))
+}
+
+async fn publish(port: u16, secret: &str, offer: &str) -> support::RawAnswer {
+    let bearer = format!("Bearer {secret}");
+    let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/sdp")];
+    support::http_from(std::net::Ipv4Addr::LOCALHOST, port, "POST", "/api/v1/room/whip", &headers, offer.as_bytes())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_is_down_entering_the_room_is_refused_retryably_and_works_once_it_is_back() {
+    let (backends, session) = support::SharedBackends::start(async |setup| {
+        let (clerk, session) = setup.person("clerk1", "IT").await;
+        setup.case("case-o").await;
+        setup.member("case-o", &clerk, "clerk").await;
+        session
+    })
+    .await;
+    let env = backends.env(&[]);
+    let dir = support::data_dir_with_key(&backends.key);
+    let (_gateway, port) = support::spawn_gateway(dir.path(), &support::env_refs(&env));
+    let clerk = support::Client { base: format!("http://127.0.0.1:{port}"), cookie: Some(session) };
+    // The setup gateway's duty to host the hearings lapses unrenewed; then this one takes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while clerk.send("GET", "/readyz/hearings", "text/plain", b"").0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "the gateway never hosted the hearings");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
+    let (status, hearing) = clerk.json("POST", "/api/v1/cases/case-o/hearings", schedule);
+    assert_eq!(status, 201, "{hearing}");
+    let uri = format!("/api/v1/cases/case-o/hearings/{}", hearing["id"].as_str().unwrap());
+    let mut secrets = Vec::new();
+    for role in ["witness", "witness", "remote_site_officer"] {
+        let (status, invite) = clerk.json("POST", &format!("{uri}/invites"), json!({ "role": role }));
+        assert_eq!(status, 201, "{invite}");
+        secrets.push(invite["secret"].as_str().unwrap().to_owned());
+    }
+    let (status, opened) = clerk.json("POST", &format!("{uri}/open"), json!({}));
+    assert_eq!(status, 200, "{opened}");
+    let room = format!("ws://127.0.0.1:{port}/api/v1/room");
+
+    // The first witness is in, and stays connected.
+    let (welcome, _first_socket) = support::room_enter(&room, json!({"type": "join", "invite": secrets[0]})).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let rejoin = json!({"type": "rejoin", "credential": welcome["credential"]});
+    let join = json!({"type": "join", "invite": secrets[1]});
+    let offer = aiortc_offer();
+
+    backends.postgres.stop();
+    // A new witness's join: the step's record cannot be appended, so nothing of it happened. Told to try again,
+    // by the key a page retries, not "other", after which the page stopped for good.
+    let (refused, _socket) = support::room_enter(&room, join.clone()).await;
+    assert_eq!(refused["type"], "refused", "{refused}");
+    assert_eq!(refused["problem"], "unavailable", "{refused}");
+    assert!(refused["reason"].as_str().unwrap().contains("try again"), "{refused}");
+    // The first witness coming back on a new connection (a reloaded page), and a WHIP publisher: the same, unless
+    // the hearing's lease has lapsed unrenewed meanwhile and the hearing stopped here, which is retryable too.
+    let (refused, _socket) = support::room_enter(&room, rejoin.clone()).await;
+    assert!(retryable(&refused), "a rejoin while the database is down: {refused}");
+    if let Some(offer) = &offer {
+        let refused = publish(port, &secrets[2], offer).await;
+        assert_eq!(refused.status, 503, "a WHIP publish while the database is down: {}", refused.text());
+        assert!(refused.header("retry-after").is_some(), "{}", refused.text());
+    }
+
+    backends.postgres.restart();
+    // The same join, rejoin and publish let them in: no invite was used up by the refused attempts.
+    let (welcome, _second) = let_in_once_back(&room, &join, "the second witness").await;
+    assert_eq!(welcome["role"], "witness", "{welcome}");
+    let (welcome, _first_again) = let_in_once_back(&room, &rejoin, "the first witness, rejoining").await;
+    assert_eq!(welcome["role"], "witness", "{welcome}");
+    if let Some(offer) = &offer {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let answer = publish(port, &secrets[2], offer).await;
+            if answer.status == 201 {
+                break;
+            }
+            assert_eq!(answer.status, 503, "a WHIP publish once the database was back: {}", answer.text());
+            assert!(answer.header("retry-after").is_some(), "{}", answer.text());
+            assert!(std::time::Instant::now() < deadline, "the WHIP publisher was never let in again");
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+    // One participant per invite that was let in, none for the refused attempts.
+    let (status, view) = clerk.json("GET", &uri, Value::Null);
+    assert_eq!(status, 200, "{view}");
+    let participants = view["participants"].as_array().unwrap();
+    assert_eq!(participants.len(), 2 + usize::from(offer.is_some()), "{view}");
+    let used = view["invites"].as_array().unwrap().iter().filter(|invite| invite["state"] == "used").count();
+    assert_eq!(used, participants.len(), "{view}");
+}

@@ -150,7 +150,7 @@ pub struct LobbyOnly {
     pub removed_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityCheck {
     pub at: Timestamp,
     pub person: ParticipantId,
@@ -159,6 +159,19 @@ pub struct IdentityCheck {
     pub site: Label,
     /// The SHA-256 of the salted detail document that names the officer: the reference to their name.
     pub detail_sha256: Sha256,
+}
+
+/// Without the site, which can place a protected witness, and the document's kind, which may be words the officer
+/// typed.
+impl std::fmt::Debug for IdentityCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityCheck")
+            .field("at", &self.at)
+            .field("person", &self.person)
+            .field("officer", &self.officer)
+            .field("detail_sha256", &self.detail_sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

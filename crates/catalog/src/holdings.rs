@@ -73,6 +73,7 @@ impl Catalog {
         let shift = shift(self).await;
         let (now, until) = (now.saturating_add(shift), until.saturating_add(shift));
         let mut tx = self.pool.begin().await?;
+        self.still_within_turns(&mut tx).await?;
         sqlx::query("DELETE FROM direct_holdings WHERE account_id = $1 AND expires_at <= $2")
             .bind(account_id)
             .bind(now)
@@ -102,10 +103,13 @@ impl Catalog {
         self.extend_direct_holding(id, None, now, until).await
     }
 
-    /// A growth (`bytes`) or a renewal (`None`) of holding `id`, if it lasts [`HOLDING_MARGIN`] past `now` still.
+    /// A growth (`bytes`) or a renewal (`None`) of holding `id`, if it lasts [`HOLDING_MARGIN`] past `now` still,
+    /// and the turns this catalog is within are still held.
     async fn extend_direct_holding(&self, id: &str, bytes: Option<i64>, now: i64, until: i64) -> Result<bool> {
         let shift = shift(self).await;
         let (now, until) = (now.saturating_add(shift), until.saturating_add(shift));
+        let mut tx = self.pool.begin().await?;
+        self.still_within_turns(&mut tx).await?;
         let done = sqlx::query(concat!(
             "UPDATE direct_holdings SET bytes = COALESCE($1, bytes), expires_at = ",
             later!("$2"),
@@ -115,9 +119,19 @@ impl Catalog {
         .bind(until)
         .bind(id)
         .bind(now.saturating_add(margin_ms()))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Fails with [`crate::CatalogError::TurnLost`] unless every turn this catalog is within
+    /// ([`Catalog::within_turn`]) is still held, as the sequencing of a record made under one does: a holding
+    /// written by a gateway whose quota turn went (its connection cut, or it froze past the idle limit) would be
+    /// counted after another gateway's check had found its bytes free.
+    async fn still_within_turns(&self, tx: &mut sqlx::Transaction<'static, sqlx::Any>) -> Result<()> {
+        let held = crate::turns::turns_held(tx, self.turn_fences.iter()).await?;
+        if held.values().all(|held| *held) { Ok(()) } else { Err(crate::CatalogError::TurnLost) }
     }
 
     /// Deletes holding `id`: its upload ended. Nothing if it is gone already.
@@ -134,4 +148,37 @@ impl Catalog {
             sqlx::query("DELETE FROM direct_holdings WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
+
+    /// Which of `holdings` last [`HOLDING_MARGIN`] more on the database's clock, each looked at once in `tx`, its
+    /// row locked (on PostgreSQL) until the transaction ends, so that no renewal, growth or release passes it
+    /// meanwhile: what a registration that consumes one checks ([`crate::Registration::holding`]).
+    pub(crate) async fn holdings_lasting<'a>(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        holdings: impl Iterator<Item = &'a str>,
+    ) -> sqlx::Result<std::collections::BTreeMap<String, bool>> {
+        let mut lasting: std::collections::BTreeMap<String, bool> =
+            holdings.map(|holding| (holding.to_owned(), false)).collect();
+        if lasting.is_empty() {
+            return Ok(lasting);
+        }
+        let until = self.database_now_ms().await.saturating_add(margin_ms());
+        let lock = if self.postgres_url.is_some() { " FOR UPDATE" } else { "" };
+        for (holding, lasts) in &mut lasting {
+            let found =
+                sqlx::query(&format!("SELECT 1 AS found FROM direct_holdings WHERE id = $1 AND expires_at > $2{lock}"))
+                    .bind(holding.as_str())
+                    .bind(until)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            *lasts = found.is_some();
+        }
+        Ok(lasting)
+    }
+}
+
+/// Deletes holding `id` in `tx`, whose registration counts its bytes as the artefact's from now on.
+pub(crate) async fn holding_consumed(tx: &mut sqlx::Transaction<'static, sqlx::Any>, id: &str) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM direct_holdings WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(())
 }

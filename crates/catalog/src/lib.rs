@@ -22,7 +22,7 @@ pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
 pub use holdings::{DirectHoldings, HOLDING_MARGIN};
 pub use leases::{HearingFence, HearingLease};
-pub use sequencing::Sequenced;
+pub use sequencing::{EntryOpenings, Sequenced};
 pub use turns::{Turn, TurnFence, TurnKind};
 
 /// What the catalog lists with the record that registers an artefact ([`Catalog::sequence_registration`]), in the
@@ -35,6 +35,10 @@ pub struct Registration {
     pub hearing: Option<String>,
     /// The resumable upload whose bytes it is, if it is one: consumed by the registration.
     pub consumes: Option<UploadCompletion>,
+    /// The holding of the direct upload whose bytes it is, if it is one ([`Catalog::hold_direct`]): the
+    /// registration is stored only while the holding lasts [`HOLDING_MARGIN`] more, and deletes it, its bytes then
+    /// counted as the artefact's.
+    pub holding: Option<String>,
 }
 
 /// The claimed completion of a resumable upload, which the record registering its bytes consumes
@@ -112,6 +116,11 @@ pub enum CatalogError {
     /// gateway frozen past the idle limit): nothing was stored, and the step may be taken again.
     #[error("a turn this step was taken under was lost meanwhile; nothing was recorded; try again")]
     TurnLost,
+    /// The holding of the direct upload a registration was of had expired, or was about to (its gateway could not
+    /// renew it: frozen, or the database away that long), so other gateways may have counted the quota it held as
+    /// free: nothing was stored, and the upload may be sent again ([`Registration::holding`]).
+    #[error("this upload's holding of its account's quota lapsed before it was registered; nothing was recorded")]
+    HoldingLapsed,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     /// The transaction that sequenced a batch of `records` custody records ([`Catalog::sequence_custody`]) failed,
@@ -131,7 +140,7 @@ impl CatalogError {
     /// about the data.
     pub fn is_transient(&self) -> bool {
         let err = match self {
-            Self::Busy { .. } | Self::TurnLost => return true,
+            Self::Busy { .. } | Self::TurnLost | Self::HoldingLapsed => return true,
             Self::Database(err) => err,
             Self::BatchFailed { source, .. } => source,
             _ => return false,
@@ -881,10 +890,12 @@ impl Catalog {
         Ok(())
     }
 
-    // The custody index, derived from the ledger.
+    // The custody index: written where entries are sequenced (`sequencing`); caught up from the ledger only for a
+    // catalog that predates the log's coordination.
 
-    /// Records that ledger entry `ledger_index` concerns `case_id` (and `artefact_id`). Idempotent, so the index
-    /// can be replayed from the ledger after a crash between the two writes.
+    /// Records that ledger entry `ledger_index` concerns `case_id` (and `artefact_id`), for an entry the ledger
+    /// holds but the index lacks (`Gateway::reindex`, over a log that predates its coordination); every entry
+    /// sequenced through this catalog is indexed in the transaction that sequences it. Idempotent.
     pub async fn index_custody(
         &self,
         ledger_index: i64,
@@ -927,8 +938,8 @@ impl Catalog {
         Ok(row.map(|row| row.try_get("openings")).transpose()?)
     }
 
-    /// The log's own entries, indexed under no case (its RFC 3161 timestamps), with ledger indexes from `from` up
-    /// to but not including `to`, newest first, at most `limit` of them.
+    /// The log's own entries, indexed under no case (its RFC 3161 timestamps, the pins of the partner registry),
+    /// with ledger indexes from `from` up to but not including `to`, newest first, at most `limit` of them.
     pub async fn caseless_entries_newest_first(&self, from: i64, to: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
         let rows = sqlx::query(
             "SELECT ledger_index, record FROM custody_index WHERE case_id = '' AND ledger_index >= $1 \

@@ -38,6 +38,22 @@ pub struct Sequenced {
     pub entry: Vec<u8>,
 }
 
+/// The openings of a log entry's commitments ([`Catalog::sequence_log_entry`]), kept under the entry's SHA-256.
+#[derive(Clone, Copy)]
+pub struct EntryOpenings<'a> {
+    /// The entry's SHA-256, in hex.
+    pub record_sha256: &'a str,
+    /// The openings, canonical JSON.
+    pub openings: &'a str,
+}
+
+impl std::fmt::Debug for EntryOpenings<'_> {
+    /// The SHA-256 only: the openings are the texts that the entry's commitments hide.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryOpenings").field("record_sha256", &self.record_sha256).finish_non_exhaustive()
+    }
+}
+
 /// The longest a PostgreSQL transaction holding the integration lock may sit idle: a gateway that stops answering
 /// (frozen, cut off) loses the lock, and another integrates. Longer than a turn's writes to the store may take (S3
 /// requests give up after 10 s of retries): a holder that loses the lock all the same may still write a checkpoint
@@ -319,17 +335,38 @@ impl Catalog {
         }
     }
 
-    /// Sequences a plain log entry (no case, no openings, no prior): its index.
-    async fn sequence_entry(&self, entry: Vec<u8>) -> Result<u64> {
-        let made = Made { entry, sha256: String::new() };
+    /// Sequences one of the log's own entries, about no case (an RFC 3161 timestamp of a checkpoint, a pin of the
+    /// partner registry), as a custody record is: in one transaction it gets the log's next index, goes into the
+    /// custody index under no case (`case_id` empty, no artefact; where [`Catalog::caseless_entries_newest_first`]
+    /// finds it) and chains to nothing, and its `openings`, if it has any, are kept under its SHA-256. So it is never
+    /// in the log without its row of the index, on PostgreSQL or SQLite, whatever stops between the two. It is
+    /// stored only while the turns this catalog is within are still held ([`Catalog::within_turn`]).
+    ///
+    /// Fails as [`Catalog::sequence_custody`] does, and then nothing of it is stored.
+    pub async fn sequence_log_entry(&self, entry: Vec<u8>, openings: Option<EntryOpenings<'_>>) -> Result<Sequenced> {
+        let (sha256, openings) = match openings {
+            Some(EntryOpenings { record_sha256, openings }) => (record_sha256.to_owned(), Some(openings.to_owned())),
+            None => (String::new(), None),
+        };
+        self.sequence_made(Made { entry, sha256 }, openings, self.turn_fences.clone()).await
+    }
+
+    /// Sequences an entry made before it was queued (no prior), with `openings` under its SHA-256 if it has any,
+    /// under `turns`.
+    async fn sequence_made(
+        &self,
+        made: Made,
+        openings: Option<String>,
+        turns: Arc<[crate::turns::TurnFence]>,
+    ) -> Result<Sequenced> {
         let mut alone = None;
         loop {
             let (id, mut done) = self.enqueue(Sequencing {
                 case_id: String::new(),
                 artefact_id: None,
-                openings: None,
+                openings: openings.clone(),
                 fence: None,
-                turns: Arc::new([]),
+                turns: turns.clone(),
                 registration: None,
                 moves: None,
                 record: Record::Made(made.clone()),
@@ -338,7 +375,7 @@ impl Catalog {
             match self.turn(id, &mut done).await?.ok_or(CatalogError::SequencingStopped)? {
                 Answer::Again if alone.is_none() => alone = Some(id),
                 Answer::Again => return Err(CatalogError::SequencingStopped),
-                Answer::Done(done) => return Ok(done?.index),
+                Answer::Done(done) => return done,
             }
         }
     }
@@ -466,6 +503,8 @@ impl Catalog {
             claims_held(&mut tx, registrations().filter_map(|registration| registration.consumes.as_ref())).await?;
         let mut listed =
             listed_already(&mut tx, registrations().map(|registration| registration.artefact.id.as_str())).await?;
+        let holdings = registrations().filter_map(|registration| registration.holding.as_deref());
+        let lasting = self.holdings_lasting(&mut tx, holdings).await?;
         let movable =
             transfers_in_stage(&mut tx, batch.iter().filter_map(|sequencing| sequencing.moves.as_ref())).await?;
         let mut consumed = HashSet::new();
@@ -486,6 +525,10 @@ impl Catalog {
             {
                 // Not claimed as it says, or consumed by a request before it in this batch.
                 answers.push(Some(Err(CatalogError::ClaimLost { upload_id: lost.upload_id.clone() })));
+            } else if registration.and_then(|registration| registration.holding.as_ref()).is_some_and(|id| !lasting[id])
+            {
+                // Lapsed, or about to: other gateways may have counted its bytes as free.
+                answers.push(Some(Err(CatalogError::HoldingLapsed)));
             } else if let Some(moved) =
                 sequencing.moves.as_ref().filter(|moves| !movable[*moves] || !moving.insert(moves.transfer_id.clone()))
             {
@@ -553,6 +596,9 @@ impl Catalog {
             crate::insert_artefact_row(&mut tx, &artefact, registration.hearing.as_deref()).await?;
             if let Some(completion) = &registration.consumes {
                 crate::uploads_removed(&mut tx, &completion.upload_id).await?;
+            }
+            if let Some(holding) = &registration.holding {
+                crate::holdings::holding_consumed(&mut tx, holding).await?;
             }
         }
         tx.commit().await?;
@@ -941,7 +987,10 @@ impl LogCoordination {
 impl Coordination for LogCoordination {
     fn sequence(&self, entry: Bytes) -> BoxFuture<'_, std::result::Result<u64, CoordinationError>> {
         Box::pin(async move {
-            self.catalog.sequence_entry(entry.to_vec()).await.map_err(coordination_error("sequencing a log entry"))
+            // A plain append (`Log::append`): under no case, with no openings and under no turn.
+            let made = Made { entry: entry.to_vec(), sha256: String::new() };
+            let sequenced = self.catalog.sequence_made(made, None, Arc::new([])).await;
+            sequenced.map(|sequenced| sequenced.index).map_err(coordination_error("sequencing a log entry"))
         })
     }
 

@@ -19,7 +19,8 @@
 //! - Each [`TurnKind`] has a small pool of its own, apart from the catalog's: a turn's holder goes on to use the
 //!   catalog's pool (to read, to sequence a record), and may take a turn of a later kind (a transfer's, then an
 //!   artefact's policy, then a case's membership), never of its own or an earlier one; so a holder only ever waits
-//!   for a connection that holders of later kinds give back, and turns never deadlock on connections.
+//!   for a connection that holders of later kinds give back, and turns never deadlock on connections. The two kinds
+//!   taken alone, an account's quota and the partner registry's pin, share one pool.
 //! - SQLite: a catalog has one gateway (the one that holds its data directory's lock), so this process's mutex is
 //!   the turn, and records need no fence.
 
@@ -62,29 +63,44 @@ pub enum TurnKind {
     Membership,
     /// An account's storage quota (taken alone).
     Quota,
+    /// The partner registry's pin on the record: its check against the registry last pinned, and the pin (taken
+    /// alone, at start-up), so that of gateways starting at once with a changed registry one pins it.
+    PartnerRegistry,
 }
 
 impl TurnKind {
-    const ALL: [TurnKind; 4] = [Self::Transfer, Self::Policy, Self::Membership, Self::Quota];
+    /// The kinds with a pool of their own, in the order of [`Turns`]' pools.
+    const POOLED: [TurnKind; 4] = [Self::Transfer, Self::Policy, Self::Membership, Self::Quota];
 
     /// The first key of this kind's advisory locks.
     fn class(self) -> i32 {
         TURNS_CLASS + self as i32
     }
 
-    /// How many turns of this kind this process may hold on PostgreSQL at once (the connections of its pool).
-    /// With the catalog's 16 and the listener's one, 29 connections a gateway at most: three gateways stay within
-    /// PostgreSQL's default `max_connections` of 100.
+    /// The pool this kind's turns are taken on. A partner registry's turn is taken on the quotas' pool: both kinds
+    /// are taken alone (their holders take no turn within them), so a holder of either waits for a connection only
+    /// before it holds one, and sharing the pool adds no connection for a turn taken once, at start-up.
+    fn pool(self) -> usize {
+        match self {
+            Self::PartnerRegistry => Self::Quota as usize,
+            pooled => pooled as usize,
+        }
+    }
+
+    /// How many turns of this kind (a pooled one) this process may hold on PostgreSQL at once (the connections of
+    /// its pool). With the catalog's 16 and the listener's one, 29 connections a gateway at most: three gateways
+    /// stay within PostgreSQL's default `max_connections` of 100.
     fn connections(self) -> u32 {
         match self {
             Self::Transfer | Self::Membership => 2,
             Self::Policy => 5,
-            Self::Quota => 3,
+            Self::Quota | Self::PartnerRegistry => 3,
         }
     }
 }
 
-/// The turns of this process, and on PostgreSQL the pools their locks are taken on, one for each [`TurnKind`].
+/// The turns of this process, and on PostgreSQL the pools their locks are taken on, one for each [`TurnKind`] but
+/// the partner registry's ([`TurnKind::pool`]).
 #[derive(Default)]
 pub(crate) struct Turns {
     local: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
@@ -101,7 +117,7 @@ impl Turns {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_lazy(url)
         };
-        let [transfer, policy, membership, quota] = TurnKind::ALL.map(pool);
+        let [transfer, policy, membership, quota] = TurnKind::POOLED.map(pool);
         Ok(Self { local: Mutex::default(), database: Some([transfer?, policy?, membership?, quota?]) })
     }
 
@@ -150,7 +166,7 @@ impl Catalog {
     pub async fn take_turn(&self, kind: TurnKind, key: &str) -> Result<Turn> {
         let local = self.turns.local(key).lock_owned().await;
         let Some(pools) = &self.turns.database else { return Ok(Turn { database: None, _local: local }) };
-        let pool = &pools[kind as usize];
+        let pool = &pools[kind.pool()];
         let started = tokio::time::Instant::now();
         let mut pause = TURN_ASK_AGAIN_MIN;
         loop {

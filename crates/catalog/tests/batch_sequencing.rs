@@ -281,9 +281,8 @@ async fn a_refused_record_fails_its_own_request_only(url: &str) {
     assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2], "nothing stored");
 }
 
-/// Upload `up-1` of case `case`: 10 bytes, its first 4 in a recorded chunk, its completion claimed at `now` with
-/// the last chunk `last`.
-async fn claimed_upload(catalog: &Catalog, now: i64, last: &str) {
+/// Account `acct-1` and case `case`, which the artefacts registered here are of.
+async fn account_and_case(catalog: &Catalog) {
     let account = Account {
         id: "acct-1".into(),
         username: "clerk".into(),
@@ -295,6 +294,12 @@ async fn claimed_upload(catalog: &Catalog, now: i64, last: &str) {
     catalog.create_account(&account, "2026-12-05T00:00:00Z").await.unwrap();
     let case = Case { id: "case".into(), title: "R v Smuggler".into(), created_at: "2026-12-05T00:00:00Z".into() };
     catalog.create_case(&case).await.unwrap();
+}
+
+/// Upload `up-1` of case `case`: 10 bytes, its first 4 in a recorded chunk, its completion claimed at `now` with
+/// the last chunk `last`.
+async fn claimed_upload(catalog: &Catalog, now: i64, last: &str) {
+    account_and_case(catalog).await;
     let upload = UploadRow {
         id: "up-1".into(),
         case_id: "case".into(),
@@ -335,8 +340,12 @@ async fn sequence_consuming(
     completion: &UploadCompletion,
 ) -> custodia_catalog::Result<Result<Sequenced, String>> {
     let openings = format!("{{\"n\":{n}}}");
-    let registration =
-        Registration { artefact: artefact_row("registered"), hearing: None, consumes: Some(completion.clone()) };
+    let registration = Registration {
+        artefact: artefact_row("registered"),
+        hearing: None,
+        consumes: Some(completion.clone()),
+        holding: None,
+    };
     catalog
         .sequence_registration(&openings, None, registration, |prior| Ok((entry(n, prior), format!("sha-{n}"))))
         .await
@@ -410,7 +419,8 @@ async fn a_registration_consumes_its_upload_once(url: &str) {
     assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1], "registered once");
 
     // An artefact listed already is not registered again, with an upload or without.
-    let registration = Registration { artefact: artefact_row("registered"), hearing: None, consumes: None };
+    let registration =
+        Registration { artefact: artefact_row("registered"), hearing: None, consumes: None, holding: None };
     let again = catalog.sequence_registration("{}", None, registration, |_| Ok::<_, String>((vec![5], "sha-5".into())));
     let again = again.await;
     assert!(matches!(&again, Err(CatalogError::Conflict { what }) if what == "artefact registered"), "{again:?}");
@@ -764,4 +774,52 @@ async fn the_evidence_is_kept_in_the_transaction_that_moves_its_transfer_on_post
 async fn the_evidence_is_kept_in_the_transaction_that_moves_its_transfer_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     the_evidence_is_kept_in_the_transaction_that_moves_its_transfer(&sqlite(&dir)).await;
+}
+
+/// A direct upload's registration is stored only while its holding of the quota lasts `HOLDING_MARGIN` more, and
+/// consumes it: one whose holding lapsed (its gateway frozen, or the database away past the expiry) may have had
+/// its quota counted as free by another gateway meanwhile, so it is refused, retryably, and stores nothing.
+async fn a_registration_needs_its_holding_to_last(url: &str) {
+    let catalog = Catalog::connect(url).await.unwrap();
+    account_and_case(&catalog).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let margin = custodia_catalog::HOLDING_MARGIN.as_millis() as i64;
+    catalog.hold_direct("lapsed", "acct-1", 10, now - 60_000, now - 1).await.unwrap();
+    catalog.hold_direct("ending", "acct-1", 10, now, now + margin / 2).await.unwrap();
+    catalog.hold_direct("lasting", "acct-1", 10, now, now + 6 * margin).await.unwrap();
+    let register = |artefact: &str, holding: &str| {
+        let registration = Registration {
+            artefact: artefact_row(artefact),
+            hearing: None,
+            consumes: None,
+            holding: Some(holding.to_owned()),
+        };
+        catalog.sequence_registration("{}", None, registration, |_| Ok::<_, String>((vec![1], "sha-1".into())))
+    };
+    for (artefact, holding) in [("a-lapsed", "lapsed"), ("a-ending", "ending"), ("a-gone", "never-held")] {
+        let refused = register(artefact, holding).await;
+        assert!(matches!(refused, Err(CatalogError::HoldingLapsed)), "{holding}: {refused:?}");
+        assert!(refused.unwrap_err().is_transient(), "the upload may be sent again");
+        assert_eq!(catalog.artefact(artefact).await.unwrap(), None, "{holding}: not listed");
+    }
+    assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), Vec::<i64>::new(), "nothing sequenced");
+
+    register("a-lasting", "lasting").await.unwrap().unwrap();
+    assert!(catalog.artefact("a-lasting").await.unwrap().is_some());
+    let counted = catalog.direct_holdings_of("acct-1", now).await.unwrap();
+    assert_eq!(counted.uploads, 1, "the registration consumed its holding (the one ending soon is left): {counted:?}");
+    let again = register("a-again", "lasting").await;
+    assert!(matches!(again, Err(CatalogError::HoldingLapsed)), "a holding is consumed once: {again:?}");
+}
+
+#[tokio::test]
+async fn a_registration_needs_its_holding_to_last_on_postgres() {
+    let server = TempPostgres::start();
+    a_registration_needs_its_holding_to_last(&server.url).await;
+}
+
+#[tokio::test]
+async fn a_registration_needs_its_holding_to_last_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_registration_needs_its_holding_to_last(&sqlite(&dir)).await;
 }

@@ -54,6 +54,29 @@ async fn a_record_made_under_a_lost_turn_is_refused() {
     drop((turn, taken));
 }
 
+/// A direct upload's holding is written, and grown, only while the quota turn its check was made under is held:
+/// one written after the turn went would be counted after another gateway's check had found its bytes free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holding_taken_or_grown_under_a_lost_turn_is_refused() {
+    let postgres = TempPostgres::start();
+    let (a, b) = (Catalog::connect(&postgres.url).await.unwrap(), Catalog::connect(&postgres.url).await.unwrap());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let until = now + 60_000;
+    let turn = a.take_turn(TurnKind::Quota, "quota of acct").await.unwrap();
+    a.within_turn(&turn).hold_direct("h1", "acct", 10, now, until).await.unwrap();
+    assert!(a.within_turn(&turn).grow_direct_holding("h1", 20, now, until).await.unwrap(), "held: grown");
+    terminate_the_holder(&postgres).await;
+    let taken = b.take_turn(TurnKind::Quota, "quota of acct").await.unwrap();
+    let refused = a.within_turn(&turn).hold_direct("h2", "acct", 10, now, until).await;
+    assert!(matches!(refused, Err(CatalogError::TurnLost)), "{refused:?}");
+    let refused = a.within_turn(&turn).grow_direct_holding("h1", 30, now, until).await;
+    assert!(matches!(refused, Err(CatalogError::TurnLost)), "{refused:?}");
+    let held = b.direct_holdings_of("acct", now).await.unwrap();
+    assert_eq!((held.uploads, held.bytes), (1, 20), "nothing written under the lost turn");
+    b.within_turn(&taken).hold_direct("h3", "acct", 5, now, until).await.unwrap();
+    drop((turn, taken));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_has_one_holder_among_gateways_and_passes_on_when_let_go_or_its_holder_dies() {
     let postgres = TempPostgres::start();

@@ -505,69 +505,18 @@ fn differences(what: &str, seen: &Card, expected: &Card) -> Vec<String> {
         .collect()
 }
 
-/// Puts the registry on the record if it differs from the one last pinned ([`custodia_partners::pinned`]): a
-/// `partners_pinned` entry whose commitment opens to the registry's canonical form, kept with the other openings.
-/// A gateway that never had partners records nothing. The ledger index of the new entry, if one was made.
+/// Puts the registry on the record if it differs from the one last pinned, through the evidence service
+/// ([`Gateway::pin_partner_registry`]: under the partner registry's turn, the entry sequenced with its row of the
+/// custody index and its openings). The ledger index of the new entry, if one was made.
 pub async fn pin_registry(gateway: &Gateway, registry: &Registry) -> anyhow::Result<Option<u64>> {
-    use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
-    let canonical = registry.canonical();
-    let last = last_pinned(gateway).await?;
-    if last.as_deref() == Some(canonical.as_str()) || (last.is_none() && registry.partners().is_empty()) {
-        return Ok(None);
-    }
-    let mut openings = custodia_core::Openings::default();
-    let commitment = openings.commit(REGISTRY_FIELD, custodia_service::gateway::fresh_salt(), canonical);
-    let entry = PartnersPinned { at: gateway.now(), registry: commitment }.to_entry()?;
-    let openings = String::from_utf8(openings.to_canonical())?;
-    // The opening is kept before the entry is appended, as for every custody record.
-    gateway.catalog().store_openings(&Sha256::of(&entry).to_hex(), &openings).await?;
-    let index = gateway.log().append(entry.clone()).await?;
-    // Indexed under no case: it is the gateway's own entry. A failure here is caught up at the next start.
-    gateway.catalog().index_custody(index as i64, "", None, &entry).await?;
-    tracing::info!(index, partners = registry.partners().len(), "the partner registry changed; pinned on the record");
-    Ok(Some(index))
-}
-
-/// The canonical registry the newest `partners_pinned` entry opens to, if there is one.
-async fn last_pinned(gateway: &Gateway) -> anyhow::Result<Option<String>> {
-    use custodia_partners::pinned::REGISTRY_FIELD;
-    let newest = pinned_on_record(gateway, 1).await?;
-    Ok(newest.first().and_then(|pinned| pinned.openings.text(REGISTRY_FIELD).map(str::to_owned)))
-}
-
-/// A `partners_pinned` entry of the log with its opening, as an auditor reads it.
-#[derive(Debug)]
-pub struct PinnedOnRecord {
-    pub index: u64,
-    pub entry: Vec<u8>,
-    pub openings: custodia_core::Openings,
+    Ok(gateway.pin_partner_registry(registry).await?)
 }
 
 /// The newest `partners_pinned` entries of the log, at most `most`, newest first, each with its openings (which
-/// must be kept: an entry without them is an error).
-pub async fn pinned_on_record(gateway: &Gateway, most: usize) -> anyhow::Result<Vec<PinnedOnRecord>> {
-    use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
-    const PAGE: i64 = 256;
-    let mut found = Vec::new();
-    let mut to = i64::try_from(gateway.log().checkpoint().checkpoint.size)?;
-    loop {
-        let entries = gateway.catalog().caseless_entries_newest_first(0, to, PAGE).await?;
-        for (index, entry) in &entries {
-            if PartnersPinned::from_entry(entry).is_ok() {
-                let openings = gateway.openings_of(entry).await?;
-                anyhow::ensure!(
-                    openings.text(REGISTRY_FIELD).is_some(),
-                    "ledger entry {index}: the pinned registry's opening is missing"
-                );
-                found.push(PinnedOnRecord { index: u64::try_from(*index)?, entry: entry.clone(), openings });
-                if found.len() >= most {
-                    return Ok(found);
-                }
-            }
-        }
-        match entries.last() {
-            Some((oldest, _)) if entries.len() as i64 == PAGE => to = *oldest,
-            _ => return Ok(found),
-        }
-    }
+/// must be kept: an entry without them is an error) ([`Gateway::pinned_partner_registries`]).
+pub async fn pinned_on_record(
+    gateway: &Gateway,
+    most: usize,
+) -> anyhow::Result<Vec<custodia_service::log_entries::PinnedRegistry>> {
+    Ok(gateway.pinned_partner_registries(most).await?)
 }

@@ -138,7 +138,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
         metrics.follow_timestamps(timestamper.counters());
-        tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.log().clone(), gateway.catalog().clone()));
+        tokio::spawn(timestamp_while_on_duty(Arc::new(timestamper), gateway.clone()));
     }
     let swept = custodia_service::uploads::sweep(&gateway).await?;
     if swept > 0 {
@@ -229,7 +229,8 @@ const DUTY_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 /// Timestamps the shared log's checkpoints while this gateway holds that duty: one gateway on a database does, so
 /// that the log gets one timestamp per checkpoint and authority, not one per gateway. Another takes it over once
 /// the holder's lease expires unrenewed ([`custodia_catalog::DUTY_EXPIRY`]) and it looks again ([`DUTY_CHECK`]).
-async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamper>, log: Log, catalog: Catalog) {
+async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamper>, gateway: Gateway) {
+    let catalog = gateway.catalog();
     let node = custodia_service::gateway::new_id("node");
     loop {
         let lease = match catalog.try_duty(custodia_catalog::Duty::TIMESTAMPING, &node).await {
@@ -245,7 +246,7 @@ async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamp
             }
         };
         tracing::info!("this gateway timestamps the log's checkpoints");
-        let stamping = tokio::spawn(timestamper.clone().run(log.clone(), Some(catalog.clone())));
+        let stamping = tokio::spawn(timestamper.clone().run(gateway.clone()));
         loop {
             tokio::time::sleep(DUTY_CHECK).await;
             if stamping.is_finished() {

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use custodia_catalog::Catalog;
 use custodia_ledger::Log;
+use custodia_service::gateway::Gateway;
 use custodia_timestamp::schedule::{Next, Schedule};
 use custodia_timestamp::{CheckpointTimestamp, TimestampError, TimestampRequest, TrustAnchors};
 use rand_core::OsRng;
@@ -74,6 +74,56 @@ enum StampError {
     OffClock { gen_time: String, skew: u64 },
 }
 
+/// Where the timestamper records its tokens.
+#[derive(Clone)]
+pub enum Stamped {
+    /// The gateway's custody log, through the evidence service ([`Gateway::record_checkpoint_timestamp`]): each
+    /// token's entry is sequenced in the transaction that writes its row of the custody index, under no case, where
+    /// court bundles look for it.
+    Gateway(Box<Gateway>),
+    /// A log with no catalog beside it (tools, tests): each token's entry is appended.
+    Log(Log),
+}
+
+impl std::fmt::Debug for Stamped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Gateway(_) => "Stamped::Gateway",
+            Self::Log(_) => "Stamped::Log",
+        })
+    }
+}
+
+impl Stamped {
+    /// The log whose checkpoints are stamped.
+    fn log(&self) -> &Log {
+        match self {
+            Self::Gateway(gateway) => gateway.log(),
+            Self::Log(log) => log,
+        }
+    }
+
+    /// Records `stamp` in the log: its ledger index.
+    async fn record(&self, stamp: &CheckpointTimestamp) -> anyhow::Result<u64> {
+        Ok(match self {
+            Self::Gateway(gateway) => gateway.record_checkpoint_timestamp(stamp).await?,
+            Self::Log(log) => log.append(stamp.to_entry()?).await?,
+        })
+    }
+}
+
+impl From<Gateway> for Stamped {
+    fn from(gateway: Gateway) -> Self {
+        Self::Gateway(Box::new(gateway))
+    }
+}
+
+impl From<Log> for Stamped {
+    fn from(log: Log) -> Self {
+        Self::Log(log)
+    }
+}
+
 /// The gateway's timestamp client.
 #[derive(Debug)]
 pub struct Timestamper {
@@ -123,11 +173,11 @@ impl Timestamper {
         self.counters.clone()
     }
 
-    /// Stamps the log's current checkpoint with every authority at once, and appends one entry per verified token.
-    /// Returns the size of the checkpoint stamped and the indexes of the entries appended; an authority that fails
-    /// is counted and logged, not an error.
-    pub async fn stamp_once(&self, log: &Log, catalog: Option<&Catalog>) -> (u64, Vec<u64>) {
-        let signed = log.checkpoint();
+    /// Stamps the log's current checkpoint with every authority at once, and records one entry per verified token
+    /// ([`Stamped`]). Returns the size of the checkpoint stamped and the indexes of the entries recorded; an
+    /// authority that fails is counted and logged, not an error.
+    pub async fn stamp_once(&self, stamped: &Stamped) -> (u64, Vec<u64>) {
+        let signed = stamped.log().checkpoint();
         let checkpoint = &signed.checkpoint;
         let root: [u8; 32] = checkpoint.root.0;
         let body = CheckpointTimestamp::checkpoint_body(&checkpoint.origin, checkpoint.size, &root);
@@ -149,7 +199,7 @@ impl Timestamper {
                 }
             };
             let stamp = CheckpointTimestamp { size: checkpoint.size, root, token };
-            match self.record(log, catalog, &stamp).await {
+            match stamped.record(&stamp).await {
                 Ok(index) => {
                     self.counters.recorded.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(tsa = authority.host(), size = checkpoint.size, index, "checkpoint timestamped");
@@ -162,18 +212,6 @@ impl Timestamper {
             }
         }
         (checkpoint.size, appended)
-    }
-
-    async fn record(&self, log: &Log, catalog: Option<&Catalog>, stamp: &CheckpointTimestamp) -> anyhow::Result<u64> {
-        let entry = stamp.to_entry()?;
-        let index = log.append(entry.clone()).await?;
-        if let Some(catalog) = catalog {
-            // Indexed under no case: it is the log's own entry. A failure here is caught up at the next start.
-            if let Err(error) = catalog.index_custody(index as i64, "", None, &entry).await {
-                tracing::error!(index, %error, "a timestamp entry is in the ledger but could not be indexed");
-            }
-        }
-        Ok(index)
     }
 
     /// One authority's verified token over `message`.
@@ -209,7 +247,9 @@ impl Timestamper {
     }
 
     /// Stamps the log for as long as it is open, as the schedule says.
-    pub async fn run(self: Arc<Self>, log: Log, catalog: Option<Catalog>) {
+    pub async fn run(self: Arc<Self>, stamped: impl Into<Stamped>) {
+        let stamped = stamped.into();
+        let log = stamped.log().clone();
         let mut last_attempt: Option<Instant> = None;
         // The size the last attempt stamped, and the entries appended since that are the timestamps themselves.
         let mut stamped_size = 0u64;
@@ -220,7 +260,7 @@ impl Timestamper {
             match self.schedule.next(last_attempt.map(|at| at.elapsed()), uncovered) {
                 Next::Stamp => {
                     last_attempt = Some(Instant::now());
-                    let (size, appended) = self.stamp_once(&log, catalog.as_ref()).await;
+                    let (size, appended) = self.stamp_once(&stamped).await;
                     // When every authority failed, the entries stay uncovered and are tried again after the
                     // minimum interval.
                     if !appended.is_empty() {

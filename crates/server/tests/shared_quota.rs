@@ -195,3 +195,40 @@ async fn the_holding_of_a_killed_gateway_expires_and_the_quota_comes_back() {
     eprintln!("the quota came back {:?} after the kill", killed.elapsed());
     assert_eq!(accepted.json()["size"].as_u64(), Some(QUOTA), "{}", accepted.text());
 }
+
+/// A gateway frozen (`SIGSTOP`, as a paused VM or a machine swapping would be) past its upload's holding's expiry
+/// cannot renew it, and the other gateway counts the quota as free and uses it. The frozen gateway, once it runs
+/// again and the body's last byte arrives, must not register the upload as well: its registration needs its
+/// holding to last (`Registration::holding`), so it answers 503, retryable, and the account stays within its quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_holding_lapsed_while_its_gateway_was_frozen_is_not_registered() {
+    let holding = HOLDING_SECONDS.to_string();
+    let gateways = TwoGateways::start(&[
+        ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "2"),
+        ("CUSTODIA_DIRECT_UPLOAD_HOLDING_SECONDS", holding.as_str()),
+    ])
+    .await;
+    let [a, b] = gateways.ports;
+    // Over 64 KiB: a smaller body must arrive whole within 15 s (listen::SMALL_BODY_WITHIN), the freeze included.
+    let size = 66_000;
+    assert!(size > 64 * 1024 && 2 * size as u64 > QUOTA);
+    let mut on_a = gateways.held_open(a, Some(size), &vec![b'a'; size - 1]).await;
+    let frozen = gateways.processes.0.pid().to_string();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill").args([name, &frozen]).status().unwrap();
+        assert!(sent.success(), "kill {name}");
+    };
+    signal("-STOP");
+    // Past the expiry, unrenewed: B counts A's holding out, and takes the quota for an upload of its own.
+    tokio::time::sleep(Duration::from_secs(HOLDING_SECONDS + 3)).await;
+    let on_b = gateways.upload(b, &vec![b'b'; size]).await;
+    signal("-CONT");
+    assert_eq!(on_b.status, 201, "{}", on_b.text());
+    let late = finish(&mut on_a, b"a").await;
+    assert_eq!((late.status, late.problem().as_str()), (503, "unavailable"), "{}", late.text());
+    assert!(late.head.to_ascii_lowercase().contains("\r\nretry-after:"), "{}", late.head);
+    // The quota holds: exactly B's upload is stored.
+    let left = QUOTA - size as u64;
+    let over = gateways.upload(a, &vec![b'c'; left as usize + 1]).await;
+    assert_refused(&over, 507, "quota-exceeded", &format!("{left} bytes left"));
+}

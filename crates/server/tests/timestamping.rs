@@ -62,7 +62,7 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
 
     let stamping = tokio::spawn({
         let (timestamper, log) = (timestamper.clone(), log.clone());
-        async move { timestamper.stamp_once(&log, None).await }
+        async move { timestamper.stamp_once(&log.into()).await }
     });
     // The log takes entries while an authority hangs.
     for i in 3..6u8 {
@@ -157,7 +157,7 @@ async fn the_running_timestamper_stamps_new_checkpoints_but_not_its_own_entries(
     let dir = tempfile::tempdir().expect("temp dir");
     let log = open_log(dir.path()).await;
     log.append(b"first".to_vec()).await.expect("append");
-    tokio::spawn(timestamper.clone().run(log.clone(), None));
+    tokio::spawn(timestamper.clone().run(log.clone()));
 
     let recorded = |at_least: u64| {
         let counters = counters.clone();

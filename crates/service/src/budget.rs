@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use custodia_catalog::{BucketRule, Catalog, HOLDING_MARGIN, Take};
+use custodia_catalog::{BucketRule, Catalog, HOLDING_MARGIN, Take, Turn};
 use hmac::Mac as _;
 
 use crate::clock::Clock;
@@ -531,12 +531,14 @@ impl DirectUpload {
         quotas: &Quotas,
         account: &str,
         bytes: u64,
+        turn: &Turn,
     ) -> Result<Self, GatewayError> {
-        let id = crate::gateway::new_id("hold");
+        let id = crate::ids::new_id("hold");
         let expiry = quotas.direct_holding_expiry;
         let now = clock.now().as_millisecond();
         let stored = i64::try_from(bytes).unwrap_or(i64::MAX);
-        catalog.hold_direct(&id, account, stored, now, now.saturating_add(millis(expiry))).await?;
+        let until = now.saturating_add(millis(expiry));
+        catalog.within_turn(turn).hold_direct(&id, account, stored, now, until).await?;
         let lapsed = Arc::new(AtomicBool::new(false));
         let renewing = tokio::spawn(renew_holding(catalog.clone(), clock.clone(), id.clone(), expiry, lapsed.clone()));
         Ok(Self {
@@ -553,7 +555,7 @@ impl DirectUpload {
 
     /// Holds `more` bytes of the account's quota for this upload, and renews the holding. The caller holds the
     /// account's quota turn, and has found them left. Fails if the catalog does, or the holding lapsed.
-    pub async fn hold(&self, more: u64) -> Result<(), GatewayError> {
+    pub async fn hold(&self, turn: &Turn, more: u64) -> Result<(), GatewayError> {
         if self.lapsed() {
             return Err(lapsed_holding());
         }
@@ -561,12 +563,17 @@ impl DirectUpload {
         let now = self.clock.now().as_millisecond();
         let until = now.saturating_add(millis(self.expiry));
         let stored = i64::try_from(bytes).unwrap_or(i64::MAX);
-        if !self.catalog.grow_direct_holding(&self.id, stored, now, until).await? {
+        if !self.catalog.within_turn(turn).grow_direct_holding(&self.id, stored, now, until).await? {
             self.lapsed.store(true, Ordering::Release);
             return Err(lapsed_holding());
         }
         self.held.store(bytes, Ordering::Release);
         Ok(())
+    }
+
+    /// The holding's id: its registration consumes it ([`custodia_catalog::Registration::holding`]).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// The bytes this upload holds.
@@ -669,9 +676,12 @@ mod tests {
             let (catalog, clock) = (catalog.clone(), clock.clone());
             async move { catalog.direct_holdings_of(account, clock.now().as_millisecond()).await.unwrap() }
         };
-        let first = DirectUpload::start(&catalog, &clock, &quotas, "a", 100).await.unwrap();
-        let second = DirectUpload::start(&catalog, &clock, &quotas, "a", 20).await.unwrap();
-        second.hold(30).await.unwrap();
+        // On SQLite a turn is this process's alone; on PostgreSQL the holdings are written only while it is held
+        // (crates/catalog: a holding written under a lost turn is refused).
+        let turn = catalog.take_turn(custodia_catalog::TurnKind::Quota, "quota of a").await.unwrap();
+        let first = DirectUpload::start(&catalog, &clock, &quotas, "a", 100, &turn).await.unwrap();
+        let second = DirectUpload::start(&catalog, &clock, &quotas, "a", 20, &turn).await.unwrap();
+        second.hold(&turn, 30).await.unwrap();
         assert_eq!((held("a").await, second.held()), (DirectHoldings { uploads: 2, bytes: 150 }, 50));
         assert_eq!(held("b").await, DirectHoldings::default(), "another account holds nothing");
         first.release().await;
@@ -683,12 +693,12 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
 
-        let unrenewed = DirectUpload::start(&catalog, &clock, &quotas, "a", 10).await.unwrap();
+        let unrenewed = DirectUpload::start(&catalog, &clock, &quotas, "a", 10, &turn).await.unwrap();
         assert_eq!(held("a").await, DirectHoldings { uploads: 1, bytes: 10 });
         clock.advance(i64::try_from(quotas.direct_holding_expiry.as_secs()).unwrap());
         assert_eq!(held("a").await, DirectHoldings::default(), "expired, counted no more");
-        assert!(unrenewed.hold(1).await.is_err() && unrenewed.lapsed(), "a lapsed holding does not grow");
-        let next = DirectUpload::start(&catalog, &clock, &quotas, "a", 5).await.unwrap();
+        assert!(unrenewed.hold(&turn, 1).await.is_err() && unrenewed.lapsed(), "a lapsed holding does not grow");
+        let next = DirectUpload::start(&catalog, &clock, &quotas, "a", 5, &turn).await.unwrap();
         let now = clock.now().as_millisecond();
         assert_eq!(catalog.remove_expired_direct_holdings(now).await.unwrap(), 0, "the next upload deleted it");
         assert_eq!(held("a").await, DirectHoldings { uploads: 1, bytes: 5 });

@@ -33,6 +33,7 @@ use crate::clock::Clock;
 pub use crate::error::{BoxError, ErrorClass, GatewayError, Result, SERVED_ELSEWHERE, bad_input};
 use crate::identity::Principal;
 pub use crate::identity::actor_of;
+pub use crate::ids::{new_artefact_id, new_id};
 use crate::probe::Seen;
 
 /// The purpose of every custody record a live hearing writes.
@@ -169,8 +170,11 @@ fn too_many_steps(wait: std::time::Duration) -> GatewayError {
 /// How the bytes of an artefact being registered arrived.
 #[derive(Debug, Clone, Copy)]
 enum Arrival<'a> {
-    /// In one request (a direct upload, a partner's transfer).
+    /// In one request (a partner's transfer).
     Direct,
+    /// In one request, holding the quota its bytes take with the holding named (a direct upload): registered only
+    /// while the holding lasts, which the registration consumes.
+    Held(&'a str),
     /// As a hearing's output: counted for the case, not the caller's quota.
     Hearing(&'a custodia_core::HearingId),
     /// As a resumable upload whose completion this request claimed: its registration consumes the upload.
@@ -357,7 +361,7 @@ impl Gateway {
     /// integrate within its patience (its store failing: [`custodia_ledger::LogError::NotIntegrated`]) is done all
     /// the same: it is durable since it was sequenced, and is integrated once the store answers again. Saying
     /// otherwise would have the caller take the step a second time (and upload the same evidence twice).
-    async fn settle(&self, index: u64) -> Result<()> {
+    pub(crate) async fn settle(&self, index: u64) -> Result<()> {
         match self.log.integrated(index).await {
             Ok(_) => Ok(()),
             Err(custodia_ledger::LogError::NotIntegrated { cause, .. }) => {
@@ -997,7 +1001,7 @@ impl Gateway {
         }
         let quotas = &self.quotas;
         let under_way = {
-            let _turn = self.quota_turn(account).await?;
+            let turn = self.quota_turn(account).await?;
             let now = self.clock.now().as_millisecond();
             let direct = self.catalog.direct_holdings_of(account, now).await?;
             if usize::try_from(direct.uploads).unwrap_or(usize::MAX) >= quotas.direct_uploads_at_once {
@@ -1011,7 +1015,9 @@ impl Gateway {
             if declared > left {
                 return Err(self.quota_exceeded(left));
             }
-            Arc::new(crate::budget::DirectUpload::start(&self.catalog, &self.clock, quotas, account, declared).await?)
+            let start =
+                crate::budget::DirectUpload::start(&self.catalog, &self.clock, quotas, account, declared, &turn);
+            Arc::new(start.await?)
         };
         // Held until the artefact is in the catalog (or refused), so its bytes are never counted nowhere.
         let held = under_way.clone();
@@ -1049,7 +1055,8 @@ impl Gateway {
                 Some((chunk, (body, received)))
             }
         });
-        let registered = self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await;
+        let arrival = Arrival::Held(under_way.id());
+        let registered = self.register_as(caller, case, arrival, request, self.max_upload_bytes, body).await;
         under_way.release().await;
         let passed = *exceeded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let hold_failed = hold_failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
@@ -1076,7 +1083,7 @@ impl Gateway {
         if upload.held() >= needed {
             return Ok(None);
         }
-        let _turn = self.quota_turn(account).await?;
+        let turn = self.quota_turn(account).await?;
         let (held_now, left) = (upload.held(), self.quota_left(account).await?);
         let want = needed - held_now;
         if want > left {
@@ -1085,7 +1092,7 @@ impl Gateway {
         // Never more than a quarter of what is left ahead, so that near the quota other uploads still find room.
         let ahead = (held_now / 4).clamp(HOLD_AHEAD_MIN, HOLD_AHEAD_MAX).min(left / 4);
         let more = want.max(ahead).min(left);
-        upload.hold(more).await?;
+        upload.hold(&turn, more).await?;
         Ok(None)
     }
 
@@ -1258,11 +1265,15 @@ impl Gateway {
             },
             hearing: match arrival {
                 Arrival::Hearing(hearing) => Some(hearing.to_string()),
-                Arrival::Direct | Arrival::Resumable(_) => None,
+                Arrival::Direct | Arrival::Held(_) | Arrival::Resumable(_) => None,
             },
             consumes: match arrival {
                 Arrival::Resumable(completion) => Some(completion.clone()),
-                Arrival::Direct | Arrival::Hearing(_) => None,
+                Arrival::Direct | Arrival::Held(_) | Arrival::Hearing(_) => None,
+            },
+            holding: match arrival {
+                Arrival::Held(holding) => Some(holding.to_owned()),
+                Arrival::Direct | Arrival::Resumable(_) | Arrival::Hearing(_) => None,
             },
         };
         // From the moment the case lists it to its policy's record: a case export that lists it waits for the
@@ -2275,15 +2286,4 @@ fn refused_steps_detail(
 /// How an action reads in a refusal: "download artefacts", "manage members".
 pub fn action_words(action: Action) -> String {
     serde_json::to_value(action).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
-}
-
-/// A random opaque identifier with a readable prefix.
-pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-    format!("{prefix}-{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
-pub fn new_artefact_id() -> ArtefactId {
-    ArtefactId::new(new_id("art")).unwrap_or_else(|_| unreachable!("generated ids are well-formed"))
 }

@@ -14,6 +14,8 @@ pub mod directory;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod ids;
+pub mod log_entries;
 pub mod network;
 pub mod partner_client;
 pub mod probe;

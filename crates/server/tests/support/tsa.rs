@@ -116,8 +116,8 @@ pub enum Forgery {
     Genuine,
 }
 
-/// Appends a `forgery` naming the log's current checkpoint to `gw`'s log, indexed as the gateway indexes its
-/// timestamps: the newest timestamp, at the index returned.
+/// Records a `forgery` naming the log's current checkpoint in `gw`'s log as the gateway records its timestamps
+/// (`Gateway::record_checkpoint_timestamp`): the newest timestamp, at the index returned.
 pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority, forgery: Forgery) -> u64 {
     use custodia_timestamp::CheckpointTimestamp;
     let log = &gw.state.gateway.log();
@@ -133,11 +133,8 @@ pub async fn append_forged_stamp(gw: &super::TestGateway, authority: &Authority,
         let last = token.len() - 1;
         token[last] ^= 1;
     }
-    let entry =
-        CheckpointTimestamp { size: checkpoint.size, root: checkpoint.root.0, token }.to_entry().expect("entry");
-    let index = log.append(entry.clone()).await.expect("append");
-    gw.state.gateway.catalog().index_custody(index as i64, "", None, &entry).await.expect("index");
-    index
+    let stamp = CheckpointTimestamp { size: checkpoint.size, root: checkpoint.root.0, token };
+    gw.state.gateway.record_checkpoint_timestamp(&stamp).await.expect("recorded")
 }
 
 /// A gateway configured with `authority` at a URL that never answers (so the only timestamps in its log are those a

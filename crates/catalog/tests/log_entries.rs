@@ -4,6 +4,8 @@
 //! watermark stays contiguous, and an entry whose transaction fails leaves neither a row nor an opening, nor an
 //! index taken: nothing for a start-up to find and mend.
 
+mod support;
+
 use custodia_catalog::{Catalog, CatalogError, EntryOpenings, TurnKind};
 use custodia_tests::postgres::TempPostgres;
 
@@ -171,14 +173,7 @@ async fn a_pin_is_made_under_the_partner_registry_turn_on_postgres() {
     drop(b_turn);
 
     let turn = a.take_turn(TurnKind::PartnerRegistry, KEY).await.unwrap();
-    let observer = sqlx::PgPool::connect(&postgres.url).await.unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()",
-    )
-    .execute(&observer)
-    .await
-    .unwrap();
+    support::terminate_the_holder(&postgres).await;
     let refused = pin(&a.within_turn(&turn), "sha-lost").await;
     assert!(matches!(refused, Err(CatalogError::TurnLost)), "{refused:?}");
     assert_eq!(a.openings("sha-lost").await.unwrap(), None);

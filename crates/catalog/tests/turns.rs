@@ -3,6 +3,8 @@
 //! processes have. Judged by what each holder saw, never by how long anything took: a turn that did not exclude
 //! would let the second holder in while the first still holds it.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,7 +47,7 @@ async fn a_record_made_under_a_lost_turn_is_refused() {
     let turn = a.take_turn(TurnKind::Policy, "policy of artefact-9").await.unwrap();
     assert_eq!(record(&a.within_turn(&turn), "artefact-9").await.unwrap(), 0, "held: stored");
     // A's turn loses its lock (its connection cut), and B takes the turn.
-    terminate_the_holder(&postgres).await;
+    support::terminate_the_holder(&postgres).await;
     let taken = b.take_turn(TurnKind::Policy, "policy of artefact-9").await.unwrap();
     let refused = record(&a.within_turn(&turn), "artefact-9").await;
     assert!(matches!(refused, Err(CatalogError::TurnLost)), "{refused:?}");
@@ -65,7 +67,7 @@ async fn a_holding_taken_or_grown_under_a_lost_turn_is_refused() {
     let turn = a.take_turn(TurnKind::Quota, "quota of acct").await.unwrap();
     a.within_turn(&turn).hold_direct("h1", "acct", 10, now, until).await.unwrap();
     assert!(a.within_turn(&turn).grow_direct_holding("h1", 20, now, until).await.unwrap(), "held: grown");
-    terminate_the_holder(&postgres).await;
+    support::terminate_the_holder(&postgres).await;
     let taken = b.take_turn(TurnKind::Quota, "quota of acct").await.unwrap();
     let refused = a.within_turn(&turn).hold_direct("h2", "acct", 10, now, until).await;
     assert!(matches!(refused, Err(CatalogError::TurnLost)), "{refused:?}");
@@ -106,7 +108,7 @@ async fn a_turn_has_one_holder_among_gateways_and_passes_on_when_let_go_or_its_h
     held.store(false, Ordering::SeqCst);
     std::mem::forget(turn);
     drop(a);
-    terminate_the_holder(&postgres).await;
+    support::terminate_the_holder(&postgres).await;
     assert!(!waiting.await.unwrap(), "B had the turn once A's connection was gone");
 }
 
@@ -148,18 +150,4 @@ async fn on_sqlite_a_turn_has_one_holder_in_the_process() {
 /// in while the turn was held is judged ([`entered_while_held`]), never how long it took.
 async fn give_the_waiter_time() {
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-}
-
-/// Ends the backend that holds an advisory lock (the turn), as the server ends the connections of a gateway that
-/// died. (A catalog dropped while a turn is held keeps that connection: the turn was leaked, as a frozen process
-/// would hold it.)
-async fn terminate_the_holder(postgres: &TempPostgres) {
-    let observer = sqlx::PgPool::connect(&postgres.url).await.unwrap();
-    sqlx::query(
-        "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()",
-    )
-    .execute(&observer)
-    .await
-    .unwrap();
 }

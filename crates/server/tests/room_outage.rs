@@ -29,32 +29,6 @@ async fn let_in_once_back(room: &str, hello: &Value, who: &str) -> (Value, suppo
     }
 }
 
-/// aiortc's offer with an audio and a video track to send (as whip_gateway.rs makes it), or `None`, saying so,
-/// when aiortc is not installed.
-fn aiortc_offer() -> Option<String> {
-    const OFFER: &str = r#"
-import asyncio
-from aiortc import RTCPeerConnection
-
-async def main():
-    pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendonly")
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    print(pc.localDescription.sdp)
-    await pc.close()
-
-asyncio.run(main())
-"#;
-    if !support::installed("python3", &["-c", "import aiortc"]) {
-        eprintln!("SKIPPED (the WHIP part): aiortc is not installed (scripts/setup-system.sh test)");
-        return None;
-    }
-    let made = std::process::Command::new("python3").args(["-c", OFFER]).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    Some(String::from_utf8(made.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n"))
-}
-
 async fn publish(port: u16, secret: &str, offer: &str) -> support::RawAnswer {
     let bearer = format!("Bearer {secret}");
     let headers = [("Authorization", bearer.as_str()), ("Content-Type", "application/sdp")];
@@ -101,7 +75,7 @@ async fn while_the_database_is_down_entering_the_room_is_refused_retryably_and_w
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     let rejoin = json!({"type": "rejoin", "credential": welcome["credential"]});
     let join = json!({"type": "join", "invite": secrets[1]});
-    let offer = aiortc_offer();
+    let offer = support::aiortc_offer();
 
     backends.postgres.stop();
     // A new witness's join: the step's record cannot be appended, so nothing of it happened. Told to try again,

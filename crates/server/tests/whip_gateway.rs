@@ -18,22 +18,6 @@ use support::{RawAnswer, http_from};
 
 const HERE: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// An SDP offer from aiortc with an audio and a video track to send, its candidates gathered.
-const OFFER: &str = r#"
-import asyncio
-from aiortc import RTCPeerConnection
-
-async def main():
-    pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendonly")
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    print(pc.localDescription.sdp)
-    await pc.close()
-
-asyncio.run(main())
-"#;
-
 async fn api(port: u16, method: &str, path: &str, session: &str, body: serde_json::Value) -> RawAnswer {
     let cookie = format!("custodia_session={session}");
     let headers =
@@ -117,17 +101,6 @@ async fn answered_candidates(addresses: &str, offer: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-/// aiortc's offer, or `None` (saying so) when aiortc is not installed.
-fn aiortc_offer() -> Option<String> {
-    if !support::installed("python3", &["-c", "import aiortc"]) {
-        eprintln!("SKIPPED: aiortc is not installed (scripts/setup-system.sh test)");
-        return None;
-    }
-    let made = std::process::Command::new("python3").args(["-c", OFFER]).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    Some(String::from_utf8(made.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n"))
-}
-
 /// Loopback, RFC 1918 and unique local, link-local, or unspecified: no address a client elsewhere should be told.
 fn internal(address: IpAddr) -> bool {
     match address {
@@ -141,7 +114,7 @@ fn internal(address: IpAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_answers_announce_no_internal_address_in_production() {
-    let Some(offer) = aiortc_offer() else { return };
+    let Some(offer) = support::aiortc_offer() else { return };
     let public = answered_candidates("public", &offer).await;
     eprintln!("public: {public:?}");
     assert!(public.iter().all(|&address| !internal(address)), "a public answer announced {public:?}");
@@ -152,7 +125,7 @@ async fn whip_answers_announce_no_internal_address_in_production() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cases_hearings_take_a_few_whip_publishers_at_once() {
-    let Some(offer) = aiortc_offer() else { return };
+    let Some(offer) = support::aiortc_offer() else { return };
     let env = [("CUSTODIA_WHIP_SESSIONS_PER_CASE", "2")];
     let (_gateway, port, _data, secrets) = hearing_with_invites("loopback", &env, 4).await;
     let mut answers = Vec::new();
@@ -209,7 +182,7 @@ async fn refused_whip_offers_leave_nothing_on_the_record() {
     assert!(documented["headers"]["Retry-After"].is_object(), "the 429 is documented with Retry-After: {documented}");
     assert_eq!(log_size(port).await, before, "refused offers reached the public log");
 
-    let Some(offer) = aiortc_offer() else { return };
+    let Some(offer) = support::aiortc_offer() else { return };
     // The other invite, after refused offers of its own, still lets its publisher in; refused offers from the
     // publisher that is in change nothing: no lost connection, no reconnection.
     for n in 0..3 {
@@ -235,7 +208,7 @@ async fn refused_whip_offers_leave_nothing_on_the_record() {
 /// all at once; another member's invites have places of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_members_invites_let_a_few_whip_publishers_in_at_once() {
-    let Some(offer) = aiortc_offer() else { return };
+    let Some(offer) = support::aiortc_offer() else { return };
     let env = [("CUSTODIA_WHIP_SESSIONS_PER_ACCOUNT", "2"), ("CUSTODIA_WHIP_SESSIONS_PER_CASE", "8")];
     let (_gateway, port, data, secrets) = hearing_with_invites("loopback", &env, 4).await;
     let at_once = secrets.iter().map(|secret| publish(port, secret, &offer));

@@ -1076,3 +1076,29 @@ pub fn libfaketime() -> std::path::PathBuf {
     let found = candidates.iter().map(std::path::PathBuf::from).find(|path| path.exists());
     found.expect("libfaketime (apt-get install faketime; scripts/setup-system.sh test installs it)")
 }
+
+/// An SDP offer from aiortc (an independent WebRTC peer) with an audio and a video track to send, its candidates
+/// gathered, as a WHIP publisher sends it; or `None`, saying so, when aiortc is not installed.
+pub fn aiortc_offer() -> Option<String> {
+    const OFFER: &str = r#"
+import asyncio
+from aiortc import RTCPeerConnection
+
+async def main():
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    print(pc.localDescription.sdp)
+    await pc.close()
+
+asyncio.run(main())
+"#;
+    if !installed("python3", &["-c", "import aiortc"]) {
+        eprintln!("SKIPPED (the WHIP part): aiortc is not installed (scripts/setup-system.sh test)");
+        return None;
+    }
+    let made = std::process::Command::new("python3").args(["-c", OFFER]).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    Some(String::from_utf8(made.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n"))
+}

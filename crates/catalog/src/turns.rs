@@ -53,7 +53,7 @@ const TURN_ASK_AGAIN_MIN: Duration = Duration::from_millis(2);
 const TURN_ASK_AGAIN_MAX: Duration = Duration::from_millis(100);
 
 /// What a turn is of, in the order in which a holder may take one within another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TurnKind {
     /// A partner transfer's steps.
     Transfer,
@@ -99,11 +99,15 @@ impl TurnKind {
     }
 }
 
+/// This process's mutex of one turn, while someone holds or waits for it.
+type LocalTurn = Weak<tokio::sync::Mutex<()>>;
+
 /// The turns of this process, and on PostgreSQL the pools their locks are taken on, one for each [`TurnKind`] but
 /// the partner registry's ([`TurnKind::pool`]).
 #[derive(Default)]
 pub(crate) struct Turns {
-    local: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    /// By kind and key, as the database's locks are: two kinds' turns of one key are two turns.
+    local: Mutex<HashMap<(TurnKind, String), LocalTurn>>,
     database: Option<[PgPool; 4]>,
 }
 
@@ -121,17 +125,18 @@ impl Turns {
         Ok(Self { local: Mutex::default(), database: Some([transfer?, policy?, membership?, quota?]) })
     }
 
-    /// This process's mutex of `key`.
-    fn local(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// This process's mutex of `kind`'s `key`.
+    fn local(&self, kind: TurnKind, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(turn) = local.get(key).and_then(Weak::upgrade) {
+        let key = (kind, key.to_owned());
+        if let Some(turn) = local.get(&key).and_then(Weak::upgrade) {
             return turn;
         }
         if local.len() > 1024 {
             local.retain(|_, turn| turn.strong_count() > 0);
         }
         let turn = Arc::new(tokio::sync::Mutex::new(()));
-        local.insert(key.to_owned(), Arc::downgrade(&turn));
+        local.insert(key, Arc::downgrade(&turn));
         turn
     }
 }
@@ -164,7 +169,7 @@ impl Catalog {
     /// [`Turn`] is dropped. Fails (retryably) if the database cannot be reached, or another gateway holds the turn
     /// for longer than 30 s.
     pub async fn take_turn(&self, kind: TurnKind, key: &str) -> Result<Turn> {
-        let local = self.turns.local(key).lock_owned().await;
+        let local = self.turns.local(kind, key).lock_owned().await;
         let Some(pools) = &self.turns.database else { return Ok(Turn { database: None, _local: local }) };
         let pool = &pools[kind.pool()];
         let started = tokio::time::Instant::now();

@@ -28,7 +28,6 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 
 use custodia_service::chunk_buffers::ChunkBuffers;
-use custodia_service::gateway::Gateway;
 use custodia_service::transfers::Partnership;
 
 use crate::problem::Problem;
@@ -505,18 +504,4 @@ fn differences(what: &str, seen: &Card, expected: &Card) -> Vec<String> {
         .collect()
 }
 
-/// Puts the registry on the record if it differs from the one last pinned, through the evidence service
-/// ([`Gateway::pin_partner_registry`]: under the partner registry's turn, the entry sequenced with its row of the
-/// custody index and its openings). The ledger index of the new entry, if one was made.
-pub async fn pin_registry(gateway: &Gateway, registry: &Registry) -> anyhow::Result<Option<u64>> {
-    Ok(gateway.pin_partner_registry(registry).await?)
-}
 
-/// The newest `partners_pinned` entries of the log, at most `most`, newest first, each with its openings (which
-/// must be kept: an entry without them is an error) ([`Gateway::pinned_partner_registries`]).
-pub async fn pinned_on_record(
-    gateway: &Gateway,
-    most: usize,
-) -> anyhow::Result<Vec<custodia_service::log_entries::PinnedRegistry>> {
-    Ok(gateway.pinned_partner_registries(most).await?)
-}

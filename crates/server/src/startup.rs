@@ -134,7 +134,7 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     if caught_up > 0 {
         tracing::info!(records = caught_up, "indexed custody records the catalog had missed");
     }
-    crate::partner_api::pin_registry(&gateway, partnering.registry()).await?;
+    gateway.pin_partner_registry(partnering.registry()).await?;
     if let Some(timestamper) = timestamper {
         tracing::info!(authorities = config.timestamps.authorities.len(), "timestamping the log's checkpoints");
         metrics.follow_timestamps(timestamper.counters());

@@ -107,9 +107,7 @@ struct PinnedListed {
 async fn pinned(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<PinnedListed>>, Problem> {
     use base64::Engine as _;
     caller.require_admin("read the partner registries pinned on the record")?;
-    let pinned = crate::partner_api::pinned_on_record(&state.gateway, PINNED_SHOWN)
-        .await
-        .map_err(|err| custodia_service::gateway::GatewayError::internal("pinned", err))?;
+    let pinned = state.gateway.pinned_partner_registries(PINNED_SHOWN).await?;
     let listed = pinned
         .into_iter()
         .map(|pinned| PinnedListed {

@@ -534,7 +534,7 @@ impl Gateway {
                 || custodia_partners::pinned::PartnersPinned::from_entry(&entry).is_ok()
             {
                 // The log's own timestamps (the server's timestamping) and the partners it pinned
-                // (its partner_api::pin_registry) belong to no case.
+                // (Gateway::pin_partner_registry) belong to no case.
                 self.catalog.index_custody(index as i64, "", None, &entry).await?;
                 caught_up += 1;
                 continue;

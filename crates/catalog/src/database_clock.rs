@@ -69,6 +69,11 @@ pub(crate) fn system_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }
 
+/// The longest round trip of a reading of the database's clock that is kept ([`Catalog::database_offset_ms`]): the
+/// reading is placed in its middle, so this bounds the error at half of it, well within the second it is rounded
+/// to.
+const MEASURE_ROUND_TRIP_MS: i64 = 400;
+
 impl Catalog {
     /// The database's clock now, in milliseconds since the Unix epoch.
     pub async fn database_now_ms(&self) -> i64 {
@@ -102,14 +107,24 @@ impl Catalog {
         if clock.current(system_ms()) {
             return clock.offset_ms.load(Ordering::Acquire);
         }
-        let asked = system_ms();
-        let answer: Result<i64, sqlx::Error> =
-            sqlx::query_scalar("SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)")
-                .fetch_one(&self.pool)
-                .await;
-        let answered = system_ms();
-        match answer {
-            Ok(database_ms) => {
+        // Timed from a connection in hand, so that a wait for one (a pool busy, a database just back) is not taken
+        // for the clocks' difference; and a measure whose round trip was too long to place the database's reading
+        // within the second it is rounded to is not kept.
+        let measure = async {
+            let mut connection = self.pool.acquire().await?;
+            let asked = system_ms();
+            let database_ms: i64 =
+                sqlx::query_scalar("SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT)")
+                    .fetch_one(&mut *connection)
+                    .await?;
+            Ok::<_, sqlx::Error>((asked, database_ms, system_ms()))
+        };
+        match measure.await {
+            Ok((asked, _, answered)) if answered - asked > MEASURE_ROUND_TRIP_MS => {
+                tracing::debug!(round_trip_ms = answered - asked, "the database's clock was read too slowly to keep");
+                clock.offset_ms.load(Ordering::Acquire)
+            }
+            Ok((asked, database_ms, answered)) => {
                 // The database read its clock somewhere between the question and the answer: in the middle, say. To
                 // the nearest second, which leases and budgets need, so that gateways whose clocks agree (those on
                 // one machine, say) shift by exactly the same, whatever each measure's jitter.

@@ -222,7 +222,11 @@ impl EnterRefusal {
 
 impl From<RoomError> for EnterRefusal {
     fn from(err: RoomError) -> Self {
-        Self::from_gateway(err.into())
+        match err {
+            // Something of the join is on the record: final, whatever failed.
+            RoomError::PartlyDone(_) => Self::Failed(err.into()),
+            err => Self::from_gateway(err.into()),
+        }
     }
 }
 
@@ -234,6 +238,11 @@ pub enum RoomError {
     Refused(#[from] HearingError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The step happened in part: some of its custody records were appended (durable, in the public log), then
+    /// carrying out the rest failed. It is in the hearing's state and journal as taken, so it is not taken again,
+    /// and trying it again does not mend what is missing: never retryable.
+    #[error("the step was recorded only in part")]
+    PartlyDone(#[source] GatewayError),
 }
 
 impl From<RoomError> for GatewayError {
@@ -247,6 +256,7 @@ impl From<RoomError> for GatewayError {
                 _ => GatewayError::Conflict(refusal.to_string()),
             },
             RoomError::Gateway(err) => err,
+            partly @ RoomError::PartlyDone(_) => GatewayError::internal("a hearing's step", partly),
         }
     }
 }
@@ -1387,7 +1397,9 @@ impl Hearings {
                 }
                 state.next_slot += 1;
                 let member = JournalEntry::Member { participant: participant.clone(), slot };
-                live.journal(&mut state, &member).await.map_err(EnterRefusal::from_gateway)?;
+                // The join is on the record and the invite used: what fails from here is final, not tried again.
+                let recorded_in_part = |err| EnterRefusal::from(RoomError::PartlyDone(err));
+                live.journal(&mut state, &member).await.map_err(recorded_in_part)?;
                 let credential = random_secret();
                 let mut credentials = vec![Sha256::of(credential.as_bytes())];
                 if outbox.is_none() {
@@ -1395,7 +1407,7 @@ impl Hearings {
                 }
                 for digest in credentials {
                     let entry = JournalEntry::Credential { digest, participant: participant.clone() };
-                    live.journal(&mut state, &entry).await.map_err(EnterRefusal::from_gateway)?;
+                    live.journal(&mut state, &entry).await.map_err(recorded_in_part)?;
                     state.credentials.insert(digest, participant.clone());
                     self.remember_secret(digest, &live.id);
                 }
@@ -1820,7 +1832,18 @@ impl LiveHearing {
                 state.machine = before;
                 return Err(error.into());
             }
-            Err(NotCarriedOut { error, .. }) => return Err(error.into()),
+            Err(NotCarriedOut { error, .. }) => {
+                // Its first records are in the log for good: the hearing keeps the step as taken, and so does its
+                // journal if it can, so that a gateway restoring the hearing does not find it untaken (an invite
+                // unused whose join is on the record, say) and let it be taken twice.
+                if let Err(journal) = self.journal(state, &JournalEntry::Event { at, event }).await {
+                    tracing::error!(
+                        hearing = %self.id, error = %custodia_service::error::Chain(&journal),
+                        "a step recorded in part could not be journalled; restored elsewhere, the hearing will not know it"
+                    );
+                }
+                return Err(RoomError::PartlyDone(error));
+            }
         };
         self.journal(state, &JournalEntry::Event { at, event }).await?;
         self.broadcast(state);
@@ -2594,6 +2617,13 @@ mod tests {
         assert!(!refusal.to_string().contains("journal") && !refusal.to_string().contains("fire"), "{refusal}");
         let cause = refusal.source().expect("the internal error is kept");
         assert_eq!(cause.source().map(ToString::to_string).as_deref(), Some("disk on fire"));
+
+        // A join recorded in part (its first record appended, then the database gone): the invite is used, so a
+        // retry could only be refused; final, whatever the failure's own class.
+        let database = GatewayError::Unavailable { what: "the database", source: "connection reset".into() };
+        let refusal = EnterRefusal::from(RoomError::PartlyDone(database));
+        assert_eq!((refusal.key(), refusal.is_retryable()), ("other", false));
+        assert!(!GatewayError::from(RoomError::PartlyDone(GatewayError::Conflict("x".into()))).is_retryable());
 
         let conflict = EnterRefusal::from_gateway(GatewayError::Conflict("the hearing is full".into()));
         assert_eq!((conflict.key(), conflict.is_retryable()), ("other", false));

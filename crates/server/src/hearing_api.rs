@@ -568,6 +568,10 @@ async fn run_room(
                 tracing::warn!(error = %e, action, "a room step failed");
                 let _ = outbox.send(RoomMessage::Error { detail: e.to_string() });
             }
+            Err(partly @ RoomError::PartlyDone(_)) => {
+                tracing::error!(error = %custodia_service::error::Chain(&partly), action, "a room step failed");
+                let _ = outbox.send(RoomMessage::Error { detail: partly.to_string() });
+            }
         }
         if leaving {
             break;
@@ -742,7 +746,7 @@ async fn whip_end(
     }
     match hearing.act(&owner, RoomStep::Leave).await {
         Ok(()) | Err(RoomError::Refused(_)) => Ok(StatusCode::OK),
-        Err(RoomError::Gateway(e)) => Err(e.into()),
+        Err(err @ (RoomError::Gateway(_) | RoomError::PartlyDone(_))) => Err(GatewayError::from(err).into()),
     }
 }
 

@@ -503,5 +503,3 @@ fn differences(what: &str, seen: &Card, expected: &Card) -> Vec<String> {
         .map(|(field, seen, expected)| format!("{what}: {field} is {seen:?}, not {expected:?}"))
         .collect()
 }
-
-

@@ -594,30 +594,34 @@ impl DirectUpload {
     /// Releases the holding: the upload ended, and its bytes are the artefact's now, or nobody's. Should the
     /// catalog fail, the holding is left to expire (it is renewed no more).
     pub async fn release(&self) {
+        if self.stop_holding() {
+            release_holding(&self.catalog, &self.id).await;
+        }
+    }
+
+    /// Stops renewing the holding; whether it was not released yet (and is now to be).
+    fn stop_holding(&self) -> bool {
         self.renewing.abort();
-        if self.released.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        if let Err(err) = self.catalog.release_direct_holding(&self.id).await {
-            tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
-        }
+        !self.released.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Deletes holding `id`; should the catalog fail, it is left to expire, renewed no more.
+async fn release_holding(catalog: &Catalog, id: &str) {
+    if let Err(err) = catalog.release_direct_holding(id).await {
+        tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
     }
 }
 
 impl Drop for DirectUpload {
     /// A holding not released (its request abandoned, say) is released by a task of its own, or left to expire.
     fn drop(&mut self) {
-        self.renewing.abort();
-        if self.released.swap(true, Ordering::AcqRel) {
+        if !self.stop_holding() {
             return;
         }
         let (catalog, id) = (self.catalog.clone(), std::mem::take(&mut self.id));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(err) = catalog.release_direct_holding(&id).await {
-                    tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
-                }
-            });
+            runtime.spawn(async move { release_holding(&catalog, &id).await });
         }
     }
 }

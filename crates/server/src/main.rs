@@ -228,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     HandshakeOutcome::Failed(why) => {
                         failed += 1;
-                        say(&format!("{name}: FAILED: {why}"));
+                        say(&format!("{name}: FAILED: {}", custodia_service::error::Chain(&why)));
                     }
                 }
             }

@@ -403,14 +403,37 @@ pub fn card_for(config: &crate::config::ServeConfig) -> anyhow::Result<(Card, Si
 }
 
 /// What a handshake with one partner showed ([`check_partners`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum HandshakeOutcome {
     /// Each side pins the other as it is.
     Pinned,
     /// The partner answered, but one side pins the other differently: what differs, by field.
     Differs(Vec<String>),
     /// The partner refused the signed request, or could not be reached: why.
-    Failed(String),
+    Failed(HandshakeFailure),
+}
+
+/// Why a handshake with a partner did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeFailure {
+    /// No HTTP client could be made (no TLS roots, say): no partner was asked.
+    #[error("no HTTP client")]
+    NoClient(#[source] std::sync::Arc<reqwest::Error>),
+    #[error("this gateway's card could not be written")]
+    Card(#[source] serde_json::Error),
+    #[error("could not reach {base_url}")]
+    Unreachable {
+        base_url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("its answer could not be read")]
+    Unreadable(#[source] AnswerError),
+    /// The partner refused the request: its status, and the detail of its problem if it gave one.
+    #[error("answered {status}: {detail}")]
+    Refused { status: reqwest::StatusCode, detail: String },
+    #[error("the answer is not a handshake")]
+    NotHandshake(#[source] serde_json::Error),
 }
 
 /// Sends a signed handshake to every partner in the registry and compares, both ways, what each side pins: the
@@ -420,8 +443,9 @@ pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duratio
     let client = match partner_client(timeout) {
         Ok(client) => client,
         Err(err) => {
-            let failed = HandshakeOutcome::Failed(format!("no HTTP client: {err}"));
-            return partnering.registry.partners().iter().map(|p| (p.name.clone(), failed.clone())).collect();
+            let err = std::sync::Arc::new(err);
+            let failed = || HandshakeOutcome::Failed(HandshakeFailure::NoClient(err.clone()));
+            return partnering.registry.partners().iter().map(|p| (p.name.clone(), failed())).collect();
         }
     };
     let mut outcomes = Vec::new();
@@ -436,15 +460,27 @@ pub async fn check_partners(partnering: &Partnering, timeout: std::time::Duratio
 pub const PARTNER_ANSWER_LIMIT: usize = 1 << 20;
 
 /// A partner's answer as text, read up to [`PARTNER_ANSWER_LIMIT`]; past it, or not UTF-8, an error.
-pub async fn answer_text(mut answer: reqwest::Response) -> Result<String, String> {
+pub async fn answer_text(mut answer: reqwest::Response) -> Result<String, AnswerError> {
     let mut body = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|err| format!("reading the answer: {err}"))? {
+    while let Some(chunk) = answer.chunk().await.map_err(AnswerError::Reading)? {
         if body.len() + chunk.len() > PARTNER_ANSWER_LIMIT {
-            return Err(format!("the answer is larger than {PARTNER_ANSWER_LIMIT} bytes"));
+            return Err(AnswerError::TooLarge);
         }
         body.extend_from_slice(&chunk);
     }
-    String::from_utf8(body).map_err(|_| "the answer is not UTF-8".to_owned())
+    String::from_utf8(body).map_err(AnswerError::NotUtf8)
+}
+
+/// Why a partner's answer could not be read as text ([`answer_text`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    /// The connection failed, or the time ran out, while the answer came.
+    #[error("reading the answer")]
+    Reading(#[source] reqwest::Error),
+    #[error("the answer is larger than {PARTNER_ANSWER_LIMIT} bytes")]
+    TooLarge,
+    #[error("the answer is not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
 }
 
 /// The HTTP client of requests to partner gateways: no redirects followed, every request within `timeout`.
@@ -461,26 +497,30 @@ async fn handshake_with(partnering: &Partnering, client: &reqwest::Client, partn
     const PATH: &str = "/partner/v1/handshake";
     let body = match serde_json::to_vec(partnering.card()) {
         Ok(body) => body,
-        Err(err) => return HandshakeOutcome::Failed(err.to_string()),
+        Err(err) => return HandshakeOutcome::Failed(HandshakeFailure::Card(err)),
     };
     let answer = match partnering.signed(client, partner, reqwest::Method::POST, PATH, body).send().await {
         Ok(answer) => answer,
-        Err(err) => return HandshakeOutcome::Failed(format!("could not reach {}: {err}", partner.base_url)),
+        Err(source) => {
+            let base_url = partner.base_url.clone();
+            return HandshakeOutcome::Failed(HandshakeFailure::Unreachable { base_url, source });
+        }
     };
     let status = answer.status();
     let text = match answer_text(answer).await {
         Ok(text) => text,
-        Err(err) => return HandshakeOutcome::Failed(err),
+        Err(err) => return HandshakeOutcome::Failed(HandshakeFailure::Unreadable(err)),
     };
     if !status.is_success() {
         let detail = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|problem| problem["detail"].as_str().map(str::to_owned))
             .unwrap_or_default();
-        return HandshakeOutcome::Failed(format!("answered {status}: {detail}"));
+        return HandshakeOutcome::Failed(HandshakeFailure::Refused { status, detail });
     }
-    let Ok(handshake) = serde_json::from_str::<Handshake>(&text) else {
-        return HandshakeOutcome::Failed("the answer is not a handshake".into());
+    let handshake = match serde_json::from_str::<Handshake>(&text) {
+        Ok(handshake) => handshake,
+        Err(err) => return HandshakeOutcome::Failed(HandshakeFailure::NotHandshake(err)),
     };
     let mut differs = differences("it pins for us", &handshake.pinned, partnering.card());
     differs.extend(differences("its card", &handshake.card, &Card::of(partner)));

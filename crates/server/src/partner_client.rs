@@ -47,7 +47,7 @@ impl HttpPartnerClient {
 async fn answer(request: reqwest::RequestBuilder) -> Result<Progress, PartnerError> {
     let answer = request.send().await.map_err(|err| PartnerError::Unreachable(Box::new(err)))?;
     let status = answer.status();
-    let text = crate::partner_api::answer_text(answer).await.map_err(PartnerError::Unreadable)?;
+    let text = crate::partner_api::answer_text(answer).await.map_err(|err| PartnerError::Unreadable(Box::new(err)))?;
     if !status.is_success() {
         let detail = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -55,8 +55,13 @@ async fn answer(request: reqwest::RequestBuilder) -> Result<Progress, PartnerErr
             .unwrap_or_default();
         return Err(PartnerError::Refused { refusal: refusal(status), status: status.as_u16(), detail });
     }
-    serde_json::from_str(&text).map_err(|err| PartnerError::Unreadable(format!("not a transfer's progress: {err}")))
+    serde_json::from_str(&text).map_err(|source| PartnerError::Unreadable(Box::new(NotProgress(source))))
 }
+
+/// A partner's answer that is not a transfer's progress.
+#[derive(Debug, thiserror::Error)]
+#[error("not a transfer's progress")]
+struct NotProgress(#[source] serde_json::Error);
 
 /// How a partner's answer `status` refuses a request: 409 is a conflict with where the transfer stands there (a
 /// chunk out of order); 429 and the 5xx (among them the 503 of a gateway without the duty of the transfers, and a

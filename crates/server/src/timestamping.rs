@@ -64,9 +64,14 @@ pub struct TimestampCounters {
 /// Why one authority gave no token.
 #[derive(Debug, thiserror::Error)]
 enum StampError {
-    #[error("unreachable: {0}")]
-    Unreachable(String),
-    #[error("answer refused: {0}")]
+    /// No answer came in full: no connection, a timeout, a connection lost. The error leaves out the URL.
+    #[error("unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    #[error("unreachable: it answered HTTP status {0}")]
+    Status(reqwest::StatusCode),
+    #[error("unreachable: an answer over {MAX_ANSWER_BYTES} bytes")]
+    TooLarge,
+    #[error("answer refused")]
     Refused(#[from] TimestampError),
     /// A valid token whose time is further from this gateway's clock than the verifiers allow between a record's
     /// time and a token's: recorded, it would make every bundle it covers invalid.
@@ -190,10 +195,13 @@ impl Timestamper {
                 Ok(token) => token,
                 Err(error) => {
                     let counter = match error {
-                        StampError::Unreachable(_) => &self.counters.unreachable,
+                        StampError::Unreachable(_) | StampError::Status(_) | StampError::TooLarge => {
+                            &self.counters.unreachable
+                        }
                         StampError::Refused(_) | StampError::OffClock { .. } => &self.counters.refused,
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
+                    let error = custodia_service::error::Chain(&error);
                     tracing::warn!(tsa = authority.host(), %error, "no timestamp from this authority");
                     continue;
                 }
@@ -207,7 +215,7 @@ impl Timestamper {
                 }
                 Err(error) => {
                     self.counters.not_recorded.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(tsa = authority.host(), error = %error, "a verified timestamp was not recorded");
+                    tracing::error!(tsa = authority.host(), error = %format_args!("{error:#}"), "a verified timestamp was not recorded");
                 }
             }
         }
@@ -218,7 +226,7 @@ impl Timestamper {
     async fn ask(&self, authority: &Authority, message: &[u8]) -> Result<Vec<u8>, StampError> {
         let request = TimestampRequest::new(message, None, &mut OsRng)?;
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let unreachable = |error: reqwest::Error| StampError::Unreachable(error.without_url().to_string());
+        let unreachable = |error: reqwest::Error| StampError::Unreachable(error.without_url());
         let mut response = self
             .client
             .post(authority.url.clone())
@@ -228,12 +236,12 @@ impl Timestamper {
             .await
             .map_err(unreachable)?;
         if !response.status().is_success() {
-            return Err(StampError::Unreachable(format!("HTTP status {}", response.status())));
+            return Err(StampError::Status(response.status()));
         }
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if answer.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(StampError::Unreachable(format!("an answer over {MAX_ANSWER_BYTES} bytes")));
+                return Err(StampError::TooLarge);
             }
             answer.extend_from_slice(&chunk);
         }

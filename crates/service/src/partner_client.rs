@@ -45,15 +45,15 @@ pub trait PartnerClient: Send + Sync {
 pub enum PartnerError {
     /// The request did not reach the partner, or no answer came back (no connection, a timeout): it may pass if
     /// tried again.
-    #[error("could not reach the partner: {0}")]
+    #[error("could not reach the partner")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The partner answered with a refusal: how ([`Refusal`]), its status (an HTTP status over the wire), and the
     /// detail of its problem, if it gave one.
     #[error("the partner answered {status}: {detail}")]
     Refused { refusal: Refusal, status: u16, detail: String },
     /// The partner's answer could not be read as what it should be (too large, not UTF-8, not a progress).
-    #[error("what the partner sent does not check: {0}")]
-    Unreadable(String),
+    #[error("what the partner sent does not check")]
+    Unreadable(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How a partner gateway refused a request.

@@ -195,8 +195,8 @@ pub(crate) fn artefact_id(text: &str) -> Result<ArtefactId, Problem> {
     ArtefactId::new(text).map_err(|err| Problem::from(bad_input("artefact", err)))
 }
 
-/// Every read of evidence states why.
-#[derive(Debug, Deserialize)]
+/// Every read of evidence states why. No `Debug`: a purpose is typed text, which may name people.
+#[derive(Deserialize)]
 pub(crate) struct PurposeQuery {
     purpose: Option<String>,
     access: Option<String>,
@@ -581,7 +581,8 @@ async fn remove_member(
 
 // Artefacts.
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: a purpose and a file name are typed text, which may name people.
+#[derive(Deserialize)]
 struct UploadQuery {
     purpose: Option<String>,
     filename: Option<String>,
@@ -990,7 +991,7 @@ pub(crate) fn stream_case_bundle(
             scope: &scope,
         };
         if let Err(err) = export.stream(&sources, &sender).await {
-            tracing::error!(error = %err, "case bundle stream failed");
+            tracing::error!(error = %format_args!("{err:#}"), "case bundle stream failed");
             let _ = sender.send(Err(std::io::Error::other("the case bundle could not be completed"))).await;
         }
         drop(outflowing);

@@ -118,10 +118,11 @@ impl S3Config {
 }
 
 impl fmt::Debug for S3Config {
+    /// Whether an endpoint is set, not which: it may be an address (as [`custodia_store::object_lock::S3ObjectLock`]'s says).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Config")
             .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoint.as_ref().map(|_| "<set>"))
             .field("region", &self.region)
             .field("retention_mode", &self.retention_mode)
             .field("retention_days", &self.retention_days)
@@ -318,7 +319,7 @@ pub struct TimestampConfig {
     /// Time-Stamp Authorities, comma-separated, each `<url> <trust anchor PEM file>`: the checkpoints are sent to
     /// each (`application/timestamp-query`), and a token counts only if it chains to that file's certificates.
     /// Without any, the log is not timestamped.
-    #[arg(long = "tsa", env = "CUSTODIA_TSA", value_delimiter = ',')]
+    #[arg(long = "tsa", env = "CUSTODIA_TSA", value_delimiter = ',', hide_env_values = true)]
     pub authorities: Vec<String>,
     /// Never ask the authorities more often than once in this many seconds (a busy log is stamped in batches).
     #[arg(long = "tsa-min-interval-secs", env = "CUSTODIA_TSA_MIN_INTERVAL_SECS", default_value_t = 60)]

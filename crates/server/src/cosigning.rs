@@ -308,7 +308,7 @@ pub async fn start(
     let lease = match catalog.try_duty(custodia_catalog::Duty::COSIGNING, &node).await {
         Ok(lease) => lease,
         Err(err) => {
-            tracing::warn!(error = %err, "cannot ask whether this gateway asks the witnesses");
+            tracing::warn!(error = %custodia_service::error::Chain(&err), "cannot ask whether this gateway asks the witnesses");
             None
         }
     };
@@ -397,7 +397,9 @@ async fn keep_the_duty(
                     }
                 }
             }
-            Err(err) => tracing::warn!(error = %err, "could not read the cosignatures another gateway stored"),
+            Err(err) => {
+                tracing::warn!(error = %custodia_service::error::Chain(&err), "could not read the cosignatures another gateway stored")
+            }
         }
         match catalog.try_duty(custodia_catalog::Duty::COSIGNING, &node).await {
             Ok(Some(taken)) => {
@@ -408,7 +410,9 @@ async fn keep_the_duty(
                 }
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway asks the witnesses"),
+            Err(err) => {
+                tracing::warn!(error = %custodia_service::error::Chain(&err), "cannot ask whether this gateway asks the witnesses")
+            }
         }
     }
 }
@@ -428,7 +432,7 @@ async fn in_log(log: &Log, latest: &SignedCheckpoint, checkpoint: &SignedCheckpo
             custodia_ledger::merkle::verify_consistency(size, latest_size, &proof, &root, &latest_root).is_ok()
         }
         Err(err) => {
-            tracing::error!(error = %err, size, "could not check a stored cosignature against the log");
+            tracing::error!(error = %custodia_service::error::Chain(&err), size, "could not check a stored cosignature against the log");
             false
         }
     }
@@ -505,7 +509,7 @@ impl Driver {
                     .store_witness_cosignature(&cosigned.witness_vkey, size, &note, &cosigned.line, &at)
                     .await
                 {
-                    tracing::error!(error = %err, "could not store a witness's cosignature");
+                    tracing::error!(error = %custodia_service::error::Chain(&err), "could not store a witness's cosignature");
                 }
             }
             Effect::Alarm { witness, witness_vkey, alarm } => {
@@ -528,7 +532,7 @@ impl Driver {
                 }
                 let at = self.clock.now().to_string();
                 if let Err(err) = self.catalog.store_witness_alarm(&witness_vkey, alarm.code(), &at).await {
-                    tracing::error!(error = %err, "could not store a witness alarm");
+                    tracing::error!(error = %custodia_service::error::Chain(&err), "could not store a witness alarm");
                 }
             }
             Effect::GaveUp { witness, size, reason } => {
@@ -559,7 +563,7 @@ async fn ask(
         match log.storage().consistency_proof(old_size, size).await {
             Ok(proof) => proof,
             Err(err) => {
-                tracing::error!(error = %err, witness, old_size, size, "could not make a consistency proof");
+                tracing::error!(error = %custodia_service::error::Chain(&err), witness, old_size, size, "could not make a consistency proof");
                 return Answer::Failed;
             }
         }

@@ -425,7 +425,7 @@ async fn run_room(
             let text = match serde_json::to_string(&message) {
                 Ok(text) => text,
                 Err(e) => {
-                    tracing::error!(error = %e, "a room message could not be written as JSON; closing the socket");
+                    tracing::error!(error = %custodia_service::error::Chain(&e), "a room message could not be written as JSON; closing the socket");
                     break;
                 }
             };
@@ -565,7 +565,7 @@ async fn run_room(
                 let _ = outbox.send(RoomMessage::StepNotTaken { action, reason: e.to_string() });
             }
             Err(RoomError::Gateway(e)) => {
-                tracing::warn!(error = %e, action, "a room step failed");
+                tracing::warn!(error = %custodia_service::error::Chain(&e), action, "a room step failed");
                 let _ = outbox.send(RoomMessage::Error { detail: e.to_string() });
             }
             Err(partly @ RoomError::PartlyDone(_)) => {

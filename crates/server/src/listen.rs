@@ -113,7 +113,7 @@ pub fn raise_open_file_limit() -> u64 {
     match setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: Some(hard) }) {
         Ok(()) => hard,
         Err(err) => {
-            tracing::warn!(error = %err, "could not raise the open-file limit");
+            tracing::warn!(error = %custodia_service::error::Chain(&err), "could not raise the open-file limit");
             limit.current.unwrap_or(1024)
         }
     }
@@ -237,7 +237,7 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of descriptors or a connection reset before we took it: wait a little, and keep serving.
-                    tracing::warn!(error = %err, "accepting a connection failed");
+                    tracing::warn!(error = %custodia_service::error::Chain(&err), "accepting a connection failed");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }

@@ -12,7 +12,7 @@ use custodia_ledger::CHECKPOINT;
 use custodia_ledger::tile::Tile;
 
 use crate::cosigning::Published;
-use crate::problem::Problem;
+use crate::problem::{Chain, Problem};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -75,10 +75,10 @@ async fn readiness(state: &AppState, mut not_ready: Vec<&'static str>) -> Respon
     let gateway = &state.gateway;
     let (catalog, store) = tokio::join!(
         tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-            gateway.catalog().ping().await.map_err(|e| e.to_string())
+            gateway.catalog().ping().await.map_err(|e| Chain(&e).to_string())
         }),
         tokio::time::timeout(READINESS_CHECK_TIMEOUT, async {
-            gateway.artefacts().answers().await.map_err(|e| e.to_string())
+            gateway.artefacts().answers().await.map_err(|e| Chain(&e).to_string())
         }),
     );
     for (part, outcome) in

@@ -309,7 +309,7 @@ async fn serve_metrics(
     let router = custodia_server::metrics::router(state);
     tokio::spawn(async move {
         if let Err(err) = custodia_server::listen::serve(listener, router, None, limits, std::future::pending()).await {
-            tracing::error!(error = %err, "the metrics listener stopped");
+            tracing::error!(error = %format_args!("{err:#}"), "the metrics listener stopped");
         }
     });
     Ok(())

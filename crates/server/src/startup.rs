@@ -166,7 +166,9 @@ pub async fn open(config: &ServeConfig, clock: Clock) -> anyhow::Result<AppState
     match custodia_hearings::masking::sweep_abandoned_staging(&std::env::temp_dir()) {
         Ok(0) => {}
         Ok(count) => tracing::info!(count, "removed masked copies a crash had interrupted"),
-        Err(err) => tracing::warn!(error = %err, "could not look for masked copies a crash left"),
+        Err(err) => {
+            tracing::warn!(error = %custodia_service::error::Chain(&err), "could not look for masked copies a crash left")
+        }
     }
     let recordings = gateway_config.data_dir.join("recordings");
     let quarantine_dir = gateway_config.data_dir.join("quarantine");
@@ -240,7 +242,7 @@ async fn timestamp_while_on_duty(timestamper: Arc<crate::timestamping::Timestamp
                 continue;
             }
             Err(err) => {
-                tracing::warn!(error = %err, "cannot ask whether this gateway timestamps the log");
+                tracing::warn!(error = %custodia_service::error::Chain(&err), "cannot ask whether this gateway timestamps the log");
                 tokio::time::sleep(DUTY_CHECK).await;
                 continue;
             }
@@ -442,7 +444,7 @@ fn remove_old_probe_copies(dir: &std::path::Path) {
     match removed {
         Ok(()) => tracing::info!("removed the probe copies an earlier version kept"),
         Err(err) => tracing::warn!(
-            error = %err,
+            error = %custodia_service::error::Chain(&err),
             "could not remove the probe copies an earlier version kept (the data directory's probing/): remove them"
         ),
     }

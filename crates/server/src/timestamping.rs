@@ -156,12 +156,13 @@ impl Timestamper {
             return Ok(None);
         }
         let mut authorities = Vec::new();
-        for entry in &config.authorities {
+        // An entry is named by its place in the list, never quoted: its URL may carry credentials.
+        for (place, entry) in config.authorities.iter().enumerate().map(|(at, entry)| (at + 1, entry)) {
             let (url, anchors) = entry
                 .trim()
                 .split_once(char::is_whitespace)
-                .with_context(|| format!("CUSTODIA_TSA entry {entry:?} is not `<url> <trust anchor PEM file>`"))?;
-            let url = reqwest::Url::parse(url).with_context(|| format!("CUSTODIA_TSA URL {url:?}"))?;
+                .with_context(|| format!("CUSTODIA_TSA entry {place} is not `<url> <trust anchor PEM file>`"))?;
+            let url = reqwest::Url::parse(url).with_context(|| format!("CUSTODIA_TSA entry {place}: its URL"))?;
             let pem = std::fs::read(anchors.trim())
                 .with_context(|| format!("reading the TSA trust anchors {}", anchors.trim()))?;
             let anchors = TrustAnchors::from_pem(&pem).with_context(|| format!("the TSA trust anchors {anchors}"))?;
@@ -284,6 +285,25 @@ impl Timestamper {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An authority's URL may carry credentials: a configuration error names the entry by its place, never quotes
+    /// it, whether the entry lacks its trust anchors or its URL does not parse.
+    #[test]
+    fn a_misconfigured_authority_is_named_by_its_place_not_quoted() {
+        for entry in ["https://clerk:hunter2-secret@tsa.example/stamp", "https//clerk:hunter2-secret@ /tmp/anchors.pem"]
+        {
+            let config = TimestampConfig { authorities: vec![entry.to_owned()], ..TimestampConfig::default() };
+            let Err(err) = Timestamper::from_config(&config) else { panic!("{entry} was taken") };
+            let text = format!("{err:#}");
+            assert!(text.contains("CUSTODIA_TSA entry 1"), "{text}");
+            assert!(!text.contains("hunter2") && !text.contains("clerk"), "{text}");
         }
     }
 }

@@ -130,7 +130,8 @@ async fn partners(State(state): State<AppState>, _caller: Caller) -> Json<Vec<Pa
     Json(listed)
 }
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: a purpose is typed text, which may name people.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewTransfer {
     partner: String,

@@ -164,7 +164,7 @@ while kill -0 "$run_pid" 2>/dev/null && [ $((SECONDS - started)) -lt "$run_budge
   if health=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/healthz" 2>/dev/null); then
     say "/healthz answered after $((SECONDS - started)) s: $health"
     if page=$(curl -fsS --max-time 5 "http://127.0.0.1:$port/"); then
-      say "/ answered: $(printf '%s' "$page" | grep -o '<title>[^<]*</title>' | head -1)"
+      say "/ answered: $(printf '%s' "$page" | grep -o '<title[^>]*>[^<]*</title>' | head -1)"
       run_ok=1
     else
       say "/ did not answer"

@@ -528,10 +528,29 @@ pub struct ConnectionConfig {
     /// of for twice as long closes its connection.
     #[arg(long, env = "CUSTODIA_BODY_IDLE_SECONDS", default_value_t = 30)]
     pub body_idle_seconds: u64,
-    /// Reverse proxies (comma-separated addresses) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed:
-    /// behind one that terminates HTTPS, the session cookie is `Secure` and answers carry HSTS.
-    #[arg(long, env = "CUSTODIA_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed, comma-separated: addresses,
+    /// or ranges in CIDR notation (`10.244.0.0/16`: proxies whose addresses change, pods say). The client is the
+    /// last address in `X-Forwarded-For` outside them. Behind one that terminates HTTPS, the session cookie is
+    /// `Secure` and answers carry HSTS.
+    #[arg(long, env = "CUSTODIA_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// One entry of `CUSTODIA_TRUSTED_PROXIES`: an address (the range of that address alone) or a CIDR range.
+fn trusted_proxy(entry: &str) -> Result<ipnet::IpNet, String> {
+    let entry = entry.trim();
+    if entry.contains('/') {
+        let range: ipnet::IpNet = entry.parse().map_err(|err| format!("{entry}: not a CIDR range: {err}"))?;
+        // A range written with host bits set (10.0.0.10/8) is a slip as often as not: named as written, it is
+        // refused rather than widened.
+        if range.trunc() != range {
+            return Err(format!("{entry} has bits set past its prefix; the range is {}", range.trunc()));
+        }
+        Ok(range)
+    } else {
+        let address: std::net::IpAddr = entry.parse().map_err(|err| format!("{entry}: not an address: {err}"))?;
+        Ok(ipnet::IpNet::from(address))
+    }
 }
 
 impl Default for ConnectionConfig {
@@ -679,5 +698,18 @@ mod tests {
         let debug = format!("{ice:?}");
         assert!(!debug.contains(secret) && !debug.contains("192.0.2"), "{debug}");
         assert_eq!(ice.servers().unwrap().counts(), (1, 1));
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_ranges_and_a_range_is_written_as_it_is() {
+        let net = |text: &str| text.parse::<ipnet::IpNet>().unwrap();
+        assert_eq!(trusted_proxy("10.0.0.10").unwrap(), net("10.0.0.10/32"));
+        assert_eq!(trusted_proxy(" ::1 ").unwrap(), net("::1/128"));
+        assert_eq!(trusted_proxy("10.244.0.0/16").unwrap(), net("10.244.0.0/16"));
+        assert_eq!(trusted_proxy("fd00:10::/56").unwrap(), net("fd00:10::/56"));
+        let widened = trusted_proxy("10.0.0.10/8").unwrap_err();
+        assert!(widened.contains("10.0.0.0/8"), "{widened}");
+        assert!(trusted_proxy("10.0.0.0/33").is_err());
+        assert!(trusted_proxy("proxy.internal").is_err());
     }
 }

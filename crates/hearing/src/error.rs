@@ -324,7 +324,7 @@ pub enum HearingError {
     #[error("{actor} may not {action}: {reason}")]
     Refused { actor: Actor, action: HearingAction, reason: Reason },
     /// A detail document could not be written as canonical JSON (it holds only ids and labels, so this is a bug).
-    #[error("could not encode the detail of {action}: {source}")]
+    #[error("could not encode the detail of {action}")]
     Detail { action: HearingAction, source: CanonicalError },
 }
 

@@ -17,8 +17,8 @@ pub struct CaseMember {
     pub role: Role,
 }
 
-/// What a clerk sets when scheduling a hearing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What a clerk sets when scheduling a hearing. `Debug` withholds the place, which the clerk typed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Schedule {
     pub hearing: HearingId,
     pub case: custodia_core::CaseId,
@@ -28,6 +28,19 @@ pub struct Schedule {
     /// The court and room that hear the testimony, in words, for the minutes ("date and place").
     pub place: Label,
     pub rules: Rules,
+}
+
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { hearing, case, by, scheduled_for, place: _, rules } = self;
+        f.debug_struct("Schedule")
+            .field("hearing", hearing)
+            .field("case", case)
+            .field("by", by)
+            .field("scheduled_for", scheduled_for)
+            .field("rules", rules)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Rules a court may set per hearing. [`Rules::default`] is the strict set.
@@ -76,7 +89,8 @@ pub struct Invite {
 /// Act 2009 s.86 or the ICC's protective measures): a pseudonym, their face masked, their voice altered. The
 /// judge and the clerk always see and hear the original and read the name; `privileged` adds other roles. Everyone
 /// else gets the masked feeds and the pseudonym. The recording keeps the original: the court keeps the true record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` withholds the pseudonym.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProtectiveMeasures {
     /// What everyone but the privileged is shown in place of the witness's name. Shown to the parties, so not a
@@ -91,6 +105,17 @@ pub struct ProtectiveMeasures {
     /// which always has it, is not named).
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub privileged: BTreeSet<HearingRole>,
+}
+
+impl std::fmt::Debug for ProtectiveMeasures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { pseudonym: _, mask_face, alter_voice, privileged } = self;
+        f.debug_struct("ProtectiveMeasures")
+            .field("mask_face", mask_face)
+            .field("alter_voice", alter_voice)
+            .field("privileged", privileged)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProtectiveMeasures {
@@ -191,8 +216,8 @@ pub enum OathForm {
     Affirmation,
 }
 
-/// The identity document the remote-site officer inspected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The identity document the remote-site officer inspected. `Debug` withholds the words of [`Self::Other`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DocumentType {
     Passport,
@@ -204,19 +229,46 @@ pub enum DocumentType {
     Other(Label),
 }
 
+/// The kind of document; for [`DocumentType::Other`], not the words the officer typed, which can say more than a
+/// kind.
+impl std::fmt::Debug for DocumentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Passport => "Passport",
+            Self::NationalIdentityCard => "NationalIdentityCard",
+            Self::ResidencePermit => "ResidencePermit",
+            Self::TravelDocument => "TravelDocument",
+            Self::DrivingLicence => "DrivingLicence",
+            Self::Other(_) => "Other(withheld)",
+        })
+    }
+}
+
 /// The remote-site officer's account of an identity check.
 ///
 /// The officer's name is personal data. It goes into the record only as the SHA-256 of a canonical detail
 /// document ([`Self::detail_document`]) that also holds a random salt, so the public digest cannot be reversed by
 /// guessing names. The adapter keeps that document privately (next to the scanned document, if one was ingested)
-/// so that a court can check it against the ledger; the minutes carry the same digest as the reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// so that a court can check it against the ledger; the minutes carry the same digest as the reference. `Debug`
+/// withholds the site, which can place a protected witness, as well as the name and the salt.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdentityVerification {
     pub document: DocumentType,
     pub officer_name: PersonalName,
     /// Where the remote site is, in words ("Tunis, Tribunal de première instance, room 4").
     pub site: Label,
     pub salt: CommitmentSalt,
+}
+
+impl std::fmt::Debug for IdentityVerification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { document, officer_name, site: _, salt } = self;
+        f.debug_struct("IdentityVerification")
+            .field("document", document)
+            .field("officer_name", officer_name)
+            .field("salt", salt)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Serialize)]
@@ -565,6 +617,48 @@ mod tests {
         let other_salt = IdentityVerification { salt: CommitmentSalt::from_bytes([8; 32]), ..verification.clone() };
         assert_ne!(other_salt.detail_sha256(&hearing, &person, &officer).unwrap(), digest);
         assert!(!format!("{verification:?}").contains("Leila"));
+    }
+
+    /// What a person typed (a site, a document described in words, a pseudonym, a place) stays out of `Debug`,
+    /// and so out of any log line that prints an event or a schedule.
+    #[test]
+    fn debug_withholds_what_a_person_typed() {
+        let verify = Event::VerifyIdentity {
+            by: ParticipantId::new("p-o").unwrap(),
+            person: ParticipantId::new("p-w").unwrap(),
+            verification: IdentityVerification {
+                document: DocumentType::Other(Label::new("consular card of Sfax").unwrap()),
+                officer_name: PersonalName::new("Leila Ben Salah").unwrap(),
+                site: Label::new("Tunis, court of first instance").unwrap(),
+                salt: CommitmentSalt::from_bytes([7; 32]),
+            },
+        };
+        let order = Event::OrderProtection {
+            by: CaseMember { actor: ActorId::new("acct-judge").unwrap(), role: Role::Judge },
+            invite: InviteId::new("i-w").unwrap(),
+            measures: Some(ProtectiveMeasures {
+                pseudonym: Label::new("Witness Seven").unwrap(),
+                mask_face: true,
+                alter_voice: false,
+                privileged: BTreeSet::from([HearingRole::Defence]),
+            }),
+        };
+        let schedule = Schedule {
+            hearing: HearingId::new("h-1").unwrap(),
+            case: custodia_core::CaseId::new("case-7").unwrap(),
+            by: CaseMember { actor: ActorId::new("acct-clerk").unwrap(), role: Role::Clerk },
+            scheduled_for: "2027-03-03T09:00:00Z".parse().unwrap(),
+            place: Label::new("Tribunale di Catania, aula 3").unwrap(),
+            rules: Rules::default(),
+        };
+        let shown = format!("{verify:?} {order:?} {schedule:?}");
+        for private in ["Sfax", "consular", "Leila", "Tunis", "0707", "Witness Seven", "Catania"] {
+            assert!(!shown.contains(private), "{private} in {shown}");
+        }
+        for kept in ["Other(withheld)", "p-w", "mask_face: true", "Defence", "h-1", "case-7"] {
+            assert!(shown.contains(kept), "{kept} not in {shown}");
+        }
+        assert_eq!(format!("{:?}", DocumentType::Passport), "Passport");
     }
 
     #[test]

@@ -229,8 +229,9 @@ struct Consultation {
 /// One hearing: the rules, and everything that has happened so far. See the crate documentation.
 ///
 /// `Clone` and `PartialEq` so that a caller (or a test) can keep a snapshot; a refused event leaves the hearing
-/// exactly as it was.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// exactly as it was. `Debug` withholds the place, which the clerk typed, and which channel each participant
+/// listens to, which tells their language; identity checks and protective orders withhold what was typed in them.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Hearing {
     id: HearingId,
     case: CaseId,
@@ -269,6 +270,71 @@ pub struct Hearing {
     protections: BTreeMap<InviteId, ProtectiveMeasures>,
     /// Every order, change and lifting, for the minutes.
     protection_orders: Vec<ProtectionOrder>,
+}
+
+impl fmt::Debug for Hearing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            case,
+            scheduled_by,
+            scheduled_for,
+            place: _,
+            rules,
+            phase,
+            opened_at,
+            session_started_at,
+            ended_at,
+            last_at,
+            invites,
+            participants,
+            arrivals,
+            consultations,
+            next_consultation,
+            recording,
+            segments,
+            identity_checks,
+            texts_presented,
+            awaiting_step,
+            rights_notices,
+            oaths,
+            interpreters,
+            tracks,
+            channels,
+            listening: _,
+            protections,
+            protection_orders,
+        } = self;
+        f.debug_struct("Hearing")
+            .field("id", id)
+            .field("case", case)
+            .field("scheduled_by", scheduled_by)
+            .field("scheduled_for", scheduled_for)
+            .field("rules", rules)
+            .field("phase", phase)
+            .field("opened_at", opened_at)
+            .field("session_started_at", session_started_at)
+            .field("ended_at", ended_at)
+            .field("last_at", last_at)
+            .field("invites", invites)
+            .field("participants", participants)
+            .field("arrivals", arrivals)
+            .field("consultations", consultations)
+            .field("next_consultation", next_consultation)
+            .field("recording", recording)
+            .field("segments", segments)
+            .field("identity_checks", identity_checks)
+            .field("texts_presented", texts_presented)
+            .field("awaiting_step", awaiting_step)
+            .field("rights_notices", rights_notices)
+            .field("oaths", oaths)
+            .field("interpreters", interpreters)
+            .field("tracks", tracks)
+            .field("channels", channels)
+            .field("protections", protections)
+            .field("protection_orders", protection_orders)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The context of one event being handled: for refusals and for the records it produces.

@@ -13,7 +13,9 @@ use crate::{
     Phase, ProtectiveMeasures, Rules, TextShown, TrackKind, Wording,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` withholds the place, which the clerk typed; the rest is ids, roles, times and digests (an identity check
+/// and a protective order withhold what was typed in them themselves).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Minutes {
     pub hearing: HearingId,
     pub case: CaseId,
@@ -51,6 +53,60 @@ pub struct Minutes {
     pub recording: Vec<RecordingRun>,
     pub segments: Vec<SealedSegment>,
     pub technical: TechnicalConditions,
+}
+
+impl std::fmt::Debug for Minutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            hearing,
+            case,
+            place: _,
+            scheduled_by,
+            scheduled_for,
+            rules,
+            phase,
+            opened_at,
+            session_started_at,
+            ended_at,
+            present,
+            not_admitted,
+            identity_checks,
+            texts_presented,
+            rights_notices,
+            oaths,
+            interpreters,
+            channels,
+            protection_orders,
+            consultations,
+            recording,
+            segments,
+            technical,
+        } = self;
+        f.debug_struct("Minutes")
+            .field("hearing", hearing)
+            .field("case", case)
+            .field("scheduled_by", scheduled_by)
+            .field("scheduled_for", scheduled_for)
+            .field("rules", rules)
+            .field("phase", phase)
+            .field("opened_at", opened_at)
+            .field("session_started_at", session_started_at)
+            .field("ended_at", ended_at)
+            .field("present", present)
+            .field("not_admitted", not_admitted)
+            .field("identity_checks", identity_checks)
+            .field("texts_presented", texts_presented)
+            .field("rights_notices", rights_notices)
+            .field("oaths", oaths)
+            .field("interpreters", interpreters)
+            .field("channels", channels)
+            .field("protection_orders", protection_orders)
+            .field("consultations", consultations)
+            .field("recording", recording)
+            .field("segments", segments)
+            .field("technical", technical)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An interpretation channel, as the court opened (and closed) it.
@@ -161,14 +217,15 @@ pub struct IdentityCheck {
     pub detail_sha256: Sha256,
 }
 
-/// Without the site, which can place a protected witness, and the document's kind, which may be words the officer
-/// typed.
+/// Without the site, which can place a protected witness; the document only by its kind ([`DocumentType`]'s
+/// `Debug` withholds the words an officer typed for another document).
 impl std::fmt::Debug for IdentityCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityCheck")
             .field("at", &self.at)
             .field("person", &self.person)
             .field("officer", &self.officer)
+            .field("document", &self.document)
             .field("detail_sha256", &self.detail_sha256)
             .finish_non_exhaustive()
     }

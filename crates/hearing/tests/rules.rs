@@ -1752,6 +1752,35 @@ fn no_custody_record_carries_personal_data() {
     assert!(!format!("{:?}", court.hearing).contains(OFFICER_NAME));
 }
 
+/// What a person typed stays out of the `Debug` of the hearing and of its minutes, and so out of any log line that
+/// prints them: the place, the remote site, a document described in words, a witness's pseudonym, and which
+/// channel each participant listens to.
+#[test]
+fn the_hearing_and_its_minutes_withhold_from_debug_what_a_person_typed() {
+    let mut court = Court::interpreted();
+    court.ok(order(Some(measures(&[]))));
+    let described = IdentityVerification {
+        document: DocumentType::Other(Label::new("consular card of Sfax").unwrap()),
+        ..verification()
+    };
+    court.ok(Event::VerifyIdentity { by: pid(OFFICER), person: pid(WITNESS), verification: described });
+    let italian = Label::new("it").unwrap();
+    court.ok(Event::OpenChannel {
+        by: pid(CLERK),
+        interpreter: pid(INTERPRETER),
+        language: italian.clone(),
+        mode: InterpretationMode::Simultaneous,
+    });
+    court.ok(Event::ChooseChannel { participant: pid(ACCUSED), language: Some(italian) });
+    let shown = format!("{:?} {:?}", court.hearing, court.hearing.minutes());
+    for private in [OFFICER_NAME, "Catania", "Tunis", "Sfax", "Witness A", "listening"] {
+        assert!(!shown.contains(private), "{private} in {shown}");
+    }
+    for kept in ["Other(withheld)", "mask_face: true", "p-witness", "case-7"] {
+        assert!(shown.contains(kept), "{kept} not in {shown}");
+    }
+}
+
 // ---- Minutes ----
 
 #[test]

@@ -24,7 +24,7 @@ use custodia_hearing::{
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
 use custodia_recorder::sfu::{RecorderFactory, Zone};
-use custodia_recorder::{SealedSegment, SegmentSealer};
+use custodia_recorder::{SealError, SealedSegment, SegmentSealer};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -38,7 +38,7 @@ use crate::room_messages::{
 use crate::texts::{CourtText, CourtTexts};
 use crate::turn::{IceServerJson, IceServers};
 use custodia_service::budget::{Budget, retry_after_seconds};
-use custodia_service::error::{ErrorClass, SERVED_ELSEWHERE};
+use custodia_service::error::{Chain, ErrorClass, SERVED_ELSEWHERE};
 use custodia_service::gateway::{Gateway, GatewayError, Registered, new_id};
 use custodia_service::identity::{Channel, Principal};
 
@@ -234,7 +234,7 @@ impl From<RoomError> for EnterRefusal {
 #[derive(Debug, thiserror::Error)]
 pub enum RoomError {
     /// The hearing's rules said no.
-    #[error("{0}")]
+    #[error(transparent)]
     Refused(#[from] HearingError),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
@@ -459,7 +459,8 @@ pub struct HearingView {
     pub case: CaseId,
     pub phase: Phase,
     pub scheduled_for: Timestamp,
-    pub place: Label,
+    /// Typed by the clerk: `Debug` withholds it.
+    pub place: Withheld<Label>,
     /// Whom participants call if their link fails: for the court only, `null` for everyone else or if none.
     pub contact: Option<HearingContact>,
     pub recording: bool,
@@ -510,8 +511,8 @@ impl HearingOutput {
     }
 }
 
-/// What a clerk sends to schedule a hearing.
-#[derive(Debug, Deserialize)]
+/// What a clerk sends to schedule a hearing. `Debug` withholds the place, which the clerk typed (and the contact).
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     pub scheduled_for: Timestamp,
@@ -521,6 +522,18 @@ pub struct ScheduleRequest {
     /// Whom participants call or write to if their link fails (the court registry's phone or e-mail); optional.
     #[serde(default)]
     pub contact: Option<HearingContact>,
+}
+
+impl std::fmt::Debug for ScheduleRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { scheduled_for, place: _, identity_check_before_oath, contact } = self;
+        f.debug_struct("ScheduleRequest")
+            .field("scheduled_for", scheduled_for)
+            .field("place", &Withheld(()))
+            .field("identity_check_before_oath", identity_check_before_oath)
+            .field("contact", contact)
+            .finish()
+    }
 }
 
 fn yes() -> bool {
@@ -959,10 +972,10 @@ impl Hearings {
                 Ok(true) => live.lease_until.store(lease_until(now), Ordering::Relaxed),
                 Ok(false) => self.lose(&live, "another gateway took its lease").await,
                 Err(e) if now >= live.lease_until.load(Ordering::Relaxed) => {
-                    tracing::error!(hearing = %live.id, error = %e, "a hearing's lease lapsed unrenewed");
+                    tracing::error!(hearing = %live.id, error = %Chain(&e), "a hearing's lease lapsed unrenewed");
                     self.lose(&live, "its lease lapsed unrenewed").await;
                 }
-                Err(e) => tracing::warn!(hearing = %live.id, error = %e, "renewing a hearing's lease"),
+                Err(e) => tracing::warn!(hearing = %live.id, error = %Chain(&e), "renewing a hearing's lease"),
             }
         }
     }
@@ -992,7 +1005,7 @@ impl Hearings {
     pub async fn look_elsewhere(&self) {
         match self.gateway.catalog().hearings_leased_elsewhere(&self.node, lease_now()).await {
             Ok(count) => self.others_hold.store(count > 0, Ordering::Release),
-            Err(e) => tracing::warn!(error = %e, "looking for hearings other gateways hold"),
+            Err(e) => tracing::warn!(error = %Chain(&e), "looking for hearings other gateways hold"),
         }
     }
 
@@ -1019,7 +1032,7 @@ impl Hearings {
                 // Expired now, so that the host takes it over at once rather than when the lease would have run
                 // out; a renewal that fails leaves it to expire by itself.
                 if let Err(e) = self.gateway.catalog().renew_hearing_lease(&live.fence, 0).await {
-                    tracing::warn!(hearing = %live.id, error = %e, "giving up a hearing's lease");
+                    tracing::warn!(hearing = %live.id, error = %Chain(&e), "giving up a hearing's lease");
                 }
             }
         }
@@ -1043,7 +1056,7 @@ impl Hearings {
                     match hearings.take_over().await {
                         Ok(0) => {}
                         Ok(count) => tracing::info!(count, "hearings taken over from another gateway"),
-                        Err(e) => tracing::warn!(error = %e, "looking for hearings to take over"),
+                        Err(e) => tracing::warn!(error = %Chain(&e), "looking for hearings to take over"),
                     }
                 }
                 hearings.look_elsewhere().await;
@@ -1057,8 +1070,8 @@ impl Hearings {
         fence: custodia_catalog::HearingFence,
         lease_until: i64,
     ) -> anyhow::Result<Arc<LiveHearing>> {
-        let mut entries = entries.iter().map(|text| serde_json::from_str::<JournalEntry>(text));
-        let Some(Ok(JournalEntry::Scheduled { at, schedule, court, contact })) = entries.next() else {
+        let mut entries = entries.iter().enumerate().map(|(number, text)| read_journal_entry(number, text));
+        let Some(JournalEntry::Scheduled { at, schedule, court, contact }) = entries.next().transpose()? else {
             anyhow::bail!("the journal does not start with the schedule");
         };
         let account =
@@ -1074,7 +1087,7 @@ impl Hearings {
                 JournalEntry::Event { at, event } => {
                     // Its effects were carried out before the restart.
                     if let Err(e) = state.machine.handle(at, event) {
-                        tracing::warn!(hearing = %live.id, error = %e, "a journalled event no longer applies");
+                        tracing::warn!(hearing = %live.id, error = %Chain(&e), "a journalled event no longer applies");
                     }
                 }
                 JournalEntry::Invite { digest, invite, expires_at, name } => {
@@ -1838,7 +1851,7 @@ impl LiveHearing {
                 // unused whose join is on the record, say) and let it be taken twice.
                 if let Err(journal) = self.journal(state, &JournalEntry::Event { at, event }).await {
                     tracing::error!(
-                        hearing = %self.id, error = %custodia_service::error::Chain(&journal),
+                        hearing = %self.id, error = %Chain(&journal),
                         "a step recorded in part could not be journalled; restored elsewhere, the hearing will not know it"
                     );
                 }
@@ -2096,7 +2109,7 @@ impl LiveHearing {
         if state.machine.place_of(participant).is_some_and(|place| place != Place::Away) {
             let event = Event::Leave { participant: participant.clone(), cause: LeaveCause::ConnectionLost };
             if let Err(e) = self.apply(&mut state, event).await {
-                tracing::warn!(hearing = %self.id, error = %e, "recording a lost connection");
+                tracing::warn!(hearing = %self.id, error = %Chain(&e), "recording a lost connection");
             }
         }
     }
@@ -2143,7 +2156,7 @@ impl LiveHearing {
         }
         for event in reports {
             if let Err(e) = self.apply(&mut state, event).await {
-                tracing::warn!(hearing = %self.id, error = %e, "reporting a participant's media");
+                tracing::warn!(hearing = %self.id, error = %Chain(&e), "reporting a participant's media");
             }
         }
         true
@@ -2170,7 +2183,7 @@ impl LiveHearing {
             credential: Withheld(credential.to_owned()),
             hearing: HearingAsWelcomed {
                 id: self.id.clone(),
-                place: state.machine.venue().clone(),
+                place: Withheld(state.machine.venue().clone()),
                 scheduled_for: state.machine.scheduled_for(),
             },
             ice_servers,
@@ -2317,7 +2330,7 @@ impl LiveHearing {
             case: self.case.clone(),
             phase: state.machine.phase(),
             scheduled_for: state.machine.scheduled_for(),
-            place: state.machine.venue().clone(),
+            place: Withheld(state.machine.venue().clone()),
             contact: state.contact.clone().filter(|_| court),
             recording: state.machine.is_recording(),
             invites,
@@ -2394,7 +2407,7 @@ impl LiveHearing {
         let output = staging.path().join("masked.webm");
         let summary = crate::masking::mask_segment(self.maskers.program(), &source, &output, self.maskers.voice_seed())
             .await
-            .map_err(|reason| GatewayError::internal(format!("masking segment {}", segment.artefact), reason))?;
+            .map_err(|err| GatewayError::internal(format!("masking segment {}", segment.artefact), err))?;
         let bytes = tokio::fs::read(&output).await.map_err(|e| GatewayError::internal("reading the masked copy", e))?;
         let name = format!("{}-{}-segment-{:05}-masked.webm", self.id, segment.participant, segment.index);
         let registered = self
@@ -2449,18 +2462,18 @@ impl LiveHearing {
         participant: &ParticipantId,
         run: u32,
         segment: &SealedSegment,
-    ) -> Result<(), String> {
-        let bytes = tokio::fs::read(&segment.path).await.map_err(|e| format!("reading the segment: {e}"))?;
+    ) -> Result<(), SegmentNotSealed> {
+        let bytes = tokio::fs::read(&segment.path).await.map_err(SegmentNotSealed::Read)?;
         let name = format!("{}-{participant}-run{run}-segment-{:05}.webm", self.id, segment.index);
-        let policy = self.recording_policy(participant).await.map_err(|e| e.to_string())?;
+        let policy = self.recording_policy(participant).await.map_err(SegmentNotSealed::Policy)?;
         let registered = self
             .take_into_custody("hearing recording", "video/webm", &name, bytes, Some(&segment.path), policy.as_ref())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(SegmentNotSealed::Custody)?;
         let mut state = self.state.lock().await;
         let index = state.segments.len() as u64;
         let event = Event::SegmentSealed { index, sha256: registered.sha256, ledger_index: registered.ledger_index };
-        self.apply(&mut state, event).await.map_err(|e| e.to_string())?;
+        self.apply(&mut state, event).await.map_err(SegmentNotSealed::Record)?;
         let view = SegmentView {
             index,
             participant: participant.clone(),
@@ -2469,7 +2482,7 @@ impl LiveHearing {
             ledger_index: registered.ledger_index,
         };
         let entry = JournalEntry::Segment { segment: view.clone() };
-        self.journal(&mut state, &entry).await.map_err(|e| e.to_string())?;
+        self.journal(&mut state, &entry).await.map_err(SegmentNotSealed::Journal)?;
         state.segments.push(view);
         drop(state);
         tracing::info!(
@@ -2477,7 +2490,10 @@ impl LiveHearing {
             ledger_index = registered.ledger_index, "recording segment in custody"
         );
         if let Err(e) = tokio::fs::remove_file(&segment.path).await {
-            tracing::warn!(error = %e, "could not remove a staged segment that is in custody");
+            tracing::warn!(
+                hearing = %self.id, error = %Chain(&e),
+                "could not remove a staged segment that is in custody"
+            );
         }
         Ok(())
     }
@@ -2503,18 +2519,23 @@ impl LiveHearing {
                     packets_lost: track.lost,
                 };
                 if let Err(e) = self.step(&mut state, Event::TechnicalReport(report)).await {
-                    tracing::warn!(hearing = %self.id, error = %e, "reporting technical conditions");
+                    tracing::warn!(hearing = %self.id, error = %Chain(&e), "reporting technical conditions");
                 }
             }
-            for error in summary.errors {
-                tracing::error!(hearing = %self.id, participant = %participant, error, "recording error");
+            for error in &summary.errors {
+                tracing::error!(
+                    hearing = %self.id, participant = %participant, error = %Chain(error),
+                    "recording error"
+                );
             }
         }
         let minutes = state.machine.minutes();
         drop(state);
         let bytes = match custodia_core::to_canonical_vec(&minutes) {
             Ok(bytes) => bytes,
-            Err(e) => return tracing::error!(hearing = %self.id, error = %e, "the minutes could not be written"),
+            Err(e) => {
+                return tracing::error!(hearing = %self.id, error = %Chain(&e), "the minutes could not be written");
+            }
         };
         let name = format!("{}-minutes.json", self.id);
         match self.take_into_custody("hearing minutes", "application/json", &name, bytes, None, None).await {
@@ -2523,11 +2544,13 @@ impl LiveHearing {
                 let mut state = self.state.lock().await;
                 let entry = JournalEntry::Minutes { artefact: registered.artefact.clone() };
                 if let Err(e) = self.journal(&mut state, &entry).await {
-                    tracing::error!(hearing = %self.id, error = %e, "journalling the minutes");
+                    tracing::error!(hearing = %self.id, error = %Chain(&e), "journalling the minutes");
                 }
                 state.minutes_artefact = Some(registered.artefact);
             }
-            Err(e) => tracing::error!(hearing = %self.id, error = %e, "the minutes could not be taken into custody"),
+            Err(e) => {
+                tracing::error!(hearing = %self.id, error = %Chain(&e), "the minutes could not be taken into custody");
+            }
         }
     }
 }
@@ -2558,7 +2581,7 @@ impl RecorderFactory for SegmentsIntoCustody {
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(format!("{member}-run{run}"));
         if let Err(e) = std::fs::create_dir_all(&dir) {
-            tracing::error!(error = %e, "could not create a recording directory");
+            tracing::error!(error = %Chain(&e), "could not create a recording directory");
         }
         let sealer = Arc::new(SealIntoHearing {
             hearing: self.hearing.clone(),
@@ -2577,15 +2600,78 @@ struct SealIntoHearing {
 
 #[async_trait::async_trait]
 impl SegmentSealer for SealIntoHearing {
-    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
-        let hearing = self.hearing.upgrade().ok_or("the hearing is gone")?;
+    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), SealError> {
+        let hearing = self.hearing.upgrade().ok_or(SegmentNotSealed::HearingGone)?;
         if hearing.is_lost() {
             // Another gateway holds the hearing now: nothing more is written from here; the file stays on disk.
-            return Err("the hearing is held by another gateway now".to_owned());
+            return Err(SegmentNotSealed::HeldElsewhere.into());
         }
-        let participant = self.participant.as_ref().ok_or("not a participant id")?;
-        hearing.seal(participant, self.run, segment).await
+        let participant = self.participant.as_ref().ok_or(SegmentNotSealed::NotAParticipant)?;
+        Ok(hearing.seal(participant, self.run, segment).await?)
     }
+}
+
+/// Why a recorded segment did not enter custody and the hearing's record ([`LiveHearing::seal`]): the step that
+/// failed, with its cause. The recording stops there; the segment stays on disk, or in quarantine if custody
+/// itself failed ([`crate::quarantine`]).
+#[derive(Debug, thiserror::Error)]
+enum SegmentNotSealed {
+    #[error("the hearing is gone")]
+    HearingGone,
+    #[error("the hearing is held by another gateway now")]
+    HeldElsewhere,
+    #[error("the recording's member is not a participant id")]
+    NotAParticipant,
+    #[error("reading the segment")]
+    Read(#[source] std::io::Error),
+    #[error("finding who may use the recording")]
+    Policy(#[source] GatewayError),
+    #[error("taking the segment into custody")]
+    Custody(#[source] GatewayError),
+    #[error("putting the segment on the hearing's record")]
+    Record(#[source] RoomError),
+    #[error("journalling the segment")]
+    Journal(#[source] GatewayError),
+}
+
+/// A hearing's journal entry that could not be read back ([`read_journal_entry`]): which one, how JSON failed and
+/// where, when serde knows (not for a value inside a tagged entry, which it reads twice). Never serde's message,
+/// which quotes the value it could not take, and the journal holds names, contacts and the officer's name of an
+/// identity check: this error reaches the operator's log.
+#[derive(Debug, thiserror::Error)]
+#[error("journal entry {entry} cannot be read: {}{}", fault_of(.category), position(.line, .column))]
+struct UnreadableJournalEntry {
+    entry: usize,
+    category: serde_json::error::Category,
+    /// From 1; 0 where serde does not know.
+    line: usize,
+    column: usize,
+}
+
+/// Where in an entry JSON failed, if serde knows.
+fn position(line: &usize, column: &usize) -> String {
+    if *line == 0 { String::new() } else { format!(" at line {line}, column {column}") }
+}
+
+/// What kind of fault a JSON error is, in words.
+fn fault_of(category: &serde_json::error::Category) -> &'static str {
+    use serde_json::error::Category;
+    match category {
+        Category::Io => "an I/O error",
+        Category::Syntax => "not JSON",
+        Category::Data => "a value not of the form an entry takes",
+        Category::Eof => "cut short",
+    }
+}
+
+/// Entry number `entry` of a hearing's journal, from its `text`.
+fn read_journal_entry(entry: usize, text: &str) -> Result<JournalEntry, UnreadableJournalEntry> {
+    serde_json::from_str(text).map_err(|e| UnreadableJournalEntry {
+        entry,
+        category: e.classify(),
+        line: e.line(),
+        column: e.column(),
+    })
 }
 
 #[cfg(test)]
@@ -2593,6 +2679,78 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    /// A journal entry that does not read back says which entry, where and what kind of fault, never the value:
+    /// serde's own message quotes it, and the journal holds names and contacts.
+    #[test]
+    fn an_unreadable_journal_entry_is_not_quoted_in_its_error() {
+        let name = "Amina Haddad";
+        let member = format!(r#"{{"entry":"member","participant":"p-1","slot":"{name}"}}"#);
+        let quoted = serde_json::from_str::<JournalEntry>(&member).err().expect("a name is no slot").to_string();
+        assert!(quoted.contains(name), "serde quotes the value, so its message must not be logged: {quoted}");
+        let schedule = format!(r#"{{"entry":"scheduled","at":"2027-03-03T09:00:00Z","court":7,"contact":"{name}"}}"#);
+        let texts = [member.as_str(), &schedule, r#"{"entry":"voice","seed":"#, r#"{"entry":"voice","seed":"Amina"}"#];
+        for (number, text) in texts.into_iter().enumerate() {
+            let err = read_journal_entry(number, text).err().expect("not an entry");
+            let shown = format!("{} {err:?}", Chain(&err));
+            let shown = format!("{shown} {:#}", anyhow::Error::from(err));
+            assert!(!shown.contains("Amina") && !shown.contains("Haddad"), "{shown}");
+            assert!(shown.contains(&format!("journal entry {number} cannot be read")), "{shown}");
+        }
+        let err = read_journal_entry(3, r#"{"entry":"voice","seed":"Amina"}"#).err().expect("not a seed");
+        assert_eq!(err.to_string(), "journal entry 3 cannot be read: a value not of the form an entry takes");
+        let cut = read_journal_entry(2, r#"{"entry":"voice","seed":"#).err().expect("cut short");
+        assert_eq!(cut.to_string(), "journal entry 2 cannot be read: cut short at line 1, column 24");
+        assert!(read_journal_entry(0, r#"{"entry":"voice","seed":7}"#).is_ok());
+    }
+
+    /// The place a clerk typed stays out of `Debug`, as the contact does.
+    #[test]
+    fn a_schedule_request_withholds_the_place_from_debug() {
+        let request: ScheduleRequest = serde_json::from_value(serde_json::json!({
+            "scheduled_for": "2027-03-03T09:00:00Z",
+            "place": "Tribunale di Catania, aula 3",
+            "contact": "Registry, +39 095 555 0101",
+        }))
+        .unwrap();
+        let shown = format!("{request:?}");
+        for private in ["Catania", "aula", "+39", "Registry"] {
+            assert!(!shown.contains(private), "{private} in {shown}");
+        }
+        assert!(shown.contains("place: withheld") && shown.contains("2027-03-03"), "{shown}");
+    }
+
+    /// A segment that did not enter custody says which step failed, then each cause once.
+    #[test]
+    fn a_segment_not_sealed_keeps_each_cause_once() {
+        let custody = SegmentNotSealed::Custody(GatewayError::internal("storing", std::io::Error::other("disk full")));
+        assert_eq!(Chain(&custody).to_string(), "taking the segment into custody: internal error: storing: disk full");
+        let boxed: SealError = custody.into();
+        assert_eq!(
+            Chain(&custodia_recorder::RecordingError::Seal { index: 4, source: boxed }).to_string(),
+            "sealing segment 4: taking the segment into custody: internal error: storing: disk full"
+        );
+        let read = SegmentNotSealed::Read(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert_eq!(Chain(&read).to_string(), "reading the segment: entity not found");
+    }
+
+    /// A refusal by the hearing's rules reads the same through [`Chain`] as by itself: said once, not twice.
+    #[test]
+    fn a_refused_step_is_said_once_in_its_chain() {
+        let schedule = Schedule {
+            hearing: HearingId::new("h-1").unwrap(),
+            case: CaseId::new("case-7").unwrap(),
+            by: CaseMember { actor: ActorId::new("acct-clerk").unwrap(), role: custodia_core::Role::Clerk },
+            scheduled_for: "2027-03-03T09:00:00Z".parse().unwrap(),
+            place: Label::new("Aula 3").unwrap(),
+            rules: Rules::default(),
+        };
+        let at: Timestamp = "2027-03-03T08:00:00Z".parse().unwrap();
+        let (mut machine, _) = Hearing::schedule(at, schedule).unwrap();
+        let refusal = machine.handle(at, Event::StartSession { by: ParticipantId::new("p-x").unwrap() }).err().unwrap();
+        let said = refusal.to_string();
+        assert_eq!(Chain(&RoomError::from(refusal)).to_string(), said);
+    }
 
     /// A failure while letting someone in keeps its error, and is said by its class: one that may pass is a refusal
     /// the page tries again (`served_elsewhere` for a lease another gateway took, `unavailable` for a backend),

@@ -38,6 +38,7 @@ use bytes::Bytes;
 use custodia_hearing::DUCKED_GAIN;
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::masking::{MaskPipe, MaskedFrame, MaskerFactory, ToMasker, Treatment};
+use custodia_service::error::Chain;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -318,13 +319,13 @@ pub fn child_main(mut args: impl Iterator<Item = OsString>) -> std::process::Exi
         None => return usage(),
     };
     if let Err(err) = custodia_service::probe::confine(address_space, None, 0) {
-        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
+        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {}", Chain(&err));
         return std::process::ExitCode::FAILURE;
     }
     match run_child(pipeline, &mut std::io::stdin().lock(), &mut std::io::stdout().lock()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("custodia {SUBCOMMAND}: {err}");
+            eprintln!("custodia {SUBCOMMAND}: {}", Chain(&*err));
             std::process::ExitCode::FAILURE
         }
     }
@@ -339,12 +340,12 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
         return std::process::ExitCode::from(2);
     };
     if let Err(err) = custodia_service::probe::confine(address_space, Some(SEGMENT_CPU_SECONDS), SEGMENT_OUTPUT_BYTES) {
-        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {err}");
+        eprintln!("custodia {SUBCOMMAND}: could not set the limits: {}", Chain(&err));
         return std::process::ExitCode::FAILURE;
     }
     let mut seed = [0u8; 8];
     if let Err(err) = std::io::stdin().read_exact(&mut seed) {
-        eprintln!("custodia {SUBCOMMAND}: no seed: {err}");
+        eprintln!("custodia {SUBCOMMAND}: no seed: {}", Chain(&err));
         return std::process::ExitCode::FAILURE;
     }
     let masked = custodia_media::mask_segment(Path::new(&input), Path::new(&output), u64::from_be_bytes(seed));
@@ -363,7 +364,7 @@ fn segment_child(address_space: u64, mut args: impl Iterator<Item = OsString>) -
             std::process::ExitCode::SUCCESS
         }
         Err(err) => {
-            eprintln!("custodia {SUBCOMMAND}: {err}");
+            eprintln!("custodia {SUBCOMMAND}: {}", Chain(&err));
             std::process::ExitCode::FAILURE
         }
     }
@@ -433,15 +434,43 @@ pub fn sweep_abandoned_staging(dir: &Path) -> std::io::Result<usize> {
             }
         });
         if let Err(err) = removal {
-            tracing::warn!(error = %err, dir = %path.display(), "could not remove an abandoned masking directory");
+            tracing::warn!(
+                error = %Chain(&err), dir = %path.display(),
+                "could not remove an abandoned masking directory"
+            );
         }
     }
     Ok(removed)
 }
 
+/// Why a masked copy of a segment was not made ([`mask_segment`]): the step that failed, with its cause, or what
+/// the child said.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MaskSegmentError {
+    #[error("the masking could not start")]
+    Start(#[source] std::io::Error),
+    #[error("the masking took no seed")]
+    Seed(#[source] std::io::Error),
+    #[error("masking took longer than {} s and was stopped", SEGMENT_WALL.as_secs())]
+    TimedOut,
+    #[error("the masking could not be waited for")]
+    Wait(#[source] std::io::Error),
+    /// The child failed: how it ended, and the start of what it said (printable characters only).
+    #[error("the masking failed ({status}): {said}")]
+    Failed { status: std::process::ExitStatus, said: String },
+    #[error("the masking's answer was not understood")]
+    Answer(#[source] serde_json::Error),
+}
+
 /// The masked copy of a recorded segment, made by a child process (`custodia mask segment`) under limits: `output` is
-/// written only if it succeeds. An error says why in words (what the child said, or how it ended).
-pub async fn mask_segment(program: &Path, input: &Path, output: &Path, seed: u64) -> Result<MaskedCopySummary, String> {
+/// written only if it succeeds.
+pub async fn mask_segment(
+    program: &Path,
+    input: &Path,
+    output: &Path,
+    seed: u64,
+) -> Result<MaskedCopySummary, MaskSegmentError> {
     let mut child = tokio::process::Command::new(program)
         .arg(SUBCOMMAND)
         .arg(SEGMENT)
@@ -454,23 +483,23 @@ pub async fn mask_segment(program: &Path, input: &Path, output: &Path, seed: u64
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("the masking could not start: {e}"))?;
+        .map_err(MaskSegmentError::Start)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&seed.to_be_bytes()).await.map_err(|e| format!("the masking took no seed: {e}"))?;
+        stdin.write_all(&seed.to_be_bytes()).await.map_err(MaskSegmentError::Seed)?;
     }
     let ended = tokio::time::timeout(SEGMENT_WALL, child.wait_with_output()).await;
     let output_of_child = match ended {
-        Err(_) => return Err(format!("masking took longer than {} s and was stopped", SEGMENT_WALL.as_secs())),
-        Ok(Err(e)) => return Err(format!("the masking could not be waited for: {e}")),
+        Err(_) => return Err(MaskSegmentError::TimedOut),
+        Ok(Err(e)) => return Err(MaskSegmentError::Wait(e)),
         Ok(Ok(done)) => done,
     };
     if !output_of_child.status.success() {
         let said = String::from_utf8_lossy(&output_of_child.stderr);
         let said: String = said.chars().filter(|c| !c.is_control()).take(300).collect();
         let _ = tokio::fs::remove_file(output).await;
-        return Err(format!("the masking failed ({}): {said}", output_of_child.status));
+        return Err(MaskSegmentError::Failed { status: output_of_child.status, said });
     }
-    serde_json::from_slice(&output_of_child.stdout).map_err(|e| format!("the masking's answer was not understood: {e}"))
+    serde_json::from_slice(&output_of_child.stdout).map_err(MaskSegmentError::Answer)
 }
 
 /// What a masked copy of a segment holds, as the child reported it.
@@ -551,6 +580,19 @@ fn run_child(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A masking that cannot start says so, and keeps the operating system's reason as its cause.
+    #[tokio::test]
+    async fn a_masking_that_cannot_start_keeps_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-program");
+        let output = dir.path().join("masked.webm");
+        let err = mask_segment(&missing, &dir.path().join("in.webm"), &output, 1).await.expect_err("no program");
+        assert!(matches!(err, MaskSegmentError::Start(_)), "{err:?}");
+        let cause = std::error::Error::source(&err).and_then(|cause| cause.downcast_ref::<std::io::Error>());
+        assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::NotFound));
+        assert!(Chain(&err).to_string().starts_with("the masking could not start: "), "{}", Chain(&err));
+    }
 
     /// Only masking directories that no process holds go, with what they hold, however young: one in use (here
     /// held by this test, as by another gateway's masking) stays, as do other names and a link named like one.

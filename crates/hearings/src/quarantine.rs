@@ -12,6 +12,7 @@ use std::time::Duration;
 use custodia_core::{ActorId, CaseId, CustodyEvent, HearingId, Label, Sha256};
 use custodia_hearing::HearingEventKind;
 
+use custodia_service::error::Chain;
 use custodia_service::gateway::{Gateway, GatewayError, Registered, UploadRequest};
 use custodia_service::identity::Principal;
 
@@ -67,7 +68,10 @@ impl Output<'_> {
             match gateway.ingest_hearing_output(self.court, self.case, self.hearing, request, body).await {
                 Ok(registered) => return Ok(registered),
                 Err(err) if attempt < INGEST_ATTEMPTS => {
-                    tracing::warn!(hearing = %self.hearing, attempt, error = %err, "hearing output not yet in custody");
+                    tracing::warn!(
+                        hearing = %self.hearing, attempt, error = %Chain(&err),
+                        "hearing output not yet in custody"
+                    );
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -76,7 +80,7 @@ impl Output<'_> {
         };
         let actor = self.court.actor();
         if let Err(err) = quarantine(gateway, actor, self.case, self.hearing, &bytes, source, destination).await {
-            tracing::error!(hearing = %self.hearing, error = %err, "could not quarantine hearing output");
+            tracing::error!(hearing = %self.hearing, error = %Chain(&err), "could not quarantine hearing output");
         }
         Err(failure)
     }

@@ -97,7 +97,8 @@ pub struct Welcome {
 #[derive(Debug, Serialize)]
 pub struct HearingAsWelcomed {
     pub id: HearingId,
-    pub place: Label,
+    /// Typed by the clerk: `Debug` withholds it.
+    pub place: Withheld<Label>,
     pub scheduled_for: Timestamp,
 }
 
@@ -234,7 +235,8 @@ pub struct Checklist {
 }
 
 /// An identity check as the court's checklist lists it. The site the officer gave can place a protected witness,
-/// and a document described in words can say more than its kind: `Debug` withholds both.
+/// and a document described in words can say more than its kind: `Debug` withholds both (the words of the document
+/// through [`DocumentType`]'s own).
 #[derive(Serialize)]
 pub struct IdentityChecked {
     pub person: ParticipantId,
@@ -246,13 +248,9 @@ pub struct IdentityChecked {
 
 impl fmt::Debug for IdentityChecked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let document: &dyn fmt::Debug = match &self.document {
-            DocumentType::Other(_) => &"Other(withheld)",
-            named => named,
-        };
         f.debug_struct("IdentityChecked")
             .field("person", &self.person)
-            .field("document", document)
+            .field("document", &self.document)
             .field("site", &Withheld(()))
             .field("at", &self.at)
             .finish()
@@ -491,7 +489,7 @@ mod tests {
             credential: Withheld("c0ffee-credential".into()),
             hearing: HearingAsWelcomed {
                 id: HearingId::new("h-1").unwrap(),
-                place: label("Aula 3"),
+                place: Withheld(label("Aula 3")),
                 scheduled_for: "2027-03-03T09:00:00Z".parse().unwrap(),
             },
             ice_servers: Vec::new(),
@@ -527,9 +525,10 @@ mod tests {
         }));
         let shown = format!("{state:?} {welcome:?} {checklist:?}");
         assert!(shown.contains("Passport") && shown.contains("Other(withheld)"), "{shown}");
-        for private in ["Amina", "Witness A", "Witness B", "c0ffee", "+39", "Questura", "Manzoni", "refugee"] {
+        for private in ["Amina", "Witness A", "Witness B", "c0ffee", "+39", "Questura", "Manzoni", "refugee", "Aula 3"]
+        {
             assert!(!shown.contains(private), "{private} in {shown}");
         }
-        assert!(shown.contains("p-1") && shown.contains("Aula 3"), "{shown}");
+        assert!(shown.contains("p-1") && shown.contains("h-1"), "{shown}");
     }
 }

@@ -58,16 +58,21 @@ pub struct CourtTexts {
 /// Why the court's texts could not be read; the gateway does not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TextsError {
-    #[error("the texts directory {dir} cannot be read: {source}")]
+    #[error("the texts directory {dir} cannot be read")]
     Unreadable { dir: PathBuf, source: std::io::Error },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
+    /// A language directory's name is not a label (a two-letter code always is).
+    #[error("{path}: the language is not a label")]
+    Language { path: PathBuf, source: custodia_core::IdError },
 }
 
 impl CourtTexts {
     /// The embedded defaults.
     pub fn embedded() -> Self {
-        Self::load(None).unwrap_or_else(|err| unreachable!("the embedded texts are checked by a test: {err}"))
+        Self::load(None).unwrap_or_else(|err| {
+            unreachable!("the embedded texts are checked by a test: {}", custodia_service::error::Chain(&err))
+        })
     }
 
     /// The embedded defaults, with the languages in `dir` (if given) replacing or adding to them.
@@ -148,7 +153,8 @@ fn read_language(
     if !(language.len() == 2 && language.bytes().all(|b| b.is_ascii_lowercase())) {
         return Err(malformed(path, "a language directory is named by a two-letter ISO 639-1 code, such as fr"));
     }
-    let label = Label::new(language.clone()).map_err(|e| malformed(path, e.to_string()))?;
+    let label =
+        Label::new(language.clone()).map_err(|source| TextsError::Language { path: path.to_path_buf(), source })?;
     let mut texts = BTreeMap::new();
     for kind in Wording::ALL {
         let name = file_name(kind);
@@ -253,6 +259,9 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert!(CourtTexts::load(Some(empty.path())).unwrap_err().to_string().contains("holds no language"));
         let missing = empty.path().join("nowhere");
-        assert!(CourtTexts::load(Some(&missing)).unwrap_err().to_string().contains("cannot be read"));
+        let unreadable = CourtTexts::load(Some(&missing)).unwrap_err();
+        assert!(unreadable.to_string().contains("cannot be read"), "{unreadable}");
+        let cause = std::error::Error::source(&unreadable).expect("the I/O error is kept");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some(), "{cause}");
     }
 }

@@ -108,7 +108,7 @@ struct RememberingPlane {
 
 /// This plane carries no media, so a connection is refused as the engine would refuse one it cannot take.
 fn no_media() -> EngineError {
-    EngineError::Engine("this plane carries no media".into())
+    EngineError::Engine("this plane carries no media")
 }
 
 impl MediaPlane for RememberingPlane {

@@ -55,7 +55,7 @@ use custodia_benchkit::{
 };
 use custodia_recorder::segmenter::{Recording, RecordingConfig};
 use custodia_recorder::sfu::{RecorderFactory, Room};
-use custodia_recorder::{EngineConfig, SealedSegment, SegmentSealer, WebRtcEngine};
+use custodia_recorder::{EngineConfig, SealError, SealedSegment, SegmentSealer, WebRtcEngine};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
@@ -138,10 +138,10 @@ struct HashingSealer {
 
 #[async_trait::async_trait]
 impl SegmentSealer for HashingSealer {
-    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
-        let data = tokio::fs::read(&segment.path).await.map_err(|e| e.to_string())?;
+    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), SealError> {
+        let data = tokio::fs::read(&segment.path).await?;
         std::hint::black_box(Sha256::digest(&data));
-        tokio::fs::remove_file(&segment.path).await.map_err(|e| e.to_string())?;
+        tokio::fs::remove_file(&segment.path).await?;
         self.segments.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -243,7 +243,8 @@ impl Sfu {
                             add(&mut total, "frames_dropped", track.frames_dropped);
                         }
                         for error in &summary.errors {
-                            eprintln!("sfu: recording error: {error}");
+                            // Debug, for the causes under it.
+                            eprintln!("sfu: recording error: {error:?}");
                         }
                     }
                 }

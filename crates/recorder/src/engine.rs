@@ -117,13 +117,22 @@ impl std::fmt::Debug for IceServer {
     }
 }
 
-/// What went wrong in the engine.
+/// What went wrong in the engine. webrtc-rs's own error, where there is one, is the source.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("the offer is not an SDP offer the engine accepts: {0}")]
-    BadOffer(String),
+    /// The offer is not one the engine can answer: why is the source.
+    #[error("the offer is not an SDP offer the engine accepts")]
+    BadOffer(#[source] webrtc::Error),
+    /// webrtc-rs failed at `step` ("creating the answer").
+    #[error("WebRTC engine: {step}")]
+    WebRtc {
+        step: &'static str,
+        #[source]
+        source: webrtc::Error,
+    },
+    /// The engine cannot go on, for a reason of its own, in words.
     #[error("WebRTC engine: {0}")]
-    Engine(String),
+    Engine(&'static str),
     #[error("the media server is at its limit of {0} connections; try again later")]
     Busy(usize),
 }
@@ -136,8 +145,9 @@ pub const MAX_PEERS: usize = 256;
 /// flood of offers that never follow up, is failed and closed.
 pub const CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
 
-fn engine_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Engine(e.to_string())
+/// webrtc-rs's error at `step`, as an [`EngineError::WebRtc`].
+fn engine_err(step: &'static str) -> impl FnOnce(webrtc::Error) -> EngineError {
+    move |source| EngineError::WebRtc { step, source }
 }
 
 /// Media kinds the recorder takes.
@@ -276,7 +286,7 @@ impl Peer {
 
     /// Closes the peer connection; every track's events then end.
     pub async fn close(&self) -> Result<(), EngineError> {
-        self.pc.close().await.map_err(engine_err)
+        self.pc.close().await.map_err(engine_err("closing the peer connection"))
     }
 }
 
@@ -341,7 +351,7 @@ impl OutgoingTrack {
             payload: packet.payload.clone(),
         };
         if let Err(e) = self.track.write_rtp(&packet).await {
-            tracing::debug!(error = %e, "relaying a packet");
+            tracing::debug!(error = %crate::Chain(&e), "relaying a packet");
         }
     }
 
@@ -448,7 +458,7 @@ impl PliSender {
         tokio::spawn(async move {
             let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
             if let Err(e) = pc.write_rtcp(&[Box::new(pli)]).await {
-                tracing::debug!(error = %e, "could not send a picture loss indication");
+                tracing::debug!(error = %crate::Chain(&e), "could not send a picture loss indication");
             }
         });
     }
@@ -475,10 +485,11 @@ impl WebRtcEngine {
         for (capability, payload_type, kind) in codecs {
             media
                 .register_codec(RTCRtpCodecParameters { capability, payload_type, ..Default::default() }, kind)
-                .map_err(engine_err)?;
+                .map_err(engine_err("registering a codec"))?;
         }
         // NACK generation (retransmission requests), RTCP receiver reports and the rest of the defaults.
-        let registry = register_default_interceptors(Registry::new(), &mut media).map_err(engine_err)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(engine_err("registering the interceptors"))?;
         let mut settings = SettingEngine::default();
         settings.set_include_loopback_candidate(config.announce == Announce::Loopback);
         let (announce, behind_nat) = (config.announce, !config.public_ips.is_empty());
@@ -559,10 +570,14 @@ impl WebRtcEngine {
         Fut: std::future::Future<Output = Result<(), EngineError>>,
     {
         // An offer that does not parse costs no peer connection.
-        let offer =
-            RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(|e| EngineError::BadOffer(e.to_string()))?;
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned()).map_err(EngineError::BadOffer)?;
         let place = Arc::new(self.peers.clone().try_acquire_owned().map_err(|_| EngineError::Busy(MAX_PEERS))?);
-        let pc = Arc::new(self.api.new_peer_connection(self.rtc_configuration()).await.map_err(engine_err)?);
+        let pc = Arc::new(
+            self.api
+                .new_peer_connection(self.rtc_configuration())
+                .await
+                .map_err(engine_err("making a peer connection"))?,
+        );
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let failed_tx = Arc::new(std::sync::Mutex::new(Some(failed_tx)));
         let fail = move |failed_tx: &std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>| {
@@ -660,12 +675,12 @@ impl WebRtcEngine {
         }));
         let result = async {
             prepare(pc.clone()).await?;
-            pc.set_remote_description(offer).await.map_err(|e| EngineError::BadOffer(e.to_string()))?;
-            let answer = pc.create_answer(None).await.map_err(engine_err)?;
+            pc.set_remote_description(offer).await.map_err(EngineError::BadOffer)?;
+            let answer = pc.create_answer(None).await.map_err(engine_err("creating the answer"))?;
             let mut gathered = pc.gathering_complete_promise().await;
-            pc.set_local_description(answer).await.map_err(engine_err)?;
+            pc.set_local_description(answer).await.map_err(engine_err("setting the answer"))?;
             let _ = gathered.recv().await;
-            let local = pc.local_description().await.ok_or_else(|| engine_err("no local description"))?;
+            let local = pc.local_description().await.ok_or(EngineError::Engine("no local description"))?;
             Ok::<_, EngineError>(local.sdp)
         }
         .await;
@@ -709,7 +724,8 @@ async fn outgoing(pc: &RTCPeerConnection, kind: MediaKind, slot: usize) -> Resul
     };
     let track = Arc::new(TrackLocalStaticRTP::new(capability, format!("slot-{slot}-{name}"), format!("slot-{slot}")));
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, send_encodings: vec![] };
-    let transceiver = pc.add_transceiver_from_track(track.clone(), Some(init)).await.map_err(engine_err)?;
+    let transceiver =
+        pc.add_transceiver_from_track(track.clone(), Some(init)).await.map_err(engine_err("adding a transceiver"))?;
     let sender = transceiver.sender().await;
     let outgoing = Arc::new(OutgoingTrack { kind, track, upstream: std::sync::Mutex::new(None) });
     // Read what the receiver says about this track: the interceptors (NACK responses, reports) need it read, and

@@ -28,5 +28,8 @@ pub mod track;
 pub mod whip;
 
 pub use engine::{Announce, EngineConfig, EngineError, WebRtcEngine};
-pub use segmenter::{RecordingConfig, RecordingSummary, SealedSegment, SegmentSealer};
+pub use segmenter::{RecordingConfig, RecordingError, RecordingSummary, SealError, SealedSegment, SegmentSealer};
 pub use whip::{WhipAnswer, WhipError, WhipIngest};
+
+/// An error and every cause under it, each once, for the log ([`custodia_core::ErrorChain`]).
+pub(crate) use custodia_core::ErrorChain as Chain;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use custodia_media::{WebmSegmentWriter, WebmTrack};
+use custodia_media::{WebmError, WebmSegmentWriter, WebmTrack};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -52,15 +52,57 @@ pub struct SealedSegment {
     pub packets: u64,
 }
 
+/// Why a [`SegmentSealer`] could not take a segment: its own error, with its causes.
+pub type SealError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Takes each segment as soon as it is closed: stores it write-once and records its digest. Segments are handed
-/// over one at a time, in order; the next is not handed over before this returns.
+/// over one at a time, in order; the next is not handed over before this returns. An error stops the recording
+/// ([`RecordingError::Seal`]).
 #[async_trait::async_trait]
 pub trait SegmentSealer: Send + Sync {
-    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String>;
+    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), SealError>;
+}
+
+/// What went wrong writing or sealing a recording; each keeps its cause. After any of them nothing more of the
+/// recording is written, so that no segment holds a hole that looks whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordingError {
+    #[error("opening segment {index}")]
+    Open {
+        index: u32,
+        #[source]
+        source: WebmError,
+    },
+    #[error("writing segment {index}")]
+    Write {
+        index: u32,
+        #[source]
+        source: WebmError,
+    },
+    #[error("closing segment {index}")]
+    Close {
+        index: u32,
+        #[source]
+        source: WebmError,
+    },
+    /// The [`SegmentSealer`] did not take the segment (it stays on disk).
+    #[error("sealing segment {index}")]
+    Seal {
+        index: u32,
+        #[source]
+        source: SealError,
+    },
+    /// The task that writes the segments panicked or was cancelled.
+    #[error("the segment writer failed")]
+    Writer(#[source] tokio::task::JoinError),
+    /// The task that runs the recording panicked or was cancelled.
+    #[error("the recording task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// What a finished recording holds, for the minutes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RecordingSummary {
     pub segments: Vec<SealedSegment>,
     pub tracks: Vec<TrackStats>,
@@ -69,8 +111,8 @@ pub struct RecordingSummary {
     pub frames_outside_segments: u64,
     /// Frames whose timestamp went backwards on their track and were written at the previous frame's time.
     pub frames_clamped: u64,
-    /// What went wrong writing or sealing, in words.
-    pub errors: Vec<String>,
+    /// What went wrong writing or sealing.
+    pub errors: Vec<RecordingError>,
 }
 
 /// A recording in progress: give it tracks, then stop it.
@@ -104,7 +146,9 @@ impl Recording {
         match self.done.await {
             Ok(summary) => summary,
             Err(e) => {
-                RecordingSummary { errors: vec![format!("the recording task failed: {e}")], ..Default::default() }
+                let error = RecordingError::Task(e);
+                tracing::error!(error = %crate::Chain(&error), "recording lost");
+                RecordingSummary { errors: vec![error], ..Default::default() }
             }
         }
     }
@@ -148,7 +192,11 @@ async fn run(
     drop(messages);
     match mux.await {
         Ok(summary) => summary,
-        Err(e) => RecordingSummary { errors: vec![format!("the segment writer failed: {e}")], ..Default::default() },
+        Err(e) => {
+            let error = RecordingError::Writer(e);
+            tracing::error!(error = %crate::Chain(&error), "recording lost");
+            RecordingSummary { errors: vec![error], ..Default::default() }
+        }
     }
 }
 
@@ -264,9 +312,9 @@ impl Segmenter {
             return;
         };
         let pts = (frame.pts_ms - open.start_ms).max(0);
-        if let Err(e) = open.writer.write_packet(stream, pts, &frame.data, frame.keyframe) {
-            let error = format!("writing segment {}: {e}", open.index);
-            self.fail(error);
+        if let Err(source) = open.writer.write_packet(stream, pts, &frame.data, frame.keyframe) {
+            let index = open.index;
+            self.fail(RecordingError::Write { index, source });
         }
     }
 
@@ -286,7 +334,7 @@ impl Segmenter {
         i64::try_from(self.config.segment_target.as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn open_at(&mut self, frame: &Frame) -> Result<(), String> {
+    fn open_at(&mut self, frame: &Frame) -> Result<(), RecordingError> {
         let index = self.next_index;
         self.next_index += 1;
         let mut streams = Vec::new();
@@ -301,7 +349,7 @@ impl Segmenter {
             tracks.push(WebmTrack::Opus { channels: 2 });
         }
         let path = self.config.dir.join(format!("segment-{index:05}.webm"));
-        let writer = WebmSegmentWriter::new(&path, &tracks).map_err(|e| format!("opening segment {index}: {e}"))?;
+        let writer = WebmSegmentWriter::new(&path, &tracks).map_err(|source| RecordingError::Open { index, source })?;
         self.open = Some(OpenSegment { index, start_ms: frame.pts_ms, writer, streams });
         Ok(())
     }
@@ -311,7 +359,7 @@ impl Segmenter {
         let OpenSegment { index, start_ms, writer, streams } = open;
         let written = match writer.finish() {
             Ok(written) => written,
-            Err(e) => return self.fail(format!("closing segment {index}: {e}")),
+            Err(source) => return self.fail(RecordingError::Close { index, source }),
         };
         self.summary.frames_clamped += written.clamped;
         let segment = SealedSegment {
@@ -327,12 +375,12 @@ impl Segmenter {
                 tracing::info!(index, start_ms, path = %segment.path.display(), "segment sealed");
                 self.summary.segments.push(segment);
             }
-            Err(e) => self.fail(format!("sealing segment {index}: {e}")),
+            Err(source) => self.fail(RecordingError::Seal { index, source }),
         }
     }
 
-    fn fail(&mut self, error: String) {
-        tracing::error!(%error, "recording stopped");
+    fn fail(&mut self, error: RecordingError) {
+        tracing::error!(error = %crate::Chain(&error), "recording stopped");
         self.summary.errors.push(error);
         self.failed = true;
         self.open = None;

@@ -444,7 +444,10 @@ async fn run_derived_feed(
         let MaskPipe { input, mut output } = match maskers.start(kind, treatment) {
             Ok(pipe) => pipe,
             Err(error) => {
-                tracing::warn!(%room, ?kind, ?treatment, %error, "a pipeline could not start; its receivers get nothing");
+                tracing::warn!(
+                    %room, ?kind, ?treatment, error = %crate::Chain(&error),
+                    "a pipeline could not start; its receivers get nothing"
+                );
                 tokio::time::sleep(MASK_RESTART_DELAY).await;
                 continue;
             }
@@ -767,7 +770,7 @@ impl Room {
         };
         let Some((id, replaced)) = connected else {
             let _ = peer.close().await;
-            return Err(EngineError::Engine("not a member of this room".to_owned()));
+            return Err(EngineError::Engine("not a member of this room"));
         };
         if let Some(old) = replaced {
             for source in &old.sources {
@@ -939,7 +942,7 @@ impl Room {
         for handle in closing {
             match handle.await {
                 Ok(done) => summaries.push(done),
-                Err(e) => tracing::error!(error = %e, "a recording task failed"),
+                Err(e) => tracing::error!(error = %crate::Chain(&e), "a recording task failed"),
             }
         }
         summaries

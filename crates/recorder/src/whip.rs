@@ -19,16 +19,23 @@ pub enum WhipError {
     OfferTooLarge,
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("could not create the recording directory: {0}")]
-    Directory(std::io::Error),
+    #[error("could not create the recording directory")]
+    Directory(#[source] std::io::Error),
 }
 
-/// The answer to an accepted offer.
-#[derive(Debug, Clone)]
+/// The answer to an accepted offer. `Debug` withholds both: the session's identifier ends the session, and the
+/// SDP holds the ICE credentials and the candidates' addresses.
+#[derive(Clone)]
 pub struct WhipAnswer {
     /// The session's identifier: 128 random bits in hex, for the resource URL.
     pub session_id: String,
     pub sdp: String,
+}
+
+impl std::fmt::Debug for WhipAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipAnswer").finish_non_exhaustive()
+    }
 }
 
 struct Session {
@@ -93,7 +100,8 @@ impl WhipIngest {
             let Some(session) = sessions.lock().await.remove(&id) else { return };
             tracing::warn!("a WHIP publisher's connection failed; ending its session");
             let summary = end(session).await;
-            tracing::info!(segments = summary.segments.len(), errors = ?summary.errors, "WHIP session ended");
+            // Each error was logged, with its causes, as it happened.
+            tracing::info!(segments = summary.segments.len(), errors = summary.errors.len(), "WHIP session ended");
         });
         Ok(WhipAnswer { session_id, sdp })
     }
@@ -113,7 +121,31 @@ impl WhipIngest {
 
 async fn end(session: Session) -> RecordingSummary {
     if let Err(e) = session.peer.close().await {
-        tracing::warn!(error = %e, "closing a WHIP peer");
+        tracing::warn!(error = %crate::Chain(&e), "closing a WHIP peer");
     }
     session.recording.stop().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer's SDP (ICE credentials, candidates' addresses) and the session's identifier (which ends the
+    /// session) never reach a log line through `Debug`.
+    #[test]
+    fn an_answer_withholds_its_session_and_its_sdp_from_debug() {
+        let answer = WhipAnswer {
+            session_id: "5f1e0c9a2b7d4e3f8a6c1b0d9e8f7a6b".to_owned(),
+            sdp: concat!(
+                "v=0\r\na=ice-ufrag:Qx7f\r\na=ice-pwd:s3cretpassw0rd\r\n",
+                "a=candidate:1 1 udp 2130706431 203.0.113.7 50000 typ host\r\n",
+            )
+            .to_owned(),
+        };
+        let shown = format!("{answer:?}");
+        for private in ["5f1e0c9a", "Qx7f", "s3cret", "203.0.113.7", "candidate"] {
+            assert!(!shown.contains(private), "{private} in {shown}");
+        }
+        assert_eq!(shown, "WhipAnswer { .. }");
+    }
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use custodia_recorder::engine::MediaKind;
 use custodia_recorder::segmenter::RecordingConfig;
-use custodia_recorder::{EngineConfig, SealedSegment, SegmentSealer, WebRtcEngine, WhipIngest};
+use custodia_recorder::{EngineConfig, SealError, SealedSegment, SegmentSealer, WebRtcEngine, WhipIngest};
 use sha2::{Digest, Sha256};
 
 /// What the test's sealer was handed: the digest of each segment, in order, computed when it was sealed.
@@ -34,8 +34,8 @@ struct Ledger {
 
 #[async_trait::async_trait]
 impl SegmentSealer for Ledger {
-    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), String> {
-        let bytes = tokio::fs::read(&segment.path).await.map_err(|e| e.to_string())?;
+    async fn on_segment_sealed(&self, segment: &SealedSegment) -> Result<(), SealError> {
+        let bytes = tokio::fs::read(&segment.path).await?;
         let digest = hex(&Sha256::digest(&bytes));
         self.sealed.lock().unwrap().push((segment.index, segment.path.clone(), digest));
         Ok(())
@@ -188,7 +188,7 @@ async fn check_recording(app: &App, sent: Option<Sent>, peer_log: &str) {
     while app.summaries.lock().unwrap().is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let summaries = app.summaries.lock().unwrap().clone();
+    let summaries = std::mem::take(&mut *app.summaries.lock().unwrap());
     assert_eq!(summaries.len(), 1, "the peer should have published and DELETEd one session; its log:\n{peer_log}");
     let summary = &summaries[0];
     eprintln!("summary: {summary:#?}");

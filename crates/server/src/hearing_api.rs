@@ -729,7 +729,8 @@ fn engine_refused(e: custodia_recorder::EngineError) -> Problem {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "Media server busy", e.to_string())
                 .with_retry_after(crate::problem::UNAVAILABLE_RETRY_AFTER_SECONDS)
         }
-        e => bad_input("offer", e).into(),
+        // With webrtc-rs's reason, the error's source.
+        e => bad_input("offer", crate::problem::Chain(&e)).into(),
     }
 }
 

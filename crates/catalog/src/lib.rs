@@ -271,11 +271,18 @@ pub struct ApiToken {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Case {
     pub id: String,
+    /// May name people.
     pub title: String,
     pub created_at: String,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case").field("id", &self.id).field("created_at", &self.created_at).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,7 +292,7 @@ pub struct Member {
 }
 
 /// An artefact's catalog entry. The signed manifest is the evidence; the other columns are for finding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ArtefactRow {
     pub id: String,
     pub case_id: String,
@@ -300,11 +307,26 @@ pub struct ArtefactRow {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Without the manifest (the file's original name) or the policy (its purposes), which people typed.
+impl fmt::Debug for ArtefactRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ArtefactRow")
+            .field("id", &self.id)
+            .field("case_id", &self.case_id)
+            .field("sha256", &self.sha256)
+            .field("size", &self.size)
+            .field("ledger_index", &self.ledger_index)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct WidenRequestRow {
     pub id: String,
     pub artefact_id: String,
     pub requested_by: String,
+    /// The request (JSON): purposes and reasons people typed.
     pub request: String,
     pub status: String,
     pub decided_by: Option<String>,
@@ -312,32 +334,71 @@ pub struct WidenRequestRow {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl fmt::Debug for WidenRequestRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WidenRequestRow")
+            .field("id", &self.id)
+            .field("artefact_id", &self.artefact_id)
+            .field("status", &self.status)
+            .field("decision_ledger_index", &self.decision_ledger_index)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutcomeRow {
     pub id: String,
     pub artefact_id: String,
     pub filed_by: String,
     pub outcome: String,
+    /// What the person who filed it typed.
     pub note: Option<String>,
     pub ledger_index: i64,
     pub created_at: String,
 }
 
+impl fmt::Debug for OutcomeRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeRow")
+            .field("id", &self.id)
+            .field("artefact_id", &self.artefact_id)
+            .field("outcome", &self.outcome)
+            .field("ledger_index", &self.ledger_index)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A resumable upload in progress. Its bytes are its chunks ([`UploadChunk`]) in offset order; `offset` is where
 /// they end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct UploadRow {
     pub id: String,
     pub case_id: String,
     pub account_id: String,
     pub length: i64,
     pub offset: i64,
+    /// What the client said of the upload (its file name, its purpose).
     pub metadata: String,
     /// Unix seconds, on this process's clock (stored on the database's).
     pub expires_at: i64,
     /// The claim on the upload's completion, while one gateway takes it into custody
     /// ([`Catalog::claim_upload_completion`]).
     pub completing: Option<UploadClaim>,
+}
+
+impl fmt::Debug for UploadRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UploadRow")
+            .field("id", &self.id)
+            .field("case_id", &self.case_id)
+            .field("length", &self.length)
+            .field("offset", &self.offset)
+            .field("expires_at", &self.expires_at)
+            .field("completing", &self.completing)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A gateway's claim on a resumable upload's completion.
@@ -1557,4 +1618,107 @@ pub(crate) async fn insert_artefact_row(
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What people typed (a case's title, an upload's file name and purpose, a note, a request, an offer, a
+    /// message to a partner) is in no row's `Debug`.
+    #[test]
+    fn rows_withhold_what_people_typed_from_debug() {
+        let typed = "Maria Rossi, witness in hiding";
+        let shown = [
+            format!("{:?}", Case { id: "case-1".into(), title: typed.into(), created_at: "now".into() }),
+            format!(
+                "{:?}",
+                UploadRow {
+                    id: "upl-1".into(),
+                    case_id: "case-1".into(),
+                    account_id: "acct-1".into(),
+                    length: 10,
+                    offset: 0,
+                    metadata: format!("filename={typed}&purpose={typed}"),
+                    expires_at: 0,
+                    completing: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                ArtefactRow {
+                    id: "art-1".into(),
+                    case_id: "case-1".into(),
+                    sha256: "00".into(),
+                    size: 1,
+                    media_type: "video/webm".into(),
+                    manifest: typed.as_bytes().to_vec(),
+                    manifest_signature: "sig".into(),
+                    ledger_index: 0,
+                    provider_account: "acct-1".into(),
+                    policy: Some(typed.into()),
+                    created_at: "now".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                OutcomeRow {
+                    id: "out-1".into(),
+                    artefact_id: "art-1".into(),
+                    filed_by: "acct-1".into(),
+                    outcome: "other".into(),
+                    note: Some(typed.into()),
+                    ledger_index: 0,
+                    created_at: "now".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                WidenRequestRow {
+                    id: "wid-1".into(),
+                    artefact_id: "art-1".into(),
+                    requested_by: "acct-1".into(),
+                    request: typed.into(),
+                    status: "pending".into(),
+                    decided_by: None,
+                    decision_ledger_index: None,
+                    created_at: "now".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                TransferRow {
+                    id: "xfer-1".into(),
+                    direction: "out".into(),
+                    partner: "it-catania".into(),
+                    artefact_id: None,
+                    case_id: None,
+                    account_id: None,
+                    size: 1,
+                    sha256: "00".into(),
+                    chunk_size: 1,
+                    received: 0,
+                    stage: "sending".into(),
+                    offer: Some(typed.into()),
+                    created_at: "now".into(),
+                    updated_at: "now".into(),
+                }
+            ),
+            format!(
+                "{:?}",
+                OutboxRow {
+                    id: "box-1".into(),
+                    partner: "it-catania".into(),
+                    path: "/outcomes".into(),
+                    body: typed.into(),
+                    attempts: 0,
+                    created_at: "now".into(),
+                }
+            ),
+        ];
+        let manifest_bytes = format!("{:?}", typed.as_bytes());
+        for shown in shown {
+            assert!(!shown.contains(typed) && !shown.contains(&manifest_bytes[1..20]), "{shown}");
+        }
+    }
 }

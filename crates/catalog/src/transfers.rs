@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 use crate::{Catalog, CatalogError, Result};
 
 /// One transfer, sent (`direction` "out") or received ("in").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TransferRow {
     pub id: String,
     pub direction: String,
@@ -23,10 +23,25 @@ pub struct TransferRow {
     /// The bytes the receiving gateway holds durably.
     pub received: i64,
     pub stage: String,
-    /// The offer that opened it (JSON), once made.
+    /// The offer that opened it (JSON), once made: the purpose the member typed, the bundle's head.
     pub offer: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl std::fmt::Debug for TransferRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransferRow")
+            .field("id", &self.id)
+            .field("direction", &self.direction)
+            .field("partner", &self.partner)
+            .field("artefact_id", &self.artefact_id)
+            .field("size", &self.size)
+            .field("received", &self.received)
+            .field("stage", &self.stage)
+            .field("updated_at", &self.updated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the payload of a transfer arriving here is staged ([`Catalog::transfer_staging`]).
@@ -63,14 +78,26 @@ impl TransferEvidenceRow {
 }
 
 /// A signed request that must reach a partner gateway, kept until it has.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OutboxRow {
     pub id: String,
     pub partner: String,
     pub path: String,
+    /// What it says (an outcome's note, a request's purposes: what people typed).
     pub body: String,
     pub attempts: i64,
     pub created_at: String,
+}
+
+impl std::fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("id", &self.id)
+            .field("partner", &self.partner)
+            .field("path", &self.path)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 fn transfer(row: &AnyRow) -> sqlx::Result<TransferRow> {

@@ -7,6 +7,7 @@
 mod canonical;
 mod commitment;
 mod digest;
+mod error_chain;
 mod id;
 mod manifest;
 mod policy;
@@ -16,6 +17,7 @@ mod role;
 pub use canonical::{CanonicalError, from_canonical_slice, to_canonical_vec};
 pub use commitment::{COMMITMENT_DOMAIN, Commitment, Opening, OpeningError, Openings, Salt};
 pub use digest::{DigestParseError, Sha256, Sha256Hasher};
+pub use error_chain::ErrorChain;
 pub use id::{ActorId, ArtefactId, CaseId, HearingId, IdError, Label, acts_on_display};
 pub use manifest::{Manifest, ManifestError, ManifestSignature, SignedManifest};
 pub use policy::{

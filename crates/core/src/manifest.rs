@@ -31,6 +31,11 @@ pub enum ManifestError {
     BadSignature,
     #[error("manifest is not a valid canonical document: {0}")]
     Encoding(#[from] CanonicalError),
+    /// A manifest signature's text that is not base64.
+    #[error(transparent)]
+    SignatureText(base64::DecodeError),
+    #[error("an Ed25519 signature is 64 bytes")]
+    SignatureLength,
 }
 
 /// What the gateway attests about an artefact when it takes it in.
@@ -125,11 +130,11 @@ impl fmt::Display for ManifestSignature {
 }
 
 impl std::str::FromStr for ManifestSignature {
-    type Err = String;
+    type Err = ManifestError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bytes = BASE64.decode(text.as_bytes()).map_err(|err| err.to_string())?;
-        let bytes: [u8; 64] = bytes.try_into().map_err(|_| "an Ed25519 signature is 64 bytes".to_owned())?;
+        let bytes = BASE64.decode(text.as_bytes()).map_err(ManifestError::SignatureText)?;
+        let bytes: [u8; 64] = bytes.try_into().map_err(|_| ManifestError::SignatureLength)?;
         Ok(Self(bytes))
     }
 }
@@ -200,6 +205,14 @@ mod tests {
             "2026-11-29T08:00:00Z".parse().unwrap(),
             ActorId::new("acct-3").unwrap(),
         )
+    }
+
+    #[test]
+    fn debug_withholds_the_original_name() {
+        let named = Manifest { original_name: Some(Label::new("maria-rossi-interview.webm").unwrap()), ..manifest() };
+        let shown = format!("{named:?}");
+        assert!(!shown.contains("maria-rossi"), "{shown}");
+        assert!(shown.contains("art-1"), "{shown}");
     }
 
     #[test]

@@ -27,11 +27,11 @@ pub enum CheckpointError {
     #[error("checkpoint origin {origin:?} is not the name of the key that signed it ({key_name:?})")]
     OriginMismatch { origin: String, key_name: String },
     #[error("verifier key is malformed: {0}")]
-    BadVerifierKey(String),
+    BadVerifierKey(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("signer key is malformed")]
     BadSignerKey,
     #[error("could not sign: {0}")]
-    Signing(String),
+    Signing(#[source] NoteError),
 }
 
 /// The body of a checkpoint: which log, how big, and its root.
@@ -152,7 +152,7 @@ impl std::str::FromStr for LogVerifier {
 
     fn from_str(vkey: &str) -> Result<Self, Self::Err> {
         let vkey = vkey.trim();
-        let verifier = StandardVerifier::new(vkey).map_err(|err| CheckpointError::BadVerifierKey(err.to_string()))?;
+        let verifier = StandardVerifier::new(vkey).map_err(|err| CheckpointError::BadVerifierKey(err.into()))?;
         Ok(Self { vkey: vkey.to_owned(), verifier })
     }
 }
@@ -170,12 +170,12 @@ impl LogVerifier {
     pub fn public_key(&self) -> Result<ed25519_dalek::VerifyingKey, CheckpointError> {
         // Key names never contain '+', but base64 may.
         let encoded = self.vkey.splitn(3, '+').nth(2).unwrap_or_default();
-        let bytes = BASE64.decode(encoded).map_err(|err| CheckpointError::BadVerifierKey(err.to_string()))?;
+        let bytes = BASE64.decode(encoded).map_err(|err| CheckpointError::BadVerifierKey(err.into()))?;
         let raw: [u8; 32] = bytes
             .get(1..)
             .and_then(|raw| raw.try_into().ok())
             .ok_or_else(|| CheckpointError::BadVerifierKey("not an Ed25519 key".into()))?;
-        ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|err| CheckpointError::BadVerifierKey(err.to_string()))
+        ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|err| CheckpointError::BadVerifierKey(err.into()))
     }
 }
 
@@ -238,9 +238,8 @@ impl LogSigner {
                 key_name: self.name().to_owned(),
             });
         }
-        let mut note =
-            Note::new(checkpoint.body().as_bytes(), &[]).map_err(|err| CheckpointError::Signing(err.to_string()))?;
-        note.add_sigs(&[&self.signer]).map_err(|err| CheckpointError::Signing(err.to_string()))?;
+        let mut note = Note::new(checkpoint.body().as_bytes(), &[]).map_err(CheckpointError::Signing)?;
+        note.add_sigs(&[&self.signer]).map_err(CheckpointError::Signing)?;
         Ok(SignedCheckpoint { checkpoint: checkpoint.clone(), note: note.to_bytes() })
     }
 }

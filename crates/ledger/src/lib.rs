@@ -52,6 +52,9 @@ pub enum LogError {
     Missing { path: String },
     #[error("{path} is corrupt: {reason}")]
     Corrupt { path: String, reason: String },
+    /// A tile or entry bundle whose bytes do not decode.
+    #[error("{path} is corrupt: {source}")]
+    Undecodable { path: String, source: crate::tile::TileDecodeError },
     #[error("node {node:?} is not complete in a tree of {tree_size} entries")]
     NodeOutsideTree { node: NodeId, tree_size: u64 },
     #[error("entry is {len} bytes; a log entry holds at most 65535")]

@@ -113,7 +113,7 @@ impl LogStore {
         }
         let hashes = match self.get(&tile.path()).await? {
             Some(bytes) => decode_hashes(&bytes, tile.width)
-                .map_err(|err| LogError::Corrupt { path: tile.path(), reason: err.to_string() })?,
+                .map_err(|source| LogError::Undecodable { path: tile.path(), source })?,
             None if !tile.is_full() => {
                 let full = Tile { width: crate::tile::TILE_WIDTH as u16, ..tile };
                 let mut hashes = Box::pin(self.hash_tile(full)).await.map_err(|err| match err {
@@ -169,7 +169,7 @@ impl LogStore {
             None => return Err(LogError::Missing { path: tile.path() }),
         };
         let entries = crate::tile::decode_bundle(&bytes, tile.width)
-            .map_err(|err| LogError::Corrupt { path: tile.path(), reason: err.to_string() })?;
+            .map_err(|source| LogError::Undecodable { path: tile.path(), source })?;
         Ok(entries.into_iter().map(|entry| bytes.slice_ref(entry)).collect())
     }
 }

@@ -26,7 +26,7 @@ pub struct Presented<'a> {
 }
 
 /// Why a request from a partner is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refused {
     #[error("the request has no {0} header; requests between gateways are signed (RFC 9421)")]
@@ -191,11 +191,11 @@ mod tests {
         assert_eq!(refused.unwrap_err().kind(), "forged", "another key");
         let stranger = sign("POST", "/partner/v1/handshake", &body, &key(1), "xx-nowhere", "n-4".into(), NOW);
         let refused = authenticate(&registry, &mut replay, &presented(&stranger, "/partner/v1/handshake"), &body, NOW);
-        assert_eq!(refused.unwrap_err(), Refused::UnknownPartner("xx-nowhere".into()));
+        assert!(matches!(refused.unwrap_err(), Refused::UnknownPartner(name) if name == "xx-nowhere"));
         let mut unsigned = presented(&headers, "/partner/v1/handshake");
         unsigned.signature = None;
         let refused = authenticate(&registry, &mut replay, &unsigned, &body, NOW);
-        assert_eq!(refused.unwrap_err(), Refused::Missing("Signature"));
+        assert!(matches!(refused.unwrap_err(), Refused::Missing("Signature")));
         assert_eq!(replay.len(), 1, "only the accepted request took a place in the window");
         // The untouched request with a fresh nonce still passes.
         assert!(

@@ -105,15 +105,15 @@ pub fn check_logged(logged: &Logged, issuer_key: &VerifyingKey, log: &LogVerifie
     }
     let openings =
         Openings::from_canonical(logged.openings.as_bytes()).map_err(|_| TransferError::Malformed("openings"))?;
-    record.check_openings(&openings).map_err(|err| TransferError::NotOnLog(format!("its openings: {err}")))?;
+    record.check_openings(&openings).map_err(TransferError::Openings)?;
     if openings.text(EVIDENCE_FIELD) != Some(evidence.sha256().to_hex().as_str()) {
         return Err(TransferError::NotOnLog("the record commits to another evidence".into()));
     }
     let proof = b64.decode(&logged.proof).map_err(|_| TransferError::Malformed("proof is not base64"))?;
-    let proof = TlogProof::parse(&proof).map_err(|err| TransferError::NotOnLog(format!("its proof: {err}")))?;
+    let proof = TlogProof::parse(&proof).map_err(|source| TransferError::Proof { what: "proof", source })?;
     let checkpoint = proof
         .verify(&entry, std::slice::from_ref(log))
-        .map_err(|err| TransferError::NotOnLog(format!("its inclusion proof: {err}")))?;
+        .map_err(|source| TransferError::Proof { what: "inclusion proof", source })?;
     Ok(Proven { evidence, index: proof.index, checkpoint_size: checkpoint.checkpoint.size })
 }
 
@@ -121,7 +121,7 @@ pub fn check_logged(logged: &Logged, issuer_key: &VerifyingKey, log: &LogVerifie
 pub const EVIDENCE_FIELD: &str = "evidence";
 
 /// The offer that opens a transfer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Offer {
     pub transfer: String,
@@ -142,6 +142,20 @@ pub struct Offer {
     /// Why it is sent (the member's stated purpose): kept by the receiving gateway, only ever as a commitment on
     /// its log.
     pub purpose: String,
+}
+
+/// Without the purpose, the policy (its purposes) or the bundle's head (its manifest and certificate name the file
+/// and the purposes): what people typed.
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Offer")
+            .field("transfer", &self.transfer)
+            .field("size", &self.size)
+            .field("sha256", &self.sha256)
+            .field("chunk_size", &self.chunk_size)
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Offer {
@@ -215,6 +229,12 @@ pub enum TransferError {
     Evidence(#[from] EvidenceError),
     #[error("the evidence is not shown on the sending gateway's log: {0}")]
     NotOnLog(String),
+    #[error("the evidence is not shown on the sending gateway's log: its openings: {0}")]
+    Openings(#[source] custodia_core::OpeningError),
+    /// Its proof does not parse (`what`: "proof"), or does not verify against the log's pinned key ("inclusion
+    /// proof").
+    #[error("the evidence is not shown on the sending gateway's log: its {what}: {source}")]
+    Proof { what: &'static str, source: custodia_ledger::ProofFileError },
 }
 
 #[cfg(test)]
@@ -250,6 +270,20 @@ mod tests {
         assert_eq!(offer.chunk(3), None);
         assert_eq!(offer.chunk(u64::MAX), None);
         assert!(matches!(offer.check(9), Err(TransferError::TooLarge { .. })));
+        let typed = "the statement of Maria Rossi";
+        let shown = format!(
+            "{:?}",
+            Offer {
+                purpose: typed.into(),
+                policy: Some(serde_json::json!({ "permitted_purposes": [typed] })),
+                chain: typed.into(),
+                ..offer.clone()
+            }
+        );
+        assert!(
+            !shown.contains(typed) && shown.contains("xfer-0123"),
+            "the offer's Debug withholds what people typed: {shown}"
+        );
         let big_chunks = Offer { chunk_size: MAX_CHUNK_BYTES + 1, ..offer };
         assert!(matches!(big_chunks.check(100), Err(TransferError::Malformed(_))));
     }

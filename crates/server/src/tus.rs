@@ -30,6 +30,7 @@ use axum::routing::{head, options};
 use base64::Engine as _;
 use bytes::Bytes;
 use custodia_core::{CaseId, Label, Sha256Hasher};
+use custodia_store::BodyError;
 use futures::{Stream, StreamExt as _};
 use sha1::Digest as _;
 
@@ -360,8 +361,8 @@ fn chunk_body(body: Body, checksum: Option<Checksum>) -> impl Stream<Item = Resu
                 let matches = checksum.take().is_none_or(Checksum::matches);
                 return (!matches).then_some((Err(BodyFault::ChecksumMismatch), (body, checksum, true)));
             }
-            Ok(Some(Err(err))) => err.to_string(),
-            Err(_) => format!("no data for {} seconds", IDLE_TIMEOUT.as_secs()),
+            Ok(Some(Err(err))) => BodyError::from(err),
+            Err(_) => BodyError::from(format!("no data for {} seconds", IDLE_TIMEOUT.as_secs())),
         };
         // A body cut short cannot be checked against its checksum, so none of it is kept.
         let fault = if checksum.is_some() { BodyFault::CutOffUnverified(cut) } else { BodyFault::CutOff(cut) };

@@ -118,7 +118,9 @@ impl BudgetStore {
         let mut failing = self.failing_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if failing.replace(Instant::now()).is_none() {
             match failed {
-                Some(err) => tracing::warn!(error = %err, "budgets are held per process: the catalog failed"),
+                Some(err) => {
+                    tracing::warn!(error = %crate::error::Chain(&err), "budgets are held per process: the catalog failed")
+                }
                 None => {
                     tracing::warn!(waited = ?STORE_TIMEOUT, "budgets are held per process: the catalog did not answer")
                 }
@@ -609,7 +611,7 @@ impl DirectUpload {
 /// Deletes holding `id`; should the catalog fail, it is left to expire, renewed no more.
 async fn release_holding(catalog: &Catalog, id: &str) {
     if let Err(err) = catalog.release_direct_holding(id).await {
-        tracing::warn!(error = %err, "could not release a direct upload's holding; it expires unrenewed");
+        tracing::warn!(error = %crate::error::Chain(&err), "could not release a direct upload's holding; it expires unrenewed");
     }
 }
 
@@ -639,7 +641,9 @@ async fn renew_holding(catalog: Catalog, clock: Clock, id: String, expiry: Durat
                 lapsed.store(true, Ordering::Release);
                 return;
             }
-            Err(err) => tracing::warn!(error = %err, "could not renew a direct upload's holding; trying again"),
+            Err(err) => {
+                tracing::warn!(error = %crate::error::Chain(&err), "could not renew a direct upload's holding; trying again")
+            }
         }
     }
 }

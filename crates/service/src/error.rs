@@ -5,6 +5,9 @@ use custodia_catalog::CatalogError;
 use custodia_core::Role;
 use custodia_store::StoreError;
 
+/// An error with every cause after it, `: `-separated, for the operator's log (each cause once).
+pub use custodia_core::ErrorChain as Chain;
+
 /// Why an operation was refused or failed. Each maps to one RFC 9457 problem type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -189,7 +192,7 @@ mod tests {
             GatewayError::TooLarge("big".into()),
             GatewayError::TooManyAttempts { what: "uploads", retry_after_seconds: 3 },
             GatewayError::Store(StoreError::TooLarge { limit: 1 }),
-            GatewayError::Store(StoreError::Interrupted { received: 1, reason: "cut".into() }),
+            GatewayError::Store(StoreError::Interrupted { received: 1, source: "cut".into() }),
         ];
         for err in refused {
             assert_eq!(err.class(), ErrorClass::Refused, "{err}");
@@ -207,21 +210,5 @@ mod tests {
         for err in [GatewayError::internal_message("a broken invariant"), GatewayError::storage("copying", lost)] {
             assert_eq!(err.class(), ErrorClass::Internal, "{err}");
         }
-    }
-}
-
-/// An error with every cause after it, `: `-separated, for the operator's log.
-#[derive(Debug)]
-pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cause = self.0.source();
-        while let Some(error) = cause {
-            write!(f, ": {error}")?;
-            cause = error.source();
-        }
-        Ok(())
     }
 }

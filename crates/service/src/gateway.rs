@@ -22,7 +22,7 @@ use custodia_core::{
     UseDecision, UsePolicy, UseRequest, WidenRequest,
 };
 use custodia_ledger::{Log, LogSigner, LogVerifier, TlogProof};
-use custodia_store::{ArtefactStore, IngestOptions, StoreError};
+use custodia_store::{ArtefactStore, BodyError, IngestOptions, StoreError};
 use ed25519_dalek::SigningKey;
 use futures::Stream;
 use jiff::Timestamp;
@@ -688,7 +688,7 @@ impl Gateway {
         match self.refuse_within(refusal, None, Some((budget, caller.account_id()))).await {
             Ok((_, over_budget)) => over_budget,
             Err(err) => {
-                tracing::error!(error = %err, "could not record a refusal");
+                tracing::error!(error = %crate::error::Chain(&err), "could not record a refusal");
                 None
             }
         }
@@ -935,7 +935,7 @@ impl Gateway {
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<BodyError>,
     {
         self.authorize_ingest(caller, case, &request).await?;
         self.register_as(caller, case, Arrival::Direct, request, self.max_upload_bytes, body).await
@@ -965,7 +965,7 @@ impl Gateway {
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<BodyError>,
     {
         self.authorize_ingest(caller, case, &request).await?;
         self.register_as(caller, case, Arrival::Resumable(completion), request, self.max_upload_bytes, body).await
@@ -989,7 +989,7 @@ impl Gateway {
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<BodyError>,
     {
         self.authorize_ingest(caller, case, &request).await?;
         let account = caller.account_id();
@@ -1033,7 +1033,7 @@ impl Gateway {
             let (gateway, account, held, passed, failed) =
                 (gateway.clone(), account.clone(), held.clone(), passed.clone(), failed.clone());
             async move {
-                let chunk = futures::StreamExt::next(&mut body).await?.map_err(|err| err.to_string());
+                let chunk = futures::StreamExt::next(&mut body).await?.map_err(Into::<BodyError>::into);
                 let (chunk, received) = match chunk {
                     Err(err) => (Err(err), received),
                     Ok(bytes) => {
@@ -1042,12 +1042,12 @@ impl Gateway {
                             Ok(None) => (Ok(bytes), received),
                             Ok(Some(left)) => {
                                 *passed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(left);
-                                (Err("the body passed the account's storage quota".to_owned()), received)
+                                (Err("the body passed the account's storage quota".into()), received)
                             }
                             Err(err) => {
-                                let reason = err.to_string();
+                                // The upload fails with `err` itself (below), not as a body cut off.
                                 *failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err);
-                                (Err(reason), received)
+                                (Err("the upload's holding of its quota failed".into()), received)
                             }
                         }
                     }
@@ -1152,7 +1152,7 @@ impl Gateway {
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<BodyError>,
     {
         // A policy here is the court's own: a protected witness's original recording restricted to those the
         // protective order privileges (the server's `hearings`). It is attached before the artefact is listed, as any
@@ -1163,7 +1163,9 @@ impl Gateway {
             Ok(bytes) => {
                 tracing::info!(case = %case, hearing = %hearing, case_hearing_bytes = bytes, "hearing output counted for its case")
             }
-            Err(err) => tracing::warn!(case = %case, error = %err, "could not sum the case's hearing output"),
+            Err(err) => {
+                tracing::warn!(case = %case, error = %crate::error::Chain(&err), "could not sum the case's hearing output")
+            }
         }
         Ok(registered)
     }
@@ -1180,7 +1182,7 @@ impl Gateway {
     ) -> Result<Registered>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Send,
-        E: std::fmt::Display,
+        E: Into<BodyError>,
     {
         let options = IngestOptions { expected_sha256: request.expected_sha256, max_size: Some(max_size) };
         // What a probe will read first is kept as it streams into a remote store, so that it need not be fetched
@@ -1200,7 +1202,7 @@ impl Gateway {
         let stored = match self.artefacts.ingest(body, options).await {
             Ok(stored) => stored,
             Err(err) => {
-                tracing::info!(case = %case, error = %err, "upload refused");
+                tracing::info!(case = %case, error = %crate::error::Chain(&err), "upload refused");
                 return Err(err.into());
             }
         };
@@ -1845,7 +1847,7 @@ impl Gateway {
         let integrated = match self.log.integrated(index).await {
             Ok(_) => true,
             Err(err) => {
-                tracing::warn!(index, error = %err, "a transfer moved on; its record is published once the log's store answers");
+                tracing::warn!(index, error = %crate::error::Chain(&err), "a transfer moved on; its record is published once the log's store answers");
                 false
             }
         };
@@ -2286,4 +2288,22 @@ fn refused_steps_detail(
 /// How an action reads in a refusal: "download artefacts", "manage members".
 pub fn action_words(action: Action) -> String {
     serde_json::to_value(action).ok().and_then(|v| v.as_str().map(|s| s.replace('_', " "))).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_request_withholds_its_purpose_and_file_name_from_debug() {
+        let request = UploadRequest {
+            purpose: Label::new("interview of Maria Rossi").unwrap(),
+            media_type: Label::new("video/webm").unwrap(),
+            original_name: Some(Label::new("maria-rossi.webm").unwrap()),
+            expected_sha256: None,
+            policy: None,
+        };
+        let shown = format!("{request:?}");
+        assert!(!shown.contains("Maria") && !shown.contains("maria"), "{shown}");
+    }
 }

@@ -620,7 +620,7 @@ impl Hashers {
                 }
             });
             if let Err(err) = started {
-                tracing::error!(error = %err, "could not start a password-checking thread");
+                tracing::error!(error = %crate::error::Chain(&err), "could not start a password-checking thread");
             }
         }
         hashers
@@ -897,7 +897,7 @@ pub fn purge_expired_sessions(catalog: Catalog, clock: Clock) {
             match catalog.purge_expired_sessions(clock.unix_seconds()).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "expired sessions deleted"),
-                Err(err) => tracing::warn!(error = %err, "could not delete expired sessions"),
+                Err(err) => tracing::warn!(error = %crate::error::Chain(&err), "could not delete expired sessions"),
             }
             tokio::time::sleep(SESSION_PURGE_INTERVAL).await;
         }

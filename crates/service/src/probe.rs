@@ -427,7 +427,7 @@ impl Blocks {
             }
             Err(err) => {
                 // The store's own words (its endpoint, its bucket) stay in the log, out of the signed manifest.
-                tracing::warn!(error = %err, "a probe could not read its object from the store");
+                tracing::warn!(error = %crate::error::Chain(&err), "a probe could not read its object from the store");
                 self.refuse("the object could not be read from the store to be probed".to_owned())
             }
         }

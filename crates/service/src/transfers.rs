@@ -64,6 +64,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::Serialize;
 
 use crate::chunk_buffers::ChunkBuffers;
+use crate::error::Chain;
 use crate::gateway::{Committer, Gateway, GatewayError, UploadRequest, bad_input};
 use crate::identity::{Channel, Principal};
 use crate::partner_client::{PartnerClient, PartnerError, Refusal};
@@ -439,10 +440,10 @@ impl Transfers {
         if self.hold_the_duty().await
             && let Err(err) = self.drive_all().await
         {
-            tracing::warn!(error = %err, "could not look for transfers to drive");
+            tracing::warn!(error = %Chain(&err), "could not look for transfers to drive");
         }
         if let Err(err) = self.sweep_staging_files().await {
-            tracing::warn!(error = %err, "could not sweep the staging files of transfers");
+            tracing::warn!(error = %Chain(&err), "could not sweep the staging files of transfers");
         }
     }
 
@@ -480,7 +481,7 @@ impl Transfers {
                 }
                 transfers.send_outbox().await;
                 if let Err(err) = transfers.sweep().await {
-                    tracing::warn!(error = %err, "the sweep of received transfers failed");
+                    tracing::warn!(error = %Chain(&err), "the sweep of received transfers failed");
                 }
             }
         });
@@ -766,7 +767,7 @@ impl Transfers {
                     tracing::info!(transfer = %kept.transfer_id, event = %kept.event, "a kept evidence is completed with its proof");
                 }
                 Err(err) => {
-                    tracing::warn!(transfer = %kept.transfer_id, event = %kept.event, error = %err, "a kept evidence is not completed yet; trying again at the next sweep");
+                    tracing::warn!(transfer = %kept.transfer_id, event = %kept.event, error = %Chain(&err), "a kept evidence is not completed yet; trying again at the next sweep");
                     if matches!(err, GatewayError::Unavailable { .. }) {
                         break;
                     }
@@ -934,7 +935,7 @@ impl Transfers {
             Ok(Some(row)) => row,
             Ok(None) => return None,
             Err(err) => {
-                tracing::warn!(transfer = %id, error = %err, "a transfer's driver could not read it");
+                tracing::warn!(transfer = %id, error = %Chain(&err), "a transfer's driver could not read it");
                 return Some(self.timing.retry);
             }
         };
@@ -950,11 +951,11 @@ impl Transfers {
             Ok(true) => return Some(Duration::ZERO),
             Ok(false) => {}
             Err(hitch) => {
-                tracing::info!(transfer = %id, error = %crate::error::Chain(&hitch), "a transfer's step did not go through; trying again");
+                tracing::info!(transfer = %id, error = %Chain(&hitch), "a transfer's step did not go through; trying again");
             }
         }
         if let Err(err) = self.time_out(&row).await {
-            tracing::warn!(transfer = %id, error = %err, "could not close a timed-out transfer");
+            tracing::warn!(transfer = %id, error = %Chain(&err), "could not close a timed-out transfer");
         }
         Some(wait)
     }
@@ -1588,8 +1589,13 @@ impl Transfers {
         let seconds = checking.elapsed().as_secs_f64();
         tracing::info!(transfer = %id, seconds, verified = checked.is_ok(), "a transferred bundle was checked");
         let outcome = match checked {
+            // This gateway's failure, not the partner's: as one to take a verified bundle in.
+            Err(BundleCheckError::Staged(err)) => {
+                tracing::warn!(transfer = %id, error = %Chain(&err), "a transferred bundle's staged payload could not be read here; nothing is stored");
+                Err(NegativeReason::StorageFailed)
+            }
             Err(why) => {
-                tracing::warn!(transfer = %id, partner = %partner.name, why = %why, "a transferred bundle did not verify; nothing is stored");
+                tracing::warn!(transfer = %id, partner = %partner.name, why = %Chain(&why), "a transferred bundle did not verify; nothing is stored");
                 Err(NegativeReason::PayloadInvalid)
             }
             Ok(bundle) => match self.take_in(&provider, &case, &row, &offer, &bundle, &path).await {
@@ -1597,7 +1603,7 @@ impl Transfers {
                 // Staged on another gateway now, which takes it in: nothing is decided here.
                 Err(err @ GatewayError::Unavailable { what: TRANSFERS_ELSEWHERE, .. }) => return Err(err),
                 Err(err) => {
-                    tracing::warn!(transfer = %id, error = %err, "a verified transfer could not be stored");
+                    tracing::warn!(transfer = %id, error = %Chain(&err), "a verified transfer could not be stored");
                     Err(NegativeReason::StorageFailed)
                 }
             },
@@ -1764,7 +1770,7 @@ impl Transfers {
             }
             Err(err) => {
                 tracing::warn!(
-                    transfer = %row.id, event = event.name(), error = %err,
+                    transfer = %row.id, event = event.name(), error = %Chain(&err),
                     "transfer retrieval closed; its evidence is kept, and gets its proof at a later sweep"
                 );
                 Ok(Closing::Pending)
@@ -1778,7 +1784,7 @@ impl Transfers {
     async fn sweep(&self) -> Result<()> {
         // The timeouts below are judged whatever became of the pending evidences.
         if let Err(err) = self.complete_pending().await {
-            tracing::warn!(error = %err, "the kept evidences could not be listed; trying again at the next sweep");
+            tracing::warn!(error = %Chain(&err), "the kept evidences could not be listed; trying again at the next sweep");
         }
         for row in self.gateway.catalog().transfers_in_stage(IN, "delivered").await? {
             if self.age(&row.updated_at) <= self.timing.retrieval {
@@ -1970,7 +1976,7 @@ impl Transfers {
             let unsent = match self.gateway.catalog().outbox_unsent(64).await {
                 Ok(unsent) => unsent,
                 Err(err) => {
-                    tracing::warn!(error = %err, "could not read the partner outbox");
+                    tracing::warn!(error = %Chain(&err), "could not read the partner outbox");
                     return;
                 }
             };
@@ -1989,7 +1995,7 @@ impl Transfers {
                 let now = self.gateway.now().to_string();
                 if let Err(err) = self.gateway.catalog().outbox_tried(&item.id, delivered.then_some(now.as_str())).await
                 {
-                    tracing::warn!(error = %err, "could not note a partner request's delivery");
+                    tracing::warn!(error = %Chain(&err), "could not note a partner request's delivery");
                 }
             }
         }
@@ -2086,14 +2092,21 @@ impl Transfers {
 }
 
 /// An outcome report as it goes back to the partner that provided the artefact.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutcomeReport {
     /// The report's id at the receiving gateway, kept at the provider's too (so that it is recorded once).
     pub id: String,
     pub outcome: OutcomeKind,
+    /// What the person who filed it typed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl std::fmt::Debug for OutcomeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeReport").field("id", &self.id).field("outcome", &self.outcome).finish_non_exhaustive()
+    }
 }
 
 /// The bytes free to an unprivileged writer on the file system of `dir`.
@@ -2218,9 +2231,8 @@ fn unverified(logged: &Logged) -> Result<Evidence> {
     custodia_core::from_canonical_slice(&bytes).map_err(|err| bad_input("evidence", err))
 }
 
-/// What the receiving gateway found in a verified bundle.
-#[derive(Debug)]
 /// What a verified bundle says of the provider's artefact.
+#[derive(Debug)]
 struct CheckedBundle {
     artefact: String,
     /// The SHA-256 of the provider's signed manifest, which the `received_from` record commits to.
@@ -2230,25 +2242,98 @@ struct CheckedBundle {
     checkpoint: String,
 }
 
+/// Why a transferred bundle was not taken in: it does not verify, which is the partner's doing
+/// (`PayloadInvalid`), or its payload staged here could not be read, which is this gateway's ([`Self::Staged`]).
+#[derive(Debug, thiserror::Error)]
+enum BundleCheckError {
+    #[error("the offer's head is not a provider's chain")]
+    Chain(#[source] custodia_bundle::VerifyError),
+    #[error("the bundle is not signed by the partner's pinned log key")]
+    NotPinned,
+    #[error("the bundle could not be verified")]
+    Unverifiable(#[source] custodia_bundle::VerifyError),
+    /// The parts whose checks failed; not the checks' details, which may quote what people typed (a line of the
+    /// bundle's certificate).
+    #[error("the bundle does not verify with the provider's pinned key (failed: {})", failed_parts(.0))]
+    Failed(Vec<custodia_bundle::Part>),
+    #[error("the bundle's payload is not the one offered")]
+    NotOffered,
+    #[error("the bundle holds no {0}")]
+    Lacks(&'static str),
+    #[error("the bundle's manifest cannot be read")]
+    Manifest(#[source] custodia_core::CanonicalError),
+    /// The payload staged on this gateway's disk could not be read (or is shorter than the bytes counted as
+    /// received): nothing is known of the bundle, and the failure is not the partner's.
+    #[error("the payload staged here could not be read")]
+    Staged(#[source] std::io::Error),
+}
+
+/// `parts`, as a list in words, or that no check was made.
+fn failed_parts(parts: &[custodia_bundle::Part]) -> String {
+    match parts {
+        [] => "no check was made".to_owned(),
+        parts => parts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The payload staged for a transfer, read for the verifier: the `left` bytes counted as received, no more. A
+/// failure to read them (the file unreadable, or ending early) is this gateway's, not the bundle's: the first is
+/// kept in `failed`, and the verifier is given an error of the same kind that says only that.
+struct StagedPayload<'a> {
+    file: std::fs::File,
+    left: u64,
+    failed: &'a mut Option<std::io::Error>,
+}
+
+impl StagedPayload<'_> {
+    fn fail(&mut self, err: std::io::Error) -> std::io::Error {
+        let kind = err.kind();
+        self.failed.get_or_insert(err);
+        std::io::Error::new(kind, "the payload staged here could not be read")
+    }
+}
+
+impl std::io::Read for StagedPayload<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        match std::io::Read::read(&mut self.file, &mut buf[..want]) {
+            Ok(0) => {
+                let short = format!("the staged file ends {} bytes before the payload does", self.left);
+                Err(self.fail(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, short)))
+            }
+            Ok(read) => {
+                self.left -= read as u64;
+                Ok(read)
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => Err(err),
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+}
+
 /// Verifies the bundle made of `chain` (its head), the payload staged at `path` and the tar's end, with `log`, the
 /// provider's pinned log key: the bag is signed by that key, and its payload is the one offered, `(sha256, size)`.
 /// A bag the provider itself received from a gateway before it carries that gateway's chain, whose key is not
 /// pinned here: it must pass every other check, and the provider's `received_from` record vouches for it; a court
-/// here checks it with that gateway's key.
+/// here checks it with that gateway's key. The staged payload is read only if it was not `hashed` as it was
+/// written; a failure to read it is [`BundleCheckError::Staged`], whatever the verifier made of it.
 fn check_bundle(
     chain: &[u8],
     path: &std::path::Path,
     hashed: Option<Sha256>,
     (sha256, size): (Sha256, u64),
     log: &LogVerifier,
-) -> std::result::Result<CheckedBundle, String> {
+) -> std::result::Result<CheckedBundle, BundleCheckError> {
     use std::io::Read as _;
-    let files = custodia_bundle::ProviderChain::from_head(chain).map_err(|err| err.to_string())?.files;
+    let files = custodia_bundle::ProviderChain::from_head(chain).map_err(BundleCheckError::Chain)?.files;
     let file_of = |name: &str| files.iter().find(|(path, _)| path == name).map(|(_, bytes)| bytes.as_slice());
     if file_of(custodia_bundle::layout_paths::VKEY).map(|vkey| String::from_utf8_lossy(vkey).trim().to_owned())
         != Some(log.to_string())
     {
-        return Err("the bundle is not signed by the partner's pinned log key".into());
+        return Err(BundleCheckError::NotPinned);
     }
     let pins = custodia_bundle::Pins { keys: std::slice::from_ref(log), policy: None, time: None };
     let limits = custodia_bundle::Limits::default();
@@ -2256,30 +2341,39 @@ fn check_bundle(
         // Hashed as it was written: the staged bytes are not read again.
         Some(hashed) => custodia_bundle::verify_with_payload_digest(chain, (hashed, size), &pins, limits),
         None => {
-            let payload = std::fs::File::open(path).map_err(|err| err.to_string())?;
+            let file = std::fs::File::open(path).map_err(BundleCheckError::Staged)?;
+            let mut unread = None;
+            let payload = StagedPayload { file, left: size, failed: &mut unread };
             let mut tail = custodia_bundle::padding(size);
             tail.resize(tail.len() + 1024, 0);
-            let bundle = chain.chain(payload.take(size)).chain(tail.as_slice());
-            custodia_bundle::verify_pinned(std::io::BufReader::with_capacity(1 << 20, bundle), &pins, limits)
+            let bundle = chain.chain(payload).chain(tail.as_slice());
+            let verified =
+                custodia_bundle::verify_pinned(std::io::BufReader::with_capacity(1 << 20, bundle), &pins, limits);
+            if let Some(err) = unread {
+                return Err(BundleCheckError::Staged(err));
+            }
+            verified
         }
     }
-    .map_err(|err| err.to_string())?;
+    .map_err(BundleCheckError::Unverifiable)?;
     let unpinned_before = |check: &&custodia_bundle::Check| {
         check.part == custodia_bundle::Part::TrustedKey && check.detail.starts_with(custodia_bundle::PROVIDER_CHAIN)
     };
     let failed: Vec<&custodia_bundle::Check> =
         verification.checks.iter().filter(|check| !check.passed && !unpinned_before(check)).collect();
     if verification.checks.is_empty() || !failed.is_empty() {
-        let failed: Vec<&str> = failed.iter().map(|check| check.detail.as_str()).collect();
-        return Err(format!("the bundle does not verify with the provider's pinned key: {}", failed.join("; ")));
+        let mut parts: Vec<custodia_bundle::Part> = failed.iter().map(|check| check.part).collect();
+        parts.sort();
+        parts.dedup();
+        return Err(BundleCheckError::Failed(parts));
     }
     if verification.sha256 != Some(sha256) {
-        return Err("the bundle's payload is not the one offered".into());
+        return Err(BundleCheckError::NotOffered);
     }
-    let manifest_bytes = file_of(custodia_bundle::layout_paths::MANIFEST).ok_or("the bundle holds no manifest")?;
+    let manifest_bytes = file_of(custodia_bundle::layout_paths::MANIFEST).ok_or(BundleCheckError::Lacks("manifest"))?;
     let manifest: custodia_core::Manifest =
-        custodia_core::from_canonical_slice(manifest_bytes).map_err(|err| err.to_string())?;
-    let checkpoint = file_of(custodia_bundle::layout_paths::CHECKPOINT).ok_or("the bundle holds no checkpoint")?;
+        custodia_core::from_canonical_slice(manifest_bytes).map_err(BundleCheckError::Manifest)?;
+    let checkpoint = file_of(custodia_bundle::layout_paths::CHECKPOINT).ok_or(BundleCheckError::Lacks("checkpoint"))?;
     Ok(CheckedBundle {
         artefact: manifest.artefact.to_string(),
         manifest_sha256: Sha256::of(manifest_bytes),

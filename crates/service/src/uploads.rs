@@ -33,7 +33,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use custodia_catalog::{UploadChunk, UploadCompletion, UploadRow};
 use custodia_core::{Action, CaseId};
-use custodia_store::StoreError;
+use custodia_store::{BodyError, StoreError};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 
 use crate::gateway::{ErrorClass, Gateway, GatewayError, Registered, UploadRequest, new_id};
@@ -75,7 +75,7 @@ async fn remove_upload(gateway: &Gateway, id: &str, claims_renewed_before: i64) 
 /// the sweep.
 async fn delete_chunk(gateway: &Gateway, object: &str) {
     if let Err(err) = gateway.artefacts().delete_chunk(object).await {
-        tracing::warn!(chunk = %object, error = %err, "could not delete a resumable upload's chunk; the sweep will");
+        tracing::warn!(chunk = %object, error = %crate::error::Chain(&err), "could not delete a resumable upload's chunk; the sweep will");
     }
 }
 
@@ -123,7 +123,7 @@ pub async fn open(
     // Expired uploads go lazily too, so a gateway that runs for weeks does not collect them; a failure to clean up
     // must not refuse an upload.
     if let Err(err) = remove_expired(gateway).await {
-        tracing::warn!(error = %err, "could not remove expired uploads");
+        tracing::warn!(error = %crate::error::Chain(&err), "could not remove expired uploads");
     }
     let row = UploadRow {
         id: new_id("upl"),
@@ -274,11 +274,11 @@ pub async fn start_append(gateway: &Gateway, caller: &Principal, id: &str) -> Re
 /// Why a chunk's body ended before its end ([`append`]), as its sender's protocol found.
 #[derive(Debug)]
 pub enum BodyFault {
-    /// The link failed or stalled (the reason): what arrived is kept, and the upload goes on after it.
-    CutOff(String),
+    /// The link failed or stalled (the reason, kept whole): what arrived is kept, and the upload goes on after it.
+    CutOff(BodyError),
     /// Cut off (the reason) while the body came with a checksum: what arrived cannot be checked, so none of it is
     /// kept.
-    CutOffUnverified(String),
+    CutOffUnverified(BodyError),
     /// The body does not match the checksum it came with: none of it is kept ([`UploadError::ChecksumMismatch`]).
     ChecksumMismatch,
 }
@@ -298,7 +298,8 @@ pub enum AppendOutcome {
 /// its bytes were kept.
 #[derive(Debug)]
 pub struct CutOff {
-    pub reason: String,
+    /// Why, as the body's stream said.
+    pub reason: BodyError,
     pub kept: u64,
 }
 
@@ -564,7 +565,7 @@ async fn complete(
             return Err(CompletionError::NotClaimed);
         }
         Err(CompletionError::Lost(err)) => {
-            tracing::error!(upload = %row.id, error = %err, "a resumable upload's staged bytes are lost");
+            tracing::error!(upload = %row.id, error = %crate::error::Chain(&err), "a resumable upload's staged bytes are lost");
             remove_upload(gateway, &row.id, i64::MAX).await.map_err(CompletionError::Failed)?;
             return Err(CompletionError::Lost(err));
         }
@@ -578,11 +579,13 @@ async fn complete(
                 Ok(false) => {
                     // The claim was no longer this request's (its gateway froze past it, and another request took
                     // the upload over, and may have finished it): what failed here is not the client's to retry.
-                    tracing::warn!(upload = %row.id, error = %failed, "a completion taken over meanwhile failed here");
+                    tracing::warn!(upload = %row.id, error = %crate::error::Chain(&failed), "a completion taken over meanwhile failed here");
                     delete_chunk(gateway, last).await;
                     return Err(CompletionError::NotClaimed);
                 }
-                Err(err) => tracing::warn!(upload = %row.id, error = %err, "could not release a completion claim"),
+                Err(err) => {
+                    tracing::warn!(upload = %row.id, error = %crate::error::Chain(&err), "could not release a completion claim")
+                }
             }
             return Err(failed);
         }
@@ -688,7 +691,9 @@ fn renew_claim(gateway: Gateway, id: String, last: String) -> Renewing {
                     tracing::warn!(upload = %id, "lost the claim on a resumable upload's completion");
                     return;
                 }
-                Err(err) => tracing::warn!(upload = %id, error = %err, "could not renew a completion claim"),
+                Err(err) => {
+                    tracing::warn!(upload = %id, error = %crate::error::Chain(&err), "could not renew a completion claim")
+                }
             }
         }
     }))

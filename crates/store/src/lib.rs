@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use custodia_core::{Sha256, Sha256Hasher};
+use custodia_core::{ErrorChain, Sha256, Sha256Hasher};
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -73,8 +73,10 @@ const LOCAL_SYNC_EVERY: u64 = 32 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("the upload was cut off after {received} bytes: {reason}")]
-    Interrupted { received: u64, reason: String },
+    /// The body ended in an error (its connection reset, say) after `received` bytes: `source`, as the body's
+    /// stream gave it.
+    #[error("the upload was cut off after {received} bytes: {source}")]
+    Interrupted { received: u64, source: BodyError },
     #[error("the upload's SHA-256 is {actual}, not the {expected} the client stated; nothing was kept")]
     DigestMismatch { expected: Sha256, actual: Sha256 },
     #[error("the upload exceeds the limit of {limit} bytes")]
@@ -96,6 +98,11 @@ impl StoreError {
         matches!(self, Self::Backend(err) if is_transient(err))
     }
 }
+
+/// Why a body ended before its end, as its stream said (the connection reset or stalled, the sender's quota
+/// passed): kept whole as the source of [`StoreError::Interrupted`]. Any error converts into it, and so do a
+/// `String` and a `&str`.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A chunk of a resumable upload, as the store lists it ([`ArtefactStore::staged_chunks`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,7 +186,7 @@ pub async fn probe_create_only(store: &dyn ObjectStore, at: &Path) -> Result<Cre
     for probe in [&target, &source] {
         match store.delete(probe).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(err) => tracing::warn!(error = %err, "could not remove a create-only probe object"),
+            Err(err) => tracing::warn!(error = %ErrorChain(&err), "could not remove a create-only probe object"),
         }
     }
     verdict
@@ -305,7 +312,7 @@ impl ArtefactStore {
     pub async fn ingest<S, E>(&self, body: S, options: IngestOptions) -> Result<StoredArtefact, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
+        E: Into<BodyError>,
     {
         let body = regrouped(body);
         if self.local_root.is_none()
@@ -324,7 +331,7 @@ impl ArtefactStore {
         };
         match self.store.delete(&staging).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(err) => tracing::warn!(error = %err, "could not remove a staging object"),
+            Err(err) => tracing::warn!(error = %ErrorChain(&err), "could not remove a staging object"),
         }
         result
     }
@@ -368,15 +375,14 @@ impl ArtefactStore {
     }
 
     /// An upload whose SHA-256 the client stated, into a remote store: see [`Self::ingest`].
-    async fn ingest_at_address<S, E>(
+    async fn ingest_at_address<S>(
         &self,
         body: S,
         expected: Sha256,
         max_size: Option<u64>,
     ) -> Result<StoredArtefact, StoreError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>> + Send,
     {
         let target = self.object_path(&expected);
         let stored = match self.store.head(&target).await {
@@ -408,7 +414,7 @@ impl ArtefactStore {
     /// at a time) for more. The object is completed only if the body ended well and, with `expected`, hashed to it;
     /// otherwise nothing was put, or the multipart upload is aborted (it is no object until completed). Returns the
     /// digest (of a counting intake, the default) and size of what was taken, kept or not.
-    async fn write_object<S, E>(
+    async fn write_object<S>(
         &self,
         path: &Path,
         body: S,
@@ -416,8 +422,7 @@ impl ArtefactStore {
         expected: Option<Sha256>,
     ) -> Result<(Sha256, u64), StoreError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
+        S: Stream<Item = Result<Bytes, BodyError>> + Send,
     {
         let mut writer =
             BufWriter::with_capacity(self.store.clone(), path.clone(), PART_SIZE).with_max_concurrency(PARTS_IN_FLIGHT);
@@ -437,7 +442,7 @@ impl ArtefactStore {
             }
             streamed => {
                 if let Err(abort) = writer.abort().await {
-                    tracing::warn!(error = %abort, "could not abort a refused or failed multipart upload");
+                    tracing::warn!(error = %ErrorChain(&abort), "could not abort a refused or failed multipart upload");
                 }
                 streamed
             }
@@ -590,7 +595,7 @@ impl ArtefactStore {
     pub async fn write_chunk<S, E>(&self, name: &str, body: S) -> Result<u64, StoreError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send,
-        E: fmt::Display,
+        E: Into<BodyError>,
     {
         let body = regrouped(body);
         let path = self.chunk_path(name);
@@ -607,7 +612,7 @@ impl ArtefactStore {
                     _ => Ok(()),
                 });
                 if let Err(remove) = removed.await {
-                    tracing::warn!(error = %remove, path = %file.display(), "could not remove a failed chunk's file");
+                    tracing::warn!(error = %ErrorChain(&remove), path = %file.display(), "could not remove a failed chunk's file");
                 }
                 return Err(err);
             }
@@ -670,17 +675,17 @@ pub const MIN_CHUNK: usize = 64 * 1024;
 /// copied together (empty ones vanish), larger ones pass as they are. A client decides how its body is split (an
 /// HTTP/1.1 chunked body can come a byte a chunk), and whatever keeps chunks (a multipart part being filled, what a
 /// probe reads from memory) then keeps a few dozen per megabyte rather than a million, and no more of the buffers
-/// they are cut from. An error (in its words) comes after the bytes that came before it.
-pub fn regrouped<S, E>(body: S) -> impl Stream<Item = Result<Bytes, String>> + Send
+/// they are cut from. An error (kept whole, a [`BodyError`]) comes after the bytes that came before it.
+pub fn regrouped<S, E>(body: S) -> impl Stream<Item = Result<Bytes, BodyError>> + Send
 where
     S: Stream<Item = Result<Bytes, E>> + Send,
-    E: fmt::Display,
+    E: Into<BodyError>,
 {
     struct Regrouping<S> {
         body: std::pin::Pin<Box<S>>,
         pending: bytes::BytesMut,
         /// An error (or the end, `Some(None)`) that came while bytes were pending: it follows them.
-        ended: Option<Option<String>>,
+        ended: Option<Option<BodyError>>,
     }
     let state = Regrouping { body: Box::pin(body), pending: bytes::BytesMut::new(), ended: None };
     futures::stream::unfold(state, |mut state| async move {
@@ -701,7 +706,7 @@ where
                 }
                 end => {
                     let error = match end {
-                        Some(Err(err)) => Some(err.to_string()),
+                        Some(Err(err)) => Some(err.into()),
                         _ => None,
                     };
                     if state.pending.is_empty() {
@@ -733,8 +738,8 @@ impl Intake {
         Self { hasher: None, size: 0, max_size: None }
     }
 
-    fn take<E: fmt::Display>(&mut self, chunk: Result<Bytes, E>) -> Result<Bytes, StoreError> {
-        let chunk = chunk.map_err(|err| StoreError::Interrupted { received: self.size, reason: err.to_string() })?;
+    fn take(&mut self, chunk: Result<Bytes, BodyError>) -> Result<Bytes, StoreError> {
+        let chunk = chunk.map_err(|source| StoreError::Interrupted { received: self.size, source })?;
         self.size += chunk.len() as u64;
         if let Some(limit) = self.max_size.filter(|limit| self.size > *limit) {
             return Err(StoreError::TooLarge { limit });
@@ -762,10 +767,9 @@ fn finishing_error(err: std::io::Error) -> StoreError {
 /// Streams `body` into a new local file at `path`, through `intake` (which counts and may hash it) in the same
 /// pass; returns the intake once the file is durable. On any failure, or if this future is dropped, the file is
 /// removed.
-async fn stream_into_file<S, E>(path: PathBuf, body: S, mut intake: Intake) -> Result<Intake, StoreError>
+async fn stream_into_file<S>(path: PathBuf, body: S, mut intake: Intake) -> Result<Intake, StoreError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Send,
-    E: fmt::Display,
+    S: Stream<Item = Result<Bytes, BodyError>> + Send,
 {
     let mut staging = LocalStaging::create(path).await.map_err(local_error)?;
     let mut part = Vec::new();
@@ -876,7 +880,7 @@ impl Drop for LocalStaging {
                 io::ErrorKind::NotFound => Ok(()),
                 _ => Err(err),
             }) {
-                tracing::warn!(error = %err, path = %path.display(), "could not remove a failed upload's staging file");
+                tracing::warn!(error = %ErrorChain(&err), path = %path.display(), "could not remove a failed upload's staging file");
             }
         };
         match tokio::runtime::Handle::try_current() {

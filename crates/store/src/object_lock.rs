@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use custodia_core::ErrorChain;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
@@ -573,7 +574,7 @@ impl EvidenceRetention {
                 Ok(())
             }
             Err(err) => {
-                tracing::warn!(object = %path, error = %err, "could not set the retention of an evidence object");
+                tracing::warn!(object = %path, error = %ErrorChain(&err), "could not set the retention of an evidence object");
                 Err(object_store::Error::Generic { store: OBJECT_LOCK_STORE, source: Box::new(err) })
             }
         }

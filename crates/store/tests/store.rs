@@ -258,7 +258,8 @@ async fn a_body_in_tiny_chunks_is_regrouped() {
         Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset")),
         Ok(Bytes::from_static(b"never")),
     ]);
-    let items: Vec<Result<Bytes, String>> = futures::StreamExt::collect(regrouped(cut)).await;
+    let items: Vec<Result<Bytes, custodia_store::BodyError>> = futures::StreamExt::collect(regrouped(cut)).await;
+    let items: Vec<Result<Bytes, String>> = items.into_iter().map(|item| item.map_err(|err| err.to_string())).collect();
     assert_eq!(items, [Ok(Bytes::from_static(b"before")), Err("connection reset".to_owned())]);
 
     // A body cut off in tiny chunks is counted to its last byte.
@@ -272,4 +273,7 @@ async fn a_body_in_tiny_chunks_is_regrouped() {
     );
     let err = store.ingest(cut, IngestOptions::default()).await.unwrap_err();
     assert!(matches!(err, StoreError::Interrupted { received: 1000, .. }), "{err}");
+    // The body's own error is kept as the cause, not only its words.
+    let cause = std::error::Error::source(&err).and_then(|cause| cause.downcast_ref::<std::io::Error>());
+    assert_eq!(cause.map(std::io::Error::kind), Some(std::io::ErrorKind::ConnectionReset), "{err:?}");
 }

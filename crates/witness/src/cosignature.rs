@@ -32,7 +32,7 @@ pub enum CosignatureError {
     #[error("the cosignature of {name} does not verify")]
     BadSignature { name: String },
     #[error("could not sign: {0}")]
-    Signing(String),
+    Signing(#[source] NoteError),
 }
 
 /// The message a cosigner signs for `checkpoint_body` at `timestamp`.
@@ -131,7 +131,7 @@ impl CosignerKey {
         let signer = TimedSigner { key: self, timestamp };
         note.add_sigs(&[&signer]).map_err(|err| match err {
             NoteError::SignatureError(_) if timestamp == 0 => CosignatureError::ZeroTimestamp,
-            other => CosignatureError::Signing(other.to_string()),
+            other => CosignatureError::Signing(other),
         })?;
         let bytes = note.to_bytes();
         let line = &bytes[checkpoint_body.len() + 1..];

@@ -26,6 +26,9 @@ use custodia_ledger::{CheckpointError, LogVerifier, SignedCheckpoint};
 pub enum PolicyError {
     #[error("policy line {line}: {reason}")]
     Line { line: usize, reason: String },
+    /// A log's key (`what`: "log") or a witness's ("witness") that does not parse.
+    #[error("policy line {line}: bad {what} key: {source}")]
+    BadKey { line: usize, what: &'static str, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("the policy has no `quorum` line")]
     NoQuorum,
     #[error("the policy names no log")]
@@ -137,18 +140,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A `log` line's key, in vkey form or as Sigsum's raw hex, and its raw public key.
-fn log_key(key: &str) -> Result<(LogVerifier, VerifyingKey), String> {
-    let log = match hex_key(key) {
+/// The key of the `log` line `line`, in vkey form or as Sigsum's raw hex, and its raw public key.
+fn log_key(line: usize, key: &str) -> Result<(LogVerifier, VerifyingKey), PolicyError> {
+    let parsed = match hex_key(key) {
         Some(raw) => {
             let origin = format!("sigsum.org/v1/tree/{}", hex(&Sha256::digest(raw.as_bytes())));
             signed_note::new_ed25519_verifier_key(&origin, &raw).parse::<LogVerifier>()
         }
         None => key.parse::<LogVerifier>(),
     }
-    .map_err(|err| format!("bad log key: {err}"))?;
-    let raw = log.public_key().map_err(|err| format!("bad log key: {err}"))?;
-    Ok((log, raw))
+    .and_then(|log| log.public_key().map(|raw| (log, raw)));
+    parsed.map_err(|err| PolicyError::BadKey { line, what: "log", source: err.into() })
 }
 
 /// The logs a witness witnesses: a file of `log <vkey> [url]` lines (the `log` lines of a policy), with comments.
@@ -161,7 +163,7 @@ pub fn parse_log_list(text: &str) -> Result<Vec<LogVerifier>, PolicyError> {
         match content.split_whitespace().collect::<Vec<_>>().as_slice() {
             [] => {}
             ["log", key, rest @ ..] if rest.len() <= 1 => {
-                let (log, _) = log_key(key).map_err(fail)?;
+                let (log, _) = log_key(number + 1, key)?;
                 if logs.iter().any(|known| known.name() == log.name()) {
                     return Err(fail(format!("the log {} is listed twice", log.name())));
                 }
@@ -193,7 +195,7 @@ impl Policy {
             match words.as_slice() {
                 [] => {}
                 ["log", key, rest @ ..] if rest.len() <= 1 => {
-                    let (log, raw) = log_key(key).map_err(|reason| fail(&reason))?;
+                    let (log, raw) = log_key(line, key)?;
                     if !keys_seen.insert(raw.to_bytes()) {
                         return Err(fail("this key is already in the policy"));
                     }
@@ -207,7 +209,11 @@ impl Policy {
                         Some(raw) => CosignerVerifier::new(name, raw),
                         None => key.parse::<CosignerVerifier>(),
                     }
-                    .map_err(|err| fail(&format!("bad witness key: {err}")))?;
+                    .map_err(|err| PolicyError::BadKey {
+                        line,
+                        what: "witness",
+                        source: err.into(),
+                    })?;
                     if !keys_seen.insert(verifier.public_key().to_bytes()) {
                         return Err(fail("one key may serve only one witness, and never a log"));
                     }
@@ -653,7 +659,9 @@ mod tests {
             (format!("log {log}\nwitness w1 {w1} /witness\nquorum w1\n"), Some(2)),
         ] {
             match (Policy::parse(&text), line) {
-                (Err(PolicyError::Line { line: got, .. }), Some(want)) => assert_eq!(got, want, "{text}"),
+                (Err(PolicyError::Line { line: got, .. } | PolicyError::BadKey { line: got, .. }), Some(want)) => {
+                    assert_eq!(got, want, "{text}")
+                }
                 (Err(PolicyError::NoQuorum | PolicyError::NoLog), None) => {}
                 (other, _) => panic!("{text}: {other:?}"),
             }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use custodia_catalog::{Account, Catalog};
 use custodia_core::{ArtefactId, CaseId, Label, Sha256};
 use custodia_ledger::{Log, LogOptions, LogSigner};
+use custodia_partners::evidence::NegativeReason;
 use custodia_partners::transfer::{Offer, Progress};
 use custodia_partners::{Card, Partner, Registry};
 use custodia_store::ArtefactStore;
@@ -17,7 +18,7 @@ use custodia_tests::failing_store::FailingStore;
 use ed25519_dalek::SigningKey;
 use futures::future::BoxFuture;
 use object_store::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{CHUNK_BYTES, Partnership, TransferTiming, Transfers};
 use crate::clock::Clock;
@@ -138,18 +139,26 @@ impl Side {
 
 /// A partner gateway in memory: the receiving gateway's engine, called as its routes call it, for the sender it
 /// pins. It refuses once, as busy, each chunk at an offset in `refuse_once`, is unreachable while `unreachable`, and
-/// notes each request it took or refused.
+/// to requests to finish while `no_completion`, and notes each request it took or refused.
 struct Wire {
     receiver: Option<Arc<Transfers>>,
     sender: Partner,
     refuse_once: Mutex<HashSet<u64>>,
     unreachable: bool,
+    no_completion: AtomicBool,
     seen: Mutex<Vec<String>>,
 }
 
 impl Wire {
     fn new(receiver: Option<Arc<Transfers>>, sender: Partner) -> Self {
-        Self { receiver, sender, refuse_once: Mutex::default(), unreachable: false, seen: Mutex::default() }
+        Self {
+            receiver,
+            sender,
+            refuse_once: Mutex::default(),
+            unreachable: false,
+            no_completion: AtomicBool::new(false),
+            seen: Mutex::default(),
+        }
     }
 
     fn note(&self, what: String) {
@@ -214,6 +223,10 @@ impl PartnerClient for Wire {
         transfer: &'a str,
     ) -> BoxFuture<'a, Result<Progress, PartnerError>> {
         Box::pin(async move {
+            if self.no_completion.load(Ordering::SeqCst) {
+                self.note("complete: unreachable".into());
+                return Err(PartnerError::Unreachable("connection refused".into()));
+            }
             let progress = self.receiver()?.complete(&self.sender, transfer).await.map_err(refused)?;
             self.note(format!("complete: {:?}", progress.stage));
             Ok(progress)
@@ -405,6 +418,80 @@ async fn a_retrieval_whose_gateway_stops_before_its_proof_is_completed_by_the_sw
     assert_eq!(sent.stage, "retrieved");
     assert_eq!(ladder(&sending.gateway, &view.id).await, [&delivered[..], &["Retrieval"]].concat());
     assert_eq!(sender.drive_once(&view.id).await, None, "a retrieved transfer is not driven");
+}
+
+/// The receiving gateway, restarted once every chunk was durable (so nothing of the payload was hashed as it
+/// arrived), cannot read the payload it staged (a directory where its file was: EISDIR on the first read). That
+/// is its own failure, not the bundle's: the `NonDelivery` it signs, logs and sends says `storage-failed`, never
+/// `payload-invalid`, which would blame the partner in signed evidence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_payload_unreadable_here_is_a_storage_failure_not_an_invalid_payload() {
+    let (sending, receiving) = (Side::open("sender.example").await, Side::open("receiver.example").await);
+    let payload = custodia_tests::pseudo_random_bytes(3000, 11);
+    let (clerk, artefact) = sending.clerk_with(&payload).await;
+    let receiver = receiving.transfers(&sending, Arc::new(Wire::new(None, sending.as_partner())));
+    assert!(receiver.hold_the_duty().await);
+    let wire = Arc::new(Wire::new(Some(receiver.clone()), sending.as_partner()));
+    wire.no_completion.store(true, Ordering::SeqCst);
+    let sender = sending.transfers(&receiving, wire.clone());
+    let purpose = Label::new("mutual legal assistance").unwrap();
+    let view = sender.send(&clerk, &artefact, "receiver.example", &purpose).await.unwrap();
+    assert!(sender.hold_the_duty().await);
+    assert_eq!(sender.drive_once(&view.id).await, Some(TIMING.retry), "the request to finish did not get through");
+    assert_eq!(wire.seen(), ["offer: written 0", "chunk 0", "complete: unreachable"]);
+    assert_eq!(received_row(&receiving, &view.id).await.received, payload.len() as i64, "all of it durable there");
+
+    // As after a restart: nothing of the payload was hashed in this process. Its staged file cannot be read.
+    receiver.arriving.lock().unwrap().clear();
+    let staged = receiver.staging(&view.id);
+    std::fs::remove_file(&staged).unwrap();
+    std::fs::create_dir(&staged).unwrap();
+
+    wire.no_completion.store(false, Ordering::SeqCst);
+    assert!(sender.hold_the_duty().await && receiver.hold_the_duty().await);
+    assert_eq!(sender.drive_once(&view.id).await, Some(Duration::ZERO), "the transfer moved on");
+    assert_eq!(wire.seen(), ["offer: written 3000", "complete: Failed"]);
+    let failed = ["SubmissionAcceptance", "RelayAcceptance", "NonDelivery"];
+    assert_eq!(ladder(&receiving.gateway, &view.id).await, failed);
+    assert_eq!(ladder(&sending.gateway, &view.id).await, failed);
+    assert_eq!(received_row(&receiving, &view.id).await.stage, "failed");
+    let kept = receiving.gateway.catalog().transfer_evidences(&view.id).await.unwrap();
+    let logged: custodia_partners::transfer::Logged = serde_json::from_str(kept[2].own.as_deref().unwrap()).unwrap();
+    let evidence = super::unverified(&logged).unwrap();
+    assert_eq!(evidence.reason, Some(NegativeReason::StorageFailed), "not the partner's fault: {evidence:?}");
+}
+
+/// A staged file shorter than the bytes counted as received ends the payload early for the verifier, and is kept
+/// apart as this gateway's failure; one longer is read only as far as the payload goes.
+#[test]
+fn a_staged_payload_is_read_to_its_counted_length_and_a_short_one_is_a_failure_here() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("xfer.part");
+    std::fs::write(&path, b"abc").unwrap();
+    let mut failed = None;
+    let mut read = Vec::new();
+    let mut payload = super::StagedPayload { file: std::fs::File::open(&path).unwrap(), left: 5, failed: &mut failed };
+    let told = payload.read_to_end(&mut read).unwrap_err();
+    assert_eq!((told.kind(), read.as_slice()), (std::io::ErrorKind::UnexpectedEof, &b"abc"[..]));
+    assert_eq!(failed.map(|kept| kept.kind()), Some(std::io::ErrorKind::UnexpectedEof), "kept as this gateway's");
+
+    let mut failed = None;
+    let mut read = Vec::new();
+    let mut payload = super::StagedPayload { file: std::fs::File::open(&path).unwrap(), left: 2, failed: &mut failed };
+    payload.read_to_end(&mut read).unwrap();
+    assert_eq!((read.as_slice(), failed.is_none()), (&b"ab"[..], true));
+}
+
+#[test]
+fn an_outcome_report_withholds_its_note_from_debug() {
+    let report = super::OutcomeReport {
+        id: "out-1".into(),
+        outcome: super::OutcomeKind::Other,
+        note: Some("Maria Rossi testified".into()),
+    };
+    let shown = format!("{report:?}");
+    assert!(!shown.contains("Maria") && shown.contains("out-1"), "{shown}");
 }
 
 async fn received_row(side: &Side, id: &str) -> custodia_catalog::TransferRow {

@@ -156,16 +156,25 @@ impl Site {
         }
         // Each proxy appends the address it saw; anything before the first of them the client may have written.
         // So the client is the last address that no trusted proxy has (proxies in a chain, an ingress and then a
-        // router, are passed over from the end), or the first if every one is a proxy's.
-        let forwarded: Vec<IpAddr> = headers
+        // router, are passed over from the end), or the first if every one is a proxy's. An entry that is not an
+        // address (a port, a name, `unknown`, bytes that are not text) ends the walk: no trusted proxy vouches for
+        // what is before it, so the client is the nearest address after it, or the peer.
+        let entries: Vec<Option<IpAddr>> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|item| item.trim().parse::<IpAddr>().ok())
+            .flat_map(|value| match value.to_str() {
+                Ok(text) => text.split(',').map(|item| item.trim().parse::<IpAddr>().ok()).collect(),
+                Err(_) => vec![None],
+            })
             .collect();
-        let forwarded_for =
-            forwarded.iter().rev().find(|address| !trusted(trusted_proxies, **address)).or(forwarded.first()).copied();
+        let mut forwarded_for = None;
+        for entry in entries.iter().rev() {
+            let Some(address) = *entry else { break };
+            forwarded_for = Some(address);
+            if !trusted(trusted_proxies, address) {
+                break;
+            }
+        }
         let forwarded_proto = headers.get("x-forwarded-proto").and_then(|value| value.to_str().ok());
         Self {
             client: forwarded_for.unwrap_or(peer),
@@ -1111,6 +1120,11 @@ mod tests {
         assert_eq!(resolve("10.244.9.9, 192.0.2.1, 198.51.100.7, 10.244.1.5"), client);
         // Every address a proxy's: a client inside the cluster, the first named.
         assert_eq!(resolve("10.244.8.8, 10.244.1.5"), "10.244.8.8".parse::<IpAddr>().unwrap());
+        // What no trusted proxy vouches for is never reached past an entry that is not an address: the nearest
+        // address after it is the client, or the peer.
+        assert_eq!(resolve("198.51.100.7, 203.0.113.9:4711, 10.244.1.5"), "10.244.1.5".parse::<IpAddr>().unwrap());
+        assert_eq!(resolve("198.51.100.7, unknown"), router);
+        assert_eq!(resolve("198.51.100.7, , 10.244.1.5"), "10.244.1.5".parse::<IpAddr>().unwrap());
         // A peer in no trusted range is the client, whatever it sends.
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.244.1.5"));

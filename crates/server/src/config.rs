@@ -536,7 +536,9 @@ pub struct ConnectionConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-/// One entry of `CUSTODIA_TRUSTED_PROXIES`: an address (the range of that address alone) or a CIDR range.
+/// One entry of `CUSTODIA_TRUSTED_PROXIES`: an address (the range of that address alone) or a CIDR range. Peers are
+/// compared as IPv4 when they are IPv4 seen on a dual-stack socket (`::ffff:a.b.c.d`), so an entry in that form is
+/// taken as the IPv4 address or range it maps; a range of every address is refused.
 fn trusted_proxy(entry: &str) -> Result<ipnet::IpNet, String> {
     let entry = entry.trim();
     if entry.contains('/') {
@@ -546,10 +548,20 @@ fn trusted_proxy(entry: &str) -> Result<ipnet::IpNet, String> {
         if range.trunc() != range {
             return Err(format!("{entry} has bits set past its prefix; the range is {}", range.trunc()));
         }
+        if range.prefix_len() == 0 {
+            return Err(format!("{entry} is every address: any client could name any address and claim HTTPS"));
+        }
+        if let ipnet::IpNet::V6(v6) = range
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+            && v6.prefix_len() >= 96
+        {
+            let mapped = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_err(|err| format!("{entry}: {err}"))?;
+            return Ok(ipnet::IpNet::V4(mapped));
+        }
         Ok(range)
     } else {
         let address: std::net::IpAddr = entry.parse().map_err(|err| format!("{entry}: not an address: {err}"))?;
-        Ok(ipnet::IpNet::from(address))
+        Ok(ipnet::IpNet::from(address.to_canonical()))
     }
 }
 
@@ -710,6 +722,12 @@ mod tests {
         let widened = trusted_proxy("10.0.0.10/8").unwrap_err();
         assert!(widened.contains("10.0.0.0/8"), "{widened}");
         assert!(trusted_proxy("10.0.0.0/33").is_err());
+        // A peer on a dual-stack socket is compared as the IPv4 address it is: so is an entry in that form.
+        assert_eq!(trusted_proxy("::ffff:127.0.0.1").unwrap(), net("127.0.0.1/32"));
+        assert_eq!(trusted_proxy("::ffff:10.244.0.0/112").unwrap(), net("10.244.0.0/16"));
+        for everything in ["0.0.0.0/0", "::/0"] {
+            assert!(trusted_proxy(everything).unwrap_err().contains("every address"), "{everything}");
+        }
         assert!(trusted_proxy("proxy.internal").is_err());
     }
 }

@@ -162,10 +162,8 @@ impl Site {
         let entries: Vec<Option<IpAddr>> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .flat_map(|value| match value.to_str() {
-                Ok(text) => text.split(',').map(|item| item.trim().parse::<IpAddr>().ok()).collect(),
-                Err(_) => vec![None],
-            })
+            .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
+            .map(|item| std::str::from_utf8(item).ok().and_then(|text| text.trim().parse::<IpAddr>().ok()))
             .collect();
         let mut forwarded_for = None;
         for entry in entries.iter().rev() {
@@ -1125,6 +1123,11 @@ mod tests {
         assert_eq!(resolve("198.51.100.7, 203.0.113.9:4711, 10.244.1.5"), "10.244.1.5".parse::<IpAddr>().unwrap());
         assert_eq!(resolve("198.51.100.7, unknown"), router);
         assert_eq!(resolve("198.51.100.7, , 10.244.1.5"), "10.244.1.5".parse::<IpAddr>().unwrap());
+        // Bytes that are not text end the walk where they are, not for the whole line: the address a proxy
+        // appended to that line is still read.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_bytes(b"198.51.100.7, \xff, 192.0.2.44").unwrap());
+        assert_eq!(Site::resolve(router, false, &headers, &[pods]).client, "192.0.2.44".parse::<IpAddr>().unwrap());
         // A peer in no trusted range is the client, whatever it sends.
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("10.244.1.5"));

@@ -22,7 +22,7 @@ pub use budgets::{BucketRule, PRUNE_EVERY_MS, Take};
 pub use duties::{DUTY_EXPIRY, Duty, DutyHolder, DutyLease};
 pub use holdings::{DirectHoldings, HOLDING_MARGIN};
 pub use leases::{HearingFence, HearingLease};
-pub use sequencing::{EntryOpenings, Sequenced};
+pub use sequencing::{EntryOpenings, LogShelf, Sequenced};
 pub use turns::{Turn, TurnFence, TurnKind};
 
 /// What the catalog lists with the record that registers an artefact ([`Catalog::sequence_registration`]), in the
@@ -999,13 +999,20 @@ impl Catalog {
         Ok(row.map(|row| row.try_get("openings")).transpose()?)
     }
 
-    /// The log's own entries, indexed under no case (its RFC 3161 timestamps, the pins of the partner registry),
-    /// with ledger indexes from `from` up to but not including `to`, newest first, at most `limit` of them.
-    pub async fn caseless_entries_newest_first(&self, from: i64, to: i64, limit: i64) -> Result<Vec<(i64, Vec<u8>)>> {
+    /// The log's own entries on `shelf` (its RFC 3161 timestamps, or the pins of the partner registry), with ledger
+    /// indexes from `from` up to but not including `to`, newest first, at most `limit` of them.
+    pub async fn log_entries_newest_first(
+        &self,
+        shelf: LogShelf,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
         let rows = sqlx::query(
-            "SELECT ledger_index, record FROM custody_index WHERE case_id = '' AND ledger_index >= $1 \
-             AND ledger_index < $2 ORDER BY ledger_index DESC LIMIT $3",
+            "SELECT ledger_index, record FROM custody_index WHERE case_id = $1 AND ledger_index >= $2 \
+             AND ledger_index < $3 ORDER BY ledger_index DESC LIMIT $4",
         )
+        .bind(shelf.case_id())
         .bind(from)
         .bind(to)
         .bind(limit)

@@ -331,6 +331,13 @@ CREATE TABLE IF NOT EXISTS direct_holdings (
 CREATE INDEX IF NOT EXISTS direct_holdings_by_account ON direct_holdings (account_id, expires_at);
 CREATE INDEX IF NOT EXISTS direct_holdings_by_expiry ON direct_holdings (expires_at)
 "#,
+    // The pins of the partner registry get a shelf of the custody index of their own (`LogShelf`), apart from the
+    // log's timestamps, which are many and large: the check for the last pin no longer reads every timestamp. The
+    // pins indexed under no case before move there: a pin's entry is canonical JSON naming its kind, which no
+    // timestamp entry (its token in base64) can hold. Run again, it finds none left to move.
+    r#"
+UPDATE custody_index SET case_id = '*partner-registry' WHERE case_id = '' AND {RECORD_NAMES_A_PIN}
+"#,
 ];
 
 /// The PostgreSQL advisory lock key migrations hold: "custodia" in ASCII, as a number no other lock chooses.
@@ -340,6 +347,11 @@ pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
     let blob = match dialect {
         Dialect::Sqlite => "BLOB",
         Dialect::Postgres => "BYTEA",
+    };
+    // Whether a custody index row's record is a pin of the partner registry (its kind, as canonical JSON writes it).
+    let names_a_pin = match dialect {
+        Dialect::Sqlite => r#"instr(record, CAST('"kind":"partners_pinned"' AS BLOB)) > 0"#,
+        Dialect::Postgres => r#"position(convert_to('"kind":"partners_pinned"', 'UTF8') in record) > 0"#,
     };
     let mut tx = pool.begin().await?;
     // Several gateways starting at once on one PostgreSQL database migrate one after another: each waits here for
@@ -353,7 +365,8 @@ pub async fn migrate(pool: &AnyPool, dialect: Dialect) -> sqlx::Result<()> {
         .await?
         .try_get("v")?;
     for (number, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-        for statement in migration.replace("{BLOB}", blob).split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let migration = migration.replace("{BLOB}", blob).replace("{RECORD_NAMES_A_PIN}", names_a_pin);
+        for statement in migration.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             match (dialect, add_column_if_missing(statement)) {
                 (Dialect::Sqlite, Some((table, column, without_clause))) => {
                     let present: i64 = sqlx::query("SELECT COUNT(*) AS n FROM pragma_table_info($1) WHERE name = $2")
@@ -410,8 +423,8 @@ mod tests {
     }
 
     /// The migrations run again over a catalog that has them all (as a restore of `schema_version` from an older
-    /// backup would have them) change nothing and fail nowhere on SQLite: the pending evidence columns' and the
-    /// direct uploads' holdings', the last two.
+    /// backup would have them) change nothing and fail nowhere on SQLite: the pending evidence columns', the
+    /// direct uploads' holdings' and the pins' shelf, the last three.
     #[tokio::test]
     async fn the_pending_evidence_columns_and_the_holdings_can_be_added_again() {
         sqlx::any::install_default_drivers();
@@ -420,7 +433,7 @@ mod tests {
         let pool = AnyPool::connect(&url).await.unwrap();
         migrate(&pool, Dialect::Sqlite).await.unwrap();
         sqlx::query("DELETE FROM schema_version WHERE version >= $1")
-            .bind(MIGRATIONS.len() as i64 - 1)
+            .bind(MIGRATIONS.len() as i64 - 2)
             .execute(&pool)
             .await
             .unwrap();

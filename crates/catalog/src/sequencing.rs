@@ -38,6 +38,28 @@ pub struct Sequenced {
     pub entry: Vec<u8>,
 }
 
+/// Where one of the log's own entries, about no case, is indexed ([`Catalog::sequence_log_entry`]): its shelf of
+/// the custody index (the `case_id` of its row, which no case's id can be), so that each kind is read without the
+/// others. A gateway's timestamps are many (one a minute while the log changes, each a few KiB of token) and its
+/// registry's pins few: the check for the last pin at start-up reads pins alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogShelf {
+    /// RFC 3161 timestamps of the log's checkpoints (under the empty case id, where they always were).
+    Timestamps,
+    /// Pins of the partner registry (under `*partner-registry`: an identifier has no `*`).
+    PartnerRegistryPins,
+}
+
+impl LogShelf {
+    /// The `case_id` of its rows in the custody index.
+    pub fn case_id(self) -> &'static str {
+        match self {
+            Self::Timestamps => "",
+            Self::PartnerRegistryPins => "*partner-registry",
+        }
+    }
+}
+
 /// The openings of a log entry's commitments ([`Catalog::sequence_log_entry`]), kept under the entry's SHA-256.
 #[derive(Clone, Copy)]
 pub struct EntryOpenings<'a> {
@@ -337,24 +359,30 @@ impl Catalog {
 
     /// Sequences one of the log's own entries, about no case (an RFC 3161 timestamp of a checkpoint, a pin of the
     /// partner registry), as a custody record is: in one transaction it gets the log's next index, goes into the
-    /// custody index under no case (`case_id` empty, no artefact; where [`Catalog::caseless_entries_newest_first`]
-    /// finds it) and chains to nothing, and its `openings`, if it has any, are kept under its SHA-256. So it is never
+    /// custody index on its `shelf` (no case, no artefact; where [`Catalog::log_entries_newest_first`] finds it)
+    /// and chains to nothing, and its `openings`, if it has any, are kept under its SHA-256. So it is never
     /// in the log without its row of the index, on PostgreSQL or SQLite, whatever stops between the two. It is
     /// stored only while the turns this catalog is within are still held ([`Catalog::within_turn`]).
     ///
     /// Fails as [`Catalog::sequence_custody`] does, and then nothing of it is stored.
-    pub async fn sequence_log_entry(&self, entry: Vec<u8>, openings: Option<EntryOpenings<'_>>) -> Result<Sequenced> {
+    pub async fn sequence_log_entry(
+        &self,
+        shelf: LogShelf,
+        entry: Vec<u8>,
+        openings: Option<EntryOpenings<'_>>,
+    ) -> Result<Sequenced> {
         let (sha256, openings) = match openings {
             Some(EntryOpenings { record_sha256, openings }) => (record_sha256.to_owned(), Some(openings.to_owned())),
             None => (String::new(), None),
         };
-        self.sequence_made(Made { entry, sha256 }, openings, self.turn_fences.clone()).await
+        self.sequence_made(shelf.case_id(), Made { entry, sha256 }, openings, self.turn_fences.clone()).await
     }
 
-    /// Sequences an entry made before it was queued (no prior), with `openings` under its SHA-256 if it has any,
-    /// under `turns`.
+    /// Sequences an entry made before it was queued (no prior), indexed under `case_id`, with `openings` under its
+    /// SHA-256 if it has any, under `turns`.
     async fn sequence_made(
         &self,
+        case_id: &str,
         made: Made,
         openings: Option<String>,
         turns: Arc<[crate::turns::TurnFence]>,
@@ -362,7 +390,7 @@ impl Catalog {
         let mut alone = None;
         loop {
             let (id, mut done) = self.enqueue(Sequencing {
-                case_id: String::new(),
+                case_id: case_id.to_owned(),
                 artefact_id: None,
                 openings: openings.clone(),
                 fence: None,
@@ -989,7 +1017,7 @@ impl Coordination for LogCoordination {
         Box::pin(async move {
             // A plain append (`Log::append`): under no case, with no openings and under no turn.
             let made = Made { entry: entry.to_vec(), sha256: String::new() };
-            let sequenced = self.catalog.sequence_made(made, None, Arc::new([])).await;
+            let sequenced = self.catalog.sequence_made("", made, None, Arc::new([])).await;
             sequenced.map(|sequenced| sequenced.index).map_err(coordination_error("sequencing a log entry"))
         })
     }

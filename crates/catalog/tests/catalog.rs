@@ -1,7 +1,7 @@
 //! The catalog against a real SQLite file and a real PostgreSQL server.
 
 use custodia_catalog::{
-    Account, ArtefactRow, Case, Catalog, CatalogError, TransferRow, UploadChunk, UploadClaim, UploadRow,
+    Account, ArtefactRow, Case, Catalog, CatalogError, LogShelf, TransferRow, UploadChunk, UploadClaim, UploadRow,
     WidenRequestRow,
 };
 use custodia_tests::postgres::TempPostgres;
@@ -131,9 +131,12 @@ async fn exercise(catalog: &Catalog) {
         catalog.index_custody(index, "", None, format!("stamp {index}").as_bytes()).await.unwrap();
     }
     let stamp = |index: i64| (index, format!("stamp {index}").into_bytes());
-    assert_eq!(catalog.caseless_entries_newest_first(0, 12, 8).await.unwrap(), vec![stamp(11), stamp(10)]);
-    assert_eq!(catalog.caseless_entries_newest_first(11, 100, 1).await.unwrap(), vec![stamp(12)]);
-    assert_eq!(catalog.caseless_entries_newest_first(0, 10, 8).await.unwrap(), vec![]);
+    assert_eq!(
+        catalog.log_entries_newest_first(LogShelf::Timestamps, 0, 12, 8).await.unwrap(),
+        vec![stamp(11), stamp(10)]
+    );
+    assert_eq!(catalog.log_entries_newest_first(LogShelf::Timestamps, 11, 100, 1).await.unwrap(), vec![stamp(12)]);
+    assert_eq!(catalog.log_entries_newest_first(LogShelf::Timestamps, 0, 10, 8).await.unwrap(), vec![]);
 
     let request = WidenRequestRow {
         id: "wr-1".into(),

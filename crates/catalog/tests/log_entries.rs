@@ -6,7 +6,7 @@
 
 mod support;
 
-use custodia_catalog::{Catalog, CatalogError, EntryOpenings, TurnKind};
+use custodia_catalog::{Catalog, CatalogError, EntryOpenings, LogShelf, TurnKind};
 use custodia_tests::postgres::TempPostgres;
 
 /// Sequences a custody record about `artefact` of case `case-1`: its index and the prior it was made from.
@@ -24,12 +24,13 @@ async fn record(catalog: &Catalog, artefact: &str, n: usize) -> Result<(u64, Opt
 /// A pin of the partner registry, with its openings kept under `sha`.
 async fn pin(catalog: &Catalog, sha: &str) -> Result<u64, CatalogError> {
     let openings = EntryOpenings { record_sha256: sha, openings: "{\"registry\":\"opened\"}" };
-    Ok(catalog.sequence_log_entry(format!("pin {sha}").into_bytes(), Some(openings)).await?.index)
+    let entry = format!("pin {sha}").into_bytes();
+    Ok(catalog.sequence_log_entry(LogShelf::PartnerRegistryPins, entry, Some(openings)).await?.index)
 }
 
 /// A timestamp entry (no openings).
 async fn timestamp(catalog: &Catalog, n: usize) -> Result<u64, CatalogError> {
-    Ok(catalog.sequence_log_entry(format!("timestamp {n}").into_bytes(), None).await?.index)
+    Ok(catalog.sequence_log_entry(LogShelf::Timestamps, format!("timestamp {n}").into_bytes(), None).await?.index)
 }
 
 /// The sequence row's next index.
@@ -63,8 +64,10 @@ async fn a_log_entry_is_indexed_in_the_transaction_that_sequences_it(url: &str) 
 
     assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 12, "no gap below the sequence's next");
     assert_eq!(next(&pool).await, 12);
-    let caseless = catalog.caseless_entries_newest_first(0, 4, 10).await.unwrap();
-    assert_eq!(caseless, vec![(2, b"pin sha-pin".to_vec()), (1, b"timestamp 1".to_vec())], "under no case");
+    let stamps = catalog.log_entries_newest_first(LogShelf::Timestamps, 0, 4, 10).await.unwrap();
+    assert_eq!(stamps, vec![(1, b"timestamp 1".to_vec())], "the timestamps' shelf: timestamps alone");
+    let pins = catalog.log_entries_newest_first(LogShelf::PartnerRegistryPins, 0, 100, 10).await.unwrap();
+    assert_eq!(pins, vec![(2, b"pin sha-pin".to_vec())], "the pins' shelf: pins alone");
     let artefact_of_pin: Option<String> =
         sqlx::query_scalar("SELECT artefact_id FROM custody_index WHERE ledger_index = 2")
             .fetch_one(&pool)
@@ -81,12 +84,13 @@ async fn a_log_entry_the_database_refuses_leaves_no_gap(url: &str) {
     let catalog = Catalog::connect(url).await.unwrap();
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     let refuse: &[&str] = if url.starts_with("sqlite:") {
-        &["CREATE TRIGGER refuse_caseless BEFORE INSERT ON custody_index WHEN NEW.case_id = '' \
+        &["CREATE TRIGGER refuse_caseless BEFORE INSERT ON custody_index WHEN NEW.case_id <> 'case-1' \
            BEGIN SELECT RAISE(ABORT, 'injected: the disk is failing'); END"]
     } else {
         &[
             "CREATE FUNCTION refuse_caseless() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-             IF NEW.case_id = '' THEN RAISE EXCEPTION 'injected: the disk is failing'; END IF; RETURN NEW; END $$",
+             IF NEW.case_id <> 'case-1' THEN RAISE EXCEPTION 'injected: the disk is failing'; END IF; \
+             RETURN NEW; END $$",
             "CREATE TRIGGER refuse_caseless BEFORE INSERT ON custody_index FOR EACH ROW \
              EXECUTE FUNCTION refuse_caseless()",
         ]
@@ -115,6 +119,43 @@ async fn a_log_entry_the_database_refuses_leaves_no_gap(url: &str) {
     assert_eq!(pin(&catalog, "sha-pin").await.unwrap(), 2);
     assert_eq!(catalog.custody_indexed_up_to().await.unwrap(), 3, "contiguous");
     assert_eq!(catalog.custody_indexed_between(0, 100).await.unwrap(), vec![0, 1, 2]);
+}
+
+/// Pins indexed under no case before the pins had a shelf of their own (and timestamps beside them) are found on
+/// their shelves once the catalog is migrated: the pins moved, the timestamps and custody records where they were.
+async fn pins_indexed_before_their_shelf_move_to_it(url: &str) {
+    let catalog = Catalog::connect(url).await.unwrap();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    let pin = br#"{"at":"2026-01-01T00:00:00Z","kind":"partners_pinned","registry":"c0ffee","v":1}"#.to_vec();
+    let stamp = br#"{"checkpoint":{"root":"AAAA","size":1},"kind":"checkpoint_timestamp","token":"MII","v":1}"#;
+    let custody = br#"{"kind":"partners_pinned (a custody record about a case, never moved)"}"#.to_vec();
+    for (index, case, record) in [(0_i64, "", stamp.to_vec()), (1, "", pin.clone()), (2, "case-1", custody)] {
+        catalog.index_custody(index, case, None, &record).await.unwrap();
+    }
+    let last: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_version").fetch_one(&pool).await.unwrap();
+    sqlx::query("DELETE FROM schema_version WHERE version = $1").bind(last).execute(&pool).await.unwrap();
+    let catalog = Catalog::connect(url).await.unwrap();
+    let on = |shelf| {
+        let catalog = catalog.clone();
+        async move { catalog.log_entries_newest_first(shelf, 0, 10, 10).await.unwrap() }
+    };
+    assert_eq!(on(LogShelf::PartnerRegistryPins).await, vec![(1, pin)], "the pin moved to its shelf");
+    assert_eq!(on(LogShelf::Timestamps).await, vec![(0, stamp.to_vec())], "the timestamp stays");
+    let case: String =
+        sqlx::query_scalar("SELECT case_id FROM custody_index WHERE ledger_index = 2").fetch_one(&pool).await.unwrap();
+    assert_eq!(case, "case-1");
+}
+
+#[tokio::test]
+async fn pins_indexed_before_their_shelf_move_to_it_on_postgres() {
+    let server = TempPostgres::start();
+    pins_indexed_before_their_shelf_move_to_it(&server.url).await;
+}
+
+#[tokio::test]
+async fn pins_indexed_before_their_shelf_move_to_it_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    pins_indexed_before_their_shelf_move_to_it(&sqlite(&dir)).await;
 }
 
 fn sqlite(dir: &tempfile::TempDir) -> String {
@@ -159,7 +200,7 @@ async fn a_pin_is_made_under_the_partner_registry_turn_on_postgres() {
         async move {
             let turn = b.take_turn(TurnKind::PartnerRegistry, KEY).await.unwrap();
             // What B finds once it holds the turn: A's pin, already sequenced.
-            (b.caseless_entries_newest_first(0, i64::MAX, 10).await.unwrap(), turn)
+            (b.log_entries_newest_first(LogShelf::PartnerRegistryPins, 0, i64::MAX, 10).await.unwrap(), turn)
         }
     });
     // The turn is taken on the pool it shares with the quotas': A takes an account's quota turn meanwhile.

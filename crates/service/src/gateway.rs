@@ -13,7 +13,7 @@ use custodia_bundle::{
     BundleRecord, BundleSource, BundleTimestamp, CaseListing, CaseRecord, ExportScope, ListedBundle,
 };
 use custodia_catalog::{
-    Account, ArtefactRow, Catalog, CatalogError, OutcomeRow, Registration, TransferMove, Turn, TurnKind,
+    Account, ArtefactRow, Catalog, CatalogError, LogShelf, OutcomeRow, Registration, TransferMove, Turn, TurnKind,
     UploadCompletion, WidenRequestRow,
 };
 use custodia_core::{
@@ -530,12 +530,17 @@ impl Gateway {
         let mut caught_up = 0;
         for index in (from..size).filter(|index| !indexed.contains(index)) {
             let entry = self.log.storage().entry(index, size).await?;
-            if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok()
-                || custodia_partners::pinned::PartnersPinned::from_entry(&entry).is_ok()
-            {
-                // The log's own timestamps (the server's timestamping) and the partners it pinned
-                // (Gateway::pin_partner_registry) belong to no case.
-                self.catalog.index_custody(index as i64, "", None, &entry).await?;
+            // The log's own timestamps (the server's timestamping) and the partners it pinned
+            // (Gateway::pin_partner_registry) belong to no case: each kind on its shelf.
+            let shelf = if custodia_timestamp::CheckpointTimestamp::from_entry(&entry).is_ok() {
+                Some(LogShelf::Timestamps)
+            } else if custodia_partners::pinned::PartnersPinned::from_entry(&entry).is_ok() {
+                Some(LogShelf::PartnerRegistryPins)
+            } else {
+                None
+            };
+            if let Some(shelf) = shelf {
+                self.catalog.index_custody(index as i64, shelf.case_id(), None, &entry).await?;
                 caught_up += 1;
                 continue;
             }
@@ -1623,8 +1628,8 @@ impl Gateway {
     async fn covering_timestamp(&self, first: u64, proved: &ProvedAgainst) -> Result<Option<BundleTimestamp>> {
         // A stamp of a size above `first` is appended after it; the newest few are enough, since stamps follow the log.
         const LOOKED_AT: i64 = 8;
-        let candidates =
-            self.catalog.caseless_entries_newest_first(first as i64 + 1, proved.size as i64, LOOKED_AT).await?;
+        let (from, to) = (first as i64 + 1, proved.size as i64);
+        let candidates = self.catalog.log_entries_newest_first(LogShelf::Timestamps, from, to, LOOKED_AT).await?;
         for (index, entry) in candidates {
             let Ok(stamp) = custodia_timestamp::CheckpointTimestamp::from_entry(&entry) else { continue };
             if stamp.size <= first || stamp.size > proved.size {

@@ -3,13 +3,14 @@
 //! the partner registry ([`Gateway::pin_partner_registry`], at start-up).
 //!
 //! Each is sequenced as a custody record is ([`custodia_catalog::Catalog::sequence_log_entry`]): the transaction
-//! that gives it its ledger index writes its row of the custody index, under no case, and keeps its openings, on
-//! PostgreSQL and SQLite alike. So none is ever in the log without that row, whatever stops between the two, and no
-//! gateway has to find and mend a gap at start-up: court bundles look for the timestamp that covers their records
-//! in that index ([`custodia_catalog::Catalog::caseless_entries_newest_first`]), and the pin's check for the last
-//! pin.
+//! that gives it its ledger index writes its row of the custody index, on its kind's shelf ([`LogShelf`]: under no
+//! case), and keeps its openings, on PostgreSQL and SQLite alike. So none is ever in the log without that row,
+//! whatever stops between the two, and no gateway has to find and mend a gap at start-up: court bundles look for
+//! the timestamp that covers their records in that index
+//! ([`custodia_catalog::Catalog::log_entries_newest_first`]), and the pin's check for the last pin, reading pins
+//! alone (timestamps, a few KiB each and up to one a minute, are on a shelf of their own).
 
-use custodia_catalog::{EntryOpenings, TurnKind};
+use custodia_catalog::{EntryOpenings, LogShelf, TurnKind};
 use custodia_core::{Openings, Sha256};
 use custodia_partners::Registry;
 use custodia_partners::pinned::{PartnersPinned, REGISTRY_FIELD};
@@ -40,7 +41,7 @@ impl Gateway {
     /// for until a published checkpoint covers it. Its ledger index.
     pub async fn record_checkpoint_timestamp(&self, stamp: &CheckpointTimestamp) -> Result<u64> {
         let entry = stamp.to_entry().map_err(|err| GatewayError::internal("a checkpoint's timestamp entry", err))?;
-        self.record_log_entry(entry, None).await
+        self.record_log_entry(LogShelf::Timestamps, entry, None).await
     }
 
     /// Puts `registry` on the record if it differs from the one last pinned (compared in canonical form:
@@ -64,7 +65,7 @@ impl Gateway {
         let entry = PartnersPinned { at: self.now(), registry: commitment }
             .to_entry()
             .map_err(|err| GatewayError::internal("the partner registry's pin", err))?;
-        let index = self.within(&turn).record_log_entry(entry, Some(&openings)).await?;
+        let index = self.within(&turn).record_log_entry(LogShelf::PartnerRegistryPins, entry, Some(&openings)).await?;
         tracing::info!(
             index,
             partners = registry.partners().len(),
@@ -85,7 +86,7 @@ impl Gateway {
     async fn pinned_registries_below(&self, mut to: i64, most: usize) -> Result<Vec<PinnedRegistry>> {
         let mut found = Vec::new();
         loop {
-            let entries = self.catalog().caseless_entries_newest_first(0, to, PAGE).await?;
+            let entries = self.catalog().log_entries_newest_first(LogShelf::PartnerRegistryPins, 0, to, PAGE).await?;
             for (index, entry) in &entries {
                 if PartnersPinned::from_entry(entry).is_err() {
                     continue;
@@ -113,14 +114,14 @@ impl Gateway {
     /// transaction that writes its row of the custody index (under no case) and keeps its openings, under the turns
     /// this gateway is within ([`Gateway::within`]); then waited for until a published checkpoint covers it
     /// ([`Gateway::record`]'s wait: durable once sequenced). Its ledger index.
-    async fn record_log_entry(&self, entry: Vec<u8>, openings: Option<&Openings>) -> Result<u64> {
+    async fn record_log_entry(&self, shelf: LogShelf, entry: Vec<u8>, openings: Option<&Openings>) -> Result<u64> {
         let openings = openings
             .map(|openings| String::from_utf8(openings.to_canonical()))
             .transpose()
             .map_err(|err| GatewayError::internal("openings", err))?;
         let sha256 = Sha256::of(&entry).to_hex();
         let openings = openings.as_deref().map(|openings| EntryOpenings { record_sha256: &sha256, openings });
-        let index = self.catalog().sequence_log_entry(entry, openings).await?.index;
+        let index = self.catalog().sequence_log_entry(shelf, entry, openings).await?.index;
         // Sequenced, the entry is durable and this process's append ([`custodia_ledger::Log::appended_here`]).
         self.log().count_appended_here(1);
         self.settle(index).await?;
@@ -199,8 +200,12 @@ mod tests {
         assert_eq!(index, 2);
         let on_record = a.pinned_partner_registries(10).await.unwrap();
         assert_eq!(on_record.iter().map(|pinned| pinned.index).collect::<Vec<_>>(), vec![1, 0]);
-        let caseless = a.catalog().caseless_entries_newest_first(0, i64::MAX, 10).await.unwrap();
-        assert_eq!(caseless[0], (2, stamp.to_entry().unwrap()), "the timestamp, where bundles look for it");
+        let stamps = a
+            .catalog()
+            .log_entries_newest_first(custodia_catalog::LogShelf::Timestamps, 0, i64::MAX, 10)
+            .await
+            .unwrap();
+        assert_eq!(stamps, vec![(2, stamp.to_entry().unwrap())], "the timestamp alone, where bundles look for it");
         assert_eq!(a.catalog().custody_indexed_up_to().await.unwrap(), 3, "no gap");
         assert_eq!(a.log().checkpoint().checkpoint.size.max(b.log().checkpoint().checkpoint.size), 3);
     }

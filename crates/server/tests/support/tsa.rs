@@ -61,7 +61,10 @@ pub async fn timestamped_export(authority: Arc<Authority>) -> (super::TestGatewa
     let catalog = gw.state.gateway.catalog().clone();
     tokio::time::timeout(Duration::from_secs(300), async {
         loop {
-            let stamps = catalog.caseless_entries_newest_first(0, i64::MAX, 8).await.expect("catalog");
+            let stamps = catalog
+                .log_entries_newest_first(custodia_catalog::LogShelf::Timestamps, 0, i64::MAX, 8)
+                .await
+                .expect("catalog");
             let covering = |entry: &[u8]| {
                 custodia_timestamp::CheckpointTimestamp::from_entry(entry).is_ok_and(|stamp| stamp.size >= registered)
             };

@@ -159,15 +159,14 @@ impl Site {
         // router, are passed over from the end), or the first if every one is a proxy's. An entry that is not an
         // address (a port, a name, `unknown`, bytes that are not text) ends the walk: no trusted proxy vouches for
         // what is before it, so the client is the nearest address after it, or the peer.
-        let entries: Vec<Option<IpAddr>> = headers
+        let entries = headers
             .get_all("x-forwarded-for")
             .iter()
             .flat_map(|value| value.as_bytes().split(|byte| *byte == b','))
-            .map(|item| std::str::from_utf8(item).ok().and_then(|text| text.trim().parse::<IpAddr>().ok()))
-            .collect();
+            .map(|item| std::str::from_utf8(item).ok().and_then(|text| text.trim().parse::<IpAddr>().ok()));
         let mut forwarded_for = None;
-        for entry in entries.iter().rev() {
-            let Some(address) = *entry else { break };
+        for entry in entries.rev() {
+            let Some(address) = entry else { break };
             forwarded_for = Some(address);
             if !trusted(trusted_proxies, address) {
                 break;

@@ -160,11 +160,16 @@ async fn gateways_share_one_log_and_a_killed_integrator_loses_nothing_acknowledg
         victim: AtomicUsize,
         stop: AtomicBool,
         acknowledged: [AtomicUsize; 2],
+        /// Downloads of the shared artefact asked for, and those answered 200: each answered one has its record.
+        downloads_asked: AtomicUsize,
+        downloads_answered: AtomicUsize,
     }
     let load = Arc::new(Load {
         victim: AtomicUsize::new(usize::MAX),
         stop: AtomicBool::new(false),
         acknowledged: Default::default(),
+        downloads_asked: AtomicUsize::new(0),
+        downloads_answered: AtomicUsize::new(0),
     });
     let mut workers = Vec::new();
     for (gateway, (_, _, client)) in gateways.iter().enumerate() {
@@ -192,7 +197,11 @@ async fn gateways_share_one_log_and_a_killed_integrator_loses_nothing_acknowledg
                         assert!(victim && status == 0, "{status}: {}", String::from_utf8_lossy(&body));
                         break;
                     }
+                    load.downloads_asked.fetch_add(1, Ordering::SeqCst);
                     let downloaded = client.download(&shared);
+                    if downloaded == 200 {
+                        load.downloads_answered.fetch_add(1, Ordering::SeqCst);
+                    }
                     let victim = gateway == load.victim.load(Ordering::SeqCst);
                     assert!(downloaded == 200 || (victim && downloaded == 0), "download from {gateway}: {downloaded}");
                 }
@@ -252,12 +261,20 @@ async fn gateways_share_one_log_and_a_killed_integrator_loses_nothing_acknowledg
         let (status, body) = survivor.send("GET", &uri, "text/plain", b"");
         assert!(status == 200 && body == *bytes, "{artefact} from the surviving process: {status}");
     }
-    // The shared artefact's records, made by three gateways, chain one to the next.
+    // The shared artefact's records, made by three gateways, chain one to the next: its upload's, one for each
+    // download answered (the killed process may have recorded one more it never answered, none it was not asked).
     let uri = format!("/api/v1/artefacts/{shared}/timeline");
     let (status, timeline) = survivor.json("GET", &uri, serde_json::Value::Null);
     assert_eq!(status, 200, "{timeline}");
     let timeline = timeline["records"].as_array().unwrap();
-    assert!(timeline.len() > 12, "{} records about the shared artefact", timeline.len());
+    let (answered, asked) =
+        (load.downloads_answered.load(Ordering::SeqCst), load.downloads_asked.load(Ordering::SeqCst));
+    assert!(answered >= 9, "{answered} downloads answered");
+    assert!(
+        (1 + answered..=1 + asked).contains(&timeline.len()),
+        "{} records about the shared artefact, for {answered} downloads answered of {asked} asked",
+        timeline.len()
+    );
     let mut before: Option<u64> = None;
     for entry in timeline {
         let index = entry["ledger_index"].as_u64().unwrap();

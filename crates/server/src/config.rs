@@ -32,14 +32,19 @@ impl GatewayConfig {
         self.data_dir.join("keys").join("witness.key")
     }
 
-    /// The key of the device cookies' MAC ([`custodia_service::identity::DeviceKey`]), so that they outlive a restart.
     /// The Ed25519 key that signs this gateway's requests to its partners ([`crate::partner_api`]).
     pub fn partner_request_key_file(&self) -> PathBuf {
         self.data_dir.join("keys").join("partner-request.key")
     }
 
+    /// The key of the device cookies' MAC ([`custodia_service::identity::DeviceKey`]), so that they outlive a restart.
     pub fn device_key_file(&self) -> PathBuf {
         self.data_dir.join("keys").join("device-cookie.key")
+    }
+
+    /// The witness's name unless one is configured: the log origin's host followed by `/witness`.
+    pub fn default_witness_name(&self) -> String {
+        format!("{}/witness", self.origin.split('/').next().unwrap_or(&self.origin))
     }
 
     pub fn log_dir(&self) -> PathBuf {
@@ -128,6 +133,17 @@ impl fmt::Debug for S3Config {
             .field("retention_days", &self.retention_days)
             .finish_non_exhaustive()
     }
+}
+
+/// Settings for `custodia keygen`: where the keys go, and the names they carry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenConfig {
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
+    /// The name of this gateway's witness (its cosigner key's name), as `custodia serve` takes it. By default, the
+    /// log origin's host followed by `/witness`.
+    #[arg(long = "witness-name", env = "CUSTODIA_WITNESS_NAME")]
+    pub witness_name: Option<String>,
 }
 
 /// Settings for `custodia serve`.

@@ -1,14 +1,36 @@
-//! The gateway's keys on disk (the log's signing key, the witness's cosigner key, the device cookies' MAC key):
-//! made on first start, readable by their owner only.
+//! The gateway's keys on disk (the log's signing key, the witness's cosigner key, the key that signs requests to
+//! partner gateways, the device cookies' MAC key): made on first start, or by `custodia keygen`, readable by their
+//! owner only.
 
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use custodia_ledger::LogSigner;
 use custodia_witness::CosignerKey;
+
+use crate::config::GatewayConfig;
+
+/// Every key a gateway makes on first start, made now where there is none, and the log's signer: what several
+/// gateways of one log must share (`custodia keygen`). Each key file is listed with whether it was made.
+pub fn load_or_create_every_key(
+    gateway: &GatewayConfig,
+    witness_name: &str,
+) -> anyhow::Result<(LogSigner, Vec<(PathBuf, bool)>)> {
+    let (signer, log_key_made) = load_or_create(&gateway.key_file(), &gateway.origin)?;
+    let (_, witness_key_made) = load_or_create_witness(&gateway.witness_key_file(), witness_name)?;
+    let (_, request_key_made) = load_or_create_secret(&gateway.partner_request_key_file())?;
+    let (_, device_key_made) = load_or_create_secret(&gateway.device_key_file())?;
+    let files = vec![
+        (gateway.key_file(), log_key_made),
+        (gateway.witness_key_file(), witness_key_made),
+        (gateway.partner_request_key_file(), request_key_made),
+        (gateway.device_key_file(), device_key_made),
+    ];
+    Ok((signer, files))
+}
 
 /// Loads the key at `path`, or makes one named `origin` if there is none. The key's name must be `origin`.
 pub fn load_or_create(path: &Path, origin: &str) -> anyhow::Result<(LogSigner, bool)> {

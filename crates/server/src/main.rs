@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use custodia_core::CustodyRecord;
 use custodia_ledger::{Checkpoint, LogStore, LogVerifier, SignedCheckpoint, TlogProof, audit_log};
-use custodia_server::config::{GatewayConfig, LogFormat, ServeConfig, absolute};
+use custodia_server::config::{KeygenConfig, LogFormat, ServeConfig, absolute};
 use custodia_server::keys;
 use custodia_service::clock::Clock;
 use object_store::ObjectStore;
@@ -28,8 +28,10 @@ struct Cli {
 enum Command {
     /// Run the gateway. Makes its key on first start.
     Serve(Box<ServeConfig>),
-    /// Make the gateway's signing key if there is none, and print its public key in C2SP vkey form.
-    Keygen(GatewayConfig),
+    /// Make every key the gateway would make on first start, where there is none (the log's signing key, the
+    /// witness's, the key that signs requests to partners, the device cookies'), and print the log's public key in
+    /// C2SP vkey form. Several gateways of one log share these files. A key is never replaced.
+    Keygen(KeygenConfig),
     /// Work with custody logs.
     #[command(subcommand)]
     Log(LogCommand),
@@ -200,9 +202,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(config) => serve(*config).await,
         Command::Keygen(config) => {
-            let (signer, created) = keys::load_or_create(&config.key_file(), &config.origin)?;
-            let verb = if created { "made" } else { "kept existing" };
-            eprintln!("{verb} key {}", absolute(&config.key_file()).display());
+            let gateway = &config.gateway;
+            let witness_name = config.witness_name.clone().unwrap_or_else(|| gateway.default_witness_name());
+            let (signer, files) = keys::load_or_create_every_key(gateway, &witness_name)?;
+            for (file, created) in files {
+                let verb = if created { "made" } else { "kept existing" };
+                eprintln!("{verb} key {}", absolute(&file).display());
+            }
             say(&signer.verifier().to_string());
             Ok(())
         }

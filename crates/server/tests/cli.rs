@@ -133,6 +133,62 @@ async fn keygen_serve_and_verify_from_directory_and_url() {
     assert!(text(&refused).contains("no signature from a trusted key"), "{}", text(&refused));
 }
 
+/// `custodia keygen` makes every key a gateway would make on first start (what several gateways of one log share, as
+/// one Secret in deploy/k8s/scale-out), owner-only, never replacing one; the gateway's other commands then use them
+/// as they are, the witness's name included.
+#[test]
+fn keygen_makes_every_shared_key_once_and_the_gateway_uses_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const FILES: [&str; 4] = ["gateway.key", "witness.key", "partner-request.key", "device-cookie.key"];
+    let data = tempfile::tempdir().unwrap();
+    let keys = data.path().join("keys");
+    let named = |args: &[&str], witness: &str| {
+        Command::new(env!("CARGO_BIN_EXE_custodia"))
+            .args(args)
+            .env("CUSTODIA_DATA_DIR", data.path())
+            .env("CUSTODIA_ORIGIN", "custodia.test/log")
+            .env("CUSTODIA_WITNESS_NAME", witness)
+            .output()
+            .unwrap()
+    };
+    let made = named(&["keygen"], "court.test/witness");
+    assert!(made.status.success(), "{}", text(&made));
+    let vkey = String::from_utf8(made.stdout.clone()).unwrap().trim().to_owned();
+    assert!(vkey.starts_with("custodia.test/log+"), "{vkey}");
+    let said = String::from_utf8_lossy(&made.stderr);
+    let contents: Vec<Vec<u8>> = FILES
+        .iter()
+        .map(|file| {
+            let path = keys.join(file);
+            assert!(said.contains(&format!("made key {}", path.display())), "{file}: {said}");
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::read_dir(&keys).unwrap().count(), FILES.len(), "nothing else is left in keys/");
+
+    let again = named(&["keygen"], "court.test/witness");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(String::from_utf8(again.stdout).unwrap().trim(), vkey);
+    assert_eq!(String::from_utf8_lossy(&again.stderr).matches("kept existing key").count(), FILES.len());
+
+    // The card the gateway publishes is made of these keys, not of new ones.
+    let card = named(&["partners", "card", "--jurisdiction", "IT"], "court.test/witness");
+    assert!(card.status.success(), "{}", text(&card));
+    let card: serde_json::Value = serde_json::from_slice(&card.stdout).unwrap();
+    assert_eq!(card["log_vkey"], vkey.as_str());
+    assert!(card["witness_vkey"].as_str().unwrap().starts_with("court.test/witness+"), "{card}");
+    for (file, before) in FILES.iter().zip(&contents) {
+        assert!(std::fs::read(keys.join(file)).unwrap() == *before, "{file} changed");
+    }
+    // A witness key is bound to its name: a gateway configured with another refuses it rather than make a second.
+    let renamed = named(&["partners", "card", "--jurisdiction", "IT"], "other.test/witness");
+    assert!(!renamed.status.success());
+    assert!(text(&renamed).contains("set CUSTODIA_WITNESS_NAME to match"), "{}", text(&renamed));
+}
+
 /// Logs written to a pipe or a file, as a service manager, a container runtime or CI captures them, are plain text:
 /// colours (ANSI escape sequences) are only for a person at a terminal.
 #[test]

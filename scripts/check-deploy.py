@@ -27,7 +27,13 @@ deploy/compose/Caddyfile token for token but for the site, the upstreams (each g
 port, one for each replica), protocols and trusted_proxies, its routes pass compose's checks, and Caddy itself takes
 it, logs as compose's does and trusts exactly CLUSTER_POD_RANGES; the NetworkPolicies open the gateways' port to the
 proxy's pods alone and their metrics to the monitoring namespace alone, and the proxy to the ingress's namespace
-alone; each workload has a PodDisruptionBudget that lets a drain go on; no file holds a secret.
+alone; each workload has a PodDisruptionBudget that lets a drain go on; no file holds a secret. Hearing media:
+the gateways announce their private (pod) addresses and give participants TURN URLs on the ports of the Service
+custodia-turn, which reach coturn's listening ports; coturn (compose's image, turnserver itself, not the image's
+entrypoint) reads turnserver.conf, which refuses exactly what deploy/turnserver.conf refuses, with the same flags,
+logs nothing, holds neither realm nor secret (its init container adds both, the secret the gateways' own from
+custodia-secrets) and then allows exactly CLUSTER_POD_RANGES; its NetworkPolicy lets anyone reach its TURN ports
+alone and lets it reach the gateway pods over UDP alone, and the gateways' lets it in over UDP alone.
 
 deploy/compose.yaml (and deploy/compose/: the Caddyfile, garage.toml, garage-init.sh, turnserver.conf,
 compose.env.example): it parses; both gateways are built from deploy/Dockerfile and configured alike but for their
@@ -326,6 +332,34 @@ def turn_settings(path):
     return pairs
 
 
+TURN_FLAGS = ("use-auth-secret", "no-multicast-peers", "no-tcp-relay", "no-cli", "no-rfc5780",
+              "no-stun-backward-compatibility", "fingerprint")
+
+
+def check_turn_refusals(name, settings, allowed):
+    """A coturn configuration (`settings`, turn_settings's pairs) against deploy/turnserver.conf: it refuses exactly
+    the peers that one refuses, has its flags, logs nothing, holds neither realm nor secret (added where it runs),
+    and then allows exactly `allowed` (coturn's forms: addresses or first-last ranges), after every refusal."""
+    deploy_turn = turn_settings(ROOT / "deploy" / "turnserver.conf")
+    denied = [value for option, value in deploy_turn if option == "denied-peer-ip"]
+    need(denied and [value for option, value in settings if option == "denied-peer-ip"] == denied,
+         f"{name} does not refuse exactly the peers deploy/turnserver.conf refuses")
+    for flag in TURN_FLAGS:
+        need((flag, "") in settings and (flag, "") in deploy_turn, f"{name} or deploy/turnserver.conf lacks {flag}")
+    for path, pairs in ((name, settings), ("deploy/turnserver.conf", deploy_turn)):
+        options = dict(pairs)
+        need("no-stdout-log" in options and options.get("log-file") == "/dev/null" and "syslog" not in options,
+             f"{path}: coturn logs each session with the client's address")
+    options = dict(settings)
+    need(not {"static-auth-secret", "realm", "allow-loopback-peers"} & set(options),
+         f"{name} holds the realm or the secret (added where coturn runs), or allows loopback peers")
+    given = [value for option, value in settings if option == "allowed-peer-ip"]
+    need(sorted(given) == sorted(allowed), f"{name} allows {sorted(given)}, not exactly {sorted(allowed)}")
+    positions = [i for i, (option, _) in enumerate(settings) if option == "denied-peer-ip"]
+    need(all(i > max(positions, default=-1) for i, (option, _) in enumerate(settings) if option == "allowed-peer-ip"),
+         f"{name} allows peers before it refuses them")
+
+
 def env_file(path):
     values = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -616,23 +650,11 @@ def check_compose():
 
     # coturn: deploy/turnserver.conf's refusals, the gateways alone allowed, the TURN URLs' ports.
     compose_turn = turn_settings(COMPOSE_DIR / "turnserver.conf")
-    deploy_turn = turn_settings(ROOT / "deploy" / "turnserver.conf")
-    denied = [value for option, value in deploy_turn if option == "denied-peer-ip"]
-    need(denied and [value for option, value in compose_turn if option == "denied-peer-ip"] == denied,
-         "compose/turnserver.conf does not refuse exactly the peers deploy/turnserver.conf refuses")
-    for flag in ("use-auth-secret", "no-multicast-peers", "no-tcp-relay", "no-cli", "no-rfc5780",
-                 "no-stun-backward-compatibility", "fingerprint"):
-        need((flag, "") in compose_turn and (flag, "") in deploy_turn, f"a turnserver.conf lacks {flag}")
     options = dict(compose_turn)
-    need("static-auth-secret" not in options and "realm" not in options,
-         "compose/turnserver.conf holds the realm or the secret, which prepare.sh adds from compose.env")
-    allowed = {value for option, value in compose_turn if option == "allowed-peer-ip"}
+    # prepare.sh adds the realm and the secret from compose.env; coturn may relay to the gateways' edge addresses.
     if len(edge) == 1:
-        need(allowed == {addresses(s)[edge[0]] for s in gateways.values()},
-             f"coturn may relay to {sorted(allowed)}, not exactly the gateways' addresses on {edge[0]}")
-    need(compose_turn.index(next(p for p in compose_turn if p[0] == "allowed-peer-ip")) >
-         max(i for i, p in enumerate(compose_turn) if p[0] == "denied-peer-ip") if allowed else True,
-         "compose/turnserver.conf allows peers before it refuses them")
+        check_turn_refusals("deploy/compose/turnserver.conf", compose_turn,
+                            [addresses(s)[edge[0]] for s in gateways.values()])
     for url in shape(env.get("CUSTODIA_TURN_URLS", "")).split(","):
         scheme, port = url.split(":", 1)[0], port_of(url.split("?")[0])
         want = options.get("tls-listening-port" if scheme == "turns" else "listening-port")
@@ -646,12 +668,6 @@ def check_compose():
          "coturn does not read the configuration prepare writes")
     need(mounted_at(services["prepare"], "/templates/turnserver.conf")[0] == "./compose/turnserver.conf",
          "prepare does not start from compose/turnserver.conf")
-    turn_configurations = {COMPOSE_DIR / "turnserver.conf": compose_turn,
-                           ROOT / "deploy" / "turnserver.conf": deploy_turn}
-    for path, settings in turn_configurations.items():
-        logs = dict(settings)
-        need("no-stdout-log" in logs and logs.get("log-file") == "/dev/null" and "syslog" not in logs,
-             f"{path.relative_to(ROOT)}: coturn logs each session with the client's address")
     need(not any("log" in str(argument) for argument in services["coturn"].get("command") or []),
          "coturn: its command line sets a log")
     adapted = adapt(COMPOSE_DIR / "Caddyfile", {"PUBLIC_HOST": "custodia.example"})
@@ -873,10 +889,12 @@ def check_scale_out():
         need(value == "", f"{where}/secrets.env.example gives {variable} a value")
     key_files = set(re.findall(r'join\("keys"\)\.join\("([^"]+)"\)', CONFIG_RS.read_text(encoding="utf-8")))
     need(key_files, "crates/server/src/config.rs names no key file under keys/")
-    secrets = {"custodia-secrets": set(example), "custodia-keys": key_files}
+    secrets = {"custodia-secrets": set(example), "custodia-keys": key_files,
+               "custodia-turn-tls": {"tls.crt", "tls.key"}}
     texts = {path.name: path.read_text(encoding="utf-8") for path in SCALE_OUT.iterdir() if path.is_file()}
     for name in secrets:
-        need(any(f"create secret generic {name}" in text for text in texts.values()),
+        kind = "tls" if name == "custodia-turn-tls" else "generic"
+        need(any(f"create secret {kind} {name}" in text for text in texts.values()),
              f"{where}: nothing says how to make the Secret {name}")
     for file, text in texts.items():
         pasted = PASTED_SECRET.search(text)
@@ -914,8 +932,11 @@ def check_scale_out():
             need(security.get("readOnlyRootFilesystem") is True, f"{where_c}: the root filesystem is writable")
             capabilities = security.get("capabilities") or {}
             need(capabilities.get("drop") == ["ALL"], f"{where_c}: capabilities are not all dropped")
-            # Caddy's binary carries cap_net_bind_service as a file capability (deploy/compose.yaml says why).
-            allowed = {"NET_BIND_SERVICE"} if container.get("image", "").startswith("caddy:") else set()
+            # Caddy's and coturn's binaries carry cap_net_bind_service as a file capability (deploy/compose.yaml
+            # says why).
+            file_capability = container.get("image", "").startswith(("caddy:", "coturn/coturn:"))
+            allowed = {"NET_BIND_SERVICE"} if file_capability and not container in spec.get("initContainers", []) \
+                else set()
             need(set(capabilities.get("add", [])) <= allowed, f"{where_c}: adds {capabilities.get('add')}")
             requests = dig(container, ("resources", "requests")) or {}
             limits = dig(container, ("resources", "limits")) or {}
@@ -969,12 +990,17 @@ def check_scale_out():
         return None
 
     # The gateways: the StatefulSet whose container runs `custodia serve`.
+    def component(doc):
+        return doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+
     gateway_sets = [doc for (kind, _), doc in workloads.items() if kind == "StatefulSet"]
-    proxies = [doc for (kind, _), doc in workloads.items() if kind == "Deployment"]
-    need(len(gateway_sets) == 1 and len(proxies) == 1, f"{where}: not one StatefulSet of gateways and one proxy")
+    proxies = [doc for (kind, _), doc in workloads.items() if kind == "Deployment" and component(doc) == "proxy"]
+    turns = [doc for (kind, _), doc in workloads.items() if kind == "Deployment" and component(doc) == "turn"]
+    need(len(gateway_sets) == 1 and len(proxies) == 1 and len(turns) == 1 and len(workloads) == 3,
+         f"{where}: not one StatefulSet of gateways, one proxy and one coturn, and nothing else")
     if problems:
         return None
-    (gateways,), (proxy,) = gateway_sets, proxies
+    (gateways,), (proxy,), (turn,) = gateway_sets, proxies, turns
     name = gateways["metadata"]["name"]
     label = f"{where}: StatefulSet {name}"
     pod = gateways["spec"]["template"]["spec"]
@@ -1084,14 +1110,23 @@ def check_scale_out():
          f"{where}: the headless Service names only ready pods: the proxy asks /readyz itself")
     proxy_container = proxy["spec"]["template"]["spec"]["containers"][0]
     proxy_ports = {port["name"]: port["containerPort"] for port in proxy_container.get("ports", [])}
+    turn_labels = turn["spec"]["template"]["metadata"]["labels"]
+    turn_containers = turn["spec"]["template"]["spec"]["containers"]
+    turn_ports = {port["name"]: port for container in turn_containers for port in container.get("ports", [])}
     for service_name, service in services.items():
-        selected = gateway_labels if selects(service["spec"]["selector"], gateway_labels) else proxy_labels
-        named = ports if selected is gateway_labels else proxy_ports
-        need(selects(service["spec"]["selector"], selected), f"{where}: Service {service_name} selects no pods")
+        targets = [(pods, named) for pods, named in ((gateway_labels, ports), (proxy_labels, proxy_ports),
+                                                     (turn_labels, turn_ports))
+                   if selects(service["spec"]["selector"], pods)]
+        need(len(targets) == 1, f"{where}: Service {service_name} selects no pods, or the pods of several workloads")
+        named = targets[0][1] if len(targets) == 1 else {}
         for port in service["spec"]["ports"]:
             need(port.get("targetPort") in named, f"{where}: Service {service_name} targets {port.get('targetPort')}, "
                                                   f"not a port of its pods ({sorted(named)})")
             need(port.get("targetPort") != "metrics", f"{where}: Service {service_name} exposes metrics")
+        need(service["spec"].get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
+             and (service["spec"].get("type") != "LoadBalancer" or targets[0][0] is turn_labels),
+             f"{where}: Service {service_name} is of type {service['spec'].get('type')}: only coturn's is reached "
+             "from outside the cluster (the ingress reaches the proxy)")
     compose_proxy = (yaml.safe_load(COMPOSE.read_text(encoding="utf-8")).get("services") or {}).get("proxy", {})
     need(proxy_container.get("image") == compose_proxy.get("image"),
          f"{where}: Caddy is {proxy_container.get('image')}, compose's {compose_proxy.get('image')}")
@@ -1173,33 +1208,56 @@ def check_scale_out():
     # proxy from the ingress's namespace on http; nothing else. Both hops believe X-Forwarded-* from any peer in the
     # pod ranges, so this is what keeps other pods from naming a client address of their choosing.
     policies = [doc for (kind, _), doc in objects.items() if kind == "NetworkPolicy"]
-    for pods, want in ((gateway_labels, {"http": "proxy", "metrics": "monitoring"}),
-                       (proxy_labels, {"http": "ingress"})):
+
+    def peer_name(peer):
+        if peer.get("podSelector") and not peer.get("namespaceSelector"):
+            for pods, name in ((proxy_labels, "proxy"), (turn_labels, "turn"), (gateway_labels, "gateway")):
+                if selects(peer["podSelector"].get("matchLabels"), pods):
+                    return name
+            return "pods"
+        if peer.get("namespaceSelector", {}).get("matchLabels") and not peer.get("podSelector"):
+            namespace = peer["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name")
+            return "monitoring" if namespace == "monitoring" else "ingress"
+        if set(peer) == {"ipBlock"} and peer["ipBlock"].get("cidr") in ("0.0.0.0/0", "::/0") \
+                and not peer["ipBlock"].get("except"):
+            return "anyone"
+        return "other"
+
+    def opened_by(rules, direction):
+        opened = {}
+        for rule in rules:
+            need(rule.get(direction) and rule.get("ports"),
+                 f"{where}: a NetworkPolicy rule opens every port, or to everyone")
+            for port in rule.get("ports", []):
+                protocol = port.get("protocol", "TCP")
+                key = port.get("port") if "port" in port else f"all {protocol}"
+                need("endPort" not in port, f"{where}: a NetworkPolicy rule opens a range of ports")
+                for peer in rule.get(direction, []):
+                    opened.setdefault((key, protocol), set()).add(peer_name(peer))
+        return opened
+
+    turn_listening = {(name, port.get("protocol", "TCP")) for name, port in turn_ports.items()}
+    for pods, want, egress in (
+            (gateway_labels, {("http", "TCP"): "proxy", ("metrics", "TCP"): "monitoring",
+                              ("all UDP", "UDP"): "turn"}, None),
+            (proxy_labels, {("http", "TCP"): "ingress"}, None),
+            (turn_labels, {port: "anyone" for port in turn_listening}, {("all UDP", "UDP"): "gateway"})):
         chosen = [policy for policy in policies if selects(policy["spec"]["podSelector"]["matchLabels"], pods)]
         need(len(chosen) == 1 and "Ingress" in chosen[0]["spec"]["policyTypes"],
              f"{where}: not one NetworkPolicy for the pods {pods}")
         if len(chosen) != 1:
             continue
-        opened = {}
-        for rule in chosen[0]["spec"]["ingress"]:
-            need(rule.get("from") and rule.get("ports"),
-                 f"{where}: a NetworkPolicy rule opens every port, or to everyone")
-            for port in rule.get("ports", []):
-                for peer in rule.get("from", []):
-                    if peer.get("podSelector") and not peer.get("namespaceSelector"):
-                        opened.setdefault(port.get("port"), set()).add(
-                            "proxy" if selects(peer["podSelector"].get("matchLabels"), proxy_labels) else "pods")
-                    elif peer.get("namespaceSelector", {}).get("matchLabels") and not peer.get("podSelector"):
-                        namespace = peer["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name")
-                        opened.setdefault(port.get("port"), set()).add(
-                            "monitoring" if namespace == "monitoring" else "ingress")
-                    else:
-                        opened.setdefault(port.get("port"), set()).add("other")
+        opened = opened_by(chosen[0]["spec"]["ingress"], "from")
         need(opened == {port: {peer} for port, peer in want.items()},
              f"{where}: the NetworkPolicy of {pods} opens {opened}, not {want}")
+        if egress is not None:
+            need("Egress" in chosen[0]["spec"]["policyTypes"], f"{where}: nothing limits where {pods} reach")
+            reached = opened_by(chosen[0]["spec"].get("egress", []), "to")
+            need(reached == {port: {peer} for port, peer in egress.items()},
+                 f"{where}: the NetworkPolicy of {pods} lets them reach {reached}, not {egress}")
     # A PodDisruptionBudget for each, that lets a drain go on.
     budgets = [doc for (kind, _), doc in objects.items() if kind == "PodDisruptionBudget"]
-    for workload, pods in ((gateways, gateway_labels), (proxy, proxy_labels)):
+    for workload, pods in ((gateways, gateway_labels), (proxy, proxy_labels), (turn, turn_labels)):
         chosen = [budget for budget in budgets if selects(budget["spec"]["selector"]["matchLabels"], pods)]
         need(len(chosen) == 1, f"{where}: not one PodDisruptionBudget for {workload['metadata']['name']}")
         if len(chosen) == 1:
@@ -1209,8 +1267,107 @@ def check_scale_out():
             need(0 < spec.get("minAvailable", 1) < workload["spec"]["replicas"] and spec.get("maxUnavailable", 1) >= 1,
                  f"{where}: the PodDisruptionBudget of {workload['metadata']['name']} keeps none up, or lets no "
                  "drain on")
+    check_scale_out_turn(where, settings, gateway, turn, services, networks, objects)
     return (f"{where}: {len(files)} files, {len(objects)} objects, {replicas} gateways behind Caddy, consistent with "
-            "deploy/compose/Caddyfile")
+            "deploy/compose/Caddyfile, their hearing media through coturn")
+
+
+def coturn_ranges(networks):
+    """CIDR ranges as coturn's allowed-peer-ip takes them: first-last."""
+    return sorted(f"{network[0]}-{network[-1]}" for network in networks)
+
+
+def check_scale_out_turn(where, settings, gateway, turn, services, pod_ranges, objects):
+    """Hearing media on deploy/k8s/scale-out: the gateways' answers, the TURN URLs they give, coturn's Service,
+    pod and configuration, and its secret."""
+    label = f"{where}: Deployment {turn['metadata']['name']}"
+    need(settings.get("CUSTODIA_MEDIA_ADDRESSES") == "private",
+         f"{where}: CUSTODIA_MEDIA_ADDRESSES is not private: the gateways' answers would not name their pod addresses, "
+         "which coturn relays to")
+    pod = turn["spec"]["template"]["spec"]
+    (coturn,) = pod["containers"]
+    compose_coturn = (yaml.safe_load(COMPOSE.read_text(encoding="utf-8")).get("services") or {}).get("coturn", {})
+    need(coturn.get("image") == compose_coturn.get("image"),
+         f"{label}: coturn is {coturn.get('image')}, compose's {compose_coturn.get('image')}")
+    need(coturn.get("command") == ["turnserver"] and len(coturn.get("args", [])) == 2 and coturn["args"][0] == "-c",
+         f"{label}: does not run turnserver -c <file> (the image's entrypoint logs to stdout and sets external-ip)")
+    configuration = coturn["args"][1] if len(coturn.get("args", [])) == 2 else ""
+    turn_conf = turn_settings(SCALE_OUT / "turnserver.conf")
+    options = dict(turn_conf)
+    # The init container adds the realm and the secret; coturn may relay to the cluster's pod ranges.
+    check_turn_refusals(f"{where}/turnserver.conf", turn_conf, coturn_ranges(pod_ranges))
+    need(not {"external-ip", "relay-ip"} & set(options),
+         f"{where}/turnserver.conf sets external-ip or relay-ip: the gateways reach coturn's relay at its pod address")
+    # Its configuration: the ConfigMap made of turnserver.conf, completed by the init container with the realm and
+    # the gateways' own TURN secret.
+    (init,) = pod.get("initContainers", [None]) if len(pod.get("initContainers", [])) == 1 else (None,)
+    need(init is not None and init.get("image") == coturn.get("image"), f"{label}: not one init container, coturn's")
+    if init is None:
+        return
+    script = " ".join(init.get("command", []) + init.get("args", []))
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    mounts = lambda container: {mount["mountPath"]: mount["name"] for mount in container.get("volumeMounts", [])}
+    written = re.search(r">\s*(\S+/turnserver\.conf)", script)
+    need(written and written.group(1) == configuration,
+         f"{label}: the init container does not write the file coturn reads ({configuration})")
+    config_dir = configuration.rpartition("/")[0]
+    need(mounts(init).get(config_dir) == mounts(coturn).get(config_dir)
+         and volumes.get(mounts(coturn).get(config_dir), {}).get("emptyDir", {}).get("medium") == "Memory",
+         f"{label}: the configuration with the secret is not in one in-memory volume the two containers share")
+    template = re.search(r"cat (\S+/turnserver\.conf)", script)
+    template_volume = volumes.get(mounts(init).get(template.group(1).rpartition("/")[0] if template else None), {})
+    need(template_volume.get("configMap", {}).get("name") == "custodia-turnserver"
+         and template_volume["configMap"].get("items") == [{"key": "turnserver.conf", "path": "turnserver.conf"}],
+         f"{label}: the init container does not start from turnserver.conf (the ConfigMap custodia-turnserver)")
+    need("umask 077" in script and "realm=%s" in script and "static-auth-secret=%s" in script,
+         f"{label}: the init container does not add the realm and the secret, owner-only")
+    env = {variable["name"]: variable.get("valueFrom", {}) for variable in init.get("env", [])}
+    gateway_secret = next((variable.get("valueFrom", {}).get("secretKeyRef") for variable in gateway.get("env", [])
+                           if variable["name"] == "CUSTODIA_TURN_SECRET"), None)
+    need(gateway_secret and env.get("TURN_SECRET", {}).get("secretKeyRef") == gateway_secret,
+         f"{label}: coturn's secret is not the gateways' CUSTODIA_TURN_SECRET, from one Secret key")
+    need("$TURN_SECRET" in script and "TURN_SECRET" not in " ".join(coturn.get("args", [])),
+         f"{label}: the secret is not added by the init container, or is on coturn's command line")
+    realm = env.get("TURN_REALM", {}).get("configMapKeyRef", {})
+    # TLS: the Secret custodia-turn-tls where turnserver.conf looks.
+    tls = [name for name, volume in volumes.items() if volume.get("secret", {}).get("secretName") == "custodia-turn-tls"]
+    tls_dir = next((path for path, name in mounts(coturn).items() if tls and name == tls[0]), None)
+    need(tls_dir and options.get("cert") == f"{tls_dir}/tls.crt" and options.get("pkey") == f"{tls_dir}/tls.key",
+         f"{label}: turnserver.conf's cert and pkey are not the Secret custodia-turn-tls's files")
+    # The ports: each TURN URL's port is one the Service custodia-turn publishes for its scheme and transport, and
+    # reaches coturn's listening port for them.
+    service = services.get("custodia-turn")
+    need(service and service["spec"].get("type") == "LoadBalancer",
+         f"{where}: no Service custodia-turn of type LoadBalancer: participants would not reach coturn")
+    if not service:
+        return
+    container_ports = {port["name"]: port for port in coturn.get("ports", [])}
+    published = {}
+    for port in service["spec"]["ports"]:
+        target = container_ports.get(port.get("targetPort"), {})
+        published[(port.get("port"), port.get("protocol", "TCP"))] = target.get("containerPort")
+    want_ports = {str(int(options.get("listening-port", 0))), str(int(options.get("tls-listening-port", 0)))}
+    need({str(port) for port in published.values()} <= want_ports,
+         f"{where}: the Service custodia-turn reaches {sorted(set(published.values()))}, not only coturn's "
+         f"listening ports {sorted(want_ports)}")
+    urls = str(settings.get("CUSTODIA_TURN_URLS", "")).split(",")
+    hosts = set()
+    for url in urls:
+        match = re.fullmatch(r"(turns?):([^:?]+):(\d+)\?transport=(udp|tcp)", url.strip())
+        need(match, f"{where}: CUSTODIA_TURN_URLS: {url} is not turn[s]:host:port?transport=udp|tcp")
+        if not match:
+            continue
+        scheme, host, port, transport = match.groups()
+        hosts.add(host)
+        want = options.get("tls-listening-port" if scheme == "turns" else "listening-port")
+        need(scheme == "turn" or transport == "tcp", f"{where}: CUSTODIA_TURN_URLS: {url}: TLS over UDP")
+        need(str(published.get((int(port), transport.upper()))) == want,
+             f"{where}: CUSTODIA_TURN_URLS: {url} is not a port the Service custodia-turn publishes to coturn's "
+             f"{scheme} port ({want})")
+    realm_value = (objects.get(("ConfigMap", realm.get("name"))) or {}).get("data", {}).get(realm.get("key"))
+    need(len(hosts) == 1 and realm.get("name") == "custodia-turn" and realm_value in hosts,
+         f"{where}: CUSTODIA_TURN_URLS name several hosts, or coturn's realm ({realm_value}, from the ConfigMap "
+         f"custodia-turn) is not their host")
 
 
 def check_systemd():

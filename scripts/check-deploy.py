@@ -333,13 +333,20 @@ def turn_settings(path):
 
 
 TURN_FLAGS = ("use-auth-secret", "no-multicast-peers", "no-tcp-relay", "no-cli", "no-rfc5780",
-              "no-stun-backward-compatibility", "fingerprint")
+              "no-stun-backward-compatibility", "fingerprint", "no-tlsv1", "no-tlsv1_1")
+# Limits every coturn configuration sets as deploy/turnserver.conf does, and what none may set: another way to
+# authenticate or none, a web or metrics interface, loopback peers, or the realm and secret (added where it runs).
+TURN_LIMITS = ("user-quota", "total-quota", "stale-nonce", "max-allocate-lifetime", "max-bps")
+TURN_FORBIDDEN = {"no-auth", "lt-cred-mech", "user", "userdb", "psql-userdb", "mysql-userdb", "mongo-userdb",
+                  "redis-userdb", "web-admin", "web-admin-ip", "web-admin-port", "prometheus", "cli-password",
+                  "allow-loopback-peers", "static-auth-secret", "realm", "syslog"}
 
 
-def check_turn_refusals(name, settings, allowed):
+def check_turn_refusals(name, settings, allowed=None):
     """A coturn configuration (`settings`, turn_settings's pairs) against deploy/turnserver.conf: it refuses exactly
     the peers that one refuses, has its flags, logs nothing, holds neither realm nor secret (added where it runs),
-    and then allows exactly `allowed` (coturn's forms: addresses or first-last ranges), after every refusal."""
+    and then allows exactly `allowed` (coturn's forms: addresses or first-last ranges; not checked when None),
+    after every refusal."""
     deploy_turn = turn_settings(ROOT / "deploy" / "turnserver.conf")
     denied = [value for option, value in deploy_turn if option == "denied-peer-ip"]
     need(denied and [value for option, value in settings if option == "denied-peer-ip"] == denied,
@@ -350,11 +357,16 @@ def check_turn_refusals(name, settings, allowed):
         options = dict(pairs)
         need("no-stdout-log" in options and options.get("log-file") == "/dev/null" and "syslog" not in options,
              f"{path}: coturn logs each session with the client's address")
-    options = dict(settings)
-    need(not {"static-auth-secret", "realm", "allow-loopback-peers"} & set(options),
-         f"{name} holds the realm or the secret (added where coturn runs), or allows loopback peers")
+    options, deploy_options = dict(settings), dict(deploy_turn)
+    for limit in TURN_LIMITS:
+        need(deploy_options.get(limit) and options.get(limit) == deploy_options.get(limit),
+             f"{name} sets {limit} to {options.get(limit)}, not deploy/turnserver.conf's {deploy_options.get(limit)}")
+    need(not TURN_FORBIDDEN & set(options),
+         f"{name} sets {sorted(TURN_FORBIDDEN & set(options))}: no other way to authenticate, no interface, no "
+         "loopback peers, and neither realm nor secret (added where coturn runs)")
     given = [value for option, value in settings if option == "allowed-peer-ip"]
-    need(sorted(given) == sorted(allowed), f"{name} allows {sorted(given)}, not exactly {sorted(allowed)}")
+    need(allowed is None or sorted(given) == sorted(allowed),
+         f"{name} allows {sorted(given)}, not exactly {sorted(allowed or [])}")
     positions = [i for i, (option, _) in enumerate(settings) if option == "denied-peer-ip"]
     need(all(i > max(positions, default=-1) for i, (option, _) in enumerate(settings) if option == "allowed-peer-ip"),
          f"{name} allows peers before it refuses them")
@@ -912,6 +924,12 @@ def check_scale_out():
                            and selects(workloads[other]["spec"]["selector"]["matchLabels"], labels)]
         need(not others_selected, f"{label}: its pods are also {others_selected}'s")
         need(spec.get("automountServiceAccountToken") is False, f"{label}: mounts a service account token")
+        # On the node's network or namespaces, a pod is beyond every NetworkPolicy (coturn would relay from the
+        # node's address) and sees the node's processes.
+        need(not any(spec.get(field) for field in ("hostNetwork", "hostPID", "hostIPC")),
+             f"{label}: shares the node's network, processes or IPC")
+        need(not any(port.get("hostPort") for container in spec.get("initContainers", []) + spec["containers"]
+                     for port in container.get("ports", [])), f"{label}: takes a port on the node (hostPort)")
         need(spec.get("enableServiceLinks") is False,
              f"{label}: takes a variable for each Service in the namespace (enableServiceLinks)")
         pod_security = spec.get("securityContext") or {}
@@ -1210,12 +1228,13 @@ def check_scale_out():
     policies = [doc for (kind, _), doc in objects.items() if kind == "NetworkPolicy"]
 
     def peer_name(peer):
-        if peer.get("podSelector") and not peer.get("namespaceSelector"):
+        # A peer with a namespaceSelector, even an empty one (every namespace), is never this namespace's pods.
+        if peer.get("podSelector") and "namespaceSelector" not in peer:
             for pods, name in ((proxy_labels, "proxy"), (turn_labels, "turn"), (gateway_labels, "gateway")):
                 if selects(peer["podSelector"].get("matchLabels"), pods):
                     return name
             return "pods"
-        if peer.get("namespaceSelector", {}).get("matchLabels") and not peer.get("podSelector"):
+        if peer.get("namespaceSelector", {}).get("matchLabels") and "podSelector" not in peer:
             namespace = peer["namespaceSelector"]["matchLabels"].get("kubernetes.io/metadata.name")
             return "monitoring" if namespace == "monitoring" else "ingress"
         if set(peer) == {"ipBlock"} and peer["ipBlock"].get("cidr") in ("0.0.0.0/0", "::/0") \
@@ -1272,9 +1291,10 @@ def check_scale_out():
             "deploy/compose/Caddyfile, their hearing media through coturn")
 
 
-def coturn_ranges(networks):
-    """CIDR ranges as coturn's allowed-peer-ip takes them: first-last."""
-    return sorted(f"{network[0]}-{network[-1]}" for network in networks)
+def coturn_range(value):
+    """One allowed-peer-ip value (an address, or first-last) as the addresses it covers: (first, last)."""
+    first, _, last = value.partition("-")
+    return ipaddress.ip_address(first.strip()), ipaddress.ip_address((last or first).strip())
 
 
 def check_scale_out_turn(where, settings, gateway, turn, services, pod_ranges, objects):
@@ -1294,8 +1314,21 @@ def check_scale_out_turn(where, settings, gateway, turn, services, pod_ranges, o
     configuration = coturn["args"][1] if len(coturn.get("args", [])) == 2 else ""
     turn_conf = turn_settings(SCALE_OUT / "turnserver.conf")
     options = dict(turn_conf)
-    # The init container adds the realm and the secret; coturn may relay to the cluster's pod ranges.
-    check_turn_refusals(f"{where}/turnserver.conf", turn_conf, coturn_ranges(pod_ranges))
+    # The init container adds the realm and the secret; coturn may relay within the cluster's pod ranges, and no
+    # further (CLUSTER_POD_RANGES may have grown the nodes' range, for an ingress on the host's network, which
+    # coturn must not reach).
+    check_turn_refusals(f"{where}/turnserver.conf", turn_conf)
+    allowed = [value for option, value in turn_conf if option == "allowed-peer-ip"]
+    need(allowed, f"{where}/turnserver.conf allows no peer: coturn would reach no gateway pod")
+    for value in allowed:
+        try:
+            first, last = coturn_range(value)
+        except ValueError:
+            problems.append(f"{where}/turnserver.conf: allowed-peer-ip={value} is not an address or a range")
+            continue
+        need(first <= last and any(first in network and last in network for network in pod_ranges),
+             f"{where}/turnserver.conf allows {value}, which is not within the cluster's pod ranges "
+             f"({' '.join(map(str, pod_ranges))})")
     need(not {"external-ip", "relay-ip"} & set(options),
          f"{where}/turnserver.conf sets external-ip or relay-ip: the gateways reach coturn's relay at its pod address")
     # Its configuration: the ConfigMap made of turnserver.conf, completed by the init container with the realm and
@@ -1329,16 +1362,37 @@ def check_scale_out_turn(where, settings, gateway, turn, services, pod_ranges, o
     need("$TURN_SECRET" in script and "TURN_SECRET" not in " ".join(coturn.get("args", [])),
          f"{label}: the secret is not added by the init container, or is on coturn's command line")
     realm = env.get("TURN_REALM", {}).get("configMapKeyRef", {})
+    # The secret is written to the file alone: never traced (set -x) or echoed into the init container's log, and
+    # never in coturn's own environment.
+    lines = (init.get("args") or [""])[-1].splitlines()
+    need(not any(re.match(r"\s*set\s+-\w*x", line) for line in lines),
+         f"{label}: the init container traces its commands (set -x), the secret among them")
+    need(all(line.strip().startswith((': "${TURN_REALM:?}"', "printf 'realm=%s\\nstatic-auth-secret=%s\\n'"))
+             for line in lines if "TURN_SECRET" in line),
+         f"{label}: the init container uses TURN_SECRET beyond checking it and writing it to the file")
+    need(not any("secretKeyRef" in variable.get("valueFrom", {}) for variable in coturn.get("env", []))
+         and not coturn.get("envFrom"), f"{label}: coturn itself is given a secret in its environment")
     # TLS: the Secret custodia-turn-tls where turnserver.conf looks.
     tls = [name for name, volume in volumes.items() if volume.get("secret", {}).get("secretName") == "custodia-turn-tls"]
     tls_dir = next((path for path, name in mounts(coturn).items() if tls and name == tls[0]), None)
     need(tls_dir and options.get("cert") == f"{tls_dir}/tls.crt" and options.get("pkey") == f"{tls_dir}/tls.key",
          f"{label}: turnserver.conf's cert and pkey are not the Secret custodia-turn-tls's files")
+    # coturn that cannot read its key goes on without TLS, saying so only in the log it does not keep: the files
+    # must be its group's to read, and readiness asks the TLS port, so that such a pod is never ready.
+    security = pod.get("securityContext") or {}
+    mode = (volumes.get(tls[0], {}).get("secret", {}).get("defaultMode") if tls else None)
+    need(security.get("fsGroup") is not None and security.get("fsGroup") == security.get("runAsGroup")
+         and isinstance(mode, int) and mode & 0o040 and not mode & 0o007,
+         f"{label}: coturn's group (fsGroup) cannot read the Secret custodia-turn-tls, or others can")
+    need(coturn.get("readinessProbe", {}).get("tcpSocket", {}).get("port") == "turns",
+         f"{label}: readiness does not ask the TLS port: a coturn without its certificate would be ready")
     # The ports: each TURN URL's port is one the Service custodia-turn publishes for its scheme and transport, and
     # reaches coturn's listening port for them.
     service = services.get("custodia-turn")
-    need(service and service["spec"].get("type") == "LoadBalancer",
-         f"{where}: no Service custodia-turn of type LoadBalancer: participants would not reach coturn")
+    need(service and service["spec"].get("type") == "LoadBalancer"
+         and service["spec"].get("externalTrafficPolicy") == "Local",
+         f"{where}: no Service custodia-turn of type LoadBalancer with externalTrafficPolicy Local: participants "
+         "would not reach coturn, or would reach it from a node's address, which its NetworkPolicy may not match")
     if not service:
         return
     container_ports = {port["name"]: port for port in coturn.get("ports", [])}

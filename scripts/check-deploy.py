@@ -1242,7 +1242,8 @@ def check_scale_out():
             return "anyone"
         return "other"
 
-    def opened_by(rules, direction):
+    def opened_by(rules, direction, ranges=()):
+        """What `rules` open, by (port, protocol), to whom; a range of ports (endPort) only where `ranges` has it."""
         opened = {}
         for rule in rules:
             need(rule.get(direction) and rule.get("ports"),
@@ -1250,23 +1251,29 @@ def check_scale_out():
             for port in rule.get("ports", []):
                 protocol = port.get("protocol", "TCP")
                 key = port.get("port") if "port" in port else f"all {protocol}"
-                need("endPort" not in port, f"{where}: a NetworkPolicy rule opens a range of ports")
+                if "endPort" in port:
+                    key = f"{port.get('port')}-{port['endPort']}"
+                    need(key in ranges, f"{where}: a NetworkPolicy rule opens the range of ports {key}")
                 for peer in rule.get(direction, []):
                     opened.setdefault((key, protocol), set()).add(peer_name(peer))
         return opened
 
     turn_listening = {(name, port.get("protocol", "TCP")) for name, port in turn_ports.items()}
+    turn_options = dict(turn_settings(SCALE_OUT / "turnserver.conf"))
+    relay_ports = f"{turn_options.get('min-port')}-{turn_options.get('max-port')}"
     for pods, want, egress in (
             (gateway_labels, {("http", "TCP"): "proxy", ("metrics", "TCP"): "monitoring",
                               ("all UDP", "UDP"): "turn"}, None),
             (proxy_labels, {("http", "TCP"): "ingress"}, None),
-            (turn_labels, {port: "anyone" for port in turn_listening}, {("all UDP", "UDP"): "gateway"})):
+            # coturn's relay ports (turnserver.conf's min-port to max-port) to the gateways, its TURN ports to all.
+            (turn_labels, {**{port: "anyone" for port in turn_listening}, (relay_ports, "UDP"): "gateway"},
+             {("all UDP", "UDP"): "gateway"})):
         chosen = [policy for policy in policies if selects(policy["spec"]["podSelector"]["matchLabels"], pods)]
         need(len(chosen) == 1 and "Ingress" in chosen[0]["spec"]["policyTypes"],
              f"{where}: not one NetworkPolicy for the pods {pods}")
         if len(chosen) != 1:
             continue
-        opened = opened_by(chosen[0]["spec"]["ingress"], "from")
+        opened = opened_by(chosen[0]["spec"]["ingress"], "from", ranges=(relay_ports,))
         need(opened == {port: {peer} for port, peer in want.items()},
              f"{where}: the NetworkPolicy of {pods} opens {opened}, not {want}")
         if egress is not None:

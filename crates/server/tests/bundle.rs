@@ -10,7 +10,7 @@ use custodia_bundle::{BundleWriter, Part, Verdict, verify};
 use serde_json::json;
 use support::{
     As, TestGateway, bundled_artefacts, by_hand_blocks, by_hand_case_script, copy_tree, drop_report_lines, rebagged,
-    retagged, run_script, tar_files,
+    retagged, run_script, run_script_plain, tar_files,
 };
 
 /// A gateway with one artefact that has a few custody records, exported as a bundle.
@@ -248,9 +248,8 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
     let script: String =
         doc.split("```sh\n").skip(1).filter_map(|block| block.split("```").next()).collect::<Vec<_>>().join("\n");
     assert!(script.contains("openssl pkeyutl -verify") && script.contains("sha256sum"), "{script}");
-    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(run.status.success(), "{said}");
+    let (ok, said) = run_script(&script, &bag);
+    assert!(ok, "{said}");
     assert!(said.contains("Signature Verified Successfully"), "{said}");
     assert!(
         said.contains("payload: OK")
@@ -279,8 +278,8 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
         .unwrap();
     let text = std::fs::read_to_string(&record).unwrap();
     std::fs::write(&record, text.replacen("\"v\":2", "\"v\":3", 1)).unwrap();
-    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
-    assert!(!run.status.success(), "the by-hand check accepted a tampered record");
+    let (ok, _) = run_script(&script, &bag);
+    assert!(!ok, "the by-hand check accepted a tampered record");
     std::fs::write(&record, text).unwrap();
     assert!(said.contains("openings: OK"), "{said}");
 
@@ -290,9 +289,8 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
     let purpose: serde_json::Value = serde_json::from_str(&original).unwrap();
     let stated = purpose["purpose"]["text"].as_str().unwrap();
     std::fs::write(&opening, original.replacen(stated, &format!("{stated}x"), 1)).unwrap();
-    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(!run.status.success(), "the by-hand check accepted an edited opening: {said}");
+    let (ok, said) = run_script(&script, &bag);
+    assert!(!ok, "the by-hand check accepted an edited opening: {said}");
     std::fs::write(&opening, original).unwrap();
 
     // And on a refusal whose committed action is opened as another: the refused action says the role, so it is
@@ -309,9 +307,8 @@ async fn the_by_hand_procedure_in_the_docs_works_with_standard_tools() {
     let original = std::fs::read_to_string(&refusal).unwrap();
     assert!(original.contains("\"text\":\"download_artefact\""), "{original}");
     std::fs::write(&refusal, original.replace("\"text\":\"download_artefact\"", "\"text\":\"view_case\"")).unwrap();
-    let run = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).current_dir(&bag).output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
-    assert!(!run.status.success(), "the by-hand check accepted a refusal opened as another action: {said}");
+    let (ok, said) = run_script(&script, &bag);
+    assert!(!ok, "the by-hand check accepted a refusal opened as another action: {said}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -953,8 +950,7 @@ async fn every_by_hand_check_says_failed_in_plain_bash() {
     let plain = |bundle: &[u8]| {
         let dir = tempfile::tempdir().unwrap();
         let bag = extract(bundle, dir.path());
-        let run = Command::new("bash").args(["-c", &script]).current_dir(&bag).output().unwrap();
-        format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr))
+        run_script_plain(&script, &bag).1
     };
     const CHECKS: [&str; 11] = [
         "bag checksums",
@@ -1114,15 +1110,7 @@ async fn the_by_hand_tar_check_refuses_what_the_verifiers_refuse() {
         let path = dir.path().join(format!("{name}.tar"));
         std::fs::write(&path, bundle).unwrap();
         // As a reader runs it: plain bash, without -e, so only check_tar's own status and words count.
-        let run = Command::new("bash")
-            .args(["-c", &format!("{definition}\ncheck_tar {}", path.display())])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        (
-            run.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
-        )
+        run_script_plain(&format!("{definition}\ncheck_tar {}", path.display()), dir.path())
     };
     // A file under a name written as is: the tar crate would tidy `./` and `//` away.
     let raw = |builder: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
@@ -1439,9 +1427,8 @@ async fn the_by_hand_timestamp_step_checks_the_bags_token_and_refuses_a_forged_o
         let dir = tempfile::tempdir().expect("temp dir");
         tar::Archive::new(bag.as_slice()).unpack(dir.path()).expect("unpack");
         let top = std::fs::read_dir(dir.path()).expect("bag").next().expect("bag").expect("bag").path();
-        let run = std::process::Command::new("bash").args(["-c", &step]).current_dir(&top).output().expect("bash");
-        let plain = String::from_utf8_lossy(&run.stdout);
-        assert!(!run.status.success() && plain.contains("timestamp: FAILED"), "{what}: {plain}");
+        let (ok, plain) = run_script_plain(&step, &top);
+        assert!(!ok && plain.contains("timestamp: FAILED"), "{what}: {plain}");
     }
     assert!(by_hand(&forged, &step).1.contains("openssl ts -verify refuses the token"), "the forged signature");
     assert!(by_hand(&proof_broken, &step).1.contains("does not lead from the stamped checkpoint"), "the proof");

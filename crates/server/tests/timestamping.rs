@@ -115,15 +115,7 @@ async fn only_verified_tokens_enter_the_log_and_failures_are_counted_without_hol
             &format!("TSA_ANCHOR={}", anchor.path("ca.crt").display()),
             1,
         );
-        let run = std::process::Command::new("bash")
-            .args(["-euo", "pipefail", "-c", &step])
-            .current_dir(work.path())
-            .output()
-            .expect("bash");
-        (
-            run.status.success(),
-            format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)),
-        )
+        support::run_script(&step, work.path())
     };
     let now = jiff::Timestamp::now();
     let by_hand = |anchor: &Authority, entry: &[u8]| by_hand_with(anchor, entry, 2, now);

@@ -608,8 +608,7 @@ fn step_3a(bundle: &[u8], policy: &Path) -> (bool, String) {
     let unpacked = tempfile::tempdir().unwrap();
     tar::Archive::new(bundle).unpack(unpacked.path()).unwrap();
     let bag = std::fs::read_dir(unpacked.path()).unwrap().next().unwrap().unwrap().path();
-    let run = Command::new("bash").arg("-c").arg(&step).current_dir(&bag).output().unwrap();
-    (run.status.success(), format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr)))
+    support::run_script_plain(&step, &bag)
 }
 
 /// A signature line of `key` on `body`, as a log signs a checkpoint (c2sp.org/signed-note).

@@ -663,10 +663,10 @@ def check_compose():
     # coturn: deploy/turnserver.conf's refusals, the gateways alone allowed, the TURN URLs' ports.
     compose_turn = turn_settings(COMPOSE_DIR / "turnserver.conf")
     options = dict(compose_turn)
-    # prepare.sh adds the realm and the secret from compose.env; coturn may relay to the gateways' edge addresses.
-    if len(edge) == 1:
-        check_turn_refusals("deploy/compose/turnserver.conf", compose_turn,
-                            [addresses(s)[edge[0]] for s in gateways.values()])
+    # prepare.sh adds the realm and the secret from compose.env; coturn may relay to the gateways' edge addresses
+    # (checked when there is one edge network to name them on; the refusals are checked either way).
+    check_turn_refusals("deploy/compose/turnserver.conf", compose_turn,
+                        [addresses(s)[edge[0]] for s in gateways.values()] if len(edge) == 1 else None)
     for url in shape(env.get("CUSTODIA_TURN_URLS", "")).split(","):
         scheme, port = url.split(":", 1)[0], port_of(url.split("?")[0])
         want = options.get("tls-listening-port" if scheme == "turns" else "listening-port")
@@ -953,8 +953,8 @@ def check_scale_out():
             # Caddy's and coturn's binaries carry cap_net_bind_service as a file capability (deploy/compose.yaml
             # says why).
             file_capability = container.get("image", "").startswith(("caddy:", "coturn/coturn:"))
-            allowed = {"NET_BIND_SERVICE"} if file_capability and not container in spec.get("initContainers", []) \
-                else set()
+            is_init = container in spec.get("initContainers", [])
+            allowed = {"NET_BIND_SERVICE"} if file_capability and not is_init else set()
             need(set(capabilities.get("add", [])) <= allowed, f"{where_c}: adds {capabilities.get('add')}")
             requests = dig(container, ("resources", "requests")) or {}
             limits = dig(container, ("resources", "limits")) or {}
@@ -1340,7 +1340,8 @@ def check_scale_out_turn(where, settings, gateway, turn, services, pod_ranges, o
          f"{where}/turnserver.conf sets external-ip or relay-ip: the gateways reach coturn's relay at its pod address")
     # Its configuration: the ConfigMap made of turnserver.conf, completed by the init container with the realm and
     # the gateways' own TURN secret.
-    (init,) = pod.get("initContainers", [None]) if len(pod.get("initContainers", [])) == 1 else (None,)
+    inits = pod.get("initContainers", [])
+    init = inits[0] if len(inits) == 1 else None
     need(init is not None and init.get("image") == coturn.get("image"), f"{label}: not one init container, coturn's")
     if init is None:
         return

@@ -42,9 +42,10 @@ impl GatewayConfig {
         self.data_dir.join("keys").join("device-cookie.key")
     }
 
-    /// The witness's name unless one is configured: the log origin's host followed by `/witness`.
-    pub fn default_witness_name(&self) -> String {
-        format!("{}/witness", self.origin.split('/').next().unwrap_or(&self.origin))
+    /// The witness's name: the one configured, or else the log origin's host followed by `/witness`.
+    pub fn witness_name(&self, configured: Option<&str>) -> String {
+        configured
+            .map_or_else(|| format!("{}/witness", self.origin.split('/').next().unwrap_or(&self.origin)), str::to_owned)
     }
 
     pub fn log_dir(&self) -> PathBuf {

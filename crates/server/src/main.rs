@@ -203,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(config) => serve(*config).await,
         Command::Keygen(config) => {
             let gateway = &config.gateway;
-            let witness_name = config.witness_name.clone().unwrap_or_else(|| gateway.default_witness_name());
+            let witness_name = gateway.witness_name(config.witness_name.as_deref());
             let (signer, files) = keys::load_or_create_every_key(gateway, &witness_name)?;
             for (file, created) in files {
                 let verb = if created { "made" } else { "kept existing" };

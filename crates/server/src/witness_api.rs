@@ -296,7 +296,7 @@ async fn logs(State(witness): State<Arc<Witness>>) -> Response {
 /// This gateway's witness key, made on first use, named after the log's host by default.
 pub fn witness_key(config: &crate::config::ServeConfig) -> anyhow::Result<CosignerKey> {
     let gateway = &config.gateway;
-    let name = config.witness.name.clone().unwrap_or_else(|| gateway.default_witness_name());
+    let name = gateway.witness_name(config.witness.name.as_deref());
     let (key, created) = crate::keys::load_or_create_witness(&gateway.witness_key_file(), &name)?;
     if created {
         tracing::info!(key = %crate::config::absolute(&gateway.witness_key_file()).display(), "made a new witness key");

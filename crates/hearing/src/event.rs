@@ -102,8 +102,12 @@ pub struct ProtectiveMeasures {
     pub alter_voice: bool,
     /// Roles besides the judge and the clerk who see and hear the original and read the name: counsel, the
     /// accused, the interpreter or the remote-site officer. Never another witness or an observer (and the court,
-    /// which always has it, is not named).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    /// which always has it, is not named). A role named twice is refused, not merged: an order is read as written.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeSet::is_empty",
+        with = "serde_with::As::<serde_with::SetPreventDuplicates<serde_with::Same>>"
+    )]
     pub privileged: BTreeSet<HearingRole>,
 }
 
@@ -668,6 +672,27 @@ mod tests {
         let with_more = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false,"hide_name":true}"#;
         let refused = serde_json::from_str::<ProtectiveMeasures>(with_more).unwrap_err();
         assert!(refused.to_string().contains("unknown field `hide_name`"), "{refused}");
+    }
+
+    /// OpenAPI says `privileged` holds each role once; a request naming one twice is refused rather than merged,
+    /// and what the gateway writes (the set) reads back.
+    #[test]
+    fn a_protective_order_naming_a_role_twice_is_refused() {
+        let twice = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false,"privileged":["accused","accused"]}"#;
+        let refused = serde_json::from_str::<ProtectiveMeasures>(twice).unwrap_err();
+        assert!(refused.to_string().contains("duplicate"), "{refused}");
+        let once = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false,"privileged":["defence","accused"]}"#;
+        let order = serde_json::from_str::<ProtectiveMeasures>(once).unwrap();
+        assert_eq!(order.privileged, BTreeSet::from([HearingRole::Defence, HearingRole::Accused]));
+        let written = serde_json::to_string(&order).unwrap();
+        assert_eq!(serde_json::from_str::<ProtectiveMeasures>(&written).unwrap(), order);
+        let none = r#"{"pseudonym":"W1","mask_face":true,"alter_voice":false}"#;
+        assert!(serde_json::from_str::<ProtectiveMeasures>(none).unwrap().privileged.is_empty());
+        assert!(
+            !serde_json::to_string(&ProtectiveMeasures { privileged: BTreeSet::new(), ..order })
+                .unwrap()
+                .contains("privileged")
+        );
     }
 
     #[test]

@@ -1105,6 +1105,20 @@ async fn a_protected_witness_reaches_those_the_order_does_not_privilege_only_mas
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&refused.body));
     let ordered = gateway.call("PUT", &protection, Some(As::Session(&judge_session)), order(&[])).await;
     assert_eq!(ordered.status, StatusCode::OK, "{}", String::from_utf8_lossy(&ordered.body));
+    // An order naming a role twice is refused as written (OpenAPI's uniqueItems), and the order stands unchanged.
+    let twice =
+        gateway.call("PUT", &protection, Some(As::Session(&judge_session)), order(&["defence", "defence"])).await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&twice.body));
+    assert!(twice.json()["detail"].as_str().unwrap().contains("duplicate"), "{:?}", twice.json());
+    let witness_order = |view: &Value| {
+        let invite = view["invites"].as_array().unwrap().iter().find(|i| i["id"] == invites[1].0.as_str());
+        invite.unwrap()["protection"].clone()
+    };
+    let shown =
+        gateway.get(&format!("/api/v1/cases/case-1/hearings/{hearing}"), Some(As::Session(&judge_session))).await;
+    assert_eq!(witness_order(&shown.json()), witness_order(&ordered.json()));
+    assert_eq!(witness_order(&shown.json())["pseudonym"], "Witness A");
+    assert!(witness_order(&shown.json()).get("privileged").is_none(), "{:?}", shown.json());
     let open = format!("/api/v1/cases/case-1/hearings/{hearing}/open");
     let reply = gateway.call("POST", &open, Some(As::Session(&clerk_session)), json!({})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));

@@ -276,7 +276,7 @@ pub struct Hearings {
     /// Digest of an invite's secret, or of a participant's credential, to its hearing.
     secrets: Mutex<HashMap<Sha256, HearingId>>,
     connections: AtomicU64,
-    /// Console steps per account ([`CONSOLE_STEPS`]).
+    /// Console steps per account (the console steps of [`custodia_service::budget::Quotas`]).
     console_steps: Budget,
     /// Attempts to enter a room per secret (the room entries of [`custodia_service::budget::Quotas`]), and failed attempts
     /// per peer address ([`FAILED_JOINS_PER_PEER`]).
@@ -299,9 +299,8 @@ pub struct Hearings {
 }
 
 /// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
-/// tries. Generous for a court at work: a clerk schedules and invites a few dozen at a time, a participant takes
-/// a few steps a minute and comes back after a lost connection.
-const CONSOLE_STEPS: (u32, u32) = (60, 30);
+/// tries. Generous for a court at work: a participant takes a few steps a minute and comes back after a lost
+/// connection. (An account's console steps are among the gateway's quotas.)
 /// Failed attempts to enter (a secret the gateway does not know, or one that can no longer let anyone in) per
 /// client network. Only failures count: a valid secret is never turned away for its address's failures, since a
 /// court or a household behind one address must not be locked out by guesses sent from it.
@@ -620,6 +619,7 @@ impl Hearings {
         mask_program: PathBuf,
     ) -> Self {
         let room_entries = gateway.quotas().room_entries_per_minute;
+        let console_steps = gateway.quotas().console_steps_per_minute;
         // Kept for every gateway on the catalog: console steps make records in the one log, and a secret's
         // entries and a guesser's failures would otherwise get a budget per gateway. A room's steps are taken
         // in the gateway that holds its hearing, and stay in its memory.
@@ -635,7 +635,8 @@ impl Hearings {
             live: Mutex::default(),
             secrets: Mutex::default(),
             connections: AtomicU64::new(0),
-            console_steps: Budget::new(CONSOLE_STEPS.0, CONSOLE_STEPS.1).kept_in("hearing_console_steps", &budgets),
+            console_steps: Budget::new(console_steps.saturating_mul(2), console_steps)
+                .kept_in("hearing_console_steps", &budgets),
             joins_per_secret: Budget::new(room_entries, room_entries).kept_in("room_entries", &budgets),
             failed_joins_per_peer: Budget::new(FAILED_JOINS_PER_PEER.0, FAILED_JOINS_PER_PEER.1)
                 .kept_in("room_entries_failed", &budgets),

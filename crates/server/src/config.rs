@@ -412,6 +412,10 @@ pub struct QuotaConfig {
     /// once); one more is answered "too many attempts". Failed entries are budgeted per address besides.
     #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = budget::ROOM_ENTRIES_PER_MINUTE)]
     pub room_entries_per_minute: u32,
+    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders) one account may
+    /// take a minute; twice as many at once. One more is answered "too many attempts".
+    #[arg(long, env = "CUSTODIA_CONSOLE_STEPS_PER_MINUTE", default_value_t = budget::CONSOLE_STEPS_PER_MINUTE)]
+    pub console_steps_per_minute: u32,
     /// Custody records one account's steps may cause a minute (downloads and plays, each range included; exports;
     /// changes of policy and membership; requests and reports); as many at once. Past it, a step is answered 429
     /// before it happens. Records are public for good: this keeps one member, or a leaked token used from many
@@ -431,6 +435,7 @@ impl Default for QuotaConfig {
             whip_sessions_per_case: budget::WHIP_SESSIONS_PER_CASE,
             whip_sessions_per_account: budget::WHIP_SESSIONS_PER_ACCOUNT,
             room_entries_per_minute: budget::ROOM_ENTRIES_PER_MINUTE,
+            console_steps_per_minute: budget::CONSOLE_STEPS_PER_MINUTE,
             custody_records_per_minute: budget::CUSTODY_RECORDS_PER_MINUTE,
         }
     }
@@ -447,6 +452,7 @@ impl QuotaConfig {
             self.whip_sessions_per_account,
         )
         .with_room_entries(self.room_entries_per_minute)
+        .with_console_steps(self.console_steps_per_minute)
         .with_custody_records(self.custody_records_per_minute)
         .with_direct_holding_expiry(std::time::Duration::from_secs(self.direct_upload_holding_seconds))
     }

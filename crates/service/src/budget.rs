@@ -378,11 +378,18 @@ pub struct Quotas {
     pub whip_sessions_per_account: usize,
     /// Entries into a hearing room with one secret or credential, a minute (as many at once).
     pub room_entries_per_minute: u32,
+    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders) one account may
+    /// take a minute; twice as many at once.
+    pub console_steps_per_minute: u32,
 }
 
 /// The default of [`Quotas::room_entries_per_minute`]: a participant whose link drops comes back a few times a
 /// minute at most.
 pub const ROOM_ENTRIES_PER_MINUTE: u32 = 10;
+
+/// The default of [`Quotas::console_steps_per_minute`]: a clerk schedules and invites a few dozen at a time, and
+/// comes back for more a minute later.
+pub const CONSOLE_STEPS_PER_MINUTE: u32 = 30;
 
 /// The default of [`Quotas::custody_records`]: a video played in the browser asks for a few dozen ranges, each a
 /// recorded access; a prosecutor fetching a case's files one by one does a few hundred (a case export is one).
@@ -431,6 +438,12 @@ impl Quotas {
         self
     }
 
+    /// Hearing console steps by one account, `per_minute` a minute (twice as many at once).
+    pub fn with_console_steps(mut self, per_minute: u32) -> Self {
+        self.console_steps_per_minute = per_minute.max(1);
+        self
+    }
+
     /// Direct uploads' holdings lasting `expiry` unrenewed ([`Quotas::direct_holding_expiry`]), at least
     /// [`DIRECT_HOLDING_EXPIRY_MIN`].
     pub fn with_direct_holding_expiry(mut self, expiry: Duration) -> Self {
@@ -474,6 +487,7 @@ impl Quotas {
             refusal_records: Budget::new(refusals_per_minute, refusals_per_minute),
             custody_records: Budget::new(CUSTODY_RECORDS_PER_MINUTE, CUSTODY_RECORDS_PER_MINUTE),
             room_entries_per_minute: ROOM_ENTRIES_PER_MINUTE,
+            console_steps_per_minute: CONSOLE_STEPS_PER_MINUTE,
             direct_holding_expiry: DIRECT_HOLDING_EXPIRY,
         }
     }

@@ -188,7 +188,9 @@ impl Catalog {
         match self.prune_full_buckets_at(now).await {
             Ok(pruned) if pruned > 0 => tracing::debug!(pruned, "deleted budget buckets that were full again"),
             Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "could not delete budget buckets that were full again"),
+            Err(err) => {
+                tracing::warn!(error = %custodia_core::ErrorChain(&err), "could not delete budget buckets that were full again")
+            }
         }
     }
 }

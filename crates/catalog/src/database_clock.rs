@@ -141,7 +141,7 @@ impl Catalog {
                 offset
             }
             Err(err) => {
-                tracing::warn!(error = %err, "could not read the database's clock; using the last difference measured");
+                tracing::warn!(error = %custodia_core::ErrorChain(&err), "could not read the database's clock; using the last difference measured");
                 clock.offset_ms.load(Ordering::Acquire)
             }
         }

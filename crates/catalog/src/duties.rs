@@ -139,7 +139,7 @@ impl DutyLease {
             // The database does not answer: the duty is ours until our lease would have run out, since no other
             // gateway can take it before then.
             Err(err) => {
-                tracing::warn!(duty = ?self.duty, error = %err, "could not renew a duty's lease");
+                tracing::warn!(duty = ?self.duty, error = %custodia_core::ErrorChain(&err), "could not renew a duty's lease");
                 now < self.held_until.load(Ordering::Acquire)
             }
         }
@@ -190,7 +190,9 @@ impl DutyHolder {
                     *lease = Some(taken);
                 }
                 Ok(None) => {}
-                Err(err) => tracing::warn!(error = %err, "cannot ask whether this gateway {what}"),
+                Err(err) => {
+                    tracing::warn!(error = %custodia_core::ErrorChain(&err), "cannot ask whether this gateway {what}")
+                }
             }
         }
         let until = lease.as_ref().map_or(0, DutyLease::held_until);

@@ -898,7 +898,7 @@ async fn listen_for_publications(url: String, publications: tokio::sync::watch::
         Ok(pool) => pool,
         Err(err) => {
             // Not reached with the URL the catalog connected with; integrators then follow the row only.
-            tracing::error!(error = %err, "cannot listen for the log's publications");
+            tracing::error!(error = %custodia_core::ErrorChain(&err), "cannot listen for the log's publications");
             return;
         }
     };
@@ -923,7 +923,7 @@ async fn listen_for_publications(url: String, publications: tokio::sync::watch::
             }
         };
         if let Err(err) = listening.await {
-            tracing::debug!(error = %err, "listening for the log's publications failed; trying again");
+            tracing::debug!(error = %custodia_core::ErrorChain(&err), "listening for the log's publications failed; trying again");
         }
         if listened {
             // Nothing is heard until the next connection listens: the row says what was published meanwhile.

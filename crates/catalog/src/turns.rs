@@ -247,7 +247,7 @@ async fn keep_turn(
             _ = &mut released => break,
             () = tokio::time::sleep(KEEP_ALIVE) => {
                 if let Err(err) = sqlx::query("SELECT 1").execute(&mut *tx).await {
-                    tracing::warn!(error = %err, "a turn held lost its database connection, and its lock with it");
+                    tracing::warn!(error = %custodia_core::ErrorChain(&err), "a turn held lost its database connection, and its lock with it");
                     return;
                 }
             }
@@ -255,6 +255,6 @@ async fn keep_turn(
     }
     if let Err(err) = tx.rollback().await {
         // The connection is gone, and the lock with it.
-        tracing::debug!(error = %err, "letting a turn go");
+        tracing::debug!(error = %custodia_core::ErrorChain(&err), "letting a turn go");
     }
 }

@@ -298,9 +298,10 @@ pub struct Hearings {
     others_hold: std::sync::atomic::AtomicBool,
 }
 
-/// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
-/// tries. Generous for a court at work: a participant takes a few steps a minute and comes back after a lost
-/// connection. (An account's console steps are among the gateway's quotas.)
+// Budgets (burst, then a minute) that keep one client from flooding a hearing and the public log with what it
+// tries. Generous for a court at work: a participant takes a few steps a minute and comes back after a lost
+// connection. (An account's console steps and a secret's room entries are among the gateway's quotas.)
+
 /// Failed attempts to enter (a secret the gateway does not know, or one that can no longer let anyone in) per
 /// client network. Only failures count: a valid secret is never turned away for its address's failures, since a
 /// court or a household behind one address must not be locked out by guesses sent from it.

@@ -369,7 +369,7 @@ impl Default for TimestampConfig {
 }
 
 /// What one account may put into custody, and how fast ([`budget::Quotas`]), so that no member can fill
-/// the disk or flood the public log. The rates (uploads, refusal records, custody records, room entries) are kept
+/// the disk or flood the public log. The rates (uploads, refusal records, custody records, console steps, room entries) are kept
 /// in the catalog, one budget over every gateway on the database ([`budget::BudgetStore`]), and so are direct
 /// uploads under way with what they hold ([`budget::DirectUpload`]); WHIP sessions under way are counted by each
 /// gateway for itself.
@@ -412,7 +412,7 @@ pub struct QuotaConfig {
     /// once); one more is answered "too many attempts". Failed entries are budgeted per address besides.
     #[arg(long, env = "CUSTODIA_ROOM_ENTRIES_PER_MINUTE", default_value_t = budget::ROOM_ENTRIES_PER_MINUTE)]
     pub room_entries_per_minute: u32,
-    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders) one account may
+    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders, masked copies) one account may
     /// take a minute; twice as many at once. One more is answered "too many attempts".
     #[arg(long, env = "CUSTODIA_CONSOLE_STEPS_PER_MINUTE", default_value_t = budget::CONSOLE_STEPS_PER_MINUTE)]
     pub console_steps_per_minute: u32,

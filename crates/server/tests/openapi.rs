@@ -821,6 +821,69 @@ impl Checked {
     }
 }
 
+/// Every budget's 429 is a documented answer of the operation it cuts off, with a `too-many` problem the document's
+/// schema admits and a `Retry-After`. (The schemathesis test runs its gateway with the budgets lifted, so that its
+/// runs do not depend on the machine's speed: these answers are checked here instead, one per budget.)
+#[tokio::test]
+async fn budget_refusals_match_the_document() {
+    let gateway = TestGateway::start_with(|config| {
+        config.quotas.console_steps_per_minute = 1;
+        config.quotas.uploads_per_minute = 1;
+        // Two: the administrator's two changes of membership below are custody records too.
+        config.quotas.custody_records_per_minute = 2;
+        config.quotas.refusal_records_per_minute = 1;
+    })
+    .await;
+    gateway.case("case-1").await;
+    let (clerk, clerk_session) = gateway.person("clerk", "IT").await;
+    gateway.member("case-1", &clerk, "clerk").await;
+    let (witness, witness_session) = gateway.person("witness", "NG").await;
+    gateway.member("case-1", &witness, "witness").await;
+    let mut api = Checked { gateway, doc: document(), seen: BTreeSet::new() };
+    let (clerk, witness) = (Some(As::Session(&clerk_session)), Some(As::Session(&witness_session)));
+    // A budget of one or two a minute lets a step or two through (the burst), then answers 429 until it comes back.
+    fn cut_off(replies: &[Reply]) {
+        let last = replies.last().unwrap();
+        last.assert_problem(429, "too-many", "");
+        let wait = last.headers[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap();
+        assert!((1..=60).contains(&wait), "Retry-After: {wait}");
+        assert!(replies.len() <= 3, "{} steps before the budget cut them off", replies.len());
+    }
+
+    // Console steps.
+    let hearings = "/api/v1/cases/{case}/hearings";
+    let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2"});
+    let mut replies = Vec::new();
+    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
+        replies.push(api.call("POST", hearings, "/api/v1/cases/case-1/hearings", clerk, schedule.clone()).await);
+    }
+    cut_off(&replies);
+    // New uploads.
+    let artefacts = "/api/v1/cases/{case}/artefacts";
+    let uri = "/api/v1/cases/case-1/artefacts?purpose=intake&filename=note.txt";
+    let mut replies = Vec::new();
+    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
+        replies.push(api.raw("POST", artefacts, uri, clerk, &[("content-type", "text/plain")], "a note").await);
+    }
+    let artefact = replies[0].json()["artefact"].as_str().unwrap().to_owned();
+    cut_off(&replies);
+    // Custody records of an account's steps: each download is one.
+    let content = format!("/api/v1/artefacts/{artefact}/content?purpose=review");
+    let mut replies = Vec::new();
+    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
+        replies.push(api.get("/api/v1/artefacts/{id}/content", &content, clerk).await);
+    }
+    cut_off(&replies);
+    // Records of refusals: a witness may neither list the case's evidence nor its members. The same refusal again
+    // is counted into its first record (and answered 403 again); another takes from the budget.
+    let refused = api.get(artefacts, "/api/v1/cases/case-1/artefacts", witness).await;
+    refused.assert_problem(403, "role-forbidden", "");
+    let again = api.get(artefacts, "/api/v1/cases/case-1/artefacts", witness).await;
+    again.assert_problem(403, "role-forbidden", "");
+    let another = api.get("/api/v1/cases/{case}/members", "/api/v1/cases/case-1/members", witness).await;
+    cut_off(&[refused, again, another]);
+}
+
 fn api_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

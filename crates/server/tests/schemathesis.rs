@@ -1,8 +1,9 @@
 //! The published API fuzzed by schemathesis (PyPI; pinned in tests/requirements.txt and installed by
 //! `scripts/setup-system.sh test`) against the real `custodia serve` process (issue 11, "Found by fuzzing").
 //!
-//! The gateway is seeded over HTTP with curl: an administrator, a clerk, a judge and a witness, two cases, a note
-//! and a video artefact with a use policy, a hearing with an invite, a resumable upload, and API tokens. Then
+//! The gateway is seeded over HTTP with curl: an administrator, a clerk, a judge, a witness and a prosecutor of
+//! another State, two cases, a note and a video artefact with a use policy and the prosecutor's request to use it
+//! more widely, a hearing with an invite, a resumable upload, and API tokens. Then
 //! schemathesis runs every check it has (`--checks all`) in every phase (examples, coverage, fuzzing, and
 //! stateful sequences over the links it infers) as each identity in turn: the witness's session, a token with
 //! `read` only, the judge's session, the clerk's token with every scope, and the administrator's session. Each
@@ -22,8 +23,11 @@
 //! when present (now every JSON body holding `null` is refused, `api::ApiJson`); a protective order naming a role
 //! twice in `privileged`, which the document says holds each once, was merged (now refused). That last one was
 //! found by one CI run of many: the requests were the same each run, but whether the per-minute budgets answered
-//! one 429 before it reached the check depended on how fast the machine sent them. The gateway here runs with its
-//! budgets lifted, so that every run reaches the same code.
+//! one 429 before it reached the check depended on how fast the machine sent them. The gateway here runs with an
+//! account's budgets lifted (uploads, refusal and custody records, console steps, and a secret's room entries),
+//! so that every run reaches the same code there; openapi.rs checks each of their 429s against the document. The
+//! budgets per client address stay (sign-in failures, failed room entries, witness requests), all from this one
+//! loopback address: what schemathesis sends to those routes is mostly refused before any check anyway.
 
 mod support;
 
@@ -178,6 +182,7 @@ struct Seeded {
     judge: String,
     spare_account: String,
     read_token_id: String,
+    widen_request: String,
 }
 
 /// A TOML string.
@@ -205,6 +210,7 @@ fn config(base: &str, seeded: &Seeded, auth: &str, hooks: &Path) -> String {
         ("^/api/v1/uploads/", &seeded.upload),
         ("^/api/v1/accounts/", &seeded.spare_account),
         ("^/api/v1/tokens/", &seeded.read_token_id),
+        ("^/api/v1/widen-requests/", &seeded.widen_request),
     ] {
         config.push_str(&format!(
             "[[operations]]\ninclude-path-regex = {}\nparameters = {{ \"path.id\" = {} }}\n",
@@ -230,7 +236,9 @@ fn config(base: &str, seeded: &Seeded, auth: &str, hooks: &Path) -> String {
 fn seed(client: &Client, password: &str) -> (Seeded, String, String) {
     client.json("admin", "POST", "/api/v1/session", json!({"username": "admin", "password": password}), 200);
     let mut ids = std::collections::HashMap::new();
-    for (name, jurisdiction) in [("clerk", "IT"), ("judge", "IT"), ("witness", "NG"), ("spare", "IT")] {
+    for (name, jurisdiction) in
+        [("clerk", "IT"), ("judge", "IT"), ("witness", "NG"), ("prosecutor", "DE"), ("spare", "IT")]
+    {
         let account = json!({"username": name, "display_name": format!("The {name}"),
             "password": format!("{name}-correct-horse"), "jurisdiction": jurisdiction});
         let created = client.json("admin", "POST", "/api/v1/accounts", account, 201);
@@ -239,7 +247,7 @@ fn seed(client: &Client, password: &str) -> (Seeded, String, String) {
     for case in ["case-1", "case-2"] {
         client.json("admin", "POST", "/api/v1/cases", json!({"id": case, "title": format!("R v {case}")}), 201);
     }
-    for (name, role) in [("clerk", "clerk"), ("judge", "judge"), ("witness", "witness")] {
+    for (name, role) in [("clerk", "clerk"), ("judge", "judge"), ("witness", "witness"), ("prosecutor", "prosecutor")] {
         let member = format!("/api/v1/cases/case-1/members/{}", ids[name]);
         let (status, body) = client.call(
             "admin",
@@ -265,6 +273,12 @@ fn seed(client: &Client, password: &str) -> (Seeded, String, String) {
         "permitted_purposes": ["trial preparation"], "permitted_recipients": [], "permitted_jurisdictions": ["IT"],
         "onward_transfer": "with_consent"});
     client.json("clerk", "PUT", &format!("/api/v1/artefacts/{artefact}/policy"), policy, 200);
+    // A prosecutor of another State asks to use it there: a request the provider's clerk may decide.
+    let widen = format!("/api/v1/artefacts/{artefact}/widen-requests");
+    let widen_request = client.json("prosecutor", "POST", &widen, json!({"jurisdictions": ["DE"]}), 201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Tribunale di Catania, aula 2"});
     let hearing =
         client.json("clerk", "POST", "/api/v1/cases/case-1/hearings", schedule, 201)["id"].as_str().unwrap().to_owned();
@@ -300,6 +314,7 @@ fn seed(client: &Client, password: &str) -> (Seeded, String, String) {
         judge: ids["judge"].clone(),
         spare_account: ids["spare"].clone(),
         read_token_id: read["id"].as_str().unwrap().to_owned(),
+        widen_request,
     };
     (seeded, read["token"].as_str().unwrap().to_owned(), every["token"].as_str().unwrap().to_owned())
 }
@@ -309,10 +324,10 @@ fn schemathesis_finds_nothing_undocumented() {
     let available = Command::new("python3").args(["-c", "import schemathesis"]).status().is_ok_and(|s| s.success());
     assert!(available, "schemathesis is not installed: run scripts/setup-system.sh test (tests/requirements.txt)");
     let data = tempfile::tempdir().unwrap();
-    // The per-minute budgets are lifted past anything a run sends: under them, whether an operation was answered
-    // 429 or reached its logic depended on how fast the machine ran the requests, so a run was not the same run
-    // each time (one CI run reached a check the others had been answered 429 before). The budgets themselves are
-    // tested in tests/quotas.rs.
+    // An account's per-minute budgets are lifted past anything a run sends: under them, whether an operation was
+    // answered 429 or reached its logic depended on how fast the machine ran the requests, so a run was not the
+    // same run each time. The budgets themselves are tested in tests/quotas.rs and tests/room_secrets.rs, and
+    // their answers in tests/openapi.rs.
     let unbounded = std::ffi::OsStr::new("1000000");
     let budgets = [
         ("CUSTODIA_UPLOADS_PER_MINUTE", unbounded),

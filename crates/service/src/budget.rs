@@ -378,7 +378,7 @@ pub struct Quotas {
     pub whip_sessions_per_account: usize,
     /// Entries into a hearing room with one secret or credential, a minute (as many at once).
     pub room_entries_per_minute: u32,
-    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders) one account may
+    /// Hearing console steps (scheduling, inviting, revoking, opening, closing, protective orders, masked copies) one account may
     /// take a minute; twice as many at once.
     pub console_steps_per_minute: u32,
 }

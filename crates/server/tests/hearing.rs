@@ -226,13 +226,15 @@ async fn run_peers(room: &std::sync::Arc<dyn MediaPlane>, script: &str, argument
 }
 
 /// [`run_peers`], telling `marks` of each mark as the script prints it (so that the test can act at that moment).
+/// The script waits at each mark until the gateway's counters are read and the test told (a line on its stdin,
+/// `mark` in room_two_party.py), so that what it does next cannot reach the counters first.
 async fn run_peers_telling(
     room: &std::sync::Arc<dyn MediaPlane>,
     script: &str,
     arguments: &[&str],
     marks_to: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> (Value, String, Marks) {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     // One script of peers at a time: each runs several WebRTC peers, encoding and decoding, in one Python thread,
     // and two at once on a 2-core machine starve each other's decoders.
     static PEERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -240,11 +242,13 @@ async fn run_peers_telling(
     let mut child = tokio::process::Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(script))
         .args(arguments)
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("python3 runs");
+    let mut acknowledge = child.stdin.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let errors = tokio::spawn(async move {
         let mut text = String::new();
@@ -259,6 +263,9 @@ async fn run_peers_telling(
             if let Some(to) = &marks_to {
                 let _ = to.send(mark.to_owned());
             }
+            // A script that has already failed is no longer reading: its status tells, below.
+            let _ = acknowledge.write_all(b"read\n").await;
+            let _ = acknowledge.flush().await;
         }
         out.push_str(&line);
         out.push('\n');

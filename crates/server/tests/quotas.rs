@@ -633,6 +633,7 @@ async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate
 
     // The witness asks for every artefact, twice: each is a refusal of its own (role_forbids, another artefact).
     let before = gateway.log_size().await;
+    let flood_started = std::time::Instant::now();
     let (mut forbidden, mut too_many) = (0, 0);
     for _round in 0..2 {
         for artefact in &artefacts {
@@ -650,10 +651,12 @@ async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate
     }
     let recorded = gateway.log_size().await - before;
     eprintln!("refusal flood: {forbidden} refused (403), {too_many} over budget (429), {recorded} records");
-    // The budget's burst is recorded; a refill may add one or two on a slow run. Repeats of recorded refusals are
+    // The budget's burst is recorded, and what it refilled while the flood ran; repeats of recorded refusals are
     // counted in their window (403, no record); the rest are held for one aggregated record per minute.
-    assert!(recorded >= u64::from(REFUSALS) && recorded <= u64::from(REFUSALS) + 2, "{recorded} records");
-    assert!(too_many >= artefacts.len() - REFUSALS as usize - 2, "{too_many} answered 429");
+    let elapsed = flood_started.elapsed().as_secs_f64();
+    let slack = (elapsed * f64::from(REFUSALS) / 60.0).ceil() as u64 + (elapsed / 60.0) as u64 + 1;
+    assert!(recorded >= u64::from(REFUSALS) && recorded <= u64::from(REFUSALS) + slack, "{recorded} records");
+    assert!(too_many as u64 + u64::from(REFUSALS) + slack >= artefacts.len() as u64, "{too_many} answered 429");
     assert_eq!(forbidden + too_many, 2 * artefacts.len());
 
     // Evidence is never refused its record: the witness may still upload (a separate budget), and it is logged.
@@ -888,6 +891,7 @@ async fn a_members_recorded_steps_have_a_rate_and_a_case_export_takes_a_step_per
         artefacts.push(answer.json()["artefact"].as_str().unwrap().to_owned());
     }
     let settled = settled_log_size(&gateway).await;
+    let downloads_started = std::time::Instant::now();
     let (mut sent, mut limited) = (0u64, None);
     for round in 0..4 {
         for artefact in &artefacts {
@@ -907,8 +911,9 @@ async fn a_members_recorded_steps_have_a_rate_and_a_case_export_takes_a_step_per
         }
     }
     assert!(limited.is_some(), "the budget never ran out");
-    // A slow run refills one or two on the way.
-    assert!(sent >= u64::from(STEPS) && sent <= u64::from(STEPS) + 2, "{sent} downloads sent");
+    // A slow run refills some on the way: one every tenth of a minute.
+    let refilled = (downloads_started.elapsed().as_secs_f64() * f64::from(STEPS) / 60.0).ceil() as u64;
+    assert!(sent >= u64::from(STEPS) && sent <= u64::from(STEPS) + refilled.max(2), "{sent} downloads sent");
     assert_eq!(settled_log_size(&gateway).await, settled + sent, "one record for each download sent, none for a 429");
 
     // The clerk's own budget: a case export of more artefacts than it holds takes it all, and is made whole.

@@ -118,14 +118,20 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
     assert_eq!(hearing.room_members(&gateway), members, "a refused entry left a member in the room");
     assert_eq!(hearing.view(&gateway).await["participants"].as_array().unwrap().len(), 2);
 
-    // A secret tried again and again runs out of attempts: ten a minute.
-    let mut too_many = 0;
-    for _ in 0..12 {
+    // A secret tried again and again runs out of attempts: ten a minute (as many at once), and what real time has
+    // given back since the budget was last full (the clock moved past a minute above).
+    let started = std::time::Instant::now();
+    let mut tries = 0;
+    loop {
         let (answer, _) = join(&url, &witness_secret).await;
         assert_eq!(answer["type"], "refused", "{answer}");
-        too_many += usize::from(answer["reason"].as_str().unwrap().contains("too many attempts"));
+        tries += 1;
+        if answer["reason"].as_str().unwrap().contains("too many attempts") {
+            break;
+        }
+        let came_back = (started.elapsed().as_secs_f64() * 10.0 / 60.0).ceil() as usize;
+        assert!(tries <= 10 + came_back, "{tries} tries of one secret, all answered");
     }
-    assert!(too_many >= 1, "twelve more tries of one secret were all answered");
     assert_eq!(gateway.ledger_size(), ledger);
 
     // Once removed, a participant's credential no longer works.
@@ -386,7 +392,7 @@ async fn a_participants_refused_steps_cost_a_few_records_and_the_judge_goes_on()
     // A count takes from the budget like a first refusal, and past it joins the flood record.
     let bound = budgeted + minutes + 1;
     assert!(witness_records <= bound, "{witness_records} records for {FLOOD} refused steps (at most {bound})");
-    assert!(witness_records <= 25, "{witness_records} records");
+    assert!(witness_records as usize <= FLOOD / 20, "{witness_records} records for {FLOOD} refused steps");
     assert!(counted as usize >= by_rule, "{counted} refusals counted of {by_rule} refused by a rule");
     assert!(counted as usize <= by_rule + too_many);
     assert!(too_many > 0, "nothing was over the budget");

@@ -164,9 +164,12 @@ async fn a_direct_upload_under_way_on_one_gateway_holds_the_quota_on_the_other()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_holding_of_a_killed_gateway_expires_and_the_quota_comes_back() {
     let holding = HOLDING_SECONDS.to_string();
+    // A's upload stays idle past its holding's expiry: longer than the default 30 s a body may be idle, on a slow
+    // machine, would cut it off (and release its holding) before the test kills A.
     let mut gateways = TwoGateways::start(&[
         ("CUSTODIA_DIRECT_UPLOADS_PER_ACCOUNT", "2"),
         ("CUSTODIA_DIRECT_UPLOAD_HOLDING_SECONDS", holding.as_str()),
+        ("CUSTODIA_BODY_IDLE_SECONDS", "300"),
     ])
     .await;
     let [a, b] = gateways.ports;

@@ -71,8 +71,10 @@ async fn with_the_database_down_each_gateway_holds_the_budget_from_what_it_spent
     let postgres = TempPostgres::start();
     let (_, a) = gateway(&postgres.url).await;
     let (_, b) = gateway(&postgres.url).await;
-    let on_a = Budget::new(3, 1).kept_in("custody_records", &a);
-    let on_b = Budget::new(3, 1).kept_in("custody_records", &b);
+    // One an hour: what a database stopped, recovered and waited for takes (tens of seconds on a busy machine)
+    // gives nothing back, so each count below is exact.
+    let on_a = Budget::per_hour(3, 1).kept_in("custody_records", &a);
+    let on_b = Budget::per_hour(3, 1).kept_in("custody_records", &b);
     assert_eq!(taken(&on_a, "account", 2).await, 2);
 
     postgres.stop();
@@ -80,7 +82,7 @@ async fn with_the_database_down_each_gateway_holds_the_budget_from_what_it_spent
     // burst (N gateways, N budgets, while the database is down); both refill.
     assert_eq!(taken(&on_a, "account", 5).await, 1, "A had spent two of three");
     let wait = on_a.take("account").await.unwrap_err();
-    assert!(wait.as_secs() <= 60, "a minute at most, at one a minute: {wait:?}");
+    assert!(wait.as_secs() <= 3600, "an hour at most, at one an hour: {wait:?}");
     assert!(on_a.take("another account").await.is_ok(), "other keys are not locked out");
     assert_eq!(taken(&on_b, "account", 5).await, 3);
 

@@ -19,7 +19,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from room_two_party import Participant  # noqa: E402
+from room_two_party import Participant, mark  # noqa: E402
 
 PHASE_SECONDS = 5
 SETTLE_SECONDS = 1.5
@@ -32,12 +32,12 @@ def frames(peers):
 async def phase(name, peers, starts):
     """Frames decoded in one phase, after a moment for the routing change to settle."""
     await asyncio.sleep(SETTLE_SECONDS)
-    print(f"mark {name} start", flush=True)
+    await mark(f"{name} start")
     before = frames(peers)
     starts[name] = before
     await asyncio.sleep(PHASE_SECONDS)
     after = frames(peers)
-    print(f"mark {name} end", flush=True)
+    await mark(f"{name} end")
     return {key: after[key] - before[key] for key in after}
 
 

@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from room_two_party import Participant, mono_samples  # noqa: E402
+from room_two_party import Participant, mark, mono_samples  # noqa: E402
 
 PHASE_SECONDS = 5
 SETTLE_SECONDS = 2
@@ -101,11 +101,11 @@ async def main(url, judge_secret, witness_secret, interpreter_secret, defence_se
 
     await asyncio.sleep(SETTLE_SECONDS)
     loop = asyncio.get_running_loop()
-    print("mark interpreted start", flush=True)
+    await mark("interpreted start")
     start = loop.time()
     await asyncio.sleep(PHASE_SECONDS)
     end = loop.time()
-    print("mark interpreted end", flush=True)
+    await mark("interpreted end")
     senders = {name: peer for name, peer in peers.items()}
     report["interpreted"] = {
         listener.name: {

@@ -33,7 +33,7 @@ from aiortc.contrib.media import MediaPlayer
 from av import AudioFrame, VideoFrame
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from room_two_party import Participant, mono_samples  # noqa: E402
+from room_two_party import Participant, mark, mono_samples  # noqa: E402
 
 PHASE_SECONDS = 5
 SETTLE_SECONDS = 2
@@ -180,11 +180,11 @@ def measure(peer, start, end):
 async def phase(name, peers, report):
     await asyncio.sleep(SETTLE_SECONDS)
     loop = asyncio.get_running_loop()
-    print(f"mark {name} start", flush=True)
+    await mark(f"{name} start")
     start = loop.time()
     await asyncio.sleep(PHASE_SECONDS)
     end = loop.time()
-    print(f"mark {name} end", flush=True)
+    await mark(f"{name} end")
     report[name] = {peer.name: measure(peer, start, end) for peer in peers}
 
 
@@ -228,9 +228,9 @@ async def main(url, judge_secret, witness_secret, defence_secret, observer_secre
     report["names"]["protected"] = {peer.name: shown_name(peer, witness) for peer in watchers}
     await phase("protected", watchers, report)
 
-    print("mark change_order start", flush=True)
+    await mark("change_order start")
     await defence.until(lambda s: shown_name(defence, witness) == name, 30)
-    print("mark change_order end", flush=True)
+    await mark("change_order end")
     report["names"]["privileged"] = {peer.name: shown_name(peer, witness) for peer in watchers}
     await phase("privileged", watchers, report)
 
@@ -240,11 +240,11 @@ async def main(url, judge_secret, witness_secret, defence_secret, observer_secre
     killed = subprocess.run(mine, check=False).returncode
     report["killed"] = killed == 0
     loop = asyncio.get_running_loop()
-    print("mark killed start", flush=True)
+    await mark("killed start")
     start = loop.time()
     await asyncio.sleep(1)
     end = loop.time()
-    print("mark killed end", flush=True)
+    await mark("killed end")
     report["killed_phase"] = {peer.name: measure(peer, start, end) for peer in watchers}
     # The room starts new pipelines after a second; their first masked frames follow a keyframe.
     await phase("restored", watchers, report)

@@ -30,6 +30,14 @@ SAVER_SETTLE_SECONDS = 1
 SAVER_SECONDS = 4
 
 
+
+async def mark(name):
+    """Prints "mark NAME" for the test, which reads the gateway's counters at that moment, and waits for its word
+    that it has (a line on stdin), so that nothing done next (a change of who receives whom) reaches the counters
+    first. Run by hand with stdin at its end (`< /dev/null`), it goes straight on."""
+    print(f"mark {name}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+
 class Sent(MediaStreamTrack):
     """A track as it is sent, keeping the media time of the last frame handed to the sender."""
 
@@ -177,20 +185,20 @@ async def main(url, judge_secret, witness_secret, seconds):
     await judge.send({"type": "start_recording"})
     await judge.until(lambda s: s["recording"])
     recording_seen = {name: peer.media_time() for name, peer in peers.items()}
-    print("mark admitted start", flush=True)
+    await mark("admitted start")
     before = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await asyncio.sleep(seconds)
     after = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
-    print("mark admitted end", flush=True)
+    await mark("admitted end")
 
     # On a poor network the witness takes nobody's video, and keeps everyone's audio.
     await witness.send({"type": "receive_video", "slots": []})
     await asyncio.sleep(SAVER_SETTLE_SECONDS)
-    print("mark data_saver start", flush=True)
+    await mark("data_saver start")
     saver_start = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
     await asyncio.sleep(SAVER_SECONDS)
     saver_end = {"judge_from_witness": judge.frames_from(witness), "witness_from_judge": witness.frames_from(judge)}
-    print("mark data_saver end", flush=True)
+    await mark("data_saver end")
     asked_to_end = {name: peer.media_time() for name, peer in peers.items()}
     await judge.send({"type": "end"})
     await asyncio.wait_for(asyncio.gather(judge.ended.wait(), witness.ended.wait()), 20)

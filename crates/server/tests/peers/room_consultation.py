@@ -85,7 +85,7 @@ async def main(url, judge_secret, prosecutor_secret, witness_secret):
 
     step("asked_to_end")
     await judge.send({"type": "end"})
-    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers)), 20)
+    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers)), 60)
     step("ended")
     report["sent"] = sent
     for peer in peers:

@@ -90,7 +90,7 @@ async def main(url, judge_secret, witness_secret, interpreter_secret, defence_se
     open_channel = {"type": "open_channel", "interpreter": interpreter.id, "language": "it", "mode": "simultaneous"}
     # Not before the interpreter is sworn in.
     await judge.send(open_channel)
-    unsworn = await asyncio.wait_for(judge.replies.get(), 10)
+    unsworn = await asyncio.wait_for(judge.replies.get(), 30)
     await judge.send({"type": "present_text", "person": interpreter.id, "wording": "interpreter_oath"})
     await judge.send({"type": "swear_interpreter", "interpreter": interpreter.id, "languages": "en / it"})
     await judge.send(open_channel)
@@ -119,7 +119,7 @@ async def main(url, judge_secret, witness_secret, interpreter_secret, defence_se
     await judge.send({"type": "close_channel", "language": "it"})
     await observer.until(lambda s: not s.get("channels"))
     await judge.send({"type": "end"})
-    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers.values())), 20)
+    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers.values())), 60)
     for peer in peers.values():
         await peer.close()
     report["ids"] = {name: peer.id for name, peer in peers.items()}

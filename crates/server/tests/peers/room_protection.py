@@ -252,7 +252,7 @@ async def main(url, judge_secret, witness_secret, defence_secret, observer_secre
     # The voice over the whole hearing: a busy machine may leave a peer too little time to decode a phase's worth.
     report["whole"] = {peer.name: measure(peer, began, asyncio.get_running_loop().time()) for peer in watchers}
     await judge.send({"type": "end"})
-    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers)), 20)
+    await asyncio.wait_for(asyncio.gather(*(peer.ended.wait() for peer in peers)), 60)
     for peer in peers:
         await peer.close()
     report["ids"] = {peer.name: peer.id for peer in peers}

@@ -174,7 +174,7 @@ async def main(url, judge_secret, witness_secret, seconds):
 
     # The witness may not admit themself.
     await witness.send({"type": "admit", "participant": witness.id})
-    refused = await asyncio.wait_for(witness.replies.get(), 10)
+    refused = await asyncio.wait_for(witness.replies.get(), 30)
 
     await judge.send({"type": "admit", "participant": witness.id})
     await witness.until(lambda s: s["you"]["place"] == "main_room")
@@ -201,7 +201,7 @@ async def main(url, judge_secret, witness_secret, seconds):
     await mark("data_saver end")
     asked_to_end = {name: peer.media_time() for name, peer in peers.items()}
     await judge.send({"type": "end"})
-    await asyncio.wait_for(asyncio.gather(judge.ended.wait(), witness.ended.wait()), 20)
+    await asyncio.wait_for(asyncio.gather(judge.ended.wait(), witness.ended.wait()), 60)
     ended = {name: peer.media_time() for name, peer in peers.items()}
     await judge.close()
     await witness.close()

@@ -79,14 +79,16 @@ impl IceServers {
         };
         let stun = list(stun_urls);
         let turn = list(turn_urls);
-        for url in &stun {
+        // An entry is named by its place in the list, never quoted (as the servers' addresses stay out of the
+        // log, and one written `turn:user:password@host` would put a password there).
+        for (place, url) in stun.iter().enumerate() {
             if let Err(why) = check_url(url, &["stun", "stuns"]) {
-                bail!("CUSTODIA_STUN_URLS: {url:?} {why}");
+                bail!("CUSTODIA_STUN_URLS entry {}: {why}", place + 1);
             }
         }
-        for url in &turn {
+        for (place, url) in turn.iter().enumerate() {
             if let Err(why) = check_url(url, &["turn", "turns"]) {
-                bail!("CUSTODIA_TURN_URLS: {url:?} {why}");
+                bail!("CUSTODIA_TURN_URLS entry {}: {why}", place + 1);
             }
         }
         let secret = turn_secret.filter(|s| !s.is_empty());
@@ -322,13 +324,16 @@ mod tests {
             let err = servers(stun, turn, secret).unwrap_err().to_string();
             assert!(err.contains(says), "{err:?} lacks {says:?}");
         };
-        refused(&["turn:turn.example"], &[], None, "CUSTODIA_STUN_URLS: \"turn:turn.example\" must start with stun:");
+        refused(&["turn:turn.example"], &[], None, "CUSTODIA_STUN_URLS entry 1: must start with stun:");
+        refused(&["stun:a.example", " ", "turn:b.example"], &[], None, "CUSTODIA_STUN_URLS entry 2: must start");
         refused(&[], &["stun:x.example"], Some(SECRET), "must start with turn: or turns:");
         refused(&[], &["turn:x.example"], None, "needs CUSTODIA_TURN_SECRET");
         refused(&[], &[], Some(SECRET), "names no TURN server");
         refused(&[], &["turn:x.example"], Some("short"), "too short");
         refused(&[], &["turn://x.example"], Some(SECRET), "no \"//\"");
-        refused(&[], &["turn:user:pw@x.example"], Some(SECRET), "bad port");
+        refused(&[], &["turn:user:pw@x.example"], Some(SECRET), "CUSTODIA_TURN_URLS entry 1: has a bad port");
+        let quoted = servers(&[], &["turn:user:hunter2@x.example"], Some(SECRET)).unwrap_err().to_string();
+        assert!(!quoted.contains("hunter2") && !quoted.contains("x.example"), "{quoted}");
         refused(&[], &["turn:x.example:0"], Some(SECRET), "bad port");
         refused(&[], &["turn:x.example:70000"], Some(SECRET), "bad port");
         refused(&[], &["turn:x.example?transport=sctp"], Some(SECRET), "only ?transport=udp or ?transport=tcp");

@@ -565,7 +565,17 @@ async fn run_room(
                 let _ = outbox.send(RoomMessage::StepNotTaken { action, reason: e.to_string() });
             }
             Err(RoomError::Gateway(e)) => {
-                tracing::warn!(error = %custodia_service::error::Chain(&e), action, "a room step failed");
+                // A step refused for what it is (malformed, in conflict) is the participant's to hear, not the
+                // operator's: its text may one day quote what they sent.
+                match e.class() {
+                    ErrorClass::Refused => {}
+                    ErrorClass::Retryable => {
+                        tracing::warn!(error = %custodia_service::error::Chain(&e), action, "a room step failed");
+                    }
+                    ErrorClass::Internal => {
+                        tracing::error!(error = %custodia_service::error::Chain(&e), action, "a room step failed");
+                    }
+                }
                 let _ = outbox.send(RoomMessage::Error { detail: e.to_string() });
             }
             Err(partly @ RoomError::PartlyDone(_)) => {

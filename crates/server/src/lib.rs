@@ -48,11 +48,20 @@ const NEVER_LOGGED_CRATES: &[&str] =
 /// HTTP's own crates: above `info` they trace requests' frames and headers (cookies, tokens, forwarded addresses).
 const HEADERS_ABOVE_INFO_CRATES: &[&str] = &["h2", "hyper", "hyper_util"];
 
+/// Targets within other crates never logged: axum's rejections, traced with the text of what a request sent that
+/// its extractors refused (a path segment, a query's value, a body's field). The gateway's own problem says it.
+const NEVER_LOGGED_TARGETS: &[&str] = &["axum::rejection"];
+
 /// Whether an event or span of `target` at `level` may reach the gateway's log, whatever `RUST_LOG` asks (an
 /// operator turning on `trace` to find a fault must not write a witness's address or an invite secret down).
 pub fn may_be_logged(target: &str, level: tracing::Level) -> bool {
     let krate = target.split("::").next().unwrap_or(target);
     if krate.starts_with("webrtc") || NEVER_LOGGED_CRATES.contains(&krate) {
+        return false;
+    }
+    let within =
+        |never: &&str| target.strip_prefix(*never).is_some_and(|rest| rest.is_empty() || rest.starts_with("::"));
+    if NEVER_LOGGED_TARGETS.iter().any(within) {
         return false;
     }
     !(HEADERS_ABOVE_INFO_CRATES.contains(&krate) && level > tracing::Level::INFO)
@@ -115,5 +124,14 @@ mod tests {
             assert!(!may_be_logged(&format!("{krate}::conn"), tracing::Level::ERROR), "{krate} is logged");
         }
         assert!(may_be_logged("custodia_server::api", tracing::Level::TRACE));
+    }
+
+    /// axum traces each rejection with the text of what was refused; its other events may be logged.
+    #[test]
+    fn axums_rejections_are_never_logged() {
+        assert!(!may_be_logged("axum::rejection", tracing::Level::ERROR));
+        assert!(!may_be_logged("axum::rejection::path", tracing::Level::TRACE));
+        assert!(may_be_logged("axum::serve", tracing::Level::TRACE));
+        assert!(may_be_logged("axum_extra", tracing::Level::TRACE));
     }
 }

@@ -122,14 +122,14 @@ pub enum Reason {
     WrongPhase { phase: Phase, needs: &'static str },
     #[error("a case member with role {role} may not do this; only {allowed} may")]
     CaseRoleNotAllowed { role: Role, allowed: &'static str },
-    #[error("{participant} is a {role} here; only {allowed} may do this")]
+    #[error("{participant} is {} here; only {allowed} may do this", .role.with_article())]
     RoleNotAllowed { participant: ParticipantId, role: HearingRole, allowed: &'static str },
-    #[error("{participant} is a {role}; this must be done to {expected}")]
+    #[error("{participant} is {}; this must be done to {expected}", .role.with_article())]
     WrongSubjectRole { participant: ParticipantId, role: HearingRole, expected: &'static str },
 
-    #[error("invite {invite} is for a {role}; protective measures are ordered for a witness")]
+    #[error("invite {invite} is for {}; protective measures are ordered for a witness", .role.with_article())]
     ProtectionForWitnessOnly { invite: InviteId, role: HearingRole },
-    #[error("a protective order may not let a {role} see or hear the original")]
+    #[error("a protective order may not let {} see or hear the original", .role.with_article())]
     ProtectionPrivilegeNotAllowed { role: HearingRole },
     #[error("the person invite {invite} is for has no protective order to lift")]
     NoProtectionToLift { invite: InviteId },
@@ -157,7 +157,7 @@ pub enum Reason {
     InviteIdTaken { invite: InviteId },
     #[error("invite {invite} would expire at {expires_at}, which is not after it is issued")]
     InviteExpiresBeforeIssue { invite: InviteId, expires_at: Timestamp },
-    #[error("invite {invite} is for a {role}; only a judge's or a clerk's invite may admit on join")]
+    #[error("invite {invite} is for {}; only a judge's or a clerk's invite may admit on join", .role.with_article())]
     AdmissionOnJoinNotAllowed { invite: InviteId, role: HearingRole },
     #[error("invite {invite} was revoked at {revoked_at}")]
     InviteRevoked { invite: InviteId, revoked_at: Timestamp },

@@ -58,6 +58,21 @@ impl HearingRole {
         }
     }
 
+    /// The role with its indefinite article, for a sentence: "a judge", "an interpreter".
+    pub const fn with_article(self) -> &'static str {
+        match self {
+            Self::Judge => "a judge",
+            Self::Clerk => "a clerk",
+            Self::Prosecutor => "a prosecutor",
+            Self::Defence => "a defence",
+            Self::Accused => "an accused",
+            Self::Interpreter => "an interpreter",
+            Self::Witness => "a witness",
+            Self::RemoteSiteOfficer => "a remote_site_officer",
+            Self::Observer => "an observer",
+        }
+    }
+
     /// The judge and the clerk: the court, who admit, remove, mute others and control the recording.
     pub const fn is_court(self) -> bool {
         matches!(self, Self::Judge | Self::Clerk)
@@ -100,6 +115,16 @@ mod tests {
             let json = format!("\"{role}\"");
             assert_eq!(serde_json::to_string(&role).unwrap(), json);
             assert_eq!(serde_json::from_str::<HearingRole>(&json).unwrap(), role);
+        }
+    }
+
+    #[test]
+    fn each_role_takes_its_article() {
+        for role in HearingRole::ALL {
+            let (article, name) = role.with_article().split_once(' ').unwrap();
+            assert_eq!(name, role.as_str());
+            let vowel = name.starts_with(['a', 'e', 'i', 'o', 'u']);
+            assert_eq!(article, if vowel { "an" } else { "a" }, "{role}");
         }
     }
 

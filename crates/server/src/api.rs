@@ -72,8 +72,8 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<Value>::from_request(req, state).await {
-            Ok(axum::Json(mut value)) => {
+        match axum::Json::<UniqueNames>::from_request(req, state).await {
+            Ok(axum::Json(UniqueNames(mut value))) => {
                 if let Some(name) = null_field::<T>(&value) {
                     return Err(Problem::bad_request(format!(
                         "JSON body: {name} is null; no property of a request is nullable: leave an optional one out"
@@ -102,6 +102,76 @@ where
                 })
             }
         }
+    }
+}
+
+/// A JSON value whose objects each name a member once (I-JSON, RFC 7493): `serde_json::Value` keeps the last of two
+/// members of one name, so `{"privileged":["defence","defence"],"privileged":["defence"]}` would be taken as written
+/// once, and a proxy or a log reading the first would have seen another request. Two members of one name, however
+/// escaped, are refused.
+struct UniqueNames(Value);
+
+impl<'de> Deserialize<'de> for UniqueNames {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(UniqueNamesVisitor).map(UniqueNames)
+    }
+}
+
+struct UniqueNamesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueNamesVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(value).map(Value::Number).ok_or_else(|| E::custom("a number that is not finite"))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut array = Vec::new();
+        while let Some(UniqueNames(item)) = items.next_element()? {
+            array.push(item);
+        }
+        Ok(Value::Array(array))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(name) = members.next_key::<String>()? {
+            if object.contains_key(&name) {
+                return Err(serde::de::Error::custom(format!("two members named `{name}`")));
+            }
+            let UniqueNames(value) = members.next_value()?;
+            object.insert(name, value);
+        }
+        Ok(Value::Object(object))
     }
 }
 
@@ -1243,4 +1313,30 @@ async fn list_outcomes(
     let id = artefact_id(&id)?;
     let rows = state.gateway.outcomes(&caller, &id).await?;
     Ok(json(StatusCode::OK, rows.iter().map(Outcome::from).collect::<Vec<_>>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Result<Value, String> {
+        serde_json::from_str::<UniqueNames>(text).map(|UniqueNames(value)| value).map_err(|err| err.to_string())
+    }
+
+    /// What `serde_json::Value` reads, [`UniqueNames`] reads the same; but for two members of one name, refused
+    /// however either is escaped and at whatever depth.
+    #[test]
+    fn a_json_body_names_each_member_once() {
+        let text = r#"{"a":[1,-2,3.5,1e3,true,null,"x\u00e9"],"b":{"c":{}},"d":18446744073709551615,"e":-9223372036854775808}"#;
+        assert_eq!(read(text).unwrap(), serde_json::from_str::<Value>(text).unwrap());
+        for twice in [
+            r#"{"privileged":["defence","defence"],"privileged":["defence"]}"#,
+            r#"{"a":1,"\u0061":2}"#,
+            r#"{"outer":[{"inner":{"k":1,"k":1}}]}"#,
+        ] {
+            let refused = read(twice).unwrap_err();
+            assert!(refused.contains("two members named"), "{twice}: {refused}");
+        }
+        assert!(read(&"[".repeat(200)).unwrap_err().contains("recursion limit"));
+    }
 }

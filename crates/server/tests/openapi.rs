@@ -620,6 +620,14 @@ async fn extractor_rejections_are_problems_too() {
         );
         reply.assert_problem(400, "bad-input", "");
     }
+    // A JSON body naming a member twice is refused (the last is not quietly taken), and nothing is made.
+    let twice = r#"{"id":"case-9","title":"R v Nine","title":"R v Other"}"#;
+    let json = [("content-type", "application/json")];
+    let reply = gateway.send_bytes("POST", "/api/v1/cases", admin, &json, twice).await;
+    reply.assert_problem(400, "bad-input", "two members named `title`");
+    let once = r#"{"id":"case-9","title":"R v Nine"}"#;
+    let reply = gateway.send_bytes("POST", "/api/v1/cases", admin, &json, once).await;
+    assert_eq!(reply.status, 201, "the refused body made the case: {}", String::from_utf8_lossy(&reply.body));
 }
 
 // Real replies against the document.

@@ -653,7 +653,13 @@ impl Gateway {
     ) -> Result<Role> {
         let role = self.catalog.member_role(case.as_str(), caller.account_id()).await?;
         let Some(role) = role else {
-            tracing::info!(case = %case, actor = %caller.account_id(), action = ?action, "refused a non-member");
+            // A case that exists is named; one that does not is whatever the caller typed (a name, perhaps), so the
+            // log says only that it is no case.
+            if self.catalog.case(case.as_str()).await?.is_some() {
+                tracing::info!(case = %case, actor = %caller.account_id(), action = ?action, "refused a non-member");
+            } else {
+                tracing::info!(actor = %caller.account_id(), action = ?action, "refused a probe of no case");
+            }
             return Err(GatewayError::NotFound(format!("no case {case} of which you are a member")));
         };
         let role: Role = role.parse().map_err(|err| GatewayError::internal("stored role", err))?;

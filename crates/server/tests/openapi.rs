@@ -857,31 +857,30 @@ async fn budget_refusals_match_the_document() {
         assert!((1..=60).contains(&wait), "Retry-After: {wait}");
         assert!(replies.len() <= 3, "{} steps before the budget cut them off", replies.len());
     }
+    // The step, again until it is cut off (four times at most); its replies.
+    macro_rules! until_cut_off {
+        ($step:expr) => {{
+            let mut replies: Vec<Reply> = Vec::new();
+            while replies.len() < 4 && replies.last().is_none_or(|reply| reply.status != 429) {
+                replies.push($step.await);
+            }
+            cut_off(&replies);
+            replies
+        }};
+    }
 
     // Console steps.
     let hearings = "/api/v1/cases/{case}/hearings";
     let schedule = json!({"scheduled_for": "2026-12-01T09:00:00Z", "place": "Aula 2"});
-    let mut replies = Vec::new();
-    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
-        replies.push(api.call("POST", hearings, "/api/v1/cases/case-1/hearings", clerk, schedule.clone()).await);
-    }
-    cut_off(&replies);
+    until_cut_off!(api.call("POST", hearings, "/api/v1/cases/case-1/hearings", clerk, schedule.clone()));
     // New uploads.
     let artefacts = "/api/v1/cases/{case}/artefacts";
     let uri = "/api/v1/cases/case-1/artefacts?purpose=intake&filename=note.txt";
-    let mut replies = Vec::new();
-    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
-        replies.push(api.raw("POST", artefacts, uri, clerk, &[("content-type", "text/plain")], "a note").await);
-    }
+    let replies = until_cut_off!(api.raw("POST", artefacts, uri, clerk, &[("content-type", "text/plain")], "a note"));
     let artefact = replies[0].json()["artefact"].as_str().unwrap().to_owned();
-    cut_off(&replies);
     // Custody records of an account's steps: each download is one.
     let content = format!("/api/v1/artefacts/{artefact}/content?purpose=review");
-    let mut replies = Vec::new();
-    while replies.len() < 4 && replies.last().is_none_or(|reply: &Reply| reply.status != 429) {
-        replies.push(api.get("/api/v1/artefacts/{id}/content", &content, clerk).await);
-    }
-    cut_off(&replies);
+    until_cut_off!(api.get("/api/v1/artefacts/{id}/content", &content, clerk));
     // Records of refusals: a witness may neither list the case's evidence nor its members. The same refusal again
     // is counted into its first record (and answered 403 again); another takes from the budget.
     let refused = api.get(artefacts, "/api/v1/cases/case-1/artefacts", witness).await;

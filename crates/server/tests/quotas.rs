@@ -333,7 +333,7 @@ async fn the_owners_device_cookie_gets_past_a_ceiling_strangers_keep_spent_also_
     // disk.
     gateway.restart();
     let checked = guesser.spend_ceiling(gateway.port, "judge").await;
-    let refilled = (spent.elapsed().as_secs_f64() * f64::from(ACCOUNT_CHECKS_PER_MINUTE) / 60.0).ceil() as u32;
+    let refilled = support::refilled_since(spent, ACCOUNT_CHECKS_PER_MINUTE) as u32;
     assert!(checked <= refilled, "a restart gave the guesser {checked} checks; {refilled} refilled meanwhile");
     let mut refused = 0;
     for _ in 0..3 {
@@ -654,7 +654,7 @@ async fn a_members_refusal_flood_costs_a_few_records_and_new_uploads_have_a_rate
     // The budget's burst is recorded, and what it refilled while the flood ran; repeats of recorded refusals are
     // counted in their window (403, no record); the rest are held for one aggregated record per minute.
     let elapsed = flood_started.elapsed().as_secs_f64();
-    let slack = (elapsed * f64::from(REFUSALS) / 60.0).ceil() as u64 + (elapsed / 60.0) as u64 + 1;
+    let slack = support::refilled_since(flood_started, REFUSALS) as u64 + (elapsed / 60.0) as u64 + 1;
     assert!(recorded >= u64::from(REFUSALS) && recorded <= u64::from(REFUSALS) + slack, "{recorded} records");
     assert!(too_many as u64 + u64::from(REFUSALS) + slack >= artefacts.len() as u64, "{too_many} answered 429");
     assert_eq!(forbidden + too_many, 2 * artefacts.len());
@@ -912,7 +912,7 @@ async fn a_members_recorded_steps_have_a_rate_and_a_case_export_takes_a_step_per
     }
     assert!(limited.is_some(), "the budget never ran out");
     // A slow run refills some on the way: one every tenth of a minute.
-    let refilled = (downloads_started.elapsed().as_secs_f64() * f64::from(STEPS) / 60.0).ceil() as u64;
+    let refilled = support::refilled_since(downloads_started, STEPS) as u64;
     assert!(sent >= u64::from(STEPS) && sent <= u64::from(STEPS) + refilled.max(2), "{sent} downloads sent");
     assert_eq!(settled_log_size(&gateway).await, settled + sent, "one record for each download sent, none for a 429");
 

@@ -129,8 +129,7 @@ async fn spent_secrets_are_refused_without_a_trace_and_attempts_are_budgeted() {
         if answer["reason"].as_str().unwrap().contains("too many attempts") {
             break;
         }
-        let came_back = (started.elapsed().as_secs_f64() * 10.0 / 60.0).ceil() as usize;
-        assert!(tries <= 10 + came_back, "{tries} tries of one secret, all answered");
+        assert!(tries <= 10 + support::refilled_since(started, 10), "{tries} tries of one secret, all answered");
     }
     assert_eq!(gateway.ledger_size(), ledger);
 
@@ -204,7 +203,7 @@ async fn console_steps_are_budgeted_per_account() {
     assert_eq!(hearing.console(&gateway, "/open").await.status, 200);
     // Scheduling and opening took two of the burst. The budget comes back with the gateway's clock, which runs
     // with real time besides the test's moves: a step a twelfth of a minute, which a slow machine may add.
-    let came_back = || (started.elapsed().as_secs_f64() * f64::from(PER_MINUTE) / 60.0).ceil() as usize;
+    let came_back = || support::refilled_since(started, PER_MINUTE);
     let flood = |count: usize| {
         let (gateway, hearing) = (&gateway, &hearing);
         async move {

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use serde_json::json;
-use support::{As, http_from};
+use support::{As, http_from, refilled_since};
 
 /// The trusted reverse proxy in front of both gateways, which names each client's address.
 const PROXY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 9);
@@ -63,11 +63,6 @@ impl TwoGateways {
             artefact,
         }
     }
-}
-
-/// How many more tokens a budget of `per_minute` can have refilled since `started`, at most.
-fn refilled_since(started: Instant, per_minute: u32) -> usize {
-    (started.elapsed().as_secs_f64() * f64::from(per_minute) / 60.0).ceil() as usize
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1120,3 +1120,9 @@ asyncio.run(main())
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     Some(String::from_utf8(made.stdout).unwrap().replace("\r\n", "\n").replace('\n', "\r\n"))
 }
+
+/// How many more tokens a budget of `per_minute` can have refilled since `started`, at most: budgets refill with
+/// real time as well as with the test clock's moves, and a busy machine makes a test's steps take longer.
+pub fn refilled_since(started: std::time::Instant, per_minute: u32) -> usize {
+    (started.elapsed().as_secs_f64() * f64::from(per_minute) / 60.0).ceil() as usize
+}
